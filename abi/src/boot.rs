@@ -1,0 +1,76 @@
+//! How the hypervisor hands a guest over: its memory layout, the boot info it leaves in
+//! guest memory, the console port, and the CPUID leaves that identify the hypervisor.
+//!
+//! A guest starts in 64-bit mode, at CPL 0, with interrupts off, at its ELF entry point:
+//!
+//! - paging on, with page tables (built by the hypervisor, at [`BOOT_PAGE_TABLES`]) that map
+//!   all of the guest's RAM 1:1 (virtual = guest-physical), except the page at 0, so that a
+//!   null pointer faults;
+//! - CS = 0x08 (64-bit code), DS = ES = SS = 0x10, from a GDT at [`BOOT_GDT`];
+//! - RSP = [`BOOT_STACK_TOP`], RDI = [`BOOT_INFO`] (a [`BootInfo`]);
+//! - CR0.PE|MP|ET|NE|WP|PG, CR4.PAE|OSFXSR|OSXMMEXCPT (SSE works), EFER.LME|LMA|NXE.
+//!
+//! Guest-physical memory layout (identity-mapped):
+//!
+//! | guest-physical          | what                                              |
+//! |-------------------------|---------------------------------------------------|
+//! | `0x0000_0000` (4 KiB)   | not mapped in the boot page tables (null page)    |
+//! | [`BOOT_INFO`]           | the [`BootInfo`] page                             |
+//! | [`BOOT_GDT`]            | the boot GDT                                      |
+//! | [`BOOT_PAGE_TABLES`]    | the boot page tables (16 KiB)                     |
+//! | … [`BOOT_STACK_TOP`]    | the boot stack (grows down)                       |
+//! | [`IMAGE_BASE`]          | the guest's ELF image, then free memory           |
+//! | [`GUEST_RAM_SIZE`]      | end of RAM                                        |
+
+/// How much RAM every guest gets.
+pub const GUEST_RAM_SIZE: u64 = 16 << 20;
+/// Where the [`BootInfo`] is (guest-physical = guest-virtual at boot).
+pub const BOOT_INFO: u64 = 0x1000;
+/// Where the boot GDT is.
+pub const BOOT_GDT: u64 = 0x2000;
+/// Where the boot page tables start (PML4, PDPT, PD, one PT for the first 2 MiB).
+pub const BOOT_PAGE_TABLES: u64 = 0x10000;
+/// The initial stack pointer.
+pub const BOOT_STACK_TOP: u64 = 0x80000;
+/// Where guests are linked: the hypervisor loads the ELF's segments at their addresses,
+/// which must lie in `[IMAGE_BASE, GUEST_RAM_SIZE)`.
+pub const IMAGE_BASE: u64 = 0x20_0000;
+
+/// The port of the guest's console UART (COM1). The hypervisor emulates it: every byte
+/// written to its transmit register is one IOIO exit, and its line status register
+/// always reads "transmitter empty".
+pub const CONSOLE_PORT: u16 = 0x3f8;
+
+/// `BootInfo::magic`.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"TRAPLAB\0");
+
+/// What the hypervisor tells a guest at boot (RDI points to it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BootInfo {
+    pub magic: u64,
+    /// The domain number (0 for the first guest).
+    pub domain: u32,
+    pub _reserved: u32,
+    /// Bytes of guest RAM, starting at guest-physical 0.
+    pub ram_size: u64,
+    /// `[free_start, free_end)`: guest RAM not used by the image, the boot tables or
+    /// the boot stack: the guest may use it for anything (page tables, data).
+    pub free_start: u64,
+    pub free_end: u64,
+}
+
+/// CPUID leaves the hypervisor answers (the 0x4000_0000 range is reserved for
+/// hypervisors: Intel SDM vol. 2A, CPUID; Linux `arch/x86/include/asm/kvm_para.h`).
+pub mod cpuid {
+    /// CPUID.1:ECX bit 31: "a hypervisor is present".
+    pub const HYPERVISOR_BIT: u32 = 1 << 31;
+    /// Leaf 0x4000_0000: EAX = highest hypervisor leaf, EBX:ECX:EDX = [`SIGNATURE`].
+    pub const SIGNATURE_LEAF: u32 = 0x4000_0000;
+    /// Leaf 0x4000_0001: EAX = [`ABI_VERSION`].
+    pub const VERSION_LEAF: u32 = 0x4000_0001;
+    /// The 12-byte signature in EBX, ECX, EDX.
+    pub const SIGNATURE: [u8; 12] = *b"TrapLabSVMhv";
+    /// The version of the hypercall ABI.
+    pub const ABI_VERSION: u32 = 1;
+}

@@ -1,0 +1,550 @@
+//! The trace events: one per step of a trap, from the exit to the resume.
+//!
+//! The hypervisor builds an [`Event`] at every step and pushes it, postcard-encoded, into
+//! the shared-memory [`ring`](crate::ring). The host decodes it and writes it as one JSON
+//! object per line (see `tracer/SCHEMA.md` for the public JSON form). The Rust types here
+//! are the single definition of both forms.
+//!
+//! 64-bit registers and addresses are `"0x…"` strings in JSON (a JSON number loses bits
+//! above 2^53) and plain integers on the wire; `#[serde(with = "hex")]` does both.
+
+use alloc::borrow::Cow;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+pub use crate::svm::EventType;
+
+pub use crate::SCHEMA_VERSION;
+
+/// Text that is usually a constant in the hypervisor and owned on the host.
+pub type Text = Cow<'static, str>;
+
+/// One step of a trap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the stream: 0, 1, 2, … with no gaps. A gap means lost events.
+    pub seq: u64,
+    /// The hypervisor's time stamp counter when the event was recorded.
+    pub tsc: u64,
+    /// The domain the event is about; `None` for the hypervisor itself.
+    pub dom: Option<u16>,
+    pub body: Body,
+}
+
+/// What happened. The variant name, in snake case, is the JSON `"kind"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    Boot(Boot),
+    Domain(Domain),
+    Exit(Exit),
+    Decide(Decide),
+    Emulate(Emulate),
+    Inject(Inject),
+    Resume(Resume),
+    Console(Console),
+    Lost(Lost),
+    End(End),
+}
+
+impl Body {
+    /// Every `"kind"`, in the order of the enum.
+    pub const KINDS: [&'static str; 10] =
+        ["boot", "domain", "exit", "decide", "emulate", "inject", "resume", "console", "lost", "end"];
+
+    /// The JSON `"kind"` of this body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Boot(_) => "boot",
+            Body::Domain(_) => "domain",
+            Body::Exit(_) => "exit",
+            Body::Decide(_) => "decide",
+            Body::Emulate(_) => "emulate",
+            Body::Inject(_) => "inject",
+            Body::Resume(_) => "resume",
+            Body::Console(_) => "console",
+            Body::Lost(_) => "lost",
+            Body::End(_) => "end",
+        }
+    }
+}
+
+/// The hypervisor is up: what it runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Boot {
+    /// `traplab-hv <version>`.
+    pub hv: Text,
+    /// The CPU vendor string from CPUID leaf 0.
+    pub cpu: Text,
+    /// SVM revision (CPUID 0x8000_000A EAX).
+    pub svm_revision: u32,
+    /// CPUID 0x8000_000A EDX bits the hypervisor cares about.
+    pub nested_paging: bool,
+    pub nrip_save: bool,
+    pub decode_assists: bool,
+    /// TSC ticks per second, measured against the PIT at boot.
+    pub tsc_hz: u64,
+    /// Megabytes of RAM the machine has.
+    pub ram_mib: u32,
+}
+
+/// A domain changed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Domain {
+    pub state: DomainState,
+    /// The guest program's name (`page-fault`).
+    pub name: Text,
+    /// The exit status, for `exited`.
+    pub status: Option<i32>,
+    /// Why, for `exited` and `killed`.
+    pub reason: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainState {
+    Created,
+    Exited,
+    Killed,
+}
+
+/// General-purpose registers of the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registers {
+    #[serde(with = "hex")]
+    pub rax: u64,
+    #[serde(with = "hex")]
+    pub rbx: u64,
+    #[serde(with = "hex")]
+    pub rcx: u64,
+    #[serde(with = "hex")]
+    pub rdx: u64,
+    #[serde(with = "hex")]
+    pub rsi: u64,
+    #[serde(with = "hex")]
+    pub rdi: u64,
+    #[serde(with = "hex")]
+    pub rbp: u64,
+    #[serde(with = "hex")]
+    pub rsp: u64,
+    #[serde(with = "hex")]
+    pub r8: u64,
+    #[serde(with = "hex")]
+    pub r9: u64,
+    #[serde(with = "hex")]
+    pub r10: u64,
+    #[serde(with = "hex")]
+    pub r11: u64,
+    #[serde(with = "hex")]
+    pub r12: u64,
+    #[serde(with = "hex")]
+    pub r13: u64,
+    #[serde(with = "hex")]
+    pub r14: u64,
+    #[serde(with = "hex")]
+    pub r15: u64,
+}
+
+impl Registers {
+    /// Names and values in the order gdb and the APM list them.
+    pub fn named(&self) -> [(&'static str, u64); 16] {
+        [
+            ("rax", self.rax),
+            ("rbx", self.rbx),
+            ("rcx", self.rcx),
+            ("rdx", self.rdx),
+            ("rsi", self.rsi),
+            ("rdi", self.rdi),
+            ("rbp", self.rbp),
+            ("rsp", self.rsp),
+            ("r8", self.r8),
+            ("r9", self.r9),
+            ("r10", self.r10),
+            ("r11", self.r11),
+            ("r12", self.r12),
+            ("r13", self.r13),
+            ("r14", self.r14),
+            ("r15", self.r15),
+        ]
+    }
+}
+
+/// The CPU left the guest (#VMEXIT): the VMCB's exit fields and the guest state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The SVM exit code (APM vol. 2, appendix C).
+    pub exitcode: u64,
+    /// Its name ([`crate::svm::exit_name`]).
+    pub reason: Text,
+    #[serde(with = "hex")]
+    pub exitinfo1: u64,
+    #[serde(with = "hex")]
+    pub exitinfo2: u64,
+    /// The event that was being delivered when the exit happened (EVENTINJ format).
+    #[serde(with = "hex")]
+    pub exitintinfo: u64,
+    #[serde(with = "hex")]
+    pub rip: u64,
+    pub cs: u16,
+    pub cpl: u8,
+    #[serde(with = "hex")]
+    pub rflags: u64,
+    #[serde(with = "hex")]
+    pub cr0: u64,
+    #[serde(with = "hex")]
+    pub cr2: u64,
+    #[serde(with = "hex")]
+    pub cr3: u64,
+    #[serde(with = "hex")]
+    pub cr4: u64,
+    #[serde(with = "hex")]
+    pub efer: u64,
+    pub regs: Registers,
+    /// Up to 15 bytes at RIP, read by the hypervisor through the guest's page tables
+    /// (empty when RIP is not mapped).
+    pub insn: InstructionBytes,
+}
+
+/// Up to 15 instruction bytes (the longest x86 instruction), kept inline so that building
+/// an exit event allocates nothing. JSON: a hex string, `"0f0b"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstructionBytes {
+    length: u8,
+    bytes: [u8; 15],
+}
+
+impl InstructionBytes {
+    /// The first 15 bytes of `bytes`.
+    pub fn new(bytes: &[u8]) -> InstructionBytes {
+        let mut inline = [0u8; 15];
+        let length = bytes.len().min(15);
+        inline[..length].copy_from_slice(&bytes[..length]);
+        InstructionBytes { length: length as u8, bytes: inline }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.length as usize]
+    }
+}
+
+impl Serialize for InstructionBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        hex_bytes::serialize(self.as_slice(), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for InstructionBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = hex_bytes::deserialize(deserializer)?;
+        if bytes.len() > 15 {
+            return Err(serde::de::Error::custom("more than 15 instruction bytes"));
+        }
+        Ok(InstructionBytes::new(&bytes))
+    }
+}
+
+/// What the hypervisor does with the exit, why, and where in its source it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decide {
+    pub action: Action,
+    /// One line, in a student's words.
+    pub why: Text,
+    /// `hv/src/exit/exception.rs:42`.
+    pub at: Text,
+}
+
+/// The five things a hypervisor can do with a trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Do the operation on the guest's behalf and skip the instruction.
+    Emulate,
+    /// Re-inject the event so the CPU delivers it through the guest's own IDT.
+    Reflect,
+    /// Deliver it to a handler the guest registered by hypercall (Xen PV style).
+    Bounce,
+    /// Notify another domain.
+    Forward,
+    /// End the domain.
+    Kill,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Emulate => "emulate",
+            Action::Reflect => "reflect",
+            Action::Bounce => "bounce",
+            Action::Forward => "forward",
+            Action::Kill => "kill",
+        }
+    }
+}
+
+/// What an emulation changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emulate {
+    /// One line: `CPUID leaf 0x1: set ECX bit 31 (hypervisor present)`.
+    pub what: Text,
+    pub changes: Vec<Change>,
+}
+
+/// One register or location an emulation changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// `rax`, `rip`, `cr3`, `msr 0xc0000080`, …
+    pub name: Text,
+    #[serde(with = "hex")]
+    pub old: u64,
+    #[serde(with = "hex")]
+    pub new: u64,
+}
+
+/// An event the hypervisor puts in EVENTINJ for the CPU to deliver at the next VMRUN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inject {
+    pub vector: u8,
+    /// `#PF`, `NMI`, `INT 0x80`, …
+    pub name: Text,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub error_code: Option<u32>,
+    /// The CR2 the hypervisor set for a #PF.
+    #[serde(with = "hex_option")]
+    pub cr2: Option<u64>,
+    /// The guest handler the CPU will enter: the offset in the guest's IDT gate
+    /// (`None` when the gate is not present or cannot be read).
+    #[serde(with = "hex_option")]
+    pub handler: Option<u64>,
+    /// `true` when the hypervisor made up this event rather than reflecting one the
+    /// CPU raised (QEMU's TCG cannot raise some classes natively).
+    pub synthetic: bool,
+}
+
+/// The hypervisor runs the guest again (VMRUN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The first guest instruction that will run: the handler when an event is being
+    /// injected, else the VMCB's RIP.
+    #[serde(with = "hex")]
+    pub rip: u64,
+    #[serde(with = "hex")]
+    pub rflags: u64,
+    pub regs: Registers,
+    /// Ticks from the exit to this resume (the hypervisor's share of this trap).
+    pub cycles: u64,
+}
+
+/// Text a guest wrote to its console, one line per event (without the newline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Console {
+    pub text: Text,
+}
+
+/// Events that never reached the host. `count` events are missing before this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lost {
+    pub count: u64,
+}
+
+/// The hypervisor is done and powers off. The last event of a complete trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    /// The status QEMU exits with (see `hv/src/power.rs`).
+    pub status: u8,
+    /// Why the hypervisor stopped.
+    pub reason: Text,
+}
+
+/// `u64` as `"0x…"` in human-readable formats (JSON), as an integer in binary ones.
+pub mod hex {
+    use alloc::format;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(&format_args!("{value:#x}"))
+        } else {
+            serializer.serialize_u64(*value)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <Cow<'de, str>>::deserialize(deserializer)?;
+            parse(&text).ok_or_else(|| D::Error::custom(format!("not a 0x… number: {text:?}")))
+        } else {
+            u64::deserialize(deserializer)
+        }
+    }
+
+    use alloc::borrow::Cow;
+
+    /// Parse `0x1f` (or a plain decimal number).
+    pub fn parse(text: &str) -> Option<u64> {
+        match text.strip_prefix("0x") {
+            Some(digits) => u64::from_str_radix(digits, 16).ok(),
+            None => text.parse().ok(),
+        }
+    }
+}
+
+/// `Option<u64>` with [`hex`] inside.
+pub mod hex_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrapped(#[serde(with = "super::hex")] u64);
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+        value.map(Wrapped).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|wrapped| wrapped.0))
+    }
+}
+
+/// Bytes as a hex string (`"0f0b"`) in human-readable formats, as bytes in binary ones.
+pub mod hex_bytes {
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::fmt::Write;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            let mut text = String::with_capacity(bytes.len() * 2);
+            for byte in bytes {
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{byte:02x}");
+            }
+            serializer.serialize_str(&text)
+        } else {
+            serializer.serialize_bytes(bytes)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            if text.len() % 2 != 0 {
+                return Err(D::Error::custom("odd number of hex digits"));
+            }
+            (0..text.len())
+                .step_by(2)
+                .map(|i| {
+                    text.get(i..i + 2)
+                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                        .ok_or_else(|| D::Error::custom("not a hex byte string"))
+                })
+                .collect()
+        } else {
+            <serde_bytes_compat::ByteBuf>::deserialize(deserializer).map(|buf| buf.0)
+        }
+    }
+
+    /// A minimal owned byte buffer that deserializes from `bytes` or a sequence
+    /// (postcard encodes `serialize_bytes` as a length-prefixed byte string).
+    mod serde_bytes_compat {
+        use alloc::vec::Vec;
+        use core::fmt;
+        use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+
+        pub struct ByteBuf(pub Vec<u8>);
+
+        impl<'de> Deserialize<'de> for ByteBuf {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct BytesVisitor;
+                impl<'de> Visitor<'de> for BytesVisitor {
+                    type Value = ByteBuf;
+                    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                        formatter.write_str("bytes")
+                    }
+                    fn visit_bytes<E>(self, bytes: &[u8]) -> Result<ByteBuf, E> {
+                        Ok(ByteBuf(bytes.to_vec()))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                        let mut bytes = Vec::new();
+                        while let Some(byte) = seq.next_element()? {
+                            bytes.push(byte);
+                        }
+                        Ok(ByteBuf(bytes))
+                    }
+                }
+                deserializer.deserialize_bytes(BytesVisitor)
+            }
+        }
+    }
+}
+
+/// Encode an event for the ring (postcard).
+pub fn encode<'a>(event: &Event, buffer: &'a mut [u8]) -> Result<&'a mut [u8], postcard::Error> {
+    postcard::to_slice(event, buffer)
+}
+
+/// Decode an event from the ring.
+pub fn decode(bytes: &[u8]) -> Result<Event, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_exit() -> Event {
+        Event {
+            seq: 7,
+            tsc: 123_456,
+            dom: Some(0),
+            body: Body::Exit(Exit {
+                exitcode: 0x4e,
+                reason: Cow::Borrowed("EXCP_PF"),
+                exitinfo1: 2,
+                exitinfo2: 0x4000_0000,
+                exitintinfo: 0,
+                rip: 0x20_1234,
+                cs: 8,
+                cpl: 0,
+                rflags: 0x2,
+                cr0: 0x8005_0033,
+                cr2: 0,
+                cr3: 0x10000,
+                cr4: 0x620,
+                efer: 0x1d00,
+                regs: Registers { rax: u64::MAX, rsp: 0x7ff00, ..Registers::default() },
+                insn: InstructionBytes::new(&[0xc7, 0x00, 0x2a, 0x00, 0x00, 0x00]),
+            }),
+        }
+    }
+
+    #[test]
+    fn wire_round_trip() {
+        let event = sample_exit();
+        let mut buffer = [0u8; 1024];
+        let bytes = encode(&event, &mut buffer).unwrap().to_vec();
+        assert!(bytes.len() < 200, "the exit event is compact on the wire: {}", bytes.len());
+        assert_eq!(decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn json_uses_hex_strings() {
+        let event = sample_exit();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["body"]["exit"]["exitinfo2"], "0x40000000");
+        assert_eq!(json["body"]["exit"]["regs"]["rax"], "0xffffffffffffffff");
+        assert_eq!(json["body"]["exit"]["insn"], "c7002a000000");
+        assert_eq!(json["body"]["exit"]["exitcode"], 0x4e);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn truncated_wire_bytes_are_an_error() {
+        let mut buffer = [0u8; 1024];
+        let bytes = encode(&sample_exit(), &mut buffer).unwrap().to_vec();
+        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+    }
+}

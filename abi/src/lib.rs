@@ -1,0 +1,30 @@
+//! What the traplab hypervisor, its lab guests and the host tools agree on.
+//!
+//! This crate is `no_std` (`alloc` only for the `events` feature, which the guests leave out): the hypervisor (`hv/`) and the guests (`guests/`)
+//! link it on bare metal, the tracer and the TUI link it on the host. Everything here is
+//! pure data and pure functions, so every decoder is unit-tested on the host.
+//!
+//! | module        | what it describes                                                        |
+//! |---------------|--------------------------------------------------------------------------|
+//! | [`hypercall`] | the VMMCALL ABI: numbers, arguments, results, error codes                |
+//! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
+//! | [`event`]     | the trace events, one per step of a trap                                 |
+//! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
+//! | [`svm`]       | AMD SVM encodings: exit codes, EXITINFO fields, event injection          |
+//! | [`x86`]       | x86 architecture: exception vectors, error codes, paging                 |
+#![no_std]
+
+#[cfg(any(feature = "events", test))]
+extern crate alloc;
+
+pub mod boot;
+#[cfg(feature = "events")]
+pub mod event;
+pub mod hypercall;
+pub mod ring;
+pub mod svm;
+pub mod x86;
+
+/// The trace schema version: `"v"` in every JSON line, and `version` in the ring header.
+/// Bump it when a field changes meaning or disappears; adding a field is compatible.
+pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,322 @@
+//! The trace ring: how events get from the hypervisor to the host without loss.
+//!
+//! The ring lives in the hypervisor's RAM at [`RING_PHYS`]. QEMU backs the machine's RAM
+//! with a shared file (`-object memory-backend-file,share=on`), and the host maps the same
+//! file: it reads the ring while the machine runs, the way xentrace reads Xen's trace
+//! buffers. No device, no exit, no copy through QEMU: one event costs the hypervisor a
+//! memcpy into its own memory.
+//!
+//! Layout (offsets from [`RING_PHYS`]):
+//!
+//! | offset | field       | written by | meaning                                          |
+//! |--------|-------------|------------|--------------------------------------------------|
+//! | 0      | `magic`     | hv         | [`MAGIC`] once the header is valid               |
+//! | 8      | `version`   | hv         | [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) |
+//! | 16     | `data_size` | hv         | bytes in the data area (a multiple of 8)         |
+//! | 64     | `head`      | hv         | bytes ever written (only grows)                  |
+//! | 128    | `tail`      | host       | bytes ever consumed (only grows)                 |
+//! | 4096   | data        | hv         | records                                          |
+//!
+//! `head` and `tail` sit on their own cache lines. A record is a little-endian `u32`
+//! length, the encoded event, and padding to 8 bytes. A record never wraps: when one does
+//! not fit before the end of the data area, the producer writes the length [`WRAP`] and
+//! continues at offset 0. The producer publishes a record by storing `head` with release
+//! ordering after writing it; the consumer frees space by storing `tail` after reading.
+//!
+//! When the ring is full the producer waits for the consumer (lossless); a producer with
+//! no consumer counts what it drops and reports it as a `lost` event (see `hv/src/trace.rs`).
+
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Where the ring starts in the machine's physical memory (32 MiB). The hypervisor's
+/// memory map (`hv/src/memory.rs`) keeps this range for it.
+pub const RING_PHYS: u64 = 0x0200_0000;
+/// The header page.
+pub const HEADER_SIZE: usize = 4096;
+/// The data area the hypervisor uses.
+pub const DATA_SIZE: usize = 16 << 20;
+/// `magic` once the hypervisor has set up the ring.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"TRPLRING");
+/// The length of a record that says "continue at offset 0".
+pub const WRAP: u32 = u32::MAX;
+/// The largest record the producer accepts.
+pub const MAX_RECORD: usize = 8192;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = 8;
+const DATA_SIZE_OFFSET: usize = 16;
+const HEAD_OFFSET: usize = 64;
+const TAIL_OFFSET: usize = 128;
+
+const fn record_size(payload: usize) -> u64 {
+    ((4 + payload + 7) & !7) as u64
+}
+
+/// Why a record could not be pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The consumer has not freed enough space yet.
+    Full,
+    /// The record is larger than [`MAX_RECORD`].
+    TooLarge,
+}
+
+/// Why the ring cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// No valid header (yet): the hypervisor has not set the ring up.
+    NotReady,
+    /// The header's version is not ours.
+    Version { found: u32 },
+    /// The header claims a data area larger than the mapping.
+    Size { data_size: u64 },
+    /// A record length that cannot be right, at this byte position of the stream.
+    Corrupt { position: u64, length: u32 },
+}
+
+/// A view of the ring's memory. Both sides use it: the hypervisor with the ring's
+/// physical address, the host with the address where it mapped QEMU's RAM file.
+#[derive(Debug)]
+pub struct Ring {
+    base: *mut u8,
+    data_size: u64,
+}
+
+// SAFETY: a `Ring` is a pointer into memory shared with the other side; all shared
+// fields are accessed atomically and data bytes only after the acquire that publishes them.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn field(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: `base` points to at least HEADER_SIZE bytes (the constructors' contract),
+        // the offset is 8-aligned and below HEADER_SIZE, and these fields are only ever
+        // accessed atomically by either side.
+        unsafe { AtomicU64::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the data area follows the header inside the same allocation.
+        unsafe { self.base.add(HEADER_SIZE) }
+    }
+
+    /// Set up an empty ring (the producer does this once, before pushing).
+    ///
+    /// # Safety
+    /// `base` must point to `HEADER_SIZE + data_size` writable bytes, 8-aligned, that
+    /// nothing but this ring and one consumer use while the `Ring` lives.
+    pub unsafe fn create(base: *mut u8, data_size: usize) -> Ring {
+        assert!(data_size.is_multiple_of(8) && data_size >= 2 * MAX_RECORD);
+        let ring = Ring { base, data_size: data_size as u64 };
+        ring.field(HEAD_OFFSET).store(0, Ordering::Relaxed);
+        ring.field(TAIL_OFFSET).store(0, Ordering::Relaxed);
+        ring.field(DATA_SIZE_OFFSET).store(data_size as u64, Ordering::Relaxed);
+        ring.field(VERSION_OFFSET).store(crate::SCHEMA_VERSION as u64, Ordering::Relaxed);
+        // Magic last: a consumer that sees it sees a consistent header.
+        ring.field(MAGIC_OFFSET).store(MAGIC, Ordering::Release);
+        ring
+    }
+
+    /// Attach to a ring the producer has set up.
+    ///
+    /// # Safety
+    /// `base` must point to `mapped` readable and writable bytes, 8-aligned, that stay
+    /// mapped while the `Ring` lives.
+    pub unsafe fn attach(base: *mut u8, mapped: usize) -> Result<Ring, ReadError> {
+        if mapped < HEADER_SIZE {
+            return Err(ReadError::NotReady);
+        }
+        let probe = Ring { base, data_size: 0 };
+        if probe.field(MAGIC_OFFSET).load(Ordering::Acquire) != MAGIC {
+            return Err(ReadError::NotReady);
+        }
+        let version = probe.field(VERSION_OFFSET).load(Ordering::Relaxed) as u32;
+        if version != crate::SCHEMA_VERSION {
+            return Err(ReadError::Version { found: version });
+        }
+        let data_size = probe.field(DATA_SIZE_OFFSET).load(Ordering::Relaxed);
+        if data_size as usize > mapped - HEADER_SIZE || !data_size.is_multiple_of(8) || data_size == 0 {
+            return Err(ReadError::Size { data_size });
+        }
+        Ok(Ring { base, data_size })
+    }
+
+    /// Bytes written and not yet consumed.
+    pub fn used(&self) -> u64 {
+        self.field(HEAD_OFFSET).load(Ordering::Acquire) - self.field(TAIL_OFFSET).load(Ordering::Acquire)
+    }
+
+    /// Append one record (producer side).
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
+        if payload.len() > MAX_RECORD {
+            return Err(PushError::TooLarge);
+        }
+        let need = record_size(payload.len());
+        // Only the producer writes `head`, so a relaxed load reads our own last store.
+        let mut head = self.field(HEAD_OFFSET).load(Ordering::Relaxed);
+        let tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
+        let offset = head % self.data_size;
+        let to_end = self.data_size - offset;
+        let wrap = need > to_end;
+        let total = if wrap { to_end + need } else { need };
+        if head + total - tail > self.data_size {
+            return Err(PushError::Full);
+        }
+        if wrap {
+            self.write(offset, &WRAP.to_le_bytes());
+            head += to_end;
+        }
+        let offset = head % self.data_size;
+        self.write(offset, &(payload.len() as u32).to_le_bytes());
+        self.write(offset + 4, payload);
+        self.field(HEAD_OFFSET).store(head + need, Ordering::Release);
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, bytes: &[u8]) {
+        debug_assert!(offset + bytes.len() as u64 <= self.data_size);
+        // SAFETY: the range is inside the data area (push checks it), and the consumer
+        // does not read it until `head` is published.
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(offset as usize), bytes.len()) }
+    }
+
+    /// Read every published record, oldest first, and free their space (consumer side).
+    /// Returns how many records `each` saw.
+    pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> Result<usize, ReadError> {
+        let head = self.field(HEAD_OFFSET).load(Ordering::Acquire);
+        let mut tail = self.field(TAIL_OFFSET).load(Ordering::Relaxed);
+        let mut count = 0;
+        while tail < head {
+            let offset = tail % self.data_size;
+            let mut length = [0u8; 4];
+            self.read(offset, &mut length);
+            let length = u32::from_le_bytes(length);
+            if length == WRAP {
+                tail += self.data_size - offset;
+                continue;
+            }
+            let end = offset + record_size(length as usize);
+            if length as usize > MAX_RECORD || end > self.data_size || tail + record_size(length as usize) > head {
+                return Err(ReadError::Corrupt { position: tail, length });
+            }
+            // SAFETY: `offset + 4 .. offset + 4 + length` is inside the data area (checked
+            // above) and was published by the producer's release store of `head`.
+            let payload = unsafe {
+                core::slice::from_raw_parts(self.data().add(offset as usize + 4), length as usize)
+            };
+            each(payload);
+            count += 1;
+            tail += record_size(length as usize);
+        }
+        self.field(TAIL_OFFSET).store(tail, Ordering::Release);
+        Ok(count)
+    }
+
+    fn read(&self, offset: u64, bytes: &mut [u8]) {
+        // SAFETY: callers read inside the data area, below the published `head`.
+        unsafe { ptr::copy_nonoverlapping(self.data().add(offset as usize), bytes.as_mut_ptr(), bytes.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    fn memory(data_size: usize) -> Vec<u64> {
+        vec![0u64; (HEADER_SIZE + data_size) / 8]
+    }
+
+    #[test]
+    fn records_come_out_in_order_across_wraps() {
+        let data_size = 4 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives both views and has the size they need.
+        let mut producer = unsafe { Ring::create(base, data_size) };
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        let mut seen = Vec::new();
+        for round in 0..1000u32 {
+            let payload = vec![round as u8; (round as usize * 37) % 3000];
+            loop {
+                match producer.push(&payload) {
+                    Ok(()) => break,
+                    Err(PushError::Full) => {
+                        consumer.consume(|record| seen.push(record.to_vec())).unwrap();
+                    }
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        }
+        consumer.consume(|record| seen.push(record.to_vec())).unwrap();
+        assert_eq!(seen.len(), 1000);
+        for (round, record) in seen.iter().enumerate() {
+            assert_eq!(record.len(), (round * 37) % 3000);
+            assert!(record.iter().all(|&byte| byte == round as u8));
+        }
+        assert_eq!(producer.used(), 0);
+    }
+
+    #[test]
+    fn a_full_ring_refuses_instead_of_overwriting() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        // SAFETY: `backing` outlives the view.
+        let mut ring = unsafe { Ring::create(backing.as_mut_ptr().cast(), data_size) };
+        let mut pushed = 0;
+        while ring.push(&[1; 1000]).is_ok() {
+            pushed += 1;
+        }
+        assert_eq!(pushed, data_size / 1008);
+        assert_eq!(ring.push(&[0; MAX_RECORD + 1]), Err(PushError::TooLarge));
+    }
+
+    #[test]
+    fn consumer_rejects_missing_header_and_garbage() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives the views.
+        assert_eq!(unsafe { Ring::attach(base, backing.len() * 8) }.unwrap_err(), ReadError::NotReady);
+        // SAFETY: as above.
+        let mut ring = unsafe { Ring::create(base, data_size) };
+        ring.push(b"hello").unwrap();
+        // Corrupt the length of the record.
+        backing[HEADER_SIZE / 8] = 0x7fff_0000;
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(backing.as_mut_ptr().cast(), backing.len() * 8) }.unwrap();
+        assert!(matches!(consumer.consume(|_| ()), Err(ReadError::Corrupt { position: 0, .. })));
+    }
+
+    #[test]
+    fn producer_and_consumer_on_two_threads() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives both threads (joined below).
+        let mut producer = unsafe { Ring::create(base, data_size) };
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        let writer = std::thread::spawn(move || {
+            for n in 0..100_000u64 {
+                while producer.push(&n.to_le_bytes()).is_err() {
+                    core::hint::spin_loop();
+                }
+            }
+        });
+        let mut next = 0u64;
+        while next < 100_000 {
+            consumer
+                .consume(|record| {
+                    assert_eq!(u64::from_le_bytes(record.try_into().unwrap()), next);
+                    next += 1;
+                })
+                .unwrap();
+        }
+        writer.join().unwrap();
+        drop(backing);
+    }
+}

@@ -1,0 +1,319 @@
+//! x86-64 architecture facts the trace carries: exception vectors and their classes,
+//! the page-fault error code, and the 4-level page-table walk.
+//!
+//! References: AMD APM vol. 2, chapter 8 "Exceptions and Interrupts" and chapter 5
+//! "Page Translation and Protection"; Intel SDM vol. 3A, chapter 6 and chapter 4.
+
+/// How an exception combines with one that occurs while it is being delivered
+/// (Intel SDM vol. 3A, 6.15, table 6-4 and 6-5; AMD APM vol. 2, 8.2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionClass {
+    Benign,
+    Contributory,
+    PageFault,
+    DoubleFault,
+}
+
+/// Whether the saved RIP points at the faulting instruction (fault), after it (trap),
+/// or nowhere reliable (abort).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionType {
+    Fault,
+    Trap,
+    FaultOrTrap,
+    Interrupt,
+    Abort,
+}
+
+/// One row of the exception table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exception {
+    pub vector: u8,
+    /// `#PF`, `#UD`, … (`NMI` for vector 2).
+    pub mnemonic: &'static str,
+    pub name: &'static str,
+    /// The SVM exit reason name for this vector's intercept (`EXCP_PF`).
+    pub exit_name: &'static str,
+    pub has_error_code: bool,
+    pub class: ExceptionClass,
+    pub kind: ExceptionType,
+}
+
+const fn row(
+    vector: u8,
+    mnemonic: &'static str,
+    name: &'static str,
+    exit_name: &'static str,
+    has_error_code: bool,
+    class: ExceptionClass,
+    kind: ExceptionType,
+) -> Exception {
+    Exception { vector, mnemonic, name, exit_name, has_error_code, class, kind }
+}
+
+use ExceptionClass::{Benign, Contributory, DoubleFault, PageFault};
+use ExceptionType::{Abort, Fault, FaultOrTrap, Interrupt, Trap};
+
+/// Vectors 0–31 (AMD APM vol. 2, table 8-1; Intel SDM vol. 3A, table 6-1).
+pub const EXCEPTIONS: [Exception; 32] = [
+    row(0, "#DE", "divide error", "EXCP_DE", false, Contributory, Fault),
+    row(1, "#DB", "debug", "EXCP_DB", false, Benign, FaultOrTrap),
+    row(2, "NMI", "non-maskable interrupt", "EXCP_NMI", false, Benign, Interrupt),
+    row(3, "#BP", "breakpoint", "EXCP_BP", false, Benign, Trap),
+    row(4, "#OF", "overflow", "EXCP_OF", false, Benign, Trap),
+    row(5, "#BR", "bound range exceeded", "EXCP_BR", false, Benign, Fault),
+    row(6, "#UD", "invalid opcode", "EXCP_UD", false, Benign, Fault),
+    row(7, "#NM", "device not available", "EXCP_NM", false, Benign, Fault),
+    row(8, "#DF", "double fault", "EXCP_DF", true, DoubleFault, Abort),
+    row(9, "#CSO", "coprocessor segment overrun", "EXCP_9", false, Benign, Abort),
+    row(10, "#TS", "invalid TSS", "EXCP_TS", true, Contributory, Fault),
+    row(11, "#NP", "segment not present", "EXCP_NP", true, Contributory, Fault),
+    row(12, "#SS", "stack fault", "EXCP_SS", true, Contributory, Fault),
+    row(13, "#GP", "general protection", "EXCP_GP", true, Contributory, Fault),
+    row(14, "#PF", "page fault", "EXCP_PF", true, PageFault, Fault),
+    row(15, "#15", "reserved", "EXCP_15", false, Benign, Fault),
+    row(16, "#MF", "x87 floating-point error", "EXCP_MF", false, Benign, Fault),
+    row(17, "#AC", "alignment check", "EXCP_AC", true, Benign, Fault),
+    row(18, "#MC", "machine check", "EXCP_MC", false, Benign, Abort),
+    row(19, "#XM", "SIMD floating-point", "EXCP_XM", false, Benign, Fault),
+    row(20, "#VE", "virtualization exception", "EXCP_VE", false, Benign, Fault),
+    row(21, "#CP", "control protection", "EXCP_CP", true, Contributory, Fault),
+    row(22, "#22", "reserved", "EXCP_22", false, Benign, Fault),
+    row(23, "#23", "reserved", "EXCP_23", false, Benign, Fault),
+    row(24, "#24", "reserved", "EXCP_24", false, Benign, Fault),
+    row(25, "#25", "reserved", "EXCP_25", false, Benign, Fault),
+    row(26, "#26", "reserved", "EXCP_26", false, Benign, Fault),
+    row(27, "#27", "reserved", "EXCP_27", false, Benign, Fault),
+    row(28, "#HV", "hypervisor injection", "EXCP_HV", false, Benign, Fault),
+    row(29, "#VC", "VMM communication", "EXCP_VC", true, Benign, Fault),
+    row(30, "#SX", "security exception", "EXCP_SX", true, Benign, Fault),
+    row(31, "#31", "reserved", "EXCP_31", false, Benign, Fault),
+];
+
+/// The table row of `vector` (vectors above 31 are interrupts, not exceptions).
+pub fn exception(vector: u8) -> &'static Exception {
+    &EXCEPTIONS[(vector & 31) as usize]
+}
+
+/// What the CPU does when `second` is raised while it delivers `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combined {
+    /// Deliver `second`: the two are handled one after the other.
+    Deliver(u8),
+    /// Deliver #DF (error code 0) instead.
+    DoubleFault,
+    /// A fault while delivering #DF: the CPU shuts down (triple fault).
+    TripleFault,
+}
+
+/// The double-fault rule (Intel SDM vol. 3A, table 6-5; AMD APM vol. 2, 8.2.9):
+///
+/// | first \ second | benign  | contributory | page fault |
+/// |----------------|---------|--------------|------------|
+/// | benign         | serial  | serial       | serial     |
+/// | contributory   | serial  | #DF          | serial     |
+/// | page fault     | serial  | #DF          | #DF        |
+/// | double fault   | serial  | shutdown     | shutdown   |
+///
+/// `first` is an event whose delivery was interrupted (`None` if nothing was
+/// being delivered). Interrupts and NMIs being delivered count as benign.
+pub fn combine(first: Option<u8>, second: u8) -> Combined {
+    let Some(first) = first else { return Combined::Deliver(second) };
+    let first = if first < 32 { exception(first).class } else { Benign };
+    let second_class = exception(second).class;
+    match (first, second_class) {
+        (DoubleFault, Contributory | PageFault | DoubleFault) => Combined::TripleFault,
+        (Contributory, Contributory) => Combined::DoubleFault,
+        (PageFault, Contributory | PageFault) => Combined::DoubleFault,
+        _ => Combined::Deliver(second),
+    }
+}
+
+/// The page-fault error code (AMD APM vol. 2, 8.4.2; Intel SDM vol. 3A, 4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageFaultCode(pub u32);
+
+impl PageFaultCode {
+    /// Each bit: (mask, name, meaning when set, meaning when clear).
+    pub const BITS: [(u32, &'static str, &'static str, &'static str); 7] = [
+        (1 << 0, "P", "protection violation", "page not present"),
+        (1 << 1, "W/R", "write", "read"),
+        (1 << 2, "U/S", "user-mode access (CPL 3)", "supervisor-mode access"),
+        (1 << 3, "RSVD", "reserved bit set in a paging entry", ""),
+        (1 << 4, "I/D", "instruction fetch", ""),
+        (1 << 5, "PK", "protection key", ""),
+        (1 << 6, "SS", "shadow stack access", ""),
+    ];
+
+    pub fn present(self) -> bool {
+        self.0 & 1 != 0
+    }
+    pub fn write(self) -> bool {
+        self.0 & 2 != 0
+    }
+    pub fn user(self) -> bool {
+        self.0 & 4 != 0
+    }
+    pub fn reserved(self) -> bool {
+        self.0 & 8 != 0
+    }
+    pub fn fetch(self) -> bool {
+        self.0 & 16 != 0
+    }
+
+    /// The names of the bits that are set, as `P|W/R|U/S`.
+    pub fn flag_names(self) -> impl Iterator<Item = &'static str> {
+        Self::BITS.into_iter().filter(move |bit| self.0 & bit.0 != 0).map(|bit| bit.1)
+    }
+}
+
+/// Page-table entry bits used by the 4-level walk (AMD APM vol. 2, 5.4).
+pub mod pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    pub const CACHE_DISABLE: u64 = 1 << 4;
+    pub const ACCESSED: u64 = 1 << 5;
+    pub const DIRTY: u64 = 1 << 6;
+    /// PS: in a PDPTE it maps 1 GiB, in a PDE 2 MiB.
+    pub const HUGE: u64 = 1 << 7;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// Bits 51:12: the physical address of the next table or the page.
+    pub const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+}
+
+/// A successful walk: the physical address and the combined permissions on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub physical: u64,
+    pub writable: bool,
+    pub user: bool,
+    pub executable: bool,
+    /// 4 KiB, 2 MiB or 1 GiB.
+    pub page_size: u64,
+}
+
+/// Why a walk stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkError {
+    /// The entry at this level (4 = PML4 … 1 = PT) is not present.
+    NotPresent { level: u8 },
+    /// The address is not canonical (bits 63:47 are not all equal).
+    NonCanonical,
+    /// A page-table page could not be read (it is outside the memory we can see).
+    Unreadable { table: u64 },
+}
+
+/// Walk 4-level long-mode page tables rooted at `cr3` for `virtual_address`.
+///
+/// `read_u64` reads one 8-byte entry at a physical address; the hypervisor passes a
+/// function that reads guest-physical memory through its nested page tables.
+pub fn translate(
+    cr3: u64,
+    virtual_address: u64,
+    mut read_u64: impl FnMut(u64) -> Option<u64>,
+) -> Result<Translation, WalkError> {
+    let sign = virtual_address >> 47;
+    if sign != 0 && sign != 0x1_ffff {
+        return Err(WalkError::NonCanonical);
+    }
+    let mut table = cr3 & pte::ADDRESS;
+    let (mut writable, mut user, mut executable) = (true, true, true);
+    for level in (1..=4u8).rev() {
+        let shift = 12 + 9 * (level as u64 - 1);
+        let index = (virtual_address >> shift) & 0x1ff;
+        let entry = read_u64(table + index * 8).ok_or(WalkError::Unreadable { table })?;
+        if entry & pte::PRESENT == 0 {
+            return Err(WalkError::NotPresent { level });
+        }
+        writable &= entry & pte::WRITABLE != 0;
+        user &= entry & pte::USER != 0;
+        executable &= entry & pte::NO_EXECUTE == 0;
+        let leaf = level == 1 || ((level == 2 || level == 3) && entry & pte::HUGE != 0);
+        if leaf {
+            let page_size = 1u64 << shift;
+            let base = entry & pte::ADDRESS & !(page_size - 1);
+            return Ok(Translation {
+                physical: base | (virtual_address & (page_size - 1)),
+                writable,
+                user,
+                executable,
+                page_size,
+            });
+        }
+        table = entry & pte::ADDRESS;
+    }
+    unreachable!("level 1 is always a leaf")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+
+    #[test]
+    fn table_is_indexed_by_vector() {
+        for (index, row) in EXCEPTIONS.iter().enumerate() {
+            assert_eq!(row.vector as usize, index);
+        }
+        assert_eq!(exception(14).mnemonic, "#PF");
+        assert!(exception(14).has_error_code);
+        assert!(!exception(6).has_error_code);
+    }
+
+    #[test]
+    fn double_fault_rule() {
+        assert_eq!(combine(None, 13), Combined::Deliver(13));
+        assert_eq!(combine(Some(6), 13), Combined::Deliver(13), "benign then #GP: serial");
+        assert_eq!(combine(Some(13), 13), Combined::DoubleFault);
+        assert_eq!(combine(Some(0), 11), Combined::DoubleFault);
+        assert_eq!(combine(Some(14), 14), Combined::DoubleFault);
+        assert_eq!(combine(Some(14), 13), Combined::DoubleFault);
+        assert_eq!(combine(Some(13), 14), Combined::Deliver(14), "contributory then #PF: serial");
+        assert_eq!(combine(Some(8), 13), Combined::TripleFault);
+        assert_eq!(combine(Some(8), 14), Combined::TripleFault);
+        assert_eq!(combine(Some(8), 6), Combined::Deliver(6));
+        assert_eq!(combine(Some(0x20), 13), Combined::Deliver(13), "interrupt then #GP");
+    }
+
+    #[test]
+    fn page_fault_code_names() {
+        let code = PageFaultCode(0b10110);
+        assert!(code.write() && code.user() && code.fetch() && !code.present());
+        let names: alloc::vec::Vec<_> = code.flag_names().collect();
+        assert_eq!(names, ["W/R", "U/S", "I/D"]);
+    }
+
+    /// Page tables in a map from physical address to entry.
+    fn tables(entries: &[(u64, u64)]) -> BTreeMap<u64, u64> {
+        entries.iter().copied().collect()
+    }
+
+    #[test]
+    fn walk_4k_2m_and_not_present() {
+        use pte::*;
+        let memory = tables(&[
+            (0x1000, 0x2000 | PRESENT | WRITABLE | USER),           // PML4[0]
+            (0x2000 + 8, 0x3000 | PRESENT | WRITABLE),               // PDPT[1] (1 GiB)
+            (0x3000, 0x4000 | PRESENT | WRITABLE),                   // PD[0]
+            (0x4000 + 5 * 8, 0x7000 | PRESENT | NO_EXECUTE),         // PT[5], read-only, NX
+            (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE),   // PD[1]: 2 MiB page
+        ]);
+        let read = |address: u64| memory.get(&address).copied().or(Some(0));
+        let small = translate(0x1000, 0x4000_5123, read).unwrap();
+        assert_eq!(small.physical, 0x7123);
+        assert!(!small.writable && !small.user && !small.executable);
+        assert_eq!(small.page_size, 4096);
+        let huge = translate(0x1000, 0x4020_1234, read).unwrap();
+        assert_eq!(huge.physical, 0x0060_1234);
+        assert_eq!(huge.page_size, 2 << 20);
+        assert_eq!(translate(0x1000, 0x8000_0000, read), Err(WalkError::NotPresent { level: 3 }));
+        assert_eq!(translate(0x1000, 0x4000_6000, read), Err(WalkError::NotPresent { level: 1 }));
+        assert_eq!(translate(0x1000, 0x0000_8000_0000_0000, read), Err(WalkError::NonCanonical));
+        assert_eq!(
+            translate(0x1000, 0, |_| None),
+            Err(WalkError::Unreadable { table: 0x1000 })
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! Hypercalls: VMMCALL with the number in RAX and arguments in RDI, RSI, RDX, R10, R8
+//! (the ABI is documented in `traplab_abi::hypercall`).
+
+use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT};
+
+/// Make hypercall `number` with up to two arguments; returns RAX.
+///
+/// # Safety
+/// The arguments must be what hypercall `number` expects (a bad pointer only earns
+/// EFAULT from the hypervisor, but the hypercall may act on the memory it points to).
+pub unsafe fn hypercall2(number: u64, first: u64, second: u64) -> i64 {
+    let result: u64;
+    // SAFETY: VMMCALL is intercepted by the hypervisor, which preserves every register
+    // but RAX; the caller vouches for the arguments.
+    unsafe {
+        core::arch::asm!("vmmcall", inout("rax") number => result, in("rdi") first, in("rsi") second,
+                         options(nostack));
+    }
+    result as i64
+}
+
+/// `console_write`: the hypervisor writes `bytes` to this domain's console.
+/// Returns the number of bytes written, or a negative error code.
+pub fn console_write(bytes: &[u8]) -> i64 {
+    // SAFETY: a valid buffer and its length.
+    unsafe { hypercall2(CONSOLE_WRITE, bytes.as_ptr() as u64, bytes.len() as u64) }
+}
+
+/// `exit`: end this domain with `status`. Does not return.
+pub fn exit(status: i32) -> ! {
+    // SAFETY: `exit` takes a number and no pointer.
+    unsafe { hypercall2(EXIT, status as u64, 0) };
+    // The hypervisor never resumes a domain after `exit`; if it did, stop here.
+    crate::halt()
+}

@@ -1,0 +1,133 @@
+//! Exception entry stubs and the frame they build, for the hypervisor and the guest runtime.
+//!
+//! When the CPU delivers an exception in 64-bit mode it switches to the IST stack named by
+//! the gate, aligns it to 16 bytes, and pushes SS, RSP, RFLAGS, CS, RIP and, for some
+//! vectors, an error code (AMD APM vol. 2, 8.9.3 "Interrupt Stack Frame"). Our stubs make
+//! every vector look the same: a stub pushes a zero where the CPU pushed no error code, then
+//! the vector number, and jumps to a common entry that saves all general registers and the
+//! x87/SSE state (the handler is Rust code: it may use any XMM register), and calls the
+//! handler with a [`TrapFrame`]. When the handler returns, the entry restores everything
+//! and executes IRETQ: the interrupted code continues at `frame.rip`.
+
+/// The stack at the call of a trap handler, lowest address first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Pushed by our stub.
+    pub vector: u64,
+    /// Pushed by the CPU, or a zero pushed by our stub.
+    pub error_code: u64,
+    /// Pushed by the CPU: where IRETQ returns.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// 15 registers + vector + error code + 5 CPU words: a multiple of 16 bytes, so the
+// 16-byte alignment the CPU gave the stack survives to the handler call.
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+/// `trap_entry!(name, handler)`: the common entry `name`, which saves the interrupted
+/// state, calls `handler(&mut TrapFrame)` (an `extern "C" fn`), restores and returns.
+#[macro_export]
+macro_rules! trap_entry {
+    ($name:ident, $handler:path) => {
+        #[unsafe(naked)]
+        pub extern "C" fn $name() -> ! {
+            core::arch::naked_asm!(
+                "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+                "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
+                "push r15",
+                "sub rsp, 512",
+                "fxsave [rsp]",
+                "lea rdi, [rsp + 512]",
+                "cld",
+                "call {handler}",
+                "fxrstor [rsp]",
+                "add rsp, 512",
+                "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
+                "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
+                "pop rax",
+                "add rsp, 16",
+                "iretq",
+                handler = sym $handler,
+            )
+        }
+    };
+}
+
+/// The distance between two entries of the table [`exception_entries!`] builds.
+pub const ENTRY_SIZE: u64 = 16;
+
+/// `exception_entries!(name, entry)`: a function `name` that is really a table of 32 entry
+/// stubs, one per vector, each [`ENTRY_SIZE`] bytes apart (as Linux lays out its
+/// `asm_exc_*` entries): vector `n` starts at `name + 16 * n`, so a trace or a debugger
+/// shows `name+0xe0` for the #PF entry. A stub pushes a zero where the CPU pushes no error
+/// code (every vector but 8, 10–14, 17, 21, 29 and 30: AMD APM vol. 2, table 8-1), pushes
+/// its vector and jumps to the common `entry` (made by [`trap_entry!`]).
+#[macro_export]
+macro_rules! exception_entries {
+    ($name:ident, $entry:path) => {
+        #[unsafe(naked)]
+        pub extern "C" fn $name() -> ! {
+            core::arch::naked_asm!(
+                ".p2align 4", "push 0", "push 0", "jmp {entry}",
+                ".p2align 4", "push 0", "push 1", "jmp {entry}",
+                ".p2align 4", "push 0", "push 2", "jmp {entry}",
+                ".p2align 4", "push 0", "push 3", "jmp {entry}",
+                ".p2align 4", "push 0", "push 4", "jmp {entry}",
+                ".p2align 4", "push 0", "push 5", "jmp {entry}",
+                ".p2align 4", "push 0", "push 6", "jmp {entry}",
+                ".p2align 4", "push 0", "push 7", "jmp {entry}",
+                ".p2align 4", "push 8", "jmp {entry}",
+                ".p2align 4", "push 0", "push 9", "jmp {entry}",
+                ".p2align 4", "push 10", "jmp {entry}",
+                ".p2align 4", "push 11", "jmp {entry}",
+                ".p2align 4", "push 12", "jmp {entry}",
+                ".p2align 4", "push 13", "jmp {entry}",
+                ".p2align 4", "push 14", "jmp {entry}",
+                ".p2align 4", "push 0", "push 15", "jmp {entry}",
+                ".p2align 4", "push 0", "push 16", "jmp {entry}",
+                ".p2align 4", "push 17", "jmp {entry}",
+                ".p2align 4", "push 0", "push 18", "jmp {entry}",
+                ".p2align 4", "push 0", "push 19", "jmp {entry}",
+                ".p2align 4", "push 0", "push 20", "jmp {entry}",
+                ".p2align 4", "push 21", "jmp {entry}",
+                ".p2align 4", "push 0", "push 22", "jmp {entry}",
+                ".p2align 4", "push 0", "push 23", "jmp {entry}",
+                ".p2align 4", "push 0", "push 24", "jmp {entry}",
+                ".p2align 4", "push 0", "push 25", "jmp {entry}",
+                ".p2align 4", "push 0", "push 26", "jmp {entry}",
+                ".p2align 4", "push 0", "push 27", "jmp {entry}",
+                ".p2align 4", "push 0", "push 28", "jmp {entry}",
+                ".p2align 4", "push 29", "jmp {entry}",
+                ".p2align 4", "push 30", "jmp {entry}",
+                ".p2align 4", "push 0", "push 31", "jmp {entry}",
+                entry = sym $entry,
+            )
+        }
+    };
+}
+
+/// The addresses of the 32 stubs of a table made by [`exception_entries!`], for
+/// [`crate::idt::set_exception_stubs`].
+pub fn entry_addresses(table: extern "C" fn() -> !) -> [u64; 32] {
+    core::array::from_fn(|vector| table as usize as u64 + ENTRY_SIZE * vector as u64)
+}

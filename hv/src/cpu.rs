@@ -1,0 +1,79 @@
+//! The hypervisor's own CPU tables: GDT, TSS (with an interrupt stack) and IDT.
+//!
+//! These catch the hypervisor's *own* faults: a fault here is a bug in traplab, so the
+//! handler prints the state and powers off with [`HvStatus::HvFault`]. Guest faults never
+//! arrive here: they cause a #VMEXIT instead (AMD APM vol. 2, 15.12 "Exception Intercepts").
+
+use crate::power::{self, HvStatus};
+use spin::Once;
+use traplab_baremetal::trap::TrapFrame;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+
+const FAULT_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(align(16))]
+#[allow(dead_code, reason = "only its address is used")]
+struct Stack([u8; FAULT_STACK_SIZE]);
+
+static mut FAULT_STACK: Stack = Stack([0; FAULT_STACK_SIZE]);
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static GDT: Once<(GlobalDescriptorTable, [SegmentSelector; 3])> = Once::new();
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+traplab_baremetal::trap_entry!(fault_entry, hv_fault);
+traplab_baremetal::exception_entries!(exception_entries, fault_entry);
+
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        // IST slot 1 (index 0): every hypervisor fault runs on this stack, so even a
+        // stack overflow gets reported.
+        let stack_end = (&raw const FAULT_STACK) as u64 + FAULT_STACK_SIZE as u64;
+        tss.interrupt_stack_table[0] = VirtAddr::new(stack_end);
+        tss
+    });
+    let (gdt, [code, data, tss_selector]) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, [code, data, tss])
+    });
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, with the right descriptor types.
+    unsafe {
+        CS::set_reg(*code);
+        SS::set_reg(*data);
+        DS::set_reg(*data);
+        ES::set_reg(*data);
+        load_tss(*tss_selector);
+    }
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        let stubs = traplab_baremetal::trap::entry_addresses(exception_entries);
+        // SAFETY: the stubs are entry stubs for their vectors, and IST slot 0 was set above.
+        unsafe { traplab_baremetal::idt::set_exception_stubs(&mut idt, &stubs, 0) };
+        idt
+    });
+    idt.load();
+}
+
+/// A fault in the hypervisor itself.
+extern "C" fn hv_fault(frame: &mut TrapFrame) {
+    let cr2 = Cr2::read_raw();
+    let exception = traplab_abi::x86::exception(frame.vector as u8);
+    crate::console::write_fmt_emergency(format_args!(
+        "hv: FAULT {} ({}) error code {:#x} at rip {:#x} rsp {:#x} rflags {:#x} cr2 {:#x}\n\
+         hv:   rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}\n",
+        exception.mnemonic, exception.name, frame.error_code, frame.rip, frame.rsp, frame.rflags, cr2,
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp,
+    ));
+    power::exit(HvStatus::HvFault);
+}

@@ -1,0 +1,3 @@
+//! Devices the hypervisor emulates for its guests.
+
+pub mod uart;

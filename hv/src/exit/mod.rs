@@ -1,0 +1,93 @@
+//! One #VMEXIT, one handler: the dispatch from exit code to the file that handles it.
+//!
+//! Every handler reads the exit from the domain's VMCB, records its decision with
+//! [`decide!`](crate::decide) (emulate, reflect, bounce, forward or kill, one line of why,
+//! and where in this source tree), does it, and says what happens next.
+//!
+//! | exit code            | handler              | what the hypervisor does                    |
+//! |----------------------|----------------------|---------------------------------------------|
+//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect the exception into the guest's IDT  |
+//! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 as the CPU would    |
+//! | 0x72 CPUID           | `cpuid.rs`           | emulate: the CPU the guest sees             |
+//! | 0x78 HLT             | `hlt.rs`             | end the domain (nothing can wake it yet)    |
+//! | 0x7B IOIO            | `ioio.rs`            | emulate the port (the console UART)         |
+//! | 0x7C MSR             | `msr.rs`             | emulate known MSRs, #GP for the rest        |
+//! | 0x81 VMMCALL         | `vmmcall.rs`         | the hypercall                               |
+//! | 0x80, 0x82–0x86, 0x7A | `svm_instruction.rs` | #UD: a guest may not run SVM instructions  |
+//! | 0x7F SHUTDOWN        | `shutdown.rs`        | kill the domain: triple fault               |
+//! | 0x400 NPF            | `npf.rs`             | kill: access outside the guest's memory     |
+//! | anything else        | `unexpected.rs`      | kill, and say which exit it was             |
+
+mod cpuid;
+mod exception;
+mod hlt;
+mod ioio;
+mod msr;
+mod npf;
+mod shutdown;
+mod software_interrupt;
+mod svm_instruction;
+mod unexpected;
+mod vmmcall;
+
+use crate::domain::Domain;
+use alloc::string::String;
+use traplab_abi::svm::exitcode;
+
+/// What happens after a handler.
+#[derive(Debug)]
+pub enum Next {
+    /// Run the guest again.
+    Resume,
+    /// The domain is over.
+    End(DomainEnd),
+}
+
+/// How a domain ended.
+#[derive(Debug, Clone)]
+pub enum DomainEnd {
+    /// It asked to stop (exit hypercall, or HLT with nothing to wait for).
+    Exited { status: i32, reason: String },
+    /// The hypervisor stopped it.
+    Killed { reason: String },
+}
+
+/// Handle the exit the domain's VMCB describes.
+pub fn handle(domain: &mut Domain) -> Next {
+    let code = domain.vmcb.control.exitcode;
+    match code {
+        exitcode::EXCP_BASE..=0x5f => exception::handle(domain, (code - exitcode::EXCP_BASE) as u8),
+        exitcode::SWINT => software_interrupt::handle(domain),
+        exitcode::CPUID => cpuid::handle(domain),
+        exitcode::HLT => hlt::handle(domain),
+        exitcode::IOIO => ioio::handle(domain),
+        exitcode::MSR => msr::handle(domain),
+        exitcode::VMMCALL => vmmcall::handle(domain),
+        exitcode::VMRUN
+        | exitcode::VMLOAD
+        | exitcode::VMSAVE
+        | exitcode::STGI
+        | exitcode::CLGI
+        | exitcode::SKINIT
+        | exitcode::INVLPGA => svm_instruction::handle(domain),
+        exitcode::SHUTDOWN => shutdown::handle(domain),
+        exitcode::NPF => npf::handle(domain),
+        _ => unexpected::handle(domain),
+    }
+}
+
+/// The length of the instruction at RIP, for handlers that skip it. `None` when the bytes
+/// at RIP do not decode (they were unreadable or are not an instruction).
+fn instruction_length(domain: &Domain) -> Option<u64> {
+    domain.decode().map(|instruction| instruction.len() as u64)
+}
+
+/// Kill the domain because the hypervisor cannot decode the instruction it must emulate.
+fn undecodable(domain: &mut Domain) -> Next {
+    crate::decide!(
+        domain,
+        traplab_abi::event::Action::Kill,
+        "the instruction at RIP cannot be read or decoded, so it cannot be emulated"
+    );
+    Next::End(DomainEnd::Killed { reason: "undecodable instruction at the exit".into() })
+}

@@ -1,0 +1,25 @@
+//! VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA run by a guest (exit codes 0x80,
+//! 0x82–0x86, 0x7A): answer #UD.
+//!
+//! These instructions work on host-physical memory and on the global interrupt flag: a
+//! guest that ran them would reach outside itself. This hypervisor offers no nested
+//! virtualization (CPUID hides SVM from the guest), so it answers as a CPU without SVM
+//! does: #UD. The #UD is made up by the hypervisor, so the event is marked synthetic.
+
+use super::Next;
+use crate::decide;
+use crate::domain::Domain;
+use traplab_abi::event::Action;
+use traplab_abi::svm::{Event, exit_name};
+
+pub fn handle(domain: &mut Domain) -> Next {
+    let instruction = exit_name(domain.vmcb.control.exitcode);
+    decide!(
+        domain,
+        Action::Emulate,
+        "{instruction} from a guest: no nested virtualization here, so the hypervisor answers as a CPU without SVM: #UD"
+    );
+    domain.emulated("raise #UD instead of running the SVM instruction");
+    domain.inject(Event::exception(6, 0), true);
+    Next::Resume
+}

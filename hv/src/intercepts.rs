@@ -1,0 +1,72 @@
+//! What the hypervisor intercepts, and why.
+//!
+//! "The hypervisor always takes all traps": every exception vector, every instruction
+//! that could let a guest see or change something outside itself, every I/O port and
+//! every MSR. Each intercept below causes a #VMEXIT with its own exit code (AMD APM vol. 2,
+//! 15.9–15.14; exit codes in appendix C) that one handler in `exit/` deals with.
+
+use crate::memory;
+use crate::svm::vmcb::{Vmcb, misc1, misc2};
+
+/// The I/O permission map: 12 KiB, one bit per port, set = intercept (15.10.1).
+const IOPM_PAGES: u64 = 3;
+/// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
+const MSRPM_PAGES: u64 = 2;
+
+/// Fill the control area of a new guest's VMCB. `None` when memory runs out.
+pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
+    let control = &mut vmcb.control;
+
+    // Every exception vector 0–31: the hypervisor sees each fault first and decides
+    // whether the guest gets it (15.12).
+    control.intercept_exceptions = u32::MAX;
+
+    control.intercept_misc1 = misc1::INTR          // physical interrupts: the hv owns the machine
+        | misc1::NMI
+        | misc1::SMI
+        | misc1::INIT
+        | misc1::CPUID                             // the guest sees the CPU we describe
+        | misc1::INTN                              // INT n, INT3, INTO (TCG delivers INT3 this way)
+        | misc1::INVD                              // would drop caches the hv relies on
+        | misc1::HLT                               // the CPU is the hv's to park
+        | misc1::INVLPGA
+        | misc1::IOIO_PROT                         // all ports, through the I/O permission map
+        | misc1::MSR_PROT                          // all MSRs, through the MSR permission map
+        | misc1::TASK_SWITCH
+        | misc1::SHUTDOWN;                         // a triple fault ends the domain, not the machine
+
+    // VMRUN must be intercepted, or VMRUN itself fails (15.5.1: "VMRUN intercept bit clear"
+    // is illegal guest state). The other SVM instructions would let a guest touch
+    // host-physical memory or the global interrupt flag.
+    control.intercept_misc2 = misc2::VMRUN
+        | misc2::VMMCALL                           // the hypercall
+        | misc2::VMLOAD
+        | misc2::VMSAVE
+        | misc2::STGI
+        | misc2::CLGI
+        | misc2::SKINIT
+        | misc2::ICEBP
+        | misc2::WBINVD
+        | misc2::MONITOR
+        | misc2::MWAIT
+        | misc2::XSETBV;
+
+    let iopm = memory::alloc_frames(IOPM_PAGES)?;
+    let msrpm = memory::alloc_frames(MSRPM_PAGES)?;
+    // SAFETY: both ranges were just allocated for this VMCB and are identity-mapped.
+    unsafe {
+        core::ptr::write_bytes(iopm as *mut u8, 0xff, (IOPM_PAGES * memory::PAGE_SIZE) as usize);
+        core::ptr::write_bytes(msrpm as *mut u8, 0xff, (MSRPM_PAGES * memory::PAGE_SIZE) as usize);
+    }
+    control.iopm_base_pa = iopm;
+    control.msrpm_base_pa = msrpm;
+
+    // ASID 0 is the host's; each guest gets its own so TLB entries never mix (15.16).
+    control.guest_asid = asid;
+    // Flush the TLB at the first VMRUN.
+    control.tlb_control = 1;
+    // V_INTR_MASKING (bit 24): the guest's RFLAGS.IF masks only virtual interrupts; physical
+    // ones are masked by the host's IF and cause an INTR exit (15.21.1).
+    control.virtual_interrupt = 1 << 24;
+    Some(())
+}

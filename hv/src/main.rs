@@ -1,0 +1,154 @@
+//! traplab-hv: a small real hypervisor for teaching what happens when a guest traps.
+//!
+//! QEMU boots it with `-kernel` (PVH, `boot.rs`). It sets up its own CPU tables, reads its
+//! guests from QEMU's fw_cfg, checks for and enables AMD SVM, and runs each guest in a
+//! domain, taking every trap and recording every step in the trace ring.
+//!
+//! The path of one trap, in reading order: `run.rs` (the loop) → `svm/world_switch.rs`
+//! (VMRUN) → `exit/mod.rs` (dispatch) → one file in `exit/` → `domain/mod.rs` (inject,
+//! emulate) → back to `run.rs`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+// The memcpy & co. that `core` expects.
+use traplab_baremetal as _;
+
+mod boot;
+mod console;
+mod cpu;
+mod decode;
+mod device;
+mod domain;
+mod exit;
+mod fw_cfg;
+mod heap;
+mod intercepts;
+mod memory;
+mod power;
+mod run;
+mod svm;
+mod time;
+mod trace;
+
+use alloc::borrow::Cow;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use power::HvStatus;
+use traplab_abi::event::{self, Body};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Domains we look for in fw_cfg (`opt/traplab/dom0` … `dom7`).
+const MAX_DOMAINS: u16 = 8;
+
+/// Called by `boot.rs` in 64-bit mode with the PVH start info.
+#[unsafe(no_mangle)]
+extern "C" fn hv_main(start_info: u64) -> ! {
+    console::init();
+    cpu::init();
+    log!("traplab-hv {VERSION}");
+    let Some(memory_map) = boot::memory_map(start_info) else {
+        stop(HvStatus::BadConfig, "no PVH start info with a memory map: boot me with QEMU's -kernel")
+    };
+    let ram_end = match memory::init(memory_map) {
+        Ok(end) => end,
+        Err(message) => stop(HvStatus::BadConfig, message),
+    };
+
+    let fw_cfg = match fw_cfg::FwCfg::open() {
+        Ok(fw_cfg) => fw_cfg,
+        Err(message) => stop(HvStatus::BadConfig, message),
+    };
+    let mode = match fw_cfg.read_text("opt/traplab/trace") {
+        Ok(Some(text)) => trace::Mode::parse(&text).unwrap_or(trace::Mode::Lossy),
+        _ => trace::Mode::Lossy,
+    };
+    trace::init(mode);
+
+    decode::warm_up();
+    let tsc_hz = time::calibrate_tsc();
+    let features = svm::check();
+    trace::emit(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
+    log!("RAM {} MiB, TSC {} MHz, trace {:?}", ram_end >> 20, tsc_hz / 1_000_000, mode);
+    if let Err(status) = features {
+        let message = match status {
+            HvStatus::NoSvm => "this CPU has no AMD SVM: run QEMU with -cpu qemu64,+svm,+npt",
+            HvStatus::SvmDisabled => "SVM is disabled by firmware (VM_CR.SVMDIS)",
+            _ => "this CPU has no nested paging: run QEMU with -cpu qemu64,+svm,+npt",
+        };
+        stop(status, message);
+    }
+    let Some(host) = svm::enable() else { stop(HvStatus::BadConfig, "out of memory enabling SVM") };
+
+    let domains = load_domains(&fw_cfg);
+    if domains.is_empty() {
+        stop(HvStatus::BadConfig, "no guest to run (fw_cfg opt/traplab/dom0/elf)");
+    }
+    drop(fw_cfg);
+    run::run_all(domains, &host);
+    stop(HvStatus::Done, "every domain has ended")
+}
+
+fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> event::Boot {
+    let vendor = core::arch::x86_64::__cpuid(0);
+    let mut name = [0u8; 12];
+    name[0..4].copy_from_slice(&vendor.ebx.to_le_bytes());
+    name[4..8].copy_from_slice(&vendor.edx.to_le_bytes());
+    name[8..12].copy_from_slice(&vendor.ecx.to_le_bytes());
+    event::Boot {
+        hv: Cow::Owned(format!("traplab-hv {VERSION}")),
+        cpu: Cow::Owned(String::from_utf8_lossy(&name).into_owned()),
+        svm_revision: features.map_or(0, |features| features.revision),
+        nested_paging: features.is_some_and(|features| features.nested_paging),
+        nrip_save: features.is_some_and(|features| features.nrip_save),
+        decode_assists: features.is_some_and(|features| features.decode_assists),
+        tsc_hz,
+        ram_mib: (ram_end >> 20) as u32,
+    }
+}
+
+/// Create a domain for every guest the host passed. A guest that cannot be loaded is
+/// reported and skipped.
+fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
+    let mut domains = Vec::new();
+    for id in 0..MAX_DOMAINS {
+        let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else { continue };
+        let name = fw_cfg
+            .read_text(&format!("opt/traplab/dom{id}/name"))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| format!("dom{id}"));
+        match domain::loader::create(id, name.clone(), &elf) {
+            Ok(domain) => domains.push(domain),
+            Err(error) => {
+                let reason = format!("cannot load {name}: {error}");
+                log!("{reason}");
+                trace::emit(
+                    Some(id),
+                    Body::Domain(event::Domain {
+                        state: event::DomainState::Killed,
+                        name: Cow::Owned(name),
+                        status: None,
+                        reason: Some(Cow::Owned(reason)),
+                    }),
+                );
+            }
+        }
+    }
+    domains
+}
+
+/// Record why we stop, then power off.
+fn stop(status: HvStatus, reason: &str) -> ! {
+    log!("{reason}");
+    trace::emit(None, Body::End(event::End { status: status as u8, reason: Cow::Owned(reason.into()) }));
+    power::exit(status)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    console::write_fmt_emergency(format_args!("hv: PANIC: {info}\n"));
+    power::exit(HvStatus::HvFault)
+}

@@ -1,0 +1,131 @@
+//! The world switch: from the hypervisor into the guest and back.
+//!
+//! VMRUN (AMD APM vol. 2, 15.5) saves part of the host state in the host save area
+//! (VM_HSAVE_PA), loads the guest state from the VMCB, delivers an event if EVENTINJ asks
+//! for one, and runs the guest. When an intercepted event happens, #VMEXIT stores the guest
+//! state and the exit code in the VMCB and reloads the host state: execution continues
+//! *after* our VMRUN instruction, as if it had been a call.
+//!
+//! What the hardware does not switch, we switch here, in this order:
+//!
+//! 1. the host's callee-saved registers go on the stack (we are called like a function);
+//! 2. FXSAVE the host's x87/SSE state, FXRSTOR the guest's: the CPU does not switch them;
+//! 3. CLGI: no interrupt may arrive between here and VMRUN (15.17 "Global Interrupt Flag");
+//! 4. VMLOAD the guest's FS, GS, TR, LDTR, KernelGSBase, STAR/LSTAR/CSTAR/SFMASK and
+//!    SYSENTER MSRs: VMRUN loads only the rest (15.5.2 "VMSAVE and VMLOAD");
+//! 5. load the guest's general registers: VMRUN switches only RAX, RSP, RIP and RFLAGS;
+//! 6. VMRUN. …the guest runs until an intercept… #VMEXIT;
+//! 7. store the guest's general registers, VMSAVE its hidden state, VMLOAD ours, STGI;
+//! 8. FXSAVE the guest's x87/SSE state, FXRSTOR ours, pop, return.
+
+use core::arch::naked_asm;
+use core::mem::offset_of;
+
+/// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FxsaveArea(pub [u8; 512]);
+
+impl FxsaveArea {
+    /// The state after FNINIT with SSE exceptions masked: FCW = 0x37f, MXCSR = 0x1f80.
+    pub fn initial() -> FxsaveArea {
+        let mut area = [0u8; 512];
+        area[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        area[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FxsaveArea(area)
+    }
+}
+
+/// The guest registers VMRUN does not switch, and both x87/SSE states.
+#[repr(C, align(16))]
+pub struct GuestContext {
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    _padding: u64,
+    pub guest_fpu: FxsaveArea,
+    pub host_fpu: FxsaveArea,
+}
+
+const _: () = {
+    assert!(offset_of!(GuestContext, rbx) == 0);
+    assert!(offset_of!(GuestContext, rdi) == 32);
+    assert!(offset_of!(GuestContext, rbp) == 40);
+    assert!(offset_of!(GuestContext, r8) == 48);
+    assert!(offset_of!(GuestContext, r15) == 104);
+    assert!(offset_of!(GuestContext, guest_fpu) == 128);
+    assert!(offset_of!(GuestContext, host_fpu) == 640);
+};
+
+impl GuestContext {
+    pub fn new() -> GuestContext {
+        GuestContext {
+            rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0,
+            r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0,
+            _padding: 0,
+            guest_fpu: FxsaveArea::initial(),
+            host_fpu: FxsaveArea::initial(),
+        }
+    }
+}
+
+/// Run the guest until its next #VMEXIT.
+///
+/// # Safety
+/// `guest_vmcb` is the physical address of a valid VMCB whose guest state passes VMRUN's
+/// checks, `host_save` the physical address of a page VMSAVE filled with our own state,
+/// and SVM is enabled (EFER.SVME, VM_HSAVE_PA).
+#[unsafe(naked)]
+pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmcb: u64, host_save: u64) {
+    naked_asm!(
+        // 1. Callee-saved registers, then our three arguments for after the exit.
+        "push rbp", "push rbx", "push r12", "push r13", "push r14", "push r15",
+        "push rdi",                 // [rsp + 16]: the context
+        "push rdx",                 // [rsp + 8]:  the host save area
+        "push rsi",                 // [rsp]:      the guest VMCB
+        // 2. x87/SSE: ours out, the guest's in.
+        "fxsave [rdi + 640]",
+        "fxrstor [rdi + 128]",
+        // 3. and 4.
+        "clgi",
+        "mov rax, rsi",
+        "vmload rax",
+        // 5. The guest's general registers; RDI last, it points to them.
+        "mov rbx, [rdi + 0]", "mov rcx, [rdi + 8]", "mov rdx, [rdi + 16]", "mov rsi, [rdi + 24]",
+        "mov rbp, [rdi + 40]", "mov r8, [rdi + 48]", "mov r9, [rdi + 56]", "mov r10, [rdi + 64]",
+        "mov r11, [rdi + 72]", "mov r12, [rdi + 80]", "mov r13, [rdi + 88]", "mov r14, [rdi + 96]",
+        "mov r15, [rdi + 104]", "mov rdi, [rdi + 32]",
+        // 6. Enter the guest. RAX holds the VMCB's physical address.
+        "vmrun rax",
+        // #VMEXIT: RSP, RIP and RAX are ours again (restored from the host save area).
+        // 7. Store the guest's general registers.
+        "mov rax, [rsp + 16]",
+        "mov [rax + 0], rbx", "mov [rax + 8], rcx", "mov [rax + 16], rdx", "mov [rax + 24], rsi",
+        "mov [rax + 32], rdi", "mov [rax + 40], rbp", "mov [rax + 48], r8", "mov [rax + 56], r9",
+        "mov [rax + 64], r10", "mov [rax + 72], r11", "mov [rax + 80], r12", "mov [rax + 88], r13",
+        "mov [rax + 96], r14", "mov [rax + 104], r15",
+        "mov rdi, rax",
+        "mov rax, [rsp]",
+        "vmsave rax",
+        "mov rax, [rsp + 8]",
+        "vmload rax",
+        "stgi",
+        // 8. x87/SSE: the guest's out, ours in.
+        "fxsave [rdi + 128]",
+        "fxrstor [rdi + 640]",
+        "add rsp, 24",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop rbx", "pop rbp",
+        "ret",
+    )
+}

@@ -1,0 +1,159 @@
+//! The expected flow of a lab, and checking a trace against it.
+//!
+//! A lab's `[[expect]]` steps are patterns over the JSON form of events: every key must be
+//! present in the event with that value. The steps must match events in order; other
+//! events may come between. Values compare loosely where the trace writes numbers as hex
+//! strings: `exitinfo1 = 2` matches `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the
+//! address of symbol NAME in the lab's first guest, plus 0x10.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use traplab_abi::event::Event;
+use traplab_tracer::json;
+use traplab_tracer::symbols::Symbols;
+
+/// One step of an expected flow: the fields an event must have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Step(pub Map<String, Value>);
+
+impl Step {
+    /// `kind field=value …`, for messages.
+    pub fn describe(&self) -> String {
+        let kind = self.0.get("kind").and_then(Value::as_str).unwrap_or("event");
+        let fields: Vec<String> =
+            self.0.iter().filter(|(key, _)| *key != "kind").map(|(key, value)| format!("{key}={value}")).collect();
+        if fields.is_empty() { kind.to_string() } else { format!("{kind} {}", fields.join(" ")) }
+    }
+}
+
+/// Where a trace leaves the expected flow.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.explain())]
+pub struct Mismatch {
+    /// 0-based index of the step that found no event.
+    pub step: usize,
+    pub expected: String,
+    /// The seq of the event that matched the step before (`None` for the first step).
+    pub after_seq: Option<u64>,
+    /// The first later event of the same kind, as a readable line: the nearest miss.
+    pub nearest: Option<String>,
+}
+
+impl Mismatch {
+    pub fn explain(&self) -> String {
+        let mut text = format!("step {} of the expected flow did not happen: expected {}", self.step + 1, self.expected);
+        if let Some(seq) = self.after_seq {
+            text.push_str(&format!(" after event {seq}"));
+        }
+        match &self.nearest {
+            Some(nearest) => text.push_str(&format!("; the nearest event of that kind was: {nearest}")),
+            None => text.push_str("; no event of that kind came after it"),
+        }
+        text
+    }
+}
+
+/// Check `events` against `steps`.
+pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
+    let values: Vec<Value> = events.iter().map(json::to_value).collect();
+    let mut position = 0;
+    let mut after_seq = None;
+    for (index, step) in steps.iter().enumerate() {
+        match (position..values.len()).find(|&candidate| matches(&step.0, &values[candidate], symbols)) {
+            Some(found) => {
+                after_seq = Some(events[found].seq);
+                position = found + 1;
+            }
+            None => {
+                let kind = step.0.get("kind");
+                let nearest = (position..values.len())
+                    .find(|&candidate| kind.is_none() || values[candidate].get("kind") == kind)
+                    .map(|candidate| traplab_tracer::text::line(&events[candidate]));
+                return Err(Mismatch { step: index, expected: step.describe(), after_seq, nearest });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Does `event` have every field of `pattern`?
+fn matches(pattern: &Map<String, Value>, event: &Value, symbols: &Symbols) -> bool {
+    pattern.iter().all(|(key, expected)| event.get(key).is_some_and(|actual| value_matches(expected, actual, symbols)))
+}
+
+fn value_matches(expected: &Value, actual: &Value, symbols: &Symbols) -> bool {
+    match (expected, actual) {
+        (Value::Object(pattern), Value::Object(_)) => matches(pattern, actual, symbols),
+        (Value::String(text), _) if text.starts_with("sym:") => {
+            symbols.resolve(&text[4..]).is_some_and(|address| as_number(actual) == Some(address))
+        }
+        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
+            as_number(expected).is_some() && as_number(expected) == as_number(actual)
+        }
+        _ => expected == actual,
+    }
+}
+
+fn as_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(number) => number.as_u64().or_else(|| number.as_i64().map(|n| n as u64)),
+        Value::String(text) => traplab_abi::event::hex::parse(text),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{Body, Console, Inject, EventType};
+
+    fn step(toml_text: &str) -> Step {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn events() -> Vec<Event> {
+        let inject = Body::Inject(Inject {
+            vector: 14,
+            name: "#PF".into(),
+            kind: EventType::Exception,
+            error_code: Some(2),
+            cr2: Some(0x4000_0000),
+            handler: Some(0x20_04e0),
+            synthetic: false,
+        });
+        vec![
+            Event { seq: 0, tsc: 0, dom: Some(0), body: Body::Console(Console { text: "a".into() }) },
+            Event { seq: 1, tsc: 0, dom: Some(0), body: inject },
+            Event { seq: 2, tsc: 0, dom: Some(0), body: Body::Console(Console { text: "b".into() }) },
+        ]
+    }
+
+    #[test]
+    fn steps_match_in_order_with_loose_numbers() {
+        let steps = [
+            step(r#"kind = "console""#),
+            step(r#"kind = "inject"
+                     vector = 14
+                     error_code = "0x2"
+                     cr2 = 0x40000000"#),
+            step(r#"kind = "console"
+                     text = "b""#),
+        ];
+        assert_eq!(check(&steps, &events(), &Symbols::default()), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_step_is_explained_with_the_nearest_event() {
+        let steps = [step(r#"kind = "inject"
+                              vector = 13"#)];
+        let mismatch = check(&steps, &events(), &Symbols::default()).unwrap_err();
+        assert_eq!(mismatch.step, 0);
+        assert!(mismatch.explain().contains("expected inject vector=13"), "{}", mismatch.explain());
+        assert!(mismatch.explain().contains("#PF (vector 14"), "{}", mismatch.explain());
+        let order = [step(r#"kind = "console"
+                             text = "b""#), step(r#"kind = "inject""#)];
+        let mismatch = check(&order, &events(), &Symbols::default()).unwrap_err();
+        assert_eq!((mismatch.step, mismatch.after_seq), (1, Some(2)));
+    }
+}

@@ -1,0 +1,46 @@
+//! The lab catalogue: what each lab runs, which trap classes it shows, and the flow of
+//! events it must produce.
+//!
+//! Each lab is one TOML file in `labs/catalogue/`, embedded in the `traplab` binary at
+//! build time. The format is documented in `labs/README.md`.
+//!
+//! The bare-metal programs a lab runs (the hypervisor and the guests) are built by this
+//! crate's `build.rs`; [`hv_elf`] and [`guest_elf`] say where they are.
+
+pub mod catalogue;
+pub mod expect;
+
+pub use catalogue::{Lab, all, find};
+use std::path::PathBuf;
+use traplab_tracer::qemu::{Guest, Machine};
+
+/// Where `build.rs` put the hypervisor and the guests.
+pub fn bare_dir() -> PathBuf {
+    PathBuf::from(env!("TRAPLAB_BARE_DIR"))
+}
+
+/// The hypervisor's ELF.
+pub fn hv_elf() -> PathBuf {
+    bare_dir().join("traplab-hv")
+}
+
+/// A guest's ELF (`guests/src/bin/<name>.rs`).
+pub fn guest_elf(name: &str) -> PathBuf {
+    bare_dir().join(name)
+}
+
+/// The machine that runs `guests`, one domain each, in this order.
+pub fn machine_for(guests: &[&str]) -> Machine {
+    Machine::new(
+        hv_elf(),
+        guests.iter().map(|name| Guest { name: name.to_string(), elf: guest_elf(name) }).collect(),
+    )
+}
+
+impl Lab {
+    /// The machine this lab runs.
+    pub fn machine(&self) -> Machine {
+        let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
+        machine_for(&guests)
+    }
+}

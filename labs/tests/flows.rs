@@ -1,0 +1,266 @@
+//! The real thing: boot QEMU with the hypervisor and a guest, and assert the exact flow of
+//! events — exit code, EXITINFO fields, decision, injected vector, resume RIP.
+//!
+//! Each test runs QEMU under TCG (well under a second per guest here). The hypervisor and
+//! the guests are built by `labs/build.rs`.
+
+use std::time::Duration;
+use traplab_abi::event::{Action, Body, DomainState, Event, EventType};
+use traplab_labs::{guest_elf, machine_for};
+use traplab_tracer::qemu::HvStatus;
+use traplab_tracer::session::{self, Options, Run};
+use traplab_tracer::symbols::Symbols;
+
+/// Run `guests` (domain 0, 1, …) to the end; the run itself must be sound.
+fn run(guests: &[&str]) -> Run {
+    let options = Options { stop: None, timeout: Some(Duration::from_secs(120)) };
+    let run = session::collect(&machine_for(guests), options).expect("QEMU starts");
+    assert_eq!(run.finish.hv_status, Some(HvStatus::Done), "the hypervisor ends normally: {:?}\n{}", run.finish, run.log.join("\n"));
+    assert!(run.broken.is_empty(), "the ring is sound: {:?}", run.broken);
+    assert!(run.faults.is_empty(), "no gap, no loss, an end event: {:?}", run.faults);
+    assert!(matches!(run.events.first().map(|e| &e.body), Some(Body::Boot(_))), "the first event is boot");
+    run
+}
+
+fn symbols(guest: &str) -> Symbols {
+    Symbols::load(&guest_elf(guest)).expect("the guest ELF has symbols")
+}
+
+/// The first event at or after `from` for which `pick` returns something.
+fn find<'a, T>(events: &'a [Event], from: usize, pick: impl Fn(&'a Event) -> Option<T>) -> (usize, T) {
+    events[from..]
+        .iter()
+        .enumerate()
+        .find_map(|(offset, event)| pick(event).map(|found| (from + offset, found)))
+        .unwrap_or_else(|| panic!("no such event after index {from}"))
+}
+
+fn console_lines(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Console(console) => Some(console.text.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How domain `dom` ended: `(state, status, reason)`.
+fn ending(events: &[Event], dom: u16) -> (DomainState, Option<i32>, String) {
+    events
+        .iter()
+        .rev()
+        .find_map(|event| match &event.body {
+            Body::Domain(domain) if event.dom == Some(dom) && domain.state != DomainState::Created => {
+                Some((domain.state, domain.status, domain.reason.as_deref().unwrap_or("").to_string()))
+            }
+            _ => None,
+        })
+        .expect("the domain ended")
+}
+
+/// The exit event after `from` with `exitcode`.
+fn exit_with(events: &[Event], from: usize, exitcode: u64) -> (usize, &traplab_abi::event::Exit) {
+    find(events, from, |event| match &event.body {
+        Body::Exit(exit) if exit.exitcode == exitcode => Some(exit),
+        _ => None,
+    })
+}
+
+/// The exit at `index` is followed by: a decision, then (maybe) emulate/inject, then a resume.
+fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
+    let end = events[exit_index + 1..]
+        .iter()
+        .position(|event| matches!(event.body, Body::Resume(_) | Body::Domain(_) | Body::Exit(_)))
+        .map_or(events.len(), |position| exit_index + 1 + position + 1);
+    &events[exit_index..end]
+}
+
+#[test]
+fn hello_is_one_ioio_exit_per_byte() {
+    let run = run(&["hello"]);
+    let text = "Hello from a traplab guest!\n";
+    let outs: Vec<&traplab_abi::event::Exit> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Exit(exit) if exit.exitcode == 0x7b => Some(exit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outs.len(), text.len(), "one IOIO exit per byte");
+    for (exit, byte) in outs.iter().zip(text.bytes()) {
+        // OUT (bit 0 clear), 8-bit operand (bit 4), port 0x3f8 in 31:16. (TCG leaves the
+        // address-size bits 9:7 clear for IN/OUT: they only matter for INS/OUTS.)
+        assert_eq!(exit.exitinfo1, 0x03f8_0010);
+        assert_eq!(exit.regs.rax & 0xff, byte as u64);
+        assert_eq!(exit.insn.as_slice()[0], 0xee, "out dx, al");
+        // EXITINFO2 is the next RIP: `out dx, al` is one byte.
+        assert_eq!(exit.exitinfo2, exit.rip + 1);
+    }
+    assert_eq!(console_lines(&run.events), ["Hello from a traplab guest!"]);
+    let (index, hlt) = exit_with(&run.events, 0, 0x78);
+    assert_eq!(hlt.rflags & (1 << 9), 0, "HLT with interrupts off");
+    let flow = flow_after(&run.events, index);
+    assert!(matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Emulate && decide.at.starts_with("hv/src/exit/hlt.rs:")));
+    assert_eq!(ending(&run.events, 0), (DomainState::Exited, Some(0), "halted with interrupts off".into()));
+}
+
+#[test]
+fn page_fault_is_reflected_to_the_guest_handler_and_retried() {
+    let run = run(&["page-fault"]);
+    let symbols = symbols("page-fault");
+    let handler = symbols.resolve("traplab_guests::traps::exception_entries+0xe0").expect("the entry table");
+
+    let (index, exit) = exit_with(&run.events, 0, 0x4e);
+    assert_eq!(exit.reason, "EXCP_PF");
+    assert_eq!(exit.exitinfo2, 0x4000_0000, "EXITINFO2 is the faulting address");
+    assert_eq!(exit.exitinfo1, 0b010, "error code: not present (P=0), write (W=1), supervisor (U=0)");
+    assert_eq!(exit.cpl, 0);
+    // The faulting write is in the guest's main (which the compiler may inline into the
+    // runtime's `traplab_guest_main`).
+    let function = symbols.lookup(exit.rip).map(|(symbol, _)| symbol.name.clone());
+    assert!(matches!(function.as_deref(), Some("page_fault::main" | "traplab_guest_main")), "{function:?}");
+    let flow = flow_after(&run.events, index);
+    let [_, decide, inject, resume] = flow else { panic!("exit, decide, inject, resume: {flow:#?}") };
+    let Body::Decide(decide) = &decide.body else { panic!("{decide:?}") };
+    assert_eq!(decide.action, Action::Reflect);
+    assert!(decide.at.starts_with("hv/src/exit/exception.rs:"), "{}", decide.at);
+    let Body::Inject(inject) = &inject.body else { panic!("{inject:?}") };
+    assert_eq!((inject.vector, inject.kind, inject.error_code), (14, EventType::Exception, Some(2)));
+    assert_eq!(inject.cr2, Some(0x4000_0000));
+    assert_eq!(inject.handler, Some(handler));
+    assert!(!inject.synthetic);
+    let Body::Resume(resume) = &resume.body else { panic!("{resume:?}") };
+    assert_eq!(resume.rip, handler, "the guest continues in its #PF handler");
+
+    // The retried access succeeds: no second #PF, and the guest says so and exits 0.
+    let faults = run.events.iter().filter(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x4e)).count();
+    assert_eq!(faults, 1);
+    assert!(console_lines(&run.events).contains(&"the write was retried and worked: read back 42"));
+    assert_eq!(ending(&run.events, 0).1, Some(0));
+}
+
+#[test]
+fn invalid_opcode_is_reflected_and_skipped() {
+    let run = run(&["invalid-opcode"]);
+    let symbols = symbols("invalid-opcode");
+    let (index, exit) = exit_with(&run.events, 0, 0x46);
+    assert_eq!(&exit.insn.as_slice()[..2], [0x0f, 0x0b], "ud2");
+    let flow = flow_after(&run.events, index);
+    let Body::Inject(inject) = &flow[2].body else { panic!("{flow:#?}") };
+    assert_eq!((inject.vector, inject.error_code), (6, None), "#UD has no error code");
+    assert_eq!(inject.handler, symbols.resolve("traplab_guests::traps::exception_entries+0x60"));
+    assert_eq!(
+        console_lines(&run.events),
+        [
+            "executing ud2",
+            &format!("#UD at {:#x}: skipping the 2-byte ud2", exit.rip),
+            "back after ud2: the handler skipped it"
+        ]
+    );
+    assert_eq!(ending(&run.events, 0).1, Some(0));
+}
+
+#[test]
+fn cpuid_is_emulated_with_the_hypervisor_bit_and_signature() {
+    let run = run(&["cpuid"]);
+    let (index, exit) = exit_with(&run.events, 0, 0x72);
+    assert_eq!(exit.regs.rax, 1);
+    let flow = flow_after(&run.events, index);
+    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
+    let rcx = emulate.changes.iter().find(|change| change.name == "rcx").expect("ECX changed");
+    assert_ne!(rcx.new & (1 << 31), 0, "hypervisor present");
+    let rip = emulate.changes.iter().find(|change| change.name == "rip").expect("RIP moved");
+    assert_eq!(rip.new, exit.rip + 2, "CPUID is two bytes");
+    let Body::Resume(resume) = &flow[3].body else { panic!("{flow:#?}") };
+    assert_eq!(resume.rip, exit.rip + 2);
+    assert_eq!(resume.regs.rcx, rcx.new);
+    assert!(console_lines(&run.events).contains(&"CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000001"));
+    assert_eq!(ending(&run.events, 0).1, Some(0));
+}
+
+#[test]
+fn hypercalls_write_the_console_refuse_bad_pointers_and_exit() {
+    let run = run(&["hypercall"]);
+    let (first, _) = exit_with(&run.events, 0, 0x81);
+    let flow = flow_after(&run.events, first);
+    assert!(matches!(&flow[2].body, Body::Console(console) if console.text == "Hello through the console_write hypercall"));
+    let (bad, exit) = find(&run.events, first + 1, |event| match &event.body {
+        Body::Exit(exit) if exit.exitcode == 0x81 && exit.regs.rdi == 0xdead_0000_0000 => Some(exit),
+        _ => None,
+    });
+    assert_eq!(&exit.insn.as_slice()[..3], [0x0f, 0x01, 0xd9], "vmmcall");
+    let flow = flow_after(&run.events, bad);
+    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
+    let rax = emulate.changes.iter().find(|change| change.name == "rax").expect("RAX has the result");
+    assert_eq!(rax.new as i64, -14, "EFAULT");
+    assert_eq!(ending(&run.events, 0), (DomainState::Exited, Some(0), "exit hypercall".into()));
+}
+
+#[test]
+fn an_unknown_hypercall_gets_enosys_and_the_guest_goes_on() {
+    let run = run(&["bad-hypercall"]);
+    let (index, exit) = exit_with(&run.events, 0, 0x81);
+    assert_eq!(exit.regs.rax, 0x1234);
+    let flow = flow_after(&run.events, index);
+    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
+    assert_eq!(emulate.changes.iter().find(|change| change.name == "rax").map(|change| change.new as i64), Some(-38));
+    assert_eq!(console_lines(&run.events), ["hypercall 0x1234 returned -38"]);
+    assert_eq!(ending(&run.events, 0).1, Some(0));
+}
+
+#[test]
+fn vmrun_in_a_guest_gets_a_synthetic_ud() {
+    let run = run(&["bad-vmrun"]);
+    let (index, exit) = exit_with(&run.events, 0, 0x80);
+    assert_eq!(exit.reason, "VMRUN");
+    let flow = flow_after(&run.events, index);
+    assert!(matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Emulate));
+    let inject = flow.iter().find_map(|event| match &event.body {
+        Body::Inject(inject) => Some(inject),
+        _ => None,
+    });
+    let inject = inject.expect("an injected #UD");
+    assert_eq!((inject.vector, inject.synthetic), (6, true));
+    assert_eq!(ending(&run.events, 0).1, Some(0), "the guest's #UD handler ran");
+}
+
+#[test]
+fn a_triple_fault_kills_only_its_domain() {
+    // The broken guest first, then a healthy one in the same machine.
+    let run = run(&["bad-triple-fault", "hello"]);
+    let dom0: Vec<Event> = run.events.iter().filter(|event| event.dom == Some(0)).cloned().collect();
+    // #UD cannot be delivered (empty IDT): #GP while delivering #UD, then #GP while
+    // delivering #GP (-> #DF), then #GP while delivering #DF (-> shutdown).
+    let (ud, _) = exit_with(&dom0, 0, 0x46);
+    let (gp1, first) = exit_with(&dom0, ud + 1, 0x4d);
+    assert_eq!(first.exitintinfo & 0xff, 6, "interrupted delivery of #UD");
+    assert_eq!(first.exitinfo1, 6 * 16 + 2, "#GP error code: IDT (bit 1) entry 6");
+    let (gp2, second) = exit_with(&dom0, gp1 + 1, 0x4d);
+    assert_eq!(second.exitintinfo & 0xff, 13, "interrupted delivery of #GP");
+    let flow = flow_after(&dom0, gp2);
+    assert!(matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 8), "#DF: {flow:#?}");
+    let (gp3, third) = exit_with(&dom0, gp2 + 1, 0x4d);
+    assert_eq!(third.exitintinfo & 0xff, 8, "interrupted delivery of #DF");
+    assert!(matches!(&dom0[gp3 + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
+    let (state, _, reason) = ending(&run.events, 0);
+    assert_eq!(state, DomainState::Killed);
+    assert!(reason.contains("triple fault"), "{reason}");
+    // The hypervisor lives on and runs the next domain.
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+    assert!(console_lines(&run.events).contains(&"Hello from a traplab guest!"));
+}
+
+#[test]
+fn every_catalogue_lab_produces_its_expected_flow() {
+    for lab in traplab_labs::all().expect("the catalogue parses") {
+        let guests: Vec<&str> = lab.guests.iter().map(String::as_str).collect();
+        let run = run(&guests);
+        let symbols = symbols(&lab.guests[0]);
+        if let Err(mismatch) = traplab_labs::expect::check(&lab.expect, &run.events, &symbols) {
+            panic!("lab {}: {mismatch}", lab.id);
+        }
+        assert_eq!(ending(&run.events, 0).1, Some(lab.status), "lab {}", lab.id);
+    }
+}

@@ -1,0 +1,99 @@
+//! What a complete trace promises: `seq` counts 0, 1, 2, … without a gap, no event was
+//! lost, and it ends with the hypervisor's `end` event. [`StreamCheck`] watches a stream
+//! and says when a promise is broken.
+
+use traplab_abi::event::{Body, Event};
+
+/// A broken promise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamFault {
+    #[error("events {expected}..{found} are missing (seq jumped from {expected} to {found})")]
+    Gap { expected: u64, found: u64 },
+    #[error("the hypervisor lost {count} event(s) before seq {seq}")]
+    Lost { count: u64, seq: u64 },
+    #[error("the trace ends without the hypervisor's end event: it is incomplete")]
+    Truncated,
+}
+
+/// Follows a stream of events.
+#[derive(Debug, Default)]
+pub struct StreamCheck {
+    next_seq: u64,
+    ended: bool,
+    faults: Vec<StreamFault>,
+}
+
+impl StreamCheck {
+    pub fn new() -> StreamCheck {
+        StreamCheck::default()
+    }
+
+    /// Look at the next event; returns the fault it reveals, if any.
+    pub fn observe(&mut self, event: &Event) -> Option<StreamFault> {
+        let fault = if event.seq != self.next_seq {
+            Some(StreamFault::Gap { expected: self.next_seq, found: event.seq })
+        } else if let Body::Lost(lost) = &event.body {
+            Some(StreamFault::Lost { count: lost.count, seq: event.seq })
+        } else {
+            None
+        };
+        self.next_seq = event.seq + 1;
+        if matches!(event.body, Body::End(_)) {
+            self.ended = true;
+        }
+        if let Some(fault) = &fault {
+            self.faults.push(fault.clone());
+        }
+        fault
+    }
+
+    /// The stream is over: every fault seen, plus `Truncated` without an `end` event.
+    pub fn finish(mut self) -> Vec<StreamFault> {
+        if !self.ended {
+            self.faults.push(StreamFault::Truncated);
+        }
+        self.faults
+    }
+
+    /// How many events have been seen (the next expected `seq`).
+    pub fn count(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{Console, End, Lost};
+
+    fn event(seq: u64, body: Body) -> Event {
+        Event { seq, tsc: 0, dom: None, body }
+    }
+
+    fn end() -> Body {
+        Body::End(End { status: 0, reason: "done".into() })
+    }
+
+    #[test]
+    fn a_complete_stream_has_no_fault() {
+        let mut check = StreamCheck::new();
+        for seq in 0..3 {
+            assert_eq!(check.observe(&event(seq, Body::Console(Console { text: "x".into() }))), None);
+        }
+        assert_eq!(check.observe(&event(3, end())), None);
+        assert_eq!(check.count(), 4);
+        assert!(check.finish().is_empty());
+    }
+
+    #[test]
+    fn gaps_losses_and_truncation_are_faults() {
+        let mut check = StreamCheck::new();
+        assert_eq!(check.observe(&event(0, end())), None);
+        assert_eq!(check.observe(&event(5, end())), Some(StreamFault::Gap { expected: 1, found: 5 }));
+        assert_eq!(check.observe(&event(6, Body::Lost(Lost { count: 2 }))), Some(StreamFault::Lost { count: 2, seq: 6 }));
+        assert_eq!(check.finish().len(), 2);
+        let mut cut = StreamCheck::new();
+        cut.observe(&event(0, Body::Lost(Lost { count: 1 })));
+        assert_eq!(cut.finish().last(), Some(&StreamFault::Truncated));
+    }
+}

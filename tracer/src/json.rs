@@ -1,0 +1,152 @@
+//! The public form of an event: one JSON object per line (JSON Lines), documented in
+//! `tracer/SCHEMA.md`. Every object starts with `"v"` (the schema version), `"seq"`,
+//! `"tsc"`, `"dom"` (absent for the hypervisor itself) and `"kind"`, followed by the fields
+//! of that kind.
+//!
+//! The Rust types in `traplab_abi::event` are the single definition; this module only moves
+//! the variant name into `"kind"` and back.
+
+use serde_json::{Map, Value};
+use traplab_abi::SCHEMA_VERSION;
+use traplab_abi::event::{Body, Event};
+
+/// Why a line is not an event.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum JsonError {
+    #[error("not JSON: {0}")]
+    Syntax(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("missing or invalid field \"{0}\"")]
+    Field(&'static str),
+    #[error("schema version {found}, this traplab reads version {SCHEMA_VERSION}")]
+    Version { found: u64 },
+    #[error("unknown kind \"{0}\"")]
+    UnknownKind(String),
+    #[error("bad \"{kind}\" event: {message}")]
+    Body { kind: String, message: String },
+}
+
+/// The JSON object of an event.
+pub fn to_value(event: &Event) -> Value {
+    let mut object = Map::new();
+    object.insert("v".into(), SCHEMA_VERSION.into());
+    object.insert("seq".into(), event.seq.into());
+    object.insert("tsc".into(), event.tsc.into());
+    if let Some(dom) = event.dom {
+        object.insert("dom".into(), dom.into());
+    }
+    object.insert("kind".into(), event.body.kind().into());
+    // serde writes the body as {"<kind>": {fields}}: lift the fields up.
+    if let Ok(Value::Object(mut wrapped)) = serde_json::to_value(&event.body)
+        && let Some(Value::Object(fields)) = wrapped.remove(event.body.kind())
+    {
+        object.extend(fields);
+    }
+    Value::Object(object)
+}
+
+/// One line of JSON, without the newline.
+pub fn to_line(event: &Event) -> String {
+    to_value(event).to_string()
+}
+
+/// Parse one line.
+pub fn from_line(line: &str) -> Result<Event, JsonError> {
+    let value: Value = serde_json::from_str(line).map_err(|error| JsonError::Syntax(error.to_string()))?;
+    from_value(value)
+}
+
+/// Parse one JSON object.
+pub fn from_value(value: Value) -> Result<Event, JsonError> {
+    let Value::Object(mut object) = value else { return Err(JsonError::NotAnObject) };
+    let version = object.remove("v").and_then(|v| v.as_u64()).ok_or(JsonError::Field("v"))?;
+    if version != SCHEMA_VERSION as u64 {
+        return Err(JsonError::Version { found: version });
+    }
+    let seq = object.remove("seq").and_then(|v| v.as_u64()).ok_or(JsonError::Field("seq"))?;
+    let tsc = object.remove("tsc").and_then(|v| v.as_u64()).ok_or(JsonError::Field("tsc"))?;
+    let dom = match object.remove("dom") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_u64().and_then(|dom| u16::try_from(dom).ok()).ok_or(JsonError::Field("dom"))?),
+    };
+    let kind = match object.remove("kind") {
+        Some(Value::String(kind)) => kind,
+        _ => return Err(JsonError::Field("kind")),
+    };
+    if !Body::KINDS.contains(&kind.as_str()) {
+        return Err(JsonError::UnknownKind(kind));
+    }
+    let mut wrapped = Map::new();
+    wrapped.insert(kind.clone(), Value::Object(object));
+    let body: Body = serde_json::from_value(Value::Object(wrapped))
+        .map_err(|error| JsonError::Body { kind, message: error.to_string() })?;
+    Ok(Event { seq, tsc, dom, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+    use traplab_abi::event::{Action, Console, Decide, Exit, InstructionBytes, Registers};
+
+    fn exit() -> Event {
+        Event {
+            seq: 3,
+            tsc: 99,
+            dom: Some(0),
+            body: Body::Exit(Exit {
+                exitcode: 0x4e,
+                reason: Cow::Borrowed("EXCP_PF"),
+                exitinfo1: 2,
+                exitinfo2: 0x4000_0000,
+                exitintinfo: 0,
+                rip: 0x20_1000,
+                cs: 8,
+                cpl: 0,
+                rflags: 0x46,
+                cr0: 0x8001_0033,
+                cr2: 0,
+                cr3: 0x10000,
+                cr4: 0x620,
+                efer: 0x1d00,
+                regs: Registers { rax: 42, ..Registers::default() },
+                insn: InstructionBytes::new(&[0x48, 0xc7, 0x00, 0x2a, 0, 0, 0]),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_line_starts_with_the_envelope_and_flattens_the_body() {
+        let line = to_line(&exit());
+        assert!(line.starts_with(r#"{"v":1,"seq":3,"tsc":99,"dom":0,"kind":"exit","exitcode":78,"reason":"EXCP_PF","exitinfo1":"0x2","exitinfo2":"0x40000000""#), "{line}");
+        assert!(line.contains(r#""insn":"48c7002a000000""#));
+        assert_eq!(from_line(&line).unwrap(), exit());
+    }
+
+    #[test]
+    fn hypervisor_events_have_no_dom() {
+        let event = Event { seq: 0, tsc: 1, dom: None, body: Body::Console(Console { text: "hi".into() }) };
+        let line = to_line(&event);
+        assert_eq!(line, r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#);
+        assert_eq!(from_line(&line).unwrap(), event);
+    }
+
+    #[test]
+    fn every_kind_of_bad_line_has_its_error() {
+        assert!(matches!(from_line("{\"v\":1,"), Err(JsonError::Syntax(_))));
+        assert_eq!(from_line("[1]"), Err(JsonError::NotAnObject));
+        assert_eq!(from_line(r#"{"seq":1}"#), Err(JsonError::Field("v")));
+        assert_eq!(from_line(r#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#), Err(JsonError::Version { found: 7 }));
+        assert_eq!(from_line(r#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#), Err(JsonError::UnknownKind("party".into())));
+        let bad = from_line(r#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance","why":"","at":""}"#);
+        assert!(matches!(bad, Err(JsonError::Body { .. })), "{bad:?}");
+        let decide = Event {
+            seq: 1,
+            tsc: 0,
+            dom: Some(2),
+            body: Body::Decide(Decide { action: Action::Reflect, why: "w".into(), at: "hv/src/x.rs:1".into() }),
+        };
+        assert_eq!(from_line(&to_line(&decide)).unwrap(), decide);
+    }
+}

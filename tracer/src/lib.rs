@@ -1,0 +1,23 @@
+//! The host side of the trace.
+//!
+//! | module        | what it does                                                          |
+//! |---------------|-----------------------------------------------------------------------|
+//! | [`json`]      | an event as one JSON object, one line (the public, recorded format)    |
+//! | [`check`]     | the stream's promises: `seq` without gaps, no `lost` events            |
+//! | [`recording`] | write and read JSON Lines files, with line-numbered errors             |
+//! | [`qemu`]      | the QEMU command line, finding QEMU, and how to install it             |
+//! | [`session`]   | one run: start QEMU, read the ring and the serial log, stop cleanly    |
+//! | [`symbols`] | addresses to names in a guest's ELF, and back                       |
+//! | [`text`]      | an event as one readable line                                          |
+//!
+//! The event types themselves are in `traplab_abi::event`, shared with the hypervisor.
+
+pub mod check;
+pub mod json;
+pub mod qemu;
+pub mod recording;
+pub mod session;
+pub mod symbols;
+pub mod text;
+
+pub use traplab_abi::event::{self, Event};

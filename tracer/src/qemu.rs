@@ -1,0 +1,213 @@
+//! QEMU: the command line that boots the hypervisor with a lab's guests, where QEMU is,
+//! and how to install it.
+//!
+//! The machine: a q35 PC under TCG with a CPU model that has SVM and nested paging
+//! (`-cpu qemu64,+svm,+npt`; QEMU's TCG implements both), its RAM backed by a shared file
+//! that the host maps to read the trace ring (`-object memory-backend-file,…,share=on`),
+//! the hypervisor as `-kernel` (PVH boot), the guests as fw_cfg files, the hypervisor's log
+//! on the serial port (QEMU's stdout), and `isa-debug-exit` so the hypervisor can report
+//! its status as QEMU's exit code.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The QEMU binary traplab runs.
+pub const PROGRAM: &str = "qemu-system-x86_64";
+/// The Debian/Ubuntu package that has it.
+pub const DEBIAN_PACKAGE: &str = "qemu-system-x86";
+
+/// What the hypervisor does when the trace ring is full (fw_cfg `opt/traplab/trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMode {
+    /// A host reads the ring: the hypervisor waits for space. Nothing is lost.
+    Ring,
+    /// Nobody promised to read: drop and count (`lost` events).
+    Lossy,
+    /// No events at all (a baseline for benchmarks).
+    Off,
+}
+
+impl TraceMode {
+    pub fn fw_cfg_value(self) -> &'static str {
+        match self {
+            TraceMode::Ring => "ring",
+            TraceMode::Lossy => "lossy",
+            TraceMode::Off => "off",
+        }
+    }
+}
+
+/// One guest to run in a domain.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub name: String,
+    pub elf: PathBuf,
+}
+
+/// Everything that defines one run of the machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub hv: PathBuf,
+    /// Domain 0, 1, … in this order.
+    pub guests: Vec<Guest>,
+    pub trace: TraceMode,
+    pub ram_mib: u32,
+    /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
+    pub extra_args: Vec<String>,
+}
+
+impl Machine {
+    pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
+        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, extra_args: Vec::new() }
+    }
+}
+
+/// QEMU's option syntax doubles a comma inside a value.
+fn escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// The arguments (without the program) that run `machine` with its RAM in `ram_file`.
+pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
+    let ram = format!("{}M", machine.ram_mib);
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        "q35,memory-backend=ram".into(),
+        "-accel".into(),
+        "tcg".into(),
+        "-cpu".into(),
+        "qemu64,+svm,+npt".into(),
+        "-m".into(),
+        ram.clone(),
+        "-object".into(),
+        format!("memory-backend-file,id=ram,size={ram},mem-path={},share=on", escape(ram_file)),
+        "-kernel".into(),
+        escape(&machine.hv),
+        "-nodefaults".into(),
+        "-display".into(),
+        "none".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-no-reboot".into(),
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        "-fw_cfg".into(),
+        format!("name=opt/traplab/trace,string={}", machine.trace.fw_cfg_value()),
+    ];
+    for (id, guest) in machine.guests.iter().enumerate() {
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/dom{id}/name,string={}", guest.name.replace(',', ",,")));
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/dom{id}/elf,file={}", escape(&guest.elf)));
+    }
+    args.extend(machine.extra_args.iter().cloned());
+    args.into_iter().map(OsString::from).collect()
+}
+
+/// Where `qemu-system-x86_64` is on the PATH.
+pub fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(PROGRAM)).find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// The command that installs QEMU on Debian or Ubuntu (with sudo unless we are root).
+pub fn install_command() -> Vec<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command: Vec<String> = Vec::new();
+    if !root {
+        command.push("sudo".into());
+    }
+    command.extend(["apt-get", "install", "-y", DEBIAN_PACKAGE].map(String::from));
+    command
+}
+
+/// What the hypervisor's status (QEMU's exit code through `isa-debug-exit`) means;
+/// see `hv/src/power.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HvStatus {
+    Done,
+    NoSvm,
+    SvmDisabled,
+    NoNestedPaging,
+    BadConfig,
+    HvFault,
+    Unknown(i32),
+}
+
+impl HvStatus {
+    /// Decode QEMU's exit code: `isa-debug-exit` makes it `(status << 1) | 1`.
+    pub fn from_qemu_exit_code(code: i32) -> Option<HvStatus> {
+        if code % 2 == 0 {
+            return None;
+        }
+        Some(match code >> 1 {
+            0 => HvStatus::Done,
+            1 => HvStatus::NoSvm,
+            2 => HvStatus::SvmDisabled,
+            3 => HvStatus::NoNestedPaging,
+            4 => HvStatus::BadConfig,
+            5 => HvStatus::HvFault,
+            other => HvStatus::Unknown(other),
+        })
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            HvStatus::Done => "every domain ended",
+            HvStatus::NoSvm => "the CPU has no AMD SVM",
+            HvStatus::SvmDisabled => "SVM is disabled by firmware",
+            HvStatus::NoNestedPaging => "the CPU has no nested paging",
+            HvStatus::BadConfig => "the hypervisor could not use its configuration (see its log)",
+            HvStatus::HvFault => "the hypervisor itself faulted: a traplab bug (see its log)",
+            HvStatus::Unknown(_) => "an unknown hypervisor status",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_has_the_machine_the_ring_and_the_guests() {
+        let mut machine = Machine::new(
+            "/x/traplab-hv".into(),
+            vec![Guest { name: "page-fault".into(), elf: "/g/page,fault".into() }],
+        );
+        machine.trace = TraceMode::Off;
+        let args: Vec<String> =
+            arguments(&machine, Path::new("/dev/shm/ram")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("-cpu qemu64,+svm,+npt"));
+        assert!(joined.contains("-machine q35,memory-backend=ram"));
+        assert!(joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/dev/shm/ram,share=on"));
+        assert!(joined.contains("-kernel /x/traplab-hv"));
+        assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(joined.contains("name=opt/traplab/trace,string=off"));
+        assert!(joined.contains("name=opt/traplab/dom0/name,string=page-fault"));
+        assert!(joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"), "commas are doubled: {joined}");
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+    }
+
+    #[test]
+    fn exit_codes_decode() {
+        assert_eq!(HvStatus::from_qemu_exit_code(1), Some(HvStatus::Done));
+        assert_eq!(HvStatus::from_qemu_exit_code(7), Some(HvStatus::NoNestedPaging));
+        assert_eq!(HvStatus::from_qemu_exit_code(11), Some(HvStatus::HvFault));
+        assert_eq!(HvStatus::from_qemu_exit_code(0), None);
+    }
+
+    #[test]
+    fn install_command_names_the_package() {
+        let command = install_command();
+        assert_eq!(&command[command.len() - 4..], ["apt-get", "install", "-y", "qemu-system-x86"]);
+    }
+}

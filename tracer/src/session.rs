@@ -1,0 +1,388 @@
+//! One run of the machine: start QEMU, read the trace ring and the hypervisor's log while
+//! it runs, and stop it cleanly.
+//!
+//! ```text
+//!   traplab ──creates──► /dev/shm/traplab-….ram ◄──maps── QEMU (guest RAM, share=on)
+//!      │                        │ the hv writes events into the ring at RING_PHYS
+//!      └──────── maps and reads the ring ◄──┘
+//!   QEMU stdout (COM1) ──thread──► hypervisor log lines
+//! ```
+//!
+//! No orphan QEMU, ever: QEMU runs in its own process group with PR_SET_PDEATHSIG, so it
+//! dies if traplab dies (even by SIGKILL); dropping a [`Session`] kills and reaps it; the
+//! RAM file is unlinked as soon as QEMU has it open.
+
+use crate::qemu::{self, HvStatus, Machine};
+use memmap2::MmapMut;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use traplab_abi::event::{self, Event};
+use traplab_abi::ring::{self, ReadError, Ring};
+
+/// What a running session yields, in order of arrival.
+#[derive(Debug)]
+pub enum Item {
+    Event(Event),
+    /// One line of the hypervisor's own log (COM1, QEMU's stdout).
+    Log(String),
+    /// The ring held something that is not an event: the trace cannot be trusted past it.
+    Broken(String),
+    /// QEMU has stopped. Nothing follows.
+    Finished(Finish),
+}
+
+/// How QEMU stopped.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// QEMU's exit code, or `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The hypervisor's status, when it reported one.
+    pub hv_status: Option<HvStatus>,
+    /// What QEMU wrote to its stderr.
+    pub stderr: String,
+    /// We stopped QEMU because of Ctrl-C / the stop flag.
+    pub interrupted: bool,
+    /// We stopped QEMU because the session's time limit passed.
+    pub timed_out: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{program} is not installed. Install it with: {install}", program = qemu::PROGRAM, install = qemu::install_command().join(" "))]
+    QemuMissing,
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
+    let what = what.into();
+    move |error| SessionError::Io { what, error }
+}
+
+/// Options beyond the machine itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Set it (from a Ctrl-C handler, another thread) to stop QEMU.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop QEMU after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// The machine's RAM, shared with QEMU.
+struct SharedRam {
+    path: PathBuf,
+    unlinked: bool,
+    map: MmapMut,
+    _file: File,
+}
+
+impl SharedRam {
+    fn create(mib: u32) -> Result<SharedRam, SessionError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let path = dir.join(format!(
+            "traplab-{}-{}.ram",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        file.set_len(mib as u64 * 1024 * 1024).map_err(io_error("sizing the RAM file"))?;
+        // SAFETY: the file is ours (create_new) and only QEMU shares it; we read the ring
+        // through atomics and after acquire loads, as `traplab_abi::ring` requires.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_error("mapping the RAM file"))?;
+        Ok(SharedRam { path, unlinked: false, map, _file: file })
+    }
+
+    fn unlink(&mut self) {
+        if !self.unlinked {
+            let _ = std::fs::remove_file(&self.path);
+            self.unlinked = true;
+        }
+    }
+}
+
+impl Drop for SharedRam {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+/// A running (or finished) machine.
+pub struct Session {
+    child: Child,
+    ram: SharedRam,
+    ring: Option<Ring>,
+    log: Receiver<String>,
+    log_thread: Option<JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    pending: VecDeque<Item>,
+    finished: bool,
+    broken: bool,
+    options: Options,
+    started: Instant,
+    interrupted: bool,
+    timed_out: bool,
+    idle: u32,
+}
+
+impl Session {
+    /// Start QEMU with `machine`.
+    pub fn start(machine: &Machine, options: Options) -> Result<Session, SessionError> {
+        let program = qemu::find().ok_or(SessionError::QemuMissing)?;
+        let ram = SharedRam::create(machine.ram_mib)?;
+        let mut command = Command::new(program);
+        command.args(qemu::arguments(machine, &ram.path)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: between fork and exec we only make async-signal-safe system calls.
+        unsafe {
+            command.pre_exec(|| {
+                // Our own process group: a Ctrl-C in the terminal reaches traplab, which
+                // stops QEMU in order, instead of QEMU dying under us.
+                libc::setpgid(0, 0);
+                // If traplab dies, for any reason, QEMU gets SIGKILL.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(io_error("starting QEMU"))?;
+        let stdout = child.stdout.take().ok_or_else(|| SessionError::Io {
+            what: "QEMU's stdout".into(),
+            error: std::io::Error::other("not captured"),
+        })?;
+        let (sender, log) = mpsc::channel();
+        let log_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_thread = child.stderr.take().map(|mut pipe| {
+            let stderr = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                if let Ok(mut shared) = stderr.lock() {
+                    shared.push_str(&text);
+                }
+            })
+        });
+        Ok(Session {
+            child,
+            ram,
+            ring: None,
+            log,
+            log_thread: Some(log_thread),
+            stderr,
+            stderr_thread,
+            pending: VecDeque::new(),
+            finished: false,
+            broken: false,
+            options,
+            started: Instant::now(),
+            interrupted: false,
+            timed_out: false,
+            idle: 0,
+        })
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Read what the ring holds now into `pending`. Returns how many events came.
+    fn poll_ring(&mut self) -> usize {
+        if self.broken {
+            return 0;
+        }
+        if self.ring.is_none() {
+            let base = self.ram.map.as_mut_ptr();
+            let length = self.ram.map.len();
+            // SAFETY: the mapping is `length` bytes, page-aligned, and lives as long as the
+            // session (the ring is dropped first: fields drop in order, `ring` after `ram`
+            // is fine because `Ring` holds no reference and is never used after drop).
+            match unsafe { Ring::attach(base.add(ring::RING_PHYS as usize), length - ring::RING_PHYS as usize) } {
+                Ok(attached) => {
+                    self.ring = Some(attached);
+                    // QEMU has the file open (the hypervisor wrote to it): the name can go.
+                    self.ram.unlink();
+                }
+                Err(ReadError::NotReady) => return 0,
+                Err(error) => {
+                    self.broken = true;
+                    self.pending.push_back(Item::Broken(format!("the trace ring is unusable: {error:?}")));
+                    return 0;
+                }
+            }
+        }
+        let Some(ring) = self.ring.as_mut() else { return 0 };
+        let mut events = Vec::new();
+        let mut undecodable = None;
+        let result = ring.consume(|record| match event::decode(record) {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                undecodable.get_or_insert_with(|| format!("a ring record is not an event: {error}"));
+            }
+        });
+        let count = events.len();
+        self.pending.extend(events.into_iter().map(Item::Event));
+        if let Err(error) = result {
+            self.broken = true;
+            self.pending.push_back(Item::Broken(format!("the trace ring is corrupt: {error:?}")));
+        }
+        if let Some(message) = undecodable {
+            self.pending.push_back(Item::Broken(message));
+        }
+        count
+    }
+
+    fn poll_log(&mut self) {
+        while let Ok(line) = self.log.try_recv() {
+            self.pending.push_back(Item::Log(line));
+        }
+    }
+
+    /// QEMU has exited: collect the rest of everything, then `Finished`.
+    fn finish(&mut self, status: std::process::ExitStatus) {
+        self.poll_ring();
+        if let Some(thread) = self.log_thread.take() {
+            let _ = thread.join();
+        }
+        self.poll_log();
+        if let Some(thread) = self.stderr_thread.take() {
+            let _ = thread.join();
+        }
+        let stderr = self.stderr.lock().map(|text| text.clone()).unwrap_or_default();
+        let exit_code = status.code();
+        self.pending.push_back(Item::Finished(Finish {
+            exit_code,
+            signal: status.signal(),
+            hv_status: exit_code.and_then(HvStatus::from_qemu_exit_code),
+            stderr,
+            interrupted: self.interrupted,
+            timed_out: self.timed_out,
+        }));
+        self.finished = true;
+    }
+
+    /// The next item, waiting for it if needed; `None` after `Finished`.
+    pub fn next_item(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.finished {
+                return None;
+            }
+            if self.poll_ring() > 0 {
+                self.idle = 0;
+                continue;
+            }
+            self.poll_log();
+            if !self.pending.is_empty() {
+                continue;
+            }
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.finish(status);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.kill();
+                    continue;
+                }
+            }
+            let stop_requested = self.options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed));
+            let too_late = self.options.timeout.is_some_and(|limit| self.started.elapsed() > limit);
+            if stop_requested || too_late {
+                self.interrupted |= stop_requested;
+                self.timed_out |= too_late && !stop_requested;
+                self.kill();
+                if let Ok(status) = self.child.wait() {
+                    self.finish(status);
+                }
+                continue;
+            }
+            // Nothing to do: back off from 20 µs to 2 ms, so a busy trace is read at once
+            // and an idle one costs little.
+            self.idle = (self.idle + 1).min(100);
+            std::thread::sleep(Duration::from_micros(20 * self.idle as u64));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+impl Iterator for Session {
+    type Item = Item;
+    fn next(&mut self) -> Option<Item> {
+        self.next_item()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A whole run, collected: for tests, the checker and benchmarks.
+#[derive(Debug)]
+pub struct Run {
+    pub events: Vec<Event>,
+    /// The hypervisor's log lines.
+    pub log: Vec<String>,
+    /// Ring problems (`Item::Broken`).
+    pub broken: Vec<String>,
+    /// Broken stream promises: gaps, losses, a missing `end`.
+    pub faults: Vec<crate::check::StreamFault>,
+    pub finish: Finish,
+}
+
+/// Run `machine` to its end and keep everything it produced.
+pub fn collect(machine: &Machine, options: Options) -> Result<Run, SessionError> {
+    let mut session = Session::start(machine, options)?;
+    let mut check = crate::check::StreamCheck::new();
+    let (mut events, mut log, mut broken) = (Vec::new(), Vec::new(), Vec::new());
+    let mut finish = None;
+    for item in &mut session {
+        match item {
+            Item::Event(event) => {
+                check.observe(&event);
+                events.push(event);
+            }
+            Item::Log(line) => log.push(line),
+            Item::Broken(message) => broken.push(message),
+            Item::Finished(done) => finish = Some(done),
+        }
+    }
+    let finish = finish.ok_or_else(|| SessionError::Io {
+        what: "QEMU".into(),
+        error: std::io::Error::other("the session ended without finishing"),
+    })?;
+    Ok(Run { events, log, broken, faults: check.finish(), finish })
+}

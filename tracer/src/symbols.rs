@@ -1,0 +1,82 @@
+//! A guest's symbols: which function an address is in, and where a named symbol is.
+//!
+//! Read from the guest's ELF symbol table with the `object` crate; names are demangled
+//! with `rustc-demangle` and written without the hash (`traplab_guests::traps::exception_entries`).
+
+use object::{Object, ObjectSymbol, SymbolKind};
+use std::path::Path;
+
+/// One function or object in the ELF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    pub address: u64,
+    pub size: u64,
+}
+
+/// The symbols of one ELF, sorted by address.
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    symbols: Vec<Symbol>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path} is not an ELF file we can read: {error}")]
+    Elf { path: String, error: object::Error },
+}
+
+impl Symbols {
+    pub fn load(path: &Path) -> Result<Symbols, SymbolError> {
+        let data = std::fs::read(path).map_err(|error| SymbolError::Io { path: path.display().to_string(), error })?;
+        Symbols::parse(&data).map_err(|error| SymbolError::Elf { path: path.display().to_string(), error })
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Symbols, object::Error> {
+        let file = object::File::parse(data)?;
+        let mut symbols: Vec<Symbol> = file
+            .symbols()
+            .filter(|symbol| matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data) && symbol.address() != 0)
+            .filter_map(|symbol| {
+                let name = symbol.name().ok()?;
+                Some(Symbol {
+                    name: format!("{:#}", rustc_demangle::demangle(name)),
+                    address: symbol.address(),
+                    size: symbol.size(),
+                })
+            })
+            .collect();
+        symbols.sort_by_key(|symbol| symbol.address);
+        Ok(Symbols { symbols })
+    }
+
+    /// The symbol `address` is in, and the offset into it.
+    pub fn lookup(&self, address: u64) -> Option<(&Symbol, u64)> {
+        let index = self.symbols.partition_point(|symbol| symbol.address <= address);
+        let symbol = self.symbols[..index].last()?;
+        let offset = address - symbol.address;
+        (offset < symbol.size.max(1)).then_some((symbol, offset))
+    }
+
+    /// `name+0x10`, or `None` outside every symbol.
+    pub fn describe(&self, address: u64) -> Option<String> {
+        let (symbol, offset) = self.lookup(address)?;
+        Some(if offset == 0 { symbol.name.clone() } else { format!("{}+{offset:#x}", symbol.name) })
+    }
+
+    /// The address of the symbol called `name` (demangled, without hash).
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.symbols.iter().find(|symbol| symbol.name == name).map(|symbol| symbol.address)
+    }
+
+    /// Resolve `name` or `name+offset` (offset in hex with 0x, or decimal).
+    pub fn resolve(&self, expression: &str) -> Option<u64> {
+        let (name, offset) = match expression.rsplit_once('+') {
+            Some((name, offset)) => (name, traplab_abi::event::hex::parse(offset)?),
+            None => (expression, 0),
+        };
+        Some(self.address_of(name.trim())? + offset)
+    }
+}

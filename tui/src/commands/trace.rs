@@ -1,0 +1,176 @@
+//! `traplab trace <lab>`: run a lab headless and print every event as it happens, with
+//! the guest's console output in between; or JSON Lines with `--json`.
+
+use super::status;
+use crate::cli::TraceArgs;
+use crate::setup;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use traplab_abi::event::{Body, DomainState};
+use traplab_tracer::check::StreamCheck;
+use traplab_tracer::qemu::HvStatus;
+use traplab_tracer::recording::Recorder;
+use traplab_tracer::session::{Finish, Item, Options, Session};
+use traplab_tracer::{json, text};
+
+/// How many hypervisor log lines to show when something fails.
+const LOG_TAIL: usize = 20;
+
+pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
+    let (name, mut machine) = match (&args.lab, &args.guest) {
+        (_, Some(guest)) => {
+            if !traplab_labs::guest_elf(guest).is_file() {
+                return Err(format!("there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"));
+            }
+            (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
+        }
+        (Some(id), None) => {
+            let lab = traplab_labs::find(id)
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?;
+            (lab.id.clone(), lab.machine())
+        }
+        (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
+    };
+    machine.extra_args = args.qemu_args.clone();
+    setup::ensure_qemu(args.yes)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    // Ctrl-C: stop QEMU in order, then exit with 130. (Ignore the error if a handler
+    // exists already.)
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
+
+    let mut recorder = match &args.record {
+        Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
+        None => None,
+    };
+    let options = Options { stop: Some(Arc::clone(&stop)), timeout: Some(Duration::from_secs(args.timeout)) };
+    let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
+
+    let mut out = std::io::stdout().lock();
+    let mut check = StreamCheck::new();
+    let mut log_tail = VecDeque::new();
+    let mut killed = false;
+    let mut last_status = None;
+    let mut finish = None;
+    let mut write_failed = false;
+    for item in &mut session {
+        match item {
+            Item::Event(event) => {
+                if let Some(fault) = check.observe(&event) {
+                    eprintln!("traplab: TRACE FAULT: {fault}");
+                }
+                if let Body::Domain(domain) = &event.body {
+                    match domain.state {
+                        DomainState::Killed => killed = true,
+                        DomainState::Exited => last_status = domain.status,
+                        DomainState::Created => {}
+                    }
+                }
+                if let Some(recorder) = recorder.as_mut()
+                    && let Err(error) = recorder.write(&event)
+                {
+                    eprintln!("traplab: recording failed: {error}");
+                }
+                let line = if args.json { json::to_line(&event) } else { text::line(&event) };
+                // A closed pipe (`| head`) ends the output but not the run's bookkeeping.
+                write_failed |= writeln!(out, "{line}").is_err();
+            }
+            Item::Log(line) => {
+                if args.verbose {
+                    if args.json {
+                        eprintln!("hv log| {line}");
+                    } else {
+                        write_failed |= writeln!(out, "hv log| {line}").is_err();
+                    }
+                }
+                log_tail.push_back(line);
+                if log_tail.len() > LOG_TAIL {
+                    log_tail.pop_front();
+                }
+            }
+            Item::Broken(message) => eprintln!("traplab: TRACE FAULT: {message}"),
+            Item::Finished(done) => finish = Some(done),
+        }
+    }
+    let _ = write_failed;
+    if let Some(recorder) = recorder {
+        recorder.finish().map_err(|error| format!("cannot finish the recording: {error}"))?;
+    }
+    let events = check.count();
+    let faults = check.finish();
+    let Some(finish) = finish else { return Ok(ExitCode::from(status::HV_FAILED)) };
+
+    let code = exit_code(&finish, killed, last_status, !faults.is_empty());
+    if code != 0 || !faults.is_empty() {
+        for fault in &faults {
+            eprintln!("traplab: TRACE FAULT: {fault}");
+        }
+        report_failure(&finish, &log_tail, args.verbose);
+    }
+    if !args.json {
+        let outcome = match (killed, last_status) {
+            (true, _) => "a domain was killed".to_string(),
+            (false, Some(status)) => format!("the guest exited with status {status}"),
+            (false, None) => "no domain ended".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "-- {name}: {outcome}; {events} events, {}",
+            if faults.is_empty() { "none lost".to_string() } else { format!("{} trace fault(s)", faults.len()) }
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The exit status (see `traplab trace --help`).
+fn exit_code(finish: &Finish, killed: bool, last_status: Option<i32>, faulty: bool) -> u8 {
+    if finish.interrupted {
+        return status::INTERRUPTED;
+    }
+    if finish.timed_out || finish.hv_status != Some(HvStatus::Done) {
+        return status::HV_FAILED;
+    }
+    if faulty {
+        return status::TRACE_INCOMPLETE;
+    }
+    if killed {
+        return status::DOMAIN_KILLED;
+    }
+    match last_status {
+        Some(status) => (status & 0xff) as u8,
+        None => status::HV_FAILED,
+    }
+}
+
+fn report_failure(finish: &Finish, log_tail: &VecDeque<String>, verbose: bool) {
+    if finish.interrupted {
+        eprintln!("traplab: interrupted; QEMU stopped.");
+        return;
+    }
+    if finish.timed_out {
+        eprintln!("traplab: the lab did not finish in time; QEMU stopped.");
+    }
+    match finish.hv_status {
+        Some(HvStatus::Done) => {}
+        Some(hv) => eprintln!("traplab: the hypervisor stopped: {}", hv.explain()),
+        None => eprintln!(
+            "traplab: QEMU stopped without a hypervisor status (exit code {:?}, signal {:?})",
+            finish.exit_code, finish.signal
+        ),
+    }
+    if !finish.stderr.trim().is_empty() {
+        eprintln!("QEMU said:\n{}", finish.stderr.trim_end());
+    }
+    if !verbose && !log_tail.is_empty() && finish.hv_status != Some(HvStatus::Done) {
+        eprintln!("the hypervisor's log ended with:");
+        for line in log_tail {
+            eprintln!("  {line}");
+        }
+    }
+}
