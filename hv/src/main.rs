@@ -65,7 +65,11 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         Ok(Some(text)) => trace::Mode::parse(&text).unwrap_or(trace::Mode::Lossy),
         _ => trace::Mode::Lossy,
     };
-    trace::init(mode);
+    let ring_kib = match fw_cfg.read_text("opt/traplab/ring-kib") {
+        Ok(Some(text)) => text.parse().unwrap_or(traplab_abi::ring::DATA_SIZE / 1024),
+        _ => traplab_abi::ring::DATA_SIZE / 1024,
+    };
+    trace::init(mode, ring_kib);
 
     decode::warm_up();
     let tsc_hz = time::calibrate_tsc();

@@ -47,10 +47,15 @@ struct Tracer {
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
 
-pub fn init(mode: Mode) {
+/// The smallest ring we accept (`opt/traplab/ring-kib`): two maximal records must fit.
+pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
+
+/// Set up the ring with `kib` KiB of data (clamped to what `memory.rs` reserves).
+pub fn init(mode: Mode, kib: usize) {
+    let size = (kib.clamp(MIN_RING_KIB, ring::DATA_SIZE / 1024)) * 1024;
     // SAFETY: `memory.rs` reserves [RING_PHYS, RING_PHYS + HEADER_SIZE + DATA_SIZE) for the
-    // ring alone; it is RAM, identity-mapped, 8-aligned.
-    let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, ring::DATA_SIZE) };
+    // ring alone; it is RAM, identity-mapped, 8-aligned, and `size` <= DATA_SIZE.
+    let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, size) };
     *TRACER.lock() = Some(Tracer { mode, ring, next_seq: 0, dropped: 0, scratch: Box::new([0; ring::MAX_RECORD]) });
 }
 

@@ -7,13 +7,14 @@
 use std::time::Duration;
 use traplab_abi::event::{Action, Body, DomainState, Event, EventType};
 use traplab_labs::{guest_elf, machine_for};
-use traplab_tracer::qemu::HvStatus;
+use traplab_tracer::check::StreamFault;
+use traplab_tracer::qemu::{HvStatus, TraceMode};
 use traplab_tracer::session::{self, Options, Run};
 use traplab_tracer::symbols::Symbols;
 
 /// Run `guests` (domain 0, 1, …) to the end; the run itself must be sound.
 fn run(guests: &[&str]) -> Run {
-    let options = Options { stop: None, timeout: Some(Duration::from_secs(120)) };
+    let options = Options { timeout: Some(Duration::from_secs(120)), ..Options::default() };
     let run = session::collect(&machine_for(guests), options).expect("QEMU starts");
     assert_eq!(run.finish.hv_status, Some(HvStatus::Done), "the hypervisor ends normally: {:?}\n{}", run.finish, run.log.join("\n"));
     assert!(run.broken.is_empty(), "the ring is sound: {:?}", run.broken);
@@ -263,4 +264,41 @@ fn every_catalogue_lab_produces_its_expected_flow() {
         }
         assert_eq!(ending(&run.events, 0).1, Some(lab.status), "lab {}", lab.id);
     }
+}
+
+#[test]
+fn a_loss_is_reported_as_a_gap_and_a_lost_event() {
+    // A 64 KiB ring read every 50 ms: it fills between reads, and the hypervisor, in lossy
+    // mode, drops what does not fit and says so once there is room again.
+    let mut machine = machine_for(&["cpuid-loop"]);
+    machine.trace = TraceMode::Lossy;
+    machine.ring_kib = Some(64);
+    let options = Options {
+        timeout: Some(Duration::from_secs(120)),
+        read_interval: Some(Duration::from_millis(50)),
+        ..Options::default()
+    };
+    let run = session::collect(&machine, options).expect("QEMU starts");
+    assert_eq!(run.finish.hv_status, Some(HvStatus::Done));
+    let lost: Vec<(u64, u64)> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Lost(lost) => Some((event.seq, lost.count)),
+            _ => None,
+        })
+        .collect();
+    assert!(!lost.is_empty(), "a lost event");
+    let gaps: Vec<&StreamFault> = run.faults.iter().filter(|fault| matches!(fault, StreamFault::Gap { .. })).collect();
+    assert!(!gaps.is_empty(), "a gap in seq");
+    // The first lost event counts exactly the seq numbers skipped before it.
+    let (seq, count) = lost[0];
+    let StreamFault::Gap { expected, found } = gaps[0] else { unreachable!() };
+    assert_eq!(*found, seq, "the lost event closes the gap");
+    assert_eq!(count, found - expected, "and counts the missing events");
+    assert!(run.faults.contains(&StreamFault::Lost { count, seq }));
+    // The end event may itself have been dropped (the ring can be full at power-off): then
+    // the stream says it is truncated. Either way nothing is hidden.
+    let ended = matches!(run.events.last().map(|e| &e.body), Some(Body::End(_)));
+    assert_eq!(ended, !run.faults.contains(&StreamFault::Truncated));
 }

@@ -28,23 +28,22 @@ impl StreamCheck {
         StreamCheck::default()
     }
 
-    /// Look at the next event; returns the fault it reveals, if any.
-    pub fn observe(&mut self, event: &Event) -> Option<StreamFault> {
-        let fault = if event.seq != self.next_seq {
-            Some(StreamFault::Gap { expected: self.next_seq, found: event.seq })
-        } else if let Body::Lost(lost) = &event.body {
-            Some(StreamFault::Lost { count: lost.count, seq: event.seq })
-        } else {
-            None
-        };
+    /// Look at the next event; returns the faults it reveals (a `lost` event after a gap
+    /// reveals both).
+    pub fn observe(&mut self, event: &Event) -> Vec<StreamFault> {
+        let mut faults = Vec::new();
+        if event.seq != self.next_seq {
+            faults.push(StreamFault::Gap { expected: self.next_seq, found: event.seq });
+        }
+        if let Body::Lost(lost) = &event.body {
+            faults.push(StreamFault::Lost { count: lost.count, seq: event.seq });
+        }
         self.next_seq = event.seq + 1;
         if matches!(event.body, Body::End(_)) {
             self.ended = true;
         }
-        if let Some(fault) = &fault {
-            self.faults.push(fault.clone());
-        }
-        fault
+        self.faults.extend(faults.iter().cloned());
+        faults
     }
 
     /// The stream is over: every fault seen, plus `Truncated` without an `end` event.
@@ -78,9 +77,9 @@ mod tests {
     fn a_complete_stream_has_no_fault() {
         let mut check = StreamCheck::new();
         for seq in 0..3 {
-            assert_eq!(check.observe(&event(seq, Body::Console(Console { text: "x".into() }))), None);
+            assert_eq!(check.observe(&event(seq, Body::Console(Console { text: "x".into() }))), []);
         }
-        assert_eq!(check.observe(&event(3, end())), None);
+        assert_eq!(check.observe(&event(3, end())), []);
         assert_eq!(check.count(), 4);
         assert!(check.finish().is_empty());
     }
@@ -88,10 +87,14 @@ mod tests {
     #[test]
     fn gaps_losses_and_truncation_are_faults() {
         let mut check = StreamCheck::new();
-        assert_eq!(check.observe(&event(0, end())), None);
-        assert_eq!(check.observe(&event(5, end())), Some(StreamFault::Gap { expected: 1, found: 5 }));
-        assert_eq!(check.observe(&event(6, Body::Lost(Lost { count: 2 }))), Some(StreamFault::Lost { count: 2, seq: 6 }));
-        assert_eq!(check.finish().len(), 2);
+        assert_eq!(check.observe(&event(0, end())), []);
+        assert_eq!(check.observe(&event(5, end())), [StreamFault::Gap { expected: 1, found: 5 }]);
+        assert_eq!(check.observe(&event(6, Body::Lost(Lost { count: 2 }))), [StreamFault::Lost { count: 2, seq: 6 }]);
+        assert_eq!(
+            check.observe(&event(9, Body::Lost(Lost { count: 2 }))),
+            [StreamFault::Gap { expected: 7, found: 9 }, StreamFault::Lost { count: 2, seq: 9 }]
+        );
+        assert_eq!(check.finish().len(), 4);
         let mut cut = StreamCheck::new();
         cut.observe(&event(0, Body::Lost(Lost { count: 1 })));
         assert_eq!(cut.finish().last(), Some(&StreamFault::Truncated));

@@ -52,13 +52,16 @@ pub struct Machine {
     pub guests: Vec<Guest>,
     pub trace: TraceMode,
     pub ram_mib: u32,
+    /// The trace ring's data size in KiB (64 to 16384); `None`: the hypervisor's default,
+    /// 16 MiB. Small rings are for tests of the lossy mode.
+    pub ring_kib: Option<u32>,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
 }
 
 impl Machine {
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
-        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, extra_args: Vec::new() }
+        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, extra_args: Vec::new() }
     }
 }
 
@@ -96,6 +99,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         "-fw_cfg".into(),
         format!("name=opt/traplab/trace,string={}", machine.trace.fw_cfg_value()),
     ];
+    if let Some(kib) = machine.ring_kib {
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/ring-kib,string={kib}"));
+    }
     for (id, guest) in machine.guests.iter().enumerate() {
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/dom{id}/name,string={}", guest.name.replace(',', ",,")));

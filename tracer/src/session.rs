@@ -76,6 +76,10 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
     /// Stop QEMU after this long.
     pub timeout: Option<Duration>,
+    /// Read the ring at most this often: a deliberately slow reader. With
+    /// `TraceMode::Lossy` and a small ring the hypervisor then drops events: how the tests
+    /// prove that a loss is reported. (With `TraceMode::Ring` it waits instead.)
+    pub read_interval: Option<Duration>,
 }
 
 /// The machine's RAM, shared with QEMU.
@@ -139,6 +143,7 @@ pub struct Session {
     interrupted: bool,
     timed_out: bool,
     idle: u32,
+    last_read: Instant,
 }
 
 impl Session {
@@ -200,6 +205,7 @@ impl Session {
             interrupted: false,
             timed_out: false,
             idle: 0,
+            last_read: Instant::now(),
         })
     }
 
@@ -292,9 +298,16 @@ impl Session {
             if self.finished {
                 return None;
             }
-            if self.poll_ring() > 0 {
-                self.idle = 0;
-                continue;
+            let may_read = match self.options.read_interval {
+                Some(interval) => self.last_read.elapsed() >= interval,
+                None => true,
+            };
+            if may_read {
+                self.last_read = Instant::now();
+                if self.poll_ring() > 0 {
+                    self.idle = 0;
+                    continue;
+                }
             }
             self.poll_log();
             if !self.pending.is_empty() {

@@ -96,7 +96,7 @@ fn sample(trace: TraceMode) -> Result<Sample, String> {
     let mut machine = traplab_labs::machine_for(&[GUEST]);
     machine.trace = trace;
     let started = Instant::now();
-    let options = Options { stop: None, timeout: Some(Duration::from_secs(600)) };
+    let options = Options { timeout: Some(Duration::from_secs(600)), ..Options::default() };
     let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     let mut result: Option<(u64, u64)> = None;
     let (mut events, mut first_event, mut tsc_hz) = (0u64, None, None);

@@ -49,7 +49,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
         None => None,
     };
-    let options = Options { stop: Some(Arc::clone(&stop)), timeout: Some(Duration::from_secs(args.timeout)) };
+    let options = Options { stop: Some(Arc::clone(&stop)), timeout: Some(Duration::from_secs(args.timeout)), read_interval: None };
     let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
 
     let mut out = std::io::stdout().lock();
@@ -62,7 +62,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
     for item in &mut session {
         match item {
             Item::Event(event) => {
-                if let Some(fault) = check.observe(&event) {
+                for fault in check.observe(&event) {
                     eprintln!("traplab: TRACE FAULT: {fault}");
                 }
                 if let Body::Domain(domain) = &event.body {
