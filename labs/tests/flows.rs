@@ -302,3 +302,17 @@ fn a_loss_is_reported_as_a_gap_and_a_lost_event() {
     let ended = matches!(run.events.last().map(|e| &e.body), Some(Body::End(_)));
     assert_eq!(ended, !run.faults.contains(&StreamFault::Truncated));
 }
+
+#[test]
+fn a_guest_cannot_reach_memory_outside_its_own() {
+    let run = run(&["bad-physical"]);
+    let (index, exit) = exit_with(&run.events, 0, 0x400);
+    assert_eq!(exit.reason, "NPF");
+    assert_eq!(exit.exitinfo2, 0x2000_0000, "EXITINFO2: the guest-physical address");
+    assert_ne!(exit.exitinfo1 & (1 << 32), 0, "the fault is on the final guest-physical address");
+    assert!(matches!(&run.events[index + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
+    let (state, _, reason) = ending(&run.events, 0);
+    assert_eq!(state, DomainState::Killed);
+    assert!(reason.contains("0x20000000"), "{reason}");
+    assert!(!console_lines(&run.events).iter().any(|line| line.contains("let us out")));
+}

@@ -156,3 +156,21 @@ fn a_time_limit_stops_qemu_too() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("did not finish in time"));
     assert!(qemu_of(pid).is_empty());
 }
+
+#[test]
+fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
+    for (cpu, message) in [
+        ("qemu64,-svm", "the hypervisor stopped: the CPU has no AMD SVM"),
+        ("qemu64,+svm,-npt", "the hypervisor stopped: the CPU has no nested paging"),
+    ] {
+        // The last -cpu wins: this replaces the model traplab asks for.
+        let output = run(&["trace", "hello", "--json", "--qemu-arg=-cpu", &format!("--qemu-arg={cpu}")]);
+        assert_eq!(output.status.code(), Some(125), "{cpu}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{cpu}: {stderr}");
+        let last = String::from_utf8_lossy(&output.stdout).lines().last().map(json::from_line);
+        let Some(Ok(event)) = last else { panic!("{cpu}: no events") };
+        let Body::End(end) = event.body else { panic!("{cpu}: the last event is end") };
+        assert!(end.reason.contains("-cpu qemu64,+svm,+npt"), "the hypervisor says how to fix it: {}", end.reason);
+    }
+}
