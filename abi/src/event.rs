@@ -383,10 +383,7 @@ pub mod hex {
 
     /// Parse `0x1f` (or a plain decimal number).
     pub fn parse(text: &str) -> Option<u64> {
-        match text.strip_prefix("0x") {
-            Some(digits) => u64::from_str_radix(digits, 16).ok(),
-            None => text.parse().ok(),
-        }
+        crate::parse_number(text)
     }
 }
 

@@ -10,6 +10,7 @@
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
+//! | [`control`]   | the host's commands to the hv: pause, step, break                        |
 //! | [`svm`]       | AMD SVM encodings: exit codes, EXITINFO fields, event injection          |
 //! | [`x86`]       | x86 architecture: exception vectors, error codes, paging                 |
 #![no_std]
@@ -18,6 +19,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod control;
 #[cfg(feature = "events")]
 pub mod event;
 pub mod hypercall;
@@ -28,3 +30,12 @@ pub mod x86;
 /// The trace schema version: `"v"` in every JSON line, and `version` in the ring header.
 /// Bump it when a field changes meaning or disappears; adding a field is compatible.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Parse a number as people write it: `0x1f` (hex) or `31` (decimal).
+pub fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(digits) => u64::from_str_radix(digits, 16).ok(),
+        None => text.parse().ok(),
+    }
+}

@@ -29,6 +29,8 @@ static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 traplab_baremetal::trap_entry!(fault_entry, hv_fault);
 traplab_baremetal::exception_entries!(exception_entries, fault_entry);
+traplab_baremetal::trap_entry!(interrupt_entry, host_interrupt);
+traplab_baremetal::interrupt_entries!(interrupt_entries, interrupt_entry);
 
 pub fn init() {
     let tss = TSS.call_once(|| {
@@ -60,9 +62,22 @@ pub fn init() {
         let stubs = traplab_baremetal::trap::entry_addresses(exception_entries);
         // SAFETY: the stubs are entry stubs for their vectors, and IST slot 0 was set above.
         unsafe { traplab_baremetal::idt::set_exception_stubs(&mut idt, &stubs, 0) };
+        // The PIC's 16 vectors: the hypervisor's own timer (timer.rs).
+        for irq in 0..16u8 {
+            let entry = traplab_baremetal::trap::entry_address(interrupt_entries, irq as usize);
+            // SAFETY: `entry` is the stub of vector 0x20 + irq; IST slot 0 is set up above.
+            unsafe {
+                idt[crate::timer::PIC_VECTOR_BASE + irq].set_handler_addr(VirtAddr::new(entry)).set_stack_index(0);
+            }
+        }
         idt
     });
     idt.load();
+}
+
+/// A physical interrupt, let in by `timer::take_pending`.
+extern "C" fn host_interrupt(frame: &mut TrapFrame) {
+    crate::timer::tick(frame.vector as u8);
 }
 
 /// A fault in the hypervisor itself.

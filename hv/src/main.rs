@@ -17,6 +17,7 @@ use traplab_baremetal as _;
 
 mod boot;
 mod console;
+mod control;
 mod cpu;
 mod decode;
 mod device;
@@ -30,6 +31,7 @@ mod power;
 mod run;
 mod svm;
 mod time;
+mod timer;
 mod trace;
 
 use alloc::borrow::Cow;
@@ -48,6 +50,7 @@ const MAX_DOMAINS: u16 = 8;
 extern "C" fn hv_main(start_info: u64) -> ! {
     console::init();
     cpu::init();
+    timer::init_pic();
     log!("traplab-hv {VERSION}");
     let Some(memory_map) = boot::memory_map(start_info) else {
         stop(HvStatus::BadConfig, "no PVH start info with a memory map: boot me with QEMU's -kernel")
@@ -70,6 +73,11 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         _ => traplab_abi::ring::DATA_SIZE / 1024,
     };
     trace::init(mode, ring_kib);
+    match fw_cfg.read_text("opt/traplab/control") {
+        Ok(Some(text)) if text == "run" => control::enable(false),
+        Ok(Some(text)) if text == "pause" => control::enable(true),
+        _ => {}
+    }
 
     decode::warm_up();
     let tsc_hz = time::calibrate_tsc();
@@ -85,6 +93,13 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         stop(status, message);
     }
     let Some(host) = svm::enable() else { stop(HvStatus::BadConfig, "out of memory enabling SVM") };
+    if let Ok(Some(text)) = fw_cfg.read_text("opt/traplab/timer-hz")
+        && let Ok(hz) = text.parse::<u32>()
+        && hz > 0
+    {
+        timer::start(hz);
+        log!("timer: {hz} Hz");
+    }
 
     let domains = load_domains(&fw_cfg);
     if domains.is_empty() {

@@ -53,6 +53,9 @@ pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
 /// Set up the ring with `kib` KiB of data (clamped to what `memory.rs` reserves).
 pub fn init(mode: Mode, kib: usize) {
     let size = (kib.clamp(MIN_RING_KIB, ring::DATA_SIZE / 1024)) * 1024;
+    // The control mailbox shares the ring's header page: clean it before the ring's magic
+    // tells the host it may look.
+    crate::control::reset_mailbox();
     // SAFETY: `memory.rs` reserves [RING_PHYS, RING_PHYS + HEADER_SIZE + DATA_SIZE) for the
     // ring alone; it is RAM, identity-mapped, 8-aligned, and `size` <= DATA_SIZE.
     let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, size) };
@@ -70,20 +73,26 @@ pub fn has_reader() -> bool {
     TRACER.lock().as_ref().is_some_and(|tracer| tracer.mode == Mode::Ring)
 }
 
-/// Record one event about domain `dom` (`None`: about the hypervisor).
+/// Record one event about domain `dom` (`None`: about the hypervisor), then let the host's
+/// controller stop us there if it wants to (`control::checkpoint`).
 pub fn emit(dom: Option<u16>, body: Body) {
-    let mut guard = TRACER.lock();
-    let Some(tracer) = guard.as_mut() else { return };
-    if tracer.mode == Mode::Off {
-        return;
-    }
-    if tracer.dropped > 0 {
-        let lost = Body::Lost(Lost { count: tracer.dropped });
-        if tracer.push(dom, lost) {
-            tracer.dropped = 0;
+    let recorded = {
+        let mut guard = TRACER.lock();
+        let Some(tracer) = guard.as_mut() else { return };
+        if tracer.mode == Mode::Off {
+            return;
         }
+        if tracer.dropped > 0 {
+            let lost = Body::Lost(Lost { count: tracer.dropped });
+            if tracer.push(dom, lost).is_some() {
+                tracer.dropped = 0;
+            }
+        }
+        tracer.push(dom, body)
+    };
+    if let Some(event) = recorded {
+        crate::control::checkpoint(&event);
     }
-    tracer.push(dom, body);
 }
 
 /// `decide` events, with the source location: use the [`decide!`](crate::decide) macro.
@@ -99,22 +108,22 @@ pub fn decide(dom: u16, action: Action, why: fmt::Arguments, at: &'static str) {
 }
 
 impl Tracer {
-    /// Encode and push; `false` if the event was dropped.
-    fn push(&mut self, dom: Option<u16>, body: Body) -> bool {
+    /// Encode and push; the event, or `None` if it was dropped.
+    fn push(&mut self, dom: Option<u16>, body: Body) -> Option<Event> {
         let event = Event { seq: self.next_seq, tsc: rdtsc(), dom, body };
         self.next_seq += 1;
         let Ok(bytes) = event::encode(&event, &mut self.scratch[..]) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
-            return false;
+            return None;
         };
         loop {
             match self.ring.push(bytes) {
-                Ok(()) => return true,
+                Ok(()) => return Some(event),
                 Err(PushError::Full) if self.mode == Mode::Ring => core::hint::spin_loop(),
                 Err(_) => {
                     self.dropped += 1;
-                    return false;
+                    return None;
                 }
             }
         }

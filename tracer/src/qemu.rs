@@ -55,13 +55,27 @@ pub struct Machine {
     /// The trace ring's data size in KiB (64 to 16384); `None`: the hypervisor's default,
     /// 16 MiB. Small rings are for tests of the lossy mode.
     pub ring_kib: Option<u32>,
+    /// Let the host pause, step and break the hypervisor (`None`: no control, no cost).
+    pub control: Option<ControlStart>,
+    /// The hypervisor's own timer, ticks per second (`None`: off). Each tick is an INTR exit:
+    /// it lets the hypervisor answer a pause while a guest spins without exits.
+    pub timer_hz: Option<u32>,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
 }
 
+/// How a controlled machine starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlStart {
+    /// Running; the host may pause it.
+    Run,
+    /// Stopped after its first event (`boot`): the host sets breakpoints, then continues.
+    Paused,
+}
+
 impl Machine {
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
-        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, extra_args: Vec::new() }
+        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, timer_hz: None, extra_args: Vec::new() }
     }
 }
 
@@ -99,6 +113,18 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         "-fw_cfg".into(),
         format!("name=opt/traplab/trace,string={}", machine.trace.fw_cfg_value()),
     ];
+    if let Some(start) = machine.control {
+        let value = match start {
+            ControlStart::Run => "run",
+            ControlStart::Paused => "pause",
+        };
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/control,string={value}"));
+    }
+    if let Some(hz) = machine.timer_hz {
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/timer-hz,string={hz}"));
+    }
     if let Some(kib) = machine.ring_kib {
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/ring-kib,string={kib}"));

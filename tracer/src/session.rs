@@ -13,19 +13,20 @@
 //! RAM file is unlinked as soon as QEMU has it open.
 
 use crate::qemu::{self, HvStatus, Machine};
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use traplab_abi::event::{self, Event};
+use traplab_abi::control::{Command, Mailbox};
 use traplab_abi::ring::{self, ReadError, Ring};
 
 /// What a running session yields, in order of arrival.
@@ -82,11 +83,11 @@ pub struct Options {
     pub read_interval: Option<Duration>,
 }
 
-/// The machine's RAM, shared with QEMU.
+/// The machine's RAM, shared with QEMU (and, through [`Control`], with other threads).
 struct SharedRam {
     path: PathBuf,
-    unlinked: bool,
-    map: MmapMut,
+    unlinked: AtomicBool,
+    map: MmapRaw,
     _file: File,
 }
 
@@ -106,16 +107,21 @@ impl SharedRam {
             .open(&path)
             .map_err(io_error(format!("creating {}", path.display())))?;
         file.set_len(mib as u64 * 1024 * 1024).map_err(io_error("sizing the RAM file"))?;
-        // SAFETY: the file is ours (create_new) and only QEMU shares it; we read the ring
-        // through atomics and after acquire loads, as `traplab_abi::ring` requires.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_error("mapping the RAM file"))?;
-        Ok(SharedRam { path, unlinked: false, map, _file: file })
+        // The file is ours (create_new) and only QEMU shares it; we touch the ring and the
+        // mailbox through atomics and after acquire loads, as `traplab_abi` requires.
+        let map = MmapRaw::map_raw(&file).map_err(io_error("mapping the RAM file"))?;
+        Ok(SharedRam { path, unlinked: AtomicBool::new(false), map, _file: file })
     }
 
-    fn unlink(&mut self) {
-        if !self.unlinked {
+    /// The ring's header page inside the mapping.
+    fn ring_header(&self) -> *mut u8 {
+        // SAFETY: the mapping is `ram_mib` MiB, far more than RING_PHYS + HEADER_SIZE.
+        unsafe { self.map.as_mut_ptr().add(ring::RING_PHYS as usize) }
+    }
+
+    fn unlink(&self) {
+        if !self.unlinked.swap(true, Ordering::Relaxed) {
             let _ = std::fs::remove_file(&self.path);
-            self.unlinked = true;
         }
     }
 }
@@ -129,7 +135,8 @@ impl Drop for SharedRam {
 /// A running (or finished) machine.
 pub struct Session {
     child: Child,
-    ram: SharedRam,
+    ram: Arc<SharedRam>,
+    controlled: bool,
     ring: Option<Ring>,
     log: Receiver<String>,
     log_thread: Option<JoinHandle<()>>,
@@ -150,8 +157,8 @@ impl Session {
     /// Start QEMU with `machine`.
     pub fn start(machine: &Machine, options: Options) -> Result<Session, SessionError> {
         let program = qemu::find().ok_or(SessionError::QemuMissing)?;
-        let ram = SharedRam::create(machine.ram_mib)?;
-        let mut command = Command::new(program);
+        let ram = Arc::new(SharedRam::create(machine.ram_mib)?);
+        let mut command = Process::new(program);
         command.args(qemu::arguments(machine, &ram.path)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: between fork and exec we only make async-signal-safe system calls.
         unsafe {
@@ -192,6 +199,7 @@ impl Session {
         Ok(Session {
             child,
             ram,
+            controlled: machine.control.is_some(),
             ring: None,
             log,
             log_thread: Some(log_thread),
@@ -214,18 +222,37 @@ impl Session {
         self.child.id()
     }
 
+    /// The hand on the hypervisor, once it is up (its ring is there) and when the machine
+    /// was started with `control`.
+    pub fn control(&mut self) -> Option<Control> {
+        if !self.controlled {
+            return None;
+        }
+        if self.ring.is_none() {
+            self.poll_ring();
+        }
+        self.ring.as_ref()?;
+        // SAFETY: the header page lives as long as `ram`, which the Control keeps alive;
+        // Control serialises its posts with a lock.
+        let mailbox = unsafe { Mailbox::new(self.ram.ring_header()) };
+        Some(Control { _ram: Arc::clone(&self.ram), mailbox: Arc::new(Mutex::new(mailbox)) })
+    }
+
+    /// Has QEMU stopped and everything been handed out?
+    pub fn is_done(&self) -> bool {
+        self.finished && self.pending.is_empty()
+    }
+
     /// Read what the ring holds now into `pending`. Returns how many events came.
     fn poll_ring(&mut self) -> usize {
         if self.broken {
             return 0;
         }
         if self.ring.is_none() {
-            let base = self.ram.map.as_mut_ptr();
             let length = self.ram.map.len();
             // SAFETY: the mapping is `length` bytes, page-aligned, and lives as long as the
-            // session (the ring is dropped first: fields drop in order, `ring` after `ram`
-            // is fine because `Ring` holds no reference and is never used after drop).
-            match unsafe { Ring::attach(base.add(ring::RING_PHYS as usize), length - ring::RING_PHYS as usize) } {
+            // session (`ram` is an Arc the session holds; `Ring` is never used after drop).
+            match unsafe { Ring::attach(self.ram.ring_header(), length - ring::RING_PHYS as usize) } {
                 Ok(attached) => {
                     self.ring = Some(attached);
                     // QEMU has the file open (the hypervisor wrote to it): the name can go.
@@ -291,7 +318,17 @@ impl Session {
 
     /// The next item, waiting for it if needed; `None` after `Finished`.
     pub fn next_item(&mut self) -> Option<Item> {
+        self.next_within(None)
+    }
+
+    /// The next item, waiting at most `limit` (for ever with `None`); `None` when nothing
+    /// came in time or after `Finished` (see [`Session::is_done`]).
+    pub fn next_within(&mut self, limit: Option<Duration>) -> Option<Item> {
+        let called = Instant::now();
         loop {
+            if limit.is_some_and(|limit| called.elapsed() >= limit) && self.pending.is_empty() {
+                return None;
+            }
             if let Some(item) = self.pending.pop_front() {
                 return Some(item);
             }
@@ -344,6 +381,46 @@ impl Session {
 
     fn kill(&mut self) {
         let _ = self.child.kill();
+    }
+}
+
+/// Pause, step and break the hypervisor (see `traplab_abi::control`). Cheap to clone and
+/// to send to another thread; it keeps the shared RAM mapped.
+#[derive(Clone)]
+pub struct Control {
+    _ram: Arc<SharedRam>,
+    mailbox: Arc<Mutex<Mailbox>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("Control")
+    }
+}
+
+impl Control {
+    /// Post a command; waits (up to a second) while the mailbox is full.
+    pub fn send(&self, command: Command) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let mailbox = self.mailbox.lock().map_err(|_| SessionError::Io {
+            what: "the control mailbox".into(),
+            error: std::io::Error::other("a thread panicked while posting"),
+        })?;
+        while mailbox.post(command).is_err() {
+            if started.elapsed() > Duration::from_secs(1) {
+                return Err(SessionError::Io {
+                    what: "the control mailbox".into(),
+                    error: std::io::Error::other("the hypervisor does not take commands"),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
+    }
+
+    /// `Some(seq)` while the hypervisor is stopped after event `seq`.
+    pub fn stopped_after(&self) -> Option<u64> {
+        self.mailbox.lock().ok()?.stopped_after()
     }
 }
 

@@ -129,5 +129,41 @@ macro_rules! exception_entries {
 /// The addresses of the 32 stubs of a table made by [`exception_entries!`], for
 /// [`crate::idt::set_exception_stubs`].
 pub fn entry_addresses(table: extern "C" fn() -> !) -> [u64; 32] {
-    core::array::from_fn(|vector| table as usize as u64 + ENTRY_SIZE * vector as u64)
+    core::array::from_fn(|vector| entry_address(table, vector))
+}
+
+/// The address of entry `index` of a table made by [`exception_entries!`] or
+/// [`interrupt_entries!`].
+pub fn entry_address(table: extern "C" fn() -> !, index: usize) -> u64 {
+    table as *const () as u64 + ENTRY_SIZE * index as u64
+}
+
+/// `interrupt_entries!(name, entry)`: like [`exception_entries!`], for the 16 legacy PIC
+/// vectors 0x20–0x2F (no error code): entry `n` (vector `0x20 + n`) starts at `name + 16 * n`.
+#[macro_export]
+macro_rules! interrupt_entries {
+    ($name:ident, $entry:path) => {
+        #[unsafe(naked)]
+        pub extern "C" fn $name() -> ! {
+            core::arch::naked_asm!(
+                ".p2align 4", "push 0", "push 32", "jmp {entry}",
+                ".p2align 4", "push 0", "push 33", "jmp {entry}",
+                ".p2align 4", "push 0", "push 34", "jmp {entry}",
+                ".p2align 4", "push 0", "push 35", "jmp {entry}",
+                ".p2align 4", "push 0", "push 36", "jmp {entry}",
+                ".p2align 4", "push 0", "push 37", "jmp {entry}",
+                ".p2align 4", "push 0", "push 38", "jmp {entry}",
+                ".p2align 4", "push 0", "push 39", "jmp {entry}",
+                ".p2align 4", "push 0", "push 40", "jmp {entry}",
+                ".p2align 4", "push 0", "push 41", "jmp {entry}",
+                ".p2align 4", "push 0", "push 42", "jmp {entry}",
+                ".p2align 4", "push 0", "push 43", "jmp {entry}",
+                ".p2align 4", "push 0", "push 44", "jmp {entry}",
+                ".p2align 4", "push 0", "push 45", "jmp {entry}",
+                ".p2align 4", "push 0", "push 46", "jmp {entry}",
+                ".p2align 4", "push 0", "push 47", "jmp {entry}",
+                entry = sym $entry,
+            )
+        }
+    };
 }

@@ -9,6 +9,7 @@
 //! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect the exception into the guest's IDT  |
 //! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 as the CPU would    |
 //! | 0x72 CPUID           | `cpuid.rs`           | emulate: the CPU the guest sees             |
+//! | 0x60 INTR            | `intr.rs`            | the hypervisor's own timer: take it, resume |
 //! | 0x78 HLT             | `hlt.rs`             | end the domain (nothing can wake it yet)    |
 //! | 0x7B IOIO            | `ioio.rs`            | emulate the port (the console UART)         |
 //! | 0x7C MSR             | `msr.rs`             | emulate known MSRs, #GP for the rest        |
@@ -21,6 +22,7 @@
 mod cpuid;
 mod exception;
 mod hlt;
+mod intr;
 mod ioio;
 mod msr;
 mod npf;
@@ -58,6 +60,7 @@ pub fn handle(domain: &mut Domain) -> Next {
     match code {
         exitcode::EXCP_BASE..=0x5f => exception::handle(domain, (code - exitcode::EXCP_BASE) as u8),
         exitcode::SWINT => software_interrupt::handle(domain),
+        exitcode::INTR => intr::handle(domain),
         exitcode::CPUID => cpuid::handle(domain),
         exitcode::HLT => hlt::handle(domain),
         exitcode::IOIO => ioio::handle(domain),

@@ -11,11 +11,14 @@
 //! 1. the host's callee-saved registers go on the stack (we are called like a function);
 //! 2. FXSAVE the host's x87/SSE state, FXRSTOR the guest's: the CPU does not switch them;
 //! 3. CLGI: no interrupt may arrive between here and VMRUN (15.17 "Global Interrupt Flag");
+//!    then STI: with V_INTR_MASKING, our IF at VMRUN decides whether physical interrupts
+//!    exit the guest (15.21.1), and we want them to (`timer.rs`);
 //! 4. VMLOAD the guest's FS, GS, TR, LDTR, KernelGSBase, STAR/LSTAR/CSTAR/SFMASK and
 //!    SYSENTER MSRs: VMRUN loads only the rest (15.5.2 "VMSAVE and VMLOAD");
 //! 5. load the guest's general registers: VMRUN switches only RAX, RSP, RIP and RFLAGS;
 //! 6. VMRUN. …the guest runs until an intercept… #VMEXIT;
-//! 7. store the guest's general registers, VMSAVE its hidden state, VMLOAD ours, STGI;
+//! 7. store the guest's general registers, VMSAVE its hidden state, VMLOAD ours, CLI (a
+//!    pending interrupt waits for the INTR handler), STGI;
 //! 8. FXSAVE the guest's x87/SSE state, FXRSTOR ours, pop, return.
 
 use core::arch::naked_asm;
@@ -99,6 +102,7 @@ pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmc
         "fxrstor [rdi + 128]",
         // 3. and 4.
         "clgi",
+        "sti",
         "mov rax, rsi",
         "vmload rax",
         // 5. The guest's general registers; RDI last, it points to them.
@@ -120,6 +124,7 @@ pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmc
         "vmsave rax",
         "mov rax, [rsp + 8]",
         "vmload rax",
+        "cli",
         "stgi",
         // 8. x87/SSE: the guest's out, ours in.
         "fxsave [rdi + 128]",

@@ -1,0 +1,335 @@
+//! The control channel: how the host pauses, steps and breaks the hypervisor.
+//!
+//! It lives in the trace ring's header page (see [`crate::ring`]), so the host reaches it
+//! through the same shared RAM file. The host posts commands into a small ring of slots;
+//! the hypervisor takes them at every *checkpoint*: right after it records an event. When
+//! it stops there, it publishes the `seq` of that event in the status word and spins,
+//! taking commands, until one lets it go on.
+//!
+//! So stepping is event by event: a break on #PF stops right after the `exit` event, before
+//! the hypervisor decides; one step shows the `decide`, the next the `inject`, the next the
+//! `resume`.
+//!
+//! Layout (offsets from `RING_PHYS`, inside the ring's 4 KiB header):
+//!
+//! | offset | field     | written by | meaning                                           |
+//! |--------|-----------|------------|---------------------------------------------------|
+//! | 1024   | `posted`  | host       | commands ever posted                              |
+//! | 1088   | `taken`   | hv         | commands ever taken                               |
+//! | 1152   | `status`  | hv         | bit 63: stopped; bits 62:0: the seq it stopped after |
+//! | 1216   | slots     | host       | [`SLOTS`] slots of 4 × u64: opcode and arguments   |
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const POSTED_OFFSET: usize = 1024;
+pub const TAKEN_OFFSET: usize = 1088;
+pub const STATUS_OFFSET: usize = 1152;
+pub const SLOTS_OFFSET: usize = 1216;
+pub const SLOTS: usize = 16;
+const SLOT_WORDS: usize = 4;
+
+const _: () = assert!(SLOTS_OFFSET + SLOTS * SLOT_WORDS * 8 <= crate::ring::HEADER_SIZE);
+
+/// Bit 63 of the status word: the hypervisor is stopped.
+pub const STOPPED: u64 = 1 << 63;
+
+/// What the host can ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop at the next checkpoint.
+    Pause,
+    /// Run until a breakpoint matches.
+    Continue,
+    /// Run until the next event, then stop.
+    Step,
+    /// Run until the next `exit` event (the next trap), then stop.
+    NextExit,
+    /// Stop after every `exit` event that matches.
+    AddBreak(Break),
+    /// Forget every breakpoint.
+    ClearBreaks,
+}
+
+/// Where to stop: checked against every `exit` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// An exit with this exit code (0x4e: #PF, 0x7b: IOIO, 0x72: CPUID, …).
+    ExitCode(u64),
+    /// An exception or software interrupt with this vector (an EXCP_* exit, or an
+    /// INT n / INT3 the guest executed).
+    Vector(u8),
+    /// An IN/OUT on this port.
+    Port(u16),
+    /// A hypercall with this number.
+    Hypercall(u64),
+}
+
+impl Command {
+    /// The slot words.
+    pub fn encode(self) -> [u64; SLOT_WORDS] {
+        match self {
+            Command::Pause => [1, 0, 0, 0],
+            Command::Continue => [2, 0, 0, 0],
+            Command::Step => [3, 0, 0, 0],
+            Command::NextExit => [4, 0, 0, 0],
+            Command::AddBreak(Break::ExitCode(code)) => [5, 1, code, 0],
+            Command::AddBreak(Break::Vector(vector)) => [5, 2, vector as u64, 0],
+            Command::AddBreak(Break::Port(port)) => [5, 3, port as u64, 0],
+            Command::AddBreak(Break::Hypercall(number)) => [5, 4, number, 0],
+            Command::ClearBreaks => [6, 0, 0, 0],
+        }
+    }
+
+    /// `None` for words that are not a command.
+    pub fn decode(words: [u64; SLOT_WORDS]) -> Option<Command> {
+        Some(match words {
+            [1, ..] => Command::Pause,
+            [2, ..] => Command::Continue,
+            [3, ..] => Command::Step,
+            [4, ..] => Command::NextExit,
+            [5, 1, code, _] => Command::AddBreak(Break::ExitCode(code)),
+            [5, 2, vector, _] => Command::AddBreak(Break::Vector(u8::try_from(vector).ok()?)),
+            [5, 3, port, _] => Command::AddBreak(Break::Port(u16::try_from(port).ok()?)),
+            [5, 4, number, _] => Command::AddBreak(Break::Hypercall(number)),
+            [6, ..] => Command::ClearBreaks,
+            _ => return None,
+        })
+    }
+}
+
+/// What a breakpoint looks at in an exit: the exit code, EXITINFO1, RAX and the
+/// instruction bytes (for the vector of INT n).
+#[derive(Debug, Clone, Copy)]
+pub struct ExitFacts<'a> {
+    pub exitcode: u64,
+    pub exitinfo1: u64,
+    pub rax: u64,
+    pub instruction: &'a [u8],
+}
+
+impl Break {
+    pub fn matches(&self, exit: &ExitFacts) -> bool {
+        use crate::svm::exitcode;
+        match *self {
+            Break::ExitCode(code) => exit.exitcode == code,
+            Break::Vector(vector) => {
+                exit.exitcode == exitcode::EXCP_BASE + vector as u64
+                    || (exit.exitcode == exitcode::SWINT && software_interrupt_vector(exit.instruction) == Some(vector))
+            }
+            Break::Port(port) => {
+                exit.exitcode == exitcode::IOIO && crate::svm::IoioInfo::decode(exit.exitinfo1).port == port
+            }
+            Break::Hypercall(number) => exit.exitcode == exitcode::VMMCALL && exit.rax == number,
+        }
+    }
+
+    /// Parse what a user types: `pf`, `#PF`, `ud`, `vector:14`, `port:0x3f8`,
+    /// `hypercall:1`, `exit:0x72`, or an exit name (`cpuid`, `ioio`, `vmmcall`, `hlt`, `npf`).
+    pub fn parse(text: &str) -> Option<Break> {
+        let text = text.trim();
+        let number = crate::parse_number;
+        if let Some((kind, value)) = text.split_once(':') {
+            let kind = kind.trim();
+            return if kind.eq_ignore_ascii_case("vector") {
+                Some(Break::Vector(u8::try_from(number(value)?).ok()?))
+            } else if kind.eq_ignore_ascii_case("port") {
+                Some(Break::Port(u16::try_from(number(value)?).ok()?))
+            } else if kind.eq_ignore_ascii_case("hypercall") {
+                Some(Break::Hypercall(number(value)?))
+            } else if kind.eq_ignore_ascii_case("exit") {
+                Some(Break::ExitCode(number(value)?))
+            } else {
+                None
+            };
+        }
+        let name = text.trim_start_matches('#');
+        if let Some(exception) =
+            crate::x86::EXCEPTIONS.iter().find(|row| row.mnemonic.trim_start_matches('#').eq_ignore_ascii_case(name))
+        {
+            return Some(Break::Vector(exception.vector));
+        }
+        (0..0x410u64).find(|&code| crate::svm::exit_name(code).eq_ignore_ascii_case(name)).map(Break::ExitCode)
+    }
+}
+
+/// The vector of `int3` (3), `into` (4), `int1`/`icebp` (1) or `int imm8`.
+pub fn software_interrupt_vector(instruction: &[u8]) -> Option<u8> {
+    // Skip legacy prefixes and REX: they do not change which INT it is.
+    let opcode_at = instruction
+        .iter()
+        .position(|&byte| !matches!(byte, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f))?;
+    match instruction[opcode_at] {
+        0xcc => Some(3),
+        0xce => Some(4),
+        0xf1 => Some(1),
+        0xcd => instruction.get(opcode_at + 1).copied(),
+        _ => None,
+    }
+}
+
+/// The control words, for either side.
+#[derive(Debug)]
+pub struct Mailbox {
+    header: *mut u8,
+}
+
+// SAFETY: a pointer into memory shared with the other side; every shared word is accessed
+// atomically.
+unsafe impl Send for Mailbox {}
+// SAFETY: as above; the host serialises its own posts.
+unsafe impl Sync for Mailbox {}
+
+/// Why a command could not be posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostError {
+    /// The hypervisor has not taken the earlier commands yet.
+    Full,
+}
+
+impl Mailbox {
+    /// # Safety
+    /// `header` must point to the ring's header page (`HEADER_SIZE` bytes, 8-aligned), valid
+    /// while the `Mailbox` lives. Only one host thread posts at a time.
+    pub unsafe fn new(header: *mut u8) -> Mailbox {
+        Mailbox { header }
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: the offsets are 8-aligned and inside the header (the constructor's contract).
+        unsafe { AtomicU64::from_ptr(self.header.add(offset).cast()) }
+    }
+
+    /// The hypervisor side: forget what an earlier run left (at boot, before anything is posted).
+    pub fn reset(&self) {
+        self.word(STATUS_OFFSET).store(0, Ordering::Relaxed);
+        self.word(TAKEN_OFFSET).store(0, Ordering::Relaxed);
+        self.word(POSTED_OFFSET).store(0, Ordering::Release);
+    }
+
+    /// The host side: post one command.
+    pub fn post(&self, command: Command) -> Result<(), PostError> {
+        let posted = self.word(POSTED_OFFSET).load(Ordering::Relaxed);
+        let taken = self.word(TAKEN_OFFSET).load(Ordering::Acquire);
+        if posted - taken >= SLOTS as u64 {
+            return Err(PostError::Full);
+        }
+        let slot = SLOTS_OFFSET + (posted as usize % SLOTS) * SLOT_WORDS * 8;
+        for (index, word) in command.encode().into_iter().enumerate() {
+            self.word(slot + index * 8).store(word, Ordering::Relaxed);
+        }
+        self.word(POSTED_OFFSET).store(posted + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The hypervisor side: take the next command, if any. Words that are not a command
+    /// are skipped.
+    pub fn take(&self) -> Option<Command> {
+        loop {
+            let taken = self.word(TAKEN_OFFSET).load(Ordering::Relaxed);
+            let posted = self.word(POSTED_OFFSET).load(Ordering::Acquire);
+            if taken >= posted {
+                return None;
+            }
+            let slot = SLOTS_OFFSET + (taken as usize % SLOTS) * SLOT_WORDS * 8;
+            let mut words = [0u64; SLOT_WORDS];
+            for (index, word) in words.iter_mut().enumerate() {
+                *word = self.word(slot + index * 8).load(Ordering::Relaxed);
+            }
+            self.word(TAKEN_OFFSET).store(taken + 1, Ordering::Release);
+            if let Some(command) = Command::decode(words) {
+                return Some(command);
+            }
+        }
+    }
+
+    /// The hypervisor side: say whether it is stopped, and after which event.
+    pub fn set_status(&self, stopped_after: Option<u64>) {
+        let word = stopped_after.map_or(0, |seq| STOPPED | seq);
+        self.word(STATUS_OFFSET).store(word, Ordering::Release);
+    }
+
+    /// The host side: `Some(seq)` while the hypervisor is stopped after event `seq`.
+    pub fn stopped_after(&self) -> Option<u64> {
+        let word = self.word(STATUS_OFFSET).load(Ordering::Acquire);
+        (word & STOPPED != 0).then_some(word & !STOPPED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip() {
+        for command in [
+            Command::Pause,
+            Command::Continue,
+            Command::Step,
+            Command::NextExit,
+            Command::AddBreak(Break::ExitCode(0x4e)),
+            Command::AddBreak(Break::Vector(14)),
+            Command::AddBreak(Break::Port(0x3f8)),
+            Command::AddBreak(Break::Hypercall(1)),
+            Command::ClearBreaks,
+        ] {
+            assert_eq!(Command::decode(command.encode()), Some(command));
+        }
+        assert_eq!(Command::decode([99, 0, 0, 0]), None);
+        assert_eq!(Command::decode([5, 2, 300, 0]), None, "a vector is a byte");
+    }
+
+    #[test]
+    fn breaks_parse_like_a_student_types_them() {
+        assert_eq!(Break::parse("pf"), Some(Break::Vector(14)));
+        assert_eq!(Break::parse("#PF"), Some(Break::Vector(14)));
+        assert_eq!(Break::parse("ud"), Some(Break::Vector(6)));
+        assert_eq!(Break::parse("nmi"), Some(Break::Vector(2)));
+        assert_eq!(Break::parse("cpuid"), Some(Break::ExitCode(0x72)));
+        assert_eq!(Break::parse("IOIO"), Some(Break::ExitCode(0x7b)));
+        assert_eq!(Break::parse("npf"), Some(Break::ExitCode(0x400)));
+        assert_eq!(Break::parse("port:0x3f8"), Some(Break::Port(0x3f8)));
+        assert_eq!(Break::parse("hypercall:1"), Some(Break::Hypercall(1)));
+        assert_eq!(Break::parse("vector:0x80"), Some(Break::Vector(0x80)));
+        assert_eq!(Break::parse("exit:0x78"), Some(Break::ExitCode(0x78)));
+        assert_eq!(Break::parse("port:70000"), None);
+        assert_eq!(Break::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn breaks_match_exits() {
+        let exit = |exitcode, exitinfo1, rax, instruction: &'static [u8]| ExitFacts { exitcode, exitinfo1, rax, instruction };
+        assert!(Break::Vector(14).matches(&exit(0x4e, 2, 0, &[])));
+        assert!(!Break::Vector(14).matches(&exit(0x4d, 0, 0, &[])));
+        assert!(Break::Vector(3).matches(&exit(0x75, 0, 0, &[0xcc])));
+        assert!(Break::Vector(0x80).matches(&exit(0x75, 0, 0, &[0xcd, 0x80])));
+        assert!(!Break::Vector(0x80).matches(&exit(0x75, 0, 0, &[0xcd, 0x81])));
+        assert!(Break::Port(0x3f8).matches(&exit(0x7b, 0x03f8_0010, 0, &[])));
+        assert!(!Break::Port(0x3f9).matches(&exit(0x7b, 0x03f8_0010, 0, &[])));
+        assert!(Break::Hypercall(1).matches(&exit(0x81, 0, 1, &[])));
+        assert!(Break::ExitCode(0x72).matches(&exit(0x72, 0, 0, &[])));
+    }
+
+    #[test]
+    fn the_mailbox_passes_commands_in_order_and_refuses_when_full() {
+        let mut header = [0u64; crate::ring::HEADER_SIZE / 8];
+        // SAFETY: `header` outlives the mailbox and is the size of a header page.
+        let mailbox = unsafe { Mailbox::new(header.as_mut_ptr().cast()) };
+        mailbox.reset();
+        assert_eq!(mailbox.take(), None);
+        for _ in 0..SLOTS {
+            mailbox.post(Command::Step).unwrap();
+        }
+        assert_eq!(mailbox.post(Command::Pause), Err(PostError::Full));
+        assert_eq!(mailbox.take(), Some(Command::Step));
+        mailbox.post(Command::AddBreak(Break::Port(0x3f8))).unwrap();
+        for _ in 1..SLOTS {
+            assert_eq!(mailbox.take(), Some(Command::Step));
+        }
+        assert_eq!(mailbox.take(), Some(Command::AddBreak(Break::Port(0x3f8))));
+        assert_eq!(mailbox.stopped_after(), None);
+        mailbox.set_status(Some(42));
+        assert_eq!(mailbox.stopped_after(), Some(42));
+        mailbox.set_status(None);
+        assert_eq!(mailbox.stopped_after(), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! The host's hand on the hypervisor: pause, step and break at event boundaries.
+//!
+//! The protocol and the mailbox are in `traplab_abi::control`. A *checkpoint* comes after
+//! every event the hypervisor records (`trace::emit`); there it takes the host's commands
+//! and decides whether to stop. Stopped, it spins on the mailbox — the guest is frozen,
+//! the trace is complete up to that event — until the host lets it go on.
+//!
+//! The host switches control on with fw_cfg `opt/traplab/control` = `run` or `pause`
+//! (stopped after the very first event); without it, checkpoints cost nothing.
+
+use alloc::vec::Vec;
+use spin::Mutex;
+use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
+use traplab_abi::event::{Body, Event};
+use traplab_abi::ring;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Run until a breakpoint matches.
+    Running,
+    /// Stop after the next event.
+    Step,
+    /// Stop after the next exit event.
+    NextExit,
+    /// Stop at the next checkpoint.
+    Paused,
+}
+
+struct Controller {
+    mailbox: Mailbox,
+    mode: Mode,
+    breaks: Vec<Break>,
+}
+
+static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
+
+/// The mailbox, reset: call before the ring's magic is published, so the host cannot post
+/// into it before it is clean.
+pub fn reset_mailbox() {
+    // SAFETY: the ring header page at RING_PHYS belongs to the trace ring (memory.rs), and
+    // the host only touches the mailbox words, atomically.
+    let mailbox = unsafe { Mailbox::new(ring::RING_PHYS as *mut u8) };
+    mailbox.reset();
+}
+
+/// Let the host control the hypervisor; `paused`: stop after the first event.
+pub fn enable(paused: bool) {
+    // SAFETY: as in `reset_mailbox`.
+    let mailbox = unsafe { Mailbox::new(ring::RING_PHYS as *mut u8) };
+    let mode = if paused { Mode::Paused } else { Mode::Running };
+    *CONTROLLER.lock() = Some(Controller { mailbox, mode, breaks: Vec::new() });
+}
+
+/// Called after `event` was recorded.
+pub fn checkpoint(event: &Event) {
+    let mut guard = CONTROLLER.lock();
+    let Some(controller) = guard.as_mut() else { return };
+    while let Some(command) = controller.mailbox.take() {
+        controller.apply(command);
+    }
+    let exit = match &event.body {
+        Body::Exit(exit) => Some(ExitFacts {
+            exitcode: exit.exitcode,
+            exitinfo1: exit.exitinfo1,
+            rax: exit.regs.rax,
+            instruction: exit.insn.as_slice(),
+        }),
+        _ => None,
+    };
+    let stop = match controller.mode {
+        Mode::Paused | Mode::Step => true,
+        Mode::NextExit => exit.is_some(),
+        Mode::Running => exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit))),
+    };
+    if stop {
+        controller.stop_after(event.seq);
+    }
+}
+
+impl Controller {
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Pause => self.mode = Mode::Paused,
+            Command::Continue => self.mode = Mode::Running,
+            Command::Step => self.mode = Mode::Step,
+            Command::NextExit => self.mode = Mode::NextExit,
+            Command::AddBreak(point) => {
+                if !self.breaks.contains(&point) {
+                    self.breaks.push(point);
+                }
+            }
+            Command::ClearBreaks => self.breaks.clear(),
+        }
+    }
+
+    /// Stay here, frozen, until a command lets us go on.
+    fn stop_after(&mut self, seq: u64) {
+        self.mode = Mode::Paused;
+        self.mailbox.set_status(Some(seq));
+        while self.mode == Mode::Paused {
+            match self.mailbox.take() {
+                Some(command) => self.apply(command),
+                None => core::hint::spin_loop(),
+            }
+        }
+        self.mailbox.set_status(None);
+    }
+}
