@@ -41,6 +41,23 @@ pub const IMAGE_BASE: u64 = 0x20_0000;
 /// always reads "transmitter empty".
 pub const CONSOLE_PORT: u16 = 0x3f8;
 
+/// How a guest starts. A 64-bit guest needs nothing; a 32-bit protected-mode guest (the
+/// only way to run INTO, BOUND or a task switch: they do not exist in 64-bit mode) carries an
+/// ELF note in section [`MODE_NOTE_SECTION`]: name [`MODE_NOTE_NAME`], type
+/// [`MODE_NOTE_TYPE`], an 8-byte descriptor: the mode `32` and the 32-bit entry point (the
+/// ELF's own entry point is the 64-bit runtime's, linked in all the same). It then starts in
+/// protected mode with paging off, CS = 0x08 (32-bit code), DS = ES = SS = 0x10,
+/// ESP = [`BOOT_STACK_TOP`], EDI = [`BOOT_INFO`], at that entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestMode {
+    Long64,
+    Protected32,
+}
+
+pub const MODE_NOTE_SECTION: &str = ".note.traplab";
+pub const MODE_NOTE_NAME: &[u8] = b"traplab\0";
+pub const MODE_NOTE_TYPE: u32 = 1;
+
 /// `BootInfo::magic`.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"TRAPLAB\0");
 

@@ -41,6 +41,8 @@ pub enum Body {
     Decide(Decide),
     Emulate(Emulate),
     Inject(Inject),
+    Bounce(Bounce),
+    Return(Return),
     Resume(Resume),
     Console(Console),
     Lost(Lost),
@@ -49,8 +51,9 @@ pub enum Body {
 
 impl Body {
     /// Every `"kind"`, in the order of the enum.
-    pub const KINDS: [&'static str; 10] =
-        ["boot", "domain", "exit", "decide", "emulate", "inject", "resume", "console", "lost", "end"];
+    pub const KINDS: [&'static str; 12] = [
+        "boot", "domain", "exit", "decide", "emulate", "inject", "bounce", "return", "resume", "console", "lost", "end",
+    ];
 
     /// The JSON `"kind"` of this body.
     pub fn kind(&self) -> &'static str {
@@ -61,6 +64,8 @@ impl Body {
             Body::Decide(_) => "decide",
             Body::Emulate(_) => "emulate",
             Body::Inject(_) => "inject",
+            Body::Bounce(_) => "bounce",
+            Body::Return(_) => "return",
             Body::Resume(_) => "resume",
             Body::Console(_) => "console",
             Body::Lost(_) => "lost",
@@ -319,6 +324,57 @@ pub struct Inject {
     /// `true` when the hypervisor made up this event rather than reflecting one the
     /// CPU raised (QEMU's TCG cannot raise some classes natively).
     pub synthetic: bool,
+}
+
+/// The hypervisor delivered an exception itself, to a handler the guest registered with
+/// `set_trap_table` (Xen PV style): it wrote a frame on the guest's stack and moved RIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bounce {
+    pub vector: u8,
+    /// `#PF`, …
+    pub name: Text,
+    pub error_code: Option<u32>,
+    /// The CR2 the hypervisor set for a #PF.
+    #[serde(with = "hex_option")]
+    pub cr2: Option<u64>,
+    /// The registered handler, where the guest continues.
+    #[serde(with = "hex")]
+    pub handler: u64,
+    /// The guest-virtual address of the bounce frame (the handler's RSP).
+    #[serde(with = "hex")]
+    pub frame: u64,
+    /// Whether the handler runs with interrupts on (its trap-table flag).
+    pub interrupts: bool,
+    /// `true` when the hypervisor made up the event (see `Inject::synthetic`).
+    pub synthetic: bool,
+}
+
+/// A guest handler returned: the end of an event's delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Return {
+    /// How: `iret` (the IRET instruction, intercepted) or `hypercall` (the `iret` hypercall
+    /// after a bounce).
+    pub via: ReturnPath,
+    /// The event whose handler returns, when the hypervisor delivered it (`None` for an IRET
+    /// that ends no event the hypervisor delivered, e.g. the guest's own jump to ring 3).
+    pub vector: Option<u8>,
+    /// Its name (`#PF`), when known.
+    pub name: Option<Text>,
+    /// Where the guest continues.
+    #[serde(with = "hex")]
+    pub rip: u64,
+    pub cs: u16,
+    #[serde(with = "hex")]
+    pub rflags: u64,
+    #[serde(with = "hex")]
+    pub rsp: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnPath {
+    Iret,
+    Hypercall,
 }
 
 /// The hypervisor runs the guest again (VMRUN).

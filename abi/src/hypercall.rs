@@ -14,17 +14,96 @@
 //! leaves the guest's memory, gets [`error::EFAULT`] and nothing else happens.
 //! RIP moves past the VMMCALL, except for [`EXIT`], which does not return.
 //!
-//! | number | name            | arguments            | result                          |
-//! |--------|-----------------|----------------------|---------------------------------|
-//! | 0      | `console_write` | RDI = buffer, RSI = length (≤ 4096) | bytes written, `EFAULT`, `EINVAL` |
-//! | 1      | `exit`          | RDI = status (i32)   | does not return: the domain ends |
+//! | number | name             | arguments                          | result                          |
+//! |--------|------------------|------------------------------------|---------------------------------|
+//! | 0      | `console_write`  | RDI = buffer, RSI = length (≤ 4096) | bytes written, `EFAULT`, `EINVAL` |
+//! | 1      | `exit`           | RDI = status (i32)                 | does not return: the domain ends |
+//! | 2      | `set_trap_table` | RDI = table of [`TrapInfo`], or 0  | 0, `EFAULT`, `EINVAL`           |
+//! | 3      | `iret`           | RSP = an [`IretFrame`]             | does not return to the caller: resumes the frame, or `EFAULT`, `EINVAL` |
+//! | 4      | `raise_event`    | RDI = vector, RSI = error code     | 0, then the event is delivered; `EINVAL` |
 //!
 //! Any other number returns [`error::ENOSYS`].
+//!
+//! ## Exceptions delivered by the hypervisor: `set_trap_table` and `iret`
+//!
+//! As Xen's `do_set_trap_table` and `do_guest_trap`: a guest that registers a handler for a
+//! vector gets that exception *bounced*: the hypervisor builds an exception frame on the
+//! guest's stack and resumes the guest at the handler, instead of letting the CPU deliver
+//! it through the guest's IDT. The bounce frame has the hardware's layout, at a 16-byte
+//! aligned address 128 bytes below the interrupted RSP (the red zone, which the System V
+//! ABI lets a function use below RSP, is left alone, as Linux does for signal frames):
+//!
+//! | offset | value                                                  |
+//! |--------|--------------------------------------------------------|
+//! | +0     | error code (only for vectors that have one: 8, 10–14, 17, 21, 29, 30) |
+//! | +0/+8  | RIP: where the trap happened (fault) or after it (trap) |
+//! | +8/+16 | CS                                                     |
+//! | …      | RFLAGS, RSP, SS                                        |
+//!
+//! The handler runs with RSP at the frame, at the interrupted privilege level, with
+//! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
+//! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the
+//! hypercall with RSP pointing to an [`IretFrame`]; the hypervisor restores RAX, RIP, CS,
+//! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change).
+//!
+//! A vector without an entry, in a domain that has a trap table, is handled the way the CPU
+//! handles a missing IDT gate: as a #GP (error code `vector * 8 + 2`), which may become #DF,
+//! then a triple fault that ends the domain.
 
 /// `console_write(buffer, length)`: write bytes to the domain's console.
 pub const CONSOLE_WRITE: u64 = 0;
 /// `exit(status)`: end this domain with a status.
 pub const EXIT: u64 = 1;
+/// `set_trap_table(table)`: register exception handlers for the hypervisor to bounce to.
+pub const SET_TRAP_TABLE: u64 = 2;
+/// `iret()`: return from a bounced exception.
+pub const IRET: u64 = 3;
+/// `raise_event(vector, error_code)`: have the hypervisor deliver this event to me when the
+/// hypercall returns: an NMI (vector 2), or an exception QEMU's TCG cannot raise natively
+/// (#AC, #MC). The event is marked synthetic in the trace.
+pub const RAISE_EVENT: u64 = 4;
+
+/// The most entries a trap table may have.
+pub const TRAP_TABLE_MAX: usize = 32;
+
+/// One entry of a trap table (16 bytes); a table ends with an entry whose handler is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrapInfo {
+    pub vector: u8,
+    /// [`TrapInfo::INTERRUPTS_ON`], or 0.
+    pub flags: u8,
+    pub reserved: [u8; 6],
+    /// The handler's guest-virtual address.
+    pub handler: u64,
+}
+
+impl TrapInfo {
+    /// Enter the handler with RFLAGS.IF as it was (a trap gate), instead of clearing it
+    /// (an interrupt gate).
+    pub const INTERRUPTS_ON: u8 = 1 << 0;
+
+    /// Decode 16 little-endian bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> TrapInfo {
+        let mut handler = [0u8; 8];
+        handler.copy_from_slice(&bytes[8..16]);
+        let mut reserved = [0u8; 6];
+        reserved.copy_from_slice(&bytes[2..8]);
+        TrapInfo { vector: bytes[0], flags: bytes[1], reserved, handler: u64::from_le_bytes(handler) }
+    }
+}
+
+/// What `iret` finds at RSP (each field 8 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IretFrame {
+    pub rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
 
 /// The longest buffer `console_write` takes at once.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
@@ -34,6 +113,9 @@ pub fn name(number: u64) -> Option<&'static str> {
     match number {
         CONSOLE_WRITE => Some("console_write"),
         EXIT => Some("exit"),
+        SET_TRAP_TABLE => Some("set_trap_table"),
+        IRET => Some("iret"),
+        RAISE_EVENT => Some("raise_event"),
         _ => None,
     }
 }

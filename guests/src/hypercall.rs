@@ -1,7 +1,7 @@
 //! Hypercalls: VMMCALL with the number in RAX and arguments in RDI, RSI, RDX, R10, R8
 //! (the ABI is documented in `traplab_abi::hypercall`).
 
-use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT};
+use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, RAISE_EVENT, SET_TRAP_TABLE, TrapInfo};
 
 /// Make hypercall `number` with up to two arguments; returns RAX.
 ///
@@ -32,4 +32,18 @@ pub fn exit(status: i32) -> ! {
     unsafe { hypercall2(EXIT, status as u64, 0) };
     // The hypervisor never resumes a domain after `exit`; if it did, stop here.
     crate::halt()
+}
+
+/// `set_trap_table`: the hypervisor bounces the listed exceptions to their handlers; a null
+/// table stops that. Returns 0 or a negative error.
+pub fn set_trap_table(table: *const TrapInfo) -> i64 {
+    // SAFETY: a table ending with a zero handler, or null; the hypervisor only reads it.
+    unsafe { hypercall2(SET_TRAP_TABLE, table as u64, 0) }
+}
+
+/// `raise_event`: have the hypervisor deliver exception `vector` (or an NMI, vector 2) to us
+/// as the hypercall returns. For the classes QEMU's TCG cannot raise itself.
+pub fn raise_event(vector: u8, error_code: u32) -> i64 {
+    // SAFETY: two numbers, no pointer.
+    unsafe { hypercall2(RAISE_EVENT, vector as u64, error_code as u64) }
 }

@@ -13,12 +13,18 @@
 //!    the `exit` hypercall.
 //!
 //! The console ([`println!`]) writes bytes to the UART at port 0x3f8: one `out`, so one
-//! IOIO exit, per byte.
+//! IOIO exit, per byte. [`paging`] changes the guest's own page tables, [`user`] runs code
+//! at CPL 3, [`bounce`] gets exceptions the PV way (`set_trap_table`).
 #![no_std]
 
+pub mod bounce;
 pub mod console;
+pub mod faults;
 pub mod hypercall;
+pub mod paging;
+pub mod segments;
 pub mod traps;
+pub mod user;
 
 pub use traplab_abi::boot::BootInfo;
 use traplab_baremetal as _;
@@ -84,6 +90,7 @@ extern "C" fn start(info: *const BootInfo) -> ! {
         println!("runtime: no boot info from the hypervisor (magic {:#x})", info.magic);
         hypercall::exit(120);
     }
+    paging::init(info.free_start, info.free_end);
     // SAFETY: the symbol is defined by `guest_main!` in every guest binary.
     let status = unsafe { traplab_guest_main(info) };
     hypercall::exit(status)
@@ -115,6 +122,12 @@ fn load_tables() {
         *(&raw mut SELECTORS) = Some(selectors);
     }
     traps::load_idt();
+}
+
+/// Point the TSS's second interrupt stack (IST2) at `stack_top` (see `traps::set_stack`).
+pub(crate) fn set_second_interrupt_stack(stack_top: u64) {
+    // SAFETY: one CPU; the CPU reads the TSS only while delivering an exception.
+    unsafe { (*(&raw mut TSS)).interrupt_stack_table[1] = VirtAddr::new(stack_top) };
 }
 
 /// Stop the virtual CPU for good: interrupts off, HLT. The hypervisor ends the domain.

@@ -6,7 +6,7 @@
 //! interrupted code with the frame's registers.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
-pub use traplab_baremetal::trap::TrapFrame;
+pub use traplab_baremetal::trap::{FpuState, TrapFrame};
 use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// A trap handler.
@@ -34,8 +34,8 @@ pub(crate) fn load_idt() {
     }
 }
 
-/// Every exception comes here (on the IST stack).
-extern "C" fn dispatch(frame: &mut TrapFrame) {
+/// Every exception comes here (on the IST stack, or bounced by the hypervisor).
+pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
     let handler = HANDLERS[frame.vector as usize & 31].load(Ordering::SeqCst);
     if handler == 0 {
         let exception = traplab_abi::x86::exception(frame.vector as u8);
@@ -48,4 +48,14 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
     // SAFETY: only `set_handler` stores non-zero values, and it stores `Handler`s.
     let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
     handler(frame);
+}
+
+/// Deliver `vector` on its own stack whose top is `stack_top` (the TSS's second IST slot),
+/// instead of the runtime's trap stack. The `double-fault` lab points it at unmapped
+/// memory: the CPU then cannot push the exception frame and faults while delivering.
+pub fn set_stack(vector: u8, stack_top: u64) {
+    crate::set_second_interrupt_stack(stack_top);
+    // SAFETY: one CPU; the IDT is only changed here and in `load_idt`, and slot 1 was just
+    // set (to whatever the caller wants the CPU to find there).
+    unsafe { traplab_baremetal::idt::set_stack_index(&mut *(&raw mut IDT), vector, 1) };
 }

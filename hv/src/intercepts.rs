@@ -26,14 +26,16 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
         | misc1::SMI
         | misc1::INIT
         | misc1::CPUID                             // the guest sees the CPU we describe
+        | misc1::IRET                              // a handler returns: the end of every flow
         | misc1::INTN                              // INT n, INT3, INTO (TCG delivers INT3 this way)
         | misc1::INVD                              // would drop caches the hv relies on
         | misc1::HLT                               // the CPU is the hv's to park
         | misc1::INVLPGA
         | misc1::IOIO_PROT                         // all ports, through the I/O permission map
         | misc1::MSR_PROT                          // all MSRs, through the MSR permission map
-        | misc1::TASK_SWITCH
         | misc1::SHUTDOWN;                         // a triple fault ends the domain, not the machine
+    // Not intercepted: task switches (a 32-bit guest's, done by the CPU; a bad TSS raises
+    // #TS, which is intercepted like every exception).
 
     // VMRUN must be intercepted, or VMRUN itself fails (15.5.1: "VMRUN intercept bit clear"
     // is illegal guest state). The other SVM instructions would let a guest touch

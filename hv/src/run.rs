@@ -38,6 +38,11 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
         // through fields VMRUN checks; `host.save_area` was filled by VMSAVE in `svm::enable`.
         unsafe { world_switch(&mut *domain.context, domain.vmcb_pa, host.save_area) };
         domain.vmcb.control.tlb_control = 0;
+        if domain.iret_intercept_suspended {
+            // The IRET we let through has run: watch the next one (exit/iret.rs).
+            domain.vmcb.control.intercept_misc1 |= crate::svm::vmcb::misc1::IRET;
+            domain.iret_intercept_suspended = false;
+        }
         domain.exit = ExitState { tsc: rdtsc(), ..ExitState::default() };
         domain.fetch_instruction();
         if trace::enabled() {
@@ -96,8 +101,9 @@ fn exit_event(domain: &Domain) -> event::Exit {
 
 fn resume_event(domain: &Domain) -> Resume {
     Resume {
-        // Where guest code continues: the handler of an injected event, or RIP.
-        rip: domain.exit.injected.flatten().unwrap_or(domain.vmcb.save.rip),
+        // Where guest code continues: the handler of an injected event, the target of an
+        // IRET, or RIP.
+        rip: domain.exit.injected.flatten().or(domain.exit.resume_at).unwrap_or(domain.vmcb.save.rip),
         rflags: domain.vmcb.save.rflags,
         regs: domain.registers(),
         cycles: rdtsc() - domain.exit.tsc,

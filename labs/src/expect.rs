@@ -4,7 +4,9 @@
 //! present in the event with that value. The steps must match events in order; other
 //! events may come between. Values compare loosely where the trace writes numbers as hex
 //! strings: `exitinfo1 = 2` matches `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the
-//! address of symbol NAME in the lab's first guest, plus 0x10.
+//! address of symbol NAME in the lab's first guest, plus 0x10; `"contains:TEXT"` matches a
+//! string that contains TEXT (for console lines with addresses in them), `"prefix:TEXT"` one
+//! that starts with it (for the instruction bytes at RIP: `insn = "prefix:0f0b"`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -88,6 +90,8 @@ fn value_matches(expected: &Value, actual: &Value, symbols: &Symbols) -> bool {
         (Value::String(text), _) if text.starts_with("sym:") => {
             symbols.resolve(&text[4..]).is_some_and(|address| as_number(actual) == Some(address))
         }
+        (Value::String(text), Value::String(actual)) if text.starts_with("contains:") => actual.contains(&text[9..]),
+        (Value::String(text), Value::String(actual)) if text.starts_with("prefix:") => actual.starts_with(&text[7..]),
         (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
             as_number(expected).is_some() && as_number(expected) == as_number(actual)
         }
@@ -138,7 +142,7 @@ mod tests {
                      error_code = "0x2"
                      cr2 = 0x40000000"#),
             step(r#"kind = "console"
-                     text = "b""#),
+                     text = "contains:b""#),
         ];
         assert_eq!(check(&steps, &events(), &Symbols::default()), Ok(()));
     }

@@ -126,6 +126,17 @@ fn pause_works_while_a_guest_spins_without_exits() {
             events.push(event);
         }
     }
+    // Let the last bytes of "spinning\n" finish: once 300 ms pass without a console exit,
+    // the guest is in its loop and only the timer's INTR exits come.
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        if let Some(Item::Event(event)) = session.next_within(Some(Duration::from_millis(10)))
+            && !matches!(&event.body, Body::Exit(exit) if exit.reason == "INTR")
+            && !matches!(event.body, Body::Decide(_) | Body::Emulate(_) | Body::Resume(_))
+        {
+            quiet_since = std::time::Instant::now();
+        }
+    }
     let control = session.control().expect("a controlled machine");
     control.send(Command::Pause).unwrap();
     let stopped = until_stopped(&mut session, &control);

@@ -38,7 +38,12 @@ impl Symbols {
         let file = object::File::parse(data)?;
         let mut symbols: Vec<Symbol> = file
             .symbols()
-            .filter(|symbol| matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data) && symbol.address() != 0)
+            // Untyped symbols too: labels of hand-written assembly (the 32-bit guests' stubs).
+            .filter(|symbol| {
+                matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Unknown)
+                    && symbol.address() != 0
+                    && symbol.section_index().is_some()
+            })
             .filter_map(|symbol| {
                 let name = symbol.name().ok()?;
                 Some(Symbol {

@@ -76,6 +76,34 @@ pub fn detail(event: &Event) -> String {
             }
             text
         }
+        Body::Bounce(bounce) => {
+            let mut text = format!("{} (vector {}", bounce.name, bounce.vector);
+            if let Some(code) = bounce.error_code {
+                let _ = write!(text, ", error code {code:#x}");
+            }
+            if let Some(cr2) = bounce.cr2 {
+                let _ = write!(text, ", CR2 {cr2:#x}");
+            }
+            let _ = write!(
+                text,
+                ") -> trap-table handler {:#x}, frame at {:#x}, interrupts {}",
+                bounce.handler,
+                bounce.frame,
+                if bounce.interrupts { "on" } else { "off" }
+            );
+            if bounce.synthetic {
+                text.push_str(" [synthetic: made up by the hypervisor]");
+            }
+            text
+        }
+        Body::Return(ret) => {
+            let what = ret.name.as_deref().map_or("a handler".to_string(), |name| format!("the {name} handler"));
+            let via = match ret.via {
+                traplab_abi::event::ReturnPath::Iret => "IRET",
+                traplab_abi::event::ReturnPath::Hypercall => "the iret hypercall",
+            };
+            format!("{what} returns via {via} to {:#x} (CS {:#x}, RSP {:#x})", ret.rip, ret.cs, ret.rsp)
+        }
         Body::Resume(resume) => format!("guest continues at {:#x} ({} cycles in the hypervisor)", resume.rip, resume.cycles),
         Body::Console(console) => format!("| {}", console.text),
         Body::Lost(lost) => format!("{} event(s) LOST before this one", lost.count),

@@ -42,6 +42,11 @@ fn list_json_names_every_lab_with_title_and_classes() {
     for id in ["hello", "cpuid", "hypercall", "invalid-opcode", "page-fault"] {
         assert!(ids.contains(&id), "{id} in {ids:?}");
     }
+    // A lab for every exception class x86 can raise (issue 3).
+    let classes: Vec<&str> = labs.iter().flat_map(|lab| lab["classes"].as_array().into_iter().flatten()).filter_map(|c| c.as_str()).collect();
+    for class in ["#DE", "#DB", "#BP", "NMI", "#UD", "#NM", "#DF", "#NP", "#SS", "#GP", "#PF", "#MF", "#AC", "#XM", "#MC", "#OF", "#BR", "#TS"] {
+        assert!(classes.contains(&class), "a lab for {class}");
+    }
     for lab in labs {
         assert!(lab["title"].as_str().is_some_and(|title| !title.is_empty()));
         assert!(lab["classes"].as_array().is_some_and(|classes| !classes.is_empty()), "{lab}");

@@ -46,3 +46,28 @@ pub unsafe fn set_exception_stubs(idt: &mut InterruptDescriptorTable, stubs: &[u
     }
 }
 
+
+/// Make exception `vector`'s gate use IST slot `ist_index` (0-based), keeping its handler.
+/// Vectors without a typed field (reserved ones) are left alone.
+///
+/// # Safety
+/// The slot must hold a usable stack — or, deliberately, an unusable one (that is how a
+/// lab makes the CPU fail to deliver an exception).
+pub unsafe fn set_stack_index(idt: &mut InterruptDescriptorTable, vector: u8, ist_index: u16) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match vector {
+            0 => idt.divide_error.set_handler_addr(idt.divide_error.handler_addr()).set_stack_index(ist_index),
+            1 => idt.debug.set_handler_addr(idt.debug.handler_addr()).set_stack_index(ist_index),
+            3 => idt.breakpoint.set_handler_addr(idt.breakpoint.handler_addr()).set_stack_index(ist_index),
+            6 => idt.invalid_opcode.set_handler_addr(idt.invalid_opcode.handler_addr()).set_stack_index(ist_index),
+            8 => idt.double_fault.set_handler_addr(idt.double_fault.handler_addr()).set_stack_index(ist_index),
+            13 => idt
+                .general_protection_fault
+                .set_handler_addr(idt.general_protection_fault.handler_addr())
+                .set_stack_index(ist_index),
+            14 => idt.page_fault.set_handler_addr(idt.page_fault.handler_addr()).set_stack_index(ist_index),
+            _ => return,
+        };
+    }
+}

@@ -4,15 +4,38 @@
 //! the gate, aligns it to 16 bytes, and pushes SS, RSP, RFLAGS, CS, RIP and, for some
 //! vectors, an error code (AMD APM vol. 2, 8.9.3 "Interrupt Stack Frame"). Our stubs make
 //! every vector look the same: a stub pushes a zero where the CPU pushed no error code, then
-//! the vector number, and jumps to a common entry that saves all general registers and the
-//! x87/SSE state (the handler is Rust code: it may use any XMM register), and calls the
-//! handler with a [`TrapFrame`]. When the handler returns, the entry restores everything
-//! and executes IRETQ: the interrupted code continues at `frame.rip`.
+//! the vector number, and jumps to a common entry that saves all general registers, CR0 and
+//! the x87/SSE state, and calls the handler with a [`TrapFrame`]. When the handler returns,
+//! the entry restores everything and executes IRETQ: the interrupted code continues at
+//! `frame.rip`.
+//!
+//! Why CR0 is in the frame: the handler is Rust code and may use SSE, but with CR0.TS set
+//! (lazy FPU switching) any SSE instruction — FXSAVE included — raises #NM. So the entry
+//! saves CR0, clears TS (CLTS), saves the FPU state, and on the way out restores both: the
+//! interrupted code finds TS as it was, unless the handler changed `frame.cr0` (the #NM
+//! handler of a lazy-FPU kernel clears TS there). The FPU state in the frame is the
+//! interrupted code's: a handler may swap it (`frame.fpu`), which is lazy FPU switching.
+
+/// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpuState(pub [u8; 512]);
+
+impl core::fmt::Debug for FpuState {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        formatter.write_str("FpuState")
+    }
+}
 
 /// The stack at the call of a trap handler, lowest address first.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct TrapFrame {
+    /// The interrupted code's x87/SSE state (FXSAVE image), restored on return.
+    pub fpu: FpuState,
+    /// CR0 when the trap came in, written back on return (TS included).
+    pub cr0: u64,
+    _padding: u64,
     pub r15: u64,
     pub r14: u64,
     pub r13: u64,
@@ -40,36 +63,66 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-// 15 registers + vector + error code + 5 CPU words: a multiple of 16 bytes, so the
-// 16-byte alignment the CPU gave the stack survives to the handler call.
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+// 512 + 2 + 15 registers + vector + error code + 5 CPU words: a multiple of 16 bytes, so
+// the 16-byte alignment the CPU gave the stack survives to FXSAVE and to the handler call.
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 512 + 24 * 8);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
 
 /// `trap_entry!(name, handler)`: the common entry `name`, which saves the interrupted
-/// state, calls `handler(&mut TrapFrame)` (an `extern "C" fn`), restores and returns.
+/// state, calls `handler(&mut TrapFrame)` (an `extern "C" fn`), restores and returns with
+/// IRETQ.
 #[macro_export]
 macro_rules! trap_entry {
     ($name:ident, $handler:path) => {
+        $crate::trap_entry!(@build $name, $handler,
+            // Save CR0 in the frame and clear TS, so that FXSAVE and the handler's SSE
+            // cannot raise #NM; put CR0 back (TS as it was, or as the handler set it).
+            ["mov rax, cr0", "push rax", "clts"],
+            ["pop rax", "mov cr0, rax"],
+            ["iretq"]);
+    };
+    (@build $name:ident, $handler:path, [$($save_cr0:literal),*], [$($restore_cr0:literal),*], [$($return:literal),*]) => {
         #[unsafe(naked)]
         pub extern "C" fn $name() -> ! {
             core::arch::naked_asm!(
                 "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
                 "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
                 "push r15",
+                "push 0",                   // padding
+                $($save_cr0,)*
                 "sub rsp, 512",
                 "fxsave [rsp]",
-                "lea rdi, [rsp + 512]",
+                "mov rdi, rsp",
                 "cld",
                 "call {handler}",
                 "fxrstor [rsp]",
                 "add rsp, 512",
+                $($restore_cr0,)*
+                "add rsp, 8",
                 "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
                 "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
                 "pop rax",
-                "add rsp, 16",
-                "iretq",
+                "add rsp, 16",              // vector and error code
+                $($return,)*
                 handler = sym $handler,
             )
         }
+    };
+}
+
+/// `bounce_entry!(name, handler)`: like [`trap_entry!`], for exceptions the hypervisor
+/// *bounces* (delivers itself, to handlers registered with the `set_trap_table` hypercall).
+/// The frame the hypervisor builds has the hardware's layout, so the stubs are the same;
+/// the way back differs: not IRETQ but the `iret` hypercall (number 3), with RAX pushed on
+/// the frame for the hypervisor to restore (`traplab_abi::hypercall::IretFrame`). CR0 is
+/// left alone: a bounced handler may run at CPL 3, where it cannot touch CR0.
+#[macro_export]
+macro_rules! bounce_entry {
+    ($name:ident, $handler:path) => {
+        $crate::trap_entry!(@build $name, $handler,
+            ["push 0"],
+            ["add rsp, 8"],
+            ["push rax", "mov eax, 3", "vmmcall", "ud2"]);
     };
 }
 

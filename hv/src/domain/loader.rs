@@ -15,8 +15,9 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use object::read::elf::ElfFile64;
-use object::{Endianness, Object, ObjectSegment};
+use object::{Endianness, Object, ObjectSection, ObjectSegment};
 use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
 
@@ -49,8 +50,8 @@ const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
     let memory = GuestMemory::new(boot::GUEST_RAM_SIZE).ok_or(LoadError::OutOfMemory)?;
-    let (entry, image_end) = load_elf(&memory, elf)?;
-    build_boot_environment(&memory, id, image_end).ok_or(LoadError::OutOfMemory)?;
+    let (entry, image_end, mode) = load_elf(&memory, elf)?;
+    build_boot_environment(&memory, id, image_end, mode).ok_or(LoadError::OutOfMemory)?;
 
     let vmcb_pa = memory::alloc_frame().ok_or(LoadError::OutOfMemory)?;
     // SAFETY: a fresh, zeroed, page-aligned frame that only this domain will use; a zeroed
@@ -59,7 +60,10 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
     intercepts::configure(vmcb, id as u32 + 1).ok_or(LoadError::OutOfMemory)?;
     vmcb.control.np_enable = 1;
     vmcb.control.n_cr3 = memory.npt.root;
-    set_boot_state(vmcb, entry);
+    match mode {
+        boot::GuestMode::Long64 => set_boot_state(vmcb, entry),
+        boot::GuestMode::Protected32 => set_boot_state_32(vmcb, entry),
+    }
 
     let mut context = Box::new(GuestContext::new());
     context.rdi = boot::BOOT_INFO;
@@ -72,13 +76,18 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
         memory,
         console: Uart::default(),
         exit: ExitState::default(),
+        trap_table: Vec::new(),
+        in_flight: Vec::new(),
+        iret_intercept_suspended: false,
+        software_interrupt_rip: None,
     })
 }
 
-/// Copy the ELF's loadable segments to their addresses. Returns the entry point and the
-/// end of the image.
-fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64), LoadError> {
+/// Copy the ELF's loadable segments to their addresses. Returns the entry point, the end
+/// of the image, and the mode the guest asks to start in.
+fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMode), LoadError> {
     let file = ElfFile64::<Endianness>::parse(elf).map_err(|error| LoadError::BadElf(format!("{error}")))?;
+    let (mode, entry32) = guest_mode(&file)?;
     let mut image_end = boot::IMAGE_BASE;
     for segment in file.segments() {
         let (start, size) = (segment.address(), segment.size());
@@ -94,15 +103,41 @@ fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64), LoadError> {
         memory.write_physical(start, data).map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;
         image_end = image_end.max(end);
     }
-    let entry = file.entry();
+    let entry = match mode {
+        boot::GuestMode::Long64 => file.entry(),
+        boot::GuestMode::Protected32 => entry32.unwrap_or(0),
+    };
     if entry < boot::IMAGE_BASE || entry >= image_end {
         return Err(LoadError::BadElf(format!("entry point {entry:#x} is outside the image")));
     }
-    Ok((entry, image_end))
+    Ok((entry, image_end, mode))
+}
+
+/// The guest's `traplab` ELF note, if it has one (`traplab_abi::boot::GuestMode`): the mode
+/// and, for a 32-bit guest, its entry point.
+fn guest_mode(file: &ElfFile64<Endianness>) -> Result<(boot::GuestMode, Option<u64>), LoadError> {
+    let Some(section) = file.section_by_name(boot::MODE_NOTE_SECTION) else { return Ok((boot::GuestMode::Long64, None)) };
+    let data = section.data().map_err(|error| LoadError::BadElf(format!("{error}")))?;
+    // An ELF note: namesz, descsz, type, the name padded to 4, the descriptor.
+    let word = |at: usize| data.get(at..at + 4).map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    let (Some(name_size), Some(desc_size), Some(kind)) = (word(0), word(4), word(8)) else {
+        return Err(LoadError::BadElf("a truncated traplab note".into()));
+    };
+    let desc_at = 12 + (name_size as usize).div_ceil(4) * 4;
+    let name = data.get(12..12 + name_size as usize).unwrap_or_default();
+    if name != boot::MODE_NOTE_NAME || kind != boot::MODE_NOTE_TYPE || desc_size != 8 {
+        return Err(LoadError::BadElf("a traplab note that is not a mode note".into()));
+    }
+    let entry = word(desc_at + 4).map(u64::from);
+    match word(desc_at) {
+        Some(32) => Ok((boot::GuestMode::Protected32, entry)),
+        Some(64) => Ok((boot::GuestMode::Long64, None)),
+        other => Err(LoadError::BadElf(format!("unknown guest mode {other:?}"))),
+    }
 }
 
 /// The boot info, the boot GDT and the boot page tables, in guest memory.
-fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64) -> Option<()> {
+fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: boot::GuestMode) -> Option<()> {
     let info = BootInfo {
         magic: boot::BOOT_INFO_MAGIC,
         domain: id as u32,
@@ -117,8 +152,12 @@ fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64) -> Opti
     };
     memory.write_physical(boot::BOOT_INFO, bytes).ok()?;
 
-    // Null, 64-bit code (0x08), data (0x10).
-    let gdt: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    // Null, code (0x08: 64-bit, or 32-bit for a protected-mode guest), data (0x10).
+    let code = match mode {
+        boot::GuestMode::Long64 => 0x00af_9a00_0000_ffff,
+        boot::GuestMode::Protected32 => 0x00cf_9a00_0000_ffff,
+    };
+    let gdt: [u64; 3] = [0, code, 0x00cf_9200_0000_ffff];
     for (index, descriptor) in gdt.iter().enumerate() {
         memory.write_physical(boot::BOOT_GDT + index as u64 * 8, &descriptor.to_le_bytes()).ok()?;
     }
@@ -169,6 +208,19 @@ fn set_boot_state(vmcb: &mut Vmcb, entry: u64) {
     save.rsp = boot::BOOT_STACK_TOP;
     save.rax = 0;
     save.g_pat = PAT_DEFAULT;
+}
+
+/// The state of a 32-bit guest at its first VMRUN: protected mode, paging off, CPL 0.
+fn set_boot_state_32(vmcb: &mut Vmcb, entry: u64) {
+    set_boot_state(vmcb, entry);
+    let save = &mut vmcb.save;
+    save.cs.attrib = attrib::CODE32_DPL0;
+    // PE, ET, NE: protected mode without paging; EFER only SVME (no long mode).
+    save.cr0 = (1 << 0) | (1 << 4) | (1 << 5);
+    save.cr3 = 0;
+    save.cr4 = 0;
+    save.efer = 1 << 12;
+    save.tr = Segment { selector: 0, attrib: attrib::TSS32_BUSY, limit: 0x67, base: 0 };
 }
 
 /// The `domain created` event's reason text.

@@ -17,6 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use memory::{GuestMemory, MemoryError};
 use traplab_abi::event::{Body, Change, Console, Emulate, Inject, InstructionBytes, Registers};
+use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm::{self, EventType};
 
 /// What the current exit has done so far (reset at every exit).
@@ -30,6 +31,16 @@ pub struct ExitState {
     pub changes: Vec<Change>,
     /// Set when the handler injected an event: the guest handler it enters, if known.
     pub injected: Option<Option<u64>>,
+    /// Where the guest continues when it is not VMCB.RIP nor an injected event's handler:
+    /// the target of an IRET the hypervisor watched.
+    pub resume_at: Option<u64>,
+}
+
+/// An event the hypervisor delivered whose handler has not returned yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub vector: u8,
+    pub kind: EventType,
 }
 
 pub struct Domain {
@@ -44,6 +55,16 @@ pub struct Domain {
     /// The emulated console UART (COM1).
     pub console: Uart,
     pub exit: ExitState,
+    /// Handlers registered with `set_trap_table`: exceptions with an entry are bounced.
+    /// Empty: every exception is reflected through the guest's IDT.
+    pub trap_table: Vec<TrapInfo>,
+    /// Delivered events whose handlers have not returned, innermost last.
+    pub in_flight: Vec<InFlight>,
+    /// The IRET intercept is off for one IRET (see `exit/iret.rs`); back on at the next exit.
+    pub iret_intercept_suspended: bool,
+    /// The RIP of the last INT n we injected (RIP was moved past it), to put it back if its
+    /// delivery faults (`exit/exception.rs`).
+    pub software_interrupt_rip: Option<u64>,
 }
 
 /// General registers by their x86 encoding number (0 = RAX … 15 = R15).
@@ -59,8 +80,14 @@ impl Domain {
         (self.vmcb.save.cr0 & CR0_PG != 0).then_some(self.vmcb.save.cr3)
     }
 
-    /// Read a general register by encoding number. RAX and RSP live in the VMCB.
+    /// Read a general register by encoding number. RAX and RSP live in the VMCB. A 32-bit
+    /// guest sees only the low halves (its registers are EAX…EDI).
     pub fn gpr(&self, number: u8) -> u64 {
+        let value = self.gpr_64(number);
+        if self.vmcb.code_bits() == 64 { value } else { value & 0xffff_ffff }
+    }
+
+    fn gpr_64(&self, number: u8) -> u64 {
         let context = &self.context;
         match number & 15 {
             0 => self.vmcb.save.rax,
@@ -84,7 +111,7 @@ impl Domain {
 
     /// Write a general register, and record the change.
     pub fn set_gpr(&mut self, number: u8, value: u64) {
-        let old = self.gpr(number);
+        let old = self.gpr_64(number);
         self.record(GPR_NAMES[(number & 15) as usize], old, value);
         let context = &mut self.context;
         let slot = match number & 15 {
@@ -214,17 +241,11 @@ impl Domain {
         self.vmcb.control.eventinj = event.encode();
         let handler = self.idt_handler(event.vector);
         self.exit.injected = Some(handler);
+        self.in_flight.push(InFlight { vector: event.vector, kind: event.kind });
         if !trace::enabled() {
             return;
         }
-        let name = match (event.kind, event.vector) {
-            (EventType::Exception | EventType::Nmi, vector) => {
-                Cow::Borrowed(traplab_abi::x86::exception(vector).mnemonic)
-            }
-            (EventType::Software, 3) => Cow::Borrowed("#BP (INT3)"),
-            (EventType::Software, vector) => Cow::Owned(format!("INT {vector:#x}")),
-            (EventType::Interrupt, vector) => Cow::Owned(format!("interrupt {vector:#x}")),
-        };
+        let name = event_name(event.vector, event.kind);
         let cr2 = (event.kind == EventType::Exception && event.vector == 14).then_some(self.vmcb.save.cr2);
         trace::emit(
             Some(self.id),
@@ -238,6 +259,11 @@ impl Domain {
                 synthetic,
             }),
         );
+    }
+
+    /// The trap-table entry for `vector`, if the guest registered one.
+    pub fn trap_table_entry(&self, vector: u8) -> Option<TrapInfo> {
+        self.trap_table.iter().copied().find(|entry| entry.vector == vector)
     }
 
     pub fn set_cr2(&mut self, value: u64) {
@@ -273,5 +299,16 @@ impl Domain {
                 trace::emit(Some(self.id), Body::Console(Console { text: Cow::Owned(text) }));
             }
         }
+    }
+}
+
+/// How the trace names an event: `#PF`, `NMI`, `#BP (INT3)`, `INT 0x80`, `interrupt 0x20`.
+pub fn event_name(vector: u8, kind: EventType) -> Cow<'static, str> {
+    match (kind, vector) {
+        (EventType::Exception | EventType::Nmi, vector) => Cow::Borrowed(traplab_abi::x86::exception(vector).mnemonic),
+        (EventType::Software, 3) => Cow::Borrowed("#BP (INT3)"),
+        (EventType::Software, 4) => Cow::Borrowed("#OF (INTO)"),
+        (EventType::Software, vector) => Cow::Owned(format!("INT {vector:#x}")),
+        (EventType::Interrupt, vector) => Cow::Owned(format!("interrupt {vector:#x}")),
     }
 }

@@ -1,10 +1,10 @@
-//! Intercepted exceptions (exit codes 0x40–0x5F): reflect them into the guest's own IDT.
+//! Intercepted exceptions (exit codes 0x40–0x5F): hand them back to the guest.
 //!
 //! The hypervisor intercepts every vector (AMD APM vol. 2, 15.12): the CPU stops *before*
 //! delivering the exception and exits with the vector in the exit code, the error code in
-//! EXITINFO1 and, for #PF, the faulting address in EXITINFO2 (CR2 is not written, 15.12.15).
-//! An HVM guest owns its exceptions, so the hypervisor hands each one back: it puts it in
-//! EVENTINJ and the CPU delivers it through the guest's IDT at the next VMRUN.
+//! EXITINFO1 and, for #PF, the faulting address in EXITINFO2 (CR2 is not written). An HVM
+//! guest owns its exceptions, so the hypervisor gives each one back — reflected through the
+//! guest's IDT, or bounced to a handler it registered (`delivery.rs`).
 //!
 //! If the exception happened while the CPU was delivering another event (EXITINTINFO is
 //! valid: say the guest's IDT has no gate for the first one), the hypervisor combines the
@@ -12,17 +12,33 @@
 //! rule in `traplab_abi::x86::combine`). A bare machine hides this chain; the trace shows it.
 
 use super::{DomainEnd, Next};
-use crate::decide;
 use crate::domain::Domain;
+use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
-use traplab_abi::svm::Event;
+use traplab_abi::svm::{Event, EventType};
 use traplab_abi::x86::{self, Combined};
 
 pub fn handle(domain: &mut Domain, vector: u8) -> Next {
     let exception = x86::exception(vector);
     let error_code = domain.vmcb.control.exitinfo1 as u32;
     let interrupted = Event::decode(domain.vmcb.control.exitintinfo);
+    if let Some(event) = interrupted {
+        // The interrupted event was not delivered: its handler never ran.
+        if domain.in_flight.last().is_some_and(|top| top.vector == event.vector) {
+            domain.in_flight.pop();
+        }
+        // We moved RIP past the INT n before injecting it (a software interrupt returns
+        // after itself). Its delivery failed, so the fault belongs to the INT n itself:
+        // put RIP back, as a CPU that delivered it natively would report (KVM does the same).
+        if event.kind == EventType::Software
+            && let Some(rip) = domain.software_interrupt_rip.take()
+        {
+            domain.set_rip(rip);
+        }
+    } else if let Some(next) = crate::quirks::correct(domain, vector) {
+        return next;
+    }
 
     match x86::combine(interrupted.map(|event| event.vector), vector) {
         Combined::TripleFault => {
@@ -32,47 +48,37 @@ pub fn handle(domain: &mut Domain, vector: u8) -> Next {
                 "{} while the CPU delivered #DF: a real CPU shuts down (triple fault), so the domain ends",
                 exception.mnemonic
             );
-            Next::End(DomainEnd::Killed {
-                reason: format!("triple fault: {} while delivering #DF", exception.mnemonic),
-            })
+            Next::End(DomainEnd::Killed { reason: format!("triple fault: {} while delivering #DF", exception.mnemonic) })
         }
         Combined::DoubleFault => {
             let first = interrupted.map_or("?", |event| x86::exception(event.vector).mnemonic);
-            decide!(
+            deliver!(
                 domain,
-                Action::Reflect,
-                "{} while the CPU delivered {}: the double-fault rule turns it into #DF, which the guest gets",
+                8,
+                0,
+                false,
+                "{} while the CPU delivered {}: the double-fault rule makes it #DF",
                 exception.mnemonic,
                 first
-            );
-            domain.inject(Event::exception(8, 0), false);
-            Next::Resume
+            )
         }
         Combined::Deliver(_) => {
             if vector == 14 {
                 // The intercepted #PF left CR2 alone; the guest's handler reads it there.
                 domain.set_cr2(domain.vmcb.control.exitinfo2);
             }
-            match domain.idt_handler(vector) {
-                Some(handler) => decide!(
+            if let Some(corrected) = crate::quirks::error_code(domain, error_code) {
+                return deliver!(
                     domain,
-                    Action::Reflect,
-                    "the guest owns its exceptions: reflect {} ({}) into its IDT, vector {}, handler {:#x}",
-                    exception.mnemonic,
-                    exception.name,
                     vector,
-                    handler
-                ),
-                None => decide!(
-                    domain,
-                    Action::Reflect,
-                    "reflect {} into the guest's IDT, vector {}: it has no present gate there, so the CPU will fault delivering it",
+                    corrected,
+                    false,
+                    "the guest owns its exceptions ({} {}; QEMU's TCG reported error code {error_code:#x}, a real CPU reports {corrected:#x}, the IDT index of the gate)",
                     exception.mnemonic,
-                    vector
-                ),
+                    exception.name
+                );
             }
-            domain.inject(Event::exception(vector, error_code), false);
-            Next::Resume
+            deliver!(domain, vector, error_code, false, "the guest owns its exceptions ({} {})", exception.mnemonic, exception.name)
         }
     }
 }

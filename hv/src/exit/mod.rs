@@ -6,8 +6,10 @@
 //!
 //! | exit code            | handler              | what the hypervisor does                    |
 //! |----------------------|----------------------|---------------------------------------------|
-//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect the exception into the guest's IDT  |
-//! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 as the CPU would    |
+//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect (IDT) or bounce (trap table): `delivery.rs` |
+//! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 / INTO as the CPU would |
+//! | 0x74 IRET            | `iret.rs`            | a handler returns: note it, let it run      |
+//! | 0x88 ICEBP           | `icebp.rs`           | #DB after the instruction                   |
 //! | 0x72 CPUID           | `cpuid.rs`           | emulate: the CPU the guest sees             |
 //! | 0x60 INTR            | `intr.rs`            | the hypervisor's own timer: take it, resume |
 //! | 0x78 HLT             | `hlt.rs`             | end the domain (nothing can wake it yet)    |
@@ -22,7 +24,9 @@
 mod cpuid;
 mod exception;
 mod hlt;
+mod icebp;
 mod intr;
+mod iret;
 mod ioio;
 mod msr;
 mod npf;
@@ -61,6 +65,8 @@ pub fn handle(domain: &mut Domain) -> Next {
         exitcode::EXCP_BASE..=0x5f => exception::handle(domain, (code - exitcode::EXCP_BASE) as u8),
         exitcode::SWINT => software_interrupt::handle(domain),
         exitcode::INTR => intr::handle(domain),
+        exitcode::IRET => iret::handle(domain),
+        exitcode::ICEBP => icebp::handle(domain),
         exitcode::CPUID => cpuid::handle(domain),
         exitcode::HLT => hlt::handle(domain),
         exitcode::IOIO => ioio::handle(domain),

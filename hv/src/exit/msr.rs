@@ -6,11 +6,10 @@
 //! Several MSRs live in the VMCB: the guest's copy is the VMCB field.
 
 use super::{Next, instruction_length, undecodable};
-use crate::decide;
+use crate::{decide, deliver};
 use crate::domain::Domain;
 use alloc::format;
 use traplab_abi::event::Action;
-use traplab_abi::svm::Event;
 
 const EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
@@ -45,15 +44,13 @@ pub fn handle(domain: &mut Domain) -> Next {
     let value = (domain.gpr(2) << 32) | (domain.gpr(0) & 0xffff_ffff);
     let instruction = if write { "WRMSR" } else { "RDMSR" };
 
+    // The MSR intercept comes before the CPU's own check, so a bad MSR raises nothing by
+    // itself: the hypervisor answers #GP(0) as hardware would, a synthetic event.
     let Some(msr_name) = name(msr) else {
-        decide!(domain, Action::Reflect, "{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does");
-        domain.inject(Event::exception(13, 0), false);
-        return Next::Resume;
+        return deliver!(domain, 13, 0, true, "{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does");
     };
     if write && msr == EFER && (value ^ (domain.vmcb.save.efer & !EFER_SVME)) & !EFER_WRITABLE != 0 {
-        decide!(domain, Action::Reflect, "WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)");
-        domain.inject(Event::exception(13, 0), false);
-        return Next::Resume;
+        return deliver!(domain, 13, 0, true, "WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)");
     }
     decide!(domain, Action::Emulate, "{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR");
 

@@ -1,15 +1,16 @@
-//! INT n, INT3 and INTO (exit code 0x75 SWINT): reflect them as the CPU would.
+//! INT n, INT3 and INTO (exit code 0x75 SWINT): deliver them as the CPU would.
 //!
-//! Under QEMU's TCG a guest's `int3` does not raise an intercepted #BP: it exits as SWINT,
-//! like every INT n form (see ../shared/DESIGN.md). TCG reports no vector in EXITINFO1 (real
-//! CPUs with decode assists do), so we decode the instruction. A software interrupt pushes
-//! the address of the *next* instruction, so we move RIP past it and inject a software
-//! interrupt event (EVENTINJ type 4), which also keeps the gate's DPL check (AMD APM vol. 2,
-//! 15.20, 8.9.3).
+//! Under QEMU's TCG a guest's `int3` (and `into`) does not raise an intercepted #BP (#OF):
+//! it exits as SWINT, like every INT n form (see ../shared/DESIGN.md). TCG reports no vector
+//! in EXITINFO1 (real CPUs with decode assists do), so we decode the instruction. A software
+//! interrupt pushes the address of the *next* instruction, so we move RIP past it. Then:
+//! a domain with a trap-table entry for the vector gets it bounced (`delivery.rs`);
+//! otherwise it is reflected as a software interrupt event (EVENTINJ type 4), which keeps
+//! the gate's DPL check (AMD APM vol. 2, 15.20, 8.9.3).
 
 use super::{Next, instruction_length, undecodable};
-use crate::decide;
 use crate::domain::Domain;
+use crate::{decide, deliver};
 use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
@@ -22,11 +23,22 @@ pub fn handle(domain: &mut Domain) -> Next {
         Mnemonic::Int => instruction.immediate8(),
         _ => return undecodable(domain),
     };
+    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    domain.software_interrupt_rip = Some(domain.vmcb.save.rip);
+    domain.skip_instruction(length);
+    if domain.trap_table_entry(vector).is_some() {
+        return deliver!(domain, vector, 0, false, "the guest's own software interrupt {vector:#x} (returning after the instruction)");
+    }
     match vector {
         3 => decide!(
             domain,
             Action::Reflect,
             "INT3 (TCG exits on it as SWINT, not as a #BP intercept): reflect #BP into the guest's IDT, returning after the INT3"
+        ),
+        4 => decide!(
+            domain,
+            Action::Reflect,
+            "INTO with OF set (TCG exits on it as SWINT): reflect #OF into the guest's IDT, returning after the INTO"
         ),
         _ => decide!(
             domain,
@@ -34,8 +46,6 @@ pub fn handle(domain: &mut Domain) -> Next {
             "the guest's own software interrupt: reflect vector {vector:#x} into its IDT, returning after the instruction"
         ),
     }
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
-    domain.skip_instruction(length);
     domain.inject(Event { vector, kind: EventType::Software, error_code: None }, false);
     Next::Resume
 }

@@ -7,19 +7,17 @@
 //! does: #UD. The #UD is made up by the hypervisor, so the event is marked synthetic.
 
 use super::Next;
-use crate::decide;
+use crate::deliver;
 use crate::domain::Domain;
-use traplab_abi::event::Action;
-use traplab_abi::svm::{Event, exit_name};
+use traplab_abi::svm::exit_name;
 
 pub fn handle(domain: &mut Domain) -> Next {
     let instruction = exit_name(domain.vmcb.control.exitcode);
-    decide!(
+    deliver!(
         domain,
-        Action::Emulate,
+        6,
+        0,
+        true,
         "{instruction} from a guest: no nested virtualization here, so the hypervisor answers as a CPU without SVM: #UD"
-    );
-    domain.emulated("raise #UD instead of running the SVM instruction");
-    domain.inject(Event::exception(6, 0), true);
-    Next::Resume
+    )
 }

@@ -1,16 +1,20 @@
 //! VMMCALL (exit code 0x81): the hypercall.
 //!
-//! The ABI (numbers, registers, errors) is in `traplab_abi::hypercall`. Arguments are
-//! untrusted: a pointer is translated through the guest's page tables and must land in
-//! the guest's memory, or the guest gets EFAULT and nothing else happens.
+//! The ABI (numbers, registers, errors, the trap table and the bounce frame) is in
+//! `traplab_abi::hypercall`. Arguments are untrusted: a pointer is translated through the
+//! guest's page tables and must land in the guest's memory, or the guest gets EFAULT and
+//! nothing else happens.
 
 use super::{DomainEnd, Next, instruction_length, undecodable};
-use crate::decide;
-use crate::domain::Domain;
+use crate::domain::{Domain, event_name};
+use crate::trace;
+use crate::{decide, deliver};
 use alloc::format;
 use alloc::vec;
-use traplab_abi::event::Action;
-use traplab_abi::hypercall::{self, error};
+use alloc::vec::Vec;
+use traplab_abi::event::{Action, Body, EventType, Return, ReturnPath};
+use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
+use traplab_abi::svm::Event;
 
 pub fn handle(domain: &mut Domain) -> Next {
     let Some(length) = instruction_length(domain) else { return undecodable(domain) };
@@ -28,11 +32,29 @@ pub fn handle(domain: &mut Domain) -> Next {
             domain.emulated(format!("exit({status})"));
             return Next::End(DomainEnd::Exited { status, reason: "exit hypercall".into() });
         }
+        hypercall::SET_TRAP_TABLE => {
+            decide!(domain, Action::Emulate, "hypercall set_trap_table({first:#x}): from now on the hypervisor delivers the listed exceptions itself (bounce)");
+            set_trap_table(domain, first)
+        }
+        hypercall::IRET => {
+            decide!(domain, Action::Emulate, "hypercall iret: the guest's bounced handler returns; the hypervisor restores the frame at RSP");
+            match iret(domain) {
+                Ok(()) => return Next::Resume,
+                Err(code) => code,
+            }
+        }
+        hypercall::RAISE_EVENT => return raise_event(domain, length, first, second),
         _ => {
             decide!(domain, Action::Emulate, "hypercall number {number} does not exist: the guest gets ENOSYS");
             error::ENOSYS
         }
     };
+    finish(domain, length, number, result);
+    Next::Resume
+}
+
+/// RAX = result, RIP past the VMMCALL, and the `emulate` event.
+fn finish(domain: &mut Domain, length: u64, number: u64, result: i64) {
     domain.set_gpr(0, result as u64);
     domain.skip_instruction(length);
     let outcome = match error::name(result) {
@@ -40,7 +62,6 @@ pub fn handle(domain: &mut Domain) -> Next {
         None => format!("returned {result}"),
     };
     domain.emulated(format!("{} {outcome}", hypercall::name(number).unwrap_or("unknown hypercall")));
-    Next::Resume
 }
 
 fn console_write(domain: &mut Domain, buffer: u64, length: u64) -> i64 {
@@ -53,4 +74,99 @@ fn console_write(domain: &mut Domain, buffer: u64, length: u64) -> i64 {
     }
     domain.console_write(&bytes);
     length as i64
+}
+
+/// Read the table (entries of 16 bytes up to one whose handler is 0) and replace ours.
+/// A table pointer of 0 clears it: every exception is reflected again.
+fn set_trap_table(domain: &mut Domain, table: u64) -> i64 {
+    let mut entries = Vec::new();
+    if table != 0 {
+        loop {
+            let mut bytes = [0u8; 16];
+            let address = table.wrapping_add(16 * entries.len() as u64);
+            if domain.read_virtual(address, &mut bytes).is_err() {
+                return error::EFAULT;
+            }
+            let entry = TrapInfo::from_bytes(bytes);
+            if entry.handler == 0 {
+                break;
+            }
+            if entries.len() == TRAP_TABLE_MAX {
+                return error::EINVAL;
+            }
+            entries.push(entry);
+        }
+    }
+    domain.trap_table = entries;
+    0
+}
+
+/// The iret hypercall: restore RAX, RIP, RFLAGS and RSP from the frame at RSP.
+fn iret(domain: &mut Domain) -> Result<(), i64> {
+    let mut bytes = [0u8; 48];
+    domain.read_virtual(domain.vmcb.save.rsp, &mut bytes).map_err(|_| error::EFAULT)?;
+    let word = |index: usize| u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap_or([0; 8]));
+    let frame = IretFrame { rax: word(0), rip: word(1), cs: word(2), rflags: word(3), rsp: word(4), ss: word(5) };
+    let save = &domain.vmcb.save;
+    // No privilege change through iret: CS and SS must be what they are now.
+    if frame.cs != save.cs.selector as u64 || frame.ss != save.ss.selector as u64 {
+        return Err(error::EINVAL);
+    }
+    // The guest may restore the status flags, TF, IF, DF, AC and ID; IOPL, NT, VM and the
+    // virtual-interrupt flags stay as the hypervisor has them (as IRET at CPL > 0 would).
+    const GUEST_FLAGS: u64 = 0b1 | 0b100 | 0b1_0000 | 0b100_0000 | 0b1000_0000 | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 18) | (1 << 21);
+    let rflags = (save.rflags & !GUEST_FLAGS) | (frame.rflags & GUEST_FLAGS) | 0x2;
+    let returning = domain.in_flight.pop();
+    domain.set_gpr(0, frame.rax);
+    domain.set_gpr(4, frame.rsp);
+    domain.record("rflags", domain.vmcb.save.rflags, rflags);
+    domain.vmcb.save.rflags = rflags;
+    domain.set_rip(frame.rip);
+    domain.emulated("iret: the bounced handler's frame restored");
+    if trace::enabled() {
+        trace::emit(
+            Some(domain.id),
+            Body::Return(Return {
+                via: ReturnPath::Hypercall,
+                vector: returning.map(|event| event.vector),
+                name: returning.map(|event| event_name(event.vector, event.kind)),
+                rip: frame.rip,
+                cs: frame.cs as u16,
+                rflags,
+                rsp: frame.rsp,
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// raise_event(vector, error_code): deliver the event when the hypercall returns.
+fn raise_event(domain: &mut Domain, length: u64, vector: u64, error_code: u64) -> Next {
+    let Ok(vector) = u8::try_from(vector) else {
+        decide!(domain, Action::Emulate, "hypercall raise_event({vector}): not a vector, EINVAL");
+        finish(domain, length, hypercall::RAISE_EVENT, error::EINVAL);
+        return Next::Resume;
+    };
+    if vector >= 32 {
+        decide!(domain, Action::Emulate, "hypercall raise_event({vector}): only exceptions and NMI can be raised, EINVAL");
+        finish(domain, length, hypercall::RAISE_EVENT, error::EINVAL);
+        return Next::Resume;
+    }
+    // The hypercall completes (RAX = 0, RIP past it), then the event arrives, as if raised
+    // right after the VMMCALL.
+    domain.set_gpr(0, 0);
+    domain.skip_instruction(length);
+    if vector == 2 {
+        decide!(domain, Action::Emulate, "hypercall raise_event(NMI): the hypervisor sends the guest a non-maskable interrupt (EVENTINJ type NMI)");
+        domain.inject(Event { vector: 2, kind: EventType::Nmi, error_code: None }, true);
+        return Next::Resume;
+    }
+    let name = event_name(vector, EventType::Exception);
+    deliver!(
+        domain,
+        vector,
+        error_code as u32,
+        true,
+        "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
+    )
 }

@@ -262,8 +262,12 @@ pub mod misc2 {
 pub mod attrib {
     /// 64-bit code, DPL 0: type 0xB (execute/read, accessed), S, P, L, G.
     pub const CODE64_DPL0: u16 = 0xa9b;
+    /// 32-bit code, DPL 0: type 0xB, S, P, D/B, G.
+    pub const CODE32_DPL0: u16 = 0xc9b;
     /// Data, DPL 0: type 0x3 (read/write, accessed), S, P, D/B, G.
     pub const DATA_DPL0: u16 = 0xc93;
+    /// A busy 32-bit TSS, present.
+    pub const TSS32_BUSY: u16 = 0x08b;
     /// A busy 64-bit TSS, present.
     pub const TSS64_BUSY: u16 = 0x08b;
     /// An LDT, present.

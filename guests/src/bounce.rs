@@ -1,0 +1,34 @@
+//! Getting exceptions the PV way: register handlers with the hypervisor (`set_trap_table`),
+//! which then delivers those exceptions itself — a *bounce* — instead of letting the CPU
+//! deliver them through our IDT. Xen's paravirtual guests work this way.
+//!
+//! The handlers are the same [`traps::Handler`](crate::traps::Handler)s as for the IDT
+//! (registered with `traps::set_handler`); only the way in and out differs: the hypervisor
+//! resumes us at an entry of [`bounce_entries`], with an exception frame it wrote on our
+//! stack, and the entry returns with the `iret` hypercall.
+
+use traplab_abi::hypercall::{TRAP_TABLE_MAX, TrapInfo};
+
+traplab_baremetal::bounce_entry!(bounce_entry, crate::traps::dispatch);
+traplab_baremetal::exception_entries!(bounce_entries, bounce_entry);
+
+static mut TABLE: [TrapInfo; TRAP_TABLE_MAX + 1] = [TrapInfo { vector: 0, flags: 0, reserved: [0; 6], handler: 0 }; TRAP_TABLE_MAX + 1];
+
+/// Ask the hypervisor to bounce these exception vectors to our handlers (interrupts off on
+/// entry, like an interrupt gate). Returns the hypercall's result: 0, or a negative error.
+pub fn use_trap_table(vectors: &[u8]) -> i64 {
+    let count = vectors.len().min(TRAP_TABLE_MAX);
+    // SAFETY: one CPU; the table is only written here, before the hypercall reads it.
+    let table = unsafe { &mut *(&raw mut TABLE) };
+    for (slot, &vector) in table.iter_mut().zip(&vectors[..count]) {
+        let handler = traplab_baremetal::trap::entry_address(bounce_entries, vector as usize & 31);
+        *slot = TrapInfo { vector, flags: 0, reserved: [0; 6], handler };
+    }
+    table[count] = TrapInfo::default();
+    crate::hypercall::set_trap_table(table.as_ptr())
+}
+
+/// Back to the IDT for everything.
+pub fn stop_using_trap_table() -> i64 {
+    crate::hypercall::set_trap_table(core::ptr::null())
+}

@@ -1,0 +1,113 @@
+//! Where QEMU's TCG differs from a real CPU, and how the hypervisor restores the hardware's
+//! behaviour. Measured on QEMU 7.2 (see ../README.md); each correction is a decision in the
+//! trace with its own line here, and the event it delivers is marked synthetic.
+//!
+//! | TCG does                                        | a real CPU does            |
+//! |-------------------------------------------------|----------------------------|
+//! | `icebp` (0xF1) raises #UD (QEMU builds without ICEBP support) | #DB after the instruction |
+//! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
+//! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
+
+use crate::deliver;
+use crate::domain::Domain;
+use crate::exit::Next;
+use iced_x86::Register;
+
+/// Is the address canonical (bits 63:47 all equal)? (AMD APM vol. 2, 5.3.1.)
+fn canonical(address: u64) -> bool {
+    let top = address >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// The error code a real CPU reports for this fault, when TCG reported another one: in long
+/// mode an error code that names an IDT gate (bit 1, IDT) has the vector in its index field
+/// (bits 15:3; Intel SDM vol. 3A, 6.13), and TCG writes twice the vector there.
+pub fn error_code(domain: &Domain, error_code: u32) -> Option<u32> {
+    const EFER_LMA: u64 = 1 << 10;
+    const IDT: u32 = 1 << 1;
+    if domain.vmcb.save.efer & EFER_LMA == 0 || error_code & IDT == 0 {
+        return None;
+    }
+    let interrupted = traplab_abi::svm::Event::decode(domain.vmcb.control.exitintinfo)?;
+    let external = error_code & 1;
+    (error_code & !3 == (interrupted.vector as u32) << 4).then(|| ((interrupted.vector as u32) << 3) | IDT | external)
+}
+
+/// If exception `vector` at this exit is one of TCG's deviations, deliver what hardware
+/// would have raised instead.
+pub fn correct(domain: &mut Domain, vector: u8) -> Option<Next> {
+    match vector {
+        6 => icebp_as_undefined_opcode(domain),
+        13 => stack_fault_as_general_protection(domain),
+        _ => None,
+    }
+}
+
+fn icebp_as_undefined_opcode(domain: &mut Domain) -> Option<Next> {
+    if domain.exit.instruction.as_slice().first() != Some(&0xf1) {
+        return None;
+    }
+    domain.skip_instruction(1);
+    Some(deliver!(
+        domain,
+        1,
+        0,
+        true,
+        "QEMU's TCG raises #UD for ICEBP (INT1); a real CPU raises #DB after it, so the hypervisor delivers that"
+    ))
+}
+
+fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
+    if domain.vmcb.code_bits() != 64 {
+        return None;
+    }
+    let instruction = domain.decode()?;
+    let rsp = domain.gpr(4);
+    let stack_address = if instruction.stack_pointer_increment() < 0 {
+        // PUSH, CALL, ENTER: the first write is below RSP.
+        rsp.wrapping_add(instruction.stack_pointer_increment() as i64 as u64)
+    } else if instruction.stack_pointer_increment() > 0 {
+        rsp
+    } else if instruction.memory_segment() == Register::SS {
+        // An explicit memory operand based on RSP or RBP: compute its address.
+        instruction.virtual_address(0, 0, |register, _, _| Some(register_value(domain, register)))?
+    } else {
+        return None;
+    };
+    if canonical(stack_address) {
+        return None;
+    }
+    Some(deliver!(
+        domain,
+        12,
+        0,
+        true,
+        "a non-canonical stack access ({stack_address:#x}): QEMU's TCG raised #GP, a real CPU raises #SS(0), so the hypervisor delivers #SS"
+    ))
+}
+
+/// The value of a 64-bit general register iced names.
+fn register_value(domain: &Domain, register: Register) -> u64 {
+    let full = register.full_register();
+    let number = match full {
+        Register::RAX => 0,
+        Register::RCX => 1,
+        Register::RDX => 2,
+        Register::RBX => 3,
+        Register::RSP => 4,
+        Register::RBP => 5,
+        Register::RSI => 6,
+        Register::RDI => 7,
+        Register::R8 => 8,
+        Register::R9 => 9,
+        Register::R10 => 10,
+        Register::R11 => 11,
+        Register::R12 => 12,
+        Register::R13 => 13,
+        Register::R14 => 14,
+        Register::R15 => 15,
+        Register::RIP => return domain.vmcb.save.rip,
+        _ => return 0,
+    };
+    domain.gpr(number)
+}

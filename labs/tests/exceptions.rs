@@ -1,0 +1,170 @@
+//! Issue 3's promises, checked on real runs: which classes QEMU's TCG raises natively and
+//! which the hypervisor makes up; the two delivery models side by side; every flow closed
+//! by a return; 32-bit guests in protected mode; a missing trap-table entry handled as a
+//! missing IDT gate.
+
+mod common;
+
+use common::{console, ending, run};
+use traplab_abi::event::{Body, DomainState, Event, EventType, ReturnPath};
+
+/// The first event that delivers `vector` (inject or bounce): its index and `synthetic`.
+fn first_delivery(events: &[Event], vector: u8) -> Option<(usize, bool)> {
+    events.iter().enumerate().find_map(|(index, event)| match &event.body {
+        Body::Inject(inject) if inject.vector == vector => Some((index, inject.synthetic)),
+        Body::Bounce(bounce) if bounce.vector == vector => Some((index, bounce.synthetic)),
+        _ => None,
+    })
+}
+
+/// The exit that the flow holding `index` started with.
+fn exit_before(events: &[Event], index: usize) -> &traplab_abi::event::Exit {
+    events[..index]
+        .iter()
+        .rev()
+        .find_map(|event| match &event.body {
+            Body::Exit(exit) => Some(exit),
+            _ => None,
+        })
+        .expect("an exit before the delivery")
+}
+
+#[test]
+fn native_classes_are_raised_by_the_cpu_and_the_others_are_marked_synthetic() {
+    // (guest, vector, how the CPU raised it under TCG: Some(exit code) when natively, None
+    // when the hypervisor had to make it up).
+    let table: [(&str, u8, Option<u64>); 18] = [
+        ("divide-error", 0, Some(0x40)),
+        ("debug", 1, Some(0x41)),
+        ("nmi", 2, None),
+        ("breakpoint", 3, Some(0x75)),
+        ("overflow", 4, Some(0x75)),
+        ("bound-range", 5, Some(0x45)),
+        ("invalid-opcode", 6, Some(0x46)),
+        ("device-not-available", 7, Some(0x47)),
+        ("double-fault", 8, Some(0x4e)),
+        ("invalid-tss", 10, Some(0x4a)),
+        ("segment-not-present", 11, Some(0x4b)),
+        ("stack-fault", 12, Some(0x4c)),
+        ("general-protection", 13, Some(0x4d)),
+        ("page-fault-kinds", 14, Some(0x4e)),
+        ("x87-error", 16, Some(0x50)),
+        ("alignment-check", 17, None),
+        ("machine-check", 18, None),
+        ("simd-exception", 19, None),
+    ];
+    for (guest, vector, native_exit) in table {
+        let run = run(&[guest]);
+        let (index, synthetic) = first_delivery(&run.events, vector).unwrap_or_else(|| panic!("{guest}: vector {vector} delivered"));
+        let exit = exit_before(&run.events, index);
+        match native_exit {
+            Some(code) => {
+                assert!(!synthetic, "{guest}: vector {vector} is native");
+                assert_eq!(exit.exitcode, code, "{guest}: the CPU exited with {code:#x}");
+            }
+            None => {
+                assert!(synthetic, "{guest}: vector {vector} is made up by the hypervisor");
+                assert_eq!(exit.reason, "VMMCALL", "{guest}: on the guest's request");
+            }
+        }
+        assert_eq!(ending(&run.events, 0).1, Some(0), "{guest}");
+    }
+}
+
+#[test]
+fn the_same_faults_reflected_and_bounced() {
+    let run = run(&["faults-reflect", "faults-bounce"]);
+    for (dom, model) in [(0u16, "reflect"), (1u16, "bounce")] {
+        let events: Vec<Event> = run.events.iter().filter(|event| event.dom == Some(dom)).cloned().collect();
+        let lines = console(&run.events, dom);
+        for vector in [0u8, 3, 6, 14] {
+            let (index, synthetic) = first_delivery(&events, vector).unwrap_or_else(|| panic!("{model}: vector {vector}"));
+            assert!(!synthetic);
+            let exit = exit_before(&events, index).clone();
+            let mnemonic = traplab_abi::x86::exception(vector).mnemonic;
+            match (&events[index].body, model) {
+                (Body::Inject(inject), "reflect") => {
+                    let kind = if vector == 3 { EventType::Software } else { EventType::Exception };
+                    assert_eq!(inject.kind, kind);
+                }
+                (Body::Bounce(bounce), "bounce") => {
+                    // The frame is below the red zone, 16-byte aligned before the pushes.
+                    let words = if traplab_abi::x86::exception(vector).has_error_code { 6 } else { 5 };
+                    assert_eq!(bounce.frame, ((exit.regs.rsp - 128) & !15) - 8 * words, "{mnemonic}");
+                    assert!(!bounce.interrupts);
+                }
+                (other, _) => panic!("{model}: {mnemonic} delivered as {other:?}"),
+            }
+            // The handler read RIP and RSP from the frame: for the bounce, from the frame the
+            // hypervisor wrote. They are the interrupted ones (after the INT3 for #BP).
+            let rip = if vector == 3 { exit.rip + 1 } else { exit.rip };
+            let expected = format!("{mnemonic} at {rip:#x}, RSP {:#x}", exit.regs.rsp);
+            assert!(lines.contains(&expected), "{model}: {expected} in {lines:?}");
+            // The flow closes: the handler returns, by IRET or by the iret hypercall.
+            let via = if model == "reflect" { ReturnPath::Iret } else { ReturnPath::Hypercall };
+            let returned = events[index..].iter().find_map(|event| match &event.body {
+                Body::Return(ret) if ret.vector == Some(vector) => Some(ret.clone()),
+                _ => None,
+            });
+            let returned = returned.unwrap_or_else(|| panic!("{model}: {mnemonic} returns"));
+            assert_eq!(returned.via, via, "{model}: {mnemonic}");
+            let expected_return = match vector {
+                0 | 6 => exit.rip + 2, // the handler skipped the 2-byte DIV / UD2
+                3 => exit.rip + 1,     // a trap: after the INT3
+                _ => exit.rip,         // #PF: the write is retried
+            };
+            assert_eq!(returned.rip, expected_return, "{model}: {mnemonic} returns to");
+            assert_eq!(returned.rsp, exit.regs.rsp, "{model}: {mnemonic} restores RSP");
+        }
+        assert_eq!(ending(&run.events, dom).1, Some(0), "{model}");
+    }
+}
+
+#[test]
+fn a_missing_trap_table_entry_is_a_missing_gate() {
+    let run = run(&["bad-no-trap-entry"]);
+    let decisions: Vec<String> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Decide(decide) => Some(format!("{}: {}", decide.action.name(), decide.why)),
+            _ => None,
+        })
+        .collect();
+    let chain: Vec<&String> = decisions.iter().filter(|why| why.contains("no trap-table entry")).collect();
+    assert_eq!(chain.len(), 3, "#UD → #GP → #DF → end: {decisions:#?}");
+    assert!(chain[0].starts_with("bounce:") && chain[0].contains("no trap-table entry for #UD") && chain[0].ends_with("raises #GP instead"));
+    assert!(chain[1].contains("no trap-table entry for #GP") && chain[1].ends_with("raises #DF instead"));
+    assert!(chain[2].starts_with("kill:") && chain[2].contains("#DF"));
+    let killed = run.events.iter().rev().find_map(|event| match &event.body {
+        Body::Domain(domain) if domain.state == DomainState::Killed => domain.reason.as_ref().map(|r| r.to_string()),
+        _ => None,
+    });
+    assert_eq!(killed.as_deref(), Some("triple fault: no trap-table entry for #DF"));
+}
+
+#[test]
+fn thirty_two_bit_guests_run_in_protected_mode() {
+    for guest in ["overflow", "bound-range", "invalid-tss"] {
+        let run = run(&[guest]);
+        let exits: Vec<&traplab_abi::event::Exit> = run
+            .events
+            .iter()
+            .filter_map(|event| match &event.body {
+                Body::Exit(exit) => Some(exit),
+                _ => None,
+            })
+            .collect();
+        assert!(!exits.is_empty());
+        for exit in exits {
+            assert_eq!(exit.cr0 & (1 << 31), 0, "{guest}: paging off");
+            assert_eq!(exit.cr0 & 1, 1, "{guest}: protected mode");
+            assert_eq!(exit.efer & (1 << 10), 0, "{guest}: not in long mode");
+            assert!(exit.rip <= u32::MAX as u64);
+        }
+        // The console arrives through REP OUTSB: one string IOIO exit per line.
+        let string_outs = run.events.iter().filter(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x7b && exit.exitinfo1 & 0b1100 == 0b1100)).count();
+        assert_eq!(string_outs, console(&run.events, 0).len(), "{guest}");
+        assert_eq!(ending(&run.events, 0).1, Some(0), "{guest}");
+    }
+}
