@@ -31,6 +31,7 @@ use traplab_abi::ring::{self, ReadError, Ring};
 
 /// What a running session yields, in order of arrival.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "events are nearly every item; boxing each would cost an allocation")]
 pub enum Item {
     Event(Event),
     /// One line of the hypervisor's own log (COM1, QEMU's stdout).
