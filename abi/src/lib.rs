@@ -11,6 +11,7 @@
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
 //! | [`control`]   | the host's commands to the hv: pause, step, break                        |
+//! | [`settings`]  | hypervisor settings a lab turns on (extra intercepts, lazy memory)       |
 //! | [`svm`]       | AMD SVM encodings: exit codes, EXITINFO fields, event injection          |
 //! | [`x86`]       | x86 architecture: exception vectors, error codes, paging                 |
 #![no_std]
@@ -24,6 +25,7 @@ pub mod control;
 pub mod event;
 pub mod hypercall;
 pub mod ring;
+pub mod settings;
 pub mod svm;
 pub mod x86;
 

@@ -54,6 +54,8 @@ pub mod exitcode {
     pub const NPF: u64 = 0x400;
     /// VMRUN found illegal guest state in the VMCB (APM vol. 2, 15.5.1).
     pub const INVALID: u64 = u64::MAX;
+    /// What QEMU's TCG writes instead of [`INVALID`]: -1 as 32 bits.
+    pub const INVALID_TCG: u64 = 0xffff_ffff;
 }
 
 /// The name of an exit code, as the trace's `"reason"` field spells it.
@@ -137,7 +139,7 @@ pub fn exit_name(code: u64) -> &'static str {
         XSETBV => "XSETBV",
         RDPRU => "RDPRU",
         NPF => "NPF",
-        INVALID => "INVALID",
+        INVALID | INVALID_TCG => "INVALID",
         _ => "UNKNOWN",
     }
 }
@@ -165,7 +167,7 @@ pub fn exit_sentence(code: u64) -> &'static str {
         }
         VMMCALL => "the guest made a hypercall (VMMCALL)",
         NPF => "a guest-physical access found no permission in the nested page tables",
-        INVALID => "VMRUN refused the guest state in the VMCB",
+        INVALID | INVALID_TCG => "VMRUN refused the guest state in the VMCB",
         _ => "the guest executed an instruction that the hypervisor intercepts",
     }
 }
@@ -334,6 +336,7 @@ mod tests {
         assert_eq!(exit_name(0x13), "WRITE_CR3");
         assert_eq!(exit_name(0x400), "NPF");
         assert_eq!(exit_name(u64::MAX), "INVALID");
+        assert_eq!(exit_name(0xffff_ffff), "INVALID", "as QEMU's TCG writes it");
         assert_eq!(exit_name(0x1234), "UNKNOWN");
     }
 

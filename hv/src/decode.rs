@@ -19,3 +19,33 @@ pub fn decode(bytes: &[u8], bits: u32, rip: u64) -> Option<Instruction> {
 pub fn warm_up() {
     let _ = decode(&[0x0f, 0xa2], 64, 0);
 }
+
+/// A general register as iced names it: its number (0 = RAX … 15 = R15, our `Domain::gpr`
+/// numbering) and its width in bytes. `None` for other registers and for AH, BH, CH, DH
+/// (bits 15:8 of a register: no instruction the hypervisor emulates uses them).
+pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {
+    use iced_x86::Register;
+    if !register.is_gpr() || matches!(register, Register::AH | Register::BH | Register::CH | Register::DH) {
+        return None;
+    }
+    let number = match register.full_register() {
+        Register::RAX => 0,
+        Register::RCX => 1,
+        Register::RDX => 2,
+        Register::RBX => 3,
+        Register::RSP => 4,
+        Register::RBP => 5,
+        Register::RSI => 6,
+        Register::RDI => 7,
+        Register::R8 => 8,
+        Register::R9 => 9,
+        Register::R10 => 10,
+        Register::R11 => 11,
+        Register::R12 => 12,
+        Register::R13 => 13,
+        Register::R14 => 14,
+        Register::R15 => 15,
+        _ => return None,
+    };
+    Some((number, register.size() as u8))
+}

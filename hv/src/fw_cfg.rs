@@ -13,6 +13,7 @@
 //! | `opt/traplab/trace`         | `ring` (a host reads the trace: wait when full), `lossy` (drop and count), `off` |
 //! | `opt/traplab/control`       | `run` or `pause`: the host may pause, step and break us (`control.rs`) |
 //! | `opt/traplab/timer-hz`      | the hypervisor's own timer (`timer.rs`): ticks per second, 0 = off |
+//! | `opt/traplab/settings`      | lab settings, comma-separated (`settings.rs`, `traplab_abi::settings`) |
 //! | `opt/traplab/ring-kib`      | the trace ring's size in KiB (default 16384; small rings test the lossy mode) |
 //! | `opt/traplab/domN/name`     | the guest's name, for domain N = 0, 1, …           |
 //! | `opt/traplab/domN/elf`      | the guest's ELF image                              |

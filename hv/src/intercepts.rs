@@ -13,6 +13,9 @@ const IOPM_PAGES: u64 = 3;
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
+/// MSR FS_BASE (AMD APM vol. 2, appendix A).
+const FS_BASE: u64 = 0xc000_0100;
+
 /// Fill the control area of a new guest's VMCB. `None` when memory runs out.
 pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
     let control = &mut vmcb.control;
@@ -53,12 +56,44 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
         | misc2::MWAIT
         | misc2::XSETBV;
 
+    // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
+    let settings = crate::settings::get();
+    if settings.intercept_cr {
+        // Writes to CR3 and CR4 (bits 16+n of +0x000); CR0 only when a write changes more
+        // than TS and MP, the selective intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
+        control.intercept_cr |= (1 << (16 + 3)) | (1 << (16 + 4));
+        control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
+    }
+    if settings.intercept_dr {
+        // Reads (bits 0–7) and writes (bits 16–23) of DR0–DR7.
+        control.intercept_dr = 0x00ff_00ff;
+    }
+    if settings.intercept_rdtsc {
+        control.intercept_misc1 |= misc1::RDTSC;
+        control.intercept_misc2 |= misc2::RDTSCP;
+    }
+    if settings.intercept_invlpg {
+        control.intercept_misc1 |= misc1::INVLPG;
+    }
+    if settings.intercept_pause {
+        // With a filter count of 0, every PAUSE exits (15.14.4).
+        control.intercept_misc1 |= misc1::PAUSE;
+        control.pause_filter_count = 0;
+    }
+
     let iopm = memory::alloc_frames(IOPM_PAGES)?;
     let msrpm = memory::alloc_frames(MSRPM_PAGES)?;
     // SAFETY: both ranges were just allocated for this VMCB and are identity-mapped.
     unsafe {
         core::ptr::write_bytes(iopm as *mut u8, 0xff, (IOPM_PAGES * memory::PAGE_SIZE) as usize);
         core::ptr::write_bytes(msrpm as *mut u8, 0xff, (MSRPM_PAGES * memory::PAGE_SIZE) as usize);
+    }
+    if settings.passthrough_fs_base {
+        // MSRs 0xC000_0000–0xC000_1FFF have their bits from byte 0x800 on, two per MSR
+        // (read, then write): clear FS_BASE's, and the CPU reads and writes it itself.
+        let bit = (FS_BASE - 0xc000_0000) * 2;
+        // SAFETY: inside the MSR permission map allocated above.
+        unsafe { *((msrpm + 0x800 + bit / 8) as *mut u8) &= !(0b11 << (bit % 8)) };
     }
     control.iopm_base_pa = iopm;
     control.msrpm_base_pa = msrpm;

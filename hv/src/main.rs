@@ -23,6 +23,7 @@ mod decode;
 mod delivery;
 mod device;
 mod domain;
+mod emulate;
 mod exit;
 mod fw_cfg;
 mod heap;
@@ -31,6 +32,7 @@ mod memory;
 mod power;
 mod quirks;
 mod run;
+mod settings;
 mod svm;
 mod time;
 mod timer;
@@ -70,6 +72,16 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         Ok(Some(text)) => trace::Mode::parse(&text).unwrap_or(trace::Mode::Lossy),
         _ => trace::Mode::Lossy,
     };
+    if let Ok(Some(text)) = fw_cfg.read_text("opt/traplab/settings") {
+        match settings::parse(&text) {
+            Ok(parsed) => settings::init(parsed),
+            Err(unknown) => {
+                let message = format!("unknown setting \"{unknown}\" in opt/traplab/settings");
+                trace::init(mode, traplab_abi::ring::DATA_SIZE / 1024);
+                stop(HvStatus::BadConfig, &message)
+            }
+        }
+    }
     let ring_kib = match fw_cfg.read_text("opt/traplab/ring-kib") {
         Ok(Some(text)) => text.parse().unwrap_or(traplab_abi::ring::DATA_SIZE / 1024),
         _ => traplab_abi::ring::DATA_SIZE / 1024,

@@ -7,6 +7,7 @@
 //! | `icebp` (0xF1) raises #UD (QEMU builds without ICEBP support) | #DB after the instruction |
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
+//! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest |
 
 use crate::deliver;
 use crate::domain::Domain;
@@ -31,6 +32,22 @@ pub fn error_code(domain: &Domain, error_code: u32) -> Option<u32> {
     let interrupted = traplab_abi::svm::Event::decode(domain.vmcb.control.exitintinfo)?;
     let external = error_code & 1;
     (error_code & !3 == (interrupted.vector as u32) << 4).then(|| ((interrupted.vector as u32) << 3) | IDT | external)
+}
+
+/// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the
+/// new value against the VMRUN rules instead of raising #GP): deliver the #GP.
+pub fn invalid_state(domain: &mut Domain) -> Option<Next> {
+    let instruction = domain.decode()?;
+    if instruction.mnemonic() != iced_x86::Mnemonic::Mov || !instruction.op0_register().is_cr() {
+        return None;
+    }
+    Some(deliver!(
+        domain,
+        13,
+        0,
+        true,
+        "QEMU's TCG refused the guest's MOV to a control register with VMEXIT_INVALID; a real CPU raises #GP(0) in the guest, so the hypervisor delivers that"
+    ))
 }
 
 /// If exception `vector` at this exit is one of TCG's deviations, deliver what hardware
@@ -86,28 +103,10 @@ fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
     ))
 }
 
-/// The value of a 64-bit general register iced names.
+/// The value of a 64-bit general register iced names (RIP for RIP-relative operands).
 fn register_value(domain: &Domain, register: Register) -> u64 {
-    let full = register.full_register();
-    let number = match full {
-        Register::RAX => 0,
-        Register::RCX => 1,
-        Register::RDX => 2,
-        Register::RBX => 3,
-        Register::RSP => 4,
-        Register::RBP => 5,
-        Register::RSI => 6,
-        Register::RDI => 7,
-        Register::R8 => 8,
-        Register::R9 => 9,
-        Register::R10 => 10,
-        Register::R11 => 11,
-        Register::R12 => 12,
-        Register::R13 => 13,
-        Register::R14 => 14,
-        Register::R15 => 15,
-        Register::RIP => return domain.vmcb.save.rip,
-        _ => return 0,
-    };
-    domain.gpr(number)
+    if register == Register::RIP {
+        return domain.vmcb.save.rip;
+    }
+    crate::decode::gpr(register).map_or(0, |(number, _)| domain.gpr(number))
 }

@@ -33,6 +33,10 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
             reason: Some(loader::describe(domain)),
         }),
     );
+    // DR0–DR3 are not in the VMCB: the CPU's are the running guest's (exit/dr.rs).
+    for (number, &address) in domain.debug_registers.iter().enumerate() {
+        crate::exit::load_breakpoint_address(number as u8, address);
+    }
     loop {
         // SAFETY: the VMCB was set up by `loader::create` and only changed by handlers
         // through fields VMRUN checks; `host.save_area` was filled by VMSAVE in `svm::enable`.

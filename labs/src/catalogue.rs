@@ -21,6 +21,10 @@ pub struct Lab {
     pub guests: Vec<String>,
     /// What happens, in two or three sentences.
     pub summary: String,
+    /// Hypervisor settings this lab turns on (`traplab_abi::settings`: extra intercepts,
+    /// lazy memory).
+    #[serde(default)]
+    pub settings: Vec<String>,
     /// The exit status of the lab's guest (and of `traplab trace`) when all goes right.
     #[serde(default)]
     pub status: i32,
@@ -46,6 +50,9 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
                 .map_err(|error| CatalogueError { file: file.to_string(), message: error.to_string() })?;
             if format!("{}.toml", lab.id) != *file {
                 return Err(CatalogueError { file: file.to_string(), message: format!("id \"{}\" does not match the file name", lab.id) });
+            }
+            if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
+                return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
             }
             Ok(lab)
         })

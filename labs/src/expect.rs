@@ -6,7 +6,9 @@
 //! strings: `exitinfo1 = 2` matches `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the
 //! address of symbol NAME in the lab's first guest, plus 0x10; `"contains:TEXT"` matches a
 //! string that contains TEXT (for console lines with addresses in them), `"prefix:TEXT"` one
-//! that starts with it (for the instruction bytes at RIP: `insn = "prefix:0f0b"`).
+//! that starts with it (for the instruction bytes at RIP: `insn = "prefix:0f0b"`). An array
+//! matches when each of its elements matches some element of the event's array
+//! (`changes = [{ name = "cr0" }]`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -87,6 +89,10 @@ fn matches(pattern: &Map<String, Value>, event: &Value, symbols: &Symbols) -> bo
 fn value_matches(expected: &Value, actual: &Value, symbols: &Symbols) -> bool {
     match (expected, actual) {
         (Value::Object(pattern), Value::Object(_)) => matches(pattern, actual, symbols),
+        // An array pattern: each of its elements matches some element of the event's array.
+        (Value::Array(patterns), Value::Array(elements)) => {
+            patterns.iter().all(|pattern| elements.iter().any(|element| value_matches(pattern, element, symbols)))
+        }
         (Value::String(text), _) if text.starts_with("sym:") => {
             symbols.resolve(&text[4..]).is_some_and(|address| as_number(actual) == Some(address))
         }

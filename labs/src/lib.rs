@@ -41,6 +41,8 @@ impl Lab {
     /// The machine this lab runs.
     pub fn machine(&self) -> Machine {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
-        machine_for(&guests)
+        let mut machine = machine_for(&guests);
+        machine.settings = self.settings.clone();
+        machine
     }
 }

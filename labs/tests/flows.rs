@@ -227,8 +227,7 @@ fn a_triple_fault_kills_only_its_domain() {
 #[test]
 fn every_catalogue_lab_produces_its_expected_flow() {
     for lab in traplab_labs::all().expect("the catalogue parses") {
-        let guests: Vec<&str> = lab.guests.iter().map(String::as_str).collect();
-        let run = run(&guests);
+        let run = common::run_machine(&lab.machine());
         let symbols = symbols(&lab.guests[0]);
         if let Err(mismatch) = traplab_labs::expect::check(&lab.expect, &run.events, &symbols) {
             panic!("lab {}: {mismatch}", lab.id);

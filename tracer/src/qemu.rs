@@ -57,6 +57,8 @@ pub struct Machine {
     pub ring_kib: Option<u32>,
     /// Let the host pause, step and break the hypervisor (`None`: no control, no cost).
     pub control: Option<ControlStart>,
+    /// Hypervisor settings (`traplab_abi::settings`), e.g. `intercept-cr`.
+    pub settings: Vec<String>,
     /// The hypervisor's own timer, ticks per second (`None`: off). Each tick is an INTR exit:
     /// it lets the hypervisor answer a pause while a guest spins without exits.
     pub timer_hz: Option<u32>,
@@ -75,7 +77,7 @@ pub enum ControlStart {
 
 impl Machine {
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
-        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, timer_hz: None, extra_args: Vec::new() }
+        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, settings: Vec::new(), timer_hz: None, extra_args: Vec::new() }
     }
 }
 
@@ -120,6 +122,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         };
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/control,string={value}"));
+    }
+    if !machine.settings.is_empty() {
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/settings,string={}", machine.settings.join(",,")));
     }
     if let Some(hz) = machine.timer_hz {
         args.push("-fw_cfg".into());
@@ -216,6 +222,7 @@ mod tests {
             vec![Guest { name: "page-fault".into(), elf: "/g/page,fault".into() }],
         );
         machine.trace = TraceMode::Off;
+        machine.settings = vec!["intercept-cr".into(), "lazy-memory".into()];
         let args: Vec<String> =
             arguments(&machine, Path::new("/dev/shm/ram")).into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -228,6 +235,7 @@ mod tests {
         assert!(joined.contains("name=opt/traplab/dom0/name,string=page-fault"));
         assert!(joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"), "commas are doubled: {joined}");
         assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(joined.contains("name=opt/traplab/settings,string=intercept-cr,,lazy-memory"), "commas doubled inside the value");
     }
 
     #[test]

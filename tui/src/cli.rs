@@ -61,6 +61,10 @@ pub struct TraceArgs {
     /// Install what is missing (QEMU) without asking.
     #[arg(long, short)]
     pub yes: bool,
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`;
+    /// the settings are listed in abi/src/settings.rs. A lab's own settings stay on.
+    #[arg(long = "setting", value_name = "NAME")]
+    pub settings: Vec<String>,
     /// Pass ARG to QEMU as it is (repeat for several), e.g. `--qemu-arg=-s` to debug the
     /// hypervisor itself with QEMU's own gdb stub on port 1234.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]

@@ -59,6 +59,8 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
     let vmcb = unsafe { &mut *(vmcb_pa as *mut Vmcb) };
     intercepts::configure(vmcb, id as u32 + 1).ok_or(LoadError::OutOfMemory)?;
     vmcb.control.np_enable = 1;
+    // The guest's clock starts near 0 when it is created: TSC_OFFSET = -now (15.30.5).
+    vmcb.control.tsc_offset = crate::time::rdtsc().wrapping_neg();
     vmcb.control.n_cr3 = memory.npt.root;
     match mode {
         boot::GuestMode::Long64 => set_boot_state(vmcb, entry),
@@ -80,6 +82,7 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
         in_flight: Vec::new(),
         iret_intercept_suspended: false,
         software_interrupt_rip: None,
+        debug_registers: [0; 4],
     })
 }
 

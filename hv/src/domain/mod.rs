@@ -62,6 +62,8 @@ pub struct Domain {
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (see `exit/iret.rs`); back on at the next exit.
     pub iret_intercept_suspended: bool,
+    /// The guest's DR0–DR3 (VMRUN switches only DR6 and DR7; see `exit/dr.rs`).
+    pub debug_registers: [u64; 4],
     /// The RIP of the last INT n we injected (RIP was moved past it), to put it back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,

@@ -11,6 +11,12 @@
 //! | 0x74 IRET            | `iret.rs`            | a handler returns: note it, let it run      |
 //! | 0x88 ICEBP           | `icebp.rs`           | #DB after the instruction                   |
 //! | 0x72 CPUID           | `cpuid.rs`           | emulate: the CPU the guest sees             |
+//! | 0x10–0x1F, 0x65 CR writes | `cr.rs`         | emulate, or #GP for an invalid value (setting `intercept-cr`) |
+//! | 0x20–0x3F DR access  | `dr.rs`              | the guest's debug registers (setting `intercept-dr`) |
+//! | 0x6E RDTSC, 0x87 RDTSCP | `rdtsc.rs`        | the guest's clock (setting `intercept-rdtsc`) |
+//! | 0x79 INVLPG          | `invlpg.rs`          | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
+//! | 0x77 PAUSE           | `pause.rs`           | note the spin (setting `intercept-pause`)  |
+//! | 0x8D XSETBV          | `xsetbv.rs`          | check XCR0, then set it                     |
 //! | 0x60 INTR            | `intr.rs`            | the hypervisor's own timer: take it, resume |
 //! | 0x78 HLT             | `hlt.rs`             | end the domain (nothing can wake it yet)    |
 //! | 0x7B IOIO            | `ioio.rs`            | emulate the port (the console UART)         |
@@ -19,22 +25,32 @@
 //! | 0x80, 0x82–0x86, 0x7A | `svm_instruction.rs` | #UD: a guest may not run SVM instructions  |
 //! | 0x7F SHUTDOWN        | `shutdown.rs`        | kill the domain: triple fault               |
 //! | 0x400 NPF            | `npf.rs`             | kill: access outside the guest's memory     |
+//! | -1 INVALID           | `invalid.rs`         | VMRUN refused the state: kill (or a TCG quirk) |
 //! | anything else        | `unexpected.rs`      | kill, and say which exit it was             |
 
 mod cpuid;
+mod cr;
+mod dr;
 mod exception;
 mod hlt;
 mod icebp;
 mod intr;
+mod invalid;
+mod invlpg;
 mod iret;
 mod ioio;
 mod msr;
 mod npf;
+mod pause;
+mod rdtsc;
 mod shutdown;
 mod software_interrupt;
 mod svm_instruction;
 mod unexpected;
 mod vmmcall;
+mod xsetbv;
+
+pub use dr::load_breakpoint_address;
 
 use crate::domain::Domain;
 use alloc::string::String;
@@ -63,6 +79,12 @@ pub fn handle(domain: &mut Domain) -> Next {
     let code = domain.vmcb.control.exitcode;
     match code {
         exitcode::EXCP_BASE..=0x5f => exception::handle(domain, (code - exitcode::EXCP_BASE) as u8),
+        0x10..=0x1f | exitcode::CR0_SEL_WRITE => cr::handle(domain),
+        0x20..=0x3f => dr::handle(domain),
+        exitcode::RDTSC | exitcode::RDTSCP => rdtsc::handle(domain),
+        exitcode::INVLPG => invlpg::handle(domain),
+        exitcode::PAUSE => pause::handle(domain),
+        exitcode::XSETBV => xsetbv::handle(domain),
         exitcode::SWINT => software_interrupt::handle(domain),
         exitcode::INTR => intr::handle(domain),
         exitcode::IRET => iret::handle(domain),
@@ -81,6 +103,7 @@ pub fn handle(domain: &mut Domain) -> Next {
         | exitcode::INVLPGA => svm_instruction::handle(domain),
         exitcode::SHUTDOWN => shutdown::handle(domain),
         exitcode::NPF => npf::handle(domain),
+        exitcode::INVALID | exitcode::INVALID_TCG => invalid::handle(domain),
         _ => unexpected::handle(domain),
     }
 }

@@ -228,11 +228,15 @@ pub mod misc1 {
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
+    pub const CR0_SEL_WRITE: u32 = 1 << 5;
+    pub const RDTSC: u32 = 1 << 14;
     pub const CPUID: u32 = 1 << 18;
     pub const IRET: u32 = 1 << 20;
     pub const INTN: u32 = 1 << 21;
     pub const INVD: u32 = 1 << 22;
+    pub const PAUSE: u32 = 1 << 23;
     pub const HLT: u32 = 1 << 24;
+    pub const INVLPG: u32 = 1 << 25;
     pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;

@@ -4,14 +4,19 @@
 use std::time::Duration;
 use traplab_abi::event::{Body, DomainState, Event};
 use traplab_labs::machine_for;
-use traplab_tracer::qemu::HvStatus;
+use traplab_tracer::qemu::{HvStatus, Machine};
 use traplab_tracer::session::{self, Options, Run};
 
 /// Run `guests` (domain 0, 1, …) to the end; the run itself must be sound: the hypervisor
 /// ends normally, the ring is readable, no event is missing, the first event is `boot`.
 pub fn run(guests: &[&str]) -> Run {
+    run_machine(&machine_for(guests))
+}
+
+/// Run `machine` to the end, with the same checks as [`run`].
+pub fn run_machine(machine: &Machine) -> Run {
     let options = Options { timeout: Some(Duration::from_secs(120)), ..Options::default() };
-    let run = session::collect(&machine_for(guests), options).expect("QEMU starts");
+    let run = session::collect(machine, options).expect("QEMU starts");
     assert_eq!(run.finish.hv_status, Some(HvStatus::Done), "the hypervisor ends normally: {:?}\n{}", run.finish, run.log.join("\n"));
     assert!(run.broken.is_empty(), "the ring is sound: {:?}", run.broken);
     assert!(run.faults.is_empty(), "no gap, no loss, an end event: {:?}", run.faults);

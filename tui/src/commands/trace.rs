@@ -37,6 +37,15 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
     };
     machine.extra_args = args.qemu_args.clone();
+    for setting in &args.settings {
+        if !traplab_abi::settings::is_known(setting) {
+            let known: Vec<&str> = traplab_abi::settings::SETTINGS.iter().map(|(name, _)| *name).collect();
+            return Err(format!("there is no setting \"{setting}\"; the settings are: {}", known.join(", ")));
+        }
+        if !machine.settings.contains(setting) {
+            machine.settings.push(setting.clone());
+        }
+    }
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
