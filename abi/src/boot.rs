@@ -36,6 +36,10 @@ pub const BOOT_STACK_TOP: u64 = 0x80000;
 /// which must lie in `[IMAGE_BASE, GUEST_RAM_SIZE)`.
 pub const IMAGE_BASE: u64 = 0x20_0000;
 
+/// The guest-physical address of the lab's MMIO device (`hv/src/device/lab_device.rs`): not
+/// RAM, so every access is a nested page fault the hypervisor emulates. Map it uncached.
+pub const LAB_DEVICE: u64 = 0xfeb0_0000;
+
 /// The port of the guest's console UART (COM1). The hypervisor emulates it: every byte
 /// written to its transmit register is one IOIO exit, and its line status register
 /// always reads "transmitter empty".

@@ -21,6 +21,7 @@
 //! | 2      | `set_trap_table` | RDI = table of [`TrapInfo`], or 0  | 0, `EFAULT`, `EINVAL`           |
 //! | 3      | `iret`           | RSP = an [`IretFrame`]             | does not return to the caller: resumes the frame, or `EFAULT`, `EINVAL` |
 //! | 4      | `raise_event`    | RDI = vector, RSI = error code     | 0, then the event is delivered; `EINVAL` |
+//! | 5      | `pin_page_table` | RDI = a level-4 table (guest-physical) | tables newly pinned; `EINVAL` |
 //!
 //! Any other number returns [`error::ENOSYS`].
 //!
@@ -62,6 +63,10 @@ pub const IRET: u64 = 3;
 /// hypercall returns: an NMI (vector 2), or an exception QEMU's TCG cannot raise natively
 /// (#AC, #MC). The event is marked synthetic in the trace.
 pub const RAISE_EVENT: u64 = 4;
+
+/// `pin_page_table(root)`: make the page tables under `root` read-only to the guest; the
+/// hypervisor checks and performs every write to them (Xen's page-table write emulation).
+pub const PIN_PAGE_TABLE: u64 = 5;
 
 /// The most entries a trap table may have.
 pub const TRAP_TABLE_MAX: usize = 32;
@@ -116,6 +121,7 @@ pub fn name(number: u64) -> Option<&'static str> {
         SET_TRAP_TABLE => Some("set_trap_table"),
         IRET => Some("iret"),
         RAISE_EVENT => Some("raise_event"),
+        PIN_PAGE_TABLE => Some("pin_page_table"),
         _ => None,
     }
 }

@@ -1,7 +1,7 @@
 //! Hypercalls: VMMCALL with the number in RAX and arguments in RDI, RSI, RDX, R10, R8
 //! (the ABI is documented in `traplab_abi::hypercall`).
 
-use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, RAISE_EVENT, SET_TRAP_TABLE, TrapInfo};
+use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_TRAP_TABLE, TrapInfo};
 
 /// Make hypercall `number` with up to two arguments; returns RAX.
 ///
@@ -46,4 +46,11 @@ pub fn set_trap_table(table: *const TrapInfo) -> i64 {
 pub fn raise_event(vector: u8, error_code: u32) -> i64 {
     // SAFETY: two numbers, no pointer.
     unsafe { hypercall2(RAISE_EVENT, vector as u64, error_code as u64) }
+}
+
+/// `pin_page_table`: from now on the hypervisor checks every write to the page tables under
+/// `root` (guest-physical). Returns how many tables it pinned, or a negative error.
+pub fn pin_page_table(root: u64) -> i64 {
+    // SAFETY: a guest-physical address, which the hypervisor checks.
+    unsafe { hypercall2(PIN_PAGE_TABLE, root, 0) }
 }

@@ -25,9 +25,14 @@ pub struct Lab {
     /// lazy memory).
     #[serde(default)]
     pub settings: Vec<String>,
-    /// The exit status of the lab's guest (and of `traplab trace`) when all goes right.
+    /// The exit status of the lab's guests (and of `traplab trace`) when all goes right.
     #[serde(default)]
     pub status: i32,
+    /// The domains (indexes into `guests`) the hypervisor kills when all goes right: a lab
+    /// about a fatal fault. The others must exit with `status`; `traplab trace` then exits
+    /// with 137 (a domain was killed).
+    #[serde(default)]
+    pub killed: Vec<u16>,
     /// The events that must appear, in this order (other events may come between).
     #[serde(default)]
     pub expect: Vec<Step>,

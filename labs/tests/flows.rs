@@ -232,7 +232,14 @@ fn every_catalogue_lab_produces_its_expected_flow() {
         if let Err(mismatch) = traplab_labs::expect::check(&lab.expect, &run.events, &symbols) {
             panic!("lab {}: {mismatch}", lab.id);
         }
-        assert_eq!(ending(&run.events, 0).1, Some(lab.status), "lab {}", lab.id);
+        for dom in 0..lab.guests.len() as u16 {
+            let (state, status, reason) = ending(&run.events, dom);
+            if lab.killed.contains(&dom) {
+                assert_eq!(state, DomainState::Killed, "lab {}, domain {dom}: {status:?} {reason}", lab.id);
+            } else {
+                assert_eq!(status, Some(lab.status), "lab {}, domain {dom}: {state:?} {reason}", lab.id);
+            }
+        }
     }
 }
 

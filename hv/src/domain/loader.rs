@@ -49,7 +49,12 @@ const EFER: u64 = (1 << 8) | (1 << 10) | (1 << 11) | (1 << 12);
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
-    let memory = GuestMemory::new(boot::GUEST_RAM_SIZE).ok_or(LoadError::OutOfMemory)?;
+    let memory = if crate::settings::get().lazy_memory {
+        GuestMemory::new_lazy(boot::GUEST_RAM_SIZE)
+    } else {
+        GuestMemory::new(boot::GUEST_RAM_SIZE)
+    }
+    .ok_or(LoadError::OutOfMemory)?;
     let (entry, image_end, mode) = load_elf(&memory, elf)?;
     build_boot_environment(&memory, id, image_end, mode).ok_or(LoadError::OutOfMemory)?;
 
@@ -83,6 +88,8 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
         iret_intercept_suspended: false,
         software_interrupt_rip: None,
         debug_registers: [0; 4],
+        lab_device: Default::default(),
+        page_tables: Default::default(),
     })
 }
 

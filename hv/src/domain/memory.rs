@@ -6,6 +6,7 @@
 //! through the guest's own page tables (CR3), then through the nested ones.
 
 use crate::memory::{self, PAGE_SIZE};
+use core::cell::Cell;
 use crate::svm::npt::{Access, NestedPageTables};
 use traplab_abi::x86::{self, WalkError};
 
@@ -21,22 +22,51 @@ pub enum MemoryError {
 pub struct GuestMemory {
     pub size: u64,
     pub npt: NestedPageTables,
+    /// RAM is mapped on first touch (setting `lazy-memory`).
+    pub lazy: bool,
+    /// Pages mapped so far by [`GuestMemory::populate`].
+    pub populated_pages: Cell<u64>,
 }
 
 impl GuestMemory {
     /// Allocate `size` bytes of RAM and map all of it, readable, writable and executable.
     pub fn new(size: u64) -> Option<GuestMemory> {
         let base = memory::alloc_frames(size / PAGE_SIZE)?;
-        let mut npt = NestedPageTables::new()?;
+        let npt = NestedPageTables::new()?;
         for offset in (0..size).step_by(PAGE_SIZE as usize) {
             npt.map(offset, base + offset, Access::ALL)?;
         }
-        Some(GuestMemory { size, npt })
+        Some(GuestMemory { size, npt, lazy: false, populated_pages: Cell::new(0) })
     }
 
-    /// The host address of `gpa`, through the nested page tables.
+    /// `size` bytes of RAM, none of it mapped yet: each page gets a frame when first touched.
+    pub fn new_lazy(size: u64) -> Option<GuestMemory> {
+        Some(GuestMemory { size, npt: NestedPageTables::new()?, lazy: true, populated_pages: Cell::new(0) })
+    }
+
+    /// Give the unmapped RAM page `gpa` a fresh zeroed frame; its host-physical address.
+    pub fn populate(&self, gpa: u64) -> Option<u64> {
+        if gpa >= self.size {
+            return None;
+        }
+        let frame = memory::alloc_frame()?;
+        self.npt.map(gpa & !(PAGE_SIZE - 1), frame, Access::ALL)?;
+        self.populated_pages.set(self.populated_pages.get() + 1);
+        Some(frame)
+    }
+
+    /// The host address of `gpa`, through the nested page tables. With lazy memory the
+    /// hypervisor's own access populates a page that is RAM but not mapped yet.
     fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
-        self.npt.translate(gpa).ok_or(MemoryError::NotGuestMemory { gpa })
+        if let Some(host) = self.npt.translate(gpa) {
+            return Ok(host);
+        }
+        if self.lazy
+            && let Some(frame) = self.populate(gpa)
+        {
+            return Ok(frame | (gpa & (PAGE_SIZE - 1)));
+        }
+        Err(MemoryError::NotGuestMemory { gpa })
     }
 
     /// Copy guest-physical memory at `gpa` into `buffer`.

@@ -5,8 +5,11 @@
 
 pub mod loader;
 pub mod memory;
+mod page_tables;
 
+use crate::device::lab_device::LabDevice;
 use crate::device::uart::Uart;
+use alloc::collections::BTreeMap;
 use crate::svm::vmcb::Vmcb;
 use crate::svm::world_switch::GuestContext;
 use crate::trace;
@@ -62,6 +65,10 @@ pub struct Domain {
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (see `exit/iret.rs`); back on at the next exit.
     pub iret_intercept_suspended: bool,
+    /// The lab MMIO device (`device/lab_device.rs`).
+    pub lab_device: LabDevice,
+    /// Pinned guest page tables: guest-physical page → level (`page_tables.rs`).
+    pub page_tables: BTreeMap<u64, u8>,
     /// The guest's DR0–DR3 (VMRUN switches only DR6 and DR7; see `exit/dr.rs`).
     pub debug_registers: [u64; 4],
     /// The RIP of the last INT n we injected (RIP was moved past it), to put it back if its

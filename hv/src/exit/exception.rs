@@ -11,6 +11,7 @@
 //! two the way the CPU would have: #DF, or shutdown for a fault during #DF (the double-fault
 //! rule in `traplab_abi::x86::combine`). A bare machine hides this chain; the trace shows it.
 
+use super::ptwr::PageTableWrite;
 use super::{DomainEnd, Next};
 use crate::domain::Domain;
 use crate::{decide, deliver};
@@ -38,6 +39,16 @@ pub fn handle(domain: &mut Domain, vector: u8) -> Next {
         }
     } else if let Some(next) = crate::quirks::correct(domain, vector) {
         return next;
+    } else if vector == 14 {
+        // A store to a pinned page table is the hypervisor's to check (ptwr.rs).
+        match super::ptwr::handle(domain) {
+            PageTableWrite::NotPinned => {}
+            PageTableWrite::Done(next) => return next,
+            PageTableWrite::Refused(why) => {
+                domain.set_cr2(domain.vmcb.control.exitinfo2);
+                return deliver!(domain, 14, error_code, false, "{why}: refused, so the guest gets the #PF its store raised");
+            }
+        }
     }
 
     match x86::combine(interrupted.map(|event| event.vector), vector) {

@@ -41,6 +41,7 @@ mod iret;
 mod ioio;
 mod msr;
 mod npf;
+mod ptwr;
 mod pause;
 mod rdtsc;
 mod shutdown;

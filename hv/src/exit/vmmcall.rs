@@ -44,6 +44,13 @@ pub fn handle(domain: &mut Domain) -> Next {
             }
         }
         hypercall::RAISE_EVENT => return raise_event(domain, length, first, second),
+        hypercall::PIN_PAGE_TABLE => {
+            decide!(domain, Action::Emulate, "hypercall pin_page_table({first:#x}): from now on the hypervisor checks every write to these page tables");
+            match domain.pin_page_table(first) {
+                Ok(pinned) => pinned as i64,
+                Err(_) => error::EINVAL,
+            }
+        }
         _ => {
             decide!(domain, Action::Emulate, "hypercall number {number} does not exist: the guest gets ENOSYS");
             error::ENOSYS

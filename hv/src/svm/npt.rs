@@ -35,9 +35,10 @@ impl NestedPageTables {
         Some(NestedPageTables { root: memory::alloc_frame()? })
     }
 
-    /// Map the 4 KiB guest-physical page `gpa` to the host-physical page `hpa`.
-    /// `None` when no frame is left for a page table.
-    pub fn map(&mut self, gpa: u64, hpa: u64, access: Access) -> Option<()> {
+    /// Map the 4 KiB guest-physical page `gpa` to the host-physical page `hpa` (or change
+    /// its permissions). `None` when no frame is left for a page table. Takes `&self`: the
+    /// tables are frames we own, written through raw pointers, never Rust references.
+    pub fn map(&self, gpa: u64, hpa: u64, access: Access) -> Option<()> {
         let entry = self.leaf_entry(gpa, true)?;
         let mut value = hpa | pte::PRESENT | pte::USER;
         if access.write {

@@ -1,0 +1,48 @@
+//! `mmio`: talk to a device through memory-mapped registers that are not memory.
+//!
+//! The lab device sits at guest-physical 0xFEB0_0000, where the hypervisor's nested page
+//! tables map nothing. We map it in our own page tables (uncached: device registers must
+//! not be cached) and use plain MOVs. Each one exits as a nested page fault, and the
+//! hypervisor decodes it and plays the device: reads get register values, writes change
+//! them (registers in `hv/src/device/lab_device.rs`).
+#![no_std]
+#![no_main]
+
+use traplab_abi::boot::LAB_DEVICE;
+use traplab_guests::paging::{self, Flags};
+use traplab_guests::{BootInfo, guest_main, println};
+
+/// Where we map the device's page.
+const DEVICE: u64 = 0x5000_0000;
+
+fn read32(offset: u64) -> u32 {
+    // SAFETY: a mapped device register; the hypervisor emulates the read.
+    unsafe { ((DEVICE + offset) as *const u32).read_volatile() }
+}
+
+fn write32(offset: u64, value: u32) {
+    // SAFETY: as above, a write.
+    unsafe { ((DEVICE + offset) as *mut u32).write_volatile(value) }
+}
+
+fn main(_info: &BootInfo) -> i32 {
+    if let Err(error) = paging::map(DEVICE, LAB_DEVICE, Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH) {
+        println!("cannot map the device: {error:?}");
+        return 1;
+    }
+    let id = read32(0x00);
+    println!("ID {id:#x} ({}), version {}", core::str::from_utf8(&id.to_le_bytes()).unwrap_or("?"), read32(0x04));
+    // SAFETY: an 8-byte write and read of SCRATCH.
+    let scratch = unsafe {
+        ((DEVICE + 0x08) as *mut u64).write_volatile(0x1122_3344_5566_7788);
+        ((DEVICE + 0x08) as *const u64).read_volatile()
+    };
+    println!("SCRATCH holds {scratch:#x}");
+    let counts = [read32(0x10), read32(0x10), read32(0x10)];
+    println!("COUNTER read three times: {counts:?}");
+    write32(0x18, 42);
+    println!("wrote 42 to DOORBELL");
+    if id == 0x7061_7274 && scratch == 0x1122_3344_5566_7788 && counts == [1, 2, 3] { 0 } else { 1 }
+}
+
+guest_main!(main);

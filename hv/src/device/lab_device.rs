@@ -1,0 +1,82 @@
+//! The lab's MMIO device: a few registers at a guest-physical address that is not RAM.
+//!
+//! The nested page tables map nothing at [`BASE`], so every access exits (NPF) and the
+//! hypervisor emulates it (`exit/npf/mmio.rs`): the way an MMIO device — a network card's
+//! registers, an APIC — is emulated. Registers (little-endian; any access of 1, 2, 4 or 8
+//! bytes inside one register works):
+//!
+//! | offset | size | name       | read                         | write                      |
+//! |--------|------|------------|------------------------------|----------------------------|
+//! | 0x00   | 4    | `ID`       | 0x70617274 ("trap")           | ignored                    |
+//! | 0x04   | 4    | `VERSION`  | 1                            | ignored                    |
+//! | 0x08   | 8    | `SCRATCH`  | what was last written         | kept                       |
+//! | 0x10   | 4    | `COUNTER`  | 1, 2, 3, …: one more per read | ignored                    |
+//! | 0x18   | 4    | `DOORBELL` | 0                            | the value goes to the console ("doorbell N") |
+//!
+//! Anything else in the window reads as all ones and ignores writes, like a bus with
+//! nothing on it.
+
+use alloc::format;
+use alloc::string::String;
+
+/// Where the device is, guest-physical (`traplab_abi::boot::LAB_DEVICE`).
+pub const BASE: u64 = traplab_abi::boot::LAB_DEVICE;
+pub const SIZE: u64 = 0x1000;
+
+pub fn contains(gpa: u64) -> bool {
+    (BASE..BASE + SIZE).contains(&gpa)
+}
+
+/// The device's state, one per domain.
+#[derive(Default)]
+pub struct LabDevice {
+    scratch: u64,
+    counter: u32,
+}
+
+/// The register at an offset: its start, size and name.
+fn register(offset: u64) -> Option<(u64, u64, &'static str)> {
+    [(0x00, 4, "ID"), (0x04, 4, "VERSION"), (0x08, 8, "SCRATCH"), (0x10, 4, "COUNTER"), (0x18, 4, "DOORBELL")]
+        .into_iter()
+        .find(|&(start, size, _)| (start..start + size).contains(&offset))
+}
+
+impl LabDevice {
+    /// A read of `width` bytes at `offset`: the value, and what happened in words.
+    pub fn read(&mut self, offset: u64, width: u8) -> (u64, String) {
+        let Some((start, _, name)) = register(offset) else {
+            return (u64::MAX, format!("offset {offset:#x}: no register, reads all ones"));
+        };
+        let whole = match name {
+            "ID" => 0x7061_7274,
+            "VERSION" => 1,
+            "SCRATCH" => self.scratch,
+            "COUNTER" => {
+                self.counter += 1;
+                self.counter as u64
+            }
+            _ => 0,
+        };
+        let value = (whole >> (8 * (offset - start))) & crate::emulate::mask(width);
+        (value, format!("read {name} = {value:#x}"))
+    }
+
+    /// A write of `width` bytes at `offset`. Returns what happened, and a console line when
+    /// the doorbell rang.
+    pub fn write(&mut self, offset: u64, width: u8, value: u64) -> (String, Option<String>) {
+        let Some((start, _, name)) = register(offset) else {
+            return (format!("offset {offset:#x}: no register, write ignored"), None);
+        };
+        let value = value & crate::emulate::mask(width);
+        match name {
+            "SCRATCH" => {
+                let shift = 8 * (offset - start);
+                let mask = crate::emulate::mask(width) << shift;
+                self.scratch = (self.scratch & !mask) | (value << shift);
+                (format!("SCRATCH = {:#x}", self.scratch), None)
+            }
+            "DOORBELL" => (format!("DOORBELL rung with {value}"), Some(format!("doorbell {value}"))),
+            _ => (format!("write to {name} ignored (read-only)"), None),
+        }
+    }
+}
