@@ -22,6 +22,8 @@
 //! | 3      | `iret`           | RSP = an [`IretFrame`]             | does not return to the caller: resumes the frame, or `EFAULT`, `EINVAL` |
 //! | 4      | `raise_event`    | RDI = vector, RSI = error code     | 0, then the event is delivered; `EINVAL` |
 //! | 5      | `pin_page_table` | RDI = a level-4 table (guest-physical) | tables newly pinned; `EINVAL` |
+//! | 6      | `set_timer`      | RDI = vector (32–255), RSI = period in µs (1,000–10,000,000), or 0 to stop | 0, `EINVAL` |
+//! | 7      | `set_pv_mode`    | RDI = 1: from now on the hypervisor emulates privileged instructions that fault at CPL 3 (0: stop) | 0, `EINVAL` |
 //!
 //! Any other number returns [`error::ENOSYS`].
 //!
@@ -67,6 +69,21 @@ pub const RAISE_EVENT: u64 = 4;
 /// `pin_page_table(root)`: make the page tables under `root` read-only to the guest; the
 /// hypervisor checks and performs every write to them (Xen's page-table write emulation).
 pub const PIN_PAGE_TABLE: u64 = 5;
+
+/// `set_timer(vector, period_us)`: a periodic virtual timer. Every `period_us` the
+/// hypervisor makes interrupt `vector` pending and delivers it through the guest's IDT as
+/// soon as RFLAGS.IF allows; HLT with interrupts on waits for it. Ticks that come while one
+/// is still pending merge into it, as in a PIC's request register. A period of 0 stops it.
+pub const SET_TIMER: u64 = 6;
+/// The shortest and longest timer periods, in microseconds.
+pub const TIMER_PERIOD_MIN_US: u64 = 1_000;
+pub const TIMER_PERIOD_MAX_US: u64 = 10_000_000;
+
+/// `set_pv_mode(on)`: run this domain's kernel deprivileged, as a Xen PV kernel: a
+/// privileged instruction that raises #GP at CPL 3 is decoded and emulated by the
+/// hypervisor (MOV to/from CR, HLT, IN/OUT, RDMSR/WRMSR, CLI/STI on a virtual interrupt
+/// flag) instead of delivered.
+pub const SET_PV_MODE: u64 = 7;
 
 /// The most entries a trap table may have.
 pub const TRAP_TABLE_MAX: usize = 32;
@@ -122,6 +139,8 @@ pub fn name(number: u64) -> Option<&'static str> {
         IRET => Some("iret"),
         RAISE_EVENT => Some("raise_event"),
         PIN_PAGE_TABLE => Some("pin_page_table"),
+        SET_TIMER => Some("set_timer"),
+        SET_PV_MODE => Some("set_pv_mode"),
         _ => None,
     }
 }

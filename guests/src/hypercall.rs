@@ -1,7 +1,7 @@
 //! Hypercalls: VMMCALL with the number in RAX and arguments in RDI, RSI, RDX, R10, R8
 //! (the ABI is documented in `traplab_abi::hypercall`).
 
-use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_TRAP_TABLE, TrapInfo};
+use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_PV_MODE, SET_TIMER, SET_TRAP_TABLE, TrapInfo};
 
 /// Make hypercall `number` with up to two arguments; returns RAX.
 ///
@@ -53,4 +53,18 @@ pub fn raise_event(vector: u8, error_code: u32) -> i64 {
 pub fn pin_page_table(root: u64) -> i64 {
     // SAFETY: a guest-physical address, which the hypervisor checks.
     unsafe { hypercall2(PIN_PAGE_TABLE, root, 0) }
+}
+
+/// `set_timer`: interrupt `vector` every `period_us` microseconds (0 stops it). Returns 0
+/// or a negative error.
+pub fn set_timer(vector: u8, period_us: u64) -> i64 {
+    // SAFETY: two numbers, no pointer.
+    unsafe { hypercall2(SET_TIMER, vector as u64, period_us) }
+}
+
+/// `set_pv_mode`: from now on the hypervisor emulates the privileged instructions this
+/// domain's deprivileged kernel runs at CPL 3. Returns 0 or a negative error.
+pub fn set_pv_mode(on: bool) -> i64 {
+    // SAFETY: a number, no pointer.
+    unsafe { hypercall2(SET_PV_MODE, on as u64, 0) }
 }

@@ -1,5 +1,6 @@
-//! The guest's exception handling: an IDT whose entries all lead to [`dispatch`], which
-//! calls the handler the guest registered for the vector.
+//! The guest's exception and interrupt handling: an IDT whose entries (the 32 exceptions
+//! and the 16 interrupt vectors 0x20–0x2F) all lead to [`dispatch`], which calls the
+//! handler the guest registered for the vector.
 //!
 //! A handler gets the [`TrapFrame`] and may change it: `frame.rip += 2` skips a 2-byte
 //! instruction, as the `invalid-opcode` guest does. When it returns, IRETQ resumes the
@@ -12,15 +13,23 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 /// A trap handler.
 pub type Handler = fn(&mut TrapFrame);
 
-static HANDLERS: [AtomicUsize; 32] = [const { AtomicUsize::new(0) }; 32];
+/// Vectors 0–31 (exceptions) and 32–47 (interrupts, e.g. the `set_timer` timer).
+const VECTORS: usize = 48;
+static HANDLERS: [AtomicUsize; VECTORS] = [const { AtomicUsize::new(0) }; VECTORS];
 static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
 traplab_baremetal::trap_entry!(trap_entry, dispatch);
 traplab_baremetal::exception_entries!(exception_entries, trap_entry);
+traplab_baremetal::interrupt_entries!(interrupt_entries, trap_entry);
 
-/// Call `handler` for exceptions with this vector.
+/// The first interrupt vector the IDT has an entry for.
+pub const INTERRUPT_VECTOR_BASE: u8 = 0x20;
+
+/// Call `handler` for exceptions or interrupts with this vector (0–47).
 pub fn set_handler(vector: u8, handler: Handler) {
-    HANDLERS[vector as usize & 31].store(handler as usize, Ordering::SeqCst);
+    if let Some(slot) = HANDLERS.get(vector as usize) {
+        slot.store(handler as usize, Ordering::SeqCst);
+    }
 }
 
 pub(crate) fn load_idt() {
@@ -30,13 +39,23 @@ pub(crate) fn load_idt() {
     unsafe {
         let idt = &mut *(&raw mut IDT);
         traplab_baremetal::idt::set_exception_stubs(idt, &stubs, 0);
+        // Interrupt gates: the CPU clears RFLAGS.IF on entry, so a handler is not
+        // interrupted by the next tick.
+        for index in 0..16u8 {
+            let entry = traplab_baremetal::trap::entry_address(interrupt_entries, index as usize);
+            idt[INTERRUPT_VECTOR_BASE + index].set_handler_addr(x86_64::VirtAddr::new(entry)).set_stack_index(0);
+        }
         idt.load_unsafe();
     }
 }
 
 /// Every exception comes here (on the IST stack, or bounced by the hypervisor).
 pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
-    let handler = HANDLERS[frame.vector as usize & 31].load(Ordering::SeqCst);
+    let handler = HANDLERS.get(frame.vector as usize).map_or(0, |slot| slot.load(Ordering::SeqCst));
+    if handler == 0 && frame.vector >= INTERRUPT_VECTOR_BASE as u64 {
+        crate::println!("unhandled interrupt {:#x} at {:#x}", frame.vector, frame.rip);
+        crate::hypercall::exit(128 + frame.vector as i32);
+    }
     if handler == 0 {
         let exception = traplab_abi::x86::exception(frame.vector as u8);
         crate::println!(

@@ -55,6 +55,7 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
         match exit::handle(domain) {
             Next::Resume => {
                 redeliver_interrupted_event(domain);
+                domain.deliver_pending_interrupt();
                 if trace::enabled() {
                     trace::emit(Some(domain.id), Body::Resume(resume_event(domain)));
                 }

@@ -6,7 +6,21 @@
 //! `arch/x86/kernel/tsc.c`, `pit_calibrate_tsc`). Under QEMU's TCG the guest TSC follows
 //! the host clock, so the figure is the host's real time base.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
+
+/// TSC ticks per second, once [`calibrate_tsc`] has measured them.
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// TSC ticks per second (0 before calibration).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// `microseconds` in TSC ticks.
+pub fn tsc_ticks(microseconds: u64) -> u64 {
+    ((tsc_hz() as u128 * microseconds as u128) / 1_000_000) as u64
+}
 
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear (we run at CPL 0 anyway).
@@ -37,6 +51,8 @@ pub fn calibrate_tsc() -> u64 {
         while gate.read() & 0x20 == 0 {
             core::hint::spin_loop();
         }
-        (rdtsc() - start) * CALIBRATION_HZ
+        let hz = (rdtsc() - start) * CALIBRATION_HZ;
+        TSC_HZ.store(hz, Ordering::Relaxed);
+        hz
     }
 }

@@ -13,7 +13,9 @@
 //! instruction window (`take_pending`), the CPU delivers it through our IDT, and
 //! [`tick`] acknowledges it (EOI).
 //!
-//! On by fw_cfg `opt/traplab/timer-hz` (0 or absent: off, and no INTR exit ever happens).
+//! On by fw_cfg `opt/traplab/timer-hz` (0 or absent: off, and no INTR exit ever happens),
+//! and at [`DEFAULT_HZ`] as soon as a guest asks for a virtual timer (`set_timer`): the
+//! hypervisor can only notice that a guest's timer is due when it has control.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
@@ -22,7 +24,12 @@ use x86_64::instructions::port::Port;
 pub const PIC_VECTOR_BASE: u8 = 0x20;
 const PIT_HZ: u32 = 1_193_182;
 
+/// How fast the timer runs when a guest's virtual timer needs it and nobody chose a rate.
+pub const DEFAULT_HZ: u32 = 100;
+
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// The rate the PIT runs at, 0 while it is off.
+static RUNNING_HZ: AtomicU64 = AtomicU64::new(0);
 
 /// Remap the PICs to vectors 0x20–0x2F and mask every IRQ. Always done at boot: the
 /// firmware leaves the master PIC on vectors 0x08–0x0F, where a timer interrupt would look
@@ -48,7 +55,9 @@ pub fn init_pic() {
 
 /// Start the PIT at `hz` and unmask IRQ 0.
 pub fn start(hz: u32) {
-    let divisor = (PIT_HZ / hz.clamp(19, 10_000)) as u16;
+    let hz = hz.clamp(19, 10_000);
+    RUNNING_HZ.store(hz as u64, Ordering::Relaxed);
+    let divisor = (PIT_HZ / hz) as u16;
     // SAFETY: 0x40/0x43 are the PIT, 0x21 the master PIC's mask; ours alone. Mode 2 is the
     // 8254's rate generator.
     unsafe {
@@ -56,6 +65,17 @@ pub fn start(hz: u32) {
         Port::<u8>::new(0x40).write(divisor as u8);
         Port::<u8>::new(0x40).write((divisor >> 8) as u8);
         Port::<u8>::new(0x21).write(0xfe); // unmask IRQ 0 only
+    }
+}
+
+/// Start the PIT at [`DEFAULT_HZ`] unless it already runs. Returns the rate it runs at.
+pub fn ensure_running() -> u32 {
+    match RUNNING_HZ.load(Ordering::Relaxed) {
+        0 => {
+            start(DEFAULT_HZ);
+            DEFAULT_HZ
+        }
+        hz => hz as u32,
     }
 }
 

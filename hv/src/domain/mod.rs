@@ -3,6 +3,7 @@
 //! The exit handlers work on a `Domain`. Everything they change in the guest goes through
 //! the methods here, which record each change for the trace (`emulate` events list them).
 
+mod interrupts;
 pub mod loader;
 pub mod memory;
 mod page_tables;
@@ -18,6 +19,7 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+pub use interrupts::{TimerPoll, VirtualTimer};
 use memory::{GuestMemory, MemoryError};
 use traplab_abi::event::{Body, Change, Console, Emulate, Inject, InstructionBytes, Registers};
 use traplab_abi::hypercall::TrapInfo;
@@ -74,6 +76,15 @@ pub struct Domain {
     /// The RIP of the last INT n we injected (RIP was moved past it), to put it back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,
+    /// The periodic timer the guest asked for (`set_timer`), if any (`interrupts.rs`).
+    pub timer: Option<VirtualTimer>,
+    /// An interrupt vector waiting for the guest to take it.
+    pub pending_interrupt: Option<u8>,
+    /// PV mode (`set_pv_mode`): the kernel runs at CPL 3 and the hypervisor emulates its
+    /// privileged instructions (`exit/privileged.rs`).
+    pub pv_mode: bool,
+    /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
+    pub virtual_interrupt_flag: bool,
 }
 
 /// General registers by their x86 encoding number (0 = RAX … 15 = R15).

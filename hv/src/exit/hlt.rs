@@ -1,26 +1,52 @@
 //! HLT (exit code 0x78): the guest waits for an interrupt.
 //!
-//! With RFLAGS.IF clear nothing can ever wake it: a bare CPU would sit there forever, so
-//! the domain ends (status 0: this is how a lab guest says "done"). With IF set it waits
-//! for an interrupt, and no device of a traplab domain raises one yet, so it ends too.
+//! With interrupts off nothing can ever wake it: a bare CPU would sit there forever, so the
+//! domain ends (status 0: this is how a lab guest says "done"). With interrupts on, it waits
+//! for one: if the guest armed a timer (`set_timer`), the hypervisor halts the physical CPU
+//! until the guest's timer is due, skips the HLT and delivers the interrupt (`run.rs`, after
+//! this exit). Without a timer no device of a traplab domain raises an interrupt, so the
+//! domain ends too.
 
 use super::{DomainEnd, Next, instruction_length, undecodable};
 use crate::decide;
 use crate::domain::Domain;
+use alloc::format;
 use traplab_abi::event::Action;
-
-const RFLAGS_IF: u64 = 1 << 9;
 
 pub fn handle(domain: &mut Domain) -> Next {
     let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    match halt(domain, length) {
+        Some(next) => next,
+        None => {
+            domain.emulated("HLT: the virtual CPU stops");
+            Next::End(DomainEnd::Exited { status: 0, reason: halted_reason(domain).into() })
+        }
+    }
+}
+
+/// Emulate HLT of `length` bytes: wait for the guest's next interrupt, or `None` when none
+/// can ever come (the caller ends the domain). Also used for a PV kernel's HLT at CPL 3
+/// (`privileged.rs`), with its virtual interrupt flag.
+pub fn halt(domain: &mut Domain, length: u64) -> Option<Next> {
     domain.skip_instruction(length);
-    let reason = if domain.vmcb.save.rflags & RFLAGS_IF == 0 {
+    if !domain.interrupts_enabled() {
         decide!(domain, Action::Emulate, "HLT with interrupts off: nothing can wake the guest, so the domain is done");
-        "halted with interrupts off"
-    } else {
+        return None;
+    }
+    if domain.pending_interrupt.is_none() && domain.timer.is_none() {
         decide!(domain, Action::Emulate, "HLT waits for an interrupt, and no device of this domain raises one: the domain is done");
-        "halted waiting for an interrupt that no device sends"
-    };
-    domain.emulated("HLT: the virtual CPU stops");
-    Next::End(DomainEnd::Exited { status: 0, reason: reason.into() })
+        return None;
+    }
+    decide!(domain, Action::Emulate, "HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt");
+    // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
+    // interrupt may be delivered right after it.
+    domain.vmcb.control.interrupt_shadow = 0;
+    let ticks = domain.wait_for_interrupt().unwrap_or(0);
+    let plural = if ticks == 1 { "" } else { "s" };
+    domain.emulated(format!("HLT: the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"));
+    Some(Next::Resume)
+}
+
+fn halted_reason(domain: &Domain) -> &'static str {
+    if domain.interrupts_enabled() { "halted waiting for an interrupt that no device sends" } else { "halted with interrupts off" }
 }

@@ -17,8 +17,9 @@
 //! | 0x79 INVLPG          | `invlpg.rs`          | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
 //! | 0x77 PAUSE           | `pause.rs`           | note the spin (setting `intercept-pause`)  |
 //! | 0x8D XSETBV          | `xsetbv.rs`          | check XCR0, then set it                     |
-//! | 0x60 INTR            | `intr.rs`            | the hypervisor's own timer: take it, resume |
-//! | 0x78 HLT             | `hlt.rs`             | end the domain (nothing can wake it yet)    |
+//! | 0x60 INTR            | `intr.rs`            | the hv's own timer: take it; is the guest's timer due? |
+//! | 0x64 VINTR           | `vintr.rs`           | the guest can take its pending interrupt: inject it |
+//! | 0x78 HLT             | `hlt.rs`             | wait for the guest's timer, or end the domain |
 //! | 0x7B IOIO            | `ioio.rs`            | emulate the port (the console UART)         |
 //! | 0x7C MSR             | `msr.rs`             | emulate known MSRs, #GP for the rest        |
 //! | 0x81 VMMCALL         | `vmmcall.rs`         | the hypercall                               |
@@ -48,6 +49,7 @@ mod shutdown;
 mod software_interrupt;
 mod svm_instruction;
 mod unexpected;
+mod vintr;
 mod vmmcall;
 mod xsetbv;
 
@@ -88,6 +90,7 @@ pub fn handle(domain: &mut Domain) -> Next {
         exitcode::XSETBV => xsetbv::handle(domain),
         exitcode::SWINT => software_interrupt::handle(domain),
         exitcode::INTR => intr::handle(domain),
+        exitcode::VINTR => vintr::handle(domain),
         exitcode::IRET => iret::handle(domain),
         exitcode::ICEBP => icebp::handle(domain),
         exitcode::CPUID => cpuid::handle(domain),

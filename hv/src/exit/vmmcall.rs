@@ -51,6 +51,13 @@ pub fn handle(domain: &mut Domain) -> Next {
                 Err(_) => error::EINVAL,
             }
         }
+        hypercall::SET_TIMER => {
+            match second {
+                0 => decide!(domain, Action::Emulate, "hypercall set_timer({first:#x}, 0): the guest stops its timer"),
+                _ => decide!(domain, Action::Emulate, "hypercall set_timer({first:#x}, {second} µs): the hypervisor will interrupt the guest periodically"),
+            }
+            set_timer(domain, first, second)
+        }
         _ => {
             decide!(domain, Action::Emulate, "hypercall number {number} does not exist: the guest gets ENOSYS");
             error::ENOSYS
@@ -81,6 +88,17 @@ fn console_write(domain: &mut Domain, buffer: u64, length: u64) -> i64 {
     }
     domain.console_write(&bytes);
     length as i64
+}
+
+/// Check the vector and the period, then arm the timer (`domain/interrupts.rs`).
+fn set_timer(domain: &mut Domain, vector: u64, period_us: u64) -> i64 {
+    // Vectors 0–31 are the CPU's exceptions: an interrupt there would look like a fault.
+    let Ok(vector @ 32..=255) = u8::try_from(vector) else { return error::EINVAL };
+    if period_us != 0 && !(hypercall::TIMER_PERIOD_MIN_US..=hypercall::TIMER_PERIOD_MAX_US).contains(&period_us) {
+        return error::EINVAL;
+    }
+    domain.set_timer(vector, period_us);
+    0
 }
 
 /// Read the table (entries of 16 bytes up to one whose handler is 0) and replace ours.

@@ -1,0 +1,82 @@
+//! `timer-irq`: a timer interrupt from the hypervisor, with interrupts on and with them off.
+//!
+//! We ask for interrupt 0x20 every 10 ms (hypercall `set_timer`) and handle it through our
+//! IDT like any interrupt. Then:
+//!
+//! 1. `sti; hlt` until three interrupts came: each HLT exits, the hypervisor waits for our timer and
+//!    injects the interrupt (EVENTINJ); our handler runs and IRET returns after the HLT.
+//! 2. With interrupts off (`cli`) we spin for five timer periods without one exit of our
+//!    own. The hypervisor's timer still interrupts us (INTR exits) and sees our timer
+//!    due, but cannot deliver: it sets V_IRQ and waits. No tick reaches the handler.
+//! 3. `sti`: after the instruction that follows it, the CPU exits (VINTR) and the
+//!    hypervisor injects the interrupt that waited: one, however many periods passed (the
+//!    later ones merged into it). On a slow machine the next period may already be due
+//!    when the handler returns: then a second one follows at once, as on real hardware.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use traplab_guests::hypercall::set_timer;
+use traplab_guests::traps::{self, TrapFrame};
+use traplab_guests::{BootInfo, guest_main, println};
+
+const TIMER_VECTOR: u8 = 0x20;
+const PERIOD_US: u64 = 10_000;
+
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+fn on_timer(_frame: &mut TrapFrame) {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn ticks() -> u32 {
+    TICKS.load(Ordering::SeqCst)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn main(_info: &BootInfo) -> i32 {
+    traps::set_handler(TIMER_VECTOR, on_timer);
+    let refused = set_timer(5, PERIOD_US);
+    println!("set_timer(5, {PERIOD_US}) = {refused}: vector 5 is an exception's");
+    let armed = set_timer(TIMER_VECTOR, PERIOD_US);
+    println!("set_timer({TIMER_VECTOR:#x}, {PERIOD_US}) = {armed}");
+
+    // 1. Halt with interrupts on until three interrupts came. STI's one-instruction shadow makes
+    //    `sti; hlt` safe: no interrupt can come between them and be missed.
+    let start = rdtsc();
+    while ticks() < 3 {
+        // SAFETY: our IDT has a handler for the timer vector.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    }
+    let after_halts = ticks();
+    let period = (rdtsc() - start) / after_halts as u64;
+    println!("halted until 3 timer interrupts came");
+
+    // 2. Interrupts off, spinning for five periods (measured with the TSC just now).
+    let spin_start = rdtsc();
+    while rdtsc() - spin_start < 5 * period {
+        core::hint::spin_loop();
+    }
+    let while_masked = ticks() - after_halts;
+    println!("5 periods with interrupts off: {while_masked} timer interrupts");
+
+    // 3. Open the window for one instruction.
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    let after_sti = ticks() - after_halts;
+    println!("after sti: the interrupt that waited arrived ({after_sti} since the halts)");
+
+    let stopped = set_timer(TIMER_VECTOR, 0);
+    let as_expected = refused == traplab_abi::hypercall::error::EINVAL
+        && armed == 0
+        && while_masked == 0
+        && after_sti >= 1
+        && stopped == 0;
+    if as_expected { 0 } else { 1 }
+}
+
+guest_main!(main);
