@@ -48,7 +48,6 @@ pub enum TimerPoll {
 #[derive(Debug, Clone, Copy)]
 pub struct VirtualTimer {
     pub vector: u8,
-    pub period_us: u64,
     /// The period and the next deadline, in TSC ticks.
     pub period_tsc: u64,
     pub due_tsc: u64,
@@ -64,7 +63,7 @@ impl Domain {
         }
         let hz = crate::timer::ensure_running();
         let period_tsc = tsc_ticks(period_us);
-        self.timer = Some(VirtualTimer { vector, period_us, period_tsc, due_tsc: rdtsc() + period_tsc });
+        self.timer = Some(VirtualTimer { vector, period_tsc, due_tsc: rdtsc() + period_tsc });
         self.emulated(format!(
             "timer armed: interrupt {vector:#x} every {period_us} µs, noticed at the hypervisor's {hz} Hz ticks"
         ));

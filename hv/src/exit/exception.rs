@@ -11,6 +11,7 @@
 //! two the way the CPU would have: #DF, or shutdown for a fault during #DF (the double-fault
 //! rule in `traplab_abi::x86::combine`). A bare machine hides this chain; the trace shows it.
 
+use super::privileged::PrivilegedOp;
 use super::ptwr::PageTableWrite;
 use super::{DomainEnd, Next};
 use crate::domain::Domain;
@@ -39,6 +40,13 @@ pub fn handle(domain: &mut Domain, vector: u8) -> Next {
         }
     } else if let Some(next) = crate::quirks::correct(domain, vector) {
         return next;
+    } else if vector == 13 {
+        // A PV kernel's privileged instruction is the hypervisor's to emulate (privileged.rs).
+        match super::privileged::handle(domain) {
+            PrivilegedOp::NotPv => {}
+            PrivilegedOp::Done(next) => return next,
+            PrivilegedOp::GuestsFault(why) => return deliver!(domain, 13, error_code, false, "{why}"),
+        }
     } else if vector == 14 {
         // A store to a pinned page table is the hypervisor's to check (ptwr.rs).
         match super::ptwr::handle(domain) {

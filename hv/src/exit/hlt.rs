@@ -15,7 +15,7 @@ use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
     let Some(length) = instruction_length(domain) else { return undecodable(domain) };
-    match halt(domain, length) {
+    match halt(domain, length, "") {
         Some(next) => next,
         None => {
             domain.emulated("HLT: the virtual CPU stops");
@@ -26,18 +26,19 @@ pub fn handle(domain: &mut Domain) -> Next {
 
 /// Emulate HLT of `length` bytes: wait for the guest's next interrupt, or `None` when none
 /// can ever come (the caller ends the domain). Also used for a PV kernel's HLT at CPL 3
-/// (`privileged.rs`), with its virtual interrupt flag.
-pub fn halt(domain: &mut Domain, length: u64) -> Option<Next> {
+/// (`privileged.rs`), with its virtual interrupt flag; `context` starts the decision's
+/// reason then.
+pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
     domain.skip_instruction(length);
     if !domain.interrupts_enabled() {
-        decide!(domain, Action::Emulate, "HLT with interrupts off: nothing can wake the guest, so the domain is done");
+        decide!(domain, Action::Emulate, "{context}HLT with interrupts off: nothing can wake the guest, so the domain is done");
         return None;
     }
     if domain.pending_interrupt.is_none() && domain.timer.is_none() {
-        decide!(domain, Action::Emulate, "HLT waits for an interrupt, and no device of this domain raises one: the domain is done");
+        decide!(domain, Action::Emulate, "{context}HLT waits for an interrupt, and no device of this domain raises one: the domain is done");
         return None;
     }
-    decide!(domain, Action::Emulate, "HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt");
+    decide!(domain, Action::Emulate, "{context}HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt");
     // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
     // interrupt may be delivered right after it.
     domain.vmcb.control.interrupt_shadow = 0;

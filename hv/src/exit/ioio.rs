@@ -16,6 +16,7 @@ use alloc::format;
 use alloc::string::String;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
+use crate::emulate::mask;
 use traplab_abi::svm::IoioInfo;
 
 const RFLAGS_DF: u64 = 1 << 10;
@@ -43,17 +44,10 @@ pub fn handle(domain: &mut Domain) -> Next {
         }
     } else if info.input {
         let value = port_read(domain, info.port, info.size);
-        let rax = domain.gpr(0);
-        let merged = match info.size {
-            1 => (rax & !0xff) | value as u64,
-            2 => (rax & !0xffff) | value as u64,
-            // A 32-bit result zero-extends into RAX in 64-bit mode (AMD APM vol. 1, 3.1.2.3).
-            _ => value as u64,
-        };
-        domain.set_gpr(0, merged);
+        set_accumulator(domain, info.size, value);
         format!("IN {:#x} from port {:#x} ({device})", value, info.port)
     } else {
-        let value = domain.gpr(0) as u32 & mask(info.size);
+        let value = (domain.gpr(0) & mask(info.size)) as u32;
         port_write(domain, info.port, info.size, value);
         match (info.port, value) {
             (CONSOLE_PORT, 0x20..=0x7e) => format!("OUT {:?} to the console UART", value as u8 as char),
@@ -65,29 +59,34 @@ pub fn handle(domain: &mut Domain) -> Next {
     Next::Resume
 }
 
-fn mask(size: u8) -> u32 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
-    }
-}
 
-fn device_name(port: u16) -> &'static str {
+pub(super) fn device_name(port: u16) -> &'static str {
     match port {
         0x3f8..=0x3ff => "console UART",
         _ => "no device",
     }
 }
 
-fn port_read(domain: &mut Domain, port: u16, size: u8) -> u32 {
+/// IN's result goes to AL, AX or EAX; the rest of RAX is kept, except that a 32-bit result
+/// zero-extends into RAX in 64-bit mode (AMD APM vol. 1, 3.1.2.3).
+pub(super) fn set_accumulator(domain: &mut Domain, size: u8, value: u32) {
+    let rax = domain.gpr(0);
+    let merged = match size {
+        1 => (rax & !0xff) | value as u64,
+        2 => (rax & !0xffff) | value as u64,
+        _ => value as u64,
+    };
+    domain.set_gpr(0, merged);
+}
+
+pub(super) fn port_read(domain: &mut Domain, port: u16, size: u8) -> u32 {
     match port {
         0x3f8..=0x3ff if size == 1 => domain.console.read(port - CONSOLE_PORT) as u32,
-        _ => mask(size),
+        _ => mask(size) as u32,
     }
 }
 
-fn port_write(domain: &mut Domain, port: u16, size: u8, value: u32) {
+pub(super) fn port_write(domain: &mut Domain, port: u16, size: u8, value: u32) {
     if let (0x3f8..=0x3ff, 1) = (port, size) {
         if let Some(line) = domain.console.write(port - CONSOLE_PORT, value as u8) {
             domain.console_line(line);

@@ -6,7 +6,7 @@
 //!
 //! | exit code            | handler              | what the hypervisor does                    |
 //! |----------------------|----------------------|---------------------------------------------|
-//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect (IDT) or bounce (trap table): `delivery.rs` |
+//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect (IDT) or bounce (trap table): `delivery.rs`; a pinned page-table store (`ptwr.rs`) or a PV kernel's privileged instruction (`privileged.rs`) is emulated |
 //! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 / INTO as the CPU would |
 //! | 0x74 IRET            | `iret.rs`            | a handler returns: note it, let it run      |
 //! | 0x88 ICEBP           | `icebp.rs`           | #DB after the instruction                   |
@@ -44,6 +44,7 @@ mod msr;
 mod npf;
 mod ptwr;
 mod pause;
+mod privileged;
 mod rdtsc;
 mod shutdown;
 mod software_interrupt;

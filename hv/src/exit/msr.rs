@@ -39,7 +39,13 @@ fn name(msr: u32) -> Option<&'static str> {
 
 pub fn handle(domain: &mut Domain) -> Next {
     let Some(length) = instruction_length(domain) else { return undecodable(domain) };
-    let write = domain.vmcb.control.exitinfo1 == 1;
+    emulate(domain, domain.vmcb.control.exitinfo1 == 1, length, "")
+}
+
+/// Emulate the RDMSR or WRMSR (`length` bytes) at RIP. `context` starts the decision's
+/// reason: how the instruction reached the hypervisor when it was not an MSR exit (a PV
+/// kernel's #GP, `privileged.rs`).
+pub fn emulate(domain: &mut Domain, write: bool, length: u64, context: &str) -> Next {
     let msr = domain.gpr(1) as u32;
     let value = (domain.gpr(2) << 32) | (domain.gpr(0) & 0xffff_ffff);
     let instruction = if write { "WRMSR" } else { "RDMSR" };
@@ -47,12 +53,12 @@ pub fn handle(domain: &mut Domain) -> Next {
     // The MSR intercept comes before the CPU's own check, so a bad MSR raises nothing by
     // itself: the hypervisor answers #GP(0) as hardware would, a synthetic event.
     let Some(msr_name) = name(msr) else {
-        return deliver!(domain, 13, 0, true, "{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does");
+        return deliver!(domain, 13, 0, true, "{context}{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does");
     };
     if write && msr == EFER && (value ^ (domain.vmcb.save.efer & !EFER_SVME)) & !EFER_WRITABLE != 0 {
-        return deliver!(domain, 13, 0, true, "WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)");
+        return deliver!(domain, 13, 0, true, "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)");
     }
-    decide!(domain, Action::Emulate, "{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR");
+    decide!(domain, Action::Emulate, "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR");
 
     let save = &mut domain.vmcb.save;
     let control = &mut domain.vmcb.control;

@@ -58,6 +58,18 @@ pub fn handle(domain: &mut Domain) -> Next {
             }
             set_timer(domain, first, second)
         }
+        hypercall::SET_PV_MODE => {
+            decide!(domain, Action::Emulate, "hypercall set_pv_mode({first}): the hypervisor will emulate the privileged instructions this kernel runs at CPL 3");
+            match first {
+                0 | 1 => {
+                    domain.pv_mode = first == 1;
+                    // The kernel's virtual interrupt flag starts as its RFLAGS.IF is now.
+                    domain.virtual_interrupt_flag = domain.vmcb.save.rflags & (1 << 9) != 0;
+                    0
+                }
+                _ => error::EINVAL,
+            }
+        }
         _ => {
             decide!(domain, Action::Emulate, "hypercall number {number} does not exist: the guest gets ENOSYS");
             error::ENOSYS

@@ -1,0 +1,179 @@
+//! A PV kernel's privileged instructions: #GP at CPL 3, decoded and emulated.
+//!
+//! A Xen PV kernel on x86-64 runs at CPL 3, like its own user programs: the hypervisor
+//! alone has CPL 0. Every privileged instruction it executes raises #GP(0) (AMD APM vol. 2,
+//! 4.9 and 8.2.14), and since the hypervisor intercepts #GP it sees each one first. As
+//! Xen's `do_general_protection` does (via `emulate_privileged_op`), it decodes the
+//! instruction and decides:
+//!
+//! | instruction             | what the hypervisor does                                   |
+//! |-------------------------|------------------------------------------------------------|
+//! | MOV CR3, reg            | checks the new root (page-aligned, no reserved bits, in the guest's RAM), writes CR3, flushes the guest's TLB |
+//! | MOV reg, CR0/CR2/CR3/CR4 | reads the guest's register from the VMCB                  |
+//! | MOV CR0/CR4, reg        | refuses: a PV kernel does not run the MMU, the hypervisor does |
+//! | HLT                     | waits for an interrupt (`hlt.rs`), on the virtual interrupt flag |
+//! | IN, OUT (not string)    | the guest's ports (`ioio.rs`)                               |
+//! | RDMSR, WRMSR            | the guest's MSRs (`msr.rs`)                                 |
+//! | CLI, STI                | clear or set the kernel's *virtual* interrupt flag          |
+//! | anything else           | the guest's own fault: the #GP is delivered to it           |
+//!
+//! Why CLI/STI need this: at CPL 3 with IOPL 0 they fault, while POPF silently leaves IF
+//! alone — the famous x86 hole in Popek and Goldberg's terms, and the reason a PV kernel
+//! uses a virtual flag instead of RFLAGS.IF.
+//!
+//! A #GP with an error code (a segment selector) or from CPL 0, or in a domain that did not
+//! ask for PV mode (`set_pv_mode`), is not a privileged instruction: it is delivered.
+
+use super::{DomainEnd, Next, hlt, ioio, msr};
+use crate::decide;
+use crate::domain::Domain;
+use alloc::format;
+use alloc::string::String;
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+use traplab_abi::event::Action;
+
+/// What became of a #GP.
+pub enum PrivilegedOp {
+    /// Not a PV kernel's privileged instruction: deliver the #GP as usual.
+    NotPv,
+    /// Emulated; what happens next.
+    Done(Next),
+    /// A PV kernel's #GP that is its own fault, with the reason: deliver it.
+    GuestsFault(String),
+}
+
+/// CR3 bits 3 (PWT) and 4 (PCD) are flags; the rest of 11:0 must be 0 without PCIDE, and
+/// bits 63:52 are reserved in long mode (APM vol. 2, 3.1.2).
+const CR3_FLAGS: u64 = (1 << 3) | (1 << 4);
+const CR3_RESERVED: u64 = (0xfff & !CR3_FLAGS) | (0xfff << 52);
+
+pub fn handle(domain: &mut Domain) -> PrivilegedOp {
+    let error_code = domain.vmcb.control.exitinfo1;
+    if !domain.pv_mode || domain.vmcb.save.cpl != 3 || error_code != 0 {
+        return PrivilegedOp::NotPv;
+    }
+    let Some(instruction) = domain.decode() else {
+        return PrivilegedOp::GuestsFault("a PV kernel's #GP at an instruction the hypervisor cannot decode".into());
+    };
+    let length = instruction.len() as u64;
+    let context = "a PV kernel at CPL 3 raised #GP; the hypervisor decodes it: ";
+    match instruction.mnemonic() {
+        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => write_cr(domain, &instruction, length, context),
+        Mnemonic::Mov if instruction.code() == Code::Mov_r64_cr => read_cr(domain, &instruction, length, context),
+        Mnemonic::Hlt => match hlt::halt(domain, length, context) {
+            Some(next) => PrivilegedOp::Done(next),
+            None => {
+                domain.emulated("HLT: the virtual CPU stops");
+                let reason = if domain.interrupts_enabled() { "halted waiting for an interrupt that no device sends" } else { "halted with interrupts off" };
+                PrivilegedOp::Done(Next::End(DomainEnd::Exited { status: 0, reason: reason.into() }))
+            }
+        },
+        Mnemonic::In | Mnemonic::Out => port_io(domain, &instruction, length, context),
+        Mnemonic::Rdmsr => PrivilegedOp::Done(msr::emulate(domain, false, length, context)),
+        Mnemonic::Wrmsr => PrivilegedOp::Done(msr::emulate(domain, true, length, context)),
+        Mnemonic::Cli | Mnemonic::Sti => {
+            let enable = instruction.mnemonic() == Mnemonic::Sti;
+            let name = if enable { "STI" } else { "CLI" };
+            decide!(domain, Action::Emulate, "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF");
+            let old = domain.virtual_interrupt_flag;
+            domain.virtual_interrupt_flag = enable;
+            domain.record("virtual IF", old as u64, enable as u64);
+            domain.skip_instruction(length);
+            // With the flag set, a pending interrupt is delivered after this exit (`run.rs`).
+            domain.emulated(format!("{name}: virtual interrupt flag = {}", enable as u8));
+            PrivilegedOp::Done(Next::Resume)
+        }
+        other => PrivilegedOp::GuestsFault(format!(
+            "{context}{}, which is not a privileged instruction the hypervisor emulates for a PV kernel: the #GP is the guest's",
+            format!("{other:?}").to_uppercase()
+        )),
+    }
+}
+
+/// The control register number of `register` (CR0 → 0 …).
+fn cr_number(register: Register) -> u8 {
+    (register as u32).wrapping_sub(Register::CR0 as u32) as u8
+}
+
+fn write_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+    let number = cr_number(instruction.op0_register());
+    let Some((source, _)) = crate::decode::gpr(instruction.op1_register()) else {
+        return PrivilegedOp::GuestsFault(format!("{context}MOV CR{number} from a register it cannot name"));
+    };
+    let value = domain.gpr(source);
+    if number != 3 {
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV CR{number}, {value:#x}: a PV kernel may not change CR{number} (the hypervisor runs the MMU), so the #GP is the guest's"
+        ));
+    }
+    let root = value & !0xfff & !(0xfff << 52);
+    if value & CR3_RESERVED != 0 {
+        return PrivilegedOp::GuestsFault(format!("{context}MOV CR3, {value:#x} sets reserved bits: refused, the #GP is the guest's"));
+    }
+    if root.checked_add(4096).is_none_or(|end| end > domain.memory.size) {
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV CR3, {value:#x}: the new root is outside the guest's memory: refused, the #GP is the guest's"
+        ));
+    }
+    decide!(domain, Action::Emulate, "{context}MOV CR3, {value:#x}: the new root is in the guest's memory, so the hypervisor switches its page tables");
+    let old = domain.vmcb.save.cr3;
+    domain.vmcb.save.cr3 = value;
+    domain.record("cr3", old, value);
+    // A new address space: flush the guest's TLB at the next VMRUN (APM vol. 2, 15.16).
+    domain.vmcb.control.tlb_control = 1;
+    domain.skip_instruction(length);
+    domain.emulated(format!("CR3 = {value:#x}"));
+    PrivilegedOp::Done(Next::Resume)
+}
+
+fn read_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+    let number = cr_number(instruction.op1_register());
+    let save = &domain.vmcb.save;
+    let value = match number {
+        0 => save.cr0,
+        2 => save.cr2,
+        3 => save.cr3,
+        4 => save.cr4,
+        _ => return PrivilegedOp::GuestsFault(format!("{context}MOV from CR{number}, which does not exist")),
+    };
+    let Some((target, _)) = crate::decode::gpr(instruction.op0_register()) else {
+        return PrivilegedOp::GuestsFault(format!("{context}MOV from CR{number} to a register it cannot name"));
+    };
+    decide!(domain, Action::Emulate, "{context}MOV from CR{number}: the hypervisor reads the guest's CR{number} = {value:#x}");
+    domain.set_gpr(target, value);
+    domain.skip_instruction(length);
+    domain.emulated(format!("read CR{number} = {value:#x}"));
+    PrivilegedOp::Done(Next::Resume)
+}
+
+/// IN AL/AX/EAX, imm8 or DX; OUT imm8 or DX, AL/AX/EAX (INS/OUTS are left to the guest).
+fn port_io(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+    let input = instruction.mnemonic() == Mnemonic::In;
+    let (port_operand, data_operand) = if input { (1, 0) } else { (0, 1) };
+    let port = match instruction.op_kind(port_operand) {
+        OpKind::Immediate8 => instruction.immediate8() as u16,
+        OpKind::Register => domain.gpr(2) as u16, // DX
+        _ => return PrivilegedOp::GuestsFault(format!("{context}a string port instruction, which the hypervisor leaves to the guest")),
+    };
+    let size = match instruction.op_register(data_operand) {
+        Register::AL => 1,
+        Register::AX => 2,
+        Register::EAX => 4,
+        _ => return PrivilegedOp::GuestsFault(format!("{context}a string port instruction, which the hypervisor leaves to the guest")),
+    };
+    let device = ioio::device_name(port);
+    let direction = if input { "IN from" } else { "OUT to" };
+    decide!(domain, Action::Emulate, "{context}{direction} port {port:#x} ({device}): the hypervisor emulates the port");
+    let what = if input {
+        let value = ioio::port_read(domain, port, size);
+        ioio::set_accumulator(domain, size, value);
+        format!("IN {value:#x} from port {port:#x} ({device})")
+    } else {
+        let value = (domain.gpr(0) & crate::emulate::mask(size)) as u32;
+        ioio::port_write(domain, port, size, value);
+        format!("OUT {value:#x} to port {port:#x} ({device})")
+    };
+    domain.skip_instruction(length);
+    domain.emulated(what);
+    PrivilegedOp::Done(Next::Resume)
+}
