@@ -77,6 +77,24 @@ pub fn checkpoint(event: &Event) {
     }
 }
 
+/// The facts a breakpoint looks at, from the exit `domain` is in.
+pub fn exit_facts(domain: &crate::domain::Domain) -> ExitFacts<'_> {
+    ExitFacts {
+        exitcode: domain.vmcb.control.exitcode,
+        exitinfo1: domain.vmcb.control.exitinfo1,
+        rax: domain.gpr(0),
+        instruction: domain.exit.instruction.as_slice(),
+    }
+}
+
+/// gdb holds the guest stopped (or let it go): the host sees the same state in the
+/// mailbox as after its own pause, stopped after the last event (`gdb/mod.rs`).
+pub fn show_stopped(stopped: bool) {
+    let guard = CONTROLLER.lock();
+    let Some(controller) = guard.as_ref() else { return };
+    controller.mailbox.set_status(if stopped { crate::trace::last_seq() } else { None });
+}
+
 impl Controller {
     fn apply(&mut self, command: Command) {
         match command {

@@ -80,8 +80,21 @@ extern "C" fn host_interrupt(frame: &mut TrapFrame) {
     crate::timer::tick(frame.vector as u8);
 }
 
+/// RFLAGS.RF: the next instruction ignores instruction breakpoints.
+const RFLAGS_RF: u64 = 1 << 16;
+
 /// A fault in the hypervisor itself.
 extern "C" fn hv_fault(frame: &mut TrapFrame) {
+    if frame.vector == 1 {
+        // A #DB in the hypervisor can only come from a guest's breakpoint (or gdb's) that
+        // matches an address the hypervisor itself uses: the debug registers hold guest
+        // addresses while the hypervisor runs (exit/dr.rs). Not ours: clear DR6 and go on,
+        // with RF set so that an instruction breakpoint does not fire again at once.
+        // SAFETY: DR6 is only status bits.
+        unsafe { core::arch::asm!("mov dr6, {}", in(reg) 0xffff_0ff0u64, options(nostack)) };
+        frame.rflags |= RFLAGS_RF;
+        return;
+    }
     let cr2 = Cr2::read_raw();
     let exception = traplab_abi::x86::exception(frame.vector as u8);
     crate::console::write_fmt_emergency(format_args!(

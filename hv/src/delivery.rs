@@ -45,14 +45,8 @@ pub fn exception(
     why: fmt::Arguments,
     at: &'static str,
 ) -> Next {
-    let mnemonic = x86::exception(vector).mnemonic;
     if domain.trap_table.is_empty() {
-        let how = match domain.idt_handler(vector) {
-            Some(handler) => format!("reflect {mnemonic} into the guest's IDT, vector {vector}, handler {handler:#x}"),
-            None => format!(
-                "reflect {mnemonic} into the guest's IDT, vector {vector}: it has no present gate there, so the CPU will fault delivering it"
-            ),
-        };
+        let how = reflect_how(domain, vector);
         trace::decide(domain.id, Action::Reflect, format_args!("{why}: {how}"), at);
         domain.inject(Event::exception(vector, error_code), synthetic);
         return Next::Resume;
@@ -96,6 +90,30 @@ pub fn exception(
             at,
         );
         (vector, error_code) = (next.0, next.1);
+    }
+}
+
+/// How a reflected exception will arrive: which IDT gate, which handler.
+fn reflect_how(domain: &Domain, vector: u8) -> String {
+    let mnemonic = x86::exception(vector).mnemonic;
+    match domain.idt_handler(vector) {
+        Some(handler) => format!("reflect {mnemonic} into the guest's IDT, vector {vector}, handler {handler:#x}"),
+        None => format!(
+            "reflect {mnemonic} into the guest's IDT, vector {vector}: it has no present gate there, so the CPU will fault delivering it"
+        ),
+    }
+}
+
+/// What [`exception`] would do with `vector` now, without doing it (gdb's `monitor
+/// decision`).
+pub fn preview(domain: &Domain, vector: u8) -> String {
+    if domain.trap_table.is_empty() {
+        return reflect_how(domain, vector);
+    }
+    let mnemonic = x86::exception(vector).mnemonic;
+    match domain.trap_table_entry(vector) {
+        Some(entry) => format!("bounce {mnemonic} to the handler the guest registered with set_trap_table, {:#x}", entry.handler),
+        None => format!("no trap-table entry for {mnemonic}: the hypervisor raises #GP instead, as a CPU that finds no IDT gate"),
     }
 }
 

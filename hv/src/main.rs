@@ -26,6 +26,7 @@ mod domain;
 mod emulate;
 mod exit;
 mod fw_cfg;
+mod gdb;
 mod heap;
 mod intercepts;
 mod memory;
@@ -113,6 +114,11 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     {
         timer::start(hz);
         log!("timer: {hz} Hz");
+    }
+
+    if let Ok(Some(_)) = fw_cfg.read_text("opt/traplab/gdb") {
+        gdb::enable();
+        log!("gdb: served on COM2 for domain 0");
     }
 
     let domains = load_domains(&fw_cfg);

@@ -37,7 +37,13 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
     for (number, &address) in domain.debug_registers.iter().enumerate() {
         crate::exit::load_breakpoint_address(number as u8, address);
     }
+    crate::gdb::attach(domain);
     loop {
+        // gdb may hold the guest stopped here (`gdb/mod.rs`).
+        if let Some(end) = crate::gdb::before_entry(domain) {
+            finish(domain, &end);
+            return end;
+        }
         // SAFETY: the VMCB was set up by `loader::create` and only changed by handlers
         // through fields VMRUN checks; `host.save_area` was filled by VMSAVE in `svm::enable`.
         unsafe { world_switch(&mut *domain.context, domain.vmcb_pa, host.save_area) };
@@ -52,12 +58,21 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
         if trace::enabled() {
             trace::emit(Some(domain.id), Body::Exit(exit_event(domain)));
         }
-        match exit::handle(domain) {
+        // An exit of gdb's own (its breakpoint, its single step) is not the guest's.
+        let next = match crate::gdb::at_exit(domain) {
+            Some(next) => next,
+            None => exit::handle(domain),
+        };
+        match next {
             Next::Resume => {
                 redeliver_interrupted_event(domain);
                 domain.deliver_pending_interrupt();
                 if trace::enabled() {
                     trace::emit(Some(domain.id), Body::Resume(resume_event(domain)));
+                }
+                if let Some(end) = crate::gdb::after_handling(domain) {
+                    finish(domain, &end);
+                    return end;
                 }
             }
             Next::End(end) => {
@@ -117,6 +132,7 @@ fn resume_event(domain: &Domain) -> Resume {
 
 /// The domain is over: flush its console, say how it ended.
 fn finish(domain: &mut Domain, end: &DomainEnd) {
+    crate::gdb::domain_ended(domain, end);
     if let Some(line) = domain.console.flush() {
         domain.console_line(line);
     }

@@ -95,15 +95,24 @@ pub fn emit(dom: Option<u16>, body: Body) {
     }
 }
 
+/// The seq of the last event recorded, if any.
+pub fn last_seq() -> Option<u64> {
+    TRACER.lock().as_ref().and_then(|tracer| tracer.next_seq.checked_sub(1))
+}
+
 /// `decide` events, with the source location: use the [`decide!`](crate::decide) macro.
 pub fn decide(dom: u16, action: Action, why: fmt::Arguments, at: &'static str) {
-    if !enabled() {
+    if !enabled() && !crate::gdb::enabled() {
         return;
     }
     let why = match why.as_str() {
         Some(text) => Cow::Borrowed(text),
         None => Cow::Owned(alloc::format!("{why}")),
     };
+    crate::gdb::note_decision(action, &why, at);
+    if !enabled() {
+        return;
+    }
     emit(Some(dom), Body::Decide(Decide { action, why, at: Cow::Borrowed(at) }));
 }
 

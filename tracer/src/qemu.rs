@@ -62,6 +62,9 @@ pub struct Machine {
     /// The hypervisor's own timer, ticks per second (`None`: off). Each tick is an INTR exit:
     /// it lets the hypervisor answer a pause while a guest spins without exits.
     pub timer_hz: Option<u32>,
+    /// Serve gdb for domain 0 on this loopback TCP port: the hypervisor's gdbstub talks on
+    /// COM2, which QEMU connects to the port. Domain 0 starts stopped, waiting for gdb.
+    pub gdb_port: Option<u16>,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
 }
@@ -77,7 +80,7 @@ pub enum ControlStart {
 
 impl Machine {
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
-        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, settings: Vec::new(), timer_hz: None, extra_args: Vec::new() }
+        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, settings: Vec::new(), timer_hz: None, gdb_port: None, extra_args: Vec::new() }
     }
 }
 
@@ -130,6 +133,18 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
     if let Some(hz) = machine.timer_hz {
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/timer-hz,string={hz}"));
+    }
+    if let Some(port) = machine.gdb_port {
+        // COM2 is the second -serial. Loopback only: whoever reaches the port controls the
+        // guest. `wait=off`: QEMU starts at once; the hypervisor waits for gdb itself.
+        // `nodelay=on`: the UART sends a byte at a time, and Nagle's algorithm would hold
+        // each small segment for the peer's delayed ACK (measured: 160 ms per register read).
+        args.push("-chardev".into());
+        args.push(format!("socket,id=gdb,host=127.0.0.1,port={port},server=on,wait=off,nodelay=on"));
+        args.push("-serial".into());
+        args.push("chardev:gdb".into());
+        args.push("-fw_cfg".into());
+        args.push("name=opt/traplab/gdb,string=dom0".into());
     }
     if let Some(kib) = machine.ring_kib {
         args.push("-fw_cfg".into());
@@ -236,6 +251,20 @@ mod tests {
         assert!(joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"), "commas are doubled: {joined}");
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert!(joined.contains("name=opt/traplab/settings,string=intercept-cr,,lazy-memory"), "commas doubled inside the value");
+    }
+
+    #[test]
+    fn gdb_gets_com2_on_a_loopback_port() {
+        let mut machine = Machine::new("/x/traplab-hv".into(), vec![Guest { name: "hello".into(), elf: "/g/hello".into() }]);
+        machine.gdb_port = Some(2159);
+        let args: Vec<String> =
+            arguments(&machine, Path::new("/dev/shm/ram")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("-chardev socket,id=gdb,host=127.0.0.1,port=2159,server=on,wait=off,nodelay=on"));
+        // COM1 is the first -serial (the log), COM2 the second (gdb).
+        let serials: Vec<&String> = args.iter().zip(args.iter().skip(1)).filter(|(a, _)| *a == "-serial").map(|(_, b)| b).collect();
+        assert_eq!(serials, ["stdio", "chardev:gdb"]);
+        assert!(joined.contains("name=opt/traplab/gdb,string=dom0"));
     }
 
     #[test]

@@ -26,8 +26,40 @@ pub enum Command {
     List(ListArgs),
     /// Run a lab and print every event of its trace as it happens.
     Trace(TraceArgs),
+    /// Run a lab with gdb attached to its guest: it starts stopped at the guest's first
+    /// instruction, and the gdb command line to attach is printed (`traplab trace --gdb`).
+    Gdb(GdbArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
+}
+
+/// The TCP port gdb attaches to by default: 2159, IANA's "gdbremote" (QEMU's own stub for
+/// debugging the hypervisor stays on 1234).
+pub const GDB_PORT: u16 = 2159;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The guest starts stopped at its first instruction; attach with the printed command, e.g.
+  gdb -q target/bare/x86_64-unknown-linux-gnu/release/page-fault -ex 'target remote 127.0.0.1:2159'
+Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, efer), watch, and
+`monitor help` for the hypervisor's own commands (traps, catch, decision).
+The trace is printed as with `traplab trace`; the exit status is the same.")]
+pub struct GdbArgs {
+    /// The lab to run (see `traplab list`); gdb attaches to its first guest (domain 0).
+    #[arg(required_unless_present = "guest")]
+    pub lab: Option<String>,
+    /// Run this guest program instead of a lab.
+    #[arg(long, value_name = "NAME", conflicts_with = "lab")]
+    pub guest: Option<String>,
+    /// The loopback TCP port for gdb.
+    #[arg(long, default_value_t = GDB_PORT)]
+    pub port: u16,
+    /// Also print the hypervisor's own log (its serial console).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Install what is missing (QEMU) without asking.
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -69,9 +101,13 @@ pub struct TraceArgs {
     /// hypervisor itself with QEMU's own gdb stub on port 1234.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_args: Vec<String>,
-    /// Stop the lab after this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub timeout: u64,
+    /// Serve gdb for the lab's first guest on this loopback port (default 2159): the guest
+    /// starts stopped at its first instruction; the gdb command line is printed.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
+    pub gdb: Option<u16>,
+    /// Stop the lab after this many seconds (default 300; none with --gdb).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::List(args) => commands::list::run(&args),
         cli::Command::Trace(args) => commands::trace::run(&args),
+        cli::Command::Gdb(args) => commands::trace::run(&args.into()),
         cli::Command::Bench(args) => commands::bench::run(&args),
     };
     match result {

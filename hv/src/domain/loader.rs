@@ -91,6 +91,7 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
         pending_interrupt: None,
         pv_mode: false,
         virtual_interrupt_flag: false,
+        debugger: None,
         debug_registers: [0; 4],
         lab_device: Default::default(),
         page_tables: Default::default(),

@@ -85,6 +85,8 @@ pub struct Domain {
     pub pv_mode: bool,
     /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
     pub virtual_interrupt_flag: bool,
+    /// The gdb session attached to this domain, if any (`gdb/mod.rs`).
+    pub debugger: Option<Box<crate::gdb::Debugger>>,
 }
 
 /// General registers by their x86 encoding number (0 = RAX … 15 = R15).

@@ -65,14 +65,17 @@ fn set_debug_register(domain: &mut Domain, number: u8, value: u64) {
             load_breakpoint_address(number, value);
         }
         6 => domain.vmcb.save.dr6 = value,
-        _ => {
-            domain.vmcb.save.dr7 = value;
-            // SAFETY: the hypervisor does not use the debug registers; loading the guest's
-            // DR7 here makes QEMU arm its breakpoints (see the module comment). Host code and
-            // data never sit at the guest-virtual addresses a guest breaks on (2 MiB+).
-            unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nostack)) };
-        }
+        _ => load_dr7(domain, value),
     }
+}
+
+/// Set the guest's DR7 (in the VMCB) and run a MOV to DR7 with it, which makes QEMU arm the
+/// breakpoints (see the module comment). Also used by gdb's hardware breakpoints.
+pub fn load_dr7(domain: &mut Domain, value: u64) {
+    domain.vmcb.save.dr7 = value;
+    // SAFETY: the hypervisor does not use the debug registers itself. Should an armed
+    // breakpoint match an access of the hypervisor's, its #DB handler ignores it (cpu.rs).
+    unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nostack)) };
 }
 
 /// Put a guest breakpoint address in the real DR0–DR3.

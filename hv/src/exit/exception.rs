@@ -21,7 +21,8 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
 use traplab_abi::x86::{self, Combined};
 
-pub fn handle(domain: &mut Domain, vector: u8) -> Next {
+pub fn handle(domain: &mut Domain) -> Next {
+    let vector = (domain.vmcb.control.exitcode - traplab_abi::svm::exitcode::EXCP_BASE) as u8;
     let exception = x86::exception(vector);
     let error_code = domain.vmcb.control.exitinfo1 as u32;
     let interrupted = Event::decode(domain.vmcb.control.exitintinfo);

@@ -54,7 +54,7 @@ mod vintr;
 mod vmmcall;
 mod xsetbv;
 
-pub use dr::load_breakpoint_address;
+pub use dr::{load_breakpoint_address, load_dr7};
 
 use crate::domain::Domain;
 use alloc::string::String;
@@ -80,36 +80,46 @@ pub enum DomainEnd {
 
 /// Handle the exit the domain's VMCB describes.
 pub fn handle(domain: &mut Domain) -> Next {
-    let code = domain.vmcb.control.exitcode;
+    let (_, handler) = route(domain.vmcb.control.exitcode);
+    handler(domain)
+}
+
+/// The file of the handler that takes exit `code` (for gdb's `monitor decision`).
+pub fn handler_file(code: u64) -> &'static str {
+    route(code).0
+}
+
+/// Which handler takes an exit: the table above, as code.
+fn route(code: u64) -> (&'static str, fn(&mut Domain) -> Next) {
     match code {
-        exitcode::EXCP_BASE..=0x5f => exception::handle(domain, (code - exitcode::EXCP_BASE) as u8),
-        0x10..=0x1f | exitcode::CR0_SEL_WRITE => cr::handle(domain),
-        0x20..=0x3f => dr::handle(domain),
-        exitcode::RDTSC | exitcode::RDTSCP => rdtsc::handle(domain),
-        exitcode::INVLPG => invlpg::handle(domain),
-        exitcode::PAUSE => pause::handle(domain),
-        exitcode::XSETBV => xsetbv::handle(domain),
-        exitcode::SWINT => software_interrupt::handle(domain),
-        exitcode::INTR => intr::handle(domain),
-        exitcode::VINTR => vintr::handle(domain),
-        exitcode::IRET => iret::handle(domain),
-        exitcode::ICEBP => icebp::handle(domain),
-        exitcode::CPUID => cpuid::handle(domain),
-        exitcode::HLT => hlt::handle(domain),
-        exitcode::IOIO => ioio::handle(domain),
-        exitcode::MSR => msr::handle(domain),
-        exitcode::VMMCALL => vmmcall::handle(domain),
+        exitcode::EXCP_BASE..=0x5f => ("hv/src/exit/exception.rs", exception::handle),
+        0x10..=0x1f | exitcode::CR0_SEL_WRITE => ("hv/src/exit/cr.rs", cr::handle),
+        0x20..=0x3f => ("hv/src/exit/dr.rs", dr::handle),
+        exitcode::RDTSC | exitcode::RDTSCP => ("hv/src/exit/rdtsc.rs", rdtsc::handle),
+        exitcode::INVLPG => ("hv/src/exit/invlpg.rs", invlpg::handle),
+        exitcode::PAUSE => ("hv/src/exit/pause.rs", pause::handle),
+        exitcode::XSETBV => ("hv/src/exit/xsetbv.rs", xsetbv::handle),
+        exitcode::SWINT => ("hv/src/exit/software_interrupt.rs", software_interrupt::handle),
+        exitcode::INTR => ("hv/src/exit/intr.rs", intr::handle),
+        exitcode::VINTR => ("hv/src/exit/vintr.rs", vintr::handle),
+        exitcode::IRET => ("hv/src/exit/iret.rs", iret::handle),
+        exitcode::ICEBP => ("hv/src/exit/icebp.rs", icebp::handle),
+        exitcode::CPUID => ("hv/src/exit/cpuid.rs", cpuid::handle),
+        exitcode::HLT => ("hv/src/exit/hlt.rs", hlt::handle),
+        exitcode::IOIO => ("hv/src/exit/ioio.rs", ioio::handle),
+        exitcode::MSR => ("hv/src/exit/msr.rs", msr::handle),
+        exitcode::VMMCALL => ("hv/src/exit/vmmcall.rs", vmmcall::handle),
         exitcode::VMRUN
         | exitcode::VMLOAD
         | exitcode::VMSAVE
         | exitcode::STGI
         | exitcode::CLGI
         | exitcode::SKINIT
-        | exitcode::INVLPGA => svm_instruction::handle(domain),
-        exitcode::SHUTDOWN => shutdown::handle(domain),
-        exitcode::NPF => npf::handle(domain),
-        exitcode::INVALID | exitcode::INVALID_TCG => invalid::handle(domain),
-        _ => unexpected::handle(domain),
+        | exitcode::INVLPGA => ("hv/src/exit/svm_instruction.rs", svm_instruction::handle),
+        exitcode::SHUTDOWN => ("hv/src/exit/shutdown.rs", shutdown::handle),
+        exitcode::NPF => ("hv/src/exit/npf/mod.rs", npf::handle),
+        exitcode::INVALID | exitcode::INVALID_TCG => ("hv/src/exit/invalid.rs", invalid::handle),
+        _ => ("hv/src/exit/unexpected.rs", unexpected::handle),
     }
 }
 

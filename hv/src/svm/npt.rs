@@ -52,6 +52,24 @@ impl NestedPageTables {
         Some(())
     }
 
+    /// Forbid (or allow again) instruction fetches from every guest page at once, with the
+    /// NX bit of the top-level entries: NX anywhere on the walk forbids the fetch (APM vol.
+    /// 2, 5.6.1). The first fetch then exits with an NPF: gdb's step into an event handler
+    /// uses that (`gdb/mod.rs`). The leaf entries keep their own permissions.
+    pub fn set_no_execute_everywhere(&self, forbid: bool) {
+        for index in 0..512u64 {
+            let entry = (self.root + index * 8) as *mut u64;
+            // SAFETY: the root is a page-table frame we own; 512 entries of 8 bytes.
+            let value = unsafe { entry.read_volatile() };
+            if value & pte::PRESENT == 0 {
+                continue;
+            }
+            let value = if forbid { value | pte::NO_EXECUTE } else { value & !pte::NO_EXECUTE };
+            // SAFETY: as above.
+            unsafe { entry.write_volatile(value) };
+        }
+    }
+
     /// The host-physical address `gpa` maps to, if it is mapped.
     pub fn translate(&self, gpa: u64) -> Option<u64> {
         // SAFETY: `leaf_entry` returns a pointer into a page table we own.

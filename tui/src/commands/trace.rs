@@ -17,6 +17,9 @@ use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{Finish, Item, Options, Session};
 use traplab_tracer::{json, text};
 
+/// Seconds a lab may run (without --gdb).
+const DEFAULT_TIMEOUT: u64 = 300;
+
 /// How many hypervisor log lines to show when something fails.
 const LOG_TAIL: usize = 20;
 
@@ -46,6 +49,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
             machine.settings.push(setting.clone());
         }
     }
+    machine.gdb_port = args.gdb;
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,8 +62,19 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
         None => None,
     };
-    let options = Options { stop: Some(Arc::clone(&stop)), timeout: Some(Duration::from_secs(args.timeout)), read_interval: None };
+    // A person at gdb takes their time: no time limit unless asked for.
+    let timeout = match (args.timeout, args.gdb) {
+        (Some(seconds), _) => Some(Duration::from_secs(seconds)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(DEFAULT_TIMEOUT)),
+    };
+    let options = Options { stop: Some(Arc::clone(&stop)), timeout, read_interval: None };
     let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
+    if let (Some(port), Some(guest)) = (args.gdb, machine.guests.first()) {
+        // On stderr: stdout stays the trace (and valid JSON Lines with --json).
+        eprintln!("traplab: the guest waits for gdb on 127.0.0.1:{port}; attach with");
+        eprintln!("  gdb -q {} -ex 'target remote 127.0.0.1:{port}'", guest.elf.display());
+    }
 
     let mut out = std::io::stdout().lock();
     let mut check = StreamCheck::new();
@@ -180,6 +195,24 @@ fn report_failure(finish: &Finish, log_tail: &VecDeque<String>, verbose: bool) {
         eprintln!("the hypervisor's log ended with:");
         for line in log_tail {
             eprintln!("  {line}");
+        }
+    }
+}
+
+impl From<crate::cli::GdbArgs> for TraceArgs {
+    /// `traplab gdb LAB` is `traplab trace LAB --gdb PORT`.
+    fn from(args: crate::cli::GdbArgs) -> TraceArgs {
+        TraceArgs {
+            lab: args.lab,
+            guest: args.guest,
+            json: false,
+            record: None,
+            verbose: args.verbose,
+            yes: args.yes,
+            settings: Vec::new(),
+            qemu_args: Vec::new(),
+            gdb: Some(args.port),
+            timeout: None,
         }
     }
 }

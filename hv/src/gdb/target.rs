@@ -1,0 +1,321 @@
+//! The guest as gdb's target: registers, memory, resume, step, breakpoints.
+//!
+//! Everything here works on the stopped guest's state as the hypervisor holds it: the VMCB
+//! (RIP, RSP, RAX, RFLAGS, segments, control registers), the saved context (the other
+//! general registers and the FXSAVE image), and guest memory through the guest's page
+//! tables and then the nested page tables (`domain/memory.rs`). An address that does not
+//! translate gives gdb an error (EFAULT), never a fault in the hypervisor.
+
+use super::arch::{GuestRegisters, GuestX86_64};
+use super::{HardwareSlot, Resume, SoftwareBreakpoint};
+use crate::domain::Domain;
+use gdbstub::common::Signal;
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
+    SwBreakpointOps, WatchKind,
+};
+use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
+use gdbstub::target::{Target, TargetError, TargetResult};
+
+/// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
+/// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
+const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
+/// EFAULT, the answer for memory gdb cannot have.
+const EFAULT: u8 = 14;
+/// The `int3` opcode.
+const INT3: u8 = 0xcc;
+const EFER_SVME: u64 = 1 << 12;
+
+impl Target for Domain {
+    type Arch = GuestX86_64;
+    type Error = &'static str;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::SingleThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadBase for Domain {
+    fn read_registers(&mut self, registers: &mut GuestRegisters) -> TargetResult<(), Self> {
+        for (slot, &number) in registers.core.regs.iter_mut().zip(GDB_ORDER.iter()) {
+            *slot = self.gpr(number);
+        }
+        let save = &self.vmcb.save;
+        registers.core.rip = save.rip;
+        registers.core.eflags = save.rflags as u32;
+        let segments = &mut registers.core.segments;
+        segments.cs = save.cs.selector as u32;
+        segments.ss = save.ss.selector as u32;
+        segments.ds = save.ds.selector as u32;
+        segments.es = save.es.selector as u32;
+        segments.fs = save.fs.selector as u32;
+        segments.gs = save.gs.selector as u32;
+        read_fpu(&self.context.guest_fpu.0, registers);
+        registers.fs_base = save.fs.base;
+        registers.gs_base = save.gs.base;
+        registers.cr0 = save.cr0;
+        registers.cr2 = save.cr2;
+        registers.cr3 = save.cr3;
+        registers.cr4 = save.cr4;
+        registers.efer = save.efer & !EFER_SVME;
+        Ok(())
+    }
+
+    /// General registers, RIP, RFLAGS, the x87/SSE state, FS/GS base and the control
+    /// registers are written; segment selectors are not (a selector without its hidden
+    /// descriptor part would be a lie). Bad control-register values are the user's to
+    /// make: VMRUN refuses them and the domain ends, as on hardware.
+    fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
+        for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
+            self.set_gpr(number, value);
+        }
+        write_fpu(&mut self.context.guest_fpu.0, registers);
+        let save = &mut self.vmcb.save;
+        save.rip = registers.core.rip;
+        save.rflags = (save.rflags & !0xffff_ffff) | registers.core.eflags as u64;
+        save.fs.base = registers.fs_base;
+        save.gs.base = registers.gs_base;
+        if save.cr3 != registers.cr3 || save.cr0 != registers.cr0 || save.cr4 != registers.cr4 {
+            self.vmcb.control.tlb_control = 1;
+        }
+        let save = &mut self.vmcb.save;
+        save.cr0 = registers.cr0;
+        save.cr2 = registers.cr2;
+        save.cr3 = registers.cr3;
+        save.cr4 = registers.cr4;
+        // VMRUN needs EFER.SVME set in the guest's EFER; the guest never sees it.
+        save.efer = registers.efer | EFER_SVME;
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        // Page by page: return what could be read before the first hole.
+        let mut done = 0;
+        while done < data.len() {
+            let address = start.wrapping_add(done as u64);
+            let in_page = (0x1000 - (address & 0xfff)) as usize;
+            let piece = in_page.min(data.len() - done);
+            if self.read_virtual(address, &mut data[done..done + piece]).is_err() {
+                break;
+            }
+            done += piece;
+        }
+        if done == 0 && !data.is_empty() {
+            return Err(TargetError::Errno(EFAULT));
+        }
+        // gdb's own int3s stay out of sight: it sees the bytes they replaced.
+        if let Some(debugger) = self.debugger.as_ref() {
+            for breakpoint in &debugger.software_breakpoints {
+                let offset = breakpoint.address.wrapping_sub(start);
+                if offset < done as u64 {
+                    data[offset as usize] = breakpoint.original;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        self.write_virtual(start, data).map_err(|_| TargetError::Errno(EFAULT))
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadResume for Domain {
+    /// A signal gdb passes on is not delivered: a guest has no signals, only exceptions.
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        let debugger = self.debugger.as_mut().ok_or("no debugger")?;
+        debugger.resume = Resume::Continue;
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for Domain {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        let debugger = self.debugger.as_mut().ok_or("no debugger")?;
+        debugger.resume = Resume::Step;
+        Ok(())
+    }
+}
+
+impl Breakpoints for Domain {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for Domain {
+    fn add_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let mut original = [0u8; 1];
+        if self.read_virtual(address, &mut original).is_err() || self.write_virtual(address, &[INT3]).is_err() {
+            return Ok(false);
+        }
+        let debugger = self.debugger.as_mut().ok_or(TargetError::Fatal("no debugger"))?;
+        debugger.software_breakpoints.push(SoftwareBreakpoint { address, original: original[0] });
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let debugger = self.debugger.as_mut().ok_or(TargetError::Fatal("no debugger"))?;
+        let Some(index) = debugger.software_breakpoints.iter().position(|breakpoint| breakpoint.address == address) else {
+            return Ok(false);
+        };
+        let breakpoint = debugger.software_breakpoints.remove(index);
+        Ok(self.write_virtual(address, &[breakpoint.original]).is_ok())
+    }
+}
+
+impl HwBreakpoint for Domain {
+    fn add_hw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(take_slot(self, HardwareSlot { address, length: 1, watch: None }))
+    }
+
+    fn remove_hw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(release_slot(self, |slot| slot.watch.is_none() && slot.address == address))
+    }
+}
+
+impl HwWatchpoint for Domain {
+    fn add_hw_watchpoint(&mut self, address: u64, length: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        // A debug register watches 1, 2, 4 or 8 bytes, aligned to their size (APM vol. 2,
+        // 13.1.1.5). gdb splits larger ranges itself.
+        if !matches!(length, 1 | 2 | 4 | 8) || address % length != 0 {
+            return Ok(false);
+        }
+        Ok(take_slot(self, HardwareSlot { address, length, watch: Some(kind) }))
+    }
+
+    fn remove_hw_watchpoint(&mut self, address: u64, length: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        Ok(release_slot(self, |slot| slot.watch == Some(kind) && slot.address == address && slot.length == length))
+    }
+}
+
+// ---- Debug-register slots ----------------------------------------------------------------
+
+/// DR7 bits for slot `n`: L`n` (bit 2n) enables it; R/W`n` (bits 16+4n) say what it
+/// watches: 00 execute, 01 write, 11 read or write (x86 has no read-only watch); LEN`n`
+/// (bits 18+4n): 00 one byte, 01 two, 11 four, 10 eight (APM vol. 2, 13.1.1.5).
+fn dr7_bits(slot: usize, hardware: &HardwareSlot) -> u64 {
+    let access = match hardware.watch {
+        None => 0b00,
+        Some(WatchKind::Write) => 0b01,
+        Some(WatchKind::Read | WatchKind::ReadWrite) => 0b11,
+    };
+    let length = match hardware.length {
+        2 => 0b01,
+        4 => 0b11,
+        8 => 0b10,
+        _ => 0b00,
+    };
+    (1 << (2 * slot)) | (access << (16 + 4 * slot)) | (length << (18 + 4 * slot))
+}
+
+/// All DR7 bits of slot `n`: its enables and its condition.
+fn dr7_mask(slot: usize) -> u64 {
+    (0b11 << (2 * slot)) | (0b1111 << (16 + 4 * slot))
+}
+
+/// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
+fn take_slot(domain: &mut Domain, hardware: HardwareSlot) -> bool {
+    let dr7 = domain.vmcb.save.dr7;
+    let Some(debugger) = domain.debugger.as_mut() else { return false };
+    let free = (0..4).rev().find(|&slot| debugger.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
+    let Some(slot) = free else { return false };
+    debugger.hardware_slots[slot] = Some(hardware);
+    crate::exit::load_breakpoint_address(slot as u8, hardware.address);
+    let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
+    crate::exit::load_dr7(domain, dr7);
+    true
+}
+
+fn release_slot(domain: &mut Domain, matches: impl Fn(&HardwareSlot) -> bool) -> bool {
+    let Some(debugger) = domain.debugger.as_mut() else { return false };
+    let Some(slot) = (0..4).find(|&slot| debugger.hardware_slots[slot].as_ref().is_some_and(&matches)) else {
+        return false;
+    };
+    debugger.hardware_slots[slot] = None;
+    clear_slot(domain, slot);
+    true
+}
+
+/// Disable slot `n` in the guest's DR7 and give its register back to the guest's value.
+pub fn clear_slot(domain: &mut Domain, slot: usize) {
+    let dr7 = domain.vmcb.save.dr7 & !dr7_mask(slot);
+    crate::exit::load_breakpoint_address(slot as u8, domain.debug_registers[slot]);
+    crate::exit::load_dr7(domain, dr7);
+}
+
+// ---- The x87/SSE state in the FXSAVE image (AMD APM vol. 5, FXSAVE) ---------------------
+
+fn word(area: &[u8], offset: usize) -> u32 {
+    u16::from_le_bytes([area[offset], area[offset + 1]]) as u32
+}
+
+fn dword(area: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes([area[offset], area[offset + 1], area[offset + 2], area[offset + 3]])
+}
+
+fn read_fpu(area: &[u8; 512], registers: &mut GuestRegisters) {
+    let fpu = &mut registers.core.fpu;
+    fpu.fctrl = word(area, 0);
+    fpu.fstat = word(area, 2);
+    // FXSAVE keeps an abridged tag (one bit per register, 1 = valid); gdb shows the full
+    // two-bit form, where 11 means empty.
+    let abridged = area[4];
+    fpu.ftag = (0..8).fold(0, |tag, n| if abridged & (1 << n) == 0 { tag | (0b11 << (2 * n)) } else { tag });
+    fpu.fop = word(area, 6);
+    fpu.fioff = dword(area, 8);
+    fpu.fiseg = word(area, 12);
+    fpu.fooff = dword(area, 16);
+    fpu.foseg = word(area, 20);
+    for (n, st) in registers.core.st.iter_mut().enumerate() {
+        st.copy_from_slice(&area[32 + 16 * n..32 + 16 * n + 10]);
+    }
+    for (n, xmm) in registers.core.xmm.iter_mut().enumerate() {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&area[160 + 16 * n..176 + 16 * n]);
+        *xmm = u128::from_le_bytes(bytes);
+    }
+    registers.core.mxcsr = dword(area, 24);
+}
+
+fn write_fpu(area: &mut [u8; 512], registers: &GuestRegisters) {
+    let fpu = &registers.core.fpu;
+    area[0..2].copy_from_slice(&(fpu.fctrl as u16).to_le_bytes());
+    area[2..4].copy_from_slice(&(fpu.fstat as u16).to_le_bytes());
+    area[4] = (0..8).fold(0u8, |tag, n| if (fpu.ftag >> (2 * n)) & 0b11 != 0b11 { tag | (1 << n) } else { tag });
+    for (n, st) in registers.core.st.iter().enumerate() {
+        area[32 + 16 * n..32 + 16 * n + 10].copy_from_slice(st);
+    }
+    for (n, xmm) in registers.core.xmm.iter().enumerate() {
+        area[160 + 16 * n..176 + 16 * n].copy_from_slice(&xmm.to_le_bytes());
+    }
+    area[24..28].copy_from_slice(&registers.core.mxcsr.to_le_bytes());
+}
