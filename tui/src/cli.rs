@@ -54,6 +54,9 @@ pub struct GdbArgs {
     /// The loopback TCP port for gdb.
     #[arg(long, default_value_t = GDB_PORT)]
     pub port: u16,
+    /// Print the trace as JSON Lines instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Also print the hypervisor's own log (its serial console).
     #[arg(long, short)]
     pub verbose: bool,

@@ -62,6 +62,11 @@ impl Lab {
         Lab { child, port, elf, trace: Some(trace) }
     }
 
+    /// The events of the trace (started with `--json`).
+    fn events(trace: &str) -> Vec<traplab_abi::event::Event> {
+        trace.lines().map(|line| traplab_tracer::json::from_line(line).expect("a JSON Lines trace")).collect()
+    }
+
     /// A raw connection to the gdb port (QEMU opens it a moment after it starts).
     fn connect(&self) -> TcpStream {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -315,4 +320,25 @@ fn ctrl_c_stops_a_guest_that_spins_without_exits_and_kill_ends_it() {
     let (status, trace) = lab.finish();
     assert_eq!(status, 137, "the domain was killed from gdb");
     assert!(trace.contains("spin KILLED: killed from gdb"), "{trace}");
+}
+
+/// gdb's breakpoints and steps must not change what the guest's own TF, #DB and int3 do: the
+/// #DB and #BP labs, stepped and broken into by gdb, still produce their expected flows.
+#[test]
+fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
+    for (lab_id, main) in [("debug", "debug::main"), ("breakpoint", "breakpoint::main")] {
+        let lab = Lab::start_with(&[lab_id, "--json"]);
+        let break_at_main = format!("break {main}");
+        let output = lab.gdb(&[&break_at_main, "continue", "stepi", "stepi", "stepi", "delete", "continue"]);
+        assert!(output.contains("Breakpoint 1, "), "{lab_id}: gdb's breakpoint hit");
+        assert!(output.contains("exited normally"), "{lab_id}: the guest ran to its end");
+        let (status, trace) = lab.finish();
+        assert_eq!(status, 0, "{lab_id}");
+        let catalogue = traplab_labs::find(lab_id).expect("the catalogue").expect("the lab");
+        let symbols = traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0])).expect("symbols");
+        let events = Lab::events(&trace);
+        if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, &events, &symbols) {
+            panic!("{lab_id} with gdb attached: {mismatch}");
+        }
+    }
 }

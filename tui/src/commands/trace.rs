@@ -205,7 +205,7 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
         TraceArgs {
             lab: args.lab,
             guest: args.guest,
-            json: false,
+            json: args.json,
             record: None,
             verbose: args.verbose,
             yes: args.yes,
