@@ -215,18 +215,25 @@ impl Domain {
     pub fn fetch_instruction(&mut self) {
         let rip = self.vmcb.linear_rip();
         let mut bytes = [0u8; 15];
+        let length = self.read_virtual_prefix(rip, &mut bytes);
+        self.exit.instruction = InstructionBytes::new(&bytes[..length]);
+    }
+
+    /// Read guest-virtual memory page by page, up to the first page that does not
+    /// translate; returns how many bytes were read (gdb's memory reads, instruction fetch).
+    pub fn read_virtual_prefix(&self, address: u64, buffer: &mut [u8]) -> usize {
         let mut length = 0;
-        while length < bytes.len() {
+        while length < buffer.len() {
             // Read up to the end of the current page at once.
-            let address = rip.wrapping_add(length as u64);
-            let in_page = (4096 - (address & 4095)) as usize;
-            let piece = in_page.min(bytes.len() - length);
-            if self.read_virtual(address, &mut bytes[length..length + piece]).is_err() {
+            let at = address.wrapping_add(length as u64);
+            let in_page = (4096 - (at & 4095)) as usize;
+            let piece = in_page.min(buffer.len() - length);
+            if self.read_virtual(at, &mut buffer[length..length + piece]).is_err() {
                 break;
             }
             length += piece;
         }
-        self.exit.instruction = InstructionBytes::new(&bytes[..length]);
+        length
     }
 
     /// Decode the instruction at RIP.

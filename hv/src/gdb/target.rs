@@ -101,17 +101,8 @@ impl SingleThreadBase for Domain {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
-        // Page by page: return what could be read before the first hole.
-        let mut done = 0;
-        while done < data.len() {
-            let address = start.wrapping_add(done as u64);
-            let in_page = (0x1000 - (address & 0xfff)) as usize;
-            let piece = in_page.min(data.len() - done);
-            if self.read_virtual(address, &mut data[done..done + piece]).is_err() {
-                break;
-            }
-            done += piece;
-        }
+        // What could be read before the first hole; nothing at all is an error.
+        let done = self.read_virtual_prefix(start, data);
         if done == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
