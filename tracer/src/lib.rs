@@ -12,10 +12,14 @@
 //! | [`flows`]     | trap flows: the events from one exit to its resume, linked to the return |
 //! | [`store`]     | a trace held compactly (an index per event, lines parsed when shown)   |
 //! | [`stats`]     | per exit reason: count, share, min/avg/p50/p95/max hypervisor time      |
+//! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
+//! | [`diff`]      | two traces aligned flow by flow                                        |
 //!
 //! The event types themselves are in `traplab_abi::event`, shared with the hypervisor.
 
 pub mod check;
+pub mod diff;
+pub mod export;
 pub mod flows;
 pub mod json;
 pub mod qemu;

@@ -28,6 +28,12 @@ pub enum Command {
     Trace(TraceArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
+    /// Exits per reason and the hypervisor's time for them (like `perf kvm stat`).
+    Stats(StatsArgs),
+    /// Write a recording in another format: `--format perfetto` for ui.perfetto.dev.
+    Export(ExportArgs),
+    /// Two recordings side by side, aligned flow by flow.
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,4 +91,67 @@ pub struct BenchArgs {
     /// Install what is missing (QEMU) without asking.
     #[arg(long, short)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT
+to the VMRUN (the `cycles` of each `resume` event), shown in µs with the TSC rate the
+hypervisor measured at boot. Exit status: 0; 124 when the recording has a bad line (the
+table covers the events before it); 2 for usage errors.")]
+pub struct StatsArgs {
+    /// A recording (from `traplab trace --record FILE`), or a lab to run now.
+    #[arg(value_name = "FILE|LAB")]
+    pub what: String,
+    /// Only the exits of this domain.
+    #[arg(long, value_name = "N")]
+    pub dom: Option<u16>,
+    /// Print JSON (times in cycles) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Install what is missing (QEMU) without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Chrome trace-event JSON: open it at https://ui.perfetto.dev (one track per domain,
+    /// one slice per trap flow, its steps nested inside, arrows from delivery to return).
+    Perfetto,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A recording (from `traplab trace --record FILE`).
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "perfetto")]
+    pub format: ExportFormat,
+    /// Write here instead of to stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Flows are aligned on their trap class; the marker between the sides says:
+  =  the same class, handled the same way      ≠  the same class, handled differently
+  <  only on the left                           >  only on the right
+Compare two domains of one recording with the same FILE twice, e.g.
+  traplab trace reflect-vs-bounce --record rvb.jsonl
+  traplab diff rvb.jsonl rvb.jsonl --left-dom 0 --right-dom 1")]
+pub struct DiffArgs {
+    /// The left recording.
+    pub left: PathBuf,
+    /// The right recording.
+    pub right: PathBuf,
+    /// Only the flows of this domain on the left.
+    #[arg(long, value_name = "N")]
+    pub left_dom: Option<u16>,
+    /// Only the flows of this domain on the right.
+    #[arg(long, value_name = "N")]
+    pub right_dom: Option<u16>,
+    /// Show every row (runs of flows handled the same way are folded otherwise).
+    #[arg(long)]
+    pub all: bool,
 }

@@ -1,3 +1,7 @@
+//! NOTE FOR THE TUI WORK (lead engineer): the full text of issue 5 is in `tui/ISSUE-5.md`
+//! (the prompt's ISSUE5_TEXT placeholder was not filled in). Delete this note and that file
+//! before your last commit.
+//!
 //! `traplab`: the command a student runs.
 //!
 //! Each subcommand is one file in `commands/`; slow work (QEMU, the trace stream) lives in
@@ -16,6 +20,9 @@ fn main() -> ExitCode {
         cli::Command::List(args) => commands::list::run(&args),
         cli::Command::Trace(args) => commands::trace::run(&args),
         cli::Command::Bench(args) => commands::bench::run(&args),
+        cli::Command::Stats(args) => commands::stats::run(&args),
+        cli::Command::Export(args) => commands::export::run(&args),
+        cli::Command::Diff(args) => commands::diff::run(&args),
     };
     match result {
         Ok(code) => code,

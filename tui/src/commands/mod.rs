@@ -1,6 +1,10 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod diff;
+pub mod export;
 pub mod list;
+pub mod load;
+pub mod stats;
 pub mod status;
 pub mod trace;
