@@ -14,11 +14,15 @@
 //! | [`stats`]     | per exit reason: count, share, min/avg/p50/p95/max hypervisor time      |
 //! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
 //! | [`diff`]      | two traces aligned flow by flow                                        |
+//! | [`explain`]   | each step in one plain sentence, and every field decoded               |
+//! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
 //!
 //! The event types themselves are in `traplab_abi::event`, shared with the hypervisor.
 
 pub mod check;
+pub mod code;
 pub mod diff;
+pub mod explain;
 pub mod export;
 pub mod flows;
 pub mod json;

@@ -219,6 +219,12 @@ impl Trace {
         self.events.get(index)
     }
 
+    /// The event whose `seq` is `seq` (events are in `seq` order).
+    pub fn index_of_seq(&self, seq: u64) -> Option<usize> {
+        let index = self.events.partition_point(|event| event.seq < seq);
+        (self.events.get(index)?.seq == seq).then_some(index)
+    }
+
     pub fn flows(&self) -> &[Flow] {
         &self.flows
     }
