@@ -18,6 +18,7 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Start with:   traplab list
               traplab trace hello
+              traplab run page-fault      (then: b pf ⏎  c  s s s …  ? for the keys)
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
 
 #[derive(Debug, Subcommand)]
@@ -28,6 +29,10 @@ pub enum Command {
     Trace(TraceArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
+    /// Run a lab under the terminal UI: break on a trap, step through it event by event.
+    Run(RunArgs),
+    /// Open a recording (from `traplab trace --record FILE`) in the terminal UI.
+    Replay(ReplayArgs),
     /// Exits per reason and the hypervisor's time for them (like `perf kvm stat`).
     Stats(StatsArgs),
     /// Write a recording in another format: `--format perfetto` for ui.perfetto.dev.
@@ -154,4 +159,59 @@ pub struct DiffArgs {
     /// Show every row (runs of flows handled the same way are folded otherwise).
     #[arg(long)]
     pub all: bool,
+}
+
+/// The keys of the terminal UI (`run` and `replay`).
+const UI_KEYS: &str = "\
+Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
+⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+/ search, n/N next/previous match · f/a filter by class/action, F clear ·
+1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.";
+
+#[derive(Debug, Args)]
+#[command(after_help = const_format_run())]
+pub struct RunArgs {
+    /// The lab to run (see `traplab list`).
+    #[arg(required_unless_present = "guest")]
+    pub lab: Option<String>,
+    /// Run this guest program instead of a lab (guests/src/bin/NAME.rs).
+    #[arg(long, value_name = "NAME", conflicts_with = "lab")]
+    pub guest: Option<String>,
+    /// Also save the trace as JSON Lines in FILE (open it later with `traplab replay`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Start running instead of waiting after boot.
+    #[arg(long)]
+    pub running: bool,
+    /// The hypervisor's timer, ticks per second (its INTR exits let a pause stop a guest
+    /// that spins without exiting); 0 turns it off.
+    #[arg(long, value_name = "HZ", default_value_t = 10)]
+    pub timer_hz: u32,
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`.
+    #[arg(long = "setting", value_name = "NAME")]
+    pub settings: Vec<String>,
+    /// Install what is missing (QEMU) without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+const fn const_format_run() -> &'static str {
+    "\
+The hypervisor waits after its boot event. Then:
+  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
+  c        continue until a break: the hypervisor stops at the exit, before it decides
+  s        step one event: the decision, then the injection, then the resume
+  t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
+Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
+⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+/ search, n/N next/previous match · f/a filter by class/action, F clear ·
+1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
+Quitting stops QEMU. Honours NO_COLOR. Exit status: 0; 130 on Ctrl-C from outside; 2 for usage errors."
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = UI_KEYS)]
+pub struct ReplayArgs {
+    /// A recording (from `traplab trace --record FILE` or `traplab run --record FILE`).
+    pub file: PathBuf,
 }

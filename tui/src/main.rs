@@ -1,17 +1,10 @@
-//! NOTE FOR THE TUI WORK (lead engineer): the full text of issue 5 is in `tui/ISSUE-5.md`
-//! (the prompt's ISSUE5_TEXT placeholder was not filled in). Delete this note and that file
-//! before your last commit.
-//!
 //! `traplab`: the command a student runs.
 //!
 //! Each subcommand is one file in `commands/`; slow work (QEMU, the trace stream) lives in
 //! the `traplab-tracer` crate, the lab catalogue in `traplab-labs`.
 
-mod cli;
-mod commands;
-mod setup;
-
 use clap::Parser;
+use traplab_tui::{cli, commands};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,6 +16,8 @@ fn main() -> ExitCode {
         cli::Command::Stats(args) => commands::stats::run(&args),
         cli::Command::Export(args) => commands::export::run(&args),
         cli::Command::Diff(args) => commands::diff::run(&args),
+        cli::Command::Replay(args) => commands::replay::run(&args),
+        cli::Command::Run(args) => commands::run::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@ pub mod diff;
 pub mod export;
 pub mod list;
 pub mod load;
+pub mod replay;
+pub mod run;
 pub mod stats;
 pub mod status;
 pub mod trace;
