@@ -102,6 +102,9 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             app.action_filter.map(|action| format!(" + {}", action.name())).unwrap_or_default()
         ));
     }
+    if let Some(error) = app.trace.error() {
+        parts.push(format!("BAD LINE {}: read up to it", error.line));
+    }
     if let Some(live) = &app.live {
         parts.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
@@ -130,7 +133,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     } else if let Some(message) = &app.message {
         Line::styled(message.clone(), theme.warn())
     } else if let Some(error) = app.trace.error() {
-        Line::styled(format!("{error} — showing the {} events before it", app.trace.len()), theme.warn())
+        Line::styled(format!("{}:{}: {}", app.trace.name, error.line, error.error), theme.warn())
     } else {
         let keys: &[(&str, &str)] = match (app.screen, app.live.is_some()) {
             (Screen::Flows, false) => &[("j/k", "move"), ("⏎", "open"), ("/", "search"), ("f/a", "class/action filter"), ("3", "stats"), ("q", "quit")],
@@ -198,7 +201,12 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let title = format!(" Flow {}/{} ", flow_number + 1, app.trace.flows().len());
         Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(title)).render(preview, buf);
     } else {
-        Block::bordered().render(preview, buf);
+        let hint = if app.live.is_some() {
+            "The hypervisor waits after its boot. b: break on a trap (pf, ud, ioio, port:0x3f8, hypercall:1…), c: continue, s: step one event, ?: all keys."
+        } else {
+            ""
+        };
+        Paragraph::new(hint).wrap(Wrap { trim: true }).block(Block::bordered()).render(preview, buf);
     }
 }
 
@@ -295,7 +303,8 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let others = app.trace.domains().len() > 1;
     let width = inner.width as usize;
     let seq_width = 7;
-    let lane_space = width.saturating_sub(seq_width + 2);
+    // The marker and seq, a space, and a separator before each lane after the first.
+    let lane_space = width.saturating_sub(seq_width + 1 + if others { 2 } else { 1 });
     let (guest_width, hv_width) = if others { (lane_space * 2 / 5, lane_space * 2 / 5) } else { (lane_space / 2, lane_space - lane_space / 2) };
     let other_width = lane_space.saturating_sub(guest_width + hv_width);
     let guest_name = app.trace.domain_name(flow.dom).map(|name| format!("guest dom{} {name}", flow.dom)).unwrap_or_else(|| format!("guest dom{}", flow.dom));
@@ -336,6 +345,17 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         },
         Some(Step::Handler(handler)) => handler.sentence(&|address| app.symbol(handler.dom, address)),
         None => String::new(),
+    };
+    // Live, stopped at this very event: say what the next step will show.
+    let stopped_here = match (app.live.as_ref().map(|live| &live.state), app.current_event()) {
+        (Some(LiveState::Stopped(seq)), Some((_, event))) if event.seq == *seq => Some(&event.body),
+        _ => None,
+    };
+    let meaning = match stopped_here {
+        Some(Body::Exit(_)) => format!("{meaning} The hypervisor is stopped here, before it decides: s shows its decision."),
+        Some(Body::Resume(_)) => format!("{meaning} (Stopped here: s steps into the guest's next event, c continues.)"),
+        Some(_) => format!("{meaning} (Stopped here: s shows the next step.)"),
+        None => meaning,
     };
     let step_title = format!(" Step {}/{}: what happens ", app.step + 1, app.story.steps.len());
     // Only a top border: on a small terminal every line of the sentence counts.
@@ -541,13 +561,15 @@ fn render_stats(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             *width = (*width).max(cell.chars().count());
         }
     }
+    // Two spaces between columns when they fit, one on a small terminal.
+    let separator = if widths.iter().sum::<usize>() + 2 * 9 + 2 <= area.width as usize { "  " } else { " " };
     let format_row = |row: &[String; 10]| -> String {
         row.iter()
             .zip(widths)
             .enumerate()
             .map(|(column, (cell, width))| if column < 2 { format!("{cell:<width$}") } else { format!("{cell:>width$}") })
             .collect::<Vec<_>>()
-            .join("  ")
+            .join(separator)
     };
     let block = Block::bordered().title(format!(" Exits per reason: {} exits, hypervisor time from exit to resume ", app.stats.exits));
     let inner = block.inner(area);
