@@ -81,7 +81,90 @@ pub struct Trace {
 }
 
 /// How much of a file is read at once while loading.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 2 << 20;
+
+/// A recording being loaded: where the file is read up to.
+#[derive(Debug)]
+pub struct Loader {
+    file: File,
+    buffer: Vec<u8>,
+    /// Bytes of an unfinished line carried over from the previous chunk.
+    carried: usize,
+    read: u64,
+    total: u64,
+    done: bool,
+}
+
+impl Loader {
+    /// Read and index more of the file: all of it with `None`, else until `budget` has
+    /// passed (a chunk at least). `Ok(true)` once the whole file is in, or a bad line ended it.
+    pub fn load(&mut self, trace: &mut Trace, budget: Option<std::time::Duration>) -> io::Result<bool> {
+        let started = std::time::Instant::now();
+        while !self.done {
+            self.load_chunk(trace)?;
+            if budget.is_some_and(|budget| started.elapsed() >= budget) {
+                break;
+            }
+        }
+        Ok(self.done)
+    }
+
+    /// How far the load is, 0.0–1.0.
+    pub fn progress(&self) -> f64 {
+        if self.done || self.total == 0 { 1.0 } else { self.read as f64 / self.total as f64 }
+    }
+
+    fn load_chunk(&mut self, trace: &mut Trace) -> io::Result<()> {
+        if self.carried == self.buffer.len() {
+            // One line longer than a chunk: grow until it fits.
+            self.buffer.resize(self.buffer.len() * 2, 0);
+        }
+        let read = self.file.read(&mut self.buffer[self.carried..])?;
+        self.read += read as u64;
+        let filled = self.carried + read;
+        // The complete lines of the chunk; their facts are read in parallel (that is the
+        // slow part), then indexed in order.
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(newline) = self.buffer[start..filled].iter().position(|&byte| byte == b'\n') {
+            lines.push(start..start + newline);
+            start += newline + 1;
+        }
+        let buffer = &self.buffer;
+        let threads = std::thread::available_parallelism().map_or(1, |count| count.get()).clamp(1, 8);
+        let per_thread = lines.len().div_ceil(threads).max(1);
+        let facts: Vec<Result<Option<Facts>, JsonError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = lines
+                .chunks(per_thread)
+                .map(|part| scope.spawn(move || part.iter().map(|range| parse_line(&buffer[range.clone()])).collect::<Vec<_>>()))
+                .collect();
+            // A worker only panics on a bug in the parser: pass that panic on.
+            workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        for (range, facts) in lines.iter().zip(facts) {
+            if !trace.take_facts(facts, range.len() as u32, trace.end_offset) {
+                return Ok(self.finish(trace));
+            }
+            trace.end_offset += range.len() as u64 + 1;
+        }
+        if read == 0 {
+            // The last line has no newline: take it as it is (a truncated line fails here).
+            if start < filled {
+                trace.take_line(&self.buffer[start..filled], trace.end_offset);
+            }
+            return Ok(self.finish(trace));
+        }
+        self.buffer.copy_within(start..filled, 0);
+        self.carried = filled - start;
+        Ok(())
+    }
+
+    fn finish(&mut self, trace: &mut Trace) {
+        self.done = true;
+        self.buffer = Vec::new();
+        trace.finished_loading();
+    }
+}
 
 impl Trace {
     /// An empty trace that grows with [`Trace::push_event`] (a live run).
@@ -110,57 +193,42 @@ impl Trace {
     /// Load a recording. `Err` only when the file cannot be read; a bad line ends the load
     /// with [`Trace::error`] set.
     pub fn open(path: &Path) -> io::Result<Trace> {
-        let mut file = File::open(path)?;
-        let source = Source::File(file.try_clone()?);
-        let mut trace = Trace::empty(path.display().to_string(), Some(path.to_path_buf()), source);
-        let mut buffer = vec![0u8; CHUNK];
-        // Bytes of an unfinished line carried over from the previous chunk.
-        let mut carried = 0usize;
-        loop {
-            if carried == buffer.len() {
-                // One line longer than a chunk: grow until it fits.
-                buffer.resize(buffer.len() * 2, 0);
-            }
-            let read = file.read(&mut buffer[carried..])?;
-            let filled = carried + read;
-            let at_end = read == 0;
-            let mut start = 0;
-            while let Some(newline) = buffer[start..filled].iter().position(|&byte| byte == b'\n') {
-                if !trace.take_line(&buffer[start..start + newline], trace.end_offset) {
-                    return Ok(trace.finished_loading());
-                }
-                trace.end_offset += newline as u64 + 1;
-                start += newline + 1;
-            }
-            if at_end {
-                // The last line has no newline: take it as it is (a truncated line fails here).
-                if start < filled {
-                    trace.take_line(&buffer[start..filled], trace.end_offset);
-                }
-                return Ok(trace.finished_loading());
-            }
-            buffer.copy_within(start..filled, 0);
-            carried = filled - start;
-        }
+        let (mut trace, mut loader) = Trace::start_loading(path)?;
+        while !loader.load(&mut trace, None)? {}
+        Ok(trace)
     }
 
-    fn finished_loading(mut self) -> Trace {
+    /// Start loading a recording a piece at a time ([`Loader::load`]), so that a screen can
+    /// show the first flows of a big file at once and the rest as it comes.
+    pub fn start_loading(path: &Path) -> io::Result<(Trace, Loader)> {
+        let file = File::open(path)?;
+        let total = file.metadata()?.len();
+        let source = Source::File(file.try_clone()?);
+        let trace = Trace::empty(path.display().to_string(), Some(path.to_path_buf()), source);
+        Ok((trace, Loader { file, buffer: vec![0u8; CHUNK], carried: 0, read: 0, total, done: false }))
+    }
+
+    fn finished_loading(&mut self) {
         // The vectors grew by doubling: give the slack back.
         self.events.shrink_to_fit();
         self.flows.shrink_to_fit();
-        self
     }
 
     /// Index one line; `false` (and [`Trace::error`] set) when it is not an event.
     fn take_line(&mut self, line: &[u8], offset: u64) -> bool {
+        self.take_facts(parse_line(line), line.len() as u32, offset)
+    }
+
+    /// Index one line from its [`parse_line`] result.
+    fn take_facts(&mut self, facts: Result<Option<Facts>, JsonError>, len: u32, offset: u64) -> bool {
         self.lines += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            self.blank_lines.push((self.events.len() as u32, self.lines as u32));
-            return true;
-        }
-        match read_facts(line) {
-            Ok(facts) => {
-                self.index(&facts, offset, line.len() as u32);
+        match facts {
+            Ok(Some(facts)) => {
+                self.index(&facts, offset, len);
+                true
+            }
+            Ok(None) => {
+                self.blank_lines.push((self.events.len() as u32, self.lines as u32));
                 true
             }
             Err(error) => {
@@ -324,6 +392,11 @@ struct Header<'a> {
     name: Option<String>,
     tsc_hz: Option<u64>,
     count: Option<u64>,
+}
+
+/// The facts of one line; `None` for a blank line.
+fn parse_line(line: &[u8]) -> Result<Option<Facts>, JsonError> {
+    if line.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { read_facts(line).map(Some) }
 }
 
 /// Read the [`Facts`] of one line, with the same errors as [`json::from_line`] for what

@@ -86,7 +86,20 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+With --ui: no QEMU; a recording of --events events (or --file) is loaded and drawn as
+`traplab replay` would, and the load time, the time to the first frame, the resident
+memory per event and the time to jump to the last flow are printed. Build with --release.")]
 pub struct BenchArgs {
+    /// Measure the terminal UI on a big recording instead of the trace transport.
+    #[arg(long)]
+    pub ui: bool,
+    /// With --ui: how many events the generated recording has.
+    #[arg(long, default_value_t = 1_000_000, requires = "ui")]
+    pub events: usize,
+    /// With --ui: open this recording instead of generating one.
+    #[arg(long, value_name = "FILE", requires = "ui")]
+    pub file: Option<PathBuf>,
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,

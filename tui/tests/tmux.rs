@@ -116,3 +116,18 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
     }
     assert_eq!(qemu_of(traplab), 0, "quitting stops QEMU");
 }
+
+#[test]
+fn closing_the_terminal_stops_qemu() {
+    let tmux = Tmux::start(&format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    tmux.wait_for(&["STOPPED after seq 0"]);
+    let traplab = tmux.pane_pid();
+    assert_eq!(qemu_of(traplab), 1, "QEMU runs");
+    // The terminal goes away: traplab gets SIGHUP.
+    drop(tmux);
+    let started = Instant::now();
+    while qemu_of(traplab) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "QEMU outlived its terminal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

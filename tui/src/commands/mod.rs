@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod bench_ui;
 pub mod diff;
 pub mod export;
 pub mod list;

@@ -16,7 +16,7 @@ use traplab_abi::event::Action;
 use traplab_tracer::code::GuestImage;
 use traplab_tracer::session::{Control, Finish, Item};
 use traplab_tracer::stats::{self, Stats};
-use traplab_tracer::store::Trace;
+use traplab_tracer::store::{Loader, Trace};
 
 /// Which screen is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,8 @@ pub struct App {
     /// The selected flow's story and the step shown.
     pub story: Story,
     pub step: usize,
+    /// Lines the lower pane is scrolled by (`J`/`K`); back to 0 at every step.
+    pub pane_scroll: u16,
     pub class_filter: Option<&'static str>,
     pub action_filter: Option<Action>,
     /// The last search, for `n`/`N`.
@@ -132,10 +134,14 @@ pub struct App {
     pub stats: Stats,
     pub stats_row: usize,
     pub live: Option<Live>,
+    /// A recording still loading: the screen shows what is in and takes more each tick.
+    pub loader: Option<Loader>,
     /// Guest images by domain (`None`: not there, or not read).
     images: HashMap<u16, Option<Rc<GuestImage>>>,
     /// How many flows the filters and statistics have seen.
     seen_flows: usize,
+    /// How many events they have seen (nothing to do while it stays the same).
+    seen_events: usize,
     pub quit: bool,
 }
 
@@ -152,6 +158,7 @@ impl App {
             selected: 0,
             story: Story::default(),
             step: 0,
+            pane_scroll: 0,
             class_filter: None,
             action_filter: None,
             search: None,
@@ -159,13 +166,46 @@ impl App {
             message: None,
             stats_row: 0,
             live: None,
+            loader: None,
             images: HashMap::new(),
             seen_flows: 0,
+            seen_events: 0,
             quit: false,
         };
         app.refresh();
         app.select(0);
         app
+    }
+
+    /// A recording that is still loading ([`Trace::start_loading`]): [`App::load_more`]
+    /// takes in the rest.
+    pub fn loading(trace: Trace, loader: Loader, options: Options) -> App {
+        let mut app = App::new(trace, options);
+        app.loader = Some(loader);
+        app
+    }
+
+    /// Load more of the recording, for about `budget`; `true` when anything came.
+    pub fn load_more(&mut self, budget: std::time::Duration) -> bool {
+        let Some(loader) = self.loader.as_mut() else { return false };
+        let done = match loader.load(&mut self.trace, Some(budget)) {
+            Ok(done) => done,
+            Err(error) => {
+                self.message = Some(format!("reading the recording failed: {error}"));
+                true
+            }
+        };
+        if done {
+            self.loader = None;
+        }
+        let (step, selected) = (self.step, self.selected);
+        self.refresh();
+        if selected == 0 && self.story.steps.is_empty() {
+            self.select(0);
+        } else {
+            self.step = step;
+        }
+        true
     }
 
     /// A live run's app: the trace grows with [`App::take_item`].
@@ -192,6 +232,10 @@ impl App {
 
     /// Take in what grew: new flows into the filters and statistics, new domains' images.
     fn refresh(&mut self) {
+        if self.trace.len() == self.seen_events && self.seen_events > 0 {
+            return;
+        }
+        self.seen_events = self.trace.len();
         let flows = self.trace.flows();
         // The last flow may still be growing (a live run): re-check it.
         let from = self.seen_flows.saturating_sub(1);
@@ -202,7 +246,10 @@ impl App {
             }
         }
         self.seen_flows = flows.len();
-        self.stats = stats::compute(flows, self.trace.tsc_hz());
+        // While a big recording loads, the statistics wait for the whole of it.
+        if self.loader.is_none() {
+            self.stats = stats::compute(flows, self.trace.tsc_hz());
+        }
         if self.options.guest_images {
             for (dom, name) in self.trace.domains().to_vec() {
                 self.images.entry(dom).or_insert_with(|| GuestImage::load(&traplab_labs::guest_elf(&name)).ok().map(Rc::new));
@@ -229,6 +276,7 @@ impl App {
         self.selected = position.min(self.visible.len().saturating_sub(1));
         self.rebuild_story();
         self.step = self.story.start;
+        self.pane_scroll = 0;
     }
 
     fn rebuild_story(&mut self) {
@@ -246,6 +294,7 @@ impl App {
 
     /// One step forward or back; past either end of the story, into the next/previous flow.
     fn move_step(&mut self, forward: bool) {
+        self.pane_scroll = 0;
         if forward {
             if self.step + 1 < self.story.steps.len() {
                 self.step += 1;
@@ -402,6 +451,8 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up | KeyCode::Char('[') => self.move_selection(-1),
             KeyCode::Char('g') | KeyCode::Home => self.step = 0,
             KeyCode::Char('G') | KeyCode::End => self.step = self.story.steps.len().saturating_sub(1),
+            KeyCode::Char('J') => self.pane_scroll = self.pane_scroll.saturating_add(1),
+            KeyCode::Char('K') => self.pane_scroll = self.pane_scroll.saturating_sub(1),
             KeyCode::Char('d') => self.pane = Pane::Detail,
             KeyCode::Char('r') => self.pane = Pane::Registers,
             KeyCode::Char('x') => self.pane = Pane::Code,

@@ -58,11 +58,24 @@ fn enter() -> io::Result<(Guard, Terminal<CrosstermBackend<Stdout>>)> {
     Ok((guard, terminal))
 }
 
-/// Ctrl-C or SIGTERM from outside the terminal (in raw mode a typed Ctrl-C is a key).
+/// How long the UI has to quit in order after a signal before the process leaves anyway.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// SIGINT, SIGTERM or SIGHUP from outside the terminal (in raw mode a typed Ctrl-C is a
+/// key). The UI loop sees the flag within a tick and quits in order, stopping QEMU. When
+/// the terminal is gone (SIGHUP), crossterm can be stuck reading its end of file for ever:
+/// then, after a grace period, restore what we can and exit; QEMU dies with us
+/// (PR_SET_PDEATHSIG).
 fn signal_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = Arc::clone(&flag);
-    let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst));
+    // ctrlc runs this on its own thread, not in the signal handler: sleeping is fine.
+    let _ = ctrlc::set_handler(move || {
+        handler_flag.store(true, Ordering::SeqCst);
+        std::thread::sleep(SIGNAL_GRACE);
+        restore();
+        std::process::exit(crate::commands::status::INTERRUPTED as i32);
+    });
     flag
 }
 
@@ -96,11 +109,15 @@ fn event_loop(app: &mut App, signal: &AtomicBool, mut poll: impl FnMut(&mut App)
     }
 }
 
-/// `traplab replay`: browse a loaded trace. Returns whether a signal ended it.
-pub fn replay(mut app: App) -> io::Result<bool> {
+/// How long each tick may spend loading a big recording (keys stay answered).
+const LOAD_BUDGET: Duration = Duration::from_millis(40);
+
+/// `traplab replay`: browse a trace, loading the rest of it while the screen is up.
+/// Returns whether a signal ended it, and the app (to report a bad line).
+pub fn replay(mut app: App) -> io::Result<(bool, App)> {
     let signal = signal_flag();
-    event_loop(&mut app, &signal, |_| false)?;
-    Ok(signal.load(Ordering::SeqCst))
+    event_loop(&mut app, &signal, |app| app.load_more(LOAD_BUDGET))?;
+    Ok((signal.load(Ordering::SeqCst), app))
 }
 
 /// What the session thread tells the UI.

@@ -105,6 +105,9 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     if let Some(error) = app.trace.error() {
         parts.push(format!("BAD LINE {}: read up to it", error.line));
     }
+    if let Some(loader) = &app.loader {
+        parts.push(format!("loading {:.0}%", loader.progress() * 100.0));
+    }
     if let Some(live) = &app.live {
         parts.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
@@ -368,16 +371,16 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         title.push(Span::styled(format!(" {} ", pane.title()), style));
         title.push(Span::raw(" "));
     }
-    title.push(Span::styled("(Tab) ", theme.dim()));
-    let block = Block::bordered().title(Line::from(title));
-    let inner = block.inner(pane_area);
-    block.render(pane_area, buf);
+    let inner = Block::bordered().inner(pane_area);
     let lines = match app.pane {
         Pane::Detail => detail_lines(app, theme, inner.width as usize),
         Pane::Registers => register_lines(app, theme, inner.width as usize),
         Pane::Code => code_lines(app, theme),
     };
-    Paragraph::new(lines).render(inner, buf);
+    let overflow = (lines.len() as u16).saturating_sub(inner.height);
+    title.push(Span::styled(if overflow > 0 { "(Tab · J/K scroll) " } else { "(Tab) " }, theme.dim()));
+    let block = Block::bordered().title(Line::from(title));
+    Paragraph::new(lines).scroll((app.pane_scroll.min(overflow), 0)).block(block).render(pane_area, buf);
 }
 
 fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
@@ -594,6 +597,7 @@ const HELP: &[(&str, &str)] = &[
     ("g G", "first / last"),
     ("PgDn PgUp", "ten flows on"),
     ("Tab d r x", "Detail, Registers, Code"),
+    ("J K", "scroll the Detail/Registers/Code pane"),
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
     ("1 2 3", "Flows, Flow, Stats"),
