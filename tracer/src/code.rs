@@ -130,9 +130,12 @@ pub fn hex_bytes(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
 }
 
+/// A source excerpt: the file, the line asked for, and the numbered lines around it.
+pub type Excerpt = (PathBuf, u32, Vec<(u32, String)>);
+
 /// Lines `line - context ..= line + context` of `file:line` (`hv/src/exit/ioio.rs:27`) under
 /// `root`, numbered; `None` when the source tree is not there.
-pub fn source_excerpt(root: &Path, at: &str, context: u32) -> Option<(PathBuf, u32, Vec<(u32, String)>)> {
+pub fn source_excerpt(root: &Path, at: &str, context: u32) -> Option<Excerpt> {
     let (file, line) = at.rsplit_once(':')?;
     let line: u32 = line.trim().parse().ok()?;
     let path = root.join(file);

@@ -143,7 +143,8 @@ impl Loader {
         });
         for (range, facts) in lines.iter().zip(facts) {
             if !trace.take_facts(facts, range.len() as u32, trace.end_offset) {
-                return Ok(self.finish(trace));
+                self.finish(trace);
+                return Ok(());
             }
             trace.end_offset += range.len() as u64 + 1;
         }
@@ -152,7 +153,8 @@ impl Loader {
             if start < filled {
                 trace.take_line(&self.buffer[start..filled], trace.end_offset);
             }
-            return Ok(self.finish(trace));
+            self.finish(trace);
+            return Ok(());
         }
         self.buffer.copy_within(start..filled, 0);
         self.carried = filled - start;

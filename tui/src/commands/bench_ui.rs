@@ -4,10 +4,11 @@
 //! It writes a recording of `--events` events (1,000,000 by default) shaped like a real
 //! trace — UART writes (exit, decide, emulate, resume) with a reflected #PF, its handler and
 //! its IRET every so often — unless `--file` names one, then measures:
-//! - load time: reading and indexing the file, assembling the flows;
-//! - first frame: from the start of the load to the first screen drawn (80×24, TestBackend);
-//! - resident memory per event: VmRSS after the first frame minus before the load;
-//! - jump time: from the first flow to the last (`G`) and drawing it.
+//! - first frame: as `traplab replay` opens a file — the first 40 ms slice of the load,
+//!   then the first screen drawn (80×24, TestBackend); the rest loads while it is up;
+//! - whole load: reading and indexing the whole file, assembling the flows, statistics;
+//! - resident memory per event: VmRSS after the whole load minus before it;
+//! - jump time: from the first flow to the last (`G`, ⏎) and drawing it.
 //!
 //! Targets (issue 5): under 1 s to the first frame, under 200 bytes per event. Build with
 //! `--release` for meaningful figures.
@@ -140,7 +141,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
     let mut round = 0u64;
     while (out.seq as usize) < count {
         round += 1;
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             // A reflected page fault, its handler's line, and its IRET.
             out.write(Some(0), Body::Exit(exit(0x4e, "EXCP_PF", 2, 0x4000_0000, 0x2000b6, &[0x48, 0xc7, 0x04, 0x25, 0, 0, 0, 0x40, 0x2a, 0, 0, 0])), 40_000)?;
             out.write(Some(0), Body::Decide(Decide { action: Action::Reflect, why: "the guest owns its exceptions (#PF page fault): reflect #PF into the guest's IDT, vector 14, handler 0x200240".into(), at: "hv/src/exit/exception.rs:92".into() }), 3_000)?;

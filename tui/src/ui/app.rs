@@ -434,11 +434,7 @@ impl App {
             KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.move_selection(-10),
             KeyCode::Char('g') | KeyCode::Home => self.select(0),
             KeyCode::Char('G') | KeyCode::End => self.select(usize::MAX),
-            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => {
-                if self.selected_flow().is_some() {
-                    self.screen = Screen::Flow;
-                }
-            }
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right if self.selected_flow().is_some() => self.screen = Screen::Flow,
             _ => {}
         }
     }

@@ -131,7 +131,7 @@ fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
             None => classes.push((flow.class(), 1)),
         }
     }
-    classes.sort_by(|a, b| b.1.cmp(&a.1));
+    classes.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
     let mut console = Vec::new();
     let scan_end = (to.first as usize).min(from.last() as usize + 1 + HANDLER_SCAN_LIMIT);
     for index in from.last() as usize + 1..scan_end {

@@ -121,6 +121,7 @@ pub fn replay(mut app: App) -> io::Result<(bool, App)> {
 }
 
 /// What the session thread tells the UI.
+#[allow(clippy::large_enum_variant, reason = "nearly every message is an item; boxing each would cost an allocation")]
 enum Message {
     Item(Item),
     /// The hypervisor is up: its control channel.
