@@ -13,8 +13,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let name = format!("traplab-e2e-{}", std::process::id());
+    /// `label` tells the tests' sessions apart (they run in parallel).
+    fn start(label: &str, command: &str) -> Tmux {
+        let name = format!("traplab-e2e-{}-{label}", std::process::id());
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", command])
             // A terminal that every machine knows; no colours to strip from the capture.
@@ -82,7 +83,7 @@ fn qemu_of(pid: u32) -> usize {
 
 #[test]
 fn break_on_page_fault_step_to_the_resume_and_quit() {
-    let tmux = Tmux::start(&format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    let tmux = Tmux::start("steps", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
     tmux.wait_for(&["page-fault (live)", "STOPPED after seq 0", "The hypervisor waits after its boot"]);
     let traplab = tmux.pane_pid();
     assert_eq!(qemu_of(traplab), 1, "QEMU runs");
@@ -119,7 +120,7 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
 
 #[test]
 fn closing_the_terminal_stops_qemu() {
-    let tmux = Tmux::start(&format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    let tmux = Tmux::start("hangup", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
     tmux.wait_for(&["STOPPED after seq 0"]);
     let traplab = tmux.pane_pid();
     assert_eq!(qemu_of(traplab), 1, "QEMU runs");
