@@ -179,10 +179,12 @@ const UI_KEYS: &str = "\
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
 ⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
-1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.";
+1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
+scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
+bad line (the screen shows the events before it, and says which line); 130 on Ctrl-C.";
 
 #[derive(Debug, Args)]
-#[command(after_help = const_format_run())]
+#[command(after_help = RUN_HELP)]
 pub struct RunArgs {
     /// The lab to run (see `traplab list`).
     #[arg(required_unless_present = "guest")]
@@ -208,8 +210,8 @@ pub struct RunArgs {
     pub yes: bool,
 }
 
-const fn const_format_run() -> &'static str {
-    "\
+/// What `traplab run --help` says after the options: the live keys, then the others.
+const RUN_HELP: &str = "\
 The hypervisor waits after its boot event. Then:
   b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
   c        continue until a break: the hypervisor stops at the exit, before it decides
@@ -219,8 +221,8 @@ Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one 
 ⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
-Quitting stops QEMU. Honours NO_COLOR. Exit status: 0; 130 on Ctrl-C from outside; 2 for usage errors."
-}
+J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR.
+Exit status: 0; 130 on Ctrl-C from outside; 2 for usage errors.";
 
 #[derive(Debug, Args)]
 #[command(after_help = UI_KEYS)]
