@@ -193,3 +193,15 @@ fn the_code_pane_names_the_guest_symbol() {
     assert!(screen.contains(&format!("▶ {rip:#x}")), "the trapping instruction is marked\n{screen}");
     assert!(screen.contains("hypervisor decision at hv/src/exit/"), "{screen}");
 }
+
+#[test]
+fn tiny_terminals_do_not_break_it() {
+    let mut app = open("reflect-vs-bounce.jsonl");
+    for keys in ["", "/#PF<Enter><Enter>", "llll", "<Tab>", "<Tab>", "3", "?"] {
+        press(&mut app, keys);
+        for (width, height) in [(1, 1), (10, 4), (20, 6), (40, 12), (80, 24)] {
+            let screen = draw(&app, width, height);
+            assert_eq!(screen.lines().count(), height as usize);
+        }
+    }
+}

@@ -239,10 +239,12 @@ fn sentence(app: &App, event: &Event) -> String {
 
 /// What one step shows in each lane: (guest, hypervisor, other domains).
 fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
-    let Step::Event { event, .. } = step else {
-        let Step::Handler(handler) = step else { unreachable!("two kinds of steps") };
-        let traps = if handler.traps == 0 { String::new() } else { format!(", {} traps", handler.traps) };
-        return (format!("┆ {} handler runs{traps}", handler.name), "┆".into(), String::new());
+    let event = match step {
+        Step::Event { event, .. } => event,
+        Step::Handler(handler) => {
+            let traps = if handler.traps == 0 { String::new() } else { format!(", {} traps", handler.traps) };
+            return (format!("┆ {} handler runs{traps}", handler.name), "┆".into(), String::new());
+        }
     };
     let event = match event.as_ref() {
         Ok(event) => event,
