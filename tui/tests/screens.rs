@@ -118,6 +118,22 @@ fn statistics_and_filtering_from_them() {
     assert_eq!(app.screen, Screen::Flows);
     assert_eq!(app.class_filter, Some("#PF"));
     insta::assert_snapshot!("filtered_by_class", draw(&app, 80, 24));
+    // `f` cycles the classes present (most frequent first), `a` the actions, `F` clears.
+    press(&mut app, "F");
+    assert_eq!(app.visible.len(), 158);
+    press(&mut app, "f");
+    assert_eq!((app.class_filter, app.visible.len()), (Some("IOIO"), 155));
+    press(&mut app, "fa");
+    assert_eq!(app.class_filter, Some("#PF"));
+    assert_eq!(app.action_filter, Some(traplab_abi::event::Action::Emulate));
+    assert!(app.visible.is_empty(), "no #PF is emulated");
+    assert!(draw(&app, 80, 24).contains("no flow passes the filter (F clears it)"));
+    press(&mut app, "F/iret<Enter>");
+    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].class(), "IRET");
+    press(&mut app, "/IOIO<Enter>n");
+    let first = app.selected;
+    press(&mut app, "nN");
+    assert_eq!(app.selected, first, "n then N comes back");
 }
 
 #[test]
