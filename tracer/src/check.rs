@@ -31,18 +31,38 @@ impl StreamCheck {
     /// Look at the next event; returns the faults it reveals (a `lost` event after a gap
     /// reveals both).
     pub fn observe(&mut self, event: &Event) -> Vec<StreamFault> {
+        let lost = match &event.body {
+            Body::Lost(lost) => Some(lost.count),
+            _ => None,
+        };
+        self.observe_parts(event.seq, lost, matches!(event.body, Body::End(_)))
+    }
+
+    /// [`StreamCheck::observe`] from the parts that matter: the event's `seq`, the count of
+    /// a `lost` event, and whether it is the `end` event (for readers that do not build
+    /// whole events, like [`crate::store`]).
+    pub fn observe_parts(&mut self, seq: u64, lost: Option<u64>, end: bool) -> Vec<StreamFault> {
         let mut faults = Vec::new();
-        if event.seq != self.next_seq {
-            faults.push(StreamFault::Gap { expected: self.next_seq, found: event.seq });
+        if seq != self.next_seq {
+            faults.push(StreamFault::Gap { expected: self.next_seq, found: seq });
         }
-        if let Body::Lost(lost) = &event.body {
-            faults.push(StreamFault::Lost { count: lost.count, seq: event.seq });
+        if let Some(count) = lost {
+            faults.push(StreamFault::Lost { count, seq });
         }
-        self.next_seq = event.seq + 1;
-        if matches!(event.body, Body::End(_)) {
+        self.next_seq = seq + 1;
+        if end {
             self.ended = true;
         }
         self.faults.extend(faults.iter().cloned());
+        faults
+    }
+
+    /// The faults seen so far, plus `Truncated` while the `end` event has not come.
+    pub fn faults_so_far(&self) -> Vec<StreamFault> {
+        let mut faults = self.faults.clone();
+        if !self.ended {
+            faults.push(StreamFault::Truncated);
+        }
         faults
     }
 

@@ -25,6 +25,9 @@ pub enum JsonError {
     UnknownKind(String),
     #[error("bad \"{kind}\" event: {message}")]
     Body { kind: String, message: String },
+    /// A field has the wrong type (found while indexing a recording, before the kind is known).
+    #[error("bad field: {0}")]
+    Data(String),
 }
 
 /// The JSON object of an event.

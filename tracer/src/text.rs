@@ -115,6 +115,14 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
+/// [`exit_detail`] of an exit event; for any other event its [`detail`].
+pub fn exit_detail_of(event: &Event) -> String {
+    match &event.body {
+        Body::Exit(exit) => exit_detail(exit),
+        _ => detail(event),
+    }
+}
+
 /// The exit reason with the EXITINFO fields decoded.
 pub fn exit_detail(exit: &Exit) -> String {
     let mut text = format!("{} at {:#x}", exit.reason, exit.rip);

@@ -18,6 +18,7 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Start with:   traplab list
               traplab trace hello
+              traplab run page-fault      (then: b pf ⏎  c  s s s …  ? for the keys)
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +32,16 @@ pub enum Command {
     Gdb(GdbArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
+    /// Run a lab under the terminal UI: break on a trap, step through it event by event.
+    Run(RunArgs),
+    /// Open a recording (from `traplab trace --record FILE`) in the terminal UI.
+    Replay(ReplayArgs),
+    /// Exits per reason and the hypervisor's time for them (like `perf kvm stat`).
+    Stats(StatsArgs),
+    /// Write a recording in another format: `--format perfetto` for ui.perfetto.dev.
+    Export(ExportArgs),
+    /// Two recordings side by side, aligned flow by flow.
+    Diff(DiffArgs),
 }
 
 /// The TCP port gdb attaches to by default: 2159, IANA's "gdbremote" (QEMU's own stub for
@@ -114,7 +125,20 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+With --ui: no QEMU; a recording of --events events (or --file) is loaded and drawn as
+`traplab replay` would, and the load time, the time to the first frame, the resident
+memory per event and the time to jump to the last flow are printed. Build with --release.")]
 pub struct BenchArgs {
+    /// Measure the terminal UI on a big recording instead of the trace transport.
+    #[arg(long)]
+    pub ui: bool,
+    /// With --ui: how many events the generated recording has.
+    #[arg(long, default_value_t = 1_000_000, requires = "ui")]
+    pub events: usize,
+    /// With --ui: open this recording instead of generating one.
+    #[arg(long, value_name = "FILE", requires = "ui")]
+    pub file: Option<PathBuf>,
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -124,4 +148,128 @@ pub struct BenchArgs {
     /// Install what is missing (QEMU) without asking.
     #[arg(long, short)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT
+to the VMRUN (the `cycles` of each `resume` event), shown in µs with the TSC rate the
+hypervisor measured at boot. Exit status: 0; 124 when the recording has a bad line (the
+table covers the events before it); 2 for usage errors.")]
+pub struct StatsArgs {
+    /// A recording (from `traplab trace --record FILE`), or a lab to run now.
+    #[arg(value_name = "FILE|LAB")]
+    pub what: String,
+    /// Only the exits of this domain.
+    #[arg(long, value_name = "N")]
+    pub dom: Option<u16>,
+    /// Print JSON (times in cycles) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Install what is missing (QEMU) without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Chrome trace-event JSON: open it at https://ui.perfetto.dev (one track per domain,
+    /// one slice per trap flow, its steps nested inside, arrows from delivery to return).
+    Perfetto,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A recording (from `traplab trace --record FILE`).
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "perfetto")]
+    pub format: ExportFormat,
+    /// Write here instead of to stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Flows are aligned on their trap class; the marker between the sides says:
+  =  the same class, handled the same way      ≠  the same class, handled differently
+  <  only on the left                           >  only on the right
+Compare two domains of one recording with the same FILE twice, e.g.
+  traplab trace reflect-vs-bounce --record rvb.jsonl
+  traplab diff rvb.jsonl rvb.jsonl --left-dom 0 --right-dom 1")]
+pub struct DiffArgs {
+    /// The left recording.
+    pub left: PathBuf,
+    /// The right recording.
+    pub right: PathBuf,
+    /// Only the flows of this domain on the left.
+    #[arg(long, value_name = "N")]
+    pub left_dom: Option<u16>,
+    /// Only the flows of this domain on the right.
+    #[arg(long, value_name = "N")]
+    pub right_dom: Option<u16>,
+    /// Show every row (runs of flows handled the same way are folded otherwise).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The keys of the terminal UI (`run` and `replay`).
+const UI_KEYS: &str = "\
+Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
+⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+/ search, n/N next/previous match · f/a filter by class/action, F clear ·
+1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
+scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
+bad line (the screen shows the events before it, and says which line); 130 on Ctrl-C.";
+
+#[derive(Debug, Args)]
+#[command(after_help = RUN_HELP)]
+pub struct RunArgs {
+    /// The lab to run (see `traplab list`).
+    #[arg(required_unless_present = "guest")]
+    pub lab: Option<String>,
+    /// Run this guest program instead of a lab (guests/src/bin/NAME.rs).
+    #[arg(long, value_name = "NAME", conflicts_with = "lab")]
+    pub guest: Option<String>,
+    /// Also save the trace as JSON Lines in FILE (open it later with `traplab replay`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Start running instead of waiting after boot.
+    #[arg(long)]
+    pub running: bool,
+    /// Also serve gdb for the lab's first guest on this loopback port (default 2159): the
+    /// guest waits at its first instruction for gdb, which resumes it (see `traplab gdb`).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
+    pub gdb: Option<u16>,
+    /// The hypervisor's timer, ticks per second (its INTR exits let a pause stop a guest
+    /// that spins without exiting); 0 turns it off.
+    #[arg(long, value_name = "HZ", default_value_t = 10)]
+    pub timer_hz: u32,
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`.
+    #[arg(long = "setting", value_name = "NAME")]
+    pub settings: Vec<String>,
+    /// Install what is missing (QEMU) without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// What `traplab run --help` says after the options: the live keys, then the others.
+const RUN_HELP: &str = "\
+The hypervisor waits after its boot event. Then:
+  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
+  c        continue until a break: the hypervisor stops at the exit, before it decides
+  s        step one event: the decision, then the injection, then the resume
+  t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
+Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
+⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+/ search, n/N next/previous match · f/a filter by class/action, F clear ·
+1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
+J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR.
+Exit status: 0; 130 on Ctrl-C from outside; 2 for usage errors.";
+
+#[derive(Debug, Args)]
+#[command(after_help = UI_KEYS)]
+pub struct ReplayArgs {
+    /// A recording (from `traplab trace --record FILE` or `traplab run --record FILE`).
+    pub file: PathBuf,
 }

@@ -3,11 +3,8 @@
 //! Each subcommand is one file in `commands/`; slow work (QEMU, the trace stream) lives in
 //! the `traplab-tracer` crate, the lab catalogue in `traplab-labs`.
 
-mod cli;
-mod commands;
-mod setup;
-
 use clap::Parser;
+use traplab_tui::{cli, commands};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -17,6 +14,11 @@ fn main() -> ExitCode {
         cli::Command::Trace(args) => commands::trace::run(&args),
         cli::Command::Gdb(args) => commands::trace::run(&args.into()),
         cli::Command::Bench(args) => commands::bench::run(&args),
+        cli::Command::Stats(args) => commands::stats::run(&args),
+        cli::Command::Export(args) => commands::export::run(&args),
+        cli::Command::Diff(args) => commands::diff::run(&args),
+        cli::Command::Replay(args) => commands::replay::run(&args),
+        cli::Command::Run(args) => commands::run::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -28,6 +28,9 @@ struct Sample {
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+    if args.ui {
+        return super::bench_ui::run(args);
+    }
     setup::ensure_qemu(args.yes)?;
     let runs = args.runs.max(1);
     let mut off = Vec::new();

@@ -1,0 +1,180 @@
+//! The code around a trap: the guest's instructions (disassembled with iced-x86), its
+//! symbols and source lines (from the ELF and its DWARF, with `object` and `addr2line`),
+//! and the hypervisor source line that made a decision.
+//!
+//! The lab guests are static ELF files linked at the addresses they run at (no
+//! relocation), so a guest-virtual RIP is an address in the ELF: the bytes around it come
+//! from the ELF's loadable sections. The exit event's own `insn` bytes (read by the
+//! hypervisor from guest memory) are the truth for the trapping instruction itself; when
+//! they differ from the ELF (code the guest wrote at run time) we say so.
+
+use crate::symbols::{SymbolError, Symbols};
+use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use object::{Object, ObjectSection, SectionKind};
+use std::path::{Path, PathBuf};
+
+/// What the screen needs from one guest's ELF.
+pub struct GuestImage {
+    pub path: PathBuf,
+    symbols: Symbols,
+    /// The executable sections: (address, bytes).
+    code: Vec<(u64, Vec<u8>)>,
+    /// DWARF line tables, when the ELF has them.
+    lines: Option<addr2line::Loader>,
+}
+
+impl std::fmt::Debug for GuestImage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.debug_struct("GuestImage").field("path", &self.path).field("has_lines", &self.lines.is_some()).finish()
+    }
+}
+
+impl GuestImage {
+    pub fn load(path: &Path) -> Result<GuestImage, SymbolError> {
+        let describe = || path.display().to_string();
+        let data = std::fs::read(path).map_err(|error| SymbolError::Io { path: describe(), error })?;
+        let file = object::File::parse(&*data).map_err(|error| SymbolError::Elf { path: describe(), error })?;
+        let symbols = Symbols::parse(&data).map_err(|error| SymbolError::Elf { path: describe(), error })?;
+        let code = file
+            .sections()
+            .filter(|section| section.kind() == SectionKind::Text)
+            .filter_map(|section| Some((section.address(), section.data().ok()?.to_vec())))
+            .collect();
+        // No DWARF is no error: the screen then shows symbols only.
+        let lines = addr2line::Loader::new(path).ok();
+        Ok(GuestImage { path: path.to_path_buf(), symbols, code, lines })
+    }
+
+    pub fn symbols(&self) -> &Symbols {
+        &self.symbols
+    }
+
+    /// `name+0x10`.
+    pub fn describe(&self, address: u64) -> Option<String> {
+        self.symbols.describe(address)
+    }
+
+    /// The source file and line of `address` (DWARF line table).
+    pub fn source_line(&self, address: u64) -> Option<(String, u32)> {
+        let location = self.lines.as_ref()?.find_location(address).ok()??;
+        Some((location.file?.to_string(), location.line?))
+    }
+
+    /// Up to `len` bytes of code from `address` (fewer at the end of a section).
+    pub fn code_at(&self, address: u64, len: usize) -> Option<&[u8]> {
+        self.code.iter().find_map(|(start, bytes)| {
+            let offset = address.checked_sub(*start)? as usize;
+            (offset < bytes.len()).then(|| &bytes[offset..(offset + len).min(bytes.len())])
+        })
+    }
+}
+
+/// One decoded instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    pub address: u64,
+    pub bytes: Vec<u8>,
+    /// Intel syntax: `mov dword ptr [rax], 2Ah`.
+    pub text: String,
+}
+
+/// Decode `bytes` as code at `address`; at most `limit` instructions. `bitness` is 64 for
+/// long mode, 32 for the protected-mode guests.
+pub fn disassemble(bytes: &[u8], address: u64, bitness: u32, limit: usize) -> Vec<Instruction> {
+    let mut decoder = Decoder::with_ip(bitness, bytes, address, DecoderOptions::NONE);
+    let mut formatter = IntelFormatter::new();
+    let mut instructions = Vec::new();
+    let mut instruction = iced_x86::Instruction::default();
+    while decoder.can_decode() && instructions.len() < limit {
+        decoder.decode_out(&mut instruction);
+        let start = (instruction.ip() - address) as usize;
+        let bytes = bytes[start..start + instruction.len()].to_vec();
+        let mut text = String::new();
+        if instruction.is_invalid() {
+            text.push_str("(bad)");
+        } else {
+            formatter.format(&instruction, &mut text);
+        }
+        instructions.push(Instruction { address: instruction.ip(), bytes, text });
+    }
+    instructions
+}
+
+/// The code around `rip`: up to `before` instructions before it and `after` from it on.
+///
+/// x86 cannot be decoded backwards, so we decode forwards from the start of the function
+/// that holds `rip` (or from 64 bytes earlier) and keep the instructions that end at
+/// `rip`; when that decoding does not land on `rip` (data in the code), we start at `rip`.
+/// Without the ELF, `insn` (the bytes the hypervisor read at `rip`) is all we have.
+pub fn around(image: Option<&GuestImage>, rip: u64, insn: &[u8], bitness: u32, before: usize, after: usize) -> Vec<Instruction> {
+    let Some(image) = image else { return disassemble(insn, rip, bitness, 1) };
+    let start = match image.symbols().lookup(rip) {
+        Some((symbol, offset)) if offset <= 4096 => symbol.address,
+        _ => rip.saturating_sub(64),
+    };
+    let Some(bytes) = image.code_at(start, (rip - start) as usize + 16 * (after + 1)) else {
+        return disassemble(insn, rip, bitness, 1);
+    };
+    let decoded = disassemble(bytes, start, bitness, 4096);
+    match decoded.iter().position(|instruction| instruction.address == rip) {
+        Some(at) => decoded[at.saturating_sub(before)..(at + after).min(decoded.len())].to_vec(),
+        None => match image.code_at(rip, 16 * after) {
+            Some(from_rip) => disassemble(from_rip, rip, bitness, after),
+            None => disassemble(insn, rip, bitness, 1),
+        },
+    }
+}
+
+/// Bytes as `48 c7 00 2a`.
+pub fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// A source excerpt: the file, the line asked for, and the numbered lines around it.
+pub type Excerpt = (PathBuf, u32, Vec<(u32, String)>);
+
+/// Lines `line - context ..= line + context` of `file:line` (`hv/src/exit/ioio.rs:27`) under
+/// `root`, numbered; `None` when the source tree is not there.
+pub fn source_excerpt(root: &Path, at: &str, context: u32) -> Option<Excerpt> {
+    let (file, line) = at.rsplit_once(':')?;
+    let line: u32 = line.trim().parse().ok()?;
+    let path = root.join(file);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let first = line.saturating_sub(context).max(1);
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(index, text)| (index as u32 + 1, text.to_string()))
+        .filter(|(number, _)| *number >= first && *number <= line + context)
+        .collect();
+    Some((path, line, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_intel_syntax() {
+        let code = disassemble(&[0xc7, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x0f, 0x0b], 0x1000, 64, 10);
+        assert_eq!(code[0].text, "mov dword ptr [rax],2Ah");
+        assert_eq!(code[1], Instruction { address: 0x1006, bytes: vec![0x0f, 0x0b], text: "ud2".into() });
+        assert_eq!(hex_bytes(&code[1].bytes), "0f 0b");
+    }
+
+    #[test]
+    fn without_an_elf_only_the_trapping_instruction() {
+        let code = around(None, 0x2000, &[0xf4], 64, 3, 3);
+        assert_eq!(code.len(), 1);
+        assert_eq!(code[0].text, "hlt");
+    }
+
+    #[test]
+    fn source_excerpts_are_numbered() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (_, line, lines) = source_excerpt(root, "src/code.rs:3", 1).expect("this file");
+        assert_eq!(line, 3);
+        assert_eq!(lines.iter().map(|(number, _)| *number).collect::<Vec<_>>(), [2, 3, 4]);
+        assert!(source_excerpt(root, "no/such/file.rs:1", 1).is_none());
+    }
+}

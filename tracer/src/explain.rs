@@ -1,0 +1,469 @@
+//! Each step of a trap in plain words, and its fields decoded: what the TUI shows beside
+//! the swimlanes.
+//!
+//! [`sentence`] is the one-line meaning of a step ("the CPU left the guest because …");
+//! [`decode`] lists every field of an event with what it means (the #PF error code bit by
+//! bit, the IOIO fields, CR/MSR/DR names, EXITINTINFO). References: AMD APM vol. 2,
+//! chapter 15 (SVM) and chapter 8 (exceptions).
+
+use traplab_abi::event::{Action, Body, DomainState, Event, Exit, ReturnPath};
+use traplab_abi::svm::{self, IoioInfo, NpfInfo, exitcode};
+use traplab_abi::x86::{self, PageFaultCode};
+
+/// What a sentence may mention besides the event itself.
+pub struct Context<'a> {
+    /// A guest address as `symbol+offset`.
+    pub symbol: &'a dyn Fn(u64) -> Option<String>,
+    /// TSC ticks per second, to say how long a trap took.
+    pub tsc_hz: Option<u64>,
+    /// The event this flow delivers (`#PF`), known when the resume comes.
+    pub delivering: Option<String>,
+}
+
+impl Context<'_> {
+    fn at(&self, address: u64) -> String {
+        match (self.symbol)(address) {
+            Some(name) => format!("{address:#x} ({name})"),
+            None => format!("{address:#x}"),
+        }
+    }
+
+    fn duration(&self, cycles: u64) -> String {
+        match self.tsc_hz {
+            Some(hz) if hz > 0 => format!("{cycles} cycles, {:.1} µs", cycles as f64 * 1e6 / hz as f64),
+            _ => format!("{cycles} cycles"),
+        }
+    }
+}
+
+/// One plain sentence: what this step means.
+pub fn sentence(event: &Event, context: &Context) -> String {
+    match &event.body {
+        Body::Boot(boot) => format!("The hypervisor is up on {} ({} MiB of RAM): from now on every trap of every guest comes to it.", boot.cpu, boot.ram_mib),
+        Body::Domain(domain) => {
+            let dom = event.dom.map_or("a domain".to_string(), |dom| format!("Domain {dom}"));
+            match domain.state {
+                DomainState::Created => format!("{dom} is created to run the guest program {}.", domain.name),
+                DomainState::Exited => format!(
+                    "{dom} ({}) ends: {} (status {}).",
+                    domain.name,
+                    domain.reason.as_deref().unwrap_or("it exited"),
+                    domain.status.map_or("-".into(), |status| status.to_string())
+                ),
+                DomainState::Killed => format!(
+                    "The hypervisor kills {dom} ({}): {}. The hypervisor and the other domains live on.",
+                    domain.name,
+                    domain.reason.as_deref().unwrap_or("a fatal trap")
+                ),
+            }
+        }
+        Body::Exit(exit) => {
+            let specific = exit_specifics(exit);
+            format!(
+                "The CPU left the guest (#VMEXIT {}) because {}{}.",
+                exit.reason,
+                svm::exit_sentence(exit.exitcode),
+                if specific.is_empty() { String::new() } else { format!(": {specific}") }
+            )
+        }
+        Body::Decide(decide) => {
+            let verb = match decide.action {
+                Action::Emulate => "emulate it (do the operation for the guest, then skip the instruction)",
+                Action::Reflect => "reflect it: hand the event back to the guest, through the guest's own IDT",
+                Action::Bounce => "bounce it: deliver the event itself to the handler the guest registered (Xen PV style)",
+                Action::Forward => "forward it: notify another domain",
+                Action::Kill => "kill the domain",
+            };
+            format!("The hypervisor decides to {verb}. Its reason: {}.", decide.why.trim_end_matches('.'))
+        }
+        Body::Emulate(emulate) => {
+            let changes: Vec<String> = emulate.changes.iter().map(|change| format!("{} {:#x} → {:#x}", change.name, change.old, change.new)).collect();
+            if changes.is_empty() {
+                format!("The hypervisor emulates: {}.", emulate.what)
+            } else {
+                format!("The hypervisor emulates: {}; it changes {}.", emulate.what, changes.join(", "))
+            }
+        }
+        Body::Inject(inject) => {
+            let mut text = format!(
+                "The hypervisor reflects {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
+                inject.name,
+                inject.vector,
+                inject.error_code.map(|code| format!(" (error code {code:#x})")).unwrap_or_default()
+            );
+            match inject.handler {
+                Some(handler) => text.push_str(&format!(" to the guest's handler at {}", context.at(handler))),
+                None => text.push_str(", but the guest's IDT has no present gate for it: the delivery itself will fault"),
+            }
+            if let Some(cr2) = inject.cr2 {
+                text.push_str(&format!("; CR2 is set to {cr2:#x}, the faulting address"));
+            }
+            if inject.synthetic {
+                text.push_str(" (synthetic: the hypervisor made this event up, no CPU exception caused it)");
+            }
+            text.push('.');
+            text
+        }
+        Body::Bounce(bounce) => format!(
+            "The hypervisor bounces {} to the handler the guest registered with set_trap_table, at {}: it writes the exception frame on the guest's stack at {:#x} itself (as Xen does for PV guests) and will resume the guest in the handler, interrupts {}{}.",
+            bounce.name,
+            context.at(bounce.handler),
+            bounce.frame,
+            if bounce.interrupts { "on" } else { "off" },
+            if bounce.synthetic { " (synthetic: no CPU exception caused it)" } else { "" }
+        ),
+        Body::Return(ret) => {
+            let what = ret.name.as_deref().map_or("A handler".to_string(), |name| format!("The guest's {name} handler"));
+            let how = match ret.via {
+                ReturnPath::Iret => "with IRET, which the hypervisor intercepts",
+                ReturnPath::Hypercall => "with the iret hypercall (a bounced event's way back)",
+            };
+            format!("{what} returns {how}: the delivery is over, and the guest goes back to {}.", context.at(ret.rip))
+        }
+        Body::Resume(resume) => match &context.delivering {
+            Some(name) => format!(
+                "VMRUN: the guest runs again, now in its {name} handler at {} — this trap took the hypervisor {}.",
+                context.at(resume.rip),
+                context.duration(resume.cycles)
+            ),
+            None => format!(
+                "VMRUN: the guest runs again at {} — this trap took the hypervisor {}.",
+                context.at(resume.rip),
+                context.duration(resume.cycles)
+            ),
+        },
+        Body::Console(console) => format!("The guest prints: “{}”.", console.text),
+        Body::Lost(lost) => format!("{} events were lost here: the trace has a hole.", lost.count),
+        Body::End(end) => format!("The hypervisor stops (status {}): {}.", end.status, end.reason),
+    }
+}
+
+/// The exit's own facts, in words: `a write to 0x40000000, whose page is not present`.
+pub fn exit_specifics(exit: &Exit) -> String {
+    match exit.exitcode {
+        code @ exitcode::EXCP_BASE..=0x5f => {
+            let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
+            if exception.vector == 14 {
+                let error = PageFaultCode(exit.exitinfo1 as u32);
+                format!(
+                    "#PF, {} {} {:#x}, {}",
+                    if error.user() { "a user-mode" } else { "a supervisor-mode" },
+                    if error.fetch() {
+                        "instruction fetch at"
+                    } else if error.write() {
+                        "write to"
+                    } else {
+                        "read of"
+                    },
+                    exit.exitinfo2,
+                    if error.present() { "a protection violation on a present page" } else { "whose page is not present" }
+                )
+            } else {
+                format!("{} ({})", exception.mnemonic, exception.name)
+            }
+        }
+        exitcode::IOIO => {
+            let io = IoioInfo::decode(exit.exitinfo1);
+            if io.input {
+                format!("{} of {} byte(s) from port {:#x}", if io.string { "INS" } else { "IN" }, io.size, io.port)
+            } else if io.string {
+                format!("OUTS of {} byte(s) to port {:#x}", io.size, io.port)
+            } else {
+                format!("OUT of {:#x} to port {:#x}", exit.regs.rax & size_mask(io.size), io.port)
+            }
+        }
+        exitcode::CPUID => format!("leaf {:#x}, subleaf {:#x}", exit.regs.rax as u32, exit.regs.rcx as u32),
+        exitcode::MSR => {
+            let msr = exit.regs.rcx as u32;
+            format!("{} of MSR {msr:#x}{}", if exit.exitinfo1 == 1 { "WRMSR" } else { "RDMSR" }, msr_name(msr).map(|name| format!(" ({name})")).unwrap_or_default())
+        }
+        exitcode::VMMCALL => format!("hypercall {} ({})", traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"), exit.regs.rax),
+        exitcode::NPF => {
+            let npf = NpfInfo::decode(exit.exitinfo1);
+            format!(
+                "a {} guest-physical {:#x}",
+                if npf.fetch { "fetch at" } else if npf.write { "write to" } else { "read of" },
+                exit.exitinfo2
+            )
+        }
+        code @ 0x00..=0x1f => format!("{} ({})", cr_name((code & 0xf) as u8), if code >= 0x10 { "written" } else { "read" }),
+        code @ 0x20..=0x3f => format!("{} ({})", dr_name((code & 0xf) as u8), if code >= 0x30 { "written" } else { "read" }),
+        _ => String::new(),
+    }
+}
+
+fn size_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+/// What a control register holds.
+pub fn cr_name(number: u8) -> String {
+    let what = match number {
+        0 => "CR0: protection and paging switches (PE, WP, PG, TS, …)",
+        2 => "CR2: the page-fault address",
+        3 => "CR3: the page-table base",
+        4 => "CR4: extensions (PAE, OSFXSR, SMEP, …)",
+        8 => "CR8: the task priority",
+        _ => return format!("CR{number}"),
+    };
+    what.to_string()
+}
+
+/// What a debug register holds.
+pub fn dr_name(number: u8) -> String {
+    match number {
+        0..=3 => format!("DR{number}: breakpoint address {number}"),
+        6 => "DR6: debug status (which breakpoint hit)".into(),
+        7 => "DR7: debug control (which breakpoints are on)".into(),
+        _ => format!("DR{number}"),
+    }
+}
+
+/// The architectural name of an MSR (AMD APM vol. 2, appendix A).
+pub fn msr_name(msr: u32) -> Option<&'static str> {
+    Some(match msr {
+        0x10 => "TSC",
+        0x1b => "APIC_BASE",
+        0xfe => "MTRRCAP",
+        0x174 => "SYSENTER_CS",
+        0x175 => "SYSENTER_ESP",
+        0x176 => "SYSENTER_EIP",
+        0x179 => "MCG_CAP",
+        0x17a => "MCG_STATUS",
+        0x1d9 => "DEBUGCTL",
+        0x277 => "PAT",
+        0xc000_0080 => "EFER",
+        0xc000_0081 => "STAR",
+        0xc000_0082 => "LSTAR",
+        0xc000_0083 => "CSTAR",
+        0xc000_0084 => "SFMASK",
+        0xc000_0100 => "FS_BASE",
+        0xc000_0101 => "GS_BASE",
+        0xc000_0102 => "KERNEL_GS_BASE",
+        0xc000_0103 => "TSC_AUX",
+        0xc001_0114 => "VM_CR",
+        0xc001_0117 => "VM_HSAVE_PA",
+        _ => return None,
+    })
+}
+
+/// EXITINTINFO (or EVENTINJ) in words.
+pub fn event_info(bits: u64) -> String {
+    match svm::Event::decode(bits) {
+        None => format!("{bits:#x}: valid bit clear — no event was being delivered"),
+        Some(event) => format!(
+            "{bits:#x}: vector {} ({}), type {:?}{}",
+            event.vector,
+            vector_name(event.vector),
+            event.kind,
+            event.error_code.map(|code| format!(", error code {code:#x}")).unwrap_or_default()
+        ),
+    }
+}
+
+fn vector_name(vector: u8) -> String {
+    if vector < 32 {
+        let exception = x86::exception(vector);
+        format!("{} {}", exception.mnemonic, exception.name)
+    } else {
+        format!("interrupt {vector:#x}")
+    }
+}
+
+/// Every field of an event with its meaning: (field, value and meaning).
+pub fn decode(event: &Event) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |name: &str, value: String| rows.push((name.to_string(), value));
+    row("event", format!("seq {}, {}, TSC {}", event.seq, event.dom.map_or("hypervisor".into(), |dom| format!("domain {dom}")), event.tsc));
+    match &event.body {
+        Body::Exit(exit) => {
+            row("exit reason", format!("{} (exit code {:#x}): {}", exit.reason, exit.exitcode, svm::exit_sentence(exit.exitcode)));
+            row("rip", format!("{:#x}, CPL {}, CS {:#x}", exit.rip, exit.cpl, exit.cs));
+            match exit.exitcode {
+                code @ exitcode::EXCP_BASE..=0x5f => {
+                    let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
+                    row("exception", format!("{} {} (vector {}, {:?}, {:?} class)", exception.mnemonic, exception.name, exception.vector, exception.kind, exception.class));
+                    if exception.has_error_code {
+                        row("error code", format!("{:#x} (EXITINFO1)", exit.exitinfo1));
+                    }
+                    if exception.vector == 14 {
+                        let error = PageFaultCode(exit.exitinfo1 as u32);
+                        for (mask, name, set, clear) in PageFaultCode::BITS {
+                            let on = error.0 & mask != 0;
+                            let meaning = if on { set } else if clear.is_empty() { "no" } else { clear };
+                            row(&format!("  {name}"), format!("{} — {meaning}", u8::from(on)));
+                        }
+                        row("address", format!("{:#x} (EXITINFO2: the address that faulted; CR2 is not written by an intercepted #PF)", exit.exitinfo2));
+                    }
+                }
+                exitcode::IOIO => {
+                    let io = IoioInfo::decode(exit.exitinfo1);
+                    row("port", format!("{:#x}", io.port));
+                    row("direction", (if io.input { "IN (from the port)" } else { "OUT (to the port)" }).into());
+                    row("size", format!("{} byte(s)", io.size));
+                    row("string", (if io.string { "yes (INS/OUTS: memory at RSI/RDI)" } else { "no" }).into());
+                    row("rep", (if io.rep { "yes (repeated RCX times)" } else { "no" }).into());
+                    if io.string {
+                        row("address size", format!("{} bits, segment {}", io.address_bits, ["ES", "CS", "SS", "DS", "FS", "GS", "?", "?"][io.segment as usize & 7]));
+                    }
+                    if !io.input && !io.string {
+                        row("value", format!("{:#x} (from RAX)", exit.regs.rax & size_mask(io.size)));
+                    }
+                    row("next rip", format!("{:#x} (EXITINFO2)", exit.exitinfo2));
+                }
+                exitcode::MSR => {
+                    let msr = exit.regs.rcx as u32;
+                    row("access", (if exit.exitinfo1 == 1 { "WRMSR (EXITINFO1 = 1)" } else { "RDMSR (EXITINFO1 = 0)" }).into());
+                    row("msr", format!("{msr:#x} {}", msr_name(msr).unwrap_or("(no architectural name)")));
+                    if exit.exitinfo1 == 1 {
+                        row("value", format!("{:#x} (EDX:EAX)", ((exit.regs.rdx & 0xffff_ffff) << 32) | (exit.regs.rax & 0xffff_ffff)));
+                    }
+                }
+                exitcode::CPUID => row("leaf", format!("EAX {:#x}, ECX {:#x}", exit.regs.rax as u32, exit.regs.rcx as u32)),
+                exitcode::VMMCALL => {
+                    row("hypercall", format!("{} = {}", exit.regs.rax, traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown")));
+                    row("arguments", format!("rdi {:#x}, rsi {:#x}, rdx {:#x}", exit.regs.rdi, exit.regs.rsi, exit.regs.rdx));
+                }
+                exitcode::NPF => {
+                    let npf = NpfInfo::decode(exit.exitinfo1);
+                    row("guest-physical", format!("{:#x} (EXITINFO2)", exit.exitinfo2));
+                    row("access", format!(
+                        "{}{}{}{}",
+                        if npf.fetch { "fetch" } else if npf.write { "write" } else { "read" },
+                        if npf.present { ", present (a permission fault)" } else { ", not present" },
+                        if npf.user { ", user" } else { "" },
+                        if npf.reserved_bit { ", reserved bit" } else { "" }
+                    ));
+                    row("walk", (if npf.guest_page_walk { "while walking the guest's page tables" } else { "on the final guest-physical address" }).into());
+                }
+                code @ 0x00..=0x1f => {
+                    row("register", cr_name((code & 0xf) as u8));
+                    row("access", (if code >= 0x10 { "write (MOV to CR)" } else { "read (MOV from CR)" }).into());
+                    row("exitinfo1", format!("{:#x} (with decode assists: bit 63 MOV CRx, bits 3:0 the GPR)", exit.exitinfo1));
+                }
+                code @ 0x20..=0x3f => {
+                    row("register", dr_name((code & 0xf) as u8));
+                    row("access", (if code >= 0x30 { "write (MOV to DR)" } else { "read (MOV from DR)" }).into());
+                }
+                _ => {
+                    row("exitinfo1", format!("{:#x}", exit.exitinfo1));
+                    row("exitinfo2", format!("{:#x}", exit.exitinfo2));
+                }
+            }
+            row("exitintinfo", event_info(exit.exitintinfo));
+            row("instruction", if exit.insn.as_slice().is_empty() { "(RIP not mapped)".into() } else { crate::code::hex_bytes(exit.insn.as_slice()) });
+            row("cr0 cr3 cr4", format!("{:#x} {:#x} {:#x}", exit.cr0, exit.cr3, exit.cr4));
+            row("efer", format!("{:#x}{}", exit.efer, if exit.efer & (1 << 10) != 0 { " (long mode active)" } else { "" }));
+        }
+        Body::Decide(decide) => {
+            row("action", decide.action.name().into());
+            row("why", decide.why.to_string());
+            row("decided at", decide.at.to_string());
+        }
+        Body::Emulate(emulate) => {
+            row("what", emulate.what.to_string());
+            for change in &emulate.changes {
+                row(&format!("  {}", change.name), format!("{:#x} → {:#x}", change.old, change.new));
+            }
+        }
+        Body::Inject(inject) => {
+            row("event", format!("{} (vector {}, type {:?})", inject.name, inject.vector, inject.kind));
+            row("error code", inject.error_code.map_or("none".into(), |code| format!("{code:#x}")));
+            if let Some(cr2) = inject.cr2 {
+                row("cr2", format!("{cr2:#x}"));
+            }
+            row("handler", inject.handler.map_or("none: no present gate in the guest's IDT".into(), |handler| format!("{handler:#x} (from the guest's IDT gate)")));
+            row("synthetic", (if inject.synthetic { "yes: made up by the hypervisor" } else { "no: the CPU raised it" }).into());
+            let encoded = svm::Event { vector: inject.vector, kind: inject.kind, error_code: inject.error_code }.encode();
+            row("EVENTINJ", event_info(encoded));
+        }
+        Body::Bounce(bounce) => {
+            row("event", format!("{} (vector {})", bounce.name, bounce.vector));
+            row("error code", bounce.error_code.map_or("none".into(), |code| format!("{code:#x}")));
+            if let Some(cr2) = bounce.cr2 {
+                row("cr2", format!("{cr2:#x}"));
+            }
+            row("handler", format!("{:#x} (registered with set_trap_table)", bounce.handler));
+            row("frame", format!("{:#x} (the handler's RSP)", bounce.frame));
+            row("interrupts", (if bounce.interrupts { "on" } else { "off" }).into());
+            row("synthetic", (if bounce.synthetic { "yes" } else { "no" }).into());
+        }
+        Body::Return(ret) => {
+            row("via", (match ret.via { ReturnPath::Iret => "IRET (intercepted)", ReturnPath::Hypercall => "the iret hypercall" }).into());
+            row("ends", ret.name.as_deref().map_or("no event the hypervisor delivered".into(), |name| format!("the delivery of {name}")));
+            row("back to", format!("rip {:#x}, cs {:#x}, rsp {:#x}, rflags {:#x}", ret.rip, ret.cs, ret.rsp, ret.rflags));
+        }
+        Body::Resume(resume) => {
+            row("rip", format!("{:#x}", resume.rip));
+            row("rflags", format!("{:#x}", resume.rflags));
+            row("cycles", format!("{} TSC ticks from the exit to this VMRUN", resume.cycles));
+        }
+        _ => row("detail", crate::text::detail(event)),
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{InstructionBytes, Registers};
+
+    fn page_fault(error_code: u64) -> Exit {
+        Exit {
+            exitcode: 0x4e,
+            reason: "EXCP_PF".into(),
+            exitinfo1: error_code,
+            exitinfo2: 0x4000_0000,
+            exitintinfo: 0,
+            rip: 0x2000b6,
+            cs: 8,
+            cpl: 0,
+            rflags: 2,
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            regs: Registers::default(),
+            insn: InstructionBytes::new(&[0xc7, 0x00, 0x2a, 0, 0, 0]),
+        }
+    }
+
+    #[test]
+    fn the_page_fault_error_code_is_named_bit_by_bit() {
+        let event = Event { seq: 1, tsc: 2, dom: Some(0), body: Body::Exit(page_fault(0x2)) };
+        let rows = decode(&event);
+        let value = |name: &str| rows.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone()).unwrap_or_default();
+        assert_eq!(value("  P"), "0 — page not present");
+        assert_eq!(value("  W/R"), "1 — write");
+        assert_eq!(value("  U/S"), "0 — supervisor-mode access");
+        assert_eq!(value("  RSVD"), "0 — no");
+        assert_eq!(value("  I/D"), "0 — no");
+        assert!(value("exitintinfo").contains("no event was being delivered"));
+        let context = Context { symbol: &|_| Some("write_it".into()), tsc_hz: None, delivering: None };
+        assert_eq!(
+            sentence(&event, &context),
+            "The CPU left the guest (#VMEXIT EXCP_PF) because the guest raised an exception, and the hypervisor intercepts that vector: #PF, a supervisor-mode write to 0x40000000, whose page is not present."
+        );
+    }
+
+    #[test]
+    fn ioio_msr_and_exitintinfo() {
+        let mut exit = page_fault(0);
+        exit.exitcode = exitcode::IOIO;
+        exit.exitinfo1 = 0x03f8_0210;
+        exit.regs.rax = 0x41;
+        assert_eq!(exit_specifics(&exit), "OUT of 0x41 to port 0x3f8");
+        exit.exitcode = exitcode::MSR;
+        exit.exitinfo1 = 1;
+        exit.regs.rcx = 0xc000_0080;
+        assert_eq!(exit_specifics(&exit), "WRMSR of MSR 0xc0000080 (EFER)");
+        assert_eq!(event_info(0x0000_0002_8000_0b0e), "0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2");
+        exit.exitcode = 0x13;
+        assert_eq!(exit_specifics(&exit), "CR3: the page-table base (written)");
+    }
+}

@@ -1,0 +1,67 @@
+//! `traplab run <lab>`: run a lab under the terminal UI, live: the hypervisor waits after
+//! boot; set breaks, continue, step through each trap, pause a spinning guest.
+
+use super::status;
+use crate::cli::RunArgs;
+use crate::setup;
+use crate::ui::{self, App, Options};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use traplab_tracer::qemu::ControlStart;
+use traplab_tracer::recording::Recorder;
+use traplab_tracer::session::{self, Session};
+
+pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    if !std::io::stdout().is_terminal() {
+        return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
+    }
+    let (name, mut machine) = match (&args.lab, &args.guest) {
+        (_, Some(guest)) => {
+            if !traplab_labs::guest_elf(guest).is_file() {
+                return Err(format!("there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"));
+            }
+            (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
+        }
+        (Some(id), None) => {
+            let lab = traplab_labs::find(id)
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?;
+            (lab.id.clone(), lab.machine())
+        }
+        (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
+    };
+    for setting in &args.settings {
+        if !traplab_abi::settings::is_known(setting) {
+            return Err(format!("there is no setting \"{setting}\" (see abi/src/settings.rs)"));
+        }
+        if !machine.settings.contains(setting) {
+            machine.settings.push(setting.clone());
+        }
+    }
+    machine.control = Some(if args.running { ControlStart::Run } else { ControlStart::Paused });
+    // The hypervisor's timer lets a pause stop a guest that spins without exiting.
+    machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);
+    machine.gdb_port = args.gdb;
+    setup::ensure_qemu(args.yes)?;
+    let recorder = match &args.record {
+        Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = session::Options { stop: Some(Arc::clone(&stop)), timeout: None, read_interval: None };
+    let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
+    // With gdb, the screen's title says where to attach; gdb, not the UI, resumes a guest
+    // that gdb holds stopped (hv/README.md, "gdb and the guest").
+    let title = match (args.gdb, machine.guests.first()) {
+        (Some(port), Some(guest)) => {
+            eprintln!("traplab: gdb -q {} -ex 'target remote 127.0.0.1:{port}'", guest.elf.display());
+            format!("{name} (live) · gdb: target remote 127.0.0.1:{port}")
+        }
+        _ => format!("{name} (live)"),
+    };
+    let app = App::live(&title, Options::from_environment());
+    let interrupted = ui::terminal::live(app, session, stop, recorder).map_err(|error| format!("the terminal failed: {error}"))?;
+    Ok(if interrupted { ExitCode::from(status::INTERRUPTED) } else { ExitCode::SUCCESS })
+}

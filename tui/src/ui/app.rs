@@ -1,0 +1,684 @@
+//! The screen's state and what each key does to it. Rendering (in `view`) is a pure
+//! function of this state; nothing here draws.
+//!
+//! ```text
+//!   Flows ──Enter──► Flow (swimlanes, meaning, detail | registers | code) ──Esc──► Flows
+//!     └──────────── 3 / S ──► Stats ──Enter: filter the flows by that class──┘
+//! ```
+
+use super::story::{Step, Story};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use traplab_abi::control::{Break, Command};
+use traplab_abi::event::Action;
+use traplab_tracer::code::GuestImage;
+use traplab_tracer::session::{Control, Finish, Item};
+use traplab_tracer::stats::{self, Stats};
+use traplab_tracer::store::{Loader, Trace};
+
+/// Which screen is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// One row per trap flow.
+    Flows,
+    /// The selected flow, step by step.
+    Flow,
+    /// Exits per reason.
+    Stats,
+}
+
+/// The lower pane of the Flow screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Detail,
+    Registers,
+    Code,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 3] = [Pane::Detail, Pane::Registers, Pane::Code];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Detail => "Detail",
+            Pane::Registers => "Registers",
+            Pane::Code => "Code",
+        }
+    }
+}
+
+/// A line the user is typing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub purpose: Purpose,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `/`: find a flow.
+    Search,
+    /// `b`: break on a trap class, vector, port or hypercall.
+    Break,
+}
+
+/// What the hypervisor of a live run is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveState {
+    /// Still booting: no control channel yet.
+    Starting,
+    Running,
+    /// Stopped after the event with this `seq`.
+    Stopped(u64),
+    /// QEMU has stopped; why, in words.
+    Finished(String),
+}
+
+/// A live run: the control channel and what we know of the hypervisor.
+#[derive(Debug)]
+pub struct Live {
+    pub control: Option<Control>,
+    pub state: LiveState,
+    /// Breakpoints as the user typed them.
+    pub breaks: Vec<String>,
+    /// The last stop we moved the screen to (so a stop moves it once).
+    followed: Option<u64>,
+}
+
+/// How the app is set up (tests turn off what depends on files outside the recording).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Colours (off with `NO_COLOR`).
+    pub color: bool,
+    /// Read the guests' ELF files (symbols, source lines, code around RIP).
+    pub guest_images: bool,
+    /// Where the hypervisor's source tree is, for `file:line` of decisions.
+    pub source_root: Option<PathBuf>,
+}
+
+impl Options {
+    /// For a student's terminal: colours unless `NO_COLOR`, the guests and the sources of
+    /// this build.
+    pub fn from_environment() -> Options {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        Options { color: !no_color, guest_images: true, source_root: root.join("hv").is_dir().then_some(root) }
+    }
+}
+
+/// Everything the screen shows.
+pub struct App {
+    pub trace: Trace,
+    pub options: Options,
+    pub screen: Screen,
+    pub pane: Pane,
+    pub help: bool,
+    /// The flow numbers that pass the filters, in order.
+    pub visible: Vec<u32>,
+    /// Position in `visible`.
+    pub selected: usize,
+    /// The selected flow's story and the step shown.
+    pub story: Story,
+    pub step: usize,
+    /// Lines the lower pane is scrolled by (`J`/`K`); back to 0 at every step.
+    pub pane_scroll: u16,
+    pub class_filter: Option<&'static str>,
+    pub action_filter: Option<Action>,
+    /// The last search, for `n`/`N`.
+    pub search: Option<String>,
+    pub prompt: Option<Prompt>,
+    /// One line for the status bar (a search that found nothing, a bad break).
+    pub message: Option<String>,
+    pub stats: Stats,
+    pub stats_row: usize,
+    pub live: Option<Live>,
+    /// A recording still loading: the screen shows what is in and takes more each tick.
+    pub loader: Option<Loader>,
+    /// Guest images by domain (`None`: not there, or not read).
+    images: HashMap<u16, Option<Rc<GuestImage>>>,
+    /// How many flows the filters and statistics have seen.
+    seen_flows: usize,
+    /// How many events they have seen (nothing to do while it stays the same).
+    seen_events: usize,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(trace: Trace, options: Options) -> App {
+        let mut app = App {
+            stats: stats::compute(&[], None),
+            trace,
+            options,
+            screen: Screen::Flows,
+            pane: Pane::Detail,
+            help: false,
+            visible: Vec::new(),
+            selected: 0,
+            story: Story::default(),
+            step: 0,
+            pane_scroll: 0,
+            class_filter: None,
+            action_filter: None,
+            search: None,
+            prompt: None,
+            message: None,
+            stats_row: 0,
+            live: None,
+            loader: None,
+            images: HashMap::new(),
+            seen_flows: 0,
+            seen_events: 0,
+            quit: false,
+        };
+        app.refresh();
+        app.select(0);
+        app
+    }
+
+    /// A recording that is still loading ([`Trace::start_loading`]): [`App::load_more`]
+    /// takes in the rest.
+    pub fn loading(trace: Trace, loader: Loader, options: Options) -> App {
+        let mut app = App::new(trace, options);
+        app.loader = Some(loader);
+        app
+    }
+
+    /// Load more of the recording, for about `budget`; `true` when anything came.
+    pub fn load_more(&mut self, budget: std::time::Duration) -> bool {
+        let Some(loader) = self.loader.as_mut() else { return false };
+        let done = match loader.load(&mut self.trace, Some(budget)) {
+            Ok(done) => done,
+            Err(error) => {
+                self.message = Some(format!("reading the recording failed: {error}"));
+                true
+            }
+        };
+        if done {
+            self.loader = None;
+        }
+        let (step, selected) = (self.step, self.selected);
+        self.refresh();
+        if selected == 0 && self.story.steps.is_empty() {
+            self.select(0);
+        } else {
+            self.step = step;
+        }
+        true
+    }
+
+    /// A live run's app: the trace grows with [`App::take_item`].
+    pub fn live(name: &str, options: Options) -> App {
+        let mut app = App::new(Trace::live(name), options);
+        app.live = Some(Live { control: None, state: LiveState::Starting, breaks: Vec::new(), followed: None });
+        app
+    }
+
+    /// The flow number selected, if any flow is visible.
+    pub fn selected_flow(&self) -> Option<usize> {
+        self.visible.get(self.selected).map(|&flow| flow as usize)
+    }
+
+    /// The guest image of domain `dom`.
+    pub fn image(&self, dom: u16) -> Option<&GuestImage> {
+        self.images.get(&dom)?.as_deref()
+    }
+
+    /// `symbol+offset` of a guest address in domain `dom`.
+    pub fn symbol(&self, dom: u16, address: u64) -> Option<String> {
+        self.image(dom)?.describe(address)
+    }
+
+    /// Take in what grew: new flows into the filters and statistics, new domains' images.
+    fn refresh(&mut self) {
+        if self.trace.len() == self.seen_events && self.seen_events > 0 {
+            return;
+        }
+        self.seen_events = self.trace.len();
+        let flows = self.trace.flows();
+        // The last flow may still be growing (a live run): re-check it.
+        let from = self.seen_flows.saturating_sub(1);
+        self.visible.retain(|&flow| (flow as usize) < from);
+        for number in from..flows.len() {
+            if self.passes(number) {
+                self.visible.push(number as u32);
+            }
+        }
+        self.seen_flows = flows.len();
+        // While a big recording loads, the statistics wait for the whole of it.
+        if self.loader.is_none() {
+            self.stats = stats::compute(flows, self.trace.tsc_hz());
+        }
+        if self.options.guest_images {
+            for (dom, name) in self.trace.domains().to_vec() {
+                self.images.entry(dom).or_insert_with(|| GuestImage::load(&traplab_labs::guest_elf(&name)).ok().map(Rc::new));
+            }
+        }
+    }
+
+    fn passes(&self, number: usize) -> bool {
+        let flow = &self.trace.flows()[number];
+        self.class_filter.is_none_or(|class| flow.class() == class)
+            && self.action_filter.is_none_or(|action| flow.first_action == Some(action) || flow.last_action == Some(action))
+    }
+
+    /// Recompute the visible flows after a filter changed, keeping the selection near.
+    fn refilter(&mut self) {
+        let keep = self.selected_flow();
+        self.visible = (0..self.trace.flows().len()).filter(|&number| self.passes(number)).map(|n| n as u32).collect();
+        let position = keep.map_or(0, |flow| self.visible.partition_point(|&visible| (visible as usize) < flow));
+        self.select(position);
+    }
+
+    /// Select position `position` of the visible flows and start its story.
+    pub fn select(&mut self, position: usize) {
+        self.selected = position.min(self.visible.len().saturating_sub(1));
+        self.rebuild_story();
+        self.step = self.story.start;
+        self.pane_scroll = 0;
+    }
+
+    fn rebuild_story(&mut self) {
+        self.story = match self.selected_flow() {
+            Some(flow) => Story::of(&self.trace, flow),
+            None => Story::default(),
+        };
+    }
+
+    /// Move the selection by `delta` flows.
+    fn move_selection(&mut self, delta: isize) {
+        let position = self.selected.saturating_add_signed(delta);
+        self.select(position);
+    }
+
+    /// One step forward or back; past either end of the story, into the next/previous flow.
+    fn move_step(&mut self, forward: bool) {
+        self.pane_scroll = 0;
+        if forward {
+            if self.step + 1 < self.story.steps.len() {
+                self.step += 1;
+            } else if self.selected + 1 < self.visible.len() {
+                self.select(self.selected + 1);
+            }
+        } else if self.step > 0 {
+            self.step -= 1;
+        } else if self.selected > 0 {
+            self.select(self.selected - 1);
+            self.step = self.story.steps.len().saturating_sub(1);
+        }
+    }
+
+    /// The text a search looks in: `seq class action reason rip symbol`.
+    fn row_text(&self, flow: usize) -> String {
+        let found = &self.trace.flows()[flow];
+        let seq = self.trace.index_of(found.first as usize).map_or(0, |entry| entry.seq);
+        let symbol = self.symbol(found.dom, found.rip).unwrap_or_default();
+        format!("{seq} dom{} {} {} {} {:#x} {symbol}", found.dom, found.class(), found.action_text(), found.reason(), found.rip).to_lowercase()
+    }
+
+    /// Select the next (or previous) visible flow whose row contains `query`.
+    fn find(&mut self, query: &str, forward: bool) {
+        let query = query.to_lowercase();
+        let count = self.visible.len();
+        for distance in 1..=count {
+            let position = if forward { (self.selected + distance) % count } else { (self.selected + count - distance % count) % count };
+            if self.row_text(self.visible[position] as usize).contains(&query) {
+                self.select(position);
+                self.message = None;
+                return;
+            }
+        }
+        self.message = Some(format!("no flow matches “{query}”"));
+    }
+
+    /// The classes and actions present, most frequent first: what `f` and `a` cycle through.
+    fn classes(&self) -> Vec<&'static str> {
+        self.stats.rows.iter().map(|row| row.class).collect()
+    }
+
+    fn actions(&self) -> Vec<Action> {
+        [Action::Emulate, Action::Reflect, Action::Bounce, Action::Forward, Action::Kill]
+            .into_iter()
+            .filter(|action| self.trace.flows().iter().any(|flow| flow.first_action == Some(*action) || flow.last_action == Some(*action)))
+            .collect()
+    }
+
+    fn cycle<T: Copy + PartialEq>(options: &[T], current: Option<T>) -> Option<T> {
+        match current.and_then(|current| options.iter().position(|option| *option == current)) {
+            None => options.first().copied(),
+            Some(at) => options.get(at + 1).copied(),
+        }
+    }
+
+    /// A key.
+    pub fn handle_key(&mut self, key: KeyEvent) {
+        if key.kind == KeyEventKind::Release {
+            return;
+        }
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return;
+        }
+        if self.prompt.is_some() {
+            self.handle_prompt_key(key);
+            return;
+        }
+        if self.help {
+            // Any key closes the help; `q` still quits.
+            self.help = false;
+            if key.code != KeyCode::Char('q') {
+                return;
+            }
+        }
+        self.message = None;
+        if self.live.is_some() && self.handle_live_key(key) {
+            return;
+        }
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('1') => self.screen = Screen::Flows,
+            KeyCode::Char('2') => self.screen = Screen::Flow,
+            KeyCode::Char('3') | KeyCode::Char('S') => self.screen = Screen::Stats,
+            KeyCode::Char('/') => self.prompt = Some(Prompt { purpose: Purpose::Search, text: String::new() }),
+            KeyCode::Char('n') => {
+                if let Some(query) = self.search.clone() {
+                    self.find(&query, true);
+                }
+            }
+            KeyCode::Char('N') => {
+                if let Some(query) = self.search.clone() {
+                    self.find(&query, false);
+                }
+            }
+            KeyCode::Char('f') => {
+                self.class_filter = App::cycle(&self.classes(), self.class_filter);
+                self.refilter();
+            }
+            KeyCode::Char('a') => {
+                self.action_filter = App::cycle(&self.actions(), self.action_filter);
+                self.refilter();
+            }
+            KeyCode::Char('F') => {
+                self.class_filter = None;
+                self.action_filter = None;
+                self.refilter();
+            }
+            KeyCode::Tab => {
+                let at = Pane::ALL.iter().position(|pane| *pane == self.pane).unwrap_or(0);
+                self.pane = Pane::ALL[(at + 1) % Pane::ALL.len()];
+                if self.screen == Screen::Flows {
+                    self.screen = Screen::Flow;
+                }
+            }
+            KeyCode::BackTab => {
+                let at = Pane::ALL.iter().position(|pane| *pane == self.pane).unwrap_or(0);
+                self.pane = Pane::ALL[(at + Pane::ALL.len() - 1) % Pane::ALL.len()];
+            }
+            _ => match self.screen {
+                Screen::Flows => self.handle_flows_key(key),
+                Screen::Flow => self.handle_flow_key(key),
+                Screen::Stats => self.handle_stats_key(key),
+            },
+        }
+    }
+
+    fn handle_flows_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => self.move_selection(1),
+            KeyCode::Char('k') | KeyCode::Up => self.move_selection(-1),
+            KeyCode::PageDown | KeyCode::Char(' ') => self.move_selection(10),
+            KeyCode::PageUp => self.move_selection(-10),
+            KeyCode::Char('d') if key.modifiers.contains(KeyModifiers::CONTROL) => self.move_selection(10),
+            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.move_selection(-10),
+            KeyCode::Char('g') | KeyCode::Home => self.select(0),
+            KeyCode::Char('G') | KeyCode::End => self.select(usize::MAX),
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right if self.selected_flow().is_some() => self.screen = Screen::Flow,
+            _ => {}
+        }
+    }
+
+    fn handle_flow_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Char('l') | KeyCode::Right | KeyCode::Char(' ') => self.move_step(true),
+            KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => self.move_step(false),
+            KeyCode::Char('j') | KeyCode::Down | KeyCode::Char(']') => self.move_selection(1),
+            KeyCode::Char('k') | KeyCode::Up | KeyCode::Char('[') => self.move_selection(-1),
+            KeyCode::Char('g') | KeyCode::Home => self.step = 0,
+            KeyCode::Char('G') | KeyCode::End => self.step = self.story.steps.len().saturating_sub(1),
+            KeyCode::Char('J') => self.pane_scroll = self.pane_scroll.saturating_add(1),
+            KeyCode::Char('K') => self.pane_scroll = self.pane_scroll.saturating_sub(1),
+            KeyCode::Char('d') => self.pane = Pane::Detail,
+            KeyCode::Char('r') => self.pane = Pane::Registers,
+            KeyCode::Char('x') => self.pane = Pane::Code,
+            KeyCode::Esc | KeyCode::Enter => self.screen = Screen::Flows,
+            _ => {}
+        }
+    }
+
+    fn handle_stats_key(&mut self, key: KeyEvent) {
+        let rows = self.stats.rows.len();
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => self.stats_row = (self.stats_row + 1).min(rows.saturating_sub(1)),
+            KeyCode::Char('k') | KeyCode::Up => self.stats_row = self.stats_row.saturating_sub(1),
+            KeyCode::Enter => {
+                if let Some(row) = self.stats.rows.get(self.stats_row) {
+                    self.class_filter = Some(row.class);
+                    self.action_filter = None;
+                    self.refilter();
+                    self.select(0);
+                    self.screen = Screen::Flows;
+                }
+            }
+            KeyCode::Esc => self.screen = Screen::Flows,
+            _ => {}
+        }
+    }
+
+    fn handle_prompt_key(&mut self, key: KeyEvent) {
+        let Some(prompt) = self.prompt.as_mut() else { return };
+        match key.code {
+            KeyCode::Esc => self.prompt = None,
+            KeyCode::Backspace => {
+                prompt.text.pop();
+            }
+            KeyCode::Char(character) => prompt.text.push(character),
+            KeyCode::Enter => {
+                let Some(prompt) = self.prompt.take() else { return };
+                let text = prompt.text.trim().to_string();
+                if text.is_empty() {
+                    return;
+                }
+                match prompt.purpose {
+                    Purpose::Search => {
+                        self.search = Some(text.clone());
+                        self.find(&text, true);
+                    }
+                    Purpose::Break => self.add_break(&text),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Mouse: the wheel scrolls the list, the steps or the table.
+    pub fn handle_mouse(&mut self, mouse: MouseEvent) {
+        let delta: isize = match mouse.kind {
+            MouseEventKind::ScrollDown => 1,
+            MouseEventKind::ScrollUp => -1,
+            _ => return,
+        };
+        self.help = false;
+        match self.screen {
+            Screen::Flows => self.move_selection(3 * delta),
+            Screen::Flow => self.move_step(delta > 0),
+            Screen::Stats => self.stats_row = self.stats_row.saturating_add_signed(delta).min(self.stats.rows.len().saturating_sub(1)),
+        }
+    }
+
+    // ---- live runs ----
+
+    /// Keys that drive the hypervisor; `true` when the key was one of them.
+    fn handle_live_key(&mut self, key: KeyEvent) -> bool {
+        let command = match key.code {
+            KeyCode::Char('p') => Command::Pause,
+            KeyCode::Char('c') => Command::Continue,
+            KeyCode::Char('s') => Command::Step,
+            KeyCode::Char('t') => Command::NextExit,
+            KeyCode::Char('b') => {
+                self.prompt = Some(Prompt { purpose: Purpose::Break, text: String::new() });
+                return true;
+            }
+            KeyCode::Char('B') => {
+                if let Some(live) = self.live.as_mut() {
+                    live.breaks.clear();
+                }
+                Command::ClearBreaks
+            }
+            _ => return false,
+        };
+        self.send(command);
+        true
+    }
+
+    fn add_break(&mut self, text: &str) {
+        let Some(found) = Break::parse(text) else {
+            self.message = Some(format!("“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"));
+            return;
+        };
+        if self.send(Command::AddBreak(found))
+            && let Some(live) = self.live.as_mut()
+        {
+            live.breaks.push(text.to_string());
+        }
+    }
+
+    /// Post a command to the hypervisor; `false` (and a message) when it could not be.
+    fn send(&mut self, command: Command) -> bool {
+        let Some(live) = self.live.as_ref() else { return false };
+        let Some(control) = live.control.as_ref() else {
+            self.message = Some(match &live.state {
+                LiveState::Finished(_) => "QEMU has stopped: nothing to control".into(),
+                _ => "the hypervisor is not up yet".into(),
+            });
+            return false;
+        };
+        match control.send(command) {
+            Ok(()) => {
+                if matches!(command, Command::Continue | Command::Step | Command::NextExit)
+                    && let Some(live) = self.live.as_mut()
+                    && matches!(live.state, LiveState::Stopped(_))
+                {
+                    live.state = LiveState::Running;
+                }
+                true
+            }
+            Err(error) => {
+                self.message = Some(error.to_string());
+                false
+            }
+        }
+    }
+
+    /// Give the app the control channel once the hypervisor is up.
+    pub fn set_control(&mut self, control: Control) {
+        if let Some(live) = self.live.as_mut() {
+            live.control = Some(control);
+            if live.state == LiveState::Starting {
+                live.state = LiveState::Running;
+            }
+        }
+    }
+
+    /// Something from the running session.
+    pub fn take_item(&mut self, item: Item) {
+        match item {
+            Item::Event(event) => self.trace.push_event(&event),
+            Item::Log(_) => {}
+            Item::Broken(message) => self.message = Some(format!("TRACE FAULT: {message}")),
+            Item::Finished(finish) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.state = LiveState::Finished(describe_finish(&finish));
+                    live.control = None;
+                }
+            }
+        }
+    }
+
+    /// After items came: take in the new flows, follow the tail while running, and move to
+    /// where the hypervisor stopped when it stops.
+    pub fn sync(&mut self) {
+        let at_end = self.selected + 1 >= self.visible.len();
+        let before = (self.visible.len(), self.story.steps.len());
+        self.refresh();
+        let stopped = self.live.as_ref().and_then(|live| live.control.as_ref()).and_then(Control::stopped_after);
+        let Some(live) = self.live.as_mut() else { return };
+        if let Some(seq) = stopped
+            && !matches!(live.state, LiveState::Finished(_))
+        {
+            live.state = LiveState::Stopped(seq);
+        } else if matches!(live.state, LiveState::Stopped(_)) && stopped.is_none() {
+            live.state = LiveState::Running;
+        }
+        let follow_to = match stopped {
+            Some(seq) if live.followed != Some(seq) => self.trace.index_of_seq(seq).map(|index| (seq, index)),
+            _ => None,
+        };
+        if let Some((seq, index)) = follow_to {
+            // Show the event the hypervisor stopped after: its flow, and the step.
+            if let Some(flow) = self.trace.flow_of(index)
+                && let Some(live) = self.live.as_mut()
+            {
+                live.followed = Some(seq);
+                let position = self.visible.iter().position(|&visible| visible as usize == flow);
+                let position = position.unwrap_or_else(|| {
+                    // A filter hides it: drop the filters rather than hide the stop.
+                    self.class_filter = None;
+                    self.action_filter = None;
+                    self.visible = (0..self.trace.flows().len() as u32).collect();
+                    flow
+                });
+                self.selected = position;
+                self.rebuild_story();
+                self.step = self.story.step_of(index).unwrap_or(self.story.start);
+                self.screen = Screen::Flow;
+            }
+            return;
+        }
+        if (self.visible.len(), self.story.steps.len()) != before {
+            let step = self.step;
+            if at_end && stopped.is_none() {
+                self.select(usize::MAX);
+            } else {
+                self.rebuild_story();
+                self.step = step.min(self.story.steps.len().saturating_sub(1));
+            }
+        }
+    }
+
+    /// The event (number, parsed) at the current step.
+    pub fn current_event(&self) -> Option<(usize, &traplab_abi::event::Event)> {
+        self.story.event(self.step)
+    }
+
+    /// The current step.
+    pub fn current_step(&self) -> Option<&Step> {
+        self.story.steps.get(self.step)
+    }
+}
+
+/// How QEMU stopped, in words.
+pub fn describe_finish(finish: &Finish) -> String {
+    if finish.interrupted {
+        return "QEMU stopped (interrupted)".into();
+    }
+    if finish.timed_out {
+        return "QEMU stopped: time limit".into();
+    }
+    match finish.hv_status {
+        Some(traplab_tracer::qemu::HvStatus::Done) => "QEMU stopped: the hypervisor finished".into(),
+        Some(status) => format!("QEMU stopped: {}", status.explain()),
+        None => format!("QEMU died (exit code {:?}, signal {:?})", finish.exit_code, finish.signal),
+    }
+}

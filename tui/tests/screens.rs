@@ -1,0 +1,223 @@
+//! Every screen of the terminal UI, drawn into ratatui's `TestBackend` after real key
+//! events, compared with the snapshots in `tests/snapshots/` (insta). The recordings under
+//! `tests/recordings/` come from real runs (`traplab trace LAB --record FILE`).
+//!
+//! The guests' ELF files and the hypervisor's sources are left out (`Options`), so that the
+//! snapshots show only what the recordings hold; `the_code_pane_names_the_guest_symbol`
+//! checks the ELF side.
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use std::path::PathBuf;
+use traplab_tracer::store::Trace;
+use traplab_tui::ui::app::{Pane, Screen};
+use traplab_tui::ui::{App, Options};
+
+fn recording(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recordings").join(name)
+}
+
+fn plain() -> Options {
+    Options { color: false, guest_images: false, source_root: None }
+}
+
+fn open(name: &str) -> App {
+    let trace = Trace::open(&recording(name)).expect("the recording reads");
+    let mut app = App::new(trace, plain());
+    // The name is the path: keep the snapshots free of where the repository is.
+    app.trace.name = name.to_string();
+    app
+}
+
+/// Type `keys`: characters as they are, `<Enter>`, `<Tab>`, `<Esc>`, `<Down>`, `<Up>` as named.
+fn press(app: &mut App, keys: &str) {
+    let mut rest = keys;
+    while let Some(character) = rest.chars().next() {
+        let (code, length) = if character == '<' && let Some(end) = rest.find('>') {
+            let code = match &rest[1..end] {
+                "Enter" => KeyCode::Enter,
+                "Tab" => KeyCode::Tab,
+                "Esc" => KeyCode::Esc,
+                "Down" => KeyCode::Down,
+                "Up" => KeyCode::Up,
+                "Right" => KeyCode::Right,
+                "Left" => KeyCode::Left,
+                "End" => KeyCode::End,
+                other => panic!("no key <{other}>"),
+            };
+            (code, end + 1)
+        } else {
+            (KeyCode::Char(character), character.len_utf8())
+        };
+        app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+        rest = &rest[length..];
+    }
+}
+
+fn draw(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("a test terminal");
+    terminal.draw(|frame| frame.render_widget(app, frame.area())).expect("draws");
+    terminal.backend().to_string()
+}
+
+#[test]
+fn the_flows_list() {
+    let app = open("page-fault.jsonl");
+    insta::assert_snapshot!("flows", draw(&app, 80, 24));
+}
+
+#[test]
+fn search_finds_the_page_fault() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF");
+    insta::assert_snapshot!("search_typing", draw(&app, 80, 24));
+    press(&mut app, "<Enter>");
+    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].class(), "#PF");
+    insta::assert_snapshot!("search_found", draw(&app, 80, 24));
+    press(&mut app, "/nothing-like-this<Enter>");
+    assert!(draw(&app, 80, 24).contains("no flow matches “nothing-like-this”"));
+}
+
+/// exit → decide → inject → resume → handler → exit IRET → decide → return → resume.
+#[test]
+fn stepping_through_the_reflected_page_fault() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>");
+    assert_eq!(app.screen, Screen::Flow);
+    let names = ["exit", "decide", "inject", "resume", "handler", "iret_exit", "iret_decide", "return", "resume_after"];
+    for (position, name) in names.iter().enumerate() {
+        assert_eq!(app.step, position);
+        insta::assert_snapshot!(format!("pf_step_{position}_{name}"), draw(&app, 80, 24));
+        press(&mut app, "l");
+    }
+    // Past the end of the story: the next flow.
+    assert_eq!(app.step, app.story.start);
+    press(&mut app, "h");
+    assert_eq!(app.story.steps.len(), 9, "back into the #PF story, at its last step");
+}
+
+#[test]
+fn registers_and_code_panes() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>lll<Tab>");
+    assert_eq!(app.pane, Pane::Registers);
+    insta::assert_snapshot!("registers_at_resume", draw(&app, 80, 24));
+    press(&mut app, "<Tab>");
+    insta::assert_snapshot!("code_without_elf", draw(&app, 80, 24));
+    press(&mut app, "hhh");
+    insta::assert_snapshot!("code_at_the_exit_without_elf", draw(&app, 80, 24));
+}
+
+#[test]
+fn statistics_and_filtering_from_them() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "3");
+    insta::assert_snapshot!("stats", draw(&app, 80, 24));
+    press(&mut app, "j<Enter>");
+    assert_eq!(app.screen, Screen::Flows);
+    assert_eq!(app.class_filter, Some("#PF"));
+    insta::assert_snapshot!("filtered_by_class", draw(&app, 80, 24));
+    // `f` cycles the classes present (most frequent first), `a` the actions, `F` clears.
+    press(&mut app, "F");
+    assert_eq!(app.visible.len(), 158);
+    press(&mut app, "f");
+    assert_eq!((app.class_filter, app.visible.len()), (Some("IOIO"), 155));
+    press(&mut app, "fa");
+    assert_eq!(app.class_filter, Some("#PF"));
+    assert_eq!(app.action_filter, Some(traplab_abi::event::Action::Emulate));
+    assert!(app.visible.is_empty(), "no #PF is emulated");
+    assert!(draw(&app, 80, 24).contains("no flow passes the filter (F clears it)"));
+    press(&mut app, "F/iret<Enter>");
+    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].class(), "IRET");
+    press(&mut app, "/IOIO<Enter>n");
+    let first = app.selected;
+    press(&mut app, "nN");
+    assert_eq!(app.selected, first, "n then N comes back");
+}
+
+#[test]
+fn help() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "?");
+    insta::assert_snapshot!("help", draw(&app, 80, 24));
+    press(&mut app, "x");
+    assert!(!app.help, "any key closes it");
+}
+
+#[test]
+fn reflect_and_bounce_in_two_domains() {
+    let mut app = open("reflect-vs-bounce.jsonl");
+    // The action filter cycles emulate → reflect → bounce.
+    press(&mut app, "aaa");
+    insta::assert_snapshot!("bounced_flows", draw(&app, 100, 30));
+    press(&mut app, "<Down><Down><Down><Enter>");
+    insta::assert_snapshot!("bounced_pf", draw(&app, 100, 30));
+    press(&mut app, "llll");
+    insta::assert_snapshot!("bounced_pf_handler", draw(&app, 100, 30));
+}
+
+#[test]
+fn a_big_terminal_shows_more() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>");
+    insta::assert_snapshot!("pf_exit_160x48", draw(&app, 160, 48));
+}
+
+#[test]
+fn a_truncated_recording_shows_its_first_bad_line_and_what_came_before() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let path = std::env::temp_dir().join(format!("traplab-screens-{}-truncated.jsonl", std::process::id()));
+    std::fs::write(&path, format!("{}\n{}", lines[..190].join("\n"), &lines[190][..40])).unwrap();
+    let mut app = App::new(Trace::open(&path).unwrap(), plain());
+    app.trace.name = "truncated.jsonl".into();
+    let error = app.trace.error().expect("an error").to_string();
+    assert!(error.contains("truncated.jsonl:191: not JSON"), "{error}");
+    assert_eq!(app.trace.len(), 190);
+    press(&mut app, "G");
+    insta::assert_snapshot!("truncated", draw(&app, 80, 24));
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn mouse_wheel_scrolls() {
+    let mut app = open("page-fault.jsonl");
+    let wheel = |kind| MouseEvent { kind, column: 10, row: 10, modifiers: KeyModifiers::NONE };
+    app.handle_mouse(wheel(MouseEventKind::ScrollDown));
+    assert_eq!(app.selected, 3);
+    app.handle_mouse(wheel(MouseEventKind::ScrollUp));
+    assert_eq!(app.selected, 0);
+    press(&mut app, "<Enter>");
+    app.handle_mouse(wheel(MouseEventKind::ScrollDown));
+    assert_eq!(app.step, 1);
+}
+
+#[test]
+fn the_code_pane_names_the_guest_symbol() {
+    let trace = Trace::open(&recording("page-fault.jsonl")).unwrap();
+    let mut app = App::new(trace, Options { color: false, guest_images: true, source_root: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")) });
+    press(&mut app, "/EXCP_PF<Enter><Enter>x");
+    let Some(image) = app.image(0) else {
+        eprintln!("the page-fault guest's ELF is not built here; nothing to check");
+        return;
+    };
+    let rip = app.trace.flows()[app.selected_flow().unwrap()].rip;
+    let symbol = image.describe(rip).expect("the faulting RIP is in a function");
+    let screen = draw(&app, 120, 40);
+    assert!(screen.contains(&symbol), "{symbol} in\n{screen}");
+    assert!(screen.contains(&format!("▶ {rip:#x}")), "the trapping instruction is marked\n{screen}");
+    assert!(screen.contains("hypervisor decision at hv/src/exit/"), "{screen}");
+}
+
+#[test]
+fn tiny_terminals_do_not_break_it() {
+    let mut app = open("reflect-vs-bounce.jsonl");
+    for keys in ["", "/#PF<Enter><Enter>", "llll", "<Tab>", "<Tab>", "3", "?"] {
+        press(&mut app, keys);
+        for (width, height) in [(1, 1), (10, 4), (20, 6), (40, 12), (80, 24)] {
+            let screen = draw(&app, width, height);
+            assert_eq!(screen.lines().count(), height as usize);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! End to end: the real `traplab run page-fault` in a real terminal (tmux), driven by
+//! keys as a student types them. Break on #PF, step through the decision, the injection
+//! and the resume, quit; read the screen at each step (tmux capture-pane).
+//!
+//! Needs `tmux` (CI installs it, see `.ci/run`).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// One tmux session, killed however the test ends.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    /// `label` tells the tests' sessions apart (they run in parallel).
+    fn start(label: &str, command: &str) -> Tmux {
+        let name = format!("traplab-e2e-{}-{label}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", command])
+            // A terminal that every machine knows; no colours to strip from the capture.
+            .env("TERM", "xterm-256color")
+            .env("NO_COLOR", "1")
+            .status()
+            .expect("tmux runs (install it: apt-get install tmux)");
+        assert!(status.success(), "tmux new-session");
+        Tmux { name }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().expect("tmux send-keys").success());
+    }
+
+    fn screen(&self) -> String {
+        let output = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.name]).output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Wait until the screen shows every one of `texts`; fail with the screen after 60 s.
+    fn wait_for(&self, texts: &[&str]) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|text| screen.contains(text)) {
+                return screen;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "waited for {texts:?}; the screen shows:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.name]).output().is_ok_and(|output| output.status.success())
+    }
+
+    /// The process in the pane (traplab itself: the command is `exec`ed).
+    fn pane_pid(&self) -> u32 {
+        let output = Command::new("tmux").args(["list-panes", "-t", &self.name, "-F", "#{pane_pid}"]).output().expect("tmux list-panes");
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("a pid")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).output();
+    }
+}
+
+/// QEMU processes whose RAM file names traplab process `pid`.
+fn qemu_of(pid: u32) -> usize {
+    let marker = format!("traplab-{pid}-");
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|process| std::fs::read(format!("/proc/{process}/cmdline")).is_ok_and(|line| String::from_utf8_lossy(&line).contains(&marker)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn break_on_page_fault_step_to_the_resume_and_quit() {
+    let tmux = Tmux::start("steps", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    tmux.wait_for(&["page-fault (live)", "STOPPED after seq 0", "The hypervisor waits after its boot"]);
+    let traplab = tmux.pane_pid();
+    assert_eq!(qemu_of(traplab), 1, "QEMU runs");
+
+    tmux.keys(&["b"]);
+    tmux.wait_for(&["break on (pf"]);
+    tmux.keys(&["pf", "Enter"]);
+    tmux.wait_for(&["break pf"]);
+
+    // Continue: the hypervisor stops at the #PF exit, before it decides.
+    tmux.keys(&["c"]);
+    let screen = tmux.wait_for(&["#VMEXIT EXCP_PF", "before it decides", "PENDING"]);
+    assert!(screen.contains("a supervisor-mode write to 0x40000000, whose page is not present"), "{screen}");
+    assert!(screen.contains("W/R       1 — write"), "the error code, bit by bit:\n{screen}");
+
+    // Each step shows one more event: the decision, the injection, the resume.
+    tmux.keys(&["s"]);
+    tmux.wait_for(&["decide: reflect", "The hypervisor decides to reflect it"]);
+    tmux.keys(&["s"]);
+    let screen = tmux.wait_for(&["inject #PF → EVENTINJ", "into the guest's IDT vector 14"]);
+    assert!(screen.contains("EVENTINJ   0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"), "EVENTINJ decoded:\n{screen}");
+    tmux.keys(&["s"]);
+    tmux.wait_for(&["VMRUN", "now in its #PF handler at 0x"]);
+
+    // Quit: the terminal is given back and QEMU is gone.
+    tmux.keys(&["q"]);
+    let started = Instant::now();
+    while tmux.alive() {
+        assert!(started.elapsed() < Duration::from_secs(20), "traplab did not quit:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(qemu_of(traplab), 0, "quitting stops QEMU");
+}
+
+#[test]
+fn closing_the_terminal_stops_qemu() {
+    let tmux = Tmux::start("hangup", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    tmux.wait_for(&["STOPPED after seq 0"]);
+    let traplab = tmux.pane_pid();
+    assert_eq!(qemu_of(traplab), 1, "QEMU runs");
+    // The terminal goes away: traplab gets SIGHUP.
+    drop(tmux);
+    let started = Instant::now();
+    while qemu_of(traplab) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "QEMU outlived its terminal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
