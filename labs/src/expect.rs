@@ -60,14 +60,22 @@ impl Mismatch {
 
 /// Check `events` against `steps`.
 pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
+    matched_events(steps, events, symbols).map(|_| ())
+}
+
+/// Check `events` against `steps`; on a match, the index of the event each step matched
+/// (the book marks them in the traces it shows).
+pub fn matched_events(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<Vec<usize>, Mismatch> {
     let values: Vec<Value> = events.iter().map(json::to_value).collect();
     let mut position = 0;
     let mut after_seq = None;
+    let mut matched = Vec::with_capacity(steps.len());
     for (index, step) in steps.iter().enumerate() {
         match (position..values.len()).find(|&candidate| matches(&step.0, &values[candidate], symbols)) {
             Some(found) => {
                 after_seq = Some(events[found].seq);
                 position = found + 1;
+                matched.push(found);
             }
             None => {
                 let kind = step.0.get("kind");
@@ -78,7 +86,7 @@ pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), 
             }
         }
     }
-    Ok(())
+    Ok(matched)
 }
 
 /// Does `event` have every field of `pattern`?

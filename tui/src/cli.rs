@@ -18,6 +18,8 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Start with:   traplab list
               traplab trace hello
+              traplab check hello --exercise 1
+The book (one chapter per lab, with its exercises): mdbook serve book
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
 
 #[derive(Debug, Subcommand)]
@@ -28,6 +30,11 @@ pub enum Command {
     Trace(TraceArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
+    /// Run labs headless and check that they produce their expected flow, or grade an exercise.
+    Check(crate::commands::check::CheckArgs),
+    /// Write the traces the book shows (book/src/generated/) by running every lab.
+    #[command(hide = true)]
+    BookTraces(crate::commands::book_traces::BookTracesArgs),
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         cli::Command::List(args) => commands::list::run(&args),
         cli::Command::Trace(args) => commands::trace::run(&args),
         cli::Command::Bench(args) => commands::bench::run(&args),
+        cli::Command::Check(args) => commands::check::run(&args),
+        cli::Command::BookTraces(args) => commands::book_traces::run(&args),
     };
     match result {
         Ok(code) => code,

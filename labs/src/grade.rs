@@ -1,0 +1,118 @@
+//! Grading one run of a lab against what it must show — the lab's own flow, or an
+//! exercise's — for `traplab check` (students and teaching assistants) and for the tests.
+//!
+//! A run passes when it is sound (the hypervisor ended normally, no event was lost), its
+//! events contain the expected steps in order, and every domain ended as expected (exited
+//! with the status, or was killed). Each failure is a [`Problem`] with an explanation in a
+//! student's words (`explain.rs`).
+
+use crate::catalogue::{Exercise, Expected, Lab};
+use crate::explain;
+use crate::run::{self, Ending};
+use serde::Serialize;
+use traplab_abi::event::DomainState;
+use traplab_tracer::session::Run;
+use traplab_tracer::symbols::Symbols;
+
+/// The result of one check. Its JSON form is what `traplab check --json` prints, one line
+/// per check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub lab: String,
+    /// The exercise checked, or `None` for the lab's own flow.
+    pub exercise: Option<u32>,
+    pub passed: bool,
+    /// How many steps the expected flow has, and how many matched before the first miss.
+    pub steps: usize,
+    pub matched: usize,
+    /// How many events the run recorded.
+    pub events: usize,
+    /// Empty when it passed.
+    pub problems: Vec<Problem>,
+}
+
+/// One reason a check failed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// The run itself went wrong: the hypervisor failed, the lab timed out, events were lost.
+    Run { explanation: String },
+    /// A step of the expected flow did not happen.
+    Step {
+        /// 1-based, as the messages count.
+        step: usize,
+        /// The step as the catalogue writes it (`inject vector=14 …`).
+        expected: String,
+        /// The seq of the event that matched the step before it.
+        after_seq: Option<u64>,
+        explanation: String,
+    },
+    /// A domain ended otherwise than expected.
+    Domain { dom: u16, guest: String, explanation: String },
+}
+
+impl Problem {
+    pub fn explanation(&self) -> &str {
+        match self {
+            Problem::Run { explanation } | Problem::Step { explanation, .. } | Problem::Domain { explanation, .. } => explanation,
+        }
+    }
+}
+
+/// Grade `run` of `lab` against its own flow, or against `exercise`'s. `symbols` are the
+/// lab's first guest's (for `sym:` patterns).
+pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbols) -> Verdict {
+    let expected = match exercise {
+        Some(exercise) => exercise.expected(lab),
+        None => lab.expected(),
+    };
+    let mut problems: Vec<Problem> = run::unsound(run).into_iter().map(|explanation| Problem::Run { explanation }).collect();
+    let matched = match crate::expect::check(expected.steps, &run.events, symbols) {
+        Ok(()) => expected.steps.len(),
+        Err(mismatch) => {
+            let step = &expected.steps[mismatch.step];
+            let explanation = format!(
+                "step {} of {}: expected {}, but {}",
+                mismatch.step + 1,
+                expected.steps.len(),
+                explain::expectation(step),
+                explain::instead(step, &mismatch, &run.events)
+            );
+            problems.push(Problem::Step { step: mismatch.step + 1, expected: mismatch.expected.clone(), after_seq: mismatch.after_seq, explanation });
+            mismatch.step
+        }
+    };
+    problems.extend(domain_problems(lab, expected, run));
+    Verdict {
+        lab: lab.id.clone(),
+        exercise: exercise.map(|exercise| exercise.number),
+        passed: problems.is_empty(),
+        steps: expected.steps.len(),
+        matched,
+        events: run.events.len(),
+        problems,
+    }
+}
+
+/// Every domain must exit with the expected status, or be killed when the flow says so.
+fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (index, guest) in lab.guests.iter().enumerate() {
+        let dom = index as u16;
+        let must_be_killed = expected.killed.contains(&dom);
+        let ending = run::ending(&run.events, dom);
+        let wanted = if must_be_killed { "to be killed".to_string() } else { format!("to exit with status {}", expected.status) };
+        let actual = match &ending {
+            Some(Ending { state: DomainState::Killed, .. }) if must_be_killed => continue,
+            Some(Ending { state: DomainState::Exited, status: Some(status), .. }) if !must_be_killed && *status == expected.status => continue,
+            Some(ending) => format!("it {}", ending.describe()),
+            None => "it never ended".to_string(),
+        };
+        problems.push(Problem::Domain {
+            dom,
+            guest: guest.clone(),
+            explanation: format!("expected domain {dom} ({guest}) {wanted}, but {actual}"),
+        });
+    }
+    problems
+}
