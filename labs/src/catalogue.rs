@@ -130,6 +130,13 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
                 return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
             }
+            let steps = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
+            if let Some(field) = steps.filter_map(|step| step.unknown_field()).next() {
+                return Err(CatalogueError {
+                    file: file.to_string(),
+                    message: format!("an expected step has `{field}`, which no event of its kind has (tracer/SCHEMA.md); a key meant for the lab belongs above the first [[expect]]"),
+                });
+            }
             // Exercises are numbered 1, 2, … in order, so `--exercise N` is the Nth.
             for (index, exercise) in lab.exercises.iter().enumerate() {
                 if exercise.number as usize != index + 1 {

@@ -10,6 +10,7 @@
 //! Checking a lab: [`run`] runs it headless, [`grade`] compares the run with the lab's
 //! expected flow (or an exercise's) and [`explain`] puts a mismatch in a student's words.
 
+pub mod bare;
 pub mod book;
 pub mod catalogue;
 pub mod expect;
