@@ -85,7 +85,7 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         Body::Decide(decide) => Some(decide),
         _ => None,
     });
-    let next_of_kind = |wanted: &str| later.iter().find(|event| event.body.kind() == wanted).map(|event| text::line(event));
+    let next_of_kind = |wanted: &str| later.iter().find(|event| event.body.kind() == wanted).map(|event| event_text(event));
 
     let mut sentence = match kind {
         "decide" | "inject" | "bounce" => match decision {
@@ -109,14 +109,16 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         },
         "exit" => {
             let code = number(step, "exitcode");
+            let reason = step.0.get("reason").and_then(Value::as_str);
             let same = later.iter().find(|event| match &event.body {
-                Body::Exit(exit) => code.is_none_or(|code| exit.exitcode == code),
+                Body::Exit(exit) => code.is_none_or(|code| exit.exitcode == code) && reason.is_none_or(|reason| exit.reason == reason),
                 _ => false,
             });
-            match (same, code) {
-                (Some(event), Some(_)) => format!("the nearest such exit was different: {}", text::line(event)),
-                (Some(event), None) => format!("the next exit was: {}", text::line(event)),
-                (None, Some(code)) => format!("no {} exit came", svm::exit_name(code)),
+            let name = code.map(svm::exit_name).or(reason);
+            match (same, name) {
+                (Some(event), Some(_)) => format!("the nearest such exit was different: {}", event_text(event)),
+                (Some(event), None) => format!("the next exit was: {}", event_text(event)),
+                (None, Some(name)) => format!("no {name} exit came"),
                 (None, None) => "no exit came".into(),
             }
         }
@@ -153,6 +155,12 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         sentence = format!("{sentence}; then {printed}");
     }
     sentence
+}
+
+/// `event 4 (dom0 emulate): OUT 'H' to the console UART; …`: an event inside a sentence.
+fn event_text(event: &Event) -> String {
+    let dom = event.dom.map_or("hv".to_string(), |dom| format!("dom{dom}"));
+    format!("event {} ({dom} {}): {}", event.seq, event.body.kind(), text::detail(event))
 }
 
 /// "it reflected it into the guest's IDT at hv/src/exit/exception.rs:98: \"why\"".
@@ -201,8 +209,11 @@ fn decide_expectation(step: &Step) -> String {
         Some("kill") => "the hypervisor to kill the domain".into(),
         _ => "the hypervisor to decide".into(),
     };
-    if let Some(why) = step.0.get("why") {
-        text.push_str(&format!(", saying {}", quoted(why)));
+    match step.0.get("why") {
+        Some(Value::String(why)) if why.starts_with("contains:") => text.push_str(&format!(" for a reason containing \"{}\"", &why[9..])),
+        Some(Value::String(why)) if why.starts_with("prefix:") => text.push_str(&format!(" for a reason starting \"{}\"", &why[7..])),
+        Some(why) => text.push_str(&format!(", saying {}", quoted(why))),
+        None => {}
     }
     if let Some(at) = step.0.get("at") {
         text.push_str(&format!(", at {}", quoted(at)));
