@@ -81,13 +81,42 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
     let dom = dom(step);
     let later: Vec<&Event> = events[from..].iter().filter(|event| dom.is_none() || event.dom == dom).collect();
     let kind = step.0.get("kind").and_then(Value::as_str).unwrap_or("");
-    let decision = later.iter().find_map(|event| match &event.body {
-        Body::Decide(decide) => Some(decide),
+    // The hypervisor's next decision, leaving out the guest's printing (one exit per byte),
+    // which comes between almost everything.
+    let decision = later.iter().enumerate().find_map(|(index, event)| match &event.body {
+        Body::Decide(decide) if !is_console_output(later[..index].iter().rev().find(|event| matches!(event.body, Body::Exit(_)))) => Some(decide),
         _ => None,
     });
     let next_of_kind = |wanted: &str| later.iter().find(|event| event.body.kind() == wanted).map(|event| event_text(event));
+    let vector = number(step, "vector");
 
     let mut sentence = match kind {
+        // An event delivered: was it delivered otherwise, did its exception happen at all?
+        "inject" | "bounce" if vector.is_some() => {
+            let delivered = later.iter().find(|event| match &event.body {
+                Body::Inject(inject) => Some(inject.vector as u64) == vector,
+                Body::Bounce(bounce) => Some(bounce.vector as u64) == vector,
+                _ => false,
+            });
+            let raised = later.iter().enumerate().find(|(_, event)| match &event.body {
+                Body::Exit(exit) => vector.is_some_and(|vector| vector < 32 && exit.exitcode == 0x40 + vector),
+                _ => false,
+            });
+            let its_decision = raised.and_then(|(index, _)| {
+                later[index..].iter().find_map(|event| match &event.body {
+                    Body::Decide(decide) => Some(decide),
+                    _ => None,
+                })
+            });
+            match (delivered, its_decision) {
+                (Some(event), _) => format!("it was delivered otherwise: {}", event_text(event)),
+                (None, Some(decide)) => decided(decide),
+                (None, None) => format!(
+                    "no {} reached the hypervisor after that: the guest never raised it",
+                    vector.map_or("event".into(), |vector| exception_name(vector as u8))
+                ),
+            }
+        }
         "decide" | "inject" | "bounce" => match decision {
             // The decision was the expected kind of action: the details differ.
             Some(decide) if kind == "inject" && decide.action == Action::Reflect => match next_of_kind("inject") {
@@ -155,6 +184,19 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         sentence = format!("{sentence}; then {printed}");
     }
     sentence
+}
+
+/// Is this exit the guest printing: an OUT to its console UART, or a console_write
+/// hypercall?
+fn is_console_output(exit: Option<&&Event>) -> bool {
+    match exit.map(|event| &event.body) {
+        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::IOIO => {
+            let info = svm::IoioInfo::decode(exit.exitinfo1);
+            !info.input && (0x3f8..=0x3ff).contains(&info.port)
+        }
+        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::VMMCALL => exit.regs.rax == traplab_abi::hypercall::CONSOLE_WRITE,
+        _ => false,
+    }
 }
 
 /// `event 4 (dom0 emulate): OUT 'H' to the console UART; …`: an event inside a sentence.
