@@ -73,6 +73,9 @@ pub fn handle(domain: &mut Domain, vector: u8) -> Next {
             Next::End(DomainEnd::Killed { reason: format!("triple fault: {} while delivering #DF", exception.mnemonic) })
         }
         Combined::DoubleFault => {
+            // EXERCISE double-fault.1: a real CPU writes CR2 when it detects a page fault,
+            // even one it then turns into #DF (Linux's #DF handler reads CR2 to recognise a
+            // stack overflow). Do the same before delivering the #DF.
             let first = interrupted.map_or("?", |event| x86::exception(event.vector).mnemonic);
             deliver!(
                 domain,
