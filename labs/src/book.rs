@@ -11,8 +11,10 @@
 //! | `facts`     | classes, guests, settings, the commands to run and check it         |
 //! | `summary`   | the catalogue's summary                                            |
 //! | `flow`      | the expected steps in words, and the recorded trace with each step marked |
+//! | `excerpt`   | the first trap of the flow alone, from its exit to its resume       |
 //! | `questions` | the chapter's questions                                            |
-//! | `exercises` | each exercise: the task, its files, how to check it, what it must show |
+//! | `exercises` | each exercise: the task, its files, how to check it, what it must show, and what its check says before it is solved |
+//! | `start`     | what the check of exercise 1 says before it is solved               |
 
 use crate::catalogue::Lab;
 use crate::explain;
@@ -41,8 +43,13 @@ pub fn chapter_parts(lab: &Lab, run: &Run, symbols: &Symbols) -> Result<String, 
     section(&mut text, "facts", &facts(lab));
     section(&mut text, "summary", lab.summary.trim());
     section(&mut text, "flow", &flow(lab, &run.events, &matched));
+    section(&mut text, "excerpt", &excerpt(&run.events, &matched));
     section(&mut text, "questions", &questions(lab));
-    section(&mut text, "exercises", &exercises(lab));
+    section(&mut text, "exercises", &exercises(lab, run, symbols));
+    if let Some(exercise) = lab.exercises.first() {
+        let start = crate::grade::grade(lab, Some(exercise), run, symbols);
+        section(&mut text, "start", &format!("```text\n{}```\n", wrap(&start.report(lab, Some(exercise)), "")));
+    }
     Ok(text)
 }
 
@@ -118,13 +125,49 @@ fn trace(events: &[Event], matched: &[usize]) -> String {
     text
 }
 
+/// `text` with long lines wrapped at word boundaries (a code block does not wrap), each
+/// line indented by `indent`.
+fn wrap(text: &str, indent: &str) -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::new();
+    for line in text.lines() {
+        let leading = line.len() - line.trim_start().len();
+        let continuation = " ".repeat(leading + 4);
+        let mut current = " ".repeat(leading);
+        for word in line.trim_start().split(' ') {
+            let empty = current.trim().is_empty();
+            if !empty && current.len() + 1 + word.len() > WIDTH {
+                out.push_str(&format!("{indent}{current}\n"));
+                current = format!("{continuation}{word}");
+            } else {
+                if !empty {
+                    current.push(' ');
+                }
+                current.push_str(word);
+            }
+        }
+        out.push_str(&format!("{indent}{current}\n"));
+    }
+    out
+}
+
+/// The first flow the lab expects: from the first matched exit to the next resume.
+fn excerpt(events: &[Event], matched: &[usize]) -> String {
+    let first_exit = matched.iter().copied().find(|&index| matches!(events[index].body, Body::Exit(_)));
+    let Some(start) = first_exit else { return String::new() };
+    let end = events[start..].iter().position(|event| matches!(event.body, Body::Resume(_) | Body::Domain(_))).map_or(events.len() - 1, |offset| start + offset);
+    let lines: String = events[start..=end].iter().map(|event| format!("{}\n", text::line(event))).collect();
+    format!("```text\n{lines}```\n")
+}
+
 fn questions(lab: &Lab) -> String {
     lab.questions.iter().enumerate().map(|(index, question)| format!("{}. {}\n", index + 1, question.trim())).collect()
 }
 
-fn exercises(lab: &Lab) -> String {
+fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
     let mut text = String::new();
     for exercise in &lab.exercises {
+        let start = crate::grade::grade(lab, Some(exercise), run, symbols);
         let files: Vec<String> = exercise.files.iter().map(|file| format!("`{file}`")).collect();
         text.push_str(&format!("### Exercise {}: {}\n\n{}\n\n", exercise.number, exercise.title, exercise.task.trim()));
         text.push_str(&format!(
@@ -143,7 +186,13 @@ fn exercises(lab: &Lab) -> String {
         for (index, step) in exercise.expect.iter().enumerate() {
             text.push_str(&format!("  {}. {}\n", index + 1, explain::expectation(step)));
         }
-        text.push_str(&format!("\n  and it expects {ending}.\n\n"));
+        text.push_str(&format!("\n  and it expects {ending}.\n"));
+        text.push_str(&format!(
+            "- **Before you start**, `traplab check {} --exercise {}` says:\n\n  ```text\n{}  ```\n\n",
+            lab.id,
+            exercise.number,
+            wrap(&start.report(lab, Some(exercise)), "  ")
+        ));
     }
     text
 }

@@ -223,7 +223,7 @@ fn exit_expectation(step: &Step) -> String {
     let mut text = match (code, reason) {
         (Some(code @ 0x40..=0x5f), _) => {
             let vector = (code - 0x40) as u8;
-            format!("the guest to raise {} (exit code {code:#x})", exception_name(vector))
+            format!("the guest to raise {} (exit code {code:#x})", x86::exception(vector).mnemonic)
         }
         (Some(code), _) => format!("the guest to exit with {} (exit code {code:#x})", svm::exit_name(code)),
         (None, Some(reason)) if reason.starts_with("EXCP_") => format!("the guest to raise {} (exit {reason})", &reason.replacen("EXCP_", "#", 1)),
@@ -353,7 +353,7 @@ fn quoted(value: &Value) -> String {
         Value::String(text) => match text.split_once(':') {
             Some(("contains", rest)) => format!("a line containing \"{rest}\""),
             Some(("prefix", rest)) => format!("something starting with \"{rest}\""),
-            Some(("sym", rest)) => format!("the guest's {rest}"),
+            Some(("sym", rest)) => format!("`{rest}`"),
             _ => format!("\"{text}\""),
         },
         other => plain(other),
@@ -368,7 +368,7 @@ fn plain(value: &Value) -> String {
             Some(number) => format!("{number:#x}"),
             None => number.to_string(),
         },
-        Value::String(text) if text.starts_with("sym:") => text[4..].to_string(),
+        Value::String(text) if text.starts_with("sym:") => format!("`{}`", &text[4..]),
         Value::String(text) if text.starts_with("contains:") || text.starts_with("prefix:") => quoted(value),
         Value::String(text) => text.clone(),
         other => other.to_string(),
@@ -392,7 +392,7 @@ mod tests {
             "the hypervisor to reflect #PF (page fault) into the guest's IDT (inject vector 14) with error code 2, as the CPU raised it (not synthetic)"
         );
         assert_eq!(expectation(&step("kind = \"console\"\ntext = \"contains:three\"\ndom = 1")), "the guest to print a line containing \"three\" (in domain 1)");
-        assert_eq!(expectation(&step("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")), "the guest to raise #PF (page fault) (exit code 0x4e) with EXITINFO1 3");
+        assert_eq!(expectation(&step("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")), "the guest to raise #PF (exit code 0x4e) with EXITINFO1 3");
     }
 
     #[test]

@@ -51,6 +51,33 @@ pub enum Problem {
     Domain { dom: u16, guest: String, explanation: String },
 }
 
+impl Verdict {
+    /// The verdict for a terminal: one line when it passed, the explanations when not.
+    pub fn report(&self, lab: &Lab, exercise: Option<&Exercise>) -> String {
+        let name = match exercise {
+            Some(exercise) => format!("{} exercise {} ({})", lab.id, exercise.number, exercise.title),
+            None => lab.id.clone(),
+        };
+        if self.passed {
+            return format!("{name}: passed ({} steps matched, every domain ended as expected)\n", self.steps);
+        }
+        let mut text = format!("{name}: NOT PASSED ({} of {} steps matched)\n", self.matched, self.steps);
+        for problem in &self.problems {
+            text.push_str(&format!("  - {}\n", problem.explanation()));
+        }
+        match exercise {
+            Some(exercise) => text.push_str(&format!(
+                "  The exercise starts at `{}` in {}; `traplab trace {}` shows the whole trace.\n",
+                exercise.marker(&lab.id),
+                exercise.files.join(", "),
+                lab.id
+            )),
+            None => text.push_str(&format!("  `traplab trace {}` shows the whole trace.\n", lab.id)),
+        }
+        text
+    }
+}
+
 impl Problem {
     pub fn explanation(&self) -> &str {
         match self {

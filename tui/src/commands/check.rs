@@ -83,7 +83,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         let _ = if args.json {
             writeln!(out, "{}", serde_json::to_string(&verdict).map_err(|error| error.to_string())?)
         } else {
-            write!(out, "{}", report(lab, exercise, &verdict))
+            write!(out, "{}", verdict.report(lab, exercise))
         };
     }
     if selected.len() > 1 && !args.json {
@@ -98,29 +98,4 @@ fn check(lab: &Lab, exercise: Option<&Exercise>, options: &Options) -> Result<Ve
     let symbols = Symbols::load(&elf).map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
     let run = session::collect(&lab.machine(), options.clone()).map_err(|error| error.to_string())?;
     Ok(grade::grade(lab, exercise, &run, &symbols))
-}
-
-/// The verdict for a terminal: one line when it passed, the explanations when not.
-fn report(lab: &Lab, exercise: Option<&Exercise>, verdict: &Verdict) -> String {
-    let name = match exercise {
-        Some(exercise) => format!("{} exercise {} ({})", lab.id, exercise.number, exercise.title),
-        None => lab.id.clone(),
-    };
-    if verdict.passed {
-        return format!("{name}: passed ({} steps matched, every domain ended as expected)\n", verdict.steps);
-    }
-    let mut text = format!("{name}: NOT PASSED ({} of {} steps matched)\n", verdict.matched, verdict.steps);
-    for problem in &verdict.problems {
-        text.push_str(&format!("  - {}\n", problem.explanation()));
-    }
-    match exercise {
-        Some(exercise) => text.push_str(&format!(
-            "  The exercise starts at `{}` in {}; `traplab trace {}` shows the whole trace.\n",
-            exercise.marker(&lab.id),
-            exercise.files.join(", "),
-            lab.id
-        )),
-        None => text.push_str(&format!("  `traplab trace {}` shows the whole trace.\n", lab.id)),
-    }
-    text
 }
