@@ -92,9 +92,8 @@ fn flow(lab: &Lab, events: &[Event], matched: &[usize]) -> String {
 fn trace(events: &[Event], matched: &[usize]) -> String {
     let mut keep = vec![false; events.len()];
     for &index in matched {
-        for kept in index.saturating_sub(CONTEXT)..=(index + CONTEXT).min(events.len().saturating_sub(1)) {
-            keep[kept] = true;
-        }
+        let around = index.saturating_sub(CONTEXT)..=(index + CONTEXT).min(events.len().saturating_sub(1));
+        keep[around].fill(true);
     }
     for (index, event) in events.iter().enumerate() {
         // The guest's own words, and the start and end of every domain, are always shown.
@@ -195,4 +194,41 @@ fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{Console, Event};
+
+    fn console(seq: u64, text: &'static str) -> Event {
+        Event { seq, tsc: 0, dom: Some(0), body: Body::Console(Console { text: text.into() }) }
+    }
+
+    fn lost(seq: u64) -> Event {
+        Event { seq, tsc: 0, dom: Some(0), body: Body::Lost(traplab_abi::event::Lost { count: 1 }) }
+    }
+
+    #[test]
+    fn a_trace_marks_the_matched_steps_and_elides_the_rest() {
+        let events: Vec<Event> = (0..10).map(|seq| if seq == 5 { console(seq, "hello") } else { lost(seq) }).collect();
+        let text = trace(&events, &[2]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Events 1–3 around the step, the console line 5 always, the rest elided.
+        assert!(lines[0].starts_with("     … 1 event"), "{text}");
+        assert!(lines[2].starts_with("  1 "), "the matched event carries its step number: {text}");
+        assert!(lines.iter().any(|line| line.contains("| hello")), "{text}");
+        assert_eq!(lines.last().map(|line| line.trim()), Some("… 4 events"), "{text}");
+    }
+
+    #[test]
+    fn long_lines_wrap_with_their_indentation() {
+        let line = format!("  - {}", "word ".repeat(30));
+        let wrapped = wrap(&line, "> ");
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert!(lines.len() > 1);
+        assert!(lines.iter().all(|line| line.len() <= 2 + 100 + 5), "{wrapped}");
+        assert!(lines[0].starts_with(">   - word"), "{wrapped}");
+        assert!(lines[1].starts_with(">       word"), "continuations are indented further: {wrapped}");
+    }
 }

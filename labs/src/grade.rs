@@ -143,3 +143,52 @@ fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{Body, Domain, Event};
+    use traplab_tracer::session::Finish;
+
+    fn lab(killed: Vec<u16>) -> Lab {
+        let text = format!(
+            "id = \"two\"\ntitle = \"t\"\npart = \"p\"\nclasses = []\nguests = [\"a\", \"b\"]\nsummary = \"s\"\nkilled = {killed:?}\n"
+        );
+        toml::from_str(&text).expect("a lab")
+    }
+
+    fn ended(dom: u16, state: DomainState, status: Option<i32>) -> Event {
+        let domain = Domain { state, name: "a".into(), status, reason: Some("why".into()) };
+        Event { seq: 0, tsc: 0, dom: Some(dom), body: Body::Domain(domain) }
+    }
+
+    fn run(events: Vec<Event>) -> Run {
+        let finish = Finish { exit_code: Some(1), signal: None, hv_status: None, stderr: String::new(), interrupted: false, timed_out: false };
+        Run { events, log: Vec::new(), broken: Vec::new(), faults: Vec::new(), finish }
+    }
+
+    #[test]
+    fn each_domain_must_end_as_the_lab_says() {
+        let events = vec![ended(0, DomainState::Exited, Some(0)), ended(1, DomainState::Exited, Some(3))];
+        let problems = domain_problems(&lab(vec![]), lab(vec![]).expected(), &run(events));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].explanation(), "expected domain 1 (b) to exit with status 0, but it exited with status 3 (why)");
+
+        let events = vec![ended(0, DomainState::Exited, Some(0))];
+        let problems = domain_problems(&lab(vec![0]), lab(vec![0]).expected(), &run(events));
+        let explanations: Vec<&str> = problems.iter().map(Problem::explanation).collect();
+        assert_eq!(
+            explanations,
+            ["expected domain 0 (a) to be killed, but it exited with status 0 (why)", "expected domain 1 (b) to exit with status 0, but it never ended"]
+        );
+    }
+
+    #[test]
+    fn a_run_without_a_hypervisor_status_is_a_problem_of_its_own() {
+        let verdict = grade(&lab(vec![]), None, &run(Vec::new()), &Symbols::default());
+        assert!(!verdict.passed);
+        assert!(verdict.problems.iter().any(|problem| matches!(problem, Problem::Run { explanation } if explanation.contains("without a hypervisor status"))));
+        let json = serde_json::to_value(&verdict).expect("a verdict is JSON");
+        assert_eq!(json["problems"][0]["kind"], "run");
+    }
+}
