@@ -29,7 +29,9 @@ pub struct BookTracesArgs {
 }
 
 pub fn run(args: &BookTracesArgs) -> Result<ExitCode, String> {
-    let out = args.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/generated"));
+    // This command belongs to the repository it was built from (tui/ is in its root).
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let out = args.out.clone().unwrap_or_else(|| repository.join("book/src/generated"));
     std::fs::create_dir_all(&out).map_err(|error| format!("cannot create {}: {error}", out.display()))?;
     write(&out.join("cli.md"), &cli_reference())?;
 
