@@ -1,21 +1,20 @@
 //! Build the bare-metal half of traplab — the hypervisor (`hv/`) and the lab guests
-//! (`guests/`) — so that `cargo run` and `cargo test` need nothing else.
-//!
-//! Each is its own Cargo workspace (bare-metal profile: panic = "abort"), built here with a
-//! nested `cargo build --release` in their folders (so their `.cargo/config.toml` applies)
-//! and into their own target directory `target/bare` (sharing ours would deadlock on its
-//! lock). The environment cargo gives build scripts must not leak in: our RUSTFLAGS are not
-//! theirs. The paths of the results reach the crate as `TRAPLAB_BARE_DIR`.
+//! (`guests/`) — so that `cargo run` and `cargo test` need nothing else (how: `src/bare.rs`),
+//! into `target/bare`. The paths of the results reach the crate as `TRAPLAB_BARE_DIR`.
+
+#[path = "src/bare.rs"]
+mod bare;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("labs/ is inside the repository").to_path_buf();
     let target_dir = root.join("target").join("bare");
     for workspace in ["hv", "guests"] {
-        build(&root.join(workspace), &target_dir);
+        if let Err(error) = bare::build(&root.join(workspace), &target_dir) {
+            panic!("{error}");
+        }
     }
     for watched in [
         "hv/src", "hv/baremetal", "hv/Cargo.toml", "hv/Cargo.lock", "hv/build.rs", "hv/linker.ld", "hv/.cargo",
@@ -24,8 +23,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let bare = target_dir.join("x86_64-unknown-linux-gnu").join("release");
-    println!("cargo:rustc-env=TRAPLAB_BARE_DIR={}", bare.display());
+    println!("cargo:rustc-env=TRAPLAB_BARE_DIR={}", bare::output_dir(&target_dir).display());
     embed_catalogue(&manifest_dir);
 }
 
@@ -48,27 +46,4 @@ fn embed_catalogue(manifest_dir: &Path) {
     code.push_str("]\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("catalogue.rs"), code).expect("OUT_DIR is writable");
-}
-
-fn build(workspace: &Path, target_dir: &Path) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(workspace)
-        .args(["build", "--release", "--locked", "--bins", "--target-dir"])
-        .arg(target_dir)
-        // Cargo's messages go to our stderr: a build script's stdout is for cargo: lines.
-        .stdout(Stdio::from(std::io::stderr()));
-    for variable in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
-        command.env_remove(variable);
-    }
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("CARGO_PROFILE_") || variable.starts_with("CARGO_CFG_") {
-            command.env_remove(variable);
-        }
-    }
-    let status = command.status().unwrap_or_else(|error| panic!("cannot run cargo for {}: {error}", workspace.display()));
-    if !status.success() {
-        panic!("building {} failed (see the cargo output above)", workspace.display());
-    }
 }

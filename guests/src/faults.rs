@@ -8,6 +8,8 @@ use crate::println;
 use crate::traps::{TrapFrame, set_handler};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+// EXERCISE reflect-vs-bounce.1: add a fifth fault to both guests, #GP (vector 13), from a
+// read of a non-canonical address (`mov rax, [rax]`, 3 bytes), handled by the same handler.
 /// The vectors raised: #DE, #BP, #UD, #PF.
 pub const VECTORS: [u8; 4] = [0, 3, 6, 14];
 const UNMAPPED: u64 = 0x4000_0000;

@@ -87,6 +87,9 @@ fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
         rsp
     } else if instruction.memory_segment() == Register::SS {
         // An explicit memory operand based on RSP or RBP: compute its address.
+        // EXERCISE stack-fault.1: a load through RBP at a non-canonical address comes here,
+        // and yet the guest gets #GP: which address does the next line compute? (iced's
+        // `virtual_address` wants the number of the *memory* operand.)
         instruction.virtual_address(0, 0, |register, _, _| Some(register_value(domain, register)))?
     } else {
         return None;

@@ -36,6 +36,77 @@ pub struct Lab {
     /// The events that must appear, in this order (other events may come between).
     #[serde(default)]
     pub expect: Vec<Step>,
+    /// The questions the lab's chapter asks.
+    #[serde(default)]
+    pub questions: Vec<String>,
+    /// Tasks a student does by changing code; `traplab check <lab> --exercise N` grades them.
+    #[serde(default, rename = "exercise")]
+    pub exercises: Vec<Exercise>,
+}
+
+/// A task the student does by changing code: the starting point is marked in the code
+/// with a comment `EXERCISE <lab>.<number>`, and the solved exercise produces its own
+/// expected flow (usually the lab's flow with more, or different, steps). A reference
+/// solution is kept apart, in `labs/solutions/<lab>/<number>.patch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exercise {
+    /// 1, 2, …: `--exercise N`.
+    pub number: u32,
+    pub title: String,
+    /// What to change, and what the result must show (the exact console lines it asks for).
+    pub task: String,
+    /// The files to change, relative to the repository; each holds the `EXERCISE` marker.
+    pub files: Vec<String>,
+    /// The guests' exit status when the exercise is solved (default: the lab's `status`).
+    #[serde(default)]
+    pub status: Option<i32>,
+    /// The domains the hypervisor kills when it is solved (default: the lab's `killed`).
+    #[serde(default)]
+    pub killed: Option<Vec<u16>>,
+    /// The flow the solved exercise must produce. It replaces the lab's flow: list every
+    /// step that matters, not only the new ones.
+    pub expect: Vec<Step>,
+}
+
+impl Exercise {
+    /// The marker that starts the exercise in each of its files.
+    pub fn marker(&self, lab: &str) -> String {
+        format!("EXERCISE {lab}.{}", self.number)
+    }
+}
+
+/// What a run of a lab must show: its own flow, or an exercise's.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub steps: &'a [Step],
+    /// The exit status of every domain that is not killed.
+    pub status: i32,
+    /// The domains (indexes into the lab's guests) that must be killed.
+    pub killed: &'a [u16],
+}
+
+impl Lab {
+    /// The lab's own expected flow.
+    pub fn expected(&self) -> Expected<'_> {
+        Expected { steps: &self.expect, status: self.status, killed: &self.killed }
+    }
+
+    /// Exercise `number`.
+    pub fn exercise(&self, number: u32) -> Option<&Exercise> {
+        self.exercises.iter().find(|exercise| exercise.number == number)
+    }
+}
+
+impl Exercise {
+    /// What the solved exercise must show; status and killed default to the lab's.
+    pub fn expected<'a>(&'a self, lab: &'a Lab) -> Expected<'a> {
+        Expected {
+            steps: &self.expect,
+            status: self.status.unwrap_or(lab.status),
+            killed: self.killed.as_deref().unwrap_or(&lab.killed),
+        }
+    }
 }
 
 /// A catalogue file that does not parse.
@@ -58,6 +129,22 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             }
             if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
                 return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
+            }
+            let steps = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
+            if let Some(field) = steps.filter_map(|step| step.unknown_field()).next() {
+                return Err(CatalogueError {
+                    file: file.to_string(),
+                    message: format!("an expected step has `{field}`, which no event of its kind has (tracer/SCHEMA.md); a key meant for the lab belongs above the first [[expect]]"),
+                });
+            }
+            // Exercises are numbered 1, 2, … in order, so `--exercise N` is the Nth.
+            for (index, exercise) in lab.exercises.iter().enumerate() {
+                if exercise.number as usize != index + 1 {
+                    return Err(CatalogueError {
+                        file: file.to_string(),
+                        message: format!("exercise \"{}\" has number {}; expected {}", exercise.title, exercise.number, index + 1),
+                    });
+                }
             }
             Ok(lab)
         })

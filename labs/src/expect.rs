@@ -31,6 +31,40 @@ impl Step {
     }
 }
 
+/// The fields of each kind of event (`tracer/SCHEMA.md`), besides `v`, `seq`, `tsc`, `dom`
+/// and `kind`, which every event has.
+const FIELDS: [(&str, &[&str]); 12] = [
+    ("boot", &["hv", "cpu", "svm_revision", "nested_paging", "nrip_save", "decode_assists", "tsc_hz", "ram_mib"]),
+    ("domain", &["state", "name", "status", "reason"]),
+    ("exit", &[
+        "exitcode", "reason", "exitinfo1", "exitinfo2", "exitintinfo", "rip", "cs", "cpl", "rflags", "cr0", "cr2", "cr3", "cr4", "efer",
+        "regs", "insn",
+    ]),
+    ("decide", &["action", "why", "at"]),
+    ("emulate", &["what", "changes"]),
+    ("inject", &["vector", "name", "type", "error_code", "cr2", "handler", "synthetic"]),
+    ("bounce", &["vector", "name", "error_code", "cr2", "handler", "frame", "interrupts", "synthetic"]),
+    ("return", &["via", "vector", "name", "rip", "cs", "rflags", "rsp"]),
+    ("resume", &["rip", "rflags", "regs", "cycles"]),
+    ("console", &["text"]),
+    ("lost", &["count"]),
+    ("end", &["status", "reason"]),
+];
+
+impl Step {
+    /// A field no event of the step's kind has (a typo, or a TOML key that landed in the
+    /// last `[[expect]]` table by mistake), or a missing or unknown kind: the step could
+    /// never match.
+    pub fn unknown_field(&self) -> Option<String> {
+        let Some(kind) = self.0.get("kind").and_then(Value::as_str) else { return Some("kind".into()) };
+        let Some((_, fields)) = FIELDS.iter().find(|(name, _)| *name == kind) else { return Some(format!("kind = {kind:?}")) };
+        self.0
+            .keys()
+            .find(|key| !["v", "seq", "tsc", "dom", "kind"].contains(&key.as_str()) && !fields.contains(&key.as_str()))
+            .cloned()
+    }
+}
+
 /// Where a trace leaves the expected flow.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}", self.explain())]
@@ -60,14 +94,22 @@ impl Mismatch {
 
 /// Check `events` against `steps`.
 pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
+    matched_events(steps, events, symbols).map(|_| ())
+}
+
+/// Check `events` against `steps`; on a match, the index of the event each step matched
+/// (the book marks them in the traces it shows).
+pub fn matched_events(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<Vec<usize>, Mismatch> {
     let values: Vec<Value> = events.iter().map(json::to_value).collect();
     let mut position = 0;
     let mut after_seq = None;
+    let mut matched = Vec::with_capacity(steps.len());
     for (index, step) in steps.iter().enumerate() {
         match (position..values.len()).find(|&candidate| matches(&step.0, &values[candidate], symbols)) {
             Some(found) => {
                 after_seq = Some(events[found].seq);
                 position = found + 1;
+                matched.push(found);
             }
             None => {
                 let kind = step.0.get("kind");
@@ -78,7 +120,7 @@ pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), 
             }
         }
     }
-    Ok(())
+    Ok(matched)
 }
 
 /// Does `event` have every field of `pattern`?

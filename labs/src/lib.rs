@@ -6,12 +6,20 @@
 //!
 //! The bare-metal programs a lab runs (the hypervisor and the guests) are built by this
 //! crate's `build.rs`; [`hv_elf`] and [`guest_elf`] say where they are.
+//!
+//! Checking a lab: [`run`] runs it headless, [`grade`] compares the run with the lab's
+//! expected flow (or an exercise's) and [`explain`] puts a mismatch in a student's words.
 
+pub mod bare;
+pub mod book;
 pub mod catalogue;
 pub mod expect;
+pub mod explain;
+pub mod grade;
+pub mod run;
 
-pub use catalogue::{Lab, all, find};
-use std::path::PathBuf;
+pub use catalogue::{Exercise, Lab, all, find};
+use std::path::{Path, PathBuf};
 use traplab_tracer::qemu::{Guest, Machine};
 
 /// Where `build.rs` put the hypervisor and the guests.
@@ -31,17 +39,28 @@ pub fn guest_elf(name: &str) -> PathBuf {
 
 /// The machine that runs `guests`, one domain each, in this order.
 pub fn machine_for(guests: &[&str]) -> Machine {
+    machine_from(&bare_dir(), guests)
+}
+
+/// The same, with the hypervisor and guests built into `bare_dir` (the exercise tests build
+/// solutions elsewhere).
+pub fn machine_from(bare_dir: &Path, guests: &[&str]) -> Machine {
     Machine::new(
-        hv_elf(),
-        guests.iter().map(|name| Guest { name: name.to_string(), elf: guest_elf(name) }).collect(),
+        bare_dir.join("traplab-hv"),
+        guests.iter().map(|name| Guest { name: name.to_string(), elf: bare_dir.join(name) }).collect(),
     )
 }
 
 impl Lab {
     /// The machine this lab runs.
     pub fn machine(&self) -> Machine {
+        self.machine_from(&bare_dir())
+    }
+
+    /// The machine this lab runs, with the programs built into `bare_dir`.
+    pub fn machine_from(&self, bare_dir: &Path) -> Machine {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
-        let mut machine = machine_for(&guests);
+        let mut machine = machine_from(bare_dir, &guests);
         machine.settings = self.settings.clone();
         machine
     }

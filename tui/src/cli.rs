@@ -19,6 +19,8 @@ const AFTER_HELP: &str = "\
 Start with:   traplab list
               traplab trace hello
               traplab run page-fault      (then: b pf ⏎  c  s s s …  ? for the keys)
+              traplab check hello --exercise 1
+The book (one chapter per lab, with its exercises): mdbook serve book
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +44,11 @@ pub enum Command {
     Export(ExportArgs),
     /// Two recordings side by side, aligned flow by flow.
     Diff(DiffArgs),
+    /// Run labs headless and check that they produce their expected flow, or grade an exercise.
+    Check(crate::commands::check::CheckArgs),
+    /// Write the traces the book shows (book/src/generated/) by running every lab.
+    #[command(hide = true)]
+    BookTraces(crate::commands::book_traces::BookTracesArgs),
 }
 
 /// The TCP port gdb attaches to by default: 2159, IANA's "gdbremote" (QEMU's own stub for

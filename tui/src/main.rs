@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         cli::Command::Diff(args) => commands::diff::run(&args),
         cli::Command::Replay(args) => commands::replay::run(&args),
         cli::Command::Run(args) => commands::run::run(&args),
+        cli::Command::Check(args) => commands::check::run(&args),
+        cli::Command::BookTraces(args) => commands::book_traces::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -43,6 +43,8 @@ fn main(_info: &BootInfo) -> i32 {
     set_handler(17, alignment_check);
     // SAFETY: alignment checking on; harmless at CPL 0, where it never applies.
     unsafe { core::arch::asm!("mov {0}, cr0", "or {0}, {am}", "mov cr0, {0}", out(reg) _, am = const CR0_AM) };
+    // EXERCISE alignment-check.1: first ask for #AC here, at CPL 0, where no CPU raises it,
+    // and print `raise_event(#AC) at CPL 0 returned N`.
     user::run(user_mode)
 }
 

@@ -7,6 +7,9 @@
 #![no_main]
 
 core::arch::global_asm!(include_str!("../protected32.s"));
+// EXERCISE bound-range.1: fix the cause and retry instead of skipping: make the handler
+// clamp the index (EAX in the frame, at offset 28) to the upper bound, 5, and return to the
+// BOUND, which then passes; then check EAX and print `BOUND passed with the index clamped to 5`.
 core::arch::global_asm!(
     r##"
     .section .text.bound, "ax"

@@ -18,6 +18,9 @@ fn main(_info: &BootInfo) -> i32 {
     println!("executing INT3");
     // SAFETY: INT3 traps to our handler, which returns after it.
     unsafe { core::arch::asm!("int3") };
+    // EXERCISE breakpoint.1: execute INT 3, the two-byte form (`cd 03`: write it with
+    // `.byte`, assemblers turn `int 3` into `int3`), then print `back after INT 3`. Then make
+    // the hypervisor (hv/src/exit/software_interrupt.rs) tell the two forms apart.
     println!("back after INT3");
     0
 }

@@ -22,6 +22,9 @@ fn main(_info: &BootInfo) -> i32 {
     let text = core::str::from_utf8(&signature).unwrap_or("(not text)");
     println!("CPUID.0x40000000: signature \"{text}\", highest leaf {:#x}", leaf.eax);
 
+    // EXERCISE cpuid.1: only once the signature is traplab's may the guest trust the next
+    // leaf: read leaf `VERSION_LEAF` (0x4000_0001), whose EAX is the hypercall ABI version,
+    // and print `hypercall ABI version N`.
     if hypervisor_present && signature == SIGNATURE { 0 } else { 1 }
 }
 

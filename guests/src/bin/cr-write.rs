@@ -56,6 +56,8 @@ fn main(_info: &BootInfo) -> i32 {
     write_cr!("cr4", Cr4::read_raw() | (1 << 30));
     println!("CR3 with reserved bit 62");
     write_cr!("cr3", frame.start_address().as_u64() | (1 << 62));
+    // EXERCISE cr-write.1: try CR4 with FSGSBASE (bit 16), print `CR4 with FSGSBASE (bit 16)`
+    // first, and expect five refusals.
     let refused = REFUSED.load(Ordering::SeqCst);
     println!("{refused} invalid writes refused with #GP; CR0 is now {:#x}", Cr0::read_raw());
     if refused == 4 { 0 } else { 1 }

@@ -51,6 +51,9 @@ fn main(_info: &BootInfo) -> i32 {
         fresh[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     }
     println!("task A puts 0x1111 in XMM15; switch to B (set TS); B writes 0x2222; switch to A (set TS); A reads");
+    // EXERCISE device-not-available.1: switch to task B once more after A has read its value:
+    // B reads XMM15, which must be its 0x2222 again. Print
+    // `task B reads 0x2222 after 3 lazy switches`.
     let seen: u32;
     // SAFETY: all in one block, so that no compiled code touches XMM15 in between; the #NM
     // handler preserves every register it does not switch on purpose.

@@ -12,6 +12,10 @@ use traplab_guests::{BootInfo, guest_main, println};
 /// `div ecx` and `idiv ecx` are `f7 f1` and `f7 f9`: two bytes each.
 const DIVIDE_LENGTH: u64 = 2;
 
+// EXERCISE divide-error.1: fix the cause and retry instead of skipping: set the divisor
+// (RCX in the trap frame) to 1 and return to the division itself, which then runs again and
+// works. `main` must then tell the compiler that the asm blocks change ECX, and print
+// `quotients after retrying: Q1 and Q2`.
 fn divide_error(frame: &mut TrapFrame) {
     println!("#DE at {:#x}: skipping the {DIVIDE_LENGTH}-byte division", frame.rip);
     frame.rip += DIVIDE_LENGTH;

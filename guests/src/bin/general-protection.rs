@@ -39,6 +39,9 @@ fn main(_info: &BootInfo) -> i32 {
     SKIP.store(2, Ordering::SeqCst);
     // SAFETY: `rdmsr` (0f 32) faults (through the hypervisor), and the handler skips it.
     unsafe { core::arch::asm!("rdmsr", in("ecx") 0x1234u32, out("eax") _, out("edx") _) };
+    // EXERCISE general-protection.1: a #GP with an error code that is not 0: load DS with
+    // selector 0x1000, far beyond the GDT's limit (`mov ds, ax`, 2 bytes), and make the
+    // last line `four #GP`.
     user::run(user_mode)
 }
 

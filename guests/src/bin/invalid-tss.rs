@@ -9,6 +9,9 @@
 #![no_main]
 
 core::arch::global_asm!(include_str!("../protected32.s"));
+// EXERCISE invalid-tss.1: which check comes first? Give the new TSS its proper limit
+// (103) but clear its descriptor's P bit (byte 5, bit 7): the CPU now raises #NP (vector
+// 11) with the selector, before any task switch. Handle it the same way.
 core::arch::global_asm!(
     r##"
     .section .text.tss, "ax"

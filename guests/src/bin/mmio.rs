@@ -42,6 +42,7 @@ fn main(_info: &BootInfo) -> i32 {
     println!("COUNTER read three times: {counts:?}");
     write32(0x18, 42);
     println!("wrote 42 to DOORBELL");
+    // EXERCISE mmio.1: read the new RINGS register (offset 0x20) and print `RINGS = N`.
     if id == 0x7061_7274 && scratch == 0x1122_3344_5566_7788 && counts == [1, 2, 3] { 0 } else { 1 }
 }
 

@@ -44,6 +44,7 @@ fn main(_info: &BootInfo) -> i32 {
     read(0xc001_1234);
     println!("EFER without LME, under a running 64-bit guest:");
     write(0xc000_0080, read(0xc000_0080) & !(1 << 8));
+    // EXERCISE msr.1: read MSR 0x4000_0020 and print `domain MSR = 0x…`, then try to write it.
     let refused = REFUSED.load(Ordering::SeqCst);
     println!("{refused} accesses refused");
     if refused == 2 { 0 } else { 1 }

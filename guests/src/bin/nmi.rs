@@ -18,6 +18,8 @@ fn nmi(frame: &mut TrapFrame) {
 fn main(_info: &BootInfo) -> i32 {
     set_handler(2, nmi);
     println!("asking the hypervisor for an NMI");
+    // EXERCISE nmi.1: ask for the NMI from user mode (`user::run`) too, and make the handler
+    // say at which privilege level it came (`from CPL N`, from the frame's CS).
     let result = raise_event(2, 0);
     println!("raise_event returned {result}; the NMI came and went");
     if result == 0 { 0 } else { 1 }

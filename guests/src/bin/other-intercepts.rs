@@ -40,6 +40,8 @@ fn main(_info: &BootInfo) -> i32 {
     unsafe { core::arch::asm!("xsetbv", in("ecx") 0, in("eax") 0b11u32, in("edx") 0u32, options(nostack)) };
     // SAFETY: the hypervisor answers VMLOAD with #UD, skipped by the handler.
     unsafe { core::arch::asm!("vmload rax", in("rax") 0u64, options(nostack)) };
+    // EXERCISE other-intercepts.1: set an execution breakpoint through the debug registers the
+    // hypervisor keeps (DR0 = an instruction, DR7 = 1), hit it, and handle the #DB.
     println!("done: each instruction met its intercept, or the CPU's own check first");
     0
 }

@@ -8,6 +8,8 @@
 #![no_main]
 
 core::arch::global_asm!(include_str!("../protected32.s"));
+// EXERCISE overflow.1: a second overflow, in 32 bits: 0x7fffffff + 1 in EAX, then INTO
+// again, then print `back after the second INTO`.
 core::arch::global_asm!(
     r##"
     .section .text.overflow, "ax"

@@ -54,6 +54,9 @@ fn user_mode() -> i32 {
     SKIP.store(3, Ordering::SeqCst);
     // SAFETY: the read faults (U/S) and the handler skips `mov rax, [rax]` (3 bytes).
     unsafe { core::arch::asm!("mov rax, [rax]", inout("rax") SUPERVISOR => _) };
+    // EXERCISE page-fault-kinds.1: a fifth kind: write to the read-only supervisor page
+    // READ_ONLY from here, CPL 3 (error code 0x7: P|W|U), and make the last line
+    // `five kinds of page fault`.
     println!("four kinds of page fault");
     0
 }

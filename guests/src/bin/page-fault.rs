@@ -16,6 +16,10 @@ use x86_64::registers::control::Cr2;
 /// 1 GiB: far above the 16 MiB the boot page tables map.
 const UNMAPPED: u64 = 0x4000_0000;
 
+// EXERCISE page-fault.1: map the page read-only first (`Flags::empty()`). The retried
+// write then faults again, now with P = 1 (error code 0x3: present, write), and this handler
+// must make the page writable (`paging::tables().update_flags`) so that the write works at
+// the third try. The lab's chapter in the book says what `traplab check` expects.
 fn page_fault(frame: &mut TrapFrame) {
     let address = Cr2::read_raw();
     println!("#PF at {address:#x}, error code {:#x}: mapping a free frame there", frame.error_code);

@@ -93,6 +93,8 @@ fn main(_info: &BootInfo) -> i32 {
     store(NEW_PT + 16, BOOT_PAGE_TABLES | present | writable);
     println!("linking a table we still map writable:");
     store(pdpt + 16, STILL_WRITABLE | table);
+    // EXERCISE pt-write.1: try a 2 MiB page (PS bit) in entry 1 of the new level-2 table, print
+    // `an entry mapping a 2 MiB page:` first, and expect four refusals.
     let refused = REFUSED.load(Ordering::SeqCst);
     println!("{refused} entries refused");
     if refused == 3 { 0 } else { 1 }

@@ -86,6 +86,7 @@ fn kernel() -> i32 {
     let star = rdmsr(STAR);
     println!("EFER = {efer:#x}, STAR = {star:#x}");
 
+    // EXERCISE pv-privop.1: run CLTS here; once the hypervisor emulates it, it is not refused.
     // `lidt [rax]` is 0f 01 18: 3 bytes.
     SKIP.store(3, Ordering::SeqCst);
     let descriptor = [0u8; 10];

@@ -15,6 +15,10 @@ use traplab_guests::{BootInfo, guest_main, println, segments};
 const LENGTH: u64 = 2;
 
 
+// EXERCISE segment-not-present.1: for the segment (not the gate), fix the cause and retry:
+// set the P bit of the descriptor the error code names in the GDT (`sgdt`), and return to
+// the MOV DS without skipping it. Then print
+// `DS = 0x38: the handler made the segment present and the load was retried`.
 fn segment_not_present(frame: &mut TrapFrame) {
     let code = frame.error_code;
     let table = if code & 2 != 0 { "IDT" } else { "GDT" };

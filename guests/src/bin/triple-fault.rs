@@ -24,6 +24,9 @@ fn main(_info: &BootInfo) -> i32 {
     set_handler(14, never_runs);
     set_handler(8, never_runs);
     set_stack(14, BROKEN_STACK);
+    // EXERCISE triple-fault.1: survive: leave the #DF gate on the runtime's good stack and
+    // give it a handler that prints `#DF: the kernel survived to report it` and ends the
+    // domain with exit(0).
     set_stack(8, BROKEN_STACK);
     println!("the #PF and #DF stacks are at {BROKEN_STACK:#x}, not mapped; now a page fault");
     // SAFETY: the write faults, and no handler can be entered: the domain ends here.

@@ -38,6 +38,9 @@ fn main(_info: &BootInfo) -> i32 {
             "fninit",
         )
     };
+    // EXERCISE x87-error.1: a second #MF, from 0 / 0: the invalid-operation exception (IE,
+    // status bit 0; unmask it with control word bit 0). Make the handler name it:
+    // `(invalid operation)`.
     println!("the pending x87 error was raised at FWAIT and cleared");
     0
 }

@@ -34,6 +34,8 @@ pub struct LabDevice {
     counter: u32,
 }
 
+// EXERCISE mmio.1: add a register RINGS at 0x20 (4 bytes, read-only) that counts how often
+// DOORBELL was written.
 /// The register at an offset: its start, size and name.
 fn register(offset: u64) -> Option<(u64, u64, &'static str)> {
     [(0x00, 4, "ID"), (0x04, 4, "VERSION"), (0x08, 8, "SCRATCH"), (0x10, 4, "COUNTER"), (0x18, 4, "DOORBELL")]

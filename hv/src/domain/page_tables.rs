@@ -73,6 +73,8 @@ impl Domain {
             }
             return Ok(());
         }
+        // EXERCISE pt-write.1: Xen refuses superpages in PV page tables unless told otherwise:
+        // refuse a 2 MiB or 1 GiB leaf, with a reason that says "superpage".
         let size = leaf_size(level);
         let start = target & !(size - 1);
         if start.checked_add(size).is_none_or(|end| end > self.memory.size) {

@@ -28,6 +28,8 @@ const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_LMA: u64 = 1 << 10;
+// EXERCISE cr-write.1: the CPU this hypervisor shows the guest (its CPUID) has no FSGSBASE:
+// a guest that sets CR4.FSGSBASE must get #GP(0), as on such a CPU.
 /// CR4 bits the emulated CPU has: VME … OSXMMEXCPT (10:0), FSGSBASE (16), OSXSAVE (18).
 const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 18);
 /// CR0 bits whose change affects address translation.

@@ -26,6 +26,9 @@ pub fn handle(domain: &mut Domain) -> Next {
     let exception = x86::exception(vector);
     let error_code = domain.vmcb.control.exitinfo1 as u32;
     let interrupted = Event::decode(domain.vmcb.control.exitintinfo);
+    // EXERCISE invalid-opcode.1: emulate a UD2 (`0f 0b`, in `domain.exit.instruction`)
+    // here instead of reflecting the #UD: decide Action::Emulate, skip its two bytes, record
+    // what was emulated (`domain.emulated("UD2 …")`) and resume the guest after it.
     if let Some(event) = interrupted {
         // The interrupted event was not delivered: its handler never ran.
         if domain.in_flight.last().is_some_and(|top| top.vector == event.vector) {
@@ -71,6 +74,9 @@ pub fn handle(domain: &mut Domain) -> Next {
             Next::End(DomainEnd::Killed { reason: format!("triple fault: {} while delivering #DF", exception.mnemonic) })
         }
         Combined::DoubleFault => {
+            // EXERCISE double-fault.1: a real CPU writes CR2 when it detects a page fault,
+            // even one it then turns into #DF (Linux's #DF handler reads CR2 to recognise a
+            // stack overflow). Do the same before delivering the #DF.
             let first = interrupted.map_or("?", |event| x86::exception(event.vector).mnemonic);
             deliver!(
                 domain,

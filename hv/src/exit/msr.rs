@@ -16,6 +16,8 @@ const EFER_SVME: u64 = 1 << 12;
 /// EFER bits a guest may flip while it runs: SCE (SYSCALL) and NXE.
 const EFER_WRITABLE: u64 = (1 << 0) | (1 << 11);
 
+// EXERCISE msr.1: add a hypervisor MSR, 0x4000_0020 `TRAPLAB_DOMAIN`: RDMSR returns the
+// domain's number, WRMSR gets #GP(0) (it is read-only).
 /// The MSRs the emulated CPU has, with their names (AMD APM vol. 2, appendix A).
 fn name(msr: u32) -> Option<&'static str> {
     Some(match msr {

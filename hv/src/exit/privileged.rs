@@ -83,6 +83,8 @@ pub fn handle(domain: &mut Domain) -> PrivilegedOp {
             domain.emulated(format!("{name}: virtual interrupt flag = {}", enable as u8));
             PrivilegedOp::Done(Next::Resume)
         }
+        // EXERCISE pv-privop.1: emulate CLTS (clear the kernel's CR0.TS), as Xen does for its
+        // PV kernels' lazy FPU switching.
         other => PrivilegedOp::GuestsFault(format!(
             "{context}{}, which is not a privileged instruction the hypervisor emulates for a PV kernel: the #GP is the guest's",
             format!("{other:?}").to_uppercase()

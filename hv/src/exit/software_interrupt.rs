@@ -29,6 +29,8 @@ pub fn handle(domain: &mut Domain) -> Next {
     if domain.trap_table_entry(vector).is_some() {
         return deliver!(domain, vector, 0, false, "the guest's own software interrupt {vector:#x} (returning after the instruction)");
     }
+    // EXERCISE breakpoint.1: this describes `int 3` (cd 03) as INT3 (cc): tell the two forms
+    // apart by the instruction, not by the vector.
     match vector {
         3 => decide!(
             domain,

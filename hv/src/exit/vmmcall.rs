@@ -70,6 +70,8 @@ pub fn handle(domain: &mut Domain) -> Next {
                 _ => error::EINVAL,
             }
         }
+        // EXERCISE hypercall.1: add `domain_id` (number 8): it returns the caller's domain
+        // number (`domain.id`). Decide with Action::Emulate and a reason, like the others.
         _ => {
             decide!(domain, Action::Emulate, "hypercall number {number} does not exist: the guest gets ENOSYS");
             error::ENOSYS
@@ -189,6 +191,12 @@ fn raise_event(domain: &mut Domain, length: u64, vector: u64, error_code: u64) -
         finish(domain, length, hypercall::RAISE_EVENT, error::EINVAL);
         return Next::Resume;
     }
+    // EXERCISE alignment-check.1: a CPU raises #AC only at CPL 3, with CR0.AM and RFLAGS.AC
+    // set: refuse raise_event(#AC) otherwise, with EINVAL (and a decision that says why).
+    // EXERCISE simd-exception.1: with CR4.OSXMMEXCPT clear, a CPU raises #UD instead of #XM
+    // for an unmasked SIMD error: deliver that for raise_event(#XM).
+    // EXERCISE machine-check.1: with CR4.MCE clear, a CPU does not deliver #MC: it shuts
+    // down. Kill the domain for raise_event(#MC) then, as `exception.rs` does for a triple fault.
     // The hypercall completes (RAX = 0, RIP past it), then the event arrives, as if raised
     // right after the VMMCALL.
     domain.set_gpr(0, 0);

@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod bench_ui;
+pub mod book_traces;
+pub mod check;
 pub mod diff;
 pub mod export;
 pub mod list;

@@ -19,6 +19,9 @@ pub fn handle(domain: &mut Domain, gpa: u64) -> Next {
         decide!(domain, Action::Kill, "no host memory left to give guest-physical {page:#x}");
         return Next::End(DomainEnd::Killed { reason: "out of host memory".into() });
     };
+    // EXERCISE lazy-memory.1: map the next page too, if it is RAM that is not mapped yet
+    // (`domain.memory.npt.translate`): a sequential toucher then takes half the exits. Say so
+    // in the emulation: `… and 0x… ahead …`.
     // The nested page tables changed: flush the guest's TLB at VMRUN (a cached "not mapped"
     // is not kept, but a clean slate is the rule whenever the tables change).
     domain.vmcb.control.tlb_control = 1;
