@@ -1,10 +1,13 @@
 //! `traplab list`: the labs, one line each, or as JSON.
 
 use crate::cli::ListArgs;
+use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
+    // A closed pipe (`traplab list | head`) ends the output quietly, as `trace` does.
+    let mut out = std::io::stdout().lock();
     if args.json {
         let list: Vec<serde_json::Value> = labs
             .iter()
@@ -18,11 +21,13 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        let _ = writeln!(out, "{}", serde_json::Value::Array(list));
     } else {
         let width = labs.iter().map(|lab| lab.id.len()).max().unwrap_or(0);
         for lab in &labs {
-            println!("{:<width$}  {:<28}  {}", lab.id, lab.classes.join(" "), lab.title);
+            if writeln!(out, "{:<width$}  {:<28}  {}", lab.id, lab.classes.join(" "), lab.title).is_err() {
+                break;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
