@@ -17,29 +17,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if !std::io::stdout().is_terminal() {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }
-    let (name, mut machine) = match (&args.lab, &args.guest) {
-        (_, Some(guest)) => {
-            if !traplab_labs::guest_elf(guest).is_file() {
-                return Err(format!("there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"));
-            }
-            (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
-        }
-        (Some(id), None) => {
-            let lab = traplab_labs::find(id)
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?;
-            (lab.id.clone(), lab.machine())
-        }
-        (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
-    };
-    for setting in &args.settings {
-        if !traplab_abi::settings::is_known(setting) {
-            return Err(format!("there is no setting \"{setting}\" (see abi/src/settings.rs)"));
-        }
-        if !machine.settings.contains(setting) {
-            machine.settings.push(setting.clone());
-        }
-    }
+    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
     machine.control = Some(if args.running { ControlStart::Run } else { ControlStart::Paused });
     // The hypervisor's timer lets a pause stop a guest that spins without exiting.
     machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);

@@ -24,31 +24,8 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
-    let (name, mut machine) = match (&args.lab, &args.guest) {
-        (_, Some(guest)) => {
-            if !traplab_labs::guest_elf(guest).is_file() {
-                return Err(format!("there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"));
-            }
-            (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
-        }
-        (Some(id), None) => {
-            let lab = traplab_labs::find(id)
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?;
-            (lab.id.clone(), lab.machine())
-        }
-        (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
-    };
+    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
     machine.extra_args = args.qemu_args.clone();
-    for setting in &args.settings {
-        if !traplab_abi::settings::is_known(setting) {
-            let known: Vec<&str> = traplab_abi::settings::SETTINGS.iter().map(|(name, _)| *name).collect();
-            return Err(format!("there is no setting \"{setting}\"; the settings are: {}", known.join(", ")));
-        }
-        if !machine.settings.contains(setting) {
-            machine.settings.push(setting.clone());
-        }
-    }
     machine.gdb_port = args.gdb;
     setup::ensure_qemu(args.yes)?;
 
