@@ -2,7 +2,13 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
-    for arg in ["-nostartfiles", "-nodefaultlibs", "-static", "-no-pie", "-Wl,--build-id=none"] {
+    for arg in [
+        "-nostartfiles",
+        "-nodefaultlibs",
+        "-static",
+        "-no-pie",
+        "-Wl,--build-id=none",
+    ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rerun-if-changed=linker.ld");

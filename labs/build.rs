@@ -8,8 +8,12 @@ mod bare;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("labs/ is inside the repository").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("labs/ is inside the repository")
+        .to_path_buf();
     let target_dir = root.join("target").join("bare");
     for workspace in ["hv", "guests"] {
         if let Err(error) = bare::build(&root.join(workspace), &target_dir) {
@@ -17,13 +21,28 @@ fn main() {
         }
     }
     for watched in [
-        "hv/src", "hv/baremetal", "hv/Cargo.toml", "hv/Cargo.lock", "hv/build.rs", "hv/linker.ld", "hv/.cargo",
-        "guests/src", "guests/Cargo.toml", "guests/Cargo.lock", "guests/build.rs", "guests/linker.ld",
-        "guests/.cargo", "abi/src", "abi/Cargo.toml",
+        "hv/src",
+        "hv/baremetal",
+        "hv/Cargo.toml",
+        "hv/Cargo.lock",
+        "hv/build.rs",
+        "hv/linker.ld",
+        "hv/.cargo",
+        "guests/src",
+        "guests/Cargo.toml",
+        "guests/Cargo.lock",
+        "guests/build.rs",
+        "guests/linker.ld",
+        "guests/.cargo",
+        "abi/src",
+        "abi/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    println!("cargo:rustc-env=TRAPLAB_BARE_DIR={}", bare::output_dir(&target_dir).display());
+    println!(
+        "cargo:rustc-env=TRAPLAB_BARE_DIR={}",
+        bare::output_dir(&target_dir).display()
+    );
     embed_catalogue(&manifest_dir);
 }
 
@@ -35,13 +54,22 @@ fn embed_catalogue(manifest_dir: &Path) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("labs/catalogue exists")
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|extension| extension == "toml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "toml")
+        })
         .collect();
     files.sort();
     let mut code = String::from("&[\n");
     for file in files {
-        let name = file.file_name().and_then(|name| name.to_str()).expect("UTF-8 file names");
-        code.push_str(&format!("    ({name:?}, include_str!({:?})),\n", file.display().to_string()));
+        let name = file
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("UTF-8 file names");
+        code.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            file.display().to_string()
+        ));
     }
     code.push_str("]\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

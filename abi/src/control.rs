@@ -114,10 +114,12 @@ impl Break {
             Break::ExitCode(code) => exit.exitcode == code,
             Break::Vector(vector) => {
                 exit.exitcode == exitcode::EXCP_BASE + vector as u64
-                    || (exit.exitcode == exitcode::SWINT && software_interrupt_vector(exit.instruction) == Some(vector))
+                    || (exit.exitcode == exitcode::SWINT
+                        && software_interrupt_vector(exit.instruction) == Some(vector))
             }
             Break::Port(port) => {
-                exit.exitcode == exitcode::IOIO && crate::svm::IoioInfo::decode(exit.exitinfo1).port == port
+                exit.exitcode == exitcode::IOIO
+                    && crate::svm::IoioInfo::decode(exit.exitinfo1).port == port
             }
             Break::Hypercall(number) => exit.exitcode == exitcode::VMMCALL && exit.rax == number,
         }
@@ -143,21 +145,29 @@ impl Break {
             };
         }
         let name = text.trim_start_matches('#');
-        if let Some(exception) =
-            crate::x86::EXCEPTIONS.iter().find(|row| row.mnemonic.trim_start_matches('#').eq_ignore_ascii_case(name))
-        {
+        if let Some(exception) = crate::x86::EXCEPTIONS.iter().find(|row| {
+            row.mnemonic
+                .trim_start_matches('#')
+                .eq_ignore_ascii_case(name)
+        }) {
             return Some(Break::Vector(exception.vector));
         }
-        (0..0x410u64).find(|&code| crate::svm::exit_name(code).eq_ignore_ascii_case(name)).map(Break::ExitCode)
+        (0..0x410u64)
+            .find(|&code| crate::svm::exit_name(code).eq_ignore_ascii_case(name))
+            .map(Break::ExitCode)
     }
 }
 
 /// The vector of `int3` (3), `into` (4), `int1`/`icebp` (1) or `int imm8`.
 pub fn software_interrupt_vector(instruction: &[u8]) -> Option<u8> {
     // Skip legacy prefixes and REX: they do not change which INT it is.
-    let opcode_at = instruction
-        .iter()
-        .position(|&byte| !matches!(byte, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f))?;
+    let opcode_at = instruction.iter().position(|&byte| {
+        !matches!(
+            byte,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40
+                ..=0x4f
+        )
+    })?;
     match instruction[opcode_at] {
         0xcc => Some(3),
         0xce => Some(4),
@@ -217,7 +227,8 @@ impl Mailbox {
         for (index, word) in command.encode().into_iter().enumerate() {
             self.word(slot + index * 8).store(word, Ordering::Relaxed);
         }
-        self.word(POSTED_OFFSET).store(posted + 1, Ordering::Release);
+        self.word(POSTED_OFFSET)
+            .store(posted + 1, Ordering::Release);
         Ok(())
     }
 
@@ -297,7 +308,12 @@ mod tests {
 
     #[test]
     fn breaks_match_exits() {
-        let exit = |exitcode, exitinfo1, rax, instruction: &'static [u8]| ExitFacts { exitcode, exitinfo1, rax, instruction };
+        let exit = |exitcode, exitinfo1, rax, instruction: &'static [u8]| ExitFacts {
+            exitcode,
+            exitinfo1,
+            rax,
+            instruction,
+        };
         assert!(Break::Vector(14).matches(&exit(0x4e, 2, 0, &[])));
         assert!(!Break::Vector(14).matches(&exit(0x4d, 0, 0, &[])));
         assert!(Break::Vector(3).matches(&exit(0x75, 0, 0, &[0xcc])));

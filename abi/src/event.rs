@@ -52,7 +52,8 @@ pub enum Body {
 impl Body {
     /// Every `"kind"`, in the order of the enum.
     pub const KINDS: [&'static str; 12] = [
-        "boot", "domain", "exit", "decide", "emulate", "inject", "bounce", "return", "resume", "console", "lost", "end",
+        "boot", "domain", "exit", "decide", "emulate", "inject", "bounce", "return", "resume",
+        "console", "lost", "end",
     ];
 
     /// The JSON `"kind"` of this body.
@@ -224,7 +225,10 @@ impl InstructionBytes {
         let mut inline = [0u8; 15];
         let length = bytes.len().min(15);
         inline[..length].copy_from_slice(&bytes[..length]);
-        InstructionBytes { length: length as u8, bytes: inline }
+        InstructionBytes {
+            length: length as u8,
+            bytes: inline,
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -454,7 +458,9 @@ pub mod hex_option {
         value.map(Wrapped).serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
         Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|wrapped| wrapped.0))
     }
 }
@@ -567,7 +573,11 @@ mod tests {
                 cr3: 0x10000,
                 cr4: 0x620,
                 efer: 0x1d00,
-                regs: Registers { rax: u64::MAX, rsp: 0x7ff00, ..Registers::default() },
+                regs: Registers {
+                    rax: u64::MAX,
+                    rsp: 0x7ff00,
+                    ..Registers::default()
+                },
                 insn: InstructionBytes::new(&[0xc7, 0x00, 0x2a, 0x00, 0x00, 0x00]),
             }),
         }
@@ -578,7 +588,11 @@ mod tests {
         let event = sample_exit();
         let mut buffer = [0u8; 1024];
         let bytes = encode(&event, &mut buffer).unwrap().to_vec();
-        assert!(bytes.len() < 200, "the exit event is compact on the wire: {}", bytes.len());
+        assert!(
+            bytes.len() < 200,
+            "the exit event is compact on the wire: {}",
+            bytes.len()
+        );
         assert_eq!(decode(&bytes).unwrap(), event);
     }
 

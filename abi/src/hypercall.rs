@@ -111,7 +111,12 @@ impl TrapInfo {
         handler.copy_from_slice(&bytes[8..16]);
         let mut reserved = [0u8; 6];
         reserved.copy_from_slice(&bytes[2..8]);
-        TrapInfo { vector: bytes[0], flags: bytes[1], reserved, handler: u64::from_le_bytes(handler) }
+        TrapInfo {
+            vector: bytes[0],
+            flags: bytes[1],
+            reserved,
+            handler: u64::from_le_bytes(handler),
+        }
     }
 }
 

@@ -107,11 +107,16 @@ impl Ring {
     /// nothing but this ring and one consumer use while the `Ring` lives.
     pub unsafe fn create(base: *mut u8, data_size: usize) -> Ring {
         assert!(data_size.is_multiple_of(8) && data_size >= 2 * MAX_RECORD);
-        let ring = Ring { base, data_size: data_size as u64 };
+        let ring = Ring {
+            base,
+            data_size: data_size as u64,
+        };
         ring.field(HEAD_OFFSET).store(0, Ordering::Relaxed);
         ring.field(TAIL_OFFSET).store(0, Ordering::Relaxed);
-        ring.field(DATA_SIZE_OFFSET).store(data_size as u64, Ordering::Relaxed);
-        ring.field(VERSION_OFFSET).store(crate::SCHEMA_VERSION as u64, Ordering::Relaxed);
+        ring.field(DATA_SIZE_OFFSET)
+            .store(data_size as u64, Ordering::Relaxed);
+        ring.field(VERSION_OFFSET)
+            .store(crate::SCHEMA_VERSION as u64, Ordering::Relaxed);
         // Magic last: a consumer that sees it sees a consistent header.
         ring.field(MAGIC_OFFSET).store(MAGIC, Ordering::Release);
         ring
@@ -135,7 +140,10 @@ impl Ring {
             return Err(ReadError::Version { found: version });
         }
         let data_size = probe.field(DATA_SIZE_OFFSET).load(Ordering::Relaxed);
-        if data_size as usize > mapped - HEADER_SIZE || !data_size.is_multiple_of(8) || data_size == 0 {
+        if data_size as usize > mapped - HEADER_SIZE
+            || !data_size.is_multiple_of(8)
+            || data_size == 0
+        {
             return Err(ReadError::Size { data_size });
         }
         Ok(Ring { base, data_size })
@@ -143,7 +151,8 @@ impl Ring {
 
     /// Bytes written and not yet consumed.
     pub fn used(&self) -> u64 {
-        self.field(HEAD_OFFSET).load(Ordering::Acquire) - self.field(TAIL_OFFSET).load(Ordering::Acquire)
+        self.field(HEAD_OFFSET).load(Ordering::Acquire)
+            - self.field(TAIL_OFFSET).load(Ordering::Acquire)
     }
 
     /// Append one record (producer side).
@@ -169,7 +178,8 @@ impl Ring {
         let offset = head % self.data_size;
         self.write(offset, &(payload.len() as u32).to_le_bytes());
         self.write(offset + 4, payload);
-        self.field(HEAD_OFFSET).store(head + need, Ordering::Release);
+        self.field(HEAD_OFFSET)
+            .store(head + need, Ordering::Release);
         Ok(())
     }
 
@@ -177,7 +187,13 @@ impl Ring {
         debug_assert!(offset + bytes.len() as u64 <= self.data_size);
         // SAFETY: the range is inside the data area (push checks it), and the consumer
         // does not read it until `head` is published.
-        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(offset as usize), bytes.len()) }
+        unsafe {
+            ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.data().add(offset as usize),
+                bytes.len(),
+            )
+        }
     }
 
     /// Read every published record, oldest first, and free their space (consumer side).
@@ -196,8 +212,14 @@ impl Ring {
                 continue;
             }
             let end = offset + record_size(length as usize);
-            if length as usize > MAX_RECORD || end > self.data_size || tail + record_size(length as usize) > head {
-                return Err(ReadError::Corrupt { position: tail, length });
+            if length as usize > MAX_RECORD
+                || end > self.data_size
+                || tail + record_size(length as usize) > head
+            {
+                return Err(ReadError::Corrupt {
+                    position: tail,
+                    length,
+                });
             }
             // SAFETY: `offset + 4 .. offset + 4 + length` is inside the data area (checked
             // above) and was published by the producer's release store of `head`.
@@ -214,7 +236,13 @@ impl Ring {
 
     fn read(&self, offset: u64, bytes: &mut [u8]) {
         // SAFETY: callers read inside the data area, below the published `head`.
-        unsafe { ptr::copy_nonoverlapping(self.data().add(offset as usize), bytes.as_mut_ptr(), bytes.len()) }
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.data().add(offset as usize),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            )
+        }
     }
 }
 
@@ -245,13 +273,17 @@ mod tests {
                 match producer.push(&payload) {
                     Ok(()) => break,
                     Err(PushError::Full) => {
-                        consumer.consume(|record| seen.push(record.to_vec())).unwrap();
+                        consumer
+                            .consume(|record| seen.push(record.to_vec()))
+                            .unwrap();
                     }
                     Err(other) => panic!("{other:?}"),
                 }
             }
         }
-        consumer.consume(|record| seen.push(record.to_vec())).unwrap();
+        consumer
+            .consume(|record| seen.push(record.to_vec()))
+            .unwrap();
         assert_eq!(seen.len(), 1000);
         for (round, record) in seen.iter().enumerate() {
             assert_eq!(record.len(), (round * 37) % 3000);
@@ -280,15 +312,22 @@ mod tests {
         let mut backing = memory(data_size);
         let base = backing.as_mut_ptr().cast::<u8>();
         // SAFETY: `backing` outlives the views.
-        assert_eq!(unsafe { Ring::attach(base, backing.len() * 8) }.unwrap_err(), ReadError::NotReady);
+        assert_eq!(
+            unsafe { Ring::attach(base, backing.len() * 8) }.unwrap_err(),
+            ReadError::NotReady
+        );
         // SAFETY: as above.
         let mut ring = unsafe { Ring::create(base, data_size) };
         ring.push(b"hello").unwrap();
         // Corrupt the length of the record.
         backing[HEADER_SIZE / 8] = 0x7fff_0000;
         // SAFETY: as above.
-        let mut consumer = unsafe { Ring::attach(backing.as_mut_ptr().cast(), backing.len() * 8) }.unwrap();
-        assert!(matches!(consumer.consume(|_| ()), Err(ReadError::Corrupt { position: 0, .. })));
+        let mut consumer =
+            unsafe { Ring::attach(backing.as_mut_ptr().cast(), backing.len() * 8) }.unwrap();
+        assert!(matches!(
+            consumer.consume(|_| ()),
+            Err(ReadError::Corrupt { position: 0, .. })
+        ));
     }
 
     #[test]

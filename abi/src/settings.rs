@@ -6,13 +6,34 @@
 
 /// `(name, what it does)`, every setting there is.
 pub const SETTINGS: [(&str, &str); 7] = [
-    ("intercept-cr", "intercept writes to CR3 and CR4, and writes to CR0 that change more than TS/MP (selective CR0 intercept); emulate them, answering invalid values with #GP"),
-    ("intercept-dr", "intercept MOV to and from DR0–DR7 and emulate them (the guest's debug registers are the hypervisor's to hand out)"),
-    ("intercept-rdtsc", "intercept RDTSC and RDTSCP and emulate them with the domain's TSC offset"),
-    ("intercept-invlpg", "intercept INVLPG and emulate it with INVLPGA in the guest's address space"),
-    ("intercept-pause", "intercept every PAUSE (a spin-wait hint a real hypervisor uses to run someone else)"),
-    ("lazy-memory", "map guest RAM in the nested page tables only when the guest first touches it"),
-    ("passthrough-fs-base", "let the guest read and write MSR FS_BASE without an exit (cleared in the MSR permission map)"),
+    (
+        "intercept-cr",
+        "intercept writes to CR3 and CR4, and writes to CR0 that change more than TS/MP (selective CR0 intercept); emulate them, answering invalid values with #GP",
+    ),
+    (
+        "intercept-dr",
+        "intercept MOV to and from DR0–DR7 and emulate them (the guest's debug registers are the hypervisor's to hand out)",
+    ),
+    (
+        "intercept-rdtsc",
+        "intercept RDTSC and RDTSCP and emulate them with the domain's TSC offset",
+    ),
+    (
+        "intercept-invlpg",
+        "intercept INVLPG and emulate it with INVLPGA in the guest's address space",
+    ),
+    (
+        "intercept-pause",
+        "intercept every PAUSE (a spin-wait hint a real hypervisor uses to run someone else)",
+    ),
+    (
+        "lazy-memory",
+        "map guest RAM in the nested page tables only when the guest first touches it",
+    ),
+    (
+        "passthrough-fs-base",
+        "let the guest read and write MSR FS_BASE without an exit (cleared in the MSR permission map)",
+    ),
 ];
 
 /// Is `name` a setting?

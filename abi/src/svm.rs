@@ -66,24 +66,76 @@ pub mod exitcode {
 pub fn exit_name(code: u64) -> &'static str {
     use exitcode::*;
     const CR_READS: [&str; 16] = [
-        "READ_CR0", "READ_CR1", "READ_CR2", "READ_CR3", "READ_CR4", "READ_CR5", "READ_CR6",
-        "READ_CR7", "READ_CR8", "READ_CR9", "READ_CR10", "READ_CR11", "READ_CR12", "READ_CR13",
-        "READ_CR14", "READ_CR15",
+        "READ_CR0",
+        "READ_CR1",
+        "READ_CR2",
+        "READ_CR3",
+        "READ_CR4",
+        "READ_CR5",
+        "READ_CR6",
+        "READ_CR7",
+        "READ_CR8",
+        "READ_CR9",
+        "READ_CR10",
+        "READ_CR11",
+        "READ_CR12",
+        "READ_CR13",
+        "READ_CR14",
+        "READ_CR15",
     ];
     const CR_WRITES: [&str; 16] = [
-        "WRITE_CR0", "WRITE_CR1", "WRITE_CR2", "WRITE_CR3", "WRITE_CR4", "WRITE_CR5",
-        "WRITE_CR6", "WRITE_CR7", "WRITE_CR8", "WRITE_CR9", "WRITE_CR10", "WRITE_CR11",
-        "WRITE_CR12", "WRITE_CR13", "WRITE_CR14", "WRITE_CR15",
+        "WRITE_CR0",
+        "WRITE_CR1",
+        "WRITE_CR2",
+        "WRITE_CR3",
+        "WRITE_CR4",
+        "WRITE_CR5",
+        "WRITE_CR6",
+        "WRITE_CR7",
+        "WRITE_CR8",
+        "WRITE_CR9",
+        "WRITE_CR10",
+        "WRITE_CR11",
+        "WRITE_CR12",
+        "WRITE_CR13",
+        "WRITE_CR14",
+        "WRITE_CR15",
     ];
     const DR_READS: [&str; 16] = [
-        "READ_DR0", "READ_DR1", "READ_DR2", "READ_DR3", "READ_DR4", "READ_DR5", "READ_DR6",
-        "READ_DR7", "READ_DR8", "READ_DR9", "READ_DR10", "READ_DR11", "READ_DR12", "READ_DR13",
-        "READ_DR14", "READ_DR15",
+        "READ_DR0",
+        "READ_DR1",
+        "READ_DR2",
+        "READ_DR3",
+        "READ_DR4",
+        "READ_DR5",
+        "READ_DR6",
+        "READ_DR7",
+        "READ_DR8",
+        "READ_DR9",
+        "READ_DR10",
+        "READ_DR11",
+        "READ_DR12",
+        "READ_DR13",
+        "READ_DR14",
+        "READ_DR15",
     ];
     const DR_WRITES: [&str; 16] = [
-        "WRITE_DR0", "WRITE_DR1", "WRITE_DR2", "WRITE_DR3", "WRITE_DR4", "WRITE_DR5",
-        "WRITE_DR6", "WRITE_DR7", "WRITE_DR8", "WRITE_DR9", "WRITE_DR10", "WRITE_DR11",
-        "WRITE_DR12", "WRITE_DR13", "WRITE_DR14", "WRITE_DR15",
+        "WRITE_DR0",
+        "WRITE_DR1",
+        "WRITE_DR2",
+        "WRITE_DR3",
+        "WRITE_DR4",
+        "WRITE_DR5",
+        "WRITE_DR6",
+        "WRITE_DR7",
+        "WRITE_DR8",
+        "WRITE_DR9",
+        "WRITE_DR10",
+        "WRITE_DR11",
+        "WRITE_DR12",
+        "WRITE_DR13",
+        "WRITE_DR14",
+        "WRITE_DR15",
     ];
     match code {
         0x00..=0x0f => CR_READS[code as usize],
@@ -298,7 +350,9 @@ impl Event {
         Event {
             vector,
             kind: EventType::Exception,
-            error_code: crate::x86::exception(vector).has_error_code.then_some(error_code),
+            error_code: crate::x86::exception(vector)
+                .has_error_code
+                .then_some(error_code),
         }
     }
 
@@ -377,7 +431,11 @@ mod tests {
         assert_eq!(ud.error_code, None, "#UD has no error code");
         assert_eq!(ud.encode(), 0x8000_0306);
         assert_eq!(Event::decode(0x306), None, "valid bit clear");
-        let int3 = Event { vector: 3, kind: EventType::Software, error_code: None };
+        let int3 = Event {
+            vector: 3,
+            kind: EventType::Software,
+            error_code: None,
+        };
         assert_eq!(Event::decode(int3.encode()), Some(int3));
     }
 }

@@ -48,7 +48,15 @@ const fn row(
     class: ExceptionClass,
     kind: ExceptionType,
 ) -> Exception {
-    Exception { vector, mnemonic, name, exit_name, has_error_code, class, kind }
+    Exception {
+        vector,
+        mnemonic,
+        name,
+        exit_name,
+        has_error_code,
+        class,
+        kind,
+    }
 }
 
 use ExceptionClass::{Benign, Contributory, DoubleFault, PageFault};
@@ -56,37 +64,173 @@ use ExceptionType::{Abort, Fault, FaultOrTrap, Interrupt, Trap};
 
 /// Vectors 0–31 (AMD APM vol. 2, table 8-1; Intel SDM vol. 3A, table 6-1).
 pub const EXCEPTIONS: [Exception; 32] = [
-    row(0, "#DE", "divide error", "EXCP_DE", false, Contributory, Fault),
+    row(
+        0,
+        "#DE",
+        "divide error",
+        "EXCP_DE",
+        false,
+        Contributory,
+        Fault,
+    ),
     row(1, "#DB", "debug", "EXCP_DB", false, Benign, FaultOrTrap),
-    row(2, "NMI", "non-maskable interrupt", "EXCP_NMI", false, Benign, Interrupt),
+    row(
+        2,
+        "NMI",
+        "non-maskable interrupt",
+        "EXCP_NMI",
+        false,
+        Benign,
+        Interrupt,
+    ),
     row(3, "#BP", "breakpoint", "EXCP_BP", false, Benign, Trap),
     row(4, "#OF", "overflow", "EXCP_OF", false, Benign, Trap),
-    row(5, "#BR", "bound range exceeded", "EXCP_BR", false, Benign, Fault),
+    row(
+        5,
+        "#BR",
+        "bound range exceeded",
+        "EXCP_BR",
+        false,
+        Benign,
+        Fault,
+    ),
     row(6, "#UD", "invalid opcode", "EXCP_UD", false, Benign, Fault),
-    row(7, "#NM", "device not available", "EXCP_NM", false, Benign, Fault),
-    row(8, "#DF", "double fault", "EXCP_DF", true, DoubleFault, Abort),
-    row(9, "#CSO", "coprocessor segment overrun", "EXCP_9", false, Benign, Abort),
-    row(10, "#TS", "invalid TSS", "EXCP_TS", true, Contributory, Fault),
-    row(11, "#NP", "segment not present", "EXCP_NP", true, Contributory, Fault),
-    row(12, "#SS", "stack fault", "EXCP_SS", true, Contributory, Fault),
-    row(13, "#GP", "general protection", "EXCP_GP", true, Contributory, Fault),
+    row(
+        7,
+        "#NM",
+        "device not available",
+        "EXCP_NM",
+        false,
+        Benign,
+        Fault,
+    ),
+    row(
+        8,
+        "#DF",
+        "double fault",
+        "EXCP_DF",
+        true,
+        DoubleFault,
+        Abort,
+    ),
+    row(
+        9,
+        "#CSO",
+        "coprocessor segment overrun",
+        "EXCP_9",
+        false,
+        Benign,
+        Abort,
+    ),
+    row(
+        10,
+        "#TS",
+        "invalid TSS",
+        "EXCP_TS",
+        true,
+        Contributory,
+        Fault,
+    ),
+    row(
+        11,
+        "#NP",
+        "segment not present",
+        "EXCP_NP",
+        true,
+        Contributory,
+        Fault,
+    ),
+    row(
+        12,
+        "#SS",
+        "stack fault",
+        "EXCP_SS",
+        true,
+        Contributory,
+        Fault,
+    ),
+    row(
+        13,
+        "#GP",
+        "general protection",
+        "EXCP_GP",
+        true,
+        Contributory,
+        Fault,
+    ),
     row(14, "#PF", "page fault", "EXCP_PF", true, PageFault, Fault),
     row(15, "#15", "reserved", "EXCP_15", false, Benign, Fault),
-    row(16, "#MF", "x87 floating-point error", "EXCP_MF", false, Benign, Fault),
+    row(
+        16,
+        "#MF",
+        "x87 floating-point error",
+        "EXCP_MF",
+        false,
+        Benign,
+        Fault,
+    ),
     row(17, "#AC", "alignment check", "EXCP_AC", true, Benign, Fault),
     row(18, "#MC", "machine check", "EXCP_MC", false, Benign, Abort),
-    row(19, "#XM", "SIMD floating-point", "EXCP_XM", false, Benign, Fault),
-    row(20, "#VE", "virtualization exception", "EXCP_VE", false, Benign, Fault),
-    row(21, "#CP", "control protection", "EXCP_CP", true, Contributory, Fault),
+    row(
+        19,
+        "#XM",
+        "SIMD floating-point",
+        "EXCP_XM",
+        false,
+        Benign,
+        Fault,
+    ),
+    row(
+        20,
+        "#VE",
+        "virtualization exception",
+        "EXCP_VE",
+        false,
+        Benign,
+        Fault,
+    ),
+    row(
+        21,
+        "#CP",
+        "control protection",
+        "EXCP_CP",
+        true,
+        Contributory,
+        Fault,
+    ),
     row(22, "#22", "reserved", "EXCP_22", false, Benign, Fault),
     row(23, "#23", "reserved", "EXCP_23", false, Benign, Fault),
     row(24, "#24", "reserved", "EXCP_24", false, Benign, Fault),
     row(25, "#25", "reserved", "EXCP_25", false, Benign, Fault),
     row(26, "#26", "reserved", "EXCP_26", false, Benign, Fault),
     row(27, "#27", "reserved", "EXCP_27", false, Benign, Fault),
-    row(28, "#HV", "hypervisor injection", "EXCP_HV", false, Benign, Fault),
-    row(29, "#VC", "VMM communication", "EXCP_VC", true, Benign, Fault),
-    row(30, "#SX", "security exception", "EXCP_SX", true, Benign, Fault),
+    row(
+        28,
+        "#HV",
+        "hypervisor injection",
+        "EXCP_HV",
+        false,
+        Benign,
+        Fault,
+    ),
+    row(
+        29,
+        "#VC",
+        "VMM communication",
+        "EXCP_VC",
+        true,
+        Benign,
+        Fault,
+    ),
+    row(
+        30,
+        "#SX",
+        "security exception",
+        "EXCP_SX",
+        true,
+        Benign,
+        Fault,
+    ),
     row(31, "#31", "reserved", "EXCP_31", false, Benign, Fault),
 ];
 
@@ -118,8 +262,14 @@ pub enum Combined {
 /// `first` is an event whose delivery was interrupted (`None` if nothing was
 /// being delivered). Interrupts and NMIs being delivered count as benign.
 pub fn combine(first: Option<u8>, second: u8) -> Combined {
-    let Some(first) = first else { return Combined::Deliver(second) };
-    let first = if first < 32 { exception(first).class } else { Benign };
+    let Some(first) = first else {
+        return Combined::Deliver(second);
+    };
+    let first = if first < 32 {
+        exception(first).class
+    } else {
+        Benign
+    };
     let second_class = exception(second).class;
     match (first, second_class) {
         (DoubleFault, Contributory | PageFault | DoubleFault) => Combined::TripleFault,
@@ -138,7 +288,12 @@ impl PageFaultCode {
     pub const BITS: [(u32, &'static str, &'static str, &'static str); 7] = [
         (1 << 0, "P", "protection violation", "page not present"),
         (1 << 1, "W/R", "write", "read"),
-        (1 << 2, "U/S", "user-mode access (CPL 3)", "supervisor-mode access"),
+        (
+            1 << 2,
+            "U/S",
+            "user-mode access (CPL 3)",
+            "supervisor-mode access",
+        ),
         (1 << 3, "RSVD", "reserved bit set in a paging entry", ""),
         (1 << 4, "I/D", "instruction fetch", ""),
         (1 << 5, "PK", "protection key", ""),
@@ -163,7 +318,10 @@ impl PageFaultCode {
 
     /// The names of the bits that are set, as `P|W/R|U/S`.
     pub fn flag_names(self) -> impl Iterator<Item = &'static str> {
-        Self::BITS.into_iter().filter(move |bit| self.0 & bit.0 != 0).map(|bit| bit.1)
+        Self::BITS
+            .into_iter()
+            .filter(move |bit| self.0 & bit.0 != 0)
+            .map(|bit| bit.1)
     }
 }
 
@@ -265,16 +423,28 @@ mod tests {
     #[test]
     fn double_fault_rule() {
         assert_eq!(combine(None, 13), Combined::Deliver(13));
-        assert_eq!(combine(Some(6), 13), Combined::Deliver(13), "benign then #GP: serial");
+        assert_eq!(
+            combine(Some(6), 13),
+            Combined::Deliver(13),
+            "benign then #GP: serial"
+        );
         assert_eq!(combine(Some(13), 13), Combined::DoubleFault);
         assert_eq!(combine(Some(0), 11), Combined::DoubleFault);
         assert_eq!(combine(Some(14), 14), Combined::DoubleFault);
         assert_eq!(combine(Some(14), 13), Combined::DoubleFault);
-        assert_eq!(combine(Some(13), 14), Combined::Deliver(14), "contributory then #PF: serial");
+        assert_eq!(
+            combine(Some(13), 14),
+            Combined::Deliver(14),
+            "contributory then #PF: serial"
+        );
         assert_eq!(combine(Some(8), 13), Combined::TripleFault);
         assert_eq!(combine(Some(8), 14), Combined::TripleFault);
         assert_eq!(combine(Some(8), 6), Combined::Deliver(6));
-        assert_eq!(combine(Some(0x20), 13), Combined::Deliver(13), "interrupt then #GP");
+        assert_eq!(
+            combine(Some(0x20), 13),
+            Combined::Deliver(13),
+            "interrupt then #GP"
+        );
     }
 
     #[test]
@@ -294,11 +464,11 @@ mod tests {
     fn walk_4k_2m_and_not_present() {
         use pte::*;
         let memory = tables(&[
-            (0x1000, 0x2000 | PRESENT | WRITABLE | USER),           // PML4[0]
-            (0x2000 + 8, 0x3000 | PRESENT | WRITABLE),               // PDPT[1] (1 GiB)
-            (0x3000, 0x4000 | PRESENT | WRITABLE),                   // PD[0]
-            (0x4000 + 5 * 8, 0x7000 | PRESENT | NO_EXECUTE),         // PT[5], read-only, NX
-            (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE),   // PD[1]: 2 MiB page
+            (0x1000, 0x2000 | PRESENT | WRITABLE | USER), // PML4[0]
+            (0x2000 + 8, 0x3000 | PRESENT | WRITABLE),    // PDPT[1] (1 GiB)
+            (0x3000, 0x4000 | PRESENT | WRITABLE),        // PD[0]
+            (0x4000 + 5 * 8, 0x7000 | PRESENT | NO_EXECUTE), // PT[5], read-only, NX
+            (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[1]: 2 MiB page
         ]);
         let read = |address: u64| memory.get(&address).copied().or(Some(0));
         let small = translate(0x1000, 0x4000_5123, read).unwrap();
@@ -308,9 +478,18 @@ mod tests {
         let huge = translate(0x1000, 0x4020_1234, read).unwrap();
         assert_eq!(huge.physical, 0x0060_1234);
         assert_eq!(huge.page_size, 2 << 20);
-        assert_eq!(translate(0x1000, 0x8000_0000, read), Err(WalkError::NotPresent { level: 3 }));
-        assert_eq!(translate(0x1000, 0x4000_6000, read), Err(WalkError::NotPresent { level: 1 }));
-        assert_eq!(translate(0x1000, 0x0000_8000_0000_0000, read), Err(WalkError::NonCanonical));
+        assert_eq!(
+            translate(0x1000, 0x8000_0000, read),
+            Err(WalkError::NotPresent { level: 3 })
+        );
+        assert_eq!(
+            translate(0x1000, 0x4000_6000, read),
+            Err(WalkError::NotPresent { level: 1 })
+        );
+        assert_eq!(
+            translate(0x1000, 0x0000_8000_0000_0000, read),
+            Err(WalkError::NonCanonical)
+        );
         assert_eq!(
             translate(0x1000, 0, |_| None),
             Err(WalkError::Unreadable { table: 0x1000 })

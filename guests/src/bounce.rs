@@ -12,7 +12,12 @@ use traplab_abi::hypercall::{TRAP_TABLE_MAX, TrapInfo};
 traplab_baremetal::bounce_entry!(bounce_entry, crate::traps::dispatch);
 traplab_baremetal::exception_entries!(bounce_entries, bounce_entry);
 
-static mut TABLE: [TrapInfo; TRAP_TABLE_MAX + 1] = [TrapInfo { vector: 0, flags: 0, reserved: [0; 6], handler: 0 }; TRAP_TABLE_MAX + 1];
+static mut TABLE: [TrapInfo; TRAP_TABLE_MAX + 1] = [TrapInfo {
+    vector: 0,
+    flags: 0,
+    reserved: [0; 6],
+    handler: 0,
+}; TRAP_TABLE_MAX + 1];
 
 /// Ask the hypervisor to bounce these exception vectors to our handlers (interrupts off on
 /// entry, like an interrupt gate). Returns the hypercall's result: 0, or a negative error.
@@ -22,7 +27,12 @@ pub fn use_trap_table(vectors: &[u8]) -> i64 {
     let table = unsafe { &mut *(&raw mut TABLE) };
     for (slot, &vector) in table.iter_mut().zip(&vectors[..count]) {
         let handler = traplab_baremetal::trap::entry_address(bounce_entries, vector as usize & 31);
-        *slot = TrapInfo { vector, flags: 0, reserved: [0; 6], handler };
+        *slot = TrapInfo {
+            vector,
+            flags: 0,
+            reserved: [0; 6],
+            handler,
+        };
     }
     table[count] = TrapInfo::default();
     crate::hypercall::set_trap_table(table.as_ptr())

@@ -16,7 +16,8 @@ pub struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        if x86_64::instructions::segmentation::CS::get_reg().rpl() != x86_64::PrivilegeLevel::Ring0 {
+        if x86_64::instructions::segmentation::CS::get_reg().rpl() != x86_64::PrivilegeLevel::Ring0
+        {
             crate::hypercall::console_write(text.as_bytes());
             return Ok(());
         }

@@ -18,7 +18,10 @@ static SKIP: AtomicU64 = AtomicU64::new(0);
 
 fn handler(frame: &mut TrapFrame) {
     let exception = traplab_abi::x86::exception(frame.vector as u8);
-    println!("{} at {:#x}, RSP {:#x}", exception.mnemonic, frame.rip, frame.rsp);
+    println!(
+        "{} at {:#x}, RSP {:#x}",
+        exception.mnemonic, frame.rip, frame.rsp
+    );
     match frame.vector {
         14 => {
             let address = x86_64::registers::control::Cr2::read_raw();
@@ -36,7 +39,9 @@ pub fn raise_all() {
     }
     SKIP.store(2, Ordering::SeqCst);
     // SAFETY: #DE, skipped by the handler.
-    unsafe { core::arch::asm!("div ecx", inout("eax") 1u32 => _, inout("edx") 0u32 => _, in("ecx") 0u32) };
+    unsafe {
+        core::arch::asm!("div ecx", inout("eax") 1u32 => _, inout("edx") 0u32 => _, in("ecx") 0u32)
+    };
     // SAFETY: #BP, a trap.
     unsafe { core::arch::asm!("int3") };
     // SAFETY: #UD, skipped by the handler.

@@ -1,7 +1,10 @@
 //! Hypercalls: VMMCALL with the number in RAX and arguments in RDI, RSI, RDX, R10, R8
 //! (the ABI is documented in `traplab_abi::hypercall`).
 
-use traplab_abi::hypercall::{CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_PV_MODE, SET_TIMER, SET_TRAP_TABLE, TrapInfo};
+use traplab_abi::hypercall::{
+    CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_PV_MODE, SET_TIMER, SET_TRAP_TABLE,
+    TrapInfo,
+};
 
 /// Make hypercall `number` with up to two arguments; returns RAX.
 ///

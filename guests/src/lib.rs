@@ -87,7 +87,10 @@ extern "C" fn start(info: *const BootInfo) -> ! {
     // SAFETY: the hypervisor passes a pointer to a BootInfo in identity-mapped guest RAM.
     let info = unsafe { &*info };
     if info.magic != traplab_abi::boot::BOOT_INFO_MAGIC {
-        println!("runtime: no boot info from the hypervisor (magic {:#x})", info.magic);
+        println!(
+            "runtime: no boot info from the hypervisor (magic {:#x})",
+            info.magic
+        );
         hypercall::exit(120);
     }
     paging::init(info.free_start, info.free_end);
@@ -104,7 +107,8 @@ fn load_tables() {
             VirtAddr::new((&raw const TRAP_STACK) as u64 + TRAP_STACK_SIZE as u64);
         // RSP0: where the CPU switches to when an exception interrupts CPL 3 code and the
         // gate has no IST. All our gates have one, but a guest's own gates may not.
-        tss.privilege_stack_table[0] = VirtAddr::new((&raw const TRAP_STACK) as u64 + TRAP_STACK_SIZE as u64);
+        tss.privilege_stack_table[0] =
+            VirtAddr::new((&raw const TRAP_STACK) as u64 + TRAP_STACK_SIZE as u64);
         let gdt = &mut *(&raw mut GDT);
         let selectors = Selectors {
             kernel_code: gdt.append(Descriptor::kernel_code_segment()),

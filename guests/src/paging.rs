@@ -29,7 +29,8 @@ pub(crate) fn init(free_start: u64, free_end: u64) {
 unsafe impl FrameAllocator<Size4KiB> for FreeFrames {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
         let address = NEXT_FREE.fetch_add(4096, Ordering::SeqCst);
-        (address + 4096 <= FREE_END.load(Ordering::SeqCst)).then(|| PhysFrame::containing_address(PhysAddr::new(address)))
+        (address + 4096 <= FREE_END.load(Ordering::SeqCst))
+            .then(|| PhysFrame::containing_address(PhysAddr::new(address)))
     }
 }
 
@@ -46,20 +47,38 @@ pub fn tables() -> OffsetPageTable<'static> {
     let (level4, _) = Cr3::read();
     // SAFETY: guest RAM is mapped 1:1, so the level-4 table is at its physical address, and
     // offset 0 is right for every table below it.
-    unsafe { OffsetPageTable::new(&mut *(level4.start_address().as_u64() as *mut PageTable), VirtAddr::new(0)) }
+    unsafe {
+        OffsetPageTable::new(
+            &mut *(level4.start_address().as_u64() as *mut PageTable),
+            VirtAddr::new(0),
+        )
+    }
 }
 
 /// Map the 4 KiB page at `virtual_address` to the frame at `physical`, with `flags`
 /// (PRESENT is added). The page must not be mapped yet.
-pub fn map(virtual_address: u64, physical: u64, flags: PageTableFlags) -> Result<(), MapToError<Size4KiB>> {
+pub fn map(
+    virtual_address: u64,
+    physical: u64,
+    flags: PageTableFlags,
+) -> Result<(), MapToError<Size4KiB>> {
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
     let frame = PhysFrame::containing_address(PhysAddr::new(physical));
     // Intermediate tables allow user access and writes: the leaf decides (as the boot tables do).
-    let parents = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
+    let parents =
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
     // SAFETY: callers map pages that were unmapped to frames they own; no Rust reference
     // to the page's old contents can exist.
-    unsafe { tables().map_to_with_table_flags(page, frame, flags | PageTableFlags::PRESENT, parents, &mut FreeFrames) }
-        .map(|flush| flush.flush())
+    unsafe {
+        tables().map_to_with_table_flags(
+            page,
+            frame,
+            flags | PageTableFlags::PRESENT,
+            parents,
+            &mut FreeFrames,
+        )
+    }
+    .map(|flush| flush.flush())
 }
 
 /// Map a fresh zeroed frame at `virtual_address`; returns the frame's address.

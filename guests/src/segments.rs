@@ -25,6 +25,9 @@ pub fn add_descriptor(descriptor: u64) {
         let gdt = &mut *(&raw mut GDT);
         core::ptr::copy_nonoverlapping(current.base.as_ptr::<u64>(), gdt.as_mut_ptr(), 7);
         gdt[7] = descriptor;
-        lgdt(&DescriptorTablePointer { limit: 63, base: VirtAddr::new(gdt.as_ptr() as u64) });
+        lgdt(&DescriptorTablePointer {
+            limit: 63,
+            base: VirtAddr::new(gdt.as_ptr() as u64),
+        });
     }
 }

@@ -43,7 +43,9 @@ pub(crate) fn load_idt() {
         // interrupted by the next tick.
         for index in 0..16u8 {
             let entry = traplab_baremetal::trap::entry_address(interrupt_entries, index as usize);
-            idt[INTERRUPT_VECTOR_BASE + index].set_handler_addr(x86_64::VirtAddr::new(entry)).set_stack_index(0);
+            idt[INTERRUPT_VECTOR_BASE + index]
+                .set_handler_addr(x86_64::VirtAddr::new(entry))
+                .set_stack_index(0);
         }
         idt.load_unsafe();
     }
@@ -51,16 +53,25 @@ pub(crate) fn load_idt() {
 
 /// Every exception comes here (on the IST stack, or bounced by the hypervisor).
 pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
-    let handler = HANDLERS.get(frame.vector as usize).map_or(0, |slot| slot.load(Ordering::SeqCst));
+    let handler = HANDLERS
+        .get(frame.vector as usize)
+        .map_or(0, |slot| slot.load(Ordering::SeqCst));
     if handler == 0 && frame.vector >= INTERRUPT_VECTOR_BASE as u64 {
-        crate::println!("unhandled interrupt {:#x} at {:#x}", frame.vector, frame.rip);
+        crate::println!(
+            "unhandled interrupt {:#x} at {:#x}",
+            frame.vector,
+            frame.rip
+        );
         crate::hypercall::exit(128 + frame.vector as i32);
     }
     if handler == 0 {
         let exception = traplab_abi::x86::exception(frame.vector as u8);
         crate::println!(
             "unhandled {} ({}) at {:#x}, error code {:#x}",
-            exception.mnemonic, exception.name, frame.rip, frame.error_code
+            exception.mnemonic,
+            exception.name,
+            frame.rip,
+            frame.error_code
         );
         crate::hypercall::exit(128 + frame.vector as i32);
     }

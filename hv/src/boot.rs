@@ -172,6 +172,9 @@ pub fn memory_map(start_info: u64) -> Option<&'static [MemmapEntry]> {
     }
     // SAFETY: as above; the table holds `memmap_entries` entries.
     Some(unsafe {
-        core::slice::from_raw_parts(info.memmap_paddr as *const MemmapEntry, info.memmap_entries as usize)
+        core::slice::from_raw_parts(
+            info.memmap_paddr as *const MemmapEntry,
+            info.memmap_entries as usize,
+        )
     })
 }

@@ -6,8 +6,8 @@
 
 use core::fmt::{self, Write};
 use spin::Mutex;
-use uart_16550::{Config, Uart16550Tty};
 use uart_16550::backend::PioBackend;
+use uart_16550::{Config, Uart16550Tty};
 
 static COM1: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
 

@@ -48,13 +48,19 @@ pub fn enable(paused: bool) {
     // SAFETY: as in `reset_mailbox`.
     let mailbox = unsafe { Mailbox::new(ring::RING_PHYS as *mut u8) };
     let mode = if paused { Mode::Paused } else { Mode::Running };
-    *CONTROLLER.lock() = Some(Controller { mailbox, mode, breaks: Vec::new() });
+    *CONTROLLER.lock() = Some(Controller {
+        mailbox,
+        mode,
+        breaks: Vec::new(),
+    });
 }
 
 /// Called after `event` was recorded.
 pub fn checkpoint(event: &Event) {
     let mut guard = CONTROLLER.lock();
-    let Some(controller) = guard.as_mut() else { return };
+    let Some(controller) = guard.as_mut() else {
+        return;
+    };
     while let Some(command) = controller.mailbox.take() {
         controller.apply(command);
     }
@@ -70,7 +76,9 @@ pub fn checkpoint(event: &Event) {
     let stop = match controller.mode {
         Mode::Paused | Mode::Step => true,
         Mode::NextExit => exit.is_some(),
-        Mode::Running => exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit))),
+        Mode::Running => {
+            exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit)))
+        }
     };
     if stop {
         controller.stop_after(event.seq);
@@ -91,8 +99,14 @@ pub fn exit_facts(domain: &crate::domain::Domain) -> ExitFacts<'_> {
 /// mailbox as after its own pause, stopped after the last event (`gdb/mod.rs`).
 pub fn show_stopped(stopped: bool) {
     let guard = CONTROLLER.lock();
-    let Some(controller) = guard.as_ref() else { return };
-    controller.mailbox.set_status(if stopped { crate::trace::last_seq() } else { None });
+    let Some(controller) = guard.as_ref() else {
+        return;
+    };
+    controller.mailbox.set_status(if stopped {
+        crate::trace::last_seq()
+    } else {
+        None
+    });
 }
 
 impl Controller {

@@ -67,7 +67,9 @@ pub fn init() {
             let entry = traplab_baremetal::trap::entry_address(interrupt_entries, irq as usize);
             // SAFETY: `entry` is the stub of vector 0x20 + irq; IST slot 0 is set up above.
             unsafe {
-                idt[crate::timer::PIC_VECTOR_BASE + irq].set_handler_addr(VirtAddr::new(entry)).set_stack_index(0);
+                idt[crate::timer::PIC_VECTOR_BASE + irq]
+                    .set_handler_addr(VirtAddr::new(entry))
+                    .set_stack_index(0);
             }
         }
         idt
@@ -100,8 +102,20 @@ extern "C" fn hv_fault(frame: &mut TrapFrame) {
     crate::console::write_fmt_emergency(format_args!(
         "hv: FAULT {} ({}) error code {:#x} at rip {:#x} rsp {:#x} rflags {:#x} cr2 {:#x}\n\
          hv:   rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}\n",
-        exception.mnemonic, exception.name, frame.error_code, frame.rip, frame.rsp, frame.rflags, cr2,
-        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp,
+        exception.mnemonic,
+        exception.name,
+        frame.error_code,
+        frame.rip,
+        frame.rsp,
+        frame.rflags,
+        cr2,
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx,
+        frame.rsi,
+        frame.rdi,
+        frame.rbp,
     ));
     power::exit(HvStatus::HvFault);
 }

@@ -25,7 +25,12 @@ pub fn warm_up() {
 /// (bits 15:8 of a register: no instruction the hypervisor emulates uses them).
 pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {
     use iced_x86::Register;
-    if !register.is_gpr() || matches!(register, Register::AH | Register::BH | Register::CH | Register::DH) {
+    if !register.is_gpr()
+        || matches!(
+            register,
+            Register::AH | Register::BH | Register::CH | Register::DH
+        )
+    {
         return None;
     }
     let number = match register.full_register() {

@@ -65,7 +65,10 @@ pub fn exception(
             trace::decide(
                 domain.id,
                 Action::Bounce,
-                format_args!("{prefix}the guest registered a {mnemonic} handler with set_trap_table: the hypervisor delivers it itself, to {:#x}", entry.handler),
+                format_args!(
+                    "{prefix}the guest registered a {mnemonic} handler with set_trap_table: the hypervisor delivers it itself, to {:#x}",
+                    entry.handler
+                ),
                 at,
             );
             return bounce(domain, vector, error_code, entry, synthetic);
@@ -77,16 +80,23 @@ pub fn exception(
                 trace::decide(
                     domain.id,
                     Action::Kill,
-                    format_args!("{prefix}no trap-table entry for {mnemonic} while delivering it: as a CPU in a triple fault, the domain ends"),
+                    format_args!(
+                        "{prefix}no trap-table entry for {mnemonic} while delivering it: as a CPU in a triple fault, the domain ends"
+                    ),
                     at,
                 );
-                return Next::End(DomainEnd::Killed { reason: format!("triple fault: no trap-table entry for {mnemonic}") });
+                return Next::End(DomainEnd::Killed {
+                    reason: format!("triple fault: no trap-table entry for {mnemonic}"),
+                });
             }
         };
         trace::decide(
             domain.id,
             Action::Bounce,
-            format_args!("{prefix}no trap-table entry for {mnemonic}: as a CPU that finds no IDT gate, the hypervisor raises {} instead", next.2),
+            format_args!(
+                "{prefix}no trap-table entry for {mnemonic}: as a CPU that finds no IDT gate, the hypervisor raises {} instead",
+                next.2
+            ),
             at,
         );
         (vector, error_code) = (next.0, next.1);
@@ -97,7 +107,9 @@ pub fn exception(
 fn reflect_how(domain: &Domain, vector: u8) -> String {
     let mnemonic = x86::exception(vector).mnemonic;
     match domain.idt_handler(vector) {
-        Some(handler) => format!("reflect {mnemonic} into the guest's IDT, vector {vector}, handler {handler:#x}"),
+        Some(handler) => format!(
+            "reflect {mnemonic} into the guest's IDT, vector {vector}, handler {handler:#x}"
+        ),
         None => format!(
             "reflect {mnemonic} into the guest's IDT, vector {vector}: it has no present gate there, so the CPU will fault delivering it"
         ),
@@ -112,13 +124,24 @@ pub fn preview(domain: &Domain, vector: u8) -> String {
     }
     let mnemonic = x86::exception(vector).mnemonic;
     match domain.trap_table_entry(vector) {
-        Some(entry) => format!("bounce {mnemonic} to the handler the guest registered with set_trap_table, {:#x}", entry.handler),
-        None => format!("no trap-table entry for {mnemonic}: the hypervisor raises #GP instead, as a CPU that finds no IDT gate"),
+        Some(entry) => format!(
+            "bounce {mnemonic} to the handler the guest registered with set_trap_table, {:#x}",
+            entry.handler
+        ),
+        None => format!(
+            "no trap-table entry for {mnemonic}: the hypervisor raises #GP instead, as a CPU that finds no IDT gate"
+        ),
     }
 }
 
 /// Write the bounce frame and move the guest to the handler.
-fn bounce(domain: &mut Domain, vector: u8, error_code: u32, entry: TrapInfo, synthetic: bool) -> Next {
+fn bounce(
+    domain: &mut Domain,
+    vector: u8,
+    error_code: u32,
+    entry: TrapInfo,
+    synthetic: bool,
+) -> Next {
     let save = &domain.vmcb.save;
     let interrupted_rsp = save.rsp;
     // What the CPU pushes for an exception in 64-bit mode, highest address first:
@@ -127,7 +150,13 @@ fn bounce(domain: &mut Domain, vector: u8, error_code: u32, entry: TrapInfo, syn
     if x86::exception(vector).has_error_code {
         words.push(error_code as u64);
     }
-    words.extend([save.rip, save.cs.selector as u64, save.rflags, interrupted_rsp, save.ss.selector as u64]);
+    words.extend([
+        save.rip,
+        save.cs.selector as u64,
+        save.rflags,
+        interrupted_rsp,
+        save.ss.selector as u64,
+    ]);
     let top = interrupted_rsp.wrapping_sub(RED_ZONE) & !15;
     let frame = top - 8 * words.len() as u64;
     let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_le_bytes()).collect();
@@ -137,7 +166,9 @@ fn bounce(domain: &mut Domain, vector: u8, error_code: u32, entry: TrapInfo, syn
             Action::Kill,
             "the bounce frame at {frame:#x} cannot be written ({error:?}): the guest's stack is broken, so (as Xen) the domain ends"
         );
-        return Next::End(DomainEnd::Killed { reason: format!("cannot write a bounce frame at {frame:#x}") });
+        return Next::End(DomainEnd::Killed {
+            reason: format!("cannot write a bounce frame at {frame:#x}"),
+        });
     }
     domain.set_gpr(4, frame);
     domain.set_rip(entry.handler);
@@ -148,7 +179,10 @@ fn bounce(domain: &mut Domain, vector: u8, error_code: u32, entry: TrapInfo, syn
     }
     domain.record("rflags", old_flags, flags);
     domain.vmcb.save.rflags = flags;
-    domain.in_flight.push(InFlight { vector, kind: EventType::Exception });
+    domain.in_flight.push(InFlight {
+        vector,
+        kind: EventType::Exception,
+    });
     if trace::enabled() {
         let has_error_code = x86::exception(vector).has_error_code;
         trace::emit(

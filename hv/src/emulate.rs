@@ -15,7 +15,12 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 pub enum Access {
     /// Read `width` bytes into general register `register` (zero-extended: a 32-bit write
     /// clears bits 63:32, an 8/16-bit MOV keeps the rest, MOVZX clears it).
-    Read { width: u8, register: u8, register_width: u8, zero_extend: bool },
+    Read {
+        width: u8,
+        register: u8,
+        register_width: u8,
+        zero_extend: bool,
+    },
     /// Write the low `width` bytes of `value`.
     Write { width: u8, value: u64 },
 }
@@ -26,27 +31,55 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
     if !matches!(width, 1 | 2 | 4 | 8) {
         return None;
     }
-    match (instruction.mnemonic(), instruction.op0_kind(), instruction.op1_kind()) {
+    match (
+        instruction.mnemonic(),
+        instruction.op0_kind(),
+        instruction.op1_kind(),
+    ) {
         (Mnemonic::Mov, OpKind::Register, OpKind::Memory) => {
             let (register, register_width) = decode::gpr(instruction.op0_register())?;
-            Some(Access::Read { width, register, register_width, zero_extend: false })
+            Some(Access::Read {
+                width,
+                register,
+                register_width,
+                zero_extend: false,
+            })
         }
         (Mnemonic::Movzx, OpKind::Register, OpKind::Memory) => {
             let (register, register_width) = decode::gpr(instruction.op0_register())?;
-            Some(Access::Read { width, register, register_width, zero_extend: true })
+            Some(Access::Read {
+                width,
+                register,
+                register_width,
+                zero_extend: true,
+            })
         }
         (Mnemonic::Mov, OpKind::Memory, OpKind::Register) => {
             let (register, _) = decode::gpr(instruction.op1_register())?;
-            Some(Access::Write { width, value: domain.gpr(register) })
+            Some(Access::Write {
+                width,
+                value: domain.gpr(register),
+            })
         }
-        (Mnemonic::Mov, OpKind::Memory, _) => Some(Access::Write { width, value: instruction.immediate(1) }),
+        (Mnemonic::Mov, OpKind::Memory, _) => Some(Access::Write {
+            width,
+            value: instruction.immediate(1),
+        }),
         _ => None,
     }
 }
 
 /// Put `value` (read from memory, `width` bytes) into the register an access named.
 pub fn complete_read(domain: &mut Domain, access: Access, value: u64) {
-    let Access::Read { width, register, register_width, .. } = access else { return };
+    let Access::Read {
+        width,
+        register,
+        register_width,
+        ..
+    } = access
+    else {
+        return;
+    };
     let value = value & mask(width);
     let old = domain.gpr(register);
     // AMD APM vol. 1, 3.1.2.3: a 32-bit destination clears the upper half; 8- and 16-bit
@@ -70,5 +103,7 @@ pub fn mask(width: u8) -> u64 {
 
 /// Does this instruction just move RIP forward when done (no branch, no string repeat)?
 pub fn plain(instruction: &Instruction) -> bool {
-    !instruction.has_rep_prefix() && !instruction.has_repne_prefix() && instruction.flow_control() == iced_x86::FlowControl::Next
+    !instruction.has_rep_prefix()
+        && !instruction.has_repne_prefix()
+        && instruction.flow_control() == iced_x86::FlowControl::Next
 }

@@ -90,7 +90,10 @@ impl FwCfg {
             .chunks_exact(64)
             .map(|entry| {
                 let name = &entry[8..64];
-                let name = &name[..name.iter().position(|&byte| byte == 0).unwrap_or(name.len())];
+                let name = &name[..name
+                    .iter()
+                    .position(|&byte| byte == 0)
+                    .unwrap_or(name.len())];
                 File {
                     name: String::from_utf8_lossy(name).into_owned(),
                     size: u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]),
@@ -107,7 +110,9 @@ impl FwCfg {
 
     /// The whole file, or `None` if there is no such file.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, &'static str> {
-        let Some(file) = self.find(name) else { return Ok(None) };
+        let Some(file) = self.find(name) else {
+            return Ok(None);
+        };
         let mut data = vec![0u8; file.size as usize];
         read_dma(file.key, &mut data)?;
         Ok(Some(data))
@@ -115,7 +120,9 @@ impl FwCfg {
 
     /// A text file, without surrounding whitespace.
     pub fn read_text(&self, name: &str) -> Result<Option<String>, &'static str> {
-        Ok(self.read(name)?.map(|bytes| String::from_utf8_lossy(&bytes).trim().into()))
+        Ok(self
+            .read(name)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().into()))
     }
 }
 

@@ -36,7 +36,7 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
         | misc1::INVLPGA
         | misc1::IOIO_PROT                         // all ports, through the I/O permission map
         | misc1::MSR_PROT                          // all MSRs, through the MSR permission map
-        | misc1::SHUTDOWN;                         // a triple fault ends the domain, not the machine
+        | misc1::SHUTDOWN; // a triple fault ends the domain, not the machine
     // Not intercepted: task switches (a 32-bit guest's, done by the CPU; a bad TSS raises
     // #TS, which is intercepted like every exception).
 
@@ -85,8 +85,16 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
     let msrpm = memory::alloc_frames(MSRPM_PAGES)?;
     // SAFETY: both ranges were just allocated for this VMCB and are identity-mapped.
     unsafe {
-        core::ptr::write_bytes(iopm as *mut u8, 0xff, (IOPM_PAGES * memory::PAGE_SIZE) as usize);
-        core::ptr::write_bytes(msrpm as *mut u8, 0xff, (MSRPM_PAGES * memory::PAGE_SIZE) as usize);
+        core::ptr::write_bytes(
+            iopm as *mut u8,
+            0xff,
+            (IOPM_PAGES * memory::PAGE_SIZE) as usize,
+        );
+        core::ptr::write_bytes(
+            msrpm as *mut u8,
+            0xff,
+            (MSRPM_PAGES * memory::PAGE_SIZE) as usize,
+        );
     }
     if settings.passthrough_fs_base {
         // MSRs 0xC000_0000–0xC000_1FFF have their bits from byte 0x800 on, two per MSR

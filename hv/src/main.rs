@@ -58,7 +58,10 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     timer::init_pic();
     log!("traplab-hv {VERSION}");
     let Some(memory_map) = boot::memory_map(start_info) else {
-        stop(HvStatus::BadConfig, "no PVH start info with a memory map: boot me with QEMU's -kernel")
+        stop(
+            HvStatus::BadConfig,
+            "no PVH start info with a memory map: boot me with QEMU's -kernel",
+        )
     };
     let ram_end = match memory::init(memory_map) {
         Ok(end) => end,
@@ -98,7 +101,12 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     let tsc_hz = time::calibrate_tsc();
     let features = svm::check();
     trace::emit(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
-    log!("RAM {} MiB, TSC {} MHz, trace {:?}", ram_end >> 20, tsc_hz / 1_000_000, mode);
+    log!(
+        "RAM {} MiB, TSC {} MHz, trace {:?}",
+        ram_end >> 20,
+        tsc_hz / 1_000_000,
+        mode
+    );
     if let Err(status) = features {
         let message = match status {
             HvStatus::NoSvm => "this CPU has no AMD SVM: run QEMU with -cpu qemu64,+svm,+npt",
@@ -107,7 +115,9 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         };
         stop(status, message);
     }
-    let Some(host) = svm::enable() else { stop(HvStatus::BadConfig, "out of memory enabling SVM") };
+    let Some(host) = svm::enable() else {
+        stop(HvStatus::BadConfig, "out of memory enabling SVM")
+    };
     if let Ok(Some(text)) = fw_cfg.read_text("opt/traplab/timer-hz")
         && let Ok(hz) = text.parse::<u32>()
         && hz > 0
@@ -123,7 +133,10 @@ extern "C" fn hv_main(start_info: u64) -> ! {
 
     let domains = load_domains(&fw_cfg);
     if domains.is_empty() {
-        stop(HvStatus::BadConfig, "no guest to run (fw_cfg opt/traplab/dom0/elf)");
+        stop(
+            HvStatus::BadConfig,
+            "no guest to run (fw_cfg opt/traplab/dom0/elf)",
+        );
     }
     drop(fw_cfg);
     run::run_all(domains, &host);
@@ -153,7 +166,9 @@ fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> eve
 fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
     let mut domains = Vec::new();
     for id in 0..MAX_DOMAINS {
-        let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else { continue };
+        let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else {
+            continue;
+        };
         let name = fw_cfg
             .read_text(&format!("opt/traplab/dom{id}/name"))
             .ok()
@@ -182,7 +197,13 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
 /// Record why we stop, then power off.
 fn stop(status: HvStatus, reason: &str) -> ! {
     log!("{reason}");
-    trace::emit(None, Body::End(event::End { status: status as u8, reason: Cow::Owned(reason.into()) }));
+    trace::emit(
+        None,
+        Body::End(event::End {
+            status: status as u8,
+            reason: Cow::Owned(reason.into()),
+        }),
+    );
     power::exit(status)
 }
 

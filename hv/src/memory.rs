@@ -23,7 +23,8 @@ pub const FRAMES_START: u64 = 64 << 20;
 const IDENTITY_MAPPED: u64 = 4 << 30;
 
 const _: () = assert!(HEAP_START + HEAP_SIZE <= ring::RING_PHYS);
-const _: () = assert!(ring::RING_PHYS + (ring::HEADER_SIZE + ring::DATA_SIZE) as u64 <= FRAMES_START);
+const _: () =
+    assert!(ring::RING_PHYS + (ring::HEADER_SIZE + ring::DATA_SIZE) as u64 <= FRAMES_START);
 
 unsafe extern "C" {
     static __image_end: u8;
@@ -48,10 +49,17 @@ pub fn init(memory_map: &[MemmapEntry]) -> Result<u64, &'static str> {
     }
     let ram = memory_map
         .iter()
-        .find(|entry| entry.kind == E820_RAM && entry.addr <= FRAMES_START && entry.addr + entry.size > FRAMES_START)
+        .find(|entry| {
+            entry.kind == E820_RAM
+                && entry.addr <= FRAMES_START
+                && entry.addr + entry.size > FRAMES_START
+        })
         .ok_or("no RAM at 64 MiB: give the machine at least 128 MiB")?;
     let end = (ram.addr + ram.size).min(IDENTITY_MAPPED) & !(PAGE_SIZE - 1);
-    *FRAMES.lock() = FrameAllocator { next: FRAMES_START, end };
+    *FRAMES.lock() = FrameAllocator {
+        next: FRAMES_START,
+        end,
+    };
     Ok(end)
 }
 

@@ -31,7 +31,8 @@ pub fn error_code(domain: &Domain, error_code: u32) -> Option<u32> {
     }
     let interrupted = traplab_abi::svm::Event::decode(domain.vmcb.control.exitintinfo)?;
     let external = error_code & 1;
-    (error_code & !3 == (interrupted.vector as u32) << 4).then(|| ((interrupted.vector as u32) << 3) | IDT | external)
+    (error_code & !3 == (interrupted.vector as u32) << 4)
+        .then(|| ((interrupted.vector as u32) << 3) | IDT | external)
 }
 
 /// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the
@@ -90,7 +91,9 @@ fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
         // EXERCISE stack-fault.1: a load through RBP at a non-canonical address comes here,
         // and yet the guest gets #GP: which address does the next line compute? (iced's
         // `virtual_address` wants the number of the *memory* operand.)
-        instruction.virtual_address(0, 0, |register, _, _| Some(register_value(domain, register)))?
+        instruction.virtual_address(0, 0, |register, _, _| {
+            Some(register_value(domain, register))
+        })?
     } else {
         return None;
     };

@@ -53,7 +53,10 @@ pub fn run(domain: &mut Domain, host: &Host) -> DomainEnd {
             domain.vmcb.control.intercept_misc1 |= crate::svm::vmcb::misc1::IRET;
             domain.iret_intercept_suspended = false;
         }
-        domain.exit = ExitState { tsc: rdtsc(), ..ExitState::default() };
+        domain.exit = ExitState {
+            tsc: rdtsc(),
+            ..ExitState::default()
+        };
         domain.fetch_instruction();
         if trace::enabled() {
             trace::emit(Some(domain.id), Body::Exit(exit_event(domain)));
@@ -123,7 +126,12 @@ fn resume_event(domain: &Domain) -> Resume {
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
         // IRET, or RIP.
-        rip: domain.exit.injected.flatten().or(domain.exit.resume_at).unwrap_or(domain.vmcb.save.rip),
+        rip: domain
+            .exit
+            .injected
+            .flatten()
+            .or(domain.exit.resume_at)
+            .unwrap_or(domain.vmcb.save.rip),
         rflags: domain.vmcb.save.rflags,
         regs: domain.registers(),
         cycles: rdtsc() - domain.exit.tsc,
@@ -137,10 +145,18 @@ fn finish(domain: &mut Domain, end: &DomainEnd) {
         domain.console_line(line);
     }
     let (state, status, reason) = match end {
-        DomainEnd::Exited { status, reason } => (DomainState::Exited, Some(*status), reason.clone()),
+        DomainEnd::Exited { status, reason } => {
+            (DomainState::Exited, Some(*status), reason.clone())
+        }
         DomainEnd::Killed { reason } => (DomainState::Killed, None, reason.clone()),
     };
-    crate::log!("domain {} ({}) {:?}: {}", domain.id, domain.name, state, reason);
+    crate::log!(
+        "domain {} ({}) {:?}: {}",
+        domain.id,
+        domain.name,
+        state,
+        reason
+    );
     trace::emit(
         Some(domain.id),
         Body::Domain(event::Domain {

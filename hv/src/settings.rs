@@ -19,7 +19,11 @@ static SETTINGS: Once<Settings> = Once::new();
 /// Parse `intercept-cr,lazy-memory,…`; an unknown name is an error naming it.
 pub fn parse(text: &str) -> Result<Settings, &str> {
     let mut settings = Settings::default();
-    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+    for name in text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
         let flag = match name {
             "intercept-cr" => &mut settings.intercept_cr,
             "intercept-dr" => &mut settings.intercept_dr,

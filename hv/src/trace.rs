@@ -59,18 +59,30 @@ pub fn init(mode: Mode, kib: usize) {
     // SAFETY: `memory.rs` reserves [RING_PHYS, RING_PHYS + HEADER_SIZE + DATA_SIZE) for the
     // ring alone; it is RAM, identity-mapped, 8-aligned, and `size` <= DATA_SIZE.
     let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, size) };
-    *TRACER.lock() = Some(Tracer { mode, ring, next_seq: 0, dropped: 0, scratch: Box::new([0; ring::MAX_RECORD]) });
+    *TRACER.lock() = Some(Tracer {
+        mode,
+        ring,
+        next_seq: 0,
+        dropped: 0,
+        scratch: Box::new([0; ring::MAX_RECORD]),
+    });
 }
 
 /// Is anybody reading? When not, callers skip building events, and the guest console
 /// goes to the hypervisor log instead.
 pub fn enabled() -> bool {
-    TRACER.lock().as_ref().is_some_and(|tracer| tracer.mode != Mode::Off)
+    TRACER
+        .lock()
+        .as_ref()
+        .is_some_and(|tracer| tracer.mode != Mode::Off)
 }
 
 /// Is a host reading the ring (mode `ring`)?
 pub fn has_reader() -> bool {
-    TRACER.lock().as_ref().is_some_and(|tracer| tracer.mode == Mode::Ring)
+    TRACER
+        .lock()
+        .as_ref()
+        .is_some_and(|tracer| tracer.mode == Mode::Ring)
 }
 
 /// Record one event about domain `dom` (`None`: about the hypervisor), then let the host's
@@ -83,7 +95,9 @@ pub fn emit(dom: Option<u16>, body: Body) {
             return;
         }
         if tracer.dropped > 0 {
-            let lost = Body::Lost(Lost { count: tracer.dropped });
+            let lost = Body::Lost(Lost {
+                count: tracer.dropped,
+            });
             if tracer.push(dom, lost).is_some() {
                 tracer.dropped = 0;
             }
@@ -97,7 +111,10 @@ pub fn emit(dom: Option<u16>, body: Body) {
 
 /// The seq of the last event recorded, if any.
 pub fn last_seq() -> Option<u64> {
-    TRACER.lock().as_ref().and_then(|tracer| tracer.next_seq.checked_sub(1))
+    TRACER
+        .lock()
+        .as_ref()
+        .and_then(|tracer| tracer.next_seq.checked_sub(1))
 }
 
 /// `decide` events, with the source location: use the [`decide!`](crate::decide) macro.
@@ -113,13 +130,25 @@ pub fn decide(dom: u16, action: Action, why: fmt::Arguments, at: &'static str) {
     if !enabled() {
         return;
     }
-    emit(Some(dom), Body::Decide(Decide { action, why, at: Cow::Borrowed(at) }));
+    emit(
+        Some(dom),
+        Body::Decide(Decide {
+            action,
+            why,
+            at: Cow::Borrowed(at),
+        }),
+    );
 }
 
 impl Tracer {
     /// Encode and push; the event, or `None` if it was dropped.
     fn push(&mut self, dom: Option<u16>, body: Body) -> Option<Event> {
-        let event = Event { seq: self.next_seq, tsc: rdtsc(), dom, body };
+        let event = Event {
+            seq: self.next_seq,
+            tsc: rdtsc(),
+            dom,
+            body,
+        };
         self.next_seq += 1;
         let Ok(bytes) = event::encode(&event, &mut self.scratch[..]) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.

@@ -22,7 +22,13 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<(), String> {
         .args(["build", "--release", "--locked", "--bins", "--target-dir"])
         .arg(target_dir)
         .stdout(Stdio::from(std::io::stderr()));
-    for variable in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for variable in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         command.env_remove(variable);
     }
     for (variable, _) in std::env::vars() {
@@ -30,9 +36,14 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<(), String> {
             command.env_remove(variable);
         }
     }
-    let status = command.status().map_err(|error| format!("cannot run cargo for {}: {error}", workspace.display()))?;
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot run cargo for {}: {error}", workspace.display()))?;
     if !status.success() {
-        return Err(format!("building {} failed (see the cargo output above)", workspace.display()));
+        return Err(format!(
+            "building {} failed (see the cargo output above)",
+            workspace.display()
+        ));
     }
     Ok(())
 }

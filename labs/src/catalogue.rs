@@ -89,12 +89,18 @@ pub struct Expected<'a> {
 impl Lab {
     /// The lab's own expected flow.
     pub fn expected(&self) -> Expected<'_> {
-        Expected { steps: &self.expect, status: self.status, killed: &self.killed }
+        Expected {
+            steps: &self.expect,
+            status: self.status,
+            killed: &self.killed,
+        }
     }
 
     /// Exercise `number`.
     pub fn exercise(&self, number: u32) -> Option<&Exercise> {
-        self.exercises.iter().find(|exercise| exercise.number == number)
+        self.exercises
+            .iter()
+            .find(|exercise| exercise.number == number)
     }
 }
 

@@ -24,27 +24,94 @@ pub struct Step(pub Map<String, Value>);
 impl Step {
     /// `kind field=value …`, for messages.
     pub fn describe(&self) -> String {
-        let kind = self.0.get("kind").and_then(Value::as_str).unwrap_or("event");
-        let fields: Vec<String> =
-            self.0.iter().filter(|(key, _)| *key != "kind").map(|(key, value)| format!("{key}={value}")).collect();
-        if fields.is_empty() { kind.to_string() } else { format!("{kind} {}", fields.join(" ")) }
+        let kind = self
+            .0
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("event");
+        let fields: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(key, _)| *key != "kind")
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        if fields.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind} {}", fields.join(" "))
+        }
     }
 }
 
 /// The fields of each kind of event (`tracer/SCHEMA.md`), besides `v`, `seq`, `tsc`, `dom`
 /// and `kind`, which every event has.
 const FIELDS: [(&str, &[&str]); 12] = [
-    ("boot", &["hv", "cpu", "svm_revision", "nested_paging", "nrip_save", "decode_assists", "tsc_hz", "ram_mib"]),
+    (
+        "boot",
+        &[
+            "hv",
+            "cpu",
+            "svm_revision",
+            "nested_paging",
+            "nrip_save",
+            "decode_assists",
+            "tsc_hz",
+            "ram_mib",
+        ],
+    ),
     ("domain", &["state", "name", "status", "reason"]),
-    ("exit", &[
-        "exitcode", "reason", "exitinfo1", "exitinfo2", "exitintinfo", "rip", "cs", "cpl", "rflags", "cr0", "cr2", "cr3", "cr4", "efer",
-        "regs", "insn",
-    ]),
+    (
+        "exit",
+        &[
+            "exitcode",
+            "reason",
+            "exitinfo1",
+            "exitinfo2",
+            "exitintinfo",
+            "rip",
+            "cs",
+            "cpl",
+            "rflags",
+            "cr0",
+            "cr2",
+            "cr3",
+            "cr4",
+            "efer",
+            "regs",
+            "insn",
+        ],
+    ),
     ("decide", &["action", "why", "at"]),
     ("emulate", &["what", "changes"]),
-    ("inject", &["vector", "name", "type", "error_code", "cr2", "handler", "synthetic"]),
-    ("bounce", &["vector", "name", "error_code", "cr2", "handler", "frame", "interrupts", "synthetic"]),
-    ("return", &["via", "vector", "name", "rip", "cs", "rflags", "rsp"]),
+    (
+        "inject",
+        &[
+            "vector",
+            "name",
+            "type",
+            "error_code",
+            "cr2",
+            "handler",
+            "synthetic",
+        ],
+    ),
+    (
+        "bounce",
+        &[
+            "vector",
+            "name",
+            "error_code",
+            "cr2",
+            "handler",
+            "frame",
+            "interrupts",
+            "synthetic",
+        ],
+    ),
+    (
+        "return",
+        &["via", "vector", "name", "rip", "cs", "rflags", "rsp"],
+    ),
     ("resume", &["rip", "rflags", "regs", "cycles"]),
     ("console", &["text"]),
     ("lost", &["count"]),
@@ -56,11 +123,18 @@ impl Step {
     /// last `[[expect]]` table by mistake), or a missing or unknown kind: the step could
     /// never match.
     pub fn unknown_field(&self) -> Option<String> {
-        let Some(kind) = self.0.get("kind").and_then(Value::as_str) else { return Some("kind".into()) };
-        let Some((_, fields)) = FIELDS.iter().find(|(name, _)| *name == kind) else { return Some(format!("kind = {kind:?}")) };
+        let Some(kind) = self.0.get("kind").and_then(Value::as_str) else {
+            return Some("kind".into());
+        };
+        let Some((_, fields)) = FIELDS.iter().find(|(name, _)| *name == kind) else {
+            return Some(format!("kind = {kind:?}"));
+        };
         self.0
             .keys()
-            .find(|key| !["v", "seq", "tsc", "dom", "kind"].contains(&key.as_str()) && !fields.contains(&key.as_str()))
+            .find(|key| {
+                !["v", "seq", "tsc", "dom", "kind"].contains(&key.as_str())
+                    && !fields.contains(&key.as_str())
+            })
             .cloned()
     }
 }
@@ -80,12 +154,18 @@ pub struct Mismatch {
 
 impl Mismatch {
     pub fn explain(&self) -> String {
-        let mut text = format!("step {} of the expected flow did not happen: expected {}", self.step + 1, self.expected);
+        let mut text = format!(
+            "step {} of the expected flow did not happen: expected {}",
+            self.step + 1,
+            self.expected
+        );
         if let Some(seq) = self.after_seq {
             text.push_str(&format!(" after event {seq}"));
         }
         match &self.nearest {
-            Some(nearest) => text.push_str(&format!("; the nearest event of that kind was: {nearest}")),
+            Some(nearest) => {
+                text.push_str(&format!("; the nearest event of that kind was: {nearest}"))
+            }
             None => text.push_str("; no event of that kind came after it"),
         }
         text
@@ -99,13 +179,19 @@ pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), 
 
 /// Check `events` against `steps`; on a match, the index of the event each step matched
 /// (the book marks them in the traces it shows).
-pub fn matched_events(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<Vec<usize>, Mismatch> {
+pub fn matched_events(
+    steps: &[Step],
+    events: &[Event],
+    symbols: &Symbols,
+) -> Result<Vec<usize>, Mismatch> {
     let values: Vec<Value> = events.iter().map(json::to_value).collect();
     let mut position = 0;
     let mut after_seq = None;
     let mut matched = Vec::with_capacity(steps.len());
     for (index, step) in steps.iter().enumerate() {
-        match (position..values.len()).find(|&candidate| matches(&step.0, &values[candidate], symbols)) {
+        match (position..values.len())
+            .find(|&candidate| matches(&step.0, &values[candidate], symbols))
+        {
             Some(found) => {
                 after_seq = Some(events[found].seq);
                 position = found + 1;
@@ -116,7 +202,12 @@ pub fn matched_events(steps: &[Step], events: &[Event], symbols: &Symbols) -> Re
                 let nearest = (position..values.len())
                     .find(|&candidate| kind.is_none() || values[candidate].get("kind") == kind)
                     .map(|candidate| traplab_tracer::text::line(&events[candidate]));
-                return Err(Mismatch { step: index, expected: step.describe(), after_seq, nearest });
+                return Err(Mismatch {
+                    step: index,
+                    expected: step.describe(),
+                    after_seq,
+                    nearest,
+                });
             }
         }
     }
@@ -125,21 +216,31 @@ pub fn matched_events(steps: &[Step], events: &[Event], symbols: &Symbols) -> Re
 
 /// Does `event` have every field of `pattern`?
 fn matches(pattern: &Map<String, Value>, event: &Value, symbols: &Symbols) -> bool {
-    pattern.iter().all(|(key, expected)| event.get(key).is_some_and(|actual| value_matches(expected, actual, symbols)))
+    pattern.iter().all(|(key, expected)| {
+        event
+            .get(key)
+            .is_some_and(|actual| value_matches(expected, actual, symbols))
+    })
 }
 
 fn value_matches(expected: &Value, actual: &Value, symbols: &Symbols) -> bool {
     match (expected, actual) {
         (Value::Object(pattern), Value::Object(_)) => matches(pattern, actual, symbols),
         // An array pattern: each of its elements matches some element of the event's array.
-        (Value::Array(patterns), Value::Array(elements)) => {
-            patterns.iter().all(|pattern| elements.iter().any(|element| value_matches(pattern, element, symbols)))
+        (Value::Array(patterns), Value::Array(elements)) => patterns.iter().all(|pattern| {
+            elements
+                .iter()
+                .any(|element| value_matches(pattern, element, symbols))
+        }),
+        (Value::String(text), _) if text.starts_with("sym:") => symbols
+            .resolve(&text[4..])
+            .is_some_and(|address| as_number(actual) == Some(address)),
+        (Value::String(text), Value::String(actual)) if text.starts_with("contains:") => {
+            actual.contains(&text[9..])
         }
-        (Value::String(text), _) if text.starts_with("sym:") => {
-            symbols.resolve(&text[4..]).is_some_and(|address| as_number(actual) == Some(address))
+        (Value::String(text), Value::String(actual)) if text.starts_with("prefix:") => {
+            actual.starts_with(&text[7..])
         }
-        (Value::String(text), Value::String(actual)) if text.starts_with("contains:") => actual.contains(&text[9..]),
-        (Value::String(text), Value::String(actual)) if text.starts_with("prefix:") => actual.starts_with(&text[7..]),
         (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
             as_number(expected).is_some() && as_number(expected) == as_number(actual)
         }
@@ -149,7 +250,9 @@ fn value_matches(expected: &Value, actual: &Value, symbols: &Symbols) -> bool {
 
 fn as_number(value: &Value) -> Option<u64> {
     match value {
-        Value::Number(number) => number.as_u64().or_else(|| number.as_i64().map(|n| n as u64)),
+        Value::Number(number) => number
+            .as_u64()
+            .or_else(|| number.as_i64().map(|n| n as u64)),
         Value::String(text) => traplab_abi::event::hex::parse(text),
         _ => None,
     }
@@ -158,7 +261,7 @@ fn as_number(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use traplab_abi::event::{Body, Console, Inject, EventType};
+    use traplab_abi::event::{Body, Console, EventType, Inject};
 
     fn step(toml_text: &str) -> Step {
         toml::from_str(toml_text).unwrap()
@@ -175,9 +278,24 @@ mod tests {
             synthetic: false,
         });
         vec![
-            Event { seq: 0, tsc: 0, dom: Some(0), body: Body::Console(Console { text: "a".into() }) },
-            Event { seq: 1, tsc: 0, dom: Some(0), body: inject },
-            Event { seq: 2, tsc: 0, dom: Some(0), body: Body::Console(Console { text: "b".into() }) },
+            Event {
+                seq: 0,
+                tsc: 0,
+                dom: Some(0),
+                body: Body::Console(Console { text: "a".into() }),
+            },
+            Event {
+                seq: 1,
+                tsc: 0,
+                dom: Some(0),
+                body: inject,
+            },
+            Event {
+                seq: 2,
+                tsc: 0,
+                dom: Some(0),
+                body: Body::Console(Console { text: "b".into() }),
+            },
         ]
     }
 
@@ -185,26 +303,45 @@ mod tests {
     fn steps_match_in_order_with_loose_numbers() {
         let steps = [
             step(r#"kind = "console""#),
-            step(r#"kind = "inject"
+            step(
+                r#"kind = "inject"
                      vector = 14
                      error_code = "0x2"
-                     cr2 = 0x40000000"#),
-            step(r#"kind = "console"
-                     text = "contains:b""#),
+                     cr2 = 0x40000000"#,
+            ),
+            step(
+                r#"kind = "console"
+                     text = "contains:b""#,
+            ),
         ];
         assert_eq!(check(&steps, &events(), &Symbols::default()), Ok(()));
     }
 
     #[test]
     fn a_missing_step_is_explained_with_the_nearest_event() {
-        let steps = [step(r#"kind = "inject"
-                              vector = 13"#)];
+        let steps = [step(
+            r#"kind = "inject"
+                              vector = 13"#,
+        )];
         let mismatch = check(&steps, &events(), &Symbols::default()).unwrap_err();
         assert_eq!(mismatch.step, 0);
-        assert!(mismatch.explain().contains("expected inject vector=13"), "{}", mismatch.explain());
-        assert!(mismatch.explain().contains("#PF (vector 14"), "{}", mismatch.explain());
-        let order = [step(r#"kind = "console"
-                             text = "b""#), step(r#"kind = "inject""#)];
+        assert!(
+            mismatch.explain().contains("expected inject vector=13"),
+            "{}",
+            mismatch.explain()
+        );
+        assert!(
+            mismatch.explain().contains("#PF (vector 14"),
+            "{}",
+            mismatch.explain()
+        );
+        let order = [
+            step(
+                r#"kind = "console"
+                             text = "b""#,
+            ),
+            step(r#"kind = "inject""#),
+        ];
         let mismatch = check(&order, &events(), &Symbols::default()).unwrap_err();
         assert_eq!((mismatch.step, mismatch.after_seq), (1, Some(2)));
     }

@@ -29,20 +29,34 @@ pub fn expectation(step: &Step) -> String {
         "inject" => inject_expectation(step),
         "bounce" => {
             let vector = number(step, "vector");
-            let name = vector.map_or("an exception".to_string(), |vector| exception_name(vector as u8));
-            let mut text = format!("the hypervisor to bounce {name} to the handler the guest registered with set_trap_table");
-            details(&mut text, step, &[("error_code", "error code"), ("cr2", "CR2")]);
+            let name = vector.map_or("an exception".to_string(), |vector| {
+                exception_name(vector as u8)
+            });
+            let mut text = format!(
+                "the hypervisor to bounce {name} to the handler the guest registered with set_trap_table"
+            );
+            details(
+                &mut text,
+                step,
+                &[("error_code", "error code"), ("cr2", "CR2")],
+            );
             text
         }
         "emulate" => match step.0.get("what") {
             Some(what) => format!("the hypervisor to emulate {}", quoted(what)),
             None => {
                 let names = changes(step);
-                if names.is_empty() { "the hypervisor to emulate something".into() } else { format!("the hypervisor's emulation to change {names}") }
+                if names.is_empty() {
+                    "the hypervisor to emulate something".into()
+                } else {
+                    format!("the hypervisor's emulation to change {names}")
+                }
             }
         },
         "return" => {
-            let name = number(step, "vector").map_or("a".to_string(), |vector| format!("the {}", exception_name(vector as u8)));
+            let name = number(step, "vector").map_or("a".to_string(), |vector| {
+                format!("the {}", exception_name(vector as u8))
+            });
             let via = match step.0.get("via").and_then(Value::as_str) {
                 Some("iret") => " with IRET",
                 Some("hypercall") => " with the iret hypercall",
@@ -79,15 +93,35 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         .and_then(|seq| events.iter().position(|event| event.seq == seq))
         .map_or(0, |index| index + 1);
     let dom = dom(step);
-    let later: Vec<&Event> = events[from..].iter().filter(|event| dom.is_none() || event.dom == dom).collect();
+    let later: Vec<&Event> = events[from..]
+        .iter()
+        .filter(|event| dom.is_none() || event.dom == dom)
+        .collect();
     let kind = step.0.get("kind").and_then(Value::as_str).unwrap_or("");
     // The hypervisor's next decision, leaving out the guest's printing (one exit per byte),
     // which comes between almost everything.
-    let decision = later.iter().enumerate().find_map(|(index, event)| match &event.body {
-        Body::Decide(decide) if !is_console_output(later[..index].iter().rev().find(|event| matches!(event.body, Body::Exit(_)))) => Some(decide),
-        _ => None,
-    });
-    let next_of_kind = |wanted: &str| later.iter().find(|event| event.body.kind() == wanted).map(|event| event_text(event));
+    let decision = later
+        .iter()
+        .enumerate()
+        .find_map(|(index, event)| match &event.body {
+            Body::Decide(decide)
+                if !is_console_output(
+                    later[..index]
+                        .iter()
+                        .rev()
+                        .find(|event| matches!(event.body, Body::Exit(_))),
+                ) =>
+            {
+                Some(decide)
+            }
+            _ => None,
+        });
+    let next_of_kind = |wanted: &str| {
+        later
+            .iter()
+            .find(|event| event.body.kind() == wanted)
+            .map(|event| event_text(event))
+    };
     let vector = number(step, "vector");
 
     let mut sentence = match kind {
@@ -98,10 +132,15 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
                 Body::Bounce(bounce) => Some(bounce.vector as u64) == vector,
                 _ => false,
             });
-            let raised = later.iter().enumerate().find(|(_, event)| match &event.body {
-                Body::Exit(exit) => vector.is_some_and(|vector| vector < 32 && exit.exitcode == 0x40 + vector),
-                _ => false,
-            });
+            let raised = later
+                .iter()
+                .enumerate()
+                .find(|(_, event)| match &event.body {
+                    Body::Exit(exit) => {
+                        vector.is_some_and(|vector| vector < 32 && exit.exitcode == 0x40 + vector)
+                    }
+                    _ => false,
+                });
             let its_decision = raised.and_then(|(index, _)| {
                 later[index..].iter().find_map(|event| match &event.body {
                     Body::Decide(decide) => Some(decide),
@@ -119,14 +158,18 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
         }
         "decide" | "inject" | "bounce" => match decision {
             // The decision was the expected kind of action: the details differ.
-            Some(decide) if kind == "inject" && decide.action == Action::Reflect => match next_of_kind("inject") {
-                Some(line) => format!("it injected something else: {line}"),
-                None => decided(decide),
-            },
-            Some(decide) if kind == "bounce" && decide.action == Action::Bounce => match next_of_kind("bounce") {
-                Some(line) => format!("it bounced something else: {line}"),
-                None => decided(decide),
-            },
+            Some(decide) if kind == "inject" && decide.action == Action::Reflect => {
+                match next_of_kind("inject") {
+                    Some(line) => format!("it injected something else: {line}"),
+                    None => decided(decide),
+                }
+            }
+            Some(decide) if kind == "bounce" && decide.action == Action::Bounce => {
+                match next_of_kind("bounce") {
+                    Some(line) => format!("it bounced something else: {line}"),
+                    None => decided(decide),
+                }
+            }
             Some(decide) => decided(decide),
             None => "the hypervisor made no decision after that".into(),
         },
@@ -140,12 +183,17 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
             let code = number(step, "exitcode");
             let reason = step.0.get("reason").and_then(Value::as_str);
             let same = later.iter().find(|event| match &event.body {
-                Body::Exit(exit) => code.is_none_or(|code| exit.exitcode == code) && reason.is_none_or(|reason| exit.reason == reason),
+                Body::Exit(exit) => {
+                    code.is_none_or(|code| exit.exitcode == code)
+                        && reason.is_none_or(|reason| exit.reason == reason)
+                }
                 _ => false,
             });
             let name = code.map(svm::exit_name).or(reason);
             match (same, name) {
-                (Some(event), Some(_)) => format!("the nearest such exit was different: {}", event_text(event)),
+                (Some(event), Some(_)) => {
+                    format!("the nearest such exit was different: {}", event_text(event))
+                }
                 (Some(event), None) => format!("the next exit was: {}", event_text(event)),
                 (None, Some(name)) => format!("no {name} exit came"),
                 (None, None) => "no exit came".into(),
@@ -194,15 +242,24 @@ fn is_console_output(exit: Option<&&Event>) -> bool {
             let info = svm::IoioInfo::decode(exit.exitinfo1);
             !info.input && (0x3f8..=0x3ff).contains(&info.port)
         }
-        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::VMMCALL => exit.regs.rax == traplab_abi::hypercall::CONSOLE_WRITE,
+        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::VMMCALL => {
+            exit.regs.rax == traplab_abi::hypercall::CONSOLE_WRITE
+        }
         _ => false,
     }
 }
 
 /// `event 4 (dom0 emulate): OUT 'H' to the console UART; …`: an event inside a sentence.
 fn event_text(event: &Event) -> String {
-    let dom = event.dom.map_or("hv".to_string(), |dom| format!("dom{dom}"));
-    format!("event {} ({dom} {}): {}", event.seq, event.body.kind(), text::detail(event))
+    let dom = event
+        .dom
+        .map_or("hv".to_string(), |dom| format!("dom{dom}"));
+    format!(
+        "event {} ({dom} {}): {}",
+        event.seq,
+        event.body.kind(),
+        text::detail(event)
+    )
 }
 
 /// "it reflected it into the guest's IDT at hv/src/exit/exception.rs:98: \"why\"".
@@ -223,19 +280,41 @@ fn exit_expectation(step: &Step) -> String {
     let mut text = match (code, reason) {
         (Some(code @ 0x40..=0x5f), _) => {
             let vector = (code - 0x40) as u8;
-            format!("the guest to raise {} (exit code {code:#x})", x86::exception(vector).mnemonic)
+            format!(
+                "the guest to raise {} (exit code {code:#x})",
+                x86::exception(vector).mnemonic
+            )
         }
-        (Some(code), _) => format!("the guest to exit with {} (exit code {code:#x})", svm::exit_name(code)),
-        (None, Some(reason)) if reason.starts_with("EXCP_") => format!("the guest to raise {} (exit {reason})", &reason.replacen("EXCP_", "#", 1)),
+        (Some(code), _) => format!(
+            "the guest to exit with {} (exit code {code:#x})",
+            svm::exit_name(code)
+        ),
+        (None, Some(reason)) if reason.starts_with("EXCP_") => format!(
+            "the guest to raise {} (exit {reason})",
+            &reason.replacen("EXCP_", "#", 1)
+        ),
         (None, Some(reason)) => format!("the guest to exit with {reason}"),
         (None, None) => "the guest to exit to the hypervisor".into(),
     };
-    details(&mut text, step, &[("exitinfo1", "EXITINFO1"), ("exitinfo2", "EXITINFO2"), ("exitintinfo", "EXITINTINFO"), ("cpl", "CPL"), ("rip", "RIP")]);
+    details(
+        &mut text,
+        step,
+        &[
+            ("exitinfo1", "EXITINFO1"),
+            ("exitinfo2", "EXITINFO2"),
+            ("exitintinfo", "EXITINTINFO"),
+            ("cpl", "CPL"),
+            ("rip", "RIP"),
+        ],
+    );
     if let Some(insn) = step.0.get("insn") {
         text.push_str(&format!(", at the instruction {}", quoted(insn)));
     }
     if let Some(Value::Object(registers)) = step.0.get("regs") {
-        let registers: Vec<String> = registers.iter().map(|(name, value)| format!("{} = {}", name.to_uppercase(), plain(value))).collect();
+        let registers: Vec<String> = registers
+            .iter()
+            .map(|(name, value)| format!("{} = {}", name.to_uppercase(), plain(value)))
+            .collect();
         text.push_str(&format!(", with {}", registers.join(", ")));
     }
     text
@@ -252,8 +331,12 @@ fn decide_expectation(step: &Step) -> String {
         _ => "the hypervisor to decide".into(),
     };
     match step.0.get("why") {
-        Some(Value::String(why)) if why.starts_with("contains:") => text.push_str(&format!(" for a reason containing \"{}\"", &why[9..])),
-        Some(Value::String(why)) if why.starts_with("prefix:") => text.push_str(&format!(" for a reason starting \"{}\"", &why[7..])),
+        Some(Value::String(why)) if why.starts_with("contains:") => {
+            text.push_str(&format!(" for a reason containing \"{}\"", &why[9..]))
+        }
+        Some(Value::String(why)) if why.starts_with("prefix:") => {
+            text.push_str(&format!(" for a reason starting \"{}\"", &why[7..]))
+        }
         Some(why) => text.push_str(&format!(", saying {}", quoted(why))),
         None => {}
     }
@@ -268,17 +351,31 @@ fn inject_expectation(step: &Step) -> String {
     let kind = step.0.get("type").and_then(Value::as_str);
     let name = match (vector, kind) {
         (Some(vector), Some("interrupt")) => format!("interrupt {vector:#x}"),
-        (Some(vector), Some("software")) if vector >= 32 => format!("the software interrupt INT {vector:#x}"),
-        (Some(vector), Some("software")) => format!("{} as a software interrupt", exception_name(vector as u8)),
+        (Some(vector), Some("software")) if vector >= 32 => {
+            format!("the software interrupt INT {vector:#x}")
+        }
+        (Some(vector), Some("software")) => {
+            format!("{} as a software interrupt", exception_name(vector as u8))
+        }
         (Some(vector), _) if vector < 32 => exception_name(vector as u8),
         (Some(vector), _) => format!("vector {vector:#x}"),
         (None, _) => "an event".into(),
     };
     let mut text = match vector {
-        Some(vector) => format!("the hypervisor to reflect {name} into the guest's IDT (inject vector {vector})"),
+        Some(vector) => format!(
+            "the hypervisor to reflect {name} into the guest's IDT (inject vector {vector})"
+        ),
         None => format!("the hypervisor to inject {name}"),
     };
-    details(&mut text, step, &[("error_code", "error code"), ("cr2", "CR2"), ("handler", "handler")]);
+    details(
+        &mut text,
+        step,
+        &[
+            ("error_code", "error code"),
+            ("cr2", "CR2"),
+            ("handler", "handler"),
+        ],
+    );
     match step.0.get("synthetic").and_then(Value::as_bool) {
         Some(true) => text.push_str(", made up by the hypervisor (synthetic)"),
         Some(false) => text.push_str(", as the CPU raised it (not synthetic)"),
@@ -307,7 +404,11 @@ fn domain_expectation(step: &Step) -> String {
 fn details(text: &mut String, step: &Step, fields: &[(&str, &str)]) {
     let parts: Vec<String> = fields
         .iter()
-        .filter_map(|(key, label)| step.0.get(*key).map(|value| format!("{label} {}", plain(value))))
+        .filter_map(|(key, label)| {
+            step.0
+                .get(*key)
+                .map(|value| format!("{label} {}", plain(value)))
+        })
         .collect();
     if !parts.is_empty() {
         text.push_str(&format!(" with {}", parts.join(", ")));
@@ -326,12 +427,17 @@ fn changes(step: &Step) -> String {
 }
 
 fn dom(step: &Step) -> Option<u16> {
-    step.0.get("dom").and_then(Value::as_u64).map(|dom| dom as u16)
+    step.0
+        .get("dom")
+        .and_then(Value::as_u64)
+        .map(|dom| dom as u16)
 }
 
 fn number(step: &Step, key: &str) -> Option<u64> {
     match step.0.get(key)? {
-        Value::Number(number) => number.as_u64().or_else(|| number.as_i64().map(|n| n as u64)),
+        Value::Number(number) => number
+            .as_u64()
+            .or_else(|| number.as_i64().map(|n| n as u64)),
         Value::String(text) => traplab_abi::event::hex::parse(text),
         _ => None,
     }
@@ -369,7 +475,9 @@ fn plain(value: &Value) -> String {
             None => number.to_string(),
         },
         Value::String(text) if text.starts_with("sym:") => format!("`{}`", &text[4..]),
-        Value::String(text) if text.starts_with("contains:") || text.starts_with("prefix:") => quoted(value),
+        Value::String(text) if text.starts_with("contains:") || text.starts_with("prefix:") => {
+            quoted(value)
+        }
         Value::String(text) => text.clone(),
         other => other.to_string(),
     }
@@ -386,13 +494,23 @@ mod tests {
 
     #[test]
     fn an_injection_reads_as_a_reflection() {
-        let text = expectation(&step("kind = \"inject\"\nvector = 14\nerror_code = 2\nsynthetic = false"));
+        let text = expectation(&step(
+            "kind = \"inject\"\nvector = 14\nerror_code = 2\nsynthetic = false",
+        ));
         assert_eq!(
             text,
             "the hypervisor to reflect #PF (page fault) into the guest's IDT (inject vector 14) with error code 2, as the CPU raised it (not synthetic)"
         );
-        assert_eq!(expectation(&step("kind = \"console\"\ntext = \"contains:three\"\ndom = 1")), "the guest to print a line containing \"three\" (in domain 1)");
-        assert_eq!(expectation(&step("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")), "the guest to raise #PF (exit code 0x4e) with EXITINFO1 3");
+        assert_eq!(
+            expectation(&step(
+                "kind = \"console\"\ntext = \"contains:three\"\ndom = 1"
+            )),
+            "the guest to print a line containing \"three\" (in domain 1)"
+        );
+        assert_eq!(
+            expectation(&step("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")),
+            "the guest to raise #PF (exit code 0x4e) with EXITINFO1 3"
+        );
     }
 
     #[test]
@@ -415,13 +533,32 @@ mod tests {
             regs: Default::default(),
             insn: Default::default(),
         };
-        let decide = Decide { action: Action::Reflect, why: "the guest owns its exceptions".into(), at: "hv/src/exit/exception.rs:98".into() };
+        let decide = Decide {
+            action: Action::Reflect,
+            why: "the guest owns its exceptions".into(),
+            at: "hv/src/exit/exception.rs:98".into(),
+        };
         let events = vec![
-            Event { seq: 7, tsc: 0, dom: Some(0), body: Body::Exit(exit) },
-            Event { seq: 8, tsc: 0, dom: Some(0), body: Body::Decide(decide) },
+            Event {
+                seq: 7,
+                tsc: 0,
+                dom: Some(0),
+                body: Body::Exit(exit),
+            },
+            Event {
+                seq: 8,
+                tsc: 0,
+                dom: Some(0),
+                body: Body::Decide(decide),
+            },
         ];
         let expected = step("kind = \"decide\"\naction = \"emulate\"");
-        let mismatch = Mismatch { step: 1, expected: expected.describe(), after_seq: Some(7), nearest: None };
+        let mismatch = Mismatch {
+            step: 1,
+            expected: expected.describe(),
+            after_seq: Some(7),
+            nearest: None,
+        };
         assert_eq!(
             instead(&expected, &mismatch, &events),
             "the hypervisor reflected it into the guest's IDT at hv/src/exit/exception.rs:98: \"the guest owns its exceptions\"; then the guest printed nothing more"

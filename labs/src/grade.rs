@@ -48,20 +48,33 @@ pub enum Problem {
         explanation: String,
     },
     /// A domain ended otherwise than expected.
-    Domain { dom: u16, guest: String, explanation: String },
+    Domain {
+        dom: u16,
+        guest: String,
+        explanation: String,
+    },
 }
 
 impl Verdict {
     /// The verdict for a terminal: one line when it passed, the explanations when not.
     pub fn report(&self, lab: &Lab, exercise: Option<&Exercise>) -> String {
         let name = match exercise {
-            Some(exercise) => format!("{} exercise {} ({})", lab.id, exercise.number, exercise.title),
+            Some(exercise) => format!(
+                "{} exercise {} ({})",
+                lab.id, exercise.number, exercise.title
+            ),
             None => lab.id.clone(),
         };
         if self.passed {
-            return format!("{name}: passed ({} steps matched, every domain ended as expected)\n", self.steps);
+            return format!(
+                "{name}: passed ({} steps matched, every domain ended as expected)\n",
+                self.steps
+            );
         }
-        let mut text = format!("{name}: NOT PASSED ({} of {} steps matched)\n", self.matched, self.steps);
+        let mut text = format!(
+            "{name}: NOT PASSED ({} of {} steps matched)\n",
+            self.matched, self.steps
+        );
         for problem in &self.problems {
             text.push_str(&format!("  - {}\n", problem.explanation()));
         }
@@ -72,7 +85,10 @@ impl Verdict {
                 exercise.files.join(", "),
                 lab.id
             )),
-            None => text.push_str(&format!("  `traplab trace {}` shows the whole trace.\n", lab.id)),
+            None => text.push_str(&format!(
+                "  `traplab trace {}` shows the whole trace.\n",
+                lab.id
+            )),
         }
         text
     }
@@ -81,7 +97,9 @@ impl Verdict {
 impl Problem {
     pub fn explanation(&self) -> &str {
         match self {
-            Problem::Run { explanation } | Problem::Step { explanation, .. } | Problem::Domain { explanation, .. } => explanation,
+            Problem::Run { explanation }
+            | Problem::Step { explanation, .. }
+            | Problem::Domain { explanation, .. } => explanation,
         }
     }
 }
@@ -93,7 +111,10 @@ pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbol
         Some(exercise) => exercise.expected(lab),
         None => lab.expected(),
     };
-    let mut problems: Vec<Problem> = run::unsound(run).into_iter().map(|explanation| Problem::Run { explanation }).collect();
+    let mut problems: Vec<Problem> = run::unsound(run)
+        .into_iter()
+        .map(|explanation| Problem::Run { explanation })
+        .collect();
     let matched = match crate::expect::check(expected.steps, &run.events, symbols) {
         Ok(()) => expected.steps.len(),
         Err(mismatch) => {
@@ -105,7 +126,12 @@ pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbol
                 explain::expectation(step),
                 explain::instead(step, &mismatch, &run.events)
             );
-            problems.push(Problem::Step { step: mismatch.step + 1, expected: mismatch.expected.clone(), after_seq: mismatch.after_seq, explanation });
+            problems.push(Problem::Step {
+                step: mismatch.step + 1,
+                expected: mismatch.expected.clone(),
+                after_seq: mismatch.after_seq,
+                explanation,
+            });
             mismatch.step
         }
     };
@@ -128,10 +154,21 @@ fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
         let dom = index as u16;
         let must_be_killed = expected.killed.contains(&dom);
         let ending = run::ending(&run.events, dom);
-        let wanted = if must_be_killed { "to be killed".to_string() } else { format!("to exit with status {}", expected.status) };
+        let wanted = if must_be_killed {
+            "to be killed".to_string()
+        } else {
+            format!("to exit with status {}", expected.status)
+        };
         let actual = match &ending {
-            Some(Ending { state: DomainState::Killed, .. }) if must_be_killed => continue,
-            Some(Ending { state: DomainState::Exited, status: Some(status), .. }) if !must_be_killed && *status == expected.status => continue,
+            Some(Ending {
+                state: DomainState::Killed,
+                ..
+            }) if must_be_killed => continue,
+            Some(Ending {
+                state: DomainState::Exited,
+                status: Some(status),
+                ..
+            }) if !must_be_killed && *status == expected.status => continue,
             Some(ending) => format!("it {}", ending.describe()),
             None => "it never ended".to_string(),
         };
@@ -158,28 +195,60 @@ mod tests {
     }
 
     fn ended(dom: u16, state: DomainState, status: Option<i32>) -> Event {
-        let domain = Domain { state, name: "a".into(), status, reason: Some("why".into()) };
-        Event { seq: 0, tsc: 0, dom: Some(dom), body: Body::Domain(domain) }
+        let domain = Domain {
+            state,
+            name: "a".into(),
+            status,
+            reason: Some("why".into()),
+        };
+        Event {
+            seq: 0,
+            tsc: 0,
+            dom: Some(dom),
+            body: Body::Domain(domain),
+        }
     }
 
     fn run(events: Vec<Event>) -> Run {
-        let finish = Finish { exit_code: Some(1), signal: None, hv_status: None, stderr: String::new(), interrupted: false, timed_out: false };
-        Run { events, log: Vec::new(), broken: Vec::new(), faults: Vec::new(), finish }
+        let finish = Finish {
+            exit_code: Some(1),
+            signal: None,
+            hv_status: None,
+            stderr: String::new(),
+            interrupted: false,
+            timed_out: false,
+        };
+        Run {
+            events,
+            log: Vec::new(),
+            broken: Vec::new(),
+            faults: Vec::new(),
+            finish,
+        }
     }
 
     #[test]
     fn each_domain_must_end_as_the_lab_says() {
-        let events = vec![ended(0, DomainState::Exited, Some(0)), ended(1, DomainState::Exited, Some(3))];
+        let events = vec![
+            ended(0, DomainState::Exited, Some(0)),
+            ended(1, DomainState::Exited, Some(3)),
+        ];
         let problems = domain_problems(&lab(vec![]), lab(vec![]).expected(), &run(events));
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].explanation(), "expected domain 1 (b) to exit with status 0, but it exited with status 3 (why)");
+        assert_eq!(
+            problems[0].explanation(),
+            "expected domain 1 (b) to exit with status 0, but it exited with status 3 (why)"
+        );
 
         let events = vec![ended(0, DomainState::Exited, Some(0))];
         let problems = domain_problems(&lab(vec![0]), lab(vec![0]).expected(), &run(events));
         let explanations: Vec<&str> = problems.iter().map(Problem::explanation).collect();
         assert_eq!(
             explanations,
-            ["expected domain 0 (a) to be killed, but it exited with status 0 (why)", "expected domain 1 (b) to exit with status 0, but it never ended"]
+            [
+                "expected domain 0 (a) to be killed, but it exited with status 0 (why)",
+                "expected domain 1 (b) to exit with status 0, but it never ended"
+            ]
         );
     }
 

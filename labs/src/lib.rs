@@ -47,7 +47,13 @@ pub fn machine_for(guests: &[&str]) -> Machine {
 pub fn machine_from(bare_dir: &Path, guests: &[&str]) -> Machine {
     Machine::new(
         bare_dir.join("traplab-hv"),
-        guests.iter().map(|name| Guest { name: name.to_string(), elf: bare_dir.join(name) }).collect(),
+        guests
+            .iter()
+            .map(|name| Guest {
+                name: name.to_string(),
+                elf: bare_dir.join(name),
+            })
+            .collect(),
     )
 }
 

@@ -13,7 +13,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run `machine` to its end and keep everything it produced.
 pub fn collect(machine: &Machine, timeout: Duration) -> Result<Run, SessionError> {
-    session::collect(machine, Options { timeout: Some(timeout), ..Options::default() })
+    session::collect(
+        machine,
+        Options {
+            timeout: Some(timeout),
+            ..Options::default()
+        },
+    )
 }
 
 /// What is wrong with the run itself, apart from the lab's flow: the hypervisor failed or
@@ -26,16 +32,26 @@ pub fn unsound(run: &Run) -> Vec<String> {
         problems.push("the run was interrupted (Ctrl-C)".to_string());
     }
     if finish.timed_out {
-        problems.push("the lab did not finish in time, so QEMU was stopped: does a guest spin forever?".to_string());
+        problems.push(
+            "the lab did not finish in time, so QEMU was stopped: does a guest spin forever?"
+                .to_string(),
+        );
     }
     match finish.hv_status {
         Some(HvStatus::Done) => {}
-        Some(status) => problems.push(format!("the hypervisor stopped with an error: {}", status.explain())),
+        Some(status) => problems.push(format!(
+            "the hypervisor stopped with an error: {}",
+            status.explain()
+        )),
         None if !finish.timed_out && !finish.interrupted => problems.push(format!(
             "QEMU stopped without a hypervisor status (exit code {:?}, signal {:?}){}",
             finish.exit_code,
             finish.signal,
-            if finish.stderr.trim().is_empty() { String::new() } else { format!("; QEMU said: {}", finish.stderr.trim()) }
+            if finish.stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!("; QEMU said: {}", finish.stderr.trim())
+            }
         )),
         None => {}
     }
@@ -45,7 +61,10 @@ pub fn unsound(run: &Run) -> Vec<String> {
     for fault in &run.faults {
         problems.push(format!("the trace is incomplete: {fault}"));
     }
-    if !matches!(run.events.first().map(|event| &event.body), Some(Body::Boot(_))) {
+    if !matches!(
+        run.events.first().map(|event| &event.body),
+        Some(Body::Boot(_))
+    ) {
         problems.push("the trace does not start with the hypervisor's boot event".to_string());
     }
     problems
@@ -75,11 +94,13 @@ impl Ending {
 /// How domain `dom` ended, from its last `domain` event; `None` when it never ended.
 pub fn ending(events: &[Event], dom: u16) -> Option<Ending> {
     events.iter().rev().find_map(|event| match &event.body {
-        Body::Domain(domain) if event.dom == Some(dom) && domain.state != DomainState::Created => Some(Ending {
-            state: domain.state,
-            status: domain.status,
-            reason: domain.reason.as_deref().unwrap_or("").to_string(),
-        }),
+        Body::Domain(domain) if event.dom == Some(dom) && domain.state != DomainState::Created => {
+            Some(Ending {
+                state: domain.state,
+                status: domain.status,
+                reason: domain.reason.as_deref().unwrap_or("").to_string(),
+            })
+        }
         _ => None,
     })
 }

@@ -7,7 +7,15 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 /// The anchors `traplab_labs::book` writes into `book/src/generated/<lab>.md`.
-const ANCHORS: [&str; 7] = ["facts", "summary", "flow", "excerpt", "questions", "exercises", "start"];
+const ANCHORS: [&str; 7] = [
+    "facts",
+    "summary",
+    "flow",
+    "excerpt",
+    "questions",
+    "exercises",
+    "start",
+];
 /// The parts every lab chapter must include.
 const CHAPTER_PARTS: [&str; 4] = ["facts", "flow", "questions", "exercises"];
 
@@ -18,7 +26,8 @@ fn book_source() -> PathBuf {
 /// The hand-written pages: every `.md` under `book/src` except the generated ones.
 fn pages() -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-        let entries = std::fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() && path.file_name().is_some_and(|name| name != "generated") {
@@ -107,13 +116,20 @@ fn includes(line: &str) -> Vec<(String, Option<String>)> {
 fn heading_ids(text: &str) -> BTreeSet<String> {
     prose_lines(text)
         .into_iter()
-        .filter_map(|(_, line)| line.strip_prefix('#').map(|heading| heading.trim_start_matches('#').trim()))
+        .filter_map(|(_, line)| {
+            line.strip_prefix('#')
+                .map(|heading| heading.trim_start_matches('#').trim())
+        })
         .map(|heading| {
             heading
                 .chars()
                 .filter_map(|character| match character {
                     ' ' => Some('-'),
-                    character if character.is_alphanumeric() || character == '-' || character == '_' => Some(character.to_ascii_lowercase()),
+                    character
+                        if character.is_alphanumeric() || character == '-' || character == '_' =>
+                    {
+                        Some(character.to_ascii_lowercase())
+                    }
                     _ => None,
                 })
                 .collect()
@@ -124,12 +140,21 @@ fn heading_ids(text: &str) -> BTreeSet<String> {
 #[test]
 fn every_relative_link_and_include_in_the_book_points_at_something() {
     let source = book_source();
-    let labs: Vec<String> = traplab_labs::all().expect("the catalogue parses").into_iter().map(|lab| lab.id).collect();
+    let labs: Vec<String> = traplab_labs::all()
+        .expect("the catalogue parses")
+        .into_iter()
+        .map(|lab| lab.id)
+        .collect();
     let mut broken = Vec::new();
     for page in pages() {
-        let text = std::fs::read_to_string(&page).unwrap_or_else(|error| panic!("{}: {error}", page.display()));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|error| panic!("{}: {error}", page.display()));
         let dir = page.parent().expect("a page is in a folder");
-        let name = page.strip_prefix(&source).unwrap_or(&page).display().to_string();
+        let name = page
+            .strip_prefix(&source)
+            .unwrap_or(&page)
+            .display()
+            .to_string();
         for (number, line) in prose_lines(&text) {
             for target in link_targets(line) {
                 if target.contains("://") || target.starts_with("mailto:") {
@@ -139,17 +164,25 @@ fn every_relative_link_and_include_in_the_book_points_at_something() {
                     Some((file, fragment)) => (file, Some(fragment)),
                     None => (target.as_str(), None),
                 };
-                let linked = if file.is_empty() { page.clone() } else { normalise(&dir.join(file)) };
+                let linked = if file.is_empty() {
+                    page.clone()
+                } else {
+                    normalise(&dir.join(file))
+                };
                 if !linked.is_file() {
                     broken.push(format!("{name}:{number}: link to {target}: no such file"));
                     continue;
                 }
                 if let Some(fragment) = fragment
-                    && linked.extension().is_some_and(|extension| extension == "md")
+                    && linked
+                        .extension()
+                        .is_some_and(|extension| extension == "md")
                 {
                     let linked_text = std::fs::read_to_string(&linked).unwrap_or_default();
                     if !heading_ids(&linked_text).contains(fragment) {
-                        broken.push(format!("{name}:{number}: link to {target}: no heading #{fragment} there"));
+                        broken.push(format!(
+                            "{name}:{number}: link to {target}: no heading #{fragment} there"
+                        ));
                     }
                 }
             }
@@ -160,7 +193,9 @@ fn every_relative_link_and_include_in_the_book_points_at_something() {
                     let file = generated.display().to_string();
                     let lab = file.strip_suffix(".md").unwrap_or(&file);
                     let known_file = file == "cli.md" || labs.iter().any(|id| id == lab);
-                    let known_anchor = anchor.as_deref().is_none_or(|anchor| ANCHORS.contains(&anchor));
+                    let known_anchor = anchor
+                        .as_deref()
+                        .is_none_or(|anchor| ANCHORS.contains(&anchor));
                     if !known_file || !known_anchor || (file == "cli.md") != anchor.is_none() {
                         broken.push(format!("{name}:{number}: include of {path}{}: `traplab book-traces` writes no such part", anchor.map(|anchor| format!(":{anchor}")).unwrap_or_default()));
                     }
@@ -170,7 +205,11 @@ fn every_relative_link_and_include_in_the_book_points_at_something() {
             }
         }
     }
-    assert!(broken.is_empty(), "broken links in the book:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "broken links in the book:\n{}",
+        broken.join("\n")
+    );
 }
 
 #[test]
@@ -180,18 +219,32 @@ fn every_lab_has_a_chapter_in_the_summary_that_includes_its_recorded_parts() {
     let listed: BTreeSet<String> = summary.lines().flat_map(link_targets).collect();
     for lab in traplab_labs::all().expect("the catalogue parses") {
         let chapter = format!("labs/{}.md", lab.id);
-        assert!(listed.contains(&chapter), "SUMMARY.md does not list {chapter}: a new lab brings its chapter");
-        let text = std::fs::read_to_string(source.join(&chapter)).unwrap_or_else(|error| panic!("{chapter}: {error}"));
+        assert!(
+            listed.contains(&chapter),
+            "SUMMARY.md does not list {chapter}: a new lab brings its chapter"
+        );
+        let text = std::fs::read_to_string(source.join(&chapter))
+            .unwrap_or_else(|error| panic!("{chapter}: {error}"));
         for part in CHAPTER_PARTS {
             let include = format!("{{{{#include ../generated/{}.md:{part}}}}}", lab.id);
-            assert!(text.contains(&include), "{chapter} does not include its `{part}` part: {include}");
+            assert!(
+                text.contains(&include),
+                "{chapter} does not include its `{part}` part: {include}"
+            );
         }
     }
     // And no page is left out of the table of contents.
     for page in pages() {
-        let relative = page.strip_prefix(&source).expect("under book/src").display().to_string();
+        let relative = page
+            .strip_prefix(&source)
+            .expect("under book/src")
+            .display()
+            .to_string();
         if relative != "SUMMARY.md" {
-            assert!(listed.contains(&relative), "SUMMARY.md does not list {relative}");
+            assert!(
+                listed.contains(&relative),
+                "SUMMARY.md does not list {relative}"
+            );
         }
     }
 }

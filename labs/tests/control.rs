@@ -16,7 +16,9 @@ fn until_stopped(session: &mut Session, control: &Control) -> Vec<Event> {
         while let Some(item) = session.next_within(Some(Duration::from_millis(5))) {
             match item {
                 Item::Event(event) => events.push(event),
-                Item::Finished(finish) => panic!("QEMU finished while we waited for a stop: {finish:?}"),
+                Item::Finished(finish) => {
+                    panic!("QEMU finished while we waited for a stop: {finish:?}")
+                }
                 _ => {}
             }
         }
@@ -25,21 +27,30 @@ fn until_stopped(session: &mut Session, control: &Control) -> Vec<Event> {
         {
             return events;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the hypervisor never stopped; got {events:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the hypervisor never stopped; got {events:?}"
+        );
     }
 }
 
 fn start(guest: &str) -> (Session, Control) {
     let mut machine = machine_for(&[guest]);
     machine.control = Some(ControlStart::Paused);
-    let options = Options { timeout: Some(Duration::from_secs(120)), ..Options::default() };
+    let options = Options {
+        timeout: Some(Duration::from_secs(120)),
+        ..Options::default()
+    };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
     let started = Instant::now();
     let control = loop {
         if let Some(control) = session.control() {
             break control;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the ring never appeared");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the ring never appeared"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     (session, control)
@@ -50,18 +61,39 @@ fn break_on_page_fault_then_step_through_the_flow() {
     let (mut session, control) = start("page-fault");
     // Stopped after the first event, the boot event.
     let first = until_stopped(&mut session, &control);
-    assert!(matches!(first.as_slice(), [Event { seq: 0, body: Body::Boot(_), .. }]), "{first:?}");
+    assert!(
+        matches!(
+            first.as_slice(),
+            [Event {
+                seq: 0,
+                body: Body::Boot(_),
+                ..
+            }]
+        ),
+        "{first:?}"
+    );
 
-    control.send(Command::AddBreak(Break::parse("pf").expect("pf is #PF"))).unwrap();
+    control
+        .send(Command::AddBreak(Break::parse("pf").expect("pf is #PF")))
+        .unwrap();
     control.send(Command::Continue).unwrap();
     let before = until_stopped(&mut session, &control);
-    let Some(Body::Exit(exit)) = before.last().map(|event| &event.body) else { panic!("stopped at an exit: {before:?}") };
+    let Some(Body::Exit(exit)) = before.last().map(|event| &event.body) else {
+        panic!("stopped at an exit: {before:?}")
+    };
     assert_eq!(exit.reason, "EXCP_PF");
-    assert!(!before.iter().any(|event| matches!(event.body, Body::Decide(_)) && event.seq > before.last().unwrap().seq));
+    assert!(!before.iter().any(
+        |event| matches!(event.body, Body::Decide(_)) && event.seq > before.last().unwrap().seq
+    ));
 
     // Frozen: nothing more comes while we do not step.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(session.next_within(Some(Duration::from_millis(50))).is_none(), "no event while stopped");
+    assert!(
+        session
+            .next_within(Some(Duration::from_millis(50)))
+            .is_none(),
+        "no event while stopped"
+    );
 
     // One step, one event: decide, inject, resume.
     let mut kinds = Vec::new();
@@ -79,7 +111,10 @@ fn break_on_page_fault_then_step_through_the_flow() {
     // Next trap: the next exit, whatever it is.
     control.send(Command::NextExit).unwrap();
     let next = until_stopped(&mut session, &control);
-    assert!(matches!(next.last().map(|event| &event.body), Some(Body::Exit(_))));
+    assert!(matches!(
+        next.last().map(|event| &event.body),
+        Some(Body::Exit(_))
+    ));
 
     control.send(Command::ClearBreaks).unwrap();
     control.send(Command::Continue).unwrap();
@@ -96,20 +131,32 @@ fn break_on_page_fault_then_step_through_the_flow() {
 fn break_on_a_port_and_a_hypercall() {
     let (mut session, control) = start("hypercall");
     until_stopped(&mut session, &control);
-    control.send(Command::AddBreak(Break::Hypercall(1))).unwrap();
+    control
+        .send(Command::AddBreak(Break::Hypercall(1)))
+        .unwrap();
     control.send(Command::Continue).unwrap();
     let events = until_stopped(&mut session, &control);
-    let Some(Body::Exit(exit)) = events.last().map(|event| &event.body) else { panic!("{events:?}") };
-    assert_eq!((exit.reason.as_ref(), exit.regs.rax), ("VMMCALL", 1), "the exit hypercall");
+    let Some(Body::Exit(exit)) = events.last().map(|event| &event.body) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (exit.reason.as_ref(), exit.regs.rax),
+        ("VMMCALL", 1),
+        "the exit hypercall"
+    );
     control.send(Command::Continue).unwrap();
     while session.next_item().is_some() {}
 
     let (mut session, control) = start("hello");
     until_stopped(&mut session, &control);
-    control.send(Command::AddBreak(Break::parse("port:0x3f8").unwrap())).unwrap();
+    control
+        .send(Command::AddBreak(Break::parse("port:0x3f8").unwrap()))
+        .unwrap();
     control.send(Command::Continue).unwrap();
     let events = until_stopped(&mut session, &control);
-    assert!(matches!(events.last().map(|event| &event.body), Some(Body::Exit(exit)) if exit.reason == "IOIO"));
+    assert!(
+        matches!(events.last().map(|event| &event.body), Some(Body::Exit(exit)) if exit.reason == "IOIO")
+    );
 }
 
 #[test]
@@ -117,11 +164,16 @@ fn pause_works_while_a_guest_spins_without_exits() {
     let mut machine = machine_for(&["spin"]);
     machine.control = Some(ControlStart::Run);
     machine.timer_hz = Some(50);
-    let options = Options { timeout: Some(Duration::from_secs(120)), ..Options::default() };
+    let options = Options {
+        timeout: Some(Duration::from_secs(120)),
+        ..Options::default()
+    };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
     let mut events = Vec::new();
     // Wait for the guest to start spinning.
-    while !events.iter().any(|event: &Event| matches!(&event.body, Body::Console(console) if console.text == "spinning")) {
+    while !events.iter().any(
+        |event: &Event| matches!(&event.body, Body::Console(console) if console.text == "spinning"),
+    ) {
         if let Some(Item::Event(event)) = session.next_within(Some(Duration::from_millis(10))) {
             events.push(event);
         }
@@ -132,7 +184,10 @@ fn pause_works_while_a_guest_spins_without_exits() {
     while quiet_since.elapsed() < Duration::from_millis(300) {
         if let Some(Item::Event(event)) = session.next_within(Some(Duration::from_millis(10)))
             && !matches!(&event.body, Body::Exit(exit) if exit.reason == "INTR")
-            && !matches!(event.body, Body::Decide(_) | Body::Emulate(_) | Body::Resume(_))
+            && !matches!(
+                event.body,
+                Body::Decide(_) | Body::Emulate(_) | Body::Resume(_)
+            )
         {
             quiet_since = std::time::Instant::now();
         }

@@ -10,11 +10,14 @@ use traplab_abi::event::{Body, DomainState, Event, EventType, ReturnPath};
 
 /// The first event that delivers `vector` (inject or bounce): its index and `synthetic`.
 fn first_delivery(events: &[Event], vector: u8) -> Option<(usize, bool)> {
-    events.iter().enumerate().find_map(|(index, event)| match &event.body {
-        Body::Inject(inject) if inject.vector == vector => Some((index, inject.synthetic)),
-        Body::Bounce(bounce) if bounce.vector == vector => Some((index, bounce.synthetic)),
-        _ => None,
-    })
+    events
+        .iter()
+        .enumerate()
+        .find_map(|(index, event)| match &event.body {
+            Body::Inject(inject) if inject.vector == vector => Some((index, inject.synthetic)),
+            Body::Bounce(bounce) if bounce.vector == vector => Some((index, bounce.synthetic)),
+            _ => None,
+        })
 }
 
 /// The exit that the flow holding `index` started with.
@@ -55,15 +58,22 @@ fn native_classes_are_raised_by_the_cpu_and_the_others_are_marked_synthetic() {
     ];
     for (guest, vector, native_exit) in table {
         let run = run(&[guest]);
-        let (index, synthetic) = first_delivery(&run.events, vector).unwrap_or_else(|| panic!("{guest}: vector {vector} delivered"));
+        let (index, synthetic) = first_delivery(&run.events, vector)
+            .unwrap_or_else(|| panic!("{guest}: vector {vector} delivered"));
         let exit = exit_before(&run.events, index);
         match native_exit {
             Some(code) => {
                 assert!(!synthetic, "{guest}: vector {vector} is native");
-                assert_eq!(exit.exitcode, code, "{guest}: the CPU exited with {code:#x}");
+                assert_eq!(
+                    exit.exitcode, code,
+                    "{guest}: the CPU exited with {code:#x}"
+                );
             }
             None => {
-                assert!(synthetic, "{guest}: vector {vector} is made up by the hypervisor");
+                assert!(
+                    synthetic,
+                    "{guest}: vector {vector} is made up by the hypervisor"
+                );
                 assert_eq!(exit.reason, "VMMCALL", "{guest}: on the guest's request");
             }
         }
@@ -75,22 +85,40 @@ fn native_classes_are_raised_by_the_cpu_and_the_others_are_marked_synthetic() {
 fn the_same_faults_reflected_and_bounced() {
     let run = run(&["faults-reflect", "faults-bounce"]);
     for (dom, model) in [(0u16, "reflect"), (1u16, "bounce")] {
-        let events: Vec<Event> = run.events.iter().filter(|event| event.dom == Some(dom)).cloned().collect();
+        let events: Vec<Event> = run
+            .events
+            .iter()
+            .filter(|event| event.dom == Some(dom))
+            .cloned()
+            .collect();
         let lines = console(&run.events, dom);
         for vector in [0u8, 3, 6, 14] {
-            let (index, synthetic) = first_delivery(&events, vector).unwrap_or_else(|| panic!("{model}: vector {vector}"));
+            let (index, synthetic) = first_delivery(&events, vector)
+                .unwrap_or_else(|| panic!("{model}: vector {vector}"));
             assert!(!synthetic);
             let exit = exit_before(&events, index).clone();
             let mnemonic = traplab_abi::x86::exception(vector).mnemonic;
             match (&events[index].body, model) {
                 (Body::Inject(inject), "reflect") => {
-                    let kind = if vector == 3 { EventType::Software } else { EventType::Exception };
+                    let kind = if vector == 3 {
+                        EventType::Software
+                    } else {
+                        EventType::Exception
+                    };
                     assert_eq!(inject.kind, kind);
                 }
                 (Body::Bounce(bounce), "bounce") => {
                     // The frame is below the red zone, 16-byte aligned before the pushes.
-                    let words = if traplab_abi::x86::exception(vector).has_error_code { 6 } else { 5 };
-                    assert_eq!(bounce.frame, ((exit.regs.rsp - 128) & !15) - 8 * words, "{mnemonic}");
+                    let words = if traplab_abi::x86::exception(vector).has_error_code {
+                        6
+                    } else {
+                        5
+                    };
+                    assert_eq!(
+                        bounce.frame,
+                        ((exit.regs.rsp - 128) & !15) - 8 * words,
+                        "{mnemonic}"
+                    );
                     assert!(!bounce.interrupts);
                 }
                 (other, _) => panic!("{model}: {mnemonic} delivered as {other:?}"),
@@ -99,9 +127,16 @@ fn the_same_faults_reflected_and_bounced() {
             // hypervisor wrote. They are the interrupted ones (after the INT3 for #BP).
             let rip = if vector == 3 { exit.rip + 1 } else { exit.rip };
             let expected = format!("{mnemonic} at {rip:#x}, RSP {:#x}", exit.regs.rsp);
-            assert!(lines.contains(&expected), "{model}: {expected} in {lines:?}");
+            assert!(
+                lines.contains(&expected),
+                "{model}: {expected} in {lines:?}"
+            );
             // The flow closes: the handler returns, by IRET or by the iret hypercall.
-            let via = if model == "reflect" { ReturnPath::Iret } else { ReturnPath::Hypercall };
+            let via = if model == "reflect" {
+                ReturnPath::Iret
+            } else {
+                ReturnPath::Hypercall
+            };
             let returned = events[index..].iter().find_map(|event| match &event.body {
                 Body::Return(ret) if ret.vector == Some(vector) => Some(ret.clone()),
                 _ => None,
@@ -113,8 +148,14 @@ fn the_same_faults_reflected_and_bounced() {
                 3 => exit.rip + 1,     // a trap: after the INT3
                 _ => exit.rip,         // #PF: the write is retried
             };
-            assert_eq!(returned.rip, expected_return, "{model}: {mnemonic} returns to");
-            assert_eq!(returned.rsp, exit.regs.rsp, "{model}: {mnemonic} restores RSP");
+            assert_eq!(
+                returned.rip, expected_return,
+                "{model}: {mnemonic} returns to"
+            );
+            assert_eq!(
+                returned.rsp, exit.regs.rsp,
+                "{model}: {mnemonic} restores RSP"
+            );
         }
         assert_eq!(ending(&run.events, dom).1, Some(0), "{model}");
     }
@@ -131,16 +172,31 @@ fn a_missing_trap_table_entry_is_a_missing_gate() {
             _ => None,
         })
         .collect();
-    let chain: Vec<&String> = decisions.iter().filter(|why| why.contains("no trap-table entry")).collect();
+    let chain: Vec<&String> = decisions
+        .iter()
+        .filter(|why| why.contains("no trap-table entry"))
+        .collect();
     assert_eq!(chain.len(), 3, "#UD → #GP → #DF → end: {decisions:#?}");
-    assert!(chain[0].starts_with("bounce:") && chain[0].contains("no trap-table entry for #UD") && chain[0].ends_with("raises #GP instead"));
-    assert!(chain[1].contains("no trap-table entry for #GP") && chain[1].ends_with("raises #DF instead"));
+    assert!(
+        chain[0].starts_with("bounce:")
+            && chain[0].contains("no trap-table entry for #UD")
+            && chain[0].ends_with("raises #GP instead")
+    );
+    assert!(
+        chain[1].contains("no trap-table entry for #GP")
+            && chain[1].ends_with("raises #DF instead")
+    );
     assert!(chain[2].starts_with("kill:") && chain[2].contains("#DF"));
     let killed = run.events.iter().rev().find_map(|event| match &event.body {
-        Body::Domain(domain) if domain.state == DomainState::Killed => domain.reason.as_ref().map(|r| r.to_string()),
+        Body::Domain(domain) if domain.state == DomainState::Killed => {
+            domain.reason.as_ref().map(|r| r.to_string())
+        }
         _ => None,
     });
-    assert_eq!(killed.as_deref(), Some("triple fault: no trap-table entry for #DF"));
+    assert_eq!(
+        killed.as_deref(),
+        Some("triple fault: no trap-table entry for #DF")
+    );
 }
 
 #[test]

@@ -24,11 +24,17 @@ use traplab_tracer::symbols::Symbols;
 const TREES: [&str; 3] = ["abi", "hv", "guests"];
 
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("labs/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("labs/ is inside the repository")
+        .to_path_buf()
 }
 
 fn solution(lab: &Lab, exercise: &Exercise) -> PathBuf {
-    repository().join("labs/solutions").join(&lab.id).join(format!("{}.patch", exercise.number))
+    repository()
+        .join("labs/solutions")
+        .join(&lab.id)
+        .join(format!("{}.patch", exercise.number))
 }
 
 /// The files a patch changes (`diff --git a/PATH b/PATH`).
@@ -57,7 +63,9 @@ fn rebuild_cost(files: &[String]) -> u8 {
 
 /// Every file under `dir`, relative to `root`, leaving out build output.
 fn files_under(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -87,33 +95,66 @@ fn every_lab_has_an_exercise_with_its_markers_and_a_solution() {
     let sources = source_files(&repository);
     let mut markers_found = Vec::new();
     for lab in &labs {
-        assert!(!lab.exercises.is_empty(), "lab {} has no exercise: every lab needs at least one", lab.id);
-        assert!(!lab.questions.is_empty(), "lab {} has no questions for its chapter", lab.id);
+        assert!(
+            !lab.exercises.is_empty(),
+            "lab {} has no exercise: every lab needs at least one",
+            lab.id
+        );
+        assert!(
+            !lab.questions.is_empty(),
+            "lab {} has no questions for its chapter",
+            lab.id
+        );
         for exercise in &lab.exercises {
             let marker = exercise.marker(&lab.id);
             assert!(!exercise.files.is_empty(), "{marker} names no file");
             for file in &exercise.files {
-                let text = std::fs::read_to_string(repository.join(file)).unwrap_or_else(|error| panic!("{marker}: {file}: {error}"));
-                assert!(text.contains(&format!("{marker}:")), "{file} has no `{marker}:` comment");
+                let text = std::fs::read_to_string(repository.join(file))
+                    .unwrap_or_else(|error| panic!("{marker}: {file}: {error}"));
+                assert!(
+                    text.contains(&format!("{marker}:")),
+                    "{file} has no `{marker}:` comment"
+                );
             }
             let patch_path = solution(lab, exercise);
-            let patch = std::fs::read_to_string(&patch_path).unwrap_or_else(|error| panic!("{marker}: no solution {}: {error}", patch_path.display()));
+            let patch = std::fs::read_to_string(&patch_path).unwrap_or_else(|error| {
+                panic!("{marker}: no solution {}: {error}", patch_path.display())
+            });
             let patched = patched_files(&patch);
-            assert!(!patched.is_empty(), "{} is not a git diff", patch_path.display());
+            assert!(
+                !patched.is_empty(),
+                "{} is not a git diff",
+                patch_path.display()
+            );
             for file in patched {
-                assert!(TREES.iter().any(|tree| file.starts_with(&format!("{tree}/"))), "{}: the proof only copies {TREES:?}, not {file}", patch_path.display());
+                assert!(
+                    TREES
+                        .iter()
+                        .any(|tree| file.starts_with(&format!("{tree}/"))),
+                    "{}: the proof only copies {TREES:?}, not {file}",
+                    patch_path.display()
+                );
             }
             markers_found.push(marker);
         }
     }
     // No marker in the code without an exercise in the catalogue (a renamed or removed one).
     for file in &sources {
-        let Ok(text) = std::fs::read_to_string(repository.join(file)) else { continue };
+        let Ok(text) = std::fs::read_to_string(repository.join(file)) else {
+            continue;
+        };
         for (index, _) in text.match_indices("EXERCISE ") {
             let rest = &text[index + "EXERCISE ".len()..];
-            let marker: String = rest.chars().take_while(|character| !character.is_whitespace() && *character != ':').collect();
+            let marker: String = rest
+                .chars()
+                .take_while(|character| !character.is_whitespace() && *character != ':')
+                .collect();
             if marker.contains('.') {
-                assert!(markers_found.contains(&format!("EXERCISE {marker}")), "{}: `EXERCISE {marker}` is not in the catalogue", file.display());
+                assert!(
+                    markers_found.contains(&format!("EXERCISE {marker}")),
+                    "{}: `EXERCISE {marker}` is not in the catalogue",
+                    file.display()
+                );
             }
         }
     }
@@ -125,13 +166,16 @@ fn every_lab_has_an_exercise_with_its_markers_and_a_solution() {
 fn refresh(repository: &Path, tree: &Path) {
     let wanted = source_files(repository);
     for file in &wanted {
-        let source = std::fs::read(repository.join(file)).unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+        let source = std::fs::read(repository.join(file))
+            .unwrap_or_else(|error| panic!("{}: {error}", file.display()));
         let copy = tree.join(file);
         if std::fs::read(&copy).ok().as_deref() != Some(source.as_slice()) {
             if let Some(parent) = copy.parent() {
-                std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{}: {error}", parent.display()));
+                std::fs::create_dir_all(parent)
+                    .unwrap_or_else(|error| panic!("{}: {error}", parent.display()));
             }
-            std::fs::write(&copy, &source).unwrap_or_else(|error| panic!("{}: {error}", copy.display()));
+            std::fs::write(&copy, &source)
+                .unwrap_or_else(|error| panic!("{}: {error}", copy.display()));
         }
     }
     for file in source_files(tree) {
@@ -152,7 +196,12 @@ fn apply(patch: &Path, tree: &Path) {
         .arg(patch)
         .output()
         .expect("git runs");
-    assert!(output.status.success(), "{} does not apply: {}", patch.display(), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{} does not apply: {}",
+        patch.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -165,15 +214,28 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
     let mut solutions = Vec::new();
     for lab in &labs {
         // The starting point: the programs `cargo test` built from this repository.
-        let run = traplab_labs::run::collect(&lab.machine(), traplab_labs::run::TIMEOUT).expect("QEMU starts");
-        let symbols = Symbols::load(&traplab_labs::guest_elf(&lab.guests[0])).expect("the guest has symbols");
+        let run = traplab_labs::run::collect(&lab.machine(), traplab_labs::run::TIMEOUT)
+            .expect("QEMU starts");
+        let symbols =
+            Symbols::load(&traplab_labs::guest_elf(&lab.guests[0])).expect("the guest has symbols");
         for exercise in &lab.exercises {
             let marker = exercise.marker(&lab.id);
             let start = grade(lab, Some(exercise), &run, &symbols);
-            assert!(!start.passed, "{marker}: the starting point already passes: there is nothing to do");
-            let broken: Vec<&Problem> = start.problems.iter().filter(|problem| matches!(problem, Problem::Run { .. })).collect();
-            assert!(broken.is_empty(), "{marker}: the starting point's run is broken: {broken:?}");
-            let patch = std::fs::read_to_string(solution(lab, exercise)).unwrap_or_else(|error| panic!("{marker}: {error}"));
+            assert!(
+                !start.passed,
+                "{marker}: the starting point already passes: there is nothing to do"
+            );
+            let broken: Vec<&Problem> = start
+                .problems
+                .iter()
+                .filter(|problem| matches!(problem, Problem::Run { .. }))
+                .collect();
+            assert!(
+                broken.is_empty(),
+                "{marker}: the starting point's run is broken: {broken:?}"
+            );
+            let patch = std::fs::read_to_string(solution(lab, exercise))
+                .unwrap_or_else(|error| panic!("{marker}: {error}"));
             solutions.push((rebuild_cost(&patched_files(&patch)), lab, exercise, start));
         }
     }
@@ -194,11 +256,18 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
         }
         let built = clock.elapsed();
         let bare = traplab_labs::bare::output_dir(&target);
-        let solved_run = traplab_labs::run::collect(&lab.machine_from(&bare), traplab_labs::run::TIMEOUT).expect("QEMU starts");
-        let solved_symbols = Symbols::load(&bare.join(&lab.guests[0])).expect("the guest has symbols");
+        let solved_run =
+            traplab_labs::run::collect(&lab.machine_from(&bare), traplab_labs::run::TIMEOUT)
+                .expect("QEMU starts");
+        let solved_symbols =
+            Symbols::load(&bare.join(&lab.guests[0])).expect("the guest has symbols");
         let solved = grade(lab, Some(exercise), &solved_run, &solved_symbols);
         let problems: Vec<&str> = solved.problems.iter().map(Problem::explanation).collect();
-        assert!(solved.passed, "{marker}: the reference solution does not pass:\n{}", problems.join("\n"));
+        assert!(
+            solved.passed,
+            "{marker}: the reference solution does not pass:\n{}",
+            problems.join("\n")
+        );
         eprintln!(
             "{marker}: the start fails ({} of {} steps matched), the solution passes (built in {:.1} s, checked in {:.1} s)",
             start.matched,
@@ -208,5 +277,8 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
         );
         proven += 1;
     }
-    eprintln!("{proven} exercises proven in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{proven} exercises proven in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }

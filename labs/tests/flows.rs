@@ -20,7 +20,11 @@ fn symbols(guest: &str) -> Symbols {
 }
 
 /// The first event at or after `from` for which `pick` returns something.
-fn find<'a, T>(events: &'a [Event], from: usize, pick: impl Fn(&'a Event) -> Option<T>) -> (usize, T) {
+fn find<'a, T>(
+    events: &'a [Event],
+    from: usize,
+    pick: impl Fn(&'a Event) -> Option<T>,
+) -> (usize, T) {
     events[from..]
         .iter()
         .enumerate()
@@ -40,7 +44,12 @@ fn exit_with(events: &[Event], from: usize, exitcode: u64) -> (usize, &traplab_a
 fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
     let end = events[exit_index + 1..]
         .iter()
-        .position(|event| matches!(event.body, Body::Resume(_) | Body::Domain(_) | Body::Exit(_)))
+        .position(|event| {
+            matches!(
+                event.body,
+                Body::Resume(_) | Body::Domain(_) | Body::Exit(_)
+            )
+        })
         .map_or(events.len(), |position| exit_index + 1 + position + 1);
     &events[exit_index..end]
 }
@@ -71,42 +80,93 @@ fn hello_is_one_ioio_exit_per_byte() {
     let (index, hlt) = exit_with(&run.events, 0, 0x78);
     assert_eq!(hlt.rflags & (1 << 9), 0, "HLT with interrupts off");
     let flow = flow_after(&run.events, index);
-    assert!(matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Emulate && decide.at.starts_with("hv/src/exit/hlt.rs:")));
-    assert_eq!(ending(&run.events, 0), (DomainState::Exited, Some(0), "halted with interrupts off".into()));
+    assert!(
+        matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Emulate && decide.at.starts_with("hv/src/exit/hlt.rs:"))
+    );
+    assert_eq!(
+        ending(&run.events, 0),
+        (
+            DomainState::Exited,
+            Some(0),
+            "halted with interrupts off".into()
+        )
+    );
 }
 
 #[test]
 fn page_fault_is_reflected_to_the_guest_handler_and_retried() {
     let run = run(&["page-fault"]);
     let symbols = symbols("page-fault");
-    let handler = symbols.resolve("traplab_guests::traps::exception_entries+0xe0").expect("the entry table");
+    let handler = symbols
+        .resolve("traplab_guests::traps::exception_entries+0xe0")
+        .expect("the entry table");
 
     let (index, exit) = exit_with(&run.events, 0, 0x4e);
     assert_eq!(exit.reason, "EXCP_PF");
-    assert_eq!(exit.exitinfo2, 0x4000_0000, "EXITINFO2 is the faulting address");
-    assert_eq!(exit.exitinfo1, 0b010, "error code: not present (P=0), write (W=1), supervisor (U=0)");
+    assert_eq!(
+        exit.exitinfo2, 0x4000_0000,
+        "EXITINFO2 is the faulting address"
+    );
+    assert_eq!(
+        exit.exitinfo1, 0b010,
+        "error code: not present (P=0), write (W=1), supervisor (U=0)"
+    );
     assert_eq!(exit.cpl, 0);
     // The faulting write is in the guest's main (which the compiler may inline into the
     // runtime's `traplab_guest_main`).
-    let function = symbols.lookup(exit.rip).map(|(symbol, _)| symbol.name.clone());
-    assert!(matches!(function.as_deref(), Some("page_fault::main" | "traplab_guest_main")), "{function:?}");
+    let function = symbols
+        .lookup(exit.rip)
+        .map(|(symbol, _)| symbol.name.clone());
+    assert!(
+        matches!(
+            function.as_deref(),
+            Some("page_fault::main" | "traplab_guest_main")
+        ),
+        "{function:?}"
+    );
     let flow = flow_after(&run.events, index);
-    let [_, decide, inject, resume] = flow else { panic!("exit, decide, inject, resume: {flow:#?}") };
-    let Body::Decide(decide) = &decide.body else { panic!("{decide:?}") };
+    let [_, decide, inject, resume] = flow else {
+        panic!("exit, decide, inject, resume: {flow:#?}")
+    };
+    let Body::Decide(decide) = &decide.body else {
+        panic!("{decide:?}")
+    };
     assert_eq!(decide.action, Action::Reflect);
-    assert!(decide.at.starts_with("hv/src/exit/exception.rs:"), "{}", decide.at);
-    let Body::Inject(inject) = &inject.body else { panic!("{inject:?}") };
-    assert_eq!((inject.vector, inject.kind, inject.error_code), (14, EventType::Exception, Some(2)));
+    assert!(
+        decide.at.starts_with("hv/src/exit/exception.rs:"),
+        "{}",
+        decide.at
+    );
+    let Body::Inject(inject) = &inject.body else {
+        panic!("{inject:?}")
+    };
+    assert_eq!(
+        (inject.vector, inject.kind, inject.error_code),
+        (14, EventType::Exception, Some(2))
+    );
     assert_eq!(inject.cr2, Some(0x4000_0000));
     assert_eq!(inject.handler, Some(handler));
     assert!(!inject.synthetic);
-    let Body::Resume(resume) = &resume.body else { panic!("{resume:?}") };
-    assert_eq!(resume.rip, handler, "the guest continues in its #PF handler");
+    let Body::Resume(resume) = &resume.body else {
+        panic!("{resume:?}")
+    };
+    assert_eq!(
+        resume.rip, handler,
+        "the guest continues in its #PF handler"
+    );
 
     // The retried access succeeds: no second #PF, and the guest says so and exits 0.
-    let faults = run.events.iter().filter(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x4e)).count();
+    let faults = run
+        .events
+        .iter()
+        .filter(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x4e))
+        .count();
     assert_eq!(faults, 1);
-    assert!(console(&run.events, 0).iter().any(|line| line == "the write was retried and worked: read back 42"));
+    assert!(
+        console(&run.events, 0)
+            .iter()
+            .any(|line| line == "the write was retried and worked: read back 42")
+    );
     assert_eq!(ending(&run.events, 0).1, Some(0));
 }
 
@@ -117,9 +177,18 @@ fn invalid_opcode_is_reflected_and_skipped() {
     let (index, exit) = exit_with(&run.events, 0, 0x46);
     assert_eq!(&exit.insn.as_slice()[..2], [0x0f, 0x0b], "ud2");
     let flow = flow_after(&run.events, index);
-    let Body::Inject(inject) = &flow[2].body else { panic!("{flow:#?}") };
-    assert_eq!((inject.vector, inject.error_code), (6, None), "#UD has no error code");
-    assert_eq!(inject.handler, symbols.resolve("traplab_guests::traps::exception_entries+0x60"));
+    let Body::Inject(inject) = &flow[2].body else {
+        panic!("{flow:#?}")
+    };
+    assert_eq!(
+        (inject.vector, inject.error_code),
+        (6, None),
+        "#UD has no error code"
+    );
+    assert_eq!(
+        inject.handler,
+        symbols.resolve("traplab_guests::traps::exception_entries+0x60")
+    );
     assert_eq!(
         console(&run.events, 0),
         [
@@ -137,15 +206,29 @@ fn cpuid_is_emulated_with_the_hypervisor_bit_and_signature() {
     let (index, exit) = exit_with(&run.events, 0, 0x72);
     assert_eq!(exit.regs.rax, 1);
     let flow = flow_after(&run.events, index);
-    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
-    let rcx = emulate.changes.iter().find(|change| change.name == "rcx").expect("ECX changed");
+    let Body::Emulate(emulate) = &flow[2].body else {
+        panic!("{flow:#?}")
+    };
+    let rcx = emulate
+        .changes
+        .iter()
+        .find(|change| change.name == "rcx")
+        .expect("ECX changed");
     assert_ne!(rcx.new & (1 << 31), 0, "hypervisor present");
-    let rip = emulate.changes.iter().find(|change| change.name == "rip").expect("RIP moved");
+    let rip = emulate
+        .changes
+        .iter()
+        .find(|change| change.name == "rip")
+        .expect("RIP moved");
     assert_eq!(rip.new, exit.rip + 2, "CPUID is two bytes");
-    let Body::Resume(resume) = &flow[3].body else { panic!("{flow:#?}") };
+    let Body::Resume(resume) = &flow[3].body else {
+        panic!("{flow:#?}")
+    };
     assert_eq!(resume.rip, exit.rip + 2);
     assert_eq!(resume.regs.rcx, rcx.new);
-    assert!(console(&run.events, 0).iter().any(|line| line == "CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000001"));
+    assert!(console(&run.events, 0).iter().any(
+        |line| line == "CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000001"
+    ));
     assert_eq!(ending(&run.events, 0).1, Some(0));
 }
 
@@ -154,17 +237,30 @@ fn hypercalls_write_the_console_refuse_bad_pointers_and_exit() {
     let run = run(&["hypercall"]);
     let (first, _) = exit_with(&run.events, 0, 0x81);
     let flow = flow_after(&run.events, first);
-    assert!(matches!(&flow[2].body, Body::Console(console) if console.text == "Hello through the console_write hypercall"));
+    assert!(
+        matches!(&flow[2].body, Body::Console(console) if console.text == "Hello through the console_write hypercall")
+    );
     let (bad, exit) = find(&run.events, first + 1, |event| match &event.body {
-        Body::Exit(exit) if exit.exitcode == 0x81 && exit.regs.rdi == 0xdead_0000_0000 => Some(exit),
+        Body::Exit(exit) if exit.exitcode == 0x81 && exit.regs.rdi == 0xdead_0000_0000 => {
+            Some(exit)
+        }
         _ => None,
     });
     assert_eq!(&exit.insn.as_slice()[..3], [0x0f, 0x01, 0xd9], "vmmcall");
     let flow = flow_after(&run.events, bad);
-    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
-    let rax = emulate.changes.iter().find(|change| change.name == "rax").expect("RAX has the result");
+    let Body::Emulate(emulate) = &flow[2].body else {
+        panic!("{flow:#?}")
+    };
+    let rax = emulate
+        .changes
+        .iter()
+        .find(|change| change.name == "rax")
+        .expect("RAX has the result");
     assert_eq!(rax.new as i64, -14, "EFAULT");
-    assert_eq!(ending(&run.events, 0), (DomainState::Exited, Some(0), "exit hypercall".into()));
+    assert_eq!(
+        ending(&run.events, 0),
+        (DomainState::Exited, Some(0), "exit hypercall".into())
+    );
 }
 
 #[test]
@@ -173,8 +269,17 @@ fn an_unknown_hypercall_gets_enosys_and_the_guest_goes_on() {
     let (index, exit) = exit_with(&run.events, 0, 0x81);
     assert_eq!(exit.regs.rax, 0x1234);
     let flow = flow_after(&run.events, index);
-    let Body::Emulate(emulate) = &flow[2].body else { panic!("{flow:#?}") };
-    assert_eq!(emulate.changes.iter().find(|change| change.name == "rax").map(|change| change.new as i64), Some(-38));
+    let Body::Emulate(emulate) = &flow[2].body else {
+        panic!("{flow:#?}")
+    };
+    assert_eq!(
+        emulate
+            .changes
+            .iter()
+            .find(|change| change.name == "rax")
+            .map(|change| change.new as i64),
+        Some(-38)
+    );
     assert_eq!(console(&run.events, 0), ["hypercall 0x1234 returned -38"]);
     assert_eq!(ending(&run.events, 0).1, Some(0));
 }
@@ -185,34 +290,55 @@ fn vmrun_in_a_guest_gets_a_synthetic_ud() {
     let (index, exit) = exit_with(&run.events, 0, 0x80);
     assert_eq!(exit.reason, "VMRUN");
     let flow = flow_after(&run.events, index);
-    assert!(matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Reflect && decide.at.starts_with("hv/src/exit/svm_instruction.rs:")));
+    assert!(
+        matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Reflect && decide.at.starts_with("hv/src/exit/svm_instruction.rs:"))
+    );
     let inject = flow.iter().find_map(|event| match &event.body {
         Body::Inject(inject) => Some(inject),
         _ => None,
     });
     let inject = inject.expect("an injected #UD");
     assert_eq!((inject.vector, inject.synthetic), (6, true));
-    assert_eq!(ending(&run.events, 0).1, Some(0), "the guest's #UD handler ran");
+    assert_eq!(
+        ending(&run.events, 0).1,
+        Some(0),
+        "the guest's #UD handler ran"
+    );
 }
 
 #[test]
 fn a_triple_fault_kills_only_its_domain() {
     // The broken guest first, then a healthy one in the same machine.
     let run = run(&["bad-triple-fault", "hello"]);
-    let dom0: Vec<Event> = run.events.iter().filter(|event| event.dom == Some(0)).cloned().collect();
+    let dom0: Vec<Event> = run
+        .events
+        .iter()
+        .filter(|event| event.dom == Some(0))
+        .cloned()
+        .collect();
     // #UD cannot be delivered (empty IDT): #GP while delivering #UD, then #GP while
     // delivering #GP (-> #DF), then #GP while delivering #DF (-> shutdown).
     let (ud, _) = exit_with(&dom0, 0, 0x46);
     let (gp1, first) = exit_with(&dom0, ud + 1, 0x4d);
     assert_eq!(first.exitintinfo & 0xff, 6, "interrupted delivery of #UD");
     // QEMU reports 6 * 16 + 2; the hypervisor delivers what a real CPU reports (quirks.rs).
-    assert_eq!(first.exitinfo1, 6 * 16 + 2, "TCG: #GP error code IDT (bit 1), index 12");
+    assert_eq!(
+        first.exitinfo1,
+        6 * 16 + 2,
+        "TCG: #GP error code IDT (bit 1), index 12"
+    );
     let flow = flow_after(&dom0, gp1);
-    assert!(matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 13 && inject.error_code == Some(6 * 8 + 2)), "corrected: {flow:#?}");
+    assert!(
+        matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 13 && inject.error_code == Some(6 * 8 + 2)),
+        "corrected: {flow:#?}"
+    );
     let (gp2, second) = exit_with(&dom0, gp1 + 1, 0x4d);
     assert_eq!(second.exitintinfo & 0xff, 13, "interrupted delivery of #GP");
     let flow = flow_after(&dom0, gp2);
-    assert!(matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 8), "#DF: {flow:#?}");
+    assert!(
+        matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 8),
+        "#DF: {flow:#?}"
+    );
     let (gp3, third) = exit_with(&dom0, gp2 + 1, 0x4d);
     assert_eq!(third.exitintinfo & 0xff, 8, "interrupted delivery of #DF");
     assert!(matches!(&dom0[gp3 + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
@@ -221,7 +347,11 @@ fn a_triple_fault_kills_only_its_domain() {
     assert!(reason.contains("triple fault"), "{reason}");
     // The hypervisor lives on and runs the next domain.
     assert_eq!(ending(&run.events, 1).1, Some(0));
-    assert!(console(&run.events, 1).iter().any(|line| line == "Hello from a traplab guest!"));
+    assert!(
+        console(&run.events, 1)
+            .iter()
+            .any(|line| line == "Hello from a traplab guest!")
+    );
 }
 
 #[test]
@@ -230,7 +360,11 @@ fn every_catalogue_lab_produces_its_expected_flow() {
     for lab in traplab_labs::all().expect("the catalogue parses") {
         let run = common::run_machine(&lab.machine());
         let verdict = traplab_labs::grade::grade(&lab, None, &run, &symbols(&lab.guests[0]));
-        let problems: Vec<&str> = verdict.problems.iter().map(|problem| problem.explanation()).collect();
+        let problems: Vec<&str> = verdict
+            .problems
+            .iter()
+            .map(|problem| problem.explanation())
+            .collect();
         assert!(verdict.passed, "lab {}:\n{}", lab.id, problems.join("\n"));
     }
 }
@@ -258,11 +392,17 @@ fn a_loss_is_reported_as_a_gap_and_a_lost_event() {
         })
         .collect();
     assert!(!lost.is_empty(), "a lost event");
-    let gaps: Vec<&StreamFault> = run.faults.iter().filter(|fault| matches!(fault, StreamFault::Gap { .. })).collect();
+    let gaps: Vec<&StreamFault> = run
+        .faults
+        .iter()
+        .filter(|fault| matches!(fault, StreamFault::Gap { .. }))
+        .collect();
     assert!(!gaps.is_empty(), "a gap in seq");
     // The first lost event counts exactly the seq numbers skipped before it.
     let (seq, count) = lost[0];
-    let StreamFault::Gap { expected, found } = gaps[0] else { unreachable!() };
+    let StreamFault::Gap { expected, found } = gaps[0] else {
+        unreachable!()
+    };
     assert_eq!(*found, seq, "the lost event closes the gap");
     assert_eq!(count, found - expected, "and counts the missing events");
     assert!(run.faults.contains(&StreamFault::Lost { count, seq }));
@@ -277,11 +417,24 @@ fn a_guest_cannot_reach_memory_outside_its_own() {
     let run = run(&["bad-physical"]);
     let (index, exit) = exit_with(&run.events, 0, 0x400);
     assert_eq!(exit.reason, "NPF");
-    assert_eq!(exit.exitinfo2, 0x2000_0000, "EXITINFO2: the guest-physical address");
-    assert_ne!(exit.exitinfo1 & (1 << 32), 0, "the fault is on the final guest-physical address");
-    assert!(matches!(&run.events[index + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
+    assert_eq!(
+        exit.exitinfo2, 0x2000_0000,
+        "EXITINFO2: the guest-physical address"
+    );
+    assert_ne!(
+        exit.exitinfo1 & (1 << 32),
+        0,
+        "the fault is on the final guest-physical address"
+    );
+    assert!(
+        matches!(&run.events[index + 1].body, Body::Decide(decide) if decide.action == Action::Kill)
+    );
     let (state, _, reason) = ending(&run.events, 0);
     assert_eq!(state, DomainState::Killed);
     assert!(reason.contains("0x20000000"), "{reason}");
-    assert!(!console(&run.events, 0).iter().any(|line| line.contains("let us out")));
+    assert!(
+        !console(&run.events, 0)
+            .iter()
+            .any(|line| line.contains("let us out"))
+    );
 }

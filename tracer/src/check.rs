@@ -44,7 +44,10 @@ impl StreamCheck {
     pub fn observe_parts(&mut self, seq: u64, lost: Option<u64>, end: bool) -> Vec<StreamFault> {
         let mut faults = Vec::new();
         if seq != self.next_seq {
-            faults.push(StreamFault::Gap { expected: self.next_seq, found: seq });
+            faults.push(StreamFault::Gap {
+                expected: self.next_seq,
+                found: seq,
+            });
         }
         if let Some(count) = lost {
             faults.push(StreamFault::Lost { count, seq });
@@ -86,18 +89,29 @@ mod tests {
     use traplab_abi::event::{Console, End, Lost};
 
     fn event(seq: u64, body: Body) -> Event {
-        Event { seq, tsc: 0, dom: None, body }
+        Event {
+            seq,
+            tsc: 0,
+            dom: None,
+            body,
+        }
     }
 
     fn end() -> Body {
-        Body::End(End { status: 0, reason: "done".into() })
+        Body::End(End {
+            status: 0,
+            reason: "done".into(),
+        })
     }
 
     #[test]
     fn a_complete_stream_has_no_fault() {
         let mut check = StreamCheck::new();
         for seq in 0..3 {
-            assert_eq!(check.observe(&event(seq, Body::Console(Console { text: "x".into() }))), []);
+            assert_eq!(
+                check.observe(&event(seq, Body::Console(Console { text: "x".into() }))),
+                []
+            );
         }
         assert_eq!(check.observe(&event(3, end())), []);
         assert_eq!(check.count(), 4);
@@ -108,11 +122,26 @@ mod tests {
     fn gaps_losses_and_truncation_are_faults() {
         let mut check = StreamCheck::new();
         assert_eq!(check.observe(&event(0, end())), []);
-        assert_eq!(check.observe(&event(5, end())), [StreamFault::Gap { expected: 1, found: 5 }]);
-        assert_eq!(check.observe(&event(6, Body::Lost(Lost { count: 2 }))), [StreamFault::Lost { count: 2, seq: 6 }]);
+        assert_eq!(
+            check.observe(&event(5, end())),
+            [StreamFault::Gap {
+                expected: 1,
+                found: 5
+            }]
+        );
+        assert_eq!(
+            check.observe(&event(6, Body::Lost(Lost { count: 2 }))),
+            [StreamFault::Lost { count: 2, seq: 6 }]
+        );
         assert_eq!(
             check.observe(&event(9, Body::Lost(Lost { count: 2 }))),
-            [StreamFault::Gap { expected: 7, found: 9 }, StreamFault::Lost { count: 2, seq: 9 }]
+            [
+                StreamFault::Gap {
+                    expected: 7,
+                    found: 9
+                },
+                StreamFault::Lost { count: 2, seq: 9 }
+            ]
         );
         assert_eq!(check.finish().len(), 4);
         let mut cut = StreamCheck::new();

@@ -25,16 +25,29 @@ pub struct GuestImage {
 
 impl std::fmt::Debug for GuestImage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.debug_struct("GuestImage").field("path", &self.path).field("has_lines", &self.lines.is_some()).finish()
+        formatter
+            .debug_struct("GuestImage")
+            .field("path", &self.path)
+            .field("has_lines", &self.lines.is_some())
+            .finish()
     }
 }
 
 impl GuestImage {
     pub fn load(path: &Path) -> Result<GuestImage, SymbolError> {
         let describe = || path.display().to_string();
-        let data = std::fs::read(path).map_err(|error| SymbolError::Io { path: describe(), error })?;
-        let file = object::File::parse(&*data).map_err(|error| SymbolError::Elf { path: describe(), error })?;
-        let symbols = Symbols::parse(&data).map_err(|error| SymbolError::Elf { path: describe(), error })?;
+        let data = std::fs::read(path).map_err(|error| SymbolError::Io {
+            path: describe(),
+            error,
+        })?;
+        let file = object::File::parse(&*data).map_err(|error| SymbolError::Elf {
+            path: describe(),
+            error,
+        })?;
+        let symbols = Symbols::parse(&data).map_err(|error| SymbolError::Elf {
+            path: describe(),
+            error,
+        })?;
         let code = file
             .sections()
             .filter(|section| section.kind() == SectionKind::Text)
@@ -42,7 +55,12 @@ impl GuestImage {
             .collect();
         // No DWARF is no error: the screen then shows symbols only.
         let lines = addr2line::Loader::new(path).ok();
-        Ok(GuestImage { path: path.to_path_buf(), symbols, code, lines })
+        Ok(GuestImage {
+            path: path.to_path_buf(),
+            symbols,
+            code,
+            lines,
+        })
     }
 
     pub fn symbols(&self) -> &Symbols {
@@ -95,7 +113,11 @@ pub fn disassemble(bytes: &[u8], address: u64, bitness: u32, limit: usize) -> Ve
         } else {
             formatter.format(&instruction, &mut text);
         }
-        instructions.push(Instruction { address: instruction.ip(), bytes, text });
+        instructions.push(Instruction {
+            address: instruction.ip(),
+            bytes,
+            text,
+        });
     }
     instructions
 }
@@ -106,8 +128,17 @@ pub fn disassemble(bytes: &[u8], address: u64, bitness: u32, limit: usize) -> Ve
 /// that holds `rip` (or from 64 bytes earlier) and keep the instructions that end at
 /// `rip`; when that decoding does not land on `rip` (data in the code), we start at `rip`.
 /// Without the ELF, `insn` (the bytes the hypervisor read at `rip`) is all we have.
-pub fn around(image: Option<&GuestImage>, rip: u64, insn: &[u8], bitness: u32, before: usize, after: usize) -> Vec<Instruction> {
-    let Some(image) = image else { return disassemble(insn, rip, bitness, 1) };
+pub fn around(
+    image: Option<&GuestImage>,
+    rip: u64,
+    insn: &[u8],
+    bitness: u32,
+    before: usize,
+    after: usize,
+) -> Vec<Instruction> {
+    let Some(image) = image else {
+        return disassemble(insn, rip, bitness, 1);
+    };
     let start = match image.symbols().lookup(rip) {
         Some((symbol, offset)) if offset <= 4096 => symbol.address,
         _ => rip.saturating_sub(64),
@@ -116,7 +147,10 @@ pub fn around(image: Option<&GuestImage>, rip: u64, insn: &[u8], bitness: u32, b
         return disassemble(insn, rip, bitness, 1);
     };
     let decoded = disassemble(bytes, start, bitness, 4096);
-    match decoded.iter().position(|instruction| instruction.address == rip) {
+    match decoded
+        .iter()
+        .position(|instruction| instruction.address == rip)
+    {
         Some(at) => decoded[at.saturating_sub(before)..(at + after).min(decoded.len())].to_vec(),
         None => match image.code_at(rip, 16 * after) {
             Some(from_rip) => disassemble(from_rip, rip, bitness, after),
@@ -127,7 +161,11 @@ pub fn around(image: Option<&GuestImage>, rip: u64, insn: &[u8], bitness: u32, b
 
 /// Bytes as `48 c7 00 2a`.
 pub fn hex_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A source excerpt: the file, the line asked for, and the numbered lines around it.
@@ -156,9 +194,21 @@ mod tests {
 
     #[test]
     fn decodes_intel_syntax() {
-        let code = disassemble(&[0xc7, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x0f, 0x0b], 0x1000, 64, 10);
+        let code = disassemble(
+            &[0xc7, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x0f, 0x0b],
+            0x1000,
+            64,
+            10,
+        );
         assert_eq!(code[0].text, "mov dword ptr [rax],2Ah");
-        assert_eq!(code[1], Instruction { address: 0x1006, bytes: vec![0x0f, 0x0b], text: "ud2".into() });
+        assert_eq!(
+            code[1],
+            Instruction {
+                address: 0x1006,
+                bytes: vec![0x0f, 0x0b],
+                text: "ud2".into()
+            }
+        );
         assert_eq!(hex_bytes(&code[1].bytes), "0f 0b");
     }
 
@@ -174,7 +224,10 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let (_, line, lines) = source_excerpt(root, "src/code.rs:3", 1).expect("this file");
         assert_eq!(line, 3);
-        assert_eq!(lines.iter().map(|(number, _)| *number).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(
+            lines.iter().map(|(number, _)| *number).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
         assert!(source_excerpt(root, "no/such/file.rs:1", 1).is_none());
     }
 }

@@ -30,7 +30,9 @@ impl Context<'_> {
 
     fn duration(&self, cycles: u64) -> String {
         match self.tsc_hz {
-            Some(hz) if hz > 0 => format!("{cycles} cycles, {:.1} µs", cycles as f64 * 1e6 / hz as f64),
+            Some(hz) if hz > 0 => {
+                format!("{cycles} cycles, {:.1} µs", cycles as f64 * 1e6 / hz as f64)
+            }
             _ => format!("{cycles} cycles"),
         }
     }
@@ -39,16 +41,25 @@ impl Context<'_> {
 /// One plain sentence: what this step means.
 pub fn sentence(event: &Event, context: &Context) -> String {
     match &event.body {
-        Body::Boot(boot) => format!("The hypervisor is up on {} ({} MiB of RAM): from now on every trap of every guest comes to it.", boot.cpu, boot.ram_mib),
+        Body::Boot(boot) => format!(
+            "The hypervisor is up on {} ({} MiB of RAM): from now on every trap of every guest comes to it.",
+            boot.cpu, boot.ram_mib
+        ),
         Body::Domain(domain) => {
-            let dom = event.dom.map_or("a domain".to_string(), |dom| format!("Domain {dom}"));
+            let dom = event
+                .dom
+                .map_or("a domain".to_string(), |dom| format!("Domain {dom}"));
             match domain.state {
-                DomainState::Created => format!("{dom} is created to run the guest program {}.", domain.name),
+                DomainState::Created => {
+                    format!("{dom} is created to run the guest program {}.", domain.name)
+                }
                 DomainState::Exited => format!(
                     "{dom} ({}) ends: {} (status {}).",
                     domain.name,
                     domain.reason.as_deref().unwrap_or("it exited"),
-                    domain.status.map_or("-".into(), |status| status.to_string())
+                    domain
+                        .status
+                        .map_or("-".into(), |status| status.to_string())
                 ),
                 DomainState::Killed => format!(
                     "The hypervisor kills {dom} ({}): {}. The hypervisor and the other domains live on.",
@@ -63,25 +74,46 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                 "The CPU left the guest (#VMEXIT {}) because {}{}.",
                 exit.reason,
                 svm::exit_sentence(exit.exitcode),
-                if specific.is_empty() { String::new() } else { format!(": {specific}") }
+                if specific.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {specific}")
+                }
             )
         }
         Body::Decide(decide) => {
             let verb = match decide.action {
-                Action::Emulate => "emulate it (do the operation for the guest, then skip the instruction)",
-                Action::Reflect => "reflect it: hand the event back to the guest, through the guest's own IDT",
-                Action::Bounce => "bounce it: deliver the event itself to the handler the guest registered (Xen PV style)",
+                Action::Emulate => {
+                    "emulate it (do the operation for the guest, then skip the instruction)"
+                }
+                Action::Reflect => {
+                    "reflect it: hand the event back to the guest, through the guest's own IDT"
+                }
+                Action::Bounce => {
+                    "bounce it: deliver the event itself to the handler the guest registered (Xen PV style)"
+                }
                 Action::Forward => "forward it: notify another domain",
                 Action::Kill => "kill the domain",
             };
-            format!("The hypervisor decides to {verb}. Its reason: {}.", decide.why.trim_end_matches('.'))
+            format!(
+                "The hypervisor decides to {verb}. Its reason: {}.",
+                decide.why.trim_end_matches('.')
+            )
         }
         Body::Emulate(emulate) => {
-            let changes: Vec<String> = emulate.changes.iter().map(|change| format!("{} {:#x} → {:#x}", change.name, change.old, change.new)).collect();
+            let changes: Vec<String> = emulate
+                .changes
+                .iter()
+                .map(|change| format!("{} {:#x} → {:#x}", change.name, change.old, change.new))
+                .collect();
             if changes.is_empty() {
                 format!("The hypervisor emulates: {}.", emulate.what)
             } else {
-                format!("The hypervisor emulates: {}; it changes {}.", emulate.what, changes.join(", "))
+                format!(
+                    "The hypervisor emulates: {}; it changes {}.",
+                    emulate.what,
+                    changes.join(", ")
+                )
             }
         }
         Body::Inject(inject) => {
@@ -89,7 +121,10 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                 "The hypervisor reflects {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
                 inject.name,
                 inject.vector,
-                inject.error_code.map(|code| format!(" (error code {code:#x})")).unwrap_or_default()
+                inject
+                    .error_code
+                    .map(|code| format!(" (error code {code:#x})"))
+                    .unwrap_or_default()
             );
             match inject.handler {
                 Some(handler) => text.push_str(&format!(" to the guest's handler at {}", context.at(handler))),
@@ -99,7 +134,9 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                 text.push_str(&format!("; CR2 is set to {cr2:#x}, the faulting address"));
             }
             if inject.synthetic {
-                text.push_str(" (synthetic: the hypervisor made this event up, no CPU exception caused it)");
+                text.push_str(
+                    " (synthetic: the hypervisor made this event up, no CPU exception caused it)",
+                );
             }
             text.push('.');
             text
@@ -110,15 +147,24 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             context.at(bounce.handler),
             bounce.frame,
             if bounce.interrupts { "on" } else { "off" },
-            if bounce.synthetic { " (synthetic: no CPU exception caused it)" } else { "" }
+            if bounce.synthetic {
+                " (synthetic: no CPU exception caused it)"
+            } else {
+                ""
+            }
         ),
         Body::Return(ret) => {
-            let what = ret.name.as_deref().map_or("A handler".to_string(), |name| format!("The guest's {name} handler"));
+            let what = ret.name.as_deref().map_or("A handler".to_string(), |name| {
+                format!("The guest's {name} handler")
+            });
             let how = match ret.via {
                 ReturnPath::Iret => "with IRET, which the hypervisor intercepts",
                 ReturnPath::Hypercall => "with the iret hypercall (a bounced event's way back)",
             };
-            format!("{what} returns {how}: the delivery is over, and the guest goes back to {}.", context.at(ret.rip))
+            format!(
+                "{what} returns {how}: the delivery is over, and the guest goes back to {}.",
+                context.at(ret.rip)
+            )
         }
         Body::Resume(resume) => match &context.delivering {
             Some(name) => format!(
@@ -133,8 +179,14 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             ),
         },
         Body::Console(console) => format!("The guest prints: “{}”.", console.text),
-        Body::Lost(lost) => format!("{} events were lost here: the trace has a hole.", lost.count),
-        Body::End(end) => format!("The hypervisor stops (status {}): {}.", end.status, end.reason),
+        Body::Lost(lost) => format!(
+            "{} events were lost here: the trace has a hole.",
+            lost.count
+        ),
+        Body::End(end) => format!(
+            "The hypervisor stops (status {}): {}.",
+            end.status, end.reason
+        ),
     }
 }
 
@@ -147,7 +199,11 @@ pub fn exit_specifics(exit: &Exit) -> String {
                 let error = PageFaultCode(exit.exitinfo1 as u32);
                 format!(
                     "#PF, {} {} {:#x}, {}",
-                    if error.user() { "a user-mode" } else { "a supervisor-mode" },
+                    if error.user() {
+                        "a user-mode"
+                    } else {
+                        "a supervisor-mode"
+                    },
                     if error.fetch() {
                         "instruction fetch at"
                     } else if error.write() {
@@ -156,7 +212,11 @@ pub fn exit_specifics(exit: &Exit) -> String {
                         "read of"
                     },
                     exit.exitinfo2,
-                    if error.present() { "a protection violation on a present page" } else { "whose page is not present" }
+                    if error.present() {
+                        "a protection violation on a present page"
+                    } else {
+                        "whose page is not present"
+                    }
                 )
             } else {
                 format!("{} ({})", exception.mnemonic, exception.name)
@@ -165,29 +225,69 @@ pub fn exit_specifics(exit: &Exit) -> String {
         exitcode::IOIO => {
             let io = IoioInfo::decode(exit.exitinfo1);
             if io.input {
-                format!("{} of {} byte(s) from port {:#x}", if io.string { "INS" } else { "IN" }, io.size, io.port)
+                format!(
+                    "{} of {} byte(s) from port {:#x}",
+                    if io.string { "INS" } else { "IN" },
+                    io.size,
+                    io.port
+                )
             } else if io.string {
                 format!("OUTS of {} byte(s) to port {:#x}", io.size, io.port)
             } else {
-                format!("OUT of {:#x} to port {:#x}", exit.regs.rax & size_mask(io.size), io.port)
+                format!(
+                    "OUT of {:#x} to port {:#x}",
+                    exit.regs.rax & size_mask(io.size),
+                    io.port
+                )
             }
         }
-        exitcode::CPUID => format!("leaf {:#x}, subleaf {:#x}", exit.regs.rax as u32, exit.regs.rcx as u32),
+        exitcode::CPUID => format!(
+            "leaf {:#x}, subleaf {:#x}",
+            exit.regs.rax as u32, exit.regs.rcx as u32
+        ),
         exitcode::MSR => {
             let msr = exit.regs.rcx as u32;
-            format!("{} of MSR {msr:#x}{}", if exit.exitinfo1 == 1 { "WRMSR" } else { "RDMSR" }, msr_name(msr).map(|name| format!(" ({name})")).unwrap_or_default())
+            format!(
+                "{} of MSR {msr:#x}{}",
+                if exit.exitinfo1 == 1 {
+                    "WRMSR"
+                } else {
+                    "RDMSR"
+                },
+                msr_name(msr)
+                    .map(|name| format!(" ({name})"))
+                    .unwrap_or_default()
+            )
         }
-        exitcode::VMMCALL => format!("hypercall {} ({})", traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"), exit.regs.rax),
+        exitcode::VMMCALL => format!(
+            "hypercall {} ({})",
+            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"),
+            exit.regs.rax
+        ),
         exitcode::NPF => {
             let npf = NpfInfo::decode(exit.exitinfo1);
             format!(
                 "a {} guest-physical {:#x}",
-                if npf.fetch { "fetch at" } else if npf.write { "write to" } else { "read of" },
+                if npf.fetch {
+                    "fetch at"
+                } else if npf.write {
+                    "write to"
+                } else {
+                    "read of"
+                },
                 exit.exitinfo2
             )
         }
-        code @ 0x00..=0x1f => format!("{} ({})", cr_name((code & 0xf) as u8), if code >= 0x10 { "written" } else { "read" }),
-        code @ 0x20..=0x3f => format!("{} ({})", dr_name((code & 0xf) as u8), if code >= 0x30 { "written" } else { "read" }),
+        code @ 0x00..=0x1f => format!(
+            "{} ({})",
+            cr_name((code & 0xf) as u8),
+            if code >= 0x10 { "written" } else { "read" }
+        ),
+        code @ 0x20..=0x3f => format!(
+            "{} ({})",
+            dr_name((code & 0xf) as u8),
+            if code >= 0x30 { "written" } else { "read" }
+        ),
         _ => String::new(),
     }
 }
@@ -260,7 +360,10 @@ pub fn event_info(bits: u64) -> String {
             event.vector,
             vector_name(event.vector),
             event.kind,
-            event.error_code.map(|code| format!(", error code {code:#x}")).unwrap_or_default()
+            event
+                .error_code
+                .map(|code| format!(", error code {code:#x}"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -278,15 +381,46 @@ fn vector_name(vector: u8) -> String {
 pub fn decode(event: &Event) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut row = |name: &str, value: String| rows.push((name.to_string(), value));
-    row("event", format!("seq {}, {}, TSC {}", event.seq, event.dom.map_or("hypervisor".into(), |dom| format!("domain {dom}")), event.tsc));
+    row(
+        "event",
+        format!(
+            "seq {}, {}, TSC {}",
+            event.seq,
+            event
+                .dom
+                .map_or("hypervisor".into(), |dom| format!("domain {dom}")),
+            event.tsc
+        ),
+    );
     match &event.body {
         Body::Exit(exit) => {
-            row("exit reason", format!("{} (exit code {:#x}): {}", exit.reason, exit.exitcode, svm::exit_sentence(exit.exitcode)));
-            row("rip", format!("{:#x}, CPL {}, CS {:#x}", exit.rip, exit.cpl, exit.cs));
+            row(
+                "exit reason",
+                format!(
+                    "{} (exit code {:#x}): {}",
+                    exit.reason,
+                    exit.exitcode,
+                    svm::exit_sentence(exit.exitcode)
+                ),
+            );
+            row(
+                "rip",
+                format!("{:#x}, CPL {}, CS {:#x}", exit.rip, exit.cpl, exit.cs),
+            );
             match exit.exitcode {
                 code @ exitcode::EXCP_BASE..=0x5f => {
                     let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
-                    row("exception", format!("{} {} (vector {}, {:?}, {:?} class)", exception.mnemonic, exception.name, exception.vector, exception.kind, exception.class));
+                    row(
+                        "exception",
+                        format!(
+                            "{} {} (vector {}, {:?}, {:?} class)",
+                            exception.mnemonic,
+                            exception.name,
+                            exception.vector,
+                            exception.kind,
+                            exception.class
+                        ),
+                    );
                     if exception.has_error_code {
                         row("error code", format!("{:#x} (EXITINFO1)", exit.exitinfo1));
                     }
@@ -294,60 +428,200 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         let error = PageFaultCode(exit.exitinfo1 as u32);
                         for (mask, name, set, clear) in PageFaultCode::BITS {
                             let on = error.0 & mask != 0;
-                            let meaning = if on { set } else if clear.is_empty() { "no" } else { clear };
-                            row(&format!("  {name}"), format!("{} — {meaning}", u8::from(on)));
+                            let meaning = if on {
+                                set
+                            } else if clear.is_empty() {
+                                "no"
+                            } else {
+                                clear
+                            };
+                            row(
+                                &format!("  {name}"),
+                                format!("{} — {meaning}", u8::from(on)),
+                            );
                         }
-                        row("address", format!("{:#x} (EXITINFO2: the address that faulted; CR2 is not written by an intercepted #PF)", exit.exitinfo2));
+                        row(
+                            "address",
+                            format!(
+                                "{:#x} (EXITINFO2: the address that faulted; CR2 is not written by an intercepted #PF)",
+                                exit.exitinfo2
+                            ),
+                        );
                     }
                 }
                 exitcode::IOIO => {
                     let io = IoioInfo::decode(exit.exitinfo1);
                     row("port", format!("{:#x}", io.port));
-                    row("direction", (if io.input { "IN (from the port)" } else { "OUT (to the port)" }).into());
+                    row(
+                        "direction",
+                        (if io.input {
+                            "IN (from the port)"
+                        } else {
+                            "OUT (to the port)"
+                        })
+                        .into(),
+                    );
                     row("size", format!("{} byte(s)", io.size));
-                    row("string", (if io.string { "yes (INS/OUTS: memory at RSI/RDI)" } else { "no" }).into());
-                    row("rep", (if io.rep { "yes (repeated RCX times)" } else { "no" }).into());
+                    row(
+                        "string",
+                        (if io.string {
+                            "yes (INS/OUTS: memory at RSI/RDI)"
+                        } else {
+                            "no"
+                        })
+                        .into(),
+                    );
+                    row(
+                        "rep",
+                        (if io.rep {
+                            "yes (repeated RCX times)"
+                        } else {
+                            "no"
+                        })
+                        .into(),
+                    );
                     if io.string {
-                        row("address size", format!("{} bits, segment {}", io.address_bits, ["ES", "CS", "SS", "DS", "FS", "GS", "?", "?"][io.segment as usize & 7]));
+                        row(
+                            "address size",
+                            format!(
+                                "{} bits, segment {}",
+                                io.address_bits,
+                                ["ES", "CS", "SS", "DS", "FS", "GS", "?", "?"]
+                                    [io.segment as usize & 7]
+                            ),
+                        );
                     }
                     if !io.input && !io.string {
-                        row("value", format!("{:#x} (from RAX)", exit.regs.rax & size_mask(io.size)));
+                        row(
+                            "value",
+                            format!("{:#x} (from RAX)", exit.regs.rax & size_mask(io.size)),
+                        );
                     }
                     row("next rip", format!("{:#x} (EXITINFO2)", exit.exitinfo2));
                 }
                 exitcode::MSR => {
                     let msr = exit.regs.rcx as u32;
-                    row("access", (if exit.exitinfo1 == 1 { "WRMSR (EXITINFO1 = 1)" } else { "RDMSR (EXITINFO1 = 0)" }).into());
-                    row("msr", format!("{msr:#x} {}", msr_name(msr).unwrap_or("(no architectural name)")));
+                    row(
+                        "access",
+                        (if exit.exitinfo1 == 1 {
+                            "WRMSR (EXITINFO1 = 1)"
+                        } else {
+                            "RDMSR (EXITINFO1 = 0)"
+                        })
+                        .into(),
+                    );
+                    row(
+                        "msr",
+                        format!(
+                            "{msr:#x} {}",
+                            msr_name(msr).unwrap_or("(no architectural name)")
+                        ),
+                    );
                     if exit.exitinfo1 == 1 {
-                        row("value", format!("{:#x} (EDX:EAX)", ((exit.regs.rdx & 0xffff_ffff) << 32) | (exit.regs.rax & 0xffff_ffff)));
+                        row(
+                            "value",
+                            format!(
+                                "{:#x} (EDX:EAX)",
+                                ((exit.regs.rdx & 0xffff_ffff) << 32)
+                                    | (exit.regs.rax & 0xffff_ffff)
+                            ),
+                        );
                     }
                 }
-                exitcode::CPUID => row("leaf", format!("EAX {:#x}, ECX {:#x}", exit.regs.rax as u32, exit.regs.rcx as u32)),
+                exitcode::CPUID => row(
+                    "leaf",
+                    format!(
+                        "EAX {:#x}, ECX {:#x}",
+                        exit.regs.rax as u32, exit.regs.rcx as u32
+                    ),
+                ),
                 exitcode::VMMCALL => {
-                    row("hypercall", format!("{} = {}", exit.regs.rax, traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown")));
-                    row("arguments", format!("rdi {:#x}, rsi {:#x}, rdx {:#x}", exit.regs.rdi, exit.regs.rsi, exit.regs.rdx));
+                    row(
+                        "hypercall",
+                        format!(
+                            "{} = {}",
+                            exit.regs.rax,
+                            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown")
+                        ),
+                    );
+                    row(
+                        "arguments",
+                        format!(
+                            "rdi {:#x}, rsi {:#x}, rdx {:#x}",
+                            exit.regs.rdi, exit.regs.rsi, exit.regs.rdx
+                        ),
+                    );
                 }
                 exitcode::NPF => {
                     let npf = NpfInfo::decode(exit.exitinfo1);
-                    row("guest-physical", format!("{:#x} (EXITINFO2)", exit.exitinfo2));
-                    row("access", format!(
-                        "{}{}{}{}",
-                        if npf.fetch { "fetch" } else if npf.write { "write" } else { "read" },
-                        if npf.present { ", present (a permission fault)" } else { ", not present" },
-                        if npf.user { ", user" } else { "" },
-                        if npf.reserved_bit { ", reserved bit" } else { "" }
-                    ));
-                    row("walk", (if npf.guest_page_walk { "while walking the guest's page tables" } else { "on the final guest-physical address" }).into());
+                    row(
+                        "guest-physical",
+                        format!("{:#x} (EXITINFO2)", exit.exitinfo2),
+                    );
+                    row(
+                        "access",
+                        format!(
+                            "{}{}{}{}",
+                            if npf.fetch {
+                                "fetch"
+                            } else if npf.write {
+                                "write"
+                            } else {
+                                "read"
+                            },
+                            if npf.present {
+                                ", present (a permission fault)"
+                            } else {
+                                ", not present"
+                            },
+                            if npf.user { ", user" } else { "" },
+                            if npf.reserved_bit {
+                                ", reserved bit"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                    row(
+                        "walk",
+                        (if npf.guest_page_walk {
+                            "while walking the guest's page tables"
+                        } else {
+                            "on the final guest-physical address"
+                        })
+                        .into(),
+                    );
                 }
                 code @ 0x00..=0x1f => {
                     row("register", cr_name((code & 0xf) as u8));
-                    row("access", (if code >= 0x10 { "write (MOV to CR)" } else { "read (MOV from CR)" }).into());
-                    row("exitinfo1", format!("{:#x} (with decode assists: bit 63 MOV CRx, bits 3:0 the GPR)", exit.exitinfo1));
+                    row(
+                        "access",
+                        (if code >= 0x10 {
+                            "write (MOV to CR)"
+                        } else {
+                            "read (MOV from CR)"
+                        })
+                        .into(),
+                    );
+                    row(
+                        "exitinfo1",
+                        format!(
+                            "{:#x} (with decode assists: bit 63 MOV CRx, bits 3:0 the GPR)",
+                            exit.exitinfo1
+                        ),
+                    );
                 }
                 code @ 0x20..=0x3f => {
                     row("register", dr_name((code & 0xf) as u8));
-                    row("access", (if code >= 0x30 { "write (MOV to DR)" } else { "read (MOV from DR)" }).into());
+                    row(
+                        "access",
+                        (if code >= 0x30 {
+                            "write (MOV to DR)"
+                        } else {
+                            "read (MOV from DR)"
+                        })
+                        .into(),
+                    );
                 }
                 _ => {
                     row("exitinfo1", format!("{:#x}", exit.exitinfo1));
@@ -355,9 +629,30 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                 }
             }
             row("exitintinfo", event_info(exit.exitintinfo));
-            row("instruction", if exit.insn.as_slice().is_empty() { "(RIP not mapped)".into() } else { crate::code::hex_bytes(exit.insn.as_slice()) });
-            row("cr0 cr3 cr4", format!("{:#x} {:#x} {:#x}", exit.cr0, exit.cr3, exit.cr4));
-            row("efer", format!("{:#x}{}", exit.efer, if exit.efer & (1 << 10) != 0 { " (long mode active)" } else { "" }));
+            row(
+                "instruction",
+                if exit.insn.as_slice().is_empty() {
+                    "(RIP not mapped)".into()
+                } else {
+                    crate::code::hex_bytes(exit.insn.as_slice())
+                },
+            );
+            row(
+                "cr0 cr3 cr4",
+                format!("{:#x} {:#x} {:#x}", exit.cr0, exit.cr3, exit.cr4),
+            );
+            row(
+                "efer",
+                format!(
+                    "{:#x}{}",
+                    exit.efer,
+                    if exit.efer & (1 << 10) != 0 {
+                        " (long mode active)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
         }
         Body::Decide(decide) => {
             row("action", decide.action.name().into());
@@ -367,40 +662,113 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
         Body::Emulate(emulate) => {
             row("what", emulate.what.to_string());
             for change in &emulate.changes {
-                row(&format!("  {}", change.name), format!("{:#x} → {:#x}", change.old, change.new));
+                row(
+                    &format!("  {}", change.name),
+                    format!("{:#x} → {:#x}", change.old, change.new),
+                );
             }
         }
         Body::Inject(inject) => {
-            row("event", format!("{} (vector {}, type {:?})", inject.name, inject.vector, inject.kind));
-            row("error code", inject.error_code.map_or("none".into(), |code| format!("{code:#x}")));
+            row(
+                "event",
+                format!(
+                    "{} (vector {}, type {:?})",
+                    inject.name, inject.vector, inject.kind
+                ),
+            );
+            row(
+                "error code",
+                inject
+                    .error_code
+                    .map_or("none".into(), |code| format!("{code:#x}")),
+            );
             if let Some(cr2) = inject.cr2 {
                 row("cr2", format!("{cr2:#x}"));
             }
-            row("handler", inject.handler.map_or("none: no present gate in the guest's IDT".into(), |handler| format!("{handler:#x} (from the guest's IDT gate)")));
-            row("synthetic", (if inject.synthetic { "yes: made up by the hypervisor" } else { "no: the CPU raised it" }).into());
-            let encoded = svm::Event { vector: inject.vector, kind: inject.kind, error_code: inject.error_code }.encode();
+            row(
+                "handler",
+                inject.handler.map_or(
+                    "none: no present gate in the guest's IDT".into(),
+                    |handler| format!("{handler:#x} (from the guest's IDT gate)"),
+                ),
+            );
+            row(
+                "synthetic",
+                (if inject.synthetic {
+                    "yes: made up by the hypervisor"
+                } else {
+                    "no: the CPU raised it"
+                })
+                .into(),
+            );
+            let encoded = svm::Event {
+                vector: inject.vector,
+                kind: inject.kind,
+                error_code: inject.error_code,
+            }
+            .encode();
             row("EVENTINJ", event_info(encoded));
         }
         Body::Bounce(bounce) => {
-            row("event", format!("{} (vector {})", bounce.name, bounce.vector));
-            row("error code", bounce.error_code.map_or("none".into(), |code| format!("{code:#x}")));
+            row(
+                "event",
+                format!("{} (vector {})", bounce.name, bounce.vector),
+            );
+            row(
+                "error code",
+                bounce
+                    .error_code
+                    .map_or("none".into(), |code| format!("{code:#x}")),
+            );
             if let Some(cr2) = bounce.cr2 {
                 row("cr2", format!("{cr2:#x}"));
             }
-            row("handler", format!("{:#x} (registered with set_trap_table)", bounce.handler));
+            row(
+                "handler",
+                format!("{:#x} (registered with set_trap_table)", bounce.handler),
+            );
             row("frame", format!("{:#x} (the handler's RSP)", bounce.frame));
-            row("interrupts", (if bounce.interrupts { "on" } else { "off" }).into());
-            row("synthetic", (if bounce.synthetic { "yes" } else { "no" }).into());
+            row(
+                "interrupts",
+                (if bounce.interrupts { "on" } else { "off" }).into(),
+            );
+            row(
+                "synthetic",
+                (if bounce.synthetic { "yes" } else { "no" }).into(),
+            );
         }
         Body::Return(ret) => {
-            row("via", (match ret.via { ReturnPath::Iret => "IRET (intercepted)", ReturnPath::Hypercall => "the iret hypercall" }).into());
-            row("ends", ret.name.as_deref().map_or("no event the hypervisor delivered".into(), |name| format!("the delivery of {name}")));
-            row("back to", format!("rip {:#x}, cs {:#x}, rsp {:#x}, rflags {:#x}", ret.rip, ret.cs, ret.rsp, ret.rflags));
+            row(
+                "via",
+                (match ret.via {
+                    ReturnPath::Iret => "IRET (intercepted)",
+                    ReturnPath::Hypercall => "the iret hypercall",
+                })
+                .into(),
+            );
+            row(
+                "ends",
+                ret.name
+                    .as_deref()
+                    .map_or("no event the hypervisor delivered".into(), |name| {
+                        format!("the delivery of {name}")
+                    }),
+            );
+            row(
+                "back to",
+                format!(
+                    "rip {:#x}, cs {:#x}, rsp {:#x}, rflags {:#x}",
+                    ret.rip, ret.cs, ret.rsp, ret.rflags
+                ),
+            );
         }
         Body::Resume(resume) => {
             row("rip", format!("{:#x}", resume.rip));
             row("rflags", format!("{:#x}", resume.rflags));
-            row("cycles", format!("{} TSC ticks from the exit to this VMRUN", resume.cycles));
+            row(
+                "cycles",
+                format!("{} TSC ticks from the exit to this VMRUN", resume.cycles),
+            );
         }
         _ => row("detail", crate::text::detail(event)),
     }
@@ -435,16 +803,30 @@ mod tests {
 
     #[test]
     fn the_page_fault_error_code_is_named_bit_by_bit() {
-        let event = Event { seq: 1, tsc: 2, dom: Some(0), body: Body::Exit(page_fault(0x2)) };
+        let event = Event {
+            seq: 1,
+            tsc: 2,
+            dom: Some(0),
+            body: Body::Exit(page_fault(0x2)),
+        };
         let rows = decode(&event);
-        let value = |name: &str| rows.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone()).unwrap_or_default();
+        let value = |name: &str| {
+            rows.iter()
+                .find(|(field, _)| field == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default()
+        };
         assert_eq!(value("  P"), "0 — page not present");
         assert_eq!(value("  W/R"), "1 — write");
         assert_eq!(value("  U/S"), "0 — supervisor-mode access");
         assert_eq!(value("  RSVD"), "0 — no");
         assert_eq!(value("  I/D"), "0 — no");
         assert!(value("exitintinfo").contains("no event was being delivered"));
-        let context = Context { symbol: &|_| Some("write_it".into()), tsc_hz: None, delivering: None };
+        let context = Context {
+            symbol: &|_| Some("write_it".into()),
+            tsc_hz: None,
+            delivering: None,
+        };
         assert_eq!(
             sentence(&event, &context),
             "The CPU left the guest (#VMEXIT EXCP_PF) because the guest raised an exception, and the hypervisor intercepts that vector: #PF, a supervisor-mode write to 0x40000000, whose page is not present."
@@ -462,7 +844,10 @@ mod tests {
         exit.exitinfo1 = 1;
         exit.regs.rcx = 0xc000_0080;
         assert_eq!(exit_specifics(&exit), "WRMSR of MSR 0xc0000080 (EFER)");
-        assert_eq!(event_info(0x0000_0002_8000_0b0e), "0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2");
+        assert_eq!(
+            event_info(0x0000_0002_8000_0b0e),
+            "0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"
+        );
         exit.exitcode = 0x13;
         assert_eq!(exit_specifics(&exit), "CR3: the page-table base (written)");
     }

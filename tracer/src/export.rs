@@ -18,7 +18,11 @@ const PID: u32 = 1;
 const HV_TID: u32 = 0;
 
 fn tid(dom: u16) -> u32 {
-    if dom == NO_DOM { HV_TID } else { dom as u32 + 1 }
+    if dom == NO_DOM {
+        HV_TID
+    } else {
+        dom as u32 + 1
+    }
 }
 
 /// Write `trace` as Chrome trace-event JSON. Times are µs from the first event, from the
@@ -38,11 +42,23 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
         serde_json::to_writer(&mut *out, &value).map_err(io::Error::other)
     };
     out.write_all(br#"{"displayTimeUnit":"ns","traceEvents":["#)?;
-    emit(out, json!({"ph": "M", "name": "process_name", "pid": PID, "args": {"name": format!("traplab: {}{unit_note}", trace.name)}}))?;
-    emit(out, json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": HV_TID, "args": {"name": "hypervisor"}}))?;
+    emit(
+        out,
+        json!({"ph": "M", "name": "process_name", "pid": PID, "args": {"name": format!("traplab: {}{unit_note}", trace.name)}}),
+    )?;
+    emit(
+        out,
+        json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": HV_TID, "args": {"name": "hypervisor"}}),
+    )?;
     for (dom, name) in trace.domains() {
-        emit(out, json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid(*dom), "args": {"name": format!("dom{dom} {name}")}}))?;
-        emit(out, json!({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid(*dom), "args": {"sort_index": tid(*dom)}}))?;
+        emit(
+            out,
+            json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid(*dom), "args": {"name": format!("dom{dom} {name}")}}),
+        )?;
+        emit(
+            out,
+            json!({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid(*dom), "args": {"sort_index": tid(*dom)}}),
+        )?;
     }
 
     // Events outside any flow: console lines and the hypervisor's own events, as instants.
@@ -58,7 +74,9 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
             next_flow += 1;
             continue;
         }
-        let Some(entry) = trace.index_of(index) else { break };
+        let Some(entry) = trace.index_of(index) else {
+            break;
+        };
         let args = match trace.event(index) {
             Ok(event) => crate::text::detail(&event),
             Err(error) => error.to_string(),
@@ -67,8 +85,11 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
             Kind::Console => "console".to_string(),
             kind => kind.name().to_string(),
         };
-        emit(out, json!({"ph": "i", "s": "t", "name": name, "ts": micros(entry.tsc), "pid": PID, "tid": tid(entry.dom),
-                         "args": {"seq": entry.seq, "detail": args}}))?;
+        emit(
+            out,
+            json!({"ph": "i", "s": "t", "name": name, "ts": micros(entry.tsc), "pid": PID, "tid": tid(entry.dom),
+                         "args": {"seq": entry.seq, "detail": args}}),
+        )?;
         index += 1;
     }
     out.write_all(b"\n]}\n")
@@ -76,7 +97,13 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
 
 type Emit<'a> = dyn FnMut(&mut dyn Write, Value) -> io::Result<()> + 'a;
 
-fn emit_flow(trace: &Trace, number: usize, micros: &dyn Fn(u64) -> f64, emit: &mut Emit, out: &mut dyn Write) -> io::Result<()> {
+fn emit_flow(
+    trace: &Trace,
+    number: usize,
+    micros: &dyn Fn(u64) -> f64,
+    emit: &mut Emit,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let flow = &trace.flows()[number];
     let first = flow.first as usize;
     let last = flow.last() as usize;
@@ -90,11 +117,16 @@ fn emit_flow(trace: &Trace, number: usize, micros: &dyn Fn(u64) -> f64, emit: &m
         args.insert("cycles".into(), cycles.into());
     }
     if flow.end != FlowEnd::Resumed {
-        args.insert("end".into(), format!("{:?}", flow.end).to_lowercase().into());
+        args.insert(
+            "end".into(),
+            format!("{:?}", flow.end).to_lowercase().into(),
+        );
     }
     let mut steps = Vec::new();
     for index in first..=last {
-        let Some(entry) = trace.index_of(index) else { continue };
+        let Some(entry) = trace.index_of(index) else {
+            continue;
+        };
         match trace.event(index) {
             Ok(event) => {
                 if let Body::Decide(decide) = &event.body {
@@ -105,25 +137,49 @@ fn emit_flow(trace: &Trace, number: usize, micros: &dyn Fn(u64) -> f64, emit: &m
                     args.insert("seq".into(), event.seq.into());
                     args.insert("exit".into(), crate::text::exit_detail_of(&event).into());
                 }
-                steps.push((entry.tsc, entry.dom, event.body.kind(), crate::text::detail(&event), event.seq));
+                steps.push((
+                    entry.tsc,
+                    entry.dom,
+                    event.body.kind(),
+                    crate::text::detail(&event),
+                    event.seq,
+                ));
             }
-            Err(error) => steps.push((entry.tsc, entry.dom, entry.kind.name(), error.to_string(), entry.seq)),
+            Err(error) => steps.push((
+                entry.tsc,
+                entry.dom,
+                entry.kind.name(),
+                error.to_string(),
+                entry.seq,
+            )),
         }
     }
     let name = format!("{} {}", flow.class(), flow.action_text());
-    emit(out, json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(flow.tsc), "dur": micros(end_tsc) - micros(flow.tsc),
-                     "pid": PID, "tid": track, "args": Value::Object(args)}))?;
+    emit(
+        out,
+        json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(flow.tsc), "dur": micros(end_tsc) - micros(flow.tsc),
+                     "pid": PID, "tid": track, "args": Value::Object(args)}),
+    )?;
     // Each step lasts until the next one: where the hypervisor's time went inside the trap.
     for (position, (tsc, dom, kind, detail, seq)) in steps.iter().enumerate() {
         let until = steps.get(position + 1).map_or(end_tsc, |next| next.0);
-        emit(out, json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": micros(until) - micros(*tsc),
-                         "pid": PID, "tid": tid(*dom), "args": {"seq": seq, "detail": detail}}))?;
+        emit(
+            out,
+            json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": micros(until) - micros(*tsc),
+                         "pid": PID, "tid": tid(*dom), "args": {"seq": seq, "detail": detail}}),
+        )?;
     }
     // The arrow from a delivery to its handler's return.
     if let Some(returning) = trace.flows().get(flow.returned_by as usize) {
-        emit(out, json!({"ph": "s", "name": "handler", "cat": "delivery", "id": number, "ts": micros(flow.tsc), "pid": PID, "tid": track}))?;
-        emit(out, json!({"ph": "f", "bp": "e", "name": "handler", "cat": "delivery", "id": number, "ts": micros(returning.tsc),
-                         "pid": PID, "tid": tid(returning.dom)}))?;
+        emit(
+            out,
+            json!({"ph": "s", "name": "handler", "cat": "delivery", "id": number, "ts": micros(flow.tsc), "pid": PID, "tid": track}),
+        )?;
+        emit(
+            out,
+            json!({"ph": "f", "bp": "e", "name": "handler", "cat": "delivery", "id": number, "ts": micros(returning.tsc),
+                         "pid": PID, "tid": tid(returning.dom)}),
+        )?;
     }
     Ok(())
 }
@@ -138,6 +194,9 @@ mod tests {
         let mut out = Vec::new();
         perfetto(&trace, &mut out).unwrap();
         let value: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value["traceEvents"][0]["args"]["name"], "traplab: empty (no TSC rate: 1 µs shown = 1000 TSC ticks)");
+        assert_eq!(
+            value["traceEvents"][0]["args"]["name"],
+            "traplab: empty (no TSC rate: 1 µs shown = 1000 TSC ticks)"
+        );
     }
 }

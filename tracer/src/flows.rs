@@ -95,7 +95,12 @@ impl Facts {
     /// The facts of a whole event (live runs, tests).
     pub fn of(event: &traplab_abi::event::Event) -> Facts {
         use traplab_abi::event::Body;
-        let mut facts = Facts { seq: event.seq, tsc: event.tsc, dom: event.dom, ..Facts::default() };
+        let mut facts = Facts {
+            seq: event.seq,
+            tsc: event.tsc,
+            dom: event.dom,
+            ..Facts::default()
+        };
         facts.kind = Kind::from_name(event.body.kind()).unwrap_or_default();
         match &event.body {
             Body::Boot(boot) => facts.tsc_hz = Some(boot.tsc_hz),
@@ -190,7 +195,9 @@ impl Flow {
     /// `reflect`, or `bounce→kill` when the decisions changed.
     pub fn action_text(&self) -> String {
         match (self.first_action, self.last_action) {
-            (Some(first), Some(last)) if first != last => format!("{}→{}", first.name(), last.name()),
+            (Some(first), Some(last)) if first != last => {
+                format!("{}→{}", first.name(), last.name())
+            }
             (Some(first), _) => first.name().to_string(),
             (None, _) if self.end == FlowEnd::Open => "pending".into(),
             (None, _) => "-".into(),
@@ -214,7 +221,9 @@ impl Flow {
 /// The trap class of an exit code: `#PF` for an exception, else the exit name.
 pub fn class_of(exitcode: u64) -> &'static str {
     match exitcode {
-        code @ svm::exitcode::EXCP_BASE..=0x5f => x86::exception((code - svm::exitcode::EXCP_BASE) as u8).mnemonic,
+        code @ svm::exitcode::EXCP_BASE..=0x5f => {
+            x86::exception((code - svm::exitcode::EXCP_BASE) as u8).mnemonic
+        }
         code => svm::exit_name(code),
     }
 }
@@ -252,7 +261,9 @@ impl Assembler {
                     tsc: facts.tsc,
                     rip: facts.rip.unwrap_or(0),
                     cycles: NO_CYCLES,
-                    exitcode: facts.exitcode.map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32),
+                    exitcode: facts
+                        .exitcode
+                        .map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32),
                     returned_by: NO_FLOW,
                     returns_from: NO_FLOW,
                     dom: facts.dom.unwrap_or(u16::MAX),
@@ -266,7 +277,9 @@ impl Assembler {
             Kind::Boot | Kind::End | Kind::Lost => self.close(flows, FlowEnd::Cut),
             _ => {
                 let Some(open) = self.open else { return };
-                let Some(flow) = flows.get_mut(open as usize) else { return };
+                let Some(flow) = flows.get_mut(open as usize) else {
+                    return;
+                };
                 flow.len = index - flow.first + 1;
                 match facts.kind {
                     Kind::Decide => {
@@ -276,14 +289,19 @@ impl Assembler {
                     Kind::Inject | Kind::Bounce => {
                         if let Some(vector) = facts.vector {
                             flow.delivered = Some(vector);
-                            self.undelivered.entry(flow.dom).or_default().push((open, vector));
+                            self.undelivered
+                                .entry(flow.dom)
+                                .or_default()
+                                .push((open, vector));
                         }
                     }
                     Kind::Return => {
                         let dom = flow.dom;
                         if let Some(vector) = facts.vector
                             && let Some(stack) = self.undelivered.get_mut(&dom)
-                            && let Some(position) = stack.iter().rposition(|&(_, delivered)| delivered == vector)
+                            && let Some(position) = stack
+                                .iter()
+                                .rposition(|&(_, delivered)| delivered == vector)
                         {
                             let (delivering, _) = stack.remove(position);
                             // Anything delivered after it and still open never returned
@@ -342,7 +360,11 @@ mod tests {
     use super::*;
 
     fn facts(kind: Kind, dom: Option<u16>) -> Facts {
-        Facts { kind, dom, ..Facts::default() }
+        Facts {
+            kind,
+            dom,
+            ..Facts::default()
+        }
     }
 
     fn feed(events: &[Facts]) -> Vec<Flow> {
@@ -355,19 +377,32 @@ mod tests {
     }
 
     fn exit(code: u64) -> Facts {
-        Facts { exitcode: Some(code), rip: Some(0x1000), ..facts(Kind::Exit, Some(0)) }
+        Facts {
+            exitcode: Some(code),
+            rip: Some(0x1000),
+            ..facts(Kind::Exit, Some(0))
+        }
     }
 
     fn decide(action: Action) -> Facts {
-        Facts { action: Some(action), ..facts(Kind::Decide, Some(0)) }
+        Facts {
+            action: Some(action),
+            ..facts(Kind::Decide, Some(0))
+        }
     }
 
     fn deliver(kind: Kind, vector: Option<u8>) -> Facts {
-        Facts { vector, ..facts(kind, Some(0)) }
+        Facts {
+            vector,
+            ..facts(kind, Some(0))
+        }
     }
 
     fn resume(cycles: u64) -> Facts {
-        Facts { cycles: Some(cycles), ..facts(Kind::Resume, Some(0)) }
+        Facts {
+            cycles: Some(cycles),
+            ..facts(Kind::Resume, Some(0))
+        }
     }
 
     #[test]
@@ -389,7 +424,15 @@ mod tests {
             resume(70),
         ]);
         assert_eq!(flows.len(), 3);
-        assert_eq!((flows[0].first, flows[0].len, flows[0].class(), flows[0].cycles), (1, 4, "#PF", 100));
+        assert_eq!(
+            (
+                flows[0].first,
+                flows[0].len,
+                flows[0].class(),
+                flows[0].cycles
+            ),
+            (1, 4, "#PF", 100)
+        );
         assert_eq!(flows[0].first_action, Some(Action::Reflect));
         assert_eq!(flows[0].delivered, Some(14));
         assert_eq!(flows[0].returned_by, 2);
@@ -397,14 +440,21 @@ mod tests {
         assert_eq!(flows[1].returned_by, NO_FLOW);
         assert_eq!(flows[1].class(), "IOIO");
         assert!(flows.iter().all(|flow| flow.end == FlowEnd::Resumed));
-        assert_eq!(flow_of(&flows, 5), None, "the console line between flows is in none");
+        assert_eq!(
+            flow_of(&flows, 5),
+            None,
+            "the console line between flows is in none"
+        );
         assert_eq!(flow_of(&flows, 8), Some(1));
         assert_eq!(flow_of(&flows, 0), None);
     }
 
     #[test]
     fn chained_decisions_killed_domains_and_cut_traces() {
-        let killed = Facts { domain_state: Some(DomainState::Killed), ..facts(Kind::Domain, Some(0)) };
+        let killed = Facts {
+            domain_state: Some(DomainState::Killed),
+            ..facts(Kind::Domain, Some(0))
+        };
         let flows = feed(&[
             exit(0x4e),
             decide(Action::Bounce),

@@ -56,22 +56,39 @@ pub fn to_line(event: &Event) -> String {
 
 /// Parse one line.
 pub fn from_line(line: &str) -> Result<Event, JsonError> {
-    let value: Value = serde_json::from_str(line).map_err(|error| JsonError::Syntax(error.to_string()))?;
+    let value: Value =
+        serde_json::from_str(line).map_err(|error| JsonError::Syntax(error.to_string()))?;
     from_value(value)
 }
 
 /// Parse one JSON object.
 pub fn from_value(value: Value) -> Result<Event, JsonError> {
-    let Value::Object(mut object) = value else { return Err(JsonError::NotAnObject) };
-    let version = object.remove("v").and_then(|v| v.as_u64()).ok_or(JsonError::Field("v"))?;
+    let Value::Object(mut object) = value else {
+        return Err(JsonError::NotAnObject);
+    };
+    let version = object
+        .remove("v")
+        .and_then(|v| v.as_u64())
+        .ok_or(JsonError::Field("v"))?;
     if version != SCHEMA_VERSION as u64 {
         return Err(JsonError::Version { found: version });
     }
-    let seq = object.remove("seq").and_then(|v| v.as_u64()).ok_or(JsonError::Field("seq"))?;
-    let tsc = object.remove("tsc").and_then(|v| v.as_u64()).ok_or(JsonError::Field("tsc"))?;
+    let seq = object
+        .remove("seq")
+        .and_then(|v| v.as_u64())
+        .ok_or(JsonError::Field("seq"))?;
+    let tsc = object
+        .remove("tsc")
+        .and_then(|v| v.as_u64())
+        .ok_or(JsonError::Field("tsc"))?;
     let dom = match object.remove("dom") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_u64().and_then(|dom| u16::try_from(dom).ok()).ok_or(JsonError::Field("dom"))?),
+        Some(value) => Some(
+            value
+                .as_u64()
+                .and_then(|dom| u16::try_from(dom).ok())
+                .ok_or(JsonError::Field("dom"))?,
+        ),
     };
     let kind = match object.remove("kind") {
         Some(Value::String(kind)) => kind,
@@ -82,9 +99,17 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
     }
     let mut wrapped = Map::new();
     wrapped.insert(kind.clone(), Value::Object(object));
-    let body: Body = serde_json::from_value(Value::Object(wrapped))
-        .map_err(|error| JsonError::Body { kind, message: error.to_string() })?;
-    Ok(Event { seq, tsc, dom, body })
+    let body: Body =
+        serde_json::from_value(Value::Object(wrapped)).map_err(|error| JsonError::Body {
+            kind,
+            message: error.to_string(),
+        })?;
+    Ok(Event {
+        seq,
+        tsc,
+        dom,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -113,7 +138,10 @@ mod tests {
                 cr3: 0x10000,
                 cr4: 0x620,
                 efer: 0x1d00,
-                regs: Registers { rax: 42, ..Registers::default() },
+                regs: Registers {
+                    rax: 42,
+                    ..Registers::default()
+                },
                 insn: InstructionBytes::new(&[0x48, 0xc7, 0x00, 0x2a, 0, 0, 0]),
             }),
         }
@@ -129,9 +157,17 @@ mod tests {
 
     #[test]
     fn hypervisor_events_have_no_dom() {
-        let event = Event { seq: 0, tsc: 1, dom: None, body: Body::Console(Console { text: "hi".into() }) };
+        let event = Event {
+            seq: 0,
+            tsc: 1,
+            dom: None,
+            body: Body::Console(Console { text: "hi".into() }),
+        };
         let line = to_line(&event);
-        assert_eq!(line, r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#);
+        assert_eq!(
+            line,
+            r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#
+        );
         assert_eq!(from_line(&line).unwrap(), event);
     }
 
@@ -140,15 +176,27 @@ mod tests {
         assert!(matches!(from_line("{\"v\":1,"), Err(JsonError::Syntax(_))));
         assert_eq!(from_line("[1]"), Err(JsonError::NotAnObject));
         assert_eq!(from_line(r#"{"seq":1}"#), Err(JsonError::Field("v")));
-        assert_eq!(from_line(r#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#), Err(JsonError::Version { found: 7 }));
-        assert_eq!(from_line(r#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#), Err(JsonError::UnknownKind("party".into())));
-        let bad = from_line(r#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance","why":"","at":""}"#);
+        assert_eq!(
+            from_line(r#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#),
+            Err(JsonError::Version { found: 7 })
+        );
+        assert_eq!(
+            from_line(r#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#),
+            Err(JsonError::UnknownKind("party".into()))
+        );
+        let bad = from_line(
+            r#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance","why":"","at":""}"#,
+        );
         assert!(matches!(bad, Err(JsonError::Body { .. })), "{bad:?}");
         let decide = Event {
             seq: 1,
             tsc: 0,
             dom: Some(2),
-            body: Body::Decide(Decide { action: Action::Reflect, why: "w".into(), at: "hv/src/x.rs:1".into() }),
+            body: Body::Decide(Decide {
+                action: Action::Reflect,
+                why: "w".into(),
+                at: "hv/src/x.rs:1".into(),
+            }),
         };
         assert_eq!(from_line(&to_line(&decide)).unwrap(), decide);
     }

@@ -80,7 +80,18 @@ pub enum ControlStart {
 
 impl Machine {
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
-        Machine { hv, guests, trace: TraceMode::Ring, ram_mib: 256, ring_kib: None, control: None, settings: Vec::new(), timer_hz: None, gdb_port: None, extra_args: Vec::new() }
+        Machine {
+            hv,
+            guests,
+            trace: TraceMode::Ring,
+            ram_mib: 256,
+            ring_kib: None,
+            control: None,
+            settings: Vec::new(),
+            timer_hz: None,
+            gdb_port: None,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -102,7 +113,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         "-m".into(),
         ram.clone(),
         "-object".into(),
-        format!("memory-backend-file,id=ram,size={ram},mem-path={},share=on", escape(ram_file)),
+        format!(
+            "memory-backend-file,id=ram,size={ram},mem-path={},share=on",
+            escape(ram_file)
+        ),
         "-kernel".into(),
         escape(&machine.hv),
         "-nodefaults".into(),
@@ -116,7 +130,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         "-fw_cfg".into(),
-        format!("name=opt/traplab/trace,string={}", machine.trace.fw_cfg_value()),
+        format!(
+            "name=opt/traplab/trace,string={}",
+            machine.trace.fw_cfg_value()
+        ),
     ];
     if let Some(start) = machine.control {
         let value = match start {
@@ -128,7 +145,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
     }
     if !machine.settings.is_empty() {
         args.push("-fw_cfg".into());
-        args.push(format!("name=opt/traplab/settings,string={}", machine.settings.join(",,")));
+        args.push(format!(
+            "name=opt/traplab/settings,string={}",
+            machine.settings.join(",,")
+        ));
     }
     if let Some(hz) = machine.timer_hz {
         args.push("-fw_cfg".into());
@@ -140,7 +160,9 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         // `nodelay=on`: the UART sends a byte at a time, and Nagle's algorithm would hold
         // each small segment for the peer's delayed ACK (measured: 160 ms per register read).
         args.push("-chardev".into());
-        args.push(format!("socket,id=gdb,host=127.0.0.1,port={port},server=on,wait=off,nodelay=on"));
+        args.push(format!(
+            "socket,id=gdb,host=127.0.0.1,port={port},server=on,wait=off,nodelay=on"
+        ));
         args.push("-serial".into());
         args.push("chardev:gdb".into());
         args.push("-fw_cfg".into());
@@ -152,9 +174,15 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
     }
     for (id, guest) in machine.guests.iter().enumerate() {
         args.push("-fw_cfg".into());
-        args.push(format!("name=opt/traplab/dom{id}/name,string={}", guest.name.replace(',', ",,")));
+        args.push(format!(
+            "name=opt/traplab/dom{id}/name,string={}",
+            guest.name.replace(',', ",,")
+        ));
         args.push("-fw_cfg".into());
-        args.push(format!("name=opt/traplab/dom{id}/elf,file={}", escape(&guest.elf)));
+        args.push(format!(
+            "name=opt/traplab/dom{id}/elf,file={}",
+            escape(&guest.elf)
+        ));
     }
     args.extend(machine.extra_args.iter().cloned());
     args.into_iter().map(OsString::from).collect()
@@ -163,12 +191,15 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
 /// Where `qemu-system-x86_64` is on the PATH.
 pub fn find() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(PROGRAM)).find(|candidate| is_executable(candidate))
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(PROGRAM))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// The command that installs QEMU on Debian or Ubuntu (with sudo unless we are root).
@@ -234,35 +265,63 @@ mod tests {
     fn the_command_line_has_the_machine_the_ring_and_the_guests() {
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
-            vec![Guest { name: "page-fault".into(), elf: "/g/page,fault".into() }],
+            vec![Guest {
+                name: "page-fault".into(),
+                elf: "/g/page,fault".into(),
+            }],
         );
         machine.trace = TraceMode::Off;
         machine.settings = vec!["intercept-cr".into(), "lazy-memory".into()];
-        let args: Vec<String> =
-            arguments(&machine, Path::new("/dev/shm/ram")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
         let joined = args.join(" ");
         assert!(joined.contains("-cpu qemu64,+svm,+npt"));
         assert!(joined.contains("-machine q35,memory-backend=ram"));
-        assert!(joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/dev/shm/ram,share=on"));
+        assert!(
+            joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/dev/shm/ram,share=on")
+        );
         assert!(joined.contains("-kernel /x/traplab-hv"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("name=opt/traplab/trace,string=off"));
         assert!(joined.contains("name=opt/traplab/dom0/name,string=page-fault"));
-        assert!(joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"), "commas are doubled: {joined}");
+        assert!(
+            joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"),
+            "commas are doubled: {joined}"
+        );
         assert!(args.iter().any(|a| a == "-no-reboot"));
-        assert!(joined.contains("name=opt/traplab/settings,string=intercept-cr,,lazy-memory"), "commas doubled inside the value");
+        assert!(
+            joined.contains("name=opt/traplab/settings,string=intercept-cr,,lazy-memory"),
+            "commas doubled inside the value"
+        );
     }
 
     #[test]
     fn gdb_gets_com2_on_a_loopback_port() {
-        let mut machine = Machine::new("/x/traplab-hv".into(), vec![Guest { name: "hello".into(), elf: "/g/hello".into() }]);
+        let mut machine = Machine::new(
+            "/x/traplab-hv".into(),
+            vec![Guest {
+                name: "hello".into(),
+                elf: "/g/hello".into(),
+            }],
+        );
         machine.gdb_port = Some(2159);
-        let args: Vec<String> =
-            arguments(&machine, Path::new("/dev/shm/ram")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
         let joined = args.join(" ");
-        assert!(joined.contains("-chardev socket,id=gdb,host=127.0.0.1,port=2159,server=on,wait=off,nodelay=on"));
+        assert!(joined.contains(
+            "-chardev socket,id=gdb,host=127.0.0.1,port=2159,server=on,wait=off,nodelay=on"
+        ));
         // COM1 is the first -serial (the log), COM2 the second (gdb).
-        let serials: Vec<&String> = args.iter().zip(args.iter().skip(1)).filter(|(a, _)| *a == "-serial").map(|(_, b)| b).collect();
+        let serials: Vec<&String> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(a, _)| *a == "-serial")
+            .map(|(_, b)| b)
+            .collect();
         assert_eq!(serials, ["stdio", "chardev:gdb"]);
         assert!(joined.contains("name=opt/traplab/gdb,string=dom0"));
     }
@@ -270,7 +329,10 @@ mod tests {
     #[test]
     fn exit_codes_decode() {
         assert_eq!(HvStatus::from_qemu_exit_code(1), Some(HvStatus::Done));
-        assert_eq!(HvStatus::from_qemu_exit_code(7), Some(HvStatus::NoNestedPaging));
+        assert_eq!(
+            HvStatus::from_qemu_exit_code(7),
+            Some(HvStatus::NoNestedPaging)
+        );
         assert_eq!(HvStatus::from_qemu_exit_code(11), Some(HvStatus::HvFault));
         assert_eq!(HvStatus::from_qemu_exit_code(0), None);
     }
@@ -278,6 +340,9 @@ mod tests {
     #[test]
     fn install_command_names_the_package() {
         let command = install_command();
-        assert_eq!(&command[command.len() - 4..], ["apt-get", "install", "-y", "qemu-system-x86"]);
+        assert_eq!(
+            &command[command.len() - 4..],
+            ["apt-get", "install", "-y", "qemu-system-x86"]
+        );
     }
 }

@@ -17,7 +17,9 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn create(path: &Path) -> io::Result<Recorder> {
-        Ok(Recorder { writer: BufWriter::new(File::create(path)?) })
+        Ok(Recorder {
+            writer: BufWriter::new(File::create(path)?),
+        })
     }
 
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
@@ -72,12 +74,20 @@ pub fn read(path: &Path) -> io::Result<Recording> {
         match json::from_line(&line) {
             Ok(event) => events.push(event),
             Err(json_error) => {
-                error = Some(LineError { path: path.display().to_string(), line: index + 1, error: json_error });
+                error = Some(LineError {
+                    path: path.display().to_string(),
+                    line: index + 1,
+                    error: json_error,
+                });
                 break;
             }
         }
     }
-    Ok(Recording { path: path.to_path_buf(), events, error })
+    Ok(Recording {
+        path: path.to_path_buf(),
+        events,
+        error,
+    })
 }
 
 #[cfg(test)]
@@ -86,11 +96,21 @@ mod tests {
     use traplab_abi::event::{Body, Console};
 
     fn console(seq: u64, text: &str) -> Event {
-        Event { seq, tsc: seq * 10, dom: Some(0), body: Body::Console(Console { text: text.to_string().into() }) }
+        Event {
+            seq,
+            tsc: seq * 10,
+            dom: Some(0),
+            body: Body::Console(Console {
+                text: text.to_string().into(),
+            }),
+        }
     }
 
     fn temporary(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("traplab-recording-test-{}-{name}", std::process::id()))
+        std::env::temp_dir().join(format!(
+            "traplab-recording-test-{}-{name}",
+            std::process::id()
+        ))
     }
 
     #[test]

@@ -25,13 +25,16 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use traplab_abi::event::{self, Event};
 use traplab_abi::control::{Command, Mailbox};
+use traplab_abi::event::{self, Event};
 use traplab_abi::ring::{self, ReadError, Ring};
 
 /// What a running session yields, in order of arrival.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "events are nearly every item; boxing each would cost an allocation")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are nearly every item; boxing each would cost an allocation"
+)]
 pub enum Item {
     Event(Event),
     /// One line of the hypervisor's own log (COM1, QEMU's stdout).
@@ -95,7 +98,11 @@ struct SharedRam {
 impl SharedRam {
     fn create(mib: u32) -> Result<SharedRam, SessionError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let dir = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
         let path = dir.join(format!(
             "traplab-{}-{}.ram",
             std::process::id(),
@@ -107,11 +114,17 @@ impl SharedRam {
             .create_new(true)
             .open(&path)
             .map_err(io_error(format!("creating {}", path.display())))?;
-        file.set_len(mib as u64 * 1024 * 1024).map_err(io_error("sizing the RAM file"))?;
+        file.set_len(mib as u64 * 1024 * 1024)
+            .map_err(io_error("sizing the RAM file"))?;
         // The file is ours (create_new) and only QEMU shares it; we touch the ring and the
         // mailbox through atomics and after acquire loads, as `traplab_abi` requires.
         let map = MmapRaw::map_raw(&file).map_err(io_error("mapping the RAM file"))?;
-        Ok(SharedRam { path, unlinked: AtomicBool::new(false), map, _file: file })
+        Ok(SharedRam {
+            path,
+            unlinked: AtomicBool::new(false),
+            map,
+            _file: file,
+        })
     }
 
     /// The ring's header page inside the mapping.
@@ -160,7 +173,11 @@ impl Session {
         let program = qemu::find().ok_or(SessionError::QemuMissing)?;
         let ram = Arc::new(SharedRam::create(machine.ram_mib)?);
         let mut command = Process::new(program);
-        command.args(qemu::arguments(machine, &ram.path)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(qemu::arguments(machine, &ram.path))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: between fork and exec we only make async-signal-safe system calls.
         unsafe {
             command.pre_exec(|| {
@@ -236,7 +253,10 @@ impl Session {
         // SAFETY: the header page lives as long as `ram`, which the Control keeps alive;
         // Control serialises its posts with a lock.
         let mailbox = unsafe { Mailbox::new(self.ram.ring_header()) };
-        Some(Control { _ram: Arc::clone(&self.ram), mailbox: Arc::new(Mutex::new(mailbox)) })
+        Some(Control {
+            _ram: Arc::clone(&self.ram),
+            mailbox: Arc::new(Mutex::new(mailbox)),
+        })
     }
 
     /// Has QEMU stopped and everything been handed out?
@@ -253,7 +273,8 @@ impl Session {
             let length = self.ram.map.len();
             // SAFETY: the mapping is `length` bytes, page-aligned, and lives as long as the
             // session (`ram` is an Arc the session holds; `Ring` is never used after drop).
-            match unsafe { Ring::attach(self.ram.ring_header(), length - ring::RING_PHYS as usize) } {
+            match unsafe { Ring::attach(self.ram.ring_header(), length - ring::RING_PHYS as usize) }
+            {
                 Ok(attached) => {
                     self.ring = Some(attached);
                     // QEMU has the file open (the hypervisor wrote to it): the name can go.
@@ -262,25 +283,32 @@ impl Session {
                 Err(ReadError::NotReady) => return 0,
                 Err(error) => {
                     self.broken = true;
-                    self.pending.push_back(Item::Broken(format!("the trace ring is unusable: {error:?}")));
+                    self.pending.push_back(Item::Broken(format!(
+                        "the trace ring is unusable: {error:?}"
+                    )));
                     return 0;
                 }
             }
         }
-        let Some(ring) = self.ring.as_mut() else { return 0 };
+        let Some(ring) = self.ring.as_mut() else {
+            return 0;
+        };
         let mut events = Vec::new();
         let mut undecodable = None;
         let result = ring.consume(|record| match event::decode(record) {
             Ok(event) => events.push(event),
             Err(error) => {
-                undecodable.get_or_insert_with(|| format!("a ring record is not an event: {error}"));
+                undecodable
+                    .get_or_insert_with(|| format!("a ring record is not an event: {error}"));
             }
         });
         let count = events.len();
         self.pending.extend(events.into_iter().map(Item::Event));
         if let Err(error) = result {
             self.broken = true;
-            self.pending.push_back(Item::Broken(format!("the trace ring is corrupt: {error:?}")));
+            self.pending.push_back(Item::Broken(format!(
+                "the trace ring is corrupt: {error:?}"
+            )));
         }
         if let Some(message) = undecodable {
             self.pending.push_back(Item::Broken(message));
@@ -304,7 +332,11 @@ impl Session {
         if let Some(thread) = self.stderr_thread.take() {
             let _ = thread.join();
         }
-        let stderr = self.stderr.lock().map(|text| text.clone()).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .lock()
+            .map(|text| text.clone())
+            .unwrap_or_default();
         let exit_code = status.code();
         self.pending.push_back(Item::Finished(Finish {
             exit_code,
@@ -362,8 +394,15 @@ impl Session {
                     continue;
                 }
             }
-            let stop_requested = self.options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed));
-            let too_late = self.options.timeout.is_some_and(|limit| self.started.elapsed() > limit);
+            let stop_requested = self
+                .options
+                .stop
+                .as_ref()
+                .is_some_and(|stop| stop.load(Ordering::Relaxed));
+            let too_late = self
+                .options
+                .timeout
+                .is_some_and(|limit| self.started.elapsed() > limit);
             if stop_requested || too_late {
                 self.interrupted |= stop_requested;
                 self.timed_out |= too_late && !stop_requested;
@@ -475,5 +514,11 @@ pub fn collect(machine: &Machine, options: Options) -> Result<Run, SessionError>
         what: "QEMU".into(),
         error: std::io::Error::other("the session ended without finishing"),
     })?;
-    Ok(Run { events, log, broken, faults: check.finish(), finish })
+    Ok(Run {
+        events,
+        log,
+        broken,
+        faults: check.finish(),
+        finish,
+    })
 }

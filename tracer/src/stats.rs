@@ -61,7 +61,10 @@ pub fn compute(flows: &[Flow], tsc_hz: Option<u64>) -> Stats {
         }
     }
     let exits = flows.len() as u64;
-    let total_cycles: u64 = by_reason.values().flat_map(|(_, cycles)| cycles.iter()).sum();
+    let total_cycles: u64 = by_reason
+        .values()
+        .flat_map(|(_, cycles)| cycles.iter())
+        .sum();
     let mut rows: Vec<ReasonStats> = by_reason
         .into_iter()
         .map(|(exitcode, (count, mut cycles))| {
@@ -83,7 +86,12 @@ pub fn compute(flows: &[Flow], tsc_hz: Option<u64>) -> Stats {
         })
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(b.reason)));
-    Stats { rows, exits, total_cycles, tsc_hz }
+    Stats {
+        rows,
+        exits,
+        total_cycles,
+        tsc_hz,
+    }
 }
 
 impl Stats {
@@ -97,7 +105,11 @@ impl Stats {
     }
 
     pub fn unit(&self) -> &'static str {
-        if self.tsc_hz.is_some_and(|hz| hz > 0) { "µs" } else { "cycles" }
+        if self.tsc_hz.is_some_and(|hz| hz > 0) {
+            "µs"
+        } else {
+            "cycles"
+        }
     }
 
     /// The header and rows as text columns (shared by `traplab stats` and the TUI).
@@ -201,11 +213,17 @@ mod tests {
         let stats = compute(&flows, Some(1_000_000_000));
         assert_eq!(stats.exits, 102);
         let ioio = &stats.rows[0];
-        assert_eq!((ioio.reason, ioio.count, ioio.min, ioio.max), ("IOIO", 100, Some(1000), Some(100_000)));
+        assert_eq!(
+            (ioio.reason, ioio.count, ioio.min, ioio.max),
+            ("IOIO", 100, Some(1000), Some(100_000))
+        );
         assert_eq!((ioio.p50, ioio.p95), (Some(50_000), Some(95_000)));
         assert_eq!(ioio.avg, Some(50_500.0));
         let pf = &stats.rows[1];
-        assert_eq!((pf.class, pf.count, pf.min, pf.p95), ("#PF", 2, Some(500_000), Some(500_000)));
+        assert_eq!(
+            (pf.class, pf.count, pf.min, pf.p95),
+            ("#PF", 2, Some(500_000), Some(500_000))
+        );
         assert!((pf.share - 2.0 / 102.0).abs() < 1e-9);
         assert!((pf.time_share + ioio.time_share - 1.0).abs() < 1e-9);
         let text = stats.render();

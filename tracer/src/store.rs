@@ -38,7 +38,10 @@ pub struct EventIndex {
 /// `dom` of an event about the hypervisor itself (the JSON has no `"dom"`).
 pub const NO_DOM: u16 = u16::MAX;
 
-const _: () = assert!(std::mem::size_of::<EventIndex>() == 32, "the index is a quarter of the budget per event");
+const _: () = assert!(
+    std::mem::size_of::<EventIndex>() == 32,
+    "the index is a quarter of the budget per event"
+);
 
 impl EventIndex {
     pub fn dom(&self) -> Option<u16> {
@@ -98,7 +101,11 @@ pub struct Loader {
 impl Loader {
     /// Read and index more of the file: all of it with `None`, else until `budget` has
     /// passed (a chunk at least). `Ok(true)` once the whole file is in, or a bad line ended it.
-    pub fn load(&mut self, trace: &mut Trace, budget: Option<std::time::Duration>) -> io::Result<bool> {
+    pub fn load(
+        &mut self,
+        trace: &mut Trace,
+        budget: Option<std::time::Duration>,
+    ) -> io::Result<bool> {
         let started = std::time::Instant::now();
         while !self.done {
             self.load_chunk(trace)?;
@@ -111,7 +118,11 @@ impl Loader {
 
     /// How far the load is, 0.0–1.0.
     pub fn progress(&self) -> f64 {
-        if self.done || self.total == 0 { 1.0 } else { self.read as f64 / self.total as f64 }
+        if self.done || self.total == 0 {
+            1.0
+        } else {
+            self.read as f64 / self.total as f64
+        }
     }
 
     fn load_chunk(&mut self, trace: &mut Trace) -> io::Result<()> {
@@ -126,20 +137,38 @@ impl Loader {
         // slow part), then indexed in order.
         let mut lines = Vec::new();
         let mut start = 0;
-        while let Some(newline) = self.buffer[start..filled].iter().position(|&byte| byte == b'\n') {
+        while let Some(newline) = self.buffer[start..filled]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
             lines.push(start..start + newline);
             start += newline + 1;
         }
         let buffer = &self.buffer;
-        let threads = std::thread::available_parallelism().map_or(1, |count| count.get()).clamp(1, 8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |count| count.get())
+            .clamp(1, 8);
         let per_thread = lines.len().div_ceil(threads).max(1);
         let facts: Vec<Result<Option<Facts>, JsonError>> = std::thread::scope(|scope| {
             let workers: Vec<_> = lines
                 .chunks(per_thread)
-                .map(|part| scope.spawn(move || part.iter().map(|range| parse_line(&buffer[range.clone()])).collect::<Vec<_>>()))
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|range| parse_line(&buffer[range.clone()]))
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
             // A worker only panics on a bug in the parser: pass that panic on.
-            workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
         });
         for (range, facts) in lines.iter().zip(facts) {
             if !trace.take_facts(facts, range.len() as u32, trace.end_offset) {
@@ -207,7 +236,17 @@ impl Trace {
         let total = file.metadata()?.len();
         let source = Source::File(file.try_clone()?);
         let trace = Trace::empty(path.display().to_string(), Some(path.to_path_buf()), source);
-        Ok((trace, Loader { file, buffer: vec![0u8; CHUNK], carried: 0, read: 0, total, done: false }))
+        Ok((
+            trace,
+            Loader {
+                file,
+                buffer: vec![0u8; CHUNK],
+                carried: 0,
+                read: 0,
+                total,
+                done: false,
+            },
+        ))
     }
 
     fn finished_loading(&mut self) {
@@ -222,7 +261,12 @@ impl Trace {
     }
 
     /// Index one line from its [`parse_line`] result.
-    fn take_facts(&mut self, facts: Result<Option<Facts>, JsonError>, len: u32, offset: u64) -> bool {
+    fn take_facts(
+        &mut self,
+        facts: Result<Option<Facts>, JsonError>,
+        len: u32,
+        offset: u64,
+    ) -> bool {
         self.lines += 1;
         match facts {
             Ok(Some(facts)) => {
@@ -230,11 +274,16 @@ impl Trace {
                 true
             }
             Ok(None) => {
-                self.blank_lines.push((self.events.len() as u32, self.lines as u32));
+                self.blank_lines
+                    .push((self.events.len() as u32, self.lines as u32));
                 true
             }
             Err(error) => {
-                self.error = Some(LineError { path: self.name.clone(), line: self.lines, error });
+                self.error = Some(LineError {
+                    path: self.name.clone(),
+                    line: self.lines,
+                    error,
+                });
                 false
             }
         }
@@ -250,11 +299,14 @@ impl Trace {
             dom: facts.dom.unwrap_or(NO_DOM),
             kind: facts.kind,
         });
-        self.check.observe_parts(facts.seq, facts.lost, facts.kind == Kind::End);
+        self.check
+            .observe_parts(facts.seq, facts.lost, facts.kind == Kind::End);
         if let Some(hz) = facts.tsc_hz {
             self.tsc_hz = Some(hz);
         }
-        if let (Some(DomainState::Created), Some(dom), Some(name)) = (facts.domain_state, facts.dom, &facts.domain_name) {
+        if let (Some(DomainState::Created), Some(dom), Some(name)) =
+            (facts.domain_state, facts.dom, &facts.domain_name)
+        {
             self.domains.retain(|(known, _)| *known != dom);
             self.domains.push((dom, name.clone()));
         }
@@ -321,7 +373,10 @@ impl Trace {
 
     /// The guest program of domain `dom`.
     pub fn domain_name(&self, dom: u16) -> Option<&str> {
-        self.domains.iter().find(|(known, _)| *known == dom).map(|(_, name)| name.as_str())
+        self.domains
+            .iter()
+            .find(|(known, _)| *known == dom)
+            .map(|(_, name)| name.as_str())
     }
 
     /// Every domain, in order of creation.
@@ -346,31 +401,45 @@ impl Trace {
 
     /// The line number of event number `index`.
     pub fn line_number(&self, index: usize) -> usize {
-        let blanks = self.blank_lines.partition_point(|&(before, _)| before as usize <= index);
+        let blanks = self
+            .blank_lines
+            .partition_point(|&(before, _)| before as usize <= index);
         index + 1 + blanks
     }
 
     /// The raw JSON line of event number `index`.
     pub fn raw_line(&self, index: usize) -> io::Result<String> {
-        let entry = self.events.get(index).ok_or_else(|| io::Error::other("no such event"))?;
+        let entry = self
+            .events
+            .get(index)
+            .ok_or_else(|| io::Error::other("no such event"))?;
         let mut bytes = vec![0u8; entry.len as usize];
         match &self.source {
             Source::File(file) => file.read_exact_at(&mut bytes, entry.offset)?,
             Source::Memory(memory) => {
                 let start = entry.offset as usize;
-                let line = memory.get(start..start + bytes.len()).ok_or_else(|| io::Error::other("outside the buffer"))?;
+                let line = memory
+                    .get(start..start + bytes.len())
+                    .ok_or_else(|| io::Error::other("outside the buffer"))?;
                 bytes.copy_from_slice(line);
             }
         }
-        String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+        String::from_utf8(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
     }
 
     /// Event number `index`, parsed in full. A line that indexed but does not parse (a
     /// field the index did not look at is wrong), or a file changed under us, is a
     /// [`LineError`] naming its line.
     pub fn event(&self, index: usize) -> Result<Event, LineError> {
-        let line_error = |error| LineError { path: self.name.clone(), line: self.line_number(index), error };
-        let line = self.raw_line(index).map_err(|error| line_error(JsonError::Syntax(format!("cannot read the line: {error}"))))?;
+        let line_error = |error| LineError {
+            path: self.name.clone(),
+            line: self.line_number(index),
+            error,
+        };
+        let line = self.raw_line(index).map_err(|error| {
+            line_error(JsonError::Syntax(format!("cannot read the line: {error}")))
+        })?;
         json::from_line(&line).map_err(line_error)
     }
 }
@@ -398,7 +467,11 @@ struct Header<'a> {
 
 /// The facts of one line; `None` for a blank line.
 fn parse_line(line: &[u8]) -> Result<Option<Facts>, JsonError> {
-    if line.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { read_facts(line).map(Some) }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        Ok(None)
+    } else {
+        read_facts(line).map(Some)
+    }
 }
 
 /// Read the [`Facts`] of one line, with the same errors as [`json::from_line`] for what
@@ -406,7 +479,11 @@ fn parse_line(line: &[u8]) -> Result<Option<Facts>, JsonError> {
 /// a flow is built from.
 pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
     let header: Header = serde_json::from_slice(line).map_err(|error| {
-        if error.is_data() { JsonError::Data(error.to_string()) } else { JsonError::Syntax(error.to_string()) }
+        if error.is_data() {
+            JsonError::Data(error.to_string())
+        } else {
+            JsonError::Syntax(error.to_string())
+        }
     })?;
     let version = header.v.ok_or(JsonError::Field("v"))?;
     if version != SCHEMA_VERSION as u64 {
@@ -416,18 +493,44 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
     let tsc = header.tsc.ok_or(JsonError::Field("tsc"))?;
     let dom = match header.dom {
         None => None,
-        Some(dom) => Some(u16::try_from(dom).ok().filter(|&dom| dom != NO_DOM).ok_or(JsonError::Field("dom"))?),
+        Some(dom) => Some(
+            u16::try_from(dom)
+                .ok()
+                .filter(|&dom| dom != NO_DOM)
+                .ok_or(JsonError::Field("dom"))?,
+        ),
     };
     let kind_name = header.kind.ok_or(JsonError::Field("kind"))?;
-    let kind = Kind::from_name(kind_name).ok_or_else(|| JsonError::UnknownKind(kind_name.to_string()))?;
-    let body_error = |message: &str| JsonError::Body { kind: kind_name.to_string(), message: message.to_string() };
-    let mut facts = Facts { seq, tsc, dom, kind, ..Facts::default() };
+    let kind =
+        Kind::from_name(kind_name).ok_or_else(|| JsonError::UnknownKind(kind_name.to_string()))?;
+    let body_error = |message: &str| JsonError::Body {
+        kind: kind_name.to_string(),
+        message: message.to_string(),
+    };
+    let mut facts = Facts {
+        seq,
+        tsc,
+        dom,
+        kind,
+        ..Facts::default()
+    };
     let hex = |text: Option<&str>| text.and_then(traplab_abi::event::hex::parse);
     match kind {
-        Kind::Boot => facts.tsc_hz = Some(header.tsc_hz.ok_or_else(|| body_error("missing field `tsc_hz`"))?),
+        Kind::Boot => {
+            facts.tsc_hz = Some(
+                header
+                    .tsc_hz
+                    .ok_or_else(|| body_error("missing field `tsc_hz`"))?,
+            )
+        }
         Kind::Exit => {
-            facts.exitcode = Some(header.exitcode.ok_or_else(|| body_error("missing field `exitcode`"))?);
-            facts.rip = Some(hex(header.rip).ok_or_else(|| body_error("missing or bad field `rip`"))?);
+            facts.exitcode = Some(
+                header
+                    .exitcode
+                    .ok_or_else(|| body_error("missing field `exitcode`"))?,
+            );
+            facts.rip =
+                Some(hex(header.rip).ok_or_else(|| body_error("missing or bad field `rip`"))?);
         }
         Kind::Decide => {
             let action = match header.action {
@@ -442,7 +545,11 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
             facts.action = Some(action);
         }
         Kind::Inject | Kind::Bounce => {
-            facts.vector = Some(header.vector.ok_or_else(|| body_error("missing field `vector`"))?);
+            facts.vector = Some(
+                header
+                    .vector
+                    .ok_or_else(|| body_error("missing field `vector`"))?,
+            );
         }
         Kind::Return => {
             facts.vector = header.vector;
@@ -450,7 +557,11 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
         }
         Kind::Resume => {
             facts.rip = hex(header.rip);
-            facts.cycles = Some(header.cycles.ok_or_else(|| body_error("missing field `cycles`"))?);
+            facts.cycles = Some(
+                header
+                    .cycles
+                    .ok_or_else(|| body_error("missing field `cycles`"))?,
+            );
         }
         Kind::Domain => {
             facts.domain_state = Some(match header.state {
@@ -461,7 +572,13 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
             });
             facts.domain_name = header.name;
         }
-        Kind::Lost => facts.lost = Some(header.count.ok_or_else(|| body_error("missing field `count`"))?),
+        Kind::Lost => {
+            facts.lost = Some(
+                header
+                    .count
+                    .ok_or_else(|| body_error("missing field `count`"))?,
+            )
+        }
         Kind::Emulate | Kind::Console | Kind::End => {}
     }
     Ok(facts)
@@ -493,29 +610,77 @@ mod tests {
 
     #[test]
     fn bad_lines_have_the_errors_of_the_full_parse() {
-        assert!(matches!(read_facts(b"{\"v\":1,"), Err(JsonError::Syntax(_))));
+        assert!(matches!(
+            read_facts(b"{\"v\":1,"),
+            Err(JsonError::Syntax(_))
+        ));
         assert_eq!(read_facts(br#"{"seq":1}"#), Err(JsonError::Field("v")));
-        assert_eq!(read_facts(br#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#), Err(JsonError::Version { found: 7 }));
-        assert_eq!(read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#), Err(JsonError::UnknownKind("party".into())));
-        assert!(matches!(read_facts(br#"{"v":1,"seq":"one","tsc":0,"kind":"end"}"#), Err(JsonError::Data(_))));
-        assert!(matches!(read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance"}"#), Err(JsonError::Body { .. })));
+        assert_eq!(
+            read_facts(br#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#),
+            Err(JsonError::Version { found: 7 })
+        );
+        assert_eq!(
+            read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#),
+            Err(JsonError::UnknownKind("party".into()))
+        );
+        assert!(matches!(
+            read_facts(br#"{"v":1,"seq":"one","tsc":0,"kind":"end"}"#),
+            Err(JsonError::Data(_))
+        ));
+        assert!(matches!(
+            read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance"}"#),
+            Err(JsonError::Body { .. })
+        ));
     }
 
     fn line(seq: u64, body: Body) -> String {
-        json::to_line(&Event { seq, tsc: seq * 10, dom: Some(0), body })
+        json::to_line(&Event {
+            seq,
+            tsc: seq * 10,
+            dom: Some(0),
+            body,
+        })
     }
 
     #[test]
     fn a_bad_line_stops_the_load_and_keeps_what_came_before() {
         let path = temporary("bad-line");
-        let console = |seq, text: &str| line(seq, Body::Console(Console { text: text.to_string().into() }));
-        let decide = line(1, Body::Decide(Decide { action: Action::Emulate, why: "w".into(), at: "a".into() }));
-        std::fs::write(&path, format!("{}\n\n{decide}\n{}\n{}", console(0, "a"), &console(2, "b")[..20], console(3, "c"))).unwrap();
+        let console = |seq, text: &str| {
+            line(
+                seq,
+                Body::Console(Console {
+                    text: text.to_string().into(),
+                }),
+            )
+        };
+        let decide = line(
+            1,
+            Body::Decide(Decide {
+                action: Action::Emulate,
+                why: "w".into(),
+                at: "a".into(),
+            }),
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n\n{decide}\n{}\n{}",
+                console(0, "a"),
+                &console(2, "b")[..20],
+                console(3, "c")
+            ),
+        )
+        .unwrap();
         let trace = Trace::open(&path).unwrap();
         assert_eq!(trace.len(), 2);
         let error = trace.error().expect("an error");
         assert_eq!(error.line, 4);
-        assert!(error.to_string().ends_with(":4: not JSON: EOF while parsing an object at line 1 column 20"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .ends_with(":4: not JSON: EOF while parsing an object at line 1 column 20"),
+            "{error}"
+        );
         assert_eq!(trace.line_number(1), 3, "the blank line counts");
         assert_eq!(trace.event(1).unwrap().seq, 1);
         std::fs::remove_file(path).unwrap();
@@ -524,10 +689,24 @@ mod tests {
     #[test]
     fn a_live_trace_grows_and_reads_back() {
         let mut trace = Trace::live("test");
-        let resume = Body::Resume(Resume { rip: 1, rflags: 2, regs: Default::default(), cycles: 5 });
-        trace.push_event(&Event { seq: 0, tsc: 0, dom: Some(0), body: resume.clone() });
+        let resume = Body::Resume(Resume {
+            rip: 1,
+            rflags: 2,
+            regs: Default::default(),
+            cycles: 5,
+        });
+        trace.push_event(&Event {
+            seq: 0,
+            tsc: 0,
+            dom: Some(0),
+            body: resume.clone(),
+        });
         assert_eq!(trace.event(0).unwrap().body, resume);
-        assert_eq!(trace.flows().len(), 0, "a resume without an exit is no flow");
+        assert_eq!(
+            trace.flows().len(),
+            0,
+            "a resume without an exit is no flow"
+        );
         assert!(trace.faults().contains(&StreamFault::Truncated));
         assert_eq!(FlowEnd::Open as u8, 0);
     }

@@ -30,8 +30,14 @@ pub enum SymbolError {
 
 impl Symbols {
     pub fn load(path: &Path) -> Result<Symbols, SymbolError> {
-        let data = std::fs::read(path).map_err(|error| SymbolError::Io { path: path.display().to_string(), error })?;
-        Symbols::parse(&data).map_err(|error| SymbolError::Elf { path: path.display().to_string(), error })
+        let data = std::fs::read(path).map_err(|error| SymbolError::Io {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Symbols::parse(&data).map_err(|error| SymbolError::Elf {
+            path: path.display().to_string(),
+            error,
+        })
     }
 
     pub fn parse(data: &[u8]) -> Result<Symbols, object::Error> {
@@ -40,8 +46,10 @@ impl Symbols {
             .symbols()
             // Untyped symbols too: labels of hand-written assembly (the 32-bit guests' stubs).
             .filter(|symbol| {
-                matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Unknown)
-                    && symbol.address() != 0
+                matches!(
+                    symbol.kind(),
+                    SymbolKind::Text | SymbolKind::Data | SymbolKind::Unknown
+                ) && symbol.address() != 0
                     && symbol.section_index().is_some()
             })
             .filter_map(|symbol| {
@@ -59,7 +67,9 @@ impl Symbols {
 
     /// The symbol `address` is in, and the offset into it.
     pub fn lookup(&self, address: u64) -> Option<(&Symbol, u64)> {
-        let index = self.symbols.partition_point(|symbol| symbol.address <= address);
+        let index = self
+            .symbols
+            .partition_point(|symbol| symbol.address <= address);
         let symbol = self.symbols[..index].last()?;
         let offset = address - symbol.address;
         (offset < symbol.size.max(1)).then_some((symbol, offset))
@@ -68,12 +78,19 @@ impl Symbols {
     /// `name+0x10`, or `None` outside every symbol.
     pub fn describe(&self, address: u64) -> Option<String> {
         let (symbol, offset) = self.lookup(address)?;
-        Some(if offset == 0 { symbol.name.clone() } else { format!("{}+{offset:#x}", symbol.name) })
+        Some(if offset == 0 {
+            symbol.name.clone()
+        } else {
+            format!("{}+{offset:#x}", symbol.name)
+        })
     }
 
     /// The address of the symbol called `name` (demangled, without hash).
     pub fn address_of(&self, name: &str) -> Option<u64> {
-        self.symbols.iter().find(|symbol| symbol.name == name).map(|symbol| symbol.address)
+        self.symbols
+            .iter()
+            .find(|symbol| symbol.name == name)
+            .map(|symbol| symbol.address)
     }
 
     /// Resolve `name` or `name+offset` (offset in hex with 0x, or decimal).

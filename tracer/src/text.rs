@@ -16,7 +16,13 @@ pub fn line(event: &Event) -> String {
         Some(dom) => format!("dom{dom}"),
         None => "hv".into(),
     };
-    format!("{:>6} {:<4} {:<8} {}", event.seq, dom, event.body.kind(), detail(event))
+    format!(
+        "{:>6} {:<4} {:<8} {}",
+        event.seq,
+        dom,
+        event.body.kind(),
+        detail(event)
+    )
 }
 
 /// The part after the kind.
@@ -52,12 +58,19 @@ pub fn detail(event: &Event) -> String {
         Body::Emulate(emulate) => {
             let mut text = emulate.what.to_string();
             for change in &emulate.changes {
-                let _ = write!(text, "; {} {:#x} -> {:#x}", change.name, change.old, change.new);
+                let _ = write!(
+                    text,
+                    "; {} {:#x} -> {:#x}",
+                    change.name, change.old, change.new
+                );
             }
             text
         }
         Body::Inject(inject) => {
-            let mut text = format!("{} (vector {}, {:?}", inject.name, inject.vector, inject.kind);
+            let mut text = format!(
+                "{} (vector {}, {:?}",
+                inject.name, inject.vector, inject.kind
+            );
             if let Some(code) = inject.error_code {
                 let _ = write!(text, ", error code {code:#x}");
             }
@@ -97,14 +110,22 @@ pub fn detail(event: &Event) -> String {
             text
         }
         Body::Return(ret) => {
-            let what = ret.name.as_deref().map_or("a handler".to_string(), |name| format!("the {name} handler"));
+            let what = ret.name.as_deref().map_or("a handler".to_string(), |name| {
+                format!("the {name} handler")
+            });
             let via = match ret.via {
                 traplab_abi::event::ReturnPath::Iret => "IRET",
                 traplab_abi::event::ReturnPath::Hypercall => "the iret hypercall",
             };
-            format!("{what} returns via {via} to {:#x} (CS {:#x}, RSP {:#x})", ret.rip, ret.cs, ret.rsp)
+            format!(
+                "{what} returns via {via} to {:#x} (CS {:#x}, RSP {:#x})",
+                ret.rip, ret.cs, ret.rsp
+            )
         }
-        Body::Resume(resume) => format!("guest continues at {:#x} ({} cycles in the hypervisor)", resume.rip, resume.cycles),
+        Body::Resume(resume) => format!(
+            "guest continues at {:#x} ({} cycles in the hypervisor)",
+            resume.rip, resume.cycles
+        ),
         Body::Console(console) => format!("| {}", console.text),
         Body::Lost(lost) => format!("{} event(s) LOST before this one", lost.count),
         Body::End(end) => format!("hypervisor stops (status {}): {}", end.status, end.reason),
@@ -136,7 +157,16 @@ pub fn exit_detail(exit: &Exit) -> String {
             if exception.vector == 14 {
                 let code = PageFaultCode(exit.exitinfo1 as u32);
                 let flags: Vec<_> = code.flag_names().collect();
-                let _ = write!(text, " ({}), address {:#x}", if flags.is_empty() { "-".into() } else { flags.join("|") }, exit.exitinfo2);
+                let _ = write!(
+                    text,
+                    " ({}), address {:#x}",
+                    if flags.is_empty() {
+                        "-".into()
+                    } else {
+                        flags.join("|")
+                    },
+                    exit.exitinfo2
+                );
             }
         }
         exitcode::IOIO => {
@@ -159,16 +189,39 @@ pub fn exit_detail(exit: &Exit) -> String {
             let _ = write!(
                 text,
                 ": {} guest-physical {:#x}{}",
-                if npf.fetch { "fetch at" } else if npf.write { "write to" } else { "read of" },
+                if npf.fetch {
+                    "fetch at"
+                } else if npf.write {
+                    "write to"
+                } else {
+                    "read of"
+                },
                 exit.exitinfo2,
-                if npf.guest_page_walk { " (walking the guest's page tables)" } else { "" }
+                if npf.guest_page_walk {
+                    " (walking the guest's page tables)"
+                } else {
+                    ""
+                }
             );
         }
         exitcode::CPUID => {
-            let _ = write!(text, ": leaf {:#x}, subleaf {:#x}", exit.regs.rax as u32, exit.regs.rcx as u32);
+            let _ = write!(
+                text,
+                ": leaf {:#x}, subleaf {:#x}",
+                exit.regs.rax as u32, exit.regs.rcx as u32
+            );
         }
         exitcode::MSR => {
-            let _ = write!(text, ": {} MSR {:#x}", if exit.exitinfo1 == 1 { "WRMSR" } else { "RDMSR" }, exit.regs.rcx as u32);
+            let _ = write!(
+                text,
+                ": {} MSR {:#x}",
+                if exit.exitinfo1 == 1 {
+                    "WRMSR"
+                } else {
+                    "RDMSR"
+                },
+                exit.regs.rcx as u32
+            );
         }
         exitcode::VMMCALL => {
             let number = exit.regs.rax;
@@ -181,7 +234,11 @@ pub fn exit_detail(exit: &Exit) -> String {
         _ => {}
     }
     if let Some(interrupted) = svm::Event::decode(exit.exitintinfo) {
-        let _ = write!(text, " [while delivering vector {} ({:?})]", interrupted.vector, interrupted.kind);
+        let _ = write!(
+            text,
+            " [while delivering vector {} ({:?})]",
+            interrupted.vector, interrupted.kind
+        );
     }
     text
 }

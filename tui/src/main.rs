@@ -4,8 +4,8 @@
 //! the `traplab-tracer` crate, the lab catalogue in `traplab-labs`.
 
 use clap::Parser;
-use traplab_tui::{cli, commands};
 use std::process::ExitCode;
+use traplab_tui::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -16,7 +16,9 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
     let interactive = std::io::stdin().is_terminal();
     if !yes {
         if !interactive {
-            return Err(format!("install it with: {command_text}   (or run traplab with --yes to let it do that)"));
+            return Err(format!(
+                "install it with: {command_text}   (or run traplab with --yes to let it do that)"
+            ));
         }
         eprint!("Install it now with `{command_text}`? [y/N] ");
         let _ = std::io::stderr().flush();
@@ -33,7 +35,10 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
         .status()
         .map_err(|error| format!("cannot run `{command_text}`: {error}"))?;
     if !status.success() || qemu::find().is_none() {
-        return Err(format!("`{command_text}` did not install {}; try it by hand", qemu::PROGRAM));
+        return Err(format!(
+            "`{command_text}` did not install {}; try it by hand",
+            qemu::PROGRAM
+        ));
     }
     Ok(())
 }

@@ -11,7 +11,11 @@ fn traplab() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    traplab().args(args).stdin(Stdio::null()).output().expect("traplab runs")
+    traplab()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("traplab runs")
 }
 
 fn temporary(name: &str) -> PathBuf {
@@ -39,37 +43,79 @@ fn list_json_names_every_lab_with_title_and_classes() {
     let labs: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON array");
     let labs = labs.as_array().expect("an array");
     let ids: Vec<&str> = labs.iter().filter_map(|lab| lab["id"].as_str()).collect();
-    for id in ["hello", "cpuid", "hypercall", "invalid-opcode", "page-fault"] {
+    for id in [
+        "hello",
+        "cpuid",
+        "hypercall",
+        "invalid-opcode",
+        "page-fault",
+    ] {
         assert!(ids.contains(&id), "{id} in {ids:?}");
     }
     // A lab for every exception class x86 can raise (issue 3).
-    let classes: Vec<&str> = labs.iter().flat_map(|lab| lab["classes"].as_array().into_iter().flatten()).filter_map(|c| c.as_str()).collect();
-    for class in ["#DE", "#DB", "#BP", "NMI", "#UD", "#NM", "#DF", "#NP", "#SS", "#GP", "#PF", "#MF", "#AC", "#XM", "#MC", "#OF", "#BR", "#TS"] {
+    let classes: Vec<&str> = labs
+        .iter()
+        .flat_map(|lab| lab["classes"].as_array().into_iter().flatten())
+        .filter_map(|c| c.as_str())
+        .collect();
+    for class in [
+        "#DE", "#DB", "#BP", "NMI", "#UD", "#NM", "#DF", "#NP", "#SS", "#GP", "#PF", "#MF", "#AC",
+        "#XM", "#MC", "#OF", "#BR", "#TS",
+    ] {
         assert!(classes.contains(&class), "a lab for {class}");
     }
     for lab in labs {
         assert!(lab["title"].as_str().is_some_and(|title| !title.is_empty()));
-        assert!(lab["classes"].as_array().is_some_and(|classes| !classes.is_empty()), "{lab}");
+        assert!(
+            lab["classes"]
+                .as_array()
+                .is_some_and(|classes| !classes.is_empty()),
+            "{lab}"
+        );
     }
     let text = run(&["list"]);
-    assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), labs.len());
+    assert_eq!(
+        String::from_utf8_lossy(&text.stdout).lines().count(),
+        labs.len()
+    );
 }
 
 #[test]
 fn trace_json_is_json_lines_from_seq_0_and_the_status_is_the_guests() {
     let record = temporary("hello.jsonl");
-    let output = run(&["trace", "hello", "--json", "--record", record.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run(&[
+        "trace",
+        "hello",
+        "--json",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).expect("UTF-8");
-    let events: Vec<_> = stdout.lines().map(|line| json::from_line(line).expect("every line is an event")).collect();
+    let events: Vec<_> = stdout
+        .lines()
+        .map(|line| json::from_line(line).expect("every line is an event"))
+        .collect();
     for (seq, event) in events.iter().enumerate() {
         assert_eq!(event.seq, seq as u64);
     }
-    assert!(stdout.lines().all(|line| line.starts_with(r#"{"v":1,"seq":"#)));
+    assert!(
+        stdout
+            .lines()
+            .all(|line| line.starts_with(r#"{"v":1,"seq":"#))
+    );
     assert!(matches!(events.last().map(|e| &e.body), Some(Body::End(_))));
     let recorded = traplab_tracer::recording::read(&record).expect("the recording reads");
     assert!(recorded.error.is_none());
-    assert_eq!(recorded.events, events, "--record writes what --json prints");
+    assert_eq!(
+        recorded.events, events,
+        "--record writes what --json prints"
+    );
     std::fs::remove_file(record).unwrap();
 }
 
@@ -81,10 +127,16 @@ fn trace_text_shows_the_reflected_page_fault() {
     assert!(stdout.contains("exit     EXCP_PF at "), "{stdout}");
     assert!(stdout.contains("#PF page fault, error code 0x2 (W/R), address 0x40000000"));
     assert!(stdout.contains("decide   reflect: "));
-    assert!(stdout.contains("inject   #PF (vector 14, Exception, error code 0x2, CR2 0x40000000) -> guest handler 0x"));
+    assert!(stdout.contains(
+        "inject   #PF (vector 14, Exception, error code 0x2, CR2 0x40000000) -> guest handler 0x"
+    ));
     assert!(stdout.contains("console  | the write was retried and worked: read back 42"));
     let summary = stdout.lines().last().unwrap_or_default();
-    assert!(summary.starts_with("-- page-fault: the guest exited with status 0; ") && summary.ends_with(" events, none lost"), "{summary}");
+    assert!(
+        summary.starts_with("-- page-fault: the guest exited with status 0; ")
+            && summary.ends_with(" events, none lost"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -92,14 +144,20 @@ fn a_killed_domain_gives_status_137() {
     let output = run(&["trace", "--guest", "bad-triple-fault"]);
     assert_eq!(output.status.code(), Some(137));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("bad-triple-fault KILLED: triple fault: #GP while delivering #DF"), "{stdout}");
+    assert!(
+        stdout.contains("bad-triple-fault KILLED: triple fault: #GP while delivering #DF"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn unknown_labs_and_guests_are_usage_errors() {
     let output = run(&["trace", "no-such-lab"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("there is no lab called \"no-such-lab\"; `traplab list` shows them"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("there is no lab called \"no-such-lab\"; `traplab list` shows them")
+    );
     let output = run(&["trace", "--guest", "no-such-guest"]);
     assert_eq!(output.status.code(), Some(2));
 }
@@ -109,11 +167,22 @@ fn without_qemu_the_error_names_the_install_command() {
     // A PATH with nothing on it: no qemu-system-x86_64, no sudo, no apt-get.
     let empty = temporary("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let output = traplab().args(["trace", "hello"]).env("PATH", &empty).stdin(Stdio::null()).output().unwrap();
+    let output = traplab()
+        .args(["trace", "hello"])
+        .env("PATH", &empty)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("traplab needs qemu-system-x86_64, which is not installed."), "{stderr}");
-    assert!(stderr.contains("apt-get install -y qemu-system-x86"), "{stderr}");
+    assert!(
+        stderr.contains("traplab needs qemu-system-x86_64, which is not installed."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("apt-get install -y qemu-system-x86"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--yes"), "{stderr}");
     std::fs::remove_dir(empty).unwrap();
 }
@@ -131,18 +200,32 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
     // Wait until QEMU is up.
     let started = Instant::now();
     while qemu_of(pid).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "QEMU never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "QEMU never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(qemu_of(pid).is_empty(), "no QEMU left running");
-    assert!(!std::fs::read_dir("/dev/shm").unwrap().any(|entry| entry
-        .map(|entry| entry.file_name().to_string_lossy().starts_with(&format!("traplab-{pid}-")))
-        .unwrap_or(false)), "no RAM file left");
+    assert!(
+        !std::fs::read_dir("/dev/shm").unwrap().any(|entry| entry
+            .map(|entry| entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("traplab-{pid}-")))
+            .unwrap_or(false)),
+        "no RAM file left"
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("| spinning"));
 }
 
@@ -165,17 +248,40 @@ fn a_time_limit_stops_qemu_too() {
 #[test]
 fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
     for (cpu, message) in [
-        ("qemu64,-svm", "the hypervisor stopped: the CPU has no AMD SVM"),
-        ("qemu64,+svm,-npt", "the hypervisor stopped: the CPU has no nested paging"),
+        (
+            "qemu64,-svm",
+            "the hypervisor stopped: the CPU has no AMD SVM",
+        ),
+        (
+            "qemu64,+svm,-npt",
+            "the hypervisor stopped: the CPU has no nested paging",
+        ),
     ] {
         // The last -cpu wins: this replaces the model traplab asks for.
-        let output = run(&["trace", "hello", "--json", "--qemu-arg=-cpu", &format!("--qemu-arg={cpu}")]);
+        let output = run(&[
+            "trace",
+            "hello",
+            "--json",
+            "--qemu-arg=-cpu",
+            &format!("--qemu-arg={cpu}"),
+        ]);
         assert_eq!(output.status.code(), Some(125), "{cpu}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{cpu}: {stderr}");
-        let last = String::from_utf8_lossy(&output.stdout).lines().last().map(json::from_line);
-        let Some(Ok(event)) = last else { panic!("{cpu}: no events") };
-        let Body::End(end) = event.body else { panic!("{cpu}: the last event is end") };
-        assert!(end.reason.contains("-cpu qemu64,+svm,+npt"), "the hypervisor says how to fix it: {}", end.reason);
+        let last = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .map(json::from_line);
+        let Some(Ok(event)) = last else {
+            panic!("{cpu}: no events")
+        };
+        let Body::End(end) = event.body else {
+            panic!("{cpu}: the last event is end")
+        };
+        assert!(
+            end.reason.contains("-cpu qemu64,+svm,+npt"),
+            "the hypervisor says how to fix it: {}",
+            end.reason
+        );
     }
 }

@@ -59,12 +59,20 @@ impl Lab {
             let _ = stdout.read_to_string(&mut trace);
             trace
         });
-        Lab { child, port, elf, trace: Some(trace) }
+        Lab {
+            child,
+            port,
+            elf,
+            trace: Some(trace),
+        }
     }
 
     /// The events of the trace (started with `--json`).
     fn events(trace: &str) -> Vec<traplab_abi::event::Event> {
-        trace.lines().map(|line| traplab_tracer::json::from_line(line).expect("a JSON Lines trace")).collect()
+        trace
+            .lines()
+            .map(|line| traplab_tracer::json::from_line(line).expect("a JSON Lines trace"))
+            .collect()
     }
 
     /// A raw connection to the gdb port (QEMU opens it a moment after it starts).
@@ -82,7 +90,11 @@ impl Lab {
     /// Run gdb in batch mode with these commands (from a script file, so that `while` …
     /// `end` blocks work); its whole output.
     fn gdb(&self, commands: &[&str]) -> String {
-        let script = std::env::temp_dir().join(format!("traplab-gdb-test-{}-{}.gdb", std::process::id(), self.port));
+        let script = std::env::temp_dir().join(format!(
+            "traplab-gdb-test-{}-{}.gdb",
+            std::process::id(),
+            self.port
+        ));
         let mut text = format!("target remote 127.0.0.1:{}\n", self.port);
         for line in commands {
             text.push_str(line);
@@ -98,7 +110,11 @@ impl Lab {
             .output()
             .expect("gdb runs (apt-get install gdb)");
         let _ = std::fs::remove_file(&script);
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         eprintln!("--- gdb said:\n{text}---");
         text
     }
@@ -108,7 +124,12 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                let trace = self.trace.take().expect("the trace reader").join().expect("the trace");
+                let trace = self
+                    .trace
+                    .take()
+                    .expect("the trace reader")
+                    .join()
+                    .expect("the trace");
                 return (status.code().unwrap_or(-1), trace);
             }
             if Instant::now() > deadline {
@@ -131,7 +152,8 @@ impl Drop for Lab {
 fn register(output: &str, name: &str) -> Option<u64> {
     output.lines().find_map(|line| {
         let mut words = line.split_whitespace();
-        (words.next()? == name).then(|| u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok())?
+        (words.next()? == name)
+            .then(|| u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok())?
     })
 }
 
@@ -152,20 +174,52 @@ fn registers_memory_a_breakpoint_in_the_pf_handler_and_detach() {
     assert!(output.contains("in _start ()"), "stopped at _start");
     assert_eq!(register(&output, "rip"), Some(0x20_0000));
     // Paging and protection on (CR0.PG|PE), the boot page tables at 0x10000, long mode.
-    assert_eq!(register(&output, "cr0").map(|cr0| cr0 & 0x8000_0001), Some(0x8000_0001));
+    assert_eq!(
+        register(&output, "cr0").map(|cr0| cr0 & 0x8000_0001),
+        Some(0x8000_0001)
+    );
     assert_eq!(register(&output, "cr3"), Some(0x10000));
-    assert_eq!(register(&output, "efer").map(|efer| efer & 0x500), Some(0x500), "EFER.LME|LMA");
+    assert_eq!(
+        register(&output, "efer").map(|efer| efer & 0x500),
+        Some(0x500),
+        "EFER.LME|LMA"
+    );
     // `_start` begins with `lea …(%rip), %rsp`: 48 8d.
-    assert!(output.contains("0x48\t0x8d"), "x/2xb reads guest memory through its page tables");
-    assert!(output.contains("Breakpoint 1, "), "the breakpoint in the #PF handler hit");
+    assert!(
+        output.contains("0x48\t0x8d"),
+        "x/2xb reads guest memory through its page tables"
+    );
+    assert!(
+        output.contains("Breakpoint 1, "),
+        "the breakpoint in the #PF handler hit"
+    );
     // In the handler, CR2 holds the faulting address, the unmapped 1 GiB.
-    let cr2 = output.lines().filter(|line| line.starts_with("cr2")).last().and_then(|line| register(line, "cr2"));
+    let cr2 = output
+        .lines()
+        .filter(|line| line.starts_with("cr2"))
+        .last()
+        .and_then(|line| register(line, "cr2"));
     assert_eq!(cr2, Some(0x4000_0000));
-    assert!(output.contains("page_fault::page_fault (frame="), "bt shows the handler");
-    assert!(output.contains("traps::trap_entry"), "bt walks back to the IDT entry");
-    assert!(output.contains("EXCP_PF at 0x"), "monitor traps lists the #PF exit");
-    assert!(output.contains("reflect: the guest owns its exceptions (#PF page fault)"), "and its decision");
-    assert!(output.contains("is gdb's breakpoint"), "gdb's own int3 is told apart");
+    assert!(
+        output.contains("page_fault::page_fault (frame="),
+        "bt shows the handler"
+    );
+    assert!(
+        output.contains("traps::trap_entry"),
+        "bt walks back to the IDT entry"
+    );
+    assert!(
+        output.contains("EXCP_PF at 0x"),
+        "monitor traps lists the #PF exit"
+    );
+    assert!(
+        output.contains("reflect: the guest owns its exceptions (#PF page fault)"),
+        "and its decision"
+    );
+    assert!(
+        output.contains("is gdb's breakpoint"),
+        "gdb's own int3 is told apart"
+    );
     assert!(output.contains("Inferior 1 (process 1) detached"));
     let (status, trace) = lab.finish();
     assert_eq!(status, 0, "after detach the guest runs to its end");
@@ -192,12 +246,19 @@ fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
     assert!(output.contains("ud2"), "the loop reached the ud2");
     // vector 6's IDT stub is entry 6 of the table, 16 bytes each: +96; its first
     // instruction pushes the dummy error code.
-    assert!(output.contains("exception_entries") && output.contains("+ 96 in section .text"), "stepi ended in the #UD entry stub");
+    assert!(
+        output.contains("exception_entries") && output.contains("+ 96 in section .text"),
+        "stepi ended in the #UD entry stub"
+    );
     assert!(output.contains("push   $0x0"), "at its first instruction");
     assert!(output.contains("exited normally"));
     let (status, trace) = lab.finish();
     assert_eq!(status, 0);
-    assert!(trace.contains("a #DB caused by gdb (a single step)"), "gdb's steps are the hypervisor's, not the guest's:\n{}", &trace[..trace.len().min(3000)]);
+    assert!(
+        trace.contains("a #DB caused by gdb (a single step)"),
+        "gdb's steps are the hypervisor's, not the guest's:\n{}",
+        &trace[..trace.len().min(3000)]
+    );
 }
 
 #[test]
@@ -211,7 +272,10 @@ fn a_watchpoint_fires_after_the_retried_write() {
         "continue",
     ]);
     assert!(output.contains("Hardware watchpoint 1: *(long *)0x40000000"));
-    assert!(output.contains("New value = 42"), "the watchpoint fired on the write");
+    assert!(
+        output.contains("New value = 42"),
+        "the watchpoint fired on the write"
+    );
     assert!(output.contains("exited normally"));
     assert_eq!(lab.finish().0, 0);
 }
@@ -219,11 +283,23 @@ fn a_watchpoint_fires_after_the_retried_write() {
 #[test]
 fn monitor_catch_pf_stops_at_the_exit_before_the_hypervisor_decides() {
     let lab = Lab::start("page-fault");
-    let output = lab.gdb(&["monitor catch pf", "continue", "monitor decision", "info registers rip", "continue"]);
+    let output = lab.gdb(&[
+        "monitor catch pf",
+        "continue",
+        "monitor decision",
+        "info registers rip",
+        "continue",
+    ]);
     assert!(output.contains("SIGTRAP"), "stopped");
     assert!(output.contains("EXCP_PF at 0x"), "at the #PF exit");
-    assert!(output.contains("hv/src/exit/exception.rs decides"), "before the decision");
-    assert!(output.contains("reflect #PF into the guest's IDT, vector 14"), "which will reflect it");
+    assert!(
+        output.contains("hv/src/exit/exception.rs decides"),
+        "before the decision"
+    );
+    assert!(
+        output.contains("reflect #PF into the guest's IDT, vector 14"),
+        "which will reflect it"
+    );
     assert!(output.contains("exited normally"));
     assert_eq!(lab.finish().0, 0);
 }
@@ -241,8 +317,14 @@ fn malformed_and_oversized_packets_do_not_hurt_the_hypervisor() {
     let _ = socket.write_all(&oversized);
     let _ = socket.write_all(b"$g#00\xff\xfe garbage");
     let (status, trace) = lab.finish();
-    assert_eq!(status, 0, "the hypervisor lived on and the guest ran to its end");
-    assert!(trace.contains("gdb: session dropped"), "the hypervisor says why it dropped the session");
+    assert_eq!(
+        status, 0,
+        "the hypervisor lived on and the guest ran to its end"
+    );
+    assert!(
+        trace.contains("gdb: session dropped"),
+        "the hypervisor says why it dropped the session"
+    );
     assert!(trace.contains("hello exited with status 0"));
     assert!(trace.contains("none lost"));
     drop(socket);
@@ -267,7 +349,9 @@ fn packet(body: &str) -> Vec<u8> {
 
 /// Whatever the socket delivers within `time`.
 fn read_for(socket: &mut TcpStream, time: Duration) -> String {
-    socket.set_read_timeout(Some(Duration::from_millis(50))).expect("a timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("a timeout");
     let end = Instant::now() + time;
     let mut seen = String::new();
     let mut buffer = [0u8; 4096];
@@ -281,12 +365,17 @@ fn read_for(socket: &mut TcpStream, time: Duration) -> String {
 
 /// Read from the socket until `wanted` shows up (or fail after a few seconds).
 fn read_until(socket: &mut TcpStream, wanted: &str) -> String {
-    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("a timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a timeout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = String::new();
     let mut buffer = [0u8; 4096];
     while !seen.contains(wanted) {
-        assert!(Instant::now() < deadline, "no {wanted:?} from the stub; got {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no {wanted:?} from the stub; got {seen:?}"
+        );
         if let Ok(read) = socket.read(&mut buffer) {
             seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
         }
@@ -329,13 +418,31 @@ fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
     for (lab_id, main) in [("debug", "debug::main"), ("breakpoint", "breakpoint::main")] {
         let lab = Lab::start_with(&[lab_id, "--json"]);
         let break_at_main = format!("break {main}");
-        let output = lab.gdb(&[&break_at_main, "continue", "stepi", "stepi", "stepi", "delete", "continue"]);
-        assert!(output.contains("Breakpoint 1, "), "{lab_id}: gdb's breakpoint hit");
-        assert!(output.contains("exited normally"), "{lab_id}: the guest ran to its end");
+        let output = lab.gdb(&[
+            &break_at_main,
+            "continue",
+            "stepi",
+            "stepi",
+            "stepi",
+            "delete",
+            "continue",
+        ]);
+        assert!(
+            output.contains("Breakpoint 1, "),
+            "{lab_id}: gdb's breakpoint hit"
+        );
+        assert!(
+            output.contains("exited normally"),
+            "{lab_id}: the guest ran to its end"
+        );
         let (status, trace) = lab.finish();
         assert_eq!(status, 0, "{lab_id}");
-        let catalogue = traplab_labs::find(lab_id).expect("the catalogue").expect("the lab");
-        let symbols = traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0])).expect("symbols");
+        let catalogue = traplab_labs::find(lab_id)
+            .expect("the catalogue")
+            .expect("the lab");
+        let symbols =
+            traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0]))
+                .expect("symbols");
         let events = Lab::events(&trace);
         if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, &events, &symbols) {
             panic!("{lab_id} with gdb attached: {mismatch}");

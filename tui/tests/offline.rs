@@ -5,49 +5,100 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn recording(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recordings").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/recordings")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn traplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_traplab")).args(args).stdin(Stdio::null()).output().expect("traplab runs")
+    Command::new(env!("CARGO_BIN_EXE_traplab"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("traplab runs")
 }
 
 fn temporary(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("traplab-offline-test-{}-{name}", std::process::id()))
+    std::env::temp_dir().join(format!(
+        "traplab-offline-test-{}-{name}",
+        std::process::id()
+    ))
 }
 
 #[test]
 fn stats_is_a_table_per_exit_reason() {
     let output = traplab(&["stats", &recording("page-fault.jsonl")]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let header = stdout.lines().find(|line| line.starts_with("exit reason")).expect("a header");
-    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), [
-        "exit", "reason", "class", "count", "count%", "time%", "min", "µs", "avg", "µs", "p50", "µs", "p95", "µs", "max", "µs"
-    ]);
+    let header = stdout
+        .lines()
+        .find(|line| line.starts_with("exit reason"))
+        .expect("a header");
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        [
+            "exit", "reason", "class", "count", "count%", "time%", "min", "µs", "avg", "µs", "p50",
+            "µs", "p95", "µs", "max", "µs"
+        ]
+    );
     let row = |reason: &str| -> Vec<String> {
-        stdout.lines().find(|line| line.starts_with(&format!("{reason} "))).unwrap_or_else(|| panic!("a {reason} row in\n{stdout}")).split_whitespace().map(String::from).collect()
+        stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{reason} ")))
+            .unwrap_or_else(|| panic!("a {reason} row in\n{stdout}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
     };
     assert_eq!(row("IOIO")[1..3], ["IOIO", "155"]);
     assert_eq!(row("EXCP_PF")[1..3], ["#PF", "1"]);
     assert_eq!(row("IRET")[2], "1");
-    assert_eq!(row("VMMCALL")[5], "-", "the exit hypercall never resumes: no time");
+    assert_eq!(
+        row("VMMCALL")[5],
+        "-",
+        "the exit hypercall never resumes: no time"
+    );
     assert!(stdout.contains("Total: 158 exits"), "{stdout}");
 
-    let json = traplab(&["stats", &recording("reflect-vs-bounce.jsonl"), "--dom", "1", "--json"]);
+    let json = traplab(&[
+        "stats",
+        &recording("reflect-vs-bounce.jsonl"),
+        "--dom",
+        "1",
+        "--json",
+    ]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     let reasons = value["reasons"].as_array().expect("reasons");
-    assert!(reasons.iter().any(|reason| reason["reason"] == "EXCP_PF" && reason["count"] == 1));
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason["reason"] == "EXCP_PF" && reason["count"] == 1)
+    );
     assert!(value["tsc_hz"].as_u64().is_some());
 }
 
 #[test]
 fn stats_runs_a_lab_when_given_its_name() {
     let output = traplab(&["stats", "cpuid"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("Exits of cpuid (run now)"), "{stdout}");
-    assert!(stdout.lines().any(|line| line.starts_with("CPUID ")), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with("CPUID ")),
+        "{stdout}"
+    );
     let unknown = traplab(&["stats", "no-such-thing"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("neither a recording nor a lab"));
@@ -59,59 +110,145 @@ fn a_malformed_recording_names_its_first_bad_line_and_keeps_the_rest() {
     let lines: Vec<&str> = original.lines().collect();
     let path = temporary("truncated.jsonl");
     // 200 good lines, then half of line 201.
-    std::fs::write(&path, format!("{}\n{}", lines[..200].join("\n"), &lines[200][..lines[200].len() / 2])).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{}",
+            lines[..200].join("\n"),
+            &lines[200][..lines[200].len() / 2]
+        ),
+    )
+    .unwrap();
     let output = traplab(&["stats", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(124));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("{}:201: not JSON: EOF while parsing", path.display())), "{stderr}");
-    assert!(stderr.contains("read up to line 200: 200 events before it"), "{stderr}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("IOIO"), "the table of what came before");
+    assert!(
+        stderr.contains(&format!(
+            "{}:201: not JSON: EOF while parsing",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("read up to line 200: 200 events before it"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("IOIO"),
+        "the table of what came before"
+    );
     std::fs::remove_file(path).unwrap();
 }
 
 #[test]
 fn export_perfetto_is_chrome_trace_event_json_with_a_track_per_domain() {
     let path = temporary("rvb.json");
-    let output = traplab(&["export", &recording("reflect-vs-bounce.jsonl"), "--format", "perfetto", "-o", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("JSON");
+    let output = traplab(&[
+        "export",
+        &recording("reflect-vs-bounce.jsonl"),
+        "--format",
+        "perfetto",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("JSON");
     let events = value["traceEvents"].as_array().expect("traceEvents");
-    let tracks: Vec<&str> = events.iter().filter(|e| e["name"] == "thread_name").filter_map(|e| e["args"]["name"].as_str()).collect();
-    assert_eq!(tracks, ["hypervisor", "dom0 faults-reflect", "dom1 faults-bounce"]);
+    let tracks: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        tracks,
+        ["hypervisor", "dom0 faults-reflect", "dom1 faults-bounce"]
+    );
     let slice = |name: &str, tid: u64| {
-        events.iter().find(|e| e["ph"] == "X" && e["name"] == name && e["tid"] == tid).unwrap_or_else(|| panic!("a {name} slice on track {tid}"))
+        events
+            .iter()
+            .find(|e| e["ph"] == "X" && e["name"] == name && e["tid"] == tid)
+            .unwrap_or_else(|| panic!("a {name} slice on track {tid}"))
     };
     let reflected = slice("#PF reflect", 1);
     let bounced = slice("#PF bounce", 2);
-    assert!(reflected["dur"].as_f64().unwrap() > 0.0 && bounced["ts"].as_f64() > reflected["ts"].as_f64());
-    assert!(reflected["args"]["why"].as_str().unwrap().contains("reflect #PF"));
+    assert!(
+        reflected["dur"].as_f64().unwrap() > 0.0
+            && bounced["ts"].as_f64() > reflected["ts"].as_f64()
+    );
+    assert!(
+        reflected["args"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("reflect #PF")
+    );
     // Steps nest inside their flow, and deliveries have an arrow to their return.
-    assert!(events.iter().any(|e| e["ph"] == "X" && e["name"] == "inject" && e["cat"] == "step"));
-    assert_eq!(events.iter().filter(|e| e["ph"] == "s").count(), events.iter().filter(|e| e["ph"] == "f").count());
-    assert!(events.iter().filter(|e| e["ph"] == "s").count() >= 8, "four faults in each domain");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"] == "inject" && e["cat"] == "step")
+    );
+    assert_eq!(
+        events.iter().filter(|e| e["ph"] == "s").count(),
+        events.iter().filter(|e| e["ph"] == "f").count()
+    );
+    assert!(
+        events.iter().filter(|e| e["ph"] == "s").count() >= 8,
+        "four faults in each domain"
+    );
     for event in events {
-        assert!(event["ph"] == "M" || event["ts"].as_f64().is_some_and(|ts| ts >= 0.0), "{event}");
+        assert!(
+            event["ph"] == "M" || event["ts"].as_f64().is_some_and(|ts| ts >= 0.0),
+            "{event}"
+        );
     }
     std::fs::remove_file(path).unwrap();
     let stdout = traplab(&["export", &recording("page-fault.jsonl")]);
-    assert!(serde_json::from_slice::<serde_json::Value>(&stdout.stdout).is_ok(), "stdout by default");
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&stdout.stdout).is_ok(),
+        "stdout by default"
+    );
 }
 
 #[test]
 fn diff_aligns_the_reflected_and_the_bounced_faults() {
     let file = recording("reflect-vs-bounce.jsonl");
     let output = traplab(&["diff", &file, &file, "--left-dom", "0", "--right-dom", "1"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     for class in ["#DE", "SWINT", "#UD", "#PF"] {
-        let row = stdout.lines().find(|line| line.contains(&format!(" {class} ")) && line.contains(" ≠ ")).unwrap_or_else(|| panic!("{class} aligned\n{stdout}"));
+        let row = stdout
+            .lines()
+            .find(|line| line.contains(&format!(" {class} ")) && line.contains(" ≠ "))
+            .unwrap_or_else(|| panic!("{class} aligned\n{stdout}"));
         let (left, right) = row.split_once(" ≠ ").unwrap();
-        assert!(left.contains("reflect") && right.contains("bounce"), "{row}");
+        assert!(
+            left.contains("reflect") && right.contains("bounce"),
+            "{row}"
+        );
     }
     assert!(stdout.contains("4 handled differently"), "{stdout}");
-    assert!(stdout.contains("more flows handled the same way"), "runs are folded");
+    assert!(
+        stdout.contains("more flows handled the same way"),
+        "runs are folded"
+    );
     assert!(stdout.contains("right: bounce: "), "{stdout}");
-    let same = traplab(&["diff", &recording("page-fault.jsonl"), &recording("page-fault.jsonl"), "--all"]);
+    let same = traplab(&[
+        "diff",
+        &recording("page-fault.jsonl"),
+        &recording("page-fault.jsonl"),
+        "--all",
+    ]);
     let text = String::from_utf8_lossy(&same.stdout);
     assert!(text.contains("158 flows handled the same way, 0 handled differently, 0 only on the left, 0 only on the right."), "{text}");
     assert!(!text.contains("more flows handled"));

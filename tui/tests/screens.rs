@@ -15,11 +15,17 @@ use traplab_tui::ui::app::{Pane, Screen};
 use traplab_tui::ui::{App, Options};
 
 fn recording(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recordings").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/recordings")
+        .join(name)
 }
 
 fn plain() -> Options {
-    Options { color: false, guest_images: false, source_root: None }
+    Options {
+        color: false,
+        guest_images: false,
+        source_root: None,
+    }
 }
 
 fn open(name: &str) -> App {
@@ -34,7 +40,9 @@ fn open(name: &str) -> App {
 fn press(app: &mut App, keys: &str) {
     let mut rest = keys;
     while let Some(character) = rest.chars().next() {
-        let (code, length) = if character == '<' && let Some(end) = rest.find('>') {
+        let (code, length) = if character == '<'
+            && let Some(end) = rest.find('>')
+        {
             let code = match &rest[1..end] {
                 "Enter" => KeyCode::Enter,
                 "Tab" => KeyCode::Tab,
@@ -57,7 +65,9 @@ fn press(app: &mut App, keys: &str) {
 
 fn draw(app: &App, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("a test terminal");
-    terminal.draw(|frame| frame.render_widget(app, frame.area())).expect("draws");
+    terminal
+        .draw(|frame| frame.render_widget(app, frame.area()))
+        .expect("draws");
     terminal.backend().to_string()
 }
 
@@ -73,7 +83,10 @@ fn search_finds_the_page_fault() {
     press(&mut app, "/EXCP_PF");
     insta::assert_snapshot!("search_typing", draw(&app, 80, 24));
     press(&mut app, "<Enter>");
-    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].class(), "#PF");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "#PF"
+    );
     insta::assert_snapshot!("search_found", draw(&app, 80, 24));
     press(&mut app, "/nothing-like-this<Enter>");
     assert!(draw(&app, 80, 24).contains("no flow matches “nothing-like-this”"));
@@ -85,7 +98,17 @@ fn stepping_through_the_reflected_page_fault() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "/EXCP_PF<Enter><Enter>");
     assert_eq!(app.screen, Screen::Flow);
-    let names = ["exit", "decide", "inject", "resume", "handler", "iret_exit", "iret_decide", "return", "resume_after"];
+    let names = [
+        "exit",
+        "decide",
+        "inject",
+        "resume",
+        "handler",
+        "iret_exit",
+        "iret_decide",
+        "return",
+        "resume_after",
+    ];
     for (position, name) in names.iter().enumerate() {
         assert_eq!(app.step, position);
         insta::assert_snapshot!(format!("pf_step_{position}_{name}"), draw(&app, 80, 24));
@@ -94,7 +117,11 @@ fn stepping_through_the_reflected_page_fault() {
     // Past the end of the story: the next flow.
     assert_eq!(app.step, app.story.start);
     press(&mut app, "h");
-    assert_eq!(app.story.steps.len(), 9, "back into the #PF story, at its last step");
+    assert_eq!(
+        app.story.steps.len(),
+        9,
+        "back into the #PF story, at its last step"
+    );
 }
 
 #[test]
@@ -129,7 +156,10 @@ fn statistics_and_filtering_from_them() {
     assert!(app.visible.is_empty(), "no #PF is emulated");
     assert!(draw(&app, 80, 24).contains("no flow passes the filter (F clears it)"));
     press(&mut app, "F/iret<Enter>");
-    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].class(), "IRET");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "IRET"
+    );
     press(&mut app, "/IOIO<Enter>n");
     let first = app.selected;
     press(&mut app, "nN");
@@ -168,8 +198,15 @@ fn a_big_terminal_shows_more() {
 fn a_truncated_recording_shows_its_first_bad_line_and_what_came_before() {
     let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
     let lines: Vec<&str> = original.lines().collect();
-    let path = std::env::temp_dir().join(format!("traplab-screens-{}-truncated.jsonl", std::process::id()));
-    std::fs::write(&path, format!("{}\n{}", lines[..190].join("\n"), &lines[190][..40])).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "traplab-screens-{}-truncated.jsonl",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!("{}\n{}", lines[..190].join("\n"), &lines[190][..40]),
+    )
+    .unwrap();
     let mut app = App::new(Trace::open(&path).unwrap(), plain());
     app.trace.name = "truncated.jsonl".into();
     let error = app.trace.error().expect("an error").to_string();
@@ -183,7 +220,12 @@ fn a_truncated_recording_shows_its_first_bad_line_and_what_came_before() {
 #[test]
 fn mouse_wheel_scrolls() {
     let mut app = open("page-fault.jsonl");
-    let wheel = |kind| MouseEvent { kind, column: 10, row: 10, modifiers: KeyModifiers::NONE };
+    let wheel = |kind| MouseEvent {
+        kind,
+        column: 10,
+        row: 10,
+        modifiers: KeyModifiers::NONE,
+    };
     app.handle_mouse(wheel(MouseEventKind::ScrollDown));
     assert_eq!(app.selected, 3);
     app.handle_mouse(wheel(MouseEventKind::ScrollUp));
@@ -196,18 +238,33 @@ fn mouse_wheel_scrolls() {
 #[test]
 fn the_code_pane_names_the_guest_symbol() {
     let trace = Trace::open(&recording("page-fault.jsonl")).unwrap();
-    let mut app = App::new(trace, Options { color: false, guest_images: true, source_root: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")) });
+    let mut app = App::new(
+        trace,
+        Options {
+            color: false,
+            guest_images: true,
+            source_root: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")),
+        },
+    );
     press(&mut app, "/EXCP_PF<Enter><Enter>x");
     let Some(image) = app.image(0) else {
         eprintln!("the page-fault guest's ELF is not built here; nothing to check");
         return;
     };
     let rip = app.trace.flows()[app.selected_flow().unwrap()].rip;
-    let symbol = image.describe(rip).expect("the faulting RIP is in a function");
+    let symbol = image
+        .describe(rip)
+        .expect("the faulting RIP is in a function");
     let screen = draw(&app, 120, 40);
     assert!(screen.contains(&symbol), "{symbol} in\n{screen}");
-    assert!(screen.contains(&format!("▶ {rip:#x}")), "the trapping instruction is marked\n{screen}");
-    assert!(screen.contains("hypervisor decision at hv/src/exit/"), "{screen}");
+    assert!(
+        screen.contains(&format!("▶ {rip:#x}")),
+        "the trapping instruction is marked\n{screen}"
+    );
+    assert!(
+        screen.contains("hypervisor decision at hv/src/exit/"),
+        "{screen}"
+    );
 }
 
 #[test]

@@ -17,7 +17,17 @@ impl Tmux {
     fn start(label: &str, command: &str) -> Tmux {
         let name = format!("traplab-e2e-{}-{label}", std::process::id());
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", command])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
             // A terminal that every machine knows; no colours to strip from the capture.
             .env("TERM", "xterm-256color")
             .env("NO_COLOR", "1")
@@ -30,11 +40,20 @@ impl Tmux {
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.name];
         args.extend_from_slice(keys);
-        assert!(Command::new("tmux").args(&args).status().expect("tmux send-keys").success());
+        assert!(
+            Command::new("tmux")
+                .args(&args)
+                .status()
+                .expect("tmux send-keys")
+                .success()
+        );
     }
 
     fn screen(&self) -> String {
-        let output = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.name]).output().expect("tmux capture-pane");
+        let output = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -46,25 +65,39 @@ impl Tmux {
             if texts.iter().all(|text| screen.contains(text)) {
                 return screen;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "waited for {texts:?}; the screen shows:\n{screen}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "waited for {texts:?}; the screen shows:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn alive(&self) -> bool {
-        Command::new("tmux").args(["has-session", "-t", &self.name]).output().is_ok_and(|output| output.status.success())
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.name])
+            .output()
+            .is_ok_and(|output| output.status.success())
     }
 
     /// The process in the pane (traplab itself: the command is `exec`ed).
     fn pane_pid(&self) -> u32 {
-        let output = Command::new("tmux").args(["list-panes", "-t", &self.name, "-F", "#{pane_pid}"]).output().expect("tmux list-panes");
-        String::from_utf8_lossy(&output.stdout).trim().parse().expect("a pid")
+        let output = Command::new("tmux")
+            .args(["list-panes", "-t", &self.name, "-F", "#{pane_pid}"])
+            .output()
+            .expect("tmux list-panes");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a pid")
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).output();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .output();
     }
 }
 
@@ -75,7 +108,10 @@ fn qemu_of(pid: u32) -> usize {
         .map(|entries| {
             entries
                 .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|process| std::fs::read(format!("/proc/{process}/cmdline")).is_ok_and(|line| String::from_utf8_lossy(&line).contains(&marker)))
+                .filter(|process| {
+                    std::fs::read(format!("/proc/{process}/cmdline"))
+                        .is_ok_and(|line| String::from_utf8_lossy(&line).contains(&marker))
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -83,8 +119,15 @@ fn qemu_of(pid: u32) -> usize {
 
 #[test]
 fn break_on_page_fault_step_to_the_resume_and_quit() {
-    let tmux = Tmux::start("steps", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
-    tmux.wait_for(&["page-fault (live)", "STOPPED after seq 0", "The hypervisor waits after its boot"]);
+    let tmux = Tmux::start(
+        "steps",
+        &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")),
+    );
+    tmux.wait_for(&[
+        "page-fault (live)",
+        "STOPPED after seq 0",
+        "The hypervisor waits after its boot",
+    ]);
     let traplab = tmux.pane_pid();
     assert_eq!(qemu_of(traplab), 1, "QEMU runs");
 
@@ -96,15 +139,26 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
     // Continue: the hypervisor stops at the #PF exit, before it decides.
     tmux.keys(&["c"]);
     let screen = tmux.wait_for(&["#VMEXIT EXCP_PF", "before it decides", "PENDING"]);
-    assert!(screen.contains("a supervisor-mode write to 0x40000000, whose page is not present"), "{screen}");
-    assert!(screen.contains("W/R       1 — write"), "the error code, bit by bit:\n{screen}");
+    assert!(
+        screen.contains("a supervisor-mode write to 0x40000000, whose page is not present"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("W/R       1 — write"),
+        "the error code, bit by bit:\n{screen}"
+    );
 
     // Each step shows one more event: the decision, the injection, the resume.
     tmux.keys(&["s"]);
     tmux.wait_for(&["decide: reflect", "The hypervisor decides to reflect it"]);
     tmux.keys(&["s"]);
     let screen = tmux.wait_for(&["inject #PF → EVENTINJ", "into the guest's IDT vector 14"]);
-    assert!(screen.contains("EVENTINJ   0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"), "EVENTINJ decoded:\n{screen}");
+    assert!(
+        screen.contains(
+            "EVENTINJ   0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"
+        ),
+        "EVENTINJ decoded:\n{screen}"
+    );
     tmux.keys(&["s"]);
     tmux.wait_for(&["VMRUN", "now in its #PF handler at 0x"]);
 
@@ -112,7 +166,11 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
     tmux.keys(&["q"]);
     let started = Instant::now();
     while tmux.alive() {
-        assert!(started.elapsed() < Duration::from_secs(20), "traplab did not quit:\n{}", tmux.screen());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(qemu_of(traplab), 0, "quitting stops QEMU");
@@ -120,7 +178,10 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
 
 #[test]
 fn closing_the_terminal_stops_qemu() {
-    let tmux = Tmux::start("hangup", &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")));
+    let tmux = Tmux::start(
+        "hangup",
+        &format!("exec {} run page-fault", env!("CARGO_BIN_EXE_traplab")),
+    );
     tmux.wait_for(&["STOPPED after seq 0"]);
     let traplab = tmux.pane_pid();
     assert_eq!(qemu_of(traplab), 1, "QEMU runs");
@@ -128,7 +189,10 @@ fn closing_the_terminal_stops_qemu() {
     drop(tmux);
     let started = Instant::now();
     while qemu_of(traplab) > 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "QEMU outlived its terminal");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "QEMU outlived its terminal"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -15,7 +15,12 @@ const CR0_AM: u64 = 1 << 18;
 const RFLAGS_AC: u64 = 1 << 18;
 
 fn alignment_check(frame: &mut TrapFrame) {
-    println!("#AC, error code {}, at {:#x} (CPL {})", frame.error_code, frame.rip, frame.cs & 3);
+    println!(
+        "#AC, error code {}, at {:#x} (CPL {})",
+        frame.error_code,
+        frame.rip,
+        frame.cs & 3
+    );
 }
 
 static DATA: [u8; 16] = [0; 16];
@@ -42,7 +47,9 @@ fn user_mode() -> i32 {
 fn main(_info: &BootInfo) -> i32 {
     set_handler(17, alignment_check);
     // SAFETY: alignment checking on; harmless at CPL 0, where it never applies.
-    unsafe { core::arch::asm!("mov {0}, cr0", "or {0}, {am}", "mov cr0, {0}", out(reg) _, am = const CR0_AM) };
+    unsafe {
+        core::arch::asm!("mov {0}, cr0", "or {0}, {am}", "mov cr0, {0}", out(reg) _, am = const CR0_AM)
+    };
     // EXERCISE alignment-check.1: first ask for #AC here, at CPL 0, where no CPU raises it,
     // and print `raise_event(#AC) at CPL 0 returned N`.
     user::run(user_mode)

@@ -13,7 +13,10 @@ use x86_64::instructions::tables::{DescriptorTablePointer, lidt};
 
 fn main(_info: &BootInfo) -> i32 {
     println!("loading an empty IDT, then ud2");
-    let empty = DescriptorTablePointer { limit: 0, base: VirtAddr::new(0) };
+    let empty = DescriptorTablePointer {
+        limit: 0,
+        base: VirtAddr::new(0),
+    };
     // SAFETY: deliberately broken: every exception from here on is undeliverable.
     unsafe {
         lidt(&empty);

@@ -16,7 +16,10 @@ fn main(_info: &BootInfo) -> i32 {
     }
     // SAFETY: as above.
     let ticks = unsafe { _rdtsc() } - start;
-    println!("{EXITS} CPUID exits in {ticks} TSC ticks: {} ticks per exit", ticks / EXITS);
+    println!(
+        "{EXITS} CPUID exits in {ticks} TSC ticks: {} ticks per exit",
+        ticks / EXITS
+    );
     0
 }
 

@@ -17,7 +17,10 @@ const MOV_CR_LENGTH: u64 = 3;
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 fn general_protection(frame: &mut TrapFrame) {
-    println!("#GP at {:#x}: the value was refused; skipping the MOV", frame.rip);
+    println!(
+        "#GP at {:#x}: the value was refused; skipping the MOV",
+        frame.rip
+    );
     REFUSED.fetch_add(1, Ordering::SeqCst);
     frame.rip += MOV_CR_LENGTH;
 }
@@ -59,7 +62,10 @@ fn main(_info: &BootInfo) -> i32 {
     // EXERCISE cr-write.1: try CR4 with FSGSBASE (bit 16), print `CR4 with FSGSBASE (bit 16)`
     // first, and expect five refusals.
     let refused = REFUSED.load(Ordering::SeqCst);
-    println!("{refused} invalid writes refused with #GP; CR0 is now {:#x}", Cr0::read_raw());
+    println!(
+        "{refused} invalid writes refused with #GP; CR0 is now {:#x}",
+        Cr0::read_raw()
+    );
     if refused == 4 { 0 } else { 1 }
 }
 

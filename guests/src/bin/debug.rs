@@ -40,7 +40,9 @@ fn main(_info: &BootInfo) -> i32 {
     set_handler(1, debug);
     println!("single step: setting TF");
     // SAFETY: TF makes the CPU trap after the next instruction; the handler clears it.
-    unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], {tf}", "popfq", "nop", tf = const RFLAGS_TF) };
+    unsafe {
+        core::arch::asm!("pushfq", "or qword ptr [rsp], {tf}", "popfq", "nop", tf = const RFLAGS_TF)
+    };
     println!("hardware breakpoint: DR0 on an instruction");
     let target: u64;
     // SAFETY: DR0 points at the NOP after label 2; DR7 bit 0 enables it for execution

@@ -10,9 +10,9 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use traplab_guests::traps::FpuState;
 use traplab_guests::traps::{TrapFrame, set_handler};
 use traplab_guests::{BootInfo, guest_main, println};
-use traplab_guests::traps::FpuState;
 
 const CR0_TS: u64 = 1 << 3;
 
@@ -25,7 +25,11 @@ static SWITCHES: AtomicUsize = AtomicUsize::new(0);
 
 fn device_not_available(frame: &mut TrapFrame) {
     let (owner, current) = (OWNER.load(Ordering::SeqCst), CURRENT.load(Ordering::SeqCst));
-    println!("#NM: task {} touches the FPU, which holds task {}'s registers: switching", task_name(current), task_name(owner));
+    println!(
+        "#NM: task {} touches the FPU, which holds task {}'s registers: switching",
+        task_name(current),
+        task_name(owner)
+    );
     // SAFETY: one CPU, and the only other user of SAVED is `main` before any #NM.
     let saved = unsafe { &mut *(&raw mut SAVED) };
     // `frame.fpu` is what the FPU held when the #NM came: the owner's live registers. Save
@@ -50,7 +54,9 @@ fn main(_info: &BootInfo) -> i32 {
         fresh[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
         fresh[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     }
-    println!("task A puts 0x1111 in XMM15; switch to B (set TS); B writes 0x2222; switch to A (set TS); A reads");
+    println!(
+        "task A puts 0x1111 in XMM15; switch to B (set TS); B writes 0x2222; switch to A (set TS); A reads"
+    );
     // EXERCISE device-not-available.1: switch to task B once more after A has read its value:
     // B reads XMM15, which must be its 0x2222 again. Print
     // `task B reads 0x2222 after 3 lazy switches`.
@@ -74,7 +80,10 @@ fn main(_info: &BootInfo) -> i32 {
             out("xmm15") _,
         )
     };
-    println!("task A reads {seen:#x} after {} lazy switches", SWITCHES.load(Ordering::SeqCst));
+    println!(
+        "task A reads {seen:#x} after {} lazy switches",
+        SWITCHES.load(Ordering::SeqCst)
+    );
     if seen == 0x1111 { 0 } else { 1 }
 }
 

@@ -17,7 +17,10 @@ const DIVIDE_LENGTH: u64 = 2;
 // works. `main` must then tell the compiler that the asm blocks change ECX, and print
 // `quotients after retrying: Q1 and Q2`.
 fn divide_error(frame: &mut TrapFrame) {
-    println!("#DE at {:#x}: skipping the {DIVIDE_LENGTH}-byte division", frame.rip);
+    println!(
+        "#DE at {:#x}: skipping the {DIVIDE_LENGTH}-byte division",
+        frame.rip
+    );
     frame.rip += DIVIDE_LENGTH;
 }
 
@@ -25,10 +28,14 @@ fn main(_info: &BootInfo) -> i32 {
     set_handler(0, divide_error);
     println!("7 / 0 with DIV:");
     // SAFETY: the #DE handler skips the division; the registers it changes are declared.
-    unsafe { core::arch::asm!("div ecx", inout("eax") 7u32 => _, inout("edx") 0u32 => _, in("ecx") 0u32) };
+    unsafe {
+        core::arch::asm!("div ecx", inout("eax") 7u32 => _, inout("edx") 0u32 => _, in("ecx") 0u32)
+    };
     println!("-2147483648 / -1 with IDIV:");
     // SAFETY: as above; EDX:EAX = INT_MIN sign-extended.
-    unsafe { core::arch::asm!("idiv ecx", inout("eax") 0x8000_0000u32 => _, inout("edx") 0xffff_ffffu32 => _, in("ecx") -1i32) };
+    unsafe {
+        core::arch::asm!("idiv ecx", inout("eax") 0x8000_0000u32 => _, inout("edx") 0xffff_ffffu32 => _, in("ecx") -1i32)
+    };
     println!("both divisions faulted and were skipped");
     0
 }

@@ -26,7 +26,10 @@ fn page_fault(_frame: &mut TrapFrame) {
 fn double_fault(frame: &mut TrapFrame) {
     // EXERCISE double-fault.1: print `CR2 = 0x…: the address of the second fault`. Which
     // address does it hold, and which should it hold? (See hv/src/exit/exception.rs.)
-    println!("#DF (error code {}): a fault while delivering a fault; the kernel stops here", frame.error_code);
+    println!(
+        "#DF (error code {}): a fault while delivering a fault; the kernel stops here",
+        frame.error_code
+    );
     exit(0)
 }
 

@@ -16,7 +16,10 @@ static SKIP: AtomicU64 = AtomicU64::new(0);
 
 fn general_protection(frame: &mut TrapFrame) {
     let ring = frame.cs & 3;
-    println!("#GP({:#x}) at {:#x}, CPL {ring}: skipping it", frame.error_code, frame.rip);
+    println!(
+        "#GP({:#x}) at {:#x}, CPL {ring}: skipping it",
+        frame.error_code, frame.rip
+    );
     frame.rip += SKIP.load(Ordering::SeqCst);
 }
 

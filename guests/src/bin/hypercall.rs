@@ -25,7 +25,11 @@ fn main(_info: &BootInfo) -> i32 {
 
     // EXERCISE hypercall.1: call the new `domain_id` hypercall (number 8) and print
     // `I am domain N` with `console_write` (or `println!`).
-    exit(if written == 42 && refused == error::EFAULT { 0 } else { 1 })
+    exit(if written == 42 && refused == error::EFAULT {
+        0
+    } else {
+        1
+    })
 }
 
 guest_main!(main);

@@ -12,7 +12,10 @@ use traplab_guests::{BootInfo, guest_main, println};
 const UD2_LENGTH: u64 = 2;
 
 fn invalid_opcode(frame: &mut TrapFrame) {
-    println!("#UD at {:#x}: skipping the {UD2_LENGTH}-byte ud2", frame.rip);
+    println!(
+        "#UD at {:#x}: skipping the {UD2_LENGTH}-byte ud2",
+        frame.rip
+    );
     frame.rip += UD2_LENGTH;
 }
 

@@ -12,7 +12,10 @@ use traplab_guests::traps::{TrapFrame, set_handler};
 use traplab_guests::{BootInfo, guest_main, println};
 
 fn machine_check(frame: &mut TrapFrame) {
-    println!("#MC at {:#x}: the hardware reports an error it could not correct; stopping", frame.rip);
+    println!(
+        "#MC at {:#x}: the hardware reports an error it could not correct; stopping",
+        frame.rip
+    );
     exit(0)
 }
 

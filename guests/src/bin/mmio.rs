@@ -26,12 +26,20 @@ fn write32(offset: u64, value: u32) {
 }
 
 fn main(_info: &BootInfo) -> i32 {
-    if let Err(error) = paging::map(DEVICE, LAB_DEVICE, Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH) {
+    if let Err(error) = paging::map(
+        DEVICE,
+        LAB_DEVICE,
+        Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH,
+    ) {
         println!("cannot map the device: {error:?}");
         return 1;
     }
     let id = read32(0x00);
-    println!("ID {id:#x} ({}), version {}", core::str::from_utf8(&id.to_le_bytes()).unwrap_or("?"), read32(0x04));
+    println!(
+        "ID {id:#x} ({}), version {}",
+        core::str::from_utf8(&id.to_le_bytes()).unwrap_or("?"),
+        read32(0x04)
+    );
     // SAFETY: an 8-byte write and read of SCRATCH.
     let scratch = unsafe {
         ((DEVICE + 0x08) as *mut u64).write_volatile(0x1122_3344_5566_7788);
@@ -43,7 +51,11 @@ fn main(_info: &BootInfo) -> i32 {
     write32(0x18, 42);
     println!("wrote 42 to DOORBELL");
     // EXERCISE mmio.1: read the new RINGS register (offset 0x20) and print `RINGS = N`.
-    if id == 0x7061_7274 && scratch == 0x1122_3344_5566_7788 && counts == [1, 2, 3] { 0 } else { 1 }
+    if id == 0x7061_7274 && scratch == 0x1122_3344_5566_7788 && counts == [1, 2, 3] {
+        0
+    } else {
+        1
+    }
 }
 
 guest_main!(main);

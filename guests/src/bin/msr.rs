@@ -34,12 +34,18 @@ fn write(msr: u32, value: u64) {
 
 fn main(_info: &BootInfo) -> i32 {
     set_handler(13, general_protection);
-    println!("EFER = {:#x} (the hypervisor hides SVME)", read(0xc000_0080));
+    println!(
+        "EFER = {:#x} (the hypervisor hides SVME)",
+        read(0xc000_0080)
+    );
     write(0xc000_0082, 0x1234_5678);
     println!("LSTAR written, read back {:#x}", read(0xc000_0082));
     println!("TSC = {:#x} (counted from this domain's start)", read(0x10));
     write(0xc000_0100, 0x5000);
-    println!("FS_BASE = {:#x}, through the permission map: no exit", read(0xc000_0100));
+    println!(
+        "FS_BASE = {:#x}, through the permission map: no exit",
+        read(0xc000_0100)
+    );
     println!("an MSR this CPU does not have:");
     read(0xc001_1234);
     println!("EFER without LME, under a running 64-bit guest:");

@@ -12,7 +12,15 @@ use traplab_guests::traps::{TrapFrame, set_handler};
 use traplab_guests::{BootInfo, guest_main, println};
 
 fn nmi(frame: &mut TrapFrame) {
-    println!("NMI at {:#x}, with interrupts {}", frame.rip, if frame.rflags & (1 << 9) != 0 { "on" } else { "off" });
+    println!(
+        "NMI at {:#x}, with interrupts {}",
+        frame.rip,
+        if frame.rflags & (1 << 9) != 0 {
+            "on"
+        } else {
+            "off"
+        }
+    );
 }
 
 fn main(_info: &BootInfo) -> i32 {

@@ -33,11 +33,15 @@ fn main(_info: &BootInfo) -> i32 {
     println!("PAUSE done");
     let dr0: u64;
     // SAFETY: DR0 holds an address; DR7 stays 0 (no breakpoint is enabled).
-    unsafe { core::arch::asm!("mov dr0, {0}", "mov {0}, dr0", inout(reg) 0x1234u64 => dr0, options(nostack)) };
+    unsafe {
+        core::arch::asm!("mov dr0, {0}", "mov {0}, dr0", inout(reg) 0x1234u64 => dr0, options(nostack))
+    };
     println!("DR0 written and read back: {dr0:#x}");
     println!("XSETBV with CR4.OSXSAVE clear:");
     // SAFETY: #UD (checked before the intercept), skipped by the handler.
-    unsafe { core::arch::asm!("xsetbv", in("ecx") 0, in("eax") 0b11u32, in("edx") 0u32, options(nostack)) };
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0, in("eax") 0b11u32, in("edx") 0u32, options(nostack))
+    };
     // SAFETY: the hypervisor answers VMLOAD with #UD, skipped by the handler.
     unsafe { core::arch::asm!("vmload rax", in("rax") 0u64, options(nostack)) };
     // EXERCISE other-intercepts.1: set an execution breakpoint through the debug registers the

@@ -28,7 +28,9 @@ static SKIP: AtomicU64 = AtomicU64::new(0);
 fn page_fault(frame: &mut TrapFrame) {
     let address = Cr2::read_raw();
     let code = frame.error_code;
-    let bit = |mask: u64, set: &'static str, clear: &'static str| if code & mask != 0 { set } else { clear };
+    let bit = |mask: u64, set: &'static str, clear: &'static str| {
+        if code & mask != 0 { set } else { clear }
+    };
     println!(
         "#PF at {address:#x}, error code {code:#x}: {}, {}, {}, {}",
         bit(1, "protection violation", "not present"),

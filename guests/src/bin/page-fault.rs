@@ -22,7 +22,10 @@ const UNMAPPED: u64 = 0x4000_0000;
 // the third try. The lab's chapter in the book says what `traplab check` expects.
 fn page_fault(frame: &mut TrapFrame) {
     let address = Cr2::read_raw();
-    println!("#PF at {address:#x}, error code {:#x}: mapping a free frame there", frame.error_code);
+    println!(
+        "#PF at {address:#x}, error code {:#x}: mapping a free frame there",
+        frame.error_code
+    );
     if paging::map_new(address & !0xfff, Flags::WRITABLE).is_none() {
         println!("could not map it");
     }

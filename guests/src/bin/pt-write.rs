@@ -34,7 +34,10 @@ const STORE_LENGTH: u64 = 3;
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 fn page_fault(frame: &mut TrapFrame) {
-    println!("  #PF (error code {:#x}): the hypervisor refused the entry; skipping the store", frame.error_code);
+    println!(
+        "  #PF (error code {:#x}): the hypervisor refused the entry; skipping the store",
+        frame.error_code
+    );
     REFUSED.fetch_add(1, Ordering::SeqCst);
     frame.rip += STORE_LENGTH;
 }
@@ -43,7 +46,9 @@ fn page_fault(frame: &mut TrapFrame) {
 fn store(address: u64, entry: u64) {
     // SAFETY: a page-table entry of ours, written before pinning (the table is still
     // writable) or checked by the hypervisor after (or refused with a #PF we skip).
-    unsafe { core::arch::asm!("mov [rax], rcx", in("rax") address, in("rcx") entry, options(nostack)) };
+    unsafe {
+        core::arch::asm!("mov [rax], rcx", in("rax") address, in("rcx") entry, options(nostack))
+    };
 }
 
 /// The entry of the boot level-1 table that maps the 4 KiB page at `page` (< 2 MiB).
@@ -68,7 +73,10 @@ fn main(_info: &BootInfo) -> i32 {
         store(boot_pte(page), read(boot_pte(page)) & !writable);
     }
     x86_64::instructions::tlb::flush_all();
-    println!("pinned {} page tables (now read-only to us)", pin_page_table(BOOT_PAGE_TABLES));
+    println!(
+        "pinned {} page tables (now read-only to us)",
+        pin_page_table(BOOT_PAGE_TABLES)
+    );
 
     // Two new tables: zeroed while still writable, then made read-only (a checked write to
     // the pinned PT), as a table must be before it is linked.
@@ -77,7 +85,9 @@ fn main(_info: &BootInfo) -> i32 {
         unsafe { core::ptr::write_bytes(new_table as *mut u8, 0, 4096) };
         store(boot_pte(new_table), read(boot_pte(new_table)) & !writable);
     }
-    let Some(frame) = paging::alloc_frame() else { return 1 };
+    let Some(frame) = paging::alloc_frame() else {
+        return 1;
+    };
     println!("mapping {NEW_PAGE:#x} to frame {frame:#x}: every entry written is checked");
     let pdpt = BOOT_PAGE_TABLES + 0x1000;
     store(pdpt + 8, NEW_PD | table); // PDPT[1] → the new PD (pinned with it)

@@ -32,7 +32,12 @@ static SKIP: AtomicU64 = AtomicU64::new(0);
 static OWN_FAULTS: AtomicU32 = AtomicU32::new(0);
 
 fn general_protection(frame: &mut TrapFrame) {
-    println!("#GP({:#x}) at {:#x}, CPL {}: refused, skipped", frame.error_code, frame.rip, frame.cs & 3);
+    println!(
+        "#GP({:#x}) at {:#x}, CPL {}: refused, skipped",
+        frame.error_code,
+        frame.rip,
+        frame.cs & 3
+    );
     OWN_FAULTS.fetch_add(1, Ordering::SeqCst);
     frame.rip += SKIP.load(Ordering::SeqCst);
 }
@@ -40,7 +45,9 @@ fn general_protection(frame: &mut TrapFrame) {
 fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: privileged at CPL 3: the hypervisor emulates it.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack))
+    };
     ((high as u64) << 32) | low as u64
 }
 
@@ -74,11 +81,15 @@ fn kernel() -> i32 {
 
     for &byte in b"written with OUT at CPL 3\n" {
         // SAFETY: emulated: the console UART's transmit register.
-        unsafe { core::arch::asm!("out dx, al", in("dx") CONSOLE_PORT, in("al") byte, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") CONSOLE_PORT, in("al") byte, options(nomem, nostack))
+        };
     }
     let line_status: u8;
     // SAFETY: emulated: the UART's line status register.
-    unsafe { core::arch::asm!("in al, dx", in("dx") LINE_STATUS_PORT, out("al") line_status, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") LINE_STATUS_PORT, out("al") line_status, options(nomem, nostack))
+    };
     println!("UART line status {line_status:#x}");
 
     let efer = rdmsr(EFER);

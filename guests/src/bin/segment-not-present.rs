@@ -14,7 +14,6 @@ use traplab_guests::{BootInfo, guest_main, println, segments};
 /// Both faulting instructions are two bytes: `mov ds, ax` (8e d8) and `int 0x40` (cd 40).
 const LENGTH: u64 = 2;
 
-
 // EXERCISE segment-not-present.1: for the segment (not the gate), fix the cause and retry:
 // set the P bit of the descriptor the error code names in the GDT (`sgdt`), and return to
 // the MOV DS without skipping it. Then print
@@ -22,7 +21,10 @@ const LENGTH: u64 = 2;
 fn segment_not_present(frame: &mut TrapFrame) {
     let code = frame.error_code;
     let table = if code & 2 != 0 { "IDT" } else { "GDT" };
-    println!("#NP, error code {code:#x}: {table} entry {:#x} is not present; skipping", code >> 3);
+    println!(
+        "#NP, error code {code:#x}: {table} entry {:#x} is not present; skipping",
+        code >> 3
+    );
     frame.rip += LENGTH;
 }
 

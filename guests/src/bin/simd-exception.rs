@@ -15,8 +15,16 @@ const MXCSR_ZE: u32 = 1 << 2;
 const MXCSR_ZM: u32 = 1 << 9;
 
 fn simd_exception(frame: &mut TrapFrame) {
-    let mxcsr = u32::from_le_bytes([frame.fpu.0[24], frame.fpu.0[25], frame.fpu.0[26], frame.fpu.0[27]]);
-    println!("#XM at {:#x}: MXCSR {mxcsr:#x}; clearing the flags", frame.rip);
+    let mxcsr = u32::from_le_bytes([
+        frame.fpu.0[24],
+        frame.fpu.0[25],
+        frame.fpu.0[26],
+        frame.fpu.0[27],
+    ]);
+    println!(
+        "#XM at {:#x}: MXCSR {mxcsr:#x}; clearing the flags",
+        frame.rip
+    );
     frame.fpu.0[24..28].copy_from_slice(&(0x1f80u32).to_le_bytes());
 }
 

@@ -17,7 +17,10 @@ static SKIP: AtomicU64 = AtomicU64::new(0);
 static GOOD_RSP: AtomicU64 = AtomicU64::new(0);
 
 fn stack_fault(frame: &mut TrapFrame) {
-    println!("#SS, error code {:#x}, at {:#x}", frame.error_code, frame.rip);
+    println!(
+        "#SS, error code {:#x}, at {:#x}",
+        frame.error_code, frame.rip
+    );
     frame.rip += SKIP.load(Ordering::SeqCst);
     let good = GOOD_RSP.swap(0, Ordering::SeqCst);
     if good != 0 {

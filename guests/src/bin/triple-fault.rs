@@ -17,7 +17,10 @@ const UNMAPPED: u64 = 0x4000_0000;
 const BROKEN_STACK: u64 = 0x6000_0000;
 
 fn never_runs(frame: &mut TrapFrame) {
-    println!("the handler for vector {} ran: it should not have", frame.vector);
+    println!(
+        "the handler for vector {} ran: it should not have",
+        frame.vector
+    );
 }
 
 fn main(_info: &BootInfo) -> i32 {

@@ -13,7 +13,11 @@ use traplab_guests::{BootInfo, guest_main, println};
 fn x87_error(frame: &mut TrapFrame) {
     // The FSW is at offset 2 of the FXSAVE image; bit 2 is ZE, bit 7 ES.
     let status = u16::from_le_bytes([frame.fpu.0[2], frame.fpu.0[3]]);
-    println!("#MF at {:#x}: x87 status word {status:#06x} ({})", frame.rip, if status & 4 != 0 { "zero divide" } else { "?" });
+    println!(
+        "#MF at {:#x}: x87 status word {status:#06x} ({})",
+        frame.rip,
+        if status & 4 != 0 { "zero divide" } else { "?" }
+    );
     // What FNCLEX does: clear the exception flags, so the FWAIT can complete.
     let cleared = status & !0x80ff;
     frame.fpu.0[2..4].copy_from_slice(&cleared.to_le_bytes());
@@ -28,7 +32,7 @@ fn main(_info: &BootInfo) -> i32 {
         core::arch::asm!(
             "sub rsp, 8",
             "fnstcw [rsp]",
-            "and word ptr [rsp], ~4",   // unmask ZM (bit 2)
+            "and word ptr [rsp], ~4", // unmask ZM (bit 2)
             "fldcw [rsp]",
             "add rsp, 8",
             "fld1",

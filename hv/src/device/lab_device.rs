@@ -38,16 +38,25 @@ pub struct LabDevice {
 // DOORBELL was written.
 /// The register at an offset: its start, size and name.
 fn register(offset: u64) -> Option<(u64, u64, &'static str)> {
-    [(0x00, 4, "ID"), (0x04, 4, "VERSION"), (0x08, 8, "SCRATCH"), (0x10, 4, "COUNTER"), (0x18, 4, "DOORBELL")]
-        .into_iter()
-        .find(|&(start, size, _)| (start..start + size).contains(&offset))
+    [
+        (0x00, 4, "ID"),
+        (0x04, 4, "VERSION"),
+        (0x08, 8, "SCRATCH"),
+        (0x10, 4, "COUNTER"),
+        (0x18, 4, "DOORBELL"),
+    ]
+    .into_iter()
+    .find(|&(start, size, _)| (start..start + size).contains(&offset))
 }
 
 impl LabDevice {
     /// A read of `width` bytes at `offset`: the value, and what happened in words.
     pub fn read(&mut self, offset: u64, width: u8) -> (u64, String) {
         let Some((start, _, name)) = register(offset) else {
-            return (u64::MAX, format!("offset {offset:#x}: no register, reads all ones"));
+            return (
+                u64::MAX,
+                format!("offset {offset:#x}: no register, reads all ones"),
+            );
         };
         let whole = match name {
             "ID" => 0x7061_7274,
@@ -67,7 +76,10 @@ impl LabDevice {
     /// the doorbell rang.
     pub fn write(&mut self, offset: u64, width: u8, value: u64) -> (String, Option<String>) {
         let Some((start, _, name)) = register(offset) else {
-            return (format!("offset {offset:#x}: no register, write ignored"), None);
+            return (
+                format!("offset {offset:#x}: no register, write ignored"),
+                None,
+            );
         };
         let value = value & crate::emulate::mask(width);
         match name {
@@ -77,7 +89,10 @@ impl LabDevice {
                 self.scratch = (self.scratch & !mask) | (value << shift);
                 (format!("SCRATCH = {:#x}", self.scratch), None)
             }
-            "DOORBELL" => (format!("DOORBELL rung with {value}"), Some(format!("doorbell {value}"))),
+            "DOORBELL" => (
+                format!("DOORBELL rung with {value}"),
+                Some(format!("doorbell {value}")),
+            ),
             _ => (format!("write to {name} ignored (read-only)"), None),
         }
     }

@@ -63,7 +63,11 @@ impl Domain {
         }
         let hz = crate::timer::ensure_running();
         let period_tsc = tsc_ticks(period_us);
-        self.timer = Some(VirtualTimer { vector, period_tsc, due_tsc: rdtsc() + period_tsc });
+        self.timer = Some(VirtualTimer {
+            vector,
+            period_tsc,
+            due_tsc: rdtsc() + period_tsc,
+        });
         self.emulated(format!(
             "timer armed: interrupt {vector:#x} every {period_us} µs, noticed at the hypervisor's {hz} Hz ticks"
         ));
@@ -73,7 +77,9 @@ impl Domain {
     /// deadline is one period later.
     pub fn poll_timer(&mut self) -> TimerPoll {
         let now = rdtsc();
-        let Some(timer) = self.timer.as_mut() else { return TimerPoll::NotDue };
+        let Some(timer) = self.timer.as_mut() else {
+            return TimerPoll::NotDue;
+        };
         if now < timer.due_tsc {
             return TimerPoll::NotDue;
         }
@@ -119,7 +125,9 @@ impl Domain {
     /// After an exit: deliver the pending interrupt if the guest can take it, or ask the CPU
     /// to exit (VINTR) as soon as it can.
     pub fn deliver_pending_interrupt(&mut self) {
-        let Some(vector) = self.pending_interrupt else { return };
+        let Some(vector) = self.pending_interrupt else {
+            return;
+        };
         let control = &self.vmcb.control;
         let shadowed = control.interrupt_shadow & INTERRUPT_SHADOW != 0;
         let injecting = control.eventinj & EVENTINJ_VALID != 0;
@@ -129,7 +137,14 @@ impl Domain {
                 self.interrupt_window_open();
             }
             self.pending_interrupt = None;
-            self.inject(Event { vector, kind: EventType::Interrupt, error_code: None }, false);
+            self.inject(
+                Event {
+                    vector,
+                    kind: EventType::Interrupt,
+                    error_code: None,
+                },
+                false,
+            );
             return;
         }
         if self.pv_mode {

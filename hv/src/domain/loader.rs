@@ -101,12 +101,15 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
 /// Copy the ELF's loadable segments to their addresses. Returns the entry point, the end
 /// of the image, and the mode the guest asks to start in.
 fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMode), LoadError> {
-    let file = ElfFile64::<Endianness>::parse(elf).map_err(|error| LoadError::BadElf(format!("{error}")))?;
+    let file = ElfFile64::<Endianness>::parse(elf)
+        .map_err(|error| LoadError::BadElf(format!("{error}")))?;
     let (mode, entry32) = guest_mode(&file)?;
     let mut image_end = boot::IMAGE_BASE;
     for segment in file.segments() {
         let (start, size) = (segment.address(), segment.size());
-        let end = start.checked_add(size).ok_or_else(|| LoadError::BadElf("segment wraps around".into()))?;
+        let end = start
+            .checked_add(size)
+            .ok_or_else(|| LoadError::BadElf("segment wraps around".into()))?;
         if start < boot::IMAGE_BASE || end > memory.size {
             return Err(LoadError::BadElf(format!(
                 "segment {start:#x}..{end:#x} is outside guest RAM {:#x}..{:#x}",
@@ -114,8 +117,12 @@ fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMo
                 memory.size
             )));
         }
-        let data = segment.data().map_err(|error| LoadError::BadElf(format!("{error}")))?;
-        memory.write_physical(start, data).map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;
+        let data = segment
+            .data()
+            .map_err(|error| LoadError::BadElf(format!("{error}")))?;
+        memory
+            .write_physical(start, data)
+            .map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;
         image_end = image_end.max(end);
     }
     let entry = match mode {
@@ -123,7 +130,9 @@ fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMo
         boot::GuestMode::Protected32 => entry32.unwrap_or(0),
     };
     if entry < boot::IMAGE_BASE || entry >= image_end {
-        return Err(LoadError::BadElf(format!("entry point {entry:#x} is outside the image")));
+        return Err(LoadError::BadElf(format!(
+            "entry point {entry:#x} is outside the image"
+        )));
     }
     Ok((entry, image_end, mode))
 }
@@ -131,17 +140,26 @@ fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMo
 /// The guest's `traplab` ELF note, if it has one (`traplab_abi::boot::GuestMode`): the mode
 /// and, for a 32-bit guest, its entry point.
 fn guest_mode(file: &ElfFile64<Endianness>) -> Result<(boot::GuestMode, Option<u64>), LoadError> {
-    let Some(section) = file.section_by_name(boot::MODE_NOTE_SECTION) else { return Ok((boot::GuestMode::Long64, None)) };
-    let data = section.data().map_err(|error| LoadError::BadElf(format!("{error}")))?;
+    let Some(section) = file.section_by_name(boot::MODE_NOTE_SECTION) else {
+        return Ok((boot::GuestMode::Long64, None));
+    };
+    let data = section
+        .data()
+        .map_err(|error| LoadError::BadElf(format!("{error}")))?;
     // An ELF note: namesz, descsz, type, the name padded to 4, the descriptor.
-    let word = |at: usize| data.get(at..at + 4).map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    let word = |at: usize| {
+        data.get(at..at + 4)
+            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    };
     let (Some(name_size), Some(desc_size), Some(kind)) = (word(0), word(4), word(8)) else {
         return Err(LoadError::BadElf("a truncated traplab note".into()));
     };
     let desc_at = 12 + (name_size as usize).div_ceil(4) * 4;
     let name = data.get(12..12 + name_size as usize).unwrap_or_default();
     if name != boot::MODE_NOTE_NAME || kind != boot::MODE_NOTE_TYPE || desc_size != 8 {
-        return Err(LoadError::BadElf("a traplab note that is not a mode note".into()));
+        return Err(LoadError::BadElf(
+            "a traplab note that is not a mode note".into(),
+        ));
     }
     let entry = word(desc_at + 4).map(u64::from);
     match word(desc_at) {
@@ -152,7 +170,12 @@ fn guest_mode(file: &ElfFile64<Endianness>) -> Result<(boot::GuestMode, Option<u
 }
 
 /// The boot info, the boot GDT and the boot page tables, in guest memory.
-fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: boot::GuestMode) -> Option<()> {
+fn build_boot_environment(
+    memory: &GuestMemory,
+    id: u16,
+    image_end: u64,
+    mode: boot::GuestMode,
+) -> Option<()> {
     let info = BootInfo {
         magic: boot::BOOT_INFO_MAGIC,
         domain: id as u32,
@@ -163,7 +186,10 @@ fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: b
     };
     // SAFETY: BootInfo is plain integers (repr C): viewing it as bytes is fine.
     let bytes = unsafe {
-        core::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), core::mem::size_of::<BootInfo>())
+        core::slice::from_raw_parts(
+            (&info as *const BootInfo).cast::<u8>(),
+            core::mem::size_of::<BootInfo>(),
+        )
     };
     memory.write_physical(boot::BOOT_INFO, bytes).ok()?;
 
@@ -174,7 +200,9 @@ fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: b
     };
     let gdt: [u64; 3] = [0, code, 0x00cf_9200_0000_ffff];
     for (index, descriptor) in gdt.iter().enumerate() {
-        memory.write_physical(boot::BOOT_GDT + index as u64 * 8, &descriptor.to_le_bytes()).ok()?;
+        memory
+            .write_physical(boot::BOOT_GDT + index as u64 * 8, &descriptor.to_le_bytes())
+            .ok()?;
     }
 
     // PML4 → PDPT → PD; the first 2 MiB through a PT with page 0 left out, the rest as
@@ -183,7 +211,8 @@ fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: b
     let pml4 = boot::BOOT_PAGE_TABLES;
     let (pdpt, pd, pt) = (pml4 + 0x1000, pml4 + 0x2000, pml4 + 0x3000);
     let table_flags = pte::PRESENT | pte::WRITABLE | pte::USER;
-    let write = |address: u64, value: u64| memory.write_physical(address, &value.to_le_bytes()).ok();
+    let write =
+        |address: u64, value: u64| memory.write_physical(address, &value.to_le_bytes()).ok();
     write(pml4, pdpt | table_flags)?;
     write(pdpt, pd | table_flags)?;
     write(pd, pt | table_flags)?;
@@ -191,14 +220,22 @@ fn build_boot_environment(memory: &GuestMemory, id: u16, image_end: u64, mode: b
         write(pt + page * 8, (page << 12) | pte::PRESENT | pte::WRITABLE)?;
     }
     for large in 1..(memory.size >> 21) {
-        write(pd + large * 8, (large << 21) | pte::PRESENT | pte::WRITABLE | pte::HUGE)?;
+        write(
+            pd + large * 8,
+            (large << 21) | pte::PRESENT | pte::WRITABLE | pte::HUGE,
+        )?;
     }
     Some(())
 }
 
 /// The guest state save area at the first VMRUN: 64-bit mode, CPL 0, interrupts off.
 fn set_boot_state(vmcb: &mut Vmcb, entry: u64) {
-    let flat = |selector: u16, attrib: u16| Segment { selector, attrib, limit: 0xffff_ffff, base: 0 };
+    let flat = |selector: u16, attrib: u16| Segment {
+        selector,
+        attrib,
+        limit: 0xffff_ffff,
+        base: 0,
+    };
     let save = &mut vmcb.save;
     save.cs = flat(0x08, attrib::CODE64_DPL0);
     save.ds = flat(0x10, attrib::DATA_DPL0);
@@ -206,11 +243,26 @@ fn set_boot_state(vmcb: &mut Vmcb, entry: u64) {
     save.ss = flat(0x10, attrib::DATA_DPL0);
     save.fs = Segment::default();
     save.gs = Segment::default();
-    save.gdtr = Segment { selector: 0, attrib: 0, limit: 23, base: boot::BOOT_GDT };
+    save.gdtr = Segment {
+        selector: 0,
+        attrib: 0,
+        limit: 23,
+        base: boot::BOOT_GDT,
+    };
     // No IDT yet: a fault before the guest loads its own is a triple fault.
     save.idtr = Segment::default();
-    save.ldtr = Segment { selector: 0, attrib: attrib::LDT, limit: 0, base: 0 };
-    save.tr = Segment { selector: 0, attrib: attrib::TSS64_BUSY, limit: 0x67, base: 0 };
+    save.ldtr = Segment {
+        selector: 0,
+        attrib: attrib::LDT,
+        limit: 0,
+        base: 0,
+    };
+    save.tr = Segment {
+        selector: 0,
+        attrib: attrib::TSS64_BUSY,
+        limit: 0x67,
+        base: 0,
+    };
     save.cpl = 0;
     save.efer = EFER;
     save.cr0 = CR0;
@@ -235,10 +287,19 @@ fn set_boot_state_32(vmcb: &mut Vmcb, entry: u64) {
     save.cr3 = 0;
     save.cr4 = 0;
     save.efer = 1 << 12;
-    save.tr = Segment { selector: 0, attrib: attrib::TSS32_BUSY, limit: 0x67, base: 0 };
+    save.tr = Segment {
+        selector: 0,
+        attrib: attrib::TSS32_BUSY,
+        limit: 0x67,
+        base: 0,
+    };
 }
 
 /// The `domain created` event's reason text.
 pub fn describe(domain: &Domain) -> Cow<'static, str> {
-    Cow::Owned(format!("{} KiB of RAM, entry {:#x}", domain.memory.size / 1024, domain.vmcb.save.rip))
+    Cow::Owned(format!(
+        "{} KiB of RAM, entry {:#x}",
+        domain.memory.size / 1024,
+        domain.vmcb.save.rip
+    ))
 }

@@ -6,8 +6,8 @@
 //! through the guest's own page tables (CR3), then through the nested ones.
 
 use crate::memory::{self, PAGE_SIZE};
-use core::cell::Cell;
 use crate::svm::npt::{Access, NestedPageTables};
+use core::cell::Cell;
 use traplab_abi::x86::{self, WalkError};
 
 /// Why an access failed.
@@ -36,12 +36,22 @@ impl GuestMemory {
         for offset in (0..size).step_by(PAGE_SIZE as usize) {
             npt.map(offset, base + offset, Access::ALL)?;
         }
-        Some(GuestMemory { size, npt, lazy: false, populated_pages: Cell::new(0) })
+        Some(GuestMemory {
+            size,
+            npt,
+            lazy: false,
+            populated_pages: Cell::new(0),
+        })
     }
 
     /// `size` bytes of RAM, none of it mapped yet: each page gets a frame when first touched.
     pub fn new_lazy(size: u64) -> Option<GuestMemory> {
-        Some(GuestMemory { size, npt: NestedPageTables::new()?, lazy: true, populated_pages: Cell::new(0) })
+        Some(GuestMemory {
+            size,
+            npt: NestedPageTables::new()?,
+            lazy: true,
+            populated_pages: Cell::new(0),
+        })
     }
 
     /// Give the unmapped RAM page `gpa` a fresh zeroed frame; its host-physical address.
@@ -74,7 +84,13 @@ impl GuestMemory {
         self.for_each_page(gpa, buffer.len(), |host, done, length| {
             // SAFETY: `host` is a host-physical (identity-mapped) address of guest RAM that
             // stays mapped for `length` bytes inside one page.
-            unsafe { core::ptr::copy_nonoverlapping(host as *const u8, buffer[done..].as_mut_ptr(), length) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    host as *const u8,
+                    buffer[done..].as_mut_ptr(),
+                    length,
+                )
+            };
         })
     }
 
@@ -82,7 +98,9 @@ impl GuestMemory {
     pub fn write_physical(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         self.for_each_page(gpa, bytes.len(), |host, done, length| {
             // SAFETY: as in `read_physical`.
-            unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, length) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, length)
+            };
         })
     }
 
@@ -120,7 +138,12 @@ impl GuestMemory {
     }
 
     /// Copy guest-virtual memory into `buffer`, page by page.
-    pub fn read_virtual(&self, cr3: Option<u64>, gva: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+    pub fn read_virtual(
+        &self,
+        cr3: Option<u64>,
+        gva: u64,
+        buffer: &mut [u8],
+    ) -> Result<(), MemoryError> {
         for (address, done, length) in page_pieces(gva, buffer.len()) {
             let gpa = self.virtual_to_physical(cr3, address)?;
             self.read_physical(gpa, &mut buffer[done..done + length])?;
@@ -129,7 +152,12 @@ impl GuestMemory {
     }
 
     /// Copy `bytes` into guest-virtual memory, page by page; all pages are checked first.
-    pub fn write_virtual(&self, cr3: Option<u64>, gva: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    pub fn write_virtual(
+        &self,
+        cr3: Option<u64>,
+        gva: u64,
+        bytes: &[u8],
+    ) -> Result<(), MemoryError> {
         for (address, _, _) in page_pieces(gva, bytes.len()) {
             let gpa = self.virtual_to_physical(cr3, address)?;
             self.host_address(gpa)?;

@@ -10,12 +10,12 @@ mod page_tables;
 
 use crate::device::lab_device::LabDevice;
 use crate::device::uart::Uart;
-use alloc::collections::BTreeMap;
 use crate::svm::vmcb::Vmcb;
 use crate::svm::world_switch::GuestContext;
 use crate::trace;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -90,8 +90,10 @@ pub struct Domain {
 }
 
 /// General registers by their x86 encoding number (0 = RAX … 15 = R15).
-const GPR_NAMES: [&str; 16] =
-    ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+const GPR_NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
 
 const CR0_PG: u64 = 1 << 31;
 const EFER_LMA: u64 = 1 << 10;
@@ -106,7 +108,11 @@ impl Domain {
     /// guest sees only the low halves (its registers are EAX…EDI).
     pub fn gpr(&self, number: u8) -> u64 {
         let value = self.gpr_64(number);
-        if self.vmcb.code_bits() == 64 { value } else { value & 0xffff_ffff }
+        if self.vmcb.code_bits() == 64 {
+            value
+        } else {
+            value & 0xffff_ffff
+        }
     }
 
     fn gpr_64(&self, number: u8) -> u64 {
@@ -160,7 +166,11 @@ impl Domain {
     /// Record a change for the next `emulate` event.
     pub fn record(&mut self, name: &'static str, old: u64, new: u64) {
         if old != new {
-            self.exit.changes.push(Change { name: Cow::Borrowed(name), old, new });
+            self.exit.changes.push(Change {
+                name: Cow::Borrowed(name),
+                old,
+                new,
+            });
         }
     }
 
@@ -168,7 +178,11 @@ impl Domain {
     /// have after executing it. The interrupt shadow of a preceding STI/MOV SS ends with it.
     pub fn skip_instruction(&mut self, length: u64) {
         let old = self.vmcb.save.rip;
-        let new = if self.vmcb.code_bits() == 64 { old.wrapping_add(length) } else { (old + length) & 0xffff_ffff };
+        let new = if self.vmcb.code_bits() == 64 {
+            old.wrapping_add(length)
+        } else {
+            (old + length) & 0xffff_ffff
+        };
         self.set_rip(new);
     }
 
@@ -228,7 +242,10 @@ impl Domain {
             let at = address.wrapping_add(length as u64);
             let in_page = (4096 - (at & 4095)) as usize;
             let piece = in_page.min(buffer.len() - length);
-            if self.read_virtual(at, &mut buffer[length..length + piece]).is_err() {
+            if self
+                .read_virtual(at, &mut buffer[length..length + piece])
+                .is_err()
+            {
                 break;
             }
             length += piece;
@@ -238,7 +255,11 @@ impl Domain {
 
     /// Decode the instruction at RIP.
     pub fn decode(&self) -> Option<iced_x86::Instruction> {
-        crate::decode::decode(self.exit.instruction.as_slice(), self.vmcb.code_bits(), self.vmcb.save.rip)
+        crate::decode::decode(
+            self.exit.instruction.as_slice(),
+            self.vmcb.code_bits(),
+            self.vmcb.save.rip,
+        )
     }
 
     /// The handler the guest's IDT names for `vector`: `None` when the gate is outside the
@@ -253,14 +274,19 @@ impl Domain {
             return None;
         }
         let mut gate = [0u8; 16];
-        self.read_virtual(idtr.base.wrapping_add(offset), &mut gate[..size as usize]).ok()?;
+        self.read_virtual(idtr.base.wrapping_add(offset), &mut gate[..size as usize])
+            .ok()?;
         let present = gate[5] & 0x80 != 0;
         if !present {
             return None;
         }
         let low = u16::from_le_bytes([gate[0], gate[1]]) as u64;
         let middle = u16::from_le_bytes([gate[6], gate[7]]) as u64;
-        let high = if long_mode { u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]) as u64 } else { 0 };
+        let high = if long_mode {
+            u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]) as u64
+        } else {
+            0
+        };
         Some(low | (middle << 16) | (high << 32))
     }
 
@@ -270,12 +296,16 @@ impl Domain {
         self.vmcb.control.eventinj = event.encode();
         let handler = self.idt_handler(event.vector);
         self.exit.injected = Some(handler);
-        self.in_flight.push(InFlight { vector: event.vector, kind: event.kind });
+        self.in_flight.push(InFlight {
+            vector: event.vector,
+            kind: event.kind,
+        });
         if !trace::enabled() {
             return;
         }
         let name = event_name(event.vector, event.kind);
-        let cr2 = (event.kind == EventType::Exception && event.vector == 14).then_some(self.vmcb.save.cr2);
+        let cr2 = (event.kind == EventType::Exception && event.vector == 14)
+            .then_some(self.vmcb.save.cr2);
         trace::emit(
             Some(self.id),
             Body::Inject(Inject {
@@ -292,7 +322,10 @@ impl Domain {
 
     /// The trap-table entry for `vector`, if the guest registered one.
     pub fn trap_table_entry(&self, vector: u8) -> Option<TrapInfo> {
-        self.trap_table.iter().copied().find(|entry| entry.vector == vector)
+        self.trap_table
+            .iter()
+            .copied()
+            .find(|entry| entry.vector == vector)
     }
 
     pub fn set_cr2(&mut self, value: u64) {
@@ -304,7 +337,13 @@ impl Domain {
     pub fn emulated(&mut self, what: impl Into<Cow<'static, str>>) {
         let changes = core::mem::take(&mut self.exit.changes);
         if trace::enabled() {
-            trace::emit(Some(self.id), Body::Emulate(Emulate { what: what.into(), changes }));
+            trace::emit(
+                Some(self.id),
+                Body::Emulate(Emulate {
+                    what: what.into(),
+                    changes,
+                }),
+            );
         }
     }
 
@@ -320,12 +359,22 @@ impl Domain {
 
     pub fn console_line(&self, text: String) {
         if trace::has_reader() {
-            trace::emit(Some(self.id), Body::Console(Console { text: Cow::Owned(text) }));
+            trace::emit(
+                Some(self.id),
+                Body::Console(Console {
+                    text: Cow::Owned(text),
+                }),
+            );
         } else {
             // Nobody reads the trace: the console goes to the hypervisor log.
             crate::console::write_fmt(format_args!("dom{}| {}\n", self.id, text));
             if trace::enabled() {
-                trace::emit(Some(self.id), Body::Console(Console { text: Cow::Owned(text) }));
+                trace::emit(
+                    Some(self.id),
+                    Body::Console(Console {
+                        text: Cow::Owned(text),
+                    }),
+                );
             }
         }
     }
@@ -334,7 +383,9 @@ impl Domain {
 /// How the trace names an event: `#PF`, `NMI`, `#BP (INT3)`, `INT 0x80`, `interrupt 0x20`.
 pub fn event_name(vector: u8, kind: EventType) -> Cow<'static, str> {
     match (kind, vector) {
-        (EventType::Exception | EventType::Nmi, vector) => Cow::Borrowed(traplab_abi::x86::exception(vector).mnemonic),
+        (EventType::Exception | EventType::Nmi, vector) => {
+            Cow::Borrowed(traplab_abi::x86::exception(vector).mnemonic)
+        }
         (EventType::Software, 3) => Cow::Borrowed("#BP (INT3)"),
         (EventType::Software, 4) => Cow::Borrowed("#OF (INTO)"),
         (EventType::Software, vector) => Cow::Owned(format!("INT {vector:#x}")),

@@ -25,7 +25,8 @@ impl Domain {
     /// hypervisor checks the guest's only mapping of its RAM, the identity map.)
     fn mapped_writable(&self, page: u64) -> bool {
         let cr3 = self.vmcb.save.cr3;
-        x86::translate(cr3, page, |gpa| self.memory.read_u64_physical(gpa).ok()).is_ok_and(|translation| translation.writable)
+        x86::translate(cr3, page, |gpa| self.memory.read_u64_physical(gpa).ok())
+            .is_ok_and(|translation| translation.writable)
     }
 
     /// Pin the tables under `root` (a level-4 table). `Err` with the reason when a table is
@@ -41,7 +42,12 @@ impl Domain {
         Ok(self.page_tables.len() - before)
     }
 
-    fn collect_tables(&self, table: u64, level: u8, tables: &mut alloc::vec::Vec<(u64, u8)>) -> Result<(), &'static str> {
+    fn collect_tables(
+        &self,
+        table: u64,
+        level: u8,
+        tables: &mut alloc::vec::Vec<(u64, u8)>,
+    ) -> Result<(), &'static str> {
         if table >= self.memory.size {
             return Err("a page table is not in guest RAM");
         }
@@ -50,7 +56,10 @@ impl Domain {
         }
         tables.push((table, level));
         for index in 0..512u64 {
-            let entry = self.memory.read_u64_physical(table + index * 8).map_err(|_| "a page table cannot be read")?;
+            let entry = self
+                .memory
+                .read_u64_physical(table + index * 8)
+                .map_err(|_| "a page table cannot be read")?;
             if entry & pte::PRESENT != 0 && !is_leaf(level, entry) {
                 self.collect_tables(entry & pte::ADDRESS, level - 1, tables)?;
             }
@@ -77,10 +86,18 @@ impl Domain {
         // refuse a 2 MiB or 1 GiB leaf, with a reason that says "superpage".
         let size = leaf_size(level);
         let start = target & !(size - 1);
-        if start.checked_add(size).is_none_or(|end| end > self.memory.size) {
+        if start
+            .checked_add(size)
+            .is_none_or(|end| end > self.memory.size)
+        {
             return Err("maps memory outside guest RAM");
         }
-        if entry & pte::WRITABLE != 0 && self.page_tables.keys().any(|&table| (start..start + size).contains(&table)) {
+        if entry & pte::WRITABLE != 0
+            && self
+                .page_tables
+                .keys()
+                .any(|&table| (start..start + size).contains(&table))
+        {
             return Err("maps a pinned page table writable");
         }
         Ok(())
@@ -94,7 +111,10 @@ impl Domain {
         self.record("page table entry", old, entry);
         if entry & pte::PRESENT != 0 && !is_leaf(level, entry) {
             let mut tables = alloc::vec::Vec::new();
-            if self.collect_tables(entry & pte::ADDRESS, level - 1, &mut tables).is_ok() {
+            if self
+                .collect_tables(entry & pte::ADDRESS, level - 1, &mut tables)
+                .is_ok()
+            {
                 self.page_tables.extend(tables);
             }
         }

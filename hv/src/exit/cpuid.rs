@@ -10,14 +10,22 @@ use crate::decide;
 use crate::domain::Domain;
 use alloc::format;
 use core::arch::x86_64::__cpuid_count;
-use traplab_abi::boot::cpuid::{ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, VERSION_LEAF};
+use traplab_abi::boot::cpuid::{
+    ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, VERSION_LEAF,
+};
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let leaf = domain.gpr(0) as u32;
     let subleaf = domain.gpr(1) as u32;
-    decide!(domain, Action::Emulate, "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see");
+    decide!(
+        domain,
+        Action::Emulate,
+        "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see"
+    );
 
     let native = __cpuid_count(leaf, subleaf);
     let (mut eax, mut ebx, mut ecx, mut edx) = (native.eax, native.ebx, native.ecx, native.edx);
@@ -27,7 +35,14 @@ pub fn handle(domain: &mut Domain) -> Next {
             "set ECX bit 31 (hypervisor present)"
         }
         SIGNATURE_LEAF => {
-            let word = |index: usize| u32::from_le_bytes([SIGNATURE[index], SIGNATURE[index + 1], SIGNATURE[index + 2], SIGNATURE[index + 3]]);
+            let word = |index: usize| {
+                u32::from_le_bytes([
+                    SIGNATURE[index],
+                    SIGNATURE[index + 1],
+                    SIGNATURE[index + 2],
+                    SIGNATURE[index + 3],
+                ])
+            };
             (eax, ebx, ecx, edx) = (VERSION_LEAF, word(0), word(4), word(8));
             "traplab's signature \"TrapLabSVMhv\""
         }
@@ -54,6 +69,8 @@ pub fn handle(domain: &mut Domain) -> Next {
     domain.set_gpr(1, ecx as u64);
     domain.set_gpr(2, edx as u64);
     domain.skip_instruction(length);
-    domain.emulated(format!("CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"));
+    domain.emulated(format!(
+        "CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"
+    ));
     Next::Resume
 }

@@ -36,10 +36,18 @@ const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 18);
 const CR0_PAGING: u64 = CR0_PG | (1 << 16) | CR0_PE;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else { return undecodable(domain) };
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(instruction) = domain.decode() else {
+        return undecodable(domain);
+    };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let code = domain.vmcb.control.exitcode;
-    let number = if code == exitcode::CR0_SEL_WRITE { 0 } else { (code - exitcode::WRITE_CR0) as u8 };
+    let number = if code == exitcode::CR0_SEL_WRITE {
+        0
+    } else {
+        (code - exitcode::WRITE_CR0) as u8
+    };
     let value = match (instruction.mnemonic(), instruction.op1_kind()) {
         (Mnemonic::Mov, OpKind::Register) => match crate::decode::gpr(instruction.op1_register()) {
             Some((register, _)) => domain.gpr(register),
@@ -51,7 +59,9 @@ pub fn handle(domain: &mut Domain) -> Next {
                 OpKind::Register => instruction.op0_register(),
                 _ => return undecodable(domain),
             };
-            let Some((register, _)) = crate::decode::gpr(source) else { return undecodable(domain) };
+            let Some((register, _)) = crate::decode::gpr(source) else {
+                return undecodable(domain);
+            };
             let old = domain.vmcb.save.cr0;
             (old & !0xe) | (domain.gpr(register) & 0xf) | (old & CR0_PE)
         }
@@ -72,13 +82,27 @@ pub fn handle(domain: &mut Domain) -> Next {
         _ => Some("names a control register the hypervisor does not emulate"),
     };
     if let Some(why) = invalid {
-        return deliver!(domain, 13, 0, true, "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor");
+        return deliver!(
+            domain,
+            13,
+            0,
+            true,
+            "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
+        );
     }
-    decide!(domain, Action::Emulate, "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}");
+    decide!(
+        domain,
+        Action::Emulate,
+        "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}"
+    );
     let (name, slot, paging_bits) = match number {
         0 => ("cr0", &mut domain.vmcb.save.cr0, CR0_PAGING),
         3 => ("cr3", &mut domain.vmcb.save.cr3, u64::MAX),
-        _ => ("cr4", &mut domain.vmcb.save.cr4, CR4_PAE | (1 << 4) | (1 << 7)),
+        _ => (
+            "cr4",
+            &mut domain.vmcb.save.cr4,
+            CR4_PAE | (1 << 4) | (1 << 7),
+        ),
     };
     let old = core::mem::replace(slot, value);
     domain.record(name, old, value);

@@ -15,8 +15,12 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::exitcode;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else { return undecodable(domain) };
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(instruction) = domain.decode() else {
+        return undecodable(domain);
+    };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let code = domain.vmcb.control.exitcode;
     let write = code >= exitcode::WRITE_DR0;
     let number = ((code - exitcode::READ_DR0) % 16) as u8;
@@ -28,21 +32,39 @@ pub fn handle(domain: &mut Domain) -> Next {
     if instruction.mnemonic() != Mnemonic::Mov {
         return undecodable(domain);
     }
-    let gpr_operand = if write { instruction.op1_register() } else { instruction.op0_register() };
-    let (OpKind::Register, Some((register, _))) = (instruction.op0_kind(), crate::decode::gpr(gpr_operand)) else {
+    let gpr_operand = if write {
+        instruction.op1_register()
+    } else {
+        instruction.op0_register()
+    };
+    let (OpKind::Register, Some((register, _))) =
+        (instruction.op0_kind(), crate::decode::gpr(gpr_operand))
+    else {
         return undecodable(domain);
     };
     if write {
         let value = domain.gpr(register);
-        decide!(domain, Action::Emulate, "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU");
+        decide!(
+            domain,
+            Action::Emulate,
+            "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU"
+        );
         let old = debug_register(domain, number);
         set_debug_register(domain, number, value);
-        domain.record(["dr0", "dr1", "dr2", "dr3", "dr4", "dr5", "dr6", "dr7"][number as usize], old, value);
+        domain.record(
+            ["dr0", "dr1", "dr2", "dr3", "dr4", "dr5", "dr6", "dr7"][number as usize],
+            old,
+            value,
+        );
         domain.skip_instruction(length);
         domain.emulated(format!("DR{number} = {value:#x}"));
     } else {
         let value = debug_register(domain, number);
-        decide!(domain, Action::Emulate, "MOV from DR{number}: the hypervisor answers with the guest's copy ({value:#x})");
+        decide!(
+            domain,
+            Action::Emulate,
+            "MOV from DR{number}: the hypervisor answers with the guest's copy ({value:#x})"
+        );
         domain.set_gpr(register, value);
         domain.skip_instruction(length);
         domain.emulated(format!("read DR{number} = {value:#x}"));

@@ -31,7 +31,11 @@ pub fn handle(domain: &mut Domain) -> Next {
     // what was emulated (`domain.emulated("UD2 …")`) and resume the guest after it.
     if let Some(event) = interrupted {
         // The interrupted event was not delivered: its handler never ran.
-        if domain.in_flight.last().is_some_and(|top| top.vector == event.vector) {
+        if domain
+            .in_flight
+            .last()
+            .is_some_and(|top| top.vector == event.vector)
+        {
             domain.in_flight.pop();
         }
         // We moved RIP past the INT n before injecting it (a software interrupt returns
@@ -49,7 +53,9 @@ pub fn handle(domain: &mut Domain) -> Next {
         match super::privileged::handle(domain) {
             PrivilegedOp::NotPv => {}
             PrivilegedOp::Done(next) => return next,
-            PrivilegedOp::GuestsFault(why) => return deliver!(domain, 13, error_code, false, "{why}"),
+            PrivilegedOp::GuestsFault(why) => {
+                return deliver!(domain, 13, error_code, false, "{why}");
+            }
         }
     } else if vector == 14 {
         // A store to a pinned page table is the hypervisor's to check (ptwr.rs).
@@ -58,7 +64,13 @@ pub fn handle(domain: &mut Domain) -> Next {
             PageTableWrite::Done(next) => return next,
             PageTableWrite::Refused(why) => {
                 domain.set_cr2(domain.vmcb.control.exitinfo2);
-                return deliver!(domain, 14, error_code, false, "{why}: refused, so the guest gets the #PF its store raised");
+                return deliver!(
+                    domain,
+                    14,
+                    error_code,
+                    false,
+                    "{why}: refused, so the guest gets the #PF its store raised"
+                );
             }
         }
     }
@@ -71,7 +83,9 @@ pub fn handle(domain: &mut Domain) -> Next {
                 "{} while the CPU delivered #DF: a real CPU shuts down (triple fault), so the domain ends",
                 exception.mnemonic
             );
-            Next::End(DomainEnd::Killed { reason: format!("triple fault: {} while delivering #DF", exception.mnemonic) })
+            Next::End(DomainEnd::Killed {
+                reason: format!("triple fault: {} while delivering #DF", exception.mnemonic),
+            })
         }
         Combined::DoubleFault => {
             // EXERCISE double-fault.1: a real CPU writes CR2 when it detects a page fault,
@@ -104,7 +118,15 @@ pub fn handle(domain: &mut Domain) -> Next {
                     exception.name
                 );
             }
-            deliver!(domain, vector, error_code, false, "the guest owns its exceptions ({} {})", exception.mnemonic, exception.name)
+            deliver!(
+                domain,
+                vector,
+                error_code,
+                false,
+                "the guest owns its exceptions ({} {})",
+                exception.mnemonic,
+                exception.name
+            )
         }
     }
 }

@@ -14,12 +14,17 @@ use alloc::format;
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     match halt(domain, length, "") {
         Some(next) => next,
         None => {
             domain.emulated("HLT: the virtual CPU stops");
-            Next::End(DomainEnd::Exited { status: 0, reason: halted_reason(domain).into() })
+            Next::End(DomainEnd::Exited {
+                status: 0,
+                reason: halted_reason(domain).into(),
+            })
         }
     }
 }
@@ -31,23 +36,41 @@ pub fn handle(domain: &mut Domain) -> Next {
 pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
     domain.skip_instruction(length);
     if !domain.interrupts_enabled() {
-        decide!(domain, Action::Emulate, "{context}HLT with interrupts off: nothing can wake the guest, so the domain is done");
+        decide!(
+            domain,
+            Action::Emulate,
+            "{context}HLT with interrupts off: nothing can wake the guest, so the domain is done"
+        );
         return None;
     }
     if domain.pending_interrupt.is_none() && domain.timer.is_none() {
-        decide!(domain, Action::Emulate, "{context}HLT waits for an interrupt, and no device of this domain raises one: the domain is done");
+        decide!(
+            domain,
+            Action::Emulate,
+            "{context}HLT waits for an interrupt, and no device of this domain raises one: the domain is done"
+        );
         return None;
     }
-    decide!(domain, Action::Emulate, "{context}HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt");
+    decide!(
+        domain,
+        Action::Emulate,
+        "{context}HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt"
+    );
     // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
     // interrupt may be delivered right after it.
     domain.vmcb.control.interrupt_shadow = 0;
     let ticks = domain.wait_for_interrupt().unwrap_or(0);
     let plural = if ticks == 1 { "" } else { "s" };
-    domain.emulated(format!("HLT: the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"));
+    domain.emulated(format!(
+        "HLT: the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"
+    ));
     Some(Next::Resume)
 }
 
 fn halted_reason(domain: &Domain) -> &'static str {
-    if domain.interrupts_enabled() { "halted waiting for an interrupt that no device sends" } else { "halted with interrupts off" }
+    if domain.interrupts_enabled() {
+        "halted waiting for an interrupt that no device sends"
+    } else {
+        "halted with interrupts off"
+    }
 }

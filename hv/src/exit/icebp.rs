@@ -9,7 +9,15 @@ use crate::deliver;
 use crate::domain::Domain;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     domain.skip_instruction(length);
-    deliver!(domain, 1, 0, false, "ICEBP (INT1) raises #DB as a trap, after the instruction")
+    deliver!(
+        domain,
+        1,
+        0,
+        false,
+        "ICEBP (INT1) raises #DB as a trap, after the instruction"
+    )
 }

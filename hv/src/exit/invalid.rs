@@ -15,6 +15,12 @@ pub fn handle(domain: &mut Domain) -> Next {
     if let Some(next) = crate::quirks::invalid_state(domain) {
         return next;
     }
-    decide!(domain, Action::Kill, "VMRUN refused this domain's state (VMEXIT_INVALID): it cannot run, so it ends");
-    Next::End(DomainEnd::Killed { reason: "VMRUN refused the guest state (VMEXIT_INVALID)".into() })
+    decide!(
+        domain,
+        Action::Kill,
+        "VMRUN refused this domain's state (VMEXIT_INVALID): it cannot run, so it ends"
+    );
+    Next::End(DomainEnd::Killed {
+        reason: "VMRUN refused the guest state (VMEXIT_INVALID)".into(),
+    })
 }

@@ -11,8 +11,12 @@ use alloc::format;
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else { return undecodable(domain) };
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(instruction) = domain.decode() else {
+        return undecodable(domain);
+    };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let next_rip = domain.vmcb.save.rip + length;
     let Some(address) = instruction.virtual_address(0, 0, |register, _, _| match register {
         iced_x86::Register::RIP => Some(next_rip),
@@ -25,9 +29,15 @@ pub fn handle(domain: &mut Domain) -> Next {
         return undecodable(domain);
     };
     let asid = domain.vmcb.control.guest_asid;
-    decide!(domain, Action::Emulate, "INVLPG {address:#x}: the hypervisor flushes that page in the guest's address space (INVLPGA, ASID {asid})");
+    decide!(
+        domain,
+        Action::Emulate,
+        "INVLPG {address:#x}: the hypervisor flushes that page in the guest's address space (INVLPGA, ASID {asid})"
+    );
     // SAFETY: INVLPGA only drops a TLB entry of the given address space.
-    unsafe { core::arch::asm!("invlpga rax, ecx", in("rax") address, in("ecx") asid, options(nostack)) };
+    unsafe {
+        core::arch::asm!("invlpga rax, ecx", in("rax") address, in("ecx") asid, options(nostack))
+    };
     domain.skip_instruction(length);
     domain.emulated(format!("flushed the TLB entry of {address:#x}"));
     Next::Resume

@@ -12,11 +12,11 @@
 use super::{DomainEnd, Next};
 use crate::decide;
 use crate::domain::Domain;
+use crate::emulate::mask;
 use alloc::format;
 use alloc::string::String;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
-use crate::emulate::mask;
 use traplab_abi::svm::IoioInfo;
 
 const RFLAGS_DF: u64 = 1 << 10;
@@ -50,7 +50,9 @@ pub fn handle(domain: &mut Domain) -> Next {
         let value = (domain.gpr(0) & mask(info.size)) as u32;
         port_write(domain, info.port, info.size, value);
         match (info.port, value) {
-            (CONSOLE_PORT, 0x20..=0x7e) => format!("OUT {:?} to the console UART", value as u8 as char),
+            (CONSOLE_PORT, 0x20..=0x7e) => {
+                format!("OUT {:?} to the console UART", value as u8 as char)
+            }
             _ => format!("OUT {:#x} to port {:#x} ({device})", value, info.port),
         }
     };
@@ -58,7 +60,6 @@ pub fn handle(domain: &mut Domain) -> Next {
     domain.emulated(what);
     Next::Resume
 }
-
 
 pub(super) fn device_name(port: u16) -> &'static str {
     match port {
@@ -102,8 +103,16 @@ fn string_io(domain: &mut Domain, info: IoioInfo) -> Result<String, String> {
         32 => 0xffff_ffff,
         _ => u64::MAX,
     };
-    let count = if info.rep { domain.gpr(1) & address_mask } else { 1 };
-    let step = if domain.vmcb.save.rflags & RFLAGS_DF != 0 { (info.size as u64).wrapping_neg() } else { info.size as u64 };
+    let count = if info.rep {
+        domain.gpr(1) & address_mask
+    } else {
+        1
+    };
+    let step = if domain.vmcb.save.rflags & RFLAGS_DF != 0 {
+        (info.size as u64).wrapping_neg()
+    } else {
+        info.size as u64
+    };
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = domain.gpr(index_register);
@@ -114,13 +123,13 @@ fn string_io(domain: &mut Domain, info: IoioInfo) -> Result<String, String> {
         if info.input {
             let value = port_read(domain, info.port, info.size);
             bytes.copy_from_slice(&value.to_le_bytes()[..info.size as usize]);
-            domain
-                .write_virtual(address, bytes)
-                .map_err(|error| format!("INS wrote to {address:#x}, which the guest cannot reach: {error:?}"))?;
+            domain.write_virtual(address, bytes).map_err(|error| {
+                format!("INS wrote to {address:#x}, which the guest cannot reach: {error:?}")
+            })?;
         } else {
-            domain
-                .read_virtual(address, bytes)
-                .map_err(|error| format!("OUTS read from {address:#x}, which the guest cannot reach: {error:?}"))?;
+            domain.read_virtual(address, bytes).map_err(|error| {
+                format!("OUTS read from {address:#x}, which the guest cannot reach: {error:?}")
+            })?;
             let mut value = [0u8; 4];
             value[..info.size as usize].copy_from_slice(bytes);
             port_write(domain, info.port, info.size, u32::from_le_bytes(value));

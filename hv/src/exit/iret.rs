@@ -20,17 +20,29 @@ pub fn handle(domain: &mut Domain) -> Next {
     let name = returning.map(|event| event_name(event.vector, event.kind));
     // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS
     // (and ESP, SS when it returns to an outer privilege level).
-    let wide = domain.exit.instruction.as_slice().iter().take_while(|&&byte| byte != 0xcf).any(|&byte| byte & 0xf8 == 0x48);
+    let wide = domain
+        .exit
+        .instruction
+        .as_slice()
+        .iter()
+        .take_while(|&&byte| byte != 0xcf)
+        .any(|&byte| byte & 0xf8 == 0x48);
     let size = if wide { 8 } else { 4 };
     let mut frame = [0u8; 40];
-    let readable = domain.read_virtual(domain.vmcb.save.rsp, &mut frame[..5 * size]).is_ok();
+    let readable = domain
+        .read_virtual(domain.vmcb.save.rsp, &mut frame[..5 * size])
+        .is_ok();
     let word = |index: usize| {
         let mut bytes = [0u8; 8];
         bytes[..size].copy_from_slice(&frame[index * size..(index + 1) * size]);
         u64::from_le_bytes(bytes)
     };
     let (rip, cs, rflags) = (word(0), word(1) as u16, word(2));
-    let rsp = if wide || cs & 3 != domain.vmcb.save.cpl as u16 { word(3) } else { domain.vmcb.save.rsp + 3 * size as u64 };
+    let rsp = if wide || cs & 3 != domain.vmcb.save.cpl as u16 {
+        word(3)
+    } else {
+        domain.vmcb.save.rsp + 3 * size as u64
+    };
     match (&name, readable) {
         (Some(name), true) => decide!(
             domain,
@@ -51,7 +63,15 @@ pub fn handle(domain: &mut Domain) -> Next {
     if readable && trace::enabled() {
         trace::emit(
             Some(domain.id),
-            Body::Return(Return { via: ReturnPath::Iret, vector: returning.map(|event| event.vector), name, rip, cs, rflags, rsp }),
+            Body::Return(Return {
+                via: ReturnPath::Iret,
+                vector: returning.map(|event| event.vector),
+                name,
+                rip,
+                cs,
+                rflags,
+                rsp,
+            }),
         );
     }
     domain.vmcb.control.intercept_misc1 &= !misc1::IRET;

@@ -38,13 +38,13 @@ mod icebp;
 mod intr;
 mod invalid;
 mod invlpg;
-mod iret;
 mod ioio;
+mod iret;
 mod msr;
 mod npf;
-mod ptwr;
 mod pause;
 mod privileged;
+mod ptwr;
 mod rdtsc;
 mod shutdown;
 mod software_interrupt;
@@ -99,7 +99,10 @@ fn route(code: u64) -> (&'static str, fn(&mut Domain) -> Next) {
         exitcode::INVLPG => ("hv/src/exit/invlpg.rs", invlpg::handle),
         exitcode::PAUSE => ("hv/src/exit/pause.rs", pause::handle),
         exitcode::XSETBV => ("hv/src/exit/xsetbv.rs", xsetbv::handle),
-        exitcode::SWINT => ("hv/src/exit/software_interrupt.rs", software_interrupt::handle),
+        exitcode::SWINT => (
+            "hv/src/exit/software_interrupt.rs",
+            software_interrupt::handle,
+        ),
         exitcode::INTR => ("hv/src/exit/intr.rs", intr::handle),
         exitcode::VINTR => ("hv/src/exit/vintr.rs", vintr::handle),
         exitcode::IRET => ("hv/src/exit/iret.rs", iret::handle),
@@ -136,5 +139,7 @@ fn undecodable(domain: &mut Domain) -> Next {
         traplab_abi::event::Action::Kill,
         "the instruction at RIP cannot be read or decoded, so it cannot be emulated"
     );
-    Next::End(DomainEnd::Killed { reason: "undecodable instruction at the exit".into() })
+    Next::End(DomainEnd::Killed {
+        reason: "undecodable instruction at the exit".into(),
+    })
 }

@@ -6,8 +6,8 @@
 //! Several MSRs live in the VMCB: the guest's copy is the VMCB field.
 
 use super::{Next, instruction_length, undecodable};
-use crate::{decide, deliver};
 use crate::domain::Domain;
+use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 
@@ -40,7 +40,9 @@ fn name(msr: u32) -> Option<&'static str> {
 }
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     emulate(domain, domain.vmcb.control.exitinfo1 == 1, length, "")
 }
 
@@ -55,12 +57,29 @@ pub fn emulate(domain: &mut Domain, write: bool, length: u64, context: &str) -> 
     // The MSR intercept comes before the CPU's own check, so a bad MSR raises nothing by
     // itself: the hypervisor answers #GP(0) as hardware would, a synthetic event.
     let Some(msr_name) = name(msr) else {
-        return deliver!(domain, 13, 0, true, "{context}{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does");
+        return deliver!(
+            domain,
+            13,
+            0,
+            true,
+            "{context}{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does"
+        );
     };
-    if write && msr == EFER && (value ^ (domain.vmcb.save.efer & !EFER_SVME)) & !EFER_WRITABLE != 0 {
-        return deliver!(domain, 13, 0, true, "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)");
+    if write && msr == EFER && (value ^ (domain.vmcb.save.efer & !EFER_SVME)) & !EFER_WRITABLE != 0
+    {
+        return deliver!(
+            domain,
+            13,
+            0,
+            true,
+            "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)"
+        );
     }
-    decide!(domain, Action::Emulate, "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR");
+    decide!(
+        domain,
+        Action::Emulate,
+        "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR"
+    );
 
     let save = &mut domain.vmcb.save;
     let control = &mut domain.vmcb.control;

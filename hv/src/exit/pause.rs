@@ -11,8 +11,14 @@ use crate::domain::Domain;
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
-    decide!(domain, Action::Emulate, "PAUSE: the guest spins; with another domain ready a hypervisor would switch to it here");
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
+    decide!(
+        domain,
+        Action::Emulate,
+        "PAUSE: the guest spins; with another domain ready a hypervisor would switch to it here"
+    );
     domain.skip_instruction(length);
     domain.emulated("PAUSE: nothing else to run, the guest goes on");
     Next::Resume

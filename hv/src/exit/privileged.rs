@@ -53,19 +53,32 @@ pub fn handle(domain: &mut Domain) -> PrivilegedOp {
         return PrivilegedOp::NotPv;
     }
     let Some(instruction) = domain.decode() else {
-        return PrivilegedOp::GuestsFault("a PV kernel's #GP at an instruction the hypervisor cannot decode".into());
+        return PrivilegedOp::GuestsFault(
+            "a PV kernel's #GP at an instruction the hypervisor cannot decode".into(),
+        );
     };
     let length = instruction.len() as u64;
     let context = "a PV kernel at CPL 3 raised #GP; the hypervisor decodes it: ";
     match instruction.mnemonic() {
-        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => write_cr(domain, &instruction, length, context),
-        Mnemonic::Mov if instruction.code() == Code::Mov_r64_cr => read_cr(domain, &instruction, length, context),
+        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => {
+            write_cr(domain, &instruction, length, context)
+        }
+        Mnemonic::Mov if instruction.code() == Code::Mov_r64_cr => {
+            read_cr(domain, &instruction, length, context)
+        }
         Mnemonic::Hlt => match hlt::halt(domain, length, context) {
             Some(next) => PrivilegedOp::Done(next),
             None => {
                 domain.emulated("HLT: the virtual CPU stops");
-                let reason = if domain.interrupts_enabled() { "halted waiting for an interrupt that no device sends" } else { "halted with interrupts off" };
-                PrivilegedOp::Done(Next::End(DomainEnd::Exited { status: 0, reason: reason.into() }))
+                let reason = if domain.interrupts_enabled() {
+                    "halted waiting for an interrupt that no device sends"
+                } else {
+                    "halted with interrupts off"
+                };
+                PrivilegedOp::Done(Next::End(DomainEnd::Exited {
+                    status: 0,
+                    reason: reason.into(),
+                }))
             }
         },
         Mnemonic::In | Mnemonic::Out => port_io(domain, &instruction, length, context),
@@ -74,7 +87,11 @@ pub fn handle(domain: &mut Domain) -> PrivilegedOp {
         Mnemonic::Cli | Mnemonic::Sti => {
             let enable = instruction.mnemonic() == Mnemonic::Sti;
             let name = if enable { "STI" } else { "CLI" };
-            decide!(domain, Action::Emulate, "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF");
+            decide!(
+                domain,
+                Action::Emulate,
+                "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF"
+            );
             let old = domain.virtual_interrupt_flag;
             domain.virtual_interrupt_flag = enable;
             domain.record("virtual IF", old as u64, enable as u64);
@@ -97,10 +114,17 @@ fn cr_number(register: Register) -> u8 {
     (register as u32).wrapping_sub(Register::CR0 as u32) as u8
 }
 
-fn write_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+fn write_cr(
+    domain: &mut Domain,
+    instruction: &Instruction,
+    length: u64,
+    context: &str,
+) -> PrivilegedOp {
     let number = cr_number(instruction.op0_register());
     let Some((source, _)) = crate::decode::gpr(instruction.op1_register()) else {
-        return PrivilegedOp::GuestsFault(format!("{context}MOV CR{number} from a register it cannot name"));
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV CR{number} from a register it cannot name"
+        ));
     };
     let value = domain.gpr(source);
     if number != 3 {
@@ -110,14 +134,23 @@ fn write_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context
     }
     let root = value & !0xfff & !(0xfff << 52);
     if value & CR3_RESERVED != 0 {
-        return PrivilegedOp::GuestsFault(format!("{context}MOV CR3, {value:#x} sets reserved bits: refused, the #GP is the guest's"));
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV CR3, {value:#x} sets reserved bits: refused, the #GP is the guest's"
+        ));
     }
-    if root.checked_add(4096).is_none_or(|end| end > domain.memory.size) {
+    if root
+        .checked_add(4096)
+        .is_none_or(|end| end > domain.memory.size)
+    {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV CR3, {value:#x}: the new root is outside the guest's memory: refused, the #GP is the guest's"
         ));
     }
-    decide!(domain, Action::Emulate, "{context}MOV CR3, {value:#x}: the new root is in the guest's memory, so the hypervisor switches its page tables");
+    decide!(
+        domain,
+        Action::Emulate,
+        "{context}MOV CR3, {value:#x}: the new root is in the guest's memory, so the hypervisor switches its page tables"
+    );
     let old = domain.vmcb.save.cr3;
     domain.vmcb.save.cr3 = value;
     domain.record("cr3", old, value);
@@ -128,7 +161,12 @@ fn write_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context
     PrivilegedOp::Done(Next::Resume)
 }
 
-fn read_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+fn read_cr(
+    domain: &mut Domain,
+    instruction: &Instruction,
+    length: u64,
+    context: &str,
+) -> PrivilegedOp {
     let number = cr_number(instruction.op1_register());
     let save = &domain.vmcb.save;
     let value = match number {
@@ -136,12 +174,22 @@ fn read_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context:
         2 => save.cr2,
         3 => save.cr3,
         4 => save.cr4,
-        _ => return PrivilegedOp::GuestsFault(format!("{context}MOV from CR{number}, which does not exist")),
+        _ => {
+            return PrivilegedOp::GuestsFault(format!(
+                "{context}MOV from CR{number}, which does not exist"
+            ));
+        }
     };
     let Some((target, _)) = crate::decode::gpr(instruction.op0_register()) else {
-        return PrivilegedOp::GuestsFault(format!("{context}MOV from CR{number} to a register it cannot name"));
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV from CR{number} to a register it cannot name"
+        ));
     };
-    decide!(domain, Action::Emulate, "{context}MOV from CR{number}: the hypervisor reads the guest's CR{number} = {value:#x}");
+    decide!(
+        domain,
+        Action::Emulate,
+        "{context}MOV from CR{number}: the hypervisor reads the guest's CR{number} = {value:#x}"
+    );
     domain.set_gpr(target, value);
     domain.skip_instruction(length);
     domain.emulated(format!("read CR{number} = {value:#x}"));
@@ -149,23 +197,40 @@ fn read_cr(domain: &mut Domain, instruction: &Instruction, length: u64, context:
 }
 
 /// IN AL/AX/EAX, imm8 or DX; OUT imm8 or DX, AL/AX/EAX (INS/OUTS are left to the guest).
-fn port_io(domain: &mut Domain, instruction: &Instruction, length: u64, context: &str) -> PrivilegedOp {
+fn port_io(
+    domain: &mut Domain,
+    instruction: &Instruction,
+    length: u64,
+    context: &str,
+) -> PrivilegedOp {
     let input = instruction.mnemonic() == Mnemonic::In;
     let (port_operand, data_operand) = if input { (1, 0) } else { (0, 1) };
     let port = match instruction.op_kind(port_operand) {
         OpKind::Immediate8 => instruction.immediate8() as u16,
         OpKind::Register => domain.gpr(2) as u16, // DX
-        _ => return PrivilegedOp::GuestsFault(format!("{context}a string port instruction, which the hypervisor leaves to the guest")),
+        _ => {
+            return PrivilegedOp::GuestsFault(format!(
+                "{context}a string port instruction, which the hypervisor leaves to the guest"
+            ));
+        }
     };
     let size = match instruction.op_register(data_operand) {
         Register::AL => 1,
         Register::AX => 2,
         Register::EAX => 4,
-        _ => return PrivilegedOp::GuestsFault(format!("{context}a string port instruction, which the hypervisor leaves to the guest")),
+        _ => {
+            return PrivilegedOp::GuestsFault(format!(
+                "{context}a string port instruction, which the hypervisor leaves to the guest"
+            ));
+        }
     };
     let device = ioio::device_name(port);
     let direction = if input { "IN from" } else { "OUT to" };
-    decide!(domain, Action::Emulate, "{context}{direction} port {port:#x} ({device}): the hypervisor emulates the port");
+    decide!(
+        domain,
+        Action::Emulate,
+        "{context}{direction} port {port:#x} ({device}): the hypervisor emulates the port"
+    );
     let what = if input {
         let value = ioio::port_read(domain, port, size);
         ioio::set_accumulator(domain, size, value);

@@ -45,16 +45,27 @@ pub fn handle(domain: &mut Domain) -> PageTableWrite {
         return PageTableWrite::NotPinned;
     }
     let linear = domain.vmcb.control.exitinfo2;
-    let Ok(gpa) = domain.memory.virtual_to_physical(domain.cr3(), linear) else { return PageTableWrite::NotPinned };
-    let Some(level) = domain.pinned_level(gpa) else { return PageTableWrite::NotPinned };
+    let Ok(gpa) = domain.memory.virtual_to_physical(domain.cr3(), linear) else {
+        return PageTableWrite::NotPinned;
+    };
+    let Some(level) = domain.pinned_level(gpa) else {
+        return PageTableWrite::NotPinned;
+    };
     let (table, index) = (gpa & !0xfff, (gpa & 0xfff) / 8);
-    let Some(instruction) = domain.decode() else { return PageTableWrite::Done(undecodable(domain)) };
-    let access = emulate::memory_access(domain, &instruction).filter(|_| emulate::plain(&instruction));
+    let Some(instruction) = domain.decode() else {
+        return PageTableWrite::Done(undecodable(domain));
+    };
+    let access =
+        emulate::memory_access(domain, &instruction).filter(|_| emulate::plain(&instruction));
     let Some(Access::Write { width: 8, value }) = access.filter(|_| gpa % 8 == 0) else {
-        return PageTableWrite::Refused(format!("a write to the level-{level} page table at {table:#x} that is not one aligned 8-byte MOV"));
+        return PageTableWrite::Refused(format!(
+            "a write to the level-{level} page table at {table:#x} that is not one aligned 8-byte MOV"
+        ));
     };
     if let Err(why) = domain.check_entry(level, value) {
-        return PageTableWrite::Refused(format!("entry {index} of the level-{level} table at {table:#x} = {value:#x} {why}"));
+        return PageTableWrite::Refused(format!(
+            "entry {index} of the level-{level} table at {table:#x} = {value:#x} {why}"
+        ));
     }
     decide!(
         domain,
@@ -63,6 +74,8 @@ pub fn handle(domain: &mut Domain) -> PageTableWrite {
     );
     domain.write_entry(gpa, level, value);
     domain.skip_instruction(instruction.len() as u64);
-    domain.emulated(format!("level-{level} table at {table:#x}: entry {index} = {value:#x}"));
+    domain.emulated(format!(
+        "level-{level} table at {table:#x}: entry {index} = {value:#x}"
+    ));
     PageTableWrite::Done(Next::Resume)
 }

@@ -13,7 +13,9 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::exitcode;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let rdtscp = domain.vmcb.control.exitcode == exitcode::RDTSCP;
     let offset = domain.vmcb.control.tsc_offset;
     decide!(

@@ -11,6 +11,12 @@ use crate::domain::Domain;
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    decide!(domain, Action::Kill, "the guest triple-faulted: a bare CPU would shut down, so only this domain ends");
-    Next::End(DomainEnd::Killed { reason: "triple fault (shutdown)".into() })
+    decide!(
+        domain,
+        Action::Kill,
+        "the guest triple-faulted: a bare CPU would shut down, so only this domain ends"
+    );
+    Next::End(DomainEnd::Killed {
+        reason: "triple fault (shutdown)".into(),
+    })
 }

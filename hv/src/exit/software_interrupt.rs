@@ -16,18 +16,28 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else { return undecodable(domain) };
+    let Some(instruction) = domain.decode() else {
+        return undecodable(domain);
+    };
     let vector = match instruction.mnemonic() {
         Mnemonic::Int3 => 3,
         Mnemonic::Into => 4,
         Mnemonic::Int => instruction.immediate8(),
         _ => return undecodable(domain),
     };
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     domain.software_interrupt_rip = Some(domain.vmcb.save.rip);
     domain.skip_instruction(length);
     if domain.trap_table_entry(vector).is_some() {
-        return deliver!(domain, vector, 0, false, "the guest's own software interrupt {vector:#x} (returning after the instruction)");
+        return deliver!(
+            domain,
+            vector,
+            0,
+            false,
+            "the guest's own software interrupt {vector:#x} (returning after the instruction)"
+        );
     }
     // EXERCISE breakpoint.1: this describes `int 3` (cd 03) as INT3 (cc): tell the two forms
     // apart by the instruction, not by the vector.
@@ -48,6 +58,13 @@ pub fn handle(domain: &mut Domain) -> Next {
             "the guest's own software interrupt: reflect vector {vector:#x} into its IDT, returning after the instruction"
         ),
     }
-    domain.inject(Event { vector, kind: EventType::Software, error_code: None }, false);
+    domain.inject(
+        Event {
+            vector,
+            kind: EventType::Software,
+            error_code: None,
+        },
+        false,
+    );
     Next::Resume
 }

@@ -14,6 +14,12 @@ use traplab_abi::svm::exit_name;
 pub fn handle(domain: &mut Domain) -> Next {
     let code = domain.vmcb.control.exitcode;
     let name = exit_name(code);
-    decide!(domain, Action::Kill, "exit {name} ({code:#x}) has no handler here: the domain ends, the hypervisor does not");
-    Next::End(DomainEnd::Killed { reason: format!("unhandled exit {name} ({code:#x})") })
+    decide!(
+        domain,
+        Action::Kill,
+        "exit {name} ({code:#x}) has no handler here: the domain ends, the hypervisor does not"
+    );
+    Next::End(DomainEnd::Killed {
+        reason: format!("unhandled exit {name} ({code:#x})"),
+    })
 }

@@ -18,7 +18,11 @@ pub fn handle(domain: &mut Domain) -> Next {
             Action::Emulate,
             "the guest opened its interrupt window (RFLAGS.IF = 1): the hypervisor injects the pending interrupt {vector:#x}"
         ),
-        None => decide!(domain, Action::Emulate, "the guest opened its interrupt window, but no interrupt is pending any more"),
+        None => decide!(
+            domain,
+            Action::Emulate,
+            "the guest opened its interrupt window, but no interrupt is pending any more"
+        ),
     }
     domain.interrupt_window_open();
     domain.emulated("V_IRQ withdrawn, VINTR no longer intercepted");

@@ -18,7 +18,9 @@ use alloc::format;
 use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else { return undecodable(domain) };
+    let Some(length) = instruction_length(domain) else {
+        return undecodable(domain);
+    };
     let index = domain.gpr(1) as u32;
     let value = (domain.gpr(2) << 32) | (domain.gpr(0) & 0xffff_ffff);
     let supported = core::arch::x86_64::__cpuid_count(0xd, 0);
@@ -35,17 +37,33 @@ pub fn handle(domain: &mut Domain) -> Next {
         None
     };
     if let Some(why) = invalid {
-        return deliver!(domain, 13, 0, true, "XSETBV XCR{index} = {value:#x} {why}: #GP(0), as hardware does");
+        return deliver!(
+            domain,
+            13,
+            0,
+            true,
+            "XSETBV XCR{index} = {value:#x} {why}: #GP(0), as hardware does"
+        );
     }
-    decide!(domain, Action::Emulate, "XSETBV XCR0 = {value:#x}: valid, so the hypervisor sets it (XCR0 stays the guest's: the hypervisor does not use XSAVE)");
+    decide!(
+        domain,
+        Action::Emulate,
+        "XSETBV XCR0 = {value:#x}: valid, so the hypervisor sets it (XCR0 stays the guest's: the hypervisor does not use XSAVE)"
+    );
     let host_cr4 = x86_64::registers::control::Cr4::read();
     if !host_cr4.contains(x86_64::registers::control::Cr4Flags::OSXSAVE) {
         // SAFETY: XSETBV needs our own CR4.OSXSAVE; the CPU has XSAVE (the guest could
         // enable it), and OSXSAVE only makes XGETBV/XSETBV legal.
-        unsafe { x86_64::registers::control::Cr4::write(host_cr4 | x86_64::registers::control::Cr4Flags::OSXSAVE) };
+        unsafe {
+            x86_64::registers::control::Cr4::write(
+                host_cr4 | x86_64::registers::control::Cr4Flags::OSXSAVE,
+            )
+        };
     }
     // SAFETY: a value checked above against what the CPU supports, with OSXSAVE on.
-    unsafe { core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack)) };
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    };
     domain.skip_instruction(length);
     domain.emulated(format!("XCR0 = {value:#x}"));
     Next::Resume

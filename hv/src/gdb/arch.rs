@@ -45,7 +45,15 @@ const CORE_BYTES: usize = 0x218;
 
 impl GuestRegisters {
     fn system(&self) -> [u64; 7] {
-        [self.fs_base, self.gs_base, self.cr0, self.cr2, self.cr3, self.cr4, self.efer]
+        [
+            self.fs_base,
+            self.gs_base,
+            self.cr0,
+            self.cr2,
+            self.cr3,
+            self.cr4,
+            self.efer,
+        ]
     }
 }
 
@@ -59,7 +67,10 @@ impl Registers for GuestRegisters {
     fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
         self.core.gdb_serialize(&mut write_byte);
         for value in self.system() {
-            value.to_le_bytes().iter().for_each(|&byte| write_byte(Some(byte)));
+            value
+                .to_le_bytes()
+                .iter()
+                .for_each(|&byte| write_byte(Some(byte)));
         }
     }
 

@@ -46,9 +46,9 @@ mod monitor;
 mod serial;
 mod target;
 
+use crate::decide;
 use crate::domain::Domain;
 use crate::exit::{DomainEnd, Next};
-use crate::decide;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +238,9 @@ pub fn after_handling(domain: &mut Domain) -> Option<DomainEnd> {
 
 /// The domain ended: tell gdb, and end the session.
 pub fn domain_ended(domain: &mut Domain, end: &DomainEnd) {
-    let Some(machine) = take_machine(domain) else { return };
+    let Some(machine) = take_machine(domain) else {
+        return;
+    };
     let reason = match end {
         DomainEnd::Exited { status, .. } => StopReason::Exited(*status as u8),
         DomainEnd::Killed { .. } => StopReason::Terminated(Signal::SIGKILL),
@@ -259,32 +261,78 @@ fn own_stop(domain: &mut Domain, step: Option<Step>) -> Option<StopReason> {
     let debugger = domain.debugger.as_ref()?;
     if code == exitcode::EXCP_BASE + 1 {
         let dr6 = domain.vmcb.save.dr6;
-        let stepped = dr6 & DR6_BS != 0 && matches!(step, Some(Step { armed: Armed::TrapFlag { .. }, .. }));
-        let slot = (0..4).find(|&slot| dr6 & (1 << slot) != 0 && debugger.hardware_slots[slot].is_some());
+        let stepped = dr6 & DR6_BS != 0
+            && matches!(
+                step,
+                Some(Step {
+                    armed: Armed::TrapFlag { .. },
+                    ..
+                })
+            );
+        let slot =
+            (0..4).find(|&slot| dr6 & (1 << slot) != 0 && debugger.hardware_slots[slot].is_some());
         if !stepped && slot.is_none() {
             return None;
         }
-        let owned_bits = DR6_BS | debugger.hardware_slots.iter().enumerate().filter(|(_, s)| s.is_some()).fold(0, |bits, (n, _)| bits | 1 << n);
+        let owned_bits = DR6_BS
+            | debugger
+                .hardware_slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_some())
+                .fold(0, |bits, (n, _)| bits | 1 << n);
         domain.vmcb.save.dr6 &= !owned_bits;
         let reason = match slot.and_then(|slot| debugger.hardware_slots[slot]) {
-            Some(HardwareSlot { watch: Some(kind), address, .. }) => StopReason::Watch { tid: (), kind, addr: address },
+            Some(HardwareSlot {
+                watch: Some(kind),
+                address,
+                ..
+            }) => StopReason::Watch {
+                tid: (),
+                kind,
+                addr: address,
+            },
             Some(_) => StopReason::HwBreak(()),
             None => StopReason::DoneStep,
         };
-        decide!(domain, Action::Emulate, "a #DB caused by gdb ({}): the hypervisor stops the guest for gdb; the guest never sees it", describe(&reason));
+        decide!(
+            domain,
+            Action::Emulate,
+            "a #DB caused by gdb ({}): the hypervisor stops the guest for gdb; the guest never sees it",
+            describe(&reason)
+        );
         return Some(reason);
     }
     let is_int3 = code == exitcode::EXCP_BASE + 3
         || (code == exitcode::SWINT && domain.exit.instruction.as_slice().first() == Some(&0xcc));
-    if is_int3 && debugger.software_breakpoints.iter().any(|breakpoint| breakpoint.address == rip) {
-        decide!(domain, Action::Emulate, "the int3 at {rip:#x} is gdb's breakpoint: the hypervisor stops the guest for gdb; the guest never sees it");
+    if is_int3
+        && debugger
+            .software_breakpoints
+            .iter()
+            .any(|breakpoint| breakpoint.address == rip)
+    {
+        decide!(
+            domain,
+            Action::Emulate,
+            "the int3 at {rip:#x} is gdb's breakpoint: the hypervisor stops the guest for gdb; the guest never sees it"
+        );
         return Some(StopReason::SwBreak(()));
     }
     if code == exitcode::NPF
         && domain.vmcb.control.exitinfo1 & NPF_FETCH != 0
-        && matches!(step, Some(Step { armed: Armed::FetchTrap, .. }))
+        && matches!(
+            step,
+            Some(Step {
+                armed: Armed::FetchTrap,
+                ..
+            })
+        )
     {
-        decide!(domain, Action::Emulate, "gdb's step ends here: the event was delivered and the guest is about to run its handler at {rip:#x}");
+        decide!(
+            domain,
+            Action::Emulate,
+            "gdb's step ends here: the event was delivered and the guest is about to run its handler at {rip:#x}"
+        );
         return Some(StopReason::DoneStep);
     }
     None
@@ -350,7 +398,10 @@ fn serve(domain: &mut Domain) -> Option<DomainEnd> {
         && let Some(debugger) = domain.debugger.as_mut()
         && debugger.resume == Resume::Step
     {
-        debugger.step = Some(Step { start_rip: domain.vmcb.save.rip, armed: Armed::No });
+        debugger.step = Some(Step {
+            start_rip: domain.vmcb.save.rip,
+            armed: Armed::No,
+        });
     }
     end
 }
@@ -379,9 +430,9 @@ fn feed(domain: &mut Domain, byte: u8) -> Option<DomainEnd> {
             let reason = disconnected.get_reason();
             detach(domain);
             match reason {
-                DisconnectReason::Kill => {
-                    Some(DomainEnd::Killed { reason: "killed from gdb".into() })
-                }
+                DisconnectReason::Kill => Some(DomainEnd::Killed {
+                    reason: "killed from gdb".into(),
+                }),
                 _ => None,
             }
         }
@@ -395,7 +446,9 @@ fn feed(domain: &mut Domain, byte: u8) -> Option<DomainEnd> {
 /// gdb left (or the protocol broke): remove everything gdb put in the guest, let the guest
 /// run on without a debugger, and listen for the next session.
 fn detach(domain: &mut Domain) {
-    let Some(debugger) = domain.debugger.as_mut() else { return };
+    let Some(debugger) = domain.debugger.as_mut() else {
+        return;
+    };
     let breakpoints = core::mem::take(&mut debugger.software_breakpoints);
     let slots = core::mem::replace(&mut debugger.hardware_slots, [None; 4]);
     debugger.machine = None;
@@ -417,13 +470,21 @@ fn detach(domain: &mut Domain) {
 /// Detached, and gdb speaks again (`+` or `$` starts every session): a new session, which
 /// begins with the guest stopped, as gdb expects when it attaches.
 fn reattach(domain: &mut Domain) {
-    let Some(debugger) = domain.debugger.as_mut() else { return };
-    let Some(listener) = debugger.listener.as_mut() else { return };
-    let Some(byte) = listener.try_read() else { return };
+    let Some(debugger) = domain.debugger.as_mut() else {
+        return;
+    };
+    let Some(listener) = debugger.listener.as_mut() else {
+        return;
+    };
+    let Some(byte) = listener.try_read() else {
+        return;
+    };
     if byte != b'$' && byte != b'+' {
         return; // noise between sessions
     }
-    let Some(com2) = debugger.listener.take() else { return };
+    let Some(com2) = debugger.listener.take() else {
+        return;
+    };
     crate::log!("gdb: a new session");
     match GdbStub::new(com2).run_state_machine(domain) {
         Ok(machine) => put_machine(domain, machine),
@@ -450,7 +511,9 @@ fn lose_session<E: core::fmt::Debug>(domain: &mut Domain, error: E) -> Option<Do
 /// Just before VMRUN: a step waits to be armed. An event about to be injected makes it a
 /// fetch trap (the step ends in the handler); otherwise TF.
 fn arm_step(domain: &mut Domain) {
-    let Some(step) = domain.debugger.as_ref().and_then(|debugger| debugger.step) else { return };
+    let Some(step) = domain.debugger.as_ref().and_then(|debugger| debugger.step) else {
+        return;
+    };
     if step.armed != Armed::No {
         return;
     }
@@ -473,7 +536,10 @@ fn arm_step(domain: &mut Domain) {
 fn disarm_step(domain: &mut Domain) -> Option<Step> {
     let debugger = domain.debugger.as_mut()?;
     let step = debugger.step?;
-    debugger.step = Some(Step { armed: Armed::No, ..step });
+    debugger.step = Some(Step {
+        armed: Armed::No,
+        ..step
+    });
     match step.armed {
         Armed::TrapFlag { guest_tf } => {
             if !guest_tf {
@@ -502,7 +568,10 @@ fn put_machine(domain: &mut Domain, machine: Machine) {
 }
 
 fn is_stopped(domain: &Domain) -> bool {
-    domain.debugger.as_ref().is_some_and(|debugger| matches!(debugger.machine, Some(GdbStubStateMachine::Idle(_))))
+    domain
+        .debugger
+        .as_ref()
+        .is_some_and(|debugger| matches!(debugger.machine, Some(GdbStubStateMachine::Idle(_))))
 }
 
 fn com2(domain: &mut Domain) -> Option<&mut Com2> {

@@ -38,7 +38,10 @@ pub fn note_exit(domain: &Domain) {
     if recent.len() == KEPT {
         recent.pop_front();
     }
-    recent.push_back(Flow { exit, decision: None });
+    recent.push_back(Flow {
+        exit,
+        decision: None,
+    });
 }
 
 /// The hypervisor decided (every `decide!`): the first decision of a flow is its decision.
@@ -55,9 +58,15 @@ pub fn note_decision(action: Action, why: &str, at: &str) {
 }
 
 impl MonitorCmd for Domain {
-    fn handle_monitor_cmd(&mut self, command: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
+    fn handle_monitor_cmd(
+        &mut self,
+        command: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
         let text = core::str::from_utf8(command).unwrap_or("").trim();
-        let (word, argument) = text.split_once(' ').map_or((text, ""), |(word, rest)| (word, rest.trim()));
+        let (word, argument) = text
+            .split_once(' ')
+            .map_or((text, ""), |(word, rest)| (word, rest.trim()));
         match word {
             "traps" => {
                 let count = argument.parse::<usize>().unwrap_or(10).max(1);
@@ -67,28 +76,52 @@ impl MonitorCmd for Domain {
                 }
                 for flow in recent.iter().skip(recent.len().saturating_sub(count)) {
                     outputln!(out, "{}", flow.exit);
-                    outputln!(out, "    {}", flow.decision.as_deref().unwrap_or("(not decided yet)"));
+                    outputln!(
+                        out,
+                        "    {}",
+                        flow.decision.as_deref().unwrap_or("(not decided yet)")
+                    );
                 }
             }
             "catch" => {
-                let Some(debugger) = self.debugger.as_mut() else { return Ok(()) };
+                let Some(debugger) = self.debugger.as_mut() else {
+                    return Ok(());
+                };
                 if argument == "off" || argument.is_empty() {
                     debugger.catch = None;
                     outputln!(out, "catch off");
                 } else if let Some(point) = Break::parse(argument) {
                     debugger.catch = Some(point);
-                    outputln!(out, "the guest will stop at the next {argument} exit, before the hypervisor decides; `continue`");
+                    outputln!(
+                        out,
+                        "the guest will stop at the next {argument} exit, before the hypervisor decides; `continue`"
+                    );
                 } else {
-                    outputln!(out, "unknown class {argument:?}: try pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:0x3f8, hypercall:1, vector:14, exit:0x72");
+                    outputln!(
+                        out,
+                        "unknown class {argument:?}: try pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:0x3f8, hypercall:1, vector:14, exit:0x72"
+                    );
                 }
             }
             "decision" => outputln!(out, "{}", decision(self)),
             _ => {
                 outputln!(out, "traplab monitor commands:");
-                outputln!(out, "  monitor traps [N]      the last N trap flows (exit, decision, hv source line)");
-                outputln!(out, "  monitor catch CLASS    stop at the next exit of CLASS before the hypervisor decides");
-                outputln!(out, "                         (pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:N, hypercall:N, vector:N, exit:N; off)");
-                outputln!(out, "  monitor decision       what the hypervisor is about to do at this exit");
+                outputln!(
+                    out,
+                    "  monitor traps [N]      the last N trap flows (exit, decision, hv source line)"
+                );
+                outputln!(
+                    out,
+                    "  monitor catch CLASS    stop at the next exit of CLASS before the hypervisor decides"
+                );
+                outputln!(
+                    out,
+                    "                         (pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:N, hypercall:N, vector:N, exit:N; off)"
+                );
+                outputln!(
+                    out,
+                    "  monitor decision       what the hypervisor is about to do at this exit"
+                );
                 outputln!(out, "  monitor help           this text");
             }
         }
@@ -98,17 +131,31 @@ impl MonitorCmd for Domain {
 
 /// At a `catch` stop: the exit and what will happen to it. Otherwise: the last decision.
 fn decision(domain: &Domain) -> String {
-    let stopped_before = domain.debugger.as_ref().is_some_and(|debugger: &alloc::boxed::Box<Debugger>| debugger.before_decision);
+    let stopped_before = domain
+        .debugger
+        .as_ref()
+        .is_some_and(|debugger: &alloc::boxed::Box<Debugger>| debugger.before_decision);
     if !stopped_before {
         let recent = RECENT.lock();
-        return match recent.iter().rev().find_map(|flow| flow.decision.as_ref().map(|d| (flow, d))) {
-            Some((flow, decided)) => format!("no decision pending; the last one, at {}: {decided}", flow.exit),
+        return match recent
+            .iter()
+            .rev()
+            .find_map(|flow| flow.decision.as_ref().map(|d| (flow, d)))
+        {
+            Some((flow, decided)) => format!(
+                "no decision pending; the last one, at {}: {decided}",
+                flow.exit
+            ),
             None => "no decision pending, and none made yet".to_string(),
         };
     }
     let code = domain.vmcb.control.exitcode;
     let handler = crate::exit::handler_file(code);
-    let mut text = format!("{} at {:#x}: {handler} decides.", svm::exit_name(code), domain.vmcb.save.rip);
+    let mut text = format!(
+        "{} at {:#x}: {handler} decides.",
+        svm::exit_name(code),
+        domain.vmcb.save.rip
+    );
     if (exitcode::EXCP_BASE..exitcode::EXCP_BASE + 32).contains(&code) {
         let vector = (code - exitcode::EXCP_BASE) as u8;
         text.push_str(&format!(

@@ -12,11 +12,12 @@ use crate::domain::Domain;
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
+    SingleThreadSingleStepOps,
 };
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
-    SwBreakpointOps, WatchKind,
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind,
 };
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
@@ -119,7 +120,8 @@ impl SingleThreadBase for Domain {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
-        self.write_virtual(start, data).map_err(|_| TargetError::Errno(EFAULT))
+        self.write_virtual(start, data)
+            .map_err(|_| TargetError::Errno(EFAULT))
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
@@ -165,17 +167,32 @@ impl Breakpoints for Domain {
 impl SwBreakpoint for Domain {
     fn add_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
         let mut original = [0u8; 1];
-        if self.read_virtual(address, &mut original).is_err() || self.write_virtual(address, &[INT3]).is_err() {
+        if self.read_virtual(address, &mut original).is_err()
+            || self.write_virtual(address, &[INT3]).is_err()
+        {
             return Ok(false);
         }
-        let debugger = self.debugger.as_mut().ok_or(TargetError::Fatal("no debugger"))?;
-        debugger.software_breakpoints.push(SoftwareBreakpoint { address, original: original[0] });
+        let debugger = self
+            .debugger
+            .as_mut()
+            .ok_or(TargetError::Fatal("no debugger"))?;
+        debugger.software_breakpoints.push(SoftwareBreakpoint {
+            address,
+            original: original[0],
+        });
         Ok(true)
     }
 
     fn remove_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
-        let debugger = self.debugger.as_mut().ok_or(TargetError::Fatal("no debugger"))?;
-        let Some(index) = debugger.software_breakpoints.iter().position(|breakpoint| breakpoint.address == address) else {
+        let debugger = self
+            .debugger
+            .as_mut()
+            .ok_or(TargetError::Fatal("no debugger"))?;
+        let Some(index) = debugger
+            .software_breakpoints
+            .iter()
+            .position(|breakpoint| breakpoint.address == address)
+        else {
             return Ok(false);
         };
         let breakpoint = debugger.software_breakpoints.remove(index);
@@ -185,26 +202,54 @@ impl SwBreakpoint for Domain {
 
 impl HwBreakpoint for Domain {
     fn add_hw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(take_slot(self, HardwareSlot { address, length: 1, watch: None }))
+        Ok(take_slot(
+            self,
+            HardwareSlot {
+                address,
+                length: 1,
+                watch: None,
+            },
+        ))
     }
 
     fn remove_hw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(release_slot(self, |slot| slot.watch.is_none() && slot.address == address))
+        Ok(release_slot(self, |slot| {
+            slot.watch.is_none() && slot.address == address
+        }))
     }
 }
 
 impl HwWatchpoint for Domain {
-    fn add_hw_watchpoint(&mut self, address: u64, length: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn add_hw_watchpoint(
+        &mut self,
+        address: u64,
+        length: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         // A debug register watches 1, 2, 4 or 8 bytes, aligned to their size (APM vol. 2,
         // 13.1.1.5). gdb splits larger ranges itself.
         if !matches!(length, 1 | 2 | 4 | 8) || address % length != 0 {
             return Ok(false);
         }
-        Ok(take_slot(self, HardwareSlot { address, length, watch: Some(kind) }))
+        Ok(take_slot(
+            self,
+            HardwareSlot {
+                address,
+                length,
+                watch: Some(kind),
+            },
+        ))
     }
 
-    fn remove_hw_watchpoint(&mut self, address: u64, length: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        Ok(release_slot(self, |slot| slot.watch == Some(kind) && slot.address == address && slot.length == length))
+    fn remove_hw_watchpoint(
+        &mut self,
+        address: u64,
+        length: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        Ok(release_slot(self, |slot| {
+            slot.watch == Some(kind) && slot.address == address && slot.length == length
+        }))
     }
 }
 
@@ -236,8 +281,12 @@ fn dr7_mask(slot: usize) -> u64 {
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
 fn take_slot(domain: &mut Domain, hardware: HardwareSlot) -> bool {
     let dr7 = domain.vmcb.save.dr7;
-    let Some(debugger) = domain.debugger.as_mut() else { return false };
-    let free = (0..4).rev().find(|&slot| debugger.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
+    let Some(debugger) = domain.debugger.as_mut() else {
+        return false;
+    };
+    let free = (0..4)
+        .rev()
+        .find(|&slot| debugger.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
     let Some(slot) = free else { return false };
     debugger.hardware_slots[slot] = Some(hardware);
     crate::exit::load_breakpoint_address(slot as u8, hardware.address);
@@ -247,8 +296,12 @@ fn take_slot(domain: &mut Domain, hardware: HardwareSlot) -> bool {
 }
 
 fn release_slot(domain: &mut Domain, matches: impl Fn(&HardwareSlot) -> bool) -> bool {
-    let Some(debugger) = domain.debugger.as_mut() else { return false };
-    let Some(slot) = (0..4).find(|&slot| debugger.hardware_slots[slot].as_ref().is_some_and(&matches)) else {
+    let Some(debugger) = domain.debugger.as_mut() else {
+        return false;
+    };
+    let Some(slot) =
+        (0..4).find(|&slot| debugger.hardware_slots[slot].as_ref().is_some_and(&matches))
+    else {
         return false;
     };
     debugger.hardware_slots[slot] = None;
@@ -270,7 +323,12 @@ fn word(area: &[u8], offset: usize) -> u32 {
 }
 
 fn dword(area: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([area[offset], area[offset + 1], area[offset + 2], area[offset + 3]])
+    u32::from_le_bytes([
+        area[offset],
+        area[offset + 1],
+        area[offset + 2],
+        area[offset + 3],
+    ])
 }
 
 fn read_fpu(area: &[u8; 512], registers: &mut GuestRegisters) {
@@ -280,7 +338,13 @@ fn read_fpu(area: &[u8; 512], registers: &mut GuestRegisters) {
     // FXSAVE keeps an abridged tag (one bit per register, 1 = valid); gdb shows the full
     // two-bit form, where 11 means empty.
     let abridged = area[4];
-    fpu.ftag = (0..8).fold(0, |tag, n| if abridged & (1 << n) == 0 { tag | (0b11 << (2 * n)) } else { tag });
+    fpu.ftag = (0..8).fold(0, |tag, n| {
+        if abridged & (1 << n) == 0 {
+            tag | (0b11 << (2 * n))
+        } else {
+            tag
+        }
+    });
     fpu.fop = word(area, 6);
     fpu.fioff = dword(area, 8);
     fpu.fiseg = word(area, 12);
@@ -301,7 +365,13 @@ fn write_fpu(area: &mut [u8; 512], registers: &GuestRegisters) {
     let fpu = &registers.core.fpu;
     area[0..2].copy_from_slice(&(fpu.fctrl as u16).to_le_bytes());
     area[2..4].copy_from_slice(&(fpu.fstat as u16).to_le_bytes());
-    area[4] = (0..8).fold(0u8, |tag, n| if (fpu.ftag >> (2 * n)) & 0b11 != 0b11 { tag | (1 << n) } else { tag });
+    area[4] = (0..8).fold(0u8, |tag, n| {
+        if (fpu.ftag >> (2 * n)) & 0b11 != 0b11 {
+            tag | (1 << n)
+        } else {
+            tag
+        }
+    });
     for (n, st) in registers.core.st.iter().enumerate() {
         area[32 + 16 * n..32 + 16 * n + 10].copy_from_slice(st);
     }

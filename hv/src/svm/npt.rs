@@ -21,7 +21,10 @@ pub struct Access {
 }
 
 impl Access {
-    pub const ALL: Access = Access { write: true, execute: true };
+    pub const ALL: Access = Access {
+        write: true,
+        execute: true,
+    };
 }
 
 /// A set of nested page tables.
@@ -32,7 +35,9 @@ pub struct NestedPageTables {
 
 impl NestedPageTables {
     pub fn new() -> Option<NestedPageTables> {
-        Some(NestedPageTables { root: memory::alloc_frame()? })
+        Some(NestedPageTables {
+            root: memory::alloc_frame()?,
+        })
     }
 
     /// Map the 4 KiB guest-physical page `gpa` to the host-physical page `hpa` (or change
@@ -64,7 +69,11 @@ impl NestedPageTables {
             if value & pte::PRESENT == 0 {
                 continue;
             }
-            let value = if forbid { value | pte::NO_EXECUTE } else { value & !pte::NO_EXECUTE };
+            let value = if forbid {
+                value | pte::NO_EXECUTE
+            } else {
+                value & !pte::NO_EXECUTE
+            };
             // SAFETY: as above.
             unsafe { entry.write_volatile(value) };
         }

@@ -299,6 +299,10 @@ impl Vmcb {
 
     /// RIP as a linear address (CS base + RIP; the base is 0 in 64-bit mode).
     pub fn linear_rip(&self) -> u64 {
-        if self.code_bits() == 64 { self.save.rip } else { self.save.cs.base.wrapping_add(self.save.rip) }
+        if self.code_bits() == 64 {
+            self.save.rip
+        } else {
+            self.save.cs.base.wrapping_add(self.save.rip)
+        }
     }
 }

@@ -74,8 +74,20 @@ const _: () = {
 impl GuestContext {
     pub fn new() -> GuestContext {
         GuestContext {
-            rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0,
-            r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0,
+            rbx: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            rbp: 0,
+            r8: 0,
+            r9: 0,
+            r10: 0,
+            r11: 0,
+            r12: 0,
+            r13: 0,
+            r14: 0,
+            r15: 0,
             _padding: 0,
             guest_fpu: FxsaveArea::initial(),
             host_fpu: FxsaveArea::initial(),
@@ -90,13 +102,22 @@ impl GuestContext {
 /// checks, `host_save` the physical address of a page VMSAVE filled with our own state,
 /// and SVM is enabled (EFER.SVME, VM_HSAVE_PA).
 #[unsafe(naked)]
-pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmcb: u64, host_save: u64) {
+pub unsafe extern "sysv64" fn world_switch(
+    context: *mut GuestContext,
+    guest_vmcb: u64,
+    host_save: u64,
+) {
     naked_asm!(
         // 1. Callee-saved registers, then our three arguments for after the exit.
-        "push rbp", "push rbx", "push r12", "push r13", "push r14", "push r15",
-        "push rdi",                 // [rsp + 16]: the context
-        "push rdx",                 // [rsp + 8]:  the host save area
-        "push rsi",                 // [rsp]:      the guest VMCB
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "push rdi", // [rsp + 16]: the context
+        "push rdx", // [rsp + 8]:  the host save area
+        "push rsi", // [rsp]:      the guest VMCB
         // 2. x87/SSE: ours out, the guest's in.
         "fxsave [rdi + 640]",
         "fxrstor [rdi + 128]",
@@ -106,19 +127,39 @@ pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmc
         "mov rax, rsi",
         "vmload rax",
         // 5. The guest's general registers; RDI last, it points to them.
-        "mov rbx, [rdi + 0]", "mov rcx, [rdi + 8]", "mov rdx, [rdi + 16]", "mov rsi, [rdi + 24]",
-        "mov rbp, [rdi + 40]", "mov r8, [rdi + 48]", "mov r9, [rdi + 56]", "mov r10, [rdi + 64]",
-        "mov r11, [rdi + 72]", "mov r12, [rdi + 80]", "mov r13, [rdi + 88]", "mov r14, [rdi + 96]",
-        "mov r15, [rdi + 104]", "mov rdi, [rdi + 32]",
+        "mov rbx, [rdi + 0]",
+        "mov rcx, [rdi + 8]",
+        "mov rdx, [rdi + 16]",
+        "mov rsi, [rdi + 24]",
+        "mov rbp, [rdi + 40]",
+        "mov r8, [rdi + 48]",
+        "mov r9, [rdi + 56]",
+        "mov r10, [rdi + 64]",
+        "mov r11, [rdi + 72]",
+        "mov r12, [rdi + 80]",
+        "mov r13, [rdi + 88]",
+        "mov r14, [rdi + 96]",
+        "mov r15, [rdi + 104]",
+        "mov rdi, [rdi + 32]",
         // 6. Enter the guest. RAX holds the VMCB's physical address.
         "vmrun rax",
         // #VMEXIT: RSP, RIP and RAX are ours again (restored from the host save area).
         // 7. Store the guest's general registers.
         "mov rax, [rsp + 16]",
-        "mov [rax + 0], rbx", "mov [rax + 8], rcx", "mov [rax + 16], rdx", "mov [rax + 24], rsi",
-        "mov [rax + 32], rdi", "mov [rax + 40], rbp", "mov [rax + 48], r8", "mov [rax + 56], r9",
-        "mov [rax + 64], r10", "mov [rax + 72], r11", "mov [rax + 80], r12", "mov [rax + 88], r13",
-        "mov [rax + 96], r14", "mov [rax + 104], r15",
+        "mov [rax + 0], rbx",
+        "mov [rax + 8], rcx",
+        "mov [rax + 16], rdx",
+        "mov [rax + 24], rsi",
+        "mov [rax + 32], rdi",
+        "mov [rax + 40], rbp",
+        "mov [rax + 48], r8",
+        "mov [rax + 56], r9",
+        "mov [rax + 64], r10",
+        "mov [rax + 72], r11",
+        "mov [rax + 80], r12",
+        "mov [rax + 88], r13",
+        "mov [rax + 96], r14",
+        "mov [rax + 104], r15",
         "mov rdi, rax",
         "mov rax, [rsp]",
         "vmsave rax",
@@ -130,7 +171,12 @@ pub unsafe extern "sysv64" fn world_switch(context: *mut GuestContext, guest_vmc
         "fxsave [rdi + 128]",
         "fxrstor [rdi + 640]",
         "add rsp, 24",
-        "pop r15", "pop r14", "pop r13", "pop r12", "pop rbx", "pop rbp",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
         "ret",
     )
 }

@@ -15,10 +15,23 @@ pub fn run(guests: &[&str]) -> Run {
 /// Run `machine` to the end, with the same checks as [`run`].
 pub fn run_machine(machine: &Machine) -> Run {
     let run = traplab_labs::run::collect(machine, traplab_labs::run::TIMEOUT).expect("QEMU starts");
-    assert_eq!(run.finish.hv_status, Some(HvStatus::Done), "the hypervisor ends normally: {:?}\n{}", run.finish, run.log.join("\n"));
+    assert_eq!(
+        run.finish.hv_status,
+        Some(HvStatus::Done),
+        "the hypervisor ends normally: {:?}\n{}",
+        run.finish,
+        run.log.join("\n")
+    );
     assert!(run.broken.is_empty(), "the ring is sound: {:?}", run.broken);
-    assert!(run.faults.is_empty(), "no gap, no loss, an end event: {:?}", run.faults);
-    assert!(matches!(run.events.first().map(|e| &e.body), Some(Body::Boot(_))), "the first event is boot");
+    assert!(
+        run.faults.is_empty(),
+        "no gap, no loss, an end event: {:?}",
+        run.faults
+    );
+    assert!(
+        matches!(run.events.first().map(|e| &e.body), Some(Body::Boot(_))),
+        "the first event is boot"
+    );
     run
 }
 

@@ -40,14 +40,28 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         ring.push(sample(TraceMode::Ring)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1);
-    let per_exit = |samples: &[Sample]| median(samples.iter().map(|s| s.ticks as f64 / s.exits as f64).collect());
+    let per_exit = |samples: &[Sample]| {
+        median(
+            samples
+                .iter()
+                .map(|s| s.ticks as f64 / s.exits as f64)
+                .collect(),
+        )
+    };
     let off_ticks = per_exit(&off);
     let ring_ticks = per_exit(&ring);
     let seconds = |ticks: f64| ticks / tsc_hz as f64;
     let events_per_second = median(
-        ring.iter().map(|s| s.events as f64 / seconds(s.ticks as f64)).collect(),
+        ring.iter()
+            .map(|s| s.events as f64 / seconds(s.ticks as f64))
+            .collect(),
     );
-    let first_event = median(ring.iter().filter_map(|s| s.first_event).map(|d| d.as_secs_f64() * 1e3).collect());
+    let first_event = median(
+        ring.iter()
+            .filter_map(|s| s.first_event)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect(),
+    );
     let wall_off = median(off.iter().map(|s| s.wall.as_secs_f64()).collect());
     let wall_ring = median(ring.iter().map(|s| s.wall.as_secs_f64()).collect());
 
@@ -67,16 +81,26 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             })
         );
     } else {
-        println!("{GUEST}: {} CPUID exits per run, median of {runs} run(s), TSC {:.2} GHz", off[0].exits, tsc_hz as f64 / 1e9);
+        println!(
+            "{GUEST}: {} CPUID exits per run, median of {runs} run(s), TSC {:.2} GHz",
+            off[0].exits,
+            tsc_hz as f64 / 1e9
+        );
         println!("                    cycles/trap   µs/trap   traps/s   wall s");
-        for (name, ticks, wall) in [("trace off (baseline)", off_ticks, wall_off), ("trace on (ring)", ring_ticks, wall_ring)] {
+        for (name, ticks, wall) in [
+            ("trace off (baseline)", off_ticks, wall_off),
+            ("trace on (ring)", ring_ticks, wall_ring),
+        ] {
             println!(
                 "{name:<20} {ticks:>11.0} {:>9.2} {:>9.0} {wall:>8.2}",
                 seconds(ticks) * 1e6,
                 1.0 / seconds(ticks)
             );
         }
-        println!("traced / untraced time per trap: {:.2}x", ring_ticks / off_ticks);
+        println!(
+            "traced / untraced time per trap: {:.2}x",
+            ring_ticks / off_ticks
+        );
         println!(
             "ring: {:.0} events/s ({:.1} events per trap), none lost; first event {:.0} ms after starting QEMU",
             events_per_second,
@@ -99,7 +123,10 @@ fn sample(trace: TraceMode) -> Result<Sample, String> {
     let mut machine = traplab_labs::machine_for(&[GUEST]);
     machine.trace = trace;
     let started = Instant::now();
-    let options = Options { timeout: Some(Duration::from_secs(600)), ..Options::default() };
+    let options = Options {
+        timeout: Some(Duration::from_secs(600)),
+        ..Options::default()
+    };
     let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     let mut result: Option<(u64, u64)> = None;
     let (mut events, mut first_event, mut tsc_hz) = (0u64, None, None);
@@ -133,7 +160,14 @@ fn sample(trace: TraceMode) -> Result<Sample, String> {
         other => return Err(format!("the benchmark guest did not finish: {other:?}")),
     }
     let (exits, ticks) = result.ok_or("the benchmark guest printed no result")?;
-    Ok(Sample { exits, ticks, events, first_event, wall, tsc_hz })
+    Ok(Sample {
+        exits,
+        ticks,
+        events,
+        first_event,
+        wall,
+        tsc_hz,
+    })
 }
 
 /// `20000 CPUID exits in 1212679676 TSC ticks: …`

@@ -22,7 +22,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use traplab_abi::event::{Action, Body, Boot, Change, Console, Decide, Emulate, Event, EventType, Exit, Inject, InstructionBytes, Registers, Resume, Return, ReturnPath};
+use traplab_abi::event::{
+    Action, Body, Boot, Change, Console, Decide, Emulate, Event, EventType, Exit, Inject,
+    InstructionBytes, Registers, Resume, Return, ReturnPath,
+};
 use traplab_tracer::json;
 use traplab_tracer::store::Trace;
 
@@ -34,14 +37,25 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         Some(path) if path.exists() => (path.clone(), false),
         Some(path) => {
             // Written once, kept for the next runs.
-            generate(path, args.events).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            generate(path, args.events)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
             (path.clone(), false)
         }
         None => {
-            let path = std::env::temp_dir().join(format!("traplab-bench-{}-{}.jsonl", std::process::id(), args.events));
+            let path = std::env::temp_dir().join(format!(
+                "traplab-bench-{}-{}.jsonl",
+                std::process::id(),
+                args.events
+            ));
             let started = Instant::now();
-            generate(&path, args.events).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-            eprintln!("wrote {} events to {} in {:.1} s", args.events, path.display(), started.elapsed().as_secs_f64());
+            generate(&path, args.events)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            eprintln!(
+                "wrote {} events to {} in {:.1} s",
+                args.events,
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
             (path, true)
         }
     };
@@ -53,17 +67,27 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
 }
 
 fn measure(path: &Path, as_json: bool) -> Result<ExitCode, String> {
-    let bytes = std::fs::metadata(path).map_err(|error| error.to_string())?.len();
+    let bytes = std::fs::metadata(path)
+        .map_err(|error| error.to_string())?
+        .len();
     let rss_before = resident_bytes();
     let started = Instant::now();
     // As `traplab replay` does: the first frame comes after the first slice of the load,
     // the rest loads while the screen is up.
-    let (trace, loader) = Trace::start_loading(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    let options = Options { color: true, guest_images: false, source_root: None };
+    let (trace, loader) = Trace::start_loading(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let options = Options {
+        color: true,
+        guest_images: false,
+        source_root: None,
+    };
     let mut app = App::loading(trace, loader, options);
     app.load_more(FIRST_SLICE);
-    let mut terminal = Terminal::new(TestBackend::new(80, 24)).map_err(|error| error.to_string())?;
-    terminal.draw(|frame| frame.render_widget(&app, frame.area())).map_err(|error| error.to_string())?;
+    let mut terminal =
+        Terminal::new(TestBackend::new(80, 24)).map_err(|error| error.to_string())?;
+    terminal
+        .draw(|frame| frame.render_widget(&app, frame.area()))
+        .map_err(|error| error.to_string())?;
     let first_frame = started.elapsed();
     while app.loader.is_some() {
         app.load_more(std::time::Duration::from_secs(3600));
@@ -75,13 +99,17 @@ fn measure(path: &Path, as_json: bool) -> Result<ExitCode, String> {
     let jump_started = Instant::now();
     app.handle_key(KeyEvent::new(KeyCode::Char('G'), KeyModifiers::NONE));
     app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
-    terminal.draw(|frame| frame.render_widget(&app, frame.area())).map_err(|error| error.to_string())?;
+    terminal
+        .draw(|frame| frame.render_widget(&app, frame.area()))
+        .map_err(|error| error.to_string())?;
     let jump = jump_started.elapsed();
     if app.selected + 1 != app.visible.len() {
         return Err("the jump did not reach the last flow".into());
     }
     let per_event = match (rss_before, rss_after) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / events.max(1) as f64),
+        (Some(before), Some(after)) => {
+            Some(after.saturating_sub(before) as f64 / events.max(1) as f64)
+        }
         _ => None,
     };
     if as_json {
@@ -95,14 +123,33 @@ fn measure(path: &Path, as_json: bool) -> Result<ExitCode, String> {
             })
         );
     } else {
-        println!("{events} events ({flows} flows, {:.0} MB of JSON Lines){}", bytes as f64 / 1e6, if cfg!(debug_assertions) { "  [debug build: use --release]" } else { "" });
-        println!("first frame (first slice + draw):   {:>8.3} s   (target < 1 s)", first_frame.as_secs_f64());
-        println!("whole load (read, index, flows, stats): {:>4.3} s", load.as_secs_f64());
+        println!(
+            "{events} events ({flows} flows, {:.0} MB of JSON Lines){}",
+            bytes as f64 / 1e6,
+            if cfg!(debug_assertions) {
+                "  [debug build: use --release]"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "first frame (first slice + draw):   {:>8.3} s   (target < 1 s)",
+            first_frame.as_secs_f64()
+        );
+        println!(
+            "whole load (read, index, flows, stats): {:>4.3} s",
+            load.as_secs_f64()
+        );
         match per_event {
-            Some(bytes) => println!("resident memory per event:          {bytes:>8.1} B   (target < 200 B)"),
+            Some(bytes) => {
+                println!("resident memory per event:          {bytes:>8.1} B   (target < 200 B)")
+            }
             None => println!("resident memory per event:          unknown (no /proc/self/status)"),
         }
-        println!("jump from the first to the last flow: {:>6.1} ms", jump.as_secs_f64() * 1e3);
+        println!(
+            "jump from the first to the last flow: {:>6.1} ms",
+            jump.as_secs_f64() * 1e3
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -117,9 +164,26 @@ fn resident_bytes() -> Option<u64> {
 
 /// Write a realistic recording of `count` events.
 fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
-    let mut out = Lines { out: BufWriter::new(std::fs::File::create(path)?), seq: 0, tsc: 1_000_000 };
-    let regs = Registers { rax: 0x41, rbx: 5, rcx: 0x16, rdx: 0x3f8, rsp: 0x21fe60, r14: 0x21ff9e, ..Registers::default() };
-    let exit = |exitcode: u64, reason: &'static str, exitinfo1: u64, exitinfo2: u64, rip: u64, insn: &[u8]| Exit {
+    let mut out = Lines {
+        out: BufWriter::new(std::fs::File::create(path)?),
+        seq: 0,
+        tsc: 1_000_000,
+    };
+    let regs = Registers {
+        rax: 0x41,
+        rbx: 5,
+        rcx: 0x16,
+        rdx: 0x3f8,
+        rsp: 0x21fe60,
+        r14: 0x21ff9e,
+        ..Registers::default()
+    };
+    let exit = |exitcode: u64,
+                reason: &'static str,
+                exitinfo1: u64,
+                exitinfo2: u64,
+                rip: u64,
+                insn: &[u8]| Exit {
         exitcode,
         reason: reason.into(),
         exitinfo1,
@@ -137,28 +201,144 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
         regs,
         insn: InstructionBytes::new(insn),
     };
-    out.write(None, Body::Boot(Boot { hv: "traplab-hv bench".into(), cpu: "AuthenticAMD".into(), svm_revision: 1, nested_paging: true, nrip_save: false, decode_assists: false, tsc_hz: 2_600_000_000, ram_mib: 256 }), 0)?;
+    out.write(
+        None,
+        Body::Boot(Boot {
+            hv: "traplab-hv bench".into(),
+            cpu: "AuthenticAMD".into(),
+            svm_revision: 1,
+            nested_paging: true,
+            nrip_save: false,
+            decode_assists: false,
+            tsc_hz: 2_600_000_000,
+            ram_mib: 256,
+        }),
+        0,
+    )?;
     let mut round = 0u64;
     while (out.seq as usize) < count {
         round += 1;
         if round.is_multiple_of(64) {
             // A reflected page fault, its handler's line, and its IRET.
-            out.write(Some(0), Body::Exit(exit(0x4e, "EXCP_PF", 2, 0x4000_0000, 0x2000b6, &[0x48, 0xc7, 0x04, 0x25, 0, 0, 0, 0x40, 0x2a, 0, 0, 0])), 40_000)?;
+            out.write(
+                Some(0),
+                Body::Exit(exit(
+                    0x4e,
+                    "EXCP_PF",
+                    2,
+                    0x4000_0000,
+                    0x2000b6,
+                    &[0x48, 0xc7, 0x04, 0x25, 0, 0, 0, 0x40, 0x2a, 0, 0, 0],
+                )),
+                40_000,
+            )?;
             out.write(Some(0), Body::Decide(Decide { action: Action::Reflect, why: "the guest owns its exceptions (#PF page fault): reflect #PF into the guest's IDT, vector 14, handler 0x200240".into(), at: "hv/src/exit/exception.rs:92".into() }), 3_000)?;
-            out.write(Some(0), Body::Inject(Inject { vector: 14, name: "#PF".into(), kind: EventType::Exception, error_code: Some(2), cr2: Some(0x4000_0000), handler: Some(0x200240), synthetic: false }), 2_000)?;
-            out.write(Some(0), Body::Resume(Resume { rip: 0x200240, rflags: 6, regs, cycles: 60_000 }), 2_000)?;
-            out.write(Some(0), Body::Console(Console { text: "#PF at 0x40000000, error code 0x2: mapping a free frame there".into() }), 9_000)?;
-            out.write(Some(0), Body::Exit(exit(0x74, "IRET", 0, 0, 0x20015d, &[0x48, 0xcf])), 9_000)?;
-            out.write(Some(0), Body::Decide(Decide { action: Action::Emulate, why: "the guest's #PF handler returns with IRET to 0x2000b6".into(), at: "hv/src/exit/iret.rs:35".into() }), 2_000)?;
-            out.write(Some(0), Body::Return(Return { via: ReturnPath::Iret, vector: Some(14), name: Some("#PF".into()), rip: 0x2000b6, cs: 8, rflags: 6, rsp: 0x21fe60 }), 2_000)?;
-            out.write(Some(0), Body::Resume(Resume { rip: 0x2000b6, rflags: 6, regs, cycles: 30_000 }), 2_000)?;
+            out.write(
+                Some(0),
+                Body::Inject(Inject {
+                    vector: 14,
+                    name: "#PF".into(),
+                    kind: EventType::Exception,
+                    error_code: Some(2),
+                    cr2: Some(0x4000_0000),
+                    handler: Some(0x200240),
+                    synthetic: false,
+                }),
+                2_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Resume(Resume {
+                    rip: 0x200240,
+                    rflags: 6,
+                    regs,
+                    cycles: 60_000,
+                }),
+                2_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Console(Console {
+                    text: "#PF at 0x40000000, error code 0x2: mapping a free frame there".into(),
+                }),
+                9_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Exit(exit(0x74, "IRET", 0, 0, 0x20015d, &[0x48, 0xcf])),
+                9_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Decide(Decide {
+                    action: Action::Emulate,
+                    why: "the guest's #PF handler returns with IRET to 0x2000b6".into(),
+                    at: "hv/src/exit/iret.rs:35".into(),
+                }),
+                2_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Return(Return {
+                    via: ReturnPath::Iret,
+                    vector: Some(14),
+                    name: Some("#PF".into()),
+                    rip: 0x2000b6,
+                    cs: 8,
+                    rflags: 6,
+                    rsp: 0x21fe60,
+                }),
+                2_000,
+            )?;
+            out.write(
+                Some(0),
+                Body::Resume(Resume {
+                    rip: 0x2000b6,
+                    rflags: 6,
+                    regs,
+                    cycles: 30_000,
+                }),
+                2_000,
+            )?;
             continue;
         }
         // One byte to the console UART.
-        out.write(Some(0), Body::Exit(exit(0x7b, "IOIO", 0x03f8_0210, 0x200bf5, 0x200bf4, &[0xee])), 20_000)?;
-        out.write(Some(0), Body::Decide(Decide { action: Action::Emulate, why: "OUT to port 0x3f8 (console UART): the hypervisor emulates every port".into(), at: "hv/src/exit/ioio.rs:27".into() }), 3_000)?;
-        out.write(Some(0), Body::Emulate(Emulate { what: "OUT 'A' to the console UART".into(), changes: vec![Change { name: "rip".into(), old: 0x200bf4, new: 0x200bf5 }] }), 2_000)?;
-        out.write(Some(0), Body::Resume(Resume { rip: 0x200bf5, rflags: 6, regs, cycles: 45_000 }), 2_000)?;
+        out.write(
+            Some(0),
+            Body::Exit(exit(0x7b, "IOIO", 0x03f8_0210, 0x200bf5, 0x200bf4, &[0xee])),
+            20_000,
+        )?;
+        out.write(
+            Some(0),
+            Body::Decide(Decide {
+                action: Action::Emulate,
+                why: "OUT to port 0x3f8 (console UART): the hypervisor emulates every port".into(),
+                at: "hv/src/exit/ioio.rs:27".into(),
+            }),
+            3_000,
+        )?;
+        out.write(
+            Some(0),
+            Body::Emulate(Emulate {
+                what: "OUT 'A' to the console UART".into(),
+                changes: vec![Change {
+                    name: "rip".into(),
+                    old: 0x200bf4,
+                    new: 0x200bf5,
+                }],
+            }),
+            2_000,
+        )?;
+        out.write(
+            Some(0),
+            Body::Resume(Resume {
+                rip: 0x200bf5,
+                rflags: 6,
+                regs,
+                cycles: 45_000,
+            }),
+            2_000,
+        )?;
     }
     out.out.flush()
 }
@@ -174,7 +354,12 @@ impl Lines {
     /// One event, `ticks` after the previous one.
     fn write(&mut self, dom: Option<u16>, body: Body, ticks: u64) -> std::io::Result<()> {
         self.tsc += ticks;
-        let line = json::to_line(&Event { seq: self.seq, tsc: self.tsc, dom, body });
+        let line = json::to_line(&Event {
+            seq: self.seq,
+            tsc: self.tsc,
+            dom,
+            body,
+        });
         self.seq += 1;
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")

@@ -52,14 +52,18 @@ pub struct CheckArgs {
 pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
     let selected: Vec<&Lab> = match &args.lab {
-        Some(id) => vec![labs.iter().find(|lab| &lab.id == id).ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?],
+        Some(id) => vec![labs.iter().find(|lab| &lab.id == id).ok_or_else(|| {
+            format!("there is no lab called \"{id}\"; `traplab list` shows them")
+        })?],
         None => labs.iter().collect(),
     };
     let exercise = match (args.exercise, selected.as_slice()) {
-        (Some(number), [lab]) => Some(lab.exercise(number).ok_or_else(|| match lab.exercises.len() {
-            0 => format!("lab {} has no exercises", lab.id),
-            count => format!("lab {} has exercises 1 to {count}, not {number}", lab.id),
-        })?),
+        (Some(number), [lab]) => Some(lab.exercise(number).ok_or_else(
+            || match lab.exercises.len() {
+                0 => format!("lab {} has no exercises", lab.id),
+                count => format!("lab {} has exercises 1 to {count}, not {number}", lab.id),
+            },
+        )?),
         _ => None,
     };
     setup::ensure_qemu(args.yes)?;
@@ -69,7 +73,11 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     // Ctrl-C stops the lab that runs (QEMU in order), then we stop. Ignore the error if a
     // handler exists already.
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
-    let options = Options { stop: Some(Arc::clone(&stop)), timeout: Some(Duration::from_secs(args.timeout)), read_interval: None };
+    let options = Options {
+        stop: Some(Arc::clone(&stop)),
+        timeout: Some(Duration::from_secs(args.timeout)),
+        read_interval: None,
+    };
 
     let mut out = std::io::stdout().lock();
     let mut passed = 0;
@@ -81,7 +89,11 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         passed += verdict.passed as usize;
         // A closed pipe (`| head`) ends the output, not the checks.
         let _ = if args.json {
-            writeln!(out, "{}", serde_json::to_string(&verdict).map_err(|error| error.to_string())?)
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&verdict).map_err(|error| error.to_string())?
+            )
         } else {
             write!(out, "{}", verdict.report(lab, exercise))
         };
@@ -89,13 +101,19 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     if selected.len() > 1 && !args.json {
         let _ = writeln!(out, "{passed} of {} labs passed", selected.len());
     }
-    Ok(if passed == selected.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if passed == selected.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Run `lab` once and grade it.
 fn check(lab: &Lab, exercise: Option<&Exercise>, options: &Options) -> Result<Verdict, String> {
     let elf = traplab_labs::guest_elf(&lab.guests[0]);
-    let symbols = Symbols::load(&elf).map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
-    let run = session::collect(&lab.machine(), options.clone()).map_err(|error| error.to_string())?;
+    let symbols = Symbols::load(&elf)
+        .map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
+    let run =
+        session::collect(&lab.machine(), options.clone()).map_err(|error| error.to_string())?;
     Ok(grade::grade(lab, exercise, &run, &symbols))
 }

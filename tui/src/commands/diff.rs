@@ -23,8 +23,14 @@ const FOLD: usize = 6;
 pub fn run(args: &DiffArgs) -> Result<ExitCode, String> {
     let (left, left_code) = load::recording(&args.left)?;
     let (right, right_code) = load::recording(&args.right)?;
-    let left_side = Side { trace: &left, dom: args.left_dom };
-    let right_side = Side { trace: &right, dom: args.right_dom };
+    let left_side = Side {
+        trace: &left,
+        dom: args.left_dom,
+    };
+    let right_side = Side {
+        trace: &right,
+        dom: args.right_dom,
+    };
     let rows = diff::align(left_side, right_side);
     print!("{}", render(&left_side, &right_side, &rows, args.all));
     Ok(ExitCode::from(left_code.max(right_code)))
@@ -41,31 +47,51 @@ fn symbols_of(trace: &Trace) -> Vec<(u16, Symbols)> {
 
 fn cell(side: &Side, symbols: &[(u16, Symbols)], flow_number: usize) -> String {
     let flow = &side.trace.flows()[flow_number];
-    let seq = side.trace.index_of(flow.first as usize).map_or(0, |entry| entry.seq);
+    let seq = side
+        .trace
+        .index_of(flow.first as usize)
+        .map_or(0, |entry| entry.seq);
     let symbol = symbols
         .iter()
         .find(|(dom, _)| *dom == flow.dom)
         .and_then(|(_, symbols)| symbols.describe(flow.rip))
         .map(|name| format!(" {}", short(&name)))
         .unwrap_or_default();
-    let text = format!("{seq:>6} d{} {:<6} {:<13} {:#x}{symbol}", flow.dom, flow.class(), flow.action_text(), flow.rip);
+    let text = format!(
+        "{seq:>6} d{} {:<6} {:<13} {:#x}{symbol}",
+        flow.dom,
+        flow.class(),
+        flow.action_text(),
+        flow.rip
+    );
     fit(&text, WIDTH)
 }
 
 /// The last path component of a Rust name: `traplab_guests::traps::entry` → `traps::entry`.
 fn short(name: &str) -> &str {
     let parts: Vec<_> = name.match_indices("::").collect();
-    if parts.len() >= 2 { &name[parts[parts.len() - 2].0 + 2..] } else { name }
+    if parts.len() >= 2 {
+        &name[parts[parts.len() - 2].0 + 2..]
+    } else {
+        name
+    }
 }
 
 fn fit(text: &str, width: usize) -> String {
     let count = text.chars().count();
-    if count <= width { format!("{text:<width$}") } else { format!("{}…", text.chars().take(width - 1).collect::<String>()) }
+    if count <= width {
+        format!("{text:<width$}")
+    } else {
+        format!("{}…", text.chars().take(width - 1).collect::<String>())
+    }
 }
 
 fn side_title(side: &Side) -> String {
     let dom = side.dom.map(|dom| format!(" dom{dom}")).unwrap_or_default();
-    fit(&format!("{}{dom}: {} flows", side.trace.name, side.flows().len()), WIDTH)
+    fit(
+        &format!("{}{dom}: {} flows", side.trace.name, side.flows().len()),
+        WIDTH,
+    )
 }
 
 pub fn render(left: &Side, right: &Side, rows: &[Row], all: bool) -> String {
@@ -73,23 +99,51 @@ pub fn render(left: &Side, right: &Side, rows: &[Row], all: bool) -> String {
     let blank = " ".repeat(WIDTH);
     let line = |row: Row| -> String {
         let (a, b) = match row {
-            Row::Same(a, b) | Row::Differs(a, b) => (cell(left, &left_symbols, a), cell(right, &right_symbols, b)),
+            Row::Same(a, b) | Row::Differs(a, b) => {
+                (cell(left, &left_symbols, a), cell(right, &right_symbols, b))
+            }
             Row::OnlyLeft(a) => (cell(left, &left_symbols, a), blank.clone()),
             Row::OnlyRight(b) => (blank.clone(), cell(right, &right_symbols, b)),
         };
         format!("{a} {} {}", row.marker(), b.trim_end())
     };
     let mut text = String::new();
-    let _ = writeln!(text, "{} │ {}", side_title(left), side_title(right).trim_end());
-    let _ = writeln!(text, "{}", fit(&format!("{:>6} {:<2} {:<6} {:<13} rip", "seq", "d", "class", "action"), WIDTH) + " │ " + &format!("{:>6} {:<2} {:<6} {:<13} rip", "seq", "d", "class", "action"));
+    let _ = writeln!(
+        text,
+        "{} │ {}",
+        side_title(left),
+        side_title(right).trim_end()
+    );
+    let _ = writeln!(
+        text,
+        "{}",
+        fit(
+            &format!(
+                "{:>6} {:<2} {:<6} {:<13} rip",
+                "seq", "d", "class", "action"
+            ),
+            WIDTH
+        ) + " │ "
+            + &format!(
+                "{:>6} {:<2} {:<6} {:<13} rip",
+                "seq", "d", "class", "action"
+            )
+    );
     let mut index = 0;
     while index < rows.len() {
-        let run = rows[index..].iter().take_while(|row| matches!(row, Row::Same(..))).count();
+        let run = rows[index..]
+            .iter()
+            .take_while(|row| matches!(row, Row::Same(..)))
+            .count();
         if !all && run > FOLD {
             for &row in &rows[index..index + 2] {
                 let _ = writeln!(text, "{}", line(row));
             }
-            let folded = format!("{:^width$}", format!("… {} more flows handled the same way …", run - 4), width = 2 * WIDTH + 3);
+            let folded = format!(
+                "{:^width$}",
+                format!("… {} more flows handled the same way …", run - 4),
+                width = 2 * WIDTH + 3
+            );
             let _ = writeln!(text, "{}", folded.trim_end());
             for &row in &rows[index + run - 2..index + run] {
                 let _ = writeln!(text, "{}", line(row));
@@ -101,11 +155,29 @@ pub fn render(left: &Side, right: &Side, rows: &[Row], all: bool) -> String {
         index += 1;
     }
     let (same, differs, only_left, only_right) = diff::summary(rows);
-    let _ = writeln!(text, "\n{same} flows handled the same way, {differs} handled differently, {only_left} only on the left, {only_right} only on the right.");
+    let _ = writeln!(
+        text,
+        "\n{same} flows handled the same way, {differs} handled differently, {only_left} only on the left, {only_right} only on the right."
+    );
     // For each difference, the two decisions in the hypervisor's words.
-    let differing: Vec<(usize, usize)> = rows.iter().filter_map(|row| if let Row::Differs(a, b) = row { Some((*a, *b)) } else { None }).collect();
+    let differing: Vec<(usize, usize)> = rows
+        .iter()
+        .filter_map(|row| {
+            if let Row::Differs(a, b) = row {
+                Some((*a, *b))
+            } else {
+                None
+            }
+        })
+        .collect();
     for (a, b) in differing.iter().take(12) {
-        let _ = writeln!(text, "\n≠ {} flow at left seq {}, right seq {}:", left.trace.flows()[*a].class(), seq_of(left.trace, *a), seq_of(right.trace, *b));
+        let _ = writeln!(
+            text,
+            "\n≠ {} flow at left seq {}, right seq {}:",
+            left.trace.flows()[*a].class(),
+            seq_of(left.trace, *a),
+            seq_of(right.trace, *b)
+        );
         let _ = writeln!(text, "  left:  {}", why(left.trace, *a));
         let _ = writeln!(text, "  right: {}", why(right.trace, *b));
     }
@@ -116,7 +188,9 @@ pub fn render(left: &Side, right: &Side, rows: &[Row], all: bool) -> String {
 }
 
 fn seq_of(trace: &Trace, flow: usize) -> u64 {
-    trace.index_of(trace.flows()[flow].first as usize).map_or(0, |entry| entry.seq)
+    trace
+        .index_of(trace.flows()[flow].first as usize)
+        .map_or(0, |entry| entry.seq)
 }
 
 /// The flow's decisions, in the hypervisor's words.
@@ -130,5 +204,9 @@ fn why(trace: &Trace, flow: usize) -> String {
             whys.push(format!("{}: {}", decide.action.name(), decide.why));
         }
     }
-    if whys.is_empty() { "(no decision)".into() } else { whys.join("; then ") }
+    if whys.is_empty() {
+        "(no decision)".into()
+    } else {
+        whys.join("; then ")
+    }
 }

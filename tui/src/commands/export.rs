@@ -10,7 +10,8 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, String> {
     let (trace, code) = load::recording(&args.file)?;
     let written = match &args.output {
         Some(path) => {
-            let file = std::fs::File::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            let file = std::fs::File::create(path)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
             let mut out = std::io::BufWriter::new(file);
             match args.format {
                 ExportFormat::Perfetto => traplab_tracer::export::perfetto(&trace, &mut out),
@@ -27,7 +28,11 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, String> {
     };
     written.map_err(|error| format!("cannot write the export: {error}"))?;
     if let Some(path) = &args.output {
-        eprintln!("traplab: wrote {} ({} flows); open it at https://ui.perfetto.dev", path.display(), trace.flows().len());
+        eprintln!(
+            "traplab: wrote {} ({} flows); open it at https://ui.perfetto.dev",
+            path.display(),
+            trace.flows().len()
+        );
     }
     Ok(ExitCode::from(code))
 }

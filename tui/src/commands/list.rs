@@ -25,7 +25,15 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
     } else {
         let width = labs.iter().map(|lab| lab.id.len()).max().unwrap_or(0);
         for lab in &labs {
-            if writeln!(out, "{:<width$}  {:<28}  {}", lab.id, lab.classes.join(" "), lab.title).is_err() {
+            if writeln!(
+                out,
+                "{:<width$}  {:<28}  {}",
+                lab.id,
+                lab.classes.join(" "),
+                lab.title
+            )
+            .is_err()
+            {
                 break;
             }
         }

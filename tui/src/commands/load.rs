@@ -12,7 +12,8 @@ use traplab_tracer::store::Trace;
 /// Open a recording. A bad line is reported on stderr (the trace holds what came before);
 /// the status to exit with says whether there was one.
 pub fn recording(path: &Path) -> Result<(Trace, u8), String> {
-    let trace = Trace::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let trace =
+        Trace::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     Ok(report(trace))
 }
 
@@ -21,7 +22,11 @@ pub fn report(trace: Trace) -> (Trace, u8) {
     let mut code = 0;
     if let Some(error) = trace.error() {
         eprintln!("traplab: {error}");
-        eprintln!("traplab: the recording is read up to line {}: {} events before it", error.line - 1, trace.len());
+        eprintln!(
+            "traplab: the recording is read up to line {}: {} events before it",
+            error.line - 1,
+            trace.len()
+        );
         code = status::TRACE_INCOMPLETE;
     }
     for fault in trace.faults() {
@@ -37,20 +42,28 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), String> {
         return recording(path);
     }
     let Some(lab) = traplab_labs::find(what).map_err(|error| error.to_string())? else {
-        return Err(format!("\"{what}\" is neither a recording nor a lab (`traplab list` shows the labs)"));
+        return Err(format!(
+            "\"{what}\" is neither a recording nor a lab (`traplab list` shows the labs)"
+        ));
     };
     crate::setup::ensure_qemu(yes)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
-    let options = Options { stop: Some(stop), timeout: Some(Duration::from_secs(300)), read_interval: None };
+    let options = Options {
+        stop: Some(stop),
+        timeout: Some(Duration::from_secs(300)),
+        read_interval: None,
+    };
     let session = Session::start(&lab.machine(), options).map_err(|error| error.to_string())?;
     let mut trace = Trace::live(format!("{} (run now)", lab.id));
     for item in session {
         match item {
             Item::Event(event) => trace.push_event(&event),
             Item::Broken(message) => eprintln!("traplab: TRACE FAULT: {message}"),
-            Item::Finished(finish) if finish.interrupted => return Ok((trace, status::INTERRUPTED)),
+            Item::Finished(finish) if finish.interrupted => {
+                return Ok((trace, status::INTERRUPTED));
+            }
             Item::Log(_) | Item::Finished(_) => {}
         }
     }

@@ -24,22 +24,32 @@ pub fn machine(
     let (name, mut machine) = match (lab, guest) {
         (_, Some(guest)) => {
             if !traplab_labs::guest_elf(guest).is_file() {
-                return Err(format!("there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"));
+                return Err(format!(
+                    "there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"
+                ));
             }
             (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
         }
         (Some(id), None) => {
             let lab = traplab_labs::find(id)
                 .map_err(|error| error.to_string())?
-                .ok_or_else(|| format!("there is no lab called \"{id}\"; `traplab list` shows them"))?;
+                .ok_or_else(|| {
+                    format!("there is no lab called \"{id}\"; `traplab list` shows them")
+                })?;
             (lab.id.clone(), lab.machine())
         }
         (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
     };
     for setting in settings {
         if !traplab_abi::settings::is_known(setting) {
-            let known: Vec<&str> = traplab_abi::settings::SETTINGS.iter().map(|(name, _)| *name).collect();
-            return Err(format!("there is no setting \"{setting}\"; the settings are: {}", known.join(", ")));
+            let known: Vec<&str> = traplab_abi::settings::SETTINGS
+                .iter()
+                .map(|(name, _)| *name)
+                .collect();
+            return Err(format!(
+                "there is no setting \"{setting}\"; the settings are: {}",
+                known.join(", ")
+            ));
         }
         if !machine.settings.contains(setting) {
             machine.settings.push(setting.clone());

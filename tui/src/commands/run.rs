@@ -18,28 +18,47 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }
     let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
-    machine.control = Some(if args.running { ControlStart::Run } else { ControlStart::Paused });
+    machine.control = Some(if args.running {
+        ControlStart::Run
+    } else {
+        ControlStart::Paused
+    });
     // The hypervisor's timer lets a pause stop a guest that spins without exiting.
     machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);
     machine.gdb_port = args.gdb;
     setup::ensure_qemu(args.yes)?;
     let recorder = match &args.record {
-        Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
+        Some(path) => Some(
+            Recorder::create(path)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?,
+        ),
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let options = session::Options { stop: Some(Arc::clone(&stop)), timeout: None, read_interval: None };
+    let options = session::Options {
+        stop: Some(Arc::clone(&stop)),
+        timeout: None,
+        read_interval: None,
+    };
     let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     // With gdb, the screen's title says where to attach; gdb, not the UI, resumes a guest
     // that gdb holds stopped (hv/README.md, "gdb and the guest").
     let title = match (args.gdb, machine.guests.first()) {
         (Some(port), Some(guest)) => {
-            eprintln!("traplab: gdb -q {} -ex 'target remote 127.0.0.1:{port}'", guest.elf.display());
+            eprintln!(
+                "traplab: gdb -q {} -ex 'target remote 127.0.0.1:{port}'",
+                guest.elf.display()
+            );
             format!("{name} (live) · gdb: target remote 127.0.0.1:{port}")
         }
         _ => format!("{name} (live)"),
     };
     let app = App::live(&title, Options::from_environment());
-    let interrupted = ui::terminal::live(app, session, stop, recorder).map_err(|error| format!("the terminal failed: {error}"))?;
-    Ok(if interrupted { ExitCode::from(status::INTERRUPTED) } else { ExitCode::SUCCESS })
+    let interrupted = ui::terminal::live(app, session, stop, recorder)
+        .map_err(|error| format!("the terminal failed: {error}"))?;
+    Ok(if interrupted {
+        ExitCode::from(status::INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -9,7 +9,12 @@ use traplab_tracer::stats;
 pub fn run(args: &StatsArgs) -> Result<ExitCode, String> {
     let (trace, code) = load::file_or_lab(&args.what, args.yes)?;
     let flows: Vec<_> = match args.dom {
-        Some(dom) => trace.flows().iter().filter(|flow| flow.dom == dom).cloned().collect(),
+        Some(dom) => trace
+            .flows()
+            .iter()
+            .filter(|flow| flow.dom == dom)
+            .cloned()
+            .collect(),
         None => trace.flows().to_vec(),
     };
     let stats = stats::compute(&flows, trace.tsc_hz());
@@ -25,9 +30,18 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({"trace": trace.name, "exits": stats.exits, "tsc_hz": stats.tsc_hz, "reasons": rows}));
+        println!(
+            "{}",
+            serde_json::json!({"trace": trace.name, "exits": stats.exits, "tsc_hz": stats.tsc_hz, "reasons": rows})
+        );
     } else {
-        println!("Exits of {}{}, hypervisor time per exit (exit to resume):\n", trace.name, args.dom.map(|dom| format!(", domain {dom}")).unwrap_or_default());
+        println!(
+            "Exits of {}{}, hypervisor time per exit (exit to resume):\n",
+            trace.name,
+            args.dom
+                .map(|dom| format!(", domain {dom}"))
+                .unwrap_or_default()
+        );
         print!("{}", stats.render());
     }
     Ok(ExitCode::from(code))

@@ -36,7 +36,10 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
 
     let mut recorder = match &args.record {
-        Some(path) => Some(Recorder::create(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?),
+        Some(path) => Some(
+            Recorder::create(path)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?,
+        ),
         None => None,
     };
     // A person at gdb takes their time: no time limit unless asked for.
@@ -45,12 +48,19 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(DEFAULT_TIMEOUT)),
     };
-    let options = Options { stop: Some(Arc::clone(&stop)), timeout, read_interval: None };
+    let options = Options {
+        stop: Some(Arc::clone(&stop)),
+        timeout,
+        read_interval: None,
+    };
     let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     if let (Some(port), Some(guest)) = (args.gdb, machine.guests.first()) {
         // On stderr: stdout stays the trace (and valid JSON Lines with --json).
         eprintln!("traplab: the guest waits for gdb on 127.0.0.1:{port}; attach with");
-        eprintln!("  gdb -q {} -ex 'target remote 127.0.0.1:{port}'", guest.elf.display());
+        eprintln!(
+            "  gdb -q {} -ex 'target remote 127.0.0.1:{port}'",
+            guest.elf.display()
+        );
     }
 
     let mut out = std::io::stdout().lock();
@@ -78,7 +88,11 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
                 {
                     eprintln!("traplab: recording failed: {error}");
                 }
-                let line = if args.json { json::to_line(&event) } else { text::line(&event) };
+                let line = if args.json {
+                    json::to_line(&event)
+                } else {
+                    text::line(&event)
+                };
                 // A closed pipe (`| head`) ends the output but not the run's bookkeeping.
                 write_failed |= writeln!(out, "{line}").is_err();
             }
@@ -101,11 +115,15 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
     }
     let _ = write_failed;
     if let Some(recorder) = recorder {
-        recorder.finish().map_err(|error| format!("cannot finish the recording: {error}"))?;
+        recorder
+            .finish()
+            .map_err(|error| format!("cannot finish the recording: {error}"))?;
     }
     let events = check.count();
     let faults = check.finish();
-    let Some(finish) = finish else { return Ok(ExitCode::from(status::HV_FAILED)) };
+    let Some(finish) = finish else {
+        return Ok(ExitCode::from(status::HV_FAILED));
+    };
 
     let code = exit_code(&finish, killed, last_status, !faults.is_empty());
     if code != 0 || !faults.is_empty() {
@@ -123,7 +141,11 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         let _ = writeln!(
             out,
             "-- {name}: {outcome}; {events} events, {}",
-            if faults.is_empty() { "none lost".to_string() } else { format!("{} trace fault(s)", faults.len()) }
+            if faults.is_empty() {
+                "none lost".to_string()
+            } else {
+                format!("{} trace fault(s)", faults.len())
+            }
         );
     }
     Ok(ExitCode::from(code))

@@ -7,7 +7,9 @@
 //! ```
 
 use super::story::{Step, Story};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -104,7 +106,11 @@ impl Options {
     pub fn from_environment() -> Options {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        Options { color: !no_color, guest_images: true, source_root: root.join("hv").is_dir().then_some(root) }
+        Options {
+            color: !no_color,
+            guest_images: true,
+            source_root: root.join("hv").is_dir().then_some(root),
+        }
     }
 }
 
@@ -187,7 +193,9 @@ impl App {
 
     /// Load more of the recording, for about `budget`; `true` when anything came.
     pub fn load_more(&mut self, budget: std::time::Duration) -> bool {
-        let Some(loader) = self.loader.as_mut() else { return false };
+        let Some(loader) = self.loader.as_mut() else {
+            return false;
+        };
         let done = match loader.load(&mut self.trace, Some(budget)) {
             Ok(done) => done,
             Err(error) => {
@@ -211,7 +219,12 @@ impl App {
     /// A live run's app: the trace grows with [`App::take_item`].
     pub fn live(name: &str, options: Options) -> App {
         let mut app = App::new(Trace::live(name), options);
-        app.live = Some(Live { control: None, state: LiveState::Starting, breaks: Vec::new(), followed: None });
+        app.live = Some(Live {
+            control: None,
+            state: LiveState::Starting,
+            breaks: Vec::new(),
+            followed: None,
+        });
         app
     }
 
@@ -252,7 +265,11 @@ impl App {
         }
         if self.options.guest_images {
             for (dom, name) in self.trace.domains().to_vec() {
-                self.images.entry(dom).or_insert_with(|| GuestImage::load(&traplab_labs::guest_elf(&name)).ok().map(Rc::new));
+                self.images.entry(dom).or_insert_with(|| {
+                    GuestImage::load(&traplab_labs::guest_elf(&name))
+                        .ok()
+                        .map(Rc::new)
+                });
             }
         }
     }
@@ -260,14 +277,22 @@ impl App {
     fn passes(&self, number: usize) -> bool {
         let flow = &self.trace.flows()[number];
         self.class_filter.is_none_or(|class| flow.class() == class)
-            && self.action_filter.is_none_or(|action| flow.first_action == Some(action) || flow.last_action == Some(action))
+            && self.action_filter.is_none_or(|action| {
+                flow.first_action == Some(action) || flow.last_action == Some(action)
+            })
     }
 
     /// Recompute the visible flows after a filter changed, keeping the selection near.
     fn refilter(&mut self) {
         let keep = self.selected_flow();
-        self.visible = (0..self.trace.flows().len()).filter(|&number| self.passes(number)).map(|n| n as u32).collect();
-        let position = keep.map_or(0, |flow| self.visible.partition_point(|&visible| (visible as usize) < flow));
+        self.visible = (0..self.trace.flows().len())
+            .filter(|&number| self.passes(number))
+            .map(|n| n as u32)
+            .collect();
+        let position = keep.map_or(0, |flow| {
+            self.visible
+                .partition_point(|&visible| (visible as usize) < flow)
+        });
         self.select(position);
     }
 
@@ -312,9 +337,20 @@ impl App {
     /// The text a search looks in: `seq class action reason rip symbol`.
     fn row_text(&self, flow: usize) -> String {
         let found = &self.trace.flows()[flow];
-        let seq = self.trace.index_of(found.first as usize).map_or(0, |entry| entry.seq);
+        let seq = self
+            .trace
+            .index_of(found.first as usize)
+            .map_or(0, |entry| entry.seq);
         let symbol = self.symbol(found.dom, found.rip).unwrap_or_default();
-        format!("{seq} dom{} {} {} {} {:#x} {symbol}", found.dom, found.class(), found.action_text(), found.reason(), found.rip).to_lowercase()
+        format!(
+            "{seq} dom{} {} {} {} {:#x} {symbol}",
+            found.dom,
+            found.class(),
+            found.action_text(),
+            found.reason(),
+            found.rip
+        )
+        .to_lowercase()
     }
 
     /// Select the next (or previous) visible flow whose row contains `query`.
@@ -322,8 +358,15 @@ impl App {
         let query = query.to_lowercase();
         let count = self.visible.len();
         for distance in 1..=count {
-            let position = if forward { (self.selected + distance) % count } else { (self.selected + count - distance % count) % count };
-            if self.row_text(self.visible[position] as usize).contains(&query) {
+            let position = if forward {
+                (self.selected + distance) % count
+            } else {
+                (self.selected + count - distance % count) % count
+            };
+            if self
+                .row_text(self.visible[position] as usize)
+                .contains(&query)
+            {
                 self.select(position);
                 self.message = None;
                 return;
@@ -338,10 +381,21 @@ impl App {
     }
 
     fn actions(&self) -> Vec<Action> {
-        [Action::Emulate, Action::Reflect, Action::Bounce, Action::Forward, Action::Kill]
-            .into_iter()
-            .filter(|action| self.trace.flows().iter().any(|flow| flow.first_action == Some(*action) || flow.last_action == Some(*action)))
-            .collect()
+        [
+            Action::Emulate,
+            Action::Reflect,
+            Action::Bounce,
+            Action::Forward,
+            Action::Kill,
+        ]
+        .into_iter()
+        .filter(|action| {
+            self.trace
+                .flows()
+                .iter()
+                .any(|flow| flow.first_action == Some(*action) || flow.last_action == Some(*action))
+        })
+        .collect()
     }
 
     fn cycle<T: Copy + PartialEq>(options: &[T], current: Option<T>) -> Option<T> {
@@ -381,7 +435,12 @@ impl App {
             KeyCode::Char('1') => self.screen = Screen::Flows,
             KeyCode::Char('2') => self.screen = Screen::Flow,
             KeyCode::Char('3') | KeyCode::Char('S') => self.screen = Screen::Stats,
-            KeyCode::Char('/') => self.prompt = Some(Prompt { purpose: Purpose::Search, text: String::new() }),
+            KeyCode::Char('/') => {
+                self.prompt = Some(Prompt {
+                    purpose: Purpose::Search,
+                    text: String::new(),
+                })
+            }
             KeyCode::Char('n') => {
                 if let Some(query) = self.search.clone() {
                     self.find(&query, true);
@@ -406,14 +465,20 @@ impl App {
                 self.refilter();
             }
             KeyCode::Tab => {
-                let at = Pane::ALL.iter().position(|pane| *pane == self.pane).unwrap_or(0);
+                let at = Pane::ALL
+                    .iter()
+                    .position(|pane| *pane == self.pane)
+                    .unwrap_or(0);
                 self.pane = Pane::ALL[(at + 1) % Pane::ALL.len()];
                 if self.screen == Screen::Flows {
                     self.screen = Screen::Flow;
                 }
             }
             KeyCode::BackTab => {
-                let at = Pane::ALL.iter().position(|pane| *pane == self.pane).unwrap_or(0);
+                let at = Pane::ALL
+                    .iter()
+                    .position(|pane| *pane == self.pane)
+                    .unwrap_or(0);
                 self.pane = Pane::ALL[(at + Pane::ALL.len() - 1) % Pane::ALL.len()];
             }
             _ => match self.screen {
@@ -430,11 +495,19 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up => self.move_selection(-1),
             KeyCode::PageDown | KeyCode::Char(' ') => self.move_selection(10),
             KeyCode::PageUp => self.move_selection(-10),
-            KeyCode::Char('d') if key.modifiers.contains(KeyModifiers::CONTROL) => self.move_selection(10),
-            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.move_selection(-10),
+            KeyCode::Char('d') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.move_selection(10)
+            }
+            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.move_selection(-10)
+            }
             KeyCode::Char('g') | KeyCode::Home => self.select(0),
             KeyCode::Char('G') | KeyCode::End => self.select(usize::MAX),
-            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right if self.selected_flow().is_some() => self.screen = Screen::Flow,
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right
+                if self.selected_flow().is_some() =>
+            {
+                self.screen = Screen::Flow
+            }
             _ => {}
         }
     }
@@ -446,7 +519,9 @@ impl App {
             KeyCode::Char('j') | KeyCode::Down | KeyCode::Char(']') => self.move_selection(1),
             KeyCode::Char('k') | KeyCode::Up | KeyCode::Char('[') => self.move_selection(-1),
             KeyCode::Char('g') | KeyCode::Home => self.step = 0,
-            KeyCode::Char('G') | KeyCode::End => self.step = self.story.steps.len().saturating_sub(1),
+            KeyCode::Char('G') | KeyCode::End => {
+                self.step = self.story.steps.len().saturating_sub(1)
+            }
             KeyCode::Char('J') => self.pane_scroll = self.pane_scroll.saturating_add(1),
             KeyCode::Char('K') => self.pane_scroll = self.pane_scroll.saturating_sub(1),
             KeyCode::Char('d') => self.pane = Pane::Detail,
@@ -460,7 +535,9 @@ impl App {
     fn handle_stats_key(&mut self, key: KeyEvent) {
         let rows = self.stats.rows.len();
         match key.code {
-            KeyCode::Char('j') | KeyCode::Down => self.stats_row = (self.stats_row + 1).min(rows.saturating_sub(1)),
+            KeyCode::Char('j') | KeyCode::Down => {
+                self.stats_row = (self.stats_row + 1).min(rows.saturating_sub(1))
+            }
             KeyCode::Char('k') | KeyCode::Up => self.stats_row = self.stats_row.saturating_sub(1),
             KeyCode::Enter => {
                 if let Some(row) = self.stats.rows.get(self.stats_row) {
@@ -477,7 +554,9 @@ impl App {
     }
 
     fn handle_prompt_key(&mut self, key: KeyEvent) {
-        let Some(prompt) = self.prompt.as_mut() else { return };
+        let Some(prompt) = self.prompt.as_mut() else {
+            return;
+        };
         match key.code {
             KeyCode::Esc => self.prompt = None,
             KeyCode::Backspace => {
@@ -485,7 +564,9 @@ impl App {
             }
             KeyCode::Char(character) => prompt.text.push(character),
             KeyCode::Enter => {
-                let Some(prompt) = self.prompt.take() else { return };
+                let Some(prompt) = self.prompt.take() else {
+                    return;
+                };
                 let text = prompt.text.trim().to_string();
                 if text.is_empty() {
                     return;
@@ -513,7 +594,12 @@ impl App {
         match self.screen {
             Screen::Flows => self.move_selection(3 * delta),
             Screen::Flow => self.move_step(delta > 0),
-            Screen::Stats => self.stats_row = self.stats_row.saturating_add_signed(delta).min(self.stats.rows.len().saturating_sub(1)),
+            Screen::Stats => {
+                self.stats_row = self
+                    .stats_row
+                    .saturating_add_signed(delta)
+                    .min(self.stats.rows.len().saturating_sub(1))
+            }
         }
     }
 
@@ -527,7 +613,10 @@ impl App {
             KeyCode::Char('s') => Command::Step,
             KeyCode::Char('t') => Command::NextExit,
             KeyCode::Char('b') => {
-                self.prompt = Some(Prompt { purpose: Purpose::Break, text: String::new() });
+                self.prompt = Some(Prompt {
+                    purpose: Purpose::Break,
+                    text: String::new(),
+                });
                 return true;
             }
             KeyCode::Char('B') => {
@@ -544,7 +633,9 @@ impl App {
 
     fn add_break(&mut self, text: &str) {
         let Some(found) = Break::parse(text) else {
-            self.message = Some(format!("“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"));
+            self.message = Some(format!(
+                "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"
+            ));
             return;
         };
         if self.send(Command::AddBreak(found))
@@ -556,7 +647,9 @@ impl App {
 
     /// Post a command to the hypervisor; `false` (and a message) when it could not be.
     fn send(&mut self, command: Command) -> bool {
-        let Some(live) = self.live.as_ref() else { return false };
+        let Some(live) = self.live.as_ref() else {
+            return false;
+        };
         let Some(control) = live.control.as_ref() else {
             self.message = Some(match &live.state {
                 LiveState::Finished(_) => "QEMU has stopped: nothing to control".into(),
@@ -566,8 +659,10 @@ impl App {
         };
         match control.send(command) {
             Ok(()) => {
-                if matches!(command, Command::Continue | Command::Step | Command::NextExit)
-                    && let Some(live) = self.live.as_mut()
+                if matches!(
+                    command,
+                    Command::Continue | Command::Step | Command::NextExit
+                ) && let Some(live) = self.live.as_mut()
                     && matches!(live.state, LiveState::Stopped(_))
                 {
                     live.state = LiveState::Running;
@@ -612,8 +707,14 @@ impl App {
         let at_end = self.selected + 1 >= self.visible.len();
         let before = (self.visible.len(), self.story.steps.len());
         self.refresh();
-        let stopped = self.live.as_ref().and_then(|live| live.control.as_ref()).and_then(Control::stopped_after);
-        let Some(live) = self.live.as_mut() else { return };
+        let stopped = self
+            .live
+            .as_ref()
+            .and_then(|live| live.control.as_ref())
+            .and_then(Control::stopped_after);
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
         if let Some(seq) = stopped
             && !matches!(live.state, LiveState::Finished(_))
         {
@@ -622,7 +723,9 @@ impl App {
             live.state = LiveState::Running;
         }
         let follow_to = match stopped {
-            Some(seq) if live.followed != Some(seq) => self.trace.index_of_seq(seq).map(|index| (seq, index)),
+            Some(seq) if live.followed != Some(seq) => {
+                self.trace.index_of_seq(seq).map(|index| (seq, index))
+            }
             _ => None,
         };
         if let Some((seq, index)) = follow_to {
@@ -631,7 +734,10 @@ impl App {
                 && let Some(live) = self.live.as_mut()
             {
                 live.followed = Some(seq);
-                let position = self.visible.iter().position(|&visible| visible as usize == flow);
+                let position = self
+                    .visible
+                    .iter()
+                    .position(|&visible| visible as usize == flow);
                 let position = position.unwrap_or_else(|| {
                     // A filter hides it: drop the filters rather than hide the stop.
                     self.class_filter = None;
@@ -677,8 +783,13 @@ pub fn describe_finish(finish: &Finish) -> String {
         return "QEMU stopped: time limit".into();
     }
     match finish.hv_status {
-        Some(traplab_tracer::qemu::HvStatus::Done) => "QEMU stopped: the hypervisor finished".into(),
+        Some(traplab_tracer::qemu::HvStatus::Done) => {
+            "QEMU stopped: the hypervisor finished".into()
+        }
         Some(status) => format!("QEMU stopped: {}", status.explain()),
-        None => format!("QEMU died (exit code {:?}, signal {:?})", finish.exit_code, finish.signal),
+        None => format!(
+            "QEMU died (exit code {:?}, signal {:?})",
+            finish.exit_code, finish.signal
+        ),
     }
 }

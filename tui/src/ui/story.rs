@@ -23,7 +23,10 @@ const HANDLER_QUOTES: usize = 3;
 #[derive(Debug, Clone)]
 pub enum Step {
     /// An event of the trace (its number, and the event or why it cannot be read).
-    Event { index: usize, event: Box<Result<Event, LineError>> },
+    Event {
+        index: usize,
+        event: Box<Result<Event, LineError>>,
+    },
     /// The guest's handler runs, between the delivering flow and the returning one.
     Handler(Handler),
 }
@@ -57,7 +60,9 @@ impl Story {
     /// The story of flow number `flow`.
     pub fn of(trace: &Trace, flow: usize) -> Story {
         let flows = trace.flows();
-        let Some(opened) = flows.get(flow) else { return Story::default() };
+        let Some(opened) = flows.get(flow) else {
+            return Story::default();
+        };
         let (delivering, returning) = if opened.returns_from != NO_FLOW {
             (opened.returns_from as usize, Some(flow))
         } else if opened.returned_by != NO_FLOW {
@@ -68,7 +73,9 @@ impl Story {
         let mut story = Story::default();
         push_flow(trace, delivering, &mut story);
         if let Some(returning) = returning {
-            story.steps.push(Step::Handler(handler(trace, delivering, returning)));
+            story
+                .steps
+                .push(Step::Handler(handler(trace, delivering, returning)));
             if returning == flow {
                 story.start = story.steps.len();
             }
@@ -80,19 +87,26 @@ impl Story {
     /// The event of step `step`, if it is an event that reads.
     pub fn event(&self, step: usize) -> Option<(usize, &Event)> {
         match self.steps.get(step)? {
-            Step::Event { index, event } => event.as_ref().as_ref().ok().map(|event| (*index, event)),
+            Step::Event { index, event } => {
+                event.as_ref().as_ref().ok().map(|event| (*index, event))
+            }
             Step::Handler(_) => None,
         }
     }
 
     /// The step of event number `index`.
     pub fn step_of(&self, index: usize) -> Option<usize> {
-        self.steps.iter().position(|step| matches!(step, Step::Event { index: at, .. } if *at == index))
+        self.steps
+            .iter()
+            .position(|step| matches!(step, Step::Event { index: at, .. } if *at == index))
     }
 
     /// The flow that step `step` belongs to (the handler step belongs to the delivery).
     pub fn flow_at(&self, step: usize) -> Option<usize> {
-        let handler = self.steps.iter().position(|step| matches!(step, Step::Handler(_)));
+        let handler = self
+            .steps
+            .iter()
+            .position(|step| matches!(step, Step::Handler(_)));
         match handler {
             Some(handler) if step > handler => self.flows.get(1).copied(),
             _ => self.flows.first().copied(),
@@ -101,10 +115,15 @@ impl Story {
 }
 
 fn push_flow(trace: &Trace, flow: usize, story: &mut Story) {
-    let Some(found) = trace.flows().get(flow) else { return };
+    let Some(found) = trace.flows().get(flow) else {
+        return;
+    };
     story.flows.push(flow);
     for index in found.first as usize..=found.last() as usize {
-        story.steps.push(Step::Event { index, event: Box::new(trace.event(index)) });
+        story.steps.push(Step::Event {
+            index,
+            event: Box::new(trace.event(index)),
+        });
     }
 }
 
@@ -119,10 +138,13 @@ fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
             _ => None,
         })
         .unwrap_or_else(|| "the event".into());
-    let entry = trace.event(from.last() as usize).ok().and_then(|event| match event.body {
-        Body::Resume(resume) => Some(resume.rip),
-        _ => None,
-    });
+    let entry = trace
+        .event(from.last() as usize)
+        .ok()
+        .and_then(|event| match event.body {
+            Body::Resume(resume) => Some(resume.rip),
+            _ => None,
+        });
     let mut classes: Vec<(&'static str, usize)> = Vec::new();
     let inner = &flows[delivering + 1..returning];
     for flow in inner.iter().filter(|flow| flow.dom == from.dom) {
@@ -138,8 +160,15 @@ fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
         if console.len() >= HANDLER_QUOTES {
             break;
         }
-        let is_console = trace.index_of(index).is_some_and(|entry| entry.kind == Kind::Console && entry.dom == from.dom);
-        if is_console && let Ok(Event { body: Body::Console(line), .. }) = trace.event(index) {
+        let is_console = trace
+            .index_of(index)
+            .is_some_and(|entry| entry.kind == Kind::Console && entry.dom == from.dom);
+        if is_console
+            && let Ok(Event {
+                body: Body::Console(line),
+                ..
+            }) = trace.event(index)
+        {
             console.push(line.text.to_string());
         }
     }
@@ -166,14 +195,25 @@ impl Handler {
         let traps = if self.traps == 0 {
             "without trapping".to_string()
         } else {
-            let classes: Vec<String> = self.classes.iter().map(|(class, count)| format!("{class} ×{count}")).collect();
-            format!("trapping {} more time(s) on its own ({})", self.traps, classes.join(", "))
+            let classes: Vec<String> = self
+                .classes
+                .iter()
+                .map(|(class, count)| format!("{class} ×{count}"))
+                .collect();
+            format!(
+                "trapping {} more time(s) on its own ({})",
+                self.traps,
+                classes.join(", ")
+            )
         };
         let printed = if self.console.is_empty() {
             String::new()
         } else {
             format!(", and prints “{}”", self.console.join(" / "))
         };
-        format!("The guest's {} handler runs{entry}, {traps}{printed}; then it returns.", self.name)
+        format!(
+            "The guest's {} handler runs{entry}, {traps}{printed}; then it returns.",
+            self.name
+        )
     }
 }

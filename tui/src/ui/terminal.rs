@@ -12,9 +12,13 @@
 use super::app::App;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent,
+};
 use ratatui::crossterm::execute;
-use ratatui::crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
+use ratatui::crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
 use std::io::{self, Stdout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +35,12 @@ const REDRAW: Duration = Duration::from_millis(250);
 /// Put the terminal back as we found it. Safe to call more than once.
 pub fn restore() {
     let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+    let _ = execute!(
+        io::stdout(),
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
 }
 
 /// Restores the terminal when dropped (quitting, an error, unwinding from a panic).
@@ -81,7 +90,11 @@ fn signal_flag() -> Arc<AtomicBool> {
 
 /// Keys and the mouse until the app quits. `poll` runs each tick; it returns whether
 /// anything changed.
-fn event_loop(app: &mut App, signal: &AtomicBool, mut poll: impl FnMut(&mut App) -> bool) -> io::Result<()> {
+fn event_loop(
+    app: &mut App,
+    signal: &AtomicBool,
+    mut poll: impl FnMut(&mut App) -> bool,
+) -> io::Result<()> {
     let (_guard, mut terminal) = enter()?;
     let mut dirty = true;
     let mut drawn = Instant::now();
@@ -121,7 +134,10 @@ pub fn replay(mut app: App) -> io::Result<(bool, App)> {
 }
 
 /// What the session thread tells the UI.
-#[allow(clippy::large_enum_variant, reason = "nearly every message is an item; boxing each would cost an allocation")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an item; boxing each would cost an allocation"
+)]
 enum Message {
     Item(Item),
     /// The hypervisor is up: its control channel.
@@ -130,7 +146,12 @@ enum Message {
 
 /// `traplab run`: the live session under the UI. `stop` is the session's stop flag.
 /// Returns whether a signal ended it.
-pub fn live(mut app: App, mut session: Session, stop: Arc<AtomicBool>, mut recorder: Option<Recorder>) -> io::Result<bool> {
+pub fn live(
+    mut app: App,
+    mut session: Session,
+    stop: Arc<AtomicBool>,
+    mut recorder: Option<Recorder>,
+) -> io::Result<bool> {
     let signal = signal_flag();
     let (sender, receiver) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -156,7 +177,9 @@ pub fn live(mut app: App, mut session: Session, stop: Arc<AtomicBool>, mut recor
         // Dropping the session kills QEMU if it still runs.
         drop(session);
     });
-    let result = event_loop(&mut app, &signal, |app| drain(app, &receiver, recorder.as_mut()));
+    let result = event_loop(&mut app, &signal, |app| {
+        drain(app, &receiver, recorder.as_mut())
+    });
     // Quitting stops QEMU: the session sees the flag within a few milliseconds.
     stop.store(true, Ordering::SeqCst);
     drop(receiver);
@@ -173,7 +196,9 @@ fn drain(app: &mut App, receiver: &Receiver<Message>, mut recorder: Option<&mut 
     let mut changed = false;
     // A bounded batch per tick, so keys stay answered under a busy trace.
     for _ in 0..20_000 {
-        let Ok(message) = receiver.try_recv() else { break };
+        let Ok(message) = receiver.try_recv() else {
+            break;
+        };
         changed = true;
         match message {
             Message::Control(control) => app.set_control(control),

@@ -33,22 +33,43 @@ impl Theme {
         if self.color { colored } else { plain }
     }
     fn title(&self) -> Style {
-        self.pick(Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(Modifier::BOLD), Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD))
+        self.pick(
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Cyan)
+                .add_modifier(Modifier::BOLD),
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+        )
     }
     fn lit(&self) -> Style {
-        self.pick(Style::new().fg(Color::Black).bg(Color::Yellow), Style::new().add_modifier(Modifier::REVERSED))
+        self.pick(
+            Style::new().fg(Color::Black).bg(Color::Yellow),
+            Style::new().add_modifier(Modifier::REVERSED),
+        )
     }
     fn changed(&self) -> Style {
-        self.pick(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD), Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+        self.pick(
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+        )
     }
     fn dim(&self) -> Style {
-        self.pick(Style::new().fg(Color::DarkGray), Style::new().add_modifier(Modifier::DIM))
+        self.pick(
+            Style::new().fg(Color::DarkGray),
+            Style::new().add_modifier(Modifier::DIM),
+        )
     }
     fn warn(&self) -> Style {
-        self.pick(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD), Style::new().add_modifier(Modifier::BOLD))
+        self.pick(
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            Style::new().add_modifier(Modifier::BOLD),
+        )
     }
     fn key(&self) -> Style {
-        self.pick(Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD), Style::new().add_modifier(Modifier::BOLD))
+        self.pick(
+            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+            Style::new().add_modifier(Modifier::BOLD),
+        )
     }
     fn header(&self) -> Style {
         Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
@@ -78,8 +99,15 @@ fn time(app: &App, tsc: u64) -> String {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let theme = Theme { color: self.options.color };
-        let [title, body, status] = Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
+        let theme = Theme {
+            color: self.options.color,
+        };
+        let [title, body, status] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(0),
+            Constraint::Length(1),
+        ])
+        .areas(area);
         render_title(self, theme, title, buf);
         match self.screen {
             Screen::Flows => render_flows(self, theme, body, buf),
@@ -94,12 +122,17 @@ impl Widget for &App {
 }
 
 fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
-    let mut parts = vec![format!("traplab · {}", app.trace.name), format!("{} flows", app.trace.flows().len())];
+    let mut parts = vec![
+        format!("traplab · {}", app.trace.name),
+        format!("{} flows", app.trace.flows().len()),
+    ];
     if app.class_filter.is_some() || app.action_filter.is_some() {
         parts.push(format!(
             "filter {}{}",
             app.class_filter.unwrap_or("any class"),
-            app.action_filter.map(|action| format!(" + {}", action.name())).unwrap_or_default()
+            app.action_filter
+                .map(|action| format!(" + {}", action.name()))
+                .unwrap_or_default()
         ));
     }
     if let Some(error) = app.trace.error() {
@@ -122,27 +155,71 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let left = format!(" {}", parts.join(" · "));
     let right = "? help ";
     let width = area.width as usize;
-    let text = if left.chars().count() + right.len() < width { format!("{}{right}", fit(&left, width - right.len())) } else { fit(&left, width) };
-    buf.set_line(area.x, area.y, &Line::styled(text, theme.title()), area.width);
+    let text = if left.chars().count() + right.len() < width {
+        format!("{}{right}", fit(&left, width - right.len()))
+    } else {
+        fit(&left, width)
+    };
+    buf.set_line(
+        area.x,
+        area.y,
+        &Line::styled(text, theme.title()),
+        area.width,
+    );
 }
 
 fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let line = if let Some(prompt) = &app.prompt {
         let label = match prompt.purpose {
             Purpose::Search => "/",
-            Purpose::Break => "break on (pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b): ",
+            Purpose::Break => {
+                "break on (pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b): "
+            }
         };
-        Line::from(vec![Span::styled(label, theme.key()), Span::raw(prompt.text.clone()), Span::styled("█", theme.dim())])
+        Line::from(vec![
+            Span::styled(label, theme.key()),
+            Span::raw(prompt.text.clone()),
+            Span::styled("█", theme.dim()),
+        ])
     } else if let Some(message) = &app.message {
         Line::styled(message.clone(), theme.warn())
     } else if let Some(error) = app.trace.error() {
-        Line::styled(format!("{}:{}: {}", app.trace.name, error.line, error.error), theme.warn())
+        Line::styled(
+            format!("{}:{}: {}", app.trace.name, error.line, error.error),
+            theme.warn(),
+        )
     } else {
         let keys: &[(&str, &str)] = match (app.screen, app.live.is_some()) {
-            (Screen::Flows, false) => &[("j/k", "move"), ("⏎", "open"), ("/", "search"), ("f/a", "class/action filter"), ("3", "stats"), ("q", "quit")],
-            (Screen::Flow, false) => &[("h/l", "step"), ("j/k", "flow"), ("Tab", "detail/regs/code"), ("Esc", "list"), ("q", "quit")],
-            (Screen::Stats, _) => &[("j/k", "move"), ("⏎", "show these flows"), ("1", "flows"), ("q", "quit")],
-            (_, true) => &[("b", "break"), ("c", "continue"), ("s", "step"), ("p", "pause"), ("h/l", "look"), ("Tab", "pane"), ("q", "quit")],
+            (Screen::Flows, false) => &[
+                ("j/k", "move"),
+                ("⏎", "open"),
+                ("/", "search"),
+                ("f/a", "class/action filter"),
+                ("3", "stats"),
+                ("q", "quit"),
+            ],
+            (Screen::Flow, false) => &[
+                ("h/l", "step"),
+                ("j/k", "flow"),
+                ("Tab", "detail/regs/code"),
+                ("Esc", "list"),
+                ("q", "quit"),
+            ],
+            (Screen::Stats, _) => &[
+                ("j/k", "move"),
+                ("⏎", "show these flows"),
+                ("1", "flows"),
+                ("q", "quit"),
+            ],
+            (_, true) => &[
+                ("b", "break"),
+                ("c", "continue"),
+                ("s", "step"),
+                ("p", "pause"),
+                ("h/l", "look"),
+                ("Tab", "pane"),
+                ("q", "quit"),
+            ],
         };
         let mut spans = Vec::new();
         for (key, what) in keys {
@@ -157,13 +234,24 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 /// The rows of the flows list: a header and one line per flow.
 fn flow_row(app: &App, flow_number: usize, width: usize) -> String {
     let flow = &app.trace.flows()[flow_number];
-    let seq = app.trace.index_of(flow.first as usize).map_or(0, |entry| entry.seq);
+    let seq = app
+        .trace
+        .index_of(flow.first as usize)
+        .map_or(0, |entry| entry.seq);
     let symbol = app.symbol(flow.dom, flow.rip).unwrap_or_default();
     let action = match flow.end {
         FlowEnd::Killed => format!("{} ✝", flow.action_text()),
         _ => flow.action_text(),
     };
-    let text = format!("{seq:>7} {:>10} d{:<3} {:<7} {:<11} {:>10} {}", time(app, flow.tsc), flow.dom, flow.class(), fit(&action, 11), format!("{:#x}", flow.rip), short_symbol(&symbol));
+    let text = format!(
+        "{seq:>7} {:>10} d{:<3} {:<7} {:<11} {:>10} {}",
+        time(app, flow.tsc),
+        flow.dom,
+        flow.class(),
+        fit(&action, 11),
+        format!("{:#x}", flow.rip),
+        short_symbol(&symbol)
+    );
     fit(&text, width)
 }
 
@@ -173,19 +261,51 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(list);
     block.render(list, buf);
     let width = inner.width as usize;
-    let header = fit(&format!("{:>7} {:>10} {:<4} {:<7} {:<11} {:>10} symbol", "seq", "time s", "dom", "class", "action", "rip"), width);
-    buf.set_line(inner.x, inner.y, &Line::styled(header, theme.header()), inner.width);
+    let header = fit(
+        &format!(
+            "{:>7} {:>10} {:<4} {:<7} {:<11} {:>10} symbol",
+            "seq", "time s", "dom", "class", "action", "rip"
+        ),
+        width,
+    );
+    buf.set_line(
+        inner.x,
+        inner.y,
+        &Line::styled(header, theme.header()),
+        inner.width,
+    );
     let rows = inner.height.saturating_sub(1) as usize;
     if app.visible.is_empty() {
-        let text = if app.trace.flows().is_empty() { "no trap flows (yet)" } else { "no flow passes the filter (F clears it)" };
-        buf.set_line(inner.x, inner.y + 1, &Line::styled(text, theme.dim()), inner.width);
+        let text = if app.trace.flows().is_empty() {
+            "no trap flows (yet)"
+        } else {
+            "no flow passes the filter (F clears it)"
+        };
+        buf.set_line(
+            inner.x,
+            inner.y + 1,
+            &Line::styled(text, theme.dim()),
+            inner.width,
+        );
     }
     // Keep the selection in view, a little above the middle.
-    let top = app.selected.saturating_sub(rows / 3).min(app.visible.len().saturating_sub(rows));
+    let top = app
+        .selected
+        .saturating_sub(rows / 3)
+        .min(app.visible.len().saturating_sub(rows));
     for (row, position) in (top..app.visible.len()).take(rows).enumerate() {
         let text = flow_row(app, app.visible[position] as usize, width);
-        let style = if position == app.selected { theme.lit() } else { Style::new() };
-        buf.set_line(inner.x, inner.y + 1 + row as u16, &Line::styled(text, style), inner.width);
+        let style = if position == app.selected {
+            theme.lit()
+        } else {
+            Style::new()
+        };
+        buf.set_line(
+            inner.x,
+            inner.y + 1 + row as u16,
+            &Line::styled(text, style),
+            inner.width,
+        );
     }
     // The selected flow in words.
     let mut lines = Vec::new();
@@ -202,14 +322,20 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             }
         }
         let title = format!(" Flow {}/{} ", flow_number + 1, app.trace.flows().len());
-        Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(title)).render(preview, buf);
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(title))
+            .render(preview, buf);
     } else {
         let hint = if app.live.is_some() {
             "The hypervisor waits after its boot. b: break on a trap (pf, ud, ioio, port:0x3f8, hypercall:1…), c: continue, s: step one event, ?: all keys."
         } else {
             ""
         };
-        Paragraph::new(hint).wrap(Wrap { trim: true }).block(Block::bordered()).render(preview, buf);
+        Paragraph::new(hint)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered())
+            .render(preview, buf);
     }
 }
 
@@ -221,12 +347,14 @@ fn sentence(app: &App, event: &Event) -> String {
     let delivering = match &event.body {
         Body::Resume(_) => app.story.steps.iter().rev().find_map(|step| match step {
             Step::Event { event: found, .. } => match found.as_ref() {
-                Ok(found) if found.seq < event.seq && found.seq + 8 > event.seq => match &found.body {
-                    Body::Inject(inject) => Some(inject.name.to_string()),
-                    Body::Bounce(bounce) => Some(bounce.name.to_string()),
-                    Body::Exit(_) => Some(String::new()),
-                    _ => None,
-                },
+                Ok(found) if found.seq < event.seq && found.seq + 8 > event.seq => {
+                    match &found.body {
+                        Body::Inject(inject) => Some(inject.name.to_string()),
+                        Body::Bounce(bounce) => Some(bounce.name.to_string()),
+                        Body::Exit(_) => Some(String::new()),
+                        _ => None,
+                    }
+                }
                 _ => None,
             },
             Step::Handler(_) => None,
@@ -234,7 +362,14 @@ fn sentence(app: &App, event: &Event) -> String {
         _ => None,
     }
     .filter(|name| !name.is_empty());
-    explain::sentence(event, &Context { symbol: &symbol, tsc_hz: app.trace.tsc_hz(), delivering })
+    explain::sentence(
+        event,
+        &Context {
+            symbol: &symbol,
+            tsc_hz: app.trace.tsc_hz(),
+            delivering,
+        },
+    )
 }
 
 /// What one step shows in each lane: (guest, hypervisor, other domains).
@@ -242,43 +377,87 @@ fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
     let event = match step {
         Step::Event { event, .. } => event,
         Step::Handler(handler) => {
-            let traps = if handler.traps == 0 { String::new() } else { format!(", {} traps", handler.traps) };
-            return (format!("┆ {} handler runs{traps}", handler.name), "┆".into(), String::new());
+            let traps = if handler.traps == 0 {
+                String::new()
+            } else {
+                format!(", {} traps", handler.traps)
+            };
+            return (
+                format!("┆ {} handler runs{traps}", handler.name),
+                "┆".into(),
+                String::new(),
+            );
         }
     };
     let event = match event.as_ref() {
         Ok(event) => event,
-        Err(error) => return (String::new(), format!("unreadable: {}", error.error), String::new()),
+        Err(error) => {
+            return (
+                String::new(),
+                format!("unreadable: {}", error.error),
+                String::new(),
+            );
+        }
     };
     let (guest, hv) = match &event.body {
-        Body::Exit(exit) => (format!("{:#x} traps ──▶", exit.rip), format!("#VMEXIT {}", exit.reason)),
+        Body::Exit(exit) => (
+            format!("{:#x} traps ──▶", exit.rip),
+            format!("#VMEXIT {}", exit.reason),
+        ),
         Body::Decide(decide) => (String::new(), format!("decide: {}", decide.action.name())),
         Body::Emulate(emulate) => (String::new(), format!("emulate: {}", emulate.what)),
         Body::Inject(inject) => (String::new(), format!("inject {} → EVENTINJ", inject.name)),
-        Body::Bounce(bounce) => (String::new(), format!("bounce {} → frame {:#x}", bounce.name, bounce.frame)),
+        Body::Bounce(bounce) => (
+            String::new(),
+            format!("bounce {} → frame {:#x}", bounce.name, bounce.frame),
+        ),
         Body::Return(ret) => (
             format!("{} handler returns ──▶", ret.name.as_deref().unwrap_or("a")),
-            format!("return via {}", match ret.via {
-                traplab_abi::event::ReturnPath::Iret => "IRET",
-                traplab_abi::event::ReturnPath::Hypercall => "hypercall",
-            }),
+            format!(
+                "return via {}",
+                match ret.via {
+                    traplab_abi::event::ReturnPath::Iret => "IRET",
+                    traplab_abi::event::ReturnPath::Hypercall => "hypercall",
+                }
+            ),
         ),
         Body::Resume(resume) => {
-            let symbol = app.symbol(event.dom.unwrap_or(u16::MAX), resume.rip).map(|name| format!(" {name}")).unwrap_or_default();
-            (format!("◀── runs at {:#x}{symbol}", resume.rip), "VMRUN".into())
+            let symbol = app
+                .symbol(event.dom.unwrap_or(u16::MAX), resume.rip)
+                .map(|name| format!(" {name}"))
+                .unwrap_or_default();
+            (
+                format!("◀── runs at {:#x}{symbol}", resume.rip),
+                "VMRUN".into(),
+            )
         }
         Body::Console(console) => (format!("prints “{}”", console.text), String::new()),
-        Body::Domain(_) | Body::Boot(_) | Body::End(_) | Body::Lost(_) => (String::new(), traplab_tracer::text::detail(event)),
+        Body::Domain(_) | Body::Boot(_) | Body::End(_) | Body::Lost(_) => {
+            (String::new(), traplab_tracer::text::detail(event))
+        }
     };
     match event.dom {
-        Some(dom) if dom != guest_dom => (String::new(), hv, format!("dom{dom}: {}", if guest.is_empty() { event.body.kind().to_string() } else { guest })),
+        Some(dom) if dom != guest_dom => (
+            String::new(),
+            hv,
+            format!(
+                "dom{dom}: {}",
+                if guest.is_empty() {
+                    event.body.kind().to_string()
+                } else {
+                    guest
+                }
+            ),
+        ),
         _ => (guest, hv, String::new()),
     }
 }
 
 fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let Some(flow_number) = app.selected_flow() else {
-        Paragraph::new("No flow selected: press 1 for the list.").block(Block::bordered()).render(area, buf);
+        Paragraph::new("No flow selected: press 1 for the list.")
+            .block(Block::bordered())
+            .render(area, buf);
         return;
     };
     let flow = &app.trace.flows()[flow_number];
@@ -286,22 +465,42 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let small = area.height < 30;
     let lanes_height = (steps + 3).min(if small { 9 } else { 14 }).max(5);
     let meaning_height = if small { 4 } else { 5 };
-    let lanes_height = if small { lanes_height.min(8) } else { lanes_height };
-    let [lanes_area, meaning_area, pane_area] =
-        Layout::vertical([Constraint::Length(lanes_height), Constraint::Length(meaning_height), Constraint::Min(3)]).areas(area);
+    let lanes_height = if small {
+        lanes_height.min(8)
+    } else {
+        lanes_height
+    };
+    let [lanes_area, meaning_area, pane_area] = Layout::vertical([
+        Constraint::Length(lanes_height),
+        Constraint::Length(meaning_height),
+        Constraint::Min(3),
+    ])
+    .areas(area);
 
     // Swimlanes.
-    let seq_range = match (app.trace.index_of(flow.first as usize), app.trace.index_of(flow.last() as usize)) {
+    let seq_range = match (
+        app.trace.index_of(flow.first as usize),
+        app.trace.index_of(flow.last() as usize),
+    ) {
         (Some(first), Some(last)) => format!("seq {}–{}", first.seq, last.seq),
         _ => String::new(),
     };
     let took = match (flow.cycles(), app.trace.tsc_hz()) {
-        (Some(cycles), Some(hz)) if hz > 0 => format!(" · {:.1} µs", cycles as f64 * 1e6 / hz as f64),
+        (Some(cycles), Some(hz)) if hz > 0 => {
+            format!(" · {:.1} µs", cycles as f64 * 1e6 / hz as f64)
+        }
         (Some(cycles), _) => format!(" · {cycles} cycles"),
         (None, _) if flow.end == FlowEnd::Open => " · PENDING".into(),
         _ => String::new(),
     };
-    let title = format!(" Flow {}/{}: dom{} {} {} · {seq_range}{took} ", flow_number + 1, app.trace.flows().len(), flow.dom, flow.class(), flow.action_text());
+    let title = format!(
+        " Flow {}/{}: dom{} {} {} · {seq_range}{took} ",
+        flow_number + 1,
+        app.trace.flows().len(),
+        flow.dom,
+        flow.class(),
+        flow.action_text()
+    );
     let block = Block::bordered().title(title);
     let inner = block.inner(lanes_area);
     block.render(lanes_area, buf);
@@ -310,25 +509,54 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let seq_width = 7;
     // The marker and seq, a space, and a separator before each lane after the first.
     let lane_space = width.saturating_sub(seq_width + 1 + if others { 2 } else { 1 });
-    let (guest_width, hv_width) = if others { (lane_space * 2 / 5, lane_space * 2 / 5) } else { (lane_space / 2, lane_space - lane_space / 2) };
+    let (guest_width, hv_width) = if others {
+        (lane_space * 2 / 5, lane_space * 2 / 5)
+    } else {
+        (lane_space / 2, lane_space - lane_space / 2)
+    };
     let other_width = lane_space.saturating_sub(guest_width + hv_width);
-    let guest_name = app.trace.domain_name(flow.dom).map(|name| format!("guest dom{} {name}", flow.dom)).unwrap_or_else(|| format!("guest dom{}", flow.dom));
-    let mut header = format!("{:>seq_width$} {}│{}", "seq", fit(&guest_name, guest_width), fit(" hypervisor", hv_width));
+    let guest_name = app
+        .trace
+        .domain_name(flow.dom)
+        .map(|name| format!("guest dom{} {name}", flow.dom))
+        .unwrap_or_else(|| format!("guest dom{}", flow.dom));
+    let mut header = format!(
+        "{:>seq_width$} {}│{}",
+        "seq",
+        fit(&guest_name, guest_width),
+        fit(" hypervisor", hv_width)
+    );
     if others {
         header.push_str(&format!("│{}", fit(" other domains", other_width)));
     }
-    buf.set_line(inner.x, inner.y, &Line::styled(fit(&header, width), theme.header()), inner.width);
+    buf.set_line(
+        inner.x,
+        inner.y,
+        &Line::styled(fit(&header, width), theme.header()),
+        inner.width,
+    );
     let rows = inner.height.saturating_sub(1) as usize;
-    let top = app.step.saturating_sub(rows.saturating_sub(2)).min(app.story.steps.len().saturating_sub(rows));
+    let top = app
+        .step
+        .saturating_sub(rows.saturating_sub(2))
+        .min(app.story.steps.len().saturating_sub(rows));
     for (row, index) in (top..app.story.steps.len()).take(rows).enumerate() {
         let step = &app.story.steps[index];
         let (guest, hv, other) = lanes(app, step, flow.dom);
         let seq = match step {
-            Step::Event { index, .. } => app.trace.index_of(*index).map_or(String::new(), |entry| entry.seq.to_string()),
+            Step::Event { index, .. } => app
+                .trace
+                .index_of(*index)
+                .map_or(String::new(), |entry| entry.seq.to_string()),
             Step::Handler(_) => "…".into(),
         };
         let marker = if index == app.step { "▶" } else { " " };
-        let mut text = format!("{marker}{seq:>width$} {}│ {}", fit(&guest, guest_width), fit(&hv, hv_width.saturating_sub(1)), width = seq_width - 1);
+        let mut text = format!(
+            "{marker}{seq:>width$} {}│ {}",
+            fit(&guest, guest_width),
+            fit(&hv, hv_width.saturating_sub(1)),
+            width = seq_width - 1
+        );
         if others {
             text.push_str(&format!("│ {}", fit(&other, other_width.saturating_sub(1))));
         }
@@ -339,7 +567,12 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         } else {
             Style::new()
         };
-        buf.set_line(inner.x, inner.y + 1 + row as u16, &Line::styled(fit(&text, width), style), inner.width);
+        buf.set_line(
+            inner.x,
+            inner.y + 1 + row as u16,
+            &Line::styled(fit(&text, width), style),
+            inner.width,
+        );
     }
 
     // The step's meaning.
@@ -348,28 +581,48 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             Ok(event) => sentence(app, event),
             Err(error) => format!("This line cannot be read: {error}"),
         },
-        Some(Step::Handler(handler)) => handler.sentence(&|address| app.symbol(handler.dom, address)),
+        Some(Step::Handler(handler)) => {
+            handler.sentence(&|address| app.symbol(handler.dom, address))
+        }
         None => String::new(),
     };
     // Live, stopped at this very event: say what the next step will show.
-    let stopped_here = match (app.live.as_ref().map(|live| &live.state), app.current_event()) {
+    let stopped_here = match (
+        app.live.as_ref().map(|live| &live.state),
+        app.current_event(),
+    ) {
         (Some(LiveState::Stopped(seq)), Some((_, event))) if event.seq == *seq => Some(&event.body),
         _ => None,
     };
     let meaning = match stopped_here {
-        Some(Body::Exit(_)) => format!("{meaning} The hypervisor is stopped here, before it decides: s shows its decision."),
-        Some(Body::Resume(_)) => format!("{meaning} (Stopped here: s steps into the guest's next event, c continues.)"),
+        Some(Body::Exit(_)) => format!(
+            "{meaning} The hypervisor is stopped here, before it decides: s shows its decision."
+        ),
+        Some(Body::Resume(_)) => {
+            format!("{meaning} (Stopped here: s steps into the guest's next event, c continues.)")
+        }
         Some(_) => format!("{meaning} (Stopped here: s shows the next step.)"),
         None => meaning,
     };
-    let step_title = format!(" Step {}/{}: what happens ", app.step + 1, app.story.steps.len());
+    let step_title = format!(
+        " Step {}/{}: what happens ",
+        app.step + 1,
+        app.story.steps.len()
+    );
     // Only a top border: on a small terminal every line of the sentence counts.
-    Paragraph::new(meaning).wrap(Wrap { trim: true }).block(Block::new().borders(Borders::TOP).title(step_title)).render(meaning_area, buf);
+    Paragraph::new(meaning)
+        .wrap(Wrap { trim: true })
+        .block(Block::new().borders(Borders::TOP).title(step_title))
+        .render(meaning_area, buf);
 
     // The pane: tabs in its title.
     let mut title = vec![Span::raw(" ")];
     for pane in Pane::ALL {
-        let style = if pane == app.pane { theme.lit() } else { theme.dim() };
+        let style = if pane == app.pane {
+            theme.lit()
+        } else {
+            theme.dim()
+        };
         title.push(Span::styled(format!(" {} ", pane.title()), style));
         title.push(Span::raw(" "));
     }
@@ -380,9 +633,19 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         Pane::Code => code_lines(app, theme),
     };
     let overflow = (lines.len() as u16).saturating_sub(inner.height);
-    title.push(Span::styled(if overflow > 0 { "(Tab · J/K scroll) " } else { "(Tab) " }, theme.dim()));
+    title.push(Span::styled(
+        if overflow > 0 {
+            "(Tab · J/K scroll) "
+        } else {
+            "(Tab) "
+        },
+        theme.dim(),
+    ));
     let block = Block::bordered().title(Line::from(title));
-    Paragraph::new(lines).scroll((app.pane_scroll.min(overflow), 0)).block(block).render(pane_area, buf);
+    Paragraph::new(lines)
+        .scroll((app.pane_scroll.min(overflow), 0))
+        .block(block)
+        .render(pane_area, buf);
 }
 
 fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
@@ -390,20 +653,34 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
         Some(Step::Event { event, index }) => match event.as_ref() {
             Ok(event) => {
                 let rows = explain::decode(event);
-                let label_width = rows.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0).min(14);
+                let label_width = rows
+                    .iter()
+                    .map(|(label, _)| label.chars().count())
+                    .max()
+                    .unwrap_or(0)
+                    .min(14);
                 rows.into_iter()
                     .map(|(label, value)| {
-                        Line::from(vec![Span::styled(format!("{} ", fit(&label, label_width)), theme.key()), Span::raw(fit(&value, width.saturating_sub(label_width + 1)))])
+                        Line::from(vec![
+                            Span::styled(format!("{} ", fit(&label, label_width)), theme.key()),
+                            Span::raw(fit(&value, width.saturating_sub(label_width + 1))),
+                        ])
                     })
                     .collect()
             }
             Err(error) => vec![
-                Line::styled(format!("line {}: {}", app.trace.line_number(*index), error.error), theme.warn()),
+                Line::styled(
+                    format!("line {}: {}", app.trace.line_number(*index), error.error),
+                    theme.warn(),
+                ),
                 Line::raw(app.trace.raw_line(*index).unwrap_or_default()),
             ],
         },
         Some(Step::Handler(handler)) => {
-            let mut lines = vec![Line::raw(format!("the {} handler's own traps: {}", handler.name, handler.traps))];
+            let mut lines = vec![Line::raw(format!(
+                "the {} handler's own traps: {}",
+                handler.name, handler.traps
+            ))];
             for (class, count) in &handler.classes {
                 lines.push(Line::raw(format!("  {class:<8} ×{count}")));
             }
@@ -418,42 +695,100 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
 
 /// The exit and resume events of the flow the current step belongs to.
 fn exit_and_resume(app: &App) -> (Option<Event>, Option<Event>) {
-    let Some(flow) = app.story.flow_at(app.step).and_then(|flow| app.trace.flows().get(flow)) else { return (None, None) };
+    let Some(flow) = app
+        .story
+        .flow_at(app.step)
+        .and_then(|flow| app.trace.flows().get(flow))
+    else {
+        return (None, None);
+    };
     let exit = app.trace.event(flow.first as usize).ok();
-    let resume = app.trace.event(flow.last() as usize).ok().filter(|event| matches!(event.body, Body::Resume(_)));
+    let resume = app
+        .trace
+        .event(flow.last() as usize)
+        .ok()
+        .filter(|event| matches!(event.body, Body::Resume(_)));
     (exit, resume)
 }
 
 fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     let (exit, resume) = exit_and_resume(app);
-    let Some(Event { body: Body::Exit(exit), seq: exit_seq, .. }) = exit else { return vec![Line::raw("no exit in this flow")] };
+    let Some(Event {
+        body: Body::Exit(exit),
+        seq: exit_seq,
+        ..
+    }) = exit
+    else {
+        return vec![Line::raw("no exit in this flow")];
+    };
     let resume = resume.and_then(|event| match event.body {
         Body::Resume(resume) => Some((event.seq, resume)),
         _ => None,
     });
-    let mut rows: Vec<(&str, u64, Option<u64>)> = vec![("rip", exit.rip, resume.as_ref().map(|(_, r)| r.rip)), ("rflags", exit.rflags, resume.as_ref().map(|(_, r)| r.rflags))];
+    let mut rows: Vec<(&str, u64, Option<u64>)> = vec![
+        ("rip", exit.rip, resume.as_ref().map(|(_, r)| r.rip)),
+        (
+            "rflags",
+            exit.rflags,
+            resume.as_ref().map(|(_, r)| r.rflags),
+        ),
+    ];
     let after = resume.as_ref().map(|(_, r)| r.regs.named());
     for (position, (name, value)) in exit.regs.named().into_iter().enumerate() {
         rows.push((name, value, after.map(|regs| regs[position].1)));
     }
-    for (name, value) in [("cr0", exit.cr0), ("cr2", exit.cr2), ("cr3", exit.cr3), ("cr4", exit.cr4), ("efer", exit.efer)] {
+    for (name, value) in [
+        ("cr0", exit.cr0),
+        ("cr2", exit.cr2),
+        ("cr3", exit.cr3),
+        ("cr4", exit.cr4),
+        ("efer", exit.efer),
+    ] {
         rows.push((name, value, None));
     }
-    let value_width = rows.iter().map(|(_, a, b)| format!("{a:#x}").len().max(b.map_or(1, |b| format!("{b:#x}").len()))).max().unwrap_or(3);
+    let value_width = rows
+        .iter()
+        .map(|(_, a, b)| {
+            format!("{a:#x}")
+                .len()
+                .max(b.map_or(1, |b| format!("{b:#x}").len()))
+        })
+        .max()
+        .unwrap_or(3);
     let cell = 6 + value_width + 3 + value_width + 3;
     let groups = (width / cell).clamp(1, 3);
     let per_group = rows.len().div_ceil(groups);
-    let resume_text = resume.as_ref().map_or("no resume".to_string(), |(seq, _)| format!("resume (seq {seq})"));
-    let mut lines = vec![Line::styled(format!("at the exit (seq {exit_seq}) → at the {resume_text}; * changed"), theme.dim())];
+    let resume_text = resume.as_ref().map_or("no resume".to_string(), |(seq, _)| {
+        format!("resume (seq {seq})")
+    });
+    let mut lines = vec![Line::styled(
+        format!("at the exit (seq {exit_seq}) → at the {resume_text}; * changed"),
+        theme.dim(),
+    )];
     for row in 0..per_group {
         let mut spans = Vec::new();
         for group in 0..groups {
-            let Some((name, before, after)) = rows.get(group * per_group + row) else { continue };
+            let Some((name, before, after)) = rows.get(group * per_group + row) else {
+                continue;
+            };
             let changed = after.is_some_and(|after| after != *before);
             let after_text = after.map_or("·".to_string(), |after| format!("{after:#x}"));
             spans.push(Span::styled(format!("{name:<6}"), theme.key()));
-            spans.push(Span::raw(format!("{:>value_width$} → ", format!("{before:#x}"))));
-            spans.push(Span::styled(format!("{after_text:>value_width$}{} ", if changed { "*" } else { " " }), if changed { theme.changed() } else { Style::new() }));
+            spans.push(Span::raw(format!(
+                "{:>value_width$} → ",
+                format!("{before:#x}")
+            )));
+            spans.push(Span::styled(
+                format!(
+                    "{after_text:>value_width$}{} ",
+                    if changed { "*" } else { " " }
+                ),
+                if changed {
+                    theme.changed()
+                } else {
+                    Style::new()
+                },
+            ));
             spans.push(Span::raw("  "));
         }
         lines.push(Line::from(spans));
@@ -494,16 +829,26 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
     // The hypervisor's decision, from its source tree.
     let decision = app.story.flow_at(app.step).and_then(|flow| {
         let flow: &Flow = app.trace.flows().get(flow)?;
-        (flow.first as usize..=flow.last() as usize).find_map(|index| match app.trace.event(index).ok()?.body {
-            Body::Decide(decide) => Some(decide.at.to_string()),
-            _ => None,
+        (flow.first as usize..=flow.last() as usize).find_map(|index| {
+            match app.trace.event(index).ok()?.body {
+                Body::Decide(decide) => Some(decide.at.to_string()),
+                _ => None,
+            }
         })
     });
     if let Some((dom, address)) = step_address(app) {
         let image = app.image(dom);
-        let symbol = image.and_then(|image| image.describe(address)).unwrap_or_else(|| "(no symbol)".into());
-        let source = image.and_then(|image| image.source_line(address)).map(|(file, line)| format!(" — {}:{line}", short_path(&file))).unwrap_or_default();
-        lines.push(Line::styled(format!("guest dom{dom} at {address:#x}: {symbol}{source}"), theme.header()));
+        let symbol = image
+            .and_then(|image| image.describe(address))
+            .unwrap_or_else(|| "(no symbol)".into());
+        let source = image
+            .and_then(|image| image.source_line(address))
+            .map(|(file, line)| format!(" — {}:{line}", short_path(&file)))
+            .unwrap_or_default();
+        lines.push(Line::styled(
+            format!("guest dom{dom} at {address:#x}: {symbol}{source}"),
+            theme.header(),
+        ));
         let bitness = match &exit {
             Some(exit) if exit.efer & (1 << 10) == 0 => 32,
             _ => 64,
@@ -514,30 +859,64 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
         };
         let listing = code::around(image, address, insn, bitness, 3, 5);
         if listing.is_empty() {
-            lines.push(Line::styled("(no code: the guest's ELF is not here and the exit carries no bytes)", theme.dim()));
+            lines.push(Line::styled(
+                "(no code: the guest's ELF is not here and the exit carries no bytes)",
+                theme.dim(),
+            ));
         }
         for instruction in listing {
             let here = instruction.address == address;
-            let text = format!("{} {:#x}  {:<24} {}", if here { "▶" } else { " " }, instruction.address, code::hex_bytes(&instruction.bytes), instruction.text);
-            lines.push(Line::styled(text, if here { theme.lit() } else { Style::new() }));
+            let text = format!(
+                "{} {:#x}  {:<24} {}",
+                if here { "▶" } else { " " },
+                instruction.address,
+                code::hex_bytes(&instruction.bytes),
+                instruction.text
+            );
+            lines.push(Line::styled(
+                text,
+                if here { theme.lit() } else { Style::new() },
+            ));
         }
         if let Some(exit) = &exit
             && exit.rip == address
-            && image.and_then(|image| image.code_at(address, exit.insn.as_slice().len())).is_some_and(|bytes| bytes != exit.insn.as_slice())
+            && image
+                .and_then(|image| image.code_at(address, exit.insn.as_slice().len()))
+                .is_some_and(|bytes| bytes != exit.insn.as_slice())
         {
-            lines.push(Line::styled(format!("note: at run time the bytes were {} (the guest changed its code)", code::hex_bytes(exit.insn.as_slice())), theme.warn()));
+            lines.push(Line::styled(
+                format!(
+                    "note: at run time the bytes were {} (the guest changed its code)",
+                    code::hex_bytes(exit.insn.as_slice())
+                ),
+                theme.warn(),
+            ));
         }
     }
     if let Some(at) = decision {
-        lines.push(Line::styled(format!("hypervisor decision at {at}"), theme.header()));
-        match app.options.source_root.as_deref().and_then(|root| code::source_excerpt(root, &at, 2)) {
+        lines.push(Line::styled(
+            format!("hypervisor decision at {at}"),
+            theme.header(),
+        ));
+        match app
+            .options
+            .source_root
+            .as_deref()
+            .and_then(|root| code::source_excerpt(root, &at, 2))
+        {
             Some((_, line, excerpt)) => {
                 for (number, text) in excerpt {
                     let here = number == line;
-                    lines.push(Line::styled(format!("{} {number:>4} {text}", if here { "▶" } else { " " }), if here { theme.lit() } else { Style::new() }));
+                    lines.push(Line::styled(
+                        format!("{} {number:>4} {text}", if here { "▶" } else { " " }),
+                        if here { theme.lit() } else { Style::new() },
+                    ));
                 }
             }
-            None => lines.push(Line::styled("(the hypervisor's source tree is not here)", theme.dim())),
+            None => lines.push(Line::styled(
+                "(the hypervisor's source tree is not here)",
+                theme.dim(),
+            )),
         }
     }
     lines
@@ -567,26 +946,47 @@ fn render_stats(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         }
     }
     // Two spaces between columns when they fit, one on a small terminal.
-    let separator = if widths.iter().sum::<usize>() + 2 * 9 + 2 <= area.width as usize { "  " } else { " " };
+    let separator = if widths.iter().sum::<usize>() + 2 * 9 + 2 <= area.width as usize {
+        "  "
+    } else {
+        " "
+    };
     let format_row = |row: &[String; 10]| -> String {
         row.iter()
             .zip(widths)
             .enumerate()
-            .map(|(column, (cell, width))| if column < 2 { format!("{cell:<width$}") } else { format!("{cell:>width$}") })
+            .map(|(column, (cell, width))| {
+                if column < 2 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(separator)
     };
-    let block = Block::bordered().title(format!(" Exits per reason: {} exits, hypervisor time from exit to resume ", app.stats.exits));
+    let block = Block::bordered().title(format!(
+        " Exits per reason: {} exits, hypervisor time from exit to resume ",
+        app.stats.exits
+    ));
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines = vec![Line::styled(format_row(&table[0]), theme.header())];
     for (position, row) in table[1..].iter().enumerate() {
-        let style = if position == app.stats_row { theme.lit() } else { Style::new() };
+        let style = if position == app.stats_row {
+            theme.lit()
+        } else {
+            Style::new()
+        };
         lines.push(Line::styled(format_row(row), style));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        format!("Total {} {} in the hypervisor. ⏎ shows the flows of the selected reason.", app.stats.time(Some(app.stats.total_cycles as f64)), app.stats.unit()),
+        format!(
+            "Total {} {} in the hypervisor. ⏎ shows the flows of the selected reason.",
+            app.stats.time(Some(app.stats.total_cycles as f64)),
+            app.stats.unit()
+        ),
         theme.dim(),
     ));
     Paragraph::new(lines).render(inner, buf);
@@ -608,7 +1008,10 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 const LIVE_HELP: &[(&str, &str)] = &[
-    ("b", "break on: pf, ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"),
+    (
+        "b",
+        "break on: pf, ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b",
+    ),
     ("B", "clear the breaks"),
     ("c", "continue (until a break)"),
     ("s", "step: one event (decide, inject, resume…)"),
@@ -618,14 +1021,28 @@ const LIVE_HELP: &[(&str, &str)] = &[
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
-    for (keys, what) in HELP.iter().chain(if app.live.is_some() { LIVE_HELP } else { &[] }) {
-        lines.push(Line::from(vec![Span::styled(format!("{keys:<12}"), theme.key()), Span::raw(*what)]));
+    for (keys, what) in HELP
+        .iter()
+        .chain(if app.live.is_some() { LIVE_HELP } else { &[] })
+    {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{keys:<12}"), theme.key()),
+            Span::raw(*what),
+        ]));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("Any key closes this help.", theme.dim()));
     let height = (lines.len() as u16 + 2).min(area.height);
     let width = 84.min(area.width);
-    let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
     Clear.render(popup, buf);
-    Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" Keys ")).render(popup, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(" Keys "))
+        .render(popup, buf);
 }

@@ -38,12 +38,18 @@ pub fn handle(domain: &mut Domain) -> Next {
     } else {
         "read"
     };
-    let during = if info.guest_page_walk { " while walking its page tables" } else { "" };
+    let during = if info.guest_page_walk {
+        " while walking its page tables"
+    } else {
+        ""
+    };
     decide!(
         domain,
         Action::Kill,
         "{access} of guest-physical {gpa:#x}{during}: outside the {} MiB the guest owns, and no device is there",
         domain.memory.size >> 20
     );
-    Next::End(DomainEnd::Killed { reason: format!("{access} of guest-physical {gpa:#x}, which it does not own") })
+    Next::End(DomainEnd::Killed {
+        reason: format!("{access} of guest-physical {gpa:#x}, which it does not own"),
+    })
 }

@@ -14,10 +14,20 @@ use traplab_abi::event::Action;
 
 pub fn handle(domain: &mut Domain, gpa: u64) -> Next {
     let page = gpa & !0xfff;
-    decide!(domain, Action::Emulate, "guest-physical {page:#x} is this domain's RAM, not touched before: the hypervisor gives it a frame now, and the access runs again");
+    decide!(
+        domain,
+        Action::Emulate,
+        "guest-physical {page:#x} is this domain's RAM, not touched before: the hypervisor gives it a frame now, and the access runs again"
+    );
     let Some(frame) = domain.memory.populate(page) else {
-        decide!(domain, Action::Kill, "no host memory left to give guest-physical {page:#x}");
-        return Next::End(DomainEnd::Killed { reason: "out of host memory".into() });
+        decide!(
+            domain,
+            Action::Kill,
+            "no host memory left to give guest-physical {page:#x}"
+        );
+        return Next::End(DomainEnd::Killed {
+            reason: "out of host memory".into(),
+        });
     };
     // EXERCISE lazy-memory.1: map the next page too, if it is RAM that is not mapped yet
     // (`domain.memory.npt.translate`): a sequential toucher then takes half the exits. Say so
@@ -26,6 +36,8 @@ pub fn handle(domain: &mut Domain, gpa: u64) -> Next {
     // is not kept, but a clean slate is the rule whenever the tables change).
     domain.vmcb.control.tlb_control = 1;
     let pages = domain.memory.populated_pages.get();
-    domain.emulated(format!("mapped guest-physical {page:#x} to host frame {frame:#x} ({pages} pages now)"));
+    domain.emulated(format!(
+        "mapped guest-physical {page:#x} to host frame {frame:#x} ({pages} pages now)"
+    ));
     Next::Resume
 }
