@@ -236,7 +236,7 @@ pub fn exit_specifics(exit: &Exit) -> String {
             } else {
                 format!(
                     "OUT of {:#x} to port {:#x}",
-                    exit.regs.rax & size_mask(io.size),
+                    exit.regs.rax & crate::text::port_value_mask(io.size),
                     io.port
                 )
             }
@@ -289,14 +289,6 @@ pub fn exit_specifics(exit: &Exit) -> String {
             if code >= 0x30 { "written" } else { "read" }
         ),
         _ => String::new(),
-    }
-}
-
-fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
     }
 }
 
@@ -494,7 +486,10 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                     if !io.input && !io.string {
                         row(
                             "value",
-                            format!("{:#x} (from RAX)", exit.regs.rax & size_mask(io.size)),
+                            format!(
+                                "{:#x} (from RAX)",
+                                exit.regs.rax & crate::text::port_value_mask(io.size)
+                            ),
                         );
                     }
                     row("next rip", format!("{:#x} (EXITINFO2)", exit.exitinfo2));

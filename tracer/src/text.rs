@@ -181,7 +181,11 @@ pub fn exit_detail(exit: &Exit) -> String {
                 io.size
             );
             if !io.input && !io.string {
-                let _ = write!(text, ", value {:#x}", exit.regs.rax & mask(io.size));
+                let _ = write!(
+                    text,
+                    ", value {:#x}",
+                    exit.regs.rax & port_value_mask(io.size)
+                );
             }
         }
         exitcode::NPF => {
@@ -243,7 +247,8 @@ pub fn exit_detail(exit: &Exit) -> String {
     text
 }
 
-fn mask(size: u8) -> u64 {
+/// The bits of RAX an IN/OUT of `size` bytes moves (AL, AX or EAX).
+pub(crate) fn port_value_mask(size: u8) -> u64 {
     match size {
         1 => 0xff,
         2 => 0xffff,
