@@ -119,15 +119,17 @@ pub fn last_seq() -> Option<u64> {
 
 /// `decide` events, with the source location: use the [`decide!`](crate::decide) macro.
 pub fn decide(dom: u16, action: Action, why: fmt::Arguments, at: &'static str) {
-    if !enabled() && !crate::gdb::enabled() {
+    let tracing = enabled();
+    if !tracing && !crate::gdb::enabled() {
         return;
     }
     let why = match why.as_str() {
         Some(text) => Cow::Borrowed(text),
         None => Cow::Owned(alloc::format!("{why}")),
     };
+    // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
     crate::gdb::note_decision(action, &why, at);
-    if !enabled() {
+    if !tracing {
         return;
     }
     emit(

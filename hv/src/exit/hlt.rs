@@ -17,23 +17,13 @@ pub fn handle(domain: &mut Domain) -> Next {
     let Some(length) = instruction_length(domain) else {
         return undecodable(domain);
     };
-    match halt(domain, length, "") {
-        Some(next) => next,
-        None => {
-            domain.emulated("HLT: the virtual CPU stops");
-            Next::End(DomainEnd::Exited {
-                status: 0,
-                reason: halted_reason(domain).into(),
-            })
-        }
-    }
+    halt(domain, length, "")
 }
 
-/// Emulate HLT of `length` bytes: wait for the guest's next interrupt, or `None` when none
-/// can ever come (the caller ends the domain). Also used for a PV kernel's HLT at CPL 3
-/// (`privileged.rs`), with its virtual interrupt flag; `context` starts the decision's
-/// reason then.
-pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
+/// Emulate HLT of `length` bytes: wait for the guest's next interrupt, or end the domain
+/// when none can ever come. Also used for a PV kernel's HLT at CPL 3 (`privileged.rs`),
+/// with its virtual interrupt flag; `context` starts the decision's reason then.
+pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Next {
     domain.skip_instruction(length);
     if !domain.interrupts_enabled() {
         decide!(
@@ -41,7 +31,7 @@ pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
             Action::Emulate,
             "{context}HLT with interrupts off: nothing can wake the guest, so the domain is done"
         );
-        return None;
+        return stop(domain, "halted with interrupts off");
     }
     if domain.pending_interrupt.is_none() && domain.timer.is_none() {
         decide!(
@@ -49,7 +39,10 @@ pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
             Action::Emulate,
             "{context}HLT waits for an interrupt, and no device of this domain raises one: the domain is done"
         );
-        return None;
+        return stop(
+            domain,
+            "halted waiting for an interrupt that no device sends",
+        );
     }
     decide!(
         domain,
@@ -64,13 +57,14 @@ pub fn halt(domain: &mut Domain, length: u64, context: &str) -> Option<Next> {
     domain.emulated(format!(
         "HLT: the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"
     ));
-    Some(Next::Resume)
+    Next::Resume
 }
 
-fn halted_reason(domain: &Domain) -> &'static str {
-    if domain.interrupts_enabled() {
-        "halted waiting for an interrupt that no device sends"
-    } else {
-        "halted with interrupts off"
-    }
+/// The virtual CPU stops for good: the domain ends with status 0.
+fn stop(domain: &mut Domain, reason: &str) -> Next {
+    domain.emulated("HLT: the virtual CPU stops");
+    Next::End(DomainEnd::Exited {
+        status: 0,
+        reason: reason.into(),
+    })
 }

@@ -24,7 +24,7 @@
 //! A #GP with an error code (a segment selector) or from CPL 0, or in a domain that did not
 //! ask for PV mode (`set_pv_mode`), is not a privileged instruction: it is delivered.
 
-use super::{DomainEnd, Next, hlt, ioio, msr};
+use super::{Next, hlt, ioio, msr};
 use crate::decide;
 use crate::domain::Domain;
 use alloc::format;
@@ -66,21 +66,7 @@ pub fn handle(domain: &mut Domain) -> PrivilegedOp {
         Mnemonic::Mov if instruction.code() == Code::Mov_r64_cr => {
             read_cr(domain, &instruction, length, context)
         }
-        Mnemonic::Hlt => match hlt::halt(domain, length, context) {
-            Some(next) => PrivilegedOp::Done(next),
-            None => {
-                domain.emulated("HLT: the virtual CPU stops");
-                let reason = if domain.interrupts_enabled() {
-                    "halted waiting for an interrupt that no device sends"
-                } else {
-                    "halted with interrupts off"
-                };
-                PrivilegedOp::Done(Next::End(DomainEnd::Exited {
-                    status: 0,
-                    reason: reason.into(),
-                }))
-            }
-        },
+        Mnemonic::Hlt => PrivilegedOp::Done(hlt::halt(domain, length, context)),
         Mnemonic::In | Mnemonic::Out => port_io(domain, &instruction, length, context),
         Mnemonic::Rdmsr => PrivilegedOp::Done(msr::emulate(domain, false, length, context)),
         Mnemonic::Wrmsr => PrivilegedOp::Done(msr::emulate(domain, true, length, context)),
