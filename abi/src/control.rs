@@ -109,19 +109,21 @@ pub struct ExitFacts<'a> {
 
 impl Break {
     pub fn matches(&self, exit: &ExitFacts) -> bool {
-        use crate::svm::exitcode;
+        use crate::exit::ExitReason;
+        let reason = ExitReason::decode(exit.exitcode, exit.exitinfo1, 0);
         match *self {
             Break::ExitCode(code) => exit.exitcode == code,
-            Break::Vector(vector) => {
-                exit.exitcode == exitcode::EXCP_BASE + vector as u64
-                    || (exit.exitcode == exitcode::SWINT
-                        && software_interrupt_vector(exit.instruction) == Some(vector))
-            }
+            Break::Vector(vector) => match reason {
+                ExitReason::Exception { vector: raised, .. } => raised == vector,
+                ExitReason::SoftwareInterrupt => {
+                    software_interrupt_vector(exit.instruction) == Some(vector)
+                }
+                _ => false,
+            },
             Break::Port(port) => {
-                exit.exitcode == exitcode::IOIO
-                    && crate::svm::IoioInfo::decode(exit.exitinfo1).port == port
+                matches!(reason, ExitReason::Ioio { info, .. } if info.port == port)
             }
-            Break::Hypercall(number) => exit.exitcode == exitcode::VMMCALL && exit.rax == number,
+            Break::Hypercall(number) => reason == ExitReason::Vmmcall && exit.rax == number,
         }
     }
 
@@ -153,7 +155,11 @@ impl Break {
             return Some(Break::Vector(exception.vector));
         }
         (0..0x410u64)
-            .find(|&code| crate::svm::exit_name(code).eq_ignore_ascii_case(name))
+            .find(|&code| {
+                crate::exit::ExitReason::from_code(code)
+                    .name()
+                    .eq_ignore_ascii_case(name)
+            })
             .map(Break::ExitCode)
     }
 }

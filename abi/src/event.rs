@@ -180,7 +180,7 @@ impl Registers {
 pub struct Exit {
     /// The SVM exit code (APM vol. 2, appendix C).
     pub exitcode: u64,
-    /// Its name ([`crate::svm::exit_name`]).
+    /// Its name ([`ExitReason::name`](crate::exit::ExitReason::name)).
     pub reason: Text,
     #[serde(with = "hex")]
     pub exitinfo1: u64,
@@ -209,6 +209,27 @@ pub struct Exit {
     /// Up to 15 bytes at RIP, read by the hypervisor through the guest's page tables
     /// (empty when RIP is not mapped).
     pub insn: InstructionBytes,
+}
+
+impl Exit {
+    /// The exit decoded: its reason with what EXITINFO1 and EXITINFO2 say.
+    pub fn exit_reason(&self) -> crate::exit::ExitReason {
+        crate::exit::ExitReason::decode(self.exitcode, self.exitinfo1, self.exitinfo2)
+    }
+}
+
+/// How the trace names an event delivered to a guest: `#PF`, `NMI`, `#BP (INT3)`,
+/// `INT 0x80`, `interrupt 0x20`.
+pub fn delivery_name(vector: u8, kind: EventType) -> Text {
+    match (kind, vector) {
+        (EventType::Exception | EventType::Nmi, vector) => {
+            Cow::Borrowed(crate::x86::exception(vector).mnemonic)
+        }
+        (EventType::Software, 3) => Cow::Borrowed("#BP (INT3)"),
+        (EventType::Software, 4) => Cow::Borrowed("#OF (INTO)"),
+        (EventType::Software, vector) => Cow::Owned(alloc::format!("INT {vector:#x}")),
+        (EventType::Interrupt, vector) => Cow::Owned(alloc::format!("interrupt {vector:#x}")),
+    }
 }
 
 /// Up to 15 instruction bytes (the longest x86 instruction), kept inline so that building
@@ -539,13 +560,13 @@ pub mod hex_bytes {
     }
 }
 
-/// Encode an event for the ring (postcard).
-pub fn encode<'a>(event: &Event, buffer: &'a mut [u8]) -> Result<&'a mut [u8], postcard::Error> {
+/// An event as the ring carries it (postcard).
+pub fn to_wire<'a>(event: &Event, buffer: &'a mut [u8]) -> Result<&'a mut [u8], postcard::Error> {
     postcard::to_slice(event, buffer)
 }
 
-/// Decode an event from the ring.
-pub fn decode(bytes: &[u8]) -> Result<Event, postcard::Error> {
+/// An event from the ring.
+pub fn from_wire(bytes: &[u8]) -> Result<Event, postcard::Error> {
     postcard::from_bytes(bytes)
 }
 
@@ -587,13 +608,13 @@ mod tests {
     fn wire_round_trip() {
         let event = sample_exit();
         let mut buffer = [0u8; 1024];
-        let bytes = encode(&event, &mut buffer).unwrap().to_vec();
+        let bytes = to_wire(&event, &mut buffer).unwrap().to_vec();
         assert!(
             bytes.len() < 200,
             "the exit event is compact on the wire: {}",
             bytes.len()
         );
-        assert_eq!(decode(&bytes).unwrap(), event);
+        assert_eq!(from_wire(&bytes).unwrap(), event);
     }
 
     #[test]
@@ -611,7 +632,7 @@ mod tests {
     #[test]
     fn truncated_wire_bytes_are_an_error() {
         let mut buffer = [0u8; 1024];
-        let bytes = encode(&sample_exit(), &mut buffer).unwrap().to_vec();
-        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+        let bytes = to_wire(&sample_exit(), &mut buffer).unwrap().to_vec();
+        assert!(from_wire(&bytes[..bytes.len() / 2]).is_err());
     }
 }

@@ -12,8 +12,10 @@
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
 //! | [`control`]   | the host's commands to the hv: pause, step, break                        |
 //! | [`settings`]  | hypervisor settings a lab turns on (extra intercepts, lazy memory)       |
+//! | [`exit`]      | why the CPU left the guest: the exit reason, decoded once, and its names |
 //! | [`svm`]       | AMD SVM encodings: exit codes, EXITINFO fields, event injection          |
-//! | [`x86`]       | x86 architecture: exception vectors, error codes, paging                 |
+//! | [`x86`]       | x86 architecture: exception vectors, error codes, paging, register bits  |
+//! | [`msr`]       | model-specific registers: numbers and names                              |
 #![no_std]
 
 #[cfg(any(feature = "events", test))]
@@ -23,7 +25,9 @@ pub mod boot;
 pub mod control;
 #[cfg(feature = "events")]
 pub mod event;
+pub mod exit;
 pub mod hypercall;
+pub mod msr;
 pub mod ring;
 pub mod settings;
 pub mod svm;

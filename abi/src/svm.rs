@@ -1,5 +1,6 @@
 //! AMD SVM encodings that the trace carries: exit codes, the EXITINFO fields of the exits
-//! traplab handles, and the EVENTINJ / EXITINTINFO event format.
+//! traplab handles, and the EVENTINJ / EXITINTINFO event format. What an exit *means*
+//! (its reason, name and sentence) is [`crate::exit::ExitReason`].
 //!
 //! Reference: AMD64 Architecture Programmer's Manual, Volume 2 (System Programming),
 //! chapter 15 "Secure Virtual Machine" and appendix C "SVM Intercept Exit Codes".
@@ -56,172 +57,6 @@ pub mod exitcode {
     pub const INVALID: u64 = u64::MAX;
     /// What QEMU's TCG writes instead of [`INVALID`]: -1 as 32 bits.
     pub const INVALID_TCG: u64 = 0xffff_ffff;
-}
-
-/// The name of an exit code, as the trace's `"reason"` field spells it.
-///
-/// Exceptions are `EXCP_` plus their mnemonic (`EXCP_PF`), control and debug register
-/// accesses are `READ_CR3`/`WRITE_DR7`, everything else is the APM's name without
-/// the `VMEXIT_` prefix.
-pub fn exit_name(code: u64) -> &'static str {
-    use exitcode::*;
-    const CR_READS: [&str; 16] = [
-        "READ_CR0",
-        "READ_CR1",
-        "READ_CR2",
-        "READ_CR3",
-        "READ_CR4",
-        "READ_CR5",
-        "READ_CR6",
-        "READ_CR7",
-        "READ_CR8",
-        "READ_CR9",
-        "READ_CR10",
-        "READ_CR11",
-        "READ_CR12",
-        "READ_CR13",
-        "READ_CR14",
-        "READ_CR15",
-    ];
-    const CR_WRITES: [&str; 16] = [
-        "WRITE_CR0",
-        "WRITE_CR1",
-        "WRITE_CR2",
-        "WRITE_CR3",
-        "WRITE_CR4",
-        "WRITE_CR5",
-        "WRITE_CR6",
-        "WRITE_CR7",
-        "WRITE_CR8",
-        "WRITE_CR9",
-        "WRITE_CR10",
-        "WRITE_CR11",
-        "WRITE_CR12",
-        "WRITE_CR13",
-        "WRITE_CR14",
-        "WRITE_CR15",
-    ];
-    const DR_READS: [&str; 16] = [
-        "READ_DR0",
-        "READ_DR1",
-        "READ_DR2",
-        "READ_DR3",
-        "READ_DR4",
-        "READ_DR5",
-        "READ_DR6",
-        "READ_DR7",
-        "READ_DR8",
-        "READ_DR9",
-        "READ_DR10",
-        "READ_DR11",
-        "READ_DR12",
-        "READ_DR13",
-        "READ_DR14",
-        "READ_DR15",
-    ];
-    const DR_WRITES: [&str; 16] = [
-        "WRITE_DR0",
-        "WRITE_DR1",
-        "WRITE_DR2",
-        "WRITE_DR3",
-        "WRITE_DR4",
-        "WRITE_DR5",
-        "WRITE_DR6",
-        "WRITE_DR7",
-        "WRITE_DR8",
-        "WRITE_DR9",
-        "WRITE_DR10",
-        "WRITE_DR11",
-        "WRITE_DR12",
-        "WRITE_DR13",
-        "WRITE_DR14",
-        "WRITE_DR15",
-    ];
-    match code {
-        0x00..=0x0f => CR_READS[code as usize],
-        0x10..=0x1f => CR_WRITES[(code - 0x10) as usize],
-        0x20..=0x2f => DR_READS[(code - 0x20) as usize],
-        0x30..=0x3f => DR_WRITES[(code - 0x30) as usize],
-        0x40..=0x5f => crate::x86::exception((code - EXCP_BASE) as u8).exit_name,
-        INTR => "INTR",
-        NMI => "NMI",
-        SMI => "SMI",
-        INIT => "INIT",
-        VINTR => "VINTR",
-        CR0_SEL_WRITE => "CR0_SEL_WRITE",
-        0x66 => "IDTR_READ",
-        0x67 => "GDTR_READ",
-        0x68 => "LDTR_READ",
-        0x69 => "TR_READ",
-        0x6a => "IDTR_WRITE",
-        0x6b => "GDTR_WRITE",
-        0x6c => "LDTR_WRITE",
-        0x6d => "TR_WRITE",
-        RDTSC => "RDTSC",
-        RDPMC => "RDPMC",
-        PUSHF => "PUSHF",
-        POPF => "POPF",
-        CPUID => "CPUID",
-        RSM => "RSM",
-        IRET => "IRET",
-        SWINT => "SWINT",
-        INVD => "INVD",
-        PAUSE => "PAUSE",
-        HLT => "HLT",
-        INVLPG => "INVLPG",
-        INVLPGA => "INVLPGA",
-        IOIO => "IOIO",
-        MSR => "MSR",
-        TASK_SWITCH => "TASK_SWITCH",
-        FERR_FREEZE => "FERR_FREEZE",
-        SHUTDOWN => "SHUTDOWN",
-        VMRUN => "VMRUN",
-        VMMCALL => "VMMCALL",
-        VMLOAD => "VMLOAD",
-        VMSAVE => "VMSAVE",
-        STGI => "STGI",
-        CLGI => "CLGI",
-        SKINIT => "SKINIT",
-        RDTSCP => "RDTSCP",
-        ICEBP => "ICEBP",
-        WBINVD => "WBINVD",
-        MONITOR => "MONITOR",
-        MWAIT => "MWAIT",
-        MWAIT_CONDITIONAL => "MWAIT_CONDITIONAL",
-        XSETBV => "XSETBV",
-        RDPRU => "RDPRU",
-        NPF => "NPF",
-        INVALID | INVALID_TCG => "INVALID",
-        _ => "UNKNOWN",
-    }
-}
-
-/// One sentence, in a student's words, of why the CPU left the guest.
-pub fn exit_sentence(code: u64) -> &'static str {
-    use exitcode::*;
-    match code {
-        0x00..=0x0f => "the guest read a control register that the hypervisor intercepts",
-        0x10..=0x1f => "the guest wrote a control register that the hypervisor intercepts",
-        0x20..=0x3f => "the guest accessed a debug register that the hypervisor intercepts",
-        0x40..=0x5f => "the guest raised an exception, and the hypervisor intercepts that vector",
-        INTR => "a physical interrupt arrived while the guest ran",
-        NMI => "a physical NMI arrived while the guest ran",
-        VINTR => "the guest became ready to take a virtual interrupt",
-        CPUID => "the guest executed CPUID, which the hypervisor intercepts",
-        IRET => "the guest executed IRET, which the hypervisor intercepts",
-        SWINT => "the guest executed a software interrupt (INT n / INT3 / INTO)",
-        HLT => "the guest executed HLT",
-        IOIO => "the guest accessed an I/O port marked in the I/O permission map",
-        MSR => "the guest accessed an MSR marked in the MSR permission map",
-        SHUTDOWN => "the guest hit a triple fault: the CPU would shut down",
-        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT => {
-            "the guest executed an SVM instruction, which a guest may not run"
-        }
-        VMMCALL => "the guest made a hypercall (VMMCALL)",
-        NPF => "a guest-physical access found no permission in the nested page tables",
-        INVALID | INVALID_TCG => "VMRUN refused the guest state in the VMCB",
-        _ => "the guest executed an instruction that the hypervisor intercepts",
-    }
 }
 
 /// EXITINFO1 of an IOIO intercept (APM vol. 2, 15.10.2, figure 15-2).
@@ -380,19 +215,6 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_names_follow_the_apm() {
-        assert_eq!(exit_name(0x4e), "EXCP_PF");
-        assert_eq!(exit_name(0x46), "EXCP_UD");
-        assert_eq!(exit_name(0x72), "CPUID");
-        assert_eq!(exit_name(0x7b), "IOIO");
-        assert_eq!(exit_name(0x13), "WRITE_CR3");
-        assert_eq!(exit_name(0x400), "NPF");
-        assert_eq!(exit_name(u64::MAX), "INVALID");
-        assert_eq!(exit_name(0xffff_ffff), "INVALID", "as QEMU's TCG writes it");
-        assert_eq!(exit_name(0x1234), "UNKNOWN");
-    }
 
     #[test]
     fn ioio_out_byte_to_com1() {

@@ -1,8 +1,13 @@
 //! x86-64 architecture facts the trace carries: exception vectors and their classes,
-//! the page-fault error code, and the 4-level page-table walk.
+//! the page-fault error code, the 4-level page-table walk, and the bits of the registers
+//! that decide how the CPU runs (RFLAGS, CR0, CR4, EFER: the `x86_64` crate's flag types).
 //!
 //! References: AMD APM vol. 2, chapter 8 "Exceptions and Interrupts" and chapter 5
 //! "Page Translation and Protection"; Intel SDM vol. 3A, chapter 6 and chapter 4.
+
+pub use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+pub use x86_64::registers::model_specific::EferFlags;
+pub use x86_64::registers::rflags::RFlags;
 
 /// How an exception combines with one that occurs while it is being delivered
 /// (Intel SDM vol. 3A, 6.15, table 6-4 and 6-5; AMD APM vol. 2, 8.2.9).
@@ -239,6 +244,29 @@ pub fn exception(vector: u8) -> &'static Exception {
     &EXCEPTIONS[(vector & 31) as usize]
 }
 
+/// A vector as a student reads it: `#PF (page fault)` for an exception, `interrupt 0x20`
+/// above 31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vector(pub u8);
+
+impl core::fmt::Display for Vector {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self.0 {
+            vector @ 0..32 => {
+                let exception = exception(vector);
+                write!(formatter, "{} ({})", exception.mnemonic, exception.name)
+            }
+            vector => write!(formatter, "interrupt {vector:#x}"),
+        }
+    }
+}
+
+/// Is the address canonical, bits 63:47 all equal (AMD APM vol. 2, 5.3.1)?
+pub fn canonical(address: u64) -> bool {
+    let top = address >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
 /// What the CPU does when `second` is raised while it delivers `first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Combined {
@@ -372,8 +400,7 @@ pub fn translate(
     virtual_address: u64,
     mut read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<Translation, WalkError> {
-    let sign = virtual_address >> 47;
-    if sign != 0 && sign != 0x1_ffff {
+    if !canonical(virtual_address) {
         return Err(WalkError::NonCanonical);
     }
     let mut table = cr3 & pte::ADDRESS;
@@ -445,6 +472,15 @@ mod tests {
             Combined::Deliver(13),
             "interrupt then #GP"
         );
+    }
+
+    #[test]
+    fn vectors_are_named_once() {
+        use alloc::string::ToString;
+        assert_eq!(Vector(14).to_string(), "#PF (page fault)");
+        assert_eq!(Vector(0x20).to_string(), "interrupt 0x20");
+        assert!(canonical(0xffff_8000_0000_0000) && canonical(0x7fff_ffff_ffff));
+        assert!(!canonical(0x8000_0000_0000));
     }
 
     #[test]

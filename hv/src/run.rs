@@ -104,7 +104,7 @@ fn exit_event(domain: &Domain) -> event::Exit {
     let (control, save) = (&domain.vmcb.control, &domain.vmcb.save);
     event::Exit {
         exitcode: control.exitcode,
-        reason: Cow::Borrowed(svm::exit_name(control.exitcode)),
+        reason: Cow::Borrowed(traplab_abi::exit::ExitReason::from_code(control.exitcode).name()),
         exitinfo1: control.exitinfo1,
         exitinfo2: control.exitinfo2,
         exitintinfo: control.exitintinfo,

@@ -152,7 +152,7 @@ impl Tracer {
             body,
         };
         self.next_seq += 1;
-        let Ok(bytes) = event::encode(&event, &mut self.scratch[..]) else {
+        let Ok(bytes) = event::to_wire(&event, &mut self.scratch[..]) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;

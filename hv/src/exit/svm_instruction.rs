@@ -9,7 +9,7 @@
 use super::Next;
 use crate::deliver;
 use crate::domain::Domain;
-use traplab_abi::svm::exit_name;
+fn exit_name(code: u64) -> &'static str { traplab_abi::exit::ExitReason::from_code(code).name() }
 
 pub fn handle(domain: &mut Domain) -> Next {
     let instruction = exit_name(domain.vmcb.control.exitcode);

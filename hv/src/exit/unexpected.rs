@@ -9,7 +9,7 @@ use crate::decide;
 use crate::domain::Domain;
 use alloc::format;
 use traplab_abi::event::Action;
-use traplab_abi::svm::exit_name;
+fn exit_name(code: u64) -> &'static str { traplab_abi::exit::ExitReason::from_code(code).name() }
 
 pub fn handle(domain: &mut Domain) -> Next {
     let code = domain.vmcb.control.exitcode;

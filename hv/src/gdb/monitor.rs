@@ -17,7 +17,7 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 use spin::Mutex;
 use traplab_abi::control::Break;
 use traplab_abi::event::Action;
-use traplab_abi::svm::{self, exitcode};
+use traplab_abi::svm::exitcode;
 
 /// How many flows `monitor traps` remembers.
 const KEPT: usize = 64;
@@ -33,7 +33,7 @@ static RECENT: Mutex<VecDeque<Flow>> = Mutex::new(VecDeque::new());
 /// An exit happened (called only while a debugger is attached).
 pub fn note_exit(domain: &Domain) {
     let code = domain.vmcb.control.exitcode;
-    let exit = format!("{} at {:#x}", svm::exit_name(code), domain.vmcb.save.rip);
+    let exit = format!("{} at {:#x}", traplab_abi::exit::ExitReason::from_code(code).name(), domain.vmcb.save.rip);
     let mut recent = RECENT.lock();
     if recent.len() == KEPT {
         recent.pop_front();
@@ -153,7 +153,7 @@ fn decision(domain: &Domain) -> String {
     let handler = crate::exit::handler_file(code);
     let mut text = format!(
         "{} at {:#x}: {handler} decides.",
-        svm::exit_name(code),
+        traplab_abi::exit::ExitReason::from_code(code).name(),
         domain.vmcb.save.rip
     );
     if (exitcode::EXCP_BASE..exitcode::EXCP_BASE + 32).contains(&code) {
