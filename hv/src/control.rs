@@ -1,8 +1,8 @@
 //! The host's hand on the hypervisor: pause, step and break at event boundaries.
 //!
 //! The protocol and the mailbox are in `traplab_abi::control`. A *checkpoint* comes after
-//! every event the hypervisor records (`trace::emit`); there it takes the host's commands
-//! and decides whether to stop. Stopped, it spins on the mailbox — the guest is frozen,
+//! every event the hypervisor records (the run loop calls it, `run::record`); there it takes
+//! the host's commands and decides whether to stop. Stopped, it spins on the mailbox — the guest is frozen,
 //! the trace is complete up to that event — until the host lets it go on.
 //!
 //! The host switches control on with fw_cfg `opt/traplab/control` = `run` or `pause`
@@ -13,9 +13,11 @@ use spin::Mutex;
 use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
 use traplab_abi::event::{Body, Event};
 use traplab_abi::ring;
+use traplab_hv::{Domain, Exit};
 
+/// What the hypervisor does at the next checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+enum RunState {
     /// Run until a breakpoint matches.
     Running,
     /// Stop after the next event.
@@ -28,7 +30,7 @@ enum Mode {
 
 struct Controller {
     mailbox: Mailbox,
-    mode: Mode,
+    run_state: RunState,
     breaks: Vec<Break>,
 }
 
@@ -47,10 +49,14 @@ pub fn reset_mailbox() {
 pub fn enable(paused: bool) {
     // SAFETY: as in `reset_mailbox`.
     let mailbox = unsafe { Mailbox::new(ring::RING_PHYS as *mut u8) };
-    let mode = if paused { Mode::Paused } else { Mode::Running };
+    let run_state = if paused {
+        RunState::Paused
+    } else {
+        RunState::Running
+    };
     *CONTROLLER.lock() = Some(Controller {
         mailbox,
-        mode,
+        run_state,
         breaks: Vec::new(),
     });
 }
@@ -73,10 +79,10 @@ pub fn checkpoint(event: &Event) {
         }),
         _ => None,
     };
-    let stop = match controller.mode {
-        Mode::Paused | Mode::Step => true,
-        Mode::NextExit => exit.is_some(),
-        Mode::Running => {
+    let stop = match controller.run_state {
+        RunState::Paused | RunState::Step => true,
+        RunState::NextExit => exit.is_some(),
+        RunState::Running => {
             exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit)))
         }
     };
@@ -86,12 +92,12 @@ pub fn checkpoint(event: &Event) {
 }
 
 /// The facts a breakpoint looks at, from the exit `domain` is in.
-pub fn exit_facts(domain: &crate::domain::Domain) -> ExitFacts<'_> {
+pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
     ExitFacts {
-        exitcode: domain.vmcb.control.exitcode,
-        exitinfo1: domain.vmcb.control.exitinfo1,
+        exitcode: exit.reason.code(),
+        exitinfo1: domain.vcpu.vmcb.control.exitinfo1,
         rax: domain.gpr(0),
-        instruction: domain.exit.instruction.as_slice(),
+        instruction: exit.instruction.as_slice(),
     }
 }
 
@@ -112,10 +118,10 @@ pub fn show_stopped(stopped: bool) {
 impl Controller {
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Pause => self.mode = Mode::Paused,
-            Command::Continue => self.mode = Mode::Running,
-            Command::Step => self.mode = Mode::Step,
-            Command::NextExit => self.mode = Mode::NextExit,
+            Command::Pause => self.run_state = RunState::Paused,
+            Command::Continue => self.run_state = RunState::Running,
+            Command::Step => self.run_state = RunState::Step,
+            Command::NextExit => self.run_state = RunState::NextExit,
             Command::AddBreak(point) => {
                 if !self.breaks.contains(&point) {
                     self.breaks.push(point);
@@ -127,9 +133,9 @@ impl Controller {
 
     /// Stay here, frozen, until a command lets us go on.
     fn stop_after(&mut self, seq: u64) {
-        self.mode = Mode::Paused;
+        self.run_state = RunState::Paused;
         self.mailbox.set_status(Some(seq));
-        while self.mode == Mode::Paused {
+        while self.run_state == RunState::Paused {
             match self.mailbox.take() {
                 Some(command) => self.apply(command),
                 None => core::hint::spin_loop(),

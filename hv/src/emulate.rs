@@ -1,26 +1,22 @@
 //! Doing a memory access for the guest: what the CPU would have done for a MOV to or from
 //! memory, written out. The MMIO device and the page-table write emulation need it: the
-//! access exited (a nested page fault) instead of happening, so the hypervisor decodes the
-//! instruction, performs the access itself, and moves RIP past it.
+//! access exited (a nested page fault, a #PF) instead of happening, so the hypervisor
+//! decodes the instruction, performs the access itself, and moves RIP past it.
 //!
 //! Only the forms a guest uses for such accesses are supported: `mov r, [m]`, `mov [m], r`,
 //! `mov [m], imm`, `movzx r, [m]`. Anything else is refused (the caller ends the domain).
 
-use crate::decode;
+use crate::decision::Destination;
 use crate::domain::Domain;
+use crate::instruction;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 /// One decoded memory access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Read `width` bytes into general register `register` (zero-extended: a 32-bit write
-    /// clears bits 63:32, an 8/16-bit MOV keeps the rest, MOVZX clears it).
-    Read {
-        width: u8,
-        register: u8,
-        register_width: u8,
-        zero_extend: bool,
-    },
+    /// Read `width` bytes into a register (MOVZX reads fewer bytes than it writes: the
+    /// value is zero-extended to the destination's width).
+    Read { width: u8, into: Destination },
     /// Write the low `width` bytes of `value`.
     Write { width: u8, value: u64 },
 }
@@ -31,31 +27,23 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
     if !matches!(width, 1 | 2 | 4 | 8) {
         return None;
     }
+    let destination = |instruction: &Instruction| {
+        let (register, width) = instruction::gpr(instruction.op0_register())?;
+        Some(Destination { register, width })
+    };
     match (
         instruction.mnemonic(),
         instruction.op0_kind(),
         instruction.op1_kind(),
     ) {
-        (Mnemonic::Mov, OpKind::Register, OpKind::Memory) => {
-            let (register, register_width) = decode::gpr(instruction.op0_register())?;
+        (Mnemonic::Mov | Mnemonic::Movzx, OpKind::Register, OpKind::Memory) => {
             Some(Access::Read {
                 width,
-                register,
-                register_width,
-                zero_extend: false,
-            })
-        }
-        (Mnemonic::Movzx, OpKind::Register, OpKind::Memory) => {
-            let (register, register_width) = decode::gpr(instruction.op0_register())?;
-            Some(Access::Read {
-                width,
-                register,
-                register_width,
-                zero_extend: true,
+                into: destination(instruction)?,
             })
         }
         (Mnemonic::Mov, OpKind::Memory, OpKind::Register) => {
-            let (register, _) = decode::gpr(instruction.op1_register())?;
+            let (register, _) = instruction::gpr(instruction.op1_register())?;
             Some(Access::Write {
                 width,
                 value: domain.gpr(register),
@@ -69,29 +57,16 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
     }
 }
 
-/// Put `value` (read from memory, `width` bytes) into the register an access named.
-pub fn complete_read(domain: &mut Domain, access: Access, value: u64) {
-    let Access::Read {
-        width,
-        register,
-        register_width,
-        ..
-    } = access
-    else {
-        return;
-    };
-    let value = value & mask(width);
-    let old = domain.gpr(register);
-    // AMD APM vol. 1, 3.1.2.3: a 32-bit destination clears the upper half; 8- and 16-bit
-    // destinations keep the other bits. (MOVZX reads fewer bytes than it writes: `value`
-    // is already zero-extended to the destination's width.)
-    let new = match register_width {
-        8 | 4 => value,
-        width => (old & !mask(width)) | value,
-    };
-    domain.set_gpr(register, new);
+/// A register after `value` is written into its low `width` bytes: a 32-bit write clears
+/// bits 63:32, an 8- or 16-bit one keeps the other bits (AMD APM vol. 1, 3.1.2.3).
+pub fn merge(old: u64, value: u64, width: u8) -> u64 {
+    match width {
+        8 | 4 => value & mask(width),
+        width => (old & !mask(width)) | (value & mask(width)),
+    }
 }
 
+/// The bits of a `width`-byte value.
 pub fn mask(width: u8) -> u64 {
     match width {
         1 => 0xff,
@@ -106,4 +81,18 @@ pub fn plain(instruction: &Instruction) -> bool {
     !instruction.has_rep_prefix()
         && !instruction.has_repne_prefix()
         && instruction.flow_control() == iced_x86::FlowControl::Next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_register_write_merges_as_the_cpu_does() {
+        let old = 0x1122_3344_5566_7788;
+        assert_eq!(merge(old, 0xab, 1), 0x1122_3344_5566_77ab);
+        assert_eq!(merge(old, 0xabcd, 2), 0x1122_3344_5566_abcd);
+        assert_eq!(merge(old, 0xdead_beef, 4), 0xdead_beef, "zero-extended");
+        assert_eq!(merge(old, u64::MAX, 8), u64::MAX);
+    }
 }

@@ -5,16 +5,15 @@
 //! every MSR. Each intercept below causes a #VMEXIT with its own exit code (AMD APM vol. 2,
 //! 15.9–15.14; exit codes in appendix C) that one handler in `exit/` deals with.
 
-use crate::memory;
-use crate::svm::vmcb::{Vmcb, misc1, misc2};
+use crate::frames;
+use traplab_abi::msr::FS_BASE;
+use traplab_hv::vmcb::{Vmcb, misc1, misc2, v_intr};
 
 /// The I/O permission map: 12 KiB, one bit per port, set = intercept (15.10.1).
 const IOPM_PAGES: u64 = 3;
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
-/// MSR FS_BASE (AMD APM vol. 2, appendix A).
-const FS_BASE: u64 = 0xc000_0100;
 
 /// Fill the control area of a new guest's VMCB. `None` when memory runs out.
 pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
@@ -81,25 +80,25 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
         control.pause_filter_count = 0;
     }
 
-    let iopm = memory::alloc_frames(IOPM_PAGES)?;
-    let msrpm = memory::alloc_frames(MSRPM_PAGES)?;
+    let iopm = frames::alloc_frames(IOPM_PAGES)?;
+    let msrpm = frames::alloc_frames(MSRPM_PAGES)?;
     // SAFETY: both ranges were just allocated for this VMCB and are identity-mapped.
     unsafe {
         core::ptr::write_bytes(
             iopm as *mut u8,
             0xff,
-            (IOPM_PAGES * memory::PAGE_SIZE) as usize,
+            (IOPM_PAGES * frames::PAGE_SIZE) as usize,
         );
         core::ptr::write_bytes(
             msrpm as *mut u8,
             0xff,
-            (MSRPM_PAGES * memory::PAGE_SIZE) as usize,
+            (MSRPM_PAGES * frames::PAGE_SIZE) as usize,
         );
     }
     if settings.passthrough_fs_base {
         // MSRs 0xC000_0000–0xC000_1FFF have their bits from byte 0x800 on, two per MSR
         // (read, then write): clear FS_BASE's, and the CPU reads and writes it itself.
-        let bit = (FS_BASE - 0xc000_0000) * 2;
+        let bit = (FS_BASE as u64 - 0xc000_0000) * 2;
         // SAFETY: inside the MSR permission map allocated above.
         unsafe { *((msrpm + 0x800 + bit / 8) as *mut u8) &= !(0b11 << (bit % 8)) };
     }
@@ -112,6 +111,6 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
     control.tlb_control = 1;
     // V_INTR_MASKING (bit 24): the guest's RFLAGS.IF masks only virtual interrupts; physical
     // ones are masked by the host's IF and cause an INTR exit (15.21.1).
-    control.virtual_interrupt = 1 << 24;
+    control.virtual_interrupt = v_intr::MASKING;
     Some(())
 }

@@ -4,9 +4,11 @@
 //! guests from QEMU's fw_cfg, checks for and enables AMD SVM, and runs each guest in a
 //! domain, taking every trap and recording every step in the trace ring.
 //!
+//! This is the bare-metal program: the parts that need the machine. What the hypervisor
+//! *decides* is the library (`lib.rs`, the crate `traplab_hv`), which the host tests too.
 //! The path of one trap, in reading order: `run.rs` (the loop) → `svm/world_switch.rs`
-//! (VMRUN) → `exit/mod.rs` (dispatch) → one file in `exit/` → `domain/mod.rs` (inject,
-//! emulate) → back to `run.rs`.
+//! (VMRUN) → `exit/mod.rs` (the exit reason picks a handler) → one file in `exit/` (the
+//! decision) → `apply.rs` (the decision carried out, the events recorded) → `run.rs`.
 #![no_std]
 #![no_main]
 
@@ -19,19 +21,15 @@ mod boot;
 mod console;
 mod control;
 mod cpu;
-mod decode;
-mod delivery;
-mod device;
-mod domain;
-mod emulate;
-mod exit;
+mod frames;
 mod fw_cfg;
 mod gdb;
+mod guest_ram;
+mod hardware;
 mod heap;
 mod intercepts;
-mod memory;
+mod loader;
 mod power;
-mod quirks;
 mod run;
 mod settings;
 mod svm;
@@ -45,6 +43,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use power::HvStatus;
 use traplab_abi::event::{self, Body};
+use traplab_hv::Domain;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Domains we look for in fw_cfg (`opt/traplab/dom0` … `dom7`).
@@ -63,7 +62,7 @@ extern "C" fn hv_main(start_info: u64) -> ! {
             "no PVH start info with a memory map: boot me with QEMU's -kernel",
         )
     };
-    let ram_end = match memory::init(memory_map) {
+    let ram_end = match frames::init(memory_map) {
         Ok(end) => end,
         Err(message) => stop(HvStatus::BadConfig, message),
     };
@@ -73,8 +72,8 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         Err(message) => stop(HvStatus::BadConfig, message),
     };
     let mode = match fw_cfg.read_text("opt/traplab/trace") {
-        Ok(Some(text)) => trace::Mode::parse(&text).unwrap_or(trace::Mode::Lossy),
-        _ => trace::Mode::Lossy,
+        Ok(Some(text)) => trace::Transport::parse(&text).unwrap_or(trace::Transport::Lossy),
+        _ => trace::Transport::Lossy,
     };
     if let Ok(Some(text)) = fw_cfg.read_text("opt/traplab/settings") {
         match settings::parse(&text) {
@@ -97,10 +96,10 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         _ => {}
     }
 
-    decode::warm_up();
+    traplab_hv::instruction::warm_up();
     let tsc_hz = time::calibrate_tsc();
     let features = svm::check();
-    trace::emit(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
+    run::record(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
     log!(
         "RAM {} MiB, TSC {} MHz, trace {:?}",
         ram_end >> 20,
@@ -163,7 +162,7 @@ fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> eve
 
 /// Create a domain for every guest the host passed. A guest that cannot be loaded is
 /// reported and skipped.
-fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
+fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<Domain> {
     let mut domains = Vec::new();
     for id in 0..MAX_DOMAINS {
         let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else {
@@ -174,12 +173,12 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
             .ok()
             .flatten()
             .unwrap_or_else(|| format!("dom{id}"));
-        match domain::loader::create(id, name.clone(), &elf) {
+        match loader::create(id, name.clone(), &elf) {
             Ok(domain) => domains.push(domain),
             Err(error) => {
                 let reason = format!("cannot load {name}: {error}");
                 log!("{reason}");
-                trace::emit(
+                run::record(
                     Some(id),
                     Body::Domain(event::Domain {
                         state: event::DomainState::Killed,
@@ -197,7 +196,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<domain::Domain> {
 /// Record why we stop, then power off.
 fn stop(status: HvStatus, reason: &str) -> ! {
     log!("{reason}");
-    trace::emit(
+    run::record(
         None,
         Body::End(event::End {
             status: status as u8,

@@ -9,27 +9,24 @@
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest |
 
+use crate::decision::{Decision, Effect};
 use crate::deliver;
-use crate::domain::Domain;
-use crate::exit::Next;
+use crate::domain::Guest;
+use crate::exit::Exit;
 use iced_x86::Register;
-
-/// Is the address canonical (bits 63:47 all equal)? (AMD APM vol. 2, 5.3.1.)
-fn canonical(address: u64) -> bool {
-    let top = address >> 47;
-    top == 0 || top == 0x1_ffff
-}
+use traplab_abi::x86::{self, EferFlags};
 
 /// The error code a real CPU reports for this fault, when TCG reported another one: in long
 /// mode an error code that names an IDT gate (bit 1, IDT) has the vector in its index field
 /// (bits 15:3; Intel SDM vol. 3A, 6.13), and TCG writes twice the vector there.
-pub fn error_code(domain: &Domain, error_code: u32) -> Option<u32> {
-    const EFER_LMA: u64 = 1 << 10;
+pub fn error_code(exit: &Exit, guest: &Guest, error_code: u32) -> Option<u32> {
     const IDT: u32 = 1 << 1;
-    if domain.vmcb.save.efer & EFER_LMA == 0 || error_code & IDT == 0 {
+    let long_mode = EferFlags::from_bits_truncate(guest.vcpu.vmcb.save.efer)
+        .contains(EferFlags::LONG_MODE_ACTIVE);
+    if !long_mode || error_code & IDT == 0 {
         return None;
     }
-    let interrupted = traplab_abi::svm::Event::decode(domain.vmcb.control.exitintinfo)?;
+    let interrupted = exit.interrupted?;
     let external = error_code & 1;
     (error_code & !3 == (interrupted.vector as u32) << 4)
         .then(|| ((interrupted.vector as u32) << 3) | IDT | external)
@@ -37,13 +34,13 @@ pub fn error_code(domain: &Domain, error_code: u32) -> Option<u32> {
 
 /// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the
 /// new value against the VMRUN rules instead of raising #GP): deliver the #GP.
-pub fn invalid_state(domain: &mut Domain) -> Option<Next> {
-    let instruction = domain.decode()?;
+pub fn invalid_state(exit: &Exit, guest: &Guest) -> Option<Decision> {
+    let instruction = exit.decode_instruction(guest)?;
     if instruction.mnemonic() != iced_x86::Mnemonic::Mov || !instruction.op0_register().is_cr() {
         return None;
     }
     Some(deliver!(
-        domain,
+        guest,
         13,
         0,
         true,
@@ -53,21 +50,21 @@ pub fn invalid_state(domain: &mut Domain) -> Option<Next> {
 
 /// If exception `vector` at this exit is one of TCG's deviations, deliver what hardware
 /// would have raised instead.
-pub fn correct(domain: &mut Domain, vector: u8) -> Option<Next> {
+pub fn correct(exit: &Exit, guest: &Guest, vector: u8) -> Option<Decision> {
     match vector {
-        6 => icebp_as_undefined_opcode(domain),
-        13 => stack_fault_as_general_protection(domain),
+        6 => icebp_as_undefined_opcode(exit, guest),
+        13 => stack_fault_as_general_protection(exit, guest),
         _ => None,
     }
 }
 
-fn icebp_as_undefined_opcode(domain: &mut Domain) -> Option<Next> {
-    if domain.exit.instruction.as_slice().first() != Some(&0xf1) {
+fn icebp_as_undefined_opcode(exit: &Exit, guest: &Guest) -> Option<Decision> {
+    if exit.instruction.as_slice().first() != Some(&0xf1) {
         return None;
     }
-    domain.skip_instruction(1);
     Some(deliver!(
-        domain,
+        guest,
+        after [Effect::Rip(guest.vcpu.rip_after(1))],
         1,
         0,
         true,
@@ -75,12 +72,12 @@ fn icebp_as_undefined_opcode(domain: &mut Domain) -> Option<Next> {
     ))
 }
 
-fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
-    if domain.vmcb.code_bits() != 64 {
+fn stack_fault_as_general_protection(exit: &Exit, guest: &Guest) -> Option<Decision> {
+    if guest.vcpu.vmcb.code_bits() != 64 {
         return None;
     }
-    let instruction = domain.decode()?;
-    let rsp = domain.gpr(4);
+    let instruction = exit.decode_instruction(guest)?;
+    let rsp = guest.gpr(4);
     let stack_address = if instruction.stack_pointer_increment() < 0 {
         // PUSH, CALL, ENTER: the first write is below RSP.
         rsp.wrapping_add(instruction.stack_pointer_increment() as i64 as u64)
@@ -92,16 +89,16 @@ fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
         // and yet the guest gets #GP: which address does the next line compute? (iced's
         // `virtual_address` wants the number of the *memory* operand.)
         instruction.virtual_address(0, 0, |register, _, _| {
-            Some(register_value(domain, register))
+            Some(register_value(guest, register))
         })?
     } else {
         return None;
     };
-    if canonical(stack_address) {
+    if x86::canonical(stack_address) {
         return None;
     }
     Some(deliver!(
-        domain,
+        guest,
         12,
         0,
         true,
@@ -110,9 +107,9 @@ fn stack_fault_as_general_protection(domain: &mut Domain) -> Option<Next> {
 }
 
 /// The value of a 64-bit general register iced names (RIP for RIP-relative operands).
-fn register_value(domain: &Domain, register: Register) -> u64 {
+fn register_value(guest: &Guest, register: Register) -> u64 {
     if register == Register::RIP {
-        return domain.vmcb.save.rip;
+        return guest.vcpu.vmcb.save.rip;
     }
-    crate::decode::gpr(register).map_or(0, |(number, _)| domain.gpr(number))
+    crate::instruction::gpr(register).map_or(0, |(number, _)| guest.gpr(number))
 }

@@ -17,11 +17,6 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
-/// `microseconds` in TSC ticks.
-pub fn tsc_ticks(microseconds: u64) -> u64 {
-    ((tsc_hz() as u128 * microseconds as u128) / 1_000_000) as u64
-}
-
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear (we run at CPL 0 anyway).
     unsafe { core::arch::x86_64::_rdtsc() }

@@ -79,6 +79,14 @@ pub fn ensure_running() -> u32 {
     }
 }
 
+/// The rate the timer runs at, or the one [`ensure_running`] would start it at.
+pub fn rate_when_running() -> u32 {
+    match RUNNING_HZ.load(Ordering::Relaxed) {
+        0 => DEFAULT_HZ,
+        hz => hz as u32,
+    }
+}
+
 /// Ticks so far.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)

@@ -10,35 +10,37 @@
 //!   number, and the next event that fits is preceded by `lost { count }`: the gap in `seq`
 //!   and the `lost` event both tell the reader.
 //! - `off`: no events at all (the baseline of `traplab bench`).
+//!
+//! This module only writes the ring. What happens around an event (the host's pause and
+//! step, gdb's list of recent decisions) is the run loop's to call (`run::record`).
 
 use crate::time::rdtsc;
-use alloc::borrow::Cow;
 use alloc::boxed::Box;
-use core::fmt;
 use spin::Mutex;
-use traplab_abi::event::{self, Action, Body, Decide, Event, Lost};
+use traplab_abi::event::{self, Body, Event, Lost};
 use traplab_abi::ring::{self, PushError, Ring};
 
+/// Who reads the trace, and so what a full ring means (fw_cfg `opt/traplab/trace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum Transport {
     Ring,
     Lossy,
     Off,
 }
 
-impl Mode {
-    pub fn parse(text: &str) -> Option<Mode> {
+impl Transport {
+    pub fn parse(text: &str) -> Option<Transport> {
         match text {
-            "ring" => Some(Mode::Ring),
-            "lossy" => Some(Mode::Lossy),
-            "off" => Some(Mode::Off),
+            "ring" => Some(Transport::Ring),
+            "lossy" => Some(Transport::Lossy),
+            "off" => Some(Transport::Off),
             _ => None,
         }
     }
 }
 
 struct Tracer {
-    mode: Mode,
+    mode: Transport,
     ring: Ring,
     next_seq: u64,
     dropped: u64,
@@ -51,7 +53,7 @@ static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
 pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
 
 /// Set up the ring with `kib` KiB of data (clamped to what `memory.rs` reserves).
-pub fn init(mode: Mode, kib: usize) {
+pub fn init(mode: Transport, kib: usize) {
     let size = (kib.clamp(MIN_RING_KIB, ring::DATA_SIZE / 1024)) * 1024;
     // The control mailbox shares the ring's header page: clean it before the ring's magic
     // tells the host it may look.
@@ -74,7 +76,7 @@ pub fn enabled() -> bool {
     TRACER
         .lock()
         .as_ref()
-        .is_some_and(|tracer| tracer.mode != Mode::Off)
+        .is_some_and(|tracer| tracer.mode != Transport::Off)
 }
 
 /// Is a host reading the ring (mode `ring`)?
@@ -82,31 +84,26 @@ pub fn has_reader() -> bool {
     TRACER
         .lock()
         .as_ref()
-        .is_some_and(|tracer| tracer.mode == Mode::Ring)
+        .is_some_and(|tracer| tracer.mode == Transport::Ring)
 }
 
-/// Record one event about domain `dom` (`None`: about the hypervisor), then let the host's
-/// controller stop us there if it wants to (`control::checkpoint`).
-pub fn emit(dom: Option<u16>, body: Body) {
-    let recorded = {
-        let mut guard = TRACER.lock();
-        let Some(tracer) = guard.as_mut() else { return };
-        if tracer.mode == Mode::Off {
-            return;
-        }
-        if tracer.dropped > 0 {
-            let lost = Body::Lost(Lost {
-                count: tracer.dropped,
-            });
-            if tracer.push(dom, lost).is_some() {
-                tracer.dropped = 0;
-            }
-        }
-        tracer.push(dom, body)
-    };
-    if let Some(event) = recorded {
-        crate::control::checkpoint(&event);
+/// Record one event about domain `dom` (`None`: about the hypervisor). The event as
+/// recorded, or `None` when nothing was (the trace is off, or the event was dropped).
+pub fn emit(dom: Option<u16>, body: Body) -> Option<Event> {
+    let mut guard = TRACER.lock();
+    let tracer = guard.as_mut()?;
+    if tracer.mode == Transport::Off {
+        return None;
     }
+    if tracer.dropped > 0 {
+        let lost = Body::Lost(Lost {
+            count: tracer.dropped,
+        });
+        if tracer.push(dom, lost).is_some() {
+            tracer.dropped = 0;
+        }
+    }
+    tracer.push(dom, body)
 }
 
 /// The seq of the last event recorded, if any.
@@ -115,31 +112,6 @@ pub fn last_seq() -> Option<u64> {
         .lock()
         .as_ref()
         .and_then(|tracer| tracer.next_seq.checked_sub(1))
-}
-
-/// `decide` events, with the source location: use the [`decide!`](crate::decide) macro.
-pub fn decide(dom: u16, action: Action, why: fmt::Arguments, at: &'static str) {
-    let tracing = enabled();
-    if !tracing && !crate::gdb::enabled() {
-        return;
-    }
-    let why = match why.as_str() {
-        Some(text) => Cow::Borrowed(text),
-        None => Cow::Owned(alloc::format!("{why}")),
-    };
-    // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
-    crate::gdb::note_decision(action, &why, at);
-    if !tracing {
-        return;
-    }
-    emit(
-        Some(dom),
-        Body::Decide(Decide {
-            action,
-            why,
-            at: Cow::Borrowed(at),
-        }),
-    );
 }
 
 impl Tracer {
@@ -160,7 +132,7 @@ impl Tracer {
         loop {
             match self.ring.push(bytes) {
                 Ok(()) => return Some(event),
-                Err(PushError::Full) if self.mode == Mode::Ring => core::hint::spin_loop(),
+                Err(PushError::Full) if self.mode == Transport::Ring => core::hint::spin_loop(),
                 Err(_) => {
                     self.dropped += 1;
                     return None;
@@ -168,13 +140,4 @@ impl Tracer {
             }
         }
     }
-}
-
-/// `decide!(domain, Action::Reflect, "why, with {} formatting", args)`: record the
-/// decision together with the file and line of the hypervisor source that made it.
-#[macro_export]
-macro_rules! decide {
-    ($domain:expr, $action:expr, $($why:tt)+) => {
-        $crate::trace::decide($domain.id, $action, format_args!($($why)+), concat!("hv/", file!(), ":", line!()))
-    };
 }

@@ -1,14 +1,17 @@
 //! A guest's memory, as the hypervisor reaches it.
 //!
-//! Guest RAM is one contiguous block of host frames, mapped page by page in the guest's
+//! Guest RAM is guest-physical 0 up to [`GuestMemory::size`], mapped to host frames by the
 //! nested page tables. The hypervisor reads and writes it the way the CPU would: a
 //! guest-physical address goes through the nested page tables, a guest-virtual one first
-//! through the guest's own page tables (CR3), then through the nested ones.
+//! through the guest's own page tables (CR3), then through the nested ones. The trait is the
+//! seam between the decisions (this library) and the machine: the bare-metal program backs
+//! it with real frames (`guest_ram.rs`), the host tests with a plain vector
+//! (`testing.rs`).
 
-use crate::memory::{self, PAGE_SIZE};
-use crate::svm::npt::{Access, NestedPageTables};
-use core::cell::Cell;
+use alloc::vec::Vec;
 use traplab_abi::x86::{self, WalkError};
+
+pub const PAGE_SIZE: u64 = 4096;
 
 /// Why an access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,118 +22,45 @@ pub enum MemoryError {
     NotGuestMemory { gpa: u64 },
 }
 
-pub struct GuestMemory {
-    pub size: u64,
-    pub npt: NestedPageTables,
+/// The guest-physical memory of one domain.
+pub trait GuestMemory {
+    /// The size of the guest's RAM in bytes: guest-physical `0..size`.
+    fn size(&self) -> u64;
+
+    /// Copy guest-physical memory at `gpa` into `buffer` (any length; every page is checked
+    /// before a byte is copied). With lazy memory, the hypervisor's own access maps a page
+    /// of RAM that was not touched yet, silently.
+    fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Copy `bytes` into guest-physical memory at `gpa`; every page is checked first.
+    fn write_physical(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
+
+    /// Is guest-physical page `gpa` mapped in the nested page tables?
+    fn is_mapped(&self, gpa: u64) -> bool;
+
     /// RAM is mapped on first touch (setting `lazy-memory`).
-    pub lazy: bool,
-    /// Pages mapped so far by [`GuestMemory::populate`].
-    pub populated_pages: Cell<u64>,
-}
+    fn lazy(&self) -> bool;
 
-impl GuestMemory {
-    /// Allocate `size` bytes of RAM and map all of it, readable, writable and executable.
-    pub fn new(size: u64) -> Option<GuestMemory> {
-        let base = memory::alloc_frames(size / PAGE_SIZE)?;
-        let npt = NestedPageTables::new()?;
-        for offset in (0..size).step_by(PAGE_SIZE as usize) {
-            npt.map(offset, base + offset, Access::ALL)?;
-        }
-        Some(GuestMemory {
-            size,
-            npt,
-            lazy: false,
-            populated_pages: Cell::new(0),
-        })
-    }
+    /// Give the unmapped RAM page at `gpa` a fresh zeroed frame: its host-physical address,
+    /// or `None` when no memory is left.
+    fn populate(&mut self, gpa: u64) -> Option<u64>;
 
-    /// `size` bytes of RAM, none of it mapped yet: each page gets a frame when first touched.
-    pub fn new_lazy(size: u64) -> Option<GuestMemory> {
-        Some(GuestMemory {
-            size,
-            npt: NestedPageTables::new()?,
-            lazy: true,
-            populated_pages: Cell::new(0),
-        })
-    }
+    /// How many pages [`GuestMemory::populate`] has mapped so far.
+    fn populated_pages(&self) -> u64;
 
-    /// Give the unmapped RAM page `gpa` a fresh zeroed frame; its host-physical address.
-    pub fn populate(&self, gpa: u64) -> Option<u64> {
-        if gpa >= self.size {
-            return None;
-        }
-        let frame = memory::alloc_frame()?;
-        self.npt.map(gpa & !(PAGE_SIZE - 1), frame, Access::ALL)?;
-        self.populated_pages.set(self.populated_pages.get() + 1);
-        Some(frame)
-    }
+    /// Forbid (or allow again) instruction fetches from every guest page at once: the first
+    /// fetch then exits with an NPF (gdb's step into an event handler, `gdb/mod.rs`).
+    fn forbid_fetches(&mut self, forbid: bool);
 
-    /// The host address of `gpa`, through the nested page tables. With lazy memory the
-    /// hypervisor's own access populates a page that is RAM but not mapped yet.
-    fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
-        if let Some(host) = self.npt.translate(gpa) {
-            return Ok(host);
-        }
-        if self.lazy
-            && let Some(frame) = self.populate(gpa)
-        {
-            return Ok(frame | (gpa & (PAGE_SIZE - 1)));
-        }
-        Err(MemoryError::NotGuestMemory { gpa })
-    }
-
-    /// Copy guest-physical memory at `gpa` into `buffer`.
-    pub fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
-        self.for_each_page(gpa, buffer.len(), |host, done, length| {
-            // SAFETY: `host` is a host-physical (identity-mapped) address of guest RAM that
-            // stays mapped for `length` bytes inside one page.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    host as *const u8,
-                    buffer[done..].as_mut_ptr(),
-                    length,
-                )
-            };
-        })
-    }
-
-    /// Copy `bytes` into guest-physical memory at `gpa`.
-    pub fn write_physical(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        self.for_each_page(gpa, bytes.len(), |host, done, length| {
-            // SAFETY: as in `read_physical`.
-            unsafe {
-                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, length)
-            };
-        })
-    }
-
-    pub fn read_u64_physical(&self, gpa: u64) -> Result<u64, MemoryError> {
+    fn read_u64_physical(&self, gpa: u64) -> Result<u64, MemoryError> {
         let mut bytes = [0u8; 8];
         self.read_physical(gpa, &mut bytes)?;
         Ok(u64::from_le_bytes(bytes))
     }
 
-    /// Split `[gpa, gpa + length)` at page boundaries and call `each(host, done, length)`.
-    /// Checks every page before touching any.
-    fn for_each_page(
-        &self,
-        gpa: u64,
-        length: usize,
-        mut each: impl FnMut(u64, usize, usize),
-    ) -> Result<(), MemoryError> {
-        let mut pieces = page_pieces(gpa, length);
-        for (address, _, _) in pieces.clone() {
-            self.host_address(address)?;
-        }
-        for (address, done, piece) in &mut pieces {
-            each(self.host_address(address)?, done, piece);
-        }
-        Ok(())
-    }
-
-    /// Translate a guest-virtual address with the guest's page tables.
-    /// `cr3` is `None` when the guest runs with paging off (virtual = physical).
-    pub fn virtual_to_physical(&self, cr3: Option<u64>, gva: u64) -> Result<u64, MemoryError> {
+    /// Translate a guest-virtual address with the guest's page tables (`cr3` is `None`
+    /// when paging is off: virtual = physical).
+    fn virtual_to_physical(&self, cr3: Option<u64>, gva: u64) -> Result<u64, MemoryError> {
         let Some(cr3) = cr3 else { return Ok(gva) };
         x86::translate(cr3, gva, |gpa| self.read_u64_physical(gpa).ok())
             .map(|translation| translation.physical)
@@ -138,7 +68,7 @@ impl GuestMemory {
     }
 
     /// Copy guest-virtual memory into `buffer`, page by page.
-    pub fn read_virtual(
+    fn read_virtual(
         &self,
         cr3: Option<u64>,
         gva: u64,
@@ -151,28 +81,58 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Copy `bytes` into guest-virtual memory, page by page; all pages are checked first.
-    pub fn write_virtual(
+    /// The guest-physical address of every page of `[gva, gva + length)`: where a write
+    /// there would go. `Err` names the first address that does not translate.
+    fn physical_pieces(
         &self,
+        cr3: Option<u64>,
+        gva: u64,
+        length: usize,
+    ) -> Result<Vec<(u64, usize, usize)>, MemoryError> {
+        page_pieces(gva, length)
+            .map(|(address, done, piece)| {
+                let gpa = self.virtual_to_physical(cr3, address)?;
+                if gpa >= self.size() {
+                    return Err(MemoryError::NotGuestMemory { gpa });
+                }
+                Ok((gpa, done, piece))
+            })
+            .collect()
+    }
+
+    /// Copy `bytes` into guest-virtual memory; every page is checked before one is written.
+    fn write_virtual(
+        &mut self,
         cr3: Option<u64>,
         gva: u64,
         bytes: &[u8],
     ) -> Result<(), MemoryError> {
-        for (address, _, _) in page_pieces(gva, bytes.len()) {
-            let gpa = self.virtual_to_physical(cr3, address)?;
-            self.host_address(gpa)?;
-        }
-        for (address, done, length) in page_pieces(gva, bytes.len()) {
-            let gpa = self.virtual_to_physical(cr3, address)?;
+        for (gpa, done, length) in self.physical_pieces(cr3, gva, bytes.len())? {
             self.write_physical(gpa, &bytes[done..done + length])?;
         }
         Ok(())
+    }
+
+    /// Read guest-virtual memory page by page, up to the first page that does not
+    /// translate; how many bytes were read (instruction fetch, gdb's memory reads).
+    fn read_virtual_prefix(&self, cr3: Option<u64>, gva: u64, buffer: &mut [u8]) -> usize {
+        let mut length = 0;
+        for (address, done, piece) in page_pieces(gva, buffer.len()) {
+            if self
+                .read_virtual(cr3, address, &mut buffer[done..done + piece])
+                .is_err()
+            {
+                break;
+            }
+            length = done + piece;
+        }
+        length
     }
 }
 
 /// The pieces of `[start, start + length)` that do not cross a page boundary:
 /// `(address, offset into the range, length)`.
-fn page_pieces(start: u64, length: usize) -> impl Iterator<Item = (u64, usize, usize)> + Clone {
+pub fn page_pieces(start: u64, length: usize) -> impl Iterator<Item = (u64, usize, usize)> + Clone {
     let mut done = 0usize;
     core::iter::from_fn(move || {
         if done >= length {

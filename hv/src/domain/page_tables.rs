@@ -3,10 +3,11 @@
 //! hypervisor checks it (`exit/ptwr.rs`).
 
 use super::Domain;
+use alloc::vec::Vec;
 use traplab_abi::x86::{self, pte};
 
 /// An entry's PS bit makes it a leaf at these levels (2 MiB, 1 GiB pages).
-fn is_leaf(level: u8, entry: u64) -> bool {
+pub fn is_leaf(level: u8, entry: u64) -> bool {
     level == 1 || ((level == 2 || level == 3) && entry & pte::HUGE != 0)
 }
 
@@ -18,37 +19,37 @@ fn leaf_size(level: u8) -> u64 {
 impl Domain {
     /// The level (4 = PML4 … 1 = PT) of the pinned page table that holds `gpa`.
     pub fn pinned_level(&self, gpa: u64) -> Option<u8> {
-        self.page_tables.get(&(gpa & !0xfff)).copied()
+        self.pv.pinned_tables.get(&(gpa & !0xfff)).copied()
     }
 
     /// Is the page at guest-physical `page` mapped writable at its 1:1 address? (The
     /// hypervisor checks the guest's only mapping of its RAM, the identity map.)
     fn mapped_writable(&self, page: u64) -> bool {
-        let cr3 = self.vmcb.save.cr3;
+        let cr3 = self.vcpu.vmcb.save.cr3;
         x86::translate(cr3, page, |gpa| self.memory.read_u64_physical(gpa).ok())
             .is_ok_and(|translation| translation.writable)
     }
 
-    /// Pin the tables under `root` (a level-4 table). `Err` with the reason when a table is
-    /// not in guest RAM or is mapped writable.
-    pub fn pin_page_table(&mut self, root: u64) -> Result<usize, &'static str> {
-        let mut tables = alloc::vec::Vec::new();
+    /// The tables under `root` (a level-4 table), each with its level: what
+    /// `pin_page_table` pins. `Err` with the reason when a table is not in guest RAM or is
+    /// mapped writable.
+    pub fn tables_under(&self, root: u64) -> Result<Vec<(u64, u8)>, &'static str> {
+        let mut tables = Vec::new();
         self.collect_tables(root & pte::ADDRESS, 4, &mut tables)?;
         if tables.iter().any(|&(table, _)| self.mapped_writable(table)) {
             return Err("a page table is mapped writable");
         }
-        let before = self.page_tables.len();
-        self.page_tables.extend(tables);
-        Ok(self.page_tables.len() - before)
+        Ok(tables)
     }
 
-    fn collect_tables(
+    /// Every table reachable from `table` (at `level`), into `tables`.
+    pub fn collect_tables(
         &self,
         table: u64,
         level: u8,
-        tables: &mut alloc::vec::Vec<(u64, u8)>,
+        tables: &mut Vec<(u64, u8)>,
     ) -> Result<(), &'static str> {
-        if table >= self.memory.size {
+        if table >= self.memory.size() {
             return Err("a page table is not in guest RAM");
         }
         if tables.iter().any(|&(known, _)| known == table) {
@@ -74,10 +75,10 @@ impl Domain {
         }
         let target = entry & pte::ADDRESS;
         if !is_leaf(level, entry) {
-            if target >= self.memory.size {
+            if target >= self.memory.size() {
                 return Err("points to a page table outside guest RAM");
             }
-            if !self.page_tables.contains_key(&target) && self.mapped_writable(target) {
+            if !self.pv.pinned_tables.contains_key(&target) && self.mapped_writable(target) {
                 return Err("points to a new page table the guest still maps writable");
             }
             return Ok(());
@@ -88,37 +89,19 @@ impl Domain {
         let start = target & !(size - 1);
         if start
             .checked_add(size)
-            .is_none_or(|end| end > self.memory.size)
+            .is_none_or(|end| end > self.memory.size())
         {
             return Err("maps memory outside guest RAM");
         }
         if entry & pte::WRITABLE != 0
             && self
-                .page_tables
+                .pv
+                .pinned_tables
                 .keys()
                 .any(|&table| (start..start + size).contains(&table))
         {
             return Err("maps a pinned page table writable");
         }
         Ok(())
-    }
-
-    /// Write a checked entry at `gpa` (in a pinned level-`level` table); a new lower-level
-    /// table gets pinned.
-    pub fn write_entry(&mut self, gpa: u64, level: u8, entry: u64) {
-        let old = self.memory.read_u64_physical(gpa).unwrap_or(0);
-        let _ = self.memory.write_physical(gpa, &entry.to_le_bytes());
-        self.record("page table entry", old, entry);
-        if entry & pte::PRESENT != 0 && !is_leaf(level, entry) {
-            let mut tables = alloc::vec::Vec::new();
-            if self
-                .collect_tables(entry & pte::ADDRESS, level - 1, &mut tables)
-                .is_ok()
-            {
-                self.page_tables.extend(tables);
-            }
-        }
-        // The entry changed: the guest's TLB may hold the old one.
-        self.vmcb.control.tlb_control = 1;
     }
 }

@@ -5,30 +5,28 @@
 //! (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
 //! this hypervisor does not offer nested virtualization.
 
-use super::{Next, instruction_length, undecodable};
+use super::{Exit, undecodable};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use alloc::format;
-use core::arch::x86_64::__cpuid_count;
 use traplab_abi::boot::cpuid::{
     ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, VERSION_LEAF,
 };
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
-    let leaf = domain.gpr(0) as u32;
-    let subleaf = domain.gpr(1) as u32;
-    decide!(
-        domain,
+    let leaf = guest.gpr(0) as u32;
+    let subleaf = guest.gpr(1) as u32;
+    let decision = decide!(
         Action::Emulate,
         "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see"
     );
 
-    let native = __cpuid_count(leaf, subleaf);
-    let (mut eax, mut ebx, mut ecx, mut edx) = (native.eax, native.ebx, native.ecx, native.edx);
+    let [mut eax, mut ebx, mut ecx, mut edx] = guest.machine.cpuid(leaf, subleaf);
     let edited = match leaf {
         1 => {
             ecx |= HYPERVISOR_BIT;
@@ -64,13 +62,13 @@ pub fn handle(domain: &mut Domain) -> Next {
         }
         _ => "the real CPU's answer, unchanged",
     };
-    domain.set_gpr(0, eax as u64);
-    domain.set_gpr(3, ebx as u64);
-    domain.set_gpr(1, ecx as u64);
-    domain.set_gpr(2, edx as u64);
-    domain.skip_instruction(length);
-    domain.emulated(format!(
-        "CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"
-    ));
-    Next::Resume
+    decision
+        .with(Effect::Gpr(0, eax as u64))
+        .with(Effect::Gpr(3, ebx as u64))
+        .with(Effect::Gpr(1, ecx as u64))
+        .with(Effect::Gpr(2, edx as u64))
+        .with(Effect::Rip(guest.vcpu.rip_after(length)))
+        .describe(format!(
+            "CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"
+        ))
 }

@@ -14,103 +14,100 @@
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
 //! the guest's TLB at the next VMRUN.
 
-use super::{Next, instruction_length, undecodable};
-use crate::domain::Domain;
+use super::{Exit, undecodable};
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
-use traplab_abi::svm::exitcode;
+use traplab_abi::x86::{Cr0Flags, Cr4Flags};
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LMA: u64 = 1 << 10;
 // EXERCISE cr-write.1: the CPU this hypervisor shows the guest (its CPUID) has no FSGSBASE:
 // a guest that sets CR4.FSGSBASE must get #GP(0), as on such a CPU.
 /// CR4 bits the emulated CPU has: VME … OSXMMEXCPT (10:0), FSGSBASE (16), OSXSAVE (18).
 const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 18);
 /// CR0 bits whose change affects address translation.
-const CR0_PAGING: u64 = CR0_PG | (1 << 16) | CR0_PE;
+const CR0_PAGING: Cr0Flags = Cr0Flags::PAGING
+    .union(Cr0Flags::WRITE_PROTECT)
+    .union(Cr0Flags::PROTECTED_MODE_ENABLE);
+/// CR4 bits whose change affects address translation.
+const CR4_PAGING: Cr4Flags = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
+    .union(Cr4Flags::PAGE_SIZE_EXTENSION)
+    .union(Cr4Flags::PAGE_GLOBAL);
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else {
-        return undecodable(domain);
+/// MOV to CR`number` (or LMSW, CLTS, which the selective CR0 intercept reports as
+/// `number` 0).
+pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
+    let Some(instruction) = exit.decode_instruction(guest) else {
+        return undecodable();
     };
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
-    };
-    let code = domain.vmcb.control.exitcode;
-    let number = if code == exitcode::CR0_SEL_WRITE {
-        0
-    } else {
-        (code - exitcode::WRITE_CR0) as u8
-    };
+    let save = &guest.vcpu.vmcb.save;
+    let pe = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
     let value = match (instruction.mnemonic(), instruction.op1_kind()) {
-        (Mnemonic::Mov, OpKind::Register) => match crate::decode::gpr(instruction.op1_register()) {
-            Some((register, _)) => domain.gpr(register),
-            None => return undecodable(domain),
-        },
+        (Mnemonic::Mov, OpKind::Register) => {
+            match crate::instruction::gpr(instruction.op1_register()) {
+                Some((register, _)) => guest.gpr(register),
+                None => return undecodable(),
+            }
+        }
         // LMSW writes CR0 bits 3:0 (PE can be set, not cleared).
         (Mnemonic::Lmsw, _) => {
             let source = match instruction.op0_kind() {
                 OpKind::Register => instruction.op0_register(),
-                _ => return undecodable(domain),
+                _ => return undecodable(),
             };
-            let Some((register, _)) = crate::decode::gpr(source) else {
-                return undecodable(domain);
+            let Some((register, _)) = crate::instruction::gpr(source) else {
+                return undecodable();
             };
-            let old = domain.vmcb.save.cr0;
-            (old & !0xe) | (domain.gpr(register) & 0xf) | (old & CR0_PE)
+            let old = save.cr0;
+            (old & !0xe) | (guest.gpr(register) & 0xf) | (old & pe)
         }
-        (Mnemonic::Clts, _) => domain.vmcb.save.cr0 & !(1 << 3),
-        _ => return undecodable(domain),
+        (Mnemonic::Clts, _) => save.cr0 & !Cr0Flags::TASK_SWITCHED.bits(),
+        _ => return undecodable(),
     };
-    let save = &domain.vmcb.save;
-    let long_mode = save.efer & EFER_LMA != 0;
+    let cr0 = Cr0Flags::from_bits_retain(value);
+    let long_mode = guest.vcpu.long_mode();
     let invalid = match number {
         0 if value >> 32 != 0 => Some("sets reserved bits 63:32"),
-        0 if value & CR0_PG != 0 && value & CR0_PE == 0 => Some("sets PG without PE"),
-        0 if value & CR0_NW != 0 && value & CR0_CD == 0 => Some("sets NW without CD"),
-        0 if long_mode && value & CR0_PG == 0 => Some("clears PG in 64-bit mode"),
+        0 if cr0.contains(Cr0Flags::PAGING) && !cr0.contains(Cr0Flags::PROTECTED_MODE_ENABLE) => {
+            Some("sets PG without PE")
+        }
+        0 if cr0.contains(Cr0Flags::NOT_WRITE_THROUGH) && !cr0.contains(Cr0Flags::CACHE_DISABLE) => {
+            Some("sets NW without CD")
+        }
+        0 if long_mode && !cr0.contains(Cr0Flags::PAGING) => Some("clears PG in 64-bit mode"),
         3 if long_mode && value >> 52 != 0 => Some("sets reserved bits 63:52"),
         4 if value & !CR4_SUPPORTED != 0 => Some("sets a bit this CPU does not have"),
-        4 if long_mode && value & CR4_PAE == 0 => Some("clears PAE in 64-bit mode"),
+        4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
+            Some("clears PAE in 64-bit mode")
+        }
         0 | 3 | 4 => None,
         _ => Some("names a control register the hypervisor does not emulate"),
     };
     if let Some(why) = invalid {
         return deliver!(
-            domain,
+            guest,
             13,
             0,
             true,
             "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
         );
     }
-    decide!(
-        domain,
+    let (old, paging_bits) = match number {
+        0 => (save.cr0, CR0_PAGING.bits()),
+        3 => (save.cr3, u64::MAX),
+        _ => (save.cr4, CR4_PAGING.bits()),
+    };
+    let decision = decide!(
         Action::Emulate,
         "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}"
-    );
-    let (name, slot, paging_bits) = match number {
-        0 => ("cr0", &mut domain.vmcb.save.cr0, CR0_PAGING),
-        3 => ("cr3", &mut domain.vmcb.save.cr3, u64::MAX),
-        _ => (
-            "cr4",
-            &mut domain.vmcb.save.cr4,
-            CR4_PAE | (1 << 4) | (1 << 7),
-        ),
-    };
-    let old = core::mem::replace(slot, value);
-    domain.record(name, old, value);
-    if (old ^ value) & paging_bits != 0 || number == 3 {
-        // The guest's translations changed: flush its TLB at the next VMRUN (15.16).
-        domain.vmcb.control.tlb_control = 1;
-    }
-    domain.skip_instruction(length);
-    domain.emulated(format!("CR{number} = {value:#x}"));
-    Next::Resume
+    )
+    .with(Effect::ControlRegister(number, value));
+    // The guest's translations changed: flush its TLB at the next VMRUN (15.16).
+    let flush = (old ^ value) & paging_bits != 0 || number == 3;
+    decision
+        .with_all(flush.then_some(Effect::FlushTlb))
+        .with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)))
+        .describe(format!("CR{number} = {value:#x}"))
 }

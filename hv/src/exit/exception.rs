@@ -11,61 +11,65 @@
 //! two the way the CPU would have: #DF, or shutdown for a fault during #DF (the double-fault
 //! rule in `traplab_abi::x86::combine`). A bare machine hides this chain; the trace shows it.
 
-use super::privileged::PrivilegedOp;
-use super::ptwr::PageTableWrite;
-use super::{DomainEnd, Next};
-use crate::domain::Domain;
+use super::privileged::{self, PrivilegedOp};
+use super::ptwr::{self, PageTableWrite};
+use super::Exit;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
+use alloc::vec::Vec;
 use traplab_abi::event::Action;
-use traplab_abi::svm::{Event, EventType};
+use traplab_abi::svm::EventType;
 use traplab_abi::x86::{self, Combined};
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let vector = (domain.vmcb.control.exitcode - traplab_abi::svm::exitcode::EXCP_BASE) as u8;
+pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: u64) -> Decision {
     let exception = x86::exception(vector);
-    let error_code = domain.vmcb.control.exitinfo1 as u32;
-    let interrupted = Event::decode(domain.vmcb.control.exitintinfo);
-    // EXERCISE invalid-opcode.1: emulate a UD2 (`0f 0b`, in `domain.exit.instruction`)
-    // here instead of reflecting the #UD: decide Action::Emulate, skip its two bytes, record
-    // what was emulated (`domain.emulated("UD2 …")`) and resume the guest after it.
+    let interrupted = exit.interrupted;
+    // EXERCISE invalid-opcode.1: emulate a UD2 (`0f 0b`, in `exit.instruction`) here
+    // instead of reflecting the #UD: decide Action::Emulate, skip its two bytes
+    // (`Effect::Rip(guest.vcpu.rip_after(2))`), say what was emulated
+    // (`.describe("UD2 …")`) and return that decision.
+    let mut first = Vec::new();
     if let Some(event) = interrupted {
         // The interrupted event was not delivered: its handler never ran.
-        if domain
+        if guest
+            .vcpu
             .in_flight
             .last()
             .is_some_and(|top| top.vector == event.vector)
         {
-            domain.in_flight.pop();
+            first.push(Effect::PopInFlight);
         }
         // We moved RIP past the INT n before injecting it (a software interrupt returns
         // after itself). Its delivery failed, so the fault belongs to the INT n itself:
         // put RIP back, as a CPU that delivered it natively would report (KVM does the same).
         if event.kind == EventType::Software
-            && let Some(rip) = domain.software_interrupt_rip.take()
+            && let Some(rip) = guest.vcpu.software_interrupt_rip
         {
-            domain.set_rip(rip);
+            first.push(Effect::Rip(rip));
+            first.push(Effect::SoftwareInterruptRip(None));
         }
-    } else if let Some(next) = crate::quirks::correct(domain, vector) {
-        return next;
+    } else if let Some(decision) = crate::quirks::correct(exit, guest, vector) {
+        return decision;
     } else if vector == 13 {
         // A PV kernel's privileged instruction is the hypervisor's to emulate (privileged.rs).
-        match super::privileged::handle(domain) {
+        match privileged::handle(exit, guest, error_code) {
             PrivilegedOp::NotPv => {}
-            PrivilegedOp::Done(next) => return next,
+            PrivilegedOp::Done(decision) => return decision,
             PrivilegedOp::GuestsFault(why) => {
-                return deliver!(domain, 13, error_code, false, "{why}");
+                return deliver!(guest, 13, error_code, false, "{why}");
             }
         }
     } else if vector == 14 {
         // A store to a pinned page table is the hypervisor's to check (ptwr.rs).
-        match super::ptwr::handle(domain) {
+        match ptwr::handle(exit, guest, error_code, address) {
             PageTableWrite::NotPinned => {}
-            PageTableWrite::Done(next) => return next,
+            PageTableWrite::Done(decision) => return decision,
             PageTableWrite::Refused(why) => {
-                domain.set_cr2(domain.vmcb.control.exitinfo2);
                 return deliver!(
-                    domain,
+                    guest,
+                    after [Effect::ControlRegister(2, address)],
                     14,
                     error_code,
                     false,
@@ -76,40 +80,41 @@ pub fn handle(domain: &mut Domain) -> Next {
     }
 
     match x86::combine(interrupted.map(|event| event.vector), vector) {
-        Combined::TripleFault => {
-            decide!(
-                domain,
-                Action::Kill,
-                "{} while the CPU delivered #DF: a real CPU shuts down (triple fault), so the domain ends",
-                exception.mnemonic
-            );
-            Next::End(DomainEnd::Killed {
-                reason: format!("triple fault: {} while delivering #DF", exception.mnemonic),
-            })
-        }
+        Combined::TripleFault => decide!(
+            Action::Kill,
+            "{} while the CPU delivered #DF: a real CPU shuts down (triple fault), so the domain ends",
+            exception.mnemonic
+        )
+        .with_all(first)
+        .killing(format!(
+            "triple fault: {} while delivering #DF",
+            exception.mnemonic
+        )),
         Combined::DoubleFault => {
             // EXERCISE double-fault.1: a real CPU writes CR2 when it detects a page fault,
             // even one it then turns into #DF (Linux's #DF handler reads CR2 to recognise a
             // stack overflow). Do the same before delivering the #DF.
-            let first = interrupted.map_or("?", |event| x86::exception(event.vector).mnemonic);
+            let interrupted = interrupted.map_or("?", |event| x86::exception(event.vector).mnemonic);
             deliver!(
-                domain,
+                guest,
+                after first,
                 8,
                 0,
                 false,
                 "{} while the CPU delivered {}: the double-fault rule makes it #DF",
                 exception.mnemonic,
-                first
+                interrupted
             )
         }
         Combined::Deliver(_) => {
             if vector == 14 {
                 // The intercepted #PF left CR2 alone; the guest's handler reads it there.
-                domain.set_cr2(domain.vmcb.control.exitinfo2);
+                first.push(Effect::ControlRegister(2, address));
             }
-            if let Some(corrected) = crate::quirks::error_code(domain, error_code) {
+            if let Some(corrected) = crate::quirks::error_code(exit, guest, error_code) {
                 return deliver!(
-                    domain,
+                    guest,
+                    after first,
                     vector,
                     corrected,
                     false,
@@ -119,7 +124,8 @@ pub fn handle(domain: &mut Domain) -> Next {
                 );
             }
             deliver!(
-                domain,
+                guest,
+                after first,
                 vector,
                 error_code,
                 false,

@@ -4,17 +4,18 @@
 //! delivers it without passing the #DB exception intercept, so it would be invisible; the
 //! hypervisor skips the one-byte instruction and gives the guest its #DB.
 
-use super::{Next, instruction_length, undecodable};
+use super::{Exit, undecodable};
+use crate::decision::{Decision, Effect};
 use crate::deliver;
-use crate::domain::Domain;
+use crate::domain::Guest;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
-    domain.skip_instruction(length);
     deliver!(
-        domain,
+        guest,
+        after [Effect::Rip(guest.vcpu.rip_after(length))],
         1,
         0,
         false,

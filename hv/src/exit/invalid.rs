@@ -6,21 +6,19 @@
 //! writes CR4 bits it considers reserved, where a real CPU raises #GP in the guest
 //! (`quirks.rs` corrects that case). Anything else ends the domain, never the hypervisor.
 
-use super::{DomainEnd, Next};
+use super::Exit;
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::Decision;
+use crate::domain::Guest;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    if let Some(next) = crate::quirks::invalid_state(domain) {
-        return next;
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    if let Some(decision) = crate::quirks::invalid_state(exit, guest) {
+        return decision;
     }
     decide!(
-        domain,
         Action::Kill,
         "VMRUN refused this domain's state (VMEXIT_INVALID): it cannot run, so it ends"
-    );
-    Next::End(DomainEnd::Killed {
-        reason: "VMRUN refused the guest state (VMEXIT_INVALID)".into(),
-    })
+    )
+    .killing("VMRUN refused the guest state (VMEXIT_INVALID)")
 }

@@ -4,41 +4,35 @@
 //! The hypervisor does the flush with INVLPGA, which invalidates a page in a chosen address
 //! space: the guest's ASID (AMD APM vol. 2, 15.16.3).
 
-use super::{Next, instruction_length, undecodable};
+use super::{Exit, undecodable};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(instruction) = exit.decode_instruction(guest) else {
+        return undecodable();
     };
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
-    };
-    let next_rip = domain.vmcb.save.rip + length;
+    let next = guest.vcpu.rip_after(instruction.len() as u64);
+    let save = &guest.vcpu.vmcb.save;
     let Some(address) = instruction.virtual_address(0, 0, |register, _, _| match register {
-        iced_x86::Register::RIP => Some(next_rip),
+        iced_x86::Register::RIP => Some(next),
         // Segment bases: 0 in 64-bit mode, except FS and GS.
-        iced_x86::Register::FS => Some(domain.vmcb.save.fs.base),
-        iced_x86::Register::GS => Some(domain.vmcb.save.gs.base),
+        iced_x86::Register::FS => Some(save.fs.base),
+        iced_x86::Register::GS => Some(save.gs.base),
         register if register.is_segment_register() => Some(0),
-        register => crate::decode::gpr(register).map(|(number, _)| domain.gpr(number)),
+        register => crate::instruction::gpr(register).map(|(number, _)| guest.gpr(number)),
     }) else {
-        return undecodable(domain);
+        return undecodable();
     };
-    let asid = domain.vmcb.control.guest_asid;
+    let asid = guest.vcpu.vmcb.control.guest_asid;
     decide!(
-        domain,
         Action::Emulate,
         "INVLPG {address:#x}: the hypervisor flushes that page in the guest's address space (INVLPGA, ASID {asid})"
-    );
-    // SAFETY: INVLPGA only drops a TLB entry of the given address space.
-    unsafe {
-        core::arch::asm!("invlpga rax, ecx", in("rax") address, in("ecx") asid, options(nostack))
-    };
-    domain.skip_instruction(length);
-    domain.emulated(format!("flushed the TLB entry of {address:#x}"));
-    Next::Resume
+    )
+    .with(Effect::InvalidatePage { address, asid })
+    .with(Effect::Rip(next))
+    .describe(format!("flushed the TLB entry of {address:#x}"))
 }

@@ -5,32 +5,31 @@
 //! pop, records where the guest goes back to, and lets the CPU execute the IRET itself:
 //! emulating it (privilege checks, segment loads, NMI unblocking) would teach less and risk
 //! more. Resuming at the IRET with the intercept on would exit again at once, so the
-//! intercept is off for this one IRET and back on at the next exit (`run.rs`): every handler
+//! intercept is off for this one IRET and back on at the next exit (`Vcpu::after_vmrun`): every handler
 //! is entered through an exit, so no return is missed.
 
-use super::Next;
+use super::Exit;
 use crate::decide;
-use crate::domain::{Domain, event_name};
-use crate::svm::vmcb::misc1;
-use crate::trace;
-use traplab_abi::event::{Action, Body, Return, ReturnPath};
+use crate::decision::{Decision, Effect, Returning};
+use crate::domain::Guest;
+use traplab_abi::event::{Action, ReturnPath, delivery_name};
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let returning = domain.in_flight.pop();
-    let name = returning.map(|event| event_name(event.vector, event.kind));
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let returning = guest.vcpu.in_flight.last().copied();
+    let name = returning.map(|event| delivery_name(event.vector, event.kind));
     // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS
     // (and ESP, SS when it returns to an outer privilege level).
-    let wide = domain
-        .exit
+    let wide = exit
         .instruction
         .as_slice()
         .iter()
         .take_while(|&&byte| byte != 0xcf)
         .any(|&byte| byte & 0xf8 == 0x48);
     let size = if wide { 8 } else { 4 };
+    let save = &guest.vcpu.vmcb.save;
     let mut frame = [0u8; 40];
-    let readable = domain
-        .read_virtual(domain.vmcb.save.rsp, &mut frame[..5 * size])
+    let readable = guest
+        .read_virtual(save.rsp, &mut frame[..5 * size])
         .is_ok();
     let word = |index: usize| {
         let mut bytes = [0u8; 8];
@@ -38,46 +37,37 @@ pub fn handle(domain: &mut Domain) -> Next {
         u64::from_le_bytes(bytes)
     };
     let (rip, cs, rflags) = (word(0), word(1) as u16, word(2));
-    let rsp = if wide || cs & 3 != domain.vmcb.save.cpl as u16 {
+    let rsp = if wide || cs & 3 != save.cpl as u16 {
         word(3)
     } else {
-        domain.vmcb.save.rsp + 3 * size as u64
+        save.rsp + 3 * size as u64
     };
-    match (&name, readable) {
+    let decision = match (&name, readable) {
         (Some(name), true) => decide!(
-            domain,
             Action::Emulate,
             "the guest's {name} handler returns with IRET to {rip:#x}: the hypervisor notes it and lets the CPU execute the IRET"
         ),
         (None, true) => decide!(
-            domain,
             Action::Emulate,
             "an IRET to {rip:#x} that ends no event the hypervisor delivered: the hypervisor lets the CPU execute it"
         ),
         (_, false) => decide!(
-            domain,
             Action::Emulate,
             "an IRET whose frame the hypervisor cannot read: the CPU will execute it (and fault if it cannot either)"
         ),
+    };
+    let decision = decision
+        .with(Effect::PopInFlight)
+        .with(Effect::SuspendIretIntercept);
+    if !readable {
+        return decision;
     }
-    if readable && trace::enabled() {
-        trace::emit(
-            Some(domain.id),
-            Body::Return(Return {
-                via: ReturnPath::Iret,
-                vector: returning.map(|event| event.vector),
-                name,
-                rip,
-                cs,
-                rflags,
-                rsp,
-            }),
-        );
-    }
-    domain.vmcb.control.intercept_misc1 &= !misc1::IRET;
-    domain.iret_intercept_suspended = true;
-    if readable {
-        domain.exit.resume_at = Some(rip);
-    }
-    Next::Resume
+    decision.returning(Returning {
+        via: ReturnPath::Iret,
+        event: returning.map(|event| (event.vector, event.kind)),
+        rip,
+        cs,
+        rflags,
+        rsp,
+    })
 }

@@ -1,33 +1,33 @@
-//! One #VMEXIT, one handler: the dispatch from exit code to the file that handles it.
+//! One #VMEXIT, one handler: the exit reason, decoded once, picks the file that decides.
 //!
-//! Every handler reads the exit from the domain's VMCB, records its decision with
-//! [`decide!`](crate::decide) (emulate, reflect, bounce, forward or kill, one line of why,
-//! and where in this source tree), does it, and says what happens next.
+//! Every handler is a function from the [`Exit`] and a read-only [`Guest`] to a
+//! [`Decision`] (emulate, reflect, bounce, forward or kill; one line of why; where in this
+//! source tree; the effects). It changes nothing: `apply.rs` does.
 //!
-//! | exit code            | handler              | what the hypervisor does                    |
-//! |----------------------|----------------------|---------------------------------------------|
-//! | 0x40–0x5F EXCP_*     | `exception.rs`       | reflect (IDT) or bounce (trap table): `delivery.rs`; a pinned page-table store (`ptwr.rs`) or a PV kernel's privileged instruction (`privileged.rs`) is emulated |
-//! | 0x75 SWINT           | `software_interrupt.rs` | reflect INT n / INT3 / INTO as the CPU would |
-//! | 0x74 IRET            | `iret.rs`            | a handler returns: note it, let it run      |
-//! | 0x88 ICEBP           | `icebp.rs`           | #DB after the instruction                   |
-//! | 0x72 CPUID           | `cpuid.rs`           | emulate: the CPU the guest sees             |
-//! | 0x10–0x1F, 0x65 CR writes | `cr.rs`         | emulate, or #GP for an invalid value (setting `intercept-cr`) |
-//! | 0x20–0x3F DR access  | `dr.rs`              | the guest's debug registers (setting `intercept-dr`) |
-//! | 0x6E RDTSC, 0x87 RDTSCP | `rdtsc.rs`        | the guest's clock (setting `intercept-rdtsc`) |
-//! | 0x79 INVLPG          | `invlpg.rs`          | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
-//! | 0x77 PAUSE           | `pause.rs`           | note the spin (setting `intercept-pause`)  |
-//! | 0x8D XSETBV          | `xsetbv.rs`          | check XCR0, then set it                     |
-//! | 0x60 INTR            | `intr.rs`            | the hv's own timer: take it; is the guest's timer due? |
-//! | 0x64 VINTR           | `vintr.rs`           | the guest can take its pending interrupt: inject it |
-//! | 0x78 HLT             | `hlt.rs`             | wait for the guest's timer, or end the domain |
-//! | 0x7B IOIO            | `ioio.rs`            | emulate the port (the console UART)         |
-//! | 0x7C MSR             | `msr.rs`             | emulate known MSRs, #GP for the rest        |
-//! | 0x81 VMMCALL         | `vmmcall.rs`         | the hypercall                               |
-//! | 0x80, 0x82–0x86, 0x7A | `svm_instruction.rs` | #UD: a guest may not run SVM instructions  |
-//! | 0x7F SHUTDOWN        | `shutdown.rs`        | kill the domain: triple fault               |
-//! | 0x400 NPF            | `npf.rs`             | kill: access outside the guest's memory     |
-//! | -1 INVALID           | `invalid.rs`         | VMRUN refused the state: kill (or a TCG quirk) |
-//! | anything else        | `unexpected.rs`      | kill, and say which exit it was             |
+//! | exit reason                 | handler                 | what the hypervisor decides                  |
+//! |-----------------------------|-------------------------|----------------------------------------------|
+//! | `Exception` (0x40–0x5F)     | `exception.rs`          | reflect (IDT) or bounce (trap table): `delivery.rs`; a pinned page-table store (`ptwr.rs`) or a PV kernel's privileged instruction (`privileged.rs`) is emulated |
+//! | `SoftwareInterrupt` (0x75)  | `software_interrupt.rs` | reflect INT n / INT3 / INTO as the CPU would |
+//! | `Iret` (0x74)               | `iret.rs`               | a handler returns: note it, let it run       |
+//! | `Icebp` (0x88)              | `icebp.rs`              | #DB after the instruction                    |
+//! | `Cpuid` (0x72)              | `cpuid.rs`              | emulate: the CPU the guest sees              |
+//! | `CrWrite`, `Cr0SelectiveWrite` (0x10–0x1F, 0x65) | `cr.rs` | emulate, or #GP for an invalid value (setting `intercept-cr`) |
+//! | `DrRead`, `DrWrite` (0x20–0x3F) | `dr.rs`             | the guest's debug registers (setting `intercept-dr`) |
+//! | `Rdtsc`, `Rdtscp` (0x6E, 0x87) | `rdtsc.rs`           | the guest's clock (setting `intercept-rdtsc`) |
+//! | `Invlpg` (0x79)             | `invlpg.rs`             | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
+//! | `Pause` (0x77)              | `pause.rs`              | note the spin (setting `intercept-pause`)   |
+//! | `Xsetbv` (0x8D)             | `xsetbv.rs`             | check XCR0, then set it                      |
+//! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; is the guest's timer due? |
+//! | `Vintr` (0x64)              | `vintr.rs`              | the guest can take its pending interrupt: inject it |
+//! | `Hlt` (0x78)                | `hlt.rs`                | wait for the guest's timer, or end the domain |
+//! | `Ioio` (0x7B)               | `ioio.rs`               | emulate the port (the console UART)          |
+//! | `Msr` (0x7C)                | `msr.rs`                | emulate known MSRs, #GP for the rest         |
+//! | `Vmmcall` (0x81)            | `vmmcall.rs`            | the hypercall                                |
+//! | `SvmInstruction` (0x80, 0x82–0x86, 0x7A) | `svm_instruction.rs` | #UD: a guest may not run SVM instructions |
+//! | `Shutdown` (0x7F)           | `shutdown.rs`           | kill the domain: triple fault                |
+//! | `Npf` (0x400)               | `npf/mod.rs`            | the lab device (MMIO), lazy memory, or kill  |
+//! | `Invalid` (-1)              | `invalid.rs`            | VMRUN refused the state: kill (or a TCG quirk) |
+//! | anything else               | `unexpected.rs`         | kill, and say which exit it was              |
 
 mod cpuid;
 mod cr;
@@ -54,92 +54,170 @@ mod vintr;
 mod vmmcall;
 mod xsetbv;
 
-pub use dr::{load_breakpoint_address, load_dr7};
+use crate::decide;
+use crate::decision::Decision;
+use crate::domain::{Domain, Guest};
+use crate::instruction;
+use traplab_abi::event::{Action, InstructionBytes};
+use traplab_abi::exit::ExitReason;
+use traplab_abi::svm;
 
-use crate::domain::Domain;
-use alloc::string::String;
-use traplab_abi::svm::exitcode;
-
-/// What happens after a handler.
-#[derive(Debug)]
-pub enum Next {
-    /// Run the guest again.
-    Resume,
-    /// The domain is over.
-    End(DomainEnd),
+/// One #VMEXIT, as the handlers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Why the CPU left the guest, with what EXITINFO1 and EXITINFO2 say.
+    pub reason: ExitReason,
+    /// EXITINTINFO: the event whose delivery the exit interrupted (AMD APM vol. 2, 15.7.2).
+    pub interrupted: Option<svm::Event>,
+    /// Up to 15 bytes at RIP (fewer when RIP is near an unmapped page), read through the
+    /// guest's page tables: TCG has no decode assists.
+    pub instruction: InstructionBytes,
+    /// The TSC at the exit.
+    pub tsc: u64,
 }
 
-/// How a domain ended.
-#[derive(Debug, Clone)]
-pub enum DomainEnd {
-    /// It asked to stop (exit hypercall, or HLT with nothing to wait for).
-    Exited { status: i32, reason: String },
-    /// The hypervisor stopped it.
-    Killed { reason: String },
-}
+impl Exit {
+    /// The exit the domain's VMCB describes, read right after #VMEXIT.
+    pub fn read(domain: &Domain, tsc: u64) -> Exit {
+        let control = &domain.vcpu.vmcb.control;
+        let mut bytes = [0u8; 15];
+        let length = domain.read_virtual_prefix(domain.vcpu.vmcb.linear_rip(), &mut bytes);
+        Exit {
+            reason: ExitReason::decode(control.exitcode, control.exitinfo1, control.exitinfo2),
+            interrupted: svm::Event::decode(control.exitintinfo),
+            instruction: InstructionBytes::new(&bytes[..length]),
+            tsc,
+        }
+    }
 
-/// Handle the exit the domain's VMCB describes.
-pub fn handle(domain: &mut Domain) -> Next {
-    let (_, handler) = route(domain.vmcb.control.exitcode);
-    handler(domain)
-}
+    /// The instruction at RIP, decoded; `None` when its bytes could not be read or are not
+    /// an instruction.
+    pub fn decode_instruction(&self, guest: &Guest) -> Option<iced_x86::Instruction> {
+        let vmcb = &guest.vcpu.vmcb;
+        instruction::decode(
+            self.instruction.as_slice(),
+            vmcb.code_bits(),
+            vmcb.save.rip,
+        )
+    }
 
-/// The file of the handler that takes exit `code` (for gdb's `monitor decision`).
-pub fn handler_file(code: u64) -> &'static str {
-    route(code).0
-}
-
-/// Which handler takes an exit: the table above, as code.
-fn route(code: u64) -> (&'static str, fn(&mut Domain) -> Next) {
-    match code {
-        exitcode::EXCP_BASE..=0x5f => ("hv/src/exit/exception.rs", exception::handle),
-        0x10..=0x1f | exitcode::CR0_SEL_WRITE => ("hv/src/exit/cr.rs", cr::handle),
-        0x20..=0x3f => ("hv/src/exit/dr.rs", dr::handle),
-        exitcode::RDTSC | exitcode::RDTSCP => ("hv/src/exit/rdtsc.rs", rdtsc::handle),
-        exitcode::INVLPG => ("hv/src/exit/invlpg.rs", invlpg::handle),
-        exitcode::PAUSE => ("hv/src/exit/pause.rs", pause::handle),
-        exitcode::XSETBV => ("hv/src/exit/xsetbv.rs", xsetbv::handle),
-        exitcode::SWINT => (
-            "hv/src/exit/software_interrupt.rs",
-            software_interrupt::handle,
-        ),
-        exitcode::INTR => ("hv/src/exit/intr.rs", intr::handle),
-        exitcode::VINTR => ("hv/src/exit/vintr.rs", vintr::handle),
-        exitcode::IRET => ("hv/src/exit/iret.rs", iret::handle),
-        exitcode::ICEBP => ("hv/src/exit/icebp.rs", icebp::handle),
-        exitcode::CPUID => ("hv/src/exit/cpuid.rs", cpuid::handle),
-        exitcode::HLT => ("hv/src/exit/hlt.rs", hlt::handle),
-        exitcode::IOIO => ("hv/src/exit/ioio.rs", ioio::handle),
-        exitcode::MSR => ("hv/src/exit/msr.rs", msr::handle),
-        exitcode::VMMCALL => ("hv/src/exit/vmmcall.rs", vmmcall::handle),
-        exitcode::VMRUN
-        | exitcode::VMLOAD
-        | exitcode::VMSAVE
-        | exitcode::STGI
-        | exitcode::CLGI
-        | exitcode::SKINIT
-        | exitcode::INVLPGA => ("hv/src/exit/svm_instruction.rs", svm_instruction::handle),
-        exitcode::SHUTDOWN => ("hv/src/exit/shutdown.rs", shutdown::handle),
-        exitcode::NPF => ("hv/src/exit/npf/mod.rs", npf::handle),
-        exitcode::INVALID | exitcode::INVALID_TCG => ("hv/src/exit/invalid.rs", invalid::handle),
-        _ => ("hv/src/exit/unexpected.rs", unexpected::handle),
+    /// The length of the instruction at RIP, for a handler that skips it.
+    pub fn instruction_length(&self, guest: &Guest) -> Option<u64> {
+        self.decode_instruction(guest)
+            .map(|instruction| instruction.len() as u64)
     }
 }
 
-/// The length of the instruction at RIP, for handlers that skip it. `None` when the bytes
-/// at RIP do not decode (they were unreadable or are not an instruction).
-fn instruction_length(domain: &Domain) -> Option<u64> {
-    domain.decode().map(|instruction| instruction.len() as u64)
+/// Decide what to do with `exit`.
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    use ExitReason::*;
+    match exit.reason {
+        Exception {
+            vector,
+            error_code,
+            address,
+        } => exception::handle(exit, guest, vector, error_code, address),
+        CrWrite { number } => cr::handle(exit, guest, number),
+        Cr0SelectiveWrite => cr::handle(exit, guest, 0),
+        DrRead { number } => dr::handle(exit, guest, number, false),
+        DrWrite { number } => dr::handle(exit, guest, number, true),
+        Rdtsc => rdtsc::handle(exit, guest, false),
+        Rdtscp => rdtsc::handle(exit, guest, true),
+        Invlpg => invlpg::handle(exit, guest),
+        Pause => pause::handle(exit, guest),
+        Xsetbv => xsetbv::handle(exit, guest),
+        SoftwareInterrupt => software_interrupt::handle(exit, guest),
+        Intr => intr::handle(exit, guest),
+        Vintr => vintr::handle(exit, guest),
+        Iret => iret::handle(exit, guest),
+        Icebp => icebp::handle(exit, guest),
+        Cpuid => cpuid::handle(exit, guest),
+        Hlt => hlt::handle(exit, guest),
+        Ioio { info, next_rip } => ioio::handle(exit, guest, info, next_rip),
+        Msr { write } => msr::handle(exit, guest, write),
+        Vmmcall => vmmcall::handle(exit, guest),
+        SvmInstruction(instruction) => svm_instruction::handle(exit, guest, instruction),
+        Shutdown => shutdown::handle(exit, guest),
+        Npf { gpa, info } => npf::handle(exit, guest, gpa, info),
+        Invalid => invalid::handle(exit, guest),
+        _ => unexpected::handle(exit, guest),
+    }
+}
+
+/// The file of the handler that takes an exit (gdb's `monitor decision`): the table above,
+/// as [`handle`] follows it.
+pub fn handler_file(reason: ExitReason) -> &'static str {
+    use ExitReason::*;
+    match reason {
+        Exception { .. } => "hv/src/exit/exception.rs",
+        CrWrite { .. } | Cr0SelectiveWrite => "hv/src/exit/cr.rs",
+        DrRead { .. } | DrWrite { .. } => "hv/src/exit/dr.rs",
+        Rdtsc | Rdtscp => "hv/src/exit/rdtsc.rs",
+        Invlpg => "hv/src/exit/invlpg.rs",
+        Pause => "hv/src/exit/pause.rs",
+        Xsetbv => "hv/src/exit/xsetbv.rs",
+        SoftwareInterrupt => "hv/src/exit/software_interrupt.rs",
+        Intr => "hv/src/exit/intr.rs",
+        Vintr => "hv/src/exit/vintr.rs",
+        Iret => "hv/src/exit/iret.rs",
+        Icebp => "hv/src/exit/icebp.rs",
+        Cpuid => "hv/src/exit/cpuid.rs",
+        Hlt => "hv/src/exit/hlt.rs",
+        Ioio { .. } => "hv/src/exit/ioio.rs",
+        Msr { .. } => "hv/src/exit/msr.rs",
+        Vmmcall => "hv/src/exit/vmmcall.rs",
+        SvmInstruction(_) => "hv/src/exit/svm_instruction.rs",
+        Shutdown => "hv/src/exit/shutdown.rs",
+        Npf { .. } => "hv/src/exit/npf/mod.rs",
+        Invalid => "hv/src/exit/invalid.rs",
+        _ => "hv/src/exit/unexpected.rs",
+    }
 }
 
 /// Kill the domain because the hypervisor cannot decode the instruction it must emulate.
-fn undecodable(domain: &mut Domain) -> Next {
-    crate::decide!(
-        domain,
-        traplab_abi::event::Action::Kill,
+fn undecodable() -> Decision {
+    decide!(
+        Action::Kill,
         "the instruction at RIP cannot be read or decoded, so it cannot be emulated"
-    );
-    Next::End(DomainEnd::Killed {
-        reason: "undecodable instruction at the exit".into(),
-    })
+    )
+    .killing("undecodable instruction at the exit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Test};
+
+    #[test]
+    fn every_reason_has_a_handler_file_that_exists() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for code in (0..0x90u64).chain([0x400, u64::MAX, 0x1234]) {
+            let file = handler_file(ExitReason::from_code(code));
+            assert!(root.join(file).is_file(), "{code:#x}: {file}");
+        }
+    }
+
+    #[test]
+    fn an_exit_code_no_handler_knows_kills_the_domain_and_names_it() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(ExitReason::Unknown(0x99), &[]));
+        assert_eq!(decision.action, Action::Kill);
+        assert!(decision.why.contains("UNKNOWN (0x99)"), "{}", decision.why);
+        assert!(decision.at.contains("src/exit/unexpected.rs:"), "{}", decision.at);
+        assert!(decision.end.is_some());
+    }
+
+    #[test]
+    fn the_exit_is_read_from_the_vmcb_with_the_bytes_at_rip() {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        let control = &mut test.domain.vcpu.vmcb.control;
+        control.exitcode = 0x72;
+        control.exitintinfo = svm::Event::exception(14, 2).encode();
+        let exit = Exit::read(&test.domain, 42);
+        assert_eq!(exit.reason, ExitReason::Cpuid);
+        assert_eq!(exit.instruction.as_slice()[..2], [0x0f, 0xa2]);
+        assert_eq!(exit.interrupted, Some(svm::Event::exception(14, 2)));
+        assert_eq!(exit.tsc, 42);
+    }
 }

@@ -5,21 +5,20 @@
 //! (KVM's "pause-loop exiting"). This one runs domains one at a time, so it notes the spin
 //! and lets the guest go on.
 
-use super::{Next, instruction_length, undecodable};
+use super::{Exit, undecodable};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
     decide!(
-        domain,
         Action::Emulate,
         "PAUSE: the guest spins; with another domain ready a hypervisor would switch to it here"
-    );
-    domain.skip_instruction(length);
-    domain.emulated("PAUSE: nothing else to run, the guest goes on");
-    Next::Resume
+    )
+    .with(Effect::Rip(guest.vcpu.rip_after(length)))
+    .describe("PAUSE: nothing else to run, the guest goes on")
 }

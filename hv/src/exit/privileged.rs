@@ -24,9 +24,11 @@
 //! A #GP with an error code (a segment selector) or from CPL 0, or in a domain that did not
 //! ask for PV mode (`set_pv_mode`), is not a privileged instruction: it is delivered.
 
-use super::{Next, hlt, ioio, msr};
+use super::{Exit, hlt, ioio, msr};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::device::Devices;
+use crate::domain::Guest;
 use alloc::format;
 use alloc::string::String;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
@@ -36,8 +38,8 @@ use traplab_abi::event::Action;
 pub enum PrivilegedOp {
     /// Not a PV kernel's privileged instruction: deliver the #GP as usual.
     NotPv,
-    /// Emulated; what happens next.
-    Done(Next),
+    /// Emulated.
+    Done(Decision),
     /// A PV kernel's #GP that is its own fault, with the reason: deliver it.
     GuestsFault(String),
 }
@@ -47,44 +49,41 @@ pub enum PrivilegedOp {
 const CR3_FLAGS: u64 = (1 << 3) | (1 << 4);
 const CR3_RESERVED: u64 = (0xfff & !CR3_FLAGS) | (0xfff << 52);
 
-pub fn handle(domain: &mut Domain) -> PrivilegedOp {
-    let error_code = domain.vmcb.control.exitinfo1;
-    if !domain.pv_mode || domain.vmcb.save.cpl != 3 || error_code != 0 {
+pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
+    if !guest.pv.enabled || guest.vcpu.vmcb.save.cpl != 3 || error_code != 0 {
         return PrivilegedOp::NotPv;
     }
-    let Some(instruction) = domain.decode() else {
+    let Some(instruction) = exit.decode_instruction(guest) else {
         return PrivilegedOp::GuestsFault(
             "a PV kernel's #GP at an instruction the hypervisor cannot decode".into(),
         );
     };
-    let length = instruction.len() as u64;
+    let next = guest.vcpu.rip_after(instruction.len() as u64);
     let context = "a PV kernel at CPL 3 raised #GP; the hypervisor decodes it: ";
     match instruction.mnemonic() {
         Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => {
-            write_cr(domain, &instruction, length, context)
+            write_cr(guest, &instruction, next, context)
         }
         Mnemonic::Mov if instruction.code() == Code::Mov_r64_cr => {
-            read_cr(domain, &instruction, length, context)
+            read_cr(guest, &instruction, next, context)
         }
-        Mnemonic::Hlt => PrivilegedOp::Done(hlt::halt(domain, length, context)),
-        Mnemonic::In | Mnemonic::Out => port_io(domain, &instruction, length, context),
-        Mnemonic::Rdmsr => PrivilegedOp::Done(msr::emulate(domain, false, length, context)),
-        Mnemonic::Wrmsr => PrivilegedOp::Done(msr::emulate(domain, true, length, context)),
+        Mnemonic::Hlt => PrivilegedOp::Done(hlt::halt(guest, next, context)),
+        Mnemonic::In | Mnemonic::Out => port_io(guest, &instruction, next, context),
+        Mnemonic::Rdmsr => PrivilegedOp::Done(msr::emulate(exit, guest, false, next, context)),
+        Mnemonic::Wrmsr => PrivilegedOp::Done(msr::emulate(exit, guest, true, next, context)),
         Mnemonic::Cli | Mnemonic::Sti => {
             let enable = instruction.mnemonic() == Mnemonic::Sti;
             let name = if enable { "STI" } else { "CLI" };
-            decide!(
-                domain,
-                Action::Emulate,
-                "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF"
-            );
-            let old = domain.virtual_interrupt_flag;
-            domain.virtual_interrupt_flag = enable;
-            domain.record("virtual IF", old as u64, enable as u64);
-            domain.skip_instruction(length);
-            // With the flag set, a pending interrupt is delivered after this exit (`run.rs`).
-            domain.emulated(format!("{name}: virtual interrupt flag = {}", enable as u8));
-            PrivilegedOp::Done(Next::Resume)
+            // With the flag set, a pending interrupt is delivered after this exit (`apply.rs`).
+            PrivilegedOp::Done(
+                decide!(
+                    Action::Emulate,
+                    "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF"
+                )
+                .with(Effect::VirtualInterruptFlag(enable))
+                .with(Effect::Rip(next))
+                .describe(format!("{name}: virtual interrupt flag = {}", enable as u8)),
+            )
         }
         // EXERCISE pv-privop.1: emulate CLTS (clear the kernel's CR0.TS), as Xen does for its
         // PV kernels' lazy FPU switching.
@@ -100,19 +99,14 @@ fn cr_number(register: Register) -> u8 {
     (register as u32).wrapping_sub(Register::CR0 as u32) as u8
 }
 
-fn write_cr(
-    domain: &mut Domain,
-    instruction: &Instruction,
-    length: u64,
-    context: &str,
-) -> PrivilegedOp {
+fn write_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -> PrivilegedOp {
     let number = cr_number(instruction.op0_register());
-    let Some((source, _)) = crate::decode::gpr(instruction.op1_register()) else {
+    let Some((source, _)) = crate::instruction::gpr(instruction.op1_register()) else {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV CR{number} from a register it cannot name"
         ));
     };
-    let value = domain.gpr(source);
+    let value = guest.gpr(source);
     if number != 3 {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV CR{number}, {value:#x}: a PV kernel may not change CR{number} (the hypervisor runs the MMU), so the #GP is the guest's"
@@ -126,35 +120,28 @@ fn write_cr(
     }
     if root
         .checked_add(4096)
-        .is_none_or(|end| end > domain.memory.size)
+        .is_none_or(|end| end > guest.memory.size())
     {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV CR3, {value:#x}: the new root is outside the guest's memory: refused, the #GP is the guest's"
         ));
     }
-    decide!(
-        domain,
-        Action::Emulate,
-        "{context}MOV CR3, {value:#x}: the new root is in the guest's memory, so the hypervisor switches its page tables"
-    );
-    let old = domain.vmcb.save.cr3;
-    domain.vmcb.save.cr3 = value;
-    domain.record("cr3", old, value);
     // A new address space: flush the guest's TLB at the next VMRUN (APM vol. 2, 15.16).
-    domain.vmcb.control.tlb_control = 1;
-    domain.skip_instruction(length);
-    domain.emulated(format!("CR3 = {value:#x}"));
-    PrivilegedOp::Done(Next::Resume)
+    PrivilegedOp::Done(
+        decide!(
+            Action::Emulate,
+            "{context}MOV CR3, {value:#x}: the new root is in the guest's memory, so the hypervisor switches its page tables"
+        )
+        .with(Effect::ControlRegister(3, value))
+        .with(Effect::FlushTlb)
+        .with(Effect::Rip(next))
+        .describe(format!("CR3 = {value:#x}")),
+    )
 }
 
-fn read_cr(
-    domain: &mut Domain,
-    instruction: &Instruction,
-    length: u64,
-    context: &str,
-) -> PrivilegedOp {
+fn read_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -> PrivilegedOp {
     let number = cr_number(instruction.op1_register());
-    let save = &domain.vmcb.save;
+    let save = &guest.vcpu.vmcb.save;
     let value = match number {
         0 => save.cr0,
         2 => save.cr2,
@@ -166,34 +153,29 @@ fn read_cr(
             ));
         }
     };
-    let Some((target, _)) = crate::decode::gpr(instruction.op0_register()) else {
+    let Some((target, _)) = crate::instruction::gpr(instruction.op0_register()) else {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV from CR{number} to a register it cannot name"
         ));
     };
-    decide!(
-        domain,
-        Action::Emulate,
-        "{context}MOV from CR{number}: the hypervisor reads the guest's CR{number} = {value:#x}"
-    );
-    domain.set_gpr(target, value);
-    domain.skip_instruction(length);
-    domain.emulated(format!("read CR{number} = {value:#x}"));
-    PrivilegedOp::Done(Next::Resume)
+    PrivilegedOp::Done(
+        decide!(
+            Action::Emulate,
+            "{context}MOV from CR{number}: the hypervisor reads the guest's CR{number} = {value:#x}"
+        )
+        .with(Effect::Gpr(target, value))
+        .with(Effect::Rip(next))
+        .describe(format!("read CR{number} = {value:#x}")),
+    )
 }
 
 /// IN AL/AX/EAX, imm8 or DX; OUT imm8 or DX, AL/AX/EAX (INS/OUTS are left to the guest).
-fn port_io(
-    domain: &mut Domain,
-    instruction: &Instruction,
-    length: u64,
-    context: &str,
-) -> PrivilegedOp {
+fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -> PrivilegedOp {
     let input = instruction.mnemonic() == Mnemonic::In;
     let (port_operand, data_operand) = if input { (1, 0) } else { (0, 1) };
     let port = match instruction.op_kind(port_operand) {
         OpKind::Immediate8 => instruction.immediate8() as u16,
-        OpKind::Register => domain.gpr(2) as u16, // DX
+        OpKind::Register => guest.gpr(2) as u16, // DX
         _ => {
             return PrivilegedOp::GuestsFault(format!(
                 "{context}a string port instruction, which the hypervisor leaves to the guest"
@@ -210,23 +192,17 @@ fn port_io(
             ));
         }
     };
-    let device = ioio::device_name(port);
+    let device = Devices::port_name(port);
     let direction = if input { "IN from" } else { "OUT to" };
-    decide!(
-        domain,
+    let (access, what) = ioio::port_access(guest, port, size, input);
+    let decision = decide!(
         Action::Emulate,
         "{context}{direction} port {port:#x} ({device}): the hypervisor emulates the port"
-    );
-    let what = if input {
-        let value = ioio::port_read(domain, port, size);
-        ioio::set_accumulator(domain, size, value);
-        format!("IN {value:#x} from port {port:#x} ({device})")
-    } else {
-        let value = (domain.gpr(0) & crate::emulate::mask(size)) as u32;
-        ioio::port_write(domain, port, size, value);
-        format!("OUT {value:#x} to port {port:#x} ({device})")
-    };
-    domain.skip_instruction(length);
-    domain.emulated(what);
-    PrivilegedOp::Done(Next::Resume)
+    )
+    .with(Effect::Port(access))
+    .with(Effect::Rip(next));
+    PrivilegedOp::Done(match what {
+        Some(what) => decision.describe(what),
+        None => decision,
+    })
 }

@@ -19,9 +19,10 @@
 //! nested page tables instead does not work under QEMU's TCG: its page walker writes to
 //! every table it reads, so read-only tables would fault on every TLB miss.)
 
-use super::{Next, undecodable};
+use super::{Exit, undecodable};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
 use alloc::string::String;
@@ -32,50 +33,55 @@ use traplab_abi::x86::PageFaultCode;
 pub enum PageTableWrite {
     /// Not a write to a pinned table: an ordinary #PF.
     NotPinned,
-    /// Checked, written and skipped: the guest continues after its store.
-    Done(Next),
+    /// Checked, to be written and skipped: the guest continues after its store (or the
+    /// store cannot be decoded, and the domain ends).
+    Done(Decision),
     /// Refused, for this reason: the guest gets the #PF its store raised.
     Refused(String),
 }
 
-/// Is this #PF exit a write to a pinned page table? Then check it, and write it or refuse it.
-pub fn handle(domain: &mut Domain) -> PageTableWrite {
-    let code = PageFaultCode(domain.vmcb.control.exitinfo1 as u32);
-    if domain.page_tables.is_empty() || !code.present() || !code.write() {
+/// Is this #PF exit (error code `error_code` at `linear`) a write to a pinned page table?
+/// Then check it, and write it or refuse it.
+pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageTableWrite {
+    let code = PageFaultCode(error_code);
+    if guest.pv.pinned_tables.is_empty() || !code.present() || !code.write() {
         return PageTableWrite::NotPinned;
     }
-    let linear = domain.vmcb.control.exitinfo2;
-    let Ok(gpa) = domain.memory.virtual_to_physical(domain.cr3(), linear) else {
+    let Ok(gpa) = guest.memory.virtual_to_physical(guest.cr3(), linear) else {
         return PageTableWrite::NotPinned;
     };
-    let Some(level) = domain.pinned_level(gpa) else {
+    let Some(level) = guest.pinned_level(gpa) else {
         return PageTableWrite::NotPinned;
     };
     let (table, index) = (gpa & !0xfff, (gpa & 0xfff) / 8);
-    let Some(instruction) = domain.decode() else {
-        return PageTableWrite::Done(undecodable(domain));
+    let Some(instruction) = exit.decode_instruction(guest) else {
+        return PageTableWrite::Done(undecodable());
     };
     let access =
-        emulate::memory_access(domain, &instruction).filter(|_| emulate::plain(&instruction));
+        emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
     let Some(Access::Write { width: 8, value }) = access.filter(|_| gpa % 8 == 0) else {
         return PageTableWrite::Refused(format!(
             "a write to the level-{level} page table at {table:#x} that is not one aligned 8-byte MOV"
         ));
     };
-    if let Err(why) = domain.check_entry(level, value) {
+    if let Err(why) = guest.check_entry(level, value) {
         return PageTableWrite::Refused(format!(
             "entry {index} of the level-{level} table at {table:#x} = {value:#x} {why}"
         ));
     }
-    decide!(
-        domain,
-        Action::Emulate,
-        "a store to a pinned level-{level} page table (entry {index} = {value:#x}): the entry is valid, so the hypervisor writes it"
-    );
-    domain.write_entry(gpa, level, value);
-    domain.skip_instruction(instruction.len() as u64);
-    domain.emulated(format!(
-        "level-{level} table at {table:#x}: entry {index} = {value:#x}"
-    ));
-    PageTableWrite::Done(Next::Resume)
+    PageTableWrite::Done(
+        decide!(
+            Action::Emulate,
+            "a store to a pinned level-{level} page table (entry {index} = {value:#x}): the entry is valid, so the hypervisor writes it"
+        )
+        .with(Effect::PageTableEntry {
+            gpa,
+            level,
+            entry: value,
+        })
+        .with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)))
+        .describe(format!(
+            "level-{level} table at {table:#x}: entry {index} = {value:#x}"
+        )),
+    )
 }

@@ -5,33 +5,28 @@
 //! CPU applies the offset itself when RDTSC is not intercepted; intercepted, the hypervisor
 //! does the same sum. RDTSCP also returns TSC_AUX in ECX (0 here).
 
-use super::{Next, instruction_length, undecodable};
+use super::{Exit, undecodable};
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::event::Action;
-use traplab_abi::svm::exitcode;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest, rdtscp: bool) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
-    let rdtscp = domain.vmcb.control.exitcode == exitcode::RDTSCP;
-    let offset = domain.vmcb.control.tsc_offset;
+    let offset = guest.vcpu.vmcb.control.tsc_offset;
+    let value = exit.tsc.wrapping_add(offset);
     decide!(
-        domain,
         Action::Emulate,
         "{}: the guest's clock is the host TSC plus its offset {:#x}",
         if rdtscp { "RDTSCP" } else { "RDTSC" },
         offset
-    );
-    let value = crate::time::rdtsc().wrapping_add(offset);
-    domain.set_gpr(0, value & 0xffff_ffff);
-    domain.set_gpr(2, value >> 32);
-    if rdtscp {
-        domain.set_gpr(1, 0);
-    }
-    domain.skip_instruction(length);
-    domain.emulated(format!("TSC = {value:#x}"));
-    Next::Resume
+    )
+    .with(Effect::Gpr(0, value & 0xffff_ffff))
+    .with(Effect::Gpr(2, value >> 32))
+    .with_all(rdtscp.then_some(Effect::Gpr(1, 0)))
+    .with(Effect::Rip(guest.vcpu.rip_after(length)))
+    .describe(format!("TSC = {value:#x}"))
 }

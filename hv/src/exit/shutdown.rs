@@ -5,18 +5,16 @@
 //! 15.13.3 "Shutdown intercept"). Because every exception is intercepted, the events
 //! before this one show the faults that led here.
 
-use super::{DomainEnd, Next};
+use super::Exit;
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::Decision;
+use crate::domain::Guest;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
+pub fn handle(_exit: &Exit, _guest: &Guest) -> Decision {
     decide!(
-        domain,
         Action::Kill,
         "the guest triple-faulted: a bare CPU would shut down, so only this domain ends"
-    );
-    Next::End(DomainEnd::Killed {
-        reason: "triple fault (shutdown)".into(),
-    })
+    )
+    .killing("triple fault (shutdown)")
 }

@@ -8,31 +8,33 @@
 //! otherwise it is reflected as a software interrupt event (EVENTINJ type 4), which keeps
 //! the gate's DPL check (AMD APM vol. 2, 15.20, 8.9.3).
 
-use super::{Next, instruction_length, undecodable};
-use crate::domain::Domain;
+use super::{Exit, undecodable};
+use crate::decision::{Decision, Delivery, Effect};
+use crate::domain::Guest;
 use crate::{decide, deliver};
 use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(instruction) = domain.decode() else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(instruction) = exit.decode_instruction(guest) else {
+        return undecodable();
     };
     let vector = match instruction.mnemonic() {
         Mnemonic::Int3 => 3,
         Mnemonic::Into => 4,
         Mnemonic::Int => instruction.immediate8(),
-        _ => return undecodable(domain),
+        _ => return undecodable(),
     };
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
-    };
-    domain.software_interrupt_rip = Some(domain.vmcb.save.rip);
-    domain.skip_instruction(length);
-    if domain.trap_table_entry(vector).is_some() {
+    let rip = guest.vcpu.vmcb.save.rip;
+    let first = [
+        Effect::SoftwareInterruptRip(Some(rip)),
+        Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)),
+    ];
+    if guest.trap_table_entry(vector).is_some() {
         return deliver!(
-            domain,
+            guest,
+            after first,
             vector,
             0,
             false,
@@ -41,30 +43,27 @@ pub fn handle(domain: &mut Domain) -> Next {
     }
     // EXERCISE breakpoint.1: this describes `int 3` (cd 03) as INT3 (cc): tell the two forms
     // apart by the instruction, not by the vector.
-    match vector {
+    let decision = match vector {
         3 => decide!(
-            domain,
             Action::Reflect,
             "INT3 (TCG exits on it as SWINT, not as a #BP intercept): reflect #BP into the guest's IDT, returning after the INT3"
         ),
         4 => decide!(
-            domain,
             Action::Reflect,
             "INTO with OF set (TCG exits on it as SWINT): reflect #OF into the guest's IDT, returning after the INTO"
         ),
         _ => decide!(
-            domain,
             Action::Reflect,
             "the guest's own software interrupt: reflect vector {vector:#x} into its IDT, returning after the instruction"
         ),
-    }
-    domain.inject(
-        Event {
+    };
+    decision.with_all(first).deliver(Delivery::Inject {
+        event: Event {
             vector,
             kind: EventType::Software,
             error_code: None,
         },
-        false,
-    );
-    Next::Resume
+        handler: guest.idt_handler(vector),
+        synthetic: false,
+    })
 }

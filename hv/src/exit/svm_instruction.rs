@@ -6,18 +6,19 @@
 //! virtualization (CPUID hides SVM from the guest), so it answers as a CPU without SVM
 //! does: #UD. The #UD is made up by the hypervisor, so the event is marked synthetic.
 
-use super::Next;
+use super::Exit;
+use crate::decision::Decision;
 use crate::deliver;
-use crate::domain::Domain;
-fn exit_name(code: u64) -> &'static str { traplab_abi::exit::ExitReason::from_code(code).name() }
+use crate::domain::Guest;
+use traplab_abi::exit::{ExitReason, SvmInstruction};
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let instruction = exit_name(domain.vmcb.control.exitcode);
+pub fn handle(_exit: &Exit, guest: &Guest, instruction: SvmInstruction) -> Decision {
+    let name = ExitReason::SvmInstruction(instruction).name();
     deliver!(
-        domain,
+        guest,
         6,
         0,
         true,
-        "{instruction} from a guest: no nested virtualization here, so the hypervisor answers as a CPU without SVM: #UD"
+        "{name} from a guest: no nested virtualization here, so the hypervisor answers as a CPU without SVM: #UD"
     )
 }

@@ -4,22 +4,18 @@
 //! (or when VMRUN refuses the guest state: exit code -1, VMEXIT_INVALID) the domain ends
 //! with the exit's name. A guest never takes the hypervisor down.
 
-use super::{DomainEnd, Next};
+use super::Exit;
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::Decision;
+use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::event::Action;
-fn exit_name(code: u64) -> &'static str { traplab_abi::exit::ExitReason::from_code(code).name() }
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let code = domain.vmcb.control.exitcode;
-    let name = exit_name(code);
+pub fn handle(exit: &Exit, _guest: &Guest) -> Decision {
+    let (name, code) = (exit.reason.name(), exit.reason.code());
     decide!(
-        domain,
         Action::Kill,
         "exit {name} ({code:#x}) has no handler here: the domain ends, the hypervisor does not"
-    );
-    Next::End(DomainEnd::Killed {
-        reason: format!("unhandled exit {name} ({code:#x})"),
-    })
+    )
+    .killing(format!("unhandled exit {name} ({code:#x})"))
 }

@@ -6,25 +6,25 @@
 //! STI has run (AMD APM vol. 2, 15.21.4). The hypervisor withdraws the request and injects
 //! the interrupt with EVENTINJ, so the delivery shows in the trace like any other.
 
-use super::Next;
+use super::Exit;
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    match domain.pending_interrupt {
+pub fn handle(_exit: &Exit, guest: &Guest) -> Decision {
+    let decision = match guest.vcpu.interrupts.pending {
         Some(vector) => decide!(
-            domain,
             Action::Emulate,
             "the guest opened its interrupt window (RFLAGS.IF = 1): the hypervisor injects the pending interrupt {vector:#x}"
         ),
         None => decide!(
-            domain,
             Action::Emulate,
             "the guest opened its interrupt window, but no interrupt is pending any more"
         ),
-    }
-    domain.interrupt_window_open();
-    domain.emulated("V_IRQ withdrawn, VINTR no longer intercepted");
-    Next::Resume
+    };
+    // The request is withdrawn here; the pending interrupt goes in before VMRUN (`apply.rs`).
+    decision
+        .with(Effect::InterruptWindow(None))
+        .describe("V_IRQ withdrawn, VINTR no longer intercepted")
 }

@@ -5,197 +5,236 @@
 //! guest's page tables and must land in the guest's memory, or the guest gets EFAULT and
 //! nothing else happens.
 
-use super::{DomainEnd, Next, instruction_length, undecodable};
-use crate::domain::{Domain, event_name};
-use crate::trace;
+use super::{Exit, undecodable};
+use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning};
+use crate::domain::Guest;
+use crate::domain::interrupts::VirtualTimer;
 use crate::{decide, deliver};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use traplab_abi::event::{Action, Body, EventType, Return, ReturnPath};
+use traplab_abi::event::{Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::Event;
+use traplab_abi::x86::RFlags;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
-    let number = domain.gpr(0);
-    let (first, second) = (domain.gpr(7), domain.gpr(6));
+    let next = guest.vcpu.rip_after(length);
+    let number = guest.gpr(0);
+    let (first, second) = (guest.gpr(7), guest.gpr(6));
 
-    let result: i64 = match number {
+    match number {
         hypercall::CONSOLE_WRITE => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall console_write({first:#x}, {second}): the hypervisor writes the guest's buffer to its console"
             );
-            console_write(domain, first, second)
+            match console_write(guest, first, second) {
+                Ok(bytes) => {
+                    let written = bytes.len() as i64;
+                    finish(decision.with(Effect::Console(bytes)), next, number, written)
+                }
+                Err(code) => finish(decision, next, number, code),
+            }
         }
         hypercall::EXIT => {
             let status = first as i32;
             decide!(
-                domain,
                 Action::Emulate,
                 "hypercall exit({status}): the domain asks to end"
-            );
-            domain.emulated(format!("exit({status})"));
-            return Next::End(DomainEnd::Exited {
+            )
+            .describe(format!("exit({status})"))
+            .ending(DomainEnd::Exited {
                 status,
                 reason: "exit hypercall".into(),
-            });
+            })
         }
         hypercall::SET_TRAP_TABLE => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall set_trap_table({first:#x}): from now on the hypervisor delivers the listed exceptions itself (bounce)"
             );
-            set_trap_table(domain, first)
+            match trap_table(guest, first) {
+                Ok(entries) => finish(decision.with(Effect::TrapTable(entries)), next, number, 0),
+                Err(code) => finish(decision, next, number, code),
+            }
         }
         hypercall::IRET => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall iret: the guest's bounced handler returns; the hypervisor restores the frame at RSP"
             );
-            match iret(domain) {
-                Ok(()) => return Next::Resume,
-                Err(code) => code,
-            }
+            iret(guest, decision, next)
         }
-        hypercall::RAISE_EVENT => return raise_event(domain, length, first, second),
+        hypercall::RAISE_EVENT => raise_event(guest, next, first, second),
         hypercall::PIN_PAGE_TABLE => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall pin_page_table({first:#x}): from now on the hypervisor checks every write to these page tables"
             );
-            match domain.pin_page_table(first) {
-                Ok(pinned) => pinned as i64,
-                Err(_) => error::EINVAL,
+            match guest.tables_under(first) {
+                Ok(tables) => {
+                    let new = tables
+                        .iter()
+                        .filter(|(table, _)| !guest.pv.pinned_tables.contains_key(table))
+                        .count() as i64;
+                    finish(decision.with(Effect::PinPageTables(tables)), next, number, new)
+                }
+                Err(_) => finish(decision, next, number, error::EINVAL),
             }
         }
         hypercall::SET_TIMER => {
-            match second {
+            let decision = match second {
                 0 => decide!(
-                    domain,
                     Action::Emulate,
                     "hypercall set_timer({first:#x}, 0): the guest stops its timer"
                 ),
                 _ => decide!(
-                    domain,
                     Action::Emulate,
                     "hypercall set_timer({first:#x}, {second} µs): the hypervisor will interrupt the guest periodically"
                 ),
-            }
-            set_timer(domain, first, second)
+            };
+            set_timer(exit, guest, decision, next, first, second)
         }
         hypercall::SET_PV_MODE => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall set_pv_mode({first}): the hypervisor will emulate the privileged instructions this kernel runs at CPL 3"
             );
             match first {
                 0 | 1 => {
-                    domain.pv_mode = first == 1;
                     // The kernel's virtual interrupt flag starts as its RFLAGS.IF is now.
-                    domain.virtual_interrupt_flag = domain.vmcb.save.rflags & (1 << 9) != 0;
-                    0
+                    let interrupts = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags)
+                        .contains(RFlags::INTERRUPT_FLAG);
+                    let decision = decision
+                        .with(Effect::PvMode(first == 1))
+                        .with(Effect::VirtualInterruptFlag(interrupts));
+                    finish(decision, next, number, 0)
                 }
-                _ => error::EINVAL,
+                _ => finish(decision, next, number, error::EINVAL),
             }
         }
         // EXERCISE hypercall.1: add `domain_id` (number 8): it returns the caller's domain
-        // number (`domain.id`). Decide with Action::Emulate and a reason, like the others.
+        // number (`guest.id`). Decide with Action::Emulate and a reason, like the others.
         _ => {
-            decide!(
-                domain,
+            let decision = decide!(
                 Action::Emulate,
                 "hypercall number {number} does not exist: the guest gets ENOSYS"
             );
-            error::ENOSYS
+            finish(decision, next, number, error::ENOSYS)
         }
-    };
-    finish(domain, length, number, result);
-    Next::Resume
+    }
 }
 
-/// RAX = result, RIP past the VMMCALL, and the `emulate` event.
-fn finish(domain: &mut Domain, length: u64, number: u64, result: i64) {
-    domain.set_gpr(0, result as u64);
-    domain.skip_instruction(length);
+/// The hypercall returns: RAX = result, RIP past the VMMCALL, and the `emulate` event says
+/// what it returned.
+fn finish(mut decision: Decision, next: u64, number: u64, result: i64) -> Decision {
     let outcome = match error::name(result) {
         Some(name) => format!("returned {result} ({name})"),
         None => format!("returned {result}"),
     };
-    domain.emulated(format!(
-        "{} {outcome}",
-        hypercall::name(number).unwrap_or("unknown hypercall")
-    ));
+    let call = hypercall::name(number).unwrap_or("unknown hypercall");
+    let what = match decision.what.take() {
+        Some(before) => format!("{before}; {call} {outcome}"),
+        None => format!("{call} {outcome}"),
+    };
+    decision
+        .with(Effect::Gpr(0, result as u64))
+        .with(Effect::Rip(next))
+        .describe(what)
 }
 
-fn console_write(domain: &mut Domain, buffer: u64, length: u64) -> i64 {
+/// The bytes of `console_write(buffer, length)`.
+fn console_write(guest: &Guest, buffer: u64, length: u64) -> Result<Vec<u8>, i64> {
     if length > hypercall::CONSOLE_WRITE_MAX {
-        return error::EINVAL;
+        return Err(error::EINVAL);
     }
     let mut bytes = vec![0u8; length as usize];
-    if domain.read_virtual(buffer, &mut bytes).is_err() {
-        return error::EFAULT;
-    }
-    domain.console_write(&bytes);
-    length as i64
+    guest
+        .read_virtual(buffer, &mut bytes)
+        .map_err(|_| error::EFAULT)?;
+    Ok(bytes)
 }
 
-/// Check the vector and the period, then arm the timer (`domain/interrupts.rs`).
-fn set_timer(domain: &mut Domain, vector: u64, period_us: u64) -> i64 {
+/// Check the vector and the period, then arm (or stop) the timer: the hypervisor's own
+/// timer must run for it to notice the deadlines (`domain/interrupts.rs`).
+fn set_timer(
+    exit: &Exit,
+    guest: &Guest,
+    decision: Decision,
+    next: u64,
+    vector: u64,
+    period_us: u64,
+) -> Decision {
     // Vectors 0–31 are the CPU's exceptions: an interrupt there would look like a fault.
     let Ok(vector @ 32..=255) = u8::try_from(vector) else {
-        return error::EINVAL;
+        return finish(decision, next, hypercall::SET_TIMER, error::EINVAL);
     };
-    if period_us != 0
-        && !(hypercall::TIMER_PERIOD_MIN_US..=hypercall::TIMER_PERIOD_MAX_US).contains(&period_us)
-    {
-        return error::EINVAL;
+    if period_us == 0 {
+        return finish(
+            decision.with(Effect::Timer(None)),
+            next,
+            hypercall::SET_TIMER,
+            0,
+        );
     }
-    domain.set_timer(vector, period_us);
-    0
+    if !(hypercall::TIMER_PERIOD_MIN_US..=hypercall::TIMER_PERIOD_MAX_US).contains(&period_us) {
+        return finish(decision, next, hypercall::SET_TIMER, error::EINVAL);
+    }
+    let period_tsc = ((guest.machine.tsc_hz() as u128 * period_us as u128) / 1_000_000) as u64;
+    let timer = VirtualTimer {
+        vector,
+        period_tsc,
+        due_tsc: exit.tsc + period_tsc,
+    };
+    let hz = guest.machine.timer_hz();
+    let decision = decision
+        .with(Effect::Timer(Some(timer)))
+        .with(Effect::StartHostTimer)
+        .describe(format!(
+            "timer armed: interrupt {vector:#x} every {period_us} µs, noticed at the hypervisor's {hz} Hz ticks"
+        ));
+    finish(decision, next, hypercall::SET_TIMER, 0)
 }
 
-/// Read the table (entries of 16 bytes up to one whose handler is 0) and replace ours.
-/// A table pointer of 0 clears it: every exception is reflected again.
-fn set_trap_table(domain: &mut Domain, table: u64) -> i64 {
+/// Read the table (entries of 16 bytes up to one whose handler is 0). A table pointer of 0
+/// clears it: every exception is reflected again.
+fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
     let mut entries = Vec::new();
-    if table != 0 {
-        loop {
-            let mut bytes = [0u8; 16];
-            let address = table.wrapping_add(16 * entries.len() as u64);
-            if domain.read_virtual(address, &mut bytes).is_err() {
-                return error::EFAULT;
-            }
-            let entry = TrapInfo::from_bytes(bytes);
-            if entry.handler == 0 {
-                break;
-            }
-            if entries.len() == TRAP_TABLE_MAX {
-                return error::EINVAL;
-            }
-            entries.push(entry);
-        }
+    if table == 0 {
+        return Ok(entries);
     }
-    domain.trap_table = entries;
-    0
+    loop {
+        let mut bytes = [0u8; 16];
+        let address = table.wrapping_add(16 * entries.len() as u64);
+        guest
+            .read_virtual(address, &mut bytes)
+            .map_err(|_| error::EFAULT)?;
+        let entry = TrapInfo::from_bytes(bytes);
+        if entry.handler == 0 {
+            return Ok(entries);
+        }
+        if entries.len() == TRAP_TABLE_MAX {
+            return Err(error::EINVAL);
+        }
+        entries.push(entry);
+    }
 }
 
 /// The iret hypercall: restore RAX, RIP, RFLAGS and RSP from the frame at RSP.
-fn iret(domain: &mut Domain) -> Result<(), i64> {
+fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
+    let save = &guest.vcpu.vmcb.save;
     let mut bytes = [0u8; 48];
-    domain
-        .read_virtual(domain.vmcb.save.rsp, &mut bytes)
-        .map_err(|_| error::EFAULT)?;
+    if guest.read_virtual(save.rsp, &mut bytes).is_err() {
+        return finish(decision, next, hypercall::IRET, error::EFAULT);
+    }
     let word = |index: usize| {
-        u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap_or([0; 8]))
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[index * 8..index * 8 + 8]);
+        u64::from_le_bytes(word)
     };
     let frame = IretFrame {
         rax: word(0),
@@ -205,68 +244,58 @@ fn iret(domain: &mut Domain) -> Result<(), i64> {
         rsp: word(4),
         ss: word(5),
     };
-    let save = &domain.vmcb.save;
     // No privilege change through iret: CS and SS must be what they are now.
     if frame.cs != save.cs.selector as u64 || frame.ss != save.ss.selector as u64 {
-        return Err(error::EINVAL);
+        return finish(decision, next, hypercall::IRET, error::EINVAL);
     }
     // The guest may restore the status flags, TF, IF, DF, AC and ID; IOPL, NT, VM and the
     // virtual-interrupt flags stay as the hypervisor has them (as IRET at CPL > 0 would).
-    const GUEST_FLAGS: u64 = 0b1
-        | 0b100
-        | 0b1_0000
-        | 0b100_0000
-        | 0b1000_0000
-        | (1 << 8)
-        | (1 << 9)
-        | (1 << 10)
-        | (1 << 11)
-        | (1 << 18)
-        | (1 << 21);
-    let rflags = (save.rflags & !GUEST_FLAGS) | (frame.rflags & GUEST_FLAGS) | 0x2;
-    let returning = domain.in_flight.pop();
-    domain.set_gpr(0, frame.rax);
-    domain.set_gpr(4, frame.rsp);
-    domain.record("rflags", domain.vmcb.save.rflags, rflags);
-    domain.vmcb.save.rflags = rflags;
-    domain.set_rip(frame.rip);
-    domain.emulated("iret: the bounced handler's frame restored");
-    if trace::enabled() {
-        trace::emit(
-            Some(domain.id),
-            Body::Return(Return {
-                via: ReturnPath::Hypercall,
-                vector: returning.map(|event| event.vector),
-                name: returning.map(|event| event_name(event.vector, event.kind)),
-                rip: frame.rip,
-                cs: frame.cs as u16,
-                rflags,
-                rsp: frame.rsp,
-            }),
-        );
-    }
-    Ok(())
+    let guest_flags = RFlags::CARRY_FLAG
+        | RFlags::PARITY_FLAG
+        | RFlags::AUXILIARY_CARRY_FLAG
+        | RFlags::ZERO_FLAG
+        | RFlags::SIGN_FLAG
+        | RFlags::TRAP_FLAG
+        | RFlags::INTERRUPT_FLAG
+        | RFlags::DIRECTION_FLAG
+        | RFlags::OVERFLOW_FLAG
+        | RFlags::ALIGNMENT_CHECK
+        | RFlags::ID;
+    let rflags = (save.rflags & !guest_flags.bits()) | (frame.rflags & guest_flags.bits()) | 0x2;
+    let returning = guest.vcpu.in_flight.last().copied();
+    decision
+        .with(Effect::Gpr(0, frame.rax))
+        .with(Effect::Gpr(4, frame.rsp))
+        .with(Effect::Rflags(rflags))
+        .with(Effect::Rip(frame.rip))
+        .with(Effect::PopInFlight)
+        .describe("iret: the bounced handler's frame restored")
+        .returning(Returning {
+            via: ReturnPath::Hypercall,
+            event: returning.map(|event| (event.vector, event.kind)),
+            rip: frame.rip,
+            cs: frame.cs as u16,
+            rflags,
+            rsp: frame.rsp,
+        })
 }
 
-/// raise_event(vector, error_code): deliver the event when the hypercall returns.
-fn raise_event(domain: &mut Domain, length: u64, vector: u64, error_code: u64) -> Next {
+/// raise_event(vector, error_code): the hypercall completes (RAX = 0, RIP past it), then the
+/// event arrives, as if raised right after the VMMCALL.
+fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decision {
     let Ok(vector) = u8::try_from(vector) else {
-        decide!(
-            domain,
+        let decision = decide!(
             Action::Emulate,
             "hypercall raise_event({vector}): not a vector, EINVAL"
         );
-        finish(domain, length, hypercall::RAISE_EVENT, error::EINVAL);
-        return Next::Resume;
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     };
     if vector >= 32 {
-        decide!(
-            domain,
+        let decision = decide!(
             Action::Emulate,
             "hypercall raise_event({vector}): only exceptions and NMI can be raised, EINVAL"
         );
-        finish(domain, length, hypercall::RAISE_EVENT, error::EINVAL);
-        return Next::Resume;
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     }
     // EXERCISE alignment-check.1: a CPU raises #AC only at CPL 3, with CR0.AM and RFLAGS.AC
     // set: refuse raise_event(#AC) otherwise, with EINVAL (and a decision that says why).
@@ -274,29 +303,27 @@ fn raise_event(domain: &mut Domain, length: u64, vector: u64, error_code: u64) -
     // for an unmasked SIMD error: deliver that for raise_event(#XM).
     // EXERCISE machine-check.1: with CR4.MCE clear, a CPU does not deliver #MC: it shuts
     // down. Kill the domain for raise_event(#MC) then, as `exception.rs` does for a triple fault.
-    // The hypercall completes (RAX = 0, RIP past it), then the event arrives, as if raised
-    // right after the VMMCALL.
-    domain.set_gpr(0, 0);
-    domain.skip_instruction(length);
+    let returned = [Effect::Gpr(0, 0), Effect::Rip(next)];
     if vector == 2 {
-        decide!(
-            domain,
+        return decide!(
             Action::Emulate,
             "hypercall raise_event(NMI): the hypervisor sends the guest a non-maskable interrupt (EVENTINJ type NMI)"
-        );
-        domain.inject(
-            Event {
+        )
+        .with_all(returned)
+        .deliver(Delivery::Inject {
+            event: Event {
                 vector: 2,
                 kind: EventType::Nmi,
                 error_code: None,
             },
-            true,
-        );
-        return Next::Resume;
+            handler: guest.idt_handler(2),
+            synthetic: true,
+        });
     }
-    let name = event_name(vector, EventType::Exception);
+    let name = delivery_name(vector, EventType::Exception);
     deliver!(
-        domain,
+        guest,
+        after returned,
         vector,
         error_code as u32,
         true,

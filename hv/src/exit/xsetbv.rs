@@ -11,20 +11,21 @@
 //! measured), so XSETBV raises #UD first (CR4.OSXSAVE clear). The `other-intercepts` lab
 //! shows that #UD; this handler is for CPUs that let a guest enable XSAVE.
 
-use super::{Next, instruction_length, undecodable};
-use crate::domain::Domain;
+use super::{Exit, undecodable};
+use crate::decision::{Decision, Effect};
+use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let Some(length) = instruction_length(domain) else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let Some(length) = exit.instruction_length(guest) else {
+        return undecodable();
     };
-    let index = domain.gpr(1) as u32;
-    let value = (domain.gpr(2) << 32) | (domain.gpr(0) & 0xffff_ffff);
-    let supported = core::arch::x86_64::__cpuid_count(0xd, 0);
-    let supported = (supported.edx as u64) << 32 | supported.eax as u64;
+    let index = guest.gpr(1) as u32;
+    let value = (guest.gpr(2) << 32) | (guest.gpr(0) & 0xffff_ffff);
+    let [eax, _, _, edx] = guest.machine.cpuid(0xd, 0);
+    let supported = (edx as u64) << 32 | eax as u64;
     let invalid = if index != 0 {
         Some("names an XCR other than XCR0")
     } else if value & 1 == 0 {
@@ -38,7 +39,7 @@ pub fn handle(domain: &mut Domain) -> Next {
     };
     if let Some(why) = invalid {
         return deliver!(
-            domain,
+            guest,
             13,
             0,
             true,
@@ -46,25 +47,10 @@ pub fn handle(domain: &mut Domain) -> Next {
         );
     }
     decide!(
-        domain,
         Action::Emulate,
         "XSETBV XCR0 = {value:#x}: valid, so the hypervisor sets it (XCR0 stays the guest's: the hypervisor does not use XSAVE)"
-    );
-    let host_cr4 = x86_64::registers::control::Cr4::read();
-    if !host_cr4.contains(x86_64::registers::control::Cr4Flags::OSXSAVE) {
-        // SAFETY: XSETBV needs our own CR4.OSXSAVE; the CPU has XSAVE (the guest could
-        // enable it), and OSXSAVE only makes XGETBV/XSETBV legal.
-        unsafe {
-            x86_64::registers::control::Cr4::write(
-                host_cr4 | x86_64::registers::control::Cr4Flags::OSXSAVE,
-            )
-        };
-    }
-    // SAFETY: a value checked above against what the CPU supports, with OSXSAVE on.
-    unsafe {
-        core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
-    };
-    domain.skip_instruction(length);
-    domain.emulated(format!("XCR0 = {value:#x}"));
-    Next::Resume
+    )
+    .with(Effect::Xcr0(value))
+    .with(Effect::Rip(guest.vcpu.rip_after(length)))
+    .describe(format!("XCR0 = {value:#x}"))
 }

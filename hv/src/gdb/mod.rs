@@ -4,15 +4,17 @@
 //! owns the guest's state: registers are the VMCB's and the saved context's, memory is read
 //! through the guest's page tables and then the nested ones. The protocol itself is the
 //! `gdbstub` crate's state machine, fed one byte at a time from COM2 (`serial.rs`); the
-//! guest-specific part is `target.rs` (`impl Target for Domain`), the registers gdb sees are
-//! in `arch.rs`, and the `monitor` commands in `monitor.rs`.
+//! guest-specific part is `target.rs` (`impl Target for Debuggee`: the domain and what gdb
+//! set in it), the registers gdb sees are in `arch.rs`, and the `monitor` commands in
+//! `monitor.rs`. The debugger lives outside the domain: the run loop holds a [`Debugger`]
+//! (which owns the domain, because gdbstub's target must) and calls it at three places.
 //!
 //! ## Where the guest stops
 //!
 //! The run loop (`run.rs`) asks us at three points:
 //!
 //! ```text
-//!  before_entry ── VMRUN ── #VMEXIT ── at_exit ── exit::handle ── after_handling ─┐
+//!  before_entry ── VMRUN ── #VMEXIT ── at_exit ── decide, apply ── after_handling ─┐
 //!   ▲ serve gdb while stopped;         │ gdb's own #DB / int3 / fetch trap?       │
 //!   │ arm the step                     │ Ctrl-C? `monitor catch`?                 │
 //!   └──────────────────────────────────┴──────────────── a step that is done? ────┘
@@ -46,9 +48,8 @@ mod monitor;
 mod serial;
 mod target;
 
-use crate::decide;
-use crate::domain::Domain;
-use crate::exit::{DomainEnd, Next};
+use crate::hardware::Hardware;
+use crate::run::Running;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -59,19 +60,18 @@ use gdbstub::target::ext::breakpoints::WatchKind;
 use serial::Com2;
 use traplab_abi::control::Break;
 use traplab_abi::event::Action;
-use traplab_abi::svm::exitcode;
+use traplab_abi::exit::ExitReason;
+use traplab_abi::x86::RFlags;
+use traplab_hv::decision::Effect;
+use traplab_hv::{Decision, Domain, DomainEnd, Exit, decide};
 
 pub use monitor::note_decision;
 
-type Machine = GdbStubStateMachine<'static, Domain, Com2>;
+type Machine = GdbStubStateMachine<'static, Debuggee, Com2>;
 type StopReason = SingleThreadStopReason<u64>;
 
-/// RFLAGS.TF: trap after the next instruction.
-const RFLAGS_TF: u64 = 1 << 8;
 /// DR6.BS: the #DB came from single-stepping; B0–B3: from breakpoint slot 0–3.
 const DR6_BS: u64 = 1 << 14;
-/// NPF EXITINFO1 bit 4: the access was an instruction fetch (APM vol. 2, 15.25.6).
-const NPF_FETCH: u64 = 1 << 4;
 
 /// Serve gdb? Set at boot from fw_cfg `opt/traplab/gdb`.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -112,7 +112,7 @@ pub struct HardwareSlot {
 
 /// A single step in progress.
 #[derive(Debug, Clone, Copy)]
-struct Step {
+struct SingleStep {
     /// RIP when gdb asked for the step: an exit that moves it has completed the step.
     start_rip: u64,
     /// How the step is armed for the next VMRUN.
@@ -125,8 +125,22 @@ enum Armed {
     No,
     /// RFLAGS.TF is ours; `guest_tf` is what the guest had.
     TrapFlag { guest_tf: bool },
-    /// NX on every guest page: stop at the first instruction fetch.
+    /// No instruction fetch allowed anywhere: stop at the first one.
     FetchTrap,
+}
+
+/// gdbstub's target: the domain, and what gdb has set in it.
+pub struct Debuggee {
+    pub domain: Domain,
+    pub resume: Resume,
+    pub software_breakpoints: Vec<SoftwareBreakpoint>,
+    /// DR0–DR3: the slots gdb owns.
+    pub hardware_slots: [Option<HardwareSlot>; 4],
+    /// `monitor catch`: stop at an exit of this class before the hypervisor decides.
+    pub catch: Option<Break>,
+    /// Stopped at an exit the hypervisor has not decided yet (for `monitor decision`).
+    pub before_decision: bool,
+    step: Option<SingleStep>,
 }
 
 /// gdb's hold on one domain: a session, or (after gdb detached, or after a protocol error
@@ -137,108 +151,116 @@ pub struct Debugger {
     machine: Option<Machine>,
     /// While detached: the channel, watched for the first byte of a new session.
     listener: Option<Com2>,
-    pub resume: Resume,
-    pub software_breakpoints: Vec<SoftwareBreakpoint>,
-    /// DR0–DR3: the slots gdb owns.
-    pub hardware_slots: [Option<HardwareSlot>; 4],
-    /// `monitor catch`: stop at an exit of this class before the hypervisor decides.
-    pub catch: Option<Break>,
-    /// Stopped at an exit the hypervisor has not handled yet (for `monitor decision`).
-    pub before_decision: bool,
-    step: Option<Step>,
+    target: Debuggee,
+}
+
+impl Debugger {
+    pub fn domain(&mut self) -> &mut Domain {
+        &mut self.target.domain
+    }
 }
 
 /// Attach a debugger to `domain` if gdb is enabled and this is domain 0: the session
 /// starts with the guest stopped at its first instruction.
-pub fn attach(domain: &mut Domain) {
+pub fn attach(domain: Domain) -> Running {
     if !enabled() || domain.id != 0 {
-        return;
+        return Running::Alone(domain);
     }
     let Some(com2) = Com2::open() else {
         crate::log!("gdb: no COM2 on this machine: the guest runs without a debugger");
-        return;
+        return Running::Alone(domain);
     };
     crate::log!("gdb: domain 0 ({}) waits for gdb on COM2", domain.name);
-    domain.debugger = Some(Box::new(Debugger {
+    let mut debugger = Box::new(Debugger {
         machine: None,
         listener: None,
-        resume: Resume::Continue,
-        software_breakpoints: Vec::new(),
-        hardware_slots: [None; 4],
-        catch: None,
-        before_decision: false,
-        step: None,
-    }));
-    match GdbStub::new(com2).run_state_machine(domain) {
-        Ok(machine) => put_machine(domain, machine),
-        Err(_) => domain.debugger = None,
+        target: Debuggee {
+            domain,
+            resume: Resume::Continue,
+            software_breakpoints: Vec::new(),
+            hardware_slots: [None; 4],
+            catch: None,
+            before_decision: false,
+            step: None,
+        },
+    });
+    match GdbStub::new(com2).run_state_machine(&mut debugger.target) {
+        Ok(machine) => {
+            debugger.machine = Some(machine);
+            Running::Debugged(debugger)
+        }
+        Err(_) => Running::Alone(debugger.target.domain),
     }
 }
 
 /// Before VMRUN: serve gdb while it holds the guest stopped, then arm a step.
-pub fn before_entry(domain: &mut Domain) -> Option<DomainEnd> {
-    domain.debugger.as_ref()?;
-    if is_stopped(domain)
-        && let Some(end) = serve(domain)
+pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
+    if is_stopped(debugger)
+        && let Some(end) = serve(debugger)
     {
         return Some(end);
     }
-    arm_step(domain);
+    arm_step(debugger);
     None
 }
 
-/// Right after an exit was recorded, before the hypervisor handles it. `Some` when the exit
-/// was gdb's own (a step, a breakpoint): the guest never sees it.
-pub fn at_exit(domain: &mut Domain) -> Option<Next> {
-    domain.debugger.as_ref()?;
-    let step = disarm_step(domain);
-    monitor::note_exit(domain);
+/// Right after an exit was recorded, before the hypervisor decides. `Some` when the exit
+/// was gdb's own (a step, a breakpoint: the guest never sees it), or when gdb ended the
+/// domain: that is the decision then.
+pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
+    let step = disarm_step(debugger);
+    monitor::note_exit(&debugger.target.domain, exit);
 
-    if let Some(reason) = own_stop(domain, step) {
-        return Some(stop(domain, reason).unwrap_or(Next::Resume));
+    if let Some((reason, decision)) = own_stop(debugger, exit, step) {
+        return Some(match stop(debugger, reason) {
+            Some(end) => killed(end),
+            None => decision,
+        });
     }
     // Ctrl-C from gdb, or a byte of any other packet: feed what has arrived. Detached: a
     // new session starts with its first packet, and stops the guest as gdb attaches.
-    reattach(domain);
-    if let Some(end) = poll(domain) {
-        return Some(Next::End(end));
+    reattach(debugger);
+    if let Some(end) = poll(debugger) {
+        return Some(killed(end));
     }
-    let catch = domain.debugger.as_ref().and_then(|debugger| debugger.catch);
-    if let Some(point) = catch
-        && point.matches(&crate::control::exit_facts(domain))
+    if let Some(point) = debugger.target.catch
+        && point.matches(&crate::control::exit_facts(&debugger.target.domain, exit))
     {
-        domain.debugger.as_mut()?.before_decision = true;
-        let end = stop(domain, StopReason::Signal(Signal::SIGTRAP));
-        domain.debugger.as_mut()?.before_decision = false;
+        debugger.target.before_decision = true;
+        let end = stop(debugger, StopReason::Signal(Signal::SIGTRAP));
+        debugger.target.before_decision = false;
         if let Some(end) = end {
-            return Some(end);
+            return Some(killed(end));
         }
     }
     None
 }
 
+/// gdb ended the domain while the guest was stopped at this exit.
+fn killed(end: DomainEnd) -> Decision {
+    decide!(
+        Action::Kill,
+        "gdb asked to kill the domain (`kill`): the hypervisor ends it"
+    )
+    .ending(end)
+}
+
 /// After the hypervisor handled an exit and the guest will resume: has a step ended?
-pub fn after_handling(domain: &mut Domain) -> Option<DomainEnd> {
-    let debugger = domain.debugger.as_ref()?;
-    let step = debugger.step?;
-    let injecting = domain.vmcb.control.eventinj & (1 << 31) != 0;
+pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
+    let step = debugger.target.step?;
+    let vmcb = &debugger.target.domain.vcpu.vmcb;
     // An injected event completes the step at the handler (the fetch trap); an emulated
     // instruction or a bounce moved RIP: the step is done here.
-    if !injecting && domain.vmcb.save.rip != step.start_rip {
-        if let Some(debugger) = domain.debugger.as_mut() {
-            debugger.step = None;
-        }
-        return match stop(domain, StopReason::DoneStep) {
-            Some(Next::End(end)) => Some(end),
-            _ => None,
-        };
+    if !vmcb.injecting() && vmcb.save.rip != step.start_rip {
+        debugger.target.step = None;
+        return stop(debugger, StopReason::DoneStep);
     }
     None
 }
 
 /// The domain ended: tell gdb, and end the session.
-pub fn domain_ended(domain: &mut Domain, end: &DomainEnd) {
-    let Some(machine) = take_machine(domain) else {
+pub fn domain_ended(debugger: &mut Debugger, end: &DomainEnd) {
+    let Some(machine) = debugger.machine.take() else {
         return;
     };
     let reason = match end {
@@ -246,96 +268,102 @@ pub fn domain_ended(domain: &mut Domain, end: &DomainEnd) {
         DomainEnd::Killed { .. } => StopReason::Terminated(Signal::SIGKILL),
     };
     if let GdbStubStateMachine::Running(running) = machine {
-        let _ = running.report_stop(domain, reason);
+        let _ = running.report_stop(&mut debugger.target, reason);
     }
-    domain.debugger = None;
 }
 
 // ---- Stops ------------------------------------------------------------------------------
 
 /// Was this exit caused by gdb itself: a step's #DB or fetch trap, gdb's `int3`, or a
-/// hardware breakpoint in a slot gdb owns?
-fn own_stop(domain: &mut Domain, step: Option<Step>) -> Option<StopReason> {
-    let code = domain.vmcb.control.exitcode;
-    let rip = domain.vmcb.save.rip;
-    let debugger = domain.debugger.as_ref()?;
-    if code == exitcode::EXCP_BASE + 1 {
-        let dr6 = domain.vmcb.save.dr6;
-        let stepped = dr6 & DR6_BS != 0
-            && matches!(
-                step,
-                Some(Step {
-                    armed: Armed::TrapFlag { .. },
+/// hardware breakpoint in a slot gdb owns? Then the stop to report, and the decision.
+fn own_stop(
+    debugger: &mut Debugger,
+    exit: &Exit,
+    step: Option<SingleStep>,
+) -> Option<(StopReason, Decision)> {
+    let target = &debugger.target;
+    let save = &target.domain.vcpu.vmcb.save;
+    let rip = save.rip;
+    match exit.reason {
+        ExitReason::Exception { vector: 1, .. } => {
+            let dr6 = save.dr6;
+            let stepped = dr6 & DR6_BS != 0
+                && matches!(
+                    step,
+                    Some(SingleStep {
+                        armed: Armed::TrapFlag { .. },
+                        ..
+                    })
+                );
+            let slot =
+                (0..4).find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
+            if !stepped && slot.is_none() {
+                return None;
+            }
+            let owned_bits = DR6_BS
+                | target
+                    .hardware_slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_some())
+                    .fold(0, |bits, (n, _)| bits | 1 << n);
+            let reason = match slot.and_then(|slot| target.hardware_slots[slot]) {
+                Some(HardwareSlot {
+                    watch: Some(kind),
+                    address,
                     ..
-                })
-            );
-        let slot =
-            (0..4).find(|&slot| dr6 & (1 << slot) != 0 && debugger.hardware_slots[slot].is_some());
-        if !stepped && slot.is_none() {
-            return None;
+                }) => StopReason::Watch {
+                    tid: (),
+                    kind,
+                    addr: address,
+                },
+                Some(_) => StopReason::HwBreak(()),
+                None => StopReason::DoneStep,
+            };
+            // gdb's bits come out of DR6: the guest's #DB handler never sees them.
+            let decision = decide!(
+                Action::Emulate,
+                "a #DB caused by gdb ({}): the hypervisor stops the guest for gdb; the guest never sees it",
+                describe(&reason)
+            )
+            .with(Effect::DebugRegister(6, dr6 & !owned_bits));
+            Some((reason, decision))
         }
-        let owned_bits = DR6_BS
-            | debugger
-                .hardware_slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_some())
-                .fold(0, |bits, (n, _)| bits | 1 << n);
-        domain.vmcb.save.dr6 &= !owned_bits;
-        let reason = match slot.and_then(|slot| debugger.hardware_slots[slot]) {
-            Some(HardwareSlot {
-                watch: Some(kind),
-                address,
-                ..
-            }) => StopReason::Watch {
-                tid: (),
-                kind,
-                addr: address,
-            },
-            Some(_) => StopReason::HwBreak(()),
-            None => StopReason::DoneStep,
-        };
-        decide!(
-            domain,
-            Action::Emulate,
-            "a #DB caused by gdb ({}): the hypervisor stops the guest for gdb; the guest never sees it",
-            describe(&reason)
-        );
-        return Some(reason);
+        ExitReason::Exception { vector: 3, .. } | ExitReason::SoftwareInterrupt => {
+            let is_int3 = exit.reason != ExitReason::SoftwareInterrupt
+                || exit.instruction.as_slice().first() == Some(&0xcc);
+            if !is_int3
+                || !target
+                    .software_breakpoints
+                    .iter()
+                    .any(|breakpoint| breakpoint.address == rip)
+            {
+                return None;
+            }
+            let decision = decide!(
+                Action::Emulate,
+                "the int3 at {rip:#x} is gdb's breakpoint: the hypervisor stops the guest for gdb; the guest never sees it"
+            );
+            Some((StopReason::SwBreak(()), decision))
+        }
+        ExitReason::Npf { info, .. }
+            if info.fetch
+                && matches!(
+                    step,
+                    Some(SingleStep {
+                        armed: Armed::FetchTrap,
+                        ..
+                    })
+                ) =>
+        {
+            let decision = decide!(
+                Action::Emulate,
+                "gdb's step ends here: the event was delivered and the guest is about to run its handler at {rip:#x}"
+            );
+            Some((StopReason::DoneStep, decision))
+        }
+        _ => None,
     }
-    let is_int3 = code == exitcode::EXCP_BASE + 3
-        || (code == exitcode::SWINT && domain.exit.instruction.as_slice().first() == Some(&0xcc));
-    if is_int3
-        && debugger
-            .software_breakpoints
-            .iter()
-            .any(|breakpoint| breakpoint.address == rip)
-    {
-        decide!(
-            domain,
-            Action::Emulate,
-            "the int3 at {rip:#x} is gdb's breakpoint: the hypervisor stops the guest for gdb; the guest never sees it"
-        );
-        return Some(StopReason::SwBreak(()));
-    }
-    if code == exitcode::NPF
-        && domain.vmcb.control.exitinfo1 & NPF_FETCH != 0
-        && matches!(
-            step,
-            Some(Step {
-                armed: Armed::FetchTrap,
-                ..
-            })
-        )
-    {
-        decide!(
-            domain,
-            Action::Emulate,
-            "gdb's step ends here: the event was delivered and the guest is about to run its handler at {rip:#x}"
-        );
-        return Some(StopReason::DoneStep);
-    }
-    None
 }
 
 fn describe(reason: &StopReason) -> &'static str {
@@ -347,59 +375,54 @@ fn describe(reason: &StopReason) -> &'static str {
     }
 }
 
-/// Report a stop to gdb and serve it until it lets the guest go. `Some(Next::End)` when gdb
-/// killed the domain.
-fn stop(domain: &mut Domain, reason: StopReason) -> Option<Next> {
-    if let Some(debugger) = domain.debugger.as_mut() {
-        debugger.step = None;
-    }
-    let machine = take_machine(domain)?;
+/// Report a stop to gdb and serve it until it lets the guest go. `Some` when gdb killed
+/// the domain.
+fn stop(debugger: &mut Debugger, reason: StopReason) -> Option<DomainEnd> {
+    debugger.target.step = None;
+    let machine = debugger.machine.take()?;
     let machine = match machine {
-        GdbStubStateMachine::Running(running) => running.report_stop(domain, reason),
+        GdbStubStateMachine::Running(running) => running.report_stop(&mut debugger.target, reason),
         other => Ok(other),
     };
     match machine {
-        Ok(machine) => put_machine(domain, machine),
-        Err(error) => return lose_session(domain, error).map(Next::End),
+        Ok(machine) => debugger.machine = Some(machine),
+        Err(error) => return lose_session(debugger, error),
     }
-    serve(domain).map(Next::End)
+    serve(debugger)
 }
 
 /// Pass the bytes that have arrived from gdb to the state machine, without waiting.
-fn poll(domain: &mut Domain) -> Option<DomainEnd> {
-    while let Some(byte) = com2(domain)?.try_read() {
-        if let Some(end) = feed(domain, byte) {
+fn poll(debugger: &mut Debugger) -> Option<DomainEnd> {
+    while let Some(byte) = com2(debugger)?.try_read() {
+        if let Some(end) = feed(debugger, byte) {
             return Some(end);
         }
-        if is_stopped(domain) {
-            return serve(domain);
+        if is_stopped(debugger) {
+            return serve(debugger);
         }
     }
     None
 }
 
 /// gdb holds the guest stopped: answer its packets until it resumes, detaches or kills.
-fn serve(domain: &mut Domain) -> Option<DomainEnd> {
+fn serve(debugger: &mut Debugger) -> Option<DomainEnd> {
     crate::control::show_stopped(true);
     let end = loop {
-        if !is_stopped(domain) {
+        if !is_stopped(debugger) {
             break None;
         }
-        let Some(byte) = com2(domain).and_then(Com2::try_read) else {
+        let Some(byte) = com2(debugger).and_then(Com2::try_read) else {
             core::hint::spin_loop();
             continue;
         };
-        if let Some(end) = feed(domain, byte) {
+        if let Some(end) = feed(debugger, byte) {
             break Some(end);
         }
     };
     crate::control::show_stopped(false);
-    if end.is_none()
-        && let Some(debugger) = domain.debugger.as_mut()
-        && debugger.resume == Resume::Step
-    {
-        debugger.step = Some(Step {
-            start_rip: domain.vmcb.save.rip,
+    if end.is_none() && debugger.target.resume == Resume::Step {
+        debugger.target.step = Some(SingleStep {
+            start_rip: debugger.target.domain.vcpu.vmcb.save.rip,
             armed: Armed::No,
         });
     }
@@ -407,28 +430,32 @@ fn serve(domain: &mut Domain) -> Option<DomainEnd> {
 }
 
 /// One byte into the state machine. `Some` when the session asks the domain to end.
-fn feed(domain: &mut Domain, byte: u8) -> Option<DomainEnd> {
-    let machine = take_machine(domain)?;
+fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
+    let machine = debugger.machine.take()?;
+    let target = &mut debugger.target;
     let result = match machine {
-        GdbStubStateMachine::Idle(idle) => idle.incoming_data(domain, byte),
-        GdbStubStateMachine::Running(running) => running.incoming_data(domain, byte),
+        GdbStubStateMachine::Idle(idle) => idle.incoming_data(target, byte),
+        GdbStubStateMachine::Running(running) => running.incoming_data(target, byte),
         other => Ok(other),
     };
     let machine = match result {
         Ok(machine) => machine,
-        Err(error) => return lose_session(domain, error),
+        Err(error) => return lose_session(debugger, error),
     };
     match machine {
         GdbStubStateMachine::CtrlCInterrupt(interrupted) => {
-            match interrupted.interrupt_handled(domain, Some(StopReason::Signal(Signal::SIGINT))) {
-                Ok(machine) => put_machine(domain, machine),
-                Err(error) => return lose_session(domain, error),
+            match interrupted.interrupt_handled(
+                &mut debugger.target,
+                Some(StopReason::Signal(Signal::SIGINT)),
+            ) {
+                Ok(machine) => debugger.machine = Some(machine),
+                Err(error) => return lose_session(debugger, error),
             }
             None
         }
         GdbStubStateMachine::Disconnected(disconnected) => {
             let reason = disconnected.get_reason();
-            detach(domain);
+            detach(debugger);
             match reason {
                 DisconnectReason::Kill => Some(DomainEnd::Killed {
                     reason: "killed from gdb".into(),
@@ -437,7 +464,7 @@ fn feed(domain: &mut Domain, byte: u8) -> Option<DomainEnd> {
             }
         }
         machine => {
-            put_machine(domain, machine);
+            debugger.machine = Some(machine);
             None
         }
     }
@@ -445,23 +472,23 @@ fn feed(domain: &mut Domain, byte: u8) -> Option<DomainEnd> {
 
 /// gdb left (or the protocol broke): remove everything gdb put in the guest, let the guest
 /// run on without a debugger, and listen for the next session.
-fn detach(domain: &mut Domain) {
-    let Some(debugger) = domain.debugger.as_mut() else {
-        return;
-    };
-    let breakpoints = core::mem::take(&mut debugger.software_breakpoints);
-    let slots = core::mem::replace(&mut debugger.hardware_slots, [None; 4]);
+fn detach(debugger: &mut Debugger) {
+    let target = &mut debugger.target;
+    let breakpoints = core::mem::take(&mut target.software_breakpoints);
+    let slots = core::mem::replace(&mut target.hardware_slots, [None; 4]);
     debugger.machine = None;
-    debugger.catch = None;
-    debugger.step = None;
-    debugger.resume = Resume::Continue;
+    target.catch = None;
+    target.step = None;
+    target.resume = Resume::Continue;
     debugger.listener = Com2::open();
     for breakpoint in &breakpoints {
-        let _ = domain.write_virtual(breakpoint.address, &[breakpoint.original]);
+        let _ = target
+            .domain
+            .write_virtual(breakpoint.address, &[breakpoint.original]);
     }
     for (slot, owned) in slots.iter().enumerate() {
         if owned.is_some() {
-            target::clear_slot(domain, slot);
+            target::clear_slot(&mut target.domain, slot);
         }
     }
     crate::log!("gdb: detached; the guest runs on, and gdb may attach again");
@@ -469,10 +496,7 @@ fn detach(domain: &mut Domain) {
 
 /// Detached, and gdb speaks again (`+` or `$` starts every session): a new session, which
 /// begins with the guest stopped, as gdb expects when it attaches.
-fn reattach(domain: &mut Domain) {
-    let Some(debugger) = domain.debugger.as_mut() else {
-        return;
-    };
+fn reattach(debugger: &mut Debugger) {
     let Some(listener) = debugger.listener.as_mut() else {
         return;
     };
@@ -486,23 +510,23 @@ fn reattach(domain: &mut Domain) {
         return;
     };
     crate::log!("gdb: a new session");
-    match GdbStub::new(com2).run_state_machine(domain) {
-        Ok(machine) => put_machine(domain, machine),
+    match GdbStub::new(com2).run_state_machine(&mut debugger.target) {
+        Ok(machine) => debugger.machine = Some(machine),
         Err(error) => {
-            lose_session(domain, error);
+            lose_session(debugger, error);
             return;
         }
     }
     if byte == b'$' {
-        let _ = feed(domain, byte);
+        let _ = feed(debugger, byte);
     }
 }
 
 /// A protocol error (a malformed or oversized packet, a broken connection): the hypervisor
 /// and the guest live on, the session does not.
-fn lose_session<E: core::fmt::Debug>(domain: &mut Domain, error: E) -> Option<DomainEnd> {
+fn lose_session<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
     crate::log!("gdb: session dropped: {error:?}");
-    detach(domain);
+    detach(debugger);
     None
 }
 
@@ -510,75 +534,67 @@ fn lose_session<E: core::fmt::Debug>(domain: &mut Domain, error: E) -> Option<Do
 
 /// Just before VMRUN: a step waits to be armed. An event about to be injected makes it a
 /// fetch trap (the step ends in the handler); otherwise TF.
-fn arm_step(domain: &mut Domain) {
-    let Some(step) = domain.debugger.as_ref().and_then(|debugger| debugger.step) else {
+fn arm_step(debugger: &mut Debugger) {
+    let Some(step) = debugger.target.step else {
         return;
     };
     if step.armed != Armed::No {
         return;
     }
-    let injecting = domain.vmcb.control.eventinj & (1 << 31) != 0;
-    let armed = if injecting {
-        domain.memory.npt.set_no_execute_everywhere(true);
-        domain.vmcb.control.tlb_control = 1;
+    let domain = &mut debugger.target.domain;
+    let armed = if domain.vcpu.vmcb.injecting() {
+        domain.memory.forbid_fetches(true);
+        domain.vcpu.vmcb.control.tlb_control = 1;
         Armed::FetchTrap
     } else {
-        let guest_tf = domain.vmcb.save.rflags & RFLAGS_TF != 0;
-        domain.vmcb.save.rflags |= RFLAGS_TF;
+        let save = &mut domain.vcpu.vmcb.save;
+        let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+        save.rflags |= RFlags::TRAP_FLAG.bits();
         Armed::TrapFlag { guest_tf }
     };
-    if let Some(debugger) = domain.debugger.as_mut() {
-        debugger.step = Some(Step { armed, ..step });
-    }
+    debugger.target.step = Some(SingleStep { armed, ..step });
 }
 
-/// At an exit: take our TF or NX out of the guest again. Returns the step as it was armed.
-fn disarm_step(domain: &mut Domain) -> Option<Step> {
-    let debugger = domain.debugger.as_mut()?;
-    let step = debugger.step?;
-    debugger.step = Some(Step {
+/// At an exit: take our TF or fetch trap out of the guest again. Returns the step as it was
+/// armed.
+fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
+    let step = debugger.target.step?;
+    debugger.target.step = Some(SingleStep {
         armed: Armed::No,
         ..step
     });
+    let domain = &mut debugger.target.domain;
     match step.armed {
         Armed::TrapFlag { guest_tf } => {
             if !guest_tf {
-                domain.vmcb.save.rflags &= !RFLAGS_TF;
+                domain.vcpu.vmcb.save.rflags &= !RFlags::TRAP_FLAG.bits();
             }
         }
         Armed::FetchTrap => {
-            domain.memory.npt.set_no_execute_everywhere(false);
-            domain.vmcb.control.tlb_control = 1;
+            domain.memory.forbid_fetches(false);
+            domain.vcpu.vmcb.control.tlb_control = 1;
         }
         Armed::No => {}
     }
     Some(step)
 }
 
-// ---- The state machine, kept in the domain --------------------------------------------
+// ---- The state machine --------------------------------------------------------------------
 
-fn take_machine(domain: &mut Domain) -> Option<Machine> {
-    domain.debugger.as_mut()?.machine.take()
+fn is_stopped(debugger: &Debugger) -> bool {
+    matches!(debugger.machine, Some(GdbStubStateMachine::Idle(_)))
 }
 
-fn put_machine(domain: &mut Domain, machine: Machine) {
-    if let Some(debugger) = domain.debugger.as_mut() {
-        debugger.machine = Some(machine);
-    }
-}
-
-fn is_stopped(domain: &Domain) -> bool {
-    domain
-        .debugger
-        .as_ref()
-        .is_some_and(|debugger| matches!(debugger.machine, Some(GdbStubStateMachine::Idle(_))))
-}
-
-fn com2(domain: &mut Domain) -> Option<&mut Com2> {
-    match domain.debugger.as_mut()?.machine.as_mut()? {
+fn com2(debugger: &mut Debugger) -> Option<&mut Com2> {
+    match debugger.machine.as_mut()? {
         GdbStubStateMachine::Idle(inner) => Some(inner.borrow_conn()),
         GdbStubStateMachine::Running(inner) => Some(inner.borrow_conn()),
         GdbStubStateMachine::CtrlCInterrupt(inner) => Some(inner.borrow_conn()),
         GdbStubStateMachine::Disconnected(inner) => Some(inner.borrow_conn()),
     }
+}
+
+/// The machine's answers, for what gdb's monitor previews (`monitor.rs`).
+fn hardware() -> &'static Hardware {
+    &Hardware
 }

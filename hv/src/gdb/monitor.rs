@@ -7,8 +7,7 @@
 //! | `monitor catch CLASS`   | stop at the next exit of CLASS, before the hypervisor decides (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
 //! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else the last decision |
 
-use super::Debugger;
-use crate::domain::Domain;
+use super::Debuggee;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -17,7 +16,8 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 use spin::Mutex;
 use traplab_abi::control::Break;
 use traplab_abi::event::Action;
-use traplab_abi::svm::exitcode;
+use traplab_abi::exit::ExitReason;
+use traplab_hv::{Domain, Exit, Guest};
 
 /// How many flows `monitor traps` remembers.
 const KEPT: usize = 64;
@@ -31,9 +31,8 @@ struct Flow {
 static RECENT: Mutex<VecDeque<Flow>> = Mutex::new(VecDeque::new());
 
 /// An exit happened (called only while a debugger is attached).
-pub fn note_exit(domain: &Domain) {
-    let code = domain.vmcb.control.exitcode;
-    let exit = format!("{} at {:#x}", traplab_abi::exit::ExitReason::from_code(code).name(), domain.vmcb.save.rip);
+pub fn note_exit(domain: &Domain, exit: &Exit) {
+    let exit = format!("{} at {:#x}", exit.reason.name(), domain.vcpu.vmcb.save.rip);
     let mut recent = RECENT.lock();
     if recent.len() == KEPT {
         recent.pop_front();
@@ -57,7 +56,7 @@ pub fn note_decision(action: Action, why: &str, at: &str) {
     }
 }
 
-impl MonitorCmd for Domain {
+impl MonitorCmd for Debuggee {
     fn handle_monitor_cmd(
         &mut self,
         command: &[u8],
@@ -84,14 +83,11 @@ impl MonitorCmd for Domain {
                 }
             }
             "catch" => {
-                let Some(debugger) = self.debugger.as_mut() else {
-                    return Ok(());
-                };
                 if argument == "off" || argument.is_empty() {
-                    debugger.catch = None;
+                    self.catch = None;
                     outputln!(out, "catch off");
                 } else if let Some(point) = Break::parse(argument) {
-                    debugger.catch = Some(point);
+                    self.catch = Some(point);
                     outputln!(
                         out,
                         "the guest will stop at the next {argument} exit, before the hypervisor decides; `continue`"
@@ -130,12 +126,8 @@ impl MonitorCmd for Domain {
 }
 
 /// At a `catch` stop: the exit and what will happen to it. Otherwise: the last decision.
-fn decision(domain: &Domain) -> String {
-    let stopped_before = domain
-        .debugger
-        .as_ref()
-        .is_some_and(|debugger: &alloc::boxed::Box<Debugger>| debugger.before_decision);
-    if !stopped_before {
+fn decision(debuggee: &Debuggee) -> String {
+    if !debuggee.before_decision {
         let recent = RECENT.lock();
         return match recent
             .iter()
@@ -149,18 +141,23 @@ fn decision(domain: &Domain) -> String {
             None => "no decision pending, and none made yet".to_string(),
         };
     }
-    let code = domain.vmcb.control.exitcode;
-    let handler = crate::exit::handler_file(code);
+    let domain = &debuggee.domain;
+    let control = &domain.vcpu.vmcb.control;
+    let reason = ExitReason::decode(control.exitcode, control.exitinfo1, control.exitinfo2);
+    let handler = traplab_hv::exit::handler_file(reason);
     let mut text = format!(
         "{} at {:#x}: {handler} decides.",
-        traplab_abi::exit::ExitReason::from_code(code).name(),
-        domain.vmcb.save.rip
+        reason.name(),
+        domain.vcpu.vmcb.save.rip
     );
-    if (exitcode::EXCP_BASE..exitcode::EXCP_BASE + 32).contains(&code) {
-        let vector = (code - exitcode::EXCP_BASE) as u8;
+    if let ExitReason::Exception { vector, .. } = reason {
+        let guest = Guest {
+            domain,
+            machine: super::hardware(),
+        };
         text.push_str(&format!(
             " Unless it emulates the instruction (a pinned page-table store, a PV kernel's privileged instruction, a TCG quirk), it will {}.",
-            crate::delivery::preview(domain, vector)
+            traplab_hv::delivery::preview(&guest, vector)
         ));
     }
     text

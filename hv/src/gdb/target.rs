@@ -7,8 +7,10 @@
 //! translate gives gdb an error (EFAULT), never a fault in the hypervisor.
 
 use super::arch::{GuestRegisters, GuestX86_64};
-use super::{HardwareSlot, Resume, SoftwareBreakpoint};
-use crate::domain::Domain;
+use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
+use crate::hardware::Hardware;
+use traplab_abi::x86::EferFlags;
+use traplab_hv::{Domain, Machine};
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
@@ -29,9 +31,9 @@ const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 1
 const EFAULT: u8 = 14;
 /// The `int3` opcode.
 const INT3: u8 = 0xcc;
-const EFER_SVME: u64 = 1 << 12;
+const EFER_SVME: u64 = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
 
-impl Target for Domain {
+impl Target for Debuggee {
     type Arch = GuestX86_64;
     type Error = &'static str;
 
@@ -48,12 +50,13 @@ impl Target for Domain {
     }
 }
 
-impl SingleThreadBase for Domain {
+impl SingleThreadBase for Debuggee {
     fn read_registers(&mut self, registers: &mut GuestRegisters) -> TargetResult<(), Self> {
+        let vcpu = &self.domain.vcpu;
         for (slot, &number) in registers.core.regs.iter_mut().zip(GDB_ORDER.iter()) {
-            *slot = self.gpr(number);
+            *slot = vcpu.gpr(number);
         }
-        let save = &self.vmcb.save;
+        let save = &vcpu.vmcb.save;
         registers.core.rip = save.rip;
         registers.core.eflags = save.rflags as u32;
         let segments = &mut registers.core.segments;
@@ -63,7 +66,7 @@ impl SingleThreadBase for Domain {
         segments.es = save.es.selector as u32;
         segments.fs = save.fs.selector as u32;
         segments.gs = save.gs.selector as u32;
-        read_fpu(&self.context.guest_fpu.0, registers);
+        read_fpu(&vcpu.context.guest_fpu.0, registers);
         registers.fs_base = save.fs.base;
         registers.gs_base = save.gs.base;
         registers.cr0 = save.cr0;
@@ -79,19 +82,20 @@ impl SingleThreadBase for Domain {
     /// descriptor part would be a lie). Bad control-register values are the user's to
     /// make: VMRUN refuses them and the domain ends, as on hardware.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
+        let vcpu = &mut self.domain.vcpu;
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
-            self.set_gpr(number, value);
+            vcpu.set_gpr(number, value);
         }
-        write_fpu(&mut self.context.guest_fpu.0, registers);
-        let save = &mut self.vmcb.save;
+        write_fpu(&mut vcpu.context.guest_fpu.0, registers);
+        let save = &mut vcpu.vmcb.save;
         save.rip = registers.core.rip;
         save.rflags = (save.rflags & !0xffff_ffff) | registers.core.eflags as u64;
         save.fs.base = registers.fs_base;
         save.gs.base = registers.gs_base;
         if save.cr3 != registers.cr3 || save.cr0 != registers.cr0 || save.cr4 != registers.cr4 {
-            self.vmcb.control.tlb_control = 1;
+            vcpu.vmcb.control.tlb_control = 1;
         }
-        let save = &mut self.vmcb.save;
+        let save = &mut vcpu.vmcb.save;
         save.cr0 = registers.cr0;
         save.cr2 = registers.cr2;
         save.cr3 = registers.cr3;
@@ -103,24 +107,23 @@ impl SingleThreadBase for Domain {
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         // What could be read before the first hole; nothing at all is an error.
-        let done = self.read_virtual_prefix(start, data);
+        let done = self.domain.read_virtual_prefix(start, data);
         if done == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
         // gdb's own int3s stay out of sight: it sees the bytes they replaced.
-        if let Some(debugger) = self.debugger.as_ref() {
-            for breakpoint in &debugger.software_breakpoints {
-                let offset = breakpoint.address.wrapping_sub(start);
-                if offset < done as u64 {
-                    data[offset as usize] = breakpoint.original;
-                }
+        for breakpoint in &self.software_breakpoints {
+            let offset = breakpoint.address.wrapping_sub(start);
+            if offset < done as u64 {
+                data[offset as usize] = breakpoint.original;
             }
         }
         Ok(done)
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
-        self.write_virtual(start, data)
+        self.domain
+            .write_virtual(start, data)
             .map_err(|_| TargetError::Errno(EFAULT))
     }
 
@@ -129,11 +132,10 @@ impl SingleThreadBase for Domain {
     }
 }
 
-impl SingleThreadResume for Domain {
+impl SingleThreadResume for Debuggee {
     /// A signal gdb passes on is not delivered: a guest has no signals, only exceptions.
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        let debugger = self.debugger.as_mut().ok_or("no debugger")?;
-        debugger.resume = Resume::Continue;
+        self.resume = Resume::Continue;
         Ok(())
     }
 
@@ -142,15 +144,14 @@ impl SingleThreadResume for Domain {
     }
 }
 
-impl SingleThreadSingleStep for Domain {
+impl SingleThreadSingleStep for Debuggee {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        let debugger = self.debugger.as_mut().ok_or("no debugger")?;
-        debugger.resume = Resume::Step;
+        self.resume = Resume::Step;
         Ok(())
     }
 }
 
-impl Breakpoints for Domain {
+impl Breakpoints for Debuggee {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -164,19 +165,15 @@ impl Breakpoints for Domain {
     }
 }
 
-impl SwBreakpoint for Domain {
+impl SwBreakpoint for Debuggee {
     fn add_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
         let mut original = [0u8; 1];
-        if self.read_virtual(address, &mut original).is_err()
-            || self.write_virtual(address, &[INT3]).is_err()
+        if self.domain.read_virtual(address, &mut original).is_err()
+            || self.domain.write_virtual(address, &[INT3]).is_err()
         {
             return Ok(false);
         }
-        let debugger = self
-            .debugger
-            .as_mut()
-            .ok_or(TargetError::Fatal("no debugger"))?;
-        debugger.software_breakpoints.push(SoftwareBreakpoint {
+        self.software_breakpoints.push(SoftwareBreakpoint {
             address,
             original: original[0],
         });
@@ -184,23 +181,22 @@ impl SwBreakpoint for Domain {
     }
 
     fn remove_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
-        let debugger = self
-            .debugger
-            .as_mut()
-            .ok_or(TargetError::Fatal("no debugger"))?;
-        let Some(index) = debugger
+        let Some(index) = self
             .software_breakpoints
             .iter()
             .position(|breakpoint| breakpoint.address == address)
         else {
             return Ok(false);
         };
-        let breakpoint = debugger.software_breakpoints.remove(index);
-        Ok(self.write_virtual(address, &[breakpoint.original]).is_ok())
+        let breakpoint = self.software_breakpoints.remove(index);
+        Ok(self
+            .domain
+            .write_virtual(address, &[breakpoint.original])
+            .is_ok())
     }
 }
 
-impl HwBreakpoint for Domain {
+impl HwBreakpoint for Debuggee {
     fn add_hw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
         Ok(take_slot(
             self,
@@ -219,7 +215,7 @@ impl HwBreakpoint for Domain {
     }
 }
 
-impl HwWatchpoint for Domain {
+impl HwWatchpoint for Debuggee {
     fn add_hw_watchpoint(
         &mut self,
         address: u64,
@@ -279,41 +275,42 @@ fn dr7_mask(slot: usize) -> u64 {
 }
 
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
-fn take_slot(domain: &mut Domain, hardware: HardwareSlot) -> bool {
-    let dr7 = domain.vmcb.save.dr7;
-    let Some(debugger) = domain.debugger.as_mut() else {
-        return false;
-    };
-    let free = (0..4)
-        .rev()
-        .find(|&slot| debugger.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
+fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
+    let dr7 = debuggee.domain.vcpu.vmcb.save.dr7;
+    let free = (0..4).rev().find(|&slot| {
+        debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0
+    });
     let Some(slot) = free else { return false };
-    debugger.hardware_slots[slot] = Some(hardware);
-    crate::exit::load_breakpoint_address(slot as u8, hardware.address);
+    debuggee.hardware_slots[slot] = Some(hardware);
+    Hardware.load_breakpoint_address(slot as u8, hardware.address);
     let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
-    crate::exit::load_dr7(domain, dr7);
+    load_dr7(&mut debuggee.domain, dr7);
     true
 }
 
-fn release_slot(domain: &mut Domain, matches: impl Fn(&HardwareSlot) -> bool) -> bool {
-    let Some(debugger) = domain.debugger.as_mut() else {
-        return false;
-    };
+fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool) -> bool {
     let Some(slot) =
-        (0..4).find(|&slot| debugger.hardware_slots[slot].as_ref().is_some_and(&matches))
+        (0..4).find(|&slot| debuggee.hardware_slots[slot].as_ref().is_some_and(&matches))
     else {
         return false;
     };
-    debugger.hardware_slots[slot] = None;
-    clear_slot(domain, slot);
+    debuggee.hardware_slots[slot] = None;
+    clear_slot(&mut debuggee.domain, slot);
     true
 }
 
 /// Disable slot `n` in the guest's DR7 and give its register back to the guest's value.
 pub fn clear_slot(domain: &mut Domain, slot: usize) {
-    let dr7 = domain.vmcb.save.dr7 & !dr7_mask(slot);
-    crate::exit::load_breakpoint_address(slot as u8, domain.debug_registers[slot]);
-    crate::exit::load_dr7(domain, dr7);
+    let dr7 = domain.vcpu.vmcb.save.dr7 & !dr7_mask(slot);
+    Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
+    load_dr7(domain, dr7);
+}
+
+/// The guest's DR7 (in the VMCB), loaded into the CPU as well: under TCG a breakpoint is
+/// armed only once a MOV to DR7 has run (`exit/dr.rs`).
+fn load_dr7(domain: &mut Domain, value: u64) {
+    domain.vcpu.vmcb.save.dr7 = value;
+    Hardware.load_dr7(value);
 }
 
 // ---- The x87/SSE state in the FXSAVE image (AMD APM vol. 5, FXSAVE) ---------------------

@@ -1,18 +1,18 @@
-//! AMD SVM: finding it, turning it on, and the pieces VMRUN works with.
+//! AMD SVM: finding it, turning it on, and the pieces VMRUN works with (the VMCB layout is
+//! the library's, `vmcb.rs`).
 //!
 //! | file              | what                                                     |
 //! |-------------------|----------------------------------------------------------|
-//! | `vmcb.rs`         | the VMCB layout                                          |
 //! | `npt.rs`          | nested page tables                                       |
 //! | `world_switch.rs` | VMRUN and the state around it                            |
 
 pub mod npt;
-pub mod vmcb;
 pub mod world_switch;
 
-use crate::memory;
+use crate::frames;
 use crate::power::HvStatus;
 use core::arch::x86_64::__cpuid;
+use traplab_abi::msr::{VM_CR, VM_HSAVE_PA};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 /// What the CPU offers (CPUID Fn8000_000A, AMD APM vol. 3, appendix E.4.9).
@@ -25,10 +25,6 @@ pub struct Features {
     pub decode_assists: bool,
 }
 
-/// MSR VM_CR: bit 4 SVMDIS, set by firmware to forbid SVM (APM vol. 2, 15.30.1).
-const VM_CR: u32 = 0xc001_0114;
-/// MSR VM_HSAVE_PA: where VMRUN saves host state (APM vol. 2, 15.30.4).
-const VM_HSAVE_PA: u32 = 0xc001_0117;
 
 /// Check for SVM the way APM vol. 2, 15.4 "Enabling SVM" says.
 pub fn check() -> Result<Features, HvStatus> {
@@ -62,8 +58,8 @@ pub struct Host {
 
 /// Turn SVM on: EFER.SVME, then tell the CPU where to save host state on VMRUN.
 pub fn enable() -> Option<Host> {
-    let hsave = memory::alloc_frame()?;
-    let save_area = memory::alloc_frame()?;
+    let hsave = frames::alloc_frame()?;
+    let save_area = frames::alloc_frame()?;
     // SAFETY: `check` found SVM; setting EFER.SVME makes the SVM instructions legal, and
     // the two frames are ours, page-aligned and zeroed.
     unsafe {

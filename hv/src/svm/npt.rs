@@ -10,7 +10,7 @@
 //! The walk is done as a user-mode access (15.25.5: "nested page table entries are
 //! treated as user pages"), so every entry needs the U bit; QEMU's TCG enforces it.
 
-use crate::memory::{self, PAGE_SIZE};
+use crate::frames::{self, PAGE_SIZE};
 use traplab_abi::x86::pte;
 
 /// Permissions of one guest-physical page.
@@ -36,7 +36,7 @@ pub struct NestedPageTables {
 impl NestedPageTables {
     pub fn new() -> Option<NestedPageTables> {
         Some(NestedPageTables {
-            root: memory::alloc_frame()?,
+            root: frames::alloc_frame()?,
         })
     }
 
@@ -60,7 +60,7 @@ impl NestedPageTables {
     /// Forbid (or allow again) instruction fetches from every guest page at once, with the
     /// NX bit of the top-level entries: NX anywhere on the walk forbids the fetch (APM vol.
     /// 2, 5.6.1). The first fetch then exits with an NPF: gdb's step into an event handler
-    /// uses that (`gdb/mod.rs`). The leaf entries keep their own permissions.
+    /// uses that (`gdb/mod.rs`, through `GuestMemory::forbid_fetches`). The leaf entries keep their own permissions.
     pub fn set_no_execute_everywhere(&self, forbid: bool) {
         for index in 0..512u64 {
             let entry = (self.root + index * 8) as *mut u64;
@@ -97,7 +97,7 @@ impl NestedPageTables {
             table = if value & pte::PRESENT != 0 {
                 value & pte::ADDRESS
             } else if create {
-                let next = memory::alloc_frame()?;
+                let next = frames::alloc_frame()?;
                 // Intermediate entries allow everything; the leaf decides.
                 // SAFETY: as above.
                 unsafe { entry.write_volatile(next | pte::PRESENT | pte::WRITABLE | pte::USER) };

@@ -6,7 +6,8 @@
 //! state and the exit code in the VMCB and reloads the host state: execution continues
 //! *after* our VMRUN instruction, as if it had been a call.
 //!
-//! What the hardware does not switch, we switch here, in this order:
+//! What the hardware does not switch, we switch here, in this order (the registers are a
+//! `GuestContext`, `domain/vcpu.rs`, whose field offsets the assembly below uses):
 //!
 //! 1. the host's callee-saved registers go on the stack (we are called like a function);
 //! 2. FXSAVE the host's x87/SSE state, FXRSTOR the guest's: the CPU does not switch them;
@@ -22,78 +23,7 @@
 //! 8. FXSAVE the guest's x87/SSE state, FXRSTOR ours, pop, return.
 
 use core::arch::naked_asm;
-use core::mem::offset_of;
-
-/// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
-#[repr(C, align(16))]
-#[derive(Clone)]
-pub struct FxsaveArea(pub [u8; 512]);
-
-impl FxsaveArea {
-    /// The state after FNINIT with SSE exceptions masked: FCW = 0x37f, MXCSR = 0x1f80.
-    pub fn initial() -> FxsaveArea {
-        let mut area = [0u8; 512];
-        area[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-        area[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        FxsaveArea(area)
-    }
-}
-
-/// The guest registers VMRUN does not switch, and both x87/SSE states.
-#[repr(C, align(16))]
-pub struct GuestContext {
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    _padding: u64,
-    pub guest_fpu: FxsaveArea,
-    pub host_fpu: FxsaveArea,
-}
-
-const _: () = {
-    assert!(offset_of!(GuestContext, rbx) == 0);
-    assert!(offset_of!(GuestContext, rdi) == 32);
-    assert!(offset_of!(GuestContext, rbp) == 40);
-    assert!(offset_of!(GuestContext, r8) == 48);
-    assert!(offset_of!(GuestContext, r15) == 104);
-    assert!(offset_of!(GuestContext, guest_fpu) == 128);
-    assert!(offset_of!(GuestContext, host_fpu) == 640);
-};
-
-impl GuestContext {
-    pub fn new() -> GuestContext {
-        GuestContext {
-            rbx: 0,
-            rcx: 0,
-            rdx: 0,
-            rsi: 0,
-            rdi: 0,
-            rbp: 0,
-            r8: 0,
-            r9: 0,
-            r10: 0,
-            r11: 0,
-            r12: 0,
-            r13: 0,
-            r14: 0,
-            r15: 0,
-            _padding: 0,
-            guest_fpu: FxsaveArea::initial(),
-            host_fpu: FxsaveArea::initial(),
-        }
-    }
-}
+use traplab_hv::domain::vcpu::GuestContext;
 
 /// Run the guest until its next #VMEXIT.
 ///

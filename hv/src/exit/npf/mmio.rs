@@ -6,56 +6,42 @@
 //! register, and moves RIP past the instruction — all that a device emulator in QEMU or
 //! Xen's ioreq server does for an MMIO exit.
 
-use super::super::{DomainEnd, Next, undecodable};
+use super::super::{Exit, undecodable};
 use crate::decide;
-use crate::device::lab_device;
-use crate::domain::Domain;
+use crate::decision::{Decision, Effect, MmioAccess};
+use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
 use traplab_abi::event::Action;
 
-pub fn handle(domain: &mut Domain, gpa: u64) -> Next {
-    let Some(instruction) = domain.decode() else {
-        return undecodable(domain);
+pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
+    let Some(instruction) = exit.decode_instruction(guest) else {
+        return undecodable();
     };
-    let access =
-        emulate::memory_access(domain, &instruction).filter(|_| emulate::plain(&instruction));
+    let access = emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
     let Some(access) = access else {
-        decide!(
-            domain,
+        return decide!(
             Action::Kill,
             "an access to the MMIO device at {gpa:#x} by an instruction the hypervisor does not emulate (only MOV and MOVZX)"
-        );
-        return Next::End(DomainEnd::Killed {
-            reason: format!("unemulated MMIO instruction at {:#x}", domain.vmcb.save.rip),
-        });
+        )
+        .killing(format!(
+            "unemulated MMIO instruction at {:#x}",
+            guest.vcpu.vmcb.save.rip
+        ));
     };
-    let offset = gpa - lab_device::BASE;
-    let what = match access {
-        Access::Read { width, .. } => {
-            decide!(
-                domain,
-                Action::Emulate,
-                "a {width}-byte read of guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
-            );
-            let (value, what) = domain.lab_device.read(offset, width);
-            emulate::complete_read(domain, access, value);
-            what
-        }
-        Access::Write { width, value } => {
-            decide!(
-                domain,
-                Action::Emulate,
-                "a {width}-byte write of {value:#x} to guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
-            );
-            let (what, console) = domain.lab_device.write(offset, width, value);
-            if let Some(line) = console {
-                domain.console_line(line);
-            }
-            what
-        }
+    let next = guest.vcpu.rip_after(instruction.len() as u64);
+    // The device says what it did when the access is applied (`device/mod.rs`).
+    let decision = match access {
+        Access::Read { width, into } => decide!(
+            Action::Emulate,
+            "a {width}-byte read of guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
+        )
+        .with(Effect::Mmio(MmioAccess::Read { gpa, width, into })),
+        Access::Write { width, value } => decide!(
+            Action::Emulate,
+            "a {width}-byte write of {value:#x} to guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
+        )
+        .with(Effect::Mmio(MmioAccess::Write { gpa, width, value })),
     };
-    domain.skip_instruction(instruction.len() as u64);
-    domain.emulated(format!("lab device: {what}"));
-    Next::Resume
+    decision.with(Effect::Rip(next))
 }

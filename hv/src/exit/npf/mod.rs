@@ -15,21 +15,22 @@
 mod mmio;
 mod populate;
 
-use super::{DomainEnd, Next};
+use super::Exit;
 use crate::decide;
-use crate::domain::Domain;
+use crate::decision::Decision;
+use crate::device::Devices;
+use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::event::Action;
 use traplab_abi::svm::NpfInfo;
 
-pub fn handle(domain: &mut Domain) -> Next {
-    let gpa = domain.vmcb.control.exitinfo2;
-    let info = NpfInfo::decode(domain.vmcb.control.exitinfo1);
-    if crate::device::lab_device::contains(gpa) {
-        return mmio::handle(domain, gpa);
+pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
+    if Devices::claims(gpa) {
+        return mmio::handle(exit, guest, gpa);
     }
-    if gpa < domain.memory.size && !info.present && domain.memory.lazy {
-        return populate::handle(domain, gpa);
+    let size = guest.memory.size();
+    if gpa < size && !info.present && guest.memory.lazy() {
+        return populate::handle(exit, guest, gpa);
     }
     let access = if info.fetch {
         "instruction fetch"
@@ -44,12 +45,11 @@ pub fn handle(domain: &mut Domain) -> Next {
         ""
     };
     decide!(
-        domain,
         Action::Kill,
         "{access} of guest-physical {gpa:#x}{during}: outside the {} MiB the guest owns, and no device is there",
-        domain.memory.size >> 20
-    );
-    Next::End(DomainEnd::Killed {
-        reason: format!("{access} of guest-physical {gpa:#x}, which it does not own"),
-    })
+        size >> 20
+    )
+    .killing(format!(
+        "{access} of guest-physical {gpa:#x}, which it does not own"
+    ))
 }

@@ -15,7 +15,7 @@ use crate::boot::{E820_RAM, MemmapEntry};
 use spin::Mutex;
 use traplab_abi::ring;
 
-pub const PAGE_SIZE: u64 = 4096;
+pub use traplab_hv::domain::memory::PAGE_SIZE;
 pub const HEAP_START: u64 = 16 << 20;
 pub const HEAP_SIZE: u64 = 16 << 20;
 pub const FRAMES_START: u64 = 64 << 20;

@@ -5,7 +5,9 @@
 //! 0x000–0x3FF) and B-2 (state save area, from 0x400). Every field carries its offset;
 //! the `offset_of!` assertions below check them at compile time.
 
+use alloc::boxed::Box;
 use core::mem::{offset_of, size_of};
+use traplab_abi::x86::EferFlags;
 
 /// The control area: intercepts, exit information, event injection.
 #[repr(C)]
@@ -282,13 +284,45 @@ pub mod attrib {
     pub const DEFAULT_32: u16 = 1 << 10;
 }
 
+/// The fields of `virtual_interrupt` (+0x060) the hypervisor uses (APM vol. 2, appendix B,
+/// and 15.21.4 "Injecting Virtual (INTR) Interrupts").
+pub mod v_intr {
+    /// V_IRQ: a virtual interrupt is pending; the CPU takes it (or exits, with the VINTR
+    /// intercept) as soon as the guest can.
+    pub const IRQ: u64 = 1 << 8;
+    /// V_INTR_PRIO, bits 19:16: the request's priority against the guest's TPR.
+    pub const PRIORITY_SHIFT: u64 = 16;
+    /// V_IGN_TPR: the guest's TPR cannot hold the request back.
+    pub const IGNORE_TPR: u64 = 1 << 20;
+    /// V_INTR_MASKING: the guest's RFLAGS.IF masks only virtual interrupts; physical ones
+    /// exit (15.21.1).
+    pub const MASKING: u64 = 1 << 24;
+    /// V_INTR_VECTOR, bits 39:32.
+    pub const VECTOR_SHIFT: u64 = 32;
+}
+
+/// +0x068 bit 0: the guest is in an interrupt shadow (after STI or MOV SS).
+pub const INTERRUPT_SHADOW: u64 = 1;
+/// EVENTINJ bit 31: an event is to be delivered at the next VMRUN (15.20).
+pub const EVENTINJ_VALID: u64 = 1 << 31;
+
 impl Vmcb {
+    /// A VMCB of zeroes, on the heap: nothing intercepted, no state yet (`domain/vcpu.rs`
+    /// fills it). The hypervisor's heap is identity-mapped, so the box's address is the
+    /// physical address VMRUN takes.
+    pub fn new_zeroed() -> Box<Vmcb> {
+        // SAFETY: every field of the VMCB is an integer or an array of them, for which all
+        // zeroes is a valid value.
+        unsafe { Box::<Vmcb>::new_zeroed().assume_init() }
+    }
+
     /// How many bits the code at RIP runs with: 64, 32 or 16 (from CS's L and D bits and
     /// EFER.LMA; AMD APM vol. 2, 4.8.1).
     pub fn code_bits(&self) -> u32 {
-        const EFER_LMA: u64 = 1 << 10;
         let cs = self.save.cs.attrib;
-        if self.save.efer & EFER_LMA != 0 && cs & attrib::LONG_MODE != 0 {
+        let long_mode = EferFlags::from_bits_truncate(self.save.efer)
+            .contains(EferFlags::LONG_MODE_ACTIVE);
+        if long_mode && cs & attrib::LONG_MODE != 0 {
             64
         } else if cs & attrib::DEFAULT_32 != 0 {
             32
@@ -304,5 +338,10 @@ impl Vmcb {
         } else {
             self.save.cs.base.wrapping_add(self.save.rip)
         }
+    }
+
+    /// Is an event waiting in EVENTINJ for the next VMRUN?
+    pub fn injecting(&self) -> bool {
+        self.control.eventinj & EVENTINJ_VALID != 0
     }
 }

@@ -2,24 +2,20 @@
 //!
 //! The guest boot protocol is documented in `traplab_abi::boot`: the guest starts in
 //! 64-bit mode at its ELF entry point, with paging on (tables we build in its memory),
-//! a flat GDT, a stack, and RDI pointing to a `BootInfo`.
+//! a flat GDT, a stack, and RDI pointing to a `BootInfo` (the vCPU's first state is
+//! `traplab_hv::domain::vcpu`'s; the nested page tables and intercepts are set up here).
 
-use super::memory::GuestMemory;
-use super::{Domain, ExitState};
-use crate::device::uart::Uart;
+use crate::guest_ram::GuestRam;
 use crate::intercepts;
-use crate::memory;
-use crate::svm::vmcb::{Segment, Vmcb, attrib};
-use crate::svm::world_switch::GuestContext;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection, ObjectSegment};
 use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
+use traplab_hv::domain::{Domain, GuestMemory};
 
 /// Why a domain could not be created.
 #[derive(Debug)]
@@ -37,70 +33,35 @@ impl core::fmt::Display for LoadError {
     }
 }
 
-/// The guest's first CR0: PE (protected mode), MP, ET, NE (x87 errors as #MF),
-/// WP (supervisor writes honour read-only pages), PG (paging).
-const CR0: u64 = (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
-/// CR4: PAE (long mode needs it), OSFXSR and OSXMMEXCPT (SSE instructions work).
-const CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);
-/// EFER: LME and LMA (long mode active), NXE, and SVME: VMRUN refuses a guest without
-/// EFER.SVME (AMD APM vol. 2, 15.5.1, "EFER.SVME is zero" is illegal guest state).
-const EFER: u64 = (1 << 8) | (1 << 10) | (1 << 11) | (1 << 12);
-/// The power-on PAT (AMD APM vol. 2, 7.8.2): WB, WT, UC-, UC, twice.
-const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
-
 pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
-    let memory = if crate::settings::get().lazy_memory {
-        GuestMemory::new_lazy(boot::GUEST_RAM_SIZE)
+    let mut memory = if crate::settings::get().lazy_memory {
+        GuestRam::new_lazy(boot::GUEST_RAM_SIZE)
     } else {
-        GuestMemory::new(boot::GUEST_RAM_SIZE)
+        GuestRam::new(boot::GUEST_RAM_SIZE)
     }
     .ok_or(LoadError::OutOfMemory)?;
-    let (entry, image_end, mode) = load_elf(&memory, elf)?;
-    build_boot_environment(&memory, id, image_end, mode).ok_or(LoadError::OutOfMemory)?;
+    let (entry, image_end, mode) = load_elf(&mut memory, elf)?;
+    build_boot_environment(&mut memory, id, image_end, mode).ok_or(LoadError::OutOfMemory)?;
+    let nested_root = memory.npt.root;
 
-    let vmcb_pa = memory::alloc_frame().ok_or(LoadError::OutOfMemory)?;
-    // SAFETY: a fresh, zeroed, page-aligned frame that only this domain will use; a zeroed
-    // VMCB is a valid value of the type (all fields are integers).
-    let vmcb = unsafe { &mut *(vmcb_pa as *mut Vmcb) };
-    intercepts::configure(vmcb, id as u32 + 1).ok_or(LoadError::OutOfMemory)?;
-    vmcb.control.np_enable = 1;
+    let mut domain = Domain::new(id, name, Box::new(memory));
+    let vcpu = &mut domain.vcpu;
+    intercepts::configure(&mut vcpu.vmcb, id as u32 + 1).ok_or(LoadError::OutOfMemory)?;
+    let control = &mut vcpu.vmcb.control;
+    control.np_enable = 1;
+    control.n_cr3 = nested_root;
     // The guest's clock starts near 0 when it is created: TSC_OFFSET = -now (15.30.5).
-    vmcb.control.tsc_offset = crate::time::rdtsc().wrapping_neg();
-    vmcb.control.n_cr3 = memory.npt.root;
+    control.tsc_offset = crate::time::rdtsc().wrapping_neg();
     match mode {
-        boot::GuestMode::Long64 => set_boot_state(vmcb, entry),
-        boot::GuestMode::Protected32 => set_boot_state_32(vmcb, entry),
+        boot::GuestMode::Long64 => vcpu.set_long_mode_boot_state(entry),
+        boot::GuestMode::Protected32 => vcpu.set_protected_mode_boot_state(entry),
     }
-
-    let mut context = Box::new(GuestContext::new());
-    context.rdi = boot::BOOT_INFO;
-    Ok(Domain {
-        id,
-        name,
-        vmcb,
-        vmcb_pa,
-        context,
-        memory,
-        console: Uart::default(),
-        exit: ExitState::default(),
-        trap_table: Vec::new(),
-        in_flight: Vec::new(),
-        iret_intercept_suspended: false,
-        software_interrupt_rip: None,
-        timer: None,
-        pending_interrupt: None,
-        pv_mode: false,
-        virtual_interrupt_flag: false,
-        debugger: None,
-        debug_registers: [0; 4],
-        lab_device: Default::default(),
-        page_tables: Default::default(),
-    })
+    Ok(domain)
 }
 
 /// Copy the ELF's loadable segments to their addresses. Returns the entry point, the end
 /// of the image, and the mode the guest asks to start in.
-fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMode), LoadError> {
+fn load_elf(memory: &mut GuestRam, elf: &[u8]) -> Result<(u64, u64, boot::GuestMode), LoadError> {
     let file = ElfFile64::<Endianness>::parse(elf)
         .map_err(|error| LoadError::BadElf(format!("{error}")))?;
     let (mode, entry32) = guest_mode(&file)?;
@@ -110,11 +71,11 @@ fn load_elf(memory: &GuestMemory, elf: &[u8]) -> Result<(u64, u64, boot::GuestMo
         let end = start
             .checked_add(size)
             .ok_or_else(|| LoadError::BadElf("segment wraps around".into()))?;
-        if start < boot::IMAGE_BASE || end > memory.size {
+        if start < boot::IMAGE_BASE || end > memory.size() {
             return Err(LoadError::BadElf(format!(
                 "segment {start:#x}..{end:#x} is outside guest RAM {:#x}..{:#x}",
                 boot::IMAGE_BASE,
-                memory.size
+                memory.size()
             )));
         }
         let data = segment
@@ -171,7 +132,7 @@ fn guest_mode(file: &ElfFile64<Endianness>) -> Result<(boot::GuestMode, Option<u
 
 /// The boot info, the boot GDT and the boot page tables, in guest memory.
 fn build_boot_environment(
-    memory: &GuestMemory,
+    memory: &mut GuestRam,
     id: u16,
     image_end: u64,
     mode: boot::GuestMode,
@@ -180,9 +141,9 @@ fn build_boot_environment(
         magic: boot::BOOT_INFO_MAGIC,
         domain: id as u32,
         _reserved: 0,
-        ram_size: memory.size,
+        ram_size: memory.size(),
         free_start: (image_end + 0xfff) & !0xfff,
-        free_end: memory.size,
+        free_end: memory.size(),
     };
     // SAFETY: BootInfo is plain integers (repr C): viewing it as bytes is fine.
     let bytes = unsafe {
@@ -211,7 +172,7 @@ fn build_boot_environment(
     let pml4 = boot::BOOT_PAGE_TABLES;
     let (pdpt, pd, pt) = (pml4 + 0x1000, pml4 + 0x2000, pml4 + 0x3000);
     let table_flags = pte::PRESENT | pte::WRITABLE | pte::USER;
-    let write =
+    let mut write =
         |address: u64, value: u64| memory.write_physical(address, &value.to_le_bytes()).ok();
     write(pml4, pdpt | table_flags)?;
     write(pdpt, pd | table_flags)?;
@@ -219,7 +180,8 @@ fn build_boot_environment(
     for page in 1..512u64 {
         write(pt + page * 8, (page << 12) | pte::PRESENT | pte::WRITABLE)?;
     }
-    for large in 1..(memory.size >> 21) {
+    let size = boot::GUEST_RAM_SIZE;
+    for large in 1..(size >> 21) {
         write(
             pd + large * 8,
             (large << 21) | pte::PRESENT | pte::WRITABLE | pte::HUGE,
@@ -228,78 +190,11 @@ fn build_boot_environment(
     Some(())
 }
 
-/// The guest state save area at the first VMRUN: 64-bit mode, CPL 0, interrupts off.
-fn set_boot_state(vmcb: &mut Vmcb, entry: u64) {
-    let flat = |selector: u16, attrib: u16| Segment {
-        selector,
-        attrib,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
-    let save = &mut vmcb.save;
-    save.cs = flat(0x08, attrib::CODE64_DPL0);
-    save.ds = flat(0x10, attrib::DATA_DPL0);
-    save.es = flat(0x10, attrib::DATA_DPL0);
-    save.ss = flat(0x10, attrib::DATA_DPL0);
-    save.fs = Segment::default();
-    save.gs = Segment::default();
-    save.gdtr = Segment {
-        selector: 0,
-        attrib: 0,
-        limit: 23,
-        base: boot::BOOT_GDT,
-    };
-    // No IDT yet: a fault before the guest loads its own is a triple fault.
-    save.idtr = Segment::default();
-    save.ldtr = Segment {
-        selector: 0,
-        attrib: attrib::LDT,
-        limit: 0,
-        base: 0,
-    };
-    save.tr = Segment {
-        selector: 0,
-        attrib: attrib::TSS64_BUSY,
-        limit: 0x67,
-        base: 0,
-    };
-    save.cpl = 0;
-    save.efer = EFER;
-    save.cr0 = CR0;
-    save.cr3 = boot::BOOT_PAGE_TABLES;
-    save.cr4 = CR4;
-    save.dr6 = 0xffff_0ff0;
-    save.dr7 = 0x400;
-    save.rflags = 0x2;
-    save.rip = entry;
-    save.rsp = boot::BOOT_STACK_TOP;
-    save.rax = 0;
-    save.g_pat = PAT_DEFAULT;
-}
-
-/// The state of a 32-bit guest at its first VMRUN: protected mode, paging off, CPL 0.
-fn set_boot_state_32(vmcb: &mut Vmcb, entry: u64) {
-    set_boot_state(vmcb, entry);
-    let save = &mut vmcb.save;
-    save.cs.attrib = attrib::CODE32_DPL0;
-    // PE, ET, NE: protected mode without paging; EFER only SVME (no long mode).
-    save.cr0 = (1 << 0) | (1 << 4) | (1 << 5);
-    save.cr3 = 0;
-    save.cr4 = 0;
-    save.efer = 1 << 12;
-    save.tr = Segment {
-        selector: 0,
-        attrib: attrib::TSS32_BUSY,
-        limit: 0x67,
-        base: 0,
-    };
-}
-
 /// The `domain created` event's reason text.
 pub fn describe(domain: &Domain) -> Cow<'static, str> {
     Cow::Owned(format!(
         "{} KiB of RAM, entry {:#x}",
-        domain.memory.size / 1024,
-        domain.vmcb.save.rip
+        domain.memory.size() / 1024,
+        domain.vcpu.vmcb.save.rip
     ))
 }

@@ -3,7 +3,8 @@
 //! QEMU's TCG does not offer NRIP save or decode assists (see ../shared/DESIGN.md), so
 //! after an intercepted instruction the hypervisor must find out itself how long it was
 //! (to skip it) and, for some exits, what its operands are. We read the bytes at RIP
-//! through the guest's page tables (`Domain::fetch_instruction`) and decode them.
+//! through the guest's page tables at every exit (`exit::Exit::read`) and decode them where
+//! a handler needs to.
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
@@ -20,7 +21,7 @@ pub fn warm_up() {
     let _ = decode(&[0x0f, 0xa2], 64, 0);
 }
 
-/// A general register as iced names it: its number (0 = RAX … 15 = R15, our `Domain::gpr`
+/// A general register as iced names it: its number (0 = RAX … 15 = R15, our `Vcpu::gpr`
 /// numbering) and its width in bytes. `None` for other registers and for AH, BH, CH, DH
 /// (bits 15:8 of a register: no instruction the hypervisor emulates uses them).
 pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {

@@ -1,0 +1,585 @@
+//! The one place where a decision happens to the guest.
+//!
+//! A handler only *decides* (`exit/`); here the decision is carried out: the VMCB and the
+//! registers are written, guest memory and the devices are touched, the event is injected
+//! or bounced. And here the trap's events are recorded, always in the same order:
+//!
+//! ```text
+//!   exit (run.rs) ─► decide ─► console … ─► emulate ─► inject | bounce ─► return ─┐
+//!                                                                                 │
+//!   resume (run.rs) ◄── inject | emulate (before_resume: the pending interrupt) ◄──┘
+//! ```
+//!
+//! - `decide`: the action, the reason, the source line;
+//! - `console`: lines a device access completed (the UART's transmit register, the lab
+//!   device's doorbell, the `console_write` hypercall);
+//! - `emulate`: what was done and every register it changed (old → new), when the decision
+//!   says what it did or the machine reports something (the value a device returned);
+//! - `inject` (EVENTINJ: the CPU delivers it) or `bounce` (the hypervisor delivered it);
+//! - `return`: a handler returned;
+//! - then, before VMRUN, [`before_resume`]: an event whose delivery the exit interrupted is
+//!   delivered again, and the guest's pending interrupt is injected (or the CPU is asked
+//!   to exit as soon as the guest can take it).
+//!
+//! Effects are applied in the order the decision lists them. One of them can fail where
+//! the handler could not know it would (no host memory left for a page): the domain is then
+//! killed, with a second `decide` that says why.
+
+use crate::decision::{
+    Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
+    VmcbMsr,
+};
+use crate::device::Devices;
+use crate::domain::Domain;
+use crate::domain::interrupts::{self, Assist, TimerPoll};
+use crate::domain::page_tables;
+use crate::domain::vcpu::{GPR_NAMES, InFlight};
+use crate::emulate::{mask, merge};
+use crate::exit::Exit;
+use crate::here;
+use crate::machine::Machine;
+use crate::vmcb::{INTERRUPT_SHADOW, misc1};
+use alloc::borrow::Cow;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use traplab_abi::event::{
+    self, Action, Body, Change, Console, Decide, Emulate, EventType, Inject, Return,
+};
+use traplab_abi::exit::ExitReason;
+use traplab_abi::svm;
+use traplab_abi::x86::{EferFlags, RFlags, pte};
+
+/// What became of a decision, for the run loop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The domain ends.
+    pub end: Option<DomainEnd>,
+    /// Where guest code continues when it is not at the VMCB's RIP: the handler of an
+    /// injected event (the CPU enters it at VMRUN), or the target of an IRET.
+    pub resume_at: Option<u64>,
+    /// An event waits in EVENTINJ for the next VMRUN.
+    pub injected: bool,
+}
+
+/// Carry out `decision`, appending its events to `events`.
+pub fn apply(
+    domain: &mut Domain,
+    decision: Decision,
+    machine: &mut dyn Machine,
+    events: &mut Vec<Body>,
+) -> Applied {
+    let Decision {
+        action,
+        why,
+        at,
+        effects,
+        what,
+        delivery,
+        returning,
+        end,
+    } = decision;
+    events.push(Body::Decide(Decide {
+        action,
+        why,
+        at: Cow::Borrowed(at),
+    }));
+
+    let mut applied = Applied::default();
+    let mut changes = Vec::new();
+    let mut reports = Vec::new();
+    for effect in effects {
+        let mut step = Step {
+            domain: &mut *domain,
+            machine: &mut *machine,
+            changes: &mut changes,
+            reports: &mut reports,
+            events: &mut *events,
+        };
+        if let Err(failure) = step.effect(effect) {
+            return failed(failure, events);
+        }
+    }
+
+    let what = match (what, reports.is_empty()) {
+        (Some(what), true) => Some(what),
+        (Some(what), false) => Some(Cow::Owned(format!("{what}: {}", reports.join(", ")))),
+        (None, false) => Some(Cow::Owned(reports.join(", "))),
+        (None, true) => None,
+    };
+    if let Some(what) = what {
+        events.push(Body::Emulate(Emulate { what, changes }));
+    }
+
+    match delivery {
+        Some(Delivery::Inject {
+            event,
+            handler,
+            synthetic,
+        }) => {
+            inject(domain, event, handler, synthetic, events);
+            applied.injected = true;
+            applied.resume_at = handler;
+        }
+        Some(Delivery::Bounce(bounce)) => {
+            if let Err(failure) = bounce_to(domain, &bounce, events) {
+                return failed(failure, events);
+            }
+        }
+        None => {}
+    }
+
+    if let Some(returning) = returning {
+        if returning.via == event::ReturnPath::Iret {
+            applied.resume_at = Some(returning.rip);
+        }
+        events.push(Body::Return(return_event(&returning)));
+    }
+    applied.end = end;
+    applied
+}
+
+/// Before VMRUN, after the exit's decision: an interrupted delivery is made again, and
+/// the guest's pending interrupt goes in if the guest can take it (`domain/interrupts.rs`).
+pub fn before_resume(
+    domain: &mut Domain,
+    exit: &Exit,
+    applied: &mut Applied,
+    events: &mut Vec<Body>,
+) {
+    // An exit can interrupt the delivery of an event (EXITINTINFO valid: an NPF while the
+    // CPU pushed an exception frame, say). Unless the handler decided what to deliver (the
+    // exception handlers do), the event must be delivered again (AMD APM vol. 2, 15.7.2).
+    let handled = matches!(
+        exit.reason,
+        ExitReason::Exception { .. } | ExitReason::SoftwareInterrupt
+    );
+    if let Some(interrupted) = exit.interrupted
+        && !handled
+        && !applied.injected
+    {
+        let handler = domain.idt_handler(interrupted.vector);
+        inject(domain, interrupted, handler, false, events);
+        applied.injected = true;
+        applied.resume_at = handler.or(applied.resume_at);
+    }
+
+    match interrupts::assist(domain) {
+        Assist::Nothing => {}
+        Assist::Inject(vector) => {
+            // Asked for a VINTR exit earlier, but another exit (HLT, say) came first.
+            let control = &mut domain.vcpu.vmcb.control;
+            control.virtual_interrupt = interrupts::window_request(control.virtual_interrupt, None);
+            control.intercept_misc1 &= !misc1::VINTR;
+            domain.vcpu.interrupts.pending = None;
+            let event = svm::Event {
+                vector,
+                kind: EventType::Interrupt,
+                error_code: None,
+            };
+            let handler = domain.idt_handler(vector);
+            inject(domain, event, handler, false, events);
+            applied.injected = true;
+            applied.resume_at = handler.or(applied.resume_at);
+        }
+        Assist::RequestWindow { vector, why } => {
+            let mut changes = Vec::new();
+            set_interrupt_window(domain, Some(vector), &mut changes);
+            events.push(Body::Emulate(Emulate {
+                what: Cow::Owned(format!(
+                    "interrupt {vector:#x} is pending but {why}: V_IRQ set and VINTR intercepted, so the CPU exits when the guest can take it"
+                )),
+                changes,
+            }));
+        }
+    }
+}
+
+/// An effect the handler could not foresee failing: the domain ends.
+struct Failure {
+    why: String,
+    reason: String,
+    at: &'static str,
+}
+
+fn failed(failure: Failure, events: &mut Vec<Body>) -> Applied {
+    events.push(Body::Decide(Decide {
+        action: Action::Kill,
+        why: Cow::Owned(failure.why),
+        at: Cow::Borrowed(failure.at),
+    }));
+    Applied {
+        end: Some(DomainEnd::Killed {
+            reason: failure.reason,
+        }),
+        ..Applied::default()
+    }
+}
+
+/// One effect being applied, with what it records.
+struct Step<'a> {
+    domain: &'a mut Domain,
+    machine: &'a mut dyn Machine,
+    /// Registers changed so far (old → new), for the `emulate` event.
+    changes: &'a mut Vec<Change>,
+    /// What the machine said it did (a device's answer), for the `emulate` event.
+    reports: &'a mut Vec<String>,
+    events: &'a mut Vec<Body>,
+}
+
+impl Step<'_> {
+    fn console(&mut self, line: Option<String>) {
+        if let Some(text) = line {
+            self.events.push(Body::Console(Console {
+                text: Cow::Owned(text),
+            }));
+        }
+    }
+
+    fn effect(&mut self, effect: Effect) -> Result<(), Failure> {
+        let vcpu = &mut self.domain.vcpu;
+        match effect {
+            Effect::Gpr(number, value) => {
+                let old = vcpu.gpr_64(number);
+                vcpu.set_gpr(number, value);
+                record(&mut *self.changes, GPR_NAMES[(number & 15) as usize], old, value);
+            }
+            Effect::Rip(rip) => {
+                let save = &mut vcpu.vmcb.save;
+                let old = core::mem::replace(&mut save.rip, rip);
+                vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+                record(&mut *self.changes, "rip", old, rip);
+            }
+            Effect::Rflags(rflags) => {
+                let old = core::mem::replace(&mut vcpu.vmcb.save.rflags, rflags);
+                record(&mut *self.changes, "rflags", old, rflags);
+            }
+            Effect::ControlRegister(number, value) => {
+                let save = &mut vcpu.vmcb.save;
+                let (name, slot) = match number {
+                    0 => ("cr0", &mut save.cr0),
+                    2 => ("cr2", &mut save.cr2),
+                    3 => ("cr3", &mut save.cr3),
+                    _ => ("cr4", &mut save.cr4),
+                };
+                let old = core::mem::replace(slot, value);
+                record(&mut *self.changes, name, old, value);
+            }
+            Effect::Efer(value) => {
+                // VMRUN refuses a guest without EFER.SVME (APM vol. 2, 15.5.1): it stays set
+                // behind the guest's back, and the guest never sees it.
+                let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+                let old = core::mem::replace(&mut vcpu.vmcb.save.efer, value | svme);
+                record(&mut *self.changes, "efer", old & !svme, value & !svme);
+            }
+            Effect::DebugRegister(number, value) => {
+                let old = match number {
+                    0..=3 => {
+                        let old = core::mem::replace(
+                            &mut vcpu.debug_registers[number as usize],
+                            value,
+                        );
+                        self.machine.load_breakpoint_address(number, value);
+                        old
+                    }
+                    6 => core::mem::replace(&mut vcpu.vmcb.save.dr6, value),
+                    _ => {
+                        let old = core::mem::replace(&mut vcpu.vmcb.save.dr7, value);
+                        self.machine.load_dr7(value);
+                        old
+                    }
+                };
+                let name = ["dr0", "dr1", "dr2", "dr3", "dr4", "dr5", "dr6", "dr7"];
+                record(&mut *self.changes, name[(number & 7) as usize], old, value);
+            }
+            Effect::Msr(msr, value) => {
+                let save = &mut vcpu.vmcb.save;
+                let slot = match msr {
+                    VmcbMsr::SysenterCs => &mut save.sysenter_cs,
+                    VmcbMsr::SysenterEsp => &mut save.sysenter_esp,
+                    VmcbMsr::SysenterEip => &mut save.sysenter_eip,
+                    VmcbMsr::Pat => &mut save.g_pat,
+                    VmcbMsr::Star => &mut save.star,
+                    VmcbMsr::Lstar => &mut save.lstar,
+                    VmcbMsr::Cstar => &mut save.cstar,
+                    VmcbMsr::Sfmask => &mut save.sfmask,
+                    VmcbMsr::FsBase => &mut save.fs.base,
+                    VmcbMsr::GsBase => &mut save.gs.base,
+                    VmcbMsr::KernelGsBase => &mut save.kernel_gs_base,
+                };
+                let old = core::mem::replace(slot, value);
+                record(&mut *self.changes, msr.name(), old, value);
+            }
+            Effect::TscOffset(offset) => {
+                let old = core::mem::replace(&mut vcpu.vmcb.control.tsc_offset, offset);
+                record(&mut *self.changes, "tsc_offset", old, offset);
+            }
+            Effect::FlushTlb => vcpu.vmcb.control.tlb_control = 1,
+            Effect::EndInterruptShadow => vcpu.vmcb.control.interrupt_shadow = 0,
+            Effect::Port(access) => self.port(access)?,
+            Effect::Mmio(access) => self.mmio(access),
+            Effect::Console(bytes) => {
+                for byte in bytes {
+                    let line = self.domain.devices.console.transmit(byte);
+                    self.console(line);
+                }
+            }
+            Effect::PageTableEntry { gpa, level, entry } => {
+                let memory = &mut self.domain.memory;
+                let old = memory.read_u64_physical(gpa).unwrap_or(0);
+                memory
+                    .write_physical(gpa, &entry.to_le_bytes())
+                    .map_err(|error| Failure {
+                        why: format!("the page-table entry at {gpa:#x} cannot be written ({error:?})"),
+                        reason: format!("cannot write a page-table entry at {gpa:#x}"),
+                        at: here!(),
+                    })?;
+                record(&mut *self.changes, "page table entry", old, entry);
+                if entry & pte::PRESENT != 0 && !page_tables::is_leaf(level, entry) {
+                    // A new lower-level table is pinned with everything under it.
+                    let mut tables = Vec::new();
+                    if self
+                        .domain
+                        .collect_tables(entry & pte::ADDRESS, level - 1, &mut tables)
+                        .is_ok()
+                    {
+                        self.domain.pv.pinned_tables.extend(tables);
+                    }
+                }
+                // The entry changed: the guest's TLB may hold the old one.
+                self.domain.vcpu.vmcb.control.tlb_control = 1;
+            }
+            Effect::PinPageTables(tables) => self.domain.pv.pinned_tables.extend(tables),
+            Effect::Populate(gpa) => {
+                let Some(frame) = self.domain.memory.populate(gpa) else {
+                    return Err(Failure {
+                        why: format!("no host memory left to give guest-physical {gpa:#x}"),
+                        reason: "out of host memory".into(),
+                        at: here!(),
+                    });
+                };
+                let pages = self.domain.memory.populated_pages();
+                self.reports.push(format!(
+                    "mapped guest-physical {gpa:#x} to host frame {frame:#x} ({pages} pages now)"
+                ));
+            }
+            Effect::TrapTable(entries) => self.domain.pv.trap_table = entries,
+            Effect::PvMode(on) => self.domain.pv.enabled = on,
+            Effect::VirtualInterruptFlag(on) => {
+                let old = core::mem::replace(&mut self.domain.pv.virtual_interrupt_flag, on);
+                record(&mut *self.changes, "virtual IF", old as u64, on as u64);
+            }
+            Effect::Timer(timer) => vcpu.interrupts.timer = timer,
+            Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
+            Effect::HaltUntilInterrupt => {
+                let mut ticks = 0;
+                if vcpu.interrupts.pending.is_none()
+                    && let Some(timer) = vcpu.interrupts.timer
+                {
+                    ticks = self.machine.halt_until(timer.due_tsc);
+                    let (poll, next) = vcpu.interrupts.poll(self.machine.now());
+                    if poll != TimerPoll::NotDue {
+                        vcpu.interrupts = next;
+                    }
+                }
+                let plural = if ticks == 1 { "" } else { "s" };
+                self.reports.push(format!(
+                    "the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"
+                ));
+            }
+            Effect::InterruptWindow(vector) => {
+                set_interrupt_window(self.domain, vector, self.changes)
+            }
+            Effect::PopInFlight => {
+                vcpu.in_flight.pop();
+            }
+            Effect::SoftwareInterruptRip(rip) => vcpu.software_interrupt_rip = rip,
+            Effect::SuspendIretIntercept => {
+                vcpu.vmcb.control.intercept_misc1 &= !misc1::IRET;
+                vcpu.iret_intercept_suspended = true;
+            }
+            Effect::AcknowledgeHostTimer => {
+                let tick = self.machine.acknowledge_timer();
+                self.reports.push(format!("timer tick {tick} acknowledged"));
+            }
+            Effect::StartHostTimer => self.machine.start_timer(),
+            Effect::InvalidatePage { address, asid } => {
+                self.machine.invalidate_page(address, asid)
+            }
+            Effect::Xcr0(value) => self.machine.set_xcr0(value),
+        }
+        Ok(())
+    }
+
+    /// An I/O port access, through the device bus.
+    fn port(&mut self, access: PortAccess) -> Result<(), Failure> {
+        let devices = &mut self.domain.devices;
+        match access {
+            PortAccess::In { port, size } => {
+                let value = devices.port_read(port, size);
+                self.read_into(
+                    Destination {
+                        register: 0,
+                        width: size,
+                    },
+                    value as u64,
+                );
+                self.reports.push(Devices::describe_in(port, value));
+            }
+            PortAccess::Out { port, size, value } => {
+                let line = devices.port_write(port, size, value);
+                self.console(line);
+            }
+            PortAccess::InString { port, size, to } => {
+                for gpa in to {
+                    let value = self.domain.devices.port_read(port, size);
+                    let bytes = &value.to_le_bytes()[..size as usize];
+                    self.domain
+                        .memory
+                        .write_physical(gpa, bytes)
+                        .map_err(|error| Failure {
+                            why: format!("INS wrote to guest-physical {gpa:#x}, which the guest does not own ({error:?})"),
+                            reason: format!("INS to guest-physical {gpa:#x}"),
+                            at: here!(),
+                        })?;
+                }
+            }
+            PortAccess::OutString { port, size, values } => {
+                for value in values {
+                    let line = self.domain.devices.port_write(port, size, value);
+                    self.console(line);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An MMIO access, through the device bus.
+    fn mmio(&mut self, access: MmioAccess) {
+        match access {
+            MmioAccess::Read { gpa, width, into } => {
+                let (value, what) = self.domain.devices.mmio_read(gpa, width);
+                self.read_into(into, value & mask(width));
+                self.reports.push(what);
+            }
+            MmioAccess::Write { gpa, width, value } => {
+                let written = self.domain.devices.mmio_write(gpa, width, value);
+                self.console(written.console);
+                self.reports.push(written.what);
+            }
+        }
+    }
+
+    /// A value read from a device lands in a register, as a MOV or IN writes it.
+    fn read_into(&mut self, into: Destination, value: u64) {
+        let old = self.domain.vcpu.gpr_64(into.register);
+        let new = merge(old, value, into.width);
+        self.domain.vcpu.set_gpr(into.register, new);
+        record(&mut *self.changes, GPR_NAMES[(into.register & 15) as usize], old, new);
+    }
+}
+
+/// Note a register change for the `emulate` event (unchanged registers are left out).
+fn record(changes: &mut Vec<Change>, name: &'static str, old: u64, new: u64) {
+    if old != new {
+        changes.push(Change {
+            name: Cow::Borrowed(name),
+            old,
+            new,
+        });
+    }
+}
+
+/// Ask the CPU for a VINTR exit with `vector` (V_IRQ and the intercept), or withdraw it.
+fn set_interrupt_window(domain: &mut Domain, vector: Option<u8>, changes: &mut Vec<Change>) {
+    let control = &mut domain.vcpu.vmcb.control;
+    let old = control.virtual_interrupt;
+    let new = interrupts::window_request(old, vector);
+    control.virtual_interrupt = new;
+    match vector {
+        Some(_) => control.intercept_misc1 |= misc1::VINTR,
+        None => control.intercept_misc1 &= !misc1::VINTR,
+    }
+    record(changes, "v_intr", old, new);
+}
+
+/// Put `event` in EVENTINJ: VMRUN delivers it through the guest's IDT (AMD APM vol. 2,
+/// 15.20). A #PF's CR2 was set by an effect before (an intercepted #PF did not write it).
+fn inject(
+    domain: &mut Domain,
+    event: svm::Event,
+    handler: Option<u64>,
+    synthetic: bool,
+    events: &mut Vec<Body>,
+) {
+    let vcpu = &mut domain.vcpu;
+    vcpu.vmcb.control.eventinj = event.encode();
+    vcpu.in_flight.push(InFlight {
+        vector: event.vector,
+        kind: event.kind,
+    });
+    let page_fault = event.kind == EventType::Exception && event.vector == 14;
+    events.push(Body::Inject(Inject {
+        vector: event.vector,
+        name: event::delivery_name(event.vector, event.kind),
+        kind: event.kind,
+        error_code: event.error_code,
+        cr2: page_fault.then_some(vcpu.vmcb.save.cr2),
+        handler,
+        synthetic,
+    }));
+}
+
+/// Deliver an exception the way Xen's `do_guest_trap` does: the frame on the guest's
+/// stack, RSP at it, RIP at the handler (`delivery.rs` worked out all of it).
+fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Result<(), Failure> {
+    let bytes: Vec<u8> = bounce
+        .words
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    domain
+        .write_virtual(bounce.frame, &bytes)
+        .map_err(|error| Failure {
+            why: format!(
+                "the bounce frame at {:#x} cannot be written ({error:?}): the guest's stack is broken, so (as Xen) the domain ends",
+                bounce.frame
+            ),
+            reason: format!("cannot write a bounce frame at {:#x}", bounce.frame),
+            at: here!(),
+        })?;
+    let vcpu = &mut domain.vcpu;
+    vcpu.set_gpr(4, bounce.frame);
+    vcpu.vmcb.save.rip = bounce.handler;
+    vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+    vcpu.vmcb.save.rflags = bounce.rflags;
+    vcpu.in_flight.push(InFlight {
+        vector: bounce.vector,
+        kind: EventType::Exception,
+    });
+    events.push(Body::Bounce(event::Bounce {
+        vector: bounce.vector,
+        name: event::delivery_name(bounce.vector, EventType::Exception),
+        error_code: bounce.error_code,
+        cr2: (bounce.vector == 14).then_some(vcpu.vmcb.save.cr2),
+        handler: bounce.handler,
+        frame: bounce.frame,
+        interrupts: RFlags::from_bits_truncate(bounce.rflags).contains(RFlags::INTERRUPT_FLAG),
+        synthetic: bounce.synthetic,
+    }));
+    Ok(())
+}
+
+fn return_event(returning: &Returning) -> Return {
+    Return {
+        via: returning.via,
+        vector: returning.event.map(|(vector, _)| vector),
+        name: returning
+            .event
+            .map(|(vector, kind)| event::delivery_name(vector, kind)),
+        rip: returning.rip,
+        cs: returning.cs,
+        rflags: returning.rflags,
+        rsp: returning.rsp,
+    }
+}

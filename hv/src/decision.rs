@@ -1,0 +1,329 @@
+//! A decision: what the hypervisor does with one exit, as a value.
+//!
+//! Every handler in `exit/` is a pure function from the exit and a read-only view of the
+//! guest ([`Guest`](crate::domain::Guest)) to a [`Decision`]: one of the five actions, the
+//! one-line reason and the source line that chose it, and the [`Effect`]s that carry it out
+//! — the registers, VMCB fields, guest memory and device accesses it changes, and how far
+//! RIP moves. Nothing happens while a handler runs; `apply.rs` does it all afterwards, in
+//! one fixed order, and records the events. So a decision can be tested on the host with a
+//! synthetic exit, and every trace has the same shape.
+
+use crate::domain::interrupts::VirtualTimer;
+use traplab_abi::hypercall::TrapInfo;
+use alloc::borrow::Cow;
+use alloc::string::String;
+use alloc::vec::Vec;
+use traplab_abi::event::{Action, ReturnPath};
+use traplab_abi::svm;
+
+/// How a domain ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEnd {
+    /// It asked to stop (the exit hypercall, or HLT with nothing to wait for).
+    Exited { status: i32, reason: String },
+    /// The hypervisor stopped it.
+    Killed { reason: String },
+}
+
+/// What the hypervisor does with an exit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub action: Action,
+    /// One line, in a student's words.
+    pub why: Cow<'static, str>,
+    /// Where in the hypervisor's source: `hv/src/exit/exception.rs:42` (see [`decide!`]).
+    pub at: &'static str,
+    /// What changes, in this order.
+    pub effects: Vec<Effect>,
+    /// What the emulation did, for the `emulate` event (the machine's reports of its
+    /// effects follow it); `None` and nothing reported: no `emulate` event.
+    pub what: Option<Cow<'static, str>>,
+    /// An event for the guest: injected (the CPU delivers it) or bounced (the hypervisor does).
+    pub delivery: Option<Delivery>,
+    /// A guest handler returns (the end of an earlier delivery).
+    pub returning: Option<Returning>,
+    /// The domain ends.
+    pub end: Option<DomainEnd>,
+}
+
+/// One change the hypervisor makes for a decision. `apply.rs` performs them in order and
+/// records each register it changes (name, old, new) for the `emulate` event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    // ---- The vCPU's registers and VMCB fields -------------------------------------------
+    /// A general register, by its encoding number (0 = RAX … 15 = R15).
+    Gpr(u8, u64),
+    /// Continue the guest at this RIP. It ends an interrupt shadow (after STI or MOV SS):
+    /// the instruction after it has run.
+    Rip(u64),
+    Rflags(u64),
+    /// CR0, CR2, CR3 or CR4.
+    ControlRegister(u8, u64),
+    /// The guest's EFER (SVME stays set behind its back: VMRUN requires it).
+    Efer(u64),
+    /// DR0–DR3 (kept by the hypervisor and loaded into the CPU), DR6 or DR7.
+    DebugRegister(u8, u64),
+    /// An MSR the VMCB holds for the guest.
+    Msr(VmcbMsr, u64),
+    /// The guest's TSC offset (its TSC = the host's + this, AMD APM vol. 2, 15.30.5).
+    TscOffset(u64),
+    /// Flush the guest's TLB at the next VMRUN (TLB_CONTROL, APM vol. 2, 15.16).
+    FlushTlb,
+    /// The guest is no longer in an interrupt shadow (HLT ends it).
+    EndInterruptShadow,
+    // ---- Devices and guest memory ---------------------------------------------------------
+    /// An I/O port access (`device/mod.rs` routes it).
+    Port(PortAccess),
+    /// An MMIO access (the lab device).
+    Mmio(MmioAccess),
+    /// Bytes for the domain's console (the `console_write` hypercall).
+    Console(Vec<u8>),
+    /// A checked entry written into a pinned page table at guest-physical `gpa`.
+    PageTableEntry { gpa: u64, level: u8, entry: u64 },
+    /// Pin these page tables (guest-physical page, level): every write to them is checked.
+    PinPageTables(Vec<(u64, u8)>),
+    /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
+    Populate(u64),
+    // ---- Paravirtual state -------------------------------------------------------------------
+    TrapTable(Vec<TrapInfo>),
+    PvMode(bool),
+    /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
+    VirtualInterruptFlag(bool),
+    // ---- Interrupts ----------------------------------------------------------------------
+    /// The guest's periodic timer (`set_timer`), or none.
+    Timer(Option<VirtualTimer>),
+    /// The interrupt waiting for the guest to take it.
+    PendingInterrupt(Option<u8>),
+    /// Halt the physical CPU until the guest's timer is due, then make its interrupt pending.
+    HaltUntilInterrupt,
+    /// V_IRQ and the VINTR intercept (APM vol. 2, 15.21.4): `Some(vector)` asks the CPU to
+    /// exit when the guest can take an interrupt, `None` withdraws the request.
+    InterruptWindow(Option<u8>),
+    // ---- The vCPU's bookkeeping -----------------------------------------------------------
+    /// The innermost delivered event's handler will never run (its delivery faulted), or
+    /// has returned.
+    PopInFlight,
+    /// The RIP of an INT n about to be injected (RIP moved past it), to put back if its
+    /// delivery faults; `None` forgets it.
+    SoftwareInterruptRip(Option<u64>),
+    /// Let the next IRET run without an exit (`exit/iret.rs`); the intercept is back on at
+    /// the next exit.
+    SuspendIretIntercept,
+    // ---- The machine under the hypervisor ------------------------------------------------
+    /// Take the hypervisor's own pending timer interrupt (`exit/intr.rs`).
+    AcknowledgeHostTimer,
+    /// Start the hypervisor's timer if it is off (the guest's timer needs it).
+    StartHostTimer,
+    /// INVLPGA: drop the TLB entry of `address` in the guest's address space.
+    InvalidatePage { address: u64, asid: u32 },
+    /// XSETBV on the physical CPU (the guest's XCR0 stays loaded).
+    Xcr0(u64),
+}
+
+/// The MSRs the VMCB keeps for the guest (AMD APM vol. 2, appendix B, state save area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmcbMsr {
+    SysenterCs,
+    SysenterEsp,
+    SysenterEip,
+    Pat,
+    Star,
+    Lstar,
+    Cstar,
+    Sfmask,
+    FsBase,
+    GsBase,
+    KernelGsBase,
+}
+
+impl VmcbMsr {
+    /// The change's name in the `emulate` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmcbMsr::SysenterCs => "sysenter_cs",
+            VmcbMsr::SysenterEsp => "sysenter_esp",
+            VmcbMsr::SysenterEip => "sysenter_eip",
+            VmcbMsr::Pat => "pat",
+            VmcbMsr::Star => "star",
+            VmcbMsr::Lstar => "lstar",
+            VmcbMsr::Cstar => "cstar",
+            VmcbMsr::Sfmask => "sfmask",
+            VmcbMsr::FsBase => "fs_base",
+            VmcbMsr::GsBase => "gs_base",
+            VmcbMsr::KernelGsBase => "kernel_gs_base",
+        }
+    }
+}
+
+/// An I/O port access.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortAccess {
+    /// IN: `size` bytes from `port` into AL, AX or EAX.
+    In { port: u16, size: u8 },
+    /// OUT `value` (`size` bytes) to `port`.
+    Out { port: u16, size: u8, value: u32 },
+    /// INS: one element from `port` to each of these guest-physical addresses.
+    InString { port: u16, size: u8, to: Vec<u64> },
+    /// OUTS: these elements to `port`.
+    OutString { port: u16, size: u8, values: Vec<u32> },
+}
+
+/// An MMIO access, emulated because the CPU exited before it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioAccess {
+    /// Read `width` bytes at `gpa` into a register.
+    Read { gpa: u64, width: u8, into: Destination },
+    /// Write the low `width` bytes of `value` at `gpa`.
+    Write { gpa: u64, width: u8, value: u64 },
+}
+
+/// Where a value read from a device lands: a general register of `width` bytes. A 4- or
+/// 8-byte destination replaces the register (a 32-bit write clears bits 63:32); a 1- or
+/// 2-byte one keeps the other bits (AMD APM vol. 1, 3.1.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    pub register: u8,
+    pub width: u8,
+}
+
+/// An event for the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Put it in EVENTINJ: the CPU delivers it through the guest's IDT at the next VMRUN
+    /// (AMD APM vol. 2, 15.20). `handler`: the IDT gate's target, if the gate is present.
+    Inject {
+        event: svm::Event,
+        handler: Option<u64>,
+        synthetic: bool,
+    },
+    /// The hypervisor delivers it itself (`delivery.rs`): the frame is written on the
+    /// guest's stack and the guest continues in the handler.
+    Bounce(Bounce),
+}
+
+/// A bounce, worked out in full by `delivery.rs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounce {
+    pub vector: u8,
+    pub error_code: Option<u32>,
+    pub handler: u64,
+    /// Where the frame goes (the handler's RSP), and its words from the lowest address up.
+    pub frame: u64,
+    pub words: Vec<u64>,
+    /// RFLAGS in the handler.
+    pub rflags: u64,
+    pub synthetic: bool,
+}
+
+/// A handler returns: what the `return` event says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Returning {
+    pub via: ReturnPath,
+    /// The event whose handler returns, when the hypervisor delivered it.
+    pub event: Option<(u8, svm::EventType)>,
+    pub rip: u64,
+    pub cs: u16,
+    pub rflags: u64,
+    pub rsp: u64,
+}
+
+impl Decision {
+    /// A decision with no effects yet (use [`decide!`]).
+    pub fn new(action: Action, why: Cow<'static, str>, at: &'static str) -> Decision {
+        Decision {
+            action,
+            why,
+            at,
+            effects: Vec::new(),
+            what: None,
+            delivery: None,
+            returning: None,
+            end: None,
+        }
+    }
+
+    /// Add an effect.
+    pub fn with(mut self, effect: Effect) -> Decision {
+        self.effects.push(effect);
+        self
+    }
+
+    /// Add effects.
+    pub fn with_all(mut self, effects: impl IntoIterator<Item = Effect>) -> Decision {
+        self.effects.extend(effects);
+        self
+    }
+
+    /// Say what the emulation did (the `emulate` event).
+    pub fn describe(mut self, what: impl Into<Cow<'static, str>>) -> Decision {
+        self.what = Some(what.into());
+        self
+    }
+
+    pub fn deliver(mut self, delivery: Delivery) -> Decision {
+        self.delivery = Some(delivery);
+        self
+    }
+
+    pub fn returning(mut self, returning: Returning) -> Decision {
+        self.returning = Some(returning);
+        self
+    }
+
+    /// The domain ends after this decision.
+    pub fn ending(mut self, end: DomainEnd) -> Decision {
+        self.end = Some(end);
+        self
+    }
+
+    /// The domain is killed, for `reason` (the `domain` event's words).
+    pub fn killing(self, reason: impl Into<String>) -> Decision {
+        self.ending(DomainEnd::Killed {
+            reason: reason.into(),
+        })
+    }
+
+}
+
+/// The RIP the guest will have once `effects` are applied (its current one is `current`).
+pub fn rip_after(effects: &[Effect], current: u64) -> u64 {
+    effects
+        .iter()
+        .rev()
+        .find_map(|effect| match effect {
+            Effect::Rip(rip) => Some(*rip),
+            _ => None,
+        })
+        .unwrap_or(current)
+}
+
+/// `decide!(Action::Emulate, "why, with {} formatting", args)`: a [`Decision`] with its
+/// reason and the file and line of the hypervisor source that made it.
+#[macro_export]
+macro_rules! decide {
+    ($action:expr, $($why:tt)+) => {
+        $crate::decision::Decision::new(
+            $action,
+            $crate::decision::reason(format_args!($($why)+)),
+            $crate::here!(),
+        )
+    };
+}
+
+/// The source location of the macro call, as the trace shows it: `hv/src/exit/cr.rs:42`.
+/// (The prefix comes from the build script: cargo names the file relative to the
+/// workspace, which is `hv/` for the hypervisor and the repository for its host tests.)
+#[macro_export]
+macro_rules! here {
+    () => {
+        concat!(env!("TRAPLAB_HV_SOURCE_PREFIX"), file!(), ":", line!())
+    };
+}
+
+/// A reason's text: borrowed when it has no arguments, formatted otherwise.
+pub fn reason(why: core::fmt::Arguments) -> Cow<'static, str> {
+    match why.as_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(alloc::fmt::format(why)),
+    }
+}

@@ -1,0 +1,361 @@
+//! A virtual CPU: its VMCB, the registers VMRUN does not switch, and what the hypervisor
+//! remembers about the events it delivered.
+//!
+//! VMRUN loads and saves RAX, RSP, RIP, RFLAGS, the control registers and the segments
+//! from the VMCB's state save area (AMD APM vol. 2, 15.5); the other general registers and
+//! the x87/SSE state are the hypervisor's to switch (`svm/world_switch.rs`), so they live
+//! here, in [`GuestContext`], at offsets the world switch's assembly knows.
+
+use super::interrupts::VirtualInterrupts;
+use crate::vmcb::{Segment, Vmcb, attrib, misc1};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::mem::offset_of;
+use traplab_abi::boot;
+use traplab_abi::event::Registers;
+use traplab_abi::svm::EventType;
+use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
+
+/// General registers by their x86 encoding number (0 = RAX … 15 = R15).
+pub const GPR_NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+
+/// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FxsaveArea(pub [u8; 512]);
+
+impl FxsaveArea {
+    /// The state after FNINIT with SSE exceptions masked: FCW = 0x37f, MXCSR = 0x1f80.
+    pub fn initial() -> FxsaveArea {
+        let mut area = [0u8; 512];
+        area[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        area[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FxsaveArea(area)
+    }
+}
+
+/// The guest registers VMRUN does not switch, and both x87/SSE states (the world switch
+/// saves the hypervisor's own in `host_fpu` while the guest's is loaded).
+#[repr(C, align(16))]
+pub struct GuestContext {
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    _padding: u64,
+    pub guest_fpu: FxsaveArea,
+    pub host_fpu: FxsaveArea,
+}
+
+// The world switch's assembly addresses these fields by number.
+const _: () = {
+    assert!(offset_of!(GuestContext, rbx) == 0);
+    assert!(offset_of!(GuestContext, rdi) == 32);
+    assert!(offset_of!(GuestContext, rbp) == 40);
+    assert!(offset_of!(GuestContext, r8) == 48);
+    assert!(offset_of!(GuestContext, r15) == 104);
+    assert!(offset_of!(GuestContext, guest_fpu) == 128);
+    assert!(offset_of!(GuestContext, host_fpu) == 640);
+};
+
+impl GuestContext {
+    pub fn new() -> GuestContext {
+        GuestContext {
+            rbx: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            rbp: 0,
+            r8: 0,
+            r9: 0,
+            r10: 0,
+            r11: 0,
+            r12: 0,
+            r13: 0,
+            r14: 0,
+            r15: 0,
+            _padding: 0,
+            guest_fpu: FxsaveArea::initial(),
+            host_fpu: FxsaveArea::initial(),
+        }
+    }
+}
+
+impl Default for GuestContext {
+    fn default() -> Self {
+        GuestContext::new()
+    }
+}
+
+/// An event the hypervisor delivered whose handler has not returned yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub vector: u8,
+    pub kind: EventType,
+}
+
+/// One virtual CPU.
+pub struct Vcpu {
+    /// The VMCB (page-aligned; its address is the physical address VMRUN takes).
+    pub vmcb: Box<Vmcb>,
+    /// The general registers VMRUN does not switch, and the x87/SSE state.
+    pub context: Box<GuestContext>,
+    /// The guest's DR0–DR3 (VMRUN switches only DR6 and DR7; see `exit/dr.rs`).
+    pub debug_registers: [u64; 4],
+    /// Delivered events whose handlers have not returned, innermost last.
+    pub in_flight: Vec<InFlight>,
+    /// The IRET intercept is off for one IRET (`exit/iret.rs`); back on after the next exit.
+    pub iret_intercept_suspended: bool,
+    /// The RIP of the last INT n injected (RIP was moved past it), to put back if its
+    /// delivery faults (`exit/exception.rs`).
+    pub software_interrupt_rip: Option<u64>,
+    /// The guest's timer and the interrupt waiting for it (`interrupts.rs`).
+    pub interrupts: VirtualInterrupts,
+}
+
+impl Vcpu {
+    /// A vCPU with a zeroed VMCB and registers (the loader sets the boot state).
+    pub fn new() -> Vcpu {
+        Vcpu {
+            vmcb: Vmcb::new_zeroed(),
+            context: Box::new(GuestContext::new()),
+            debug_registers: [0; 4],
+            in_flight: Vec::new(),
+            iret_intercept_suspended: false,
+            software_interrupt_rip: None,
+            interrupts: VirtualInterrupts::default(),
+        }
+    }
+
+    /// The physical address of the VMCB, for VMRUN (the hypervisor's memory is
+    /// identity-mapped).
+    pub fn vmcb_address(&self) -> u64 {
+        &raw const *self.vmcb as u64
+    }
+
+    /// A general register by encoding number. RAX and RSP live in the VMCB. A 32-bit guest
+    /// sees only the low halves (its registers are EAX…EDI).
+    pub fn gpr(&self, number: u8) -> u64 {
+        let value = self.gpr_64(number);
+        if self.vmcb.code_bits() == 64 {
+            value
+        } else {
+            value & 0xffff_ffff
+        }
+    }
+
+    /// All 64 bits of a general register, whatever the mode.
+    pub fn gpr_64(&self, number: u8) -> u64 {
+        let context = &self.context;
+        match number & 15 {
+            0 => self.vmcb.save.rax,
+            1 => context.rcx,
+            2 => context.rdx,
+            3 => context.rbx,
+            4 => self.vmcb.save.rsp,
+            5 => context.rbp,
+            6 => context.rsi,
+            7 => context.rdi,
+            8 => context.r8,
+            9 => context.r9,
+            10 => context.r10,
+            11 => context.r11,
+            12 => context.r12,
+            13 => context.r13,
+            14 => context.r14,
+            _ => context.r15,
+        }
+    }
+
+    /// Write a general register (the apply step and gdb do; handlers decide).
+    pub fn set_gpr(&mut self, number: u8, value: u64) {
+        let context = &mut self.context;
+        let slot = match number & 15 {
+            0 => &mut self.vmcb.save.rax,
+            1 => &mut context.rcx,
+            2 => &mut context.rdx,
+            3 => &mut context.rbx,
+            4 => &mut self.vmcb.save.rsp,
+            5 => &mut context.rbp,
+            6 => &mut context.rsi,
+            7 => &mut context.rdi,
+            8 => &mut context.r8,
+            9 => &mut context.r9,
+            10 => &mut context.r10,
+            11 => &mut context.r11,
+            12 => &mut context.r12,
+            13 => &mut context.r13,
+            14 => &mut context.r14,
+            _ => &mut context.r15,
+        };
+        *slot = value;
+    }
+
+    /// The general registers, for events.
+    pub fn registers(&self) -> Registers {
+        let context = &self.context;
+        Registers {
+            rax: self.vmcb.save.rax,
+            rbx: context.rbx,
+            rcx: context.rcx,
+            rdx: context.rdx,
+            rsi: context.rsi,
+            rdi: context.rdi,
+            rbp: context.rbp,
+            rsp: self.vmcb.save.rsp,
+            r8: context.r8,
+            r9: context.r9,
+            r10: context.r10,
+            r11: context.r11,
+            r12: context.r12,
+            r13: context.r13,
+            r14: context.r14,
+            r15: context.r15,
+        }
+    }
+
+    /// The guest's page-table root, or `None` when paging is off.
+    pub fn cr3(&self) -> Option<u64> {
+        Cr0Flags::from_bits_truncate(self.vmcb.save.cr0)
+            .contains(Cr0Flags::PAGING)
+            .then_some(self.vmcb.save.cr3)
+    }
+
+    /// Is the guest in long mode (EFER.LMA)?
+    pub fn long_mode(&self) -> bool {
+        EferFlags::from_bits_truncate(self.vmcb.save.efer).contains(EferFlags::LONG_MODE_ACTIVE)
+    }
+
+    /// The RIP after an instruction of `length` bytes at RIP (wrapping at 4 GiB outside
+    /// 64-bit mode, as the CPU's EIP does).
+    pub fn rip_after(&self, length: u64) -> u64 {
+        let rip = self.vmcb.save.rip.wrapping_add(length);
+        if self.vmcb.code_bits() == 64 {
+            rip
+        } else {
+            rip & 0xffff_ffff
+        }
+    }
+
+    /// After every #VMEXIT, before anything looks at the exit: what a VMRUN consumed is
+    /// reset (a TLB flush is done once), and an IRET let through by `exit/iret.rs` has run,
+    /// so its intercept is on again.
+    pub fn after_vmrun(&mut self) {
+        self.vmcb.control.tlb_control = 0;
+        if self.iret_intercept_suspended {
+            self.vmcb.control.intercept_misc1 |= misc1::IRET;
+            self.iret_intercept_suspended = false;
+        }
+    }
+
+    /// The state at the first VMRUN of a 64-bit guest (`traplab_abi::boot`): long mode,
+    /// paging on with the boot page tables, CPL 0, interrupts off, at `entry`.
+    pub fn set_long_mode_boot_state(&mut self, entry: u64) {
+        let flat = |selector: u16, attrib: u16| Segment {
+            selector,
+            attrib,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        let save = &mut self.vmcb.save;
+        save.cs = flat(0x08, attrib::CODE64_DPL0);
+        save.ds = flat(0x10, attrib::DATA_DPL0);
+        save.es = flat(0x10, attrib::DATA_DPL0);
+        save.ss = flat(0x10, attrib::DATA_DPL0);
+        save.fs = Segment::default();
+        save.gs = Segment::default();
+        save.gdtr = Segment {
+            selector: 0,
+            attrib: 0,
+            limit: 23,
+            base: boot::BOOT_GDT,
+        };
+        // No IDT yet: a fault before the guest loads its own is a triple fault.
+        save.idtr = Segment::default();
+        save.ldtr = Segment {
+            selector: 0,
+            attrib: attrib::LDT,
+            limit: 0,
+            base: 0,
+        };
+        save.tr = Segment {
+            selector: 0,
+            attrib: attrib::TSS64_BUSY,
+            limit: 0x67,
+            base: 0,
+        };
+        save.cpl = 0;
+        // LME and LMA (long mode active), NXE, and SVME: VMRUN refuses a guest without
+        // EFER.SVME (AMD APM vol. 2, 15.5.1, "EFER.SVME is zero" is illegal guest state).
+        save.efer = (EferFlags::LONG_MODE_ENABLE
+            | EferFlags::LONG_MODE_ACTIVE
+            | EferFlags::NO_EXECUTE_ENABLE
+            | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE)
+            .bits();
+        // PE (protected mode), MP, ET, NE (x87 errors as #MF), WP (supervisor writes honour
+        // read-only pages), PG (paging).
+        save.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
+            | Cr0Flags::MONITOR_COPROCESSOR
+            | Cr0Flags::EXTENSION_TYPE
+            | Cr0Flags::NUMERIC_ERROR
+            | Cr0Flags::WRITE_PROTECT
+            | Cr0Flags::PAGING)
+            .bits();
+        save.cr3 = boot::BOOT_PAGE_TABLES;
+        // PAE (long mode needs it), OSFXSR and OSXMMEXCPT (SSE instructions work).
+        save.cr4 = (Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
+            | Cr4Flags::OSFXSR
+            | Cr4Flags::OSXMMEXCPT_ENABLE)
+            .bits();
+        save.dr6 = 0xffff_0ff0;
+        save.dr7 = 0x400;
+        save.rflags = 0x2; // bit 1 is always set
+        save.rip = entry;
+        save.rsp = boot::BOOT_STACK_TOP;
+        save.rax = 0;
+        // The power-on PAT (AMD APM vol. 2, 7.8.2): WB, WT, UC-, UC, twice.
+        save.g_pat = 0x0007_0406_0007_0406;
+        self.context.rdi = boot::BOOT_INFO;
+    }
+
+    /// The state at the first VMRUN of a 32-bit guest: protected mode, paging off, CPL 0.
+    pub fn set_protected_mode_boot_state(&mut self, entry: u64) {
+        self.set_long_mode_boot_state(entry);
+        let save = &mut self.vmcb.save;
+        save.cs.attrib = attrib::CODE32_DPL0;
+        // PE, ET, NE: protected mode without paging; EFER only SVME (no long mode).
+        save.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
+            | Cr0Flags::EXTENSION_TYPE
+            | Cr0Flags::NUMERIC_ERROR)
+            .bits();
+        save.cr3 = 0;
+        save.cr4 = 0;
+        save.efer = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        save.tr = Segment {
+            selector: 0,
+            attrib: attrib::TSS32_BUSY,
+            limit: 0x67,
+            base: 0,
+        };
+    }
+}
+
+impl Default for Vcpu {
+    fn default() -> Self {
+        Vcpu::new()
+    }
+}

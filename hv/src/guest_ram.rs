@@ -1,0 +1,140 @@
+//! A guest's RAM on the real machine: host frames behind the domain's nested page tables.
+//!
+//! Guest RAM is guest-physical `0..size`, one contiguous block of host frames mapped page
+//! by page (or, with lazy memory, a frame per page on first touch). The hypervisor reaches
+//! it through the nested page tables, as the CPU does: this is the bare-metal side of
+//! `traplab_hv::domain::GuestMemory`, whose page walks and virtual accesses are written
+//! once, in the library.
+
+use crate::frames;
+use crate::svm::npt::{Access, NestedPageTables};
+use core::cell::Cell;
+use traplab_hv::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE, page_pieces};
+
+pub struct GuestRam {
+    size: u64,
+    pub npt: NestedPageTables,
+    /// RAM is mapped on first touch (setting `lazy-memory`).
+    lazy: bool,
+    /// Pages mapped so far by [`GuestMemory::populate`].
+    populated_pages: Cell<u64>,
+}
+
+impl GuestRam {
+    /// Allocate `size` bytes of RAM and map all of it, readable, writable and executable.
+    pub fn new(size: u64) -> Option<GuestRam> {
+        let base = frames::alloc_frames(size / PAGE_SIZE)?;
+        let npt = NestedPageTables::new()?;
+        for offset in (0..size).step_by(PAGE_SIZE as usize) {
+            npt.map(offset, base + offset, Access::ALL)?;
+        }
+        Some(GuestRam {
+            size,
+            npt,
+            lazy: false,
+            populated_pages: Cell::new(0),
+        })
+    }
+
+    /// `size` bytes of RAM, none of it mapped yet: each page gets a frame when first touched.
+    pub fn new_lazy(size: u64) -> Option<GuestRam> {
+        Some(GuestRam {
+            size,
+            npt: NestedPageTables::new()?,
+            lazy: true,
+            populated_pages: Cell::new(0),
+        })
+    }
+
+    /// Map a fresh zeroed frame at the RAM page `gpa` (through `&self`: the tables are
+    /// frames the hypervisor owns, written through raw pointers).
+    fn map_fresh_frame(&self, gpa: u64) -> Option<u64> {
+        if gpa >= self.size {
+            return None;
+        }
+        let frame = frames::alloc_frame()?;
+        self.npt.map(gpa & !(PAGE_SIZE - 1), frame, Access::ALL)?;
+        self.populated_pages.set(self.populated_pages.get() + 1);
+        Some(frame)
+    }
+
+    /// The host address of `gpa`, through the nested page tables. With lazy memory the
+    /// hypervisor's own access populates a page that is RAM but not mapped yet.
+    fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
+        if let Some(host) = self.npt.translate(gpa) {
+            return Ok(host);
+        }
+        if self.lazy
+            && let Some(frame) = self.map_fresh_frame(gpa)
+        {
+            return Ok(frame | (gpa & (PAGE_SIZE - 1)));
+        }
+        Err(MemoryError::NotGuestMemory { gpa })
+    }
+
+    /// Split `[gpa, gpa + length)` at page boundaries and call `each(host, done, length)`.
+    /// Checks every page before touching any.
+    fn for_each_page(
+        &self,
+        gpa: u64,
+        length: usize,
+        mut each: impl FnMut(u64, usize, usize),
+    ) -> Result<(), MemoryError> {
+        for (address, _, _) in page_pieces(gpa, length) {
+            self.host_address(address)?;
+        }
+        for (address, done, piece) in page_pieces(gpa, length) {
+            each(self.host_address(address)?, done, piece);
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        self.for_each_page(gpa, buffer.len(), |host, done, length| {
+            // SAFETY: `host` is a host-physical (identity-mapped) address of guest RAM that
+            // stays mapped for `length` bytes inside one page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    host as *const u8,
+                    buffer[done..].as_mut_ptr(),
+                    length,
+                )
+            };
+        })
+    }
+
+    fn write_physical(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        self.for_each_page(gpa, bytes.len(), |host, done, length| {
+            // SAFETY: as in `read_physical`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), host as *mut u8, length)
+            };
+        })
+    }
+
+    fn is_mapped(&self, gpa: u64) -> bool {
+        self.npt.translate(gpa).is_some()
+    }
+
+    fn lazy(&self) -> bool {
+        self.lazy
+    }
+
+    fn populate(&mut self, gpa: u64) -> Option<u64> {
+        self.map_fresh_frame(gpa)
+    }
+
+    fn populated_pages(&self) -> u64 {
+        self.populated_pages.get()
+    }
+
+    fn forbid_fetches(&mut self, forbid: bool) {
+        self.npt.set_no_execute_everywhere(forbid);
+    }
+}

@@ -1,0 +1,89 @@
+//! The real machine under the hypervisor, as the library's decisions see it
+//! (`traplab_hv::Machine`): the CPU's CPUID, the TSC, the hypervisor's timer, and the few
+//! instructions only the physical CPU can run for a guest.
+
+use crate::{time, timer};
+use traplab_hv::Machine;
+
+/// This machine.
+pub struct Hardware;
+
+impl Machine for Hardware {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let answer = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [answer.eax, answer.ebx, answer.ecx, answer.edx]
+    }
+
+    fn tsc_hz(&self) -> u64 {
+        time::tsc_hz()
+    }
+
+    fn timer_hz(&self) -> u32 {
+        timer::rate_when_running()
+    }
+
+    fn now(&self) -> u64 {
+        time::rdtsc()
+    }
+
+    fn acknowledge_timer(&mut self) -> u64 {
+        timer::take_pending();
+        timer::ticks()
+    }
+
+    fn start_timer(&mut self) {
+        timer::ensure_running();
+    }
+
+    fn halt_until(&mut self, tsc: u64) -> u64 {
+        let start = timer::ticks();
+        while time::rdtsc() < tsc {
+            // The hypervisor halts too: STI;HLT sleeps until its own timer's next tick
+            // (taken by our IDT, `timer::tick`), then CLI and look at the clock again. GIF
+            // is set between world switches, so the tick can come in.
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+        }
+        timer::ticks() - start
+    }
+
+    fn invalidate_page(&mut self, address: u64, asid: u32) {
+        // SAFETY: INVLPGA only drops a TLB entry of the given address space.
+        unsafe {
+            core::arch::asm!("invlpga rax, ecx", in("rax") address, in("ecx") asid, options(nostack))
+        };
+    }
+
+    fn set_xcr0(&mut self, value: u64) {
+        use x86_64::registers::control::{Cr4, Cr4Flags};
+        let host_cr4 = Cr4::read();
+        if !host_cr4.contains(Cr4Flags::OSXSAVE) {
+            // SAFETY: XSETBV needs our own CR4.OSXSAVE; the CPU has XSAVE (the guest could
+            // enable it, `exit/xsetbv.rs`), and OSXSAVE only makes XGETBV/XSETBV legal.
+            unsafe { Cr4::write(host_cr4 | Cr4Flags::OSXSAVE) };
+        }
+        // SAFETY: `exit/xsetbv.rs` checked the value against what the CPU supports, and
+        // OSXSAVE is on.
+        unsafe {
+            core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
+    }
+
+    fn load_breakpoint_address(&mut self, slot: u8, address: u64) {
+        // SAFETY: DR0–DR3 belong to the guest (the hypervisor sets no breakpoints of its own).
+        unsafe {
+            match slot {
+                0 => core::arch::asm!("mov dr0, {}", in(reg) address, options(nostack)),
+                1 => core::arch::asm!("mov dr1, {}", in(reg) address, options(nostack)),
+                2 => core::arch::asm!("mov dr2, {}", in(reg) address, options(nostack)),
+                _ => core::arch::asm!("mov dr3, {}", in(reg) address, options(nostack)),
+            }
+        }
+    }
+
+    fn load_dr7(&mut self, value: u64) {
+        // SAFETY: the hypervisor does not use the debug registers itself. Should an armed
+        // breakpoint match an access of the hypervisor's, its #DB handler ignores it (cpu.rs).
+        unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nostack)) };
+    }
+}

@@ -1,0 +1,50 @@
+//! The machine under the hypervisor: what a decision may ask about it, and what applying
+//! one may ask it to do.
+//!
+//! Handlers read facts (the real CPU's CPUID answer, the TSC rate); `apply.rs` asks for the
+//! few things only the physical CPU can do for a guest (INVLPGA, XSETBV, the debug
+//! registers VMRUN does not switch, halting until the guest's timer is due). The bare-metal
+//! program implements it on the real hardware (`main.rs`, `Hardware`); the host tests with
+//! a recording fake (`testing.rs`).
+
+pub trait Machine {
+    /// The physical CPU's CPUID answer: EAX, EBX, ECX, EDX.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+
+    /// TSC ticks per second.
+    fn tsc_hz(&self) -> u64;
+
+    /// The rate of the hypervisor's own timer: what it runs at, or what it will start at
+    /// once a guest's timer needs it ([`Machine::start_timer`]).
+    fn timer_hz(&self) -> u32;
+
+    /// The TSC now.
+    fn now(&self) -> u64;
+
+    /// Let the hypervisor's pending timer interrupt in and acknowledge it; the tick's number.
+    fn acknowledge_timer(&mut self) -> u64;
+
+    /// Start the hypervisor's timer if it is off: it is how the hypervisor notices that a
+    /// guest's timer is due.
+    fn start_timer(&mut self);
+
+    /// Halt the physical CPU until the TSC reaches `tsc` (the hypervisor's timer wakes it);
+    /// how many of its ticks that took.
+    fn halt_until(&mut self, tsc: u64) -> u64;
+
+    /// INVLPGA: drop the TLB entry of `address` in address space `asid` (APM vol. 2,
+    /// 15.16.3).
+    fn invalidate_page(&mut self, address: u64, asid: u32);
+
+    /// XSETBV with XCR0 = `value` (the guest's XCR0 stays loaded: the hypervisor does not
+    /// use XSAVE).
+    fn set_xcr0(&mut self, value: u64);
+
+    /// Load DR0–DR3 slot `slot` with `address`: VMRUN does not switch them, so the guest's
+    /// stay in the CPU (`exit/dr.rs`).
+    fn load_breakpoint_address(&mut self, slot: u8, address: u64);
+
+    /// Execute a MOV to DR7 with `value`: under QEMU's TCG a breakpoint is armed only once
+    /// the CPU has run one (the guest's DR7 itself is in the VMCB).
+    fn load_dr7(&mut self, value: u64);
+}
