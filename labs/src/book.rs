@@ -105,8 +105,12 @@ fn flow(lab: &Lab, events: &[Event], matched: &[usize]) -> String {
         "`traplab check {}` expects, in this order (other events may come between):\n\n",
         lab.id
     );
-    for (index, step) in lab.expect.iter().enumerate() {
-        text.push_str(&format!("{}. {}\n", index + 1, explain::expectation(step)));
+    for (index, pattern) in lab.expect.iter().enumerate() {
+        text.push_str(&format!(
+            "{}. {}\n",
+            index + 1,
+            explain::expectation(pattern)
+        ));
     }
     text.push_str(&format!(
         "\nA run of the lab, recorded when this book was built (`traplab trace {}` shows it live). The number on the \
@@ -249,11 +253,11 @@ fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
             ),
         };
         text.push_str("- **Solved when** the check finds what it expects, in this order:\n");
-        for (index, step) in exercise.expect.iter().enumerate() {
+        for (index, pattern) in exercise.expect.iter().enumerate() {
             text.push_str(&format!(
                 "  {}. {}\n",
                 index + 1,
-                explain::expectation(step)
+                explain::expectation(pattern)
             ));
         }
         text.push_str(&format!("\n  and it expects {ending}.\n"));

@@ -1,6 +1,6 @@
 //! Reading the catalogue (`labs/catalogue/*.toml`).
 
-use crate::expect::Step;
+use crate::expect::Pattern;
 use serde::{Deserialize, Serialize};
 
 /// The embedded catalogue files: `(file name, TOML text)`.
@@ -33,9 +33,10 @@ pub struct Lab {
     /// with 137 (a domain was killed).
     #[serde(default)]
     pub killed: Vec<u16>,
-    /// The events that must appear, in this order (other events may come between).
+    /// The events that must appear, in this order (other events may come between): one
+    /// pattern per `[[expect]]` table.
     #[serde(default)]
-    pub expect: Vec<Step>,
+    pub expect: Vec<Pattern>,
     /// The questions the lab's chapter asks.
     #[serde(default)]
     pub questions: Vec<String>,
@@ -66,7 +67,7 @@ pub struct Exercise {
     pub killed: Option<Vec<u16>>,
     /// The flow the solved exercise must produce. It replaces the lab's flow: list every
     /// step that matters, not only the new ones.
-    pub expect: Vec<Step>,
+    pub expect: Vec<Pattern>,
 }
 
 impl Exercise {
@@ -79,7 +80,8 @@ impl Exercise {
 /// What a run of a lab must show: its own flow, or an exercise's.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
-    pub steps: &'a [Step],
+    /// The steps of the flow, in order: the pattern each step's event must match.
+    pub steps: &'a [Pattern],
     /// The exit status of every domain that is not killed.
     pub status: i32,
     /// The domains (indexes into the lab's guests) that must be killed.
@@ -136,8 +138,8 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
                 return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
             }
-            let steps = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
-            if let Some(field) = steps.filter_map(|step| step.unknown_field()).next() {
+            let patterns = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
+            if let Some(field) = patterns.filter_map(|pattern| pattern.unknown_field()).next() {
                 return Err(CatalogueError {
                     file: file.to_string(),
                     message: format!("an expected step has `{field}`, which no event of its kind has (tracer/SCHEMA.md); a key meant for the lab belongs above the first [[expect]]"),

@@ -1,14 +1,14 @@
 //! The expected flow of a lab, and checking a trace against it.
 //!
-//! A lab's `[[expect]]` steps are patterns over the JSON form of events: every key must be
-//! present in the event with that value. The steps must match events in order; other
-//! events may come between. Values compare loosely where the trace writes numbers as hex
-//! strings: `exitinfo1 = 2` matches `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the
-//! address of symbol NAME in the lab's first guest, plus 0x10; `"contains:TEXT"` matches a
-//! string that contains TEXT (for console lines with addresses in them), `"prefix:TEXT"` one
-//! that starts with it (for the instruction bytes at RIP: `insn = "prefix:0f0b"`). An array
-//! matches when each of its elements matches some element of the event's array
-//! (`changes = [{ name = "cr0" }]`).
+//! Each `[[expect]]` table of a lab is one step of its flow: a [`Pattern`] over the JSON
+//! form of an event, every key of which must be present in the event with that value. The
+//! patterns must match events in order; other events may come between. Values compare
+//! loosely where the trace writes numbers as hex strings: `exitinfo1 = 2` matches
+//! `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the address of symbol NAME in the
+//! lab's first guest, plus 0x10; `"contains:TEXT"` matches a string that contains TEXT (for
+//! console lines with addresses in them), `"prefix:TEXT"` one that starts with it (for the
+//! instruction bytes at RIP: `insn = "prefix:0f0b"`). An array matches when each of its
+//! elements matches some element of the event's array (`changes = [{ name = "cr0" }]`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,12 +16,13 @@ use traplab_abi::event::Event;
 use traplab_tracer::json;
 use traplab_tracer::symbols::Symbols;
 
-/// One step of an expected flow: the fields an event must have.
+/// What one step of an expected flow must see: the fields an event must have. (A *step*
+/// is a place in the flow, "step 3 of 5"; the pattern is what the event there must match.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Step(pub Map<String, Value>);
+pub struct Pattern(pub Map<String, Value>);
 
-impl Step {
+impl Pattern {
     /// `kind field=value …`, for messages.
     pub fn describe(&self) -> String {
         let kind = self
@@ -118,9 +119,9 @@ const FIELDS: [(&str, &[&str]); 12] = [
     ("end", &["status", "reason"]),
 ];
 
-impl Step {
-    /// A field no event of the step's kind has (a typo, or a TOML key that landed in the
-    /// last `[[expect]]` table by mistake), or a missing or unknown kind: the step could
+impl Pattern {
+    /// A field no event of the pattern's kind has (a typo, or a TOML key that landed in the
+    /// last `[[expect]]` table by mistake), or a missing or unknown kind: the pattern could
     /// never match.
     pub fn unknown_field(&self) -> Option<String> {
         let Some(kind) = self.0.get("kind").and_then(Value::as_str) else {
@@ -172,25 +173,25 @@ impl Mismatch {
     }
 }
 
-/// Check `events` against `steps`.
-pub fn check(steps: &[Step], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
-    matched_events(steps, events, symbols).map(|_| ())
+/// Check `events` against the flow `patterns`, one per step.
+pub fn check(patterns: &[Pattern], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
+    matched_events(patterns, events, symbols).map(|_| ())
 }
 
-/// Check `events` against `steps`; on a match, the index of the event each step matched
-/// (the book marks them in the traces it shows).
+/// Check `events` against the flow `patterns`; on a match, the index of the event each step
+/// matched (the book marks them in the traces it shows).
 pub fn matched_events(
-    steps: &[Step],
+    patterns: &[Pattern],
     events: &[Event],
     symbols: &Symbols,
 ) -> Result<Vec<usize>, Mismatch> {
     let values: Vec<Value> = events.iter().map(json::to_value).collect();
     let mut position = 0;
     let mut after_seq = None;
-    let mut matched = Vec::with_capacity(steps.len());
-    for (index, step) in steps.iter().enumerate() {
+    let mut matched = Vec::with_capacity(patterns.len());
+    for (index, pattern) in patterns.iter().enumerate() {
         match (position..values.len())
-            .find(|&candidate| matches(&step.0, &values[candidate], symbols))
+            .find(|&candidate| matches(&pattern.0, &values[candidate], symbols))
         {
             Some(found) => {
                 after_seq = Some(events[found].seq);
@@ -198,13 +199,13 @@ pub fn matched_events(
                 matched.push(found);
             }
             None => {
-                let kind = step.0.get("kind");
+                let kind = pattern.0.get("kind");
                 let nearest = (position..values.len())
                     .find(|&candidate| kind.is_none() || values[candidate].get("kind") == kind)
                     .map(|candidate| traplab_tracer::text::line(&events[candidate]));
                 return Err(Mismatch {
                     step: index,
-                    expected: step.describe(),
+                    expected: pattern.describe(),
                     after_seq,
                     nearest,
                 });
@@ -263,7 +264,7 @@ mod tests {
     use super::*;
     use traplab_abi::event::{Body, Console, EventType, Inject};
 
-    fn step(toml_text: &str) -> Step {
+    fn pattern(toml_text: &str) -> Pattern {
         toml::from_str(toml_text).unwrap()
     }
 
@@ -300,30 +301,30 @@ mod tests {
     }
 
     #[test]
-    fn steps_match_in_order_with_loose_numbers() {
-        let steps = [
-            step(r#"kind = "console""#),
-            step(
+    fn patterns_match_in_order_with_loose_numbers() {
+        let patterns = [
+            pattern(r#"kind = "console""#),
+            pattern(
                 r#"kind = "inject"
                      vector = 14
                      error_code = "0x2"
                      cr2 = 0x40000000"#,
             ),
-            step(
+            pattern(
                 r#"kind = "console"
                      text = "contains:b""#,
             ),
         ];
-        assert_eq!(check(&steps, &events(), &Symbols::default()), Ok(()));
+        assert_eq!(check(&patterns, &events(), &Symbols::default()), Ok(()));
     }
 
     #[test]
     fn a_missing_step_is_explained_with_the_nearest_event() {
-        let steps = [step(
+        let patterns = [pattern(
             r#"kind = "inject"
                               vector = 13"#,
         )];
-        let mismatch = check(&steps, &events(), &Symbols::default()).unwrap_err();
+        let mismatch = check(&patterns, &events(), &Symbols::default()).unwrap_err();
         assert_eq!(mismatch.step, 0);
         assert!(
             mismatch.explain().contains("expected inject vector=13"),
@@ -336,11 +337,11 @@ mod tests {
             mismatch.explain()
         );
         let order = [
-            step(
+            pattern(
                 r#"kind = "console"
                              text = "b""#,
             ),
-            step(r#"kind = "inject""#),
+            pattern(r#"kind = "inject""#),
         ];
         let mismatch = check(&order, &events(), &Symbols::default()).unwrap_err();
         assert_eq!((mismatch.step, mismatch.after_seq), (1, Some(2)));

@@ -9,43 +9,43 @@
 //! guest's IDT at hv/src/exit/exception.rs:98: "the guest owns its exceptions (#UD invalid opcode): …"
 //! ```
 
-use crate::expect::{Mismatch, Step};
+use crate::expect::{Mismatch, Pattern};
 use serde_json::Value;
-use traplab_abi::event::{Action, Body, Event};
-use traplab_abi::svm;
+use traplab_abi::event::{Action, Body, Event, EventType, delivery_name};
+use traplab_abi::exit::ExitReason;
 use traplab_abi::x86;
 use traplab_tracer::text;
 
 /// How many console lines to quote as "what the guest printed instead".
 const QUOTED_LINES: usize = 3;
 
-/// The step as a sentence that completes "expected …": "the hypervisor to reflect #PF into
+/// The pattern as a sentence that completes "expected …": "the hypervisor to reflect #PF into
 /// the guest's IDT (vector 14, error code 0x2)".
-pub fn expectation(step: &Step) -> String {
-    let kind = step.0.get("kind").and_then(Value::as_str).unwrap_or("");
+pub fn expectation(pattern: &Pattern) -> String {
+    let kind = pattern.0.get("kind").and_then(Value::as_str).unwrap_or("");
     let sentence = match kind {
-        "exit" => exit_expectation(step),
-        "decide" => decide_expectation(step),
-        "inject" => inject_expectation(step),
+        "exit" => exit_expectation(pattern),
+        "decide" => decide_expectation(pattern),
+        "inject" => inject_expectation(pattern),
         "bounce" => {
-            let vector = number(step, "vector");
+            let vector = number(pattern, "vector");
             let name = vector.map_or("an exception".to_string(), |vector| {
-                exception_name(vector as u8)
+                x86::Vector(vector as u8).to_string()
             });
             let mut text = format!(
                 "the hypervisor to bounce {name} to the handler the guest registered with set_trap_table"
             );
             details(
                 &mut text,
-                step,
+                pattern,
                 &[("error_code", "error code"), ("cr2", "CR2")],
             );
             text
         }
-        "emulate" => match step.0.get("what") {
+        "emulate" => match pattern.0.get("what") {
             Some(what) => format!("the hypervisor to emulate {}", quoted(what)),
             None => {
-                let names = changes(step);
+                let names = changes(pattern);
                 if names.is_empty() {
                     "the hypervisor to emulate something".into()
                 } else {
@@ -54,50 +54,51 @@ pub fn expectation(step: &Step) -> String {
             }
         },
         "return" => {
-            let name = number(step, "vector").map_or("a".to_string(), |vector| {
-                format!("the {}", exception_name(vector as u8))
+            let name = number(pattern, "vector").map_or("a".to_string(), |vector| {
+                format!("the {}", x86::Vector(vector as u8))
             });
-            let via = match step.0.get("via").and_then(Value::as_str) {
+            let via = match pattern.0.get("via").and_then(Value::as_str) {
                 Some("iret") => " with IRET",
                 Some("hypercall") => " with the iret hypercall",
                 _ => "",
             };
             format!("{name} handler to return{via}")
         }
-        "resume" => match step.0.get("rip") {
+        "resume" => match pattern.0.get("rip") {
             Some(rip) => format!("the guest to continue at {}", quoted(rip)),
             None => "the guest to continue".into(),
         },
-        "console" => match step.0.get("text") {
+        "console" => match pattern.0.get("text") {
             Some(text) => format!("the guest to print {}", quoted(text)),
             None => "the guest to print a line".into(),
         },
-        "domain" => domain_expectation(step),
-        "end" => match number(step, "status") {
+        "domain" => domain_expectation(pattern),
+        "end" => match number(pattern, "status") {
             Some(status) => format!("the hypervisor to end with status {status}"),
             None => "the hypervisor to end".into(),
         },
-        _ => step.describe(),
+        _ => pattern.describe(),
     };
-    match dom(step) {
+    match dom(pattern) {
         Some(dom) if kind != "domain" => format!("{sentence} (in domain {dom})"),
         _ => sentence,
     }
 }
 
-/// What happened instead of `step`, completing "but …": the hypervisor's decision at that
-/// point, the exit or console line that came instead, or how the domain ended.
-pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
+/// What happened instead of an event matching `pattern`, completing "but …": the
+/// hypervisor's decision at that point, the exit or console line that came instead, or how
+/// the domain ended.
+pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> String {
     let from = mismatch
         .after_seq
         .and_then(|seq| events.iter().position(|event| event.seq == seq))
         .map_or(0, |index| index + 1);
-    let dom = dom(step);
+    let dom = dom(pattern);
     let later: Vec<&Event> = events[from..]
         .iter()
         .filter(|event| dom.is_none() || event.dom == dom)
         .collect();
-    let kind = step.0.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kind = pattern.0.get("kind").and_then(Value::as_str).unwrap_or("");
     // The hypervisor's next decision, leaving out the guest's printing (one exit per byte),
     // which comes between almost everything.
     let decision = later
@@ -122,7 +123,7 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
             .find(|event| event.body.kind() == wanted)
             .map(|event| event_text(event))
     };
-    let vector = number(step, "vector");
+    let vector = number(pattern, "vector");
 
     let mut sentence = match kind {
         // An event delivered: was it delivered otherwise, did its exception happen at all?
@@ -136,9 +137,10 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
                 .iter()
                 .enumerate()
                 .find(|(_, event)| match &event.body {
-                    Body::Exit(exit) => {
-                        vector.is_some_and(|vector| vector < 32 && exit.exitcode == 0x40 + vector)
-                    }
+                    Body::Exit(exit) => matches!(
+                        exit.exit_reason(),
+                        ExitReason::Exception { vector: raised, .. } if Some(raised as u64) == vector
+                    ),
                     _ => false,
                 });
             let its_decision = raised.and_then(|(index, _)| {
@@ -150,10 +152,14 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
             match (delivered, its_decision) {
                 (Some(event), _) => format!("it was delivered otherwise: {}", event_text(event)),
                 (None, Some(decide)) => decided(decide),
-                (None, None) => format!(
-                    "no {} reached the hypervisor after that: the guest never raised it",
-                    vector.map_or("event".into(), |vector| exception_name(vector as u8))
-                ),
+                (None, None) => {
+                    let name = vector.map_or("event".to_string(), |vector| {
+                        x86::Vector(vector as u8).to_string()
+                    });
+                    format!(
+                        "no {name} reached the hypervisor after that: the guest never raised it"
+                    )
+                }
             }
         }
         "decide" | "inject" | "bounce" => match decision {
@@ -180,8 +186,8 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
             (None, None) => "the hypervisor emulated nothing after that".into(),
         },
         "exit" => {
-            let code = number(step, "exitcode");
-            let reason = step.0.get("reason").and_then(Value::as_str);
+            let code = number(pattern, "exitcode");
+            let reason = pattern.0.get("reason").and_then(Value::as_str);
             let same = later.iter().find(|event| match &event.body {
                 Body::Exit(exit) => {
                     code.is_none_or(|code| exit.exitcode == code)
@@ -189,7 +195,9 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
                 }
                 _ => false,
             });
-            let name = code.map(svm::exit_name).or(reason);
+            let name = code
+                .map(|code| ExitReason::from_code(code).name())
+                .or(reason);
             match (same, name) {
                 (Some(event), Some(_)) => {
                     format!("the nearest such exit was different: {}", event_text(event))
@@ -237,14 +245,16 @@ pub fn instead(step: &Step, mismatch: &Mismatch, events: &[Event]) -> String {
 /// Is this exit the guest printing: an OUT to its console UART, or a console_write
 /// hypercall?
 fn is_console_output(exit: Option<&&Event>) -> bool {
-    match exit.map(|event| &event.body) {
-        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::IOIO => {
-            let info = svm::IoioInfo::decode(exit.exitinfo1);
-            !info.input && (0x3f8..=0x3ff).contains(&info.port)
+    let Some(Body::Exit(exit)) = exit.map(|event| &event.body) else {
+        return false;
+    };
+    match exit.exit_reason() {
+        // An OUT to any of the UART's eight registers: a byte to send, or the UART's setup.
+        ExitReason::Ioio { info, .. } => {
+            let uart = traplab_abi::boot::CONSOLE_PORT..=traplab_abi::boot::CONSOLE_PORT + 7;
+            !info.input && uart.contains(&info.port)
         }
-        Some(Body::Exit(exit)) if exit.exitcode == svm::exitcode::VMMCALL => {
-            exit.regs.rax == traplab_abi::hypercall::CONSOLE_WRITE
-        }
+        ExitReason::Vmmcall => exit.regs.rax == traplab_abi::hypercall::CONSOLE_WRITE,
         _ => false,
     }
 }
@@ -274,31 +284,34 @@ fn decided(decide: &traplab_abi::event::Decide) -> String {
     format!("the hypervisor {what} at {}: \"{}\"", decide.at, decide.why)
 }
 
-fn exit_expectation(step: &Step) -> String {
-    let code = number(step, "exitcode");
-    let reason = step.0.get("reason").and_then(Value::as_str);
+fn exit_expectation(pattern: &Pattern) -> String {
+    let code = number(pattern, "exitcode");
+    let reason = pattern.0.get("reason").and_then(Value::as_str);
+    // An exception exit reads as the guest raising it.
     let mut text = match (code, reason) {
-        (Some(code @ 0x40..=0x5f), _) => {
-            let vector = (code - 0x40) as u8;
-            format!(
+        (Some(code), _) => match ExitReason::from_code(code) {
+            ExitReason::Exception { vector, .. } => format!(
                 "the guest to raise {} (exit code {code:#x})",
                 x86::exception(vector).mnemonic
-            )
-        }
-        (Some(code), _) => format!(
-            "the guest to exit with {} (exit code {code:#x})",
-            svm::exit_name(code)
-        ),
-        (None, Some(reason)) if reason.starts_with("EXCP_") => format!(
-            "the guest to raise {} (exit {reason})",
-            &reason.replacen("EXCP_", "#", 1)
-        ),
-        (None, Some(reason)) => format!("the guest to exit with {reason}"),
+            ),
+            other => format!(
+                "the guest to exit with {} (exit code {code:#x})",
+                other.name()
+            ),
+        },
+        // The trace's name of an exception exit (`EXCP_PF`) is in the abi's exception table.
+        (None, Some(reason)) => match (0..32)
+            .map(x86::exception)
+            .find(|exception| exception.exit_name == reason)
+        {
+            Some(exception) => format!("the guest to raise {} (exit {reason})", exception.mnemonic),
+            None => format!("the guest to exit with {reason}"),
+        },
         (None, None) => "the guest to exit to the hypervisor".into(),
     };
     details(
         &mut text,
-        step,
+        pattern,
         &[
             ("exitinfo1", "EXITINFO1"),
             ("exitinfo2", "EXITINFO2"),
@@ -307,10 +320,10 @@ fn exit_expectation(step: &Step) -> String {
             ("rip", "RIP"),
         ],
     );
-    if let Some(insn) = step.0.get("insn") {
+    if let Some(insn) = pattern.0.get("insn") {
         text.push_str(&format!(", at the instruction {}", quoted(insn)));
     }
-    if let Some(Value::Object(registers)) = step.0.get("regs") {
+    if let Some(Value::Object(registers)) = pattern.0.get("regs") {
         let registers: Vec<String> = registers
             .iter()
             .map(|(name, value)| format!("{} = {}", name.to_uppercase(), plain(value)))
@@ -320,8 +333,8 @@ fn exit_expectation(step: &Step) -> String {
     text
 }
 
-fn decide_expectation(step: &Step) -> String {
-    let action = step.0.get("action").and_then(Value::as_str);
+fn decide_expectation(pattern: &Pattern) -> String {
+    let action = pattern.0.get("action").and_then(Value::as_str);
     let mut text = match action {
         Some("emulate") => "the hypervisor to emulate it".to_string(),
         Some("reflect") => "the hypervisor to reflect it into the guest's IDT".into(),
@@ -330,7 +343,7 @@ fn decide_expectation(step: &Step) -> String {
         Some("kill") => "the hypervisor to kill the domain".into(),
         _ => "the hypervisor to decide".into(),
     };
-    match step.0.get("why") {
+    match pattern.0.get("why") {
         Some(Value::String(why)) if why.starts_with("contains:") => {
             text.push_str(&format!(" for a reason containing \"{}\"", &why[9..]))
         }
@@ -340,24 +353,27 @@ fn decide_expectation(step: &Step) -> String {
         Some(why) => text.push_str(&format!(", saying {}", quoted(why))),
         None => {}
     }
-    if let Some(at) = step.0.get("at") {
+    if let Some(at) = pattern.0.get("at") {
         text.push_str(&format!(", at {}", quoted(at)));
     }
     text
 }
 
-fn inject_expectation(step: &Step) -> String {
-    let vector = number(step, "vector");
-    let kind = step.0.get("type").and_then(Value::as_str);
+fn inject_expectation(pattern: &Pattern) -> String {
+    let vector = number(pattern, "vector");
+    let kind = pattern.0.get("type").and_then(Value::as_str);
     let name = match (vector, kind) {
-        (Some(vector), Some("interrupt")) => format!("interrupt {vector:#x}"),
-        (Some(vector), Some("software")) if vector >= 32 => {
-            format!("the software interrupt INT {vector:#x}")
+        (Some(vector), Some("interrupt")) => {
+            delivery_name(vector as u8, EventType::Interrupt).into_owned()
         }
+        (Some(vector), Some("software")) if vector >= 32 => format!(
+            "the software interrupt {}",
+            delivery_name(vector as u8, EventType::Software)
+        ),
         (Some(vector), Some("software")) => {
-            format!("{} as a software interrupt", exception_name(vector as u8))
+            format!("{} as a software interrupt", x86::Vector(vector as u8))
         }
-        (Some(vector), _) if vector < 32 => exception_name(vector as u8),
+        (Some(vector), _) if vector < 32 => x86::Vector(vector as u8).to_string(),
         (Some(vector), _) => format!("vector {vector:#x}"),
         (None, _) => "an event".into(),
     };
@@ -369,14 +385,14 @@ fn inject_expectation(step: &Step) -> String {
     };
     details(
         &mut text,
-        step,
+        pattern,
         &[
             ("error_code", "error code"),
             ("cr2", "CR2"),
             ("handler", "handler"),
         ],
     );
-    match step.0.get("synthetic").and_then(Value::as_bool) {
+    match pattern.0.get("synthetic").and_then(Value::as_bool) {
         Some(true) => text.push_str(", made up by the hypervisor (synthetic)"),
         Some(false) => text.push_str(", as the CPU raised it (not synthetic)"),
         None => {}
@@ -384,15 +400,15 @@ fn inject_expectation(step: &Step) -> String {
     text
 }
 
-fn domain_expectation(step: &Step) -> String {
-    let dom = dom(step).unwrap_or(0);
-    match step.0.get("state").and_then(Value::as_str) {
+fn domain_expectation(pattern: &Pattern) -> String {
+    let dom = dom(pattern).unwrap_or(0);
+    match pattern.0.get("state").and_then(Value::as_str) {
         Some("created") => format!("domain {dom} to be created"),
-        Some("exited") => match number(step, "status") {
+        Some("exited") => match number(pattern, "status") {
             Some(status) => format!("domain {dom} to exit with status {}", status as i64),
             None => format!("domain {dom} to exit"),
         },
-        Some("killed") => match step.0.get("reason") {
+        Some("killed") => match pattern.0.get("reason") {
             Some(reason) => format!("domain {dom} to be killed ({})", plain(reason)),
             None => format!("domain {dom} to be killed"),
         },
@@ -400,12 +416,13 @@ fn domain_expectation(step: &Step) -> String {
     }
 }
 
-/// Append ", error code 0x2, CR2 0x40000000" for the fields the step names.
-fn details(text: &mut String, step: &Step, fields: &[(&str, &str)]) {
+/// Append ", error code 0x2, CR2 0x40000000" for the fields the pattern names.
+fn details(text: &mut String, pattern: &Pattern, fields: &[(&str, &str)]) {
     let parts: Vec<String> = fields
         .iter()
         .filter_map(|(key, label)| {
-            step.0
+            pattern
+                .0
                 .get(*key)
                 .map(|value| format!("{label} {}", plain(value)))
         })
@@ -415,8 +432,8 @@ fn details(text: &mut String, step: &Step, fields: &[(&str, &str)]) {
     }
 }
 
-fn changes(step: &Step) -> String {
-    match step.0.get("changes") {
+fn changes(pattern: &Pattern) -> String {
+    match pattern.0.get("changes") {
         Some(Value::Array(changes)) => changes
             .iter()
             .filter_map(|change| change.get("name").map(plain))
@@ -426,30 +443,22 @@ fn changes(step: &Step) -> String {
     }
 }
 
-fn dom(step: &Step) -> Option<u16> {
-    step.0
+fn dom(pattern: &Pattern) -> Option<u16> {
+    pattern
+        .0
         .get("dom")
         .and_then(Value::as_u64)
         .map(|dom| dom as u16)
 }
 
-fn number(step: &Step, key: &str) -> Option<u64> {
-    match step.0.get(key)? {
+fn number(pattern: &Pattern, key: &str) -> Option<u64> {
+    match pattern.0.get(key)? {
         Value::Number(number) => number
             .as_u64()
             .or_else(|| number.as_i64().map(|n| n as u64)),
         Value::String(text) => traplab_abi::event::hex::parse(text),
         _ => None,
     }
-}
-
-/// `#PF (page fault)`.
-fn exception_name(vector: u8) -> String {
-    if vector >= 32 {
-        return format!("vector {vector:#x}");
-    }
-    let exception = x86::exception(vector);
-    format!("{} ({})", exception.mnemonic, exception.name)
 }
 
 /// A pattern value as a student reads it: `"text"`, `a line containing "text"`, the
@@ -488,13 +497,13 @@ mod tests {
     use super::*;
     use traplab_abi::event::{Decide, Exit};
 
-    fn step(toml_text: &str) -> Step {
-        toml::from_str(toml_text).expect("a valid step")
+    fn pattern(toml_text: &str) -> Pattern {
+        toml::from_str(toml_text).expect("a valid pattern")
     }
 
     #[test]
     fn an_injection_reads_as_a_reflection() {
-        let text = expectation(&step(
+        let text = expectation(&pattern(
             "kind = \"inject\"\nvector = 14\nerror_code = 2\nsynthetic = false",
         ));
         assert_eq!(
@@ -502,22 +511,54 @@ mod tests {
             "the hypervisor to reflect #PF (page fault) into the guest's IDT (inject vector 14) with error code 2, as the CPU raised it (not synthetic)"
         );
         assert_eq!(
-            expectation(&step(
+            expectation(&pattern(
                 "kind = \"console\"\ntext = \"contains:three\"\ndom = 1"
             )),
             "the guest to print a line containing \"three\" (in domain 1)"
         );
         assert_eq!(
-            expectation(&step("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")),
+            expectation(&pattern("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")),
             "the guest to raise #PF (exit code 0x4e) with EXITINFO1 3"
         );
     }
 
     #[test]
-    fn instead_names_the_decision_and_its_source_line() {
-        let exit = Exit {
-            exitcode: 0x46,
-            reason: "EXCP_UD".into(),
+    fn exits_and_deliveries_are_named_as_the_abi_names_them() {
+        // An exception exit named by the trace's reason: NMI is vector 2's mnemonic.
+        assert_eq!(
+            expectation(&pattern("kind = \"exit\"\nreason = \"EXCP_NMI\"")),
+            "the guest to raise NMI (exit EXCP_NMI)"
+        );
+        assert_eq!(
+            expectation(&pattern("kind = \"exit\"\nexitcode = 0x7b")),
+            "the guest to exit with IOIO (exit code 0x7b)"
+        );
+        assert_eq!(
+            expectation(&pattern("kind = \"exit\"\nreason = \"CPUID\"")),
+            "the guest to exit with CPUID"
+        );
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"inject\"\nvector = 0x80\ntype = \"software\""
+            )),
+            "the hypervisor to reflect the software interrupt INT 0x80 into the guest's IDT (inject vector 128)"
+        );
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"inject\"\nvector = 0x20\ntype = \"interrupt\""
+            )),
+            "the hypervisor to reflect interrupt 0x20 into the guest's IDT (inject vector 32)"
+        );
+        assert_eq!(
+            expectation(&pattern("kind = \"return\"\nvector = 6\nvia = \"iret\"")),
+            "the #UD (invalid opcode) handler to return with IRET"
+        );
+    }
+
+    fn exit(exitcode: u64, reason: &str) -> Exit {
+        Exit {
+            exitcode,
+            reason: reason.to_string().into(),
             exitinfo1: 0,
             exitinfo2: 0,
             exitintinfo: 0,
@@ -532,36 +573,99 @@ mod tests {
             efer: 0,
             regs: Default::default(),
             insn: Default::default(),
-        };
-        let decide = Decide {
-            action: Action::Reflect,
-            why: "the guest owns its exceptions".into(),
-            at: "hv/src/exit/exception.rs:98".into(),
-        };
-        let events = vec![
-            Event {
-                seq: 7,
+        }
+    }
+
+    fn decide(action: Action, why: &str, at: &str) -> Body {
+        Body::Decide(Decide {
+            action,
+            why: why.to_string().into(),
+            at: at.to_string().into(),
+        })
+    }
+
+    /// The events of domain 0, numbered from `seq`.
+    fn events(seq: u64, bodies: Vec<Body>) -> Vec<Event> {
+        bodies
+            .into_iter()
+            .zip(seq..)
+            .map(|(body, seq)| Event {
+                seq,
                 tsc: 0,
                 dom: Some(0),
-                body: Body::Exit(exit),
-            },
-            Event {
-                seq: 8,
-                tsc: 0,
-                dom: Some(0),
-                body: Body::Decide(decide),
-            },
-        ];
-        let expected = step("kind = \"decide\"\naction = \"emulate\"");
-        let mismatch = Mismatch {
+                body,
+            })
+            .collect()
+    }
+
+    fn mismatch(expected: &Pattern, after_seq: Option<u64>) -> Mismatch {
+        Mismatch {
             step: 1,
             expected: expected.describe(),
-            after_seq: Some(7),
+            after_seq,
             nearest: None,
-        };
+        }
+    }
+
+    #[test]
+    fn instead_names_the_decision_and_its_source_line() {
+        let events = events(
+            7,
+            vec![
+                Body::Exit(exit(0x46, "EXCP_UD")),
+                decide(
+                    Action::Reflect,
+                    "the guest owns its exceptions",
+                    "hv/src/exit/exception.rs:98",
+                ),
+            ],
+        );
+        let expected = pattern("kind = \"decide\"\naction = \"emulate\"");
         assert_eq!(
-            instead(&expected, &mismatch, &events),
+            instead(&expected, &mismatch(&expected, Some(7)), &events),
             "the hypervisor reflected it into the guest's IDT at hv/src/exit/exception.rs:98: \"the guest owns its exceptions\"; then the guest printed nothing more"
+        );
+    }
+
+    #[test]
+    fn instead_passes_over_the_guest_printing_and_finds_the_raised_exception() {
+        let mut out = exit(0x7b, "IOIO");
+        // `out dx, al` to COM1 (port 0x3f8 in EXITINFO1 bits 31:16).
+        out.exitinfo1 = 0x03f8_0210;
+        let events = events(
+            1,
+            vec![
+                Body::Exit(out),
+                decide(
+                    Action::Emulate,
+                    "the console UART",
+                    "hv/src/exit/ioio.rs:40",
+                ),
+                Body::Exit(exit(0x4e, "EXCP_PF")),
+                decide(
+                    Action::Kill,
+                    "the guest has no #PF handler",
+                    "hv/src/exit/exception.rs:70",
+                ),
+            ],
+        );
+        let expected = pattern("kind = \"decide\"\naction = \"reflect\"");
+        assert_eq!(
+            instead(&expected, &mismatch(&expected, None), &events),
+            "the hypervisor killed the domain at hv/src/exit/exception.rs:70: \"the guest has no #PF handler\"; then the guest printed nothing more",
+            "the emulated console byte is not the decision the step is about"
+        );
+        // The #PF was raised, and its decision says why it was not injected.
+        let injected = pattern("kind = \"inject\"\nvector = 14");
+        assert!(
+            instead(&injected, &mismatch(&injected, None), &events)
+                .starts_with("the hypervisor killed the domain at hv/src/exit/exception.rs:70")
+        );
+        // No #UD exit at all: the guest never raised it.
+        let undefined = pattern("kind = \"inject\"\nvector = 6");
+        assert_eq!(
+            instead(&undefined, &mismatch(&undefined, None), &events),
+            "no #UD (invalid opcode) reached the hypervisor after that: the guest never raised it; then the guest printed nothing more"
         );
     }
 }

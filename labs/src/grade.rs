@@ -118,13 +118,13 @@ pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbol
     let matched = match crate::expect::check(expected.steps, &run.events, symbols) {
         Ok(()) => expected.steps.len(),
         Err(mismatch) => {
-            let step = &expected.steps[mismatch.step];
+            let pattern = &expected.steps[mismatch.step];
             let explanation = format!(
                 "step {} of {}: expected {}, but {}",
                 mismatch.step + 1,
                 expected.steps.len(),
-                explain::expectation(step),
-                explain::instead(step, &mismatch, &run.events)
+                explain::expectation(pattern),
+                explain::instead(pattern, &mismatch, &run.events)
             );
             problems.push(Problem::Step {
                 step: mismatch.step + 1,

@@ -2,13 +2,15 @@
 //! the swimlanes.
 //!
 //! [`sentence`] is the one-line meaning of a step ("the CPU left the guest because …");
-//! [`decode`] lists every field of an event with what it means (the #PF error code bit by
-//! bit, the IOIO fields, CR/MSR/DR names, EXITINTINFO). References: AMD APM vol. 2,
-//! chapter 15 (SVM) and chapter 8 (exceptions).
+//! [`fields`] lists every field of an event with what it means (the #PF error code bit by
+//! bit, the IOIO fields, CR/MSR/DR names, EXITINTINFO). What EXITINFO1 and EXITINFO2 hold
+//! is decoded once, by [`ExitReason`]; the names of exits, vectors and MSRs are the abi's
+//! too. References: AMD APM vol. 2, chapter 15 (SVM) and chapter 8 (exceptions).
 
 use traplab_abi::event::{Action, Body, DomainState, Event, Exit, ReturnPath};
-use traplab_abi::svm::{self, IoioInfo, NpfInfo, exitcode};
-use traplab_abi::x86::{self, PageFaultCode};
+use traplab_abi::exit::ExitReason;
+use traplab_abi::svm;
+use traplab_abi::x86::{self, EferFlags, PageFaultCode};
 
 /// What a sentence may mention besides the event itself.
 pub struct Context<'a> {
@@ -73,7 +75,7 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             format!(
                 "The CPU left the guest (#VMEXIT {}) because {}{}.",
                 exit.reason,
-                svm::exit_sentence(exit.exitcode),
+                exit.exit_reason().sentence(),
                 if specific.is_empty() {
                     String::new()
                 } else {
@@ -192,38 +194,36 @@ pub fn sentence(event: &Event, context: &Context) -> String {
 
 /// The exit's own facts, in words: `a write to 0x40000000, whose page is not present`.
 pub fn exit_specifics(exit: &Exit) -> String {
-    match exit.exitcode {
-        code @ exitcode::EXCP_BASE..=0x5f => {
-            let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
-            if exception.vector == 14 {
-                let error = PageFaultCode(exit.exitinfo1 as u32);
-                format!(
-                    "#PF, {} {} {:#x}, {}",
-                    if error.user() {
-                        "a user-mode"
-                    } else {
-                        "a supervisor-mode"
-                    },
-                    if error.fetch() {
-                        "instruction fetch at"
-                    } else if error.write() {
-                        "write to"
-                    } else {
-                        "read of"
-                    },
-                    exit.exitinfo2,
-                    if error.present() {
-                        "a protection violation on a present page"
-                    } else {
-                        "whose page is not present"
-                    }
-                )
-            } else {
-                format!("{} ({})", exception.mnemonic, exception.name)
-            }
+    match exit.exit_reason() {
+        ExitReason::Exception {
+            vector: 14,
+            error_code,
+            address,
+        } => {
+            let error = PageFaultCode(error_code);
+            format!(
+                "#PF, {} {} {address:#x}, {}",
+                if error.user() {
+                    "a user-mode"
+                } else {
+                    "a supervisor-mode"
+                },
+                if error.fetch() {
+                    "instruction fetch at"
+                } else if error.write() {
+                    "write to"
+                } else {
+                    "read of"
+                },
+                if error.present() {
+                    "a protection violation on a present page"
+                } else {
+                    "whose page is not present"
+                }
+            )
         }
-        exitcode::IOIO => {
-            let io = IoioInfo::decode(exit.exitinfo1);
+        ExitReason::Exception { vector, .. } => x86::Vector(vector).to_string(),
+        ExitReason::Ioio { info: io, .. } => {
             if io.input {
                 format!(
                     "{} of {} byte(s) from port {:#x}",
@@ -241,53 +241,40 @@ pub fn exit_specifics(exit: &Exit) -> String {
                 )
             }
         }
-        exitcode::CPUID => format!(
+        ExitReason::Cpuid => format!(
             "leaf {:#x}, subleaf {:#x}",
             exit.regs.rax as u32, exit.regs.rcx as u32
         ),
-        exitcode::MSR => {
+        ExitReason::Msr { write } => {
+            // The MSR's number is in ECX: EXITINFO1 only says read or write.
             let msr = exit.regs.rcx as u32;
             format!(
                 "{} of MSR {msr:#x}{}",
-                if exit.exitinfo1 == 1 {
-                    "WRMSR"
-                } else {
-                    "RDMSR"
-                },
-                msr_name(msr)
+                if write { "WRMSR" } else { "RDMSR" },
+                traplab_abi::msr::name(msr)
                     .map(|name| format!(" ({name})"))
                     .unwrap_or_default()
             )
         }
-        exitcode::VMMCALL => format!(
+        ExitReason::Vmmcall => format!(
             "hypercall {} ({})",
             traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"),
             exit.regs.rax
         ),
-        exitcode::NPF => {
-            let npf = NpfInfo::decode(exit.exitinfo1);
-            format!(
-                "a {} guest-physical {:#x}",
-                if npf.fetch {
-                    "fetch at"
-                } else if npf.write {
-                    "write to"
-                } else {
-                    "read of"
-                },
-                exit.exitinfo2
-            )
-        }
-        code @ 0x00..=0x1f => format!(
-            "{} ({})",
-            cr_name((code & 0xf) as u8),
-            if code >= 0x10 { "written" } else { "read" }
+        ExitReason::Npf { gpa, info: npf } => format!(
+            "a {} guest-physical {gpa:#x}",
+            if npf.fetch {
+                "fetch at"
+            } else if npf.write {
+                "write to"
+            } else {
+                "read of"
+            }
         ),
-        code @ 0x20..=0x3f => format!(
-            "{} ({})",
-            dr_name((code & 0xf) as u8),
-            if code >= 0x30 { "written" } else { "read" }
-        ),
+        ExitReason::CrRead { number } => format!("{} (read)", cr_name(number)),
+        ExitReason::CrWrite { number } => format!("{} (written)", cr_name(number)),
+        ExitReason::DrRead { number } => format!("{} (read)", dr_name(number)),
+        ExitReason::DrWrite { number } => format!("{} (written)", dr_name(number)),
         _ => String::new(),
     }
 }
@@ -315,42 +302,14 @@ pub fn dr_name(number: u8) -> String {
     }
 }
 
-/// The architectural name of an MSR (AMD APM vol. 2, appendix A).
-pub fn msr_name(msr: u32) -> Option<&'static str> {
-    Some(match msr {
-        0x10 => "TSC",
-        0x1b => "APIC_BASE",
-        0xfe => "MTRRCAP",
-        0x174 => "SYSENTER_CS",
-        0x175 => "SYSENTER_ESP",
-        0x176 => "SYSENTER_EIP",
-        0x179 => "MCG_CAP",
-        0x17a => "MCG_STATUS",
-        0x1d9 => "DEBUGCTL",
-        0x277 => "PAT",
-        0xc000_0080 => "EFER",
-        0xc000_0081 => "STAR",
-        0xc000_0082 => "LSTAR",
-        0xc000_0083 => "CSTAR",
-        0xc000_0084 => "SFMASK",
-        0xc000_0100 => "FS_BASE",
-        0xc000_0101 => "GS_BASE",
-        0xc000_0102 => "KERNEL_GS_BASE",
-        0xc000_0103 => "TSC_AUX",
-        0xc001_0114 => "VM_CR",
-        0xc001_0117 => "VM_HSAVE_PA",
-        _ => return None,
-    })
-}
-
 /// EXITINTINFO (or EVENTINJ) in words.
 pub fn event_info(bits: u64) -> String {
     match svm::Event::decode(bits) {
         None => format!("{bits:#x}: valid bit clear — no event was being delivered"),
         Some(event) => format!(
-            "{bits:#x}: vector {} ({}), type {:?}{}",
+            "{bits:#x}: vector {}: {}, type {:?}{}",
             event.vector,
-            vector_name(event.vector),
+            x86::Vector(event.vector),
             event.kind,
             event
                 .error_code
@@ -360,17 +319,8 @@ pub fn event_info(bits: u64) -> String {
     }
 }
 
-fn vector_name(vector: u8) -> String {
-    if vector < 32 {
-        let exception = x86::exception(vector);
-        format!("{} {}", exception.mnemonic, exception.name)
-    } else {
-        format!("interrupt {vector:#x}")
-    }
-}
-
 /// Every field of an event with its meaning: (field, value and meaning).
-pub fn decode(event: &Event) -> Vec<(String, String)> {
+pub fn fields(event: &Event) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut row = |name: &str, value: String| rows.push((name.to_string(), value));
     row(
@@ -386,38 +336,41 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
     );
     match &event.body {
         Body::Exit(exit) => {
+            let reason = exit.exit_reason();
             row(
                 "exit reason",
                 format!(
                     "{} (exit code {:#x}): {}",
                     exit.reason,
                     exit.exitcode,
-                    svm::exit_sentence(exit.exitcode)
+                    reason.sentence()
                 ),
             );
             row(
                 "rip",
                 format!("{:#x}, CPL {}, CS {:#x}", exit.rip, exit.cpl, exit.cs),
             );
-            match exit.exitcode {
-                code @ exitcode::EXCP_BASE..=0x5f => {
-                    let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
+            match reason {
+                ExitReason::Exception {
+                    vector,
+                    error_code,
+                    address,
+                } => {
+                    let exception = x86::exception(vector);
                     row(
                         "exception",
                         format!(
-                            "{} {} (vector {}, {:?}, {:?} class)",
-                            exception.mnemonic,
-                            exception.name,
-                            exception.vector,
+                            "{}: vector {vector}, {:?}, {:?} class",
+                            x86::Vector(vector),
                             exception.kind,
                             exception.class
                         ),
                     );
                     if exception.has_error_code {
-                        row("error code", format!("{:#x} (EXITINFO1)", exit.exitinfo1));
+                        row("error code", format!("{error_code:#x} (EXITINFO1)"));
                     }
-                    if exception.vector == 14 {
-                        let error = PageFaultCode(exit.exitinfo1 as u32);
+                    if vector == 14 {
+                        let error = PageFaultCode(error_code);
                         for (mask, name, set, clear) in PageFaultCode::BITS {
                             let on = error.0 & mask != 0;
                             let meaning = if on {
@@ -435,14 +388,12 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         row(
                             "address",
                             format!(
-                                "{:#x} (EXITINFO2: the address that faulted; CR2 is not written by an intercepted #PF)",
-                                exit.exitinfo2
+                                "{address:#x} (EXITINFO2: the address that faulted; CR2 is not written by an intercepted #PF)"
                             ),
                         );
                     }
                 }
-                exitcode::IOIO => {
-                    let io = IoioInfo::decode(exit.exitinfo1);
+                ExitReason::Ioio { info: io, next_rip } => {
                     row("port", format!("{:#x}", io.port));
                     row(
                         "direction",
@@ -492,13 +443,13 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                             ),
                         );
                     }
-                    row("next rip", format!("{:#x} (EXITINFO2)", exit.exitinfo2));
+                    row("next rip", format!("{next_rip:#x} (EXITINFO2)"));
                 }
-                exitcode::MSR => {
+                ExitReason::Msr { write } => {
                     let msr = exit.regs.rcx as u32;
                     row(
                         "access",
-                        (if exit.exitinfo1 == 1 {
+                        (if write {
                             "WRMSR (EXITINFO1 = 1)"
                         } else {
                             "RDMSR (EXITINFO1 = 0)"
@@ -509,10 +460,10 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         "msr",
                         format!(
                             "{msr:#x} {}",
-                            msr_name(msr).unwrap_or("(no architectural name)")
+                            traplab_abi::msr::name(msr).unwrap_or("(no architectural name)")
                         ),
                     );
-                    if exit.exitinfo1 == 1 {
+                    if write {
                         row(
                             "value",
                             format!(
@@ -523,14 +474,14 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         );
                     }
                 }
-                exitcode::CPUID => row(
+                ExitReason::Cpuid => row(
                     "leaf",
                     format!(
                         "EAX {:#x}, ECX {:#x}",
                         exit.regs.rax as u32, exit.regs.rcx as u32
                     ),
                 ),
-                exitcode::VMMCALL => {
+                ExitReason::Vmmcall => {
                     row(
                         "hypercall",
                         format!(
@@ -547,12 +498,8 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         ),
                     );
                 }
-                exitcode::NPF => {
-                    let npf = NpfInfo::decode(exit.exitinfo1);
-                    row(
-                        "guest-physical",
-                        format!("{:#x} (EXITINFO2)", exit.exitinfo2),
-                    );
+                ExitReason::Npf { gpa, info: npf } => {
+                    row("guest-physical", format!("{gpa:#x} (EXITINFO2)"));
                     row(
                         "access",
                         format!(
@@ -587,11 +534,11 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         .into(),
                     );
                 }
-                code @ 0x00..=0x1f => {
-                    row("register", cr_name((code & 0xf) as u8));
+                ExitReason::CrRead { number } | ExitReason::CrWrite { number } => {
+                    row("register", cr_name(number));
                     row(
                         "access",
-                        (if code >= 0x10 {
+                        (if matches!(reason, ExitReason::CrWrite { .. }) {
                             "write (MOV to CR)"
                         } else {
                             "read (MOV from CR)"
@@ -606,11 +553,11 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                         ),
                     );
                 }
-                code @ 0x20..=0x3f => {
-                    row("register", dr_name((code & 0xf) as u8));
+                ExitReason::DrRead { number } | ExitReason::DrWrite { number } => {
+                    row("register", dr_name(number));
                     row(
                         "access",
-                        (if code >= 0x30 {
+                        (if matches!(reason, ExitReason::DrWrite { .. }) {
                             "write (MOV to DR)"
                         } else {
                             "read (MOV from DR)"
@@ -641,7 +588,9 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
                 format!(
                     "{:#x}{}",
                     exit.efer,
-                    if exit.efer & (1 << 10) != 0 {
+                    if EferFlags::from_bits_truncate(exit.efer)
+                        .contains(EferFlags::LONG_MODE_ACTIVE)
+                    {
                         " (long mode active)"
                     } else {
                         ""
@@ -774,6 +723,7 @@ pub fn decode(event: &Event) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use traplab_abi::event::{InstructionBytes, Registers};
+    use traplab_abi::svm::exitcode;
 
     fn page_fault(error_code: u64) -> Exit {
         Exit {
@@ -796,36 +746,98 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_page_fault_error_code_is_named_bit_by_bit() {
-        let event = Event {
+    fn exit_event(exit: Exit) -> Event {
+        Event {
             seq: 1,
             tsc: 2,
             dom: Some(0),
-            body: Body::Exit(page_fault(0x2)),
-        };
-        let rows = decode(&event);
-        let value = |name: &str| {
-            rows.iter()
-                .find(|(field, _)| field == name)
-                .map(|(_, value)| value.clone())
-                .unwrap_or_default()
-        };
+            body: Body::Exit(exit),
+        }
+    }
+
+    /// The value of field `name` in [`fields`], or "" when the event has no such field.
+    fn field(rows: &[(String, String)], name: &str) -> String {
+        rows.iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
+    fn context() -> Context<'static> {
+        Context {
+            symbol: &|_| Some("write_it".into()),
+            tsc_hz: None,
+            delivering: None,
+        }
+    }
+
+    #[test]
+    fn the_page_fault_error_code_is_named_bit_by_bit() {
+        let event = exit_event(page_fault(0x2));
+        let rows = fields(&event);
+        let value = |name: &str| field(&rows, name);
+        assert_eq!(
+            value("exception"),
+            "#PF (page fault): vector 14, Fault, PageFault class"
+        );
+        assert_eq!(value("error code"), "0x2 (EXITINFO1)");
         assert_eq!(value("  P"), "0 — page not present");
         assert_eq!(value("  W/R"), "1 — write");
         assert_eq!(value("  U/S"), "0 — supervisor-mode access");
         assert_eq!(value("  RSVD"), "0 — no");
         assert_eq!(value("  I/D"), "0 — no");
+        assert!(value("address").starts_with("0x40000000 (EXITINFO2"));
         assert!(value("exitintinfo").contains("no event was being delivered"));
-        let context = Context {
-            symbol: &|_| Some("write_it".into()),
-            tsc_hz: None,
-            delivering: None,
-        };
         assert_eq!(
-            sentence(&event, &context),
+            sentence(&event, &context()),
             "The CPU left the guest (#VMEXIT EXCP_PF) because the guest raised an exception, and the hypervisor intercepts that vector: #PF, a supervisor-mode write to 0x40000000, whose page is not present."
         );
+    }
+
+    #[test]
+    fn another_exception_is_named_by_its_vector() {
+        let mut exit = page_fault(0);
+        exit.exitcode = exitcode::EXCP_BASE + 6;
+        exit.reason = "EXCP_UD".into();
+        assert_eq!(exit_specifics(&exit), "#UD (invalid opcode)");
+        let rows = fields(&exit_event(exit));
+        assert_eq!(
+            field(&rows, "exception"),
+            "#UD (invalid opcode): vector 6, Fault, Benign class"
+        );
+        assert_eq!(field(&rows, "error code"), "", "#UD pushes no error code");
+        assert_eq!(field(&rows, "  P"), "", "only a #PF has its bits named");
+    }
+
+    #[test]
+    fn an_msr_exit_names_its_msr_and_the_value_written() {
+        let mut exit = page_fault(0);
+        exit.exitcode = exitcode::MSR;
+        exit.reason = "MSR".into();
+        exit.exitinfo1 = 1;
+        exit.regs.rcx = 0xc000_0080;
+        exit.regs.rdx = 0;
+        exit.regs.rax = 0x0d01;
+        exit.efer = 0x0d00;
+        let event = exit_event(exit);
+        assert_eq!(
+            sentence(&event, &context()),
+            "The CPU left the guest (#VMEXIT MSR) because the guest accessed an MSR marked in the MSR permission map: WRMSR of MSR 0xc0000080 (EFER)."
+        );
+        let rows = fields(&event);
+        assert_eq!(field(&rows, "access"), "WRMSR (EXITINFO1 = 1)");
+        assert_eq!(field(&rows, "msr"), "0xc0000080 EFER");
+        assert_eq!(field(&rows, "value"), "0xd01 (EDX:EAX)");
+        assert_eq!(field(&rows, "efer"), "0xd00 (long mode active)");
+        let mut read = page_fault(0);
+        read.exitcode = exitcode::MSR;
+        read.exitinfo1 = 0;
+        read.regs.rcx = 0xc001_1234;
+        let rows = fields(&exit_event(read));
+        assert_eq!(field(&rows, "access"), "RDMSR (EXITINFO1 = 0)");
+        assert_eq!(field(&rows, "msr"), "0xc0011234 (no architectural name)");
+        assert_eq!(field(&rows, "value"), "", "a read has no value yet");
+        assert_eq!(field(&rows, "efer"), "0x0");
     }
 
     #[test]
@@ -841,9 +853,18 @@ mod tests {
         assert_eq!(exit_specifics(&exit), "WRMSR of MSR 0xc0000080 (EFER)");
         assert_eq!(
             event_info(0x0000_0002_8000_0b0e),
-            "0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"
+            "0x280000b0e: vector 14: #PF (page fault), type Exception, error code 0x2"
+        );
+        assert_eq!(
+            event_info(0x8000_0020),
+            "0x80000020: vector 32: interrupt 0x20, type Interrupt"
         );
         exit.exitcode = 0x13;
         assert_eq!(exit_specifics(&exit), "CR3: the page-table base (written)");
+        exit.exitcode = 0x27;
+        assert_eq!(
+            exit_specifics(&exit),
+            "DR7: debug control (which breakpoints are on) (read)"
+        );
     }
 }

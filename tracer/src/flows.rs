@@ -17,8 +17,7 @@
 
 use std::collections::HashMap;
 use traplab_abi::event::{Action, DomainState};
-use traplab_abi::svm;
-use traplab_abi::x86;
+use traplab_abi::exit::ExitReason;
 
 /// What kind of event, in one byte (the JSON `"kind"`).
 #[repr(u8)]
@@ -189,7 +188,7 @@ impl Flow {
 
     /// The exit reason, as the trace's `"reason"` spells it (`EXCP_PF`).
     pub fn reason(&self) -> &'static str {
-        svm::exit_name(self.exitcode as u64)
+        ExitReason::from_code(self.exitcode as u64).name()
     }
 
     /// `reflect`, or `bounce→kill` when the decisions changed.
@@ -218,14 +217,10 @@ impl Flow {
     }
 }
 
-/// The trap class of an exit code: `#PF` for an exception, else the exit name.
+/// The trap class of an exit code: `#PF` for an exception, else the exit name
+/// ([`ExitReason::class`]; a flow keeps only the code, and the class needs no EXITINFO).
 pub fn class_of(exitcode: u64) -> &'static str {
-    match exitcode {
-        code @ svm::exitcode::EXCP_BASE..=0x5f => {
-            x86::exception((code - svm::exitcode::EXCP_BASE) as u8).mnemonic
-        }
-        code => svm::exit_name(code),
-    }
+    ExitReason::from_code(exitcode).class()
 }
 
 /// Builds flows from events, one at a time, in trace order.
@@ -495,5 +490,18 @@ mod tests {
             resume(1),
         ]);
         assert_eq!((flows[0].returned_by, flows[1].returned_by), (3, 2));
+    }
+
+    #[test]
+    fn an_exception_is_classed_by_its_mnemonic_other_exits_by_their_name() {
+        // An exception (0x4e: vector 14) is classed by its mnemonic, named by the trace's reason.
+        assert_eq!(class_of(0x4e), "#PF");
+        assert_eq!(class_of(0x42), "NMI", "vector 2 is the NMI exception");
+        assert_eq!(class_of(0x7b), "IOIO");
+        assert_eq!(class_of(0x13), "WRITE_CR3");
+        // A flow keeps INVALID (-1) as 32 bits, as QEMU's TCG writes it.
+        assert_eq!(class_of(0xffff_ffff), "INVALID");
+        let flows = feed(&[exit(0x4e), resume(1), exit(0x7b), resume(1)]);
+        assert_eq!((flows[0].reason(), flows[1].reason()), ("EXCP_PF", "IOIO"));
     }
 }

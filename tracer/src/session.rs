@@ -295,7 +295,7 @@ impl Session {
         };
         let mut events = Vec::new();
         let mut undecodable = None;
-        let result = ring.consume(|record| match event::decode(record) {
+        let result = ring.consume(|record| match event::from_wire(record) {
             Ok(event) => events.push(event),
             Err(error) => {
                 undecodable

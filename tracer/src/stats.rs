@@ -8,6 +8,7 @@
 use crate::flows::Flow;
 use std::collections::HashMap;
 use std::fmt::Write;
+use traplab_abi::exit::ExitReason;
 
 /// One exit reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +71,11 @@ pub fn compute(flows: &[Flow], tsc_hz: Option<u64>) -> Stats {
         .map(|(exitcode, (count, mut cycles))| {
             cycles.sort_unstable();
             let sum: u64 = cycles.iter().sum();
+            // Counted by code alone: the name and the class need no EXITINFO.
+            let reason = ExitReason::from_code(exitcode as u64);
             ReasonStats {
-                reason: traplab_abi::svm::exit_name(exitcode as u64),
-                class: crate::flows::class_of(exitcode as u64),
+                reason: reason.name(),
+                class: reason.class(),
                 count,
                 share: count as f64 / exits.max(1) as f64,
                 time_share: sum as f64 / total_cycles.max(1) as f64,

@@ -1,13 +1,14 @@
 //! An event as one readable line, for `traplab trace` and for messages.
 //!
 //! ```text
-//!      5 dom0 exit     EXCP_PF at 0x200163: #PF error 0x2 (W/R), address 0x40000000
+//!      5 dom0 exit     EXCP_PF at 0x200163: #PF (page fault), error code 0x2 (W/R), address 0x40000000
 //!      6 dom0 decide   reflect: the guest owns its exceptions: … [hv/src/exit/exception.rs:62]
 //! ```
 
 use std::fmt::Write;
 use traplab_abi::event::{Body, DomainState, Event, Exit};
-use traplab_abi::svm::{self, IoioInfo, NpfInfo, exitcode};
+use traplab_abi::exit::ExitReason;
+use traplab_abi::svm;
 use traplab_abi::x86::{self, PageFaultCode};
 
 /// `seq dom kind detail`.
@@ -144,33 +145,34 @@ pub fn exit_detail_of(event: &Event) -> String {
     }
 }
 
-/// The exit reason with the EXITINFO fields decoded.
+/// The exit reason with the EXITINFO fields decoded ([`ExitReason`] reads them).
 pub fn exit_detail(exit: &Exit) -> String {
     let mut text = format!("{} at {:#x}", exit.reason, exit.rip);
-    match exit.exitcode {
-        code @ exitcode::EXCP_BASE..=0x5f => {
-            let exception = x86::exception((code - exitcode::EXCP_BASE) as u8);
-            let _ = write!(text, ": {} {}", exception.mnemonic, exception.name);
-            if exception.has_error_code {
-                let _ = write!(text, ", error code {:#x}", exit.exitinfo1);
+    match exit.exit_reason() {
+        ExitReason::Exception {
+            vector,
+            error_code,
+            address,
+        } => {
+            let _ = write!(text, ": {}", x86::Vector(vector));
+            if x86::exception(vector).has_error_code {
+                let _ = write!(text, ", error code {error_code:#x}");
             }
-            if exception.vector == 14 {
-                let code = PageFaultCode(exit.exitinfo1 as u32);
-                let flags: Vec<_> = code.flag_names().collect();
+            // #PF: the error code bit by bit, and the address (EXITINFO2; CR2 is not written).
+            if vector == 14 {
+                let flags: Vec<_> = PageFaultCode(error_code).flag_names().collect();
                 let _ = write!(
                     text,
-                    " ({}), address {:#x}",
+                    " ({}), address {address:#x}",
                     if flags.is_empty() {
                         "-".into()
                     } else {
                         flags.join("|")
-                    },
-                    exit.exitinfo2
+                    }
                 );
             }
         }
-        exitcode::IOIO => {
-            let io = IoioInfo::decode(exit.exitinfo1);
+        ExitReason::Ioio { info: io, .. } => {
             let _ = write!(
                 text,
                 ": {}{}{} port {:#x}, {} byte(s)",
@@ -188,11 +190,10 @@ pub fn exit_detail(exit: &Exit) -> String {
                 );
             }
         }
-        exitcode::NPF => {
-            let npf = NpfInfo::decode(exit.exitinfo1);
+        ExitReason::Npf { gpa, info: npf } => {
             let _ = write!(
                 text,
-                ": {} guest-physical {:#x}{}",
+                ": {} guest-physical {gpa:#x}{}",
                 if npf.fetch {
                     "fetch at"
                 } else if npf.write {
@@ -200,7 +201,6 @@ pub fn exit_detail(exit: &Exit) -> String {
                 } else {
                     "read of"
                 },
-                exit.exitinfo2,
                 if npf.guest_page_walk {
                     " (walking the guest's page tables)"
                 } else {
@@ -208,26 +208,22 @@ pub fn exit_detail(exit: &Exit) -> String {
                 }
             );
         }
-        exitcode::CPUID => {
+        ExitReason::Cpuid => {
             let _ = write!(
                 text,
                 ": leaf {:#x}, subleaf {:#x}",
                 exit.regs.rax as u32, exit.regs.rcx as u32
             );
         }
-        exitcode::MSR => {
+        ExitReason::Msr { write } => {
             let _ = write!(
                 text,
                 ": {} MSR {:#x}",
-                if exit.exitinfo1 == 1 {
-                    "WRMSR"
-                } else {
-                    "RDMSR"
-                },
+                if write { "WRMSR" } else { "RDMSR" },
                 exit.regs.rcx as u32
             );
         }
-        exitcode::VMMCALL => {
+        ExitReason::Vmmcall => {
             let number = exit.regs.rax;
             let _ = write!(
                 text,
@@ -253,5 +249,57 @@ pub(crate) fn port_value_mask(size: u8) -> u64 {
         1 => 0xff,
         2 => 0xffff,
         _ => 0xffff_ffff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{InstructionBytes, Registers};
+    use traplab_abi::svm::exitcode;
+
+    fn exit(exitcode: u64, reason: &str, exitinfo1: u64, exitinfo2: u64) -> Exit {
+        Exit {
+            exitcode,
+            reason: reason.to_string().into(),
+            exitinfo1,
+            exitinfo2,
+            exitintinfo: 0,
+            rip: 0x200163,
+            cs: 8,
+            cpl: 0,
+            rflags: 2,
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            regs: Registers::default(),
+            insn: InstructionBytes::default(),
+        }
+    }
+
+    #[test]
+    fn an_exit_line_reads_its_exitinfo() {
+        assert_eq!(
+            exit_detail(&exit(exitcode::EXCP_BASE + 14, "EXCP_PF", 0x2, 0x4000_0000)),
+            "EXCP_PF at 0x200163: #PF (page fault), error code 0x2 (W/R), address 0x40000000"
+        );
+        assert_eq!(
+            exit_detail(&exit(exitcode::EXCP_BASE + 6, "EXCP_UD", 0, 0)),
+            "EXCP_UD at 0x200163: #UD (invalid opcode)"
+        );
+        let mut out = exit(exitcode::IOIO, "IOIO", 0x03f8_0210, 0x200164);
+        out.regs.rax = 0x1241;
+        assert_eq!(
+            exit_detail(&out),
+            "IOIO at 0x200163: OUT port 0x3f8, 1 byte(s), value 0x41"
+        );
+        let mut delivering = exit(exitcode::NPF, "NPF", (1 << 32) | 0b110, 0xfeb0_0000);
+        delivering.exitintinfo = 0x8000_0b0e;
+        assert_eq!(
+            exit_detail(&delivering),
+            "NPF at 0x200163: write to guest-physical 0xfeb00000 [while delivering vector 14 (Exception)]"
+        );
     }
 }

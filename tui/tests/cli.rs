@@ -125,7 +125,7 @@ fn trace_text_shows_the_reflected_page_fault() {
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("exit     EXCP_PF at "), "{stdout}");
-    assert!(stdout.contains("#PF page fault, error code 0x2 (W/R), address 0x40000000"));
+    assert!(stdout.contains("#PF (page fault), error code 0x2 (W/R), address 0x40000000"));
     assert!(stdout.contains("decide   reflect: "));
     assert!(stdout.contains(
         "inject   #PF (vector 14, Exception, error code 0x2, CR2 0x40000000) -> guest handler 0x"

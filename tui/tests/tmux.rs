@@ -155,7 +155,7 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
     let screen = tmux.wait_for(&["inject #PF → EVENTINJ", "into the guest's IDT vector 14"]);
     assert!(
         screen.contains(
-            "EVENTINJ   0x280000b0e: vector 14 (#PF page fault), type Exception, error code 0x2"
+            "EVENTINJ   0x280000b0e: vector 14: #PF (page fault), type Exception, error code 0x2"
         ),
         "EVENTINJ decoded:\n{screen}"
     );

@@ -18,6 +18,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
 use traplab_abi::event::{Body, Event};
+use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
 use traplab_tracer::explain::{self, Context};
 use traplab_tracer::flows::{Flow, FlowEnd};
@@ -652,7 +653,7 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     match app.current_step() {
         Some(Step::Event { event, index }) => match event.as_ref() {
             Ok(event) => {
-                let rows = explain::decode(event);
+                let rows = explain::fields(event);
                 let label_width = rows
                     .iter()
                     .map(|(label, _)| label.chars().count())
@@ -849,10 +850,11 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
             format!("guest dom{dom} at {address:#x}: {symbol}{source}"),
             theme.header(),
         ));
-        let bitness = match &exit {
-            Some(exit) if exit.efer & (1 << 10) == 0 => 32,
-            _ => 64,
-        };
+        // EFER.LMA clear: the guest runs in legacy (32-bit) mode, and its bytes decode so.
+        let long_mode = exit.as_ref().is_none_or(|exit| {
+            EferFlags::from_bits_truncate(exit.efer).contains(EferFlags::LONG_MODE_ACTIVE)
+        });
+        let bitness = if long_mode { 64 } else { 32 };
         let insn: &[u8] = match &exit {
             Some(exit) if exit.rip == address => exit.insn.as_slice(),
             _ => &[],
