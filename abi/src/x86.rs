@@ -261,6 +261,16 @@ impl core::fmt::Display for Vector {
     }
 }
 
+/// The bits an operand of `size` bytes holds (1, 2, 4 or 8): AL, AX, EAX or RAX.
+pub fn operand_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
 /// Is the address canonical, bits 63:47 all equal (AMD APM vol. 2, 5.3.1)?
 pub fn canonical(address: u64) -> bool {
     let top = address >> 47;

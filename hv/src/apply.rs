@@ -34,7 +34,7 @@ use crate::domain::Domain;
 use crate::domain::interrupts::{self, Assist, TimerPoll};
 use crate::domain::page_tables;
 use crate::domain::vcpu::{GPR_NAMES, InFlight};
-use crate::emulate::{mask, merge};
+use crate::emulate::merge;
 use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
@@ -48,6 +48,7 @@ use traplab_abi::event::{
 };
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm;
+use traplab_abi::x86::operand_mask;
 use traplab_abi::x86::{EferFlags, RFlags, pte};
 
 /// What became of a decision, for the run loop.
@@ -242,7 +243,12 @@ impl Step<'_> {
             Effect::Gpr(number, value) => {
                 let old = vcpu.gpr_64(number);
                 vcpu.set_gpr(number, value);
-                record(&mut *self.changes, GPR_NAMES[(number & 15) as usize], old, value);
+                record(
+                    &mut *self.changes,
+                    GPR_NAMES[(number & 15) as usize],
+                    old,
+                    value,
+                );
             }
             Effect::Rip(rip) => {
                 let save = &mut vcpu.vmcb.save;
@@ -275,10 +281,8 @@ impl Step<'_> {
             Effect::DebugRegister(number, value) => {
                 let old = match number {
                     0..=3 => {
-                        let old = core::mem::replace(
-                            &mut vcpu.debug_registers[number as usize],
-                            value,
-                        );
+                        let old =
+                            core::mem::replace(&mut vcpu.debug_registers[number as usize], value);
                         self.machine.load_breakpoint_address(number, value);
                         old
                     }
@@ -330,7 +334,9 @@ impl Step<'_> {
                 memory
                     .write_physical(gpa, &entry.to_le_bytes())
                     .map_err(|error| Failure {
-                        why: format!("the page-table entry at {gpa:#x} cannot be written ({error:?})"),
+                        why: format!(
+                            "the page-table entry at {gpa:#x} cannot be written ({error:?})"
+                        ),
                         reason: format!("cannot write a page-table entry at {gpa:#x}"),
                         at: here!(),
                     })?;
@@ -403,9 +409,7 @@ impl Step<'_> {
                 self.reports.push(format!("timer tick {tick} acknowledged"));
             }
             Effect::StartHostTimer => self.machine.start_timer(),
-            Effect::InvalidatePage { address, asid } => {
-                self.machine.invalidate_page(address, asid)
-            }
+            Effect::InvalidatePage { address, asid } => self.machine.invalidate_page(address, asid),
             Effect::Xcr0(value) => self.machine.set_xcr0(value),
         }
         Ok(())
@@ -459,7 +463,7 @@ impl Step<'_> {
         match access {
             MmioAccess::Read { gpa, width, into } => {
                 let (value, what) = self.domain.devices.mmio_read(gpa, width);
-                self.read_into(into, value & mask(width));
+                self.read_into(into, value & operand_mask(width));
                 self.reports.push(what);
             }
             MmioAccess::Write { gpa, width, value } => {
@@ -475,7 +479,12 @@ impl Step<'_> {
         let old = self.domain.vcpu.gpr_64(into.register);
         let new = merge(old, value, into.width);
         self.domain.vcpu.set_gpr(into.register, new);
-        record(&mut *self.changes, GPR_NAMES[(into.register & 15) as usize], old, new);
+        record(
+            &mut *self.changes,
+            GPR_NAMES[(into.register & 15) as usize],
+            old,
+            new,
+        );
     }
 }
 

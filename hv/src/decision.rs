@@ -9,11 +9,11 @@
 //! synthetic exit, and every trace has the same shape.
 
 use crate::domain::interrupts::VirtualTimer;
-use traplab_abi::hypercall::TrapInfo;
 use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::event::{Action, ReturnPath};
+use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
 
 /// How a domain ended.
@@ -79,7 +79,11 @@ pub enum Effect {
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
     /// A checked entry written into a pinned page table at guest-physical `gpa`.
-    PageTableEntry { gpa: u64, level: u8, entry: u64 },
+    PageTableEntry {
+        gpa: u64,
+        level: u8,
+        entry: u64,
+    },
     /// Pin these page tables (guest-physical page, level): every write to them is checked.
     PinPageTables(Vec<(u64, u8)>),
     /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
@@ -115,7 +119,10 @@ pub enum Effect {
     /// Start the hypervisor's timer if it is off (the guest's timer needs it).
     StartHostTimer,
     /// INVLPGA: drop the TLB entry of `address` in the guest's address space.
-    InvalidatePage { address: u64, asid: u32 },
+    InvalidatePage {
+        address: u64,
+        asid: u32,
+    },
     /// XSETBV on the physical CPU (the guest's XCR0 stays loaded).
     Xcr0(u64),
 }
@@ -165,14 +172,22 @@ pub enum PortAccess {
     /// INS: one element from `port` to each of these guest-physical addresses.
     InString { port: u16, size: u8, to: Vec<u64> },
     /// OUTS: these elements to `port`.
-    OutString { port: u16, size: u8, values: Vec<u32> },
+    OutString {
+        port: u16,
+        size: u8,
+        values: Vec<u32>,
+    },
 }
 
 /// An MMIO access, emulated because the CPU exited before it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MmioAccess {
     /// Read `width` bytes at `gpa` into a register.
-    Read { gpa: u64, width: u8, into: Destination },
+    Read {
+        gpa: u64,
+        width: u8,
+        into: Destination,
+    },
     /// Write the low `width` bytes of `value` at `gpa`.
     Write { gpa: u64, width: u8, value: u64 },
 }
@@ -282,7 +297,6 @@ impl Decision {
             reason: reason.into(),
         })
     }
-
 }
 
 /// The RIP the guest will have once `effects` are applied (its current one is `current`).

@@ -65,7 +65,9 @@ pub fn exception(
                 "the guest registered a {mnemonic} handler with set_trap_table: the hypervisor delivers it itself, to {:#x}",
                 entry.handler
             ));
-            return bounce(guest, first, vector, error_code, entry, synthetic, steps, at);
+            return bounce(
+                guest, first, vector, error_code, entry, synthetic, steps, at,
+            );
         }
         let (next, next_code, name) = match x86::combine(Some(vector), 13) {
             Combined::Deliver(_) => (13, vector as u32 * 8 + 2, "#GP"),

@@ -10,6 +10,7 @@ use crate::decision::Destination;
 use crate::domain::Domain;
 use crate::instruction;
 use iced_x86::{Instruction, Mnemonic, OpKind};
+use traplab_abi::x86::operand_mask;
 
 /// One decoded memory access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +37,10 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
         instruction.op0_kind(),
         instruction.op1_kind(),
     ) {
-        (Mnemonic::Mov | Mnemonic::Movzx, OpKind::Register, OpKind::Memory) => {
-            Some(Access::Read {
-                width,
-                into: destination(instruction)?,
-            })
-        }
+        (Mnemonic::Mov | Mnemonic::Movzx, OpKind::Register, OpKind::Memory) => Some(Access::Read {
+            width,
+            into: destination(instruction)?,
+        }),
         (Mnemonic::Mov, OpKind::Memory, OpKind::Register) => {
             let (register, _) = instruction::gpr(instruction.op1_register())?;
             Some(Access::Write {
@@ -61,18 +60,8 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
 /// bits 63:32, an 8- or 16-bit one keeps the other bits (AMD APM vol. 1, 3.1.2.3).
 pub fn merge(old: u64, value: u64, width: u8) -> u64 {
     match width {
-        8 | 4 => value & mask(width),
-        width => (old & !mask(width)) | (value & mask(width)),
-    }
-}
-
-/// The bits of a `width`-byte value.
-pub fn mask(width: u8) -> u64 {
-    match width {
-        1 => 0xff,
-        2 => 0xffff,
-        4 => 0xffff_ffff,
-        _ => u64::MAX,
+        8 | 4 => value & operand_mask(width),
+        width => (old & !operand_mask(width)) | (value & operand_mask(width)),
     }
 }
 

@@ -14,7 +14,6 @@ const IOPM_PAGES: u64 = 3;
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
-
 /// Fill the control area of a new guest's VMCB. `None` when memory runs out.
 pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
     let control = &mut vmcb.control;

@@ -80,7 +80,7 @@ extern "C" fn hv_main(start_info: u64) -> ! {
             Ok(parsed) => settings::init(parsed),
             Err(unknown) => {
                 let message = format!("unknown setting \"{unknown}\" in opt/traplab/settings");
-                trace::init(mode, traplab_abi::ring::DATA_SIZE / 1024);
+                start_trace(mode, traplab_abi::ring::DATA_SIZE / 1024);
                 stop(HvStatus::BadConfig, &message)
             }
         }
@@ -89,7 +89,7 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         Ok(Some(text)) => text.parse().unwrap_or(traplab_abi::ring::DATA_SIZE / 1024),
         _ => traplab_abi::ring::DATA_SIZE / 1024,
     };
-    trace::init(mode, ring_kib);
+    start_trace(mode, ring_kib);
     match fw_cfg.read_text("opt/traplab/control") {
         Ok(Some(text)) if text == "run" => control::enable(false),
         Ok(Some(text)) if text == "pause" => control::enable(true),
@@ -140,6 +140,13 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     drop(fw_cfg);
     run::run_all(domains, &host);
     stop(HvStatus::Done, "every domain has ended")
+}
+
+/// Open the trace ring. The control mailbox shares the ring's header page: it is cleaned
+/// before the ring's magic tells the host it may look.
+fn start_trace(mode: trace::Transport, kib: usize) {
+    control::reset_mailbox();
+    trace::init(mode, kib);
 }
 
 fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> event::Boot {

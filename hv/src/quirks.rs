@@ -12,21 +12,23 @@
 use crate::decision::{Decision, Effect};
 use crate::deliver;
 use crate::domain::Guest;
-use crate::exit::Exit;
-use iced_x86::Register;
+use iced_x86::{Instruction, Register};
+use traplab_abi::event::InstructionBytes;
+use traplab_abi::svm::Event;
 use traplab_abi::x86::{self, EferFlags};
 
 /// The error code a real CPU reports for this fault, when TCG reported another one: in long
 /// mode an error code that names an IDT gate (bit 1, IDT) has the vector in its index field
 /// (bits 15:3; Intel SDM vol. 3A, 6.13), and TCG writes twice the vector there.
-pub fn error_code(exit: &Exit, guest: &Guest, error_code: u32) -> Option<u32> {
+/// (`interrupted`: the event whose delivery faulted, from EXITINTINFO.)
+pub fn error_code(guest: &Guest, interrupted: Option<Event>, error_code: u32) -> Option<u32> {
     const IDT: u32 = 1 << 1;
     let long_mode = EferFlags::from_bits_truncate(guest.vcpu.vmcb.save.efer)
         .contains(EferFlags::LONG_MODE_ACTIVE);
     if !long_mode || error_code & IDT == 0 {
         return None;
     }
-    let interrupted = exit.interrupted?;
+    let interrupted = interrupted?;
     let external = error_code & 1;
     (error_code & !3 == (interrupted.vector as u32) << 4)
         .then(|| ((interrupted.vector as u32) << 3) | IDT | external)
@@ -34,8 +36,8 @@ pub fn error_code(exit: &Exit, guest: &Guest, error_code: u32) -> Option<u32> {
 
 /// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the
 /// new value against the VMRUN rules instead of raising #GP): deliver the #GP.
-pub fn invalid_state(exit: &Exit, guest: &Guest) -> Option<Decision> {
-    let instruction = exit.decode_instruction(guest)?;
+pub fn invalid_state(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision> {
+    let instruction = decode(guest, instruction)?;
     if instruction.mnemonic() != iced_x86::Mnemonic::Mov || !instruction.op0_register().is_cr() {
         return None;
     }
@@ -48,23 +50,29 @@ pub fn invalid_state(exit: &Exit, guest: &Guest) -> Option<Decision> {
     ))
 }
 
-/// If exception `vector` at this exit is one of TCG's deviations, deliver what hardware
-/// would have raised instead.
-pub fn correct(exit: &Exit, guest: &Guest, vector: u8) -> Option<Decision> {
+/// If exception `vector`, raised at the instruction whose bytes are `instruction`, is one of
+/// TCG's deviations, deliver what hardware would have raised instead.
+pub fn correct(guest: &Guest, instruction: &InstructionBytes, vector: u8) -> Option<Decision> {
     match vector {
-        6 => icebp_as_undefined_opcode(exit, guest),
-        13 => stack_fault_as_general_protection(exit, guest),
+        6 => icebp_as_undefined_opcode(guest, instruction),
+        13 => stack_fault_as_general_protection(guest, instruction),
         _ => None,
     }
 }
 
-fn icebp_as_undefined_opcode(exit: &Exit, guest: &Guest) -> Option<Decision> {
-    if exit.instruction.as_slice().first() != Some(&0xf1) {
+/// The instruction at RIP.
+fn decode(guest: &Guest, bytes: &InstructionBytes) -> Option<Instruction> {
+    let vmcb = &guest.vcpu.vmcb;
+    crate::instruction::decode(bytes.as_slice(), vmcb.code_bits(), vmcb.save.rip)
+}
+
+fn icebp_as_undefined_opcode(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision> {
+    if instruction.as_slice().first() != Some(&0xf1) {
         return None;
     }
     Some(deliver!(
         guest,
-        after [Effect::Rip(guest.vcpu.rip_after(1))],
+        after[Effect::Rip(guest.vcpu.rip_after(1))],
         1,
         0,
         true,
@@ -72,11 +80,14 @@ fn icebp_as_undefined_opcode(exit: &Exit, guest: &Guest) -> Option<Decision> {
     ))
 }
 
-fn stack_fault_as_general_protection(exit: &Exit, guest: &Guest) -> Option<Decision> {
+fn stack_fault_as_general_protection(
+    guest: &Guest,
+    instruction: &InstructionBytes,
+) -> Option<Decision> {
     if guest.vcpu.vmcb.code_bits() != 64 {
         return None;
     }
-    let instruction = exit.decode_instruction(guest)?;
+    let instruction = decode(guest, instruction)?;
     let rsp = guest.gpr(4);
     let stack_address = if instruction.stack_pointer_increment() < 0 {
         // PUSH, CALL, ENTER: the first write is below RSP.
@@ -88,9 +99,7 @@ fn stack_fault_as_general_protection(exit: &Exit, guest: &Guest) -> Option<Decis
         // EXERCISE stack-fault.1: a load through RBP at a non-canonical address comes here,
         // and yet the guest gets #GP: which address does the next line compute? (iced's
         // `virtual_address` wants the number of the *memory* operand.)
-        instruction.virtual_address(0, 0, |register, _, _| {
-            Some(register_value(guest, register))
-        })?
+        instruction.virtual_address(0, 0, |register, _, _| Some(register_value(guest, register)))?
     } else {
         return None;
     };

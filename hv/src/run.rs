@@ -139,7 +139,10 @@ fn run(running: &mut Running, host: &Host, machine: &mut Hardware) -> DomainEnd 
             return finish(running, end);
         }
         if trace::enabled() {
-            record(Some(id), Body::Resume(resume_event(domain, &exit, &applied)));
+            record(
+                Some(id),
+                Body::Resume(resume_event(domain, &exit, &applied)),
+            );
         }
         if let Some(debugger) = running.debugger()
             && let Some(end) = gdb::after_handling(debugger)
@@ -226,7 +229,10 @@ fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
 pub fn run_all(domains: Vec<Domain>, host: &Host) {
     let mut machine = Hardware;
     for domain in domains {
-        let mut running = gdb::attach(domain);
+        let mut running = match gdb::attach(domain) {
+            Ok(debugger) => Running::Debugged(debugger),
+            Err(domain) => Running::Alone(domain),
+        };
         run(&mut running, host, &mut machine);
     }
 }

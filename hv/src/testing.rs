@@ -42,9 +42,7 @@ impl VecMemory {
         let size = self.ram.borrow().len() as u64;
         match gpa.checked_add(length as u64) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(MemoryError::NotGuestMemory {
-                gpa: gpa.max(size),
-            }),
+            _ => Err(MemoryError::NotGuestMemory { gpa: gpa.max(size) }),
         }
     }
 

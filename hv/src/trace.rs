@@ -52,12 +52,10 @@ static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
 /// The smallest ring we accept (`opt/traplab/ring-kib`): two maximal records must fit.
 pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
 
-/// Set up the ring with `kib` KiB of data (clamped to what `memory.rs` reserves).
+/// Set up the ring with `kib` KiB of data (clamped to what `frames.rs` reserves). The
+/// control mailbox in its header page must be reset first (`main.rs` does).
 pub fn init(mode: Transport, kib: usize) {
     let size = (kib.clamp(MIN_RING_KIB, ring::DATA_SIZE / 1024)) * 1024;
-    // The control mailbox shares the ring's header page: clean it before the ring's magic
-    // tells the host it may look.
-    crate::control::reset_mailbox();
     // SAFETY: `memory.rs` reserves [RING_PHYS, RING_PHYS + HEADER_SIZE + DATA_SIZE) for the
     // ring alone; it is RAM, identity-mapped, 8-aligned, and `size` <= DATA_SIZE.
     let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, size) };

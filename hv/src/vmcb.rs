@@ -320,8 +320,8 @@ impl Vmcb {
     /// EFER.LMA; AMD APM vol. 2, 4.8.1).
     pub fn code_bits(&self) -> u32 {
         let cs = self.save.cs.attrib;
-        let long_mode = EferFlags::from_bits_truncate(self.save.efer)
-            .contains(EferFlags::LONG_MODE_ACTIVE);
+        let long_mode =
+            EferFlags::from_bits_truncate(self.save.efer).contains(EferFlags::LONG_MODE_ACTIVE);
         if long_mode && cs & attrib::LONG_MODE != 0 {
             64
         } else if cs & attrib::DEFAULT_32 != 0 {

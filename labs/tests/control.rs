@@ -169,37 +169,41 @@ fn pause_works_while_a_guest_spins_without_exits() {
         ..Options::default()
     };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
+    // Wait for the guest to start spinning: its "spinning" line, then a timer exit after it
+    // (the guest itself makes no exit once it spins, so from then on only INTR exits come).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut spinning = false;
     let mut events = Vec::new();
-    // Wait for the guest to start spinning.
-    while !events.iter().any(
-        |event: &Event| matches!(&event.body, Body::Console(console) if console.text == "spinning"),
-    ) {
-        if let Some(Item::Event(event)) = session.next_within(Some(Duration::from_millis(10))) {
-            events.push(event);
-        }
-    }
-    // Let the last bytes of "spinning\n" finish: once 300 ms pass without a console exit,
-    // the guest is in its loop and only the timer's INTR exits come.
-    let mut quiet_since = std::time::Instant::now();
-    while quiet_since.elapsed() < Duration::from_millis(300) {
-        if let Some(Item::Event(event)) = session.next_within(Some(Duration::from_millis(10)))
-            && !matches!(&event.body, Body::Exit(exit) if exit.reason == "INTR")
-            && !matches!(
-                event.body,
-                Body::Decide(_) | Body::Emulate(_) | Body::Resume(_)
-            )
-        {
-            quiet_since = std::time::Instant::now();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no INTR exit after the guest's \"spinning\" line within 60 s"
+        );
+        match session.next_within(Some(Duration::from_millis(10))) {
+            Some(Item::Event(event)) => {
+                let intr =
+                    matches!(&event.body, Body::Exit(exit) if spinning && exit.reason == "INTR");
+                spinning |=
+                    matches!(&event.body, Body::Console(console) if console.text == "spinning");
+                events.push(event);
+                if intr {
+                    break;
+                }
+            }
+            Some(Item::Finished(finish)) => {
+                panic!("QEMU stopped before the guest spun: {finish:?}")
+            }
+            _ => {}
         }
     }
     let control = session.control().expect("a controlled machine");
     control.send(Command::Pause).unwrap();
-    let stopped = until_stopped(&mut session, &control);
+    events.extend(until_stopped(&mut session, &control));
     // Only the timer can have given the hypervisor control back: the guest makes no exits.
-    let intr = stopped.iter().rev().find_map(|event| match &event.body {
+    let intr = events.iter().rev().find_map(|event| match &event.body {
         Body::Exit(exit) => Some(exit.reason.to_string()),
         _ => None,
     });
-    assert_eq!(intr.as_deref(), Some("INTR"), "{stopped:?}");
+    assert_eq!(intr.as_deref(), Some("INTR"), "{events:?}");
     drop(session);
 }

@@ -236,7 +236,7 @@ pub fn exit_specifics(exit: &Exit) -> String {
             } else {
                 format!(
                     "OUT of {:#x} to port {:#x}",
-                    exit.regs.rax & crate::text::port_value_mask(io.size),
+                    exit.regs.rax & x86::operand_mask(io.size),
                     io.port
                 )
             }
@@ -439,7 +439,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
                             "value",
                             format!(
                                 "{:#x} (from RAX)",
-                                exit.regs.rax & crate::text::port_value_mask(io.size)
+                                exit.regs.rax & x86::operand_mask(io.size)
                             ),
                         );
                     }

@@ -186,7 +186,7 @@ pub fn exit_detail(exit: &Exit) -> String {
                 let _ = write!(
                     text,
                     ", value {:#x}",
-                    exit.regs.rax & port_value_mask(io.size)
+                    exit.regs.rax & x86::operand_mask(io.size)
                 );
             }
         }
@@ -241,65 +241,4 @@ pub fn exit_detail(exit: &Exit) -> String {
         );
     }
     text
-}
-
-/// The bits of RAX an IN/OUT of `size` bytes moves (AL, AX or EAX).
-pub(crate) fn port_value_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use traplab_abi::event::{InstructionBytes, Registers};
-    use traplab_abi::svm::exitcode;
-
-    fn exit(exitcode: u64, reason: &str, exitinfo1: u64, exitinfo2: u64) -> Exit {
-        Exit {
-            exitcode,
-            reason: reason.to_string().into(),
-            exitinfo1,
-            exitinfo2,
-            exitintinfo: 0,
-            rip: 0x200163,
-            cs: 8,
-            cpl: 0,
-            rflags: 2,
-            cr0: 0,
-            cr2: 0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-            regs: Registers::default(),
-            insn: InstructionBytes::default(),
-        }
-    }
-
-    #[test]
-    fn an_exit_line_reads_its_exitinfo() {
-        assert_eq!(
-            exit_detail(&exit(exitcode::EXCP_BASE + 14, "EXCP_PF", 0x2, 0x4000_0000)),
-            "EXCP_PF at 0x200163: #PF (page fault), error code 0x2 (W/R), address 0x40000000"
-        );
-        assert_eq!(
-            exit_detail(&exit(exitcode::EXCP_BASE + 6, "EXCP_UD", 0, 0)),
-            "EXCP_UD at 0x200163: #UD (invalid opcode)"
-        );
-        let mut out = exit(exitcode::IOIO, "IOIO", 0x03f8_0210, 0x200164);
-        out.regs.rax = 0x1241;
-        assert_eq!(
-            exit_detail(&out),
-            "IOIO at 0x200163: OUT port 0x3f8, 1 byte(s), value 0x41"
-        );
-        let mut delivering = exit(exitcode::NPF, "NPF", (1 << 32) | 0b110, 0xfeb0_0000);
-        delivering.exitintinfo = 0x8000_0b0e;
-        assert_eq!(
-            exit_detail(&delivering),
-            "NPF at 0x200163: write to guest-physical 0xfeb00000 [while delivering vector 14 (Exception)]"
-        );
-    }
 }

@@ -18,6 +18,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use traplab_abi::x86::operand_mask;
 
 /// Where the device is, guest-physical (`traplab_abi::boot::LAB_DEVICE`).
 pub const BASE: u64 = traplab_abi::boot::LAB_DEVICE;
@@ -68,7 +69,7 @@ impl LabDevice {
             }
             _ => 0,
         };
-        let value = (whole >> (8 * (offset - start))) & crate::emulate::mask(width);
+        let value = (whole >> (8 * (offset - start))) & operand_mask(width);
         (value, format!("read {name} = {value:#x}"))
     }
 
@@ -81,11 +82,11 @@ impl LabDevice {
                 None,
             );
         };
-        let value = value & crate::emulate::mask(width);
+        let value = value & operand_mask(width);
         match name {
             "SCRATCH" => {
                 let shift = 8 * (offset - start);
-                let mask = crate::emulate::mask(width) << shift;
+                let mask = operand_mask(width) << shift;
                 self.scratch = (self.scratch & !mask) | (value << shift);
                 (format!("SCRATCH = {:#x}", self.scratch), None)
             }

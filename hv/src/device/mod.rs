@@ -14,11 +14,11 @@
 pub mod lab_device;
 pub mod uart;
 
-use crate::emulate::mask;
 use alloc::format;
 use alloc::string::String;
 use lab_device::LabDevice;
 use traplab_abi::boot::CONSOLE_PORT;
+use traplab_abi::x86::operand_mask;
 use uart::Uart;
 
 /// One domain's devices.
@@ -53,7 +53,7 @@ impl Devices {
     pub fn port_read(&mut self, port: u16, size: u8) -> u32 {
         match port {
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
-            _ => mask(size) as u32,
+            _ => operand_mask(size) as u32,
         }
     }
 

@@ -317,10 +317,9 @@ impl Vcpu {
             .bits();
         save.cr3 = boot::BOOT_PAGE_TABLES;
         // PAE (long mode needs it), OSFXSR and OSXMMEXCPT (SSE instructions work).
-        save.cr4 = (Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
-            | Cr4Flags::OSFXSR
-            | Cr4Flags::OSXMMEXCPT_ENABLE)
-            .bits();
+        save.cr4 =
+            (Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE)
+                .bits();
         save.dr6 = 0xffff_0ff0;
         save.dr7 = 0x400;
         save.rflags = 0x2; // bit 1 is always set
@@ -338,10 +337,9 @@ impl Vcpu {
         let save = &mut self.vmcb.save;
         save.cs.attrib = attrib::CODE32_DPL0;
         // PE, ET, NE: protected mode without paging; EFER only SVME (no long mode).
-        save.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
-            | Cr0Flags::EXTENSION_TYPE
-            | Cr0Flags::NUMERIC_ERROR)
-            .bits();
+        save.cr0 =
+            (Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::EXTENSION_TYPE | Cr0Flags::NUMERIC_ERROR)
+                .bits();
         save.cr3 = 0;
         save.cr4 = 0;
         save.efer = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();

@@ -73,7 +73,9 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         0 if cr0.contains(Cr0Flags::PAGING) && !cr0.contains(Cr0Flags::PROTECTED_MODE_ENABLE) => {
             Some("sets PG without PE")
         }
-        0 if cr0.contains(Cr0Flags::NOT_WRITE_THROUGH) && !cr0.contains(Cr0Flags::CACHE_DISABLE) => {
+        0 if cr0.contains(Cr0Flags::NOT_WRITE_THROUGH)
+            && !cr0.contains(Cr0Flags::CACHE_DISABLE) =>
+        {
             Some("sets NW without CD")
         }
         0 if long_mode && !cr0.contains(Cr0Flags::PAGING) => Some("clears PG in 64-bit mode"),

@@ -11,9 +11,9 @@
 //! two the way the CPU would have: #DF, or shutdown for a fault during #DF (the double-fault
 //! rule in `traplab_abi::x86::combine`). A bare machine hides this chain; the trace shows it.
 
+use super::Exit;
 use super::privileged::{self, PrivilegedOp};
 use super::ptwr::{self, PageTableWrite};
-use super::Exit;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
 use crate::{decide, deliver};
@@ -50,7 +50,7 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
             first.push(Effect::Rip(rip));
             first.push(Effect::SoftwareInterruptRip(None));
         }
-    } else if let Some(decision) = crate::quirks::correct(exit, guest, vector) {
+    } else if let Some(decision) = crate::quirks::correct(guest, &exit.instruction, vector) {
         return decision;
     } else if vector == 13 {
         // A PV kernel's privileged instruction is the hypervisor's to emulate (privileged.rs).
@@ -69,7 +69,7 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
             PageTableWrite::Refused(why) => {
                 return deliver!(
                     guest,
-                    after [Effect::ControlRegister(2, address)],
+                    after[Effect::ControlRegister(2, address)],
                     14,
                     error_code,
                     false,
@@ -111,7 +111,7 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
                 // The intercepted #PF left CR2 alone; the guest's handler reads it there.
                 first.push(Effect::ControlRegister(2, address));
             }
-            if let Some(corrected) = crate::quirks::error_code(exit, guest, error_code) {
+            if let Some(corrected) = crate::quirks::error_code(guest, interrupted, error_code) {
                 return deliver!(
                     guest,
                     after first,

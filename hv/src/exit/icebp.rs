@@ -15,7 +15,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     };
     deliver!(
         guest,
-        after [Effect::Rip(guest.vcpu.rip_after(length))],
+        after[Effect::Rip(guest.vcpu.rip_after(length))],
         1,
         0,
         false,

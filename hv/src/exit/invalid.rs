@@ -13,7 +13,7 @@ use crate::domain::Guest;
 use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
-    if let Some(decision) = crate::quirks::invalid_state(exit, guest) {
+    if let Some(decision) = crate::quirks::invalid_state(guest, &exit.instruction) {
         return decision;
     }
     decide!(

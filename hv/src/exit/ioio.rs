@@ -14,7 +14,6 @@ use crate::decide;
 use crate::decision::{Decision, Effect, PortAccess};
 use crate::device::Devices;
 use crate::domain::Guest;
-use crate::emulate::mask;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -23,6 +22,7 @@ use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
 use traplab_abi::svm::IoioInfo;
 use traplab_abi::x86::RFlags;
+use traplab_abi::x86::operand_mask;
 
 pub fn handle(_exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
     let device = Devices::port_name(info.port);
@@ -64,7 +64,7 @@ pub(super) fn port_access(
     if input {
         return (PortAccess::In { port, size }, None);
     }
-    let value = (guest.gpr(0) & mask(size)) as u32;
+    let value = (guest.gpr(0) & operand_mask(size)) as u32;
     let what = match (port, value) {
         (CONSOLE_PORT, 0x20..=0x7e) => {
             format!("OUT {:?} to the console UART", value as u8 as char)

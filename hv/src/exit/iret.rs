@@ -28,9 +28,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let size = if wide { 8 } else { 4 };
     let save = &guest.vcpu.vmcb.save;
     let mut frame = [0u8; 40];
-    let readable = guest
-        .read_virtual(save.rsp, &mut frame[..5 * size])
-        .is_ok();
+    let readable = guest.read_virtual(save.rsp, &mut frame[..5 * size]).is_ok();
     let word = |index: usize| {
         let mut bytes = [0u8; 8];
         bytes[..size].copy_from_slice(&frame[index * size..(index + 1) * size]);

@@ -94,11 +94,7 @@ impl Exit {
     /// an instruction.
     pub fn decode_instruction(&self, guest: &Guest) -> Option<iced_x86::Instruction> {
         let vmcb = &guest.vcpu.vmcb;
-        instruction::decode(
-            self.instruction.as_slice(),
-            vmcb.code_bits(),
-            vmcb.save.rip,
-        )
+        instruction::decode(self.instruction.as_slice(), vmcb.code_bits(), vmcb.save.rip)
     }
 
     /// The length of the instruction at RIP, for a handler that skips it.
@@ -203,7 +199,11 @@ mod tests {
         let decision = test.decide(testing::exit(ExitReason::Unknown(0x99), &[]));
         assert_eq!(decision.action, Action::Kill);
         assert!(decision.why.contains("UNKNOWN (0x99)"), "{}", decision.why);
-        assert!(decision.at.contains("src/exit/unexpected.rs:"), "{}", decision.at);
+        assert!(
+            decision.at.contains("src/exit/unexpected.rs:"),
+            "{}",
+            decision.at
+        );
         assert!(decision.end.is_some());
     }
 

@@ -15,7 +15,8 @@ use traplab_abi::msr::{self, EFER};
 use traplab_abi::x86::EferFlags;
 
 /// EFER bits a guest may flip while it runs: SCE (SYSCALL) and NXE.
-const EFER_WRITABLE: EferFlags = EferFlags::SYSTEM_CALL_EXTENSIONS.union(EferFlags::NO_EXECUTE_ENABLE);
+const EFER_WRITABLE: EferFlags =
+    EferFlags::SYSTEM_CALL_EXTENSIONS.union(EferFlags::NO_EXECUTE_ENABLE);
 
 /// Where the emulated CPU keeps an MSR it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

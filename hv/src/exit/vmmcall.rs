@@ -81,7 +81,12 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                         .iter()
                         .filter(|(table, _)| !guest.pv.pinned_tables.contains_key(table))
                         .count() as i64;
-                    finish(decision.with(Effect::PinPageTables(tables)), next, number, new)
+                    finish(
+                        decision.with(Effect::PinPageTables(tables)),
+                        next,
+                        number,
+                        new,
+                    )
                 }
                 Err(_) => finish(decision, next, number, error::EINVAL),
             }

@@ -49,7 +49,6 @@ mod serial;
 mod target;
 
 use crate::hardware::Hardware;
-use crate::run::Running;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -161,14 +160,15 @@ impl Debugger {
 }
 
 /// Attach a debugger to `domain` if gdb is enabled and this is domain 0: the session
-/// starts with the guest stopped at its first instruction.
-pub fn attach(domain: Domain) -> Running {
+/// starts with the guest stopped at its first instruction. `Err` gives the domain back
+/// when it runs without one.
+pub fn attach(domain: Domain) -> Result<Box<Debugger>, Domain> {
     if !enabled() || domain.id != 0 {
-        return Running::Alone(domain);
+        return Err(domain);
     }
     let Some(com2) = Com2::open() else {
         crate::log!("gdb: no COM2 on this machine: the guest runs without a debugger");
-        return Running::Alone(domain);
+        return Err(domain);
     };
     crate::log!("gdb: domain 0 ({}) waits for gdb on COM2", domain.name);
     let mut debugger = Box::new(Debugger {
@@ -187,9 +187,9 @@ pub fn attach(domain: Domain) -> Running {
     match GdbStub::new(com2).run_state_machine(&mut debugger.target) {
         Ok(machine) => {
             debugger.machine = Some(machine);
-            Running::Debugged(debugger)
+            Ok(debugger)
         }
-        Err(_) => Running::Alone(debugger.target.domain),
+        Err(_) => Err(debugger.target.domain),
     }
 }
 
@@ -212,6 +212,9 @@ pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
     monitor::note_exit(&debugger.target.domain, exit);
 
     if let Some((reason, decision)) = own_stop(debugger, exit, step) {
+        // `monitor traps` shows it while gdb holds the guest; the trace records it when the
+        // run loop applies it, after the stop.
+        note_decision(decision.action, &decision.why, decision.at);
         return Some(match stop(debugger, reason) {
             Some(end) => killed(end),
             None => decision,
@@ -295,8 +298,8 @@ fn own_stop(
                         ..
                     })
                 );
-            let slot =
-                (0..4).find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
+            let slot = (0..4)
+                .find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
             if !stepped && slot.is_none() {
                 return None;
             }

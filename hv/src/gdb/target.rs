@@ -9,8 +9,6 @@
 use super::arch::{GuestRegisters, GuestX86_64};
 use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
 use crate::hardware::Hardware;
-use traplab_abi::x86::EferFlags;
-use traplab_hv::{Domain, Machine};
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
@@ -23,6 +21,8 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
+use traplab_abi::x86::EferFlags;
+use traplab_hv::{Domain, Machine};
 
 /// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
 /// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
@@ -277,9 +277,9 @@ fn dr7_mask(slot: usize) -> u64 {
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
 fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
     let dr7 = debuggee.domain.vcpu.vmcb.save.dr7;
-    let free = (0..4).rev().find(|&slot| {
-        debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0
-    });
+    let free = (0..4)
+        .rev()
+        .find(|&slot| debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
     let Some(slot) = free else { return false };
     debuggee.hardware_slots[slot] = Some(hardware);
     Hardware.load_breakpoint_address(slot as u8, hardware.address);

@@ -25,7 +25,6 @@ pub struct Features {
     pub decode_assists: bool,
 }
 
-
 /// Check for SVM the way APM vol. 2, 15.4 "Enabling SVM" says.
 pub fn check() -> Result<Features, HvStatus> {
     let extended = __cpuid(0x8000_0001);

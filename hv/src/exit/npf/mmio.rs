@@ -18,7 +18,8 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
         return undecodable();
     };
-    let access = emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
+    let access =
+        emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
     let Some(access) = access else {
         return decide!(
             Action::Kill,
