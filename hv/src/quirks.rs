@@ -31,7 +31,7 @@ pub fn error_code(guest: &Guest, interrupted: Option<Event>, error_code: u32) ->
     let interrupted = interrupted?;
     let external = error_code & 1;
     (error_code & !3 == (interrupted.vector as u32) << 4)
-        .then(|| ((interrupted.vector as u32) << 3) | IDT | external)
+        .then_some(((interrupted.vector as u32) << 3) | IDT | external)
 }
 
 /// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the

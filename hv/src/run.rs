@@ -34,7 +34,7 @@ use traplab_hv::{Domain, DomainEnd, Exit, Guest};
 /// A domain the loop runs: on its own, or with gdb attached (gdbstub's target owns what it
 /// debugs, so the debugger holds the domain while a session may come).
 pub enum Running {
-    Alone(Domain),
+    Alone(Box<Domain>),
     Debugged(Box<Debugger>),
 }
 
@@ -229,7 +229,7 @@ fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
 pub fn run_all(domains: Vec<Domain>, host: &Host) {
     let mut machine = Hardware;
     for domain in domains {
-        let mut running = match gdb::attach(domain) {
+        let mut running = match gdb::attach(Box::new(domain)) {
             Ok(debugger) => Running::Debugged(debugger),
             Err(domain) => Running::Alone(domain),
         };

@@ -66,7 +66,7 @@ pub struct TrapFrame {
 // 512 + 2 + 15 registers + vector + error code + 5 CPU words: a multiple of 16 bytes, so
 // the 16-byte alignment the CPU gave the stack survives to FXSAVE and to the handler call.
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 512 + 24 * 8);
-const _: () = assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
+const _: () = assert!(core::mem::size_of::<TrapFrame>().is_multiple_of(16));
 
 /// `trap_entry!(name, handler)`: the common entry `name`, which saves the interrupted
 /// state, calls `handler(&mut TrapFrame)` (an `extern "C" fn`), restores and returns with

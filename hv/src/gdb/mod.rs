@@ -162,7 +162,7 @@ impl Debugger {
 /// Attach a debugger to `domain` if gdb is enabled and this is domain 0: the session
 /// starts with the guest stopped at its first instruction. `Err` gives the domain back
 /// when it runs without one.
-pub fn attach(domain: Domain) -> Result<Box<Debugger>, Domain> {
+pub fn attach(domain: Box<Domain>) -> Result<Box<Debugger>, Box<Domain>> {
     if !enabled() || domain.id != 0 {
         return Err(domain);
     }
@@ -175,7 +175,7 @@ pub fn attach(domain: Domain) -> Result<Box<Debugger>, Domain> {
         machine: None,
         listener: None,
         target: Debuggee {
-            domain,
+            domain: *domain,
             resume: Resume::Continue,
             software_breakpoints: Vec::new(),
             hardware_slots: [None; 4],
@@ -189,7 +189,7 @@ pub fn attach(domain: Domain) -> Result<Box<Debugger>, Domain> {
             debugger.machine = Some(machine);
             Ok(debugger)
         }
-        Err(_) => Err(debugger.target.domain),
+        Err(_) => Err(Box::new(debugger.target.domain)),
     }
 }
 
@@ -478,7 +478,7 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
 fn detach(debugger: &mut Debugger) {
     let target = &mut debugger.target;
     let breakpoints = core::mem::take(&mut target.software_breakpoints);
-    let slots = core::mem::replace(&mut target.hardware_slots, [None; 4]);
+    let slots = core::mem::take(&mut target.hardware_slots);
     debugger.machine = None;
     target.catch = None;
     target.step = None;

@@ -224,7 +224,7 @@ impl HwWatchpoint for Debuggee {
     ) -> TargetResult<bool, Self> {
         // A debug register watches 1, 2, 4 or 8 bytes, aligned to their size (APM vol. 2,
         // 13.1.1.5). gdb splits larger ranges itself.
-        if !matches!(length, 1 | 2 | 4 | 8) || address % length != 0 {
+        if !matches!(length, 1 | 2 | 4 | 8) || !address.is_multiple_of(length) {
             return Ok(false);
         }
         Ok(take_slot(
