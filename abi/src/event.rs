@@ -36,7 +36,7 @@ pub struct Event {
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     Boot(Boot),
-    Domain(Domain),
+    Domain(DomainChange),
     Exit(Exit),
     Decide(Decide),
     Emulate(Emulate),
@@ -94,9 +94,10 @@ pub struct Boot {
     pub ram_mib: u32,
 }
 
-/// A domain changed state.
+/// A domain changed state: it was created, it exited, it was killed. (Not to be confused
+/// with the hypervisor's `Domain`, the guest itself: this is an event about one.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Domain {
+pub struct DomainChange {
     pub state: DomainState,
     /// The guest program's name (`page-fault`).
     pub name: Text,

@@ -187,7 +187,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<Domain> {
                 log!("{reason}");
                 run::record(
                     Some(id),
-                    Body::Domain(event::Domain {
+                    Body::Domain(event::DomainChange {
                         state: event::DomainState::Killed,
                         name: Cow::Owned(name),
                         status: None,

@@ -78,7 +78,7 @@ fn run(running: &mut Running, host: &Host, machine: &mut Hardware) -> DomainEnd 
     let id = domain.id;
     record(
         Some(id),
-        Body::Domain(event::Domain {
+        Body::Domain(event::DomainChange {
             state: DomainState::Created,
             name: Cow::Owned(domain.name.clone()),
             status: None,
@@ -215,7 +215,7 @@ fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
     );
     record(
         Some(domain.id),
-        Body::Domain(event::Domain {
+        Body::Domain(event::DomainChange {
             state,
             name: Cow::Owned(domain.name.clone()),
             status,

@@ -184,7 +184,7 @@ fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use traplab_abi::event::{Body, Domain, Event};
+    use traplab_abi::event::{Body, DomainChange, Event};
     use traplab_tracer::session::Finish;
 
     fn lab(killed: Vec<u16>) -> Lab {
@@ -195,7 +195,7 @@ mod tests {
     }
 
     fn ended(dom: u16, state: DomainState, status: Option<i32>) -> Event {
-        let domain = Domain {
+        let domain = DomainChange {
             state,
             name: "a".into(),
             status,
