@@ -30,7 +30,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the ring starts in the machine's physical memory (32 MiB). The hypervisor's
-/// memory map (`hv/src/memory.rs`) keeps this range for it.
+/// memory map (`hv/src/frames.rs`) keeps this range for it.
 pub const RING_PHYS: u64 = 0x0200_0000;
 /// The header page.
 pub const HEADER_SIZE: usize = 4096;
