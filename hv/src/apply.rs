@@ -159,6 +159,14 @@ pub fn before_resume(
         && !handled
         && !applied.injected
     {
+        // Its first delivery never reached the handler: the event stays in flight once.
+        let first = InFlight {
+            vector: interrupted.vector,
+            kind: interrupted.kind,
+        };
+        if domain.vcpu.in_flight.last() == Some(&first) {
+            domain.vcpu.in_flight.pop();
+        }
         let handler = domain.idt_handler(interrupted.vector);
         inject(domain, interrupted, handler, false, events);
         applied.injected = true;
@@ -590,5 +598,365 @@ fn return_event(returning: &Returning) -> Return {
         cs: returning.cs,
         rflags: returning.rflags,
         rsp: returning.rsp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide;
+    use crate::testing::{self, ENTRY, Test, UNMAPPED, VecMemory};
+    use crate::vmcb::v_intr;
+    use traplab_abi::boot::GUEST_RAM_SIZE;
+    use traplab_abi::event::ReturnPath;
+    use traplab_abi::svm::{Event, NpfInfo};
+
+    const HANDLER: u64 = 0x21_5000;
+
+    /// Apply `decision` to the test's domain, as the run loop does, without deciding.
+    fn apply_to(test: &mut Test, decision: Decision) -> (Applied, Vec<Body>) {
+        let mut events = Vec::new();
+        let applied = apply(&mut test.domain, decision, &mut test.machine, &mut events);
+        (applied, events)
+    }
+
+    fn kinds(events: &[Body]) -> Vec<&'static str> {
+        events.iter().map(testing::kind).collect()
+    }
+
+    /// A guest at a PAUSE (an exit that changes nothing but RIP) with interrupt 0x20
+    /// pending and an IDT gate for it.
+    fn pending_at_a_pause() -> Test {
+        let mut test = Test::long_mode();
+        test.code(&[0xf3, 0x90]);
+        test.gate(0x20, HANDLER);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        test
+    }
+
+    #[test]
+    fn the_events_of_a_decision_come_in_one_fixed_order() {
+        // decide, console…, emulate, inject | bounce, return: whatever the decision lists,
+        // every trace has the same shape.
+        let mut test = Test::long_mode();
+        let decision = decide!(Action::Emulate, "every part at once")
+            .returning(Returning {
+                via: ReturnPath::Hypercall,
+                event: None,
+                rip: ENTRY,
+                cs: 0x08,
+                rflags: 0x2,
+                rsp: 0x7_ff00,
+            })
+            .deliver(Delivery::Inject {
+                event: Event::exception(6, 0),
+                handler: Some(HANDLER),
+                synthetic: true,
+            })
+            .describe("everything")
+            .with(Effect::Gpr(3, 7))
+            .with(Effect::Console(b"one\ntwo\n".to_vec()));
+        let (applied, events) = apply_to(&mut test, decision);
+        assert_eq!(
+            kinds(&events),
+            [
+                "decide", "console", "console", "emulate", "inject", "return"
+            ]
+        );
+        let Body::Decide(decide) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (decide.action, decide.why.as_ref()),
+            (Action::Emulate, "every part at once")
+        );
+        assert!(decide.at.contains("src/apply.rs:"));
+        assert_eq!(applied.end, None);
+    }
+
+    #[test]
+    fn an_effect_that_fails_kills_the_domain_with_a_second_decide_that_says_why() {
+        // The handler could not know the host has no frame left for the page.
+        let mut memory = VecMemory::new(GUEST_RAM_SIZE, true);
+        memory.exhausted = true;
+        let mut test = Test::with_memory(memory);
+        let run = test.run(test.exit(ExitReason::Npf {
+            gpa: 0x50_0000,
+            info: NpfInfo::decode(0),
+        }));
+        assert_eq!(
+            run.decision.action,
+            Action::Emulate,
+            "the handler decided to map it"
+        );
+        assert_eq!(run.kinds(), ["decide", "decide"]);
+        let failed = run.decides()[1];
+        assert_eq!(failed.action, Action::Kill);
+        assert_eq!(
+            failed.why,
+            "no host memory left to give guest-physical 0x500000"
+        );
+        assert!(failed.at.contains("src/apply.rs:"), "{}", failed.at);
+        assert_eq!(
+            run.applied.end,
+            Some(DomainEnd::Killed {
+                reason: "out of host memory".into()
+            })
+        );
+        // The effects after the failing one never happen.
+        assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 0, "no TLB flush");
+    }
+
+    #[test]
+    fn register_changes_are_recorded_old_to_new_and_unchanged_ones_left_out() {
+        let mut test = Test::long_mode();
+        test.set_gpr(3, 1);
+        let decision = decide!(Action::Emulate, "three writes")
+            .with(Effect::Gpr(3, 7))
+            .with(Effect::Gpr(1, 0)) // RCX is 0 already
+            .with(Effect::Rip(ENTRY + 2))
+            .describe("a test");
+        let (_, events) = apply_to(&mut test, decision);
+        let Some(Body::Emulate(emulate)) = events.get(1) else {
+            panic!("{events:?}")
+        };
+        let changes: Vec<_> = emulate
+            .changes
+            .iter()
+            .map(|change| (change.name.as_ref(), change.old, change.new))
+            .collect();
+        assert_eq!(changes, [("rbx", 1, 7), ("rip", ENTRY, ENTRY + 2)]);
+        assert_eq!(test.gpr(3), 7);
+    }
+
+    #[test]
+    fn a_uart_write_that_completes_a_line_gives_a_console_event() {
+        let mut test = Test::long_mode();
+        let out = |byte: u8| {
+            Effect::Port(PortAccess::Out {
+                port: 0x3f8,
+                size: 1,
+                value: byte as u32,
+            })
+        };
+        let decision = decide!(Action::Emulate, "four OUTs").with_all(b"ok\nx".map(out));
+        let (_, events) = apply_to(&mut test, decision);
+        assert_eq!(kinds(&events), ["decide", "console"]);
+        let Body::Console(console) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(console.text, "ok");
+        assert_eq!(
+            test.domain.devices.console.flush().as_deref(),
+            Some("x"),
+            "the rest waits for its newline"
+        );
+    }
+
+    #[test]
+    fn an_injection_fills_eventinj_and_records_the_event_in_flight() {
+        // EVENTINJ: vector, type, error code valid, valid (AMD APM vol. 2, 15.20).
+        let mut test = Test::long_mode();
+        test.gate(14, HANDLER);
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 14,
+            error_code: 0b10,
+            address: 0x40_0000,
+        }));
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(control.eventinj, Event::exception(14, 0b10).encode());
+        assert!(test.domain.vcpu.vmcb.injecting());
+        assert_eq!(
+            test.domain.vcpu.in_flight,
+            [InFlight {
+                vector: 14,
+                kind: EventType::Exception
+            }]
+        );
+        assert!(run.applied.injected);
+        assert_eq!(
+            run.applied.resume_at,
+            Some(HANDLER),
+            "the CPU enters the handler"
+        );
+        let inject = run.injected();
+        assert_eq!(
+            (inject.error_code, inject.cr2),
+            (Some(0b10), Some(0x40_0000))
+        );
+    }
+
+    #[test]
+    fn a_bounce_frame_that_cannot_be_written_when_applied_kills_the_domain() {
+        // `delivery.rs` checked the stack when it decided; applying checks again.
+        let mut test = Test::long_mode();
+        let decision = decide!(Action::Bounce, "a bounce to a broken stack").deliver(
+            Delivery::Bounce(Bounce {
+                vector: 6,
+                error_code: None,
+                handler: HANDLER,
+                frame: UNMAPPED,
+                words: alloc::vec![0; 5],
+                rflags: 0x2,
+                synthetic: false,
+            }),
+        );
+        let (applied, events) = apply_to(&mut test, decision);
+        assert_eq!(kinds(&events), ["decide", "decide"]);
+        assert_eq!(
+            applied.end,
+            Some(DomainEnd::Killed {
+                reason: "cannot write a bounce frame at 0x40000000".into()
+            })
+        );
+        assert_eq!(test.rip(), ENTRY, "the guest did not enter the handler");
+        assert!(test.domain.vcpu.in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_delivery_an_exit_interrupted_is_made_again_before_resume() {
+        // The CPU was pushing the #PF frame when the stack's page (lazy memory) exited
+        // with EXITINTINFO = #PF (AMD APM vol. 2, 15.7.2). Once the page is mapped, the #PF
+        // goes in again, and is still the one event in flight.
+        let mut test = Test::lazy();
+        test.gate(14, HANDLER);
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 14,
+            kind: EventType::Exception,
+        });
+        let exit = Exit {
+            interrupted: Some(Event::exception(14, 0b10)),
+            ..test.exit(ExitReason::Npf {
+                gpa: 0x7_f000,
+                info: NpfInfo::decode(0b10),
+            })
+        };
+        let run = test.run(exit);
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.error_code), (14, Some(0b10)));
+        assert_eq!(run.applied.resume_at, Some(HANDLER));
+        assert_eq!(
+            test.domain.vcpu.in_flight,
+            [InFlight {
+                vector: 14,
+                kind: EventType::Exception
+            }],
+            "one #PF handler will run, and return once"
+        );
+    }
+
+    #[test]
+    fn an_exception_exit_s_interrupted_event_is_left_to_its_handler() {
+        // #PF while delivering #PF: `exception.rs` decided #DF; nothing else goes in.
+        let mut test = Test::long_mode();
+        test.gate(8, HANDLER);
+        let exit = Exit {
+            interrupted: Some(Event::exception(14, 0)),
+            ..test.exit(ExitReason::Exception {
+                vector: 14,
+                error_code: 0,
+                address: 0,
+            })
+        };
+        let run = test.run(exit);
+        assert_eq!(run.kinds(), ["decide", "inject"]);
+        assert_eq!(run.injected().vector, 8);
+    }
+
+    #[test]
+    fn a_pending_interrupt_is_injected_before_resume_when_if_is_set() {
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        // An earlier window request that another exit overtook is withdrawn.
+        test.domain.vcpu.vmcb.control.virtual_interrupt = interrupts::window_request(0, Some(0x20));
+        test.domain.vcpu.vmcb.control.intercept_misc1 |= misc1::VINTR;
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+        assert_eq!(run.applied.resume_at, Some(HANDLER));
+        assert_eq!(test.domain.vcpu.interrupts.pending, None);
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(control.virtual_interrupt & v_intr::IRQ, 0);
+        assert_eq!(control.intercept_misc1 & misc1::VINTR, 0);
+    }
+
+    #[test]
+    fn with_if_clear_the_cpu_is_asked_to_exit_when_the_guest_can_take_it() {
+        // V_IRQ with the VINTR intercept: the CPU exits as soon as the guest could take a
+        // virtual interrupt (AMD APM vol. 2, 15.21.4).
+        let mut test = pending_at_a_pause();
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate", "emulate"]);
+        let Some(Body::Emulate(request)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(
+            request
+                .what
+                .contains("the guest has interrupts off (RFLAGS.IF = 0)")
+        );
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.virtual_interrupt & v_intr::IRQ, 0);
+        assert_eq!(
+            control.virtual_interrupt >> v_intr::VECTOR_SHIFT & 0xff,
+            0x20
+        );
+        assert_ne!(control.intercept_misc1 & misc1::VINTR, 0);
+        assert_eq!(request.changes.len(), 1, "v_intr");
+        assert_eq!(request.changes[0].name, "v_intr");
+        assert_eq!(
+            test.domain.vcpu.interrupts.pending,
+            Some(0x20),
+            "still pending"
+        );
+        assert!(!test.domain.vcpu.vmcb.injecting());
+    }
+
+    #[test]
+    fn in_an_interrupt_shadow_the_window_is_requested_too() {
+        // After STI or MOV SS the next instruction runs before any interrupt (APM vol. 2,
+        // 15.21.5). A host tick (INTR) leaves RIP, and so the shadow, alone.
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        test.domain.vcpu.vmcb.control.interrupt_shadow = 1;
+        let run = test.run(test.exit(ExitReason::Intr));
+        let Some(Body::Emulate(request)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(request.what.contains("the guest is in an interrupt shadow"));
+        assert!(!run.kinds().contains(&"inject"));
+    }
+
+    #[test]
+    fn while_another_event_is_injected_the_interrupt_waits_for_the_window() {
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        test.code(&[0x0f, 0x01, 0xd1]); // XSETBV with CR4.OSXSAVE clear: #UD
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        assert_eq!(run.kinds(), ["decide", "inject", "emulate"]);
+        assert_eq!(run.injected().vector, 6, "the #UD goes first");
+        assert!(
+            run.emulate()
+                .what
+                .contains("another event is being delivered first")
+        );
+        // The CPU delivers the #UD, then exits on the window; the interrupt follows.
+        test.vmrun();
+        let vintr = test.run(test.exit(ExitReason::Vintr));
+        assert_eq!(vintr.injected().vector, 0x20);
+    }
+
+    #[test]
+    fn a_window_already_requested_is_not_requested_again() {
+        let mut test = pending_at_a_pause();
+        test.domain.vcpu.vmcb.control.virtual_interrupt = interrupts::window_request(0, Some(0x20));
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
     }
 }

@@ -136,7 +136,9 @@ fn bounce(
     // What the CPU pushes for an exception in 64-bit mode, highest address first:
     // SS, RSP, RFLAGS, CS, RIP (the one after `first`), then the error code if the vector
     // has one. The frame lists them from the lowest address up.
-    let has_error_code = x86::exception(vector).has_error_code;
+    // Vectors 32–255 are interrupts, never exceptions (`x86::exception` folds them onto
+    // 0–31): no error code.
+    let has_error_code = vector < 32 && x86::exception(vector).has_error_code;
     let mut words: Vec<u64> = Vec::with_capacity(6);
     if has_error_code {
         words.push(error_code as u64);
@@ -213,4 +215,227 @@ macro_rules! deliver {
             $crate::here!(),
         )
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test, UNMAPPED, trap};
+    use traplab_abi::exit::ExitReason;
+
+    const HANDLER: u64 = 0x21_4000;
+
+    /// What the hypervisor decides to do with exception `vector` now, with no effects first.
+    fn deliver(test: &Test, vector: u8, error_code: u32) -> Decision {
+        exception(
+            &test.guest(),
+            Vec::new(),
+            vector,
+            error_code,
+            false,
+            format_args!("a test's exception"),
+            crate::here!(),
+        )
+    }
+
+    #[test]
+    fn without_a_trap_table_an_exception_is_reflected_to_the_idt_handler() {
+        let mut test = Test::long_mode();
+        test.gate(6, HANDLER);
+        let decision = deliver(&test, 6, 0);
+        assert_eq!(decision.action, Action::Reflect);
+        assert_eq!(
+            decision.why,
+            "a test's exception: reflect #UD into the guest's IDT, vector 6, handler 0x214000"
+        );
+        assert_eq!(
+            testing::injected(&decision),
+            (Event::exception(6, 0), Some(HANDLER), false)
+        );
+        assert!(
+            decision.at.contains("src/delivery.rs:"),
+            "the caller's line"
+        );
+    }
+
+    #[test]
+    fn a_bounce_frame_has_the_hardware_layout_128_bytes_below_rsp_16_byte_aligned() {
+        // From the lowest address: error code, RIP, CS, RFLAGS, RSP, SS — what a CPU pushes
+        // for an exception in 64-bit mode (AMD APM vol. 2, 8.9.3), below the red zone.
+        let mut test = Test::long_mode();
+        let rsp = 0x7_ff38;
+        test.domain.vcpu.vmcb.save.rsp = rsp;
+        test.domain.vcpu.vmcb.save.rflags = 0x246;
+        test.trap_table(&[trap(14, HANDLER)]);
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 14,
+            error_code: 0b10,
+            address: 0x40_0000,
+        }));
+        let frame = ((rsp - 128) & !15) - 8 * 6;
+        assert_eq!(frame, 0x7_fe80);
+        let bounce = testing::bounced(&run.decision);
+        assert_eq!(bounce.frame, frame);
+        let words = [0b10, ENTRY, 0x08, 0x246, rsp, 0x10];
+        assert_eq!(bounce.words, words);
+        for (index, word) in words.into_iter().enumerate() {
+            assert_eq!(
+                test.read_u64(frame + 8 * index as u64),
+                word,
+                "word {index}"
+            );
+        }
+        assert_eq!(test.gpr(4), frame, "the handler's RSP is the frame");
+        assert_eq!(test.rip(), HANDLER);
+        assert_eq!(run.bounced().handler, HANDLER);
+    }
+
+    #[test]
+    fn an_exception_without_an_error_code_has_a_five_word_frame() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(6, HANDLER)]);
+        let rsp = test.domain.vcpu.vmcb.save.rsp;
+        let bounce = testing::bounced(&deliver(&test, 6, 0)).clone();
+        assert_eq!(bounce.error_code, None);
+        assert_eq!(bounce.words.len(), 5);
+        assert_eq!(bounce.frame, ((rsp - 128) & !15) - 8 * 5);
+    }
+
+    #[test]
+    fn the_handler_runs_with_tf_nt_rf_and_if_cleared() {
+        // As an interrupt gate (APM vol. 2, 8.9.3): TF, NT, RF cleared, and IF too.
+        let mut test = Test::long_mode();
+        let flags = RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::NESTED_TASK
+            | RFlags::RESUME_FLAG
+            | RFlags::ZERO_FLAG;
+        test.domain.vcpu.vmcb.save.rflags = 0x2 | flags.bits();
+        test.trap_table(&[trap(6, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.rflags, 0x2 | RFlags::ZERO_FLAG.bits());
+        assert_eq!(
+            bounce.words[2],
+            0x2 | flags.bits(),
+            "the frame keeps the old RFLAGS"
+        );
+    }
+
+    #[test]
+    fn an_entry_with_interrupts_on_keeps_if_as_a_trap_gate_does() {
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        test.trap_table(&[TrapInfo {
+            flags: TrapInfo::INTERRUPTS_ON,
+            ..trap(6, HANDLER)
+        }]);
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        let bounce = testing::bounced(&run.decision);
+        assert_eq!(
+            bounce.rflags,
+            0x2 | RFlags::INTERRUPT_FLAG.bits(),
+            "IF kept, TF not"
+        );
+        assert!(run.bounced().interrupts);
+    }
+
+    #[test]
+    fn a_missing_entry_becomes_a_gp_naming_the_gate_as_a_missing_idt_gate_does() {
+        // A CPU that finds no gate raises #GP with the error code of the gate: index =
+        // vector, IDT bit set: vector * 8 + 2 (APM vol. 2, 8.4.1).
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(13, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        let bounce = testing::bounced(&decision);
+        assert_eq!((bounce.vector, bounce.error_code), (13, Some(6 * 8 + 2)));
+        assert!(decision.why.contains("no trap-table entry for #UD"));
+        assert!(decision.why.contains("raises #GP instead"));
+    }
+
+    #[test]
+    fn a_missing_gp_entry_after_that_becomes_a_double_fault() {
+        // #GP while delivering #GP: two contributory faults make #DF(0) (APM vol. 2, 8.2.9).
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(8, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        let bounce = testing::bounced(&decision);
+        assert_eq!((bounce.vector, bounce.error_code), (8, Some(0)));
+        assert!(decision.why.contains("raises #GP instead"));
+        assert!(decision.why.contains("raises #DF instead"));
+    }
+
+    #[test]
+    fn a_missing_page_fault_entry_is_a_double_fault_straight_away() {
+        // The #GP for the missing gate happens while delivering a #PF: #PF then a
+        // contributory fault is #DF.
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(8, HANDLER)]);
+        let decision = deliver(&test, 14, 0b10);
+        assert_eq!(testing::bounced(&decision).vector, 8);
+        assert!(!decision.why.contains("#GP"), "{}", decision.why);
+    }
+
+    #[test]
+    fn no_entry_for_ud_gp_or_df_ends_the_domain_in_one_decision_naming_every_step() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(3, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        assert_eq!(decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&decision),
+            "triple fault: no trap-table entry for #DF"
+        );
+        let why = &decision.why;
+        let steps = ["#UD", "raises #GP", "raises #DF", "triple fault"].map(|step| why.find(step));
+        assert!(steps.iter().all(Option::is_some), "{why}");
+        assert!(steps.is_sorted(), "in the order they happen: {why}");
+    }
+
+    #[test]
+    fn a_frame_the_guest_s_stack_cannot_take_ends_the_domain() {
+        // As Xen: a guest whose stack is broken cannot be delivered anything.
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.rsp = UNMAPPED + 0x100;
+        test.trap_table(&[trap(6, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        assert_eq!(decision.action, Action::Kill);
+        // ((RSP - 128) & !15) - 5 * 8: 0x4000_0058, on no page of the guest's.
+        assert_eq!(
+            testing::killed(&decision),
+            "cannot write a bounce frame at 0x40000058"
+        );
+    }
+
+    #[test]
+    fn the_frame_s_rip_is_the_one_after_the_effects_that_come_first() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(1, HANDLER)]);
+        let decision = exception(
+            &test.guest(),
+            alloc::vec![Effect::Rip(ENTRY + 1)],
+            1,
+            0,
+            false,
+            format_args!("a trap"),
+            crate::here!(),
+        );
+        assert_eq!(testing::bounced(&decision).words[0], ENTRY + 1);
+        assert_eq!(decision.effects, [Effect::Rip(ENTRY + 1)]);
+    }
+
+    #[test]
+    fn the_preview_says_what_would_happen_without_deciding() {
+        let mut test = Test::long_mode();
+        test.gate(6, HANDLER);
+        assert!(preview(&test.guest(), 6).contains("handler 0x214000"));
+        test.trap_table(&[trap(6, HANDLER)]);
+        assert!(preview(&test.guest(), 6).starts_with("bounce #UD"));
+        assert!(preview(&test.guest(), 13).contains("raises #GP instead"));
+    }
 }

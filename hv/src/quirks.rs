@@ -122,3 +122,157 @@ fn register_value(guest: &Guest, register: Register) -> u64 {
     }
     crate::instruction::gpr(register).map_or(0, |(number, _)| guest.gpr(number))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test};
+    use traplab_abi::event::{Action, EventType};
+    use traplab_abi::exit::ExitReason;
+
+    const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
+
+    /// The exception `vector` (error code 0) at the instruction `bytes`, decided.
+    fn fault(test: &mut Test, bytes: &[u8], vector: u8) -> Decision {
+        test.code(bytes);
+        test.decide(test.exit(ExitReason::Exception {
+            vector,
+            error_code: 0,
+            address: 0,
+        }))
+    }
+
+    #[test]
+    fn tcg_s_ud_for_icebp_becomes_a_db_after_the_instruction() {
+        // ICEBP raises #DB as a trap (AMD APM vol. 3, INT1); QEMU built without ICEBP
+        // raises #UD. The hypervisor delivers what hardware would, marked synthetic.
+        let mut test = Test::long_mode();
+        let decision = fault(&mut test, &[0xf1], 6);
+        assert_eq!(decision.action, Action::Reflect);
+        assert!(decision.at.contains("src/quirks.rs:"));
+        let (event, _, synthetic) = testing::injected(&decision);
+        assert_eq!(event, Event::exception(1, 0));
+        assert!(synthetic);
+        assert_eq!(decision.effects, [Effect::Rip(ENTRY + 1)]);
+    }
+
+    #[test]
+    fn a_ud_at_another_instruction_is_not_a_quirk() {
+        let test = Test::long_mode();
+        let ud2 = InstructionBytes::new(&[0x0f, 0x0b]);
+        assert!(correct(&test.guest(), &ud2, 6).is_none());
+    }
+
+    #[test]
+    fn a_push_to_a_non_canonical_stack_gets_ss_not_gp() {
+        // A non-canonical stack reference raises #SS(0) (AMD APM vol. 2, 8.2.13); TCG
+        // raises #GP(0). `push rax` writes at RSP - 8.
+        let mut test = Test::long_mode();
+        test.set_gpr(4, NON_CANONICAL + 8);
+        let decision = fault(&mut test, &[0x50], 13);
+        let (event, _, synthetic) = testing::injected(&decision);
+        assert_eq!(event, Event::exception(12, 0));
+        assert!(synthetic);
+        assert!(
+            decision.why.contains("0x8000000000000000"),
+            "{}",
+            decision.why
+        );
+    }
+
+    #[test]
+    fn a_store_through_rsp_to_a_non_canonical_address_gets_ss() {
+        // `mov [rsp], rax`: the memory operand is on the stack segment.
+        let mut test = Test::long_mode();
+        test.set_gpr(4, NON_CANONICAL);
+        let decision = fault(&mut test, &[0x48, 0x89, 0x04, 0x24], 13);
+        assert_eq!(testing::injected(&decision).0.vector, 12);
+    }
+
+    #[test]
+    fn a_non_canonical_data_access_keeps_its_gp() {
+        // `mov [rax], rcx` with RAX non-canonical: DS, not SS, so #GP is right.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, NON_CANONICAL);
+        let decision = fault(&mut test, &[0x48, 0x89, 0x08], 13);
+        assert_eq!(testing::injected(&decision).0, Event::exception(13, 0));
+        assert!(decision.at.contains("src/exit/exception.rs:"));
+    }
+
+    #[test]
+    fn a_gp_with_a_canonical_stack_is_not_corrected() {
+        let mut test = Test::long_mode();
+        let push = InstructionBytes::new(&[0x50]);
+        test.set_gpr(4, 0x7_ff00);
+        assert!(correct(&test.guest(), &push, 13).is_none());
+    }
+
+    /// An external interrupt whose delivery faulted (EXITINTINFO).
+    fn interrupt(vector: u8) -> Option<Event> {
+        Some(Event {
+            vector,
+            kind: EventType::Interrupt,
+            error_code: None,
+        })
+    }
+
+    #[test]
+    fn tcg_s_long_mode_idt_error_code_is_corrected_keeping_the_external_bit() {
+        // Error code for an IDT gate: index = vector (bits 15:3), IDT (bit 1), EXT (bit 0).
+        let test = Test::long_mode();
+        let guest = test.guest();
+        assert_eq!(error_code(&guest, interrupt(0x20), 0x202), Some(0x102));
+        assert_eq!(error_code(&guest, interrupt(0x20), 0x203), Some(0x103));
+    }
+
+    #[test]
+    fn an_error_code_that_is_already_right_or_not_an_idt_gate_is_left_alone() {
+        let test = Test::long_mode();
+        let guest = test.guest();
+        assert_eq!(
+            error_code(&guest, interrupt(0x20), 0x102),
+            None,
+            "hardware's"
+        );
+        assert_eq!(
+            error_code(&guest, interrupt(0x20), 0x200),
+            None,
+            "GDT selector"
+        );
+        assert_eq!(
+            error_code(&guest, None, 0x202),
+            None,
+            "nothing was delivered"
+        );
+        let protected = Test::protected_mode();
+        assert_eq!(
+            error_code(&protected.guest(), interrupt(0x20), 0x202),
+            None,
+            "only long mode's 16-byte gates"
+        );
+    }
+
+    #[test]
+    fn vmexit_invalid_for_a_mov_to_a_control_register_becomes_a_gp() {
+        let test = Test::long_mode();
+        let mov_cr4 = InstructionBytes::new(&[0x0f, 0x22, 0xe0]);
+        let decision = invalid_state(&test.guest(), &mov_cr4).expect("a MOV to CR4");
+        assert_eq!(
+            testing::injected(&decision),
+            (Event::exception(13, 0), None, true)
+        );
+    }
+
+    #[test]
+    fn vmexit_invalid_at_any_other_instruction_is_not_a_quirk() {
+        let test = Test::long_mode();
+        for bytes in [&[0x0f, 0x20, 0xe0][..], &[0x90], &[]] {
+            // mov rax, cr4 reads a control register: no VMRUN check involved.
+            let instruction = InstructionBytes::new(bytes);
+            assert!(
+                invalid_state(&test.guest(), &instruction).is_none(),
+                "{bytes:x?}"
+            );
+        }
+    }
+}

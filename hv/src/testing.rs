@@ -5,7 +5,7 @@
 //! the same for a VMM).
 
 use crate::apply::{self, Applied};
-use crate::decision::Decision;
+use crate::decision::{Bounce, Decision, Delivery, DomainEnd};
 use crate::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE};
 use crate::domain::{Domain, Guest};
 use crate::exit::{self, Exit};
@@ -13,9 +13,11 @@ use crate::machine::Machine;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use traplab_abi::boot;
-use traplab_abi::event::{Body, InstructionBytes};
+use traplab_abi::event::{self, Body, Decide, Emulate, InstructionBytes, Return};
 use traplab_abi::exit::ExitReason;
-use traplab_abi::x86::pte;
+use traplab_abi::hypercall::TrapInfo;
+use traplab_abi::svm;
+use traplab_abi::x86::{RFlags, pte};
 
 /// Guest RAM as a plain vector. With `lazy`, pages start unmapped (for the NPF tests).
 pub struct VecMemory {
@@ -128,7 +130,7 @@ impl Machine for FakeMachine {
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
         match leaf {
             // Family 0xf (qemu64): SSE2 and friends in EDX, no hypervisor bit in ECX.
-            1 => [0x0006_63, 0x0800, 0x8020_2001 & !(1 << 31), 0x078b_fbff],
+            1 => [0x0000_0663, 0x0800, 0x8020_2001 & !(1 << 31), 0x078b_fbff],
             // x87, SSE and AVX state components.
             0xd => [0b111, 0x340, 0x340, 0],
             // SVM (bit 2) and LM.
@@ -190,6 +192,16 @@ impl Machine for FakeMachine {
 pub const ENTRY: u64 = boot::IMAGE_BASE;
 /// Where the test guests keep their IDT.
 pub const IDT: u64 = 0x0030_0000;
+/// The boot page tables (`traplab_abi::boot`): one PML4, one PDPT, one PD of 2 MiB pages.
+pub const PML4: u64 = boot::BOOT_PAGE_TABLES;
+pub const PDPT: u64 = PML4 + 0x1000;
+pub const PD: u64 = PML4 + 0x2000;
+/// The 4 KiB page table [`Test::read_only_page_tables`] gives the first 2 MiB.
+pub const PT: u64 = PML4 + 0x3000;
+/// A page of RAM no test uses for anything else: buffers, frames, tables.
+pub const DATA: u64 = 0x0010_0000;
+/// An address no page table maps (the PDPT maps only the first GiB, the PD only 16 MiB).
+pub const UNMAPPED: u64 = 0x4000_0000;
 
 /// A domain and a machine to run its exits against.
 pub struct Test {
@@ -208,6 +220,127 @@ impl Run {
     /// The kinds of the events, in order (`["decide", "emulate"]`).
     pub fn kinds(&self) -> Vec<&'static str> {
         self.events.iter().map(kind).collect()
+    }
+
+    /// Every `decide` event (a second one says why applying the decision failed).
+    pub fn decides(&self) -> Vec<&Decide> {
+        self.events
+            .iter()
+            .filter_map(|body| match body {
+                Body::Decide(decide) => Some(decide),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `emulate` event (panics when there is none).
+    pub fn emulate(&self) -> &Emulate {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::Emulate(emulate) => Some(emulate),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no emulate event in {:?}", self.kinds()))
+    }
+
+    /// The register changes the `emulate` event lists, as `(name, old, new)`.
+    pub fn changes(&self) -> Vec<(&str, u64, u64)> {
+        self.emulate()
+            .changes
+            .iter()
+            .map(|change| (change.name.as_ref(), change.old, change.new))
+            .collect()
+    }
+
+    /// The console lines, in order.
+    pub fn console(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|body| match body {
+                Body::Console(console) => Some(console.text.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `inject` event (panics when there is none).
+    pub fn injected(&self) -> &event::Inject {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::Inject(inject) => Some(inject),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no inject event in {:?}", self.kinds()))
+    }
+
+    /// The `bounce` event (panics when there is none).
+    pub fn bounced(&self) -> &event::Bounce {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::Bounce(bounce) => Some(bounce),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no bounce event in {:?}", self.kinds()))
+    }
+
+    /// The `return` event (panics when there is none).
+    pub fn returned(&self) -> &Return {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::Return(returned) => Some(returned),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no return event in {:?}", self.kinds()))
+    }
+}
+
+/// The event a decision puts in EVENTINJ, its IDT handler and whether the hypervisor made
+/// it up (panics when the decision injects nothing).
+pub fn injected(decision: &Decision) -> (svm::Event, Option<u64>, bool) {
+    match &decision.delivery {
+        Some(Delivery::Inject {
+            event,
+            handler,
+            synthetic,
+        }) => (*event, *handler, *synthetic),
+        other => panic!("no injection but {other:?}: {}", decision.why),
+    }
+}
+
+/// The bounce a decision carries (panics when it has none).
+pub fn bounced(decision: &Decision) -> &Bounce {
+    match &decision.delivery {
+        Some(Delivery::Bounce(bounce)) => bounce,
+        other => panic!("no bounce but {other:?}: {}", decision.why),
+    }
+}
+
+/// Why a decision kills the domain (panics when it does not).
+pub fn killed(decision: &Decision) -> &str {
+    match &decision.end {
+        Some(DomainEnd::Killed { reason }) => reason,
+        other => panic!("not killed but {other:?}: {}", decision.why),
+    }
+}
+
+/// The status and reason a decision ends the domain with, when the domain asked to end.
+pub fn exited(decision: &Decision) -> (i32, &str) {
+    match &decision.end {
+        Some(DomainEnd::Exited { status, reason }) => (*status, reason),
+        other => panic!("not exited but {other:?}: {}", decision.why),
+    }
+}
+
+/// A trap-table entry: `vector` bounced to `handler`, with interrupts off.
+pub fn trap(vector: u8, handler: u64) -> TrapInfo {
+    TrapInfo {
+        vector,
+        handler,
+        ..TrapInfo::default()
     }
 }
 
@@ -241,23 +374,19 @@ impl Test {
         Test::with_memory(VecMemory::new(boot::GUEST_RAM_SIZE, true))
     }
 
-    fn with_memory(memory: VecMemory) -> Test {
+    /// The same guest on this memory (a [`VecMemory`] with no frame left, say).
+    pub fn with_memory(memory: VecMemory) -> Test {
         let mut domain = Domain::new(1, "test".into(), Box::new(memory));
         domain.vcpu.set_long_mode_boot_state(ENTRY);
         let mut test = Test {
             domain,
             machine: FakeMachine::default(),
         };
-        let (pml4, pdpt, pd) = (
-            boot::BOOT_PAGE_TABLES,
-            boot::BOOT_PAGE_TABLES + 0x1000,
-            boot::BOOT_PAGE_TABLES + 0x2000,
-        );
         let table = pte::PRESENT | pte::WRITABLE | pte::USER;
-        test.write_u64(pml4, pdpt | table);
-        test.write_u64(pdpt, pd | table);
+        test.write_u64(PML4, PDPT | table);
+        test.write_u64(PDPT, PD | table);
         for large in 0..(boot::GUEST_RAM_SIZE >> 21) {
-            test.write_u64(pd + large * 8, (large << 21) | table | pte::HUGE);
+            test.write_u64(PD + large * 8, (large << 21) | table | pte::HUGE);
         }
         test
     }
@@ -303,6 +432,70 @@ impl Test {
 
     pub fn set_gpr(&mut self, number: u8, value: u64) {
         self.domain.vcpu.set_gpr(number, value);
+    }
+
+    pub fn gpr(&self, number: u8) -> u64 {
+        self.domain.vcpu.gpr_64(number)
+    }
+
+    pub fn rip(&self) -> u64 {
+        self.domain.vcpu.vmcb.save.rip
+    }
+
+    /// Set RFLAGS.IF (the boot state has interrupts off).
+    pub fn interrupts_on(&mut self) {
+        self.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+    }
+
+    /// Register trap-table entries, as a `set_trap_table` hypercall would have.
+    pub fn trap_table(&mut self, entries: &[TrapInfo]) {
+        self.domain.pv.trap_table = entries.to_vec();
+    }
+
+    /// Write a trap table for `set_trap_table` at `gva` (identity-mapped): the entries, then
+    /// the entry with handler 0 that ends it.
+    pub fn write_trap_table(&mut self, gva: u64, entries: &[TrapInfo]) {
+        for (index, entry) in entries.iter().chain([&TrapInfo::default()]).enumerate() {
+            let mut bytes = [0u8; 16];
+            bytes[0] = entry.vector;
+            bytes[1] = entry.flags;
+            bytes[8..].copy_from_slice(&entry.handler.to_le_bytes());
+            self.write(gva + 16 * index as u64, &bytes);
+        }
+    }
+
+    /// Map the first 2 MiB with 4 KiB pages (a new page table at [`PT`]) and every page
+    /// table read-only: what a PV guest must do before `pin_page_table`, since a pinned
+    /// table may only be mapped read-only (`domain/page_tables.rs`). The rest of the first
+    /// 2 MiB (the stack, [`DATA`]) stays writable.
+    pub fn read_only_page_tables(&mut self) {
+        for page in 0..512u64 {
+            let address = page << 12;
+            let writable = match address {
+                PML4..=PT => 0,
+                _ => pte::WRITABLE,
+            };
+            self.write_u64(PT + 8 * page, address | pte::PRESENT | pte::USER | writable);
+        }
+        self.write_u64(PD, PT | pte::PRESENT | pte::WRITABLE | pte::USER);
+    }
+
+    /// [`Test::read_only_page_tables`], then pin them all, as `pin_page_table(PML4)` does.
+    pub fn pin_page_tables(&mut self) {
+        self.read_only_page_tables();
+        let tables = self
+            .domain
+            .tables_under(PML4)
+            .expect("read-only tables can be pinned");
+        self.domain.pv.pinned_tables.extend(tables);
+    }
+
+    /// What VMRUN and the next #VMEXIT do to the state the tests look at: the guest took
+    /// the injected event (EVENTINJ is consumed), and `Vcpu::after_vmrun` resets the TLB
+    /// flush and puts a suspended IRET intercept back.
+    pub fn vmrun(&mut self) {
+        self.domain.vcpu.vmcb.control.eventinj = 0;
+        self.domain.vcpu.after_vmrun();
     }
 
     /// An interrupt gate for `vector` in the guest's IDT (64-bit, present, DPL 0).

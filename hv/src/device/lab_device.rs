@@ -98,3 +98,77 @@ impl LabDevice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_reads_trap_and_version_reads_1() {
+        let mut device = LabDevice::default();
+        assert_eq!(
+            device.read(0x00, 4),
+            (0x7061_7274, "read ID = 0x70617274".into())
+        );
+        assert_eq!(device.read(0x04, 4).0, 1);
+    }
+
+    #[test]
+    fn a_narrower_read_inside_a_register_gets_those_bytes() {
+        // Little-endian: byte 1 of ID 0x70617274 is 0x72 ('r').
+        let mut device = LabDevice::default();
+        assert_eq!(device.read(0x01, 1).0, 0x72);
+        assert_eq!(device.read(0x02, 2).0, 0x7061);
+    }
+
+    #[test]
+    fn scratch_keeps_what_was_written_byte_by_byte() {
+        let mut device = LabDevice::default();
+        device.write(0x08, 8, 0x1122_3344_5566_7788);
+        let (what, console) = device.write(0x0a, 1, 0xab);
+        assert_eq!(what, "SCRATCH = 0x1122334455ab7788");
+        assert_eq!(console, None);
+        assert_eq!(device.read(0x08, 8).0, 0x1122_3344_55ab_7788);
+    }
+
+    #[test]
+    fn counter_counts_its_reads() {
+        let mut device = LabDevice::default();
+        let reads: Vec<u64> = (0..3).map(|_| device.read(0x10, 4).0).collect();
+        assert_eq!(reads, [1, 2, 3]);
+    }
+
+    #[test]
+    fn the_doorbell_sends_its_value_to_the_console_and_reads_0() {
+        let mut device = LabDevice::default();
+        let (what, console) = device.write(0x18, 4, 42);
+        assert_eq!(what, "DOORBELL rung with 42");
+        assert_eq!(console.as_deref(), Some("doorbell 42"));
+        assert_eq!(device.read(0x18, 4).0, 0);
+    }
+
+    #[test]
+    fn read_only_registers_ignore_writes() {
+        let mut device = LabDevice::default();
+        let (what, console) = device.write(0x00, 4, 0);
+        assert_eq!(what, "write to ID ignored (read-only)");
+        assert_eq!(console, None);
+        assert_eq!(device.read(0x00, 4).0, 0x7061_7274);
+    }
+
+    #[test]
+    fn an_offset_without_a_register_reads_all_ones_and_ignores_writes() {
+        let mut device = LabDevice::default();
+        assert_eq!(device.read(0x800, 4).0, u64::MAX);
+        assert_eq!(
+            device.write(0x800, 4, 1).0,
+            "offset 0x800: no register, write ignored"
+        );
+    }
+
+    #[test]
+    fn the_window_is_one_page_at_base() {
+        assert!(contains(BASE) && contains(BASE + SIZE - 1));
+        assert!(!contains(BASE - 1) && !contains(BASE + SIZE));
+    }
+}

@@ -88,3 +88,61 @@ impl Uart {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(uart: &mut Uart, text: &[u8]) -> Vec<String> {
+        text.iter()
+            .filter_map(|&byte| uart.write(0, byte))
+            .collect()
+    }
+
+    #[test]
+    fn bytes_to_the_transmit_register_collect_into_lines_and_cr_is_dropped() {
+        let mut uart = Uart::default();
+        assert_eq!(send(&mut uart, b"one\r\ntwo\nthr"), ["one", "two"]);
+        assert_eq!(uart.flush().as_deref(), Some("thr"), "the rest, at the end");
+        assert_eq!(uart.flush(), None);
+    }
+
+    #[test]
+    fn a_line_without_a_newline_is_passed_on_at_1024_bytes() {
+        let mut uart = Uart::default();
+        let lines = send(&mut uart, &[b'x'; 1025]);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].len(), LINE_MAX);
+        assert_eq!(uart.flush().as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_status_registers_say_ready_and_nothing_pending() {
+        // PC16550D: LSR 0x60 (THRE, TEMT), IIR 0x01 (no interrupt), MSR 0xb0 (DCD, DSR, CTS).
+        let uart = Uart::default();
+        assert_eq!(
+            [uart.read(5), uart.read(2), uart.read(6), uart.read(0)],
+            [0x60, 0x01, 0xb0, 0]
+        );
+    }
+
+    #[test]
+    fn with_dlab_set_offsets_0_and_1_are_the_divisor_latch_not_the_transmitter() {
+        // A driver sets the baud rate: LCR bit 7 (DLAB), divisor 12 (9600 baud), LCR 8N1.
+        let mut uart = Uart::default();
+        assert_eq!(uart.write(3, 0x80), None);
+        assert_eq!(uart.write(0, 12), None, "no byte transmitted");
+        assert_eq!(uart.write(1, 0), None);
+        assert_eq!((uart.read(0), uart.read(1)), (12, 0));
+        uart.write(3, 0x03);
+        assert_eq!(uart.read(3), 0x03);
+        assert_eq!(uart.flush(), None, "the divisor never reached the console");
+    }
+
+    #[test]
+    fn the_scratch_register_keeps_what_was_written() {
+        let mut uart = Uart::default();
+        uart.write(7, 0x5a);
+        assert_eq!(uart.read(7), 0x5a);
+    }
+}

@@ -127,3 +127,156 @@ pub fn window_request(current: u64, vector: Option<u8>) -> u64 {
         None => current & !v_intr::IRQ,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Test;
+    use crate::vmcb::EVENTINJ_VALID;
+
+    const TIMER: VirtualTimer = VirtualTimer {
+        vector: 0x20,
+        period_tsc: 1_000,
+        due_tsc: 5_000,
+    };
+
+    fn with_timer(pending: Option<u8>) -> VirtualInterrupts {
+        VirtualInterrupts {
+            timer: Some(TIMER),
+            pending,
+        }
+    }
+
+    #[test]
+    fn without_a_timer_nothing_is_ever_due() {
+        let none = VirtualInterrupts::default();
+        assert_eq!(none.poll(u64::MAX), (TimerPoll::NotDue, none));
+    }
+
+    #[test]
+    fn before_the_deadline_the_timer_is_not_due_and_nothing_changes() {
+        let interrupts = with_timer(None);
+        assert_eq!(interrupts.poll(4_999), (TimerPoll::NotDue, interrupts));
+    }
+
+    #[test]
+    fn at_the_deadline_the_interrupt_becomes_pending_and_the_next_is_one_period_on() {
+        let (poll, next) = with_timer(None).poll(5_000);
+        assert_eq!(poll, TimerPoll::Pending(0x20));
+        assert_eq!(next.pending, Some(0x20));
+        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(6_000));
+    }
+
+    #[test]
+    fn a_deadline_while_the_interrupt_is_still_pending_merges_into_it() {
+        let (poll, next) = with_timer(Some(0x20)).poll(5_000);
+        assert_eq!(poll, TimerPoll::Merged(0x20));
+        assert_eq!(next.pending, Some(0x20), "one interrupt, not two");
+    }
+
+    #[test]
+    fn deadlines_missed_while_nobody_looked_are_not_made_up_for() {
+        // Five periods late: one interrupt, and the next deadline a period after now.
+        let (poll, next) = with_timer(None).poll(10_007);
+        assert_eq!(poll, TimerPoll::Pending(0x20));
+        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(11_007));
+    }
+
+    /// A domain with interrupt 0x20 pending and RFLAGS.IF as given.
+    fn pending(interrupts_on: bool) -> Test {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        if interrupts_on {
+            test.interrupts_on();
+        }
+        test
+    }
+
+    #[test]
+    fn with_nothing_pending_there_is_nothing_to_do() {
+        let mut test = pending(true);
+        test.domain.vcpu.interrupts.pending = None;
+        assert_eq!(assist(&test.domain), Assist::Nothing);
+    }
+
+    #[test]
+    fn a_guest_that_can_take_the_interrupt_gets_it_injected() {
+        assert_eq!(assist(&pending(true).domain), Assist::Inject(0x20));
+    }
+
+    #[test]
+    fn a_guest_that_cannot_take_it_gets_a_window_request_saying_why() {
+        let off = pending(false);
+        assert_eq!(
+            assist(&off.domain),
+            Assist::RequestWindow {
+                vector: 0x20,
+                why: "the guest has interrupts off (RFLAGS.IF = 0)"
+            }
+        );
+        let mut shadow = pending(true);
+        shadow.domain.vcpu.vmcb.control.interrupt_shadow = INTERRUPT_SHADOW;
+        assert!(matches!(
+            assist(&shadow.domain),
+            Assist::RequestWindow {
+                why: "the guest is in an interrupt shadow",
+                ..
+            }
+        ));
+        // EVENTINJ holds one event: an exception being injected goes first.
+        let mut injecting = pending(true);
+        injecting.domain.vcpu.vmcb.control.eventinj = EVENTINJ_VALID | 6 | (3 << 8);
+        assert!(matches!(
+            assist(&injecting.domain),
+            Assist::RequestWindow {
+                why: "another event is being delivered first",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_window_already_requested_is_not_requested_twice() {
+        let mut test = pending(false);
+        test.domain.vcpu.vmcb.control.virtual_interrupt = window_request(0, Some(0x20));
+        assert_eq!(assist(&test.domain), Assist::Nothing);
+    }
+
+    #[test]
+    fn a_pv_kernel_follows_its_virtual_flag_and_its_emulated_sti_delivers_the_rest() {
+        let mut test = pending(false);
+        test.domain.pv.enabled = true;
+        test.domain.pv.virtual_interrupt_flag = true;
+        assert_eq!(
+            assist(&test.domain),
+            Assist::Inject(0x20),
+            "RFLAGS.IF is not its flag"
+        );
+        test.domain.pv.virtual_interrupt_flag = false;
+        assert_eq!(assist(&test.domain), Assist::Nothing, "no VINTR request");
+    }
+
+    #[test]
+    fn a_window_request_sets_v_irq_its_vector_and_top_priority_ignoring_the_tpr() {
+        // AMD APM vol. 2, appendix B: V_TPR 7:0, V_IRQ 8, V_INTR_PRIO 19:16, V_IGN_TPR 20,
+        // V_INTR_MASKING 24, V_INTR_VECTOR 39:32.
+        let current = v_intr::MASKING | 0x5 | (3 << v_intr::PRIORITY_SHIFT) | (0x31 << 32);
+        let request = window_request(current, Some(0x20));
+        assert_eq!(
+            request,
+            v_intr::MASKING
+                | 0x5
+                | v_intr::IRQ
+                | v_intr::IGNORE_TPR
+                | (0xf << v_intr::PRIORITY_SHIFT)
+                | (0x20 << v_intr::VECTOR_SHIFT),
+            "{request:#x}"
+        );
+    }
+
+    #[test]
+    fn withdrawing_a_request_clears_only_v_irq() {
+        let request = window_request(v_intr::MASKING, Some(0x20));
+        assert_eq!(window_request(request, None), request & !v_intr::IRQ);
+    }
+}

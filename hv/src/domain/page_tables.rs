@@ -105,3 +105,137 @@ impl Domain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{DATA, PD, PDPT, PML4, PT, Test};
+
+    const TABLE: u64 = 0x1_4000;
+
+    #[test]
+    fn an_entry_is_a_leaf_at_level_1_or_with_ps_at_levels_2_and_3() {
+        // AMD APM vol. 2, 5.3: PS in a PDE maps 2 MiB, in a PDPTE 1 GiB; PML4 has no PS.
+        assert!(is_leaf(1, 0));
+        assert!(is_leaf(2, pte::HUGE) && is_leaf(3, pte::HUGE));
+        assert!(!is_leaf(2, 0) && !is_leaf(4, pte::HUGE));
+    }
+
+    #[test]
+    fn a_not_present_entry_is_always_accepted() {
+        // The CPU ignores every other bit of a not-present entry.
+        let test = Test::long_mode();
+        assert_eq!(test.domain.check_entry(1, !pte::PRESENT), Ok(()));
+    }
+
+    #[test]
+    fn a_leaf_that_maps_memory_outside_the_guest_s_ram_is_refused() {
+        let test = Test::long_mode();
+        assert_eq!(
+            test.domain.check_entry(1, 0x2000_0000 | pte::PRESENT),
+            Err("maps memory outside guest RAM")
+        );
+        assert_eq!(test.domain.check_entry(1, DATA | pte::PRESENT), Ok(()));
+    }
+
+    #[test]
+    fn a_large_leaf_is_checked_over_all_the_memory_it_maps() {
+        // A 1 GiB page at 0 covers far more than the guest's 16 MiB.
+        let test = Test::long_mode();
+        assert!(
+            test.domain
+                .check_entry(3, pte::PRESENT | pte::HUGE)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_leaf_that_maps_a_pinned_table_writable_is_refused_read_only_is_fine() {
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let domain = &test.domain;
+        assert_eq!(
+            domain.check_entry(1, PD | pte::PRESENT | pte::WRITABLE),
+            Err("maps a pinned page table writable")
+        );
+        assert_eq!(domain.check_entry(1, PD | pte::PRESENT), Ok(()));
+    }
+
+    #[test]
+    fn a_lower_table_outside_the_guest_s_ram_is_refused() {
+        let test = Test::long_mode();
+        assert_eq!(
+            test.domain.check_entry(2, 0x2000_0000 | pte::PRESENT),
+            Err("points to a page table outside guest RAM")
+        );
+    }
+
+    #[test]
+    fn a_new_lower_table_must_be_mapped_read_only_first() {
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let entry = TABLE | pte::PRESENT | pte::WRITABLE;
+        assert_eq!(
+            test.domain.check_entry(2, entry),
+            Err("points to a new page table the guest still maps writable")
+        );
+        test.write_u64(PT + 8 * (TABLE >> 12), TABLE | pte::PRESENT);
+        assert_eq!(test.domain.check_entry(2, entry), Ok(()));
+    }
+
+    #[test]
+    #[ignore = "a known hole, see the report of the hv-core tests: a new table's entries are not checked"]
+    fn a_new_lower_table_whose_entries_map_a_pinned_table_writable_is_refused() {
+        // Xen validates every entry of a page that becomes a page table (`alloc_l1_table`).
+        // Here a guest fills a table while it is writable, maps it read-only (a valid
+        // store), then links it: its entry 0 maps the PML4 writable at 4 MiB.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.write_u64(TABLE, PML4 | pte::PRESENT | pte::WRITABLE);
+        test.write_u64(PT + 8 * (TABLE >> 12), TABLE | pte::PRESENT);
+        assert!(
+            test.domain
+                .check_entry(2, TABLE | pte::PRESENT | pte::WRITABLE)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_boot_tables_cannot_be_pinned_while_they_are_mapped_writable() {
+        // The boot mapping is one writable 2 MiB page over the tables.
+        let test = Test::long_mode();
+        assert_eq!(
+            test.domain.tables_under(PML4),
+            Err("a page table is mapped writable")
+        );
+    }
+
+    #[test]
+    fn tables_under_a_root_are_every_table_reachable_from_it_with_its_level() {
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        assert_eq!(
+            test.domain.tables_under(PML4),
+            Ok(alloc::vec![(PML4, 4), (PDPT, 3), (PD, 2), (PT, 1)])
+        );
+    }
+
+    #[test]
+    fn a_root_outside_the_guest_s_ram_cannot_be_pinned() {
+        let test = Test::long_mode();
+        assert_eq!(
+            test.domain.tables_under(0x2000_0000),
+            Err("a page table is not in guest RAM")
+        );
+    }
+
+    #[test]
+    fn a_table_that_points_back_to_its_root_is_visited_once() {
+        // A hostile guest's cycle (PDPT entry 1 → the PML4) must not loop the hypervisor.
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        test.write_u64(PDPT + 8, PML4 | pte::PRESENT);
+        let tables = test.domain.tables_under(PML4).expect("the cycle is fine");
+        assert_eq!(tables.len(), 4);
+    }
+}

@@ -72,3 +72,114 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             "CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"
         ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+    use crate::testing::{self, ENTRY, Run, Test, UNMAPPED};
+    use traplab_abi::exit::ExitReason;
+
+    /// CPUID (`0f a2`) at RIP with EAX = `leaf`, decided and applied.
+    fn cpuid(leaf: u64) -> (Test, Run) {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        test.set_gpr(0, leaf);
+        let exit = test.exit(ExitReason::Cpuid);
+        let run = test.run(exit);
+        (test, run)
+    }
+
+    #[test]
+    fn leaf_1_sets_the_hypervisor_present_bit_31_of_ecx() {
+        let (test, run) = cpuid(1);
+        let [eax, _, ecx, _] = test.machine.cpuid(1, 0);
+        assert_eq!(ecx & HYPERVISOR_BIT, 0, "the real CPU does not set it");
+        assert_eq!(test.gpr(1), (ecx | HYPERVISOR_BIT) as u64);
+        assert_eq!(test.gpr(0), eax as u64, "the rest is the real CPU's answer");
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(run.decision.at.contains("src/exit/cpuid.rs:"));
+        assert!(run.emulate().what.contains("ECX bit 31"));
+    }
+
+    #[test]
+    fn leaf_0x4000_0000_spells_traplab_s_signature_in_ebx_ecx_edx() {
+        // As KVM's "KVMKVMKVM\0\0\0" and Xen's "XenVMMXenVMM": EBX, ECX, EDX in that order.
+        let (test, _) = cpuid(0x4000_0000);
+        let signature: Vec<u8> = [3, 1, 2]
+            .iter()
+            .flat_map(|&register| (test.gpr(register) as u32).to_le_bytes())
+            .collect();
+        assert_eq!(signature, b"TrapLabSVMhv");
+        assert_eq!(test.gpr(0), 0x4000_0001, "EAX: the highest hypervisor leaf");
+    }
+
+    #[test]
+    fn leaf_0x4000_0001_gives_the_hypercall_abi_version() {
+        let (test, _) = cpuid(0x4000_0001);
+        assert_eq!(test.gpr(0), ABI_VERSION as u64);
+        assert_eq!([test.gpr(3), test.gpr(1), test.gpr(2)], [0, 0, 0]);
+    }
+
+    #[test]
+    fn leaf_0x8000_0001_hides_svm_so_the_guest_sees_no_nested_virtualization() {
+        // CPUID Fn8000_0001_ECX bit 2 is SVM (AMD APM vol. 3, appendix E).
+        let (test, _) = cpuid(0x8000_0001);
+        let real = test.machine.cpuid(0x8000_0001, 0)[2];
+        assert_ne!(real & (1 << 2), 0, "the real CPU has SVM");
+        assert_eq!(
+            test.gpr(1),
+            (real & !(1 << 2)) as u64,
+            "only SVM is cleared"
+        );
+    }
+
+    #[test]
+    fn the_svm_leaf_0x8000_000a_reads_as_zeros() {
+        let (test, _) = cpuid(0x8000_000a);
+        assert_eq!([test.gpr(0), test.gpr(3), test.gpr(1), test.gpr(2)], [0; 4]);
+    }
+
+    #[test]
+    fn cpuid_moves_rip_past_its_two_bytes_and_records_each_register_old_to_new() {
+        let (test, run) = cpuid(0);
+        assert_eq!(test.rip(), ENTRY + 2);
+        // The fake CPU answers leaf 0 with 0x11, 0x22, 0x33, 0x44.
+        let changes = run.changes();
+        for expected in [
+            ("rax", 0, 0x11),
+            ("rbx", 0, 0x22),
+            ("rcx", 0, 0x33),
+            ("rdx", 0, 0x44),
+            ("rip", ENTRY, ENTRY + 2),
+        ] {
+            assert!(changes.contains(&expected), "{expected:?} in {changes:?}");
+        }
+    }
+
+    #[test]
+    fn cpuid_at_an_unmapped_rip_kills_the_domain_as_undecodable() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.rip = UNMAPPED;
+        let decision = test.decide(test.exit(ExitReason::Cpuid));
+        assert_eq!(decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+        assert!(decision.at.contains("src/exit/mod.rs:"), "{}", decision.at);
+    }
+
+    #[test]
+    fn bytes_that_are_no_instruction_kill_the_domain_as_undecodable() {
+        // FF /7 is not an instruction.
+        let mut test = Test::long_mode();
+        test.code(&[0xff, 0xff]);
+        let decision = test.decide(test.exit(ExitReason::Cpuid));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+        assert!(decision.effects.is_empty(), "nothing changes");
+    }
+}

@@ -113,3 +113,210 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         .with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)))
         .describe(format!("CR{number} = {value:#x}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, PML4, Run, Test, UNMAPPED};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+
+    const MOV_CR0_RAX: [u8; 3] = [0x0f, 0x22, 0xc0];
+    const MOV_CR3_RAX: [u8; 3] = [0x0f, 0x22, 0xd8];
+    const MOV_CR4_RAX: [u8; 3] = [0x0f, 0x22, 0xe0];
+
+    /// `bytes` at RIP with RAX = `value`, exiting as a write to CR`number`.
+    fn write(test: &mut Test, bytes: &[u8], number: u8, value: u64) -> Run {
+        test.code(bytes);
+        test.set_gpr(0, value);
+        let exit = test.exit(ExitReason::CrWrite { number });
+        test.run(exit)
+    }
+
+    /// The decision is the #GP(0) a CPU raises for an invalid control-register value, made
+    /// up by the hypervisor (synthetic) and reflected; nothing else changes.
+    fn assert_general_protection(test: &Test, run: &Run, why: &str) {
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert!(run.decision.why.contains(why), "{}", run.decision.why);
+        assert!(run.decision.at.contains("src/exit/cr.rs:"));
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(13, 0));
+        assert!(
+            synthetic,
+            "the CPU raised nothing: the hypervisor makes the #GP up"
+        );
+        assert_eq!(test.rip(), ENTRY, "a fault: RIP stays at the MOV");
+    }
+
+    #[test]
+    fn mov_cr3_with_a_valid_root_is_emulated_flushes_the_tlb_and_skips_the_mov() {
+        let mut test = Test::long_mode();
+        let run = write(&mut test, &MOV_CR3_RAX, 3, 0x0004_0000);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::ControlRegister(3, 0x0004_0000),
+                Effect::FlushTlb,
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        let save = &test.domain.vcpu.vmcb.save;
+        assert_eq!(save.cr3, 0x0004_0000);
+        // TLB_CONTROL = 1: flush the guest's TLB at the next VMRUN (AMD APM vol. 2, 15.16).
+        assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 1);
+        assert!(run.changes().contains(&("cr3", PML4, 0x0004_0000)));
+    }
+
+    #[test]
+    fn mov_cr3_with_reserved_bits_63_52_in_long_mode_is_a_gp() {
+        let mut test = Test::long_mode();
+        let run = write(&mut test, &MOV_CR3_RAX, 3, (1 << 60) | 0x0004_0000);
+        assert_general_protection(&test, &run, "reserved bits 63:52");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4);
+    }
+
+    #[test]
+    fn setting_cr0_pg_without_pe_is_a_gp() {
+        // AMD APM vol. 2, 3.1.1: "setting PG=1 while PE=0 causes a #GP". A 32-bit guest
+        // running with paging off tries it: `mov cr0, eax`.
+        let mut test = Test::protected_mode();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, 1 << 31);
+        assert_general_protection(&test, &run, "sets PG without PE");
+    }
+
+    #[test]
+    fn setting_cr0_nw_without_cd_is_a_gp() {
+        // APM vol. 2, 3.1.1: NW = 1 with CD = 0 is an invalid combination: #GP(0).
+        let mut test = Test::long_mode();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0);
+        assert_general_protection(&test, &run, "sets NW without CD");
+    }
+
+    #[test]
+    fn clearing_cr0_pg_in_64_bit_mode_is_a_gp() {
+        // APM vol. 2, 14.7: paging can be turned off only from compatibility mode.
+        let mut test = Test::long_mode();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0 & !Cr0Flags::PAGING.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0);
+        assert_general_protection(&test, &run, "clears PG in 64-bit mode");
+    }
+
+    #[test]
+    fn a_cr0_write_that_changes_wp_is_emulated_and_flushes_the_tlb() {
+        // WP decides whether supervisor writes honour read-only pages: the guest's
+        // translations change.
+        let mut test = Test::long_mode();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0 & !Cr0Flags::WRITE_PROTECT.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(run.decision.effects.contains(&Effect::FlushTlb));
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn setting_a_cr4_bit_the_emulated_cpu_does_not_have_is_a_gp() {
+        // Bit 23 (CET) is not in the emulated CPU: a reserved bit to the guest, #GP(0)
+        // (APM vol. 2, 3.1.3).
+        let mut test = Test::long_mode();
+        let cr4 = test.domain.vcpu.vmcb.save.cr4 | (1 << 23);
+        let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
+        assert_general_protection(&test, &run, "a bit this CPU does not have");
+    }
+
+    #[test]
+    fn clearing_cr4_pae_in_long_mode_is_a_gp() {
+        // APM vol. 2, 3.1.3: long mode requires PAE; clearing it while LMA = 1 is #GP(0).
+        let mut test = Test::long_mode();
+        let cr4 = test.domain.vcpu.vmcb.save.cr4 & !Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+        let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
+        assert_general_protection(&test, &run, "clears PAE in 64-bit mode");
+    }
+
+    #[test]
+    fn a_cr4_write_flushes_the_tlb_only_when_it_changes_a_paging_bit() {
+        let mut test = Test::long_mode();
+        let cr4 = test.domain.vcpu.vmcb.save.cr4;
+        let global = write(
+            &mut test,
+            &MOV_CR4_RAX,
+            4,
+            cr4 | Cr4Flags::PAGE_GLOBAL.bits(),
+        );
+        assert!(global.decision.effects.contains(&Effect::FlushTlb), "PGE");
+        let mut test = Test::long_mode();
+        let tsd = write(
+            &mut test,
+            &MOV_CR4_RAX,
+            4,
+            cr4 | Cr4Flags::TIMESTAMP_DISABLE.bits(),
+        );
+        assert_eq!(tsd.decision.action, Action::Emulate);
+        assert!(!tsd.decision.effects.contains(&Effect::FlushTlb), "TSD");
+    }
+
+    #[test]
+    fn clts_clears_only_cr0_ts() {
+        // CLTS (`0f 06`) clears TS, the lazy FPU switch's flag; TS is no paging bit.
+        let mut test = Test::long_mode();
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr0 |= Cr0Flags::TASK_SWITCHED.bits();
+        let before = save.cr0;
+        let run = write(&mut test, &[0x0f, 0x06], 0, 0);
+        let after = before & !Cr0Flags::TASK_SWITCHED.bits();
+        assert_eq!(
+            run.decision.effects,
+            [Effect::ControlRegister(0, after), Effect::Rip(ENTRY + 2)]
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, after);
+    }
+
+    #[test]
+    fn lmsw_sets_the_low_four_bits_but_cannot_clear_pe() {
+        // APM vol. 3, LMSW: it loads CR0 bits 3:0, "but cannot clear PE". `lmsw ax` with
+        // AX = 0 clears MP, EM and TS and leaves PE set. The selective CR0 intercept
+        // (15.9.2) reports it.
+        let mut test = Test::long_mode();
+        let before = test.domain.vcpu.vmcb.save.cr0;
+        assert_ne!(before & 0b11, 0, "PE and MP are set at boot");
+        test.code(&[0x0f, 0x01, 0xf0]);
+        test.set_gpr(0, 0);
+        let exit = test.exit(ExitReason::Cr0SelectiveWrite);
+        test.run(exit);
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        assert_eq!(cr0 & 1, 1, "PE stays set");
+        assert_eq!(cr0 & 0b1110, 0, "MP, EM, TS take AX's bits");
+        assert_eq!(
+            cr0 & !0xf,
+            before & !0xf,
+            "LMSW touches nothing above bit 3"
+        );
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn a_32_bit_guest_writes_cr3_from_eax() {
+        // In protected mode the MOV's source is EAX: the upper half of RAX is not the
+        // guest's (it does not exist for it).
+        let mut test = Test::protected_mode();
+        let run = write(&mut test, &MOV_CR3_RAX, 3, 0xdead_0000_0004_0000);
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::ControlRegister(3, 0x0004_0000))
+        );
+    }
+
+    #[test]
+    fn a_cr_write_at_an_unmapped_rip_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.rip = UNMAPPED;
+        let decision = test.decide(test.exit(ExitReason::CrWrite { number: 3 }));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -66,3 +66,103 @@ fn debug_register(guest: &Guest, number: u8) -> u64 {
         _ => guest.vcpu.vmcb.save.dr7,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Run, Test};
+    use traplab_abi::exit::ExitReason;
+
+    /// `bytes` (a MOV to or from a debug register) at RIP, exiting as `reason`.
+    fn mov(test: &mut Test, bytes: &[u8], reason: ExitReason) -> Run {
+        test.code(bytes);
+        let exit = test.exit(reason);
+        test.run(exit)
+    }
+
+    #[test]
+    fn mov_dr0_keeps_the_guest_s_copy_and_loads_the_cpu_s_dr0() {
+        // VMRUN does not switch DR0–DR3 (they are not in the VMCB, AMD APM vol. 2, 15.5):
+        // the hypervisor keeps the guest's value and puts it in the real register.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x20_1000);
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x23, 0xc0],
+            ExitReason::DrWrite { number: 0 },
+        );
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(test.domain.vcpu.debug_registers[0], 0x20_1000);
+        assert_eq!(test.machine.calls, ["dr0 = 0x201000"]);
+        assert!(run.changes().contains(&("dr0", 0, 0x20_1000)));
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn mov_dr7_writes_the_vmcb_and_runs_a_mov_to_dr7_on_the_cpu() {
+        // Under TCG a breakpoint is armed only once a MOV to DR7 has run on the CPU.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x401);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x401);
+        assert_eq!(test.machine.calls, ["dr7 = 0x401"]);
+    }
+
+    #[test]
+    fn mov_from_dr7_reads_the_vmcb_s_copy() {
+        // `mov rax, dr7`: DR7 is in the VMCB (0x400 after reset).
+        let mut test = Test::long_mode();
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x21, 0xf8],
+            ExitReason::DrRead { number: 7 },
+        );
+        assert_eq!(test.gpr(0), 0x400);
+        assert!(run.emulate().what.contains("read DR7 = 0x400"));
+        assert!(
+            test.machine.calls.is_empty(),
+            "a read asks nothing of the CPU"
+        );
+    }
+
+    #[test]
+    fn mov_from_dr1_reads_the_hypervisor_s_copy_into_rbx() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.debug_registers[1] = 0xdead_beef;
+        // `mov rbx, dr1`: ModRM 0xcb, reg = DR1, r/m = RBX.
+        mov(
+            &mut test,
+            &[0x0f, 0x21, 0xcb],
+            ExitReason::DrRead { number: 1 },
+        );
+        assert_eq!(test.gpr(3), 0xdead_beef);
+    }
+
+    #[test]
+    fn dr4_is_the_old_name_of_dr6() {
+        // With CR4.DE = 0, DR4 and DR5 alias DR6 and DR7 (APM vol. 2, 13.1.1).
+        let mut test = Test::long_mode();
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x21, 0xe0],
+            ExitReason::DrRead { number: 4 },
+        );
+        assert_eq!(test.gpr(0), 0xffff_0ff0, "DR6's reset value");
+        assert!(run.decision.why.contains("DR6"), "{}", run.decision.why);
+    }
+
+    #[test]
+    fn a_debug_register_access_that_is_not_a_mov_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.code(&[0x90]);
+        let decision = test.decide(test.exit(ExitReason::DrWrite { number: 0 }));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -136,3 +136,216 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::vcpu::InFlight;
+    use crate::testing::{self, ENTRY, Test, trap};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+
+    const HANDLER: u64 = 0x21_3000;
+
+    /// An intercepted exception: the CPU stopped before delivering it (AMD APM vol. 2,
+    /// 15.12), error code in EXITINFO1, #PF's address in EXITINFO2.
+    fn exception(vector: u8, error_code: u32, address: u64) -> ExitReason {
+        ExitReason::Exception {
+            vector,
+            error_code,
+            address,
+        }
+    }
+
+    /// The same exit, raised while the CPU delivered `interrupted` (EXITINTINFO valid).
+    fn during(test: &Test, reason: ExitReason, interrupted: Event) -> Exit {
+        Exit {
+            interrupted: Some(interrupted),
+            ..test.exit(reason)
+        }
+    }
+
+    #[test]
+    fn a_page_fault_is_reflected_with_cr2_set_to_exitinfo2_and_the_idt_handler_named() {
+        // The intercepted #PF did not write CR2 (APM vol. 2, 15.12): the hypervisor does,
+        // before the guest's handler reads it.
+        let mut test = Test::long_mode();
+        test.gate(14, HANDLER);
+        let run = test.run(test.exit(exception(14, 0b10, 0xdead_b000)));
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert!(
+            run.decision.why.contains("handler 0x213000"),
+            "{}",
+            run.decision.why
+        );
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::ControlRegister(2, 0xdead_b000))
+        );
+        let (event, handler, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(14, 0b10));
+        assert_eq!(handler, Some(HANDLER));
+        assert!(!synthetic, "the CPU raised it");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr2, 0xdead_b000);
+        assert_eq!(run.injected().cr2, Some(0xdead_b000));
+        assert_eq!(
+            test.rip(),
+            ENTRY,
+            "a fault: the handler returns to the instruction"
+        );
+    }
+
+    #[test]
+    fn an_invalid_opcode_is_reflected_without_an_error_code() {
+        // XSETBV with CR4.OSXSAVE clear raises #UD (the `other-intercepts` lab's case).
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x01, 0xd1]);
+        test.gate(6, HANDLER);
+        let run = test.run(test.exit(exception(6, 0, 0)));
+        let (event, handler, _) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(6, 0));
+        assert_eq!(event.error_code, None, "#UD pushes no error code");
+        assert_eq!(handler, Some(HANDLER));
+        assert!(run.decision.at.contains("src/exit/exception.rs:"));
+        assert_eq!(run.kinds(), ["decide", "inject"]);
+    }
+
+    #[test]
+    fn an_exception_without_an_idt_gate_is_still_reflected_and_the_reason_warns() {
+        // The CPU will fault delivering it (and exit again, with EXITINTINFO).
+        let test = Test::long_mode();
+        let decision = test.decide(test.exit(exception(0, 0, 0)));
+        assert_eq!(testing::injected(&decision).1, None);
+        assert!(decision.why.contains("no present gate"), "{}", decision.why);
+    }
+
+    #[test]
+    fn a_page_fault_bounced_to_the_guest_s_trap_table_handler() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(14, HANDLER)]);
+        let run = test.run(test.exit(exception(14, 0b110, 0x40_0000)));
+        assert_eq!(run.decision.action, Action::Bounce);
+        let bounce = run.bounced();
+        assert_eq!((bounce.vector, bounce.error_code), (14, Some(0b110)));
+        assert_eq!(
+            bounce.cr2,
+            Some(0x40_0000),
+            "CR2 set before the handler runs"
+        );
+        assert_eq!(test.rip(), HANDLER);
+        assert_eq!(test.gpr(4), bounce.frame, "RSP at the frame");
+    }
+
+    #[test]
+    fn a_page_fault_while_delivering_a_page_fault_becomes_a_double_fault() {
+        // The double-fault rule (APM vol. 2, 8.2.9): #PF during #PF delivery is #DF(0).
+        let mut test = Test::long_mode();
+        test.gate(8, HANDLER);
+        let exit = during(
+            &test,
+            exception(14, 0b10, 0x7_f000),
+            Event::exception(14, 0),
+        );
+        let decision = test.decide(exit);
+        assert_eq!(decision.action, Action::Reflect);
+        assert!(decision.why.contains("#PF while the CPU delivered #PF"));
+        let (event, handler, synthetic) = testing::injected(&decision);
+        assert_eq!(event, Event::exception(8, 0));
+        assert_eq!(handler, Some(HANDLER));
+        assert!(!synthetic);
+    }
+
+    #[test]
+    fn a_page_fault_while_delivering_a_double_fault_is_a_triple_fault() {
+        // A contributory fault or #PF during #DF delivery shuts the CPU down.
+        let test = Test::long_mode();
+        let exit = during(&test, exception(14, 0b10, 0x7_f000), Event::exception(8, 0));
+        let decision = test.decide(exit);
+        assert_eq!(decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&decision),
+            "triple fault: #PF while delivering #DF"
+        );
+        assert_eq!(decision.delivery, None);
+    }
+
+    #[test]
+    fn a_benign_exception_during_a_delivery_is_delivered_after_it() {
+        // #UD (benign) while delivering #GP: handled serially, no #DF.
+        let test = Test::long_mode();
+        let exit = during(&test, exception(6, 0, 0), Event::exception(13, 0));
+        let decision = test.decide(exit);
+        assert_eq!(testing::injected(&decision).0, Event::exception(6, 0));
+    }
+
+    #[test]
+    fn an_interrupted_delivery_pops_its_in_flight_entry_its_handler_never_ran() {
+        let mut test = Test::long_mode();
+        test.gate(8, HANDLER);
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 14,
+            kind: EventType::Exception,
+        });
+        let exit = during(
+            &test,
+            exception(14, 0b10, 0x7_f000),
+            Event::exception(14, 0),
+        );
+        let run = test.run(exit);
+        assert!(run.decision.effects.contains(&Effect::PopInFlight));
+        assert_eq!(
+            test.domain.vcpu.in_flight,
+            [InFlight {
+                vector: 8,
+                kind: EventType::Exception
+            }],
+            "the #PF is gone, the #DF is delivered"
+        );
+    }
+
+    #[test]
+    fn a_software_interrupt_whose_delivery_faulted_puts_rip_back_on_the_int() {
+        // The INT 0x80 was injected with RIP past it; its gate faulted (#GP(0x80 * 8 + 2),
+        // IDT bit set). The #GP belongs to the INT itself: its handler must see RIP at it.
+        let mut test = Test::long_mode();
+        test.gate(13, HANDLER);
+        test.domain.vcpu.vmcb.save.rip = ENTRY + 2;
+        test.domain.vcpu.software_interrupt_rip = Some(ENTRY);
+        let int_0x80 = Event {
+            vector: 0x80,
+            kind: EventType::Software,
+            error_code: None,
+        };
+        let exit = during(&test, exception(13, 0x402, 0), int_0x80);
+        let run = test.run(exit);
+        assert!(run.decision.effects.contains(&Effect::Rip(ENTRY)));
+        assert_eq!(test.rip(), ENTRY);
+        assert_eq!(test.domain.vcpu.software_interrupt_rip, None);
+        assert_eq!(run.injected().error_code, Some(0x402));
+    }
+
+    #[test]
+    fn a_gp_with_tcg_s_long_mode_idt_error_code_is_corrected_to_the_gate_s_index() {
+        // TCG reports vector * 16 + 2 for a bad 64-bit gate; the index field (bits 15:3)
+        // holds the vector on hardware: vector * 8 + 2.
+        let mut test = Test::long_mode();
+        let interrupt = Event {
+            vector: 0x20,
+            kind: EventType::Interrupt,
+            error_code: None,
+        };
+        test.gate(13, HANDLER);
+        let exit = during(&test, exception(13, 0x20 * 16 + 2, 0), interrupt);
+        let decision = test.decide(exit);
+        assert_eq!(
+            testing::injected(&decision).0,
+            Event::exception(13, 0x20 * 8 + 2)
+        );
+        assert!(
+            decision
+                .why
+                .contains("QEMU's TCG reported error code 0x202")
+        );
+    }
+}

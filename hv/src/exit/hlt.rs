@@ -63,3 +63,115 @@ fn stopped(reason: &str) -> DomainEnd {
         reason: reason.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::interrupts::VirtualTimer;
+    use crate::testing::{self, ENTRY, Test};
+    use traplab_abi::event::EventType;
+    use traplab_abi::exit::ExitReason;
+
+    const HLT: [u8; 1] = [0xf4];
+    const HANDLER: u64 = 0x20_8000;
+
+    /// A guest at a HLT with a timer of vector 0x20 due 5,000 ticks from now, every 10,000.
+    fn waiting_for_its_timer() -> Test {
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.gate(0x20, HANDLER);
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: test.machine.now.get() + 5_000,
+        });
+        test
+    }
+
+    #[test]
+    fn hlt_with_interrupts_off_ends_the_domain_with_status_0() {
+        // Nothing can wake a CPU halted with IF = 0 (but NMI, which no device here sends).
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            testing::exited(&run.decision),
+            (0, "halted with interrupts off")
+        );
+        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(test.rip(), ENTRY + 1);
+    }
+
+    #[test]
+    fn hlt_with_interrupts_on_but_no_timer_ends_the_domain_too() {
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&decision),
+            (0, "halted waiting for an interrupt that no device sends")
+        );
+    }
+
+    #[test]
+    fn hlt_with_a_timer_waits_for_it_then_the_interrupt_is_injected_before_resume() {
+        let mut test = waiting_for_its_timer();
+        let due = test.machine.now.get() + 5_000;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(run.decision.end, None, "the domain goes on");
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        assert_eq!(
+            run.emulate().what,
+            "HLT: the hypervisor waited 3 ticks of its own timer for the guest's timer"
+        );
+        assert_eq!(test.machine.calls, [format!("halt_until {due}")]);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+        assert_eq!(inject.handler, Some(HANDLER));
+        // The interrupt returns after the HLT; the next deadline is one period later.
+        assert_eq!(test.rip(), ENTRY + 1);
+        assert_eq!(run.applied.resume_at, Some(HANDLER));
+        let interrupts = test.domain.vcpu.interrupts;
+        assert_eq!(interrupts.pending, None, "delivered, no longer pending");
+        assert_eq!(
+            interrupts.timer.map(|timer| timer.due_tsc),
+            Some(due + 10_000)
+        );
+    }
+
+    #[test]
+    fn sti_then_hlt_halts_in_the_interrupt_shadow_and_still_gets_the_interrupt() {
+        // `sti; hlt`: HLT runs in STI's interrupt shadow (AMD APM vol. 2, 15.21.5); once it
+        // has executed, the shadow is over and the interrupt can be taken.
+        let mut test = waiting_for_its_timer();
+        test.domain.vcpu.vmcb.control.interrupt_shadow = 1;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(run.decision.effects.contains(&Effect::EndInterruptShadow));
+        assert_eq!(test.domain.vcpu.vmcb.control.interrupt_shadow, 0);
+        assert_eq!(run.injected().vector, 0x20);
+    }
+
+    #[test]
+    fn hlt_with_an_interrupt_already_pending_does_not_wait() {
+        let mut test = waiting_for_its_timer();
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            test.machine.calls.is_empty(),
+            "no halt: {:?}",
+            test.machine.calls
+        );
+        assert!(run.emulate().what.contains("waited 0 ticks"));
+        assert_eq!(run.injected().vector, 0x20);
+    }
+
+    #[test]
+    fn hlt_at_an_unmapped_rip_kills_the_domain() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(ExitReason::Hlt, &[]));
+        assert_eq!(decision.action, Action::Kill);
+    }
+}

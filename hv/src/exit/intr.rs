@@ -39,3 +39,89 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             .with(Effect::PendingInterrupt(after.pending)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::interrupts::VirtualTimer;
+    use crate::testing::{ENTRY, Test};
+    use traplab_abi::exit::ExitReason;
+
+    /// A guest whose timer (vector 0x20, every 10,000 ticks) is due at `due`.
+    fn with_timer(due: u64) -> Test {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: due,
+        });
+        test
+    }
+
+    #[test]
+    fn a_host_tick_before_the_guest_s_deadline_only_acknowledges_the_tick() {
+        let test = with_timer(2_000_000);
+        let decision = test.decide(test.exit(ExitReason::Intr));
+        assert_eq!(decision.action, Action::Emulate);
+        assert_eq!(decision.effects, [Effect::AcknowledgeHostTimer]);
+        assert!(decision.why.contains("the guest never sees it"));
+    }
+
+    #[test]
+    fn a_host_tick_after_the_deadline_makes_the_guest_s_interrupt_pending() {
+        let test = with_timer(900_000);
+        let now = test.machine.now.get();
+        let decision = test.decide(test.exit(ExitReason::Intr));
+        assert!(decision.why.contains("interrupt 0x20 becomes pending"));
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::AcknowledgeHostTimer,
+                Effect::Timer(Some(VirtualTimer {
+                    vector: 0x20,
+                    period_tsc: 10_000,
+                    due_tsc: now + 10_000,
+                })),
+                Effect::PendingInterrupt(Some(0x20)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deadline_while_the_last_interrupt_is_still_pending_merges_into_it() {
+        // As a PIC's interrupt request register: one bit per line, so two requests for the
+        // same vector before it is taken are one interrupt.
+        let mut test = with_timer(900_000);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let decision = test.decide(test.exit(ExitReason::Intr));
+        assert!(decision.why.contains("merge"), "{}", decision.why);
+        assert!(
+            decision
+                .effects
+                .contains(&Effect::PendingInterrupt(Some(0x20)))
+        );
+    }
+
+    #[test]
+    fn the_tick_is_acknowledged_on_the_host_and_the_guest_resumes_where_it_was() {
+        let mut test = with_timer(2_000_000);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(test.machine.calls, ["acknowledge_timer"]);
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+        assert_eq!(run.emulate().what, "timer tick 1 acknowledged");
+        assert_eq!(test.rip(), ENTRY, "an interrupt is not an instruction");
+    }
+
+    #[test]
+    fn a_due_timer_with_interrupts_off_asks_the_cpu_for_the_interrupt_window() {
+        // The interrupt is pending, but RFLAGS.IF = 0: V_IRQ and the VINTR intercept make
+        // the CPU exit as soon as the guest can take it (AMD APM vol. 2, 15.21.4).
+        let mut test = with_timer(900_000);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(test.domain.vcpu.interrupts.pending, Some(0x20));
+        assert_eq!(run.kinds(), ["decide", "emulate", "emulate"]);
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.virtual_interrupt & crate::vmcb::v_intr::IRQ, 0);
+        assert_ne!(control.intercept_misc1 & crate::vmcb::misc1::VINTR, 0);
+    }
+}

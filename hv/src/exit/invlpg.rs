@@ -36,3 +36,90 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     .with(Effect::Rip(next))
     .describe(format!("flushed the TLB entry of {address:#x}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test};
+    use traplab_abi::exit::ExitReason;
+
+    const ASID: u32 = 1;
+
+    /// The decision for the INVLPG `bytes` at RIP, in a guest with ASID 1.
+    fn invlpg(test: &mut Test, bytes: &[u8]) -> Decision {
+        test.code(bytes);
+        test.domain.vcpu.vmcb.control.guest_asid = ASID;
+        test.decide(test.exit(ExitReason::Invlpg))
+    }
+
+    #[test]
+    fn invlpg_rax_flushes_that_address_in_the_guest_s_asid() {
+        // INVLPGA takes the address in RAX and the ASID in ECX (AMD APM vol. 3, INVLPGA):
+        // the hypervisor flushes the guest's entry, not its own.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x0040_1234);
+        let decision = invlpg(&mut test, &[0x0f, 0x01, 0x38]); // invlpg [rax]
+        assert_eq!(decision.action, Action::Emulate);
+        assert_eq!(
+            decision.effects,
+            [
+                Effect::InvalidatePage {
+                    address: 0x0040_1234,
+                    asid: ASID
+                },
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        test.run(test.exit(ExitReason::Invlpg));
+        assert_eq!(test.machine.calls, ["invlpga 0x401234 asid 1"]);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn a_rip_relative_operand_is_relative_to_the_next_instruction() {
+        // `invlpg [rip + 0x100]` (7 bytes): RIP-relative addressing adds the displacement
+        // to the RIP of the *next* instruction (AMD APM vol. 3, "RIP-Relative Addressing").
+        let mut test = Test::long_mode();
+        let decision = invlpg(&mut test, &[0x0f, 0x01, 0x3d, 0x00, 0x01, 0x00, 0x00]);
+        assert!(decision.effects.contains(&Effect::InvalidatePage {
+            address: ENTRY + 7 + 0x100,
+            asid: ASID
+        }));
+    }
+
+    #[test]
+    fn base_index_scale_and_displacement_are_all_added() {
+        // `invlpg [rax + rbx*4 + 0x10]`: ModRM 0x7c (SIB, disp8), SIB 0x98.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x1000);
+        test.set_gpr(3, 0x20);
+        let decision = invlpg(&mut test, &[0x0f, 0x01, 0x7c, 0x98, 0x10]);
+        assert!(decision.effects.contains(&Effect::InvalidatePage {
+            address: 0x1000 + 0x20 * 4 + 0x10,
+            asid: ASID
+        }));
+    }
+
+    #[test]
+    fn an_fs_override_adds_the_fs_base() {
+        // In 64-bit mode segment bases are 0 except FS and GS (APM vol. 2, 4.5.3).
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.fs.base = 0x7000_0000;
+        test.set_gpr(0, 0x123);
+        let decision = invlpg(&mut test, &[0x64, 0x0f, 0x01, 0x38]); // invlpg fs:[rax]
+        assert!(decision.effects.contains(&Effect::InvalidatePage {
+            address: 0x7000_0123,
+            asid: ASID
+        }));
+    }
+
+    #[test]
+    fn invlpg_at_an_unmapped_rip_kills_the_domain() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(ExitReason::Invlpg, &[]));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -162,3 +162,195 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String), Str
     );
     Ok((effects, what))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
+    use traplab_abi::exit::ExitReason;
+
+    const OUT_DX_AL: [u8; 1] = [0xee];
+    const IN_AL_DX: [u8; 1] = [0xec];
+
+    /// EXITINFO1 of an IN or OUT of `size` bytes at `port` (AMD APM vol. 2, 15.10.2).
+    fn port(port: u16, input: bool, size: u8) -> IoioInfo {
+        IoioInfo {
+            port,
+            input,
+            string: false,
+            rep: false,
+            size,
+            address_bits: 64,
+            segment: 0,
+        }
+    }
+
+    /// EXITINFO1 of INS/OUTS of bytes at `port`, with or without REP.
+    fn string(port: u16, input: bool, rep: bool) -> IoioInfo {
+        IoioInfo {
+            string: true,
+            rep,
+            ..self::port(port, input, 1)
+        }
+    }
+
+    /// The `length`-byte instruction `bytes` at RIP exits with `info`; EXITINFO2 holds the
+    /// next RIP, so no decoding is needed to skip it.
+    fn io(test: &mut Test, bytes: &[u8], info: IoioInfo) -> Run {
+        test.code(bytes);
+        let exit = test.exit(ExitReason::Ioio {
+            info,
+            next_rip: ENTRY + bytes.len() as u64,
+        });
+        test.run(exit)
+    }
+
+    /// `OUT DX, AL` of `byte` to the console UART's transmit register, then back at ENTRY.
+    fn out_byte(test: &mut Test, byte: u8) -> Run {
+        test.set_gpr(0, byte as u64);
+        test.set_gpr(2, 0x3f8);
+        let run = io(test, &OUT_DX_AL, port(0x3f8, false, 1));
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        run
+    }
+
+    #[test]
+    fn out_of_a_printable_byte_to_the_uart_says_which_character() {
+        let mut test = Test::long_mode();
+        let run = out_byte(&mut test, b'H');
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(run.emulate().what, "OUT 'H' to the console UART");
+        assert!(
+            run.console().is_empty(),
+            "no line yet: it ends at a newline"
+        );
+        assert!(run.changes().contains(&("rip", ENTRY, ENTRY + 1)));
+    }
+
+    #[test]
+    fn the_newline_completes_a_console_line() {
+        let mut test = Test::long_mode();
+        out_byte(&mut test, b'H');
+        out_byte(&mut test, b'i');
+        let run = out_byte(&mut test, b'\n');
+        assert_eq!(run.kinds(), ["decide", "console", "emulate"]);
+        assert_eq!(run.console(), ["Hi"]);
+        assert_eq!(run.emulate().what, "OUT 0xa to port 0x3f8 (console UART)");
+    }
+
+    #[test]
+    fn in_from_the_uart_line_status_register_puts_0x60_in_al_and_keeps_the_rest_of_rax() {
+        // LSR = 0x60: THRE and TEMT, the transmitter is always empty. An 8-bit destination
+        // keeps RAX's other bits (AMD APM vol. 1, 3.1.2.3).
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x1122_3344_5566_7788);
+        test.set_gpr(2, 0x3fd);
+        let run = io(&mut test, &IN_AL_DX, port(0x3fd, true, 1));
+        assert_eq!(test.gpr(0), 0x1122_3344_5566_7760);
+        assert_eq!(run.emulate().what, "IN 0x60 from port 0x3fd (console UART)");
+        assert!(
+            run.changes()
+                .contains(&("rax", 0x1122_3344_5566_7788, 0x1122_3344_5566_7760))
+        );
+    }
+
+    #[test]
+    fn in_from_a_port_with_no_device_reads_all_ones() {
+        // As on an empty ISA bus: nothing drives the data lines.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0);
+        let run = io(&mut test, &[0xe4, 0x80], port(0x80, true, 1)); // in al, 0x80
+        assert_eq!(test.gpr(0), 0xff);
+        assert_eq!(run.emulate().what, "IN 0xff from port 0x80 (no device)");
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_32_bit_in_zero_extends_into_rax() {
+        // A 32-bit destination clears bits 63:32 (AMD APM vol. 1, 3.1.2.3).
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0xdead_beef_0000_0000);
+        test.set_gpr(2, 0x80);
+        io(&mut test, &[0xed], port(0x80, true, 4)); // in eax, dx
+        assert_eq!(test.gpr(0), 0xffff_ffff);
+    }
+
+    #[test]
+    fn out_to_a_port_with_no_device_vanishes() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 1);
+        let run = io(&mut test, &[0xe6, 0x80], port(0x80, false, 1)); // out 0x80, al
+        assert_eq!(run.emulate().what, "OUT 0x1 to port 0x80 (no device)");
+        assert!(run.console().is_empty());
+    }
+
+    #[test]
+    fn rep_outsb_writes_the_string_advances_rsi_and_clears_rcx() {
+        // REP OUTSB: RCX bytes from DS:RSI, RSI stepping up (DF = 0), RCX counting down to
+        // 0 (AMD APM vol. 3, OUTS and REP).
+        let mut test = Test::long_mode();
+        test.write(DATA, b"ok\n");
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 3);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+        assert_eq!(run.console(), ["ok"]);
+        assert_eq!(test.gpr(6), DATA + 3);
+        assert_eq!(test.gpr(1), 0);
+        assert_eq!(test.rip(), ENTRY + 2);
+        assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
+    }
+
+    #[test]
+    fn outsb_with_the_direction_flag_set_walks_the_string_backwards() {
+        let mut test = Test::long_mode();
+        test.write(DATA, b"\nko");
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::DIRECTION_FLAG.bits();
+        test.set_gpr(6, DATA + 2);
+        test.set_gpr(1, 3);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+        assert_eq!(run.console(), ["ok"]);
+        assert_eq!(test.gpr(6), DATA - 1);
+    }
+
+    #[test]
+    fn insb_stores_the_port_s_byte_at_rdi_and_advances_rdi() {
+        let mut test = Test::long_mode();
+        test.set_gpr(7, DATA);
+        test.set_gpr(2, 0x3fd);
+        io(&mut test, &[0x6c], string(0x3fd, true, false)); // insb
+        assert_eq!(
+            test.read_u64(DATA) & 0xff,
+            0x60,
+            "the LSR's value, in memory"
+        );
+        assert_eq!(test.gpr(7), DATA + 1);
+    }
+
+    #[test]
+    fn ins_to_memory_the_guest_cannot_reach_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.code(&[0x6c]);
+        test.set_gpr(7, UNMAPPED);
+        let decision = test.decide(test.exit(ExitReason::Ioio {
+            info: string(0x3f8, true, false),
+            next_rip: ENTRY + 1,
+        }));
+        assert_eq!(decision.action, Action::Kill);
+        assert!(
+            testing::killed(&decision).starts_with("INS wrote to 0x40000000"),
+            "{}",
+            testing::killed(&decision)
+        );
+    }
+
+    #[test]
+    fn outs_from_memory_the_guest_cannot_reach_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.set_gpr(6, 0x8000_0000_0000_0000); // not even canonical
+        test.set_gpr(1, 2);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+        assert!(testing::killed(&run.decision).starts_with("OUTS read from"));
+        assert_eq!(test.rip(), ENTRY, "nothing was applied");
+        assert_eq!(test.gpr(1), 2);
+    }
+}

@@ -69,3 +69,130 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         rsp,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::vcpu::InFlight;
+    use crate::testing::{ENTRY, Test, UNMAPPED};
+    use crate::vmcb::misc1;
+    use traplab_abi::event::EventType;
+    use traplab_abi::exit::ExitReason;
+
+    const STACK: u64 = 0x7_ff00;
+    const HANDLER_RETURNS_TO: u64 = 0x20_0100;
+
+    /// A #PF handler at its `iretq` (`48 cf`), the hardware's 64-bit frame at RSP: RIP, CS,
+    /// RFLAGS, RSP, SS (AMD APM vol. 2, 8.9.3), and the IRET intercept on.
+    fn page_fault_handler_returning() -> Test {
+        let mut test = Test::long_mode();
+        test.code(&[0x48, 0xcf]);
+        for (index, word) in [HANDLER_RETURNS_TO, 0x08, 0x202, 0x7_ff80, 0x10]
+            .into_iter()
+            .enumerate()
+        {
+            test.write_u64(STACK + 8 * index as u64, word);
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        test.domain.vcpu.vmcb.control.intercept_misc1 |= misc1::IRET;
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 14,
+            kind: EventType::Exception,
+        });
+        test
+    }
+
+    #[test]
+    fn iretq_reads_the_frame_and_names_the_event_whose_handler_returns() {
+        let test = page_fault_handler_returning();
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        assert_eq!(decision.action, Action::Emulate);
+        assert!(
+            decision.why.contains("#PF handler returns"),
+            "{}",
+            decision.why
+        );
+        assert_eq!(
+            decision.returning,
+            Some(Returning {
+                via: ReturnPath::Iret,
+                event: Some((14, EventType::Exception)),
+                rip: HANDLER_RETURNS_TO,
+                cs: 0x08,
+                rflags: 0x202,
+                rsp: 0x7_ff80,
+            })
+        );
+        assert_eq!(
+            decision.effects,
+            [Effect::PopInFlight, Effect::SuspendIretIntercept]
+        );
+    }
+
+    #[test]
+    fn the_cpu_executes_the_iret_itself_with_its_intercept_off_for_once() {
+        // The intercept is taken before IRET executes (AMD APM vol. 2, 15.9): resuming at it
+        // with the intercept on would exit again at once.
+        let mut test = page_fault_handler_returning();
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(run.kinds(), ["decide", "return"]);
+        assert_eq!(test.rip(), ENTRY, "RIP stays at the IRET: the CPU runs it");
+        assert_eq!(run.applied.resume_at, Some(HANDLER_RETURNS_TO));
+        assert!(test.domain.vcpu.in_flight.is_empty(), "the #PF is over");
+        let vcpu = &test.domain.vcpu;
+        assert_eq!(vcpu.vmcb.control.intercept_misc1 & misc1::IRET, 0);
+        assert!(vcpu.iret_intercept_suspended);
+        // The next exit puts it back: no later return is missed.
+        test.vmrun();
+        assert_ne!(
+            test.domain.vcpu.vmcb.control.intercept_misc1 & misc1::IRET,
+            0
+        );
+    }
+
+    #[test]
+    fn an_iretd_to_the_same_privilege_level_pops_three_4_byte_words() {
+        // A 32-bit IRET that stays at CPL 0 pops EIP, CS, EFLAGS only: ESP is just above.
+        let mut test = Test::protected_mode();
+        test.code(&[0xcf]);
+        for (index, word) in [0x20_0100u32, 0x08, 0x202].into_iter().enumerate() {
+            test.write(STACK + 4 * index as u64, &word.to_le_bytes());
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        let returning = decision.returning.expect("the frame is readable");
+        assert_eq!(
+            (returning.rip, returning.cs, returning.rflags, returning.rsp),
+            (0x20_0100, 0x08, 0x202, STACK + 12)
+        );
+        assert!(decision.why.contains("ends no event"), "{}", decision.why);
+    }
+
+    #[test]
+    fn an_iretd_to_an_outer_privilege_level_also_pops_esp_and_ss() {
+        let mut test = Test::protected_mode();
+        test.code(&[0xcf]);
+        for (index, word) in [0x40_0000u32, 0x1b, 0x202, 0x9_0000, 0x23]
+            .into_iter()
+            .enumerate()
+        {
+            test.write(STACK + 4 * index as u64, &word.to_le_bytes());
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        let returning = decision.returning.expect("the frame is readable");
+        assert_eq!((returning.cs, returning.rsp), (0x1b, 0x9_0000), "to CPL 3");
+    }
+
+    #[test]
+    fn an_iret_whose_frame_cannot_be_read_gives_no_return_event() {
+        // The CPU will fault on it too; the hypervisor does not guess where it goes.
+        let mut test = page_fault_handler_returning();
+        test.domain.vcpu.vmcb.save.rsp = UNMAPPED;
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(run.decision.returning, None);
+        assert_eq!(run.kinds(), ["decide"]);
+        assert!(run.decision.why.contains("cannot read"));
+        assert_eq!(run.applied.resume_at, None);
+    }
+}

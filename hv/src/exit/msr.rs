@@ -146,3 +146,146 @@ fn vmcb_value(guest: &Guest, slot: VmcbMsr) -> u64 {
         VmcbMsr::KernelGsBase => save.kernel_gs_base,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Run, Test, UNMAPPED};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+
+    const RDMSR: [u8; 2] = [0x0f, 0x32];
+    const WRMSR: [u8; 2] = [0x0f, 0x30];
+
+    /// RDMSR of `msr` (ECX), decided and applied.
+    fn rdmsr(test: &mut Test, msr: u32) -> Run {
+        test.code(&RDMSR);
+        test.set_gpr(1, msr as u64);
+        test.run(test.exit(ExitReason::Msr { write: false }))
+    }
+
+    /// WRMSR of `value` (EDX:EAX) to `msr` (ECX), decided and applied.
+    fn wrmsr(test: &mut Test, msr: u32, value: u64) -> Run {
+        test.code(&WRMSR);
+        test.set_gpr(1, msr as u64);
+        test.set_gpr(0, value & 0xffff_ffff);
+        test.set_gpr(2, value >> 32);
+        test.run(test.exit(ExitReason::Msr { write: true }))
+    }
+
+    /// The #GP(0) a CPU raises for a WRMSR or RDMSR it refuses, made up by the hypervisor.
+    fn assert_general_protection(decision: &Decision) {
+        assert_eq!(decision.action, Action::Reflect);
+        let (event, _, synthetic) = testing::injected(decision);
+        assert_eq!(event, Event::exception(13, 0));
+        assert!(
+            synthetic,
+            "the intercept came first: the CPU raised nothing"
+        );
+    }
+
+    #[test]
+    fn rdmsr_lstar_reads_the_guest_s_copy_from_the_vmcb_into_edx_eax() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.lstar = 0xffff_8000_0010_0000;
+        let run = rdmsr(&mut test, msr::LSTAR);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(test.gpr(0), 0x0010_0000, "EAX: the low half");
+        assert_eq!(test.gpr(2), 0xffff_8000, "EDX: the high half");
+        assert_eq!(test.rip(), ENTRY + 2);
+        assert!(run.decision.at.contains("src/exit/msr.rs:"));
+    }
+
+    #[test]
+    fn wrmsr_lstar_writes_the_vmcb_and_is_recorded_old_to_new() {
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, msr::LSTAR, 0xffff_8000_0020_0000);
+        assert_eq!(test.domain.vcpu.vmcb.save.lstar, 0xffff_8000_0020_0000);
+        assert!(run.changes().contains(&("lstar", 0, 0xffff_8000_0020_0000)));
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn an_msr_the_cpu_does_not_have_is_a_synthetic_gp() {
+        // AMD APM vol. 3, RDMSR: "#GP(0) if ECX specifies an unimplemented MSR".
+        let mut test = Test::long_mode();
+        let run = rdmsr(&mut test, 0x1234);
+        assert_general_protection(&run.decision);
+        assert!(run.decision.why.contains("0x1234"));
+        assert_eq!(test.rip(), ENTRY, "a fault: RIP stays at the RDMSR");
+    }
+
+    #[test]
+    fn wrmsr_efer_that_changes_lme_while_the_guest_runs_is_a_gp() {
+        // Changing EFER.LME while paging is on is #GP(0) (AMD APM vol. 2, 3.1.7, EFER);
+        // this guest may flip only SCE and NXE.
+        let mut test = Test::long_mode();
+        let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        let efer = test.domain.vcpu.vmcb.save.efer & !svme;
+        let run = wrmsr(&mut test, EFER, efer & !EferFlags::LONG_MODE_ENABLE.bits());
+        assert_general_protection(&run.decision);
+        assert_eq!(test.domain.vcpu.vmcb.save.efer, efer | svme, "unchanged");
+    }
+
+    #[test]
+    fn wrmsr_efer_may_set_sce_and_svme_stays_set_behind_the_guest_s_back() {
+        // VMRUN refuses a guest without EFER.SVME (APM vol. 2, 15.5.1): the guest writes
+        // EFER without it, the VMCB keeps it, the trace shows what the guest sees.
+        let mut test = Test::long_mode();
+        let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        let sce = EferFlags::SYSTEM_CALL_EXTENSIONS.bits();
+        let old = test.domain.vcpu.vmcb.save.efer & !svme;
+        let run = wrmsr(&mut test, EFER, old | sce);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(test.domain.vcpu.vmcb.save.efer, old | sce | svme);
+        assert!(run.changes().contains(&("efer", old, old | sce)));
+    }
+
+    #[test]
+    fn rdmsr_efer_hides_svme() {
+        let mut test = Test::long_mode();
+        rdmsr(&mut test, EFER);
+        let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        assert_eq!(test.gpr(0) & svme, 0);
+        assert_ne!(test.gpr(0) & EferFlags::LONG_MODE_ACTIVE.bits(), 0);
+    }
+
+    #[test]
+    fn wrmsr_tsc_moves_the_offset_so_the_guest_reads_back_what_it_wrote() {
+        // The guest's TSC is the host's plus TSC_OFFSET (APM vol. 2, 15.30.5).
+        let mut test = Test::long_mode();
+        let now = test.machine.now.get();
+        wrmsr(&mut test, msr::TSC, 0x5_0000_0000);
+        let offset = test.domain.vcpu.vmcb.control.tsc_offset;
+        assert_eq!(now.wrapping_add(offset), 0x5_0000_0000);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        rdmsr(&mut test, msr::TSC);
+        assert_eq!((test.gpr(2) << 32) | test.gpr(0), 0x5_0000_0000);
+    }
+
+    #[test]
+    fn rdmsr_apic_base_gives_the_architectural_default() {
+        // 0xfee00000, BSP (bit 8) and the global enable (bit 11).
+        let mut test = Test::long_mode();
+        rdmsr(&mut test, msr::APIC_BASE);
+        assert_eq!((test.gpr(2), test.gpr(0)), (0, 0xfee0_0900));
+    }
+
+    #[test]
+    fn wrmsr_apic_base_is_ignored_but_the_instruction_completes() {
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, msr::APIC_BASE, 0xfed0_0900);
+        assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+    }
+
+    #[test]
+    fn an_msr_exit_at_an_unmapped_rip_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.rip = UNMAPPED;
+        let decision = test.decide(test.exit(ExitReason::Msr { write: false }));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -22,3 +22,32 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     .with(Effect::Rip(guest.vcpu.rip_after(length)))
     .describe("PAUSE: nothing else to run, the guest goes on")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test};
+    use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn pause_is_noted_and_skipped() {
+        // PAUSE is `f3 90` (REP NOP): two bytes to skip.
+        let mut test = Test::long_mode();
+        test.code(&[0xf3, 0x90]);
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+        assert_eq!(
+            run.emulate().what,
+            "PAUSE: nothing else to run, the guest goes on"
+        );
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn pause_at_an_unmapped_rip_kills_the_domain() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(ExitReason::Pause, &[]));
+        assert_eq!(decision.action, Action::Kill);
+    }
+}

@@ -206,3 +206,248 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
         None => decision,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::decision::{Decision, Effect, PortAccess};
+    use crate::domain::interrupts::VirtualTimer;
+    use crate::testing::{self, ENTRY, Run, Test};
+    use traplab_abi::event::{Action, EventType};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+
+    const GP_HANDLER: u64 = 0x20_a000;
+
+    /// A PV kernel (set_pv_mode(1)) running at CPL 3, with `bytes` at RIP.
+    fn pv_kernel(bytes: &[u8]) -> Test {
+        let mut test = Test::long_mode();
+        test.code(bytes);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.domain.pv.enabled = true;
+        test.gate(13, GP_HANDLER);
+        test
+    }
+
+    /// The #GP(0) the instruction at RIP raised at CPL 3, run.
+    fn general_protection(test: &mut Test) -> Run {
+        test.run(test.exit(ExitReason::Exception {
+            vector: 13,
+            error_code: 0,
+            address: 0,
+        }))
+    }
+
+    /// The guest gets the #GP it raised: reflected, with its error code, not synthetic.
+    fn assert_guests_own_fault(test: &Test, decision: &Decision, error_code: u32) {
+        assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+        let (event, handler, synthetic) = testing::injected(decision);
+        assert_eq!(event, Event::exception(13, error_code));
+        assert_eq!(handler, Some(GP_HANDLER));
+        assert!(!synthetic, "the CPU raised it");
+        assert_eq!(test.rip(), ENTRY, "a fault: RIP stays at the instruction");
+    }
+
+    #[test]
+    fn without_pv_mode_a_gp_at_cpl_3_is_delivered_to_the_guest() {
+        // CLI at CPL 3 with IOPL 0 raises #GP(0) (AMD APM vol. 3, CLI). A domain that did
+        // not ask for PV mode gets it.
+        let mut test = pv_kernel(&[0xfa]);
+        test.domain.pv.enabled = false;
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+    }
+
+    #[test]
+    fn a_gp_at_cpl_0_is_not_a_privileged_instruction() {
+        let mut test = pv_kernel(&[0xfa]);
+        test.domain.vcpu.vmcb.save.cpl = 0;
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+    }
+
+    #[test]
+    fn a_gp_with_an_error_code_names_a_selector_and_is_delivered() {
+        // A nonzero error code is a segment selector (APM vol. 2, 8.4.1): a segment
+        // fault, not a privileged instruction.
+        let mut test = pv_kernel(&[0x8e, 0xd8]); // mov ds, eax
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 13,
+            error_code: 0x18,
+            address: 0,
+        }));
+        assert_guests_own_fault(&test, &run.decision, 0x18);
+    }
+
+    #[test]
+    fn pv_cli_and_sti_change_the_virtual_interrupt_flag_not_rflags_if() {
+        let mut test = pv_kernel(&[0xfb]); // sti
+        let run = general_protection(&mut test);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(test.domain.pv.virtual_interrupt_flag);
+        assert!(run.changes().contains(&("virtual IF", 0, 1)));
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.rflags, 0x2,
+            "RFLAGS.IF untouched"
+        );
+        assert_eq!(test.rip(), ENTRY + 1);
+
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.code(&[0xfa]); // cli
+        let run = general_protection(&mut test);
+        assert!(!test.domain.pv.virtual_interrupt_flag);
+        assert_eq!(run.emulate().what, "CLI: virtual interrupt flag = 0");
+    }
+
+    #[test]
+    fn a_pv_sti_lets_a_pending_interrupt_in_before_the_next_vmrun() {
+        let mut test = pv_kernel(&[0xfb]);
+        test.gate(0x20, 0x20_b000);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let run = general_protection(&mut test);
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+    }
+
+    #[test]
+    fn pv_mov_cr3_to_a_root_in_ram_switches_the_page_tables() {
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]); // mov cr3, rax
+        test.set_gpr(0, 0x4_0000);
+        let run = general_protection(&mut test);
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::ControlRegister(3, 0x4_0000),
+                Effect::FlushTlb,
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, 0x4_0000);
+    }
+
+    #[test]
+    fn pv_mov_cr3_to_a_root_outside_ram_is_refused_with_the_guest_s_gp() {
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]);
+        test.set_gpr(0, 0x1000_0000); // 256 MiB: the guest has 16
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(run.decision.why.contains("outside the guest's memory"));
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, crate::testing::PML4);
+    }
+
+    #[test]
+    fn pv_mov_cr3_with_reserved_bits_is_refused() {
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]);
+        test.set_gpr(0, 0x4_0001); // bit 0 is reserved without PCIDE
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(run.decision.why.contains("reserved bits"));
+    }
+
+    #[test]
+    fn pv_mov_to_cr0_is_refused_the_hypervisor_runs_the_mmu() {
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xc0]); // mov cr0, rax
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(run.decision.why.contains("may not change CR0"));
+    }
+
+    #[test]
+    fn pv_mov_from_cr2_reads_the_guest_s_cr2() {
+        // A PV kernel's #PF handler reads the faulting address this way.
+        let mut test = pv_kernel(&[0x0f, 0x20, 0xd0]); // mov rax, cr2
+        test.domain.vcpu.vmcb.save.cr2 = 0xdead_b000;
+        let run = general_protection(&mut test);
+        assert_eq!(test.gpr(0), 0xdead_b000);
+        assert!(
+            run.decision
+                .why
+                .starts_with("a PV kernel at CPL 3 raised #GP")
+        );
+    }
+
+    #[test]
+    fn pv_hlt_with_the_virtual_flag_clear_ends_the_domain() {
+        let mut test = pv_kernel(&[0xf4]);
+        // RFLAGS.IF is set, but a PV kernel's interrupt flag is the virtual one.
+        test.interrupts_on();
+        let run = general_protection(&mut test);
+        assert_eq!(
+            testing::exited(&run.decision),
+            (0, "halted with interrupts off")
+        );
+        assert!(
+            run.decision
+                .why
+                .starts_with("a PV kernel at CPL 3 raised #GP")
+        );
+    }
+
+    #[test]
+    fn pv_hlt_with_the_virtual_flag_set_waits_for_the_timer() {
+        let mut test = pv_kernel(&[0xf4]);
+        test.domain.pv.virtual_interrupt_flag = true;
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: test.machine.now.get() + 1_000,
+        });
+        let run = general_protection(&mut test);
+        assert!(run.decision.effects.contains(&Effect::HaltUntilInterrupt));
+        assert_eq!(test.rip(), ENTRY + 1);
+    }
+
+    #[test]
+    fn pv_out_to_the_console_goes_through_the_port_emulation() {
+        let mut test = pv_kernel(&[0xee]); // out dx, al
+        test.set_gpr(0, b'H' as u64);
+        test.set_gpr(2, 0x3f8);
+        let run = general_protection(&mut test);
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::Port(PortAccess::Out {
+                    port: 0x3f8,
+                    size: 1,
+                    value: b'H' as u32
+                }))
+        );
+        assert_eq!(run.emulate().what, "OUT 'H' to the console UART");
+        assert_eq!(test.rip(), ENTRY + 1);
+    }
+
+    #[test]
+    fn pv_in_with_an_immediate_port_reads_the_device() {
+        let mut test = pv_kernel(&[0xe4, 0x80]); // in al, 0x80
+        general_protection(&mut test);
+        assert_eq!(test.gpr(0) & 0xff, 0xff, "no device at 0x80");
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn pv_rdmsr_is_emulated_as_the_msr_exit_would_be() {
+        let mut test = pv_kernel(&[0x0f, 0x32]);
+        test.set_gpr(1, traplab_abi::msr::LSTAR as u64);
+        test.domain.vcpu.vmcb.save.lstar = 0x1234_5678;
+        let run = general_protection(&mut test);
+        assert_eq!(test.gpr(0), 0x1234_5678);
+        assert!(run.decision.at.contains("src/exit/msr.rs:"));
+    }
+
+    #[test]
+    fn pv_lidt_is_refused_with_the_guest_s_gp() {
+        // The IDT is the hypervisor's business in a PV domain (its trap table instead).
+        let mut test = pv_kernel(&[0x0f, 0x01, 0x18]); // lidt [rax]
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(run.decision.why.contains("LIDT"), "{}", run.decision.why);
+    }
+
+    #[test]
+    fn a_pv_gp_at_an_undecodable_instruction_is_the_guest_s() {
+        let mut test = pv_kernel(&[0xff, 0xff]);
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(run.decision.why.contains("cannot decode"));
+    }
+}

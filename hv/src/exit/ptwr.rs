@@ -85,3 +85,184 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
         )),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::decision::Effect;
+    use crate::testing::{self, DATA, ENTRY, PD, PML4, PT, Run, Test};
+    use traplab_abi::event::Action;
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+    use traplab_abi::x86::pte;
+
+    /// `mov [rax], rcx`: the guest's 8-byte store of an entry.
+    const STORE: [u8; 3] = [0x48, 0x89, 0x08];
+    /// #PF error code of a supervisor write to a present, read-only page: P and W/R (AMD
+    /// APM vol. 2, 8.4.2). With CR0.WP set, CPL 0 honours read-only pages too.
+    const WRITE_TO_READ_ONLY: u32 = 0b11;
+
+    /// The guest stores `entry` at the virtual (= physical) address `at` with `bytes`, and
+    /// the store faults: the #PF exit, run.
+    fn store(test: &mut Test, bytes: &[u8], at: u64, entry: u64, error_code: u32) -> Run {
+        test.code(bytes);
+        test.set_gpr(0, at);
+        test.set_gpr(1, entry);
+        test.gate(14, 0x20_c000);
+        let exit = test.exit(ExitReason::Exception {
+            vector: 14,
+            error_code,
+            address: at,
+        });
+        test.run(exit)
+    }
+
+    /// The store was refused: the guest gets its own #PF, with CR2, and the table is as it was.
+    fn assert_refused(test: &Test, run: &Run, at: u64, before: u64, why: &str) {
+        assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+        assert!(run.decision.why.contains(why), "{}", run.decision.why);
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(14, WRITE_TO_READ_ONLY));
+        assert!(!synthetic, "the guest's store raised it");
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.cr2, at,
+            "CR2 = the faulting address"
+        );
+        assert_eq!(test.read_u64(at), before, "nothing written");
+        assert_eq!(test.rip(), ENTRY);
+    }
+
+    #[test]
+    fn a_valid_store_to_a_pinned_table_is_written_by_the_hypervisor_and_skipped() {
+        // Entry 256 of the first 2 MiB's page table maps DATA (1 MiB); the guest remaps it
+        // to the next frame, read-write: inside its RAM, no table mapped writable.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PT + 8 * 256;
+        let old = test.read_u64(at);
+        let entry = (DATA + 0x1000) | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert!(run.decision.at.contains("src/exit/ptwr.rs:"));
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::PageTableEntry {
+                    gpa: at,
+                    level: 1,
+                    entry
+                },
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        assert_eq!(
+            run.kinds(),
+            ["decide", "emulate"],
+            "the guest never sees a #PF"
+        );
+        assert_eq!(test.read_u64(at), entry);
+        assert!(run.changes().contains(&("page table entry", old, entry)));
+        assert_eq!(
+            test.domain.vcpu.vmcb.control.tlb_control, 1,
+            "the old entry may be cached"
+        );
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn a_store_that_maps_a_pinned_table_writable_is_refused_with_the_guest_s_pf() {
+        // Entry 0x10 of the page table maps the PML4 itself: writable, the guest could
+        // change its tables without the hypervisor seeing it.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PT + 8 * (PML4 >> 12);
+        let before = test.read_u64(at);
+        let entry = PML4 | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_refused(&test, &run, at, before, "maps a pinned page table writable");
+    }
+
+    #[test]
+    fn a_store_that_maps_memory_outside_the_guest_s_ram_is_refused() {
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PT + 8 * 256;
+        let before = test.read_u64(at);
+        let run = store(
+            &mut test,
+            &STORE,
+            at,
+            0x2000_0000 | pte::PRESENT,
+            WRITE_TO_READ_ONLY,
+        );
+        assert_refused(&test, &run, at, before, "maps memory outside guest RAM");
+    }
+
+    #[test]
+    fn a_new_lower_table_the_guest_still_maps_writable_is_refused() {
+        // PD entry 2 pointing to a page table at 0x14000, which the guest can still write:
+        // it could put anything in it after the check.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PD + 8 * 2;
+        let before = test.read_u64(at);
+        let entry = 0x1_4000 | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_refused(&test, &run, at, before, "still maps writable");
+    }
+
+    #[test]
+    fn a_new_lower_table_mapped_read_only_is_accepted_and_pinned_with_it() {
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        // The guest made its new table read-only first (an ordinary write before pinning).
+        test.write_u64(PT + 8 * 0x14, 0x1_4000 | pte::PRESENT);
+        let at = PD + 8 * 2;
+        let entry = 0x1_4000 | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.pinned_level(0x1_4000), Some(1));
+    }
+
+    #[test]
+    fn a_store_that_is_not_one_aligned_8_byte_mov_is_refused() {
+        // `mov [rax], ecx` writes half an entry: the hypervisor checks whole entries only.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PT + 8 * 256;
+        let before = test.read_u64(at);
+        let run = store(&mut test, &[0x89, 0x08], at, DATA | 1, WRITE_TO_READ_ONLY);
+        assert_refused(&test, &run, at, before, "not one aligned 8-byte MOV");
+    }
+
+    #[test]
+    fn without_pinned_tables_a_write_fault_is_an_ordinary_pf() {
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        let at = PT + 8 * 256;
+        let before = test.read_u64(at);
+        let run = store(&mut test, &STORE, at, DATA | 1, WRITE_TO_READ_ONLY);
+        assert_refused(&test, &run, at, before, "the guest owns its exceptions");
+        assert!(run.decision.at.contains("src/exit/exception.rs:"));
+    }
+
+    #[test]
+    fn a_read_fault_on_a_pinned_table_is_an_ordinary_pf() {
+        // Only a write (W/R set) to a present page can be a page-table write.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let run = store(&mut test, &[0x48, 0x8b, 0x08], PT, 0, 0b01); // mov rcx, [rax]
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert!(run.decision.at.contains("src/exit/exception.rs:"));
+    }
+
+    #[test]
+    fn an_undecodable_store_to_a_pinned_table_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let run = store(&mut test, &[0xff, 0xff], PT, 0, WRITE_TO_READ_ONLY);
+        assert_eq!(
+            testing::killed(&run.decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -30,3 +30,61 @@ pub fn handle(exit: &Exit, guest: &Guest, rdtscp: bool) -> Decision {
     .with(Effect::Rip(guest.vcpu.rip_after(length)))
     .describe(format!("TSC = {value:#x}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test};
+    use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn rdtsc_gives_the_host_tsc_plus_the_guest_s_offset_in_edx_eax() {
+        // AMD APM vol. 2, 15.30.5: the guest reads TSC + TSC_OFFSET. Here the guest's clock
+        // is 0x1_0000_0005 at the exit: EDX = 1, EAX = 5.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x31]);
+        let now = test.machine.now.get();
+        test.domain.vcpu.vmcb.control.tsc_offset = 0x1_0000_0005u64.wrapping_sub(now);
+        test.set_gpr(0, u64::MAX);
+        let run = test.run(test.exit(ExitReason::Rdtsc));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            (test.gpr(2), test.gpr(0)),
+            (1, 5),
+            "the upper halves cleared"
+        );
+        assert_eq!(test.rip(), ENTRY + 2);
+        assert_eq!(run.emulate().what, "TSC = 0x100000005");
+    }
+
+    #[test]
+    fn a_negative_offset_makes_the_guest_s_clock_start_near_zero() {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x31]);
+        test.domain.vcpu.vmcb.control.tsc_offset = (-900_000i64) as u64;
+        test.run(test.exit(ExitReason::Rdtsc));
+        assert_eq!(test.gpr(0), test.machine.now.get() - 900_000);
+    }
+
+    #[test]
+    fn rdtscp_also_returns_tsc_aux_in_ecx_which_is_0_here() {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x01, 0xf9]);
+        test.set_gpr(1, 0x55);
+        test.run(test.exit(ExitReason::Rdtscp));
+        assert_eq!(test.gpr(1), 0);
+        assert_eq!(
+            test.gpr(0),
+            test.machine.now.get(),
+            "no offset: the host's TSC"
+        );
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn rdtsc_at_an_unmapped_rip_kills_the_domain() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(ExitReason::Rdtsc, &[]));
+        assert_eq!(decision.action, Action::Kill);
+    }
+}

@@ -18,3 +18,27 @@ pub fn handle(_exit: &Exit, _guest: &Guest) -> Decision {
     )
     .killing("triple fault (shutdown)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Test};
+    use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn a_triple_fault_ends_only_this_domain() {
+        // AMD APM vol. 2, 15.13.3: the shutdown intercept turns the guest's triple fault
+        // into an exit instead of a reset of the machine.
+        let mut test = Test::long_mode();
+        let run = test.run(test.exit(ExitReason::Shutdown));
+        assert_eq!(run.decision.action, Action::Kill);
+        assert_eq!(testing::killed(&run.decision), "triple fault (shutdown)");
+        assert!(run.decision.at.contains("src/exit/shutdown.rs:"));
+        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(
+            run.kinds(),
+            ["decide"],
+            "nothing delivered, nothing emulated"
+        );
+    }
+}

@@ -67,3 +67,126 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         synthetic: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Test, trap};
+    use traplab_abi::exit::ExitReason;
+
+    const HANDLER: u64 = 0x20_d000;
+
+    /// `bytes` at RIP exit as SWINT, with an IDT gate for `vector`.
+    fn software_interrupt(test: &mut Test, bytes: &[u8], vector: u8) -> crate::testing::Run {
+        test.code(bytes);
+        test.gate(vector, HANDLER);
+        test.run(test.exit(ExitReason::SoftwareInterrupt))
+    }
+
+    #[test]
+    fn int3_is_reflected_as_a_software_event_for_vector_3_returning_after_it() {
+        // EVENTINJ type 4 (software interrupt, AMD APM vol. 2, 15.20): the CPU pushes the
+        // VMCB's RIP, so RIP moves past the INT3 first; the gate's DPL is checked as for
+        // the INT3 itself.
+        let mut test = Test::long_mode();
+        let run = software_interrupt(&mut test, &[0xcc], 3);
+        assert_eq!(run.decision.action, Action::Reflect);
+        let (event, handler, synthetic) = testing::injected(&run.decision);
+        assert_eq!(
+            event,
+            Event {
+                vector: 3,
+                kind: EventType::Software,
+                error_code: None
+            }
+        );
+        assert_eq!(handler, Some(HANDLER));
+        assert!(!synthetic);
+        assert_eq!(run.injected().name, "#BP (INT3)");
+        assert_eq!(test.rip(), ENTRY + 1);
+        // Kept in case the delivery faults (`exception.rs` puts RIP back then).
+        assert_eq!(test.domain.vcpu.software_interrupt_rip, Some(ENTRY));
+    }
+
+    #[test]
+    fn int_0x80_reaches_the_int_0x80_handler() {
+        let mut test = Test::long_mode();
+        let run = software_interrupt(&mut test, &[0xcd, 0x80], 0x80);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.name.as_ref()), (0x80, "INT 0x80"));
+        assert_eq!(inject.handler, Some(HANDLER));
+        assert_eq!(run.applied.resume_at, Some(HANDLER));
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn into_in_a_32_bit_guest_is_vector_4() {
+        // INTO exits only when OF is set; then it is INT 4.
+        let mut test = Test::protected_mode();
+        test.code(&[0xce]);
+        let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+        let (event, _, _) = testing::injected(&decision);
+        assert_eq!((event.vector, event.kind), (4, EventType::Software));
+        assert!(decision.effects.contains(&Effect::Rip(ENTRY + 1)));
+    }
+
+    #[test]
+    fn into_does_not_exist_in_64_bit_mode_and_cannot_be_emulated() {
+        // 0xCE is invalid in 64-bit mode (AMD APM vol. 3, INTO).
+        let mut test = Test::long_mode();
+        test.code(&[0xce]);
+        let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+
+    #[test]
+    fn with_a_trap_table_entry_the_interrupt_is_bounced_with_the_next_rip_in_the_frame() {
+        let mut test = Test::long_mode();
+        test.code(&[0xcd, 0x80]);
+        test.trap_table(&[trap(0x80, HANDLER)]);
+        let run = test.run(test.exit(ExitReason::SoftwareInterrupt));
+        assert_eq!(run.decision.action, Action::Bounce);
+        let bounce = testing::bounced(&run.decision);
+        assert_eq!(
+            bounce.words.len(),
+            5,
+            "RIP, CS, RFLAGS, RSP, SS: no error code"
+        );
+        assert_eq!(bounce.words[0], ENTRY + 2);
+        assert_eq!(test.rip(), HANDLER);
+    }
+
+    #[test]
+    fn a_bounced_int_n_pushes_no_error_code_whatever_its_vector() {
+        // INT n never pushes an error code: only the listed exceptions do, when the CPU
+        // raises them (Intel SDM vol. 3A, 6.13). Vector 0x2e is 0x0e + 32, not a #PF.
+        let mut test = Test::long_mode();
+        test.code(&[0xcd, 0x2e]);
+        test.trap_table(&[trap(0x2e, HANDLER)]);
+        let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.error_code, None);
+        assert_eq!(bounce.words.len(), 5);
+        assert_eq!(bounce.words[0], ENTRY + 2);
+    }
+
+    #[test]
+    fn an_int_n_without_an_entry_in_a_domain_with_a_trap_table_is_reflected() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(14, 0x20_e000)]);
+        let run = software_interrupt(&mut test, &[0xcd, 0x80], 0x80);
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert_eq!(run.injected().handler, Some(HANDLER));
+    }
+
+    #[test]
+    fn a_swint_exit_at_an_instruction_that_is_no_interrupt_kills_the_domain() {
+        let mut test = Test::long_mode();
+        test.code(&[0x90]);
+        let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+        assert_eq!(decision.action, Action::Kill);
+    }
+}

@@ -19,3 +19,32 @@ pub fn handle(exit: &Exit, _guest: &Guest) -> Decision {
     )
     .killing(format!("unhandled exit {name} ({code:#x})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Test};
+    use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn an_exit_without_a_handler_kills_the_domain_and_names_the_exit() {
+        // Task switches are not intercepted by this hypervisor: one would be a surprise.
+        let mut test = Test::long_mode();
+        let run = test.run(test.exit(ExitReason::TaskSwitch));
+        assert_eq!(run.decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&run.decision),
+            "unhandled exit TASK_SWITCH (0x7d)"
+        );
+        assert!(run.decision.why.contains("the hypervisor does not"));
+        assert!(run.decision.at.contains("src/exit/unexpected.rs:"));
+        assert_eq!(run.applied.end, run.decision.end);
+    }
+
+    #[test]
+    fn a_physical_nmi_exit_is_not_the_guest_s_and_has_no_handler() {
+        let test = Test::long_mode();
+        let decision = test.decide(test.exit(ExitReason::Nmi));
+        assert_eq!(testing::killed(&decision), "unhandled exit NMI (0x61)");
+    }
+}

@@ -335,3 +335,372 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::vcpu::InFlight;
+    use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::x86::Cr0Flags;
+
+    const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+    const STACK: u64 = 0x7_ff00;
+
+    /// A guest at a VMMCALL with RAX = `number`, RDI = `first`, RSI = `second`.
+    fn hypercall(number: u64, first: u64, second: u64) -> Test {
+        let mut test = Test::long_mode();
+        test.code(&VMMCALL);
+        test.set_gpr(0, number);
+        test.set_gpr(7, first);
+        test.set_gpr(6, second);
+        test
+    }
+
+    /// Run the VMMCALL at RIP.
+    fn call(test: &mut Test) -> Run {
+        test.run(test.exit(ExitReason::Vmmcall))
+    }
+
+    /// The hypercall returned `result` in RAX and the guest continues after the
+    /// three-byte VMMCALL.
+    fn assert_returned(test: &Test, result: i64) {
+        assert_eq!(test.gpr(0) as i64, result);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn console_write_writes_the_guest_s_buffer_and_returns_its_length() {
+        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 6);
+        test.write(DATA, b"hello\n");
+        let run = call(&mut test);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(run.kinds(), ["decide", "console", "emulate"]);
+        assert_eq!(run.console(), ["hello"]);
+        assert_eq!(run.emulate().what, "console_write returned 6");
+        assert_returned(&test, 6);
+    }
+
+    #[test]
+    fn console_write_of_an_unmapped_buffer_returns_efault_and_writes_nothing() {
+        // A pointer is untrusted: translated through the guest's page tables, it must land
+        // in the guest's memory.
+        let mut test = hypercall(hypercall::CONSOLE_WRITE, UNMAPPED, 6);
+        let run = call(&mut test);
+        assert_returned(&test, error::EFAULT);
+        assert!(run.console().is_empty());
+        assert_eq!(
+            test.domain.devices.console.flush(),
+            None,
+            "not even half a line"
+        );
+        assert_eq!(run.emulate().what, "console_write returned -14 (EFAULT)");
+    }
+
+    #[test]
+    fn console_write_of_a_non_canonical_buffer_returns_efault() {
+        // Bits 63:47 not all equal: no page table can map it (AMD APM vol. 2, 5.3.1).
+        let mut test = hypercall(hypercall::CONSOLE_WRITE, 0x8000_0000_0000_0000, 1);
+        let run = call(&mut test);
+        assert_returned(&test, error::EFAULT);
+        assert!(run.console().is_empty());
+    }
+
+    #[test]
+    fn console_write_longer_than_4096_bytes_returns_einval() {
+        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 4097);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(run.console().is_empty());
+    }
+
+    #[test]
+    fn exit_ends_the_domain_with_the_guest_s_status_and_does_not_return() {
+        let mut test = hypercall(hypercall::EXIT, 3, 0);
+        let run = call(&mut test);
+        assert_eq!(testing::exited(&run.decision), (3, "exit hypercall"));
+        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(test.rip(), ENTRY, "exit does not return");
+    }
+
+    #[test]
+    fn set_trap_table_installs_the_entries_up_to_the_one_with_handler_0() {
+        let entries = [trap(14, 0x21_0000), trap(13, 0x21_1000)];
+        let mut test = hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        test.write_trap_table(DATA, &entries);
+        call(&mut test);
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.pv.trap_table, entries);
+    }
+
+    #[test]
+    fn set_trap_table_with_more_than_32_entries_returns_einval_and_keeps_the_old_table() {
+        let old = [trap(3, 0x21_0000)];
+        let many: Vec<TrapInfo> = (0..33).map(|vector| trap(vector, 0x21_0000)).collect();
+        let mut test = hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        test.trap_table(&old);
+        test.write_trap_table(DATA, &many);
+        call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(test.domain.pv.trap_table, old);
+    }
+
+    #[test]
+    fn set_trap_table_of_0_clears_it_and_exceptions_are_reflected_again() {
+        let mut test = hypercall(hypercall::SET_TRAP_TABLE, 0, 0);
+        test.trap_table(&[trap(3, 0x21_0000)]);
+        call(&mut test);
+        assert_returned(&test, 0);
+        assert!(test.domain.pv.trap_table.is_empty());
+    }
+
+    #[test]
+    fn set_trap_table_with_a_bad_pointer_returns_efault() {
+        let mut test = hypercall(hypercall::SET_TRAP_TABLE, UNMAPPED, 0);
+        call(&mut test);
+        assert_returned(&test, error::EFAULT);
+        assert!(test.domain.pv.trap_table.is_empty());
+    }
+
+    /// A bounced #PF handler at the `iret` hypercall, its frame (RAX, RIP, CS, RFLAGS,
+    /// RSP, SS) at RSP.
+    fn bounced_handler_returning(rflags: u64, cs: u64) -> Test {
+        let mut test = hypercall(hypercall::IRET, 0, 0);
+        for (index, word) in [0x77, 0x20_0040, cs, rflags, 0x7_ff80, 0x10]
+            .into_iter()
+            .enumerate()
+        {
+            test.write_u64(STACK + 8 * index as u64, word);
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 14,
+            kind: EventType::Exception,
+        });
+        test
+    }
+
+    #[test]
+    fn iret_restores_rax_rip_rflags_and_rsp_from_the_frame() {
+        let mut test = bounced_handler_returning(0x246, 0x08);
+        let run = call(&mut test);
+        assert_eq!(run.kinds(), ["decide", "emulate", "return"]);
+        assert_eq!(test.gpr(0), 0x77, "RAX: the handler saved it in the frame");
+        assert_eq!(
+            test.rip(),
+            0x20_0040,
+            "not past the VMMCALL: the frame's RIP"
+        );
+        assert_eq!(test.gpr(4), 0x7_ff80);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags, 0x246);
+        let returned = run.returned();
+        assert_eq!(returned.via, ReturnPath::Hypercall);
+        assert_eq!(returned.name.as_deref(), Some("#PF"));
+        assert!(test.domain.vcpu.in_flight.is_empty());
+    }
+
+    #[test]
+    fn iret_does_not_let_the_guest_raise_its_iopl() {
+        // As IRET at CPL > 0: IOPL stays as it was (AMD APM vol. 3, IRET).
+        let mut test = bounced_handler_returning(0x3246, 0x08);
+        call(&mut test);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags, 0x246, "IOPL 3 dropped");
+    }
+
+    #[test]
+    fn iret_to_another_code_segment_returns_einval() {
+        // No privilege change through iret.
+        let mut test = bounced_handler_returning(0x246, 0x1b);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(run.decision.returning, None);
+    }
+
+    #[test]
+    fn iret_with_an_unreadable_stack_returns_efault_after_the_vmmcall() {
+        let mut test = bounced_handler_returning(0x246, 0x08);
+        test.domain.vcpu.vmcb.save.rsp = UNMAPPED;
+        let run = call(&mut test);
+        assert_returned(&test, error::EFAULT);
+        assert!(!run.kinds().contains(&"return"));
+        assert_eq!(
+            test.domain.vcpu.in_flight.len(),
+            1,
+            "the handler did not return"
+        );
+    }
+
+    #[test]
+    fn raise_event_nmi_injects_an_nmi_after_the_hypercall_returns() {
+        // EVENTINJ type 2 (NMI); an exception of vector 2 would be illegal (AMD APM vol. 2,
+        // 15.20).
+        let mut test = hypercall(hypercall::RAISE_EVENT, 2, 0);
+        test.gate(2, 0x21_2000);
+        let run = call(&mut test);
+        let (event, handler, synthetic) = testing::injected(&run.decision);
+        assert_eq!(
+            event,
+            Event {
+                vector: 2,
+                kind: EventType::Nmi,
+                error_code: None
+            }
+        );
+        assert_eq!(handler, Some(0x21_2000));
+        assert!(synthetic);
+        assert_eq!(run.injected().name, "NMI");
+        assert_returned(&test, 0);
+    }
+
+    #[test]
+    fn raise_event_alignment_check_is_delivered_as_a_synthetic_exception() {
+        // The state in which a CPU can raise #AC: CPL 3, CR0.AM and RFLAGS.AC (AMD APM
+        // vol. 2, 8.2.17). #AC pushes an error code (0).
+        let mut test = hypercall(hypercall::RAISE_EVENT, 17, 0);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cpl = 3;
+        save.cr0 |= Cr0Flags::ALIGNMENT_MASK.bits();
+        save.rflags |= RFlags::ALIGNMENT_CHECK.bits();
+        let run = call(&mut test);
+        assert_eq!(run.decision.action, Action::Reflect);
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(17, 0));
+        assert_eq!(event.error_code, Some(0));
+        assert!(synthetic);
+        assert_returned(&test, 0);
+    }
+
+    #[test]
+    fn raise_event_of_something_that_is_no_exception_returns_einval() {
+        for vector in [300, 40] {
+            let mut test = hypercall(hypercall::RAISE_EVENT, vector, 0);
+            let run = call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(run.decision.delivery, None, "vector {vector}");
+        }
+    }
+
+    #[test]
+    fn pin_page_table_refuses_tables_the_guest_still_maps_writable() {
+        let mut test = hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(test.domain.pv.pinned_tables.is_empty());
+    }
+
+    #[test]
+    fn pin_page_table_pins_every_table_under_the_root_and_counts_the_new_ones() {
+        let mut test = hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        test.read_only_page_tables();
+        call(&mut test);
+        assert_returned(&test, 4);
+        assert_eq!(test.domain.pinned_level(testing::PML4), Some(4));
+        assert_eq!(test.domain.pinned_level(testing::PT), Some(1));
+        // Pinned already: nothing new.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
+        call(&mut test);
+        assert_returned(&test, 0);
+    }
+
+    #[test]
+    fn set_timer_arms_a_periodic_timer_and_starts_the_hypervisor_s() {
+        let mut test = hypercall(hypercall::SET_TIMER, 0x20, 1_000);
+        let now = test.machine.now.get();
+        let run = call(&mut test);
+        assert_returned(&test, 0);
+        // 1,000 µs at the fake machine's 1 GHz TSC.
+        let timer = VirtualTimer {
+            vector: 0x20,
+            period_tsc: 1_000_000,
+            due_tsc: now + 1_000_000,
+        };
+        assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
+        assert_eq!(test.machine.calls, ["start_timer"]);
+        assert!(
+            run.emulate()
+                .what
+                .starts_with("timer armed: interrupt 0x20 every 1000 µs")
+        );
+    }
+
+    #[test]
+    fn set_timer_refuses_an_exception_vector_and_a_vector_that_does_not_exist() {
+        for vector in [31, 256] {
+            let mut test = hypercall(hypercall::SET_TIMER, vector, 1_000);
+            call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        }
+    }
+
+    #[test]
+    fn set_timer_refuses_a_period_out_of_range() {
+        for period in [999, 10_000_001] {
+            let mut test = hypercall(hypercall::SET_TIMER, 0x20, period);
+            call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert!(test.machine.calls.is_empty());
+        }
+    }
+
+    #[test]
+    fn set_timer_with_period_0_stops_the_timer() {
+        let mut test = hypercall(hypercall::SET_TIMER, 0x20, 0);
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 1_000_000,
+            due_tsc: 0,
+        });
+        let run = call(&mut test);
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        assert!(run.decision.why.contains("stops its timer"));
+    }
+
+    #[test]
+    fn set_pv_mode_1_turns_pv_mode_on_with_the_virtual_flag_as_rflags_if_is() {
+        let mut test = hypercall(hypercall::SET_PV_MODE, 1, 0);
+        test.interrupts_on();
+        call(&mut test);
+        assert_returned(&test, 0);
+        assert!(test.domain.pv.enabled);
+        assert!(test.domain.pv.virtual_interrupt_flag);
+    }
+
+    #[test]
+    fn set_pv_mode_0_turns_it_off_and_2_is_einval() {
+        let mut test = hypercall(hypercall::SET_PV_MODE, 0, 0);
+        test.domain.pv.enabled = true;
+        call(&mut test);
+        assert_returned(&test, 0);
+        assert!(!test.domain.pv.enabled);
+
+        let mut test = hypercall(hypercall::SET_PV_MODE, 2, 0);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(!run.decision.effects.contains(&Effect::PvMode(true)));
+    }
+
+    #[test]
+    fn a_hypercall_number_that_does_not_exist_returns_enosys() {
+        let mut test = hypercall(99, 0, 0);
+        let run = call(&mut test);
+        assert_returned(&test, error::ENOSYS);
+        assert_eq!(
+            run.emulate().what,
+            "unknown hypercall returned -38 (ENOSYS)"
+        );
+    }
+
+    #[test]
+    fn a_vmmcall_at_an_unmapped_rip_kills_the_domain() {
+        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 1);
+        test.domain.vcpu.vmcb.save.rip = UNMAPPED;
+        let decision = test.decide(test.exit(ExitReason::Vmmcall));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

@@ -54,3 +54,71 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     .with(Effect::Rip(guest.vcpu.rip_after(length)))
     .describe(format!("XCR0 = {value:#x}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, ENTRY, Run, Test};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
+
+    /// XSETBV (`0f 01 d1`) of `value` (EDX:EAX) to XCR`index` (ECX). The fake CPU has
+    /// x87, SSE and AVX state (CPUID 0xD: 0b111).
+    fn xsetbv(index: u64, value: u64) -> (Test, Run) {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x01, 0xd1]);
+        test.set_gpr(1, index);
+        test.set_gpr(0, value & 0xffff_ffff);
+        test.set_gpr(2, value >> 32);
+        let run = test.run(test.exit(ExitReason::Xsetbv));
+        (test, run)
+    }
+
+    /// #GP(0), as the CPU raises for an invalid XCR0 (Intel SDM vol. 1, 13.3), and the
+    /// physical CPU's XCR0 untouched.
+    fn assert_general_protection(test: &Test, run: &Run, why: &str) {
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert!(run.decision.why.contains(why), "{}", run.decision.why);
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(13, 0));
+        assert!(synthetic);
+        assert!(test.machine.calls.is_empty());
+        assert_eq!(test.rip(), ENTRY);
+    }
+
+    #[test]
+    fn an_xcr_other_than_xcr0_is_a_gp() {
+        let (test, run) = xsetbv(1, 0b11);
+        assert_general_protection(&test, &run, "an XCR other than XCR0");
+    }
+
+    #[test]
+    fn clearing_x87_is_a_gp() {
+        let (test, run) = xsetbv(0, 0b110);
+        assert_general_protection(&test, &run, "clears x87");
+    }
+
+    #[test]
+    fn avx_without_sse_is_a_gp() {
+        let (test, run) = xsetbv(0, 0b101);
+        assert_general_protection(&test, &run, "AVX without SSE");
+    }
+
+    #[test]
+    fn a_component_the_cpu_does_not_have_is_a_gp() {
+        let (test, run) = xsetbv(0, 0b1111);
+        assert_general_protection(&test, &run, "a component this CPU does not have");
+    }
+
+    #[test]
+    fn a_valid_xcr0_is_set_by_the_cpu_s_own_xsetbv() {
+        let (test, run) = xsetbv(0, 0b111);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.effects,
+            [Effect::Xcr0(0b111), Effect::Rip(ENTRY + 3)]
+        );
+        assert_eq!(test.machine.calls, ["xsetbv 0x7"]);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+}

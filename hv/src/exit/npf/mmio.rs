@@ -46,3 +46,118 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     };
     decision.with(Effect::Rip(next))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::lab_device::BASE;
+    use crate::testing::{self, ENTRY, Run, Test};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::NpfInfo;
+
+    const ID: u64 = BASE;
+    const DOORBELL: u64 = BASE + 0x18;
+
+    /// `bytes` at RIP access `gpa` in the lab device's window: the NPF exit, run.
+    fn access(test: &mut Test, bytes: &[u8], gpa: u64) -> Run {
+        test.code(bytes);
+        let exit = test.exit(ExitReason::Npf {
+            gpa,
+            info: NpfInfo::decode(0),
+        });
+        test.run(exit)
+    }
+
+    #[test]
+    fn mov_eax_from_the_id_register_reads_0x70617274_into_eax() {
+        // The access did not happen (the CPU exited before it): the hypervisor performs
+        // it, writes EAX (zero-extending into RAX) and skips the MOV.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, ID);
+        let run = access(&mut test, &[0x8b, 0x00], ID); // mov eax, [rax]
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(test.gpr(0), 0x7061_7274, "\"trap\" in ASCII, little-endian");
+        assert_eq!(run.emulate().what, "lab device: read ID = 0x70617274");
+        assert!(run.changes().contains(&("rax", ID, 0x7061_7274)));
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_16_bit_read_keeps_the_upper_bits_of_the_register() {
+        // `mov ax, [rax]`: a 16-bit destination keeps bits 63:16 (AMD APM vol. 1, 3.1.2.3).
+        let mut test = Test::long_mode();
+        test.set_gpr(0, ID);
+        access(&mut test, &[0x66, 0x8b, 0x00], ID);
+        assert_eq!(test.gpr(0), (ID & !0xffff) | 0x7274);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn movzx_of_one_byte_zero_extends_it() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, ID);
+        test.set_gpr(1, u64::MAX);
+        access(&mut test, &[0x0f, 0xb6, 0x08], ID); // movzx ecx, byte [rax]
+        assert_eq!(test.gpr(1), 0x74);
+    }
+
+    #[test]
+    fn a_write_to_the_doorbell_puts_a_line_on_the_console() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, DOORBELL);
+        test.set_gpr(1, 42);
+        let run = access(&mut test, &[0x89, 0x08], DOORBELL); // mov [rax], ecx
+        assert_eq!(run.kinds(), ["decide", "console", "emulate"]);
+        assert_eq!(run.console(), ["doorbell 42"]);
+        assert!(run.emulate().what.contains("DOORBELL rung with 42"));
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_write_of_an_immediate_is_emulated_too() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, DOORBELL);
+        // mov dword [rax], 7
+        let run = access(&mut test, &[0xc7, 0x00, 0x07, 0x00, 0x00, 0x00], DOORBELL);
+        assert_eq!(run.console(), ["doorbell 7"]);
+        assert_eq!(test.rip(), ENTRY + 6);
+    }
+
+    #[test]
+    fn an_instruction_the_hypervisor_does_not_emulate_kills_the_domain() {
+        // `add [rax], eax` reads, adds and writes: not a plain MOV.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, DOORBELL);
+        let run = access(&mut test, &[0x01, 0x00], DOORBELL);
+        assert_eq!(run.decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&run.decision),
+            "unemulated MMIO instruction at 0x200000"
+        );
+        assert!(run.console().is_empty(), "the doorbell did not ring");
+    }
+
+    #[test]
+    fn a_string_move_to_the_device_is_not_emulated() {
+        // `rep movsb` repeats and moves RSI and RDI: not one access.
+        let mut test = Test::long_mode();
+        let run = access(&mut test, &[0xf3, 0xa4], DOORBELL);
+        assert_eq!(run.decision.action, Action::Kill);
+    }
+
+    #[test]
+    fn an_mmio_access_at_an_unmapped_rip_kills_the_domain() {
+        let test = Test::long_mode();
+        let decision = test.decide(testing::exit(
+            ExitReason::Npf {
+                gpa: ID,
+                info: NpfInfo::decode(0),
+            },
+            &[],
+        ));
+        assert_eq!(
+            testing::killed(&decision),
+            "undecodable instruction at the exit"
+        );
+    }
+}

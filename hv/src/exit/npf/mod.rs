@@ -53,3 +53,73 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
         "{access} of guest-physical {gpa:#x}, which it does not own"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::lab_device;
+    use crate::testing::{self, Test};
+    use traplab_abi::exit::ExitReason;
+
+    /// A nested page fault at `gpa` with EXITINFO1 `exitinfo1` (AMD APM vol. 2, 15.25.6).
+    fn npf(test: &Test, gpa: u64, exitinfo1: u64) -> Decision {
+        test.decide(test.exit(ExitReason::Npf {
+            gpa,
+            info: NpfInfo::decode(exitinfo1),
+        }))
+    }
+
+    #[test]
+    fn an_access_outside_the_guest_s_ram_kills_the_domain_and_names_the_address() {
+        let test = Test::long_mode();
+        let decision = npf(&test, 0x2000_0000, 0b10); // a write
+        assert_eq!(decision.action, Action::Kill);
+        assert_eq!(
+            testing::killed(&decision),
+            "write of guest-physical 0x20000000, which it does not own"
+        );
+        assert!(decision.why.contains("outside the 16 MiB the guest owns"));
+        assert!(decision.at.contains("src/exit/npf/mod.rs:"));
+    }
+
+    #[test]
+    fn the_reason_says_when_the_cpu_was_walking_the_guest_s_page_tables() {
+        // EXITINFO1 bit 33: the fault came from the guest's own page-table walk.
+        let test = Test::long_mode();
+        let decision = npf(&test, 0x3000_0000, 1 << 33);
+        assert!(
+            decision
+                .why
+                .contains("read of guest-physical 0x30000000 while walking its page tables")
+        );
+    }
+
+    #[test]
+    fn an_instruction_fetch_is_named_as_one() {
+        let test = Test::long_mode();
+        let decision = npf(&test, 0x3000_0000, 1 << 4);
+        assert!(testing::killed(&decision).starts_with("instruction fetch of"));
+    }
+
+    #[test]
+    fn an_unmapped_ram_page_of_a_domain_without_lazy_memory_kills_it() {
+        // Only lazy memory leaves RAM out of the nested page tables on purpose.
+        let test = Test::long_mode();
+        let decision = npf(&test, 0x50_0000, 0);
+        assert_eq!(decision.action, Action::Kill);
+    }
+
+    #[test]
+    fn the_lab_device_s_window_goes_to_mmio_and_lazy_ram_to_populate() {
+        let mut test = Test::lazy();
+        test.code(&[0x8b, 0x00]); // mov eax, [rax]
+        let mmio = npf(&test, lab_device::BASE, 0);
+        assert!(mmio.at.contains("src/exit/npf/mmio.rs:"), "{}", mmio.at);
+        let populate = npf(&test, 0x50_0000, 0);
+        assert!(
+            populate.at.contains("src/exit/npf/populate.rs:"),
+            "{}",
+            populate.at
+        );
+    }
+}

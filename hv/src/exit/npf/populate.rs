@@ -27,3 +27,40 @@ pub fn handle(_exit: &Exit, _guest: &Guest, gpa: u64) -> Decision {
     .with(Effect::Populate(page))
     .with(Effect::FlushTlb)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::decision::Effect;
+    use crate::testing::{ENTRY, Test};
+    use traplab_abi::event::Action;
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::NpfInfo;
+
+    #[test]
+    fn the_first_touch_of_lazy_ram_maps_its_page_and_the_access_runs_again() {
+        let mut test = Test::lazy();
+        assert!(!test.domain.memory.is_mapped(0x50_0000));
+        let exit = test.exit(ExitReason::Npf {
+            gpa: 0x50_0abc,
+            info: NpfInfo::decode(0b10),
+        });
+        let run = test.run(exit);
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(
+            run.decision.effects.contains(&Effect::Populate(0x50_0000)),
+            "the whole page"
+        );
+        assert!(test.domain.memory.is_mapped(0x50_0000));
+        assert!(
+            run.emulate()
+                .what
+                .contains("mapped guest-physical 0x500000 to host frame 0x40500000"),
+            "{}",
+            run.emulate().what
+        );
+        // No RIP change: the faulting instruction runs again, and now it works.
+        assert_eq!(test.rip(), ENTRY);
+        // The nested page tables changed: flush the guest's TLB (AMD APM vol. 2, 15.16).
+        assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 1);
+    }
+}
