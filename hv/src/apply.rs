@@ -443,15 +443,14 @@ impl Step<'_> {
                 self.console(line);
             }
             PortAccess::InString { port, size, to } => {
-                for gpa in to {
+                for address in to {
                     let value = self.domain.devices.port_read(port, size);
                     let bytes = &value.to_le_bytes()[..size as usize];
                     self.domain
-                        .memory
-                        .write_physical(gpa, bytes)
+                        .write_virtual(address, bytes)
                         .map_err(|error| Failure {
-                            why: format!("INS wrote to guest-physical {gpa:#x}, which the guest does not own ({error:?})"),
-                            reason: format!("INS to guest-physical {gpa:#x}"),
+                            why: format!("INS wrote to {address:#x}, which the guest cannot reach ({error:?})"),
+                            reason: format!("INS to {address:#x}"),
                             at: here!(),
                         })?;
                 }
@@ -572,13 +571,14 @@ fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Re
     vcpu.vmcb.save.rflags = bounce.rflags;
     vcpu.in_flight.push(InFlight {
         vector: bounce.vector,
-        kind: EventType::Exception,
+        kind: bounce.kind,
     });
+    let page_fault = bounce.kind == EventType::Exception && bounce.vector == 14;
     events.push(Body::Bounce(event::Bounce {
         vector: bounce.vector,
-        name: event::delivery_name(bounce.vector, EventType::Exception),
+        name: event::delivery_name(bounce.vector, bounce.kind),
         error_code: bounce.error_code,
-        cr2: (bounce.vector == 14).then_some(vcpu.vmcb.save.cr2),
+        cr2: page_fault.then_some(vcpu.vmcb.save.cr2),
         handler: bounce.handler,
         frame: bounce.frame,
         interrupts: RFlags::from_bits_truncate(bounce.rflags).contains(RFlags::INTERRUPT_FLAG),
@@ -605,7 +605,7 @@ fn return_event(returning: &Returning) -> Return {
 mod tests {
     use super::*;
     use crate::decide;
-    use crate::testing::{self, ENTRY, Test, UNMAPPED, VecMemory};
+    use crate::testing::{ENTRY, Test, UNMAPPED, VecMemory};
     use crate::vmcb::v_intr;
     use traplab_abi::boot::GUEST_RAM_SIZE;
     use traplab_abi::event::ReturnPath;
@@ -621,7 +621,7 @@ mod tests {
     }
 
     fn kinds(events: &[Body]) -> Vec<&'static str> {
-        events.iter().map(testing::kind).collect()
+        events.iter().map(Body::kind).collect()
     }
 
     /// A guest at a PAUSE (an exit that changes nothing but RIP) with interrupt 0x20
@@ -793,6 +793,7 @@ mod tests {
         let decision = decide!(Action::Bounce, "a bounce to a broken stack").deliver(
             Delivery::Bounce(Bounce {
                 vector: 6,
+                kind: EventType::Exception,
                 error_code: None,
                 handler: HANDLER,
                 frame: UNMAPPED,

@@ -169,7 +169,8 @@ pub enum PortAccess {
     In { port: u16, size: u8 },
     /// OUT `value` (`size` bytes) to `port`.
     Out { port: u16, size: u8, value: u32 },
-    /// INS: one element from `port` to each of these guest-physical addresses.
+    /// INS: one element from `port` to each of these guest-virtual addresses (the handler
+    /// has checked that each translates to the guest's RAM).
     InString { port: u16, size: u8, to: Vec<u64> },
     /// OUTS: these elements to `port`.
     OutString {
@@ -220,6 +221,8 @@ pub enum Delivery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bounce {
     pub vector: u8,
+    /// An exception, or the guest's own INT n (whose frame has no error code).
+    pub kind: svm::EventType,
     pub error_code: Option<u32>,
     pub handler: u64,
     /// Where the frame goes (the handler's RSP), and its words from the lowest address up.

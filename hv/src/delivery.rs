@@ -23,7 +23,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use traplab_abi::event::Action;
+use traplab_abi::event::{Action, EventType, delivery_name};
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm::Event;
 use traplab_abi::x86::{self, Combined, RFlags};
@@ -65,9 +65,9 @@ pub fn exception(
                 "the guest registered a {mnemonic} handler with set_trap_table: the hypervisor delivers it itself, to {:#x}",
                 entry.handler
             ));
-            return bounce(
-                guest, first, vector, error_code, entry, synthetic, steps, at,
-            );
+            let error_code = x86::exception(vector).has_error_code.then_some(error_code);
+            let event = (vector, EventType::Exception, error_code);
+            return bounce(guest, first, event, entry, synthetic, steps, at);
         }
         let (next, next_code, name) = match x86::combine(Some(vector), 13) {
             Combined::Deliver(_) => (13, vector as u32 * 8 + 2, "#GP"),
@@ -118,29 +118,46 @@ pub fn preview(guest: &Guest, vector: u8) -> String {
     }
 }
 
-/// The bounce: the frame the hardware would push, 128 bytes below the interrupted RSP, and
-/// the handler's RFLAGS. A frame the guest's stack cannot take ends the domain, as in Xen.
-#[allow(clippy::too_many_arguments)]
-fn bounce(
+/// The guest's own INT n (or INT3, INTO), bounced to the handler it registered for the
+/// vector, after the effects `first` (RIP past the instruction: a software interrupt returns
+/// after itself). Its frame has no error code, whatever the vector.
+pub fn software_interrupt(
     guest: &Guest,
     first: Vec<Effect>,
     vector: u8,
-    error_code: u32,
+    entry: TrapInfo,
+    why: fmt::Arguments,
+    at: &'static str,
+) -> Decision {
+    let name = delivery_name(vector, EventType::Software);
+    let why = format!(
+        "{why}: the guest registered a handler for {name} with set_trap_table: the hypervisor delivers it itself, to {:#x}",
+        entry.handler
+    );
+    let event = (vector, EventType::Software, None);
+    bounce(guest, first, event, entry, false, why, at)
+}
+
+/// The bounce of `event` (vector, kind, error code): the frame the hardware would push, 128
+/// bytes below the interrupted RSP, and the handler's RFLAGS. A frame the guest's stack
+/// cannot take ends the domain, as in Xen.
+fn bounce(
+    guest: &Guest,
+    first: Vec<Effect>,
+    event: (u8, EventType, Option<u32>),
     entry: TrapInfo,
     synthetic: bool,
     why: String,
     at: &'static str,
 ) -> Decision {
+    let (vector, kind, error_code) = event;
     let save = &guest.vcpu.vmcb.save;
     let interrupted_rsp = save.rsp;
     // What the CPU pushes for an exception in 64-bit mode, highest address first:
-    // SS, RSP, RFLAGS, CS, RIP (the one after `first`), then the error code if the vector
+    // SS, RSP, RFLAGS, CS, RIP (the one after `first`), then the error code if the event
     // has one. The frame lists them from the lowest address up.
-    // Vectors 32–255 are interrupts, never exceptions (`x86::exception` folds them onto
-    // 0–31): no error code.
-    let has_error_code = vector < 32 && x86::exception(vector).has_error_code;
     let mut words: Vec<u64> = Vec::with_capacity(6);
-    if has_error_code {
+    if let Some(error_code) = error_code {
         words.push(error_code as u64);
     }
     let rip = crate::decision::rip_after(&first, save.rip);
@@ -178,7 +195,8 @@ fn bounce(
         .with_all(first)
         .deliver(Delivery::Bounce(Bounce {
             vector,
-            error_code: has_error_code.then_some(error_code),
+            kind,
+            error_code,
             handler: entry.handler,
             frame,
             words,

@@ -219,7 +219,7 @@ pub struct Run {
 impl Run {
     /// The kinds of the events, in order (`["decide", "emulate"]`).
     pub fn kinds(&self) -> Vec<&'static str> {
-        self.events.iter().map(kind).collect()
+        self.events.iter().map(Body::kind).collect()
     }
 
     /// Every `decide` event (a second one says why applying the decision failed).
@@ -341,24 +341,6 @@ pub fn trap(vector: u8, handler: u64) -> TrapInfo {
         vector,
         handler,
         ..TrapInfo::default()
-    }
-}
-
-/// The name of an event's kind, as the trace spells it.
-pub fn kind(body: &Body) -> &'static str {
-    match body {
-        Body::Boot(_) => "boot",
-        Body::Domain(_) => "domain",
-        Body::Exit(_) => "exit",
-        Body::Decide(_) => "decide",
-        Body::Emulate(_) => "emulate",
-        Body::Inject(_) => "inject",
-        Body::Bounce(_) => "bounce",
-        Body::Return(_) => "return",
-        Body::Resume(_) => "resume",
-        Body::Console(_) => "console",
-        Body::Lost(_) => "lost",
-        Body::End(_) => "end",
     }
 }
 

@@ -35,9 +35,11 @@ pub fn handle(_exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Dec
     );
     if info.string {
         return match string_io(guest, info) {
-            Ok((effects, what)) => decision
+            // RIP moves on once the last element is done; until then the instruction runs
+            // again, and exits again, for the next elements.
+            Ok((effects, what, done)) => decision
                 .with_all(effects)
-                .with(Effect::Rip(next_rip))
+                .with_all(done.then_some(Effect::Rip(next_rip)))
                 .describe(what),
             Err(reason) => decide!(Action::Kill, "{reason}").killing(reason),
         };
@@ -65,8 +67,9 @@ pub(super) fn port_access(
         return (PortAccess::In { port, size }, None);
     }
     let value = (guest.gpr(0) & operand_mask(size)) as u32;
-    let what = match (port, value) {
-        (CONSOLE_PORT, 0x20..=0x7e) => {
+    // A byte the UART transmits is a character; anything else is a number.
+    let what = match (port, size, value) {
+        (CONSOLE_PORT, 1, 0x20..=0x7e) => {
             format!("OUT {:?} to the console UART", value as u8 as char)
         }
         _ => format!(
@@ -79,20 +82,29 @@ pub(super) fn port_access(
     (PortAccess::Out { port, size, value }, Some(what))
 }
 
+/// The most elements one exit moves. A REP string instruction may be interrupted between
+/// two elements, with RCX, RSI and RDI telling how far it got (AMD APM vol. 3, "REP"): a
+/// long one is done in pieces, one exit each, so that no exit holds the CPU (or the
+/// hypervisor's heap) for long, however large the guest makes RCX.
+pub const ELEMENTS_PER_EXIT: u64 = 4096;
+
 /// INS/OUTS, with or without REP: `count` elements between the port and guest memory at
-/// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set.
-/// Every element's address is translated now; one the guest cannot reach is an error.
-fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String), String> {
+/// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set, at
+/// most [`ELEMENTS_PER_EXIT`] of them now. Every element's address is translated now; one
+/// the guest cannot reach is an error. The effects, what they do in words, and whether the
+/// instruction is done.
+fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String, bool), String> {
     let address_mask = match info.address_bits {
         16 => 0xffff,
         32 => 0xffff_ffff,
         _ => u64::MAX,
     };
-    let count = if info.rep {
+    let total = if info.rep {
         guest.gpr(1) & address_mask
     } else {
         1
     };
+    let count = total.min(ELEMENTS_PER_EXIT);
     let backwards =
         RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags).contains(RFlags::DIRECTION_FLAG);
     let step = if backwards {
@@ -108,18 +120,13 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String), Str
         let mut to = Vec::new();
         for _ in 0..count {
             let address = index & address_mask;
-            let pieces = guest
+            guest
                 .memory
                 .physical_pieces(guest.cr3(), address, size)
                 .map_err(|error| {
                     format!("INS wrote to {address:#x}, which the guest cannot reach: {error:?}")
                 })?;
-            if pieces.len() != 1 {
-                return Err(format!(
-                    "INS wrote an element across a page boundary at {address:#x}, which the hypervisor does not emulate"
-                ));
-            }
-            to.push(pieces[0].0);
+            to.push(address);
             index = index.wrapping_add(step);
         }
         PortAccess::InString {
@@ -147,10 +154,11 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String), Str
         }
     };
     let mut effects = vec![Effect::Port(access), Effect::Gpr(index_register, index)];
+    let left = total - count;
     if info.rep {
-        effects.push(Effect::Gpr(1, guest.gpr(1) & !address_mask));
+        effects.push(Effect::Gpr(1, (guest.gpr(1) & !address_mask) | left));
     }
-    let what = format!(
+    let mut what = format!(
         "{}{} {} element(s) of {} byte(s) {} port {:#x} ({})",
         if info.rep { "REP " } else { "" },
         if info.input { "INS" } else { "OUTS" },
@@ -160,7 +168,12 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String), Str
         info.port,
         Devices::port_name(info.port)
     );
-    Ok((effects, what))
+    if left > 0 {
+        what.push_str(&format!(
+            ", {left} left: the instruction runs again for them"
+        ));
+    }
+    Ok((effects, what, left == 0))
 }
 
 #[cfg(test)]
@@ -298,6 +311,31 @@ mod tests {
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.rip(), ENTRY + 2);
         assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
+    }
+
+    #[test]
+    fn a_long_rep_outsb_is_done_in_pieces_and_the_instruction_runs_again() {
+        // A guest may ask for 10,000 bytes, or 2^64 - 1: one exit moves at most
+        // ELEMENTS_PER_EXIT, leaves RCX and RSI where the CPU would after an interruption,
+        // and keeps RIP on the instruction, which exits again for the rest.
+        let mut test = Test::long_mode();
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 10_000);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
+        assert_eq!(test.gpr(1), 10_000 - ELEMENTS_PER_EXIT);
+        assert_eq!(test.gpr(6), DATA + ELEMENTS_PER_EXIT);
+        assert_eq!(test.rip(), ENTRY, "the instruction runs again");
+        let what = &run.emulate().what;
+        assert!(
+            what.contains("4096 element(s)") && what.contains("5904 left"),
+            "{what}"
+        );
+
+        let mut test = Test::long_mode();
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, u64::MAX);
+        io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
+        assert_eq!(test.gpr(1), u64::MAX - ELEMENTS_PER_EXIT);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! the gate's DPL check (AMD APM vol. 2, 15.20, 8.9.3).
 
 use super::{Exit, undecodable};
+use crate::decide;
 use crate::decision::{Decision, Delivery, Effect};
 use crate::domain::Guest;
-use crate::{decide, deliver};
 use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
@@ -31,14 +31,16 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         Effect::SoftwareInterruptRip(Some(rip)),
         Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)),
     ];
-    if guest.trap_table_entry(vector).is_some() {
-        return deliver!(
+    if let Some(entry) = guest.trap_table_entry(vector) {
+        return crate::delivery::software_interrupt(
             guest,
-            after first,
+            first.into(),
             vector,
-            0,
-            false,
-            "the guest's own software interrupt {vector:#x} (returning after the instruction)"
+            entry,
+            format_args!(
+                "the guest's own software interrupt {vector:#x} (returning after the instruction)"
+            ),
+            crate::here!(),
         );
     }
     // EXERCISE breakpoint.1: this describes `int 3` (cd 03) as INT3 (cc): tell the two forms
@@ -72,6 +74,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 mod tests {
     use super::*;
     use crate::testing::{self, ENTRY, Test, trap};
+    use traplab_abi::event::Body;
     use traplab_abi::exit::ExitReason;
 
     const HANDLER: u64 = 0x20_d000;
@@ -171,6 +174,35 @@ mod tests {
         assert_eq!(bounce.error_code, None);
         assert_eq!(bounce.words.len(), 5);
         assert_eq!(bounce.words[0], ENTRY + 2);
+    }
+
+    #[test]
+    fn int_0x0e_bounced_is_a_software_interrupt_not_a_page_fault() {
+        // Vector 14 raised by `int 0x0e` is the guest's own interrupt: no error code, no CR2,
+        // named for what it is, and its handler's return ends a software event.
+        let mut test = Test::long_mode();
+        test.code(&[0xcd, 0x0e]);
+        test.trap_table(&[trap(0x0e, HANDLER)]);
+        let run = test.run(test.exit(ExitReason::SoftwareInterrupt));
+        let bounce = testing::bounced(&run.decision);
+        assert_eq!(
+            (bounce.kind, bounce.error_code),
+            (EventType::Software, None)
+        );
+        assert!(
+            run.decision
+                .why
+                .contains("registered a handler for INT 0xe"),
+            "{}",
+            run.decision.why
+        );
+        let Some(Body::Bounce(event)) = run.events.iter().find(|body| body.kind() == "bounce")
+        else {
+            panic!("a bounce event: {:?}", run.kinds());
+        };
+        assert_eq!((event.name.as_ref(), event.cr2), ("INT 0xe", None));
+        let top = test.domain.vcpu.in_flight.last().copied();
+        assert_eq!(top.map(|event| event.kind), Some(EventType::Software));
     }
 
     #[test]
