@@ -112,7 +112,7 @@ pub fn apply(
         events.push(Body::Emulate(Emulate { what, changes }));
     }
 
-    match delivery {
+    match delivery.map(|delivery| *delivery) {
         Some(Delivery::Inject {
             event,
             handler,
@@ -130,13 +130,13 @@ pub fn apply(
         None => {}
     }
 
-    if let Some(returning) = returning {
+    if let Some(returning) = returning.as_deref() {
         if returning.via == event::ReturnPath::Iret {
             applied.resume_at = Some(returning.rip);
         }
-        events.push(Body::Return(return_event(&returning)));
+        events.push(Body::Return(return_event(returning)));
     }
-    applied.end = end;
+    applied.end = end.map(|end| *end);
     applied
 }
 

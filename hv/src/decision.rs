@@ -10,6 +10,7 @@
 
 use crate::domain::interrupts::VirtualTimer;
 use alloc::borrow::Cow;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::event::{Action, ReturnPath};
@@ -39,11 +40,13 @@ pub struct Decision {
     /// effects follow it); `None` and nothing reported: no `emulate` event.
     pub what: Option<Cow<'static, str>>,
     /// An event for the guest: injected (the CPU delivers it) or bounced (the hypervisor does).
-    pub delivery: Option<Delivery>,
+    /// (This and the next two are rare, and boxed: a decision is moved a few times on the
+    /// way from its handler to `apply`, and under TCG every byte moved costs.)
+    pub delivery: Option<Box<Delivery>>,
     /// A guest handler returns (the end of an earlier delivery).
-    pub returning: Option<Returning>,
+    pub returning: Option<Box<Returning>>,
     /// The domain ends.
-    pub end: Option<DomainEnd>,
+    pub end: Option<Box<DomainEnd>>,
 }
 
 /// One change the hypervisor makes for a decision. `apply.rs` performs them in order and
@@ -247,12 +250,14 @@ pub struct Returning {
 
 impl Decision {
     /// A decision with no effects yet (use [`decide!`]).
+    #[inline]
     pub fn new(action: Action, why: Cow<'static, str>, at: &'static str) -> Decision {
         Decision {
             action,
             why,
             at,
-            effects: Vec::new(),
+            // Room for what most handlers list (the registers of a CPUID, RIP): one allocation.
+            effects: Vec::with_capacity(6),
             what: None,
             delivery: None,
             returning: None,
@@ -261,40 +266,47 @@ impl Decision {
     }
 
     /// Add an effect.
+    #[inline]
     pub fn with(mut self, effect: Effect) -> Decision {
         self.effects.push(effect);
         self
     }
 
     /// Add effects.
+    #[inline]
     pub fn with_all(mut self, effects: impl IntoIterator<Item = Effect>) -> Decision {
         self.effects.extend(effects);
         self
     }
 
     /// Say what the emulation did (the `emulate` event).
+    #[inline]
     pub fn describe(mut self, what: impl Into<Cow<'static, str>>) -> Decision {
         self.what = Some(what.into());
         self
     }
 
+    #[inline]
     pub fn deliver(mut self, delivery: Delivery) -> Decision {
-        self.delivery = Some(delivery);
+        self.delivery = Some(Box::new(delivery));
         self
     }
 
+    #[inline]
     pub fn returning(mut self, returning: Returning) -> Decision {
-        self.returning = Some(returning);
+        self.returning = Some(Box::new(returning));
         self
     }
 
     /// The domain ends after this decision.
+    #[inline]
     pub fn ending(mut self, end: DomainEnd) -> Decision {
-        self.end = Some(end);
+        self.end = Some(Box::new(end));
         self
     }
 
     /// The domain is killed, for `reason` (the `domain` event's words).
+    #[inline]
     pub fn killing(self, reason: impl Into<String>) -> Decision {
         self.ending(DomainEnd::Killed {
             reason: reason.into(),
@@ -344,3 +356,4 @@ pub fn reason(why: core::fmt::Arguments) -> Cow<'static, str> {
         None => Cow::Owned(alloc::fmt::format(why)),
     }
 }
+

@@ -301,7 +301,7 @@ impl Run {
 /// The event a decision puts in EVENTINJ, its IDT handler and whether the hypervisor made
 /// it up (panics when the decision injects nothing).
 pub fn injected(decision: &Decision) -> (svm::Event, Option<u64>, bool) {
-    match &decision.delivery {
+    match decision.delivery.as_deref() {
         Some(Delivery::Inject {
             event,
             handler,
@@ -313,7 +313,7 @@ pub fn injected(decision: &Decision) -> (svm::Event, Option<u64>, bool) {
 
 /// The bounce a decision carries (panics when it has none).
 pub fn bounced(decision: &Decision) -> &Bounce {
-    match &decision.delivery {
+    match decision.delivery.as_deref() {
         Some(Delivery::Bounce(bounce)) => bounce,
         other => panic!("no bounce but {other:?}: {}", decision.why),
     }
@@ -321,7 +321,7 @@ pub fn bounced(decision: &Decision) -> &Bounce {
 
 /// Why a decision kills the domain (panics when it does not).
 pub fn killed(decision: &Decision) -> &str {
-    match &decision.end {
+    match decision.end.as_deref() {
         Some(DomainEnd::Killed { reason }) => reason,
         other => panic!("not killed but {other:?}: {}", decision.why),
     }
@@ -329,7 +329,7 @@ pub fn killed(decision: &Decision) -> &str {
 
 /// The status and reason a decision ends the domain with, when the domain asked to end.
 pub fn exited(decision: &Decision) -> (i32, &str) {
-    match &decision.end {
+    match decision.end.as_deref() {
         Some(DomainEnd::Exited { status, reason }) => (*status, reason),
         other => panic!("not exited but {other:?}: {}", decision.why),
     }

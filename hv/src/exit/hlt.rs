@@ -100,7 +100,7 @@ mod tests {
             testing::exited(&run.decision),
             (0, "halted with interrupts off")
         );
-        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
         assert_eq!(test.rip(), ENTRY + 1);
     }
 

@@ -113,8 +113,8 @@ mod tests {
             decision.why
         );
         assert_eq!(
-            decision.returning,
-            Some(Returning {
+            decision.returning.as_deref(),
+            Some(&Returning {
                 via: ReturnPath::Iret,
                 event: Some((14, EventType::Exception)),
                 rip: HANDLER_RETURNS_TO,

@@ -34,7 +34,7 @@ mod tests {
         assert_eq!(run.decision.action, Action::Kill);
         assert_eq!(testing::killed(&run.decision), "triple fault (shutdown)");
         assert!(run.decision.at.contains("src/exit/shutdown.rs:"));
-        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
         assert_eq!(
             run.kinds(),
             ["decide"],

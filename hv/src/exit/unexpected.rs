@@ -38,7 +38,7 @@ mod tests {
         );
         assert!(run.decision.why.contains("the hypervisor does not"));
         assert!(run.decision.at.contains("src/exit/unexpected.rs:"));
-        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
     }
 
     #[test]

@@ -419,7 +419,7 @@ mod tests {
         let mut test = hypercall(hypercall::EXIT, 3, 0);
         let run = call(&mut test);
         assert_eq!(testing::exited(&run.decision), (3, "exit hypercall"));
-        assert_eq!(run.applied.end, run.decision.end);
+        assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
         assert_eq!(test.rip(), ENTRY, "exit does not return");
     }
 
