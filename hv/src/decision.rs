@@ -356,4 +356,3 @@ pub fn reason(why: core::fmt::Arguments) -> Cow<'static, str> {
         None => Cow::Owned(alloc::fmt::format(why)),
     }
 }
-
