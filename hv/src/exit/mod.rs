@@ -208,6 +208,45 @@ mod tests {
     }
 
     #[test]
+    fn every_decision_names_the_source_line_that_made_it() {
+        // A decision's `at` is the line of its `decide!` (or `deliver!`) call: the trace's
+        // pointer into this source, which the book and the grader quote.
+        let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let exits: [(ExitReason, &[u8]); 6] = [
+            (ExitReason::Cpuid, &[0x0f, 0xa2]),
+            (ExitReason::Hlt, &[0xf4]),
+            (ExitReason::Vmmcall, &[0x0f, 0x01, 0xd9]),
+            (
+                ExitReason::Exception {
+                    vector: 6,
+                    error_code: 0,
+                    address: 0,
+                },
+                &[0x0f, 0xff],
+            ),
+            (ExitReason::Shutdown, &[]),
+            (ExitReason::Unknown(0x99), &[]),
+        ];
+        for (reason, bytes) in exits {
+            let mut test = Test::long_mode();
+            test.code(bytes);
+            let decision = test.decide(test.exit(reason));
+            let (file, line) = decision.at.rsplit_once(':').expect("file:line");
+            let line: usize = line.parse().expect("a line number");
+            let text = std::fs::read_to_string(repository.join(file)).expect("the file exists");
+            let source = text.lines().nth(line - 1).unwrap_or_default();
+            assert!(
+                ["decide!(", "deliver!(", "here!()"]
+                    .iter()
+                    .any(|call| source.contains(call)),
+                "{reason:?}: {} is `{}`",
+                decision.at,
+                source.trim()
+            );
+        }
+    }
+
+    #[test]
     fn the_exit_is_read_from_the_vmcb_with_the_bytes_at_rip() {
         let mut test = Test::long_mode();
         test.code(&[0x0f, 0xa2]);
