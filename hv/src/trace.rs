@@ -97,9 +97,15 @@ pub fn emit(dom: Option<u16>, body: Body) -> Option<Event> {
         let lost = Body::Lost(Lost {
             count: tracer.dropped,
         });
-        if tracer.push(dom, lost).is_some() {
-            tracer.dropped = 0;
+        if tracer.push(dom, lost).is_none() {
+            // Still no room (`push` counted the `lost` event itself). This event goes too:
+            // recorded now, it would come before the `lost` event that explains the gap
+            // ahead of it (the host may free room between the two pushes).
+            tracer.next_seq += 1;
+            tracer.dropped += 1;
+            return None;
         }
+        tracer.dropped = 0;
     }
     tracer.push(dom, body)
 }
