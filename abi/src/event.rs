@@ -43,7 +43,11 @@ pub enum Body {
     Inject(Inject),
     Bounce(Bounce),
     Return(Return),
+    Notify(Notify),
+    GrantMap(GrantMap),
+    GrantUnmap(GrantUnmap),
     Resume(Resume),
+    Schedule(Schedule),
     Console(Console),
     Lost(Lost),
     End(End),
@@ -51,9 +55,23 @@ pub enum Body {
 
 impl Body {
     /// Every `"kind"`, in the order of the enum.
-    pub const KINDS: [&'static str; 12] = [
-        "boot", "domain", "exit", "decide", "emulate", "inject", "bounce", "return", "resume",
-        "console", "lost", "end",
+    pub const KINDS: [&'static str; 16] = [
+        "boot",
+        "domain",
+        "exit",
+        "decide",
+        "emulate",
+        "inject",
+        "bounce",
+        "return",
+        "notify",
+        "grant_map",
+        "grant_unmap",
+        "resume",
+        "schedule",
+        "console",
+        "lost",
+        "end",
     ];
 
     /// The JSON `"kind"` of this body.
@@ -67,7 +85,11 @@ impl Body {
             Body::Inject(_) => "inject",
             Body::Bounce(_) => "bounce",
             Body::Return(_) => "return",
+            Body::Notify(_) => "notify",
+            Body::GrantMap(_) => "grant_map",
+            Body::GrantUnmap(_) => "grant_unmap",
             Body::Resume(_) => "resume",
+            Body::Schedule(_) => "schedule",
             Body::Console(_) => "console",
             Body::Lost(_) => "lost",
             Body::End(_) => "end",
@@ -415,6 +437,98 @@ pub struct Resume {
     pub regs: Registers,
     /// Ticks from the exit to this resume (the hypervisor's share of this trap).
     pub cycles: u64,
+}
+
+/// The hypervisor notified another domain (the effect of a `forward` decision): `port` of
+/// domain `to` is pending now. The upcall comes when `to` runs, in its own lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notify {
+    /// The domain notified.
+    pub to: u16,
+    /// Its port that is pending now.
+    pub port: u32,
+    /// The sender's port.
+    pub from_port: u32,
+    /// The receiver was blocked and is runnable again.
+    pub woke: bool,
+    /// The receiver masked the port (or all its upcalls): the event waits, pending.
+    pub masked: bool,
+}
+
+/// The hypervisor mapped a grant into the calling domain (`GNTTABOP_map_grant_ref`): its
+/// guest-physical `host_addr` now reaches the granter's page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantMap {
+    /// The domain that granted the page, and its grant reference.
+    pub granter: u16,
+    pub gref: u32,
+    /// The granter's guest-physical page.
+    #[serde(with = "hex")]
+    pub frame: u64,
+    /// Where the mapper sees it (guest-physical).
+    #[serde(with = "hex")]
+    pub host_addr: u64,
+    pub readonly: bool,
+    /// What the mapper names it by when it unmaps.
+    pub handle: u32,
+}
+
+/// The hypervisor unmapped a grant (`GNTTABOP_unmap_grant_ref`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantUnmap {
+    pub granter: u16,
+    pub gref: u32,
+    #[serde(with = "hex")]
+    pub host_addr: u64,
+    pub handle: u32,
+}
+
+/// The hypervisor switched its CPU from one domain's vCPU to another's (or to its idle
+/// loop: `to` = none; or from it: `from` = none). Recorded in the hypervisor's lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub from: Option<u16>,
+    pub to: Option<u16>,
+    pub why: ScheduleWhy,
+    /// For `woken`: the port whose event woke `to`.
+    pub port: Option<u32>,
+}
+
+/// Why the hypervisor switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleWhy {
+    /// A domain runs for the first time.
+    Start,
+    /// `from` used up its time slice and another domain was runnable.
+    SliceOver,
+    /// `from` blocked (HLT, `SCHEDOP_block`/`poll`, a store wait).
+    Blocked,
+    /// `from` yielded (`SCHEDOP_yield`).
+    Yielded,
+    /// An event woke `to`, which runs first (Xen's credit scheduler boosts a woken vCPU).
+    Woken,
+    /// `from` ended.
+    Ended,
+}
+
+impl ScheduleWhy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleWhy::Start => "start",
+            ScheduleWhy::SliceOver => "slice over",
+            ScheduleWhy::Blocked => "blocked",
+            ScheduleWhy::Yielded => "yielded",
+            ScheduleWhy::Woken => "woken",
+            ScheduleWhy::Ended => "ended",
+        }
+    }
+}
+
+/// How traces name a domain: `d0` for the control domain (dom0), `d1`, `d2`, … for the
+/// others (Xen's `d<id>` notation).
+pub fn domain_label(dom: u16) -> alloc::string::String {
+    alloc::format!("d{dom}")
 }
 
 /// Text a guest wrote to its console, one line per event (without the newline).

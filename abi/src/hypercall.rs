@@ -24,6 +24,13 @@
 //! | 5      | `pin_page_table` | RDI = a level-4 table (guest-physical) | tables newly pinned; `EINVAL` |
 //! | 6      | `set_timer`      | RDI = vector (32–255), RSI = period in µs (1,000–10,000,000), or 0 to stop | 0, `EINVAL` |
 //! | 7      | `set_pv_mode`    | RDI = 1: from now on the hypervisor emulates privileged instructions that fault at CPL 3 (0: stop) | 0, `EINVAL` |
+//! | 8      | —                | (left free for the `hypercall` lab's exercise)     |                                 |
+//! | 9      | `sched_op`       | RDI = command, RSI = its argument ([`crate::sched`]) | 0; `EINVAL`, `EFAULT`        |
+//! | 10     | `event_channel_op` | RDI = command, RSI = its structure ([`crate::evtchn`]) | 0; `EINVAL`, `EFAULT`, `ESRCH`, `EPERM`, `ENOSPC` |
+//! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EINVAL`, `EFAULT` |
+//! | 12     | `set_callback`   | RDI = how ([`crate::evtchn::callback`]), RSI = vector or address | 0; `EINVAL` |
+//! | 13     | `set_shared_info`| RDI = a page of the guest's RAM (guest-physical): its shared-info page ([`crate::evtchn::shared_info`]) | 0; `EINVAL` |
+//! | 14     | `store_op`       | RDI = command, RSI = path, RDX = its length, R10 = value, R8 = its length ([`crate::store`]) | see there |
 //!
 //! Any other number returns [`error::ENOSYS`].
 //!
@@ -132,6 +139,19 @@ pub struct IretFrame {
     pub ss: u64,
 }
 
+/// `sched_op(cmd, arg)`: yield, block, poll ([`crate::sched`]).
+pub const SCHED_OP: u64 = 9;
+/// `event_channel_op(cmd, arg)`: event channels ([`crate::evtchn`]).
+pub const EVENT_CHANNEL_OP: u64 = 10;
+/// `grant_table_op(cmd, arg)`: grant tables ([`crate::grant_table`]).
+pub const GRANT_TABLE_OP: u64 = 11;
+/// `set_callback(how, target)`: where the domain takes its event upcall.
+pub const SET_CALLBACK: u64 = 12;
+/// `set_shared_info(gpa)`: the page where the hypervisor marks pending events.
+pub const SET_SHARED_INFO: u64 = 13;
+/// `store_op(cmd, path, path_len, value, value_len)`: the store ([`crate::store`]).
+pub const STORE_OP: u64 = 14;
+
 /// The longest buffer `console_write` takes at once.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
 
@@ -149,23 +169,41 @@ pub fn name(number: u64) -> Option<&'static str> {
         PIN_PAGE_TABLE => Some("pin_page_table"),
         SET_TIMER => Some("set_timer"),
         SET_PV_MODE => Some("set_pv_mode"),
+        SCHED_OP => Some("sched_op"),
+        EVENT_CHANNEL_OP => Some("event_channel_op"),
+        GRANT_TABLE_OP => Some("grant_table_op"),
+        SET_CALLBACK => Some("set_callback"),
+        SET_SHARED_INFO => Some("set_shared_info"),
+        STORE_OP => Some("store_op"),
         _ => None,
     }
 }
 
 /// Error results: negative numbers in RAX, with Linux/Xen errno values.
 pub mod error {
+    /// Only the control domain (dom0) may do that.
+    pub const EPERM: i64 = -1;
+    /// No such store node.
+    pub const ENOENT: i64 = -2;
+    /// No such domain.
+    pub const ESRCH: i64 = -3;
     /// A pointer argument does not point into the guest's memory.
     pub const EFAULT: i64 = -14;
     /// An argument is out of range.
     pub const EINVAL: i64 = -22;
+    /// No room left (every port in use, the store full).
+    pub const ENOSPC: i64 = -28;
     /// No hypercall has this number.
     pub const ENOSYS: i64 = -38;
 
     pub fn name(code: i64) -> Option<&'static str> {
         match code {
+            EPERM => Some("EPERM"),
+            ENOENT => Some("ENOENT"),
+            ESRCH => Some("ESRCH"),
             EFAULT => Some("EFAULT"),
             EINVAL => Some("EINVAL"),
+            ENOSPC => Some("ENOSPC"),
             ENOSYS => Some("ENOSYS"),
             _ => None,
         }

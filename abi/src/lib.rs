@@ -7,6 +7,7 @@
 //! | module        | what it describes                                                        |
 //! |---------------|--------------------------------------------------------------------------|
 //! | [`hypercall`] | the VMMCALL ABI: numbers, arguments, results, error codes                |
+//! | [`evtchn`], [`grant_table`], [`sched`], [`store`] | domains side by side, on Xen's ABI: event channels, grant tables, yield/block, the store |
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
@@ -25,11 +26,15 @@ pub mod boot;
 pub mod control;
 #[cfg(feature = "events")]
 pub mod event;
+pub mod evtchn;
 pub mod exit;
+pub mod grant_table;
 pub mod hypercall;
 pub mod msr;
 pub mod ring;
+pub mod sched;
 pub mod settings;
+pub mod store;
 pub mod svm;
 pub mod x86;
 

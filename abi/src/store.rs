@@ -1,0 +1,71 @@
+//! The store: a small tree of names and values the domains share, where the control domain
+//! (dom0) publishes how they find each other (ports, grant references, connection states).
+//!
+//! It plays the part of Xen's xenstore, much reduced. What is the same: paths like
+//! `/local/domain/2/device/evtchn`, values as short strings, dom0 may write anywhere and a
+//! domain under its own `/local/domain/<id>/`, and waiting for a node to appear (xenstore's
+//! *watch*). What differs: xenstore is a daemon in dom0, reached through a shared ring and
+//! an event channel, with transactions and per-node permissions; traplab's store lives in
+//! the hypervisor, is reached by one hypercall, `store_op(cmd, path, path_len, value,
+//! value_len)` (hypercall [`crate::hypercall::STORE_OP`]), and every domain may read every
+//! node.
+
+/// The commands of `store_op`.
+pub mod cmd {
+    /// Copy the node's value into `value` (at most `value_len` bytes); returns its length,
+    /// or `-ENOENT`.
+    pub const READ: u64 = 0;
+    /// Set the node to `value`; returns 0, or `-EPERM` outside the caller's part of the
+    /// tree.
+    pub const WRITE: u64 = 1;
+    /// As [`READ`], but when the node does not exist yet the vCPU blocks until some domain
+    /// writes it (a watch that fires once), then the read completes.
+    pub const WAIT: u64 = 2;
+
+    /// The command's name.
+    pub fn name(cmd: u64) -> Option<&'static str> {
+        Some(match cmd {
+            READ => "store_read",
+            WRITE => "store_write",
+            WAIT => "store_wait",
+            _ => return None,
+        })
+    }
+}
+
+/// The longest path.
+pub const PATH_MAX: u64 = 128;
+/// The longest value.
+pub const VALUE_MAX: u64 = 128;
+/// How many nodes the store holds.
+pub const NODES_MAX: usize = 64;
+
+/// The part of the tree domain `id` may write, unless it is dom0 (which may write anywhere):
+/// `/local/domain/<id>/`.
+pub fn writable_by(id: u16, path: &str) -> bool {
+    if id == 0 {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/local/domain/") else {
+        return false;
+    };
+    let Some((owner, tail)) = rest.split_once('/') else {
+        return false;
+    };
+    owner.parse::<u16>() == Ok(id) && !tail.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writable_by;
+
+    #[test]
+    fn a_domain_writes_only_under_its_own_node_and_dom0_anywhere() {
+        assert!(writable_by(2, "/local/domain/2/evtchn"));
+        assert!(!writable_by(2, "/local/domain/1/evtchn"));
+        assert!(!writable_by(2, "/local/domain/2/"));
+        assert!(!writable_by(2, "/local/domain/22/evtchn"));
+        assert!(!writable_by(1, "/vm/1"));
+        assert!(writable_by(0, "/local/domain/1/backend"));
+    }
+}
