@@ -27,6 +27,15 @@ pub type GrantRef = u32;
 /// How many entries a domain's grant table has in traplab.
 pub const ENTRIES: u32 = 32;
 
+/// Where a domain maps the pages others grant it: [`MAP_AREA_PAGES`] guest-physical pages
+/// from here, above its RAM, that nothing else uses. A `host_addr` must be one of them. (A
+/// Xen HVM guest maps grants over RAM pages it gave back to the hypervisor; traplab keeps
+/// them apart, so a grant mapping is never mistaken for the guest's own memory.) The guest
+/// maps the page into its own page tables to use it; once unmapped, an access there is
+/// outside its memory, and the domain is killed as for any such access.
+pub const MAP_AREA: u64 = 0x4000_0000;
+pub const MAP_AREA_PAGES: u64 = 32;
+
 /// One grant (Xen's `grant_entry_v1`): who may map which frame, how.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

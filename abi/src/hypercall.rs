@@ -189,6 +189,8 @@ pub mod error {
     pub const ESRCH: i64 = -3;
     /// A pointer argument does not point into the guest's memory.
     pub const EFAULT: i64 = -14;
+    /// It exists already (a virtual interrupt bound to a port twice).
+    pub const EEXIST: i64 = -17;
     /// An argument is out of range.
     pub const EINVAL: i64 = -22;
     /// No room left (every port in use, the store full).
@@ -202,6 +204,7 @@ pub mod error {
             ENOENT => Some("ENOENT"),
             ESRCH => Some("ESRCH"),
             EFAULT => Some("EFAULT"),
+            EEXIST => Some("EEXIST"),
             EINVAL => Some("EINVAL"),
             ENOSPC => Some("ENOSPC"),
             ENOSYS => Some("ENOSYS"),

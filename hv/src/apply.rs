@@ -31,22 +31,29 @@ use crate::decision::{
 };
 use crate::device::Devices;
 use crate::domain::Domain;
-use crate::domain::interrupts::{self, Assist, TimerPoll};
+use crate::domain::OthersMut;
+use crate::domain::grants::Mapping;
+use crate::domain::interrupts::{self, Assist, Tick};
 use crate::domain::page_tables;
+use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{GPR_NAMES, InFlight};
 use crate::emulate::merge;
 use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
+use crate::schedule::{self, Switch};
 use crate::vmcb::{INTERRUPT_SHADOW, misc1};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::event::{
-    self, Action, Body, Change, Console, Decide, Emulate, EventType, Inject, Return,
+    self, Action, Body, Change, Console, Decide, Emulate, EventType, GrantMap, GrantUnmap, Inject,
+    Notify, Return,
 };
+use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
+use traplab_abi::grant_table::flags as grant_flags;
 use traplab_abi::svm;
 use traplab_abi::x86::operand_mask;
 use traplab_abi::x86::{EferFlags, RFlags, pte};
@@ -61,11 +68,15 @@ pub struct Applied {
     pub resume_at: Option<u64>,
     /// An event waits in EVENTINJ for the next VMRUN.
     pub injected: bool,
+    /// The scheduler should switch to another vCPU, and why (`run.rs`).
+    pub switch: Option<Switch>,
 }
 
-/// Carry out `decision`, appending its events to `events`.
+/// Carry out `decision` for `domain` (and, for its effects on them, the other domains and
+/// the store), appending its events to `events`.
 pub fn apply(
     domain: &mut Domain,
+    others: &mut OthersMut,
     decision: Decision,
     machine: &mut dyn Machine,
     events: &mut Vec<Body>,
@@ -92,10 +103,12 @@ pub fn apply(
     for effect in effects {
         let mut step = Step {
             domain: &mut *domain,
+            others: &mut *others,
             machine: &mut *machine,
             changes: &mut changes,
             reports: &mut reports,
             events: &mut *events,
+            switch: &mut applied.switch,
         };
         if let Err(failure) = step.effect(effect) {
             return failed(failure, events);
@@ -180,7 +193,11 @@ pub fn before_resume(
             let control = &mut domain.vcpu.vmcb.control;
             control.virtual_interrupt = interrupts::window_request(control.virtual_interrupt, None);
             control.intercept_misc1 &= !misc1::VINTR;
-            domain.vcpu.interrupts.pending = None;
+            // The timer's interrupt is taken; an upcall stays owed until the guest clears
+            // `evtchn_upcall_pending` (`domain/evtchn.rs`).
+            if domain.vcpu.interrupts.pending == Some(vector) {
+                domain.vcpu.interrupts.pending = None;
+            }
             let event = svm::Event {
                 vector,
                 kind: EventType::Interrupt,
@@ -226,17 +243,19 @@ fn failed(failure: Failure, events: &mut Vec<Body>) -> Applied {
 }
 
 /// One effect being applied, with what it records.
-struct Step<'a> {
+struct Step<'a, 'o> {
     domain: &'a mut Domain,
+    others: &'a mut OthersMut<'o>,
     machine: &'a mut dyn Machine,
     /// Registers changed so far (old → new), for the `emulate` event.
     changes: &'a mut Vec<Change>,
     /// What the machine said it did (a device's answer), for the `emulate` event.
     reports: &'a mut Vec<String>,
     events: &'a mut Vec<Body>,
+    switch: &'a mut Option<Switch>,
 }
 
-impl Step<'_> {
+impl Step<'_, '_> {
     fn console(&mut self, line: Option<String>) {
         if let Some(text) = line {
             self.events.push(Body::Console(Console {
@@ -387,13 +406,14 @@ impl Step<'_> {
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
-                if vcpu.interrupts.pending.is_none()
-                    && let Some(timer) = vcpu.interrupts.timer
+                if self.domain.pending_interrupt().is_none()
+                    && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {
                     ticks = self.machine.halt_until(timer.due_tsc);
-                    let (poll, next) = vcpu.interrupts.poll(self.machine.now());
-                    if poll != TimerPoll::NotDue {
-                        vcpu.interrupts = next;
+                    if let Tick::Event { port, .. } = self.domain.timer_tick(self.machine.now()) {
+                        self.reports.push(format!(
+                            "the tick is an event on port {port} (bound to VIRQ_TIMER)"
+                        ));
                     }
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
@@ -418,9 +438,198 @@ impl Step<'_> {
             }
             Effect::StartHostTimer => self.machine.start_timer(),
             Effect::InvalidatePage { address, asid } => self.machine.invalidate_page(address, asid),
-            Effect::Xcr0(value) => self.machine.set_xcr0(value),
+            Effect::Xcr0(value) => {
+                vcpu.xcr0 = value;
+                self.machine.set_xcr0(value);
+            }
+            Effect::GuestWrite { address, bytes } => {
+                self.domain
+                    .write_virtual(address, &bytes)
+                    .map_err(|error| Failure {
+                        why: format!(
+                            "the hypercall's output at {address:#x} cannot be written ({error:?})"
+                        ),
+                        reason: format!("cannot write a hypercall's output at {address:#x}"),
+                        at: here!(),
+                    })?;
+            }
+            Effect::PortState {
+                domain,
+                port,
+                state,
+            } => {
+                let target = match domain == self.domain.id {
+                    true => Some(&mut *self.domain),
+                    false => self.others.domain_mut(domain),
+                };
+                if let Some(slot) =
+                    target.and_then(|target| target.events.ports.get_mut(port as usize))
+                {
+                    *slot = state;
+                }
+            }
+            Effect::SharedInfo(page) => self.domain.events.shared_info = Some(page),
+            Effect::Callback(callback) => self.domain.events.callback = callback,
+            Effect::Notify {
+                to,
+                port,
+                from_port,
+            } => self.notify(to, port, from_port),
+            Effect::Unmask(port) => {
+                if self.domain.unmask(port) {
+                    self.reports
+                        .push(format!("port {port} was pending: its upcall is owed now"));
+                }
+            }
+            Effect::UpcallMask(masked) => self.domain.set_upcall_mask(masked),
+            Effect::GrantEntry { gref, entry } => {
+                if let Some(slot) = self.domain.grants.table.get_mut(gref as usize) {
+                    *slot = entry;
+                }
+            }
+            Effect::MapGrant {
+                granter,
+                gref,
+                host_addr,
+                readonly,
+                handle,
+            } => self.map_grant(granter, gref, host_addr, readonly, handle)?,
+            Effect::UnmapGrant(handle) => self.unmap_grant(handle),
+            Effect::StoreWrite { path, value } => {
+                for other in self.others.iter_mut() {
+                    if let RunState::Blocked(wait) = &other.vcpu.run_state
+                        && schedule::woken_by_store(wait, &path)
+                    {
+                        other.vcpu.run_state = RunState::Runnable;
+                        self.reports
+                            .push(format!("{path} written: d{} wakes", other.id));
+                    }
+                }
+                self.others.store.write(path, value);
+            }
+            Effect::Block(wait) => {
+                self.domain.vcpu.run_state = RunState::Blocked(wait);
+                *self.switch = Some(Switch::Blocked);
+            }
+            Effect::Yield => *self.switch = Some(Switch::Yielded),
         }
         Ok(())
+    }
+
+    /// Make `port` of domain `to` pending, and wake `to` if it waits for that (Xen's
+    /// `evtchn_set_pending` and `vcpu_unblock`): the `notify` event.
+    fn notify(&mut self, to: u16, port: Port, from_port: Port) {
+        let target = match to == self.domain.id {
+            true => Some(&mut *self.domain),
+            false => self.others.domain_mut(to),
+        };
+        let Some(target) = target else { return };
+        let pending = target.set_pending(port);
+        let upcalls_masked = target.upcalls_masked();
+        let woke = match &target.vcpu.run_state {
+            RunState::Blocked(wait) => schedule::woken_by_event(wait, target, port, pending.upcall),
+            _ => false,
+        };
+        if woke {
+            target.vcpu.run_state = RunState::Runnable;
+            if to != self.domain.id {
+                *self.switch = Some(Switch::Woke {
+                    to,
+                    port: Some(port),
+                });
+            }
+        }
+        self.events.push(Body::Notify(Notify {
+            to,
+            port,
+            from_port,
+            woke,
+            masked: pending.masked || upcalls_masked,
+        }));
+    }
+
+    /// Map grant `gref` of `granter` into this domain at `host_addr` (the handler checked
+    /// the entry): the granter's host frame goes into this domain's nested page tables.
+    fn map_grant(
+        &mut self,
+        granter: u16,
+        gref: u32,
+        host_addr: u64,
+        readonly: bool,
+        handle: u32,
+    ) -> Result<(), Failure> {
+        let refused = |why: String| Failure {
+            reason: format!("grant {gref} of d{granter} cannot be mapped"),
+            why,
+            at: here!(),
+        };
+        let Some(owner) = self.others.domain_mut(granter) else {
+            return Err(refused(format!("d{granter} is gone")));
+        };
+        let frame_gpa = owner
+            .grants
+            .entry(gref)
+            .map_or(0, |entry| (entry.frame as u64) << 12);
+        let Some(frame) = owner.memory.host_frame(frame_gpa) else {
+            return Err(refused(format!(
+                "page {frame_gpa:#x} of d{granter} has no frame"
+            )));
+        };
+        if !self.domain.memory.map_foreign(host_addr, frame, !readonly) {
+            return Err(refused(
+                "no host memory left for a nested page table".into(),
+            ));
+        }
+        if let Some(owner) = self.others.domain_mut(granter) {
+            owner.grants.mapped[gref as usize] += 1;
+            owner.grants.table[gref as usize].flags |= match readonly {
+                true => grant_flags::READING,
+                false => grant_flags::WRITING,
+            };
+        }
+        let slot = handle as usize;
+        let maptrack = &mut self.domain.grants.maptrack;
+        if maptrack.len() <= slot {
+            maptrack.resize(slot + 1, None);
+        }
+        maptrack[slot] = Some(Mapping {
+            granter,
+            gref,
+            host_addr,
+            readonly,
+        });
+        // A page appeared where there was none: no stale translation can exist, but the
+        // guest's TLB is flushed all the same, as after any change of its nested tables.
+        self.domain.vcpu.vmcb.control.tlb_control = 1;
+        self.events.push(Body::GrantMap(GrantMap {
+            granter,
+            gref,
+            frame: frame_gpa,
+            host_addr,
+            readonly,
+            handle,
+        }));
+        Ok(())
+    }
+
+    /// Take the grant mapped as `handle` away from this domain again.
+    fn unmap_grant(&mut self, handle: u32) {
+        let Some(mapping) = self.domain.grants.mapping(handle) else {
+            return;
+        };
+        self.domain.memory.unmap_foreign(mapping.host_addr);
+        self.domain.grants.maptrack[handle as usize] = None;
+        // The guest's TLB may still hold the translation to the granter's frame.
+        self.domain.vcpu.vmcb.control.tlb_control = 1;
+        if let Some(owner) = self.others.domain_mut(mapping.granter) {
+            release_grant(owner, mapping);
+        }
+        self.events.push(Body::GrantUnmap(GrantUnmap {
+            granter: mapping.granter,
+            gref: mapping.gref,
+            host_addr: mapping.host_addr,
+            handle,
+        }));
     }
 
     /// An I/O port access, through the device bus.
@@ -492,6 +701,18 @@ impl Step<'_> {
             old,
             new,
         );
+    }
+}
+
+/// One mapping of `owner`'s grant is gone: count it, and clear the entry's in-use flags
+/// when it was the last.
+pub fn release_grant(owner: &mut Domain, mapping: Mapping) {
+    let slot = mapping.gref as usize;
+    if let Some(count) = owner.grants.mapped.get_mut(slot) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            owner.grants.table[slot].flags &= !(grant_flags::READING | grant_flags::WRITING);
+        }
     }
 }
 
@@ -616,7 +837,14 @@ mod tests {
     /// Apply `decision` to the test's domain, as the run loop does, without deciding.
     fn apply_to(test: &mut Test, decision: Decision) -> (Applied, Vec<Body>) {
         let mut events = Vec::new();
-        let applied = apply(&mut test.domain, decision, &mut test.machine, &mut events);
+        let mut others = OthersMut::new(&mut test.others, &mut test.store);
+        let applied = apply(
+            &mut test.domain,
+            &mut others,
+            decision,
+            &mut test.machine,
+            &mut events,
+        );
         (applied, events)
     }
 

@@ -8,12 +8,16 @@
 //! one fixed order, and records the events. So a decision can be tested on the host with a
 //! synthetic exit, and every trace has the same shape.
 
+use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::VirtualTimer;
+use crate::domain::vcpu::Wait;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::event::{Action, ReturnPath};
+use traplab_abi::evtchn::Port;
+use traplab_abi::grant_table::{GrantEntryV1, GrantRef};
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
 
@@ -126,8 +130,62 @@ pub enum Effect {
         address: u64,
         asid: u32,
     },
-    /// XSETBV on the physical CPU (the guest's XCR0 stays loaded).
+    /// XSETBV on the physical CPU (the guest's XCR0 stays loaded while it runs).
     Xcr0(u64),
+    // ---- Other domains: event channels, grants, the store, the scheduler ------------------
+    /// Write a hypercall's output (a port, a handle, a status) at guest-virtual `address`
+    /// (the handler checked it translates).
+    GuestWrite {
+        address: u64,
+        bytes: Vec<u8>,
+    },
+    /// Port `port` of domain `domain` (this one, or the other end of a channel) becomes
+    /// `state`.
+    PortState {
+        domain: u16,
+        port: Port,
+        state: PortState,
+    },
+    /// The guest-physical page of the domain's shared-info page.
+    SharedInfo(u64),
+    /// How the domain takes its upcall.
+    Callback(Callback),
+    /// Make `port` of domain `to` pending (`from_port`: the sending port, 0 for a virtual
+    /// interrupt), and wake `to` if it waits for it: the `notify` event.
+    Notify {
+        to: u16,
+        port: Port,
+        from_port: Port,
+    },
+    /// Clear `port`'s mask bit; an event pending there is owed its upcall now.
+    Unmask(Port),
+    /// Set or clear `evtchn_upcall_mask` in the shared-info page.
+    UpcallMask(bool),
+    /// Entry `gref` of the domain's own grant table.
+    GrantEntry {
+        gref: GrantRef,
+        entry: GrantEntryV1,
+    },
+    /// Map grant `gref` of domain `granter` at guest-physical `host_addr`, known by
+    /// `handle`: the `grant_map` event.
+    MapGrant {
+        granter: u16,
+        gref: GrantRef,
+        host_addr: u64,
+        readonly: bool,
+        handle: u32,
+    },
+    /// Unmap the grant mapped as `handle`: the `grant_unmap` event.
+    UnmapGrant(u32),
+    /// Set a node of the store; a domain waiting for it wakes.
+    StoreWrite {
+        path: String,
+        value: String,
+    },
+    /// The vCPU waits for `Wait`; the scheduler runs another (`schedule.rs`).
+    Block(Wait),
+    /// The vCPU lets the other runnable ones go first.
+    Yield,
 }
 
 /// The MSRs the VMCB keeps for the guest (AMD APM vol. 2, appendix B, state save area).

@@ -15,7 +15,9 @@
 //! | `opt/traplab/timer-hz`      | the hypervisor's own timer (`timer.rs`): ticks per second, 0 = off |
 //! | `opt/traplab/settings`      | lab settings, comma-separated (`settings.rs`, `traplab_abi::settings`) |
 //! | `opt/traplab/ring-kib`      | the trace ring's size in KiB (default 16384; small rings test the lossy mode) |
-//! | `opt/traplab/domN/name`     | the guest's name, for domain N = 0, 1, …           |
+//! | `opt/traplab/start`         | `in-turn` (each domain when the one before has ended) or `together` (side by side) |
+//! | `opt/traplab/gdb`           | the id of the domain gdb debugs (its session is on COM2) |
+//! | `opt/traplab/domN/name`     | the guest's name, for domain N: 0 the control domain (when the lab has one), 1, 2, … the others |
 //! | `opt/traplab/domN/elf`      | the guest's ELF image                              |
 
 use alloc::string::String;

@@ -134,6 +134,27 @@ impl GuestMemory for GuestRam {
         self.populated_pages.get()
     }
 
+    fn host_frame(&self, gpa: u64) -> Option<u64> {
+        if gpa >= self.size {
+            return None;
+        }
+        self.host_address(gpa & !(PAGE_SIZE - 1)).ok()
+    }
+
+    fn map_foreign(&mut self, gpa: u64, frame: u64, writable: bool) -> bool {
+        let access = Access {
+            write: writable,
+            execute: false,
+        };
+        self.npt
+            .map(gpa & !(PAGE_SIZE - 1), frame, access)
+            .is_some()
+    }
+
+    fn unmap_foreign(&mut self, gpa: u64) {
+        self.npt.unmap(gpa & !(PAGE_SIZE - 1));
+    }
+
     fn forbid_fetches(&mut self, forbid: bool) {
         self.npt.set_no_execute_everywhere(forbid);
     }

@@ -22,7 +22,10 @@
 //! | [`apply`]     | the one place that applies a decision and records the events, in order   |
 //! | [`delivery`]  | how an exception reaches the guest: reflect (IDT) or bounce (trap table) |
 //! | [`quirks`]    | where QEMU's TCG differs from a real CPU, and the corrections            |
-//! | [`domain`]    | a domain: its vCPU, guest memory, devices and paravirtual state          |
+//! | [`domain`]    | a domain: its vCPU, guest memory, devices, paravirtual state, channels   |
+//! | [`system`]    | every domain side by side, and the store they share                      |
+//! | [`schedule`]  | which domain's vCPU runs: the scheduler's decisions                      |
+//! | [`store`]     | the store: names and values the domains share (xenstore, reduced)        |
 //! | [`device`]    | the devices the hypervisor emulates (console UART, the lab's MMIO device) |
 //! | [`vmcb`]      | the VMCB layout (AMD APM vol. 2, appendix B)                             |
 //! | [`machine`]   | what the hypervisor asks of the machine it runs on                       |
@@ -41,6 +44,9 @@ pub mod exit;
 pub mod instruction;
 pub mod machine;
 pub mod quirks;
+pub mod schedule;
+pub mod store;
+pub mod system;
 pub mod vmcb;
 
 #[cfg(test)]
@@ -50,6 +56,7 @@ pub use decision::{Decision, DomainEnd, Effect};
 pub use domain::{Domain, Guest};
 pub use exit::Exit;
 pub use machine::Machine;
+pub use system::System;
 
 #[cfg(test)]
 mod tests {

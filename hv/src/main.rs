@@ -44,9 +44,11 @@ use alloc::vec::Vec;
 use power::HvStatus;
 use traplab_abi::event::{self, Body};
 use traplab_hv::Domain;
+use traplab_hv::schedule::Start;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Domains we look for in fw_cfg (`opt/traplab/dom0` … `dom7`).
+/// Domains we look for in fw_cfg (`opt/traplab/dom0` … `dom7`): dom0, the control domain,
+/// only when the lab has one; the unprivileged domains from 1.
 const MAX_DOMAINS: u16 = 8;
 
 /// Called by `boot.rs` in 64-bit mode with the PVH start info.
@@ -125,20 +127,25 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         log!("timer: {hz} Hz");
     }
 
-    if let Ok(Some(_)) = fw_cfg.read_text("opt/traplab/gdb") {
-        gdb::enable();
-        log!("gdb: served on COM2 for domain 0");
+    if let Ok(Some(text)) = fw_cfg.read_text("opt/traplab/gdb") {
+        let id = text.trim().parse().unwrap_or(1);
+        gdb::enable(id);
+        log!("gdb: served on COM2 for d{id}");
     }
+    let start = match fw_cfg.read_text("opt/traplab/start") {
+        Ok(Some(text)) if text.trim() == "together" => Start::Together,
+        _ => Start::InTurn,
+    };
 
     let domains = load_domains(&fw_cfg);
     if domains.is_empty() {
         stop(
             HvStatus::BadConfig,
-            "no guest to run (fw_cfg opt/traplab/dom0/elf)",
+            "no guest to run (fw_cfg opt/traplab/dom1/elf)",
         );
     }
     drop(fw_cfg);
-    run::run_all(domains, &host);
+    run::run_all(domains, start, &host);
     stop(HvStatus::Done, "every domain has ended")
 }
 
@@ -179,7 +186,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<Domain> {
             .read_text(&format!("opt/traplab/dom{id}/name"))
             .ok()
             .flatten()
-            .unwrap_or_else(|| format!("dom{id}"));
+            .unwrap_or_else(|| format!("d{id}"));
         match loader::create(id, name.clone(), &elf) {
             Ok(domain) => domains.push(domain),
             Err(error) => {

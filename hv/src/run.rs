@@ -7,15 +7,25 @@
 //!   │ (apply::before_resume: the pending                       │
 //!   │  interrupt, an interrupted delivery)          exit::handle: the decision (pure)
 //!   │                                                          │
-//!   └──────────── no end ◄──── apply: the effects, the events, in one fixed order
+//!   └──────────── no switch ◄── apply: the effects, the events, in one fixed order
 //!                                                              │
-//!                                        the domain ends ──► domain event, next domain
+//!          the vCPU blocks, yields, woke another, used its slice, or the domain ended
+//!                                                              ▼
+//!                         schedule event; the next vCPU (`schedule.rs`), or idle
 //! ```
+//!
+//! Domains start in turn (each when the one before has ended: independent lab guests) or
+//! together (side by side: the scheduler switches between them). A vCPU that leaves the CPU
+//! in the middle of an exit is *parked*: the rest of that exit's handling (the pending
+//! interrupt, the `resume` event) happens when it runs again, after the `schedule` event
+//! that says why. So a woken domain's trace reads: schedule (woken by port N), inject (its
+//! upcall), its handler's exits, return.
 //!
 //! Every event goes through [`record`], which is also where the host's controller may stop
 //! the hypervisor (`control.rs`) and where gdb's `monitor traps` learns of decisions. gdb's
-//! own hooks are called here, at the same three places every time: before VMRUN, right
-//! after the exit is recorded (before anything is decided), and after the decision.
+//! own hooks are called here, at the same three places every time, for the domain it
+//! debugs: before VMRUN, right after the exit is recorded (before anything is decided), and
+//! after the decision.
 
 use crate::gdb::{self, Debugger};
 use crate::hardware::Hardware;
@@ -26,30 +36,37 @@ use crate::time::rdtsc;
 use crate::{control, trace};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::event::{self, Body, DomainState, Resume};
+use traplab_abi::event::{self, Body, DomainState, Resume, Schedule, ScheduleWhy};
+use traplab_abi::evtchn::Port;
+use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
-use traplab_hv::{Domain, DomainEnd, Exit, Guest};
+use traplab_hv::domain::evtchn::PortState;
+use traplab_hv::domain::vcpu::RunState;
+use traplab_hv::schedule::{self, Start, Switch};
+use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
 
-/// A domain the loop runs: on its own, or with gdb attached (gdbstub's target owns what it
-/// debugs, so the debugger holds the domain while a session may come).
+/// The domains the loop runs: on their own, or with gdb attached to one of them
+/// (gdbstub's target owns what it debugs, so the debugger holds the system).
 pub enum Running {
-    Alone(Box<Domain>),
+    Alone(Box<System>),
     Debugged(Box<Debugger>),
 }
 
 impl Running {
-    pub fn domain(&mut self) -> &mut Domain {
+    pub fn system(&mut self) -> &mut System {
         match self {
-            Running::Alone(domain) => domain,
-            Running::Debugged(debugger) => debugger.domain(),
+            Running::Alone(system) => system,
+            Running::Debugged(debugger) => debugger.system(),
         }
     }
 
-    fn debugger(&mut self) -> Option<&mut Debugger> {
+    /// gdb, if it debugs domain `id`.
+    fn debugger_of(&mut self, id: u16) -> Option<&mut Debugger> {
         match self {
-            Running::Alone(_) => None,
-            Running::Debugged(debugger) => Some(debugger),
+            Running::Debugged(debugger) if debugger.domain_id() == id => Some(debugger),
+            _ => None,
         }
     }
 }
@@ -61,7 +78,7 @@ pub fn record(dom: Option<u16>, body: Body) {
     if let Body::Console(console) = &body
         && !trace::has_reader()
     {
-        crate::console::write_fmt(format_args!("dom{}| {}\n", dom.unwrap_or(0), console.text));
+        crate::console::write_fmt(format_args!("d{}| {}\n", dom.unwrap_or(0), console.text));
     }
     if let Body::Decide(decide) = &body {
         // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
@@ -72,32 +89,239 @@ pub fn record(dom: Option<u16>, body: Body) {
     }
 }
 
-/// Run `running`'s domain until it ends.
-fn run(running: &mut Running, host: &Host, machine: &mut Hardware) -> DomainEnd {
-    let domain = running.domain();
-    let id = domain.id;
+/// Why a vCPU left the CPU.
+enum Off {
+    /// Its domain ended.
+    Ended(DomainEnd),
+    /// The scheduler runs another (or the same, if no other is runnable).
+    Switched(Switch),
+}
+
+/// The rest of an exit's handling, owed by a vCPU that left the CPU at that exit.
+struct Parked {
+    exit: Exit,
+    applied: Applied,
+}
+
+/// What the loop remembers between vCPUs.
+struct Scheduler {
+    /// The vCPU that ran last.
+    current: Option<u16>,
+    /// Domains whose `created` event has been recorded.
+    created: Vec<u16>,
+    parked: BTreeMap<u16, Parked>,
+}
+
+/// Run every domain to its end: in turn, or side by side (`start`).
+pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
+    let mut system = System::new(domains, start);
+    for (index, domain) in system.domains.iter_mut().enumerate() {
+        domain.vcpu.run_state = match (start, index) {
+            (Start::Together, _) | (Start::InTurn, 0) => RunState::Runnable,
+            _ => RunState::Waiting,
+        };
+    }
+    let together = start == Start::Together && system.domains.len() > 1;
+    let mut machine = Hardware;
+    if together {
+        // The scheduler preempts on the hypervisor's own timer (`schedule.rs`).
+        machine.start_timer();
+    }
+    let mut running = match gdb::attach(Box::new(system)) {
+        Ok(debugger) => Running::Debugged(debugger),
+        Err(system) => Running::Alone(system),
+    };
+    let mut scheduler = Scheduler {
+        current: None,
+        created: Vec::new(),
+        parked: BTreeMap::new(),
+    };
+    let mut next = schedule::next(&running.system().domains, None);
+    if together && let Some(first) = next {
+        record_schedule(None, Some(first), ScheduleWhy::Start, None);
+    }
+    loop {
+        let id = match next {
+            Some(id) => id,
+            None => match idle(&mut running, &mut machine, together) {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        switch_in(&mut running, &mut scheduler, id, &mut machine);
+        let off = run_vcpu(&mut running, id, host, &mut machine, &mut scheduler);
+        let woken = match off {
+            Off::Switched(Switch::Woke { to, .. }) => Some(to),
+            _ => None,
+        };
+        let (why, port) = match off {
+            Off::Ended(end) => {
+                finish(&mut running, id, end);
+                if let Some(waiting) = schedule::next_in_turn(&running.system().domains)
+                    && running.system().start == Start::InTurn
+                    && let Some(domain) = running.system().domain_mut(waiting)
+                {
+                    domain.vcpu.run_state = RunState::Runnable;
+                }
+                (ScheduleWhy::Ended, None)
+            }
+            Off::Switched(Switch::Blocked) => (ScheduleWhy::Blocked, None),
+            Off::Switched(Switch::Yielded) => (ScheduleWhy::Yielded, None),
+            Off::Switched(Switch::SliceOver) => (ScheduleWhy::SliceOver, None),
+            Off::Switched(Switch::Woke { port, .. }) => (ScheduleWhy::Woken, port),
+        };
+        // A woken vCPU runs first (Xen's credit scheduler boosts it).
+        next = woken.or_else(|| schedule::next(&running.system().domains, Some(id)));
+        if together && next != Some(id) {
+            record_schedule(Some(id), next, why, port);
+        }
+    }
+}
+
+fn record_schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<Port>) {
     record(
-        Some(id),
-        Body::Domain(event::DomainChange {
-            state: DomainState::Created,
-            name: Cow::Owned(domain.name.clone()),
-            status: None,
-            reason: Some(loader::describe(domain)),
+        None,
+        Body::Schedule(Schedule {
+            from,
+            to,
+            why,
+            port,
         }),
     );
-    // DR0–DR3 are not in the VMCB: the CPU's are the running guest's (exit/dr.rs).
-    for (slot, &address) in domain.vcpu.debug_registers.iter().enumerate() {
-        traplab_hv::Machine::load_breakpoint_address(machine, slot as u8, address);
+}
+
+/// Nothing is runnable: the hypervisor idles until a blocked vCPU's timer is due, and
+/// returns the vCPU it woke. `None`: every domain has ended; or the blocked ones wait for
+/// something nothing can send any more (no timer, nobody left to send an event): they are
+/// killed, as a deadlock.
+fn idle(running: &mut Running, machine: &mut Hardware, together: bool) -> Option<u16> {
+    loop {
+        let system = running.system();
+        if !system
+            .domains
+            .iter()
+            .any(|domain| domain.vcpu.run_state.is_blocked())
+        {
+            return None;
+        }
+        let Some(due) = schedule::earliest_timer(&system.domains) else {
+            let blocked: Vec<u16> = system
+                .domains
+                .iter()
+                .filter(|domain| domain.vcpu.run_state.is_blocked())
+                .map(|domain| domain.id)
+                .collect();
+            for id in blocked {
+                let end = DomainEnd::Killed {
+                    reason: "deadlock: every domain waits, and nothing is left that could wake one (no timer, no domain to send an event)".into(),
+                };
+                finish(running, id, end);
+            }
+            continue;
+        };
+        machine.halt_until(due);
+        if let Some(woken) = wake_on_timers(running.system(), None, machine.now()) {
+            if together {
+                record_schedule(None, Some(woken), ScheduleWhy::Woken, None);
+            }
+            return Some(woken);
+        }
     }
+}
+
+/// Blocked vCPUs (other than `running`) whose timers are due at `now`: their tick becomes
+/// pending, and those it wakes are runnable again. The first one woken.
+fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option<u16> {
+    let mut first = None;
+    for domain in &mut system.domains {
+        if Some(domain.id) == running {
+            continue;
+        }
+        let RunState::Blocked(wait) = &domain.vcpu.run_state else {
+            continue;
+        };
+        let wait = wait.clone();
+        let tick = domain.timer_tick(now);
+        if schedule::woken_by_timer(&wait, domain, tick) {
+            domain.vcpu.run_state = RunState::Runnable;
+            first = first.or(Some(domain.id));
+        }
+    }
+    first
+}
+
+/// Put vCPU `id` on the CPU: its `created` event the first time, the debug registers and
+/// XCR0 VMRUN does not switch, a due timer, and what it still owes of the exit it left at.
+fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine: &mut Hardware) {
+    let previous = scheduler.current.replace(id);
+    let Some(domain) = running.system().domain_mut(id) else {
+        return;
+    };
+    domain.vcpu.ticks_run = 0;
+    if !scheduler.created.contains(&id) {
+        scheduler.created.push(id);
+        record(
+            Some(id),
+            Body::Domain(event::DomainChange {
+                state: DomainState::Created,
+                name: Cow::Owned(domain.name.clone()),
+                status: None,
+                reason: Some(loader::describe(domain)),
+            }),
+        );
+    }
+    if previous != Some(id) {
+        // DR0–DR3 and XCR0 are not in the VMCB: the CPU's are the running guest's
+        // (`exit/dr.rs`, `exit/xsetbv.rs`).
+        for (slot, &address) in domain.vcpu.debug_registers.iter().enumerate() {
+            machine.load_breakpoint_address(slot as u8, address);
+        }
+        machine.load_dr7(domain.vcpu.vmcb.save.dr7);
+        machine.set_xcr0(domain.vcpu.xcr0);
+        if let Some(debugger) = running.debugger_of(id) {
+            debugger.switched_in();
+        }
+    }
+    let Some(domain) = running.system().domain_mut(id) else {
+        return;
+    };
+    domain.timer_tick(machine.now());
+    if let Some(Parked { exit, mut applied }) = scheduler.parked.remove(&id) {
+        let mut events = Vec::new();
+        apply::before_resume(domain, &exit, &mut applied, &mut events);
+        for body in events {
+            record(Some(id), body);
+        }
+        if trace::enabled() {
+            record(
+                Some(id),
+                Body::Resume(resume_event(domain, &exit, &applied)),
+            );
+        }
+    }
+}
+
+/// Run vCPU `id` until it leaves the CPU.
+fn run_vcpu(
+    running: &mut Running,
+    id: u16,
+    host: &Host,
+    machine: &mut Hardware,
+    scheduler: &mut Scheduler,
+) -> Off {
     let mut events = Vec::new();
     loop {
         // gdb may hold the guest stopped here (`gdb/mod.rs`).
-        if let Some(debugger) = running.debugger()
+        if let Some(debugger) = running.debugger_of(id)
             && let Some(end) = gdb::before_entry(debugger)
         {
-            return finish(running, end);
+            return Off::Ended(end);
         }
-        let domain = running.domain();
+        let Some(domain) = running.system().domain_mut(id) else {
+            return Off::Ended(DomainEnd::Killed {
+                reason: "no such domain".into(),
+            });
+        };
         // SAFETY: the VMCB was set up by `loader::create` and is changed only by the apply
         // step and gdb, through fields VMRUN checks; `host.save_area` was filled by VMSAVE
         // in `svm::enable`.
@@ -116,38 +340,68 @@ fn run(running: &mut Running, host: &Host, machine: &mut Hardware) -> DomainEnd 
 
         // An exit of gdb's own (its breakpoint, its single step) is not the guest's.
         let gdb_decision = running
-            .debugger()
+            .debugger_of(id)
             .and_then(|debugger| gdb::at_exit(debugger, &exit));
-        let domain = running.domain();
-        let decision = gdb_decision.unwrap_or_else(|| {
-            traplab_hv::exit::handle(
-                &exit,
-                &Guest {
-                    domain,
-                    machine: &Hardware,
-                },
-            )
-        });
-        let mut applied = apply::apply(domain, decision, machine, &mut events);
-        if applied.end.is_none() {
+        let system = running.system();
+        let decision = match gdb_decision {
+            Some(decision) => decision,
+            None => {
+                let Some((domain, others)) = system.split(id) else {
+                    continue;
+                };
+                traplab_hv::exit::handle(
+                    &exit,
+                    &Guest {
+                        domain,
+                        others,
+                        machine: &Hardware,
+                    },
+                )
+            }
+        };
+        let Some((domain, mut others)) = system.split_mut(id) else {
+            continue;
+        };
+        let mut applied = apply::apply(domain, &mut others, decision, machine, &mut events);
+
+        // The scheduler's part: a tick of the hypervisor's timer counts against the slice
+        // and may wake a blocked vCPU whose timer is due.
+        if applied.end.is_none() && exit.reason == ExitReason::Intr {
+            domain.vcpu.ticks_run += 1;
+            wake_on_timers(system, Some(id), exit.tsc);
+            if applied.switch.is_none() && schedule::slice_over(&system.domains, id) {
+                applied.switch = Some(Switch::SliceOver);
+            }
+        }
+        let Some(domain) = system.domain_mut(id) else {
+            continue;
+        };
+        if applied.end.is_none() && applied.switch.is_none() {
             apply::before_resume(domain, &exit, &mut applied, &mut events);
         }
         for body in events.drain(..) {
             record(Some(id), body);
         }
         if let Some(end) = applied.end {
-            return finish(running, end);
+            return Off::Ended(end);
+        }
+        if let Some(switch) = applied.switch {
+            scheduler.parked.insert(id, Parked { exit, applied });
+            return Off::Switched(switch);
         }
         if trace::enabled() {
+            let Some(domain) = running.system().domain(id) else {
+                continue;
+            };
             record(
                 Some(id),
                 Body::Resume(resume_event(domain, &exit, &applied)),
             );
         }
-        if let Some(debugger) = running.debugger()
+        if let Some(debugger) = running.debugger_of(id)
             && let Some(end) = gdb::after_handling(debugger)
         {
-            return finish(running, end);
+            return Off::Ended(end);
         }
     }
 }
@@ -186,15 +440,21 @@ fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
     }
 }
 
-/// The domain is over: tell gdb, flush its console, say how it ended.
-fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
-    if let Some(debugger) = running.debugger() {
+/// Domain `id` is over: tell gdb, flush its console, say how it ended; then undo what it
+/// held of the others: its channels' other ends become unbound again (as Xen's
+/// `evtchn_destroy` closes every port), and the grants it mapped are released.
+fn finish(running: &mut Running, id: u16, end: DomainEnd) {
+    if let Some(debugger) = running.debugger_of(id) {
         gdb::domain_ended(debugger, &end);
     }
-    let domain = running.domain();
+    let system = running.system();
+    let Some((domain, mut others)) = system.split_mut(id) else {
+        return;
+    };
+    domain.vcpu.run_state = RunState::Ended;
     if let Some(line) = domain.devices.console.flush() {
         record(
-            Some(domain.id),
+            Some(id),
             Body::Console(event::Console {
                 text: Cow::Owned(line),
             }),
@@ -214,7 +474,7 @@ fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
         reason
     );
     record(
-        Some(domain.id),
+        Some(id),
         Body::Domain(event::DomainChange {
             state,
             name: Cow::Owned(domain.name.clone()),
@@ -222,17 +482,20 @@ fn finish(running: &mut Running, end: DomainEnd) -> DomainEnd {
             reason: Some(Cow::Owned(reason)),
         }),
     );
-    end
-}
-
-/// Run every domain, one after the other, each to its end.
-pub fn run_all(domains: Vec<Domain>, host: &Host) {
-    let mut machine = Hardware;
-    for domain in domains {
-        let mut running = match gdb::attach(Box::new(domain)) {
-            Ok(debugger) => Running::Debugged(debugger),
-            Err(domain) => Running::Alone(domain),
-        };
-        run(&mut running, host, &mut machine);
+    for state in domain.events.ports {
+        if let PortState::Interdomain {
+            remote,
+            remote_port,
+        } = state
+            && let Some(peer) = others.domain_mut(remote)
+            && let Some(slot) = peer.events.ports.get_mut(remote_port as usize)
+        {
+            *slot = PortState::Unbound { remote: id };
+        }
+    }
+    for mapping in domain.grants.maptrack.drain(..).flatten() {
+        if let Some(owner) = others.domain_mut(mapping.granter) {
+            apply::release_grant(owner, mapping);
+        }
     }
 }

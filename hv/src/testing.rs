@@ -7,9 +7,12 @@
 use crate::apply::{self, Applied};
 use crate::decision::{Bounce, Decision, Delivery, DomainEnd};
 use crate::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE};
+use crate::domain::vcpu::RunState;
 use crate::domain::{Domain, Guest};
+use crate::domain::{Others, OthersMut};
 use crate::exit::{self, Exit};
 use crate::machine::Machine;
+use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use traplab_abi::boot;
@@ -19,6 +22,9 @@ use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
 use traplab_abi::x86::{RFlags, pte};
 
+/// Where the fake host frames of a test's RAM start: page `gpa` is frame `FRAMES + gpa`.
+pub const FRAMES: u64 = 0x4000_0000;
+
 /// Guest RAM as a plain vector. With `lazy`, pages start unmapped (for the NPF tests).
 pub struct VecMemory {
     ram: RefCell<Vec<u8>>,
@@ -27,6 +33,9 @@ pub struct VecMemory {
     /// No frame left: `populate` fails.
     pub exhausted: bool,
     pub fetches_forbidden: bool,
+    /// Pages of other domains mapped here (grants): guest-physical page → (host frame,
+    /// writable).
+    pub foreign: RefCell<std::collections::BTreeMap<u64, (u64, bool)>>,
 }
 
 impl VecMemory {
@@ -37,6 +46,7 @@ impl VecMemory {
             mapped: RefCell::new(BTreeSet::new()),
             exhausted: false,
             fetches_forbidden: false,
+            foreign: RefCell::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -81,7 +91,9 @@ impl GuestMemory for VecMemory {
     }
 
     fn is_mapped(&self, gpa: u64) -> bool {
-        !self.lazy || self.mapped.borrow().contains(&(gpa & !(PAGE_SIZE - 1)))
+        let page = gpa & !(PAGE_SIZE - 1);
+        (gpa < self.size() && (!self.lazy || self.mapped.borrow().contains(&page)))
+            || self.foreign.borrow().contains_key(&page)
     }
 
     fn lazy(&self) -> bool {
@@ -94,11 +106,26 @@ impl GuestMemory for VecMemory {
         }
         let page = gpa & !(PAGE_SIZE - 1);
         self.mapped.borrow_mut().insert(page);
-        Some(0x4000_0000 + page)
+        Some(FRAMES + page)
     }
 
     fn populated_pages(&self) -> u64 {
         self.mapped.borrow().len() as u64
+    }
+
+    fn host_frame(&self, gpa: u64) -> Option<u64> {
+        (gpa < self.size()).then_some(FRAMES + (gpa & !(PAGE_SIZE - 1)))
+    }
+
+    fn map_foreign(&mut self, gpa: u64, frame: u64, writable: bool) -> bool {
+        self.foreign
+            .borrow_mut()
+            .insert(gpa & !(PAGE_SIZE - 1), (frame, writable));
+        true
+    }
+
+    fn unmap_foreign(&mut self, gpa: u64) {
+        self.foreign.borrow_mut().remove(&(gpa & !(PAGE_SIZE - 1)));
     }
 
     fn forbid_fetches(&mut self, forbid: bool) {
@@ -200,13 +227,18 @@ pub const PD: u64 = PML4 + 0x2000;
 pub const PT: u64 = PML4 + 0x3000;
 /// A page of RAM no test uses for anything else: buffers, frames, tables.
 pub const DATA: u64 = 0x0010_0000;
+/// The shared-info page of the domains of the event-channel tests.
+pub const SHARED_INFO: u64 = 0x0011_0000;
 /// An address no page table maps (the PDPT maps only the first GiB, the PD only 16 MiB).
 pub const UNMAPPED: u64 = 0x4000_0000;
 
-/// A domain and a machine to run its exits against.
+/// A domain and a machine to run its exits against, and the other domains and the store
+/// beside it (none, unless a test adds them).
 pub struct Test {
     pub domain: Domain,
     pub machine: FakeMachine,
+    pub others: Vec<Domain>,
+    pub store: Store,
 }
 
 /// What one exit did: its decision, what applying it said, and its events.
@@ -360,9 +392,12 @@ impl Test {
     pub fn with_memory(memory: VecMemory) -> Test {
         let mut domain = Domain::new(1, "test".into(), Box::new(memory));
         domain.vcpu.set_long_mode_boot_state(ENTRY);
+        domain.vcpu.run_state = RunState::Runnable;
         let mut test = Test {
             domain,
             machine: FakeMachine::default(),
+            others: Vec::new(),
+            store: Store::default(),
         };
         let table = pte::PRESENT | pte::WRITABLE | pte::USER;
         test.write_u64(PML4, PDPT | table);
@@ -371,6 +406,26 @@ impl Test {
             test.write_u64(PD + large * 8, (large << 21) | table | pte::HUGE);
         }
         test
+    }
+
+    /// Another domain beside the test's, runnable, with its RAM in a vector and a
+    /// shared-info page at [`SHARED_INFO`].
+    pub fn add_domain(&mut self, id: u16) -> &mut Domain {
+        let memory = VecMemory::new(boot::GUEST_RAM_SIZE, false);
+        let mut domain = Domain::new(id, format!("d{id}"), Box::new(memory));
+        domain.vcpu.set_long_mode_boot_state(ENTRY);
+        domain.vcpu.run_state = RunState::Runnable;
+        domain.events.shared_info = Some(SHARED_INFO);
+        self.others.push(domain);
+        self.others.last_mut().expect("just added")
+    }
+
+    /// Another domain, by id.
+    pub fn other(&mut self, id: u16) -> &mut Domain {
+        self.others
+            .iter_mut()
+            .find(|domain| domain.id == id)
+            .expect("a domain the test added")
     }
 
     /// A 32-bit guest in protected mode with paging off (the `overflow` lab's kind).
@@ -384,6 +439,7 @@ impl Test {
     pub fn guest(&self) -> Guest<'_> {
         Guest {
             domain: &self.domain,
+            others: Others::new(&self.others, &self.store),
             machine: &self.machine,
         }
     }
@@ -511,8 +567,10 @@ impl Test {
     pub fn run(&mut self, exit: Exit) -> Run {
         let decision = self.decide(exit);
         let mut events = Vec::new();
+        let mut others = OthersMut::new(&mut self.others, &mut self.store);
         let mut applied = apply::apply(
             &mut self.domain,
+            &mut others,
             decision.clone(),
             &mut self.machine,
             &mut events,

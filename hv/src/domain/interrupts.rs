@@ -1,6 +1,9 @@
 //! The guest's virtual interrupts: its timer, and the interrupt waiting for the guest to
 //! take it.
 //!
+//! Two sources make an interrupt pending: the guest's timer, and its event channels' upcall
+//! when it registered a callback vector (`evtchn.rs`, [`Domain::pending_interrupt`]).
+//!
 //! A guest asks for a periodic timer with the `set_timer` hypercall. The hypervisor notices
 //! that it is due when it has control: at each tick of its own timer (an INTR exit,
 //! `exit/intr.rs`) or while the guest halts (`exit/hlt.rs`). The interrupt then becomes
@@ -17,6 +20,7 @@
 
 use super::Domain;
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
+use traplab_abi::evtchn::{Port, virq};
 
 /// A periodic timer the guest asked for with `set_timer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,46 @@ impl VirtualInterrupts {
     }
 }
 
+/// What a tick of a domain's timer became ([`Domain::timer_tick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    NotDue,
+    /// Its interrupt is pending.
+    Interrupt,
+    /// An event on the port bound to `VIRQ_TIMER`; `upcall`: it made an upcall owed.
+    Event {
+        port: Port,
+        upcall: bool,
+    },
+}
+
+impl Domain {
+    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or,
+    /// when the domain bound a port to `VIRQ_TIMER`, an event on that port. Used where the
+    /// hypervisor notices the deadline outside an exit of the domain's own: while it
+    /// halts, when it is switched in, and for a blocked domain (`run.rs`).
+    pub fn timer_tick(&mut self, now: u64) -> Tick {
+        let (poll, next) = self.vcpu.interrupts.poll(now);
+        if poll == TimerPoll::NotDue {
+            return Tick::NotDue;
+        }
+        match self.events.virq_port(virq::TIMER) {
+            Some(port) => {
+                self.vcpu.interrupts.timer = next.timer;
+                let pending = self.set_pending(port);
+                Tick::Event {
+                    port,
+                    upcall: pending.upcall,
+                }
+            }
+            None => {
+                self.vcpu.interrupts = next;
+                Tick::Interrupt
+            }
+        }
+    }
+}
+
 /// What happens to the pending interrupt before the next VMRUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assist {
@@ -87,7 +131,7 @@ pub enum Assist {
 /// Can the pending interrupt be delivered before this VMRUN? (The run loop asks after every
 /// exit's decision is applied.)
 pub fn assist(domain: &Domain) -> Assist {
-    let Some(vector) = domain.vcpu.interrupts.pending else {
+    let Some(vector) = domain.pending_interrupt() else {
         return Assist::Nothing;
     };
     let vmcb = &domain.vcpu.vmcb;

@@ -48,6 +48,19 @@ pub trait GuestMemory {
     /// How many pages [`GuestMemory::populate`] has mapped so far.
     fn populated_pages(&self) -> u64;
 
+    /// The host frame behind the RAM page at `gpa`: what another domain maps when this one
+    /// grants it the page (`exit/vmmcall/grant_table.rs`). `None` outside RAM; with lazy
+    /// memory the page gets its frame now.
+    fn host_frame(&self, gpa: u64) -> Option<u64>;
+
+    /// Map host `frame`, another domain's page, at guest-physical `gpa` (a grant, outside
+    /// this domain's RAM), writable or read-only and never executable. `false`: no memory
+    /// left for a nested page table.
+    fn map_foreign(&mut self, gpa: u64, frame: u64, writable: bool) -> bool;
+
+    /// Take away the page [`GuestMemory::map_foreign`] mapped at `gpa`.
+    fn unmap_foreign(&mut self, gpa: u64);
+
     /// Forbid (or allow again) instruction fetches from every guest page at once: the first
     /// fetch then exits with an NPF (gdb's step into an event handler, `gdb/mod.rs`).
     fn forbid_fetches(&mut self, forbid: bool);

@@ -7,13 +7,19 @@
 //! | [`Devices`]         | `../device/`    | the console UART and the lab's MMIO device           |
 //! | [`Pv`]              | `pv.rs`         | the paravirtual state: trap table, pinned page tables |
 //! | [`VirtualInterrupts`] | `interrupts.rs` | the guest's timer and its pending interrupt (in the vCPU) |
+//! | [`EventChannels`]   | `evtchn.rs`     | its ports, its shared-info page, its upcall          |
+//! | [`Grants`]          | `grants.rs`     | what it grants others, what it maps of theirs        |
 //!
-//! The handlers see a domain read-only, through a [`Guest`]; only `apply.rs` changes it.
+//! The handlers see a domain read-only, through a [`Guest`] (with the other domains beside
+//! it, read-only too); only `apply.rs` changes it.
 //! What happens at one exit is a value of its own ([`crate::exit::Exit`]), and gdb's
 //! session lives outside the domain, in the bare-metal program (`gdb/`).
 
+pub mod evtchn;
+pub mod grants;
 pub mod interrupts;
 pub mod memory;
+pub mod others;
 pub mod page_tables;
 pub mod pv;
 pub mod vcpu;
@@ -22,8 +28,11 @@ use crate::device::Devices;
 use crate::machine::Machine;
 use alloc::boxed::Box;
 use alloc::string::String;
+pub use evtchn::EventChannels;
+pub use grants::Grants;
 pub use interrupts::VirtualInterrupts;
 pub use memory::{GuestMemory, MemoryError};
+pub use others::{Others, OthersMut};
 pub use pv::Pv;
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::x86::RFlags;
@@ -37,6 +46,8 @@ pub struct Domain {
     pub memory: Box<dyn GuestMemory>,
     pub devices: Devices,
     pub pv: Pv,
+    pub events: EventChannels,
+    pub grants: Grants,
 }
 
 impl Domain {
@@ -49,6 +60,8 @@ impl Domain {
             memory,
             devices: Devices::default(),
             pv: Pv::default(),
+            events: EventChannels::default(),
+            grants: Grants::default(),
         }
     }
 
@@ -110,6 +123,11 @@ impl Domain {
         self.pv.trap_table_entry(vector)
     }
 
+    /// Is this the control domain (dom0), which may set up channels and grants for others?
+    pub fn privileged(&self) -> bool {
+        self.id == 0
+    }
+
     /// Can the guest take an external interrupt now? In PV mode its kernel's interrupt
     /// flag is the virtual one CLI/STI change (`exit/privileged.rs`), not RFLAGS.IF.
     pub fn interrupts_enabled(&self) -> bool {
@@ -121,12 +139,14 @@ impl Domain {
     }
 }
 
-/// What a handler may look at: the domain, read-only, and what the machine under the
-/// hypervisor answers (the real CPU's CPUID, the TSC rate). It dereferences to the
-/// [`Domain`]: `guest.gpr(0)`, `guest.vcpu.vmcb.save.cr0`, `guest.read_virtual(…)`.
+/// What a handler may look at: the domain, read-only, the other domains and the store
+/// (read-only too), and what the machine under the hypervisor answers (the real CPU's
+/// CPUID, the TSC rate). It dereferences to the [`Domain`]: `guest.gpr(0)`,
+/// `guest.vcpu.vmcb.save.cr0`, `guest.read_virtual(…)`.
 #[derive(Clone, Copy)]
 pub struct Guest<'a> {
     pub domain: &'a Domain,
+    pub others: Others<'a>,
     pub machine: &'a dyn Machine,
 }
 

@@ -9,10 +9,12 @@
 use super::interrupts::VirtualInterrupts;
 use crate::vmcb::{Segment, Vmcb, attrib, misc1};
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem::offset_of;
 use traplab_abi::boot;
 use traplab_abi::event::Registers;
+use traplab_abi::evtchn::Port;
 use traplab_abi::svm::EventType;
 use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
 
@@ -108,6 +110,39 @@ pub struct InFlight {
     pub kind: EventType,
 }
 
+/// What a vCPU is doing (the scheduler's view, `schedule.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RunState {
+    /// Not started yet (in turn: an earlier domain still runs).
+    #[default]
+    Waiting,
+    /// May run.
+    Runnable,
+    /// Waits for something.
+    Blocked(Wait),
+    /// Over.
+    Ended,
+}
+
+impl RunState {
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, RunState::Blocked(_))
+    }
+}
+
+/// What a blocked vCPU waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// An interrupt it can take: its timer's, or its event upcall (HLT with interrupts on).
+    Interrupt,
+    /// An event upcall (`SCHEDOP_block`).
+    Event,
+    /// One of these ports pending (`SCHEDOP_poll`).
+    Poll(Vec<Port>),
+    /// This store node written (a store wait).
+    Store(String),
+}
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// The VMCB (page-aligned; its address is the physical address VMRUN takes).
@@ -125,6 +160,13 @@ pub struct Vcpu {
     pub software_interrupt_rip: Option<u64>,
     /// The guest's timer and the interrupt waiting for it (`interrupts.rs`).
     pub interrupts: VirtualInterrupts,
+    /// The guest's XCR0 (XSETBV): loaded into the CPU when this vCPU runs, since VMRUN
+    /// does not switch it.
+    pub xcr0: u64,
+    /// Waiting to start, runnable, blocked, or over (`schedule.rs`).
+    pub run_state: RunState,
+    /// Ticks of the hypervisor's timer this vCPU has run since it was last switched to.
+    pub ticks_run: u32,
 }
 
 impl Vcpu {
@@ -138,6 +180,10 @@ impl Vcpu {
             iret_intercept_suspended: false,
             software_interrupt_rip: None,
             interrupts: VirtualInterrupts::default(),
+            // x87 state only: the value after reset (Intel SDM vol. 1, 13.3).
+            xcr0: 1,
+            run_state: RunState::default(),
+            ticks_run: 0,
         }
     }
 

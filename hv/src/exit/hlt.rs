@@ -2,15 +2,23 @@
 //!
 //! With interrupts off nothing can ever wake it: a bare CPU would sit there forever, so the
 //! domain ends (status 0: this is how a lab guest says "done"). With interrupts on, it waits
-//! for one: if the guest armed a timer (`set_timer`), the hypervisor halts the physical CPU
-//! until the guest's timer is due, skips the HLT and delivers the interrupt (before the
-//! next VMRUN, `apply.rs`). Without a timer no device of a traplab domain raises an
-//! interrupt, so the domain ends too.
+//! for one:
+//!
+//! - while other domains run, its vCPU *blocks* and the scheduler runs another
+//!   (`schedule.rs`); its timer, or an event upcall, wakes it;
+//! - alone, with a timer armed (`set_timer`), the hypervisor halts the physical CPU until
+//!   the guest's timer is due, skips the HLT and delivers the interrupt (before the next
+//!   VMRUN, `apply.rs`).
+//!
+//! When nothing can ever interrupt it (no timer, and no event can reach it) the domain
+//! ends too.
 
 use super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, DomainEnd, Effect};
 use crate::domain::Guest;
+use crate::domain::evtchn::{Callback, PortState};
+use crate::domain::vcpu::{RunState, Wait};
 use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -35,14 +43,41 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .describe("HLT: the virtual CPU stops")
         .ending(stopped("halted with interrupts off"));
     }
-    if interrupts.pending.is_none() && interrupts.timer.is_none() {
+    let owed = guest.pending_interrupt().is_some();
+    // An event can reach it: an upcall it registered, and a channel another domain holds
+    // the other end of.
+    let reachable = guest.events.callback != Callback::None
+        && guest.events.ports.iter().any(|port| {
+            matches!(
+                port,
+                PortState::Interdomain { .. } | PortState::Unbound { .. }
+            )
+        });
+    let others_run = guest.others.iter().any(|other| {
+        matches!(
+            other.vcpu.run_state,
+            RunState::Runnable | RunState::Blocked(_)
+        )
+    });
+    if !owed && interrupts.timer.is_none() && !(reachable && others_run) {
         return decide!(
             Action::Emulate,
-            "{context}HLT waits for an interrupt, and no device of this domain raises one: the domain is done"
+            "{context}HLT waits for an interrupt, and no device of this domain raises one (no timer, no event can reach it): the domain is done"
         )
         .with(Effect::Rip(next))
         .describe("HLT: the virtual CPU stops")
         .ending(stopped("halted waiting for an interrupt that no device sends"));
+    }
+    if !owed && others_run {
+        return decide!(
+            Action::Emulate,
+            "{context}HLT with interrupts on: d{} blocks until its timer or an event interrupts it; the hypervisor runs another domain meanwhile",
+            guest.id
+        )
+        .with(Effect::Rip(next))
+        .with(Effect::EndInterruptShadow)
+        .with(Effect::Block(Wait::Interrupt))
+        .describe("HLT: the virtual CPU blocks");
     }
     // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
     // interrupt may be delivered right after it.

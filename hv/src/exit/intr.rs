@@ -12,9 +12,26 @@ use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
 use crate::domain::interrupts::TimerPoll;
 use traplab_abi::event::Action;
+use traplab_abi::evtchn::virq;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let (poll, after) = guest.vcpu.interrupts.poll(exit.tsc);
+    // A guest that bound its timer to a port (VIRQ_TIMER) gets its ticks as events.
+    if poll != TimerPoll::NotDue
+        && let Some(port) = guest.events.virq_port(virq::TIMER)
+    {
+        return decide!(
+            Action::Emulate,
+            "the hypervisor's timer interrupted the guest, and the guest's own timer is due: it is bound to port {port} (VIRQ_TIMER), so the tick is an event there"
+        )
+        .with(Effect::AcknowledgeHostTimer)
+        .with(Effect::Timer(after.timer))
+        .with(Effect::Notify {
+            to: guest.id,
+            port,
+            from_port: 0,
+        });
+    }
     let decision = match poll {
         TimerPoll::Pending(vector) => decide!(
             Action::Emulate,

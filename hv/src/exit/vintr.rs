@@ -13,7 +13,7 @@ use crate::domain::Guest;
 use traplab_abi::event::Action;
 
 pub fn handle(_exit: &Exit, guest: &Guest) -> Decision {
-    let decision = match guest.vcpu.interrupts.pending {
+    let decision = match guest.pending_interrupt() {
         Some(vector) => decide!(
             Action::Emulate,
             "the guest opened its interrupt window (RFLAGS.IF = 1): the hypervisor injects the pending interrupt {vector:#x}"

@@ -4,6 +4,22 @@
 //! `traplab_abi::hypercall`. Arguments are untrusted: a pointer is translated through the
 //! guest's page tables and must land in the guest's memory, or the guest gets EFAULT and
 //! nothing else happens.
+//!
+//! The calls between domains, each in a file of its own in `vmmcall/`, as Xen's:
+//!
+//! | file                | hypercall                                  | Xen's                      |
+//! |---------------------|--------------------------------------------|----------------------------|
+//! | `event_channel.rs`  | `event_channel_op`: ports, send, unmask     | `do_event_channel_op`      |
+//! | `grant_table.rs`    | `grant_table_op`: grant, map, unmap          | `do_grant_table_op`        |
+//! | `sched_op.rs`       | `sched_op`: yield, block, poll              | `do_sched_op`              |
+//! | `shared_info.rs`    | `set_shared_info`, `set_callback`           | `XENMAPSPACE_shared_info`, `set_callbacks` |
+//! | `store_op.rs`       | `store_op`: read, write, wait               | xenstore, reduced          |
+
+mod event_channel;
+mod grant_table;
+mod sched_op;
+mod shared_info;
+mod store_op;
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning};
@@ -122,6 +138,12 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                 _ => finish(decision, next, number, error::EINVAL),
             }
         }
+        hypercall::SCHED_OP => sched_op::handle(guest, next, first, second),
+        hypercall::EVENT_CHANNEL_OP => event_channel::handle(guest, next, first, second),
+        hypercall::GRANT_TABLE_OP => grant_table::handle(guest, next, first, second),
+        hypercall::SET_SHARED_INFO => shared_info::set_shared_info(guest, next, first),
+        hypercall::SET_CALLBACK => shared_info::set_callback(next, first, second),
+        hypercall::STORE_OP => store_op::handle(guest, next),
         // EXERCISE hypercall.1: add `domain_id` (number 8): it returns the caller's domain
         // number (`guest.id`). Decide with Action::Emulate and a reason, like the others.
         _ => {
@@ -150,6 +172,50 @@ fn finish(mut decision: Decision, next: u64, number: u64, result: i64) -> Decisi
         .with(Effect::Gpr(0, result as u64))
         .with(Effect::Rip(next))
         .describe(what)
+}
+
+/// A hypercall's argument structure of `N` bytes, read from guest-virtual `address`, laid
+/// out as in its ABI (little-endian, `#[repr(C)]`).
+struct Argument<const N: usize> {
+    address: u64,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Argument<N> {
+    /// Read it; `EFAULT` when it is not all in the guest's memory.
+    fn read(guest: &Guest, address: u64) -> Result<Argument<N>, i64> {
+        let mut bytes = [0u8; N];
+        guest
+            .read_virtual(address, &mut bytes)
+            .map_err(|_| error::EFAULT)?;
+        Ok(Argument { address, bytes })
+    }
+
+    fn field<const W: usize>(&self, offset: usize) -> [u8; W] {
+        let mut field = [0u8; W];
+        field.copy_from_slice(&self.bytes[offset..offset + W]);
+        field
+    }
+
+    fn u16(&self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.field(offset))
+    }
+
+    fn u32(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.field(offset))
+    }
+
+    fn u64(&self, offset: usize) -> u64 {
+        u64::from_le_bytes(self.field(offset))
+    }
+
+    /// The effect that writes an output field back (it was read, so it is the guest's).
+    fn write(&self, offset: usize, bytes: &[u8]) -> Effect {
+        Effect::GuestWrite {
+            address: self.address.wrapping_add(offset as u64),
+            bytes: bytes.to_vec(),
+        }
+    }
 }
 
 /// The bytes of `console_write(buffer, length)`.

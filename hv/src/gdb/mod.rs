@@ -1,4 +1,4 @@
-//! gdb attaches to a guest: the hypervisor serves the GDB remote protocol for domain 0.
+//! gdb attaches to a guest: the hypervisor serves the GDB remote protocol for one domain.
 //!
 //! Like Xen's gdbsx or a KVM VMM's gdb server, the debugger talks to the hypervisor, which
 //! owns the guest's state: registers are the VMCB's and the saved context's, memory is read
@@ -7,7 +7,17 @@
 //! guest-specific part is `target.rs` (`impl Target for Debuggee`: the domain and what gdb
 //! set in it), the registers gdb sees are in `arch.rs`, and the `monitor` commands in
 //! `monitor.rs`. The debugger lives outside the domain: the run loop holds a [`Debugger`]
-//! (which owns the domain, because gdbstub's target must) and calls it at three places.
+//! (which owns the whole system, because gdbstub's target must own what it debugs and the
+//! other domains run in the same loop) and calls it at three places, at the exits of the
+//! domain it debugs.
+//!
+//! ## One domain, all-stop
+//!
+//! gdb debugs the domain the host names (`traplab gdb LAB --domain N`, fw_cfg
+//! `opt/traplab/gdb`). While gdb holds it stopped, the hypervisor serves gdb and nothing
+//! else runs: the other domains stop with it (gdb's "all-stop" mode). When gdb lets it go,
+//! every domain keeps its place in the schedule. Ctrl-C is noticed at the debugged domain's
+//! next exit; while it is blocked (waiting for an event) the interrupt waits too.
 //!
 //! ## Where the guest stops
 //!
@@ -51,7 +61,7 @@ mod target;
 use crate::hardware::Hardware;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
@@ -62,7 +72,7 @@ use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
-use traplab_hv::{Decision, Domain, DomainEnd, Exit, decide};
+use traplab_hv::{Decision, Domain, DomainEnd, Exit, System, decide};
 
 pub use monitor::note_decision;
 
@@ -74,9 +84,12 @@ const DR6_BS: u64 = 1 << 14;
 
 /// Serve gdb? Set at boot from fw_cfg `opt/traplab/gdb`.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The domain gdb debugs.
+static DOMAIN: AtomicU16 = AtomicU16::new(0);
 
-/// Turn the gdb channel on: domain 0 will start stopped, waiting for gdb on COM2.
-pub fn enable() {
+/// Turn the gdb channel on: domain `id` will start stopped, waiting for gdb on COM2.
+pub fn enable(id: u16) {
+    DOMAIN.store(id, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     // Without exits, a spinning guest could never be interrupted with Ctrl-C.
     crate::timer::ensure_running();
@@ -128,9 +141,12 @@ enum Armed {
     FetchTrap,
 }
 
-/// gdbstub's target: the domain, and what gdb has set in it.
+/// gdbstub's target: the system, which domain of it gdb debugs, and what gdb has set in
+/// that domain.
 pub struct Debuggee {
-    pub domain: Domain,
+    pub system: System,
+    /// The debugged domain's place in `system.domains` (domains are never removed).
+    index: usize,
     pub resume: Resume,
     pub software_breakpoints: Vec<SoftwareBreakpoint>,
     /// DR0–DR3: the slots gdb owns.
@@ -153,29 +169,68 @@ pub struct Debugger {
     target: Debuggee,
 }
 
-impl Debugger {
-    pub fn domain(&mut self) -> &mut Domain {
-        &mut self.target.domain
+impl Debuggee {
+    /// The domain gdb debugs.
+    pub fn domain(&self) -> &Domain {
+        &self.system.domains[self.index]
+    }
+
+    pub fn domain_mut(&mut self) -> &mut Domain {
+        &mut self.system.domains[self.index]
     }
 }
 
-/// Attach a debugger to `domain` if gdb is enabled and this is domain 0: the session
-/// starts with the guest stopped at its first instruction. `Err` gives the domain back
-/// when it runs without one.
-pub fn attach(domain: Box<Domain>) -> Result<Box<Debugger>, Box<Domain>> {
-    if !enabled() || domain.id != 0 {
-        return Err(domain);
+impl Debugger {
+    pub fn system(&mut self) -> &mut System {
+        &mut self.target.system
     }
-    let Some(com2) = Com2::open() else {
-        crate::log!("gdb: no COM2 on this machine: the guest runs without a debugger");
-        return Err(domain);
+
+    /// The id of the domain gdb debugs.
+    pub fn domain_id(&self) -> u16 {
+        self.target.domain().id
+    }
+
+    /// The debugged domain is back on the CPU: its breakpoint slots go back into the
+    /// debug registers, which the other domains' vCPUs used meanwhile.
+    pub fn switched_in(&mut self) {
+        for (slot, owned) in self.target.hardware_slots.iter().enumerate() {
+            if let Some(owned) = owned {
+                traplab_hv::Machine::load_breakpoint_address(
+                    &mut Hardware,
+                    slot as u8,
+                    owned.address,
+                );
+            }
+        }
+    }
+}
+
+/// Attach a debugger to the domain gdb was asked for, if gdb is enabled and the system has
+/// that domain: the session starts with it stopped at its first instruction. `Err` gives
+/// the system back when it runs without one.
+pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
+    let id = DOMAIN.load(Ordering::Relaxed);
+    if !enabled() {
+        return Err(system);
+    }
+    let Some(index) = system.domains.iter().position(|domain| domain.id == id) else {
+        crate::log!("gdb: there is no domain {id} to debug: the guests run without a debugger");
+        return Err(system);
     };
-    crate::log!("gdb: domain 0 ({}) waits for gdb on COM2", domain.name);
+    let Some(com2) = Com2::open() else {
+        crate::log!("gdb: no COM2 on this machine: the guests run without a debugger");
+        return Err(system);
+    };
+    crate::log!(
+        "gdb: d{id} ({}) waits for gdb on COM2",
+        system.domains[index].name
+    );
     let mut debugger = Box::new(Debugger {
         machine: None,
         listener: None,
         target: Debuggee {
-            domain: *domain,
+            system: *system,
+            index,
             resume: Resume::Continue,
             software_breakpoints: Vec::new(),
             hardware_slots: [None; 4],
@@ -189,7 +244,7 @@ pub fn attach(domain: Box<Domain>) -> Result<Box<Debugger>, Box<Domain>> {
             debugger.machine = Some(machine);
             Ok(debugger)
         }
-        Err(_) => Err(Box::new(debugger.target.domain)),
+        Err(_) => Err(Box::new(debugger.target.system)),
     }
 }
 
@@ -209,7 +264,7 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// domain: that is the decision then.
 pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
     let step = disarm_step(debugger);
-    monitor::note_exit(&debugger.target.domain, exit);
+    monitor::note_exit(debugger.target.domain(), exit);
 
     if let Some((reason, decision)) = own_stop(debugger, exit, step) {
         // `monitor traps` shows it while gdb holds the guest; the trace records it when the
@@ -227,7 +282,7 @@ pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
         return Some(killed(end));
     }
     if let Some(point) = debugger.target.catch
-        && point.matches(&crate::control::exit_facts(&debugger.target.domain, exit))
+        && point.matches(&crate::control::exit_facts(debugger.target.domain(), exit))
     {
         debugger.target.before_decision = true;
         let end = stop(debugger, StopReason::Signal(Signal::SIGTRAP));
@@ -251,7 +306,7 @@ fn killed(end: DomainEnd) -> Decision {
 /// After the hypervisor handled an exit and the guest will resume: has a step ended?
 pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
     let step = debugger.target.step?;
-    let vmcb = &debugger.target.domain.vcpu.vmcb;
+    let vmcb = &debugger.target.domain().vcpu.vmcb;
     // An injected event completes the step at the handler (the fetch trap); an emulated
     // instruction or a bounce moved RIP: the step is done here.
     if !vmcb.injecting() && vmcb.save.rip != step.start_rip {
@@ -285,7 +340,7 @@ fn own_stop(
     step: Option<SingleStep>,
 ) -> Option<(StopReason, Decision)> {
     let target = &debugger.target;
-    let save = &target.domain.vcpu.vmcb.save;
+    let save = &target.domain().vcpu.vmcb.save;
     let rip = save.rip;
     match exit.reason {
         ExitReason::Exception { vector: 1, .. } => {
@@ -425,7 +480,7 @@ fn serve(debugger: &mut Debugger) -> Option<DomainEnd> {
     crate::control::show_stopped(false);
     if end.is_none() && debugger.target.resume == Resume::Step {
         debugger.target.step = Some(SingleStep {
-            start_rip: debugger.target.domain.vcpu.vmcb.save.rip,
+            start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
             armed: Armed::No,
         });
     }
@@ -486,12 +541,12 @@ fn detach(debugger: &mut Debugger) {
     debugger.listener = Com2::open();
     for breakpoint in &breakpoints {
         let _ = target
-            .domain
+            .domain_mut()
             .write_virtual(breakpoint.address, &[breakpoint.original]);
     }
     for (slot, owned) in slots.iter().enumerate() {
         if owned.is_some() {
-            target::clear_slot(&mut target.domain, slot);
+            target::clear_slot(target.domain_mut(), slot);
         }
     }
     crate::log!("gdb: detached; the guest runs on, and gdb may attach again");
@@ -544,7 +599,7 @@ fn arm_step(debugger: &mut Debugger) {
     if step.armed != Armed::No {
         return;
     }
-    let domain = &mut debugger.target.domain;
+    let domain = debugger.target.domain_mut();
     let armed = if domain.vcpu.vmcb.injecting() {
         domain.memory.forbid_fetches(true);
         domain.vcpu.vmcb.control.tlb_control = 1;
@@ -566,7 +621,7 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
         armed: Armed::No,
         ..step
     });
-    let domain = &mut debugger.target.domain;
+    let domain = debugger.target.domain_mut();
     match step.armed {
         Armed::TrapFlag { guest_tf } => {
             if !guest_tf {

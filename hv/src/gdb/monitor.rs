@@ -141,7 +141,9 @@ fn decision(debuggee: &Debuggee) -> String {
             None => "no decision pending, and none made yet".to_string(),
         };
     }
-    let domain = &debuggee.domain;
+    let Some((domain, others)) = debuggee.system.split(debuggee.domain().id) else {
+        return "the domain is gone".to_string();
+    };
     let control = &domain.vcpu.vmcb.control;
     let reason = ExitReason::decode(control.exitcode, control.exitinfo1, control.exitinfo2);
     let handler = traplab_hv::exit::handler_file(reason);
@@ -153,6 +155,7 @@ fn decision(debuggee: &Debuggee) -> String {
     if let ExitReason::Exception { vector, .. } = reason {
         let guest = Guest {
             domain,
+            others,
             machine: super::hardware(),
         };
         text.push_str(&format!(

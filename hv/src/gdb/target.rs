@@ -52,7 +52,7 @@ impl Target for Debuggee {
 
 impl SingleThreadBase for Debuggee {
     fn read_registers(&mut self, registers: &mut GuestRegisters) -> TargetResult<(), Self> {
-        let vcpu = &self.domain.vcpu;
+        let vcpu = &self.domain().vcpu;
         for (slot, &number) in registers.core.regs.iter_mut().zip(GDB_ORDER.iter()) {
             *slot = vcpu.gpr(number);
         }
@@ -82,7 +82,7 @@ impl SingleThreadBase for Debuggee {
     /// descriptor part would be a lie). Bad control-register values are the user's to
     /// make: VMRUN refuses them and the domain ends, as on hardware.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
-        let vcpu = &mut self.domain.vcpu;
+        let vcpu = &mut self.domain_mut().vcpu;
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
             vcpu.set_gpr(number, value);
         }
@@ -107,7 +107,7 @@ impl SingleThreadBase for Debuggee {
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         // What could be read before the first hole; nothing at all is an error.
-        let done = self.domain.read_virtual_prefix(start, data);
+        let done = self.domain().read_virtual_prefix(start, data);
         if done == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
@@ -122,7 +122,7 @@ impl SingleThreadBase for Debuggee {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
-        self.domain
+        self.domain_mut()
             .write_virtual(start, data)
             .map_err(|_| TargetError::Errno(EFAULT))
     }
@@ -168,8 +168,8 @@ impl Breakpoints for Debuggee {
 impl SwBreakpoint for Debuggee {
     fn add_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
         let mut original = [0u8; 1];
-        if self.domain.read_virtual(address, &mut original).is_err()
-            || self.domain.write_virtual(address, &[INT3]).is_err()
+        if self.domain().read_virtual(address, &mut original).is_err()
+            || self.domain_mut().write_virtual(address, &[INT3]).is_err()
         {
             return Ok(false);
         }
@@ -190,7 +190,7 @@ impl SwBreakpoint for Debuggee {
         };
         let breakpoint = self.software_breakpoints.remove(index);
         Ok(self
-            .domain
+            .domain_mut()
             .write_virtual(address, &[breakpoint.original])
             .is_ok())
     }
@@ -276,7 +276,7 @@ fn dr7_mask(slot: usize) -> u64 {
 
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
 fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
-    let dr7 = debuggee.domain.vcpu.vmcb.save.dr7;
+    let dr7 = debuggee.domain().vcpu.vmcb.save.dr7;
     let free = (0..4)
         .rev()
         .find(|&slot| debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
@@ -284,7 +284,7 @@ fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
     debuggee.hardware_slots[slot] = Some(hardware);
     Hardware.load_breakpoint_address(slot as u8, hardware.address);
     let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
-    load_dr7(&mut debuggee.domain, dr7);
+    load_dr7(debuggee.domain_mut(), dr7);
     true
 }
 
@@ -295,7 +295,7 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
         return false;
     };
     debuggee.hardware_slots[slot] = None;
-    clear_slot(&mut debuggee.domain, slot);
+    clear_slot(debuggee.domain_mut(), slot);
     true
 }
 

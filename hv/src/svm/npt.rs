@@ -57,6 +57,15 @@ impl NestedPageTables {
         Some(())
     }
 
+    /// Unmap the 4 KiB guest-physical page `gpa` (a grant taken back): the next access
+    /// exits with an NPF. The caller flushes the guest's TLB.
+    pub fn unmap(&self, gpa: u64) {
+        if let Some(entry) = self.leaf_entry(gpa, false) {
+            // SAFETY: `leaf_entry` returns a pointer into a page table we own.
+            unsafe { entry.write_volatile(0) };
+        }
+    }
+
     /// Forbid (or allow again) instruction fetches from every guest page at once, with the
     /// NX bit of the top-level entries: NX anywhere on the walk forbids the fetch (APM vol.
     /// 2, 5.6.1). The first fetch then exits with an NPF: gdb's step into an event handler
