@@ -70,7 +70,8 @@ pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"TRAPLAB\0");
 #[derive(Debug, Clone, Copy)]
 pub struct BootInfo {
     pub magic: u64,
-    /// The domain number (0 for the first guest).
+    /// The domain's id, as Xen numbers them: 0 the control domain (dom0), when the lab has
+    /// one; 1, 2, … the unprivileged domains.
     pub domain: u32,
     pub _reserved: u32,
     /// Bytes of guest RAM, starting at guest-physical 0.

@@ -2,8 +2,8 @@
 //! (the ABI is documented in `traplab_abi::hypercall`).
 
 use traplab_abi::hypercall::{
-    CONSOLE_WRITE, EXIT, PIN_PAGE_TABLE, RAISE_EVENT, SET_PV_MODE, SET_TIMER, SET_TRAP_TABLE,
-    TrapInfo,
+    CONSOLE_WRITE, EVENT_CHANNEL_OP, EXIT, GRANT_TABLE_OP, PIN_PAGE_TABLE, RAISE_EVENT, SCHED_OP,
+    SET_CALLBACK, SET_PV_MODE, SET_SHARED_INFO, SET_TIMER, SET_TRAP_TABLE, STORE_OP, TrapInfo,
 };
 
 /// Make hypercall `number` with up to two arguments; returns RAX.
@@ -18,6 +18,21 @@ pub unsafe fn hypercall2(number: u64, first: u64, second: u64) -> i64 {
     unsafe {
         core::arch::asm!("vmmcall", inout("rax") number => result, in("rdi") first, in("rsi") second,
                          options(nostack));
+    }
+    result as i64
+}
+
+/// Make hypercall `number` with five arguments (RDI, RSI, RDX, R10, R8); returns RAX.
+///
+/// # Safety
+/// As [`hypercall2`].
+pub unsafe fn hypercall5(number: u64, args: [u64; 5]) -> i64 {
+    let result: u64;
+    // SAFETY: as in `hypercall2`.
+    unsafe {
+        core::arch::asm!("vmmcall", inout("rax") number => result, in("rdi") args[0],
+                         in("rsi") args[1], in("rdx") args[2], in("r10") args[3],
+                         in("r8") args[4], options(nostack));
     }
     result as i64
 }
@@ -70,4 +85,63 @@ pub fn set_timer(vector: u8, period_us: u64) -> i64 {
 pub fn set_pv_mode(on: bool) -> i64 {
     // SAFETY: a number, no pointer.
     unsafe { hypercall2(SET_PV_MODE, on as u64, 0) }
+}
+
+/// `sched_op(cmd, arg)`: yield, block or poll (`traplab_abi::sched`; the wrappers are in
+/// [`crate::sched`]).
+///
+/// # Safety
+/// `arg` must be what `cmd` expects.
+pub unsafe fn sched_op(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: the caller vouches for `arg`.
+    unsafe { hypercall2(SCHED_OP, cmd, arg) }
+}
+
+/// `event_channel_op(cmd, arg)` (`traplab_abi::evtchn`; the wrappers are in
+/// [`crate::evtchn`]).
+///
+/// # Safety
+/// `arg` must point to the structure `cmd` expects.
+pub unsafe fn event_channel_op(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: the caller vouches for `arg`.
+    unsafe { hypercall2(EVENT_CHANNEL_OP, cmd, arg) }
+}
+
+/// `grant_table_op(cmd, arg)` (`traplab_abi::grant_table`; the wrappers are in
+/// [`crate::grant`]).
+///
+/// # Safety
+/// `arg` must point to the structure `cmd` expects.
+pub unsafe fn grant_table_op(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: the caller vouches for `arg`.
+    unsafe { hypercall2(GRANT_TABLE_OP, cmd, arg) }
+}
+
+/// `set_shared_info(page)`: the page (guest-physical) where the hypervisor marks this
+/// domain's pending events.
+pub fn set_shared_info(page: u64) -> i64 {
+    // SAFETY: a guest-physical address, which the hypervisor checks.
+    unsafe { hypercall2(SET_SHARED_INFO, page, 0) }
+}
+
+/// `set_callback(how, target)`: how the hypervisor tells this domain of a pending event
+/// (`traplab_abi::evtchn::callback`).
+pub fn set_callback(how: u64, target: u64) -> i64 {
+    // SAFETY: two numbers; an address is only jumped to by the hypervisor's bounce.
+    unsafe { hypercall2(SET_CALLBACK, how, target) }
+}
+
+/// `store_op(cmd, path, value)` (`traplab_abi::store`; the wrappers are in
+/// [`crate::store`]).
+pub fn store_op(cmd: u64, path: &str, value: &mut [u8]) -> i64 {
+    let args = [
+        cmd,
+        path.as_ptr() as u64,
+        path.len() as u64,
+        value.as_mut_ptr() as u64,
+        value.len() as u64,
+    ];
+    // SAFETY: a valid path and buffer with their lengths; the hypervisor writes at most
+    // `value.len()` bytes into the buffer.
+    unsafe { hypercall5(STORE_OP, args) }
 }

@@ -15,14 +15,22 @@
 //! The console ([`println!`]) writes bytes to the UART at port 0x3f8: one `out`, so one
 //! IOIO exit, per byte. [`paging`] changes the guest's own page tables, [`user`] runs code
 //! at CPL 3, [`bounce`] gets exceptions the PV way (`set_trap_table`).
+//!
+//! Between domains, as a Xen guest does it: [`evtchn`] (event channels, the shared-info
+//! page and the upcall), [`grant`] (sharing a page), [`store`] (publishing a port or a
+//! grant reference), [`sched`] (yield, block, poll).
 #![no_std]
 
 pub mod bounce;
 pub mod console;
+pub mod evtchn;
 pub mod faults;
+pub mod grant;
 pub mod hypercall;
 pub mod paging;
+pub mod sched;
 pub mod segments;
+pub mod store;
 pub mod traps;
 pub mod user;
 

@@ -81,6 +81,14 @@ pub fn map(
     .map(|flush| flush.flush())
 }
 
+/// Where `virtual_address` leads through the active page tables, if it is mapped.
+pub fn translate(virtual_address: u64) -> Option<u64> {
+    use x86_64::structures::paging::Translate;
+    tables()
+        .translate_addr(VirtAddr::new(virtual_address))
+        .map(|physical| physical.as_u64())
+}
+
 /// Map a fresh zeroed frame at `virtual_address`; returns the frame's address.
 pub fn map_new(virtual_address: u64, flags: PageTableFlags) -> Option<u64> {
     let frame = alloc_frame()?;

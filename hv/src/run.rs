@@ -254,7 +254,13 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
 /// XCR0 VMRUN does not switch, a due timer, and what it still owes of the exit it left at.
 fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine: &mut Hardware) {
     let previous = scheduler.current.replace(id);
-    let Some(domain) = running.system().domain_mut(id) else {
+    let system = running.system();
+    // The XCR0 in the CPU: the previous vCPU's (an XSETBV of its own loaded it), or the
+    // value after reset. (A CPU without XSAVE, as QEMU's qemu64, never gets another.)
+    let loaded_xcr0 = previous
+        .and_then(|previous| system.domain(previous))
+        .map_or(1, |domain| domain.vcpu.xcr0);
+    let Some(domain) = system.domain_mut(id) else {
         return;
     };
     domain.vcpu.ticks_run = 0;
@@ -277,7 +283,9 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
             machine.load_breakpoint_address(slot as u8, address);
         }
         machine.load_dr7(domain.vcpu.vmcb.save.dr7);
-        machine.set_xcr0(domain.vcpu.xcr0);
+        if domain.vcpu.xcr0 != loaded_xcr0 {
+            machine.set_xcr0(domain.vcpu.xcr0);
+        }
         if let Some(debugger) = running.debugger_of(id) {
             debugger.switched_in();
         }

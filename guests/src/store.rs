@@ -1,0 +1,58 @@
+//! The store (`store_op`, `traplab_abi::store`): where domains publish ports and grant
+//! references for each other.
+
+use crate::hypercall::store_op;
+use traplab_abi::store::cmd;
+
+/// Set `path` to `value`. 0, or a negative error (`EPERM` outside our part of the tree).
+pub fn write(path: &str, value: &str) -> i64 {
+    let mut bytes = [0u8; traplab_abi::store::VALUE_MAX as usize];
+    let length = value.len().min(bytes.len());
+    bytes[..length].copy_from_slice(&value.as_bytes()[..length]);
+    store_op(cmd::WRITE, path, &mut bytes[..length])
+}
+
+/// Set `path` to `value`, in decimal (the store holds text).
+pub fn write_number(path: &str, value: u32) -> i64 {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    match core::str::from_utf8(&digits[start..]) {
+        Ok(text) => write(path, text),
+        Err(_) => traplab_abi::hypercall::error::EINVAL,
+    }
+}
+
+/// Read `path` into `buffer`: its value, or a negative error (`ENOENT`).
+pub fn read<'a>(path: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
+    text(store_op(cmd::READ, path, buffer), buffer)
+}
+
+/// Read `path`, waiting (blocked) until some domain writes it.
+pub fn wait<'a>(path: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
+    text(store_op(cmd::WAIT, path, buffer), buffer)
+}
+
+/// Read `path`, waiting for it, as a number.
+pub fn wait_number(path: &str) -> Result<u32, i64> {
+    let mut buffer = [0u8; 16];
+    let text = wait(path, &mut buffer)?;
+    text.parse()
+        .map_err(|_| traplab_abi::hypercall::error::EINVAL)
+}
+
+fn text(result: i64, buffer: &[u8]) -> Result<&str, i64> {
+    if result < 0 {
+        return Err(result);
+    }
+    let length = (result as usize).min(buffer.len());
+    core::str::from_utf8(&buffer[..length]).map_err(|_| traplab_abi::hypercall::error::EINVAL)
+}
