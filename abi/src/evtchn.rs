@@ -4,8 +4,8 @@
 //! An event channel is a pair of *ports*, one in each domain, that the hypervisor links.
 //! Sending on one end makes the other end *pending*: the hypervisor sets the port's bit in
 //! the receiver's shared-info page and, unless the receiver masked it, interrupts the
-//! receiver with an *upcall* (an interrupt through its IDT, or a bounce to a callback it
-//! registered). The receiver's handler finds the pending ports in the page, clears their
+//! receiver with an *upcall*: an interrupt through its IDT, with the vector it registered
+//! (`set_callback`, as an HVM guest's callback vector under Xen). The receiver's handler finds the pending ports in the page, clears their
 //! bits, and does the work. The sender has done nothing but a hypercall: the other domain
 //! runs because of it, later, in its own time.
 //!
@@ -124,8 +124,8 @@ pub mod callback {
     /// An interrupt through the guest's IDT, vector `target` (32–255), as an HVM guest's
     /// "callback via vector" in Xen.
     pub const VECTOR: u64 = 0;
-    /// A bounce to the handler at address `target`, as a PV guest's event callback
-    /// (`set_callbacks`); it returns with the `iret` hypercall.
+    /// A bounce to the handler at address `target`, as a PV guest's event callback (Xen's
+    /// `set_callbacks`). Not implemented: traplab answers ENOSYS.
     pub const ADDRESS: u64 = 1;
 }
 

@@ -28,7 +28,7 @@
 //! | 9      | `sched_op`       | RDI = command, RSI = its argument ([`crate::sched`]) | 0; `EINVAL`, `EFAULT`        |
 //! | 10     | `event_channel_op` | RDI = command, RSI = its structure ([`crate::evtchn`]) | 0; `EINVAL`, `EFAULT`, `ESRCH`, `EPERM`, `ENOSPC` |
 //! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EINVAL`, `EFAULT` |
-//! | 12     | `set_callback`   | RDI = how ([`crate::evtchn::callback`]), RSI = vector or address | 0; `EINVAL` |
+//! | 12     | `set_callback`   | RDI = how ([`crate::evtchn::callback`]: 0 vector), RSI = the vector (32–255, 0: none) | 0; `EINVAL`; `ENOSYS` for 1 (a PV callback address) |
 //! | 13     | `set_shared_info`| RDI = a page of the guest's RAM (guest-physical): its shared-info page ([`crate::evtchn::shared_info`]) | 0; `EINVAL` |
 //! | 14     | `store_op`       | RDI = command, RSI = path, RDX = its length, R10 = value, R8 = its length ([`crate::store`]) | see there |
 //!

@@ -33,8 +33,6 @@ pub enum Callback {
     None,
     /// An interrupt through its IDT (an HVM guest's callback vector).
     Vector(u8),
-    /// A bounce to this handler (a PV guest's event callback, Xen's `set_callbacks`).
-    Address(u64),
 }
 
 /// What making a port pending did (Xen's `evtchn_set_pending`).

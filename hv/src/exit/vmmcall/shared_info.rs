@@ -5,8 +5,9 @@
 //! guest asks for it at a guest-physical address with `XENMAPSPACE_shared_info`); traplab's
 //! guests name a page of their own RAM, which comes to the same: one page both sides
 //! read and write. The callback is Xen's HVM "callback via vector" (an interrupt through
-//! the guest's IDT, `HVM_PARAM_CALLBACK_IRQ`) or a PV guest's event callback
-//! (`set_callbacks`), a bounce to its handler.
+//! the guest's IDT, `HVM_PARAM_CALLBACK_IRQ`). A PV guest's event callback (Xen's
+//! `set_callbacks`, a bounce to its handler) is not implemented: `set_callback(address, …)`
+//! returns ENOSYS.
 
 use super::finish;
 use crate::decide;
@@ -16,7 +17,6 @@ use crate::domain::evtchn::Callback;
 use traplab_abi::event::Action;
 use traplab_abi::evtchn::callback;
 use traplab_abi::hypercall::{self, error};
-use traplab_abi::x86;
 
 pub fn set_shared_info(guest: &Guest, next: u64, page: u64) -> Decision {
     let number = hypercall::SET_SHARED_INFO;
@@ -55,12 +55,16 @@ pub fn set_callback(next: u64, how: u64, target: u64) -> Decision {
                 ));
             }
         },
-        callback::ADDRESS if x86::canonical(target) && target != 0 => Callback::Address(target),
         callback::ADDRESS => {
-            return refuse(decide!(
-                Action::Emulate,
-                "hypercall set_callback(address, {target:#x}): not a canonical address, EINVAL"
-            ));
+            return finish(
+                decide!(
+                    Action::Emulate,
+                    "hypercall set_callback(address, {target:#x}): traplab delivers upcalls through the guest's IDT (an HVM guest's callback vector); a PV event callback is not implemented: ENOSYS"
+                ),
+                next,
+                number,
+                error::ENOSYS,
+            );
         }
         _ => {
             return refuse(decide!(
@@ -77,10 +81,6 @@ pub fn set_callback(next: u64, how: u64, target: u64) -> Decision {
         Callback::Vector(vector) => decide!(
             Action::Emulate,
             "hypercall set_callback(vector, {vector:#x}): a pending event interrupts the guest through its IDT, vector {vector:#x} (as Xen's HVM callback vector)"
-        ),
-        Callback::Address(handler) => decide!(
-            Action::Emulate,
-            "hypercall set_callback(address, {handler:#x}): the hypervisor bounces a pending event to this handler (as Xen's PV event callback)"
         ),
     };
     finish(decision.with(Effect::Callback(chosen)), next, number, 0)
