@@ -6,6 +6,7 @@
 //! | `monitor traps [N]`     | the last N trap flows (default 10): exit, decision, source line |
 //! | `monitor catch CLASS`   | stop at the next exit of CLASS, before the hypervisor decides (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
 //! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else the last decision |
+//! | `monitor domains`       | every domain: its run state, its ports, its grants; and the store |
 
 use super::Debuggee;
 use alloc::collections::VecDeque;
@@ -17,6 +18,8 @@ use spin::Mutex;
 use traplab_abi::control::Break;
 use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
+use traplab_hv::domain::evtchn::PortState;
+use traplab_hv::domain::vcpu::{RunState, Wait};
 use traplab_hv::{Domain, Exit, Guest};
 
 /// How many flows `monitor traps` remembers.
@@ -100,6 +103,59 @@ impl MonitorCmd for Debuggee {
                 }
             }
             "decision" => outputln!(out, "{}", decision(self)),
+            "domains" => {
+                let debugged = self.domain().id;
+                for domain in &self.system.domains {
+                    let marker = if domain.id == debugged {
+                        " (gdb's)"
+                    } else {
+                        ""
+                    };
+                    outputln!(
+                        out,
+                        "d{} {}{marker}: {}",
+                        domain.id,
+                        domain.name,
+                        run_state(&domain.vcpu.run_state)
+                    );
+                    for (port, state) in domain.events.ports.iter().enumerate() {
+                        if *state != PortState::Free {
+                            let pending = if domain.event_pending(port as u32) {
+                                ", pending"
+                            } else {
+                                ""
+                            };
+                            outputln!(out, "    port {port}: {}{pending}", port_state(state));
+                        }
+                    }
+                    for (gref, entry) in domain.grants.table.iter().enumerate() {
+                        if entry.flags != 0 {
+                            outputln!(
+                                out,
+                                "    grant {gref}: page {:#x} for d{}, flags {:#x}, mapped {} time(s)",
+                                (entry.frame as u64) << 12,
+                                entry.domid,
+                                entry.flags,
+                                domain.grants.mapped[gref]
+                            );
+                        }
+                    }
+                    for (handle, mapping) in domain.grants.maptrack.iter().enumerate() {
+                        if let Some(mapping) = mapping {
+                            outputln!(
+                                out,
+                                "    maps grant {} of d{} at {:#x} (handle {handle})",
+                                mapping.gref,
+                                mapping.granter,
+                                mapping.host_addr
+                            );
+                        }
+                    }
+                }
+                for (path, value) in self.system.store.nodes() {
+                    outputln!(out, "store {path} = \"{value}\"");
+                }
+            }
             _ => {
                 outputln!(out, "traplab monitor commands:");
                 outputln!(
@@ -116,12 +172,40 @@ impl MonitorCmd for Debuggee {
                 );
                 outputln!(
                     out,
+                    "  monitor domains        every domain: run state, ports, grants; the store"
+                );
+                outputln!(
+                    out,
                     "  monitor decision       what the hypervisor is about to do at this exit"
                 );
                 outputln!(out, "  monitor help           this text");
             }
         }
         Ok(())
+    }
+}
+
+fn run_state(state: &RunState) -> String {
+    match state {
+        RunState::Waiting => "waiting to start".into(),
+        RunState::Runnable => "runnable".into(),
+        RunState::Blocked(Wait::Interrupt) => "blocked in HLT, until an interrupt".into(),
+        RunState::Blocked(Wait::Event) => "blocked (SCHEDOP_block), until an event".into(),
+        RunState::Blocked(Wait::Poll(ports)) => format!("polling ports {ports:?}"),
+        RunState::Blocked(Wait::Store(path)) => format!("waiting for store node {path}"),
+        RunState::Ended => "ended".into(),
+    }
+}
+
+fn port_state(state: &PortState) -> String {
+    match state {
+        PortState::Free => "free".into(),
+        PortState::Unbound { remote } => format!("unbound, for d{remote}"),
+        PortState::Interdomain {
+            remote,
+            remote_port,
+        } => format!("connected to port {remote_port} of d{remote}"),
+        PortState::Virq(virq) => format!("VIRQ {virq} (the timer)"),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::evtchn::PortState;
 use crate::domain::{Domain, Guest};
+use alloc::boxed::Box;
 use alloc::format;
 use traplab_abi::event::Action;
 use traplab_abi::evtchn::{DOMID_SELF, PORTS, Port, cmd, virq};
@@ -24,7 +25,7 @@ pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
         cmd::SEND => send(guest, arg),
         cmd::CLOSE => close(guest, arg),
         cmd::UNMASK => unmask(guest, arg),
-        _ => Err((
+        _ => Err(refuse(
             decide!(
                 Action::Emulate,
                 "event_channel_op({command}): no such command, the guest gets ENOSYS"
@@ -34,12 +35,23 @@ pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
     };
     match decision {
         Ok(decision) => finish(decision, next, hypercall::EVENT_CHANNEL_OP, 0),
-        Err((decision, code)) => finish(decision, next, hypercall::EVENT_CHANNEL_OP, code),
+        Err(refused) => {
+            let (decision, code) = *refused;
+            finish(decision, next, hypercall::EVENT_CHANNEL_OP, code)
+        }
     }
 }
 
 /// A command's outcome: the decision, or the decision and the error the guest gets.
-type Outcome = Result<Decision, (Decision, i64)>;
+type Outcome = Result<Decision, Refused>;
+
+/// A refusal: the decision that explains it and the error code (boxed: it is rare, and a
+/// decision is large).
+type Refused = Box<(Decision, i64)>;
+
+fn refuse(decision: Decision, code: i64) -> Refused {
+    Box::new((decision, code))
+}
 
 /// The domain a `dom` field names: the caller for `DOMID_SELF` or its own id, else one of
 /// the others.
@@ -52,8 +64,8 @@ fn named<'a>(guest: &Guest<'a>, dom: u16) -> Option<&'a Domain> {
 }
 
 /// The structure could not be read: EFAULT.
-fn unreadable(name: &str, arg: u64) -> (Decision, i64) {
-    (
+fn unreadable(name: &str, arg: u64) -> Refused {
+    refuse(
         decide!(
             Action::Emulate,
             "{name}: its argument at {arg:#x} is not in the guest's memory, EFAULT"
@@ -63,9 +75,9 @@ fn unreadable(name: &str, arg: u64) -> (Decision, i64) {
 }
 
 /// A port that events reach must have a shared-info page to mark them in.
-fn without_shared_info(name: &str, domain: &Domain) -> Option<(Decision, i64)> {
+fn without_shared_info(name: &str, domain: &Domain) -> Option<Refused> {
     domain.events.shared_info.is_none().then(|| {
-        (
+        refuse(
             decide!(
                 Action::Emulate,
                 "{name}: d{} has no shared-info page yet (set_shared_info), so no event could be marked pending: EINVAL",
@@ -82,7 +94,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
     let argument = Argument::<8>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (dom, remote_dom) = (argument.u16(0), argument.u16(2));
     let Some(target) = named(guest, dom) else {
-        return Err((
+        return Err(refuse(
             decide!(Action::Emulate, "{NAME}: there is no domain {dom}, ESRCH"),
             error::ESRCH,
         ));
@@ -90,7 +102,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
     // Xen's default policy (XSM's dummy module): a domain allocates in itself; only the
     // control domain may do it for another.
     if target.id != guest.id && !guest.privileged() {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: d{} asks for a port in d{}, which only the control domain (dom0) may do: EPERM",
@@ -109,7 +121,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
         remote_dom
     };
     let Some(port) = target.events.free_port() else {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: every port of d{} is in use, ENOSPC",
@@ -139,7 +151,7 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
     let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (remote_dom, remote_port) = (argument.u16(0), argument.u32(4));
     let Some(remote) = named(guest, remote_dom) else {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: there is no domain {remote_dom} to connect to, ESRCH"
@@ -150,7 +162,7 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
     let expected = PortState::Unbound { remote: guest.id };
     if remote.events.state(remote_port) != Some(expected) {
         let state = remote.events.state(remote_port);
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: port {remote_port} of d{} is not a port allocated for d{} to bind ({state:?}), EINVAL",
@@ -164,7 +176,7 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
         return Err(refused);
     }
     let Some(local) = guest.events.free_port() else {
-        return Err((
+        return Err(refuse(
             decide!(Action::Emulate, "{NAME}: every port is in use, ENOSPC"),
             error::ENOSPC,
         ));
@@ -211,7 +223,7 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
     let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (number, vcpu) = (argument.u32(0), argument.u32(4));
     if number != virq::TIMER || vcpu != 0 {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: VIRQ {number} of vCPU {vcpu}: traplab has the timer (VIRQ 0) of vCPU 0 only, EINVAL"
@@ -220,7 +232,7 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
         ));
     }
     if let Some(port) = guest.events.virq_port(number) {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: the timer is bound to port {port} already, EEXIST"
@@ -232,7 +244,7 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
         return Err(refused);
     }
     let Some(port) = guest.events.free_port() else {
-        return Err((
+        return Err(refuse(
             decide!(Action::Emulate, "{NAME}: every port is in use, ENOSPC"),
             error::ENOSPC,
         ));
@@ -251,11 +263,11 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
 }
 
 /// Read the one port of `EVTCHNOP_send`, `close` and `unmask`, and check it is a port.
-fn port_argument(guest: &Guest, name: &str, arg: u64) -> Result<Port, (Decision, i64)> {
+fn port_argument(guest: &Guest, name: &str, arg: u64) -> Result<Port, Refused> {
     let argument = Argument::<4>::read(guest, arg).map_err(|_| unreadable(name, arg))?;
     let port = argument.u32(0);
     if port >= PORTS {
-        return Err((
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{name}: port {port} does not exist (a domain has ports 1 to {}), EINVAL",
@@ -272,7 +284,7 @@ fn send(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_send";
     let port = port_argument(guest, NAME, arg)?;
     match guest.events.ports[port as usize] {
-        PortState::Free => Err((
+        PortState::Free => Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: port {port} was never allocated or bound: nothing to send to, EINVAL"
@@ -285,7 +297,7 @@ fn send(guest: &Guest, arg: u64) -> Outcome {
             "{NAME}: port {port} is allocated for d{remote}, which has not bound to it yet: as in Xen, the event is dropped"
         )
         .describe(format!("{NAME}: port {port} unbound, dropped"))),
-        PortState::Virq(_) => Err((
+        PortState::Virq(_) => Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: port {port} is bound to the timer, which only the hypervisor notifies: EINVAL"
@@ -338,7 +350,7 @@ fn close(guest: &Guest, arg: u64) -> Outcome {
         state: PortState::Free,
     };
     match guest.events.ports[port as usize] {
-        PortState::Free => Err((
+        PortState::Free => Err(refuse(
             decide!(Action::Emulate, "{NAME}: port {port} is not in use, EINVAL"),
             error::EINVAL,
         )),

@@ -11,6 +11,7 @@ use super::{Argument, finish};
 use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
+use alloc::boxed::Box;
 use alloc::format;
 use traplab_abi::event::Action;
 use traplab_abi::grant_table::{
@@ -43,21 +44,21 @@ pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
             finish(decision.describe(what), next, hypercall::GRANT_TABLE_OP, 0)
         }
         Err(decision) => {
-            let decision = decision.describe(format!("{name}: its structure at {arg:#x}"));
+            let decision = (*decision).describe(format!("{name}: its structure at {arg:#x}"));
             finish(decision, next, hypercall::GRANT_TABLE_OP, error::EFAULT)
         }
     }
 }
 
 /// A command that read its structure: the decision and the status it writes back. `Err`:
-/// the structure could not be read (EFAULT, nothing written).
-type Outcome = Result<(Decision, i16), Decision>;
+/// the structure could not be read (EFAULT, nothing written; boxed, as it is rare).
+type Outcome = Result<(Decision, i16), Box<Decision>>;
 
-fn unreadable(name: &str, arg: u64) -> Decision {
-    decide!(
+fn unreadable(name: &str, arg: u64) -> Box<Decision> {
+    Box::new(decide!(
         Action::Emulate,
         "{name}: its structure at {arg:#x} is not in the guest's memory, EFAULT"
-    )
+    ))
 }
 
 /// The status written at `offset` of the structure, after the decision's other effects.
