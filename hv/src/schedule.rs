@@ -131,3 +131,258 @@ pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: Tick) -> bool {
         Tick::Event { port, upcall } => woken_by_event(wait, domain, port, upcall),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::interrupts::VirtualTimer;
+    use crate::testing::VecMemory;
+    use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
+    use alloc::vec;
+    use traplab_abi::x86::RFlags;
+
+    /// A domain `id` in `state`, with a little RAM.
+    fn domain(id: u16, state: RunState) -> Domain {
+        let mut domain = Domain::new(
+            id,
+            format!("d{id}"),
+            Box::new(VecMemory::new(0x1_0000, false)),
+        );
+        domain.vcpu.run_state = state;
+        domain
+    }
+
+    /// Domains with these ids and states, in domain order.
+    fn system(states: &[(u16, RunState)]) -> Vec<Domain> {
+        states
+            .iter()
+            .map(|(id, state)| domain(*id, state.clone()))
+            .collect()
+    }
+
+    fn blocked() -> RunState {
+        RunState::Blocked(Wait::Event)
+    }
+
+    // ---- next ---------------------------------------------------------------------------
+
+    #[test]
+    fn next_is_the_first_runnable_domain_after_the_current_one() {
+        let domains = system(&[
+            (0, RunState::Runnable),
+            (1, RunState::Runnable),
+            (2, blocked()),
+            (3, RunState::Runnable),
+        ]);
+        assert_eq!(next(&domains, Some(0)), Some(1));
+        assert_eq!(next(&domains, Some(1)), Some(3), "d2 is blocked");
+        assert_eq!(next(&domains, Some(2)), Some(3), "after a blocked current");
+    }
+
+    #[test]
+    fn next_wraps_around_to_the_first_runnable_domain() {
+        let domains = system(&[
+            (0, RunState::Ended),
+            (1, RunState::Runnable),
+            (2, RunState::Runnable),
+        ]);
+        assert_eq!(next(&domains, Some(2)), Some(1));
+    }
+
+    #[test]
+    fn next_without_a_current_domain_is_the_first_runnable_one() {
+        // The start, and after the idle loop: dom0 first when it can run.
+        let domains = system(&[
+            (0, RunState::Waiting),
+            (1, RunState::Runnable),
+            (2, RunState::Runnable),
+        ]);
+        assert_eq!(next(&domains, None), Some(1));
+        let domains = system(&[(0, RunState::Runnable), (1, RunState::Runnable)]);
+        assert_eq!(next(&domains, None), Some(0));
+    }
+
+    #[test]
+    fn next_is_the_current_domain_only_when_nothing_else_is_runnable() {
+        let domains = system(&[
+            (1, blocked()),
+            (2, RunState::Runnable),
+            (3, RunState::Ended),
+        ]);
+        assert_eq!(next(&domains, Some(2)), Some(2));
+    }
+
+    #[test]
+    fn next_is_none_when_nothing_is_runnable() {
+        // Blocked, not started, or over: the hypervisor idles (or every domain is done).
+        let domains = system(&[(0, blocked()), (1, RunState::Waiting), (2, RunState::Ended)]);
+        assert_eq!(next(&domains, Some(0)), None);
+        assert_eq!(next(&domains, None), None);
+        assert_eq!(next(&[], None), None);
+    }
+
+    // ---- slice_over ---------------------------------------------------------------------
+
+    #[test]
+    fn the_slice_is_over_after_3_ticks_when_another_domain_is_runnable() {
+        // Xen's credit scheduler: a 30 ms time slice (sched_credit_tslice_ms).
+        let mut domains = system(&[(1, RunState::Runnable), (2, RunState::Runnable)]);
+        domains[0].vcpu.ticks_run = SLICE_TICKS - 1;
+        assert!(!slice_over(&domains, 1), "2 ticks");
+        domains[0].vcpu.ticks_run = SLICE_TICKS;
+        assert!(slice_over(&domains, 1), "3 ticks");
+        domains[0].vcpu.ticks_run = SLICE_TICKS + 5;
+        assert!(slice_over(&domains, 1));
+    }
+
+    #[test]
+    fn a_domain_with_nobody_waiting_to_run_keeps_the_cpu_past_its_slice() {
+        let mut domains = system(&[
+            (1, RunState::Runnable),
+            (2, blocked()),
+            (3, RunState::Waiting),
+            (4, RunState::Ended),
+        ]);
+        domains[0].vcpu.ticks_run = 10;
+        assert!(!slice_over(&domains, 1));
+        assert!(!slice_over(&domains, 9), "no such domain");
+    }
+
+    // ---- next_in_turn -------------------------------------------------------------------
+
+    #[test]
+    fn in_turn_the_next_domain_is_the_first_still_waiting() {
+        let domains = system(&[
+            (0, RunState::Ended),
+            (1, RunState::Waiting),
+            (2, RunState::Waiting),
+        ]);
+        assert_eq!(next_in_turn(&domains), Some(1));
+        let domains = system(&[(0, RunState::Ended), (1, RunState::Ended)]);
+        assert_eq!(next_in_turn(&domains), None);
+    }
+
+    // ---- earliest_timer -----------------------------------------------------------------
+
+    #[test]
+    fn the_idle_loop_waits_for_the_earliest_timer_of_a_blocked_domain() {
+        let mut domains = system(&[
+            (1, RunState::Runnable),
+            (2, blocked()),
+            (3, RunState::Blocked(Wait::Interrupt)),
+            (4, blocked()),
+        ]);
+        for (domain, due) in domains.iter_mut().zip([100, 300, 200]) {
+            domain.vcpu.interrupts.timer = Some(VirtualTimer {
+                vector: 0x20,
+                period_tsc: 1_000,
+                due_tsc: due,
+            });
+        }
+        assert_eq!(earliest_timer(&domains), Some(200), "d1 runs: not counted");
+        domains[2].vcpu.run_state = RunState::Ended;
+        assert_eq!(earliest_timer(&domains), Some(300));
+        domains[1].vcpu.interrupts.timer = None;
+        assert_eq!(earliest_timer(&domains), None, "d4 has no timer");
+    }
+
+    // ---- woken_by_event, woken_by_timer, woken_by_store ---------------------------------
+
+    /// A domain halted (blocked on HLT) with interrupts on and a callback vector.
+    fn halted_with_a_callback() -> Domain {
+        let mut domain = domain(1, RunState::Blocked(Wait::Interrupt));
+        domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+        domain.events.callback = Callback::Vector(0xf3);
+        domain
+    }
+
+    #[test]
+    fn a_domain_halted_wakes_on_an_upcall_it_can_take_as_an_interrupt() {
+        let mut domain = halted_with_a_callback();
+        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, true));
+        assert!(
+            !woken_by_event(&Wait::Interrupt, &domain, 3, false),
+            "no upcall: masked"
+        );
+        domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
+        assert!(
+            !woken_by_event(&Wait::Interrupt, &domain, 3, true),
+            "interrupts off"
+        );
+        let mut domain = halted_with_a_callback();
+        domain.events.callback = Callback::None;
+        assert!(
+            !woken_by_event(&Wait::Interrupt, &domain, 3, true),
+            "no callback"
+        );
+    }
+
+    #[test]
+    fn a_pv_kernel_halted_wakes_by_its_virtual_interrupt_flag() {
+        let mut domain = halted_with_a_callback();
+        domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
+        domain.pv.enabled = true;
+        domain.pv.virtual_interrupt_flag = true;
+        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, true));
+    }
+
+    #[test]
+    fn a_domain_blocked_in_schedop_block_wakes_on_any_upcall() {
+        // vcpu_block (xen/common/sched/core.c): asleep until local_events_need_delivery().
+        let domain = domain(1, blocked());
+        assert!(woken_by_event(&Wait::Event, &domain, 3, true));
+        assert!(!woken_by_event(&Wait::Event, &domain, 3, false));
+    }
+
+    #[test]
+    fn a_domain_polling_wakes_on_its_ports_upcall_or_not() {
+        // evtchn_check_pollers wakes a poller of the port, masked or not.
+        let wait = Wait::Poll(vec![3, 7]);
+        let domain = domain(1, RunState::Blocked(wait.clone()));
+        assert!(woken_by_event(&wait, &domain, 7, false));
+        assert!(woken_by_event(&wait, &domain, 3, true));
+        assert!(!woken_by_event(&wait, &domain, 4, true));
+    }
+
+    #[test]
+    fn a_domain_waiting_for_the_store_is_not_woken_by_an_event() {
+        let wait = Wait::Store(String::from("/local/domain/0/port"));
+        let domain = domain(1, RunState::Blocked(wait.clone()));
+        assert!(!woken_by_event(&wait, &domain, 3, true));
+    }
+
+    #[test]
+    fn a_timer_s_interrupt_wakes_only_a_halted_domain() {
+        let domain = domain(1, RunState::Blocked(Wait::Interrupt));
+        assert!(woken_by_timer(&Wait::Interrupt, &domain, Tick::Interrupt));
+        assert!(!woken_by_timer(&Wait::Event, &domain, Tick::Interrupt));
+        assert!(!woken_by_timer(
+            &Wait::Poll(vec![1]),
+            &domain,
+            Tick::Interrupt
+        ));
+        assert!(!woken_by_timer(&Wait::Interrupt, &domain, Tick::NotDue));
+    }
+
+    #[test]
+    fn a_timer_s_event_wakes_as_any_event_on_its_port() {
+        let domain = halted_with_a_callback();
+        let tick = |upcall| Tick::Event { port: 2, upcall };
+        assert!(woken_by_timer(&Wait::Event, &domain, tick(true)));
+        assert!(!woken_by_timer(&Wait::Event, &domain, tick(false)));
+        assert!(woken_by_timer(&Wait::Interrupt, &domain, tick(true)));
+        assert!(woken_by_timer(&Wait::Poll(vec![2]), &domain, tick(false)));
+        assert!(!woken_by_timer(&Wait::Poll(vec![3]), &domain, tick(true)));
+    }
+
+    #[test]
+    fn a_store_write_wakes_only_a_wait_for_that_very_node() {
+        let wait = Wait::Store(String::from("/local/domain/0/port"));
+        assert!(woken_by_store(&wait, "/local/domain/0/port"));
+        assert!(!woken_by_store(&wait, "/local/domain/0/port/x"));
+        assert!(!woken_by_store(&wait, "/local/domain/0"));
+        assert!(!woken_by_store(&Wait::Event, "/local/domain/0/port"));
+    }
+}

@@ -38,3 +38,23 @@ impl Store {
             .map(|(path, value)| (path.as_str(), value.as_str()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn a_full_store_has_room_only_for_the_nodes_it_holds() {
+        let mut store = Store::new();
+        for node in 0..NODES_MAX {
+            assert!(store.has_room_for(&format!("/n/{node}")));
+            store.write(format!("/n/{node}"), "x".into());
+        }
+        assert!(!store.has_room_for("/n/new"));
+        assert!(store.has_room_for("/n/0"), "rewriting a node takes no room");
+        store.write("/n/0".into(), "y".into());
+        assert_eq!(store.read("/n/0"), Some("y"));
+        assert_eq!(store.nodes().count(), NODES_MAX);
+    }
+}

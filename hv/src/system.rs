@@ -58,3 +58,61 @@ impl System {
             .any(|domain| domain.vcpu.run_state != RunState::Ended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::VecMemory;
+    use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::vec;
+
+    fn three() -> System {
+        let domains = [0, 1, 2].map(|id| {
+            Domain::new(
+                id,
+                format!("d{id}"),
+                Box::new(VecMemory::new(0x1_0000, false)),
+            )
+        });
+        System::new(domains.into_iter().collect(), Start::Together)
+    }
+
+    #[test]
+    fn a_domain_s_handler_sees_every_other_domain_in_order_but_not_its_own() {
+        let system = three();
+        let (domain, others) = system.split(1).expect("d1");
+        assert_eq!(domain.id, 1);
+        assert_eq!(others.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(others.domain(1).is_none());
+        assert_eq!(others.domain(2).map(|d| d.id), Some(2));
+        assert!(system.split(7).is_none());
+    }
+
+    #[test]
+    fn split_mut_changes_the_others_through_the_same_view() {
+        let mut system = three();
+        let (domain, mut others) = system.split_mut(2).expect("d2");
+        domain.vcpu.ticks_run = 1;
+        others.domain_mut(0).expect("d0").vcpu.run_state = RunState::Ended;
+        others.store.write("/a".into(), "b".into());
+        assert!(others.domain_mut(2).is_none());
+        assert_eq!(
+            system.domain(0).map(|d| d.vcpu.run_state.clone()),
+            Some(RunState::Ended)
+        );
+        assert_eq!(system.store.read("/a"), Some("b"));
+    }
+
+    #[test]
+    fn the_system_is_alive_until_every_domain_has_ended() {
+        let mut system = three();
+        assert!(system.alive(), "waiting domains are alive");
+        for domain in &mut system.domains[..2] {
+            domain.vcpu.run_state = RunState::Ended;
+        }
+        assert!(system.alive());
+        system.domain_mut(2).expect("d2").vcpu.run_state = RunState::Ended;
+        assert!(!system.alive());
+    }
+}

@@ -14,7 +14,8 @@ use crate::exit::{self, Exit};
 use crate::machine::Machine;
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use traplab_abi::boot;
 use traplab_abi::event::{self, Body, Decide, Emulate, InstructionBytes, Return};
 use traplab_abi::exit::ExitReason;
@@ -34,8 +35,9 @@ pub struct VecMemory {
     pub exhausted: bool,
     pub fetches_forbidden: bool,
     /// Pages of other domains mapped here (grants): guest-physical page → (host frame,
-    /// writable).
-    pub foreign: RefCell<std::collections::BTreeMap<u64, (u64, bool)>>,
+    /// writable). Shared, so that a test still sees it once the memory is boxed in its
+    /// domain ([`Test::foreign`]).
+    pub foreign: Rc<RefCell<BTreeMap<u64, (u64, bool)>>>,
 }
 
 impl VecMemory {
@@ -46,7 +48,7 @@ impl VecMemory {
             mapped: RefCell::new(BTreeSet::new()),
             exhausted: false,
             fetches_forbidden: false,
-            foreign: RefCell::new(std::collections::BTreeMap::new()),
+            foreign: Rc::new(RefCell::new(BTreeMap::new())),
         }
     }
 
@@ -215,6 +217,9 @@ impl Machine for FakeMachine {
     }
 }
 
+/// The hypercall instruction (`0f 01 d9`).
+pub const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+
 /// Where a test guest's code starts (the boot protocol's image base).
 pub const ENTRY: u64 = boot::IMAGE_BASE;
 /// Where the test guests keep their IDT.
@@ -239,6 +244,8 @@ pub struct Test {
     pub machine: FakeMachine,
     pub others: Vec<Domain>,
     pub store: Store,
+    /// The grants mapped into the test's domain (its [`VecMemory::foreign`]).
+    foreign: Rc<RefCell<BTreeMap<u64, (u64, bool)>>>,
 }
 
 /// What one exit did: its decision, what applying it said, and its events.
@@ -318,6 +325,39 @@ impl Run {
             .unwrap_or_else(|| panic!("no bounce event in {:?}", self.kinds()))
     }
 
+    /// Every `notify` event, in order.
+    pub fn notifies(&self) -> Vec<&event::Notify> {
+        self.events
+            .iter()
+            .filter_map(|body| match body {
+                Body::Notify(notify) => Some(notify),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `grant_map` event (panics when there is none).
+    pub fn grant_mapped(&self) -> &event::GrantMap {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::GrantMap(map) => Some(map),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no grant_map event in {:?}", self.kinds()))
+    }
+
+    /// The `grant_unmap` event (panics when there is none).
+    pub fn grant_unmapped(&self) -> &event::GrantUnmap {
+        self.events
+            .iter()
+            .find_map(|body| match body {
+                Body::GrantUnmap(unmap) => Some(unmap),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no grant_unmap event in {:?}", self.kinds()))
+    }
+
     /// The `return` event (panics when there is none).
     pub fn returned(&self) -> &Return {
         self.events
@@ -390,6 +430,7 @@ impl Test {
 
     /// The same guest on this memory (a [`VecMemory`] with no frame left, say).
     pub fn with_memory(memory: VecMemory) -> Test {
+        let foreign = Rc::clone(&memory.foreign);
         let mut domain = Domain::new(1, "test".into(), Box::new(memory));
         domain.vcpu.set_long_mode_boot_state(ENTRY);
         domain.vcpu.run_state = RunState::Runnable;
@@ -398,6 +439,7 @@ impl Test {
             machine: FakeMachine::default(),
             others: Vec::new(),
             store: Store::default(),
+            foreign,
         };
         let table = pte::PRESENT | pte::WRITABLE | pte::USER;
         test.write_u64(PML4, PDPT | table);
@@ -418,6 +460,29 @@ impl Test {
         domain.events.shared_info = Some(SHARED_INFO);
         self.others.push(domain);
         self.others.last_mut().expect("just added")
+    }
+
+    /// The pages of other domains mapped into the test's domain (grants): guest-physical
+    /// page → (host frame, writable).
+    pub fn foreign(&self) -> BTreeMap<u64, (u64, bool)> {
+        self.foreign.borrow().clone()
+    }
+
+    /// The test's domain at a VMMCALL with RAX = `number`, RDI = `first`, RSI = `second`
+    /// (the first two arguments of every hypercall, `traplab_abi::hypercall`).
+    pub fn hypercall(number: u64, first: u64, second: u64) -> Test {
+        let mut test = Test::long_mode();
+        test.code(&VMMCALL);
+        test.set_gpr(0, number);
+        test.set_gpr(7, first);
+        test.set_gpr(6, second);
+        test
+    }
+
+    /// Run the VMMCALL at RIP again (its registers as they are now), from [`ENTRY`].
+    pub fn call(&mut self) -> Run {
+        self.domain.vcpu.vmcb.save.rip = ENTRY;
+        self.run(self.exit(ExitReason::Vmmcall))
     }
 
     /// Another domain, by id.

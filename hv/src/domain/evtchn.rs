@@ -193,3 +193,260 @@ impl Domain {
             .is_some_and(|byte| byte != 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ENTRY, Run, SHARED_INFO, Test};
+    use crate::vmcb::{misc1, v_intr};
+    use traplab_abi::event::{Body, EventType};
+    use traplab_abi::exit::ExitReason;
+    use traplab_abi::x86::RFlags;
+
+    const PAUSE: [u8; 2] = [0xf3, 0x90];
+    const UPCALL: u8 = 0xf3;
+    const HANDLER: u64 = 0x21_3000;
+
+    /// A domain with a shared-info page at [`SHARED_INFO`] and nothing pending.
+    fn with_page() -> Test {
+        let mut test = Test::long_mode();
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test
+    }
+
+    fn byte(test: &Test, offset: u64) -> u8 {
+        test.domain.shared_info_byte(offset).expect("a page")
+    }
+
+    fn pending_sel(test: &Test) -> u64 {
+        test.read_u64(SHARED_INFO + shared_info::PENDING_SEL)
+    }
+
+    #[test]
+    fn a_port_s_bit_is_bit_port_mod_8_of_byte_port_div_8() {
+        // The bitmaps are arrays of xen_ulong_t, little-endian: bit n of the array is bit
+        // n % 8 of byte n / 8.
+        assert_eq!(bit(shared_info::EVTCHN_PENDING, 0), (0x800, 1));
+        assert_eq!(bit(shared_info::EVTCHN_PENDING, 13), (0x801, 1 << 5));
+        assert_eq!(bit(shared_info::EVTCHN_MASK, 63), (0xa07, 1 << 7));
+    }
+
+    #[test]
+    fn set_pending_marks_the_port_its_word_and_the_upcall() {
+        // xen/common/event_2l.c, evtchn_2l_set_pending.
+        let mut test = with_page();
+        let pending = test.domain.set_pending(13);
+        assert_eq!(
+            pending,
+            Pending {
+                already: false,
+                masked: false,
+                upcall: true
+            }
+        );
+        assert_eq!(byte(&test, shared_info::EVTCHN_PENDING + 1), 1 << 5);
+        assert_eq!(pending_sel(&test), 1, "port 13 is in word 0");
+        assert_eq!(byte(&test, shared_info::UPCALL_PENDING), 1);
+        assert!(test.domain.event_pending(13));
+        assert!(test.domain.upcall_pending());
+    }
+
+    #[test]
+    fn set_pending_of_a_masked_port_marks_only_the_port() {
+        let mut test = with_page();
+        test.write(SHARED_INFO + shared_info::EVTCHN_MASK + 1, &[1 << 5]);
+        let pending = test.domain.set_pending(13);
+        assert_eq!(
+            pending,
+            Pending {
+                already: false,
+                masked: true,
+                upcall: false
+            }
+        );
+        assert!(test.domain.event_pending(13));
+        assert_eq!(pending_sel(&test), 0);
+        assert!(!test.domain.upcall_pending());
+    }
+
+    #[test]
+    fn set_pending_of_a_port_already_pending_changes_nothing() {
+        let mut test = with_page();
+        test.write(SHARED_INFO + shared_info::EVTCHN_PENDING, &[1 << 3]);
+        let pending = test.domain.set_pending(3);
+        assert_eq!(
+            pending,
+            Pending {
+                already: true,
+                masked: false,
+                upcall: false
+            }
+        );
+        assert_eq!(pending_sel(&test), 0);
+        assert!(!test.domain.upcall_pending());
+    }
+
+    #[test]
+    fn without_a_shared_info_page_nothing_is_marked_and_no_upcall_is_owed() {
+        let mut test = Test::long_mode();
+        test.domain.events.callback = Callback::Vector(UPCALL);
+        let pending = test.domain.set_pending(3);
+        assert_eq!(
+            pending,
+            Pending {
+                already: false,
+                masked: false,
+                upcall: false
+            }
+        );
+        assert!(!test.domain.event_pending(3));
+        assert!(!test.domain.unmask(3));
+        assert_eq!(test.domain.pending_interrupt(), None);
+        assert_eq!(test.domain.shared_info_byte(0), None);
+    }
+
+    #[test]
+    fn the_lowest_free_port_is_allocated_and_never_port_0() {
+        let mut events = EventChannels::default();
+        assert_eq!(events.free_port(), Some(1));
+        events.ports[1] = PortState::Virq(0);
+        events.ports[2] = PortState::Unbound { remote: 0 };
+        assert_eq!(events.free_port(), Some(3));
+        assert_eq!(events.virq_port(0), Some(1));
+        assert_eq!(events.state(PORTS), None);
+        for port in 1..PORTS as usize {
+            events.ports[port] = PortState::Unbound { remote: 0 };
+        }
+        assert_eq!(events.free_port(), None);
+    }
+
+    // ---- The upcall through the guest's IDT (Xen's HVM callback vector) ---------------
+
+    /// A guest at a PAUSE, interrupts on, with callback vector 0xf3 and an IDT gate for
+    /// it, and `evtchn_upcall_pending` set.
+    fn owed_an_upcall() -> Test {
+        let mut test = with_page();
+        test.code(&PAUSE);
+        test.interrupts_on();
+        test.domain.events.callback = Callback::Vector(UPCALL);
+        test.gate(UPCALL, HANDLER);
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[1]);
+        test
+    }
+
+    /// The guest took what was injected; it is back at the PAUSE.
+    fn pause_again(test: &mut Test) -> Run {
+        test.vmrun();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.run(test.exit(ExitReason::Pause))
+    }
+
+    #[test]
+    fn an_owed_upcall_is_injected_through_the_idt_after_any_exit() {
+        // Xen's HVMIRQ_callback_vector: while evtchn_upcall_pending is set, the callback
+        // vector is a pending interrupt, injected like any other (AMD APM vol. 2, 15.20).
+        let mut test = owed_an_upcall();
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        let inject = run.injected();
+        assert_eq!(
+            (inject.vector, inject.kind, inject.handler, inject.synthetic),
+            (UPCALL, EventType::Interrupt, Some(HANDLER), false)
+        );
+        assert_eq!(run.applied.resume_at, Some(HANDLER));
+        assert!(run.applied.injected);
+    }
+
+    #[test]
+    fn the_upcall_and_the_timer_s_interrupt_go_in_higher_vector_first() {
+        // As a local APIC orders them: a vector's priority is its upper four bits, and the
+        // highest goes first (AMD APM vol. 2, chapter 16, the APIC).
+        let mut test = owed_an_upcall();
+        test.gate(0x20, HANDLER + 0x100);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.injected().vector, UPCALL);
+        assert_eq!(
+            test.domain.vcpu.interrupts.pending,
+            Some(0x20),
+            "the timer's waits"
+        );
+        // The guest's handler clears evtchn_upcall_pending; the timer's comes next.
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[0]);
+        let run = pause_again(&mut test);
+        assert_eq!(run.injected().vector, 0x20);
+        assert_eq!(test.domain.vcpu.interrupts.pending, None);
+    }
+
+    #[test]
+    fn a_timer_vector_above_the_upcall_s_goes_first_and_the_upcall_stays_owed() {
+        let mut test = owed_an_upcall();
+        test.gate(0xf8, HANDLER + 0x100);
+        test.domain.vcpu.interrupts.pending = Some(0xf8);
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.injected().vector, 0xf8);
+        assert_eq!(
+            test.domain.vcpu.interrupts.pending, None,
+            "the timer's taken"
+        );
+        assert_eq!(test.domain.pending_interrupt(), Some(UPCALL));
+        let run = pause_again(&mut test);
+        assert_eq!(run.injected().vector, UPCALL);
+    }
+
+    #[test]
+    fn the_upcall_is_level_triggered_until_the_guest_clears_upcall_pending() {
+        // Xen asks at every VM entry (xen/arch/x86/hvm/irq.c, hvm_vcpu_has_pending_irq):
+        // `if ( (plat->irq->callback_via_type == HVMIRQ_callback_vector) &&
+        // vcpu_info(v, evtchn_upcall_pending) ) return hvm_intack_vector(…);`.
+        let mut test = owed_an_upcall();
+        test.run(test.exit(ExitReason::Pause));
+        let run = pause_again(&mut test);
+        assert_eq!(run.injected().vector, UPCALL, "still owed");
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[0]);
+        let run = pause_again(&mut test);
+        assert_eq!(run.kinds(), ["decide", "emulate"], "no upcall any more");
+        assert_eq!(test.domain.pending_interrupt(), None);
+    }
+
+    #[test]
+    fn with_if_clear_the_upcall_waits_for_the_interrupt_window() {
+        // V_IRQ and the VINTR intercept (AMD APM vol. 2, 15.21.4); the VINTR exit then
+        // injects the upcall.
+        let mut test = owed_an_upcall();
+        test.domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate", "emulate"]);
+        let Some(Body::Emulate(request)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(
+            request
+                .what
+                .starts_with("interrupt 0xf3 is pending but the guest has interrupts off"),
+            "{}",
+            request.what
+        );
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.virtual_interrupt & v_intr::IRQ, 0);
+        assert_eq!(
+            control.virtual_interrupt >> v_intr::VECTOR_SHIFT & 0xff,
+            UPCALL as u64
+        );
+        assert_ne!(control.intercept_misc1 & misc1::VINTR, 0);
+        // The guest sets IF: the CPU exits with VINTR, and the upcall goes in.
+        test.vmrun();
+        test.interrupts_on();
+        let run = test.run(test.exit(ExitReason::Vintr));
+        assert_eq!(run.injected().vector, UPCALL);
+    }
+
+    #[test]
+    fn without_a_callback_vector_an_owed_upcall_is_no_interrupt() {
+        let mut test = owed_an_upcall();
+        test.domain.events.callback = Callback::None;
+        assert_eq!(test.domain.pending_interrupt(), None);
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+    }
+}

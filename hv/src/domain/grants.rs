@@ -66,3 +66,45 @@ impl Grants {
             .any(|mapping| mapping.host_addr == host_addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: u64 = 0x4000_0000;
+
+    fn mapping(host_addr: u64) -> Option<Mapping> {
+        Some(Mapping {
+            granter: 2,
+            gref: 0,
+            host_addr,
+            readonly: false,
+        })
+    }
+
+    #[test]
+    fn a_new_mapping_gets_the_lowest_free_handle() {
+        // Xen's get_maptrack_handle: a freed handle is used again.
+        let mut grants = Grants::default();
+        assert_eq!(grants.free_handle(), 0);
+        grants.maptrack = alloc::vec![mapping(AT), None, mapping(AT + 0x2000)];
+        assert_eq!(grants.free_handle(), 1);
+        grants.maptrack[1] = mapping(AT + 0x1000);
+        assert_eq!(grants.free_handle(), 3);
+    }
+
+    #[test]
+    fn a_freed_or_unknown_handle_names_no_mapping() {
+        let grants = Grants {
+            maptrack: alloc::vec![None, mapping(AT)],
+            ..Grants::default()
+        };
+        assert_eq!(grants.mapping(0), None);
+        assert_eq!(grants.mapping(1), mapping(AT));
+        assert_eq!(grants.mapping(2), None);
+        assert!(grants.mapped_at(AT));
+        assert!(!grants.mapped_at(AT + 0x1000));
+        assert_eq!(grants.entry(ENTRIES), None);
+        assert_eq!(grants.entry(0), Some(GrantEntryV1::default()));
+    }
+}

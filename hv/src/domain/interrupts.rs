@@ -175,7 +175,8 @@ pub fn window_request(current: u64, vector: Option<u8>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Test;
+    use crate::domain::evtchn::PortState;
+    use crate::testing::{SHARED_INFO, Test};
     use crate::vmcb::EVENTINJ_VALID;
 
     const TIMER: VirtualTimer = VirtualTimer {
@@ -322,5 +323,57 @@ mod tests {
     fn withdrawing_a_request_clears_only_v_irq() {
         let request = window_request(v_intr::MASKING, Some(0x20));
         assert_eq!(window_request(request, None), request & !v_intr::IRQ);
+    }
+
+    // ---- Domain::timer_tick: the deadline noticed outside the domain's own exits -----
+
+    /// A domain whose timer (0x20, every 1,000) is due at 5,000, with a shared-info page.
+    fn ticking() -> Test {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.interrupts.timer = Some(TIMER);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test
+    }
+
+    #[test]
+    fn a_timer_tick_before_the_deadline_changes_nothing() {
+        let mut test = ticking();
+        assert_eq!(test.domain.timer_tick(4_999), Tick::NotDue);
+        assert_eq!(test.domain.vcpu.interrupts, with_timer(None));
+    }
+
+    #[test]
+    fn a_due_timer_tick_makes_its_interrupt_pending() {
+        let mut test = ticking();
+        assert_eq!(test.domain.timer_tick(5_000), Tick::Interrupt);
+        let interrupts = test.domain.vcpu.interrupts;
+        assert_eq!(interrupts.pending, Some(0x20));
+        assert_eq!(interrupts.timer.map(|timer| timer.due_tsc), Some(6_000));
+    }
+
+    #[test]
+    fn a_due_timer_tick_bound_to_virq_timer_is_an_event_and_no_interrupt() {
+        // Xen's send_timer_event → send_guest_vcpu_virq(v, VIRQ_TIMER).
+        let mut test = ticking();
+        test.domain.events.ports[2] = PortState::Virq(virq::TIMER);
+        assert_eq!(
+            test.domain.timer_tick(5_000),
+            Tick::Event {
+                port: 2,
+                upcall: true
+            }
+        );
+        let interrupts = test.domain.vcpu.interrupts;
+        assert_eq!(interrupts.pending, None);
+        assert_eq!(interrupts.timer.map(|timer| timer.due_tsc), Some(6_000));
+        assert!(test.domain.event_pending(2));
+        // The next tick before the guest looked: merged into the first, no new upcall.
+        assert_eq!(
+            test.domain.timer_tick(6_000),
+            Tick::Event {
+                port: 2,
+                upcall: false
+            }
+        );
     }
 }

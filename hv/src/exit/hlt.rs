@@ -103,8 +103,10 @@ fn stopped(reason: &str) -> DomainEnd {
 mod tests {
     use super::*;
     use crate::domain::interrupts::VirtualTimer;
-    use crate::testing::{self, ENTRY, Test};
+    use crate::schedule::Switch;
+    use crate::testing::{self, ENTRY, Run, SHARED_INFO, Test};
     use traplab_abi::event::EventType;
+    use traplab_abi::evtchn::shared_info;
     use traplab_abi::exit::ExitReason;
 
     const HLT: [u8; 1] = [0xf4];
@@ -201,6 +203,140 @@ mod tests {
         );
         assert!(run.emulate().what.contains("waited 0 ticks"));
         assert_eq!(run.injected().vector, 0x20);
+    }
+
+    // ---- Beside other domains ---------------------------------------------------------
+
+    /// A guest at a HLT with interrupts on, no timer, its upcall at vector 0xf3 (an IDT
+    /// gate for it), and port 1 connected to port 5 of d2, which is in `d2`.
+    fn reachable_by_d2(d2: RunState) -> Test {
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.gate(0xf3, HANDLER);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.domain.events.callback = Callback::Vector(0xf3);
+        test.domain.events.ports[1] = PortState::Interdomain {
+            remote: 2,
+            remote_port: 5,
+        };
+        test.add_domain(2).vcpu.run_state = d2;
+        test
+    }
+
+    /// The decision blocks the vCPU on HLT (and applying it did).
+    fn assert_blocked(test: &Test, run: &Run) {
+        assert_eq!(
+            run.decision.why,
+            "HLT with interrupts on: d1 blocks until its timer or an event interrupts it; the hypervisor runs another domain meanwhile"
+        );
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::Rip(ENTRY + 1),
+                Effect::EndInterruptShadow,
+                Effect::Block(Wait::Interrupt)
+            ]
+        );
+        assert_eq!(run.decision.end, None);
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+        assert_eq!(run.emulate().what, "HLT: the virtual CPU blocks");
+        assert_eq!(run.applied.switch, Some(Switch::Blocked));
+        assert_eq!(
+            test.domain.vcpu.run_state,
+            RunState::Blocked(Wait::Interrupt)
+        );
+        assert!(
+            test.machine.calls.is_empty(),
+            "the CPU does not halt: {:?}",
+            test.machine.calls
+        );
+        assert_eq!(test.rip(), ENTRY + 1);
+    }
+
+    #[test]
+    fn hlt_with_a_timer_while_another_domain_is_runnable_blocks_the_vcpu() {
+        // Xen's hvm_hlt: the vCPU blocks (do_sched_op(SCHEDOP_block)), and the scheduler
+        // runs another; its timer wakes it.
+        let mut test = waiting_for_its_timer();
+        test.add_domain(2);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_blocked(&test, &run);
+        assert_eq!(test.domain.vcpu.interrupts.pending, None, "not due yet");
+    }
+
+    #[test]
+    fn hlt_with_a_timer_beside_domains_that_ended_or_wait_their_turn_halts_the_cpu() {
+        // None of them can run meanwhile: as alone, the CPU halts until the timer is due.
+        let mut test = waiting_for_its_timer();
+        test.add_domain(2).vcpu.run_state = RunState::Ended;
+        test.add_domain(3).vcpu.run_state = RunState::Waiting;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(run.decision.effects.contains(&Effect::HaltUntilInterrupt));
+        assert_eq!(run.applied.switch, None);
+        assert_eq!(test.machine.calls.len(), 1, "halt_until");
+        assert_eq!(run.injected().vector, 0x20);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+    }
+
+    #[test]
+    fn hlt_with_a_callback_and_a_channel_blocks_while_the_other_end_is_blocked() {
+        // No timer: the event the other domain may send is what wakes it.
+        let mut test = reachable_by_d2(RunState::Blocked(Wait::Event));
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_blocked(&test, &run);
+    }
+
+    #[test]
+    fn hlt_with_a_callback_and_a_port_allocated_for_another_domain_blocks_too() {
+        let mut test = reachable_by_d2(RunState::Runnable);
+        test.domain.events.ports[1] = PortState::Unbound { remote: 2 };
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_blocked(&test, &run);
+    }
+
+    #[test]
+    fn hlt_with_a_callback_and_a_channel_but_no_other_domain_alive_ends_the_domain() {
+        let mut test = reachable_by_d2(RunState::Ended);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&run.decision),
+            (0, "halted waiting for an interrupt that no device sends")
+        );
+        assert!(
+            run.decision.why.contains("no timer, no event can reach it"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(run.applied.switch, None);
+    }
+
+    #[test]
+    fn hlt_with_a_channel_but_no_callback_ends_the_domain() {
+        // Without a callback no event interrupts the guest: HLT would wait for ever.
+        let mut test = reachable_by_d2(RunState::Runnable);
+        test.domain.events.callback = Callback::None;
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&decision),
+            (0, "halted waiting for an interrupt that no device sends")
+        );
+    }
+
+    #[test]
+    fn hlt_with_an_upcall_owed_does_not_block_and_the_upcall_is_injected() {
+        let mut test = reachable_by_d2(RunState::Runnable);
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[1]);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(run.decision.effects.contains(&Effect::HaltUntilInterrupt));
+        assert_eq!(run.applied.switch, None);
+        assert_eq!(
+            run.emulate().what,
+            "HLT: the hypervisor waited 0 ticks of its own timer for the guest's timer"
+        );
+        assert!(test.machine.calls.is_empty());
+        assert_eq!(run.injected().vector, 0xf3);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
     }
 
     #[test]

@@ -60,8 +60,10 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::evtchn::{Callback, PortState};
     use crate::domain::interrupts::VirtualTimer;
-    use crate::testing::{ENTRY, Test};
+    use crate::testing::{ENTRY, SHARED_INFO, Test};
+    use traplab_abi::event::Notify;
     use traplab_abi::exit::ExitReason;
 
     /// A guest whose timer (vector 0x20, every 10,000 ticks) is due at `due`.
@@ -127,6 +129,85 @@ mod tests {
         assert_eq!(run.kinds(), ["decide", "emulate"]);
         assert_eq!(run.emulate().what, "timer tick 1 acknowledged");
         assert_eq!(test.rip(), ENTRY, "an interrupt is not an instruction");
+    }
+
+    /// A guest whose timer is due at `due`, bound to port 2 (VIRQ_TIMER), with its
+    /// shared-info page.
+    fn bound_to_virq_timer(due: u64) -> Test {
+        let mut test = with_timer(due);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.domain.events.ports[2] = PortState::Virq(virq::TIMER);
+        test
+    }
+
+    #[test]
+    fn a_due_timer_bound_to_virq_timer_is_an_event_on_its_port_not_an_interrupt() {
+        // Xen's timer VIRQ: send_timer_event calls send_guest_vcpu_virq(v, VIRQ_TIMER)
+        // (xen/common/event_channel.c), which makes the bound port pending; no interrupt.
+        let mut test = bound_to_virq_timer(900_000);
+        let now = test.machine.now.get();
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(
+            run.decision
+                .why
+                .contains("it is bound to port 2 (VIRQ_TIMER), so the tick is an event there"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::AcknowledgeHostTimer,
+                Effect::Timer(Some(VirtualTimer {
+                    vector: 0x20,
+                    period_tsc: 10_000,
+                    due_tsc: now + 10_000,
+                })),
+                Effect::Notify {
+                    to: 1,
+                    port: 2,
+                    from_port: 0
+                },
+            ]
+        );
+        assert_eq!(run.kinds(), ["decide", "notify", "emulate"]);
+        assert_eq!(
+            run.notifies(),
+            [&Notify {
+                to: 1,
+                port: 2,
+                from_port: 0,
+                woke: false,
+                masked: false,
+            }]
+        );
+        assert_eq!(run.emulate().what, "timer tick 1 acknowledged");
+        assert_eq!(
+            test.domain.vcpu.interrupts.pending, None,
+            "no interrupt 0x20"
+        );
+        assert!(test.domain.event_pending(2));
+        assert!(test.domain.upcall_pending());
+        assert_eq!(test.rip(), ENTRY);
+    }
+
+    #[test]
+    fn the_timer_s_event_comes_as_the_upcall_when_the_guest_has_a_callback_vector() {
+        let mut test = bound_to_virq_timer(900_000);
+        test.domain.events.callback = Callback::Vector(0xf3);
+        test.interrupts_on();
+        test.gate(0xf3, 0x21_3000);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(run.kinds(), ["decide", "notify", "emulate", "inject"]);
+        assert_eq!(run.injected().vector, 0xf3);
+    }
+
+    #[test]
+    fn a_host_tick_before_the_deadline_of_a_timer_bound_to_a_port_only_acknowledges() {
+        let test = bound_to_virq_timer(2_000_000);
+        let decision = test.decide(test.exit(ExitReason::Intr));
+        assert_eq!(decision.effects, [Effect::AcknowledgeHostTimer]);
     }
 
     #[test]

@@ -341,3 +341,630 @@ fn unmap_grant_ref(guest: &Guest, arg: u64) -> Outcome {
     .describe(format!("{NAME}: handle {handle}"));
     Ok(with_status(decision, &argument, STATUS, status::OKAY))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::grants::Mapping;
+    use crate::testing::{DATA, ENTRY, FRAMES, Run, Test, UNMAPPED};
+    use traplab_abi::boot::GUEST_RAM_SIZE;
+    use traplab_abi::event::{GrantMap, GrantUnmap};
+    use traplab_abi::grant_table::GrantRef;
+
+    /// Where the tests map grants: the third page of the grant-mapping area.
+    const HOST_ADDR: u64 = MAP_AREA + 0x2000;
+    /// The granter's page the tests grant: frame 0x300, guest-physical 0x30_0000.
+    const FRAME: u32 = 0x300;
+    /// Where the tests put a second structure (the unmap after a map).
+    const SECOND: u64 = DATA + 0x100;
+
+    /// The test's domain (d1) at `grant_table_op(command, DATA)`, the structure at DATA.
+    fn op(command: u64, arg: &[u8]) -> Test {
+        let mut test = Test::hypercall(hypercall::GRANT_TABLE_OP, command, DATA);
+        test.write(DATA, arg);
+        test
+    }
+
+    /// Make `grant_table_op(command, arg)` the next call (RAX held the last result).
+    fn next_call(test: &mut Test, command: u64, arg: u64) -> Run {
+        test.vmrun();
+        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
+        test.set_gpr(7, command);
+        test.set_gpr(6, arg);
+        test.call()
+    }
+
+    /// Traplab's `GrantAccess`: gref, domid, readonly, frame; status 0x7777 until written.
+    fn grant_access(gref: GrantRef, domid: u16, readonly: bool, frame: u32) -> Vec<u8> {
+        [
+            &gref.to_le_bytes()[..],
+            &domid.to_le_bytes(),
+            &[readonly as u8, 0],
+            &frame.to_le_bytes(),
+            &0x7777u16.to_le_bytes(),
+            &[0; 2],
+        ]
+        .concat()
+    }
+
+    /// Traplab's `EndAccess`: gref; status 0x7777 until written.
+    fn end_access(gref: GrantRef) -> Vec<u8> {
+        [&gref.to_le_bytes()[..], &0x7777u16.to_le_bytes(), &[0; 2]].concat()
+    }
+
+    /// `struct gnttab_map_grant_ref`: host_addr, flags, ref, dom; status and handle
+    /// 0x7777 and 0xeeee_eeee until written.
+    fn map_grant_ref(host_addr: u64, map_flags: u32, gref: GrantRef, dom: u16) -> Vec<u8> {
+        [
+            &host_addr.to_le_bytes()[..],
+            &map_flags.to_le_bytes(),
+            &gref.to_le_bytes(),
+            &dom.to_le_bytes(),
+            &0x7777u16.to_le_bytes(),
+            &0xeeee_eeeeu32.to_le_bytes(),
+            &[0; 8],
+        ]
+        .concat()
+    }
+
+    /// `struct gnttab_unmap_grant_ref`: host_addr, dev_bus_addr, handle; status 0x7777
+    /// until written.
+    fn unmap_grant_ref(host_addr: u64, handle: u32) -> Vec<u8> {
+        [
+            &host_addr.to_le_bytes()[..],
+            &[0; 8],
+            &handle.to_le_bytes(),
+            &0x7777u16.to_le_bytes(),
+            &[0; 2],
+        ]
+        .concat()
+    }
+
+    fn read_i16(test: &Test, gpa: u64) -> i16 {
+        test.read_u64(gpa) as i16
+    }
+
+    fn read_u32(test: &Test, gpa: u64) -> u32 {
+        test.read_u64(gpa) as u32
+    }
+
+    /// The hypercall returned 0 (it read its structure) and the guest continues after the
+    /// VMMCALL; `status` is the structure's status at `offset`.
+    fn assert_status(test: &Test, offset: u64, status: i16) {
+        assert_eq!(test.gpr(0), 0, "the hypercall itself succeeded");
+        assert_eq!(test.rip(), ENTRY + 3);
+        assert_eq!(
+            read_i16(test, DATA + offset),
+            status,
+            "expected {:?}",
+            status::name(status)
+        );
+    }
+
+    /// d1 at `GNTTABOP_map_grant_ref` of d2's grant 4 (`entry`) at [`HOST_ADDR`] with
+    /// `map_flags`.
+    fn mapping(entry: GrantEntryV1, map_flags: u32) -> Test {
+        let mut test = op(
+            cmd::MAP_GRANT_REF,
+            &map_grant_ref(HOST_ADDR, map_flags, 4, 2),
+        );
+        test.add_domain(2).grants.table[4] = entry;
+        test
+    }
+
+    /// A read-write grant of d2's [`FRAME`] to d1.
+    const FOR_D1: GrantEntryV1 = GrantEntryV1 {
+        flags: flags::PERMIT_ACCESS,
+        domid: 1,
+        frame: FRAME,
+    };
+
+    // ---- GNTTABOP_grant_access and GNTTABOP_end_access (traplab's own) ----------------
+
+    #[test]
+    fn grant_access_fills_the_entry_and_writes_status_0_at_arg_plus_12() {
+        // The entry is Xen's grant_entry_v1 (grant_table.h): GTF_permit_access, and
+        // GTF_readonly for a read-only grant; `domid` may map `frame`.
+        let mut test = op(cmd::GRANT_ACCESS, &grant_access(3, 2, true, FRAME));
+        let run = test.call();
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_grant_access: d1 grants d2 read-only access to its page 0x300000, as grant reference 3"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "GNTTABOP_grant_access: grant 3 = page 0x300000 for d2, read-only; status 0 (GNTST_okay); grant_table_op returned 0"
+        );
+        assert_status(&test, 12, status::OKAY);
+        assert_eq!(
+            test.domain.grants.table[3],
+            GrantEntryV1 {
+                flags: flags::PERMIT_ACCESS | flags::READONLY,
+                domid: 2,
+                frame: FRAME,
+            }
+        );
+    }
+
+    #[test]
+    fn grant_access_read_write_has_only_permit_access() {
+        let mut test = op(cmd::GRANT_ACCESS, &grant_access(0, 2, false, FRAME));
+        test.call();
+        assert_status(&test, 12, status::OKAY);
+        assert_eq!(test.domain.grants.table[0].flags, flags::PERMIT_ACCESS);
+    }
+
+    #[test]
+    fn grant_access_of_a_frame_outside_ram_is_gntst_bad_page() {
+        let frame = (GUEST_RAM_SIZE >> 12) as u32;
+        let mut test = op(cmd::GRANT_ACCESS, &grant_access(3, 2, false, frame));
+        let run = test.call();
+        assert_status(&test, 12, status::BAD_PAGE);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_grant_access: frame 0x1000 is not a page of d1's memory: a domain can grant only what it owns, GNTST_bad_page"
+        );
+        assert_eq!(test.domain.grants.table[3], GrantEntryV1::default());
+    }
+
+    #[test]
+    fn grant_access_of_a_reference_outside_the_table_is_gntst_bad_gntref() {
+        let mut test = op(cmd::GRANT_ACCESS, &grant_access(ENTRIES, 2, false, FRAME));
+        let run = test.call();
+        assert_status(&test, 12, status::BAD_GNTREF);
+        assert!(
+            run.decision
+                .why
+                .contains("grant reference 32 is outside the table (0 to 31)")
+        );
+        assert_eq!(test.domain.grants, Default::default());
+    }
+
+    #[test]
+    fn grant_access_to_an_entry_someone_maps_is_gntst_eagain() {
+        let mut test = op(cmd::GRANT_ACCESS, &grant_access(3, 4, false, FRAME + 1));
+        let granted = GrantEntryV1 {
+            flags: flags::PERMIT_ACCESS | flags::WRITING,
+            domid: 2,
+            frame: FRAME,
+        };
+        test.domain.grants.table[3] = granted;
+        test.domain.grants.mapped[3] = 1;
+        let run = test.call();
+        assert_status(&test, 12, status::EAGAIN);
+        assert!(run.decision.why.contains("it cannot change under it"));
+        assert_eq!(test.domain.grants.table[3], granted);
+    }
+
+    #[test]
+    fn end_access_clears_an_entry_nobody_maps() {
+        let mut test = op(cmd::END_ACCESS, &end_access(3));
+        test.domain.grants.table[3] = FOR_D1;
+        let run = test.call();
+        assert_status(&test, 4, status::OKAY);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_end_access: grant 3 ends: nobody may map the page any more"
+        );
+        assert_eq!(test.domain.grants.table[3], GrantEntryV1::default());
+    }
+
+    #[test]
+    fn end_access_while_the_grant_is_mapped_is_gntst_eagain_and_keeps_it() {
+        // Linux's gnttab_end_foreign_access_ref fails the same way while GTF_reading or
+        // GTF_writing is set.
+        let mut test = op(cmd::END_ACCESS, &end_access(3));
+        let mapped = GrantEntryV1 {
+            flags: flags::PERMIT_ACCESS | flags::READING,
+            ..FOR_D1
+        };
+        test.domain.grants.table[3] = mapped;
+        test.domain.grants.mapped[3] = 1;
+        let run = test.call();
+        assert_status(&test, 4, status::EAGAIN);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_end_access: grant 3 is still mapped (1 mapping): revoking it now would leave the mapper a page it may no longer have, GNTST_eagain"
+        );
+        assert_eq!(test.domain.grants.table[3], mapped);
+    }
+
+    #[test]
+    fn end_access_of_a_reference_outside_the_table_is_gntst_bad_gntref() {
+        let mut test = op(cmd::END_ACCESS, &end_access(ENTRIES));
+        test.call();
+        assert_status(&test, 4, status::BAD_GNTREF);
+    }
+
+    // ---- GNTTABOP_map_grant_ref -------------------------------------------------------
+
+    #[test]
+    fn map_grant_ref_maps_the_granter_s_frame_at_host_addr_and_marks_the_grant_in_use() {
+        // Xen's map_grant_ref (xen/common/grant_table.c): the entry checked, GTF_writing
+        // set in it while the mapping lasts, a maptrack handle returned.
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        let run = test.call();
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_map_grant_ref: grant 4 of d2 is for d1 and allows it: the hypervisor maps d2's page 0x300000 at 0x40002000 of d1, writable"
+        );
+        assert_eq!(
+            run.decision.effects[..3],
+            [
+                Effect::MapGrant {
+                    granter: 2,
+                    gref: 4,
+                    host_addr: HOST_ADDR,
+                    readonly: false,
+                    handle: 0,
+                },
+                Effect::GuestWrite {
+                    address: DATA + 20,
+                    bytes: vec![0; 4],
+                },
+                Effect::GuestWrite {
+                    address: DATA + 18,
+                    bytes: vec![0; 2],
+                },
+            ]
+        );
+        assert_eq!(run.kinds(), ["decide", "grant_map", "emulate"]);
+        assert_eq!(
+            run.grant_mapped(),
+            &GrantMap {
+                granter: 2,
+                gref: 4,
+                frame: 0x30_0000,
+                host_addr: HOST_ADDR,
+                readonly: false,
+                handle: 0,
+            }
+        );
+        assert_eq!(
+            run.emulate().what,
+            "GNTTABOP_map_grant_ref: d2 grant 4 at 0x40002000, handle 0; status 0 (GNTST_okay); grant_table_op returned 0"
+        );
+        assert_status(&test, 18, status::OKAY);
+        assert_eq!(read_u32(&test, DATA + 20), 0, "the handle");
+        // d1's nested page tables reach d2's host frame; the TLB is flushed.
+        assert_eq!(
+            test.foreign().into_iter().collect::<Vec<_>>(),
+            [(HOST_ADDR, (FRAMES + 0x30_0000, true))]
+        );
+        assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 1);
+        assert_eq!(
+            test.domain.grants.mapping(0),
+            Some(Mapping {
+                granter: 2,
+                gref: 4,
+                host_addr: HOST_ADDR,
+                readonly: false,
+            })
+        );
+        let d2 = test.other(2);
+        assert_eq!(d2.grants.mapped[4], 1);
+        assert_eq!(
+            d2.grants.table[4].flags,
+            flags::PERMIT_ACCESS | flags::WRITING
+        );
+    }
+
+    #[test]
+    fn a_read_only_mapping_is_mapped_read_only_and_marks_the_grant_reading() {
+        let read_only = GrantEntryV1 {
+            flags: flags::PERMIT_ACCESS | flags::READONLY,
+            ..FOR_D1
+        };
+        let mut test = mapping(read_only, map::HOST_MAP | map::READONLY);
+        let run = test.call();
+        assert_status(&test, 18, status::OKAY);
+        assert!(run.grant_mapped().readonly);
+        assert_eq!(test.foreign()[&HOST_ADDR], (FRAMES + 0x30_0000, false));
+        assert_eq!(
+            test.other(2).grants.table[4].flags,
+            flags::PERMIT_ACCESS | flags::READONLY | flags::READING
+        );
+    }
+
+    #[test]
+    fn a_second_mapping_gets_the_next_handle() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.call();
+        test.write(
+            DATA,
+            &map_grant_ref(HOST_ADDR + 0x1000, map::HOST_MAP, 4, 2),
+        );
+        let run = next_call(&mut test, cmd::MAP_GRANT_REF, DATA);
+        assert_status(&test, 18, status::OKAY);
+        assert_eq!(run.grant_mapped().handle, 1);
+        assert_eq!(read_u32(&test, DATA + 20), 1);
+        assert_eq!(test.other(2).grants.mapped[4], 2, "two mappings of grant 4");
+        assert_eq!(test.foreign().len(), 2);
+    }
+
+    /// Run a map that must be refused with `code`; nothing is mapped and no handle
+    /// written. The reason.
+    fn refused(test: &mut Test, code: i16) -> String {
+        let run = test.call();
+        assert_status(test, 18, code);
+        assert_eq!(run.kinds(), ["decide", "emulate"], "no grant_map");
+        assert!(
+            run.emulate().what.starts_with(&format!(
+                "GNTTABOP_map_grant_ref: status {code} ({})",
+                status::name(code).expect("a GNTST code")
+            )),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(read_u32(test, DATA + 20), 0xeeee_eeee, "no handle");
+        assert!(test.foreign().is_empty());
+        assert!(test.domain.grants.maptrack.iter().all(Option::is_none));
+        assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 0);
+        run.decision.why.into_owned()
+    }
+
+    #[test]
+    fn map_of_a_grant_for_another_domain_is_gntst_general_error() {
+        // Xen's _set_status_v1 (xen/common/grant_table.c): `PIN_FAIL(done,
+        // GNTST_general_error, "Bad flags (%x) or dom (%d); expected d%d\n", …)`.
+        let mut test = mapping(GrantEntryV1 { domid: 3, ..FOR_D1 }, map::HOST_MAP);
+        let why = refused(&mut test, status::GENERAL_ERROR);
+        assert!(why.contains("is for d3, not for d1"), "{why}");
+        assert_eq!(test.other(2).grants.mapped[4], 0);
+        assert_eq!(test.other(2).grants.table[4].flags, flags::PERMIT_ACCESS);
+    }
+
+    #[test]
+    fn a_writable_map_of_a_read_only_grant_is_gntst_general_error() {
+        // _set_status_v1: `PIN_FAIL(done, GNTST_general_error, "Attempt to write-pin a
+        // r/o grant entry\n")`.
+        let read_only = GrantEntryV1 {
+            flags: flags::PERMIT_ACCESS | flags::READONLY,
+            ..FOR_D1
+        };
+        let mut test = mapping(read_only, map::HOST_MAP);
+        let why = refused(&mut test, status::GENERAL_ERROR);
+        assert!(why.contains("is read-only"), "{why}");
+        assert_eq!(
+            test.other(2).grants.table[4].flags,
+            flags::PERMIT_ACCESS | flags::READONLY
+        );
+    }
+
+    #[test]
+    fn map_of_an_entry_that_grants_nothing_is_gntst_general_error() {
+        let mut test = mapping(GrantEntryV1::default(), map::HOST_MAP);
+        let why = refused(&mut test, status::GENERAL_ERROR);
+        assert!(why.contains("GTF_permit_access is clear"), "{why}");
+    }
+
+    #[test]
+    fn map_of_one_s_own_grant_is_gntst_bad_domain() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 1));
+        let why = refused(&mut test, status::BAD_DOMAIN);
+        assert_eq!(
+            why,
+            "GNTTABOP_map_grant_ref: grant 4 of d1: a domain maps other domains' grants, not its own, GNTST_bad_domain"
+        );
+    }
+
+    #[test]
+    fn map_of_a_grant_of_a_domain_that_does_not_exist_is_gntst_bad_domain() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 9));
+        let why = refused(&mut test, status::BAD_DOMAIN);
+        assert!(why.contains("there is no such domain"), "{why}");
+    }
+
+    #[test]
+    fn map_of_a_reference_outside_the_table_is_gntst_bad_gntref() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, ENTRIES, 2));
+        let why = refused(&mut test, status::BAD_GNTREF);
+        assert!(why.contains("has no grant reference 32"), "{why}");
+    }
+
+    #[test]
+    fn map_without_gntmap_host_map_is_gntst_bad_gntref() {
+        // Xen's map_grant_ref: `if ( unlikely((op->flags & (GNTMAP_device_map |
+        // GNTMAP_host_map)) == 0) ) { … op->status = GNTST_bad_gntref; }`.
+        let mut test = mapping(FOR_D1, map::READONLY);
+        let why = refused(&mut test, status::BAD_GNTREF);
+        assert!(why.contains("GNTMAP_host_map is not set"), "{why}");
+    }
+
+    #[test]
+    fn map_of_a_grant_naming_a_frame_outside_the_granter_s_ram_is_gntst_bad_page() {
+        let frame = (GUEST_RAM_SIZE >> 12) as u32;
+        let mut test = mapping(GrantEntryV1 { frame, ..FOR_D1 }, map::HOST_MAP);
+        let why = refused(&mut test, status::BAD_PAGE);
+        assert!(why.contains("which is not d2's memory"), "{why}");
+    }
+
+    #[test]
+    fn map_at_a_host_addr_that_is_misaligned_or_outside_the_area_is_gntst_bad_virt_addr() {
+        let end = MAP_AREA + MAP_AREA_PAGES * 4096;
+        for host_addr in [HOST_ADDR + 0x10, MAP_AREA - 0x1000, end, 0x20_0000] {
+            let mut test = mapping(FOR_D1, map::HOST_MAP);
+            test.write(DATA, &map_grant_ref(host_addr, map::HOST_MAP, 4, 2));
+            let why = refused(&mut test, status::BAD_VIRT_ADDR);
+            assert!(
+                why.contains(&format!(
+                    "host_addr {host_addr:#x} is not a page of the grant-mapping area (0x40000000 to 0x40020000)"
+                )),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_page_of_the_area_may_be_mapped() {
+        let last = MAP_AREA + (MAP_AREA_PAGES - 1) * 4096;
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.write(DATA, &map_grant_ref(last, map::HOST_MAP, 4, 2));
+        test.call();
+        assert_status(&test, 18, status::OKAY);
+        assert!(test.foreign().contains_key(&last));
+    }
+
+    #[test]
+    fn map_where_a_grant_is_mapped_already_is_gntst_bad_virt_addr() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.domain.grants.maptrack.push(Some(Mapping {
+            granter: 3,
+            gref: 0,
+            host_addr: HOST_ADDR,
+            readonly: true,
+        }));
+        let run = test.call();
+        assert_status(&test, 18, status::BAD_VIRT_ADDR);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_map_grant_ref: a grant is mapped at 0x40002000 already: GNTST_bad_virt_addr"
+        );
+        assert_eq!(test.domain.grants.maptrack.len(), 1);
+        assert_eq!(test.other(2).grants.mapped[4], 0);
+    }
+
+    #[test]
+    fn map_with_an_unreadable_structure_returns_efault_and_writes_nothing() {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.set_gpr(6, UNMAPPED);
+        let run = test.call();
+        assert_eq!(test.gpr(0) as i64, error::EFAULT);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_map_grant_ref: its structure at 0x40000000 is not in the guest's memory, EFAULT"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "GNTTABOP_map_grant_ref: its structure at 0x40000000; grant_table_op returned -14 (EFAULT)"
+        );
+        assert!(test.foreign().is_empty());
+    }
+
+    // ---- GNTTABOP_unmap_grant_ref -----------------------------------------------------
+
+    /// d1 with d2's grant 4 mapped at [`HOST_ADDR`] as handle 0, at
+    /// `GNTTABOP_unmap_grant_ref` with `host_addr` and `handle` at [`SECOND`].
+    fn unmapping(host_addr: u64, handle: u32) -> Test {
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.call();
+        assert_status(&test, 18, status::OKAY);
+        test.write(SECOND, &unmap_grant_ref(host_addr, handle));
+        test
+    }
+
+    fn unmap_status(test: &Test) -> i16 {
+        read_i16(test, SECOND + 20)
+    }
+
+    #[test]
+    fn unmap_takes_the_page_away_and_releases_the_grant() {
+        // Xen's unmap_common: the mapping goes, the maptrack handle is freed, and the
+        // granter's GTF_writing is cleared with its last mapping.
+        let mut test = unmapping(HOST_ADDR, 0);
+        let run = next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_unmap_grant_ref: the hypervisor takes d2's page (grant 4) away from 0x40002000 of d1"
+        );
+        assert_eq!(run.kinds(), ["decide", "grant_unmap", "emulate"]);
+        assert_eq!(
+            run.grant_unmapped(),
+            &GrantUnmap {
+                granter: 2,
+                gref: 4,
+                host_addr: HOST_ADDR,
+                handle: 0,
+            }
+        );
+        assert_eq!(test.gpr(0), 0);
+        assert_eq!(unmap_status(&test), status::OKAY);
+        assert!(test.foreign().is_empty(), "no longer in d1's nested tables");
+        assert_eq!(
+            test.domain.vcpu.vmcb.control.tlb_control, 1,
+            "the TLB may hold the translation"
+        );
+        assert_eq!(test.domain.grants.mapping(0), None);
+        let d2 = test.other(2);
+        assert_eq!(d2.grants.mapped[4], 0);
+        assert_eq!(d2.grants.table[4], FOR_D1, "GTF_writing cleared");
+    }
+
+    #[test]
+    fn unmap_with_host_addr_0_unmaps_the_handle_wherever_it_is() {
+        let mut test = unmapping(0, 0);
+        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(unmap_status(&test), status::OKAY);
+        assert!(test.foreign().is_empty());
+    }
+
+    #[test]
+    fn after_the_last_unmap_the_granter_may_end_access_and_the_handle_is_reused() {
+        let mut test = unmapping(HOST_ADDR, 0);
+        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(test.domain.grants.free_handle(), 0);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
+        let run = next_call(&mut test, cmd::MAP_GRANT_REF, DATA);
+        assert_eq!(run.grant_mapped().handle, 0);
+    }
+
+    #[test]
+    fn one_of_two_mappings_unmapped_leaves_the_grant_in_use() {
+        let mut test = unmapping(HOST_ADDR, 0);
+        test.write(
+            DATA,
+            &map_grant_ref(HOST_ADDR + 0x1000, map::HOST_MAP, 4, 2),
+        );
+        next_call(&mut test, cmd::MAP_GRANT_REF, DATA);
+        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(unmap_status(&test), status::OKAY);
+        let d2 = test.other(2);
+        assert_eq!(d2.grants.mapped[4], 1);
+        assert_eq!(
+            d2.grants.table[4].flags,
+            flags::PERMIT_ACCESS | flags::WRITING
+        );
+    }
+
+    #[test]
+    fn unmap_of_a_handle_that_is_no_mapping_is_gntst_bad_handle() {
+        let mut test = unmapping(HOST_ADDR, 1);
+        let run = next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_unmap_grant_ref: d1 has no mapping with handle 1: GNTST_bad_handle"
+        );
+        assert_eq!(unmap_status(&test), status::BAD_HANDLE);
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+        assert_eq!(test.foreign().len(), 1, "handle 0 still mapped");
+    }
+
+    #[test]
+    fn unmap_at_another_host_addr_than_the_handle_s_is_gntst_general_error() {
+        let mut test = unmapping(HOST_ADDR + 0x1000, 0);
+        let run = next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(
+            run.decision.why,
+            "GNTTABOP_unmap_grant_ref: handle 0 is mapped at 0x40002000, not at 0x40003000: GNTST_general_error"
+        );
+        assert_eq!(unmap_status(&test), status::GENERAL_ERROR);
+        assert_eq!(test.foreign().len(), 1);
+        assert_eq!(test.other(2).grants.mapped[4], 1);
+    }
+
+    #[test]
+    fn an_unknown_command_returns_enosys() {
+        let mut test = op(2, &[]);
+        let run = test.call();
+        assert_eq!(test.gpr(0) as i64, error::ENOSYS);
+        assert_eq!(
+            run.decision.why,
+            "grant_table_op(2): no such command, the guest gets ENOSYS"
+        );
+    }
+}

@@ -85,3 +85,157 @@ pub fn set_callback(next: u64, how: u64, target: u64) -> Decision {
     };
     finish(decision.with(Effect::Callback(chosen)), next, number, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ENTRY, SHARED_INFO, Test};
+    use traplab_abi::boot::GUEST_RAM_SIZE;
+
+    fn assert_returned(test: &Test, result: i64) {
+        assert_eq!(test.gpr(0) as i64, result);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn set_shared_info_of_a_page_of_ram_names_the_page() {
+        let mut test = Test::hypercall(hypercall::SET_SHARED_INFO, SHARED_INFO, 0);
+        let run = test.call();
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "hypercall set_shared_info(0x110000): from now on the hypervisor marks d1's pending events in this page"
+        );
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::SharedInfo(SHARED_INFO),
+                Effect::Gpr(0, 0),
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        assert_eq!(run.emulate().what, "set_shared_info returned 0");
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.events.shared_info, Some(SHARED_INFO));
+    }
+
+    #[test]
+    fn the_last_page_of_ram_may_be_the_shared_info_page() {
+        let last = GUEST_RAM_SIZE - 4096;
+        let mut test = Test::hypercall(hypercall::SET_SHARED_INFO, last, 0);
+        test.call();
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.events.shared_info, Some(last));
+    }
+
+    #[test]
+    fn set_shared_info_of_a_misaligned_address_or_outside_ram_returns_einval() {
+        for page in [
+            SHARED_INFO + 8,
+            GUEST_RAM_SIZE,
+            GUEST_RAM_SIZE - 2048,
+            0xffff_ffff_ffff_f000,
+        ] {
+            let mut test = Test::hypercall(hypercall::SET_SHARED_INFO, page, 0);
+            let run = test.call();
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(
+                run.decision.why,
+                format!(
+                    "hypercall set_shared_info({page:#x}): not a page of the guest's RAM, EINVAL"
+                )
+            );
+            assert_eq!(test.domain.events.shared_info, None, "{page:#x}");
+        }
+    }
+
+    #[test]
+    fn set_callback_vector_takes_any_interrupt_vector() {
+        // Xen's HVM_PARAM_CALLBACK_IRQ, type HVM_PARAM_CALLBACK_TYPE_VECTOR: an interrupt
+        // vector; 0–31 are the CPU's exceptions (AMD APM vol. 2, 8.2).
+        for vector in [32u8, 0xf3, 255] {
+            let mut test =
+                Test::hypercall(hypercall::SET_CALLBACK, callback::VECTOR, vector as u64);
+            let run = test.call();
+            assert_returned(&test, 0);
+            assert_eq!(test.domain.events.callback, Callback::Vector(vector));
+            assert!(
+                run.decision.why.contains(&format!(
+                    "a pending event interrupts the guest through its IDT, vector {vector:#x}"
+                )),
+                "{}",
+                run.decision.why
+            );
+        }
+    }
+
+    #[test]
+    fn set_callback_vector_0_clears_the_callback() {
+        let mut test = Test::hypercall(hypercall::SET_CALLBACK, callback::VECTOR, 0);
+        test.domain.events.callback = Callback::Vector(0xf3);
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.events.callback, Callback::None);
+        assert!(run.decision.why.contains("no upcall any more"));
+    }
+
+    #[test]
+    fn set_callback_vector_of_an_exception_or_no_vector_returns_einval() {
+        for target in [5, 31, 256] {
+            let mut test = Test::hypercall(hypercall::SET_CALLBACK, callback::VECTOR, target);
+            test.domain.events.callback = Callback::Vector(0xf3);
+            let run = test.call();
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(
+                run.decision.why,
+                format!(
+                    "hypercall set_callback(vector, {target}): not an interrupt vector (32–255), EINVAL"
+                )
+            );
+            assert_eq!(
+                test.domain.events.callback,
+                Callback::Vector(0xf3),
+                "the old callback stays"
+            );
+        }
+    }
+
+    #[test]
+    fn set_callback_address_takes_a_canonical_address() {
+        // Xen's PV event callback (`set_callbacks`): the handler the upcall bounces to.
+        for handler in [0x20_1000, 0xffff_8000_0000_1000] {
+            let mut test = Test::hypercall(hypercall::SET_CALLBACK, callback::ADDRESS, handler);
+            let run = test.call();
+            assert_returned(&test, 0);
+            assert_eq!(test.domain.events.callback, Callback::Address(handler));
+            assert_eq!(
+                run.decision.effects[0],
+                Effect::Callback(Callback::Address(handler))
+            );
+        }
+    }
+
+    #[test]
+    fn set_callback_address_non_canonical_or_0_returns_einval() {
+        // Bits 63:47 not all equal: no instruction can run there (AMD APM vol. 2, 5.3.1).
+        for handler in [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0] {
+            let mut test = Test::hypercall(hypercall::SET_CALLBACK, callback::ADDRESS, handler);
+            let run = test.call();
+            assert_returned(&test, error::EINVAL);
+            assert!(run.decision.why.contains("EINVAL"), "{}", run.decision.why);
+            assert_eq!(test.domain.events.callback, Callback::None);
+        }
+    }
+
+    #[test]
+    fn set_callback_of_an_unknown_kind_returns_einval() {
+        let mut test = Test::hypercall(hypercall::SET_CALLBACK, 2, 0xf3);
+        let run = test.call();
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(
+            run.decision.why,
+            "hypercall set_callback(2, …): no such kind of callback (0 vector, 1 address), EINVAL"
+        );
+        assert_eq!(test.domain.events.callback, Callback::None);
+    }
+}

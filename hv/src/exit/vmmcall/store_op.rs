@@ -122,3 +122,295 @@ fn read_text(guest: &Guest, address: u64, length: u64, max: u64) -> Result<Strin
         .map_err(|_| error::EFAULT)?;
     String::from_utf8(bytes).map_err(|_| error::EINVAL)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::vcpu::RunState;
+    use crate::schedule::Switch;
+    use crate::store::Store;
+    use crate::testing::{DATA, ENTRY, Test, UNMAPPED};
+    use traplab_abi::store::NODES_MAX;
+
+    /// Where the tests put the path and the value.
+    const PATH: u64 = DATA;
+    const VALUE: u64 = DATA + 0x200;
+    /// A node d1 may write.
+    const MINE: &str = "/local/domain/1/ring-ref";
+
+    /// The test's domain (d1) at `store_op(command, path, len, value, value_len)`, the
+    /// path at [`PATH`] and `value` at [`VALUE`] (`value_len` its length).
+    fn op(command: u64, path: &str, value: &str) -> Test {
+        let mut test = Test::hypercall(hypercall::STORE_OP, command, PATH);
+        test.write(PATH, path.as_bytes());
+        test.write(VALUE, value.as_bytes());
+        test.set_gpr(2, path.len() as u64);
+        test.set_gpr(10, VALUE);
+        test.set_gpr(8, value.len() as u64);
+        test
+    }
+
+    /// At `store_read` (or `store_wait`) of `path` into a buffer of `size` bytes at
+    /// [`VALUE`], filled with `#` so that what is written shows.
+    fn read_into(command: u64, path: &str, size: u64) -> Test {
+        let mut test = op(command, path, "");
+        test.write(VALUE, &[b'#'; 32]);
+        test.set_gpr(8, size);
+        test
+    }
+
+    fn assert_returned(test: &Test, result: i64) {
+        assert_eq!(test.gpr(0) as i64, result);
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    fn buffer(test: &Test) -> Vec<u8> {
+        let mut bytes = vec![0u8; 16];
+        test.domain
+            .read_virtual(VALUE, &mut bytes)
+            .expect("the buffer");
+        bytes
+    }
+
+    #[test]
+    fn a_domain_writes_a_node_under_its_own_local_domain() {
+        // xenstore's default permissions: a domain owns /local/domain/<id>/ (and
+        // xenstored's dom0 writes anywhere).
+        let mut test = op(cmd::WRITE, MINE, "8");
+        let run = test.call();
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "store_write: d1 sets /local/domain/1/ring-ref = \"8\""
+        );
+        assert_eq!(
+            run.decision.effects[0],
+            Effect::StoreWrite {
+                path: MINE.into(),
+                value: "8".into()
+            }
+        );
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+        assert_eq!(run.emulate().what, "store_op returned 0");
+        assert_returned(&test, 0);
+        assert_eq!(test.store.read(MINE), Some("8"));
+    }
+
+    #[test]
+    fn a_write_outside_one_s_own_part_of_the_tree_returns_eperm() {
+        for path in ["/local/domain/2/ring-ref", "/vm/1", "/local/domain/1/"] {
+            let mut test = op(cmd::WRITE, path, "8");
+            let run = test.call();
+            assert_returned(&test, error::EPERM);
+            assert_eq!(
+                run.decision.why,
+                format!(
+                    "store_write: d1 may write only under /local/domain/1/ (dom0 anywhere), not {path}: EPERM"
+                )
+            );
+            assert_eq!(test.store, Store::default(), "nothing written");
+        }
+    }
+
+    #[test]
+    fn dom0_writes_anywhere() {
+        let mut test = op(
+            cmd::WRITE,
+            "/local/domain/2/backend",
+            "/local/domain/0/backend/vbd",
+        );
+        test.domain.id = 0;
+        test.call();
+        assert_returned(&test, 0);
+        assert_eq!(
+            test.store.read("/local/domain/2/backend"),
+            Some("/local/domain/0/backend/vbd")
+        );
+    }
+
+    #[test]
+    fn a_write_replaces_the_old_value_even_in_a_full_store() {
+        let mut test = op(cmd::WRITE, MINE, "9");
+        for node in 0..NODES_MAX - 1 {
+            test.store.write(format!("/n/{node}"), "x".into());
+        }
+        test.store.write(MINE.into(), "8".into());
+        test.call();
+        assert_returned(&test, 0);
+        assert_eq!(test.store.read(MINE), Some("9"));
+    }
+
+    #[test]
+    fn a_new_node_in_a_full_store_returns_enospc() {
+        let mut test = op(cmd::WRITE, MINE, "8");
+        for node in 0..NODES_MAX {
+            test.store.write(format!("/n/{node}"), "x".into());
+        }
+        let run = test.call();
+        assert_returned(&test, error::ENOSPC);
+        assert!(run.decision.why.contains("the store is full"));
+        assert_eq!(test.store.read(MINE), None);
+    }
+
+    #[test]
+    fn read_copies_the_value_and_returns_its_length() {
+        let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
+        test.store.write("/local/domain/0/port".into(), "17".into());
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "store_read: /local/domain/0/port = \"17\", copied to the guest"
+        );
+        assert_eq!(
+            run.decision.effects[0],
+            Effect::GuestWrite {
+                address: VALUE,
+                bytes: b"17".to_vec()
+            }
+        );
+        assert_returned(&test, 2);
+        assert_eq!(&buffer(&test)[..3], b"17#", "no terminating NUL");
+    }
+
+    #[test]
+    fn read_into_a_short_buffer_copies_what_fits_and_returns_the_whole_length() {
+        // As snprintf: the caller learns how big a buffer it needs.
+        let mut test = read_into(cmd::READ, "/local/domain/0/name", 5);
+        test.store
+            .write("/local/domain/0/name".into(), "hello world".into());
+        test.call();
+        assert_returned(&test, 11);
+        assert_eq!(&buffer(&test)[..6], b"hello#");
+    }
+
+    #[test]
+    fn read_of_a_missing_node_returns_enoent() {
+        let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
+        let run = test.call();
+        assert_returned(&test, error::ENOENT);
+        assert_eq!(
+            run.decision.why,
+            "store_read: /local/domain/0/port does not exist, ENOENT"
+        );
+        assert_eq!(buffer(&test)[0], b'#');
+    }
+
+    #[test]
+    fn read_into_a_buffer_outside_the_guest_returns_efault() {
+        let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
+        test.store.write("/local/domain/0/port".into(), "17".into());
+        test.set_gpr(10, UNMAPPED);
+        let run = test.call();
+        assert_returned(&test, error::EFAULT);
+        assert!(run.decision.why.contains("the buffer at 0x40000000"));
+    }
+
+    #[test]
+    fn wait_on_a_missing_node_blocks_and_leaves_rip_at_the_vmmcall() {
+        // As a Xen hypercall continuation: woken, the guest runs the VMMCALL again.
+        let mut test = read_into(cmd::WAIT, "/local/domain/0/port", 16);
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "store_wait: /local/domain/0/port does not exist yet: d1 blocks until a domain writes it, then runs this VMMCALL again"
+        );
+        assert_eq!(
+            run.decision.effects,
+            [Effect::Block(Wait::Store("/local/domain/0/port".into()))]
+        );
+        assert_eq!(
+            run.emulate().what,
+            "store_wait: blocked, RIP stays at the VMMCALL"
+        );
+        assert_eq!(run.applied.switch, Some(Switch::Blocked));
+        assert_eq!(test.rip(), ENTRY, "RIP does not move");
+        assert_eq!(test.gpr(0), hypercall::STORE_OP, "RAX untouched");
+        assert_eq!(
+            test.domain.vcpu.run_state,
+            RunState::Blocked(Wait::Store("/local/domain/0/port".into()))
+        );
+    }
+
+    #[test]
+    fn wait_on_a_node_that_exists_reads_it_at_once() {
+        let mut test = read_into(cmd::WAIT, "/local/domain/0/port", 16);
+        test.store.write("/local/domain/0/port".into(), "17".into());
+        let run = test.call();
+        assert_returned(&test, 2);
+        assert_eq!(&buffer(&test)[..2], b"17");
+        assert_eq!(run.applied.switch, None);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+    }
+
+    #[test]
+    fn a_write_wakes_the_domain_waiting_for_that_node_and_no_other() {
+        let mut test = op(cmd::WRITE, MINE, "8");
+        test.add_domain(2).vcpu.run_state = RunState::Blocked(Wait::Store(MINE.into()));
+        test.add_domain(3).vcpu.run_state =
+            RunState::Blocked(Wait::Store("/local/domain/1/port".into()));
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert_eq!(
+            run.emulate().what,
+            "store_op returned 0: /local/domain/1/ring-ref written: d2 wakes"
+        );
+        assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
+        assert_eq!(
+            test.other(3).vcpu.run_state,
+            RunState::Blocked(Wait::Store("/local/domain/1/port".into()))
+        );
+        // d2 runs its VMMCALL again and now reads the node.
+        assert_eq!(test.store.read(MINE), Some("8"));
+    }
+
+    #[test]
+    fn a_path_that_is_not_absolute_empty_too_long_or_unreadable_is_refused() {
+        let mut test = op(cmd::READ, "local/domain/1", "");
+        let run = test.call();
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(
+            run.decision.why,
+            "store_read: \"local/domain/1\" is not a path (it starts with /), EINVAL"
+        );
+
+        for length in [0, PATH_MAX + 1] {
+            let mut test = op(cmd::READ, MINE, "");
+            test.set_gpr(2, length);
+            test.call();
+            assert_returned(&test, error::EINVAL);
+        }
+
+        let mut test = op(cmd::READ, MINE, "");
+        test.set_gpr(6, UNMAPPED);
+        let run = test.call();
+        assert_returned(&test, error::EFAULT);
+        assert!(
+            run.decision
+                .why
+                .contains("the path is not readable text of 1 to 128 bytes")
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_empty_too_long_or_not_utf8_is_refused() {
+        for length in [0, VALUE_MAX + 1] {
+            let mut test = op(cmd::WRITE, MINE, "8");
+            test.set_gpr(8, length);
+            test.call();
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(test.store.read(MINE), None);
+        }
+        let mut test = op(cmd::WRITE, MINE, "8");
+        test.write(VALUE, &[0xff]);
+        test.call();
+        assert_returned(&test, error::EINVAL);
+    }
+
+    #[test]
+    fn an_unknown_command_returns_enosys() {
+        let mut test = op(3, MINE, "");
+        let run = test.call();
+        assert_returned(&test, error::ENOSYS);
+        assert_eq!(run.decision.why, "store_op: no such command 3, ENOSYS");
+    }
+}
