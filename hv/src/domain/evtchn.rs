@@ -91,7 +91,7 @@ pub fn bit(offset: u64, index: u32) -> (u64, u8) {
 impl Domain {
     /// Make `port` pending in the shared-info page, as Xen's 2-level `evtchn_set_pending`:
     /// set its bit; unless it was set already or the port is masked, set its word's bit in
-    /// `evtchn_pending_sel` and `evtchn_upcall_pending`. Without a shared-info page nothing
+    /// `evtchn_pending_sel` and, when that is new, `evtchn_upcall_pending`. Without a shared-info page nothing
     /// can be marked (the hypercalls that bind a port refuse a domain without one).
     pub fn set_pending(&mut self, port: Port) -> Pending {
         let masked = self.event_masked(port);
@@ -104,27 +104,36 @@ impl Domain {
             return result;
         }
         if !masked {
-            self.set_shared_info_bit(shared_info::PENDING_SEL, port / 64);
-            self.write_shared_info_byte(shared_info::UPCALL_PENDING, 1);
-            result.upcall = true;
+            result.upcall = self.mark_selector(port);
         }
         result
     }
 
-    /// Clear `port`'s mask bit (Xen's `evtchn_unmask`): if the port is pending, the upcall
-    /// it was held back from is owed now. Whether one is.
+    /// Set `port`'s word in `evtchn_pending_sel`; if the bit is new, set
+    /// `evtchn_upcall_pending` too: an upcall is owed (Xen's 2-level `evtchn_set_pending`
+    /// and `vcpu_mark_events_pending`). Whether it was new: when it was set already, the
+    /// guest owes itself a look at that word anyway.
+    fn mark_selector(&mut self, port: Port) -> bool {
+        let (offset, mask) = bit(shared_info::PENDING_SEL, port / 64);
+        match self.shared_info_byte(offset) {
+            Some(byte) if byte & mask == 0 => {
+                self.write_shared_info_byte(offset, byte | mask);
+                self.write_shared_info_byte(shared_info::UPCALL_PENDING, 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Clear `port`'s mask bit (Xen's `evtchn_unmask`): if it was set and the port is
+    /// pending, the upcall it held back is owed now. Whether one is.
     pub fn unmask(&mut self, port: Port) -> bool {
         let (offset, mask) = bit(shared_info::EVTCHN_MASK, port);
         let Some(byte) = self.shared_info_byte(offset) else {
             return false;
         };
         self.write_shared_info_byte(offset, byte & !mask);
-        if !self.event_pending(port) {
-            return false;
-        }
-        self.set_shared_info_bit(shared_info::PENDING_SEL, port / 64);
-        self.write_shared_info_byte(shared_info::UPCALL_PENDING, 1);
-        true
+        byte & mask != 0 && self.event_pending(port) && self.mark_selector(port)
     }
 
     /// The interrupt the guest is owed now, if any: its timer's, or its callback vector
@@ -229,6 +238,43 @@ mod tests {
         assert_eq!(bit(shared_info::EVTCHN_PENDING, 0), (0x800, 1));
         assert_eq!(bit(shared_info::EVTCHN_PENDING, 13), (0x801, 1 << 5));
         assert_eq!(bit(shared_info::EVTCHN_MASK, 63), (0xa07, 1 << 7));
+    }
+
+    #[test]
+    fn a_word_already_selected_owes_no_new_upcall() {
+        // evtchn_2l_set_pending: only a new bit in evtchn_pending_sel marks the upcall; the
+        // guest will look at that word anyway.
+        let mut test = with_page();
+        test.domain.set_pending(3);
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[0]);
+        let second = test.domain.set_pending(5);
+        assert_eq!(
+            second,
+            Pending {
+                already: false,
+                masked: false,
+                upcall: false
+            }
+        );
+        assert!(test.domain.event_pending(5));
+        assert_eq!(byte(&test, shared_info::UPCALL_PENDING), 0);
+    }
+
+    #[test]
+    fn unmask_owes_an_upcall_only_for_a_port_that_was_masked_and_is_pending() {
+        // evtchn_2l_unmask: test_and_clear_bit(mask) && test_bit(pending) &&
+        // !test_and_set_bit(pending_sel).
+        let mut test = with_page();
+        test.domain.set_pending(3);
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[0]);
+        test.write(SHARED_INFO + shared_info::PENDING_SEL, &[0]);
+        assert!(!test.domain.unmask(3), "not masked: nothing was held back");
+        assert_eq!(byte(&test, shared_info::UPCALL_PENDING), 0);
+        let (offset, mask) = bit(shared_info::EVTCHN_MASK, 3);
+        test.write(SHARED_INFO + offset, &[mask]);
+        assert!(test.domain.unmask(3));
+        assert_eq!(byte(&test, shared_info::UPCALL_PENDING), 1);
+        assert!(!test.domain.event_masked(3));
     }
 
     #[test]

@@ -103,8 +103,18 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
             error::ESRCH,
         ));
     };
-    // Xen's default policy (XSM's dummy module): a domain allocates in itself; only the
-    // control domain may do it for another.
+    let Some(port) = target.events.free_port() else {
+        return Err(refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: every port of d{} is in use, ENOSPC",
+                target.id
+            ),
+            error::ENOSPC,
+        ));
+    };
+    // Xen's default policy (XSM's dummy module), checked once a free port is found: a
+    // domain allocates in itself; only the control domain may do it for another.
     if target.id != guest.id && !guest.privileged() {
         return Err(refuse(
             decide!(
@@ -123,16 +133,6 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
         guest.id
     } else {
         remote_dom
-    };
-    let Some(port) = target.events.free_port() else {
-        return Err(refuse(
-            decide!(
-                Action::Emulate,
-                "{NAME}: every port of d{} is in use, ENOSPC",
-                target.id
-            ),
-            error::ENOSPC,
-        ));
     };
     Ok(decide!(
         Action::Emulate,
@@ -226,11 +226,20 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_bind_virq";
     let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (number, vcpu) = (argument.u32(0), argument.u32(4));
-    if number != virq::TIMER || vcpu != 0 {
+    if vcpu != 0 {
         return Err(refuse(
             decide!(
                 Action::Emulate,
-                "{NAME}: VIRQ {number} of vCPU {vcpu}: traplab has the timer (VIRQ 0) of vCPU 0 only, EINVAL"
+                "{NAME}: a domain has one vCPU, vCPU 0; there is no vCPU {vcpu}: ENOENT (as Xen)"
+            ),
+            error::ENOENT,
+        ));
+    }
+    if number != virq::TIMER {
+        return Err(refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: VIRQ {number}: traplab has one virtual interrupt, the timer (VIRQ 0): EINVAL"
             ),
             error::EINVAL,
         ));
@@ -829,18 +838,22 @@ mod tests {
     }
 
     #[test]
-    fn bind_virq_of_another_virq_or_another_vcpu_returns_einval() {
-        for (number, vcpu) in [(1, 0), (0, 1)] {
+    fn bind_virq_of_another_virq_is_einval_and_of_another_vcpu_enoent() {
+        // Xen's evtchn_bind_virq: a vCPU the domain does not have is -ENOENT; traplab has
+        // one virtual interrupt, the timer, so any other is -EINVAL.
+        for (number, vcpu, code, reason) in [
+            (
+                1,
+                0,
+                error::EINVAL,
+                "VIRQ 1: traplab has one virtual interrupt, the timer",
+            ),
+            (0, 1, error::ENOENT, "there is no vCPU 1: ENOENT"),
+        ] {
             let mut test = op(cmd::BIND_VIRQ, &bind_virq(number, vcpu));
             let run = test.call();
-            assert_returned(&test, error::EINVAL);
-            assert!(
-                run.decision.why.contains(&format!(
-                    "VIRQ {number} of vCPU {vcpu}: traplab has the timer (VIRQ 0) of vCPU 0 only"
-                )),
-                "{}",
-                run.decision.why
-            );
+            assert_returned(&test, code);
+            assert!(run.decision.why.contains(reason), "{}", run.decision.why);
             assert_eq!(test.domain.events.ports[1], PortState::Free);
         }
     }
