@@ -51,6 +51,7 @@ fn receiver() -> i32 {
     }
     let received = RECEIVED.load(Ordering::SeqCst);
     println!("d2: woken by d1's event on port {received}");
+    // EXERCISE event-channel.1: answer d1 on the same channel (`evtchn::send(port)`).
     if received == port { 0 } else { 3 }
 }
 
@@ -70,6 +71,10 @@ fn sender() -> i32 {
     println!("d1: port {port} is bound to d2's port {remote_port}; sending");
     let sent = evtchn::send(port);
     println!("d1: send returned {sent}; d1 goes on");
+    // EXERCISE event-channel.1: wait for d2's answer on `port` with `sched::poll(&[port])`,
+    // then print `d1: d2 answered on port N`. (Binding made `port` pending already, as Xen
+    // does in case an event was lost: clear it right after binding, `evtchn::clear(port)`,
+    // or the poll returns at once.)
     if sent == 0 { 0 } else { 4 }
 }
 
