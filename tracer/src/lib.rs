@@ -16,6 +16,7 @@
 //! | [`diff`]      | two traces aligned flow by flow                                        |
 //! | [`explain`]   | each step in one plain sentence, and every field decoded               |
 //! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
+//! | [`sample`]    | a small hand-made trace of two domains and an event channel, for tests  |
 //!
 //! The event types themselves are in `traplab_abi::event`, shared with the hypervisor.
 
@@ -28,6 +29,7 @@ pub mod flows;
 pub mod json;
 pub mod qemu;
 pub mod recording;
+pub mod sample;
 pub mod session;
 pub mod stats;
 pub mod store;

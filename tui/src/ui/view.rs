@@ -433,6 +433,9 @@ fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
             )
         }
         Body::Console(console) => (format!("prints “{}”", console.text), String::new()),
+        Body::Notify(_) | Body::GrantMap(_) | Body::GrantUnmap(_) | Body::Schedule(_) => {
+            (String::new(), traplab_tracer::text::detail(event))
+        }
         Body::Domain(_) | Body::Boot(_) | Body::End(_) | Body::Lost(_) => {
             (String::new(), traplab_tracer::text::detail(event))
         }
