@@ -124,8 +124,14 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             }
         }
         Body::Inject(inject) => {
+            // An exception goes back to the guest that raised it (reflected); an interrupt
+            // (a timer tick, an event channel's upcall) is the hypervisor's to give.
+            let verb = match inject.kind {
+                traplab_abi::svm::EventType::Interrupt => "injects",
+                _ => "reflects",
+            };
             let mut text = format!(
-                "The hypervisor reflects {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
+                "The hypervisor {verb} {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
                 inject.name,
                 inject.vector,
                 inject
@@ -257,7 +263,7 @@ fn switch_sentence(schedule: &Schedule) -> String {
             "an event{} woke {to}, and a woken domain runs first (as Xen's credit scheduler boosts it)",
             schedule
                 .port
-                .map(|port| format!(" on its port {port}"))
+                .map(|port| format!(" on {to}'s port {port}"))
                 .unwrap_or_default()
         ),
         ScheduleWhy::Ended => format!("{from} ended"),
@@ -1042,7 +1048,7 @@ mod tests {
                 &switch(Some(1), Some(2), ScheduleWhy::Woken, Some(3)),
                 &context()
             ),
-            "The hypervisor switches its CPU from d1 to d2: an event on its port 3 woke d2, and a woken domain runs first (as Xen's credit scheduler boosts it). d1's trap stays open until it runs again."
+            "The hypervisor switches its CPU from d1 to d2: an event on d2's port 3 woke d2, and a woken domain runs first (as Xen's credit scheduler boosts it). d1's trap stays open until it runs again."
         );
         assert_eq!(
             sentence(&switch(None, Some(1), ScheduleWhy::Start, None), &context()),

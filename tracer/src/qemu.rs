@@ -49,8 +49,10 @@ pub struct Guest {
     pub elf: PathBuf,
 }
 
-/// When the domains start (fw_cfg `opt/traplab/start`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// When the domains start (fw_cfg `opt/traplab/start`; in a lab's catalogue file,
+/// `start = "together"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Start {
     /// Each domain starts when the one before it ended: one runs at a time, as in the
     /// single-guest labs.
