@@ -77,7 +77,7 @@ pub fn attach_gdb(
             .map(|(id, guest)| format!("{id} ({})", guest.name))
             .collect();
         return Err(format!(
-            "--domain {dom}: the machine has no domain {dom}; its domains are {}",
+            "--domain {dom}: this run has no domain {dom}; its domains are {}",
             there.join(", ")
         ));
     }
@@ -110,7 +110,7 @@ mod tests {
         let error = attach_gdb(&mut machine, Some(2159), Some(0)).unwrap_err();
         assert_eq!(
             error,
-            "--domain 0: the machine has no domain 0; its domains are 1 (hello)"
+            "--domain 0: this run has no domain 0; its domains are 1 (hello)"
         );
         let mut quiet = traplab_labs::machine_for(&["hello"]);
         attach_gdb(&mut quiet, None, None).expect("no gdb, nothing to check");
