@@ -79,10 +79,15 @@ pub fn links(trace: &Trace, flow: &Flow) -> String {
 pub fn align(left: Side, right: Side) -> Vec<Row> {
     let left_flows = left.flows();
     let right_flows = right.flows();
-    let key = |side: &Side, numbers: &[usize]| -> Vec<u32> {
+    // Exits align on their code; a flow without an exit (an upcall on a switch) has none,
+    // and aligns only with another such flow of the same class.
+    let key = |side: &Side, numbers: &[usize]| -> Vec<(bool, u32, &'static str)> {
         numbers
             .iter()
-            .map(|&n| side.trace.flows()[n].exitcode)
+            .map(|&n| {
+                let flow = &side.trace.flows()[n];
+                (flow.has_exit(), flow.exitcode, flow.class())
+            })
             .collect()
     };
     let left_keys = key(&left, &left_flows);

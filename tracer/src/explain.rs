@@ -342,11 +342,7 @@ pub fn exit_specifics(exit: &Exit) -> String {
                     .unwrap_or_default()
             )
         }
-        ExitReason::Vmmcall => format!(
-            "hypercall {} ({})",
-            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"),
-            exit.regs.rax
-        ),
+        ExitReason::Vmmcall => format!("hypercall {}", crate::text::hypercall(&exit.regs)),
         ExitReason::Npf { gpa, info: npf } => format!(
             "a {} guest-physical {gpa:#x}",
             if npf.fetch {
@@ -566,14 +562,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
                     ),
                 ),
                 ExitReason::Vmmcall => {
-                    row(
-                        "hypercall",
-                        format!(
-                            "{} = {}",
-                            exit.regs.rax,
-                            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown")
-                        ),
-                    );
+                    row("hypercall", crate::text::hypercall(&exit.regs));
                     row(
                         "arguments",
                         format!(

@@ -174,6 +174,26 @@ pub fn detail(event: &Event) -> String {
     }
 }
 
+/// A hypercall as the guest made it: `console_write (0)`, and for the calls that take a
+/// command in RDI (Xen's `*_op` hypercalls), the command too: `event_channel_op (10)
+/// EVTCHNOP_send`.
+pub fn hypercall(regs: &traplab_abi::event::Registers) -> String {
+    use traplab_abi::{evtchn, grant_table, hypercall, sched, store};
+    let number = regs.rax;
+    let name = hypercall::name(number).unwrap_or("unknown");
+    let command = match number {
+        hypercall::SCHED_OP => sched::cmd::name(regs.rdi),
+        hypercall::EVENT_CHANNEL_OP => evtchn::cmd::name(regs.rdi),
+        hypercall::GRANT_TABLE_OP => grant_table::cmd::name(regs.rdi),
+        hypercall::STORE_OP => store::cmd::name(regs.rdi),
+        _ => None,
+    };
+    match command {
+        Some(command) => format!("{name} ({number}) {command}"),
+        None => format!("{name} ({number})"),
+    }
+}
+
 /// `d1 → d2 (woken by port 3)`, `d1 → idle (blocked)`, `idle → d1 (start)`.
 pub fn switch(schedule: &Schedule) -> String {
     let side = |dom: Option<u16>| dom.map_or("idle".to_string(), domain_label);
@@ -275,12 +295,7 @@ pub fn exit_detail(exit: &Exit) -> String {
             );
         }
         ExitReason::Vmmcall => {
-            let number = exit.regs.rax;
-            let _ = write!(
-                text,
-                ": hypercall {} ({number})",
-                traplab_abi::hypercall::name(number).unwrap_or("unknown")
-            );
+            let _ = write!(text, ": hypercall {}", hypercall(&exit.regs));
         }
         _ => {}
     }
@@ -335,6 +350,25 @@ mod tests {
             detail(&event(Some(2), masked)),
             "d0 port 7 pending, from port 2 (masked: it waits)"
         );
+    }
+
+    #[test]
+    fn a_hypercall_names_its_command() {
+        use traplab_abi::event::Registers;
+        let call = |rax, rdi| {
+            hypercall(&Registers {
+                rax,
+                rdi,
+                ..Registers::default()
+            })
+        };
+        assert_eq!(call(10, 4), "event_channel_op (10) EVTCHNOP_send");
+        assert_eq!(call(9, 1), "sched_op (9) SCHEDOP_block");
+        assert_eq!(call(11, 0), "grant_table_op (11) GNTTABOP_map_grant_ref");
+        assert_eq!(call(14, 2), "store_op (14) store_wait");
+        assert_eq!(call(1, 0), "exit (1)", "exit takes no command");
+        assert_eq!(call(10, 99), "event_channel_op (10)", "an unknown command");
+        assert_eq!(call(0x1234, 0), "unknown (4660)");
     }
 
     #[test]
