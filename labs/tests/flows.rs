@@ -306,6 +306,57 @@ fn vmrun_in_a_guest_gets_a_synthetic_ud() {
     );
 }
 
+/// A lab with one guest keeps the shape it had before domains side by side
+/// (`tracer/SCHEMA.md`): its guest is d1, one `schedule` starts it, and no trap is ever
+/// switched out.
+#[test]
+fn a_single_guest_lab_is_started_once_and_never_switched_out() {
+    use traplab_abi::event::{Schedule, ScheduleWhy};
+    let run = run(&["page-fault"]);
+    let switches: Vec<&Schedule> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Schedule(schedule) => Some(schedule),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            switches.first(),
+            Some(Schedule {
+                from: None,
+                to: Some(1),
+                why: ScheduleWhy::Start,
+                ..
+            })
+        ),
+        "{switches:?}"
+    );
+    let first_exit = run
+        .events
+        .iter()
+        .position(|event| matches!(event.body, Body::Exit(_)))
+        .expect("an exit");
+    let start = run
+        .events
+        .iter()
+        .position(|event| matches!(event.body, Body::Schedule(_)))
+        .expect("a switch");
+    assert!(start < first_exit, "d1 starts before it traps");
+    let mut trace = traplab_tracer::store::Trace::live("page-fault");
+    for event in &run.events {
+        trace.push_event(event);
+    }
+    assert!(
+        trace
+            .flows()
+            .iter()
+            .all(|flow| flow.dom == 1 && !flow.was_away())
+    );
+    assert!(trace.open_flows().is_empty(), "every trap ended");
+}
+
 #[test]
 fn a_triple_fault_kills_only_its_domain() {
     // The broken guest first, then a healthy one in the same machine.

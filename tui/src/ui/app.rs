@@ -414,9 +414,10 @@ impl App {
             return;
         };
         // The step that makes the link: the upcall's delivery, or the notification.
-        let wanted = |kind: Kind| {
-            kind == if forward { Kind::Inject } else { Kind::Notify }
-                || (forward && kind == Kind::Bounce)
+        let wanted = |kind: Kind| match kind {
+            Kind::Inject | Kind::Bounce => forward,
+            Kind::Notify => !forward,
+            _ => false,
         };
         let step_event = flows[target]
             .events()
