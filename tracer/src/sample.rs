@@ -1,4 +1,4 @@
-//! A small, made-up trace of two domains and an event channel, written by hand to follow
+//! Small, made-up traces of two domains and an event channel, written by hand to follow
 //! the order of events `tracer/SCHEMA.md` promises ("Domains side by side"). Tests of the
 //! flows, the export, the diff and the terminal UI use it; it is no recording of a real run
 //! (those come from `traplab trace LAB --record FILE`).
@@ -173,6 +173,95 @@ pub fn event_channel_ping() -> Vec<Event> {
     trace.events
 }
 
+/// A domain that takes its first event before it ever trapped: d1 sends to d2, which has
+/// not run yet; d2 starts (`schedule … (start)`) with the upcall — a flow without an exit.
+pub fn upcall_at_start() -> Vec<Event> {
+    let mut trace = Builder::default();
+    trace.push(None, Body::Boot(boot()));
+    trace.push(Some(1), created("ping"));
+    trace.push(Some(2), created("pong"));
+    trace.push(None, schedule(None, Some(1), ScheduleWhy::Start, None));
+    trace.push(
+        Some(1),
+        Body::Exit(vmmcall(
+            0x20_0500,
+            hypercall::EVENT_CHANNEL_OP,
+            evtchn::cmd::SEND,
+        )),
+    );
+    trace.push(
+        Some(1),
+        decide(
+            Action::Forward,
+            "hypercall event_channel_op EVTCHNOP_send on port 1: notify its other end, d2's port 3",
+            "hv/src/exit/vmmcall.rs:171",
+        ),
+    );
+    trace.push(
+        Some(1),
+        Body::Notify(Notify {
+            to: 2,
+            port: RECEIVER_PORT,
+            from_port: 1,
+            woke: false,
+            masked: false,
+        }),
+    );
+    trace.push(
+        Some(1),
+        emulate(
+            "EVTCHNOP_send: 0",
+            &[("rax", 10, 0), ("rip", 0x20_0500, 0x20_0503)],
+        ),
+    );
+    // d1 yields: d2 runs for the first time, and its first step is the upcall.
+    trace.push(None, schedule(Some(1), Some(2), ScheduleWhy::Yielded, None));
+    trace.push(
+        Some(2),
+        Body::Inject(Inject {
+            vector: UPCALL_VECTOR,
+            name: "interrupt 0xf3".into(),
+            kind: EventType::Interrupt,
+            error_code: None,
+            cr2: None,
+            handler: Some(0x20_0900),
+            synthetic: false,
+        }),
+    );
+    trace.push(Some(2), resume(0x20_0900, 40_000));
+    trace.push(Some(2), Body::Exit(vmmcall(0x20_0910, hypercall::EXIT, 0)));
+    trace.push(
+        Some(2),
+        decide(
+            Action::Emulate,
+            "hypercall exit: the domain ends with status 0",
+            "hv/src/exit/vmmcall.rs:60",
+        ),
+    );
+    trace.push(Some(2), ended("pong"));
+    trace.push(None, schedule(Some(2), Some(1), ScheduleWhy::Ended, None));
+    trace.push(Some(1), resume(0x20_0503, 200_000));
+    trace.push(Some(1), Body::Exit(vmmcall(0x20_0510, hypercall::EXIT, 0)));
+    trace.push(
+        Some(1),
+        decide(
+            Action::Emulate,
+            "hypercall exit: the domain ends with status 0",
+            "hv/src/exit/vmmcall.rs:60",
+        ),
+    );
+    trace.push(Some(1), ended("ping"));
+    trace.push(None, schedule(Some(1), None, ScheduleWhy::Ended, None));
+    trace.push(
+        None,
+        Body::End(End {
+            status: 0,
+            reason: "every domain ended".into(),
+        }),
+    );
+    trace.events
+}
+
 #[derive(Default)]
 struct Builder {
     events: Vec<Event>,
@@ -307,12 +396,36 @@ mod tests {
     }
 
     #[test]
-    fn the_sample_is_a_complete_stream() {
-        let mut check = StreamCheck::new();
-        for event in event_channel_ping() {
-            assert_eq!(check.observe(&event), []);
+    fn the_samples_are_complete_streams() {
+        for sample in [event_channel_ping(), upcall_at_start()] {
+            let mut check = StreamCheck::new();
+            for event in sample {
+                assert_eq!(check.observe(&event), []);
+            }
+            assert!(check.finish().is_empty());
         }
-        assert!(check.finish().is_empty());
+    }
+
+    #[test]
+    fn an_upcall_at_the_start_is_a_flow_without_an_exit() {
+        let mut trace = Trace::live("start");
+        for event in upcall_at_start() {
+            trace.push_event(&event);
+        }
+        let flows = trace.flows();
+        let classes: Vec<(u16, &str)> = flows.iter().map(|flow| (flow.dom, flow.class())).collect();
+        assert_eq!(
+            classes,
+            [
+                (1, "VMMCALL"),
+                (2, "upcall"),
+                (2, "VMMCALL"),
+                (1, "VMMCALL")
+            ]
+        );
+        assert_eq!((flows[0].woke, flows[1].woken_by), (1, 0));
+        assert_eq!(flows[1].events().collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(flows[1].rip, 0x20_0900);
     }
 
     #[test]

@@ -333,3 +333,28 @@ fn a_notification_and_its_upcall_in_their_own_lanes() {
     press(&mut app, "jjw");
     assert!(draw(&app, 100, 30).contains("w: this flow woke no other domain"));
 }
+
+#[test]
+fn an_upcall_without_an_exit_opens_as_a_flow_of_its_own() {
+    let mut trace = Trace::live("upcall at start (sample)");
+    for event in traplab_tracer::sample::upcall_at_start() {
+        trace.push_event(&event);
+    }
+    let mut app = App::new(trace, plain());
+    press(&mut app, "j");
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("upcall"), "{screen}");
+    assert!(
+        screen.contains("The hypervisor switches its CPU from d1 to d2"),
+        "the preview tells the switch and the delivery:\n{screen}"
+    );
+    press(&mut app, "<Enter>");
+    insta::assert_snapshot!("domains_upcall_without_exit", draw(&app, 100, 30));
+    press(&mut app, "r");
+    assert!(
+        draw(&app, 100, 30)
+            .contains("no exit in this flow: it began when the hypervisor switched its domain in")
+    );
+    press(&mut app, "W");
+    assert_eq!(app.selected_flow(), Some(0), "back to d1's send");
+}

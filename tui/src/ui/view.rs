@@ -328,10 +328,21 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     // The selected flow in words.
     let mut lines = Vec::new();
     if let Some(flow_number) = app.selected_flow() {
+        // A trap in two sentences: its exit and its decision; a flow without an exit (an
+        // upcall when its domain was switched in): the switch and the delivery.
+        let has_exit = app
+            .trace
+            .flows()
+            .get(flow_number)
+            .is_some_and(|flow| flow.has_exit());
         for step in &app.story.steps {
             if let Step::Event { event, .. } = step
                 && let Ok(event) = event.as_ref()
-                && matches!(event.body, Body::Exit(_) | Body::Decide(_))
+                && match event.body {
+                    Body::Exit(_) | Body::Decide(_) => has_exit,
+                    Body::Schedule(_) | Body::Inject(_) | Body::Bounce(_) => !has_exit,
+                    _ => false,
+                }
             {
                 lines.push(Line::raw(sentence(app, event)));
             }
