@@ -11,14 +11,15 @@
 //! | `facts`     | classes, guests, settings, the commands to run and check it         |
 //! | `summary`   | the catalogue's summary                                            |
 //! | `flow`      | the expected steps in words, and the recorded trace with each step marked |
-//! | `excerpt`   | the first trap of the flow alone, from its exit to its resume       |
+//! | `excerpt`   | the first trap of the flow alone, from its exit to its resume (what other domains did meanwhile elided) |
 //! | `questions` | the chapter's questions                                            |
 //! | `exercises` | each exercise: the task, its files, how to check it, what it must show, and what its check says before it is solved |
 //! | `start`     | what the check of exercise 1 says before it is solved               |
 
 use crate::catalogue::Lab;
 use crate::explain;
-use traplab_abi::event::{Body, Event};
+use traplab_abi::event::{Body, Event, ScheduleWhy, domain_label};
+use traplab_tracer::qemu::Start;
 use traplab_tracer::session::Run;
 use traplab_tracer::symbols::Symbols;
 use traplab_tracer::text;
@@ -79,10 +80,19 @@ fn section(text: &mut String, anchor: &str, body: &str) {
 
 fn facts(lab: &Lab) -> String {
     let guests: Vec<String> = lab
-        .guests
+        .domains()
         .iter()
-        .map(|guest| format!("`guests/src/bin/{guest}.rs`"))
+        .filter(|(dom, _)| *dom != 0)
+        .map(|(dom, guest)| format!("{} `guests/src/bin/{guest}.rs`", domain_label(*dom)))
         .collect();
+    let control = match &lab.dom0 {
+        Some(dom0) => format!("d0 `guests/src/bin/{dom0}.rs`"),
+        None => "none: the hypervisor itself built the domains".into(),
+    };
+    let start = match lab.start {
+        Start::InTurn => "in turn: each when the one before it ended",
+        Start::Together => "together: all runnable from the start, on one CPU",
+    };
     let settings = if lab.settings.is_empty() {
         "none".to_string()
     } else {
@@ -93,7 +103,7 @@ fn facts(lab: &Lab) -> String {
             .join(", ")
     };
     format!(
-        "| | |\n|---|---|\n| trap classes | {} |\n| guests (domain 0 first) | {} |\n| hypervisor settings | {settings} |\n| watch it | `traplab trace {id}` |\n| check it | `traplab check {id}` |\n",
+        "| | |\n|---|---|\n| trap classes | {} |\n| guests | {} |\n| control domain | {control} |\n| the domains start | {start} |\n| hypervisor settings | {settings} |\n| watch it | `traplab trace {id}` |\n| check it | `traplab check {id}` |\n",
         lab.classes.join(", "),
         guests.join(", "),
         id = lab.id
@@ -131,11 +141,14 @@ fn trace(events: &[Event], matched: &[usize]) -> String {
         keep[around].fill(true);
     }
     for (index, event) in events.iter().enumerate() {
-        // The guest's own words, and the start and end of every domain, are always shown.
-        if matches!(
-            event.body,
-            Body::Console(_) | Body::Domain(_) | Body::Boot(_) | Body::End(_)
-        ) {
+        // The guest's own words, the start and end of every domain, and every switch from
+        // one domain to another but the regular end of a time slice, are always shown.
+        let shown = match &event.body {
+            Body::Console(_) | Body::Domain(_) | Body::Boot(_) | Body::End(_) => true,
+            Body::Schedule(schedule) => schedule.why != ScheduleWhy::SliceOver,
+            _ => false,
+        };
+        if shown {
             keep[index] = true;
         }
     }
@@ -194,7 +207,9 @@ fn wrap(text: &str, indent: &str) -> String {
     out
 }
 
-/// The first flow the lab expects: from the first matched exit to the next resume.
+/// The first flow the lab expects: its events from the first matched exit to its resume.
+/// When its domain was switched out in the middle of it, one line stands for what the
+/// other domains did meanwhile.
 fn excerpt(events: &[Event], matched: &[usize]) -> String {
     let first_exit = matched
         .iter()
@@ -203,14 +218,45 @@ fn excerpt(events: &[Event], matched: &[usize]) -> String {
     let Some(start) = first_exit else {
         return String::new();
     };
-    let end = events[start..]
-        .iter()
-        .position(|event| matches!(event.body, Body::Resume(_) | Body::Domain(_)))
-        .map_or(events.len() - 1, |offset| start + offset);
-    let lines: String = events[start..=end]
-        .iter()
-        .map(|event| format!("{}\n", text::line(event)))
-        .collect();
+    let mut trace = traplab_tracer::store::Trace::live("excerpt");
+    for event in events {
+        trace.push_event(event);
+    }
+    let Some(flow) = trace
+        .flow_of(start)
+        .and_then(|flow| trace.flows().get(flow))
+    else {
+        return String::new();
+    };
+    let mut lines = String::new();
+    let mut previous: Option<usize> = None;
+    for index in flow.events() {
+        let index = index as usize;
+        if let Some(previous) = previous
+            && index > previous + 1
+        {
+            let between = &events[previous + 1..index];
+            let mut others: Vec<u16> = between.iter().filter_map(|event| event.dom).collect();
+            others.sort_unstable();
+            others.dedup();
+            let who: Vec<String> = others.into_iter().map(domain_label).collect();
+            lines.push_str(&format!(
+                "     … {} event{} of {} while {} waits\n",
+                between.len(),
+                if between.len() == 1 { "" } else { "s" },
+                if who.is_empty() {
+                    "the hypervisor".to_string()
+                } else {
+                    who.join(", ")
+                },
+                domain_label(flow.dom)
+            ));
+        }
+        if let Some(event) = events.get(index) {
+            lines.push_str(&format!("{}\n", text::line(event)));
+        }
+        previous = Some(index);
+    }
     format!("```text\n{lines}```\n")
 }
 
@@ -248,8 +294,13 @@ fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
         let ending = match (expected.killed.is_empty(), expected.status) {
             (true, status) => format!("every domain to exit with status {status}"),
             (false, status) => format!(
-                "the hypervisor to kill domain {:?} and the others to exit with status {status}",
-                expected.killed
+                "the hypervisor to kill {} and the others to exit with status {status}",
+                expected
+                    .killed
+                    .iter()
+                    .map(|dom| domain_label(*dom))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         text.push_str("- **Solved when** the check finds what it expects, in this order:\n");
@@ -280,7 +331,7 @@ mod tests {
         Event {
             seq,
             tsc: 0,
-            dom: Some(0),
+            dom: Some(1),
             body: Body::Console(Console { text: text.into() }),
         }
     }
@@ -289,7 +340,7 @@ mod tests {
         Event {
             seq,
             tsc: 0,
-            dom: Some(0),
+            dom: Some(1),
             body: Body::Lost(traplab_abi::event::Lost { count: 1 }),
         }
     }
@@ -319,6 +370,24 @@ mod tests {
             Some("… 4 events"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_excerpt_folds_what_other_domains_did_while_its_domain_waited() {
+        let events = traplab_tracer::sample::event_channel_ping();
+        // d1's send (seq 8) is the first exit a lab about it would match.
+        let text = excerpt(&events, &[8]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"```text"));
+        assert!(lines[1].contains("d1   exit     VMMCALL"), "{text}");
+        assert!(
+            lines[5].contains("schedule d1 → d2 (woken by port 3)"),
+            "{text}"
+        );
+        assert_eq!(lines[6], "     … 10 events of d2 while d1 waits", "{text}");
+        assert!(lines[7].contains("schedule d2 → d1 (ended)"), "{text}");
+        assert!(lines[8].contains("d1   resume"), "{text}");
+        assert_eq!(lines.len(), 10, "{text}");
     }
 
     #[test]

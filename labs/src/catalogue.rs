@@ -2,6 +2,7 @@
 
 use crate::expect::Pattern;
 use serde::{Deserialize, Serialize};
+use traplab_tracer::qemu::{FIRST_GUEST, Start};
 
 /// The embedded catalogue files: `(file name, TOML text)`.
 const FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
@@ -17,8 +18,17 @@ pub struct Lab {
     pub part: String,
     /// The trap classes it shows: exception mnemonics (`#PF`) and exit names (`IOIO`).
     pub classes: Vec<String>,
-    /// The guest programs it runs, domain 0 first (`guests/src/bin/<name>.rs`).
+    /// The guest programs it runs as unprivileged domains, numbered from 1 as Xen numbers
+    /// its domUs: d1, d2, … (`guests/src/bin/<name>.rs`).
     pub guests: Vec<String>,
+    /// The control domain's program (domain 0, dom0), for a lab that needs one: it sets up
+    /// what the others share. Without it the hypervisor itself plays the toolstack.
+    #[serde(default)]
+    pub dom0: Option<String>,
+    /// When the domains start: `in-turn` (the default: each when the one before it ended)
+    /// or `together` (all runnable from the start, side by side).
+    #[serde(default)]
+    pub start: Start,
     /// What happens, in two or three sentences.
     pub summary: String,
     /// Hypervisor settings this lab turns on (`traplab_abi::settings`: extra intercepts,
@@ -28,9 +38,9 @@ pub struct Lab {
     /// The exit status of the lab's guests (and of `traplab trace`) when all goes right.
     #[serde(default)]
     pub status: i32,
-    /// The domains (indexes into `guests`) the hypervisor kills when all goes right: a lab
-    /// about a fatal fault. The others must exit with `status`; `traplab trace` then exits
-    /// with 137 (a domain was killed).
+    /// The domains (by number: 1 is the first guest, 0 the control domain) the hypervisor
+    /// kills when all goes right: a lab about a fatal fault. The others must exit with
+    /// `status`; `traplab trace` then exits with 137 (a domain was killed).
     #[serde(default)]
     pub killed: Vec<u16>,
     /// The events that must appear, in this order (other events may come between): one
@@ -84,11 +94,28 @@ pub struct Expected<'a> {
     pub steps: &'a [Pattern],
     /// The exit status of every domain that is not killed.
     pub status: i32,
-    /// The domains (indexes into the lab's guests) that must be killed.
+    /// The domains (by number) that must be killed.
     pub killed: &'a [u16],
 }
 
 impl Lab {
+    /// Every domain of the lab with its program: the control domain (0) first when the lab
+    /// has one, then its guests, 1, 2, …
+    pub fn domains(&self) -> Vec<(u16, &str)> {
+        let dom0 = self.dom0.iter().map(|name| (0, name.as_str()));
+        let guests = self
+            .guests
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (FIRST_GUEST + index as u16, name.as_str()));
+        dom0.chain(guests).collect()
+    }
+
+    /// Is `dom` one of the lab's domains?
+    pub fn has_domain(&self, dom: u16) -> bool {
+        self.domains().iter().any(|(id, _)| *id == dom)
+    }
+
     /// The lab's own expected flow.
     pub fn expected(&self) -> Expected<'_> {
         Expected {
@@ -138,6 +165,19 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
                 return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
             }
+            if lab.guests.is_empty() {
+                return Err(CatalogueError { file: file.to_string(), message: "a lab runs at least one guest (d1)".into() });
+            }
+            // `killed` names domains by number, as the trace does: 1 is the first guest.
+            let killed = lab.killed.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.killed.iter().flatten()));
+            for dom in killed {
+                if !lab.has_domain(*dom) {
+                    return Err(CatalogueError {
+                        file: file.to_string(),
+                        message: format!("killed = [{dom}] names no domain of the lab: its domains are {}", domain_list(&lab)),
+                    });
+                }
+            }
             let patterns = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
             if let Some(field) = patterns.filter_map(|pattern| pattern.unknown_field()).next() {
                 return Err(CatalogueError {
@@ -160,7 +200,60 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
     Ok(labs)
 }
 
+/// `d1 (page-fault), d2 (hello)`: a lab's domains, for messages.
+fn domain_list(lab: &Lab) -> String {
+    lab.domains()
+        .iter()
+        .map(|(dom, name)| format!("{} ({name})", traplab_abi::event::domain_label(*dom)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The lab called `id`.
 pub fn find(id: &str) -> Result<Option<Lab>, CatalogueError> {
     Ok(all()?.into_iter().find(|lab| lab.id == id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Lab, toml::de::Error> {
+        toml::from_str(&format!(
+            "id = \"x\"\ntitle = \"t\"\npart = \"p\"\nclasses = []\nguests = [\"front\", \"back\"]\nsummary = \"s\"\n{extra}"
+        ))
+    }
+
+    fn lab(extra: &str) -> Lab {
+        parse(extra).expect("a lab")
+    }
+
+    #[test]
+    fn guests_are_domains_1_and_up_and_a_control_domain_is_0() {
+        let plain = lab("");
+        assert_eq!(plain.domains(), [(1, "front"), (2, "back")]);
+        assert_eq!(plain.start, Start::InTurn);
+        assert!(!plain.has_domain(0));
+        let with_dom0 = lab("dom0 = \"toolstack\"\nstart = \"together\"");
+        assert_eq!(
+            with_dom0.domains(),
+            [(0, "toolstack"), (1, "front"), (2, "back")]
+        );
+        assert_eq!(with_dom0.start, Start::Together);
+        assert!(parse("start = \"sometime\"").is_err());
+    }
+
+    #[test]
+    fn every_catalogue_lab_names_real_domains() {
+        for lab in all().expect("the catalogue parses") {
+            for dom in &lab.killed {
+                assert!(lab.has_domain(*dom), "{}: killed {dom}", lab.id);
+            }
+            assert!(
+                lab.domains().iter().any(|(dom, _)| *dom == FIRST_GUEST),
+                "{}: a first guest",
+                lab.id
+            );
+        }
+    }
 }

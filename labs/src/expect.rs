@@ -46,7 +46,7 @@ impl Pattern {
 
 /// The fields of each kind of event (`tracer/SCHEMA.md`), besides `v`, `seq`, `tsc`, `dom`
 /// and `kind`, which every event has.
-const FIELDS: [(&str, &[&str]); 12] = [
+const FIELDS: [(&str, &[&str]); 16] = [
     (
         "boot",
         &[
@@ -113,7 +113,21 @@ const FIELDS: [(&str, &[&str]); 12] = [
         "return",
         &["via", "vector", "name", "rip", "cs", "rflags", "rsp"],
     ),
+    ("notify", &["to", "port", "from_port", "woke", "masked"]),
+    (
+        "grant_map",
+        &[
+            "granter",
+            "gref",
+            "frame",
+            "host_addr",
+            "readonly",
+            "handle",
+        ],
+    ),
+    ("grant_unmap", &["granter", "gref", "host_addr", "handle"]),
     ("resume", &["rip", "rflags", "regs", "cycles"]),
+    ("schedule", &["from", "to", "why", "port"]),
     ("console", &["text"]),
     ("lost", &["count"]),
     ("end", &["status", "reason"]),
@@ -316,6 +330,24 @@ mod tests {
             ),
         ];
         assert_eq!(check(&patterns, &events(), &Symbols::default()), Ok(()));
+    }
+
+    #[test]
+    fn every_kind_has_its_fields_and_a_typo_is_caught() {
+        let known: Vec<&str> = FIELDS.iter().map(|(kind, _)| *kind).collect();
+        let mut kinds = traplab_abi::event::Body::KINDS.to_vec();
+        kinds.sort_unstable();
+        let mut known_sorted = known.clone();
+        known_sorted.sort_unstable();
+        assert_eq!(known_sorted, kinds);
+        assert_eq!(
+            pattern("kind = \"notify\"\nto = 2\nport = 3").unknown_field(),
+            None
+        );
+        assert_eq!(
+            pattern("kind = \"schedule\"\nwhy = \"woken\"\nporte = 3").unknown_field(),
+            Some("porte".into())
+        );
     }
 
     #[test]

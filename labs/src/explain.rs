@@ -11,7 +11,7 @@
 
 use crate::expect::{Mismatch, Pattern};
 use serde_json::Value;
-use traplab_abi::event::{Action, Body, Event, EventType, delivery_name};
+use traplab_abi::event::{Action, Body, Event, EventType, delivery_name, domain_label};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86;
 use traplab_tracer::text;
@@ -73,6 +73,34 @@ pub fn expectation(pattern: &Pattern) -> String {
             None => "the guest to print a line".into(),
         },
         "domain" => domain_expectation(pattern),
+        "notify" => notify_expectation(pattern),
+        "schedule" => schedule_expectation(pattern),
+        "grant_map" | "grant_unmap" => {
+            let verb = if kind == "grant_map" { "map" } else { "unmap" };
+            let granter = number(pattern, "granter").map(|dom| domain_label(dom as u16));
+            let mut text = match (number(pattern, "gref"), granter) {
+                (Some(gref), Some(granter)) => {
+                    format!("the hypervisor to {verb} grant reference {gref} of {granter}")
+                }
+                (Some(gref), None) => format!("the hypervisor to {verb} grant reference {gref}"),
+                (None, Some(granter)) => format!("the hypervisor to {verb} a grant of {granter}"),
+                (None, None) => format!("the hypervisor to {verb} a grant"),
+            };
+            details(
+                &mut text,
+                pattern,
+                &[
+                    ("host_addr", "guest-physical address"),
+                    ("handle", "handle"),
+                ],
+            );
+            match pattern.0.get("readonly").and_then(Value::as_bool) {
+                Some(true) => text.push_str(", read-only"),
+                Some(false) => text.push_str(", writable"),
+                None => {}
+            }
+            text
+        }
         "end" => match number(pattern, "status") {
             Some(status) => format!("the hypervisor to end with status {status}"),
             None => "the hypervisor to end".into(),
@@ -80,7 +108,7 @@ pub fn expectation(pattern: &Pattern) -> String {
         _ => pattern.describe(),
     };
     match dom(pattern) {
-        Some(dom) if kind != "domain" => format!("{sentence} (in domain {dom})"),
+        Some(dom) if kind != "domain" => format!("{sentence} (in {})", domain_label(dom)),
         _ => sentence,
     }
 }
@@ -209,12 +237,26 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
         }
         "console" => String::new(),
         "domain" => {
-            let dom = dom.unwrap_or(0);
+            let dom = dom.unwrap_or(traplab_tracer::qemu::FIRST_GUEST);
             match crate::run::ending(events, dom) {
-                Some(ending) => format!("domain {dom} {}", ending.describe()),
-                None => format!("domain {dom} never ended"),
+                Some(ending) => format!("{} {}", domain_label(dom), ending.describe()),
+                None => format!("{} never ended", domain_label(dom)),
             }
         }
+        "notify" => match (decision, next_of_kind("notify")) {
+            (_, Some(line)) => format!("it notified otherwise: {line}"),
+            (Some(decide), None) if decide.action != Action::Forward => decided(decide),
+            _ => "the hypervisor notified no other domain after that".into(),
+        },
+        "schedule" => match next_of_kind("schedule") {
+            Some(line) => format!("the next switch was different: {line}"),
+            None => "the hypervisor switched to no other domain after that".into(),
+        },
+        "grant_map" | "grant_unmap" => match (next_of_kind(kind), decision) {
+            (Some(line), _) => format!("the nearest one was different: {line}"),
+            (None, Some(decide)) => decided(decide),
+            (None, None) => "the hypervisor made no decision after that".into(),
+        },
         _ => match &mismatch.nearest {
             Some(nearest) => format!("the nearest event of that kind was: {nearest}"),
             None => "no event of that kind came".into(),
@@ -259,11 +301,9 @@ fn is_console_output(exit: Option<&&Event>) -> bool {
     }
 }
 
-/// `event 4 (dom0 emulate): OUT 'H' to the console UART; …`: an event inside a sentence.
+/// `event 4 (d1 emulate): OUT 'H' to the console UART; …`: an event inside a sentence.
 fn event_text(event: &Event) -> String {
-    let dom = event
-        .dom
-        .map_or("hv".to_string(), |dom| format!("dom{dom}"));
+    let dom = text::who(event.dom);
     format!(
         "event {} ({dom} {}): {}",
         event.seq,
@@ -401,19 +441,71 @@ fn inject_expectation(pattern: &Pattern) -> String {
 }
 
 fn domain_expectation(pattern: &Pattern) -> String {
-    let dom = dom(pattern).unwrap_or(0);
+    let dom = dom(pattern).map_or("a domain".to_string(), domain_label);
     match pattern.0.get("state").and_then(Value::as_str) {
-        Some("created") => format!("domain {dom} to be created"),
+        Some("created") => format!("{dom} to be created"),
         Some("exited") => match number(pattern, "status") {
-            Some(status) => format!("domain {dom} to exit with status {}", status as i64),
-            None => format!("domain {dom} to exit"),
+            Some(status) => format!("{dom} to exit with status {}", status as i64),
+            None => format!("{dom} to exit"),
         },
         Some("killed") => match pattern.0.get("reason") {
-            Some(reason) => format!("domain {dom} to be killed ({})", plain(reason)),
-            None => format!("domain {dom} to be killed"),
+            Some(reason) => format!("{dom} to be killed ({})", plain(reason)),
+            None => format!("{dom} to be killed"),
         },
-        _ => format!("domain {dom} to change state"),
+        _ => format!("{dom} to change state"),
     }
+}
+
+/// "the hypervisor to notify d2's port 3 and wake it".
+fn notify_expectation(pattern: &Pattern) -> String {
+    let to = number(pattern, "to").map(|dom| domain_label(dom as u16));
+    let mut text = match (to, number(pattern, "port")) {
+        (Some(to), Some(port)) => format!("the hypervisor to notify {to}'s port {port}"),
+        (Some(to), None) => format!("the hypervisor to notify {to}"),
+        (None, Some(port)) => format!("the hypervisor to notify port {port} of another domain"),
+        (None, None) => "the hypervisor to notify another domain".into(),
+    };
+    if let Some(port) = number(pattern, "from_port") {
+        text.push_str(&format!(", sent on port {port}"));
+    }
+    match pattern.0.get("woke").and_then(Value::as_bool) {
+        Some(true) => text.push_str(", and wake it (it was blocked)"),
+        Some(false) => text.push_str(", without waking it (it was not blocked)"),
+        None => {}
+    }
+    match pattern.0.get("masked").and_then(Value::as_bool) {
+        Some(true) => text.push_str(", while it masks the port"),
+        Some(false) => text.push_str(", with the port unmasked"),
+        None => {}
+    }
+    text
+}
+
+/// "the hypervisor to switch from d1 to d2, because an event woke d2 (port 3)".
+fn schedule_expectation(pattern: &Pattern) -> String {
+    let side = |key: &str| number(pattern, key).map(|dom| domain_label(dom as u16));
+    let mut text = match (side("from"), side("to")) {
+        (Some(from), Some(to)) => format!("the hypervisor to switch from {from} to {to}"),
+        (Some(from), None) => format!("the hypervisor to switch away from {from}"),
+        (None, Some(to)) => format!("the hypervisor to switch to {to}"),
+        (None, None) => "the hypervisor to switch its CPU to another domain".into(),
+    };
+    let why = match pattern.0.get("why").and_then(Value::as_str) {
+        Some("start") => Some("to start it".to_string()),
+        Some("slice_over") => Some("because the time slice was over".into()),
+        Some("blocked") => Some("because the domain blocked".into()),
+        Some("yielded") => Some("because the domain yielded".into()),
+        Some("woken") => Some(match number(pattern, "port") {
+            Some(port) => format!("because an event on port {port} woke it"),
+            None => "because an event woke it".into(),
+        }),
+        Some("ended") => Some("because the domain ended".into()),
+        _ => None,
+    };
+    if let Some(why) = why {
+        text.push_str(&format!(", {why}"));
+    }
+    text
 }
 
 /// Append ", error code 0x2, CR2 0x40000000" for the fields the pattern names.
@@ -514,7 +606,7 @@ mod tests {
             expectation(&pattern(
                 "kind = \"console\"\ntext = \"contains:three\"\ndom = 1"
             )),
-            "the guest to print a line containing \"three\" (in domain 1)"
+            "the guest to print a line containing \"three\" (in d1)"
         );
         assert_eq!(
             expectation(&pattern("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")),
@@ -555,6 +647,63 @@ mod tests {
         );
     }
 
+    #[test]
+    fn notifications_switches_and_grants_read_as_sentences() {
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"notify\"\ndom = 1\nto = 2\nport = 3\nwoke = true"
+            )),
+            "the hypervisor to notify d2's port 3, and wake it (it was blocked) (in d1)"
+        );
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"schedule\"\nfrom = 1\nto = 2\nwhy = \"woken\"\nport = 3"
+            )),
+            "the hypervisor to switch from d1 to d2, because an event on port 3 woke it"
+        );
+        assert_eq!(
+            expectation(&pattern("kind = \"schedule\"\nto = 0\nwhy = \"start\"")),
+            "the hypervisor to switch to d0, to start it"
+        );
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"grant_map\"\ngranter = 1\ngref = 5\nreadonly = false"
+            )),
+            "the hypervisor to map grant reference 5 of d1, writable"
+        );
+        assert_eq!(
+            expectation(&pattern("kind = \"domain\"\ndom = 2\nstate = \"killed\"")),
+            "d2 to be killed"
+        );
+    }
+
+    #[test]
+    fn a_missing_notification_names_what_the_hypervisor_decided_instead() {
+        let mut send = exit(0x81, "VMMCALL");
+        send.regs.rax = traplab_abi::hypercall::EVENT_CHANNEL_OP;
+        let events = events(
+            3,
+            vec![
+                Body::Exit(send),
+                decide(
+                    Action::Emulate,
+                    "hypercall event_channel_op EVTCHNOP_send: port 1 is not bound: EINVAL",
+                    "hv/src/exit/vmmcall.rs:171",
+                ),
+            ],
+        );
+        let expected = pattern("kind = \"notify\"\nto = 2\nport = 3");
+        assert_eq!(
+            instead(&expected, &mismatch(&expected, None), &events),
+            "the hypervisor emulated it at hv/src/exit/vmmcall.rs:171: \"hypercall event_channel_op EVTCHNOP_send: port 1 is not bound: EINVAL\"; then the guest printed nothing more"
+        );
+        let switch = pattern("kind = \"schedule\"\nwhy = \"woken\"");
+        assert!(
+            instead(&switch, &mismatch(&switch, None), &events)
+                .starts_with("the hypervisor switched to no other domain after that")
+        );
+    }
+
     fn exit(exitcode: u64, reason: &str) -> Exit {
         Exit {
             exitcode,
@@ -584,7 +733,7 @@ mod tests {
         })
     }
 
-    /// The events of domain 0, numbered from `seq`.
+    /// The events of d1, numbered from `seq`.
     fn events(seq: u64, bodies: Vec<Body>) -> Vec<Event> {
         bodies
             .into_iter()
@@ -592,7 +741,7 @@ mod tests {
             .map(|(body, seq)| Event {
                 seq,
                 tsc: 0,
-                dom: Some(0),
+                dom: Some(1),
                 body,
             })
             .collect()

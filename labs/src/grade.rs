@@ -10,7 +10,7 @@ use crate::catalogue::{Exercise, Expected, Lab};
 use crate::explain;
 use crate::run::{self, Ending};
 use serde::Serialize;
-use traplab_abi::event::DomainState;
+use traplab_abi::event::{DomainState, domain_label};
 use traplab_tracer::session::Run;
 use traplab_tracer::symbols::Symbols;
 
@@ -147,11 +147,11 @@ pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbol
     }
 }
 
-/// Every domain must exit with the expected status, or be killed when the flow says so.
+/// Every domain (the control domain too, when the lab has one) must exit with the expected
+/// status, or be killed when the flow says so.
 fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for (index, guest) in lab.guests.iter().enumerate() {
-        let dom = index as u16;
+    for (dom, guest) in lab.domains() {
         let must_be_killed = expected.killed.contains(&dom);
         let ending = run::ending(&run.events, dom);
         let wanted = if must_be_killed {
@@ -174,8 +174,11 @@ fn domain_problems(lab: &Lab, expected: Expected, run: &Run) -> Vec<Problem> {
         };
         problems.push(Problem::Domain {
             dom,
-            guest: guest.clone(),
-            explanation: format!("expected domain {dom} ({guest}) {wanted}, but {actual}"),
+            guest: guest.to_string(),
+            explanation: format!(
+                "expected {} ({guest}) {wanted}, but {actual}",
+                domain_label(dom)
+            ),
         });
     }
     problems
@@ -229,26 +232,43 @@ mod tests {
 
     #[test]
     fn each_domain_must_end_as_the_lab_says() {
+        // The guests are d1 and d2, as Xen numbers its unprivileged domains.
         let events = vec![
-            ended(0, DomainState::Exited, Some(0)),
-            ended(1, DomainState::Exited, Some(3)),
+            ended(1, DomainState::Exited, Some(0)),
+            ended(2, DomainState::Exited, Some(3)),
         ];
         let problems = domain_problems(&lab(vec![]), lab(vec![]).expected(), &run(events));
         assert_eq!(problems.len(), 1);
         assert_eq!(
             problems[0].explanation(),
-            "expected domain 1 (b) to exit with status 0, but it exited with status 3 (why)"
+            "expected d2 (b) to exit with status 0, but it exited with status 3 (why)"
         );
 
-        let events = vec![ended(0, DomainState::Exited, Some(0))];
-        let problems = domain_problems(&lab(vec![0]), lab(vec![0]).expected(), &run(events));
+        let events = vec![ended(1, DomainState::Exited, Some(0))];
+        let problems = domain_problems(&lab(vec![1]), lab(vec![1]).expected(), &run(events));
         let explanations: Vec<&str> = problems.iter().map(Problem::explanation).collect();
         assert_eq!(
             explanations,
             [
-                "expected domain 0 (a) to be killed, but it exited with status 0 (why)",
-                "expected domain 1 (b) to exit with status 0, but it never ended"
+                "expected d1 (a) to be killed, but it exited with status 0 (why)",
+                "expected d2 (b) to exit with status 0, but it never ended"
             ]
+        );
+    }
+
+    #[test]
+    fn a_control_domain_must_end_too() {
+        let mut with_dom0 = lab(vec![]);
+        with_dom0.dom0 = Some("toolstack".into());
+        let events = vec![
+            ended(1, DomainState::Exited, Some(0)),
+            ended(2, DomainState::Exited, Some(0)),
+        ];
+        let problems = domain_problems(&with_dom0, with_dom0.expected(), &run(events));
+        let explanations: Vec<&str> = problems.iter().map(Problem::explanation).collect();
+        assert_eq!(
+            explanations,
+            ["expected d0 (toolstack) to exit with status 0, but it never ended"]
         );
     }
 

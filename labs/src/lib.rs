@@ -37,7 +37,7 @@ pub fn guest_elf(name: &str) -> PathBuf {
     bare_dir().join(name)
 }
 
-/// The machine that runs `guests`, one domain each, in this order.
+/// The machine that runs `guests`, one domain each, in this order: d1, d2, …
 pub fn machine_for(guests: &[&str]) -> Machine {
     machine_from(&bare_dir(), guests)
 }
@@ -63,10 +63,16 @@ impl Lab {
         self.machine_from(&bare_dir())
     }
 
-    /// The machine this lab runs, with the programs built into `bare_dir`.
+    /// The machine this lab runs, with the programs built into `bare_dir`: its control
+    /// domain if it has one, its guests, when they start, its settings.
     pub fn machine_from(&self, bare_dir: &Path) -> Machine {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
         let mut machine = machine_from(bare_dir, &guests);
+        machine.dom0 = self.dom0.as_ref().map(|name| Guest {
+            name: name.clone(),
+            elf: bare_dir.join(name),
+        });
+        machine.start = self.start;
         machine.settings = self.settings.clone();
         machine
     }

@@ -77,14 +77,14 @@ fn native_classes_are_raised_by_the_cpu_and_the_others_are_marked_synthetic() {
                 assert_eq!(exit.reason, "VMMCALL", "{guest}: on the guest's request");
             }
         }
-        assert_eq!(ending(&run.events, 0).1, Some(0), "{guest}");
+        assert_eq!(ending(&run.events, 1).1, Some(0), "{guest}");
     }
 }
 
 #[test]
 fn the_same_faults_reflected_and_bounced() {
     let run = run(&["faults-reflect", "faults-bounce"]);
-    for (dom, model) in [(0u16, "reflect"), (1u16, "bounce")] {
+    for (dom, model) in [(1u16, "reflect"), (2u16, "bounce")] {
         let events: Vec<Event> = run
             .events
             .iter()
@@ -224,7 +224,7 @@ fn thirty_two_bit_guests_run_in_protected_mode() {
         }
         // The console arrives through REP OUTSB: one string IOIO exit per line.
         let string_outs = run.events.iter().filter(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x7b && exit.exitinfo1 & 0b1100 == 0b1100)).count();
-        assert_eq!(string_outs, console(&run.events, 0).len(), "{guest}");
-        assert_eq!(ending(&run.events, 0).1, Some(0), "{guest}");
+        assert_eq!(string_outs, console(&run.events, 1).len(), "{guest}");
+        assert_eq!(ending(&run.events, 1).1, Some(0), "{guest}");
     }
 }

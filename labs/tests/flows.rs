@@ -76,7 +76,7 @@ fn hello_is_one_ioio_exit_per_byte() {
         // EXITINFO2 is the next RIP: `out dx, al` is one byte.
         assert_eq!(exit.exitinfo2, exit.rip + 1);
     }
-    assert_eq!(console(&run.events, 0), ["Hello from a traplab guest!"]);
+    assert_eq!(console(&run.events, 1), ["Hello from a traplab guest!"]);
     let (index, hlt) = exit_with(&run.events, 0, 0x78);
     assert_eq!(hlt.rflags & (1 << 9), 0, "HLT with interrupts off");
     let flow = flow_after(&run.events, index);
@@ -84,7 +84,7 @@ fn hello_is_one_ioio_exit_per_byte() {
         matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Emulate && decide.at.starts_with("hv/src/exit/hlt.rs:"))
     );
     assert_eq!(
-        ending(&run.events, 0),
+        ending(&run.events, 1),
         (
             DomainState::Exited,
             Some(0),
@@ -163,11 +163,11 @@ fn page_fault_is_reflected_to_the_guest_handler_and_retried() {
         .count();
     assert_eq!(faults, 1);
     assert!(
-        console(&run.events, 0)
+        console(&run.events, 1)
             .iter()
             .any(|line| line == "the write was retried and worked: read back 42")
     );
-    assert_eq!(ending(&run.events, 0).1, Some(0));
+    assert_eq!(ending(&run.events, 1).1, Some(0));
 }
 
 #[test]
@@ -190,14 +190,14 @@ fn invalid_opcode_is_reflected_and_skipped() {
         symbols.resolve("traplab_guests::traps::exception_entries+0x60")
     );
     assert_eq!(
-        console(&run.events, 0),
+        console(&run.events, 1),
         [
             "executing ud2",
             &format!("#UD at {:#x}: skipping the 2-byte ud2", exit.rip),
             "back after ud2: the handler skipped it"
         ]
     );
-    assert_eq!(ending(&run.events, 0).1, Some(0));
+    assert_eq!(ending(&run.events, 1).1, Some(0));
 }
 
 #[test]
@@ -226,10 +226,10 @@ fn cpuid_is_emulated_with_the_hypervisor_bit_and_signature() {
     };
     assert_eq!(resume.rip, exit.rip + 2);
     assert_eq!(resume.regs.rcx, rcx.new);
-    assert!(console(&run.events, 0).iter().any(
+    assert!(console(&run.events, 1).iter().any(
         |line| line == "CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000001"
     ));
-    assert_eq!(ending(&run.events, 0).1, Some(0));
+    assert_eq!(ending(&run.events, 1).1, Some(0));
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn hypercalls_write_the_console_refuse_bad_pointers_and_exit() {
         .expect("RAX has the result");
     assert_eq!(rax.new as i64, -14, "EFAULT");
     assert_eq!(
-        ending(&run.events, 0),
+        ending(&run.events, 1),
         (DomainState::Exited, Some(0), "exit hypercall".into())
     );
 }
@@ -280,8 +280,8 @@ fn an_unknown_hypercall_gets_enosys_and_the_guest_goes_on() {
             .map(|change| change.new as i64),
         Some(-38)
     );
-    assert_eq!(console(&run.events, 0), ["hypercall 0x1234 returned -38"]);
-    assert_eq!(ending(&run.events, 0).1, Some(0));
+    assert_eq!(console(&run.events, 1), ["hypercall 0x1234 returned -38"]);
+    assert_eq!(ending(&run.events, 1).1, Some(0));
 }
 
 #[test]
@@ -300,26 +300,78 @@ fn vmrun_in_a_guest_gets_a_synthetic_ud() {
     let inject = inject.expect("an injected #UD");
     assert_eq!((inject.vector, inject.synthetic), (6, true));
     assert_eq!(
-        ending(&run.events, 0).1,
+        ending(&run.events, 1).1,
         Some(0),
         "the guest's #UD handler ran"
     );
+}
+
+/// A lab with one guest keeps the shape it had before domains side by side
+/// (`tracer/SCHEMA.md`): its guest is d1, one `schedule` starts it, and no trap is ever
+/// switched out.
+#[test]
+fn a_single_guest_lab_is_started_once_and_never_switched_out() {
+    use traplab_abi::event::{Schedule, ScheduleWhy};
+    let run = run(&["page-fault"]);
+    let switches: Vec<&Schedule> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Schedule(schedule) => Some(schedule),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            switches.first(),
+            Some(Schedule {
+                from: None,
+                to: Some(1),
+                why: ScheduleWhy::Start,
+                ..
+            })
+        ),
+        "{switches:?}"
+    );
+    let first_exit = run
+        .events
+        .iter()
+        .position(|event| matches!(event.body, Body::Exit(_)))
+        .expect("an exit");
+    let start = run
+        .events
+        .iter()
+        .position(|event| matches!(event.body, Body::Schedule(_)))
+        .expect("a switch");
+    assert!(start < first_exit, "d1 starts before it traps");
+    let mut trace = traplab_tracer::store::Trace::live("page-fault");
+    for event in &run.events {
+        trace.push_event(event);
+    }
+    assert!(
+        trace
+            .flows()
+            .iter()
+            .all(|flow| flow.dom == 1 && !flow.was_away())
+    );
+    assert!(trace.open_flows().is_empty(), "every trap ended");
 }
 
 #[test]
 fn a_triple_fault_kills_only_its_domain() {
     // The broken guest first, then a healthy one in the same machine.
     let run = run(&["bad-triple-fault", "hello"]);
-    let dom0: Vec<Event> = run
+    // The broken guest is d1, the first unprivileged domain.
+    let d1: Vec<Event> = run
         .events
         .iter()
-        .filter(|event| event.dom == Some(0))
+        .filter(|event| event.dom == Some(1))
         .cloned()
         .collect();
     // #UD cannot be delivered (empty IDT): #GP while delivering #UD, then #GP while
     // delivering #GP (-> #DF), then #GP while delivering #DF (-> shutdown).
-    let (ud, _) = exit_with(&dom0, 0, 0x46);
-    let (gp1, first) = exit_with(&dom0, ud + 1, 0x4d);
+    let (ud, _) = exit_with(&d1, 0, 0x46);
+    let (gp1, first) = exit_with(&d1, ud + 1, 0x4d);
     assert_eq!(first.exitintinfo & 0xff, 6, "interrupted delivery of #UD");
     // QEMU reports 6 * 16 + 2; the hypervisor delivers what a real CPU reports (quirks.rs).
     assert_eq!(
@@ -327,28 +379,28 @@ fn a_triple_fault_kills_only_its_domain() {
         6 * 16 + 2,
         "TCG: #GP error code IDT (bit 1), index 12"
     );
-    let flow = flow_after(&dom0, gp1);
+    let flow = flow_after(&d1, gp1);
     assert!(
         matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 13 && inject.error_code == Some(6 * 8 + 2)),
         "corrected: {flow:#?}"
     );
-    let (gp2, second) = exit_with(&dom0, gp1 + 1, 0x4d);
+    let (gp2, second) = exit_with(&d1, gp1 + 1, 0x4d);
     assert_eq!(second.exitintinfo & 0xff, 13, "interrupted delivery of #GP");
-    let flow = flow_after(&dom0, gp2);
+    let flow = flow_after(&d1, gp2);
     assert!(
         matches!(&flow[2].body, Body::Inject(inject) if inject.vector == 8),
         "#DF: {flow:#?}"
     );
-    let (gp3, third) = exit_with(&dom0, gp2 + 1, 0x4d);
+    let (gp3, third) = exit_with(&d1, gp2 + 1, 0x4d);
     assert_eq!(third.exitintinfo & 0xff, 8, "interrupted delivery of #DF");
-    assert!(matches!(&dom0[gp3 + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
-    let (state, _, reason) = ending(&run.events, 0);
+    assert!(matches!(&d1[gp3 + 1].body, Body::Decide(decide) if decide.action == Action::Kill));
+    let (state, _, reason) = ending(&run.events, 1);
     assert_eq!(state, DomainState::Killed);
     assert!(reason.contains("triple fault"), "{reason}");
     // The hypervisor lives on and runs the next domain.
-    assert_eq!(ending(&run.events, 1).1, Some(0));
+    assert_eq!(ending(&run.events, 2).1, Some(0));
     assert!(
-        console(&run.events, 1)
+        console(&run.events, 2)
             .iter()
             .any(|line| line == "Hello from a traplab guest!")
     );
@@ -429,11 +481,11 @@ fn a_guest_cannot_reach_memory_outside_its_own() {
     assert!(
         matches!(&run.events[index + 1].body, Body::Decide(decide) if decide.action == Action::Kill)
     );
-    let (state, _, reason) = ending(&run.events, 0);
+    let (state, _, reason) = ending(&run.events, 1);
     assert_eq!(state, DomainState::Killed);
     assert!(reason.contains("0x20000000"), "{reason}");
     assert!(
-        !console(&run.events, 0)
+        !console(&run.events, 1)
             .iter()
             .any(|line| line.contains("let us out"))
     );

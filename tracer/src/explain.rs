@@ -7,7 +7,9 @@
 //! is decoded once, by [`ExitReason`]; the names of exits, vectors and MSRs are the abi's
 //! too. References: AMD APM vol. 2, chapter 15 (SVM) and chapter 8 (exceptions).
 
-use traplab_abi::event::{Action, Body, DomainState, Event, Exit, ReturnPath};
+use traplab_abi::event::{
+    Action, Body, DomainState, Event, Exit, ReturnPath, Schedule, ScheduleWhy, domain_label,
+};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm;
 use traplab_abi::x86::{self, EferFlags, PageFaultCode};
@@ -48,13 +50,16 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             boot.cpu, boot.ram_mib
         ),
         Body::Domain(domain) => {
-            let dom = event
-                .dom
-                .map_or("a domain".to_string(), |dom| format!("Domain {dom}"));
+            let dom = event.dom.map_or("A domain".to_string(), domain_label);
             match domain.state {
-                DomainState::Created => {
-                    format!("{dom} is created to run the guest program {}.", domain.name)
-                }
+                DomainState::Created => format!(
+                    "{dom} is created to run the guest program {}: {}.",
+                    domain.name,
+                    match event.dom {
+                        Some(0) => "the control domain (dom0), which may manage the others",
+                        _ => "an unprivileged domain (a domU, as Xen calls it)",
+                    }
+                ),
                 DomainState::Exited => format!(
                     "{dom} ({}) ends: {} (status {}).",
                     domain.name,
@@ -119,8 +124,14 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             }
         }
         Body::Inject(inject) => {
+            // An exception goes back to the guest that raised it (reflected); an interrupt
+            // (a timer tick, an event channel's upcall) is the hypervisor's to give.
+            let verb = match inject.kind {
+                traplab_abi::svm::EventType::Interrupt => "injects",
+                _ => "reflects",
+            };
             let mut text = format!(
-                "The hypervisor reflects {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
+                "The hypervisor {verb} {} into the guest's IDT vector {}: it writes the event{} into EVENTINJ, and at the next VMRUN the CPU delivers it",
                 inject.name,
                 inject.vector,
                 inject
@@ -180,6 +191,50 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                 context.duration(resume.cycles)
             ),
         },
+        Body::Notify(notify) => {
+            let sender = event.dom.map_or("the hypervisor".to_string(), domain_label);
+            let receiver = domain_label(notify.to);
+            let state = if notify.woke {
+                format!(
+                    "{receiver} was blocked waiting for an event, so it is runnable again; its upcall comes when it runs, in its own lane"
+                )
+            } else if notify.masked {
+                format!(
+                    "{receiver} masked the port (or all its upcalls): the event waits, pending, until {receiver} unmasks it"
+                )
+            } else {
+                format!("{receiver} takes the upcall the next time it runs, in its own lane")
+            };
+            format!(
+                "The hypervisor notifies {receiver} for {sender}: it sets the pending bit of {receiver}'s port {} (the other end of {sender}'s port {}) in {receiver}'s shared-info page. {state}.",
+                notify.port, notify.from_port
+            )
+        }
+        Body::GrantMap(map) => {
+            let mapper = event.dom.map_or("a domain".to_string(), domain_label);
+            let granter = domain_label(map.granter);
+            format!(
+                "The hypervisor maps grant reference {} of {granter} into {mapper}: {granter}'s page (frame {:#x}) now also appears at {mapper}'s guest-physical {:#x}, {}, through {mapper}'s nested page tables. Both domains reach the same memory; {mapper} names this mapping handle {} when it unmaps it.",
+                map.gref,
+                map.frame,
+                map.host_addr,
+                if map.readonly {
+                    "read-only"
+                } else {
+                    "writable"
+                },
+                map.handle
+            )
+        }
+        Body::GrantUnmap(unmap) => {
+            let mapper = event.dom.map_or("a domain".to_string(), domain_label);
+            let granter = domain_label(unmap.granter);
+            format!(
+                "The hypervisor unmaps handle {} from {mapper}'s guest-physical {:#x}: {mapper} no longer reaches {granter}'s page (grant reference {}). Once nobody maps it, {granter} may end the grant.",
+                unmap.handle, unmap.host_addr, unmap.gref
+            )
+        }
+        Body::Schedule(schedule) => switch_sentence(schedule),
         Body::Console(console) => format!("The guest prints: “{}”.", console.text),
         Body::Lost(lost) => format!(
             "{} events were lost here: the trace has a hole.",
@@ -190,6 +245,37 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             end.status, end.reason
         ),
     }
+}
+
+/// Why the hypervisor switched its CPU, in words.
+fn switch_sentence(schedule: &Schedule) -> String {
+    let side = |dom: Option<u16>| dom.map_or("its idle loop".to_string(), domain_label);
+    let (from, to) = (side(schedule.from), side(schedule.to));
+    let reason = match schedule.why {
+        ScheduleWhy::Start => format!("{to} runs for the first time"),
+        ScheduleWhy::SliceOver => format!("{from} used up its time slice and {to} may run"),
+        ScheduleWhy::Blocked if schedule.to.is_none() => format!(
+            "{from} blocked (it waits for an event) and no domain is runnable: the CPU idles until an event wakes one"
+        ),
+        ScheduleWhy::Blocked => format!("{from} blocked: it waits for an event"),
+        ScheduleWhy::Yielded => format!("{from} yielded: it lets the others run first"),
+        ScheduleWhy::Woken => format!(
+            "an event{} woke {to}, and a woken domain runs first (as Xen's credit scheduler boosts it)",
+            schedule
+                .port
+                .map(|port| format!(" on {to}'s port {port}"))
+                .unwrap_or_default()
+        ),
+        ScheduleWhy::Ended => format!("{from} ended"),
+    };
+    let stays_open = match (schedule.from, schedule.why) {
+        (Some(from), why) if why != ScheduleWhy::Ended => format!(
+            " {}'s trap stays open until it runs again.",
+            domain_label(from)
+        ),
+        _ => String::new(),
+    };
+    format!("The hypervisor switches its CPU from {from} to {to}: {reason}.{stays_open}")
 }
 
 /// The exit's own facts, in words: `a write to 0x40000000, whose page is not present`.
@@ -256,11 +342,7 @@ pub fn exit_specifics(exit: &Exit) -> String {
                     .unwrap_or_default()
             )
         }
-        ExitReason::Vmmcall => format!(
-            "hypercall {} ({})",
-            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown"),
-            exit.regs.rax
-        ),
+        ExitReason::Vmmcall => format!("hypercall {}", crate::text::hypercall(&exit.regs)),
         ExitReason::Npf { gpa, info: npf } => format!(
             "a {} guest-physical {gpa:#x}",
             if npf.fetch {
@@ -328,9 +410,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
         format!(
             "seq {}, {}, TSC {}",
             event.seq,
-            event
-                .dom
-                .map_or("hypervisor".into(), |dom| format!("domain {dom}")),
+            event.dom.map_or("the hypervisor".into(), domain_label),
             event.tsc
         ),
     );
@@ -482,14 +562,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
                     ),
                 ),
                 ExitReason::Vmmcall => {
-                    row(
-                        "hypercall",
-                        format!(
-                            "{} = {}",
-                            exit.regs.rax,
-                            traplab_abi::hypercall::name(exit.regs.rax).unwrap_or("unknown")
-                        ),
-                    );
+                    row("hypercall", crate::text::hypercall(&exit.regs));
                     row(
                         "arguments",
                         format!(
@@ -714,6 +787,88 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
                 format!("{} TSC ticks from the exit to this VMRUN", resume.cycles),
             );
         }
+        Body::Notify(notify) => {
+            let receiver = domain_label(notify.to);
+            row(
+                "notified",
+                format!("{receiver}, port {} (now pending)", notify.port),
+            );
+            row(
+                "sent on",
+                format!(
+                    "port {} of {}",
+                    notify.from_port,
+                    event.dom.map_or("the hypervisor".into(), domain_label)
+                ),
+            );
+            row(
+                "woke",
+                (if notify.woke {
+                    "yes: it was blocked, it is runnable again"
+                } else {
+                    "no: it was not blocked"
+                })
+                .into(),
+            );
+            row(
+                "masked",
+                (if notify.masked {
+                    "yes: no upcall until it unmasks the port"
+                } else {
+                    "no: the upcall comes when it runs"
+                })
+                .into(),
+            );
+        }
+        Body::GrantMap(map) => {
+            row(
+                "granter",
+                format!(
+                    "{}, grant reference {}",
+                    domain_label(map.granter),
+                    map.gref
+                ),
+            );
+            row(
+                "frame",
+                format!("{:#x} (the granter's guest-physical page)", map.frame),
+            );
+            row(
+                "mapped at",
+                format!("{:#x} (the mapper's guest-physical address)", map.host_addr),
+            );
+            row(
+                "access",
+                (if map.readonly {
+                    "read-only"
+                } else {
+                    "read and write"
+                })
+                .into(),
+            );
+            row("handle", format!("{} (what unmapping names)", map.handle));
+        }
+        Body::GrantUnmap(unmap) => {
+            row(
+                "granter",
+                format!(
+                    "{}, grant reference {}",
+                    domain_label(unmap.granter),
+                    unmap.gref
+                ),
+            );
+            row("mapped at", format!("{:#x}", unmap.host_addr));
+            row("handle", unmap.handle.to_string());
+        }
+        Body::Schedule(schedule) => {
+            let side = |dom: Option<u16>| dom.map_or("idle (no domain)".to_string(), domain_label);
+            row("from", side(schedule.from));
+            row("to", side(schedule.to));
+            row("why", schedule.why.name().into());
+            if let Some(port) = schedule.port {
+                row("port", format!("{port} (its event woke the domain)"));
+            }
+        }
         _ => row("detail", crate::text::detail(event)),
     }
     rows
@@ -750,7 +905,7 @@ mod tests {
         Event {
             seq: 1,
             tsc: 2,
-            dom: Some(0),
+            dom: Some(1),
             body: Body::Exit(exit),
         }
     }
@@ -838,6 +993,86 @@ mod tests {
         assert_eq!(field(&rows, "msr"), "0xc0011234 (no architectural name)");
         assert_eq!(field(&rows, "value"), "", "a read has no value yet");
         assert_eq!(field(&rows, "efer"), "0x0");
+    }
+
+    #[test]
+    fn a_notification_a_switch_and_a_grant_in_plain_words() {
+        use traplab_abi::event::{GrantMap, Notify};
+        let notify = Event {
+            seq: 9,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Notify(Notify {
+                to: 2,
+                port: 3,
+                from_port: 1,
+                woke: true,
+                masked: false,
+            }),
+        };
+        assert_eq!(
+            sentence(&notify, &context()),
+            "The hypervisor notifies d2 for d1: it sets the pending bit of d2's port 3 (the other end of d1's port 1) in d2's shared-info page. d2 was blocked waiting for an event, so it is runnable again; its upcall comes when it runs, in its own lane."
+        );
+        let rows = fields(&notify);
+        assert_eq!(field(&rows, "event"), "seq 9, d1, TSC 0");
+        assert_eq!(field(&rows, "notified"), "d2, port 3 (now pending)");
+        assert_eq!(
+            field(&rows, "woke"),
+            "yes: it was blocked, it is runnable again"
+        );
+        let switch = |from, to, why, port| Event {
+            seq: 10,
+            tsc: 0,
+            dom: None,
+            body: Body::Schedule(Schedule {
+                from,
+                to,
+                why,
+                port,
+            }),
+        };
+        assert_eq!(
+            sentence(
+                &switch(Some(1), Some(2), ScheduleWhy::Woken, Some(3)),
+                &context()
+            ),
+            "The hypervisor switches its CPU from d1 to d2: an event on d2's port 3 woke d2, and a woken domain runs first (as Xen's credit scheduler boosts it). d1's trap stays open until it runs again."
+        );
+        assert_eq!(
+            sentence(&switch(None, Some(1), ScheduleWhy::Start, None), &context()),
+            "The hypervisor switches its CPU from its idle loop to d1: d1 runs for the first time."
+        );
+        assert!(
+            sentence(
+                &switch(Some(2), None, ScheduleWhy::Blocked, None),
+                &context()
+            )
+            .contains("the CPU idles until an event wakes one")
+        );
+        let rows = fields(&switch(Some(2), None, ScheduleWhy::Blocked, None));
+        assert_eq!(field(&rows, "event"), "seq 10, the hypervisor, TSC 0");
+        assert_eq!(field(&rows, "to"), "idle (no domain)");
+        assert_eq!(field(&rows, "why"), "blocked");
+        let map = Event {
+            seq: 11,
+            tsc: 0,
+            dom: Some(2),
+            body: Body::GrantMap(GrantMap {
+                granter: 1,
+                gref: 5,
+                frame: 0x230,
+                host_addr: 0x4000_0000,
+                readonly: true,
+                handle: 0,
+            }),
+        };
+        assert!(
+            sentence(&map, &context()).starts_with(
+                "The hypervisor maps grant reference 5 of d1 into d2: d1's page (frame 0x230) now also appears at d2's guest-physical 0x40000000, read-only"
+            )
+        );
+        assert_eq!(field(&fields(&map), "access"), "read-only");
     }
 
     #[test]

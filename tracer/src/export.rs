@@ -1,20 +1,23 @@
 //! A trace as Chrome trace-event JSON, the format <https://ui.perfetto.dev> (and
-//! `chrome://tracing`) opens: one track per domain, one slice per trap flow, with its
-//! steps (decide, emulate, inject, …) as slices nested inside it, the guest's console
-//! lines as instant events, and an arrow from each delivered event to its handler's return.
+//! `chrome://tracing`) opens: one track per domain and one for the hypervisor, one slice per
+//! trap flow (two when its domain was switched out in the middle of it), with its steps
+//! (decide, emulate, inject, …) as slices nested inside, the guests' console lines and the
+//! hypervisor's `schedule` switches as instant events, an arrow from each delivered event
+//! to its handler's return, and an arrow from each `notify` to the upcall it caused in the
+//! other domain's track.
 //!
 //! Format: "Trace Event Format" (Google, 2016): `ph` `X` is a complete slice (`ts` and
 //! `dur` in µs), `i` an instant, `M` metadata (track names), `s`/`f` the two ends of an arrow.
 
-use crate::flows::{FlowEnd, Kind};
+use crate::flows::{FlowEnd, Kind, NO_EVENT};
 use crate::store::{NO_DOM, Trace};
 use serde_json::{Value, json};
 use std::io::{self, Write};
-use traplab_abi::event::Body;
+use traplab_abi::event::{Body, domain_label};
 
 /// The one process all tracks belong to.
 const PID: u32 = 1;
-/// The hypervisor's own track (boot, end, lost events).
+/// The hypervisor's own track (boot, end, lost and schedule events).
 const HV_TID: u32 = 0;
 
 fn tid(dom: u16) -> u32 {
@@ -53,7 +56,7 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
     for (dom, name) in trace.domains() {
         emit(
             out,
-            json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid(*dom), "args": {"name": format!("dom{dom} {name}")}}),
+            json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid(*dom), "args": {"name": format!("{} {name}", domain_label(*dom))}}),
         )?;
         emit(
             out,
@@ -61,41 +64,35 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    // Events outside any flow: console lines and the hypervisor's own events, as instants.
-    let flows = trace.flows();
-    let mut next_flow = 0;
-    let mut index = 0;
-    while index < trace.len() {
-        if let Some(flow) = flows.get(next_flow)
-            && flow.first as usize == index
-        {
-            emit_flow(trace, next_flow, &micros, &mut emit, out)?;
-            index = flow.first as usize + flow.len as usize;
-            next_flow += 1;
-            continue;
-        }
+    for number in 0..trace.flows().len() {
+        emit_flow(trace, number, &micros, &mut emit, out)?;
+    }
+    // Events outside any flow (console lines, the hypervisor's own events) and every switch
+    // of the hypervisor's CPU, as instants on their track.
+    for index in 0..trace.len() {
         let Some(entry) = trace.index_of(index) else {
             break;
         };
+        if entry.kind != Kind::Schedule && trace.flow_of(index).is_some() {
+            continue;
+        }
         let args = match trace.event(index) {
             Ok(event) => crate::text::detail(&event),
             Err(error) => error.to_string(),
         };
-        let name = match entry.kind {
-            Kind::Console => "console".to_string(),
-            kind => kind.name().to_string(),
-        };
         emit(
             out,
-            json!({"ph": "i", "s": "t", "name": name, "ts": micros(entry.tsc), "pid": PID, "tid": tid(entry.dom),
+            json!({"ph": "i", "s": "t", "name": entry.kind.name(), "ts": micros(entry.tsc), "pid": PID, "tid": tid(entry.dom),
                          "args": {"seq": entry.seq, "detail": args}}),
         )?;
-        index += 1;
     }
     out.write_all(b"\n]}\n")
 }
 
 type Emit<'a> = dyn FnMut(&mut dyn Write, Value) -> io::Result<()> + 'a;
+
+/// One step of a flow: (TSC, domain, kind, detail, seq).
+type StepRow = (u64, u16, &'static str, String, u64);
 
 fn emit_flow(
     trace: &Trace,
@@ -105,12 +102,14 @@ fn emit_flow(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let flow = &trace.flows()[number];
-    let first = flow.first as usize;
-    let last = flow.last() as usize;
-    let end_tsc = trace.index_of(last).map_or(flow.tsc, |entry| entry.tsc);
+    let tsc_of = |index: u32| {
+        trace
+            .index_of(index as usize)
+            .map_or(flow.tsc, |entry| entry.tsc)
+    };
     let track = tid(flow.dom);
     let mut args = serde_json::Map::new();
-    args.insert("flow".into(), number.into());
+    args.insert("flow".into(), (number + 1).into());
     args.insert("rip".into(), format!("{:#x}", flow.rip).into());
     args.insert("action".into(), flow.action_text().into());
     if let Some(cycles) = flow.cycles() {
@@ -122,52 +121,85 @@ fn emit_flow(
             format!("{:?}", flow.end).to_lowercase().into(),
         );
     }
-    let mut steps = Vec::new();
-    for index in first..=last {
-        let Some(entry) = trace.index_of(index) else {
+    // The flow's own events in its parts: one before its domain was switched out, one after.
+    let mut parts: Vec<Vec<StepRow>> = vec![Vec::new()];
+    let mut notify_tsc = None;
+    for index in flow.events() {
+        if flow.back != NO_EVENT && index == flow.back && !parts[0].is_empty() {
+            parts.push(Vec::new());
+        }
+        let Some(entry) = trace.index_of(index as usize) else {
             continue;
         };
-        match trace.event(index) {
+        // A switch is the hypervisor's: its track shows it once, as an instant.
+        let row = match trace.event(index as usize) {
             Ok(event) => {
-                if let Body::Decide(decide) = &event.body {
-                    args.insert("why".into(), decide.why.to_string().into());
-                    args.insert("at".into(), decide.at.to_string().into());
+                match &event.body {
+                    Body::Decide(decide) => {
+                        args.insert("why".into(), decide.why.to_string().into());
+                        args.insert("at".into(), decide.at.to_string().into());
+                    }
+                    Body::Notify(_) => notify_tsc = Some(entry.tsc),
+                    _ => {}
                 }
-                if index == first {
+                if index == flow.first {
                     args.insert("seq".into(), event.seq.into());
                     args.insert("exit".into(), crate::text::exit_detail_of(&event).into());
                 }
-                steps.push((
+                (
                     entry.tsc,
                     entry.dom,
                     event.body.kind(),
                     crate::text::detail(&event),
                     event.seq,
-                ));
+                )
             }
-            Err(error) => steps.push((
+            Err(error) => (
                 entry.tsc,
                 entry.dom,
                 entry.kind.name(),
                 error.to_string(),
                 entry.seq,
-            )),
+            ),
+        };
+        if let Some(part) = parts.last_mut() {
+            part.push(row);
         }
     }
     let name = format!("{} {}", flow.class(), flow.action_text());
-    emit(
-        out,
-        json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(flow.tsc), "dur": micros(end_tsc) - micros(flow.tsc),
-                     "pid": PID, "tid": track, "args": Value::Object(args)}),
-    )?;
-    // Each step lasts until the next one: where the hypervisor's time went inside the trap.
-    for (position, (tsc, dom, kind, detail, seq)) in steps.iter().enumerate() {
-        let until = steps.get(position + 1).map_or(end_tsc, |next| next.0);
+    let count = parts.len();
+    for (position, steps) in parts.iter().enumerate() {
+        let (Some(begin), Some(end)) = (steps.first(), steps.last()) else {
+            continue;
+        };
+        let mut part_args = args.clone();
+        if count > 1 {
+            part_args.insert(
+                "part".into(),
+                format!(
+                    "{} of {count}: its domain was switched out between",
+                    position + 1
+                )
+                .into(),
+            );
+        }
         emit(
             out,
-            json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": micros(until) - micros(*tsc),
-                         "pid": PID, "tid": tid(*dom), "args": {"seq": seq, "detail": detail}}),
+            json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(begin.0), "dur": micros(end.0) - micros(begin.0),
+                         "pid": PID, "tid": track, "args": Value::Object(part_args)}),
         )?;
+        // Each step lasts until the next one: where the hypervisor's time went inside the trap.
+        for (step, (tsc, dom, kind, detail, seq)) in steps.iter().enumerate() {
+            if *dom == NO_DOM {
+                continue;
+            }
+            let until = steps.get(step + 1).map_or(end.0, |next| next.0);
+            emit(
+                out,
+                json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": micros(until) - micros(*tsc),
+                             "pid": PID, "tid": tid(*dom), "args": {"seq": seq, "detail": detail}}),
+            )?;
+        }
     }
     // The arrow from a delivery to its handler's return.
     if let Some(returning) = trace.flows().get(flow.returned_by as usize) {
@@ -181,12 +213,105 @@ fn emit_flow(
                          "pid": PID, "tid": tid(returning.dom)}),
         )?;
     }
+    // The arrow from a notification to the upcall it caused, across the domains' tracks.
+    if let Some(woken) = trace.flows().get(flow.woke as usize) {
+        let upcall = woken
+            .events()
+            .find(|&index| {
+                trace
+                    .index_of(index as usize)
+                    .is_some_and(|entry| matches!(entry.kind, Kind::Inject | Kind::Bounce))
+            })
+            .map_or(woken.tsc, tsc_of);
+        let id = trace.flows().len() + number;
+        emit(
+            out,
+            json!({"ph": "s", "name": "upcall", "cat": "wake", "id": id, "ts": micros(notify_tsc.unwrap_or(flow.tsc)), "pid": PID, "tid": track}),
+        )?;
+        emit(
+            out,
+            json!({"ph": "f", "bp": "e", "name": "upcall", "cat": "wake", "id": id, "ts": micros(upcall),
+                         "pid": PID, "tid": tid(woken.dom)}),
+        )?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn export(trace: &Trace) -> Vec<Value> {
+        let mut out = Vec::new();
+        perfetto(trace, &mut out).unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        value["traceEvents"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn domains_side_by_side_have_their_tracks_their_switches_and_a_wake_arrow() {
+        let mut trace = Trace::live("ping");
+        for event in crate::sample::event_channel_ping() {
+            trace.push_event(&event);
+        }
+        let events = export(&trace);
+        let tracks: Vec<&str> = events
+            .iter()
+            .filter(|e| e["name"] == "thread_name")
+            .filter_map(|e| e["args"]["name"].as_str())
+            .collect();
+        assert_eq!(tracks, ["hypervisor", "d1 ping", "d2 pong"]);
+        // Every switch is an instant on the hypervisor's track, once.
+        let switches = events
+            .iter()
+            .filter(|e| e["name"] == "schedule")
+            .inspect(|e| assert_eq!((&e["ph"], &e["tid"]), (&json!("i"), &json!(HV_TID))))
+            .count();
+        assert_eq!(switches, 5);
+        // d1's send is two slices: before d2 ran, and after.
+        let send: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["name"] == "VMMCALL forward")
+            .collect();
+        assert_eq!(send.len(), 2);
+        assert!(send.iter().all(|slice| slice["tid"] == 2));
+        assert!(
+            send[0]["args"]["part"]
+                .as_str()
+                .unwrap()
+                .starts_with("1 of 2")
+        );
+        // The arrow goes from d1's notify to d2's upcall, across the tracks.
+        let start = events
+            .iter()
+            .find(|e| e["ph"] == "s" && e["cat"] == "wake")
+            .expect("a wake arrow");
+        let finish = events
+            .iter()
+            .find(|e| e["ph"] == "f" && e["cat"] == "wake" && e["id"] == start["id"])
+            .expect("its end");
+        assert_eq!((&start["tid"], &finish["tid"]), (&json!(2), &json!(3)));
+        let notify = events
+            .iter()
+            .find(|e| e["cat"] == "step" && e["name"] == "notify")
+            .expect("the notify step");
+        let upcall = events
+            .iter()
+            .find(|e| e["cat"] == "step" && e["name"] == "inject")
+            .expect("the upcall step");
+        assert_eq!(
+            (&start["ts"], &finish["ts"]),
+            (&notify["ts"], &upcall["ts"])
+        );
+        // A step never lasts across the time its domain was away.
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["cat"] == "step")
+                .all(|e| e["dur"].as_f64().unwrap() <= 10.0 + 1e-9),
+            "20,000 ticks at 2 GHz are 10 µs"
+        );
+    }
 
     #[test]
     fn an_empty_trace_is_still_valid_json() {

@@ -1,25 +1,46 @@
-//! Trap flows: the events of one trap, from its `exit` to its `resume`.
+//! Trap flows: the events of one trap, from its `exit` to its `resume`, one domain at a time.
 //!
 //! ```text
-//!  exit ─► decide ─► [emulate] [inject | bounce] [console] ─► resume      one flow
+//!  exit ─► decide ─► [emulate] [notify] [inject | bounce] ─► resume      one flow
 //!                                  │
 //!                                  └─ the guest's handler runs (its own flows) ─► IRET exit ─► … return ─► resume
 //! ```
 //!
-//! The hypervisor handles one exit at a time, so a flow is a *contiguous* run of events:
-//! it starts at an `exit` and ends at the `resume` (or at the `domain` event that ends the
-//! domain). A flow that delivered an event (`inject`/`bounce`) is linked to the later flow
-//! whose `return` ends that delivery, so the TUI can tell the whole story: exit → decide →
-//! inject → handler → return → resume.
+//! The hypervisor handles one exit at a time, and a domain runs until it traps. When the
+//! domain goes on after its trap, the flow is a *contiguous* run of its events, from its
+//! `exit` to its `resume` (or to the `domain` event that ends the domain in it). When the
+//! hypervisor switches to another domain instead (a `schedule` event in the hypervisor's
+//! lane), the flow stays open, *away*, while the others run, and goes on when its domain
+//! runs again:
+//!
+//! ```text
+//!  d1: exit ─► decide ─► notify d2 ─┐                                   ┌─► resume     d1's flow: two parts
+//!  hv:                          schedule d1 → d2 (woken)        schedule d2 → d1
+//!  d2:                               └─► inject (upcall) ─► resume … exit ─► … ─┘         d2's flows
+//! ```
+//!
+//! So a flow has up to two parts: from its first event to the `schedule` that switched it
+//! out ([`Flow::away`]), and from the `schedule` that switched it back in ([`Flow::back`]) to
+//! its end. The events between are other domains' (and other flows'). When a domain is
+//! switched in without an open flow (it starts, or is woken to take an upcall) and gets an
+//! event delivered, that is a flow without an exit ([`Opening::Switch`]): it starts at the
+//! `schedule` event.
+//!
+//! Flows are linked three ways, so the TUI can tell a whole story:
+//! - a flow that delivered an event (`inject`/`bounce`) to the later flow of the same domain
+//!   whose `return` ends that delivery ([`Flow::returned_by`], [`Flow::returns_from`]);
+//! - a flow whose `notify` made another domain's port pending to the flow of that domain
+//!   that delivered the upcall ([`Flow::woke`], [`Flow::woken_by`]): a `forward` decision
+//!   and its consequence, in another lane.
 //!
 //! [`Assembler`] builds flows incrementally from [`Facts`], the few fields of each event it
 //! needs, so the same code serves a recording of a million events and a live run.
 
 use std::collections::HashMap;
-use traplab_abi::event::{Action, DomainState};
+use traplab_abi::event::{Action, DomainState, EventType, ScheduleWhy};
 use traplab_abi::exit::ExitReason;
 
-/// What kind of event, in one byte (the JSON `"kind"`).
+/// What kind of event, in one byte (the JSON `"kind"`). The order is `Body::KINDS`'s.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Kind {
@@ -32,14 +53,18 @@ pub enum Kind {
     Inject,
     Bounce,
     Return,
+    Notify,
+    GrantMap,
+    GrantUnmap,
     Resume,
+    Schedule,
     Console,
     Lost,
     End,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Boot,
         Kind::Domain,
         Kind::Exit,
@@ -48,7 +73,11 @@ impl Kind {
         Kind::Inject,
         Kind::Bounce,
         Kind::Return,
+        Kind::Notify,
+        Kind::GrantMap,
+        Kind::GrantUnmap,
         Kind::Resume,
+        Kind::Schedule,
         Kind::Console,
         Kind::Lost,
         Kind::End,
@@ -62,6 +91,16 @@ impl Kind {
     pub fn from_name(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|kind| kind.name() == name)
     }
+}
+
+/// A `schedule` event's switch: from one domain (or the idle loop: `None`) to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    pub from: Option<u16>,
+    pub to: Option<u16>,
+    pub why: ScheduleWhy,
+    /// For `woken`: the port whose event woke `to`.
+    pub port: Option<u32>,
 }
 
 /// The facts about one event that the index and the assembler need, read from its line
@@ -79,6 +118,9 @@ pub struct Facts {
     pub action: Option<Action>,
     /// `inject`/`bounce`/`return`: the vector delivered or returned from.
     pub vector: Option<u8>,
+    /// `inject`: its EVENTINJ type. An event-channel upcall is an interrupt, never an
+    /// exception.
+    pub event_type: Option<EventType>,
     /// `resume`: TSC ticks from the exit.
     pub cycles: Option<u64>,
     /// `domain`.
@@ -88,6 +130,10 @@ pub struct Facts {
     pub tsc_hz: Option<u64>,
     /// `lost`.
     pub lost: Option<u64>,
+    /// `notify`: the domain notified, and its port that is pending now.
+    pub notified: Option<(u16, u32)>,
+    /// `schedule`.
+    pub switch: Option<Switch>,
 }
 
 impl Facts {
@@ -112,7 +158,10 @@ impl Facts {
                 facts.rip = Some(exit.rip);
             }
             Body::Decide(decide) => facts.action = Some(decide.action),
-            Body::Inject(inject) => facts.vector = Some(inject.vector),
+            Body::Inject(inject) => {
+                facts.vector = Some(inject.vector);
+                facts.event_type = Some(inject.kind);
+            }
             Body::Bounce(bounce) => facts.vector = Some(bounce.vector),
             Body::Return(ret) => {
                 facts.vector = ret.vector;
@@ -122,16 +171,42 @@ impl Facts {
                 facts.rip = Some(resume.rip);
                 facts.cycles = Some(resume.cycles);
             }
+            Body::Notify(notify) => facts.notified = Some((notify.to, notify.port)),
+            Body::Schedule(schedule) => {
+                facts.switch = Some(Switch {
+                    from: schedule.from,
+                    to: schedule.to,
+                    why: schedule.why,
+                    port: schedule.port,
+                })
+            }
             Body::Lost(lost) => facts.lost = Some(lost.count),
-            Body::Emulate(_) | Body::Console(_) | Body::End(_) => {}
+            Body::Emulate(_)
+            | Body::GrantMap(_)
+            | Body::GrantUnmap(_)
+            | Body::Console(_)
+            | Body::End(_) => {}
         }
         facts
+    }
+
+    /// Could this delivery be an event-channel upcall? An interrupt (the callback vector)
+    /// or a bounce to a vector above the exceptions (the callback address); an exception
+    /// never is one.
+    fn may_be_upcall(&self) -> bool {
+        match self.kind {
+            Kind::Inject => self.event_type == Some(EventType::Interrupt),
+            Kind::Bounce => self.vector.is_some_and(|vector| vector >= 32),
+            _ => false,
+        }
     }
 }
 
 /// "No such flow" in the `u32` links of [`Flow`] (a `u32` instead of `Option<usize>` keeps
 /// a flow small: a million-event recording holds a quarter of a million flows).
 pub const NO_FLOW: u32 = u32::MAX;
+/// "No such event" in [`Flow::away`] and [`Flow::back`].
+pub const NO_EVENT: u32 = u32::MAX;
 /// "No cycle count" (the flow never resumed).
 pub const NO_CYCLES: u64 = u64::MAX;
 
@@ -139,7 +214,8 @@ pub const NO_CYCLES: u64 = u64::MAX;
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEnd {
-    /// Still waiting for its resume (a live run, or the hypervisor stopped in it).
+    /// Still waiting for its resume (a live run, the hypervisor stopped in it, or its
+    /// domain is switched out and has not run again yet).
     Open,
     /// VMRUN: the guest runs again.
     Resumed,
@@ -147,29 +223,57 @@ pub enum FlowEnd {
     Exited,
     /// The hypervisor killed the domain (a triple fault, a fatal error).
     Killed,
-    /// The trace ended, or lost events, before the flow did.
+    /// The trace ended, or lost events, before the flow did; or the trace broke the order
+    /// a flow's events come in (`tracer/SCHEMA.md`).
     Cut,
 }
 
-/// One trap flow: events `first .. first + len` of the trace.
+/// How a flow began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// With an `exit` of its domain: a trap.
+    Exit,
+    /// With the `schedule` event that switched its domain in, without an exit of its own:
+    /// the domain starts, or is woken to take an event (an upcall).
+    Switch(ScheduleWhy),
+}
+
+/// One trap flow: its own events are `first ..= away` and `back ..= last` (or all of
+/// `first ..= last` when it was never switched out).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flow {
-    /// Index of the `exit` event.
+    /// Index of its first event: the `exit`, or for [`Opening::Switch`] the `schedule`.
     pub first: u32,
-    /// How many events the flow has, `exit` included.
+    /// How many events the flow spans, from `first` to its last event. A flow that was
+    /// switched out spans the events of the domains that ran meanwhile, which are not its
+    /// own ([`Flow::contains`]).
     pub len: u32,
-    /// The exit's TSC.
+    /// The `schedule` event that switched its domain out in this flow, or [`NO_EVENT`].
+    pub away: u32,
+    /// Where its events go on after [`Flow::away`]: the `schedule` event that switched its
+    /// domain back in (or the event that ended the domain while it was away), or [`NO_EVENT`].
+    pub back: u32,
+    /// The TSC of its first event.
     pub tsc: u64,
-    /// The guest's RIP at the exit.
+    /// The guest's RIP at the exit; for a flow without an exit, where the guest resumes.
     pub rip: u64,
-    /// TSC ticks from the exit to the resume, as the hypervisor measured them, or [`NO_CYCLES`].
+    /// The hypervisor's TSC ticks for this trap, or [`NO_CYCLES`]: the `cycles` of its
+    /// resume, less the time its domain was switched out (other domains ran then).
     pub cycles: u64,
-    /// The SVM exit code (`INVALID`, -1, is kept as `0xffff_ffff`, as TCG writes it).
+    /// The SVM exit code (`INVALID`, -1, is kept as `0xffff_ffff`, as TCG writes it); 0 for
+    /// a flow without an exit.
     pub exitcode: u32,
+    pub opening: Opening,
     /// The later flow whose `return` ends the event this flow delivered, or [`NO_FLOW`].
     pub returned_by: u32,
     /// For a flow with a `return`: the flow that delivered the event, or [`NO_FLOW`].
     pub returns_from: u32,
+    /// The flow (of the domain this flow's `notify` named) that delivered the upcall the
+    /// notification made pending, or [`NO_FLOW`].
+    pub woke: u32,
+    /// For a flow that delivered an upcall: the flow whose `notify` made it pending, or
+    /// [`NO_FLOW`].
+    pub woken_by: u32,
     pub dom: u16,
     /// The first and the last decision (they differ when one decision leads to another,
     /// e.g. a bounce without a trap-table entry becomes a #GP).
@@ -180,15 +284,38 @@ pub struct Flow {
     pub end: FlowEnd,
 }
 
+const _: () = assert!(
+    std::mem::size_of::<Flow>() <= 72,
+    "a flow per trap stays small: a million-event recording holds a quarter of a million"
+);
+
 impl Flow {
-    /// The trap class, as the labs name it: `#PF` for an exception, else the exit name (`IOIO`).
+    /// The trap class, as the labs name it: `#PF` for an exception, else the exit name
+    /// (`IOIO`). A flow without an exit is an `upcall` (it delivers an event a notification
+    /// made pending), an `interrupt` (it delivers another pending event when its domain
+    /// runs again) or a `schedule` (its domain just runs).
     pub fn class(&self) -> &'static str {
-        class_of(self.exitcode as u64)
+        match self.opening {
+            Opening::Exit => class_of(self.exitcode as u64),
+            Opening::Switch(_) if self.delivered.is_none() => "schedule",
+            Opening::Switch(why) if why == ScheduleWhy::Woken || self.woken_by != NO_FLOW => {
+                "upcall"
+            }
+            Opening::Switch(_) => "interrupt",
+        }
     }
 
-    /// The exit reason, as the trace's `"reason"` spells it (`EXCP_PF`).
+    /// The exit reason, as the trace's `"reason"` spells it (`EXCP_PF`); `-` without an exit.
     pub fn reason(&self) -> &'static str {
-        ExitReason::from_code(self.exitcode as u64).name()
+        match self.opening {
+            Opening::Exit => ExitReason::from_code(self.exitcode as u64).name(),
+            Opening::Switch(_) => "-",
+        }
+    }
+
+    /// Did the flow begin with an exit (a trap), not with a switch?
+    pub fn has_exit(&self) -> bool {
+        self.opening == Opening::Exit
     }
 
     /// `reflect`, or `bounce→kill` when the decisions changed.
@@ -199,6 +326,7 @@ impl Flow {
             }
             (Some(first), _) => first.name().to_string(),
             (None, _) if self.end == FlowEnd::Open => "pending".into(),
+            (None, _) if !self.has_exit() => "switch".into(),
             (None, _) => "-".into(),
         }
     }
@@ -208,8 +336,28 @@ impl Flow {
         self.first + self.len.saturating_sub(1)
     }
 
+    /// Was its domain switched out in the middle of this flow?
+    pub fn was_away(&self) -> bool {
+        self.away != NO_EVENT
+    }
+
+    /// Is event `event` one of this flow's own?
     pub fn contains(&self, event: u32) -> bool {
-        event >= self.first && event < self.first + self.len
+        if event < self.first || event > self.last() {
+            return false;
+        }
+        if !self.was_away() {
+            return true;
+        }
+        event <= self.away || (self.back != NO_EVENT && event >= self.back)
+    }
+
+    /// The flow's own events, in order: its first part and, after a switch, its second.
+    pub fn events(&self) -> impl Iterator<Item = u32> + use<> {
+        let last = self.last();
+        let first_part_end = if self.was_away() { self.away } else { last };
+        let second_part = (self.was_away() && self.back != NO_EVENT).then_some(self.back..=last);
+        (self.first..=first_part_end).chain(second_part.into_iter().flatten())
     }
 
     pub fn cycles(&self) -> Option<u64> {
@@ -223,14 +371,46 @@ pub fn class_of(exitcode: u64) -> &'static str {
     ExitReason::from_code(exitcode).class()
 }
 
+/// A domain was switched in: the `schedule` event, and why.
+#[derive(Debug, Clone, Copy)]
+struct SwitchedIn {
+    index: u32,
+    tsc: u64,
+    why: ScheduleWhy,
+}
+
+/// A notification whose upcall has not come yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    port: u32,
+    /// The flow with the `notify`.
+    sender: u32,
+}
+
+/// How many notifications may wait for their upcall in one domain (a domain that never
+/// takes its upcalls must not make the assembler grow without end).
+const PENDING_MAX: usize = 256;
+
 /// Builds flows from events, one at a time, in trace order.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    /// The flow that has its exit but not yet its end.
-    open: Option<u32>,
+    /// Per domain, the flow that has its first event but not yet its end.
+    open: HashMap<u16, u32>,
+    /// Per domain, the `schedule` that switched it in, until its next event.
+    switched_in: HashMap<u16, SwitchedIn>,
+    /// Per domain, the port the last switch said woke it, until its next delivery or exit.
+    woken_by_port: HashMap<u16, u32>,
+    /// Per domain switched out inside a flow: the TSC when it went.
+    away_since: HashMap<u16, u64>,
+    /// Per flow that went away and came back: the ticks it was away.
+    away_ticks: HashMap<u32, u64>,
     /// Per domain, the deliveries whose handler has not returned yet: (flow, vector).
     /// A stack, since a handler can fault in turn (a #PF inside the #PF handler).
     undelivered: HashMap<u16, Vec<(u32, u8)>>,
+    /// Per domain notified, the notifications whose upcall has not come yet, oldest first.
+    pending: HashMap<u16, Vec<Pending>>,
+    /// The flows with a second part, in the order of their `back` (for [`flow_of`]).
+    continued: Vec<u32>,
 }
 
 impl Assembler {
@@ -238,116 +418,316 @@ impl Assembler {
         Assembler::default()
     }
 
-    /// The flow still waiting for its end, if any.
-    pub fn open_flow(&self) -> Option<u32> {
-        self.open
+    /// The flows still waiting for their end, one per domain at most, in flow order.
+    pub fn open_flows(&self) -> Vec<u32> {
+        let mut open: Vec<u32> = self.open.values().copied().collect();
+        open.sort_unstable();
+        open
+    }
+
+    /// The flows that went on after a switch, in the order they went on.
+    pub fn continued(&self) -> &[u32] {
+        &self.continued
     }
 
     /// Take event number `index` (its position in the trace) into the flows.
     pub fn observe(&mut self, index: u32, facts: &Facts, flows: &mut Vec<Flow>) {
         match facts.kind {
-            Kind::Exit => {
-                // An exit while a flow is open means the trace skipped its end.
-                self.close(flows, FlowEnd::Cut);
-                self.open = Some(flows.len() as u32);
-                flows.push(Flow {
-                    first: index,
-                    len: 1,
-                    tsc: facts.tsc,
-                    rip: facts.rip.unwrap_or(0),
-                    cycles: NO_CYCLES,
-                    exitcode: facts
-                        .exitcode
-                        .map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32),
-                    returned_by: NO_FLOW,
-                    returns_from: NO_FLOW,
-                    dom: facts.dom.unwrap_or(u16::MAX),
-                    first_action: None,
-                    last_action: None,
-                    delivered: None,
-                    end: FlowEnd::Open,
-                });
+            Kind::Boot => {
+                // A new hypervisor run: nothing of the last one goes on.
+                self.cut_all(flows);
+                self.undelivered.clear();
+                self.pending.clear();
             }
-            // Nothing in a flow follows these: the hypervisor starts, stops, or lost events.
-            Kind::Boot | Kind::End | Kind::Lost => self.close(flows, FlowEnd::Cut),
-            _ => {
-                let Some(open) = self.open else { return };
-                let Some(flow) = flows.get_mut(open as usize) else {
-                    return;
-                };
+            // Nothing in a flow follows these: the hypervisor stops, or lost events.
+            Kind::End | Kind::Lost => self.cut_all(flows),
+            Kind::Schedule => self.switch(index, facts, flows),
+            Kind::Exit => self.exit(index, facts, flows),
+            _ => self.step(index, facts, flows),
+        }
+    }
+
+    fn exit(&mut self, index: u32, facts: &Facts, flows: &mut Vec<Flow>) {
+        let Some(dom) = facts.dom else { return };
+        // An exit while this domain's flow is open means the trace skipped its end.
+        if let Some(open) = self.open.remove(&dom) {
+            flows[open as usize].end = FlowEnd::Cut;
+        }
+        // The domain runs: whatever switched it in is over.
+        self.switched_in.remove(&dom);
+        self.woken_by_port.remove(&dom);
+        self.open.insert(dom, flows.len() as u32);
+        flows.push(Flow {
+            first: index,
+            len: 1,
+            away: NO_EVENT,
+            back: NO_EVENT,
+            tsc: facts.tsc,
+            rip: facts.rip.unwrap_or(0),
+            cycles: NO_CYCLES,
+            exitcode: facts
+                .exitcode
+                .map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32),
+            opening: Opening::Exit,
+            returned_by: NO_FLOW,
+            returns_from: NO_FLOW,
+            woke: NO_FLOW,
+            woken_by: NO_FLOW,
+            dom,
+            first_action: None,
+            last_action: None,
+            delivered: None,
+            end: FlowEnd::Open,
+        });
+    }
+
+    /// A `schedule` event: the domain switched out leaves its flow open, away; the domain
+    /// switched in goes on with its next event.
+    fn switch(&mut self, index: u32, facts: &Facts, flows: &mut [Flow]) {
+        let Some(switch) = facts.switch else { return };
+        if let Some(from) = switch.from
+            && let Some(&open) = self.open.get(&from)
+        {
+            let flow = &mut flows[open as usize];
+            if !flow.was_away() {
+                flow.away = index;
                 flow.len = index - flow.first + 1;
-                match facts.kind {
-                    Kind::Decide => {
-                        flow.first_action = flow.first_action.or(facts.action);
-                        flow.last_action = facts.action.or(flow.last_action);
-                    }
-                    Kind::Inject | Kind::Bounce => {
-                        if let Some(vector) = facts.vector {
-                            flow.delivered = Some(vector);
-                            self.undelivered
-                                .entry(flow.dom)
-                                .or_default()
-                                .push((open, vector));
-                        }
-                    }
-                    Kind::Return => {
-                        let dom = flow.dom;
-                        if let Some(vector) = facts.vector
-                            && let Some(stack) = self.undelivered.get_mut(&dom)
-                            && let Some(position) = stack
-                                .iter()
-                                .rposition(|&(_, delivered)| delivered == vector)
-                        {
-                            let (delivering, _) = stack.remove(position);
-                            // Anything delivered after it and still open never returned
-                            // (its handler did not IRET): forget it.
-                            stack.truncate(position);
-                            flows[open as usize].returns_from = delivering;
-                            flows[delivering as usize].returned_by = open;
-                        }
-                    }
-                    Kind::Resume => {
-                        flow.cycles = facts.cycles.unwrap_or(NO_CYCLES);
-                        flow.end = FlowEnd::Resumed;
-                        self.open = None;
-                    }
-                    Kind::Domain => match facts.domain_state {
-                        Some(DomainState::Exited) if facts.dom == Some(flow.dom) => {
-                            flow.end = FlowEnd::Exited;
-                            self.open = None;
-                        }
-                        Some(DomainState::Killed) if facts.dom == Some(flow.dom) => {
-                            flow.end = FlowEnd::Killed;
-                            self.open = None;
-                        }
-                        _ => {}
-                    },
-                    _ => {}
+                self.away_since.insert(from, facts.tsc);
+            } else {
+                // A flow has two parts at most (`tracer/SCHEMA.md`): a third cannot be
+                // shown as this flow's, so the flow is cut where its second part ended.
+                flow.end = FlowEnd::Cut;
+                self.open.remove(&from);
+                self.away_since.remove(&from);
+            }
+        }
+        if let Some(to) = switch.to {
+            self.switched_in.insert(
+                to,
+                SwitchedIn {
+                    index,
+                    tsc: facts.tsc,
+                    why: switch.why,
+                },
+            );
+            match (switch.why, switch.port) {
+                (ScheduleWhy::Woken, Some(port)) => {
+                    self.woken_by_port.insert(to, port);
                 }
-                if self.open.is_none() {
-                    let dom = flows[open as usize].dom;
-                    if matches!(flows[open as usize].end, FlowEnd::Exited | FlowEnd::Killed) {
-                        self.undelivered.remove(&dom);
-                    }
+                _ => {
+                    self.woken_by_port.remove(&to);
                 }
             }
         }
     }
 
-    fn close(&mut self, flows: &mut [Flow], end: FlowEnd) {
-        if let Some(open) = self.open.take()
-            && let Some(flow) = flows.get_mut(open as usize)
-        {
-            flow.end = end;
+    /// Any other event of a domain: a step of its open flow, or the first step of a flow
+    /// without an exit right after the domain was switched in.
+    fn step(&mut self, index: u32, facts: &Facts, flows: &mut Vec<Flow>) {
+        let Some(dom) = facts.dom else { return };
+        // A console line or a domain's end does not make the domain's next step: only what
+        // the hypervisor does for it when it runs again does.
+        let runs = !matches!(facts.kind, Kind::Console | Kind::Domain);
+        let switched_in = if runs {
+            self.switched_in.remove(&dom)
+        } else {
+            None
+        };
+        let open = match self.open.get(&dom) {
+            Some(&open) => {
+                let flow = &mut flows[open as usize];
+                if flow.was_away() && flow.back == NO_EVENT {
+                    // The flow goes on: from the `schedule` that switched its domain back
+                    // in, or (a trace without it, or the domain ended while away) from here.
+                    let back =
+                        switched_in.map_or((index, facts.tsc), |switch| (switch.index, switch.tsc));
+                    flow.back = back.0;
+                    self.continued.push(open);
+                    if let Some(since) = self.away_since.remove(&dom) {
+                        self.away_ticks.insert(open, back.1.saturating_sub(since));
+                    }
+                }
+                open
+            }
+            None => match switched_in {
+                Some(switch) if runs && facts.kind != Kind::Exit => {
+                    self.open_without_exit(dom, switch, flows)
+                }
+                // Not in any flow (a console line between traps, a domain created).
+                _ => return,
+            },
+        };
+        let flow = &mut flows[open as usize];
+        flow.len = index - flow.first + 1;
+        match facts.kind {
+            Kind::Decide => {
+                flow.first_action = flow.first_action.or(facts.action);
+                flow.last_action = facts.action.or(flow.last_action);
+            }
+            Kind::Inject | Kind::Bounce => {
+                if let Some(vector) = facts.vector {
+                    flow.delivered = Some(vector);
+                    self.undelivered
+                        .entry(dom)
+                        .or_default()
+                        .push((open, vector));
+                }
+                if facts.may_be_upcall() {
+                    self.link_upcall(dom, open, flows);
+                }
+            }
+            Kind::Return => {
+                if let Some(vector) = facts.vector
+                    && let Some(stack) = self.undelivered.get_mut(&dom)
+                    && let Some(position) = stack
+                        .iter()
+                        .rposition(|&(_, delivered)| delivered == vector)
+                {
+                    let (delivering, _) = stack.remove(position);
+                    // Anything delivered after it and still open never returned (its
+                    // handler did not IRET): forget it.
+                    stack.truncate(position);
+                    flows[open as usize].returns_from = delivering;
+                    flows[delivering as usize].returned_by = open;
+                }
+            }
+            Kind::Notify => {
+                if let Some((to, port)) = facts.notified {
+                    let waiting = self.pending.entry(to).or_default();
+                    if waiting.len() == PENDING_MAX {
+                        waiting.remove(0);
+                    }
+                    waiting.push(Pending { port, sender: open });
+                }
+            }
+            Kind::Resume => {
+                let away = self.away_ticks.remove(&open).unwrap_or(0);
+                flow.cycles = facts
+                    .cycles
+                    .map_or(NO_CYCLES, |cycles| cycles.saturating_sub(away));
+                if !flow.has_exit() {
+                    flow.rip = facts.rip.unwrap_or(0);
+                }
+                flow.end = FlowEnd::Resumed;
+                self.close(dom, open);
+            }
+            Kind::Domain => match facts.domain_state {
+                Some(DomainState::Exited) => {
+                    flow.end = FlowEnd::Exited;
+                    self.close(dom, open);
+                    self.undelivered.remove(&dom);
+                }
+                Some(DomainState::Killed) => {
+                    flow.end = FlowEnd::Killed;
+                    self.close(dom, open);
+                    self.undelivered.remove(&dom);
+                }
+                _ => {}
+            },
+            _ => {}
         }
+    }
+
+    /// A flow that begins at the `schedule` that switched `dom` in.
+    fn open_without_exit(&mut self, dom: u16, switch: SwitchedIn, flows: &mut Vec<Flow>) -> u32 {
+        let number = flows.len() as u32;
+        flows.push(Flow {
+            first: switch.index,
+            len: 1,
+            away: NO_EVENT,
+            back: NO_EVENT,
+            tsc: switch.tsc,
+            rip: 0,
+            cycles: NO_CYCLES,
+            exitcode: 0,
+            opening: Opening::Switch(switch.why),
+            returned_by: NO_FLOW,
+            returns_from: NO_FLOW,
+            woke: NO_FLOW,
+            woken_by: NO_FLOW,
+            dom,
+            first_action: None,
+            last_action: None,
+            delivered: None,
+            end: FlowEnd::Open,
+        });
+        self.open.insert(dom, number);
+        number
+    }
+
+    /// Flow `receiver` of `dom` delivers what may be an upcall: link it to the notification
+    /// that made it pending — the one on the port that woke `dom`, else the oldest — and to
+    /// the later notifications of the same port, which found it pending already.
+    fn link_upcall(&mut self, dom: u16, receiver: u32, flows: &mut [Flow]) {
+        let woken_port = self.woken_by_port.remove(&dom);
+        let Some(waiting) = self.pending.get_mut(&dom) else {
+            return;
+        };
+        let position = match woken_port {
+            Some(port) => waiting.iter().position(|pending| pending.port == port),
+            None => None,
+        }
+        .or((!waiting.is_empty()).then_some(0));
+        let Some(position) = position else { return };
+        let port = waiting[position].port;
+        let mut first = true;
+        waiting.retain(|pending| {
+            if pending.port != port {
+                return true;
+            }
+            flows[pending.sender as usize].woke = receiver;
+            if first {
+                flows[receiver as usize].woken_by = pending.sender;
+                first = false;
+            }
+            false
+        });
+    }
+
+    fn close(&mut self, dom: u16, open: u32) {
+        if self.open.get(&dom) == Some(&open) {
+            self.open.remove(&dom);
+        }
+        self.away_since.remove(&dom);
+        self.away_ticks.remove(&open);
+    }
+
+    /// Every open flow ends here, unfinished.
+    fn cut_all(&mut self, flows: &mut [Flow]) {
+        for (_, open) in self.open.drain() {
+            if let Some(flow) = flows.get_mut(open as usize) {
+                flow.end = FlowEnd::Cut;
+            }
+        }
+        self.switched_in.clear();
+        self.woken_by_port.clear();
+        self.away_since.clear();
+        self.away_ticks.clear();
     }
 }
 
-/// The flow that holds event `index`, by binary search (flows are in trace order).
-pub fn flow_of(flows: &[Flow], index: u32) -> Option<usize> {
+/// The flow that holds event `index` as one of its own: by binary search over the flows'
+/// first parts (in trace order, they do not overlap) and over the second parts of the flows
+/// that went on after a switch (`continued`, in the order of their `back`). A `schedule`
+/// event can be the last of one flow's first part and the first of another flow: the later
+/// flow is named.
+pub fn flow_of(flows: &[Flow], continued: &[u32], index: u32) -> Option<usize> {
     let after = flows.partition_point(|flow| flow.first <= index);
-    let candidate = after.checked_sub(1)?;
-    flows[candidate].contains(index).then_some(candidate)
+    if let Some(candidate) = after.checked_sub(1)
+        && flows[candidate].contains(index)
+    {
+        return Some(candidate);
+    }
+    let after = continued.partition_point(|&flow| {
+        flows
+            .get(flow as usize)
+            .is_some_and(|flow| flow.back <= index)
+    });
+    let candidate = *continued.get(after.checked_sub(1)?)? as usize;
+    flows
+        .get(candidate)
+        .is_some_and(|flow| flow.contains(index))
+        .then_some(candidate)
 }
 
 #[cfg(test)]
@@ -362,63 +742,132 @@ mod tests {
         }
     }
 
-    fn feed(events: &[Facts]) -> Vec<Flow> {
+    /// Flows and the flows that went on after a switch.
+    fn assemble(events: &[Facts]) -> (Vec<Flow>, Vec<u32>) {
         let mut assembler = Assembler::new();
         let mut flows = Vec::new();
         for (index, event) in events.iter().enumerate() {
             assembler.observe(index as u32, event, &mut flows);
         }
-        flows
+        (flows, assembler.continued().to_vec())
     }
 
-    fn exit(code: u64) -> Facts {
+    fn feed(events: &[Facts]) -> Vec<Flow> {
+        assemble(events).0
+    }
+
+    fn exit_of(dom: u16, code: u64) -> Facts {
         Facts {
             exitcode: Some(code),
             rip: Some(0x1000),
-            ..facts(Kind::Exit, Some(0))
+            ..facts(Kind::Exit, Some(dom))
+        }
+    }
+
+    fn exit(code: u64) -> Facts {
+        exit_of(1, code)
+    }
+
+    fn decide_of(dom: u16, action: Action) -> Facts {
+        Facts {
+            action: Some(action),
+            ..facts(Kind::Decide, Some(dom))
         }
     }
 
     fn decide(action: Action) -> Facts {
+        decide_of(1, action)
+    }
+
+    fn deliver_of(dom: u16, kind: Kind, vector: Option<u8>) -> Facts {
         Facts {
-            action: Some(action),
-            ..facts(Kind::Decide, Some(0))
+            vector,
+            event_type: (kind == Kind::Inject).then_some(EventType::Exception),
+            ..facts(kind, Some(dom))
         }
     }
 
     fn deliver(kind: Kind, vector: Option<u8>) -> Facts {
+        deliver_of(1, kind, vector)
+    }
+
+    /// An event-channel upcall: an interrupt through `dom`'s IDT.
+    fn upcall(dom: u16, vector: u8) -> Facts {
         Facts {
-            vector,
-            ..facts(kind, Some(0))
+            vector: Some(vector),
+            event_type: Some(EventType::Interrupt),
+            ..facts(Kind::Inject, Some(dom))
+        }
+    }
+
+    fn resume_of(dom: u16, cycles: u64) -> Facts {
+        Facts {
+            cycles: Some(cycles),
+            rip: Some(0x2000),
+            ..facts(Kind::Resume, Some(dom))
         }
     }
 
     fn resume(cycles: u64) -> Facts {
+        resume_of(1, cycles)
+    }
+
+    fn notify(from: u16, to: u16, port: u32) -> Facts {
         Facts {
-            cycles: Some(cycles),
-            ..facts(Kind::Resume, Some(0))
+            notified: Some((to, port)),
+            ..facts(Kind::Notify, Some(from))
         }
+    }
+
+    fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u32>) -> Facts {
+        Facts {
+            switch: Some(Switch {
+                from,
+                to,
+                why,
+                port,
+            }),
+            ..facts(Kind::Schedule, None)
+        }
+    }
+
+    fn at(mut facts: Facts, tsc: u64) -> Facts {
+        facts.tsc = tsc;
+        facts
+    }
+
+    #[test]
+    fn kinds_are_named_in_the_order_of_the_schema() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names, traplab_abi::event::Body::KINDS);
+        assert_eq!(Kind::from_name("grant_unmap"), Some(Kind::GrantUnmap));
+        assert_eq!(Kind::from_name("party"), None);
     }
 
     #[test]
     fn a_reflected_fault_and_its_return_are_two_linked_flows() {
         let flows = feed(&[
             facts(Kind::Boot, None),
+            schedule(None, Some(1), ScheduleWhy::Start, None),
             exit(0x4e),
             decide(Action::Reflect),
             deliver(Kind::Inject, Some(14)),
             resume(100),
-            facts(Kind::Console, Some(0)),
+            facts(Kind::Console, Some(1)),
             exit(0x7b),
             decide(Action::Emulate),
-            facts(Kind::Emulate, Some(0)),
+            facts(Kind::Emulate, Some(1)),
             resume(50),
             exit(0x74),
             decide(Action::Emulate),
             deliver(Kind::Return, Some(14)),
             resume(70),
         ]);
-        assert_eq!(flows.len(), 3);
+        assert_eq!(
+            flows.len(),
+            3,
+            "the start of d1 is no flow: its first step is an exit"
+        );
         assert_eq!(
             (
                 flows[0].first,
@@ -426,7 +875,7 @@ mod tests {
                 flows[0].class(),
                 flows[0].cycles
             ),
-            (1, 4, "#PF", 100)
+            (2, 4, "#PF", 100)
         );
         assert_eq!(flows[0].first_action, Some(Action::Reflect));
         assert_eq!(flows[0].delivered, Some(14));
@@ -435,20 +884,22 @@ mod tests {
         assert_eq!(flows[1].returned_by, NO_FLOW);
         assert_eq!(flows[1].class(), "IOIO");
         assert!(flows.iter().all(|flow| flow.end == FlowEnd::Resumed));
+        assert!(flows.iter().all(|flow| !flow.was_away()));
         assert_eq!(
-            flow_of(&flows, 5),
+            flow_of(&flows, &[], 6),
             None,
             "the console line between flows is in none"
         );
-        assert_eq!(flow_of(&flows, 8), Some(1));
-        assert_eq!(flow_of(&flows, 0), None);
+        assert_eq!(flow_of(&flows, &[], 9), Some(1));
+        assert_eq!(flow_of(&flows, &[], 1), None, "the start is in no flow");
+        assert_eq!(flow_of(&flows, &[], 0), None);
     }
 
     #[test]
     fn chained_decisions_killed_domains_and_cut_traces() {
         let killed = Facts {
             domain_state: Some(DomainState::Killed),
-            ..facts(Kind::Domain, Some(0))
+            ..facts(Kind::Domain, Some(1))
         };
         let flows = feed(&[
             exit(0x4e),
@@ -503,5 +954,186 @@ mod tests {
         assert_eq!(class_of(0xffff_ffff), "INVALID");
         let flows = feed(&[exit(0x4e), resume(1), exit(0x7b), resume(1)]);
         assert_eq!((flows[0].reason(), flows[1].reason()), ("EXCP_PF", "IOIO"));
+    }
+
+    /// The contract of `tracer/SCHEMA.md`, "Domains side by side": d1 sends on an event
+    /// channel, which wakes d2 (blocked in `SCHEDOP_block`); the woken domain runs first,
+    /// takes its upcall, and blocks again; d1 goes on.
+    fn ping() -> Vec<Facts> {
+        vec![
+            /* 0 */ facts(Kind::Boot, None),
+            /* 1 */ at(schedule(None, Some(2), ScheduleWhy::Start, None), 10),
+            // d2 blocks, waiting for an event: its flow stays open.
+            /* 2 */
+            at(exit_of(2, 0x81), 20),
+            /* 3 */ decide_of(2, Action::Emulate),
+            /* 4 */ facts(Kind::Emulate, Some(2)),
+            /* 5 */ at(schedule(Some(2), None, ScheduleWhy::Blocked, None), 30),
+            /* 6 */ at(schedule(None, Some(1), ScheduleWhy::Start, None), 40),
+            // d1 sends on its port 1, bound to d2's port 3: forward, notify, d2 runs first.
+            /* 7 */
+            at(exit_of(1, 0x81), 100),
+            /* 8 */ decide_of(1, Action::Forward),
+            /* 9 */ notify(1, 2, 3),
+            /* 10 */ facts(Kind::Emulate, Some(1)),
+            /* 11 */ at(schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(3)), 130),
+            // d2's blocked flow goes on: the upcall, then VMRUN in its handler.
+            /* 12 */
+            upcall(2, 0xf3),
+            /* 13 */ at(resume_of(2, 500), 520),
+            /* 14 */ facts(Kind::Console, Some(2)),
+            // d2's handler returns and d2 blocks again: d1 runs on.
+            /* 15 */
+            exit_of(2, 0x74),
+            /* 16 */ decide_of(2, Action::Emulate),
+            /* 17 */ deliver_of(2, Kind::Return, Some(0xf3)),
+            /* 18 */ resume_of(2, 1),
+            /* 19 */ at(exit_of(2, 0x81), 600),
+            /* 20 */ decide_of(2, Action::Emulate),
+            /* 21 */ at(schedule(Some(2), Some(1), ScheduleWhy::Blocked, None), 650),
+            /* 22 */ at(resume_of(1, 600), 700),
+            /* 23 */ facts(Kind::End, None),
+        ]
+    }
+
+    #[test]
+    fn a_domain_switched_out_keeps_its_flow_open_until_it_runs_again() {
+        let (flows, continued) = assemble(&ping());
+        let classes: Vec<(u16, &str)> = flows.iter().map(|flow| (flow.dom, flow.class())).collect();
+        assert_eq!(
+            classes,
+            [(2, "VMMCALL"), (1, "VMMCALL"), (2, "IRET"), (2, "VMMCALL")]
+        );
+        let (blocked, send) = (&flows[0], &flows[1]);
+        // d2's block: exit … schedule away at 5; back at the switch 11, upcall, resume.
+        assert_eq!(
+            (blocked.first, blocked.away, blocked.back, blocked.last()),
+            (2, 5, 11, 13)
+        );
+        assert_eq!(
+            blocked.events().collect::<Vec<_>>(),
+            [2, 3, 4, 5, 11, 12, 13]
+        );
+        assert_eq!(blocked.end, FlowEnd::Resumed);
+        assert_eq!(
+            blocked.cycles(),
+            Some(400),
+            "500 ticks from its exit, less the 100 it was away (30 → 130)"
+        );
+        assert!(!blocked.contains(7), "d1's exit is not d2's");
+        // d1's send: away at 11 (d2 runs first), back at 21, resumes at 22.
+        assert_eq!(send.events().collect::<Vec<_>>(), [7, 8, 9, 10, 11, 21, 22]);
+        assert_eq!(send.end, FlowEnd::Resumed);
+        // Its time is the hypervisor's own: 600 ticks less the 520 d1 was away (130 → 650).
+        assert_eq!(send.cycles(), Some(80));
+        assert_eq!(continued, [0, 1]);
+        // The last block of d2 never ends: the trace stops while it waits.
+        assert_eq!((flows[3].end, flows[3].away), (FlowEnd::Cut, 21));
+        // Every event of a flow is found in it; a schedule shared by two flows names the later.
+        assert_eq!(flow_of(&flows, &continued, 12), Some(0));
+        assert_eq!(flow_of(&flows, &continued, 22), Some(1));
+        assert_eq!(flow_of(&flows, &continued, 9), Some(1));
+        assert_eq!(
+            flow_of(&flows, &continued, 14),
+            None,
+            "a console line between traps"
+        );
+        assert_eq!(flow_of(&flows, &continued, 6), None, "d1's start");
+        assert_eq!(flow_of(&flows, &continued, 21), Some(3));
+    }
+
+    #[test]
+    fn a_forward_is_linked_to_the_upcall_it_caused() {
+        let (flows, _) = assemble(&ping());
+        assert_eq!(flows[1].first_action, Some(Action::Forward));
+        assert_eq!(flows[1].woke, 0, "d1's send woke d2's blocked flow");
+        assert_eq!(flows[0].woken_by, 1);
+        assert_eq!(flows[0].delivered, Some(0xf3));
+        assert_eq!(
+            flows[0].returned_by, 2,
+            "the upcall's handler returns in flow 2"
+        );
+        assert_eq!((flows[2].woke, flows[2].woken_by), (NO_FLOW, NO_FLOW));
+    }
+
+    #[test]
+    fn an_upcall_without_an_exit_of_its_own_is_a_flow_that_starts_at_the_switch() {
+        // d2 was preempted by its time slice (its flow resumed later); d1 sends while d2 is
+        // runnable; when d2 runs again its upcall comes without an exit of its own.
+        let flows = feed(&[
+            schedule(None, Some(1), ScheduleWhy::Start, None),
+            exit_of(1, 0x81),
+            decide_of(1, Action::Forward),
+            notify(1, 2, 3),
+            notify(1, 2, 3),
+            resume_of(1, 10),
+            exit_of(1, 0x81),
+            decide_of(1, Action::Emulate),
+            schedule(Some(1), Some(2), ScheduleWhy::Yielded, None),
+            upcall(2, 0xf3),
+            resume_of(2, 5),
+        ]);
+        let upcall = &flows[2];
+        assert_eq!(
+            (
+                upcall.first,
+                upcall.len,
+                upcall.dom,
+                upcall.class(),
+                upcall.reason()
+            ),
+            (8, 3, 2, "upcall", "-")
+        );
+        assert!(!upcall.has_exit());
+        assert_eq!(upcall.rip, 0x2000, "where the guest resumes: its handler");
+        assert_eq!(upcall.woken_by, 0, "the first send made the port pending");
+        assert_eq!(flows[0].woke, 2);
+        assert_eq!(flows[1].woke, NO_FLOW, "d1's yield sent nothing");
+        assert_eq!(flows[1].away, 8, "d1 yielded and is away");
+        assert_eq!(flows[1].end, FlowEnd::Open);
+    }
+
+    #[test]
+    fn a_start_with_a_resume_is_a_schedule_flow_and_an_exception_is_no_upcall() {
+        let flows = feed(&[
+            schedule(None, Some(1), ScheduleWhy::Start, None),
+            resume_of(1, 3),
+            exit_of(2, 0x81),
+            decide_of(2, Action::Forward),
+            notify(2, 1, 4),
+            resume_of(2, 1),
+            // d1's next delivery is its own #PF: not the upcall.
+            exit(0x4e),
+            deliver(Kind::Inject, Some(14)),
+            resume(1),
+        ]);
+        assert_eq!(
+            (flows[0].class(), flows[0].first, flows[0].end),
+            ("schedule", 0, FlowEnd::Resumed)
+        );
+        assert_eq!(flows[0].action_text(), "switch");
+        assert_eq!(flows[1].woke, NO_FLOW);
+        assert_eq!(flows[2].woken_by, NO_FLOW);
+    }
+
+    #[test]
+    fn a_third_part_cuts_the_flow_and_a_domain_may_end_while_away() {
+        let killed = Facts {
+            domain_state: Some(DomainState::Killed),
+            ..facts(Kind::Domain, Some(2))
+        };
+        let flows = feed(&[
+            exit_of(1, 0x78),
+            schedule(Some(1), Some(2), ScheduleWhy::Blocked, None),
+            exit_of(2, 0x81),
+            schedule(Some(2), Some(1), ScheduleWhy::SliceOver, None),
+            facts(Kind::Emulate, Some(1)),
+            schedule(Some(1), Some(3), ScheduleWhy::SliceOver, None),
+            killed,
+        ]);
+        assert_eq!(flows[0].end, FlowEnd::Cut, "switched out twice in one flow");
+        assert_eq!(flows[0].events().collect::<Vec<_>>(), [0, 1, 3, 4]);
+        assert_eq!(flows[1].end, FlowEnd::Killed);
+        assert_eq!(flows[1].events().collect::<Vec<_>>(), [2, 3, 6]);
     }
 }

@@ -172,6 +172,77 @@ mod tests {
     }
 
     #[test]
+    fn the_kinds_of_domains_side_by_side_round_trip() {
+        use traplab_abi::event::{GrantMap, GrantUnmap, Notify, Schedule, ScheduleWhy};
+        let events = [
+            Event {
+                seq: 5,
+                tsc: 6,
+                dom: Some(1),
+                body: Body::Notify(Notify {
+                    to: 2,
+                    port: 3,
+                    from_port: 1,
+                    woke: true,
+                    masked: false,
+                }),
+            },
+            Event {
+                seq: 6,
+                tsc: 7,
+                dom: None,
+                body: Body::Schedule(Schedule {
+                    from: Some(1),
+                    to: None,
+                    why: ScheduleWhy::SliceOver,
+                    port: None,
+                }),
+            },
+            Event {
+                seq: 7,
+                tsc: 8,
+                dom: Some(2),
+                body: Body::GrantMap(GrantMap {
+                    granter: 1,
+                    gref: 5,
+                    frame: 0x230,
+                    host_addr: 0x4000_0000,
+                    readonly: true,
+                    handle: 9,
+                }),
+            },
+            Event {
+                seq: 8,
+                tsc: 9,
+                dom: Some(2),
+                body: Body::GrantUnmap(GrantUnmap {
+                    granter: 1,
+                    gref: 5,
+                    host_addr: 0x4000_0000,
+                    handle: 9,
+                }),
+            },
+        ];
+        let lines: Vec<String> = events.iter().map(to_line).collect();
+        assert_eq!(
+            lines[0],
+            r#"{"v":1,"seq":5,"tsc":6,"dom":1,"kind":"notify","to":2,"port":3,"from_port":1,"woke":true,"masked":false}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"v":1,"seq":6,"tsc":7,"kind":"schedule","from":1,"to":null,"why":"slice_over","port":null}"#,
+            "the idle loop is null; the schedule is the hypervisor's (no dom)"
+        );
+        assert_eq!(
+            lines[2],
+            r#"{"v":1,"seq":7,"tsc":8,"dom":2,"kind":"grant_map","granter":1,"gref":5,"frame":"0x230","host_addr":"0x40000000","readonly":true,"handle":9}"#
+        );
+        for (line, event) in lines.iter().zip(&events) {
+            assert_eq!(&from_line(line).unwrap(), event, "{line}");
+        }
+    }
+
+    #[test]
     fn every_kind_of_bad_line_has_its_error() {
         assert!(matches!(from_line("{\"v\":1,"), Err(JsonError::Syntax(_))));
         assert_eq!(from_line("[1]"), Err(JsonError::NotAnObject));

@@ -9,13 +9,14 @@
 //! | [`session`]   | one run: start QEMU, read the ring and the serial log, stop cleanly    |
 //! | [`symbols`] | addresses to names in a guest's ELF, and back                       |
 //! | [`text`]      | an event as one readable line                                          |
-//! | [`flows`]     | trap flows: the events from one exit to its resume, linked to the return |
+//! | [`flows`]     | trap flows, per domain: the events from one exit to its resume, linked to the return and to the upcall a notification caused |
 //! | [`store`]     | a trace held compactly (an index per event, lines parsed when shown)   |
-//! | [`stats`]     | per exit reason: count, share, min/avg/p50/p95/max hypervisor time      |
+//! | [`stats`]     | per exit reason (and per domain): count, share, min/avg/p50/p95/max hypervisor time |
 //! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
 //! | [`diff`]      | two traces aligned flow by flow                                        |
 //! | [`explain`]   | each step in one plain sentence, and every field decoded               |
 //! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
+//! | [`sample`]    | a small hand-made trace of two domains and an event channel, for tests  |
 //!
 //! The event types themselves are in `traplab_abi::event`, shared with the hypervisor.
 
@@ -28,6 +29,7 @@ pub mod flows;
 pub mod json;
 pub mod qemu;
 pub mod recording;
+pub mod sample;
 pub mod session;
 pub mod stats;
 pub mod store;

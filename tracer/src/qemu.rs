@@ -7,6 +7,11 @@
 //! the hypervisor as `-kernel` (PVH boot), the guests as fw_cfg files, the hypervisor's log
 //! on the serial port (QEMU's stdout), and `isa-debug-exit` so the hypervisor can report
 //! its status as QEMU's exit code.
+//!
+//! Domains are numbered as Xen numbers them: domain 0 is the privileged control domain
+//! (dom0), present only when a lab needs one; the lab's guests are the unprivileged
+//! domains 1, 2, … Each is a pair of fw_cfg files, `opt/traplab/dom<id>/name` and
+//! `opt/traplab/dom<id>/elf`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,12 +49,41 @@ pub struct Guest {
     pub elf: PathBuf,
 }
 
+/// When the domains start (fw_cfg `opt/traplab/start`; in a lab's catalogue file,
+/// `start = "together"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// Each domain starts when the one before it ended: one runs at a time, as in the
+    /// single-guest labs.
+    #[default]
+    InTurn,
+    /// All are runnable from the start, side by side on the one CPU.
+    Together,
+}
+
+impl Start {
+    pub fn fw_cfg_value(self) -> &'static str {
+        match self {
+            Start::InTurn => "in-turn",
+            Start::Together => "together",
+        }
+    }
+}
+
+/// The first unprivileged domain: a lab's first guest.
+pub const FIRST_GUEST: u16 = 1;
+
 /// Everything that defines one run of the machine.
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub hv: PathBuf,
-    /// Domain 0, 1, … in this order.
+    /// The control domain's program (domain 0), when the lab needs one.
+    pub dom0: Option<Guest>,
+    /// The unprivileged domains 1, 2, … in this order.
     pub guests: Vec<Guest>,
+    /// When the domains start.
+    pub start: Start,
     pub trace: TraceMode,
     pub ram_mib: u32,
     /// The trace ring's data size in KiB (64 to 16384); `None`: the hypervisor's default,
@@ -62,9 +96,11 @@ pub struct Machine {
     /// The hypervisor's own timer, ticks per second (`None`: off). Each tick is an INTR exit:
     /// it lets the hypervisor answer a pause while a guest spins without exits.
     pub timer_hz: Option<u32>,
-    /// Serve gdb for domain 0 on this loopback TCP port: the hypervisor's gdbstub talks on
-    /// COM2, which QEMU connects to the port. Domain 0 starts stopped, waiting for gdb.
+    /// Serve gdb on this loopback TCP port: the hypervisor's gdbstub talks on COM2, which
+    /// QEMU connects to the port. The debugged domain starts stopped, waiting for gdb.
     pub gdb_port: Option<u16>,
+    /// The domain gdb debugs (fw_cfg `opt/traplab/gdb`, its number in decimal).
+    pub gdb_domain: u16,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
 }
@@ -79,10 +115,13 @@ pub enum ControlStart {
 }
 
 impl Machine {
+    /// A machine that runs `guests` as domains 1, 2, … in turn, without a control domain.
     pub fn new(hv: PathBuf, guests: Vec<Guest>) -> Machine {
         Machine {
             hv,
+            dom0: None,
             guests,
+            start: Start::InTurn,
             trace: TraceMode::Ring,
             ram_mib: 256,
             ring_kib: None,
@@ -90,8 +129,28 @@ impl Machine {
             settings: Vec::new(),
             timer_hz: None,
             gdb_port: None,
+            gdb_domain: FIRST_GUEST,
             extra_args: Vec::new(),
         }
+    }
+
+    /// Every domain with its number: dom0 first when there is one, then 1, 2, …
+    pub fn domains(&self) -> Vec<(u16, &Guest)> {
+        let dom0 = self.dom0.iter().map(|guest| (0, guest));
+        let guests = self
+            .guests
+            .iter()
+            .enumerate()
+            .map(|(index, guest)| (FIRST_GUEST + index as u16, guest));
+        dom0.chain(guests).collect()
+    }
+
+    /// The program domain `dom` runs, if the machine has that domain.
+    pub fn domain(&self, dom: u16) -> Option<&Guest> {
+        self.domains()
+            .into_iter()
+            .find(|(id, _)| *id == dom)
+            .map(|(_, guest)| guest)
     }
 }
 
@@ -166,13 +225,21 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
         args.push("-serial".into());
         args.push("chardev:gdb".into());
         args.push("-fw_cfg".into());
-        args.push("name=opt/traplab/gdb,string=dom0".into());
+        args.push(format!(
+            "name=opt/traplab/gdb,string={}",
+            machine.gdb_domain
+        ));
     }
     if let Some(kib) = machine.ring_kib {
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/ring-kib,string={kib}"));
     }
-    for (id, guest) in machine.guests.iter().enumerate() {
+    args.push("-fw_cfg".into());
+    args.push(format!(
+        "name=opt/traplab/start,string={}",
+        machine.start.fw_cfg_value()
+    ));
+    for (id, guest) in machine.domains() {
         args.push("-fw_cfg".into());
         args.push(format!(
             "name=opt/traplab/dom{id}/name,string={}",
@@ -285,11 +352,16 @@ mod tests {
         assert!(joined.contains("-kernel /x/traplab-hv"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("name=opt/traplab/trace,string=off"));
-        assert!(joined.contains("name=opt/traplab/dom0/name,string=page-fault"));
         assert!(
-            joined.contains("name=opt/traplab/dom0/elf,file=/g/page,,fault"),
+            joined.contains("name=opt/traplab/dom1/name,string=page-fault"),
+            "a lab's guest is domain 1: {joined}"
+        );
+        assert!(
+            joined.contains("name=opt/traplab/dom1/elf,file=/g/page,,fault"),
             "commas are doubled: {joined}"
         );
+        assert!(!joined.contains("opt/traplab/dom0/"), "no control domain");
+        assert!(joined.contains("name=opt/traplab/start,string=in-turn"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert!(
             joined.contains("name=opt/traplab/settings,string=intercept-cr,,lazy-memory"),
@@ -323,7 +395,68 @@ mod tests {
             .map(|(_, b)| b)
             .collect();
         assert_eq!(serials, ["stdio", "chardev:gdb"]);
-        assert!(joined.contains("name=opt/traplab/gdb,string=dom0"));
+        assert!(
+            joined.contains("name=opt/traplab/gdb,string=1"),
+            "gdb debugs the first guest, domain 1, by default: {joined}"
+        );
+        machine.gdb_domain = 2;
+        let args = arguments(&machine, Path::new("/dev/shm/ram"));
+        assert!(
+            args.iter()
+                .any(|arg| arg == "name=opt/traplab/gdb,string=2")
+        );
+    }
+
+    #[test]
+    fn a_control_domain_is_domain_0_and_the_guests_follow() {
+        let guest = |name: &str| Guest {
+            name: name.into(),
+            elf: format!("/g/{name}").into(),
+        };
+        let mut machine = Machine::new(
+            "/x/traplab-hv".into(),
+            vec![guest("frontend"), guest("backend")],
+        );
+        machine.dom0 = Some(guest("toolstack"));
+        machine.start = Start::Together;
+        let numbered: Vec<(u16, &str)> = machine
+            .domains()
+            .into_iter()
+            .map(|(id, guest)| (id, guest.name.as_str()))
+            .collect();
+        assert_eq!(
+            numbered,
+            [(0, "toolstack"), (1, "frontend"), (2, "backend")]
+        );
+        assert_eq!(
+            machine.domain(2).map(|guest| guest.name.as_str()),
+            Some("backend")
+        );
+        assert!(machine.domain(3).is_none());
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let files: Vec<&str> = args
+            .iter()
+            .filter_map(|arg| arg.strip_prefix("name=opt/traplab/"))
+            .filter(|arg| arg.starts_with("dom"))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "dom0/name,string=toolstack",
+                "dom0/elf,file=/g/toolstack",
+                "dom1/name,string=frontend",
+                "dom1/elf,file=/g/frontend",
+                "dom2/name,string=backend",
+                "dom2/elf,file=/g/backend",
+            ]
+        );
+        assert!(
+            args.iter()
+                .any(|arg| arg == "name=opt/traplab/start,string=together")
+        );
     }
 
     #[test]

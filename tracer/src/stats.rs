@@ -2,8 +2,13 @@
 //! hypervisor's time per exit (min, average, median, 95th percentile, max).
 //!
 //! The time of one exit is the `cycles` of its `resume`: the TSC ticks the hypervisor
-//! measured from the #VMEXIT to the VMRUN. Flows that never resumed (the domain ended in
-//! them, the trace was cut) count as exits but have no time.
+//! measured from the #VMEXIT to the VMRUN, less the time its domain was switched out while
+//! other domains ran ([`Flow::cycles`]). Flows that never resumed (the domain ended in
+//! them, the trace was cut) count as exits but have no time. Flows without an exit (an
+//! upcall delivered when a domain is switched in) are no exits: they are counted apart.
+//!
+//! [`compute`] counts the exits of all domains, or of the flows given; [`per_domain`] makes
+//! one table per domain.
 
 use crate::flows::Flow;
 use std::collections::HashMap;
@@ -37,6 +42,8 @@ pub struct Stats {
     /// Most frequent first.
     pub rows: Vec<ReasonStats>,
     pub exits: u64,
+    /// Flows without an exit (upcalls, starts): not in the rows.
+    pub without_exit: u64,
     pub total_cycles: u64,
     /// TSC ticks per second, to show times in µs (`None`: show cycles).
     pub tsc_hz: Option<u64>,
@@ -53,15 +60,36 @@ fn percentile(sorted: &[u64], percent: f64) -> Option<u64> {
 
 /// The statistics of `flows`.
 pub fn compute(flows: &[Flow], tsc_hz: Option<u64>) -> Stats {
+    compute_where(flows, tsc_hz, |_| true)
+}
+
+/// One table per domain, in domain order: `(dom, its statistics)`.
+pub fn per_domain(flows: &[Flow], tsc_hz: Option<u64>) -> Vec<(u16, Stats)> {
+    let mut domains: Vec<u16> = flows.iter().map(|flow| flow.dom).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    domains
+        .into_iter()
+        .map(|dom| (dom, compute_where(flows, tsc_hz, |flow| flow.dom == dom)))
+        .collect()
+}
+
+/// The statistics of the flows that pass `keep` (without copying them).
+fn compute_where(flows: &[Flow], tsc_hz: Option<u64>, keep: impl Fn(&Flow) -> bool) -> Stats {
     let mut by_reason: HashMap<u32, (u64, Vec<u64>)> = HashMap::new();
-    for flow in flows {
+    let mut without_exit = 0;
+    for flow in flows.iter().filter(|flow| keep(flow)) {
+        if !flow.has_exit() {
+            without_exit += 1;
+            continue;
+        }
         let entry = by_reason.entry(flow.exitcode).or_default();
         entry.0 += 1;
         if let Some(cycles) = flow.cycles() {
             entry.1.push(cycles);
         }
     }
-    let exits = flows.len() as u64;
+    let exits: u64 = by_reason.values().map(|(count, _)| count).sum();
     let total_cycles: u64 = by_reason
         .values()
         .flat_map(|(_, cycles)| cycles.iter())
@@ -92,6 +120,7 @@ pub fn compute(flows: &[Flow], tsc_hz: Option<u64>) -> Stats {
     Stats {
         rows,
         exits,
+        without_exit,
         total_cycles,
         tsc_hz,
     }
@@ -181,6 +210,13 @@ impl Stats {
                 None => String::new(),
             }
         );
+        if self.without_exit > 0 {
+            let _ = writeln!(
+                text,
+                "and {} flow(s) without an exit (an upcall or a start when a domain was switched in)",
+                self.without_exit
+            );
+        }
         text
     }
 }
@@ -188,24 +224,51 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{FlowEnd, NO_CYCLES, NO_FLOW};
+    use crate::flows::{FlowEnd, NO_CYCLES, NO_EVENT, NO_FLOW, Opening};
+    use traplab_abi::event::ScheduleWhy;
 
     fn flow(exitcode: u32, cycles: u64) -> Flow {
         Flow {
             first: 0,
             len: 1,
+            away: NO_EVENT,
+            back: NO_EVENT,
             tsc: 0,
             rip: 0,
             cycles,
             exitcode,
+            opening: Opening::Exit,
             returned_by: NO_FLOW,
             returns_from: NO_FLOW,
-            dom: 0,
+            woke: NO_FLOW,
+            woken_by: NO_FLOW,
+            dom: 1,
             first_action: None,
             last_action: None,
             delivered: None,
             end: FlowEnd::Resumed,
         }
+    }
+
+    #[test]
+    fn one_table_per_domain_and_upcalls_apart() {
+        let mut flows = vec![flow(0x7b, 10), flow(0x7b, 30), flow(0x81, 5)];
+        flows[2].dom = 2;
+        let mut upcall = flow(0, 7);
+        upcall.dom = 2;
+        upcall.opening = Opening::Switch(ScheduleWhy::Woken);
+        flows.push(upcall);
+        let all = compute(&flows, None);
+        assert_eq!((all.exits, all.without_exit, all.total_cycles), (3, 1, 45));
+        assert!(all.render().contains("and 1 flow(s) without an exit"));
+        let domains = per_domain(&flows, None);
+        let summary: Vec<(u16, u64, u64)> = domains
+            .iter()
+            .map(|(dom, stats)| (*dom, stats.exits, stats.without_exit))
+            .collect();
+        assert_eq!(summary, [(1, 2, 0), (2, 1, 1)]);
+        assert_eq!(domains[1].1.rows[0].reason, "VMMCALL");
+        assert_eq!(domains[0].1.rows[0].avg, Some(20.0));
     }
 
     #[test]

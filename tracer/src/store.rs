@@ -11,7 +11,7 @@
 //! event stops the load: [`Trace::error`] names it, and everything before it is kept.
 
 use crate::check::{StreamCheck, StreamFault};
-use crate::flows::{self, Assembler, Facts, Flow, Kind};
+use crate::flows::{self, Assembler, Facts, Flow, Kind, Switch};
 use crate::json::{self, JsonError};
 use crate::recording::LineError;
 use std::fs::File;
@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use traplab_abi::SCHEMA_VERSION;
-use traplab_abi::event::{Action, DomainState, Event};
+use traplab_abi::event::{Action, DomainState, Event, EventType, ScheduleWhy};
 
 /// Where one event's line is, and what every list needs without parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,14 +351,20 @@ impl Trace {
         &self.flows
     }
 
-    /// The flow that holds event number `index`.
+    /// The flow that holds event number `index` as one of its own (a `schedule` event
+    /// that ends one flow's first part and begins another flow names the later).
     pub fn flow_of(&self, index: usize) -> Option<usize> {
-        flows::flow_of(&self.flows, index as u32)
+        flows::flow_of(&self.flows, self.assembler.continued(), index as u32)
     }
 
-    /// The flow still waiting for its end (a live run stopped inside it).
-    pub fn open_flow(&self) -> Option<usize> {
-        self.assembler.open_flow().map(|flow| flow as usize)
+    /// The flows still waiting for their end, at most one per domain (a live run stopped
+    /// inside one, or domains switched out in the middle of a trap).
+    pub fn open_flows(&self) -> Vec<usize> {
+        self.assembler
+            .open_flows()
+            .into_iter()
+            .map(|flow| flow as usize)
+            .collect()
     }
 
     /// TSC ticks per second, from the `boot` event.
@@ -445,7 +451,7 @@ impl Trace {
 }
 
 /// The fields of a line that the index and the assembler need. Borrowed strings: these
-/// values never contain JSON escapes (kinds, actions, hex numbers).
+/// values never contain JSON escapes (kinds, actions, types, hex numbers).
 #[derive(serde::Deserialize)]
 struct Header<'a> {
     v: Option<u64>,
@@ -463,6 +469,17 @@ struct Header<'a> {
     name: Option<String>,
     tsc_hz: Option<u64>,
     count: Option<u64>,
+    /// `inject`: the EVENTINJ type.
+    #[serde(rename = "type")]
+    event_type: Option<&'a str>,
+    /// `notify`: the domain notified; `schedule`: the domains switched from and to.
+    from: Option<u64>,
+    to: Option<u64>,
+    /// `notify`, `schedule`: the port.
+    port: Option<u32>,
+    /// `schedule`: why (a `decide` has a `why` too, in words that may hold escapes).
+    #[serde(borrow)]
+    why: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The facts of one line; `None` for a blank line.
@@ -550,6 +567,46 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
                     .vector
                     .ok_or_else(|| body_error("missing field `vector`"))?,
             );
+            if kind == Kind::Inject {
+                facts.event_type = Some(match header.event_type {
+                    Some("exception") => EventType::Exception,
+                    Some("nmi") => EventType::Nmi,
+                    Some("interrupt") => EventType::Interrupt,
+                    Some("software") => EventType::Software,
+                    _ => return Err(body_error("missing or unknown `type`")),
+                });
+            }
+        }
+        Kind::Notify => {
+            let to =
+                domain_field(header.to).ok_or_else(|| body_error("missing or bad field `to`"))?;
+            let port = header
+                .port
+                .ok_or_else(|| body_error("missing field `port`"))?;
+            facts.notified = Some((to, port));
+        }
+        Kind::Schedule => {
+            let why = match header.why.as_deref() {
+                Some("start") => ScheduleWhy::Start,
+                Some("slice_over") => ScheduleWhy::SliceOver,
+                Some("blocked") => ScheduleWhy::Blocked,
+                Some("yielded") => ScheduleWhy::Yielded,
+                Some("woken") => ScheduleWhy::Woken,
+                Some("ended") => ScheduleWhy::Ended,
+                _ => return Err(body_error("missing or unknown `why`")),
+            };
+            let domain = |value: Option<u64>, name: &str| match value {
+                None => Ok(None),
+                Some(value) => domain_field(Some(value))
+                    .map(Some)
+                    .ok_or_else(|| body_error(&format!("bad field `{name}`"))),
+            };
+            facts.switch = Some(Switch {
+                from: domain(header.from, "from")?,
+                to: domain(header.to, "to")?,
+                why,
+                port: header.port,
+            });
         }
         Kind::Return => {
             facts.vector = header.vector;
@@ -579,9 +636,16 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
                     .ok_or_else(|| body_error("missing field `count`"))?,
             )
         }
-        Kind::Emulate | Kind::Console | Kind::End => {}
+        Kind::Emulate | Kind::GrantMap | Kind::GrantUnmap | Kind::Console | Kind::End => {}
     }
     Ok(facts)
+}
+
+/// A domain number in a field (`to`, `from`): 0 to 65534.
+fn domain_field(value: Option<u64>) -> Option<u16> {
+    value
+        .and_then(|value| u16::try_from(value).ok())
+        .filter(|&dom| dom != NO_DOM)
 }
 
 #[cfg(test)]
@@ -602,6 +666,14 @@ mod tests {
             r##"{"v":1,"seq":189,"tsc":1251,"dom":0,"kind":"inject","vector":14,"name":"#PF","type":"exception","error_code":2,"cr2":"0x40000000","handler":"0x200550","synthetic":false}"##,
             r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"a \"quoted\" line"}"#,
             r#"{"v":1,"seq":1,"tsc":2,"dom":3,"kind":"domain","state":"created","name":"page\u002dfault","status":null,"reason":null}"#,
+            r#"{"v":1,"seq":2,"tsc":3,"dom":1,"kind":"decide","action":"forward","why":"a \"quoted\" reason","at":"hv/src/exit/vmmcall.rs:9"}"#,
+            r#"{"v":1,"seq":3,"tsc":4,"dom":1,"kind":"notify","to":2,"port":3,"from_port":1,"woke":true,"masked":false}"#,
+            r#"{"v":1,"seq":4,"tsc":5,"kind":"schedule","from":1,"to":2,"why":"woken","port":3}"#,
+            r#"{"v":1,"seq":5,"tsc":6,"kind":"schedule","from":null,"to":1,"why":"start","port":null}"#,
+            r#"{"v":1,"seq":6,"tsc":7,"kind":"schedule","from":2,"to":null,"why":"slice_over","port":null}"#,
+            r#"{"v":1,"seq":7,"tsc":8,"dom":2,"kind":"inject","vector":243,"name":"interrupt 0xf3","type":"interrupt","error_code":null,"cr2":null,"handler":"0x200800","synthetic":false}"#,
+            r#"{"v":1,"seq":8,"tsc":9,"dom":2,"kind":"grant_map","granter":1,"gref":5,"frame":"0x230","host_addr":"0x40000000","readonly":false,"handle":0}"#,
+            r#"{"v":1,"seq":9,"tsc":10,"dom":2,"kind":"grant_unmap","granter":1,"gref":5,"host_addr":"0x40000000","handle":0}"#,
         ] {
             let event = json::from_line(line).expect("a valid event");
             assert_eq!(read_facts(line.as_bytes()), Ok(Facts::of(&event)), "{line}");
@@ -629,6 +701,16 @@ mod tests {
         ));
         assert!(matches!(
             read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance"}"#),
+            Err(JsonError::Body { .. })
+        ));
+        assert!(matches!(
+            read_facts(
+                br#"{"v":1,"seq":1,"tsc":0,"kind":"schedule","from":1,"to":2,"why":"bored"}"#
+            ),
+            Err(JsonError::Body { .. })
+        ));
+        assert!(matches!(
+            read_facts(br#"{"v":1,"seq":1,"tsc":0,"dom":1,"kind":"notify","to":65535,"port":1}"#),
             Err(JsonError::Body { .. })
         ));
     }

@@ -1,22 +1,32 @@
 //! An event as one readable line, for `traplab trace` and for messages.
 //!
 //! ```text
-//!      5 dom0 exit     EXCP_PF at 0x200163: #PF (page fault), error code 0x2 (W/R), address 0x40000000
-//!      6 dom0 decide   reflect: the guest owns its exceptions: … [hv/src/exit/exception.rs:62]
+//!      5 d1   exit     EXCP_PF at 0x200163: #PF (page fault), error code 0x2 (W/R), address 0x40000000
+//!      6 d1   decide   reflect: the guest owns its exceptions: … [hv/src/exit/exception.rs:62]
+//!     41 d1   notify   d2 port 3 pending, from port 1 (woke it)
+//!     42 hv   schedule d1 → d2 (woken by port 3)
 //! ```
+//!
+//! Domains are named as Xen names them ([`domain_label`]): `d0` is the control domain
+//! (dom0), `d1`, `d2`, … the others; `hv` is the hypervisor itself.
 
 use std::fmt::Write;
-use traplab_abi::event::{Body, DomainState, Event, Exit};
+use traplab_abi::event::{Body, DomainState, Event, Exit, Schedule, ScheduleWhy, domain_label};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm;
 use traplab_abi::x86::{self, PageFaultCode};
 
+/// Who an event is about: `d1`, or `hv` for the hypervisor itself.
+pub fn who(dom: Option<u16>) -> String {
+    match dom {
+        Some(dom) => domain_label(dom),
+        None => "hv".into(),
+    }
+}
+
 /// `seq dom kind detail`.
 pub fn line(event: &Event) -> String {
-    let dom = match event.dom {
-        Some(dom) => format!("dom{dom}"),
-        None => "hv".into(),
-    };
+    let dom = who(event.dom);
     format!(
         "{:>6} {:<4} {:<8} {}",
         event.seq,
@@ -127,10 +137,71 @@ pub fn detail(event: &Event) -> String {
             "guest continues at {:#x} ({} cycles in the hypervisor)",
             resume.rip, resume.cycles
         ),
+        Body::Notify(notify) => {
+            let mut text = format!(
+                "{} port {} pending, from port {}",
+                domain_label(notify.to),
+                notify.port,
+                notify.from_port
+            );
+            if notify.woke {
+                text.push_str(" (woke it)");
+            } else if notify.masked {
+                text.push_str(" (masked: it waits)");
+            }
+            text
+        }
+        Body::GrantMap(map) => format!(
+            "gref {} of {} (frame {:#x}) at {:#x} {}, handle {}",
+            map.gref,
+            domain_label(map.granter),
+            map.frame,
+            map.host_addr,
+            if map.readonly { "ro" } else { "rw" },
+            map.handle
+        ),
+        Body::GrantUnmap(unmap) => format!(
+            "handle {}: gref {} of {} at {:#x}",
+            unmap.handle,
+            unmap.gref,
+            domain_label(unmap.granter),
+            unmap.host_addr
+        ),
+        Body::Schedule(schedule) => switch(schedule),
         Body::Console(console) => format!("| {}", console.text),
         Body::Lost(lost) => format!("{} event(s) LOST before this one", lost.count),
         Body::End(end) => format!("hypervisor stops (status {}): {}", end.status, end.reason),
     }
+}
+
+/// A hypercall as the guest made it: `console_write (0)`, and for the calls that take a
+/// command in RDI (Xen's `*_op` hypercalls), the command too: `event_channel_op (10)
+/// EVTCHNOP_send`.
+pub fn hypercall(regs: &traplab_abi::event::Registers) -> String {
+    use traplab_abi::{evtchn, grant_table, hypercall, sched, store};
+    let number = regs.rax;
+    let name = hypercall::name(number).unwrap_or("unknown");
+    let command = match number {
+        hypercall::SCHED_OP => sched::cmd::name(regs.rdi),
+        hypercall::EVENT_CHANNEL_OP => evtchn::cmd::name(regs.rdi),
+        hypercall::GRANT_TABLE_OP => grant_table::cmd::name(regs.rdi),
+        hypercall::STORE_OP => store::cmd::name(regs.rdi),
+        _ => None,
+    };
+    match command {
+        Some(command) => format!("{name} ({number}) {command}"),
+        None => format!("{name} ({number})"),
+    }
+}
+
+/// `d1 → d2 (woken by port 3)`, `d1 → idle (blocked)`, `idle → d1 (start)`.
+pub fn switch(schedule: &Schedule) -> String {
+    let side = |dom: Option<u16>| dom.map_or("idle".to_string(), domain_label);
+    let why = match (schedule.why, schedule.port) {
+        (ScheduleWhy::Woken, Some(port)) => format!("woken by port {port}"),
+        (why, _) => why.name().to_string(),
+    };
+    format!("{} → {} ({why})", side(schedule.from), side(schedule.to))
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -224,12 +295,7 @@ pub fn exit_detail(exit: &Exit) -> String {
             );
         }
         ExitReason::Vmmcall => {
-            let number = exit.regs.rax;
-            let _ = write!(
-                text,
-                ": hypercall {} ({number})",
-                traplab_abi::hypercall::name(number).unwrap_or("unknown")
-            );
+            let _ = write!(text, ": hypercall {}", hypercall(&exit.regs));
         }
         _ => {}
     }
@@ -241,4 +307,120 @@ pub fn exit_detail(exit: &Exit) -> String {
         );
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traplab_abi::event::{GrantMap, GrantUnmap, Notify};
+
+    fn event(dom: Option<u16>, body: Body) -> Event {
+        Event {
+            seq: 42,
+            tsc: 0,
+            dom,
+            body,
+        }
+    }
+
+    #[test]
+    fn domains_are_named_as_xen_names_them() {
+        let notify = event(
+            Some(1),
+            Body::Notify(Notify {
+                to: 2,
+                port: 3,
+                from_port: 1,
+                woke: true,
+                masked: false,
+            }),
+        );
+        assert_eq!(
+            line(&notify),
+            "    42 d1   notify   d2 port 3 pending, from port 1 (woke it)"
+        );
+        let masked = Body::Notify(Notify {
+            to: 0,
+            port: 7,
+            from_port: 2,
+            woke: false,
+            masked: true,
+        });
+        assert_eq!(
+            detail(&event(Some(2), masked)),
+            "d0 port 7 pending, from port 2 (masked: it waits)"
+        );
+    }
+
+    #[test]
+    fn a_hypercall_names_its_command() {
+        use traplab_abi::event::Registers;
+        let call = |rax, rdi| {
+            hypercall(&Registers {
+                rax,
+                rdi,
+                ..Registers::default()
+            })
+        };
+        assert_eq!(call(10, 4), "event_channel_op (10) EVTCHNOP_send");
+        assert_eq!(call(9, 1), "sched_op (9) SCHEDOP_block");
+        assert_eq!(call(11, 0), "grant_table_op (11) GNTTABOP_map_grant_ref");
+        assert_eq!(call(14, 2), "store_op (14) store_wait");
+        assert_eq!(call(1, 0), "exit (1)", "exit takes no command");
+        assert_eq!(call(10, 99), "event_channel_op (10)", "an unknown command");
+        assert_eq!(call(0x1234, 0), "unknown (4660)");
+    }
+
+    #[test]
+    fn a_switch_says_from_where_to_where_and_why() {
+        let schedule = |from, to, why, port| {
+            line(&event(
+                None,
+                Body::Schedule(Schedule {
+                    from,
+                    to,
+                    why,
+                    port,
+                }),
+            ))
+        };
+        assert_eq!(
+            schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(3)),
+            "    42 hv   schedule d1 → d2 (woken by port 3)"
+        );
+        assert!(
+            schedule(Some(1), None, ScheduleWhy::Blocked, None).ends_with("d1 → idle (blocked)")
+        );
+        assert!(schedule(None, Some(1), ScheduleWhy::Start, None).ends_with("idle → d1 (start)"));
+        assert!(
+            schedule(Some(2), Some(1), ScheduleWhy::SliceOver, None)
+                .ends_with("d2 → d1 (slice over)")
+        );
+    }
+
+    #[test]
+    fn grants_name_the_granter_the_reference_and_where_they_are_mapped() {
+        let map = Body::GrantMap(GrantMap {
+            granter: 1,
+            gref: 5,
+            frame: 0x230,
+            host_addr: 0x4000_0000,
+            readonly: false,
+            handle: 0,
+        });
+        assert_eq!(
+            detail(&event(Some(2), map)),
+            "gref 5 of d1 (frame 0x230) at 0x40000000 rw, handle 0"
+        );
+        let unmap = Body::GrantUnmap(GrantUnmap {
+            granter: 1,
+            gref: 5,
+            host_addr: 0x4000_0000,
+            handle: 0,
+        });
+        assert_eq!(
+            detail(&event(Some(2), unmap)),
+            "handle 0: gref 5 of d1 at 0x40000000"
+        );
+    }
 }

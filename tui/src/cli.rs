@@ -29,8 +29,9 @@ pub enum Command {
     List(ListArgs),
     /// Run a lab and print every event of its trace as it happens.
     Trace(TraceArgs),
-    /// Run a lab with gdb attached to its guest: it starts stopped at the guest's first
-    /// instruction, and the gdb command line to attach is printed (`traplab trace --gdb`).
+    /// Run a lab with gdb attached to one of its domains (the first guest, d1, unless
+    /// --domain says otherwise): it starts stopped at its first instruction, and the gdb
+    /// command line to attach is printed (`traplab trace --gdb`).
     Gdb(GdbArgs),
     /// Measure the trace transport: trap rate with the trace off and on, events per second.
     Bench(BenchArgs),
@@ -57,15 +58,22 @@ pub const GDB_PORT: u16 = 2159;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-The guest starts stopped at its first instruction; attach with the printed command, e.g.
+The debugged domain starts stopped at its first instruction; attach with the printed
+command, e.g.
   gdb -q target/bare/x86_64-unknown-linux-gnu/release/page-fault -ex 'target remote 127.0.0.1:2159'
 Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, efer), watch, and
 `monitor help` for the hypervisor's own commands (traps, catch, decision).
+Domains are numbered as in Xen: a lab's guests are d1, d2, …; d0 is its control domain,
+when it has one. `--domain 2` debugs the second guest.
 The trace is printed as with `traplab trace`; the exit status is the same.")]
 pub struct GdbArgs {
-    /// The lab to run (see `traplab list`); gdb attaches to its first guest (domain 0).
+    /// The lab to run (see `traplab list`).
     #[arg(required_unless_present = "guest")]
     pub lab: Option<String>,
+    /// The domain gdb attaches to: 1 is the lab's first guest (the default), 2 the second,
+    /// 0 its control domain.
+    #[arg(long, value_name = "N")]
+    pub domain: Option<u16>,
     /// Run this guest program instead of a lab.
     #[arg(long, value_name = "NAME", conflicts_with = "lab")]
     pub guest: Option<String>,
@@ -85,7 +93,8 @@ pub struct GdbArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print a JSON array of labs (id, title, part, classes, guests) instead of a table.
+    /// Print a JSON array of labs (id, title, part, classes, guests, dom0, start) instead of
+    /// a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -122,10 +131,14 @@ pub struct TraceArgs {
     /// hypervisor itself with QEMU's own gdb stub on port 1234.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_args: Vec<String>,
-    /// Serve gdb for the lab's first guest on this loopback port (default 2159): the guest
+    /// Serve gdb for one of the lab's domains on this loopback port (default 2159): it
     /// starts stopped at its first instruction; the gdb command line is printed.
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
     pub gdb: Option<u16>,
+    /// With --gdb: the domain gdb attaches to (1, the lab's first guest, by default; 0 is
+    /// its control domain, when it has one).
+    #[arg(long, value_name = "N", requires = "gdb")]
+    pub domain: Option<u16>,
     /// Stop the lab after this many seconds (default 300; none with --gdb).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
@@ -160,16 +173,18 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT
-to the VMRUN (the `cycles` of each `resume` event), shown in µs with the TSC rate the
-hypervisor measured at boot. Exit status: 0; 124 when the recording has a bad line (the
-table covers the events before it); 2 for usage errors.")]
+to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched
+out while others ran), shown in µs with the TSC rate the hypervisor measured at boot. With
+several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers
+Xen gives its domains). Exit status: 0; 124 when the recording has a bad line (the table
+covers the events before it); 2 for usage errors.")]
 pub struct StatsArgs {
     /// A recording (from `traplab trace --record FILE`), or a lab to run now.
     #[arg(value_name = "FILE|LAB")]
     pub what: String,
-    /// Only the exits of this domain.
-    #[arg(long, value_name = "N")]
-    pub dom: Option<u16>,
+    /// Only the exits of this domain (1 is a lab's first guest, d1; 0 its control domain).
+    #[arg(long, visible_alias = "dom", value_name = "N")]
+    pub domain: Option<u16>,
     /// Print JSON (times in cycles) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -180,8 +195,9 @@ pub struct StatsArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// Chrome trace-event JSON: open it at https://ui.perfetto.dev (one track per domain,
-    /// one slice per trap flow, its steps nested inside, arrows from delivery to return).
+    /// Chrome trace-event JSON: open it at https://ui.perfetto.dev (one track per domain and
+    /// one for the hypervisor's switches, one slice per trap flow, its steps nested inside,
+    /// arrows from delivery to return and from a notification to the upcall it caused).
     Perfetto,
 }
 
@@ -201,15 +217,16 @@ pub struct ExportArgs {
 Flows are aligned on their trap class; the marker between the sides says:
   =  the same class, handled the same way      ≠  the same class, handled differently
   <  only on the left                           >  only on the right
-Compare two domains of one recording with the same FILE twice, e.g.
+A flow that woke another domain is marked →d2, one whose upcall another domain's
+notification caused ←d1. Compare two domains of one recording with the same FILE twice, e.g.
   traplab trace reflect-vs-bounce --record rvb.jsonl
-  traplab diff rvb.jsonl rvb.jsonl --left-dom 0 --right-dom 1")]
+  traplab diff rvb.jsonl rvb.jsonl --left-dom 1 --right-dom 2")]
 pub struct DiffArgs {
     /// The left recording.
     pub left: PathBuf,
     /// The right recording.
     pub right: PathBuf,
-    /// Only the flows of this domain on the left.
+    /// Only the flows of this domain on the left (1 is a lab's first guest, d1).
     #[arg(long, value_name = "N")]
     pub left_dom: Option<u16>,
     /// Only the flows of this domain on the right.
@@ -223,7 +240,8 @@ pub struct DiffArgs {
 /// The keys of the terminal UI (`run` and `replay`).
 const UI_KEYS: &str = "\
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+⏎ open a flow, Esc back to the list · w/W the upcall a notification caused / the
+notification that caused an upcall, in another domain · Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
 scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
@@ -244,10 +262,13 @@ pub struct RunArgs {
     /// Start running instead of waiting after boot.
     #[arg(long)]
     pub running: bool,
-    /// Also serve gdb for the lab's first guest on this loopback port (default 2159): the
-    /// guest waits at its first instruction for gdb, which resumes it (see `traplab gdb`).
+    /// Also serve gdb for one of the lab's domains on this loopback port (default 2159): it
+    /// waits at its first instruction for gdb, which resumes it (see `traplab gdb`).
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
     pub gdb: Option<u16>,
+    /// With --gdb: the domain gdb attaches to (1, the lab's first guest, by default).
+    #[arg(long, value_name = "N", requires = "gdb")]
+    pub domain: Option<u16>,
     /// The hypervisor's timer, ticks per second (its INTR exits let a pause stop a guest
     /// that spins without exiting); 0 turns it off.
     #[arg(long, value_name = "HZ", default_value_t = 10)]
@@ -268,7 +289,8 @@ The hypervisor waits after its boot event. Then:
   s        step one event: the decision, then the injection, then the resume
   t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · Tab (or d r x) Detail, Registers, Code ·
+⏎ open a flow, Esc back to the list · w/W along a notification to another domain ·
+Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
 J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR.

@@ -73,6 +73,12 @@ fn list_json_names_every_lab_with_title_and_classes() {
             "{lab}"
         );
     }
+    // Every lab says whether it has a control domain and how its domains start.
+    assert!(
+        labs.iter()
+            .all(|lab| lab.get("dom0").is_some() && lab["start"].is_string()),
+        "dom0 and start in every lab"
+    );
     let text = run(&["list"]);
     assert_eq!(
         String::from_utf8_lossy(&text.stdout).lines().count(),
@@ -110,6 +116,21 @@ fn trace_json_is_json_lines_from_seq_0_and_the_status_is_the_guests() {
             .all(|line| line.starts_with(r#"{"v":1,"seq":"#))
     );
     assert!(matches!(events.last().map(|e| &e.body), Some(Body::End(_))));
+    // The lab's guest is d1, as Xen numbers an unprivileged domain, and the hypervisor
+    // switches to it once, to start it.
+    let created: Vec<Option<u16>> = events
+        .iter()
+        .filter(|event| matches!(event.body, Body::Domain(_)))
+        .map(|event| event.dom)
+        .collect();
+    assert_eq!(created[0], Some(1), "the first guest is domain 1");
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(&event.body, Body::Schedule(schedule)
+            if schedule.to == Some(1) && schedule.why == traplab_abi::event::ScheduleWhy::Start)),
+        "a schedule event starts d1"
+    );
     let recorded = traplab_tracer::recording::read(&record).expect("the recording reads");
     assert!(recorded.error.is_none());
     assert_eq!(
@@ -124,7 +145,11 @@ fn trace_text_shows_the_reflected_page_fault() {
     let output = run(&["trace", "page-fault"]);
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("exit     EXCP_PF at "), "{stdout}");
+    assert!(stdout.contains(" d1   exit     EXCP_PF at "), "{stdout}");
+    assert!(
+        stdout.contains(" hv   schedule idle → d1 (start)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("#PF (page fault), error code 0x2 (W/R), address 0x40000000"));
     assert!(stdout.contains("decide   reflect: "));
     assert!(stdout.contains(
@@ -160,6 +185,20 @@ fn unknown_labs_and_guests_are_usage_errors() {
     );
     let output = run(&["trace", "--guest", "no-such-guest"]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn gdb_for_a_domain_the_lab_does_not_have_is_a_usage_error() {
+    let output = run(&["gdb", "hello", "--domain", "3"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--domain 3: this run has no domain 3; its domains are 1 (hello)"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&["trace", "hello", "--domain", "1"]);
+    assert_eq!(output.status.code(), Some(2), "--domain needs --gdb");
 }
 
 #[test]

@@ -411,6 +411,29 @@ fn ctrl_c_stops_a_guest_that_spins_without_exits_and_kill_ends_it() {
     assert!(trace.contains("spin KILLED: killed from gdb"), "{trace}");
 }
 
+/// `--domain 2` debugs the lab's second guest: in the triple-fault lab, d1 dies first and
+/// then d2 (hello) starts, stopped for gdb at its first instruction.
+#[test]
+fn gdb_attaches_to_the_domain_asked_for() {
+    let lab = Lab::start_with(&["triple-fault", "--domain", "2", "--json"]);
+    assert!(
+        lab.elf.ends_with("hello"),
+        "{} is d2's program",
+        lab.elf.display()
+    );
+    let output = lab.gdb(&["break hello::main", "continue", "delete", "continue"]);
+    assert!(
+        output.contains("Breakpoint 1, "),
+        "d2 stops at gdb's breakpoint"
+    );
+    assert!(output.contains("exited normally"), "and runs to its end");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 137, "d1 was killed, as the lab wants");
+    let events = Lab::events(&trace);
+    let ending = traplab_labs::run::ending(&events, 2).expect("d2 ended");
+    assert_eq!(ending.status, Some(0), "{}", ending.describe());
+}
+
 /// gdb's breakpoints and steps must not change what the guest's own TF, #DB and int3 do: the
 /// #DB and #BP labs, stepped and broken into by gdb, still produce their expected flows.
 #[test]

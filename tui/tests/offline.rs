@@ -1,5 +1,7 @@
 //! `traplab stats`, `export` and `diff` on the recordings checked in under
-//! `tests/recordings/` (recorded from real runs with `traplab trace LAB --record FILE`).
+//! `tests/recordings/` (recorded from real runs with `traplab trace LAB --record FILE`, by
+//! the hypervisor before domains were numbered as Xen numbers them: their guests are d0 and
+//! d1, which old recordings keep).
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -85,6 +87,52 @@ fn stats_is_a_table_per_exit_reason() {
 }
 
 #[test]
+fn stats_has_a_table_per_domain_and_keeps_one_with_domain() {
+    let file = recording("reflect-vs-bounce.jsonl");
+    let output = traplab(&["stats", &file]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let titles: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with('d') && line.ends_with(':'))
+        .collect();
+    assert_eq!(
+        titles,
+        ["d0 (faults-reflect):", "d1 (faults-bounce):"],
+        "{stdout}"
+    );
+    let json = traplab(&["stats", &file, "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let domains = value["domains"].as_array().expect("domains");
+    let summed: u64 = domains
+        .iter()
+        .map(|domain| domain["exits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        summed,
+        value["exits"].as_u64().unwrap(),
+        "every exit in one domain"
+    );
+    assert_eq!(domains[1]["label"], "d1");
+    assert_eq!(domains[1]["name"], "faults-bounce");
+    let one = traplab(&["stats", &file, "--domain", "1"]);
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert!(
+        stdout.starts_with(&format!("Exits of {file}, d1 (faults-bounce)")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("d0 (faults-reflect):"), "{stdout}");
+    let none = traplab(&["stats", &file, "--domain", "5"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .contains("has no domain 5; its domains are 0 (faults-reflect), 1 (faults-bounce)"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+}
+
+#[test]
 fn stats_runs_a_lab_when_given_its_name() {
     let output = traplab(&["stats", "cpuid"]);
     assert_eq!(
@@ -167,7 +215,7 @@ fn export_perfetto_is_chrome_trace_event_json_with_a_track_per_domain() {
         .collect();
     assert_eq!(
         tracks,
-        ["hypervisor", "dom0 faults-reflect", "dom1 faults-bounce"]
+        ["hypervisor", "d0 faults-reflect", "d1 faults-bounce"]
     );
     let slice = |name: &str, tid: u64| {
         events

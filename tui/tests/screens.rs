@@ -1,6 +1,10 @@
 //! Every screen of the terminal UI, drawn into ratatui's `TestBackend` after real key
 //! events, compared with the snapshots in `tests/snapshots/` (insta). The recordings under
-//! `tests/recordings/` come from real runs (`traplab trace LAB --record FILE`).
+//! `tests/recordings/` come from real runs (`traplab trace LAB --record FILE`) of the
+//! hypervisor before domains were numbered as Xen numbers them: their guests are domains 0
+//! and 1 (`d0`, `d1`), which is how old recordings still read. Two domains side by side
+//! come from `traplab_tracer::sample`, a trace written by hand after the event order of
+//! `tracer/SCHEMA.md` (no recording of such a run is checked in yet).
 //!
 //! The guests' ELF files and the hypervisor's sources are left out (`Options`), so that the
 //! snapshots show only what the recordings hold; `the_code_pane_names_the_guest_symbol`
@@ -277,4 +281,80 @@ fn tiny_terminals_do_not_break_it() {
             assert_eq!(screen.lines().count(), height as usize);
         }
     }
+}
+
+/// The hand-made trace of two domains and an event channel.
+fn event_channel() -> App {
+    let mut trace = Trace::live("event-channel (sample)");
+    for event in traplab_tracer::sample::event_channel_ping() {
+        trace.push_event(&event);
+    }
+    App::new(trace, plain())
+}
+
+#[test]
+fn a_notification_and_its_upcall_in_their_own_lanes() {
+    let mut app = event_channel();
+    insta::assert_snapshot!("domains_flows", draw(&app, 80, 24));
+    // d1's send: exit, decide forward, notify d2 (in d2's lane), the switch to d2, what d2
+    // did meanwhile (one step), the switch back, the resume.
+    press(&mut app, "j<Enter>");
+    assert_eq!(app.trace.flows()[app.selected_flow().unwrap()].dom, 1);
+    insta::assert_snapshot!("domains_send_exit", draw(&app, 100, 30));
+    press(&mut app, "ll");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("◀ port 3 pending (woken)"), "{screen}");
+    assert!(
+        screen.contains("Its upcall is flow #1 in d2: w follows it."),
+        "{screen}"
+    );
+    press(&mut app, "lll");
+    assert!(matches!(
+        app.current_step(),
+        Some(traplab_tui::ui::story::Step::Away(_))
+    ));
+    insta::assert_snapshot!("domains_send_away", draw(&app, 100, 30));
+    // w: to the upcall d1's notification caused, in d2's blocked flow, at the injection.
+    press(&mut app, "w");
+    assert_eq!(app.selected_flow(), Some(0));
+    assert!(matches!(
+        app.current_event().map(|(_, event)| &event.body),
+        Some(traplab_abi::event::Body::Inject(_))
+    ));
+    insta::assert_snapshot!("domains_upcall", draw(&app, 100, 30));
+    // W: back to the notification.
+    press(&mut app, "W");
+    assert_eq!(app.selected_flow(), Some(1));
+    assert!(matches!(
+        app.current_event().map(|(_, event)| &event.body),
+        Some(traplab_abi::event::Body::Notify(_))
+    ));
+    // A flow without a link says so.
+    press(&mut app, "jjw");
+    assert!(draw(&app, 100, 30).contains("w: this flow woke no other domain"));
+}
+
+#[test]
+fn an_upcall_without_an_exit_opens_as_a_flow_of_its_own() {
+    let mut trace = Trace::live("upcall at start (sample)");
+    for event in traplab_tracer::sample::upcall_at_start() {
+        trace.push_event(&event);
+    }
+    let mut app = App::new(trace, plain());
+    press(&mut app, "j");
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("upcall"), "{screen}");
+    assert!(
+        screen.contains("The hypervisor switches its CPU from d1 to d2"),
+        "the preview tells the switch and the delivery:\n{screen}"
+    );
+    press(&mut app, "<Enter>");
+    insta::assert_snapshot!("domains_upcall_without_exit", draw(&app, 100, 30));
+    press(&mut app, "r");
+    assert!(
+        draw(&app, 100, 30)
+            .contains("no exit in this flow: it began when the hypervisor switched its domain in")
+    );
+    press(&mut app, "W");
+    assert_eq!(app.selected_flow(), Some(0), "back to d1's send");
 }

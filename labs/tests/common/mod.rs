@@ -6,7 +6,7 @@ use traplab_labs::machine_for;
 use traplab_tracer::qemu::{HvStatus, Machine};
 use traplab_tracer::session::Run;
 
-/// Run `guests` (domain 0, 1, …) to the end; the run itself must be sound: the hypervisor
+/// Run `guests` (d1, d2, …) to the end; the run itself must be sound: the hypervisor
 /// ends normally, the ring is readable, no event is missing, the first event is `boot`.
 pub fn run(guests: &[&str]) -> Run {
     run_machine(&machine_for(guests))

@@ -24,12 +24,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 use traplab_abi::event::{
     Action, Body, Boot, Change, Console, Decide, Emulate, Event, EventType, Exit, Inject,
-    InstructionBytes, Registers, Resume, Return, ReturnPath,
+    InstructionBytes, Registers, Resume, Return, ReturnPath, Schedule, ScheduleWhy,
 };
 use traplab_tracer::json;
 use traplab_tracer::store::Trace;
 
 /// What `traplab replay` loads before its first frame.
+/// The generated recording's one guest: d1, a lab's first domain.
+const GUEST: u16 = traplab_tracer::qemu::FIRST_GUEST;
 const FIRST_SLICE: std::time::Duration = std::time::Duration::from_millis(40);
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
@@ -215,13 +217,24 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
         }),
         0,
     )?;
+    // The one guest starts, as every run's does.
+    out.write(
+        None,
+        Body::Schedule(Schedule {
+            from: None,
+            to: Some(GUEST),
+            why: ScheduleWhy::Start,
+            port: None,
+        }),
+        1_000,
+    )?;
     let mut round = 0u64;
     while (out.seq as usize) < count {
         round += 1;
         if round.is_multiple_of(64) {
             // A reflected page fault, its handler's line, and its IRET.
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Exit(exit(
                     0x4e,
                     "EXCP_PF",
@@ -232,9 +245,9 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
                 )),
                 40_000,
             )?;
-            out.write(Some(0), Body::Decide(Decide { action: Action::Reflect, why: "the guest owns its exceptions (#PF page fault): reflect #PF into the guest's IDT, vector 14, handler 0x200240".into(), at: "hv/src/exit/exception.rs:92".into() }), 3_000)?;
+            out.write(Some(GUEST), Body::Decide(Decide { action: Action::Reflect, why: "the guest owns its exceptions (#PF page fault): reflect #PF into the guest's IDT, vector 14, handler 0x200240".into(), at: "hv/src/exit/exception.rs:92".into() }), 3_000)?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Inject(Inject {
                     vector: 14,
                     name: "#PF".into(),
@@ -247,7 +260,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
                 2_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Resume(Resume {
                     rip: 0x200240,
                     rflags: 6,
@@ -257,19 +270,19 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
                 2_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Console(Console {
                     text: "#PF at 0x40000000, error code 0x2: mapping a free frame there".into(),
                 }),
                 9_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Exit(exit(0x74, "IRET", 0, 0, 0x20015d, &[0x48, 0xcf])),
                 9_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Decide(Decide {
                     action: Action::Emulate,
                     why: "the guest's #PF handler returns with IRET to 0x2000b6".into(),
@@ -278,7 +291,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
                 2_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Return(Return {
                     via: ReturnPath::Iret,
                     vector: Some(14),
@@ -291,7 +304,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
                 2_000,
             )?;
             out.write(
-                Some(0),
+                Some(GUEST),
                 Body::Resume(Resume {
                     rip: 0x2000b6,
                     rflags: 6,
@@ -304,12 +317,12 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
         }
         // One byte to the console UART.
         out.write(
-            Some(0),
+            Some(GUEST),
             Body::Exit(exit(0x7b, "IOIO", 0x03f8_0210, 0x200bf5, 0x200bf4, &[0xee])),
             20_000,
         )?;
         out.write(
-            Some(0),
+            Some(GUEST),
             Body::Decide(Decide {
                 action: Action::Emulate,
                 why: "OUT to port 0x3f8 (console UART): the hypervisor emulates every port".into(),
@@ -318,7 +331,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
             3_000,
         )?;
         out.write(
-            Some(0),
+            Some(GUEST),
             Body::Emulate(Emulate {
                 what: "OUT 'A' to the console UART".into(),
                 changes: vec![Change {
@@ -330,7 +343,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
             2_000,
         )?;
         out.write(
-            Some(0),
+            Some(GUEST),
             Body::Resume(Resume {
                 rip: 0x200bf5,
                 rflags: 6,

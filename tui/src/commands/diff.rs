@@ -1,16 +1,19 @@
 //! `traplab diff A B`: two recordings side by side, aligned flow by flow.
 //!
 //! ```text
-//!   seq class  action   rip          ║     seq class  action   rip
-//!   231 #DE    reflect  0x200889     ≠     905 #DE    bounce   0x200889
+//!   seq dom class  action   rip        ║     seq dom class  action   rip
+//!   231 d1  #DE    reflect  0x200889   ≠     905 d2  #DE    bounce   0x200889
 //! ```
 //! `=` same class handled the same way, `≠` same class handled differently, `<` only on
-//! the left, `>` only on the right. Runs of equal flows are folded unless `--all`.
+//! the left, `>` only on the right. Runs of equal flows are folded unless `--all`. A flow
+//! whose notification woke another domain's upcall shows `→d2` after its action; the flow
+//! with that upcall shows `←d1`.
 
 use super::load;
 use crate::cli::DiffArgs;
 use std::fmt::Write;
 use std::process::ExitCode;
+use traplab_abi::event::domain_label;
 use traplab_tracer::diff::{self, Row, Side};
 use traplab_tracer::store::Trace;
 use traplab_tracer::symbols::Symbols;
@@ -57,11 +60,13 @@ fn cell(side: &Side, symbols: &[(u16, Symbols)], flow_number: usize) -> String {
         .and_then(|(_, symbols)| symbols.describe(flow.rip))
         .map(|name| format!(" {}", short(&name)))
         .unwrap_or_default();
+    // The action, and the flow's links across domains (→d2: it woke d2's upcall).
+    let action = format!("{}{}", flow.action_text(), diff::links(side.trace, flow));
     let text = format!(
-        "{seq:>6} d{} {:<6} {:<13} {:#x}{symbol}",
-        flow.dom,
+        "{seq:>6} {:<3} {:<6} {:<13} {:#x}{symbol}",
+        domain_label(flow.dom),
         flow.class(),
-        flow.action_text(),
+        action,
         flow.rip
     );
     fit(&text, WIDTH)
@@ -87,7 +92,10 @@ fn fit(text: &str, width: usize) -> String {
 }
 
 fn side_title(side: &Side) -> String {
-    let dom = side.dom.map(|dom| format!(" dom{dom}")).unwrap_or_default();
+    let dom = side
+        .dom
+        .map(|dom| format!(" {}", domain_label(dom)))
+        .unwrap_or_default();
     fit(
         &format!("{}{dom}: {} flows", side.trace.name, side.flows().len()),
         WIDTH,
@@ -119,14 +127,14 @@ pub fn render(left: &Side, right: &Side, rows: &[Row], all: bool) -> String {
         "{}",
         fit(
             &format!(
-                "{:>6} {:<2} {:<6} {:<13} rip",
-                "seq", "d", "class", "action"
+                "{:>6} {:<3} {:<6} {:<13} rip",
+                "seq", "dom", "class", "action"
             ),
             WIDTH
         ) + " │ "
             + &format!(
-                "{:>6} {:<2} {:<6} {:<13} rip",
-                "seq", "d", "class", "action"
+                "{:>6} {:<3} {:<6} {:<13} rip",
+                "seq", "dom", "class", "action"
             )
     );
     let mut index = 0;
@@ -197,8 +205,8 @@ fn seq_of(trace: &Trace, flow: usize) -> u64 {
 fn why(trace: &Trace, flow: usize) -> String {
     let flow = &trace.flows()[flow];
     let mut whys = Vec::new();
-    for index in flow.first as usize..=flow.last() as usize {
-        if let Ok(event) = trace.event(index)
+    for index in flow.events() {
+        if let Ok(event) = trace.event(index as usize)
             && let traplab_abi::event::Body::Decide(decide) = &event.body
         {
             whys.push(format!("{}: {}", decide.action.name(), decide.why));

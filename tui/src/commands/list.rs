@@ -1,4 +1,5 @@
-//! `traplab list`: the labs, one line each, or as JSON.
+//! `traplab list`: the labs, one line each, or as JSON (with each lab's guests, d1 first,
+//! its control domain, and when its domains start).
 
 use crate::cli::ListArgs;
 use std::io::Write;
@@ -18,6 +19,8 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
                     "part": lab.part,
                     "classes": lab.classes,
                     "guests": lab.guests,
+                    "dom0": lab.dom0,
+                    "start": lab.start,
                 })
             })
             .collect();

@@ -15,7 +15,8 @@ pub mod status;
 pub mod trace;
 
 /// The machine for a lab (by id) or a lone guest program, with extra hypervisor settings:
-/// what `trace`, `gdb` and `run` start. Errors name what is wrong in a user's words.
+/// what `trace`, `gdb` and `run` start — its control domain and when its domains start
+/// come from the lab (`Lab::machine`). Errors name what is wrong in a user's words.
 pub fn machine(
     lab: &Option<String>,
     guest: &Option<String>,
@@ -56,4 +57,63 @@ pub fn machine(
         }
     }
     Ok((name, machine))
+}
+
+/// Serve gdb on `port` for domain `domain` of `machine` (the first guest, d1, when `None`).
+/// An error names the domains there are.
+pub fn attach_gdb(
+    machine: &mut traplab_tracer::qemu::Machine,
+    port: Option<u16>,
+    domain: Option<u16>,
+) -> Result<(), String> {
+    let Some(port) = port else {
+        return Ok(());
+    };
+    let dom = domain.unwrap_or(traplab_tracer::qemu::FIRST_GUEST);
+    if machine.domain(dom).is_none() {
+        let there: Vec<String> = machine
+            .domains()
+            .iter()
+            .map(|(id, guest)| format!("{id} ({})", guest.name))
+            .collect();
+        return Err(format!(
+            "--domain {dom}: this run has no domain {dom}; its domains are {}",
+            there.join(", ")
+        ));
+    }
+    machine.gdb_port = Some(port);
+    machine.gdb_domain = dom;
+    Ok(())
+}
+
+/// The gdb command line that attaches to the debugged domain of `machine`.
+pub fn gdb_command(machine: &traplab_tracer::qemu::Machine, port: u16) -> String {
+    let elf = machine
+        .domain(machine.gdb_domain)
+        .map_or("ELF".to_string(), |guest| guest.elf.display().to_string());
+    format!("gdb -q {elf} -ex 'target remote 127.0.0.1:{port}'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gdb_attaches_to_a_domain_the_machine_has() {
+        let (_, mut machine) = machine(&None, &Some("hello".into()), &[]).unwrap_or_else(|_| {
+            // Without the built guests, a machine made by hand says the same.
+            ("hello".into(), traplab_labs::machine_for(&["hello"]))
+        });
+        attach_gdb(&mut machine, Some(2159), None).expect("d1 is there");
+        assert_eq!((machine.gdb_port, machine.gdb_domain), (Some(2159), 1));
+        assert!(gdb_command(&machine, 2159).ends_with("hello -ex 'target remote 127.0.0.1:2159'"));
+        let error = attach_gdb(&mut machine, Some(2159), Some(0)).unwrap_err();
+        assert_eq!(
+            error,
+            "--domain 0: this run has no domain 0; its domains are 1 (hello)"
+        );
+        let mut quiet = traplab_labs::machine_for(&["hello"]);
+        attach_gdb(&mut quiet, None, None).expect("no gdb, nothing to check");
+        assert_eq!(quiet.gdb_port, None);
+    }
 }

@@ -25,7 +25,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
     });
     // The hypervisor's timer lets a pause stop a guest that spins without exiting.
     machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);
-    machine.gdb_port = args.gdb;
+    super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     setup::ensure_qemu(args.yes)?;
     let recorder = match &args.record {
         Some(path) => Some(
@@ -43,15 +43,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     // With gdb, the screen's title says where to attach; gdb, not the UI, resumes a guest
     // that gdb holds stopped (hv/README.md, "gdb and the guest").
-    let title = match (args.gdb, machine.guests.first()) {
-        (Some(port), Some(guest)) => {
-            eprintln!(
-                "traplab: gdb -q {} -ex 'target remote 127.0.0.1:{port}'",
-                guest.elf.display()
-            );
-            format!("{name} (live) · gdb: target remote 127.0.0.1:{port}")
+    let title = match machine.gdb_port {
+        Some(port) => {
+            eprintln!("traplab: {}", super::gdb_command(&machine, port));
+            format!(
+                "{name} (live) · gdb {}: target remote 127.0.0.1:{port}",
+                traplab_abi::event::domain_label(machine.gdb_domain)
+            )
         }
-        _ => format!("{name} (live)"),
+        None => format!("{name} (live)"),
     };
     let app = App::live(&title, Options::from_environment());
     let interrupted = ui::terminal::live(app, session, stop, recorder)

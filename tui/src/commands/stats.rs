@@ -1,48 +1,107 @@
 //! `traplab stats FILE|<lab>`: the exits per reason and the hypervisor's time for them, as
-//! `perf kvm stat report` shows them.
+//! `perf kvm stat report` shows them: for all domains, then one table per domain when
+//! there are several (`--domain N` keeps one).
 
 use super::load;
 use crate::cli::StatsArgs;
 use std::process::ExitCode;
-use traplab_tracer::stats;
+use traplab_abi::event::domain_label;
+use traplab_tracer::stats::{self, Stats};
+use traplab_tracer::store::Trace;
 
 pub fn run(args: &StatsArgs) -> Result<ExitCode, String> {
     let (trace, code) = load::file_or_lab(&args.what, args.yes)?;
-    let flows: Vec<_> = match args.dom {
-        Some(dom) => trace
-            .flows()
+    let flows = trace.flows();
+    if let Some(dom) = args.domain
+        && !flows.iter().any(|flow| flow.dom == dom)
+        && trace.domain_name(dom).is_none()
+    {
+        let there: Vec<String> = trace
+            .domains()
             .iter()
-            .filter(|flow| flow.dom == dom)
-            .cloned()
-            .collect(),
-        None => trace.flows().to_vec(),
+            .map(|(dom, name)| format!("{dom} ({name})"))
+            .collect();
+        return Err(format!(
+            "--domain {dom}: {} has no domain {dom}; its domains are {}",
+            trace.name,
+            if there.is_empty() {
+                "none".to_string()
+            } else {
+                there.join(", ")
+            }
+        ));
+    }
+    let stats = match args.domain {
+        Some(dom) => stats::per_domain(flows, trace.tsc_hz())
+            .into_iter()
+            .find(|(found, _)| *found == dom)
+            .map_or_else(|| stats::compute(&[], trace.tsc_hz()), |(_, stats)| stats),
+        None => stats::compute(flows, trace.tsc_hz()),
     };
-    let stats = stats::compute(&flows, trace.tsc_hz());
+    // One table per domain, when the trace has more than one and none was asked for.
+    let domains = match args.domain {
+        Some(_) => Vec::new(),
+        None => stats::per_domain(flows, trace.tsc_hz()),
+    };
+    let domains = if domains.len() > 1 {
+        domains
+    } else {
+        Vec::new()
+    };
     if args.json {
-        let rows: Vec<serde_json::Value> = stats
-            .rows
+        let per_domain: Vec<serde_json::Value> = domains
             .iter()
-            .map(|row| {
+            .map(|(dom, stats)| {
                 serde_json::json!({
-                    "reason": row.reason, "class": row.class, "count": row.count, "share": row.share,
-                    "time_share": row.time_share, "min_cycles": row.min, "avg_cycles": row.avg,
-                    "p50_cycles": row.p50, "p95_cycles": row.p95, "max_cycles": row.max,
+                    "dom": dom, "label": domain_label(*dom), "name": trace.domain_name(*dom),
+                    "exits": stats.exits, "without_exit": stats.without_exit, "reasons": reasons(stats),
                 })
             })
             .collect();
         println!(
             "{}",
-            serde_json::json!({"trace": trace.name, "exits": stats.exits, "tsc_hz": stats.tsc_hz, "reasons": rows})
+            serde_json::json!({
+                "trace": trace.name, "domain": args.domain, "exits": stats.exits,
+                "without_exit": stats.without_exit, "tsc_hz": stats.tsc_hz,
+                "reasons": reasons(&stats), "domains": per_domain,
+            })
         );
     } else {
         println!(
             "Exits of {}{}, hypervisor time per exit (exit to resume):\n",
             trace.name,
-            args.dom
-                .map(|dom| format!(", domain {dom}"))
+            args.domain
+                .map(|dom| format!(", {}", domain_title(&trace, dom)))
                 .unwrap_or_default()
         );
         print!("{}", stats.render());
+        for (dom, stats) in &domains {
+            println!("\n{}:\n", domain_title(&trace, *dom));
+            print!("{}", stats.render());
+        }
     }
     Ok(ExitCode::from(code))
+}
+
+/// `d1 (page-fault)`.
+fn domain_title(trace: &Trace, dom: u16) -> String {
+    match trace.domain_name(dom) {
+        Some(name) => format!("{} ({name})", domain_label(dom)),
+        None => domain_label(dom),
+    }
+}
+
+/// The rows as JSON, times in cycles.
+fn reasons(stats: &Stats) -> Vec<serde_json::Value> {
+    stats
+        .rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "reason": row.reason, "class": row.class, "count": row.count, "share": row.share,
+                "time_share": row.time_share, "min_cycles": row.min, "avg_cycles": row.avg,
+                "p50_cycles": row.p50, "p95_cycles": row.p95, "max_cycles": row.max,
+            })
+        })
+        .collect()
 }

@@ -26,7 +26,7 @@ const LOG_TAIL: usize = 20;
 pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
     let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
     machine.extra_args = args.qemu_args.clone();
-    machine.gdb_port = args.gdb;
+    super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -54,13 +54,17 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         read_interval: None,
     };
     let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
-    if let (Some(port), Some(guest)) = (args.gdb, machine.guests.first()) {
+    if let Some(port) = machine.gdb_port {
         // On stderr: stdout stays the trace (and valid JSON Lines with --json).
-        eprintln!("traplab: the guest waits for gdb on 127.0.0.1:{port}; attach with");
+        let dom = machine.gdb_domain;
+        let name = machine
+            .domain(dom)
+            .map_or(String::new(), |guest| format!(" ({})", guest.name));
         eprintln!(
-            "  gdb -q {} -ex 'target remote 127.0.0.1:{port}'",
-            guest.elf.display()
+            "traplab: {}{name} waits for gdb on 127.0.0.1:{port}; attach with",
+            traplab_abi::event::domain_label(dom)
         );
+        eprintln!("  {}", super::gdb_command(&machine, port));
     }
 
     let mut out = std::io::stdout().lock();
@@ -211,6 +215,7 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             settings: Vec::new(),
             qemu_args: Vec::new(),
             gdb: Some(args.port),
+            domain: args.domain,
             timeout: None,
         }
     }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   Flows ──Enter──► Flow (swimlanes, meaning, detail | registers | code) ──Esc──► Flows
+//!     │                └── w / W: along a notification to the upcall it caused, and back
 //!     └──────────── 3 / S ──► Stats ──Enter: filter the flows by that class──┘
 //! ```
 
@@ -16,6 +17,7 @@ use std::rc::Rc;
 use traplab_abi::control::{Break, Command};
 use traplab_abi::event::Action;
 use traplab_tracer::code::GuestImage;
+use traplab_tracer::flows::Kind;
 use traplab_tracer::session::{Control, Finish, Item};
 use traplab_tracer::stats::{self, Stats};
 use traplab_tracer::store::{Loader, Trace};
@@ -343,10 +345,11 @@ impl App {
             .map_or(0, |entry| entry.seq);
         let symbol = self.symbol(found.dom, found.rip).unwrap_or_default();
         format!(
-            "{seq} dom{} {} {} {} {:#x} {symbol}",
-            found.dom,
+            "{seq} {} {} {}{} {} {:#x} {symbol}",
+            traplab_abi::event::domain_label(found.dom),
             found.class(),
             found.action_text(),
+            traplab_tracer::diff::links(&self.trace, found),
             found.reason(),
             found.rip
         )
@@ -375,9 +378,78 @@ impl App {
         self.message = Some(format!("no flow matches “{query}”"));
     }
 
-    /// The classes and actions present, most frequent first: what `f` and `a` cycle through.
+    /// The classes and actions present, most frequent first: what `f` and `a` cycle through
+    /// (the exits' classes, then those of flows without an exit: `upcall`, …).
     fn classes(&self) -> Vec<&'static str> {
-        self.stats.rows.iter().map(|row| row.class).collect()
+        let mut classes: Vec<&'static str> = self.stats.rows.iter().map(|row| row.class).collect();
+        if self.stats.without_exit > 0 {
+            for flow in self.trace.flows().iter().filter(|flow| !flow.has_exit()) {
+                if !classes.contains(&flow.class()) {
+                    classes.push(flow.class());
+                }
+            }
+        }
+        classes
+    }
+
+    /// Follow a link across domains from the selected story: `forward` from a notification
+    /// to the upcall it caused (`w`), else back from an upcall to its notification (`W`).
+    /// The screen shows the linked flow at the step that makes the link.
+    fn follow_wake(&mut self, forward: bool) {
+        let flows = self.trace.flows();
+        let linked = self.story.flows.iter().find_map(|&number| {
+            let flow = flows.get(number)?;
+            let target = if forward { flow.woke } else { flow.woken_by };
+            flows.get(target as usize).map(|_| target as usize)
+        });
+        let Some(target) = linked else {
+            self.message = Some(
+                if forward {
+                    "w: this flow woke no other domain (no notification with an upcall)"
+                } else {
+                    "W: no other domain's notification caused this flow's upcall"
+                }
+                .into(),
+            );
+            return;
+        };
+        // The step that makes the link: the upcall's delivery, or the notification.
+        let wanted = |kind: Kind| match kind {
+            Kind::Inject | Kind::Bounce => forward,
+            Kind::Notify => !forward,
+            _ => false,
+        };
+        let step_event = flows[target]
+            .events()
+            .find(|&index| {
+                self.trace
+                    .index_of(index as usize)
+                    .is_some_and(|entry| wanted(entry.kind))
+            })
+            .map(|index| index as usize);
+        self.show_flow(target);
+        if let Some(step) = step_event.and_then(|index| self.story.step_of(index)) {
+            self.step = step;
+        }
+        self.screen = Screen::Flow;
+    }
+
+    /// Select flow number `flow`, dropping the filters when they hide it.
+    fn show_flow(&mut self, flow: usize) {
+        let position = match self
+            .visible
+            .iter()
+            .position(|&visible| visible as usize == flow)
+        {
+            Some(position) => position,
+            None => {
+                self.class_filter = None;
+                self.action_filter = None;
+                self.visible = (0..self.trace.flows().len() as u32).collect();
+                flow
+            }
+        };
+        self.select(position);
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -508,6 +580,8 @@ impl App {
             {
                 self.screen = Screen::Flow
             }
+            KeyCode::Char('w') => self.follow_wake(true),
+            KeyCode::Char('W') => self.follow_wake(false),
             _ => {}
         }
     }
@@ -524,6 +598,8 @@ impl App {
             }
             KeyCode::Char('J') => self.pane_scroll = self.pane_scroll.saturating_add(1),
             KeyCode::Char('K') => self.pane_scroll = self.pane_scroll.saturating_sub(1),
+            KeyCode::Char('w') => self.follow_wake(true),
+            KeyCode::Char('W') => self.follow_wake(false),
             KeyCode::Char('d') => self.pane = Pane::Detail,
             KeyCode::Char('r') => self.pane = Pane::Registers,
             KeyCode::Char('x') => self.pane = Pane::Code,

@@ -1,16 +1,20 @@
 //! The story of one trap, step by step: the flow's events, and, when the flow delivered an
 //! event to a guest handler, the handler's run (folded into one step) and the flow that
-//! returns from it.
+//! returns from it. When the flow's domain was switched out in the middle of it, what the
+//! other domains did meanwhile is folded into one step too.
 //!
 //! ```text
 //!  exit ─► decide ─► inject ─► resume ─► [the handler runs] ─► exit IRET ─► decide ─► return ─► resume
 //!  └──────────── the delivering flow ──┘                        └──────── the returning flow ────────┘
+//!
+//!  exit ─► decide ─► notify ─► schedule away ─► [d2 runs meanwhile] ─► schedule back ─► resume
+//!  └───────────────────────────── one flow, in two parts ───────────────────────────────────┘
 //! ```
 //!
 //! Opening either flow tells the same story; the cursor starts at the flow that was opened.
 
 use traplab_abi::event::{Body, Event};
-use traplab_tracer::flows::{Kind, NO_FLOW};
+use traplab_tracer::flows::{Kind, NO_EVENT, NO_FLOW};
 use traplab_tracer::recording::LineError;
 use traplab_tracer::store::Trace;
 
@@ -29,6 +33,21 @@ pub enum Step {
     },
     /// The guest's handler runs, between the delivering flow and the returning one.
     Handler(Handler),
+    /// The flow's domain is switched out; other domains run.
+    Away(Away),
+}
+
+/// What the other domains did while a flow's domain was switched out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Away {
+    /// The domain that waits.
+    pub dom: u16,
+    /// How many events came meanwhile.
+    pub events: usize,
+    /// The domains that ran, each with how many traps (flows) it had, in domain order.
+    pub ran: Vec<(u16, usize)>,
+    /// The first console lines they printed: (domain, text).
+    pub console: Vec<(u16, String)>,
 }
 
 /// What the guest's handler did between the delivery and the return.
@@ -90,7 +109,7 @@ impl Story {
             Step::Event { index, event } => {
                 event.as_ref().as_ref().ok().map(|event| (*index, event))
             }
-            Step::Handler(_) => None,
+            Step::Handler(_) | Step::Away(_) => None,
         }
     }
 
@@ -119,7 +138,13 @@ fn push_flow(trace: &Trace, flow: usize, story: &mut Story) {
         return;
     };
     story.flows.push(flow);
-    for index in found.first as usize..=found.last() as usize {
+    for index in found.events() {
+        if found.back != NO_EVENT && index == found.back {
+            story
+                .steps
+                .push(Step::Away(away(trace, found.dom, found.away, found.back)));
+        }
+        let index = index as usize;
         story.steps.push(Step::Event {
             index,
             event: Box::new(trace.event(index)),
@@ -127,11 +152,53 @@ fn push_flow(trace: &Trace, flow: usize, story: &mut Story) {
     }
 }
 
+/// What happened between the `schedule` that switched `dom` out (event `out`) and the one
+/// that switched it back in (`back`).
+fn away(trace: &Trace, dom: u16, out: u32, back: u32) -> Away {
+    let (first, last) = (out as usize + 1, back as usize);
+    let flows = trace.flows();
+    let mut ran: Vec<(u16, usize)> = Vec::new();
+    let begin = flows.partition_point(|flow| (flow.first as usize) < first);
+    let end = flows.partition_point(|flow| (flow.first as usize) < last);
+    for flow in &flows[begin..end] {
+        match ran.iter_mut().find(|(other, _)| *other == flow.dom) {
+            Some((_, count)) => *count += 1,
+            None => ran.push((flow.dom, 1)),
+        }
+    }
+    ran.sort_unstable();
+    let mut console = Vec::new();
+    for index in first..last.min(first + HANDLER_SCAN_LIMIT) {
+        if console.len() >= HANDLER_QUOTES {
+            break;
+        }
+        let Some(entry) = trace.index_of(index) else {
+            break;
+        };
+        if entry.kind == Kind::Console
+            && let Ok(Event {
+                body: Body::Console(line),
+                dom: Some(other),
+                ..
+            }) = trace.event(index)
+        {
+            console.push((other, line.text.to_string()));
+        }
+    }
+    Away {
+        dom,
+        events: last.saturating_sub(first),
+        ran,
+        console,
+    }
+}
+
 fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
     let flows = trace.flows();
     let (from, to) = (&flows[delivering], &flows[returning]);
-    let name = (from.first as usize..=from.last() as usize)
-        .filter_map(|index| trace.event(index).ok())
+    let name = from
+        .events()
+        .filter_map(|index| trace.event(index as usize).ok())
         .find_map(|event| match event.body {
             Body::Inject(inject) => Some(inject.name.to_string()),
             Body::Bounce(bounce) => Some(bounce.name.to_string()),
@@ -179,6 +246,47 @@ fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
         traps: inner.iter().filter(|flow| flow.dom == from.dom).count(),
         classes,
         console,
+    }
+}
+
+impl Away {
+    /// The step's meaning, in one sentence.
+    pub fn sentence(&self) -> String {
+        let me = traplab_abi::event::domain_label(self.dom);
+        let ran: Vec<String> = self
+            .ran
+            .iter()
+            .map(|(dom, traps)| {
+                format!(
+                    "{} ({traps} trap{})",
+                    traplab_abi::event::domain_label(*dom),
+                    if *traps == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        let ran = if ran.is_empty() {
+            "no domain traps (the CPU may idle)".to_string()
+        } else {
+            format!(
+                "{} run{}",
+                ran.join(" and "),
+                if ran.len() == 1 { "s" } else { "" }
+            )
+        };
+        let printed = if self.console.is_empty() {
+            String::new()
+        } else {
+            let lines: Vec<String> = self
+                .console
+                .iter()
+                .map(|(dom, text)| format!("{}: “{text}”", traplab_abi::event::domain_label(*dom)))
+                .collect();
+            format!(", printing {}", lines.join(" / "))
+        };
+        format!(
+            "{me} is switched out and waits; meanwhile {ran}{printed} ({} events). Its trap goes on when the hypervisor switches back to it.",
+            self.events
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //!  ┌ title: recording · flows · filters · live state ─────────────────────── ? help ┐
 //!  │ Flows: one row per trap                                                         │
-//!  │ Flow:  swimlanes (guest │ hypervisor │ other domains), the step's meaning,       │
+//!  │ Flow:  swimlanes (guest │ hypervisor │ one per other domain), the step's meaning, │
 //!  │        and Detail | Registers | Code                                            │
 //!  │ Stats: per exit reason                                                          │
 //!  └ status: a prompt, a message, or the keys ────────────────────────────────────────┘
@@ -21,7 +21,8 @@ use traplab_abi::event::{Body, Event};
 use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
 use traplab_tracer::explain::{self, Context};
-use traplab_tracer::flows::{Flow, FlowEnd};
+use traplab_tracer::flows::FlowEnd;
+use traplab_tracer::store::NO_DOM;
 
 /// Styles, with and without colour (`NO_COLOR`: only bold, reverse, underline and dim).
 #[derive(Clone, Copy)]
@@ -199,6 +200,14 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 ("3", "stats"),
                 ("q", "quit"),
             ],
+            (Screen::Flow, false) if !wake_links(app).is_empty() => &[
+                ("h/l", "step"),
+                ("j/k", "flow"),
+                ("w/W", "wake link"),
+                ("Tab", "detail/regs/code"),
+                ("Esc", "list"),
+                ("q", "quit"),
+            ],
             (Screen::Flow, false) => &[
                 ("h/l", "step"),
                 ("j/k", "flow"),
@@ -240,14 +249,22 @@ fn flow_row(app: &App, flow_number: usize, width: usize) -> String {
         .index_of(flow.first as usize)
         .map_or(0, |entry| entry.seq);
     let symbol = app.symbol(flow.dom, flow.rip).unwrap_or_default();
-    let action = match flow.end {
-        FlowEnd::Killed => format!("{} ✝", flow.action_text()),
-        _ => flow.action_text(),
-    };
+    // The action, a cross for a killed domain, and the links across domains (→d2: this
+    // flow's notification woke d2's upcall).
+    let action = format!(
+        "{}{}{}",
+        flow.action_text(),
+        if flow.end == FlowEnd::Killed {
+            " ✝"
+        } else {
+            ""
+        },
+        traplab_tracer::diff::links(&app.trace, flow)
+    );
     let text = format!(
-        "{seq:>7} {:>10} d{:<3} {:<7} {:<11} {:>10} {}",
+        "{seq:>7} {:>10} {:<4} {:<7} {:<11} {:>10} {}",
         time(app, flow.tsc),
-        flow.dom,
+        traplab_abi::event::domain_label(flow.dom),
         flow.class(),
         fit(&action, 11),
         format!("{:#x}", flow.rip),
@@ -311,10 +328,21 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     // The selected flow in words.
     let mut lines = Vec::new();
     if let Some(flow_number) = app.selected_flow() {
+        // A trap in two sentences: its exit and its decision; a flow without an exit (an
+        // upcall when its domain was switched in): the switch and the delivery.
+        let has_exit = app
+            .trace
+            .flows()
+            .get(flow_number)
+            .is_some_and(|flow| flow.has_exit());
         for step in &app.story.steps {
             if let Step::Event { event, .. } = step
                 && let Ok(event) = event.as_ref()
-                && matches!(event.body, Body::Exit(_) | Body::Decide(_))
+                && match event.body {
+                    Body::Exit(_) | Body::Decide(_) => has_exit,
+                    Body::Schedule(_) | Body::Inject(_) | Body::Bounce(_) => !has_exit,
+                    _ => false,
+                }
             {
                 lines.push(Line::raw(sentence(app, event)));
             }
@@ -358,7 +386,7 @@ fn sentence(app: &App, event: &Event) -> String {
                 }
                 _ => None,
             },
-            Step::Handler(_) => None,
+            Step::Handler(_) | Step::Away(_) => None,
         }),
         _ => None,
     }
@@ -373,8 +401,70 @@ fn sentence(app: &App, event: &Event) -> String {
     )
 }
 
-/// What one step shows in each lane: (guest, hypervisor, other domains).
-fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
+/// How many other domains get a lane of their own; the events of any further domain share
+/// the last one, named by their domain.
+const OTHER_LANES: usize = 3;
+
+/// The lanes of the Flow screen: the flow's own domain, the hypervisor, then each other
+/// domain of the trace.
+struct Lanes {
+    own: u16,
+    others: Vec<u16>,
+}
+
+impl Lanes {
+    fn of(app: &App, own: u16) -> Lanes {
+        let mut others: Vec<u16> = app
+            .trace
+            .domains()
+            .iter()
+            .map(|(dom, _)| *dom)
+            .filter(|dom| *dom != own)
+            .collect();
+        // A domain the story names but the trace never created (a cut recording).
+        for step in &app.story.steps {
+            if let Step::Event { event, .. } = step
+                && let Ok(event) = event.as_ref()
+                && let Some(dom) = event.dom
+                && dom != own
+                && !others.contains(&dom)
+            {
+                others.push(dom);
+            }
+        }
+        others.sort_unstable();
+        Lanes { own, others }
+    }
+
+    /// How many lanes: own, hypervisor, the others.
+    fn count(&self) -> usize {
+        2 + self.others.len().min(OTHER_LANES)
+    }
+
+    /// Put `text` in the lane of domain `dom` (an empty text leaves the lane as it is).
+    fn put(&self, texts: &mut [String], dom: u16, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let (lane, text) = if dom == self.own {
+            (0, text)
+        } else {
+            match self.others.iter().position(|other| *other == dom) {
+                Some(position) if position < OTHER_LANES => (2 + position, text),
+                // A domain beyond the lanes (or a trace of one domain): say whose it is.
+                _ => (
+                    texts.len() - 1,
+                    format!("{}: {text}", traplab_abi::event::domain_label(dom)),
+                ),
+            }
+        };
+        texts[lane] = text;
+    }
+}
+
+/// What one step shows in each lane: the flow's domain, the hypervisor, the other domains.
+fn lanes(app: &App, step: &Step, lanes: &Lanes) -> Vec<String> {
+    let mut texts = vec![String::new(); lanes.count()];
     let event = match step {
         Step::Event { event, .. } => event,
         Step::Handler(handler) => {
@@ -383,23 +473,36 @@ fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
             } else {
                 format!(", {} traps", handler.traps)
             };
-            return (
+            texts[1] = "┆".into();
+            lanes.put(
+                &mut texts,
+                handler.dom,
                 format!("┆ {} handler runs{traps}", handler.name),
-                "┆".into(),
-                String::new(),
             );
+            return texts;
+        }
+        Step::Away(away) => {
+            texts[1] = "┆ runs the others".into();
+            lanes.put(&mut texts, away.dom, "┆ switched out: waits".into());
+            for (dom, traps) in &away.ran {
+                lanes.put(
+                    &mut texts,
+                    *dom,
+                    format!("┆ runs: {traps} trap{}", if *traps == 1 { "" } else { "s" }),
+                );
+            }
+            return texts;
         }
     };
     let event = match event.as_ref() {
         Ok(event) => event,
         Err(error) => {
-            return (
-                String::new(),
-                format!("unreadable: {}", error.error),
-                String::new(),
-            );
+            texts[1] = format!("unreadable: {}", error.error);
+            return texts;
         }
     };
+    let label = traplab_abi::event::domain_label;
+    let dom = event.dom.unwrap_or(NO_DOM);
     let (guest, hv) = match &event.body {
         Body::Exit(exit) => (
             format!("{:#x} traps ──▶", exit.rip),
@@ -424,7 +527,7 @@ fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
         ),
         Body::Resume(resume) => {
             let symbol = app
-                .symbol(event.dom.unwrap_or(u16::MAX), resume.rip)
+                .symbol(dom, resume.rip)
                 .map(|name| format!(" {name}"))
                 .unwrap_or_default();
             (
@@ -433,25 +536,94 @@ fn lanes(app: &App, step: &Step, guest_dom: u16) -> (String, String, String) {
             )
         }
         Body::Console(console) => (format!("prints “{}”", console.text), String::new()),
+        Body::Notify(notify) => {
+            // The notified domain's lane shows what the notification did there.
+            let state = if notify.woke {
+                " (woken)"
+            } else if notify.masked {
+                " (masked)"
+            } else {
+                ""
+            };
+            lanes.put(
+                &mut texts,
+                notify.to,
+                format!("◀ port {} pending{state}", notify.port),
+            );
+            (
+                String::new(),
+                format!("notify {} port {}", label(notify.to), notify.port),
+            )
+        }
+        Body::GrantMap(map) => {
+            lanes.put(
+                &mut texts,
+                map.granter,
+                format!("gref {} mapped by {}", map.gref, label(dom)),
+            );
+            (
+                format!(
+                    "◀ maps {}'s page at {:#x}",
+                    label(map.granter),
+                    map.host_addr
+                ),
+                format!("grant_map gref {} of {}", map.gref, label(map.granter)),
+            )
+        }
+        Body::GrantUnmap(unmap) => (
+            format!("◀ unmaps {:#x}", unmap.host_addr),
+            format!("grant_unmap handle {}", unmap.handle),
+        ),
+        Body::Schedule(schedule) => {
+            if let Some(from) = schedule.from {
+                lanes.put(
+                    &mut texts,
+                    from,
+                    format!("⏸ switched out ({})", schedule.why.name()),
+                );
+            }
+            if let Some(to) = schedule.to {
+                lanes.put(&mut texts, to, "▶ switched in".into());
+            }
+            (String::new(), traplab_tracer::text::switch(schedule))
+        }
         Body::Domain(_) | Body::Boot(_) | Body::End(_) | Body::Lost(_) => {
             (String::new(), traplab_tracer::text::detail(event))
         }
     };
-    match event.dom {
-        Some(dom) if dom != guest_dom => (
-            String::new(),
-            hv,
-            format!(
-                "dom{dom}: {}",
-                if guest.is_empty() {
-                    event.body.kind().to_string()
-                } else {
-                    guest
-                }
-            ),
-        ),
-        _ => (guest, hv, String::new()),
+    texts[1] = hv;
+    if event.dom.is_some() {
+        lanes.put(&mut texts, dom, guest);
     }
+    texts
+}
+
+/// The flows the story's flows are linked to across domains, in words: `woke d2 → flow #1
+/// (w)`, `woken by d1's send, flow #2 (W)`.
+fn wake_links(app: &App) -> Vec<String> {
+    let flows = app.trace.flows();
+    let label = traplab_abi::event::domain_label;
+    let mut links = Vec::new();
+    for &number in &app.story.flows {
+        let Some(flow) = flows.get(number) else {
+            continue;
+        };
+        if let Some(woken) = flows.get(flow.woke as usize) {
+            links.push(format!(
+                "woke {} → flow #{} (w)",
+                label(woken.dom),
+                flow.woke + 1
+            ));
+        }
+        if let Some(sender) = flows.get(flow.woken_by as usize) {
+            links.push(format!(
+                "woken by {}'s send, flow #{} (W)",
+                label(sender.dom),
+                flow.woken_by + 1
+            ));
+        }
+    }
+    links
 }
 
 fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
@@ -495,40 +667,54 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         _ => String::new(),
     };
     let title = format!(
-        " Flow {}/{}: dom{} {} {} · {seq_range}{took} ",
+        " Flow {}/{}: {} {} {} · {seq_range}{took} ",
         flow_number + 1,
         app.trace.flows().len(),
-        flow.dom,
+        traplab_abi::event::domain_label(flow.dom),
         flow.class(),
         flow.action_text()
     );
-    let block = Block::bordered().title(title);
+    let mut block = Block::bordered().title(title);
+    let links = wake_links(app);
+    if !links.is_empty() {
+        block = block.title_bottom(format!(" {} ", links.join(" · ")));
+    }
     let inner = block.inner(lanes_area);
     block.render(lanes_area, buf);
-    let others = app.trace.domains().len() > 1;
+    let lanes_of = Lanes::of(app, flow.dom);
     let width = inner.width as usize;
     let seq_width = 7;
+    let count = lanes_of.count();
     // The marker and seq, a space, and a separator before each lane after the first.
-    let lane_space = width.saturating_sub(seq_width + 1 + if others { 2 } else { 1 });
-    let (guest_width, hv_width) = if others {
-        (lane_space * 2 / 5, lane_space * 2 / 5)
-    } else {
-        (lane_space / 2, lane_space - lane_space / 2)
+    let lane_space = width.saturating_sub(seq_width + 1 + (count - 1));
+    // One domain: half each for it and the hypervisor; more: a lane each, the hypervisor's
+    // (in the middle) taking what the division leaves.
+    let mut widths = vec![lane_space / count; count];
+    widths[1] = lane_space - widths[0] * (count - 1);
+    let name_of = |dom: u16| {
+        let label = traplab_abi::event::domain_label(dom);
+        app.trace
+            .domain_name(dom)
+            .map_or(label.clone(), |name| format!("{label} {name}"))
     };
-    let other_width = lane_space.saturating_sub(guest_width + hv_width);
-    let guest_name = app
-        .trace
-        .domain_name(flow.dom)
-        .map(|name| format!("guest dom{} {name}", flow.dom))
-        .unwrap_or_else(|| format!("guest dom{}", flow.dom));
-    let mut header = format!(
-        "{:>seq_width$} {}│{}",
-        "seq",
-        fit(&guest_name, guest_width),
-        fit(" hypervisor", hv_width)
-    );
-    if others {
-        header.push_str(&format!("│{}", fit(" other domains", other_width)));
+    let mut titles = vec![
+        format!("guest {}", name_of(flow.dom)),
+        " hypervisor".to_string(),
+    ];
+    for (position, dom) in lanes_of.others.iter().take(OTHER_LANES).enumerate() {
+        let more = lanes_of.others.len() > OTHER_LANES && position == OTHER_LANES - 1;
+        titles.push(format!(
+            " {}{}",
+            name_of(*dom),
+            if more { " +" } else { "" }
+        ));
+    }
+    let mut header = format!("{:>seq_width$} ", "seq");
+    for (lane, (title, lane_width)) in titles.iter().zip(&widths).enumerate() {
+        if lane > 0 {
+            header.push('│');
+        }
+        header.push_str(&fit(title, *lane_width));
     }
     buf.set_line(
         inner.x,
@@ -543,23 +729,25 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         .min(app.story.steps.len().saturating_sub(rows));
     for (row, index) in (top..app.story.steps.len()).take(rows).enumerate() {
         let step = &app.story.steps[index];
-        let (guest, hv, other) = lanes(app, step, flow.dom);
+        let texts = lanes(app, step, &lanes_of);
         let seq = match step {
             Step::Event { index, .. } => app
                 .trace
                 .index_of(*index)
                 .map_or(String::new(), |entry| entry.seq.to_string()),
-            Step::Handler(_) => "…".into(),
+            Step::Handler(_) | Step::Away(_) => "…".into(),
         };
         let marker = if index == app.step { "▶" } else { " " };
         let mut text = format!(
-            "{marker}{seq:>width$} {}│ {}",
-            fit(&guest, guest_width),
-            fit(&hv, hv_width.saturating_sub(1)),
+            "{marker}{seq:>width$} {}",
+            fit(&texts[0], widths[0]),
             width = seq_width - 1
         );
-        if others {
-            text.push_str(&format!("│ {}", fit(&other, other_width.saturating_sub(1))));
+        for (text_of_lane, lane_width) in texts.iter().zip(&widths).skip(1) {
+            text.push_str(&format!(
+                "│ {}",
+                fit(text_of_lane, lane_width.saturating_sub(1))
+            ));
         }
         let style = if index == app.step {
             theme.lit()
@@ -585,8 +773,10 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         Some(Step::Handler(handler)) => {
             handler.sentence(&|address| app.symbol(handler.dom, address))
         }
+        Some(Step::Away(away)) => away.sentence(),
         None => String::new(),
     };
+    let meaning = format!("{meaning}{}", link_note(app));
     // Live, stopped at this very event: say what the next step will show.
     let stopped_here = match (
         app.live.as_ref().map(|live| &live.state),
@@ -690,7 +880,54 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
             }
             lines
         }
+        Some(Step::Away(away)) => {
+            let label = traplab_abi::event::domain_label;
+            let mut lines = vec![Line::raw(format!(
+                "{} is switched out for {} events; meanwhile:",
+                label(away.dom),
+                away.events
+            ))];
+            for (dom, traps) in &away.ran {
+                lines.push(Line::raw(format!("  {:<8} {traps} trap(s)", label(*dom))));
+            }
+            for (dom, text) in &away.console {
+                lines.push(Line::raw(format!("{} prints “{text}”", label(*dom))));
+            }
+            lines
+        }
         None => Vec::new(),
+    }
+}
+
+/// What the current step tells about a link across domains: a notification's upcall, or
+/// the notification that caused an upcall. Empty for other steps.
+fn link_note(app: &App) -> String {
+    let Some((_, event)) = app.current_event() else {
+        return String::new();
+    };
+    let flows = app.trace.flows();
+    let Some(flow) = app.story.flow_at(app.step).and_then(|flow| flows.get(flow)) else {
+        return String::new();
+    };
+    let label = traplab_abi::event::domain_label;
+    match &event.body {
+        Body::Notify(notify) => match flows.get(flow.woke as usize) {
+            Some(woken) if woken.dom == notify.to => format!(
+                " Its upcall is flow #{} in {}: w follows it.",
+                flow.woke + 1,
+                label(woken.dom)
+            ),
+            _ => String::new(),
+        },
+        Body::Inject(_) | Body::Bounce(_) => match flows.get(flow.woken_by as usize) {
+            Some(sender) => format!(
+                " {}'s notification made it pending, in flow #{}: W goes back to it.",
+                label(sender.dom),
+                flow.woken_by + 1
+            ),
+            None => String::new(),
+        },
+        _ => String::new(),
     }
 }
 
@@ -720,7 +957,9 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
         ..
     }) = exit
     else {
-        return vec![Line::raw("no exit in this flow")];
+        return vec![Line::raw(
+            "no exit in this flow: it began when the hypervisor switched its domain in",
+        )];
     };
     let resume = resume.and_then(|event| match event.body {
         Body::Resume(resume) => Some((event.seq, resume)),
@@ -801,6 +1040,7 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
 fn step_address(app: &App) -> Option<(u16, u64)> {
     match app.current_step()? {
         Step::Handler(handler) => Some((handler.dom, handler.entry?)),
+        Step::Away(_) => None,
         Step::Event { event, .. } => {
             let event = event.as_ref().as_ref().ok()?;
             let dom = event.dom?;
@@ -829,13 +1069,12 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
     });
     // The hypervisor's decision, from its source tree.
     let decision = app.story.flow_at(app.step).and_then(|flow| {
-        let flow: &Flow = app.trace.flows().get(flow)?;
-        (flow.first as usize..=flow.last() as usize).find_map(|index| {
-            match app.trace.event(index).ok()?.body {
+        let flow = app.trace.flows().get(flow)?;
+        flow.events()
+            .find_map(|index| match app.trace.event(index as usize).ok()?.body {
                 Body::Decide(decide) => Some(decide.at.to_string()),
                 _ => None,
-            }
-        })
+            })
     });
     if let Some((dom, address)) = step_address(app) {
         let image = app.image(dom);
@@ -847,7 +1086,10 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
             .map(|(file, line)| format!(" — {}:{line}", short_path(&file)))
             .unwrap_or_default();
         lines.push(Line::styled(
-            format!("guest dom{dom} at {address:#x}: {symbol}{source}"),
+            format!(
+                "guest {} at {address:#x}: {symbol}{source}",
+                traplab_abi::event::domain_label(dom)
+            ),
             theme.header(),
         ));
         // EFER.LMA clear: the guest runs in legacy (32-bit) mode, and its bytes decode so.
@@ -998,6 +1240,7 @@ const HELP: &[(&str, &str)] = &[
     ("j k ↓ ↑", "next / previous flow"),
     ("h l ← →", "step back / forward one event (Flow screen)"),
     ("⏎ Esc", "open the flow / back to the list"),
+    ("w W", "follow a notification to its upcall / back"),
     ("g G", "first / last"),
     ("PgDn PgUp", "ten flows on"),
     ("Tab d r x", "Detail, Registers, Code"),
