@@ -137,13 +137,13 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         parked: BTreeMap::new(),
     };
     let mut next = schedule::next(&running.system().domains, None);
-    if together && let Some(first) = next {
+    if let Some(first) = next {
         record_schedule(None, Some(first), ScheduleWhy::Start, None);
     }
     loop {
         let id = match next {
             Some(id) => id,
-            None => match idle(&mut running, &mut machine, together) {
+            None => match idle(&mut running, &mut machine) {
                 Some(id) => id,
                 None => return,
             },
@@ -172,7 +172,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         };
         // A woken vCPU runs first (Xen's credit scheduler boosts it).
         next = woken.or_else(|| schedule::next(&running.system().domains, Some(id)));
-        if together && next != Some(id) {
+        if next != Some(id) {
             record_schedule(Some(id), next, why, port);
         }
     }
@@ -194,7 +194,7 @@ fn record_schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: O
 /// returns the vCPU it woke. `None`: every domain has ended; or the blocked ones wait for
 /// something nothing can send any more (no timer, nobody left to send an event): they are
 /// killed, as a deadlock.
-fn idle(running: &mut Running, machine: &mut Hardware, together: bool) -> Option<u16> {
+fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
     loop {
         let system = running.system();
         if !system
@@ -221,9 +221,7 @@ fn idle(running: &mut Running, machine: &mut Hardware, together: bool) -> Option
         };
         machine.halt_until(due);
         if let Some(woken) = wake_on_timers(running.system(), None, machine.now()) {
-            if together {
-                record_schedule(None, Some(woken), ScheduleWhy::Woken, None);
-            }
+            record_schedule(None, Some(woken), ScheduleWhy::Woken, None);
             return Some(woken);
         }
     }

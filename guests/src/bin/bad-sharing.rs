@@ -109,6 +109,8 @@ fn d2() -> i32 {
     }
     let unmapped = grant::unmap(handle, MAP_AREA);
     println!("d2: unmap: {}", name(unmapped));
+    // EXERCISE bad-sharing.1: unmap a handle d2 never had (7), and print
+    // `d2: unmap handle 7: STATUS`.
     store::write(UNMAPPED, "1");
     let as_expected = other == status::GENERAL_ERROR
         && writable == status::GENERAL_ERROR

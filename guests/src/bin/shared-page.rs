@@ -73,6 +73,8 @@ fn mapper() -> i32 {
     let unmapped = grant::unmap(handle, MAP_AREA);
     println!("d2: unmapped: status {unmapped}");
     store::write(DONE_NODE, "1");
+    // EXERCISE shared-page.1: read the first byte at MAP_AREA again, now that the grant is
+    // unmapped, and print it (`d2: after the unmap the page holds …`).
     if unmapped == status::OKAY { 0 } else { 4 }
 }
 
