@@ -3,6 +3,9 @@
 //! No polling of the line status register: the emulated UART is never busy, so each byte
 //! is exactly one `out` instruction and one IOIO exit: easy to count in a trace.
 //!
+//! [`hprintln!`] prints a line with one `console_write` hypercall instead: one exit per
+//! line, for the labs whose traces are about something else (the domains side by side).
+//!
 //! At CPL 3 `out` is privileged (RFLAGS.IOPL is 0, and the TSS has no I/O permission
 //! bitmap): it would raise #GP before the hypervisor ever saw it. User code prints through
 //! the `console_write` hypercall instead, one exit per piece of text.
@@ -45,4 +48,37 @@ macro_rules! print {
 macro_rules! println {
     () => { $crate::print!("\n") };
     ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// A line being formatted for one `console_write` (longer lines are cut at 256 bytes).
+struct Line {
+    bytes: [u8; 256],
+    length: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let room = self.bytes.len() - self.length;
+        let taken = text.len().min(room);
+        self.bytes[self.length..self.length + taken].copy_from_slice(&text.as_bytes()[..taken]);
+        self.length += taken;
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn print_line(args: fmt::Arguments) {
+    let mut line = Line {
+        bytes: [0; 256],
+        length: 0,
+    };
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    crate::hypercall::console_write(&line.bytes[..line.length]);
+}
+
+/// Print a line with one `console_write` hypercall: one exit, however long the line.
+#[macro_export]
+macro_rules! hprintln {
+    ($($arg:tt)*) => { $crate::console::print_line(format_args!($($arg)*)) };
 }

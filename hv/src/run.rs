@@ -373,8 +373,8 @@ fn run_vcpu(
         // The scheduler's part: a tick of the hypervisor's timer counts against the slice
         // and may wake a blocked vCPU whose timer is due.
         if applied.end.is_none() && exit.reason == ExitReason::Intr {
-            domain.vcpu.ticks_run += 1;
             wake_on_timers(system, Some(id), exit.tsc);
+            schedule::charge_tick(&mut system.domains, id);
             if applied.switch.is_none() && schedule::slice_over(&system.domains, id) {
                 applied.switch = Some(Switch::SliceOver);
             }

@@ -28,7 +28,8 @@ use alloc::vec::Vec;
 use traplab_abi::evtchn::Port;
 
 /// How many of the hypervisor's timer ticks a vCPU may run while another is runnable:
-/// 3 ticks of 10 ms, Xen's default credit time slice (30 ms).
+/// 3 ticks of 10 ms, Xen's default credit time slice (30 ms). Only ticks that come while
+/// another vCPU waits count ([`charge_tick`]).
 pub const SLICE_TICKS: u32 = 3;
 
 /// How the domains of a run start (fw_cfg `opt/traplab/start`).
@@ -70,6 +71,19 @@ pub fn next(domains: &[Domain], current: Option<u16>) -> Option<u16> {
         .copied()
         .find(|&id| current.is_none_or(|_| id > after))
         .or_else(|| runnable.first().copied())
+}
+
+/// A tick of the hypervisor's timer came while vCPU `id` ran: it counts against its slice
+/// if another vCPU was waiting to run. (Ticks while nobody waits do not: a vCPU's slice
+/// starts when it has a competitor, so a domain that was alone until it woke another is
+/// not preempted at once.)
+pub fn charge_tick(domains: &mut [Domain], id: u16) {
+    let waiting = domains
+        .iter()
+        .any(|other| other.id != id && other.vcpu.run_state == RunState::Runnable);
+    if waiting && let Some(domain) = domains.iter_mut().find(|domain| domain.id == id) {
+        domain.vcpu.ticks_run += 1;
+    }
 }
 
 /// Should the running vCPU `id` give the CPU up after an INTR exit: has it used its slice
@@ -248,6 +262,26 @@ mod tests {
         domains[0].vcpu.ticks_run = 10;
         assert!(!slice_over(&domains, 1));
         assert!(!slice_over(&domains, 9), "no such domain");
+    }
+
+    #[test]
+    fn only_ticks_while_another_domain_waits_count_against_the_slice() {
+        // d1 ran alone (d2 blocked) for a while, then woke d2: its slice starts now.
+        let mut domains = system(&[(1, RunState::Runnable), (2, blocked())]);
+        for _ in 0..10 {
+            charge_tick(&mut domains, 1);
+        }
+        assert_eq!(domains[0].vcpu.ticks_run, 0, "nobody waited");
+        domains[1].vcpu.run_state = RunState::Runnable;
+        charge_tick(&mut domains, 1);
+        charge_tick(&mut domains, 1);
+        assert!(!slice_over(&domains, 1), "2 ticks with d2 waiting");
+        charge_tick(&mut domains, 1);
+        assert!(slice_over(&domains, 1), "3 ticks with d2 waiting");
+        assert_eq!(
+            domains[1].vcpu.ticks_run, 0,
+            "only the running vCPU is charged"
+        );
     }
 
     // ---- next_in_turn -------------------------------------------------------------------

@@ -16,7 +16,7 @@
 
 use traplab_abi::grant_table::{MAP_AREA, status};
 use traplab_abi::hypercall::error;
-use traplab_guests::{BootInfo, evtchn, grant, guest_main, println, store};
+use traplab_guests::{BootInfo, evtchn, grant, guest_main, hprintln, store};
 
 const READY: &str = "/local/domain/1/bad-sharing/ready";
 const TRIED: &str = "/local/domain/1/bad-sharing/revoke-tried";
@@ -41,7 +41,7 @@ fn d1() -> i32 {
     let page = &raw mut PAGE as u64;
     let mut right = 0;
     let mut check = |what: &str, got: i64, expected: i64| {
-        println!("d1: {what}: {got}");
+        hprintln!("d1: {what}: {got}");
         right += (got == expected) as i32;
     };
     check("shared info", evtchn::init(None), 0);
@@ -56,7 +56,7 @@ fn d1() -> i32 {
     let for_d3 = grant::grant_access(0, 3, page, false);
     let read_only = grant::grant_access(1, 2, page, true);
     let not_mine = grant::grant_access(2, 2, MAP_AREA, false);
-    println!("d1: grant a frame that is not mine: {}", name(not_mine));
+    hprintln!("d1: grant a frame that is not mine: {}", name(not_mine));
     let good = grant::grant_access(3, 2, page, false);
     right += (for_d3 == status::OKAY) as i32
         + (read_only == status::OKAY) as i32
@@ -68,13 +68,13 @@ fn d1() -> i32 {
         return 100;
     }
     let early = grant::end_access(3);
-    println!("d1: revoke grant 3 while d2 maps it: {}", name(early));
+    hprintln!("d1: revoke grant 3 while d2 maps it: {}", name(early));
     store::write(TRIED, "1");
     if !wait(UNMAPPED) {
         return 100;
     }
     let late = grant::end_access(3);
-    println!("d1: revoke grant 3 once d2 unmapped it: {}", name(late));
+    hprintln!("d1: revoke grant 3 once d2 unmapped it: {}", name(late));
     right += (early == status::EAGAIN) as i32 + (late == status::OKAY) as i32;
     // Every check above, right: 3 calls, 4 grants, 2 revokes.
     if right == 9 { 0 } else { 1 }
@@ -87,28 +87,28 @@ fn d2() -> i32 {
     let other = grant::map(1, 0, MAP_AREA, false)
         .err()
         .unwrap_or(status::OKAY);
-    println!("d2: map grant 0 of d1, made for d3: {}", name(other));
+    hprintln!("d2: map grant 0 of d1, made for d3: {}", name(other));
     let writable = grant::map(1, 1, MAP_AREA, false)
         .err()
         .unwrap_or(status::OKAY);
-    println!(
+    hprintln!(
         "d2: map read-only grant 1 of d1 writable: {}",
         name(writable)
     );
     let handle = match grant::map(1, 3, MAP_AREA, false) {
         Ok(handle) => handle,
         Err(code) => {
-            println!("d2: map grant 3 of d1: {}", name(code));
+            hprintln!("d2: map grant 3 of d1: {}", name(code));
             return 2;
         }
     };
-    println!("d2: map grant 3 of d1: handle {handle}");
+    hprintln!("d2: map grant 3 of d1: handle {handle}");
     store::write(MAPPED, "1");
     if !wait(TRIED) {
         return 100;
     }
     let unmapped = grant::unmap(handle, MAP_AREA);
-    println!("d2: unmap: {}", name(unmapped));
+    hprintln!("d2: unmap: {}", name(unmapped));
     // EXERCISE bad-sharing.1: unmap a handle d2 never had (7), and print
     // `d2: unmap handle 7: STATUS`.
     store::write(UNMAPPED, "1");
@@ -123,7 +123,7 @@ fn main(info: &BootInfo) -> i32 {
         1 => d1(),
         2 => d2(),
         other => {
-            println!("bad-sharing runs as d1 and d2, not d{other}");
+            hprintln!("bad-sharing runs as d1 and d2, not d{other}");
             1
         }
     }

@@ -18,7 +18,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use traplab_guests::traps::TrapFrame;
-use traplab_guests::{BootInfo, evtchn, guest_main, println, store};
+use traplab_guests::{BootInfo, evtchn, guest_main, hprintln, store};
 
 const PORT_NODE: &str = "/local/domain/2/event-channel/port";
 
@@ -27,7 +27,7 @@ static RECEIVED: AtomicU32 = AtomicU32::new(0);
 
 fn on_upcall(_frame: &mut TrapFrame) {
     evtchn::take_pending(|port| {
-        println!("d2: upcall: port {port} is pending");
+        hprintln!("d2: upcall: port {port} is pending");
         RECEIVED.store(port, Ordering::SeqCst);
     });
 }
@@ -35,22 +35,23 @@ fn on_upcall(_frame: &mut TrapFrame) {
 fn receiver() -> i32 {
     let ready = evtchn::init(Some(on_upcall));
     let Ok(port) = evtchn::alloc_unbound(1) else {
-        println!("d2: cannot allocate a port");
+        hprintln!("d2: cannot allocate a port");
         return 1;
     };
-    println!("d2: port {port} allocated for d1 (shared info and callback: {ready})");
+    hprintln!("d2: port {port} allocated for d1 (shared info and callback: {ready})");
+    hprintln!("d2: publishing it, then waiting for d1's event (sti; hlt)");
+    // From the store write on, d1 may run: halt right after it.
     if store::write_number(PORT_NODE, port) != 0 {
-        println!("d2: cannot publish the port");
+        hprintln!("d2: cannot publish the port");
         return 2;
     }
-    println!("d2: waiting for d1's event (sti; hlt)");
     while RECEIVED.load(Ordering::SeqCst) == 0 {
         // SAFETY: our IDT has a handler for the callback vector; STI's shadow makes
         // `sti; hlt` safe (no upcall can slip in between).
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
     }
     let received = RECEIVED.load(Ordering::SeqCst);
-    println!("d2: woken by d1's event on port {received}");
+    hprintln!("d2: woken by d1's event on port {received}");
     // EXERCISE event-channel.1: answer d1 on the same channel (`evtchn::send(port)`).
     if received == port { 0 } else { 3 }
 }
@@ -59,18 +60,19 @@ fn sender() -> i32 {
     if evtchn::init(None) != 0 {
         return 1;
     }
-    println!("d1: waiting for d2's port in the store");
+    // Wait for d2's port first (d2 runs meanwhile), and talk after.
     let Ok(remote_port) = store::wait_number(PORT_NODE) else {
-        println!("d1: no port in the store");
+        hprintln!("d1: no port in the store");
         return 2;
     };
+    hprintln!("d1: d2's port is {remote_port}");
     let Ok(port) = evtchn::bind_interdomain(2, remote_port) else {
-        println!("d1: cannot bind to d2's port {remote_port}");
+        hprintln!("d1: cannot bind to d2's port {remote_port}");
         return 3;
     };
-    println!("d1: port {port} is bound to d2's port {remote_port}; sending");
+    hprintln!("d1: port {port} is bound to d2's port {remote_port}; sending");
     let sent = evtchn::send(port);
-    println!("d1: send returned {sent}; d1 goes on");
+    hprintln!("d1: send returned {sent}; d1 goes on");
     // EXERCISE event-channel.1: wait for d2's answer on `port` with `sched::poll(&[port])`,
     // then print `d1: d2 answered on port N`. (Binding made `port` pending already, as Xen
     // does in case an event was lost: clear it right after binding, `evtchn::clear(port)`,
@@ -83,7 +85,7 @@ fn main(info: &BootInfo) -> i32 {
         1 => sender(),
         2 => receiver(),
         other => {
-            println!("event-channel runs as d1 and d2, not d{other}");
+            hprintln!("event-channel runs as d1 and d2, not d{other}");
             1
         }
     }

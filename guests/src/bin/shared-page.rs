@@ -16,7 +16,7 @@
 #![no_main]
 
 use traplab_abi::grant_table::{MAP_AREA, status};
-use traplab_guests::{BootInfo, grant, guest_main, println, store};
+use traplab_guests::{BootInfo, grant, guest_main, hprintln, store};
 
 const GREF_NODE: &str = "/local/domain/1/shared-page/gref";
 const DONE_NODE: &str = "/local/domain/2/shared-page/done";
@@ -31,21 +31,21 @@ static mut PAGE: Page = Page([0; 4096]);
 fn granter() -> i32 {
     let page = &raw mut PAGE as u64;
     let granted = grant::grant_access(0, 2, page, false);
-    println!("d1: grant 0 = my page {page:#x} for d2, writable: status {granted}");
     store::write_number(GREF_NODE, 0);
-    println!("d1: waiting for d2");
+    // d2 maps the page and writes to it meanwhile; talk after.
     let mut done = [0u8; 8];
     if store::wait(DONE_NODE, &mut done).is_err() {
         return 2;
     }
-    // SAFETY: d2 has unmapped the page; it is ours alone again. Read it as the hypervisor
-    // left it: through a volatile read, since another domain wrote it.
+    hprintln!("d1: grant 0 = my page {page:#x} for d2, writable: status {granted}; d2 is done");
+    // SAFETY: d2 has unmapped the page; it is ours alone again. A volatile read: another
+    // domain wrote it, behind the compiler's back.
     let bytes: [u8; 4096] = unsafe { core::ptr::read_volatile(&raw const PAGE).0 };
     let length = bytes.iter().position(|&byte| byte == 0).unwrap_or(0);
     let message = core::str::from_utf8(&bytes[..length]).unwrap_or("(not text)");
-    println!("d1: my page now says \"{message}\"");
+    hprintln!("d1: my page now says \"{message}\"");
     let ended = grant::end_access(0);
-    println!("d1: grant 0 ended: status {ended}");
+    hprintln!("d1: grant 0 ended: status {ended}");
     let as_expected =
         granted == status::OKAY && &bytes[..length] == MESSAGE && ended == status::OKAY;
     if as_expected { 0 } else { 1 }
@@ -58,20 +58,20 @@ fn mapper() -> i32 {
     let handle = match grant::map(1, gref, MAP_AREA, false) {
         Ok(handle) => handle,
         Err(code) => {
-            println!("d2: mapping grant {gref} of d1 failed: status {code}");
+            hprintln!("d2: mapping grant {gref} of d1 failed: status {code}");
             return 3;
         }
     };
-    println!("d2: grant {gref} of d1 mapped at {MAP_AREA:#x}, handle {handle}");
+    hprintln!("d2: grant {gref} of d1 mapped at {MAP_AREA:#x}, handle {handle}");
     let target = MAP_AREA as *mut u8;
     for (offset, &byte) in MESSAGE.iter().enumerate() {
         // SAFETY: the page at MAP_AREA is d1's granted page, mapped writable in both our
         // page tables and the nested ones; the message fits in it.
         unsafe { target.add(offset).write_volatile(byte) };
     }
-    println!("d2: message written into d1's page");
+    hprintln!("d2: message written into d1's page");
     let unmapped = grant::unmap(handle, MAP_AREA);
-    println!("d2: unmapped: status {unmapped}");
+    hprintln!("d2: unmapped: status {unmapped}");
     store::write(DONE_NODE, "1");
     // EXERCISE shared-page.1: read the first byte at MAP_AREA again, now that the grant is
     // unmapped, and print it (`d2: after the unmap the page holds …`).
@@ -83,7 +83,7 @@ fn main(info: &BootInfo) -> i32 {
         1 => granter(),
         2 => mapper(),
         other => {
-            println!("shared-page runs as d1 and d2, not d{other}");
+            hprintln!("shared-page runs as d1 and d2, not d{other}");
             1
         }
     }

@@ -165,7 +165,8 @@ pub struct Vcpu {
     pub xcr0: u64,
     /// Waiting to start, runnable, blocked, or over (`schedule.rs`).
     pub run_state: RunState,
-    /// Ticks of the hypervisor's timer this vCPU has run since it was last switched to.
+    /// Ticks of the hypervisor's timer this vCPU has run, since it was last switched to,
+    /// while another vCPU waited to run (`schedule::charge_tick`).
     pub ticks_run: u32,
 }
 
