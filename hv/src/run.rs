@@ -145,7 +145,15 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
             Some(id) => id,
             None => match idle(&mut running, &mut machine) {
                 Some(id) => id,
-                None => return,
+                // Nothing can run or wake any more: the next domain in turn, if one waits
+                // (the ones before it were killed as deadlocked), or the end.
+                None => match start_next_in_turn(running.system()) {
+                    Some(id) => {
+                        record_schedule(None, Some(id), ScheduleWhy::Start, None);
+                        id
+                    }
+                    None => return,
+                },
             },
         };
         switch_in(&mut running, &mut scheduler, id, &mut machine);
@@ -157,12 +165,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         let (why, port) = match off {
             Off::Ended(end) => {
                 finish(&mut running, id, end);
-                if let Some(waiting) = schedule::next_in_turn(&running.system().domains)
-                    && running.system().start == Start::InTurn
-                    && let Some(domain) = running.system().domain_mut(waiting)
-                {
-                    domain.vcpu.run_state = RunState::Runnable;
-                }
+                start_next_in_turn(running.system());
                 (ScheduleWhy::Ended, None)
             }
             Off::Switched(Switch::Blocked) => (ScheduleWhy::Blocked, None),
@@ -176,6 +179,22 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
             record_schedule(Some(id), next, why, port);
         }
     }
+}
+
+/// In turn: when no domain is runnable or blocked, the next one waiting starts. Its id.
+fn start_next_in_turn(system: &mut System) -> Option<u16> {
+    let busy = system.domains.iter().any(|domain| {
+        matches!(
+            domain.vcpu.run_state,
+            RunState::Runnable | RunState::Blocked(_)
+        )
+    });
+    if system.start != Start::InTurn || busy {
+        return None;
+    }
+    let waiting = schedule::next_in_turn(&system.domains)?;
+    system.domain_mut(waiting)?.vcpu.run_state = RunState::Runnable;
+    Some(waiting)
 }
 
 fn record_schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<Port>) {

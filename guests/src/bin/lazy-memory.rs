@@ -1,8 +1,9 @@
 //! `lazy-memory` (setting `lazy-memory`): RAM that appears when it is first touched.
 //!
-//! The hypervisor maps none of our RAM in advance. Each first touch of a page — our own
-//! stack and data included — is a nested page fault; the hypervisor gives the page a frame
-//! and the access runs again. A second touch of the same page costs nothing.
+//! The hypervisor maps only what it wrote itself in advance: our image (code, data, the
+//! zeroed `.bss` with our stack) and the boot tables. Each first touch of any other page
+//! is a nested page fault; the hypervisor gives the page a frame and the access runs
+//! again. A second touch of the same page costs nothing.
 #![no_std]
 #![no_main]
 
