@@ -1,10 +1,11 @@
 //! Every screen of the terminal UI, drawn into ratatui's `TestBackend` after real key
 //! events, compared with the snapshots in `tests/snapshots/` (insta). The recordings under
-//! `tests/recordings/` come from real runs (`traplab trace LAB --record FILE`) of the
-//! hypervisor before domains were numbered as Xen numbers them: their guests are domains 0
-//! and 1 (`d0`, `d1`), which is how old recordings still read. Two domains side by side
-//! come from `traplab_tracer::sample`, a trace written by hand after the event order of
-//! `tracer/SCHEMA.md` (no recording of such a run is checked in yet).
+//! `tests/recordings/` come from real runs (`traplab trace LAB --record FILE`).
+//! `page-fault` and `reflect-vs-bounce` were recorded before domains were numbered as Xen
+//! numbers them: their guests are domains 0 and 1 (`d0`, `d1`), which is how old
+//! recordings still read. `event-channel` is two domains side by side, recorded; the
+//! snapshots of that case come from `traplab_tracer::sample`, a smaller trace written by
+//! hand after the event order of `tracer/SCHEMA.md`.
 //!
 //! The guests' ELF files and the hypervisor's sources are left out (`Options`), so that the
 //! snapshots show only what the recordings hold; `the_code_pane_names_the_guest_symbol`
@@ -357,4 +358,39 @@ fn an_upcall_without_an_exit_opens_as_a_flow_of_its_own() {
     );
     press(&mut app, "W");
     assert_eq!(app.selected_flow(), Some(0), "back to d1's send");
+}
+
+#[test]
+fn a_recorded_send_is_linked_to_the_upcall_it_caused_in_the_other_domain() {
+    use traplab_abi::event::Action;
+    use traplab_tracer::flows::NO_FLOW;
+    let mut app = open("event-channel.jsonl");
+    let flows = app.trace.flows().to_vec();
+    let send = flows
+        .iter()
+        .position(|flow| flow.dom == 1 && flow.first_action == Some(Action::Forward))
+        .expect("d1's send, decided forward");
+    assert_ne!(flows[send].woke, NO_FLOW, "the send woke something");
+    let upcall = &flows[flows[send].woke as usize];
+    assert_eq!(
+        (upcall.dom, upcall.delivered),
+        (2, Some(0x2f)),
+        "d2's callback vector"
+    );
+    assert_eq!(upcall.woken_by as usize, send);
+    assert!(
+        flows[send].was_away(),
+        "d1 was switched out in the middle of its send"
+    );
+    // On screen: open the send and follow the link with w.
+    press(&mut app, &"j".repeat(send));
+    assert_eq!(app.selected_flow(), Some(send));
+    press(&mut app, "<Enter>w");
+    assert_eq!(app.selected_flow(), Some(flows[send].woke as usize));
+    assert!(matches!(
+        app.current_event().map(|(_, event)| &event.body),
+        Some(traplab_abi::event::Body::Inject(_))
+    ));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("woken by d1's send"), "{screen}");
 }
