@@ -312,10 +312,8 @@ mod tests {
         let mut backing = memory(data_size);
         let base = backing.as_mut_ptr().cast::<u8>();
         // SAFETY: `backing` outlives the views.
-        assert_eq!(
-            unsafe { Ring::attach(base, backing.len() * 8) }.unwrap_err(),
-            ReadError::NotReady
-        );
+        let attached = unsafe { Ring::attach(base, backing.len() * 8) };
+        assert_eq!(attached.unwrap_err(), ReadError::NotReady);
         // SAFETY: as above.
         let mut ring = unsafe { Ring::create(base, data_size) };
         ring.push(b"hello").unwrap();

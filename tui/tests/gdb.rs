@@ -196,8 +196,7 @@ fn registers_memory_a_breakpoint_in_the_pf_handler_and_detach() {
     // In the handler, CR2 holds the faulting address, the unmapped 1 GiB.
     let cr2 = output
         .lines()
-        .filter(|line| line.starts_with("cr2"))
-        .last()
+        .rfind(|line| line.starts_with("cr2"))
         .and_then(|line| register(line, "cr2"));
     assert_eq!(cr2, Some(0x4000_0000));
     assert!(
