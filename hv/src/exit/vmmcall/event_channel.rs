@@ -78,16 +78,27 @@ fn unreadable(name: &str, arg: u64) -> Refused {
     )
 }
 
-/// A port that events reach must have a shared-info page to mark them in.
-fn without_shared_info(name: &str, domain: &Domain) -> Option<Refused> {
-    domain.events.shared_info.is_none().then(|| {
-        refuse(
+/// A new port of `domain`: a free one, in a domain with a shared-info page to mark its
+/// events in.
+fn new_port(name: &str, domain: &Domain) -> Result<Port, Refused> {
+    if domain.events.shared_info.is_none() {
+        return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{name}: d{} has no shared-info page yet (set_shared_info), so no event could be marked pending: EINVAL",
                 domain.id
             ),
             error::EINVAL,
+        ));
+    }
+    domain.events.free_port().ok_or_else(|| {
+        refuse(
+            decide!(
+                Action::Emulate,
+                "{name}: every port of d{} is in use, ENOSPC",
+                domain.id
+            ),
+            error::ENOSPC,
         )
     })
 }
@@ -103,16 +114,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
             error::ESRCH,
         ));
     };
-    let Some(port) = target.events.free_port() else {
-        return Err(refuse(
-            decide!(
-                Action::Emulate,
-                "{NAME}: every port of d{} is in use, ENOSPC",
-                target.id
-            ),
-            error::ENOSPC,
-        ));
-    };
+    let port = new_port(NAME, target)?;
     // Xen's default policy (XSM's dummy module), checked once a free port is found: a
     // domain allocates in itself; only the control domain may do it for another.
     if target.id != guest.id && !guest.privileged() {
@@ -125,9 +127,6 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
             ),
             error::EPERM,
         ));
-    }
-    if let Some(refused) = without_shared_info(NAME, target) {
-        return Err(refused);
     }
     let remote = if remote_dom == DOMID_SELF {
         guest.id
@@ -176,15 +175,7 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
             error::EINVAL,
         ));
     }
-    if let Some(refused) = without_shared_info(NAME, guest) {
-        return Err(refused);
-    }
-    let Some(local) = guest.events.free_port() else {
-        return Err(refuse(
-            decide!(Action::Emulate, "{NAME}: every port is in use, ENOSPC"),
-            error::ENOSPC,
-        ));
-    };
+    let local = new_port(NAME, guest)?;
     // As Xen: an event sent to the remote port while it was unbound was dropped, so the
     // new local port is made pending, in case the caller missed one.
     Ok(decide!(
@@ -253,15 +244,7 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
             error::EEXIST,
         ));
     }
-    if let Some(refused) = without_shared_info(NAME, guest) {
-        return Err(refused);
-    }
-    let Some(port) = guest.events.free_port() else {
-        return Err(refuse(
-            decide!(Action::Emulate, "{NAME}: every port is in use, ENOSPC"),
-            error::ENOSPC,
-        ));
-    };
+    let port = new_port(NAME, guest)?;
     Ok(decide!(
         Action::Emulate,
         "{NAME}: the timer's ticks come as events on port {port} from now on, instead of as its interrupt"
