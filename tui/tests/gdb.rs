@@ -471,3 +471,38 @@ fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
         }
     }
 }
+
+/// Two domains side by side, gdb on d2: when d2 first stops, d1 is blocked waiting for the
+/// store node d2 will write; `monitor domains` says so, and once d2 has allocated its port
+/// (stopped where it is about to publish it), shows the port unbound, for d1.
+#[test]
+fn monitor_domains_shows_every_domain_side_by_side() {
+    let lab = Lab::start_with(&["event-channel", "--domain", "2", "--json"]);
+    let output = lab.gdb(&[
+        "monitor domains",
+        "break traplab_guests::store::write_number",
+        "continue",
+        "monitor domains",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains(
+            "d1 event-channel: waiting for store node /local/domain/2/event-channel/port"
+        ),
+        "{output}"
+    );
+    assert!(
+        output.contains("d2 event-channel (gdb's): runnable"),
+        "{output}"
+    );
+    assert!(output.contains("    port 1: unbound, for d1"), "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0);
+    let events = Lab::events(&trace);
+    for dom in [1, 2] {
+        let ending = traplab_labs::run::ending(&events, dom).expect("the domain ended");
+        assert_eq!(ending.status, Some(0), "d{dom}: {}", ending.describe());
+    }
+}
