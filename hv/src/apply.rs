@@ -458,10 +458,7 @@ impl Step<'_, '_> {
                 port,
                 state,
             } => {
-                let target = match domain == self.domain.id {
-                    true => Some(&mut *self.domain),
-                    false => self.others.domain_mut(domain),
-                };
+                let target = self.any_domain(domain);
                 if let Some(slot) =
                     target.and_then(|target| target.events.ports.get_mut(port as usize))
                 {
@@ -516,14 +513,20 @@ impl Step<'_, '_> {
         Ok(())
     }
 
+    /// Domain `id`: this one, or one of the others.
+    fn any_domain(&mut self, id: u16) -> Option<&mut Domain> {
+        match id == self.domain.id {
+            true => Some(&mut *self.domain),
+            false => self.others.domain_mut(id),
+        }
+    }
+
     /// Make `port` of domain `to` pending, and wake `to` if it waits for that (Xen's
     /// `evtchn_set_pending` and `vcpu_unblock`): the `notify` event.
     fn notify(&mut self, to: u16, port: Port, from_port: Port) {
-        let target = match to == self.domain.id {
-            true => Some(&mut *self.domain),
-            false => self.others.domain_mut(to),
+        let Some(target) = self.any_domain(to) else {
+            return;
         };
-        let Some(target) = target else { return };
         let pending = target.set_pending(port);
         let upcalls_masked = target.upcalls_masked();
         let woke = match &target.vcpu.run_state {
@@ -533,10 +536,7 @@ impl Step<'_, '_> {
         if woke {
             target.vcpu.run_state = RunState::Runnable;
             if to != self.domain.id {
-                *self.switch = Some(Switch::Woke {
-                    to,
-                    port: Some(port),
-                });
+                *self.switch = Some(Switch::Woke { to, port });
             }
         }
         self.events.push(Body::Notify(Notify {

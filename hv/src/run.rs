@@ -171,7 +171,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
             Off::Switched(Switch::Blocked) => (ScheduleWhy::Blocked, None),
             Off::Switched(Switch::Yielded) => (ScheduleWhy::Yielded, None),
             Off::Switched(Switch::SliceOver) => (ScheduleWhy::SliceOver, None),
-            Off::Switched(Switch::Woke { port, .. }) => (ScheduleWhy::Woken, port),
+            Off::Switched(Switch::Woke { port, .. }) => (ScheduleWhy::Woken, Some(port)),
         };
         // A woken vCPU runs first (Xen's credit scheduler boosts it).
         next = woken.or_else(|| schedule::next(&running.system().domains, Some(id)));

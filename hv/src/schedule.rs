@@ -51,7 +51,7 @@ pub enum Switch {
     /// It yielded.
     Yielded,
     /// It woke domain `to` (by port `port`, if an event did), which runs first.
-    Woke { to: u16, port: Option<Port> },
+    Woke { to: u16, port: Port },
     /// Its slice is over and another vCPU is runnable.
     SliceOver,
 }

@@ -11,12 +11,6 @@ pub struct Store {
 }
 
 impl Store {
-    pub const fn new() -> Store {
-        Store {
-            nodes: BTreeMap::new(),
-        }
-    }
-
     pub fn read(&self, path: &str) -> Option<&str> {
         self.nodes.get(path).map(String::as_str)
     }
@@ -46,7 +40,7 @@ mod tests {
 
     #[test]
     fn a_full_store_has_room_only_for_the_nodes_it_holds() {
-        let mut store = Store::new();
+        let mut store = Store::default();
         for node in 0..NODES_MAX {
             assert!(store.has_room_for(&format!("/n/{node}")));
             store.write(format!("/n/{node}"), "x".into());

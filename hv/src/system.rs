@@ -5,7 +5,6 @@
 //! any of them ([`OthersMut`]), and the run loop (`run.rs`) decides, with the scheduler
 //! (`schedule.rs`), whose vCPU runs.
 
-use crate::domain::vcpu::RunState;
 use crate::domain::{Domain, Others, OthersMut};
 use crate::schedule::Start;
 use crate::store::Store;
@@ -50,18 +49,12 @@ impl System {
         let (domain, after) = rest.split_first_mut()?;
         Some((domain, OthersMut::around(before, after, &mut self.store)))
     }
-
-    /// Is any domain still to run or running (not every one has ended)?
-    pub fn alive(&self) -> bool {
-        self.domains
-            .iter()
-            .any(|domain| domain.vcpu.run_state != RunState::Ended)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::vcpu::RunState;
     use crate::testing::VecMemory;
     use alloc::boxed::Box;
     use alloc::format;
@@ -102,17 +95,5 @@ mod tests {
             Some(RunState::Ended)
         );
         assert_eq!(system.store.read("/a"), Some("b"));
-    }
-
-    #[test]
-    fn the_system_is_alive_until_every_domain_has_ended() {
-        let mut system = three();
-        assert!(system.alive(), "waiting domains are alive");
-        for domain in &mut system.domains[..2] {
-            domain.vcpu.run_state = RunState::Ended;
-        }
-        assert!(system.alive());
-        system.domain_mut(2).expect("d2").vcpu.run_state = RunState::Ended;
-        assert!(!system.alive());
     }
 }

@@ -651,6 +651,13 @@ impl Test {
     }
 }
 
+/// The hypercall at [`ENTRY`] returned `result` in RAX, and the guest continues after the
+/// three-byte VMMCALL.
+pub fn assert_returned(test: &Test, result: i64) {
+    assert_eq!(test.gpr(0) as i64, result);
+    assert_eq!(test.rip(), ENTRY + 3, "RIP past the VMMCALL");
+}
+
 /// An exit with these instruction bytes and nothing else (for handlers that look only at
 /// the reason and the bytes).
 pub fn exit(reason: ExitReason, instruction: &[u8]) -> Exit {

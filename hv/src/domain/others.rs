@@ -34,12 +34,6 @@ impl<'a> Others<'a> {
         }
     }
 
-    /// No other domain, and an empty store (a domain on its own).
-    pub fn none() -> Others<'static> {
-        static EMPTY: Store = Store::new();
-        Others::new(&[], &EMPTY)
-    }
-
     /// Domain `id`, if it is one of the others.
     pub fn domain(&self, id: u16) -> Option<&'a Domain> {
         self.iter().find(|domain| domain.id == id)

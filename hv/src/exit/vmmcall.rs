@@ -406,38 +406,21 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
 mod tests {
     use super::*;
     use crate::domain::vcpu::InFlight;
+    use crate::testing::assert_returned;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::x86::Cr0Flags;
 
-    const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
     const STACK: u64 = 0x7_ff00;
-
-    /// A guest at a VMMCALL with RAX = `number`, RDI = `first`, RSI = `second`.
-    fn hypercall(number: u64, first: u64, second: u64) -> Test {
-        let mut test = Test::long_mode();
-        test.code(&VMMCALL);
-        test.set_gpr(0, number);
-        test.set_gpr(7, first);
-        test.set_gpr(6, second);
-        test
-    }
 
     /// Run the VMMCALL at RIP.
     fn call(test: &mut Test) -> Run {
         test.run(test.exit(ExitReason::Vmmcall))
     }
 
-    /// The hypercall returned `result` in RAX and the guest continues after the
-    /// three-byte VMMCALL.
-    fn assert_returned(test: &Test, result: i64) {
-        assert_eq!(test.gpr(0) as i64, result);
-        assert_eq!(test.rip(), ENTRY + 3);
-    }
-
     #[test]
     fn console_write_writes_the_guest_s_buffer_and_returns_its_length() {
-        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 6);
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, DATA, 6);
         test.write(DATA, b"hello\n");
         let run = call(&mut test);
         assert_eq!(run.decision.action, Action::Emulate);
@@ -451,7 +434,7 @@ mod tests {
     fn console_write_of_an_unmapped_buffer_returns_efault_and_writes_nothing() {
         // A pointer is untrusted: translated through the guest's page tables, it must land
         // in the guest's memory.
-        let mut test = hypercall(hypercall::CONSOLE_WRITE, UNMAPPED, 6);
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, UNMAPPED, 6);
         let run = call(&mut test);
         assert_returned(&test, error::EFAULT);
         assert!(run.console().is_empty());
@@ -466,7 +449,7 @@ mod tests {
     #[test]
     fn console_write_of_a_non_canonical_buffer_returns_efault() {
         // Bits 63:47 not all equal: no page table can map it (AMD APM vol. 2, 5.3.1).
-        let mut test = hypercall(hypercall::CONSOLE_WRITE, 0x8000_0000_0000_0000, 1);
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, 0x8000_0000_0000_0000, 1);
         let run = call(&mut test);
         assert_returned(&test, error::EFAULT);
         assert!(run.console().is_empty());
@@ -474,7 +457,7 @@ mod tests {
 
     #[test]
     fn console_write_longer_than_4096_bytes_returns_einval() {
-        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 4097);
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, DATA, 4097);
         let run = call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert!(run.console().is_empty());
@@ -482,7 +465,7 @@ mod tests {
 
     #[test]
     fn exit_ends_the_domain_with_the_guest_s_status_and_does_not_return() {
-        let mut test = hypercall(hypercall::EXIT, 3, 0);
+        let mut test = Test::hypercall(hypercall::EXIT, 3, 0);
         let run = call(&mut test);
         assert_eq!(testing::exited(&run.decision), (3, "exit hypercall"));
         assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
@@ -492,7 +475,7 @@ mod tests {
     #[test]
     fn set_trap_table_installs_the_entries_up_to_the_one_with_handler_0() {
         let entries = [trap(14, 0x21_0000), trap(13, 0x21_1000)];
-        let mut test = hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
         test.write_trap_table(DATA, &entries);
         call(&mut test);
         assert_returned(&test, 0);
@@ -503,7 +486,7 @@ mod tests {
     fn set_trap_table_with_more_than_32_entries_returns_einval_and_keeps_the_old_table() {
         let old = [trap(3, 0x21_0000)];
         let many: Vec<TrapInfo> = (0..33).map(|vector| trap(vector, 0x21_0000)).collect();
-        let mut test = hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
         test.trap_table(&old);
         test.write_trap_table(DATA, &many);
         call(&mut test);
@@ -513,7 +496,7 @@ mod tests {
 
     #[test]
     fn set_trap_table_of_0_clears_it_and_exceptions_are_reflected_again() {
-        let mut test = hypercall(hypercall::SET_TRAP_TABLE, 0, 0);
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, 0, 0);
         test.trap_table(&[trap(3, 0x21_0000)]);
         call(&mut test);
         assert_returned(&test, 0);
@@ -522,7 +505,7 @@ mod tests {
 
     #[test]
     fn set_trap_table_with_a_bad_pointer_returns_efault() {
-        let mut test = hypercall(hypercall::SET_TRAP_TABLE, UNMAPPED, 0);
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, UNMAPPED, 0);
         call(&mut test);
         assert_returned(&test, error::EFAULT);
         assert!(test.domain.pv.trap_table.is_empty());
@@ -531,7 +514,7 @@ mod tests {
     /// A bounced #PF handler at the `iret` hypercall, its frame (RAX, RIP, CS, RFLAGS,
     /// RSP, SS) at RSP.
     fn bounced_handler_returning(rflags: u64, cs: u64) -> Test {
-        let mut test = hypercall(hypercall::IRET, 0, 0);
+        let mut test = Test::hypercall(hypercall::IRET, 0, 0);
         for (index, word) in [0x77, 0x20_0040, cs, rflags, 0x7_ff80, 0x10]
             .into_iter()
             .enumerate()
@@ -600,7 +583,7 @@ mod tests {
     fn raise_event_nmi_injects_an_nmi_after_the_hypercall_returns() {
         // EVENTINJ type 2 (NMI); an exception of vector 2 would be illegal (AMD APM vol. 2,
         // 15.20).
-        let mut test = hypercall(hypercall::RAISE_EVENT, 2, 0);
+        let mut test = Test::hypercall(hypercall::RAISE_EVENT, 2, 0);
         test.gate(2, 0x21_2000);
         let run = call(&mut test);
         let (event, handler, synthetic) = testing::injected(&run.decision);
@@ -622,7 +605,7 @@ mod tests {
     fn raise_event_alignment_check_is_delivered_as_a_synthetic_exception() {
         // The state in which a CPU can raise #AC: CPL 3, CR0.AM and RFLAGS.AC (AMD APM
         // vol. 2, 8.2.17). #AC pushes an error code (0).
-        let mut test = hypercall(hypercall::RAISE_EVENT, 17, 0);
+        let mut test = Test::hypercall(hypercall::RAISE_EVENT, 17, 0);
         let save = &mut test.domain.vcpu.vmcb.save;
         save.cpl = 3;
         save.cr0 |= Cr0Flags::ALIGNMENT_MASK.bits();
@@ -639,7 +622,7 @@ mod tests {
     #[test]
     fn raise_event_of_something_that_is_no_exception_returns_einval() {
         for vector in [300, 40] {
-            let mut test = hypercall(hypercall::RAISE_EVENT, vector, 0);
+            let mut test = Test::hypercall(hypercall::RAISE_EVENT, vector, 0);
             let run = call(&mut test);
             assert_returned(&test, error::EINVAL);
             assert_eq!(run.decision.delivery, None, "vector {vector}");
@@ -648,7 +631,7 @@ mod tests {
 
     #[test]
     fn pin_page_table_refuses_tables_the_guest_still_maps_writable() {
-        let mut test = hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
         call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert!(test.domain.pv.pinned_tables.is_empty());
@@ -656,7 +639,7 @@ mod tests {
 
     #[test]
     fn pin_page_table_pins_every_table_under_the_root_and_counts_the_new_ones() {
-        let mut test = hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
         test.read_only_page_tables();
         call(&mut test);
         assert_returned(&test, 4);
@@ -671,7 +654,7 @@ mod tests {
 
     #[test]
     fn set_timer_arms_a_periodic_timer_and_starts_the_hypervisor_s() {
-        let mut test = hypercall(hypercall::SET_TIMER, 0x20, 1_000);
+        let mut test = Test::hypercall(hypercall::SET_TIMER, 0x20, 1_000);
         let now = test.machine.now.get();
         let run = call(&mut test);
         assert_returned(&test, 0);
@@ -693,7 +676,7 @@ mod tests {
     #[test]
     fn set_timer_refuses_an_exception_vector_and_a_vector_that_does_not_exist() {
         for vector in [31, 256] {
-            let mut test = hypercall(hypercall::SET_TIMER, vector, 1_000);
+            let mut test = Test::hypercall(hypercall::SET_TIMER, vector, 1_000);
             call(&mut test);
             assert_returned(&test, error::EINVAL);
             assert_eq!(test.domain.vcpu.interrupts.timer, None);
@@ -703,7 +686,7 @@ mod tests {
     #[test]
     fn set_timer_refuses_a_period_out_of_range() {
         for period in [999, 10_000_001] {
-            let mut test = hypercall(hypercall::SET_TIMER, 0x20, period);
+            let mut test = Test::hypercall(hypercall::SET_TIMER, 0x20, period);
             call(&mut test);
             assert_returned(&test, error::EINVAL);
             assert!(test.machine.calls.is_empty());
@@ -712,7 +695,7 @@ mod tests {
 
     #[test]
     fn set_timer_with_period_0_stops_the_timer() {
-        let mut test = hypercall(hypercall::SET_TIMER, 0x20, 0);
+        let mut test = Test::hypercall(hypercall::SET_TIMER, 0x20, 0);
         test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 1_000_000,
@@ -726,7 +709,7 @@ mod tests {
 
     #[test]
     fn set_pv_mode_1_turns_pv_mode_on_with_the_virtual_flag_as_rflags_if_is() {
-        let mut test = hypercall(hypercall::SET_PV_MODE, 1, 0);
+        let mut test = Test::hypercall(hypercall::SET_PV_MODE, 1, 0);
         test.interrupts_on();
         call(&mut test);
         assert_returned(&test, 0);
@@ -736,13 +719,13 @@ mod tests {
 
     #[test]
     fn set_pv_mode_0_turns_it_off_and_2_is_einval() {
-        let mut test = hypercall(hypercall::SET_PV_MODE, 0, 0);
+        let mut test = Test::hypercall(hypercall::SET_PV_MODE, 0, 0);
         test.domain.pv.enabled = true;
         call(&mut test);
         assert_returned(&test, 0);
         assert!(!test.domain.pv.enabled);
 
-        let mut test = hypercall(hypercall::SET_PV_MODE, 2, 0);
+        let mut test = Test::hypercall(hypercall::SET_PV_MODE, 2, 0);
         let run = call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert!(!run.decision.effects.contains(&Effect::PvMode(true)));
@@ -750,7 +733,7 @@ mod tests {
 
     #[test]
     fn a_hypercall_number_that_does_not_exist_returns_enosys() {
-        let mut test = hypercall(99, 0, 0);
+        let mut test = Test::hypercall(99, 0, 0);
         let run = call(&mut test);
         assert_returned(&test, error::ENOSYS);
         assert_eq!(
@@ -761,7 +744,7 @@ mod tests {
 
     #[test]
     fn a_vmmcall_at_an_unmapped_rip_kills_the_domain() {
-        let mut test = hypercall(hypercall::CONSOLE_WRITE, DATA, 1);
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, DATA, 1);
         test.domain.vcpu.vmcb.save.rip = UNMAPPED;
         let decision = test.decide(test.exit(ExitReason::Vmmcall));
         assert_eq!(

@@ -388,7 +388,8 @@ mod tests {
     use crate::domain::evtchn::Callback;
     use crate::domain::vcpu::{RunState, Wait};
     use crate::schedule::Switch;
-    use crate::testing::{DATA, ENTRY, SHARED_INFO, Test, UNMAPPED};
+    use crate::testing::assert_returned;
+    use crate::testing::{DATA, SHARED_INFO, Test, UNMAPPED};
     use traplab_abi::event::Notify;
     use traplab_abi::evtchn::shared_info;
     use traplab_abi::x86::RFlags;
@@ -432,12 +433,6 @@ mod tests {
     /// `struct evtchn_send` / `evtchn_close` / `evtchn_unmask`: one port.
     fn one_port(port: Port) -> Vec<u8> {
         port.to_le_bytes().to_vec()
-    }
-
-    /// The hypercall returned `result` in RAX and the guest continues after the VMMCALL.
-    fn assert_returned(test: &Test, result: i64) {
-        assert_eq!(test.gpr(0) as i64, result);
-        assert_eq!(test.rip(), ENTRY + 3);
     }
 
     fn read_u32(test: &Test, gpa: u64) -> u32 {
@@ -869,10 +864,7 @@ mod tests {
         );
         assert_eq!(
             run.applied.switch,
-            Some(Switch::Woke {
-                to: 2,
-                port: Some(5)
-            }),
+            Some(Switch::Woke { to: 2, port: 5 }),
             "the woken domain runs first"
         );
         assert_returned(&test, 0);
@@ -982,13 +974,7 @@ mod tests {
         d2.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
         let run = test.call();
         assert!(run.notifies()[0].woke);
-        assert_eq!(
-            run.applied.switch,
-            Some(Switch::Woke {
-                to: 2,
-                port: Some(5)
-            })
-        );
+        assert_eq!(run.applied.switch, Some(Switch::Woke { to: 2, port: 5 }));
         assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
     }
 

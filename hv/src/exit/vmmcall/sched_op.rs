@@ -117,6 +117,7 @@ mod tests {
     use super::*;
     use crate::domain::vcpu::RunState;
     use crate::schedule::Switch;
+    use crate::testing::assert_returned;
     use crate::testing::{DATA, ENTRY, SHARED_INFO, Test, UNMAPPED};
     use traplab_abi::evtchn::shared_info;
 
@@ -146,11 +147,6 @@ mod tests {
         .concat();
         test.write(DATA, &arg);
         test
-    }
-
-    fn assert_returned(test: &Test, result: i64) {
-        assert_eq!(test.gpr(0) as i64, result);
-        assert_eq!(test.rip(), ENTRY + 3, "RIP past the VMMCALL");
     }
 
     #[test]

@@ -89,13 +89,9 @@ pub fn set_callback(next: u64, how: u64, target: u64) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::assert_returned;
     use crate::testing::{ENTRY, SHARED_INFO, Test};
     use traplab_abi::boot::GUEST_RAM_SIZE;
-
-    fn assert_returned(test: &Test, result: i64) {
-        assert_eq!(test.gpr(0) as i64, result);
-        assert_eq!(test.rip(), ENTRY + 3);
-    }
 
     #[test]
     fn set_shared_info_of_a_page_of_ram_names_the_page() {

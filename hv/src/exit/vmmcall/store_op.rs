@@ -129,6 +129,7 @@ mod tests {
     use crate::domain::vcpu::RunState;
     use crate::schedule::Switch;
     use crate::store::Store;
+    use crate::testing::assert_returned;
     use crate::testing::{DATA, ENTRY, Test, UNMAPPED};
     use traplab_abi::store::NODES_MAX;
 
@@ -157,11 +158,6 @@ mod tests {
         test.write(VALUE, &[b'#'; 32]);
         test.set_gpr(8, size);
         test
-    }
-
-    fn assert_returned(test: &Test, result: i64) {
-        assert_eq!(test.gpr(0) as i64, result);
-        assert_eq!(test.rip(), ENTRY + 3);
     }
 
     fn buffer(test: &Test) -> Vec<u8> {
