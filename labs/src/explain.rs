@@ -94,11 +94,7 @@ pub fn expectation(pattern: &Pattern) -> String {
                     ("handle", "handle"),
                 ],
             );
-            match pattern.0.get("readonly").and_then(Value::as_bool) {
-                Some(true) => text.push_str(", read-only"),
-                Some(false) => text.push_str(", writable"),
-                None => {}
-            }
+            text.push_str(flag(pattern, "readonly", ", read-only", ", writable"));
             text
         }
         "end" => match number(pattern, "status") {
@@ -432,12 +428,23 @@ fn inject_expectation(pattern: &Pattern) -> String {
             ("handler", "handler"),
         ],
     );
-    match pattern.0.get("synthetic").and_then(Value::as_bool) {
-        Some(true) => text.push_str(", made up by the hypervisor (synthetic)"),
-        Some(false) => text.push_str(", as the CPU raised it (not synthetic)"),
-        None => {}
-    }
+    text.push_str(flag(
+        pattern,
+        "synthetic",
+        ", made up by the hypervisor (synthetic)",
+        ", as the CPU raised it (not synthetic)",
+    ));
     text
+}
+
+/// What a pattern's boolean `key` adds: `yes` when it asks for true, `no` for false,
+/// nothing when it does not say.
+fn flag(pattern: &Pattern, key: &str, yes: &'static str, no: &'static str) -> &'static str {
+    match pattern.0.get(key).and_then(Value::as_bool) {
+        Some(true) => yes,
+        Some(false) => no,
+        None => "",
+    }
 }
 
 fn domain_expectation(pattern: &Pattern) -> String {
@@ -468,16 +475,18 @@ fn notify_expectation(pattern: &Pattern) -> String {
     if let Some(port) = number(pattern, "from_port") {
         text.push_str(&format!(", sent on port {port}"));
     }
-    match pattern.0.get("woke").and_then(Value::as_bool) {
-        Some(true) => text.push_str(", and wake it (it was blocked)"),
-        Some(false) => text.push_str(", without waking it (it was not blocked)"),
-        None => {}
-    }
-    match pattern.0.get("masked").and_then(Value::as_bool) {
-        Some(true) => text.push_str(", while it masks the port"),
-        Some(false) => text.push_str(", with the port unmasked"),
-        None => {}
-    }
+    text.push_str(flag(
+        pattern,
+        "woke",
+        ", and wake it (it was blocked)",
+        ", without waking it (it was not blocked)",
+    ));
+    text.push_str(flag(
+        pattern,
+        "masked",
+        ", while it masks the port",
+        ", with the port unmasked",
+    ));
     text
 }
 

@@ -290,6 +290,31 @@ const _: () = assert!(
 );
 
 impl Flow {
+    /// A flow just opened at event `first`: one event long, nothing linked, nothing
+    /// decided yet.
+    fn opening(dom: u16, first: u32, tsc: u64, opening: Opening, exitcode: u32) -> Flow {
+        Flow {
+            first,
+            len: 1,
+            away: NO_EVENT,
+            back: NO_EVENT,
+            tsc,
+            rip: 0,
+            cycles: NO_CYCLES,
+            exitcode,
+            opening,
+            returned_by: NO_FLOW,
+            returns_from: NO_FLOW,
+            woke: NO_FLOW,
+            woken_by: NO_FLOW,
+            dom,
+            first_action: None,
+            last_action: None,
+            delivered: None,
+            end: FlowEnd::Open,
+        }
+    }
+
     /// The trap class, as the labs name it: `#PF` for an exception, else the exit name
     /// (`IOIO`). A flow without an exit is an `upcall` (it delivers an event a notification
     /// made pending), an `interrupt` (it delivers another pending event when its domain
@@ -457,27 +482,13 @@ impl Assembler {
         self.switched_in.remove(&dom);
         self.woken_by_port.remove(&dom);
         self.open.insert(dom, flows.len() as u32);
+        let exitcode = facts
+            .exitcode
+            .map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32);
+        let flow = Flow::opening(dom, index, facts.tsc, Opening::Exit, exitcode);
         flows.push(Flow {
-            first: index,
-            len: 1,
-            away: NO_EVENT,
-            back: NO_EVENT,
-            tsc: facts.tsc,
             rip: facts.rip.unwrap_or(0),
-            cycles: NO_CYCLES,
-            exitcode: facts
-                .exitcode
-                .map_or(u32::MAX, |code| code.min(u32::MAX as u64) as u32),
-            opening: Opening::Exit,
-            returned_by: NO_FLOW,
-            returns_from: NO_FLOW,
-            woke: NO_FLOW,
-            woken_by: NO_FLOW,
-            dom,
-            first_action: None,
-            last_action: None,
-            delivered: None,
-            end: FlowEnd::Open,
+            ..flow
         });
     }
 
@@ -631,26 +642,13 @@ impl Assembler {
     /// A flow that begins at the `schedule` that switched `dom` in.
     fn open_without_exit(&mut self, dom: u16, switch: SwitchedIn, flows: &mut Vec<Flow>) -> u32 {
         let number = flows.len() as u32;
-        flows.push(Flow {
-            first: switch.index,
-            len: 1,
-            away: NO_EVENT,
-            back: NO_EVENT,
-            tsc: switch.tsc,
-            rip: 0,
-            cycles: NO_CYCLES,
-            exitcode: 0,
-            opening: Opening::Switch(switch.why),
-            returned_by: NO_FLOW,
-            returns_from: NO_FLOW,
-            woke: NO_FLOW,
-            woken_by: NO_FLOW,
+        flows.push(Flow::opening(
             dom,
-            first_action: None,
-            last_action: None,
-            delivered: None,
-            end: FlowEnd::Open,
-        });
+            switch.index,
+            switch.tsc,
+            Opening::Switch(switch.why),
+            0,
+        ));
         self.open.insert(dom, number);
         number
     }

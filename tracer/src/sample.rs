@@ -139,38 +139,13 @@ pub fn event_channel_ping() -> Vec<Event> {
     );
     trace.push(Some(2), resume(0x20_0403, 60_000));
     // d2 ends; d1's send goes on.
-    trace.push(Some(2), Body::Exit(vmmcall(0x20_0410, hypercall::EXIT, 0)));
-    trace.push(
-        Some(2),
-        decide(
-            Action::Emulate,
-            "hypercall exit: the domain ends with status 0",
-            "hv/src/exit/vmmcall.rs:60",
-        ),
-    );
-    trace.push(Some(2), ended("pong"));
+    trace.exit_hypercall(2, 0x20_0410, "pong");
     trace.push(None, schedule(Some(2), Some(1), ScheduleWhy::Ended, None));
     // From seq 8 to seq 24; 220,000 of it d1 was away (seq 12 to 23).
     trace.push(Some(1), resume(0x20_0503, 320_000));
-    trace.push(Some(1), Body::Exit(vmmcall(0x20_0510, hypercall::EXIT, 0)));
-    trace.push(
-        Some(1),
-        decide(
-            Action::Emulate,
-            "hypercall exit: the domain ends with status 0",
-            "hv/src/exit/vmmcall.rs:60",
-        ),
-    );
-    trace.push(Some(1), ended("ping"));
+    trace.exit_hypercall(1, 0x20_0510, "ping");
     trace.push(None, schedule(Some(1), None, ScheduleWhy::Ended, None));
-    trace.push(
-        None,
-        Body::End(End {
-            status: 0,
-            reason: "every domain ended".into(),
-        }),
-    );
-    trace.events
+    trace.end()
 }
 
 /// A domain that takes its first event before it ever trapped: d1 sends to d2, which has
@@ -229,37 +204,12 @@ pub fn upcall_at_start() -> Vec<Event> {
         }),
     );
     trace.push(Some(2), resume(0x20_0900, 40_000));
-    trace.push(Some(2), Body::Exit(vmmcall(0x20_0910, hypercall::EXIT, 0)));
-    trace.push(
-        Some(2),
-        decide(
-            Action::Emulate,
-            "hypercall exit: the domain ends with status 0",
-            "hv/src/exit/vmmcall.rs:60",
-        ),
-    );
-    trace.push(Some(2), ended("pong"));
+    trace.exit_hypercall(2, 0x20_0910, "pong");
     trace.push(None, schedule(Some(2), Some(1), ScheduleWhy::Ended, None));
     trace.push(Some(1), resume(0x20_0503, 200_000));
-    trace.push(Some(1), Body::Exit(vmmcall(0x20_0510, hypercall::EXIT, 0)));
-    trace.push(
-        Some(1),
-        decide(
-            Action::Emulate,
-            "hypercall exit: the domain ends with status 0",
-            "hv/src/exit/vmmcall.rs:60",
-        ),
-    );
-    trace.push(Some(1), ended("ping"));
+    trace.exit_hypercall(1, 0x20_0510, "ping");
     trace.push(None, schedule(Some(1), None, ScheduleWhy::Ended, None));
-    trace.push(
-        None,
-        Body::End(End {
-            status: 0,
-            reason: "every domain ended".into(),
-        }),
-    );
-    trace.events
+    trace.end()
 }
 
 #[derive(Default)]
@@ -277,6 +227,32 @@ impl Builder {
             dom,
             body,
         });
+    }
+
+    /// Domain `dom` (its program `name`) ends with the `exit` hypercall at `rip`.
+    fn exit_hypercall(&mut self, dom: u16, rip: u64, name: &'static str) {
+        self.push(Some(dom), Body::Exit(vmmcall(rip, hypercall::EXIT, 0)));
+        self.push(
+            Some(dom),
+            decide(
+                Action::Emulate,
+                "hypercall exit: the domain ends with status 0",
+                "hv/src/exit/vmmcall.rs:60",
+            ),
+        );
+        self.push(Some(dom), ended(name));
+    }
+
+    /// The hypervisor stops: every domain has ended. The events.
+    fn end(mut self) -> Vec<Event> {
+        self.push(
+            None,
+            Body::End(End {
+                status: 0,
+                reason: "every domain ended".into(),
+            }),
+        );
+        self.events
     }
 }
 
