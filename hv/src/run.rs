@@ -254,12 +254,13 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
         if Some(domain.id) == running {
             continue;
         }
-        let RunState::Blocked(wait) = &domain.vcpu.run_state else {
+        if !domain.vcpu.run_state.is_blocked() {
             continue;
-        };
-        let wait = wait.clone();
+        }
         let tick = domain.timer_tick(now);
-        if schedule::woken_by_timer(&wait, domain, tick) {
+        if let RunState::Blocked(wait) = &domain.vcpu.run_state
+            && schedule::woken_by_timer(wait, domain, tick)
+        {
             domain.vcpu.run_state = RunState::Runnable;
             first = first.or(Some(domain.id));
         }
