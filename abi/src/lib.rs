@@ -8,6 +8,7 @@
 //! |---------------|--------------------------------------------------------------------------|
 //! | [`hypercall`] | the VMMCALL ABI: numbers, arguments, results, error codes                |
 //! | [`evtchn`], [`grant_table`], [`sched`], [`store`] | domains side by side, on Xen's ABI: event channels, grant tables, yield/block, the store |
+//! | [`blkif`]     | Xen's split block driver: the shared request/response ring and its requests |
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
@@ -22,6 +23,7 @@
 #[cfg(any(feature = "events", test))]
 extern crate alloc;
 
+pub mod blkif;
 pub mod boot;
 pub mod control;
 #[cfg(feature = "events")]
