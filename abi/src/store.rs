@@ -4,7 +4,8 @@
 //! It plays the part of Xen's xenstore, much reduced. What is the same: paths like
 //! `/local/domain/2/device/evtchn`, values as short strings, dom0 may write anywhere and a
 //! domain under its own `/local/domain/<id>/`, and waiting for a node to appear (xenstore's
-//! *watch*). What differs: xenstore is a daemon in dom0, reached through a shared ring and
+//! *watch*; here `store_wait` waits for a node to appear and `store_watch` for its value to
+//! change). What differs: xenstore is a daemon in dom0, reached through a shared ring and
 //! an event channel, with transactions and per-node permissions; traplab's store lives in
 //! the hypervisor, is reached by one hypercall, `store_op(cmd, path, path_len, value,
 //! value_len)` (hypercall [`crate::hypercall::STORE_OP`]), and every domain may read every
@@ -21,6 +22,12 @@ pub mod cmd {
     /// As [`READ`], but when the node does not exist yet the vCPU blocks until some domain
     /// writes it (a watch that fires once), then the read completes.
     pub const WAIT: u64 = 2;
+    /// As [`WAIT`], and also while the node still holds the value the caller knows: the
+    /// text in `value` up to its first NUL byte (or all `value_len` bytes). The vCPU blocks
+    /// until some domain writes a different value, then the read completes into `value`.
+    /// This is how a XenBus driver waits for the other end's state to move on (xenstore: a
+    /// watch on the `state` node, and a read when it fires).
+    pub const WATCH: u64 = 3;
 
     /// The command's name.
     pub fn name(cmd: u64) -> Option<&'static str> {
@@ -28,6 +35,7 @@ pub mod cmd {
             READ => "store_read",
             WRITE => "store_write",
             WAIT => "store_wait",
+            WATCH => "store_watch",
             _ => return None,
         })
     }

@@ -50,31 +50,12 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-/// A line being formatted for one `console_write` (longer lines are cut at 256 bytes).
-struct Line {
-    bytes: [u8; 256],
-    length: usize,
-}
-
-impl Write for Line {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let room = self.bytes.len() - self.length;
-        let taken = text.len().min(room);
-        self.bytes[self.length..self.length + taken].copy_from_slice(&text.as_bytes()[..taken]);
-        self.length += taken;
-        Ok(())
-    }
-}
-
 #[doc(hidden)]
 pub fn print_line(args: fmt::Arguments) {
-    let mut line = Line {
-        bytes: [0; 256],
-        length: 0,
-    };
-    let _ = line.write_fmt(args);
+    // Longer lines are cut at 256 bytes.
+    let mut line = crate::text::Text::<256>::from_args(args);
     let _ = line.write_str("\n");
-    crate::hypercall::console_write(&line.bytes[..line.length]);
+    crate::hypercall::console_write(line.as_bytes());
 }
 
 /// Print a line with one `console_write` hypercall: one exit, however long the line.

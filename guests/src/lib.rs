@@ -21,6 +21,8 @@
 //! grant reference), [`sched`] (yield, block, poll).
 #![no_std]
 
+pub mod blkback;
+pub mod blkfront;
 pub mod bounce;
 pub mod console;
 pub mod evtchn;
@@ -31,8 +33,10 @@ pub mod paging;
 pub mod sched;
 pub mod segments;
 pub mod store;
+pub mod text;
 pub mod traps;
 pub mod user;
+pub mod xenbus;
 
 pub use traplab_abi::boot::BootInfo;
 use traplab_baremetal as _;

@@ -81,6 +81,15 @@ pub fn map(
     .map(|flush| flush.flush())
 }
 
+/// Unmap the 4 KiB page at `virtual_address` (and flush it from the TLB): the next access
+/// is a page fault. The frame it led to, if it was mapped.
+pub fn unmap(virtual_address: u64) -> Option<u64> {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
+    let (frame, flush) = tables().unmap(page).ok()?;
+    flush.flush();
+    Some(frame.start_address().as_u64())
+}
+
 /// Where `virtual_address` leads through the active page tables, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     use x86_64::structures::paging::Translate;

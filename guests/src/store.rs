@@ -41,6 +41,17 @@ pub fn wait<'a>(path: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
     text(store_op(cmd::WAIT, path, buffer), buffer)
 }
 
+/// Wait (blocked) until `path` holds something other than `known`, and read it into
+/// `buffer` (`known` must fit in it, with room for the NUL that ends it).
+pub fn watch<'a>(path: &str, known: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
+    if known.len() >= buffer.len() {
+        return Err(traplab_abi::hypercall::error::EINVAL);
+    }
+    buffer.fill(0);
+    buffer[..known.len()].copy_from_slice(known.as_bytes());
+    text(store_op(cmd::WATCH, path, buffer), buffer)
+}
+
 /// Read `path`, waiting for it, as a number.
 pub fn wait_number(path: &str) -> Result<u32, i64> {
     let mut buffer = [0u8; 16];

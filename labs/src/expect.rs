@@ -9,6 +9,10 @@
 //! console lines with addresses in them), `"prefix:TEXT"` one that starts with it (for the
 //! instruction bytes at RIP: `insn = "prefix:0f0b"`). An array matches when each of its
 //! elements matches some element of the event's array (`changes = [{ name = "cr0" }]`).
+//!
+//! One key is not a field: `quiet = [0]` on a step says that the domains listed had no event
+//! at all between the step before and this one (the `swap-in` lab: dom0 does nothing while
+//! d1's page comes back from the driver domain).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -133,7 +137,23 @@ const FIELDS: [(&str, &[&str]); 16] = [
     ("end", &["status", "reason"]),
 ];
 
+/// The key of a step that names the domains with no event since the step before.
+const QUIET: &str = "quiet";
+
 impl Pattern {
+    /// The domains that must have had no event between the step before and this one.
+    pub fn quiet(&self) -> Vec<u16> {
+        self.0
+            .get(QUIET)
+            .and_then(Value::as_array)
+            .map(|doms| {
+                doms.iter()
+                    .filter_map(|dom| dom.as_u64().and_then(|dom| u16::try_from(dom).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A field no event of the pattern's kind has (a typo, or a TOML key that landed in the
     /// last `[[expect]]` table by mistake), or a missing or unknown kind: the pattern could
     /// never match.
@@ -144,10 +164,15 @@ impl Pattern {
         let Some((_, fields)) = FIELDS.iter().find(|(name, _)| *name == kind) else {
             return Some(format!("kind = {kind:?}"));
         };
+        if let Some(quiet) = self.0.get(QUIET)
+            && self.quiet().len() != quiet.as_array().map_or(usize::MAX, Vec::len)
+        {
+            return Some(format!("{QUIET} = {quiet} (a list of domain numbers)"));
+        }
         self.0
             .keys()
             .find(|key| {
-                !["v", "seq", "tsc", "dom", "kind"].contains(&key.as_str())
+                !["v", "seq", "tsc", "dom", "kind", QUIET].contains(&key.as_str())
                     && !fields.contains(&key.as_str())
             })
             .cloned()
@@ -165,6 +190,9 @@ pub struct Mismatch {
     pub after_seq: Option<u64>,
     /// The first later event of the same kind, as a readable line: the nearest miss.
     pub nearest: Option<String>,
+    /// The step's event came, but a domain its `quiet` names had an event before it: that
+    /// event, as a readable line.
+    pub not_quiet: Option<String>,
 }
 
 impl Mismatch {
@@ -176,6 +204,12 @@ impl Mismatch {
         );
         if let Some(seq) = self.after_seq {
             text.push_str(&format!(" after event {seq}"));
+        }
+        if let Some(intruder) = &self.not_quiet {
+            text.push_str(&format!(
+                ", with a domain that had to stay quiet doing nothing before it; but it did: {intruder}"
+            ));
+            return text;
         }
         match &self.nearest {
             Some(nearest) => {
@@ -204,10 +238,25 @@ pub fn matched_events(
     let mut after_seq = None;
     let mut matched = Vec::with_capacity(patterns.len());
     for (index, pattern) in patterns.iter().enumerate() {
+        let mut fields = pattern.0.clone();
+        fields.remove(QUIET);
+        let quiet = pattern.quiet();
         match (position..values.len())
-            .find(|&candidate| matches(&pattern.0, &values[candidate], symbols))
+            .find(|&candidate| matches(&fields, &values[candidate], symbols))
         {
             Some(found) => {
+                if let Some(intruder) = events[position..found]
+                    .iter()
+                    .find(|event| event.dom.is_some_and(|dom| quiet.contains(&dom)))
+                {
+                    return Err(Mismatch {
+                        step: index,
+                        expected: pattern.describe(),
+                        after_seq,
+                        nearest: None,
+                        not_quiet: Some(traplab_tracer::text::line(intruder)),
+                    });
+                }
                 after_seq = Some(events[found].seq);
                 position = found + 1;
                 matched.push(found);
@@ -222,6 +271,7 @@ pub fn matched_events(
                     expected: pattern.describe(),
                     after_seq,
                     nearest,
+                    not_quiet: None,
                 });
             }
         }
@@ -347,6 +397,41 @@ mod tests {
         assert_eq!(
             pattern("kind = \"schedule\"\nwhy = \"woken\"\nporte = 3").unknown_field(),
             Some("porte".into())
+        );
+    }
+
+    #[test]
+    fn a_quiet_domain_must_have_no_event_between_two_steps() {
+        let mut events = events();
+        for event in &mut events {
+            event.dom = Some(1);
+        }
+        let symbols = Symbols::default();
+        let steps = [
+            pattern(r#"kind = "console""#),
+            pattern("kind = \"console\"\ntext = \"b\"\nquiet = [0]"),
+        ];
+        assert_eq!(steps[1].unknown_field(), None);
+        assert_eq!(check(&steps, &events, &symbols), Ok(()));
+        // d0 does something between the two steps: the flow is broken, and the message
+        // names what d0 did.
+        events[1].dom = Some(0);
+        let mismatch = check(&steps, &events, &symbols).unwrap_err();
+        assert_eq!(mismatch.step, 1);
+        let intruder = mismatch.not_quiet.clone().unwrap();
+        assert!(intruder.contains("#PF"), "{intruder}");
+        assert!(mismatch.explain().contains("stay quiet"), "{}", mismatch.explain());
+        // Before the step before, d0 may do what it likes.
+        events[1].dom = Some(1);
+        events[0].dom = Some(0);
+        let steps = [
+            pattern(r#"kind = "inject""#),
+            pattern("kind = \"console\"\nquiet = [0]"),
+        ];
+        assert_eq!(check(&steps, &events, &symbols), Ok(()));
+        assert_eq!(
+            pattern("kind = \"console\"\nquiet = 0").unknown_field(),
+            Some("quiet = 0 (a list of domain numbers)".into())
         );
     }
 

@@ -103,9 +103,17 @@ pub fn expectation(pattern: &Pattern) -> String {
         },
         _ => pattern.describe(),
     };
-    match dom(pattern) {
+    let sentence = match dom(pattern) {
         Some(dom) if kind != "domain" => format!("{sentence} (in {})", domain_label(dom)),
         _ => sentence,
+    };
+    let quiet: Vec<String> = pattern.quiet().into_iter().map(domain_label).collect();
+    match quiet.len() {
+        0 => sentence,
+        _ => format!(
+            "{sentence}, and nothing at all from {} since the step before",
+            quiet.join(" or ")
+        ),
     }
 }
 
@@ -113,6 +121,9 @@ pub fn expectation(pattern: &Pattern) -> String {
 /// hypervisor's decision at that point, the exit or console line that came instead, or how
 /// the domain ended.
 pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> String {
+    if let Some(intruder) = &mismatch.not_quiet {
+        return format!("a domain that had to stay quiet did something first: {intruder}");
+    }
     let from = mismatch
         .after_seq
         .and_then(|seq| events.iter().position(|event| event.seq == seq))
@@ -762,6 +773,7 @@ mod tests {
             expected: expected.describe(),
             after_seq,
             nearest: None,
+            not_quiet: None,
         }
     }
 

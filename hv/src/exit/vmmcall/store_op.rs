@@ -4,7 +4,8 @@
 //!
 //! `store_wait` on a node that does not exist yet blocks the vCPU *without* moving RIP: when
 //! a write wakes it, the VMMCALL runs again and now reads the node (as a Xen hypercall
-//! continuation re-executes its call).
+//! continuation re-executes its call). `store_watch` blocks the same way while the node
+//! still holds the value the caller knows, and any write to the node wakes it to look again.
 
 use super::finish;
 use crate::decide;
@@ -81,6 +82,13 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
             finish(decision, next, number, 0)
         }
         _ => match guest.others.store.read(&path) {
+            Some(found) if command == cmd::WATCH && Some(found) == known_value(guest, value, value_length).as_deref() => decide!(
+                Action::Emulate,
+                "{name}: {path} still holds \"{found}\": d{} blocks until a domain writes another value, then runs this VMMCALL again",
+                guest.id
+            )
+            .with(Effect::Block(Wait::Store(path)))
+            .describe("store_watch: blocked, RIP stays at the VMMCALL"),
             Some(found) => {
                 // Like snprintf: as much as fits, and the whole length returned.
                 let bytes = found.as_bytes();
@@ -98,7 +106,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                 });
                 finish(decision, next, number, bytes.len() as i64)
             }
-            None if command == cmd::WAIT => decide!(
+            None if command == cmd::WAIT || command == cmd::WATCH => decide!(
                 Action::Emulate,
                 "{name}: {path} does not exist yet: d{} blocks until a domain writes it, then runs this VMMCALL again",
                 guest.id
@@ -108,6 +116,19 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
             None => refuse(format!("{path} does not exist, ENOENT"), error::ENOENT),
         },
     }
+}
+
+/// The value a `store_watch` caller already knows: the text in its buffer up to the first
+/// NUL byte. `None` when the buffer is unreadable or not text: then any value is news.
+fn known_value(guest: &Guest, address: u64, length: u64) -> Option<String> {
+    let mut bytes = vec![0u8; length.min(VALUE_MAX) as usize];
+    guest.read_virtual(address, &mut bytes).ok()?;
+    let end = bytes
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(bytes.len());
+    bytes.truncate(end);
+    String::from_utf8(bytes).ok()
 }
 
 /// Text of 1 to `max` bytes at guest-virtual `address`: EFAULT if it is not readable,
@@ -339,6 +360,45 @@ mod tests {
     }
 
     #[test]
+    fn watch_blocks_while_the_node_holds_the_known_value() {
+        let mut test = read_into(cmd::WATCH, "/local/domain/0/state", 16);
+        test.store.write("/local/domain/0/state".into(), "1".into());
+        test.write(VALUE, b"1\0");
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "store_watch: /local/domain/0/state still holds \"1\": d1 blocks until a domain writes another value, then runs this VMMCALL again"
+        );
+        assert_eq!(
+            run.decision.effects,
+            [Effect::Block(Wait::Store("/local/domain/0/state".into()))]
+        );
+        assert_eq!(run.applied.switch, Some(Switch::Blocked));
+        assert_eq!(test.rip(), ENTRY, "RIP does not move");
+    }
+
+    #[test]
+    fn watch_reads_a_changed_value_at_once() {
+        let mut test = read_into(cmd::WATCH, "/local/domain/0/state", 16);
+        test.store.write("/local/domain/0/state".into(), "4".into());
+        test.write(VALUE, b"3\0");
+        let run = test.call();
+        assert_returned(&test, 1);
+        assert_eq!(&buffer(&test)[..2], b"4\0");
+        assert_eq!(run.applied.switch, None);
+    }
+
+    #[test]
+    fn watch_on_a_missing_node_blocks_as_wait_does() {
+        let mut test = read_into(cmd::WATCH, "/local/domain/0/state", 16);
+        let run = test.call();
+        assert_eq!(
+            run.decision.effects,
+            [Effect::Block(Wait::Store("/local/domain/0/state".into()))]
+        );
+    }
+
+    #[test]
     fn a_write_wakes_the_domain_waiting_for_that_node_and_no_other() {
         let mut test = op(cmd::WRITE, MINE, "8");
         test.add_domain(2).vcpu.run_state = RunState::Blocked(Wait::Store(MINE.into()));
@@ -404,9 +464,9 @@ mod tests {
 
     #[test]
     fn an_unknown_command_returns_enosys() {
-        let mut test = op(3, MINE, "");
+        let mut test = op(4, MINE, "");
         let run = test.call();
         assert_returned(&test, error::ENOSYS);
-        assert_eq!(run.decision.why, "store_op: no such command 3, ENOSYS");
+        assert_eq!(run.decision.why, "store_op: no such command 4, ENOSYS");
     }
 }

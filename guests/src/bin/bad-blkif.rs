@@ -1,0 +1,120 @@
+//! `bad-blkif`: a hostile frontend, against the backend in the driver domain and the
+//! hypervisor. Runs as d1 in the `bad-blkif` lab (dom0 and the driver domain d2 run the
+//! `swap-in` program: the toolstack and an honest blkback).
+//!
+//! Each attack, and who stops it:
+//!
+//! 1. touch the disk controller d2 owns → the hypervisor: reads all ones, writes dropped;
+//! 2. a request naming grant 7, which d1 never made → the backend tries to map it, the
+//!    hypervisor refuses the map, the backend answers ERROR;
+//! 3. a read past the end of the disk → blkback's check, ERROR;
+//! 4. `nr_segments` = 12 → blkback's check, ERROR (a request holds 11);
+//! 5. a request rewritten right after it was posted → blkback works on its own copy: the
+//!    answer is for one request or the other, never a mixture;
+//! 6. `req_prod` far ahead of anything the ring can hold → blkback stops serving d1, and
+//!    lives on.
+//!
+//! d1 prints each answer; the `bad-blkif` lab checks them.
+#![no_std]
+#![no_main]
+
+use traplab_abi::ata;
+use traplab_abi::blkif::{Response, operation, status};
+use traplab_guests::blkfront::{self, Blkfront, DATA_GREF};
+use traplab_guests::xenbus::{self, State};
+use traplab_guests::{BootInfo, grant, guest_main, hprintln};
+use x86_64::instructions::port::Port;
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// The page the honest-looking requests name.
+static mut PAGE: Page = Page([0; 4096]);
+
+/// A grant reference d1 never fills.
+const NEVER_GRANTED: u32 = 7;
+
+fn main(info: &BootInfo) -> i32 {
+    if info.domain != 1 {
+        hprintln!("bad-blkif runs as d1, the frontend");
+        return 1;
+    }
+    // 1. The controller is d2's.
+    // SAFETY: reading a status port has no side effect on anything of ours.
+    let status_port = unsafe { Port::<u8>::new(ata::COMMAND_BLOCK + 7).read() };
+    hprintln!("d1: the disk controller's status port reads {status_port:#x}");
+
+    let mut front = match blkfront::connect(1) {
+        Ok(front) => front,
+        Err(code) => {
+            hprintln!("d1: could not connect: {code}");
+            return 2;
+        }
+    };
+    let page = (&raw mut PAGE) as u64;
+
+    // 2. A grant that does not exist.
+    let request = front.page_request(operation::READ, 0, NEVER_GRANTED);
+    report(&mut front, "grant 7, never granted", &request);
+
+    // With a real grant from here on: the backend may map the page.
+    grant::grant_access(DATA_GREF, front.device.backend, page, false);
+
+    // 3. Past the end.
+    let request = front.page_request(operation::READ, front.sectors - 4, DATA_GREF);
+    report(&mut front, "8 sectors from 4 before the end", &request);
+
+    // 4. Twelve segments.
+    let mut request = front.page_request(operation::READ, 0, DATA_GREF);
+    request.nr_segments = 12;
+    report(&mut front, "nr_segments 12", &request);
+
+    // 5. Posted, then rewritten: a read of sector 0, turned into 12 segments at once.
+    let request = front.page_request(operation::READ, 0, DATA_GREF);
+    let id = request.id;
+    let _ = front.submit_without_waiting(&request);
+    let mut rewritten = request;
+    rewritten.nr_segments = 12;
+    let index = front.ring().req_prod_pvt.wrapping_sub(1);
+    front.ring().sring.write_request(index, &rewritten);
+    let response = front.wait_for_response(id);
+    hprintln!(
+        "d1: rewritten after posting: {} (the backend read it {})",
+        describe(&response),
+        if response.status == status::OKAY {
+            "before the rewrite"
+        } else {
+            "after the rewrite"
+        }
+    );
+    grant::end_access(DATA_GREF);
+
+    // 6. Indexes that run ahead.
+    let ring = front.ring();
+    let lie = ring.req_prod_pvt.wrapping_add(40);
+    ring.sring.set_req_prod(lie);
+    hprintln!("d1: req_prod set to {lie}, 40 requests ahead of the ring");
+    front.notify();
+    let back = front.device.backend_dir();
+    match xenbus::wait_for_state(&back, State::Closed) {
+        Ok(_) => hprintln!("d1: the backend closed the connection"),
+        Err(code) => hprintln!("d1: the backend's state is lost: {code}"),
+    }
+    let _ = grant::end_access(blkfront::RING_GREF);
+    let _ = xenbus::set_state(&front.device.frontend_dir(), State::Closed);
+    0
+}
+
+/// Submit `request` and print how it was answered.
+fn report(front: &mut Blkfront, what: &str, request: &traplab_abi::blkif::Request) {
+    match front.submit(request) {
+        Ok(response) => hprintln!("d1: {what}: {}", describe(&response)),
+        Err(failure) => hprintln!("d1: {what}: not posted: {failure:?}"),
+    }
+}
+
+fn describe(response: &Response) -> &'static str {
+    status::name(response.status).unwrap_or("an unknown status")
+}
+
+guest_main!(main);

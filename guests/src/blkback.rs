@@ -1,0 +1,184 @@
+//! blkback: the backend half of Xen's split block driver, in the domain that owns the disk
+//! controller — a driver domain, or dom0 (Linux: `drivers/block/xen-blkback/`; the ABI:
+//! `traplab_abi::blkif`).
+//!
+//! The backend maps the frontend's ring page (a grant), binds the frontend's event channel,
+//! and then sleeps until an event says requests are there. For each request it takes a
+//! *copy* first (a frontend may rewrite the slot while we work: every check and every use
+//! reads the copy), checks it (`blkif::check_request`: the operation, the segments, the
+//! sectors), maps each segment's page (a grant the frontend made for us: the hypervisor
+//! refuses any other), moves the sectors between that page and the disk through the
+//! controller this domain owns (`crate::ata`: port I/O that reaches the device without an
+//! exit), unmaps the page, and answers. A request that fails a check gets an error response;
+//! the backend goes on with the next. A ring whose indexes run ahead of what it can hold is
+//! a frontend that lies: the backend stops serving it and lives on.
+
+use crate::ata;
+use crate::evtchn;
+use crate::grant;
+use crate::hprintln;
+use crate::sched;
+use crate::xenbus::{self, Device, State};
+use traplab_abi::blkif::{
+    BackRing, RING_SIZE, Request, Response, SECTOR_SIZE, SharedRing, check_request, operation,
+    status,
+};
+use traplab_abi::evtchn::Port;
+use traplab_abi::grant_table::MAP_AREA;
+
+/// Where the ring is mapped: the first page of the grant-map area.
+const RING_ADDRESS: u64 = MAP_AREA;
+/// Where a request's segment `i` is mapped: the pages after the ring's.
+fn segment_address(index: usize) -> u64 {
+    MAP_AREA + (1 + index as u64) * 4096
+}
+
+/// What one connection did, for the driver domain to report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Served {
+    pub requests: u64,
+    pub refused: u64,
+    /// The frontend's ring indexes ran ahead of the ring: we stopped serving it.
+    pub ring_broken: bool,
+}
+
+/// Serve the one device the toolstack attaches to us (`me`), until its frontend closes.
+pub fn serve(me: u16) -> Result<Served, i64> {
+    let disk = ata::identify().map_err(|error| {
+        hprintln!("blkback: no disk: {error:?}");
+        traplab_abi::hypercall::error::EINVAL
+    })?;
+    let device = xenbus::wait_for_attach(me)?;
+    let front = device.frontend_dir();
+    let back = device.backend_dir();
+    xenbus::write_number(&back, "sectors", disk.sectors)?;
+    xenbus::write_number(&back, "sector-size", SECTOR_SIZE as u64)?;
+    xenbus::set_state(&back, State::InitWait)?;
+
+    xenbus::wait_for_state(&front, State::Initialised)?;
+    let ring_ref = xenbus::read_number(&front, "ring-ref")? as u32;
+    let remote_port = xenbus::read_number(&front, "event-channel")? as Port;
+    let ring_handle = grant::map(device.frontend, ring_ref, RING_ADDRESS, false)
+        .map_err(|code| code as i64)?;
+    // SAFETY: the grant is mapped at RING_ADDRESS, one page, in both the nested page tables
+    // and ours (`grant::map`), until we unmap it below.
+    let sring = unsafe { SharedRing::new(RING_ADDRESS as *mut u8) };
+    let mut ring = BackRing::new(sring);
+    let port = evtchn::bind_interdomain(device.frontend, remote_port)?;
+    xenbus::set_state(&back, State::Connected)?;
+    hprintln!(
+        "blkback: d{me} serves d{}'s disk {} ({} sectors, {}): ring grant {ring_ref}, port {port}",
+        device.frontend,
+        device.vdev,
+        disk.sectors,
+        disk.model()
+    );
+
+    let mut served = Served::default();
+    loop {
+        if ring.overflowed() {
+            hprintln!(
+                "blkback: d{}'s ring says req_prod = {} but we took up to {}: more than the {RING_SIZE} a ring holds; the frontend is broken and we stop serving it",
+                device.frontend,
+                ring.sring.req_prod(),
+                ring.req_cons
+            );
+            served.ring_broken = true;
+            break;
+        }
+        while let Some(request) = ring.take_request() {
+            let response = answer(&device, &request, disk.sectors, &mut served);
+            ring.push_response(&response);
+            if ring.overflowed() {
+                break;
+            }
+        }
+        if ring.push_responses_and_check_notify() {
+            evtchn::send(port);
+        }
+        if served.ring_broken || ring.overflowed() {
+            continue;
+        }
+        // Nothing left: ask for an event at the next request, and look once more in case
+        // one came just before (RING_FINAL_CHECK_FOR_REQUESTS).
+        if ring.final_check_for_requests() {
+            continue;
+        }
+        if xenbus::read_state(&front) >= State::Closing {
+            break;
+        }
+        // Sleep until the frontend's event (SCHEDOP_poll: no upcall needed), then forget it.
+        sched::poll(&[port]);
+        evtchn::clear(port);
+    }
+
+    grant::unmap(ring_handle, RING_ADDRESS);
+    evtchn::close(port);
+    xenbus::set_state(&back, State::Closed)?;
+    Ok(served)
+}
+
+/// Do one request (already copied out of the ring) and say how it went.
+fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Served) -> Response {
+    served.requests += 1;
+    let mut response = Response {
+        id: request.id,
+        operation: request.operation,
+        status: status::OKAY,
+        ..Default::default()
+    };
+    if let Err(refusal) = check_request(request, disk_sectors) {
+        served.refused += 1;
+        hprintln!("blkback: request {} refused: {refusal}", request.id);
+        response.status = refusal.status();
+        return response;
+    }
+    let writing = request.operation == operation::WRITE;
+    let mut sector = request.sector_number;
+    for (index, segment) in request.seg[..request.nr_segments as usize].iter().enumerate() {
+        let address = segment_address(index);
+        // A write request: we only read the frontend's page. A read: we fill it.
+        let handle = match grant::map(device.frontend, segment.gref, address, writing) {
+            Ok(handle) => handle,
+            Err(code) => {
+                served.refused += 1;
+                hprintln!(
+                    "blkback: request {}: grant {} of d{} cannot be mapped (status {code}): error",
+                    request.id,
+                    segment.gref,
+                    device.frontend
+                );
+                response.status = status::ERROR;
+                return response;
+            }
+        };
+        let count = (segment.last_sect - segment.first_sect + 1) as u64;
+        let start = address + segment.first_sect as u64 * SECTOR_SIZE as u64;
+        let length = count as usize * SECTOR_SIZE;
+        let moved = if writing {
+            // SAFETY: the granted page is mapped at `address` (read-only for a write
+            // request), and the sectors lie inside it (check_request: last_sect ≤ 7).
+            let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, length) };
+            ata::write(sector, bytes)
+        } else {
+            // SAFETY: as above, mapped writable for a read request.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, length) };
+            ata::read(sector, bytes)
+        };
+        grant::unmap(handle, address);
+        if let Err(error) = moved {
+            hprintln!("blkback: request {}: the disk says {error:?}", request.id);
+            response.status = status::ERROR;
+            return response;
+        }
+        sector += count;
+    }
+    hprintln!(
+        "blkback: {} {} sectors at sector {} for d{}: okay",
+        if writing { "wrote" } else { "read" },
+        sector - request.sector_number,
+        request.sector_number,
+        device.frontend
+    );
+    response
+}

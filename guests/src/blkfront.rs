@@ -1,0 +1,227 @@
+//! blkfront: the frontend half of Xen's split block driver, in the domain that uses the disk
+//! (Linux: `drivers/block/xen-blkfront.c`; the ABI: `traplab_abi::blkif`).
+//!
+//! The frontend has no disk. It shares one page with the backend — the ring — through a
+//! grant, and one event channel. To read or write a page it grants the backend that page,
+//! puts a request on the ring and, unless the backend is still busy with earlier ones
+//! (notification hold-off), sends an event. The backend's response comes back on the ring,
+//! announced by an event: our upcall.
+//!
+//! [`Blkfront::transfer`] waits for its response with interrupts on and the CPU halted, so
+//! it can be called from an exception handler (the `swap-in` lab's page-fault handler): the
+//! vCPU blocks, the hypervisor runs the backend, and the backend's event interrupts the halt
+//! through our IDT. The upcall runs on a stack of its own (IST slot 1): the page-fault
+//! handler's frame is on the runtime's trap stack, which an upcall on the same stack would
+//! overwrite. The upcall only takes the event; the waiting code takes the responses
+//! itself (Linux takes them in the interrupt handler and wakes the waiting task:
+//! one task here, so the same in fewer steps).
+
+use crate::evtchn::{self, CALLBACK_VECTOR};
+use crate::grant;
+use crate::traps::{self, TrapFrame};
+use crate::xenbus::{self, Device, Path, State};
+use traplab_abi::blkif::{
+    FrontRing, MAX_SEGMENTS, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing, operation,
+    status,
+};
+use traplab_abi::evtchn::Port;
+use traplab_abi::grant_table::GrantRef;
+
+/// The grant reference of the ring page.
+pub const RING_GREF: GrantRef = 0;
+/// The grant reference of the page a transfer moves (one at a time).
+pub const DATA_GREF: GrantRef = 1;
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// The ring we share with the backend.
+static mut RING_PAGE: Page = Page([0; 4096]);
+
+/// The upcall's own stack (see the module's docs).
+#[repr(C, align(16))]
+struct Stack([u8; 16 * 1024]);
+static mut UPCALL_STACK: Stack = Stack([0; 16 * 1024]);
+
+/// The frontend, connected.
+pub struct Blkfront {
+    pub device: Device,
+    ring: FrontRing,
+    pub port: Port,
+    /// The disk's size, as the backend published it.
+    pub sectors: u64,
+    next_id: u64,
+}
+
+/// Why a transfer failed: the backend's status (`BLKIF_RSP_*`), or a grant's (`GNTST_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Backend(i16),
+    Grant(i16),
+    RingFull,
+}
+
+/// Connect to the backend the toolstack gave us (frontend `me`, the one disk [`xenbus::VDEV`]),
+/// XenBus state by state (see `xenbus`'s table).
+pub fn connect(me: u16) -> Result<Blkfront, i64> {
+    let front = crate::text!(128, "/local/domain/{me}/device/vbd/{}", xenbus::VDEV);
+    let backend = xenbus::read_number(&front, "backend-id")? as u16;
+    let device = Device {
+        frontend: me,
+        backend,
+        vdev: xenbus::VDEV,
+    };
+    let back: Path = device.backend_dir();
+    xenbus::wait_for_state(&back, State::InitWait)?;
+    let sectors = xenbus::read_number(&back, "sectors")?;
+
+    // Events: our shared-info page, and the upcall on a stack of its own.
+    // The stack is a static used only by this vector.
+    let stack_top = (&raw mut UPCALL_STACK) as u64 + size_of::<Stack>() as u64;
+    traps::set_stack(CALLBACK_VECTOR, stack_top);
+    check(evtchn::init(Some(upcall)))?;
+
+    // The ring: initialised by us, granted to the backend, writable.
+    let page = (&raw mut RING_PAGE) as u64;
+    // SAFETY: a static page of ours, 4096 bytes, aligned; only the ring uses it.
+    let sring = unsafe { SharedRing::new(page as *mut u8) };
+    sring.init();
+    let ring = FrontRing::new(sring);
+    let granted = grant::grant_access(RING_GREF, backend, page, false);
+    if granted != 0 {
+        return Err(granted as i64);
+    }
+    let port = evtchn::alloc_unbound(backend)?;
+    xenbus::write_number(&front, "ring-ref", RING_GREF as u64)?;
+    xenbus::write_number(&front, "event-channel", port as u64)?;
+    xenbus::set_state(&front, State::Initialised)?;
+    xenbus::wait_for_state(&back, State::Connected)?;
+    xenbus::set_state(&front, State::Connected)?;
+    Ok(Blkfront {
+        device,
+        ring,
+        port,
+        sectors,
+        next_id: 1,
+    })
+}
+
+/// The upcall: take the pending ports (clearing their bits, as Linux's upcall does). Its
+/// work is done by returning: the halted code after it looks at the ring.
+fn upcall(_frame: &mut TrapFrame) {
+    evtchn::take_pending(|_| {});
+}
+
+impl Blkfront {
+    /// Move one page between guest-physical `page` and the 8 sectors at `sector`
+    /// (`operation::READ` fills the page, `WRITE` stores it), and wait for the response.
+    pub fn transfer(&mut self, op: u8, sector: u64, page: u64) -> Result<(), Failure> {
+        let readonly = op == operation::WRITE; // the backend only reads a page we write out
+        let granted = grant::grant_access(DATA_GREF, self.device.backend, page, readonly);
+        if granted != 0 {
+            return Err(Failure::Grant(granted));
+        }
+        let request = self.page_request(op, sector, DATA_GREF);
+        let response = self.submit(&request);
+        // Whatever happened, the backend may no longer reach the page.
+        let ended = grant::end_access(DATA_GREF);
+        let response = response?;
+        if response.status != status::OKAY {
+            return Err(Failure::Backend(response.status));
+        }
+        if ended != 0 {
+            return Err(Failure::Grant(ended));
+        }
+        Ok(())
+    }
+
+    /// The next request: `op` on the 8 sectors at `sector`, one segment, the whole page
+    /// granted as `gref`.
+    pub fn page_request(&self, op: u8, sector: u64, gref: GrantRef) -> Request {
+        let mut segments = [Segment::default(); MAX_SEGMENTS];
+        segments[0] = Segment {
+            gref,
+            first_sect: 0,
+            last_sect: SECTORS_PER_PAGE - 1,
+            _pad: 0,
+        };
+        Request {
+            operation: op,
+            nr_segments: 1,
+            handle: self.device.vdev,
+            id: self.next_id,
+            sector_number: sector,
+            seg: segments,
+            ..Default::default()
+        }
+    }
+
+    /// Post `request` as it is (a hostile frontend's garbage too) and wait for its response.
+    pub fn submit(&mut self, request: &Request) -> Result<Response, Failure> {
+        self.submit_without_waiting(request)?;
+        Ok(self.wait_for_response(request.id))
+    }
+
+    /// Post `request`: make it visible, and send an event unless the backend is still
+    /// working through earlier ones (it will find this one before it sleeps).
+    pub fn submit_without_waiting(&mut self, request: &Request) -> Result<(), Failure> {
+        self.next_id = self.next_id.wrapping_add(1);
+        if !self.ring.push_request(request) {
+            return Err(Failure::RingFull);
+        }
+        if self.ring.push_requests_and_check_notify() {
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Send the backend an event, whatever the ring says.
+    pub fn notify(&self) {
+        evtchn::send(self.port);
+    }
+
+    /// The ring, for a hostile frontend that writes what an honest one would not.
+    pub fn ring(&mut self) -> &mut FrontRing {
+        &mut self.ring
+    }
+
+    /// Wait, halted with interrupts on, until the response with `id` is on the ring.
+    pub fn wait_for_response(&mut self, id: u64) -> Response {
+        loop {
+            while let Some(response) = self.ring.take_response() {
+                if response.id == id {
+                    return response;
+                }
+            }
+            // Nothing yet: ask for an event at the next response, and look once more in
+            // case it came just before (RING_FINAL_CHECK_FOR_RESPONSES).
+            if self.ring.final_check_for_responses() {
+                continue;
+            }
+            // `sti; hlt`: the interrupt flag takes effect after HLT starts, so an event that
+            // is already pending wakes the HLT instead of slipping in before it.
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+        }
+    }
+
+    /// Say goodbye: state 5 (Closing), an event so the backend looks, then wait until it is
+    /// closed and close our end.
+    pub fn disconnect(self) -> Result<(), i64> {
+        let front = self.device.frontend_dir();
+        let back = self.device.backend_dir();
+        xenbus::set_state(&front, State::Closing)?;
+        evtchn::send(self.port);
+        xenbus::wait_for_state(&back, State::Closed)?;
+        evtchn::close(self.port);
+        let ended = grant::end_access(RING_GREF);
+        if ended != 0 {
+            return Err(ended as i64);
+        }
+        xenbus::set_state(&front, State::Closed)
+    }
+}
+
+fn check(result: i64) -> Result<(), i64> {
+    if result < 0 { Err(result) } else { Ok(()) }
+}
