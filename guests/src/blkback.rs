@@ -64,6 +64,11 @@ pub fn serve(me: u16) -> Result<Served, i64> {
     // and ours (`grant::map`), until we unmap it below.
     let sring = unsafe { SharedRing::new(RING_ADDRESS as *mut u8) };
     let mut ring = BackRing::new(sring);
+    // Our shared-info page, without an upcall: we poll for the frontend's events.
+    let named = evtchn::init(None);
+    if named < 0 {
+        return Err(named);
+    }
     let port = evtchn::bind_interdomain(device.frontend, remote_port)?;
     xenbus::set_state(&back, State::Connected)?;
     hprintln!(

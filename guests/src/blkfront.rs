@@ -185,23 +185,36 @@ impl Blkfront {
         &mut self.ring
     }
 
-    /// Wait, halted with interrupts on, until the response with `id` is on the ring.
+    /// Wait, halted with interrupts on, for the backend's event, then take the responses
+    /// until the one with `id` is there.
+    ///
+    /// Every response sends us an event: after taking responses we always ask for an event
+    /// at the next one (`final_check_for_responses` moves `rsp_event` past what we took, as
+    /// Linux's `blkif_interrupt` does). So we sleep first: the event for our request is
+    /// owed, and if it already came while we were busy (interrupts off), it is still
+    /// pending and wakes the halt at once, through the upcall.
     pub fn wait_for_response(&mut self, id: u64) -> Response {
+        let mut found = None;
         loop {
-            while let Some(response) = self.ring.take_response() {
-                if response.id == id {
-                    return response;
-                }
-            }
-            // Nothing yet: ask for an event at the next response, and look once more in
-            // case it came just before (RING_FINAL_CHECK_FOR_RESPONSES).
-            if self.ring.final_check_for_responses() {
-                continue;
-            }
-            // `sti; hlt`: the interrupt flag takes effect after HLT starts, so an event that
-            // is already pending wakes the HLT instead of slipping in before it.
+            // `sti; hlt`: the interrupt flag takes effect after HLT starts, so a pending
+            // event wakes the HLT instead of slipping in before it.
             x86_64::instructions::interrupts::enable_and_hlt();
             x86_64::instructions::interrupts::disable();
+            loop {
+                while let Some(response) = self.ring.take_response() {
+                    if response.id == id {
+                        found = Some(response);
+                    }
+                }
+                // Ask for an event at the next response, and look once more in case one
+                // came just before (RING_FINAL_CHECK_FOR_RESPONSES).
+                if !self.ring.final_check_for_responses() {
+                    break;
+                }
+            }
+            if let Some(response) = found {
+                return response;
+            }
         }
     }
 

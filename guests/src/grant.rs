@@ -55,12 +55,17 @@ pub fn map(from: u16, gref: GrantRef, host_addr: u64, readonly: bool) -> Result<
         return Err(code);
     }
     // The hypervisor mapped it in the nested page tables; our own page tables must map it
-    // too before we can touch it (once: the address is reused for the next grant).
+    // too before we can touch it, writable or not as this grant is (the address is reused
+    // for the next grant, which may be the other kind).
     let mut flags = paging::Flags::NO_EXECUTE;
     if !readonly {
         flags |= paging::Flags::WRITABLE;
     }
-    if paging::translate(host_addr).is_none() && paging::map(host_addr, host_addr, flags).is_err() {
+    let mapped = match paging::translate(host_addr) {
+        None => paging::map(host_addr, host_addr, flags).is_ok(),
+        Some(_) => paging::set_flags(host_addr, flags),
+    };
+    if !mapped {
         return Err(status::GENERAL_ERROR);
     }
     Ok(argument.handle)

@@ -90,6 +90,20 @@ pub fn unmap(virtual_address: u64) -> Option<u64> {
     Some(frame.start_address().as_u64())
 }
 
+/// Set the flags of the mapped 4 KiB page at `virtual_address` to `flags` (PRESENT is
+/// added) and flush it from the TLB. Whether the page was mapped.
+pub fn set_flags(virtual_address: u64, flags: PageTableFlags) -> bool {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
+    // SAFETY: only the flags of a page that stays mapped to the same frame change.
+    match unsafe { tables().update_flags(page, flags | PageTableFlags::PRESENT) } {
+        Ok(flush) => {
+            flush.flush();
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Where `virtual_address` leads through the active page tables, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     use x86_64::structures::paging::Translate;

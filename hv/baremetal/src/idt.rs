@@ -96,8 +96,9 @@ pub unsafe fn set_exception_stubs(
     }
 }
 
-/// Make exception `vector`'s gate use IST slot `ist_index` (0-based), keeping its handler.
-/// Vectors without a typed field (reserved ones) are left alone.
+/// Make `vector`'s gate use IST slot `ist_index` (0-based), keeping its handler: an
+/// exception's, or an interrupt's (32–255). Exceptions without a typed field (reserved
+/// ones) are left alone.
 ///
 /// # Safety
 /// The slot must hold a usable stack — or, deliberately, an unusable one (that is how a
@@ -134,6 +135,13 @@ pub unsafe fn set_stack_index(idt: &mut InterruptDescriptorTable, vector: u8, is
                 .page_fault
                 .set_handler_addr(idt.page_fault.handler_addr())
                 .set_stack_index(ist_index),
+            // An interrupt vector: one of the generic entries (an upcall's, a timer's).
+            32.. => {
+                let handler = idt[vector].handler_addr();
+                idt[vector]
+                    .set_handler_addr(handler)
+                    .set_stack_index(ist_index)
+            }
             _ => return,
         };
     }
