@@ -7,6 +7,7 @@
 //! | module        | what it describes                                                        |
 //! |---------------|--------------------------------------------------------------------------|
 //! | [`hypercall`] | the VMMCALL ABI: numbers, arguments, results, error codes                |
+//! | [`ata`]       | the legacy ATA disk controller a driver domain owns: ports, registers, commands |
 //! | [`evtchn`], [`grant_table`], [`sched`], [`store`] | domains side by side, on Xen's ABI: event channels, grant tables, yield/block, the store |
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
@@ -22,6 +23,7 @@
 #[cfg(any(feature = "events", test))]
 extern crate alloc;
 
+pub mod ata;
 pub mod boot;
 pub mod control;
 #[cfg(feature = "events")]
