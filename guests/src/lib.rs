@@ -19,8 +19,12 @@
 //! Between domains, as a Xen guest does it: [`evtchn`] (event channels, the shared-info
 //! page and the upcall), [`grant`] (sharing a page), [`store`] (publishing a port or a
 //! grant reference), [`sched`] (yield, block, poll).
+//!
+//! A driver domain's device: [`ata`], a polled ATA PIO driver for the disk controller the
+//! hypervisor gives to one domain (`BootInfo::disk_owner`).
 #![no_std]
 
+pub mod ata;
 pub mod bounce;
 pub mod console;
 pub mod evtchn;
