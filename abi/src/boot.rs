@@ -62,6 +62,9 @@ pub const MODE_NOTE_SECTION: &str = ".note.traplab";
 pub const MODE_NOTE_NAME: &[u8] = b"traplab\0";
 pub const MODE_NOTE_TYPE: u32 = 1;
 
+/// `BootInfo::disk_owner` when the machine has no disk.
+pub const NO_DISK: u32 = u32::MAX;
+
 /// `BootInfo::magic`.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"TRAPLAB\0");
 
@@ -73,7 +76,12 @@ pub struct BootInfo {
     /// The domain's id, as Xen numbers them: 0 the control domain (dom0), when the lab has
     /// one; 1, 2, … the unprivileged domains.
     pub domain: u32,
-    pub _reserved: u32,
+    /// The domain that owns the machine's disk controller (`abi/src/ata.rs`), or
+    /// [`NO_DISK`] when the lab has no disk. The owner, the *driver domain*, reaches the
+    /// controller's ports without an exit; for every other domain they answer as an empty
+    /// bus does (reads all ones, writes dropped). A domain compares it with `domain` to
+    /// know whether it drives the disk; another learns here whom to ask for blocks.
+    pub disk_owner: u32,
     /// Bytes of guest RAM, starting at guest-physical 0.
     pub ram_size: u64,
     /// `[free_start, free_end)`: guest RAM not used by the image, the boot tables or

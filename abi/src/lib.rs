@@ -7,6 +7,7 @@
 //! | module        | what it describes                                                        |
 //! |---------------|--------------------------------------------------------------------------|
 //! | [`hypercall`] | the VMMCALL ABI: numbers, arguments, results, error codes                |
+//! | [`ata`]       | the legacy ATA disk controller a driver domain owns: ports, registers, commands |
 //! | [`evtchn`], [`grant_table`], [`sched`], [`store`] | domains side by side, on Xen's ABI: event channels, grant tables, yield/block, the store |
 //! | [`blkif`]     | Xen's split block driver: the shared request/response ring and its requests |
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
@@ -23,6 +24,7 @@
 #[cfg(any(feature = "events", test))]
 extern crate alloc;
 
+pub mod ata;
 pub mod blkif;
 pub mod boot;
 pub mod control;

@@ -19,8 +19,14 @@
 //! Between domains, as a Xen guest does it: [`evtchn`] (event channels, the shared-info
 //! page and the upcall), [`grant`] (sharing a page), [`store`] (publishing a port or a
 //! grant reference), [`sched`] (yield, block, poll).
+//!
+//! A driver domain's device: [`ata`], a polled ATA PIO driver for the disk controller the
+//! hypervisor gives to one domain (`BootInfo::disk_owner`). The split block driver on top
+//! of it, as Xen's: [`xenbus`] (how the two ends meet in the store), [`blkfront`] (in the
+//! domain that uses the disk) and [`blkback`] (in the domain that owns it).
 #![no_std]
 
+pub mod ata;
 pub mod blkback;
 pub mod blkfront;
 pub mod bounce;

@@ -29,7 +29,6 @@ use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     VmcbMsr,
 };
-use crate::device::Devices;
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -645,7 +644,8 @@ impl Step<'_, '_> {
                     },
                     value as u64,
                 );
-                self.reports.push(Devices::describe_in(port, value));
+                let what = self.domain.devices.describe_in(port, value);
+                self.reports.push(what);
             }
             PortAccess::Out { port, size, value } => {
                 let line = devices.port_write(port, size, value);

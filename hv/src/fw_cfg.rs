@@ -17,6 +17,7 @@
 //! | `opt/traplab/ring-kib`      | the trace ring's size in KiB (default 16384; small rings test the lossy mode) |
 //! | `opt/traplab/start`         | `in-turn` (each domain when the one before has ended) or `together` (side by side) |
 //! | `opt/traplab/gdb`           | the id of the domain gdb debugs (its session is on COM2) |
+//! | `opt/traplab/disk-owner`    | the domain that owns the disk controller (`device/ata.rs`); absent: no disk |
 //! | `opt/traplab/domN/name`     | the guest's name, for domain N: 0 the control domain (when the lab has one), 1, 2, … the others |
 //! | `opt/traplab/domN/elf`      | the guest's ELF image                              |
 

@@ -4,18 +4,25 @@
 //! that could let a guest see or change something outside itself, every I/O port and
 //! every MSR. Each intercept below causes a #VMEXIT with its own exit code (AMD APM vol. 2,
 //! 15.9–15.14; exit codes in appendix C) that one handler in `exit/` deals with.
+//!
+//! One exception, by design: the driver domain's own disk controller. Its ports are cleared
+//! in that domain's I/O permission map, and only in its map (`device/ata.rs`).
 
 use crate::frames;
 use traplab_abi::msr::FS_BASE;
+use traplab_hv::device::ata;
+use traplab_hv::iopm::{self, IoPermissionMap};
 use traplab_hv::vmcb::{Vmcb, misc1, misc2, v_intr};
 
 /// The I/O permission map: 12 KiB, one bit per port, set = intercept (15.10.1).
 const IOPM_PAGES: u64 = 3;
+const _: () = assert!(IOPM_PAGES * frames::PAGE_SIZE == iopm::SIZE as u64);
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
-/// Fill the control area of a new guest's VMCB. `None` when memory runs out.
-pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
+/// Fill the control area of domain `dom`'s new VMCB; `disk` says who owns the disk
+/// controller. `None` when memory runs out.
+pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()> {
     let control = &mut vmcb.control;
 
     // Every exception vector 0–31: the hypervisor sees each fault first and decides
@@ -81,13 +88,14 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
 
     let iopm = frames::alloc_frames(IOPM_PAGES)?;
     let msrpm = frames::alloc_frames(MSRPM_PAGES)?;
-    // SAFETY: both ranges were just allocated for this VMCB and are identity-mapped.
+    // SAFETY: the range was just allocated for this VMCB, is identity-mapped, 12 KiB long
+    // (asserted above) and nothing else refers to it.
+    let mut ports = IoPermissionMap::new(unsafe { &mut *(iopm as *mut [u8; iopm::SIZE]) });
+    // Every port exits, but the disk controller's in its owner's map: passthrough.
+    ports.intercept_all();
+    disk.open_ports(dom, &mut ports);
+    // SAFETY: the range was just allocated for this VMCB and is identity-mapped.
     unsafe {
-        core::ptr::write_bytes(
-            iopm as *mut u8,
-            0xff,
-            (IOPM_PAGES * frames::PAGE_SIZE) as usize,
-        );
         core::ptr::write_bytes(
             msrpm as *mut u8,
             0xff,
@@ -105,7 +113,7 @@ pub fn configure(vmcb: &mut Vmcb, asid: u32) -> Option<()> {
     control.msrpm_base_pa = msrpm;
 
     // ASID 0 is the host's; each guest gets its own so TLB entries never mix (15.16).
-    control.guest_asid = asid;
+    control.guest_asid = dom as u32 + 1;
     // Flush the TLB at the first VMRUN.
     control.tlb_control = 1;
     // V_INTR_MASKING (bit 24): the guest's RFLAGS.IF masks only virtual interrupts; physical

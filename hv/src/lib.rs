@@ -26,7 +26,8 @@
 //! | [`system`]    | every domain side by side, and the store they share                      |
 //! | [`schedule`]  | which domain's vCPU runs: the scheduler's decisions                      |
 //! | [`store`]     | the store: names and values the domains share (xenstore, reduced)        |
-//! | [`device`]    | the devices the hypervisor emulates (console UART, the lab's MMIO device) |
+//! | [`device`]    | the devices the hypervisor emulates (console UART, the lab's MMIO device), and the disk controller it hands to one domain |
+//! | [`iopm`]      | the I/O permission map: which ports a domain reaches without an exit      |
 //! | [`vmcb`]      | the VMCB layout (AMD APM vol. 2, appendix B)                             |
 //! | [`machine`]   | what the hypervisor asks of the machine it runs on                       |
 //! | [`emulate`], [`instruction`] | decoding an instruction and the memory access it makes   |
@@ -42,6 +43,7 @@ pub mod domain;
 pub mod emulate;
 pub mod exit;
 pub mod instruction;
+pub mod iopm;
 pub mod machine;
 pub mod quirks;
 pub mod schedule;

@@ -15,6 +15,7 @@ use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection, ObjectSegment};
 use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
+use traplab_hv::device::ata;
 use traplab_hv::domain::{Domain, GuestMemory};
 
 /// Why a domain could not be created.
@@ -33,7 +34,13 @@ impl core::fmt::Display for LoadError {
     }
 }
 
-pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
+/// Domain `id` running `elf`, on a machine whose disk controller `disk` says who owns.
+pub fn create(
+    id: u16,
+    name: String,
+    elf: &[u8],
+    disk: ata::Assignment,
+) -> Result<Domain, LoadError> {
     let mut memory = if crate::settings::get().lazy_memory {
         GuestRam::new_lazy(boot::GUEST_RAM_SIZE)
     } else {
@@ -41,12 +48,13 @@ pub fn create(id: u16, name: String, elf: &[u8]) -> Result<Domain, LoadError> {
     }
     .ok_or(LoadError::OutOfMemory)?;
     let (entry, image_end, mode) = load_elf(&mut memory, elf)?;
-    build_boot_environment(&mut memory, id, image_end, mode).ok_or(LoadError::OutOfMemory)?;
+    build_boot_environment(&mut memory, id, image_end, mode, disk).ok_or(LoadError::OutOfMemory)?;
     let nested_root = memory.npt.root;
 
     let mut domain = Domain::new(id, name, Box::new(memory));
+    domain.devices.disk = disk;
     let vcpu = &mut domain.vcpu;
-    intercepts::configure(&mut vcpu.vmcb, id as u32 + 1).ok_or(LoadError::OutOfMemory)?;
+    intercepts::configure(&mut vcpu.vmcb, id, disk).ok_or(LoadError::OutOfMemory)?;
     let control = &mut vcpu.vmcb.control;
     control.np_enable = 1;
     control.n_cr3 = nested_root;
@@ -148,11 +156,12 @@ fn build_boot_environment(
     id: u16,
     image_end: u64,
     mode: boot::GuestMode,
+    disk: ata::Assignment,
 ) -> Option<()> {
     let info = BootInfo {
         magic: boot::BOOT_INFO_MAGIC,
         domain: id as u32,
-        _reserved: 0,
+        disk_owner: disk.boot_info(),
         ram_size: memory.size(),
         free_start: (image_end + 0xfff) & !0xfff,
         free_end: memory.size(),

@@ -44,6 +44,7 @@ use alloc::vec::Vec;
 use power::HvStatus;
 use traplab_abi::event::{self, Body};
 use traplab_hv::Domain;
+use traplab_hv::device::ata;
 use traplab_hv::schedule::Start;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -137,7 +138,22 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         _ => Start::InTurn,
     };
 
-    let domains = load_domains(&fw_cfg);
+    // The disk controller's owner (device/ata.rs): a domain id, or no disk at all.
+    let disk = match fw_cfg.read_text("opt/traplab/disk-owner") {
+        Ok(Some(text)) => match text.parse::<u16>() {
+            Ok(owner) => ata::Assignment::Owner(owner),
+            Err(_) => stop(
+                HvStatus::BadConfig,
+                &format!("opt/traplab/disk-owner is \"{text}\", not a domain id"),
+            ),
+        },
+        _ => ata::Assignment::NoDisk,
+    };
+    if let Some(owner) = disk.owner() {
+        log!("disk: the ATA controller belongs to d{owner}");
+    }
+
+    let domains = load_domains(&fw_cfg, disk);
     if domains.is_empty() {
         stop(
             HvStatus::BadConfig,
@@ -176,7 +192,7 @@ fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> eve
 
 /// Create a domain for every guest the host passed. A guest that cannot be loaded is
 /// reported and skipped.
-fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<Domain> {
+fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> Vec<Domain> {
     let mut domains = Vec::new();
     for id in 0..MAX_DOMAINS {
         let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else {
@@ -187,7 +203,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg) -> Vec<Domain> {
             .ok()
             .flatten()
             .unwrap_or_else(|| format!("d{id}"));
-        match loader::create(id, name.clone(), &elf) {
+        match loader::create(id, name.clone(), &elf, disk) {
             Ok(domain) => domains.push(domain),
             Err(error) => {
                 let reason = format!("cannot load {name}: {error}");

@@ -102,8 +102,17 @@ fn facts(lab: &Lab) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let disk = match &lab.disk {
+        Some(disk) => format!(
+            "| disk | {} sectors ({} KiB), its controller owned by {}; `--disk FILE` keeps the image |\n",
+            disk.sectors,
+            disk.sectors * traplab_tracer::disk::SECTOR_SIZE / 1024,
+            domain_label(disk.owner)
+        ),
+        None => String::new(),
+    };
     format!(
-        "| | |\n|---|---|\n| trap classes | {} |\n| guests | {} |\n| control domain | {control} |\n| the domains start | {start} |\n| hypervisor settings | {settings} |\n| watch it | `traplab trace {id}` |\n| check it | `traplab check {id}` |\n",
+        "| | |\n|---|---|\n| trap classes | {} |\n| guests | {} |\n| control domain | {control} |\n| the domains start | {start} |\n| hypervisor settings | {settings} |\n{disk}| watch it | `traplab trace {id}` |\n| check it | `traplab check {id}` |\n",
         lab.classes.join(", "),
         guests.join(", "),
         id = lab.id

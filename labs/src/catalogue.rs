@@ -35,6 +35,10 @@ pub struct Lab {
     /// lazy memory).
     #[serde(default)]
     pub settings: Vec<String>,
+    /// The lab's disk, when it has one (`[disk]`): a legacy ATA controller with a raw
+    /// image, owned whole by one of its domains.
+    #[serde(default)]
+    pub disk: Option<LabDisk>,
     /// The exit status of the lab's guests (and of `traplab trace`) when all goes right.
     #[serde(default)]
     pub status: i32,
@@ -53,6 +57,25 @@ pub struct Lab {
     /// Tasks a student does by changing code; `traplab check <lab> --exercise N` grades them.
     #[serde(default, rename = "exercise")]
     pub exercises: Vec<Exercise>,
+}
+
+/// A lab's `[disk]`: the machine gets a real disk controller (QEMU's legacy ATA, ports
+/// 0x1f0–0x1f7 and 0x3f6) with a zero-filled raw image made for the run (or the user's
+/// `--disk FILE`), and the hypervisor gives the whole controller to one domain, its driver
+/// domain (`hv/src/device/ata.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabDisk {
+    /// The domain the controller belongs to, by number (1 is the first guest, 0 the
+    /// control domain).
+    pub owner: u16,
+    /// The image's size in sectors of 512 bytes.
+    #[serde(default = "default_sectors")]
+    pub sectors: u64,
+}
+
+fn default_sectors() -> u64 {
+    traplab_tracer::disk::DEFAULT_SECTORS
 }
 
 /// A task the student does by changing code: the starting point is marked in the code
@@ -178,6 +201,21 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
                     });
                 }
             }
+            if let Some(disk) = &lab.disk {
+                if !lab.has_domain(disk.owner) {
+                    return Err(CatalogueError {
+                        file: file.to_string(),
+                        message: format!("[disk] owner = {} names no domain of the lab: its domains are {}", disk.owner, domain_list(&lab)),
+                    });
+                }
+                // LBA28, which the guests' driver speaks, reaches 2^28 sectors.
+                if disk.sectors == 0 || disk.sectors > traplab_abi::ata::LBA28_SECTORS {
+                    return Err(CatalogueError {
+                        file: file.to_string(),
+                        message: format!("[disk] sectors = {}: a disk has 1 to {} sectors", disk.sectors, traplab_abi::ata::LBA28_SECTORS),
+                    });
+                }
+            }
             let patterns = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
             if let Some(field) = patterns.filter_map(|pattern| pattern.unknown_field()).next() {
                 return Err(CatalogueError {
@@ -244,10 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_has_an_owner_and_by_default_a_mebibyte() {
+        assert!(lab("").disk.is_none());
+        let with_disk = lab("[disk]\nowner = 2");
+        let disk = with_disk.disk.expect("a disk");
+        assert_eq!((disk.owner, disk.sectors), (2, 2048));
+        let sized = lab("[disk]\nowner = 1\nsectors = 64").disk.expect("a disk");
+        assert_eq!(sized.sectors, 64);
+        assert!(parse("[disk]\nsectors = 64").is_err(), "an owner is needed");
+        assert!(
+            parse("[disk]\nowner = 1\nimage = \"x\"").is_err(),
+            "no other keys"
+        );
+    }
+
+    #[test]
     fn every_catalogue_lab_names_real_domains() {
         for lab in all().expect("the catalogue parses") {
             for dom in &lab.killed {
                 assert!(lab.has_domain(*dom), "{}: killed {dom}", lab.id);
+            }
+            if let Some(disk) = &lab.disk {
+                assert!(lab.has_domain(disk.owner), "{}: disk owner", lab.id);
             }
             assert!(
                 lab.domains().iter().any(|(dom, _)| *dom == FIRST_GUEST),

@@ -18,9 +18,9 @@ pub mod explain;
 pub mod grade;
 pub mod run;
 
-pub use catalogue::{Exercise, Lab, all, find};
+pub use catalogue::{Exercise, Lab, LabDisk, all, find};
 use std::path::{Path, PathBuf};
-use traplab_tracer::qemu::{Guest, Machine};
+use traplab_tracer::qemu::{Disk, Guest, Machine};
 
 /// Where `build.rs` put the hypervisor and the guests.
 pub fn bare_dir() -> PathBuf {
@@ -64,7 +64,8 @@ impl Lab {
     }
 
     /// The machine this lab runs, with the programs built into `bare_dir`: its control
-    /// domain if it has one, its guests, when they start, its settings.
+    /// domain if it has one, its guests, when they start, its settings, its disk (with a
+    /// temporary image: set `disk.image` to keep one).
     pub fn machine_from(&self, bare_dir: &Path) -> Machine {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
         let mut machine = machine_from(bare_dir, &guests);
@@ -74,6 +75,11 @@ impl Lab {
         });
         machine.start = self.start;
         machine.settings = self.settings.clone();
+        machine.disk = self.disk.as_ref().map(|disk| Disk {
+            image: None,
+            sectors: disk.sectors,
+            owner: disk.owner,
+        });
         machine
     }
 }

@@ -7,6 +7,7 @@
 //! | [`recording`] | write and read JSON Lines files, with line-numbered errors             |
 //! | [`qemu`]      | the QEMU command line, finding QEMU, and how to install it             |
 //! | [`session`]   | one run: start QEMU, read the ring and the serial log, stop cleanly    |
+//! | [`disk`]      | the raw image behind a lab's disk: made for the run, or the user's file |
 //! | [`symbols`] | addresses to names in a guest's ELF, and back                       |
 //! | [`text`]      | an event as one readable line                                          |
 //! | [`flows`]     | trap flows, per domain: the events from one exit to its resume, linked to the return and to the upcall a notification caused |
@@ -23,6 +24,7 @@
 pub mod check;
 pub mod code;
 pub mod diff;
+pub mod disk;
 pub mod explain;
 pub mod export;
 pub mod flows;

@@ -12,9 +12,18 @@
 //! (dom0), present only when a lab needs one; the lab's guests are the unprivileged
 //! domains 1, 2, … Each is a pair of fw_cfg files, `opt/traplab/dom<id>/name` and
 //! `opt/traplab/dom<id>/elf`.
+//!
+//! A lab with a disk ([`Disk`]) gets a real disk controller: QEMU's legacy ATA controller
+//! (`isa-ide`) at the PC's primary IDE addresses (ports 0x1f0–0x1f7 and 0x3f6, IRQ 14),
+//! with a raw image as drive 0, and fw_cfg `opt/traplab/disk-owner` naming the domain the
+//! hypervisor gives the whole controller to. Legacy ATA in PIO mode, not virtio-blk or
+//! AHCI: its owner moves every byte through I/O ports with its own CPU, the device never
+//! reaches memory by DMA, so no IOMMU is needed to keep it inside its owner's memory —
+//! giving the owner the ports is the whole assignment (`hv/src/device/ata.rs`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use traplab_abi::ata;
 
 /// The QEMU binary traplab runs.
 pub const PROGRAM: &str = "qemu-system-x86_64";
@@ -71,6 +80,21 @@ impl Start {
     }
 }
 
+/// The machine's disk: a legacy ATA controller with one raw image as its drive 0, owned
+/// whole by one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The raw image file, kept after the run (`--disk FILE`). `None`: the run makes a
+    /// temporary one and deletes it after (`disk::Image`).
+    pub image: Option<PathBuf>,
+    /// The image's size in sectors of 512 bytes when the run creates it (a temporary image,
+    /// or a file that does not exist yet); an existing file is used as it is.
+    pub sectors: u64,
+    /// The domain the controller belongs to, its driver domain (fw_cfg
+    /// `opt/traplab/disk-owner`).
+    pub owner: u16,
+}
+
 /// The first unprivileged domain: a lab's first guest.
 pub const FIRST_GUEST: u16 = 1;
 
@@ -101,6 +125,9 @@ pub struct Machine {
     pub gdb_port: Option<u16>,
     /// The domain gdb debugs (fw_cfg `opt/traplab/gdb`, its number in decimal).
     pub gdb_domain: u16,
+    /// A disk controller with an image, owned by one domain (`None`: no disk, and the
+    /// controller's ports are empty).
+    pub disk: Option<Disk>,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
 }
@@ -130,6 +157,7 @@ impl Machine {
             timer_hz: None,
             gdb_port: None,
             gdb_domain: FIRST_GUEST,
+            disk: None,
             extra_args: Vec::new(),
         }
     }
@@ -159,8 +187,9 @@ fn escape(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-/// The arguments (without the program) that run `machine` with its RAM in `ram_file`.
-pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
+/// The arguments (without the program) that run `machine` with its RAM in `ram_file` and,
+/// when it has a disk, that disk's image in `disk_image` (`disk::Image`).
+pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) -> Vec<OsString> {
     let ram = format!("{}M", machine.ram_mib);
     let mut args: Vec<String> = vec![
         "-machine".into(),
@@ -233,6 +262,23 @@ pub fn arguments(machine: &Machine, ram_file: &Path) -> Vec<OsString> {
     if let Some(kib) = machine.ring_kib {
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/ring-kib,string={kib}"));
+    }
+    if let (Some(disk), Some(image)) = (&machine.disk, disk_image) {
+        // The image as drive 0 (the master) of a legacy ATA controller at the primary IDE
+        // channel's ports and IRQ (`traplab_abi::ata`).
+        args.push("-drive".into());
+        args.push(format!("if=none,id=disk,file={},format=raw", escape(image)));
+        args.push("-device".into());
+        args.push(format!(
+            "isa-ide,id=ata,iobase={:#x},iobase2={:#x},irq={}",
+            ata::COMMAND_BLOCK,
+            ata::CONTROL,
+            ata::IRQ
+        ));
+        args.push("-device".into());
+        args.push("ide-hd,drive=disk,bus=ata.0".into());
+        args.push("-fw_cfg".into());
+        args.push(format!("name=opt/traplab/disk-owner,string={}", disk.owner));
     }
     args.push("-fw_cfg".into());
     args.push(format!(
@@ -339,7 +385,7 @@ mod tests {
         );
         machine.trace = TraceMode::Off;
         machine.settings = vec!["intercept-cr".into(), "lazy-memory".into()];
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -379,7 +425,7 @@ mod tests {
             }],
         );
         machine.gdb_port = Some(2159);
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -400,7 +446,7 @@ mod tests {
             "gdb debugs the first guest, domain 1, by default: {joined}"
         );
         machine.gdb_domain = 2;
-        let args = arguments(&machine, Path::new("/dev/shm/ram"));
+        let args = arguments(&machine, Path::new("/dev/shm/ram"), None);
         assert!(
             args.iter()
                 .any(|arg| arg == "name=opt/traplab/gdb,string=2")
@@ -433,7 +479,7 @@ mod tests {
             Some("backend")
         );
         assert!(machine.domain(3).is_none());
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"))
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -457,6 +503,41 @@ mod tests {
             args.iter()
                 .any(|arg| arg == "name=opt/traplab/start,string=together")
         );
+    }
+
+    #[test]
+    fn a_disk_is_an_ata_controller_at_the_legacy_ports_with_its_image_and_its_owner() {
+        let mut machine = Machine::new(
+            "/x/traplab-hv".into(),
+            vec![Guest {
+                name: "hello".into(),
+                elf: "/g/hello".into(),
+            }],
+        );
+        let image = Path::new("/tmp/a,disk.img");
+        let without: Vec<OsString> = arguments(&machine, Path::new("/dev/shm/ram"), Some(image));
+        assert!(
+            !without.iter().any(|arg| arg == "-drive"),
+            "no disk in the machine: no controller, whatever the image"
+        );
+        machine.disk = Some(Disk {
+            image: None,
+            sectors: 2048,
+            owner: 2,
+        });
+        let joined = arguments(&machine, Path::new("/dev/shm/ram"), Some(image))
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for expected in [
+            "-drive if=none,id=disk,file=/tmp/a,,disk.img,format=raw",
+            "-device isa-ide,id=ata,iobase=0x1f0,iobase2=0x3f6,irq=14",
+            "-device ide-hd,drive=disk,bus=ata.0",
+            "-fw_cfg name=opt/traplab/disk-owner,string=2",
+        ] {
+            assert!(joined.contains(expected), "{expected}: {joined}");
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!
 //! No orphan QEMU, ever: QEMU runs in its own process group with PR_SET_PDEATHSIG, so it
 //! dies if traplab dies (even by SIGKILL); dropping a [`Session`] kills and reaps it; the
-//! RAM file is unlinked as soon as QEMU has it open.
+//! RAM file, and a temporary disk image (`disk.rs`), are unlinked as soon as QEMU has them
+//! open.
 
+use crate::disk;
 use crate::qemu::{self, HvStatus, Machine};
 use memmap2::MmapRaw;
 use std::collections::VecDeque;
@@ -95,19 +97,25 @@ struct SharedRam {
     _file: File,
 }
 
+/// A new name for one of a run's temporary files, `traplab-PID-N.EXTENSION`: in
+/// /dev/shm (memory) when there is one, else the system's temporary folder.
+fn temporary_path(extension: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!(
+        "traplab-{}-{}.{extension}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 impl SharedRam {
     fn create(mib: u32) -> Result<SharedRam, SessionError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let path = dir.join(format!(
-            "traplab-{}-{}.ram",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = temporary_path("ram");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -150,6 +158,8 @@ impl Drop for SharedRam {
 pub struct Session {
     child: Child,
     ram: Arc<SharedRam>,
+    /// The disk's image, when the machine has a disk.
+    disk: Option<disk::Image>,
     controlled: bool,
     ring: Option<Ring>,
     log: Receiver<String>,
@@ -172,9 +182,22 @@ impl Session {
     pub fn start(machine: &Machine, options: Options) -> Result<Session, SessionError> {
         let program = qemu::find().ok_or(SessionError::QemuMissing)?;
         let ram = Arc::new(SharedRam::create(machine.ram_mib)?);
+        let disk = match &machine.disk {
+            Some(disk) => Some(disk::Image::prepare(disk, &temporary_path("disk")).map_err(
+                io_error(match &disk.image {
+                    Some(path) => format!("preparing the disk image {}", path.display()),
+                    None => "creating the disk image".to_string(),
+                }),
+            )?),
+            None => None,
+        };
         let mut command = Process::new(program);
         command
-            .args(qemu::arguments(machine, &ram.path))
+            .args(qemu::arguments(
+                machine,
+                &ram.path,
+                disk.as_ref().map(disk::Image::path),
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -217,6 +240,7 @@ impl Session {
         Ok(Session {
             child,
             ram,
+            disk,
             controlled: machine.control.is_some(),
             ring: None,
             log,
@@ -278,7 +302,12 @@ impl Session {
                 Ok(attached) => {
                     self.ring = Some(attached);
                     // QEMU has the file open (the hypervisor wrote to it): the name can go.
+                    // So can a temporary disk image's: QEMU opened its drives before the
+                    // hypervisor ran.
                     self.ram.unlink();
+                    if let Some(disk) = &self.disk {
+                        disk.unlink();
+                    }
                 }
                 Err(ReadError::NotReady) => return 0,
                 Err(error) => {

@@ -52,6 +52,16 @@ pub enum Command {
     BookTraces(crate::commands::book_traces::BookTracesArgs),
 }
 
+/// `--disk FILE`, for every command that runs a lab: the image behind the lab's disk.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DiskImage {
+    /// For a lab with a disk: use FILE as the disk's raw image (sector N at byte N × 512)
+    /// and keep it after the run. A missing FILE is created, all zeros, at the lab's size;
+    /// an existing one is used as it is. Without it the run makes a temporary image.
+    #[arg(long = "disk", value_name = "FILE")]
+    pub image: Option<PathBuf>,
+}
+
 /// The TCP port gdb attaches to by default: 2159, IANA's "gdbremote" (QEMU's own stub for
 /// debugging the hypervisor stays on 1234).
 pub const GDB_PORT: u16 = 2159;
@@ -80,6 +90,8 @@ pub struct GdbArgs {
     /// The loopback TCP port for gdb.
     #[arg(long, default_value_t = GDB_PORT)]
     pub port: u16,
+    #[command(flatten)]
+    pub disk: DiskImage,
     /// Print the trace as JSON Lines instead of text.
     #[arg(long)]
     pub json: bool,
@@ -93,8 +105,8 @@ pub struct GdbArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print a JSON array of labs (id, title, part, classes, guests, dom0, start) instead of
-    /// a table.
+    /// Print a JSON array of labs (id, title, part, classes, guests, dom0, start, disk)
+    /// instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -142,6 +154,8 @@ pub struct TraceArgs {
     /// Stop the lab after this many seconds (default 300; none with --gdb).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub disk: DiskImage,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +290,8 @@ pub struct RunArgs {
     /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`.
     #[arg(long = "setting", value_name = "NAME")]
     pub settings: Vec<String>,
+    #[command(flatten)]
+    pub disk: DiskImage,
     /// Install what is missing (QEMU) without asking.
     #[arg(long, short)]
     pub yes: bool,

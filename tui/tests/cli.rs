@@ -202,6 +202,35 @@ fn gdb_for_a_domain_the_lab_does_not_have_is_a_usage_error() {
 }
 
 #[test]
+fn a_disk_image_named_with_disk_is_made_at_the_lab_s_size_kept_and_holds_what_d1_wrote() {
+    let image = temporary("driver-domain.img");
+    let _ = std::fs::remove_file(&image);
+    let path = image.to_str().expect("a UTF-8 path");
+    let output = run(&["trace", "driver-domain", "--disk", path]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(&image).expect("the image is kept");
+    assert_eq!(bytes.len(), 2048 * 512, "the lab's size");
+    // Sector 3, where d1 writes (guests/src/bin/driver-domain.rs).
+    assert!(bytes[0x600..].starts_with(b"traplab: written by d1, the driver domain\0"));
+    std::fs::remove_file(&image).expect("removable");
+
+    // Only a lab with a disk takes one.
+    let output = run(&["trace", "hello", "--disk", path]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("hello has no disk"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!image.exists(), "nothing made for a lab without a disk");
+}
+
+#[test]
 fn without_qemu_the_error_names_the_install_command() {
     // A PATH with nothing on it: no qemu-system-x86_64, no sudo, no apt-get.
     let empty = temporary("empty-path");

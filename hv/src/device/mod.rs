@@ -6,11 +6,13 @@
 //! |----------------------------|---------------------------------|-----------------|
 //! | ports 0x3f8–0x3ff (COM1)   | the console: a 16550 UART       | `uart.rs`       |
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
+//! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //!
 //! Each access is done when a decision is applied (`apply.rs`): the device answers, and
 //! says in words what it did for the trace.
 
+pub mod ata;
 pub mod lab_device;
 pub mod uart;
 
@@ -27,6 +29,9 @@ pub struct Devices {
     /// The console UART (COM1).
     pub console: Uart,
     pub lab_device: LabDevice,
+    /// Who owns the machine's disk controller (the same in every domain): it is not
+    /// emulated, and reaches this bus only as a refused access (`ata.rs`).
+    pub disk: ata::Assignment,
 }
 
 /// What a write did: its description, and a console line it completed.
@@ -37,9 +42,10 @@ pub struct Written {
 
 impl Devices {
     /// The device at `port`, in words.
-    pub fn port_name(port: u16) -> &'static str {
+    pub fn port_name(&self, port: u16) -> &'static str {
         match port {
             0x3f8..=0x3ff => "console UART",
+            port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }
     }
@@ -49,7 +55,8 @@ impl Devices {
         lab_device::contains(gpa)
     }
 
-    /// IN of `size` bytes: the value.
+    /// IN of `size` bytes: the value. Nothing answers at the disk controller's ports
+    /// either: an access that exits there is refused (`ata.rs`).
     pub fn port_read(&mut self, port: u16, size: u8) -> u32 {
         match port {
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
@@ -57,7 +64,8 @@ impl Devices {
         }
     }
 
-    /// OUT of `size` bytes: a console line it completed, if any.
+    /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
+    /// the console, the disk controller's ports included.
     pub fn port_write(&mut self, port: u16, size: u8, value: u32) -> Option<String> {
         match (port, size) {
             (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
@@ -66,10 +74,10 @@ impl Devices {
     }
 
     /// How the trace says an IN went.
-    pub fn describe_in(port: u16, value: u32) -> String {
+    pub fn describe_in(&self, port: u16, value: u32) -> String {
         format!(
             "IN {value:#x} from port {port:#x} ({})",
-            Devices::port_name(port)
+            self.port_name(port)
         )
     }
 

@@ -1,18 +1,20 @@
-//! IN/OUT and INS/OUTS (exit code 0x7B IOIO): emulate the port.
+//! IN/OUT and INS/OUTS (exit code 0x7B IOIO): emulate the port, or refuse it.
 //!
-//! Every port is marked in the I/O permission map, so every port access exits. EXITINFO1
-//! says which port, which direction, how wide, and whether it is a string (INS/OUTS) or
-//! REP instruction; EXITINFO2 holds the RIP of the next instruction (AMD APM vol. 2,
-//! 15.10.2), so IOIO is the one exit where we need no decoder to skip the instruction.
+//! Every port is marked in the I/O permission map (`iopm.rs`), so every port access exits —
+//! but one: the disk controller's ports, in the map of the domain that owns the controller
+//! (`device/ata.rs`), go straight to the real controller. EXITINFO1 says which port, which
+//! direction, how wide, and whether it is a string (INS/OUTS) or REP instruction; EXITINFO2
+//! holds the RIP of the next instruction (AMD APM vol. 2, 15.10.2), so IOIO is the one exit
+//! where we need no decoder to skip the instruction.
 //!
 //! The ports a guest has are the device bus's (`device/mod.rs`): its console UART at
 //! 0x3f8–0x3ff, and nothing elsewhere, like an empty ISA bus: reads return all ones,
-//! writes vanish.
+//! writes vanish. An access to the disk controller from a domain that does not own it is
+//! refused the same way, and the decision says whose the controller is.
 
 use super::Exit;
 use crate::decide;
 use crate::decision::{Decision, Effect, PortAccess};
-use crate::device::Devices;
 use crate::domain::Guest;
 use alloc::format;
 use alloc::string::String;
@@ -25,14 +27,22 @@ use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
 
 pub fn handle(_exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
-    let device = Devices::port_name(info.port);
-    let decision = decide!(
-        Action::Emulate,
-        "{} port {:#x} ({}): the hypervisor emulates every port",
-        if info.input { "IN from" } else { "OUT to" },
-        info.port,
-        device
-    );
+    let device = guest.devices.port_name(info.port);
+    let direction = if info.input { "IN from" } else { "OUT to" };
+    // The disk controller is its owner's: the hypervisor never does I/O there for anyone.
+    // The bus answers as an empty port; the reason says why (`device/ata.rs`).
+    let decision = match guest.devices.disk.refusal(guest.id, info.port, info.input) {
+        Some(refusal) => decide!(
+            Action::Emulate,
+            "{direction} port {:#x} ({device}): {refusal}",
+            info.port
+        ),
+        None => decide!(
+            Action::Emulate,
+            "{direction} port {:#x} ({device}): the hypervisor emulates every port",
+            info.port
+        ),
+    };
     if info.string {
         return match string_io(guest, info) {
             // RIP moves on once the last element is done; until then the instruction runs
@@ -76,7 +86,7 @@ pub(super) fn port_access(
             "OUT {:#x} to port {:#x} ({})",
             value,
             port,
-            Devices::port_name(port)
+            guest.devices.port_name(port)
         ),
     };
     (PortAccess::Out { port, size, value }, Some(what))
@@ -166,7 +176,7 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String, bool
         info.size,
         if info.input { "from" } else { "to" },
         info.port,
-        Devices::port_name(info.port)
+        guest.devices.port_name(info.port)
     );
     if left > 0 {
         what.push_str(&format!(
@@ -179,6 +189,7 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String, bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::ata::Assignment;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
 
@@ -295,6 +306,102 @@ mod tests {
         let run = io(&mut test, &[0xe6, 0x80], port(0x80, false, 1)); // out 0x80, al
         assert_eq!(run.emulate().what, "OUT 0x1 to port 0x80 (no device)");
         assert!(run.console().is_empty());
+    }
+
+    /// The test's domain, d1, on a machine whose disk controller belongs to d2.
+    fn beside_the_driver_domain() -> Test {
+        let mut test = Test::long_mode();
+        test.domain.devices.disk = Assignment::Owner(2);
+        test
+    }
+
+    #[test]
+    fn in_from_the_disk_controller_of_another_domain_reads_all_ones_and_names_its_owner() {
+        let mut test = beside_the_driver_domain();
+        test.set_gpr(0, 0x1234_5600);
+        test.set_gpr(2, 0x1f7);
+        let run = io(&mut test, &IN_AL_DX, port(0x1f7, true, 1));
+        assert_eq!(
+            run.decision.action,
+            Action::Emulate,
+            "refused, never killed"
+        );
+        assert_eq!(
+            run.decision.why,
+            "IN from port 0x1f7 (ATA disk controller): the controller belongs to d2, the driver domain; d1 may not reach it: reads all ones"
+        );
+        assert_eq!(
+            test.gpr(0),
+            0x1234_56ff,
+            "AL is all ones, as from an empty bus"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "IN 0xff from port 0x1f7 (ATA disk controller)"
+        );
+        assert_eq!(test.rip(), ENTRY + 1, "the guest goes on");
+        assert!(run.decision.end.is_none());
+
+        // The 16-bit data port: all ones in AX.
+        let mut test = beside_the_driver_domain();
+        test.set_gpr(0, 0);
+        io(&mut test, &[0x66, 0xed], port(0x1f0, true, 2)); // in ax, dx
+        assert_eq!(test.gpr(0), 0xffff);
+    }
+
+    #[test]
+    fn out_to_the_disk_controller_of_another_domain_is_dropped_and_names_its_owner() {
+        let mut test = beside_the_driver_domain();
+        test.set_gpr(0, 0x02); // nIEN
+        test.set_gpr(2, 0x3f6);
+        let run = io(&mut test, &OUT_DX_AL, port(0x3f6, false, 1));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "OUT to port 0x3f6 (ATA disk controller): the controller belongs to d2, the driver domain; d1 may not reach it: the write is dropped"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "OUT 0x2 to port 0x3f6 (ATA disk controller)"
+        );
+        assert!(run.console().is_empty());
+        assert_eq!(test.rip(), ENTRY + 1);
+        // Nothing of the access stays behind: the next read is all ones again.
+        test.set_gpr(2, 0x3f6);
+        io(&mut test, &IN_AL_DX, port(0x3f6, true, 1));
+        assert_eq!(test.gpr(0) & 0xff, 0xff);
+    }
+
+    #[test]
+    fn rep_insw_from_the_disk_controller_of_another_domain_fills_the_buffer_with_ones() {
+        let mut test = beside_the_driver_domain();
+        test.set_gpr(7, DATA);
+        test.set_gpr(1, 4);
+        test.set_gpr(2, 0x1f0);
+        let info = IoioInfo {
+            size: 2,
+            ..string(0x1f0, true, true)
+        };
+        let run = io(&mut test, &[0x66, 0xf3, 0x6d], info); // rep insw
+        assert!(
+            run.decision.why.contains("belongs to d2"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.read_u64(DATA), u64::MAX);
+        assert_eq!((test.gpr(1), test.gpr(7)), (0, DATA + 8));
+    }
+
+    #[test]
+    fn without_a_disk_the_controller_s_ports_are_no_device() {
+        let mut test = Test::long_mode();
+        test.set_gpr(2, 0x1f7);
+        let run = io(&mut test, &IN_AL_DX, port(0x1f7, true, 1));
+        assert_eq!(
+            run.decision.why,
+            "IN from port 0x1f7 (no device): the hypervisor emulates every port"
+        );
+        assert_eq!(run.emulate().what, "IN 0xff from port 0x1f7 (no device)");
     }
 
     #[test]

@@ -27,7 +27,6 @@
 use super::{Exit, hlt, ioio, msr};
 use crate::decide;
 use crate::decision::{Decision, Effect};
-use crate::device::Devices;
 use crate::domain::Guest;
 use alloc::format;
 use alloc::string::String;
@@ -192,12 +191,18 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
             ));
         }
     };
-    let device = Devices::port_name(port);
+    let device = guest.devices.port_name(port);
     let direction = if input { "IN from" } else { "OUT to" };
     let (access, what) = ioio::port_access(guest, port, size, input);
+    // As for an IOIO exit: the disk controller is its owner's, never emulated (`device/ata.rs`).
+    let why = guest
+        .devices
+        .disk
+        .refusal(guest.id, port, input)
+        .unwrap_or_else(|| "the hypervisor emulates the port".into());
     let decision = decide!(
         Action::Emulate,
-        "{context}{direction} port {port:#x} ({device}): the hypervisor emulates the port"
+        "{context}{direction} port {port:#x} ({device}): {why}"
     )
     .with(Effect::Port(access))
     .with(Effect::Rip(next));
@@ -422,6 +427,42 @@ mod tests {
         general_protection(&mut test);
         assert_eq!(test.gpr(0) & 0xff, 0xff, "no device at 0x80");
         assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_pv_kernel_s_in_from_the_disk_controller_is_refused_even_for_its_owner() {
+        // At CPL 3 the IN faults before the I/O permission map is looked at; the hypervisor
+        // does no I/O for a domain, so the owner too reads all ones, and is told why.
+        for (owner, expected) in [
+            (
+                2,
+                "the controller belongs to d2, the driver domain; d1 may not reach it",
+            ),
+            (1, "d1 owns the controller, but only its IN and OUT"),
+        ] {
+            let mut test = pv_kernel(&[0xe4, 0xf7]); // in al, 0xf7: not the controller
+            test.domain.devices.disk = crate::device::ata::Assignment::Owner(owner);
+            let run = general_protection(&mut test);
+            assert!(
+                run.decision.why.contains("(no device)"),
+                "{}",
+                run.decision.why
+            );
+            let mut test = pv_kernel(&[0xec]); // in al, dx
+            test.set_gpr(2, 0x1f7);
+            test.domain.devices.disk = crate::device::ata::Assignment::Owner(owner);
+            let run = general_protection(&mut test);
+            assert!(
+                run.decision
+                    .why
+                    .contains("IN from port 0x1f7 (ATA disk controller): ")
+                    && run.decision.why.contains(expected),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(test.gpr(0) & 0xff, 0xff);
+            assert_eq!(test.rip(), ENTRY + 1);
+        }
     }
 
     #[test]

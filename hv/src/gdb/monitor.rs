@@ -6,7 +6,7 @@
 //! | `monitor traps [N]`     | the last N trap flows (default 10): exit, decision, source line |
 //! | `monitor catch CLASS`   | stop at the next exit of CLASS, before the hypervisor decides (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
 //! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else the last decision |
-//! | `monitor domains`       | every domain: its run state, its ports, its grants; and the store |
+//! | `monitor domains`       | every domain: its run state, its ports, its grants, the disk it owns; and the store |
 
 use super::Debuggee;
 use alloc::collections::VecDeque;
@@ -118,6 +118,12 @@ impl MonitorCmd for Debuggee {
                         domain.name,
                         run_state(&domain.vcpu.run_state)
                     );
+                    if domain.devices.disk.passes_through(domain.id) {
+                        outputln!(
+                            out,
+                            "    owns the ATA disk controller: ports 0x1f0-0x1f7 and 0x3f6, without an exit"
+                        );
+                    }
                     for (port, state) in domain.events.ports.iter().enumerate() {
                         if *state != PortState::Free {
                             let pending = if domain.event_pending(port as u32) {
@@ -172,7 +178,7 @@ impl MonitorCmd for Debuggee {
                 );
                 outputln!(
                     out,
-                    "  monitor domains        every domain: run state, ports, grants; the store"
+                    "  monitor domains        every domain: run state, ports, grants, the disk it owns; the store"
                 );
                 outputln!(
                     out,

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use traplab_labs::grade::{self, Verdict};
 use traplab_labs::{Exercise, Lab};
+use traplab_tracer::qemu::Machine;
 use traplab_tracer::session::{self, Options};
 use traplab_tracer::symbols::Symbols;
 
@@ -47,6 +48,8 @@ pub struct CheckArgs {
     /// Stop a lab after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub disk: crate::cli::DiskImage,
 }
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
@@ -66,6 +69,12 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         )?),
         _ => None,
     };
+    if let (Some(image), true) = (&args.disk.image, args.all) {
+        return Err(format!(
+            "--disk {}: one image is for one lab, not for --all",
+            image.display()
+        ));
+    }
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -82,7 +91,9 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
     let mut passed = 0;
     for lab in &selected {
-        let verdict = check(lab, exercise, &options)?;
+        let mut machine = lab.machine();
+        super::keep_disk_image(&mut machine, &lab.id, &args.disk)?;
+        let verdict = check(lab, &machine, exercise, &options)?;
         if stop.load(Ordering::SeqCst) {
             return Ok(ExitCode::from(status::INTERRUPTED));
         }
@@ -108,12 +119,16 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Run `lab` once and grade it.
-fn check(lab: &Lab, exercise: Option<&Exercise>, options: &Options) -> Result<Verdict, String> {
+/// Run `lab` once on `machine` (the lab's own, perhaps with a kept disk image) and grade it.
+fn check(
+    lab: &Lab,
+    machine: &Machine,
+    exercise: Option<&Exercise>,
+    options: &Options,
+) -> Result<Verdict, String> {
     let elf = traplab_labs::guest_elf(&lab.guests[0]);
     let symbols = Symbols::load(&elf)
         .map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
-    let run =
-        session::collect(&lab.machine(), options.clone()).map_err(|error| error.to_string())?;
+    let run = session::collect(machine, options.clone()).map_err(|error| error.to_string())?;
     Ok(grade::grade(lab, exercise, &run, &symbols))
 }

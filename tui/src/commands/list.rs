@@ -1,5 +1,5 @@
 //! `traplab list`: the labs, one line each, or as JSON (with each lab's guests, d1 first,
-//! its control domain, and when its domains start).
+//! its control domain, when its domains start, and its disk).
 
 use crate::cli::ListArgs;
 use std::io::Write;
@@ -21,6 +21,7 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
                     "guests": lab.guests,
                     "dom0": lab.dom0,
                     "start": lab.start,
+                    "disk": lab.disk,
                 })
             })
             .collect();

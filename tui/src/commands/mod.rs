@@ -86,6 +86,28 @@ pub fn attach_gdb(
     Ok(())
 }
 
+/// `--disk FILE`: the image behind the disk of `machine` (the lab `name`'s) is FILE, kept
+/// after the run. An error when the lab has no disk.
+pub fn keep_disk_image(
+    machine: &mut traplab_tracer::qemu::Machine,
+    name: &str,
+    disk: &crate::cli::DiskImage,
+) -> Result<(), String> {
+    let Some(image) = &disk.image else {
+        return Ok(());
+    };
+    match &mut machine.disk {
+        Some(disk) => {
+            disk.image = Some(image.clone());
+            Ok(())
+        }
+        None => Err(format!(
+            "--disk {}: {name} has no disk (a lab's catalogue file gives it one with [disk])",
+            image.display()
+        )),
+    }
+}
+
 /// The gdb command line that attaches to the debugged domain of `machine`.
 pub fn gdb_command(machine: &traplab_tracer::qemu::Machine, port: u16) -> String {
     let elf = machine
@@ -115,5 +137,37 @@ mod tests {
         let mut quiet = traplab_labs::machine_for(&["hello"]);
         attach_gdb(&mut quiet, None, None).expect("no gdb, nothing to check");
         assert_eq!(quiet.gdb_port, None);
+    }
+
+    #[test]
+    fn a_disk_image_is_kept_only_for_a_lab_with_a_disk() {
+        let image = crate::cli::DiskImage {
+            image: Some("/tmp/disk.img".into()),
+        };
+        let mut without = traplab_labs::machine_for(&["hello"]);
+        let error = keep_disk_image(&mut without, "hello", &image).unwrap_err();
+        assert_eq!(
+            error,
+            "--disk /tmp/disk.img: hello has no disk (a lab's catalogue file gives it one with [disk])"
+        );
+        keep_disk_image(&mut without, "hello", &crate::cli::DiskImage::default())
+            .expect("no --disk, nothing to check");
+        let lab = traplab_labs::find("driver-domain")
+            .expect("the catalogue parses")
+            .expect("the lab");
+        let mut machine = lab.machine();
+        assert_eq!(
+            machine
+                .disk
+                .as_ref()
+                .map(|disk| (disk.image.clone(), disk.sectors, disk.owner)),
+            Some((None, 2048, 1)),
+            "a temporary image of the lab's size"
+        );
+        keep_disk_image(&mut machine, "driver-domain", &image).expect("the lab has a disk");
+        assert_eq!(
+            machine.disk.and_then(|disk| disk.image),
+            Some("/tmp/disk.img".into())
+        );
     }
 }

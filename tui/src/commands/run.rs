@@ -26,6 +26,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, String> {
     // The hypervisor's timer lets a pause stop a guest that spins without exiting.
     machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
+    super::keep_disk_image(&mut machine, &name, &args.disk)?;
     setup::ensure_qemu(args.yes)?;
     let recorder = match &args.record {
         Some(path) => Some(

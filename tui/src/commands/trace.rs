@@ -27,6 +27,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
     let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
     machine.extra_args = args.qemu_args.clone();
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
+    super::keep_disk_image(&mut machine, &name, &args.disk)?;
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,6 +218,7 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             gdb: Some(args.port),
             domain: args.domain,
             timeout: None,
+            disk: args.disk,
         }
     }
 }
