@@ -132,6 +132,8 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
         status: status::OKAY,
         ..Default::default()
     };
+    // EXERCISE bad-blkif.1: a request names the virtual disk it is for (`handle`); refuse
+    // one that is not for this device's (`device.vdev`).
     if let Err(refusal) = check_request(request, disk_sectors) {
         served.refused += 1;
         hprintln!("blkback: request {} refused: {refusal}", request.id);

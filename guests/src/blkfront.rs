@@ -165,14 +165,27 @@ impl Blkfront {
     /// Post `request`: make it visible, and send an event unless the backend is still
     /// working through earlier ones (it will find this one before it sleeps).
     pub fn submit_without_waiting(&mut self, request: &Request) -> Result<(), Failure> {
+        self.post(request)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Put `request` on the ring, not yet visible to the backend (see [`Blkfront::publish`]).
+    pub fn post(&mut self, request: &Request) -> Result<(), Failure> {
         self.next_id = self.next_id.wrapping_add(1);
         if !self.ring.push_request(request) {
             return Err(Failure::RingFull);
         }
+        Ok(())
+    }
+
+    /// Make every posted request visible, and send an event unless the backend is still
+    /// working through earlier ones (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY): one event for
+    /// all the requests posted since the last one.
+    pub fn publish(&mut self) {
         if self.ring.push_requests_and_check_notify() {
             self.notify();
         }
-        Ok(())
     }
 
     /// Send the backend an event, whatever the ring says.

@@ -31,6 +31,9 @@ struct Page([u8; 4096]);
 /// The page the honest-looking requests name.
 static mut PAGE: Page = Page([0; 4096]);
 
+/// A virtual disk d1 was never given (`handle`): 0x1234.
+const OTHER_DISK: u16 = 4660;
+
 /// A grant reference d1 never fills.
 const NEVER_GRANTED: u32 = 7;
 
@@ -68,6 +71,11 @@ fn main(info: &BootInfo) -> i32 {
     let mut request = front.page_request(operation::READ, 0, DATA_GREF);
     request.nr_segments = 12;
     report(&mut front, "nr_segments 12", &request);
+
+    // A request for another virtual disk than the one we were given.
+    let mut request = front.page_request(operation::READ, 0, DATA_GREF);
+    request.handle = OTHER_DISK;
+    report(&mut front, "a request for disk 4660", &request);
 
     // 5. Posted, then rewritten before the event: a read of sector 0 that becomes a
     // request of 12 segments once it is on the ring. (Once the backend has answered, the

@@ -86,6 +86,8 @@ fn toolstack(device: &Device, also_backend: bool) -> i32 {
         device.backend
     );
     if also_backend {
+        // EXERCISE swap-in-dom0.1: once the disk is closed, read d1's swap slot (sector 8)
+        // straight from the disk, and print the first line it holds.
         return driver_domain(0);
     }
     // Nothing more to do: dom0 sleeps (blocked) until the frontend has closed.
@@ -150,6 +152,8 @@ fn domu() -> i32 {
         hprintln!("d1: writing the page to swap failed: {failure:?}");
         return 42;
     }
+    // EXERCISE swap-in.1: write a second page to swap at sector 16 together with this one,
+    // with one event for both (post both requests, then publish once).
     paging::unmap(SWAPPED_PAGE);
     // SAFETY: the frame is ours and no longer mapped anywhere but at its identity address.
     unsafe { core::ptr::write_bytes(frame as *mut u8, 0, 4096) };
