@@ -58,8 +58,8 @@ pub fn serve(me: u16) -> Result<Served, i64> {
     xenbus::wait_for_state(&front, State::Initialised)?;
     let ring_ref = xenbus::read_number(&front, "ring-ref")? as u32;
     let remote_port = xenbus::read_number(&front, "event-channel")? as Port;
-    let ring_handle = grant::map(device.frontend, ring_ref, RING_ADDRESS, false)
-        .map_err(|code| code as i64)?;
+    let ring_handle =
+        grant::map(device.frontend, ring_ref, RING_ADDRESS, false).map_err(|code| code as i64)?;
     // SAFETY: the grant is mapped at RING_ADDRESS, one page, in both the nested page tables
     // and ours (`grant::map`), until we unmap it below.
     let sring = unsafe { SharedRing::new(RING_ADDRESS as *mut u8) };
@@ -142,7 +142,10 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
     }
     let writing = request.operation == operation::WRITE;
     let mut sector = request.sector_number;
-    for (index, segment) in request.seg[..request.nr_segments as usize].iter().enumerate() {
+    for (index, segment) in request.seg[..request.nr_segments as usize]
+        .iter()
+        .enumerate()
+    {
         let address = segment_address(index);
         // A write request: we only read the frontend's page. A read: we fill it.
         let handle = match grant::map(device.frontend, segment.gref, address, writing) {

@@ -21,8 +21,8 @@ use crate::grant;
 use crate::traps::{self, TrapFrame};
 use crate::xenbus::{self, Device, Path, State};
 use traplab_abi::blkif::{
-    FrontRing, MAX_SEGMENTS, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing, operation,
-    status,
+    FrontRing, MAX_SEGMENTS, RING_SIZE, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing,
+    operation, status,
 };
 use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::GrantRef;
@@ -51,6 +51,8 @@ pub struct Blkfront {
     /// The disk's size, as the backend published it.
     pub sectors: u64,
     next_id: u64,
+    /// Responses taken from the ring while waiting for another one.
+    unclaimed: [Option<Response>; RING_SIZE as usize],
 }
 
 /// Why a transfer failed: the backend's status (`BLKIF_RSP_*`), or a grant's (`GNTST_*`).
@@ -103,6 +105,7 @@ pub fn connect(me: u16) -> Result<Blkfront, i64> {
         port,
         sectors,
         next_id: 1,
+        unclaimed: [None; RING_SIZE as usize],
     })
 }
 
@@ -207,7 +210,13 @@ impl Blkfront {
     /// owed, and if it already came while we were busy (interrupts off), it is still
     /// pending and wakes the halt at once, through the upcall.
     pub fn wait_for_response(&mut self, id: u64) -> Response {
-        let mut found = None;
+        let mut found = self
+            .unclaimed
+            .iter_mut()
+            .find_map(|slot| slot.take_if(|response| response.id == id));
+        if let Some(response) = found {
+            return response;
+        }
         loop {
             // `sti; hlt`: the interrupt flag takes effect after HLT starts, so a pending
             // event wakes the HLT instead of slipping in before it.
@@ -217,6 +226,10 @@ impl Blkfront {
                 while let Some(response) = self.ring.take_response() {
                     if response.id == id {
                         found = Some(response);
+                    } else if let Some(slot) = self.unclaimed.iter_mut().find(|slot| slot.is_none())
+                    {
+                        // Another request's: kept until someone waits for it.
+                        *slot = Some(response);
                     }
                 }
                 // Ask for an event at the next response, and look once more in case one

@@ -79,7 +79,12 @@ pub struct Device {
 impl Device {
     /// The frontend's directory.
     pub fn frontend_dir(&self) -> Path {
-        crate::text!(128, "/local/domain/{}/device/vbd/{}", self.frontend, self.vdev)
+        crate::text!(
+            128,
+            "/local/domain/{}/device/vbd/{}",
+            self.frontend,
+            self.vdev
+        )
     }
 
     /// The backend's directory.
@@ -110,13 +115,19 @@ pub fn create_vbd(device: &Device) -> Result<(), i64> {
     let front = device.frontend_dir();
     let back = device.backend_dir();
     let writes: [(Path, Text<128>); 7] = [
-        (node(&front, "backend"), crate::text!(128, "{}", back.as_str())),
+        (
+            node(&front, "backend"),
+            crate::text!(128, "{}", back.as_str()),
+        ),
         (
             node(&front, "backend-id"),
             crate::text!(128, "{}", device.backend),
         ),
         (node(&front, "state"), crate::text!(128, "1")),
-        (node(&back, "frontend"), crate::text!(128, "{}", front.as_str())),
+        (
+            node(&back, "frontend"),
+            crate::text!(128, "{}", front.as_str()),
+        ),
         (
             node(&back, "frontend-id"),
             crate::text!(128, "{}", device.frontend),

@@ -420,7 +420,11 @@ mod tests {
         assert_eq!(mismatch.step, 1);
         let intruder = mismatch.not_quiet.clone().unwrap();
         assert!(intruder.contains("#PF"), "{intruder}");
-        assert!(mismatch.explain().contains("stay quiet"), "{}", mismatch.explain());
+        assert!(
+            mismatch.explain().contains("stay quiet"),
+            "{}",
+            mismatch.explain()
+        );
         // Before the step before, d0 may do what it likes.
         events[1].dom = Some(1);
         events[0].dom = Some(0);
