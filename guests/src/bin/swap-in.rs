@@ -148,12 +148,12 @@ fn domu() -> i32 {
     }
 
     // Page out: the frame goes to the disk, then leaves our page tables and is wiped.
+    // EXERCISE swap-in.1: write a second page to swap (at sector 16) together with this
+    // one, with one event for both: post both requests, then publish once.
     if let Err(failure) = front.transfer(operation::WRITE, SWAP_SECTOR, frame) {
         hprintln!("d1: writing the page to swap failed: {failure:?}");
         return 42;
     }
-    // EXERCISE swap-in.1: write a second page to swap at sector 16 together with this one,
-    // with one event for both (post both requests, then publish once).
     paging::unmap(SWAPPED_PAGE);
     // SAFETY: the frame is ours and no longer mapped anywhere but at its identity address.
     unsafe { core::ptr::write_bytes(frame as *mut u8, 0, 4096) };
