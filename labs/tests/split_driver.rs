@@ -1,0 +1,157 @@
+//! The split block driver, booted for real: the swap-in labs' page goes to a real disk
+//! (QEMU's ATA controller, a raw image file the test reads afterwards) and comes back byte
+//! for byte; the driver domain reaches the controller without an exit; dom0 does nothing
+//! while d1's page comes back; and a hostile frontend gets error codes while the backend
+//! lives on. (Each catalogue lab's own flow is checked by `flows.rs` too.)
+
+mod common;
+
+use common::{console, ending, run_machine};
+use std::path::PathBuf;
+use traplab_abi::event::{Body, DomainState, Event};
+use traplab_tracer::session::Run;
+
+/// Where d1's page goes (`guests/src/bin/swap-in.rs`): sector 8, and what its first line is.
+const SWAP_OFFSET: usize = 8 * 512;
+const HEADER: &[u8] = b"traplab swap-in: d1's page, kept in swap at sector 8\n";
+
+/// Byte `index` of d1's page, as `swap-in.rs` fills it.
+fn expected_byte(index: usize) -> u8 {
+    HEADER.get(index).copied().unwrap_or((index % 251) as u8)
+}
+
+/// Run catalogue lab `id` with its disk in a file the test can read afterwards.
+fn run_lab(id: &str) -> (Run, Vec<u8>) {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("split-driver-{}-{id}.img", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let lab = traplab_labs::find(id)
+        .expect("the catalogue parses")
+        .expect("the lab");
+    let mut machine = lab.machine();
+    machine.disk.as_mut().expect("the lab has a disk").image = Some(path.clone());
+    let run = run_machine(&machine);
+    let image = std::fs::read(&path).expect("the run leaves the image file");
+    let _ = std::fs::remove_file(&path);
+    (run, image)
+}
+
+/// IOIO exits of `dom` on the disk controller's ports.
+fn controller_exits(events: &[Event], dom: u16) -> usize {
+    events
+        .iter()
+        .filter(|event| event.dom == Some(dom))
+        .filter(|event| match &event.body {
+            Body::Exit(exit) if exit.exitcode == 0x7b => {
+                traplab_abi::ata::is_controller_port((exit.exitinfo1 >> 16) as u16)
+            }
+            _ => false,
+        })
+        .count()
+}
+
+/// The index of the first event at or after `from` that `pick` accepts.
+fn index_of(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> usize {
+    events[from..]
+        .iter()
+        .position(pick)
+        .map(|offset| from + offset)
+        .unwrap_or_else(|| panic!("no such event after index {from}"))
+}
+
+fn swap_in_end_to_end(id: &str, backend: u16) {
+    let (run, image) = run_lab(id);
+    let events = &run.events;
+    for dom in [0, 1, backend] {
+        assert_eq!(
+            ending(events, dom).0,
+            DomainState::Exited,
+            "d{dom}: {:?}",
+            ending(events, dom)
+        );
+    }
+    assert!(
+        console(events, 1)
+            .iter()
+            .any(|line| line == "d1: the retried access read 't': all 4096 bytes are back"),
+        "{:#?}",
+        console(events, 1)
+    );
+    // What d1 wrote is on the host's image file, byte for byte, where d1 put it.
+    let slot = &image[SWAP_OFFSET..SWAP_OFFSET + 4096];
+    let wrong = (0..4096)
+        .filter(|&index| slot[index] != expected_byte(index))
+        .count();
+    assert_eq!(wrong, 0, "sector 8 onwards: {:?}", &slot[..64]);
+    // The rest of the disk is untouched.
+    assert!(image[..SWAP_OFFSET].iter().all(|&byte| byte == 0));
+    assert!(image[SWAP_OFFSET + 4096..].iter().all(|&byte| byte == 0));
+    // The backend drove the controller without one exit on its ports.
+    assert_eq!(controller_exits(events, backend), 0);
+    // The page-in: the #PF exit of d1 at the swapped page, and d1's return from it.
+    let fault = index_of(events, 0, |event| {
+        event.dom == Some(1)
+            && matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x4e && exit.exitinfo2 == 0x6000_0000)
+    });
+    let back = index_of(events, fault, |event| {
+        event.dom == Some(1) && matches!(&event.body, Body::Return(ret) if ret.vector == Some(14))
+    });
+    let lanes: std::collections::BTreeSet<u16> = events[fault..=back]
+        .iter()
+        .filter_map(|event| event.dom)
+        .collect();
+    if backend == 0 {
+        assert_eq!(lanes, [0, 1].into(), "the backend's lane and d1's");
+    } else {
+        assert_eq!(
+            lanes,
+            [1, backend].into(),
+            "dom0 has no event in the page-in"
+        );
+    }
+}
+
+#[test]
+fn swap_in_pages_through_the_driver_domain_and_dom0_does_nothing() {
+    swap_in_end_to_end("swap-in", 2);
+}
+
+#[test]
+fn swap_in_with_the_backend_in_dom0() {
+    swap_in_end_to_end("swap-in-dom0", 0);
+}
+
+#[test]
+fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
+    let (run, image) = run_lab("bad-blkif");
+    let events = &run.events;
+    let d1 = console(events, 1);
+    for line in [
+        "d1: the disk controller's status port reads 0xff",
+        "d1: grant 7, never granted: BLKIF_RSP_ERROR",
+        "d1: 8 sectors from 4 before the end: BLKIF_RSP_ERROR",
+        "d1: nr_segments 12: BLKIF_RSP_ERROR",
+        "d1: rewritten after posting: BLKIF_RSP_ERROR (blkback checked and used the same copy)",
+        "d1: the backend closed the connection",
+    ] {
+        assert!(d1.iter().any(|printed| printed == line), "{line}: {d1:#?}");
+    }
+    // The hypervisor refused d1's touch of the controller, naming the owner.
+    assert_eq!(controller_exits(events, 1), 1);
+    assert!(events.iter().any(|event| event.dom == Some(1)
+        && matches!(&event.body, Body::Decide(decide) if decide.why.contains("belongs to d2"))));
+    // The hypervisor refused blkback's map of grant 7 (in d2's lane).
+    assert!(events.iter().any(|event| event.dom == Some(2)
+        && matches!(&event.body, Body::Decide(decide) if decide.why.contains("GNTTABOP_map_grant_ref") && decide.why.contains("grant 7 of d1"))));
+    // blkback stopped serving the lying ring, and lived on: every domain ended normally.
+    assert!(
+        console(events, 2)
+            .iter()
+            .any(|line| line.contains("more than the 32 a ring holds"))
+    );
+    for dom in [0, 1, 2] {
+        assert_eq!(ending(events, dom).0, DomainState::Exited, "d{dom}");
+    }
+    // Nothing reached the disk: every request was refused or a read.
+    assert!(image.iter().all(|&byte| byte == 0));
+}
