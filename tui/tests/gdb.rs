@@ -472,9 +472,9 @@ fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
     }
 }
 
-/// Two domains side by side, gdb on d2: when d2 first stops, d1 is blocked waiting for the
-/// store node d2 will write; `monitor domains` says so, and once d2 has allocated its port
-/// (stopped where it is about to publish it), shows the port unbound, for d1.
+/// Two domains side by side, gdb on d2: `monitor domains` lists d1 (blocked waiting for the
+/// store node d2 will write, or still runnable on a slow machine) and, once d2 has allocated
+/// its port (stopped where it is about to publish it), shows the port unbound, for d1.
 #[test]
 fn monitor_domains_shows_every_domain_side_by_side() {
     let lab = Lab::start_with(&["event-channel", "--domain", "2", "--json"]);
@@ -486,10 +486,13 @@ fn monitor_domains_shows_every_domain_side_by_side() {
         "delete",
         "continue",
     ]);
+    // Where d1 is depends on the machine's speed (whether its first time slice reached its
+    // store_wait before d2 started): waiting for the node, or still runnable. Either way it
+    // is listed beside the debugged domain.
     assert!(
         output.contains(
             "d1 event-channel: waiting for store node /local/domain/2/event-channel/port"
-        ),
+        ) || output.contains("d1 event-channel: runnable"),
         "{output}"
     );
     assert!(
