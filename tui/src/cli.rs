@@ -173,6 +173,11 @@ pub struct BenchArgs {
     /// With --ui: open this recording instead of generating one.
     #[arg(long, value_name = "FILE", requires = "ui")]
     pub file: Option<PathBuf>,
+    /// Measure the split block driver instead: `blk-stream` reads 256 pages straight from
+    /// the disk controller it owns (the baseline), then through blkfront and the driver
+    /// domain's blkback, with the trace off and on.
+    #[arg(long, conflicts_with = "ui")]
+    pub split_driver: bool,
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,

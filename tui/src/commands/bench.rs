@@ -4,17 +4,20 @@
 //! with the trace off (the baseline, measured in the same run) and with the lossless ring
 //! on, `--runs` times each, and report the medians: cycles per trap, traps per second, the
 //! traced/untraced ratio, events per second through the ring, and the time from starting
-//! QEMU to the first event.
+//! QEMU to the first event. `--split-driver` measures the split block driver instead: reads
+//! per second through the ring against direct reads by the controller's owner.
 
 use crate::cli::BenchArgs;
 use crate::setup;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use traplab_abi::event::Body;
-use traplab_tracer::qemu::{HvStatus, TraceMode};
+use traplab_tracer::qemu::{HvStatus, Machine, TraceMode};
 use traplab_tracer::session::{Item, Options, Session};
 
 const GUEST: &str = "cpuid-loop";
+/// The split driver's benchmark guest (`--split-driver`).
+const STREAM: &str = "blk-stream";
 
 /// One run of the guest.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +35,16 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         return super::bench_ui::run(args);
     }
     setup::ensure_qemu(args.yes)?;
+    if args.split_driver {
+        return split_driver(args);
+    }
     let runs = args.runs.max(1);
     let mut off = Vec::new();
     let mut ring = Vec::new();
+    let machine = traplab_labs::machine_for(&[GUEST]);
     for _ in 0..runs {
-        off.push(sample(TraceMode::Off)?);
-        ring.push(sample(TraceMode::Ring)?);
+        off.push(sample(&machine, TraceMode::Off)?);
+        ring.push(sample(&machine, TraceMode::Ring)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1);
     let per_exit = |samples: &[Sample]| {
@@ -119,8 +126,82 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn sample(trace: TraceMode) -> Result<Sample, String> {
-    let mut machine = traplab_labs::machine_for(&[GUEST]);
+/// The split block driver's throughput: `blk-stream` reads 256 pages straight from the
+/// controller it owns (the baseline, no hypervisor on the data path), then through blkfront
+/// and the driver domain's blkback (the `swap-in` lab's machine with `blk-stream` as d1),
+/// with the trace off and on.
+fn split_driver(args: &BenchArgs) -> Result<ExitCode, String> {
+    let runs = args.runs.max(1);
+    let lab = traplab_labs::find("swap-in")
+        .map_err(|error| error.to_string())?
+        .ok_or("the swap-in lab is missing from the catalogue")?;
+    let mut through_ring = lab.machine();
+    through_ring.guests[0] = traplab_tracer::qemu::Guest {
+        name: STREAM.into(),
+        elf: traplab_labs::guest_elf(STREAM),
+    };
+    let mut direct = traplab_labs::machine_for(&[STREAM]);
+    direct.disk = through_ring.disk.clone().map(|disk| traplab_tracer::qemu::Disk {
+        owner: traplab_tracer::qemu::FIRST_GUEST,
+        ..disk
+    });
+    let (mut baseline, mut off, mut ring) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        baseline.push(sample(&direct, TraceMode::Off)?);
+        off.push(sample(&through_ring, TraceMode::Off)?);
+        ring.push(sample(&through_ring, TraceMode::Ring)?);
+    }
+    let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1) as f64;
+    let per_read = |samples: &[Sample]| {
+        median(
+            samples
+                .iter()
+                .map(|s| s.ticks as f64 / s.exits as f64 / tsc_hz * 1e6)
+                .collect(),
+        )
+    };
+    let (direct_us, off_us, ring_us) = (per_read(&baseline), per_read(&off), per_read(&ring));
+    let reads = baseline[0].exits;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "guest": STREAM,
+                "reads": reads,
+                "sectors_per_read": traplab_abi::blkif::SECTORS_PER_PAGE,
+                "runs": runs,
+                "tsc_hz": tsc_hz,
+                "direct": { "us_per_read": direct_us, "reads_per_second": 1e6 / direct_us },
+                "ring_untraced": { "us_per_read": off_us, "reads_per_second": 1e6 / off_us },
+                "ring_traced": { "us_per_read": ring_us, "reads_per_second": 1e6 / ring_us },
+                "ring_over_direct": off_us / direct_us,
+                "traced_over_untraced": ring_us / off_us,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{STREAM}: {reads} reads of 4 KiB per run, median of {runs} run(s), TSC {:.2} GHz",
+        tsc_hz / 1e9
+    );
+    println!("                                  µs/read    reads/s");
+    for (name, us) in [
+        ("direct, by the owner (baseline)", direct_us),
+        ("through the ring, trace off", off_us),
+        ("through the ring, trace on", ring_us),
+    ] {
+        println!("{name:<32} {us:>9.1} {:>10.0}", 1e6 / us);
+    }
+    println!(
+        "the split driver costs {:.2}x a direct read; tracing it {:.2}x",
+        off_us / direct_us,
+        ring_us / off_us
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sample(machine: &Machine, trace: TraceMode) -> Result<Sample, String> {
+    let mut machine = machine.clone();
     machine.trace = trace;
     let started = Instant::now();
     let options = Options {
@@ -170,10 +251,31 @@ fn sample(trace: TraceMode) -> Result<Sample, String> {
     })
 }
 
-/// `20000 CPUID exits in 1212679676 TSC ticks: …`
+/// A benchmark guest's result: `20000 CPUID exits in 1212679676 TSC ticks: …` or `256
+/// reads of 8 sectors in 50213344 TSC ticks`: the count first, the ticks after `in`.
 fn parse(text: &str) -> Option<(u64, u64)> {
     let mut words = text.split_whitespace();
-    let exits = words.next()?.parse().ok()?;
-    let ticks = words.nth(3)?.parse().ok()?;
-    Some((exits, ticks))
+    let count = words.next()?.parse().ok()?;
+    words.by_ref().find(|word| *word == "in")?;
+    let ticks = words.next()?.parse().ok()?;
+    text.contains("TSC ticks").then_some((count, ticks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn both_benchmark_guests_results_parse_and_other_lines_do_not() {
+        assert_eq!(
+            parse("20000 CPUID exits in 1212679676 TSC ticks: 60633 ticks per exit"),
+            Some((20000, 1212679676))
+        );
+        assert_eq!(
+            parse("256 reads of 8 sectors in 50213344 TSC ticks"),
+            Some((256, 50213344))
+        );
+        assert_eq!(parse("blkback: d2 serves d1's disk 51712 (2048 sectors)"), None);
+        assert_eq!(parse("1 thing in 2 places"), None);
+    }
 }
