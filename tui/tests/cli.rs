@@ -257,7 +257,7 @@ fn without_qemu_the_error_names_the_install_command() {
 
 #[test]
 fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
-    let child = traplab()
+    let mut child = traplab()
         .args(["trace", "--guest", "spin"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -265,19 +265,33 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    // Wait until QEMU is up.
-    let started = Instant::now();
-    while qemu_of(pid).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "QEMU never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // Wait, with a bound, until the guest has printed: then QEMU is up and the guest runs.
+    // (A fixed sleep here failed on a loaded machine.)
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (lines, printed) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match printed.recv_timeout(left) {
+            Ok(line) if line.contains("| spinning") => break,
+            Ok(_) => continue,
+            Err(error) => panic!("the guest never printed `spinning`: {error}"),
+        }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(!qemu_of(pid).is_empty(), "QEMU runs the guest");
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
+    let stdout = reader.join().expect("the reader thread");
     assert_eq!(
         output.status.code(),
         Some(130),
@@ -294,7 +308,7 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
             .unwrap_or(false)),
         "no RAM file left"
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("| spinning"));
+    assert!(stdout.contains("| spinning"));
 }
 
 #[test]

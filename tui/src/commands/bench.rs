@@ -141,10 +141,13 @@ fn split_driver(args: &BenchArgs) -> Result<ExitCode, String> {
         elf: traplab_labs::guest_elf(STREAM),
     };
     let mut direct = traplab_labs::machine_for(&[STREAM]);
-    direct.disk = through_ring.disk.clone().map(|disk| traplab_tracer::qemu::Disk {
-        owner: traplab_tracer::qemu::FIRST_GUEST,
-        ..disk
-    });
+    direct.disk = through_ring
+        .disk
+        .clone()
+        .map(|disk| traplab_tracer::qemu::Disk {
+            owner: traplab_tracer::qemu::FIRST_GUEST,
+            ..disk
+        });
     let (mut baseline, mut off, mut ring) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         baseline.push(sample(&direct, TraceMode::Off)?);
@@ -275,7 +278,10 @@ mod tests {
             parse("256 reads of 8 sectors in 50213344 TSC ticks"),
             Some((256, 50213344))
         );
-        assert_eq!(parse("blkback: d2 serves d1's disk 51712 (2048 sectors)"), None);
+        assert_eq!(
+            parse("blkback: d2 serves d1's disk 51712 (2048 sectors)"),
+            None
+        );
         assert_eq!(parse("1 thing in 2 places"), None);
     }
 }
