@@ -14,21 +14,7 @@ pub fn write(path: &str, value: &str) -> i64 {
 
 /// Set `path` to `value`, in decimal (the store holds text).
 pub fn write_number(path: &str, value: u32) -> i64 {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    let mut rest = value;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    match core::str::from_utf8(&digits[start..]) {
-        Ok(text) => write(path, text),
-        Err(_) => traplab_abi::hypercall::error::EINVAL,
-    }
+    write(path, crate::text!(10, "{value}").as_str())
 }
 
 /// Read `path` into `buffer`: its value, or a negative error (`ENOENT`).
