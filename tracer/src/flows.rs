@@ -30,8 +30,9 @@
 //! - a flow that delivered an event (`inject`/`bounce`) to the later flow of the same domain
 //!   whose `return` ends that delivery ([`Flow::returned_by`], [`Flow::returns_from`]);
 //! - a flow whose `notify` made another domain's port pending to the flow of that domain
-//!   that delivered the upcall ([`Flow::woke`], [`Flow::woken_by`]): a `forward` decision
-//!   and its consequence, in another lane.
+//!   that delivered the upcall, or to its flow that was blocked waiting for the event and
+//!   goes on without one (a `SCHEDOP_poll`) ([`Flow::woke`], [`Flow::woken_by`]): a
+//!   `forward` decision and its consequence, in another lane.
 //!
 //! [`Assembler`] builds flows incrementally from [`Facts`], the few fields of each event it
 //! needs, so the same code serves a recording of a million events and a live run.
@@ -524,6 +525,11 @@ impl Assembler {
             match (switch.why, switch.port) {
                 (ScheduleWhy::Woken, Some(port)) => {
                     self.woken_by_port.insert(to, port);
+                    // A flow blocked waiting for the event (SCHEDOP_poll, a store wait, a
+                    // HLT) goes on now: the notification woke it, upcall or not.
+                    if let Some(&blocked) = self.open.get(&to) {
+                        self.link_upcall(to, blocked, flows);
+                    }
                 }
                 _ => {
                     self.woken_by_port.remove(&to);
@@ -1052,6 +1058,29 @@ mod tests {
             "the upcall's handler returns in flow 2"
         );
         assert_eq!((flows[2].woke, flows[2].woken_by), (NO_FLOW, NO_FLOW));
+    }
+
+    #[test]
+    fn a_forward_is_linked_to_the_poll_it_woke_without_an_upcall() {
+        // d2 polls its port (blocked); d1 sends; d2's poll returns, no upcall delivered.
+        let events = vec![
+            facts(Kind::Boot, None),
+            at(schedule(None, Some(2), ScheduleWhy::Start, None), 10),
+            at(exit_of(2, 0x81), 20),
+            decide_of(2, Action::Emulate),
+            at(schedule(Some(2), Some(1), ScheduleWhy::Blocked, None), 30),
+            at(exit_of(1, 0x81), 100),
+            decide_of(1, Action::Forward),
+            notify(1, 2, 3),
+            at(schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(3)), 130),
+            at(resume_of(2, 200), 220),
+            facts(Kind::End, None),
+        ];
+        let (flows, _) = assemble(&events);
+        assert_eq!((flows[0].dom, flows[1].dom), (2, 1));
+        assert_eq!(flows[1].woke, 0, "d1's send woke d2's poll");
+        assert_eq!(flows[0].woken_by, 1);
+        assert_eq!(flows[0].delivered, None, "no upcall");
     }
 
     #[test]

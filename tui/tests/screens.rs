@@ -394,3 +394,46 @@ fn a_recorded_send_is_linked_to_the_upcall_it_caused_in_the_other_domain() {
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("woken by d1's send"), "{screen}");
 }
+
+/// The seed's scenario, recorded (`traplab trace swap-in --record`): d1's page fault leads
+/// to a send that wakes the driver domain d2, whose answer wakes d1 with its upcall; dom0
+/// has no flow in between, and `w` follows each notification to the flow it woke.
+#[test]
+fn the_swap_in_page_fault_crosses_to_the_driver_domain_and_back() {
+    use traplab_abi::event::Action;
+    use traplab_tracer::flows::NO_FLOW;
+    let mut app = open("swap-in.jsonl");
+    let flows = app.trace.flows().to_vec();
+    let fault = flows
+        .iter()
+        .position(|flow| flow.dom == 1 && flow.exitcode == 0x4e)
+        .expect("d1's #PF");
+    // d1's handler sends: forward, and the flow it woke is d2's.
+    let send = (fault..flows.len())
+        .find(|&index| flows[index].dom == 1 && flows[index].first_action == Some(Action::Forward))
+        .expect("the handler's send");
+    assert_ne!(flows[send].woke, NO_FLOW, "the send woke the backend");
+    let backend = flows[send].woke as usize;
+    assert_eq!(flows[backend].dom, 2, "the driver domain");
+    // d2's answer: forward, and it woke d1 with its callback vector.
+    let answer = (backend..flows.len())
+        .find(|&index| flows[index].dom == 2 && flows[index].first_action == Some(Action::Forward))
+        .expect("blkback's notification");
+    assert_ne!(flows[answer].woke, NO_FLOW, "the answer woke d1");
+    let upcall = &flows[flows[answer].woke as usize];
+    assert_eq!((upcall.dom, upcall.delivered), (1, Some(0x2f)));
+    // The #PF's handler returns after the upcall's; dom0 has no flow from the fault to it.
+    let returned = flows[fault].returned_by as usize;
+    assert_ne!(returned as u32, NO_FLOW, "the #PF handler returns");
+    assert!(returned > answer);
+    assert!(
+        flows[fault..=returned].iter().all(|flow| flow.dom != 0),
+        "dom0 stays out of d1's page-in"
+    );
+    // On screen: open the send, follow its notification into d2's lane.
+    press(&mut app, &"j".repeat(send));
+    press(&mut app, "<Enter>w");
+    assert_eq!(app.selected_flow(), Some(backend));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("woken by d1's send"), "{screen}");
+}
