@@ -167,7 +167,9 @@ fn registers_memory_a_breakpoint_in_the_pf_handler_and_detach() {
         "continue",
         "info registers cr2",
         "bt",
-        "monitor traps 3",
+        // Enough traps back to reach the #PF, however many timer ticks a loaded machine
+        // put between it and the breakpoint.
+        "monitor traps 16",
         "detach",
     ]);
     // Stopped at the guest's first instruction: the ELF entry point, 2 MiB.
