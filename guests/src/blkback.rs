@@ -98,15 +98,23 @@ pub fn serve(me: u16) -> Result<Served, i64> {
                 break;
             }
         }
-        if ring.push_responses_and_check_notify() {
-            evtchn::send(port);
-        }
-        if served.ring_broken || ring.overflowed() {
+        if ring.overflowed() {
+            // Answer what we took; the loop's top stops serving this ring.
+            if ring.push_responses_and_check_notify() {
+                evtchn::send(port);
+            }
             continue;
         }
         // Nothing left: ask for an event at the next request, and look once more in case
-        // one came just before (RING_FINAL_CHECK_FOR_REQUESTS).
-        if ring.final_check_for_requests() {
+        // one came just before (RING_FINAL_CHECK_FOR_REQUESTS). We ask *before* we answer:
+        // the frontend, woken by our answer, may post its next request at once, and must
+        // then send an event, since we are about to sleep. (Asking early only ever costs an
+        // event too many, never one too few.)
+        let more = ring.final_check_for_requests();
+        if ring.push_responses_and_check_notify() {
+            evtchn::send(port);
+        }
+        if more {
             continue;
         }
         if xenbus::read_state(&front) >= State::Closing {
