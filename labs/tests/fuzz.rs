@@ -21,6 +21,8 @@ fn every_domain_ended(events: &[traplab_abi::event::Event], domains: u16, prefix
             "d{dom}: {state:?} {reason}"
         );
         assert!(!reason.is_empty(), "d{dom} ended with a reason");
+        // Whatever the random code ran, the hypervisor had a handler for its exit.
+        assert!(!reason.contains("unhandled exit"), "d{dom}: {reason}");
         if console(events, dom)
             .iter()
             .any(|line| line.contains(prefix))

@@ -16,6 +16,7 @@
 //! | `Rdtsc`, `Rdtscp` (0x6E, 0x87) | `rdtsc.rs`           | the guest's clock (setting `intercept-rdtsc`) |
 //! | `Invlpg` (0x79)             | `invlpg.rs`             | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
 //! | `Pause` (0x77)              | `pause.rs`              | note the spin (setting `intercept-pause`)   |
+//! | `Wbinvd`, `Invd` (0x89, 0x76) | `wbinvd.rs`           | nothing to flush: skip (INVD done as WBINVD) |
 //! | `Xsetbv` (0x8D)             | `xsetbv.rs`             | check XCR0, then set it                      |
 //! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; is the guest's timer due? |
 //! | `Vintr` (0x64)              | `vintr.rs`              | the guest can take its pending interrupt: inject it |
@@ -52,6 +53,7 @@ mod svm_instruction;
 mod unexpected;
 mod vintr;
 mod vmmcall;
+mod wbinvd;
 mod xsetbv;
 
 use crate::decide;
@@ -121,6 +123,8 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         Rdtscp => rdtsc::handle(exit, guest, true),
         Invlpg => invlpg::handle(exit, guest),
         Pause => pause::handle(exit, guest),
+        Wbinvd => wbinvd::handle(exit, guest, false),
+        Invd => wbinvd::handle(exit, guest, true),
         Xsetbv => xsetbv::handle(exit, guest),
         SoftwareInterrupt => software_interrupt::handle(exit, guest),
         Intr => intr::handle(exit, guest),
@@ -151,6 +155,7 @@ pub fn handler_file(reason: ExitReason) -> &'static str {
         Rdtsc | Rdtscp => "hv/src/exit/rdtsc.rs",
         Invlpg => "hv/src/exit/invlpg.rs",
         Pause => "hv/src/exit/pause.rs",
+        Wbinvd | Invd => "hv/src/exit/wbinvd.rs",
         Xsetbv => "hv/src/exit/xsetbv.rs",
         SoftwareInterrupt => "hv/src/exit/software_interrupt.rs",
         Intr => "hv/src/exit/intr.rs",
