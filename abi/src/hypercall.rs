@@ -54,7 +54,10 @@
 //! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
 //! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the
 //! hypercall with RSP pointing to an [`IretFrame`]; the hypervisor restores RAX, RIP, CS,
-//! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change).
+//! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change),
+//! and RIP one a CPU's IRET would accept (canonical in 64-bit mode, below 4 GiB outside
+//! it); otherwise the call returns `EINVAL` and changes nothing, as Xen's hypercalls refuse
+//! a bad argument, rather than raising the #GP(0) a CPU's IRET would.
 //!
 //! A vector without an entry, in a domain that has a trap table, is handled the way the CPU
 //! handles a missing IDT gate: as a #GP (error code `vector * 8 + 2`), which may become #DF,

@@ -41,7 +41,7 @@ use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
 use crate::schedule::{self, Switch};
-use crate::vmcb::{INTERRUPT_SHADOW, misc1};
+use crate::vmcb::{INTERRUPT_SHADOW, misc1, v_intr};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
@@ -303,6 +303,13 @@ impl Step<'_, '_> {
                 let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
                 let old = core::mem::replace(&mut vcpu.vmcb.save.efer, value | svme);
                 record(&mut *self.changes, "efer", old & !svme, value & !svme);
+            }
+            Effect::TaskPriority(priority) => {
+                let control = &mut vcpu.vmcb.control;
+                let old = control.virtual_interrupt & v_intr::TPR;
+                control.virtual_interrupt =
+                    (control.virtual_interrupt & !v_intr::TPR) | priority as u64;
+                record(&mut *self.changes, "cr8", old, priority as u64);
             }
             Effect::DebugRegister(number, value) => {
                 let old = match number {

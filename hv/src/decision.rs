@@ -68,6 +68,9 @@ pub enum Effect {
     ControlRegister(u8, u64),
     /// The guest's EFER (SVME stays set behind its back: VMRUN requires it).
     Efer(u64),
+    /// The guest's task priority, CR8: with V_INTR_MASKING the CPU keeps it in the VMCB's
+    /// V_TPR (AMD APM vol. 2, 15.21.1).
+    TaskPriority(u8),
     /// DR0–DR3 (kept by the hypervisor and loaded into the CPU), DR6 or DR7.
     DebugRegister(u8, u64),
     /// An MSR the VMCB holds for the guest.

@@ -8,6 +8,8 @@
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest |
+//! | MOV to CR8 with bits 63:4 set keeps bits 3:0 (QEMU's `helper_write_crN`) | #GP(0): corrected by intercepting every CR8 write (`intercepts.rs`) and checking it in `exit/cr.rs` |
+//! | WRMSR of a non-canonical FS_BASE is accepted (QEMU's `helper_wrmsr` checks nothing) | #GP(0): corrected in `exit/msr.rs` for every MSR the hypervisor intercepts; *not* with the setting `passthrough-fs-base`, which hands FS_BASE to TCG on purpose |
 
 use crate::decision::{Decision, Effect};
 use crate::deliver;

@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use traplab_abi::event::{Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::Event;
-use traplab_abi::x86::RFlags;
+use traplab_abi::x86::{self, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -319,6 +319,21 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
     if frame.cs != save.cs.selector as u64 || frame.ss != save.ss.selector as u64 {
         return finish(decision, next, hypercall::IRET, error::EINVAL);
     }
+    // A RIP the CPU's own IRET refuses with #GP(0) (AMD APM vol. 3, IRET: a non-canonical
+    // RIP in 64-bit mode, one beyond 4 GiB outside it) is refused here too, like Xen's
+    // hypercalls refuse a bad argument: EINVAL, and nothing changes (the guest sees the
+    // error after the VMMCALL, in the handler that made the call).
+    let rip_ok = match guest.vcpu.vmcb.code_bits() {
+        64 => x86::canonical(frame.rip),
+        _ => frame.rip <= u32::MAX as u64,
+    };
+    if !rip_ok {
+        let decision = decision.describe(format!(
+            "the frame's RIP {:#x} is one a CPU's IRET refuses with #GP(0)",
+            frame.rip
+        ));
+        return finish(decision, next, hypercall::IRET, error::EINVAL);
+    }
     // The guest may restore the status flags, TF, IF, DF, AC and ID; IOPL, NT, VM and the
     // virtual-interrupt flags stay as the hypervisor has them (as IRET at CPL > 0 would).
     let guest_flags = RFlags::CARRY_FLAG
@@ -563,6 +578,30 @@ mod tests {
         let run = call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert_eq!(run.decision.returning, None);
+    }
+
+    #[test]
+    fn iret_to_a_non_canonical_rip_returns_einval_and_changes_nothing() {
+        // A CPU's IRETQ to a non-canonical RIP raises #GP(0) (AMD APM vol. 3, IRET): the
+        // hypercall refuses that frame, as it refuses another CS.
+        let mut test = bounced_handler_returning(0x246, 0x08);
+        test.write_u64(STACK + 8, 0x8000_0000_0000_0000);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(test.gpr(4), STACK, "RSP not restored");
+        assert_eq!(run.decision.returning, None);
+        assert_eq!(
+            test.domain.vcpu.in_flight.len(),
+            1,
+            "the handler is still running"
+        );
+        assert!(
+            run.emulate().what.starts_with(
+                "the frame's RIP 0x8000000000000000 is one a CPU's IRET refuses with #GP(0); iret returned -22 (EINVAL)"
+            ),
+            "{}",
+            run.emulate().what
+        );
     }
 
     #[test]
