@@ -33,7 +33,7 @@ use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick};
-use crate::domain::page_tables;
+use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{GPR_NAMES, IN_FLIGHT_MAX, InFlight};
 use crate::emulate::merge;
@@ -389,6 +389,28 @@ impl Step<'_, '_> {
                 self.domain.vcpu.vmcb.control.tlb_control = 1;
             }
             Effect::PinPageTables(tables) => self.domain.pv.pinned_tables.extend(tables),
+            Effect::PinContinuation(None) => self.domain.pv.pinning = None,
+            Effect::PinContinuation(Some(step)) => {
+                let PinStep {
+                    fresh,
+                    root,
+                    rip,
+                    found,
+                    stack,
+                    ..
+                } = *step;
+                let pinning = self.domain.pv.pinning.get_or_insert_default();
+                if fresh {
+                    **pinning = Pinning {
+                        root,
+                        rip,
+                        ..Pinning::default()
+                    };
+                }
+                pinning.seen.extend(found.iter().map(|&(table, _)| table));
+                pinning.found.extend(found);
+                pinning.stack = stack;
+            }
             Effect::Populate(gpa) => {
                 let Some(frame) = self.domain.memory.populate(gpa) else {
                     return Err(Failure {

@@ -10,6 +10,7 @@
 
 use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::VirtualTimer;
+use crate::domain::page_tables::PinStep;
 use crate::domain::vcpu::Wait;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -96,6 +97,9 @@ pub enum Effect {
     },
     /// Pin these page tables (guest-physical page, level): every write to them is checked.
     PinPageTables(Vec<(u64, u8)>),
+    /// A `pin_page_table` goes on at its VMMCALL's next run: this exit's piece of the walk,
+    /// kept with the rest (`domain/page_tables.rs`); `None`: no pin is under way any more.
+    PinContinuation(Option<Box<PinStep>>),
     /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
     Populate(u64),
     // ---- Paravirtual state -------------------------------------------------------------------
