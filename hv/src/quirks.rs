@@ -9,12 +9,14 @@
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest |
 //! | `lock int n` (`f0 cd n`; also INT3, INTO) exits as SWINT: QEMU ignores the LOCK prefix there | #UD: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5) |
+//! | an exception injected with EVENTINJ gets an error code only for vectors 8, 10–14 and 17 (QEMU's `exception_has_error_code`; EVENTINJ.EV is ignored, "FIXME: need to implement valid_err") | #CP (21), #VC (29) and #SX (30) push one too: the hypervisor injects them without one, and says so, so that the trace shows what the guest's handler finds |
 //! | MOV to CR8 with bits 63:4 set keeps bits 3:0 (QEMU's `helper_write_crN`) | #GP(0): corrected by intercepting every CR8 write (`intercepts.rs`) and checking it in `exit/cr.rs` |
 //! | WRMSR of a non-canonical FS_BASE is accepted (QEMU's `helper_wrmsr` checks nothing) | #GP(0): corrected in `exit/msr.rs` for every MSR the hypervisor intercepts; *not* with the setting `passthrough-fs-base`, which hands FS_BASE to TCG on purpose |
 
-use crate::decision::{Decision, Effect};
+use crate::decision::{Decision, Delivery, Effect};
 use crate::deliver;
 use crate::domain::Guest;
+use alloc::format;
 use iced_x86::{Instruction, Mnemonic, Register};
 use traplab_abi::event::InstructionBytes;
 use traplab_abi::svm::Event;
@@ -86,6 +88,30 @@ pub fn locked_software_interrupt(
         true,
         "a LOCK prefix on {name}: QEMU's TCG ignored it and exited as for the software interrupt (SWINT); a real CPU raises #UD, so the hypervisor delivers that"
     ))
+}
+
+/// An exception injected through EVENTINJ whose error code QEMU's TCG drops: TCG ignores
+/// EVENTINJ.EV and pushes an error code only for the vectors its own table names (8,
+/// 10–14, 17: `exception_has_error_code` in QEMU's `seg_helper.c`), where the manual also
+/// gives #CP (21), #VC (29) and #SX (30) one (AMD APM vol. 2, 8.2; 15.20 for EV). A guest's
+/// handler would pop an error code that is not there. TCG raises none of these three
+/// itself, so only `raise_event` injects them: `decision` (its delivery) is changed to
+/// inject without an error code, and its reason says why. A bounce, the hypervisor's own
+/// delivery, keeps the error code the manual gives.
+pub fn injected_error_code(mut decision: Decision) -> Decision {
+    let Some(Delivery::Inject { event, .. }) = decision.delivery.as_deref_mut() else {
+        return decision;
+    };
+    if event.error_code.is_none() || !matches!(event.vector, 21 | 29 | 30) {
+        return decision;
+    }
+    event.error_code = None;
+    decision.why = format!(
+        "{}; QEMU's TCG pushes no error code for this vector, whatever EVENTINJ says (a real CPU pushes one), so the hypervisor injects it without one: the handler finds none",
+        decision.why
+    )
+    .into();
+    decision
 }
 
 /// If exception `vector`, raised at the instruction whose bytes are `instruction`, is one of
@@ -235,6 +261,47 @@ mod tests {
         assert!(locked_software_interrupt(&test.guest(), &int).is_none());
         let undecodable = InstructionBytes::new(&[0xf0]);
         assert!(locked_software_interrupt(&test.guest(), &undecodable).is_none());
+    }
+
+    #[test]
+    fn a_synthetic_cp_vc_or_sx_is_injected_without_the_error_code_tcg_would_not_push() {
+        // raise_event(21, 0): the manual gives #CP an error code, QEMU's TCG pushes none
+        // whatever EVENTINJ.EV says. EVENTINJ and the inject event say what the handler gets.
+        for vector in [21, 29, 30] {
+            let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, vector, 0);
+            test.gate(vector as u8, 0x21_0000);
+            let run = test.call();
+            let (event, _, synthetic) = testing::injected(&run.decision);
+            assert!(synthetic);
+            assert_eq!(event.error_code, None, "vector {vector}");
+            assert_eq!(
+                test.domain.vcpu.vmcb.control.eventinj & (1 << 11),
+                0,
+                "EVENTINJ.EV clear"
+            );
+            assert_eq!(run.injected().error_code, None);
+            assert!(
+                run.decision.why.contains("QEMU's TCG pushes no error code"),
+                "{}",
+                run.decision.why
+            );
+        }
+    }
+
+    #[test]
+    fn other_error_codes_are_injected_as_the_manual_says() {
+        // #GP and #AC: TCG pushes their error codes, and so EVENTINJ carries them.
+        for vector in [13u64, 17] {
+            let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, vector, 0);
+            let run = test.call();
+            assert_eq!(run.injected().error_code, Some(0), "vector {vector}");
+            assert!(!run.decision.why.contains("QEMU's TCG pushes no error code"));
+        }
+        // A bounce is the hypervisor's own delivery: #CP's frame has its error code.
+        let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, 21, 5);
+        test.trap_table(&[testing::trap(21, 0x21_0000)]);
+        let run = test.call();
+        assert_eq!(run.bounced().error_code, Some(5));
     }
 
     #[test]

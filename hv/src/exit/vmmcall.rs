@@ -440,14 +440,15 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         });
     }
     let name = delivery_name(vector, EventType::Exception);
-    deliver!(
+    // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
+    crate::quirks::injected_error_code(deliver!(
         guest,
         after returned,
         vector,
         error_code as u32,
         true,
         "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
-    )
+    ))
 }
 
 #[cfg(test)]
