@@ -54,7 +54,10 @@
 //! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
 //! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the
 //! hypercall with RSP pointing to an [`IretFrame`]; the hypervisor restores RAX, RIP, CS,
-//! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change).
+//! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change),
+//! and RIP one a CPU's IRET would accept (canonical in 64-bit mode, below 4 GiB outside
+//! it); otherwise the call returns `EINVAL` and changes nothing, as Xen's hypercalls refuse
+//! a bad argument, rather than raising the #GP(0) a CPU's IRET would.
 //!
 //! A vector without an entry, in a domain that has a trap table, is handled the way the CPU
 //! handles a missing IDT gate: as a #GP (error code `vector * 8 + 2`), which may become #DF,
@@ -75,6 +78,9 @@ pub const RAISE_EVENT: u64 = 4;
 
 /// `pin_page_table(root)`: make the page tables under `root` read-only to the guest; the
 /// hypervisor checks and performs every write to them (Xen's page-table write emulation).
+/// A long walk is done in pieces, one exit each: until it is over RIP stays at the VMMCALL,
+/// which runs again (a hypercall continuation), and the guest's interrupts wait; all the
+/// tables are pinned at once at the end, or none.
 pub const PIN_PAGE_TABLE: u64 = 5;
 
 /// `set_timer(vector, period_us)`: a periodic virtual timer. Every `period_us` the

@@ -33,15 +33,15 @@ use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick};
-use crate::domain::page_tables;
+use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
-use crate::domain::vcpu::{GPR_NAMES, InFlight};
+use crate::domain::vcpu::{GPR_NAMES, IN_FLIGHT_MAX, InFlight};
 use crate::emulate::merge;
 use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
 use crate::schedule::{self, Switch};
-use crate::vmcb::{INTERRUPT_SHADOW, misc1};
+use crate::vmcb::{INTERRUPT_SHADOW, misc1, v_intr};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
@@ -304,6 +304,13 @@ impl Step<'_, '_> {
                 let old = core::mem::replace(&mut vcpu.vmcb.save.efer, value | svme);
                 record(&mut *self.changes, "efer", old & !svme, value & !svme);
             }
+            Effect::TaskPriority(priority) => {
+                let control = &mut vcpu.vmcb.control;
+                let old = control.virtual_interrupt & v_intr::TPR;
+                control.virtual_interrupt =
+                    (control.virtual_interrupt & !v_intr::TPR) | priority as u64;
+                record(&mut *self.changes, "cr8", old, priority as u64);
+            }
             Effect::DebugRegister(number, value) => {
                 let old = match number {
                     0..=3 => {
@@ -382,6 +389,28 @@ impl Step<'_, '_> {
                 self.domain.vcpu.vmcb.control.tlb_control = 1;
             }
             Effect::PinPageTables(tables) => self.domain.pv.pinned_tables.extend(tables),
+            Effect::PinContinuation(None) => self.domain.pv.pinning = None,
+            Effect::PinContinuation(Some(step)) => {
+                let PinStep {
+                    fresh,
+                    root,
+                    rip,
+                    found,
+                    stack,
+                    ..
+                } = *step;
+                let pinning = self.domain.pv.pinning.get_or_insert_default();
+                if fresh {
+                    **pinning = Pinning {
+                        root,
+                        rip,
+                        ..Pinning::default()
+                    };
+                }
+                pinning.seen.extend(found.iter().map(|&(table, _)| table));
+                pinning.found.extend(found);
+                pinning.stack = stack;
+            }
             Effect::Populate(gpa) => {
                 let Some(frame) = self.domain.memory.populate(gpa) else {
                     return Err(Failure {
@@ -751,10 +780,11 @@ fn inject(
 ) {
     let vcpu = &mut domain.vcpu;
     vcpu.vmcb.control.eventinj = event.encode();
-    vcpu.in_flight.push(InFlight {
+    let dropped = vcpu.push_in_flight(InFlight {
         vector: event.vector,
         kind: event.kind,
     });
+    note_dropped(dropped, events);
     let page_fault = event.kind == EventType::Exception && event.vector == 14;
     events.push(Body::Inject(Inject {
         vector: event.vector,
@@ -765,6 +795,20 @@ fn inject(
         handler,
         synthetic,
     }));
+}
+
+/// The trace says when the oldest event in flight was forgotten to make room for a new one
+/// (`Vcpu::push_in_flight`): its handler, should it ever return, returns unnamed.
+fn note_dropped(dropped: Option<InFlight>, events: &mut Vec<Body>) {
+    if let Some(oldest) = dropped {
+        events.push(Body::Emulate(Emulate {
+            what: Cow::Owned(format!(
+                "more than {IN_FLIGHT_MAX} delivered events whose handlers never returned: the oldest, {}, is forgotten",
+                event::delivery_name(oldest.vector, oldest.kind)
+            )),
+            changes: Vec::new(),
+        }));
+    }
 }
 
 /// Deliver an exception the way Xen's `do_guest_trap` does: the frame on the guest's
@@ -790,10 +834,11 @@ fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Re
     vcpu.vmcb.save.rip = bounce.handler;
     vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
     vcpu.vmcb.save.rflags = bounce.rflags;
-    vcpu.in_flight.push(InFlight {
+    let dropped = vcpu.push_in_flight(InFlight {
         vector: bounce.vector,
         kind: bounce.kind,
     });
+    note_dropped(dropped, events);
     let page_fault = bounce.kind == EventType::Exception && bounce.vector == 14;
     events.push(Body::Bounce(event::Bounce {
         vector: bounce.vector,
@@ -1011,6 +1056,78 @@ mod tests {
         assert_eq!(
             (inject.error_code, inject.cr2),
             (Some(0b10), Some(0x40_0000))
+        );
+    }
+
+    #[test]
+    fn events_a_guest_never_returns_from_are_bounded_and_the_oldest_dropped_is_said() {
+        // A guest whose #UD handler jumps back instead of returning: every #UD stays in
+        // flight. Past IN_FLIGHT_MAX the oldest goes, and the trace says which.
+        let mut test = Test::long_mode();
+        test.gate(6, HANDLER);
+        test.code(&[0x0f, 0x0b]);
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 14,
+            kind: EventType::Exception,
+        });
+        for _ in 0..IN_FLIGHT_MAX - 1 {
+            let run = test.run(test.exit(ExitReason::Exception {
+                vector: 6,
+                error_code: 0,
+                address: 0,
+            }));
+            assert_eq!(run.kinds(), ["decide", "inject"]);
+            test.vmrun();
+        }
+        assert_eq!(test.domain.vcpu.in_flight.len(), IN_FLIGHT_MAX);
+        for round in 0..1000 {
+            let run = test.run(test.exit(ExitReason::Exception {
+                vector: 6,
+                error_code: 0,
+                address: 0,
+            }));
+            test.vmrun();
+            assert_eq!(run.kinds(), ["decide", "emulate", "inject"], "{round}");
+            let dropped = if round == 0 { "#PF" } else { "#UD" };
+            assert_eq!(
+                run.emulate().what,
+                format!(
+                    "more than 64 delivered events whose handlers never returned: the oldest, {dropped}, is forgotten"
+                )
+            );
+            assert_eq!(test.domain.vcpu.in_flight.len(), IN_FLIGHT_MAX);
+        }
+    }
+
+    #[test]
+    fn a_bounced_event_is_bounded_in_flight_too() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[crate::testing::trap(6, HANDLER)]);
+        for _ in 0..IN_FLIGHT_MAX {
+            test.domain.vcpu.in_flight.push(InFlight {
+                vector: 3,
+                kind: EventType::Software,
+            });
+        }
+        test.code(&[0x0f, 0x0b]);
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        assert_eq!(run.kinds(), ["decide", "emulate", "bounce"]);
+        assert!(
+            run.emulate()
+                .what
+                .contains("the oldest, #BP (INT3), is forgotten")
+        );
+        assert_eq!(test.domain.vcpu.in_flight.len(), IN_FLIGHT_MAX);
+        assert_eq!(
+            test.domain.vcpu.in_flight.last(),
+            Some(&InFlight {
+                vector: 6,
+                kind: EventType::Exception
+            })
         );
     }
 

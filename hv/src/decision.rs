@@ -10,6 +10,7 @@
 
 use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::VirtualTimer;
+use crate::domain::page_tables::PinStep;
 use crate::domain::vcpu::Wait;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -68,6 +69,9 @@ pub enum Effect {
     ControlRegister(u8, u64),
     /// The guest's EFER (SVME stays set behind its back: VMRUN requires it).
     Efer(u64),
+    /// The guest's task priority, CR8: with V_INTR_MASKING the CPU keeps it in the VMCB's
+    /// V_TPR (AMD APM vol. 2, 15.21.1).
+    TaskPriority(u8),
     /// DR0–DR3 (kept by the hypervisor and loaded into the CPU), DR6 or DR7.
     DebugRegister(u8, u64),
     /// An MSR the VMCB holds for the guest.
@@ -93,6 +97,9 @@ pub enum Effect {
     },
     /// Pin these page tables (guest-physical page, level): every write to them is checked.
     PinPageTables(Vec<(u64, u8)>),
+    /// A `pin_page_table` goes on at its VMMCALL's next run: this exit's piece of the walk,
+    /// kept with the rest (`domain/page_tables.rs`); `None`: no pin is under way any more.
+    PinContinuation(Option<Box<PinStep>>),
     /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
     Populate(u64),
     // ---- Paravirtual state -------------------------------------------------------------------

@@ -205,12 +205,42 @@ fn bounce(
         }))
 }
 
+/// A #PF at guest-virtual `address`, after the effects `first`: CR2 is set to the address
+/// first, as a CPU sets it when it raises #PF (AMD APM vol. 2, 8.2.15) — the guest's
+/// handler reads it there, and neither an intercepted #PF nor an access the hypervisor
+/// made for the guest wrote it. The one way every handler raises a #PF
+/// (`deliver!(guest, after first, page_fault(address, error_code), …)`).
+pub fn page_fault(
+    guest: &Guest,
+    mut first: Vec<Effect>,
+    address: u64,
+    error_code: u32,
+    synthetic: bool,
+    why: fmt::Arguments,
+    at: &'static str,
+) -> Decision {
+    first.push(Effect::ControlRegister(2, address));
+    exception(guest, first, 14, error_code, synthetic, why, at)
+}
+
 /// `deliver!(guest, vector, error_code, synthetic, "why {}", args)`: deliver an exception
 /// (reflect or bounce, see [`exception`]) and record why, with this source line.
 /// `deliver!(guest, after effects, vector, …)` first applies `effects` (an iterable of
-/// [`Effect`]s).
+/// [`Effect`]s). `deliver!(guest, after effects, page_fault(address, error_code), …)`
+/// delivers a #PF with CR2 set ([`page_fault`]).
 #[macro_export]
 macro_rules! deliver {
+    ($guest:expr, after $first:expr, page_fault($address:expr, $error_code:expr), $synthetic:expr, $($why:tt)+) => {
+        $crate::delivery::page_fault(
+            $guest,
+            ::core::iter::IntoIterator::into_iter($first).collect(),
+            $address,
+            $error_code,
+            $synthetic,
+            format_args!($($why)+),
+            $crate::here!(),
+        )
+    };
     ($guest:expr, after $first:expr, $vector:expr, $error_code:expr, $synthetic:expr, $($why:tt)+) => {
         $crate::delivery::exception(
             $guest,

@@ -61,6 +61,11 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         | misc2::MWAIT
         | misc2::XSETBV;
 
+    // Writes to CR8 (bit 16+8): QEMU's TCG accepts any value and keeps bits 3:0, where a
+    // CPU raises #GP(0) for bits 63:4 (`quirks.rs`); `exit/cr.rs` checks them. Guests
+    // seldom write CR8 (the labs never do), so this costs nothing; reads stay the CPU's.
+    control.intercept_cr |= 1 << (16 + 8);
+
     // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
     let settings = crate::settings::get();
     if settings.intercept_cr {

@@ -30,12 +30,14 @@
 //! | [`iopm`]      | the I/O permission map: which ports a domain reaches without an exit      |
 //! | [`vmcb`]      | the VMCB layout (AMD APM vol. 2, appendix B)                             |
 //! | [`machine`]   | what the hypervisor asks of the machine it runs on                       |
+//! | [`calibration`] | the TSC rate, chosen from measurements against the PIT                 |
 //! | [`emulate`], [`instruction`] | decoding an instruction and the memory access it makes   |
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod apply;
+pub mod calibration;
 pub mod decision;
 pub mod delivery;
 pub mod device;

@@ -8,11 +8,16 @@
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest |
+//! | `lock int n` (`f0 cd n`; also INT3, INTO) exits as SWINT: QEMU ignores the LOCK prefix there | #UD: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5) |
+//! | an exception injected with EVENTINJ gets an error code only for vectors 8, 10–14 and 17 (QEMU's `exception_has_error_code`; EVENTINJ.EV is ignored, "FIXME: need to implement valid_err") | #CP (21), #VC (29) and #SX (30) push one too: the hypervisor injects them without one, and says so, so that the trace shows what the guest's handler finds |
+//! | MOV to CR8 with bits 63:4 set keeps bits 3:0 (QEMU's `helper_write_crN`) | #GP(0): corrected by intercepting every CR8 write (`intercepts.rs`) and checking it in `exit/cr.rs` |
+//! | WRMSR of a non-canonical FS_BASE is accepted (QEMU's `helper_wrmsr` checks nothing) | #GP(0): corrected in `exit/msr.rs` for every MSR the hypervisor intercepts; *not* with the setting `passthrough-fs-base`, which hands FS_BASE to TCG on purpose |
 
-use crate::decision::{Decision, Effect};
+use crate::decision::{Decision, Delivery, Effect};
 use crate::deliver;
 use crate::domain::Guest;
-use iced_x86::{Instruction, Register};
+use alloc::format;
+use iced_x86::{Instruction, Mnemonic, Register};
 use traplab_abi::event::InstructionBytes;
 use traplab_abi::svm::Event;
 use traplab_abi::x86::{self, EferFlags};
@@ -48,6 +53,65 @@ pub fn invalid_state(guest: &Guest, instruction: &InstructionBytes) -> Option<De
         true,
         "QEMU's TCG refused the guest's MOV to a control register with VMEXIT_INVALID; a real CPU raises #GP(0) in the guest, so the hypervisor delivers that"
     ))
+}
+
+/// A SWINT exit at an INT n, INT3 or INTO with a LOCK prefix: the CPU raises #UD for it
+/// (AMD APM vol. 3, 1.2.5: LOCK is allowed only on the read-modify-write instructions with
+/// a memory destination), before the interrupt; QEMU's TCG ignores the prefix and exits as
+/// for the plain instruction. Deliver the #UD, at the instruction (a fault).
+pub fn locked_software_interrupt(
+    guest: &Guest,
+    instruction: &InstructionBytes,
+) -> Option<Decision> {
+    // The checking decoder refuses these bytes; the lenient one says what they are.
+    let vmcb = &guest.vcpu.vmcb;
+    let mut decoder = iced_x86::Decoder::with_ip(
+        vmcb.code_bits(),
+        instruction.as_slice(),
+        vmcb.save.rip,
+        iced_x86::DecoderOptions::NO_INVALID_CHECK,
+    );
+    let decoded = decoder.decode();
+    let name = match decoded.mnemonic() {
+        Mnemonic::Int => "INT n",
+        Mnemonic::Int3 => "INT3",
+        Mnemonic::Into => "INTO",
+        _ => return None,
+    };
+    if decoded.is_invalid() || !decoded.has_lock_prefix() {
+        return None;
+    }
+    Some(deliver!(
+        guest,
+        6,
+        0,
+        true,
+        "a LOCK prefix on {name}: QEMU's TCG ignored it and exited as for the software interrupt (SWINT); a real CPU raises #UD, so the hypervisor delivers that"
+    ))
+}
+
+/// An exception injected through EVENTINJ whose error code QEMU's TCG drops: TCG ignores
+/// EVENTINJ.EV and pushes an error code only for the vectors its own table names (8,
+/// 10–14, 17: `exception_has_error_code` in QEMU's `seg_helper.c`), where the manual also
+/// gives #CP (21), #VC (29) and #SX (30) one (AMD APM vol. 2, 8.2; 15.20 for EV). A guest's
+/// handler would pop an error code that is not there. TCG raises none of these three
+/// itself, so only `raise_event` injects them: `decision` (its delivery) is changed to
+/// inject without an error code, and its reason says why. A bounce, the hypervisor's own
+/// delivery, keeps the error code the manual gives.
+pub fn injected_error_code(mut decision: Decision) -> Decision {
+    let Some(Delivery::Inject { event, .. }) = decision.delivery.as_deref_mut() else {
+        return decision;
+    };
+    if event.error_code.is_none() || !matches!(event.vector, 21 | 29 | 30) {
+        return decision;
+    }
+    event.error_code = None;
+    decision.why = format!(
+        "{}; QEMU's TCG pushes no error code for this vector, whatever EVENTINJ says (a real CPU pushes one), so the hypervisor injects it without one: the handler finds none",
+        decision.why
+    )
+    .into();
+    decision
 }
 
 /// If exception `vector`, raised at the instruction whose bytes are `instruction`, is one of
@@ -154,6 +218,90 @@ mod tests {
         assert_eq!(event, Event::exception(1, 0));
         assert!(synthetic);
         assert_eq!(decision.effects, [Effect::Rip(ENTRY + 1)]);
+    }
+
+    #[test]
+    fn tcg_s_swint_for_lock_int_becomes_a_ud_at_the_instruction() {
+        // `lock int 0x52`: LOCK on INT raises #UD (AMD APM vol. 3, 1.2.5); TCG exits as
+        // SWINT. The #UD is a fault: RIP stays, no software interrupt is delivered.
+        for bytes in [
+            &[0xf0, 0xcd, 0x52][..],
+            &[0xf0, 0xcc],
+            &[0x66, 0xf0, 0xcd, 0x80],
+        ] {
+            let mut test = Test::long_mode();
+            test.gate(6, 0x21_0000);
+            test.code(bytes);
+            let run = test.run(test.exit(ExitReason::SoftwareInterrupt));
+            assert_eq!(run.decision.action, Action::Reflect, "{bytes:x?}");
+            assert!(
+                run.decision.at.contains("src/quirks.rs:"),
+                "{}",
+                run.decision.at
+            );
+            let (event, handler, synthetic) = testing::injected(&run.decision);
+            assert_eq!(event, Event::exception(6, 0));
+            assert_eq!(handler, Some(0x21_0000));
+            assert!(synthetic);
+            assert!(
+                run.decision.why.contains("a real CPU raises #UD"),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(test.rip(), ENTRY, "a fault: RIP stays at the instruction");
+            assert_eq!(test.domain.vcpu.software_interrupt_rip, None);
+            assert!(run.applied.end.is_none(), "the domain lives");
+        }
+    }
+
+    #[test]
+    fn a_plain_int_is_not_a_lock_quirk() {
+        let test = Test::long_mode();
+        let int = InstructionBytes::new(&[0xcd, 0x52]);
+        assert!(locked_software_interrupt(&test.guest(), &int).is_none());
+        let undecodable = InstructionBytes::new(&[0xf0]);
+        assert!(locked_software_interrupt(&test.guest(), &undecodable).is_none());
+    }
+
+    #[test]
+    fn a_synthetic_cp_vc_or_sx_is_injected_without_the_error_code_tcg_would_not_push() {
+        // raise_event(21, 0): the manual gives #CP an error code, QEMU's TCG pushes none
+        // whatever EVENTINJ.EV says. EVENTINJ and the inject event say what the handler gets.
+        for vector in [21, 29, 30] {
+            let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, vector, 0);
+            test.gate(vector as u8, 0x21_0000);
+            let run = test.call();
+            let (event, _, synthetic) = testing::injected(&run.decision);
+            assert!(synthetic);
+            assert_eq!(event.error_code, None, "vector {vector}");
+            assert_eq!(
+                test.domain.vcpu.vmcb.control.eventinj & (1 << 11),
+                0,
+                "EVENTINJ.EV clear"
+            );
+            assert_eq!(run.injected().error_code, None);
+            assert!(
+                run.decision.why.contains("QEMU's TCG pushes no error code"),
+                "{}",
+                run.decision.why
+            );
+        }
+    }
+
+    #[test]
+    fn other_error_codes_are_injected_as_the_manual_says() {
+        // #GP and #AC: TCG pushes their error codes, and so EVENTINJ carries them.
+        for vector in [13u64, 17] {
+            let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, vector, 0);
+            let run = test.call();
+            assert_eq!(run.injected().error_code, Some(0), "vector {vector}");
+            assert!(!run.decision.why.contains("QEMU's TCG pushes no error code"));
+        }
+        // A bounce is the hypervisor's own delivery: #CP's frame has its error code.
+        let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, 21, 5);
+        test.trap_table(&[testing::trap(21, 0x21_0000)]);
+        let run = test.call();
+        assert_eq!(run.bounced().error_code, Some(5));
     }
 
     #[test]

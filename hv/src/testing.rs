@@ -38,6 +38,9 @@ pub struct VecMemory {
     /// writable). Shared, so that a test still sees it once the memory is boxed in its
     /// domain ([`Test::foreign`]).
     pub foreign: Rc<RefCell<BTreeMap<u64, (u64, bool)>>>,
+    /// How many reads of guest-physical memory were made (shared, as `foreign`): what a
+    /// test of the hypervisor's work per exit counts.
+    pub reads: Rc<Cell<u64>>,
 }
 
 impl VecMemory {
@@ -49,6 +52,7 @@ impl VecMemory {
             exhausted: false,
             fetches_forbidden: false,
             foreign: Rc::new(RefCell::new(BTreeMap::new())),
+            reads: Rc::new(Cell::new(0)),
         }
     }
 
@@ -77,6 +81,7 @@ impl GuestMemory for VecMemory {
     }
 
     fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        self.reads.set(self.reads.get() + 1);
         self.check(gpa, buffer.len())?;
         self.touch(gpa, buffer.len());
         let start = gpa as usize;
@@ -246,6 +251,8 @@ pub struct Test {
     pub store: Store,
     /// The grants mapped into the test's domain (its [`VecMemory::foreign`]).
     foreign: Rc<RefCell<BTreeMap<u64, (u64, bool)>>>,
+    /// Its reads of guest memory (its [`VecMemory::reads`]).
+    reads: Rc<Cell<u64>>,
 }
 
 /// What one exit did: its decision, what applying it said, and its events.
@@ -431,6 +438,7 @@ impl Test {
     /// The same guest on this memory (a [`VecMemory`] with no frame left, say).
     pub fn with_memory(memory: VecMemory) -> Test {
         let foreign = Rc::clone(&memory.foreign);
+        let reads = Rc::clone(&memory.reads);
         let mut domain = Domain::new(1, "test".into(), Box::new(memory));
         domain.vcpu.set_long_mode_boot_state(ENTRY);
         domain.vcpu.run_state = RunState::Runnable;
@@ -440,6 +448,7 @@ impl Test {
             others: Vec::new(),
             store: Store::default(),
             foreign,
+            reads,
         };
         let table = pte::PRESENT | pte::WRITABLE | pte::USER;
         test.write_u64(PML4, PDPT | table);
@@ -460,6 +469,11 @@ impl Test {
         domain.events.shared_info = Some(SHARED_INFO);
         self.others.push(domain);
         self.others.last_mut().expect("just added")
+    }
+
+    /// How many reads of guest-physical memory the test's domain has seen so far.
+    pub fn memory_reads(&self) -> u64 {
+        self.reads.get()
     }
 
     /// The pages of other domains mapped into the test's domain (grants): guest-physical

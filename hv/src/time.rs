@@ -2,11 +2,14 @@
 //!
 //! Every event carries a TSC stamp. To turn ticks into seconds the host needs the TSC
 //! frequency; we measure it by letting PIT channel 2 (a fixed 1.193182 MHz clock) count
-//! down 10 ms and reading the TSC before and after, the classic method (Linux
-//! `arch/x86/kernel/tsc.c`, `pit_calibrate_tsc`). Under QEMU's TCG the guest TSC follows
-//! the host clock, so the figure is the host's real time base.
+//! down and reading the TSC before and after, the classic method (Linux
+//! `arch/x86/kernel/tsc.c`). Under QEMU's TCG the guest TSC follows the host clock, so the
+//! figure is the host's real time base. A busy host can stall QEMU right at the end of a
+//! measurement and inflate it, so we take several short ones, each bracketing its edges
+//! with TSC reads, and the library chooses (`traplab_hv::calibration`, tested on the host).
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use traplab_hv::calibration::{self, PIT_HZ, Sample};
 use x86_64::instructions::port::Port;
 
 /// TSC ticks per second, once [`calibrate_tsc`] has measured them.
@@ -22,32 +25,52 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-const PIT_HZ: u64 = 1_193_182;
-const CALIBRATION_HZ: u64 = 100; // 10 ms
+/// How many measurements, and how long each: 7 of 5 ms, 35 ms at boot.
+const SAMPLES: usize = 7;
+const SAMPLE_HZ: u64 = 200;
+
+/// What to assume if no measurement gave a rate (it cannot happen: the TSC always moves).
+const FALLBACK_HZ: u64 = 1_000_000_000;
 
 /// Measure TSC ticks per second.
 pub fn calibrate_tsc() -> u64 {
+    let samples: [Sample; SAMPLES] = core::array::from_fn(|_| measure(PIT_HZ / SAMPLE_HZ));
+    let hz = calibration::estimate(&samples).unwrap_or(FALLBACK_HZ);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// One measurement: PIT channel 2 counts `count` ticks down; the TSC is read around the
+/// write that starts it and around each read of its output, and the last two reads (still
+/// running, then over) bracket its end.
+fn measure(count: u64) -> Sample {
     let mut gate = Port::<u8>::new(0x61);
     let mut command = Port::<u8>::new(0x43);
     let mut channel2 = Port::<u8>::new(0x42);
-    let count = PIT_HZ / CALIBRATION_HZ;
     // SAFETY: ports 0x42/0x43/0x61 are the PC's PIT channel 2 and its gate; nothing else
     // in the hypervisor uses them.
     unsafe {
         // Gate channel 2 on, speaker off.
         let value = gate.read();
         gate.write((value & !0x02) | 0x01);
-        // Channel 2, low byte then high byte, mode 0 (interrupt on terminal count), binary.
+        // Channel 2, low byte then high byte, mode 0 (interrupt on terminal count), binary:
+        // the output goes low now and rises at terminal count; writing the high byte of the
+        // count starts it.
         command.write(0xb0);
         channel2.write(count as u8);
+        let before = rdtsc();
         channel2.write((count >> 8) as u8);
-        let start = rdtsc();
-        // Bit 5 of port 0x61 is channel 2's output: it rises at terminal count.
-        while gate.read() & 0x20 == 0 {
+        let after = rdtsc();
+        let mut running_at = after;
+        loop {
+            let read_at = rdtsc();
+            // Bit 5 of port 0x61 is channel 2's output.
+            let over = gate.read() & 0x20 != 0;
+            if over {
+                return Sample::from_edges(count, (before, after), (running_at, rdtsc()));
+            }
+            running_at = read_at;
             core::hint::spin_loop();
         }
-        let hz = (rdtsc() - start) * CALIBRATION_HZ;
-        TSC_HZ.store(hz, Ordering::Relaxed);
-        hz
     }
 }

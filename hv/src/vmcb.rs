@@ -287,6 +287,8 @@ pub mod attrib {
 /// The fields of `virtual_interrupt` (+0x060) the hypervisor uses (APM vol. 2, appendix B,
 /// and 15.21.4 "Injecting Virtual (INTR) Interrupts").
 pub mod v_intr {
+    /// V_TPR, bits 7:0: the guest's task priority, CR8 (15.21.1).
+    pub const TPR: u64 = 0xff;
     /// V_IRQ: a virtual interrupt is pending; the CPU takes it (or exits, with the VINTR
     /// intercept) as soon as the guest can.
     pub const IRQ: u64 = 1 << 8;

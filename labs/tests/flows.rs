@@ -306,6 +306,63 @@ fn vmrun_in_a_guest_gets_a_synthetic_ud() {
     );
 }
 
+/// The `inject` event of the flow after the exit at `index`.
+fn injected_after(events: &[Event], index: usize) -> &traplab_abi::event::Inject {
+    flow_after(events, index)
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Inject(inject) => Some(inject),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no inject after exit {index}"))
+}
+
+#[test]
+fn hostile_instructions_get_the_exceptions_a_cpu_raises_and_the_guest_lives() {
+    // Issue 16: `lock int 0x52` exits as SWINT under TCG, where a CPU raises #UD; INSB into
+    // an unmapped page must raise #PF, as the CPU would had the hypervisor not done the INS.
+    let run = run(&["bad-hostile"]);
+    let (index, exit) = exit_with(&run.events, 0, 0x75);
+    assert_eq!(exit.insn.as_slice()[..3], [0xf0, 0xcd, 0x52]);
+    let flow = flow_after(&run.events, index);
+    assert!(
+        matches!(&flow[1].body, Body::Decide(decide) if decide.action == Action::Reflect && decide.at.starts_with("hv/src/quirks.rs:")),
+        "{flow:#?}"
+    );
+    let inject = injected_after(&run.events, index);
+    assert_eq!((inject.vector, inject.synthetic), (6, true));
+
+    // The INSB's IOIO exit (the #UD handler printed in between, one OUT a byte).
+    let (index, exit) = find(&run.events, index, |event| match &event.body {
+        Body::Exit(exit)
+            if exit.exitcode == 0x7b && exit.insn.as_slice().first() == Some(&0x6c) =>
+        {
+            Some(exit)
+        }
+        _ => None,
+    });
+    assert_ne!(exit.exitinfo1 & (1 << 2), 0, "a string instruction");
+    assert_eq!(exit.exitinfo1 >> 16, 0x80, "port 0x80");
+    let inject = injected_after(&run.events, index);
+    assert_eq!(
+        (
+            inject.vector,
+            inject.error_code,
+            inject.cr2,
+            inject.synthetic
+        ),
+        (14, Some(0b010), Some(0x4000_0000), true)
+    );
+    assert_eq!(
+        console(&run.events, 1).last().map(String::as_str),
+        Some("lock int: #UD true; insb: #PF code 0x2 at 0x40000000")
+    );
+    assert_eq!(
+        ending(&run.events, 1),
+        (DomainState::Exited, Some(0), "exit hypercall".into())
+    );
+}
+
 /// A lab with one guest keeps the shape it had before domains side by side
 /// (`tracer/SCHEMA.md`): its guest is d1, one `schedule` starts it, and no trap is ever
 /// switched out.

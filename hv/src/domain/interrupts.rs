@@ -135,6 +135,18 @@ pub fn assist(domain: &Domain) -> Assist {
         return Assist::Nothing;
     };
     let vmcb = &domain.vcpu.vmcb;
+    // A `pin_page_table` under way (`page_tables.rs`) is one instruction, the VMMCALL it
+    // runs again: as a CPU takes an interrupt only between instructions, the interrupt
+    // waits until the call is over. (So no handler of the guest's can change its page
+    // tables halfway through the walk.)
+    if domain
+        .pv
+        .pinning
+        .as_ref()
+        .is_some_and(|pinning| pinning.rip == vmcb.save.rip)
+    {
+        return Assist::Nothing;
+    }
     let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
     let injecting = vmcb.injecting();
     if domain.interrupts_enabled() && !shadowed && !injecting {

@@ -13,6 +13,41 @@ use traplab_abi::x86::{self, WalkError};
 
 pub const PAGE_SIZE: u64 = 4096;
 
+/// An access the guest's own CPU makes (an instruction the hypervisor carries out for it,
+/// INS or OUTS): what the page-protection checks look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuAccess {
+    /// A write to memory (INS), not a read (OUTS).
+    pub write: bool,
+    /// At CPL 3: a user-mode access.
+    pub user: bool,
+    /// CR0.WP: supervisor writes honour read-only pages too.
+    pub write_protect: bool,
+}
+
+/// Why the guest's CPU cannot make an access: the fault it raises, or worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFault {
+    /// The address is not canonical: #GP(0), or #SS(0) for a stack reference (AMD APM
+    /// vol. 2, 5.3.1 and 8.2.13). No page is walked.
+    NonCanonical,
+    /// The page tables refuse it: #PF with this error code, CR2 = `address` (the first
+    /// byte of the access on the page that failed; APM vol. 2, 8.4.2).
+    PageFault { address: u64, error_code: u32 },
+    /// The walk or the access leads outside the guest's RAM: no fault the guest could
+    /// handle. A CPU would exit with a nested page fault there, which ends the domain
+    /// (`exit/npf/mod.rs`); the hypervisor, doing the access itself, ends it the same way.
+    Memory(MemoryError),
+}
+
+/// #PF error code bits (AMD APM vol. 2, 8.4.2): P (the page was present: a protection
+/// violation), W/R (a write), U/S (at CPL 3).
+pub mod page_fault_code {
+    pub const PRESENT: u32 = 1 << 0;
+    pub const WRITE: u32 = 1 << 1;
+    pub const USER: u32 = 1 << 2;
+}
+
 /// Why an access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryError {
@@ -107,6 +142,76 @@ pub trait GuestMemory {
                 let gpa = self.virtual_to_physical(cr3, address)?;
                 if gpa >= self.size() {
                     return Err(MemoryError::NotGuestMemory { gpa });
+                }
+                Ok((gpa, done, piece))
+            })
+            .collect()
+    }
+
+    /// Translate `gva` as the guest's CPU does for a data access, with its checks: the
+    /// canonical form, every level present, and the page-protection checks (AMD APM vol. 2,
+    /// 5.6: a user access needs U/S set at every level; a write needs R/W set at every
+    /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `cr3` is `None` when paging
+    /// is off: virtual = physical, nothing to check.
+    fn cpu_translate(
+        &self,
+        cr3: Option<u64>,
+        gva: u64,
+        access: CpuAccess,
+    ) -> Result<u64, AccessFault> {
+        let Some(cr3) = cr3 else { return Ok(gva) };
+        let mut error_code = 0;
+        if access.write {
+            error_code |= page_fault_code::WRITE;
+        }
+        if access.user {
+            error_code |= page_fault_code::USER;
+        }
+        let translation = match x86::translate(cr3, gva, |gpa| self.read_u64_physical(gpa).ok()) {
+            Ok(translation) => translation,
+            Err(WalkError::NonCanonical) => return Err(AccessFault::NonCanonical),
+            Err(WalkError::NotPresent { .. }) => {
+                return Err(AccessFault::PageFault {
+                    address: gva,
+                    error_code,
+                });
+            }
+            Err(walk) => {
+                return Err(AccessFault::Memory(MemoryError::NotMapped {
+                    address: gva,
+                    walk,
+                }));
+            }
+        };
+        let refused = (access.user && !translation.user)
+            || (access.write && !translation.writable && (access.user || access.write_protect));
+        if refused {
+            return Err(AccessFault::PageFault {
+                address: gva,
+                error_code: error_code | page_fault_code::PRESENT,
+            });
+        }
+        Ok(translation.physical)
+    }
+
+    /// [`GuestMemory::physical_pieces`] for an access the guest's CPU makes, checked as
+    /// [`GuestMemory::cpu_translate`] checks it, page by page: the first page that fails
+    /// names the fault (its CR2 is that page's first byte of the access).
+    fn cpu_pieces(
+        &self,
+        cr3: Option<u64>,
+        gva: u64,
+        length: usize,
+        access: CpuAccess,
+    ) -> Result<Vec<(u64, usize, usize)>, AccessFault> {
+        page_pieces(gva, length)
+            .map(|(address, done, piece)| {
+                let gpa = self.cpu_translate(cr3, address, access)?;
+                if gpa
+                    .checked_add(piece as u64)
+                    .is_none_or(|end| end > self.size())
+                {
+                    return Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }));
                 }
                 Ok((gpa, done, piece))
             })

@@ -28,14 +28,15 @@ use crate::device::Devices;
 use crate::machine::Machine;
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::vec::Vec;
 pub use evtchn::EventChannels;
 pub use grants::Grants;
 pub use interrupts::VirtualInterrupts;
-pub use memory::{GuestMemory, MemoryError};
+pub use memory::{AccessFault, CpuAccess, GuestMemory, MemoryError};
 pub use others::{Others, OthersMut};
 pub use pv::Pv;
 use traplab_abi::hypercall::TrapInfo;
-use traplab_abi::x86::RFlags;
+use traplab_abi::x86::{Cr0Flags, RFlags};
 pub use vcpu::Vcpu;
 
 /// One guest.
@@ -82,6 +83,23 @@ impl Domain {
     pub fn write_virtual(&mut self, address: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         let cr3 = self.cr3();
         self.memory.write_virtual(cr3, address, bytes)
+    }
+
+    /// The guest-physical pieces of `[address, address + length)` as the guest's CPU would
+    /// reach them now, at its CPL and with its CR0.WP (see [`GuestMemory::cpu_pieces`]).
+    pub fn cpu_pieces(
+        &self,
+        address: u64,
+        length: usize,
+        write: bool,
+    ) -> Result<Vec<(u64, usize, usize)>, AccessFault> {
+        let save = &self.vcpu.vmcb.save;
+        let access = CpuAccess {
+            write,
+            user: save.cpl == 3,
+            write_protect: Cr0Flags::from_bits_truncate(save.cr0).contains(Cr0Flags::WRITE_PROTECT),
+        };
+        self.memory.cpu_pieces(self.cr3(), address, length, access)
     }
 
     /// Read guest-virtual memory up to the first page that does not translate; how many

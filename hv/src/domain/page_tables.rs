@@ -1,11 +1,65 @@
 //! The guest page tables a domain pinned (`pin_page_table` hypercall). The rule, as Xen's:
 //! a pinned table is mapped read-only in the guest, so every write to it faults and the
 //! hypervisor checks it (`exit/ptwr.rs`).
+//!
+//! Pinning walks every table under a root, and a guest decides how many there are (up to
+//! every page of its RAM). So the walk is linear in the tables it finds (a set of those
+//! found, never a scan), it does not look inside a level-1 table (its entries map pages,
+//! never tables), it stops at a table pinned already (everything under a pinned table is
+//! pinned: `apply.rs` pins a new lower table with its subtree), and it reads at most
+//! [`PIN_READS_PER_EXIT`] words of guest memory per exit: a longer walk is a hypercall
+//! continuation, as Xen's (`hypercall_create_continuation`): the VMMCALL's RIP stays, the
+//! walk so far waits in [`Pinning`], and the VMMCALL runs again for the next piece. Nothing is
+//! pinned until the walk is over, so a refusal halfway pins nothing.
 
 use super::Domain;
 use alloc::collections::BTreeSet;
+use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::x86::{self, pte};
+
+/// The most words of guest memory (page-table entries, and the 4 entries of each found
+/// table's own mapping) one `pin_page_table` exit reads: 8 tables' worth of entries, as
+/// `exit/ioio.rs` moves at most 4096 elements of a string instruction per exit.
+pub const PIN_READS_PER_EXIT: usize = 4096;
+
+/// A `pin_page_table` under way: its walk so far, kept between the exits of its
+/// continuation (`Pv::pinning`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinning {
+    /// The level-4 table being pinned.
+    pub root: u64,
+    /// The RIP of its VMMCALL: the same call at another place starts over.
+    pub rip: u64,
+    /// The tables found so far, depth first, each with its level; pinned together at the end.
+    pub found: Vec<(u64, u8)>,
+    /// The same tables, to ask whether one is known in O(log n).
+    pub seen: BTreeSet<u64>,
+    /// Where the walk is: the tables being read, outermost first.
+    pub stack: Vec<WalkFrame>,
+}
+
+/// One table the walk is reading: its address, its level, the next entry to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkFrame {
+    pub table: u64,
+    pub level: u8,
+    pub next: u16,
+}
+
+/// What one exit's piece of a pin walk did: the tables it found (after those of `Pinning`,
+/// unless it starts `fresh`), where the walk stands now, and whether it is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinStep {
+    pub fresh: bool,
+    pub root: u64,
+    pub rip: u64,
+    pub found: Vec<(u64, u8)>,
+    pub stack: Vec<WalkFrame>,
+    /// Words of guest memory read.
+    pub reads: usize,
+    pub done: bool,
+}
 
 /// An entry's PS bit makes it a leaf at these levels (2 MiB, 1 GiB pages).
 pub fn is_leaf(level: u8, entry: u64) -> bool {
@@ -31,39 +85,148 @@ impl Domain {
             .is_ok_and(|translation| translation.writable)
     }
 
-    /// The tables under `root` (a level-4 table), each with its level: what
-    /// `pin_page_table` pins. `Err` with the reason when a table is not in guest RAM or is
-    /// mapped writable.
+    /// The tables under `root` (a level-4 table), each with its level, in one go: what
+    /// `pin_page_table` pins (but for tables pinned already, where it stops). `Err` with the
+    /// reason when a table is not in guest RAM or is mapped writable.
     pub fn tables_under(&self, root: u64) -> Result<Vec<(u64, u8)>, &'static str> {
-        let mut tables = Vec::new();
-        self.collect_tables(root & pte::ADDRESS, 4, &mut tables)?;
-        if tables.iter().any(|&(table, _)| self.mapped_writable(table)) {
-            return Err("a page table is mapped writable");
-        }
-        Ok(tables)
+        Ok(self.walk(root & pte::ADDRESS, 0, None, usize::MAX)?.found)
     }
 
-    /// Every table reachable from `table` (at `level`), into `tables`.
+    /// The next piece of the `pin_page_table` of `root` by the VMMCALL at `rip`: it goes on
+    /// from the walk kept in `pv.pinning` when that is this call's, else starts afresh.
+    pub fn pin_walk(&self, root: u64, rip: u64, budget: usize) -> Result<PinStep, &'static str> {
+        let root = root & pte::ADDRESS;
+        let pending = self
+            .pv
+            .pinning
+            .as_deref()
+            .filter(|pinning| pinning.root == root && pinning.rip == rip);
+        self.walk(root, rip, pending, budget)
+    }
+
+    /// Walk the tables under `root`, from where `pending` stopped (or from the root), until
+    /// the walk is over or `budget` words have been read.
+    fn walk(
+        &self,
+        root: u64,
+        rip: u64,
+        pending: Option<&Pinning>,
+        budget: usize,
+    ) -> Result<PinStep, &'static str> {
+        let mut step = PinStep {
+            fresh: pending.is_none(),
+            root,
+            rip,
+            found: Vec::new(),
+            stack: Vec::new(),
+            reads: 0,
+            done: false,
+        };
+        let mut seen = BTreeSet::new();
+        match pending {
+            Some(pinning) => step.stack = pinning.stack.clone(),
+            None => {
+                if root >= self.memory.size() {
+                    return Err("a page table is not in guest RAM");
+                }
+                if self.pv.pinned_tables.contains_key(&root) {
+                    step.done = true;
+                    return Ok(step);
+                }
+                self.found(&mut step, &mut seen, root, 4)?;
+            }
+        }
+        let known = |table: u64, seen: &BTreeSet<u64>| {
+            self.pv.pinned_tables.contains_key(&table)
+                || seen.contains(&table)
+                || pending.is_some_and(|pinning| pinning.seen.contains(&table))
+        };
+        while step.reads < budget {
+            let Some(frame) = step.stack.last_mut() else {
+                break;
+            };
+            if frame.next == 512 {
+                step.stack.pop();
+                continue;
+            }
+            let (table, level) = (frame.table, frame.level);
+            let address = table + 8 * frame.next as u64;
+            frame.next += 1;
+            step.reads += 1;
+            let entry = self
+                .memory
+                .read_u64_physical(address)
+                .map_err(|_| "a page table cannot be read")?;
+            if entry & pte::PRESENT == 0 || is_leaf(level, entry) {
+                continue;
+            }
+            let target = entry & pte::ADDRESS;
+            if target >= self.memory.size() {
+                return Err("a page table is not in guest RAM");
+            }
+            if !known(target, &seen) {
+                self.found(&mut step, &mut seen, target, level - 1)?;
+            }
+        }
+        step.done = step.stack.is_empty();
+        Ok(step)
+    }
+
+    /// The walk found a new `table` at `level`: it must be mapped read-only (4 reads: the
+    /// guest's page walk to it), and, unless it is a level-1 table (entries that map pages,
+    /// never tables), its entries are read next.
+    fn found(
+        &self,
+        step: &mut PinStep,
+        seen: &mut BTreeSet<u64>,
+        table: u64,
+        level: u8,
+    ) -> Result<(), &'static str> {
+        step.reads += 4;
+        if self.mapped_writable(table) {
+            return Err("a page table is mapped writable");
+        }
+        seen.insert(table);
+        step.found.push((table, level));
+        if level > 1 {
+            step.stack.push(WalkFrame {
+                table,
+                level,
+                next: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every table reachable from `table` (at `level`) that is not pinned yet, into
+    /// `tables`: a new lower table a checked entry links (`apply.rs`).
     pub fn collect_tables(
         &self,
         table: u64,
         level: u8,
         tables: &mut Vec<(u64, u8)>,
     ) -> Result<(), &'static str> {
-        if table >= self.memory.size() {
-            return Err("a page table is not in guest RAM");
-        }
-        if tables.iter().any(|&(known, _)| known == table) {
-            return Ok(());
-        }
-        tables.push((table, level));
-        for index in 0..512u64 {
-            let entry = self
-                .memory
-                .read_u64_physical(table + index * 8)
-                .map_err(|_| "a page table cannot be read")?;
-            if entry & pte::PRESENT != 0 && !is_leaf(level, entry) {
-                self.collect_tables(entry & pte::ADDRESS, level - 1, tables)?;
+        let mut seen: BTreeSet<u64> = tables.iter().map(|&(table, _)| table).collect();
+        let mut work = vec![(table, level)];
+        while let Some((table, level)) = work.pop() {
+            if table >= self.memory.size() {
+                return Err("a page table is not in guest RAM");
+            }
+            if self.pv.pinned_tables.contains_key(&table) || !seen.insert(table) {
+                continue;
+            }
+            tables.push((table, level));
+            if level == 1 {
+                continue;
+            }
+            for index in 0..512u64 {
+                let entry = self
+                    .memory
+                    .read_u64_physical(table + index * 8)
+                    .map_err(|_| "a page table cannot be read")?;
+                if entry & pte::PRESENT != 0 && !is_leaf(level, entry) {
+                    work.push((entry & pte::ADDRESS, level - 1));
+                }
             }
         }
         Ok(())
@@ -134,12 +297,15 @@ impl Domain {
         {
             return Err("maps memory outside guest RAM");
         }
+        // A range query in the sorted map, not a scan of every pinned table: this runs for
+        // each entry of a new table too.
         if entry & pte::WRITABLE != 0
             && self
                 .pv
                 .pinned_tables
-                .keys()
-                .any(|&table| (start..start + size).contains(&table))
+                .range(start..start + size)
+                .next()
+                .is_some()
         {
             return Err("maps a pinned page table writable");
         }
@@ -266,6 +432,50 @@ mod tests {
         assert_eq!(
             test.domain.tables_under(0x2000_0000),
             Err("a page table is not in guest RAM")
+        );
+    }
+
+    #[test]
+    fn a_walk_goes_on_only_for_its_own_root_and_vmmcall() {
+        // The walk kept for one call is not another call's: another root, or the same root
+        // at another RIP, starts afresh.
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        let first = test.domain.pin_walk(PML4, 0x1000, 8).expect("a piece");
+        assert!(first.fresh && !first.done);
+        test.domain.pv.pinning = Some(alloc::boxed::Box::new(Pinning {
+            root: PML4,
+            rip: 0x1000,
+            found: first.found.clone(),
+            seen: first.found.iter().map(|&(table, _)| table).collect(),
+            stack: first.stack.clone(),
+        }));
+        let next = test
+            .domain
+            .pin_walk(PML4, 0x1000, usize::MAX)
+            .expect("the rest");
+        assert!(!next.fresh && next.done);
+        assert!(next.found.iter().all(|found| !first.found.contains(found)));
+        for (root, rip) in [(PDPT, 0x1000), (PML4, 0x2000)] {
+            let pinning = test.domain.pv.pinning.as_mut().expect("kept");
+            (pinning.root, pinning.rip) = (root, rip);
+            let step = test.domain.pin_walk(PML4, 0x1000, usize::MAX);
+            assert!(step.is_ok_and(|step| step.fresh), "{root:#x} at {rip:#x}");
+        }
+    }
+
+    #[test]
+    fn the_walk_stops_at_a_table_pinned_already() {
+        // Everything under a pinned table is pinned: nothing there to read again.
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        test.domain.pv.pinned_tables.insert(PDPT, 3);
+        let step = test.domain.pin_walk(PML4, 0, usize::MAX).expect("a walk");
+        assert_eq!(step.found, [(PML4, 4)]);
+        assert_eq!(
+            step.reads,
+            4 + 512,
+            "the root's mapping and its entries only"
         );
     }
 

@@ -1,6 +1,8 @@
 //! A domain's paravirtual state: what a guest that knows it runs on traplab asked for by
 //! hypercall, as a Xen PV guest does.
 
+use super::page_tables::Pinning;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use traplab_abi::hypercall::TrapInfo;
@@ -17,6 +19,8 @@ pub struct Pv {
     pub enabled: bool,
     /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
     pub virtual_interrupt_flag: bool,
+    /// A `pin_page_table` whose walk goes on at its VMMCALL's next run (`page_tables.rs`).
+    pub pinning: Option<Box<Pinning>>,
 }
 
 impl Pv {

@@ -103,6 +103,13 @@ impl Default for GuestContext {
     }
 }
 
+/// The most delivered events a vCPU remembers whose handlers have not returned. A guest
+/// may leave a handler without IRET (jump out of it, or never finish it), and every event
+/// it gets then would stay in the list for good; past this depth the oldest is forgotten,
+/// and the trace says so (`apply.rs`). A real kernel nests a few interrupts and exceptions,
+/// never dozens, so no handler that can still return is lost.
+pub const IN_FLIGHT_MAX: usize = 64;
+
 /// An event the hypervisor delivered whose handler has not returned yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InFlight {
@@ -186,6 +193,13 @@ impl Vcpu {
             run_state: RunState::default(),
             ticks_run: 0,
         }
+    }
+
+    /// Remember a delivered event as in flight (innermost last); when that makes more
+    /// than [`IN_FLIGHT_MAX`], the oldest is forgotten and returned.
+    pub fn push_in_flight(&mut self, event: InFlight) -> Option<InFlight> {
+        self.in_flight.push(event);
+        (self.in_flight.len() > IN_FLIGHT_MAX).then(|| self.in_flight.remove(0))
     }
 
     /// The physical address of the VMCB, for VMRUN (the hypervisor's memory is

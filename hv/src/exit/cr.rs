@@ -1,5 +1,5 @@
-//! MOV to CR0, CR3, CR4 (exit codes 0x10–0x1F WRITE_CRn, 0x65 CR0_SEL_WRITE): emulate, or
-//! answer #GP(0) as the CPU would for an invalid value.
+//! MOV to CR0, CR3, CR4, CR8 (exit codes 0x10–0x1F WRITE_CRn, 0x65 CR0_SEL_WRITE): emulate,
+//! or answer #GP(0) as the CPU would for an invalid value.
 //!
 //! The exit happens before the write (AMD APM vol. 2, 15.9). Without decode assists
 //! EXITINFO1 does not name the source register, so we decode the MOV. The checks are the
@@ -10,7 +10,10 @@
 //! | CR0      | sets a bit in 63:32; sets PG without PE; sets NW without CD; clears PG in 64-bit mode |
 //! | CR3      | sets a bit in 63:52 (reserved in long mode)                        |
 //! | CR4      | sets a bit the emulated CPU does not have; clears PAE in long mode |
+//! | CR8      | sets a bit in 63:4 (CR8 is the 4-bit task priority, APM vol. 2, 3.1.5) |
 //!
+//! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
+//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
 //! the guest's TLB at the next VMRUN.
 
@@ -84,7 +87,8 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
             Some("clears PAE in 64-bit mode")
         }
-        0 | 3 | 4 => None,
+        8 if value >> 4 != 0 => Some("sets reserved bits 63:4 (CR8 holds the 4-bit task priority)"),
+        0 | 3 | 4 | 8 => None,
         _ => Some("names a control register the hypervisor does not emulate"),
     };
     if let Some(why) = invalid {
@@ -95,6 +99,16 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             true,
             "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
         );
+    }
+    let next = guest.vcpu.rip_after(instruction.len() as u64);
+    if number == 8 {
+        return decide!(
+            Action::Emulate,
+            "MOV CR8, {value:#x}: the hypervisor checks the value as the CPU would (QEMU's TCG does not), then writes the guest's task priority, V_TPR in the VMCB"
+        )
+        .with(Effect::TaskPriority(value as u8))
+        .with(Effect::Rip(next))
+        .describe(format!("CR8 = {value:#x}"));
     }
     let (old, paging_bits) = match number {
         0 => (save.cr0, CR0_PAGING.bits()),
@@ -110,7 +124,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     let flush = (old ^ value) & paging_bits != 0 || number == 3;
     decision
         .with_all(flush.then_some(Effect::FlushTlb))
-        .with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)))
+        .with(Effect::Rip(next))
         .describe(format!("CR{number} = {value:#x}"))
 }
 
@@ -146,6 +160,33 @@ mod tests {
             "the CPU raised nothing: the hypervisor makes the #GP up"
         );
         assert_eq!(test.rip(), ENTRY, "a fault: RIP stays at the MOV");
+    }
+
+    const MOV_CR8_RAX: [u8; 4] = [0x44, 0x0f, 0x22, 0xc0];
+
+    #[test]
+    fn mov_cr8_with_bits_63_4_set_is_a_gp() {
+        // CR8 holds the 4-bit task priority; bits 63:4 are reserved (AMD APM vol. 2,
+        // 3.1.5): MOV CR8 with one set raises #GP(0). QEMU's TCG would keep bits 3:0.
+        let mut test = Test::long_mode();
+        let run = write(&mut test, &MOV_CR8_RAX, 8, 16);
+        assert_general_protection(&test, &run, "sets reserved bits 63:4");
+        assert_eq!(test.domain.vcpu.vmcb.control.virtual_interrupt & 0xff, 0);
+    }
+
+    #[test]
+    fn mov_cr8_with_a_priority_writes_v_tpr_and_skips_the_mov() {
+        let mut test = Test::long_mode();
+        let before = test.domain.vcpu.vmcb.control.virtual_interrupt;
+        let run = write(&mut test, &MOV_CR8_RAX, 8, 15);
+        assert_eq!(run.decision.action, Action::Emulate);
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(
+            control.virtual_interrupt,
+            before | 15,
+            "V_TPR; the rest kept"
+        );
+        assert_eq!(run.changes(), [("cr8", 0, 15), ("rip", ENTRY, ENTRY + 4)]);
     }
 
     #[test]

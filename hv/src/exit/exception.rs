@@ -69,9 +69,8 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
             PageTableWrite::Refused(why) => {
                 return deliver!(
                     guest,
-                    after[Effect::ControlRegister(2, address)],
-                    14,
-                    error_code,
+                    after[],
+                    page_fault(address, error_code),
                     false,
                     "{why}: refused, so the guest gets the #PF its store raised"
                 );

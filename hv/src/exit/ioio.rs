@@ -13,12 +13,12 @@
 //! refused the same way, and the decision says whose the controller is.
 
 use super::Exit;
-use crate::decide;
 use crate::decision::{Decision, Effect, PortAccess};
 use crate::domain::Guest;
+use crate::domain::memory::{AccessFault, page_fault_code};
+use crate::{decide, deliver};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
@@ -26,7 +26,7 @@ use traplab_abi::svm::IoioInfo;
 use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
 
-pub fn handle(_exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
+pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
     let device = guest.devices.port_name(info.port);
     let direction = if info.input { "IN from" } else { "OUT to" };
     // The disk controller is its owner's: the hypervisor never does I/O there for anyone.
@@ -44,15 +44,16 @@ pub fn handle(_exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Dec
         ),
     };
     if info.string {
-        return match string_io(guest, info) {
+        let string = string_io(guest, info);
+        let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
-            Ok((effects, what, done)) => decision
-                .with_all(effects)
-                .with_all(done.then_some(Effect::Rip(next_rip)))
-                .describe(what),
-            Err(reason) => decide!(Action::Kill, "{reason}").killing(reason),
+            return decision
+                .with_all(string.effects)
+                .with_all(string.done.then_some(Effect::Rip(next_rip)))
+                .describe(string.what);
         };
+        return string_fault(exit, guest, info, string, fault);
     }
     let (access, what) = port_access(guest, info.port, info.size, info.input);
     let decision = decision
@@ -98,12 +99,28 @@ pub(super) fn port_access(
 /// hypervisor's heap) for long, however large the guest makes RCX.
 pub const ELEMENTS_PER_EXIT: u64 = 4096;
 
+/// What INS/OUTS did at one exit: its effects, in words, whether the instruction is done,
+/// and the fault that stopped it, if one did.
+struct StringIo {
+    effects: Vec<Effect>,
+    what: String,
+    done: bool,
+    /// The element at this guest-virtual address faults: the CPU raises this.
+    fault: Option<(u64, AccessFault)>,
+    /// How many elements moved before the fault (all of them without one).
+    moved: u64,
+}
+
 /// INS/OUTS, with or without REP: `count` elements between the port and guest memory at
 /// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set, at
-/// most [`ELEMENTS_PER_EXIT`] of them now. Every element's address is translated now; one
-/// the guest cannot reach is an error. The effects, what they do in words, and whether the
-/// instruction is done.
-fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String, bool), String> {
+/// most [`ELEMENTS_PER_EXIT`] of them now. Every element's address is checked as the CPU
+/// checks it (canonical, translated, the page-protection checks at the guest's CPL) before
+/// it moves; the first one that fails stops the instruction there, with RCX and RDI or RSI
+/// telling how far it got, as a CPU leaves them when a fault interrupts a REP string
+/// instruction (AMD APM vol. 3, "REP": the registers reflect the iterations completed).
+/// The failing element itself is not moved (for INS: the port is not read), so the guest
+/// repeats it, once, after its handler has mapped the page.
+fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
     let address_mask = match info.address_bits {
         16 => 0xffff,
         32 => 0xffff_ffff,
@@ -126,72 +143,157 @@ fn string_io(guest: &Guest, info: IoioInfo) -> Result<(Vec<Effect>, String, bool
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
     let size = info.size as usize;
-    let access = if info.input {
-        let mut to = Vec::new();
-        for _ in 0..count {
-            let address = index & address_mask;
-            guest
-                .memory
-                .physical_pieces(guest.cr3(), address, size)
-                .map_err(|error| {
-                    format!("INS wrote to {address:#x}, which the guest cannot reach: {error:?}")
-                })?;
-            to.push(address);
-            index = index.wrapping_add(step);
+    let mut fault = None;
+    let mut to = Vec::new();
+    let mut values = Vec::new();
+    let mut moved = 0;
+    while moved < count {
+        let address = index & address_mask;
+        // INS writes memory, OUTS reads it.
+        if let Err(error) = guest.cpu_pieces(address, size, info.input) {
+            fault = Some((address, error));
+            break;
         }
+        if info.input {
+            to.push(address);
+        } else {
+            let mut element = [0u8; 4];
+            if let Err(error) = guest.read_virtual(address, &mut element[..size]) {
+                fault = Some((address, AccessFault::Memory(error)));
+                break;
+            }
+            values.push(u32::from_le_bytes(element));
+        }
+        index = index.wrapping_add(step);
+        moved += 1;
+    }
+    let access = if info.input {
         PortAccess::InString {
             port: info.port,
             size: info.size,
             to,
         }
     } else {
-        let mut values = Vec::new();
-        for _ in 0..count {
-            let address = index & address_mask;
-            let mut element = [0u8; 4];
-            guest
-                .read_virtual(address, &mut element[..size])
-                .map_err(|error| {
-                    format!("OUTS read from {address:#x}, which the guest cannot reach: {error:?}")
-                })?;
-            values.push(u32::from_le_bytes(element));
-            index = index.wrapping_add(step);
-        }
         PortAccess::OutString {
             port: info.port,
             size: info.size,
             values,
         }
     };
-    let mut effects = vec![Effect::Port(access), Effect::Gpr(index_register, index)];
-    let left = total - count;
-    if info.rep {
+    let mut effects = Vec::new();
+    if moved > 0 {
+        effects.extend([Effect::Port(access), Effect::Gpr(index_register, index)]);
+    }
+    let left = total - moved;
+    if info.rep && moved > 0 {
         effects.push(Effect::Gpr(1, (guest.gpr(1) & !address_mask) | left));
     }
     let mut what = format!(
         "{}{} {} element(s) of {} byte(s) {} port {:#x} ({})",
         if info.rep { "REP " } else { "" },
         if info.input { "INS" } else { "OUTS" },
-        count,
+        moved,
         info.size,
         if info.input { "from" } else { "to" },
         info.port,
         guest.devices.port_name(info.port)
     );
-    if left > 0 {
+    if fault.is_some() {
+        what.push_str(", then the next element faulted");
+    } else if left > 0 {
         what.push_str(&format!(
             ", {left} left: the instruction runs again for them"
         ));
     }
-    Ok((effects, what, left == 0))
+    StringIo {
+        effects,
+        what,
+        done: fault.is_none() && left == 0,
+        fault,
+        moved,
+    }
 }
 
+/// INS/OUTS stopped at an element the guest's CPU cannot reach: the exception the CPU
+/// raises there, after the elements before it. The IOIO intercept comes before any memory
+/// access, so the CPU raised nothing itself: the hypervisor, doing the access, raises what
+/// the CPU would have (a synthetic event), and RIP stays at the instruction (a fault).
+fn string_fault(
+    exit: &Exit,
+    guest: &Guest,
+    info: IoioInfo,
+    string: StringIo,
+    fault: (u64, AccessFault),
+) -> Decision {
+    let (address, fault) = fault;
+    let (instruction, access) = match info.input {
+        true => ("INS", "writes to"),
+        false => ("OUTS", "reads from"),
+    };
+    let before = string.moved;
+    let effects = string.effects;
+    let decision = match fault {
+        AccessFault::PageFault {
+            address: page,
+            error_code,
+        } => {
+            let why = match error_code & page_fault_code::PRESENT {
+                0 => "its page tables do not map it",
+                _ if error_code & page_fault_code::USER != 0
+                    && guest.cpu_pieces(page, 1, false).is_err() =>
+                {
+                    "a supervisor page, and the guest runs at CPL 3"
+                }
+                _ => "a read-only page",
+            };
+            deliver!(
+                guest,
+                after effects,
+                page_fault(page, error_code),
+                true,
+                "{instruction} {access} {address:#x} ({before} element(s) done before it): {why}, so the CPU raises #PF with error code {error_code:#x} and CR2 = {page:#x}"
+            )
+        }
+        AccessFault::NonCanonical => {
+            // OUTS may take a segment override; INS always writes through ES (AMD APM
+            // vol. 3, INS, OUTS). Only a stack reference raises #SS.
+            let stack = !info.input
+                && exit
+                    .decode_instruction(guest)
+                    .is_some_and(|outs| outs.memory_segment() == iced_x86::Register::SS);
+            let (vector, name) = if stack {
+                (12, "#SS(0)")
+            } else {
+                (13, "#GP(0)")
+            };
+            deliver!(
+                guest,
+                after effects,
+                vector,
+                0,
+                true,
+                "{instruction} {access} {address:#x} ({before} element(s) done before it): not canonical, so the CPU raises {name}"
+            )
+        }
+        AccessFault::Memory(error) => {
+            let reason = format!(
+                "{instruction} {access} {address:#x}, outside the memory the guest owns: {error:?}"
+            );
+            return decide!(Action::Kill, "{reason}").killing(reason);
+        }
+    };
+    match before {
+        0 => decision,
+        _ => decision.describe(string.what),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::ata::Assignment;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
+    use traplab_abi::svm::Event;
 
     const OUT_DX_AL: [u8; 1] = [0xee];
     const IN_AL_DX: [u8; 1] = [0xec];
@@ -471,31 +573,174 @@ mod tests {
         assert_eq!(test.gpr(7), DATA + 1);
     }
 
+    /// The #PF (error code, CR2) a decision delivers, checked to be synthetic: the IOIO
+    /// intercept came before the access, so the CPU itself raised nothing.
+    fn page_fault(run: &Run) -> (u32, u64) {
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(event.vector, 14, "{}", run.decision.why);
+        assert!(synthetic);
+        let inject = run.injected();
+        (
+            event.error_code.expect("#PF has an error code"),
+            inject.cr2.expect("#PF names CR2"),
+        )
+    }
+
     #[test]
-    fn ins_to_memory_the_guest_cannot_reach_kills_the_domain() {
+    fn ins_to_an_unmapped_page_raises_a_page_fault_with_w_and_cr2() {
+        // A CPU that cannot write INS's element raises #PF (AMD APM vol. 3, INS): not
+        // present (P = 0), a write (W/R = 1), supervisor (U/S = 0); CR2 = the address. RIP
+        // stays at the INS (a fault), RDI where it was.
         let mut test = Test::long_mode();
-        test.code(&[0x6c]);
+        test.gate(14, 0x21_0000);
         test.set_gpr(7, UNMAPPED);
+        let run = io(&mut test, &[0x6c], string(0x3f8, true, false)); // insb
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert_eq!(page_fault(&run), (0b010, UNMAPPED));
+        assert_eq!(test.domain.vcpu.vmcb.save.cr2, UNMAPPED);
+        assert_eq!((test.rip(), test.gpr(7)), (ENTRY, UNMAPPED));
+        assert!(run.decision.end.is_none(), "the domain lives");
+        assert!(
+            run.decision
+                .why
+                .starts_with("INS writes to 0x40000000 (0 element(s) done before it): its page tables do not map it, so the CPU raises #PF with error code 0x2 and CR2 = 0x40000000"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(
+            run.kinds(),
+            ["decide", "inject"],
+            "the inject event names CR2"
+        );
+    }
+
+    #[test]
+    fn ins_at_cpl_3_sets_the_user_bit_of_the_error_code() {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.set_gpr(7, UNMAPPED);
+        let run = io(&mut test, &[0x6c], string(0x3f8, true, false));
+        assert_eq!(page_fault(&run), (0b110, UNMAPPED));
+    }
+
+    #[test]
+    fn rep_insb_into_an_unmapped_page_does_the_elements_before_it_then_faults() {
+        // A fault in a REP string instruction leaves RCX and RDI as the completed
+        // iterations left them (AMD APM vol. 3, REP); RIP stays, so the guest's handler maps
+        // the page and the INS goes on from there. The test's RAM ends at 16 MiB.
+        let end = 0x100_0000;
+        let mut test = Test::long_mode();
+        test.set_gpr(7, end - 2);
+        test.set_gpr(1, 4);
+        let run = io(&mut test, &[0xf3, 0x6c], string(0x3fd, true, true)); // rep insb
+        assert_eq!(page_fault(&run), (0b010, end));
+        assert_eq!((test.gpr(1), test.gpr(7)), (2, end), "two elements done");
+        assert_eq!(
+            test.read_u64(end - 8) >> 48,
+            0x6060,
+            "the LSR twice, in memory"
+        );
+        assert_eq!(test.rip(), ENTRY);
+        assert_eq!(
+            run.emulate().what,
+            "REP INS 2 element(s) of 1 byte(s) from port 0x3fd (console UART), then the next element faulted"
+        );
+    }
+
+    #[test]
+    fn a_word_ins_across_into_an_unmapped_page_faults_at_the_page_boundary() {
+        // CR2 is the first byte of the access on the page that failed.
+        let end = 0x100_0000;
+        let mut test = Test::long_mode();
+        test.set_gpr(7, end - 1);
+        let info = IoioInfo {
+            size: 2,
+            ..string(0x3f8, true, false)
+        };
+        let run = io(&mut test, &[0x66, 0x6d], info); // insw
+        assert_eq!(page_fault(&run), (0b010, end));
+        assert_eq!(test.gpr(7), end - 1);
+    }
+
+    #[test]
+    fn ins_into_a_read_only_page_table_is_a_protection_fault_not_a_write_past_ptwr() {
+        // A pinned page table is mapped read-only; with CR0.WP a supervisor write there
+        // faults (AMD APM vol. 2, 5.6): P = 1, W/R = 1. Without the check, INS would write
+        // an unchecked entry behind `ptwr.rs`'s back.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let pml4 = test.read_u64(crate::testing::PML4);
+        test.set_gpr(7, crate::testing::PML4);
+        let run = io(&mut test, &[0x6c], string(0x3f8, true, false));
+        assert_eq!(page_fault(&run), (0b011, crate::testing::PML4));
+        assert!(run.decision.why.contains("a read-only page"));
+        assert_eq!(test.read_u64(crate::testing::PML4), pml4, "untouched");
+    }
+
+    #[test]
+    fn outs_at_cpl_3_from_a_supervisor_page_is_a_protection_fault_with_u() {
+        // P = 1 (present), W/R = 0 (a read), U/S = 1 (CPL 3).
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        let entry = crate::testing::PT + 8 * (DATA >> 12);
+        let supervisor = test.read_u64(entry) & !traplab_abi::x86::pte::USER;
+        test.write_u64(entry, supervisor);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.set_gpr(6, DATA);
+        let run = io(&mut test, &[0x6e], string(0x3f8, false, false)); // outsb
+        assert_eq!(page_fault(&run), (0b101, DATA));
+        assert!(
+            run.decision.why.contains("a supervisor page"),
+            "{}",
+            run.decision.why
+        );
+    }
+
+    #[test]
+    fn outs_from_a_non_canonical_address_is_a_gp_and_changes_nothing() {
+        // A non-canonical address raises #GP(0) before any page is walked (AMD APM vol. 2,
+        // 5.3.1); nothing moved, so RCX and RSI stay.
+        let mut test = Test::long_mode();
+        test.set_gpr(6, 0x8000_0000_0000_0000);
+        test.set_gpr(1, 2);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!((event, synthetic), (Event::exception(13, 0), true));
+        assert_eq!((test.rip(), test.gpr(1)), (ENTRY, 2));
+        assert_eq!(run.kinds(), ["decide", "inject"]);
+    }
+
+    #[test]
+    fn outs_through_ss_from_a_non_canonical_address_is_a_stack_fault() {
+        // A stack reference raises #SS(0) instead (AMD APM vol. 2, 8.2.13).
+        let mut test = Test::long_mode();
+        test.set_gpr(6, 0x8000_0000_0000_0000);
+        let run = io(&mut test, &[0x36, 0x6e], string(0x3f8, false, false)); // ss outsb
+        assert_eq!(testing::injected(&run.decision).0, Event::exception(12, 0));
+    }
+
+    #[test]
+    fn ins_through_page_tables_outside_the_guest_s_ram_still_kills_the_domain() {
+        // The guest's PD names a page table beyond its RAM: a CPU would exit with a nested
+        // page fault on the walk, which ends the domain (`npf/mod.rs`); no fault the guest
+        // could handle.
+        let mut test = Test::long_mode();
+        test.write_u64(
+            crate::testing::PD + 8 * 8,
+            0x2000_0000 | traplab_abi::x86::pte::PRESENT,
+        );
+        test.code(&[0x6c]);
+        test.set_gpr(7, 0x100_0000);
         let decision = test.decide(test.exit(ExitReason::Ioio {
             info: string(0x3f8, true, false),
             next_rip: ENTRY + 1,
         }));
         assert_eq!(decision.action, Action::Kill);
         assert!(
-            testing::killed(&decision).starts_with("INS wrote to 0x40000000"),
+            testing::killed(&decision)
+                .starts_with("INS writes to 0x1000000, outside the memory the guest owns"),
             "{}",
             testing::killed(&decision)
         );
-    }
-
-    #[test]
-    fn outs_from_memory_the_guest_cannot_reach_kills_the_domain() {
-        let mut test = Test::long_mode();
-        test.set_gpr(6, 0x8000_0000_0000_0000); // not even canonical
-        test.set_gpr(1, 2);
-        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
-        assert!(testing::killed(&run.decision).starts_with("OUTS read from"));
-        assert_eq!(test.rip(), ENTRY, "nothing was applied");
-        assert_eq!(test.gpr(1), 2);
     }
 }

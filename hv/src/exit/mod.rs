@@ -11,7 +11,7 @@
 //! | `Iret` (0x74)               | `iret.rs`               | a handler returns: note it, let it run       |
 //! | `Icebp` (0x88)              | `icebp.rs`              | #DB after the instruction                    |
 //! | `Cpuid` (0x72)              | `cpuid.rs`              | emulate: the CPU the guest sees              |
-//! | `CrWrite`, `Cr0SelectiveWrite` (0x10–0x1F, 0x65) | `cr.rs` | emulate, or #GP for an invalid value (setting `intercept-cr`) |
+//! | `CrWrite`, `Cr0SelectiveWrite` (0x10–0x1F, 0x65) | `cr.rs` | emulate, or #GP for an invalid value (CR0, CR3, CR4 with the setting `intercept-cr`; CR8 always) |
 //! | `DrRead`, `DrWrite` (0x20–0x3F) | `dr.rs`             | the guest's debug registers (setting `intercept-dr`) |
 //! | `Rdtsc`, `Rdtscp` (0x6E, 0x87) | `rdtsc.rs`           | the guest's clock (setting `intercept-rdtsc`) |
 //! | `Invlpg` (0x79)             | `invlpg.rs`             | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
@@ -21,7 +21,7 @@
 //! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; is the guest's timer due? |
 //! | `Vintr` (0x64)              | `vintr.rs`              | the guest can take its pending interrupt: inject it |
 //! | `Hlt` (0x78)                | `hlt.rs`                | wait for the guest's timer, or end the domain |
-//! | `Ioio` (0x7B)               | `ioio.rs`               | emulate the port (the console UART)          |
+//! | `Ioio` (0x7B)               | `ioio.rs`               | emulate the port (the console UART); INS/OUTS fault as the CPU's access would |
 //! | `Msr` (0x7C)                | `msr.rs`                | emulate known MSRs, #GP for the rest         |
 //! | `Vmmcall` (0x81)            | `vmmcall.rs`            | the hypercall                                |
 //! | `SvmInstruction` (0x80, 0x82–0x86, 0x7A) | `svm_instruction.rs` | #UD: a guest may not run SVM instructions |

@@ -4,6 +4,20 @@
 //! ECX names the MSR, EDX:EAX carries the value (AMD APM vol. 2, 15.11). A real CPU raises
 //! #GP(0) for an MSR it does not implement, and so does the CPU the hypervisor emulates.
 //! Several MSRs live in the VMCB: the guest's copy is the VMCB field.
+//!
+//! The intercept comes before the CPU's own checks of the value, so the hypervisor makes
+//! them, and refuses with #GP(0) what a CPU refuses:
+//!
+//! | MSR                                          | #GP(0) when the value…                       |
+//! |----------------------------------------------|----------------------------------------------|
+//! | LSTAR, CSTAR, FS_BASE, GS_BASE, KERNEL_GS_BASE | is not a canonical address (each holds one, loaded into RIP or a segment base) |
+//! | PAT                                          | has a reserved memory type (2 or 3) or a reserved bit (7:3) in one of its 8 entries |
+//! | EFER                                         | changes a bit other than SCE and NXE          |
+//!
+//! SYSENTER_ESP and SYSENTER_EIP are no such case: an AMD CPU implements SYSENTER only
+//! outside long mode, keeps bits 31:0 of them and ignores the rest of a write, without a
+//! #GP (AMD APM vol. 2, 6.1.1; KVM models AMD the same way in `__kvm_set_msr`). So does
+//! this CPU: the guest reads back bits 31:0.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect, VmcbMsr};
@@ -12,7 +26,7 @@ use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 use traplab_abi::msr::{self, EFER};
-use traplab_abi::x86::EferFlags;
+use traplab_abi::x86::{self, EferFlags};
 
 /// EFER bits a guest may flip while it runs: SCE (SYSCALL) and NXE.
 const EFER_WRITABLE: EferFlags =
@@ -97,13 +111,39 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)"
         );
     }
-    let decision = decide!(
-        Action::Emulate,
-        "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR"
-    );
+    if write && let Some(why) = refused(kept, value) {
+        return deliver!(
+            guest,
+            13,
+            0,
+            true,
+            "{context}WRMSR {msr_name} {value:#x} {why}: a CPU refuses it with #GP(0), and so does the hypervisor"
+        );
+    }
+    let decision = match (write, kept) {
+        // VMRUN refuses a guest whose EFER.SVME is clear (AMD APM vol. 2, 15.5.1): the
+        // VMCB keeps it set whatever the guest writes, and hides it when the guest reads.
+        (true, Kept::Efer) => decide!(
+            Action::Emulate,
+            "{context}WRMSR EFER: the hypervisor keeps the guest's copy of this MSR; EFER.SVME stays set in the VMCB behind the guest's back, because VMRUN requires it (AMD APM vol. 2, 15.5.1), and the guest reads EFER back as it wrote it, SVME clear (its CPUID has no SVM)"
+        ),
+        (true, Kept::Vmcb(VmcbMsr::SysenterEsp | VmcbMsr::SysenterEip)) if value >> 32 != 0 => {
+            decide!(
+                Action::Emulate,
+                "{context}WRMSR {msr_name}: the hypervisor keeps the guest's copy of this MSR; an AMD CPU keeps bits 31:0 of it (SYSENTER exists only outside long mode) and ignores bits 63:32 of the write, without a #GP"
+            )
+        }
+        _ => decide!(
+            Action::Emulate,
+            "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR"
+        ),
+    };
 
     if write {
         let change = match kept {
+            Kept::Vmcb(slot @ (VmcbMsr::SysenterEsp | VmcbMsr::SysenterEip)) => {
+                Some(Effect::Msr(slot, value & 0xffff_ffff))
+            }
             Kept::Vmcb(slot) => Some(Effect::Msr(slot, value)),
             // The guest's TSC = host TSC + TSC_OFFSET (15.30.5): move the offset.
             Kept::Tsc => Some(Effect::TscOffset(value.wrapping_sub(exit.tsc))),
@@ -127,6 +167,36 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
         .with(Effect::Gpr(2, result >> 32))
         .with(Effect::Rip(next))
         .describe(format!("RDMSR {msr_name} ({msr:#x}) = {result:#x}"))
+}
+
+/// Why a CPU refuses to write `value` into `kept` with #GP(0), if it does (the table at the
+/// top of this file; EFER has its own check).
+fn refused(kept: Kept, value: u64) -> Option<&'static str> {
+    match kept {
+        // Each holds an address the CPU loads into RIP (SYSCALL) or a segment base: it must
+        // be canonical (AMD APM vol. 2, 5.3.1; Intel SDM vol. 2, WRMSR, lists the same MSRs
+        // for its #GP).
+        Kept::Vmcb(
+            VmcbMsr::Lstar
+            | VmcbMsr::Cstar
+            | VmcbMsr::FsBase
+            | VmcbMsr::GsBase
+            | VmcbMsr::KernelGsBase,
+        ) if !x86::canonical(value) => Some("is not a canonical address"),
+        Kept::Vmcb(VmcbMsr::Pat) if !pat_valid(value) => {
+            Some("has a reserved memory type or reserved bit in one of its 8 entries")
+        }
+        _ => None,
+    }
+}
+
+/// Is `pat` a valid PAT: each of its 8 bytes a memory type the CPU has (0 UC, 1 WC, 4 WT,
+/// 5 WP, 6 WB, 7 UC-), bits 7:3 of each clear? Writing an undefined memory type into the PAT
+/// raises #GP (AMD APM vol. 2, 7.8.1).
+fn pat_valid(pat: u64) -> bool {
+    pat.to_le_bytes()
+        .iter()
+        .all(|&entry| matches!(entry, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
 /// The guest's copy of an MSR the VMCB holds.
@@ -239,6 +309,101 @@ mod tests {
         assert_eq!(run.decision.action, Action::Emulate);
         assert_eq!(test.domain.vcpu.vmcb.save.efer, old | sce | svme);
         assert!(run.changes().contains(&("efer", old, old | sce)));
+    }
+
+    #[test]
+    fn wrmsr_efer_says_svme_stays_set_and_the_guest_reads_back_what_it_wrote() {
+        // The guest writes EFER with SVME clear (it reads it so, and its CPUID has no
+        // SVM); the VMCB keeps SVME for VMRUN, the decision says so, and RDMSR gives the
+        // guest exactly its value back.
+        let mut test = Test::long_mode();
+        let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        let written =
+            (test.domain.vcpu.vmcb.save.efer & !svme) | EferFlags::SYSTEM_CALL_EXTENSIONS.bits();
+        let run = wrmsr(&mut test, EFER, written);
+        assert!(
+            run.decision.why.contains(
+                "EFER.SVME stays set in the VMCB behind the guest's back, because VMRUN requires it"
+            ),
+            "{}",
+            run.decision.why
+        );
+        assert_ne!(test.domain.vcpu.vmcb.save.efer & svme, 0);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        rdmsr(&mut test, EFER);
+        assert_eq!((test.gpr(2) << 32) | test.gpr(0), written);
+    }
+
+    #[test]
+    fn wrmsr_of_a_non_canonical_address_msr_is_a_gp() {
+        // LSTAR, CSTAR and the segment bases hold addresses the CPU loads into RIP or a
+        // base: a non-canonical one is refused with #GP(0) (AMD APM vol. 2, 5.3.1).
+        for (number, field) in [
+            (msr::LSTAR, VmcbMsr::Lstar),
+            (msr::CSTAR, VmcbMsr::Cstar),
+            (msr::FS_BASE, VmcbMsr::FsBase),
+            (msr::GS_BASE, VmcbMsr::GsBase),
+            (msr::KERNEL_GS_BASE, VmcbMsr::KernelGsBase),
+        ] {
+            let mut test = Test::long_mode();
+            let run = wrmsr(&mut test, number, 0x8000_0000_0000_0000);
+            assert_general_protection(&run.decision);
+            assert!(
+                run.decision.why.contains("is not a canonical address"),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(vmcb_value(&test.guest(), field), 0, "{field:?} unchanged");
+            assert_eq!(test.rip(), ENTRY);
+            // The highest canonical address of the upper half is fine.
+            let mut test = Test::long_mode();
+            wrmsr(&mut test, number, 0xffff_8000_0000_0000);
+            assert_eq!(vmcb_value(&test.guest(), field), 0xffff_8000_0000_0000);
+        }
+    }
+
+    #[test]
+    fn wrmsr_pat_with_a_reserved_memory_type_is_a_gp() {
+        // Types 2 and 3 are reserved, as are bits 7:3 of each entry (AMD APM vol. 2, 7.8.1).
+        let power_on = 0x0007_0406_0007_0406;
+        for bad in [
+            u64::MAX,
+            (power_on & !0xff) | 0x02,
+            power_on | (0x03 << 56),
+            power_on | 0x08,
+        ] {
+            let mut test = Test::long_mode();
+            let run = wrmsr(&mut test, msr::PAT, bad);
+            assert_general_protection(&run.decision);
+            assert_eq!(test.domain.vcpu.vmcb.save.g_pat, power_on, "{bad:#x}");
+        }
+        // Every valid type, once: UC, WC, WT, WP, WB, UC-, and UC twice.
+        let mut test = Test::long_mode();
+        wrmsr(&mut test, msr::PAT, 0x0000_0706_0504_0100);
+        assert_eq!(test.domain.vcpu.vmcb.save.g_pat, 0x0000_0706_0504_0100);
+    }
+
+    #[test]
+    fn wrmsr_sysenter_eip_and_esp_keep_bits_31_0_as_an_amd_cpu_does() {
+        // AMD implements SYSENTER only outside long mode: bits 63:32 of a write are
+        // ignored, with no #GP, and the guest reads back bits 31:0.
+        for (number, field) in [
+            (msr::SYSENTER_EIP, VmcbMsr::SysenterEip),
+            (msr::SYSENTER_ESP, VmcbMsr::SysenterEsp),
+        ] {
+            let mut test = Test::long_mode();
+            let run = wrmsr(&mut test, number, 0x8000_0000_1234_5678);
+            assert_eq!(run.decision.action, Action::Emulate);
+            assert!(
+                run.decision.why.contains("ignores bits 63:32"),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(vmcb_value(&test.guest(), field), 0x1234_5678);
+            test.domain.vcpu.vmcb.save.rip = ENTRY;
+            rdmsr(&mut test, number);
+            assert_eq!((test.gpr(2), test.gpr(0)), (0, 0x1234_5678));
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::{Event, EventType};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    // `lock int n`: TCG exits here where a CPU raises #UD (`quirks.rs`).
+    if let Some(decision) = crate::quirks::locked_software_interrupt(guest, &exit.instruction) {
+        return decision;
+    }
     let Some(instruction) = exit.decode_instruction(guest) else {
         return undecodable();
     };

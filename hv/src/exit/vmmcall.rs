@@ -25,14 +25,16 @@ use super::{Exit, undecodable};
 use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning};
 use crate::domain::Guest;
 use crate::domain::interrupts::VirtualTimer;
+use crate::domain::page_tables::PIN_READS_PER_EXIT;
 use crate::{decide, deliver};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::event::{Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::Event;
-use traplab_abi::x86::RFlags;
+use traplab_abi::x86::{self, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -86,27 +88,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             iret(guest, decision, next)
         }
         hypercall::RAISE_EVENT => raise_event(guest, next, first, second),
-        hypercall::PIN_PAGE_TABLE => {
-            let decision = decide!(
-                Action::Emulate,
-                "hypercall pin_page_table({first:#x}): from now on the hypervisor checks every write to these page tables"
-            );
-            match guest.tables_under(first) {
-                Ok(tables) => {
-                    let new = tables
-                        .iter()
-                        .filter(|(table, _)| !guest.pv.pinned_tables.contains_key(table))
-                        .count() as i64;
-                    finish(
-                        decision.with(Effect::PinPageTables(tables)),
-                        next,
-                        number,
-                        new,
-                    )
-                }
-                Err(_) => finish(decision, next, number, error::EINVAL),
-            }
-        }
+        hypercall::PIN_PAGE_TABLE => pin_page_table(guest, next, first),
         hypercall::SET_TIMER => {
             let decision = match second {
                 0 => decide!(
@@ -319,6 +301,21 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
     if frame.cs != save.cs.selector as u64 || frame.ss != save.ss.selector as u64 {
         return finish(decision, next, hypercall::IRET, error::EINVAL);
     }
+    // A RIP the CPU's own IRET refuses with #GP(0) (AMD APM vol. 3, IRET: a non-canonical
+    // RIP in 64-bit mode, one beyond 4 GiB outside it) is refused here too, like Xen's
+    // hypercalls refuse a bad argument: EINVAL, and nothing changes (the guest sees the
+    // error after the VMMCALL, in the handler that made the call).
+    let rip_ok = match guest.vcpu.vmcb.code_bits() {
+        64 => x86::canonical(frame.rip),
+        _ => frame.rip <= u32::MAX as u64,
+    };
+    if !rip_ok {
+        let decision = decision.describe(format!(
+            "the frame's RIP {:#x} is one a CPU's IRET refuses with #GP(0)",
+            frame.rip
+        ));
+        return finish(decision, next, hypercall::IRET, error::EINVAL);
+    }
     // The guest may restore the status flags, TF, IF, DF, AC and ID; IOPL, NT, VM and the
     // virtual-interrupt flags stay as the hypervisor has them (as IRET at CPL > 0 would).
     let guest_flags = RFlags::CARRY_FLAG
@@ -349,6 +346,57 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
             rflags,
             rsp: frame.rsp,
         })
+}
+
+/// pin_page_table(root): walk the tables under `root` a piece per exit
+/// (`domain/page_tables.rs`); pin them all once the walk is over, or none if one is refused.
+/// Until then RIP stays at the VMMCALL, which runs again: a hypercall continuation, as
+/// Xen's, so that the hypervisor regains control between the pieces (its timer, the host's
+/// pause, gdb, the scheduler) however many tables the guest made.
+fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
+    let number = hypercall::PIN_PAGE_TABLE;
+    let rip = guest.vcpu.vmcb.save.rip;
+    let pending = guest.pv.pinning.is_some();
+    let step = match guest.pin_walk(root, rip, PIN_READS_PER_EXIT) {
+        Ok(step) => step,
+        Err(why) => {
+            let decision = decide!(
+                Action::Emulate,
+                "hypercall pin_page_table({root:#x}): {why}, so nothing is pinned: EINVAL"
+            )
+            .with_all(pending.then_some(Effect::PinContinuation(None)));
+            return finish(decision, next, number, error::EINVAL);
+        }
+    };
+    let earlier = match (&guest.pv.pinning, step.fresh) {
+        (Some(pinning), false) => pinning.found.len(),
+        _ => 0,
+    };
+    let tables = earlier + step.found.len();
+    if !step.done {
+        let reads = step.reads;
+        return decide!(
+            Action::Emulate,
+            "hypercall pin_page_table({root:#x}): {tables} new tables found so far, and the walk is not over: RIP stays at the VMMCALL, which runs again for the next piece (a hypercall continuation), so that no exit holds the CPU for long"
+        )
+        .with(Effect::PinContinuation(Some(Box::new(step))))
+        .describe(format!(
+            "pin_page_table: {reads} words read, {tables} new tables so far; continues"
+        ));
+    }
+    // The walk is over: every table it found is pinned, at once.
+    let mut all = match (&guest.pv.pinning, step.fresh) {
+        (Some(pinning), false) => pinning.found.clone(),
+        _ => Vec::new(),
+    };
+    all.extend(step.found);
+    let decision = decide!(
+        Action::Emulate,
+        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables"
+    )
+    .with(Effect::PinPageTables(all))
+    .with_all(pending.then_some(Effect::PinContinuation(None)));
+    finish(decision, next, number, tables as i64)
 }
 
 /// raise_event(vector, error_code): the hypercall completes (RAX = 0, RIP past it), then the
@@ -392,14 +440,15 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         });
     }
     let name = delivery_name(vector, EventType::Exception);
-    deliver!(
+    // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
+    crate::quirks::injected_error_code(deliver!(
         guest,
         after returned,
         vector,
         error_code as u32,
         true,
         "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -409,7 +458,7 @@ mod tests {
     use crate::testing::assert_returned;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
     use traplab_abi::exit::ExitReason;
-    use traplab_abi::x86::Cr0Flags;
+    use traplab_abi::x86::{Cr0Flags, pte};
 
     const STACK: u64 = 0x7_ff00;
 
@@ -566,6 +615,30 @@ mod tests {
     }
 
     #[test]
+    fn iret_to_a_non_canonical_rip_returns_einval_and_changes_nothing() {
+        // A CPU's IRETQ to a non-canonical RIP raises #GP(0) (AMD APM vol. 3, IRET): the
+        // hypercall refuses that frame, as it refuses another CS.
+        let mut test = bounced_handler_returning(0x246, 0x08);
+        test.write_u64(STACK + 8, 0x8000_0000_0000_0000);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(test.gpr(4), STACK, "RSP not restored");
+        assert_eq!(run.decision.returning, None);
+        assert_eq!(
+            test.domain.vcpu.in_flight.len(),
+            1,
+            "the handler is still running"
+        );
+        assert!(
+            run.emulate().what.starts_with(
+                "the frame's RIP 0x8000000000000000 is one a CPU's IRET refuses with #GP(0); iret returned -22 (EINVAL)"
+            ),
+            "{}",
+            run.emulate().what
+        );
+    }
+
+    #[test]
     fn iret_with_an_unreadable_stack_returns_efault_after_the_vmmcall() {
         let mut test = bounced_handler_returning(0x246, 0x08);
         test.domain.vcpu.vmcb.save.rsp = UNMAPPED;
@@ -650,6 +723,154 @@ mod tests {
         test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
         call(&mut test);
         assert_returned(&test, 0);
+    }
+
+    /// Where [`large_hierarchy`] puts its tables: 8–12 MiB, mapped read-only.
+    const ROOT: u64 = 0x80_0000;
+    /// The one level-1 table every PD entry points to.
+    const LEAF_TABLE: u64 = 0x9f_f000;
+
+    /// A hierarchy of `pds` level-2 tables under a root (level 4) and a PDPT after it,
+    /// every entry of every PD pointing to one PT: 2 + `pds` + 1 tables, all mapped
+    /// read-only (8–12 MiB become read-only 2 MiB pages), the guest at a `pin_page_table`
+    /// of the root. Every PD's 512 entries must be read: the walk is 512 × (2 + `pds`)
+    /// words.
+    fn large_hierarchy(pds: u64) -> Test {
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, ROOT, 0);
+        test.read_only_page_tables();
+        for large in 4..6u64 {
+            test.write_u64(
+                testing::PD + 8 * large,
+                (large << 21) | pte::PRESENT | pte::USER | pte::HUGE,
+            );
+        }
+        let table = pte::PRESENT | pte::WRITABLE | pte::USER;
+        test.write_u64(ROOT, (ROOT + 0x1000) | table);
+        for pd in 0..pds {
+            let address = ROOT + 0x2000 + 0x1000 * pd;
+            test.write_u64(ROOT + 0x1000 + 8 * pd, address | table);
+            for entry in 0..512 {
+                test.write_u64(address + 8 * entry, LEAF_TABLE | table);
+            }
+        }
+        test
+    }
+
+    /// This exit's piece of the walk, when the decision continues it.
+    fn piece(run: &Run) -> Option<&crate::domain::page_tables::PinStep> {
+        run.decision.effects.iter().find_map(|effect| match effect {
+            Effect::PinContinuation(Some(step)) => Some(&**step),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn pin_page_table_of_a_large_hierarchy_is_done_in_pieces_and_the_vmmcall_runs_again() {
+        // 40 PDs: 42 tables of 512 entries to read, about 21,700 words. One exit reads at
+        // most PIN_READS_PER_EXIT of them; until the walk is over RIP stays at the VMMCALL
+        // (Xen's hypercall continuation), RAX keeps the hypercall's number, nothing is
+        // pinned yet; the last piece pins all 43 tables at once.
+        let mut test = large_hierarchy(40);
+        let mut exits = 0;
+        let mut total_reads = 0;
+        loop {
+            exits += 1;
+            assert!(exits < 100, "the walk ends");
+            let before = test.memory_reads();
+            let run = test.call();
+            total_reads += test.memory_reads() - before;
+            if let Some(step) = piece(&run) {
+                assert!(step.reads <= PIN_READS_PER_EXIT + 4, "{}", step.reads);
+                assert_eq!(test.rip(), ENTRY, "RIP stays at the VMMCALL");
+                assert_eq!(test.gpr(0), hypercall::PIN_PAGE_TABLE, "RAX untouched");
+                assert!(
+                    test.domain.pv.pinned_tables.is_empty(),
+                    "nothing pinned yet"
+                );
+                assert!(
+                    run.decision.why.contains("a hypercall continuation"),
+                    "{}",
+                    run.decision.why
+                );
+                continue;
+            }
+            assert_returned(&test, 43);
+            break;
+        }
+        assert_eq!(exits, 6, "21,676 words, 4,096 an exit");
+        // Linear in the work: each entry read once, plus each table's own mapping (4
+        // words) and the exits' own reads (the instruction, the page walk to it).
+        let words = 512 * 42 + 4 * 43;
+        assert!(
+            total_reads <= words + 64 * exits,
+            "{total_reads} reads for {words}"
+        );
+        assert_eq!(test.domain.pv.pinned_tables.len(), 43);
+        assert_eq!(test.domain.pinned_level(ROOT), Some(4));
+        assert_eq!(test.domain.pinned_level(LEAF_TABLE), Some(1));
+        assert_eq!(test.domain.pv.pinning, None, "the walk is over");
+
+        // Again: the root is pinned already, so the call costs nothing and pins nothing.
+        test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
+        let before = test.memory_reads();
+        let run = test.call();
+        assert!(piece(&run).is_none());
+        assert_returned(&test, 0);
+        assert!(test.memory_reads() - before < 64, "no walk");
+    }
+
+    #[test]
+    fn a_table_refused_halfway_through_the_walk_pins_nothing() {
+        // The 30th PD is mapped writable: the walk finds it in its third piece, and
+        // refuses the whole call; what the first pieces found is dropped.
+        let mut test = large_hierarchy(40);
+        let pd = ROOT + 0x2000 + 0x1000 * 29;
+        // 8–10 MiB mapped with 4 KiB pages, all read-only but that PD's.
+        let table = 0x60_0000;
+        for page in 0..512u64 {
+            let address = ROOT + (page << 12);
+            let writable = if address == pd { pte::WRITABLE } else { 0 };
+            test.write_u64(
+                table + 8 * page,
+                address | pte::PRESENT | pte::USER | writable,
+            );
+        }
+        test.write_u64(
+            testing::PD + 8 * 4,
+            table | pte::PRESENT | pte::WRITABLE | pte::USER,
+        );
+        let mut exits = 0;
+        while piece(&test.call()).is_some() {
+            exits += 1;
+            assert!(exits < 100);
+            assert!(test.domain.pv.pinning.is_some());
+        }
+        assert!(exits >= 2, "refused in a later piece, not the first");
+        assert_returned(&test, error::EINVAL);
+        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert_eq!(test.domain.pv.pinning, None);
+    }
+
+    #[test]
+    fn an_interrupt_waits_while_a_pin_page_table_goes_on() {
+        // The VMMCALL is one instruction: a CPU takes an interrupt before or after it.
+        let mut test = large_hierarchy(20);
+        test.gate(0x20, 0x21_0000);
+        test.interrupts_on();
+        let run = test.call();
+        assert!(piece(&run).is_some());
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        loop {
+            let run = test.call();
+            test.vmrun();
+            if piece(&run).is_none() {
+                assert_eq!(run.injected().vector, 0x20, "after the call");
+                assert_eq!(run.applied.resume_at, Some(0x21_0000));
+                break;
+            }
+            assert!(!run.kinds().contains(&"inject"), "{:?}", run.kinds());
+            assert_eq!(test.domain.vcpu.interrupts.pending, Some(0x20));
+        }
     }
 
     #[test]
