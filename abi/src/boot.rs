@@ -99,6 +99,11 @@ pub mod cpuid {
     pub const SIGNATURE_LEAF: u32 = 0x4000_0000;
     /// Leaf 0x4000_0001: EAX = [`ABI_VERSION`].
     pub const VERSION_LEAF: u32 = 0x4000_0001;
+    /// Leaf 0x4000_0010, the timing leaf VMware and KVM give (Linux reads it as `tsc_khz`):
+    /// EAX = the TSC's rate in kHz, as the hypervisor measured it at boot (the rate its
+    /// `set_timer` periods are counted in), EBX = 0 (no bus clock is offered). The highest
+    /// hypervisor leaf.
+    pub const TIMING_LEAF: u32 = 0x4000_0010;
     /// The 12-byte signature in EBX, ECX, EDX.
     pub const SIGNATURE: [u8; 12] = *b"TrapLabSVMhv";
     /// The version of the hypercall ABI.

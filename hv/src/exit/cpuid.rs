@@ -1,8 +1,8 @@
 //! CPUID (exit code 0x72): emulate it, so the guest sees the CPU the hypervisor describes.
 //!
 //! We run the real CPUID and edit the answer: the "hypervisor present" bit
-//! (CPUID.1:ECX[31]), the hypervisor leaves at 0x4000_0000 with traplab's signature
-//! (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
+//! (CPUID.1:ECX[31]), the hypervisor leaves at 0x4000_0000 with traplab's signature, the ABI
+//! version and the TSC's rate (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
 //! this hypervisor does not offer nested virtualization.
 
 use super::{Exit, undecodable};
@@ -11,7 +11,7 @@ use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::boot::cpuid::{
-    ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, VERSION_LEAF,
+    ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, TIMING_LEAF, VERSION_LEAF,
 };
 use traplab_abi::event::Action;
 
@@ -41,12 +41,17 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                     SIGNATURE[index + 3],
                 ])
             };
-            (eax, ebx, ecx, edx) = (VERSION_LEAF, word(0), word(4), word(8));
+            (eax, ebx, ecx, edx) = (TIMING_LEAF, word(0), word(4), word(8));
             "traplab's signature \"TrapLabSVMhv\""
         }
         VERSION_LEAF => {
             (eax, ebx, ecx, edx) = (ABI_VERSION, 0, 0, 0);
             "the hypercall ABI version"
+        }
+        TIMING_LEAF => {
+            let khz = guest.machine.tsc_hz() / 1000;
+            (eax, ebx, ecx, edx) = (khz.min(u32::MAX as u64) as u32, 0, 0, 0);
+            "the TSC's rate in kHz, as the hypervisor measured it"
         }
         0x4000_0002..=0x4000_00ff => {
             (eax, ebx, ecx, edx) = (0, 0, 0, 0);
@@ -111,7 +116,15 @@ mod tests {
             .flat_map(|&register| (test.gpr(register) as u32).to_le_bytes())
             .collect();
         assert_eq!(signature, b"TrapLabSVMhv");
-        assert_eq!(test.gpr(0), 0x4000_0001, "EAX: the highest hypervisor leaf");
+        assert_eq!(test.gpr(0), 0x4000_0010, "EAX: the highest hypervisor leaf");
+    }
+
+    #[test]
+    fn leaf_0x4000_0010_gives_the_tsc_rate_in_khz() {
+        let (test, run) = cpuid(0x4000_0010);
+        assert_eq!(test.gpr(0), test.machine.tsc_hz() / 1000);
+        assert_eq!((test.gpr(3), test.gpr(1), test.gpr(2)), (0, 0, 0));
+        assert!(run.emulate().what.contains("the TSC's rate in kHz"));
     }
 
     #[test]
