@@ -3,10 +3,15 @@
 //! The protocol and the mailbox are in `traplab_abi::control`. A *checkpoint* comes after
 //! every event the hypervisor records (the run loop calls it, `run::record`); there it takes
 //! the host's commands and decides whether to stop. Stopped, it spins on the mailbox — the guest is frozen,
-//! the trace is complete up to that event — until the host lets it go on.
+//! the trace is complete up to that event — until the host lets it go on. While it spins,
+//! the caller's `meanwhile` runs: the run loop answers gdb there (`gdb/mod.rs`), which may
+//! attach whatever the host does.
 //!
-//! The host switches control on with fw_cfg `opt/traplab/control` = `run` or `pause`
-//! (stopped after the very first event); without it, checkpoints cost nothing.
+//! The host switches control on with fw_cfg `opt/traplab/control` = `run` or `pause`.
+//! `pause` stops after the boot — once the run loop is ready ([`when_ready`]), so that gdb,
+//! whose debugger the run loop sets up, is answered during that first stop too; nothing is
+//! recorded in between unless a guest fails to load. Without control, checkpoints cost
+//! nothing.
 
 use alloc::vec::Vec;
 use spin::Mutex;
@@ -32,6 +37,8 @@ struct Controller {
     mailbox: Mailbox,
     run_state: RunState,
     breaks: Vec<Break>,
+    /// The first stop waits for the run loop ([`when_ready`]).
+    deferred: bool,
 }
 
 static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
@@ -45,7 +52,8 @@ pub fn reset_mailbox() {
     mailbox.reset();
 }
 
-/// Let the host control the hypervisor; `paused`: stop after the first event.
+/// Let the host control the hypervisor; `paused`: stop after the boot, once the run loop is
+/// ready ([`when_ready`]).
 pub fn enable(paused: bool) {
     // SAFETY: as in `reset_mailbox`.
     let mailbox = unsafe { Mailbox::new(ring::RING_PHYS as *mut u8) };
@@ -58,36 +66,68 @@ pub fn enable(paused: bool) {
         mailbox,
         run_state,
         breaks: Vec::new(),
+        deferred: paused,
     });
 }
 
-/// Called after `event` was recorded.
-pub fn checkpoint(event: &Event) {
-    let mut guard = CONTROLLER.lock();
-    let Some(controller) = guard.as_mut() else {
-        return;
+/// The run loop is ready (its debugger, if any, set up): take the stop the host asked for
+/// at boot, after the last event, unless the host said otherwise meanwhile.
+pub fn when_ready(meanwhile: &mut dyn FnMut()) {
+    let stop = {
+        let mut guard = CONTROLLER.lock();
+        let Some(controller) = guard.as_mut() else {
+            return;
+        };
+        controller.deferred = false;
+        controller.take_commands();
+        controller.run_state == RunState::Paused
     };
-    while let Some(command) = controller.mailbox.take() {
-        controller.apply(command);
+    if stop && let Some(seq) = crate::trace::last_seq() {
+        hold(seq, meanwhile);
     }
-    let exit = match &event.body {
-        Body::Exit(exit) => Some(ExitFacts {
-            exitcode: exit.exitcode,
-            exitinfo1: exit.exitinfo1,
-            rax: exit.regs.rax,
-            instruction: exit.insn.as_slice(),
-        }),
-        _ => None,
-    };
-    let stop = match controller.run_state {
-        RunState::Paused | RunState::Step => true,
-        RunState::NextExit => exit.is_some(),
-        RunState::Running => {
-            exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit)))
-        }
+}
+
+/// Called after `event` was recorded. While the host holds the hypervisor stopped there,
+/// `meanwhile` runs, again and again; it must not record events.
+pub fn checkpoint(event: &Event, meanwhile: &mut dyn FnMut()) {
+    let stop = {
+        let mut guard = CONTROLLER.lock();
+        let Some(controller) = guard.as_mut() else {
+            return;
+        };
+        controller.take_commands();
+        !controller.deferred && controller.stops_after(event)
     };
     if stop {
-        controller.stop_after(event.seq);
+        hold(event.seq, meanwhile);
+    }
+}
+
+/// Stay here, frozen, until a command lets us go on; `meanwhile` runs while we wait (without
+/// the controller's lock: it may look at the mailbox's state, `show_stopped`).
+fn hold(seq: u64, meanwhile: &mut dyn FnMut()) {
+    {
+        let mut guard = CONTROLLER.lock();
+        let Some(controller) = guard.as_mut() else {
+            return;
+        };
+        controller.run_state = RunState::Paused;
+        controller.mailbox.set_status(Some(seq));
+    }
+    loop {
+        {
+            let mut guard = CONTROLLER.lock();
+            let Some(controller) = guard.as_mut() else {
+                return;
+            };
+            controller.take_commands();
+            if controller.run_state != RunState::Paused {
+                controller.mailbox.set_status(None);
+                return;
+            }
+        }
+        meanwhile();
+        core::hint::spin_loop();
     }
 }
 
@@ -116,6 +156,32 @@ pub fn show_stopped(stopped: bool) {
 }
 
 impl Controller {
+    fn take_commands(&mut self) {
+        while let Some(command) = self.mailbox.take() {
+            self.apply(command);
+        }
+    }
+
+    /// Does the hypervisor stop after this event?
+    fn stops_after(&self, event: &Event) -> bool {
+        let exit = match &event.body {
+            Body::Exit(exit) => Some(ExitFacts {
+                exitcode: exit.exitcode,
+                exitinfo1: exit.exitinfo1,
+                rax: exit.regs.rax,
+                instruction: exit.insn.as_slice(),
+            }),
+            _ => None,
+        };
+        match self.run_state {
+            RunState::Paused | RunState::Step => true,
+            RunState::NextExit => exit.is_some(),
+            RunState::Running => {
+                exit.is_some_and(|exit| self.breaks.iter().any(|b| b.matches(&exit)))
+            }
+        }
+    }
+
     fn apply(&mut self, command: Command) {
         match command {
             Command::Pause => self.run_state = RunState::Paused,
@@ -129,18 +195,5 @@ impl Controller {
             }
             Command::ClearBreaks => self.breaks.clear(),
         }
-    }
-
-    /// Stay here, frozen, until a command lets us go on.
-    fn stop_after(&mut self, seq: u64) {
-        self.run_state = RunState::Paused;
-        self.mailbox.set_status(Some(seq));
-        while self.run_state == RunState::Paused {
-            match self.mailbox.take() {
-                Some(command) => self.apply(command),
-                None => core::hint::spin_loop(),
-            }
-        }
-        self.mailbox.set_status(None);
     }
 }

@@ -32,6 +32,7 @@
 //! | [`machine`]   | what the hypervisor asks of the machine it runs on                       |
 //! | [`calibration`] | the TSC rate, chosen from measurements against the PIT                 |
 //! | [`emulate`], [`instruction`] | decoding an instruction and the memory access it makes   |
+//! | [`gdb`]       | the pure parts of the program's gdb stub (`gdb/`): the protocol's framing, the `monitor` commands, the trap flows they show |
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -44,6 +45,13 @@ pub mod device;
 pub mod domain;
 pub mod emulate;
 pub mod exit;
+/// The pure parts of the program's gdb stub (`gdb/`): their files live there, and are built
+/// here so that the host tests them.
+pub mod gdb {
+    pub mod command;
+    pub mod flows;
+    pub mod wire;
+}
 pub mod instruction;
 pub mod iopm;
 pub mod machine;

@@ -25,7 +25,9 @@
 //! the hypervisor (`control.rs`) and where gdb's `monitor traps` learns of decisions. gdb's
 //! own hooks are called here, at the same three places every time, for the domain it
 //! debugs: before VMRUN, right after the exit is recorded (before anything is decided), and
-//! after the decision.
+//! after the decision. gdb is answered everywhere else the hypervisor has control too — at
+//! the other domains' exits, while it idles, while the host holds it stopped — since gdb
+//! may attach at any time and waits only two seconds for an answer (`gdb/mod.rs`).
 
 use crate::gdb::{self, Debugger};
 use crate::hardware::Hardware;
@@ -69,12 +71,43 @@ impl Running {
             _ => None,
         }
     }
+
+    /// Record an event of the run loop ([`record`]): while the host holds the hypervisor
+    /// stopped after it, gdb is answered.
+    fn record(&mut self, dom: Option<u16>, body: Body) {
+        record_with(dom, body, &mut || {
+            if let Running::Debugged(debugger) = self {
+                gdb::while_host_holds(debugger);
+            }
+        });
+    }
+
+    /// The hypervisor has control, and the domain gdb debugs is not the one that exited
+    /// (`current`), or none runs: answer gdb, and stop here while it holds its domain
+    /// (all-stop). gdb may end its domain from here.
+    fn answer_gdb(&mut self, current: Option<u16>) {
+        let Running::Debugged(debugger) = self else {
+            return;
+        };
+        let id = debugger.domain_id();
+        if current == Some(id) {
+            return; // its own hooks answer (`run_vcpu`)
+        }
+        if let Some(end) = gdb::meanwhile(debugger) {
+            finish(self, id, end);
+        }
+    }
 }
 
 /// Record one event (`dom`: the domain it is about, `None` for the hypervisor), then let
 /// the host stop us there if it wants to. A guest's console line goes to the hypervisor's
 /// log when no host reads the trace.
 pub fn record(dom: Option<u16>, body: Body) {
+    record_with(dom, body, &mut || {});
+}
+
+/// [`record`], with what to do while the host holds the hypervisor stopped after the event.
+fn record_with(dom: Option<u16>, body: Body, meanwhile: &mut dyn FnMut()) {
     if let Body::Console(console) = &body
         && !trace::has_reader()
     {
@@ -85,7 +118,7 @@ pub fn record(dom: Option<u16>, body: Body) {
         gdb::note_decision(decide.action, &decide.why, &decide.at);
     }
     if let Some(event) = trace::emit(dom, body) {
-        control::checkpoint(&event);
+        control::checkpoint(&event, meanwhile);
     }
 }
 
@@ -131,6 +164,13 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         Ok(debugger) => Running::Debugged(debugger),
         Err(system) => Running::Alone(system),
     };
+    // The host's stop after the boot, if it asked for one: taken here, where gdb can be
+    // answered during it (`control.rs`).
+    control::when_ready(&mut || {
+        if let Running::Debugged(debugger) = &mut running {
+            gdb::while_host_holds(debugger);
+        }
+    });
     let mut scheduler = Scheduler {
         current: None,
         created: Vec::new(),
@@ -138,7 +178,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
     };
     let mut next = schedule::next(&running.system().domains, None);
     if let Some(first) = next {
-        record_schedule(None, Some(first), ScheduleWhy::Start, None);
+        record_schedule(&mut running, None, Some(first), ScheduleWhy::Start, None);
     }
     loop {
         let id = match next {
@@ -149,7 +189,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
                 // (the ones before it were killed as deadlocked), or the end.
                 None => match start_next_in_turn(running.system()) {
                     Some(id) => {
-                        record_schedule(None, Some(id), ScheduleWhy::Start, None);
+                        record_schedule(&mut running, None, Some(id), ScheduleWhy::Start, None);
                         id
                     }
                     None => return,
@@ -176,7 +216,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         // A woken vCPU runs first (Xen's credit scheduler boosts it).
         next = woken.or_else(|| schedule::next(&running.system().domains, Some(id)));
         if next != Some(id) {
-            record_schedule(Some(id), next, why, port);
+            record_schedule(&mut running, Some(id), next, why, port);
         }
     }
 }
@@ -197,8 +237,14 @@ fn start_next_in_turn(system: &mut System) -> Option<u16> {
     Some(waiting)
 }
 
-fn record_schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<Port>) {
-    record(
+fn record_schedule(
+    running: &mut Running,
+    from: Option<u16>,
+    to: Option<u16>,
+    why: ScheduleWhy,
+    port: Option<Port>,
+) {
+    running.record(
         None,
         Body::Schedule(Schedule {
             from,
@@ -212,9 +258,10 @@ fn record_schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: O
 /// Nothing is runnable: the hypervisor idles until a blocked vCPU's timer is due, and
 /// returns the vCPU it woke. `None`: every domain has ended; or the blocked ones wait for
 /// something nothing can send any more (no timer, nobody left to send an event): they are
-/// killed, as a deadlock.
+/// killed, as a deadlock. With gdb, it wakes at every tick of its own timer to answer gdb.
 fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
     loop {
+        running.answer_gdb(None);
         let system = running.system();
         if !system
             .domains
@@ -238,9 +285,15 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             }
             continue;
         };
-        machine.halt_until(due);
+        let until = match running {
+            // gdb waits two seconds for an answer: look at its line every 1/100 s (the
+            // hypervisor's timer runs with gdb, `gdb::enable`, and wakes the HLT).
+            Running::Debugged(_) => due.min(machine.now() + crate::time::tsc_hz() / 100),
+            Running::Alone(_) => due,
+        };
+        machine.halt_until(until);
         if let Some(woken) = wake_on_timers(running.system(), None, machine.now()) {
-            record_schedule(None, Some(woken), ScheduleWhy::Woken, None);
+            record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
             return Some(woken);
         }
     }
@@ -284,16 +337,17 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
     domain.vcpu.ticks_run = 0;
     if !scheduler.created.contains(&id) {
         scheduler.created.push(id);
-        record(
-            Some(id),
-            Body::Domain(event::DomainChange {
-                state: DomainState::Created,
-                name: Cow::Owned(domain.name.clone()),
-                status: None,
-                reason: Some(loader::describe(domain)),
-            }),
-        );
+        let created = Body::Domain(event::DomainChange {
+            state: DomainState::Created,
+            name: Cow::Owned(domain.name.clone()),
+            status: None,
+            reason: Some(loader::describe(domain)),
+        });
+        running.record(Some(id), created);
     }
+    let Some(domain) = running.system().domain_mut(id) else {
+        return;
+    };
     if previous != Some(id) {
         // DR0–DR3 and XCR0 are not in the VMCB: the CPU's are the running guest's
         // (`exit/dr.rs`, `exit/xsetbv.rs`).
@@ -304,8 +358,8 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         if domain.vcpu.xcr0 != loaded_xcr0 {
             machine.set_xcr0(domain.vcpu.xcr0);
         }
-        if let Some(debugger) = running.debugger_of(id) {
-            debugger.switched_in();
+        if let Running::Debugged(debugger) = running {
+            debugger.switched_to(id);
         }
     }
     let Some(domain) = running.system().domain_mut(id) else {
@@ -316,13 +370,14 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         let mut events = Vec::new();
         apply::before_resume(domain, &exit, &mut applied, &mut events);
         for body in events {
-            record(Some(id), body);
+            running.record(Some(id), body);
         }
         if trace::enabled() {
-            record(
-                Some(id),
-                Body::Resume(resume_event(domain, &exit, &applied)),
-            );
+            let Some(domain) = running.system().domain(id) else {
+                return;
+            };
+            let resume = Body::Resume(resume_event(domain, &exit, &applied));
+            running.record(Some(id), resume);
         }
     }
 }
@@ -361,8 +416,11 @@ fn run_vcpu(
         domain.vcpu.after_vmrun();
         let exit = Exit::read(domain, rdtsc());
         if trace::enabled() {
-            record(Some(id), Body::Exit(exit_event(domain, &exit)));
+            let body = Body::Exit(exit_event(domain, &exit));
+            running.record(Some(id), body);
         }
+        // gdb is answered at every domain's exits (its own domain's: in `at_exit`).
+        running.answer_gdb(Some(id));
 
         // An exit of gdb's own (its breakpoint, its single step) is not the guest's.
         let gdb_decision = running
@@ -406,7 +464,7 @@ fn run_vcpu(
             apply::before_resume(domain, &exit, &mut applied, &mut events);
         }
         for body in events.drain(..) {
-            record(Some(id), body);
+            running.record(Some(id), body);
         }
         if let Some(end) = applied.end {
             return Off::Ended(end);
@@ -419,10 +477,8 @@ fn run_vcpu(
             let Some(domain) = running.system().domain(id) else {
                 continue;
             };
-            record(
-                Some(id),
-                Body::Resume(resume_event(domain, &exit, &applied)),
-            );
+            let resume = Body::Resume(resume_event(domain, &exit, &applied));
+            running.record(Some(id), resume);
         }
         if let Some(debugger) = running.debugger_of(id)
             && let Some(end) = gdb::after_handling(debugger)
@@ -466,9 +522,9 @@ fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
     }
 }
 
-/// Domain `id` is over: tell gdb, flush its console, say how it ended; then undo what it
-/// held of the others: its channels' other ends become unbound again (as Xen's
-/// `evtchn_destroy` closes every port), and the grants it mapped are released.
+/// Domain `id` is over: tell gdb, flush its console, undo what it held of the others (its
+/// channels' other ends become unbound again, as Xen's `evtchn_destroy` closes every port,
+/// and the grants it mapped are released), and say how it ended.
 fn finish(running: &mut Running, id: u16, end: DomainEnd) {
     if let Some(debugger) = running.debugger_of(id) {
         gdb::domain_ended(debugger, &end);
@@ -478,14 +534,11 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
         return;
     };
     domain.vcpu.run_state = RunState::Ended;
-    if let Some(line) = domain.devices.console.flush() {
-        record(
-            Some(id),
-            Body::Console(event::Console {
-                text: Cow::Owned(line),
-            }),
-        );
-    }
+    let console = domain.devices.console.flush().map(|line| {
+        Body::Console(event::Console {
+            text: Cow::Owned(line),
+        })
+    });
     let (state, status, reason) = match &end {
         DomainEnd::Exited { status, reason } => {
             (DomainState::Exited, Some(*status), reason.clone())
@@ -499,15 +552,12 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
         state,
         reason
     );
-    record(
-        Some(id),
-        Body::Domain(event::DomainChange {
-            state,
-            name: Cow::Owned(domain.name.clone()),
-            status,
-            reason: Some(Cow::Owned(reason)),
-        }),
-    );
+    let ended = Body::Domain(event::DomainChange {
+        state,
+        name: Cow::Owned(domain.name.clone()),
+        status,
+        reason: Some(Cow::Owned(reason)),
+    });
     for state in domain.events.ports {
         if let PortState::Interdomain {
             remote,
@@ -524,4 +574,10 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
             apply::release_grant(owner, mapping);
         }
     }
+    // Recorded once the domain's hold on the others is undone: the host may stop the
+    // hypervisor after either event, and gdb be answered there.
+    if let Some(console) = console {
+        running.record(Some(id), console);
+    }
+    running.record(Some(id), ended);
 }

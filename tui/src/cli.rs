@@ -72,7 +72,7 @@ The debugged domain starts stopped at its first instruction; attach with the pri
 command, e.g.
   gdb -q target/bare/x86_64-unknown-linux-gnu/release/page-fault -ex 'target remote 127.0.0.1:2159'
 Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, efer), watch, and
-`monitor help` for the hypervisor's own commands (traps, catch, decision).
+`monitor help` for the hypervisor's own commands (traps, catch, decision, domains).
 Domains are numbered as in Xen: a lab's guests are d1, d2, …; d0 is its control domain,
 when it has one. `--domain 2` debugs the second guest.
 The trace is printed as with `traplab trace`; the exit status is the same.")]
@@ -282,7 +282,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub running: bool,
     /// Also serve gdb for one of the lab's domains on this loopback port (default 2159): it
-    /// waits at its first instruction for gdb, which resumes it (see `traplab gdb`).
+    /// waits at its first instruction for gdb, which resumes it (see `traplab gdb`). gdb may
+    /// attach at any time, also while the UI holds the hypervisor.
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
     pub gdb: Option<u16>,
     /// With --gdb: the domain gdb attaches to (1, the lab's first guest, by default).

@@ -3,25 +3,38 @@
 //! Like Xen's gdbsx or a KVM VMM's gdb server, the debugger talks to the hypervisor, which
 //! owns the guest's state: registers are the VMCB's and the saved context's, memory is read
 //! through the guest's page tables and then the nested ones. The protocol itself is the
-//! `gdbstub` crate's state machine, fed one byte at a time from COM2 (`serial.rs`); the
-//! guest-specific part is `target.rs` (`impl Target for Debuggee`: the domain and what gdb
-//! set in it), the registers gdb sees are in `arch.rs`, and the `monitor` commands in
-//! `monitor.rs`. The debugger lives outside the domain: the run loop holds a [`Debugger`]
+//! `gdbstub` crate's state machine, fed one byte at a time from COM2 (`serial.rs`), after
+//! the framing was checked (`traplab_hv::gdb::wire`: checksums, acknowledgments, packet
+//! size); the guest-specific part is `target.rs` (`impl Target for Debuggee`: the domain and
+//! what gdb set in it), the registers gdb sees are in `arch.rs`, and the `monitor` commands
+//! in `monitor.rs`. The debugger lives outside the domain: the run loop holds a [`Debugger`]
 //! (which owns the whole system, because gdbstub's target must own what it debugs and the
 //! other domains run in the same loop) and calls it at three places, at the exits of the
-//! domain it debugs.
+//! domain it debugs, and wherever else the hypervisor has control (below).
 //!
 //! ## One domain, all-stop
 //!
 //! gdb debugs the domain the host names (`traplab gdb LAB --domain N`, fw_cfg
 //! `opt/traplab/gdb`). While gdb holds it stopped, the hypervisor serves gdb and nothing
 //! else runs: the other domains stop with it (gdb's "all-stop" mode). When gdb lets it go,
-//! every domain keeps its place in the schedule. Ctrl-C is noticed at the debugged domain's
-//! next exit; while it is blocked (waiting for an event) the interrupt waits too.
+//! every domain keeps its place in the schedule.
+//!
+//! ## A session, whenever gdb comes
+//!
+//! gdb may connect at any time, and expects an answer to every packet within its
+//! `remotetimeout` (2 s): the hypervisor reads COM2 at every exit of every domain, while it
+//! idles, and while the *host* holds it stopped (`traplab run`'s pause, `control.rs`) —
+//! not only at the debugged domain's exits. A session starts with gdb's first packet
+//! (`qSupported`), and starts stopped, as gdb expects when it attaches: the debugged domain
+//! stops before it next runs, every other domain at its next exit. Until gdb first comes,
+//! the debugged domain waits at its first instruction (the domains before it run as usual).
+//! A session ends when gdb detaches, kills, or — a serial line cannot tell that a socket
+//! closed — when the next gdb's `qSupported` arrives; everything gdb set in the guest is
+//! taken out then.
 //!
 //! ## Where the guest stops
 //!
-//! The run loop (`run.rs`) asks us at three points:
+//! The run loop (`run.rs`) asks us at three points of the debugged domain's exits:
 //!
 //! ```text
 //!  before_entry ── VMRUN ── #VMEXIT ── at_exit ── decide, apply ── after_handling ─┐
@@ -30,9 +43,11 @@
 //!   └──────────────────────────────────┴──────────────── a step that is done? ────┘
 //! ```
 //!
-//! - the first instruction: the session starts stopped, before the first VMRUN;
-//! - Ctrl-C: gdb's interrupt byte is seen at the next exit (the hypervisor's timer makes
-//!   sure there is one, even when the guest spins);
+//! and at [`meanwhile`] (another domain's exit, the idle loop) and [`while_host_holds`].
+//!
+//! - the first instruction: the domain waits for gdb before its first VMRUN;
+//! - Ctrl-C: gdb's interrupt byte is seen at the next exit of any domain (the hypervisor's
+//!   timer makes sure there is one, even when the guest spins), or while it idles;
 //! - `monitor catch CLASS`: at an exit of that class, *before* the hypervisor decides;
 //! - breakpoints: an `int3` gdb planted (an SWINT or #BP exit at its address), or a
 //!   hardware breakpoint/watchpoint in a debug-register slot gdb owns (a #DB exit);
@@ -59,12 +74,13 @@ mod serial;
 mod target;
 
 use crate::hardware::Hardware;
+use crate::time::{rdtsc, tsc_hz};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStubBuilder, SingleThreadStopReason};
 use gdbstub::target::ext::breakpoints::WatchKind;
 use serial::Com2;
 use traplab_abi::control::Break;
@@ -72,6 +88,7 @@ use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
+use traplab_hv::gdb::wire::{self, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, System, decide};
 
 pub use monitor::note_decision;
@@ -81,6 +98,13 @@ type StopReason = SingleThreadStopReason<u64>;
 
 /// DR6.BS: the #DB came from single-stepping; B0–B3: from breakpoint slot 0–3.
 const DR6_BS: u64 = 1 << 14;
+
+/// A packet under way is read to its end before the hypervisor goes on (gdb sends each one
+/// whole), unless the line stays quiet this long (1/200 s)…
+const QUIET_PER_SECOND: u64 = 200;
+/// …and never longer than this in one go (1/50 s): a flood of bytes cannot starve the
+/// domains.
+const BUDGET_PER_SECOND: u64 = 50;
 
 /// Serve gdb? Set at boot from fw_cfg `opt/traplab/gdb`.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -155,17 +179,31 @@ pub struct Debuggee {
     pub catch: Option<Break>,
     /// Stopped at an exit the hypervisor has not decided yet (for `monitor decision`).
     pub before_decision: bool,
+    /// The debugged domain's vCPU is the one on the CPU: the CPU's debug registers are its
+    /// own (otherwise gdb's slots reach the CPU when it is switched in, `switched_to`).
+    pub on_cpu: bool,
     step: Option<SingleStep>,
 }
 
-/// gdb's hold on one domain: a session, or (after gdb detached, or after a protocol error
-/// dropped the session) a channel listening for the next one.
+/// gdb's hold on one domain: the line from gdb, and the session on it, if there is one.
 pub struct Debugger {
-    /// The protocol state of the session; `None` while detached (and, briefly, while a call
-    /// into it is running).
+    /// The protocol state of the session; `None` until gdb first speaks and after a session
+    /// ended (and, briefly, while a call into it is running).
     machine: Option<Machine>,
-    /// While detached: the channel, watched for the first byte of a new session.
-    listener: Option<Com2>,
+    /// COM2, read here (a session writes through its own handle).
+    port: Com2,
+    /// The bytes from gdb, framed and checked.
+    wire: Receiver,
+    /// The domain has not run yet and waits at its first instruction for gdb's first
+    /// session.
+    first_stop: bool,
+    /// gdb ended the domain while the hypervisor could not end it (the host held it
+    /// stopped): the next hook that can, does.
+    end: Option<DomainEnd>,
+    /// The debugged domain has ended: nothing left to debug.
+    over: bool,
+    /// When noise on the line was last reported (TSC).
+    noise_reported: u64,
     target: Debuggee,
 }
 
@@ -190,9 +228,13 @@ impl Debugger {
         self.target.domain().id
     }
 
-    /// The debugged domain is back on the CPU: its breakpoint slots go back into the
-    /// debug registers, which the other domains' vCPUs used meanwhile.
-    pub fn switched_in(&mut self) {
+    /// Domain `id`'s vCPU now has the CPU. If it is the debugged one, its breakpoint slots
+    /// go back into the debug registers, which the other domains' vCPUs used meanwhile.
+    pub fn switched_to(&mut self, id: u16) {
+        self.target.on_cpu = id == self.domain_id();
+        if !self.target.on_cpu {
+            return;
+        }
         for (slot, owned) in self.target.hardware_slots.iter().enumerate() {
             if let Some(owned) = owned {
                 traplab_hv::Machine::load_breakpoint_address(
@@ -206,7 +248,7 @@ impl Debugger {
 }
 
 /// Attach a debugger to the domain gdb was asked for, if gdb is enabled and the system has
-/// that domain: the session starts with it stopped at its first instruction. `Err` gives
+/// that domain: the domain will wait at its first instruction until gdb comes. `Err` gives
 /// the system back when it runs without one.
 pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
     let id = DOMAIN.load(Ordering::Relaxed);
@@ -217,7 +259,7 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
         crate::log!("gdb: there is no domain {id} to debug: the guests run without a debugger");
         return Err(system);
     };
-    let Some(com2) = Com2::open() else {
+    let Some(port) = serial::init() else {
         crate::log!("gdb: no COM2 on this machine: the guests run without a debugger");
         return Err(system);
     };
@@ -225,9 +267,14 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
         "gdb: d{id} ({}) waits for gdb on COM2",
         system.domains[index].name
     );
-    let mut debugger = Box::new(Debugger {
+    Ok(Box::new(Debugger {
         machine: None,
-        listener: None,
+        port,
+        wire: Receiver::new(),
+        first_stop: true,
+        end: None,
+        over: false,
+        noise_reported: 0,
         target: Debuggee {
             system: *system,
             index,
@@ -236,22 +283,20 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
             hardware_slots: [None; 4],
             catch: None,
             before_decision: false,
+            on_cpu: false,
             step: None,
         },
-    });
-    match GdbStub::new(com2).run_state_machine(&mut debugger.target) {
-        Ok(machine) => {
-            debugger.machine = Some(machine);
-            Ok(debugger)
-        }
-        Err(_) => Err(Box::new(debugger.target.system)),
-    }
+    }))
 }
 
-/// Before VMRUN: serve gdb while it holds the guest stopped, then arm a step.
+/// Before VMRUN: serve gdb while it holds the guest stopped (or, the first time, until it
+/// comes), then arm a step.
 pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
-    if is_stopped(debugger)
-        && let Some(end) = serve(debugger)
+    if let Some(end) = debugger.end.take() {
+        return Some(end);
+    }
+    if must_wait(debugger)
+        && let Some(end) = serve(debugger, must_wait)
     {
         return Some(end);
     }
@@ -265,20 +310,27 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
 pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
     let step = disarm_step(debugger);
     monitor::note_exit(debugger.target.domain(), exit);
+    if let Some(end) = debugger.end.take() {
+        return Some(killed(end));
+    }
 
     if let Some((reason, decision)) = own_stop(debugger, exit, step) {
         // `monitor traps` shows it while gdb holds the guest; the trace records it when the
         // run loop applies it, after the stop.
-        note_decision(decision.action, &decision.why, decision.at);
+        monitor::note_own_stop(decision.action, &decision.why, decision.at);
         return Some(match stop(debugger, reason) {
             Some(end) => killed(end),
             None => decision,
         });
     }
-    // Ctrl-C from gdb, or a byte of any other packet: feed what has arrived. Detached: a
-    // new session starts with its first packet, and stops the guest as gdb attaches.
-    reattach(debugger);
+    // Ctrl-C from gdb, a new session, any other packet: answer what has arrived. If gdb
+    // holds the guest now, it stops here, before the hypervisor decides.
     if let Some(end) = poll(debugger) {
+        return Some(killed(end));
+    }
+    if holds(debugger)
+        && let Some(end) = serve(debugger, holds)
+    {
         return Some(killed(end));
     }
     if let Some(point) = debugger.target.catch
@@ -305,6 +357,9 @@ fn killed(end: DomainEnd) -> Decision {
 
 /// After the hypervisor handled an exit and the guest will resume: has a step ended?
 pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
+    if let Some(end) = debugger.end.take() {
+        return Some(end);
+    }
     let step = debugger.target.step?;
     let vmcb = &debugger.target.domain().vcpu.vmcb;
     // An injected event completes the step at the handler (the fetch trap); an emulated
@@ -316,8 +371,40 @@ pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
     None
 }
 
+/// The hypervisor has control and the debugged domain is off the CPU: another domain
+/// exited, or nothing runs (the idle loop). Answer what gdb sent; if gdb holds its domain
+/// stopped (Ctrl-C, a new session), nothing runs until it lets go (all-stop). `Some` when
+/// gdb ended its domain: the run loop ends it.
+pub fn meanwhile(debugger: &mut Debugger) -> Option<DomainEnd> {
+    if debugger.over {
+        return None;
+    }
+    if let Some(end) = poll(debugger) {
+        return Some(end);
+    }
+    if holds(debugger)
+        && let Some(end) = serve(debugger, holds)
+    {
+        return Some(end);
+    }
+    debugger.end.take()
+}
+
+/// The host holds the hypervisor stopped (`control.rs` calls this while it waits): answer
+/// gdb, without waiting for it — the host's hand decides when the hypervisor goes on, gdb's
+/// decides when its domain runs after that. A kill is carried out once the host lets go.
+pub fn while_host_holds(debugger: &mut Debugger) {
+    if debugger.over {
+        return;
+    }
+    if let Some(end) = poll(debugger) {
+        debugger.end = Some(end);
+    }
+}
+
 /// The domain ended: tell gdb, and end the session.
 pub fn domain_ended(debugger: &mut Debugger, end: &DomainEnd) {
+    debugger.over = true;
     let Some(machine) = debugger.machine.take() else {
         return;
     };
@@ -432,7 +519,6 @@ fn describe(reason: &StopReason) -> &'static str {
         _ => "a stop",
     }
 }
-
 /// Report a stop to gdb and serve it until it lets the guest go. `Some` when gdb killed
 /// the domain.
 fn stop(debugger: &mut Debugger, reason: StopReason) -> Option<DomainEnd> {
@@ -446,49 +532,191 @@ fn stop(debugger: &mut Debugger, reason: StopReason) -> Option<DomainEnd> {
         Ok(machine) => debugger.machine = Some(machine),
         Err(error) => return lose_session(debugger, error),
     }
-    serve(debugger)
+    serve(debugger, holds)
 }
 
-/// Pass the bytes that have arrived from gdb to the state machine, without waiting.
+// ---- The line ---------------------------------------------------------------------------
+
+/// Take what has arrived from gdb, without waiting for more — except for the rest of a
+/// packet under way, which gdb sent whole: its answer goes out now, not an exit later for
+/// every FIFO's worth of it (`serial.rs`).
 fn poll(debugger: &mut Debugger) -> Option<DomainEnd> {
-    while let Some(byte) = com2(debugger)?.try_read() {
+    let started = rdtsc();
+    let mut last_byte = started;
+    let quiet = tsc_hz() / QUIET_PER_SECOND;
+    let budget = tsc_hz() / BUDGET_PER_SECOND;
+    loop {
+        let now = rdtsc();
+        if now.wrapping_sub(started) > budget {
+            break;
+        }
+        match debugger.port.try_read() {
+            Some(byte) => {
+                last_byte = now;
+                if let Some(end) = receive(debugger, byte) {
+                    return Some(end);
+                }
+            }
+            None if debugger.wire.in_packet() && now.wrapping_sub(last_byte) < quiet => {
+                core::hint::spin_loop();
+            }
+            None => break,
+        }
+    }
+    report_noise(debugger, true);
+    None
+}
+
+/// Answer gdb while `wait` says the guest waits: gdb holds it stopped, or (the first time)
+/// it waits for gdb to come. `Some` when gdb killed the domain.
+fn serve(debugger: &mut Debugger, wait: fn(&Debugger) -> bool) -> Option<DomainEnd> {
+    crate::control::show_stopped(true);
+    let end = loop {
+        if let Some(end) = debugger.end.take() {
+            break Some(end);
+        }
+        if !wait(debugger) {
+            break None;
+        }
+        match debugger.port.try_read() {
+            Some(byte) => {
+                if let Some(end) = receive(debugger, byte) {
+                    break Some(end);
+                }
+            }
+            None => {
+                report_noise(debugger, true);
+                core::hint::spin_loop();
+            }
+        }
+    };
+    crate::control::show_stopped(false);
+    end
+}
+
+/// One byte from gdb, through the framing (`wire.rs`). `Some` when gdb ended the domain.
+fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
+    let received = debugger.wire.push(byte)?;
+    report_noise(debugger, false);
+    match received {
+        Received::Packet(frame) => packet(debugger, &frame),
+        // gdb got our last packet.
+        Received::Ack => None,
+        Received::Repeated => {
+            crate::log!(
+                "gdb: the same packet again before gdb acknowledged our answer (it read a `-` or waited too long for our `+`): acknowledged, not answered twice"
+            );
+            let _ = gdbstub::conn::Connection::write(&mut debugger.port, b'+');
+            None
+        }
+        Received::Nak => {
+            if let Some(com2) = com2(debugger) {
+                com2.resend();
+            }
+            None
+        }
+        Received::Interrupt if debugger.machine.is_some() => feed(debugger, INTERRUPT),
+        Received::Interrupt => None,
+        Received::BadChecksum {
+            length,
+            sent,
+            computed,
+        } => {
+            // Packet Acknowledgment: `-` asks gdb to send it again.
+            match sent {
+                Some(sent) => crate::log!(
+                    "gdb: a packet of {length} bytes says checksum {sent:#04x}, its data sum to {computed:#04x}: answered `-` (send it again); the session goes on"
+                ),
+                None => crate::log!(
+                    "gdb: a packet of {length} bytes has no hexadecimal checksum: answered `-` (send it again); the session goes on"
+                ),
+            }
+            let _ = gdbstub::conn::Connection::write(&mut debugger.port, b'-');
+            None
+        }
+        Received::Oversized { length } => {
+            crate::log!(
+                "gdb: dropped a packet of {length} bytes: the stub takes at most {MAX_FRAME} (its qSupported PacketSize); the session goes on"
+            );
+            None
+        }
+    }
+}
+
+/// A checked packet: it goes to the session — a new one if there is none, or if it is a new
+/// gdb's first packet.
+fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
+    if debugger.over {
+        return None;
+    }
+    if debugger.machine.is_some() && wire::starts_session(frame) {
+        end_session(
+            debugger,
+            "a new gdb connected (its qSupported came in the middle of a session): the old session is over",
+        );
+    }
+    if debugger.machine.is_none() && !start_session(debugger) {
+        return None;
+    }
+    for &byte in frame {
         if let Some(end) = feed(debugger, byte) {
             return Some(end);
-        }
-        if is_stopped(debugger) {
-            return serve(debugger);
         }
     }
     None
 }
 
-/// gdb holds the guest stopped: answer its packets until it resumes, detaches or kills.
-fn serve(debugger: &mut Debugger) -> Option<DomainEnd> {
-    crate::control::show_stopped(true);
-    let end = loop {
-        if !is_stopped(debugger) {
-            break None;
-        }
-        let Some(byte) = com2(debugger).and_then(Com2::try_read) else {
-            core::hint::spin_loop();
-            continue;
-        };
-        if let Some(end) = feed(debugger, byte) {
-            break Some(end);
+/// Bytes that were no packet, dropped since the last report: say so before the next thing
+/// gdb sent, or (`now_and_then`) at most once a second — a flood of noise must not become a
+/// flood of log lines.
+fn report_noise(debugger: &mut Debugger, now_and_then: bool) {
+    let now = rdtsc();
+    if now_and_then && now.wrapping_sub(debugger.noise_reported) < tsc_hz() {
+        return;
+    }
+    let noise = debugger.wire.take_noise();
+    if noise > 0 {
+        debugger.noise_reported = now;
+        crate::log!("gdb: ignored {noise} bytes outside any packet");
+    }
+}
+
+// ---- The session --------------------------------------------------------------------------
+
+/// gdb speaks, and there is no session: start one. It starts stopped, as gdb expects when
+/// it attaches.
+fn start_session(debugger: &mut Debugger) -> bool {
+    let Some(com2) = Com2::handle() else {
+        return false;
+    };
+    let stub = match GdbStubBuilder::new(com2)
+        .packet_buffer_size(MAX_FRAME)
+        .build()
+    {
+        Ok(stub) => stub,
+        Err(error) => {
+            crate::log!("gdb: no session: {error:?}");
+            return false;
         }
     };
-    crate::control::show_stopped(false);
-    if end.is_none() && debugger.target.resume == Resume::Step {
-        debugger.target.step = Some(SingleStep {
-            start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
-            armed: Armed::No,
-        });
+    match stub.run_state_machine(&mut debugger.target) {
+        Ok(machine) => debugger.machine = Some(machine),
+        Err(error) => {
+            crate::log!("gdb: no session: {error:?}");
+            return false;
+        }
     }
-    end
+    debugger.first_stop = false;
+    crate::log!(
+        "gdb: a new session; d{} stops for gdb",
+        debugger.domain_id()
+    );
+    true
 }
 
 /// One byte into the state machine. `Some` when the session asks the domain to end.
 fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
+    let was_holding = holds(debugger);
     let machine = debugger.machine.take()?;
     let target = &mut debugger.target;
     let result = match machine {
@@ -497,40 +725,54 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
         other => Ok(other),
     };
     let machine = match result {
+        Ok(GdbStubStateMachine::CtrlCInterrupt(interrupted)) => {
+            interrupted.interrupt_handled(target, Some(StopReason::Signal(Signal::SIGINT)))
+        }
+        other => other,
+    };
+    let machine = match machine {
+        Ok(GdbStubStateMachine::Disconnected(disconnected)) => {
+            let reason = disconnected.get_reason();
+            return match reason {
+                DisconnectReason::Kill => {
+                    end_session(debugger, "gdb killed the domain");
+                    Some(DomainEnd::Killed {
+                        reason: "killed from gdb".into(),
+                    })
+                }
+                _ => {
+                    end_session(
+                        debugger,
+                        "detached; the guest runs on, and gdb may attach again",
+                    );
+                    None
+                }
+            };
+        }
         Ok(machine) => machine,
         Err(error) => return lose_session(debugger, error),
     };
-    match machine {
-        GdbStubStateMachine::CtrlCInterrupt(interrupted) => {
-            match interrupted.interrupt_handled(
-                &mut debugger.target,
-                Some(StopReason::Signal(Signal::SIGINT)),
-            ) {
-                Ok(machine) => debugger.machine = Some(machine),
-                Err(error) => return lose_session(debugger, error),
-            }
-            None
-        }
-        GdbStubStateMachine::Disconnected(disconnected) => {
-            let reason = disconnected.get_reason();
-            detach(debugger);
-            match reason {
-                DisconnectReason::Kill => Some(DomainEnd::Killed {
-                    reason: "killed from gdb".into(),
-                }),
-                _ => None,
-            }
-        }
-        machine => {
-            debugger.machine = Some(machine);
-            None
-        }
+    debugger.machine = Some(machine);
+    if was_holding && !holds(debugger) {
+        let_go(debugger);
+    }
+    None
+}
+
+/// gdb let the guest go: a step starts from here.
+fn let_go(debugger: &mut Debugger) {
+    if debugger.target.resume == Resume::Step {
+        debugger.target.step = Some(SingleStep {
+            start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
+            armed: Armed::No,
+        });
     }
 }
 
-/// gdb left (or the protocol broke): remove everything gdb put in the guest, let the guest
-/// run on without a debugger, and listen for the next session.
-fn detach(debugger: &mut Debugger) {
+/// The session is over (gdb detached or went away, or the protocol broke): take out
+/// everything gdb put in the guest, let it run on without a debugger, and wait for the next
+/// session.
+fn end_session(debugger: &mut Debugger, why: &str) {
     let target = &mut debugger.target;
     let breakpoints = core::mem::take(&mut target.software_breakpoints);
     let slots = core::mem::take(&mut target.hardware_slots);
@@ -538,7 +780,7 @@ fn detach(debugger: &mut Debugger) {
     target.catch = None;
     target.step = None;
     target.resume = Resume::Continue;
-    debugger.listener = Com2::open();
+    let on_cpu = target.on_cpu;
     for breakpoint in &breakpoints {
         let _ = target
             .domain_mut()
@@ -546,45 +788,19 @@ fn detach(debugger: &mut Debugger) {
     }
     for (slot, owned) in slots.iter().enumerate() {
         if owned.is_some() {
-            target::clear_slot(target.domain_mut(), slot);
+            target::clear_slot(target.domain_mut(), slot, on_cpu);
         }
     }
-    crate::log!("gdb: detached; the guest runs on, and gdb may attach again");
+    crate::log!("gdb: {why}");
 }
 
-/// Detached, and gdb speaks again (`+` or `$` starts every session): a new session, which
-/// begins with the guest stopped, as gdb expects when it attaches.
-fn reattach(debugger: &mut Debugger) {
-    let Some(listener) = debugger.listener.as_mut() else {
-        return;
-    };
-    let Some(byte) = listener.try_read() else {
-        return;
-    };
-    if byte != b'$' && byte != b'+' {
-        return; // noise between sessions
-    }
-    let Some(com2) = debugger.listener.take() else {
-        return;
-    };
-    crate::log!("gdb: a new session");
-    match GdbStub::new(com2).run_state_machine(&mut debugger.target) {
-        Ok(machine) => debugger.machine = Some(machine),
-        Err(error) => {
-            lose_session(debugger, error);
-            return;
-        }
-    }
-    if byte == b'$' {
-        let _ = feed(debugger, byte);
-    }
-}
-
-/// A protocol error (a malformed or oversized packet, a broken connection): the hypervisor
-/// and the guest live on, the session does not.
+/// A protocol error the framing cannot catch (a packet gdbstub cannot parse, a broken
+/// connection): the hypervisor and the guest live on, the session does not.
 fn lose_session<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
-    crate::log!("gdb: session dropped: {error:?}");
-    detach(debugger);
+    end_session(
+        debugger,
+        &alloc::format!("session dropped: {error:?}; the guest runs on, and gdb may attach again"),
+    );
     None
 }
 
@@ -639,8 +855,15 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
 
 // ---- The state machine --------------------------------------------------------------------
 
-fn is_stopped(debugger: &Debugger) -> bool {
+/// gdb holds its domain stopped: nothing runs until it lets go.
+fn holds(debugger: &Debugger) -> bool {
     matches!(debugger.machine, Some(GdbStubStateMachine::Idle(_)))
+}
+
+/// The debugged domain may not run yet: gdb holds it, or it has not run yet and gdb has not
+/// come.
+fn must_wait(debugger: &Debugger) -> bool {
+    holds(debugger) || (debugger.first_stop && debugger.machine.is_none())
 }
 
 fn com2(debugger: &mut Debugger) -> Option<&mut Com2> {

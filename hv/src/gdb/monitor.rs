@@ -2,14 +2,15 @@
 //!
 //! | command                 | answer                                                      |
 //! |-------------------------|-------------------------------------------------------------|
-//! | `monitor help`          | this list                                                   |
-//! | `monitor traps [N]`     | the last N trap flows (default 10): exit, decision, source line |
+//! | `monitor help`          | this list (an unknown command is named, then this list)     |
+//! | `monitor traps [N]`     | the last N trap flows (default 10): exit, decision, source line; timer ticks included |
 //! | `monitor catch CLASS`   | stop at the next exit of CLASS, before the hypervisor decides (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
-//! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else the last decision |
+//! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else its decision on the guest's last trap (timer ticks and gdb's own stops left out) |
 //! | `monitor domains`       | every domain: its run state, its ports, its grants, the disk it owns; and the store |
+//!
+//! Parsing the command and choosing the flow are pure: `traplab_hv::gdb::{command, flows}`.
 
 use super::Debuggee;
-use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
 use gdbstub::outputln;
@@ -20,30 +21,20 @@ use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::domain::evtchn::PortState;
 use traplab_hv::domain::vcpu::{RunState, Wait};
+use traplab_hv::gdb::command::{Command, HELP};
+use traplab_hv::gdb::flows::{Flows, Kind};
 use traplab_hv::{Domain, Exit, Guest};
 
-/// How many flows `monitor traps` remembers.
-const KEPT: usize = 64;
+static RECENT: Mutex<Flows> = Mutex::new(Flows::new());
 
-/// One trap flow, as `monitor traps` shows it.
-struct Flow {
-    exit: String,
-    decision: Option<String>,
-}
-
-static RECENT: Mutex<VecDeque<Flow>> = Mutex::new(VecDeque::new());
-
-/// An exit happened (called only while a debugger is attached).
+/// An exit of the debugged domain happened (called only while a debugger is attached).
 pub fn note_exit(domain: &Domain, exit: &Exit) {
+    let kind = match exit.reason {
+        ExitReason::Intr => Kind::Tick,
+        _ => Kind::Trap,
+    };
     let exit = format!("{} at {:#x}", exit.reason.name(), domain.vcpu.vmcb.save.rip);
-    let mut recent = RECENT.lock();
-    if recent.len() == KEPT {
-        recent.pop_front();
-    }
-    recent.push_back(Flow {
-        exit,
-        decision: None,
-    });
+    RECENT.lock().exit(exit, kind);
 }
 
 /// The hypervisor decided (every `decide!`): the first decision of a flow is its decision.
@@ -51,12 +42,16 @@ pub fn note_decision(action: Action, why: &str, at: &str) {
     if !super::enabled() {
         return;
     }
-    let mut recent = RECENT.lock();
-    if let Some(flow) = recent.back_mut()
-        && flow.decision.is_none()
-    {
-        flow.decision = Some(format!("{}: {why} [{at}]", action.name()));
-    }
+    RECENT.lock().decided(flow_decision(action, why, at));
+}
+
+/// The last exit was gdb's own stop (a step, a breakpoint), decided so.
+pub fn note_own_stop(action: Action, why: &str, at: &str) {
+    RECENT.lock().gdbs_own(flow_decision(action, why, at));
+}
+
+fn flow_decision(action: Action, why: &str, at: &str) -> String {
+    format!("{}: {why} [{at}]", action.name())
 }
 
 impl MonitorCmd for Debuggee {
@@ -65,18 +60,14 @@ impl MonitorCmd for Debuggee {
         command: &[u8],
         mut out: ConsoleOutput<'_>,
     ) -> Result<(), Self::Error> {
-        let text = core::str::from_utf8(command).unwrap_or("").trim();
-        let (word, argument) = text
-            .split_once(' ')
-            .map_or((text, ""), |(word, rest)| (word, rest.trim()));
-        match word {
-            "traps" => {
-                let count = argument.parse::<usize>().unwrap_or(10).max(1);
+        let text = core::str::from_utf8(command).unwrap_or("");
+        match Command::parse(text) {
+            Command::Traps(count) => {
                 let recent = RECENT.lock();
                 if recent.is_empty() {
                     outputln!(out, "no trap yet");
                 }
-                for flow in recent.iter().skip(recent.len().saturating_sub(count)) {
+                for flow in recent.last(count) {
                     outputln!(out, "{}", flow.exit);
                     outputln!(
                         out,
@@ -85,7 +76,7 @@ impl MonitorCmd for Debuggee {
                     );
                 }
             }
-            "catch" => {
+            Command::Catch(argument) => {
                 if argument == "off" || argument.is_empty() {
                     self.catch = None;
                     outputln!(out, "catch off");
@@ -102,92 +93,86 @@ impl MonitorCmd for Debuggee {
                     );
                 }
             }
-            "decision" => outputln!(out, "{}", decision(self)),
-            "domains" => {
-                let debugged = self.domain().id;
-                for domain in &self.system.domains {
-                    let marker = if domain.id == debugged {
-                        " (gdb's)"
-                    } else {
-                        ""
-                    };
-                    outputln!(
-                        out,
-                        "d{} {}{marker}: {}",
-                        domain.id,
-                        domain.name,
-                        run_state(&domain.vcpu.run_state)
-                    );
-                    if domain.devices.disk.passes_through(domain.id) {
-                        outputln!(
-                            out,
-                            "    owns the ATA disk controller: ports 0x1f0-0x1f7 and 0x3f6, without an exit"
-                        );
-                    }
-                    for (port, state) in domain.events.ports.iter().enumerate() {
-                        if *state != PortState::Free {
-                            let pending = if domain.event_pending(port as u32) {
-                                ", pending"
-                            } else {
-                                ""
-                            };
-                            outputln!(out, "    port {port}: {}{pending}", port_state(state));
-                        }
-                    }
-                    for (gref, entry) in domain.grants.table.iter().enumerate() {
-                        if entry.flags != 0 {
-                            outputln!(
-                                out,
-                                "    grant {gref}: page {:#x} for d{}, flags {:#x}, mapped {} time(s)",
-                                (entry.frame as u64) << 12,
-                                entry.domid,
-                                entry.flags,
-                                domain.grants.mapped[gref]
-                            );
-                        }
-                    }
-                    for (handle, mapping) in domain.grants.maptrack.iter().enumerate() {
-                        if let Some(mapping) = mapping {
-                            outputln!(
-                                out,
-                                "    maps grant {} of d{} at {:#x} (handle {handle})",
-                                mapping.gref,
-                                mapping.granter,
-                                mapping.host_addr
-                            );
-                        }
-                    }
-                }
-                for (path, value) in self.system.store.nodes() {
-                    outputln!(out, "store {path} = \"{value}\"");
-                }
+            Command::Decision => outputln!(out, "{}", decision(self)),
+            Command::Domains => domains(self, &mut out),
+            Command::Unknown(word) => {
+                outputln!(out, "unknown monitor command {word:?}");
+                help(&mut out);
             }
-            _ => {
-                outputln!(out, "traplab monitor commands:");
-                outputln!(
-                    out,
-                    "  monitor traps [N]      the last N trap flows (exit, decision, hv source line)"
-                );
-                outputln!(
-                    out,
-                    "  monitor catch CLASS    stop at the next exit of CLASS before the hypervisor decides"
-                );
-                outputln!(
-                    out,
-                    "                         (pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:N, hypercall:N, vector:N, exit:N; off)"
-                );
-                outputln!(
-                    out,
-                    "  monitor domains        every domain: run state, ports, grants, the disk it owns; the store"
-                );
-                outputln!(
-                    out,
-                    "  monitor decision       what the hypervisor is about to do at this exit"
-                );
-                outputln!(out, "  monitor help           this text");
-            }
+            Command::Help => help(&mut out),
         }
         Ok(())
+    }
+}
+
+fn help(out: &mut ConsoleOutput<'_>) {
+    outputln!(out, "traplab monitor commands:");
+    for (usage, what) in HELP {
+        let mut lines = what.lines();
+        outputln!(out, "  {usage:<22} {}", lines.next().unwrap_or_default());
+        for line in lines {
+            outputln!(out, "  {:<22} {line}", "");
+        }
+    }
+}
+
+fn domains(debuggee: &Debuggee, out: &mut ConsoleOutput<'_>) {
+    let debugged = debuggee.domain().id;
+    for domain in &debuggee.system.domains {
+        let marker = if domain.id == debugged {
+            " (gdb's)"
+        } else {
+            ""
+        };
+        outputln!(
+            out,
+            "d{} {}{marker}: {}",
+            domain.id,
+            domain.name,
+            run_state(&domain.vcpu.run_state)
+        );
+        if domain.devices.disk.passes_through(domain.id) {
+            outputln!(
+                out,
+                "    owns the ATA disk controller: ports 0x1f0-0x1f7 and 0x3f6, without an exit"
+            );
+        }
+        for (port, state) in domain.events.ports.iter().enumerate() {
+            if *state != PortState::Free {
+                let pending = if domain.event_pending(port as u32) {
+                    ", pending"
+                } else {
+                    ""
+                };
+                outputln!(out, "    port {port}: {}{pending}", port_state(state));
+            }
+        }
+        for (gref, entry) in domain.grants.table.iter().enumerate() {
+            if entry.flags != 0 {
+                outputln!(
+                    out,
+                    "    grant {gref}: page {:#x} for d{}, flags {:#x}, mapped {} time(s)",
+                    (entry.frame as u64) << 12,
+                    entry.domid,
+                    entry.flags,
+                    domain.grants.mapped[gref]
+                );
+            }
+        }
+        for (handle, mapping) in domain.grants.maptrack.iter().enumerate() {
+            if let Some(mapping) = mapping {
+                outputln!(
+                    out,
+                    "    maps grant {} of d{} at {:#x} (handle {handle})",
+                    mapping.gref,
+                    mapping.granter,
+                    mapping.host_addr
+                );
+            }
+        }
+    }
+    for (path, value) in debuggee.system.store.nodes() {
+        outputln!(out, "store {path} = \"{value}\"");
     }
 }
 
@@ -215,20 +200,20 @@ fn port_state(state: &PortState) -> String {
     }
 }
 
-/// At a `catch` stop: the exit and what will happen to it. Otherwise: the last decision.
+/// At a `catch` stop: the exit and what will happen to it. Otherwise: the decision on the
+/// guest's last trap — not on the hypervisor's timer ticks, nor on gdb's own stops, which
+/// come after it (a `stepi` over a fault ends with gdb's fetch trap in the handler).
 fn decision(debuggee: &Debuggee) -> String {
     if !debuggee.before_decision {
         let recent = RECENT.lock();
-        return match recent
-            .iter()
-            .rev()
-            .find_map(|flow| flow.decision.as_ref().map(|d| (flow, d)))
-        {
-            Some((flow, decided)) => format!(
-                "no decision pending; the last one, at {}: {decided}",
-                flow.exit
+        let id = debuggee.domain().id;
+        return match recent.last_trap() {
+            Some(flow) => format!(
+                "no decision pending; on d{id}'s last trap ({}; timer ticks and gdb's own stops left out): {}",
+                flow.exit,
+                flow.decision.as_deref().unwrap_or_default()
             ),
-            None => "no decision pending, and none made yet".to_string(),
+            None => format!("no decision pending, and none made on a trap of d{id} yet"),
         };
     }
     let Some((domain, others)) = debuggee.system.split(debuggee.domain().id) else {

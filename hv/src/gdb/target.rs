@@ -48,6 +48,14 @@ impl Target for Debuggee {
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
         Some(self)
     }
+
+    /// Acknowledgments stay on (GDB manual, "Packet Acknowledgment": `+` for a packet
+    /// received correctly, `-` to request retransmission). Over the serial line they let the
+    /// stub answer a damaged packet with `-` and the session go on (`wire.rs`); in no-ack mode
+    /// neither side may send them.
+    fn use_no_ack_mode(&self) -> bool {
+        false
+    }
 }
 
 impl SingleThreadBase for Debuggee {
@@ -282,9 +290,12 @@ fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
         .find(|&slot| debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
     let Some(slot) = free else { return false };
     debuggee.hardware_slots[slot] = Some(hardware);
-    Hardware.load_breakpoint_address(slot as u8, hardware.address);
+    let on_cpu = debuggee.on_cpu;
+    if on_cpu {
+        Hardware.load_breakpoint_address(slot as u8, hardware.address);
+    }
     let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
-    load_dr7(debuggee.domain_mut(), dr7);
+    load_dr7(debuggee.domain_mut(), dr7, on_cpu);
     true
 }
 
@@ -295,22 +306,31 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
         return false;
     };
     debuggee.hardware_slots[slot] = None;
-    clear_slot(debuggee.domain_mut(), slot);
+    let on_cpu = debuggee.on_cpu;
+    clear_slot(debuggee.domain_mut(), slot, on_cpu);
     true
 }
 
 /// Disable slot `n` in the guest's DR7 and give its register back to the guest's value.
-pub fn clear_slot(domain: &mut Domain, slot: usize) {
+/// `on_cpu`: the domain's vCPU has the CPU, whose debug registers are then its own.
+pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool) {
     let dr7 = domain.vcpu.vmcb.save.dr7 & !dr7_mask(slot);
-    Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
-    load_dr7(domain, dr7);
+    if on_cpu {
+        Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
+    }
+    load_dr7(domain, dr7, on_cpu);
 }
 
-/// The guest's DR7 (in the VMCB), loaded into the CPU as well: under TCG a breakpoint is
-/// armed only once a MOV to DR7 has run (`exit/dr.rs`).
-fn load_dr7(domain: &mut Domain, value: u64) {
+/// The guest's DR7 (in the VMCB), loaded into the CPU as well when its vCPU has the CPU:
+/// under TCG a breakpoint is armed only once a MOV to DR7 has run (`exit/dr.rs`). gdb may
+/// set one while another domain runs (all-stop holds it at that domain's exit): then the
+/// CPU's registers are that domain's, and the run loop loads these when the debugged domain
+/// is switched in (`run.rs`, `switch_in`).
+fn load_dr7(domain: &mut Domain, value: u64, on_cpu: bool) {
     domain.vcpu.vmcb.save.dr7 = value;
-    Hardware.load_dr7(value);
+    if on_cpu {
+        Hardware.load_dr7(value);
+    }
 }
 
 // ---- The x87/SSE state in the FXSAVE image (AMD APM vol. 5, FXSAVE) ---------------------
