@@ -227,7 +227,7 @@ fn cpuid_is_emulated_with_the_hypervisor_bit_and_signature() {
     assert_eq!(resume.rip, exit.rip + 2);
     assert_eq!(resume.regs.rcx, rcx.new);
     assert!(console(&run.events, 1).iter().any(
-        |line| line == "CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000001"
+        |line| line == "CPUID.0x40000000: signature \"TrapLabSVMhv\", highest leaf 0x40000010"
     ));
     assert_eq!(ending(&run.events, 1).1, Some(0));
 }
