@@ -54,56 +54,13 @@ pub fn event_channel_ping() -> Vec<Event> {
     );
     trace.push(None, schedule(Some(2), Some(1), ScheduleWhy::Blocked, None));
     // d1 sends on its port 1, bound to d2's port 3.
-    trace.push(
-        Some(1),
-        Body::Exit(vmmcall(
-            0x20_0500,
-            hypercall::EVENT_CHANNEL_OP,
-            evtchn::cmd::SEND,
-        )),
-    );
-    trace.push(
-        Some(1),
-        decide(
-            Action::Forward,
-            "hypercall event_channel_op EVTCHNOP_send on port 1: notify its other end, d2's port 3",
-            "hv/src/exit/vmmcall.rs:171",
-        ),
-    );
-    trace.push(
-        Some(1),
-        Body::Notify(Notify {
-            to: 2,
-            port: RECEIVER_PORT,
-            from_port: 1,
-            woke: true,
-            masked: false,
-        }),
-    );
-    trace.push(
-        Some(1),
-        emulate(
-            "EVTCHNOP_send: 0",
-            &[("rax", 10, 0), ("rip", 0x20_0500, 0x20_0503)],
-        ),
-    );
+    trace.send_from_d1(true);
     trace.push(
         None,
         schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(RECEIVER_PORT)),
     );
     // d2's blocked flow goes on: the upcall, through its IDT.
-    trace.push(
-        Some(2),
-        Body::Inject(Inject {
-            vector: UPCALL_VECTOR,
-            name: "interrupt 0xf3".into(),
-            kind: EventType::Interrupt,
-            error_code: None,
-            cr2: None,
-            handler: Some(0x20_0900),
-            synthetic: false,
-        }),
-    );
+    trace.upcall_in_d2();
     // The wall time from its exit (seq 4) to here (seq 14); 100,000 of it d2 was away.
     trace.push(Some(2), resume(0x20_0900, 200_000));
     trace.push(
@@ -156,53 +113,10 @@ pub fn upcall_at_start() -> Vec<Event> {
     trace.push(Some(1), created("ping"));
     trace.push(Some(2), created("pong"));
     trace.push(None, schedule(None, Some(1), ScheduleWhy::Start, None));
-    trace.push(
-        Some(1),
-        Body::Exit(vmmcall(
-            0x20_0500,
-            hypercall::EVENT_CHANNEL_OP,
-            evtchn::cmd::SEND,
-        )),
-    );
-    trace.push(
-        Some(1),
-        decide(
-            Action::Forward,
-            "hypercall event_channel_op EVTCHNOP_send on port 1: notify its other end, d2's port 3",
-            "hv/src/exit/vmmcall.rs:171",
-        ),
-    );
-    trace.push(
-        Some(1),
-        Body::Notify(Notify {
-            to: 2,
-            port: RECEIVER_PORT,
-            from_port: 1,
-            woke: false,
-            masked: false,
-        }),
-    );
-    trace.push(
-        Some(1),
-        emulate(
-            "EVTCHNOP_send: 0",
-            &[("rax", 10, 0), ("rip", 0x20_0500, 0x20_0503)],
-        ),
-    );
+    trace.send_from_d1(false);
     // d1 yields: d2 runs for the first time, and its first step is the upcall.
     trace.push(None, schedule(Some(1), Some(2), ScheduleWhy::Yielded, None));
-    trace.push(
-        Some(2),
-        Body::Inject(Inject {
-            vector: UPCALL_VECTOR,
-            name: "interrupt 0xf3".into(),
-            kind: EventType::Interrupt,
-            error_code: None,
-            cr2: None,
-            handler: Some(0x20_0900),
-            synthetic: false,
-        }),
-    );
+    trace.upcall_in_d2();
     trace.push(Some(2), resume(0x20_0900, 40_000));
     trace.exit_hypercall(2, 0x20_0910, "pong");
     trace.push(None, schedule(Some(2), Some(1), ScheduleWhy::Ended, None));
@@ -227,6 +141,60 @@ impl Builder {
             dom,
             body,
         });
+    }
+
+    /// d1's `EVTCHNOP_send` on its port 1 at 0x20_0500: decided forward, d2's port 3 made
+    /// pending (waking d2 when `woke`), RAX 0 and RIP past the VMMCALL.
+    fn send_from_d1(&mut self, woke: bool) {
+        self.push(
+            Some(1),
+            Body::Exit(vmmcall(
+                0x20_0500,
+                hypercall::EVENT_CHANNEL_OP,
+                evtchn::cmd::SEND,
+            )),
+        );
+        self.push(
+            Some(1),
+            decide(
+                Action::Forward,
+                "hypercall event_channel_op EVTCHNOP_send on port 1: notify its other end, d2's port 3",
+                "hv/src/exit/vmmcall.rs:171",
+            ),
+        );
+        self.push(
+            Some(1),
+            Body::Notify(Notify {
+                to: 2,
+                port: RECEIVER_PORT,
+                from_port: 1,
+                woke,
+                masked: false,
+            }),
+        );
+        self.push(
+            Some(1),
+            emulate(
+                "EVTCHNOP_send: 0",
+                &[("rax", 10, 0), ("rip", 0x20_0500, 0x20_0503)],
+            ),
+        );
+    }
+
+    /// d2's upcall: [`UPCALL_VECTOR`] injected through its IDT, to its handler at 0x20_0900.
+    fn upcall_in_d2(&mut self) {
+        self.push(
+            Some(2),
+            Body::Inject(Inject {
+                vector: UPCALL_VECTOR,
+                name: "interrupt 0xf3".into(),
+                kind: EventType::Interrupt,
+                error_code: None,
+                cr2: None,
+                handler: Some(0x20_0900),
+                synthetic: false,
+            }),
+        );
     }
 
     /// Domain `dom` (its program `name`) ends with the `exit` hypercall at `rip`.
