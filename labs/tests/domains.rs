@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{console, ending, run_machine};
-use traplab_abi::event::{Action, Body, DomainState, Event, EventType, ScheduleWhy};
+use common::{console, ending, index_of, run_machine};
+use traplab_abi::event::{Action, Body, DomainState, EventType, ScheduleWhy};
 use traplab_labs::{guest_elf, machine_for};
 use traplab_tracer::qemu::Start;
 use traplab_tracer::session::Run;
@@ -16,15 +16,6 @@ fn together(guests: &[&str]) -> Run {
     let mut machine = machine_for(guests);
     machine.start = Start::Together;
     run_machine(&machine)
-}
-
-/// The index of the first event at or after `from` that `pick` accepts.
-fn index_of(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> usize {
-    events[from..]
-        .iter()
-        .position(pick)
-        .map(|offset| from + offset)
-        .unwrap_or_else(|| panic!("no such event after index {from}"))
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{console, ending, run_machine};
+use common::{console, ending, index_of, run_machine};
 use std::path::PathBuf;
 use traplab_abi::event::{Body, DomainState, Event};
 use traplab_tracer::session::Run;
@@ -48,15 +48,6 @@ fn controller_exits(events: &[Event], dom: u16) -> usize {
             _ => false,
         })
         .count()
-}
-
-/// The index of the first event at or after `from` that `pick` accepts.
-fn index_of(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> usize {
-    events[from..]
-        .iter()
-        .position(pick)
-        .map(|offset| from + offset)
-        .unwrap_or_else(|| panic!("no such event after index {from}"))
 }
 
 fn swap_in_end_to_end(id: &str, backend: u16) {

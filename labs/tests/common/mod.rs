@@ -42,3 +42,12 @@ pub fn ending(events: &[Event], dom: u16) -> (DomainState, Option<i32>, String) 
     let ending = traplab_labs::run::ending(events, dom).expect("the domain ended");
     (ending.state, ending.status, ending.reason)
 }
+
+/// The index of the first event at or after `from` that `pick` accepts.
+pub fn index_of(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> usize {
+    events[from..]
+        .iter()
+        .position(pick)
+        .map(|offset| from + offset)
+        .unwrap_or_else(|| panic!("no such event after index {from}"))
+}
