@@ -36,6 +36,7 @@ pub mod faults;
 pub mod grant;
 pub mod hypercall;
 pub mod paging;
+pub mod random;
 pub mod sched;
 pub mod segments;
 pub mod store;

@@ -47,7 +47,8 @@ fn direct() -> Result<u64, &'static str> {
     // SAFETY: RDTSC is not intercepted and has no side effects.
     let start = unsafe { _rdtsc() };
     for index in 0..PAGES {
-        ata::read(index * SECTORS_PER_PAGE as u64, &mut page).map_err(|_| "a direct read failed")?;
+        ata::read(index * SECTORS_PER_PAGE as u64, &mut page)
+            .map_err(|_| "a direct read failed")?;
     }
     // SAFETY: as above.
     Ok(unsafe { _rdtsc() } - start)

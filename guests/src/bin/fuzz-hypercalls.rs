@@ -12,6 +12,7 @@
 
 use traplab_abi::hypercall;
 use traplab_guests::hypercall::hypercall5;
+use traplab_guests::random::Random;
 use traplab_guests::traps::{self, TrapFrame};
 use traplab_guests::{BootInfo, guest_main, hprintln};
 
@@ -20,27 +21,15 @@ const CALLS: u64 = 2_000;
 /// The hypercall numbers tried: every one there is, and two that are not.
 const NUMBERS: u64 = 16;
 
-/// xorshift64: a deterministic stream from the seed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// An argument as hostile code would pick it.
-    fn argument(&mut self, ram_size: u64) -> u64 {
-        match self.next() % 6 {
-            0 => self.next() % 16,
-            1 => self.next() % ram_size,
-            2 => 0x20_0000 + self.next() % 0x10_0000,
-            3 => u64::MAX - self.next() % 4096,
-            4 => 1 << (self.next() % 64),
-            _ => self.next(),
-        }
+/// An argument as hostile code would pick it.
+fn argument(random: &mut Random, ram_size: u64) -> u64 {
+    match random.next_u64() % 6 {
+        0 => random.next_u64() % 16,
+        1 => random.next_u64() % ram_size,
+        2 => 0x20_0000 + random.next_u64() % 0x10_0000,
+        3 => u64::MAX - random.next_u64() % 4096,
+        4 => 1 << (random.next_u64() % 64),
+        _ => random.next_u64(),
     }
 }
 
@@ -53,13 +42,13 @@ fn main(info: &BootInfo) -> i32 {
     for vector in 0..48 {
         traps::set_handler(vector, ignore);
     }
-    let mut random = Random(0xd1b5_4a32_d192_ed03 ^ seed.wrapping_mul(0x9e37_79b9));
+    let mut random = Random::new(seed);
     let (mut calls, mut errors) = (0u64, 0u64);
     while calls < CALLS {
-        let number = random.next() % NUMBERS;
+        let number = random.next_u64() % NUMBERS;
         let mut args = [0u64; 5];
         for arg in &mut args {
-            *arg = random.argument(info.ram_size);
+            *arg = argument(&mut random, info.ram_size);
         }
         let leaves = match number {
             hypercall::EXIT | hypercall::IRET | hypercall::SET_PV_MODE | hypercall::SCHED_OP => {

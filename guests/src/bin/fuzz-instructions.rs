@@ -16,6 +16,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use traplab_guests::hypercall::set_timer;
+use traplab_guests::random::Random;
 use traplab_guests::traps::{self, TrapFrame};
 use traplab_guests::{BootInfo, guest_main, hprintln, paging};
 
@@ -35,18 +36,6 @@ static LAST_VECTOR: AtomicU64 = AtomicU64::new(0);
 /// CR0 at the start, which every recovery puts back.
 static CLEAN_CR0: AtomicU64 = AtomicU64::new(0);
 
-/// xorshift64: a deterministic stream from the seed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn main(info: &BootInfo) -> i32 {
     let seed = info.domain as u64;
     let flags = paging::Flags::WRITABLE;
@@ -54,12 +43,15 @@ fn main(info: &BootInfo) -> i32 {
     {
         return 1;
     }
-    CLEAN_CR0.store(x86_64::registers::control::Cr0::read_raw(), Ordering::SeqCst);
+    CLEAN_CR0.store(
+        x86_64::registers::control::Cr0::read_raw(),
+        Ordering::SeqCst,
+    );
     for vector in 0..48 {
         traps::set_handler(vector, recover);
     }
     set_timer(TIMER_VECTOR, 2_000);
-    let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1000_0000_01b3));
+    let mut random = Random::new(seed);
     let mut raised = [0u64; 48];
     for _ in 0..ROUNDS {
         // SAFETY: both pages are ours, mapped above; nothing else uses them.
@@ -67,7 +59,7 @@ fn main(info: &BootInfo) -> i32 {
             core::ptr::write_bytes(CODE_PAGE as *mut u8, 0xcc, 4096);
             core::ptr::write_bytes(SCRATCH_PAGE as *mut u8, 0, 4096);
             for offset in 0..16 {
-                ((CODE_PAGE + 2048 + offset) as *mut u8).write_volatile(random.next() as u8);
+                ((CODE_PAGE + 2048 + offset) as *mut u8).write_volatile(random.next_u64() as u8);
             }
         }
         let vector = run_round(CODE_PAGE + 2048, SCRATCH_PAGE);

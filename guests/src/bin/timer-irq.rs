@@ -59,8 +59,7 @@ fn main(_info: &BootInfo) -> i32 {
     //    TSC's rate the hypervisor gives (CPUID 0x4000_0010, in kHz): measuring it from the
     //    interrupts themselves fails on a loaded host, where ticks that waited arrive
     //    together.
-    // SAFETY: CPUID is always available in 64-bit mode.
-    let tsc_khz = unsafe { core::arch::x86_64::__cpuid(TIMING_LEAF) }.eax as u64;
+    let tsc_khz = core::arch::x86_64::__cpuid(TIMING_LEAF).eax as u64;
     let period = tsc_khz * PERIOD_US / 1000;
     let spin_start = rdtsc();
     while rdtsc() - spin_start < 10 * period {
