@@ -108,9 +108,14 @@ fn driver_domain(me: u16) -> i32 {
     match blkback::serve(me) {
         Ok(served) => {
             hprintln!(
-                "d{me}: blkback done: {} requests, {} refused",
+                "d{me}: blkback done: {} requests, {} refused{}",
                 served.requests,
-                served.refused
+                served.refused,
+                if served.ring_broken {
+                    "; the frontend's ring was broken, and the connection closed"
+                } else {
+                    ""
+                }
             );
             0
         }
