@@ -140,6 +140,11 @@ fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
             .iter()
             .any(|line| line.contains("more than the 32 a ring holds"))
     );
+    assert!(
+        console(events, 2)
+            .iter()
+            .any(|line| line.contains("the frontend's ring was broken"))
+    );
     for dom in [0, 1, 2] {
         assert_eq!(ending(events, dom).0, DomainState::Exited, "d{dom}");
     }
