@@ -27,7 +27,7 @@ struct Sample {
     tsc_hz: Option<u64>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     if args.ui {
         return super::bench_ui::run(args);
     }
@@ -35,9 +35,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     let runs = args.runs.max(1);
     let mut off = Vec::new();
     let mut ring = Vec::new();
+    // A benchmark run that goes wrong is the hypervisor's or QEMU's failure, not a usage error.
+    let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     for _ in 0..runs {
-        off.push(sample(TraceMode::Off)?);
-        ring.push(sample(TraceMode::Ring)?);
+        off.push(sample(TraceMode::Off).map_err(failed)?);
+        ring.push(sample(TraceMode::Ring).map_err(failed)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1);
     let per_exit = |samples: &[Sample]| {
