@@ -270,43 +270,53 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
         _ if mismatch.nearest.is_some() => String::new(),
         _ => "no event of that kind came".into(),
     };
+    // What the guest printed from there on is the student's own view of what went on.
+    let quoted: Vec<&str> = later
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Console(console) => Some(console.text.as_ref()),
+            _ => None,
+        })
+        .take(QUOTED_LINES)
+        .collect();
+    let printed = match quoted.len() {
+        0 => "the guest printed nothing more".to_string(),
+        _ => {
+            let lines: Vec<String> = quoted.iter().map(|line| format!("\"{line}\"")).collect();
+            format!("the guest printed {}", lines.join(", "))
+        }
+    };
     // The event of that kind most like the step, wherever it is, unless the sentence quotes
-    // it already: a near miss (`REP OUTS 27 element(s)` for 28, a line with 4 for 5) says
-    // more than what merely came next.
+    // it already (that event, or a line with its text): a near miss (`REP OUTS 27
+    // element(s)` for 28, a line with 4 for 5) says more than what merely came next.
     let nearest = mismatch
         .nearest
         .as_ref()
-        .filter(|nearest| {
+        .and_then(|nearest| {
+            events
+                .iter()
+                .find(|event| event.seq == nearest.seq)
+                .map(|event| (nearest, event))
+        })
+        .filter(|(nearest, event)| {
+            let already_quoted = match &event.body {
+                Body::Console(console) => quoted.contains(&console.text.as_ref()),
+                _ => false,
+            };
             kind != "domain"
+                && !already_quoted
                 && !sentence.contains(&format!("event {} (", nearest.seq))
                 && decision_seq != Some(nearest.seq)
         })
-        .and_then(|nearest| {
-            let event = events.iter().find(|event| event.seq == nearest.seq)?;
+        .map(|(nearest, event)| {
             let when = if nearest.earlier {
                 ", before the step before it"
             } else {
                 ""
             };
-            Some(format!(
-                "the nearest {kind} event was {}{when}",
-                event_text(event)
-            ))
+            format!("the nearest {kind} event was {}{when}", event_text(event))
         });
 
-    // What the guest printed from there on is the student's own view of what went on.
-    let printed: Vec<String> = later
-        .iter()
-        .filter_map(|event| match &event.body {
-            Body::Console(console) => Some(format!("\"{}\"", console.text)),
-            _ => None,
-        })
-        .take(QUOTED_LINES)
-        .collect();
-    let printed = match printed.len() {
-        0 => "the guest printed nothing more".to_string(),
-        _ => format!("the guest printed {}", printed.join(", ")),
-    };
     if sentence.is_empty() {
         sentence = printed;
     } else if kind != "domain" {
@@ -826,6 +836,16 @@ mod tests {
             explanation.ends_with(
                 "; the nearest console event was event 5 (d1 console): | cr-write: 4 invalid writes refused with #GP"
             ),
+            "{explanation}"
+        );
+        // A near line already quoted among what the guest printed is not shown twice.
+        let quoted = [pattern(
+            "kind = \"console\"\ntext = \"CR0 with PG and not PX\"",
+        )];
+        let explanation = explained(&quoted, &events);
+        assert!(
+            explanation.starts_with("the guest printed \"CR0 with PG and not PE\"")
+                && !explanation.contains("nearest"),
             "{explanation}"
         );
     }
