@@ -1,8 +1,10 @@
 //! Build the bare-metal half of traplab — the hypervisor (`hv/`) and the lab guests
 //! (`guests/`) — so that `cargo run` and `cargo test` need nothing else (how: `src/bare.rs`),
-//! into `target/bare`. The paths of the results reach the crate as `TRAPLAB_BARE_DIR`.
+//! into `target/bare`. This tree's root reaches the crate as `TRAPLAB_BUILD_ROOT`: the tree
+//! `traplab` falls back on when it finds none where it runs (`src/tree.rs`).
 
 #[path = "src/bare.rs"]
+#[allow(dead_code, reason = "the crate uses more of it than the build script")]
 mod bare;
 
 use std::path::{Path, PathBuf};
@@ -14,11 +16,8 @@ fn main() {
         .parent()
         .expect("labs/ is inside the repository")
         .to_path_buf();
-    let target_dir = root.join("target").join("bare");
-    for workspace in ["hv", "guests"] {
-        if let Err(error) = bare::build(&root.join(workspace), &target_dir) {
-            panic!("{error}");
-        }
+    if let Err(error) = bare::build_tree(&root, false) {
+        panic!("{error}");
     }
     for watched in [
         "hv/src",
@@ -39,10 +38,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    println!(
-        "cargo:rustc-env=TRAPLAB_BARE_DIR={}",
-        bare::output_dir(&target_dir).display()
-    );
+    println!("cargo:rustc-env=TRAPLAB_BUILD_ROOT={}", root.display());
     embed_catalogue(&manifest_dir);
 }
 

@@ -188,11 +188,23 @@ pub struct Mismatch {
     pub expected: String,
     /// The seq of the event that matched the step before (`None` for the first step).
     pub after_seq: Option<u64>,
-    /// The first later event of the same kind, as a readable line: the nearest miss.
-    pub nearest: Option<String>,
+    /// The event of the step's kind most like the step, wherever it is: the nearest miss.
+    pub nearest: Option<Nearest>,
     /// The step's event came, but a domain its `quiet` names had an event before it: that
     /// event, as a readable line.
     pub not_quiet: Option<String>,
+}
+
+/// The event of a missing step's kind that matches the most of the step's fields (and, among
+/// those, has the texts most like the step's: `REP OUTS 27 element(s)` for 28): what the
+/// student nearly got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearest {
+    pub seq: u64,
+    /// The event as a readable line.
+    pub line: String,
+    /// It came before the step before this one: the event is there, not in that order.
+    pub earlier: bool,
 }
 
 impl Mismatch {
@@ -213,9 +225,15 @@ impl Mismatch {
         }
         match &self.nearest {
             Some(nearest) => {
-                text.push_str(&format!("; the nearest event of that kind was: {nearest}"))
+                text.push_str(&format!(
+                    "; the nearest event of that kind was: {}",
+                    nearest.line
+                ));
+                if nearest.earlier {
+                    text.push_str(" (before the step before it)");
+                }
             }
-            None => text.push_str("; no event of that kind came after it"),
+            None => text.push_str("; no event of that kind came"),
         }
         text
     }
@@ -262,10 +280,11 @@ pub fn matched_events(
                 matched.push(found);
             }
             None => {
-                let kind = pattern.0.get("kind");
-                let nearest = (position..values.len())
-                    .find(|&candidate| kind.is_none() || values[candidate].get("kind") == kind)
-                    .map(|candidate| traplab_tracer::text::line(&events[candidate]));
+                let nearest = nearest(&fields, position, &values, symbols).map(|found| Nearest {
+                    seq: events[found].seq,
+                    line: traplab_tracer::text::line(&events[found]),
+                    earlier: found < position,
+                });
                 return Err(Mismatch {
                     step: index,
                     expected: pattern.describe(),
@@ -277,6 +296,52 @@ pub fn matched_events(
         }
     }
     Ok(matched)
+}
+
+/// The event of `pattern`'s kind (and domain, when it names one) most like it: the most
+/// fields matched, then the texts most alike (`nearest::similarity`). Among equals, the
+/// first one from `position` on, then the last one before it: the nearest in the trace.
+fn nearest(
+    pattern: &Map<String, Value>,
+    position: usize,
+    values: &[Value],
+    symbols: &Symbols,
+) -> Option<usize> {
+    let same = |key: &str, value: &Value| {
+        pattern.get(key).is_none_or(|wanted| {
+            value
+                .get(key)
+                .is_some_and(|actual| value_matches(wanted, actual, symbols))
+        })
+    };
+    let score = |value: &Value| -> f64 {
+        pattern
+            .iter()
+            .filter(|(key, _)| !["kind", "dom"].contains(&key.as_str()))
+            .map(|(key, expected)| match (expected, value.get(key)) {
+                (_, Some(actual)) if value_matches(expected, actual, symbols) => 1.0,
+                // A text nearly right counts for part of a field, and never for a whole one.
+                (Value::String(expected), Some(Value::String(actual))) => {
+                    0.9 * crate::nearest::similarity(expected, actual)
+                }
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let later = position..values.len();
+    let earlier = (0..position.min(values.len())).rev();
+    let mut best: Option<(usize, f64)> = None;
+    for candidate in later.chain(earlier) {
+        let value = &values[candidate];
+        if !same("kind", value) || !same("dom", value) {
+            continue;
+        }
+        let candidate_score = score(value);
+        if best.is_none_or(|(_, best_score)| candidate_score > best_score) {
+            best = Some((candidate, candidate_score));
+        }
+    }
+    best.map(|(candidate, _)| candidate)
 }
 
 /// Does `event` have every field of `pattern`?

@@ -136,7 +136,7 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
     let kind = pattern.0.get("kind").and_then(Value::as_str).unwrap_or("");
     // The hypervisor's next decision, leaving out the guest's printing (one exit per byte),
     // which comes between almost everything.
-    let decision = later
+    let decision_event = later
         .iter()
         .enumerate()
         .find_map(|(index, event)| match &event.body {
@@ -148,10 +148,12 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
                         .find(|event| matches!(event.body, Body::Exit(_))),
                 ) =>
             {
-                Some(decide)
+                Some((event.seq, decide))
             }
             _ => None,
         });
+    let decision = decision_event.map(|(_, decide)| decide);
+    let decision_seq = decision_event.map(|(seq, _)| seq);
     let next_of_kind = |wanted: &str| {
         later
             .iter()
@@ -264,29 +266,64 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
             (None, Some(decide)) => decided(decide),
             (None, None) => "the hypervisor made no decision after that".into(),
         },
-        _ => match &mismatch.nearest {
-            Some(nearest) => format!("the nearest event of that kind was: {nearest}"),
-            None => "no event of that kind came".into(),
-        },
+        // The nearest event of the kind, below, says it all.
+        _ if mismatch.nearest.is_some() => String::new(),
+        _ => "no event of that kind came".into(),
     };
-
     // What the guest printed from there on is the student's own view of what went on.
-    let printed: Vec<String> = later
+    let quoted: Vec<&str> = later
         .iter()
         .filter_map(|event| match &event.body {
-            Body::Console(console) => Some(format!("\"{}\"", console.text)),
+            Body::Console(console) => Some(console.text.as_ref()),
             _ => None,
         })
         .take(QUOTED_LINES)
         .collect();
-    let printed = match printed.len() {
+    let printed = match quoted.len() {
         0 => "the guest printed nothing more".to_string(),
-        _ => format!("the guest printed {}", printed.join(", ")),
+        _ => {
+            let lines: Vec<String> = quoted.iter().map(|line| format!("\"{line}\"")).collect();
+            format!("the guest printed {}", lines.join(", "))
+        }
     };
+    // The event of that kind most like the step, wherever it is, unless the sentence quotes
+    // it already (that event, or a line with its text): a near miss (`REP OUTS 27
+    // element(s)` for 28, a line with 4 for 5) says more than what merely came next.
+    let nearest = mismatch
+        .nearest
+        .as_ref()
+        .and_then(|nearest| {
+            events
+                .iter()
+                .find(|event| event.seq == nearest.seq)
+                .map(|event| (nearest, event))
+        })
+        .filter(|(nearest, event)| {
+            let already_quoted = match &event.body {
+                Body::Console(console) => quoted.contains(&console.text.as_ref()),
+                _ => false,
+            };
+            kind != "domain"
+                && !already_quoted
+                && !sentence.contains(&format!("event {} (", nearest.seq))
+                && decision_seq != Some(nearest.seq)
+        })
+        .map(|(nearest, event)| {
+            let when = if nearest.earlier {
+                ", before the step before it"
+            } else {
+                ""
+            };
+            format!("the nearest {kind} event was {}{when}", event_text(event))
+        });
+
     if sentence.is_empty() {
         sentence = printed;
     } else if kind != "domain" {
         sentence = format!("{sentence}; then {printed}");
+    }
+    if let Some(nearest) = nearest {
+        sentence = format!("{sentence}; {nearest}");
     }
     sentence
 }
@@ -721,6 +758,95 @@ mod tests {
         assert!(
             instead(&switch, &mismatch(&switch, None), &events)
                 .starts_with("the hypervisor switched to no other domain after that")
+        );
+    }
+
+    fn console(text: &str) -> Body {
+        Body::Console(traplab_abi::event::Console {
+            text: text.to_string().into(),
+        })
+    }
+
+    fn emulate(what: &str) -> Body {
+        Body::Emulate(traplab_abi::event::Emulate {
+            what: what.to_string().into(),
+            changes: Vec::new(),
+        })
+    }
+
+    /// The explanation `traplab check` gives for `steps` on `events`: the checker finds the
+    /// missing step, this module says what happened instead.
+    fn explained(steps: &[Pattern], events: &[Event]) -> String {
+        let mismatch =
+            crate::expect::check(steps, events, &traplab_tracer::symbols::Symbols::default())
+                .expect_err("a step is missing");
+        instead(&steps[mismatch.step], &mismatch, events)
+    }
+
+    #[test]
+    fn a_near_miss_before_the_step_before_is_shown() {
+        // hello.1 with the greeting's `\n` left out: one REP OUTS of 27 bytes, and the line
+        // is only printed when the domain ends, after the HLT.
+        let events = events(
+            10,
+            vec![
+                Body::Exit(exit(0x7b, "IOIO")),
+                decide(
+                    Action::Emulate,
+                    "string I/O to the console UART",
+                    "hv/src/exit/ioio.rs:80",
+                ),
+                emulate("REP OUTS 27 element(s) of 1 byte(s) to port 0x3f8 (console UART)"),
+                Body::Exit(exit(0x78, "HLT")),
+                console("Hello from a traplab guest!"),
+            ],
+        );
+        let steps = [
+            pattern("kind = \"exit\"\nreason = \"IOIO\""),
+            pattern("kind = \"console\"\ntext = \"Hello from a traplab guest!\""),
+            pattern(
+                "kind = \"emulate\"\nwhat = \"REP OUTS 28 element(s) of 1 byte(s) to port 0x3f8 (console UART)\"",
+            ),
+        ];
+        assert_eq!(
+            explained(&steps, &events),
+            "the hypervisor emulated nothing after that; then the guest printed nothing more; the nearest emulate event was event 12 (d1 emulate): REP OUTS 27 element(s) of 1 byte(s) to port 0x3f8 (console UART), before the step before it"
+        );
+    }
+
+    #[test]
+    fn the_line_the_guest_nearly_printed_is_shown() {
+        // cr-write.1 with a count one short: the line comes, but past the three lines quoted.
+        let mut bodies: Vec<Body> = [
+            "CR0 with PG and not PE",
+            "CR3 with a reserved bit",
+            "CR4 with FSGSBASE (bit 16)",
+            "EFER with a reserved bit",
+        ]
+        .into_iter()
+        .map(console)
+        .collect();
+        bodies.push(console("cr-write: 4 invalid writes refused with #GP"));
+        let events = events(1, bodies);
+        let steps = [pattern(
+            "kind = \"console\"\ntext = \"contains:5 invalid writes refused with #GP\"",
+        )];
+        let explanation = explained(&steps, &events);
+        assert!(
+            explanation.ends_with(
+                "; the nearest console event was event 5 (d1 console): | cr-write: 4 invalid writes refused with #GP"
+            ),
+            "{explanation}"
+        );
+        // A near line already quoted among what the guest printed is not shown twice.
+        let quoted = [pattern(
+            "kind = \"console\"\ntext = \"CR0 with PG and not PX\"",
+        )];
+        let explanation = explained(&quoted, &events);
+        assert!(
+            explanation.starts_with("the guest printed \"CR0 with PG and not PE\"")
+                && !explanation.contains("nearest"),
+            "{explanation}"
         );
     }
 

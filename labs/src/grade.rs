@@ -220,6 +220,7 @@ mod tests {
             stderr: String::new(),
             interrupted: false,
             timed_out: false,
+            stopped: None,
         };
         Run {
             events,

@@ -5,7 +5,9 @@
 //! build time. The format is documented in `labs/README.md`.
 //!
 //! The bare-metal programs a lab runs (the hypervisor and the guests) are built by this
-//! crate's `build.rs`; [`hv_elf`] and [`guest_elf`] say where they are.
+//! crate's `build.rs` (and again by `traplab check`, when their code changed: [`bare`]);
+//! [`hv_elf`] and [`guest_elf`] say where they are, in the traplab tree found where
+//! `traplab` runs ([`tree`]).
 //!
 //! Checking a lab: [`run`] runs it headless, [`grade`] compares the run with the lab's
 //! expected flow (or an exercise's) and [`explain`] puts a mismatch in a student's words.
@@ -16,15 +18,17 @@ pub mod catalogue;
 pub mod expect;
 pub mod explain;
 pub mod grade;
+pub mod nearest;
 pub mod run;
+pub mod tree;
 
 pub use catalogue::{Exercise, Lab, LabDisk, all, find};
 use std::path::{Path, PathBuf};
 use traplab_tracer::qemu::{Disk, Guest, Machine};
 
-/// Where `build.rs` put the hypervisor and the guests.
+/// Where the hypervisor and the guests of this process's traplab tree are built.
 pub fn bare_dir() -> PathBuf {
-    PathBuf::from(env!("TRAPLAB_BARE_DIR"))
+    tree::tree().bare_dir()
 }
 
 /// The hypervisor's ELF.
@@ -35,6 +39,45 @@ pub fn hv_elf() -> PathBuf {
 /// A guest's ELF (`guests/src/bin/<name>.rs`).
 pub fn guest_elf(name: &str) -> PathBuf {
     bare_dir().join(name)
+}
+
+/// What to say about a lab id the catalogue does not have: the nearest ids, when one is
+/// near enough to be a typo of it (`traplab trace page-falt`).
+pub fn no_such_lab(id: &str, labs: &[Lab]) -> String {
+    let ids = labs.iter().map(|lab| lab.id.as_str());
+    match nearest::did_you_mean(id, ids) {
+        Some(suggestion) => {
+            format!("there is no lab called \"{id}\"; {suggestion} (`traplab list` shows them all)")
+        }
+        None => format!("there is no lab called \"{id}\"; `traplab list` shows them"),
+    }
+}
+
+/// The lab called `id`, or an error that says there is none (and which was meant).
+pub fn lab(id: &str) -> Result<Lab, String> {
+    let mut labs = all().map_err(|error| error.to_string())?;
+    match labs.iter().position(|lab| lab.id == id) {
+        Some(index) => Ok(labs.swap_remove(index)),
+        None => Err(no_such_lab(id, &labs)),
+    }
+}
+
+/// The guest programs of this process's tree (`guests/src/bin/<name>.rs`), by name.
+pub fn guest_names() -> Vec<String> {
+    let bin = tree::tree().root.join("guests/src/bin");
+    let mut names: Vec<String> = std::fs::read_dir(bin)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().into_string().ok()?;
+                    name.strip_suffix(".rs").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// The machine that runs `guests`, one domain each, in this order: d1, d2, …

@@ -14,7 +14,6 @@
 //! All 32 exercises take about four minutes (a cold `target/exercises` adds a minute).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 use traplab_labs::grade::{Problem, grade};
 use traplab_labs::{Exercise, Lab};
@@ -22,6 +21,9 @@ use traplab_tracer::symbols::Symbols;
 
 /// The source trees a solution may touch: what the bare-metal build reads.
 const TREES: [&str; 3] = ["abi", "hv", "guests"];
+
+/// What the copy holds: the workspace manifest and those trees.
+const SOURCES: [&str; 4] = ["Cargo.toml", "abi", "hv", "guests"];
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,31 +63,8 @@ fn rebuild_cost(files: &[String]) -> u8 {
         .unwrap_or(0)
 }
 
-/// Every file under `dir`, relative to `root`, leaving out build output.
-fn files_under(root: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|name| name == "target") {
-                continue;
-            }
-            files_under(root, &path, found);
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            found.push(relative.to_path_buf());
-        }
-    }
-}
-
 fn source_files(root: &Path) -> Vec<PathBuf> {
-    let mut files = vec![PathBuf::from("Cargo.toml")];
-    for tree in TREES {
-        files_under(root, &root.join(tree), &mut files);
-    }
-    files.sort();
-    files
+    traplab_labs::tree::files(root, &SOURCES)
 }
 
 #[test]
@@ -160,48 +139,10 @@ fn every_lab_has_an_exercise_with_its_markers_and_a_solution() {
     }
 }
 
-/// Make `tree` hold the repository's source files, rewriting only those that differ (so
-/// their modification times, which cargo looks at, stay put), and removing any a previous
-/// patch added.
+/// Make `tree` hold the repository's source files (`traplab_labs::tree::mirror`).
 fn refresh(repository: &Path, tree: &Path) {
-    let wanted = source_files(repository);
-    for file in &wanted {
-        let source = std::fs::read(repository.join(file))
-            .unwrap_or_else(|error| panic!("{}: {error}", file.display()));
-        let copy = tree.join(file);
-        if std::fs::read(&copy).ok().as_deref() != Some(source.as_slice()) {
-            if let Some(parent) = copy.parent() {
-                std::fs::create_dir_all(parent)
-                    .unwrap_or_else(|error| panic!("{}: {error}", parent.display()));
-            }
-            std::fs::write(&copy, &source)
-                .unwrap_or_else(|error| panic!("{}: {error}", copy.display()));
-        }
-    }
-    for file in source_files(tree) {
-        if !wanted.contains(&file) {
-            let _ = std::fs::remove_file(tree.join(&file));
-        }
-    }
-}
-
-/// `git apply` the patch in `tree`, as outside any repository (the tree is inside ours,
-/// under target/, and git would otherwise take paths relative to our top level).
-fn apply(patch: &Path, tree: &Path) {
-    let ceiling = tree.parent().expect("the tree has a parent");
-    let output = Command::new("git")
-        .current_dir(tree)
-        .env("GIT_CEILING_DIRECTORIES", ceiling)
-        .args(["apply", "--whitespace=nowarn"])
-        .arg(patch)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "{} does not apply: {}",
-        patch.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    traplab_labs::tree::mirror(repository, tree, &SOURCES)
+        .unwrap_or_else(|error| panic!("copying the sources to {}: {error}", tree.display()));
 }
 
 #[test]
@@ -248,9 +189,11 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
         let marker = exercise.marker(&lab.id);
         let clock = Instant::now();
         refresh(&repository, &tree);
-        apply(&solution(lab, exercise), &tree);
-        for workspace in ["hv", "guests"] {
-            if let Err(error) = traplab_labs::bare::build(&tree.join(workspace), &target) {
+        if let Err(error) = traplab_labs::tree::apply_patch(&solution(lab, exercise), &tree) {
+            panic!("{marker}: {error}");
+        }
+        for workspace in traplab_labs::bare::WORKSPACES {
+            if let Err(error) = traplab_labs::bare::build(&tree.join(workspace), &target, false) {
                 panic!("{marker}: the solution does not build: {error}");
             }
         }

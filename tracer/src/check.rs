@@ -9,6 +9,11 @@ use traplab_abi::event::{Body, Event};
 pub enum StreamFault {
     #[error("events {expected}..{found} are missing (seq jumped from {expected} to {found})")]
     Gap { expected: u64, found: u64 },
+    /// `seq` went back, or repeated: events out of order, or the same one twice.
+    #[error(
+        "seq {found} came after seq {previous}: events are out of order or repeated (seq only goes up)"
+    )]
+    Backwards { previous: u64, found: u64 },
     #[error("the hypervisor lost {count} event(s) before seq {seq}")]
     Lost { count: u64, seq: u64 },
     #[error("the trace ends without the hypervisor's end event: it is incomplete")]
@@ -43,9 +48,15 @@ impl StreamCheck {
     /// whole events, like [`crate::store`]).
     pub fn observe_parts(&mut self, seq: u64, lost: Option<u64>, end: bool) -> Vec<StreamFault> {
         let mut faults = Vec::new();
-        if seq != self.next_seq {
+        if seq > self.next_seq {
             faults.push(StreamFault::Gap {
                 expected: self.next_seq,
+                found: seq,
+            });
+        } else if seq < self.next_seq {
+            // Not a gap of a negative size: the order itself is broken.
+            faults.push(StreamFault::Backwards {
+                previous: self.next_seq - 1,
                 found: seq,
             });
         }
@@ -144,6 +155,27 @@ mod tests {
             ]
         );
         assert_eq!(check.finish().len(), 4);
+        let mut back = StreamCheck::new();
+        for seq in [0, 1, 2] {
+            back.observe(&event(seq, end()));
+        }
+        assert_eq!(
+            back.observe(&event(1, end())),
+            [StreamFault::Backwards {
+                previous: 2,
+                found: 1
+            }]
+        );
+        assert_eq!(
+            back.observe(&event(1, end()))
+                .first()
+                .map(ToString::to_string),
+            Some(
+                "seq 1 came after seq 1: events are out of order or repeated (seq only goes up)"
+                    .to_string()
+            ),
+            "a repeat, not a gap of a negative size"
+        );
         let mut cut = StreamCheck::new();
         cut.observe(&event(0, Body::Lost(Lost { count: 1 })));
         assert_eq!(cut.finish().last(), Some(&StreamFault::Truncated));

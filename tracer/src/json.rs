@@ -28,6 +28,37 @@ pub enum JsonError {
     /// A field has the wrong type (found while indexing a recording, before the kind is known).
     #[error("bad field: {0}")]
     Data(String),
+    /// The line's `seq` does not come after the one of the event before it (found while
+    /// reading a recording: a line on its own has no order).
+    #[error(
+        "seq {found} after seq {previous}: a trace's seq only goes up, so this line repeats an event or is out of order"
+    )]
+    OutOfOrder { previous: u64, found: u64 },
+}
+
+/// A `resume` event's `cycles` that no measurement gives: `u64::MAX`, which the flows use
+/// to mean "no time" (`flows::NO_CYCLES`), so the time columns would go blank without a
+/// word. The hypervisor counts the TSC ticks from the exit to the VMRUN.
+pub fn check_cycles(cycles: u64) -> Result<(), JsonError> {
+    if cycles == crate::flows::NO_CYCLES {
+        return Err(JsonError::Body {
+            kind: "resume".into(),
+            message: format!("cycles {cycles} is u64::MAX, not a measured time"),
+        });
+    }
+    Ok(())
+}
+
+/// Does event `seq` come after `previous` (the seq of the event before it, if any)? A
+/// recording's events are in the order the hypervisor numbered them, each once.
+pub fn check_order(previous: Option<u64>, seq: u64) -> Result<(), JsonError> {
+    match previous {
+        Some(previous) if seq <= previous => Err(JsonError::OutOfOrder {
+            previous,
+            found: seq,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The JSON object of an event.
@@ -104,6 +135,9 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
             kind,
             message: error.to_string(),
         })?;
+    if let Body::Resume(resume) = &body {
+        check_cycles(resume.cycles)?;
+    }
     Ok(Event {
         seq,
         tsc,

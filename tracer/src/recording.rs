@@ -2,7 +2,8 @@
 //! `traplab replay`, `stats`, `diff` and the checker.
 //!
 //! Reading never panics and never hides a bad line: a recording reads up to its first bad
-//! line, and the error names that line's number; the events before it are kept.
+//! line, and the error names that line's number; the events before it are kept. A line whose
+//! `seq` does not come after the one before it (a repeat, a step back) is a bad line too.
 
 use crate::json::{self, JsonError};
 use std::fs::File;
@@ -71,7 +72,10 @@ pub fn read(path: &Path) -> io::Result<Recording> {
         if line.trim().is_empty() {
             continue;
         }
-        match json::from_line(&line) {
+        let previous = events.last().map(|event: &Event| event.seq);
+        match json::from_line(&line)
+            .and_then(|event| json::check_order(previous, event.seq).map(|()| event))
+        {
             Ok(event) => events.push(event),
             Err(json_error) => {
                 error = Some(LineError {
@@ -140,6 +144,30 @@ mod tests {
         assert_eq!(error.line, 3);
         assert!(matches!(error.error, JsonError::Syntax(_)));
         assert!(error.to_string().contains(":3: not JSON"), "{error}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_seq_out_of_order_is_a_bad_line() {
+        let path = temporary("out-of-order");
+        let lines: Vec<String> = [0, 1, 1]
+            .into_iter()
+            .map(|seq| json::to_line(&console(seq, "x")))
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let recording = read(&path).unwrap();
+        assert_eq!(recording.events.len(), 2);
+        let error = recording.error.unwrap();
+        assert_eq!(
+            (error.line, error.error),
+            (
+                3,
+                JsonError::OutOfOrder {
+                    previous: 1,
+                    found: 1
+                }
+            )
+        );
         std::fs::remove_file(path).unwrap();
     }
 

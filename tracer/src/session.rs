@@ -61,6 +61,8 @@ pub struct Finish {
     pub interrupted: bool,
     /// We stopped QEMU because the session's time limit passed.
     pub timed_out: bool,
+    /// The caller stopped QEMU ([`Session::stop`]), and why, in its words.
+    pub stopped: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +175,7 @@ pub struct Session {
     started: Instant,
     interrupted: bool,
     timed_out: bool,
+    stopped: Option<String>,
     idle: u32,
     last_read: Instant,
 }
@@ -254,6 +257,7 @@ impl Session {
             started: Instant::now(),
             interrupted: false,
             timed_out: false,
+            stopped: None,
             idle: 0,
             last_read: Instant::now(),
         })
@@ -374,6 +378,7 @@ impl Session {
             stderr,
             interrupted: self.interrupted,
             timed_out: self.timed_out,
+            stopped: self.stopped.clone(),
         }));
         self.finished = true;
     }
@@ -383,11 +388,44 @@ impl Session {
         self.next_within(None)
     }
 
+    /// Stop QEMU now; the items already read still come, then `Finished` with
+    /// [`Finish::stopped`] set to `why`. For a caller that has seen enough: a guest stuck on
+    /// the same fault will not finish.
+    pub fn stop(&mut self, why: impl Into<String>) {
+        if !self.finished && self.stopped.is_none() {
+            self.stopped = Some(why.into());
+            self.kill();
+        }
+    }
+
+    /// Stop QEMU when the stop flag is set or the time limit has passed: checked before
+    /// anything is handed out, so that a trace that never pauses cannot outrun the limit.
+    fn enforce_limits(&mut self) {
+        if self.finished || self.interrupted || self.timed_out || self.stopped.is_some() {
+            return;
+        }
+        let stop_requested = self
+            .options
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed));
+        let too_late = self
+            .options
+            .timeout
+            .is_some_and(|limit| self.started.elapsed() > limit);
+        if stop_requested || too_late {
+            self.interrupted = stop_requested;
+            self.timed_out = too_late && !stop_requested;
+            self.kill();
+        }
+    }
+
     /// The next item, waiting at most `limit` (for ever with `None`); `None` when nothing
     /// came in time or after `Finished` (see [`Session::is_done`]).
     pub fn next_within(&mut self, limit: Option<Duration>) -> Option<Item> {
         let called = Instant::now();
         loop {
+            self.enforce_limits();
             if limit.is_some_and(|limit| called.elapsed() >= limit) && self.pending.is_empty() {
                 return None;
             }
@@ -423,19 +461,8 @@ impl Session {
                     continue;
                 }
             }
-            let stop_requested = self
-                .options
-                .stop
-                .as_ref()
-                .is_some_and(|stop| stop.load(Ordering::Relaxed));
-            let too_late = self
-                .options
-                .timeout
-                .is_some_and(|limit| self.started.elapsed() > limit);
-            if stop_requested || too_late {
-                self.interrupted |= stop_requested;
-                self.timed_out |= too_late && !stop_requested;
-                self.kill();
+            if self.interrupted || self.timed_out || self.stopped.is_some() {
+                // QEMU was killed: wait for it, then everything it left comes.
                 if let Ok(status) = self.child.wait() {
                     self.finish(status);
                 }
@@ -524,14 +551,38 @@ pub struct Run {
 
 /// Run `machine` to its end and keep everything it produced.
 pub fn collect(machine: &Machine, options: Options) -> Result<Run, SessionError> {
+    collect_observed(machine, options, |_| None)
+}
+
+/// How often [`collect_observed`] shows its observer a tick while no event comes.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// [`collect`], showing `observe` each event as it comes (`Some(event)`) and, while none
+/// comes, a tick (`None`) every [`TICK`]: a progress line, a watch for a guest that is
+/// stuck. When `observe` returns `Some(why)`, QEMU is stopped ([`Session::stop`]) and the
+/// run's `finish.stopped` says why.
+pub fn collect_observed(
+    machine: &Machine,
+    options: Options,
+    mut observe: impl FnMut(Option<&Event>) -> Option<String>,
+) -> Result<Run, SessionError> {
     let mut session = Session::start(machine, options)?;
     let mut check = crate::check::StreamCheck::new();
     let (mut events, mut log, mut broken) = (Vec::new(), Vec::new(), Vec::new());
     let mut finish = None;
-    for item in &mut session {
+    while !session.is_done() {
+        let Some(item) = session.next_within(Some(TICK)) else {
+            if let Some(why) = observe(None) {
+                session.stop(why);
+            }
+            continue;
+        };
         match item {
             Item::Event(event) => {
                 check.observe(&event);
+                if let Some(why) = observe(Some(&event)) {
+                    session.stop(why);
+                }
                 events.push(event);
             }
             Item::Log(line) => log.push(line),

@@ -268,6 +268,15 @@ impl Trace {
         offset: u64,
     ) -> bool {
         self.lines += 1;
+        // Events in seq order, each once: the index looks events up by seq (a binary
+        // search), and a step back would read as a gap of a negative size.
+        let facts = facts.and_then(|facts| match facts {
+            Some(facts) => {
+                json::check_order(self.events.last().map(|event| event.seq), facts.seq)?;
+                Ok(Some(facts))
+            }
+            None => Ok(None),
+        });
         match facts {
             Ok(Some(facts)) => {
                 self.index(&facts, offset, len);
@@ -614,11 +623,11 @@ pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
         }
         Kind::Resume => {
             facts.rip = hex(header.rip);
-            facts.cycles = Some(
-                header
-                    .cycles
-                    .ok_or_else(|| body_error("missing field `cycles`"))?,
-            );
+            let cycles = header
+                .cycles
+                .ok_or_else(|| body_error("missing field `cycles`"))?;
+            json::check_cycles(cycles)?;
+            facts.cycles = Some(cycles);
         }
         Kind::Domain => {
             facts.domain_state = Some(match header.state {
@@ -765,6 +774,84 @@ mod tests {
         );
         assert_eq!(trace.line_number(1), 3, "the blank line counts");
         assert_eq!(trace.event(1).unwrap().seq, 1);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_seq_that_repeats_or_goes_back_stops_the_load_at_its_line() {
+        let console = |seq| {
+            line(
+                seq,
+                Body::Console(Console {
+                    text: "x".to_string().into(),
+                }),
+            )
+        };
+        for (seqs, bad_line, message) in [
+            (
+                [1000, 1001, 999],
+                3,
+                "seq 999 after seq 1001: a trace's seq only goes up, so this line repeats an event or is out of order",
+            ),
+            (
+                [7, 8, 8],
+                3,
+                "seq 8 after seq 8: a trace's seq only goes up, so this line repeats an event or is out of order",
+            ),
+        ] {
+            let path = temporary(&format!("order-{bad_line}-{}", seqs[2]));
+            let lines: Vec<String> = seqs.iter().map(|&seq| console(seq)).collect();
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            let trace = Trace::open(&path).unwrap();
+            assert_eq!(trace.len(), 2, "the events before the bad line are kept");
+            let error = trace.error().expect("the bad line");
+            assert_eq!(error.line, bad_line);
+            assert!(error.to_string().ends_with(message), "{error}");
+            assert!(
+                !trace.faults().iter().any(|fault| matches!(
+                    fault,
+                    StreamFault::Gap { expected, found } if found < expected
+                )),
+                "no gap of a negative size: {:?}",
+                trace.faults()
+            );
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn cycles_of_u64_max_are_a_bad_line_not_a_blank_time() {
+        let path = temporary("cycles-max");
+        let resume = |seq, cycles| {
+            line(
+                seq,
+                Body::Resume(Resume {
+                    rip: 1,
+                    rflags: 2,
+                    regs: Default::default(),
+                    cycles,
+                }),
+            )
+        };
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n", resume(0, 10), resume(1, u64::MAX)),
+        )
+        .unwrap();
+        let trace = Trace::open(&path).unwrap();
+        let error = trace.error().expect("the bad line");
+        assert_eq!(error.line, 2);
+        assert!(
+            error
+                .to_string()
+                .ends_with(":2: bad \"resume\" event: cycles 18446744073709551615 is u64::MAX, not a measured time"),
+            "{error}"
+        );
+        // The full parse says the same.
+        assert_eq!(
+            json::from_line(&resume(1, u64::MAX)).err(),
+            Some(error.error.clone())
+        );
         std::fs::remove_file(path).unwrap();
     }
 

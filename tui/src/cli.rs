@@ -1,5 +1,6 @@
 //! The command line (clap).
 
+use crate::commands::status::{self, *};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -9,19 +10,34 @@ use std::path::PathBuf;
 /// of every trap: the exit, the hypervisor's decision, what it emulated or injected, and the
 /// resume.
 #[derive(Debug, Parser)]
-#[command(name = "traplab", version, after_help = AFTER_HELP)]
+#[command(name = "traplab", version, after_help = after_help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
-const AFTER_HELP: &str = "\
+const START: &str = "\
 Start with:   traplab list
               traplab trace hello
               traplab run page-fault      (then: b pf ⏎  c  s s s …  ? for the keys)
               traplab check hello --exercise 1
 The book (one chapter per lab, with its exercises): mdbook serve book
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
+
+/// Which tree's hypervisor and guests a command runs (`traplab_labs::tree`).
+const TREE: &str = "\
+traplab runs the hypervisor and the guests of the traplab tree (a folder with Cargo.toml
+and labs/catalogue/) that the current directory is in; else of the one the traplab program
+is in; else of the one it was built in. A message about a missing program says which tree
+it looked in.";
+
+/// `traplab --help`'s last part: where to start, which tree, every exit status.
+fn after_help() -> String {
+    format!(
+        "{START}\n\n{TREE}\n\n{}\nEach command's --help lists the statuses it can give.",
+        status::help(&status::all())
+    )
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -75,7 +91,8 @@ Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, efer),
 `monitor help` for the hypervisor's own commands (traps, catch, decision, domains).
 Domains are numbered as in Xen: a lab's guests are d1, d2, …; d0 is its control domain,
 when it has one. `--domain 2` debugs the second guest.
-The trace is printed as with `traplab trace`; the exit status is the same.")]
+The trace is printed as with `traplab trace`, and the exit status is the same (without 124:
+gdb takes no time limit).")]
 pub struct GdbArgs {
     /// The lab to run (see `traplab list`).
     #[arg(required_unless_present = "guest")]
@@ -112,10 +129,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
-Exit status: the guest's exit status when the lab's domain exited; 137 when the
-hypervisor killed a domain; 124 when the trace lost events or ended early; 125 when the
-hypervisor or QEMU failed; 130 on Ctrl-C; 2 for usage errors.")]
+#[command(after_help = trace_help())]
 pub struct TraceArgs {
     /// The lab to run (see `traplab list`).
     #[arg(required_unless_present = "guest")]
@@ -190,13 +204,7 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
-The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT
-to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched
-out while others ran), shown in µs with the TSC rate the hypervisor measured at boot. With
-several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers
-Xen gives its domains). Exit status: 0; 124 when the recording has a bad line (the table
-covers the events before it); 2 for usage errors.")]
+#[command(after_help = stats_help())]
 pub struct StatsArgs {
     /// A recording (from `traplab trace --record FILE`), or a lab to run now.
     #[arg(value_name = "FILE|LAB")]
@@ -221,6 +229,7 @@ pub enum ExportFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = status::help(&[SUCCESS, USAGE, BAD_RECORDING]))]
 pub struct ExportArgs {
     /// A recording (from `traplab trace --record FILE`).
     pub file: PathBuf,
@@ -231,15 +240,18 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-#[command(after_help = "\
+/// `traplab diff --help`'s last part.
+const DIFF_MARKERS: &str = "\
 Flows are aligned on their trap class; the marker between the sides says:
   =  the same class, handled the same way      ≠  the same class, handled differently
   <  only on the left                           >  only on the right
 A flow that woke another domain is marked →d2, one whose upcall another domain's
 notification caused ←d1. Compare two domains of one recording with the same FILE twice, e.g.
   traplab trace reflect-vs-bounce --record rvb.jsonl
-  traplab diff rvb.jsonl rvb.jsonl --left-dom 1 --right-dom 2")]
+  traplab diff rvb.jsonl rvb.jsonl --left-dom 1 --right-dom 2";
+
+#[derive(Debug, Args)]
+#[command(after_help = format!("{DIFF_MARKERS}\n\n{}", status::help(&[SUCCESS, USAGE, BAD_RECORDING])))]
 pub struct DiffArgs {
     /// The left recording.
     pub left: PathBuf,
@@ -263,11 +275,66 @@ Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one 
 notification that caused an upcall, in another domain · Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
-scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
-bad line (the screen shows the events before it, and says which line); 130 on Ctrl-C.";
+scrolls · ? help · q quit. Honours NO_COLOR. A recording with a bad line shows the events
+before it, and says which line.";
+
+/// `traplab replay --help`'s last part: the keys, the statuses.
+fn replay_help() -> String {
+    format!(
+        "{UI_KEYS}\n\n{}",
+        status::help(&[SUCCESS, USAGE, BAD_RECORDING, INTERRUPTED])
+    )
+}
+
+/// `traplab trace --help`'s last part.
+fn trace_help() -> String {
+    format!(
+        "The time limit holds whatever reads the output: a reader that does not read is given up\n\
+         on when it passes (or at Ctrl-C, SIGTERM), and the lines it did not take are counted.\n\n\
+         Exit status: the guest's own when the lab's domain exited (the labs' guests exit with 0\n\
+         when all goes right), unless\n{}",
+        status::lines(&[
+            USAGE,
+            TRACE_INCOMPLETE,
+            TIMED_OUT,
+            HV_FAILED,
+            INTERRUPTED,
+            DOMAIN_KILLED
+        ])
+    )
+}
+
+/// `traplab stats --help`'s last part.
+fn stats_help() -> String {
+    format!(
+        "The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT\n\
+         to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched\n\
+         out while others ran), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
+         several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers\n\
+         Xen gives its domains). A recording with a bad line gives the table of the events before\n\
+         it; a file that is not a recording gives none.\n\n{}\n(the last four when it runs a lab now)",
+        status::help(&[
+            SUCCESS,
+            USAGE,
+            BAD_RECORDING,
+            TRACE_INCOMPLETE,
+            TIMED_OUT,
+            HV_FAILED,
+            INTERRUPTED
+        ])
+    )
+}
+
+/// `traplab run --help`'s last part: the live keys, then the others, then the statuses.
+fn run_help() -> String {
+    format!(
+        "{RUN_KEYS}\n\n{}",
+        status::help(&[SUCCESS, USAGE, INTERRUPTED])
+    )
+}
 
 #[derive(Debug, Args)]
-#[command(after_help = RUN_HELP)]
+#[command(after_help = run_help())]
 pub struct RunArgs {
     /// The lab to run (see `traplab list`).
     #[arg(required_unless_present = "guest")]
@@ -304,7 +371,7 @@ pub struct RunArgs {
 }
 
 /// What `traplab run --help` says after the options: the live keys, then the others.
-const RUN_HELP: &str = "\
+const RUN_KEYS: &str = "\
 The hypervisor waits after its boot event. Then:
   b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
   c        continue until a break: the hypervisor stops at the exit, before it decides
@@ -315,11 +382,11 @@ Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one 
 Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
-J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR.
-Exit status: 0; 130 on Ctrl-C from outside; 2 for usage errors.";
+J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR. Ctrl-C from outside
+(SIGINT, SIGTERM) stops it too.";
 
 #[derive(Debug, Args)]
-#[command(after_help = UI_KEYS)]
+#[command(after_help = replay_help())]
 pub struct ReplayArgs {
     /// A recording (from `traplab trace --record FILE` or `traplab run --record FILE`).
     pub file: PathBuf,

@@ -24,9 +24,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("traplab: {error}");
-            ExitCode::from(commands::status::USAGE)
+        Err(failure) => {
+            eprintln!("traplab: {}", failure.message);
+            ExitCode::from(failure.status)
         }
     }
 }

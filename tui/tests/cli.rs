@@ -309,6 +309,10 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         "no RAM file left"
     );
     assert!(stdout.contains("| spinning"));
+    assert!(
+        stdout.lines().last().is_some_and(|line| line.starts_with("-- spin: ")),
+        "the summary still comes after Ctrl-C: {stdout}"
+    );
 }
 
 #[test]
@@ -322,9 +326,199 @@ fn a_time_limit_stops_qemu_too() {
         .unwrap();
     let pid = child.id();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(125));
+    assert_eq!(
+        output.status.code(),
+        Some(124),
+        "as `--help` says, and as timeout(1) does"
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("did not finish in time"));
     assert!(qemu_of(pid).is_empty());
+}
+
+/// Wait (at most `bound`) for `child` to exit; kill it and fail if it does not.
+fn exits_within(child: &mut std::process::Child, bound: Duration, what: &str) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: traplab still runs after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `traplab trace` whose stdout is a pipe nobody reads, with a guest that prints far
+/// more than a pipe holds (20,000 CPUID exits); `--json` and `extra` arguments.
+fn trace_nobody_reads(extra: &[&str]) -> std::process::Child {
+    traplab()
+        .args(["trace", "--guest", "cpuid-loop", "--json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("traplab runs")
+}
+
+/// How many bytes wait in the pipe `stdout` (FIONREAD).
+fn waiting_in(stdout: &std::process::ChildStdout) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer, which points to ours.
+    unsafe { libc::ioctl(stdout.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+    waiting.max(0) as usize
+}
+
+#[test]
+fn a_time_limit_holds_while_nothing_reads_the_output() {
+    let mut child = trace_nobody_reads(&["--timeout", "5"]);
+    let pid = child.id();
+    let status = exits_within(&mut child, Duration::from_secs(90), "--timeout 5");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr);
+    assert_eq!(status, Some(124), "{stderr}");
+    assert!(
+        stderr.contains("did not finish in time") || stderr.contains("not read in time"),
+        "{stderr}"
+    );
+    assert!(qemu_of(pid).is_empty(), "no QEMU left running");
+}
+
+#[test]
+fn sigterm_stops_a_trace_whose_output_nobody_reads() {
+    let mut child = trace_nobody_reads(&[]);
+    let pid = child.id();
+    // Wait until the pipe is full: it holds many lines and takes no more (how many bytes
+    // fill it depends on how the writes fall into its pages), so traplab's writes block.
+    let started = Instant::now();
+    let (mut waiting, mut same_for) = (0, 0);
+    while waiting < 16_384 || same_for < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the pipe never filled"
+        );
+        assert!(child.try_wait().expect("wait").is_none(), "traplab ended");
+        std::thread::sleep(Duration::from_millis(50));
+        let now = waiting_in(child.stdout.as_ref().expect("stdout"));
+        same_for = if now == waiting { same_for + 1 } else { 0 };
+        waiting = now;
+    }
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = exits_within(&mut child, Duration::from_secs(30), "SIGTERM");
+    assert_eq!(status, Some(130));
+    assert!(qemu_of(pid).is_empty(), "no QEMU left running");
+}
+
+#[test]
+fn a_misspelled_lab_is_answered_with_the_nearest_one_by_every_command() {
+    for args in [
+        &["trace", "page-falt"][..],
+        &["gdb", "page-falt"],
+        &["run", "page-falt"],
+        &["check", "page-falt"],
+        &["stats", "page-falt"],
+        &[
+            "book-traces",
+            "--lab",
+            "page-falt",
+            "--out",
+            "/nonexistent/traplab",
+        ],
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("did you mean page-fault?"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let guest = run(&["trace", "--guest", "cpuid-lop"]);
+    assert!(
+        String::from_utf8_lossy(&guest.stderr).contains("did you mean cpuid-loop?"),
+        "{}",
+        String::from_utf8_lossy(&guest.stderr)
+    );
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A traplab tree made by hand in a temporary folder: its own "hello" is the page-fault
+/// guest, so that a run says whose guests it ran.
+fn copied_tree() -> PathBuf {
+    let root = temporary("copied-tree");
+    let built = traplab_labs::tree::tree().bare_dir();
+    let bare = root.join("target/bare/x86_64-unknown-linux-gnu/release");
+    std::fs::create_dir_all(&bare).expect("a temporary folder");
+    std::fs::create_dir_all(root.join("labs/catalogue")).expect("a temporary folder");
+    std::fs::write(root.join("Cargo.toml"), "[workspace]\n").expect("writable");
+    std::fs::copy(built.join("traplab-hv"), bare.join("traplab-hv")).expect("the hypervisor");
+    std::fs::copy(built.join("page-fault"), bare.join("hello")).expect("a guest");
+    root
+}
+
+#[test]
+fn a_copied_tree_runs_its_own_guests_and_gdb_names_its_elf() {
+    let root = copied_tree();
+    let output = traplab()
+        .current_dir(&root)
+        .args(["trace", "hello"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("traplab runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("the write was retried and worked"),
+        "the copy's hello (the page-fault guest) ran, not the build's: {stdout}"
+    );
+
+    let mut child = traplab()
+        .current_dir(&root)
+        .args(["gdb", "hello", "--port", &free_port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("traplab runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let attach = loop {
+        match read.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.trim().starts_with("gdb -q ") => break line,
+            Ok(_) => {}
+            Err(error) => {
+                let _ = child.kill();
+                panic!("no gdb command line: {error}");
+            }
+        }
+    };
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    exits_within(&mut child, Duration::from_secs(30), "gdb after Ctrl-C");
+    assert!(
+        attach.contains(&format!(
+            "gdb -q {}/target/bare/x86_64-unknown-linux-gnu/release/hello ",
+            root.display()
+        )),
+        "{attach}"
+    );
+    std::fs::remove_dir_all(root).expect("removable");
 }
 
 #[test]

@@ -168,7 +168,11 @@ fn a_malformed_recording_names_its_first_bad_line_and_keeps_the_rest() {
     )
     .unwrap();
     let output = traplab(&["stats", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(124));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a bad recording has its own status (124 is a time limit's)"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
@@ -184,6 +188,68 @@ fn a_malformed_recording_names_its_first_bad_line_and_keeps_the_rest() {
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("IOIO"),
         "the table of what came before"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_a_recording_is_said_to_be_one_by_every_command() {
+    let path = temporary("passwd");
+    std::fs::write(&path, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let file = path.to_str().unwrap();
+    let empty = temporary("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    for args in [
+        vec!["stats", file],
+        vec!["export", file],
+        vec!["diff", file, file],
+        vec!["replay", file],
+    ] {
+        let output = traplab(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{file} is not a recording: its line 1 is not an event (not JSON: "
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}: no empty table");
+    }
+    let output = traplab(&["stats", empty.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not a recording: it holds no event"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::remove_file(path).unwrap();
+    std::fs::remove_file(empty).unwrap();
+}
+
+#[test]
+fn a_seq_that_goes_back_or_repeats_names_its_line() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let path = temporary("backwards.jsonl");
+    // Line 101 is line 100 again: a repeated event.
+    let mut edited: Vec<&str> = lines[..100].to_vec();
+    edited.push(lines[99]);
+    edited.extend(&lines[100..]);
+    std::fs::write(&path, edited.join("\n")).unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:101: seq 99 after seq 99: a trace's seq only goes up",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("are missing"),
+        "no gap of a negative size: {stderr}"
     );
     std::fs::remove_file(path).unwrap();
 }

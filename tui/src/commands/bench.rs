@@ -30,7 +30,7 @@ struct Sample {
     tsc_hz: Option<u64>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     if args.ui {
         return super::bench_ui::run(args);
     }
@@ -41,10 +41,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     let runs = args.runs.max(1);
     let mut off = Vec::new();
     let mut ring = Vec::new();
+    // A benchmark run that goes wrong is the hypervisor's or QEMU's failure, not a usage error.
+    let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     let machine = traplab_labs::machine_for(&[GUEST]);
     for _ in 0..runs {
-        off.push(sample(&machine, TraceMode::Off)?);
-        ring.push(sample(&machine, TraceMode::Ring)?);
+        off.push(sample(&machine, TraceMode::Off).map_err(failed)?);
+        ring.push(sample(&machine, TraceMode::Ring).map_err(failed)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1);
     let per_exit = |samples: &[Sample]| {
@@ -130,8 +132,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// controller it owns (the baseline, no hypervisor on the data path), then through blkfront
 /// and the driver domain's blkback (the `swap-in` lab's machine with `blk-stream` as d1),
 /// with the trace off and on.
-fn split_driver(args: &BenchArgs) -> Result<ExitCode, String> {
+fn split_driver(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     let runs = args.runs.max(1);
+    let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     let lab = traplab_labs::find("swap-in")
         .map_err(|error| error.to_string())?
         .ok_or("the swap-in lab is missing from the catalogue")?;
@@ -150,9 +153,9 @@ fn split_driver(args: &BenchArgs) -> Result<ExitCode, String> {
         });
     let (mut baseline, mut off, mut ring) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        baseline.push(sample(&direct, TraceMode::Off)?);
-        off.push(sample(&through_ring, TraceMode::Off)?);
-        ring.push(sample(&through_ring, TraceMode::Ring)?);
+        baseline.push(sample(&direct, TraceMode::Off).map_err(failed)?);
+        off.push(sample(&through_ring, TraceMode::Off).map_err(failed)?);
+        ring.push(sample(&through_ring, TraceMode::Ring).map_err(failed)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1) as f64;
     let per_read = |samples: &[Sample]| {

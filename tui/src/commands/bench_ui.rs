@@ -34,7 +34,7 @@ use traplab_tracer::store::Trace;
 const GUEST: u16 = traplab_tracer::qemu::FIRST_GUEST;
 const FIRST_SLICE: std::time::Duration = std::time::Duration::from_millis(40);
 
-pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     let (path, generated) = match &args.file {
         Some(path) if path.exists() => (path.clone(), false),
         Some(path) => {
@@ -68,7 +68,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     result
 }
 
-fn measure(path: &Path, as_json: bool) -> Result<ExitCode, String> {
+fn measure(path: &Path, as_json: bool) -> Result<ExitCode, super::Failure> {
     let bytes = std::fs::metadata(path)
         .map_err(|error| error.to_string())?
         .len();

@@ -28,11 +28,17 @@ pub struct BookTracesArgs {
     pub yes: bool,
 }
 
-pub fn run(args: &BookTracesArgs) -> Result<ExitCode, String> {
-    // This command belongs to the repository it was built from (tui/ is in its root).
-    let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."));
+pub fn run(args: &BookTracesArgs) -> Result<ExitCode, super::Failure> {
+    // The book of the traplab tree this runs in, as the labs it runs are.
+    let repository = &traplab_labs::tree::tree().root;
+    let labs = traplab_labs::all().map_err(|error| error.to_string())?;
+    let selected: Vec<_> = labs
+        .iter()
+        .filter(|lab| args.lab.as_ref().is_none_or(|id| &lab.id == id))
+        .collect();
+    if selected.is_empty() {
+        return Err(traplab_labs::no_such_lab(args.lab.as_deref().unwrap_or(""), &labs).into());
+    }
     let out = args
         .out
         .clone()
@@ -41,17 +47,6 @@ pub fn run(args: &BookTracesArgs) -> Result<ExitCode, String> {
         .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
     write(&out.join("cli.md"), &cli_reference())?;
 
-    let labs = traplab_labs::all().map_err(|error| error.to_string())?;
-    let selected: Vec<_> = labs
-        .iter()
-        .filter(|lab| args.lab.as_ref().is_none_or(|id| &lab.id == id))
-        .collect();
-    if selected.is_empty() {
-        return Err(format!(
-            "there is no lab called \"{}\"",
-            args.lab.as_deref().unwrap_or("")
-        ));
-    }
     setup::ensure_qemu(args.yes)?;
     let mut failed = Vec::new();
     for lab in selected {
@@ -69,7 +64,7 @@ pub fn run(args: &BookTracesArgs) -> Result<ExitCode, String> {
         for error in &failed {
             eprintln!("traplab: {error}");
         }
-        return Ok(ExitCode::from(status::TRACE_INCOMPLETE));
+        return Ok(ExitCode::from(status::NOT_PASSED));
     }
     eprintln!(
         "traplab: wrote the book's generated parts to {}",

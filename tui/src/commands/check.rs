@@ -3,31 +3,32 @@
 //! solved exercise's), and did every domain end as it should? A mismatch is explained in a
 //! student's words; `--json` prints one JSON line per check for graders.
 //!
+//! Before it runs anything, check rebuilds what changed in the hypervisor and the guests
+//! ([`rebuild`]): it grades the code as it is, never the programs of an older build. A run
+//! whose domain is stuck on one fault stops early (`traplab_labs::run::watch`), and on a
+//! terminal a line says how the check is going ([`ProgressLine`]).
+//!
 //! The grading itself is `traplab_labs::grade`, the same the tests use.
 
-use super::status;
+use super::Failure;
+use super::status::{self, BUILD_FAILED, INTERRUPTED, NOT_PASSED, SUCCESS, USAGE};
 use crate::setup;
 use clap::Args;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use traplab_labs::bare::BuildError;
 use traplab_labs::grade::{self, Verdict};
+use traplab_labs::run::Progress;
 use traplab_labs::{Exercise, Lab};
 use traplab_tracer::qemu::Machine;
-use traplab_tracer::session::{self, Options};
+use traplab_tracer::session::Options;
 use traplab_tracer::symbols::Symbols;
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
-Examples:
-  traplab check page-fault                 the lab's own flow
-  traplab check page-fault --exercise 1    grade exercise 1 (its chapter in the book says what to do)
-  traplab check --all --json               every lab, one JSON line each (for graders)
-
-Exit status: 0 when every check passed; 1 when one did not (the explanation says which
-step did not happen and what the hypervisor did instead); 130 on Ctrl-C; 2 for usage errors.")]
+#[command(after_help = check_help())]
 pub struct CheckArgs {
     /// The lab to check (see `traplab list`).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -52,12 +53,34 @@ pub struct CheckArgs {
     pub disk: crate::cli::DiskImage,
 }
 
-pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
+/// `traplab check --help`'s last part.
+fn check_help() -> String {
+    format!(
+        "Examples:
+  traplab check page-fault                 the lab's own flow
+  traplab check page-fault --exercise 1    grade exercise 1 (its chapter in the book says what to do)
+  traplab check --all --json               every lab, one JSON line each (for graders)
+
+First, check rebuilds what changed in the hypervisor and the guests (the same cargo build as
+`cargo build`): it grades the code as it is now, never an older build. A domain that takes
+the same fault {stuck} times in a row, with the same registers (a handler that never fixes
+it), is stuck: its run stops there, and the report says which fault repeats. On a terminal,
+a line shows how the check is going.
+
+{}",
+        status::help(&[SUCCESS, NOT_PASSED, USAGE, BUILD_FAILED, INTERRUPTED]),
+        stuck = traplab_labs::run::STUCK_AFTER
+    )
+}
+
+pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
     let selected: Vec<&Lab> = match &args.lab {
-        Some(id) => vec![labs.iter().find(|lab| &lab.id == id).ok_or_else(|| {
-            format!("there is no lab called \"{id}\"; `traplab list` shows them")
-        })?],
+        Some(id) => vec![
+            labs.iter()
+                .find(|lab| &lab.id == id)
+                .ok_or_else(|| traplab_labs::no_such_lab(id, &labs))?,
+        ],
         None => labs.iter().collect(),
     };
     let exercise = match (args.exercise, selected.as_slice()) {
@@ -73,8 +96,11 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         return Err(format!(
             "--disk {}: one image is for one lab, not for --all",
             image.display()
-        ));
+        )
+        .into());
     }
+    let mut progress = ProgressLine::stderr();
+    rebuild(&mut progress)?;
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -90,10 +116,22 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
 
     let mut out = std::io::stdout().lock();
     let mut passed = 0;
-    for lab in &selected {
+    for (number, lab) in selected.iter().enumerate() {
         let mut machine = lab.machine();
         super::keep_disk_image(&mut machine, &lab.id, &args.disk)?;
-        let verdict = check(lab, &machine, exercise, &options)?;
+        let name = match (exercise, selected.len()) {
+            (Some(exercise), _) => format!("{} exercise {}", lab.id, exercise.number),
+            (None, 1) => lab.id.clone(),
+            (None, count) => format!("{} ({} of {count})", lab.id, number + 1),
+        };
+        let verdict = check(lab, &machine, exercise, &options, |run| {
+            progress.show(&format!(
+                "checking {name}: {} events, {} s",
+                run.events,
+                run.elapsed.as_secs()
+            ));
+        })?;
+        progress.clear();
         if stop.load(Ordering::SeqCst) {
             return Ok(ExitCode::from(status::INTERRUPTED));
         }
@@ -112,11 +150,49 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
     if selected.len() > 1 && !args.json {
         let _ = writeln!(out, "{passed} of {} labs passed", selected.len());
     }
-    Ok(if passed == selected.len() {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if passed == selected.len() {
+        status::SUCCESS
     } else {
-        ExitCode::from(1)
-    })
+        status::NOT_PASSED
+    }))
+}
+
+/// Bring the hypervisor and the guests of the traplab tree up to date before grading them:
+/// the same cargo build `cargo build` runs (`traplab_labs::bare`), which rebuilds what
+/// changed since the last build and nothing else. A check must grade the code as it is
+/// now, never the binaries of an older build (a `git stash` after building a solution).
+fn rebuild(progress: &mut ProgressLine<std::io::Stderr>) -> Result<(), Failure> {
+    let tree = traplab_labs::tree::tree();
+    progress.show("building what changed in hv/ and guests/ (cargo build --release) …");
+    let built = traplab_labs::bare::build_tree(&tree.root, true);
+    progress.clear();
+    match built {
+        Ok(()) => Ok(()),
+        Err(error @ BuildError::Failed { .. }) => Err(Failure::new(
+            status::BUILD_FAILED,
+            format!("{error}\nFix it and check again: nothing was graded."),
+        )),
+        Err(error @ BuildError::CannotRun { .. }) => {
+            let target_dir = traplab_labs::bare::target_dir(&tree.root);
+            let commands: Vec<String> = traplab_labs::bare::WORKSPACES
+                .iter()
+                .map(|workspace| {
+                    format!(
+                        "  {}",
+                        traplab_labs::bare::command_line(&tree.root.join(workspace), &target_dir)
+                    )
+                })
+                .collect();
+            Err(Failure::new(
+                status::BUILD_FAILED,
+                format!(
+                    "{error}, so the hypervisor and the guests of {} cannot be brought up to date, and a check never grades an older build: nothing was graded. Build them with\n{}\nand check again.",
+                    tree.describe(),
+                    commands.join("\n")
+                ),
+            ))
+        }
+    }
 }
 
 /// Run `lab` once on `machine` (the lab's own, perhaps with a kept disk image) and grade it.
@@ -125,10 +201,88 @@ fn check(
     machine: &Machine,
     exercise: Option<&Exercise>,
     options: &Options,
+    progress: impl FnMut(Progress),
 ) -> Result<Verdict, String> {
     let elf = traplab_labs::guest_elf(&lab.guests[0]);
-    let symbols = Symbols::load(&elf)
-        .map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
-    let run = session::collect(machine, options.clone()).map_err(|error| error.to_string())?;
+    let symbols = Symbols::load(&elf).map_err(|error| {
+        format!(
+            "cannot read the symbols of {}: {error} (the guests of {})",
+            elf.display(),
+            traplab_labs::tree::tree().describe()
+        )
+    })?;
+    let run = traplab_labs::run::watch(machine, options.clone(), progress)
+        .map_err(|error| error.to_string())?;
     Ok(grade::grade(lab, exercise, &run, &symbols))
+}
+
+/// How often the progress line is rewritten: often enough to look alive, rarely enough to
+/// cost nothing.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A line that says how a check is going, rewritten in place — only on a terminal: a log
+/// file or a grader's pipe gets the results, not a progress line's leftovers.
+struct ProgressLine<W: Write> {
+    /// `None` when the output is not a terminal.
+    out: Option<W>,
+    /// When the line was last written; `None` while nothing is shown.
+    shown: Option<Instant>,
+}
+
+impl ProgressLine<std::io::Stderr> {
+    fn stderr() -> ProgressLine<std::io::Stderr> {
+        let stderr = std::io::stderr();
+        ProgressLine::new(stderr.is_terminal().then_some(stderr))
+    }
+}
+
+impl<W: Write> ProgressLine<W> {
+    fn new(out: Option<W>) -> ProgressLine<W> {
+        ProgressLine { out, shown: None }
+    }
+
+    /// Show `text` in place of the line before (not more often than [`PROGRESS_EVERY`]).
+    fn show(&mut self, text: &str) {
+        let Some(out) = &mut self.out else { return };
+        if self
+            .shown
+            .is_some_and(|shown| shown.elapsed() < PROGRESS_EVERY)
+        {
+            return;
+        }
+        // Back to the start of the line, the text, and erase what a longer line left.
+        let _ = write!(out, "\r{text}\x1b[K");
+        let _ = out.flush();
+        self.shown = Some(Instant::now());
+    }
+
+    /// Erase the line, so that what comes next starts on a clean one.
+    fn clear(&mut self) {
+        if let (Some(out), Some(_)) = (&mut self.out, self.shown.take()) {
+            let _ = write!(out, "\r\x1b[K");
+            let _ = out.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_is_rewritten_in_place_and_only_on_a_terminal() {
+        let mut terminal = ProgressLine::new(Some(Vec::new()));
+        terminal.show("checking hello: 10 events, 0 s");
+        // Too soon after the last: skipped.
+        terminal.show("checking hello: 11 events, 0 s");
+        terminal.clear();
+        assert_eq!(
+            String::from_utf8_lossy(terminal.out.as_deref().unwrap_or_default()),
+            "\rchecking hello: 10 events, 0 s\x1b[K\r\x1b[K"
+        );
+        let mut pipe: ProgressLine<Vec<u8>> = ProgressLine::new(None);
+        pipe.show("checking hello: 10 events, 0 s");
+        pipe.clear();
+        assert!(pipe.out.is_none(), "nothing is written off a terminal");
+    }
 }

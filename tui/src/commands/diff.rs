@@ -23,7 +23,7 @@ const WIDTH: usize = 46;
 /// A run of equal rows longer than this is folded to its ends.
 const FOLD: usize = 6;
 
-pub fn run(args: &DiffArgs) -> Result<ExitCode, String> {
+pub fn run(args: &DiffArgs) -> Result<ExitCode, super::Failure> {
     let (left, left_code) = load::recording(&args.left)?;
     let (right, right_code) = load::recording(&args.right)?;
     let left_side = Side {

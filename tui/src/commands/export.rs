@@ -6,7 +6,7 @@ use crate::cli::{ExportArgs, ExportFormat};
 use std::io::Write;
 use std::process::ExitCode;
 
-pub fn run(args: &ExportArgs) -> Result<ExitCode, String> {
+pub fn run(args: &ExportArgs) -> Result<ExitCode, super::Failure> {
     let (trace, code) = load::recording(&args.file)?;
     let written = match &args.output {
         Some(path) => {

@@ -5,7 +5,7 @@ use crate::cli::ListArgs;
 use std::io::Write;
 use std::process::ExitCode;
 
-pub fn run(args: &ListArgs) -> Result<ExitCode, String> {
+pub fn run(args: &ListArgs) -> Result<ExitCode, super::Failure> {
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
     // A closed pipe (`traplab list | head`) ends the output quietly, as `trace` does.
     let mut out = std::io::stdout().lock();

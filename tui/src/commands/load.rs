@@ -1,7 +1,7 @@
 //! Where the offline commands (`stats`, `export`, `diff`, `replay`) get a trace: a
 //! recording, or, for `stats`, a lab run on the spot.
 
-use super::status;
+use super::{Failure, status};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +9,35 @@ use std::time::Duration;
 use traplab_tracer::session::{Item, Options, Session};
 use traplab_tracer::store::Trace;
 
-/// Open a recording. A bad line is reported on stderr (the trace holds what came before);
-/// the status to exit with says whether there was one.
-pub fn recording(path: &Path) -> Result<(Trace, u8), String> {
+/// Open a recording. A file with no event before its first bad line (or none at all) is
+/// not a recording: an error. A bad line later is reported on stderr (the trace holds what
+/// came before); the status to exit with says whether there was one.
+pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
     let trace =
         Trace::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if let Some(failure) = not_a_recording(path, &trace) {
+        return Err(failure);
+    }
     Ok(report(trace))
+}
+
+/// The error for a file read (so far) into `trace` that holds no event: `/etc/passwd` is
+/// not an empty recording. `None` when it has events.
+pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
+    if !trace.is_empty() {
+        return None;
+    }
+    let why = match trace.error() {
+        Some(error) => format!("its line {} is not an event ({})", error.line, error.error),
+        None => "it holds no event".to_string(),
+    };
+    Some(Failure::new(
+        status::BAD_RECORDING,
+        format!(
+            "{} is not a recording: {why}; `traplab trace LAB --record FILE` makes one",
+            path.display()
+        ),
+    ))
 }
 
 /// Say on stderr what is wrong with a trace; the exit status that says it.
@@ -27,7 +50,7 @@ pub fn report(trace: Trace) -> (Trace, u8) {
             error.line - 1,
             trace.len()
         );
-        code = status::TRACE_INCOMPLETE;
+        code = status::BAD_RECORDING;
     }
     for fault in trace.faults() {
         eprintln!("traplab: note: {fault}");
@@ -36,15 +59,21 @@ pub fn report(trace: Trace) -> (Trace, u8) {
 }
 
 /// A recording when `what` is a file, else the lab of that name, run now without a screen.
-pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), String> {
+pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
     let path = Path::new(what);
     if path.is_file() {
         return recording(path);
     }
-    let Some(lab) = traplab_labs::find(what).map_err(|error| error.to_string())? else {
+    let labs = traplab_labs::all().map_err(|error| error.to_string())?;
+    let Some(lab) = labs.iter().find(|lab| lab.id == what) else {
+        let suggestion =
+            traplab_labs::nearest::did_you_mean(what, labs.iter().map(|lab| lab.id.as_str()))
+                .map(|suggestion| format!("; {suggestion}"))
+                .unwrap_or_default();
         return Err(format!(
-            "\"{what}\" is neither a recording nor a lab (`traplab list` shows the labs)"
-        ));
+            "\"{what}\" is neither a recording nor a lab{suggestion} (`traplab list` shows the labs)"
+        )
+        .into());
     };
     crate::setup::ensure_qemu(yes)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -57,15 +86,28 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), String> {
     };
     let session = Session::start(&lab.machine(), options).map_err(|error| error.to_string())?;
     let mut trace = Trace::live(format!("{} (run now)", lab.id));
+    let mut broken = false;
+    let mut finish = None;
     for item in session {
         match item {
             Item::Event(event) => trace.push_event(&event),
-            Item::Broken(message) => eprintln!("traplab: TRACE FAULT: {message}"),
-            Item::Finished(finish) if finish.interrupted => {
-                return Ok((trace, status::INTERRUPTED));
+            Item::Broken(message) => {
+                eprintln!("traplab: TRACE FAULT: {message}");
+                broken = true;
             }
-            Item::Log(_) | Item::Finished(_) => {}
+            Item::Finished(done) => finish = Some(done),
+            Item::Log(_) => {}
         }
     }
-    Ok(report(trace))
+    let incomplete = broken || !trace.faults().is_empty();
+    let (trace, _) = report(trace);
+    // The table shows what the run did; the status says whether the run went right.
+    let code = match &finish {
+        Some(finish) => status::of_run(finish, incomplete).unwrap_or(status::SUCCESS),
+        None => status::HV_FAILED,
+    };
+    if code == status::TIMED_OUT {
+        eprintln!("traplab: {} did not finish in time; QEMU stopped", lab.id);
+    }
+    Ok((trace, code))
 }

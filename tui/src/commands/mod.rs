@@ -8,11 +8,42 @@ pub mod diff;
 pub mod export;
 pub mod list;
 pub mod load;
+pub mod output;
 pub mod replay;
 pub mod run;
 pub mod stats;
 pub mod status;
 pub mod trace;
+
+/// Why a command did not do its job: what to tell the user, and the exit status that says
+/// it (`status.rs`). Most failures are usage errors (an unknown lab, a file that cannot be
+/// written), which is what a plain message converts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::new(status::USAGE, message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::new(status::USAGE, message)
+    }
+}
 
 /// The machine for a lab (by id) or a lone guest program, with extra hypervisor settings:
 /// what `trace`, `gdb` and `run` start — its control domain and when its domains start
@@ -24,19 +55,32 @@ pub fn machine(
 ) -> Result<(String, traplab_tracer::qemu::Machine), String> {
     let (name, mut machine) = match (lab, guest) {
         (_, Some(guest)) => {
-            if !traplab_labs::guest_elf(guest).is_file() {
-                return Err(format!(
-                    "there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs)"
-                ));
+            let elf = traplab_labs::guest_elf(guest);
+            if !elf.is_file() {
+                let names = traplab_labs::guest_names();
+                let tree = traplab_labs::tree::tree();
+                return Err(match names.iter().any(|name| name == guest) {
+                    // Its source is there but it was never built: say where we looked.
+                    true => format!(
+                        "the guest program \"{guest}\" is not built: no {} in {}; `cargo build` builds it",
+                        elf.display(),
+                        tree.describe()
+                    ),
+                    false => format!(
+                        "there is no guest program called \"{guest}\" (guests/src/bin/{guest}.rs){}",
+                        traplab_labs::nearest::did_you_mean(
+                            guest,
+                            names.iter().map(String::as_str)
+                        )
+                        .map(|suggestion| format!("; {suggestion}"))
+                        .unwrap_or_default()
+                    ),
+                });
             }
             (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
         }
         (Some(id), None) => {
-            let lab = traplab_labs::find(id)
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| {
-                    format!("there is no lab called \"{id}\"; `traplab list` shows them")
-                })?;
+            let lab = traplab_labs::lab(id)?;
             (lab.id.clone(), lab.machine())
         }
         (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),

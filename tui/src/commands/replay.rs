@@ -7,12 +7,22 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use traplab_tracer::store::Trace;
 
-pub fn run(args: &ReplayArgs) -> Result<ExitCode, String> {
+pub fn run(args: &ReplayArgs) -> Result<ExitCode, super::Failure> {
+    let (mut trace, mut loader) = Trace::start_loading(&args.file)
+        .map_err(|error| format!("cannot read {}: {error}", args.file.display()))?;
+    // The first piece (a chunk at least) says whether this is a recording at all, before
+    // the screen opens on nothing.
+    let whole = loader
+        .load(&mut trace, Some(std::time::Duration::ZERO))
+        .map_err(|error| format!("cannot read {}: {error}", args.file.display()))?;
+    if (whole || trace.error().is_some())
+        && let Some(failure) = super::load::not_a_recording(&args.file, &trace)
+    {
+        return Err(failure);
+    }
     if !std::io::stdout().is_terminal() {
         return Err("traplab replay needs a terminal; `traplab stats` and `traplab export` work without one".into());
     }
-    let (trace, loader) = Trace::start_loading(&args.file)
-        .map_err(|error| format!("cannot read {}: {error}", args.file.display()))?;
     let app = App::loading(trace, loader, Options::from_environment());
     let (interrupted, app) =
         ui::terminal::replay(app).map_err(|error| format!("the terminal failed: {error}"))?;
@@ -23,7 +33,7 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode, String> {
     match error {
         Some(error) => {
             eprintln!("traplab: {error}");
-            Ok(ExitCode::from(status::TRACE_INCOMPLETE))
+            Ok(ExitCode::from(status::BAD_RECORDING))
         }
         None => Ok(ExitCode::SUCCESS),
     }

@@ -9,7 +9,7 @@ use traplab_abi::event::domain_label;
 use traplab_tracer::stats::{self, Stats};
 use traplab_tracer::store::Trace;
 
-pub fn run(args: &StatsArgs) -> Result<ExitCode, String> {
+pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
     let (trace, code) = load::file_or_lab(&args.what, args.yes)?;
     let flows = trace.flows();
     if let Some(dom) = args.domain
@@ -29,7 +29,8 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, String> {
             } else {
                 there.join(", ")
             }
-        ));
+        )
+        .into());
     }
     let stats = match args.domain {
         Some(dom) => stats::per_domain(flows, trace.tsc_hz())

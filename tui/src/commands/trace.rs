@@ -1,15 +1,15 @@
 //! `traplab trace <lab>`: run a lab headless and print every event as it happens, with
 //! the guest's console output in between; or JSON Lines with `--json`.
 
+use super::output::Output;
 use super::status;
 use crate::cli::TraceArgs;
 use crate::setup;
 use std::collections::VecDeque;
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use traplab_abi::event::{Body, DomainState};
 use traplab_tracer::check::StreamCheck;
 use traplab_tracer::qemu::HvStatus;
@@ -23,7 +23,7 @@ const DEFAULT_TIMEOUT: u64 = 300;
 /// How many hypervisor log lines to show when something fails.
 const LOG_TAIL: usize = 20;
 
-pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
+pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
     machine.extra_args = args.qemu_args.clone();
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
@@ -55,6 +55,12 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         read_interval: None,
     };
     let mut session = Session::start(&machine, options).map_err(|error| error.to_string())?;
+    // The time limit and a signal end the command whatever its reader does: waiting for a
+    // reader that does not read gives up then (`output.rs`), and the session stops QEMU.
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    let give_up = || {
+        stop.load(Ordering::SeqCst) || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    };
     if let Some(port) = machine.gdb_port {
         // On stderr: stdout stays the trace (and valid JSON Lines with --json).
         let dom = machine.gdb_domain;
@@ -68,13 +74,12 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         eprintln!("  {}", super::gdb_command(&machine, port));
     }
 
-    let mut out = std::io::stdout().lock();
+    let mut out = Output::stdout();
     let mut check = StreamCheck::new();
     let mut log_tail = VecDeque::new();
     let mut killed = false;
     let mut last_status = None;
     let mut finish = None;
-    let mut write_failed = false;
     for item in &mut session {
         match item {
             Item::Event(event) => {
@@ -93,20 +98,21 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
                 {
                     eprintln!("traplab: recording failed: {error}");
                 }
-                let line = if args.json {
-                    json::to_line(&event)
-                } else {
-                    text::line(&event)
+                let line = || {
+                    if args.json {
+                        json::to_line(&event)
+                    } else {
+                        text::line(&event)
+                    }
                 };
-                // A closed pipe (`| head`) ends the output but not the run's bookkeeping.
-                write_failed |= writeln!(out, "{line}").is_err();
+                out.line(line, &give_up);
             }
             Item::Log(line) => {
                 if args.verbose {
                     if args.json {
                         eprintln!("hv log| {line}");
                     } else {
-                        write_failed |= writeln!(out, "hv log| {line}").is_err();
+                        out.line(|| format!("hv log| {line}"), &give_up);
                     }
                 }
                 log_tail.push_back(line);
@@ -118,7 +124,6 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
             Item::Finished(done) => finish = Some(done),
         }
     }
-    let _ = write_failed;
     if let Some(recorder) = recorder {
         recorder
             .finish()
@@ -130,7 +135,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(status::HV_FAILED));
     };
 
-    let code = exit_code(&finish, killed, last_status, !faults.is_empty());
+    let mut code = exit_code(&finish, killed, last_status, !faults.is_empty());
     if code != 0 || !faults.is_empty() {
         for fault in &faults {
             eprintln!("traplab: TRACE FAULT: {fault}");
@@ -143,29 +148,34 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, String> {
             (false, Some(status)) => format!("the guest exited with status {status}"),
             (false, None) => "no domain ended".to_string(),
         };
-        let _ = writeln!(
-            out,
-            "-- {name}: {outcome}; {events} events, {}",
-            if faults.is_empty() {
-                "none lost".to_string()
-            } else {
-                format!("{} trace fault(s)", faults.len())
-            }
+        let lost = if faults.is_empty() {
+            "none lost".to_string()
+        } else {
+            format!("{} trace fault(s)", faults.len())
+        };
+        out.line(
+            || format!("-- {name}: {outcome}; {events} events, {lost}"),
+            &give_up,
         );
+    }
+    let unwritten = out.finish(&give_up);
+    if unwritten > 0 {
+        // The run may have ended in time, but its output did not: the limit is the command's.
+        eprintln!("traplab: nothing read the output in time: {unwritten} line(s) were not written");
+        code = if stop.load(Ordering::SeqCst) {
+            status::INTERRUPTED
+        } else {
+            status::TIMED_OUT
+        };
     }
     Ok(ExitCode::from(code))
 }
 
-/// The exit status (see `traplab trace --help`).
+/// The exit status (see `traplab trace --help`): what went wrong with the run, else how
+/// the lab's domains ended.
 fn exit_code(finish: &Finish, killed: bool, last_status: Option<i32>, faulty: bool) -> u8 {
-    if finish.interrupted {
-        return status::INTERRUPTED;
-    }
-    if finish.timed_out || finish.hv_status != Some(HvStatus::Done) {
-        return status::HV_FAILED;
-    }
-    if faulty {
-        return status::TRACE_INCOMPLETE;
+    if let Some(code) = status::of_run(finish, faulty) {
+        return code;
     }
     if killed {
         return status::DOMAIN_KILLED;
@@ -220,5 +230,56 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             timeout: None,
             disk: args.disk,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finish(hv_status: Option<HvStatus>) -> Finish {
+        Finish {
+            exit_code: Some(1),
+            signal: None,
+            hv_status,
+            stderr: String::new(),
+            interrupted: false,
+            timed_out: false,
+            stopped: None,
+        }
+    }
+
+    #[test]
+    fn each_way_a_run_ends_has_its_status() {
+        let done = finish(Some(HvStatus::Done));
+        assert_eq!(exit_code(&done, false, Some(0), false), 0);
+        assert_eq!(
+            exit_code(&done, false, Some(3), false),
+            3,
+            "the guest's own"
+        );
+        assert_eq!(
+            exit_code(&done, true, Some(0), false),
+            status::DOMAIN_KILLED
+        );
+        assert_eq!(
+            exit_code(&done, false, Some(0), true),
+            status::TRACE_INCOMPLETE
+        );
+        assert_eq!(exit_code(&done, false, None, false), status::HV_FAILED);
+        assert_eq!(
+            exit_code(&finish(None), false, None, true),
+            status::HV_FAILED
+        );
+        let late = Finish {
+            timed_out: true,
+            ..finish(None)
+        };
+        assert_eq!(exit_code(&late, false, None, true), status::TIMED_OUT);
+        let stopped = Finish {
+            interrupted: true,
+            ..finish(None)
+        };
+        assert_eq!(exit_code(&stopped, false, None, true), status::INTERRUPTED);
     }
 }

@@ -104,10 +104,10 @@ pub struct Options {
 
 impl Options {
     /// For a student's terminal: colours unless `NO_COLOR`, the guests and the sources of
-    /// this build.
+    /// the traplab tree it runs in (`traplab_labs::tree`).
     pub fn from_environment() -> Options {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = traplab_labs::tree::tree().root.clone();
         Options {
             color: !no_color,
             guest_images: true,
