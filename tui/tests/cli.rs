@@ -310,7 +310,10 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
     );
     assert!(stdout.contains("| spinning"));
     assert!(
-        stdout.lines().last().is_some_and(|line| line.starts_with("-- spin: ")),
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("-- spin: ")),
         "the summary still comes after Ctrl-C: {stdout}"
     );
 }
