@@ -437,3 +437,28 @@ fn the_swap_in_page_fault_crosses_to_the_driver_domain_and_back() {
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("woken by d1's send"), "{screen}");
 }
+
+/// A decision's sentence says what the hypervisor went on to do: an INTR exit is emulated
+/// and nothing is skipped, the exit hypercall ends the domain, an OUT moves RIP past itself.
+#[test]
+fn a_decision_says_what_the_hypervisor_did() {
+    let mut app = open("event-channel.jsonl");
+    press(&mut app, "/INTR<Enter><Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("decide: emulate"), "{screen}");
+    assert!(screen.contains("changes nothing in the guest"), "{screen}");
+    assert!(screen.contains("no instruction is skipped"), "{screen}");
+    assert!(!screen.contains("skip the instruction"), "{screen}");
+
+    let mut app = open("page-fault.jsonl");
+    // The first flow: an OUT to the console, emulated.
+    press(&mut app, "<Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("then moves RIP past the"), "{screen}");
+    // The last: the exit hypercall.
+    press(&mut app, "<Esc>G<Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("the domain ends"), "{screen}");
+    assert!(screen.contains("nothing to resume"), "{screen}");
+    assert!(!screen.contains("skip the instruction"), "{screen}");
+}

@@ -336,7 +336,7 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             .get(flow_number)
             .is_some_and(|flow| flow.has_exit());
         for step in &app.story.steps {
-            if let Step::Event { event, .. } = step
+            if let Step::Event { event, index } = step
                 && let Ok(event) = event.as_ref()
                 && match event.body {
                     Body::Exit(_) | Body::Decide(_) => has_exit,
@@ -344,7 +344,7 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                     _ => false,
                 }
             {
-                lines.push(Line::raw(sentence(app, event)));
+                lines.push(Line::raw(sentence(app, *index, event)));
             }
             if lines.len() == 2 {
                 break;
@@ -368,8 +368,8 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     }
 }
 
-/// The sentence of an event, with the context the story gives it.
-fn sentence(app: &App, event: &Event) -> String {
+/// The sentence of event number `index`, with the context the story gives it.
+fn sentence(app: &App, index: usize, event: &Event) -> String {
     let dom = event.dom.unwrap_or(u16::MAX);
     let symbol = |address| app.symbol(dom, address);
     // A resume after an inject/bounce in the same flow enters the handler.
@@ -397,8 +397,27 @@ fn sentence(app: &App, event: &Event) -> String {
             symbol: &symbol,
             tsc_hz: app.trace.tsc_hz(),
             delivering,
+            outcome: outcome_of_decision(app, index, event),
         },
     )
+}
+
+/// For a `decide` event: what the hypervisor did after it, from the rest of its flow —
+/// once the flow is over (a live run stopped at the decision has not done it yet).
+fn outcome_of_decision(app: &App, index: usize, event: &Event) -> Option<explain::Outcome> {
+    if !matches!(event.body, Body::Decide(_)) {
+        return None;
+    }
+    let flow = &app.trace.flows()[app.trace.flow_of(index)?];
+    if flow.end == FlowEnd::Open {
+        return None;
+    }
+    let after: Vec<Event> = flow
+        .events()
+        .filter(|&later| later as usize > index)
+        .filter_map(|later| app.trace.event(later as usize).ok())
+        .collect();
+    Some(explain::Outcome::after(&after))
 }
 
 /// How many other domains get a lane of their own; the events of any further domain share
@@ -766,8 +785,8 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 
     // The step's meaning.
     let meaning = match app.current_step() {
-        Some(Step::Event { event, .. }) => match event.as_ref() {
-            Ok(event) => sentence(app, event),
+        Some(Step::Event { event, index }) => match event.as_ref() {
+            Ok(event) => sentence(app, *index, event),
             Err(error) => format!("This line cannot be read: {error}"),
         },
         Some(Step::Handler(handler)) => {
