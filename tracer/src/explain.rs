@@ -513,6 +513,30 @@ pub fn exit_specifics(exit: &Exit) -> String {
     }
 }
 
+/// What a run of the same trap does, without what changes from one to the next (the byte
+/// written): `OUT to the console UART`, `IN from port 0x60`; `None` for an exit other than
+/// IOIO, which the trap's class names well enough.
+pub fn repeated_access(exit: &Exit) -> Option<String> {
+    let ExitReason::Ioio { info: io, .. } = exit.exit_reason() else {
+        return None;
+    };
+    // The console UART's eight registers (transmit, line status, …) from its base port.
+    let uart = traplab_abi::boot::CONSOLE_PORT..traplab_abi::boot::CONSOLE_PORT + 8;
+    let port = if uart.contains(&io.port) {
+        "the console UART".to_string()
+    } else {
+        format!("port {:#x}", io.port)
+    };
+    let instruction = match (io.input, io.string) {
+        (true, false) => "IN",
+        (true, true) => "INS",
+        (false, false) => "OUT",
+        (false, true) => "OUTS",
+    };
+    let direction = if io.input { "from" } else { "to" };
+    Some(format!("{instruction} {direction} {port}"))
+}
+
 /// What a control register holds.
 pub fn cr_name(number: u8) -> String {
     let what = match number {
@@ -1235,6 +1259,12 @@ mod tests {
         exit.exitinfo1 = 0x03f8_0210;
         exit.regs.rax = 0x41;
         assert_eq!(exit_specifics(&exit), "OUT of 0x41 to port 0x3f8");
+        assert_eq!(
+            repeated_access(&exit).as_deref(),
+            Some("OUT to the console UART")
+        );
+        exit.exitinfo1 = 0x0060_0011;
+        assert_eq!(repeated_access(&exit).as_deref(), Some("IN from port 0x60"));
         exit.exitcode = exitcode::MSR;
         exit.exitinfo1 = 1;
         exit.regs.rcx = 0xc000_0080;

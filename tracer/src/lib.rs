@@ -16,6 +16,7 @@
 //! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
 //! | [`diff`]      | two traces aligned flow by flow                                        |
 //! | [`explain`]   | each step in one plain sentence, and every field decoded               |
+//! | [`filter`]    | `trace --only/--hide CLASS`: which events to print, by their flow's class |
 //! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
 //! | [`sample`]    | a small hand-made trace of two domains and an event channel, for tests  |
 //!
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod disk;
 pub mod explain;
 pub mod export;
+pub mod filter;
 pub mod flows;
 pub mod json;
 pub mod qemu;

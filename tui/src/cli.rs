@@ -156,6 +156,17 @@ pub struct TraceArgs {
     pub timeout: Option<u64>,
     #[command(flatten)]
     pub disk: DiskImage,
+    /// Print only the events of the trap flows of CLASS (repeat for several): a class as the
+    /// TUI's list names it (#PF, IOIO, CPUID, upcall) or an exit reason as the trace spells
+    /// it (EXCP_PF, INTR, VMMCALL). The boot, the domains' start and end, the switches
+    /// between domains and the guest's console lines are always printed. This filters what
+    /// is printed, never what is recorded: --record keeps every event.
+    #[arg(long, value_name = "CLASS")]
+    pub only: Vec<String>,
+    /// Leave out the events of the trap flows of CLASS (repeat for several), as --only
+    /// names them; printed only, never recorded.
+    #[arg(long, value_name = "CLASS")]
+    pub hide: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -259,7 +270,8 @@ pub struct DiffArgs {
 /// The keys of the terminal UI (`run` and `replay`).
 const UI_KEYS: &str = "\
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · w/W the upcall a notification caused / the
+⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
+repeated flows · w/W the upcall a notification caused / the
 notification that caused an upcall, in another domain · Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
@@ -310,7 +322,8 @@ The hypervisor waits after its boot event. Then:
   s        step one event: the decision, then the injection, then the resume
   t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · w/W along a notification to another domain ·
+⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
+repeated flows · w/W along a notification to another domain ·
 Tab (or d r x) Detail, Registers, Code ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.

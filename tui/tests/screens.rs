@@ -231,11 +231,16 @@ fn mouse_wheel_scrolls() {
         row: 10,
         modifiers: KeyModifiers::NONE,
     };
+    // Three rows down: past the folded console output and the #PF, to the IRET.
     app.handle_mouse(wheel(MouseEventKind::ScrollDown));
-    assert_eq!(app.selected, 3);
+    assert_eq!(app.row_of(app.selected), 3);
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "IRET"
+    );
     app.handle_mouse(wheel(MouseEventKind::ScrollUp));
     assert_eq!(app.selected, 0);
-    press(&mut app, "<Enter>");
+    press(&mut app, "j<Enter>");
     app.handle_mouse(wheel(MouseEventKind::ScrollDown));
     assert_eq!(app.step, 1);
 }
@@ -430,7 +435,9 @@ fn the_swap_in_page_fault_crosses_to_the_driver_domain_and_back() {
         flows[fault..=returned].iter().all(|flow| flow.dom != 0),
         "dom0 stays out of d1's page-in"
     );
-    // On screen: open the send, follow its notification into d2's lane.
+    // On screen: open the send, follow its notification into d2's lane (z: a row per flow,
+    // so that `j` counts flows).
+    press(&mut app, "z");
     press(&mut app, &"j".repeat(send));
     press(&mut app, "<Enter>w");
     assert_eq!(app.selected_flow(), Some(backend));
@@ -451,8 +458,8 @@ fn a_decision_says_what_the_hypervisor_did() {
     assert!(!screen.contains("skip the instruction"), "{screen}");
 
     let mut app = open("page-fault.jsonl");
-    // The first flow: an OUT to the console, emulated.
-    press(&mut app, "<Enter>l");
+    // The first flow: an OUT to the console, emulated (⏎ unfolds its run, ⏎ opens it).
+    press(&mut app, "<Enter><Enter>l");
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("then moves RIP past the"), "{screen}");
     // The last: the exit hypercall.
@@ -461,4 +468,45 @@ fn a_decision_says_what_the_hypervisor_did() {
     assert!(screen.contains("the domain ends"), "{screen}");
     assert!(screen.contains("nothing to resume"), "{screen}");
     assert!(!screen.contains("skip the instruction"), "{screen}");
+}
+
+/// A guest printing a line traps once per byte at the same OUT: such runs are one row each
+/// (the page-fault lab's 158 flows are six rows), ⏎ unfolds one, `z` unfolds them all.
+#[test]
+fn repeated_console_flows_fold_into_one_row() {
+    let mut app = open("page-fault.jsonl");
+    assert_eq!(app.visible.len(), 158);
+    assert_eq!(app.rows.len(), 6, "{:?}", app.rows);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("IOIO    ▸ ×46 OUT to the console UART, printing “"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("and 45 more like it: ⏎ unfolds them"),
+        "{screen}"
+    );
+    // One j: past the run, on the lab's own first flow.
+    press(&mut app, "j");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "#PF"
+    );
+    // ⏎ on the run opens it, in place; a second ⏎ opens its first flow.
+    press(&mut app, "k<Enter>");
+    assert_eq!(app.screen, Screen::Flows);
+    assert_eq!(app.rows.len(), 6 + 45);
+    assert!(draw(&app, 100, 30).contains("      6   0.034800 d0   IOIO    emulate"));
+    press(&mut app, "<Enter>");
+    assert_eq!((app.screen, app.selected_flow()), (Screen::Flow, Some(0)));
+    // z: every flow a row of its own; z again: folded again.
+    press(&mut app, "<Esc>z");
+    assert_eq!(app.rows.len(), 158);
+    press(&mut app, "z");
+    assert_eq!(app.rows.len(), 6);
+    // A search that lands inside a folded run opens it.
+    press(&mut app, "/IOIO<Enter>");
+    assert_eq!(app.selected, 1);
+    assert!(!app.rows[0].is_folded());
+    assert_eq!(app.row_of(app.selected), 1);
 }

@@ -11,7 +11,7 @@ use super::story::{Step, Story};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use traplab_abi::control::{Break, Command};
@@ -50,6 +50,28 @@ impl Pane {
             Pane::Registers => "Registers",
             Pane::Code => "Code",
         }
+    }
+}
+
+/// How many flows in a row that repeat one another ([`Flow::repeats`]) fold into one row.
+///
+/// [`Flow::repeats`]: traplab_tracer::flows::Flow::repeats
+pub const FOLD_AT_LEAST: usize = 3;
+
+/// A row of the flows list: one flow, or a run of flows that repeat one another (a guest
+/// printing a line traps once per byte, at the same OUT) folded into one line until ⏎
+/// opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// Where its first flow is in [`App::visible`].
+    pub start: usize,
+    /// How many visible flows it stands for: 1, or the length of a folded run.
+    pub len: usize,
+}
+
+impl Row {
+    pub fn is_folded(&self) -> bool {
+        self.len > 1
     }
 }
 
@@ -125,6 +147,12 @@ pub struct App {
     pub help: bool,
     /// The flow numbers that pass the filters, in order.
     pub visible: Vec<u32>,
+    /// The rows of the list: `visible`, with runs of repeated flows folded.
+    pub rows: Vec<Row>,
+    /// Fold runs of repeated flows (`z` turns it off and on).
+    pub folding: bool,
+    /// The runs the user opened, by their first flow's number.
+    unfolded: HashSet<u32>,
     /// Position in `visible`.
     pub selected: usize,
     /// The selected flow's story and the step shown.
@@ -163,6 +191,9 @@ impl App {
             pane: Pane::Detail,
             help: false,
             visible: Vec::new(),
+            rows: Vec::new(),
+            folding: true,
+            unfolded: HashSet::new(),
             selected: 0,
             story: Story::default(),
             step: 0,
@@ -265,6 +296,7 @@ impl App {
         if self.loader.is_none() {
             self.stats = stats::compute(flows, self.trace.tsc_hz());
         }
+        self.refold();
         if self.options.guest_images {
             for (dom, name) in self.trace.domains().to_vec() {
                 self.images.entry(dom).or_insert_with(|| {
@@ -274,6 +306,58 @@ impl App {
                 });
             }
         }
+    }
+
+    /// Group `visible` into rows: a run of at least [`FOLD_AT_LEAST`] flows that repeat the
+    /// run's first is one row, unless the user opened it; every other flow is a row.
+    fn refold(&mut self) {
+        let flows = self.trace.flows();
+        self.rows.clear();
+        let mut start = 0;
+        while start < self.visible.len() {
+            let first = self.visible[start];
+            let run_of = &flows[first as usize];
+            let mut end = start + 1;
+            while end < self.visible.len() && flows[self.visible[end] as usize].repeats(run_of) {
+                end += 1;
+            }
+            let len = end - start;
+            if self.folding && len >= FOLD_AT_LEAST && !self.unfolded.contains(&first) {
+                self.rows.push(Row { start, len });
+            } else {
+                self.rows.extend((start..end).map(|position| Row {
+                    start: position,
+                    len: 1,
+                }));
+            }
+            start = end;
+        }
+    }
+
+    /// The row that shows position `position` of `visible`.
+    pub fn row_of(&self, position: usize) -> usize {
+        self.rows
+            .partition_point(|row| row.start <= position)
+            .saturating_sub(1)
+    }
+
+    /// The selected row, if any flow is visible.
+    pub fn selected_row(&self) -> Option<Row> {
+        self.rows.get(self.row_of(self.selected)).copied()
+    }
+
+    /// Open the folded run at row `row`: its flows get a row each.
+    fn unfold(&mut self, row: usize) {
+        if let Some(run) = self.rows.get(row).filter(|run| run.is_folded()) {
+            self.unfolded.insert(self.visible[run.start]);
+            self.refold();
+        }
+    }
+
+    /// New visible flows (the filters changed, or were dropped to show a flow).
+    fn set_visible(&mut self, visible: Vec<u32>) {
+        self.visible = visible;
+        self.refold();
     }
 
     fn passes(&self, number: usize) -> bool {
@@ -287,10 +371,11 @@ impl App {
     /// Recompute the visible flows after a filter changed, keeping the selection near.
     fn refilter(&mut self) {
         let keep = self.selected_flow();
-        self.visible = (0..self.trace.flows().len())
+        let visible = (0..self.trace.flows().len())
             .filter(|&number| self.passes(number))
             .map(|n| n as u32)
             .collect();
+        self.set_visible(visible);
         let position = keep.map_or(0, |flow| {
             self.visible
                 .partition_point(|&visible| (visible as usize) < flow)
@@ -298,9 +383,18 @@ impl App {
         self.select(position);
     }
 
-    /// Select position `position` of the visible flows and start its story.
+    /// Select position `position` of the visible flows and start its story. A flow inside a
+    /// folded run (a search found it, a step went past its neighbour) opens the run.
     pub fn select(&mut self, position: usize) {
         self.selected = position.min(self.visible.len().saturating_sub(1));
+        let row = self.row_of(self.selected);
+        if self
+            .rows
+            .get(row)
+            .is_some_and(|run| run.is_folded() && run.start != self.selected)
+        {
+            self.unfold(row);
+        }
         self.rebuild_story();
         self.step = self.story.start;
         self.pane_scroll = 0;
@@ -313,10 +407,18 @@ impl App {
         };
     }
 
-    /// Move the selection by `delta` flows.
+    /// Move the selection by `delta` rows (a folded run is one).
     fn move_selection(&mut self, delta: isize) {
-        let position = self.selected.saturating_add_signed(delta);
-        self.select(position);
+        let row = self
+            .row_of(self.selected)
+            .saturating_add_signed(delta)
+            .min(self.rows.len().saturating_sub(1));
+        self.select(self.rows.get(row).map_or(0, |row| row.start));
+    }
+
+    /// Select the last row (a folded run at the end stays folded).
+    fn select_last_row(&mut self) {
+        self.select(self.rows.last().map_or(0, |row| row.start));
     }
 
     /// One step forward or back; past either end of the story, into the next/previous flow.
@@ -445,7 +547,7 @@ impl App {
             None => {
                 self.class_filter = None;
                 self.action_filter = None;
-                self.visible = (0..self.trace.flows().len() as u32).collect();
+                self.set_visible((0..self.trace.flows().len() as u32).collect());
                 flow
             }
         };
@@ -574,11 +676,21 @@ impl App {
                 self.move_selection(-10)
             }
             KeyCode::Char('g') | KeyCode::Home => self.select(0),
-            KeyCode::Char('G') | KeyCode::End => self.select(usize::MAX),
+            KeyCode::Char('G') | KeyCode::End => self.select_last_row(),
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right
+                if self.selected_row().is_some_and(|row| row.is_folded()) =>
+            {
+                self.unfold(self.row_of(self.selected))
+            }
             KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right
                 if self.selected_flow().is_some() =>
             {
                 self.screen = Screen::Flow
+            }
+            KeyCode::Char('z') => {
+                self.folding = !self.folding;
+                self.unfolded.clear();
+                self.refold();
             }
             KeyCode::Char('w') => self.follow_wake(true),
             KeyCode::Char('W') => self.follow_wake(false),
@@ -780,7 +892,7 @@ impl App {
     /// After items came: take in the new flows, follow the tail while running, and move to
     /// where the hypervisor stopped when it stops.
     pub fn sync(&mut self) {
-        let at_end = self.selected + 1 >= self.visible.len();
+        let at_end = self.row_of(self.selected) + 1 >= self.rows.len();
         let before = (self.visible.len(), self.story.steps.len());
         self.refresh();
         let stopped = self
@@ -818,11 +930,10 @@ impl App {
                     // A filter hides it: drop the filters rather than hide the stop.
                     self.class_filter = None;
                     self.action_filter = None;
-                    self.visible = (0..self.trace.flows().len() as u32).collect();
+                    self.set_visible((0..self.trace.flows().len() as u32).collect());
                     flow
                 });
-                self.selected = position;
-                self.rebuild_story();
+                self.select(position);
                 self.step = self.story.step_of(index).unwrap_or(self.story.start);
                 self.screen = Screen::Flow;
             }
@@ -831,7 +942,7 @@ impl App {
         if (self.visible.len(), self.story.steps.len()) != before {
             let step = self.step;
             if at_end && stopped.is_none() {
-                self.select(usize::MAX);
+                self.select_last_row();
             } else {
                 self.rebuild_story();
                 self.step = step.min(self.story.steps.len().saturating_sub(1));

@@ -10,7 +10,7 @@
 //!  └ status: a prompt, a message, or the keys ────────────────────────────────────────┘
 //! ```
 
-use super::app::{App, LiveState, Pane, Purpose, Screen};
+use super::app::{App, LiveState, Pane, Purpose, Row, Screen};
 use super::story::Step;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -195,6 +195,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             (Screen::Flows, false) => &[
                 ("j/k", "move"),
                 ("⏎", "open"),
+                ("z", "fold"),
                 ("/", "search"),
                 ("f/a", "class/action filter"),
                 ("3", "stats"),
@@ -273,6 +274,75 @@ fn flow_row(app: &App, flow_number: usize, width: usize) -> String {
     fit(&text, width)
 }
 
+/// The row of a folded run: where it starts, then `▸ ×150` and what the run does —
+/// `OUT to the console UART, printing “…”` — in place of the action and RIP columns.
+fn folded_row(app: &App, row: Row, width: usize) -> String {
+    let flows = app.trace.flows();
+    let first = &flows[app.visible[row.start] as usize];
+    let last = &flows[app.visible[row.start + row.len - 1] as usize];
+    let seq = app
+        .trace
+        .index_of(first.first as usize)
+        .map_or(0, |entry| entry.seq);
+    let access = match app.trace.event(first.first as usize) {
+        Ok(Event {
+            body: Body::Exit(exit),
+            ..
+        }) => explain::repeated_access(&exit),
+        _ => None,
+    };
+    let what = access.unwrap_or_else(|| {
+        let symbol = app.symbol(first.dom, first.rip).unwrap_or_default();
+        format!(
+            "{} at {:#x} {}",
+            first.action_text(),
+            first.rip,
+            short_symbol(&symbol)
+        )
+    });
+    let printed = run_console(app, first.dom, first.first as usize, last.last() as usize);
+    let printed = if printed.is_empty() {
+        String::new()
+    } else {
+        format!(", printing {}", printed.join(" "))
+    };
+    let text = format!(
+        "{seq:>7} {:>10} {:<4} {:<7} ▸ ×{} {}{printed}",
+        time(app, first.tsc),
+        traplab_abi::event::domain_label(first.dom),
+        first.class(),
+        row.len,
+        what.trim_end()
+    );
+    fit(&text, width)
+}
+
+/// How many events of a folded run are looked at for the lines it printed.
+const RUN_CONSOLE_SCAN: usize = 5_000;
+
+/// The console lines domain `dom` printed between events `first` and `last` (the first
+/// few, quoted).
+fn run_console(app: &App, dom: u16, first: usize, last: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for index in first..=last.min(first + RUN_CONSOLE_SCAN) {
+        let is_console = app.trace.index_of(index).is_some_and(|entry| {
+            entry.kind == traplab_tracer::flows::Kind::Console && entry.dom == dom
+        });
+        if is_console
+            && let Ok(Event {
+                body: Body::Console(line),
+                ..
+            }) = app.trace.event(index)
+        {
+            lines.push(format!("“{}”", line.text));
+            if lines.len() == 3 {
+                break;
+            }
+        }
+    }
+    lines
+}
+
 fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let [list, preview] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
     let block = Block::bordered().title(" Flows: one row per trap ");
@@ -307,20 +377,25 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         );
     }
     // Keep the selection in view, a little above the middle.
-    let top = app
-        .selected
+    let selected_row = app.row_of(app.selected);
+    let top = selected_row
         .saturating_sub(rows / 3)
-        .min(app.visible.len().saturating_sub(rows));
-    for (row, position) in (top..app.visible.len()).take(rows).enumerate() {
-        let text = flow_row(app, app.visible[position] as usize, width);
-        let style = if position == app.selected {
+        .min(app.rows.len().saturating_sub(rows));
+    for (line, row_number) in (top..app.rows.len()).take(rows).enumerate() {
+        let row = app.rows[row_number];
+        let text = if row.is_folded() {
+            folded_row(app, row, width)
+        } else {
+            flow_row(app, app.visible[row.start] as usize, width)
+        };
+        let style = if row_number == selected_row {
             theme.lit()
         } else {
             Style::new()
         };
         buf.set_line(
             inner.x,
-            inner.y + 1 + row as u16,
+            inner.y + 1 + line as u16,
             &Line::styled(text, style),
             inner.width,
         );
@@ -350,7 +425,17 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 break;
             }
         }
-        let title = format!(" Flow {}/{} ", flow_number + 1, app.trace.flows().len());
+        let run = match app.selected_row() {
+            Some(row) if row.is_folded() => {
+                format!("and {} more like it: ⏎ unfolds them ", row.len - 1)
+            }
+            _ => String::new(),
+        };
+        let title = format!(
+            " Flow {}/{} {run}",
+            flow_number + 1,
+            app.trace.flows().len()
+        );
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
             .block(Block::bordered().title(title))
@@ -1258,10 +1343,17 @@ fn render_stats(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 const HELP: &[(&str, &str)] = &[
     ("j k ↓ ↑", "next / previous flow"),
     ("h l ← →", "step back / forward one event (Flow screen)"),
-    ("⏎ Esc", "open the flow / back to the list"),
+    (
+        "⏎ Esc",
+        "open the flow (a folded run ×N: unfold it) / back to the list",
+    ),
+    (
+        "z",
+        "fold / unfold every run of repeated flows (same trap, same RIP)",
+    ),
     ("w W", "follow a notification to its upcall / back"),
     ("g G", "first / last"),
-    ("PgDn PgUp", "ten flows on"),
+    ("PgDn PgUp", "ten rows on"),
     ("Tab d r x", "Detail, Registers, Code"),
     ("J K", "scroll the Detail/Registers/Code pane"),
     ("/ n N", "search flows, next / previous match"),
