@@ -15,6 +15,7 @@
 //! | [`stats`]     | per exit reason (and per domain): count, share, min/avg/p50/p95/max hypervisor time |
 //! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
 //! | [`diff`]      | two traces aligned flow by flow                                        |
+//! | [`delivery`]  | what a handler starts with: the frame the CPU pushed, the registers after it |
 //! | [`explain`]   | each step in one plain sentence, and every field decoded               |
 //! | [`filter`]    | `trace --only/--hide CLASS`: which events to print, by their flow's class |
 //! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
@@ -24,6 +25,7 @@
 
 pub mod check;
 pub mod code;
+pub mod delivery;
 pub mod diff;
 pub mod disk;
 pub mod explain;

@@ -510,3 +510,58 @@ fn repeated_console_flows_fold_into_one_row() {
     assert!(!app.rows[0].is_folded());
     assert_eq!(app.row_of(app.selected), 1);
 }
+
+/// At the resume into the #PF handler, the Registers pane shows what the handler's first
+/// instruction sees: RSP on the frame the CPU pushed (placed by the handler's IRET), CR2 as
+/// the inject set it; after the IRET, what the IRET popped.
+#[test]
+fn the_registers_at_a_delivery_are_the_handler_s() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>lllr");
+    let screen = draw(&app, 120, 40);
+    assert!(
+        screen.contains("the #PF handler's start (seq 190 + delivery)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("rsp     0x21fe60 →   0x20ffd0*"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("cr2          0x0 → 0x40000000*"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("rsp: on the 48-byte frame the CPU pushed at VMRUN"),
+        "{screen}"
+    );
+    // The resume after the handler's IRET: back on the faulting code's stack.
+    press(&mut app, "G");
+    let screen = draw(&app, 120, 40);
+    assert!(
+        screen.contains("rsp     0x20ffd8 →   0x21fe60*"),
+        "{screen}"
+    );
+}
+
+/// At the inject step, the Detail pane decodes the exception frame the CPU will push at
+/// VMRUN: where it goes (found at the handler's IRET) and each slot.
+#[test]
+fn the_inject_step_decodes_the_frame_the_cpu_pushes() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>ll");
+    let screen = draw(&app, 140, 40);
+    assert!(
+        screen.contains("frame      48 bytes the CPU pushes at VMRUN, at 0x20ffd0: the handler's RSP (found at its IRET, seq 440)"),
+        "{screen}"
+    );
+    for slot in [
+        "  +0x00    error code        0x2  what the handler pops before its IRET",
+        "  +0x08    rip          0x2000b6  the trapping instruction: the IRET runs it again",
+        "  +0x18    rflags            0x6",
+        "  +0x20    rsp          0x21fe60  the interrupted code's stack",
+        "  +0x28    ss                  ·",
+    ] {
+        assert!(screen.contains(slot), "{slot} in\n{screen}");
+    }
+}

@@ -18,8 +18,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
 use traplab_abi::event::{Body, Event};
+use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
+use traplab_tracer::delivery;
 use traplab_tracer::explain::{self, Context};
 use traplab_tracer::flows::FlowEnd;
 use traplab_tracer::store::NO_DOM;
@@ -947,7 +949,13 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     match app.current_step() {
         Some(Step::Event { event, index }) => match event.as_ref() {
             Ok(event) => {
-                let rows = explain::fields(event);
+                let mut rows = explain::fields(event);
+                // At the inject: the exception frame the CPU will push, decoded.
+                if matches!(event.body, Body::Inject(_))
+                    && let Some(frame) = delivered_frame(app)
+                {
+                    rows.extend(frame.rows());
+                }
                 let label_width = rows
                     .iter()
                     .map(|(label, _)| label.chars().count())
@@ -1053,6 +1061,41 @@ fn exit_and_resume(app: &App) -> (Option<Event>, Option<Event>) {
     (exit, resume)
 }
 
+/// The events of the flow the current step belongs to, in order.
+fn current_flow_events(app: &App) -> Vec<Event> {
+    let Some(flow) = app
+        .story
+        .flow_at(app.step)
+        .and_then(|flow| app.trace.flows().get(flow))
+    else {
+        return Vec::new();
+    };
+    flow.events()
+        .filter_map(|index| app.trace.event(index as usize).ok())
+        .collect()
+}
+
+/// The frame the CPU pushed for the event the story's delivering flow injected, placed by
+/// the handler's IRET when the story has it.
+fn delivered_frame(app: &App) -> Option<delivery::Frame> {
+    let flows = app.trace.flows();
+    let delivering = flows.get(*app.story.flows.first()?)?;
+    let events: Vec<Event> = delivering
+        .events()
+        .filter_map(|index| app.trace.event(index as usize).ok())
+        .collect();
+    // The returning flow begins with the handler's IRET exit.
+    let iret = app
+        .story
+        .flows
+        .get(1)
+        .and_then(|&returning| app.trace.event(flows.get(returning)?.first as usize).ok())
+        .filter(|event| {
+            matches!(&event.body, Body::Exit(exit) if exit.exit_reason() == ExitReason::Iret)
+        });
+    delivery::frame(&events, iret.as_ref())
+}
+
 fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     let (exit, resume) = exit_and_resume(app);
     let Some(Event {
@@ -1065,30 +1108,38 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
             "no exit in this flow: it began when the hypervisor switched its domain in",
         )];
     };
-    let resume = resume.and_then(|event| match event.body {
-        Body::Resume(resume) => Some((event.seq, resume)),
-        _ => None,
-    });
+    // After: what the guest's first instruction sees once the flow lets it go on — for a
+    // delivery, after the CPU pushed the frame (the resume event is recorded before).
+    let in_delivering_flow = app.story.flow_at(app.step) == app.story.flows.first().copied();
+    let frame = in_delivering_flow.then(|| delivered_frame(app)).flatten();
+    let after = delivery::goes_on(&current_flow_events(app), frame.as_ref());
+    let known = |name: &str, value: u64| {
+        after
+            .as_ref()
+            .filter(|after| !after.unknown.contains(&name))
+            .map(|_| value)
+    };
     let mut rows: Vec<(&str, u64, Option<u64>)> = vec![
-        ("rip", exit.rip, resume.as_ref().map(|(_, r)| r.rip)),
+        ("rip", exit.rip, after.as_ref().map(|after| after.rip)),
         (
             "rflags",
             exit.rflags,
-            resume.as_ref().map(|(_, r)| r.rflags),
+            after.as_ref().map(|after| after.rflags),
         ),
     ];
-    let after = resume.as_ref().map(|(_, r)| r.regs.named());
+    let after_regs = after.as_ref().map(|after| after.regs.named());
     for (position, (name, value)) in exit.regs.named().into_iter().enumerate() {
-        rows.push((name, value, after.map(|regs| regs[position].1)));
+        let later = after_regs.and_then(|regs| known(name, regs[position].1));
+        rows.push((name, value, later));
     }
-    for (name, value) in [
-        ("cr0", exit.cr0),
-        ("cr2", exit.cr2),
-        ("cr3", exit.cr3),
-        ("cr4", exit.cr4),
-        ("efer", exit.efer),
+    for (name, value, later) in [
+        ("cr0", exit.cr0, after.as_ref().map(|after| after.cr0)),
+        ("cr2", exit.cr2, after.as_ref().map(|after| after.cr2)),
+        ("cr3", exit.cr3, after.as_ref().map(|after| after.cr3)),
+        ("cr4", exit.cr4, after.as_ref().map(|after| after.cr4)),
+        ("efer", exit.efer, after.as_ref().map(|after| after.efer)),
     ] {
-        rows.push((name, value, None));
+        rows.push((name, value, later));
     }
     let value_width = rows
         .iter()
@@ -1102,11 +1153,15 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     let cell = 6 + value_width + 3 + value_width + 3;
     let groups = (width / cell).clamp(1, 3);
     let per_group = rows.len().div_ceil(groups);
-    let resume_text = resume.as_ref().map_or("no resume".to_string(), |(seq, _)| {
-        format!("resume (seq {seq})")
-    });
+    let resume_text = match (resume.as_ref().map(|event| event.seq), &frame) {
+        (None, _) => "no resume".to_string(),
+        (Some(seq), Some(frame)) => {
+            format!("the {} handler's start (seq {seq} + delivery)", frame.name)
+        }
+        (Some(seq), None) => format!("the resume (seq {seq})"),
+    };
     let mut lines = vec![Line::styled(
-        format!("at the exit (seq {exit_seq}) → at the {resume_text}; * changed"),
+        format!("exit (seq {exit_seq}) → {resume_text}; * changed"),
         theme.dim(),
     )];
     for row in 0..per_group {
@@ -1136,6 +1191,9 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
             spans.push(Span::raw("  "));
         }
         lines.push(Line::from(spans));
+    }
+    for note in after.iter().flat_map(|after| &after.notes) {
+        lines.push(Line::styled(note.clone(), theme.dim()));
     }
     lines
 }
