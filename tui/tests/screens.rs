@@ -275,6 +275,23 @@ fn the_code_pane_names_the_guest_symbol() {
         screen.contains("hypervisor decision at hv/src/exit/"),
         "{screen}"
     );
+    // The source line is the guest's own, where `write_volatile` was inlined, not the
+    // library's; the library functions inlined there are named after it.
+    let source = image.source(rip).expect("the guest's line");
+    assert!(source.file.ends_with("guests/src/bin/page-fault.rs"));
+    let place = format!(
+        "guests/src/bin/page-fault.rs:{} in page_fault::main",
+        source.line
+    );
+    assert!(screen.contains(&place), "{place} in\n{screen}");
+    assert!(
+        screen.contains(".write_volatile(42)"),
+        "the line itself\n{screen}"
+    );
+    assert!(
+        screen.contains("inlined there: core::ptr::mut_ptr::<impl *mut T>::write_volatile"),
+        "{screen}"
+    );
 }
 
 #[test]

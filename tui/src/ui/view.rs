@@ -1243,17 +1243,60 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
         let symbol = image
             .and_then(|image| image.describe(address))
             .unwrap_or_else(|| "(no symbol)".into());
-        let source = image
-            .and_then(|image| image.source_line(address))
-            .map(|(file, line)| format!(" — {}:{line}", short_path(&file)))
+        // The guest's own line, not the library function the compiler inlined there.
+        let source = image.and_then(|image| image.source(address));
+        let place = source
+            .as_ref()
+            .map(|source| {
+                let function = source
+                    .function
+                    .as_deref()
+                    .map(|function| format!(" in {function}"))
+                    .unwrap_or_default();
+                format!(" — {}:{}{function}", short_path(&source.file), source.line)
+            })
             .unwrap_or_default();
         lines.push(Line::styled(
             format!(
-                "guest {} at {address:#x}: {symbol}{source}",
+                "guest {} at {address:#x}: {symbol}{place}",
                 traplab_abi::event::domain_label(dom)
             ),
             theme.header(),
         ));
+        if let Some(source) = &source {
+            if let Some((_, _, excerpt)) = app.options.source_root.as_deref().and_then(|root| {
+                code::source_excerpt(
+                    root,
+                    &format!("{}:{}", short_path(&source.file), source.line),
+                    0,
+                )
+            }) {
+                for (number, text) in excerpt {
+                    lines.push(Line::raw(format!("  {number:>4} {}", text.trim_end())));
+                }
+            }
+            if !source.inlined.is_empty() {
+                // From the guest's line inwards: what it called, and where that was.
+                let chain: Vec<String> = source
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|frame| {
+                        let function = frame.function.as_deref().unwrap_or("?");
+                        match (&frame.file, frame.line) {
+                            (Some(file), Some(line)) => {
+                                format!("{function} ({}:{line})", library_path(file))
+                            }
+                            _ => function.to_string(),
+                        }
+                    })
+                    .collect();
+                lines.push(Line::styled(
+                    format!("  inlined there: {}", chain.join(" → ")),
+                    theme.dim(),
+                ));
+            }
+        }
         // EFER.LMA clear: the guest runs in legacy (32-bit) mode, and its bytes decode so.
         let long_mode = exit.as_ref().is_none_or(|exit| {
             EferFlags::from_bits_truncate(exit.efer).contains(EferFlags::LONG_MODE_ACTIVE)
@@ -1331,6 +1374,14 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
 /// A guest symbol without the guests' crate prefix, which every one of them has.
 fn short_symbol(symbol: &str) -> String {
     symbol.replace("traplab_guests::", "")
+}
+
+/// `core/src/ptr/mod.rs` from `/rustc/<hash>/library/core/src/ptr/mod.rs`.
+fn library_path(path: &str) -> &str {
+    match path.find("/library/") {
+        Some(at) => &path[at + "/library/".len()..],
+        None => short_path(path),
+    }
 }
 
 /// `guests/src/bin/page-fault.rs` from an absolute DWARF path.
