@@ -100,6 +100,8 @@ enum Off {
 /// The rest of an exit's handling, owed by a vCPU that left the CPU at that exit.
 struct Parked {
     exit: Exit,
+    /// [`control::stopped_ticks`] at the exit.
+    stopped_at_exit: u64,
     applied: Applied,
 }
 
@@ -312,7 +314,12 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         return;
     };
     domain.timer_tick(machine.now());
-    if let Some(Parked { exit, mut applied }) = scheduler.parked.remove(&id) {
+    if let Some(Parked {
+        exit,
+        stopped_at_exit,
+        mut applied,
+    }) = scheduler.parked.remove(&id)
+    {
         let mut events = Vec::new();
         apply::before_resume(domain, &exit, &mut applied, &mut events);
         for body in events {
@@ -321,7 +328,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         if trace::enabled() {
             record(
                 Some(id),
-                Body::Resume(resume_event(domain, &exit, &applied)),
+                Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied)),
             );
         }
     }
@@ -360,6 +367,7 @@ fn run_vcpu(
         };
         domain.vcpu.after_vmrun();
         let exit = Exit::read(domain, rdtsc());
+        let stopped_at_exit = control::stopped_ticks();
         if trace::enabled() {
             record(Some(id), Body::Exit(exit_event(domain, &exit)));
         }
@@ -412,7 +420,14 @@ fn run_vcpu(
             return Off::Ended(end);
         }
         if let Some(switch) = applied.switch {
-            scheduler.parked.insert(id, Parked { exit, applied });
+            scheduler.parked.insert(
+                id,
+                Parked {
+                    exit,
+                    stopped_at_exit,
+                    applied,
+                },
+            );
             return Off::Switched(switch);
         }
         if trace::enabled() {
@@ -421,7 +436,7 @@ fn run_vcpu(
             };
             record(
                 Some(id),
-                Body::Resume(resume_event(domain, &exit, &applied)),
+                Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied)),
             );
         }
         if let Some(debugger) = running.debugger_of(id)
@@ -454,7 +469,10 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     }
 }
 
-fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
+/// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
+/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`control::stopped_ticks`]
+/// at the exit).
+fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
     let save = &domain.vcpu.vmcb.save;
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
@@ -462,7 +480,7 @@ fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
         rip: applied.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles: rdtsc() - exit.tsc,
+        cycles: (rdtsc() - exit.tsc) - (control::stopped_ticks() - stopped_at_exit),
     }
 }
 

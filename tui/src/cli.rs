@@ -204,7 +204,7 @@ pub struct BenchArgs {
 #[command(after_help = "\
 The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT
 to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched
-out while others ran), shown in µs with the TSC rate the hypervisor measured at boot. With
+out while others ran; a stop at a break, a step or gdb is never counted), shown in µs with the TSC rate the hypervisor measured at boot. With
 several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers
 Xen gives its domains). Exit status: 0; 124 when the recording has a bad line (the table
 covers the events before it); 2 for usage errors.")]
