@@ -272,7 +272,8 @@ const UI_KEYS: &str = "\
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
 ⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
 repeated flows · w/W the upcall a notification caused / the
-notification that caused an upcall, in another domain · Tab (or d r x) Detail, Registers, Code ·
+notification that caused an upcall, in another domain · Tab (or d r x o) Detail, Registers,
+Code, Console ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
 scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
@@ -324,7 +325,7 @@ The hypervisor waits after its boot event. Then:
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
 ⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
 repeated flows · w/W along a notification to another domain ·
-Tab (or d r x) Detail, Registers, Code ·
+Tab (or d r x o) Detail, Registers, Code, Console ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
 J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR.

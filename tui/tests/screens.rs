@@ -582,3 +582,29 @@ fn the_inject_step_decodes_the_frame_the_cpu_pushes() {
         assert!(screen.contains(slot), "{slot} in\n{screen}");
     }
 }
+
+/// The Console pane (`o`): what the guests printed up to the step shown, the latest last.
+#[test]
+fn the_console_pane_shows_what_was_printed_so_far() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>o");
+    assert_eq!(app.pane, Pane::Console);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("d0 | writing 42 to 0x40000000, which is not mapped"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("mapping a free frame"),
+        "not yet: {screen}"
+    );
+    // At the handler's return, the handler's line is in; the lab's last line is not yet.
+    press(&mut app, "G");
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("d0 | #PF at 0x40000000, error code 0x2: mapping a free"),
+        "{screen}"
+    );
+    assert!(!screen.contains("the write was retried"), "{screen}");
+    insta::assert_snapshot!("console_at_the_return", screen);
+}

@@ -39,16 +39,19 @@ pub enum Pane {
     Detail,
     Registers,
     Code,
+    /// What the guests printed up to the step shown.
+    Console,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 3] = [Pane::Detail, Pane::Registers, Pane::Code];
+    pub const ALL: [Pane; 4] = [Pane::Detail, Pane::Registers, Pane::Code, Pane::Console];
 
     pub fn title(self) -> &'static str {
         match self {
             Pane::Detail => "Detail",
             Pane::Registers => "Registers",
             Pane::Code => "Code",
+            Pane::Console => "Console",
         }
     }
 }
@@ -172,6 +175,9 @@ pub struct App {
     pub live: Option<Live>,
     /// A recording still loading: the screen shows what is in and takes more each tick.
     pub loader: Option<Loader>,
+    /// The `console` events of the trace, by event number, in order (the Console pane
+    /// parses the few it shows).
+    pub console: Vec<u32>,
     /// Guest images by domain (`None`: not there, or not read).
     images: HashMap<u16, Option<Rc<GuestImage>>>,
     /// How many flows the filters and statistics have seen.
@@ -206,6 +212,7 @@ impl App {
             stats_row: 0,
             live: None,
             loader: None,
+            console: Vec::new(),
             images: HashMap::new(),
             seen_flows: 0,
             seen_events: 0,
@@ -280,6 +287,15 @@ impl App {
     fn refresh(&mut self) {
         if self.trace.len() == self.seen_events && self.seen_events > 0 {
             return;
+        }
+        for index in self.seen_events..self.trace.len() {
+            if self
+                .trace
+                .index_of(index)
+                .is_some_and(|entry| entry.kind == Kind::Console)
+            {
+                self.console.push(index as u32);
+            }
         }
         self.seen_events = self.trace.len();
         let flows = self.trace.flows();
@@ -715,6 +731,7 @@ impl App {
             KeyCode::Char('d') => self.pane = Pane::Detail,
             KeyCode::Char('r') => self.pane = Pane::Registers,
             KeyCode::Char('x') => self.pane = Pane::Code,
+            KeyCode::Char('o') => self.pane = Pane::Console,
             KeyCode::Esc | KeyCode::Enter => self.screen = Screen::Flows,
             _ => {}
         }
@@ -958,6 +975,17 @@ impl App {
     /// The current step.
     pub fn current_step(&self) -> Option<&Step> {
         self.story.steps.get(self.step)
+    }
+
+    /// The event number the current step stands at: its event, or for a folded step (the
+    /// handler's run, the others' turn) the event that comes after it.
+    pub fn current_index(&self) -> Option<usize> {
+        self.story.steps[self.step.min(self.story.steps.len())..]
+            .iter()
+            .find_map(|step| match step {
+                Step::Event { index, .. } => Some(*index),
+                Step::Handler(_) | Step::Away(_) => None,
+            })
     }
 }
 

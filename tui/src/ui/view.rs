@@ -207,14 +207,14 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 ("h/l", "step"),
                 ("j/k", "flow"),
                 ("w/W", "wake link"),
-                ("Tab", "detail/regs/code"),
+                ("Tab", "detail/regs/code/console"),
                 ("Esc", "list"),
                 ("q", "quit"),
             ],
             (Screen::Flow, false) => &[
                 ("h/l", "step"),
                 ("j/k", "flow"),
-                ("Tab", "detail/regs/code"),
+                ("Tab", "detail/regs/code/console"),
                 ("Esc", "list"),
                 ("q", "quit"),
             ],
@@ -928,6 +928,7 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         Pane::Detail => detail_lines(app, theme, inner.width as usize),
         Pane::Registers => register_lines(app, theme, inner.width as usize),
         Pane::Code => code_lines(app, theme),
+        Pane::Console => console_lines(app, theme, inner.height as usize),
     };
     let overflow = (lines.len() as u16).saturating_sub(inner.height);
     title.push(Span::styled(
@@ -1371,6 +1372,45 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
     lines
 }
 
+/// The console lines printed up to the current step, the latest at the bottom: as many as
+/// `height` rows hold.
+fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
+    let until = app.current_index().unwrap_or(usize::MAX);
+    let printed = app
+        .console
+        .partition_point(|&index| index as usize <= until);
+    if printed == 0 {
+        return vec![Line::styled("(nothing printed yet)", theme.dim())];
+    }
+    let shown = height.saturating_sub(1).max(1);
+    let mut lines = vec![Line::styled(
+        format!(
+            "{printed} line(s) printed up to this step{}",
+            if printed > shown {
+                "; the last ones:"
+            } else {
+                ":"
+            }
+        ),
+        theme.dim(),
+    )];
+    for &index in &app.console[printed.saturating_sub(shown)..printed] {
+        if let Ok(Event {
+            dom,
+            body: Body::Console(line),
+            ..
+        }) = app.trace.event(index as usize)
+        {
+            let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
+            lines.push(Line::from(vec![
+                Span::styled(format!("{dom:<3}| "), theme.key()),
+                Span::raw(line.text.to_string()),
+            ]));
+        }
+    }
+    lines
+}
+
 /// A guest symbol without the guests' crate prefix, which every one of them has.
 fn short_symbol(symbol: &str) -> String {
     symbol.replace("traplab_guests::", "")
@@ -1463,7 +1503,10 @@ const HELP: &[(&str, &str)] = &[
     ("w W", "follow a notification to its upcall / back"),
     ("g G", "first / last"),
     ("PgDn PgUp", "ten rows on"),
-    ("Tab d r x", "Detail, Registers, Code"),
+    (
+        "Tab d r x o",
+        "Detail, Registers, Code, Console (what the guests printed)",
+    ),
     ("J K", "scroll the Detail/Registers/Code pane"),
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
