@@ -111,10 +111,17 @@ pub fn checkpoint(event: &Event) {
     let exit = match &event.body {
         Body::Exit(exit) => Some(ExitFacts {
             exitcode: exit.exitcode,
+            rip: exit.rip,
             exitinfo1: exit.exitinfo1,
             rax: exit.regs.rax,
             instruction: exit.insn.as_slice(),
         }),
+        _ => None,
+    };
+    // A code break also stops where the guest goes on: a resume at its address (the
+    // first instruction of a handler the hypervisor delivered to).
+    let resumes_at = match &event.body {
+        Body::Resume(resume) => Some(resume.rip),
         _ => None,
     };
     let stop = match controller.run_state {
@@ -122,6 +129,7 @@ pub fn checkpoint(event: &Event) {
         RunState::NextExit => exit.is_some(),
         RunState::Running => {
             exit.is_some_and(|exit| controller.breaks.iter().any(|b| b.matches(&exit)))
+                || resumes_at.is_some_and(|rip| controller.breaks.iter().any(|b| b.at(rip)))
         }
     };
     if stop {
@@ -133,6 +141,7 @@ pub fn checkpoint(event: &Event) {
 pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
     ExitFacts {
         exitcode: exit.reason.code(),
+        rip: domain.vcpu.vmcb.save.rip,
         exitinfo1: domain.vcpu.vmcb.control.exitinfo1,
         rax: domain.gpr(0),
         instruction: exit.instruction.as_slice(),

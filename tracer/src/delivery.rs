@@ -163,6 +163,21 @@ pub fn frame(flow: &[Event], iret: Option<&Event>) -> Option<Frame> {
     Some(frame)
 }
 
+/// Where the guest goes back to when the handler of the event `flow` delivered returns
+/// (the RIP the CPU, or the hypervisor for a bounce, put in the frame): the trapping
+/// instruction, or the one after it when the hypervisor moved RIP first. `None` for a flow
+/// that delivered nothing. A breakpoint there is how gdb's `finish` works too.
+pub fn return_address(flow: &[Event]) -> Option<u64> {
+    let delivered = flow
+        .iter()
+        .any(|event| matches!(event.body, Body::Inject(_) | Body::Bounce(_)));
+    let exit = flow.iter().find_map(|event| match &event.body {
+        Body::Exit(exit) => Some(exit),
+        _ => None,
+    })?;
+    delivered.then(|| moved(flow, "rip").unwrap_or(exit.rip))
+}
+
 /// The guest's state where a flow lets it go on: what its first instruction sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoesOn {
@@ -350,6 +365,11 @@ mod tests {
         let frame = frame(&flow, Some(&iret));
         let state = goes_on(&flow, frame.as_ref()).expect("the flow resumes");
         assert_eq!(state.rip, 0x200240, "the handler");
+        assert_eq!(
+            return_address(&flow),
+            Some(0x2000b6),
+            "the faulting write, retried"
+        );
         assert_eq!(
             state.regs.rsp, 0x20ffd0,
             "on its frame, not the faulting code's stack"

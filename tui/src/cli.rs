@@ -276,7 +276,9 @@ notification that caused an upcall, in another domain · Tab (or d r x o) Detail
 Code, Console ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
-scrolls · ? help · q quit. Honours NO_COLOR. Exit status: 0; 124 when the recording has a
+scrolls · b/B break on pf, port:0x3f8, rip:0x200240, sym:NAME…, clear · c run forward to the
+next break · e finish: to the return of the handler the step is in · ? help · q quit.
+Honours NO_COLOR. Exit status: 0; 124 when the recording has a
 bad line (the screen shows the events before it, and says which line); 130 on Ctrl-C.";
 
 #[derive(Debug, Args)]
@@ -318,9 +320,11 @@ pub struct RunArgs {
 /// What `traplab run --help` says after the options: the live keys, then the others.
 const RUN_HELP: &str = "\
 The hypervisor waits after its boot event. Then:
-  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
+  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b,
+           rip:0x200240 and sym:NAME: an exit there, or a resume there, as a handler's entry)
   c        continue until a break: the hypervisor stops at the exit, before it decides
   s        step one event: the decision, then the injection, then the resume
+  e        finish: run to the return of the handler the step is in (after its injection)
   t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
 ⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of

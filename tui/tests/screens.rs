@@ -608,3 +608,85 @@ fn the_console_pane_shows_what_was_printed_so_far() {
     assert!(!screen.contains("the write was retried"), "{screen}");
     insta::assert_snapshot!("console_at_the_return", screen);
 }
+
+/// Breaks in a replay: `b rip:…` (or `sym:…`, with the guests' ELF files) and `c` run
+/// forward to where the trace sees the guest at that code — an exit there, or a resume
+/// there, as at a handler's first instruction.
+#[test]
+fn a_replay_runs_to_a_break_on_a_rip() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "c");
+    assert!(draw(&app, 100, 30).contains("c: no breaks"));
+    // The #PF handler's entry: the guest gets there at the resume that delivers #PF.
+    press(&mut app, "brip:0x200240<Enter>");
+    assert!(
+        draw(&app, 100, 30).contains("break rip:0x200240"),
+        "in the title"
+    );
+    press(&mut app, "c");
+    assert_eq!(app.screen, Screen::Flow);
+    let (_, event) = app.current_event().expect("an event");
+    assert_eq!(event.seq, 190);
+    assert!(matches!(event.body, traplab_abi::event::Body::Resume(_)));
+    assert!(draw(&app, 100, 30).contains("break rip:0x200240: seq 190"));
+    press(&mut app, "c");
+    assert!(draw(&app, 100, 30).contains("no break matches from here to the end"));
+    // Without the ELF files a symbol cannot be found, and says so.
+    press(&mut app, "Bbsym:traplab_guest_main<Enter>");
+    assert!(draw(&app, 100, 30).contains("no symbol “traplab_guest_main”"));
+    assert!(app.breaks.is_empty());
+}
+
+#[test]
+fn a_replay_runs_to_a_break_on_a_symbol() {
+    let trace = Trace::open(&recording("page-fault.jsonl")).unwrap();
+    let mut app = App::new(
+        trace,
+        Options {
+            guest_images: true,
+            ..plain()
+        },
+    );
+    if app.image(0).is_none() {
+        eprintln!("the page-fault guest's ELF is not built here; nothing to check");
+        return;
+    }
+    // The guest's main: the only exit in it is the write that faults.
+    press(&mut app, "bsym:traplab_guest_main<Enter>c");
+    let (_, event) = app.current_event().expect("an event");
+    assert!(
+        matches!(&event.body, traplab_abi::event::Body::Exit(exit) if exit.reason == "EXCP_PF"),
+        "{event:?}"
+    );
+}
+
+/// `e`, like gdb's `finish`: from anywhere in a delivery or its handler's traps, to the
+/// handler's return.
+#[test]
+fn finish_goes_to_the_handler_s_return() {
+    let mut app = open("page-fault.jsonl");
+    let is_return = |app: &App| {
+        matches!(
+            app.current_event().map(|(_, event)| &event.body),
+            Some(traplab_abi::event::Body::Return(_))
+        )
+    };
+    // From the #PF's injection.
+    press(&mut app, "/EXCP_PF<Enter><Enter>lle");
+    assert!(is_return(&app));
+    assert_eq!(app.current_event().unwrap().1.seq, 442);
+    // From a trap of the handler's own: a console OUT it made (the third row, unfolded).
+    press(&mut app, "<Esc>gjj<Enter><Enter>");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "IOIO"
+    );
+    assert_eq!(app.current_event().unwrap().1.seq, 191);
+    press(&mut app, "e");
+    assert!(is_return(&app), "{:?}", app.message);
+    assert_eq!(app.current_event().unwrap().1.seq, 442);
+    // Before the #PF, in no handler.
+    press(&mut app, "<Esc>g<Enter><Enter>e");
+    assert!(!is_return(&app));
+    assert!(draw(&app, 100, 30).contains("e: this step is in no handler"));
+}

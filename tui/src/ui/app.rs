@@ -14,10 +14,12 @@ use ratatui::crossterm::event::{
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
-use traplab_abi::control::{Break, Command};
+use traplab_abi::control::{Break, Command, ExitFacts};
 use traplab_abi::event::Action;
+use traplab_abi::event::{Body, Event};
 use traplab_tracer::code::GuestImage;
-use traplab_tracer::flows::Kind;
+use traplab_tracer::delivery;
+use traplab_tracer::flows::{Flow, FlowEnd, Kind};
 use traplab_tracer::session::{Control, Finish, Item};
 use traplab_tracer::stats::{self, Stats};
 use traplab_tracer::store::{Loader, Trace};
@@ -110,10 +112,10 @@ pub enum LiveState {
 pub struct Live {
     pub control: Option<Control>,
     pub state: LiveState,
-    /// Breakpoints as the user typed them.
-    pub breaks: Vec<String>,
     /// The last stop we moved the screen to (so a stop moves it once).
     followed: Option<u64>,
+    /// The break `e` (finish) set at the return address, taken away at the next stop.
+    finishing: Option<Break>,
 }
 
 /// How the app is set up (tests turn off what depends on files outside the recording).
@@ -170,6 +172,9 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// One line for the status bar (a search that found nothing, a bad break).
     pub message: Option<String>,
+    /// Breakpoints, as the user typed them and as they match: a live run's hypervisor
+    /// stops at them (`c`), a replay runs to them (`c` too).
+    pub breaks: Vec<(String, Break)>,
     pub stats: Stats,
     pub stats_row: usize,
     pub live: Option<Live>,
@@ -209,6 +214,7 @@ impl App {
             search: None,
             prompt: None,
             message: None,
+            breaks: Vec::new(),
             stats_row: 0,
             live: None,
             loader: None,
@@ -262,8 +268,8 @@ impl App {
         app.live = Some(Live {
             control: None,
             state: LiveState::Starting,
-            breaks: Vec::new(),
             followed: None,
+            finishing: None,
         });
         app
     }
@@ -671,11 +677,144 @@ impl App {
                     .unwrap_or(0);
                 self.pane = Pane::ALL[(at + Pane::ALL.len() - 1) % Pane::ALL.len()];
             }
+            KeyCode::Char('b') => {
+                self.prompt = Some(Prompt {
+                    purpose: Purpose::Break,
+                    text: String::new(),
+                })
+            }
+            KeyCode::Char('B') => self.breaks.clear(),
+            KeyCode::Char('c') => self.run_to_break(),
+            KeyCode::Char('e') => self.finish(),
             _ => match self.screen {
                 Screen::Flows => self.handle_flows_key(key),
                 Screen::Flow => self.handle_flow_key(key),
                 Screen::Stats => self.handle_stats_key(key),
             },
+        }
+    }
+
+    // ---- breaks and finish, in the recorded trace ----
+
+    /// Run forward through the trace, from the step shown, to the next event a break
+    /// matches: an exit it matches, or for a code break a resume at its address.
+    fn run_to_break(&mut self) {
+        if self.breaks.is_empty() {
+            self.message = Some(
+                "c: no breaks (b sets one: pf, port:0x3f8, rip:0x200240, sym:page_fault…)".into(),
+            );
+            return;
+        }
+        let from = self.current_index().map_or(0, |index| index + 1);
+        for index in from..self.trace.len() {
+            let Some(entry) = self.trace.index_of(index) else {
+                break;
+            };
+            if !matches!(entry.kind, Kind::Exit | Kind::Resume) {
+                continue;
+            }
+            let Ok(event) = self.trace.event(index) else {
+                continue;
+            };
+            let hit = self.breaks.iter().find(|(_, point)| match &event.body {
+                Body::Exit(exit) => point.matches(&ExitFacts {
+                    exitcode: exit.exitcode,
+                    rip: exit.rip,
+                    exitinfo1: exit.exitinfo1,
+                    rax: exit.regs.rax,
+                    instruction: exit.insn.as_slice(),
+                }),
+                Body::Resume(resume) => point.at(resume.rip),
+                _ => false,
+            });
+            if let Some((text, _)) = hit {
+                self.message = Some(format!("break {text}: seq {}", event.seq));
+                self.show_event(index);
+                return;
+            }
+        }
+        self.message = Some("c: no break matches from here to the end of the trace".into());
+    }
+
+    /// Show event number `index`: its flow, at its step.
+    fn show_event(&mut self, index: usize) {
+        if let Some(flow) = self.trace.flow_of(index) {
+            self.show_flow(flow);
+            self.step = self.story.step_of(index).unwrap_or(self.story.start);
+            self.screen = Screen::Flow;
+        }
+    }
+
+    /// The delivery the step shown is inside: the latest flow of the same domain, at or
+    /// before the current event, that delivered an event whose handler has not returned
+    /// by then (the innermost one, when a handler faults in turn).
+    fn enclosing_delivery(&self) -> Option<usize> {
+        let flows = self.trace.flows();
+        let current = self.current_index()?;
+        let here = self.story.flow_at(self.step)?;
+        let dom = flows.get(here)?.dom;
+        let returns_after = |flow: &Flow| match flows.get(flow.returned_by as usize) {
+            Some(returning) => returning.last() as usize > current,
+            None => flow.end != FlowEnd::Cut,
+        };
+        (0..=here).rev().find(|&number| {
+            let flow = &flows[number];
+            flow.dom == dom
+                && flow.first as usize <= current
+                && flow.delivered.is_some()
+                && returns_after(flow)
+        })
+    }
+
+    /// `e`, like gdb's `finish`: to the return of the delivery the step shown is inside
+    /// (the `return` step when the trace has it; live, the hypervisor runs to the return
+    /// address and stops there).
+    fn finish(&mut self) {
+        let Some(delivering) = self.enclosing_delivery() else {
+            let undecided = self
+                .story
+                .flow_at(self.step)
+                .and_then(|flow| self.trace.flows().get(flow))
+                .is_some_and(|flow| flow.end == FlowEnd::Open && flow.delivered.is_none());
+            self.message = Some(if undecided {
+                "e: nothing is delivered in this trap yet: step (s) to its decision first".into()
+            } else {
+                "e: this step is in no handler the hypervisor delivered to".into()
+            });
+            return;
+        };
+        let flows = self.trace.flows();
+        if let Some(returning) = flows.get(flows[delivering].returned_by as usize) {
+            let ret = returning.events().find(|&index| {
+                self.trace
+                    .index_of(index as usize)
+                    .is_some_and(|entry| entry.kind == Kind::Return)
+            });
+            if let Some(ret) = ret {
+                self.show_event(ret as usize);
+                return;
+            }
+        }
+        // Not returned yet: only a live run can go on to it.
+        let events: Vec<Event> = flows[delivering]
+            .events()
+            .filter_map(|index| self.trace.event(index as usize).ok())
+            .collect();
+        let (Some(address), true) = (delivery::return_address(&events), self.live.is_some()) else {
+            self.message = Some("e: the handler does not return in this trace".into());
+            return;
+        };
+        let point = Break::Code {
+            start: address,
+            end: address + 1,
+        };
+        if self.send(Command::AddBreak(point)) && self.send(Command::Continue) {
+            if let Some(live) = self.live.as_mut() {
+                live.finishing = Some(point);
+            }
+            self.message = Some(format!(
+                "e: running to the handler's return, at {address:#x}"
+            ));
         }
     }
 
@@ -817,17 +956,8 @@ impl App {
             KeyCode::Char('c') => Command::Continue,
             KeyCode::Char('s') => Command::Step,
             KeyCode::Char('t') => Command::NextExit,
-            KeyCode::Char('b') => {
-                self.prompt = Some(Prompt {
-                    purpose: Purpose::Break,
-                    text: String::new(),
-                });
-                return true;
-            }
             KeyCode::Char('B') => {
-                if let Some(live) = self.live.as_mut() {
-                    live.breaks.clear();
-                }
+                self.breaks.clear();
                 Command::ClearBreaks
             }
             _ => return false,
@@ -836,17 +966,43 @@ impl App {
         true
     }
 
+    /// `sym:NAME` as the code it names, from the guests' ELF files.
+    fn symbol_break(&self, name: &str) -> Result<Break, String> {
+        let mut doms: Vec<u16> = self.images.keys().copied().collect();
+        doms.sort_unstable();
+        doms.iter()
+            .filter_map(|&dom| self.image(dom)?.symbols().find(name))
+            .map(|symbol| Break::Code {
+                start: symbol.address,
+                end: symbol.address + symbol.size.max(1),
+            })
+            .next()
+            .ok_or_else(|| {
+                format!("no symbol “{name}” in the guests' ELF files (sym: needs them built)")
+            })
+    }
+
     fn add_break(&mut self, text: &str) {
-        let Some(found) = Break::parse(text) else {
-            self.message = Some(format!(
-                "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"
-            ));
-            return;
+        let found = match text.split_once(':') {
+            Some((kind, name)) if kind.trim().eq_ignore_ascii_case("sym") => {
+                self.symbol_break(name)
+            }
+            _ => Break::parse(text).ok_or_else(|| {
+                format!(
+                    "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:page_fault"
+                )
+            }),
         };
-        if self.send(Command::AddBreak(found))
-            && let Some(live) = self.live.as_mut()
-        {
-            live.breaks.push(text.to_string());
+        let found = match found {
+            Ok(found) => found,
+            Err(message) => {
+                self.message = Some(message);
+                return;
+            }
+        };
+        // Live, the hypervisor keeps the breaks; a replay only needs them here.
+        if self.live.is_none() || self.send(Command::AddBreak(found)) {
+            self.breaks.push((text.to_string(), found));
         }
     }
 
@@ -924,6 +1080,16 @@ impl App {
             && !matches!(live.state, LiveState::Finished(_))
         {
             live.state = LiveState::Stopped(seq);
+            // `e` reached its stop (or another break came first, as with gdb's finish):
+            // its break goes, the user's stay.
+            if live.finishing.take().is_some()
+                && let Some(control) = live.control.clone()
+            {
+                let _ = control.send(Command::ClearBreaks);
+                for (_, point) in &self.breaks {
+                    let _ = control.send(Command::AddBreak(*point));
+                }
+            }
         } else if matches!(live.state, LiveState::Stopped(_)) && stopped.is_none() {
             live.state = LiveState::Running;
         }

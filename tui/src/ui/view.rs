@@ -152,9 +152,10 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             LiveState::Stopped(seq) => format!("STOPPED after seq {seq}"),
             LiveState::Finished(why) => why.clone(),
         });
-        if !live.breaks.is_empty() {
-            parts.push(format!("break {}", live.breaks.join(",")));
-        }
+    }
+    if !app.breaks.is_empty() {
+        let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
+        parts.push(format!("break {}", texts.join(",")));
     }
     let left = format!(" {}", parts.join(" · "));
     let right = "? help ";
@@ -177,7 +178,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let label = match prompt.purpose {
             Purpose::Search => "/",
             Purpose::Break => {
-                "break on (pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b): "
+                "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
             }
         };
         Line::from(vec![
@@ -1501,8 +1502,8 @@ const HELP: &[(&str, &str)] = &[
         "fold / unfold every run of repeated flows (same trap, same RIP)",
     ),
     ("w W", "follow a notification to its upcall / back"),
-    ("g G", "first / last"),
-    ("PgDn PgUp", "ten rows on"),
+    ("g G PgDn/Up", "first / last, ten rows on"),
+    ("e", "finish: to the return of the handler this step is in"),
     (
         "Tab d r x o",
         "Detail, Registers, Code, Console (what the guests printed)",
@@ -1510,15 +1511,22 @@ const HELP: &[(&str, &str)] = &[
     ("J K", "scroll the Detail/Registers/Code pane"),
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
-    ("1 2 3", "Flows, Flow, Stats"),
-    ("mouse wheel", "scroll"),
+    ("1 2 3", "Flows, Flow, Stats (the mouse wheel scrolls)"),
     ("q Ctrl-C", "quit (stops QEMU)"),
+];
+
+const REPLAY_HELP: &[(&str, &str)] = &[
+    (
+        "b B",
+        "break on pf, port:0x3f8, rip:0x200240, sym:NAME…; clear them",
+    ),
+    ("c", "run forward to the next break"),
 ];
 
 const LIVE_HELP: &[(&str, &str)] = &[
     (
         "b",
-        "break on: pf, ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b",
+        "break on pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:NAME",
     ),
     ("B", "clear the breaks"),
     ("c", "continue (until a break)"),
@@ -1529,10 +1537,11 @@ const LIVE_HELP: &[(&str, &str)] = &[
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
-    for (keys, what) in HELP
-        .iter()
-        .chain(if app.live.is_some() { LIVE_HELP } else { &[] })
-    {
+    for (keys, what) in HELP.iter().chain(if app.live.is_some() {
+        LIVE_HELP
+    } else {
+        REPLAY_HELP
+    }) {
         lines.push(Line::from(vec![
             Span::styled(format!("{keys:<12}"), theme.key()),
             Span::raw(*what),
