@@ -8,15 +8,11 @@
 //! The host switches control on with fw_cfg `opt/traplab/control` = `run` or `pause`
 //! (stopped after the very first event); without it, checkpoints cost nothing.
 //!
-//! A stop is nobody's work: the time it lasts, for the host or for gdb, is counted in
-//! [`stopped_ticks`], and the trace's clock leaves it out (`trace.rs` stamps events with
-//! [`trace_clock`], `run.rs` counts a trap's cycles on it). So a #PF stepped event by event
-//! costs the hypervisor what it costs unstopped, and a `schedule` pair around a stop does
-//! not count it as time away either.
+//! A stop is nobody's work: `clock.rs` counts the time it lasts, for the host or for gdb,
+//! and the trace's clock leaves it out.
 
-use crate::time::rdtsc;
+use crate::clock::{begin_stop, end_stop};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
 use traplab_abi::event::{Body, Event};
@@ -43,36 +39,6 @@ struct Controller {
 }
 
 static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
-
-/// TSC ticks the hypervisor has sat stopped, for the host or for gdb, since boot.
-static STOPPED_TICKS: AtomicU64 = AtomicU64::new(0);
-/// The TSC when the stop under way began; 0 while running.
-static STOPPED_SINCE: AtomicU64 = AtomicU64::new(0);
-
-/// TSC ticks spent stopped so far (the current stop not included).
-pub fn stopped_ticks() -> u64 {
-    STOPPED_TICKS.load(Ordering::Relaxed)
-}
-
-/// The trace's clock: the TSC less the time the hypervisor sat stopped.
-pub fn trace_clock() -> u64 {
-    rdtsc() - stopped_ticks()
-}
-
-fn begin_stop() {
-    STOPPED_SINCE.store(rdtsc(), Ordering::Relaxed);
-}
-
-fn end_stop() {
-    let since = STOPPED_SINCE.swap(0, Ordering::Relaxed);
-    if since != 0 {
-        STOPPED_TICKS.fetch_add(rdtsc() - since, Ordering::Relaxed);
-        // The hypervisor's timer ticked on while we were stopped, and its interrupt waits
-        // in the PIC: taken at the next VMRUN it would exit the guest at once (an INTR
-        // exit that is only an echo of the stop). Take it here instead, as a tick of ours.
-        crate::timer::take_pending();
-    }
-}
 
 /// The mailbox, reset: call before the ring's magic is published, so the host cannot post
 /// into it before it is clean.

@@ -33,7 +33,7 @@ use crate::loader;
 use crate::svm::Host;
 use crate::svm::world_switch::world_switch;
 use crate::time::rdtsc;
-use crate::{control, trace};
+use crate::{clock, control, trace};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -100,7 +100,7 @@ enum Off {
 /// The rest of an exit's handling, owed by a vCPU that left the CPU at that exit.
 struct Parked {
     exit: Exit,
-    /// [`control::stopped_ticks`] at the exit.
+    /// [`clock::stopped_ticks`] at the exit.
     stopped_at_exit: u64,
     applied: Applied,
 }
@@ -367,7 +367,7 @@ fn run_vcpu(
         };
         domain.vcpu.after_vmrun();
         let exit = Exit::read(domain, rdtsc());
-        let stopped_at_exit = control::stopped_ticks();
+        let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
             record(Some(id), Body::Exit(exit_event(domain, &exit)));
         }
@@ -470,7 +470,7 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
 }
 
 /// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
-/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`control::stopped_ticks`]
+/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
 /// at the exit).
 fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
     let save = &domain.vcpu.vmcb.save;
@@ -480,7 +480,7 @@ fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Ap
         rip: applied.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles: (rdtsc() - exit.tsc) - (control::stopped_ticks() - stopped_at_exit),
+        cycles: (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit),
     }
 }
 
