@@ -62,6 +62,10 @@ pub enum Break {
     Port(u16),
     /// A hypercall with this number.
     Hypercall(u64),
+    /// The guest at an address in `start..end` (one instruction, or a function): an exit
+    /// there, or a resume there — the guest goes on there, as at a handler's first
+    /// instruction. Checked against `exit` and `resume` events.
+    Code { start: u64, end: u64 },
 }
 
 impl Command {
@@ -76,6 +80,7 @@ impl Command {
             Command::AddBreak(Break::Vector(vector)) => [5, 2, vector as u64, 0],
             Command::AddBreak(Break::Port(port)) => [5, 3, port as u64, 0],
             Command::AddBreak(Break::Hypercall(number)) => [5, 4, number, 0],
+            Command::AddBreak(Break::Code { start, end }) => [5, 5, start, end],
             Command::ClearBreaks => [6, 0, 0, 0],
         }
     }
@@ -91,17 +96,19 @@ impl Command {
             [5, 2, vector, _] => Command::AddBreak(Break::Vector(u8::try_from(vector).ok()?)),
             [5, 3, port, _] => Command::AddBreak(Break::Port(u16::try_from(port).ok()?)),
             [5, 4, number, _] => Command::AddBreak(Break::Hypercall(number)),
+            [5, 5, start, end] if start < end => Command::AddBreak(Break::Code { start, end }),
             [6, ..] => Command::ClearBreaks,
             _ => return None,
         })
     }
 }
 
-/// What a breakpoint looks at in an exit: the exit code, EXITINFO1, RAX and the
-/// instruction bytes (for the vector of INT n).
+/// What a breakpoint looks at in an exit: the exit code, EXITINFO1, RAX, the instruction
+/// bytes (for the vector of INT n) and where the guest is.
 #[derive(Debug, Clone, Copy)]
 pub struct ExitFacts<'a> {
     pub exitcode: u64,
+    pub rip: u64,
     pub exitinfo1: u64,
     pub rax: u64,
     pub instruction: &'a [u8],
@@ -124,7 +131,13 @@ impl Break {
                 matches!(reason, ExitReason::Ioio { info, .. } if info.port == port)
             }
             Break::Hypercall(number) => reason == ExitReason::Vmmcall && exit.rax == number,
+            Break::Code { .. } => self.at(exit.rip),
         }
+    }
+
+    /// Does the guest being at `rip` (an exit's, or a resume's) match?
+    pub fn at(&self, rip: u64) -> bool {
+        matches!(*self, Break::Code { start, end } if (start..end).contains(&rip))
     }
 
     /// Parse what a user types: `pf`, `#PF`, `ud`, `vector:14`, `port:0x3f8`,
@@ -142,6 +155,12 @@ impl Break {
                 Some(Break::Hypercall(number(value)?))
             } else if kind.eq_ignore_ascii_case("exit") {
                 Some(Break::ExitCode(number(value)?))
+            } else if kind.eq_ignore_ascii_case("rip") {
+                let start = number(value)?;
+                Some(Break::Code {
+                    start,
+                    end: start.checked_add(1)?,
+                })
             } else {
                 None
             };
@@ -287,12 +306,17 @@ mod tests {
             Command::AddBreak(Break::Vector(14)),
             Command::AddBreak(Break::Port(0x3f8)),
             Command::AddBreak(Break::Hypercall(1)),
+            Command::AddBreak(Break::Code {
+                start: 0x20_0240,
+                end: 0x20_0300,
+            }),
             Command::ClearBreaks,
         ] {
             assert_eq!(Command::decode(command.encode()), Some(command));
         }
         assert_eq!(Command::decode([99, 0, 0, 0]), None);
         assert_eq!(Command::decode([5, 2, 300, 0]), None, "a vector is a byte");
+        assert_eq!(Command::decode([5, 5, 9, 9]), None, "an empty range");
     }
 
     #[test]
@@ -308,6 +332,13 @@ mod tests {
         assert_eq!(Break::parse("hypercall:1"), Some(Break::Hypercall(1)));
         assert_eq!(Break::parse("vector:0x80"), Some(Break::Vector(0x80)));
         assert_eq!(Break::parse("exit:0x78"), Some(Break::ExitCode(0x78)));
+        assert_eq!(
+            Break::parse("rip:0x200240"),
+            Some(Break::Code {
+                start: 0x200240,
+                end: 0x200241
+            })
+        );
         assert_eq!(Break::parse("port:70000"), None);
         assert_eq!(Break::parse("nonsense"), None);
     }
@@ -316,6 +347,7 @@ mod tests {
     fn breaks_match_exits() {
         let exit = |exitcode, exitinfo1, rax, instruction: &'static [u8]| ExitFacts {
             exitcode,
+            rip: 0x20_00b6,
             exitinfo1,
             rax,
             instruction,
@@ -329,6 +361,14 @@ mod tests {
         assert!(!Break::Port(0x3f9).matches(&exit(0x7b, 0x03f8_0010, 0, &[])));
         assert!(Break::Hypercall(1).matches(&exit(0x81, 0, 1, &[])));
         assert!(Break::ExitCode(0x72).matches(&exit(0x72, 0, 0, &[])));
+        // The guest at an address: any exit there, and (`at`) a resume there.
+        let code = Break::parse("rip:0x2000b6").unwrap();
+        assert!(code.matches(&exit(0x4e, 2, 0, &[])));
+        assert!(code.at(0x20_00b6) && !code.at(0x20_00b7));
+        assert!(
+            !Break::Vector(14).at(0x20_00b6),
+            "only a code break looks at a resume"
+        );
     }
 
     #[test]

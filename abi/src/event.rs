@@ -310,7 +310,9 @@ pub struct Decide {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    /// Do the operation on the guest's behalf and skip the instruction.
+    /// Handle the exit in the hypervisor, without the guest's handlers: do the operation on
+    /// the guest's behalf (RIP moves past the instruction only when one was completed: not
+    /// for an INTR, nor for the exit hypercall, which ends the domain).
     Emulate,
     /// Re-inject the event so the CPU delivers it through the guest's own IDT.
     Reflect,

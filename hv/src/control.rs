@@ -12,7 +12,11 @@
 //! whose debugger the run loop sets up, is answered during that first stop too; nothing is
 //! recorded in between unless a guest fails to load. Without control, checkpoints cost
 //! nothing.
+//!
+//! A stop is nobody's work: `clock.rs` counts the time it lasts, for the host or for gdb,
+//! and the trace's clock leaves it out.
 
+use crate::clock::{begin_stop, end_stop};
 use alloc::vec::Vec;
 use spin::Mutex;
 use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
@@ -114,27 +118,30 @@ fn hold(seq: u64, meanwhile: &mut dyn FnMut()) {
         controller.run_state = RunState::Paused;
         controller.mailbox.set_status(Some(seq));
     }
+    begin_stop();
     loop {
         {
             let mut guard = CONTROLLER.lock();
             let Some(controller) = guard.as_mut() else {
-                return;
+                break;
             };
             controller.take_commands();
             if controller.run_state != RunState::Paused {
                 controller.mailbox.set_status(None);
-                return;
+                break;
             }
         }
         meanwhile();
         core::hint::spin_loop();
     }
+    end_stop();
 }
 
 /// The facts a breakpoint looks at, from the exit `domain` is in.
 pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
     ExitFacts {
         exitcode: exit.reason.code(),
+        rip: domain.vcpu.vmcb.save.rip,
         exitinfo1: domain.vcpu.vmcb.control.exitinfo1,
         rax: domain.gpr(0),
         instruction: exit.instruction.as_slice(),
@@ -144,6 +151,11 @@ pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
 /// gdb holds the guest stopped (or let it go): the host sees the same state in the
 /// mailbox as after its own pause, stopped after the last event (`gdb/mod.rs`).
 pub fn show_stopped(stopped: bool) {
+    if stopped {
+        begin_stop();
+    } else {
+        end_stop();
+    }
     let guard = CONTROLLER.lock();
     let Some(controller) = guard.as_ref() else {
         return;
@@ -167,10 +179,17 @@ impl Controller {
         let exit = match &event.body {
             Body::Exit(exit) => Some(ExitFacts {
                 exitcode: exit.exitcode,
+                rip: exit.rip,
                 exitinfo1: exit.exitinfo1,
                 rax: exit.regs.rax,
                 instruction: exit.insn.as_slice(),
             }),
+            _ => None,
+        };
+        // A code break also stops where the guest goes on: a resume at its address (the
+        // first instruction of a handler the hypervisor delivered to).
+        let resumes_at = match &event.body {
+            Body::Resume(resume) => Some(resume.rip),
             _ => None,
         };
         match self.run_state {
@@ -178,6 +197,7 @@ impl Controller {
             RunState::NextExit => exit.is_some(),
             RunState::Running => {
                 exit.is_some_and(|exit| self.breaks.iter().any(|b| b.matches(&exit)))
+                    || resumes_at.is_some_and(|rip| self.breaks.iter().any(|b| b.at(rip)))
             }
         }
     }

@@ -18,6 +18,7 @@ extern crate alloc;
 use traplab_baremetal as _;
 
 mod boot;
+mod clock;
 mod console;
 mod control;
 mod cpu;

@@ -35,7 +35,7 @@ use crate::loader;
 use crate::svm::Host;
 use crate::svm::world_switch::world_switch;
 use crate::time::rdtsc;
-use crate::{control, trace};
+use crate::{clock, control, trace};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -133,6 +133,8 @@ enum Off {
 /// The rest of an exit's handling, owed by a vCPU that left the CPU at that exit.
 struct Parked {
     exit: Exit,
+    /// [`clock::stopped_ticks`] at the exit.
+    stopped_at_exit: u64,
     applied: Applied,
 }
 
@@ -366,7 +368,12 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         return;
     };
     domain.timer_tick(machine.now());
-    if let Some(Parked { exit, mut applied }) = scheduler.parked.remove(&id) {
+    if let Some(Parked {
+        exit,
+        stopped_at_exit,
+        mut applied,
+    }) = scheduler.parked.remove(&id)
+    {
         let mut events = Vec::new();
         apply::before_resume(domain, &exit, &mut applied, &mut events);
         for body in events {
@@ -376,7 +383,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
             let Some(domain) = running.system().domain(id) else {
                 return;
             };
-            let resume = Body::Resume(resume_event(domain, &exit, &applied));
+            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
             running.record(Some(id), resume);
         }
     }
@@ -415,6 +422,7 @@ fn run_vcpu(
         };
         domain.vcpu.after_vmrun();
         let exit = Exit::read(domain, rdtsc());
+        let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
             let body = Body::Exit(exit_event(domain, &exit));
             running.record(Some(id), body);
@@ -470,14 +478,21 @@ fn run_vcpu(
             return Off::Ended(end);
         }
         if let Some(switch) = applied.switch {
-            scheduler.parked.insert(id, Parked { exit, applied });
+            scheduler.parked.insert(
+                id,
+                Parked {
+                    exit,
+                    stopped_at_exit,
+                    applied,
+                },
+            );
             return Off::Switched(switch);
         }
         if trace::enabled() {
             let Some(domain) = running.system().domain(id) else {
                 continue;
             };
-            let resume = Body::Resume(resume_event(domain, &exit, &applied));
+            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
             running.record(Some(id), resume);
         }
         if let Some(debugger) = running.debugger_of(id)
@@ -510,7 +525,10 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     }
 }
 
-fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
+/// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
+/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
+/// at the exit).
+fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
     let save = &domain.vcpu.vmcb.save;
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
@@ -518,7 +536,7 @@ fn resume_event(domain: &Domain, exit: &Exit, applied: &Applied) -> Resume {
         rip: applied.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles: rdtsc() - exit.tsc,
+        cycles: (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Recording every step of every trap as an event in the shared-memory ring.
 //!
-//! Each event gets the next sequence number and a TSC stamp, is encoded (postcard) and
+//! Each event gets the next sequence number and a TSC stamp (on the trace's clock, which
+//! stands still while the hypervisor is stopped: `clock::trace_clock`), is encoded (postcard) and
 //! pushed into the ring (`traplab_abi::ring`). What happens when the ring is full depends
 //! on the mode the host asked for (`opt/traplab/trace`):
 //!
@@ -14,7 +15,7 @@
 //! This module only writes the ring. What happens around an event (the host's pause and
 //! step, gdb's list of recent decisions) is the run loop's to call (`run::record`).
 
-use crate::time::rdtsc;
+use crate::clock::trace_clock;
 use alloc::boxed::Box;
 use spin::Mutex;
 use traplab_abi::event::{self, Body, Event, Lost};
@@ -123,7 +124,7 @@ impl Tracer {
     fn push(&mut self, dom: Option<u16>, body: Body) -> Option<Event> {
         let event = Event {
             seq: self.next_seq,
-            tsc: rdtsc(),
+            tsc: trace_clock(),
             dom,
             body,
         };

@@ -207,3 +207,82 @@ fn pause_works_while_a_guest_spins_without_exits() {
     assert_eq!(intr.as_deref(), Some("INTR"), "{events:?}");
     drop(session);
 }
+
+/// A stop is nobody's work: the seconds the hypervisor sits stopped at a break and between
+/// steps are left out of the trap's time (`resume.cycles`, and the trace's clock), and the
+/// hypervisor's timer, which ticked on meanwhile, does not turn the next exit into an INTR.
+#[test]
+fn the_time_stopped_at_a_break_is_not_hypervisor_time() {
+    let mut machine = machine_for(&["page-fault"]);
+    machine.control = Some(ControlStart::Paused);
+    // As `traplab run` starts it: the timer on, 10 ticks a second.
+    machine.timer_hz = Some(10);
+    let options = Options {
+        timeout: Some(Duration::from_secs(120)),
+        ..Options::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let control = loop {
+        if let Some(control) = session.control() {
+            break control;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut events = until_stopped(&mut session, &control);
+    control
+        .send(Command::AddBreak(Break::parse("pf").expect("pf is #PF")))
+        .unwrap();
+    control.send(Command::Continue).unwrap();
+    events.extend(until_stopped(&mut session, &control));
+    // A student reads the screen: a second at the exit, half a second at each step.
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..3 {
+        control.send(Command::Step).unwrap();
+        events.extend(until_stopped(&mut session, &control));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    control.send(Command::NextExit).unwrap();
+    let next = until_stopped(&mut session, &control);
+    let Some(Body::Exit(next_exit)) = next.last().map(|event| &event.body) else {
+        panic!("stopped at an exit: {next:?}")
+    };
+    assert_ne!(
+        next_exit.reason, "INTR",
+        "the handler's first exit is its own, not the tick that came during the stop"
+    );
+    events.extend(next);
+
+    let tsc_hz = events
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Boot(boot) => Some(boot.tsc_hz),
+            _ => None,
+        })
+        .expect("a boot event");
+    let fault = events
+        .iter()
+        .position(|event| matches!(&event.body, Body::Exit(exit) if exit.reason == "EXCP_PF"))
+        .expect("the #PF exit");
+    let resume = events[fault..]
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Resume(resume) => Some((event.tsc, resume.cycles)),
+            _ => None,
+        })
+        .expect("its resume");
+    let seconds = |ticks: u64| ticks as f64 / tsc_hz as f64;
+    // 2.5 s stopped; the hypervisor's own work is well under a tenth of a second.
+    assert!(
+        seconds(resume.1) < 0.1,
+        "the #PF took the hypervisor {} s",
+        seconds(resume.1)
+    );
+    assert!(
+        seconds(resume.0 - events[fault].tsc) < 0.1,
+        "the trace's clock stood still while stopped: {} s from the exit to the resume",
+        seconds(resume.0 - events[fault].tsc)
+    );
+    control.send(Command::ClearBreaks).unwrap();
+    control.send(Command::Continue).unwrap();
+    while session.next_item().is_some() {}
+}

@@ -72,10 +72,64 @@ impl GuestImage {
         self.symbols.describe(address)
     }
 
-    /// The source file and line of `address` (DWARF line table).
+    /// The source file and line of `address` (DWARF line table): the innermost line, which
+    /// may be inside a library function inlined there. [`GuestImage::source`] names the
+    /// guest's own line.
     pub fn source_line(&self, address: u64) -> Option<(String, u32)> {
         let location = self.lines.as_ref()?.find_location(address).ok()??;
         Some((location.file?.to_string(), location.line?))
+    }
+
+    /// The inline chain at `address`, innermost first: the function whose code is there
+    /// and, when the compiler inlined it, each function it was inlined into (DWARF's
+    /// inlined subroutines, as addr2line reads them).
+    pub fn frames(&self, address: u64) -> Vec<SourceFrame> {
+        let Some(mut frames) = self
+            .lines
+            .as_ref()
+            .and_then(|lines| lines.find_frames(address).ok())
+        else {
+            return Vec::new();
+        };
+        let mut chain = Vec::new();
+        while let Ok(Some(frame)) = frames.next() {
+            let function = frame.function.as_ref().and_then(|name| {
+                let raw = name.raw_name().ok()?;
+                Some(format!("{:#}", rustc_demangle::demangle(&raw)))
+            });
+            let (file, line) = match &frame.location {
+                Some(location) => (location.file.map(str::to_string), location.line),
+                None => (None, None),
+            };
+            chain.push(SourceFrame {
+                function,
+                file,
+                line,
+            });
+        }
+        chain
+    }
+
+    /// Where `address` is in the guest's own source: the innermost frame of the inline
+    /// chain whose file is not Rust's library (a `write_volatile` inlined into the line
+    /// that wrote), with the library frames inlined into it.
+    pub fn source(&self, address: u64) -> Option<Source> {
+        let mut chain = self.frames(address);
+        let own = chain.iter().position(|frame| {
+            frame
+                .file
+                .as_deref()
+                .is_some_and(|file| !is_rust_library(file))
+                && frame.line.is_some()
+        })?;
+        let inlined = chain.drain(..own).collect();
+        let frame = chain.swap_remove(0);
+        Some(Source {
+            file: frame.file?,
+            line: frame.line?,
+            function: frame.function,
+            inlined,
+        })
     }
 
     /// Up to `len` bytes of code from `address` (fewer at the end of a section).
@@ -85,6 +139,36 @@ impl GuestImage {
             (offset < bytes.len()).then(|| &bytes[offset..(offset + len).min(bytes.len())])
         })
     }
+}
+
+/// One frame of an inline chain: a function and where in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFrame {
+    /// Demangled, without the hash: `core::ptr::write_volatile`.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// Where an address is in the guest's own source, and what the compiler inlined there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    pub line: u32,
+    /// The guest's function, when the DWARF names it: `page_fault::main`.
+    pub function: Option<String>,
+    /// The library functions inlined at that line, innermost first.
+    pub inlined: Vec<SourceFrame>,
+}
+
+/// Is `file` a source of Rust's standard library (`/rustc/<hash>/library/core/…`), or of a
+/// crate from the registry, rather than the guest's?
+fn is_rust_library(file: &str) -> bool {
+    file.starts_with("/rustc/")
+        || file.contains("/library/core/")
+        || file.contains("/library/alloc/")
+        || file.contains("/library/std/")
+        || file.contains("/.cargo/registry/")
 }
 
 /// One decoded instruction.
@@ -229,5 +313,44 @@ mod tests {
             [2, 3, 4]
         );
         assert!(source_excerpt(root, "no/such/file.rs:1", 1).is_none());
+    }
+
+    #[test]
+    fn the_guest_s_own_line_is_found_under_what_was_inlined_there() {
+        let elf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/bare/x86_64-unknown-linux-gnu/release/page-fault");
+        let Ok(image) = GuestImage::load(&elf) else {
+            eprintln!("the page-fault guest is not built here; nothing to check");
+            return;
+        };
+        // The write that faults, `mov qword ptr [40000000h],2Ah`: `write_volatile`,
+        // inlined into page-fault.rs (main itself is inlined into the runtime's entry).
+        let main = image
+            .symbols()
+            .address_of("traplab_guest_main")
+            .expect("the guest's main entry");
+        let code = image.code_at(main, 0x100).expect("its code");
+        let rip = disassemble(code, main, 64, 100)
+            .into_iter()
+            .find(|instruction| instruction.text.starts_with("mov qword ptr [40000000h]"))
+            .expect("the faulting write")
+            .address;
+        let (innermost, _) = image.source_line(rip).expect("a line");
+        assert!(innermost.contains("/library/core/"), "{innermost}");
+        let source = image.source(rip).expect("the guest's own line");
+        assert!(
+            source.file.ends_with("guests/src/bin/page-fault.rs"),
+            "{source:?}"
+        );
+        assert_eq!(source.function.as_deref(), Some("page_fault::main"));
+        let inlined: Vec<&str> = source
+            .inlined
+            .iter()
+            .filter_map(|frame| frame.function.as_deref())
+            .collect();
+        assert!(
+            inlined.contains(&"core::ptr::write_volatile"),
+            "{inlined:?}"
+        );
     }
 }

@@ -22,6 +22,134 @@ pub struct Context<'a> {
     pub tsc_hz: Option<u64>,
     /// The event this flow delivers (`#PF`), known when the resume comes.
     pub delivering: Option<String>,
+    /// For a `decide`: what the hypervisor went on to do, once the flow's later events are
+    /// in (`None` while a live run is stopped at the decision).
+    pub outcome: Option<Outcome>,
+}
+
+/// What the hypervisor did after a decision, read from the events that follow it in its
+/// flow. The decision's sentence says what happened — "then moves RIP past the
+/// instruction" only when RIP moved — because an action names a kind of handling, not one
+/// operation: an INTR exit is emulated and nothing is skipped, an exit hypercall is
+/// emulated and nothing resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// RIP as the decision's emulation moved it: (old, new).
+    pub rip: Option<(u64, u64)>,
+    /// What else that emulation changed, by name (`rax`, `cr3`, `page table entry`).
+    pub changed: Vec<String>,
+    /// The event delivered to the guest (`#PF`), reflected or bounced.
+    pub delivered: Option<String>,
+    /// The domain notified, and its port made pending.
+    pub notified: Option<(u16, u32)>,
+    /// How a handler's return was noted.
+    pub returned: Option<ReturnPath>,
+    /// The domain ended in this flow.
+    pub ended: bool,
+}
+
+impl Outcome {
+    /// From the flow's events after its decision, in order.
+    ///
+    /// Only the decision's own emulation counts: the first `emulate`, before any
+    /// notification, delivery or return (tracer/SCHEMA.md gives the order). A later one
+    /// asks for an interrupt window for a pending interrupt, which is not what the guest's
+    /// instruction asked for.
+    pub fn after<'e>(events: impl IntoIterator<Item = &'e Event>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut emulation_seen = false;
+        for event in events {
+            match &event.body {
+                // A second decision (the first could not be carried out) has its own sentence.
+                Body::Decide(_) => break,
+                Body::Emulate(emulate) if !emulation_seen => {
+                    emulation_seen = true;
+                    let delivery_begun = outcome.delivered.is_some()
+                        || outcome.notified.is_some()
+                        || outcome.returned.is_some();
+                    if delivery_begun {
+                        continue;
+                    }
+                    for change in emulate.changes.iter() {
+                        match &*change.name {
+                            "rip" => outcome.rip = Some((change.old, change.new)),
+                            // The interrupt window is the pending interrupt's business.
+                            "v_intr" => {}
+                            name => outcome.changed.push(name.to_string()),
+                        }
+                    }
+                }
+                Body::Inject(inject) => {
+                    outcome
+                        .delivered
+                        .get_or_insert_with(|| inject.name.to_string());
+                }
+                Body::Bounce(bounce) => {
+                    outcome
+                        .delivered
+                        .get_or_insert_with(|| bounce.name.to_string());
+                }
+                Body::Notify(notify) => {
+                    outcome.notified.get_or_insert((notify.to, notify.port));
+                }
+                Body::Return(ret) => outcome.returned = Some(ret.via),
+                Body::Domain(domain) if domain.state != DomainState::Created => {
+                    outcome.ended = true
+                }
+                _ => {}
+            }
+        }
+        outcome
+    }
+
+    /// Where the emulation moved RIP: `RIP past the instruction (0x200bf4 → 0x200bf5)`, or
+    /// `RIP from … to …` for a jump; `None` when RIP stayed.
+    fn rip_moved(&self) -> Option<String> {
+        let (old, new) = self.rip?;
+        // An instruction is at most 15 bytes long (AMD APM vol. 3, 1.1).
+        Some(if new > old && new - old <= 15 {
+            format!("RIP past the instruction ({old:#x} → {new:#x})")
+        } else {
+            format!("RIP from {old:#x} to {new:#x}")
+        })
+    }
+
+    /// `{joint} {RIP moved}`, or nothing when RIP stayed.
+    fn rip_clause(&self, joint: &str) -> String {
+        self.rip_moved()
+            .map(|moved| format!("{joint} {moved}"))
+            .unwrap_or_default()
+    }
+
+    /// How the hypervisor emulated: what the sentence of an `emulate` decision says.
+    fn emulation(&self) -> String {
+        let changed = if self.changed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} change)", self.changed.join(", "))
+        };
+        if self.ended {
+            return "it does what the guest asked, and the domain ends: there is no instruction to skip and nothing to resume".into();
+        }
+        if let Some(via) = self.returned
+            && self.rip.is_none()
+        {
+            return match via {
+                ReturnPath::Iret => "it notes that the handler returns and lets the CPU execute the IRET itself at the next VMRUN: no instruction is skipped".into(),
+                ReturnPath::Hypercall => "it notes that the handler returns".into(),
+            };
+        }
+        match (self.rip, self.changed.is_empty()) {
+            (Some(_), _) => format!(
+                "it does the operation for the guest{changed}{}",
+                self.rip_clause(", then moves")
+            ),
+            (None, false) => format!(
+                "it changes the guest's state{changed} and resumes it at the same instruction, which runs again"
+            ),
+            (None, true) => "it handles the exit itself and changes nothing in the guest, which goes on where it was: no instruction is skipped".into(),
+        }
+    }
 }
 
 impl Context<'_> {
@@ -89,19 +217,7 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             )
         }
         Body::Decide(decide) => {
-            let verb = match decide.action {
-                Action::Emulate => {
-                    "emulate it (do the operation for the guest, then skip the instruction)"
-                }
-                Action::Reflect => {
-                    "reflect it: hand the event back to the guest, through the guest's own IDT"
-                }
-                Action::Bounce => {
-                    "bounce it: deliver the event itself to the handler the guest registered (Xen PV style)"
-                }
-                Action::Forward => "forward it: notify another domain",
-                Action::Kill => "kill the domain",
-            };
+            let verb = decision_verb(decide.action, context.outcome.as_ref());
             format!(
                 "The hypervisor decides to {verb}. Its reason: {}.",
                 decide.why.trim_end_matches('.')
@@ -247,6 +363,42 @@ pub fn sentence(event: &Event, context: &Context) -> String {
     }
 }
 
+/// What a decision does, in words: from what followed it when that is known (`outcome`),
+/// else what the action means.
+fn decision_verb(action: Action, outcome: Option<&Outcome>) -> String {
+    let Some(outcome) = outcome else {
+        return match action {
+            Action::Emulate => "emulate it: handle the exit in the hypervisor, without the guest's handlers (the next steps show what it changes)",
+            Action::Reflect => "reflect it: hand the event back to the guest, through the guest's own IDT",
+            Action::Bounce => "bounce it: deliver the event itself to the handler the guest registered (Xen PV style)",
+            Action::Forward => "forward it: notify another domain",
+            Action::Kill => "kill the domain",
+        }
+        .into();
+    };
+    let event = outcome.delivered.as_deref().unwrap_or("the event");
+    match action {
+        Action::Emulate => format!("emulate it: {}", outcome.emulation()),
+        Action::Reflect => format!(
+            "reflect it: hand {event} back to the guest, through the guest's own IDT{}",
+            outcome.rip_clause(", after moving")
+        ),
+        Action::Bounce => format!(
+            "bounce it: deliver {event} itself to the handler the guest registered (Xen PV style){}",
+            outcome.rip_clause(", after moving")
+        ),
+        Action::Forward => match outcome.notified {
+            Some((to, port)) => format!(
+                "forward it: notify {} (its port {port}){}",
+                domain_label(to),
+                outcome.rip_clause(", and move")
+            ),
+            None => "forward it: notify another domain".into(),
+        },
+        Action::Kill => "kill the domain".into(),
+    }
+}
+
 /// Why the hypervisor switched its CPU, in words.
 fn switch_sentence(schedule: &Schedule) -> String {
     let side = |dom: Option<u16>| dom.map_or("its idle loop".to_string(), domain_label);
@@ -359,6 +511,30 @@ pub fn exit_specifics(exit: &Exit) -> String {
         ExitReason::DrWrite { number } => format!("{} (written)", dr_name(number)),
         _ => String::new(),
     }
+}
+
+/// What a run of the same trap does, without what changes from one to the next (the byte
+/// written): `OUT to the console UART`, `IN from port 0x60`; `None` for an exit other than
+/// IOIO, which the trap's class names well enough.
+pub fn repeated_access(exit: &Exit) -> Option<String> {
+    let ExitReason::Ioio { info: io, .. } = exit.exit_reason() else {
+        return None;
+    };
+    // The console UART's eight registers (transmit, line status, …) from its base port.
+    let uart = traplab_abi::boot::CONSOLE_PORT..traplab_abi::boot::CONSOLE_PORT + 8;
+    let port = if uart.contains(&io.port) {
+        "the console UART".to_string()
+    } else {
+        format!("port {:#x}", io.port)
+    };
+    let instruction = match (io.input, io.string) {
+        (true, false) => "IN",
+        (true, true) => "INS",
+        (false, false) => "OUT",
+        (false, true) => "OUTS",
+    };
+    let direction = if io.input { "from" } else { "to" };
+    Some(format!("{instruction} {direction} {port}"))
 }
 
 /// What a control register holds.
@@ -923,6 +1099,7 @@ mod tests {
             symbol: &|_| Some("write_it".into()),
             tsc_hz: None,
             delivering: None,
+            outcome: None,
         }
     }
 
@@ -1082,6 +1259,12 @@ mod tests {
         exit.exitinfo1 = 0x03f8_0210;
         exit.regs.rax = 0x41;
         assert_eq!(exit_specifics(&exit), "OUT of 0x41 to port 0x3f8");
+        assert_eq!(
+            repeated_access(&exit).as_deref(),
+            Some("OUT to the console UART")
+        );
+        exit.exitinfo1 = 0x0060_0011;
+        assert_eq!(repeated_access(&exit).as_deref(), Some("IN from port 0x60"));
         exit.exitcode = exitcode::MSR;
         exit.exitinfo1 = 1;
         exit.regs.rcx = 0xc000_0080;
@@ -1100,6 +1283,157 @@ mod tests {
         assert_eq!(
             exit_specifics(&exit),
             "DR7: debug control (which breakpoints are on) (read)"
+        );
+    }
+
+    fn body_event(body: Body) -> Event {
+        Event {
+            seq: 1,
+            tsc: 0,
+            dom: Some(1),
+            body,
+        }
+    }
+
+    fn emulated(what: &'static str, changes: &[(&'static str, u64, u64)]) -> Event {
+        use traplab_abi::event::{Change, Emulate};
+        body_event(Body::Emulate(Emulate {
+            what: what.into(),
+            changes: changes
+                .iter()
+                .map(|&(name, old, new)| Change {
+                    name: name.into(),
+                    old,
+                    new,
+                })
+                .collect(),
+        }))
+    }
+
+    /// The sentence of an `emulate` decision followed by `after`.
+    fn emulate_decision(why: &'static str, after: &[Event]) -> String {
+        use traplab_abi::event::Decide;
+        let decide = body_event(Body::Decide(Decide {
+            action: Action::Emulate,
+            why: why.into(),
+            at: "hv/src/exit/intr.rs:44".into(),
+        }));
+        let context = Context {
+            outcome: Some(Outcome::after(after)),
+            ..context()
+        };
+        sentence(&decide, &context)
+    }
+
+    #[test]
+    fn an_emulation_is_described_by_what_it_did_not_by_the_action_s_name() {
+        // INTR: the tick is the hypervisor's; the guest changes nowhere, skips nothing.
+        let intr = emulate_decision(
+            "a physical interrupt arrived",
+            &[emulated("timer tick 1 acknowledged", &[])],
+        );
+        assert_eq!(
+            intr,
+            "The hypervisor decides to emulate it: it handles the exit itself and changes nothing in the guest, which goes on where it was: no instruction is skipped. Its reason: a physical interrupt arrived."
+        );
+        // The exit hypercall: the domain ends, nothing resumes.
+        let exit = emulate_decision(
+            "hypercall exit(0): the domain asks to end",
+            &[
+                emulated("exit(0)", &[]),
+                body_event(Body::Domain(traplab_abi::event::DomainChange {
+                    state: DomainState::Exited,
+                    name: "page-fault".into(),
+                    status: Some(0),
+                    reason: Some("exit hypercall".into()),
+                })),
+            ],
+        );
+        assert!(
+            exit.contains("the domain ends: there is no instruction to skip and nothing to resume"),
+            "{exit}"
+        );
+        // An OUT: done, and RIP moves past it.
+        let out = emulate_decision(
+            "OUT to port 0x3f8",
+            &[emulated("OUT 'w'", &[("rip", 0x200bf4, 0x200bf5)])],
+        );
+        assert!(out.contains("it does the operation for the guest, then moves RIP past the instruction (0x200bf4 → 0x200bf5)"), "{out}");
+        // CPUID: the registers it set are named.
+        let cpuid = emulate_decision(
+            "CPUID",
+            &[emulated(
+                "CPUID leaf 0x1",
+                &[("rax", 1, 0x60fb1), ("rip", 0x10, 0x12), ("v_intr", 0, 1)],
+            )],
+        );
+        assert!(
+            cpuid.contains("the guest (rax change), then moves RIP past"),
+            "{cpuid}"
+        );
+        // A page mapped in: the instruction runs again.
+        let retried = emulate_decision(
+            "a lazy page",
+            &[emulated("map", &[("page table entry", 0, 0x1007)])],
+        );
+        assert!(
+            retried.contains("resumes it at the same instruction, which runs again"),
+            "{retried}"
+        );
+        // IRET: the CPU executes it.
+        let iret = emulate_decision(
+            "the handler returns",
+            &[body_event(Body::Return(traplab_abi::event::Return {
+                via: ReturnPath::Iret,
+                vector: Some(14),
+                name: Some("#PF".into()),
+                rip: 0x2000b6,
+                cs: 8,
+                rflags: 6,
+                rsp: 0x21fe60,
+            }))],
+        );
+        assert!(
+            iret.contains("lets the CPU execute the IRET itself"),
+            "{iret}"
+        );
+        // Not known yet (a live run stopped at the decision): what emulating means, no more.
+        let decide = body_event(Body::Decide(traplab_abi::event::Decide {
+            action: Action::Emulate,
+            why: "why".into(),
+            at: "here".into(),
+        }));
+        let unknown = sentence(&decide, &context());
+        assert!(
+            unknown.contains("the next steps show what it changes"),
+            "{unknown}"
+        );
+        for text in [&intr, &exit, &out, &cpuid, &retried, &iret, &unknown] {
+            assert!(!text.contains("skip the instruction"), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_the_decision_s_own_emulation_counts() {
+        // A pending interrupt's window, asked for after the delivery, is not the decision's.
+        let outcome = Outcome::after(&[
+            body_event(Body::Inject(traplab_abi::event::Inject {
+                vector: 14,
+                name: "#PF".into(),
+                kind: svm::EventType::Exception,
+                error_code: Some(2),
+                cr2: Some(0x4000_0000),
+                handler: Some(0x200240),
+                synthetic: false,
+            })),
+            emulated("interrupt 0x20 is pending", &[("v_intr", 0, 0x100)]),
+        ]);
+        assert_eq!(
+            outcome,
+            Outcome {
+                delivered: Some("#PF".into()),
+                ..Outcome::default()
+            }
         );
     }
 }

@@ -389,6 +389,32 @@ impl Flow {
     pub fn cycles(&self) -> Option<u64> {
         (self.cycles != NO_CYCLES).then_some(self.cycles)
     }
+
+    /// Does this flow repeat `earlier`: the same trap of the same domain at the same
+    /// instruction, handled the same way, and part of no longer story (it delivered
+    /// nothing, returned from nothing, woke no one and was not switched out)? A guest
+    /// printing a line traps once per byte at its OUT: such runs fold into one row of the
+    /// TUI's list.
+    pub fn repeats(&self, earlier: &Flow) -> bool {
+        let on_its_own = |flow: &Flow| {
+            flow.has_exit()
+                && flow.end == FlowEnd::Resumed
+                && flow.delivered.is_none()
+                && !flow.was_away()
+                && [
+                    flow.returned_by,
+                    flow.returns_from,
+                    flow.woke,
+                    flow.woken_by,
+                ]
+                .iter()
+                .all(|&link| link == NO_FLOW)
+        };
+        on_its_own(self)
+            && on_its_own(earlier)
+            && (self.dom, self.exitcode, self.rip) == (earlier.dom, earlier.exitcode, earlier.rip)
+            && (self.first_action, self.last_action) == (earlier.first_action, earlier.last_action)
+    }
 }
 
 /// The trap class of an exit code: `#PF` for an exception, else the exit name
@@ -1162,5 +1188,39 @@ mod tests {
         assert_eq!(flows[0].events().collect::<Vec<_>>(), [0, 1, 3, 4]);
         assert_eq!(flows[1].end, FlowEnd::Killed);
         assert_eq!(flows[1].events().collect::<Vec<_>>(), [2, 3, 6]);
+    }
+
+    #[test]
+    fn a_flow_repeats_the_same_trap_at_the_same_instruction_handled_the_same_way() {
+        let out = |rip: u64| {
+            [
+                Facts {
+                    rip: Some(rip),
+                    ..exit(0x7b)
+                },
+                decide(Action::Emulate),
+                facts(Kind::Emulate, Some(1)),
+                resume(10),
+            ]
+        };
+        let mut events: Vec<Facts> = [out(0x10), out(0x10), out(0x20)].concat();
+        // A #PF at the same RIP, reflected: delivered, so it never repeats.
+        events.extend([
+            Facts {
+                rip: Some(0x20),
+                ..exit(0x4e)
+            },
+            decide(Action::Reflect),
+            deliver(Kind::Inject, Some(14)),
+            resume(10),
+        ]);
+        let flows = feed(&events);
+        assert!(flows[1].repeats(&flows[0]));
+        assert!(!flows[2].repeats(&flows[1]), "another instruction");
+        assert!(!flows[3].repeats(&flows[2]), "another trap");
+        assert!(
+            !flows[3].repeats(&flows[3]),
+            "a delivery is part of a story"
+        );
     }
 }

@@ -15,7 +15,9 @@
 //! | [`stats`]     | per exit reason (and per domain): count, share, min/avg/p50/p95/max hypervisor time |
 //! | [`export`]    | a trace as Chrome trace-event JSON for ui.perfetto.dev                 |
 //! | [`diff`]      | two traces aligned flow by flow                                        |
+//! | [`delivery`]  | what a handler starts with: the frame the CPU pushed, the registers after it |
 //! | [`explain`]   | each step in one plain sentence, and every field decoded               |
+//! | [`filter`]    | `trace --only/--hide CLASS`: which events to print, by their flow's class |
 //! | [`code`]      | disassembly (iced-x86), guest symbols and source lines (addr2line)     |
 //! | [`sample`]    | a small hand-made trace of two domains and an event channel, for tests  |
 //!
@@ -23,10 +25,12 @@
 
 pub mod check;
 pub mod code;
+pub mod delivery;
 pub mod diff;
 pub mod disk;
 pub mod explain;
 pub mod export;
+pub mod filter;
 pub mod flows;
 pub mod json;
 pub mod qemu;

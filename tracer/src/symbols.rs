@@ -93,6 +93,21 @@ impl Symbols {
             .map(|symbol| symbol.address)
     }
 
+    /// The symbol a student names: its full demangled name (`page_fault::page_fault`), or
+    /// its last part (`page_fault`) when that names one; the first, in address order, of
+    /// several.
+    pub fn find(&self, name: &str) -> Option<&Symbol> {
+        let name = name.trim();
+        self.symbols
+            .iter()
+            .find(|symbol| symbol.name == name)
+            .or_else(|| {
+                self.symbols
+                    .iter()
+                    .find(|symbol| symbol.name.rsplit("::").next() == Some(name))
+            })
+    }
+
     /// Resolve `name` or `name+offset` (offset in hex with 0x, or decimal).
     pub fn resolve(&self, expression: &str) -> Option<u64> {
         let (name, offset) = match expression.rsplit_once('+') {

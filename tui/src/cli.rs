@@ -170,6 +170,17 @@ pub struct TraceArgs {
     pub timeout: Option<u64>,
     #[command(flatten)]
     pub disk: DiskImage,
+    /// Print only the events of the trap flows of CLASS (repeat for several): a class as the
+    /// TUI's list names it (#PF, IOIO, CPUID, upcall) or an exit reason as the trace spells
+    /// it (EXCP_PF, INTR, VMMCALL). The boot, the domains' start and end, the switches
+    /// between domains and the guest's console lines are always printed. This filters what
+    /// is printed, never what is recorded: --record keeps every event.
+    #[arg(long, value_name = "CLASS")]
+    pub only: Vec<String>,
+    /// Leave out the events of the trap flows of CLASS (repeat for several), as --only
+    /// names them; printed only, never recorded.
+    #[arg(long, value_name = "CLASS")]
+    pub hide: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -271,12 +282,15 @@ pub struct DiffArgs {
 /// The keys of the terminal UI (`run` and `replay`).
 const UI_KEYS: &str = "\
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · w/W the upcall a notification caused / the
-notification that caused an upcall, in another domain · Tab (or d r x) Detail, Registers, Code ·
+⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
+repeated flows · w/W the upcall a notification caused / the
+notification that caused an upcall, in another domain · Tab (or d r x o) Detail, Registers,
+Code, Console ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
-scrolls · ? help · q quit. Honours NO_COLOR. A recording with a bad line shows the events
-before it, and says which line.";
+scrolls · b/B break on pf, port:0x3f8, rip:0x200240, sym:NAME…, clear · c run forward to the
+next break · e finish: to the return of the handler the step is in · ? help · q quit.
+Honours NO_COLOR. A recording with a bad line shows the events before it, and says which line.";
 
 /// `traplab replay --help`'s last part: the keys, the statuses.
 fn replay_help() -> String {
@@ -309,7 +323,7 @@ fn stats_help() -> String {
     format!(
         "The time of an exit is the hypervisor's share of the trap: the TSC ticks from the #VMEXIT\n\
          to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched\n\
-         out while others ran), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
+         out while others ran; a stop at a break, a step or gdb is never counted), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
          several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers\n\
          Xen gives its domains). A recording with a bad line gives the table of the events before\n\
          it; a file that is not a recording gives none.\n\n{}\n(the last four when it runs a lab now)",
@@ -373,13 +387,16 @@ pub struct RunArgs {
 /// What `traplab run --help` says after the options: the live keys, then the others.
 const RUN_KEYS: &str = "\
 The hypervisor waits after its boot event. Then:
-  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b)
+  b pf ⏎   break on #PF (also: ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b,
+           rip:0x200240 and sym:NAME: an exit there, or a resume there, as a handler's entry)
   c        continue until a break: the hypervisor stops at the exit, before it decides
   s        step one event: the decision, then the injection, then the resume
+  e        finish: run to the return of the handler the step is in (after its injection)
   t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
-⏎ open a flow, Esc back to the list · w/W along a notification to another domain ·
-Tab (or d r x) Detail, Registers, Code ·
+⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
+repeated flows · w/W along a notification to another domain ·
+Tab (or d r x o) Detail, Registers, Code, Console ·
 / search, n/N next/previous match · f/a filter by class/action, F clear ·
 1 2 3 Flows, Flow, Stats · g/G first/last · mouse wheel scrolls · ? help · q quit.
 J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR. Ctrl-C from outside

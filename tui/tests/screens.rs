@@ -231,11 +231,16 @@ fn mouse_wheel_scrolls() {
         row: 10,
         modifiers: KeyModifiers::NONE,
     };
+    // Three rows down: past the folded console output and the #PF, to the IRET.
     app.handle_mouse(wheel(MouseEventKind::ScrollDown));
-    assert_eq!(app.selected, 3);
+    assert_eq!(app.row_of(app.selected), 3);
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "IRET"
+    );
     app.handle_mouse(wheel(MouseEventKind::ScrollUp));
     assert_eq!(app.selected, 0);
-    press(&mut app, "<Enter>");
+    press(&mut app, "j<Enter>");
     app.handle_mouse(wheel(MouseEventKind::ScrollDown));
     assert_eq!(app.step, 1);
 }
@@ -268,6 +273,23 @@ fn the_code_pane_names_the_guest_symbol() {
     );
     assert!(
         screen.contains("hypervisor decision at hv/src/exit/"),
+        "{screen}"
+    );
+    // The source line is the guest's own, where `write_volatile` was inlined, not the
+    // library's; the library functions inlined there are named after it.
+    let source = image.source(rip).expect("the guest's line");
+    assert!(source.file.ends_with("guests/src/bin/page-fault.rs"));
+    let place = format!(
+        "guests/src/bin/page-fault.rs:{} in page_fault::main",
+        source.line
+    );
+    assert!(screen.contains(&place), "{place} in\n{screen}");
+    assert!(
+        screen.contains(".write_volatile(42)"),
+        "the line itself\n{screen}"
+    );
+    assert!(
+        screen.contains("inlined there: core::ptr::mut_ptr::<impl *mut T>::write_volatile"),
         "{screen}"
     );
 }
@@ -430,10 +452,241 @@ fn the_swap_in_page_fault_crosses_to_the_driver_domain_and_back() {
         flows[fault..=returned].iter().all(|flow| flow.dom != 0),
         "dom0 stays out of d1's page-in"
     );
-    // On screen: open the send, follow its notification into d2's lane.
+    // On screen: open the send, follow its notification into d2's lane (z: a row per flow,
+    // so that `j` counts flows).
+    press(&mut app, "z");
     press(&mut app, &"j".repeat(send));
     press(&mut app, "<Enter>w");
     assert_eq!(app.selected_flow(), Some(backend));
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("woken by d1's send"), "{screen}");
+}
+
+/// A decision's sentence says what the hypervisor went on to do: an INTR exit is emulated
+/// and nothing is skipped, the exit hypercall ends the domain, an OUT moves RIP past itself.
+#[test]
+fn a_decision_says_what_the_hypervisor_did() {
+    let mut app = open("event-channel.jsonl");
+    press(&mut app, "/INTR<Enter><Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("decide: emulate"), "{screen}");
+    assert!(screen.contains("changes nothing in the guest"), "{screen}");
+    assert!(screen.contains("no instruction is skipped"), "{screen}");
+    assert!(!screen.contains("skip the instruction"), "{screen}");
+
+    let mut app = open("page-fault.jsonl");
+    // The first flow: an OUT to the console, emulated (⏎ unfolds its run, ⏎ opens it).
+    press(&mut app, "<Enter><Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("then moves RIP past the"), "{screen}");
+    // The last: the exit hypercall.
+    press(&mut app, "<Esc>G<Enter>l");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("the domain ends"), "{screen}");
+    assert!(screen.contains("nothing to resume"), "{screen}");
+    assert!(!screen.contains("skip the instruction"), "{screen}");
+}
+
+/// A guest printing a line traps once per byte at the same OUT: such runs are one row each
+/// (the page-fault lab's 158 flows are six rows), ⏎ unfolds one, `z` unfolds them all.
+#[test]
+fn repeated_console_flows_fold_into_one_row() {
+    let mut app = open("page-fault.jsonl");
+    assert_eq!(app.visible.len(), 158);
+    assert_eq!(app.rows.len(), 6, "{:?}", app.rows);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("IOIO    ▸ ×46 OUT to the console UART, printing “"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("and 45 more like it: ⏎ unfolds them"),
+        "{screen}"
+    );
+    // One j: past the run, on the lab's own first flow.
+    press(&mut app, "j");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "#PF"
+    );
+    // ⏎ on the run opens it, in place; a second ⏎ opens its first flow.
+    press(&mut app, "k<Enter>");
+    assert_eq!(app.screen, Screen::Flows);
+    assert_eq!(app.rows.len(), 6 + 45);
+    assert!(draw(&app, 100, 30).contains("      6   0.034800 d0   IOIO    emulate"));
+    press(&mut app, "<Enter>");
+    assert_eq!((app.screen, app.selected_flow()), (Screen::Flow, Some(0)));
+    // z: every flow a row of its own; z again: folded again.
+    press(&mut app, "<Esc>z");
+    assert_eq!(app.rows.len(), 158);
+    press(&mut app, "z");
+    assert_eq!(app.rows.len(), 6);
+    // A search that lands inside a folded run opens it.
+    press(&mut app, "/IOIO<Enter>");
+    assert_eq!(app.selected, 1);
+    assert!(!app.rows[0].is_folded());
+    assert_eq!(app.row_of(app.selected), 1);
+}
+
+/// At the resume into the #PF handler, the Registers pane shows what the handler's first
+/// instruction sees: RSP on the frame the CPU pushed (placed by the handler's IRET), CR2 as
+/// the inject set it; after the IRET, what the IRET popped.
+#[test]
+fn the_registers_at_a_delivery_are_the_handler_s() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>lllr");
+    let screen = draw(&app, 120, 40);
+    assert!(
+        screen.contains("the #PF handler's start (seq 190 + delivery)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("rsp     0x21fe60 →   0x20ffd0*"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("cr2          0x0 → 0x40000000*"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("rsp: on the 48-byte frame the CPU pushed at VMRUN"),
+        "{screen}"
+    );
+    // The resume after the handler's IRET: back on the faulting code's stack.
+    press(&mut app, "G");
+    let screen = draw(&app, 120, 40);
+    assert!(
+        screen.contains("rsp     0x20ffd8 →   0x21fe60*"),
+        "{screen}"
+    );
+}
+
+/// At the inject step, the Detail pane decodes the exception frame the CPU will push at
+/// VMRUN: where it goes (found at the handler's IRET) and each slot.
+#[test]
+fn the_inject_step_decodes_the_frame_the_cpu_pushes() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>ll");
+    let screen = draw(&app, 140, 40);
+    assert!(
+        screen.contains("frame      48 bytes the CPU pushes at VMRUN, at 0x20ffd0: the handler's RSP (found at its IRET, seq 440)"),
+        "{screen}"
+    );
+    for slot in [
+        "  +0x00    error code        0x2  what the handler pops before its IRET",
+        "  +0x08    rip          0x2000b6  the trapping instruction: the IRET runs it again",
+        "  +0x18    rflags            0x6",
+        "  +0x20    rsp          0x21fe60  the interrupted code's stack",
+        "  +0x28    ss                  ·",
+    ] {
+        assert!(screen.contains(slot), "{slot} in\n{screen}");
+    }
+}
+
+/// The Console pane (`o`): what the guests printed up to the step shown, the latest last.
+#[test]
+fn the_console_pane_shows_what_was_printed_so_far() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/EXCP_PF<Enter><Enter>o");
+    assert_eq!(app.pane, Pane::Console);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("d0 | writing 42 to 0x40000000, which is not mapped"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("mapping a free frame"),
+        "not yet: {screen}"
+    );
+    // At the handler's return, the handler's line is in; the lab's last line is not yet.
+    press(&mut app, "G");
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("d0 | #PF at 0x40000000, error code 0x2: mapping a free"),
+        "{screen}"
+    );
+    assert!(!screen.contains("the write was retried"), "{screen}");
+    insta::assert_snapshot!("console_at_the_return", screen);
+}
+
+/// Breaks in a replay: `b rip:…` (or `sym:…`, with the guests' ELF files) and `c` run
+/// forward to where the trace sees the guest at that code — an exit there, or a resume
+/// there, as at a handler's first instruction.
+#[test]
+fn a_replay_runs_to_a_break_on_a_rip() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "c");
+    assert!(draw(&app, 100, 30).contains("c: no breaks"));
+    // The #PF handler's entry: the guest gets there at the resume that delivers #PF.
+    press(&mut app, "brip:0x200240<Enter>");
+    assert!(
+        draw(&app, 100, 30).contains("break rip:0x200240"),
+        "in the title"
+    );
+    press(&mut app, "c");
+    assert_eq!(app.screen, Screen::Flow);
+    let (_, event) = app.current_event().expect("an event");
+    assert_eq!(event.seq, 190);
+    assert!(matches!(event.body, traplab_abi::event::Body::Resume(_)));
+    assert!(draw(&app, 100, 30).contains("break rip:0x200240: seq 190"));
+    press(&mut app, "c");
+    assert!(draw(&app, 100, 30).contains("no break matches from here to the end"));
+    // Without the ELF files a symbol cannot be found, and says so.
+    press(&mut app, "Bbsym:traplab_guest_main<Enter>");
+    assert!(draw(&app, 100, 30).contains("no symbol “traplab_guest_main”"));
+    assert!(app.breaks.is_empty());
+}
+
+#[test]
+fn a_replay_runs_to_a_break_on_a_symbol() {
+    let trace = Trace::open(&recording("page-fault.jsonl")).unwrap();
+    let mut app = App::new(
+        trace,
+        Options {
+            guest_images: true,
+            ..plain()
+        },
+    );
+    if app.image(0).is_none() {
+        eprintln!("the page-fault guest's ELF is not built here; nothing to check");
+        return;
+    }
+    // The guest's main: the only exit in it is the write that faults.
+    press(&mut app, "bsym:traplab_guest_main<Enter>c");
+    let (_, event) = app.current_event().expect("an event");
+    assert!(
+        matches!(&event.body, traplab_abi::event::Body::Exit(exit) if exit.reason == "EXCP_PF"),
+        "{event:?}"
+    );
+}
+
+/// `e`, like gdb's `finish`: from anywhere in a delivery or its handler's traps, to the
+/// handler's return.
+#[test]
+fn finish_goes_to_the_handler_s_return() {
+    let mut app = open("page-fault.jsonl");
+    let is_return = |app: &App| {
+        matches!(
+            app.current_event().map(|(_, event)| &event.body),
+            Some(traplab_abi::event::Body::Return(_))
+        )
+    };
+    // From the #PF's injection.
+    press(&mut app, "/EXCP_PF<Enter><Enter>lle");
+    assert!(is_return(&app));
+    assert_eq!(app.current_event().unwrap().1.seq, 442);
+    // From a trap of the handler's own: a console OUT it made (the third row, unfolded).
+    press(&mut app, "<Esc>gjj<Enter><Enter>");
+    assert_eq!(
+        app.trace.flows()[app.selected_flow().unwrap()].class(),
+        "IOIO"
+    );
+    assert_eq!(app.current_event().unwrap().1.seq, 191);
+    press(&mut app, "e");
+    assert!(is_return(&app), "{:?}", app.message);
+    assert_eq!(app.current_event().unwrap().1.seq, 442);
+    // Before the #PF, in no handler.
+    press(&mut app, "<Esc>g<Enter><Enter>e");
+    assert!(!is_return(&app));
+    assert!(draw(&app, 100, 30).contains("e: this step is in no handler"));
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use traplab_abi::event::{Body, DomainState};
 use traplab_tracer::check::StreamCheck;
+use traplab_tracer::filter::ClassFilter;
 use traplab_tracer::qemu::HvStatus;
 use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{Finish, Item, Options, Session};
@@ -28,6 +29,8 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     machine.extra_args = args.qemu_args.clone();
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
+    // What is printed (--only/--hide); the recording and the checks see every event.
+    let mut printed = ClassFilter::new(&args.only, &args.hide)?;
     setup::ensure_qemu(args.yes)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -97,6 +100,9 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                     && let Err(error) = recorder.write(&event)
                 {
                     eprintln!("traplab: recording failed: {error}");
+                }
+                if !printed.shows(&event) {
+                    continue;
                 }
                 let line = || {
                     if args.json {
@@ -229,6 +235,8 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             domain: args.domain,
             timeout: None,
             disk: args.disk,
+            only: Vec::new(),
+            hide: Vec::new(),
         }
     }
 }

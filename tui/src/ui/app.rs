@@ -11,13 +11,15 @@ use super::story::{Step, Story};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
-use traplab_abi::control::{Break, Command};
+use traplab_abi::control::{Break, Command, ExitFacts};
 use traplab_abi::event::Action;
+use traplab_abi::event::{Body, Event};
 use traplab_tracer::code::GuestImage;
-use traplab_tracer::flows::Kind;
+use traplab_tracer::delivery;
+use traplab_tracer::flows::{Flow, FlowEnd, Kind};
 use traplab_tracer::session::{Control, Finish, Item};
 use traplab_tracer::stats::{self, Stats};
 use traplab_tracer::store::{Loader, Trace};
@@ -39,17 +41,42 @@ pub enum Pane {
     Detail,
     Registers,
     Code,
+    /// What the guests printed up to the step shown.
+    Console,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 3] = [Pane::Detail, Pane::Registers, Pane::Code];
+    pub const ALL: [Pane; 4] = [Pane::Detail, Pane::Registers, Pane::Code, Pane::Console];
 
     pub fn title(self) -> &'static str {
         match self {
             Pane::Detail => "Detail",
             Pane::Registers => "Registers",
             Pane::Code => "Code",
+            Pane::Console => "Console",
         }
+    }
+}
+
+/// How many flows in a row that repeat one another ([`Flow::repeats`]) fold into one row.
+///
+/// [`Flow::repeats`]: traplab_tracer::flows::Flow::repeats
+pub const FOLD_AT_LEAST: usize = 3;
+
+/// A row of the flows list: one flow, or a run of flows that repeat one another (a guest
+/// printing a line traps once per byte, at the same OUT) folded into one line until ⏎
+/// opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// Where its first flow is in [`App::visible`].
+    pub start: usize,
+    /// How many visible flows it stands for: 1, or the length of a folded run.
+    pub len: usize,
+}
+
+impl Row {
+    pub fn is_folded(&self) -> bool {
+        self.len > 1
     }
 }
 
@@ -85,10 +112,10 @@ pub enum LiveState {
 pub struct Live {
     pub control: Option<Control>,
     pub state: LiveState,
-    /// Breakpoints as the user typed them.
-    pub breaks: Vec<String>,
     /// The last stop we moved the screen to (so a stop moves it once).
     followed: Option<u64>,
+    /// The break `e` (finish) set at the return address, taken away at the next stop.
+    finishing: Option<Break>,
 }
 
 /// How the app is set up (tests turn off what depends on files outside the recording).
@@ -125,6 +152,12 @@ pub struct App {
     pub help: bool,
     /// The flow numbers that pass the filters, in order.
     pub visible: Vec<u32>,
+    /// The rows of the list: `visible`, with runs of repeated flows folded.
+    pub rows: Vec<Row>,
+    /// Fold runs of repeated flows (`z` turns it off and on).
+    pub folding: bool,
+    /// The runs the user opened, by their first flow's number.
+    unfolded: HashSet<u32>,
     /// Position in `visible`.
     pub selected: usize,
     /// The selected flow's story and the step shown.
@@ -139,11 +172,17 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// One line for the status bar (a search that found nothing, a bad break).
     pub message: Option<String>,
+    /// Breakpoints, as the user typed them and as they match: a live run's hypervisor
+    /// stops at them (`c`), a replay runs to them (`c` too).
+    pub breaks: Vec<(String, Break)>,
     pub stats: Stats,
     pub stats_row: usize,
     pub live: Option<Live>,
     /// A recording still loading: the screen shows what is in and takes more each tick.
     pub loader: Option<Loader>,
+    /// The `console` events of the trace, by event number, in order (the Console pane
+    /// parses the few it shows).
+    pub console: Vec<u32>,
     /// Guest images by domain (`None`: not there, or not read).
     images: HashMap<u16, Option<Rc<GuestImage>>>,
     /// How many flows the filters and statistics have seen.
@@ -163,6 +202,9 @@ impl App {
             pane: Pane::Detail,
             help: false,
             visible: Vec::new(),
+            rows: Vec::new(),
+            folding: true,
+            unfolded: HashSet::new(),
             selected: 0,
             story: Story::default(),
             step: 0,
@@ -172,9 +214,11 @@ impl App {
             search: None,
             prompt: None,
             message: None,
+            breaks: Vec::new(),
             stats_row: 0,
             live: None,
             loader: None,
+            console: Vec::new(),
             images: HashMap::new(),
             seen_flows: 0,
             seen_events: 0,
@@ -224,8 +268,8 @@ impl App {
         app.live = Some(Live {
             control: None,
             state: LiveState::Starting,
-            breaks: Vec::new(),
             followed: None,
+            finishing: None,
         });
         app
     }
@@ -250,6 +294,15 @@ impl App {
         if self.trace.len() == self.seen_events && self.seen_events > 0 {
             return;
         }
+        for index in self.seen_events..self.trace.len() {
+            if self
+                .trace
+                .index_of(index)
+                .is_some_and(|entry| entry.kind == Kind::Console)
+            {
+                self.console.push(index as u32);
+            }
+        }
         self.seen_events = self.trace.len();
         let flows = self.trace.flows();
         // The last flow may still be growing (a live run): re-check it.
@@ -265,6 +318,7 @@ impl App {
         if self.loader.is_none() {
             self.stats = stats::compute(flows, self.trace.tsc_hz());
         }
+        self.refold();
         if self.options.guest_images {
             for (dom, name) in self.trace.domains().to_vec() {
                 self.images.entry(dom).or_insert_with(|| {
@@ -274,6 +328,58 @@ impl App {
                 });
             }
         }
+    }
+
+    /// Group `visible` into rows: a run of at least [`FOLD_AT_LEAST`] flows that repeat the
+    /// run's first is one row, unless the user opened it; every other flow is a row.
+    fn refold(&mut self) {
+        let flows = self.trace.flows();
+        self.rows.clear();
+        let mut start = 0;
+        while start < self.visible.len() {
+            let first = self.visible[start];
+            let run_of = &flows[first as usize];
+            let mut end = start + 1;
+            while end < self.visible.len() && flows[self.visible[end] as usize].repeats(run_of) {
+                end += 1;
+            }
+            let len = end - start;
+            if self.folding && len >= FOLD_AT_LEAST && !self.unfolded.contains(&first) {
+                self.rows.push(Row { start, len });
+            } else {
+                self.rows.extend((start..end).map(|position| Row {
+                    start: position,
+                    len: 1,
+                }));
+            }
+            start = end;
+        }
+    }
+
+    /// The row that shows position `position` of `visible`.
+    pub fn row_of(&self, position: usize) -> usize {
+        self.rows
+            .partition_point(|row| row.start <= position)
+            .saturating_sub(1)
+    }
+
+    /// The selected row, if any flow is visible.
+    pub fn selected_row(&self) -> Option<Row> {
+        self.rows.get(self.row_of(self.selected)).copied()
+    }
+
+    /// Open the folded run at row `row`: its flows get a row each.
+    fn unfold(&mut self, row: usize) {
+        if let Some(run) = self.rows.get(row).filter(|run| run.is_folded()) {
+            self.unfolded.insert(self.visible[run.start]);
+            self.refold();
+        }
+    }
+
+    /// New visible flows (the filters changed, or were dropped to show a flow).
+    fn set_visible(&mut self, visible: Vec<u32>) {
+        self.visible = visible;
+        self.refold();
     }
 
     fn passes(&self, number: usize) -> bool {
@@ -287,10 +393,11 @@ impl App {
     /// Recompute the visible flows after a filter changed, keeping the selection near.
     fn refilter(&mut self) {
         let keep = self.selected_flow();
-        self.visible = (0..self.trace.flows().len())
+        let visible = (0..self.trace.flows().len())
             .filter(|&number| self.passes(number))
             .map(|n| n as u32)
             .collect();
+        self.set_visible(visible);
         let position = keep.map_or(0, |flow| {
             self.visible
                 .partition_point(|&visible| (visible as usize) < flow)
@@ -298,9 +405,18 @@ impl App {
         self.select(position);
     }
 
-    /// Select position `position` of the visible flows and start its story.
+    /// Select position `position` of the visible flows and start its story. A flow inside a
+    /// folded run (a search found it, a step went past its neighbour) opens the run.
     pub fn select(&mut self, position: usize) {
         self.selected = position.min(self.visible.len().saturating_sub(1));
+        let row = self.row_of(self.selected);
+        if self
+            .rows
+            .get(row)
+            .is_some_and(|run| run.is_folded() && run.start != self.selected)
+        {
+            self.unfold(row);
+        }
         self.rebuild_story();
         self.step = self.story.start;
         self.pane_scroll = 0;
@@ -313,10 +429,18 @@ impl App {
         };
     }
 
-    /// Move the selection by `delta` flows.
+    /// Move the selection by `delta` rows (a folded run is one).
     fn move_selection(&mut self, delta: isize) {
-        let position = self.selected.saturating_add_signed(delta);
-        self.select(position);
+        let row = self
+            .row_of(self.selected)
+            .saturating_add_signed(delta)
+            .min(self.rows.len().saturating_sub(1));
+        self.select(self.rows.get(row).map_or(0, |row| row.start));
+    }
+
+    /// Select the last row (a folded run at the end stays folded).
+    fn select_last_row(&mut self) {
+        self.select(self.rows.last().map_or(0, |row| row.start));
     }
 
     /// One step forward or back; past either end of the story, into the next/previous flow.
@@ -445,7 +569,7 @@ impl App {
             None => {
                 self.class_filter = None;
                 self.action_filter = None;
-                self.visible = (0..self.trace.flows().len() as u32).collect();
+                self.set_visible((0..self.trace.flows().len() as u32).collect());
                 flow
             }
         };
@@ -553,11 +677,144 @@ impl App {
                     .unwrap_or(0);
                 self.pane = Pane::ALL[(at + Pane::ALL.len() - 1) % Pane::ALL.len()];
             }
+            KeyCode::Char('b') => {
+                self.prompt = Some(Prompt {
+                    purpose: Purpose::Break,
+                    text: String::new(),
+                })
+            }
+            KeyCode::Char('B') => self.breaks.clear(),
+            KeyCode::Char('c') => self.run_to_break(),
+            KeyCode::Char('e') => self.finish(),
             _ => match self.screen {
                 Screen::Flows => self.handle_flows_key(key),
                 Screen::Flow => self.handle_flow_key(key),
                 Screen::Stats => self.handle_stats_key(key),
             },
+        }
+    }
+
+    // ---- breaks and finish, in the recorded trace ----
+
+    /// Run forward through the trace, from the step shown, to the next event a break
+    /// matches: an exit it matches, or for a code break a resume at its address.
+    fn run_to_break(&mut self) {
+        if self.breaks.is_empty() {
+            self.message = Some(
+                "c: no breaks (b sets one: pf, port:0x3f8, rip:0x200240, sym:page_fault…)".into(),
+            );
+            return;
+        }
+        let from = self.current_index().map_or(0, |index| index + 1);
+        for index in from..self.trace.len() {
+            let Some(entry) = self.trace.index_of(index) else {
+                break;
+            };
+            if !matches!(entry.kind, Kind::Exit | Kind::Resume) {
+                continue;
+            }
+            let Ok(event) = self.trace.event(index) else {
+                continue;
+            };
+            let hit = self.breaks.iter().find(|(_, point)| match &event.body {
+                Body::Exit(exit) => point.matches(&ExitFacts {
+                    exitcode: exit.exitcode,
+                    rip: exit.rip,
+                    exitinfo1: exit.exitinfo1,
+                    rax: exit.regs.rax,
+                    instruction: exit.insn.as_slice(),
+                }),
+                Body::Resume(resume) => point.at(resume.rip),
+                _ => false,
+            });
+            if let Some((text, _)) = hit {
+                self.message = Some(format!("break {text}: seq {}", event.seq));
+                self.show_event(index);
+                return;
+            }
+        }
+        self.message = Some("c: no break matches from here to the end of the trace".into());
+    }
+
+    /// Show event number `index`: its flow, at its step.
+    fn show_event(&mut self, index: usize) {
+        if let Some(flow) = self.trace.flow_of(index) {
+            self.show_flow(flow);
+            self.step = self.story.step_of(index).unwrap_or(self.story.start);
+            self.screen = Screen::Flow;
+        }
+    }
+
+    /// The delivery the step shown is inside: the latest flow of the same domain, at or
+    /// before the current event, that delivered an event whose handler has not returned
+    /// by then (the innermost one, when a handler faults in turn).
+    fn enclosing_delivery(&self) -> Option<usize> {
+        let flows = self.trace.flows();
+        let current = self.current_index()?;
+        let here = self.story.flow_at(self.step)?;
+        let dom = flows.get(here)?.dom;
+        let returns_after = |flow: &Flow| match flows.get(flow.returned_by as usize) {
+            Some(returning) => returning.last() as usize > current,
+            None => flow.end != FlowEnd::Cut,
+        };
+        (0..=here).rev().find(|&number| {
+            let flow = &flows[number];
+            flow.dom == dom
+                && flow.first as usize <= current
+                && flow.delivered.is_some()
+                && returns_after(flow)
+        })
+    }
+
+    /// `e`, like gdb's `finish`: to the return of the delivery the step shown is inside
+    /// (the `return` step when the trace has it; live, the hypervisor runs to the return
+    /// address and stops there).
+    fn finish(&mut self) {
+        let Some(delivering) = self.enclosing_delivery() else {
+            let undecided = self
+                .story
+                .flow_at(self.step)
+                .and_then(|flow| self.trace.flows().get(flow))
+                .is_some_and(|flow| flow.end == FlowEnd::Open && flow.delivered.is_none());
+            self.message = Some(if undecided {
+                "e: nothing is delivered in this trap yet: step (s) to its decision first".into()
+            } else {
+                "e: this step is in no handler the hypervisor delivered to".into()
+            });
+            return;
+        };
+        let flows = self.trace.flows();
+        if let Some(returning) = flows.get(flows[delivering].returned_by as usize) {
+            let ret = returning.events().find(|&index| {
+                self.trace
+                    .index_of(index as usize)
+                    .is_some_and(|entry| entry.kind == Kind::Return)
+            });
+            if let Some(ret) = ret {
+                self.show_event(ret as usize);
+                return;
+            }
+        }
+        // Not returned yet: only a live run can go on to it.
+        let events: Vec<Event> = flows[delivering]
+            .events()
+            .filter_map(|index| self.trace.event(index as usize).ok())
+            .collect();
+        let (Some(address), true) = (delivery::return_address(&events), self.live.is_some()) else {
+            self.message = Some("e: the handler does not return in this trace".into());
+            return;
+        };
+        let point = Break::Code {
+            start: address,
+            end: address + 1,
+        };
+        if self.send(Command::AddBreak(point)) && self.send(Command::Continue) {
+            if let Some(live) = self.live.as_mut() {
+                live.finishing = Some(point);
+            }
+            self.message = Some(format!(
+                "e: running to the handler's return, at {address:#x}"
+            ));
         }
     }
 
@@ -574,11 +831,21 @@ impl App {
                 self.move_selection(-10)
             }
             KeyCode::Char('g') | KeyCode::Home => self.select(0),
-            KeyCode::Char('G') | KeyCode::End => self.select(usize::MAX),
+            KeyCode::Char('G') | KeyCode::End => self.select_last_row(),
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right
+                if self.selected_row().is_some_and(|row| row.is_folded()) =>
+            {
+                self.unfold(self.row_of(self.selected))
+            }
             KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right
                 if self.selected_flow().is_some() =>
             {
                 self.screen = Screen::Flow
+            }
+            KeyCode::Char('z') => {
+                self.folding = !self.folding;
+                self.unfolded.clear();
+                self.refold();
             }
             KeyCode::Char('w') => self.follow_wake(true),
             KeyCode::Char('W') => self.follow_wake(false),
@@ -603,6 +870,7 @@ impl App {
             KeyCode::Char('d') => self.pane = Pane::Detail,
             KeyCode::Char('r') => self.pane = Pane::Registers,
             KeyCode::Char('x') => self.pane = Pane::Code,
+            KeyCode::Char('o') => self.pane = Pane::Console,
             KeyCode::Esc | KeyCode::Enter => self.screen = Screen::Flows,
             _ => {}
         }
@@ -688,17 +956,8 @@ impl App {
             KeyCode::Char('c') => Command::Continue,
             KeyCode::Char('s') => Command::Step,
             KeyCode::Char('t') => Command::NextExit,
-            KeyCode::Char('b') => {
-                self.prompt = Some(Prompt {
-                    purpose: Purpose::Break,
-                    text: String::new(),
-                });
-                return true;
-            }
             KeyCode::Char('B') => {
-                if let Some(live) = self.live.as_mut() {
-                    live.breaks.clear();
-                }
+                self.breaks.clear();
                 Command::ClearBreaks
             }
             _ => return false,
@@ -707,17 +966,43 @@ impl App {
         true
     }
 
+    /// `sym:NAME` as the code it names, from the guests' ELF files.
+    fn symbol_break(&self, name: &str) -> Result<Break, String> {
+        let mut doms: Vec<u16> = self.images.keys().copied().collect();
+        doms.sort_unstable();
+        doms.iter()
+            .filter_map(|&dom| self.image(dom)?.symbols().find(name))
+            .map(|symbol| Break::Code {
+                start: symbol.address,
+                end: symbol.address + symbol.size.max(1),
+            })
+            .next()
+            .ok_or_else(|| {
+                format!("no symbol “{name}” in the guests' ELF files (sym: needs them built)")
+            })
+    }
+
     fn add_break(&mut self, text: &str) {
-        let Some(found) = Break::parse(text) else {
-            self.message = Some(format!(
-                "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b"
-            ));
-            return;
+        let found = match text.split_once(':') {
+            Some((kind, name)) if kind.trim().eq_ignore_ascii_case("sym") => {
+                self.symbol_break(name)
+            }
+            _ => Break::parse(text).ok_or_else(|| {
+                format!(
+                    "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:page_fault"
+                )
+            }),
         };
-        if self.send(Command::AddBreak(found))
-            && let Some(live) = self.live.as_mut()
-        {
-            live.breaks.push(text.to_string());
+        let found = match found {
+            Ok(found) => found,
+            Err(message) => {
+                self.message = Some(message);
+                return;
+            }
+        };
+        // Live, the hypervisor keeps the breaks; a replay only needs them here.
+        if self.live.is_none() || self.send(Command::AddBreak(found)) {
+            self.breaks.push((text.to_string(), found));
         }
     }
 
@@ -780,7 +1065,7 @@ impl App {
     /// After items came: take in the new flows, follow the tail while running, and move to
     /// where the hypervisor stopped when it stops.
     pub fn sync(&mut self) {
-        let at_end = self.selected + 1 >= self.visible.len();
+        let at_end = self.row_of(self.selected) + 1 >= self.rows.len();
         let before = (self.visible.len(), self.story.steps.len());
         self.refresh();
         let stopped = self
@@ -795,6 +1080,16 @@ impl App {
             && !matches!(live.state, LiveState::Finished(_))
         {
             live.state = LiveState::Stopped(seq);
+            // `e` reached its stop (or another break came first, as with gdb's finish):
+            // its break goes, the user's stay.
+            if live.finishing.take().is_some()
+                && let Some(control) = live.control.clone()
+            {
+                let _ = control.send(Command::ClearBreaks);
+                for (_, point) in &self.breaks {
+                    let _ = control.send(Command::AddBreak(*point));
+                }
+            }
         } else if matches!(live.state, LiveState::Stopped(_)) && stopped.is_none() {
             live.state = LiveState::Running;
         }
@@ -818,11 +1113,10 @@ impl App {
                     // A filter hides it: drop the filters rather than hide the stop.
                     self.class_filter = None;
                     self.action_filter = None;
-                    self.visible = (0..self.trace.flows().len() as u32).collect();
+                    self.set_visible((0..self.trace.flows().len() as u32).collect());
                     flow
                 });
-                self.selected = position;
-                self.rebuild_story();
+                self.select(position);
                 self.step = self.story.step_of(index).unwrap_or(self.story.start);
                 self.screen = Screen::Flow;
             }
@@ -831,7 +1125,7 @@ impl App {
         if (self.visible.len(), self.story.steps.len()) != before {
             let step = self.step;
             if at_end && stopped.is_none() {
-                self.select(usize::MAX);
+                self.select_last_row();
             } else {
                 self.rebuild_story();
                 self.step = step.min(self.story.steps.len().saturating_sub(1));
@@ -847,6 +1141,17 @@ impl App {
     /// The current step.
     pub fn current_step(&self) -> Option<&Step> {
         self.story.steps.get(self.step)
+    }
+
+    /// The event number the current step stands at: its event, or for a folded step (the
+    /// handler's run, the others' turn) the event that comes after it.
+    pub fn current_index(&self) -> Option<usize> {
+        self.story.steps[self.step.min(self.story.steps.len())..]
+            .iter()
+            .find_map(|step| match step {
+                Step::Event { index, .. } => Some(*index),
+                Step::Handler(_) | Step::Away(_) => None,
+            })
     }
 }
 

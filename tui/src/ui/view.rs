@@ -10,7 +10,7 @@
 //!  └ status: a prompt, a message, or the keys ────────────────────────────────────────┘
 //! ```
 
-use super::app::{App, LiveState, Pane, Purpose, Screen};
+use super::app::{App, LiveState, Pane, Purpose, Row, Screen};
 use super::story::Step;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -18,8 +18,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
 use traplab_abi::event::{Body, Event};
+use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
+use traplab_tracer::delivery;
 use traplab_tracer::explain::{self, Context};
 use traplab_tracer::flows::FlowEnd;
 use traplab_tracer::store::NO_DOM;
@@ -150,9 +152,10 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             LiveState::Stopped(seq) => format!("STOPPED after seq {seq}"),
             LiveState::Finished(why) => why.clone(),
         });
-        if !live.breaks.is_empty() {
-            parts.push(format!("break {}", live.breaks.join(",")));
-        }
+    }
+    if !app.breaks.is_empty() {
+        let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
+        parts.push(format!("break {}", texts.join(",")));
     }
     let left = format!(" {}", parts.join(" · "));
     let right = "? help ";
@@ -175,7 +178,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let label = match prompt.purpose {
             Purpose::Search => "/",
             Purpose::Break => {
-                "break on (pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b): "
+                "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
             }
         };
         Line::from(vec![
@@ -195,6 +198,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             (Screen::Flows, false) => &[
                 ("j/k", "move"),
                 ("⏎", "open"),
+                ("z", "fold"),
                 ("/", "search"),
                 ("f/a", "class/action filter"),
                 ("3", "stats"),
@@ -204,14 +208,14 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 ("h/l", "step"),
                 ("j/k", "flow"),
                 ("w/W", "wake link"),
-                ("Tab", "detail/regs/code"),
+                ("Tab", "detail/regs/code/console"),
                 ("Esc", "list"),
                 ("q", "quit"),
             ],
             (Screen::Flow, false) => &[
                 ("h/l", "step"),
                 ("j/k", "flow"),
-                ("Tab", "detail/regs/code"),
+                ("Tab", "detail/regs/code/console"),
                 ("Esc", "list"),
                 ("q", "quit"),
             ],
@@ -273,6 +277,75 @@ fn flow_row(app: &App, flow_number: usize, width: usize) -> String {
     fit(&text, width)
 }
 
+/// The row of a folded run: where it starts, then `▸ ×150` and what the run does —
+/// `OUT to the console UART, printing “…”` — in place of the action and RIP columns.
+fn folded_row(app: &App, row: Row, width: usize) -> String {
+    let flows = app.trace.flows();
+    let first = &flows[app.visible[row.start] as usize];
+    let last = &flows[app.visible[row.start + row.len - 1] as usize];
+    let seq = app
+        .trace
+        .index_of(first.first as usize)
+        .map_or(0, |entry| entry.seq);
+    let access = match app.trace.event(first.first as usize) {
+        Ok(Event {
+            body: Body::Exit(exit),
+            ..
+        }) => explain::repeated_access(&exit),
+        _ => None,
+    };
+    let what = access.unwrap_or_else(|| {
+        let symbol = app.symbol(first.dom, first.rip).unwrap_or_default();
+        format!(
+            "{} at {:#x} {}",
+            first.action_text(),
+            first.rip,
+            short_symbol(&symbol)
+        )
+    });
+    let printed = run_console(app, first.dom, first.first as usize, last.last() as usize);
+    let printed = if printed.is_empty() {
+        String::new()
+    } else {
+        format!(", printing {}", printed.join(" "))
+    };
+    let text = format!(
+        "{seq:>7} {:>10} {:<4} {:<7} ▸ ×{} {}{printed}",
+        time(app, first.tsc),
+        traplab_abi::event::domain_label(first.dom),
+        first.class(),
+        row.len,
+        what.trim_end()
+    );
+    fit(&text, width)
+}
+
+/// How many events of a folded run are looked at for the lines it printed.
+const RUN_CONSOLE_SCAN: usize = 5_000;
+
+/// The console lines domain `dom` printed between events `first` and `last` (the first
+/// few, quoted).
+fn run_console(app: &App, dom: u16, first: usize, last: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for index in first..=last.min(first + RUN_CONSOLE_SCAN) {
+        let is_console = app.trace.index_of(index).is_some_and(|entry| {
+            entry.kind == traplab_tracer::flows::Kind::Console && entry.dom == dom
+        });
+        if is_console
+            && let Ok(Event {
+                body: Body::Console(line),
+                ..
+            }) = app.trace.event(index)
+        {
+            lines.push(format!("“{}”", line.text));
+            if lines.len() == 3 {
+                break;
+            }
+        }
+    }
+    lines
+}
+
 fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let [list, preview] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
     let block = Block::bordered().title(" Flows: one row per trap ");
@@ -307,20 +380,25 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         );
     }
     // Keep the selection in view, a little above the middle.
-    let top = app
-        .selected
+    let selected_row = app.row_of(app.selected);
+    let top = selected_row
         .saturating_sub(rows / 3)
-        .min(app.visible.len().saturating_sub(rows));
-    for (row, position) in (top..app.visible.len()).take(rows).enumerate() {
-        let text = flow_row(app, app.visible[position] as usize, width);
-        let style = if position == app.selected {
+        .min(app.rows.len().saturating_sub(rows));
+    for (line, row_number) in (top..app.rows.len()).take(rows).enumerate() {
+        let row = app.rows[row_number];
+        let text = if row.is_folded() {
+            folded_row(app, row, width)
+        } else {
+            flow_row(app, app.visible[row.start] as usize, width)
+        };
+        let style = if row_number == selected_row {
             theme.lit()
         } else {
             Style::new()
         };
         buf.set_line(
             inner.x,
-            inner.y + 1 + row as u16,
+            inner.y + 1 + line as u16,
             &Line::styled(text, style),
             inner.width,
         );
@@ -336,7 +414,7 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             .get(flow_number)
             .is_some_and(|flow| flow.has_exit());
         for step in &app.story.steps {
-            if let Step::Event { event, .. } = step
+            if let Step::Event { event, index } = step
                 && let Ok(event) = event.as_ref()
                 && match event.body {
                     Body::Exit(_) | Body::Decide(_) => has_exit,
@@ -344,13 +422,23 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                     _ => false,
                 }
             {
-                lines.push(Line::raw(sentence(app, event)));
+                lines.push(Line::raw(sentence(app, *index, event)));
             }
             if lines.len() == 2 {
                 break;
             }
         }
-        let title = format!(" Flow {}/{} ", flow_number + 1, app.trace.flows().len());
+        let run = match app.selected_row() {
+            Some(row) if row.is_folded() => {
+                format!("and {} more like it: ⏎ unfolds them ", row.len - 1)
+            }
+            _ => String::new(),
+        };
+        let title = format!(
+            " Flow {}/{} {run}",
+            flow_number + 1,
+            app.trace.flows().len()
+        );
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
             .block(Block::bordered().title(title))
@@ -368,8 +456,8 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     }
 }
 
-/// The sentence of an event, with the context the story gives it.
-fn sentence(app: &App, event: &Event) -> String {
+/// The sentence of event number `index`, with the context the story gives it.
+fn sentence(app: &App, index: usize, event: &Event) -> String {
     let dom = event.dom.unwrap_or(u16::MAX);
     let symbol = |address| app.symbol(dom, address);
     // A resume after an inject/bounce in the same flow enters the handler.
@@ -397,8 +485,27 @@ fn sentence(app: &App, event: &Event) -> String {
             symbol: &symbol,
             tsc_hz: app.trace.tsc_hz(),
             delivering,
+            outcome: outcome_of_decision(app, index, event),
         },
     )
+}
+
+/// For a `decide` event: what the hypervisor did after it, from the rest of its flow —
+/// once the flow is over (a live run stopped at the decision has not done it yet).
+fn outcome_of_decision(app: &App, index: usize, event: &Event) -> Option<explain::Outcome> {
+    if !matches!(event.body, Body::Decide(_)) {
+        return None;
+    }
+    let flow = &app.trace.flows()[app.trace.flow_of(index)?];
+    if flow.end == FlowEnd::Open {
+        return None;
+    }
+    let after: Vec<Event> = flow
+        .events()
+        .filter(|&later| later as usize > index)
+        .filter_map(|later| app.trace.event(later as usize).ok())
+        .collect();
+    Some(explain::Outcome::after(&after))
 }
 
 /// How many other domains get a lane of their own; the events of any further domain share
@@ -766,8 +873,8 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 
     // The step's meaning.
     let meaning = match app.current_step() {
-        Some(Step::Event { event, .. }) => match event.as_ref() {
-            Ok(event) => sentence(app, event),
+        Some(Step::Event { event, index }) => match event.as_ref() {
+            Ok(event) => sentence(app, *index, event),
             Err(error) => format!("This line cannot be read: {error}"),
         },
         Some(Step::Handler(handler)) => {
@@ -822,6 +929,7 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         Pane::Detail => detail_lines(app, theme, inner.width as usize),
         Pane::Registers => register_lines(app, theme, inner.width as usize),
         Pane::Code => code_lines(app, theme),
+        Pane::Console => console_lines(app, theme, inner.height as usize),
     };
     let overflow = (lines.len() as u16).saturating_sub(inner.height);
     title.push(Span::styled(
@@ -843,7 +951,13 @@ fn detail_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     match app.current_step() {
         Some(Step::Event { event, index }) => match event.as_ref() {
             Ok(event) => {
-                let rows = explain::fields(event);
+                let mut rows = explain::fields(event);
+                // At the inject: the exception frame the CPU will push, decoded.
+                if matches!(event.body, Body::Inject(_))
+                    && let Some(frame) = delivered_frame(app)
+                {
+                    rows.extend(frame.rows());
+                }
                 let label_width = rows
                     .iter()
                     .map(|(label, _)| label.chars().count())
@@ -949,6 +1063,41 @@ fn exit_and_resume(app: &App) -> (Option<Event>, Option<Event>) {
     (exit, resume)
 }
 
+/// The events of the flow the current step belongs to, in order.
+fn current_flow_events(app: &App) -> Vec<Event> {
+    let Some(flow) = app
+        .story
+        .flow_at(app.step)
+        .and_then(|flow| app.trace.flows().get(flow))
+    else {
+        return Vec::new();
+    };
+    flow.events()
+        .filter_map(|index| app.trace.event(index as usize).ok())
+        .collect()
+}
+
+/// The frame the CPU pushed for the event the story's delivering flow injected, placed by
+/// the handler's IRET when the story has it.
+fn delivered_frame(app: &App) -> Option<delivery::Frame> {
+    let flows = app.trace.flows();
+    let delivering = flows.get(*app.story.flows.first()?)?;
+    let events: Vec<Event> = delivering
+        .events()
+        .filter_map(|index| app.trace.event(index as usize).ok())
+        .collect();
+    // The returning flow begins with the handler's IRET exit.
+    let iret = app
+        .story
+        .flows
+        .get(1)
+        .and_then(|&returning| app.trace.event(flows.get(returning)?.first as usize).ok())
+        .filter(|event| {
+            matches!(&event.body, Body::Exit(exit) if exit.exit_reason() == ExitReason::Iret)
+        });
+    delivery::frame(&events, iret.as_ref())
+}
+
 fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     let (exit, resume) = exit_and_resume(app);
     let Some(Event {
@@ -961,30 +1110,38 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
             "no exit in this flow: it began when the hypervisor switched its domain in",
         )];
     };
-    let resume = resume.and_then(|event| match event.body {
-        Body::Resume(resume) => Some((event.seq, resume)),
-        _ => None,
-    });
+    // After: what the guest's first instruction sees once the flow lets it go on — for a
+    // delivery, after the CPU pushed the frame (the resume event is recorded before).
+    let in_delivering_flow = app.story.flow_at(app.step) == app.story.flows.first().copied();
+    let frame = in_delivering_flow.then(|| delivered_frame(app)).flatten();
+    let after = delivery::goes_on(&current_flow_events(app), frame.as_ref());
+    let known = |name: &str, value: u64| {
+        after
+            .as_ref()
+            .filter(|after| !after.unknown.contains(&name))
+            .map(|_| value)
+    };
     let mut rows: Vec<(&str, u64, Option<u64>)> = vec![
-        ("rip", exit.rip, resume.as_ref().map(|(_, r)| r.rip)),
+        ("rip", exit.rip, after.as_ref().map(|after| after.rip)),
         (
             "rflags",
             exit.rflags,
-            resume.as_ref().map(|(_, r)| r.rflags),
+            after.as_ref().map(|after| after.rflags),
         ),
     ];
-    let after = resume.as_ref().map(|(_, r)| r.regs.named());
+    let after_regs = after.as_ref().map(|after| after.regs.named());
     for (position, (name, value)) in exit.regs.named().into_iter().enumerate() {
-        rows.push((name, value, after.map(|regs| regs[position].1)));
+        let later = after_regs.and_then(|regs| known(name, regs[position].1));
+        rows.push((name, value, later));
     }
-    for (name, value) in [
-        ("cr0", exit.cr0),
-        ("cr2", exit.cr2),
-        ("cr3", exit.cr3),
-        ("cr4", exit.cr4),
-        ("efer", exit.efer),
+    for (name, value, later) in [
+        ("cr0", exit.cr0, after.as_ref().map(|after| after.cr0)),
+        ("cr2", exit.cr2, after.as_ref().map(|after| after.cr2)),
+        ("cr3", exit.cr3, after.as_ref().map(|after| after.cr3)),
+        ("cr4", exit.cr4, after.as_ref().map(|after| after.cr4)),
+        ("efer", exit.efer, after.as_ref().map(|after| after.efer)),
     ] {
-        rows.push((name, value, None));
+        rows.push((name, value, later));
     }
     let value_width = rows
         .iter()
@@ -998,11 +1155,15 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
     let cell = 6 + value_width + 3 + value_width + 3;
     let groups = (width / cell).clamp(1, 3);
     let per_group = rows.len().div_ceil(groups);
-    let resume_text = resume.as_ref().map_or("no resume".to_string(), |(seq, _)| {
-        format!("resume (seq {seq})")
-    });
+    let resume_text = match (resume.as_ref().map(|event| event.seq), &frame) {
+        (None, _) => "no resume".to_string(),
+        (Some(seq), Some(frame)) => {
+            format!("the {} handler's start (seq {seq} + delivery)", frame.name)
+        }
+        (Some(seq), None) => format!("the resume (seq {seq})"),
+    };
     let mut lines = vec![Line::styled(
-        format!("at the exit (seq {exit_seq}) → at the {resume_text}; * changed"),
+        format!("exit (seq {exit_seq}) → {resume_text}; * changed"),
         theme.dim(),
     )];
     for row in 0..per_group {
@@ -1032,6 +1193,9 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
             spans.push(Span::raw("  "));
         }
         lines.push(Line::from(spans));
+    }
+    for note in after.iter().flat_map(|after| &after.notes) {
+        lines.push(Line::styled(note.clone(), theme.dim()));
     }
     lines
 }
@@ -1081,17 +1245,60 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
         let symbol = image
             .and_then(|image| image.describe(address))
             .unwrap_or_else(|| "(no symbol)".into());
-        let source = image
-            .and_then(|image| image.source_line(address))
-            .map(|(file, line)| format!(" — {}:{line}", short_path(&file)))
+        // The guest's own line, not the library function the compiler inlined there.
+        let source = image.and_then(|image| image.source(address));
+        let place = source
+            .as_ref()
+            .map(|source| {
+                let function = source
+                    .function
+                    .as_deref()
+                    .map(|function| format!(" in {function}"))
+                    .unwrap_or_default();
+                format!(" — {}:{}{function}", short_path(&source.file), source.line)
+            })
             .unwrap_or_default();
         lines.push(Line::styled(
             format!(
-                "guest {} at {address:#x}: {symbol}{source}",
+                "guest {} at {address:#x}: {symbol}{place}",
                 traplab_abi::event::domain_label(dom)
             ),
             theme.header(),
         ));
+        if let Some(source) = &source {
+            if let Some((_, _, excerpt)) = app.options.source_root.as_deref().and_then(|root| {
+                code::source_excerpt(
+                    root,
+                    &format!("{}:{}", short_path(&source.file), source.line),
+                    0,
+                )
+            }) {
+                for (number, text) in excerpt {
+                    lines.push(Line::raw(format!("  {number:>4} {}", text.trim_end())));
+                }
+            }
+            if !source.inlined.is_empty() {
+                // From the guest's line inwards: what it called, and where that was.
+                let chain: Vec<String> = source
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|frame| {
+                        let function = frame.function.as_deref().unwrap_or("?");
+                        match (&frame.file, frame.line) {
+                            (Some(file), Some(line)) => {
+                                format!("{function} ({}:{line})", library_path(file))
+                            }
+                            _ => function.to_string(),
+                        }
+                    })
+                    .collect();
+                lines.push(Line::styled(
+                    format!("  inlined there: {}", chain.join(" → ")),
+                    theme.dim(),
+                ));
+            }
+        }
         // EFER.LMA clear: the guest runs in legacy (32-bit) mode, and its bytes decode so.
         let long_mode = exit.as_ref().is_none_or(|exit| {
             EferFlags::from_bits_truncate(exit.efer).contains(EferFlags::LONG_MODE_ACTIVE)
@@ -1166,9 +1373,56 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
     lines
 }
 
+/// The console lines printed up to the current step, the latest at the bottom: as many as
+/// `height` rows hold.
+fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
+    let until = app.current_index().unwrap_or(usize::MAX);
+    let printed = app
+        .console
+        .partition_point(|&index| index as usize <= until);
+    if printed == 0 {
+        return vec![Line::styled("(nothing printed yet)", theme.dim())];
+    }
+    let shown = height.saturating_sub(1).max(1);
+    let mut lines = vec![Line::styled(
+        format!(
+            "{printed} line(s) printed up to this step{}",
+            if printed > shown {
+                "; the last ones:"
+            } else {
+                ":"
+            }
+        ),
+        theme.dim(),
+    )];
+    for &index in &app.console[printed.saturating_sub(shown)..printed] {
+        if let Ok(Event {
+            dom,
+            body: Body::Console(line),
+            ..
+        }) = app.trace.event(index as usize)
+        {
+            let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
+            lines.push(Line::from(vec![
+                Span::styled(format!("{dom:<3}| "), theme.key()),
+                Span::raw(line.text.to_string()),
+            ]));
+        }
+    }
+    lines
+}
+
 /// A guest symbol without the guests' crate prefix, which every one of them has.
 fn short_symbol(symbol: &str) -> String {
     symbol.replace("traplab_guests::", "")
+}
+
+/// `core/src/ptr/mod.rs` from `/rustc/<hash>/library/core/src/ptr/mod.rs`.
+fn library_path(path: &str) -> &str {
+    match path.find("/library/") {
+        Some(at) => &path[at + "/library/".len()..],
+        None => short_path(path),
+    }
 }
 
 /// `guests/src/bin/page-fault.rs` from an absolute DWARF path.
@@ -1239,23 +1493,40 @@ fn render_stats(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 const HELP: &[(&str, &str)] = &[
     ("j k ↓ ↑", "next / previous flow"),
     ("h l ← →", "step back / forward one event (Flow screen)"),
-    ("⏎ Esc", "open the flow / back to the list"),
+    (
+        "⏎ Esc",
+        "open the flow (a folded run ×N: unfold it) / back to the list",
+    ),
+    (
+        "z",
+        "fold / unfold every run of repeated flows (same trap, same RIP)",
+    ),
     ("w W", "follow a notification to its upcall / back"),
-    ("g G", "first / last"),
-    ("PgDn PgUp", "ten flows on"),
-    ("Tab d r x", "Detail, Registers, Code"),
+    ("g G PgDn/Up", "first / last, ten rows on"),
+    ("e", "finish: to the return of the handler this step is in"),
+    (
+        "Tab d r x o",
+        "Detail, Registers, Code, Console (what the guests printed)",
+    ),
     ("J K", "scroll the Detail/Registers/Code pane"),
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
-    ("1 2 3", "Flows, Flow, Stats"),
-    ("mouse wheel", "scroll"),
+    ("1 2 3", "Flows, Flow, Stats (the mouse wheel scrolls)"),
     ("q Ctrl-C", "quit (stops QEMU)"),
+];
+
+const REPLAY_HELP: &[(&str, &str)] = &[
+    (
+        "b B",
+        "break on pf, port:0x3f8, rip:0x200240, sym:NAME…; clear them",
+    ),
+    ("c", "run forward to the next break"),
 ];
 
 const LIVE_HELP: &[(&str, &str)] = &[
     (
         "b",
-        "break on: pf, ud, gp, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b",
+        "break on pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:NAME",
     ),
     ("B", "clear the breaks"),
     ("c", "continue (until a break)"),
@@ -1266,10 +1537,11 @@ const LIVE_HELP: &[(&str, &str)] = &[
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
-    for (keys, what) in HELP
-        .iter()
-        .chain(if app.live.is_some() { LIVE_HELP } else { &[] })
-    {
+    for (keys, what) in HELP.iter().chain(if app.live.is_some() {
+        LIVE_HELP
+    } else {
+        REPLAY_HELP
+    }) {
         lines.push(Line::from(vec![
             Span::styled(format!("{keys:<12}"), theme.key()),
             Span::raw(*what),

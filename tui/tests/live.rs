@@ -1,0 +1,129 @@
+//! The live UI's breaks and `e` (finish) against a real hypervisor: the app is driven as
+//! `traplab run` drives it (items in, `sync`, keys), without a terminal.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::time::{Duration, Instant};
+use traplab_abi::event::Body;
+use traplab_tracer::qemu::ControlStart;
+use traplab_tracer::session::{Item, Options as SessionOptions, Session};
+use traplab_tui::ui::app::LiveState;
+use traplab_tui::ui::{App, Options};
+
+fn keys(app: &mut App, text: &str) {
+    for character in text.chars() {
+        let code = if character == '\n' {
+            KeyCode::Enter
+        } else {
+            KeyCode::Char(character)
+        };
+        app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+}
+
+/// Feed the session's items to the app until the hypervisor stops after a new event; the
+/// `seq` it stopped after.
+fn until_stopped(app: &mut App, session: &mut Session, after: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the hypervisor never stopped");
+        if let Some(control) = session.control()
+            && app.live.as_ref().is_some_and(|live| live.control.is_none())
+        {
+            app.set_control(control);
+        }
+        while let Some(item) = session.next_within(Some(Duration::from_millis(5))) {
+            assert!(
+                !matches!(item, Item::Finished(_)),
+                "QEMU finished: {item:?}"
+            );
+            app.take_item(item);
+        }
+        app.sync();
+        if let Some(LiveState::Stopped(seq)) = app.live.as_ref().map(|live| &live.state)
+            && Some(*seq) != after
+            && app.trace.index_of_seq(*seq).is_some()
+        {
+            return *seq;
+        }
+    }
+}
+
+#[test]
+fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
+    let mut machine = traplab_labs::machine_for(&["page-fault"]);
+    machine.control = Some(ControlStart::Paused);
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(120)),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut app = App::live(
+        "page-fault",
+        Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        },
+    );
+    let boot = until_stopped(&mut app, &mut session, None);
+    keys(&mut app, "bpf\nc");
+    let fault = until_stopped(&mut app, &mut session, Some(boot));
+    let (_, event) = app.current_event().expect("the stop is shown");
+    let Body::Exit(exit) = &event.body else {
+        panic!("stopped at {event:?}")
+    };
+    assert_eq!(exit.reason, "EXCP_PF");
+    let faulting = exit.rip;
+
+    // Stopped before the decision: nothing to finish yet.
+    keys(&mut app, "e");
+    assert!(
+        app.message
+            .as_deref()
+            .is_some_and(|message| message.contains("nothing is delivered in this trap yet")),
+        "{:?}",
+        app.message
+    );
+    // Two steps: the decision, the injection.
+    keys(&mut app, "s");
+    let decided = until_stopped(&mut app, &mut session, Some(fault));
+    keys(&mut app, "s");
+    let injected = until_stopped(&mut app, &mut session, Some(decided));
+    // The handler has not run yet: `e` lets the hypervisor run to its return address.
+    keys(&mut app, "e");
+    let returned = until_stopped(&mut app, &mut session, Some(injected));
+    let (_, event) = app.current_event().expect("the stop is shown");
+    let Body::Resume(resume) = &event.body else {
+        panic!("stopped at {event:?}")
+    };
+    assert_eq!(resume.rip, faulting, "back at the write, to retry it");
+    assert!(
+        app.story.steps.iter().any(|step| matches!(
+            step,
+            traplab_tui::ui::story::Step::Event { event, .. }
+                if matches!(event.as_ref(), Ok(event) if matches!(event.body, Body::Return(_)))
+        )),
+        "the story now holds the handler's return"
+    );
+    assert!(returned > fault);
+    // Its break is gone, the user's stays: the guest runs to its end (no more #PF).
+    assert_eq!(app.breaks.len(), 1);
+    keys(&mut app, "c");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut finished = false;
+    while !finished {
+        assert!(Instant::now() < deadline, "the lab never ended");
+        match session.next_within(Some(Duration::from_millis(5))) {
+            Some(Item::Finished(_)) => finished = true,
+            Some(item) => app.take_item(item),
+            None => app.sync(),
+        }
+        assert!(
+            !matches!(
+                app.live.as_ref().map(|live| &live.state),
+                Some(LiveState::Stopped(seq)) if *seq > returned
+            ),
+            "stopped again after the return"
+        );
+    }
+}
