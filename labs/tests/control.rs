@@ -246,9 +246,19 @@ fn the_time_stopped_at_a_break_is_not_hypervisor_time() {
     let Some(Body::Exit(next_exit)) = next.last().map(|event| &event.body) else {
         panic!("stopped at an exit: {next:?}")
     };
-    assert_ne!(
-        next_exit.reason, "INTR",
-        "the handler's first exit is its own, not the tick that came during the stop"
+    let resumed_at = events
+        .iter()
+        .rev()
+        .find_map(|event| match &event.body {
+            Body::Resume(resume) => Some(resume.rip),
+            _ => None,
+        })
+        .expect("the step's resume");
+    // An echo of the stop would exit before the handler ran one instruction; a real tick
+    // that comes later (a loaded machine may make the handler slow) finds it further on.
+    assert!(
+        !(next_exit.reason == "INTR" && next_exit.rip == resumed_at),
+        "the handler's first exit is its own, not the tick that came during the stop: {next_exit:?}"
     );
     events.extend(next);
 
@@ -271,14 +281,15 @@ fn the_time_stopped_at_a_break_is_not_hypervisor_time() {
         })
         .expect("its resume");
     let seconds = |ticks: u64| ticks as f64 / tsc_hz as f64;
-    // 2.5 s stopped; the hypervisor's own work is well under a tenth of a second.
+    // 2.5 s stopped; the hypervisor's own work is a few milliseconds (a second leaves room
+    // for a loaded machine and still tells the stop apart).
     assert!(
-        seconds(resume.1) < 0.1,
+        seconds(resume.1) < 1.0,
         "the #PF took the hypervisor {} s",
         seconds(resume.1)
     );
     assert!(
-        seconds(resume.0 - events[fault].tsc) < 0.1,
+        seconds(resume.0 - events[fault].tsc) < 1.0,
         "the trace's clock stood still while stopped: {} s from the exit to the resume",
         seconds(resume.0 - events[fault].tsc)
     );
