@@ -10,9 +10,12 @@
 //! instruction bytes at RIP: `insn = "prefix:0f0b"`). An array matches when each of its
 //! elements matches some element of the event's array (`changes = [{ name = "cr0" }]`).
 //!
-//! One key is not a field: `quiet = [0]` on a step says that the domains listed had no event
+//! Two keys are not fields. `quiet = [0]` on a step says that the domains listed had no event
 //! at all between the step before and this one (the `swap-in` lab: dom0 does nothing while
-//! d1's page comes back from the driver domain).
+//! d1's page comes back from the driver domain). `absent = [{ kind = "decide", dom = 1,
+//! action = "forward" }]` says that no event matching one of those patterns came between
+//! them (the `swap-in` exercise: d1 sends no second event for its second request) — narrower
+//! than `quiet`, for a domain that may run in between, as a scheduler may let it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -139,6 +142,8 @@ const FIELDS: [(&str, &[&str]); 16] = [
 
 /// The key of a step that names the domains with no event since the step before.
 const QUIET: &str = "quiet";
+/// The key of a step that lists patterns no event since the step before may match.
+const ABSENT: &str = "absent";
 
 impl Pattern {
     /// The domains that must have had no event between the step before and this one.
@@ -152,6 +157,29 @@ impl Pattern {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The patterns no event between the step before and this one may match.
+    pub fn absent(&self) -> Vec<Pattern> {
+        self.0
+            .get(ABSENT)
+            .and_then(Value::as_array)
+            .map(|patterns| {
+                patterns
+                    .iter()
+                    .filter_map(|pattern| pattern.as_object().cloned().map(Pattern))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The fields an event must have: the pattern without its rules about the events
+    /// before it (`quiet`, `absent`).
+    fn fields(&self) -> Map<String, Value> {
+        let mut fields = self.0.clone();
+        fields.remove(QUIET);
+        fields.remove(ABSENT);
+        fields
     }
 
     /// A field no event of the pattern's kind has (a typo, or a TOML key that landed in the
@@ -169,10 +197,19 @@ impl Pattern {
         {
             return Some(format!("{QUIET} = {quiet} (a list of domain numbers)"));
         }
+        if let Some(absent) = self.0.get(ABSENT) {
+            let patterns = self.absent();
+            if patterns.len() != absent.as_array().map_or(usize::MAX, Vec::len) {
+                return Some(format!("{ABSENT} = {absent} (a list of patterns)"));
+            }
+            if let Some(wrong) = patterns.iter().find_map(Pattern::unknown_field) {
+                return Some(format!("{wrong} (in {ABSENT})"));
+            }
+        }
         self.0
             .keys()
             .find(|key| {
-                !["v", "seq", "tsc", "dom", "kind", QUIET].contains(&key.as_str())
+                !["v", "seq", "tsc", "dom", "kind", QUIET, ABSENT].contains(&key.as_str())
                     && !fields.contains(&key.as_str())
             })
             .cloned()
@@ -190,9 +227,18 @@ pub struct Mismatch {
     pub after_seq: Option<u64>,
     /// The event of the step's kind most like the step, wherever it is: the nearest miss.
     pub nearest: Option<Nearest>,
-    /// The step's event came, but a domain its `quiet` names had an event before it: that
-    /// event, as a readable line.
-    pub not_quiet: Option<String>,
+    /// The step's event came, but an event its `quiet` or `absent` forbids came before it.
+    pub intruder: Option<Intruder>,
+}
+
+/// An event that broke a step's rule about the events before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intruder {
+    /// The rule, completing "with …": `a domain that had to stay quiet doing nothing
+    /// before it`, `no decide dom=1 action=forward before it`.
+    pub rule: String,
+    /// The event, as a readable line.
+    pub line: String,
 }
 
 /// The event of a missing step's kind that matches the most of the step's fields (and, among
@@ -217,9 +263,10 @@ impl Mismatch {
         if let Some(seq) = self.after_seq {
             text.push_str(&format!(" after event {seq}"));
         }
-        if let Some(intruder) = &self.not_quiet {
+        if let Some(intruder) = &self.intruder {
             text.push_str(&format!(
-                ", with a domain that had to stay quiet doing nothing before it; but it did: {intruder}"
+                ", with {}; but this came first: {}",
+                intruder.rule, intruder.line
             ));
             return text;
         }
@@ -239,6 +286,38 @@ impl Mismatch {
     }
 }
 
+/// The first event in `between` that `pattern`'s `quiet` or `absent` forbids.
+fn intruder(
+    pattern: &Pattern,
+    between: std::ops::Range<usize>,
+    events: &[Event],
+    values: &[Value],
+    symbols: &Symbols,
+) -> Option<Intruder> {
+    let quiet = pattern.quiet();
+    let absent: Vec<(String, Map<String, Value>)> = pattern
+        .absent()
+        .iter()
+        .map(|absent| (absent.describe(), absent.fields()))
+        .collect();
+    between.into_iter().find_map(|index| {
+        let line = || traplab_tracer::text::line(&events[index]);
+        if events[index].dom.is_some_and(|dom| quiet.contains(&dom)) {
+            return Some(Intruder {
+                rule: "a domain that had to stay quiet doing nothing before it".into(),
+                line: line(),
+            });
+        }
+        absent
+            .iter()
+            .find(|(_, fields)| matches(fields, &values[index], symbols))
+            .map(|(described, _)| Intruder {
+                rule: format!("no {described} before it"),
+                line: line(),
+            })
+    })
+}
+
 /// Check `events` against the flow `patterns`, one per step.
 pub fn check(patterns: &[Pattern], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
     matched_events(patterns, events, symbols).map(|_| ())
@@ -256,23 +335,19 @@ pub fn matched_events(
     let mut after_seq = None;
     let mut matched = Vec::with_capacity(patterns.len());
     for (index, pattern) in patterns.iter().enumerate() {
-        let mut fields = pattern.0.clone();
-        fields.remove(QUIET);
-        let quiet = pattern.quiet();
+        let fields = pattern.fields();
         match (position..values.len())
             .find(|&candidate| matches(&fields, &values[candidate], symbols))
         {
             Some(found) => {
-                if let Some(intruder) = events[position..found]
-                    .iter()
-                    .find(|event| event.dom.is_some_and(|dom| quiet.contains(&dom)))
+                if let Some(intruder) = intruder(pattern, position..found, events, &values, symbols)
                 {
                     return Err(Mismatch {
                         step: index,
                         expected: pattern.describe(),
                         after_seq,
                         nearest: None,
-                        not_quiet: Some(traplab_tracer::text::line(intruder)),
+                        intruder: Some(intruder),
                     });
                 }
                 after_seq = Some(events[found].seq);
@@ -290,7 +365,7 @@ pub fn matched_events(
                     expected: pattern.describe(),
                     after_seq,
                     nearest,
-                    not_quiet: None,
+                    intruder: None,
                 });
             }
         }
@@ -483,7 +558,7 @@ mod tests {
         events[1].dom = Some(0);
         let mismatch = check(&steps, &events, &symbols).unwrap_err();
         assert_eq!(mismatch.step, 1);
-        let intruder = mismatch.not_quiet.clone().unwrap();
+        let intruder = mismatch.intruder.clone().unwrap().line;
         assert!(intruder.contains("#PF"), "{intruder}");
         assert!(
             mismatch.explain().contains("stay quiet"),
@@ -501,6 +576,39 @@ mod tests {
         assert_eq!(
             pattern("kind = \"console\"\nquiet = 0").unknown_field(),
             Some("quiet = 0 (a list of domain numbers)".into())
+        );
+    }
+
+    #[test]
+    fn an_absent_pattern_must_match_no_event_between_two_steps() {
+        let events = events();
+        let symbols = Symbols::default();
+        let first = pattern("kind = \"console\"\ntext = \"a\"");
+        // The console line comes after the inject: forbidding injects between breaks the flow.
+        let forbids_inject = pattern(
+            "kind = \"console\"\ntext = \"b\"\nabsent = [{ kind = \"inject\", vector = 14 }]",
+        );
+        assert_eq!(forbids_inject.unknown_field(), None);
+        let mismatch = check(&[first.clone(), forbids_inject], &events, &symbols).unwrap_err();
+        assert_eq!(mismatch.step, 1);
+        let intruder = mismatch.intruder.clone().unwrap();
+        assert!(intruder.rule.contains("no inject"), "{}", intruder.rule);
+        assert!(intruder.line.contains("inject"), "{}", intruder.line);
+        assert!(mismatch.explain().contains("but this came first"));
+        // A pattern nothing between matches (another vector) leaves the flow whole.
+        let forbids_other = pattern(
+            "kind = \"console\"\ntext = \"b\"\nabsent = [{ kind = \"inject\", vector = 13 }]",
+        );
+        assert_eq!(check(&[first, forbids_other], &events, &symbols), Ok(()));
+        // A typo inside is found like one outside.
+        assert_eq!(
+            pattern("kind = \"console\"\nabsent = [{ kind = \"inject\", vectr = 13 }]")
+                .unknown_field(),
+            Some("vectr (in absent)".into())
+        );
+        assert_eq!(
+            pattern("kind = \"console\"\nabsent = 3").unknown_field(),
+            Some("absent = 3 (a list of patterns)".into())
         );
     }
 

@@ -108,11 +108,19 @@ pub fn expectation(pattern: &Pattern) -> String {
         _ => sentence,
     };
     let quiet: Vec<String> = pattern.quiet().into_iter().map(domain_label).collect();
-    match quiet.len() {
+    let sentence = match quiet.len() {
         0 => sentence,
         _ => format!(
             "{sentence}, and nothing at all from {} since the step before",
             quiet.join(" or ")
+        ),
+    };
+    let absent: Vec<String> = pattern.absent().iter().map(expectation).collect();
+    match absent.len() {
+        0 => sentence,
+        _ => format!(
+            "{sentence}, and since the step before nothing like: {}",
+            absent.join("; ")
         ),
     }
 }
@@ -121,8 +129,11 @@ pub fn expectation(pattern: &Pattern) -> String {
 /// hypervisor's decision at that point, the exit or console line that came instead, or how
 /// the domain ended.
 pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> String {
-    if let Some(intruder) = &mismatch.not_quiet {
-        return format!("a domain that had to stay quiet did something first: {intruder}");
+    if let Some(intruder) = &mismatch.intruder {
+        return format!(
+            "the step wants {}, and this came first: {}",
+            intruder.rule, intruder.line
+        );
     }
     let from = mismatch
         .after_seq
@@ -899,7 +910,7 @@ mod tests {
             expected: expected.describe(),
             after_seq,
             nearest: None,
-            not_quiet: None,
+            intruder: None,
         }
     }
 
