@@ -49,7 +49,9 @@ const DATA_SIZE_OFFSET: usize = 16;
 const HEAD_OFFSET: usize = 64;
 const TAIL_OFFSET: usize = 128;
 
-const fn record_size(payload: usize) -> u64 {
+/// The bytes a record of `payload` bytes takes in the ring: its length, then the payload,
+/// padded to 8.
+pub const fn record_size(payload: usize) -> u64 {
     ((4 + payload + 7) & !7) as u64
 }
 

@@ -5,7 +5,7 @@
 //! hypervisor only takes them for the labs that are about them.
 
 /// `(name, what it does)`, every setting there is.
-pub const SETTINGS: [(&str, &str); 7] = [
+pub const SETTINGS: [(&str, &str); 8] = [
     (
         "intercept-cr",
         "intercept writes to CR3 and CR4, and writes to CR0 that change more than TS/MP (selective CR0 intercept); emulate them, answering invalid values with #GP",
@@ -33,6 +33,10 @@ pub const SETTINGS: [(&str, &str); 7] = [
     (
         "passthrough-fs-base",
         "let the guest read and write MSR FS_BASE without an exit (cleared in the MSR permission map)",
+    ),
+    (
+        "bench-bare",
+        "answer CPUID in the run loop itself with the real CPU's answer, before anything else: no instruction fetch or decode, no trace, gdb or control (`traplab bench`'s baseline world switch; not for labs)",
     ),
 ];
 

@@ -72,13 +72,15 @@ pub struct Applied {
 }
 
 /// Carry out `decision` for `domain` (and, for its effects on them, the other domains and
-/// the store), appending its events to `events`.
+/// the store), appending its events to `events`. `recording`: a trace records them; when
+/// none does, the `emulate` event, which only the trace reads, is not written at all.
 pub fn apply(
     domain: &mut Domain,
     others: &mut OthersMut,
     decision: Decision,
     machine: &mut dyn Machine,
     events: &mut Vec<Body>,
+    recording: bool,
 ) -> Applied {
     let Decision {
         action,
@@ -115,7 +117,8 @@ pub fn apply(
     }
 
     let what = match (what, reports.is_empty()) {
-        (Some(what), true) => Some(what),
+        _ if !recording => None,
+        (Some(what), true) => Some(what.render()),
         (Some(what), false) => Some(Cow::Owned(format!("{what}: {}", reports.join(", ")))),
         (None, false) => Some(Cow::Owned(reports.join(", "))),
         (None, true) => None,
@@ -871,8 +874,10 @@ fn return_event(returning: &Returning) -> Return {
 mod tests {
     use super::*;
     use crate::decide;
+    use crate::decision::Words;
     use crate::testing::{ENTRY, Test, UNMAPPED, VecMemory};
     use crate::vmcb::v_intr;
+    use alloc::rc::Rc;
     use traplab_abi::boot::GUEST_RAM_SIZE;
     use traplab_abi::event::ReturnPath;
     use traplab_abi::svm::{Event, NpfInfo};
@@ -889,8 +894,41 @@ mod tests {
             decision,
             &mut test.machine,
             &mut events,
+            true,
         );
         (applied, events)
+    }
+
+    /// With no trace recording, the `emulate` event is not written, and words left for
+    /// later are never formatted; the effects are the same.
+    #[test]
+    fn without_a_trace_the_emulate_event_and_its_words_cost_nothing() {
+        use core::cell::Cell;
+        let formatted = Rc::new(Cell::new(0));
+        let counter = formatted.clone();
+        let decision = decide!(Action::Emulate, "a test")
+            .with(Effect::Gpr(3, 7))
+            .describe(Words::later(move || {
+                counter.set(counter.get() + 1);
+                "set RBX".into()
+            }));
+        let mut test = Test::long_mode();
+        let mut events = Vec::new();
+        let mut others = OthersMut::new(&mut test.others, &mut test.store);
+        apply(
+            &mut test.domain,
+            &mut others,
+            decision.clone(),
+            &mut test.machine,
+            &mut events,
+            false,
+        );
+        assert_eq!(kinds(&events), ["decide"]);
+        assert_eq!(test.gpr(3), 7);
+        assert_eq!(formatted.get(), 0, "nobody read the words: never formatted");
+        let (_, events) = apply_to(&mut test, decision);
+        assert_eq!(kinds(&events), ["decide", "emulate"]);
+        assert_eq!(formatted.get(), 1);
     }
 
     fn kinds(events: &[Body]) -> Vec<&'static str> {

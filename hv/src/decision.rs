@@ -14,6 +14,7 @@ use crate::domain::page_tables::PinStep;
 use crate::domain::vcpu::Wait;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::event::{Action, ReturnPath};
@@ -43,7 +44,7 @@ pub struct Decision {
     pub effects: Vec<Effect>,
     /// What the emulation did, for the `emulate` event (the machine's reports of its
     /// effects follow it); `None` and nothing reported: no `emulate` event.
-    pub what: Option<Cow<'static, str>>,
+    pub what: Option<Words>,
     /// An event for the guest: injected (the CPU delivers it) or bounced (the hypervisor does).
     /// (This and the next two are rare, and boxed: a decision is moved a few times on the
     /// way from its handler to `apply`, and under TCG every byte moved costs.)
@@ -313,6 +314,72 @@ pub struct Returning {
     pub rsp: u64,
 }
 
+/// What an emulation did, in a student's words (the `emulate` event).
+///
+/// Text made with `format!` costs more than all the rest of a CPUID exit (about 1,400
+/// instructions under TCG, measured with `traplab bench`'s -icount runs), and nobody reads
+/// it when the trace is off. So a handler on a hot path hands over the formatting instead,
+/// as a closure ([`Words::later`]); `apply.rs` calls it only when a trace records the event.
+#[derive(Clone)]
+pub enum Words {
+    /// Written already (a fixed text, or one formatted by a handler off the hot path).
+    Ready(Cow<'static, str>),
+    /// Written when someone reads it.
+    Later(Rc<dyn Fn() -> String>),
+}
+
+impl Words {
+    /// Words formatted only when the trace records them.
+    pub fn later(write: impl Fn() -> String + 'static) -> Words {
+        Words::Later(Rc::new(write))
+    }
+
+    /// The text.
+    pub fn render(&self) -> Cow<'static, str> {
+        match self {
+            Words::Ready(text) => text.clone(),
+            Words::Later(write) => Cow::Owned(write()),
+        }
+    }
+}
+
+impl From<&'static str> for Words {
+    fn from(text: &'static str) -> Words {
+        Words::Ready(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for Words {
+    fn from(text: String) -> Words {
+        Words::Ready(Cow::Owned(text))
+    }
+}
+
+impl From<Cow<'static, str>> for Words {
+    fn from(text: Cow<'static, str>) -> Words {
+        Words::Ready(text)
+    }
+}
+
+/// Two descriptions are equal when they say the same (tests compare decisions).
+impl PartialEq for Words {
+    fn eq(&self, other: &Words) -> bool {
+        self.render() == other.render()
+    }
+}
+
+impl core::fmt::Debug for Words {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.render())
+    }
+}
+
+impl core::fmt::Display for Words {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
 impl Decision {
     /// A decision with no effects yet (use [`decide!`]).
     #[inline]
@@ -344,9 +411,9 @@ impl Decision {
         self
     }
 
-    /// Say what the emulation did (the `emulate` event).
+    /// Say what the emulation did (the `emulate` event): a text, or [`Words::later`].
     #[inline]
-    pub fn describe(mut self, what: impl Into<Cow<'static, str>>) -> Decision {
+    pub fn describe(mut self, what: impl Into<Words>) -> Decision {
         self.what = Some(what.into());
         self
     }

@@ -73,18 +73,39 @@ impl GuestRam {
     }
 
     /// Split `[gpa, gpa + length)` at page boundaries and call `each(host, done, length)`.
-    /// Checks every page before touching any.
+    /// Checks every page before touching any. Each page is translated once when the range
+    /// spans at most two (an instruction, a page-table entry, a gate: every access of the
+    /// exit path); a longer range is translated twice, to check and to copy — a walk of the
+    /// nested tables is done in software here, and the exit path does several per exit.
     fn for_each_page(
         &self,
         gpa: u64,
         length: usize,
         mut each: impl FnMut(u64, usize, usize),
     ) -> Result<(), MemoryError> {
-        for (address, _, _) in page_pieces(gpa, length) {
-            self.host_address(address)?;
-        }
-        for (address, done, piece) in page_pieces(gpa, length) {
-            each(self.host_address(address)?, done, piece);
+        let mut pieces = page_pieces(gpa, length);
+        match (pieces.next(), pieces.next(), pieces.next()) {
+            (first, second, None) => {
+                let translated = |piece: Option<(u64, usize, usize)>| {
+                    piece
+                        .map(|(address, done, length)| {
+                            self.host_address(address).map(|host| (host, done, length))
+                        })
+                        .transpose()
+                };
+                let (first, second) = (translated(first)?, translated(second)?);
+                for (host, done, length) in first.into_iter().chain(second) {
+                    each(host, done, length);
+                }
+            }
+            _ => {
+                for (address, _, _) in page_pieces(gpa, length) {
+                    self.host_address(address)?;
+                }
+                for (address, done, piece) in page_pieces(gpa, length) {
+                    each(self.host_address(address)?, done, piece);
+                }
+            }
         }
         Ok(())
     }

@@ -15,6 +15,25 @@ pub fn decode(bytes: &[u8], bits: u32, rip: u64) -> Option<Instruction> {
     (!instruction.is_invalid()).then_some(instruction)
 }
 
+/// The length of the instructions the hypervisor skips most often, read off their opcode
+/// when they come without a prefix — as a CPU with NRIP save would hand it over — instead of
+/// running the decoder (about 500 instructions under TCG, at every such exit). None of them
+/// has a ModRM byte or an operand whose size depends on the mode, so the length is the same
+/// in 16-, 32- and 64-bit code. `None`: ask the decoder.
+pub fn common_length(bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [0x0f, 0xa2, ..] => Some(2),       // CPUID
+        [0x0f, 0x01, 0xd9, ..] => Some(3), // VMMCALL
+        [0x0f, 0x01, 0xf9, ..] => Some(3), // RDTSCP
+        [0x0f, 0x31, ..] | [0x0f, 0x30, ..] | [0x0f, 0x32, ..] => Some(2), // RDTSC WRMSR RDMSR
+        [0x0f, 0x09, ..] | [0x0f, 0x08, ..] => Some(2), // WBINVD INVD
+        [0xf4, ..] => Some(1),             // HLT
+        [0xec..=0xef, ..] => Some(1),      // IN/OUT with DX
+        [0xe4..=0xe7, _, ..] => Some(2),   // IN/OUT with imm8
+        _ => None,
+    }
+}
+
 /// Build the decoder's tables now (iced-x86 creates them on first use, about 1.5 MiB of
 /// heap), so that the first guest exit is not the one that pays for it.
 pub fn warm_up() {
@@ -54,4 +73,51 @@ pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {
         _ => return None,
     };
     Some((number, register.size() as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_lengths_are_the_decoder_s_in_every_mode() {
+        let encodings: [&[u8]; 13] = [
+            &[0x0f, 0xa2],
+            &[0x0f, 0x01, 0xd9],
+            &[0x0f, 0x01, 0xf9],
+            &[0x0f, 0x31],
+            &[0x0f, 0x30],
+            &[0x0f, 0x32],
+            &[0x0f, 0x09],
+            &[0x0f, 0x08],
+            &[0xf4],
+            &[0xee],
+            &[0xed],
+            &[0xe6, 0x80],
+            &[0xe5, 0x71],
+        ];
+        for bytes in encodings {
+            let mut padded = bytes.to_vec();
+            padded.extend([0x90; 4]);
+            for bits in [16, 32, 64] {
+                let decoded = decode(&padded, bits, 0).expect("a valid instruction");
+                assert_eq!(
+                    common_length(&padded),
+                    Some(decoded.len() as u64),
+                    "{bytes:02x?} in {bits}-bit code"
+                );
+            }
+        }
+        // With a prefix, or anything else, the decoder decides.
+        for bytes in [
+            &[0x66, 0x0f, 0xa2][..],
+            &[0xf3, 0xf4],
+            &[0x48, 0x0f, 0x31],
+            &[0x0f, 0x01, 0xd8],
+        ] {
+            assert_eq!(common_length(bytes), None, "{bytes:02x?}");
+        }
+        // An imm8 form cut short (the fetch stopped at an unmapped page) is not guessed.
+        assert_eq!(common_length(&[0xe6]), None);
+    }
 }

@@ -17,6 +17,7 @@ extern crate alloc;
 // The memcpy & co. that `core` expects.
 use traplab_baremetal as _;
 
+mod bench_bare;
 mod boot;
 mod clock;
 mod console;

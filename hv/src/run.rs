@@ -35,7 +35,7 @@ use crate::loader;
 use crate::svm::Host;
 use crate::svm::world_switch::world_switch;
 use crate::time::rdtsc;
-use crate::{clock, control, trace};
+use crate::{bench_bare, clock, control, trace};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -398,6 +398,7 @@ fn run_vcpu(
     scheduler: &mut Scheduler,
 ) -> Off {
     let mut events = Vec::new();
+    let bare = bench_bare::on();
     loop {
         // gdb may hold the guest stopped here (`gdb/mod.rs`).
         if let Some(debugger) = running.debugger_of(id)
@@ -421,6 +422,9 @@ fn run_vcpu(
             )
         };
         domain.vcpu.after_vmrun();
+        if bare && bench_bare::answered(domain) {
+            continue;
+        }
         let exit = Exit::read(domain, rdtsc());
         let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
@@ -454,7 +458,14 @@ fn run_vcpu(
         let Some((domain, mut others)) = system.split_mut(id) else {
             continue;
         };
-        let mut applied = apply::apply(domain, &mut others, decision, machine, &mut events);
+        let mut applied = apply::apply(
+            domain,
+            &mut others,
+            decision,
+            machine,
+            &mut events,
+            trace::enabled(),
+        );
 
         // The scheduler's part: a tick of the hypervisor's timer counts against the slice
         // and may wake a blocked vCPU whose timer is due.

@@ -12,6 +12,7 @@ pub struct Settings {
     pub intercept_pause: bool,
     pub lazy_memory: bool,
     pub passthrough_fs_base: bool,
+    pub bench_bare: bool,
 }
 
 static SETTINGS: Once<Settings> = Once::new();
@@ -32,6 +33,7 @@ pub fn parse(text: &str) -> Result<Settings, &str> {
             "intercept-pause" => &mut settings.intercept_pause,
             "lazy-memory" => &mut settings.lazy_memory,
             "passthrough-fs-base" => &mut settings.passthrough_fs_base,
+            "bench-bare" => &mut settings.bench_bare,
             unknown => return Err(unknown),
         };
         *flag = true;

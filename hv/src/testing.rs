@@ -653,6 +653,7 @@ impl Test {
             decision.clone(),
             &mut self.machine,
             &mut events,
+            true,
         );
         if applied.end.is_none() {
             apply::before_resume(&mut self.domain, &exit, &mut applied, &mut events);

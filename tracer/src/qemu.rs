@@ -130,6 +130,60 @@ pub struct Machine {
     pub disk: Option<Disk>,
     /// More QEMU arguments, appended as they are (e.g. `-s -S` for QEMU's own gdb stub).
     pub extra_args: Vec<String>,
+    /// Who runs the guest's instructions: QEMU's TCG, or KVM with nested SVM.
+    pub accel: Accel,
+}
+
+/// QEMU's accelerator. The labs run under TCG (their traces, quirks included, are TCG's);
+/// `traplab bench --accel` may choose KVM where the host offers nested SVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// QEMU's tiny code generator: emulated SVM, on any host.
+    #[default]
+    Tcg,
+    /// The host's AMD-V through /dev/kvm, with nested SVM: the hypervisor's VMRUN runs on
+    /// the real CPU (the host kernel's `kvm_amd` emulates it with its own).
+    Kvm,
+}
+
+impl Accel {
+    /// QEMU's name for it (`-accel tcg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+
+    /// Can KVM run the hypervisor here? `Err` says why not, in a user's words.
+    pub fn kvm_offers_nested_svm() -> Result<(), String> {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let svm = cpu
+            .lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|flag| flag == "svm"));
+        if !svm {
+            return Err(
+                "this CPU has no AMD-V (no `svm` flag in /proc/cpuinfo): KVM cannot run an SVM hypervisor here"
+                    .into(),
+            );
+        }
+        if let Err(error) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            return Err(format!("/dev/kvm cannot be opened: {error}"));
+        }
+        let nested = std::fs::read_to_string("/sys/module/kvm_amd/parameters/nested")
+            .map_err(|_| "the kvm_amd module is not loaded (no /sys/module/kvm_amd)".to_string())?;
+        match nested.trim() {
+            "1" | "Y" | "y" => Ok(()),
+            other => Err(format!(
+                "kvm_amd's nested SVM is off (/sys/module/kvm_amd/parameters/nested = {other}); turn it on with: modprobe -r kvm_amd && modprobe kvm_amd nested=1"
+            )),
+        }
+    }
 }
 
 /// How a controlled machine starts.
@@ -159,6 +213,7 @@ impl Machine {
             gdb_domain: FIRST_GUEST,
             disk: None,
             extra_args: Vec::new(),
+            accel: Accel::Tcg,
         }
     }
 
@@ -195,9 +250,13 @@ pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) 
         "-machine".into(),
         "q35,memory-backend=ram".into(),
         "-accel".into(),
-        "tcg".into(),
+        machine.accel.name().into(),
         "-cpu".into(),
-        "qemu64,+svm,+npt".into(),
+        // Under KVM the guest sees the host's CPU, whose SVM and nested paging KVM passes on.
+        match machine.accel {
+            Accel::Tcg => "qemu64,+svm,+npt".into(),
+            Accel::Kvm => "host,+svm".into(),
+        },
         "-m".into(),
         ram.clone(),
         "-object".into(),

@@ -49,7 +49,8 @@ pub enum Command {
     /// --domain says otherwise): it starts stopped at its first instruction, and the gdb
     /// command line to attach is printed (`traplab trace --gdb`).
     Gdb(GdbArgs),
-    /// Measure the trace transport: trap rate with the trace off and on, events per second.
+    /// Measure what a trap costs: the bare world switch, traplab untraced, traced; the ratios,
+    /// instructions per trap (-icount), events per second and bytes per event.
     Bench(BenchArgs),
     /// Run a lab under the terminal UI: break on a trap, step through it event by event.
     Run(RunArgs),
@@ -206,12 +207,24 @@ pub struct BenchArgs {
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Who runs the guests: QEMU's TCG, or KVM where the host offers nested SVM (`auto`
+    /// takes KVM when it can). The report says which; instruction counts (-icount) are TCG's.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
     /// Install what is missing (QEMU) without asking.
     #[arg(long, short)]
     pub yes: bool,
+}
+
+/// `traplab bench --accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    Auto,
+    Tcg,
+    Kvm,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@
 
 use super::{Exit, undecodable};
 use crate::decide;
-use crate::decision::{Decision, Effect};
+use crate::decision::{Decision, Effect, Words};
 use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::boot::cpuid::{
@@ -73,9 +73,9 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         .with(Effect::Gpr(1, ecx as u64))
         .with(Effect::Gpr(2, edx as u64))
         .with(Effect::Rip(guest.vcpu.rip_after(length)))
-        .describe(format!(
-            "CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}"
-        ))
+        .describe(Words::later(move || {
+            format!("CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}")
+        }))
 }
 
 #[cfg(test)]

@@ -101,8 +101,10 @@ impl Exit {
 
     /// The length of the instruction at RIP, for a handler that skips it.
     pub fn instruction_length(&self, guest: &Guest) -> Option<u64> {
-        self.decode_instruction(guest)
-            .map(|instruction| instruction.len() as u64)
+        instruction::common_length(self.instruction.as_slice()).or_else(|| {
+            self.decode_instruction(guest)
+                .map(|instruction| instruction.len() as u64)
+        })
     }
 }
 

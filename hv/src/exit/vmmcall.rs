@@ -22,7 +22,7 @@ mod shared_info;
 mod store_op;
 
 use super::{Exit, undecodable};
-use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning};
+use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning, Words};
 use crate::domain::Guest;
 use crate::domain::interrupts::VirtualTimer;
 use crate::domain::page_tables::PIN_READS_PER_EXIT;
@@ -141,15 +141,18 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 /// The hypercall returns: RAX = result, RIP past the VMMCALL, and the `emulate` event says
 /// what it returned.
 fn finish(mut decision: Decision, next: u64, number: u64, result: i64) -> Decision {
-    let outcome = match error::name(result) {
-        Some(name) => format!("returned {result} ({name})"),
-        None => format!("returned {result}"),
-    };
-    let call = hypercall::name(number).unwrap_or("unknown hypercall");
-    let what = match decision.what.take() {
-        Some(before) => format!("{before}; {call} {outcome}"),
-        None => format!("{call} {outcome}"),
-    };
+    let before = decision.what.take();
+    let what = Words::later(move || {
+        let call = hypercall::name(number).unwrap_or("unknown hypercall");
+        let outcome = match error::name(result) {
+            Some(name) => format!("returned {result} ({name})"),
+            None => format!("returned {result}"),
+        };
+        match &before {
+            Some(before) => format!("{before}; {call} {outcome}"),
+            None => format!("{call} {outcome}"),
+        }
+    });
     decision
         .with(Effect::Gpr(0, result as u64))
         .with(Effect::Rip(next))

@@ -1,18 +1,22 @@
-//! `traplab bench`: what the trace costs.
+//! `traplab bench`: what a trap costs, and how far that is from the limit.
 //!
 //! The `cpuid-loop` guest makes 20,000 CPUID exits and times them with the TSC. We run it
-//! with the trace off (the baseline, measured in the same run) and with the lossless ring
-//! on, `--runs` times each, and report the medians: cycles per trap, traps per second, the
-//! traced/untraced ratio, events per second through the ring, and the time from starting
-//! QEMU to the first event. `--split-driver` measures the split block driver instead: reads
-//! per second through the ring against direct reads by the controller's owner.
+//! three ways, in the same run: the bare world switch (hypervisor setting `bench-bare`: the
+//! run loop answers CPUID and nothing else — the least a hypervisor can do, the baseline),
+//! traplab with the trace off, and with the lossless ring on; `--runs` times each, and
+//! report the medians: µs per trap, traps per second, the ratios, events per second and
+//! bytes per event through the ring, and the time from starting QEMU to the first event.
+//! Under TCG each configuration also runs once under `-icount shift=0,sleep=off`, where
+//! the TSC counts executed instructions: instructions per trap, the same on a loaded
+//! machine as on an idle one. `--split-driver` measures the split block driver instead:
+//! reads per second through the ring against direct reads by the controller's owner.
 
-use crate::cli::BenchArgs;
+use crate::cli::{AccelChoice, BenchArgs};
 use crate::setup;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use traplab_abi::event::Body;
-use traplab_tracer::qemu::{HvStatus, Machine, TraceMode};
+use traplab_tracer::qemu::{Accel, HvStatus, Machine, TraceMode};
 use traplab_tracer::session::{Item, Options, Session};
 
 const GUEST: &str = "cpuid-loop";
@@ -25,8 +29,9 @@ struct Sample {
     exits: u64,
     ticks: u64,
     events: u64,
+    /// The bytes the events took in the ring (records with their headers).
+    ring_bytes: u64,
     first_event: Option<Duration>,
-    wall: Duration,
     tsc_hz: Option<u64>,
 }
 
@@ -35,89 +40,315 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         return super::bench_ui::run(args);
     }
     setup::ensure_qemu(args.yes)?;
+    let accel = accelerator(args.accel)?;
     if args.split_driver {
-        return split_driver(args);
+        return split_driver(args, accel);
     }
     let runs = args.runs.max(1);
-    let mut off = Vec::new();
-    let mut ring = Vec::new();
     // A benchmark run that goes wrong is the hypervisor's or QEMU's failure, not a usage error.
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
-    let machine = traplab_labs::machine_for(&[GUEST]);
-    for _ in 0..runs {
-        off.push(sample(&machine, TraceMode::Off).map_err(failed)?);
-        ring.push(sample(&machine, TraceMode::Ring).map_err(failed)?);
+    let mut machine = traplab_labs::machine_for(&[GUEST]);
+    machine.accel = accel;
+    let mut measured = Vec::new();
+    for config in CONFIGS {
+        let machine = config.machine(&machine);
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            samples.push(sample(&machine).map_err(failed)?);
+        }
+        // -icount is TCG's: under KVM there is no instruction count.
+        let instructions = match accel {
+            Accel::Tcg => Some(sample(&counting_instructions(&machine)).map_err(failed)?),
+            Accel::Kvm => None,
+        };
+        measured.push(Measured {
+            config,
+            samples,
+            instructions,
+        });
     }
-    let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1);
-    let per_exit = |samples: &[Sample]| {
+    let report = Report::new(&measured, runs, accel);
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One configuration of the hypervisor that `bench` measures.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    /// How the report names it.
+    name: &'static str,
+    /// The JSON key.
+    key: &'static str,
+    /// A hypervisor setting it needs.
+    setting: Option<&'static str>,
+    trace: TraceMode,
+}
+
+/// The baseline first: the least a hypervisor does per trap (the run loop answers CPUID
+/// and goes back, `hv/src/bench_bare.rs`); then traplab's exit path untraced; then traced.
+const CONFIGS: [Config; 3] = [
+    Config {
+        name: "bare world switch (baseline)",
+        key: "bare",
+        setting: Some("bench-bare"),
+        trace: TraceMode::Off,
+    },
+    Config {
+        name: "traplab, trace off",
+        key: "untraced",
+        setting: None,
+        trace: TraceMode::Off,
+    },
+    Config {
+        name: "traplab, trace on (ring)",
+        key: "traced",
+        setting: None,
+        trace: TraceMode::Ring,
+    },
+];
+
+impl Config {
+    fn machine(&self, base: &Machine) -> Machine {
+        let mut machine = base.clone();
+        machine.trace = self.trace;
+        machine.settings.extend(self.setting.map(String::from));
+        machine
+    }
+}
+
+/// The same run under `-icount shift=0,sleep=off`: QEMU's clock then advances one
+/// nanosecond per executed instruction and the TSC with it, so the guest's "ticks per
+/// exit" count the instructions of a round trip (VMRUN counts as one): the same figure in
+/// every run, however loaded the machine.
+fn counting_instructions(machine: &Machine) -> Machine {
+    let mut machine = machine.clone();
+    machine
+        .extra_args
+        .extend(["-icount", "shift=0,sleep=off"].map(String::from));
+    machine
+}
+
+/// The accelerator to bench with: `auto` takes KVM where it offers nested SVM.
+fn accelerator(asked: AccelChoice) -> Result<Accel, super::Failure> {
+    match asked {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Auto => Ok(if Accel::kvm_offers_nested_svm().is_ok() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }),
+        AccelChoice::Kvm => match Accel::kvm_offers_nested_svm() {
+            Ok(()) => Ok(Accel::Kvm),
+            Err(why) => Err(super::Failure::new(
+                super::status::USAGE,
+                format!("--accel kvm: {why}"),
+            )),
+        },
+    }
+}
+
+/// A configuration's runs.
+struct Measured {
+    config: Config,
+    samples: Vec<Sample>,
+    /// The run under -icount (TCG only).
+    instructions: Option<Sample>,
+}
+
+impl Measured {
+    /// Median TSC ticks per trap over the runs.
+    fn ticks_per_trap(&self) -> f64 {
         median(
-            samples
+            self.samples
                 .iter()
                 .map(|s| s.ticks as f64 / s.exits as f64)
                 .collect(),
         )
-    };
-    let off_ticks = per_exit(&off);
-    let ring_ticks = per_exit(&ring);
-    let seconds = |ticks: f64| ticks / tsc_hz as f64;
-    let events_per_second = median(
-        ring.iter()
-            .map(|s| s.events as f64 / seconds(s.ticks as f64))
-            .collect(),
-    );
-    let first_event = median(
-        ring.iter()
-            .filter_map(|s| s.first_event)
-            .map(|d| d.as_secs_f64() * 1e3)
-            .collect(),
-    );
-    let wall_off = median(off.iter().map(|s| s.wall.as_secs_f64()).collect());
-    let wall_ring = median(ring.iter().map(|s| s.wall.as_secs_f64()).collect());
+    }
 
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "guest": GUEST,
-                "exits": off[0].exits,
-                "runs": runs,
-                "tsc_hz": tsc_hz,
-                "untraced": { "cycles_per_trap": off_ticks, "traps_per_second": 1.0 / seconds(off_ticks), "wall_seconds": wall_off },
-                "traced": { "cycles_per_trap": ring_ticks, "traps_per_second": 1.0 / seconds(ring_ticks), "wall_seconds": wall_ring,
-                            "events_per_second": events_per_second, "events_per_trap": ring[0].events as f64 / ring[0].exits as f64 },
-                "traced_over_untraced_time": ring_ticks / off_ticks,
-                "first_event_ms": first_event,
+    fn instructions_per_trap(&self) -> Option<f64> {
+        self.instructions
+            .map(|sample| sample.ticks as f64 / sample.exits as f64)
+    }
+}
+
+/// The figures `bench` prints, computed once for the text and the JSON.
+struct Report {
+    runs: usize,
+    accel: Accel,
+    exits: u64,
+    tsc_hz: f64,
+    /// Per configuration: name, key, µs per trap, instructions per trap.
+    rows: Vec<(&'static str, &'static str, f64, Option<f64>)>,
+    events_per_second: f64,
+    events_per_trap: f64,
+    bytes_per_event: f64,
+    first_event_ms: f64,
+}
+
+/// The issue's targets, printed beside the ratios.
+const UNTRACED_OVER_BARE_TARGET: f64 = 1.5;
+const TRACED_OVER_UNTRACED_TARGET: f64 = 1.2;
+const BYTES_PER_EVENT_TARGET: f64 = 48.0;
+
+impl Report {
+    fn new(measured: &[Measured], runs: usize, accel: Accel) -> Report {
+        let tsc_hz = measured
+            .iter()
+            .flat_map(|m| &m.samples)
+            .find_map(|sample| sample.tsc_hz)
+            .unwrap_or(1) as f64;
+        let micros = |ticks: f64| ticks / tsc_hz * 1e6;
+        let rows = measured
+            .iter()
+            .map(|m| {
+                (
+                    m.config.name,
+                    m.config.key,
+                    micros(m.ticks_per_trap()),
+                    m.instructions_per_trap(),
+                )
             })
+            .collect();
+        let traced = measured
+            .iter()
+            .find(|m| m.config.trace == TraceMode::Ring)
+            .map(|m| m.samples.as_slice())
+            .unwrap_or_default();
+        let seconds = |ticks: u64| ticks as f64 / tsc_hz;
+        Report {
+            runs,
+            accel,
+            exits: measured
+                .first()
+                .and_then(|m| m.samples.first())
+                .map_or(0, |s| s.exits),
+            tsc_hz,
+            rows,
+            events_per_second: median(
+                traced
+                    .iter()
+                    .map(|s| s.events as f64 / seconds(s.ticks))
+                    .collect(),
+            ),
+            events_per_trap: median(
+                traced
+                    .iter()
+                    .map(|s| s.events as f64 / s.exits as f64)
+                    .collect(),
+            ),
+            bytes_per_event: median(
+                traced
+                    .iter()
+                    .map(|s| s.ring_bytes as f64 / s.events as f64)
+                    .collect(),
+            ),
+            first_event_ms: median(
+                traced
+                    .iter()
+                    .filter_map(|s| s.first_event)
+                    .map(|d| d.as_secs_f64() * 1e3)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Row `i`'s time over row `j`'s, and the same for instructions.
+    fn ratio(&self, i: usize, j: usize) -> (f64, Option<f64>) {
+        let (_, _, time_i, count_i) = self.rows[i];
+        let (_, _, time_j, count_j) = self.rows[j];
+        (time_i / time_j, count_i.zip(count_j).map(|(a, b)| a / b))
+    }
+
+    fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{GUEST}: {} CPUID exits per run, median of {} run(s), TSC {:.2} GHz, accelerator {}",
+            self.exits,
+            self.runs,
+            self.tsc_hz / 1e9,
+            self.accel.name()
         );
-    } else {
-        println!(
-            "{GUEST}: {} CPUID exits per run, median of {runs} run(s), TSC {:.2} GHz",
-            off[0].exits,
-            tsc_hz as f64 / 1e9
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9}   {:>12}",
+            "", "µs/trap", "traps/s", "instr./trap"
         );
-        println!("                    cycles/trap   µs/trap   traps/s   wall s");
-        for (name, ticks, wall) in [
-            ("trace off (baseline)", off_ticks, wall_off),
-            ("trace on (ring)", ring_ticks, wall_ring),
-        ] {
-            println!(
-                "{name:<20} {ticks:>11.0} {:>9.2} {:>9.0} {wall:>8.2}",
-                seconds(ticks) * 1e6,
-                1.0 / seconds(ticks)
+        for (name, _, micros, instructions) in &self.rows {
+            let instructions =
+                instructions.map_or("n/a".to_string(), |count| format!("{count:.0}"));
+            let _ = writeln!(
+                out,
+                "{name:<30} {micros:>9.2} {:>9.0}   {instructions:>12}",
+                1e6 / micros
             );
         }
-        println!(
-            "traced / untraced time per trap: {:.2}x",
-            ring_ticks / off_ticks
+        let ratio_line = |label: &str, (time, count): (f64, Option<f64>), target: f64| {
+            let count = count.map_or(String::new(), |count| {
+                format!(", {count:.2}x in instructions")
+            });
+            format!("{label}: {time:.2}x in time{count} (target ≤ {target}x)\n")
+        };
+        out.push_str(&ratio_line(
+            "untraced / bare",
+            self.ratio(1, 0),
+            UNTRACED_OVER_BARE_TARGET,
+        ));
+        out.push_str(&ratio_line(
+            "traced / untraced",
+            self.ratio(2, 1),
+            TRACED_OVER_UNTRACED_TARGET,
+        ));
+        let _ = writeln!(
+            out,
+            "ring: {:.0} events/s ({:.1} events per trap, {:.1} bytes per event, target ≤ {BYTES_PER_EVENT_TARGET}), none lost; first event {:.0} ms after starting QEMU",
+            self.events_per_second, self.events_per_trap, self.bytes_per_event, self.first_event_ms
         );
-        println!(
-            "ring: {:.0} events/s ({:.1} events per trap), none lost; first event {:.0} ms after starting QEMU",
-            events_per_second,
-            ring[0].events as f64 / ring[0].exits as f64,
-            first_event
-        );
+        if self.accel == Accel::Tcg {
+            out.push_str(
+                "instr./trap: the same runs under -icount shift=0,sleep=off (the TSC counts instructions; VMRUN is one)\n",
+            );
+        }
+        out
     }
-    Ok(ExitCode::SUCCESS)
+
+    fn json(&self) -> serde_json::Value {
+        let mut configs = serde_json::Map::new();
+        for (_, key, micros, instructions) in &self.rows {
+            configs.insert(
+                (*key).into(),
+                serde_json::json!({
+                    "us_per_trap": micros,
+                    "traps_per_second": 1e6 / micros,
+                    "instructions_per_trap": instructions,
+                }),
+            );
+        }
+        let (untraced_time, untraced_count) = self.ratio(1, 0);
+        let (traced_time, traced_count) = self.ratio(2, 1);
+        serde_json::json!({
+            "guest": GUEST,
+            "accel": self.accel.name(),
+            "exits": self.exits,
+            "runs": self.runs,
+            "tsc_hz": self.tsc_hz,
+            "configs": configs,
+            "untraced_over_bare": { "time": untraced_time, "instructions": untraced_count },
+            "traced_over_untraced": { "time": traced_time, "instructions": traced_count },
+            "ring": {
+                "events_per_second": self.events_per_second,
+                "events_per_trap": self.events_per_trap,
+                "bytes_per_event": self.bytes_per_event,
+            },
+            "first_event_ms": self.first_event_ms,
+        })
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -132,7 +363,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// controller it owns (the baseline, no hypervisor on the data path), then through blkfront
 /// and the driver domain's blkback (the `swap-in` lab's machine with `blk-stream` as d1),
 /// with the trace off and on.
-fn split_driver(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
+fn split_driver(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
     let runs = args.runs.max(1);
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     let lab = traplab_labs::find("swap-in")
@@ -151,11 +382,17 @@ fn split_driver(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
             owner: traplab_tracer::qemu::FIRST_GUEST,
             ..disk
         });
+    let with = |machine: &Machine, trace: TraceMode| {
+        let mut machine = machine.clone();
+        machine.trace = trace;
+        machine.accel = accel;
+        machine
+    };
     let (mut baseline, mut off, mut ring) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        baseline.push(sample(&direct, TraceMode::Off).map_err(failed)?);
-        off.push(sample(&through_ring, TraceMode::Off).map_err(failed)?);
-        ring.push(sample(&through_ring, TraceMode::Ring).map_err(failed)?);
+        baseline.push(sample(&with(&direct, TraceMode::Off)).map_err(failed)?);
+        off.push(sample(&with(&through_ring, TraceMode::Off)).map_err(failed)?);
+        ring.push(sample(&with(&through_ring, TraceMode::Ring)).map_err(failed)?);
     }
     let tsc_hz = ring.iter().find_map(|sample| sample.tsc_hz).unwrap_or(1) as f64;
     let per_read = |samples: &[Sample]| {
@@ -206,22 +443,25 @@ fn split_driver(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn sample(machine: &Machine, trace: TraceMode) -> Result<Sample, String> {
-    let mut machine = machine.clone();
-    machine.trace = trace;
+fn sample(machine: &Machine) -> Result<Sample, String> {
     let started = Instant::now();
     let options = Options {
         timeout: Some(Duration::from_secs(600)),
         ..Options::default()
     };
-    let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
+    let session = Session::start(machine, options).map_err(|error| error.to_string())?;
     let mut result: Option<(u64, u64)> = None;
     let (mut events, mut first_event, mut tsc_hz) = (0u64, None, None);
+    let (mut wire, mut ring_bytes) = (vec![0u8; traplab_abi::ring::MAX_RECORD], 0u64);
     let mut finish = None;
     for item in session {
         let line = match item {
             Item::Event(event) => {
                 events += 1;
+                // What the record took in the ring: the same encoding as the hypervisor's.
+                if let Ok(bytes) = traplab_abi::event::to_wire(&event, &mut wire[..]) {
+                    ring_bytes += traplab_abi::ring::record_size(bytes.len());
+                }
                 first_event.get_or_insert_with(|| started.elapsed());
                 match event.body {
                     Body::Boot(boot) => tsc_hz = Some(boot.tsc_hz),
@@ -241,7 +481,6 @@ fn sample(machine: &Machine, trace: TraceMode) -> Result<Sample, String> {
         };
         result = result.or(line.split_once("| ").and_then(|(_, text)| parse(text)));
     }
-    let wall = started.elapsed();
     match finish {
         Some(done) if done.hv_status == Some(HvStatus::Done) => {}
         other => return Err(format!("the benchmark guest did not finish: {other:?}")),
@@ -251,8 +490,8 @@ fn sample(machine: &Machine, trace: TraceMode) -> Result<Sample, String> {
         exits,
         ticks,
         events,
+        ring_bytes,
         first_event,
-        wall,
         tsc_hz,
     })
 }

@@ -1,0 +1,33 @@
+//! The benchmark's baseline: a world switch and nothing else (setting `bench-bare`).
+//!
+//! `traplab bench` compares the hypervisor's cost per trap with the least a hypervisor can
+//! do: take the #VMEXIT, answer the guest's CPUID with the real CPU's answer, step over
+//! it, VMRUN. Here the run loop does exactly that, before anything else — no instruction
+//! fetch or decode, no trace, no gdb, no control — so the difference between this and a
+//! normal run is what traplab's exit path costs. Every other exit takes the normal path.
+//!
+//! The guest sees the real CPU's CPUID (the normal handler hides SVM, for one): fine for
+//! the `cpuid-loop` guest, which only times the instruction. Never on in a lab.
+
+use traplab_hv::Domain;
+use traplab_abi::svm::exitcode;
+
+/// Is the baseline on? (Read once from the settings, at boot.)
+pub fn on() -> bool {
+    crate::settings::get().bench_bare
+}
+
+/// If the exit is a CPUID, answer it as the bare world switch does and say so.
+pub fn answered(domain: &mut Domain) -> bool {
+    if domain.vcpu.vmcb.control.exitcode != exitcode::CPUID {
+        return false;
+    }
+    let (leaf, subleaf) = (domain.gpr(0) as u32, domain.gpr(1) as u32);
+    let answer = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    for (register, value) in [(0, answer.eax), (3, answer.ebx), (1, answer.ecx), (2, answer.edx)] {
+        domain.vcpu.set_gpr(register, u64::from(value));
+    }
+    // CPUID is 0F A2: the baseline does not look for prefixes (the cpuid-loop guest has none).
+    domain.vcpu.vmcb.save.rip += 2;
+    true
+}
