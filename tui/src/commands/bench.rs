@@ -67,7 +67,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
             instructions,
         });
     }
-    let report = Report::new(&measured, runs, accel);
+    let reader = reader_throughput(READER_EVENTS);
+    let report = Report::new(&measured, runs, accel, reader);
     if args.json {
         println!("{}", report.json());
     } else {
@@ -188,15 +189,18 @@ struct Report {
     events_per_trap: f64,
     bytes_per_event: f64,
     first_event_ms: f64,
+    /// Events per second the host's reader takes from a ring a synthetic producer fills.
+    reader_events_per_second: f64,
 }
 
 /// The targets, printed beside the ratios.
 const UNTRACED_OVER_BARE_TARGET: f64 = 1.5;
 const TRACED_OVER_UNTRACED_TARGET: f64 = 1.2;
 const BYTES_PER_EVENT_TARGET: f64 = 48.0;
+const READER_TARGET: f64 = 1_000_000.0;
 
 impl Report {
-    fn new(measured: &[Measured], runs: usize, accel: Accel) -> Report {
+    fn new(measured: &[Measured], runs: usize, accel: Accel, reader: f64) -> Report {
         let tsc_hz = measured
             .iter()
             .flat_map(|m| &m.samples)
@@ -254,6 +258,7 @@ impl Report {
                     .map(|d| d.as_secs_f64() * 1e3)
                     .collect(),
             ),
+            reader_events_per_second: reader,
         }
     }
 
@@ -310,6 +315,11 @@ impl Report {
             "ring: {:.0} events/s ({:.1} events per trap, {:.1} bytes per event, target ≤ {BYTES_PER_EVENT_TARGET}), none lost; first event {:.0} ms after starting QEMU",
             self.events_per_second, self.events_per_trap, self.bytes_per_event, self.first_event_ms
         );
+        let _ = writeln!(
+            out,
+            "host reader: {:.0} events/s from a ring a synthetic producer fills (target ≥ {READER_TARGET})",
+            self.reader_events_per_second
+        );
         if self.accel == Accel::Tcg {
             out.push_str(
                 "instr./trap: the same runs under -icount shift=0,sleep=off (the TSC counts instructions; VMRUN is one)\n",
@@ -346,9 +356,138 @@ impl Report {
                 "events_per_trap": self.events_per_trap,
                 "bytes_per_event": self.bytes_per_event,
             },
+            "reader_events_per_second": self.reader_events_per_second,
             "first_event_ms": self.first_event_ms,
         })
     }
+}
+
+/// How many events the reader measurement moves.
+const READER_EVENTS: u64 = 2_000_000;
+
+/// The host side alone: events per second the reader takes from the ring and decodes — as a
+/// session does (`tracer/src/session.rs`) — while a producer thread fills the ring as fast as
+/// it can with the four events of a CPUID trap, encoded as the hypervisor encodes them. The
+/// hypervisor under TCG makes a few tens of thousands a second: this says how far the
+/// reader is from being the limit.
+fn reader_throughput(events: u64) -> f64 {
+    use traplab_abi::ring::{HEADER_SIZE, Ring};
+    let records: Vec<Vec<u8>> = cpuid_trap_events()
+        .iter()
+        .map(|event| {
+            let mut buffer = vec![0u8; traplab_abi::ring::MAX_RECORD];
+            let length = traplab_abi::event::to_wire(event, &mut buffer)
+                .map(|bytes| bytes.len())
+                .unwrap_or(0);
+            buffer.truncate(length);
+            buffer
+        })
+        .collect();
+    const DATA_SIZE: usize = 4 << 20;
+    let mut memory = vec![0u64; (HEADER_SIZE + DATA_SIZE) / 8];
+    let base = memory.as_mut_ptr() as *mut u8;
+    // SAFETY: `memory` is HEADER_SIZE + DATA_SIZE bytes, 8-aligned, and outlives both
+    // threads (they are scoped); the producer only pushes and the consumer only consumes,
+    // the one-producer-one-consumer protocol the ring is made for.
+    let mut producer = unsafe { Ring::create(base, DATA_SIZE) };
+    // SAFETY: as above; the header is set up.
+    let Ok(mut consumer) = (unsafe { Ring::attach(base, HEADER_SIZE + DATA_SIZE) }) else {
+        return f64::NAN;
+    };
+    let (producer_ring, consumer_ring) = (SendRing(&mut producer), SendRing(&mut consumer));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let ring = producer_ring;
+            for index in 0..events {
+                let record = &records[(index % records.len() as u64) as usize];
+                while ring.0.push(record).is_err() {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let ring = consumer_ring;
+        let mut decoded = 0u64;
+        while decoded < events {
+            let result = ring.0.consume(|record| {
+                if traplab_abi::event::from_wire(record).is_ok() {
+                    decoded += 1;
+                }
+            });
+            if result.is_err() {
+                break;
+            }
+        }
+    });
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A ring handle that moves to another thread.
+struct SendRing<'a>(&'a mut traplab_abi::ring::Ring);
+// SAFETY: each handle is used by one thread only, and the ring's protocol (release/acquire
+// on head and tail) is what makes a producer and a consumer on two threads safe.
+unsafe impl Send for SendRing<'_> {}
+
+/// The events of one CPUID trap of `cpuid-loop`, with the values a real one has.
+fn cpuid_trap_events() -> Vec<traplab_abi::event::Event> {
+    use traplab_abi::event::{
+        Action, Change, Decide, Emulate, Event, Exit, InstructionBytes, Registers, Resume,
+    };
+    let regs = Registers {
+        rax: 0,
+        rcx: 0,
+        rsp: 0x1ff_f000,
+        ..Registers::default()
+    };
+    let body = [
+        Body::Exit(Exit {
+            exitcode: 0x72,
+            reason: "CPUID".into(),
+            exitinfo1: 0,
+            exitinfo2: 0,
+            exitintinfo: 0,
+            rip: 0x20_0037,
+            cs: 0x08,
+            cpl: 0,
+            rflags: 0x2,
+            cr0: 0x8000_0011,
+            cr2: 0,
+            cr3: 0x1000,
+            cr4: 0x20,
+            efer: 0x1500,
+            regs,
+            insn: InstructionBytes::new(&[0x0f, 0xa2, 0xeb, 0xfc]),
+        }),
+        Body::Decide(Decide {
+            action: Action::Emulate,
+            why: "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see".into(),
+            at: "hv/src/exit/cpuid.rs:24".into(),
+        }),
+        Body::Emulate(Emulate {
+            what: "CPUID leaf 0x0 subleaf 0x0: the real CPU's answer, unchanged".into(),
+            changes: vec![
+                Change { name: "rax".into(), old: 0, new: 0xd },
+                Change { name: "rbx".into(), old: 0x4, new: 0x6874_7541 },
+                Change { name: "rcx".into(), old: 0, new: 0x444d_4163 },
+                Change { name: "rip".into(), old: 0x20_0037, new: 0x20_0039 },
+            ],
+        }),
+        Body::Resume(Resume {
+            rip: 0x20_0039,
+            rflags: 0x2,
+            regs: Registers { rax: 0xd, rbx: 0x6874_7541, rcx: 0x444d_4163, ..regs },
+            cycles: 9420,
+        }),
+    ];
+    body.into_iter()
+        .enumerate()
+        .map(|(seq, body)| Event {
+            seq: seq as u64,
+            tsc: 1_000_000 + seq as u64 * 3000,
+            dom: Some(1),
+            body,
+        })
+        .collect()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
