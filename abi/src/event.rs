@@ -1,7 +1,8 @@
 //! The trace events: one per step of a trap, from the exit to the resume.
 //!
-//! The hypervisor builds an [`Event`] at every step and pushes it, postcard-encoded, into
-//! the shared-memory [`ring`](crate::ring). The host decodes it and writes it as one JSON
+//! The hypervisor builds an [`Event`] at every step and pushes it, as a compact record
+//! ([`wire`](crate::wire)), into the shared-memory [`ring`](crate::ring). The host decodes
+//! it and writes it as one JSON
 //! object per line (see `tracer/SCHEMA.md` for the public JSON form). The Rust types here
 //! are the single definition of both forms.
 //!
@@ -677,16 +678,6 @@ pub mod hex_bytes {
     }
 }
 
-/// An event as the ring carries it (postcard).
-pub fn to_wire<'a>(event: &Event, buffer: &'a mut [u8]) -> Result<&'a mut [u8], postcard::Error> {
-    postcard::to_slice(event, buffer)
-}
-
-/// An event from the ring.
-pub fn from_wire(bytes: &[u8]) -> Result<Event, postcard::Error> {
-    postcard::from_bytes(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,19 +713,6 @@ mod tests {
     }
 
     #[test]
-    fn wire_round_trip() {
-        let event = sample_exit();
-        let mut buffer = [0u8; 1024];
-        let bytes = to_wire(&event, &mut buffer).unwrap().to_vec();
-        assert!(
-            bytes.len() < 200,
-            "the exit event is compact on the wire: {}",
-            bytes.len()
-        );
-        assert_eq!(from_wire(&bytes).unwrap(), event);
-    }
-
-    #[test]
     fn json_uses_hex_strings() {
         let event = sample_exit();
         let json = serde_json::to_value(&event).unwrap();
@@ -744,12 +722,5 @@ mod tests {
         assert_eq!(json["body"]["exit"]["exitcode"], 0x4e);
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
-    }
-
-    #[test]
-    fn truncated_wire_bytes_are_an_error() {
-        let mut buffer = [0u8; 1024];
-        let bytes = to_wire(&sample_exit(), &mut buffer).unwrap().to_vec();
-        assert!(from_wire(&bytes[..bytes.len() / 2]).is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
+//! | [`wire`]      | the compact record each event is in the ring                             |
 //! | [`control`]   | the host's commands to the hv: pause, step, break                        |
 //! | [`settings`]  | hypervisor settings a lab turns on (extra intercepts, lazy memory)       |
 //! | [`exit`]      | why the CPU left the guest: the exit reason, decoded once, and its names |
@@ -40,6 +41,8 @@ pub mod sched;
 pub mod settings;
 pub mod store;
 pub mod svm;
+#[cfg(feature = "events")]
+pub mod wire;
 pub mod x86;
 
 /// The trace schema version: `"v"` in every JSON line, and `version` in the ring header.

@@ -157,6 +157,12 @@ impl Ring {
             - self.field(TAIL_OFFSET).load(Ordering::Acquire)
     }
 
+    /// Bytes written since the ring was set up (records with their lengths and padding,
+    /// and the skips at the end of the data area): what the trace cost in memory traffic.
+    pub fn written(&self) -> u64 {
+        self.field(HEAD_OFFSET).load(Ordering::Acquire)
+    }
+
     /// Append one record (producer side).
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         if payload.len() > MAX_RECORD {

@@ -1,7 +1,8 @@
 //! Recording every step of every trap as an event in the shared-memory ring.
 //!
 //! Each event gets the next sequence number and a TSC stamp (on the trace's clock, which
-//! stands still while the hypervisor is stopped: `clock::trace_clock`), is encoded (postcard) and
+//! stands still while the hypervisor is stopped: `clock::trace_clock`), is encoded as a
+//! compact record (`traplab_abi::wire`: what the reader knows already is left out) and
 //! pushed into the ring (`traplab_abi::ring`). What happens when the ring is full depends
 //! on the mode the host asked for (`opt/traplab/trace`):
 //!
@@ -18,7 +19,8 @@
 use crate::clock::trace_clock;
 use alloc::boxed::Box;
 use spin::Mutex;
-use traplab_abi::event::{self, Body, Event, Lost};
+use traplab_abi::event::{Body, Event, Lost};
+use traplab_abi::wire::Encoder;
 use traplab_abi::ring::{self, PushError, Ring};
 
 /// Who reads the trace, and so what a full ring means (fw_cfg `opt/traplab/trace`).
@@ -46,6 +48,8 @@ struct Tracer {
     next_seq: u64,
     dropped: u64,
     scratch: Box<[u8; ring::MAX_RECORD]>,
+    /// Writes each event as a compact record (`traplab_abi::wire`).
+    encoder: Encoder,
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
@@ -66,6 +70,7 @@ pub fn init(mode: Transport, kib: usize) {
         next_seq: 0,
         dropped: 0,
         scratch: Box::new([0; ring::MAX_RECORD]),
+        encoder: Encoder::new(),
     });
 }
 
@@ -129,14 +134,17 @@ impl Tracer {
             body,
         };
         self.next_seq += 1;
-        let Ok(bytes) = event::to_wire(&event, &mut self.scratch[..]) else {
+        let Ok(bytes) = self.encoder.encode(&event, &mut self.scratch[..]) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
         };
         loop {
             match self.ring.push(bytes) {
-                Ok(()) => return Some(event),
+                Ok(()) => {
+                    self.encoder.commit();
+                    return Some(event);
+                }
                 Err(PushError::Full) if self.mode == Transport::Ring => core::hint::spin_loop(),
                 Err(_) => {
                     self.dropped += 1;

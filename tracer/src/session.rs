@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use traplab_abi::control::{Command, Mailbox};
-use traplab_abi::event::{self, Event};
+use traplab_abi::event::Event;
 use traplab_abi::ring::{self, ReadError, Ring};
+use traplab_abi::wire::Decoder;
 
 /// What a running session yields, in order of arrival.
 #[derive(Debug)]
@@ -164,6 +165,10 @@ pub struct Session {
     disk: Option<disk::Image>,
     controlled: bool,
     ring: Option<Ring>,
+    /// Turns the ring's compact records back into events (`traplab_abi::wire`).
+    decoder: Decoder,
+    /// Bytes the hypervisor had written into the ring when we last read it.
+    ring_written: u64,
     log: Receiver<String>,
     log_thread: Option<JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
@@ -246,6 +251,8 @@ impl Session {
             disk,
             controlled: machine.control.is_some(),
             ring: None,
+            decoder: Decoder::new(),
+            ring_written: 0,
             log,
             log_thread: Some(log_thread),
             stderr,
@@ -328,14 +335,22 @@ impl Session {
         };
         let mut events = Vec::new();
         let mut undecodable = None;
-        let result = ring.consume(|record| match event::from_wire(record) {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                undecodable
-                    .get_or_insert_with(|| format!("a ring record is not an event: {error}"));
+        let decoder = &mut self.decoder;
+        // Records build on the ones before them: after one that does not decode, the rest
+        // cannot be trusted, and are not shown.
+        let result = ring.consume(|record| {
+            if undecodable.is_some() || self.broken {
+                return;
+            }
+            match decoder.decode(record) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    undecodable = Some(format!("a ring record is not an event: {error:?}"));
+                }
             }
         });
         let count = events.len();
+        self.ring_written = ring.written();
         self.pending.extend(events.into_iter().map(Item::Event));
         if let Err(error) = result {
             self.broken = true;
@@ -344,6 +359,7 @@ impl Session {
             )));
         }
         if let Some(message) = undecodable {
+            self.broken = true;
             self.pending.push_back(Item::Broken(message));
         }
         count
@@ -381,6 +397,12 @@ impl Session {
             stopped: self.stopped.clone(),
         }));
         self.finished = true;
+    }
+
+    /// Bytes the hypervisor wrote into the ring, as far as we have read it (records with
+    /// their headers: `traplab bench`'s bytes per event).
+    pub fn ring_bytes(&self) -> u64 {
+        self.ring_written
     }
 
     /// The next item, waiting for it if needed; `None` after `Finished`.

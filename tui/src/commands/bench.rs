@@ -372,17 +372,19 @@ const READER_EVENTS: u64 = 2_000_000;
 /// reader is from being the limit.
 fn reader_throughput(events: u64) -> f64 {
     use traplab_abi::ring::{HEADER_SIZE, Ring};
-    let records: Vec<Vec<u8>> = cpuid_trap_events()
-        .iter()
-        .map(|event| {
-            let mut buffer = vec![0u8; traplab_abi::ring::MAX_RECORD];
-            let length = traplab_abi::event::to_wire(event, &mut buffer)
-                .map(|bytes| bytes.len())
-                .unwrap_or(0);
-            buffer.truncate(length);
-            buffer
-        })
-        .collect();
+    // Two traps' records: the first teaches the reader the texts, the second is what every
+    // trap after it looks like; the producer sends the first once, then the second again
+    // and again (each decodes to the next four events).
+    let mut encoder = traplab_abi::wire::Encoder::new();
+    let mut buffer = vec![0u8; traplab_abi::ring::MAX_RECORD];
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for event in cpuid_trap_events(0).iter().chain(&cpuid_trap_events(4)) {
+        match encoder.encode(event, &mut buffer) {
+            Ok(record) => records.push(record.to_vec()),
+            Err(_) => return f64::NAN,
+        }
+        encoder.commit();
+    }
     const DATA_SIZE: usize = 4 << 20;
     let mut memory = vec![0u64; (HEADER_SIZE + DATA_SIZE) / 8];
     let base = memory.as_mut_ptr() as *mut u8;
@@ -400,17 +402,21 @@ fn reader_throughput(events: u64) -> f64 {
         scope.spawn(move || {
             let ring = producer_ring;
             for index in 0..events {
-                let record = &records[(index % records.len() as u64) as usize];
+                let record = match index {
+                    0..4 => &records[index as usize],
+                    _ => &records[4 + (index % 4) as usize],
+                };
                 while ring.0.push(record).is_err() {
                     std::hint::spin_loop();
                 }
             }
         });
         let ring = consumer_ring;
+        let mut decoder = traplab_abi::wire::Decoder::new();
         let mut decoded = 0u64;
         while decoded < events {
             let result = ring.0.consume(|record| {
-                if traplab_abi::event::from_wire(record).is_ok() {
+                if decoder.decode(record).is_ok() {
                     decoded += 1;
                 }
             });
@@ -428,8 +434,8 @@ struct SendRing<'a>(&'a mut traplab_abi::ring::Ring);
 // on head and tail) is what makes a producer and a consumer on two threads safe.
 unsafe impl Send for SendRing<'_> {}
 
-/// The events of one CPUID trap of `cpuid-loop`, with the values a real one has.
-fn cpuid_trap_events() -> Vec<traplab_abi::event::Event> {
+/// The events of one CPUID trap of `cpuid-loop`, with the values a real one has, from `seq`.
+fn cpuid_trap_events(seq: u64) -> Vec<traplab_abi::event::Event> {
     use traplab_abi::event::{
         Action, Change, Decide, Emulate, Event, Exit, InstructionBytes, Registers, Resume,
     };
@@ -481,9 +487,9 @@ fn cpuid_trap_events() -> Vec<traplab_abi::event::Event> {
     ];
     body.into_iter()
         .enumerate()
-        .map(|(seq, body)| Event {
-            seq: seq as u64,
-            tsc: 1_000_000 + seq as u64 * 3000,
+        .map(|(index, body)| Event {
+            seq: seq + index as u64,
+            tsc: 1_000_000 + (seq + index as u64) * 3000,
             dom: Some(1),
             body,
         })
@@ -588,19 +594,14 @@ fn sample(machine: &Machine) -> Result<Sample, String> {
         timeout: Some(Duration::from_secs(600)),
         ..Options::default()
     };
-    let session = Session::start(machine, options).map_err(|error| error.to_string())?;
+    let mut session = Session::start(machine, options).map_err(|error| error.to_string())?;
     let mut result: Option<(u64, u64)> = None;
     let (mut events, mut first_event, mut tsc_hz) = (0u64, None, None);
-    let (mut wire, mut ring_bytes) = (vec![0u8; traplab_abi::ring::MAX_RECORD], 0u64);
     let mut finish = None;
-    for item in session {
+    while let Some(item) = session.next_item() {
         let line = match item {
             Item::Event(event) => {
                 events += 1;
-                // What the record took in the ring: the same encoding as the hypervisor's.
-                if let Ok(bytes) = traplab_abi::event::to_wire(&event, &mut wire[..]) {
-                    ring_bytes += traplab_abi::ring::record_size(bytes.len());
-                }
                 first_event.get_or_insert_with(|| started.elapsed());
                 match event.body {
                     Body::Boot(boot) => tsc_hz = Some(boot.tsc_hz),
@@ -629,7 +630,7 @@ fn sample(machine: &Machine) -> Result<Sample, String> {
         exits,
         ticks,
         events,
-        ring_bytes,
+        ring_bytes: session.ring_bytes(),
         first_event,
         tsc_hz,
     })

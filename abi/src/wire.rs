@@ -1,0 +1,738 @@
+//! How events travel through the ring: one compact record per event.
+//!
+//! A CPUID trap is four events (`exit`, `decide`, `emulate`, `resume`), and the hypervisor
+//! writes them at every trap: their encoding is on the hot path. These four kinds have a
+//! fixed layout, written by hand; every other kind is the [`Event`] in postcard. Both sides
+//! keep the same state, so that a record carries only what the reader cannot know already:
+//!
+//! - `seq` and `tsc` as the difference from the event before (1 and a few thousand);
+//! - the general registers, and CR0, CR3, CR4 and EFER, XORed with that domain's values in
+//!   its last record that had them: a register that did not change costs one byte;
+//! - a text that is the same every time (`decide`'s `why` without arguments, its source
+//!   line `at`, an exit's name, a changed register's name: a `&'static str` in the
+//!   hypervisor) is sent once with a number, then by its number.
+//!
+//! Numbers are LEB128 varints (7 bits a byte, low first), as postcard writes them. The
+//! writer's state moves on only when the record was pushed (`Encoder::commit`): a record a
+//! lossy ring drops teaches the reader nothing, so the next one must not rely on it.
+//!
+//! The JSON a user reads and records (`tracer/SCHEMA.md`) is not this: the host turns each
+//! record back into the same [`Event`] the hypervisor had.
+
+use crate::event::{
+    Action, Body, Change, Decide, Emulate, Event, Exit, InstructionBytes, Registers, Resume, Text,
+};
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The first byte of a record: what follows.
+mod tag {
+    pub const POSTCARD: u8 = 0;
+    pub const EXIT: u8 = 1;
+    pub const DECIDE: u8 = 2;
+    pub const EMULATE: u8 = 3;
+    pub const RESUME: u8 = 4;
+}
+
+/// How a text field begins.
+mod text {
+    /// The text follows (length, UTF-8 bytes), used this once.
+    pub const INLINE: u64 = 0;
+    /// A number, then the text: the reader keeps it under that number.
+    pub const DEFINE: u64 = 1;
+    /// A number the reader already knows.
+    pub const KNOWN: u64 = 2;
+}
+
+/// Why a record could not be written or read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The record does not fit in the buffer.
+    TooLong,
+    /// The record ends early, or has a tag, action or text number that is not valid.
+    Malformed(&'static str),
+    /// A postcard record did not decode.
+    Postcard,
+}
+
+/// The values one domain's records XOR against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reference {
+    regs: [u64; 16],
+    /// CR0, CR3, CR4, EFER of its last exit.
+    control: [u64; 4],
+}
+
+/// The state both sides keep.
+#[derive(Debug, Clone, Default)]
+struct State {
+    seq: u64,
+    tsc: u64,
+    /// By domain (`None`, the hypervisor, has no registers).
+    references: BTreeMap<u16, Reference>,
+}
+
+/// The hypervisor's side.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    state: State,
+    /// Texts already sent, by the address and length of the `&'static str`.
+    texts: BTreeMap<(usize, usize), u64>,
+    next_text: u64,
+    /// What the record being written will change, once it is pushed.
+    pending: Pending,
+}
+
+/// The state a written record moves to, kept until it is pushed.
+#[derive(Debug, Default)]
+struct Pending {
+    seq: u64,
+    tsc: u64,
+    reference: Option<(u16, Reference)>,
+    texts: Vec<((usize, usize), u64)>,
+}
+
+impl Encoder {
+    pub fn new() -> Encoder {
+        Encoder::default()
+    }
+
+    /// Write `event` into `buffer`; the record is the returned bytes. Call [`Encoder::commit`]
+    /// once the ring took it.
+    pub fn encode<'a>(
+        &mut self,
+        event: &Event,
+        buffer: &'a mut [u8],
+    ) -> Result<&'a [u8], WireError> {
+        self.pending = Pending {
+            seq: event.seq,
+            tsc: event.tsc,
+            ..Pending::default()
+        };
+        let mut out = Writer { buffer, length: 0 };
+        let tag = match &event.body {
+            Body::Exit(_) => tag::EXIT,
+            Body::Decide(_) => tag::DECIDE,
+            Body::Emulate(_) => tag::EMULATE,
+            Body::Resume(_) => tag::RESUME,
+            _ => tag::POSTCARD,
+        };
+        out.byte(tag)?;
+        if tag == tag::POSTCARD {
+            let used = postcard::to_slice(event, &mut out.buffer[out.length..])
+                .map_err(|_| WireError::TooLong)?
+                .len();
+            out.length += used;
+            return Ok(&out.buffer[..out.length]);
+        }
+        out.varint(event.seq.wrapping_sub(self.state.seq))?;
+        out.varint(zigzag(event.tsc.wrapping_sub(self.state.tsc) as i64))?;
+        out.varint(event.dom.map_or(0, |dom| dom as u64 + 1))?;
+        let dom = event.dom.unwrap_or(u16::MAX);
+        let mut reference = self.state.references.get(&dom).copied().unwrap_or_default();
+        match &event.body {
+            Body::Exit(exit) => {
+                out.varint(exit.exitcode)?;
+                self.text(&mut out, &exit.reason)?;
+                for value in [exit.exitinfo1, exit.exitinfo2, exit.exitintinfo, exit.rip] {
+                    out.varint(value)?;
+                }
+                out.varint(exit.cs as u64)?;
+                out.byte(exit.cpl)?;
+                out.varint(exit.rflags)?;
+                out.varint(exit.cr2)?;
+                let control = [exit.cr0, exit.cr3, exit.cr4, exit.efer];
+                for (value, old) in control.iter().zip(reference.control) {
+                    out.varint(value ^ old)?;
+                }
+                reference.control = control;
+                regs(&mut out, &exit.regs, &mut reference)?;
+                let insn = exit.insn.as_slice();
+                out.byte(insn.len() as u8)?;
+                out.bytes(insn)?;
+            }
+            Body::Decide(decide) => {
+                out.byte(action_number(decide.action))?;
+                self.text(&mut out, &decide.why)?;
+                self.text(&mut out, &decide.at)?;
+            }
+            Body::Emulate(emulate) => {
+                self.text(&mut out, &emulate.what)?;
+                out.varint(emulate.changes.len() as u64)?;
+                for change in &emulate.changes {
+                    self.text(&mut out, &change.name)?;
+                    out.varint(change.old)?;
+                    out.varint(change.new)?;
+                }
+            }
+            Body::Resume(resume) => {
+                out.varint(resume.rip)?;
+                out.varint(resume.rflags)?;
+                regs(&mut out, &resume.regs, &mut reference)?;
+                out.varint(resume.cycles)?;
+            }
+            _ => {}
+        }
+        if matches!(event.body, Body::Exit(_) | Body::Resume(_)) {
+            self.pending.reference = Some((dom, reference));
+        }
+        Ok(&out.buffer[..out.length])
+    }
+
+    /// The record written last is in the ring: the reader knows what it taught.
+    pub fn commit(&mut self) {
+        let pending = core::mem::take(&mut self.pending);
+        self.state.seq = pending.seq;
+        self.state.tsc = pending.tsc;
+        if let Some((dom, reference)) = pending.reference {
+            self.state.references.insert(dom, reference);
+        }
+        for (key, number) in pending.texts {
+            self.texts.insert(key, number);
+            self.next_text = self.next_text.max(number + 1);
+        }
+    }
+
+    /// A text: by number when it is a `&'static str` the reader knows (or learns now).
+    fn text(&mut self, out: &mut Writer, value: &Text) -> Result<(), WireError> {
+        let Cow::Borrowed(fixed) = value else {
+            out.varint(text::INLINE)?;
+            return out.string(value);
+        };
+        let key = (fixed.as_ptr() as usize, fixed.len());
+        if let Some(&number) = self.texts.get(&key) {
+            out.varint(text::KNOWN)?;
+            return out.varint(number);
+        }
+        // Defined earlier in this same record?
+        if let Some(&(_, number)) = self.pending.texts.iter().find(|(k, _)| *k == key) {
+            out.varint(text::KNOWN)?;
+            return out.varint(number);
+        }
+        let number = self.next_text + self.pending.texts.len() as u64;
+        self.pending.texts.push((key, number));
+        out.varint(text::DEFINE)?;
+        out.varint(number)?;
+        out.string(fixed)
+    }
+}
+
+/// The registers, each XORed with the reference's, which becomes them.
+fn regs(out: &mut Writer, regs: &Registers, reference: &mut Reference) -> Result<(), WireError> {
+    let values = as_array(regs);
+    for (value, old) in values.iter().zip(reference.regs) {
+        out.varint(value ^ old)?;
+    }
+    reference.regs = values;
+    Ok(())
+}
+
+/// The host's side.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    state: State,
+    texts: BTreeMap<u64, String>,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// The event a record holds. Records must come in the order they were written.
+    pub fn decode(&mut self, record: &[u8]) -> Result<Event, WireError> {
+        let mut input = Reader { bytes: record };
+        let tag = input.byte()?;
+        if tag > tag::RESUME {
+            return Err(WireError::Malformed("record tag"));
+        }
+        if tag == tag::POSTCARD {
+            let event: Event =
+                postcard::from_bytes(input.bytes).map_err(|_| WireError::Postcard)?;
+            // The compact records after it count from it.
+            self.state.seq = event.seq;
+            self.state.tsc = event.tsc;
+            return Ok(event);
+        }
+        let seq = self.state.seq.wrapping_add(input.varint()?);
+        let tsc = self
+            .state
+            .tsc
+            .wrapping_add(unzigzag(input.varint()?) as u64);
+        let dom = match input.varint()? {
+            0 => None,
+            plus_one => Some(
+                u16::try_from(plus_one - 1).map_err(|_| WireError::Malformed("domain number"))?,
+            ),
+        };
+        let key = dom.unwrap_or(u16::MAX);
+        let mut reference = self.state.references.get(&key).copied().unwrap_or_default();
+        let body = match tag {
+            tag::EXIT => {
+                let exitcode = input.varint()?;
+                let reason = self.text(&mut input)?;
+                let [exitinfo1, exitinfo2, exitintinfo, rip] = [
+                    input.varint()?,
+                    input.varint()?,
+                    input.varint()?,
+                    input.varint()?,
+                ];
+                let cs = u16::try_from(input.varint()?).map_err(|_| WireError::Malformed("cs"))?;
+                let cpl = input.byte()?;
+                let rflags = input.varint()?;
+                let cr2 = input.varint()?;
+                let mut control = [0u64; 4];
+                for (value, old) in control.iter_mut().zip(reference.control) {
+                    *value = input.varint()? ^ old;
+                }
+                reference.control = control;
+                let [cr0, cr3, cr4, efer] = control;
+                let regs = read_regs(&mut input, &mut reference)?;
+                let length = input.byte()? as usize;
+                if length > 15 {
+                    return Err(WireError::Malformed("more than 15 instruction bytes"));
+                }
+                let insn = InstructionBytes::new(input.take(length)?);
+                Body::Exit(Exit {
+                    exitcode,
+                    reason,
+                    exitinfo1,
+                    exitinfo2,
+                    exitintinfo,
+                    rip,
+                    cs,
+                    cpl,
+                    rflags,
+                    cr0,
+                    cr2,
+                    cr3,
+                    cr4,
+                    efer,
+                    regs,
+                    insn,
+                })
+            }
+            tag::DECIDE => Body::Decide(Decide {
+                action: action(input.byte()?)?,
+                why: self.text(&mut input)?,
+                at: self.text(&mut input)?,
+            }),
+            tag::EMULATE => {
+                let what = self.text(&mut input)?;
+                let count = input.varint()?;
+                // Each change takes at least three bytes: a count beyond that is a lie.
+                if count > input.bytes.len() as u64 / 3 {
+                    return Err(WireError::Malformed("change count"));
+                }
+                let mut changes = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    changes.push(Change {
+                        name: self.text(&mut input)?,
+                        old: input.varint()?,
+                        new: input.varint()?,
+                    });
+                }
+                Body::Emulate(Emulate { what, changes })
+            }
+            tag::RESUME => Body::Resume(Resume {
+                rip: input.varint()?,
+                rflags: input.varint()?,
+                regs: read_regs(&mut input, &mut reference)?,
+                cycles: input.varint()?,
+            }),
+            _ => return Err(WireError::Malformed("record tag")),
+        };
+        if !input.bytes.is_empty() {
+            return Err(WireError::Malformed("bytes after the record"));
+        }
+        if matches!(body, Body::Exit(_) | Body::Resume(_)) {
+            self.state.references.insert(key, reference);
+        }
+        self.state.seq = seq;
+        self.state.tsc = tsc;
+        Ok(Event {
+            seq,
+            tsc,
+            dom,
+            body,
+        })
+    }
+
+    fn text(&mut self, input: &mut Reader) -> Result<Text, WireError> {
+        match input.varint()? {
+            text::INLINE => Ok(Cow::Owned(input.string()?)),
+            text::DEFINE => {
+                let number = input.varint()?;
+                let value = input.string()?;
+                self.texts.insert(number, value.clone());
+                Ok(Cow::Owned(value))
+            }
+            text::KNOWN => {
+                let number = input.varint()?;
+                self.texts
+                    .get(&number)
+                    .map(|value| Cow::Owned(value.clone()))
+                    .ok_or(WireError::Malformed("a text number never defined"))
+            }
+            _ => Err(WireError::Malformed("text kind")),
+        }
+    }
+}
+
+fn read_regs(input: &mut Reader, reference: &mut Reference) -> Result<Registers, WireError> {
+    let mut values = [0u64; 16];
+    for (value, old) in values.iter_mut().zip(reference.regs) {
+        *value = input.varint()? ^ old;
+    }
+    reference.regs = values;
+    Ok(from_array(values))
+}
+
+/// The registers in a fixed order (the encoding's).
+fn as_array(regs: &Registers) -> [u64; 16] {
+    [
+        regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.rsp, regs.r8,
+        regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+    ]
+}
+
+fn from_array(values: [u64; 16]) -> Registers {
+    let [
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        rsp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+    ] = values;
+    Registers {
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        rsp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+    }
+}
+
+fn action_number(action: Action) -> u8 {
+    match action {
+        Action::Emulate => 0,
+        Action::Reflect => 1,
+        Action::Bounce => 2,
+        Action::Forward => 3,
+        Action::Kill => 4,
+    }
+}
+
+fn action(number: u8) -> Result<Action, WireError> {
+    Ok(match number {
+        0 => Action::Emulate,
+        1 => Action::Reflect,
+        2 => Action::Bounce,
+        3 => Action::Forward,
+        4 => Action::Kill,
+        _ => return Err(WireError::Malformed("action")),
+    })
+}
+
+/// A signed difference as an unsigned varint: 0, -1, 1, -2, … → 0, 1, 2, 3, …
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+struct Writer<'a> {
+    buffer: &'a mut [u8],
+    length: usize,
+}
+
+impl Writer<'_> {
+    fn byte(&mut self, value: u8) -> Result<(), WireError> {
+        let slot = self.buffer.get_mut(self.length).ok_or(WireError::TooLong)?;
+        *slot = value;
+        self.length += 1;
+        Ok(())
+    }
+
+    fn varint(&mut self, mut value: u64) -> Result<(), WireError> {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80)?;
+            value >>= 7;
+        }
+        self.byte(value as u8)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        let end = self.length + bytes.len();
+        self.buffer
+            .get_mut(self.length..end)
+            .ok_or(WireError::TooLong)?
+            .copy_from_slice(bytes);
+        self.length = end;
+        Ok(())
+    }
+
+    fn string(&mut self, text: &str) -> Result<(), WireError> {
+        self.varint(text.len() as u64)?;
+        self.bytes(text.as_bytes())
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, WireError> {
+        let (&first, rest) = self
+            .bytes
+            .split_first()
+            .ok_or(WireError::Malformed("the record ends early"))?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(WireError::Malformed("a number longer than 64 bits"))
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'a [u8], WireError> {
+        if length > self.bytes.len() {
+            return Err(WireError::Malformed("the record ends early"));
+        }
+        let (taken, rest) = self.bytes.split_at(length);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let length = self.varint()?;
+        let length = usize::try_from(length).map_err(|_| WireError::Malformed("text length"))?;
+        let bytes = self.take(length)?;
+        core::str::from_utf8(bytes)
+            .map(String::from)
+            .map_err(|_| WireError::Malformed("text that is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::event::{Console, Lost};
+    use alloc::vec;
+
+    /// A domain's CPUID trap, then another domain's, as the hypervisor writes them.
+    fn trap(seq: u64, dom: u16, rax: u64) -> Vec<Event> {
+        let regs = Registers {
+            rax,
+            rsp: 0x1ff_f000,
+            ..Registers::default()
+        };
+        let bodies = [
+            Body::Exit(Exit {
+                exitcode: 0x72,
+                reason: Cow::Borrowed("CPUID"),
+                exitinfo1: 0,
+                exitinfo2: 0,
+                exitintinfo: 0,
+                rip: 0x20_0037,
+                cs: 8,
+                cpl: 0,
+                rflags: 2,
+                cr0: 0x8000_0011,
+                cr2: 0,
+                cr3: 0x1000,
+                cr4: 0x20,
+                efer: 0x1500,
+                regs,
+                insn: InstructionBytes::new(&[0x0f, 0xa2]),
+            }),
+            Body::Decide(Decide {
+                action: Action::Emulate,
+                why: Cow::Borrowed("CPUID is intercepted"),
+                at: Cow::Borrowed("hv/src/exit/cpuid.rs:24"),
+            }),
+            Body::Emulate(Emulate {
+                what: Cow::Owned(alloc::format!("CPUID leaf {rax:#x}")),
+                changes: vec![Change {
+                    name: Cow::Borrowed("rax"),
+                    old: rax,
+                    new: 0xd,
+                }],
+            }),
+            Body::Resume(Resume {
+                rip: 0x20_0039,
+                rflags: 2,
+                regs: Registers { rax: 0xd, ..regs },
+                cycles: 9420,
+            }),
+        ];
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(index, body)| Event {
+                seq: seq + index as u64,
+                tsc: 1_000_000 + (seq + index as u64) * 2500,
+                dom: Some(dom),
+                body,
+            })
+            .collect()
+    }
+
+    /// Encode and push each event (`dropped`: the ones a lossy ring refused), decode what
+    /// was pushed.
+    fn through(events: &[Event], dropped: &[u64]) -> (Vec<Event>, Vec<usize>) {
+        let (mut encoder, mut decoder) = (Encoder::new(), Decoder::new());
+        let mut buffer = vec![0u8; 8192];
+        let (mut decoded, mut sizes) = (Vec::new(), Vec::new());
+        for event in events {
+            let record = encoder.encode(event, &mut buffer).expect("fits").to_vec();
+            if dropped.contains(&event.seq) {
+                continue;
+            }
+            encoder.commit();
+            sizes.push(record.len());
+            decoded.push(decoder.decode(&record).expect("decodes"));
+        }
+        (decoded, sizes)
+    }
+
+    #[test]
+    fn every_event_comes_back_as_it_was_written() {
+        let mut events = trap(0, 1, 0);
+        events.extend(trap(4, 2, 0x4000_0000));
+        events.push(Event {
+            seq: 8,
+            tsc: 999, // a clock that went back: still exact
+            dom: None,
+            body: Body::Console(Console {
+                text: Cow::Borrowed("hello"),
+            }),
+        });
+        events.extend(trap(9, 1, 1));
+        let (decoded, _) = through(&events, &[]);
+        assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn a_repeated_trap_costs_a_fraction_of_the_first() {
+        let mut events = trap(0, 1, 0);
+        events.extend(trap(4, 1, 0));
+        let (decoded, sizes) = through(&events, &[]);
+        assert_eq!(decoded, events);
+        let (first, second): (usize, usize) = (sizes[..4].iter().sum(), sizes[4..].iter().sum());
+        // The texts are numbers now, the registers and control registers zeros.
+        assert!(
+            second + 50 < first,
+            "first trap {first} bytes, second {second}"
+        );
+        // Against postcard, which writes every field every time.
+        let postcard: usize = events[4..]
+            .iter()
+            .map(|event| {
+                postcard::to_slice(event, &mut [0u8; 8192])
+                    .expect("encodes")
+                    .len()
+            })
+            .sum();
+        assert!(
+            second * 3 < postcard * 2,
+            "{second} bytes; postcard {postcard}"
+        );
+        std::eprintln!("a repeated trap: {second} bytes; postcard {postcard}; the first {first}");
+    }
+
+    #[test]
+    fn a_record_the_ring_dropped_teaches_the_reader_nothing() {
+        // The first exit (and the text numbers it would define) is lost; a `lost` event says
+        // so, and everything after still decodes exactly.
+        let mut events = trap(0, 1, 7);
+        events.push(Event {
+            seq: 4,
+            tsc: 1_020_000,
+            dom: None,
+            body: Body::Lost(Lost { count: 1 }),
+        });
+        events.extend(trap(5, 1, 7));
+        let (decoded, _) = through(&events, &[0]);
+        assert_eq!(decoded, events[1..]);
+    }
+
+    #[test]
+    fn a_broken_record_is_an_error_never_a_panic() {
+        let events = trap(0, 1, 3);
+        let mut encoder = Encoder::new();
+        let mut buffer = vec![0u8; 8192];
+        let mut records = Vec::new();
+        for event in &events {
+            records.push(encoder.encode(event, &mut buffer).expect("fits").to_vec());
+            encoder.commit();
+        }
+        for (index, record) in records.iter().enumerate() {
+            for cut in 0..record.len() {
+                let mut decoder = Decoder::new();
+                for earlier in &records[..index] {
+                    decoder.decode(earlier).expect("whole records decode");
+                }
+                assert!(
+                    decoder.decode(&record[..cut]).is_err(),
+                    "record {index} cut at {cut}"
+                );
+            }
+        }
+        // A number never defined, an unknown tag, a change count beyond the record.
+        assert_eq!(
+            Decoder::new().decode(&[tag::DECIDE, 1, 0, 2, 0, text::KNOWN as u8, 9]),
+            Err(WireError::Malformed("a text number never defined"))
+        );
+        assert_eq!(
+            Decoder::new().decode(&[9, 0]),
+            Err(WireError::Malformed("record tag"))
+        );
+        assert!(
+            Decoder::new()
+                .decode(&[tag::EMULATE, 1, 0, 2, 0, 0, 0xff, 0x7f])
+                .is_err()
+        );
+        // Too small a buffer is an error too.
+        assert_eq!(
+            Encoder::new().encode(&events[0], &mut [0u8; 8]),
+            Err(WireError::TooLong)
+        );
+    }
+}
