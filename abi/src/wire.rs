@@ -70,16 +70,45 @@ struct Reference {
 struct State {
     seq: u64,
     tsc: u64,
-    /// By domain (`None`, the hypervisor, has no registers).
-    references: BTreeMap<u16, Reference>,
+    /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
+    /// happens at every exit and resume).
+    references: Vec<Reference>,
 }
 
+/// Where a domain's reference is kept (0: the hypervisor's own events, which have none).
+fn slot(dom: Option<u16>) -> usize {
+    dom.map_or(0, |dom| dom as usize + 1)
+}
+
+impl State {
+    fn reference(&self, slot: usize) -> Reference {
+        self.references.get(slot).copied().unwrap_or_default()
+    }
+
+    fn set_reference(&mut self, slot: usize, reference: Reference) {
+        if self.references.len() <= slot {
+            self.references.resize(slot + 1, Reference::default());
+        }
+        self.references[slot] = reference;
+    }
+}
+
+/// How many texts the writer remembers in its direct-mapped cache (a power of two).
+const TEXT_CACHE: usize = 256;
+/// How many new texts one record may define; more are sent inline.
+const NEW_TEXTS: usize = 8;
+
+/// A `&'static str` by its address and length: the same text every time it comes.
+type TextKey = (usize, usize);
+
 /// The hypervisor's side.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Encoder {
     state: State,
-    /// Texts already sent, by the address and length of the `&'static str`.
-    texts: BTreeMap<(usize, usize), u64>,
+    /// Texts already sent, by [`TextKey`], with their numbers.
+    texts: BTreeMap<TextKey, u64>,
+    /// The same, direct-mapped by address: most lookups end here, in a few instructions.
+    cache: [(TextKey, u64); TEXT_CACHE],
     next_text: u64,
     /// What the record being written will change, once it is pushed.
     pending: Pending,
@@ -90,8 +119,26 @@ pub struct Encoder {
 struct Pending {
     seq: u64,
     tsc: u64,
-    reference: Option<(u16, Reference)>,
-    texts: Vec<((usize, usize), u64)>,
+    reference: Option<(usize, Reference)>,
+    texts: [(TextKey, u64); NEW_TEXTS],
+    new_texts: usize,
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder {
+            state: State::default(),
+            texts: BTreeMap::new(),
+            cache: [((0, 0), 0); TEXT_CACHE],
+            next_text: 0,
+            pending: Pending::default(),
+        }
+    }
+}
+
+/// A text's place in the cache.
+fn cache_index((address, length): TextKey) -> usize {
+    ((address >> 3) ^ length) & (TEXT_CACHE - 1)
 }
 
 impl Encoder {
@@ -106,11 +153,11 @@ impl Encoder {
         event: &Event,
         buffer: &'a mut [u8],
     ) -> Result<&'a [u8], WireError> {
-        self.pending = Pending {
-            seq: event.seq,
-            tsc: event.tsc,
-            ..Pending::default()
-        };
+        // What an earlier record left pending (it was not pushed) is forgotten.
+        self.pending.seq = event.seq;
+        self.pending.tsc = event.tsc;
+        self.pending.reference = None;
+        self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
         let tag = match &event.body {
             Body::Exit(_) => tag::EXIT,
@@ -130,8 +177,8 @@ impl Encoder {
         out.varint(event.seq.wrapping_sub(self.state.seq))?;
         out.varint(zigzag(event.tsc.wrapping_sub(self.state.tsc) as i64))?;
         out.varint(event.dom.map_or(0, |dom| dom as u64 + 1))?;
-        let dom = event.dom.unwrap_or(u16::MAX);
-        let mut reference = self.state.references.get(&dom).copied().unwrap_or_default();
+        let slot = slot(event.dom);
+        let mut reference = self.state.reference(slot);
         match &event.body {
             Body::Exit(exit) => {
                 out.varint(exit.exitcode)?;
@@ -176,23 +223,26 @@ impl Encoder {
             _ => {}
         }
         if matches!(event.body, Body::Exit(_) | Body::Resume(_)) {
-            self.pending.reference = Some((dom, reference));
+            self.pending.reference = Some((slot, reference));
         }
         Ok(&out.buffer[..out.length])
     }
 
     /// The record written last is in the ring: the reader knows what it taught.
     pub fn commit(&mut self) {
-        let pending = core::mem::take(&mut self.pending);
+        // In place: the pending state is a few hundred bytes, and moving it costs.
+        let pending = &mut self.pending;
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
-        if let Some((dom, reference)) = pending.reference {
-            self.state.references.insert(dom, reference);
+        if let Some((slot, reference)) = pending.reference.take() {
+            self.state.set_reference(slot, reference);
         }
-        for (key, number) in pending.texts {
+        for &(key, number) in &pending.texts[..pending.new_texts] {
             self.texts.insert(key, number);
+            self.cache[cache_index(key)] = (key, number);
             self.next_text = self.next_text.max(number + 1);
         }
+        pending.new_texts = 0;
     }
 
     /// A text: by number when it is a `&'static str` the reader knows (or learns now).
@@ -202,17 +252,27 @@ impl Encoder {
             return out.string(value);
         };
         let key = (fixed.as_ptr() as usize, fixed.len());
-        if let Some(&number) = self.texts.get(&key) {
+        let (cached, number) = self.cache[cache_index(key)];
+        let known = if cached == key && key != (0, 0) {
+            Some(number)
+        } else {
+            let pending = &self.pending.texts[..self.pending.new_texts];
+            self.texts.get(&key).copied().or_else(|| {
+                // Defined earlier in this same record?
+                pending.iter().find(|(k, _)| *k == key).map(|&(_, n)| n)
+            })
+        };
+        if let Some(number) = known {
             out.varint(text::KNOWN)?;
             return out.varint(number);
         }
-        // Defined earlier in this same record?
-        if let Some(&(_, number)) = self.pending.texts.iter().find(|(k, _)| *k == key) {
-            out.varint(text::KNOWN)?;
-            return out.varint(number);
+        if self.pending.new_texts == NEW_TEXTS {
+            out.varint(text::INLINE)?;
+            return out.string(fixed);
         }
-        let number = self.next_text + self.pending.texts.len() as u64;
-        self.pending.texts.push((key, number));
+        let number = self.next_text + self.pending.new_texts as u64;
+        self.pending.texts[self.pending.new_texts] = (key, number);
+        self.pending.new_texts += 1;
         out.varint(text::DEFINE)?;
         out.varint(number)?;
         out.string(fixed)
@@ -233,7 +293,8 @@ fn regs(out: &mut Writer, regs: &Registers, reference: &mut Reference) -> Result
 #[derive(Debug, Default)]
 pub struct Decoder {
     state: State,
-    texts: BTreeMap<u64, String>,
+    /// The texts the writer numbered, by number (0, 1, 2, … as it defines them).
+    texts: Vec<String>,
 }
 
 impl Decoder {
@@ -267,8 +328,8 @@ impl Decoder {
                 u16::try_from(plus_one - 1).map_err(|_| WireError::Malformed("domain number"))?,
             ),
         };
-        let key = dom.unwrap_or(u16::MAX);
-        let mut reference = self.state.references.get(&key).copied().unwrap_or_default();
+        let slot = slot(dom);
+        let mut reference = self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
                 let exitcode = input.varint()?;
@@ -348,7 +409,7 @@ impl Decoder {
             return Err(WireError::Malformed("bytes after the record"));
         }
         if matches!(body, Body::Exit(_) | Body::Resume(_)) {
-            self.state.references.insert(key, reference);
+            self.state.set_reference(slot, reference);
         }
         self.state.seq = seq;
         self.state.tsc = tsc;
@@ -366,13 +427,19 @@ impl Decoder {
             text::DEFINE => {
                 let number = input.varint()?;
                 let value = input.string()?;
-                self.texts.insert(number, value.clone());
+                // Numbers come in order: the next one, or one a dropped record had defined.
+                match usize::try_from(number) {
+                    Ok(number) if number < self.texts.len() => self.texts[number] = value.clone(),
+                    Ok(number) if number == self.texts.len() => self.texts.push(value.clone()),
+                    _ => return Err(WireError::Malformed("a text number out of order")),
+                }
                 Ok(Cow::Owned(value))
             }
             text::KNOWN => {
                 let number = input.varint()?;
-                self.texts
-                    .get(&number)
+                usize::try_from(number)
+                    .ok()
+                    .and_then(|number| self.texts.get(number))
                     .map(|value| Cow::Owned(value.clone()))
                     .ok_or(WireError::Malformed("a text number never defined"))
             }
@@ -675,6 +742,34 @@ mod tests {
             "{second} bytes; postcard {postcard}"
         );
         std::eprintln!("a repeated trap: {second} bytes; postcard {postcard}; the first {first}");
+    }
+
+    #[test]
+    fn a_record_with_many_new_texts_sends_the_rest_inline() {
+        const NAMES: [&str; 12] = [
+            "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+        ];
+        let emulate = |seq: u64| Event {
+            seq,
+            tsc: seq,
+            dom: Some(1),
+            body: Body::Emulate(Emulate {
+                what: Cow::Borrowed("many"),
+                changes: NAMES
+                    .iter()
+                    .map(|name| Change {
+                        name: Cow::Borrowed(name),
+                        old: 0,
+                        new: 1,
+                    })
+                    .collect(),
+            }),
+        };
+        let events = [emulate(0), emulate(1), emulate(2)];
+        let (decoded, sizes) = through(&events, &[]);
+        assert_eq!(decoded, events);
+        // The first record numbered 8 texts; the second the other 5; the third none.
+        assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "{sizes:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use crate::clock::{begin_stop, end_stop};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
 use traplab_abi::event::{Body, Event};
@@ -47,6 +48,10 @@ struct Controller {
 
 static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
 
+/// Is control on? Read at every event without the lock: when the host did not ask for
+/// control, a checkpoint costs one load.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 /// The mailbox, reset: call before the ring's magic is published, so the host cannot post
 /// into it before it is clean.
 pub fn reset_mailbox() {
@@ -66,6 +71,7 @@ pub fn enable(paused: bool) {
     } else {
         RunState::Running
     };
+    ENABLED.store(true, Ordering::Relaxed);
     *CONTROLLER.lock() = Some(Controller {
         mailbox,
         run_state,
@@ -94,6 +100,9 @@ pub fn when_ready(meanwhile: &mut dyn FnMut()) {
 /// Called after `event` was recorded. While the host holds the hypervisor stopped there,
 /// `meanwhile` runs, again and again; it must not record events.
 pub fn checkpoint(event: &Event, meanwhile: &mut dyn FnMut()) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let stop = {
         let mut guard = CONTROLLER.lock();
         let Some(controller) = guard.as_mut() else {

@@ -18,6 +18,7 @@
 
 use crate::clock::trace_clock;
 use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
 use traplab_abi::event::{Body, Event, Lost};
 use traplab_abi::wire::Encoder;
@@ -43,7 +44,6 @@ impl Transport {
 }
 
 struct Tracer {
-    mode: Transport,
     ring: Ring,
     next_seq: u64,
     dropped: u64,
@@ -53,6 +53,12 @@ struct Tracer {
 }
 
 static TRACER: Mutex<Option<Tracer>> = Mutex::new(None);
+
+/// The tracer's mode, as a number (`init` sets it): `OFF` until then.
+static MODE: AtomicU8 = AtomicU8::new(OFF);
+const OFF: u8 = 0;
+const RING: u8 = 1;
+const LOSSY: u8 = 2;
 
 /// The smallest ring we accept (`opt/traplab/ring-kib`): two maximal records must fit.
 pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
@@ -64,8 +70,13 @@ pub fn init(mode: Transport, kib: usize) {
     // SAFETY: `memory.rs` reserves [RING_PHYS, RING_PHYS + HEADER_SIZE + DATA_SIZE) for the
     // ring alone; it is RAM, identity-mapped, 8-aligned, and `size` <= DATA_SIZE.
     let ring = unsafe { Ring::create(ring::RING_PHYS as *mut u8, size) };
+    let number = match mode {
+        Transport::Off => OFF,
+        Transport::Ring => RING,
+        Transport::Lossy => LOSSY,
+    };
+    MODE.store(number, Ordering::Relaxed);
     *TRACER.lock() = Some(Tracer {
-        mode,
         ring,
         next_seq: 0,
         dropped: 0,
@@ -77,18 +88,21 @@ pub fn init(mode: Transport, kib: usize) {
 /// Is anybody reading? When not, callers skip building events, and the guest console
 /// goes to the hypervisor log instead.
 pub fn enabled() -> bool {
-    TRACER
-        .lock()
-        .as_ref()
-        .is_some_and(|tracer| tracer.mode != Transport::Off)
+    mode() != Transport::Off
 }
 
 /// Is a host reading the ring (mode `ring`)?
 pub fn has_reader() -> bool {
-    TRACER
-        .lock()
-        .as_ref()
-        .is_some_and(|tracer| tracer.mode == Transport::Ring)
+    mode() == Transport::Ring
+}
+
+/// The mode, read without the tracer's lock (the run loop asks several times an exit).
+fn mode() -> Transport {
+    match MODE.load(Ordering::Relaxed) {
+        RING => Transport::Ring,
+        LOSSY => Transport::Lossy,
+        _ => Transport::Off,
+    }
 }
 
 /// Record one event about domain `dom` (`None`: about the hypervisor). The event as
@@ -96,7 +110,7 @@ pub fn has_reader() -> bool {
 pub fn emit(dom: Option<u16>, body: Body) -> Option<Event> {
     let mut guard = TRACER.lock();
     let tracer = guard.as_mut()?;
-    if tracer.mode == Transport::Off {
+    if mode() == Transport::Off {
         return None;
     }
     if tracer.dropped > 0 {
@@ -145,7 +159,7 @@ impl Tracer {
                     self.encoder.commit();
                     return Some(event);
                 }
-                Err(PushError::Full) if self.mode == Transport::Ring => core::hint::spin_loop(),
+                Err(PushError::Full) if mode() == Transport::Ring => core::hint::spin_loop(),
                 Err(_) => {
                     self.dropped += 1;
                     return None;
