@@ -462,6 +462,7 @@ impl Step<'_, '_> {
             Effect::SuspendIretIntercept => {
                 vcpu.vmcb.control.intercept_misc1 &= !misc1::IRET;
                 vcpu.iret_intercept_suspended = true;
+                vcpu.iret_not_yet_run = Some(vcpu.vmcb.save.rip);
             }
             Effect::AcknowledgeHostTimer => {
                 let tick = self.machine.acknowledge_timer();

@@ -162,6 +162,11 @@ pub struct Vcpu {
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (`exit/iret.rs`); back on after the next exit.
     pub iret_intercept_suspended: bool,
+    /// The RIP of the IRET whose return was noted and that the CPU was let run, while the
+    /// guest has not moved from it: an interrupt may come first (an INTR exit at the IRET
+    /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
+    /// exit elsewhere: the IRET has run.
+    pub iret_not_yet_run: Option<u64>,
     /// The RIP of the last INT n injected (RIP was moved past it), to put back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,
@@ -186,6 +191,7 @@ impl Vcpu {
             debug_registers: [0; 4],
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
+            iret_not_yet_run: None,
             software_interrupt_rip: None,
             interrupts: VirtualInterrupts::default(),
             // x87 state only: the value after reset (Intel SDM vol. 1, 13.3).
@@ -313,13 +319,17 @@ impl Vcpu {
     }
 
     /// After every #VMEXIT, before anything looks at the exit: what a VMRUN consumed is
-    /// reset (a TLB flush is done once), and an IRET let through by `exit/iret.rs` has run,
-    /// so its intercept is on again.
+    /// reset (a TLB flush is done once), and an IRET let through by `exit/iret.rs` has had
+    /// its chance to run, so its intercept is on again. Whether it ran: if the guest is
+    /// still at it, an interrupt came first, and the IRET is still to run.
     pub fn after_vmrun(&mut self) {
         self.vmcb.control.tlb_control = 0;
         if self.iret_intercept_suspended {
             self.vmcb.control.intercept_misc1 |= misc1::IRET;
             self.iret_intercept_suspended = false;
+        }
+        if self.iret_not_yet_run != Some(self.vmcb.save.rip) {
+            self.iret_not_yet_run = None;
         }
     }
 

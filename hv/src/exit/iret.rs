@@ -7,6 +7,12 @@
 //! more. Resuming at the IRET with the intercept on would exit again at once, so the
 //! intercept is off for this one IRET and back on at the next exit (`Vcpu::after_vmrun`): every handler
 //! is entered through an exit, so no return is missed.
+//!
+//! The next exit may come before the IRET ran: VMRUN takes a pending physical interrupt
+//! before the guest's first instruction (an INTR exit with RIP still at the IRET). The
+//! same IRET then exits again; its return was noted already (`Vcpu::iret_not_yet_run`),
+//! and noting it twice would end the delivery below it on the stack instead (seen under
+//! load: an upcall's IRET, retried, recorded as the return of the #PF handler it interrupted).
 
 use super::Exit;
 use crate::decide;
@@ -15,6 +21,13 @@ use crate::domain::Guest;
 use traplab_abi::event::{Action, ReturnPath, delivery_name};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    if guest.vcpu.iret_not_yet_run == Some(guest.vcpu.vmcb.save.rip) {
+        return decide!(
+            Action::Emulate,
+            "the same IRET again: an interrupt came before the CPU executed it, and its return was noted already; the hypervisor lets the CPU execute it"
+        )
+        .with(Effect::SuspendIretIntercept);
+    }
     let returning = guest.vcpu.in_flight.last().copied();
     let name = returning.map(|event| delivery_name(event.vector, event.kind));
     // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS
@@ -148,6 +161,43 @@ mod tests {
             test.domain.vcpu.vmcb.control.intercept_misc1 & misc1::IRET,
             0
         );
+    }
+
+    #[test]
+    fn an_iret_an_interrupt_came_before_is_not_a_second_return() {
+        // An upcall's handler returns inside the #PF handler it interrupted.
+        let mut test = page_fault_handler_returning();
+        test.domain.vcpu.in_flight.push(InFlight {
+            vector: 0x2f,
+            kind: EventType::Interrupt,
+        });
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(run.kinds(), ["decide", "return"]);
+        // VMRUN takes the hypervisor's timer before the IRET runs: an INTR exit at the IRET.
+        test.vmrun();
+        assert_eq!(test.rip(), ENTRY);
+        // The IRET exits again: the same return, not the #PF handler's.
+        let again = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(again.kinds(), ["decide"], "no second return");
+        assert!(again.decision.why.contains("same IRET again"));
+        assert_eq!(
+            test.domain.vcpu.in_flight,
+            [InFlight {
+                vector: 14,
+                kind: EventType::Exception
+            }],
+            "the #PF is still in flight"
+        );
+        // This time the IRET runs: the next exit is elsewhere, and the #PF handler's own
+        // IRET later is its return.
+        test.vmrun();
+        test.domain.vcpu.vmcb.save.rip = HANDLER_RETURNS_TO;
+        test.domain.vcpu.after_vmrun();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let later = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(later.kinds(), ["decide", "return"]);
+        assert!(later.decision.why.contains("#PF handler returns"));
+        assert!(test.domain.vcpu.in_flight.is_empty());
     }
 
     #[test]
