@@ -597,10 +597,11 @@ fn bench_measures_the_bare_world_switch_beside_traplab() {
         0.0 < bare && bare < untraced && untraced < traced,
         "bare {bare}, untraced {untraced}, traced {traced}"
     );
-    assert_eq!(
-        report["untraced_over_bare"]["instructions"].as_f64(),
-        Some(untraced / bare)
-    );
+    let ratio = report["untraced_over_bare"]["instructions"]
+        .as_f64()
+        .expect("the ratio in instructions");
+    // The same division, done by the bench and here (JSON may round the last bit).
+    assert!((ratio - untraced / bare).abs() < 1e-9 * ratio, "{ratio}");
     assert_eq!(
         report["ring"]["events_per_trap"].as_f64().map(f64::round),
         Some(4.0)
