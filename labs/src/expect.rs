@@ -11,11 +11,12 @@
 //! elements matches some element of the event's array (`changes = [{ name = "cr0" }]`).
 //!
 //! Two keys are not fields. `quiet = [0]` on a step says that the domains listed had no event
-//! at all between the step before and this one (the `swap-in` lab: dom0 does nothing while
-//! d1's page comes back from the driver domain). `absent = [{ kind = "decide", dom = 1,
+//! at all between the step before and this one. `absent = [{ kind = "decide", dom = 1,
 //! action = "forward" }]` says that no event matching one of those patterns came between
-//! them (the `swap-in` exercise: d1 sends no second event for its second request) — narrower
-//! than `quiet`, for a domain that may run in between, as a scheduler may let it.
+//! them (the `swap-in` exercise: d1 sends no second event for its second request; the
+//! `swap-in` lab: dom0 sends no event, maps no grant, writes nothing while d1's page comes
+//! back) — narrower than `quiet`, for a domain that may run in between, as a scheduler may
+//! let it: a woken domain that is not boosted runs when a time slice ends, anywhere.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
