@@ -1,7 +1,16 @@
-//! Link every guest as a static ELF at 2 MiB (`traplab_abi::boot::IMAGE_BASE`).
+//! Link every guest as a static ELF: the lab guests at 2 MiB (`linker.ld`,
+//! `traplab_abi::boot::IMAGE_BASE`), the multiboot kernel `multiboot-hello` at 1 MiB
+//! (`multiboot.ld`).
+//!
+//! A bin must get one linker script, not two: given `-T` twice, the linker reads both and
+//! adds them up. So `linker.ld` is every bin's *default* script (`--default-script`, which
+//! GNU ld and LLD read only "in the absence of --script"), and `multiboot-hello` gets its
+//! own `-T`, which replaces it. Cargo has "every bin" (`rustc-link-arg-bins`) and "this
+//! bin" (`rustc-link-arg-bin=NAME=ARG`), but no "every bin but this one".
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bins=-Wl,--default-script={dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bin=multiboot-hello=-T{dir}/multiboot.ld");
     for arg in [
         "-nostartfiles",
         "-nodefaultlibs",
@@ -12,4 +21,5 @@ fn main() {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rerun-if-changed=linker.ld");
+    println!("cargo:rerun-if-changed=multiboot.ld");
 }

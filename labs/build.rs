@@ -32,6 +32,7 @@ fn main() {
         "guests/Cargo.lock",
         "guests/build.rs",
         "guests/linker.ld",
+        "guests/multiboot.ld",
         "guests/.cargo",
         "abi/src",
         "abi/Cargo.toml",

@@ -22,8 +22,16 @@
 //! | [`IMAGE_BASE`]          | the guest's ELF image, then free memory           |
 //! | [`GUEST_RAM_SIZE`]      | end of RAM                                        |
 
-/// How much RAM every guest gets.
+/// How much RAM a guest gets unless the host asks for more (fw_cfg `domN/memory-mib`).
 pub const GUEST_RAM_SIZE: u64 = 16 << 20;
+/// The least RAM a domain may have, in MiB: a multiboot kernel loads at 1 MiB.
+pub const MIN_GUEST_RAM_MIB: u32 = 2;
+/// The most RAM a domain may have, in MiB. The hypervisor takes every domain's RAM from
+/// QEMU's RAM below 4 GiB (it maps only that much), and QEMU keeps a machine's RAM below
+/// 4 GiB only up to 2.75 GiB: above that it puts all but 2 GiB above 4 GiB (measured with
+/// QEMU 7.2: `-m 2816` leaves the hypervisor 2047 MiB). 2 GiB plus the hypervisor's own
+/// 128 MiB stay below that line.
+pub const MAX_GUEST_RAM_MIB: u32 = 2048;
 /// Where the [`BootInfo`] is (guest-physical = guest-virtual at boot).
 pub const BOOT_INFO: u64 = 0x1000;
 /// Where the boot GDT is.

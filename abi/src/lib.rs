@@ -11,6 +11,7 @@
 //! | [`evtchn`], [`grant_table`], [`sched`], [`store`] | domains side by side, on Xen's ABI: event channels, grant tables, yield/block, the store |
 //! | [`blkif`]     | Xen's split block driver: the shared request/response ring and its requests |
 //! | [`boot`]      | how the hypervisor hands a guest over: memory layout, boot info, CPUID   |
+//! | [`multiboot`] | how it hands over a multiboot v1 kernel: the header, the boot information |
 //! | [`event`]     | the trace events, one per step of a trap                                 |
 //! | [`ring`]      | the shared-memory ring that carries events from the hv to the host       |
 //! | [`wire`]      | the compact record each event is in the ring                             |
@@ -36,6 +37,7 @@ pub mod exit;
 pub mod grant_table;
 pub mod hypercall;
 pub mod msr;
+pub mod multiboot;
 pub mod ring;
 pub mod sched;
 pub mod settings;

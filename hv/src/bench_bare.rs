@@ -9,8 +9,8 @@
 //! The guest sees the real CPU's CPUID (the normal handler hides SVM, for one): fine for
 //! the `cpuid-loop` guest, which only times the instruction. Never on in a lab.
 
-use traplab_hv::Domain;
 use traplab_abi::svm::exitcode;
+use traplab_hv::Domain;
 
 /// Is the baseline on? (Read once from the settings, at boot.)
 pub fn on() -> bool {
@@ -24,7 +24,12 @@ pub fn answered(domain: &mut Domain) -> bool {
     }
     let (leaf, subleaf) = (domain.gpr(0) as u32, domain.gpr(1) as u32);
     let answer = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    for (register, value) in [(0, answer.eax), (3, answer.ebx), (1, answer.ecx), (2, answer.edx)] {
+    for (register, value) in [
+        (0, answer.eax),
+        (3, answer.ebx),
+        (1, answer.ecx),
+        (2, answer.edx),
+    ] {
         domain.vcpu.set_gpr(register, u64::from(value));
     }
     // CPUID is 0F A2: the baseline does not look for prefixes (the cpuid-loop guest has none).

@@ -38,9 +38,9 @@ pub fn begin_stop() {
 
 /// The stop under way ends: count it.
 pub fn end_stop() {
-    let outermost = STOPS_UNDER_WAY
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |depth| depth.checked_sub(1))
-        == Ok(1);
+    let outermost = STOPS_UNDER_WAY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |depth| {
+        depth.checked_sub(1)
+    }) == Ok(1);
     if !outermost {
         return;
     }

@@ -19,7 +19,10 @@
 //! | `opt/traplab/gdb`           | the id of the domain gdb debugs (its session is on COM2) |
 //! | `opt/traplab/disk-owner`    | the domain that owns the disk controller (`device/ata.rs`); absent: no disk |
 //! | `opt/traplab/domN/name`     | the guest's name, for domain N: 0 the control domain (when the lab has one), 1, 2, … the others |
-//! | `opt/traplab/domN/elf`      | the guest's ELF image                              |
+//! | `opt/traplab/domN/image`    | the guest's kernel image: a lab guest's ELF64, or a multiboot v1 kernel (`traplab_hv::image`) |
+//! | `opt/traplab/domN/cmdline`  | a multiboot kernel's command line (optional)       |
+//! | `opt/traplab/domN/initrd`   | a multiboot kernel's first module (optional)       |
+//! | `opt/traplab/domN/memory-mib` | the domain's RAM in MiB, 2 to 3072 (default 16)  |
 
 use alloc::string::String;
 use alloc::vec;

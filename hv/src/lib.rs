@@ -45,6 +45,7 @@ pub mod device;
 pub mod domain;
 pub mod emulate;
 pub mod exit;
+pub mod image;
 /// The pure parts of the program's gdb stub (`gdb/`): their files live there, and are built
 /// here so that the host tests them.
 pub mod gdb {

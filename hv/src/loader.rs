@@ -1,9 +1,14 @@
-//! Creating a domain: memory, the guest's ELF image, and the state it starts in.
+//! Creating a domain: memory, the guest's kernel image, and the state it starts in.
 //!
-//! The guest boot protocol is documented in `traplab_abi::boot`: the guest starts in
-//! 64-bit mode at its ELF entry point, with paging on (tables we build in its memory),
-//! a flat GDT, a stack, and RDI pointing to a `BootInfo` (the vCPU's first state is
-//! `traplab_hv::domain::vcpu`'s; the nested page tables and intercepts are set up here).
+//! Two kinds of image boot (`traplab_hv::image` tells them apart):
+//! - traplab's own lab guests, 64-bit ELF files: the boot protocol is `traplab_abi::boot`'s.
+//!   The guest starts in 64-bit mode at its ELF entry point, with paging on (tables we build
+//!   in its memory), a flat GDT, a stack, and RDI pointing to a `BootInfo`;
+//! - multiboot v1 kernels, which know nothing of traplab (`traplab_hv::image::multiboot`):
+//!   32-bit protected mode, paging off, EAX = 0x2badb002, EBX = the boot information.
+//!
+//! The vCPU's first state is `traplab_hv::domain::vcpu`'s; the nested page tables and the
+//! intercepts are set up here.
 
 use crate::guest_ram::GuestRam;
 use crate::intercepts;
@@ -11,18 +16,22 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection, ObjectSegment};
 use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
 use traplab_hv::device::ata;
 use traplab_hv::domain::{Domain, GuestMemory};
+use traplab_hv::image::{self, Format, multiboot};
 
 /// Why a domain could not be created.
 #[derive(Debug)]
 pub enum LoadError {
     OutOfMemory,
     BadElf(String),
+    /// The image is not one we boot, or cannot be booted as it asks.
+    BadImage(image::ImageError),
 }
 
 impl core::fmt::Display for LoadError {
@@ -30,26 +39,79 @@ impl core::fmt::Display for LoadError {
         match self {
             LoadError::OutOfMemory => formatter.write_str("out of memory"),
             LoadError::BadElf(why) => write!(formatter, "bad ELF: {why}"),
+            LoadError::BadImage(why) => write!(formatter, "{why}"),
         }
     }
 }
 
-/// Domain `id` running `elf`, on a machine whose disk controller `disk` says who owns.
+impl From<image::ImageError> for LoadError {
+    fn from(error: image::ImageError) -> LoadError {
+        LoadError::BadImage(error)
+    }
+}
+
+/// What the host passed with a domain's image (fw_cfg `opt/traplab/domN/…`).
+pub struct BootOptions {
+    /// RAM in bytes (`memory-mib`; [`boot::GUEST_RAM_SIZE`] when not given).
+    pub memory: u64,
+    /// The kernel's command line (`cmdline`), for a multiboot kernel.
+    pub command_line: Option<String>,
+    /// The initrd (`initrd`): a multiboot kernel's first module.
+    pub initrd: Option<Vec<u8>>,
+}
+
+/// Domain `id`, named `name`, running `image`, on a machine whose disk controller `disk`
+/// says who owns.
 pub fn create(
     id: u16,
     name: String,
-    elf: &[u8],
+    image: &[u8],
+    options: &BootOptions,
     disk: ata::Assignment,
 ) -> Result<Domain, LoadError> {
+    let format = image::identify(image)?;
     let mut memory = if crate::settings::get().lazy_memory {
-        GuestRam::new_lazy(boot::GUEST_RAM_SIZE)
+        GuestRam::new_lazy(options.memory)
     } else {
-        GuestRam::new(boot::GUEST_RAM_SIZE)
+        GuestRam::new(options.memory)
     }
     .ok_or(LoadError::OutOfMemory)?;
-    let (entry, image_end, mode) = load_elf(&mut memory, elf)?;
-    build_boot_environment(&mut memory, id, image_end, mode, disk).ok_or(LoadError::OutOfMemory)?;
     let nested_root = memory.npt.root;
+    let start = match format {
+        Format::TraplabElf64 => {
+            if options.command_line.is_some() || options.initrd.is_some() {
+                return Err(LoadError::BadImage(image::ImageError(
+                    "a traplab lab guest takes no command line and no initrd (they are for multiboot kernels)".into(),
+                )));
+            }
+            let (entry, image_end, mode) = load_elf(&mut memory, image)?;
+            build_boot_environment(&mut memory, id, image_end, mode, disk)
+                .ok_or(LoadError::OutOfMemory)?;
+            Start::Traplab(entry, mode)
+        }
+        Format::Multiboot(kernel) => {
+            // GRUB and QEMU start the command line with the kernel's own name.
+            let command_line = match &options.command_line {
+                Some(arguments) => format!("{name} {arguments}"),
+                None => name.clone(),
+            };
+            let modules: Vec<multiboot::BootModule> = options
+                .initrd
+                .iter()
+                .map(|bytes| multiboot::BootModule {
+                    bytes,
+                    string: "initrd",
+                })
+                .collect();
+            let loaded = multiboot::load(&kernel, &mut memory, &command_line, &modules)?;
+            // The CPU's descriptor caches hold flat segments at entry (§3.2), and the
+            // selectors must name something should the kernel reload them before its own
+            // GDT: the boot GDT's 32-bit entries.
+            build_boot_gdt(&mut memory, boot::GuestMode::Protected32)
+                .ok_or(LoadError::OutOfMemory)?;
+            Start::Multiboot(loaded)
+        }
+    };
 
     let mut domain = Domain::new(id, name, Box::new(memory));
     domain.devices.disk = disk;
@@ -60,11 +122,20 @@ pub fn create(
     control.n_cr3 = nested_root;
     // The guest's clock starts near 0 when it is created: TSC_OFFSET = -now (15.30.5).
     control.tsc_offset = crate::time::rdtsc().wrapping_neg();
-    match mode {
-        boot::GuestMode::Long64 => vcpu.set_long_mode_boot_state(entry),
-        boot::GuestMode::Protected32 => vcpu.set_protected_mode_boot_state(entry),
+    match start {
+        Start::Traplab(entry, boot::GuestMode::Long64) => vcpu.set_long_mode_boot_state(entry),
+        Start::Traplab(entry, boot::GuestMode::Protected32) => {
+            vcpu.set_protected_mode_boot_state(entry)
+        }
+        Start::Multiboot(loaded) => vcpu.set_multiboot_boot_state(loaded.entry, loaded.info),
     }
     Ok(domain)
+}
+
+/// How the vCPU starts.
+enum Start {
+    Traplab(u64, boot::GuestMode),
+    Multiboot(multiboot::Loaded),
 }
 
 /// Copy the ELF's loadable segments to their addresses. Returns the entry point, the end
@@ -174,8 +245,35 @@ fn build_boot_environment(
         )
     };
     memory.write_physical(boot::BOOT_INFO, bytes).ok()?;
+    build_boot_gdt(memory, mode)?;
 
-    // Null, code (0x08: 64-bit, or 32-bit for a protected-mode guest), data (0x10).
+    // PML4 → PDPT → PD; the first 2 MiB through a PT with page 0 left out, the rest as
+    // 2 MiB pages. The upper levels allow user access, so a guest can hand a page to
+    // CPL 3 by changing only the leaf.
+    let pml4 = boot::BOOT_PAGE_TABLES;
+    let (pdpt, pd, pt) = (pml4 + 0x1000, pml4 + 0x2000, pml4 + 0x3000);
+    let table_flags = pte::PRESENT | pte::WRITABLE | pte::USER;
+    // One page directory maps 1 GiB: a lab guest with more RAM sees its first GiB mapped.
+    let size = memory.size().min(1 << 30);
+    let mut write =
+        |address: u64, value: u64| memory.write_physical(address, &value.to_le_bytes()).ok();
+    write(pml4, pdpt | table_flags)?;
+    write(pdpt, pd | table_flags)?;
+    write(pd, pt | table_flags)?;
+    for page in 1..512u64 {
+        write(pt + page * 8, (page << 12) | pte::PRESENT | pte::WRITABLE)?;
+    }
+    for large in 1..(size >> 21) {
+        write(
+            pd + large * 8,
+            (large << 21) | pte::PRESENT | pte::WRITABLE | pte::HUGE,
+        )?;
+    }
+    Some(())
+}
+
+/// The boot GDT: null, code (0x08: 64-bit, or 32-bit for a protected-mode guest), data (0x10).
+fn build_boot_gdt(memory: &mut GuestRam, mode: boot::GuestMode) -> Option<()> {
     let code = match mode {
         boot::GuestMode::Long64 => 0x00af_9a00_0000_ffff,
         boot::GuestMode::Protected32 => 0x00cf_9a00_0000_ffff,
@@ -186,36 +284,19 @@ fn build_boot_environment(
             .write_physical(boot::BOOT_GDT + index as u64 * 8, &descriptor.to_le_bytes())
             .ok()?;
     }
-
-    // PML4 → PDPT → PD; the first 2 MiB through a PT with page 0 left out, the rest as
-    // 2 MiB pages. The upper levels allow user access, so a guest can hand a page to
-    // CPL 3 by changing only the leaf.
-    let pml4 = boot::BOOT_PAGE_TABLES;
-    let (pdpt, pd, pt) = (pml4 + 0x1000, pml4 + 0x2000, pml4 + 0x3000);
-    let table_flags = pte::PRESENT | pte::WRITABLE | pte::USER;
-    let mut write =
-        |address: u64, value: u64| memory.write_physical(address, &value.to_le_bytes()).ok();
-    write(pml4, pdpt | table_flags)?;
-    write(pdpt, pd | table_flags)?;
-    write(pd, pt | table_flags)?;
-    for page in 1..512u64 {
-        write(pt + page * 8, (page << 12) | pte::PRESENT | pte::WRITABLE)?;
-    }
-    let size = boot::GUEST_RAM_SIZE;
-    for large in 1..(size >> 21) {
-        write(
-            pd + large * 8,
-            (large << 21) | pte::PRESENT | pte::WRITABLE | pte::HUGE,
-        )?;
-    }
     Some(())
 }
 
-/// The `domain created` event's reason text.
+/// The `domain created` event's reason text: its RAM, and how it starts.
 pub fn describe(domain: &Domain) -> Cow<'static, str> {
-    Cow::Owned(format!(
-        "{} KiB of RAM, entry {:#x}",
-        domain.memory.size() / 1024,
-        domain.vcpu.vmcb.save.rip
-    ))
+    let save = &domain.vcpu.vmcb.save;
+    let ram = domain.memory.size() / 1024;
+    let paging = save.cr0 & (1 << 31) != 0;
+    if !paging && save.rax == traplab_abi::multiboot::BOOTLOADER_MAGIC as u64 {
+        return Cow::Owned(format!(
+            "a multiboot kernel: {ram} KiB of RAM, entry {:#x} in 32-bit protected mode with paging off, EAX = {:#x}, EBX = {:#x} (its boot information)",
+            save.rip, save.rax, domain.vcpu.context.rbx
+        ));
+    }
+    Cow::Owned(format!("{ram} KiB of RAM, entry {:#x}", save.rip))
 }

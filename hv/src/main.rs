@@ -155,11 +155,19 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         log!("disk: the ATA controller belongs to d{owner}");
     }
 
-    let domains = load_domains(&fw_cfg, disk);
-    if domains.is_empty() {
+    let (domains, refused) = load_domains(&fw_cfg, disk);
+    if domains.is_empty() && refused == 0 {
         stop(
             HvStatus::BadConfig,
-            "no guest to run (fw_cfg opt/traplab/dom1/elf)",
+            "no guest to run (fw_cfg opt/traplab/dom1/image)",
+        );
+    }
+    if domains.is_empty() {
+        // Each refused image ended its domain (a `killed` event says why): the run is over,
+        // as when every domain has ended.
+        stop(
+            HvStatus::Done,
+            "every domain has ended: none could be loaded",
         );
     }
     drop(fw_cfg);
@@ -193,21 +201,28 @@ fn boot_event(features: Option<svm::Features>, tsc_hz: u64, ram_end: u64) -> eve
 }
 
 /// Create a domain for every guest the host passed. A guest that cannot be loaded is
-/// reported and skipped.
-fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> Vec<Domain> {
+/// reported (its domain is killed before it ran) and skipped: the domains, and how many
+/// were refused.
+fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> (Vec<Domain>, usize) {
     let mut domains = Vec::new();
+    let mut refused = 0;
     for id in 0..MAX_DOMAINS {
-        let Ok(Some(elf)) = fw_cfg.read(&format!("opt/traplab/dom{id}/elf")) else {
+        let file = |what: &str| format!("opt/traplab/dom{id}/{what}");
+        let Ok(Some(image)) = fw_cfg.read(&file("image")) else {
             continue;
         };
-        let name = fw_cfg
-            .read_text(&format!("opt/traplab/dom{id}/name"))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| format!("d{id}"));
-        match loader::create(id, name.clone(), &elf, disk) {
+        let text = |what: &str| fw_cfg.read_text(&file(what)).ok().flatten();
+        let name = text("name").unwrap_or_else(|| format!("d{id}"));
+        let created = boot_options(&text("memory-mib")).and_then(|mut options| {
+            options.command_line = text("cmdline");
+            options.initrd = fw_cfg.read(&file("initrd")).ok().flatten();
+            loader::create(id, name.clone(), &image, &options, disk)
+                .map_err(|error| format!("{error}"))
+        });
+        match created {
             Ok(domain) => domains.push(domain),
             Err(error) => {
+                refused += 1;
                 let reason = format!("cannot load {name}: {error}");
                 log!("{reason}");
                 run::record(
@@ -222,7 +237,28 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> Vec<Domain> {
             }
         }
     }
-    domains
+    (domains, refused)
+}
+
+/// A domain's boot options with its RAM from fw_cfg `memory-mib` (the default without it).
+fn boot_options(memory_mib: &Option<String>) -> Result<loader::BootOptions, String> {
+    use traplab_abi::boot::{MAX_GUEST_RAM_MIB, MIN_GUEST_RAM_MIB};
+    let memory = match memory_mib {
+        None => traplab_abi::boot::GUEST_RAM_SIZE,
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(mib) if (MIN_GUEST_RAM_MIB..=MAX_GUEST_RAM_MIB).contains(&mib) => (mib as u64) << 20,
+            _ => {
+                return Err(format!(
+                    "memory-mib {text:?}: a domain has {MIN_GUEST_RAM_MIB} to {MAX_GUEST_RAM_MIB} MiB of RAM"
+                ));
+            }
+        },
+    };
+    Ok(loader::BootOptions {
+        memory,
+        command_line: None,
+        initrd: None,
+    })
 }
 
 /// Record why we stop, then power off.

@@ -21,8 +21,8 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
 use traplab_abi::event::{Body, Event, Lost};
-use traplab_abi::wire::Encoder;
 use traplab_abi::ring::{self, PushError, Ring};
+use traplab_abi::wire::Encoder;
 
 /// Who reads the trace, and so what a full ring means (fw_cfg `opt/traplab/trace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

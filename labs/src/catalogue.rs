@@ -39,6 +39,10 @@ pub struct Lab {
     /// image, owned whole by one of its domains.
     #[serde(default)]
     pub disk: Option<LabDisk>,
+    /// How the lab's first guest (d1) boots, when it is a kernel that takes a command line,
+    /// an initrd or more RAM (`[boot]`): the multiboot lab.
+    #[serde(default)]
+    pub boot: Option<LabBoot>,
     /// The exit status of the lab's guests (and of `traplab trace`) when all goes right.
     #[serde(default)]
     pub status: i32,
@@ -72,6 +76,22 @@ pub struct LabDisk {
     /// The image's size in sectors of 512 bytes.
     #[serde(default = "default_sectors")]
     pub sectors: u64,
+}
+
+/// A lab's `[boot]`: what `traplab trace --kernel` takes as `--append`, `--initrd` and
+/// `--memory`, for its first guest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabBoot {
+    /// The kernel's arguments (after its name, which the loader puts first).
+    #[serde(default)]
+    pub append: Option<String>,
+    /// A file, relative to the repository, loaded as the kernel's first module.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// The domain's RAM in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
 }
 
 fn default_sectors() -> u64 {
@@ -213,6 +233,15 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
                     return Err(CatalogueError {
                         file: file.to_string(),
                         message: format!("[disk] sectors = {}: a disk has 1 to {} sectors", disk.sectors, traplab_abi::ata::LBA28_SECTORS),
+                    });
+                }
+            }
+            if let Some(memory) = lab.boot.as_ref().and_then(|boot| boot.memory_mib) {
+                use traplab_tracer::qemu::{MAX_DOMAIN_MIB, MIN_DOMAIN_MIB};
+                if !(MIN_DOMAIN_MIB..=MAX_DOMAIN_MIB).contains(&memory) {
+                    return Err(CatalogueError {
+                        file: file.to_string(),
+                        message: format!("[boot] memory_mib = {memory}: a domain has {MIN_DOMAIN_MIB} to {MAX_DOMAIN_MIB} MiB of RAM"),
                     });
                 }
             }

@@ -92,10 +92,7 @@ pub fn machine_from(bare_dir: &Path, guests: &[&str]) -> Machine {
         bare_dir.join("traplab-hv"),
         guests
             .iter()
-            .map(|name| Guest {
-                name: name.to_string(),
-                elf: bare_dir.join(name),
-            })
+            .map(|name| Guest::new(*name, bare_dir.join(name)))
             .collect(),
     )
 }
@@ -107,15 +104,16 @@ impl Lab {
     }
 
     /// The machine this lab runs, with the programs built into `bare_dir`: its control
-    /// domain if it has one, its guests, when they start, its settings, its disk (with a
+    /// domain if it has one, its guests (the first with the lab's `[boot]`: command line,
+    /// initrd from the tree, RAM), when they start, its settings, its disk (with a
     /// temporary image: set `disk.image` to keep one).
     pub fn machine_from(&self, bare_dir: &Path) -> Machine {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
         let mut machine = machine_from(bare_dir, &guests);
-        machine.dom0 = self.dom0.as_ref().map(|name| Guest {
-            name: name.clone(),
-            elf: bare_dir.join(name),
-        });
+        machine.dom0 = self
+            .dom0
+            .as_ref()
+            .map(|name| Guest::new(name, bare_dir.join(name)));
         machine.start = self.start;
         machine.settings = self.settings.clone();
         machine.disk = self.disk.as_ref().map(|disk| Disk {
@@ -123,6 +121,15 @@ impl Lab {
             sectors: disk.sectors,
             owner: disk.owner,
         });
+        if let (Some(boot), Some(first)) = (&self.boot, machine.guests.first_mut()) {
+            first.cmdline = boot.append.clone();
+            first.initrd = boot
+                .initrd
+                .as_ref()
+                .map(|path| tree::tree().root.join(path));
+            first.memory_mib = boot.memory_mib;
+        }
+        machine.fit_ram();
         machine
     }
 }

@@ -517,6 +517,7 @@ every_lab! {
     lazy_memory => "lazy-memory",
     machine_check => "machine-check",
     mmio => "mmio",
+    multiboot_hello => "multiboot-hello",
     msr => "msr",
     nmi => "nmi",
     other_intercepts => "other-intercepts",

@@ -10,8 +10,18 @@
 //!
 //! Domains are numbered as Xen numbers them: domain 0 is the privileged control domain
 //! (dom0), present only when a lab needs one; the lab's guests are the unprivileged
-//! domains 1, 2, … Each is a pair of fw_cfg files, `opt/traplab/dom<id>/name` and
-//! `opt/traplab/dom<id>/elf`.
+//! domains 1, 2, … Each is a set of fw_cfg files under `opt/traplab/dom<id>/`:
+//!
+//! | file         | kind   | what                                                          |
+//! |--------------|--------|---------------------------------------------------------------|
+//! | `name`       | string | the guest's name in the trace                                 |
+//! | `image`      | file   | the kernel image, whatever its format: the hypervisor detects a traplab ELF64 guest or a multiboot v1 kernel |
+//! | `cmdline`    | string | the kernel's command line; only when given                    |
+//! | `initrd`     | file   | loaded as the first multiboot module; only when given         |
+//! | `memory-mib` | string | the domain's RAM in MiB, in decimal; only when given (the hypervisor's default: 16) |
+//!
+//! QEMU's RAM ([`Machine::ram_mib`]) holds the hypervisor and every domain's RAM:
+//! [`Machine::fit_ram`] makes it large enough.
 //!
 //! A lab with a disk ([`Disk`]) gets a real disk controller: QEMU's legacy ATA controller
 //! (`isa-ide`) at the PC's primary IDE addresses (ports 0x1f0–0x1f7 and 0x3f6, IRQ 14),
@@ -51,12 +61,55 @@ impl TraceMode {
     }
 }
 
-/// One guest to run in a domain.
-#[derive(Debug, Clone)]
+/// One guest to run in a domain: a kernel image and how to boot it (the domain's fw_cfg
+/// files, `opt/traplab/dom<id>/…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guest {
+    /// Its name in the trace (`name`).
     pub name: String,
-    pub elf: PathBuf,
+    /// The kernel image (`image`), whatever its format: a traplab ELF64 guest or a multiboot
+    /// v1 kernel; the hypervisor tells which. gdb reads the guest's symbols from it.
+    pub image: PathBuf,
+    /// The kernel's command line (`cmdline`); `None`: the file is left out.
+    pub cmdline: Option<String>,
+    /// A file loaded as the first multiboot module, its initrd (`initrd`).
+    pub initrd: Option<PathBuf>,
+    /// The domain's RAM in MiB (`memory-mib`); `None`: the hypervisor's default,
+    /// [`DEFAULT_DOMAIN_MIB`]. From [`MIN_DOMAIN_MIB`] to [`MAX_DOMAIN_MIB`].
+    pub memory_mib: Option<u32>,
 }
+
+impl Guest {
+    /// A guest that runs `image` and nothing more: no command line, no module, the
+    /// hypervisor's default RAM.
+    pub fn new(name: impl Into<String>, image: impl Into<PathBuf>) -> Guest {
+        Guest {
+            name: name.into(),
+            image: image.into(),
+            cmdline: None,
+            initrd: None,
+            memory_mib: None,
+        }
+    }
+}
+
+/// QEMU's RAM (`-m`) unless the domains need more.
+pub const DEFAULT_RAM_MIB: u32 = 256;
+
+/// QEMU's RAM the hypervisor needs besides the domains': its image, its heap and the
+/// 16 MiB trace ring.
+pub const HV_RAM_MIB: u32 = 128;
+
+/// A domain's RAM when its guest does not say: the hypervisor's default (`memory-mib`),
+/// 16 MiB.
+pub const DEFAULT_DOMAIN_MIB: u32 = (traplab_abi::boot::GUEST_RAM_SIZE >> 20) as u32;
+
+/// The least RAM the hypervisor gives a domain (`memory-mib`, as `hv/src/main.rs` checks it).
+pub const MIN_DOMAIN_MIB: u32 = traplab_abi::boot::MIN_GUEST_RAM_MIB;
+
+/// The most RAM a domain may have (`traplab_abi::boot::MAX_GUEST_RAM_MIB` says why); the
+/// hypervisor refuses more (`hv/src/main.rs`).
+pub const MAX_DOMAIN_MIB: u32 = traplab_abi::boot::MAX_GUEST_RAM_MIB;
 
 /// When the domains start (fw_cfg `opt/traplab/start`; in a lab's catalogue file,
 /// `start = "together"`).
@@ -109,6 +162,8 @@ pub struct Machine {
     /// When the domains start.
     pub start: Start,
     pub trace: TraceMode,
+    /// QEMU's RAM in MiB (`-m`), [`DEFAULT_RAM_MIB`] by default; the host maps the same
+    /// amount to read the trace ring. [`Machine::fit_ram`] raises it to what the domains need.
     pub ram_mib: u32,
     /// The trace ring's data size in KiB (64 to 16384); `None`: the hypervisor's default,
     /// 16 MiB. Small rings are for tests of the lossy mode.
@@ -204,7 +259,7 @@ impl Machine {
             guests,
             start: Start::InTurn,
             trace: TraceMode::Ring,
-            ram_mib: 256,
+            ram_mib: DEFAULT_RAM_MIB,
             ring_kib: None,
             control: None,
             settings: Vec::new(),
@@ -235,11 +290,33 @@ impl Machine {
             .find(|(id, _)| *id == dom)
             .map(|(_, guest)| guest)
     }
+
+    /// Raise QEMU's RAM to what the machine needs: [`HV_RAM_MIB`] for the hypervisor, its
+    /// heap and the trace ring, plus each domain's RAM (its `memory_mib`, else
+    /// [`DEFAULT_DOMAIN_MIB`]), and never below [`DEFAULT_RAM_MIB`]. The hypervisor takes
+    /// every domain's RAM out of QEMU's, so a guest that asks for more than the default
+    /// needs a larger machine. Call it after giving guests memory: the host's map of the RAM
+    /// (`session.rs`) and QEMU's `-m` both read `ram_mib`.
+    pub fn fit_ram(&mut self) {
+        let domains = self
+            .domains()
+            .iter()
+            .map(|(_, guest)| guest.memory_mib.unwrap_or(DEFAULT_DOMAIN_MIB))
+            .fold(0, u32::saturating_add);
+        let needed = HV_RAM_MIB.saturating_add(domains).max(DEFAULT_RAM_MIB);
+        self.ram_mib = self.ram_mib.max(needed);
+    }
 }
 
-/// QEMU's option syntax doubles a comma inside a value.
+/// QEMU's option syntax doubles a comma inside a value (`-fw_cfg name=…,string=a,,b` is
+/// the string `a,b`).
+fn escape_text(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// A path as a value of a QEMU option.
 fn escape(path: &Path) -> String {
-    path.display().to_string().replace(',', ",,")
+    escape_text(&path.display().to_string())
 }
 
 /// The arguments (without the program) that run `machine` with its RAM in `ram_file` and,
@@ -345,16 +422,31 @@ pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) 
         machine.start.fw_cfg_value()
     ));
     for (id, guest) in machine.domains() {
+        let dom = format!("opt/traplab/dom{id}");
         args.push("-fw_cfg".into());
         args.push(format!(
-            "name=opt/traplab/dom{id}/name,string={}",
-            guest.name.replace(',', ",,")
+            "name={dom}/name,string={}",
+            escape_text(&guest.name)
         ));
         args.push("-fw_cfg".into());
-        args.push(format!(
-            "name=opt/traplab/dom{id}/elf,file={}",
-            escape(&guest.elf)
-        ));
+        args.push(format!("name={dom}/image,file={}", escape(&guest.image)));
+        // QEMU refuses an empty `string=` ("name, plus exactly one of file, string and
+        // gen_id, are needed"): an empty command line is sent as none.
+        if let Some(cmdline) = guest.cmdline.as_deref().filter(|line| !line.is_empty()) {
+            args.push("-fw_cfg".into());
+            args.push(format!(
+                "name={dom}/cmdline,string={}",
+                escape_text(cmdline)
+            ));
+        }
+        if let Some(initrd) = &guest.initrd {
+            args.push("-fw_cfg".into());
+            args.push(format!("name={dom}/initrd,file={}", escape(initrd)));
+        }
+        if let Some(mib) = guest.memory_mib {
+            args.push("-fw_cfg".into());
+            args.push(format!("name={dom}/memory-mib,string={mib}"));
+        }
     }
     args.extend(machine.extra_args.iter().cloned());
     args.into_iter().map(OsString::from).collect()
@@ -437,10 +529,7 @@ mod tests {
     fn the_command_line_has_the_machine_the_ring_and_the_guests() {
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
-            vec![Guest {
-                name: "page-fault".into(),
-                elf: "/g/page,fault".into(),
-            }],
+            vec![Guest::new("page-fault", "/g/page,fault")],
         );
         machine.trace = TraceMode::Off;
         machine.settings = vec!["intercept-cr".into(), "lazy-memory".into()];
@@ -462,10 +551,16 @@ mod tests {
             "a lab's guest is domain 1: {joined}"
         );
         assert!(
-            joined.contains("name=opt/traplab/dom1/elf,file=/g/page,,fault"),
+            joined.contains("name=opt/traplab/dom1/image,file=/g/page,,fault"),
             "commas are doubled: {joined}"
         );
         assert!(!joined.contains("opt/traplab/dom0/"), "no control domain");
+        for optional in ["cmdline", "initrd", "memory-mib"] {
+            assert!(
+                !joined.contains(&format!("opt/traplab/dom1/{optional}")),
+                "no {optional} unless the guest has one: {joined}"
+            );
+        }
         assert!(joined.contains("name=opt/traplab/start,string=in-turn"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert!(
@@ -478,10 +573,7 @@ mod tests {
     fn gdb_gets_com2_on_a_loopback_port() {
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
-            vec![Guest {
-                name: "hello".into(),
-                elf: "/g/hello".into(),
-            }],
+            vec![Guest::new("hello", "/g/hello")],
         );
         machine.gdb_port = Some(2159);
         let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
@@ -514,10 +606,7 @@ mod tests {
 
     #[test]
     fn a_control_domain_is_domain_0_and_the_guests_follow() {
-        let guest = |name: &str| Guest {
-            name: name.into(),
-            elf: format!("/g/{name}").into(),
-        };
+        let guest = |name: &str| Guest::new(name, format!("/g/{name}"));
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
             vec![guest("frontend"), guest("backend")],
@@ -551,11 +640,11 @@ mod tests {
             files,
             [
                 "dom0/name,string=toolstack",
-                "dom0/elf,file=/g/toolstack",
+                "dom0/image,file=/g/toolstack",
                 "dom1/name,string=frontend",
-                "dom1/elf,file=/g/frontend",
+                "dom1/image,file=/g/frontend",
                 "dom2/name,string=backend",
-                "dom2/elf,file=/g/backend",
+                "dom2/image,file=/g/backend",
             ]
         );
         assert!(
@@ -564,14 +653,101 @@ mod tests {
         );
     }
 
+    /// The `opt/traplab/dom…` fw_cfg values of `machine`, in order.
+    fn domain_files(machine: &Machine) -> Vec<String> {
+        arguments(machine, Path::new("/dev/shm/ram"), None)
+            .into_iter()
+            .filter_map(|arg| arg.into_string().ok())
+            .filter_map(|arg| arg.strip_prefix("name=opt/traplab/dom").map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn a_kernel_gets_its_command_line_its_initrd_and_its_memory() {
+        let kernel = Guest {
+            cmdline: Some("console=ttyS0,115200 root=/dev/ram0".into()),
+            initrd: Some("/k/initrd,1.img".into()),
+            memory_mib: Some(64),
+            ..Guest::new("vmlinux", "/k/vmlinux")
+        };
+        let machine = Machine::new("/x/traplab-hv".into(), vec![kernel.clone()]);
+        assert_eq!(
+            domain_files(&machine),
+            [
+                "1/name,string=vmlinux",
+                "1/image,file=/k/vmlinux",
+                "1/cmdline,string=console=ttyS0,,115200 root=/dev/ram0",
+                "1/initrd,file=/k/initrd,,1.img",
+                "1/memory-mib,string=64",
+            ],
+            "commas doubled in the command line and the path, as in the name"
+        );
+        // QEMU refuses `string=` with nothing after it.
+        let quiet = Guest {
+            cmdline: Some(String::new()),
+            initrd: None,
+            memory_mib: None,
+            ..kernel
+        };
+        assert_eq!(
+            domain_files(&Machine::new("/x/traplab-hv".into(), vec![quiet])),
+            ["1/name,string=vmlinux", "1/image,file=/k/vmlinux"],
+            "an empty command line is left out"
+        );
+    }
+
+    #[test]
+    fn qemus_ram_holds_the_hypervisor_and_every_domains_ram() {
+        let guest = |mib: Option<u32>| Guest {
+            memory_mib: mib,
+            ..Guest::new("k", "/k")
+        };
+        let fitted = |dom0: Option<Guest>, guests: Vec<Guest>| {
+            let mut machine = Machine::new("/x/traplab-hv".into(), guests);
+            machine.dom0 = dom0;
+            machine.fit_ram();
+            machine.ram_mib
+        };
+        assert_eq!(fitted(None, vec![guest(None)]), 256, "the floor");
+        assert_eq!(
+            fitted(Some(guest(None)), vec![guest(None); 7]),
+            256,
+            "eight domains of 16 MiB: 128 + 128"
+        );
+        assert_eq!(fitted(None, vec![guest(None); 9]), 128 + 9 * 16);
+        assert_eq!(fitted(None, vec![guest(Some(512))]), 128 + 512);
+        assert_eq!(
+            fitted(Some(guest(Some(100))), vec![guest(Some(1024)), guest(None)]),
+            128 + 100 + 1024 + 16,
+            "dom0 counts too"
+        );
+        assert_eq!(
+            fitted(None, vec![guest(Some(MAX_DOMAIN_MIB))]),
+            128 + 2048,
+            "the largest domain"
+        );
+        assert_eq!(
+            fitted(None, vec![guest(Some(u32::MAX)), guest(None)]),
+            u32::MAX
+        );
+        let mut large = Machine::new("/x/traplab-hv".into(), vec![guest(Some(64))]);
+        large.ram_mib = 1024;
+        large.fit_ram();
+        assert_eq!(
+            large.ram_mib, 1024,
+            "a machine that is large enough stays so"
+        );
+        let args = arguments(&large, Path::new("/dev/shm/ram"), None);
+        assert!(args.iter().any(
+            |arg| arg == "memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/ram,share=on"
+        ));
+    }
+
     #[test]
     fn a_disk_is_an_ata_controller_at_the_legacy_ports_with_its_image_and_its_owner() {
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
-            vec![Guest {
-                name: "hello".into(),
-                elf: "/g/hello".into(),
-            }],
+            vec![Guest::new("hello", "/g/hello")],
         );
         let image = Path::new("/tmp/a,disk.img");
         let without: Vec<OsString> = arguments(&machine, Path::new("/dev/shm/ram"), Some(image));

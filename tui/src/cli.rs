@@ -79,6 +79,63 @@ pub struct DiskImage {
     pub image: Option<PathBuf>,
 }
 
+/// What runs instead of a lab: `--guest NAME`, `--kernel FILE`. A kernel's option given
+/// alone counts too, so that clap asks for the missing --kernel, not for a lab as well.
+const INSTEAD_OF_A_LAB: [&str; 5] = ["guest", "kernel", "initrd", "append", "memory"];
+
+/// `--kernel FILE` and its options, for every command that runs a lab: run a kernel of one's
+/// own instead, alone in d1.
+///
+/// The options conflict with a lab and a guest as --kernel does: clap lets an option's
+/// `requires` go unmet when what it requires conflicts with something given, so
+/// `trace hello --initrd FILE` would otherwise drop the initrd without a word.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KernelArgs {
+    /// Run this kernel image instead of a lab: a multiboot v1 kernel (32-bit ELF, or any
+    /// image with the multiboot address fields) or a traplab ELF64 guest. It runs alone as
+    /// d1, named after the file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["lab", "guest"])]
+    pub kernel: Option<PathBuf>,
+    /// With --kernel: load FILE as the kernel's first multiboot module (its initrd).
+    #[arg(long, value_name = "FILE", requires = "kernel", conflicts_with_all = ["lab", "guest"])]
+    pub initrd: Option<PathBuf>,
+    /// With --kernel: the kernel's command line (one argument: quote it).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        requires = "kernel",
+        conflicts_with_all = ["lab", "guest"],
+        allow_hyphen_values = true
+    )]
+    pub append: Option<String>,
+    /// With --kernel only: the domain's RAM in MiB (default 16; 2 to 2048, which the
+    /// hypervisor takes from QEMU's RAM below 4 GiB). QEMU's RAM grows to hold it.
+    #[arg(
+        long,
+        value_name = "MIB",
+        requires = "kernel",
+        conflicts_with_all = ["lab", "guest"],
+        value_parser = domain_memory
+    )]
+    pub memory: Option<u32>,
+}
+
+/// `--memory MIB`: a domain's RAM, as the hypervisor takes it (`MIN_DOMAIN_MIB` to
+/// `MAX_DOMAIN_MIB`): refused here, before QEMU starts, rather than by the hypervisor.
+fn domain_memory(value: &str) -> Result<u32, String> {
+    use traplab_tracer::qemu::{MAX_DOMAIN_MIB, MIN_DOMAIN_MIB};
+    let mib: u32 = value
+        .parse()
+        .map_err(|_| "a number of MiB, e.g. 64".to_string())?;
+    match mib {
+        MIN_DOMAIN_MIB..=MAX_DOMAIN_MIB => Ok(mib),
+        0..MIN_DOMAIN_MIB => Err(format!("a domain has at least {MIN_DOMAIN_MIB} MiB of RAM")),
+        _ => Err(format!(
+            "at most {MAX_DOMAIN_MIB} MiB: the hypervisor takes every domain's RAM from QEMU's RAM below 4 GiB"
+        )),
+    }
+}
+
 /// The TCP port gdb attaches to by default: 2159, IANA's "gdbremote" (QEMU's own stub for
 /// debugging the hypervisor stays on 1234).
 pub const GDB_PORT: u16 = 2159;
@@ -96,7 +153,7 @@ The trace is printed as with `traplab trace`, and the exit status is the same (w
 gdb takes no time limit).")]
 pub struct GdbArgs {
     /// The lab to run (see `traplab list`).
-    #[arg(required_unless_present = "guest")]
+    #[arg(required_unless_present_any = INSTEAD_OF_A_LAB)]
     pub lab: Option<String>,
     /// The domain gdb attaches to: 1 is the lab's first guest (the default), 2 the second,
     /// 0 its control domain.
@@ -105,6 +162,8 @@ pub struct GdbArgs {
     /// Run this guest program instead of a lab.
     #[arg(long, value_name = "NAME", conflicts_with = "lab")]
     pub guest: Option<String>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
     /// The loopback TCP port for gdb.
     #[arg(long, default_value_t = GDB_PORT)]
     pub port: u16,
@@ -133,11 +192,13 @@ pub struct ListArgs {
 #[command(after_help = trace_help())]
 pub struct TraceArgs {
     /// The lab to run (see `traplab list`).
-    #[arg(required_unless_present = "guest")]
+    #[arg(required_unless_present_any = INSTEAD_OF_A_LAB)]
     pub lab: Option<String>,
     /// Run this guest program instead of a lab (guests/src/bin/NAME.rs), e.g. `bad-vmrun`.
     #[arg(long, value_name = "NAME", conflicts_with = "lab")]
     pub guest: Option<String>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
     /// Print JSON Lines (the recorded format, see tracer/SCHEMA.md) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -364,11 +425,13 @@ fn run_help() -> String {
 #[command(after_help = run_help())]
 pub struct RunArgs {
     /// The lab to run (see `traplab list`).
-    #[arg(required_unless_present = "guest")]
+    #[arg(required_unless_present_any = INSTEAD_OF_A_LAB)]
     pub lab: Option<String>,
     /// Run this guest program instead of a lab (guests/src/bin/NAME.rs).
     #[arg(long, value_name = "NAME", conflicts_with = "lab")]
     pub guest: Option<String>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
     /// Also save the trace as JSON Lines in FILE (open it later with `traplab replay`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -420,4 +483,111 @@ J/K scroll the lower pane. Quitting stops QEMU. Honours NO_COLOR. Ctrl-C from ou
 pub struct ReplayArgs {
     /// A recording (from `traplab trace --record FILE` or `traplab run --record FILE`).
     pub file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("traplab").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_kernel_replaces_the_lab_in_trace_run_and_gdb() {
+        for command in ["trace", "run", "gdb"] {
+            let kernel = |cli: Cli| match cli.command {
+                Command::Trace(args) => (args.lab, args.kernel),
+                Command::Run(args) => (args.lab, args.kernel),
+                Command::Gdb(args) => (args.lab, args.kernel),
+                other => panic!("{other:?}"),
+            };
+            let parsed = parse(&[
+                command, "--kernel", "k.elf", "--initrd", "i.img", "--append", "-v a,b",
+                "--memory", "64",
+            ])
+            .unwrap_or_else(|error| panic!("{command}: {error}"));
+            let (lab, args) = kernel(parsed);
+            assert_eq!(lab, None);
+            assert_eq!(args.kernel, Some("k.elf".into()));
+            assert_eq!(args.initrd, Some("i.img".into()));
+            assert_eq!(args.append.as_deref(), Some("-v a,b"));
+            assert_eq!(args.memory, Some(64));
+            let error = |args: &[&str]| {
+                parse(&[&[command], args].concat())
+                    .err()
+                    .unwrap_or_else(|| panic!("{command} {args:?} parsed"))
+                    .kind()
+            };
+            use clap::error::ErrorKind;
+            assert_eq!(
+                error(&["hello", "--kernel", "k"]),
+                ErrorKind::ArgumentConflict
+            );
+            assert_eq!(
+                error(&["--guest", "hello", "--kernel", "k"]),
+                ErrorKind::ArgumentConflict
+            );
+            // Refused, not dropped without a word.
+            for with_a_lab in [
+                ["hello", "--initrd", "i"].as_slice(),
+                &["hello", "--append", "a"],
+                &["hello", "--memory", "64"],
+                &["--guest", "hello", "--initrd", "i"],
+            ] {
+                assert_eq!(
+                    error(with_a_lab),
+                    ErrorKind::ArgumentConflict,
+                    "{with_a_lab:?}"
+                );
+            }
+            for without_kernel in [
+                ["--initrd", "i"].as_slice(),
+                &["--append", "a"],
+                &["--memory", "64"],
+            ] {
+                assert_eq!(
+                    error(without_kernel),
+                    ErrorKind::MissingRequiredArgument,
+                    "{without_kernel:?}"
+                );
+            }
+            assert_eq!(
+                error(&[]),
+                ErrorKind::MissingRequiredArgument,
+                "a lab, a guest or a kernel"
+            );
+        }
+    }
+
+    #[test]
+    fn a_domains_memory_fits_below_4_gib() {
+        assert_eq!(domain_memory("2048"), Ok(2048));
+        assert_eq!(domain_memory("2"), Ok(2));
+        assert_eq!(
+            domain_memory("2049"),
+            Err("at most 2048 MiB: the hypervisor takes every domain's RAM from QEMU's RAM below 4 GiB".into())
+        );
+        for too_little in ["0", "1"] {
+            assert_eq!(
+                domain_memory(too_little),
+                Err("a domain has at least 2 MiB of RAM".into())
+            );
+        }
+        assert_eq!(domain_memory("1G"), Err("a number of MiB, e.g. 64".into()));
+        let error = parse(&["trace", "--kernel", "k", "--memory", "4096"])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("invalid value '4096' for '--memory <MIB>': at most 2048 MiB"),
+            "{error}"
+        );
+    }
 }

@@ -176,6 +176,43 @@ fn a_killed_domain_gives_status_137() {
 }
 
 #[test]
+fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_that_is_none() {
+    let kernel = traplab_labs::guest_elf("multiboot-hello");
+    let kernel = kernel.to_str().expect("a UTF-8 path");
+    let output = run(&[
+        "trace",
+        "--kernel",
+        kernel,
+        "--append",
+        "root=/dev/sda,ro",
+        "--memory",
+        "48",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    for line in [
+        "multiboot-hello created: a multiboot kernel: 49152 KiB of RAM",
+        "| command line: multiboot-hello root=/dev/sda,ro",
+        "| memory: 639 KiB below 1 MiB, 48128 KiB above",
+        "multiboot-hello exited with status 0: wrote 0 to isa-debug-exit (port 0xf4)",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
+    // A file that is no kernel: the hypervisor refuses it and says what it is; the domain
+    // counts as killed (137).
+    let junk = temporary("not-a-kernel");
+    std::fs::write(&junk, b"#!/bin/sh\necho hello\n").expect("a temporary file");
+    let output = run(&["trace", "--kernel", junk.to_str().expect("UTF-8")]);
+    std::fs::remove_file(&junk).ok();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(137), "{stdout}");
+    assert!(
+        stdout.contains("not a kernel image traplab knows: no multiboot header in its first 8 KiB, not an ELF file, not a Linux bzImage (it starts with 23 21 2f 62 69 6e 2f 73 …)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn unknown_labs_and_guests_are_usage_errors() {
     let output = run(&["trace", "no-such-lab"]);
     assert_eq!(output.status.code(), Some(2));

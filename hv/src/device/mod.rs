@@ -7,12 +7,14 @@
 //! | ports 0x3f8–0x3ff (COM1)   | the console: a 16550 UART       | `uart.rs`       |
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
+//! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //!
 //! Each access is done when a decision is applied (`apply.rs`): the device answers, and
 //! says in words what it did for the trace.
 
 pub mod ata;
+pub mod debug_exit;
 pub mod lab_device;
 pub mod uart;
 
@@ -45,6 +47,7 @@ impl Devices {
     pub fn port_name(&self, port: u16) -> &'static str {
         match port {
             0x3f8..=0x3ff => "console UART",
+            debug_exit::PORT => "isa-debug-exit",
             port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }

@@ -423,6 +423,17 @@ impl Vcpu {
     }
 }
 
+impl Vcpu {
+    /// The state a multiboot loader leaves (Multiboot Specification 0.6.96, §3.2): 32-bit
+    /// protected mode, paging off, flat code and data segments, interrupts off, EAX = the
+    /// loader's magic, EBX = the boot information's guest-physical address.
+    pub fn set_multiboot_boot_state(&mut self, entry: u32, boot_information: u32) {
+        self.set_protected_mode_boot_state(entry as u64);
+        self.set_gpr(0, traplab_abi::multiboot::BOOTLOADER_MAGIC as u64);
+        self.set_gpr(3, boot_information as u64);
+    }
+}
+
 impl Default for Vcpu {
     fn default() -> Self {
         Vcpu::new()

@@ -13,7 +13,8 @@
 //! refused the same way, and the decision says whose the controller is.
 
 use super::Exit;
-use crate::decision::{Decision, Effect, PortAccess};
+use crate::decision::{Decision, DomainEnd, Effect, PortAccess};
+use crate::device::debug_exit;
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, page_fault_code};
 use crate::{decide, deliver};
@@ -43,6 +44,19 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
             info.port
         ),
     };
+    if info.port == debug_exit::PORT && !info.input && !info.string {
+        let status = debug_exit::status(guest.gpr(0) as u32, info.size);
+        return decide!(
+            Action::Emulate,
+            "OUT {status:#x} to port {:#x} (QEMU's isa-debug-exit): the kernel ends its machine; here that machine is the domain, which ends with status {status}",
+            info.port
+        )
+        .describe(format!("OUT {status:#x} to isa-debug-exit"))
+        .ending(DomainEnd::Exited {
+            status,
+            reason: format!("wrote {status} to isa-debug-exit (port {:#x})", info.port),
+        });
+    }
     if info.string {
         let string = string_io(guest, info);
         let Some(fault) = string.fault else {
@@ -389,6 +403,27 @@ mod tests {
         assert_eq!(test.gpr(0), 0xff);
         assert_eq!(run.emulate().what, "IN 0xff from port 0x80 (no device)");
         assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_write_to_isa_debug_exit_ends_the_domain_with_the_byte_written() {
+        // `out 0xf4, al` with AL = 3: QEMU would exit with (3 << 1) | 1 = 7; the domain
+        // ends with 3, and only it.
+        let mut test = Test::protected_mode();
+        test.set_gpr(0, 0x1234_5603);
+        let run = io(&mut test, &[0xe6, 0xf4], port(0xf4, false, 1));
+        assert_eq!(
+            testing::exited(&run.decision),
+            (3, "wrote 3 to isa-debug-exit (port 0xf4)")
+        );
+        assert_eq!(run.emulate().what, "OUT 0x3 to isa-debug-exit");
+        // A read is an empty port's, as QEMU's write-only device gives.
+        let run = io(&mut test, &[0xe4, 0xf4], port(0xf4, true, 1));
+        assert!(run.decision.end.is_none());
+        assert_eq!(
+            run.emulate().what,
+            "IN 0xff from port 0xf4 (isa-debug-exit)"
+        );
     }
 
     #[test]

@@ -515,10 +515,8 @@ fn split_driver(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failu
         .map_err(|error| error.to_string())?
         .ok_or("the swap-in lab is missing from the catalogue")?;
     let mut through_ring = lab.machine();
-    through_ring.guests[0] = traplab_tracer::qemu::Guest {
-        name: STREAM.into(),
-        elf: traplab_labs::guest_elf(STREAM),
-    };
+    through_ring.guests[0] =
+        traplab_tracer::qemu::Guest::new(STREAM, traplab_labs::guest_elf(STREAM));
     let mut direct = traplab_labs::machine_for(&[STREAM]);
     direct.disk = through_ring
         .disk

@@ -15,6 +15,8 @@ pub mod stats;
 pub mod status;
 pub mod trace;
 
+use std::path::Path;
+
 /// Why a command did not do its job: what to tell the user, and the exit status that says
 /// it (`status.rs`). Most failures are usage errors (an unknown lab, a file that cannot be
 /// written), which is what a plain message converts to.
@@ -45,16 +47,24 @@ impl From<&str> for Failure {
     }
 }
 
-/// The machine for a lab (by id) or a lone guest program, with extra hypervisor settings:
-/// what `trace`, `gdb` and `run` start — its control domain and when its domains start
-/// come from the lab (`Lab::machine`). Errors name what is wrong in a user's words.
+/// The machine for a lab (by id), a lone guest program or a kernel image (`--kernel`), with
+/// extra hypervisor settings: what `trace`, `gdb` and `run` start — its control domain and
+/// when its domains start come from the lab (`Lab::machine`); QEMU's RAM holds what its
+/// domains ask for (`Machine::fit_ram`). Errors name what is wrong in a user's words.
 pub fn machine(
     lab: &Option<String>,
     guest: &Option<String>,
+    kernel: &crate::cli::KernelArgs,
     settings: &[String],
 ) -> Result<(String, traplab_tracer::qemu::Machine), String> {
-    let (name, mut machine) = match (lab, guest) {
-        (_, Some(guest)) => {
+    let (name, mut machine) = match (lab, guest, &kernel.kernel) {
+        (_, _, Some(image)) => {
+            let guest = kernel_guest(image, kernel)?;
+            let machine =
+                traplab_tracer::qemu::Machine::new(traplab_labs::hv_elf(), vec![guest.clone()]);
+            (guest.name, machine)
+        }
+        (_, Some(guest), None) => {
             let elf = traplab_labs::guest_elf(guest);
             if !elf.is_file() {
                 let names = traplab_labs::guest_names();
@@ -79,11 +89,13 @@ pub fn machine(
             }
             (guest.clone(), traplab_labs::machine_for(&[guest.as_str()]))
         }
-        (Some(id), None) => {
+        (Some(id), None, None) => {
             let lab = traplab_labs::lab(id)?;
             (lab.id.clone(), lab.machine())
         }
-        (None, None) => return Err("name a lab (see `traplab list`) or a --guest".into()),
+        (None, None, None) => {
+            return Err("name a lab (see `traplab list`), a --guest or a --kernel".into());
+        }
     };
     for setting in settings {
         if !traplab_abi::settings::is_known(setting) {
@@ -100,7 +112,44 @@ pub fn machine(
             machine.settings.push(setting.clone());
         }
     }
+    machine.fit_ram();
     Ok((name, machine))
+}
+
+/// `--kernel FILE` with its options: the guest that boots FILE, named after the file. FILE
+/// and the `--initrd` FILE are read here, before QEMU starts: QEMU would only say that it
+/// cannot, in its own words, once it runs.
+fn kernel_guest(
+    image: &Path,
+    kernel: &crate::cli::KernelArgs,
+) -> Result<traplab_tracer::qemu::Guest, String> {
+    readable_file("--kernel", image)?;
+    if let Some(initrd) = &kernel.initrd {
+        readable_file("--initrd", initrd)?;
+    }
+    // A file has a name (a path without one, `/` or `..`, is a folder, refused above).
+    let name = image
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("--kernel: {} is not a file", image.display()))?;
+    Ok(traplab_tracer::qemu::Guest {
+        cmdline: kernel.append.clone(),
+        initrd: kernel.initrd.clone(),
+        memory_mib: kernel.memory,
+        ..traplab_tracer::qemu::Guest::new(name, image)
+    })
+}
+
+/// `OPTION FILE` names a file this process can open for reading; else the error names the
+/// option, the path and what the OS said.
+fn readable_file(option: &str, path: &Path) -> Result<(), String> {
+    let cannot =
+        |error: std::io::Error| format!("{option}: cannot read {}: {error}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(format!("{option}: {} is not a file", path.display()));
+    }
+    Ok(())
 }
 
 /// Serve gdb on `port` for domain `domain` of `machine` (the first guest, d1, when `None`).
@@ -154,10 +203,10 @@ pub fn keep_disk_image(
 
 /// The gdb command line that attaches to the debugged domain of `machine`.
 pub fn gdb_command(machine: &traplab_tracer::qemu::Machine, port: u16) -> String {
-    let elf = machine
+    let symbols = machine
         .domain(machine.gdb_domain)
-        .map_or("ELF".to_string(), |guest| guest.elf.display().to_string());
-    format!("gdb -q {elf} -ex 'target remote 127.0.0.1:{port}'")
+        .map_or("ELF".to_string(), |guest| guest.image.display().to_string());
+    format!("gdb -q {symbols} -ex 'target remote 127.0.0.1:{port}'")
 }
 
 #[cfg(test)]
@@ -166,10 +215,12 @@ mod tests {
 
     #[test]
     fn gdb_attaches_to_a_domain_the_machine_has() {
-        let (_, mut machine) = machine(&None, &Some("hello".into()), &[]).unwrap_or_else(|_| {
-            // Without the built guests, a machine made by hand says the same.
-            ("hello".into(), traplab_labs::machine_for(&["hello"]))
-        });
+        let no_kernel = crate::cli::KernelArgs::default();
+        let (_, mut machine) = machine(&None, &Some("hello".into()), &no_kernel, &[])
+            .unwrap_or_else(|_| {
+                // Without the built guests, a machine made by hand says the same.
+                ("hello".into(), traplab_labs::machine_for(&["hello"]))
+            });
         attach_gdb(&mut machine, Some(2159), None).expect("d1 is there");
         assert_eq!((machine.gdb_port, machine.gdb_domain), (Some(2159), 1));
         assert!(gdb_command(&machine, 2159).ends_with("hello -ex 'target remote 127.0.0.1:2159'"));
@@ -181,6 +232,120 @@ mod tests {
         let mut quiet = traplab_labs::machine_for(&["hello"]);
         attach_gdb(&mut quiet, None, None).expect("no gdb, nothing to check");
         assert_eq!(quiet.gdb_port, None);
+    }
+
+    /// A file of `contents` in the temporary folder, deleted when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!("traplab-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).expect("a temporary file");
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_kernel_runs_alone_in_d1_named_after_its_file() {
+        let image = TempFile::new("mb-kernel.elf", b"\x7fELF");
+        let initrd = TempFile::new("mb-initrd.img", b"initrd");
+        let kernel = crate::cli::KernelArgs {
+            kernel: Some(image.0.clone()),
+            initrd: Some(initrd.0.clone()),
+            append: Some("console=ttyS0,115200 quiet".into()),
+            memory: Some(512),
+        };
+        let (name, built) = machine(&None, &None, &kernel, &["intercept-cr".into()])
+            .expect("a readable kernel and initrd");
+        let file_name = format!("traplab-{}-mb-kernel.elf", std::process::id());
+        assert_eq!(name, file_name);
+        assert!(built.dom0.is_none(), "no control domain");
+        assert_eq!(
+            built.guests,
+            [traplab_tracer::qemu::Guest {
+                name: file_name,
+                image: image.0.clone(),
+                cmdline: Some("console=ttyS0,115200 quiet".into()),
+                initrd: Some(initrd.0.clone()),
+                memory_mib: Some(512),
+            }]
+        );
+        assert_eq!(built.hv, traplab_labs::hv_elf());
+        assert_eq!(
+            built.settings,
+            ["intercept-cr"],
+            "settings apply as to a lab"
+        );
+        assert_eq!(
+            built.ram_mib,
+            128 + 512,
+            "QEMU's RAM holds the hypervisor and d1's"
+        );
+        let args: Vec<String> =
+            traplab_tracer::qemu::arguments(&built, Path::new("/dev/shm/ram"), None)
+                .into_iter()
+                .filter_map(|arg| arg.into_string().ok())
+                .collect();
+        assert!(
+            args.iter().any(
+                |arg| arg == "name=opt/traplab/dom1/cmdline,string=console=ttyS0,,115200 quiet"
+            ),
+            "the command line reaches QEMU with its comma doubled: {args:?}"
+        );
+        assert!(gdb_command(&built, 2159).starts_with(&format!("gdb -q {} ", image.0.display())));
+
+        let plain = crate::cli::KernelArgs {
+            kernel: Some(image.0.clone()),
+            ..Default::default()
+        };
+        let (_, built) = machine(&None, &None, &plain, &[]).expect("a readable kernel");
+        assert_eq!(
+            built.guests,
+            [traplab_tracer::qemu::Guest::new(name, image.0.clone())],
+            "no command line, no initrd, the hypervisor's default RAM"
+        );
+        assert_eq!(built.ram_mib, 256);
+    }
+
+    #[test]
+    fn a_kernel_or_initrd_that_cannot_be_read_is_a_usage_error_before_qemu() {
+        let missing = std::path::PathBuf::from("/nonexistent/traplab/bzImage");
+        let kernel = crate::cli::KernelArgs {
+            kernel: Some(missing.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            machine(&None, &None, &kernel, &[]).unwrap_err(),
+            "--kernel: cannot read /nonexistent/traplab/bzImage: No such file or directory (os error 2)"
+        );
+        let folder = crate::cli::KernelArgs {
+            kernel: Some(std::env::temp_dir()),
+            ..Default::default()
+        };
+        assert_eq!(
+            machine(&None, &None, &folder, &[]).unwrap_err(),
+            format!("--kernel: {} is not a file", std::env::temp_dir().display())
+        );
+        let image = TempFile::new("mb-kernel-2.elf", b"\x7fELF");
+        let no_initrd = crate::cli::KernelArgs {
+            kernel: Some(image.0.clone()),
+            initrd: Some("/nonexistent/initrd.img".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            machine(&None, &None, &no_initrd, &[]).unwrap_err(),
+            "--initrd: cannot read /nonexistent/initrd.img: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            machine(&None, &None, &crate::cli::KernelArgs::default(), &[]).unwrap_err(),
+            "name a lab (see `traplab list`), a --guest or a --kernel"
+        );
     }
 
     #[test]

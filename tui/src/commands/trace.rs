@@ -25,7 +25,7 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
-    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.settings)?;
+    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.kernel, &args.settings)?;
     machine.extra_args = args.qemu_args.clone();
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
@@ -225,6 +225,7 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
         TraceArgs {
             lab: args.lab,
             guest: args.guest,
+            kernel: args.kernel,
             json: args.json,
             record: None,
             verbose: args.verbose,

@@ -1,0 +1,592 @@
+//! `multiboot-hello`: a multiboot v1 kernel that does not know traplab.
+//!
+//! No traplab runtime, no hypercalls: only what a PC gives — the state a multiboot loader
+//! leaves (Multiboot Specification 0.6.96), a 16550 UART at COM1, CPUID. It boots
+//! unchanged under QEMU's own multiboot loader (`qemu-system-x86_64 -kernel`) and under any
+//! other multiboot loader: GRUB, or a hypervisor that implements the specification.
+//!
+//! It prints what the loader told it (memory, command line, memory map, modules) and the
+//! CPU's vendor, then ends with status 0 through QEMU's `isa-debug-exit` (port 0xf4), or
+//! with status 2 when it was not started by a multiboot loader. Where that device is
+//! missing, it halts.
+//!
+//! The kernel is 32-bit assembly (`.code32`, Intel syntax) inside the ELF64 that the host's
+//! toolchain makes: a multiboot loader starts a kernel in 32-bit protected mode (3.2).
+//! It is linked at 1 MiB by its own linker script, `multiboot.ld`.
+#![no_std]
+#![no_main]
+
+core::arch::global_asm!(
+    r##"
+/*
+ * The header (Multiboot Specification 0.6.96, 3.1.1 "The layout of Multiboot header"). A
+ * loader looks for it in the first 8192 bytes of the file, 32-bit aligned. It holds:
+ *
+ *   +0   magic          0x1BADB002: here is a header
+ *   +4   flags          what we ask for (3.1.2)
+ *   +8   checksum       magic + flags + checksum = 0 (mod 2^32): a header, not chance
+ *   +12  header_addr    the address fields (3.1.3), valid because flags bit 16 is set
+ *   +16  load_addr
+ *   +20  load_end_addr
+ *   +24  bss_end_addr
+ *   +28  entry_addr
+ *
+ * flags bit 1: give us mem_lower/mem_upper and, if there is one, the memory map (3.1.2).
+ * flags bit 16: the address fields are valid; use them "instead of the fields in the
+ * actual executable header" (3.1.2). We need them: this file is an ELF64, and a multiboot
+ * v1 loader knows ELF32 only (QEMU refuses an ELF64 without them), so it must load the
+ * bytes the address fields describe (3.1.3). multiboot.ld makes those one run of the
+ * file, laid out exactly as in memory, and defines the symbols below. All are physical
+ * addresses; paging is off at entry (3.2), so they are the addresses our code uses, too.
+ */
+    .set MULTIBOOT_HEADER_MAGIC, 0x1BADB002
+    .set MULTIBOOT_MEMORY_INFO, 1 << 1
+    .set MULTIBOOT_AOUT_KLUDGE, 1 << 16
+    .set MULTIBOOT_HEADER_FLAGS, MULTIBOOT_MEMORY_INFO | MULTIBOOT_AOUT_KLUDGE
+
+    .section .multiboot, "a"
+    .p2align 2
+multiboot_header:
+    .long MULTIBOOT_HEADER_MAGIC
+    .long MULTIBOOT_HEADER_FLAGS
+    .long -(MULTIBOOT_HEADER_MAGIC + MULTIBOOT_HEADER_FLAGS)
+    .long multiboot_header          /* header_addr: where this header will be in memory */
+    .long multiboot_load_addr       /* load_addr: the first byte to load (multiboot.ld) */
+    .long multiboot_load_end_addr   /* load_end_addr: after the last byte of the file to load */
+    .long multiboot_bss_end_addr    /* bss_end_addr: the loader zeroes up to here */
+    .long multiboot_entry           /* entry_addr: where the loader jumps */
+
+/*
+ * The entry. The machine state (3.2): EAX = 0x2BADB002, EBX = the physical address of the
+ * boot information (3.3); CS a flat 32-bit code segment, DS ES FS GS SS flat data
+ * segments; protected mode with paging off (CR0.PE = 1, CR0.PG = 0); IF = 0 (and VM = 0).
+ * Nothing else is defined: not ESP ("the OS image must create its own stack"), not the
+ * GDTR ("may be invalid, so the OS image must not load any segment registers (even just
+ * reloading the same values!) until it sets up its own GDT"), not the IDTR ("the OS
+ * image must leave interrupts disabled until it sets up its own IDT"). We never set one
+ * up: interrupts stay off, and an exception would go through whatever IDT the loader
+ * left, most likely to a triple fault (a reset).
+ */
+    .section .text.multiboot_entry, "ax"
+    .code32
+    .global multiboot_entry
+multiboot_entry:
+    cli                             /* IF is 0 already (3.2): this says so in the code */
+    /* A stack of our own, in our bss. SS already holds a flat segment (3.2): only ESP is
+     * missing. We need the stack now, for the far return below. */
+    mov esp, offset stack_top
+    mov edi, eax                    /* keep the magic; EBX (the boot information) stays */
+
+    /* Our GDT, then every segment register reloaded from it: CS with a far return (pop
+     * EIP, pop CS), the others with MOV. */
+    lgdt [gdt_pointer]
+    push 0x08
+    mov eax, offset .Lreloaded
+    push eax
+    retf
+.Lreloaded:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov fs, ax
+    mov gs, ax
+    mov ss, ax
+
+    /* Only a multiboot loader leaves this magic in EAX (3.2); anyone else gives us no
+     * boot information, and EBX means nothing. */
+    cmp edi, 0x2BADB002
+    je .Lmultiboot
+    mov esi, offset .Lnot_multiboot
+    call print
+    mov al, 2
+    jmp exit
+
+.Lmultiboot:
+    mov esi, offset .Lstarted
+    call print
+    mov eax, edi
+    call print_hex32
+    mov esi, offset .Lparenthesis_newline
+    call print
+
+/*
+ * The boot information (3.3): EBX points to it. Its first word, flags, says which of the
+ * later fields the loader filled: we read a field only when its bit is set. EBP holds the
+ * flags from here on.
+ *
+ *   +0   flags
+ *   +4   mem_lower, +8 mem_upper    flags bit 0: KiB from 0, and from 1 MiB
+ *   +16  cmdline                     flags bit 2: the kernel's command line, NUL-terminated
+ *   +20  mods_count, +24 mods_addr   flags bit 3: the modules
+ *   +44  mmap_length, +48 mmap_addr  flags bit 6: the memory map (the BIOS's E820 map)
+ */
+    mov ebp, [ebx]
+
+    /* flags bit 0: "mem_lower and mem_upper indicate the amount of lower and upper
+     * memory, in kilobytes. Lower memory starts at address 0, and upper memory starts at
+     * address 1 megabyte", up to the first hole above 1 MiB. (QEMU with -m 32: 31616 KiB
+     * above, not 31744: its BIOS keeps the last 128 KiB of RAM; see the memory map.) */
+    test ebp, 1 << 0
+    jz .Lno_memory
+    mov esi, offset .Lmemory
+    call print
+    mov eax, [ebx + 4]
+    call print_decimal
+    mov esi, offset .Lbelow
+    call print
+    mov eax, [ebx + 8]
+    call print_decimal
+    mov esi, offset .Labove
+    call print
+    jmp .Lcommand_line
+.Lno_memory:
+    mov esi, offset .Lmemory_none
+    call print
+
+    /* flags bit 2: the command line, a C string (QEMU: the kernel's file name, a space,
+     * then -append's text). */
+.Lcommand_line:
+    mov esi, offset .Lcommand_line_is
+    call print
+    test ebp, 1 << 2
+    jz .Lno_command_line
+    mov esi, [ebx + 16]
+    call print
+    jmp .Lcommand_line_end
+.Lno_command_line:
+    mov esi, offset .Lnone
+    call print
+.Lcommand_line_end:
+    mov esi, offset .Lnewline
+    call print
+    /* EXERCISE multiboot-hello.1: print the boot loader's name here, as
+     * `boot loader: <its name>`, when the boot information has one (3.3). */
+
+/*
+ * flags bit 6: the memory map, mmap_length bytes at mmap_addr. Each entry (3.3):
+ *
+ *   +0   size        the size of the rest of the entry: at least 20, maybe more
+ *   +4   base_addr   64 bits
+ *   +12  length      64 bits
+ *   +20  type        1 = available RAM; 3 = ACPI tables, usable once read; 4 = keep across
+ *                    hibernation; 5 = defective RAM; any other value = reserved
+ *
+ * (The specification numbers these from base_addr, so size is at -4; mmap_addr points to
+ * size.) The next entry is at entry + size + 4: the size word does not count itself, and
+ * a loader may make entries longer than 20 bytes. We walk the map twice: to count the
+ * entries, then to print them.
+ */
+    test ebp, 1 << 6
+    jz .Lno_memory_map
+    mov esi, [ebx + 48]             /* mmap_addr: the first entry */
+    mov edx, esi
+    add edx, [ebx + 44]             /* + mmap_length: the end of the map */
+    xor eax, eax                    /* entries so far */
+.Lcount_entry:
+    cmp esi, edx
+    jae .Lcounted
+    inc eax
+    mov ecx, [esi]
+    lea esi, [esi + ecx + 4]
+    jmp .Lcount_entry
+.Lcounted:
+    mov esi, offset .Lmemory_map
+    call print
+    call print_decimal
+    mov esi, offset .Lentries
+    call print
+
+    mov ecx, [ebx + 48]
+.Lprint_entry:
+    cmp ecx, edx
+    jae .Lmodules
+    mov esi, offset .Lindent
+    call print
+    mov eax, [ecx + 4]              /* base_addr, low half */
+    push edx
+    mov edx, [ecx + 8]              /* base_addr, high half */
+    call print_hex64
+    mov al, '-'
+    call put_char
+    /* The last byte: base_addr + length - 1, in 64 bits (EDX:EAX): ADD then ADC carries
+     * from the low half into the high half, SUB then SBB borrows. */
+    mov eax, [ecx + 4]
+    mov edx, [ecx + 8]
+    add eax, [ecx + 12]
+    adc edx, [ecx + 16]
+    sub eax, 1
+    sbb edx, 0
+    call print_hex64
+    pop edx
+    mov eax, [ecx + 20]             /* type */
+    cmp eax, 1
+    jne .Lreserved
+    mov esi, offset .Lram
+    call print
+    jmp .Lnext_entry
+.Lreserved:
+    mov esi, offset .Lreserved_type
+    call print
+    call print_decimal
+    mov esi, offset .Lparenthesis_newline
+    call print
+.Lnext_entry:
+    mov eax, [ecx]
+    lea ecx, [ecx + eax + 4]
+    jmp .Lprint_entry
+.Lno_memory_map:
+    mov esi, offset .Lmemory_map_none
+    call print
+
+/*
+ * flags bit 3: the modules (QEMU: -initrd "file args,file2"), mods_count entries of 16
+ * bytes at mods_addr (3.3):
+ *
+ *   +0   mod_start   the module's first byte
+ *   +4   mod_end     the byte after its last (so GRUB and QEMU fill it)
+ *   +8   string      a C string for it (QEMU: the -initrd text), or 0 for none
+ *   +12  reserved
+ *
+ * We print the range as the memory map's, to the last byte, then up to 16 of its bytes.
+ */
+.Lmodules:
+    test ebp, 1 << 3
+    jz .Lno_modules
+    mov esi, offset .Lmodules_are
+    call print
+    mov eax, [ebx + 20]             /* mods_count */
+    call print_decimal
+    mov esi, offset .Lnewline
+    call print
+    mov ecx, [ebx + 24]             /* mods_addr: the first entry */
+    xor edx, edx                    /* the module's number */
+.Lmodule:
+    cmp edx, [ebx + 20]
+    jae .Lcpu_vendor
+    mov esi, offset .Lmodule_is
+    call print
+    mov eax, edx
+    call print_decimal
+    mov esi, offset .Lcolon
+    call print
+    mov eax, [ecx]
+    call print_hex32
+    mov al, '-'
+    call put_char
+    mov eax, [ecx + 4]
+    dec eax
+    call print_hex32
+    mov esi, offset .Lcomma
+    call print
+    mov esi, [ecx + 8]
+    test esi, esi
+    jnz .Lmodule_string
+    mov esi, offset .Lno_string
+.Lmodule_string:
+    call print
+    mov esi, offset .Lfirst_bytes
+    call print
+    /* The bytes to show: mod_end - mod_start, at most 16, 0 if the loader lied. */
+    mov esi, [ecx]
+    mov edi, [ecx + 4]
+    sub edi, esi
+    jae .Lsome_bytes
+    xor edi, edi
+.Lsome_bytes:
+    cmp edi, 16
+    jbe .Lshow_bytes
+    mov edi, 16
+.Lshow_bytes:
+    test edi, edi
+    jz .Lshown
+    mov al, [esi]
+    cmp al, 0x20                    /* ' ' .. '~' are printable ASCII */
+    jb .Lunprintable
+    cmp al, 0x7e
+    jbe .Lprintable
+.Lunprintable:
+    mov al, '.'
+.Lprintable:
+    call put_char
+    inc esi
+    dec edi
+    jmp .Lshow_bytes
+.Lshown:
+    mov esi, offset .Lquote_newline
+    call print
+    add ecx, 16
+    inc edx
+    jmp .Lmodule
+.Lno_modules:
+    mov esi, offset .Lmodules_none
+    call print
+
+/*
+ * CPUID leaf 0: the highest leaf in EAX, the vendor in EBX, EDX, ECX, 4 ASCII bytes each
+ * ("Auth" "enti" "cAMD"; Intel SDM vol. 2A, CPUID). A CPU has CPUID when software can
+ * flip EFLAGS.ID, bit 21 (Intel SDM vol. 1, 3.4.3.3): every CPU since the late 486s.
+ */
+.Lcpu_vendor:
+    mov esi, offset .Lcpu_vendor_is
+    call print
+    pushfd
+    pop eax
+    mov ecx, eax                    /* EFLAGS as it was */
+    xor eax, 0x200000               /* flip ID */
+    push eax
+    popfd
+    pushfd
+    pop eax
+    push ecx
+    popfd                           /* EFLAGS as it was, again */
+    xor eax, ecx
+    test eax, 0x200000              /* did the flip stay? */
+    jz .Lno_cpuid
+    push ebx                        /* CPUID writes EBX: our boot information pointer */
+    xor eax, eax
+    cpuid
+    mov [cpu_vendor], ebx
+    mov [cpu_vendor + 4], edx
+    mov [cpu_vendor + 8], ecx
+    mov byte ptr [cpu_vendor + 12], 0
+    pop ebx
+    mov esi, offset cpu_vendor
+    call print
+    jmp .Ldone
+.Lno_cpuid:
+    mov esi, offset .Lno_cpuid_text
+    call print
+.Ldone:
+    mov esi, offset .Lnewline
+    call print
+    mov esi, offset .Ldone_text
+    call print
+    mov al, 0
+    /* fall through */
+
+/* exit: end with the status in AL. QEMU's isa-debug-exit device (-device
+ * isa-debug-exit,iobase=0xf4) ends QEMU when a value is written to its port, with exit
+ * code (value << 1) | 1. On a PC without it, the write goes nowhere and we halt for good:
+ * interrupts off, and HLT again should an NMI wake us. */
+exit:
+    out 0xf4, al
+.Lhalt:
+    cli
+    hlt
+    jmp .Lhalt
+
+/*
+ * The helpers. Each takes its argument in a register (AL, ESI, EAX or EDX:EAX) and keeps
+ * every register as it was: it saves what it uses. Lines end in "\n" alone.
+ *
+ * put_char: write AL to COM1, the 16550 UART at 0x3f8. First wait until its line status
+ * register (0x3f8 + 5) says "transmitter holding register empty" (bit 5): only then does
+ * the UART take another byte. The wait is bounded (100000 reads, then we send anyway): a
+ * UART that never says so must not hang the kernel. (Where there is no UART at all, the
+ * port reads as 0xff: "empty".) We do not program the baud rate or the line format: an
+ * emulated UART ignores them; real hardware wants them set (8N1) first.
+ */
+put_char:
+    push eax
+    push ecx
+    push edx
+    mov ah, al                      /* IN overwrites AL */
+    mov dx, 0x3fd                   /* line status register */
+    mov ecx, 100000
+.Lwait_for_uart:
+    in al, dx
+    test al, 1 << 5
+    jnz .Luart_ready
+    dec ecx
+    jnz .Lwait_for_uart
+.Luart_ready:
+    mov al, ah
+    mov dx, 0x3f8                   /* transmit holding register */
+    out dx, al
+    pop edx
+    pop ecx
+    pop eax
+    ret
+
+/* print: write the NUL-terminated string at ESI. */
+print:
+    push eax
+    push esi
+.Lprint_char:
+    mov al, [esi]
+    test al, al
+    jz .Lprinted
+    call put_char
+    inc esi
+    jmp .Lprint_char
+.Lprinted:
+    pop esi
+    pop eax
+    ret
+
+/* hex_digits: write EAX as 8 hex digits. ROL by 4 brings the top nibble to the bottom,
+ * so the digits come out most significant first; the table turns 0-15 into a character. */
+hex_digits:
+    push eax
+    push ecx
+    push edx
+    mov edx, eax
+    mov ecx, 8
+.Lhex_digit:
+    rol edx, 4
+    mov eax, edx
+    and eax, 0xf
+    mov al, [hex_characters + eax]
+    call put_char
+    dec ecx
+    jnz .Lhex_digit
+    pop edx
+    pop ecx
+    pop eax
+    ret
+
+/* print_hex32: write EAX as 0x and 8 hex digits. */
+print_hex32:
+    push esi
+    mov esi, offset .L0x
+    call print
+    call hex_digits
+    pop esi
+    ret
+
+/* print_hex64: write EDX:EAX (EDX the high half) as 0x and 16 hex digits. */
+print_hex64:
+    push eax
+    push esi
+    mov esi, offset .L0x
+    call print
+    mov eax, edx
+    call hex_digits
+    pop esi
+    pop eax
+    call hex_digits
+    ret
+
+/* print_decimal: write EAX in decimal. DIV by 10 gives the last digit as the remainder
+ * (in EDX), so the digits come out last first: push them, then pop them in order. */
+print_decimal:
+    push eax
+    push ebx
+    push ecx
+    push edx
+    mov ebx, 10
+    xor ecx, ecx                    /* digits pushed */
+.Ldivide:
+    xor edx, edx                    /* DIV divides EDX:EAX */
+    div ebx
+    push edx
+    inc ecx
+    test eax, eax
+    jnz .Ldivide
+.Lpop_digit:
+    pop eax
+    add al, '0'
+    call put_char
+    dec ecx
+    jnz .Lpop_digit
+    pop edx
+    pop ecx
+    pop ebx
+    pop eax
+    ret
+
+    .section .rodata.multiboot_hello, "a"
+hex_characters:
+    .ascii "0123456789abcdef"
+.Lnot_multiboot:
+    .asciz "multiboot-hello: not started by a multiboot loader\n"
+.Lstarted:
+    .asciz "multiboot-hello: started by a multiboot loader (EAX = "
+.Lparenthesis_newline:
+    .asciz ")\n"
+.Lnewline:
+    .asciz "\n"
+.Lmemory:
+    .asciz "memory: "
+.Lbelow:
+    .asciz " KiB below 1 MiB, "
+.Labove:
+    .asciz " KiB above\n"
+.Lmemory_none:
+    .asciz "memory: none\n"
+.Lcommand_line_is:
+    .asciz "command line: "
+.Lnone:
+    .asciz "none"
+.Lmemory_map:
+    .asciz "memory map: "
+.Lentries:
+    .asciz " entries\n"
+.Lindent:
+    .asciz "  "
+.Lram:
+    .asciz " RAM\n"
+.Lreserved_type:
+    .asciz " reserved (type "
+.Lmemory_map_none:
+    .asciz "memory map: none\n"
+.Lmodules_are:
+    .asciz "modules: "
+.Lmodule_is:
+    .asciz "  module "
+.Lcolon:
+    .asciz ": "
+.Lcomma:
+    .asciz ", "
+.Lno_string:
+    .asciz "(no string)"
+.Lfirst_bytes:
+    .asciz ", first bytes: \""
+.Lquote_newline:
+    .asciz "\"\n"
+.Lmodules_none:
+    .asciz "modules: none\n"
+.Lcpu_vendor_is:
+    .asciz "CPU vendor: "
+.Lno_cpuid_text:
+    .asciz "unknown (no CPUID)"
+.Ldone_text:
+    .asciz "multiboot-hello: done\n"
+.L0x:
+    .asciz "0x"
+
+/* Our GDT: the null descriptor, then flat 4 GiB segments, base 0, limit 0xfffff in 4 KiB
+ * pages (G = 1), 32-bit (D = 1), DPL 0: 0x08 code (execute/read), 0x10 data (read/write).
+ * The same segments the loader gave us (3.2), but now in a table we own. */
+    .section .data.multiboot_hello, "aw"
+    .p2align 3
+gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+gdt_end:
+gdt_pointer:
+    .word gdt_end - gdt - 1         /* limit: the last byte of the table */
+    .long gdt                       /* base */
+
+    .section .bss.multiboot_hello, "aw", @nobits
+cpu_vendor:
+    .skip 13                        /* 12 bytes and a NUL */
+    .p2align 4
+stack:
+    .skip 16384
+stack_top:
+
+    .code64
+    .text
+"##
+);
+
+/// Nothing in Rust runs (the kernel is the assembly above), but a `no_std` program must
+/// say what a panic does.
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}

@@ -1,0 +1,144 @@
+//! What a kernel image is, told from its bytes, as a boot loader tells it: a multiboot v1
+//! kernel (`multiboot.rs`), one of traplab's own lab guests (a 64-bit ELF,
+//! `traplab_abi::boot`), or neither — and then the error says what the file is and why it
+//! cannot run, so that a student who passed the wrong file learns which one it was.
+//!
+//! The order matters: a multiboot header wins over the file's own format (a multiboot kernel
+//! may be any file, an ELF64 among them, when its header gives the load addresses).
+
+pub mod multiboot;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The kinds of image the hypervisor boots.
+#[derive(Debug)]
+pub enum Format<'a> {
+    /// A multiboot v1 kernel, parsed: entered in 32-bit protected mode.
+    Multiboot(multiboot::Kernel<'a>),
+    /// A traplab lab guest: an x86-64 ELF, entered in 64-bit mode (`traplab_abi::boot`).
+    TraplabElf64,
+}
+
+/// Why an image cannot be booted, in a user's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageError(pub String);
+
+impl core::fmt::Display for ImageError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// `e_ident` of an ELF file: the magic, then the class (1 = 32-bit, 2 = 64-bit).
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+/// `e_machine` values (System V ABI, "ELF Header").
+const EM_386: u16 = 3;
+const EM_X86_64: u16 = 62;
+
+/// What `image` is.
+pub fn identify(image: &[u8]) -> Result<Format<'_>, ImageError> {
+    if image.is_empty() {
+        return Err(ImageError("the file is empty".into()));
+    }
+    if let Some(header) = multiboot::find_header(image) {
+        return Ok(Format::Multiboot(multiboot::Kernel::parse(image, header?)?));
+    }
+    if let Some(version) = linux_boot_protocol(image) {
+        return Err(ImageError(format!(
+            "a Linux kernel (bzImage, boot protocol {}.{:02}): traplab cannot boot Linux yet; it boots multiboot v1 kernels and its own lab guests",
+            version >> 8,
+            version & 0xff
+        )));
+    }
+    match elf_class_and_machine(image) {
+        Some((2, EM_X86_64)) => Ok(Format::TraplabElf64),
+        Some((1, EM_386)) => Err(ImageError(
+            "a 32-bit ELF without a multiboot header: traplab boots a 32-bit kernel through multiboot v1 (a header with the magic 0x1badb002 in the file's first 8 KiB)".into(),
+        )),
+        Some((class, machine)) => Err(ImageError(format!(
+            "an ELF file for another machine ({}-bit, e_machine {machine}): traplab boots x86 kernels",
+            if class == 1 { 32 } else { 64 }
+        ))),
+        None => Err(ImageError(format!(
+            "not a kernel image traplab knows: no multiboot header in its first 8 KiB, not an ELF file, not a Linux bzImage (it starts with {})",
+            first_bytes(image)
+        ))),
+    }
+}
+
+/// The boot protocol version of a Linux bzImage: the setup header's "HdrS" at 0x202 and its
+/// version at 0x206 (Linux `Documentation/arch/x86/boot.rst`).
+fn linux_boot_protocol(image: &[u8]) -> Option<u16> {
+    let magic = image.get(0x202..0x206)?;
+    let version = image.get(0x206..0x208)?;
+    (magic == b"HdrS").then(|| u16::from_le_bytes([version[0], version[1]]))
+}
+
+/// An ELF file's class and machine, if it is one.
+fn elf_class_and_machine(image: &[u8]) -> Option<(u8, u16)> {
+    if image.get(0..4)? != ELF_MAGIC {
+        return None;
+    }
+    let class = *image.get(4)?;
+    let machine = image.get(18..20)?;
+    Some((class, u16::from_le_bytes([machine[0], machine[1]])))
+}
+
+/// The first bytes of a file, in hex, for an error message.
+fn first_bytes(image: &[u8]) -> String {
+    let shown: Vec<String> = image
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let more = if image.len() > 8 { " …" } else { "" };
+    format!("{}{more}", shown.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(image: &[u8]) -> String {
+        match identify(image) {
+            Err(ImageError(why)) => why,
+            Ok(format) => panic!("{format:?} accepted"),
+        }
+    }
+
+    #[test]
+    fn an_elf64_for_x86_64_is_a_traplab_guest() {
+        let mut elf = vec![0u8; 64];
+        elf[0..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2;
+        elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        assert!(matches!(identify(&elf), Ok(Format::TraplabElf64)));
+    }
+
+    #[test]
+    fn every_refusal_says_what_the_file_is() {
+        assert_eq!(error(b""), "the file is empty");
+        let mut elf32 = vec![0u8; 64];
+        elf32[0..4].copy_from_slice(ELF_MAGIC);
+        elf32[4] = 1;
+        elf32[18..20].copy_from_slice(&EM_386.to_le_bytes());
+        assert!(error(&elf32).starts_with("a 32-bit ELF without a multiboot header"));
+        let mut arm = elf32.clone();
+        arm[4] = 2;
+        arm[18..20].copy_from_slice(&183u16.to_le_bytes());
+        assert_eq!(
+            error(&arm),
+            "an ELF file for another machine (64-bit, e_machine 183): traplab boots x86 kernels"
+        );
+        let mut bzimage = vec![0u8; 0x400];
+        bzimage[0x202..0x206].copy_from_slice(b"HdrS");
+        bzimage[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        assert!(error(&bzimage).starts_with("a Linux kernel (bzImage, boot protocol 2.15)"));
+        assert_eq!(
+            error(b"MZ\x90\x00\x03\x00\x00\x00\x04"),
+            "not a kernel image traplab knows: no multiboot header in its first 8 KiB, not an ELF file, not a Linux bzImage (it starts with 4d 5a 90 00 03 00 00 00 …)"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Kernels that do not know traplab: the hypervisor as a multiboot v1 boot loader
+//! (`hv/src/image/`), checked against what the kernel prints of what it was given — and the
+//! same kernel under QEMU's own multiboot loader, so that the kernel is known to be a
+//! multiboot kernel and not one that only traplab boots.
+
+mod common;
+
+use common::{console, ending, run_machine};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use traplab_abi::event::{Body, DomainState};
+use traplab_labs::{guest_elf, machine_for};
+use traplab_tracer::qemu::Guest;
+
+const KERNEL: &str = "multiboot-hello";
+
+/// A file of `bytes` that lives as long as the test process needs it.
+fn file_with(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("traplab-kernels-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).expect("a temporary file");
+    path
+}
+
+#[test]
+fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
+    let initrd = file_with("initrd", b"\x00\x01ABCDEFGHIJKLMNOPQRS");
+    let mut machine = machine_for(&[KERNEL]);
+    machine.guests[0].cmdline = Some("console=ttyS0,115200 quiet".into());
+    machine.guests[0].initrd = Some(initrd.clone());
+    machine.guests[0].memory_mib = Some(64);
+    machine.fit_ram();
+    let run = run_machine(&machine);
+    std::fs::remove_file(&initrd).ok();
+
+    let created = run
+        .events
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Domain(domain) if domain.state == DomainState::Created => domain.reason.clone(),
+            _ => None,
+        })
+        .expect("d1 is created");
+    assert!(
+        created.starts_with(
+            "a multiboot kernel: 65536 KiB of RAM, entry 0x100020 in 32-bit protected mode with paging off, EAX = 0x2badb002"
+        ),
+        "{created}"
+    );
+    // What the kernel read from EAX and from the boot information, line by line: the
+    // kernel's image ends below 0x105000, so its module starts on that page; the kernel
+    // prints a module's range to its last byte (21 bytes: 0x105000-0x105014).
+    let vendor = console(&run.events, 1)
+        .into_iter()
+        .find(|line| line.starts_with("CPU vendor: "))
+        .expect("the kernel ran CPUID");
+    assert_eq!(
+        console(&run.events, 1),
+        [
+            "multiboot-hello: started by a multiboot loader (EAX = 0x2badb002)",
+            "memory: 639 KiB below 1 MiB, 64512 KiB above",
+            "command line: multiboot-hello console=ttyS0,115200 quiet",
+            "memory map: 4 entries",
+            "  0x0000000000000000-0x000000000009fbff RAM",
+            "  0x000000000009fc00-0x000000000009ffff reserved (type 2)",
+            "  0x00000000000f0000-0x00000000000fffff reserved (type 2)",
+            "  0x0000000000100000-0x0000000003ffffff RAM",
+            "modules: 1",
+            "  module 0: 0x00105000-0x00105014, initrd, first bytes: \"..ABCDEFGHIJKLMN\"",
+            vendor.as_str(),
+            "multiboot-hello: done",
+        ]
+    );
+    assert_eq!(
+        ending(&run.events, 1),
+        (
+            DomainState::Exited,
+            Some(0),
+            "wrote 0 to isa-debug-exit (port 0xf4)".into()
+        )
+    );
+}
+
+#[test]
+fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs() {
+    let junk = file_with("junk", b"MZ\x90\x00\x03\x00\x00\x00\x04\x00");
+    let mut bzimage = vec![0u8; 0x400];
+    bzimage[0x202..0x206].copy_from_slice(b"HdrS");
+    bzimage[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    let linux = file_with("bzImage", &bzimage);
+    let mut machine = machine_for(&["hello"]);
+    machine.guests.insert(0, Guest::new("junk", &junk));
+    machine.guests.insert(1, Guest::new("linux", &linux));
+    let run = run_machine(&machine);
+    std::fs::remove_file(&junk).ok();
+    std::fs::remove_file(&linux).ok();
+
+    let (state, _, reason) = ending(&run.events, 1);
+    assert_eq!(state, DomainState::Killed);
+    assert_eq!(
+        reason,
+        "cannot load junk: not a kernel image traplab knows: no multiboot header in its first 8 KiB, not an ELF file, not a Linux bzImage (it starts with 4d 5a 90 00 03 00 00 00 …)"
+    );
+    let (state, _, reason) = ending(&run.events, 2);
+    assert_eq!(state, DomainState::Killed);
+    assert!(
+        reason.starts_with("cannot load linux: a Linux kernel (bzImage, boot protocol 2.15)"),
+        "{reason}"
+    );
+    // The hypervisor lives on: the third domain runs as ever.
+    assert_eq!(ending(&run.events, 3).1, Some(0));
+    assert_eq!(console(&run.events, 3), ["Hello from a traplab guest!"]);
+}
+
+/// Run `kernel` under QEMU's own multiboot loader (`-kernel`), with the isa-debug-exit device
+/// and COM1 on stdout: its exit status and output, or a failure after `bound`.
+fn under_qemus_loader(
+    kernel: &Path,
+    append: &str,
+    initrd: &Path,
+    bound: Duration,
+) -> (i32, String) {
+    let output_file =
+        std::env::temp_dir().join(format!("traplab-kernels-{}-qemu.out", std::process::id()));
+    let output = std::fs::File::create(&output_file).expect("a temporary file");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-nodefaults",
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-m",
+            "64",
+        ])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", append])
+        .arg("-initrd")
+        .arg(initrd)
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("QEMU starts (the tests need qemu-system-x86_64)");
+    // Wait for QEMU to end, with a bound: a kernel that hangs fails the test, never blocks it.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = qemu.try_wait().expect("QEMU's status") {
+            break status;
+        }
+        if started.elapsed() > bound {
+            qemu.kill().ok();
+            qemu.wait().ok();
+            panic!("the kernel did not end within {bound:?} under QEMU's loader");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&output_file).unwrap_or_default();
+    std::fs::remove_file(&output_file).ok();
+    (status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
+    let initrd = file_with("qemu-initrd", b"module bytes for QEMU");
+    let (status, text) = under_qemus_loader(
+        &guest_elf(KERNEL),
+        "hello world",
+        &initrd,
+        traplab_labs::run::TIMEOUT,
+    );
+    std::fs::remove_file(&initrd).ok();
+    // isa-debug-exit: QEMU exits with (value << 1) | 1, so the kernel's 0 is 1.
+    assert_eq!(status, 1, "the kernel wrote 0 to port 0xf4:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"multiboot-hello: started by a multiboot loader (EAX = 0x2badb002)"),
+        "{text}"
+    );
+    // QEMU puts the kernel's path first on the command line, as traplab puts its name.
+    assert!(
+        lines.iter().any(|line| line.starts_with("command line: ")
+            && line.ends_with("multiboot-hello hello world")),
+        "{text}"
+    );
+    assert!(lines.contains(&"modules: 1"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.ends_with("first bytes: \"module bytes for\"")),
+        "{text}"
+    );
+    assert_eq!(lines.last(), Some(&"multiboot-hello: done"), "{text}");
+}
