@@ -68,6 +68,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "modules: 1",
             "  module 0: 0x00105000-0x00105014, initrd, first bytes: \"..ABCDEFGHIJKLMN\"",
             vendor.as_str(),
+            "PCI 00:00.0 device:vendor: 0x12378086",
             "multiboot-hello: done",
         ]
     );
@@ -194,6 +195,11 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
         "{text}"
     );
     assert!(lines.contains(&"modules: 1"), "{text}");
+    // The platform's PCI host bridge is the one of QEMU's `pc` machine: an Intel 440FX.
+    assert!(
+        lines.contains(&"PCI 00:00.0 device:vendor: 0x12378086"),
+        "{text}"
+    );
     assert!(
         lines
             .iter()

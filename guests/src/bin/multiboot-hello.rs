@@ -359,6 +359,32 @@ multiboot_entry:
 .Ldone:
     mov esi, offset .Lnewline
     call print
+
+/*
+ * PCI bus 0, device 0, function 0: the host bridge, through configuration mechanism #1
+ * (PCI Local Bus Specification 3.0, 3.2.2.3.2). Write the function's address to
+ * CONFIG_ADDRESS (0xcf8: bit 31 enable, bus 23:16, device 15:11, function 10:8, register
+ * 7:2), then read the register from CONFIG_DATA (0xcfc). Register 0 holds the device ID
+ * (high half) and the vendor ID (low half); vendor 0xffff means no function is there.
+ */
+    mov esi, offset .Lpci_is
+    call print
+    mov eax, 0x80000000             /* enable, 00:00.0, register 0 */
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    cmp ax, 0xffff
+    je .Lno_pci
+    call print_hex32
+    jmp .Lpci_end
+.Lno_pci:
+    mov esi, offset .Lnone
+    call print
+.Lpci_end:
+    mov esi, offset .Lnewline
+    call print
+
     mov esi, offset .Ldone_text
     call print
     mov al, 0
@@ -516,6 +542,8 @@ hex_characters:
     .asciz "memory: none\n"
 .Lcommand_line_is:
     .asciz "command line: "
+.Lpci_is:
+    .asciz "PCI 00:00.0 device:vendor: "
 .Lnone:
     .asciz "none"
 .Lmemory_map:

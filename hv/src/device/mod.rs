@@ -7,8 +7,10 @@
 //! | ports 0x3f8–0x3ff (COM1)   | the console: a 16550 UART       | `uart.rs`       |
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
+//! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
+//! | any other address above the domain's RAM | nothing: the same, "no device at …" in the trace (a CPU's access to a hole of a PC's memory map) | |
 //!
 //! Each access is done when a decision is applied (`apply.rs`): the device answers, and
 //! says in words what it did for the trace.
@@ -16,6 +18,7 @@
 pub mod ata;
 pub mod debug_exit;
 pub mod lab_device;
+pub mod pci;
 pub mod uart;
 
 use alloc::format;
@@ -31,6 +34,8 @@ pub struct Devices {
     /// The console UART (COM1).
     pub console: Uart,
     pub lab_device: LabDevice,
+    /// PCI configuration mechanism #1 (ports 0xcf8–0xcff).
+    pub pci: pci::Pci,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
@@ -48,6 +53,7 @@ impl Devices {
         match port {
             0x3f8..=0x3ff => "console UART",
             debug_exit::PORT => "isa-debug-exit",
+            0xcf8..=0xcff => "PCI configuration",
             port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }
@@ -58,20 +64,34 @@ impl Devices {
         lab_device::contains(gpa)
     }
 
+    /// What answers at guest-physical `gpa` (not RAM), in words.
+    pub fn mmio_name(gpa: u64) -> &'static str {
+        if lab_device::contains(gpa) {
+            "the lab device's MMIO window"
+        } else {
+            "no device"
+        }
+    }
+
     /// IN of `size` bytes: the value. Nothing answers at the disk controller's ports
     /// either: an access that exits there is refused (`ata.rs`).
     pub fn port_read(&mut self, port: u16, size: u8) -> u32 {
         match port {
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
+            0xcf8..=0xcff => self.pci.read(port, size),
             _ => operand_mask(size) as u32,
         }
     }
 
     /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
-    /// the console, the disk controller's ports included.
+    /// the console and the PCI configuration address, the disk controller's ports included.
     pub fn port_write(&mut self, port: u16, size: u8, value: u32) -> Option<String> {
         match (port, size) {
             (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
+            (0xcf8..=0xcff, _) => {
+                self.pci.write(port, size, value);
+                None
+            }
             _ => None,
         }
     }
@@ -80,18 +100,43 @@ impl Devices {
     pub fn describe_in(&self, port: u16, value: u32) -> String {
         format!(
             "IN {value:#x} from port {port:#x} ({})",
-            self.port_name(port)
+            self.describe_port(port, true)
         )
     }
 
-    /// A read of `width` bytes at guest-physical `gpa`: the value, and what happened.
+    /// The device at `port` for an IN (`input`) or an OUT, in words: its name, and for the
+    /// PCI configuration ports which function and register the access reaches.
+    pub fn describe_port(&self, port: u16, input: bool) -> String {
+        match port {
+            0xcf8..=0xcff => self.pci.describe(port, input),
+            _ => self.port_name(port).into(),
+        }
+    }
+
+    /// A read of `width` bytes at guest-physical `gpa`: the value, and what happened. Where
+    /// no device is, nothing drives the bus: all ones, as a PC reads an unused address.
     pub fn mmio_read(&mut self, gpa: u64, width: u8) -> (u64, String) {
+        if !lab_device::contains(gpa) {
+            let value = operand_mask(width);
+            return (
+                value,
+                format!("no device at {gpa:#x}: the read returns all ones ({value:#x})"),
+            );
+        }
         let (value, what) = self.lab_device.read(gpa - lab_device::BASE, width);
         (value, format!("lab device: {what}"))
     }
 
-    /// A write of `width` bytes at guest-physical `gpa`.
+    /// A write of `width` bytes at guest-physical `gpa`; where no device is, it is lost.
     pub fn mmio_write(&mut self, gpa: u64, width: u8, value: u64) -> Written {
+        // Only `width` bytes travel on the bus.
+        let value = value & operand_mask(width);
+        if !lab_device::contains(gpa) {
+            return Written {
+                what: format!("no device at {gpa:#x}: the write of {value:#x} goes nowhere"),
+                console: None,
+            };
+        }
         let (what, console) = self.lab_device.write(gpa - lab_device::BASE, width, value);
         Written {
             what: format!("lab device: {what}"),

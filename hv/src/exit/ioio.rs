@@ -101,7 +101,7 @@ pub(super) fn port_access(
             "OUT {:#x} to port {:#x} ({})",
             value,
             port,
-            guest.devices.port_name(port)
+            guest.devices.describe_port(port, false)
         ),
     };
     (PortAccess::Out { port, size, value }, Some(what))

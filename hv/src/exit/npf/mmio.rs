@@ -1,4 +1,5 @@
-//! An access to the lab device's MMIO window: emulate it.
+//! An access to the lab device's MMIO window, or to where no device is (above the domain's
+//! RAM): emulate it.
 //!
 //! The access did not happen: the CPU exited before it. So the hypervisor decodes the
 //! instruction (its width, its direction, its register or immediate), performs the
@@ -9,6 +10,7 @@
 use super::super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, Effect, MmioAccess};
+use crate::device::Devices;
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
@@ -20,10 +22,11 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     };
     let access =
         emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
+    let device = Devices::mmio_name(gpa);
     let Some(access) = access else {
         return decide!(
             Action::Kill,
-            "an access to the MMIO device at {gpa:#x} by an instruction the hypervisor does not emulate (only MOV and MOVZX)"
+            "an access to guest-physical {gpa:#x} ({device}) by an instruction the hypervisor does not emulate (only MOV and MOVZX)"
         )
         .killing(format!(
             "unemulated MMIO instruction at {:#x}",
@@ -35,12 +38,12 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let decision = match access {
         Access::Read { width, into } => decide!(
             Action::Emulate,
-            "a {width}-byte read of guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
+            "a {width}-byte read of guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor"
         )
         .with(Effect::Mmio(MmioAccess::Read { gpa, width, into })),
         Access::Write { width, value } => decide!(
             Action::Emulate,
-            "a {width}-byte write of {value:#x} to guest-physical {gpa:#x}: the lab device's MMIO window, emulated by the hypervisor"
+            "a {width}-byte write of {value:#x} to guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor"
         )
         .with(Effect::Mmio(MmioAccess::Write { gpa, width, value })),
     };
@@ -99,6 +102,34 @@ mod tests {
         test.set_gpr(1, u64::MAX);
         access(&mut test, &[0x0f, 0xb6, 0x08], ID); // movzx ecx, byte [rax]
         assert_eq!(test.gpr(1), 0x74);
+    }
+
+    #[test]
+    fn where_no_device_is_a_read_returns_all_ones_and_a_write_goes_nowhere() {
+        // 0xfed00000 (where a PC has its HPET) is above the 16 MiB of RAM and no device of
+        // this platform answers there: as on a PC's empty bus, the domain lives on.
+        const HOLE: u64 = 0xfed0_0000;
+        let mut test = Test::long_mode();
+        test.set_gpr(0, HOLE);
+        let run = access(&mut test, &[0x8b, 0x08], HOLE); // mov ecx, [rax]
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte read of guest-physical 0xfed00000: not RAM but no device, emulated by the hypervisor"
+        );
+        assert_eq!(test.gpr(1), 0xffff_ffff);
+        assert_eq!(
+            run.emulate().what,
+            "no device at 0xfed00000: the read returns all ones (0xffffffff)"
+        );
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = access(&mut test, &[0x88, 0x08], HOLE); // mov [rax], cl
+        assert!(run.decision.end.is_none());
+        assert_eq!(
+            run.emulate().what,
+            "no device at 0xfed00000: the write of 0xff goes nowhere"
+        );
+        assert_eq!(test.rip(), ENTRY + 2);
     }
 
     #[test]

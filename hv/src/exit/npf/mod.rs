@@ -9,8 +9,14 @@
 //! | the address is…                                   | file          | the hypervisor…           |
 //! |---------------------------------------------------|---------------|---------------------------|
 //! | the MMIO window of the lab device                 | `mmio.rs`     | emulates the device access |
+//! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
-//! | anything else                                     | here          | ends the domain             |
+//! | anything else: an instruction fetch or a page-table walk outside RAM, RAM left unmapped | here | ends the domain |
+//!
+//! A fetch or a page-table walk from an empty bus would read all ones as well: the CPU would
+//! then decode `ff ff` (#UD) or find reserved bits in a page-table entry (#PF). The
+//! hypervisor does not emulate those (it would need to fetch or walk *through* the device
+//! model) and ends the domain instead, saying why.
 
 mod mmio;
 mod populate;
@@ -25,10 +31,11 @@ use traplab_abi::event::Action;
 use traplab_abi::svm::NpfInfo;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
-    if Devices::claims(gpa) {
+    let size = guest.memory.size();
+    let data_access = !info.fetch && !info.guest_page_walk;
+    if Devices::claims(gpa) || (gpa >= size && data_access) {
         return mmio::handle(exit, guest, gpa);
     }
-    let size = guest.memory.size();
     if gpa < size && !info.present && guest.memory.lazy() {
         return populate::handle(exit, guest, gpa);
     }
@@ -70,13 +77,27 @@ mod tests {
     }
 
     #[test]
-    fn an_access_outside_the_guest_s_ram_kills_the_domain_and_names_the_address() {
-        let test = Test::long_mode();
+    fn a_data_access_above_the_guest_s_ram_goes_to_the_empty_bus() {
+        // No device there: a PC reads all ones and drops the write; the domain lives.
+        let mut test = Test::long_mode();
+        test.code(&[0x89, 0x08]); // mov [rax], ecx
         let decision = npf(&test, 0x2000_0000, 0b10); // a write
+        assert_eq!(decision.action, Action::Emulate);
+        assert!(
+            decision.at.contains("src/exit/npf/mmio.rs:"),
+            "{}",
+            decision.at
+        );
+    }
+
+    #[test]
+    fn a_page_table_walk_outside_the_guest_s_ram_kills_the_domain_and_names_the_address() {
+        let test = Test::long_mode();
+        let decision = npf(&test, 0x2000_0000, 1 << 33);
         assert_eq!(decision.action, Action::Kill);
         assert_eq!(
             testing::killed(&decision),
-            "write of guest-physical 0x20000000, which it does not own"
+            "read of guest-physical 0x20000000, which it does not own"
         );
         assert!(decision.why.contains("outside the 16 MiB the guest owns"));
         assert!(decision.at.contains("src/exit/npf/mod.rs:"));
