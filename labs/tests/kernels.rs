@@ -69,6 +69,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "  module 0: 0x00105000-0x00105014, initrd, first bytes: \"..ABCDEFGHIJKLMN\"",
             vendor.as_str(),
             "PCI 00:00.0 device:vendor: 0x12378086",
+            "fw_cfg signature: QEMU, CPUs: 1",
             "multiboot-hello: done",
         ]
     );

@@ -385,6 +385,47 @@ multiboot_entry:
     mov esi, offset .Lnewline
     call print
 
+/*
+ * QEMU's firmware configuration device (QEMU docs/specs/fw_cfg.rst): write a 16-bit key to
+ * the selector port 0x510, then read the item a byte at a time from the data port 0x511.
+ * Key 0 is the signature, "QEMU" where the device is; key 5 the number of CPUs, 16-bit
+ * little-endian. Where there is no such device, the reads give 0xff.
+ */
+    mov esi, offset .Lfw_cfg_is
+    call print
+    mov ax, 0x0000                  /* the signature */
+    mov dx, 0x510
+    out dx, ax
+    mov dx, 0x511
+    mov ecx, 4
+.Lsignature_byte:
+    in al, dx
+    cmp al, 0x20                    /* print what is printable, '.' for the rest */
+    jb .Lsignature_dot
+    cmp al, 0x7e
+    jbe .Lsignature_put
+.Lsignature_dot:
+    mov al, '.'
+.Lsignature_put:
+    call put_char
+    dec ecx
+    jnz .Lsignature_byte
+    mov esi, offset .Lcpus_are
+    call print
+    mov ax, 0x0005                  /* the number of CPUs */
+    mov dx, 0x510
+    out dx, ax
+    mov dx, 0x511
+    in al, dx
+    mov cl, al
+    in al, dx
+    mov ah, al
+    mov al, cl
+    movzx eax, ax
+    call print_decimal
+    mov esi, offset .Lnewline
+    call print
+
     mov esi, offset .Ldone_text
     call print
     mov al, 0
@@ -544,6 +585,10 @@ hex_characters:
     .asciz "command line: "
 .Lpci_is:
     .asciz "PCI 00:00.0 device:vendor: "
+.Lfw_cfg_is:
+    .asciz "fw_cfg signature: "
+.Lcpus_are:
+    .asciz ", CPUs: "
 .Lnone:
     .asciz "none"
 .Lmemory_map:

@@ -8,6 +8,7 @@
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
+//! | ports 0x510, 0x511         | QEMU's fw_cfg, read-only, without DMA: what QEMU says of a 1-CPU machine with the domain's RAM | `fw_cfg.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //! | any other address above the domain's RAM | nothing: the same, "no device at …" in the trace (a CPU's access to a hole of a PC's memory map) | |
@@ -17,6 +18,7 @@
 
 pub mod ata;
 pub mod debug_exit;
+pub mod fw_cfg;
 pub mod lab_device;
 pub mod pci;
 pub mod uart;
@@ -36,6 +38,8 @@ pub struct Devices {
     pub lab_device: LabDevice,
     /// PCI configuration mechanism #1 (ports 0xcf8–0xcff).
     pub pci: pci::Pci,
+    /// QEMU's fw_cfg as the guest sees it (ports 0x510, 0x511).
+    pub fw_cfg: fw_cfg::FwCfg,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
@@ -54,6 +58,7 @@ impl Devices {
             0x3f8..=0x3ff => "console UART",
             debug_exit::PORT => "isa-debug-exit",
             0xcf8..=0xcff => "PCI configuration",
+            fw_cfg::SELECTOR | fw_cfg::DATA => "fw_cfg",
             port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }
@@ -79,17 +84,23 @@ impl Devices {
         match port {
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
             0xcf8..=0xcff => self.pci.read(port, size),
+            fw_cfg::DATA if size == 1 => self.fw_cfg.read_byte() as u32,
             _ => operand_mask(size) as u32,
         }
     }
 
     /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
-    /// the console and the PCI configuration address, the disk controller's ports included.
+    /// the console, the PCI configuration address and the fw_cfg selector, the disk
+    /// controller's ports included.
     pub fn port_write(&mut self, port: u16, size: u8, value: u32) -> Option<String> {
         match (port, size) {
             (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
             (0xcf8..=0xcff, _) => {
                 self.pci.write(port, size, value);
+                None
+            }
+            (fw_cfg::SELECTOR, 2) => {
+                self.fw_cfg.select(value as u16);
                 None
             }
             _ => None,
@@ -109,6 +120,7 @@ impl Devices {
     pub fn describe_port(&self, port: u16, input: bool) -> String {
         match port {
             0xcf8..=0xcff => self.pci.describe(port, input),
+            fw_cfg::DATA => format!("fw_cfg data: item {}", self.fw_cfg.item()),
             _ => self.port_name(port).into(),
         }
     }

@@ -54,12 +54,16 @@ pub struct Domain {
 impl Domain {
     /// A domain with a fresh vCPU (its boot state is the loader's to set).
     pub fn new(id: u16, name: String, memory: Box<dyn GuestMemory>) -> Domain {
+        let devices = Devices {
+            fw_cfg: crate::device::fw_cfg::FwCfg::new(memory.size()),
+            ..Devices::default()
+        };
         Domain {
             id,
             name,
             vcpu: Vcpu::new(),
             memory,
-            devices: Devices::default(),
+            devices,
             pv: Pv::default(),
             events: EventChannels::default(),
             grants: Grants::default(),
