@@ -669,7 +669,7 @@ impl Step<'_, '_> {
         let devices = &mut self.domain.devices;
         match access {
             PortAccess::In { port, size } => {
-                let value = devices.port_read(port, size);
+                let value = devices.port_read(port, size, &*self.machine);
                 self.read_into(
                     Destination {
                         register: 0,
@@ -681,12 +681,12 @@ impl Step<'_, '_> {
                 self.reports.push(what);
             }
             PortAccess::Out { port, size, value } => {
-                let line = devices.port_write(port, size, value);
+                let line = devices.port_write(port, size, value, &*self.machine);
                 self.console(line);
             }
             PortAccess::InString { port, size, to } => {
                 for address in to {
-                    let value = self.domain.devices.port_read(port, size);
+                    let value = self.domain.devices.port_read(port, size, &*self.machine);
                     let bytes = &value.to_le_bytes()[..size as usize];
                     self.domain
                         .write_virtual(address, bytes)
@@ -699,7 +699,10 @@ impl Step<'_, '_> {
             }
             PortAccess::OutString { port, size, values } => {
                 for value in values {
-                    let line = self.domain.devices.port_write(port, size, value);
+                    let line = self
+                        .domain
+                        .devices
+                        .port_write(port, size, value, &*self.machine);
                     self.console(line);
                 }
             }

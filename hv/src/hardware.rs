@@ -26,6 +26,10 @@ impl Machine for Hardware {
         time::rdtsc()
     }
 
+    fn wall_clock(&self) -> u64 {
+        time::wall_clock()
+    }
+
     fn acknowledge_timer(&mut self) -> u64 {
         timer::take_pending();
         timer::ticks()

@@ -21,6 +21,10 @@ pub trait Machine {
     /// The TSC now.
     fn now(&self) -> u64;
 
+    /// Seconds since 1970-01-01 00:00:00 UTC now: the time of day the emulated RTC shows
+    /// (`device/rtc.rs`).
+    fn wall_clock(&self) -> u64;
+
     /// Let the hypervisor's pending timer interrupt in and acknowledge it; the tick's number.
     fn acknowledge_timer(&mut self) -> u64;
 

@@ -103,6 +103,7 @@ extern "C" fn hv_main(start_info: u64) -> ! {
 
     traplab_hv::instruction::warm_up();
     let tsc_hz = time::calibrate_tsc();
+    time::read_wall_clock();
     let features = svm::check();
     run::record(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
     log!(

@@ -23,6 +23,9 @@ use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
 use traplab_abi::x86::{RFlags, pte};
 
+/// The fake machine's time of day: 2026-12-02 07:23:45 UTC (a Wednesday).
+pub const WALL_CLOCK: u64 = 1_796_196_225;
+
 /// Where the fake host frames of a test's RAM start: page `gpa` is frame `FRAMES + gpa`.
 pub const FRAMES: u64 = 0x4000_0000;
 
@@ -185,6 +188,10 @@ impl Machine for FakeMachine {
 
     fn now(&self) -> u64 {
         self.now.get()
+    }
+
+    fn wall_clock(&self) -> u64 {
+        WALL_CLOCK
     }
 
     fn acknowledge_timer(&mut self) -> u64 {

@@ -1,4 +1,5 @@
-//! Time: the TSC, calibrated once against the PIT.
+//! Time: the TSC, calibrated once against the PIT, and the time of day, read once from the
+//! PC's real-time clock.
 //!
 //! Every event carries a TSC stamp. To turn ticks into seconds the host needs the TSC
 //! frequency; we measure it by letting PIT channel 2 (a fixed 1.193182 MHz clock) count
@@ -23,6 +24,83 @@ pub fn tsc_hz() -> u64 {
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear (we run at CPL 0 anyway).
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The time of day when [`read_wall_clock`] read the RTC (seconds since 1970, UTC), and
+/// the TSC then.
+static WALL_AT_READ: AtomicU64 = AtomicU64::new(0);
+static TSC_AT_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds since 1970-01-01 00:00:00 UTC now: the RTC's time at boot, moved on by the TSC.
+pub fn wall_clock() -> u64 {
+    let hz = tsc_hz().max(1);
+    let elapsed = rdtsc().saturating_sub(TSC_AT_READ.load(Ordering::Relaxed)) / hz;
+    WALL_AT_READ.load(Ordering::Relaxed) + elapsed
+}
+
+/// Read the PC's real-time clock (an MC146818 at ports 0x70/0x71, which QEMU sets to the
+/// host's UTC time) once: the guests' emulated RTCs show this time, moved on by the TSC.
+/// The registers change once a second: wait until no update is in progress (status A bit
+/// 7), and read until two readings agree. Call after [`calibrate_tsc`].
+pub fn read_wall_clock() {
+    let mut previous = None;
+    for _ in 0..8 {
+        let reading = read_rtc_once();
+        if previous == Some(reading) {
+            break;
+        }
+        previous = Some(reading);
+    }
+    if let Some(time) = previous {
+        WALL_AT_READ.store(time.seconds(), Ordering::Relaxed);
+        TSC_AT_READ.store(rdtsc(), Ordering::Relaxed);
+    }
+}
+
+fn read_rtc_once() -> traplab_hv::device::rtc::Time {
+    let mut index = Port::<u8>::new(0x70);
+    let mut data = Port::<u8>::new(0x71);
+    let mut register = |number: u8| {
+        // SAFETY: ports 0x70/0x71 are the PC's RTC; nothing else in the hypervisor uses them,
+        // and reading its registers has no side effect (status C, which does, is not read).
+        unsafe {
+            index.write(number);
+            data.read()
+        }
+    };
+    // An update takes under 2 ms after UIP rises: the bound only guards a broken RTC.
+    for _ in 0..1_000_000 {
+        if register(0x0a) & 0x80 == 0 {
+            break;
+        }
+    }
+    let status_b = register(0x0b);
+    let binary = status_b & 0x04 != 0;
+    let decode = |value: u8| match binary {
+        true => value,
+        false => (value >> 4) * 10 + (value & 0xf),
+    };
+    let hour_register = register(0x04);
+    let hour = if status_b & 0x02 != 0 {
+        decode(hour_register)
+    } else {
+        decode(hour_register & 0x7f) % 12 + if hour_register & 0x80 != 0 { 12 } else { 0 }
+    };
+    // Register 0x32 holds the century on a PC (and on QEMU); trust it only if it is sane.
+    let century = match decode(register(0x32)) {
+        century @ 19..=99 => century as u32,
+        _ => 20,
+    };
+    traplab_hv::device::rtc::Time {
+        year: century * 100 + decode(register(0x09)) as u32,
+        month: decode(register(0x08)).clamp(1, 12),
+        day: decode(register(0x07)).clamp(1, 31),
+        // Not read: the day of the week follows from the date, and `seconds` ignores it.
+        weekday: 1,
+        hour: hour.min(23),
+        minute: decode(register(0x02)).min(59),
+        second: decode(register(0x00)).min(59),
+    }
 }
 
 /// How many measurements, and how long each: 7 of 5 ms, 35 ms at boot.

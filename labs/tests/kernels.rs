@@ -50,10 +50,16 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
     // What the kernel read from EAX and from the boot information, line by line: the
     // kernel's image ends below 0x105000, so its module starts on that page; the kernel
     // prints a module's range to its last byte (21 bytes: 0x105000-0x105014).
-    let vendor = console(&run.events, 1)
-        .into_iter()
+    let lines = console(&run.events, 1);
+    let vendor = lines
+        .iter()
         .find(|line| line.starts_with("CPU vendor: "))
         .expect("the kernel ran CPUID");
+    let clock = lines
+        .iter()
+        .find(|line| line.starts_with("RTC: "))
+        .expect("the kernel read the RTC");
+    assert_near_now(clock);
     assert_eq!(
         console(&run.events, 1),
         [
@@ -70,6 +76,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             vendor.as_str(),
             "PCI 00:00.0 device:vendor: 0x12378086",
             "fw_cfg signature: QEMU, CPUs: 1",
+            clock.as_str(),
             "multiboot-hello: done",
         ]
     );
@@ -80,6 +87,43 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             Some(0),
             "wrote 0 to isa-debug-exit (port 0xf4)".into()
         )
+    );
+}
+
+/// `RTC: 2026-12-02 07:25:06 (UTC)` shows the host's time, give or take the run's length:
+/// the emulated RTC starts from the real one, which QEMU sets to the host's UTC time.
+fn assert_near_now(line: &str) {
+    let fields: Vec<u64> = line
+        .trim_start_matches("RTC: ")
+        .trim_end_matches(" (UTC)")
+        .split(['-', ' ', ':'])
+        .map(|field| {
+            field
+                .parse()
+                .unwrap_or_else(|_| panic!("a number in {line:?}"))
+        })
+        .collect();
+    let [year, month, day, hour, minute, second] = fields[..] else {
+        panic!("a date and a time in {line:?}");
+    };
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar).
+    let days_to = |year: u64, month: u64, day: u64| {
+        let (y, m) = if month <= 2 {
+            (year - 1, month + 12)
+        } else {
+            (year, month)
+        };
+        365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + day - 719_469
+    };
+    let shown = days_to(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(
+        shown.abs_diff(now) < 600,
+        "{line:?} is {} s from the host's time",
+        shown.abs_diff(now)
     );
 }
 

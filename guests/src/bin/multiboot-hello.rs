@@ -426,6 +426,44 @@ multiboot_entry:
     mov esi, offset .Lnewline
     call print
 
+/*
+ * The real-time clock (an MC146818, ports 0x70/0x71): write a register's number to 0x70,
+ * read it from 0x71. Wait while status A (0x0a) bit 7 says an update is in progress, then
+ * read the date and time. They are BCD unless status B (0x0b) bit 2 says binary; a PC BIOS
+ * leaves them BCD, so we print each as two hex digits, which for BCD are the decimal ones.
+ * Century 0x32, year 0x09, month 0x08, day 0x07, hours 0x04, minutes 0x02, seconds 0x00.
+ */
+    mov esi, offset .Lrtc_is
+    call print
+    mov ecx, 100000
+.Lrtc_wait:
+    mov al, 0x0a
+    out 0x70, al
+    in al, 0x71
+    test al, 0x80
+    jz .Lrtc_ready
+    dec ecx
+    jnz .Lrtc_wait
+.Lrtc_ready:
+    mov esi, offset rtc_fields
+.Lrtc_field:
+    mov al, [esi]                   /* the register, or 0xff at the end */
+    cmp al, 0xff
+    je .Lrtc_end
+    out 0x70, al
+    in al, 0x71
+    call put_bcd
+    mov al, [esi + 1]               /* what follows it: '-', ' ', ':' or nothing */
+    test al, al
+    jz .Lrtc_next
+    call put_char
+.Lrtc_next:
+    add esi, 2
+    jmp .Lrtc_field
+.Lrtc_end:
+    mov esi, offset .Lrtc_utc
+    call print
+
     mov esi, offset .Ldone_text
     call print
     mov al, 0
@@ -521,6 +559,22 @@ print_hex32:
     pop esi
     ret
 
+/* put_bcd: write AL, a BCD byte, as its two decimal digits. */
+put_bcd:
+    push eax
+    push ecx
+    mov cl, al
+    shr al, 4
+    add al, '0'
+    call put_char
+    mov al, cl
+    and al, 0xf
+    add al, '0'
+    call put_char
+    pop ecx
+    pop eax
+    ret
+
 /* print_hex64: write EDX:EAX (EDX the high half) as 0x and 16 hex digits. */
 print_hex64:
     push eax
@@ -585,6 +639,13 @@ hex_characters:
     .asciz "command line: "
 .Lpci_is:
     .asciz "PCI 00:00.0 device:vendor: "
+.Lrtc_is:
+    .asciz "RTC: "
+.Lrtc_utc:
+    .asciz " (UTC)\n"
+/* The RTC's date and time registers in printing order, each with what follows it. */
+rtc_fields:
+    .byte 0x32, 0, 0x09, '-', 0x08, '-', 0x07, ' ', 0x04, ':', 0x02, ':', 0x00, 0, 0xff
 .Lfw_cfg_is:
     .asciz "fw_cfg signature: "
 .Lcpus_are:

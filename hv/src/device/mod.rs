@@ -9,6 +9,7 @@
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
 //! | ports 0x510, 0x511         | QEMU's fw_cfg, read-only, without DMA: what QEMU says of a 1-CPU machine with the domain's RAM | `fw_cfg.rs` |
+//! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time | `rtc.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //! | any other address above the domain's RAM | nothing: the same, "no device at …" in the trace (a CPU's access to a hole of a PC's memory map) | |
@@ -21,8 +22,10 @@ pub mod debug_exit;
 pub mod fw_cfg;
 pub mod lab_device;
 pub mod pci;
+pub mod rtc;
 pub mod uart;
 
+use crate::machine::Machine;
 use alloc::format;
 use alloc::string::String;
 use lab_device::LabDevice;
@@ -40,6 +43,8 @@ pub struct Devices {
     pub pci: pci::Pci,
     /// QEMU's fw_cfg as the guest sees it (ports 0x510, 0x511).
     pub fw_cfg: fw_cfg::FwCfg,
+    /// The real-time clock and CMOS memory (ports 0x70, 0x71).
+    pub rtc: rtc::Rtc,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
@@ -59,6 +64,7 @@ impl Devices {
             debug_exit::PORT => "isa-debug-exit",
             0xcf8..=0xcff => "PCI configuration",
             fw_cfg::SELECTOR | fw_cfg::DATA => "fw_cfg",
+            rtc::INDEX | rtc::DATA => "RTC and CMOS",
             port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }
@@ -80,8 +86,10 @@ impl Devices {
 
     /// IN of `size` bytes: the value. Nothing answers at the disk controller's ports
     /// either: an access that exits there is refused (`ata.rs`).
-    pub fn port_read(&mut self, port: u16, size: u8) -> u32 {
+    /// The machine tells a device what only it knows: the time of day.
+    pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
         match port {
+            rtc::DATA if size == 1 => self.rtc.read(machine.wall_clock()) as u32,
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
             0xcf8..=0xcff => self.pci.read(port, size),
             fw_cfg::DATA if size == 1 => self.fw_cfg.read_byte() as u32,
@@ -90,10 +98,24 @@ impl Devices {
     }
 
     /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
-    /// the console, the PCI configuration address and the fw_cfg selector, the disk
-    /// controller's ports included.
-    pub fn port_write(&mut self, port: u16, size: u8, value: u32) -> Option<String> {
+    /// the console, the PCI configuration address, the fw_cfg selector and the RTC, the
+    /// disk controller's ports included.
+    pub fn port_write(
+        &mut self,
+        port: u16,
+        size: u8,
+        value: u32,
+        machine: &dyn Machine,
+    ) -> Option<String> {
         match (port, size) {
+            (rtc::INDEX, 1) => {
+                self.rtc.select(value as u8);
+                None
+            }
+            (rtc::DATA, 1) => {
+                self.rtc.write(value as u8, machine.wall_clock());
+                None
+            }
             (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
             (0xcf8..=0xcff, _) => {
                 self.pci.write(port, size, value);
@@ -121,6 +143,7 @@ impl Devices {
         match port {
             0xcf8..=0xcff => self.pci.describe(port, input),
             fw_cfg::DATA => format!("fw_cfg data: item {}", self.fw_cfg.item()),
+            rtc::DATA => self.rtc.describe(),
             _ => self.port_name(port).into(),
         }
     }

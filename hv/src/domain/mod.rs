@@ -56,6 +56,7 @@ impl Domain {
     pub fn new(id: u16, name: String, memory: Box<dyn GuestMemory>) -> Domain {
         let devices = Devices {
             fw_cfg: crate::device::fw_cfg::FwCfg::new(memory.size()),
+            rtc: crate::device::rtc::Rtc::new(memory.size()),
             ..Devices::default()
         };
         Domain {

@@ -1,0 +1,345 @@
+//! The PC's real-time clock and CMOS memory: a Motorola MC146818 at ports 0x70 (index) and
+//! 0x71 (data), as every PC since the AT has it.
+//!
+//! A kernel writes a register's number to 0x70 (bit 7 there masks the NMI on a real PC;
+//! it is kept and ignored), then reads or writes the register at 0x71:
+//!
+//! | register | what                                                        |
+//! |----------|-------------------------------------------------------------|
+//! | 0x00, 0x02, 0x04 | seconds, minutes, hours                             |
+//! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday), day, month, year (00–99) |
+//! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
+//! | 0x0a     | status A: 0x26 (32.768 kHz, 1024 Hz) and never "update in progress" |
+//! | 0x0b     | status B: bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
+//! | 0x0c, 0x0d | status C: no interrupt flags; status D: 0x80, "the time is valid" |
+//! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
+//!
+//! The time is the host's: the hypervisor reads the real RTC once when it starts and moves
+//! it on with the TSC (`Machine::wall_clock`). A guest that sets the clock moves only its own
+//! (an offset). No interrupts (IRQ 8): the periodic, alarm and update interrupts need the
+//! PC's interrupt controllers, which this platform does not have yet.
+
+use alloc::format;
+use alloc::string::String;
+
+/// The index and data ports.
+pub const INDEX: u16 = 0x70;
+pub const DATA: u16 = 0x71;
+
+const SECONDS: u8 = 0x00;
+const MINUTES: u8 = 0x02;
+const HOURS: u8 = 0x04;
+const WEEKDAY: u8 = 0x06;
+const DAY: u8 = 0x07;
+const MONTH: u8 = 0x08;
+const YEAR: u8 = 0x09;
+const STATUS_A: u8 = 0x0a;
+const STATUS_B: u8 = 0x0b;
+const STATUS_C: u8 = 0x0c;
+const STATUS_D: u8 = 0x0d;
+const CENTURY: u8 = 0x32;
+
+/// Status B bits.
+const BINARY: u8 = 1 << 2;
+const HOURS_24: u8 = 1 << 1;
+
+/// The RTC and its 128 bytes of CMOS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rtc {
+    index: u8,
+    status_b: u8,
+    /// Seconds the guest has moved its clock from the host's.
+    offset: i64,
+    memory: [u8; 128],
+}
+
+impl Default for Rtc {
+    fn default() -> Rtc {
+        Rtc::new(0)
+    }
+}
+
+impl Rtc {
+    /// The RTC of a PC with `ram` bytes of RAM: its CMOS says how much, as a BIOS fills it.
+    pub fn new(ram: u64) -> Rtc {
+        let mut memory = [0u8; 128];
+        let mut put16 = |at: usize, value: u64| {
+            let value = value.min(0xffff) as u16;
+            memory[at] = value as u8;
+            memory[at + 1] = (value >> 8) as u8;
+        };
+        put16(0x15, 640);
+        let above_1_mib = ram.saturating_sub(1 << 20) / 1024;
+        put16(0x17, above_1_mib);
+        put16(0x30, above_1_mib);
+        put16(0x34, ram.saturating_sub(16 << 20) / (64 * 1024));
+        Rtc {
+            index: 0,
+            status_b: HOURS_24,
+            offset: 0,
+            memory,
+        }
+    }
+
+    /// An OUT of `value` to 0x70: select a register (bit 7, the NMI mask, aside).
+    pub fn select(&mut self, value: u8) {
+        self.index = value & 0x7f;
+    }
+
+    /// An IN from 0x71: the selected register, at `now` (host seconds since 1970, UTC).
+    pub fn read(&self, now: u64) -> u8 {
+        let time = Time::at(self.guest_seconds(now));
+        let field = |value: u8| self.encode(value);
+        match self.index {
+            SECONDS => field(time.second),
+            MINUTES => field(time.minute),
+            HOURS => self.encode_hour(time.hour),
+            WEEKDAY => field(time.weekday),
+            DAY => field(time.day),
+            MONTH => field(time.month),
+            YEAR => field((time.year % 100) as u8),
+            CENTURY => field((time.year / 100) as u8),
+            STATUS_A => 0x26,
+            STATUS_B => self.status_b,
+            STATUS_C => 0,
+            STATUS_D => 0x80,
+            index => self.memory[index as usize],
+        }
+    }
+
+    /// An OUT of `value` to 0x71: set the selected register. A time register moves the
+    /// guest's clock so that the field reads `value`; status B changes how values read.
+    pub fn write(&mut self, value: u8, now: u64) {
+        let mut time = Time::at(self.guest_seconds(now));
+        let decoded = self.decode(value);
+        match self.index {
+            SECONDS => time.second = decoded.min(59),
+            MINUTES => time.minute = decoded.min(59),
+            HOURS => time.hour = self.decode_hour(value),
+            DAY => time.day = decoded.clamp(1, 31),
+            MONTH => time.month = decoded.clamp(1, 12),
+            YEAR => time.year = time.year / 100 * 100 + decoded.min(99) as u32,
+            CENTURY => time.year = decoded as u32 * 100 + time.year % 100,
+            STATUS_B => {
+                self.status_b = value;
+                return;
+            }
+            // The day of the week follows from the date; A, C and D are read-only here.
+            WEEKDAY | STATUS_A | STATUS_C | STATUS_D => return,
+            index => {
+                self.memory[index as usize] = value;
+                return;
+            }
+        }
+        self.offset = time.seconds() as i64 - now as i64;
+    }
+
+    /// The register the next access reaches, in words.
+    pub fn describe(&self) -> String {
+        let name = match self.index {
+            SECONDS => "seconds",
+            MINUTES => "minutes",
+            HOURS => "hours",
+            WEEKDAY => "day of the week",
+            DAY => "day of the month",
+            MONTH => "month",
+            YEAR => "year",
+            CENTURY => "century",
+            STATUS_A => "status A",
+            STATUS_B => "status B",
+            STATUS_C => "status C",
+            STATUS_D => "status D",
+            _ => "CMOS memory",
+        };
+        format!("RTC register {:#04x}, {name}", self.index)
+    }
+
+    fn guest_seconds(&self, now: u64) -> u64 {
+        now.saturating_add_signed(self.offset)
+    }
+
+    /// A value as status B says registers hold it: binary, or BCD (0x59 for 59).
+    fn encode(&self, value: u8) -> u8 {
+        match self.status_b & BINARY {
+            0 => (value / 10) << 4 | value % 10,
+            _ => value,
+        }
+    }
+
+    fn decode(&self, value: u8) -> u8 {
+        match self.status_b & BINARY {
+            0 => (value >> 4) * 10 + (value & 0xf),
+            _ => value,
+        }
+    }
+
+    /// Hours in 24-hour form, or 1–12 with bit 7 for PM.
+    fn encode_hour(&self, hour: u8) -> u8 {
+        if self.status_b & HOURS_24 != 0 {
+            return self.encode(hour);
+        }
+        let pm = if hour >= 12 { 0x80 } else { 0 };
+        let twelve = match hour % 12 {
+            0 => 12,
+            other => other,
+        };
+        self.encode(twelve) | pm
+    }
+
+    fn decode_hour(&self, value: u8) -> u8 {
+        if self.status_b & HOURS_24 != 0 {
+            return self.decode(value).min(23);
+        }
+        let hour = self.decode(value & 0x7f) % 12;
+        if value & 0x80 != 0 { hour + 12 } else { hour }
+    }
+}
+
+/// A moment as the RTC's registers hold it (UTC, the proleptic Gregorian calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    pub year: u32,
+    pub month: u8,
+    pub day: u8,
+    /// 1 = Sunday … 7 = Saturday, as the RTC counts.
+    pub weekday: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+impl Time {
+    /// The moment `seconds` after 1970-01-01 00:00:00 UTC. (Days to a civil date: the
+    /// algorithm of Howard Hinnant's "chrono-compatible low-level date algorithms", which
+    /// counts in 400-year eras of 146097 days starting on March 1.)
+    pub fn at(seconds: u64) -> Time {
+        let days = (seconds / 86_400) as i64;
+        let of_day = seconds % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z - era * 146_097;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_index = (5 * day_of_year + 2) / 153;
+        let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u8;
+        let month = if month_index < 10 {
+            month_index + 3
+        } else {
+            month_index - 9
+        } as u8;
+        let year = (year_of_era + era * 400 + i64::from(month <= 2)) as u32;
+        Time {
+            year,
+            month,
+            day,
+            // 1970-01-01 was a Thursday (5 in the RTC's count).
+            weekday: ((days + 4) % 7 + 1) as u8,
+            hour: (of_day / 3600) as u8,
+            minute: (of_day / 60 % 60) as u8,
+            second: (of_day % 60) as u8,
+        }
+    }
+
+    /// Seconds since 1970-01-01 00:00:00 UTC (the inverse of [`Time::at`]).
+    pub fn seconds(&self) -> u64 {
+        let year = self.year as i64 - i64::from(self.month <= 2);
+        let era = year.div_euclid(400);
+        let year_of_era = year - era * 400;
+        let month = self.month as i64;
+        let day_of_year =
+            (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + self.day as i64 - 1;
+        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+        let days = era * 146_097 + day_of_era - 719_468;
+        (days.max(0) as u64) * 86_400
+            + self.hour as u64 * 3600
+            + self.minute as u64 * 60
+            + self.second as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-12-02 07:23:45 UTC, a Wednesday.
+    const NOW: u64 = 1_796_196_225;
+
+    fn read(rtc: &mut Rtc, register: u8) -> u8 {
+        rtc.select(register);
+        rtc.read(NOW)
+    }
+
+    #[test]
+    fn days_since_1970_become_a_date_and_back() {
+        let time = Time::at(NOW);
+        assert_eq!(
+            time,
+            Time {
+                year: 2026,
+                month: 12,
+                day: 2,
+                weekday: 4,
+                hour: 7,
+                minute: 23,
+                second: 45
+            }
+        );
+        assert_eq!(time.seconds(), NOW);
+        assert_eq!(Time::at(0).weekday, 5, "1970-01-01 was a Thursday");
+        // 2000 was a leap year (divisible by 400): February 29 exists.
+        let leap = Time::at(951_782_400);
+        assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+        assert_eq!(leap.seconds(), 951_782_400);
+    }
+
+    #[test]
+    fn the_registers_read_the_time_in_bcd_and_24_hours_as_a_pc_boots() {
+        let mut rtc = Rtc::new(32 << 20);
+        assert_eq!(read(&mut rtc, SECONDS), 0x45);
+        assert_eq!(read(&mut rtc, MINUTES), 0x23);
+        assert_eq!(read(&mut rtc, HOURS), 0x07);
+        assert_eq!(read(&mut rtc, DAY), 0x02);
+        assert_eq!(read(&mut rtc, MONTH), 0x12);
+        assert_eq!(read(&mut rtc, YEAR), 0x26);
+        assert_eq!(read(&mut rtc, CENTURY), 0x20);
+        assert_eq!(read(&mut rtc, WEEKDAY), 4);
+        assert_eq!(read(&mut rtc, STATUS_D), 0x80, "the time is valid");
+        assert_eq!(read(&mut rtc, STATUS_A) & 0x80, 0, "never mid-update");
+        // The NMI mask bit of the index is not part of the register number.
+        rtc.select(0x80 | SECONDS);
+        assert_eq!(rtc.read(NOW), 0x45);
+        assert_eq!(rtc.describe(), "RTC register 0x00, seconds");
+        // CMOS memory: 640 KiB of base memory, 31 MiB above 1 MiB, 16 MiB above 16 MiB.
+        assert_eq!((read(&mut rtc, 0x15), read(&mut rtc, 0x16)), (0x80, 0x02));
+        assert_eq!((read(&mut rtc, 0x17), read(&mut rtc, 0x18)), (0x00, 0x7c));
+        assert_eq!((read(&mut rtc, 0x34), read(&mut rtc, 0x35)), (0x00, 0x01));
+    }
+
+    #[test]
+    fn status_b_switches_to_binary_and_12_hours() {
+        let mut rtc = Rtc::new(16 << 20);
+        rtc.select(STATUS_B);
+        rtc.write(BINARY, NOW);
+        assert_eq!(read(&mut rtc, SECONDS), 45);
+        assert_eq!(read(&mut rtc, HOURS), 7, "7 AM: no PM bit");
+        rtc.select(HOURS);
+        rtc.write(0x80 | 1, NOW); // 1 PM
+        assert_eq!(read(&mut rtc, HOURS), 0x81);
+    }
+
+    #[test]
+    fn the_guest_sets_its_own_clock_only() {
+        let mut rtc = Rtc::new(16 << 20);
+        rtc.select(YEAR);
+        rtc.write(0x99, NOW); // BCD 99
+        assert_eq!(read(&mut rtc, YEAR), 0x99);
+        assert_eq!(read(&mut rtc, CENTURY), 0x20);
+        assert_eq!(read(&mut rtc, MONTH), 0x12, "the other fields stay");
+        // Another domain's RTC (a fresh one) still reads the host's year.
+        assert_eq!(read(&mut Rtc::new(16 << 20), YEAR), 0x26);
+        rtc.select(0x40);
+        rtc.write(0xab, NOW);
+        assert_eq!(rtc.read(NOW), 0xab, "CMOS memory keeps what is written");
+    }
+}
