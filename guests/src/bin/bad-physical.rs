@@ -1,9 +1,11 @@
 //! `bad-physical` (test guest): point one of our own pages at guest-physical 512 MiB, far
-//! beyond the 16 MiB we own, and read it.
+//! beyond the 16 MiB we own, read it, then run code there.
 //!
 //! Our page tables are ours to change, so the walk succeeds; the *nested* page tables do
-//! not map that guest-physical address, so the CPU exits with a nested page fault and the
-//! hypervisor ends the domain. A guest cannot reach memory it was not given.
+//! not map that guest-physical address, so the CPU exits with a nested page fault. For the
+//! read, the hypervisor answers as a PC's empty bus does: all ones, no device there — never
+//! another domain's or the hypervisor's memory. The jump is an instruction fetch from
+//! nowhere, and the hypervisor ends the domain. A guest cannot reach memory it was not given.
 #![no_std]
 #![no_main]
 
@@ -20,7 +22,15 @@ fn main(_info: &BootInfo) -> i32 {
     println!("reading guest-physical {OUTSIDE:#x} through {WINDOW:#x}");
     // SAFETY: mapped just above; the nested page tables stop the read.
     let value = unsafe { (WINDOW as *const u64).read_volatile() };
-    println!("read {value:#x}: the hypervisor let us out!");
+    match value {
+        u64::MAX => println!("read {value:#x}: all ones, nothing is there"),
+        _ => println!("read {value:#x}: the hypervisor let us out!"),
+    }
+    println!("jumping to {WINDOW:#x}");
+    // SAFETY: none, on purpose: the fetch from outside our memory is what this guest tests.
+    let code: extern "C" fn() = unsafe { core::mem::transmute(WINDOW as *const ()) };
+    code();
+    println!("came back from {WINDOW:#x}: the hypervisor let us out!");
     1
 }
 
