@@ -29,10 +29,11 @@ use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     VmcbMsr,
 };
+use crate::device::Devices;
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
-use crate::domain::interrupts::{self, Assist, Tick};
+use crate::domain::interrupts::{self, Assist, Tick, VirtualTimer};
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{GPR_NAMES, IN_FLIGHT_MAX, InFlight};
@@ -683,6 +684,9 @@ impl Step<'_, '_> {
             PortAccess::Out { port, size, value } => {
                 let line = devices.port_write(port, size, value, &*self.machine);
                 self.console(line);
+                if Devices::drives_timer(port) {
+                    self.platform_timer();
+                }
             }
             PortAccess::InString { port, size, to } => {
                 for address in to {
@@ -723,6 +727,42 @@ impl Step<'_, '_> {
                 self.console(written.console);
                 self.reports.push(written.what);
             }
+        }
+    }
+
+    /// The PIT or the PIC changed: the guest's timer is what they now make it (a timer that
+    /// keeps its period keeps its deadline), and the hypervisor's own timer runs to notice
+    /// when it is due.
+    fn platform_timer(&mut self) {
+        let now = self.machine.now();
+        let timer = self
+            .domain
+            .devices
+            .platform_timer(now, self.machine.tsc_hz())
+            .map(|(vector, countdown)| VirtualTimer {
+                vector,
+                period_tsc: countdown.period_tsc,
+                due_tsc: countdown.due_tsc,
+            });
+        let current = self.domain.vcpu.interrupts.timer;
+        let unchanged = matches!((current, timer), (Some(old), Some(new)) if old.vector == new.vector && old.period_tsc == new.period_tsc);
+        if unchanged {
+            return;
+        }
+        self.domain.vcpu.interrupts.timer = timer;
+        match timer {
+            Some(timer) => {
+                self.machine.start_timer();
+                self.reports.push(format!(
+                    "the guest's timer: PIT channel 0 every {} µs, IRQ 0 at vector {:#x}",
+                    timer.period_tsc * 1_000_000 / self.machine.tsc_hz().max(1),
+                    timer.vector
+                ));
+            }
+            None if current.is_some() => self
+                .reports
+                .push("the guest's timer stops: PIT channel 0 idle or IRQ 0 masked".into()),
+            None => {}
         }
     }
 

@@ -77,6 +77,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "PCI 00:00.0 device:vendor: 0x12378086",
             "fw_cfg signature: QEMU, CPUs: 1",
             clock.as_str(),
+            "timer: 3 interrupts from PIT channel 0 through the PIC, vector 0x20",
             "multiboot-hello: done",
         ]
     );

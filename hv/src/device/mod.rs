@@ -9,6 +9,8 @@
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
 //! | ports 0x510, 0x511         | QEMU's fw_cfg, read-only, without DMA: what QEMU says of a 1-CPU machine with the domain's RAM | `fw_cfg.rs` |
+//! | ports 0x20, 0x21, 0xa0, 0xa1 | the 8259A interrupt controllers, master and slave | `pic.rs` |
+//! | ports 0x40–0x43, 0x61      | the 8254 PIT: channel 0 is the guest's timer (IRQ 0), channel 2 and its gate | `pit.rs` |
 //! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time | `rtc.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
@@ -22,6 +24,8 @@ pub mod debug_exit;
 pub mod fw_cfg;
 pub mod lab_device;
 pub mod pci;
+pub mod pic;
+pub mod pit;
 pub mod rtc;
 pub mod uart;
 
@@ -45,6 +49,9 @@ pub struct Devices {
     pub fw_cfg: fw_cfg::FwCfg,
     /// The real-time clock and CMOS memory (ports 0x70, 0x71).
     pub rtc: rtc::Rtc,
+    /// The interrupt controllers and the interval timer.
+    pub pic: pic::Pic,
+    pub pit: pit::Pit,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
@@ -65,6 +72,9 @@ impl Devices {
             0xcf8..=0xcff => "PCI configuration",
             fw_cfg::SELECTOR | fw_cfg::DATA => "fw_cfg",
             rtc::INDEX | rtc::DATA => "RTC and CMOS",
+            port if pic::Pic::claims(port) => "8259A interrupt controller",
+            pit::PORT_B => "port B: PIT channel 2's gate",
+            port if pit::Pit::claims(port) => "8254 interval timer",
             port if self.disk.claims(port) => "ATA disk controller",
             _ => "no device",
         }
@@ -90,6 +100,10 @@ impl Devices {
     pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
         match port {
             rtc::DATA if size == 1 => self.rtc.read(machine.wall_clock()) as u32,
+            port if size == 1 && pic::Pic::claims(port) => self.pic.read(port) as u32,
+            port if size == 1 && pit::Pit::claims(port) => {
+                self.pit.read(port, machine.now(), machine.tsc_hz()) as u32
+            }
             0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
             0xcf8..=0xcff => self.pci.read(port, size),
             fw_cfg::DATA if size == 1 => self.fw_cfg.read_byte() as u32,
@@ -98,8 +112,8 @@ impl Devices {
     }
 
     /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
-    /// the console, the PCI configuration address, the fw_cfg selector and the RTC, the
-    /// disk controller's ports included.
+    /// the console, the PCI configuration address, the fw_cfg selector, the RTC, the PIC
+    /// and the PIT, the disk controller's ports included.
     pub fn port_write(
         &mut self,
         port: u16,
@@ -114,6 +128,15 @@ impl Devices {
             }
             (rtc::DATA, 1) => {
                 self.rtc.write(value as u8, machine.wall_clock());
+                None
+            }
+            (port, 1) if pic::Pic::claims(port) => {
+                self.pic.write(port, value as u8);
+                None
+            }
+            (port, 1) if pit::Pit::claims(port) => {
+                self.pit
+                    .write(port, value as u8, machine.now(), machine.tsc_hz());
                 None
             }
             (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
@@ -135,6 +158,17 @@ impl Devices {
             "IN {value:#x} from port {port:#x} ({})",
             self.describe_port(port, true)
         )
+    }
+
+    /// The guest's timer as its PIT and PIC make it: channel 0's countdown, at the vector
+    /// the master PIC gives IRQ 0 while IRQ 0 is unmasked (`None`: no timer interrupt comes).
+    pub fn platform_timer(&self, now: u64, tsc_hz: u64) -> Option<(u8, pit::Countdown)> {
+        Some((self.pic.timer_vector()?, self.pit.countdown(now, tsc_hz)?))
+    }
+
+    /// Does a write to `port` change the platform's timer?
+    pub fn drives_timer(port: u16) -> bool {
+        pic::Pic::claims(port) || matches!(port, pit::CHANNEL_0 | pit::CONTROL)
     }
 
     /// The device at `port` for an IN (`input`) or an OUT, in words: its name, and for the

@@ -161,7 +161,7 @@ impl Rtc {
     /// A value as status B says registers hold it: binary, or BCD (0x59 for 59).
     fn encode(&self, value: u8) -> u8 {
         match self.status_b & BINARY {
-            0 => (value / 10) << 4 | value % 10,
+            0 => ((value / 10) << 4) | (value % 10),
             _ => value,
         }
     }

@@ -427,6 +427,48 @@ mod tests {
     }
 
     #[test]
+    fn programming_the_pic_and_the_pit_arms_the_guest_s_timer() {
+        // What a PC kernel does: remap the master PIC to 0x20 (IRQ 0 unmasked by ICW1),
+        // then PIT channel 0, mode 2, count 11932 (100 Hz). The last OUT arms the timer
+        // the hypervisor delivers (and starts its own timer, to notice when it is due).
+        let mut test = Test::protected_mode();
+        let mut out = |test: &mut Test, port: u16, value: u8| {
+            test.set_gpr(0, value as u64);
+            test.set_gpr(2, port as u64);
+            test.domain.vcpu.vmcb.save.rip = ENTRY;
+            io(test, &OUT_DX_AL, self::port(port, false, 1))
+        };
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            out(&mut test, port, value);
+        }
+        assert_eq!(
+            test.domain.vcpu.interrupts.timer, None,
+            "the PIT is not counting"
+        );
+        out(&mut test, 0x43, 0x34);
+        out(&mut test, 0x40, 0x9c);
+        let run = out(&mut test, 0x40, 0x2e);
+        let timer = test.domain.vcpu.interrupts.timer.expect("armed");
+        assert_eq!(timer.vector, 0x20);
+        assert_eq!(
+            timer.period_tsc,
+            11_932 * testing::TSC_HZ / crate::device::pit::HZ
+        );
+        assert!(test.machine.calls.contains(&"start_timer".to_string()));
+        assert!(
+            run.emulate()
+                .what
+                .contains("the guest's timer: PIT channel 0 every 10000 µs, IRQ 0 at vector 0x20"),
+            "{}",
+            run.emulate().what
+        );
+        // Masking IRQ 0 stops it.
+        let run = out(&mut test, 0x21, 0xff);
+        assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        assert!(run.emulate().what.contains("the guest's timer stops"));
+    }
+
+    #[test]
     fn a_32_bit_in_zero_extends_into_rax() {
         // A 32-bit destination clears bits 63:32 (AMD APM vol. 1, 3.1.2.3).
         let mut test = Test::long_mode();

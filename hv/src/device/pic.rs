@@ -1,0 +1,234 @@
+//! The PC's two 8259A programmable interrupt controllers, master (ports 0x20, 0x21) and
+//! slave (0xa0, 0xa1), cascaded on the master's IRQ 2 (Intel 8259A datasheet).
+//!
+//! A kernel *initialises* each with four words: ICW1 on the command port (bit 4 set: "start
+//! over"; bit 0: an ICW4 follows), then on the data port ICW2, the vector of its IRQ 0 (a PC
+//! kernel moves the master to 0x20 and the slave to 0x28, away from the CPU's exceptions),
+//! ICW3 (the cascade wiring) and ICW4 (bit 0: 8086 mode). After that, a write to the data
+//! port is OCW1, the *interrupt mask* (a set bit masks its IRQ); on the command port, OCW2
+//! ends an interrupt (EOI: 0x20, or 0x60 + IRQ for a specific one) and OCW3 chooses what a
+//! read of the command port returns (0x0a: the request register IRR, 0x0b: the in-service
+//! register ISR).
+//!
+//! Only IRQ 0 has a source on this platform: the 8254 PIT's channel 0 (`pit.rs`). The
+//! hypervisor delivers the PIT's interrupt at the vector the master's ICW2 gave IRQ 0, while
+//! the master is initialised and IRQ 0 unmasked ([`Pic::timer_vector`]). Simplified: the
+//! in-service register is kept (a kernel's EOI clears it and reads it back) but does not hold
+//! back the next tick; there are no spurious interrupts (IRQ 7), no rotation, no special
+//! mask mode, no level triggering.
+
+/// The ports.
+pub const MASTER_COMMAND: u16 = 0x20;
+pub const MASTER_DATA: u16 = 0x21;
+pub const SLAVE_COMMAND: u16 = 0xa0;
+pub const SLAVE_DATA: u16 = 0xa1;
+
+/// One 8259A.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chip {
+    /// The vector of its IRQ 0 (ICW2, bits 7:3), once initialised.
+    pub vector_base: Option<u8>,
+    /// OCW1: a set bit masks its IRQ.
+    pub mask: u8,
+    pub in_service: u8,
+    pub requests: u8,
+    /// Which initialisation word comes next on the data port (2, 3 or 4), or 0: none.
+    expecting: u8,
+    /// ICW1 said an ICW4 follows.
+    needs_icw4: bool,
+    /// OCW3: a read of the command port returns ISR (else IRR).
+    read_in_service: bool,
+}
+
+impl Default for Chip {
+    /// As after power-on: not initialised, every IRQ masked (what a BIOS leaves is its own
+    /// business; a kernel initialises both chips before it unmasks anything).
+    fn default() -> Chip {
+        Chip {
+            vector_base: None,
+            mask: 0xff,
+            in_service: 0,
+            requests: 0,
+            expecting: 0,
+            needs_icw4: false,
+            read_in_service: false,
+        }
+    }
+}
+
+impl Chip {
+    fn write_command(&mut self, value: u8) -> &'static str {
+        if value & 0x10 != 0 {
+            // ICW1: start the initialisation over (the mask is cleared, 8259A datasheet).
+            *self = Chip {
+                needs_icw4: value & 1 != 0,
+                expecting: 2,
+                mask: 0,
+                ..Chip::default()
+            };
+            return "ICW1: initialisation starts";
+        }
+        if value & 0x08 != 0 {
+            // OCW3: bits 1:0 = 0b10 read IRR, 0b11 read ISR.
+            match value & 3 {
+                2 => self.read_in_service = false,
+                3 => self.read_in_service = true,
+                _ => {}
+            }
+            return "OCW3: which register a read returns";
+        }
+        // OCW2: bits 7:5 = 001 non-specific EOI, 011 specific EOI (IRQ in bits 2:0).
+        match value >> 5 {
+            0b001 => {
+                // The highest-priority IRQ in service (the lowest number) ends.
+                let lowest = self.in_service & self.in_service.wrapping_neg();
+                self.in_service &= !lowest;
+                "OCW2: end of interrupt"
+            }
+            0b011 => {
+                self.in_service &= !(1 << (value & 7));
+                "OCW2: specific end of interrupt"
+            }
+            _ => "OCW2: a priority command (not modelled)",
+        }
+    }
+
+    fn write_data(&mut self, value: u8) -> &'static str {
+        match self.expecting {
+            2 => {
+                self.vector_base = Some(value & 0xf8);
+                self.expecting = 3;
+                "ICW2: the vector of IRQ 0"
+            }
+            3 => {
+                self.expecting = if self.needs_icw4 { 4 } else { 0 };
+                "ICW3: the cascade"
+            }
+            4 => {
+                self.expecting = 0;
+                "ICW4: the mode"
+            }
+            _ => {
+                self.mask = value;
+                "OCW1: the interrupt mask"
+            }
+        }
+    }
+
+    fn read_command(&self) -> u8 {
+        if self.read_in_service {
+            self.in_service
+        } else {
+            self.requests
+        }
+    }
+
+    /// Is `irq` of this chip delivered, and at which vector?
+    fn vector(&self, irq: u8) -> Option<u8> {
+        let base = self.vector_base.filter(|_| self.expecting == 0)?;
+        (self.mask & (1 << irq) == 0).then_some(base + irq)
+    }
+}
+
+/// The pair.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pic {
+    pub master: Chip,
+    pub slave: Chip,
+}
+
+impl Pic {
+    /// Does `port` belong to the pair?
+    pub fn claims(port: u16) -> bool {
+        matches!(
+            port,
+            MASTER_COMMAND | MASTER_DATA | SLAVE_COMMAND | SLAVE_DATA
+        )
+    }
+
+    /// An OUT of a byte: what it was, in the 8259A's words.
+    pub fn write(&mut self, port: u16, value: u8) -> &'static str {
+        match port {
+            MASTER_COMMAND => self.master.write_command(value),
+            MASTER_DATA => self.master.write_data(value),
+            SLAVE_COMMAND => self.slave.write_command(value),
+            _ => self.slave.write_data(value),
+        }
+    }
+
+    /// An IN of a byte: the mask from a data port, IRR or ISR from a command port.
+    pub fn read(&self, port: u16) -> u8 {
+        match port {
+            MASTER_COMMAND => self.master.read_command(),
+            MASTER_DATA => self.master.mask,
+            SLAVE_COMMAND => self.slave.read_command(),
+            _ => self.slave.mask,
+        }
+    }
+
+    /// The vector the timer's interrupt (IRQ 0 of the master) is delivered at, or `None`
+    /// while the master is not initialised or IRQ 0 is masked.
+    pub fn timer_vector(&self) -> Option<u8> {
+        self.master.vector(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a PC kernel does first: remap the master to 0x20, the slave to 0x28.
+    fn initialised() -> Pic {
+        let mut pic = Pic::default();
+        for (port, value) in [
+            (MASTER_COMMAND, 0x11),
+            (SLAVE_COMMAND, 0x11),
+            (MASTER_DATA, 0x20),
+            (SLAVE_DATA, 0x28),
+            (MASTER_DATA, 0x04),
+            (SLAVE_DATA, 0x02),
+            (MASTER_DATA, 0x01),
+            (SLAVE_DATA, 0x01),
+        ] {
+            pic.write(port, value);
+        }
+        pic
+    }
+
+    #[test]
+    fn irq_0_is_delivered_at_the_vector_icw2_gave_it_once_unmasked() {
+        assert_eq!(Pic::default().timer_vector(), None, "not initialised");
+        let mut pic = initialised();
+        // ICW1 cleared the mask: IRQ 0 is open.
+        assert_eq!(pic.timer_vector(), Some(0x20));
+        assert_eq!(pic.write(MASTER_DATA, 0xff), "OCW1: the interrupt mask");
+        assert_eq!(pic.timer_vector(), None);
+        assert_eq!(pic.read(MASTER_DATA), 0xff);
+        pic.write(MASTER_DATA, 0xfe);
+        assert_eq!(pic.timer_vector(), Some(0x20));
+        assert_eq!(pic.slave.vector_base, Some(0x28));
+    }
+
+    #[test]
+    fn an_eoi_and_a_register_read_are_understood() {
+        let mut pic = initialised();
+        pic.master.in_service = 0b101;
+        pic.write(MASTER_COMMAND, 0x0b); // OCW3: read ISR
+        assert_eq!(pic.read(MASTER_COMMAND), 0b101);
+        // A non-specific EOI ends the highest-priority one, IRQ 0.
+        assert_eq!(pic.write(MASTER_COMMAND, 0x20), "OCW2: end of interrupt");
+        assert_eq!(pic.read(MASTER_COMMAND), 0b100);
+        assert_eq!(pic.write(MASTER_COMMAND, 0x62), "OCW2: specific end of interrupt");
+        assert_eq!(pic.read(MASTER_COMMAND), 0);
+        pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
+        assert_eq!(pic.read(MASTER_COMMAND), 0);
+    }
+
+    #[test]
+    fn half_way_through_its_initialisation_a_chip_delivers_nothing() {
+        let mut pic = Pic::default();
+        pic.write(MASTER_COMMAND, 0x11);
+        pic.write(MASTER_DATA, 0x20);
+        assert_eq!(pic.timer_vector(), None, "ICW3 and ICW4 still to come");
+    }
+}

@@ -1,0 +1,309 @@
+//! The PC's 8254 programmable interval timer: channel 0 (its output is IRQ 0), channel 2
+//! (gated and read through port 0x61, the way kernels calibrate the TSC), and the control
+//! port 0x43 (Intel 82C54 datasheet).
+//!
+//! Each channel counts down from a reload value at 1.193182 MHz. A kernel writes a control
+//! word to 0x43 — bits 7:6 the channel, 5:4 how the count is written (1 low byte, 2 high
+//! byte, 3 low then high; 0 latches the count for reading), 3:1 the mode — then the count to
+//! the channel's port (0x40, 0x42). Mode 2 (rate generator) and 3 (square wave) reload and
+//! repeat: channel 0 in one of them interrupts every `count / 1193182` seconds. Mode 0
+//! (interrupt on terminal count) counts once.
+//!
+//! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
+//! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
+//! ([`Pit::timer`]): the hypervisor delivers its interrupt through the PIC (`pic.rs`) when it
+//! is due, as it delivers a paravirtual timer (`domain/interrupts.rs`). This is the guest's
+//! PIT only: the real one belongs to the hypervisor, which does not share it (every port is
+//! intercepted), so the two never meet.
+
+/// The ports.
+pub const CHANNEL_0: u16 = 0x40;
+pub const CHANNEL_2: u16 = 0x42;
+pub const CONTROL: u16 = 0x43;
+/// Port B of the PC's keyboard controller: bit 0 gates channel 2, bit 5 reads its output.
+pub const PORT_B: u16 = 0x61;
+
+/// When channel 0's output next rises, and how often: the PIT's side of the guest's
+/// timer (the PIC's side is the vector; `domain/interrupts.rs` makes the two a timer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Countdown {
+    pub period_tsc: u64,
+    pub due_tsc: u64,
+}
+
+/// The PIT's input clock.
+pub const HZ: u64 = 1_193_182;
+
+/// One channel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    /// The mode (0–5) of the last control word.
+    pub mode: u8,
+    /// How the count is written and read: 1 low, 2 high, 3 low then high.
+    access: u8,
+    /// The low byte of a count written half (access 3).
+    low_byte: Option<u8>,
+    /// The reload value; 0 counts as 65536.
+    pub reload: u32,
+    /// The TSC when the count was loaded (or the gate opened), `None`: not counting.
+    pub loaded_at: Option<u64>,
+    /// A latched count, and whether its high byte is the next to read.
+    latched: Option<(u16, bool)>,
+    /// The next byte of an unlatched read of access 3 is the high one.
+    read_high: bool,
+}
+
+impl Channel {
+    /// The count now, at TSC `now` with `tsc_hz` ticks per second.
+    pub fn count(&self, now: u64, tsc_hz: u64) -> u16 {
+        let Some(start) = self.loaded_at else {
+            return self.reload as u16;
+        };
+        let elapsed =
+            (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
+        let reload = self.reload_value();
+        match self.mode {
+            // Once: down to 0, then (as the counter wraps on) from 0xffff.
+            0 | 1 | 4 | 5 => (reload.wrapping_sub(elapsed)) as u16,
+            _ => (reload - elapsed % reload) as u16,
+        }
+    }
+
+    /// Is the output high? Mode 0 raises it at terminal count; modes 2 and 3 are high most
+    /// of each period (3: the first half).
+    pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
+        let Some(start) = self.loaded_at else {
+            return false;
+        };
+        let elapsed =
+            (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
+        let reload = self.reload_value();
+        match self.mode {
+            0 => elapsed >= reload,
+            3 => elapsed % reload < reload.div_ceil(2),
+            _ => true,
+        }
+    }
+
+    fn reload_value(&self) -> u64 {
+        match self.reload {
+            0 => 0x1_0000,
+            value => value as u64,
+        }
+    }
+}
+
+/// The 8254 and port B.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pit {
+    pub channels: [Channel; 3],
+    /// Port B bits 1:0: channel 2's gate and the speaker.
+    pub port_b: u8,
+}
+
+impl Pit {
+    /// Does `port` belong to the PIT (or its gate)?
+    pub fn claims(port: u16) -> bool {
+        matches!(port, 0x40..=0x43 | PORT_B)
+    }
+
+    /// An OUT of a byte at TSC `now` (`tsc_hz` ticks per second): what it did.
+    pub fn write(&mut self, port: u16, value: u8, now: u64, tsc_hz: u64) -> &'static str {
+        match port {
+            CONTROL => self.control(value, now, tsc_hz),
+            PORT_B => {
+                let was_open = self.port_b & 1 != 0;
+                self.port_b = value & 3;
+                let channel = &mut self.channels[2];
+                // Opening the gate starts channel 2 counting (modes 0 and 1 from the top).
+                if !was_open && value & 1 != 0 && channel.reload != 0 {
+                    channel.loaded_at = Some(now);
+                }
+                "port B: channel 2's gate and the speaker"
+            }
+            _ => {
+                let index = (port - CHANNEL_0) as usize;
+                let gated = index != 2 || self.port_b & 1 != 0;
+                let channel = &mut self.channels[index];
+                let complete = match channel.access {
+                    1 => Some(value as u32),
+                    2 => Some((value as u32) << 8),
+                    _ => match channel.low_byte.take() {
+                        None => {
+                            channel.low_byte = Some(value);
+                            None
+                        }
+                        Some(low) => Some(low as u32 | (value as u32) << 8),
+                    },
+                };
+                match complete {
+                    Some(reload) => {
+                        channel.reload = reload;
+                        channel.loaded_at = gated.then_some(now);
+                        "the count: the channel (re)starts"
+                    }
+                    None => "the count's low byte",
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, value: u8, now: u64, tsc_hz: u64) -> &'static str {
+        let index = (value >> 6) as usize;
+        if index == 3 {
+            return "read-back (not modelled)";
+        }
+        let access = (value >> 4) & 3;
+        let channel = &mut self.channels[index];
+        if access == 0 {
+            // Counter latch: the count now, kept for the next read(s) however long they take.
+            channel.latched = Some((channel.count(now, tsc_hz), false));
+            return "latch the count";
+        }
+        *channel = Channel {
+            mode: match (value >> 1) & 7 {
+                6 => 2,
+                7 => 3,
+                mode => mode,
+            },
+            access,
+            ..Channel::default()
+        };
+        "a control word: the channel's mode and how its count is written"
+    }
+
+    /// An IN of a byte at TSC `now`, with `tsc_hz` TSC ticks per second.
+    pub fn read(&mut self, port: u16, now: u64, tsc_hz: u64) -> u8 {
+        match port {
+            CONTROL => 0xff,
+            PORT_B => {
+                let output = self.channels[2].output(now, tsc_hz);
+                self.port_b | if output { 0x20 } else { 0 }
+            }
+            _ => {
+                let channel = &mut self.channels[(port - CHANNEL_0) as usize];
+                if let Some((count, high)) = channel.latched {
+                    return match (channel.access, high) {
+                        (3, false) => {
+                            channel.latched = Some((count, true));
+                            count as u8
+                        }
+                        (3, true) => {
+                            channel.latched = None;
+                            (count >> 8) as u8
+                        }
+                        (2, _) => {
+                            channel.latched = None;
+                            (count >> 8) as u8
+                        }
+                        _ => {
+                            channel.latched = None;
+                            count as u8
+                        }
+                    };
+                }
+                let count = channel.count(now, tsc_hz);
+                match channel.access {
+                    2 => (count >> 8) as u8,
+                    3 => {
+                        channel.read_high = !channel.read_high;
+                        if channel.read_high {
+                            count as u8
+                        } else {
+                            (count >> 8) as u8
+                        }
+                    }
+                    _ => count as u8,
+                }
+            }
+        }
+    }
+
+    /// Channel 0 at TSC `now`: when it next interrupts — every period in modes 2 and 3,
+    /// once in mode 0 — or `None` when it is not counting.
+    pub fn countdown(&self, now: u64, tsc_hz: u64) -> Option<Countdown> {
+        let channel = &self.channels[0];
+        let start = channel.loaded_at?;
+        let period_tsc =
+            (channel.reload_value() as u128 * tsc_hz as u128 / HZ as u128).max(1) as u64;
+        let periods_done = now.saturating_sub(start) / period_tsc;
+        match channel.mode {
+            2 | 3 => Some(Countdown {
+                period_tsc,
+                due_tsc: start + (periods_done + 1) * period_tsc,
+            }),
+            // Once: due at terminal count, then (a period far beyond any run) never again.
+            0 if periods_done == 0 => Some(Countdown {
+                period_tsc: u64::MAX / 4,
+                due_tsc: start + period_tsc,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TSC of 1.193182 GHz: 1000 TSC ticks per PIT tick.
+    const TSC_HZ: u64 = HZ * 1000;
+
+    #[test]
+    fn channel_0_in_mode_2_counts_down_every_period() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x34, 0, TSC_HZ); // channel 0, low then high, mode 2
+        pit.write(CHANNEL_0, 0x9c, 0, TSC_HZ); // 11932 = 0x2e9c: 100 Hz
+        assert_eq!(pit.countdown(0, TSC_HZ), None, "half a count: not yet");
+        pit.write(CHANNEL_0, 0x2e, 5_000, TSC_HZ);
+        let countdown = pit.countdown(5_000, TSC_HZ).expect("counting");
+        assert_eq!(countdown.period_tsc, 11_932_000);
+        assert_eq!(countdown.due_tsc, 5_000 + 11_932_000);
+        // Asked later, the next deadline is the next period's.
+        let later = pit.countdown(5_000 + 30_000_000, TSC_HZ).expect("counting");
+        assert_eq!(later.due_tsc, 5_000 + 3 * 11_932_000);
+    }
+
+    #[test]
+    fn a_read_gives_the_count_now_and_a_latch_freezes_it() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x10, 0, TSC_HZ); // 4096
+        // 100 PIT ticks later the count is 3996 (0x0f9c), low byte first.
+        pit.write(CONTROL, 0x00, 100_000, TSC_HZ); // latch channel 0
+        assert_eq!(pit.read(CHANNEL_0, 100_000, TSC_HZ), 0x9c);
+        assert_eq!(
+            pit.read(CHANNEL_0, 900_000, TSC_HZ),
+            0x0f,
+            "the latched high byte"
+        );
+        // Past a period it starts over: 4096 + 100 ticks later, 3996 again.
+        pit.write(CONTROL, 0x00, 4_196_000, TSC_HZ);
+        assert_eq!(pit.read(CHANNEL_0, 4_196_000, TSC_HZ), 0x9c);
+    }
+
+    #[test]
+    fn channel_2_counts_once_its_gate_opens_and_port_b_shows_its_output() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0xb0, 0, TSC_HZ); // channel 2, low then high, mode 0
+        pit.write(CHANNEL_2, 0xe8, 0, TSC_HZ);
+        pit.write(CHANNEL_2, 0x03, 0, TSC_HZ); // 1000
+        assert_eq!(
+            pit.read(PORT_B, 0, TSC_HZ) & 0x20,
+            0,
+            "gate closed: not counting"
+        );
+        pit.write(PORT_B, 0x01, 10_000, TSC_HZ);
+        assert_eq!(
+            pit.read(PORT_B, 500_000, TSC_HZ) & 0x20,
+            0,
+            "500 of 1000 ticks"
+        );
+        assert_eq!(
+            pit.read(PORT_B, 1_010_000, TSC_HZ) & 0x20,
+            0x20,
+            "terminal count"
+        );
+    }
+}
