@@ -20,6 +20,17 @@ const _: () = assert!(IOPM_PAGES * frames::PAGE_SIZE == iopm::SIZE as u64);
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
+/// A kernel that no one here wrote (a multiboot kernel) may write any value to CR0, and QEMU's
+/// TCG lets through what a CPU refuses: NW without CD reaches the next VMRUN, which then
+/// fails its consistency checks (AMD APM vol. 2, 15.5.1) where a CPU would have raised #GP(0)
+/// at the MOV. So a kernel's CR0 writes exit, and `exit/cr.rs` checks them as the CPU does.
+/// Only those that change more than TS and MP (the selective intercept, 15.9.2): a kernel
+/// writes CR0 a few times at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written
+/// here, keep CR0 writes their own unless a lab asks, `intercept-cr`.)
+pub fn check_kernel_cr0_writes(vmcb: &mut Vmcb) {
+    vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
+}
+
 /// Fill the control area of domain `dom`'s new VMCB; `disk` says who owns the disk
 /// controller. `None` when memory runs out.
 pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()> {

@@ -127,7 +127,10 @@ pub fn create(
         Start::Traplab(entry, boot::GuestMode::Protected32) => {
             vcpu.set_protected_mode_boot_state(entry)
         }
-        Start::Multiboot(loaded) => vcpu.set_multiboot_boot_state(loaded.entry, loaded.info),
+        Start::Multiboot(loaded) => {
+            vcpu.set_multiboot_boot_state(loaded.entry, loaded.info);
+            intercepts::check_kernel_cr0_writes(&mut vcpu.vmcb);
+        }
     }
     Ok(domain)
 }

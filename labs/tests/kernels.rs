@@ -159,6 +159,36 @@ fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs(
     assert_eq!(console(&run.events, 3), ["Hello from a traplab guest!"]);
 }
 
+#[test]
+fn a_kernel_s_cr0_write_that_a_cpu_refuses_is_a_gp_not_a_failed_vmrun() {
+    // NW without CD: TCG would take the MOV and the next VMRUN would refuse the state
+    // (VMEXIT_INVALID, the domain killed); the hypervisor checks a kernel's CR0 writes and
+    // raises #GP(0), which the kernel's own handler catches.
+    let run = run_machine(&machine_for(&["bad-cr0-kernel"]));
+    let (exit_at, _) = run
+        .events
+        .iter()
+        .enumerate()
+        .find_map(|(index, event)| match &event.body {
+            Body::Exit(exit) if exit.reason == "CR0_SEL_WRITE" => Some((index, exit)),
+            _ => None,
+        })
+        .expect("the CR0 write exits");
+    assert!(
+        matches!(&run.events[exit_at + 1].body, Body::Decide(decide) if decide.why.contains("sets NW without CD: the CPU would raise #GP(0)")),
+        "{:?}",
+        run.events[exit_at + 1]
+    );
+    assert!(
+        matches!(&run.events[exit_at + 2].body, Body::Inject(inject) if inject.vector == 13 && inject.error_code == Some(0))
+    );
+    assert_eq!(
+        console(&run.events, 1),
+        ["bad-cr0-kernel: #GP: MOV CR0 with NW and not CD was refused"]
+    );
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+}
+
 /// Run `kernel` under QEMU's own multiboot loader (`-kernel`), with the isa-debug-exit device
 /// and COM1 on stdout: its exit status and output, or a failure after `bound`.
 fn under_qemus_loader(

@@ -218,7 +218,10 @@ mod tests {
         // A non-specific EOI ends the highest-priority one, IRQ 0.
         assert_eq!(pic.write(MASTER_COMMAND, 0x20), "OCW2: end of interrupt");
         assert_eq!(pic.read(MASTER_COMMAND), 0b100);
-        assert_eq!(pic.write(MASTER_COMMAND, 0x62), "OCW2: specific end of interrupt");
+        assert_eq!(
+            pic.write(MASTER_COMMAND, 0x62),
+            "OCW2: specific end of interrupt"
+        );
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
         assert_eq!(pic.read(MASTER_COMMAND), 0);

@@ -13,6 +13,7 @@
 //! | CR8      | sets a bit in 63:4 (CR8 is the 4-bit task priority, APM vol. 2, 3.1.5) |
 //!
 //! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
+//! and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
 //! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
 //! the guest's TLB at the next VMRUN.

@@ -432,7 +432,7 @@ mod tests {
         // then PIT channel 0, mode 2, count 11932 (100 Hz). The last OUT arms the timer
         // the hypervisor delivers (and starts its own timer, to notice when it is due).
         let mut test = Test::protected_mode();
-        let mut out = |test: &mut Test, port: u16, value: u8| {
+        let out = |test: &mut Test, port: u16, value: u8| {
             test.set_gpr(0, value as u64);
             test.set_gpr(2, port as u64);
             test.domain.vcpu.vmcb.save.rip = ENTRY;
