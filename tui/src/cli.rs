@@ -292,8 +292,13 @@ pub enum AccelChoice {
 #[command(after_help = stats_help())]
 pub struct StatsArgs {
     /// A recording (from `traplab trace --record FILE`), or a lab to run now.
-    #[arg(value_name = "FILE|LAB")]
-    pub what: String,
+    #[arg(id = "lab", value_name = "FILE|LAB", required_unless_present_any = ["guest", "kernel"])]
+    pub what: Option<String>,
+    /// Run this guest program now instead (guests/src/bin/NAME.rs).
+    #[arg(long, value_name = "NAME", conflicts_with = "lab")]
+    pub guest: Option<String>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
     /// Only the exits of this domain (1 is a lab's first guest, d1; 0 its control domain).
     #[arg(long, visible_alias = "dom", value_name = "N")]
     pub domain: Option<u16>,

@@ -198,6 +198,20 @@ fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_t
     ] {
         assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
     }
+    // stats runs the same kernel now and counts its exits: an IN and an OUT per byte it
+    // prints, and its three timer HLTs.
+    let output = run(&["stats", "--kernel", kernel, "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stats --json prints JSON");
+    let count = |reason: &str| {
+        stats["reasons"]
+            .as_array()
+            .and_then(|reasons| reasons.iter().find(|entry| entry["reason"] == reason))
+            .and_then(|entry| entry["count"].as_u64())
+    };
+    assert!(count("IOIO").is_some_and(|ioio| ioio > 1000), "{stats}");
+    assert_eq!(count("HLT"), Some(3), "{stats}");
     // A file that is no kernel: the hypervisor refuses it and says what it is; the domain
     // counts as killed (137).
     let junk = temporary("not-a-kernel");

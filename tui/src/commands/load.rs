@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use traplab_tracer::qemu::Machine;
 use traplab_tracer::session::{Item, Options, Session};
 use traplab_tracer::store::Trace;
 
@@ -75,6 +76,12 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
         )
         .into());
     };
+    run_now(&lab.id, &lab.machine(), yes)
+}
+
+/// Run `machine` (called `name`) now without a screen: its trace, and the status that says
+/// whether the run went right.
+pub fn run_now(name: &str, machine: &Machine, yes: bool) -> Result<(Trace, u8), Failure> {
     crate::setup::ensure_qemu(yes)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
@@ -84,8 +91,8 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
         timeout: Some(Duration::from_secs(300)),
         read_interval: None,
     };
-    let session = Session::start(&lab.machine(), options).map_err(|error| error.to_string())?;
-    let mut trace = Trace::live(format!("{} (run now)", lab.id));
+    let session = Session::start(machine, options).map_err(|error| error.to_string())?;
+    let mut trace = Trace::live(format!("{name} (run now)"));
     let mut broken = false;
     let mut finish = None;
     for item in session {
@@ -107,7 +114,7 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
         None => status::HV_FAILED,
     };
     if code == status::TIMED_OUT {
-        eprintln!("traplab: {} did not finish in time; QEMU stopped", lab.id);
+        eprintln!("traplab: {name} did not finish in time; QEMU stopped");
     }
     Ok((trace, code))
 }

@@ -1,4 +1,4 @@
-//! `traplab stats FILE|<lab>`: the exits per reason and the hypervisor's time for them, as
+//! `traplab stats FILE|<lab>` (or `--guest NAME`, `--kernel FILE`): the exits per reason and the hypervisor's time for them, as
 //! `perf kvm stat report` shows them: for all domains, then one table per domain when
 //! there are several (`--domain N` keeps one).
 
@@ -10,7 +10,13 @@ use traplab_tracer::stats::{self, Stats};
 use traplab_tracer::store::Trace;
 
 pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
-    let (trace, code) = load::file_or_lab(&args.what, args.yes)?;
+    let (trace, code) = match &args.what {
+        Some(what) => load::file_or_lab(what, args.yes)?,
+        None => {
+            let (name, machine) = super::machine(&None, &args.guest, &args.kernel, &[])?;
+            load::run_now(&name, &machine, args.yes)?
+        }
+    };
     let flows = trace.flows();
     if let Some(dom) = args.domain
         && !flows.iter().any(|flow| flow.dom == dom)
