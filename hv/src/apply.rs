@@ -29,7 +29,6 @@ use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     VmcbMsr,
 };
-use crate::device::Devices;
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -682,9 +681,10 @@ impl Step<'_, '_> {
                 self.reports.push(what);
             }
             PortAccess::Out { port, size, value } => {
+                let before = devices.timer_state();
                 let line = devices.port_write(port, size, value, &*self.machine);
                 self.console(line);
-                if Devices::drives_timer(port) {
+                if self.domain.devices.timer_state() != before {
                     self.platform_timer();
                 }
             }
@@ -702,12 +702,16 @@ impl Step<'_, '_> {
                 }
             }
             PortAccess::OutString { port, size, values } => {
+                let before = self.domain.devices.timer_state();
                 for value in values {
                     let line = self
                         .domain
                         .devices
                         .port_write(port, size, value, &*self.machine);
                     self.console(line);
+                }
+                if self.domain.devices.timer_state() != before {
+                    self.platform_timer();
                 }
             }
         }
@@ -730,36 +734,35 @@ impl Step<'_, '_> {
         }
     }
 
-    /// The PIT or the PIC changed: the guest's timer is what they now make it (a timer that
-    /// keeps its period keeps its deadline), and the hypervisor's own timer runs to notice
-    /// when it is due.
+    /// The PIT's channel 0 or the PIC's IRQ 0 changed: the guest's timer is what they now
+    /// make it, and the hypervisor's own timer runs to notice when it is due.
     fn platform_timer(&mut self) {
         let now = self.machine.now();
-        let timer = self
-            .domain
-            .devices
-            .platform_timer(now, self.machine.tsc_hz())
-            .map(|(vector, countdown)| VirtualTimer {
-                vector,
-                period_tsc: countdown.period_tsc,
-                due_tsc: countdown.due_tsc,
-            });
-        let current = self.domain.vcpu.interrupts.timer;
-        let unchanged = matches!((current, timer), (Some(old), Some(new)) if old.vector == new.vector && old.period_tsc == new.period_tsc);
-        if unchanged {
-            return;
-        }
-        self.domain.vcpu.interrupts.timer = timer;
-        match timer {
-            Some(timer) => {
+        let tsc_hz = self.machine.tsc_hz().max(1);
+        let platform = self.domain.devices.platform_timer(now, tsc_hz);
+        let had_one = self.domain.vcpu.interrupts.timer.is_some();
+        self.domain.vcpu.interrupts.timer = platform.map(|(vector, countdown)| VirtualTimer {
+            vector,
+            // Once: after the deadline, a period beyond any run (the PIT's mode 0).
+            period_tsc: countdown.period_tsc.unwrap_or(u64::MAX / 4),
+            due_tsc: countdown.due_tsc,
+        });
+        let micros = |tsc: u64| (tsc as u128 * 1_000_000 / tsc_hz as u128) as u64;
+        match platform {
+            Some((vector, countdown)) => {
                 self.machine.start_timer();
+                let when = match countdown.period_tsc {
+                    Some(period) => format!("every {} µs", micros(period)),
+                    None => format!(
+                        "once, in {} µs",
+                        micros(countdown.due_tsc.saturating_sub(now))
+                    ),
+                };
                 self.reports.push(format!(
-                    "the guest's timer: PIT channel 0 every {} µs, IRQ 0 at vector {:#x}",
-                    timer.period_tsc * 1_000_000 / self.machine.tsc_hz().max(1),
-                    timer.vector
+                    "the guest's timer: PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"
                 ));
             }
-            None if current.is_some() => self
+            None if had_one => self
                 .reports
                 .push("the guest's timer stops: PIT channel 0 idle or IRQ 0 masked".into()),
             None => {}

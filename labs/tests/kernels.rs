@@ -282,5 +282,17 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
             .any(|line| line.ends_with("first bytes: \"module bytes for\"")),
         "{text}"
     );
+    // Its fw_cfg says what the hypervisor's emulation of it says; its RTC shows the host's
+    // time; its PIT and PICs interrupt as the hypervisor's models do.
+    assert!(lines.contains(&"fw_cfg signature: QEMU, CPUs: 1"), "{text}");
+    let clock = lines
+        .iter()
+        .find(|line| line.starts_with("RTC: "))
+        .expect("the kernel read the RTC");
+    assert_near_now(clock);
+    assert!(
+        lines.contains(&"timer: 3 interrupts from PIT channel 0 through the PIC, vector 0x20"),
+        "{text}"
+    );
     assert_eq!(lines.last(), Some(&"multiboot-hello: done"), "{text}");
 }

@@ -31,7 +31,10 @@ multiboot_entry:
     cli
     mov esp, offset stack_top
     /* An IDT with one gate, #GP (vector 13): a 32-bit interrupt gate to gp_handler, in the
-     * code segment the loader left us in (we keep its GDT: no segment is reloaded). */
+     * code segment the loader left us in. We keep the loader's GDT, which Multiboot 3.2 says
+     * "may be invalid": delivering the #GP loads CS from the gate, so this test kernel
+     * trusts its loader (traplab, QEMU) to leave a GDT where that selector is flat code. A
+     * real kernel loads its own first, as multiboot-hello does. */
     mov eax, offset gp_handler
     mov word ptr [idt + 13 * 8], ax
     mov word ptr [idt + 13 * 8 + 2], cs

@@ -63,9 +63,9 @@ multiboot_header:
  * Nothing else is defined: not ESP ("the OS image must create its own stack"), not the
  * GDTR ("may be invalid, so the OS image must not load any segment registers (even just
  * reloading the same values!) until it sets up its own GDT"), not the IDTR ("the OS
- * image must leave interrupts disabled until it sets up its own IDT"). We never set one
- * up: interrupts stay off, and an exception would go through whatever IDT the loader
- * left, most likely to a triple fault (a reset).
+ * image must leave interrupts disabled until it sets up its own IDT"). We set one up only
+ * for the timer, late (below): until then interrupts stay off, and an exception would go
+ * through whatever IDT the loader left, most likely to a triple fault (a reset).
  */
     .section .text.multiboot_entry, "ax"
     .code32

@@ -166,9 +166,17 @@ impl Devices {
         Some((self.pic.timer_vector()?, self.pit.countdown(now, tsc_hz)?))
     }
 
-    /// Does a write to `port` change the platform's timer?
-    pub fn drives_timer(port: u16) -> bool {
-        pic::Pic::claims(port) || matches!(port, pit::CHANNEL_0 | pit::CONTROL)
+    /// What the platform's timer depends on: PIT channel 0's mode, count and start, and the
+    /// vector of IRQ 0. A port write that changes it (re)programs the guest's timer
+    /// (`apply.rs`); one that only latches or reads the count does not.
+    pub fn timer_state(&self) -> (u8, Option<u32>, Option<u64>, Option<u8>) {
+        let channel = &self.pit.channels[0];
+        (
+            channel.mode,
+            channel.reload,
+            channel.loaded_at,
+            self.pic.timer_vector(),
+        )
     }
 
     /// The device at `port` for an IN (`input`) or an OUT, in words: its name, and for the

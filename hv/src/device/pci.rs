@@ -19,6 +19,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use traplab_abi::x86::operand_mask;
 
 /// The ports of configuration mechanism #1.
 pub const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -101,7 +102,8 @@ impl Pci {
     /// An OUT of `value` (`size` bytes) to one of the ports 0xcf8–0xcff.
     pub fn write(&mut self, port: u16, size: u8, value: u32) {
         if port == CONFIG_ADDRESS && size == 4 {
-            self.address = value;
+            // Bits 30:24 and 1:0 are read-only zeros (PCI 3.0, 3.2.2.3.2).
+            self.address = value & 0x80ff_fffc;
         }
         // CONFIG_DATA writes reach the host bridge, whose registers are read-only here.
     }
@@ -137,11 +139,7 @@ fn register(target: Target) -> u32 {
 }
 
 fn mask(size: u8) -> u32 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => u32::MAX,
-    }
+    operand_mask(size) as u32
 }
 
 #[cfg(test)]

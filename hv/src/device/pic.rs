@@ -12,9 +12,10 @@
 //!
 //! Only IRQ 0 has a source on this platform: the 8254 PIT's channel 0 (`pit.rs`). The
 //! hypervisor delivers the PIT's interrupt at the vector the master's ICW2 gave IRQ 0, while
-//! the master is initialised and IRQ 0 unmasked ([`Pic::timer_vector`]). Simplified: the
-//! in-service register is kept (a kernel's EOI clears it and reads it back) but does not hold
-//! back the next tick; there are no spurious interrupts (IRQ 7), no rotation, no special
+//! the master is initialised and IRQ 0 unmasked ([`Pic::timer_vector`]). Simplified: a
+//! delivery does not mark IRQ 0 in service, so the in-service register reads 0 and an EOI
+//! ends nothing (ticks the guest has not taken yet are merged by the hypervisor itself,
+//! `domain/interrupts.rs`); there are no spurious interrupts (IRQ 7), no rotation, no special
 //! mask mode, no level triggering.
 
 /// The ports.
@@ -36,6 +37,8 @@ pub struct Chip {
     expecting: u8,
     /// ICW1 said an ICW4 follows.
     needs_icw4: bool,
+    /// ICW1 said the chip is alone (SNGL): no ICW3 follows.
+    single: bool,
     /// OCW3: a read of the command port returns ISR (else IRR).
     read_in_service: bool,
 }
@@ -51,6 +54,7 @@ impl Default for Chip {
             requests: 0,
             expecting: 0,
             needs_icw4: false,
+            single: false,
             read_in_service: false,
         }
     }
@@ -62,6 +66,7 @@ impl Chip {
             // ICW1: start the initialisation over (the mask is cleared, 8259A datasheet).
             *self = Chip {
                 needs_icw4: value & 1 != 0,
+                single: value & 2 != 0,
                 expecting: 2,
                 mask: 0,
                 ..Chip::default()
@@ -97,7 +102,11 @@ impl Chip {
         match self.expecting {
             2 => {
                 self.vector_base = Some(value & 0xf8);
-                self.expecting = 3;
+                self.expecting = match (self.single, self.needs_icw4) {
+                    (false, _) => 3,
+                    (true, true) => 4,
+                    (true, false) => 0,
+                };
                 "ICW2: the vector of IRQ 0"
             }
             3 => {
@@ -225,6 +234,16 @@ mod tests {
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
         assert_eq!(pic.read(MASTER_COMMAND), 0);
+    }
+
+    #[test]
+    fn a_single_chip_takes_no_icw3() {
+        let mut pic = Pic::default();
+        pic.write(MASTER_COMMAND, 0x13); // ICW1: single, ICW4 follows
+        pic.write(MASTER_DATA, 0x40);
+        assert_eq!(pic.write(MASTER_DATA, 0x01), "ICW4: the mode");
+        assert_eq!(pic.write(MASTER_DATA, 0xfe), "OCW1: the interrupt mask");
+        assert_eq!(pic.timer_vector(), Some(0x40));
     }
 
     #[test]

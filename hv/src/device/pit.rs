@@ -11,8 +11,10 @@
 //!
 //! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
 //! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
-//! ([`Pit::timer`]): the hypervisor delivers its interrupt through the PIC (`pic.rs`) when it
-//! is due, as it delivers a paravirtual timer (`domain/interrupts.rs`). This is the guest's
+//! ([`Pit::countdown`]): the hypervisor delivers its interrupt through the PIC (`pic.rs`) when
+//! it is due, as it delivers a paravirtual timer (`domain/interrupts.rs`). Not modelled: modes
+//! 1, 4 and 5 (no interrupt from them), the read-back command, a gate closing (a channel
+//! once started counts on). This is the guest's
 //! PIT only: the real one belongs to the hypervisor, which does not share it (every port is
 //! intercepted), so the two never meet.
 
@@ -24,10 +26,11 @@ pub const CONTROL: u16 = 0x43;
 pub const PORT_B: u16 = 0x61;
 
 /// When channel 0's output next rises, and how often: the PIT's side of the guest's
-/// timer (the PIC's side is the vector; `domain/interrupts.rs` makes the two a timer).
+/// timer (the PIC's side is the vector; `apply.rs` makes the two a timer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Countdown {
-    pub period_tsc: u64,
+    /// Every period (modes 2 and 3), or `None`: once (mode 0).
+    pub period_tsc: Option<u64>,
     pub due_tsc: u64,
 }
 
@@ -43,8 +46,8 @@ pub struct Channel {
     access: u8,
     /// The low byte of a count written half (access 3).
     low_byte: Option<u8>,
-    /// The reload value; 0 counts as 65536.
-    pub reload: u32,
+    /// The reload value once written (`None`: no count yet); 0 counts as 65536.
+    pub reload: Option<u32>,
     /// The TSC when the count was loaded (or the gate opened), `None`: not counting.
     pub loaded_at: Option<u64>,
     /// A latched count, and whether its high byte is the next to read.
@@ -57,7 +60,7 @@ impl Channel {
     /// The count now, at TSC `now` with `tsc_hz` ticks per second.
     pub fn count(&self, now: u64, tsc_hz: u64) -> u16 {
         let Some(start) = self.loaded_at else {
-            return self.reload as u16;
+            return self.reload.unwrap_or(0) as u16;
         };
         let elapsed =
             (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
@@ -87,8 +90,8 @@ impl Channel {
 
     fn reload_value(&self) -> u64 {
         match self.reload {
-            0 => 0x1_0000,
-            value => value as u64,
+            None | Some(0) => 0x1_0000,
+            Some(value) => value as u64,
         }
     }
 }
@@ -115,8 +118,10 @@ impl Pit {
                 let was_open = self.port_b & 1 != 0;
                 self.port_b = value & 3;
                 let channel = &mut self.channels[2];
-                // Opening the gate starts channel 2 counting (modes 0 and 1 from the top).
-                if !was_open && value & 1 != 0 && channel.reload != 0 {
+                // A rising gate starts channel 2 counting from its count (the 82C54 restarts
+                // modes 1, 2, 3 and 5 on it; in mode 0 a low gate only pauses, which this
+                // model does not, so it starts there too).
+                if !was_open && value & 1 != 0 && channel.reload.is_some() {
                     channel.loaded_at = Some(now);
                 }
                 "port B: channel 2's gate and the speaker"
@@ -138,7 +143,7 @@ impl Pit {
                 };
                 match complete {
                     Some(reload) => {
-                        channel.reload = reload;
+                        channel.reload = Some(reload);
                         channel.loaded_at = gated.then_some(now);
                         "the count: the channel (re)starts"
                     }
@@ -157,7 +162,10 @@ impl Pit {
         let channel = &mut self.channels[index];
         if access == 0 {
             // Counter latch: the count now, kept for the next read(s) however long they take.
-            channel.latched = Some((channel.count(now, tsc_hz), false));
+            // A second latch before those reads is ignored (82C54 datasheet).
+            if channel.latched.is_none() {
+                channel.latched = Some((channel.count(now, tsc_hz), false));
+            }
             return "latch the count";
         }
         *channel = Channel {
@@ -220,7 +228,7 @@ impl Pit {
     }
 
     /// Channel 0 at TSC `now`: when it next interrupts — every period in modes 2 and 3,
-    /// once in mode 0 — or `None` when it is not counting.
+    /// once in mode 0 — or `None` when it is not counting (or counts in a mode without one).
     pub fn countdown(&self, now: u64, tsc_hz: u64) -> Option<Countdown> {
         let channel = &self.channels[0];
         let start = channel.loaded_at?;
@@ -229,12 +237,11 @@ impl Pit {
         let periods_done = now.saturating_sub(start) / period_tsc;
         match channel.mode {
             2 | 3 => Some(Countdown {
-                period_tsc,
+                period_tsc: Some(period_tsc),
                 due_tsc: start + (periods_done + 1) * period_tsc,
             }),
-            // Once: due at terminal count, then (a period far beyond any run) never again.
             0 if periods_done == 0 => Some(Countdown {
-                period_tsc: u64::MAX / 4,
+                period_tsc: None,
                 due_tsc: start + period_tsc,
             }),
             _ => None,
@@ -257,11 +264,43 @@ mod tests {
         assert_eq!(pit.countdown(0, TSC_HZ), None, "half a count: not yet");
         pit.write(CHANNEL_0, 0x2e, 5_000, TSC_HZ);
         let countdown = pit.countdown(5_000, TSC_HZ).expect("counting");
-        assert_eq!(countdown.period_tsc, 11_932_000);
+        assert_eq!(countdown.period_tsc, Some(11_932_000));
         assert_eq!(countdown.due_tsc, 5_000 + 11_932_000);
         // Asked later, the next deadline is the next period's.
         let later = pit.countdown(5_000 + 30_000_000, TSC_HZ).expect("counting");
         assert_eq!(later.due_tsc, 5_000 + 3 * 11_932_000);
+    }
+
+    #[test]
+    fn mode_0_counts_once_and_a_second_latch_is_ignored() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x30, 0, TSC_HZ); // channel 0, low then high, mode 0
+        pit.write(CHANNEL_0, 0x10, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ); // 16
+        let once = pit.countdown(0, TSC_HZ).expect("counting");
+        assert_eq!(
+            once,
+            Countdown {
+                period_tsc: None,
+                due_tsc: 16_000
+            }
+        );
+        assert_eq!(
+            pit.countdown(20_000, TSC_HZ),
+            None,
+            "past terminal count: done"
+        );
+        // A count of 0 is 65536.
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
+        assert_eq!(
+            pit.countdown(0, TSC_HZ).map(|c| c.due_tsc),
+            Some(65_536_000)
+        );
+        pit.write(CONTROL, 0x00, 1_000, TSC_HZ); // latch: 65535
+        pit.write(CONTROL, 0x00, 9_000, TSC_HZ); // ignored
+        assert_eq!(pit.read(CHANNEL_0, 9_000, TSC_HZ), 0xff);
+        assert_eq!(pit.read(CHANNEL_0, 9_000, TSC_HZ), 0xff);
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //!
 //! The time is the host's: the hypervisor reads the real RTC once when it starts and moves
 //! it on with the TSC (`Machine::wall_clock`). A guest that sets the clock moves only its own
-//! (an offset). No interrupts (IRQ 8): the periodic, alarm and update interrupts need the
-//! PC's interrupt controllers, which this platform does not have yet.
+//! (an offset). No interrupts (IRQ 8): only IRQ 0, the PIT's, has a source on this platform
+//! (`pic.rs`), so the periodic, alarm and update interrupts are not modelled.
 
 use alloc::format;
 use alloc::string::String;
@@ -262,8 +262,8 @@ impl Time {
 mod tests {
     use super::*;
 
-    /// 2026-12-02 07:23:45 UTC, a Wednesday.
-    const NOW: u64 = 1_796_196_225;
+    /// 2026-12-02 07:23:45 UTC, a Wednesday: the fake machine's time of day.
+    const NOW: u64 = crate::testing::WALL_CLOCK;
 
     fn read(rtc: &mut Rtc, register: u8) -> u8 {
         rtc.select(register);

@@ -429,6 +429,9 @@ impl Vcpu {
     /// loader's magic, EBX = the boot information's guest-physical address.
     pub fn set_multiboot_boot_state(&mut self, entry: u32, boot_information: u32) {
         self.set_protected_mode_boot_state(entry as u64);
+        // §3.2 wants DS, ES, FS, GS and SS flat: FS and GS too, not null.
+        self.vmcb.save.fs = self.vmcb.save.ds;
+        self.vmcb.save.gs = self.vmcb.save.ds;
         self.set_gpr(0, traplab_abi::multiboot::BOOTLOADER_MAGIC as u64);
         self.set_gpr(3, boot_information as u64);
     }

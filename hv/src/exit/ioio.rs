@@ -466,6 +466,23 @@ mod tests {
         let run = out(&mut test, 0x21, 0xff);
         assert_eq!(test.domain.vcpu.interrupts.timer, None);
         assert!(run.emulate().what.contains("the guest's timer stops"));
+        // Mode 0, unmasked again: one interrupt, at terminal count (1000 PIT ticks).
+        out(&mut test, 0x21, 0xfe);
+        out(&mut test, 0x43, 0x30);
+        out(&mut test, 0x40, 0xe8);
+        let run = out(&mut test, 0x40, 0x03);
+        assert!(
+            run.emulate().what.contains("PIT channel 0 once, in 838 µs"),
+            "{}",
+            run.emulate().what
+        );
+        // Reloaded before it fired: the new count's deadline, not the old one's.
+        let first = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        test.machine.now.set(test.machine.now.get() + 1_000);
+        out(&mut test, 0x40, 0x10);
+        out(&mut test, 0x40, 0x00);
+        let second = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        assert_ne!(first, second);
     }
 
     #[test]

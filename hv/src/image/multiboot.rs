@@ -127,6 +127,8 @@ fn check_header(image: &[u8], offset: usize) -> Result<Header, ImageError> {
             "the multiboot header at file offset {offset:#x} has a wrong checksum (magic + flags + checksum = {sum:#x}, must be 0)"
         )));
     }
+    // Flag 2 (a video mode) is accepted and not given, as QEMU's loader does: this platform
+    // has no display, and the boot information says so (its flags 11 and 12 stay clear).
     let unknown = flags & header_flags::REQUIREMENTS & !header_flags::KNOWN_REQUIREMENTS;
     if unknown != 0 {
         return Err(ImageError(format!(
@@ -230,6 +232,7 @@ fn by_elf32<'a>(image: &'a [u8], header: Header) -> Result<Kernel<'a>, ImageErro
     })?;
     let endian = file.endian();
     let mut segments = Vec::new();
+    let mut entry = None;
     for program in file.elf_program_headers() {
         // PT_LOAD (System V ABI): the only segments a loader copies.
         if program.p_type(endian) != object::elf::PT_LOAD || program.p_memsz(endian) == 0 {
@@ -238,12 +241,25 @@ fn by_elf32<'a>(image: &'a [u8], header: Header) -> Result<Kernel<'a>, ImageErro
         let bytes = program
             .data(endian, image)
             .map_err(|_| ImageError("a program header points past the end of the file".into()))?;
+        if program.p_filesz(endian) > program.p_memsz(endian) {
+            return Err(ImageError(
+                "a program header has more bytes in the file than in memory (p_filesz > p_memsz)"
+                    .into(),
+            ));
+        }
         segments.push(Segment {
             // The physical address: a kernel linked to run high (virtual) loads low.
             address: program.p_paddr(endian) as u64,
             bytes,
             memory_size: program.p_memsz(endian) as u64,
         });
+        // The entry point is a virtual address: in the segment that holds it, it moves to
+        // the physical address as the segment does (as GRUB's multiboot loader does).
+        let (virtual_start, size) = (program.p_vaddr(endian), program.p_memsz(endian));
+        let offset = file.entry().wrapping_sub(virtual_start as u64);
+        if offset < size as u64 {
+            entry = Some(program.p_paddr(endian) as u64 + offset);
+        }
     }
     if segments.is_empty() {
         return Err(ImageError(
@@ -253,7 +269,7 @@ fn by_elf32<'a>(image: &'a [u8], header: Header) -> Result<Kernel<'a>, ImageErro
     Ok(Kernel {
         header,
         segments,
-        entry: file.entry() as u32,
+        entry: entry.unwrap_or(file.entry()) as u32,
         loaded_by: "its 32-bit ELF program headers",
     })
 }
@@ -669,7 +685,7 @@ mod tests {
         put16(&mut elf, 16, 2); // ET_EXEC
         put16(&mut elf, 18, 3); // EM_386
         put32(&mut elf, 20, 1);
-        put32(&mut elf, 24, 0x10_0000); // e_entry
+        put32(&mut elf, 24, 0xc010_0004); // e_entry: virtual, 4 bytes into the segment
         put32(&mut elf, 28, 0x34); // e_phoff
         put16(&mut elf, 40, 0x34); // e_ehsize
         put16(&mut elf, 42, 0x20); // e_phentsize
@@ -692,7 +708,10 @@ mod tests {
         );
         let header = find_header(&elf).expect("a header").expect("valid");
         let kernel = Kernel::parse(&elf, header).expect("an ELF32 kernel");
-        assert_eq!(kernel.entry, 0x10_0000);
+        assert_eq!(
+            kernel.entry, 0x10_0004,
+            "the virtual entry, moved as its segment is"
+        );
         assert_eq!(kernel.loaded_by, "its 32-bit ELF program headers");
         assert_eq!(
             kernel.segments,
