@@ -70,7 +70,8 @@ pub fn serve(me: u16) -> Result<Served, i64> {
         return Err(named);
     }
     let port = evtchn::bind_interdomain(device.frontend, remote_port)?;
-    xenbus::set_state(&back, State::Connected)?;
+    // Said before the state changes: Connected wakes the frontend, which may run as soon as
+    // our time slice ends, and a line printed after the write could come after its own.
     hprintln!(
         "blkback: d{me} serves d{}'s disk {} ({} sectors, {}): ring grant {ring_ref}, port {port}",
         device.frontend,
@@ -78,6 +79,7 @@ pub fn serve(me: u16) -> Result<Served, i64> {
         disk.sectors,
         disk.model()
     );
+    xenbus::set_state(&back, State::Connected)?;
 
     let mut served = Served::default();
     loop {
