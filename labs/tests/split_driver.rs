@@ -94,10 +94,25 @@ fn swap_in_end_to_end(id: &str, backend: u16) {
     if backend == 0 {
         assert_eq!(lanes, [0, 1].into(), "the backend's lane and d1's");
     } else {
-        assert_eq!(
-            lanes,
-            [1, backend].into(),
-            "dom0 has no event in the page-in"
+        assert!(
+            lanes.contains(&1) && lanes.contains(&backend),
+            "d1 and its backend work in the page-in: {lanes:?}"
+        );
+        // dom0 takes no part: no event, no grant, no store write, no console line. (Its
+        // toolstack may still wake, late, to look at the state d1 set before the fault: when
+        // a woken domain runs is the scheduler's choice, and a time slice ends anywhere.)
+        let involved: Vec<&Event> = events[fault..=back]
+            .iter()
+            .filter(|event| event.dom == Some(0))
+            .filter(|event| match &event.body {
+                Body::Notify(_) | Body::GrantMap(_) | Body::Console(_) => true,
+                Body::Decide(decide) => decide.why.contains("d0 sets"),
+                _ => false,
+            })
+            .collect();
+        assert!(
+            involved.is_empty(),
+            "dom0 took part in the page-in: {involved:?}"
         );
     }
 }
