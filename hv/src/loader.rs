@@ -169,15 +169,9 @@ fn load_elf(memory: &mut GuestRam, elf: &[u8]) -> Result<(u64, u64, boot::GuestM
         // The rest of the segment (.bss) is zeros, as every ELF loader makes it: written
         // here, so that with lazy memory the whole image is mapped before the guest runs
         // and only the RAM it never had faults in.
-        let zeros = [0u8; 4096];
-        let mut at = start + data.len() as u64;
-        while at < end {
-            let length = (end - at).min(zeros.len() as u64);
-            memory
-                .write_physical(at, &zeros[..length as usize])
-                .map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;
-            at += length;
-        }
+        memory
+            .zero_physical(start + data.len() as u64, end)
+            .map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;
         image_end = image_end.max(end);
     }
     let entry = match mode {

@@ -11,6 +11,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use traplab_hv::calibration::{self, PIT_HZ, Sample};
+use traplab_hv::device::rtc;
 use x86_64::instructions::port::Port;
 
 /// TSC ticks per second, once [`calibrate_tsc`] has measured them.
@@ -57,7 +58,7 @@ pub fn read_wall_clock() {
     }
 }
 
-fn read_rtc_once() -> traplab_hv::device::rtc::Time {
+fn read_rtc_once() -> rtc::Time {
     let mut index = Port::<u8>::new(0x70);
     let mut data = Port::<u8>::new(0x71);
     let mut register = |number: u8| {
@@ -75,29 +76,20 @@ fn read_rtc_once() -> traplab_hv::device::rtc::Time {
         }
     }
     let status_b = register(0x0b);
-    let binary = status_b & 0x04 != 0;
-    let decode = |value: u8| match binary {
-        true => value,
-        false => (value >> 4) * 10 + (value & 0xf),
-    };
-    let hour_register = register(0x04);
-    let hour = if status_b & 0x02 != 0 {
-        decode(hour_register)
-    } else {
-        decode(hour_register & 0x7f) % 12 + if hour_register & 0x80 != 0 { 12 } else { 0 }
-    };
+    let decode = |value: u8| rtc::decode(status_b, value);
+    let hour = rtc::decode_hour(status_b, register(0x04));
     // Register 0x32 holds the century on a PC (and on QEMU); trust it only if it is sane.
     let century = match decode(register(0x32)) {
         century @ 19..=99 => century as u32,
         _ => 20,
     };
-    traplab_hv::device::rtc::Time {
+    rtc::Time {
         year: century * 100 + decode(register(0x09)) as u32,
         month: decode(register(0x08)).clamp(1, 12),
         day: decode(register(0x07)).clamp(1, 31),
         // Not read: the day of the week follows from the date, and `seconds` ignores it.
         weekday: 1,
-        hour: hour.min(23),
+        hour,
         minute: decode(register(0x02)).min(59),
         second: decode(register(0x00)).min(59),
     }

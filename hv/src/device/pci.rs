@@ -88,14 +88,14 @@ impl Pci {
                 Some(target) => {
                     let shift = 8 * (port - CONFIG_DATA) as u32;
                     let value = register(target) >> shift;
-                    value & mask(size)
+                    value & operand_mask(size) as u32
                 }
                 // Not a configuration access: nothing answers.
-                None => mask(size),
+                None => operand_mask(size) as u32,
             },
             // A byte or word at 0xcf8–0xcfb is not CONFIG_ADDRESS (on a PC, 0xcf9 is the
             // reset control register, which this platform does not have).
-            _ => mask(size),
+            _ => operand_mask(size) as u32,
         }
     }
 
@@ -136,10 +136,6 @@ fn register(target: Target) -> u32 {
         .get(target.register as usize / 4)
         .copied()
         .unwrap_or(0)
-}
-
-fn mask(size: u8) -> u32 {
-    operand_mask(size) as u32
 }
 
 #[cfg(test)]

@@ -167,10 +167,7 @@ impl Rtc {
     }
 
     fn decode(&self, value: u8) -> u8 {
-        match self.status_b & BINARY {
-            0 => (value >> 4) * 10 + (value & 0xf),
-            _ => value,
-        }
+        decode(self.status_b, value)
     }
 
     /// Hours in 24-hour form, or 1–12 with bit 7 for PM.
@@ -187,12 +184,26 @@ impl Rtc {
     }
 
     fn decode_hour(&self, value: u8) -> u8 {
-        if self.status_b & HOURS_24 != 0 {
-            return self.decode(value).min(23);
-        }
-        let hour = self.decode(value & 0x7f) % 12;
-        if value & 0x80 != 0 { hour + 12 } else { hour }
+        decode_hour(self.status_b, value)
     }
+}
+
+/// A date or time register's `value` as a number, as status B says it is held: binary, or
+/// BCD (0x59 for 59). Also how the hypervisor reads the real RTC (`hv/src/time.rs`).
+pub fn decode(status_b: u8, value: u8) -> u8 {
+    match status_b & BINARY {
+        0 => (value >> 4) * 10 + (value & 0xf),
+        _ => value,
+    }
+}
+
+/// The hours register's `value` as 0–23: 24-hour form, or 1–12 with bit 7 for PM.
+pub fn decode_hour(status_b: u8, value: u8) -> u8 {
+    if status_b & HOURS_24 != 0 {
+        return decode(status_b, value).min(23);
+    }
+    let hour = decode(status_b, value & 0x7f) % 12;
+    if value & 0x80 != 0 { hour + 12 } else { hour }
 }
 
 /// A moment as the RTC's registers hold it (UTC, the proleptic Gregorian calendar).

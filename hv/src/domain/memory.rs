@@ -70,6 +70,18 @@ pub trait GuestMemory {
     /// Copy `bytes` into guest-physical memory at `gpa`; every page is checked first.
     fn write_physical(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
 
+    /// Zero guest-physical memory from `gpa` up to `end` (a loader's .bss), a page at a time.
+    fn zero_physical(&mut self, gpa: u64, end: u64) -> Result<(), MemoryError> {
+        let zeros = [0u8; 4096];
+        let mut at = gpa;
+        while at < end {
+            let length = (end - at).min(zeros.len() as u64);
+            self.write_physical(at, &zeros[..length as usize])?;
+            at += length;
+        }
+        Ok(())
+    }
+
     /// Is guest-physical page `gpa` mapped in the nested page tables?
     fn is_mapped(&self, gpa: u64) -> bool;
 

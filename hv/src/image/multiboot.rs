@@ -466,14 +466,9 @@ fn put(memory: &mut dyn GuestMemory, at: u64, bytes: &[u8]) -> Result<(), ImageE
 }
 
 fn zero(memory: &mut dyn GuestMemory, from: u64, to: u64) -> Result<(), ImageError> {
-    let zeros = [0u8; 4096];
-    let mut at = from;
-    while at < to {
-        let length = (to - at).min(zeros.len() as u64);
-        put(memory, at, &zeros[..length as usize])?;
-        at += length;
-    }
-    Ok(())
+    memory
+        .zero_physical(from, to)
+        .map_err(|_| ImageError(format!("{from:#x}..{to:#x} is not in RAM")))
 }
 
 fn page_up(address: u64) -> u64 {
