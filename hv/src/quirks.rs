@@ -12,11 +12,13 @@
 //! | an exception injected with EVENTINJ gets an error code only for vectors 8, 10–14 and 17 (QEMU's `exception_has_error_code`; EVENTINJ.EV is ignored, "FIXME: need to implement valid_err") | #CP (21), #VC (29) and #SX (30) push one too: the hypervisor injects them without one, and says so, so that the trace shows what the guest's handler finds |
 //! | MOV to CR8 with bits 63:4 set keeps bits 3:0 (QEMU's `helper_write_crN`) | #GP(0): corrected by intercepting every CR8 write (`intercepts.rs`) and checking it in `exit/cr.rs` |
 //! | WRMSR of a non-canonical FS_BASE is accepted (QEMU's `helper_wrmsr` checks nothing) | #GP(0): corrected in `exit/msr.rs` for every MSR the hypervisor intercepts; *not* with the setting `passthrough-fs-base`, which hands FS_BASE to TCG on purpose |
+//! | VMRUN does not restore the interrupt shadow the #VMEXIT saved in the VMCB (QEMU's `helper_vmrun` never reads `int_state`), so after an exit between `sti` and the next instruction a pending virtual interrupt is taken *before* that instruction | the shadow holds until the instruction has run (AMD APM vol. 2, 15.21.5): for `sti; hlt` the HLT runs first and the interrupt wakes it. Corrected in `exit/vintr.rs` for HLT (the HLT is done, then the interrupt delivered after it); for any other instruction the early delivery is said in the decision |
 
 use crate::decision::{Decision, Delivery, Effect};
 use crate::deliver;
 use crate::domain::Guest;
 use alloc::format;
+use alloc::string::String;
 use iced_x86::{Instruction, Mnemonic, Register};
 use traplab_abi::event::InstructionBytes;
 use traplab_abi::svm::Event;
@@ -122,6 +124,34 @@ pub fn correct(guest: &Guest, instruction: &InstructionBytes, vector: u8) -> Opt
         13 => stack_fault_as_general_protection(guest, instruction),
         _ => None,
     }
+}
+
+/// A VINTR exit inside an interrupt shadow TCG forgot: the instruction it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowLost {
+    /// A HLT (`sti; hlt`), which continues at `next`.
+    AtHalt { next: u64 },
+    /// Another instruction (its mnemonic), which has not run yet.
+    Before(String),
+}
+
+/// Did the interrupt window open at the instruction an interrupt shadow covers? The last
+/// VMRUN entered the guest in a shadow at RIP (`Vcpu::entered_in_shadow_at`, from the VMCB
+/// the #VMEXIT before wrote) and the guest is still there: TCG dropped the shadow at VMRUN.
+/// (For a HLT this is certain: HLT is intercepted, so it has not run. Another instruction
+/// might have run and come back to itself, a jump to itself: then the note is one too many.)
+pub fn window_in_lost_shadow(guest: &Guest, instruction: &InstructionBytes) -> Option<ShadowLost> {
+    let vcpu = &guest.vcpu;
+    if vcpu.entered_in_shadow_at != Some(vcpu.vmcb.save.rip) {
+        return None;
+    }
+    let decoded = decode(guest, instruction)?;
+    Some(match decoded.mnemonic() {
+        Mnemonic::Hlt => ShadowLost::AtHalt {
+            next: vcpu.rip_after(decoded.len() as u64),
+        },
+        mnemonic => ShadowLost::Before(format!("{mnemonic:?}").to_uppercase()),
+    })
 }
 
 /// The instruction at RIP.

@@ -411,6 +411,7 @@ fn run_vcpu(
                 reason: "no such domain".into(),
             });
         };
+        domain.vcpu.before_vmrun();
         // SAFETY: the VMCB was set up by `loader::create` and is changed only by the apply
         // step and gdb, through fields VMRUN checks; `host.save_area` was filled by VMSAVE
         // in `svm::enable`.

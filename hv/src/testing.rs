@@ -614,10 +614,11 @@ impl Test {
         self.domain.pv.pinned_tables.extend(tables);
     }
 
-    /// What VMRUN and the next #VMEXIT do to the state the tests look at: the guest took
-    /// the injected event (EVENTINJ is consumed), and `Vcpu::after_vmrun` resets the TLB
-    /// flush and puts a suspended IRET intercept back.
+    /// What VMRUN and the next #VMEXIT do to the state the tests look at: `Vcpu::before_vmrun`
+    /// notes an interrupt shadow, the guest took the injected event (EVENTINJ is consumed),
+    /// and `Vcpu::after_vmrun` resets the TLB flush and puts a suspended IRET intercept back.
     pub fn vmrun(&mut self) {
+        self.domain.vcpu.before_vmrun();
         self.domain.vcpu.vmcb.control.eventinj = 0;
         self.domain.vcpu.after_vmrun();
     }

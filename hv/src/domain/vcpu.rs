@@ -7,7 +7,7 @@
 //! here, in [`GuestContext`], at offsets the world switch's assembly knows.
 
 use super::interrupts::VirtualInterrupts;
-use crate::vmcb::{Segment, Vmcb, attrib, misc1};
+use crate::vmcb::{INTERRUPT_SHADOW, Segment, Vmcb, attrib, misc1};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -167,6 +167,11 @@ pub struct Vcpu {
     /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
     /// exit elsewhere: the IRET has run.
     pub iret_not_yet_run: Option<u64>,
+    /// The RIP the last VMRUN entered the guest at, if it entered it in an interrupt shadow
+    /// (the VMCB's INTERRUPT_SHADOW, saved by the #VMEXIT before): QEMU's TCG does not
+    /// restore the shadow at VMRUN, so an interrupt may be taken before that instruction
+    /// runs (`quirks.rs`, `exit/vintr.rs`).
+    pub entered_in_shadow_at: Option<u64>,
     /// The RIP of the last INT n injected (RIP was moved past it), to put back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,
@@ -192,6 +197,7 @@ impl Vcpu {
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
             iret_not_yet_run: None,
+            entered_in_shadow_at: None,
             software_interrupt_rip: None,
             interrupts: VirtualInterrupts::default(),
             // x87 state only: the value after reset (Intel SDM vol. 1, 13.3).
@@ -316,6 +322,14 @@ impl Vcpu {
         } else {
             rip & 0xffff_ffff
         }
+    }
+
+    /// Right before every VMRUN: remember whether it enters the guest in an interrupt
+    /// shadow, and where (`entered_in_shadow_at`).
+    pub fn before_vmrun(&mut self) {
+        let save = &self.vmcb.save;
+        self.entered_in_shadow_at =
+            (self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0).then_some(save.rip);
     }
 
     /// After every #VMEXIT, before anything looks at the exit: what a VMRUN consumed is
