@@ -29,6 +29,7 @@ use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     VmcbMsr,
 };
+use crate::device::{PlatformTimer, TimerSource};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -196,8 +197,11 @@ pub fn before_resume(
             control.virtual_interrupt = interrupts::window_request(control.virtual_interrupt, None);
             control.intercept_misc1 &= !misc1::VINTR;
             // The timer's interrupt is taken; an upcall stays owed until the guest clears
-            // `evtchn_upcall_pending` (`domain/evtchn.rs`).
-            if domain.vcpu.interrupts.pending == Some(vector) {
+            // `evtchn_upcall_pending` (`domain/evtchn.rs`); the local APIC's is in service
+            // until the guest's EOI.
+            if domain.devices.lapic.next_to_deliver() == Some(vector) {
+                domain.devices.lapic.delivered(vector);
+            } else if domain.vcpu.interrupts.pending == Some(vector) {
                 domain.vcpu.interrupts.pending = None;
             }
             let event = svm::Event {
@@ -350,6 +354,15 @@ impl Step<'_, '_> {
                 let old = core::mem::replace(slot, value);
                 record(&mut *self.changes, msr.name(), old, value);
             }
+            Effect::VcpuMsr(msr, value) => {
+                let old = vcpu.msrs.insert(msr, value).unwrap_or(0);
+                record(
+                    &mut *self.changes,
+                    traplab_abi::msr::name(msr).unwrap_or("msr"),
+                    old,
+                    value,
+                );
+            }
             Effect::TscOffset(offset) => {
                 let old = core::mem::replace(&mut vcpu.vmcb.control.tsc_offset, offset);
                 record(&mut *self.changes, "tsc_offset", old, offset);
@@ -358,6 +371,11 @@ impl Step<'_, '_> {
             Effect::EndInterruptShadow => vcpu.vmcb.control.interrupt_shadow = 0,
             Effect::Port(access) => self.port(access)?,
             Effect::Mmio(access) => self.mmio(access),
+            Effect::LocalApicRequest(vector) => {
+                self.domain.devices.lapic.request(vector);
+                self.reports
+                    .push(format!("local APIC: interrupt {vector:#x} requested (IRR)"));
+            }
             Effect::Console(bytes) => {
                 for byte in bytes {
                     let line = self.domain.devices.console.transmit(byte);
@@ -722,34 +740,50 @@ impl Step<'_, '_> {
     fn mmio(&mut self, access: MmioAccess) {
         match access {
             MmioAccess::Read { gpa, width, into } => {
-                let (value, what) = self.domain.devices.mmio_read(gpa, width);
+                let (value, what) = self.domain.devices.mmio_read(gpa, width, &*self.machine);
                 self.read_into(into, value & operand_mask(width));
                 self.reports.push(what);
             }
             MmioAccess::Write { gpa, width, value } => {
-                let written = self.domain.devices.mmio_write(gpa, width, value);
+                let before = self.domain.devices.timer_state();
+                let written = self
+                    .domain
+                    .devices
+                    .mmio_write(gpa, width, value, &*self.machine);
                 self.console(written.console);
                 self.reports.push(written.what);
+                if self.domain.devices.timer_state() != before {
+                    self.platform_timer();
+                }
             }
         }
     }
 
-    /// The PIT's channel 0 or the PIC's IRQ 0 changed: the guest's timer is what they now
-    /// make it, and the hypervisor's own timer runs to notice when it is due.
+    /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed: the guest's timer
+    /// is what they now make it, and the hypervisor's own timer runs to notice when it is
+    /// due.
     fn platform_timer(&mut self) {
         let now = self.machine.now();
         let tsc_hz = self.machine.tsc_hz().max(1);
         let platform = self.domain.devices.platform_timer(now, tsc_hz);
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
-        self.domain.vcpu.interrupts.timer = platform.map(|(vector, countdown)| VirtualTimer {
-            vector,
-            // Once: after the deadline, a period beyond any run (the PIT's mode 0).
-            period_tsc: countdown.period_tsc.unwrap_or(u64::MAX / 4),
-            due_tsc: countdown.due_tsc,
+        self.domain.vcpu.interrupts.timer = platform.map(|timer| VirtualTimer {
+            vector: timer.vector,
+            // Once: after the deadline, a period beyond any run (the PIT's mode 0, the
+            // APIC's one-shot).
+            period_tsc: timer.countdown.period_tsc.unwrap_or(u64::MAX / 4),
+            due_tsc: timer.countdown.due_tsc,
+            to_local_apic: timer.source == TimerSource::LocalApic,
         });
-        let micros = |tsc: u64| (tsc as u128 * 1_000_000 / tsc_hz as u128) as u64;
+        // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
+        let micros =
+            |tsc: u64| ((tsc as u128 * 1_000_000 + tsc_hz as u128 / 2) / tsc_hz as u128) as u64;
         match platform {
-            Some((vector, countdown)) => {
+            Some(PlatformTimer {
+                vector,
+                countdown,
+                source,
+            }) => {
                 self.machine.start_timer();
                 let when = match countdown.period_tsc {
                     Some(period) => format!("every {} µs", micros(period)),
@@ -758,13 +792,18 @@ impl Step<'_, '_> {
                         micros(countdown.due_tsc.saturating_sub(now))
                     ),
                 };
-                self.reports.push(format!(
-                    "the guest's timer: PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"
-                ));
+                self.reports.push(match source {
+                    TimerSource::LocalApic => format!(
+                        "the guest's timer: the local APIC's timer {when}, at vector {vector:#x}"
+                    ),
+                    TimerSource::Pit => format!(
+                        "the guest's timer: PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"
+                    ),
+                });
             }
-            None if had_one => self
-                .reports
-                .push("the guest's timer stops: PIT channel 0 idle or IRQ 0 masked".into()),
+            None if had_one => self.reports.push(
+                "the guest's timer stops: the APIC's timer stopped or masked, PIT channel 0 idle or IRQ 0 masked".into(),
+            ),
             None => {}
         }
     }

@@ -77,6 +77,8 @@ pub enum Effect {
     DebugRegister(u8, u64),
     /// An MSR the VMCB holds for the guest.
     Msr(VmcbMsr, u64),
+    /// An MSR the hypervisor keeps in the vCPU (`Vcpu::msrs`: the MTRRs, MCG_STATUS).
+    VcpuMsr(u32, u64),
     /// The guest's TSC offset (its TSC = the host's + this, AMD APM vol. 2, 15.30.5).
     TscOffset(u64),
     /// Flush the guest's TLB at the next VMRUN (TLB_CONTROL, APM vol. 2, 15.16).
@@ -86,8 +88,10 @@ pub enum Effect {
     // ---- Devices and guest memory ---------------------------------------------------------
     /// An I/O port access (`device/mod.rs` routes it).
     Port(PortAccess),
-    /// An MMIO access (the lab device).
+    /// An MMIO access (the lab device, the local APIC).
     Mmio(MmioAccess),
+    /// Request an interrupt in the guest's local APIC (its timer fired).
+    LocalApicRequest(u8),
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
     /// A checked entry written into a pinned page table at guest-physical `gpa`.

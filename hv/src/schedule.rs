@@ -313,6 +313,7 @@ mod tests {
                 vector: 0x20,
                 period_tsc: 1_000,
                 due_tsc: due,
+                to_local_apic: false,
             });
         }
         assert_eq!(earliest_timer(&domains), Some(200), "d1 runs: not counted");

@@ -168,12 +168,16 @@ impl Machine for FakeMachine {
         match leaf {
             // Family 0xf (qemu64): SSE2 and friends in EDX, no hypervisor bit in ECX.
             1 => [0x0000_0663, 0x0800, 0x8020_2001 & !(1 << 31), 0x078b_fbff],
+            // No structured extended features (qemu64).
+            7 => [0, 0, 0, 0],
             // x87, SSE and AVX state components.
             0xd => [0b111, 0x340, 0x340, 0],
             // SVM (bit 2) and LM.
             0x8000_0001 => [0, 0, 0x25, 0x2010_0800],
             // SVM revision 1, nested paging.
             0x8000_000a => [1, 0x10, 0, 1],
+            // 40 physical and 48 virtual address bits (qemu64 under TCG).
+            0x8000_0008 => [0x3028, 0, 0, 0],
             _ => [0x11, 0x22, 0x33, 0x44],
         }
     }

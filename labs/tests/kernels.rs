@@ -78,6 +78,8 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "fw_cfg signature: QEMU, CPUs: 1",
             clock.as_str(),
             "timer: 3 interrupts from PIT channel 0 through the PIC, vector 0x20",
+            "local APIC version: 0x00050014",
+            "timer: 3 interrupts from the local APIC timer, vector 0x30",
             "multiboot-hello: done",
         ]
     );
@@ -283,7 +285,7 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
         "{text}"
     );
     // Its fw_cfg says what the hypervisor's emulation of it says; its RTC shows the host's
-    // time; its PIT and PICs interrupt as the hypervisor's models do.
+    // time; its PIT and PICs, and its local APIC, interrupt as the hypervisor's models do.
     assert!(lines.contains(&"fw_cfg signature: QEMU, CPUs: 1"), "{text}");
     let clock = lines
         .iter()
@@ -292,6 +294,10 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
     assert_near_now(clock);
     assert!(
         lines.contains(&"timer: 3 interrupts from PIT channel 0 through the PIC, vector 0x20"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"timer: 3 interrupts from the local APIC timer, vector 0x30"),
         "{text}"
     );
     assert_eq!(lines.last(), Some(&"multiboot-hello: done"), "{text}");

@@ -46,6 +46,13 @@ fn main(_info: &BootInfo) -> i32 {
         "FS_BASE = {:#x}, through the permission map: no exit",
         read(0xc000_0100)
     );
+    // The MTRRs a kernel sets up at boot (CPUID says this CPU has them): kept, checked.
+    println!(
+        "MTRRCAP = {:#x} (8 variable ranges, fixed ranges, write-combining)",
+        read(0xfe)
+    );
+    write(0x2ff, 0xc06);
+    println!("MTRRdefType written 0xc06, read back {:#x}", read(0x2ff));
     println!("an MSR this CPU does not have:");
     read(0xc001_1234);
     println!("EFER without LME, under a running 64-bit guest:");

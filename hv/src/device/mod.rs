@@ -6,6 +6,7 @@
 //! |----------------------------|---------------------------------|-----------------|
 //! | ports 0x3f8–0x3ff (COM1)   | the console: a 16550 UART       | `uart.rs`       |
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
+//! | MMIO 0xFEE0_0000, 4 KiB    | the local APIC (xAPIC registers), its timer | `lapic.rs` |
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
 //! | ports 0x510, 0x511         | QEMU's fw_cfg, read-only, without DMA: what QEMU says of a 1-CPU machine with the domain's RAM | `fw_cfg.rs` |
@@ -23,6 +24,7 @@ pub mod ata;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod lab_device;
+pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -52,10 +54,35 @@ pub struct Devices {
     /// The interrupt controllers and the interval timer.
     pub pic: pic::Pic,
     pub pit: pit::Pit,
+    /// The CPU's local APIC.
+    pub lapic: lapic::LocalApic,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
 }
+
+/// Which device makes the guest's timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerSource {
+    /// The local APIC's timer: its interrupt is requested in the APIC (`lapic.rs`).
+    LocalApic,
+    /// PIT channel 0 through IRQ 0 of the master PIC.
+    Pit,
+}
+
+/// The guest's timer as its devices make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformTimer {
+    pub vector: u8,
+    pub countdown: pit::Countdown,
+    pub source: TimerSource,
+}
+
+/// What the guest's timer depends on (see [`Devices::timer_state`]).
+pub type TimerState = (
+    (u8, Option<u32>, Option<u64>, Option<u8>),
+    (u32, u32, u32, u64, bool),
+);
 
 /// What a write did: its description, and a console line it completed.
 pub struct Written {
@@ -82,13 +109,15 @@ impl Devices {
 
     /// Is there a device at guest-physical `gpa`?
     pub fn claims(gpa: u64) -> bool {
-        lab_device::contains(gpa)
+        lab_device::contains(gpa) || lapic::contains(gpa)
     }
 
     /// What answers at guest-physical `gpa` (not RAM), in words.
     pub fn mmio_name(gpa: u64) -> &'static str {
         if lab_device::contains(gpa) {
             "the lab device's MMIO window"
+        } else if lapic::contains(gpa) {
+            "the local APIC"
         } else {
             "no device"
         }
@@ -160,22 +189,40 @@ impl Devices {
         )
     }
 
-    /// The guest's timer as its PIT and PIC make it: channel 0's countdown, at the vector
-    /// the master PIC gives IRQ 0 while IRQ 0 is unmasked (`None`: no timer interrupt comes).
-    pub fn platform_timer(&self, now: u64, tsc_hz: u64) -> Option<(u8, pit::Countdown)> {
-        Some((self.pic.timer_vector()?, self.pit.countdown(now, tsc_hz)?))
+    /// The guest's timer as its devices make it: the local APIC's timer while it runs
+    /// (a kernel that has moved to the APIC masks the PIT's IRQ 0 anyway), else PIT channel
+    /// 0's countdown at the vector the master PIC gives IRQ 0 while IRQ 0 is unmasked.
+    /// `None`: no timer interrupt comes. (One timer at a time: the domain's virtual timer
+    /// has one deadline, `domain/interrupts.rs`.)
+    pub fn platform_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
+        if let Some((vector, countdown)) = self.lapic.timer(now, tsc_hz) {
+            return Some(PlatformTimer {
+                vector,
+                countdown,
+                source: TimerSource::LocalApic,
+            });
+        }
+        Some(PlatformTimer {
+            vector: self.pic.timer_vector()?,
+            countdown: self.pit.countdown(now, tsc_hz)?,
+            source: TimerSource::Pit,
+        })
     }
 
-    /// What the platform's timer depends on: PIT channel 0's mode, count and start, and the
-    /// vector of IRQ 0. A port write that changes it (re)programs the guest's timer
-    /// (`apply.rs`); one that only latches or reads the count does not.
-    pub fn timer_state(&self) -> (u8, Option<u32>, Option<u64>, Option<u8>) {
+    /// What the platform's timer depends on: PIT channel 0's mode, count and start, the
+    /// vector of IRQ 0, and the APIC timer's LVT entry, count, divider, start and enable. A
+    /// write that changes it (re)programs the guest's timer (`apply.rs`); one that only
+    /// latches or reads a count does not.
+    pub fn timer_state(&self) -> TimerState {
         let channel = &self.pit.channels[0];
         (
-            channel.mode,
-            channel.reload,
-            channel.loaded_at,
-            self.pic.timer_vector(),
+            (
+                channel.mode,
+                channel.reload,
+                channel.loaded_at,
+                self.pic.timer_vector(),
+            ),
+            self.lapic.timer_state(),
         )
     }
 
@@ -192,7 +239,16 @@ impl Devices {
 
     /// A read of `width` bytes at guest-physical `gpa`: the value, and what happened. Where
     /// no device is, nothing drives the bus: all ones, as a PC reads an unused address.
-    pub fn mmio_read(&mut self, gpa: u64, width: u8) -> (u64, String) {
+    pub fn mmio_read(&mut self, gpa: u64, width: u8, machine: &dyn Machine) -> (u64, String) {
+        if lapic::contains(gpa) {
+            let offset = gpa - lapic::BASE;
+            let (register, name) = self
+                .lapic
+                .read(offset & !3, machine.now(), machine.tsc_hz());
+            // A narrower read takes its bytes of the 32-bit register.
+            let value = (register as u64 >> (8 * (offset & 3))) & operand_mask(width);
+            return (value, format!("local APIC: read {name} = {value:#x}"));
+        }
         if !lab_device::contains(gpa) {
             let value = operand_mask(width);
             return (
@@ -205,9 +261,30 @@ impl Devices {
     }
 
     /// A write of `width` bytes at guest-physical `gpa`; where no device is, it is lost.
-    pub fn mmio_write(&mut self, gpa: u64, width: u8, value: u64) -> Written {
+    pub fn mmio_write(
+        &mut self,
+        gpa: u64,
+        width: u8,
+        value: u64,
+        machine: &dyn Machine,
+    ) -> Written {
         // Only `width` bytes travel on the bus.
         let value = value & operand_mask(width);
+        if lapic::contains(gpa) {
+            let offset = gpa - lapic::BASE;
+            let what = match (width, offset & 0xf) {
+                (4, 0) => self.lapic.write(offset, value as u32, machine.now()),
+                // The APIC's registers take aligned 32-bit writes (Intel SDM vol. 3A,
+                // 11.4.1); QEMU's drops the rest too.
+                _ => format!(
+                    "a {width}-byte write at offset {offset:#x}: the APIC takes only aligned 32-bit writes, so it is dropped"
+                ),
+            };
+            return Written {
+                what: format!("local APIC: {what}"),
+                console: None,
+            };
+        }
         if !lab_device::contains(gpa) {
             return Written {
                 what: format!("no device at {gpa:#x}: the write of {value:#x} goes nowhere"),

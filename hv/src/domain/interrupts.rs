@@ -22,13 +22,17 @@ use super::Domain;
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
 use traplab_abi::evtchn::{Port, virq};
 
-/// A periodic timer the guest asked for with `set_timer`.
+/// The guest's timer: one it asked for with `set_timer`, or the one its devices make (the
+/// PIT, the local APIC's timer; `device/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtualTimer {
     pub vector: u8,
     /// The period and the next deadline, in TSC ticks.
     pub period_tsc: u64,
     pub due_tsc: u64,
+    /// The local APIC's timer: a tick is *requested* in the APIC (its IRR), which presents
+    /// it to the CPU by priority (`device/lapic.rs`), instead of becoming pending at once.
+    pub to_local_apic: bool,
 }
 
 /// The guest's timer and its pending interrupt.
@@ -46,6 +50,9 @@ pub enum TimerPoll {
     NotDue,
     /// Due: the interrupt with this vector is now pending.
     Pending(u8),
+    /// Due, and the timer is the local APIC's: the interrupt with this vector is requested
+    /// in the APIC (the state after it leaves `pending` alone).
+    ToLocalApic(u8),
     /// Due, but its interrupt is still pending from the last period: the two merge into one,
     /// as in a PIC's interrupt request register.
     Merged(u8),
@@ -62,11 +69,19 @@ impl VirtualInterrupts {
         if now < timer.due_tsc {
             return (TimerPoll::NotDue, *self);
         }
+        let timer_after = Some(VirtualTimer {
+            due_tsc: now + timer.period_tsc,
+            ..timer
+        });
+        if timer.to_local_apic {
+            let next = VirtualInterrupts {
+                timer: timer_after,
+                ..*self
+            };
+            return (TimerPoll::ToLocalApic(timer.vector), next);
+        }
         let next = VirtualInterrupts {
-            timer: Some(VirtualTimer {
-                due_tsc: now + timer.period_tsc,
-                ..timer
-            }),
+            timer: timer_after,
             pending: Some(timer.vector),
         };
         match self.pending {
@@ -98,6 +113,15 @@ impl Domain {
         let (poll, next) = self.vcpu.interrupts.poll(now);
         if poll == TimerPoll::NotDue {
             return Tick::NotDue;
+        }
+        if let TimerPoll::ToLocalApic(vector) = poll {
+            // Requested in the APIC; it interrupts the CPU only if its priority lets it.
+            self.vcpu.interrupts = next;
+            self.devices.lapic.request(vector);
+            return match self.devices.lapic.next_to_deliver() {
+                Some(_) => Tick::Interrupt,
+                None => Tick::NotDue,
+            };
         }
         match self.events.virq_port(virq::TIMER) {
             Some(port) => {
@@ -195,6 +219,7 @@ mod tests {
         vector: 0x20,
         period_tsc: 1_000,
         due_tsc: 5_000,
+        to_local_apic: false,
     };
 
     fn with_timer(pending: Option<u8>) -> VirtualInterrupts {

@@ -9,6 +9,7 @@
 use super::interrupts::VirtualInterrupts;
 use crate::vmcb::{INTERRUPT_SHADOW, Segment, Vmcb, attrib, misc1};
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem::offset_of;
@@ -177,6 +178,9 @@ pub struct Vcpu {
     pub software_interrupt_rip: Option<u64>,
     /// The guest's timer and the interrupt waiting for it (`interrupts.rs`).
     pub interrupts: VirtualInterrupts,
+    /// The MSRs the emulated CPU has that neither the VMCB nor the real CPU holds for the
+    /// guest (the MTRRs, MCG_STATUS; `exit/msr.rs`). One missing reads as its reset value, 0.
+    pub msrs: BTreeMap<u32, u64>,
     /// The guest's XCR0 (XSETBV): loaded into the CPU when this vCPU runs, since VMRUN
     /// does not switch it.
     pub xcr0: u64,
@@ -200,6 +204,7 @@ impl Vcpu {
             entered_in_shadow_at: None,
             software_interrupt_rip: None,
             interrupts: VirtualInterrupts::default(),
+            msrs: BTreeMap::new(),
             // x87 state only: the value after reset (Intel SDM vol. 1, 13.3).
             xcr0: 1,
             run_state: RunState::default(),

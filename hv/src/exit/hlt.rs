@@ -122,6 +122,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 5_000,
+            to_local_apic: false,
         });
         test
     }

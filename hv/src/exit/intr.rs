@@ -16,6 +16,15 @@ use traplab_abi::evtchn::virq;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let (poll, after) = guest.vcpu.interrupts.poll(exit.tsc);
+    if let TimerPoll::ToLocalApic(vector) = poll {
+        return decide!(
+            Action::Emulate,
+            "the hypervisor's timer interrupted the guest, and the guest's local APIC timer is due: interrupt {vector:#x} is requested in its APIC, which delivers it when its priority allows"
+        )
+        .with(Effect::AcknowledgeHostTimer)
+        .with(Effect::Timer(after.timer))
+        .with(Effect::LocalApicRequest(vector));
+    }
     // A guest that bound its timer to a port (VIRQ_TIMER) gets its ticks as events.
     if poll != TimerPoll::NotDue
         && let Some(port) = guest.events.virq_port(virq::TIMER)
@@ -41,7 +50,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             Action::Emulate,
             "the hypervisor's timer interrupted the guest; the guest's timer is due again, but interrupt {vector:#x} is still pending: the two merge into one"
         ),
-        TimerPoll::NotDue => decide!(
+        TimerPoll::NotDue | TimerPoll::ToLocalApic(_) => decide!(
             Action::Emulate,
             "a physical interrupt (the hypervisor's timer) arrived while the guest ran: the hypervisor takes it, the guest never sees it"
         ),
@@ -73,6 +82,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: due,
+            to_local_apic: false,
         });
         test
     }
@@ -100,6 +110,7 @@ mod tests {
                     vector: 0x20,
                     period_tsc: 10_000,
                     due_tsc: now + 10_000,
+                    to_local_apic: false,
                 })),
                 Effect::PendingInterrupt(Some(0x20)),
             ]
@@ -163,6 +174,7 @@ mod tests {
                     vector: 0x20,
                     period_tsc: 10_000,
                     due_tsc: now + 10_000,
+                    to_local_apic: false,
                 })),
                 Effect::Notify {
                     to: 1,

@@ -13,6 +13,22 @@
 //! | LSTAR, CSTAR, FS_BASE, GS_BASE, KERNEL_GS_BASE | is not a canonical address (each holds one, loaded into RIP or a segment base) |
 //! | PAT                                          | has a reserved memory type (2 or 3) or a reserved bit (7:3) in one of its 8 entries |
 //! | EFER                                         | changes a bit other than SCE and NXE          |
+//! | MTRRdefType, the fixed and variable MTRRs    | has a memory type an MTRR cannot hold (only 0 UC, 1 WC, 4 WT, 5 WP, 6 WB) or sets a reserved bit (above the physical-address width CPUID 8000_0008 gives, among others) |
+//! | MTRRCAP, MCG_CAP                             | is written at all: they are read-only         |
+//!
+//! What a kernel touches at boot, and the rule for each (the CPU is the `qemu64` model QEMU
+//! offers, an AMD64 CPU; its CPUID decides which MSRs exist):
+//!
+//! | MSR | rule |
+//! |-----|------|
+//! | MTRRCAP (0xfe) | read-only: 8 variable ranges, the fixed ranges, write-combining (CPUID 1:EDX[12] says MTRRs exist) |
+//! | MTRRdefType, MTRRfix…, MTRRphysBase/Mask0–7 | kept for the guest and checked as above; they change nothing: the nested page tables map guest RAM write-back, and TCG caches nothing anyway |
+//! | MCG_CAP (0x179), MCG_STATUS (0x17a) | machine-check architecture with no error-reporting banks (CPUID 1:EDX[7,14] say it exists): MCG_CAP reads 0 and is read-only, MCG_STATUS is kept. Machine checks are the hypervisor's; the `machine-check` lab injects #MC |
+//! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
+//! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored |
+//! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
+//! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
+//! | any other | #GP(0), as a CPU does for an MSR it does not implement |
 //!
 //! SYSENTER_ESP and SYSENTER_EIP are no such case: an AMD CPU implements SYSENTER only
 //! outside long mode, keeps bits 31:0 of them and ignores the rest of a write, without a
@@ -24,6 +40,7 @@ use crate::decision::{Decision, Effect, VmcbMsr};
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
+use alloc::string::String;
 use traplab_abi::event::Action;
 use traplab_abi::msr::{self, EFER};
 use traplab_abi::x86::{self, EferFlags};
@@ -43,7 +60,17 @@ enum Kept {
     Efer,
     /// APIC_BASE: the guest has no local APIC to move; writes are ignored.
     ApicBase,
+    /// In the vCPU (`Vcpu::msrs`): the MTRRs, MCG_STATUS.
+    Vcpu,
+    /// Read-only, with this value: MTRRCAP, MCG_CAP.
+    ReadOnly(u64),
+    /// A performance counter of a PMU that is not there: reads 0, writes vanish.
+    AbsentCounter,
 }
+
+/// MTRRCAP: VCNT = 8 variable ranges (bits 7:0), FIX (bit 8) and WC (bit 10) supported, no
+/// SMRR (AMD APM vol. 2, 7.7.1).
+const MTRR_CAPABILITIES: u64 = 8 | 1 << 8 | 1 << 10;
 
 // EXERCISE msr.1: add a hypervisor MSR, 0x4000_0020 `TRAPLAB_DOMAIN`: RDMSR returns the
 // domain's number, WRMSR gets #GP(0) (it is read-only).
@@ -64,6 +91,11 @@ fn kept(msr: u32) -> Option<Kept> {
         msr::FS_BASE => Kept::Vmcb(VmcbMsr::FsBase),
         msr::GS_BASE => Kept::Vmcb(VmcbMsr::GsBase),
         msr::KERNEL_GS_BASE => Kept::Vmcb(VmcbMsr::KernelGsBase),
+        msr::MTRRCAP => Kept::ReadOnly(MTRR_CAPABILITIES),
+        msr::MCG_CAP => Kept::ReadOnly(0),
+        msr::MCG_STATUS => Kept::Vcpu,
+        msr if mtrr(msr).is_some() => Kept::Vcpu,
+        msr::PERF_EVT_SEL_0..=msr::PERF_CTR_3 => Kept::AbsentCounter,
         _ => return None,
     })
 }
@@ -98,7 +130,8 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             13,
             0,
             true,
-            "{context}{instruction} of MSR {msr:#x}, which this CPU does not have: #GP(0), as hardware does"
+            "{context}{instruction} of MSR {msr:#x}, which this CPU does not have{}: #GP(0), as hardware does",
+            why_absent(guest, msr)
         );
     };
     let msr_name = name(msr);
@@ -111,7 +144,16 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)"
         );
     }
-    if write && let Some(why) = refused(kept, value) {
+    if write && let Kept::ReadOnly(_) = kept {
+        return deliver!(
+            guest,
+            13,
+            0,
+            true,
+            "{context}WRMSR {msr_name} {value:#x}: it is read-only, and a CPU refuses the write with #GP(0)"
+        );
+    }
+    if write && let Some(why) = refused(guest, msr, kept, value) {
         return deliver!(
             guest,
             13,
@@ -133,6 +175,18 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
                 "{context}WRMSR {msr_name}: the hypervisor keeps the guest's copy of this MSR; an AMD CPU keeps bits 31:0 of it (SYSENTER exists only outside long mode) and ignores bits 63:32 of the write, without a #GP"
             )
         }
+        (_, Kept::AbsentCounter) => decide!(
+            Action::Emulate,
+            "{context}{instruction} {msr_name}: this CPU's performance counters are not there (as under QEMU's TCG): it reads 0, and a write vanishes"
+        ),
+        (false, Kept::ReadOnly(_)) => decide!(
+            Action::Emulate,
+            "{context}RDMSR {msr_name}: the hypervisor answers what this CPU has"
+        ),
+        (true, Kept::Vcpu) if mtrr(msr).is_some() => decide!(
+            Action::Emulate,
+            "{context}WRMSR {msr_name}: the hypervisor keeps the guest's copy of this MTRR; it changes no memory type (guest RAM is mapped write-back, and TCG caches nothing)"
+        ),
         _ => decide!(
             Action::Emulate,
             "{context}{instruction} {msr_name}: the hypervisor keeps the guest's copy of this MSR"
@@ -148,7 +202,8 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             // The guest's TSC = host TSC + TSC_OFFSET (15.30.5): move the offset.
             Kept::Tsc => Some(Effect::TscOffset(value.wrapping_sub(exit.tsc))),
             Kept::Efer => Some(Effect::Efer(value)),
-            Kept::ApicBase => None,
+            Kept::Vcpu => Some(Effect::VcpuMsr(msr, value)),
+            Kept::ApicBase | Kept::ReadOnly(_) | Kept::AbsentCounter => None,
         };
         return decision
             .with_all(change)
@@ -161,6 +216,10 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
         Kept::Efer => save.efer & !svme,
         // The architectural default: the local APIC at 0xfee00000, BSP flag and enable bit set.
         Kept::ApicBase => 0xfee0_0900,
+        // Reset value: 0 (MTRRs off, no machine check in progress).
+        Kept::Vcpu => guest.vcpu.msrs.get(&msr).copied().unwrap_or(0),
+        Kept::ReadOnly(value) => value,
+        Kept::AbsentCounter => 0,
     };
     decision
         .with(Effect::Gpr(0, result & 0xffff_ffff))
@@ -169,9 +228,12 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
         .describe(format!("RDMSR {msr_name} ({msr:#x}) = {result:#x}"))
 }
 
-/// Why a CPU refuses to write `value` into `kept` with #GP(0), if it does (the table at the
-/// top of this file; EFER has its own check).
-fn refused(kept: Kept, value: u64) -> Option<&'static str> {
+/// Why a CPU refuses to write `value` into `msr` (`kept`) with #GP(0), if it does (the
+/// table at the top of this file; EFER has its own check).
+fn refused(guest: &Guest, msr: u32, kept: Kept, value: u64) -> Option<&'static str> {
+    if let Some(range) = mtrr(msr) {
+        return mtrr_refused(range, value, physical_address_bits(guest));
+    }
     match kept {
         // Each holds an address the CPU loads into RIP (SYSCALL) or a segment base: it must
         // be canonical (AMD APM vol. 2, 5.3.1; Intel SDM vol. 2, WRMSR, lists the same MSRs
@@ -197,6 +259,99 @@ fn pat_valid(pat: u64) -> bool {
     pat.to_le_bytes()
         .iter()
         .all(|&entry| matches!(entry, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// Which kind of MTRR `msr` is, if it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mtrr {
+    DefaultType,
+    Fixed,
+    PhysBase,
+    PhysMask,
+}
+
+fn mtrr(msr: u32) -> Option<Mtrr> {
+    Some(match msr {
+        msr::MTRR_DEF_TYPE => Mtrr::DefaultType,
+        msr::MTRR_FIX_64K_00000
+        | msr::MTRR_FIX_16K_80000
+        | msr::MTRR_FIX_16K_A0000
+        | msr::MTRR_FIX_4K_C0000..=msr::MTRR_FIX_4K_F8000 => Mtrr::Fixed,
+        msr::MTRR_PHYS_BASE_0..=msr::MTRR_PHYS_MASK_7 if msr.is_multiple_of(2) => Mtrr::PhysBase,
+        msr::MTRR_PHYS_BASE_0..=msr::MTRR_PHYS_MASK_7 => Mtrr::PhysMask,
+        _ => return None,
+    })
+}
+
+/// A memory type an MTRR may hold: UC, WC, WT, WP, WB (AMD APM vol. 2, 7.7.1; 2, 3 and 7
+/// are reserved, unlike in the PAT where 7 is UC-).
+fn mtrr_type_valid(memory_type: u8) -> bool {
+    matches!(memory_type, 0 | 1 | 4 | 5 | 6)
+}
+
+/// Why a CPU refuses `value` for an MTRR of kind `range` with #GP(0) (AMD APM vol. 2,
+/// 7.7.1–7.7.3: a reserved bit set, or a memory type MTRRs cannot hold). `address_bits`:
+/// the physical-address width; the base and mask fields end there.
+fn mtrr_refused(range: Mtrr, value: u64, address_bits: u32) -> Option<&'static str> {
+    let above_width = !((1u64 << address_bits) - 1);
+    match range {
+        // Type in 7:0, FE (bit 10), E (bit 11); the rest is reserved.
+        Mtrr::DefaultType if value & !0xcff != 0 => {
+            Some("sets a reserved bit (only 7:0, 10 and 11 exist)")
+        }
+        Mtrr::DefaultType if !mtrr_type_valid(value as u8) => {
+            Some("names a memory type MTRRs cannot hold")
+        }
+        // Eight 8-bit types, one per sub-range.
+        Mtrr::Fixed
+            if !value
+                .to_le_bytes()
+                .iter()
+                .all(|&byte| mtrr_type_valid(byte)) =>
+        {
+            Some("names a memory type MTRRs cannot hold in one of its 8 sub-ranges")
+        }
+        // Type in 7:0, bits 11:8 reserved, the base from bit 12 to the address width.
+        Mtrr::PhysBase if value & (0xf00 | above_width) != 0 => {
+            Some("sets a reserved bit (11:8, or above the physical-address width)")
+        }
+        Mtrr::PhysBase if !mtrr_type_valid(value as u8) => {
+            Some("names a memory type MTRRs cannot hold")
+        }
+        // Valid (bit 11), bits 10:0 reserved, the mask from bit 12 to the address width.
+        Mtrr::PhysMask if value & (0x7ff | above_width) != 0 => {
+            Some("sets a reserved bit (10:0, or above the physical-address width)")
+        }
+        _ => None,
+    }
+}
+
+/// The physical-address width of the CPU the guest sees (CPUID 8000_0008:EAX[7:0]).
+fn physical_address_bits(guest: &Guest) -> u32 {
+    (guest.machine.cpuid(0x8000_0008, 0)[0] & 0xff).clamp(32, 52)
+}
+
+/// What the guest's CPUID says of an MSR it has not got, for the #GP's reason.
+fn why_absent(guest: &Guest, msr: u32) -> String {
+    let offered = |leaf: u32, register: usize, bit: u32| {
+        guest.machine.cpuid(leaf, 0)[register] & (1 << bit) != 0
+    };
+    let (name, clear) = match msr {
+        msr::MISC_ENABLE => return " (MISC_ENABLE is Intel's; an AMD CPU has none)".into(),
+        msr::TSC_ADJUST => ("TSC_ADJUST", !offered(7, 1, 1)),
+        msr::SPEC_CTRL => (
+            "SPEC_CTRL",
+            !offered(7, 3, 26) && !offered(0x8000_0008, 1, 14),
+        ),
+        msr::TSC_AUX => ("TSC_AUX", !offered(0x8000_0001, 3, 27)),
+        _ => return String::new(),
+    };
+    match clear {
+        true => format!(" ({name}: the CPUID it shows the guest does not offer it)"),
+        false => {
+            format!(" ({name}: its CPUID offers it, but the hypervisor does not emulate it yet)")
+        }
+    }
 }
 
 /// The guest's copy of an MSR the VMCB holds.
@@ -441,6 +596,130 @@ mod tests {
         let mut test = Test::long_mode();
         let run = wrmsr(&mut test, msr::APIC_BASE, 0xfed0_0900);
         assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+    }
+
+    /// RDMSR of `msr` from the start, EDX:EAX as one value.
+    fn read_back(test: &mut Test, msr: u32) -> u64 {
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        rdmsr(test, msr);
+        (test.gpr(2) << 32) | test.gpr(0)
+    }
+
+    #[test]
+    fn mtrrcap_says_8_variable_ranges_fixed_ranges_and_write_combining_and_is_read_only() {
+        // CPUID 1:EDX[12] says this CPU has MTRRs, so a kernel reads MTRRCAP at boot.
+        let mut test = Test::long_mode();
+        assert_eq!(read_back(&mut test, msr::MTRRCAP), 0x508);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = wrmsr(&mut test, msr::MTRRCAP, 0);
+        assert_general_protection(&run.decision);
+        assert!(
+            run.decision.why.contains("read-only"),
+            "{}",
+            run.decision.why
+        );
+    }
+
+    #[test]
+    fn the_mtrrs_are_kept_and_read_back() {
+        let mut test = Test::long_mode();
+        // E (bit 11) and FE (bit 10) on, default type WB.
+        let run = wrmsr(&mut test, msr::MTRR_DEF_TYPE, 0xc06);
+        assert_eq!(
+            run.changes(),
+            [("MTRRdefType", 0, 0xc06), ("rip", ENTRY, ENTRY + 2)]
+        );
+        assert_eq!(read_back(&mut test, msr::MTRR_DEF_TYPE), 0xc06);
+        // The first 640 KiB write-back, as a BIOS sets them.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        wrmsr(&mut test, msr::MTRR_FIX_64K_00000, 0x0606_0606_0606_0606);
+        assert_eq!(
+            read_back(&mut test, msr::MTRR_FIX_64K_00000),
+            0x0606_0606_0606_0606
+        );
+        // Range 1: 256 MiB of WB at 0, its mask valid, within 40 address bits.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        wrmsr(&mut test, 0x202, 0x6);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        wrmsr(&mut test, 0x203, 0xff_f000_0800);
+        assert_eq!(read_back(&mut test, 0x203), 0xff_f000_0800);
+        // Never written: the reset value.
+        assert_eq!(read_back(&mut test, 0x20e), 0);
+    }
+
+    #[test]
+    fn an_mtrr_with_a_reserved_type_or_bit_is_a_gp() {
+        // AMD APM vol. 2, 7.7: types 2, 3 and 7 are reserved in an MTRR; the base and mask
+        // end at the physical-address width (40 bits here, CPUID 8000_0008).
+        for (msr, value, why) in [
+            (msr::MTRR_DEF_TYPE, 0x2, "memory type"),
+            (msr::MTRR_DEF_TYPE, 0x1006, "reserved bit"),
+            (msr::MTRR_FIX_4K_F8000, 0x0606_0606_0706_0606, "sub-ranges"),
+            (0x204, 0x7, "memory type"),
+            (0x204, 0x100_0000_0006, "reserved bit"),
+            (0x205, 0xff_f000_0801, "reserved bit"),
+            (0x205, 0x1ff_f000_0800, "reserved bit"),
+        ] {
+            let mut test = Test::long_mode();
+            let run = wrmsr(&mut test, msr, value);
+            assert_general_protection(&run.decision);
+            assert!(
+                run.decision.why.contains(why),
+                "{msr:#x} {value:#x}: {}",
+                run.decision.why
+            );
+            assert!(test.domain.vcpu.msrs.is_empty(), "nothing kept");
+        }
+    }
+
+    #[test]
+    fn the_machine_check_architecture_has_no_banks() {
+        // CPUID says MCE and MCA exist: MCG_CAP must, and says 0 banks; MCG_STATUS is kept.
+        let mut test = Test::long_mode();
+        assert_eq!(read_back(&mut test, msr::MCG_CAP), 0);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        assert_general_protection(&wrmsr(&mut test, msr::MCG_CAP, 1).decision);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        wrmsr(&mut test, msr::MCG_STATUS, 0);
+        assert_eq!(read_back(&mut test, msr::MCG_STATUS), 0);
+    }
+
+    #[test]
+    fn the_performance_counters_read_0_and_a_write_vanishes() {
+        // A PMU that is not there, as under QEMU's TCG: no #GP (every AMD64 CPU has the
+        // four legacy counters), but nothing counts and nothing is kept.
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, 0xc001_0004, 0xabcd);
+        assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+        assert!(
+            run.decision.why.contains("PerfCtr0"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(read_back(&mut test, 0xc001_0004), 0);
+        assert_eq!(read_back(&mut test, msr::PERF_EVT_SEL_0), 0);
+    }
+
+    #[test]
+    fn msrs_the_cpuid_does_not_offer_are_a_gp_that_says_why() {
+        for (msr, why) in [
+            (msr::MISC_ENABLE, "Intel's"),
+            (
+                msr::TSC_AUX,
+                "TSC_AUX: the CPUID it shows the guest does not offer it",
+            ),
+            (msr::TSC_ADJUST, "TSC_ADJUST: the CPUID"),
+            (msr::SPEC_CTRL, "SPEC_CTRL: the CPUID"),
+        ] {
+            let mut test = Test::long_mode();
+            let run = rdmsr(&mut test, msr);
+            assert_general_protection(&run.decision);
+            assert!(
+                run.decision.why.contains(why),
+                "{msr:#x}: {}",
+                run.decision.why
+            );
+        }
     }
 
     #[test]

@@ -396,6 +396,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 1_000,
+            to_local_apic: false,
         });
         let run = general_protection(&mut test);
         assert!(run.decision.effects.contains(&Effect::HaltUntilInterrupt));

@@ -245,6 +245,7 @@ fn set_timer(
         vector,
         period_tsc,
         due_tsc: exit.tsc + period_tsc,
+        to_local_apic: false,
     };
     let hz = guest.machine.timer_hz();
     let decision = decision
@@ -887,6 +888,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: now + 1_000_000,
+            to_local_apic: false,
         };
         assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
         assert_eq!(test.machine.calls, ["start_timer"]);
@@ -924,6 +926,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: 0,
+            to_local_apic: false,
         });
         let run = call(&mut test);
         assert_returned(&test, 0);

@@ -176,6 +176,107 @@ mod tests {
         assert_eq!(run.decision.action, Action::Kill);
     }
 
+    // ---- The local APIC at 0xfee00000 -------------------------------------------------
+
+    use crate::device::lapic::{self, reg};
+    use crate::domain::interrupts::VirtualTimer;
+
+    /// `mov [rax], ecx` of `value` to APIC register `offset`, from the start.
+    fn apic_write(test: &mut Test, offset: u64, value: u32) -> Run {
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, lapic::BASE + offset);
+        test.set_gpr(1, value as u64);
+        access(test, &[0x89, 0x08], lapic::BASE + offset)
+    }
+
+    #[test]
+    fn the_local_apic_answers_at_0xfee00000() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, lapic::BASE + reg::VERSION);
+        let run = access(&mut test, &[0x8b, 0x08], lapic::BASE + reg::VERSION); // mov ecx, [rax]
+        assert!(
+            run.decision
+                .why
+                .ends_with("not RAM but the local APIC, emulated by the hypervisor")
+        );
+        assert_eq!(test.gpr(1), 0x50014);
+        assert_eq!(run.emulate().what, "local APIC: read version = 0x50014");
+    }
+
+    #[test]
+    fn the_apic_timer_becomes_the_guest_s_timer_and_its_tick_is_delivered_until_eoi() {
+        let mut test = Test::long_mode();
+        test.gate(0x30, 0x21_0000);
+        apic_write(&mut test, reg::SVR, 0x1ff);
+        apic_write(&mut test, reg::TIMER_DIVIDE, 0xb); // divide by 1
+        apic_write(&mut test, reg::LVT_TIMER, 0x2_0030); // periodic, vector 0x30
+        let run = apic_write(&mut test, reg::TIMER_INITIAL, 1_000_000);
+        assert!(
+            run.emulate().what.contains(
+                "the guest's timer: the local APIC's timer every 1000 µs, at vector 0x30"
+            ),
+            "{}",
+            run.emulate().what
+        );
+        let now = test.machine.now.get();
+        let period = 1_000_000 * crate::testing::TSC_HZ / lapic::BUS_HZ;
+        assert_eq!(
+            test.domain.vcpu.interrupts.timer,
+            Some(VirtualTimer {
+                vector: 0x30,
+                period_tsc: period,
+                due_tsc: now + period,
+                to_local_apic: true,
+            })
+        );
+        // The tick, at the hypervisor's next INTR exit after the deadline: requested in the
+        // APIC, delivered through the guest's IDT, in service.
+        test.interrupts_on();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let mut exit = test.exit(ExitReason::Intr);
+        exit.tsc = now + period;
+        let run = test.run(exit);
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::LocalApicRequest(0x30))
+        );
+        assert_eq!(run.injected().vector, 0x30);
+        let apic = &test.domain.devices.lapic;
+        assert!(apic.in_service.contains(0x30) && !apic.requested.contains(0x30));
+        test.vmrun();
+        // The next tick waits while 0x30 is in service; the EOI lets it through.
+        test.domain.devices.lapic.request(0x30);
+        assert_eq!(test.domain.pending_interrupt(), None);
+        let run = apic_write(&mut test, reg::EOI, 0);
+        assert_eq!(
+            run.emulate().what,
+            "local APIC: EOI: interrupt 0x30 is no longer in service"
+        );
+        assert_eq!(
+            run.injected().vector,
+            0x30,
+            "the merged tick, delivered after the EOI"
+        );
+    }
+
+    #[test]
+    fn a_narrow_write_to_the_apic_is_dropped_and_a_narrow_read_takes_its_bytes() {
+        let mut test = Test::long_mode();
+        test.set_gpr(0, lapic::BASE + reg::SVR);
+        let run = access(&mut test, &[0x88, 0x08], lapic::BASE + reg::SVR); // mov [rax], cl
+        assert!(run.emulate().what.contains("only aligned 32-bit writes"));
+        assert_eq!(test.domain.devices.lapic.svr, 0xff);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, lapic::BASE + reg::VERSION + 2);
+        access(
+            &mut test,
+            &[0x0f, 0xb6, 0x08],
+            lapic::BASE + reg::VERSION + 2,
+        ); // movzx ecx, byte [rax]
+        assert_eq!(test.gpr(1), 0x05, "byte 2 of 0x50014");
+    }
+
     #[test]
     fn an_mmio_access_at_an_unmapped_rip_kills_the_domain() {
         let test = Test::long_mode();

@@ -1,0 +1,675 @@
+//! The local APIC, as a PC kernel finds it: xAPIC registers in the 4 KiB at 0xfee00000
+//! (AMD APM vol. 2, 16.3–16.6 "Local APIC"; Intel SDM vol. 3A, 11.4–11.8).
+//!
+//! Each register is 32 bits at a 16-byte boundary. What the model keeps, and why:
+//!
+//! | offset | register | here |
+//! |--------|----------|------|
+//! | 0x20 | APIC ID | 0: the one CPU, the bootstrap processor (APIC_BASE says BSP) |
+//! | 0x30 | version | 0x50014, as QEMU's APIC: version 0x14, six LVT entries (max index 5) |
+//! | 0x80, 0xa0 | TPR, PPR | the task priority; the processor priority follows from it and the highest interrupt in service |
+//! | 0xb0 | EOI | a write ends the highest-priority interrupt in service |
+//! | 0xd0, 0xe0 | LDR, DFR | kept (logical destinations matter only with other CPUs) |
+//! | 0xf0 | spurious-interrupt vector | bit 8 enables the APIC in software; cleared, every LVT is masked and stays so |
+//! | 0x100–0x270 | ISR, TMR, IRR | 256 bits each: in service, level-triggered (none here), requested |
+//! | 0x280 | ESR | errors (an illegal vector); a write latches them for reading |
+//! | 0x300, 0x310 | ICR | an IPI: a fixed interrupt to itself (shorthand "self", or its own ID) is requested in its IRR; there is no other CPU to send to |
+//! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept; only the timer has a source |
+//! | 0x380, 0x390, 0x3e0 | timer initial count, current count, divide configuration | the timer |
+//!
+//! **The timer** counts down at the APIC bus clock divided by 1–128. The bus runs at 1 GHz,
+//! as in QEMU's APIC, so a kernel calibrates the same count under traplab as under QEMU
+//! alone. One-shot: it fires once when the count reaches 0 and stays there; periodic: it
+//! reloads. Writing the initial count (re)starts it; writing 0 stops it. Its interrupt, at
+//! the vector in the LVT timer entry, is *requested* (an IRR bit), delivered when its
+//! priority class is above the PPR's, and then *in service* (ISR) until the kernel writes
+//! EOI: a second tick while the first is requested merges into it, as on hardware.
+//!
+//! The hypervisor's own timer is the machine's 8254 PIT behind its real 8259A
+//! (`timer.rs`); this APIC, like the guest's PIT, is a model the nested page tables route
+//! to: the two never meet. (Not modeled yet: x2APIC and its MSRs, TSC-deadline mode, NMI
+//! and INIT IPIs, the LINT pins.)
+
+use super::pit::Countdown;
+use alloc::format;
+use alloc::string::String;
+
+/// Where the xAPIC registers are (APIC_BASE's default, AMD APM vol. 2, 16.3.1).
+pub const BASE: u64 = 0xfee0_0000;
+pub const SIZE: u64 = 0x1000;
+
+/// Is guest-physical `gpa` one of the local APIC's registers' page?
+pub fn contains(gpa: u64) -> bool {
+    (BASE..BASE + SIZE).contains(&gpa)
+}
+
+/// The register offsets.
+pub mod reg {
+    pub const ID: u64 = 0x20;
+    pub const VERSION: u64 = 0x30;
+    pub const TPR: u64 = 0x80;
+    pub const APR: u64 = 0x90;
+    pub const PPR: u64 = 0xa0;
+    pub const EOI: u64 = 0xb0;
+    pub const LDR: u64 = 0xd0;
+    pub const DFR: u64 = 0xe0;
+    pub const SVR: u64 = 0xf0;
+    pub const ISR: u64 = 0x100;
+    pub const TMR: u64 = 0x180;
+    pub const IRR: u64 = 0x200;
+    pub const ESR: u64 = 0x280;
+    pub const ICR_LOW: u64 = 0x300;
+    pub const ICR_HIGH: u64 = 0x310;
+    pub const LVT_TIMER: u64 = 0x320;
+    pub const LVT_ERROR: u64 = 0x370;
+    pub const TIMER_INITIAL: u64 = 0x380;
+    pub const TIMER_CURRENT: u64 = 0x390;
+    pub const TIMER_DIVIDE: u64 = 0x3e0;
+}
+
+/// QEMU's APIC: version 0x14, max LVT entry 5.
+pub const VERSION: u32 = 0x0005_0014;
+/// The APIC bus clock the timer counts (QEMU's: 1 ns per tick).
+pub const BUS_HZ: u64 = 1_000_000_000;
+/// An LVT entry's mask bit.
+const MASKED: u32 = 1 << 16;
+/// The SVR's APIC software enable bit.
+const SOFTWARE_ENABLE: u32 = 1 << 8;
+/// ESR bit 6: an interrupt with an illegal vector (0–15) was sent or received.
+const ILLEGAL_VECTOR: u32 = 1 << 6;
+
+/// The LVT entries, in register order from 0x320: timer, thermal, performance, LINT0,
+/// LINT1, error.
+const LVT_NAMES: [&str; 6] = [
+    "LVT timer",
+    "LVT thermal",
+    "LVT performance counter",
+    "LVT LINT0",
+    "LVT LINT1",
+    "LVT error",
+];
+
+/// The timer's mode, LVT timer bits 18:17.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerMode {
+    OneShot,
+    Periodic,
+    /// TSC-deadline (10b): not offered (CPUID 1:ECX[24] is clear), so the timer is idle.
+    TscDeadline,
+    Reserved,
+}
+
+/// 256 bits, one per vector: ISR, TMR, IRR.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VectorSet([u32; 8]);
+
+impl VectorSet {
+    pub fn contains(&self, vector: u8) -> bool {
+        self.0[vector as usize / 32] & (1 << (vector % 32)) != 0
+    }
+    fn insert(&mut self, vector: u8) {
+        self.0[vector as usize / 32] |= 1 << (vector % 32);
+    }
+    fn remove(&mut self, vector: u8) {
+        self.0[vector as usize / 32] &= !(1 << (vector % 32));
+    }
+    /// The highest vector in the set.
+    pub fn highest(&self) -> Option<u8> {
+        (0..8).rev().find_map(|word| {
+            let bits = self.0[word];
+            (bits != 0).then(|| (word * 32 + 31 - bits.leading_zeros() as usize) as u8)
+        })
+    }
+    /// Register `index` (0–7) of the eight that show it.
+    fn word(&self, index: usize) -> u32 {
+        self.0[index]
+    }
+}
+
+/// One CPU's local APIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalApic {
+    pub tpr: u8,
+    ldr: u32,
+    dfr: u32,
+    pub svr: u32,
+    pub in_service: VectorSet,
+    trigger_mode: VectorSet,
+    pub requested: VectorSet,
+    /// Errors since the last ESR write, and what that write latched for reading.
+    errors: u32,
+    esr: u32,
+    icr: u64,
+    /// The six LVT entries, from the timer's at 0x320 to the error's at 0x370.
+    pub lvt: [u32; 6],
+    pub initial_count: u32,
+    divide: u32,
+    /// When the count was last (re)started, in TSC ticks.
+    pub started_tsc: u64,
+}
+
+impl Default for LocalApic {
+    /// As after reset (Intel SDM vol. 3A, 11.4.7.1): every LVT masked, DFR all ones, the
+    /// SVR 0xff (software disabled).
+    fn default() -> LocalApic {
+        LocalApic {
+            tpr: 0,
+            ldr: 0,
+            dfr: 0xffff_ffff,
+            svr: 0xff,
+            in_service: VectorSet::default(),
+            trigger_mode: VectorSet::default(),
+            requested: VectorSet::default(),
+            errors: 0,
+            esr: 0,
+            icr: 0,
+            lvt: [MASKED; 6],
+            initial_count: 0,
+            divide: 0,
+            started_tsc: 0,
+        }
+    }
+}
+
+impl LocalApic {
+    pub fn software_enabled(&self) -> bool {
+        self.svr & SOFTWARE_ENABLE != 0
+    }
+
+    /// The processor priority: the TPR, or the class of the highest interrupt in service
+    /// if that is higher (Intel SDM vol. 3A, 11.8.3.1).
+    pub fn ppr(&self) -> u8 {
+        let in_service = self.in_service.highest().unwrap_or(0);
+        if self.tpr >> 4 >= in_service >> 4 {
+            self.tpr
+        } else {
+            in_service & 0xf0
+        }
+    }
+
+    /// Request interrupt `vector` (its IRR bit). Vectors 0–15 are illegal: an error.
+    pub fn request(&mut self, vector: u8) {
+        if vector < 16 {
+            self.errors |= ILLEGAL_VECTOR;
+            return;
+        }
+        self.requested.insert(vector);
+    }
+
+    /// The interrupt the APIC presents to the CPU now, if any: the highest requested
+    /// vector whose priority class is above the PPR's (SDM 11.8.3). None while the APIC
+    /// is disabled in software.
+    pub fn next_to_deliver(&self) -> Option<u8> {
+        if !self.software_enabled() {
+            return None;
+        }
+        let vector = self.requested.highest()?;
+        (vector >> 4 > self.ppr() >> 4).then_some(vector)
+    }
+
+    /// The CPU took `vector`: from requested to in service.
+    pub fn delivered(&mut self, vector: u8) {
+        self.requested.remove(vector);
+        self.in_service.insert(vector);
+    }
+
+    /// EOI: the highest-priority interrupt in service is over. Which one.
+    pub fn end_of_interrupt(&mut self) -> Option<u8> {
+        let vector = self.in_service.highest()?;
+        self.in_service.remove(vector);
+        Some(vector)
+    }
+
+    pub fn timer_mode(&self) -> TimerMode {
+        match (self.lvt[0] >> 17) & 3 {
+            0 => TimerMode::OneShot,
+            1 => TimerMode::Periodic,
+            2 => TimerMode::TscDeadline,
+            _ => TimerMode::Reserved,
+        }
+    }
+
+    /// The divide configuration: bits 0, 1 and 3 give 2, 4, …, 128, and 0b111 gives 1.
+    pub fn divisor(&self) -> u64 {
+        let code = (self.divide & 3) | ((self.divide >> 1) & 4);
+        match code {
+            7 => 1,
+            code => 2 << code,
+        }
+    }
+
+    /// TSC ticks per count.
+    fn tsc_per_count(&self, tsc_hz: u64) -> u128 {
+        self.divisor() as u128 * tsc_hz as u128
+    }
+
+    /// TSC ticks for `counts` counts of the timer.
+    fn counts_to_tsc(&self, counts: u64, tsc_hz: u64) -> u64 {
+        (counts as u128 * self.tsc_per_count(tsc_hz) / BUS_HZ as u128).min(u64::MAX as u128) as u64
+    }
+
+    /// The current count at TSC `now`: counting down from the initial count; 0 once a
+    /// one-shot has fired; a periodic timer starts over.
+    pub fn current_count(&self, now: u64, tsc_hz: u64) -> u32 {
+        if self.initial_count == 0 || tsc_hz == 0 {
+            return 0;
+        }
+        let elapsed = now.saturating_sub(self.started_tsc) as u128 * BUS_HZ as u128
+            / self.tsc_per_count(tsc_hz);
+        let initial = self.initial_count as u128;
+        match self.timer_mode() {
+            TimerMode::Periodic => (initial - elapsed % initial) as u32,
+            TimerMode::OneShot => initial.saturating_sub(elapsed) as u32,
+            TimerMode::TscDeadline | TimerMode::Reserved => 0,
+        }
+    }
+
+    /// The timer as the guest's timer: its vector, when it next fires and how often.
+    /// `None`: it does not fire (masked, disabled in software, stopped, a one-shot that has
+    /// fired, a mode not offered).
+    pub fn timer(&self, now: u64, tsc_hz: u64) -> Option<(u8, Countdown)> {
+        let entry = self.lvt[0];
+        if !self.software_enabled() || entry & MASKED != 0 || self.initial_count == 0 {
+            return None;
+        }
+        let period = self.counts_to_tsc(self.initial_count as u64, tsc_hz).max(1);
+        let first = self.started_tsc.saturating_add(period);
+        let countdown = match self.timer_mode() {
+            TimerMode::OneShot if first > now => Countdown {
+                period_tsc: None,
+                due_tsc: first,
+            },
+            TimerMode::Periodic => {
+                // The next multiple of the period after `now`.
+                let periods = now.saturating_sub(self.started_tsc) / period + 1;
+                Countdown {
+                    period_tsc: Some(period),
+                    due_tsc: self.started_tsc.saturating_add(periods * period),
+                }
+            }
+            _ => return None,
+        };
+        Some((entry as u8, countdown))
+    }
+
+    /// What the timer's state is, for noticing a change that re-arms the guest's timer.
+    pub fn timer_state(&self) -> (u32, u32, u32, u64, bool) {
+        (
+            self.lvt[0],
+            self.initial_count,
+            self.divide,
+            self.started_tsc,
+            self.software_enabled(),
+        )
+    }
+
+    /// A 32-bit read of the register at `offset`: its value and the register's name.
+    pub fn read(&self, offset: u64, now: u64, tsc_hz: u64) -> (u32, &'static str) {
+        let index = ((offset >> 4) & 7) as usize;
+        match offset & !0xf {
+            reg::ID => (0, "APIC ID"),
+            reg::VERSION => (VERSION, "version"),
+            reg::TPR => (self.tpr as u32, "TPR"),
+            reg::APR => (0, "arbitration priority"),
+            reg::PPR => (self.ppr() as u32, "PPR"),
+            reg::LDR => (self.ldr, "logical destination"),
+            reg::DFR => (self.dfr, "destination format"),
+            reg::SVR => (self.svr, "spurious-interrupt vector"),
+            0x100..=0x170 => (self.in_service.word(index), "ISR"),
+            0x180..=0x1f0 => (self.trigger_mode.word(index), "TMR"),
+            0x200..=0x270 => (self.requested.word(index), "IRR"),
+            reg::ESR => (self.esr, "error status"),
+            reg::ICR_LOW => (self.icr as u32, "interrupt command (low)"),
+            reg::ICR_HIGH => ((self.icr >> 32) as u32, "interrupt command (high)"),
+            0x320..=0x370 => (
+                self.lvt[((offset - reg::LVT_TIMER) >> 4) as usize],
+                lvt_name(offset),
+            ),
+            reg::TIMER_INITIAL => (self.initial_count, "timer initial count"),
+            reg::TIMER_CURRENT => (self.current_count(now, tsc_hz), "timer current count"),
+            reg::TIMER_DIVIDE => (self.divide, "timer divide configuration"),
+            // EOI and the reserved offsets read 0.
+            reg::EOI => (0, "EOI (write-only)"),
+            _ => (0, "a reserved offset"),
+        }
+    }
+
+    /// A 32-bit write of `value` to the register at `offset`, at TSC `now`: what it did.
+    pub fn write(&mut self, offset: u64, value: u32, now: u64) -> String {
+        match offset & !0xf {
+            reg::TPR => {
+                self.tpr = value as u8;
+                format!(
+                    "TPR = {:#x}: interrupts of class {} and below wait",
+                    self.tpr,
+                    self.tpr >> 4
+                )
+            }
+            reg::EOI => match self.end_of_interrupt() {
+                Some(vector) => format!("EOI: interrupt {vector:#x} is no longer in service"),
+                None => "EOI with nothing in service: ignored".into(),
+            },
+            reg::LDR => {
+                self.ldr = value & 0xff00_0000;
+                format!("logical destination = {:#x}", self.ldr)
+            }
+            reg::DFR => {
+                self.dfr = value | 0x0fff_ffff;
+                format!("destination format = {:#x}", self.dfr)
+            }
+            reg::SVR => {
+                self.svr = value & 0x13ff;
+                if !self.software_enabled() {
+                    // Disabled in software: every LVT entry masked (SDM 11.4.7.2).
+                    for entry in &mut self.lvt {
+                        *entry |= MASKED;
+                    }
+                    return format!(
+                        "spurious-interrupt vector = {:#x}: the APIC is disabled in software, every LVT entry masked",
+                        self.svr
+                    );
+                }
+                format!(
+                    "spurious-interrupt vector {:#x}, the APIC enabled in software",
+                    self.svr as u8
+                )
+            }
+            reg::ESR => {
+                // A write latches the errors since the last one for reading, and clears them.
+                self.esr = core::mem::take(&mut self.errors);
+                format!("error status latched: {:#x}", self.esr)
+            }
+            reg::ICR_HIGH => {
+                self.icr = (self.icr & 0xffff_ffff) | ((value as u64) << 32);
+                format!(
+                    "interrupt command (high) = {value:#x}: destination {}",
+                    value >> 24
+                )
+            }
+            reg::ICR_LOW => {
+                // Delivery status (bit 12) is never busy: the IPI is sent at once.
+                self.icr = (self.icr & !0xffff_ffff) | (value & !(1 << 12)) as u64;
+                self.interprocessor_interrupt()
+            }
+            0x320..=0x370 => {
+                let index = ((offset - reg::LVT_TIMER) >> 4) as usize;
+                // While the APIC is disabled in software the mask cannot be cleared.
+                let forced = if self.software_enabled() { 0 } else { MASKED };
+                self.lvt[index] = value | forced;
+                let entry = self.lvt[index];
+                format!(
+                    "{} = {entry:#x}: vector {:#x}, {}{}",
+                    lvt_name(offset),
+                    entry as u8,
+                    if entry & MASKED != 0 {
+                        "masked"
+                    } else {
+                        "unmasked"
+                    },
+                    if index == 0 {
+                        self.describe_timer_mode()
+                    } else {
+                        ""
+                    }
+                )
+            }
+            reg::TIMER_INITIAL => {
+                self.initial_count = value;
+                self.started_tsc = now;
+                match value {
+                    0 => "timer initial count 0: the timer stops".into(),
+                    count => format!(
+                        "timer initial count {count}: counting down from now, one count every {} bus clocks",
+                        self.divisor()
+                    ),
+                }
+            }
+            reg::TIMER_DIVIDE => {
+                self.divide = value & 0xb;
+                format!("timer divide configuration: divide by {}", self.divisor())
+            }
+            reg::ID | reg::VERSION | reg::APR | reg::PPR | reg::TIMER_CURRENT => {
+                format!(
+                    "a write to a read-only register ({:#x}): ignored",
+                    offset & !0xf
+                )
+            }
+            0x100..=0x270 => "a write to ISR, TMR or IRR, which are read-only: ignored".into(),
+            _ => format!("a write to a reserved offset {offset:#x}: ignored"),
+        }
+    }
+
+    fn describe_timer_mode(&self) -> &'static str {
+        match self.timer_mode() {
+            TimerMode::OneShot => ", one-shot",
+            TimerMode::Periodic => ", periodic",
+            TimerMode::TscDeadline => ", TSC-deadline (not offered by CPUID: the timer stays idle)",
+            TimerMode::Reserved => ", a reserved mode (the timer stays idle)",
+        }
+    }
+
+    /// The ICR was written: send the IPI it describes. Only this CPU exists.
+    fn interprocessor_interrupt(&mut self) -> String {
+        let low = self.icr as u32;
+        let vector = low as u8;
+        let delivery_mode = (low >> 8) & 7;
+        let shorthand = (low >> 18) & 3;
+        let destination = (self.icr >> 56) as u8;
+        // 01: self; 10: all including self; 00: the destination field (ID 0 is us).
+        let to_self = match shorthand {
+            1 | 2 => true,
+            3 => false,
+            _ => low & (1 << 11) == 0 && destination == 0,
+        };
+        match (delivery_mode, to_self) {
+            (0, true) => {
+                self.request(vector);
+                format!("IPI: fixed interrupt {vector:#x} to itself, requested in its IRR")
+            }
+            (_, false) => "IPI to other CPUs: there are none, nothing is sent".into(),
+            (mode, true) => format!(
+                "IPI to itself with delivery mode {mode} (not fixed): not modeled, nothing is sent"
+            ),
+        }
+    }
+}
+
+fn lvt_name(offset: u64) -> &'static str {
+    LVT_NAMES[(((offset & !0xf) - reg::LVT_TIMER) >> 4).min(5) as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TSC of 2 GHz: two TSC ticks per bus clock.
+    const TSC_HZ: u64 = 2_000_000_000;
+
+    fn enabled() -> LocalApic {
+        let mut apic = LocalApic::default();
+        apic.write(reg::SVR, 0x1ff, 0);
+        apic
+    }
+
+    #[test]
+    fn after_reset_the_apic_is_disabled_and_every_lvt_masked() {
+        let apic = LocalApic::default();
+        assert_eq!(apic.read(reg::VERSION, 0, TSC_HZ), (0x50014, "version"));
+        assert_eq!(apic.read(reg::SVR, 0, TSC_HZ).0, 0xff);
+        assert_eq!(apic.read(reg::DFR, 0, TSC_HZ).0, 0xffff_ffff);
+        for offset in (0x320..=0x370).step_by(16) {
+            assert_eq!(apic.read(offset, 0, TSC_HZ).0, 0x10000, "{offset:#x}");
+        }
+    }
+
+    #[test]
+    fn while_disabled_in_software_an_lvt_cannot_be_unmasked() {
+        let mut apic = LocalApic::default();
+        apic.write(reg::LVT_TIMER, 0x30, 0);
+        assert_eq!(apic.lvt[0], 0x10030);
+        let mut apic = enabled();
+        apic.write(reg::LVT_TIMER, 0x30, 0);
+        assert_eq!(apic.lvt[0], 0x30);
+        // Disabling masks them all again.
+        apic.write(reg::SVR, 0xff, 0);
+        assert_eq!(apic.lvt[0], 0x10030);
+    }
+
+    #[test]
+    fn the_divide_configuration_maps_bits_0_1_and_3_to_1_through_128() {
+        let mut apic = LocalApic::default();
+        for (code, divisor) in [
+            (0x0, 2),
+            (0x1, 4),
+            (0x2, 8),
+            (0x3, 16),
+            (0x8, 32),
+            (0x9, 64),
+            (0xa, 128),
+            (0xb, 1),
+        ] {
+            apic.write(reg::TIMER_DIVIDE, code, 0);
+            assert_eq!(apic.divisor(), divisor, "{code:#x}");
+        }
+    }
+
+    #[test]
+    fn a_one_shot_timer_counts_down_fires_once_and_stays_at_0() {
+        let mut apic = enabled();
+        apic.write(reg::TIMER_DIVIDE, 0xb, 0); // divide by 1: a count per ns
+        apic.write(reg::LVT_TIMER, 0x30, 0);
+        apic.write(reg::TIMER_INITIAL, 1000, 10_000);
+        // 1000 counts of 1 ns at 2 TSC ticks per ns: due 2000 ticks after the start.
+        let (vector, countdown) = apic.timer(10_000, TSC_HZ).expect("armed");
+        assert_eq!(vector, 0x30);
+        assert_eq!(
+            countdown,
+            Countdown {
+                period_tsc: None,
+                due_tsc: 12_000
+            }
+        );
+        assert_eq!(apic.current_count(11_000, TSC_HZ), 500);
+        assert_eq!(apic.current_count(12_500, TSC_HZ), 0);
+        assert_eq!(apic.timer(12_500, TSC_HZ), None, "fired: nothing more");
+    }
+
+    #[test]
+    fn a_periodic_timer_reloads() {
+        let mut apic = enabled();
+        apic.write(reg::TIMER_DIVIDE, 0x0, 0); // divide by 2
+        apic.write(reg::LVT_TIMER, 0x20030, 0);
+        apic.write(reg::TIMER_INITIAL, 500, 0);
+        // 500 counts of 2 ns = 1 µs = 2000 TSC ticks.
+        let (_, countdown) = apic.timer(0, TSC_HZ).expect("armed");
+        assert_eq!(
+            countdown,
+            Countdown {
+                period_tsc: Some(2000),
+                due_tsc: 2000
+            }
+        );
+        let (_, later) = apic.timer(5000, TSC_HZ).expect("still armed");
+        assert_eq!(later.due_tsc, 6000);
+        assert_eq!(apic.current_count(2500, TSC_HZ), 375);
+    }
+
+    #[test]
+    fn a_masked_or_stopped_timer_does_not_fire() {
+        let mut apic = enabled();
+        apic.write(reg::LVT_TIMER, 0x10030, 0);
+        apic.write(reg::TIMER_INITIAL, 1000, 0);
+        assert_eq!(apic.timer(0, TSC_HZ), None);
+        apic.write(reg::LVT_TIMER, 0x30, 0);
+        assert!(apic.timer(0, TSC_HZ).is_some());
+        apic.write(reg::TIMER_INITIAL, 0, 0);
+        assert_eq!(apic.timer(0, TSC_HZ), None);
+    }
+
+    #[test]
+    fn an_interrupt_is_requested_delivered_in_service_and_ended_by_eoi() {
+        let mut apic = enabled();
+        apic.request(0x30);
+        assert_eq!(
+            apic.read(reg::IRR + 0x10, 0, TSC_HZ).0,
+            1 << 16,
+            "IRR bit 0x30"
+        );
+        assert_eq!(apic.next_to_deliver(), Some(0x30));
+        apic.delivered(0x30);
+        assert_eq!(
+            apic.read(reg::ISR + 0x10, 0, TSC_HZ).0,
+            1 << 16,
+            "ISR bit 0x30"
+        );
+        assert_eq!(apic.ppr(), 0x30);
+        // A second one of the same class waits for the EOI.
+        apic.request(0x31);
+        assert_eq!(apic.next_to_deliver(), None);
+        assert_eq!(
+            apic.write(reg::EOI, 0, 0),
+            "EOI: interrupt 0x30 is no longer in service"
+        );
+        assert_eq!(apic.next_to_deliver(), Some(0x31));
+    }
+
+    #[test]
+    fn a_higher_class_preempts_one_in_service_and_the_tpr_holds_lower_ones_back() {
+        let mut apic = enabled();
+        apic.request(0x30);
+        apic.delivered(0x30);
+        apic.request(0x41);
+        assert_eq!(apic.next_to_deliver(), Some(0x41), "class 4 above class 3");
+        let mut apic = enabled();
+        apic.write(reg::TPR, 0x50, 0);
+        apic.request(0x41);
+        assert_eq!(
+            apic.next_to_deliver(),
+            None,
+            "TPR class 5 holds class 4 back"
+        );
+        apic.write(reg::TPR, 0, 0);
+        assert_eq!(apic.next_to_deliver(), Some(0x41));
+    }
+
+    #[test]
+    fn a_disabled_apic_delivers_nothing() {
+        let mut apic = LocalApic::default();
+        apic.request(0x30);
+        assert_eq!(apic.next_to_deliver(), None);
+    }
+
+    #[test]
+    fn a_self_ipi_is_requested_and_an_illegal_vector_is_an_error() {
+        let mut apic = enabled();
+        let what = apic.write(reg::ICR_LOW, 0x4_0040, 0); // shorthand self, fixed, 0x40
+        assert_eq!(
+            what,
+            "IPI: fixed interrupt 0x40 to itself, requested in its IRR"
+        );
+        assert_eq!(apic.next_to_deliver(), Some(0x40));
+        assert_eq!(
+            apic.read(reg::ICR_LOW, 0, TSC_HZ).0 & (1 << 12),
+            0,
+            "never busy"
+        );
+        apic.write(reg::ICR_LOW, 0x4_0005, 0);
+        apic.write(reg::ESR, 0, 0);
+        assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_VECTOR);
+        // To all but itself: nobody.
+        assert!(
+            apic.write(reg::ICR_LOW, 0xc_0050, 0)
+                .contains("there are none")
+        );
+        assert!(!apic.requested.contains(0x50));
+    }
+
+    #[test]
+    fn read_only_registers_ignore_writes() {
+        let mut apic = enabled();
+        apic.write(reg::VERSION, 0, 0);
+        apic.write(reg::ID, 7 << 24, 0);
+        assert_eq!(apic.read(reg::VERSION, 0, TSC_HZ).0, VERSION);
+        assert_eq!(apic.read(reg::ID, 0, TSC_HZ).0, 0);
+    }
+}
