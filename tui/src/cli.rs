@@ -505,12 +505,13 @@ mod tests {
     }
 
     #[test]
-    fn a_kernel_replaces_the_lab_in_trace_run_and_gdb() {
-        for command in ["trace", "run", "gdb"] {
+    fn a_kernel_replaces_the_lab_in_trace_run_gdb_and_check() {
+        for command in ["trace", "run", "gdb", "check"] {
             let kernel = |cli: Cli| match cli.command {
                 Command::Trace(args) => (args.lab, args.kernel),
                 Command::Run(args) => (args.lab, args.kernel),
                 Command::Gdb(args) => (args.lab, args.kernel),
+                Command::Check(args) => (args.lab, args.kernel),
                 other => panic!("{other:?}"),
             };
             let parsed = parse(&[

@@ -199,7 +199,7 @@ fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_t
         assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
     }
     // stats runs the same kernel now and counts its exits: an IN and an OUT per byte it
-    // prints, and its three timer HLTs.
+    // prints, and its six timer HLTs (three for the PIT's ticks, three for the APIC's).
     let output = run(&["stats", "--kernel", kernel, "--json"]);
     assert_eq!(output.status.code(), Some(0));
     let stats: serde_json::Value =
@@ -211,7 +211,27 @@ fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_t
             .and_then(|entry| entry["count"].as_u64())
     };
     assert!(count("IOIO").is_some_and(|ioio| ioio > 1000), "{stats}");
-    assert_eq!(count("HLT"), Some(3), "{stats}");
+    assert_eq!(count("HLT"), Some(6), "{stats}");
+    // check grades the same kernel by how it ends: status 0 passes; told to expect another
+    // status, it does not, and says why.
+    let output = run(&["check", "--kernel", kernel]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "multiboot-hello: passed (it exited with status 0)\n"
+    );
+    let output = run(&["check", "--kernel", kernel, "--status", "1", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("check --json prints JSON");
+    assert_eq!(verdict["passed"], false, "{verdict}");
+    assert!(
+        verdict["problems"][0]["explanation"]
+            .as_str()
+            .is_some_and(|why| why.contains("to exit with status 1, but it exited with status 0")),
+        "{verdict}"
+    );
     // A file that is no kernel: the hypervisor refuses it and says what it is; the domain
     // counts as killed (137).
     let junk = temporary("not-a-kernel");

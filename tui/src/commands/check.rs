@@ -3,6 +3,11 @@
 //! solved exercise's), and did every domain end as it should? A mismatch is explained in a
 //! student's words; `--json` prints one JSON line per check for graders.
 //!
+//! `traplab check --kernel FILE` (or `--guest NAME`) grades a program that is not a lab the
+//! way a kernel test suite is graded on QEMU: it passes when it ends by itself with the exit
+//! status it should (`--status`, 0 by default: a write of 0 to isa-debug-exit, or a lab
+//! guest's `exit(0)`), and the trace is whole.
+//!
 //! Before it runs anything, check rebuilds what changed in the hypervisor and the guests
 //! ([`rebuild`]): it grades the code as it is, never the programs of an older build. A run
 //! whose domain is stuck on one fault stops early (`traplab_labs::run::watch`), and on a
@@ -31,11 +36,24 @@ use traplab_tracer::symbols::Symbols;
 #[command(after_help = check_help())]
 pub struct CheckArgs {
     /// The lab to check (see `traplab list`).
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        required_unless_present_any = ["all", "guest", "kernel", "initrd", "append", "memory"],
+        conflicts_with = "all"
+    )]
     pub lab: Option<String>,
     /// Check every lab's own flow.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["guest", "kernel"])]
     pub all: bool,
+    /// Check this guest program instead of a lab (guests/src/bin/NAME.rs): it passes when
+    /// it exits with --status.
+    #[arg(long, value_name = "NAME", conflicts_with = "lab")]
+    pub guest: Option<String>,
+    #[command(flatten)]
+    pub kernel: crate::cli::KernelArgs,
+    /// With --kernel or --guest: the exit status it must end with (a kernel's: the value it
+    /// writes to isa-debug-exit, port 0xf4).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub status: i32,
     /// Grade exercise N of the lab instead of its own flow: the code you changed must
     /// produce the exercise's flow.
     #[arg(long, value_name = "N", conflicts_with = "all")]
@@ -60,6 +78,7 @@ fn check_help() -> String {
   traplab check page-fault                 the lab's own flow
   traplab check page-fault --exercise 1    grade exercise 1 (its chapter in the book says what to do)
   traplab check --all --json               every lab, one JSON line each (for graders)
+  traplab check --kernel FILE              a kernel of your own: it must end with status 0 by itself
 
 First, check rebuilds what changed in the hypervisor and the guests (the same cargo build as
 `cargo build`): it grades the code as it is now, never an older build. A domain that takes
@@ -74,6 +93,12 @@ a line shows how the check is going.
 }
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
+    if args.kernel.kernel.is_some() || args.guest.is_some() {
+        return run_program(args);
+    }
+    if args.status != 0 {
+        return Err("--status is for --kernel or --guest: a lab says itself how it ends".into());
+    }
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
     let selected: Vec<&Lab> = match &args.lab {
         Some(id) => vec![
@@ -124,7 +149,8 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             (None, 1) => lab.id.clone(),
             (None, count) => format!("{} ({} of {count})", lab.id, number + 1),
         };
-        let verdict = check(lab, &machine, exercise, &options, |run| {
+        let symbols = lab_symbols(lab)?;
+        let verdict = check(lab, &machine, exercise, &options, &symbols, |run| {
             progress.show(&format!(
                 "checking {name}: {} events, {} s",
                 run.events,
@@ -195,25 +221,134 @@ fn rebuild(progress: &mut ProgressLine<std::io::Stderr>) -> Result<(), Failure> 
     }
 }
 
+/// The symbols of a lab's first guest, which its expected flow may name.
+fn lab_symbols(lab: &Lab) -> Result<Symbols, String> {
+    let elf = traplab_labs::guest_elf(&lab.guests[0]);
+    Symbols::load(&elf).map_err(|error| {
+        format!(
+            "cannot read the symbols of {}: {error} (the guests of {})",
+            elf.display(),
+            traplab_labs::tree::tree().describe()
+        )
+    })
+}
+
 /// Run `lab` once on `machine` (the lab's own, perhaps with a kept disk image) and grade it.
 fn check(
     lab: &Lab,
     machine: &Machine,
     exercise: Option<&Exercise>,
     options: &Options,
+    symbols: &Symbols,
     progress: impl FnMut(Progress),
 ) -> Result<Verdict, String> {
-    let elf = traplab_labs::guest_elf(&lab.guests[0]);
-    let symbols = Symbols::load(&elf).map_err(|error| {
-        format!(
-            "cannot read the symbols of {}: {error} (the guests of {})",
-            elf.display(),
-            traplab_labs::tree::tree().describe()
-        )
-    })?;
     let run = traplab_labs::run::watch(machine, options.clone(), progress)
         .map_err(|error| error.to_string())?;
-    Ok(grade::grade(lab, exercise, &run, &symbols))
+    Ok(grade::grade(lab, exercise, &run, symbols))
+}
+
+/// `check --kernel FILE` or `check --guest NAME`: run it alone, as `trace` would, and grade
+/// it as a lab with no flow to show whose one domain must exit with `--status`.
+fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
+    if args.exercise.is_some() {
+        return Err("--exercise grades a lab's exercise, not a --kernel or a --guest".into());
+    }
+    let (name, mut machine) = super::machine(&None, &args.guest, &args.kernel, &[])?;
+    super::keep_disk_image(&mut machine, &name, &args.disk)?;
+    let mut progress = ProgressLine::stderr();
+    if args.guest.is_some() {
+        // A guest program of this tree: graded as it is now (a kernel file is what it is).
+        rebuild(&mut progress)?;
+    }
+    setup::ensure_qemu(args.yes)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
+    let options = Options {
+        stop: Some(Arc::clone(&stop)),
+        timeout: Some(Duration::from_secs(args.timeout)),
+        read_interval: None,
+    };
+    let program = program_lab(&name, args.status);
+    // A kernel image may be no ELF at all (the multiboot address fields): then it has no
+    // symbols, and nothing here needs them.
+    let symbols = match &args.kernel.kernel {
+        Some(image) => Symbols::load(image).unwrap_or_default(),
+        None => lab_symbols(&program)?,
+    };
+    let verdict = check(&program, &machine, None, &options, &symbols, |run| {
+        progress.show(&format!(
+            "checking {name}: {} events, {} s",
+            run.events,
+            run.elapsed.as_secs()
+        ));
+    })?;
+    progress.clear();
+    if stop.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(status::INTERRUPTED));
+    }
+    let how_to_look = match (&args.kernel.kernel, &args.guest) {
+        (Some(image), _) => format!("traplab trace --kernel {}", image.display()),
+        (None, guest) => format!(
+            "traplab trace --guest {}",
+            guest.as_deref().unwrap_or(&name)
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&verdict).map_err(|error| error.to_string())?
+        )
+    } else {
+        write!(
+            out,
+            "{}",
+            program_report(&verdict, &name, args.status, &how_to_look)
+        )
+    };
+    Ok(ExitCode::from(if verdict.passed {
+        status::SUCCESS
+    } else {
+        status::NOT_PASSED
+    }))
+}
+
+/// A kernel or guest program checked as a lab: one domain (d1), no flow to show, and the
+/// status it must exit with.
+fn program_lab(name: &str, exit_status: i32) -> Lab {
+    Lab {
+        id: name.into(),
+        title: name.into(),
+        part: String::new(),
+        classes: Vec::new(),
+        guests: vec![name.into()],
+        dom0: None,
+        start: Default::default(),
+        summary: String::new(),
+        settings: Vec::new(),
+        disk: None,
+        boot: None,
+        status: exit_status,
+        killed: Vec::new(),
+        expect: Vec::new(),
+        questions: Vec::new(),
+        exercises: Vec::new(),
+    }
+}
+
+/// What `check --kernel` says: passed, or why not and how to see the whole run.
+fn program_report(verdict: &Verdict, name: &str, exit_status: i32, how_to_look: &str) -> String {
+    if verdict.passed {
+        return format!("{name}: passed (it exited with status {exit_status})\n");
+    }
+    let mut text = format!("{name}: NOT PASSED\n");
+    for problem in &verdict.problems {
+        text.push_str(&format!("  - {}\n", problem.explanation()));
+    }
+    text.push_str(&format!("  `{how_to_look}` shows the whole trace.\n"));
+    text
 }
 
 /// How often the progress line is rewritten: often enough to look alive, rarely enough to
