@@ -137,6 +137,20 @@ fn trace_json_is_json_lines_from_seq_0_and_the_status_is_the_guests() {
         recorded.events, events,
         "--record writes what --json prints"
     );
+    // stats of it, with a reader that has gone before it writes (a `| head` that quit):
+    // the output ends there, quietly, and the command ends as it would have.
+    let mut stats = traplab()
+        .args(["stats", record.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("traplab runs");
+    drop(stats.stdout.take());
+    let stats = stats.wait_with_output().expect("stats ends");
+    let stderr = String::from_utf8_lossy(&stats.stderr);
+    assert_eq!(stats.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_file(record).unwrap();
 }
 

@@ -55,6 +55,9 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
     } else {
         Vec::new()
     };
+    // Written, not printed: a reader that stops early (`| head`) ends the output, and the
+    // command ends as it would have, not in a panic.
+    let mut text = String::new();
     if args.json {
         let per_domain: Vec<serde_json::Value> = domains
             .iter()
@@ -65,28 +68,29 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
                 })
             })
             .collect();
-        println!(
-            "{}",
+        text.push_str(&format!(
+            "{}\n",
             serde_json::json!({
                 "trace": trace.name, "domain": args.domain, "exits": stats.exits,
                 "without_exit": stats.without_exit, "tsc_hz": stats.tsc_hz,
                 "reasons": reasons(&stats), "domains": per_domain,
             })
-        );
+        ));
     } else {
-        println!(
-            "Exits of {}{}, hypervisor time per exit (exit to resume):\n",
+        text.push_str(&format!(
+            "Exits of {}{}, hypervisor time per exit (exit to resume):\n\n",
             trace.name,
             args.domain
                 .map(|dom| format!(", {}", domain_title(&trace, dom)))
                 .unwrap_or_default()
-        );
-        print!("{}", stats.render());
+        ));
+        text.push_str(&stats.render());
         for (dom, stats) in &domains {
-            println!("\n{}:\n", domain_title(&trace, *dom));
-            print!("{}", stats.render());
+            text.push_str(&format!("\n{}:\n\n", domain_title(&trace, *dom)));
+            text.push_str(&stats.render());
         }
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::from(code))
 }
 
