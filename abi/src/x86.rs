@@ -399,15 +399,43 @@ pub enum WalkError {
     NonCanonical,
     /// A page-table page could not be read (it is outside the memory we can see).
     Unreadable { table: u64 },
+    /// The entry at this level sets a reserved bit: an address bit at or above the CPU's
+    /// physical-address width, PS in a PML4 entry, or an address bit a large page does not
+    /// use. The CPU raises #PF with RSVD (error code bit 3) and reads nothing through it
+    /// (AMD APM vol. 2, 5.3.3 and 8.4.2).
+    Reserved { level: u8 },
 }
 
-/// Walk 4-level long-mode page tables rooted at `cr3` for `virtual_address`.
+/// The bits of a page-table entry at `level` (4 = PML4 … 1 = PT) that must be zero, for a
+/// CPU whose physical addresses have `address_bits` bits (CPUID 8000_0008:EAX[7:0]).
+/// `large`: the entry maps a 1 GiB (level 3) or 2 MiB (level 2) page. Bits 62:52 are
+/// available to software in long mode and NX is checked elsewhere, so they are not here.
+pub fn reserved_bits(level: u8, large: bool, address_bits: u32) -> u64 {
+    let address_bits = address_bits.clamp(32, 52);
+    // Bits 51:address_bits of the address field.
+    let mut reserved = pte::ADDRESS & !((1u64 << address_bits) - 1);
+    match (level, large) {
+        // PS must be 0 in a PML4E.
+        (4, _) => reserved |= pte::HUGE,
+        // A 1 GiB page's address starts at bit 30; bits 29:13 are reserved (12 is PAT).
+        (3, true) => reserved |= 0x3fff_e000,
+        // A 2 MiB page's: bits 20:13.
+        (2, true) => reserved |= 0x1f_e000,
+        _ => {}
+    }
+    reserved
+}
+
+/// Walk 4-level long-mode page tables rooted at `cr3` for `virtual_address`, on a CPU whose
+/// physical addresses have `address_bits` bits: an entry with a reserved bit set stops the
+/// walk ([`WalkError::Reserved`]) before anything is read through it.
 ///
 /// `read_u64` reads one 8-byte entry at a physical address; the hypervisor passes a
 /// function that reads guest-physical memory through its nested page tables.
 pub fn translate(
     cr3: u64,
     virtual_address: u64,
+    address_bits: u32,
     mut read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<Translation, WalkError> {
     if !canonical(virtual_address) {
@@ -425,7 +453,11 @@ pub fn translate(
         writable &= entry & pte::WRITABLE != 0;
         user &= entry & pte::USER != 0;
         executable &= entry & pte::NO_EXECUTE == 0;
-        let leaf = level == 1 || ((level == 2 || level == 3) && entry & pte::HUGE != 0);
+        let large = (level == 2 || level == 3) && entry & pte::HUGE != 0;
+        if entry & reserved_bits(level, large, address_bits) != 0 {
+            return Err(WalkError::Reserved { level });
+        }
+        let leaf = level == 1 || large;
         if leaf {
             let page_size = 1u64 << shift;
             let base = entry & pte::ADDRESS & !(page_size - 1);
@@ -517,28 +549,72 @@ mod tests {
             (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[1]: 2 MiB page
         ]);
         let read = |address: u64| memory.get(&address).copied().or(Some(0));
-        let small = translate(0x1000, 0x4000_5123, read).unwrap();
+        let small = translate(0x1000, 0x4000_5123, 40, read).unwrap();
         assert_eq!(small.physical, 0x7123);
         assert!(!small.writable && !small.user && !small.executable);
         assert_eq!(small.page_size, 4096);
-        let huge = translate(0x1000, 0x4020_1234, read).unwrap();
+        let huge = translate(0x1000, 0x4020_1234, 40, read).unwrap();
         assert_eq!(huge.physical, 0x0060_1234);
         assert_eq!(huge.page_size, 2 << 20);
         assert_eq!(
-            translate(0x1000, 0x8000_0000, read),
+            translate(0x1000, 0x8000_0000, 40, read),
             Err(WalkError::NotPresent { level: 3 })
         );
         assert_eq!(
-            translate(0x1000, 0x4000_6000, read),
+            translate(0x1000, 0x4000_6000, 40, read),
             Err(WalkError::NotPresent { level: 1 })
         );
         assert_eq!(
-            translate(0x1000, 0x0000_8000_0000_0000, read),
+            translate(0x1000, 0x0000_8000_0000_0000, 40, read),
             Err(WalkError::NonCanonical)
         );
         assert_eq!(
-            translate(0x1000, 0, |_| None),
+            translate(0x1000, 0, 40, |_| None),
             Err(WalkError::Unreadable { table: 0x1000 })
         );
+    }
+
+    #[test]
+    fn an_entry_with_a_reserved_bit_stops_the_walk_before_it_is_followed() {
+        use pte::*;
+        // PML4[0] names a PDPT at bit 48: beyond 40 address bits, reserved. Nothing is read
+        // through it (the read function would say so).
+        let memory = tables(&[(0x1000, (1 << 48) | 0x2000 | PRESENT | WRITABLE)]);
+        let read = |address: u64| {
+            assert!(
+                address < 1 << 40,
+                "read through a reserved entry at {address:#x}"
+            );
+            memory.get(&address).copied().or(Some(0))
+        };
+        assert_eq!(
+            translate(0x1000, 0x1000, 40, read),
+            Err(WalkError::Reserved { level: 4 })
+        );
+        // With 52 address bits the same bit is an address: the walk goes on (and finds no
+        // table there).
+        let wide = |address: u64| memory.get(&address).copied().or(Some(0));
+        assert_eq!(
+            translate(0x1000, 0x1000, 52, wide),
+            Err(WalkError::NotPresent { level: 3 })
+        );
+        // PS in a PML4E, and a 2 MiB page with bit 13 set, are reserved too.
+        let ps = tables(&[(0x1000, 0x2000 | PRESENT | HUGE)]);
+        let read = |address: u64| ps.get(&address).copied().or(Some(0));
+        assert_eq!(
+            translate(0x1000, 0, 40, read),
+            Err(WalkError::Reserved { level: 4 })
+        );
+        let large = tables(&[
+            (0x1000, 0x2000 | PRESENT),
+            (0x2000, 0x3000 | PRESENT),
+            (0x3000, 0x0060_2000 | PRESENT | HUGE),
+        ]);
+        let read = |address: u64| large.get(&address).copied().or(Some(0));
+        assert_eq!(
+            translate(0x1000, 0, 40, read),
+            Err(WalkError::Reserved { level: 2 })
+        );
+        assert_eq!(reserved_bits(1, false, 40), 0x000f_ff00_0000_0000);
     }
 }

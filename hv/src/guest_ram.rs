@@ -18,6 +18,13 @@ pub struct GuestRam {
     lazy: bool,
     /// Pages mapped so far by [`GuestMemory::populate`].
     populated_pages: Cell<u64>,
+    /// The CPU's physical-address width, asked once: every guest page walk needs it.
+    address_bits: u32,
+}
+
+/// The machine's physical-address width (the guest's CPUID passes leaf 8000_0008 through).
+fn machine_address_bits() -> u32 {
+    traplab_hv::Machine::cpuid(&crate::hardware::Hardware, 0x8000_0008, 0)[0] & 0xff
 }
 
 impl GuestRam {
@@ -33,6 +40,7 @@ impl GuestRam {
             npt,
             lazy: false,
             populated_pages: Cell::new(0),
+            address_bits: machine_address_bits(),
         })
     }
 
@@ -43,6 +51,7 @@ impl GuestRam {
             npt: NestedPageTables::new()?,
             lazy: true,
             populated_pages: Cell::new(0),
+            address_bits: machine_address_bits(),
         })
     }
 
@@ -114,6 +123,10 @@ impl GuestRam {
 impl GuestMemory for GuestRam {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn physical_address_bits(&self) -> u32 {
+        self.address_bits
     }
 
     fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {

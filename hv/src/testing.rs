@@ -83,6 +83,11 @@ impl GuestMemory for VecMemory {
         self.ram.borrow().len() as u64
     }
 
+    /// qemu64's, as [`FakeMachine`]'s CPUID leaf 8000_0008 says.
+    fn physical_address_bits(&self) -> u32 {
+        40
+    }
+
     fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
         self.reads.set(self.reads.get() + 1);
         self.check(gpa, buffer.len())?;

@@ -46,6 +46,8 @@ pub mod page_fault_code {
     pub const PRESENT: u32 = 1 << 0;
     pub const WRITE: u32 = 1 << 1;
     pub const USER: u32 = 1 << 2;
+    /// RSVD: an entry on the way set a reserved bit.
+    pub const RESERVED: u32 = 1 << 3;
 }
 
 /// Why an access failed.
@@ -81,6 +83,10 @@ pub trait GuestMemory {
         }
         Ok(())
     }
+
+    /// The width of a physical address on the CPU the guest sees (CPUID 8000_0008:EAX[7:0]):
+    /// a page-table entry with an address bit at or above it is reserved.
+    fn physical_address_bits(&self) -> u32;
 
     /// Is guest-physical page `gpa` mapped in the nested page tables?
     fn is_mapped(&self, gpa: u64) -> bool;
@@ -122,9 +128,11 @@ pub trait GuestMemory {
     /// when paging is off: virtual = physical).
     fn virtual_to_physical(&self, cr3: Option<u64>, gva: u64) -> Result<u64, MemoryError> {
         let Some(cr3) = cr3 else { return Ok(gva) };
-        x86::translate(cr3, gva, |gpa| self.read_u64_physical(gpa).ok())
-            .map(|translation| translation.physical)
-            .map_err(|walk| MemoryError::NotMapped { address: gva, walk })
+        x86::translate(cr3, gva, self.physical_address_bits(), |gpa| {
+            self.read_u64_physical(gpa).ok()
+        })
+        .map(|translation| translation.physical)
+        .map_err(|walk| MemoryError::NotMapped { address: gva, walk })
     }
 
     /// Copy guest-virtual memory into `buffer`, page by page.
@@ -179,9 +187,19 @@ pub trait GuestMemory {
         if access.user {
             error_code |= page_fault_code::USER;
         }
-        let translation = match x86::translate(cr3, gva, |gpa| self.read_u64_physical(gpa).ok()) {
+        let address_bits = self.physical_address_bits();
+        let translation = match x86::translate(cr3, gva, address_bits, |gpa| {
+            self.read_u64_physical(gpa).ok()
+        }) {
             Ok(translation) => translation,
             Err(WalkError::NonCanonical) => return Err(AccessFault::NonCanonical),
+            // A reserved bit is a protection fault of the page walk: P and RSVD set.
+            Err(WalkError::Reserved { .. }) => {
+                return Err(AccessFault::PageFault {
+                    address: gva,
+                    error_code: error_code | page_fault_code::PRESENT | page_fault_code::RESERVED,
+                });
+            }
             Err(WalkError::NotPresent { .. }) => {
                 return Err(AccessFault::PageFault {
                     address: gva,

@@ -81,8 +81,10 @@ impl Domain {
     /// hypervisor checks the guest's only mapping of its RAM, the identity map.)
     fn mapped_writable(&self, page: u64) -> bool {
         let cr3 = self.vcpu.vmcb.save.cr3;
-        x86::translate(cr3, page, |gpa| self.memory.read_u64_physical(gpa).ok())
-            .is_ok_and(|translation| translation.writable)
+        x86::translate(cr3, page, self.memory.physical_address_bits(), |gpa| {
+            self.memory.read_u64_physical(gpa).ok()
+        })
+        .is_ok_and(|translation| translation.writable)
     }
 
     /// The tables under `root` (a level-4 table), each with its level, in one go: what

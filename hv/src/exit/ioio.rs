@@ -253,6 +253,9 @@ fn string_fault(
         } => {
             let why = match error_code & page_fault_code::PRESENT {
                 0 => "its page tables do not map it",
+                _ if error_code & page_fault_code::RESERVED != 0 => {
+                    "an entry of its page walk sets a reserved bit (an address beyond the CPU's physical-address width, say)"
+                }
                 _ if error_code & page_fault_code::USER != 0
                     && guest.cpu_pieces(page, 1, false).is_err() =>
                 {
@@ -308,6 +311,7 @@ mod tests {
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::svm::Event;
+    use traplab_abi::x86::pte;
 
     const OUT_DX_AL: [u8; 1] = [0xee];
     const IN_AL_DX: [u8; 1] = [0xec];
@@ -706,6 +710,30 @@ mod tests {
             ["decide", "inject"],
             "the inject event names CR2"
         );
+    }
+
+    #[test]
+    fn ins_through_an_entry_with_a_reserved_bit_is_a_page_fault_with_rsvd() {
+        // The PD entry of 8–10 MiB names a page at bit 48, beyond qemu64's 40 address bits:
+        // a CPU raises #PF with P, W/R and RSVD (AMD APM vol. 2, 8.4.2) and reads nothing
+        // through the entry; the hypervisor, doing the access for it, does the same instead
+        // of following the entry out of the guest's RAM (which would end the domain).
+        let mut test = Test::long_mode();
+        test.gate(14, 0x21_0000);
+        let address = 0x80_0000;
+        test.write_u64(
+            crate::testing::PD + 4 * 8,
+            (1 << 48) | address | pte::PRESENT | pte::WRITABLE | pte::HUGE,
+        );
+        test.set_gpr(7, address);
+        let run = io(&mut test, &[0x6c], string(0x3f8, true, false)); // insb
+        assert_eq!(page_fault(&run), (0b1011, address));
+        assert!(
+            run.decision.why.contains("sets a reserved bit"),
+            "{}",
+            run.decision.why
+        );
+        assert!(run.decision.end.is_none(), "the domain lives");
     }
 
     #[test]
