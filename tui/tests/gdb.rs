@@ -303,6 +303,37 @@ fn registers_memory_a_breakpoint_in_the_pf_handler_and_detach() {
 }
 
 #[test]
+fn gdb_attaches_to_a_multiboot_kernel_at_its_entry_and_breaks_in_its_apic_timer_handler() {
+    // A kernel that does not know traplab: gdb gets the kernel file's symbols, the vCPU
+    // stopped at the multiboot entry (32-bit protected mode, paging off), a breakpoint in the
+    // local APIC's timer handler, and the end the kernel writes to isa-debug-exit.
+    let kernel = traplab_labs::guest_elf("multiboot-hello");
+    let lab = Lab::start_with(&["--kernel", kernel.to_str().expect("a UTF-8 path")]);
+    assert_eq!(lab.elf, kernel, "gdb is told to load the kernel file");
+    let output = lab.gdb(&[
+        "info registers rip",
+        "break apic_timer_interrupt",
+        "continue",
+        "info registers rip",
+        "delete",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert!(
+        output.contains("<multiboot_entry>"),
+        "stopped at the entry:\n{output}"
+    );
+    assert!(
+        output.contains("Breakpoint 1, ") && output.contains("in apic_timer_interrupt ()"),
+        "{output}"
+    );
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, trace) = lab.finish();
+    let last: Vec<&str> = trace.lines().rev().take(20).collect();
+    assert_eq!(status, 0, "the trace ends with {last:#?}");
+}
+
+#[test]
 fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
     let lab = Lab::start("invalid-opcode");
     let output = lab.gdb(&[
