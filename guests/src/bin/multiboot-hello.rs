@@ -469,8 +469,7 @@ multiboot_entry:
  * Timer interrupts, the PC way: the 8254 PIT's channel 0 drives IRQ 0 of the master 8259A
  * PIC, which hands the CPU a vector; the CPU finds the handler in our IDT.
  *
- * 1. An IDT with a 32-bit interrupt gate at vector 0x20 (Intel SDM vol. 3A, 6.11): handler
- *    offset, code selector 0x08, type 0x8e (present, DPL 0, 32-bit interrupt gate).
+ * 1. An IDT with a 32-bit interrupt gate at vector 0x20 (`set_gate`, below).
  * 2. The PICs initialised (ICW1 0x11: edge, cascade, ICW4 follows; ICW2: vectors 0x20 and
  *    0x28, out of the CPU's exceptions' way; ICW3: slave on IRQ 2; ICW4 0x01: 8086 mode),
  *    then every IRQ masked but the master's IRQ 0.
@@ -480,11 +479,8 @@ multiboot_entry:
  * The handler counts, ends the interrupt at the PIC (EOI, 0x20 to port 0x20) and IRETs.
  */
     mov eax, offset timer_interrupt
-    mov word ptr [idt + 0x20 * 8], ax
-    mov word ptr [idt + 0x20 * 8 + 2], 0x08
-    mov word ptr [idt + 0x20 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov word ptr [idt + 0x20 * 8 + 6], ax
+    mov ecx, 0x20
+    call set_gate
     lidt [idt_pointer]
 
     mov al, 0x11                    /* ICW1, both PICs */
@@ -548,11 +544,8 @@ multiboot_entry:
  */
     .set APIC, 0xfee00000
     mov eax, offset apic_timer_interrupt
-    mov word ptr [idt + 0x30 * 8], ax
-    mov word ptr [idt + 0x30 * 8 + 2], 0x08
-    mov word ptr [idt + 0x30 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov word ptr [idt + 0x30 * 8 + 6], ax
+    mov ecx, 0x30
+    call set_gate
 
     mov esi, offset .Lapic_is
     call print
@@ -673,6 +666,19 @@ print_hex32:
     call print
     call hex_digits
     pop esi
+    ret
+
+/* set_gate: make IDT entry ECX a 32-bit interrupt gate to the handler at EAX (Intel SDM
+ * vol. 3A, 6.11): offset bits 15:0, code selector 0x08, type 0x8e (present, DPL 0, 32-bit
+ * interrupt gate: IF is cleared on entry), offset bits 31:16. */
+set_gate:
+    push eax
+    mov word ptr [idt + ecx * 8], ax
+    mov word ptr [idt + ecx * 8 + 2], 0x08
+    mov word ptr [idt + ecx * 8 + 4], 0x8e00
+    shr eax, 16
+    mov word ptr [idt + ecx * 8 + 6], ax
+    pop eax
     ret
 
 /* timer_interrupt: vector 0x20, IRQ 0. Count, tell the PIC the interrupt is over (a

@@ -127,17 +127,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let mut progress = ProgressLine::stderr();
     rebuild(&mut progress)?;
     setup::ensure_qemu(args.yes)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = Arc::clone(&stop);
-    // Ctrl-C stops the lab that runs (QEMU in order), then we stop. Ignore the error if a
-    // handler exists already.
-    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
-    let options = Options {
-        stop: Some(Arc::clone(&stop)),
-        timeout: Some(Duration::from_secs(args.timeout)),
-        read_interval: None,
-    };
+    let (stop, options) = stoppable(args.timeout);
 
     let mut out = std::io::stdout().lock();
     let mut passed = 0;
@@ -150,28 +140,22 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             (None, count) => format!("{} ({} of {count})", lab.id, number + 1),
         };
         let symbols = lab_symbols(lab)?;
-        let verdict = check(lab, &machine, exercise, &options, &symbols, |run| {
-            progress.show(&format!(
-                "checking {name}: {} events, {} s",
-                run.events,
-                run.elapsed.as_secs()
-            ));
-        })?;
-        progress.clear();
+        let verdict = check(
+            lab,
+            &machine,
+            exercise,
+            &options,
+            &symbols,
+            &name,
+            &mut progress,
+        )?;
         if stop.load(Ordering::SeqCst) {
             return Ok(ExitCode::from(status::INTERRUPTED));
         }
         passed += verdict.passed as usize;
-        // A closed pipe (`| head`) ends the output, not the checks.
-        let _ = if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string(&verdict).map_err(|error| error.to_string())?
-            )
-        } else {
-            write!(out, "{}", verdict.report(lab, exercise))
-        };
+        write_verdict(&mut out, args.json, &verdict, || {
+            verdict.report(lab, exercise)
+        })?;
     }
     if selected.len() > 1 && !args.json {
         let _ = writeln!(out, "{passed} of {} labs passed", selected.len());
@@ -233,18 +217,61 @@ fn lab_symbols(lab: &Lab) -> Result<Symbols, String> {
     })
 }
 
-/// Run `lab` once on `machine` (the lab's own, perhaps with a kept disk image) and grade it.
+/// A stop flag that Ctrl-C raises (it stops the lab that runs, QEMU in order, then we
+/// stop), and the run options with it and the time limit.
+fn stoppable(timeout: u64) -> (Arc<AtomicBool>, Options) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    // Ignore the error if a handler exists already.
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
+    let options = Options {
+        stop: Some(Arc::clone(&stop)),
+        timeout: Some(Duration::from_secs(timeout)),
+        read_interval: None,
+    };
+    (stop, options)
+}
+
+/// Run `lab` once on `machine` (the lab's own, perhaps with a kept disk image) and grade it;
+/// meanwhile the progress line says how checking `name` goes.
 fn check(
     lab: &Lab,
     machine: &Machine,
     exercise: Option<&Exercise>,
     options: &Options,
     symbols: &Symbols,
-    progress: impl FnMut(Progress),
+    name: &str,
+    progress: &mut ProgressLine<std::io::Stderr>,
 ) -> Result<Verdict, String> {
-    let run = traplab_labs::run::watch(machine, options.clone(), progress)
-        .map_err(|error| error.to_string())?;
+    let run = traplab_labs::run::watch(machine, options.clone(), |run: Progress| {
+        progress.show(&format!(
+            "checking {name}: {} events, {} s",
+            run.events,
+            run.elapsed.as_secs()
+        ));
+    })
+    .map_err(|error| error.to_string())?;
+    progress.clear();
     Ok(grade::grade(lab, exercise, &run, symbols))
+}
+
+/// One verdict on `out`: a JSON line, or the report `text` makes. A closed pipe (`| head`)
+/// ends the output, not the checks.
+fn write_verdict(
+    out: &mut impl Write,
+    json: bool,
+    verdict: &Verdict,
+    text: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let _ = match json {
+        true => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(verdict).map_err(|error| error.to_string())?
+        ),
+        false => write!(out, "{}", text()),
+    };
+    Ok(())
 }
 
 /// `check --kernel FILE` or `check --guest NAME`: run it alone, as `trace` would, and grade
@@ -261,14 +288,7 @@ fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
         rebuild(&mut progress)?;
     }
     setup::ensure_qemu(args.yes)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = Arc::clone(&stop);
-    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::SeqCst));
-    let options = Options {
-        stop: Some(Arc::clone(&stop)),
-        timeout: Some(Duration::from_secs(args.timeout)),
-        read_interval: None,
-    };
+    let (stop, options) = stoppable(args.timeout);
     let program = program_lab(&name, args.status);
     // A kernel image may be no ELF at all (the multiboot address fields): then it has no
     // symbols, and nothing here needs them.
@@ -276,14 +296,15 @@ fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
         Some(image) => Symbols::load(image).unwrap_or_default(),
         None => lab_symbols(&program)?,
     };
-    let verdict = check(&program, &machine, None, &options, &symbols, |run| {
-        progress.show(&format!(
-            "checking {name}: {} events, {} s",
-            run.events,
-            run.elapsed.as_secs()
-        ));
-    })?;
-    progress.clear();
+    let verdict = check(
+        &program,
+        &machine,
+        None,
+        &options,
+        &symbols,
+        &name,
+        &mut progress,
+    )?;
     if stop.load(Ordering::SeqCst) {
         return Ok(ExitCode::from(status::INTERRUPTED));
     }
@@ -294,20 +315,9 @@ fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
             guest.as_deref().unwrap_or(&name)
         ),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&verdict).map_err(|error| error.to_string())?
-        )
-    } else {
-        write!(
-            out,
-            "{}",
-            program_report(&verdict, &name, args.status, &how_to_look)
-        )
-    };
+    write_verdict(&mut std::io::stdout().lock(), args.json, &verdict, || {
+        program_report(&verdict, &name, args.status, &how_to_look)
+    })?;
     Ok(ExitCode::from(if verdict.passed {
         status::SUCCESS
     } else {
