@@ -773,7 +773,7 @@ impl Step<'_, '_> {
             // APIC's one-shot).
             period_tsc: timer.countdown.period_tsc.unwrap_or(u64::MAX / 4),
             due_tsc: timer.countdown.due_tsc,
-            to_local_apic: timer.source == TimerSource::LocalApic,
+            to_local_apic: timer.source.to_local_apic(),
         });
         // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
         let micros =
@@ -798,6 +798,9 @@ impl Step<'_, '_> {
                     ),
                     TimerSource::Pit => format!(
                         "the guest's timer: PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"
+                    ),
+                    TimerSource::PitThroughIoApic => format!(
+                        "the guest's timer: PIT channel 0 {when}, through pin 2 of the IO-APIC to the local APIC at vector {vector:#x}"
                     ),
                 });
             }

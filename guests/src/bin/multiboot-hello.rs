@@ -554,6 +554,19 @@ multiboot_entry:
     mov esi, offset .Lnewline
     call print
 
+    /* The IO-APIC, which routes a PC's device interrupts to the local APIC (Intel 82093AA):
+     * its registers are reached through two windows, IOREGSEL at 0xfec00000 (which
+     * register) and IOWIN at 0xfec00010 (its value). Register 1 is the version: bits 7:0
+     * the version, 23:16 the highest of its redirection entries (one per pin). */
+    .set IOAPIC, 0xfec00000
+    mov esi, offset .Lioapic_is
+    call print
+    mov dword ptr [IOAPIC], 1
+    mov eax, [IOAPIC + 0x10]
+    call print_hex32
+    mov esi, offset .Lnewline
+    call print
+
     mov dword ptr [ticks], 0
     mov dword ptr [APIC + 0xf0], 0x1ff
     mov dword ptr [APIC + 0x3e0], 0xb
@@ -788,6 +801,8 @@ hex_characters:
     .asciz " interrupts from PIT channel 0 through the PIC, vector 0x20\n"
 .Lapic_is:
     .asciz "local APIC version: "
+.Lioapic_is:
+    .asciz "IO-APIC version: "
 .Lapic_interrupts:
     .asciz " interrupts from the local APIC timer, vector 0x30\n"
 /* The RTC's date and time registers in printing order, each with what follows it. */

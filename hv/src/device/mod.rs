@@ -6,6 +6,7 @@
 //! |----------------------------|---------------------------------|-----------------|
 //! | ports 0x3f8–0x3ff (COM1)   | the console: a 16550 UART       | `uart.rs`       |
 //! | MMIO 0xFEB0_0000, 4 KiB    | the lab's device                | `lab_device.rs` |
+//! | MMIO 0xFEC0_0000, 4 KiB    | the IO-APIC: 24 pins, the PIT on pin 2 | `ioapic.rs` |
 //! | MMIO 0xFEE0_0000, 4 KiB    | the local APIC (xAPIC registers), its timer | `lapic.rs` |
 //! | ports 0x1f0–0x1f7, 0x3f6   | the disk controller, when the lab has a disk: the real one, never emulated; its owner reaches it without an exit, everyone else as an empty port | `ata.rs` |
 //! | ports 0xcf8–0xcff          | PCI configuration space, with the host bridge at 00:00.0 | `pci.rs` |
@@ -23,6 +24,7 @@
 pub mod ata;
 pub mod debug_exit;
 pub mod fw_cfg;
+pub mod ioapic;
 pub mod lab_device;
 pub mod lapic;
 pub mod pci;
@@ -54,8 +56,9 @@ pub struct Devices {
     /// The interrupt controllers and the interval timer.
     pub pic: pic::Pic,
     pub pit: pit::Pit,
-    /// The CPU's local APIC.
+    /// The CPU's local APIC, and the IO-APIC that routes the platform's interrupts to it.
     pub lapic: lapic::LocalApic,
+    pub ioapic: ioapic::IoApic,
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
@@ -68,6 +71,16 @@ pub enum TimerSource {
     LocalApic,
     /// PIT channel 0 through IRQ 0 of the master PIC.
     Pit,
+    /// PIT channel 0 through pin 2 of the IO-APIC, to the local APIC.
+    PitThroughIoApic,
+}
+
+impl TimerSource {
+    /// Does its interrupt go through the local APIC (requested in its IRR, ended by its
+    /// EOI)?
+    pub fn to_local_apic(self) -> bool {
+        self != TimerSource::Pit
+    }
 }
 
 /// The guest's timer as its devices make it.
@@ -82,6 +95,7 @@ pub struct PlatformTimer {
 pub type TimerState = (
     (u8, Option<u32>, Option<u64>, Option<u8>),
     (u32, u32, u32, u64, bool),
+    Option<u8>,
 );
 
 /// What a write did: its description, and a console line it completed.
@@ -109,7 +123,7 @@ impl Devices {
 
     /// Is there a device at guest-physical `gpa`?
     pub fn claims(gpa: u64) -> bool {
-        lab_device::contains(gpa) || lapic::contains(gpa)
+        lab_device::contains(gpa) || lapic::contains(gpa) || ioapic::contains(gpa)
     }
 
     /// What answers at guest-physical `gpa` (not RAM), in words.
@@ -118,6 +132,8 @@ impl Devices {
             "the lab device's MMIO window"
         } else if lapic::contains(gpa) {
             "the local APIC"
+        } else if ioapic::contains(gpa) {
+            "the IO-APIC"
         } else {
             "no device"
         }
@@ -191,9 +207,10 @@ impl Devices {
 
     /// The guest's timer as its devices make it: the local APIC's timer while it runs
     /// (a kernel that has moved to the APIC masks the PIT's IRQ 0 anyway), else PIT channel
-    /// 0's countdown at the vector the master PIC gives IRQ 0 while IRQ 0 is unmasked.
-    /// `None`: no timer interrupt comes. (One timer at a time: the domain's virtual timer
-    /// has one deadline, `domain/interrupts.rs`.)
+    /// 0's countdown, at the vector the master PIC gives IRQ 0 while IRQ 0 is unmasked
+    /// there, or else at the vector of the IO-APIC's pin 2 while that is unmasked and the
+    /// local APIC it goes to is enabled. `None`: no timer interrupt comes. (One timer at a
+    /// time: the domain's virtual timer has one deadline, `domain/interrupts.rs`.)
     pub fn platform_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
         if let Some((vector, countdown)) = self.lapic.timer(now, tsc_hz) {
             return Some(PlatformTimer {
@@ -202,10 +219,18 @@ impl Devices {
                 source: TimerSource::LocalApic,
             });
         }
+        let countdown = self.pit.countdown(now, tsc_hz)?;
+        let (vector, source) = match (self.pic.timer_vector(), self.ioapic.timer_vector()) {
+            (Some(vector), _) => (vector, TimerSource::Pit),
+            (None, Some(vector)) if self.lapic.software_enabled() => {
+                (vector, TimerSource::PitThroughIoApic)
+            }
+            _ => return None,
+        };
         Some(PlatformTimer {
-            vector: self.pic.timer_vector()?,
-            countdown: self.pit.countdown(now, tsc_hz)?,
-            source: TimerSource::Pit,
+            vector,
+            countdown,
+            source,
         })
     }
 
@@ -223,6 +248,7 @@ impl Devices {
                 self.pic.timer_vector(),
             ),
             self.lapic.timer_state(),
+            self.ioapic.timer_vector(),
         )
     }
 
@@ -248,6 +274,12 @@ impl Devices {
             // A narrower read takes its bytes of the 32-bit register.
             let value = (register as u64 >> (8 * (offset & 3))) & operand_mask(width);
             return (value, format!("local APIC: read {name} = {value:#x}"));
+        }
+        if ioapic::contains(gpa) {
+            let offset = gpa - ioapic::BASE;
+            let (register, what) = self.ioapic.read(offset & !3);
+            let value = (register as u64 >> (8 * (offset & 3))) & operand_mask(width);
+            return (value, format!("IO-APIC: {what}"));
         }
         if !lab_device::contains(gpa) {
             let value = operand_mask(width);
@@ -282,6 +314,20 @@ impl Devices {
             };
             return Written {
                 what: format!("local APIC: {what}"),
+                console: None,
+            };
+        }
+        if ioapic::contains(gpa) {
+            let offset = gpa - ioapic::BASE;
+            let what = match (width, offset & 3) {
+                (4, 0) => self.ioapic.write(offset, value as u32),
+                // Its windows take 32-bit accesses (82093AA datasheet, 3.0).
+                _ => format!(
+                    "a {width}-byte write at offset {offset:#x}: the IO-APIC takes only aligned 32-bit writes, so it is dropped"
+                ),
+            };
+            return Written {
+                what: format!("IO-APIC: {what}"),
                 console: None,
             };
         }

@@ -261,6 +261,44 @@ mod tests {
     }
 
     #[test]
+    fn the_pit_through_the_io_apic_reaches_the_local_apic_at_pin_2_s_vector() {
+        use crate::device::ioapic;
+        let mut test = Test::long_mode();
+        // PIT channel 0 at 100 Hz (mode 2), the PIC left masked (as after power-on), the
+        // local APIC enabled.
+        let (now, tsc_hz) = (test.machine.now.get(), crate::testing::TSC_HZ);
+        let pit = &mut test.domain.devices.pit;
+        for (port, value) in [(0x43, 0x34), (0x40, 0x9c), (0x40, 0x2e)] {
+            pit.write(port, value, now, tsc_hz);
+        }
+        apic_write(&mut test, reg::SVR, 0x1ff);
+        assert_eq!(test.domain.vcpu.interrupts.timer, None, "pin 2 is masked");
+        // IOREGSEL = 0x14 (pin 2, low half), then IOWIN = vector 0x22, fixed, unmasked.
+        for (offset, value) in [(ioapic::REGISTER_SELECT, 0x14), (ioapic::WINDOW, 0x22)] {
+            test.domain.vcpu.vmcb.save.rip = ENTRY;
+            test.set_gpr(0, ioapic::BASE + offset);
+            test.set_gpr(1, value);
+            access(&mut test, &[0x89, 0x08], ioapic::BASE + offset); // mov [rax], ecx
+        }
+        let timer = test
+            .domain
+            .vcpu
+            .interrupts
+            .timer
+            .expect("the PIT is the guest's timer");
+        assert_eq!((timer.vector, timer.to_local_apic), (0x22, true));
+        // Its tick is requested in the local APIC, which delivers it.
+        test.interrupts_on();
+        test.gate(0x22, 0x21_0000);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let mut exit = test.exit(ExitReason::Intr);
+        exit.tsc = timer.due_tsc;
+        let run = test.run(exit);
+        assert_eq!(run.injected().vector, 0x22);
+        assert!(test.domain.devices.lapic.in_service.contains(0x22));
+    }
+
+    #[test]
     fn a_narrow_write_to_the_apic_is_dropped_and_a_narrow_read_takes_its_bytes() {
         let mut test = Test::long_mode();
         test.set_gpr(0, lapic::BASE + reg::SVR);

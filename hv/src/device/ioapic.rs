@@ -1,0 +1,255 @@
+//! The IO-APIC, at 0xfec00000 as on a PC (Intel 82093AA datasheet; QEMU's `ioapic`).
+//!
+//! It turns the level of an interrupt pin into a message to a local APIC. A kernel reaches
+//! its registers through two 32-bit windows: it writes a register's index to IOREGSEL
+//! (offset 0x00), then reads or writes the register through IOWIN (offset 0x10).
+//!
+//! | index | register | here |
+//! |-------|----------|------|
+//! | 0x00 | ID | bits 27:24, kept |
+//! | 0x01 | version | 0x170020: 24 pins (the highest redirection entry is 23), version 0x20, as QEMU's |
+//! | 0x02 | arbitration ID | the ID, read-only |
+//! | 0x10 + 2n, 0x11 + 2n | redirection entry n, low and high half | vector (7:0), delivery mode (10:8), destination mode (11), delivery status (12, read-only), polarity (13), remote IRR (14, read-only), trigger mode (15), mask (16); destination (63:56) |
+//!
+//! After reset every entry is masked. The PC wiring (the interrupt source overrides the MADT
+//! of QEMU's `pc` machine declares): the PIT's IRQ 0 comes in on pin 2; every other ISA IRQ
+//! *n* on pin *n*. Only the PIT is a source on this platform: while the kernel has masked
+//! IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC as a fixed
+//! interrupt at the entry's vector, requested in its IRR and ended by the local APIC's EOI
+//! (edge-triggered: no remote IRR). (Not modeled: level-triggered pins, other delivery
+//! modes, the IO-APIC's EOI register of version 0x20.)
+
+use alloc::format;
+use alloc::string::String;
+
+/// Where the IO-APIC's two windows are (the PC's default, and the MADT's).
+pub const BASE: u64 = 0xfec0_0000;
+pub const SIZE: u64 = 0x1000;
+/// IOREGSEL and IOWIN, offsets from [`BASE`].
+pub const REGISTER_SELECT: u64 = 0x00;
+pub const WINDOW: u64 = 0x10;
+/// How many pins (redirection entries) it has.
+pub const PINS: usize = 24;
+/// Version 0x20, the highest redirection entry 23 in bits 23:16 (QEMU's IO-APIC).
+pub const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
+/// The pin the PIT's IRQ 0 comes in on (the ISA override of a PC's MADT).
+pub const PIT_PIN: usize = 2;
+/// A redirection entry's mask bit.
+const MASKED: u64 = 1 << 16;
+
+/// Is guest-physical `gpa` in the IO-APIC's page?
+pub fn contains(gpa: u64) -> bool {
+    (BASE..BASE + SIZE).contains(&gpa)
+}
+
+/// The IO-APIC's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoApic {
+    /// IOREGSEL: the register IOWIN reaches.
+    pub selected: u8,
+    id: u32,
+    pub redirection: [u64; PINS],
+}
+
+impl Default for IoApic {
+    /// As after reset: ID 0, every pin masked.
+    fn default() -> IoApic {
+        IoApic {
+            selected: 0,
+            id: 0,
+            redirection: [MASKED; PINS],
+        }
+    }
+}
+
+impl IoApic {
+    /// The vector the PIT's ticks arrive at in the local APIC, while pin 2 is unmasked and
+    /// its entry is a fixed interrupt (delivery mode 000).
+    pub fn timer_vector(&self) -> Option<u8> {
+        let entry = self.redirection[PIT_PIN];
+        (entry & MASKED == 0 && (entry >> 8) & 7 == 0).then_some(entry as u8)
+    }
+
+    /// A 32-bit read at `offset`: the value and what it was.
+    pub fn read(&self, offset: u64) -> (u32, String) {
+        match offset {
+            REGISTER_SELECT => (
+                self.selected as u32,
+                format!("IOREGSEL = {:#x}", self.selected),
+            ),
+            WINDOW => {
+                let value = self.register(self.selected);
+                (
+                    value,
+                    format!("{} = {value:#x}", register_name(self.selected)),
+                )
+            }
+            _ => (0, format!("offset {offset:#x}: no register, reads 0")),
+        }
+    }
+
+    /// A 32-bit write of `value` at `offset`: what it did.
+    pub fn write(&mut self, offset: u64, value: u32) -> String {
+        match offset {
+            REGISTER_SELECT => {
+                self.selected = value as u8;
+                format!(
+                    "IOREGSEL = {:#x}: IOWIN now reaches {}",
+                    self.selected,
+                    register_name(self.selected)
+                )
+            }
+            WINDOW => self.write_register(self.selected, value),
+            _ => format!("offset {offset:#x}: no register, the write is dropped"),
+        }
+    }
+
+    fn register(&self, index: u8) -> u32 {
+        match index {
+            0x00 | 0x02 => self.id,
+            0x01 => VERSION,
+            0x10..=0x3f => {
+                let entry = self.redirection[(index as usize - 0x10) / 2];
+                match index.is_multiple_of(2) {
+                    true => entry as u32,
+                    false => (entry >> 32) as u32,
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    fn write_register(&mut self, index: u8, value: u32) -> String {
+        match index {
+            0x00 => {
+                self.id = value & 0x0f00_0000;
+                format!("ID = {:#x}", self.id)
+            }
+            0x10..=0x3f => {
+                let pin = (index as usize - 0x10) / 2;
+                let entry = &mut self.redirection[pin];
+                if index.is_multiple_of(2) {
+                    // Delivery status (12) and remote IRR (14) are the IO-APIC's own.
+                    let kept = *entry & ((0xffff_ffff << 32) | (1 << 12) | (1 << 14));
+                    *entry = kept | (value as u64 & !((1 << 12) | (1 << 14)));
+                } else {
+                    *entry = (*entry & 0xffff_ffff) | ((value as u64) << 32);
+                }
+                let entry = *entry;
+                format!(
+                    "redirection entry {pin}{} = {entry:#x}: vector {:#x}, {}, {}",
+                    if pin == PIT_PIN {
+                        " (the PIT's IRQ 0)"
+                    } else {
+                        ""
+                    },
+                    entry as u8,
+                    delivery_mode(entry),
+                    if entry & MASKED != 0 {
+                        "masked"
+                    } else {
+                        "unmasked"
+                    }
+                )
+            }
+            _ => format!(
+                "a write to {}, which is read-only: ignored",
+                register_name(index)
+            ),
+        }
+    }
+}
+
+fn delivery_mode(entry: u64) -> &'static str {
+    match (entry >> 8) & 7 {
+        0 => "fixed",
+        1 => "lowest priority",
+        2 => "SMI",
+        4 => "NMI",
+        5 => "INIT",
+        7 => "ExtINT",
+        _ => "a reserved delivery mode",
+    }
+}
+
+fn register_name(index: u8) -> String {
+    match index {
+        0x00 => "the ID register".into(),
+        0x01 => "the version register".into(),
+        0x02 => "the arbitration ID".into(),
+        0x10..=0x3f => format!(
+            "redirection entry {} ({} half)",
+            (index - 0x10) / 2,
+            if index.is_multiple_of(2) {
+                "low"
+            } else {
+                "high"
+            }
+        ),
+        index => format!("register {index:#x} (none)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write `value` to register `index` through the windows.
+    fn set(ioapic: &mut IoApic, index: u8, value: u32) -> String {
+        ioapic.write(REGISTER_SELECT, index as u32);
+        ioapic.write(WINDOW, value)
+    }
+
+    fn get(ioapic: &mut IoApic, index: u8) -> u32 {
+        ioapic.write(REGISTER_SELECT, index as u32);
+        ioapic.read(WINDOW).0
+    }
+
+    #[test]
+    fn the_version_says_24_pins_and_every_pin_starts_masked() {
+        let mut ioapic = IoApic::default();
+        assert_eq!(get(&mut ioapic, 0x01), 0x0017_0020);
+        for pin in 0..PINS as u8 {
+            assert_eq!(get(&mut ioapic, 0x10 + 2 * pin), 0x1_0000, "pin {pin}");
+        }
+        assert_eq!(ioapic.timer_vector(), None);
+    }
+
+    #[test]
+    fn unmasking_pin_2_routes_the_pit_to_its_vector() {
+        let mut ioapic = IoApic::default();
+        let what = set(&mut ioapic, 0x14, 0x22);
+        assert_eq!(
+            what,
+            "redirection entry 2 (the PIT's IRQ 0) = 0x22: vector 0x22, fixed, unmasked"
+        );
+        assert_eq!(ioapic.timer_vector(), Some(0x22));
+        set(&mut ioapic, 0x15, 0xff00_0000);
+        assert_eq!(get(&mut ioapic, 0x15), 0xff00_0000);
+        assert_eq!(
+            ioapic.timer_vector(),
+            Some(0x22),
+            "the high half is the destination"
+        );
+        // NMI delivery, or masked again: not the timer's interrupt.
+        set(&mut ioapic, 0x14, 0x422);
+        assert_eq!(ioapic.timer_vector(), None);
+        set(&mut ioapic, 0x14, 0x1_0022);
+        assert_eq!(ioapic.timer_vector(), None);
+    }
+
+    #[test]
+    fn the_status_bits_and_the_version_are_read_only() {
+        let mut ioapic = IoApic::default();
+        set(&mut ioapic, 0x10, 0x5030); // delivery status and remote IRR set
+        assert_eq!(get(&mut ioapic, 0x10), 0x30);
+        set(&mut ioapic, 0x01, 0);
+        assert_eq!(get(&mut ioapic, 0x01), VERSION);
+        set(&mut ioapic, 0x00, 0x0300_0000);
+        assert_eq!(
+            get(&mut ioapic, 0x02),
+            0x0300_0000,
+            "the arbitration ID follows"
+        );
+    }
+}
