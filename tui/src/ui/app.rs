@@ -116,6 +116,10 @@ pub struct Live {
     followed: Option<u64>,
     /// The break `e` (finish) set at the return address, taken away at the next stop.
     finishing: Option<Break>,
+    /// The stop we told the hypervisor to go on from (continue, step, `e`): until it has
+    /// taken the command, its status still says it is stopped there, and that is no new
+    /// stop (a loaded machine makes the wait long enough to see).
+    resumed_from: Option<u64>,
 }
 
 /// How the app is set up (tests turn off what depends on files outside the recording).
@@ -270,6 +274,7 @@ impl App {
             state: LiveState::Starting,
             followed: None,
             finishing: None,
+            resumed_from: None,
         });
         app
     }
@@ -1024,9 +1029,10 @@ impl App {
                     command,
                     Command::Continue | Command::Step | Command::NextExit
                 ) && let Some(live) = self.live.as_mut()
-                    && matches!(live.state, LiveState::Stopped(_))
+                    && let LiveState::Stopped(seq) = live.state
                 {
                     live.state = LiveState::Running;
+                    live.resumed_from = Some(seq);
                 }
                 true
             }
@@ -1076,6 +1082,12 @@ impl App {
         let Some(live) = self.live.as_mut() else {
             return;
         };
+        if stopped.is_none() {
+            // It has gone on: the next stop it shows is a new one.
+            live.resumed_from = None;
+        }
+        // Stopped where we told it to go on from: it has not taken the command yet.
+        let stopped = stopped.filter(|&seq| live.resumed_from != Some(seq));
         if let Some(seq) = stopped
             && !matches!(live.state, LiveState::Finished(_))
         {
