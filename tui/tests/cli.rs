@@ -213,7 +213,9 @@ fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_t
         assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
     }
     // stats runs the same kernel now and counts its exits: an IN and an OUT per byte it
-    // prints, and its six timer HLTs (three for the PIT's ticks, three for the APIC's).
+    // prints, and its timer HLTs: it waits for three PIT ticks, then three APIC ticks, with
+    // `hlt` in a loop, so one to three HLTs each (a tick that comes due before a HLT, on a
+    // loaded machine, is taken without one).
     let output = run(&["stats", "--kernel", kernel, "--json"]);
     assert_eq!(output.status.code(), Some(0));
     let stats: serde_json::Value =
@@ -225,7 +227,10 @@ fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_t
             .and_then(|entry| entry["count"].as_u64())
     };
     assert!(count("IOIO").is_some_and(|ioio| ioio > 1000), "{stats}");
-    assert_eq!(count("HLT"), Some(6), "{stats}");
+    assert!(
+        count("HLT").is_some_and(|halts| (2..=6).contains(&halts)),
+        "{stats}"
+    );
     // check grades the same kernel by how it ends: status 0 passes; told to expect another
     // status, it does not, and says why.
     let output = run(&["check", "--kernel", kernel]);
