@@ -45,6 +45,12 @@ pub const TSC_AUX: u32 = 0xc000_0103;
 /// PerfEvtSel0–3 at 0xc001_0000–3, PerfCtr0–3 at 0xc001_0004–7.
 pub const PERF_EVT_SEL_0: u32 = 0xc001_0000;
 pub const PERF_CTR_3: u32 = 0xc001_0007;
+/// SYSCFG, the system configuration register (AMD BKDG for family 0Fh, MSRC001_0010):
+/// how a real core's MTRRs see DRAM, TOP_MEM2, SMM. Xen's `init_amd` reads it unguarded.
+pub const SYSCFG: u32 = 0xc001_0010;
+/// HWCR, the hardware configuration register every AMD CPU since family 0Fh has (AMD
+/// BKDG for family 0Fh, MSRC001_0015): Xen and Linux read it on any AMD CPU.
+pub const HWCR: u32 = 0xc001_0015;
 /// SVM's VM_CR (bit 4 SVMDIS: firmware forbids SVM; APM vol. 2, 15.30.1).
 pub const VM_CR: u32 = 0xc001_0114;
 /// SVM's VM_HSAVE_PA: where VMRUN saves host state (APM vol. 2, 15.30.4).
@@ -109,6 +115,8 @@ pub fn name(msr: u32) -> Option<&'static str> {
         0xc001_0004..=0xc001_0007 => {
             ["PerfCtr0", "PerfCtr1", "PerfCtr2", "PerfCtr3"][(msr - PERF_EVT_SEL_0 - 4) as usize]
         }
+        SYSCFG => "SYSCFG",
+        HWCR => "HWCR",
         VM_CR => "VM_CR",
         VM_HSAVE_PA => "VM_HSAVE_PA",
         _ => return None,

@@ -189,6 +189,26 @@ pub fn before_resume(
         applied.resume_at = handler.or(applied.resume_at);
     }
 
+    // An NMI the local APIC was asked for (an NMI IPI to itself) goes before any maskable
+    // interrupt: RFLAGS.IF does not hold it back, only an NMI handler that has not yet
+    // run IRET does (`Vcpu::nmi_blocked`).
+    if domain.devices.lapic.nmi_requested
+        && !domain.vcpu.nmi_blocked
+        && !applied.injected
+        && !domain.vcpu.vmcb.injecting()
+    {
+        domain.devices.lapic.nmi_requested = false;
+        let event = svm::Event {
+            vector: 2,
+            kind: EventType::Nmi,
+            error_code: None,
+        };
+        let handler = domain.idt_handler(2);
+        inject(domain, event, handler, false, events);
+        applied.injected = true;
+        applied.resume_at = handler.or(applied.resume_at);
+    }
+
     match interrupts::assist(domain) {
         Assist::Nothing => {}
         Assist::Inject(vector) => {
@@ -482,6 +502,7 @@ impl Step<'_, '_> {
                 vcpu.iret_intercept_suspended = true;
                 vcpu.iret_not_yet_run = Some(vcpu.vmcb.save.rip);
             }
+            Effect::EndNmiBlocking => vcpu.nmi_blocked = false,
             Effect::AcknowledgeHostTimer => {
                 let tick = self.machine.acknowledge_timer();
                 self.reports.push(format!("timer tick {tick} acknowledged"));
@@ -872,6 +893,9 @@ fn inject(
 ) {
     let vcpu = &mut domain.vcpu;
     vcpu.vmcb.control.eventinj = event.encode();
+    if event.kind == EventType::Nmi {
+        vcpu.nmi_blocked = true;
+    }
     let dropped = vcpu.push_in_flight(InFlight {
         vector: event.vector,
         kind: event.kind,

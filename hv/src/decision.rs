@@ -132,6 +132,8 @@ pub enum Effect {
     /// Let the next IRET run without an exit (`exit/iret.rs`); the intercept is back on at
     /// the next exit.
     SuspendIretIntercept,
+    /// An IRET is about to run: NMIs are no longer blocked (`Vcpu::nmi_blocked`).
+    EndNmiBlocking,
     // ---- The machine under the hypervisor ------------------------------------------------
     /// Take the hypervisor's own pending timer interrupt (`exit/intr.rs`).
     AcknowledgeHostTimer,

@@ -13,7 +13,7 @@
 //! | 0xf0 | spurious-interrupt vector | bit 8 enables the APIC in software; cleared, every LVT is masked and stays so |
 //! | 0x100–0x270 | ISR, TMR, IRR | 256 bits each: in service, level-triggered (none here), requested |
 //! | 0x280 | ESR | errors (an illegal vector); a write latches them for reading |
-//! | 0x300, 0x310 | ICR | an IPI: a fixed interrupt to itself (shorthand "self", or its own ID) is requested in its IRR; there is no other CPU to send to |
+//! | 0x300, 0x310 | ICR | an IPI: a fixed interrupt to itself (shorthand "self", or its own ID) is requested in its IRR; an NMI to itself is delivered as an NMI (vector 2) once no NMI handler runs; there is no other CPU to send to |
 //! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept; only the timer has a source |
 //! | 0x380, 0x390, 0x3e0 | timer initial count, current count, divide configuration | the timer |
 //!
@@ -140,6 +140,8 @@ pub struct LocalApic {
     errors: u32,
     esr: u32,
     icr: u64,
+    /// An NMI IPI to itself waits to be delivered (`apply::before_resume`).
+    pub nmi_requested: bool,
     /// The six LVT entries, from the timer's at 0x320 to the error's at 0x370.
     pub lvt: [u32; 6],
     pub initial_count: u32,
@@ -163,6 +165,7 @@ impl Default for LocalApic {
             errors: 0,
             esr: 0,
             icr: 0,
+            nmi_requested: false,
             lvt: [MASKED; 6],
             initial_count: 0,
             divide: 0,
@@ -465,6 +468,11 @@ impl LocalApic {
             (0, true) => {
                 self.request(vector);
                 format!("IPI: fixed interrupt {vector:#x} to itself, requested in its IRR")
+            }
+            // Delivery mode 100b: NMI, the vector field ignored (SDM vol. 3A, 11.6.1).
+            (4, true) => {
+                self.nmi_requested = true;
+                "IPI: NMI to itself: the hypervisor delivers it (vector 2) as soon as no NMI handler is running".into()
             }
             (_, false) => "IPI to other CPUs: there are none, nothing is sent".into(),
             (mode, true) => format!(

@@ -1,30 +1,101 @@
 //! The guest's console: an emulated 16550 UART at COM1 (port 0x3f8).
 //!
-//! Only what a polling console driver needs: the transmit register collects bytes into
-//! lines, the line status register always says "transmitter empty" (we are never busy),
-//! the line control register remembers DLAB so that the divisor latch writes of an
-//! initialising driver land somewhere harmless. Registers (PC16550D datasheet):
+//! Registers (National Semiconductor PC16550D datasheet, "Register Description"):
 //!
 //! | offset | DLAB = 0 write | DLAB = 0 read | DLAB = 1  |
 //! |--------|----------------|---------------|-----------|
-//! | 0      | THR: transmit  | RBR: 0 (no input) | divisor low  |
-//! | 1      | IER (ignored)  | IER           | divisor high |
-//! | 2      | FCR (ignored)  | IIR: 0x01 (no interrupt pending) |   |
+//! | 0      | THR: transmit  | RBR: the next received byte (0 when none) | divisor low  |
+//! | 1      | IER: which interrupts | IER    | divisor high |
+//! | 2      | FCR: FIFOs on, clear them | IIR: the pending interrupt of highest priority | |
 //! | 3      | LCR            | LCR           |           |
-//! | 4      | MCR (ignored)  | MCR           |           |
-//! | 5      | —              | LSR: 0x60 (THRE, TEMT) |  |
-//! | 6      | —              | MSR: 0xb0 (DCD, DSR, CTS) |  |
+//! | 4      | MCR: DTR, RTS, OUT1, OUT2, LOOP | MCR |     |
+//! | 5      | —              | LSR: DR, OE, THRE, TEMT |  |
+//! | 6      | —              | MSR: the modem lines      |  |
 //! | 7      | SCR            | SCR           |           |
+//!
+//! What is emulated and why:
+//! - **Transmit** is instant: a byte written to THR is on the console at once, so LSR always
+//!   says THRE and TEMT (the transmitter is empty) and never "busy". Bytes collect into lines.
+//! - **Receive**: bytes from the host (`traplab run` forwards keys) wait in the receiver FIFO
+//!   (16 bytes, or a 1-byte holding register while the FIFOs are off, FCR bit 0); LSR.DR says
+//!   one is there and reading RBR takes it. Bytes the FIFO has no room for wait on the host's
+//!   side ([`Uart::receive`]) and move in as the guest reads: input is never dropped.
+//! - **Loopback** (MCR bit 4): the datasheet's self-test. The transmitter feeds the receiver
+//!   (nothing reaches the console), and the modem inputs follow the modem outputs: CTS = RTS,
+//!   DSR = DTR, RI = OUT1, DCD = OUT2. Drivers probe for a UART this way (Xen's `ns16550`
+//!   driver writes MCR = 0x1a and expects MSR bits 7:4 = 0x9).
+//! - **Interrupts** (IER, IIR): receiver line status (an overrun), received data, THR empty,
+//!   in that priority. THR empty becomes pending when THR empties (at once, after each write)
+//!   or when IER enables it; reading IIR while it is the one shown, or writing THR, ends it.
+//!   The interrupt reaches the PIC's IRQ 4 only while MCR.OUT2 is set: on a PC, OUT2 gates
+//!   the UART's interrupt onto the ISA bus ([`Uart::interrupt_line`]).
+//! - The modem status interrupt and the delta bits of MSR never fire: the lines do not
+//!   change outside loopback. The divisor and LCR are kept and change nothing.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// The longest line we collect before passing it on without a newline.
 const LINE_MAX: usize = 1024;
+/// The receiver FIFO of a 16550 holds 16 bytes; with the FIFOs off, RBR holds one.
+const FIFO_SIZE: usize = 16;
+
+/// IER bits.
+mod ier {
+    pub const RECEIVED_DATA: u8 = 1 << 0;
+    pub const TRANSMITTER_EMPTY: u8 = 1 << 1;
+    pub const LINE_STATUS: u8 = 1 << 2;
+    pub const MODEM_STATUS: u8 = 1 << 3;
+}
+
+/// IIR values: the interrupt identification, bit 0 clear when one is pending.
+mod iir {
+    pub const NONE: u8 = 0x01;
+    pub const LINE_STATUS: u8 = 0x06;
+    pub const RECEIVED_DATA: u8 = 0x04;
+    pub const TRANSMITTER_EMPTY: u8 = 0x02;
+    /// Bits 7:6 set: the FIFOs are on.
+    pub const FIFOS_ENABLED: u8 = 0xc0;
+}
+
+/// LSR bits.
+mod lsr {
+    pub const DATA_READY: u8 = 1 << 0;
+    pub const OVERRUN: u8 = 1 << 1;
+    pub const THR_EMPTY: u8 = 1 << 5;
+    pub const TRANSMITTER_EMPTY: u8 = 1 << 6;
+}
+
+/// MCR bits.
+mod mcr {
+    pub const DTR: u8 = 1 << 0;
+    pub const RTS: u8 = 1 << 1;
+    pub const OUT1: u8 = 1 << 2;
+    pub const OUT2: u8 = 1 << 3;
+    pub const LOOP: u8 = 1 << 4;
+}
+
+/// MSR bits 7:4: DCD, RI, DSR, CTS.
+mod msr {
+    pub const CTS: u8 = 1 << 4;
+    pub const DSR: u8 = 1 << 5;
+    pub const RI: u8 = 1 << 6;
+    pub const DCD: u8 = 1 << 7;
+}
 
 #[derive(Default)]
 pub struct Uart {
     line: Vec<u8>,
+    /// The receiver FIFO (or holding register): what RBR gives next.
+    fifo: VecDeque<u8>,
+    /// Bytes from the host that do not fit in the FIFO yet.
+    waiting: VecDeque<u8>,
+    /// A byte came in loopback while the receiver was full (LSR.OE, until LSR is read).
+    overrun: bool,
+    /// The THR-empty interrupt is pending.
+    transmitter_empty_pending: bool,
+    fifos_enabled: bool,
     line_control: u8,
     interrupt_enable: u8,
     modem_control: u8,
@@ -37,34 +108,80 @@ impl Uart {
     pub fn write(&mut self, offset: u16, value: u8) -> Option<String> {
         let dlab = self.line_control & 0x80 != 0;
         match (offset, dlab) {
-            (0, false) => return self.transmit(value),
+            (0, false) => return self.transmit_register(value),
             (0, true) => self.divisor = (self.divisor & 0xff00) | value as u16,
             (1, true) => self.divisor = (self.divisor & 0x00ff) | ((value as u16) << 8),
-            (1, false) => self.interrupt_enable = value,
+            (1, false) => {
+                let enabling = value & !self.interrupt_enable;
+                self.interrupt_enable = value & 0x0f;
+                // Enabling the THR-empty interrupt while THR is empty (always) makes it
+                // pending at once: drivers count on this to start sending.
+                if enabling & ier::TRANSMITTER_EMPTY != 0 {
+                    self.transmitter_empty_pending = true;
+                }
+            }
+            (2, _) => self.fifo_control(value),
             (3, _) => self.line_control = value,
-            (4, _) => self.modem_control = value,
+            (4, _) => {
+                self.modem_control = value & 0x1f;
+                self.refill();
+            }
             (7, _) => self.scratch = value,
             _ => {}
         }
         None
     }
 
-    /// A read of register `offset` (0–7).
-    pub fn read(&self, offset: u16) -> u8 {
+    /// A read of register `offset` (0–7). Reading RBR takes a byte, reading LSR clears
+    /// the overrun, reading IIR ends the THR-empty interrupt it shows.
+    pub fn read(&mut self, offset: u16) -> u8 {
         let dlab = self.line_control & 0x80 != 0;
         match (offset, dlab) {
             (0, true) => self.divisor as u8,
             (1, true) => (self.divisor >> 8) as u8,
-            (0, false) => 0,
+            (0, false) => {
+                let byte = self.fifo.pop_front().unwrap_or(0);
+                self.refill();
+                byte
+            }
             (1, false) => self.interrupt_enable,
-            (2, _) => 0x01,
+            (2, _) => {
+                let identity = self.interrupt_identity();
+                if identity == iir::TRANSMITTER_EMPTY {
+                    self.transmitter_empty_pending = false;
+                }
+                let fifos = if self.fifos_enabled {
+                    iir::FIFOS_ENABLED
+                } else {
+                    0
+                };
+                identity | fifos
+            }
             (3, _) => self.line_control,
             (4, _) => self.modem_control,
-            (5, _) => 0x60,
-            (6, _) => 0xb0,
+            (5, _) => {
+                let status = self.line_status();
+                self.overrun = false;
+                status
+            }
+            (6, _) => self.modem_status(),
             (7, _) => self.scratch,
             _ => 0xff,
         }
+    }
+
+    /// Bytes from the host's keyboard for the guest to read.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        self.waiting.extend(bytes);
+        self.refill();
+    }
+
+    /// Is the UART's interrupt asserted on the bus (IRQ 4 on COM1)? An interrupt is
+    /// pending and MCR.OUT2 lets it out, as a PC wires it.
+    pub fn interrupt_line(&self) -> bool {
+        self.modem_control & mcr::OUT2 != 0
+            && self.modem_control & mcr::LOOP == 0
+            && self.interrupt_identity() != iir::NONE
     }
 
     /// One byte to the console; a completed line comes back.
@@ -80,6 +197,98 @@ impl Uart {
     /// What is left without a newline (at the end of the domain).
     pub fn flush(&mut self) -> Option<String> {
         (!self.line.is_empty()).then(|| self.take_line())
+    }
+
+    /// A byte written to THR: out on the console, or to the receiver in loopback. Either
+    /// way THR is empty again at once, and says so by interrupt if IER asks.
+    fn transmit_register(&mut self, byte: u8) -> Option<String> {
+        self.transmitter_empty_pending = true;
+        if self.modem_control & mcr::LOOP != 0 {
+            if self.fifo.len() < self.capacity() {
+                self.fifo.push_back(byte);
+            } else {
+                self.overrun = true;
+            }
+            return None;
+        }
+        self.transmit(byte)
+    }
+
+    fn fifo_control(&mut self, value: u8) {
+        let enable = value & 1 != 0;
+        if enable != self.fifos_enabled {
+            // Turning the FIFOs on or off clears them (PC16550D, FCR bit 0).
+            self.fifo.clear();
+        }
+        self.fifos_enabled = enable;
+        if value & 0b10 != 0 {
+            self.fifo.clear();
+        }
+        self.refill();
+    }
+
+    /// How many bytes the receiver holds.
+    fn capacity(&self) -> usize {
+        if self.fifos_enabled { FIFO_SIZE } else { 1 }
+    }
+
+    /// Move the host's waiting bytes into the receiver while there is room (not in
+    /// loopback, where the receiver listens to the transmitter only).
+    fn refill(&mut self) {
+        if self.modem_control & mcr::LOOP != 0 {
+            return;
+        }
+        while self.fifo.len() < self.capacity() {
+            match self.waiting.pop_front() {
+                Some(byte) => self.fifo.push_back(byte),
+                None => break,
+            }
+        }
+    }
+
+    fn line_status(&self) -> u8 {
+        let mut status = lsr::THR_EMPTY | lsr::TRANSMITTER_EMPTY;
+        if !self.fifo.is_empty() {
+            status |= lsr::DATA_READY;
+        }
+        if self.overrun {
+            status |= lsr::OVERRUN;
+        }
+        status
+    }
+
+    fn modem_status(&self) -> u8 {
+        let control = self.modem_control;
+        if control & mcr::LOOP == 0 {
+            // Nothing is attached that would drop a line: carrier, data set ready and
+            // clear to send are on.
+            return msr::DCD | msr::DSR | msr::CTS;
+        }
+        let follows = [
+            (mcr::RTS, msr::CTS),
+            (mcr::DTR, msr::DSR),
+            (mcr::OUT1, msr::RI),
+            (mcr::OUT2, msr::DCD),
+        ];
+        follows
+            .iter()
+            .filter(|(output, _)| control & output != 0)
+            .fold(0, |status, (_, input)| status | input)
+    }
+
+    /// The pending interrupt of highest priority that IER enables (IIR bits 3:0).
+    fn interrupt_identity(&self) -> u8 {
+        let enabled = self.interrupt_enable;
+        if enabled & ier::LINE_STATUS != 0 && self.overrun {
+            iir::LINE_STATUS
+        } else if enabled & ier::RECEIVED_DATA != 0 && !self.fifo.is_empty() {
+            iir::RECEIVED_DATA
+        } else if enabled & ier::TRANSMITTER_EMPTY != 0 && self.transmitter_empty_pending {
+            iir::TRANSMITTER_EMPTY
+        } else {
+            let _ = ier::MODEM_STATUS; // never pending: the modem lines do not change
+            iir::NONE
+        }
     }
 
     fn take_line(&mut self) -> String {
@@ -119,7 +328,7 @@ mod tests {
     #[test]
     fn the_status_registers_say_ready_and_nothing_pending() {
         // PC16550D: LSR 0x60 (THRE, TEMT), IIR 0x01 (no interrupt), MSR 0xb0 (DCD, DSR, CTS).
-        let uart = Uart::default();
+        let mut uart = Uart::default();
         assert_eq!(
             [uart.read(5), uart.read(2), uart.read(6), uart.read(0)],
             [0x60, 0x01, 0xb0, 0]
@@ -144,5 +353,63 @@ mod tests {
         let mut uart = Uart::default();
         uart.write(7, 0x5a);
         assert_eq!(uart.read(7), 0x5a);
+    }
+
+    #[test]
+    fn in_loopback_the_modem_inputs_follow_the_outputs_and_bytes_come_back() {
+        // Xen's ns16550 probe: MCR = LOOP | OUT2 | RTS (0x1a), then MSR bits 7:4 must be
+        // DCD | CTS (0x9), else "no UART here".
+        let mut uart = Uart::default();
+        uart.write(4, 0x1a);
+        assert_eq!(uart.read(6) & 0xf0, 0x90);
+        uart.write(4, 0x15); // LOOP | OUT1 | DTR
+        assert_eq!(uart.read(6) & 0xf0, 0x60, "RI | DSR");
+        assert_eq!(uart.write(0, b'\n'), None, "not on the console");
+        assert_eq!(uart.read(5) & 1, 1, "LSR.DR: the byte came back");
+        assert_eq!(uart.read(0), b'\n');
+        assert_eq!(uart.read(5), 0x60, "received, nothing left");
+        assert_eq!(uart.write(0, b'x'), None);
+        assert_eq!(uart.write(0, b'y'), None, "the holding register is full");
+        assert_eq!(uart.read(5), 0x63, "DR and OE");
+        assert_eq!(uart.read(5), 0x61, "reading LSR cleared OE");
+        assert_eq!(uart.read(0), b'x');
+        uart.write(4, 0x0b);
+        assert_eq!(uart.read(6), 0xb0, "out of loopback: the lines are on");
+        assert_eq!(uart.flush(), None);
+    }
+
+    #[test]
+    fn received_bytes_wait_in_the_fifo_and_beyond_it_none_is_lost() {
+        let mut uart = Uart::default();
+        uart.write(2, 0x07); // FIFOs on, both cleared
+        let text: Vec<u8> = (0..40).map(|n| b'a' + n % 26).collect();
+        uart.receive(&text);
+        assert_eq!(uart.fifo.len(), FIFO_SIZE);
+        let mut read = Vec::new();
+        while uart.read(5) & 1 != 0 {
+            read.push(uart.read(0));
+        }
+        assert_eq!(read, text, "every byte, in order");
+        assert_eq!(uart.read(5) & 3, 0, "no overrun: the host's bytes waited");
+    }
+
+    #[test]
+    fn interrupts_come_in_priority_and_out2_lets_them_reach_irq_4() {
+        let mut uart = Uart::default();
+        uart.write(1, ier::RECEIVED_DATA | ier::TRANSMITTER_EMPTY);
+        assert!(!uart.interrupt_line(), "OUT2 clear: nothing on the bus");
+        uart.write(4, mcr::OUT2 | mcr::DTR | mcr::RTS);
+        assert!(uart.interrupt_line(), "THR empty, pending since IER enabled it");
+        assert_eq!(uart.read(2), iir::TRANSMITTER_EMPTY);
+        assert!(!uart.interrupt_line(), "reading IIR ended it");
+        uart.receive(b"k");
+        assert_eq!(uart.read(2), iir::RECEIVED_DATA);
+        assert!(uart.interrupt_line(), "data waits until RBR is read");
+        assert_eq!(uart.read(0), b'k');
+        assert_eq!(uart.read(2), iir::NONE);
+        uart.write(0, b'!');
+        assert_eq!(uart.read(2), iir::TRANSMITTER_EMPTY, "sent, THR empty again");
+        uart.write(2, 1);
+        assert_eq!(uart.read(2), iir::NONE | iir::FIFOS_ENABLED);
     }
 }

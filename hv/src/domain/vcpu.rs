@@ -163,6 +163,10 @@ pub struct Vcpu {
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (`exit/iret.rs`); back on after the next exit.
     pub iret_intercept_suspended: bool,
+    /// An NMI was delivered and no IRET has run since: a CPU holds further NMIs back until
+    /// the next IRET (AMD APM vol. 2, 8.2.2 "NMI"), and since the hypervisor injects NMIs
+    /// itself (EVENTINJ), it keeps that mask (`apply::before_resume`, `exit/iret.rs`).
+    pub nmi_blocked: bool,
     /// The RIP of the IRET whose return was noted and that the CPU was let run, while the
     /// guest has not moved from it: an interrupt may come first (an INTR exit at the IRET
     /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
@@ -200,6 +204,7 @@ impl Vcpu {
             debug_registers: [0; 4],
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
+            nmi_blocked: false,
             iret_not_yet_run: None,
             entered_in_shadow_at: None,
             software_interrupt_rip: None,

@@ -67,9 +67,11 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             "an IRET whose frame the hypervisor cannot read: the CPU will execute it (and fault if it cannot either)"
         ),
     };
+    // Any IRET ends the blocking of NMIs, the NMI handler's or another (APM vol. 2, 8.2.2).
     let decision = decision
         .with(Effect::PopInFlight)
-        .with(Effect::SuspendIretIntercept);
+        .with(Effect::SuspendIretIntercept)
+        .with_all(guest.vcpu.nmi_blocked.then_some(Effect::EndNmiBlocking));
     if !readable {
         return decision;
     }

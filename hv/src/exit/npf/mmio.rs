@@ -261,6 +261,41 @@ mod tests {
     }
 
     #[test]
+    fn an_nmi_ipi_to_itself_is_an_nmi_held_back_until_the_handler_s_iret() {
+        // Xen patches its alternatives from an NMI it sends itself: ICR = shorthand self,
+        // delivery mode NMI (0x4_0400). IF = 0 does not hold an NMI back.
+        use traplab_abi::event::EventType;
+        let mut test = Test::long_mode();
+        test.gate(2, 0x21_0000);
+        apic_write(&mut test, reg::SVR, 0x1ff);
+        let run = apic_write(&mut test, reg::ICR_LOW, 0x4_0400);
+        assert!(run.emulate().what.contains("NMI to itself"), "{}", run.emulate().what);
+        assert_eq!(
+            (run.injected().vector, run.injected().kind),
+            (2, EventType::Nmi)
+        );
+        assert!(test.domain.vcpu.nmi_blocked);
+        test.vmrun();
+        // A second NMI while the handler runs waits for its IRET.
+        let run = apic_write(&mut test, reg::ICR_LOW, 0x4_0400);
+        assert!(
+            run.events
+                .iter()
+                .all(|event| !matches!(event, traplab_abi::event::Body::Inject(_)))
+        );
+        assert!(test.domain.devices.lapic.nmi_requested);
+        test.vmrun();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.code(&[0x48, 0xcf]); // iretq
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert_eq!(
+            (run.injected().vector, run.injected().kind),
+            (2, EventType::Nmi),
+            "the IRET unblocked NMIs: the waiting one is delivered"
+        );
+    }
+
+    #[test]
     fn the_pit_through_the_io_apic_reaches_the_local_apic_at_pin_2_s_vector() {
         use crate::device::ioapic;
         let mut test = Test::long_mode();
