@@ -223,6 +223,9 @@ pub fn before_resume(
                 domain.devices.lapic.delivered(vector);
             } else if domain.vcpu.interrupts.pending == Some(vector) {
                 domain.vcpu.interrupts.pending = None;
+            } else if domain.devices.pic.presented() == Some(vector) {
+                // The CPU's INTA: the PIC's request becomes in service until EOI.
+                domain.devices.pic.acknowledge();
             }
             let event = svm::Event {
                 vector,
@@ -718,6 +721,7 @@ impl Step<'_, '_> {
                 );
                 let what = self.domain.devices.describe_in(port, value);
                 self.reports.push(what);
+                self.serial_interrupt();
             }
             PortAccess::Out { port, size, value } => {
                 let before = devices.timer_state();
@@ -726,6 +730,7 @@ impl Step<'_, '_> {
                 if self.domain.devices.timer_state() != before {
                     self.platform_timer();
                 }
+                self.serial_interrupt();
             }
             PortAccess::InString { port, size, to } => {
                 for address in to {
@@ -739,6 +744,7 @@ impl Step<'_, '_> {
                             at: here!(),
                         })?;
                 }
+                self.serial_interrupt();
             }
             PortAccess::OutString { port, size, values } => {
                 let before = self.domain.devices.timer_state();
@@ -752,9 +758,17 @@ impl Step<'_, '_> {
                 if self.domain.devices.timer_state() != before {
                     self.platform_timer();
                 }
+                self.serial_interrupt();
             }
         }
         Ok(())
+    }
+
+    /// A port access may have moved COM1's interrupt line: follow it (`Devices`).
+    fn serial_interrupt(&mut self) {
+        if let Some(what) = self.domain.devices.follow_serial_interrupt() {
+            self.reports.push(what);
+        }
     }
 
     /// An MMIO access, through the device bus.

@@ -34,6 +34,8 @@ pub const PINS: usize = 24;
 pub const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
 /// The pin the PIT's IRQ 0 comes in on (the ISA override of a PC's MADT).
 pub const PIT_PIN: usize = 2;
+/// COM1's IRQ 4 comes in on pin 4: every ISA IRQ but 0 keeps its number (no override).
+pub const UART_PIN: usize = 4;
 /// A redirection entry's mask bit.
 const MASKED: u64 = 1 << 16;
 
@@ -66,7 +68,13 @@ impl IoApic {
     /// The vector the PIT's ticks arrive at in the local APIC, while pin 2 is unmasked and
     /// its entry is a fixed interrupt (delivery mode 000).
     pub fn timer_vector(&self) -> Option<u8> {
-        let entry = self.redirection[PIT_PIN];
+        self.fixed_vector(PIT_PIN)
+    }
+
+    /// The vector an edge on `pin` requests in the local APIC, while the pin is unmasked
+    /// and its entry is a fixed interrupt (delivery mode 000).
+    pub fn fixed_vector(&self, pin: usize) -> Option<u8> {
+        let entry = *self.redirection.get(pin)?;
         (entry & MASKED == 0 && (entry >> 8) & 7 == 0).then_some(entry as u8)
     }
 

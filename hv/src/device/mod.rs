@@ -62,7 +62,12 @@ pub struct Devices {
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
+    /// COM1's interrupt line (IRQ 4) as last seen, to tell its edges.
+    pub serial_line: bool,
 }
+
+/// COM1's interrupt is ISA IRQ 4.
+pub const SERIAL_IRQ: u8 = 4;
 
 /// Which device makes the guest's timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +255,37 @@ impl Devices {
             self.lapic.timer_state(),
             self.ioapic.timer_vector(),
         )
+    }
+
+    /// After COM1 changed (a port access, input from the host): follow its interrupt
+    /// line. As a PC wires it, the line goes to the master PIC's IRQ 4 and to the
+    /// IO-APIC's pin 4; a rising edge requests the interrupt at each (in the PIC's IRR; at
+    /// an unmasked IO-APIC pin, as a fixed interrupt in the local APIC's IRR). What
+    /// happened, in words, when the line changed.
+    pub fn follow_serial_interrupt(&mut self) -> Option<String> {
+        let level = self.console.interrupt_line();
+        if level == self.serial_line {
+            return None;
+        }
+        self.serial_line = level;
+        self.pic.set_irq(SERIAL_IRQ, level);
+        if !level {
+            return Some("COM1's interrupt line (IRQ 4) drops".into());
+        }
+        let mut what = String::from("COM1 raises IRQ 4: requested at the PIC");
+        if let Some(vector) = self.ioapic.fixed_vector(ioapic::UART_PIN) {
+            self.lapic.request(vector);
+            what.push_str(&format!(
+                ", and through IO-APIC pin 4 at the local APIC (vector {vector:#x})"
+            ));
+        }
+        Some(what)
+    }
+
+    /// Bytes from the host's keyboard for COM1; what its interrupt line did.
+    pub fn serial_input(&mut self, bytes: &[u8]) -> Option<String> {
+        self.console.receive(bytes);
+        self.follow_serial_interrupt()
     }
 
     /// The device at `port` for an IN (`input`) or an OUT, in words: its name, and for the

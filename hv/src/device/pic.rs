@@ -10,13 +10,22 @@
 //! read of the command port returns (0x0a: the request register IRR, 0x0b: the in-service
 //! register ISR).
 //!
-//! Only IRQ 0 has a source on this platform: the 8254 PIT's channel 0 (`pit.rs`). The
-//! hypervisor delivers the PIT's interrupt at the vector the master's ICW2 gave IRQ 0, while
-//! the master is initialised and IRQ 0 unmasked ([`Pic::timer_vector`]). Simplified: a
-//! delivery does not mark IRQ 0 in service, so the in-service register reads 0 and an EOI
-//! ends nothing (ticks the guest has not taken yet are merged by the hypervisor itself,
-//! `domain/interrupts.rs`); there are no spurious interrupts (IRQ 7), no rotation, no special
-//! mask mode, no level triggering.
+//! Two sources on this platform:
+//!
+//! - **IRQ 4, COM1's UART** (`uart.rs`), the 8259A's way: a rising edge on the IR line sets
+//!   its bit in the *interrupt request register* (IRR); the chip presents the highest
+//!   priority request (IRQ 0 highest) that is unmasked and above every interrupt in service
+//!   (fully nested mode); when the CPU takes it (INTA, [`Pic::acknowledge`]) the bit moves
+//!   from IRR to the *in-service register* (ISR), and it stays there, holding back its own
+//!   and lower priorities, until the kernel's EOI. The slave's requests reach the CPU
+//!   through the master's IRQ 2 (the cascade).
+//! - **IRQ 0, the PIT's channel 0** (`pit.rs`), simplified: the hypervisor delivers its tick
+//!   at the vector the master's ICW2 gave IRQ 0, while the master is initialised and IRQ 0
+//!   unmasked ([`Pic::timer_vector`]); the tick does not go through IRR and ISR (ticks the
+//!   guest has not taken yet are merged by the hypervisor itself, `domain/interrupts.rs`).
+//!
+//! Not modelled: spurious interrupts (IRQ 7), rotation, special mask mode, automatic EOI,
+//! level triggering.
 
 /// The ports.
 pub const MASTER_COMMAND: u16 = 0x20;
@@ -31,8 +40,12 @@ pub struct Chip {
     pub vector_base: Option<u8>,
     /// OCW1: a set bit masks its IRQ.
     pub mask: u8,
+    /// ISR: the interrupts taken and not yet ended by an EOI.
     pub in_service: u8,
+    /// IRR: the interrupts requested and not yet taken.
     pub requests: u8,
+    /// The IR lines' levels: a request is an edge, low to high.
+    lines: u8,
     /// Which initialisation word comes next on the data port (2, 3 or 4), or 0: none.
     expecting: u8,
     /// ICW1 said an ICW4 follows.
@@ -52,6 +65,7 @@ impl Default for Chip {
             mask: 0xff,
             in_service: 0,
             requests: 0,
+            lines: 0,
             expecting: 0,
             needs_icw4: false,
             single: false,
@@ -133,6 +147,37 @@ impl Chip {
     }
 
     /// Is `irq` of this chip delivered, and at which vector?
+    /// IR line `irq` goes to `level`: a rising edge requests the interrupt (edge-triggered
+    /// mode, ICW1 bit 3 clear). A falling edge leaves the request, as QEMU's 8259 does.
+    fn set_line(&mut self, irq: u8, level: bool) {
+        let bit = 1 << irq;
+        if level && self.lines & bit == 0 {
+            self.requests |= bit;
+        }
+        if level {
+            self.lines |= bit;
+        } else {
+            self.lines &= !bit;
+        }
+    }
+
+    /// The IRQ this chip presents now: the highest priority (lowest number) one requested
+    /// and unmasked, if it is above every interrupt in service (fully nested mode);
+    /// `cascade` is the slave's output on this chip's IRQ 2.
+    fn presented(&self, cascade: bool) -> Option<u8> {
+        if self.vector_base.is_none() || self.expecting != 0 {
+            return None;
+        }
+        let requests = self.requests | if cascade { 1 << 2 } else { 0 };
+        let open = requests & !self.mask;
+        if open == 0 {
+            return None;
+        }
+        let irq = open.trailing_zeros() as u8;
+        let in_service = self.in_service.trailing_zeros() as u8; // 8: none
+        (irq < in_service).then_some(irq)
+    }
+
     fn vector(&self, irq: u8) -> Option<u8> {
         let base = self.vector_base.filter(|_| self.expecting == 0)?;
         (self.mask & (1 << irq) == 0).then_some(base + irq)
@@ -173,6 +218,39 @@ impl Pic {
             SLAVE_COMMAND => self.slave.read_command(),
             _ => self.slave.mask,
         }
+    }
+
+    /// IRQ `irq` (0–15)'s line goes to `level`: a rising edge requests it.
+    pub fn set_irq(&mut self, irq: u8, level: bool) {
+        match irq {
+            0..=7 => self.master.set_line(irq, level),
+            _ => self.slave.set_line(irq & 7, level),
+        }
+    }
+
+    /// The vector the pair presents to the CPU now (its INTR line), if any.
+    pub fn presented(&self) -> Option<u8> {
+        let slave = self.slave.presented(false);
+        let irq = self.master.presented(slave.is_some())?;
+        match (irq, slave) {
+            (2, Some(slave_irq)) => Some(self.slave.vector_base? + slave_irq),
+            _ => Some(self.master.vector_base? + irq),
+        }
+    }
+
+    /// The CPU takes the presented interrupt (INTA): its request becomes in service, on the
+    /// slave and on the master's IRQ 2 for a slave's. Its vector.
+    pub fn acknowledge(&mut self) -> Option<u8> {
+        let vector = self.presented()?;
+        let slave = self.slave.presented(false);
+        let irq = self.master.presented(slave.is_some())?;
+        self.master.requests &= !(1 << irq);
+        self.master.in_service |= 1 << irq;
+        if let (2, Some(slave_irq)) = (irq, slave) {
+            self.slave.requests &= !(1 << slave_irq);
+            self.slave.in_service |= 1 << slave_irq;
+        }
+        Some(vector)
     }
 
     /// The vector the timer's interrupt (IRQ 0 of the master) is delivered at, or `None`
@@ -234,6 +312,44 @@ mod tests {
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
         assert_eq!(pic.read(MASTER_COMMAND), 0);
+    }
+
+    #[test]
+    fn a_request_is_an_edge_in_service_until_eoi_and_holds_back_lower_priorities() {
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xe7); // IRQ 3 and 4 open
+        pic.set_irq(4, true);
+        assert_eq!(pic.presented(), Some(0x24));
+        pic.write(MASTER_COMMAND, 0x0a);
+        assert_eq!(pic.read(MASTER_COMMAND), 0x10, "IRR");
+        assert_eq!(pic.acknowledge(), Some(0x24));
+        assert_eq!(pic.presented(), None, "in service: not presented again");
+        pic.set_irq(4, true);
+        assert_eq!(pic.presented(), None, "the line stayed high: no new edge");
+        pic.set_irq(4, false);
+        pic.set_irq(4, true);
+        assert_eq!(pic.presented(), None, "requested again, but IRQ 4 is in service");
+        pic.set_irq(3, true);
+        assert_eq!(pic.presented(), Some(0x23), "a higher priority gets through");
+        pic.write(MASTER_COMMAND, 0x20); // EOI: ends IRQ 4
+        assert_eq!(pic.master.in_service, 0);
+        assert_eq!(pic.acknowledge(), Some(0x23));
+        pic.write(MASTER_COMMAND, 0x20);
+        assert_eq!(pic.acknowledge(), Some(0x24), "the second request waited");
+        pic.write(MASTER_DATA, 0xff);
+        pic.set_irq(4, false);
+        pic.set_irq(4, true);
+        assert_eq!(pic.presented(), None, "masked");
+    }
+
+    #[test]
+    fn the_slave_s_request_comes_through_the_master_s_irq_2() {
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xfb); // IRQ 2 open
+        pic.write(SLAVE_DATA, 0xef); // IRQ 12 open
+        pic.set_irq(12, true);
+        assert_eq!(pic.acknowledge(), Some(0x2c));
+        assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
     }
 
     #[test]

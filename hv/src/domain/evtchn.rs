@@ -138,15 +138,17 @@ impl Domain {
 
     /// The interrupt the guest is owed now, if any: its timer's, its callback vector while
     /// an upcall is pending (level-triggered, as Xen's HVM callback vector: it comes again
-    /// until the guest clears `evtchn_upcall_pending`), or the one its local APIC presents
-    /// (`device/lapic.rs`). The higher vector first, as a local APIC orders them.
+    /// until the guest clears `evtchn_upcall_pending`), or the one its local APIC or its PICs
+    /// present (`device/lapic.rs`, `device/pic.rs`). The higher vector first, as a local
+    /// APIC orders them.
     pub fn pending_interrupt(&self) -> Option<u8> {
         let upcall = match self.events.callback {
             Callback::Vector(vector) if self.upcall_pending() => Some(vector),
             _ => None,
         };
         let local_apic = self.devices.lapic.next_to_deliver();
-        self.vcpu.interrupts.pending.max(upcall).max(local_apic)
+        let pic = self.devices.pic.presented();
+        self.vcpu.interrupts.pending.max(upcall).max(local_apic).max(pic)
     }
 
     /// Set or clear `evtchn_upcall_mask`.

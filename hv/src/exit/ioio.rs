@@ -358,6 +358,55 @@ mod tests {
         run
     }
 
+    /// `OUT DX, AL` of `value` to `port`, then back at ENTRY.
+    fn out_to(test: &mut Test, port_number: u16, value: u8) -> Run {
+        test.set_gpr(0, value as u64);
+        test.set_gpr(2, port_number as u64);
+        let run = io(test, &OUT_DX_AL, port(port_number, false, 1));
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        run
+    }
+
+    #[test]
+    fn a_key_from_the_host_is_irq_4_through_the_pic_in_service_until_eoi() {
+        // A kernel's serial driver: the PICs at 0x20/0x28 with only IRQ 4 open, COM1's
+        // received-data interrupt enabled, OUT2 set (it gates IRQ 4 onto the bus).
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x24, 0x21_0000);
+        for (port_number, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+            (0x3f9, 0x01),
+        ] {
+            out_to(&mut test, port_number, value);
+        }
+        assert_eq!(test.domain.devices.serial_input(b"k"), None, "OUT2 is clear");
+        let run = out_to(&mut test, 0x3fc, 0x0b); // MCR: DTR, RTS, OUT2
+        assert!(
+            run.emulate().what.contains("COM1 raises IRQ 4: requested at the PIC"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(run.injected().vector, 0x24, "the CPU takes it at once (IF = 1)");
+        assert_eq!(test.domain.devices.pic.master.in_service, 1 << 4);
+        test.vmrun();
+        // The handler reads the byte: the line drops; its EOI ends the interrupt.
+        test.set_gpr(2, 0x3f8);
+        let run = io(&mut test, &IN_AL_DX, port(0x3f8, true, 1));
+        assert_eq!(test.gpr(0) & 0xff, b'k' as u64);
+        assert!(run.emulate().what.contains("IRQ 4) drops"), "{}", run.emulate().what);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.domain.devices.serial_input(b"!");
+        assert_eq!(test.domain.pending_interrupt(), None, "IRQ 4 is in service");
+        let run = out_to(&mut test, 0x20, 0x20); // EOI
+        assert_eq!(run.emulate().what, "OUT 0x20 to port 0x20 (8259A interrupt controller)");
+        assert_eq!(run.injected().vector, 0x24, "the next key's, once IRQ 4 ended");
+    }
+
     #[test]
     fn out_of_a_printable_byte_to_the_uart_says_which_character() {
         let mut test = Test::long_mode();
