@@ -7,7 +7,7 @@
 //!
 //! | register | #GP(0) when the new value…                                        |
 //! |----------|-------------------------------------------------------------------|
-//! | CR0      | sets a bit in 63:32; sets PG without PE; sets NW without CD; clears PG in 64-bit mode |
+//! | CR0      | sets a bit in 63:32; sets PG without PE; sets NW without CD; clears PG in 64-bit mode; sets PG with EFER.LME but not CR4.PAE |
 //! | CR3      | sets a bit in 63:52 (reserved in long mode)                        |
 //! | CR4      | sets a bit the emulated CPU does not have; clears PAE in long mode |
 //! | CR8      | sets a bit in 63:4 (CR8 is the 4-bit task priority, APM vol. 2, 3.1.5) |
@@ -15,6 +15,9 @@
 //! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
 //! and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
 //! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`).
+//! Setting CR0.PG with EFER.LME set activates long mode, clearing it (in compatibility
+//! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
+//! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
 //! the guest's TLB at the next VMRUN.
 
@@ -25,7 +28,7 @@ use crate::{decide, deliver};
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
-use traplab_abi::x86::{Cr0Flags, Cr4Flags};
+use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
 
 // EXERCISE cr-write.1: the CPU this hypervisor shows the guest (its CPUID) has no FSGSBASE:
 // a guest that sets CR4.FSGSBASE must get #GP(0), as on such a CPU.
@@ -72,6 +75,15 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     };
     let cr0 = Cr0Flags::from_bits_retain(value);
     let long_mode = guest.vcpu.long_mode();
+    let paging_before = Cr0Flags::from_bits_retain(save.cr0).contains(Cr0Flags::PAGING);
+    let paging_after = cr0.contains(Cr0Flags::PAGING);
+    let efer = EferFlags::from_bits_retain(save.efer);
+    // Setting PG with EFER.LME set activates long mode; clearing it leaves long mode (APM
+    // vol. 2, 14.6.1 and 14.7): the CPU sets or clears EFER.LMA itself.
+    let activates_long_mode =
+        number == 0 && !paging_before && paging_after && efer.contains(EferFlags::LONG_MODE_ENABLE);
+    let leaves_long_mode = number == 0 && paging_before && !paging_after && long_mode;
+    let pae = save.cr4 & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() != 0;
     let invalid = match number {
         0 if value >> 32 != 0 => Some("sets reserved bits 63:32"),
         0 if cr0.contains(Cr0Flags::PAGING) && !cr0.contains(Cr0Flags::PROTECTED_MODE_ENABLE) => {
@@ -82,11 +94,16 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         {
             Some("sets NW without CD")
         }
-        0 if long_mode && !cr0.contains(Cr0Flags::PAGING) => Some("clears PG in 64-bit mode"),
+        0 if leaves_long_mode && guest.vcpu.vmcb.code_bits() == 64 => {
+            Some("clears PG in 64-bit mode (long mode is left from compatibility mode)")
+        }
+        0 if activates_long_mode && !pae => {
+            Some("sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)")
+        }
         3 if long_mode && value >> 52 != 0 => Some("sets reserved bits 63:52"),
         4 if value & !CR4_SUPPORTED != 0 => Some("sets a bit this CPU does not have"),
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
-            Some("clears PAE in 64-bit mode")
+            Some("clears PAE in long mode")
         }
         8 if value >> 4 != 0 => Some("sets reserved bits 63:4 (CR8 holds the 4-bit task priority)"),
         0 | 3 | 4 | 8 => None,
@@ -116,11 +133,27 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         3 => (save.cr3, u64::MAX),
         _ => (save.cr4, CR4_PAGING.bits()),
     };
+    let lma = EferFlags::LONG_MODE_ACTIVE.bits();
+    let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+    let (long_mode_change, efer_after) = if activates_long_mode {
+        (
+            "; PG with EFER.LME set: the CPU activates long mode, EFER.LMA = 1 (APM vol. 2, 14.6.1), and so does the hypervisor",
+            Some((save.efer & !svme) | lma),
+        )
+    } else if leaves_long_mode {
+        (
+            "; PG cleared in compatibility mode: the CPU leaves long mode, EFER.LMA = 0 (APM vol. 2, 14.7), and so does the hypervisor",
+            Some(save.efer & !svme & !lma),
+        )
+    } else {
+        ("", None)
+    };
     let decision = decide!(
         Action::Emulate,
-        "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}"
+        "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}{long_mode_change}"
     )
-    .with(Effect::ControlRegister(number, value));
+    .with(Effect::ControlRegister(number, value))
+    .with_all(efer_after.map(Effect::Efer));
     // The guest's translations changed: flush its TLB at the next VMRUN (15.16).
     let flush = (old ^ value) & paging_bits != 0 || number == 3;
     decision
@@ -164,6 +197,42 @@ mod tests {
     }
 
     const MOV_CR8_RAX: [u8; 4] = [0x44, 0x0f, 0x22, 0xc0];
+
+    #[test]
+    fn mov_cr0_setting_pg_with_efer_lme_activates_long_mode() {
+        // A kernel's way into long mode (APM vol. 2, 14.6.1): PAE on, EFER.LME on, then
+        // CR0.PG. The write is the hypervisor's, so LMA is too.
+        let mut test = Test::protected_mode();
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr4 |= Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+        save.efer |= EferFlags::LONG_MODE_ENABLE.bits();
+        let paging = save.cr0 | Cr0Flags::PAGING.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, paging);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert!(run.decision.why.contains("activates long mode"));
+        assert!(test.domain.vcpu.long_mode(), "EFER.LMA is set");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, paging);
+    }
+
+    #[test]
+    fn mov_cr0_setting_pg_with_efer_lme_but_without_pae_is_a_gp() {
+        let mut test = Test::protected_mode();
+        test.domain.vcpu.vmcb.save.efer |= EferFlags::LONG_MODE_ENABLE.bits();
+        let paging = test.domain.vcpu.vmcb.save.cr0 | Cr0Flags::PAGING.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, paging);
+        assert_general_protection(&test, &run, "CR4.PAE clear");
+        assert!(!test.domain.vcpu.long_mode());
+    }
+
+    #[test]
+    fn mov_cr0_setting_pg_without_efer_lme_is_32_bit_paging() {
+        let mut test = Test::protected_mode();
+        let paging = test.domain.vcpu.vmcb.save.cr0 | Cr0Flags::PAGING.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, paging);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert!(!test.domain.vcpu.long_mode());
+        assert!(!run.decision.why.contains("long mode"));
+    }
 
     #[test]
     fn mov_cr8_with_bits_63_4_set_is_a_gp() {
@@ -274,7 +343,7 @@ mod tests {
         let mut test = Test::long_mode();
         let cr4 = test.domain.vcpu.vmcb.save.cr4 & !Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
         let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
-        assert_general_protection(&test, &run, "clears PAE in 64-bit mode");
+        assert_general_protection(&test, &run, "clears PAE in long mode");
     }
 
     #[test]

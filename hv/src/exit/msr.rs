@@ -12,7 +12,7 @@
 //! |----------------------------------------------|----------------------------------------------|
 //! | LSTAR, CSTAR, FS_BASE, GS_BASE, KERNEL_GS_BASE | is not a canonical address (each holds one, loaded into RIP or a segment base) |
 //! | PAT                                          | has a reserved memory type (2 or 3) or a reserved bit (7:3) in one of its 8 entries |
-//! | EFER                                         | changes a bit other than SCE and NXE          |
+//! | EFER                                         | sets a bit other than SCE, LME, LMA and NXE, or changes LME while CR0.PG is set; LMA is the CPU's (the write's LMA is ignored) |
 //! | MTRRdefType, the fixed and variable MTRRs    | has a memory type an MTRR cannot hold (only 0 UC, 1 WC, 4 WT, 5 WP, 6 WB) or sets a reserved bit (above the physical-address width CPUID 8000_0008 gives, among others) |
 //! | MTRRCAP, MCG_CAP                             | is written at all: they are read-only         |
 //!
@@ -43,11 +43,36 @@ use alloc::format;
 use alloc::string::String;
 use traplab_abi::event::Action;
 use traplab_abi::msr::{self, EFER};
-use traplab_abi::x86::{self, EferFlags};
+use traplab_abi::x86::{self, Cr0Flags, EferFlags};
 
-/// EFER bits a guest may flip while it runs: SCE (SYSCALL) and NXE.
-const EFER_WRITABLE: EferFlags =
-    EferFlags::SYSTEM_CALL_EXTENSIONS.union(EferFlags::NO_EXECUTE_ENABLE);
+/// The EFER bits this CPU has (AMD APM vol. 2, 3.1.7): SCE, LME, LMA and NXE, as its CPUID
+/// offers them (8000_0001 EDX: SYSCALL, LM, NX). SVME is hidden (no SVM in its CPUID);
+/// LMSLE, FFXSR and TCE are not offered. A write that sets another bit is #GP(0).
+const EFER_BITS: EferFlags = EferFlags::SYSTEM_CALL_EXTENSIONS
+    .union(EferFlags::LONG_MODE_ENABLE)
+    .union(EferFlags::LONG_MODE_ACTIVE)
+    .union(EferFlags::NO_EXECUTE_ENABLE);
+
+/// Why a CPU refuses this EFER write with #GP(0), if it does (AMD APM vol. 2, 3.1.7 and
+/// 14.6): a bit it does not have, or LME changed while paging is on (long mode is entered
+/// and left by CR0.PG, with LME already set or clear).
+fn efer_refused(old: u64, value: u64, cr0: u64) -> Option<&'static str> {
+    let lme = EferFlags::LONG_MODE_ENABLE.bits();
+    if value & !EFER_BITS.bits() != 0 {
+        Some("sets a bit this CPU does not have (its CPUID offers SCE, LME and NXE)")
+    } else if (old ^ value) & lme != 0 && Cr0Flags::from_bits_truncate(cr0).contains(Cr0Flags::PAGING) {
+        Some("changes LME while paging is on")
+    } else {
+        None
+    }
+}
+
+/// The EFER a write leaves: LMA is the CPU's, read-only, whatever the write says (APM
+/// vol. 2, 3.1.7: the processor sets it when it activates long mode).
+fn efer_written(old: u64, value: u64) -> u64 {
+    let lma = EferFlags::LONG_MODE_ACTIVE.bits();
+    (value & !lma) | (old & lma)
+}
 
 /// Where the emulated CPU keeps an MSR it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,13 +160,16 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
         );
     };
     let msr_name = name(msr);
-    if write && kept == Kept::Efer && (value ^ (save.efer & !svme)) & !EFER_WRITABLE.bits() != 0 {
+    if write
+        && kept == Kept::Efer
+        && let Some(why) = efer_refused(save.efer & !svme, value, save.cr0)
+    {
         return deliver!(
             guest,
             13,
             0,
             true,
-            "{context}WRMSR EFER {value:#x} changes bits a running guest may not change: #GP(0)"
+            "{context}WRMSR EFER {value:#x} {why}: a CPU refuses it with #GP(0), and so does the hypervisor"
         );
     }
     if write && let Kept::ReadOnly(_) = kept {
@@ -201,7 +229,7 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             Kept::Vmcb(slot) => Some(Effect::Msr(slot, value)),
             // The guest's TSC = host TSC + TSC_OFFSET (15.30.5): move the offset.
             Kept::Tsc => Some(Effect::TscOffset(value.wrapping_sub(exit.tsc))),
-            Kept::Efer => Some(Effect::Efer(value)),
+            Kept::Efer => Some(Effect::Efer(efer_written(save.efer & !svme, value))),
             Kept::Vcpu => Some(Effect::VcpuMsr(msr, value)),
             Kept::ApicBase | Kept::ReadOnly(_) | Kept::AbsentCounter => None,
         };
@@ -442,14 +470,41 @@ mod tests {
 
     #[test]
     fn wrmsr_efer_that_changes_lme_while_the_guest_runs_is_a_gp() {
-        // Changing EFER.LME while paging is on is #GP(0) (AMD APM vol. 2, 3.1.7, EFER);
-        // this guest may flip only SCE and NXE.
+        // Changing EFER.LME while paging is on is #GP(0) (AMD APM vol. 2, 3.1.7, EFER):
+        // long mode is left by clearing CR0.PG first.
         let mut test = Test::long_mode();
         let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
         let efer = test.domain.vcpu.vmcb.save.efer & !svme;
         let run = wrmsr(&mut test, EFER, efer & !EferFlags::LONG_MODE_ENABLE.bits());
         assert_general_protection(&run.decision);
+        assert!(run.decision.why.contains("changes LME while paging is on"));
         assert_eq!(test.domain.vcpu.vmcb.save.efer, efer | svme, "unchanged");
+    }
+
+    #[test]
+    fn wrmsr_efer_may_set_lme_while_paging_is_off_and_lma_stays_the_cpu_s() {
+        // How a kernel enters long mode (APM vol. 2, 14.6.1): with paging off it sets LME,
+        // then CR0.PG. Xen writes LME|SCE|NXE (0x901) from 32-bit protected mode. LMA in
+        // the write is ignored: the CPU sets it, at the CR0 write.
+        let mut test = Test::protected_mode();
+        let svme = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
+        let lma = EferFlags::LONG_MODE_ACTIVE.bits();
+        let run = wrmsr(&mut test, EFER, 0x901 | lma);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.efer, 0x901 | svme);
+    }
+
+    #[test]
+    fn wrmsr_efer_with_a_bit_this_cpu_does_not_have_is_a_gp() {
+        // FFXSR (bit 14): qemu64's CPUID 8000_0001 EDX[25] does not offer it; SVME is hidden.
+        for bit in [14, 12, 2] {
+            let mut test = Test::protected_mode();
+            let before = test.domain.vcpu.vmcb.save.efer;
+            let run = wrmsr(&mut test, EFER, 1 << bit);
+            assert_general_protection(&run.decision);
+            assert!(run.decision.why.contains("a bit this CPU does not have"));
+            assert_eq!(test.domain.vcpu.vmcb.save.efer, before, "unchanged");
+        }
     }
 
     #[test]
