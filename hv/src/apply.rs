@@ -29,7 +29,7 @@ use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     VmcbMsr,
 };
-use crate::device::{PlatformTimer, TimerSource};
+use crate::device::{PlatformTimer, TimerSource, Written};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -291,6 +291,14 @@ impl Step<'_, '_> {
                 text: Cow::Owned(text),
             }));
         }
+    }
+
+    /// What a port write did: the console line it completed, and what the device says of it.
+    fn port_written(&mut self, written: Written) {
+        if !written.what.is_empty() {
+            self.reports.push(written.what);
+        }
+        self.console(written.console);
     }
 
     fn effect(&mut self, effect: Effect) -> Result<(), Failure> {
@@ -725,8 +733,8 @@ impl Step<'_, '_> {
             }
             PortAccess::Out { port, size, value } => {
                 let before = devices.timer_state();
-                let line = devices.port_write(port, size, value, &*self.machine);
-                self.console(line);
+                let written = devices.port_write(port, size, value, &*self.machine);
+                self.port_written(written);
                 if self.domain.devices.timer_state() != before {
                     self.platform_timer();
                 }
@@ -749,11 +757,11 @@ impl Step<'_, '_> {
             PortAccess::OutString { port, size, values } => {
                 let before = self.domain.devices.timer_state();
                 for value in values {
-                    let line = self
+                    let written = self
                         .domain
                         .devices
                         .port_write(port, size, value, &*self.machine);
-                    self.console(line);
+                    self.port_written(written);
                 }
                 if self.domain.devices.timer_state() != before {
                     self.platform_timer();

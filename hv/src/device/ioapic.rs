@@ -32,6 +32,8 @@ pub const WINDOW: u64 = 0x10;
 pub const PINS: usize = 24;
 /// Version 0x20, the highest redirection entry 23 in bits 23:16 (QEMU's IO-APIC).
 pub const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
+/// The ID after reset (the MADT's I/O APIC entry says the same; a kernel may change it).
+pub const RESET_ID: u8 = 0;
 /// The pin the PIT's IRQ 0 comes in on (the ISA override of a PC's MADT).
 pub const PIT_PIN: usize = 2;
 /// COM1's IRQ 4 comes in on pin 4: every ISA IRQ but 0 keeps its number (no override).
@@ -58,7 +60,7 @@ impl Default for IoApic {
     fn default() -> IoApic {
         IoApic {
             selected: 0,
-            id: 0,
+            id: (RESET_ID as u32) << 24,
             redirection: [MASKED; PINS],
         }
     }

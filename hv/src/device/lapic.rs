@@ -37,6 +37,8 @@ use alloc::string::String;
 /// Where the xAPIC registers are (APIC_BASE's default, AMD APM vol. 2, 16.3.1).
 pub const BASE: u64 = 0xfee0_0000;
 pub const SIZE: u64 = 0x1000;
+/// The APIC ID of the one CPU (the MADT's processor entry says the same).
+pub const APIC_ID: u8 = 0;
 
 /// Is guest-physical `gpa` one of the local APIC's registers' page?
 pub fn contains(gpa: u64) -> bool {
@@ -310,7 +312,8 @@ impl LocalApic {
     pub fn read(&self, offset: u64, now: u64, tsc_hz: u64) -> (u32, &'static str) {
         let index = ((offset >> 4) & 7) as usize;
         match offset & !0xf {
-            reg::ID => (0, "APIC ID"),
+            // The ID is in bits 31:24 (Intel SDM vol. 3A, 11.4.6).
+            reg::ID => ((APIC_ID as u32) << 24, "APIC ID"),
             reg::VERSION => (VERSION, "version"),
             reg::TPR => (self.tpr as u32, "TPR"),
             reg::APR => (0, "arbitration priority"),

@@ -14,6 +14,7 @@
 //! | ports 0x20, 0x21, 0xa0, 0xa1 | the 8259A interrupt controllers, master and slave | `pic.rs` |
 //! | ports 0x40–0x43, 0x61      | the 8254 PIT: channel 0 is the guest's timer (IRQ 0), channel 2 and its gate | `pit.rs` |
 //! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time | `rtc.rs` |
+//! | ports 0x600–0x605, 0x608–0x60b | the ACPI power-management registers (PM1 status, enable, control; the PM timer), where QEMU's PIIX4 has them and the FADT says | `acpi_pm.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //! | any other address above the domain's RAM | nothing: the same, "no device at …" in the trace (a CPU's access to a hole of a PC's memory map) | |
@@ -21,6 +22,7 @@
 //! Each access is done when a decision is applied (`apply.rs`): the device answers, and
 //! says in words what it did for the trace.
 
+pub mod acpi_pm;
 pub mod ata;
 pub mod debug_exit;
 pub mod fw_cfg;
@@ -53,6 +55,8 @@ pub struct Devices {
     pub fw_cfg: fw_cfg::FwCfg,
     /// The real-time clock and CMOS memory (ports 0x70, 0x71).
     pub rtc: rtc::Rtc,
+    /// The ACPI power-management registers (ports 0x600–0x60b).
+    pub acpi_pm: acpi_pm::AcpiPm,
     /// The interrupt controllers and the interval timer.
     pub pic: pic::Pic,
     pub pit: pit::Pit,
@@ -103,7 +107,8 @@ pub type TimerState = (
     Option<u8>,
 );
 
-/// What a write did: its description, and a console line it completed.
+/// What a write did: its description (empty: nothing more to say than the access), and a
+/// console line it completed.
 pub struct Written {
     pub what: String,
     pub console: Option<String>,
@@ -118,6 +123,7 @@ impl Devices {
             0xcf8..=0xcff => "PCI configuration",
             fw_cfg::SELECTOR | fw_cfg::DATA => "fw_cfg",
             rtc::INDEX | rtc::DATA => "RTC and CMOS",
+            port if acpi_pm::claims(port) => acpi_pm::name(port),
             port if pic::Pic::claims(port) => "8259A interrupt controller",
             pit::PORT_B => "port B: PIT channel 2's gate",
             port if pit::Pit::claims(port) => "8254 interval timer",
@@ -150,6 +156,10 @@ impl Devices {
     pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
         match port {
             rtc::DATA if size == 1 => self.rtc.read(machine.wall_clock()) as u32,
+            port if acpi_pm::claims(port) => {
+                self.acpi_pm
+                    .read(port, size, machine.now(), machine.tsc_hz())
+            }
             port if size == 1 && pic::Pic::claims(port) => self.pic.read(port) as u32,
             port if size == 1 && pit::Pit::claims(port) => {
                 self.pit.read(port, machine.now(), machine.tsc_hz()) as u32
@@ -161,17 +171,28 @@ impl Devices {
         }
     }
 
-    /// OUT of `size` bytes: a console line it completed, if any. Dropped anywhere but at
-    /// the console, the PCI configuration address, the fw_cfg selector, the RTC, the PIC
-    /// and the PIT, the disk controller's ports included.
+    /// OUT of `size` bytes: a console line it completed, if any, and what the device did
+    /// where the value decides it and the trace should say so (an ACPI register; empty
+    /// elsewhere). Dropped anywhere but at the console, the PCI configuration address, the
+    /// fw_cfg selector, the RTC, the PIC, the PIT and the ACPI registers, the disk
+    /// controller's ports included.
     pub fn port_write(
         &mut self,
         port: u16,
         size: u8,
         value: u32,
         machine: &dyn Machine,
-    ) -> Option<String> {
-        match (port, size) {
+    ) -> Written {
+        if acpi_pm::claims(port) {
+            let what = self
+                .acpi_pm
+                .write(port, size, value, machine.now(), machine.tsc_hz());
+            return Written {
+                what,
+                console: None,
+            };
+        }
+        let console = match (port, size) {
             (rtc::INDEX, 1) => {
                 self.rtc.select(value as u8);
                 None
@@ -199,6 +220,10 @@ impl Devices {
                 None
             }
             _ => None,
+        };
+        Written {
+            what: String::new(),
+            console,
         }
     }
 
@@ -295,6 +320,8 @@ impl Devices {
             0xcf8..=0xcff => self.pci.describe(port, input),
             fw_cfg::DATA => format!("fw_cfg data: item {}", self.fw_cfg.item()),
             rtc::DATA => self.rtc.describe(),
+            // A read is explained here; what a write did, the write says (`port_write`).
+            port if input && acpi_pm::claims(port) => acpi_pm::describe(port),
             _ => self.port_name(port).into(),
         }
     }

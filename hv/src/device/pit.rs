@@ -22,6 +22,8 @@
 pub const CHANNEL_0: u16 = 0x40;
 pub const CHANNEL_2: u16 = 0x42;
 pub const CONTROL: u16 = 0x43;
+/// Channel 0's output is ISA IRQ 0 (the IO-APIC's pin 2: `ioapic::PIT_PIN`).
+pub const IRQ: u8 = 0;
 /// Port B of the PC's keyboard controller: bit 0 gates channel 2, bit 5 reads its output.
 pub const PORT_B: u16 = 0x61;
 

@@ -37,7 +37,8 @@ const STATUS_A: u8 = 0x0a;
 const STATUS_B: u8 = 0x0b;
 const STATUS_C: u8 = 0x0c;
 const STATUS_D: u8 = 0x0d;
-const CENTURY: u8 = 0x32;
+/// The century's CMOS index (the FADT's CENTURY field says where it is).
+pub const CENTURY: u8 = 0x32;
 
 /// Status B bits.
 const BINARY: u8 = 1 << 2;

@@ -557,6 +557,31 @@ mod tests {
         assert!(run.console().is_empty());
     }
 
+    #[test]
+    fn the_acpi_pm_timer_reads_the_tsc_and_a_sleep_request_is_ignored_in_words() {
+        let mut test = Test::long_mode();
+        // `in eax, dx` one second after the TSC's 0: 3,579,545 counts.
+        test.machine.now.set(testing::TSC_HZ);
+        test.set_gpr(2, 0x608);
+        let run = io(&mut test, &[0xed], port(0x608, true, 4));
+        assert_eq!(test.gpr(0), 3_579_545);
+        assert_eq!(
+            run.emulate().what,
+            "IN 0x369e99 from port 0x608 (ACPI PM timer: 24 bits counting at 3.579545 MHz)"
+        );
+        // `out dx, ax`: SLP_TYP 5 with SLP_EN. The domain runs on, and the trace says why.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0x3400);
+        test.set_gpr(2, 0x604);
+        let run = io(&mut test, &[0x66, 0xef], port(0x604, false, 2));
+        assert!(run.decision.end.is_none());
+        assert_eq!(
+            run.emulate().what,
+            "OUT 0x3400 to port 0x604 (ACPI PM1 control): PM1 control = 0x1401: SCI_EN stays 1 (no SMI_CMD: always in ACPI mode); SLP_EN with SLP_TYP 5: a sleep request, ignored (the DSDT defines no sleep state \\_Sx): the domain runs on"
+        );
+        assert_eq!(test.domain.devices.acpi_pm.control(), 0x1401);
+    }
+
     /// The test's domain, d1, on a machine whose disk controller belongs to d2.
     fn beside_the_driver_domain() -> Test {
         let mut test = Test::long_mode();

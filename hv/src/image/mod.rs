@@ -6,6 +6,7 @@
 //! The order matters: a multiboot header wins over the file's own format (a multiboot kernel
 //! may be any file, an ELF64 among them, when its header gives the load addresses).
 
+pub mod acpi;
 pub mod firmware;
 pub mod multiboot;
 

@@ -81,6 +81,8 @@ pub struct Loaded {
     pub info: u32,
     /// The first byte after the image and its modules.
     pub end: u64,
+    /// Where the ACPI tables are.
+    pub acpi: super::acpi::Tables,
 }
 
 /// Below 1 MiB is a PC's conventional memory and ROM: the loader keeps its boot information
@@ -94,7 +96,7 @@ pub const BOOT_DATA_END: u64 = 0x7_0000;
 /// The end of conventional memory a PC reports: 639 KiB, the last KiB being the BIOS's
 /// extended data area.
 pub const CONVENTIONAL_END: u64 = 0x9_fc00;
-/// The BIOS ROM at the top of the first MiB.
+/// The BIOS ROM at the top of the first MiB, where the ACPI tables are (`acpi.rs`).
 pub const BIOS_ROM: u64 = 0xf_0000;
 /// The boot loader's name in the boot information (flag 9).
 pub const BOOT_LOADER_NAME: &str = "traplab";
@@ -340,6 +342,7 @@ pub fn load(
     }
 
     super::firmware::write_bios_data_area(memory)?;
+    let acpi = super::acpi::write_tables(memory)?;
     let info_at = boot_data.reserve(info::SIZE as u64)?;
     let mut flags = info_flags::MEMORY | info_flags::COMMAND_LINE | info_flags::BOOT_LOADER_NAME;
     let mut fields = alloc::vec![
@@ -389,11 +392,13 @@ pub fn load(
         entry: kernel.entry,
         info: info_at,
         end,
+        acpi,
     })
 }
 
 /// The memory map of the PC the guest sees: conventional memory, the BIOS's data area and
-/// ROM reserved, RAM from 1 MiB to the end (what a PC's BIOS reports through E820).
+/// ROM reserved (the ROM's segment holds the ACPI tables, so they are reserved with it), RAM
+/// from 1 MiB to the end (what a PC's BIOS reports through E820).
 pub fn memory_map(ram: u64) -> [MemoryMapEntry; 4] {
     let entry = |base: u64, end: u64, kind: u32| MemoryMapEntry {
         size: 20,
@@ -640,6 +645,14 @@ mod tests {
         assert_eq!(read_u32(&memory, last + 4), 0x10_0000);
         assert_eq!(read_u32(&memory, last + 12), 3 << 20);
         assert_eq!(read_u32(&memory, last + 20), MEMORY_AVAILABLE);
+
+        // The firmware's tables: the RSDP in the BIOS ROM's segment, which the map reserves.
+        let mut signature = [0u8; 8];
+        memory
+            .read_physical(loaded.acpi.rsdp, &mut signature)
+            .expect("RAM");
+        assert_eq!(&signature, b"RSD PTR ");
+        assert!((BIOS_ROM..LOW_MEMORY_END).contains(&loaded.acpi.rsdp));
     }
 
     #[test]
