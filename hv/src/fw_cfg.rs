@@ -22,6 +22,7 @@
 //! | `opt/traplab/domN/image`    | the guest's kernel image: a lab guest's ELF64, or a multiboot v1 kernel (`traplab_hv::image`) |
 //! | `opt/traplab/domN/cmdline`  | a multiboot kernel's command line (optional)       |
 //! | `opt/traplab/domN/initrd`   | a multiboot kernel's first module (optional)       |
+//! | `opt/traplab/domN/input`    | bytes typed ahead on the domain's COM1: they wait in its receiver (optional) |
 //! | `opt/traplab/domN/memory-mib` | the domain's RAM in MiB, 2 to 2048 (default 16)  |
 
 use alloc::string::String;

@@ -58,6 +58,8 @@ pub struct BootOptions {
     pub command_line: Option<String>,
     /// The initrd (`initrd`): a multiboot kernel's first module.
     pub initrd: Option<Vec<u8>>,
+    /// Bytes typed ahead on COM1 (`input`): they wait in its receiver when the guest starts.
+    pub input: Option<Vec<u8>>,
 }
 
 /// Domain `id`, named `name`, running `image`, on a machine whose disk controller `disk`
@@ -115,6 +117,9 @@ pub fn create(
 
     let mut domain = Domain::new(id, name, Box::new(memory));
     domain.devices.disk = disk;
+    if let Some(input) = &options.input {
+        domain.devices.console.receive(input);
+    }
     let vcpu = &mut domain.vcpu;
     intercepts::configure(&mut vcpu.vmcb, id, disk).ok_or(LoadError::OutOfMemory)?;
     let control = &mut vcpu.vmcb.control;

@@ -217,6 +217,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> (Vec<Domain>, 
         let created = boot_options(&text("memory-mib")).and_then(|mut options| {
             options.command_line = text("cmdline");
             options.initrd = fw_cfg.read(&file("initrd")).ok().flatten();
+            options.input = fw_cfg.read(&file("input")).ok().flatten();
             loader::create(id, name.clone(), &image, &options, disk)
                 .map_err(|error| format!("{error}"))
         });
@@ -259,6 +260,7 @@ fn boot_options(memory_mib: &Option<String>) -> Result<loader::BootOptions, Stri
         memory,
         command_line: None,
         initrd: None,
+        input: None,
     })
 }
 

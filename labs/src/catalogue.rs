@@ -78,8 +78,8 @@ pub struct LabDisk {
     pub sectors: u64,
 }
 
-/// A lab's `[boot]`: what `traplab trace --kernel` takes as `--append`, `--initrd` and
-/// `--memory`, for its first guest.
+/// A lab's `[boot]`: what `traplab trace --kernel` takes as `--append`, `--initrd`,
+/// `--memory` and `--input`, for its first guest.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabBoot {
@@ -92,6 +92,9 @@ pub struct LabBoot {
     /// The domain's RAM in MiB.
     #[serde(default)]
     pub memory_mib: Option<u32>,
+    /// Text typed ahead on the guest's COM1 (TOML's `\n` is a newline).
+    #[serde(default)]
+    pub input: Option<String>,
 }
 
 fn default_sectors() -> u64 {

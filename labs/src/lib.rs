@@ -128,6 +128,7 @@ impl Lab {
                 .as_ref()
                 .map(|path| tree::tree().root.join(path));
             first.memory_mib = boot.memory_mib;
+            first.input = boot.input.clone();
         }
         machine.fit_ram();
         machine

@@ -77,6 +77,9 @@ pub struct Guest {
     /// The domain's RAM in MiB (`memory-mib`); `None`: the hypervisor's default,
     /// [`DEFAULT_DOMAIN_MIB`]. From [`MIN_DOMAIN_MIB`] to [`MAX_DOMAIN_MIB`].
     pub memory_mib: Option<u32>,
+    /// Text typed ahead on the domain's COM1 (`input`): it waits in the UART's receiver
+    /// when the guest starts; `None` or empty: nothing.
+    pub input: Option<String>,
 }
 
 impl Guest {
@@ -89,6 +92,7 @@ impl Guest {
             cmdline: None,
             initrd: None,
             memory_mib: None,
+            input: None,
         }
     }
 }
@@ -447,6 +451,10 @@ pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) 
             args.push("-fw_cfg".into());
             args.push(format!("name={dom}/memory-mib,string={mib}"));
         }
+        if let Some(input) = guest.input.as_deref().filter(|text| !text.is_empty()) {
+            args.push("-fw_cfg".into());
+            args.push(format!("name={dom}/input,string={}", escape_text(input)));
+        }
     }
     args.extend(machine.extra_args.iter().cloned());
     args.into_iter().map(OsString::from).collect()
@@ -668,6 +676,7 @@ mod tests {
             cmdline: Some("console=ttyS0,115200 root=/dev/ram0".into()),
             initrd: Some("/k/initrd,1.img".into()),
             memory_mib: Some(64),
+            input: Some("ls, pwd\n".into()),
             ..Guest::new("vmlinux", "/k/vmlinux")
         };
         let machine = Machine::new("/x/traplab-hv".into(), vec![kernel.clone()]);
@@ -679,6 +688,7 @@ mod tests {
                 "1/cmdline,string=console=ttyS0,,115200 root=/dev/ram0",
                 "1/initrd,file=/k/initrd,,1.img",
                 "1/memory-mib,string=64",
+                "1/input,string=ls,, pwd\n",
             ],
             "commas doubled in the command line and the path, as in the name"
         );
@@ -687,6 +697,7 @@ mod tests {
             cmdline: Some(String::new()),
             initrd: None,
             memory_mib: None,
+            input: None,
             ..kernel
         };
         assert_eq!(

@@ -81,7 +81,7 @@ pub struct DiskImage {
 
 /// What runs instead of a lab: `--guest NAME`, `--kernel FILE`. A kernel's option given
 /// alone counts too, so that clap asks for the missing --kernel, not for a lab as well.
-const INSTEAD_OF_A_LAB: [&str; 5] = ["guest", "kernel", "initrd", "append", "memory"];
+const INSTEAD_OF_A_LAB: [&str; 6] = ["guest", "kernel", "initrd", "append", "memory", "input"];
 
 /// `--kernel FILE` and its options, for every command that runs a lab: run a kernel of one's
 /// own instead, alone in d1.
@@ -118,6 +118,17 @@ pub struct KernelArgs {
         value_parser = domain_memory
     )]
     pub memory: Option<u32>,
+    /// With --kernel: TEXT typed ahead on the kernel's serial port (COM1), as if typed before
+    /// it started: it waits in the UART's receiver until the kernel reads it. `\n` is a
+    /// newline (`$'hello\nquit\n'` in bash, or a literal `\n` here).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "kernel",
+        conflicts_with_all = ["lab", "guest"],
+        allow_hyphen_values = true
+    )]
+    pub input: Option<String>,
 }
 
 /// `--memory MIB`: a domain's RAM, as the hypervisor takes it (`MIN_DOMAIN_MIB` to

@@ -13,10 +13,13 @@
 //!
 //! After reset every entry is masked. The PC wiring (the interrupt source overrides the MADT
 //! of QEMU's `pc` machine declares): the PIT's IRQ 0 comes in on pin 2; every other ISA IRQ
-//! *n* on pin *n*. Only the PIT is a source on this platform: while the kernel has masked
-//! IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC as a fixed
-//! interrupt at the entry's vector, requested in its IRR and ended by the local APIC's EOI
-//! (edge-triggered: no remote IRR). (Not modeled: level-triggered pins, other delivery
+//! *n* on pin *n*. Two sources on this platform: the PIT on pin 2 (while the kernel has
+//! masked IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC) and
+//! COM1 on pin 4. An edge on an unmasked pin whose entry is a fixed or lowest-priority
+//! interrupt is a message ([`Message`]): the local APIC it addresses (by APIC ID, or by
+//! logical ID: `LocalApic::addressed`) requests the entry's vector in its IRR, and the local
+//! APIC's EOI ends it (edge-triggered: no remote IRR). With one CPU, "lowest priority" is
+//! that CPU. (Not modeled: level-triggered pins, the NMI, SMI, INIT and ExtINT delivery
 //! modes, the IO-APIC's EOI register of version 0x20.)
 
 use alloc::format;
@@ -66,18 +69,34 @@ impl Default for IoApic {
     }
 }
 
+/// What a redirection entry sends to the local APICs (82093AA datasheet, 3.2.4): a vector
+/// and a destination, an APIC ID (physical mode) or a set of logical IDs (logical mode);
+/// the local APIC decides whether it is addressed (`LocalApic::addressed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    pub vector: u8,
+    pub logical: bool,
+    pub destination: u8,
+}
+
 impl IoApic {
     /// The vector the PIT's ticks arrive at in the local APIC, while pin 2 is unmasked and
     /// its entry is a fixed interrupt (delivery mode 000).
-    pub fn timer_vector(&self) -> Option<u8> {
-        self.fixed_vector(PIT_PIN)
+    pub fn timer_vector(&self) -> Option<Message> {
+        self.message(PIT_PIN)
     }
 
-    /// The vector an edge on `pin` requests in the local APIC, while the pin is unmasked
-    /// and its entry is a fixed interrupt (delivery mode 000).
-    pub fn fixed_vector(&self, pin: usize) -> Option<u8> {
+    /// The interrupt message an edge on `pin` sends, while the pin is unmasked and its
+    /// entry is a fixed or lowest-priority interrupt (delivery modes 000 and 001: with one
+    /// CPU, the lowest-priority one is that CPU; Xen and Linux program lowest priority).
+    pub fn message(&self, pin: usize) -> Option<Message> {
         let entry = *self.redirection.get(pin)?;
-        (entry & MASKED == 0 && (entry >> 8) & 7 == 0).then_some(entry as u8)
+        let mode = (entry >> 8) & 7;
+        (entry & MASKED == 0 && mode <= 1).then_some(Message {
+            vector: entry as u8,
+            logical: entry & (1 << 11) != 0,
+            destination: (entry >> 56) as u8,
+        })
     }
 
     /// A 32-bit read at `offset`: the value and what it was.
@@ -233,13 +252,28 @@ mod tests {
             what,
             "redirection entry 2 (the PIT's IRQ 0) = 0x22: vector 0x22, fixed, unmasked"
         );
-        assert_eq!(ioapic.timer_vector(), Some(0x22));
+        assert_eq!(ioapic.timer_vector().map(|message| message.vector), Some(0x22));
         set(&mut ioapic, 0x15, 0xff00_0000);
         assert_eq!(get(&mut ioapic, 0x15), 0xff00_0000);
         assert_eq!(
             ioapic.timer_vector(),
-            Some(0x22),
+            Some(Message {
+                vector: 0x22,
+                logical: false,
+                destination: 0xff
+            }),
             "the high half is the destination"
+        );
+        // Lowest priority, logical destination 1 (how Xen programs it): still a message.
+        set(&mut ioapic, 0x14, 0x9f0);
+        set(&mut ioapic, 0x15, 0x0100_0000);
+        assert_eq!(
+            ioapic.timer_vector(),
+            Some(Message {
+                vector: 0xf0,
+                logical: true,
+                destination: 1
+            })
         );
         // NMI delivery, or masked again: not the timer's interrupt.
         set(&mut ioapic, 0x14, 0x422);

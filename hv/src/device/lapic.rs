@@ -192,6 +192,23 @@ impl LocalApic {
         }
     }
 
+    /// Is this APIC a destination of an interrupt message (Intel SDM vol. 3A, 11.6.2)? In
+    /// physical mode, `destination` is its APIC ID, or 0xff for all; in logical mode it is a
+    /// set of logical IDs: in the flat model (DFR bits 31:28 = 1111) a bit mask matched
+    /// against LDR bits 31:24, in the cluster model a cluster (bits 7:4) and a mask (3:0).
+    pub fn addressed(&self, logical: bool, destination: u8) -> bool {
+        if !logical {
+            return destination == APIC_ID || destination == 0xff;
+        }
+        let logical_id = (self.ldr >> 24) as u8;
+        if self.dfr >> 28 == 0xf {
+            destination & logical_id != 0
+        } else {
+            (destination >> 4 == logical_id >> 4 || destination >> 4 == 0xf)
+                && destination & logical_id & 0xf != 0
+        }
+    }
+
     /// Request interrupt `vector` (its IRR bit). Vectors 0–15 are illegal: an error.
     pub fn request(&mut self, vector: u8) {
         if vector < 16 {
@@ -673,6 +690,19 @@ mod tests {
                 .contains("there are none")
         );
         assert!(!apic.requested.contains(0x50));
+    }
+
+    #[test]
+    fn an_interrupt_message_addresses_this_apic_by_id_or_by_logical_id() {
+        let mut apic = enabled();
+        assert!(apic.addressed(false, 0) && apic.addressed(false, 0xff));
+        assert!(!apic.addressed(false, 1), "APIC ID 1 is another CPU");
+        assert!(!apic.addressed(true, 1), "no logical ID yet (LDR 0)");
+        apic.write(reg::LDR, 0x0100_0000, 0); // logical ID 1, flat model
+        assert!(apic.addressed(true, 1) && apic.addressed(true, 0xff));
+        assert!(!apic.addressed(true, 2));
+        apic.write(reg::DFR, 0x0fff_ffff, 0); // cluster model: cluster 0, member 1
+        assert!(apic.addressed(true, 0x01) && !apic.addressed(true, 0x11));
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl Devices {
             });
         }
         let countdown = self.pit.countdown(now, tsc_hz)?;
-        let (vector, source) = match (self.pic.timer_vector(), self.ioapic.timer_vector()) {
+        let (vector, source) = match (self.pic.timer_vector(), self.ioapic_vector(ioapic::PIT_PIN)) {
             (Some(vector), _) => (vector, TimerSource::Pit),
             (None, Some(vector)) if self.lapic.software_enabled() => {
                 (vector, TimerSource::PitThroughIoApic)
@@ -278,7 +278,7 @@ impl Devices {
                 self.pic.timer_vector(),
             ),
             self.lapic.timer_state(),
-            self.ioapic.timer_vector(),
+            self.ioapic_vector(ioapic::PIT_PIN),
         )
     }
 
@@ -298,13 +298,22 @@ impl Devices {
             return Some("COM1's interrupt line (IRQ 4) drops".into());
         }
         let mut what = String::from("COM1 raises IRQ 4: requested at the PIC");
-        if let Some(vector) = self.ioapic.fixed_vector(ioapic::UART_PIN) {
+        if let Some(vector) = self.ioapic_vector(ioapic::UART_PIN) {
             self.lapic.request(vector);
             what.push_str(&format!(
                 ", and through IO-APIC pin 4 at the local APIC (vector {vector:#x})"
             ));
         }
         Some(what)
+    }
+
+    /// The vector an edge on IO-APIC `pin` requests in the local APIC: the pin's message,
+    /// if it addresses this CPU's APIC.
+    pub fn ioapic_vector(&self, pin: usize) -> Option<u8> {
+        let message = self.ioapic.message(pin)?;
+        self.lapic
+            .addressed(message.logical, message.destination)
+            .then_some(message.vector)
     }
 
     /// Bytes from the host's keyboard for COM1; what its interrupt line did.

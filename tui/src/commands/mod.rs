@@ -136,8 +136,30 @@ fn kernel_guest(
         cmdline: kernel.append.clone(),
         initrd: kernel.initrd.clone(),
         memory_mib: kernel.memory,
+        input: kernel.input.as_deref().map(typed_text),
         ..traplab_tracer::qemu::Guest::new(name, image)
     })
+}
+
+/// `--input TEXT` as the keys it stands for: a literal `\n` is Enter (the shell would need
+/// `$'…'` to pass a real newline), `\\` a backslash.
+fn typed_text(text: &str) -> String {
+    let mut typed = String::with_capacity(text.len());
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        match (character, characters.clone().next()) {
+            ('\\', Some('n')) => {
+                typed.push('\n');
+                characters.next();
+            }
+            ('\\', Some('\\')) => {
+                typed.push('\\');
+                characters.next();
+            }
+            _ => typed.push(character),
+        }
+    }
+    typed
 }
 
 /// `OPTION FILE` names a file this process can open for reading; else the error names the
