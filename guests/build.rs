@@ -8,7 +8,7 @@
 //! own `-T`, which replaces it. Cargo has "every bin" (`rustc-link-arg-bins`) and "this
 //! bin" (`rustc-link-arg-bin=NAME=ARG`), but no "every bin but this one".
 /// The bins that are multiboot kernels, not lab guests: they know nothing of traplab.
-const MULTIBOOT_KERNELS: [&str; 2] = ["multiboot-hello", "bad-cr0-kernel"];
+const MULTIBOOT_KERNELS: [&str; 3] = ["multiboot-hello", "bad-cr0-kernel", "serial-echo"];
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

@@ -92,7 +92,9 @@ pub struct LabBoot {
     /// The domain's RAM in MiB.
     #[serde(default)]
     pub memory_mib: Option<u32>,
-    /// Text typed ahead on the guest's COM1 (TOML's `\n` is a newline).
+    /// What COM1 receives, as if typed before the kernel started (`--input`): the bytes
+    /// the UART's receiver has no room for wait and move in as the kernel reads. A TOML
+    /// string's `\n` is a newline: `input = "hello\nquit\n"` is two lines.
     #[serde(default)]
     pub input: Option<String>,
 }
@@ -326,6 +328,15 @@ mod tests {
             parse("[disk]\nowner = 1\nimage = \"x\"").is_err(),
             "no other keys"
         );
+    }
+
+    #[test]
+    fn a_boot_table_takes_the_kernel_s_input_with_its_newlines() {
+        assert!(lab("[boot]").boot.expect("[boot]").input.is_none());
+        let boot = lab("[boot]\ninput = \"hello\\nquit\\n\"")
+            .boot
+            .expect("[boot]");
+        assert_eq!(boot.input.as_deref(), Some("hello\nquit\n"));
     }
 
     #[test]

@@ -528,6 +528,7 @@ every_lab! {
     pv_privop => "pv-privop",
     reflect_vs_bounce => "reflect-vs-bounce",
     segment_not_present => "segment-not-present",
+    serial_echo => "serial-echo",
     shared_page => "shared-page",
     simd_exception => "simd-exception",
     stack_fault => "stack-fault",

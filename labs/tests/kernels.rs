@@ -6,6 +6,8 @@
 mod common;
 
 use common::{console, ending, run_machine};
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,16 +194,24 @@ fn a_kernel_s_cr0_write_that_a_cpu_refuses_is_a_gp_not_a_failed_vmrun() {
     assert_eq!(ending(&run.events, 1).1, Some(0));
 }
 
-/// Run `kernel` under QEMU's own multiboot loader (`-kernel`), with the isa-debug-exit device
-/// and COM1 on stdout: its exit status and output, or a failure after `bound`.
+/// Run `kernel` under QEMU's own multiboot loader (`-kernel`), with `args` after it, the
+/// isa-debug-exit device, and COM1 on QEMU's stdin and stdout: `input` is what COM1 receives
+/// (then end of file). Its exit status and output, or a failure after `bound`.
+///
+/// Not `-nographic`: with it QEMU tells SeaBIOS to make COM1 its console (the fw_cfg file
+/// `etc/sercon-port`), and SeaBIOS prints its banner there and reads keys from it — the first
+/// byte of `input` would go to the firmware, not to the kernel.
 fn under_qemus_loader(
     kernel: &Path,
-    append: &str,
-    initrd: &Path,
+    args: &[&OsStr],
+    input: &[u8],
     bound: Duration,
 ) -> (i32, String) {
-    let output_file =
-        std::env::temp_dir().join(format!("traplab-kernels-{}-qemu.out", std::process::id()));
+    let name = kernel.file_name().unwrap_or_default().to_string_lossy();
+    let output_file = std::env::temp_dir().join(format!(
+        "traplab-kernels-{}-{name}-qemu.out",
+        std::process::id()
+    ));
     let output = std::fs::File::create(&output_file).expect("a temporary file");
     let mut qemu = Command::new("qemu-system-x86_64")
         .args([
@@ -223,14 +233,19 @@ fn under_qemus_loader(
         ])
         .arg("-kernel")
         .arg(kernel)
-        .args(["-append", append])
-        .arg("-initrd")
-        .arg(initrd)
-        .stdin(Stdio::null())
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(output)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("QEMU starts (the tests need qemu-system-x86_64)");
+    // The input fits in the pipe's buffer: the write does not wait for QEMU to read it.
+    // Dropping our end is the end of file.
+    let mut stdin = qemu.stdin.take().expect("QEMU's stdin is a pipe");
+    stdin
+        .write_all(input)
+        .expect("QEMU's stdin takes the input");
+    drop(stdin);
     // Wait for QEMU to end, with a bound: a kernel that hangs fails the test, never blocks it.
     let started = Instant::now();
     let status = loop {
@@ -254,8 +269,13 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
     let initrd = file_with("qemu-initrd", b"module bytes for QEMU");
     let (status, text) = under_qemus_loader(
         &guest_elf(KERNEL),
-        "hello world",
-        &initrd,
+        &[
+            "-append".as_ref(),
+            "hello world".as_ref(),
+            "-initrd".as_ref(),
+            initrd.as_os_str(),
+        ],
+        b"",
         traplab_labs::run::TIMEOUT,
     );
     std::fs::remove_file(&initrd).ok();
@@ -306,4 +326,34 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
         assert!(lines.contains(&line), "{line:?} in:\n{text}");
     }
     assert_eq!(lines.last(), Some(&"multiboot-hello: done"), "{text}");
+}
+
+#[test]
+fn serial_echo_reads_its_input_by_interrupt_under_qemus_own_loader() {
+    // QEMU's own 16550 and 8259A: the kernel's receive path (IER, OUT2, IRQ 4 at vector
+    // 0x24, RBR while LSR.DR, the EOI) works on the real models, not only on traplab's. The
+    // bytes are all there before the kernel starts; `\r\n` and a bare `\n` both end a line,
+    // the empty line between them is none, and only the first 64 bytes of a line are kept.
+    let long = "x".repeat(70);
+    let input = format!("hello\r\n\n{long}\nquit\n");
+    let (status, text) = under_qemus_loader(
+        &guest_elf("serial-echo"),
+        &[],
+        input.as_bytes(),
+        traplab_labs::run::TIMEOUT,
+    );
+    assert_eq!(status, 1, "the kernel wrote 0 to port 0xf4:\n{text}");
+    let kept = format!("you typed: {} (64 bytes)", &long[..64]);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "serial-echo: type a line (quit ends)",
+            "you typed: hello (5 bytes)",
+            kept.as_str(),
+            "you typed: quit (4 bytes)",
+            // QEMU's UART as reset leaves it, FIFOs off: IIR bits 7:6 clear.
+            "the first serial interrupt: IIR = 0x04 (received data available)",
+            "serial-echo: done",
+        ]
+    );
 }
