@@ -357,3 +357,36 @@ fn serial_echo_reads_its_input_by_interrupt_under_qemus_own_loader() {
         ]
     );
 }
+
+#[test]
+fn serial_echo_reads_the_same_input_by_irq_4_under_traplab() {
+    // The same kernel and input as under QEMU's own loader above, typed ahead on the
+    // domain's COM1 (`--input`): the same lines, taken through traplab's 16550, its PIC's
+    // IRQ 4 (request, in service, EOI) and the vector the hypervisor injects.
+    let long = "x".repeat(70);
+    let mut machine = machine_for(&["serial-echo"]);
+    machine.guests[0].input = Some(format!("hello\r\n\n{long}\nquit\n"));
+    let run = run_machine(&machine);
+    let kept = format!("you typed: {} (64 bytes)", &long[..64]);
+    assert_eq!(
+        console(&run.events, 1),
+        [
+            "serial-echo: type a line (quit ends)",
+            "you typed: hello (5 bytes)",
+            kept.as_str(),
+            "you typed: quit (4 bytes)",
+            "the first serial interrupt: IIR = 0x04 (received data available)",
+            "serial-echo: done",
+        ]
+    );
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+    let injected_at_0x24 = run
+        .events
+        .iter()
+        .filter(|event| matches!(&event.body, Body::Inject(inject) if inject.vector == 0x24))
+        .count();
+    assert!(
+        injected_at_0x24 >= 3,
+        "at least one interrupt for each of the three lines: {injected_at_0x24}"
+    );
+}
