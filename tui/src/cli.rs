@@ -527,7 +527,7 @@ mod tests {
             };
             let parsed = parse(&[
                 command, "--kernel", "k.elf", "--initrd", "i.img", "--append", "-v a,b",
-                "--memory", "64",
+                "--memory", "64", "--input", "ls\\n",
             ])
             .unwrap_or_else(|error| panic!("{command}: {error}"));
             let (lab, args) = kernel(parsed);
@@ -536,6 +536,7 @@ mod tests {
             assert_eq!(args.initrd, Some("i.img".into()));
             assert_eq!(args.append.as_deref(), Some("-v a,b"));
             assert_eq!(args.memory, Some(64));
+            assert_eq!(args.input.as_deref(), Some("ls\\n"));
             let error = |args: &[&str]| {
                 parse(&[&[command], args].concat())
                     .err()
@@ -556,6 +557,7 @@ mod tests {
                 ["hello", "--initrd", "i"].as_slice(),
                 &["hello", "--append", "a"],
                 &["hello", "--memory", "64"],
+                &["hello", "--input", "x"],
                 &["--guest", "hello", "--initrd", "i"],
             ] {
                 assert_eq!(
@@ -568,6 +570,7 @@ mod tests {
                 ["--initrd", "i"].as_slice(),
                 &["--append", "a"],
                 &["--memory", "64"],
+                &["--input", "x"],
             ] {
                 assert_eq!(
                     error(without_kernel),

@@ -236,6 +236,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn typed_text_turns_a_literal_backslash_n_into_enter() {
+        assert_eq!(typed_text("hello\\nquit\\n"), "hello\nquit\n");
+        assert_eq!(typed_text("a\\\\nb"), "a\\nb", "an escaped backslash stays one");
+        assert_eq!(typed_text("real\nnewline\\"), "real\nnewline\\");
+    }
+
+    #[test]
     fn gdb_attaches_to_a_domain_the_machine_has() {
         let no_kernel = crate::cli::KernelArgs::default();
         let (_, mut machine) = machine(&None, &Some("hello".into()), &no_kernel, &[])
@@ -282,6 +289,7 @@ mod tests {
             initrd: Some(initrd.0.clone()),
             append: Some("console=ttyS0,115200 quiet".into()),
             memory: Some(512),
+            input: Some("ls\\n".into()),
         };
         let (name, built) = machine(&None, &None, &kernel, &["intercept-cr".into()])
             .expect("a readable kernel and initrd");
@@ -296,6 +304,7 @@ mod tests {
                 cmdline: Some("console=ttyS0,115200 quiet".into()),
                 initrd: Some(initrd.0.clone()),
                 memory_mib: Some(512),
+                input: Some("ls\n".into()),
             }]
         );
         assert_eq!(built.hv, traplab_labs::hv_elf());
