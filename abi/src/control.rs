@@ -48,6 +48,41 @@ pub enum Command {
     AddBreak(Break),
     /// Forget every breakpoint.
     ClearBreaks,
+    /// Keys typed on the host, for a domain's COM1 (`traplab run`).
+    Input(Keys),
+}
+
+/// Up to 16 bytes typed on the host for domain `domain`'s COM1: they arrive in its UART's
+/// receiver (`hv/src/device/uart.rs`) as if typed on a terminal wired to it. Longer input is
+/// posted as several commands ([`Keys::split`]), in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    pub domain: u16,
+    len: u8,
+    bytes: [u8; Keys::MAX],
+}
+
+impl Keys {
+    /// The most bytes one command carries: two of the slot's words.
+    pub const MAX: usize = 16;
+
+    /// `text` for `domain`, in commands of at most [`Keys::MAX`] bytes.
+    pub fn split(domain: u16, text: &[u8]) -> impl Iterator<Item = Keys> + '_ {
+        text.chunks(Keys::MAX).map(move |chunk| {
+            let mut bytes = [0; Keys::MAX];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            Keys {
+                domain,
+                len: chunk.len() as u8,
+                bytes,
+            }
+        })
+    }
+
+    /// The bytes typed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 /// Where to stop: checked against every `exit` event.
@@ -82,6 +117,19 @@ impl Command {
             Command::AddBreak(Break::Hypercall(number)) => [5, 4, number, 0],
             Command::AddBreak(Break::Code { start, end }) => [5, 5, start, end],
             Command::ClearBreaks => [6, 0, 0, 0],
+            Command::Input(keys) => {
+                let word = |half: usize| {
+                    let mut eight = [0; 8];
+                    eight.copy_from_slice(&keys.bytes[half * 8..half * 8 + 8]);
+                    u64::from_le_bytes(eight)
+                };
+                [
+                    7 | (keys.domain as u64) << 8 | (keys.len as u64) << 24,
+                    word(0),
+                    word(1),
+                    0,
+                ]
+            }
         }
     }
 
@@ -98,6 +146,20 @@ impl Command {
             [5, 4, number, _] => Command::AddBreak(Break::Hypercall(number)),
             [5, 5, start, end] if start < end => Command::AddBreak(Break::Code { start, end }),
             [6, ..] => Command::ClearBreaks,
+            [opcode, low, high, _] if opcode & 0xff == 7 => {
+                let len = (opcode >> 24) as u8;
+                if opcode >> 32 != 0 || len as usize > Keys::MAX {
+                    return None;
+                }
+                let mut bytes = [0; Keys::MAX];
+                bytes[..8].copy_from_slice(&low.to_le_bytes());
+                bytes[8..].copy_from_slice(&high.to_le_bytes());
+                Command::Input(Keys {
+                    domain: (opcode >> 8) as u16,
+                    len,
+                    bytes,
+                })
+            }
             _ => return None,
         })
     }
@@ -311,9 +373,19 @@ mod tests {
                 end: 0x20_0300,
             }),
             Command::ClearBreaks,
-        ] {
+        ]
+        .into_iter()
+        .chain(Keys::split(1, b"ls -l /proc/interrupts\n").map(Command::Input))
+        {
             assert_eq!(Command::decode(command.encode()), Some(command));
         }
+        let lengths: [usize; 3] = core::array::from_fn(|index| {
+            Keys::split(3, &[b'x'; 40])
+                .nth(index)
+                .map_or(0, |keys| keys.bytes().len())
+        });
+        assert_eq!(lengths, [16, 16, 8], "split in order, at most 16 bytes each");
+        assert_eq!(Command::decode([7 | 17 << 24, 0, 0, 0]), None, "at most 16 bytes");
         assert_eq!(Command::decode([99, 0, 0, 0]), None);
         assert_eq!(Command::decode([5, 2, 300, 0]), None, "a vector is a byte");
         assert_eq!(Command::decode([5, 5, 9, 9]), None, "an empty range");

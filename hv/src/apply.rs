@@ -250,6 +250,27 @@ pub fn before_resume(
     }
 }
 
+/// Keys the host typed for this domain's COM1 (`traplab run`): into its receiver before the
+/// guest resumes, where they may raise IRQ 4; the trace says what came and what it did.
+pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &mut Vec<Body>) {
+    let keys = machine.take_keys(domain.id);
+    if keys.is_empty() {
+        return;
+    }
+    let mut what = format!(
+        "the host typed {:?} on COM1: into its receiver",
+        String::from_utf8_lossy(&keys)
+    );
+    if let Some(line) = domain.devices.serial_input(&keys) {
+        what.push_str("; ");
+        what.push_str(&line);
+    }
+    events.push(Body::Emulate(Emulate {
+        what: Cow::Owned(what),
+        changes: Vec::new(),
+    }));
+}
+
 /// An effect the handler could not foresee failing: the domain ends.
 struct Failure {
     why: String,
@@ -486,6 +507,20 @@ impl Step<'_, '_> {
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
+                if self.domain.pending_interrupt().is_none()
+                    && self.domain.vcpu.interrupts.timer.is_none()
+                    && self.machine.keyboard()
+                {
+                    // Nothing but a key can wake it: halt until the host types one.
+                    while !self.machine.keys_typed() {
+                        ticks += self.machine.halt_until(u64::MAX);
+                    }
+                    let plural = if ticks == 1 { "" } else { "s" };
+                    self.reports.push(format!(
+                        "the hypervisor waited {ticks} tick{plural} of its own timer for a key"
+                    ));
+                    return Ok(());
+                }
                 if self.domain.pending_interrupt().is_none()
                     && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {

@@ -20,7 +20,7 @@ use crate::clock::{begin_stop, end_stop};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
-use traplab_abi::control::{Break, Command, ExitFacts, Mailbox};
+use traplab_abi::control::{Break, Command, ExitFacts, Keys, Mailbox};
 use traplab_abi::event::{Body, Event};
 use traplab_abi::ring;
 use traplab_hv::{Domain, Exit};
@@ -42,6 +42,8 @@ struct Controller {
     mailbox: Mailbox,
     run_state: RunState,
     breaks: Vec<Break>,
+    /// Keys the host typed, not yet taken by their domain (`take_keys`).
+    keys: Vec<Keys>,
     /// The first stop waits for the run loop ([`when_ready`]).
     deferred: bool,
 }
@@ -76,6 +78,7 @@ pub fn enable(paused: bool) {
         mailbox,
         run_state,
         breaks: Vec::new(),
+        keys: Vec::new(),
         deferred: paused,
     });
 }
@@ -144,6 +147,46 @@ fn hold(seq: u64, meanwhile: &mut dyn FnMut()) {
         core::hint::spin_loop();
     }
     end_stop();
+}
+
+/// Does the host control the hypervisor (`traplab run`)? Then it may also type keys.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Has the host typed keys that no domain has taken yet? (Takes the host's commands: the
+/// hypervisor asks while it halts, when no event comes to a checkpoint.)
+pub fn keys_typed() -> bool {
+    if !enabled() {
+        return false;
+    }
+    let mut guard = CONTROLLER.lock();
+    let Some(controller) = guard.as_mut() else {
+        return false;
+    };
+    controller.take_commands();
+    !controller.keys.is_empty()
+}
+
+/// The keys the host typed for domain `domain`'s COM1, in order.
+pub fn take_keys(domain: u16) -> Vec<u8> {
+    if !enabled() {
+        return Vec::new();
+    }
+    let mut guard = CONTROLLER.lock();
+    let Some(controller) = guard.as_mut() else {
+        return Vec::new();
+    };
+    controller.take_commands();
+    let mut typed = Vec::new();
+    controller.keys.retain(|keys| {
+        let mine = keys.domain == domain;
+        if mine {
+            typed.extend_from_slice(keys.bytes());
+        }
+        !mine
+    });
+    typed
 }
 
 /// The facts a breakpoint looks at, from the exit `domain` is in.
@@ -223,6 +266,7 @@ impl Controller {
                 }
             }
             Command::ClearBreaks => self.breaks.clear(),
+            Command::Input(keys) => self.keys.push(keys),
         }
     }
 }

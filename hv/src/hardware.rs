@@ -2,7 +2,7 @@
 //! (`traplab_hv::Machine`): the CPU's CPUID, the TSC, the hypervisor's timer, and the few
 //! instructions only the physical CPU can run for a guest.
 
-use crate::{time, timer};
+use crate::{control, time, timer};
 use traplab_hv::Machine;
 
 /// This machine.
@@ -41,7 +41,7 @@ impl Machine for Hardware {
 
     fn halt_until(&mut self, tsc: u64) -> u64 {
         let start = timer::ticks();
-        while time::rdtsc() < tsc {
+        while time::rdtsc() < tsc && !control::keys_typed() {
             // The hypervisor halts too: STI;HLT sleeps until its own timer's next tick
             // (taken by our IDT, `timer::tick`), then CLI and look at the clock again. GIF
             // is set between world switches, so the tick can come in.
@@ -49,6 +49,18 @@ impl Machine for Hardware {
             x86_64::instructions::interrupts::disable();
         }
         timer::ticks() - start
+    }
+
+    fn keyboard(&self) -> bool {
+        control::enabled()
+    }
+
+    fn keys_typed(&mut self) -> bool {
+        control::keys_typed()
+    }
+
+    fn take_keys(&mut self, domain: u16) -> alloc::vec::Vec<u8> {
+        control::take_keys(domain)
     }
 
     fn invalidate_page(&mut self, address: u64, asid: u32) {

@@ -32,9 +32,20 @@ pub trait Machine {
     /// guest's timer is due.
     fn start_timer(&mut self);
 
-    /// Halt the physical CPU until the TSC reaches `tsc` (the hypervisor's timer wakes it);
-    /// how many of its ticks that took.
+    /// Halt the physical CPU until the TSC reaches `tsc` (the hypervisor's timer wakes it),
+    /// or until the host has typed keys ([`Machine::keys_typed`]); how many of its ticks
+    /// that took.
     fn halt_until(&mut self, tsc: u64) -> u64;
+
+    /// Does a terminal on the host forward keys to the domains' COM1 (`traplab run`)? Then
+    /// a guest waiting for its serial port's interrupt waits for a key.
+    fn keyboard(&self) -> bool;
+
+    /// Have keys come from the host that no domain has taken yet?
+    fn keys_typed(&mut self) -> bool;
+
+    /// The keys the host typed for domain `domain`'s COM1 since the last call.
+    fn take_keys(&mut self, domain: u16) -> alloc::vec::Vec<u8>;
 
     /// INVLPGA: drop the TLB entry of `address` in address space `asid` (APM vol. 2,
     /// 15.16.3).

@@ -481,6 +481,7 @@ fn run_vcpu(
             continue;
         };
         if applied.end.is_none() && applied.switch.is_none() {
+            apply::keys_from_host(domain, machine, &mut events);
             apply::before_resume(domain, &exit, &mut applied, &mut events);
         }
         for body in events.drain(..) {

@@ -153,6 +153,10 @@ pub struct FakeMachine {
     pub now: Cell<u64>,
     pub ticks: u64,
     pub calls: Vec<String>,
+    /// A terminal forwards keys (`traplab run`).
+    pub keyboard: bool,
+    /// Keys typed and not taken: for which domain, what.
+    pub keys: Vec<(u16, Vec<u8>)>,
 }
 
 /// The TSC rate of the fake machine: 1 GHz, so 1 µs is 1,000 ticks.
@@ -164,6 +168,8 @@ impl Default for FakeMachine {
             now: Cell::new(1_000_000),
             ticks: 0,
             calls: Vec::new(),
+            keyboard: false,
+            keys: Vec::new(),
         }
     }
 }
@@ -219,6 +225,22 @@ impl Machine for FakeMachine {
         self.ticks += 3;
         self.calls.push(format!("halt_until {tsc}"));
         3
+    }
+
+    fn keyboard(&self) -> bool {
+        self.keyboard
+    }
+
+    fn keys_typed(&mut self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    fn take_keys(&mut self, domain: u16) -> Vec<u8> {
+        let (mine, others) = core::mem::take(&mut self.keys)
+            .into_iter()
+            .partition(|(to, _)| *to == domain);
+        self.keys = others;
+        mine.into_iter().flat_map(|(_, bytes)| bytes).collect()
     }
 
     fn invalidate_page(&mut self, address: u64, asid: u32) {
@@ -296,6 +318,17 @@ impl Run {
     }
 
     /// The `emulate` event (panics when there is none).
+    /// What every `emulate` event says, in order.
+    pub fn emulates(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|body| match body {
+                Body::Emulate(emulate) => Some(&*emulate.what),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn emulate(&self) -> &Emulate {
         self.events
             .iter()
@@ -673,6 +706,7 @@ impl Test {
             true,
         );
         if applied.end.is_none() {
+            apply::keys_from_host(&mut self.domain, &mut self.machine, &mut events);
             apply::before_resume(&mut self.domain, &exit, &mut applied, &mut events);
         }
         Run {

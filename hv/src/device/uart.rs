@@ -184,6 +184,13 @@ impl Uart {
             && self.interrupt_identity() != iir::NONE
     }
 
+    /// Does a received byte interrupt the CPU: the received-data interrupt enabled, OUT2
+    /// set, not in loopback? (A guest halted with this on waits for a key.)
+    pub fn listening(&self) -> bool {
+        self.interrupt_enable & ier::RECEIVED_DATA != 0
+            && self.modem_control & (mcr::OUT2 | mcr::LOOP) == mcr::OUT2
+    }
+
     /// One byte to the console; a completed line comes back.
     pub fn transmit(&mut self, byte: u8) -> Option<String> {
         match byte {

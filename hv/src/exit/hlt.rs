@@ -10,7 +10,10 @@
 //!   the guest's timer is due, skips the HLT and delivers the interrupt (before the next
 //!   VMRUN, `apply.rs`).
 //!
-//! When nothing can ever interrupt it (no timer, and no event can reach it) the domain
+//! - alone, without a timer, with its COM1's receiver interrupt on while the host forwards
+//!   keys (`traplab run`): the hypervisor halts until a key comes (`apply::keys_from_host`).
+//!
+//! When nothing can ever interrupt it (no timer, no event can reach it, no key) the domain
 //! ends too.
 
 use super::{Exit, undecodable};
@@ -59,7 +62,12 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
             RunState::Runnable | RunState::Blocked(_)
         )
     });
-    if !owed && interrupts.timer.is_none() && !(reachable && others_run) {
+    // A key can reach it: the host forwards a terminal's keys (`traplab run`) and its COM1
+    // interrupts on a received byte.
+    let keys_reach = guest.machine.keyboard() && guest.devices.console.listening();
+    let can_be_woken =
+        owed || interrupts.timer.is_some() || (reachable && others_run) || keys_reach;
+    if !can_be_woken {
         return decide!(
             Action::Emulate,
             "{context}HLT waits for an interrupt, and no device of this domain raises one (no timer, no event can reach it): the domain is done"
@@ -78,6 +86,17 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .with(Effect::EndInterruptShadow)
         .with(Effect::Block(Wait::Interrupt))
         .describe("HLT: the virtual CPU blocks");
+    }
+    if !owed && interrupts.timer.is_none() && keys_reach {
+        return decide!(
+            Action::Emulate,
+            "{context}HLT with interrupts on and no timer: the hypervisor waits for a key the host types on COM1, whose receiver interrupt is on"
+        )
+        .with(Effect::Rip(next))
+        .with(Effect::EndInterruptShadow)
+        .with(Effect::StartHostTimer)
+        .with(Effect::HaltUntilInterrupt)
+        .describe("HLT");
     }
     // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
     // interrupt may be delivered right after it.
@@ -125,6 +144,57 @@ mod tests {
             to_local_apic: false,
         });
         test
+    }
+
+    /// A kernel waiting for a line on COM1: the PICs at 0x20, only IRQ 4 open, the UART's
+    /// received-data interrupt on and OUT2 set; no timer.
+    fn waiting_for_a_key(keyboard: bool) -> Test {
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.gate(0x24, HANDLER);
+        test.machine.keyboard = keyboard;
+        let devices = &mut test.domain.devices;
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef)] {
+            devices.pic.write(port, value);
+        }
+        devices.console.write(1, 0x01);
+        devices.console.write(4, 0x0b);
+        test
+    }
+
+    #[test]
+    fn with_a_keyboard_hlt_waits_for_the_key_and_its_irq_4_comes_after_it() {
+        let mut test = waiting_for_a_key(true);
+        test.machine.keys.push((1, b"k".to_vec()));
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            run.decision.why.contains("waits for a key the host types on COM1"),
+            "{}",
+            run.decision.why
+        );
+        assert!(run.decision.effects.contains(&Effect::StartHostTimer));
+        let typed = run
+            .emulates()
+            .into_iter()
+            .find(|what| what.starts_with("the host typed"))
+            .expect("the keys are in the trace");
+        assert_eq!(
+            typed,
+            "the host typed \"k\" on COM1: into its receiver; COM1 raises IRQ 4: requested at the PIC"
+        );
+        assert_eq!(run.injected().vector, 0x24, "delivered after the HLT");
+        assert_eq!(test.rip(), ENTRY + 1, "the guest goes on after the HLT, into its handler");
+    }
+
+    #[test]
+    fn without_a_keyboard_a_kernel_waiting_for_its_serial_port_is_done() {
+        let mut test = waiting_for_a_key(false);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&run.decision),
+            (0, "halted waiting for an interrupt that no device sends")
+        );
     }
 
     #[test]
