@@ -508,20 +508,6 @@ impl Step<'_, '_> {
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
                 if self.domain.pending_interrupt().is_none()
-                    && self.domain.vcpu.interrupts.timer.is_none()
-                    && self.machine.keyboard()
-                {
-                    // Nothing but a key can wake it: halt until the host types one.
-                    while !self.machine.keys_typed() {
-                        ticks += self.machine.halt_until(u64::MAX);
-                    }
-                    let plural = if ticks == 1 { "" } else { "s" };
-                    self.reports.push(format!(
-                        "the hypervisor waited {ticks} tick{plural} of its own timer for a key"
-                    ));
-                    return Ok(());
-                }
-                if self.domain.pending_interrupt().is_none()
                     && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {
                     ticks = self.machine.halt_until(timer.due_tsc);

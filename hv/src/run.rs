@@ -45,7 +45,7 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
-use traplab_hv::domain::vcpu::RunState;
+use traplab_hv::domain::vcpu::{RunState, Wait};
 use traplab_hv::schedule::{self, Start, Switch};
 use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
 
@@ -272,7 +272,14 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         {
             return None;
         }
-        let Some(due) = schedule::earliest_timer(&system.domains) else {
+        // A blocked kernel that waits for its serial port while the host forwards keys
+        // (`traplab run`): a key can still wake it.
+        let listening = machine.keyboard()
+            && system.domains.iter().any(|domain| {
+                domain.vcpu.run_state.is_blocked() && domain.devices.console.listening()
+            });
+        let due = schedule::earliest_timer(&system.domains);
+        if due.is_none() && !listening {
             let blocked: Vec<u16> = system
                 .domains
                 .iter()
@@ -286,19 +293,59 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
                 finish(running, id, end);
             }
             continue;
-        };
+        }
+        let due = due.unwrap_or(u64::MAX);
         let until = match running {
             // gdb waits two seconds for an answer: look at its line every 1/100 s (the
             // hypervisor's timer runs with gdb, `gdb::enable`, and wakes the HLT).
             Running::Debugged(_) => due.min(machine.now() + crate::time::tsc_hz() / 100),
             Running::Alone(_) => due,
         };
+        if listening {
+            // Its ticks wake the HLT below to look for keys (`Hardware::halt_until`).
+            machine.start_timer();
+        }
         machine.halt_until(until);
+        if let Some(woken) = wake_on_keys(running, machine) {
+            record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
+            return Some(woken);
+        }
         if let Some(woken) = wake_on_timers(running.system(), None, machine.now()) {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
             return Some(woken);
         }
     }
+}
+
+/// Keys the host typed for blocked domains go into their COM1 (`apply::keys_from_host`, in
+/// the trace); a vCPU halted for an interrupt that now has one to take is runnable again.
+/// The first one woken.
+fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
+    if !machine.keys_typed() {
+        return None;
+    }
+    let mut first = None;
+    let ids: Vec<u16> = running.system().domains.iter().map(|domain| domain.id).collect();
+    for id in ids {
+        let mut events = Vec::new();
+        let Some(domain) = running.system().domain_mut(id) else {
+            continue;
+        };
+        if !domain.vcpu.run_state.is_blocked() {
+            continue;
+        }
+        apply::keys_from_host(domain, machine, &mut events);
+        if domain.vcpu.run_state == RunState::Blocked(Wait::Interrupt)
+            && domain.pending_interrupt().is_some()
+        {
+            domain.vcpu.run_state = RunState::Runnable;
+            first = first.or(Some(id));
+        }
+        for body in events {
+            running.record(Some(id), body);
+        }
+    }
+    first
 }
 
 /// Blocked vCPUs (other than `running`) whose timers are due at `now`: their tick becomes

@@ -318,17 +318,6 @@ impl Run {
     }
 
     /// The `emulate` event (panics when there is none).
-    /// What every `emulate` event says, in order.
-    pub fn emulates(&self) -> Vec<&str> {
-        self.events
-            .iter()
-            .filter_map(|body| match body {
-                Body::Emulate(emulate) => Some(&*emulate.what),
-                _ => None,
-            })
-            .collect()
-    }
-
     pub fn emulate(&self) -> &Emulate {
         self.events
             .iter()

@@ -3,7 +3,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::time::{Duration, Instant};
-use traplab_abi::event::Body;
+use traplab_abi::event::{Body, DomainState};
 use traplab_tracer::qemu::ControlStart;
 use traplab_tracer::session::{Item, Options as SessionOptions, Session};
 use traplab_tui::ui::app::LiveState;
@@ -126,4 +126,81 @@ fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
             "stopped again after the return"
         );
     }
+}
+
+/// Feed the session's items to the app until one of domain 1's events is `wanted`, within a
+/// bound.
+fn until_event(app: &mut App, session: &mut Session, what: &str, wanted: impl Fn(&Body) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "never came: {what}");
+        if let Some(control) = session.control()
+            && app.live.as_ref().is_some_and(|live| live.control.is_none())
+        {
+            app.set_control(control);
+        }
+        while let Some(item) = session.next_within(Some(Duration::from_millis(5))) {
+            let seen = match &item {
+                Item::Event(event) => event.dom == Some(1) && wanted(&event.body),
+                Item::Finished(finish) => panic!("QEMU finished before {what}: {finish:?}"),
+                _ => false,
+            };
+            app.take_item(item);
+            if seen {
+                return;
+            }
+        }
+        app.sync();
+    }
+}
+
+fn console_line(line: &'static str) -> impl Fn(&Body) -> bool {
+    move |body| matches!(body, Body::Console(console) if console.text == line)
+}
+
+#[test]
+fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
+    // serial-echo waits for a line with its UART's receiver interrupt on and no timer: with
+    // keys forwarded, the hypervisor halts until one comes (instead of ending the domain).
+    let mut machine = traplab_labs::machine_for(&["serial-echo"]);
+    machine.control = Some(ControlStart::Run);
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(180)),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut app = App::live(
+        "serial-echo",
+        Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        },
+    );
+    let waits_for_a_key = |body: &Body| {
+        matches!(body, Body::Decide(decide) if decide.why.contains("blocks until a key the host types on COM1"))
+    };
+    until_event(&mut app, &mut session, "the HLT that waits for a key", waits_for_a_key);
+    keys(&mut app, "ihello world\n");
+    assert_eq!(
+        app.message.as_deref(),
+        Some("typed \"hello world\\n\" on d1's COM1")
+    );
+    until_event(
+        &mut app,
+        &mut session,
+        "the keys in the trace",
+        |body| matches!(body, Body::Emulate(emulate) if emulate.what.starts_with("the host typed \"hello world\\n\" on COM1")),
+    );
+    until_event(
+        &mut app,
+        &mut session,
+        "the echo",
+        console_line("you typed: hello world (11 bytes)"),
+    );
+    until_event(&mut app, &mut session, "the next wait", waits_for_a_key);
+    keys(&mut app, "iquit\n");
+    until_event(&mut app, &mut session, "the end", |body| {
+        matches!(body, Body::Domain(change) if change.state == DomainState::Exited && change.status == Some(0))
+    });
 }

@@ -10,8 +10,9 @@
 //!   the guest's timer is due, skips the HLT and delivers the interrupt (before the next
 //!   VMRUN, `apply.rs`).
 //!
-//! - alone, without a timer, with its COM1's receiver interrupt on while the host forwards
-//!   keys (`traplab run`): the hypervisor halts until a key comes (`apply::keys_from_host`).
+//! - without a timer, with its COM1's receiver interrupt on while the host forwards keys
+//!   (`traplab run`): its vCPU blocks, and the hypervisor's idle loop halts until a key comes
+//!   (`run.rs`, `apply::keys_from_host`).
 //!
 //! When nothing can ever interrupt it (no timer, no event can reach it, no key) the domain
 //! ends too.
@@ -88,15 +89,18 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .describe("HLT: the virtual CPU blocks");
     }
     if !owed && interrupts.timer.is_none() && keys_reach {
+        // Blocked, the vCPU leaves the CPU and the trace shows the wait at once; the
+        // scheduler's idle loop halts until a key comes (`run.rs`).
         return decide!(
             Action::Emulate,
-            "{context}HLT with interrupts on and no timer: the hypervisor waits for a key the host types on COM1, whose receiver interrupt is on"
+            "{context}HLT with interrupts on and no timer: d{} blocks until a key the host types on COM1, whose receiver interrupt is on",
+            guest.id
         )
         .with(Effect::Rip(next))
         .with(Effect::EndInterruptShadow)
         .with(Effect::StartHostTimer)
-        .with(Effect::HaltUntilInterrupt)
-        .describe("HLT");
+        .with(Effect::Block(Wait::Interrupt))
+        .describe("HLT: the virtual CPU blocks");
     }
     // HLT ends an interrupt shadow (a `sti; hlt` pair halts in STI's shadow): the
     // interrupt may be delivered right after it.
@@ -124,7 +128,7 @@ mod tests {
     use crate::domain::interrupts::VirtualTimer;
     use crate::schedule::Switch;
     use crate::testing::{self, ENTRY, Run, SHARED_INFO, Test};
-    use traplab_abi::event::EventType;
+    use traplab_abi::event::{Body, EventType};
     use traplab_abi::evtchn::shared_info;
     use traplab_abi::exit::ExitReason;
 
@@ -164,27 +168,34 @@ mod tests {
     }
 
     #[test]
-    fn with_a_keyboard_hlt_waits_for_the_key_and_its_irq_4_comes_after_it() {
+    fn with_a_keyboard_hlt_blocks_until_a_key_and_the_key_raises_irq_4() {
         let mut test = waiting_for_a_key(true);
-        test.machine.keys.push((1, b"k".to_vec()));
         let run = test.run(test.exit(ExitReason::Hlt));
         assert!(
-            run.decision.why.contains("waits for a key the host types on COM1"),
+            run.decision.why.contains("blocks until a key the host types on COM1"),
             "{}",
             run.decision.why
         );
         assert!(run.decision.effects.contains(&Effect::StartHostTimer));
-        let typed = run
-            .emulates()
-            .into_iter()
-            .find(|what| what.starts_with("the host typed"))
-            .expect("the keys are in the trace");
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::Block(Wait::Interrupt))
+        );
+        // The key, taken by the scheduler's idle loop (`run.rs`): into the receiver, and
+        // IRQ 4 is owed, which wakes the HLT.
+        test.machine.keys.push((1, b"k".to_vec()));
+        let mut events = Vec::new();
+        crate::apply::keys_from_host(&mut test.domain, &mut test.machine, &mut events);
+        let [Body::Emulate(typed)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
         assert_eq!(
-            typed,
+            typed.what,
             "the host typed \"k\" on COM1: into its receiver; COM1 raises IRQ 4: requested at the PIC"
         );
-        assert_eq!(run.injected().vector, 0x24, "delivered after the HLT");
-        assert_eq!(test.rip(), ENTRY + 1, "the guest goes on after the HLT, into its handler");
+        assert_eq!(test.domain.pending_interrupt(), Some(0x24));
+        assert!(test.machine.keys.is_empty(), "taken");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ratatui::crossterm::event::{
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
-use traplab_abi::control::{Break, Command, ExitFacts};
+use traplab_abi::control::{Break, Command, ExitFacts, Keys};
 use traplab_abi::event::Action;
 use traplab_abi::event::{Body, Event};
 use traplab_tracer::code::GuestImage;
@@ -93,6 +93,8 @@ pub enum Purpose {
     Search,
     /// `b`: break on a trap class, vector, port or hypercall.
     Break,
+    /// `i` (live): a line to type on domain `dom`'s COM1; Enter sends it with a newline.
+    Type { dom: u16 },
 }
 
 /// What the hypervisor of a live run is doing.
@@ -916,6 +918,12 @@ impl App {
                 let Some(prompt) = self.prompt.take() else {
                     return;
                 };
+                if let Purpose::Type { dom } = prompt.purpose {
+                    // Typed as it stands, blanks and an empty line included: Enter is the
+                    // newline a terminal would send.
+                    self.type_keys(dom, format!("{}\n", prompt.text).as_bytes());
+                    return;
+                }
                 let text = prompt.text.trim().to_string();
                 if text.is_empty() {
                     return;
@@ -926,6 +934,7 @@ impl App {
                         self.find(&text, true);
                     }
                     Purpose::Break => self.add_break(&text),
+                    Purpose::Type { .. } => {}
                 }
             }
             _ => {}
@@ -965,10 +974,42 @@ impl App {
                 self.breaks.clear();
                 Command::ClearBreaks
             }
+            KeyCode::Char('i') => {
+                self.prompt = Some(Prompt {
+                    purpose: Purpose::Type {
+                        dom: self.typing_domain(),
+                    },
+                    text: String::new(),
+                });
+                return true;
+            }
             _ => return false,
         };
         self.send(command);
         true
+    }
+
+    /// The domain whose COM1 `i` types on: the selected flow's, else d1 (a kernel's).
+    fn typing_domain(&self) -> u16 {
+        let flows = self.trace.flows();
+        self.selected_flow()
+            .and_then(|number| flows.get(number))
+            .map(|flow| flow.dom)
+            .unwrap_or(1)
+    }
+
+    /// Send `bytes` to domain `dom`'s COM1, as keys (`traplab_abi::control::Keys`).
+    fn type_keys(&mut self, dom: u16, bytes: &[u8]) {
+        for keys in Keys::split(dom, bytes) {
+            if !self.send(Command::Input(keys)) {
+                return;
+            }
+        }
+        self.message = Some(format!(
+            "typed {:?} on {}'s COM1",
+            String::from_utf8_lossy(bytes),
+            traplab_abi::event::domain_label(dom)
+        ));
     }
 
     /// `sym:NAME` as the code it names, from the guests' ELF files.

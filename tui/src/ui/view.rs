@@ -180,6 +180,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             Purpose::Break => {
                 "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
             }
+            Purpose::Type { .. } => "type on COM1 (⏎ sends the line, Esc cancels): ",
         };
         Line::from(vec![
             Span::styled(label, theme.key()),
@@ -1533,6 +1534,10 @@ const LIVE_HELP: &[(&str, &str)] = &[
     ("s", "step: one event (decide, inject, resume…)"),
     ("t", "run to the next trap (exit)"),
     ("p", "pause (works while a guest spins)"),
+    (
+        "i",
+        "type a line on COM1 of the selected flow's domain (d1 if none): a kernel reads it",
+    ),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
