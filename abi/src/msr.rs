@@ -51,6 +51,10 @@ pub const SYSCFG: u32 = 0xc001_0010;
 /// HWCR, the hardware configuration register every AMD CPU since family 0Fh has (AMD
 /// BKDG for family 0Fh, MSRC001_0015): Xen and Linux read it on any AMD CPU.
 pub const HWCR: u32 = 0xc001_0015;
+/// The interrupt pending message register of a family 0Fh AMD CPU (BKDG, MSRC001_0055;
+/// Linux's `MSR_K8_INT_PENDING_MSG`): Linux reads it without a guard on a K8 whose C1E it
+/// must check (family 0Fh, model 0x40 and up: `qemu64` is model 0x6b).
+pub const INT_PENDING_MSG: u32 = 0xc001_0055;
 /// SVM's VM_CR (bit 4 SVMDIS: firmware forbids SVM; APM vol. 2, 15.30.1).
 pub const VM_CR: u32 = 0xc001_0114;
 /// SVM's VM_HSAVE_PA: where VMRUN saves host state (APM vol. 2, 15.30.4).
@@ -117,6 +121,7 @@ pub fn name(msr: u32) -> Option<&'static str> {
         }
         SYSCFG => "SYSCFG",
         HWCR => "HWCR",
+        INT_PENDING_MSG => "INT_PENDING_MSG",
         VM_CR => "VM_CR",
         VM_HSAVE_PA => "VM_HSAVE_PA",
         _ => return None,

@@ -23,7 +23,7 @@ use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
 use traplab_hv::device::ata;
 use traplab_hv::domain::{Domain, GuestMemory};
-use traplab_hv::image::{self, Format, multiboot};
+use traplab_hv::image::{self, Format, linux, multiboot};
 
 /// Why a domain could not be created.
 #[derive(Debug)]
@@ -113,10 +113,28 @@ pub fn create(
                 .ok_or(LoadError::OutOfMemory)?;
             Start::Multiboot(loaded)
         }
+        Format::Linux(kernel) => {
+            let command_line = options.command_line.as_deref().unwrap_or("");
+            Start::Linux(linux::load(
+                &kernel,
+                &mut memory,
+                command_line,
+                options.initrd.as_deref(),
+            )?)
+        }
     };
 
     let mut domain = Domain::new(id, name, Box::new(memory));
     domain.devices.disk = disk;
+    if matches!(start, Start::Multiboot(_) | Start::Linux(_)) {
+        // A PC kernel finds the MTRRs as its BIOS left them (`image/firmware.rs`).
+        let mtrrs = image::firmware::MTRRS
+            .iter()
+            .chain([&image::firmware::MTRR_DEFAULT]);
+        for &(msr, value) in mtrrs {
+            domain.vcpu.msrs.insert(msr, value);
+        }
+    }
     if let Some(input) = &options.input {
         domain.devices.console.receive(input);
     }
@@ -132,6 +150,15 @@ pub fn create(
         Start::Traplab(entry, boot::GuestMode::Protected32) => {
             vcpu.set_protected_mode_boot_state(entry)
         }
+        Start::Linux(loaded) => {
+            vcpu.set_linux_boot_state(
+                loaded.entry,
+                loaded.zero_page,
+                (linux::GDT, linux::GDT_LIMIT),
+                (linux::BOOT_CS, linux::BOOT_DS),
+            );
+            intercepts::check_kernel_cr0_writes(&mut vcpu.vmcb);
+        }
         Start::Multiboot(loaded) => {
             vcpu.set_multiboot_boot_state(loaded.entry, loaded.info);
             intercepts::check_kernel_cr0_writes(&mut vcpu.vmcb);
@@ -144,6 +171,7 @@ pub fn create(
 enum Start {
     Traplab(u64, boot::GuestMode),
     Multiboot(multiboot::Loaded),
+    Linux(linux::Loaded),
 }
 
 /// Copy the ELF's loadable segments to their addresses. Returns the entry point, the end
@@ -298,6 +326,13 @@ pub fn describe(domain: &Domain) -> Cow<'static, str> {
         return Cow::Owned(format!(
             "a multiboot kernel: {ram} KiB of RAM, entry {:#x} in 32-bit protected mode with paging off, EAX = {:#x}, EBX = {:#x} (its boot information)",
             save.rip, save.rax, domain.vcpu.context.rbx
+        ));
+    }
+    if !paging && save.cs.selector == traplab_hv::image::linux::BOOT_CS {
+        return Cow::Owned(format!(
+            "a Linux kernel (bzImage): {ram} KiB of RAM, entry {:#x} in 32-bit protected mode with paging off by the 32-bit boot protocol, ESI = {:#x} (its zero page, struct boot_params)",
+            save.rip,
+            domain.vcpu.context.rsi
         ));
     }
     Cow::Owned(format!("{ram} KiB of RAM, entry {:#x}", save.rip))

@@ -461,6 +461,30 @@ impl Vcpu {
     }
 }
 
+impl Vcpu {
+    /// The state the Linux 32-bit boot protocol asks for (`image/linux.rs`): protected mode,
+    /// paging off, interrupts off, the loader's GDT (`gdt`: base, limit) with CS = `code`
+    /// (`__BOOT_CS`) and DS = ES = SS = `data` (`__BOOT_DS`), ESI = the zero page, EBX =
+    /// EBP = EDI = 0.
+    pub fn set_linux_boot_state(
+        &mut self,
+        entry: u32,
+        zero_page: u32,
+        gdt: (u64, u32),
+        (code, data): (u16, u16),
+    ) {
+        self.set_protected_mode_boot_state(entry as u64);
+        let save = &mut self.vmcb.save;
+        save.cs.selector = code;
+        for segment in [&mut save.ds, &mut save.es, &mut save.ss] {
+            segment.selector = data;
+        }
+        (save.gdtr.base, save.gdtr.limit) = gdt;
+        self.context.rdi = 0;
+        self.set_gpr(6, zero_page as u64);
+    }
+}
+
 impl Default for Vcpu {
     fn default() -> Self {
         Vcpu::new()

@@ -25,7 +25,7 @@
 //! | MTRRdefType, MTRRfix…, MTRRphysBase/Mask0–7 | kept for the guest and checked as above; they change nothing: the nested page tables map guest RAM write-back, and TCG caches nothing anyway |
 //! | MCG_CAP (0x179), MCG_STATUS (0x17a) | machine-check architecture with no error-reporting banks (CPUID 1:EDX[7,14] say it exists): MCG_CAP reads 0 and is read-only, MCG_STATUS is kept. Machine checks are the hypervisor's; the `machine-check` lab injects #MC |
 //! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
-//! | SYSCFG (0xc001_0010), HWCR (0xc001_0015) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches and SMM, which this CPU does not model. Every AMD CPU since family 0Fh has them, and Xen reads both unguarded on any AMD CPU |
+//! | SYSCFG (0xc001_0010), HWCR (0xc001_0015), INT_PENDING_MSG (0xc001_0055) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches, SMM and C1E, which this CPU does not model. Every AMD CPU since family 0Fh has the first two, and Xen reads both unguarded; a K8 of model 0x40 and up has the third, and Linux reads it unguarded (its C1E check) |
 //! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
 //! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
@@ -122,7 +122,7 @@ fn kept(msr: u32) -> Option<Kept> {
         msr::MCG_STATUS => Kept::Vcpu,
         msr if mtrr(msr).is_some() => Kept::Vcpu,
         msr::PERF_EVT_SEL_0..=msr::PERF_CTR_3 => Kept::AbsentCounter,
-        msr::SYSCFG | msr::HWCR => Kept::Vcpu,
+        msr::SYSCFG | msr::HWCR | msr::INT_PENDING_MSG => Kept::Vcpu,
         _ => return None,
     })
 }

@@ -11,6 +11,10 @@
 //! - **The extended BIOS data area** (EBDA, the last KiB of conventional memory): its first
 //!   word is its size in KiB; the memory map reserves it.
 //!
+//! - **The MTRRs** (AMD APM vol. 2, 7.7): a BIOS programs the memory types before it starts
+//!   a kernel, SeaBIOS as [`MTRRS`] lists; a vCPU out of reset has them all off, and Linux
+//!   then says "CPU MTRRs all blank - virtualized system" and skips setting up PAT.
+//!
 //! The interrupt vector table stays zero: traplab offers no BIOS services, and a kernel that
 //! calls one in real mode (Xen without `no-real-mode`) jumps to address 0.
 
@@ -18,6 +22,7 @@ use super::ImageError;
 use super::multiboot::CONVENTIONAL_END;
 use crate::domain::GuestMemory;
 use traplab_abi::boot::CONSOLE_PORT;
+use traplab_abi::msr;
 
 /// Offsets in the BIOS data area (segment 0x40).
 pub mod bda {
@@ -36,6 +41,33 @@ pub mod bda {
     /// The BDA ends here.
     pub const END: u64 = 0x500;
 }
+
+/// The MTRRs as SeaBIOS leaves them (its `mtrr_setup`): conventional memory write-back,
+/// the VGA window 0xa0000–0xbffff uncacheable, the ROMs 0xc0000–0xfffff write-protected,
+/// 2 GiB–4 GiB (the PCI hole) uncacheable through variable range 0 (its mask for a
+/// 40-bit physical address width, CPUID 8000_0008), and the default type write-back with
+/// the MTRRs and the fixed ranges enabled (MTRRdefType E and FE).
+pub const MTRRS: [(u32, u64); 13] = [
+    (msr::MTRR_FIX_64K_00000, 0x0606_0606_0606_0606),
+    (msr::MTRR_FIX_16K_80000, 0x0606_0606_0606_0606),
+    (msr::MTRR_FIX_16K_A0000, 0),
+    (msr::MTRR_FIX_4K_C0000, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 1, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 2, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 3, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 4, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 5, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_C0000 + 6, WRITE_PROTECTED),
+    (msr::MTRR_FIX_4K_F8000, WRITE_PROTECTED),
+    (msr::MTRR_PHYS_BASE_0, 0x8000_0000),
+    (msr::MTRR_PHYS_BASE_0 + 1, 0xff_8000_0800),
+];
+
+/// MTRRdefType: enabled (E, bit 11), fixed ranges enabled (FE, bit 10), default write-back.
+pub const MTRR_DEFAULT: (u32, u64) = (msr::MTRR_DEF_TYPE, 0xc06);
+
+/// Eight write-protected (type 5) fixed ranges.
+const WRITE_PROTECTED: u64 = 0x0505_0505_0505_0505;
 
 /// The equipment word SeaBIOS reports for one serial port and nothing else: bit 1 (a math
 /// coprocessor) and 1 in bits 9–11 (one serial port).

@@ -8,6 +8,7 @@
 
 pub mod acpi;
 pub mod firmware;
+pub mod linux;
 pub mod multiboot;
 
 use alloc::format;
@@ -21,6 +22,8 @@ pub enum Format<'a> {
     Multiboot(multiboot::Kernel<'a>),
     /// A traplab lab guest: an x86-64 ELF, entered in 64-bit mode (`traplab_abi::boot`).
     TraplabElf64,
+    /// A Linux bzImage, booted by the 32-bit boot protocol (`linux.rs`).
+    Linux(linux::Kernel<'a>),
 }
 
 /// Why an image cannot be booted, in a user's words.
@@ -47,12 +50,8 @@ pub fn identify(image: &[u8]) -> Result<Format<'_>, ImageError> {
     if let Some(header) = multiboot::find_header(image) {
         return Ok(Format::Multiboot(multiboot::Kernel::parse(image, header?)?));
     }
-    if let Some(version) = linux_boot_protocol(image) {
-        return Err(ImageError(format!(
-            "a Linux kernel (bzImage, boot protocol {}.{:02}): traplab cannot boot Linux yet; it boots multiboot v1 kernels and its own lab guests",
-            version >> 8,
-            version & 0xff
-        )));
+    if linux_setup_header(image) {
+        return Ok(Format::Linux(linux::Kernel::parse(image)?));
     }
     match elf_class_and_machine(image) {
         Some((2, EM_X86_64)) => Ok(Format::TraplabElf64),
@@ -70,12 +69,10 @@ pub fn identify(image: &[u8]) -> Result<Format<'_>, ImageError> {
     }
 }
 
-/// The boot protocol version of a Linux bzImage: the setup header's "HdrS" at 0x202 and its
-/// version at 0x206 (Linux `Documentation/arch/x86/boot.rst`).
-fn linux_boot_protocol(image: &[u8]) -> Option<u16> {
-    let magic = image.get(0x202..0x206)?;
-    let version = image.get(0x206..0x208)?;
-    (magic == b"HdrS").then(|| u16::from_le_bytes([version[0], version[1]]))
+/// Does the file have a Linux setup header (its "HdrS" at 0x202, Linux
+/// `Documentation/arch/x86/boot.rst`)? `linux.rs` then says whether it can be booted.
+fn linux_setup_header(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(b"HdrS")
 }
 
 /// An ELF file's class and machine, if it is one.
@@ -137,7 +134,11 @@ mod tests {
         let mut bzimage = vec![0u8; 0x400];
         bzimage[0x202..0x206].copy_from_slice(b"HdrS");
         bzimage[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        assert!(error(&bzimage).starts_with("a Linux kernel (bzImage, boot protocol 2.15)"));
+        assert_eq!(
+            error(&bzimage),
+            "a Linux bzImage, but its setup header is broken",
+            "no boot flag 0xaa55 at 0x1fe"
+        );
         assert_eq!(
             error(b"MZ\x90\x00\x03\x00\x00\x00\x04"),
             "not a kernel image traplab knows: no multiboot header in its first 8 KiB, not an ELF file, not a Linux bzImage (it starts with 4d 5a 90 00 03 00 00 00 …)"
