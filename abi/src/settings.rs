@@ -5,7 +5,7 @@
 //! hypervisor only takes them for the labs that are about them.
 
 /// `(name, what it does)`, every setting there is.
-pub const SETTINGS: [(&str, &str); 8] = [
+pub const SETTINGS: [(&str, &str); 9] = [
     (
         "intercept-cr",
         "intercept writes to CR3 and CR4, and writes to CR0 that change more than TS/MP (selective CR0 intercept); emulate them, answering invalid values with #GP",
@@ -33,6 +33,10 @@ pub const SETTINGS: [(&str, &str); 8] = [
     (
         "passthrough-fs-base",
         "let the guest read and write MSR FS_BASE without an exit (cleared in the MSR permission map)",
+    ),
+    (
+        "pc-testdev",
+        "give the domains QEMU's pc-testdev (`-device pc-testdev`, which kvm-unit-tests use): a data register at port 0xe0, \"flush page\" at 0xe4, one interrupt line per IO-APIC pin at 0x2000–0x2017, 64 KiB of memory at 0xff000000",
     ),
     (
         "bench-bare",

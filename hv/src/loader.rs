@@ -22,6 +22,7 @@ use object::{Endianness, Object, ObjectSection, ObjectSegment};
 use traplab_abi::boot::{self, BootInfo};
 use traplab_abi::x86::pte;
 use traplab_hv::device::ata;
+use traplab_hv::device::pc_testdev::PcTestdev;
 use traplab_hv::domain::{Domain, GuestMemory};
 use traplab_hv::image::{self, Format, linux, multiboot};
 
@@ -134,6 +135,10 @@ pub fn create(
         for &(msr, value) in mtrrs {
             domain.vcpu.msrs.insert(msr, value);
         }
+    }
+    // QEMU's pc-testdev is there only when asked for, as `-device pc-testdev` on QEMU.
+    if crate::settings::get().pc_testdev {
+        domain.devices.testdev = Some(PcTestdev::default());
     }
     if let Some(input) = &options.input {
         domain.devices.console.receive(input);

@@ -13,6 +13,7 @@ pub struct Settings {
     pub lazy_memory: bool,
     pub passthrough_fs_base: bool,
     pub bench_bare: bool,
+    pub pc_testdev: bool,
 }
 
 static SETTINGS: Once<Settings> = Once::new();
@@ -34,6 +35,7 @@ pub fn parse(text: &str) -> Result<Settings, &str> {
             "lazy-memory" => &mut settings.lazy_memory,
             "passthrough-fs-base" => &mut settings.passthrough_fs_base,
             "bench-bare" => &mut settings.bench_bare,
+            "pc-testdev" => &mut settings.pc_testdev,
             unknown => return Err(unknown),
         };
         *flag = true;

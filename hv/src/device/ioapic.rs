@@ -15,7 +15,8 @@
 //! of QEMU's `pc` machine declares): the PIT's IRQ 0 comes in on pin 2; every other ISA IRQ
 //! *n* on pin *n*. Two sources on this platform: the PIT on pin 2 (while the kernel has
 //! masked IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC) and
-//! COM1 on pin 4. An edge on an unmasked pin whose entry is a fixed or lowest-priority
+//! COM1 on pin 4; with the setting `pc-testdev`, its ports drive any of the 24 pins
+//! (`pc_testdev.rs`). An edge on an unmasked pin whose entry is a fixed or lowest-priority
 //! interrupt is a message ([`Message`]): the local APIC it addresses (by APIC ID, or by
 //! logical ID: `LocalApic::addressed`) requests the entry's vector in its IRR, and the local
 //! APIC's EOI ends it (edge-triggered: no remote IRR). With one CPU, "lowest priority" is
@@ -41,6 +42,15 @@ pub const RESET_ID: u8 = 0;
 pub const PIT_PIN: usize = 2;
 /// COM1's IRQ 4 comes in on pin 4: every ISA IRQ but 0 keeps its number (no override).
 pub const UART_PIN: usize = 4;
+
+/// The pin ISA IRQ `irq` comes in on: pin `irq`, but IRQ 0 on pin 2 (the override above;
+/// QEMU's `ioapic_set_irq` maps it the same way). From 16 on a line is a pin of its own.
+pub fn isa_pin(irq: u8) -> usize {
+    match irq {
+        0 => PIT_PIN,
+        irq => irq.into(),
+    }
+}
 /// A redirection entry's mask bit.
 const MASKED: u64 = 1 << 16;
 

@@ -16,6 +16,7 @@
 //! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time | `rtc.rs` |
 //! | ports 0x600–0x605, 0x608–0x60b | the ACPI power-management registers (PM1 status, enable, control; the PM timer), where QEMU's PIIX4 has them and the FADT says | `acpi_pm.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
+//! | ports 0xe0–0xeb, 0x2000–0x2017; MMIO 0xFF00_0000, 64 KiB | QEMU's pc-testdev (kvm-unit-tests), only with the setting `pc-testdev`: a data register, "flush page", one interrupt line per IO-APIC pin, a memory window | `pc_testdev.rs` |
 //! | any other port             | nothing: reads all ones, writes vanish, as on an empty ISA bus | |
 //! | any other address above the domain's RAM | nothing: the same, "no device at …" in the trace (a CPU's access to a hole of a PC's memory map) | |
 //!
@@ -29,6 +30,7 @@ pub mod fw_cfg;
 pub mod ioapic;
 pub mod lab_device;
 pub mod lapic;
+pub mod pc_testdev;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -66,8 +68,11 @@ pub struct Devices {
     /// Who owns the machine's disk controller (the same in every domain): it is not
     /// emulated, and reaches this bus only as a refused access (`ata.rs`).
     pub disk: ata::Assignment,
-    /// COM1's interrupt line (IRQ 4) as last seen, to tell its edges.
-    pub serial_line: bool,
+    /// QEMU's pc-testdev, when the setting `pc-testdev` asks for it (the loader).
+    pub testdev: Option<pc_testdev::PcTestdev>,
+    /// The level of each interrupt line (bit n: ISA IRQ n, or IO-APIC pin n from 16 on) as
+    /// its source last drove it, to tell its edges (`set_line`).
+    pub lines: u32,
 }
 
 /// COM1's interrupt is ISA IRQ 4.
@@ -128,18 +133,29 @@ impl Devices {
             pit::PORT_B => "port B: PIT channel 2's gate",
             port if pit::Pit::claims(port) => "8254 interval timer",
             port if self.disk.claims(port) => "ATA disk controller",
+            port if self.testdev.is_some() && pc_testdev::claims(port) => pc_testdev::name(port),
             _ => "no device",
         }
     }
 
     /// Is there a device at guest-physical `gpa`?
-    pub fn claims(gpa: u64) -> bool {
-        lab_device::contains(gpa) || lapic::contains(gpa) || ioapic::contains(gpa)
+    pub fn claims(&self, gpa: u64) -> bool {
+        lab_device::contains(gpa)
+            || lapic::contains(gpa)
+            || ioapic::contains(gpa)
+            || self.testdev_memory(gpa)
+    }
+
+    /// Is `gpa` in pc-testdev's memory window, and the device there?
+    fn testdev_memory(&self, gpa: u64) -> bool {
+        self.testdev.is_some() && pc_testdev::contains(gpa)
     }
 
     /// What answers at guest-physical `gpa` (not RAM), in words.
-    pub fn mmio_name(gpa: u64) -> &'static str {
-        if lab_device::contains(gpa) {
+    pub fn mmio_name(&self, gpa: u64) -> &'static str {
+        if self.testdev_memory(gpa) {
+            "pc-testdev's memory window"
+        } else if lab_device::contains(gpa) {
             "the lab device's MMIO window"
         } else if lapic::contains(gpa) {
             "the local APIC"
@@ -154,6 +170,9 @@ impl Devices {
     /// either: an access that exits there is refused (`ata.rs`).
     /// The machine tells a device what only it knows: the time of day.
     pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
+        if let Some(testdev) = self.testdev.as_ref().filter(|_| pc_testdev::claims(port)) {
+            return testdev.read(port, size);
+        }
         match port {
             rtc::DATA if size == 1 => self.rtc.read(machine.wall_clock()) as u32,
             port if acpi_pm::claims(port) => {
@@ -172,10 +191,10 @@ impl Devices {
     }
 
     /// OUT of `size` bytes: a console line it completed, if any, and what the device did
-    /// where the value decides it and the trace should say so (an ACPI register; empty
-    /// elsewhere). Dropped anywhere but at the console, the PCI configuration address, the
-    /// fw_cfg selector, the RTC, the PIC, the PIT and the ACPI registers, the disk
-    /// controller's ports included.
+    /// where the value decides it and the trace should say so (an ACPI register, the
+    /// pc-testdev; empty elsewhere). Dropped anywhere but at the console, the PCI
+    /// configuration address, the fw_cfg selector, the RTC, the PIC, the PIT, the ACPI
+    /// registers and the pc-testdev, the disk controller's ports included.
     pub fn port_write(
         &mut self,
         port: u16,
@@ -183,6 +202,21 @@ impl Devices {
         value: u32,
         machine: &dyn Machine,
     ) -> Written {
+        if let Some(testdev) = self.testdev.as_mut().filter(|_| pc_testdev::claims(port)) {
+            let what = match testdev.write(port, size, value) {
+                pc_testdev::Write::Done(what) => format!("pc-testdev: {what}"),
+                pc_testdev::Write::Line { line, level } => {
+                    self.set_line("pc-testdev", line, level).unwrap_or_else(|| {
+                        let level = if level { "high" } else { "low" };
+                        format!("pc-testdev: interrupt line {line} stays {level}: no edge, nothing requested")
+                    })
+                }
+            };
+            return Written {
+                what,
+                console: None,
+            };
+        }
         if acpi_pm::claims(port) {
             let what = self
                 .acpi_pm
@@ -283,28 +317,58 @@ impl Devices {
     }
 
     /// After COM1 changed (a port access, input from the host): follow its interrupt
-    /// line. As a PC wires it, the line goes to the master PIC's IRQ 4 and to the
-    /// IO-APIC's pin 4; a rising edge requests the interrupt at each (in the PIC's IRR; at
-    /// an unmasked IO-APIC pin, as a fixed interrupt in the local APIC's IRR). What
-    /// happened, in words, when the line changed.
+    /// line, IRQ 4 (`set_line`).
     pub fn follow_serial_interrupt(&mut self) -> Option<String> {
         let level = self.console.interrupt_line();
-        if level == self.serial_line {
+        self.set_line("COM1", SERIAL_IRQ, level)
+    }
+
+    /// `source` (a device, named for the trace) drives interrupt line `line` to `level`.
+    /// Lines 0–15 are the ISA IRQs, wired as a PC wires them: IRQ n to the 8259A pair's
+    /// IRQ n and to the IO-APIC's pin n (IRQ 0 to pin 2: `ioapic::isa_pin`); lines 16–23
+    /// reach only the IO-APIC, at the pins of those numbers (the PICs have 16 inputs). A
+    /// rising edge requests the interrupt at each: in the PIC's IRR; at an unmasked
+    /// IO-APIC pin, as a message to the local APIC's IRR.
+    ///
+    /// Every line is taken as edges. The IO-APIC's level-triggered entries (trigger mode
+    /// 1, whose remote IRR holds the pin until the local APIC's EOI and requests again if
+    /// the line is still high) are not modeled (`ioapic.rs`): a line held high requests
+    /// once. What happened, in words, when the line changed; `None` when it did not.
+    pub fn set_line(&mut self, source: &str, line: u8, level: bool) -> Option<String> {
+        let bit = 1u32.checked_shl(line.into()).unwrap_or(0);
+        if bit == 0 || (self.lines & bit != 0) == level {
             return None;
         }
-        self.serial_line = level;
-        self.pic.set_irq(SERIAL_IRQ, level);
+        self.lines ^= bit;
+        let isa = line < 16;
+        if isa {
+            self.pic.set_irq(line, level);
+        }
+        let name = if isa {
+            format!("IRQ {line}")
+        } else {
+            format!("IO-APIC pin {line}")
+        };
         if !level {
-            return Some("COM1's interrupt line (IRQ 4) drops".into());
+            return Some(format!("{source}'s interrupt line ({name}) drops"));
         }
-        let mut what = String::from("COM1 raises IRQ 4: requested at the PIC");
-        if let Some(vector) = self.ioapic_vector(ioapic::UART_PIN) {
+        let pin = ioapic::isa_pin(line);
+        let vector = self.ioapic_vector(pin);
+        if let Some(vector) = vector {
             self.lapic.request(vector);
-            what.push_str(&format!(
-                ", and through IO-APIC pin 4 at the local APIC (vector {vector:#x})"
-            ));
         }
-        Some(what)
+        Some(match (isa, vector) {
+            (true, Some(vector)) => format!(
+                "{source} raises {name}: requested at the PIC, and through IO-APIC pin {pin} at the local APIC (vector {vector:#x})"
+            ),
+            (true, None) => format!("{source} raises {name}: requested at the PIC"),
+            (false, Some(vector)) => {
+                format!("{source} raises {name}: requested at the local APIC (vector {vector:#x})")
+            }
+            (false, None) => format!(
+                "{source} raises {name}: masked there (or not a fixed interrupt), nothing requested"
+            ),
+        })
     }
 
     /// The vector an edge on IO-APIC `pin` requests in the local APIC: the pin's message,
@@ -331,6 +395,9 @@ impl Devices {
             rtc::DATA => self.rtc.describe(),
             // A read is explained here; what a write did, the write says (`port_write`).
             port if input && acpi_pm::claims(port) => acpi_pm::describe(port),
+            port if self.testdev.is_some() && pc_testdev::claims(port) => {
+                pc_testdev::describe(port)
+            }
             _ => self.port_name(port).into(),
         }
     }
@@ -338,6 +405,10 @@ impl Devices {
     /// A read of `width` bytes at guest-physical `gpa`: the value, and what happened. Where
     /// no device is, nothing drives the bus: all ones, as a PC reads an unused address.
     pub fn mmio_read(&mut self, gpa: u64, width: u8, machine: &dyn Machine) -> (u64, String) {
+        if let Some(testdev) = self.testdev.as_ref().filter(|_| pc_testdev::contains(gpa)) {
+            let (value, what) = testdev.iomem_read(gpa - pc_testdev::IOMEM_BASE, width);
+            return (value, format!("pc-testdev: {what}"));
+        }
         if lapic::contains(gpa) {
             let offset = gpa - lapic::BASE;
             let (register, name) = self
@@ -374,6 +445,13 @@ impl Devices {
     ) -> Written {
         // Only `width` bytes travel on the bus.
         let value = value & operand_mask(width);
+        if let Some(testdev) = self.testdev.as_mut().filter(|_| pc_testdev::contains(gpa)) {
+            let what = testdev.iomem_write(gpa - pc_testdev::IOMEM_BASE, width, value);
+            return Written {
+                what: format!("pc-testdev: {what}"),
+                console: None,
+            };
+        }
         if lapic::contains(gpa) {
             let offset = gpa - lapic::BASE;
             let what = match (width, offset & 0xf) {

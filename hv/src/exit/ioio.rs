@@ -308,6 +308,7 @@ fn string_fault(
 mod tests {
     use super::*;
     use crate::device::ata::Assignment;
+    use crate::device::pc_testdev::{self, PcTestdev};
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::svm::Event;
@@ -546,6 +547,49 @@ mod tests {
         test.set_gpr(2, 0x80);
         io(&mut test, &[0xed], port(0x80, true, 4)); // in eax, dx
         assert_eq!(test.gpr(0), 0xffff_ffff);
+    }
+
+    #[test]
+    fn a_pc_testdev_line_is_an_interrupt_and_its_data_register_reads_back() {
+        // kvm-unit-tests under `-device pc-testdev` (the setting `pc-testdev`): the PICs at
+        // 0x20/0x28 with only IRQ 5 open; OUT 1 to port 0x2005 raises line 5.
+        let mut test = Test::long_mode();
+        test.domain.devices.testdev = Some(PcTestdev::default());
+        test.interrupts_on();
+        test.gate(0x25, 0x21_0000);
+        for (port_number, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xdf),
+        ] {
+            out_to(&mut test, port_number, value);
+        }
+        let run = out_to(&mut test, pc_testdev::IRQ_LINES + 5, 1);
+        assert_eq!(
+            run.emulate().what,
+            "OUT 0x1 to port 0x2005 (pc-testdev interrupt line 5): pc-testdev raises IRQ 5: requested at the PIC"
+        );
+        assert_eq!(
+            run.injected().vector,
+            0x25,
+            "the CPU takes it at once (IF = 1)"
+        );
+        test.vmrun();
+        // `out dx, eax` then `in eax, dx` at port 0xe0.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0xfeed_f00d);
+        test.set_gpr(2, pc_testdev::DATA as u64);
+        io(&mut test, &[0xef], port(pc_testdev::DATA, false, 4));
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0);
+        let run = io(&mut test, &[0xed], port(pc_testdev::DATA, true, 4));
+        assert_eq!(test.gpr(0), 0xfeed_f00d);
+        assert_eq!(
+            run.emulate().what,
+            "IN 0xfeedf00d from port 0xe0 (pc-testdev data register)"
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@
 use super::super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, Effect, MmioAccess};
-use crate::device::Devices;
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
@@ -22,7 +21,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     };
     let access =
         emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
-    let device = Devices::mmio_name(gpa);
+    let device = guest.devices.mmio_name(gpa);
     let Some(access) = access else {
         return decide!(
             Action::Kill,
@@ -174,6 +173,33 @@ mod tests {
         let mut test = Test::long_mode();
         let run = access(&mut test, &[0xf3, 0xa4], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
+    }
+
+    #[test]
+    fn pc_testdev_s_memory_window_keeps_what_a_mov_writes() {
+        // With the setting `pc-testdev`, 0xff000000 is its 64 KiB window, a RAM-like buffer.
+        use crate::device::pc_testdev::{IOMEM_BASE, PcTestdev};
+        let mut test = Test::long_mode();
+        test.domain.devices.testdev = Some(PcTestdev::default());
+        let at = IOMEM_BASE + 0x40;
+        test.set_gpr(0, at);
+        test.set_gpr(1, 0x1234_5678);
+        let run = access(&mut test, &[0x89, 0x08], at); // mov [rax], ecx
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte write of 0x12345678 to guest-physical 0xff000040: not RAM but pc-testdev's memory window, emulated by the hypervisor"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "pc-testdev: 0x12345678 kept in its memory at offset 0x40"
+        );
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = access(&mut test, &[0x66, 0x8b, 0x50, 0x02], at + 2); // mov dx, [rax + 2]
+        assert_eq!(test.gpr(2) & 0xffff, 0x1234);
+        assert_eq!(
+            run.emulate().what,
+            "pc-testdev: read 0x1234 from its memory at offset 0x42"
+        );
     }
 
     // ---- The local APIC at 0xfee00000 -------------------------------------------------

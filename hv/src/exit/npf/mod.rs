@@ -9,6 +9,7 @@
 //! | the address is…                                   | file          | the hypervisor…           |
 //! |---------------------------------------------------|---------------|---------------------------|
 //! | the MMIO window of the lab device                 | `mmio.rs`     | emulates the device access |
+//! | pc-testdev's memory window (setting `pc-testdev`) | `mmio.rs`     | emulates the device access |
 //! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
 //! | anything else: an instruction fetch or a page-table walk outside RAM, RAM left unmapped | here | ends the domain |
@@ -24,7 +25,6 @@ mod populate;
 use super::Exit;
 use crate::decide;
 use crate::decision::Decision;
-use crate::device::Devices;
 use crate::domain::Guest;
 use alloc::format;
 use traplab_abi::event::Action;
@@ -33,7 +33,7 @@ use traplab_abi::svm::NpfInfo;
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     let size = guest.memory.size();
     let data_access = !info.fetch && !info.guest_page_walk;
-    if Devices::claims(gpa) || (gpa >= size && data_access) {
+    if guest.devices.claims(gpa) || (gpa >= size && data_access) {
         return mmio::handle(exit, guest, gpa);
     }
     if gpa < size && !info.present && guest.memory.lazy() {
