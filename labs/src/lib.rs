@@ -18,6 +18,7 @@ pub mod catalogue;
 pub mod expect;
 pub mod explain;
 pub mod grade;
+pub mod linux;
 pub mod nearest;
 pub mod run;
 pub mod tree;

@@ -1,0 +1,193 @@
+//! A real Linux kernel for the labs that boot one (`[boot] kernel = "debian-linux"`): Debian's
+//! `linux-image-cloud-amd64` and `busybox-static`, fetched from the distribution's archive
+//! on demand, and an initramfs written here from busybox and the lab's `/init` script.
+//!
+//! Nothing is installed: `apt-get download` fetches the packages (no root needed) into
+//! `target/debian/` of the traplab tree, and `dpkg-deb -x` unpacks them there. The
+//! initramfs is a cpio archive in the "newc" format (`Documentation/driver-api/early-userspace/
+//! buffer-format.rst`), which the kernel unpacks into its rootfs: written by [`newc`], so the
+//! host needs no `cpio`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The value of a lab's `[boot] kernel` that asks for Debian's Linux kernel.
+pub const DEBIAN_LINUX: &str = "debian-linux";
+/// The packages: a meta-package naming the current kernel, and a static busybox.
+pub const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// Where the packages are fetched and unpacked.
+pub fn dir() -> PathBuf {
+    crate::bare::target_dir(&crate::tree::tree().root).join("debian")
+}
+
+/// The fetched kernel (`boot/vmlinuz-*`) and busybox, when both are there.
+pub fn fetched() -> Option<(PathBuf, PathBuf)> {
+    let root = dir().join("root");
+    let kernel = std::fs::read_dir(root.join("boot"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .max()?;
+    let busybox = root.join("bin/busybox");
+    busybox.is_file().then_some((kernel, busybox))
+}
+
+/// The commands that fetch and unpack the packages, in words (for the question before).
+pub fn fetch_description() -> String {
+    format!(
+        "apt-get download {KERNEL_PACKAGE}'s kernel package and {BUSYBOX_PACKAGE}, and dpkg-deb -x them into {} (nothing is installed, no root needed)",
+        dir().display()
+    )
+}
+
+/// Fetch and unpack the kernel and busybox.
+pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
+    let dir = dir();
+    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    // The meta-package depends on the versioned kernel package: fetch that one.
+    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_PACKAGE]))?;
+    let kernel_package = depends
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends: "))
+        .find(|name| name.starts_with("linux-image-"))
+        .ok_or_else(|| format!("`apt-cache depends {KERNEL_PACKAGE}` names no kernel package: is Debian's archive in apt's sources (`apt-get update`)?"))?
+        .to_string();
+    run(Command::new("apt-get")
+        .args(["download", &kernel_package, BUSYBOX_PACKAGE])
+        .current_dir(&dir))?;
+    for package in [kernel_package.as_str(), BUSYBOX_PACKAGE] {
+        let deb = std::fs::read_dir(&dir)
+            .map_err(|error| format!("{}: {error}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.extension().is_some_and(|extension| extension == "deb")
+                    && path
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{package}_")))
+            })
+            .ok_or_else(|| format!("apt-get download left no {package}_*.deb in {}", dir.display()))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    }
+    fetched().ok_or_else(|| format!("the packages in {} hold no vmlinuz and no busybox", dir.display()))
+}
+
+fn run(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .map_err(|error| format!("cannot run {shown}: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The initramfs of a lab: busybox as `/bin/busybox`, the lab's `/init` script, and the
+/// directories it mounts on; written next to the packages, named after the lab.
+pub fn initramfs(lab: &str, busybox: &Path, init: &str) -> Result<PathBuf, String> {
+    let busybox_bytes =
+        std::fs::read(busybox).map_err(|error| format!("{}: {error}", busybox.display()))?;
+    let files = [
+        Entry::Directory("bin"),
+        Entry::Directory("dev"),
+        Entry::Directory("proc"),
+        Entry::Directory("sys"),
+        Entry::File("bin/busybox", 0o755, &busybox_bytes),
+        Entry::File("init", 0o755, init.as_bytes()),
+    ];
+    let path = dir().join(format!("initramfs-{lab}.cpio"));
+    std::fs::write(&path, newc(&files)).map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(path)
+}
+
+/// One member of a cpio archive.
+pub enum Entry<'a> {
+    Directory(&'a str),
+    File(&'a str, u32, &'a [u8]),
+}
+
+/// A cpio archive in the newc format: each member is a 110-byte ASCII header ("070701", then
+/// 13 fields of 8 hex digits: inode, mode, uid, gid, nlink, mtime, filesize, devmajor,
+/// devminor, rdevmajor, rdevminor, namesize, check), its name with a NUL, padding to 4
+/// bytes, its data, padding to 4 bytes; "TRAILER!!!" ends the archive.
+pub fn newc(entries: &[Entry]) -> Vec<u8> {
+    let mut archive = Vec::new();
+    let mut member = |inode: u32, name: &str, mode: u32, data: &[u8]| {
+        let fields = [
+            inode,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        archive.extend_from_slice(b"070701");
+        for field in fields {
+            archive.extend_from_slice(format!("{field:08X}").as_bytes());
+        }
+        archive.extend_from_slice(name.as_bytes());
+        archive.push(0);
+        pad(&mut archive);
+        archive.extend_from_slice(data);
+        pad(&mut archive);
+    };
+    for (index, entry) in entries.iter().enumerate() {
+        let inode = index as u32 + 1;
+        match *entry {
+            Entry::Directory(name) => member(inode, name, 0o040_755, &[]),
+            Entry::File(name, permissions, data) => {
+                member(inode, name, 0o100_000 | permissions, data)
+            }
+        }
+    }
+    member(0, "TRAILER!!!", 0, &[]);
+    archive
+}
+
+fn pad(archive: &mut Vec<u8>) {
+    while !archive.len().is_multiple_of(4) {
+        archive.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newc_archive_has_aligned_members_and_a_trailer() {
+        let archive = newc(&[
+            Entry::Directory("bin"),
+            Entry::File("init", 0o755, b"#!/bin/busybox sh\n"),
+        ]);
+        assert!(archive.starts_with(b"070701"));
+        assert_eq!(archive.len() % 4, 0);
+        // The second header, after the first member (110 + "bin\0" padded to 116).
+        let second = &archive[116..];
+        assert!(second.starts_with(b"070701"));
+        assert_eq!(&second[14..22], b"000081ED", "mode: a regular file, 0755");
+        assert_eq!(&second[54..62], b"00000012", "filesize: 18 bytes");
+        assert_eq!(&second[110..115], b"init\0");
+        let data_at = 116 + 116; // header + "init\0", 115 bytes, padded to 116
+        assert_eq!(&archive[data_at..data_at + 18], b"#!/bin/busybox sh\n");
+        let tail = String::from_utf8_lossy(&archive[archive.len() - 24..]);
+        assert!(tail.contains("TRAILER!!!"), "{tail}");
+    }
+}
