@@ -17,9 +17,9 @@ pub const DEBIAN_LINUX: &str = "debian-linux";
 pub const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
-/// Where the packages are fetched and unpacked.
+/// Where the packages are fetched and unpacked: `target/debian/` of the traplab tree.
 pub fn dir() -> PathBuf {
-    crate::bare::target_dir(&crate::tree::tree().root).join("debian")
+    crate::tree::tree().root.join("target").join("debian")
 }
 
 /// The fetched kernel (`boot/vmlinuz-*`) and busybox, when both are there.

@@ -91,12 +91,12 @@ const INSTEAD_OF_A_LAB: [&str; 6] = ["guest", "kernel", "initrd", "append", "mem
 /// `trace hello --initrd FILE` would otherwise drop the initrd without a word.
 #[derive(Debug, Clone, Default, Args)]
 pub struct KernelArgs {
-    /// Run this kernel image instead of a lab: a multiboot v1 kernel (32-bit ELF, or any
-    /// image with the multiboot address fields) or a traplab ELF64 guest. It runs alone as
-    /// d1, named after the file.
+    /// Run this kernel image instead of a lab: a Linux bzImage, a multiboot v1 kernel (32-bit
+    /// ELF, or any image with the multiboot address fields) or a traplab ELF64 guest. It runs
+    /// alone as d1, named after the file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["lab", "guest"])]
     pub kernel: Option<PathBuf>,
-    /// With --kernel: load FILE as the kernel's first multiboot module (its initrd).
+    /// With --kernel: load FILE as the kernel's initrd (a multiboot kernel's first module).
     #[arg(long, value_name = "FILE", requires = "kernel", conflicts_with_all = ["lab", "guest"])]
     pub initrd: Option<PathBuf>,
     /// With --kernel: the kernel's command line (one argument: quote it).
