@@ -145,15 +145,20 @@ impl<'a> Kernel<'a> {
         ) else {
             return refuse("the file ends inside its setup header");
         };
-        let (Some(header), Some(protected_mode)) = (
-            image.get(offset::SETUP_SECTS..header_end),
-            image.get(protected_mode_at..),
-        ) else {
-            return refuse("the file is shorter than its setup sectors say");
-        };
-        if protected_mode.is_empty() || header_end > offset::E820_TABLE {
-            return refuse("its setup header or its protected-mode part is broken");
+        if header_end > offset::E820_TABLE {
+            return refuse("its setup header runs past the zero page's E820 table");
         }
+        let Some(header) = image.get(offset::SETUP_SECTS..header_end) else {
+            return refuse("the file ends inside its setup header");
+        };
+        let Some(protected_mode) = image
+            .get(protected_mode_at..)
+            .filter(|protected_mode| !protected_mode.is_empty())
+        else {
+            return refuse(&format!(
+                "the file ends before its protected-mode kernel (after {setup_sects} setup sectors)"
+            ));
+        };
         Ok(Kernel {
             version,
             header,
@@ -359,7 +364,7 @@ mod tests {
         zimage[offset::LOADFLAGS] = 0;
         assert!(error(&zimage).unwrap().contains("a zImage"));
         let short = &bzimage(b"")[..1024];
-        assert!(error(short).unwrap().contains("broken"));
+        assert!(error(short).unwrap().contains("ends before its protected-mode kernel"));
         let kernel_image = bzimage(b"k");
         let kernel = Kernel::parse(&kernel_image).unwrap();
         let mut small = VecMemory::new(16 << 20, false);
