@@ -215,3 +215,48 @@ fn console_lines_are_compared_without_timestamps_and_interrupt_counts() {
     assert_eq!(normalized("  0:        287    XT-PIC      timer"), "0: N XT-PIC timer");
     assert_eq!(normalized("NMI:          0   Non-maskable interrupts"), "NMI:          0   Non-maskable interrupts");
 }
+
+#[test]
+fn linux_on_the_apic_platform_takes_its_timer_through_the_io_apic_and_the_local_apic() {
+    // Without `noapic nolapic acpi=off`: Linux reads the ACPI tables (the MADT, the FADT's
+    // PM timer), routes the PIT through IO-APIC pin 2 and COM1 through pin 4, and runs its
+    // local APIC timer.
+    let (kernel, busybox) = linux::fetched()
+        .map(Ok)
+        .unwrap_or_else(linux::fetch)
+        .unwrap_or_else(|why| panic!("Debian's kernel and busybox: {why}"));
+    let initramfs = linux::initramfs("linux-apic-test", &busybox, INIT).expect("the initramfs");
+    let mut machine = machine_for(&[]);
+    machine.guests = vec![Guest {
+        cmdline: Some("console=ttyS0 reboot=t panic=-1".into()),
+        initrd: Some(initramfs),
+        memory_mib: Some(256),
+        ..Guest::new("linux", &kernel)
+    }];
+    machine.fit_ram();
+    let run = common::run_machine(&machine);
+    let traced: Vec<String> = common::console(&run.events, 1)
+        .iter()
+        .map(|line| normalized(line))
+        .collect();
+    for line in [
+        "ACPI: PM-Timer IO Port: 0x608",
+        "IOAPIC[0]: apic_id 0, version 32, address 0xfec00000, GSI 0-23",
+        "..TIMER: vector=0x30 apic1=0 pin1=2 apic2=-1 pin2=-1",
+        MARKER,
+    ] {
+        assert!(traced.iter().any(|traced| traced == line), "{line:?} in {traced:#?}");
+    }
+    let words = |start: &str| -> Vec<String> {
+        let line = traced
+            .iter()
+            .find(|line| line.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("{start:?} in /proc/interrupts: {traced:#?}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(words("0:")[2..], ["IO-APIC", "2-edge", "timer"]);
+    assert_eq!(words("4:")[2..], ["IO-APIC", "4-edge", "ttyS0"]);
+    let local_timer: u64 = words("LOC:")[1].parse().expect("a count");
+    assert!(local_timer > 0, "the local APIC timer ticked");
+    assert_eq!(common::ending(&run.events, 1).1, Some(0));
+}
