@@ -50,8 +50,9 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
         "{created}"
     );
     // What the kernel read from EAX and from the boot information, line by line: the
-    // kernel's image ends below 0x105000, so its module starts on that page; the kernel
-    // prints a module's range to its last byte (21 bytes: 0x105000-0x105014).
+    // kernel's image (its long-mode page tables included) ends below 0x109000, so its
+    // module starts on that page; the kernel prints a module's range to its last byte (21
+    // bytes: 0x109000-0x109014).
     let lines = console(&run.events, 1);
     let vendor = lines
         .iter()
@@ -74,7 +75,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "  0x00000000000f0000-0x00000000000fffff reserved (type 2)",
             "  0x0000000000100000-0x0000000003ffffff RAM",
             "modules: 1",
-            "  module 0: 0x00105000-0x00105014, initrd, first bytes: \"..ABCDEFGHIJKLMN\"",
+            "  module 0: 0x00109000-0x00109014, initrd, first bytes: \"..ABCDEFGHIJKLMN\"",
             vendor.as_str(),
             "PCI 00:00.0 device:vendor: 0x12378086",
             "fw_cfg signature: QEMU, CPUs: 1",
@@ -83,6 +84,7 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "local APIC version: 0x00050014",
             "IO-APIC version: 0x00170020",
             "timer: 3 interrupts from the local APIC timer, vector 0x30",
+            "long mode: active (EFER.LMA = 1), this line from 64-bit code",
             "multiboot-hello: done",
         ]
     );
@@ -326,6 +328,8 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
         "local APIC version: 0x00050014",
         "IO-APIC version: 0x00170020",
         "timer: 3 interrupts from the local APIC timer, vector 0x30",
+        // Its own way into long mode: on QEMU's TCG as under the hypervisor.
+        "long mode: active (EFER.LMA = 1), this line from 64-bit code",
     ] {
         assert!(lines.contains(&line), "{line:?} in:\n{text}");
     }

@@ -586,10 +586,78 @@ multiboot_entry:
     mov esi, offset .Lapic_interrupts
     call print
 
-    mov esi, offset .Ldone_text
-    call print
+/*
+ * Long mode, the way every 64-bit kernel enters it (AMD APM vol. 2, 14.6.1): a multiboot
+ * loader starts us in 32-bit protected mode, and only we can go further.
+ *
+ * 1. Page tables: long mode needs 4-level paging. One PML4 entry, one PDPT entry, and a
+ *    page directory of two 2 MiB pages (PS = 1) mapping the first 4 MiB onto themselves,
+ *    where this kernel is: the next instruction's address stays the same with paging on.
+ * 2. CR3 = the PML4; CR4.PAE = 1 (long mode uses the PAE formats).
+ * 3. EFER.LME = 1, with WRMSR (EFER is MSR 0xc0000080): long mode enabled, not yet active.
+ * 4. CR0.PG = 1: now the CPU activates long mode and sets EFER.LMA. We run in its
+ *    compatibility mode, still 32-bit code.
+ * 5. A far jump to a 64-bit code segment (L = 1, our GDT's 0x18): 64-bit mode.
+ * Interrupts stay off: our IDT holds 32-bit gates, which long mode cannot use.
+ */
+    mov dword ptr [pml4], offset pdpt + 0x3        /* present, writable */
+    mov dword ptr [pdpt], offset page_directory + 0x3
+    mov dword ptr [page_directory], 0x83           /* 0 MiB: present, writable, 2 MiB page */
+    mov dword ptr [page_directory + 8], 0x200083   /* 2 MiB */
+    mov eax, offset pml4
+    mov cr3, eax
+    mov eax, cr4
+    or eax, 1 << 5                  /* PAE */
+    mov cr4, eax
+    mov ecx, 0xc0000080             /* EFER */
+    rdmsr
+    or eax, 1 << 8                  /* LME */
+    wrmsr
+    mov eax, cr0
+    or eax, 1 << 31                 /* PG: long mode is active from here */
+    mov cr0, eax
+    push 0x18
+    mov eax, offset long_mode
+    push eax
+    retf
+
+/* 64-bit code from here: the helpers above are 32-bit code (their PUSH EAX means something
+ * else now), so this part writes its lines itself. */
+    .code64
+long_mode:
+    mov ecx, 0xc0000080
+    rdmsr
+    lea rsi, [rip + .Llong_mode_off]
+    test eax, 1 << 10               /* EFER.LMA: the CPU's word that long mode is active */
+    jz .Lsay_long_mode
+    lea rsi, [rip + .Llong_mode_on]
+.Lsay_long_mode:
+    call print64
+    lea rsi, [rip + .Ldone_text]
+    call print64
     mov al, 0
-    /* fall through */
+.Lexit64:
+    out 0xf4, al
+.Lhalt64:
+    cli
+    hlt
+    jmp .Lhalt64
+
+/* print64: write the NUL-terminated string at RSI to COM1, as put_char does. */
+print64:
+    mov dx, 0x3fd
+    in al, dx
+    test al, 1 << 5
+    jz print64
+    lodsb
+    test al, al
+    jz .Lprinted64
+    mov dx, 0x3f8
+    out dx, al
+    jmp print64
+.Lprinted64:
+    ret
+    .code32
 
 /* exit: end with the status in AL. QEMU's isa-debug-exit device (-device
  * isa-debug-exit,iobase=0xf4) ends QEMU when a value is written to its port, with exit
@@ -848,11 +916,16 @@ rtc_fields:
     .asciz "unknown (no CPUID)"
 .Ldone_text:
     .asciz "multiboot-hello: done\n"
+.Llong_mode_on:
+    .asciz "long mode: active (EFER.LMA = 1), this line from 64-bit code\n"
+.Llong_mode_off:
+    .asciz "long mode: not active (EFER.LMA = 0)\n"
 .L0x:
     .asciz "0x"
 
 /* Our GDT: the null descriptor, then flat 4 GiB segments, base 0, limit 0xfffff in 4 KiB
- * pages (G = 1), 32-bit (D = 1), DPL 0: 0x08 code (execute/read), 0x10 data (read/write).
+ * pages (G = 1), 32-bit (D = 1), DPL 0: 0x08 code (execute/read), 0x10 data (read/write);
+ * and 0x18, 64-bit code for long mode.
  * The same segments the loader gave us (3.2), but now in a table we own. */
     .section .data.multiboot_hello, "aw"
     .p2align 3
@@ -860,6 +933,7 @@ gdt:
     .quad 0
     .quad 0x00cf9a000000ffff
     .quad 0x00cf92000000ffff
+    .quad 0x00af9a000000ffff        /* 0x18: 64-bit code (L = 1, D = 0), for long mode */
 gdt_end:
 gdt_pointer:
     .word gdt_end - gdt - 1         /* limit: the last byte of the table */
@@ -871,6 +945,14 @@ idt_pointer:
     .long idt
 
     .section .bss.multiboot_hello, "aw", @nobits
+/* The long-mode page tables: 4 KiB-aligned, as CR3 and every entry's address must be. */
+    .p2align 12
+pml4:
+    .skip 4096
+pdpt:
+    .skip 4096
+page_directory:
+    .skip 4096
 cpu_vendor:
     .skip 13                        /* 12 bytes and a NUL */
     .p2align 3
