@@ -189,6 +189,17 @@ pub fn take_keys(domain: u16) -> Vec<u8> {
     typed
 }
 
+/// Forget the keys no domain took: typed for a domain that has ended or never was.
+pub fn discard_keys() -> usize {
+    let mut guard = CONTROLLER.lock();
+    let Some(controller) = guard.as_mut() else {
+        return 0;
+    };
+    let typed = controller.keys.iter().map(|keys| keys.bytes().len()).sum();
+    controller.keys.clear();
+    typed
+}
+
 /// The facts a breakpoint looks at, from the exit `domain` is in.
 pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
     ExitFacts {

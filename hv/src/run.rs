@@ -345,6 +345,12 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             running.record(Some(id), body);
         }
     }
+    // Here every domain waits or has ended: what is left was typed for one that has ended
+    // or never was, and would wake this loop at once, again and again.
+    let dropped = control::discard_keys();
+    if dropped > 0 {
+        crate::log!("{dropped} typed bytes dropped: their domain has ended or is not there");
+    }
     first
 }
 
