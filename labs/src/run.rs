@@ -126,6 +126,20 @@ impl Repeats {
     /// Look at the next event; `Some` once a domain has taken the same fault
     /// [`STUCK_AFTER`] times in a row.
     pub fn observe(&mut self, event: &Event) -> Option<Stuck> {
+        // A fault the hypervisor emulated moved the guest past the instruction (an MMIO
+        // access: RIP moves on): that was a step, whatever comes next. A kernel spinning
+        // on a flag while its timer's handler writes the APIC's EOI takes the very same
+        // NPF, with the same registers, at every tick — and is not stuck.
+        if let (Body::Emulate(emulate), Some(dom)) = (&event.body, event.dom)
+            && let Some((last, _)) = self.last.get(&dom)
+            && emulate
+                .changes
+                .iter()
+                .any(|change| &*change.name == "rip" && change.old == last.rip)
+        {
+            self.last.remove(&dom);
+            return None;
+        }
         let (Body::Exit(exit), Some(dom)) = (&event.body, event.dom) else {
             return None;
         };
@@ -342,6 +356,33 @@ mod tests {
             stuck.describe(),
             "d1 is stuck: the same #PF (error code 0x2, address 0x40000000) at RIP 0x2003d1 came 64 times in a row, with the same registers each time, so the run was stopped: whatever handles it does not fix what faults"
         );
+    }
+
+    #[test]
+    fn a_fault_the_hypervisor_emulated_past_is_no_repeat() {
+        // Linux's timer handler writes the APIC's EOI (an NPF the hypervisor emulates,
+        // moving RIP on) at every tick while the code it interrupted spins: the same NPF,
+        // the same registers, over and over, and progress each time.
+        use traplab_abi::event::{Change, Emulate};
+        let mut repeats = Repeats::default();
+        let eoi = page_fault(0x2003d1, 0xfee0_00b0, 0);
+        let emulated = Event {
+            seq: 0,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Emulate(Emulate {
+                what: "local APIC: EOI".into(),
+                changes: vec![Change {
+                    name: "rip".into(),
+                    old: 0x2003d1,
+                    new: 0x2003d7,
+                }],
+            }),
+        };
+        for _ in 0..STUCK_AFTER * 2 {
+            assert_eq!(repeats.observe(&eoi), None);
+            assert_eq!(repeats.observe(&emulated), None);
+        }
     }
 
     #[test]

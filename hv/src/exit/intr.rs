@@ -19,7 +19,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     if let TimerPoll::ToLocalApic(vector) = poll {
         return decide!(
             Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's local APIC timer is due: interrupt {vector:#x} is requested in its APIC, which delivers it when its priority allows"
+            "the hypervisor's timer interrupted the guest, and the guest's timer is due (the local APIC's, or the PIT's through the IO-APIC): interrupt {vector:#x} is requested in its local APIC, which delivers it when its priority allows"
         )
         .with(Effect::AcknowledgeHostTimer)
         .with(Effect::Timer(after.timer))
