@@ -56,6 +56,7 @@ pub fn machine(
     guest: &Option<String>,
     kernel: &crate::cli::KernelArgs,
     settings: &[String],
+    yes: bool,
 ) -> Result<(String, traplab_tracer::qemu::Machine), String> {
     let (name, mut machine) = match (lab, guest, &kernel.kernel) {
         (_, _, Some(image)) => {
@@ -91,7 +92,9 @@ pub fn machine(
         }
         (Some(id), None, None) => {
             let lab = traplab_labs::lab(id)?;
-            (lab.id.clone(), lab.machine())
+            // A Linux lab's kernel is fetched (asking first) before its machine names it.
+            crate::setup::ensure_lab_kernel(&lab, yes)?;
+            (lab.id.clone(), lab.machine()?)
         }
         (None, None, None) => {
             return Err("name a lab (see `traplab list`), a --guest or a --kernel".into());
@@ -395,7 +398,7 @@ mod tests {
         let lab = traplab_labs::find("driver-domain")
             .expect("the catalogue parses")
             .expect("the lab");
-        let mut machine = lab.machine();
+        let mut machine = lab.machine().expect("the lab's machine");
         assert_eq!(
             machine
                 .disk
