@@ -259,10 +259,8 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
                     });
                 }
             }
-            if let Some(boot) = &lab.boot {
-                if let Err(message) = boot_kernel_is_known(boot) {
-                    return Err(CatalogueError { file: file.to_string(), message });
-                }
+            if let Some(Err(message)) = lab.boot.as_ref().map(boot_kernel_is_known) {
+                return Err(CatalogueError { file: file.to_string(), message });
             }
             let patterns = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
             if let Some(field) = patterns.filter_map(|pattern| pattern.unknown_field()).next() {
