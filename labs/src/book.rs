@@ -19,7 +19,7 @@
 use crate::catalogue::Lab;
 use crate::explain;
 use traplab_abi::event::{Body, Event, ScheduleWhy, domain_label};
-use traplab_tracer::qemu::Start;
+use traplab_tracer::qemu::{FIRST_GUEST, Start};
 use traplab_tracer::session::Run;
 use traplab_tracer::symbols::Symbols;
 use traplab_tracer::text;
@@ -83,7 +83,18 @@ fn facts(lab: &Lab) -> String {
         .domains()
         .iter()
         .filter(|(dom, _)| *dom != 0)
-        .map(|(dom, guest)| format!("{} `guests/src/bin/{guest}.rs`", domain_label(*dom)))
+        .map(
+            |(dom, guest)| match (&lab.boot, *dom == FIRST_GUEST && lab.boots_linux()) {
+                // No program of the tree: Debian's kernel, with the tree's /init.
+                (Some(boot), true) => format!(
+                    "{} Debian's Linux kernel (`{}`), its `/init`: `{}`",
+                    domain_label(*dom),
+                    crate::linux::KERNEL_PACKAGE,
+                    boot.init.as_deref().unwrap_or("none")
+                ),
+                _ => format!("{} `guests/src/bin/{guest}.rs`", domain_label(*dom)),
+            },
+        )
         .collect();
     let control = match &lab.dom0 {
         Some(dom0) => format!("d0 `guests/src/bin/{dom0}.rs`"),

@@ -89,6 +89,15 @@ pub struct LabBoot {
     /// A file, relative to the repository, loaded as the kernel's first module.
     #[serde(default)]
     pub initrd: Option<String>,
+    /// The kernel, when it is not the lab's guest program: `"debian-linux"`
+    /// ([`crate::linux::DEBIAN_LINUX`]), Debian's Linux kernel, fetched on demand. The lab's
+    /// first guest then only names the domain.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// The `/init` script of a Linux kernel's initramfs, a file relative to the repository:
+    /// a real file (not a string here) so that an exercise's patch can change it.
+    #[serde(default)]
+    pub init: Option<String>,
     /// The domain's RAM in MiB.
     #[serde(default)]
     pub memory_mib: Option<u32>,
@@ -250,6 +259,9 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
                     });
                 }
             }
+            if let Some(Err(message)) = lab.boot.as_ref().map(boot_kernel_is_known) {
+                return Err(CatalogueError { file: file.to_string(), message });
+            }
             let patterns = lab.expect.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.expect.iter()));
             if let Some(field) = patterns.filter_map(|pattern| pattern.unknown_field()).next() {
                 return Err(CatalogueError {
@@ -270,6 +282,24 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
         })
         .collect::<Result<_, _>>()?;
     Ok(labs)
+}
+
+/// Is `[boot] kernel` one traplab knows how to get, with the `/init` it needs? Only Debian's
+/// Linux kernel is: an unknown name would otherwise surface as a missing file at run time.
+fn boot_kernel_is_known(boot: &LabBoot) -> Result<(), String> {
+    use crate::linux::DEBIAN_LINUX;
+    match (boot.kernel.as_deref(), &boot.init) {
+        (Some(DEBIAN_LINUX), Some(_)) | (None, None) => Ok(()),
+        (Some(DEBIAN_LINUX), None) => Err(format!(
+            "[boot] kernel = \"{DEBIAN_LINUX}\" needs an init = \"labs/files/<lab>.init\": the script the kernel runs as /init"
+        )),
+        (Some(other), _) => Err(format!(
+            "[boot] kernel = \"{other}\": the only kernel a lab can name is \"{DEBIAN_LINUX}\" (Debian's Linux kernel, fetched on demand); a lab's own kernel is its guest program"
+        )),
+        (None, Some(_)) => Err(format!(
+            "[boot] init is the /init of a Linux kernel's initramfs: it needs kernel = \"{DEBIAN_LINUX}\""
+        )),
+    }
 }
 
 /// `d1 (page-fault), d2 (hello)`: a lab's domains, for messages.
@@ -337,6 +367,26 @@ mod tests {
             .boot
             .expect("[boot]");
         assert_eq!(boot.input.as_deref(), Some("hello\nquit\n"));
+    }
+
+    #[test]
+    fn a_boot_kernel_is_debian_s_linux_with_an_init_or_nothing() {
+        let boot = |extra: &str| lab(&format!("[boot]\n{extra}")).boot.expect("[boot]");
+        let linux = boot("kernel = \"debian-linux\"\ninit = \"labs/files/x.init\"");
+        assert_eq!(boot_kernel_is_known(&linux), Ok(()));
+        assert_eq!(boot_kernel_is_known(&boot("")), Ok(()));
+        let other = boot_kernel_is_known(&boot("kernel = \"vmlinuz\"\ninit = \"x\""));
+        assert!(other.is_err_and(|message| {
+            message.contains("the only kernel a lab can name is \"debian-linux\"")
+        }));
+        assert!(
+            boot_kernel_is_known(&boot("kernel = \"debian-linux\"")).is_err(),
+            "no /init"
+        );
+        assert!(
+            boot_kernel_is_known(&boot("init = \"x\"")).is_err(),
+            "an /init without Linux"
+        );
     }
 
     #[test]

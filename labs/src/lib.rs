@@ -26,6 +26,7 @@ pub mod tree;
 pub use catalogue::{Exercise, Lab, LabDisk, all, find};
 use std::path::{Path, PathBuf};
 use traplab_tracer::qemu::{Disk, Guest, Machine};
+use traplab_tracer::symbols::Symbols;
 
 /// Where the hypervisor and the guests of this process's traplab tree are built.
 pub fn bare_dir() -> PathBuf {
@@ -99,16 +100,29 @@ pub fn machine_from(bare_dir: &Path, guests: &[&str]) -> Machine {
 }
 
 impl Lab {
-    /// The machine this lab runs.
-    pub fn machine(&self) -> Machine {
-        self.machine_from(&bare_dir())
+    /// Does the lab boot Debian's Linux kernel (`[boot] kernel = "debian-linux"`) rather
+    /// than a guest program of the tree?
+    pub fn boots_linux(&self) -> bool {
+        self.boot
+            .as_ref()
+            .is_some_and(|boot| boot.kernel.as_deref() == Some(linux::DEBIAN_LINUX))
     }
 
-    /// The machine this lab runs, with the programs built into `bare_dir`: its control
-    /// domain if it has one, its guests (the first with the lab's `[boot]`: command line,
-    /// initrd from the tree, RAM), when they start, its settings, its disk (with a
-    /// temporary image: set `disk.image` to keep one).
-    pub fn machine_from(&self, bare_dir: &Path) -> Machine {
+    /// The machine this lab runs, from this process's tree.
+    pub fn machine(&self) -> Result<Machine, String> {
+        self.machine_from(&tree::tree().root, &bare_dir())
+    }
+
+    /// The machine this lab runs, with the programs built into `bare_dir` and the lab's
+    /// files (initrd, `/init`) read from the tree at `root` (the exercise tests build and
+    /// patch a copy): its control domain if it has one, its guests (the first with the
+    /// lab's `[boot]`: command line, initrd, RAM, and for a Linux lab Debian's kernel and
+    /// an initramfs), when they start, its settings, its disk (with a temporary image: set
+    /// `disk.image` to keep one).
+    ///
+    /// `Err` when a Linux lab's kernel is not fetched (the CLI fetches it first, asking:
+    /// `setup::ensure_lab_kernel`) or its `/init` cannot be read or packed.
+    pub fn machine_from(&self, root: &Path, bare_dir: &Path) -> Result<Machine, String> {
         let guests: Vec<&str> = self.guests.iter().map(String::as_str).collect();
         let mut machine = machine_from(bare_dir, &guests);
         machine.dom0 = self
@@ -124,14 +138,58 @@ impl Lab {
         });
         if let (Some(boot), Some(first)) = (&self.boot, machine.guests.first_mut()) {
             first.cmdline = boot.append.clone();
-            first.initrd = boot
-                .initrd
-                .as_ref()
-                .map(|path| tree::tree().root.join(path));
+            first.initrd = boot.initrd.as_ref().map(|path| root.join(path));
             first.memory_mib = boot.memory_mib;
             first.input = boot.input.clone();
+            if self.boots_linux() {
+                let (kernel, initramfs) = self.linux_files(root)?;
+                first.image = kernel;
+                first.initrd = Some(initramfs);
+            }
         }
         machine.fit_ram();
-        machine
+        Ok(machine)
+    }
+
+    /// A Linux lab's kernel and its initramfs, written now from busybox and the lab's
+    /// `/init` as it is in the tree at `root`: built with the machine rather than once at
+    /// fetch time, so that an edited (or patched) `/init` is what runs, and packing 2 MiB
+    /// costs milliseconds.
+    fn linux_files(&self, root: &Path) -> Result<(PathBuf, PathBuf), String> {
+        let Some((kernel, busybox)) = linux::fetched() else {
+            return Err(format!(
+                "lab {} boots Debian's Linux kernel, which is not fetched: `traplab trace {} --yes` fetches it ({})",
+                self.id,
+                self.id,
+                linux::fetch_description()
+            ));
+        };
+        let init_path = self
+            .boot
+            .as_ref()
+            .and_then(|boot| boot.init.as_ref())
+            .map(|init| root.join(init))
+            .ok_or_else(|| format!("lab {} boots Linux but has no [boot] init", self.id))?;
+        let init = std::fs::read_to_string(&init_path)
+            .map_err(|error| format!("{}: {error}", init_path.display()))?;
+        let initramfs = linux::initramfs(&self.id, &busybox, &init)?;
+        Ok((kernel, initramfs))
+    }
+
+    /// The symbols of the lab's first guest, which its expected flow may name: a guest
+    /// program's from its ELF in `bare_dir`; none for a Linux kernel (a bzImage is no ELF,
+    /// and its flow names no symbol).
+    pub fn symbols_from(&self, bare_dir: &Path) -> Result<Symbols, String> {
+        if self.boots_linux() {
+            return Ok(Symbols::default());
+        }
+        let elf = bare_dir.join(&self.guests[0]);
+        Symbols::load(&elf)
+            .map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))
+    }
+
+    /// The same, from this process's tree.
+    pub fn symbols(&self) -> Result<Symbols, String> {
+        self.symbols_from(&bare_dir())
     }
 }

@@ -53,7 +53,7 @@ fn the_driver_domain_reaches_the_disk_without_an_exit_and_the_other_domain_is_re
     let lab = traplab_labs::find("driver-domain")
         .expect("the catalogue parses")
         .expect("the lab");
-    let mut machine = lab.machine();
+    let mut machine = lab.machine().expect("the lab's machine");
     let disk = machine.disk.as_mut().expect("the lab has a disk");
     assert_eq!((disk.owner, disk.sectors), (1, 2048));
     disk.image = Some(path.clone());

@@ -7,7 +7,8 @@
 //!   against this repository), it **does** pass.
 //!
 //! A solution is applied to a copy of the source trees the bare-metal build needs (`abi/`,
-//! `hv/`, `guests/` and the workspace manifest) in `target/exercises/tree`, and built into
+//! `hv/`, `guests/` and the workspace manifest) and the lab files (`labs/files/`: a Linux
+//! lab's `/init`) in `target/exercises/tree`, and built into
 //! `target/exercises/target`. Both persist between runs, and the copy is refreshed file by
 //! file (only files whose content differs are rewritten), so cargo rebuilds only what a
 //! patch touched: under a second for a guest, about ten seconds for the hypervisor here.
@@ -17,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use traplab_labs::grade::{Problem, grade};
 use traplab_labs::{Exercise, Lab};
-use traplab_tracer::symbols::Symbols;
 
-/// The source trees a solution may touch: what the bare-metal build reads.
-const TREES: [&str; 3] = ["abi", "hv", "guests"];
+/// The source trees a solution may touch: what the bare-metal build reads, and the files a
+/// lab's guest is given (an initrd, a Linux lab's `/init`).
+const TREES: [&str; 4] = ["abi", "hv", "guests", "labs/files"];
 
 /// What the copy holds: the workspace manifest and those trees.
-const SOURCES: [&str; 4] = ["Cargo.toml", "abi", "hv", "guests"];
+const SOURCES: [&str; 5] = ["Cargo.toml", "abi", "hv", "guests", "labs/files"];
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,7 +55,7 @@ fn rebuild_cost(files: &[String]) -> u8 {
     files
         .iter()
         .map(|file| match file {
-            file if file.starts_with("guests/src/bin/") => 0,
+            file if file.starts_with("guests/src/bin/") || file.starts_with("labs/files/") => 0,
             file if file.starts_with("guests/") => 1,
             file if file.starts_with("hv/") => 2,
             _ => 3,
@@ -155,10 +156,16 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
     let mut solutions = Vec::new();
     for lab in &labs {
         // The starting point: the programs `cargo test` built from this repository.
-        let run = traplab_labs::run::collect(&lab.machine(), traplab_labs::run::TIMEOUT)
-            .expect("QEMU starts");
-        let symbols =
-            Symbols::load(&traplab_labs::guest_elf(&lab.guests[0])).expect("the guest has symbols");
+        if lab.boots_linux() && traplab_labs::linux::fetched().is_none() {
+            traplab_labs::linux::fetch()
+                .unwrap_or_else(|why| panic!("Debian's kernel and busybox: {why}"));
+        }
+        let machine = lab
+            .machine()
+            .unwrap_or_else(|why| panic!("lab {}: {why}", lab.id));
+        let run =
+            traplab_labs::run::collect(&machine, traplab_labs::run::TIMEOUT).expect("QEMU starts");
+        let symbols = lab.symbols().expect("the guest has symbols");
         for exercise in &lab.exercises {
             let marker = exercise.marker(&lab.id);
             let start = grade(lab, Some(exercise), &run, &symbols);
@@ -199,11 +206,15 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
         }
         let built = clock.elapsed();
         let bare = traplab_labs::bare::output_dir(&target);
+        // The lab's files (an initrd, a Linux /init) come from the patched copy too; Debian's
+        // packages from this repository's target/debian/, where `linux::dir()` looks: the
+        // copy holds sources only.
+        let machine = lab
+            .machine_from(&tree, &bare)
+            .unwrap_or_else(|why| panic!("{marker}: {why}"));
         let solved_run =
-            traplab_labs::run::collect(&lab.machine_from(&bare), traplab_labs::run::TIMEOUT)
-                .expect("QEMU starts");
-        let solved_symbols =
-            Symbols::load(&bare.join(&lab.guests[0])).expect("the guest has symbols");
+            traplab_labs::run::collect(&machine, traplab_labs::run::TIMEOUT).expect("QEMU starts");
+        let solved_symbols = lab.symbols_from(&bare).expect("the guest has symbols");
         let solved = grade(lab, Some(exercise), &solved_run, &solved_symbols);
         let problems: Vec<&str> = solved.problems.iter().map(Problem::explanation).collect();
         assert!(

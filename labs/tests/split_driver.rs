@@ -28,7 +28,7 @@ fn run_lab(id: &str) -> (Run, Vec<u8>) {
     let lab = traplab_labs::find(id)
         .expect("the catalogue parses")
         .expect("the lab");
-    let mut machine = lab.machine();
+    let mut machine = lab.machine().expect("the lab's machine");
     machine.disk.as_mut().expect("the lab has a disk").image = Some(path.clone());
     let run = run_machine(&machine);
     let image = std::fs::read(&path).expect("the run leaves the image file");

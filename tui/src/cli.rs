@@ -186,7 +186,7 @@ pub struct GdbArgs {
     /// Also print the hypervisor's own log (its serial console).
     #[arg(long, short)]
     pub verbose: bool,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
 }
@@ -219,7 +219,7 @@ pub struct TraceArgs {
     /// Also print the hypervisor's own log (its serial console).
     #[arg(long, short)]
     pub verbose: bool,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
     /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`;
@@ -286,7 +286,7 @@ pub struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
 }
@@ -316,7 +316,7 @@ pub struct StatsArgs {
     /// Print JSON (times in cycles) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
 }
@@ -471,7 +471,7 @@ pub struct RunArgs {
     pub settings: Vec<String>,
     #[command(flatten)]
     pub disk: DiskImage,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
 }

@@ -1,5 +1,6 @@
-//! Getting what a lab needs: QEMU. When it is missing, say exactly how to install it and,
-//! on a terminal, offer to run that command (asking first, unless `--yes`).
+//! Getting what a lab needs: QEMU, and for a Linux lab Debian's kernel. When one is missing,
+//! say exactly what would get it and, on a terminal, offer to do that (asking first, unless
+//! `--yes`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::Command;
@@ -20,11 +21,7 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
                 "install it with: {command_text}   (or run traplab with --yes to let it do that)"
             ));
         }
-        eprint!("Install it now with `{command_text}`? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !ask(&format!("Install it now with `{command_text}`?")) {
             return Err(format!("not installed. Install it with: {command_text}"));
         }
     }
@@ -41,4 +38,42 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Make sure a lab that boots Debian's Linux kernel (`[boot] kernel = "debian-linux"`) has
+/// it: fetched into the tree's `target/debian/` the first time, as QEMU is installed above
+/// (saying what will run, asking on a terminal, `--yes` for scripts). Other labs need
+/// nothing and are not asked about.
+pub fn ensure_lab_kernel(lab: &traplab_labs::Lab, yes: bool) -> Result<(), String> {
+    use traplab_labs::linux;
+    if !lab.boots_linux() || linux::fetched().is_some() {
+        return Ok(());
+    }
+    let what = linux::fetch_description();
+    eprintln!(
+        "lab {} boots Debian's Linux kernel with busybox, which are not fetched yet (about 30 MB).",
+        lab.id
+    );
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(format!("run traplab with --yes to let it {what}"));
+        }
+        if !ask(&format!("Fetch them now ({what})?")) {
+            return Err(format!(
+                "not fetched. `traplab trace {} --yes` fetches them",
+                lab.id
+            ));
+        }
+    }
+    eprintln!("fetching: {what}");
+    linux::fetch().map(|_| ())
+}
+
+/// Ask `question` on the terminal; only an explicit yes is one (the default is no).
+fn ask(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }

@@ -514,7 +514,7 @@ fn split_driver(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failu
     let lab = traplab_labs::find("swap-in")
         .map_err(|error| error.to_string())?
         .ok_or("the swap-in lab is missing from the catalogue")?;
-    let mut through_ring = lab.machine();
+    let mut through_ring = lab.machine()?;
     through_ring.guests[0] =
         traplab_tracer::qemu::Guest::new(STREAM, traplab_labs::guest_elf(STREAM));
     let mut direct = traplab_labs::machine_for(&[STREAM]);

@@ -13,7 +13,6 @@ use crate::setup;
 use clap::{Args, CommandFactory};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use traplab_tracer::symbols::Symbols;
 
 #[derive(Debug, Args)]
 pub struct BookTracesArgs {
@@ -23,7 +22,7 @@ pub struct BookTracesArgs {
     /// Only this lab (and the CLI reference).
     #[arg(long, value_name = "LAB")]
     pub lab: Option<String>,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
 }
@@ -50,10 +49,9 @@ pub fn run(args: &BookTracesArgs) -> Result<ExitCode, super::Failure> {
     setup::ensure_qemu(args.yes)?;
     let mut failed = Vec::new();
     for lab in selected {
-        let elf = traplab_labs::guest_elf(&lab.guests[0]);
-        let symbols = Symbols::load(&elf)
-            .map_err(|error| format!("cannot read the symbols of {}: {error}", elf.display()))?;
-        let run = traplab_labs::run::collect(&lab.machine(), traplab_labs::run::TIMEOUT)
+        setup::ensure_lab_kernel(lab, args.yes)?;
+        let symbols = lab.symbols()?;
+        let run = traplab_labs::run::collect(&lab.machine()?, traplab_labs::run::TIMEOUT)
             .map_err(|error| error.to_string())?;
         match traplab_labs::book::chapter_parts(lab, &run, &symbols) {
             Ok(text) => write(&out.join(format!("{}.md", lab.id)), &text)?,

@@ -61,7 +61,7 @@ pub struct CheckArgs {
     /// Print one JSON object per check (lab, exercise, passed, steps, matched, problems).
     #[arg(long)]
     pub json: bool,
-    /// Install what is missing (QEMU) without asking.
+    /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
     /// Stop a lab after this many seconds.
@@ -132,7 +132,8 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let mut out = std::io::stdout().lock();
     let mut passed = 0;
     for (number, lab) in selected.iter().enumerate() {
-        let mut machine = lab.machine();
+        setup::ensure_lab_kernel(lab, args.yes)?;
+        let mut machine = lab.machine()?;
         super::keep_disk_image(&mut machine, &lab.id, &args.disk)?;
         let name = match (exercise, selected.len()) {
             (Some(exercise), _) => format!("{} exercise {}", lab.id, exercise.number),
@@ -207,11 +208,9 @@ fn rebuild(progress: &mut ProgressLine<std::io::Stderr>) -> Result<(), Failure> 
 
 /// The symbols of a lab's first guest, which its expected flow may name.
 fn lab_symbols(lab: &Lab) -> Result<Symbols, String> {
-    let elf = traplab_labs::guest_elf(&lab.guests[0]);
-    Symbols::load(&elf).map_err(|error| {
+    lab.symbols().map_err(|error| {
         format!(
-            "cannot read the symbols of {}: {error} (the guests of {})",
-            elf.display(),
+            "{error} (the guests of {})",
             traplab_labs::tree::tree().describe()
         )
     })
@@ -280,7 +279,7 @@ fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
     if args.exercise.is_some() {
         return Err("--exercise grades a lab's exercise, not a --kernel or a --guest".into());
     }
-    let (name, mut machine) = super::machine(&None, &args.guest, &args.kernel, &[])?;
+    let (name, mut machine) = super::machine(&None, &args.guest, &args.kernel, &[], args.yes)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     let mut progress = ProgressLine::stderr();
     if args.guest.is_some() {

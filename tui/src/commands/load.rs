@@ -76,7 +76,8 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
         )
         .into());
     };
-    run_now(&lab.id, &lab.machine(), yes)
+    crate::setup::ensure_lab_kernel(lab, yes)?;
+    run_now(&lab.id, &lab.machine()?, yes)
 }
 
 /// Run `machine` (called `name`) now without a screen: its trace, and the status that says

@@ -56,6 +56,7 @@ pub fn machine(
     guest: &Option<String>,
     kernel: &crate::cli::KernelArgs,
     settings: &[String],
+    yes: bool,
 ) -> Result<(String, traplab_tracer::qemu::Machine), String> {
     let (name, mut machine) = match (lab, guest, &kernel.kernel) {
         (_, _, Some(image)) => {
@@ -91,7 +92,9 @@ pub fn machine(
         }
         (Some(id), None, None) => {
             let lab = traplab_labs::lab(id)?;
-            (lab.id.clone(), lab.machine())
+            // A Linux lab's kernel is fetched (asking first) before its machine names it.
+            crate::setup::ensure_lab_kernel(&lab, yes)?;
+            (lab.id.clone(), lab.machine()?)
         }
         (None, None, None) => {
             return Err("name a lab (see `traplab list`), a --guest or a --kernel".into());
@@ -245,7 +248,7 @@ mod tests {
     #[test]
     fn gdb_attaches_to_a_domain_the_machine_has() {
         let no_kernel = crate::cli::KernelArgs::default();
-        let (_, mut machine) = machine(&None, &Some("hello".into()), &no_kernel, &[])
+        let (_, mut machine) = machine(&None, &Some("hello".into()), &no_kernel, &[], false)
             .unwrap_or_else(|_| {
                 // Without the built guests, a machine made by hand says the same.
                 ("hello".into(), traplab_labs::machine_for(&["hello"]))
@@ -291,7 +294,7 @@ mod tests {
             memory: Some(512),
             input: Some("ls\\n".into()),
         };
-        let (name, built) = machine(&None, &None, &kernel, &["intercept-cr".into()])
+        let (name, built) = machine(&None, &None, &kernel, &["intercept-cr".into()], false)
             .expect("a readable kernel and initrd");
         let file_name = format!("traplab-{}-mb-kernel.elf", std::process::id());
         assert_eq!(name, file_name);
@@ -335,7 +338,7 @@ mod tests {
             kernel: Some(image.0.clone()),
             ..Default::default()
         };
-        let (_, built) = machine(&None, &None, &plain, &[]).expect("a readable kernel");
+        let (_, built) = machine(&None, &None, &plain, &[], false).expect("a readable kernel");
         assert_eq!(
             built.guests,
             [traplab_tracer::qemu::Guest::new(name, image.0.clone())],
@@ -352,7 +355,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            machine(&None, &None, &kernel, &[]).unwrap_err(),
+            machine(&None, &None, &kernel, &[], false).unwrap_err(),
             "--kernel: cannot read /nonexistent/traplab/bzImage: No such file or directory (os error 2)"
         );
         let folder = crate::cli::KernelArgs {
@@ -360,7 +363,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            machine(&None, &None, &folder, &[]).unwrap_err(),
+            machine(&None, &None, &folder, &[], false).unwrap_err(),
             format!("--kernel: {} is not a file", std::env::temp_dir().display())
         );
         let image = TempFile::new("mb-kernel-2.elf", b"\x7fELF");
@@ -370,11 +373,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            machine(&None, &None, &no_initrd, &[]).unwrap_err(),
+            machine(&None, &None, &no_initrd, &[], false).unwrap_err(),
             "--initrd: cannot read /nonexistent/initrd.img: No such file or directory (os error 2)"
         );
         assert_eq!(
-            machine(&None, &None, &crate::cli::KernelArgs::default(), &[]).unwrap_err(),
+            machine(&None, &None, &crate::cli::KernelArgs::default(), &[], false).unwrap_err(),
             "name a lab (see `traplab list`), a --guest or a --kernel"
         );
     }
@@ -395,7 +398,7 @@ mod tests {
         let lab = traplab_labs::find("driver-domain")
             .expect("the catalogue parses")
             .expect("the lab");
-        let mut machine = lab.machine();
+        let mut machine = lab.machine().expect("the lab's machine");
         assert_eq!(
             machine
                 .disk

@@ -15,7 +15,13 @@ use traplab_tracer::session::{self, Session};
 
 pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     // What is wrong with the command line first (a misspelled lab), then where it runs.
-    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.kernel, &args.settings)?;
+    let (name, mut machine) = super::machine(
+        &args.lab,
+        &args.guest,
+        &args.kernel,
+        &args.settings,
+        args.yes,
+    )?;
     if !std::io::stdout().is_terminal() {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }

@@ -25,7 +25,13 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
-    let (name, mut machine) = super::machine(&args.lab, &args.guest, &args.kernel, &args.settings)?;
+    let (name, mut machine) = super::machine(
+        &args.lab,
+        &args.guest,
+        &args.kernel,
+        &args.settings,
+        args.yes,
+    )?;
     machine.extra_args = args.qemu_args.clone();
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
