@@ -104,11 +104,32 @@ pub fn initramfs(lab: &str, busybox: &Path, init: &str) -> Result<PathBuf, Strin
         Entry::Directory("sys"),
         Entry::File("bin/busybox", 0o755, &busybox_bytes),
         Entry::File("init", 0o755, init.as_bytes()),
+        Entry::File("shell", 0o755, SHELL.as_bytes()),
     ];
     let path = dir().join(format!("initramfs-{lab}.cpio"));
     std::fs::write(&path, newc(&files)).map_err(|error| format!("{}: {error}", path.display()))?;
     Ok(path)
 }
+
+/// The kernel command line's word that starts [`SHELL`] instead of `/init`: `rdinit` names
+/// the initramfs's first program (Linux `Documentation/admin-guide/kernel-parameters.txt`).
+pub const SHELL_ARGUMENT: &str = "rdinit=/shell";
+
+/// The hypervisor's timer rate for a shell: Linux ticks at 250 Hz, and a slower host timer
+/// merges its ticks (`traplab run` runs it at 10 Hz otherwise, to pause spinning guests).
+pub const SHELL_TIMER_HZ: u32 = 250;
+
+/// `/shell`, in every initramfs: an interactive busybox shell on the console (ttyS0), for
+/// `traplab run LAB --shell`, where `i` types its command lines on COM1. The applets are
+/// installed as links first, so commands need no `/bin/busybox` in front.
+pub const SHELL: &str = "#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+export PATH=/bin
+echo TRAPLAB-LINUX-MARKER
+echo 'a busybox shell on ttyS0: poweroff -f ends it'
+exec /bin/sh
+";
 
 /// One member of a cpio archive.
 pub enum Entry<'a> {

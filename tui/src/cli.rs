@@ -474,6 +474,12 @@ pub struct RunArgs {
     /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
+    /// With a Linux lab (linux-boot): boot to an interactive busybox shell on its serial
+    /// console instead of its /init (the kernel's `rdinit=/shell`), running at once with the
+    /// hypervisor's timer at Linux's 250 Hz; `i` types a command line, and the flows show
+    /// the traps each command causes.
+    #[arg(long)]
+    pub shell: bool,
 }
 
 /// What `traplab run --help` says after the options: the live keys, then the others.
@@ -485,6 +491,7 @@ The hypervisor waits after its boot event. Then:
   s        step one event: the decision, then the injection, then the resume
   e        finish: run to the return of the handler the step is in (after its injection)
   t        run to the next trap · p pause (even while a guest spins) · B clear the breaks
+  i        type a line on COM1 of the selected flow's domain (d1 if none): a kernel reads it
 Keys: j/k or ↓/↑ next/previous flow · h/l or ←/→ step back/forward one event ·
 ⏎ open a flow (or unfold a folded run ▸ ×N), Esc back to the list · z fold/unfold runs of
 repeated flows · w/W along a notification to another domain ·

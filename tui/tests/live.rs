@@ -204,3 +204,49 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
         matches!(body, Body::Domain(change) if change.state == DomainState::Exited && change.status == Some(0))
     });
 }
+
+#[test]
+fn a_shell_on_linux_s_console_runs_the_line_i_types() {
+    // `traplab run linux-boot --shell`: Debian's kernel boots to a busybox shell on ttyS0;
+    // the line typed with `i` reaches it through COM1's IRQ 4, as keys on a terminal would.
+    let fetched = traplab_labs::linux::fetched()
+        .map(Ok)
+        .unwrap_or_else(traplab_labs::linux::fetch);
+    fetched.unwrap_or_else(|why| panic!("Debian's kernel and busybox: {why}"));
+    let lab = traplab_labs::lab("linux-boot").expect("the lab");
+    let mut machine = lab.machine().expect("the lab's machine");
+    let line = machine.guests[0].cmdline.get_or_insert_with(String::new);
+    line.push(' ');
+    line.push_str(traplab_labs::linux::SHELL_ARGUMENT);
+    machine.control = Some(ControlStart::Run);
+    machine.timer_hz = Some(traplab_labs::linux::SHELL_TIMER_HZ);
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(300)),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut app = App::live(
+        "linux-boot",
+        Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        },
+    );
+    until_event(
+        &mut app,
+        &mut session,
+        "the shell's banner",
+        console_line("a busybox shell on ttyS0: poweroff -f ends it"),
+    );
+    // The shell computes the answer: only its output is this line, not the echo of the
+    // command line typed.
+    keys(&mut app, "iecho answer-$((6*7))\n");
+    until_event(&mut app, &mut session, "the command's output", |body| {
+        matches!(body, Body::Console(console) if console.text.ends_with("answer-42") && !console.text.contains("echo"))
+    });
+    keys(&mut app, "ipoweroff -f\n");
+    until_event(&mut app, &mut session, "the end", |body| {
+        matches!(body, Body::Domain(change) if change.state == DomainState::Exited)
+    });
+}

@@ -13,6 +13,23 @@ use traplab_tracer::qemu::ControlStart;
 use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{self, Session};
 
+/// `--shell`: a Linux lab boots to `/shell` (`traplab_labs::linux::SHELL`) instead of its
+/// `/init`; any other lab or program is a usage error.
+fn shell(lab: &Option<String>, machine: &mut traplab_tracer::qemu::Machine) -> Result<(), String> {
+    use traplab_labs::linux;
+    let linux_lab = lab
+        .as_deref()
+        .and_then(|id| traplab_labs::lab(id).ok())
+        .is_some_and(|lab| lab.boot.as_ref().and_then(|boot| boot.kernel.as_deref()) == Some(linux::DEBIAN_LINUX));
+    let Some(first) = machine.guests.first_mut().filter(|_| linux_lab) else {
+        return Err("--shell needs a Linux lab (linux-boot): its initramfs has the shell".into());
+    };
+    let line = first.cmdline.get_or_insert_with(String::new);
+    line.push(' ');
+    line.push_str(linux::SHELL_ARGUMENT);
+    Ok(())
+}
+
 pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     // What is wrong with the command line first (a misspelled lab), then where it runs.
     let (name, mut machine) = super::machine(
@@ -25,13 +42,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     if !std::io::stdout().is_terminal() {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }
-    machine.control = Some(if args.running {
+    if args.shell {
+        shell(&args.lab, &mut machine)?;
+    }
+    machine.control = Some(if args.running || args.shell {
         ControlStart::Run
     } else {
         ControlStart::Paused
     });
     // The hypervisor's timer lets a pause stop a guest that spins without exiting.
     machine.timer_hz = (args.timer_hz > 0).then_some(args.timer_hz);
+    if args.shell {
+        // The kernel's 250 Hz tick needs the hypervisor's timer (`hv/src/timer.rs`).
+        machine.timer_hz = Some(args.timer_hz.max(traplab_labs::linux::SHELL_TIMER_HZ));
+    }
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     setup::ensure_qemu(args.yes)?;
