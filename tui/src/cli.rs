@@ -276,6 +276,12 @@ pub struct BenchArgs {
     /// domain's blkback, with the trace off and on.
     #[arg(long, conflicts_with = "ui")]
     pub split_driver: bool,
+    /// Measure a Linux boot instead (the linux-boot lab): the time from starting QEMU to
+    /// the kernel's first program (/init's marker) on bare QEMU, under traplab with the trace
+    /// off, and traced; exits and events per second, the bytes through the ring and the size
+    /// of the recording.
+    #[arg(long, conflicts_with_all = ["ui", "split_driver"])]
+    pub linux: bool,
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,

@@ -44,6 +44,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     if args.split_driver {
         return split_driver(args, accel);
     }
+    if args.linux {
+        return linux(args, accel);
+    }
     let runs = args.runs.max(1);
     // A benchmark run that goes wrong is the hypervisor's or QEMU's failure, not a usage error.
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
@@ -584,6 +587,159 @@ fn split_driver(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failu
         ring_us / off_us
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One boot of Linux to its `/init`'s marker: how long it took from the start, and for a
+/// traced boot what went through the ring.
+#[derive(Debug, Clone, Copy, Default)]
+struct Boot {
+    seconds: f64,
+    exits: u64,
+    events: u64,
+    ring_bytes: u64,
+    /// The bytes of the same events as JSON Lines (what `--record` writes).
+    recording_bytes: u64,
+}
+
+/// The linux-boot lab's kernel to its `/init`, three ways: bare QEMU (`-kernel`, the same
+/// kernel, initramfs and command line), traplab with the trace off, and traced.
+fn linux(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
+    let runs = args.runs.max(1);
+    let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
+    let lab = traplab_labs::lab("linux-boot")?;
+    setup::ensure_lab_kernel(&lab, args.yes)?;
+    let mut machine = lab.machine()?;
+    machine.accel = accel;
+    let (mut bare, mut off, mut traced) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        bare.push(bare_linux_boot(&machine).map_err(failed)?);
+        for (trace, boots) in [(TraceMode::Off, &mut off), (TraceMode::Ring, &mut traced)] {
+            let mut machine = machine.clone();
+            machine.trace = trace;
+            boots.push(linux_boot(&machine).map_err(failed)?);
+        }
+    }
+    let seconds = |boots: &[Boot]| median(boots.iter().map(|boot| boot.seconds).collect());
+    let (bare_s, off_s, traced_s) = (seconds(&bare), seconds(&off), seconds(&traced));
+    let last = traced.last().copied().unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "lab": "linux-boot",
+                "runs": runs,
+                "accel": format!("{accel:?}"),
+                "bare_qemu_s": bare_s,
+                "untraced_s": off_s,
+                "traced_s": traced_s,
+                "untraced_over_bare": off_s / bare_s,
+                "traced_over_untraced": traced_s / off_s,
+                "exits": last.exits,
+                "events": last.events,
+                "exits_per_s": last.exits as f64 / traced_s,
+                "events_per_s": last.events as f64 / traced_s,
+                "ring_bytes": last.ring_bytes,
+                "recording_bytes": last.recording_bytes,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("linux-boot to /init's marker, median of {runs} run(s) ({accel:?}):");
+    for (name, s) in [
+        ("bare QEMU (-kernel)", bare_s),
+        ("traplab, trace off", off_s),
+        ("traplab, traced", traced_s),
+    ] {
+        println!("  {name:<22} {s:>7.2} s");
+    }
+    println!(
+        "  untraced / bare {:.2}x, traced / untraced {:.2}x",
+        off_s / bare_s,
+        traced_s / off_s
+    );
+    println!(
+        "  traced: {} exits ({:.0}/s), {} events ({:.0}/s), {:.1} MB through the ring, a {:.1} MB recording",
+        last.exits,
+        last.exits as f64 / traced_s,
+        last.events,
+        last.events as f64 / traced_s,
+        last.ring_bytes as f64 / 1e6,
+        last.recording_bytes as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The marker the linux-boot lab's `/init` prints.
+const LINUX_MARKER: &str = "TRAPLAB-LINUX-MARKER";
+
+/// One boot under traplab, to the marker (on the console events, or in the hypervisor's
+/// log when the trace is off); QEMU is stopped there.
+fn linux_boot(machine: &Machine) -> Result<Boot, String> {
+    let started = Instant::now();
+    let options = Options {
+        timeout: Some(Duration::from_secs(600)),
+        ..Options::default()
+    };
+    let mut session = Session::start(machine, options).map_err(|error| error.to_string())?;
+    let mut boot = Boot::default();
+    while let Some(item) = session.next_item() {
+        let marker = match &item {
+            Item::Event(event) => {
+                boot.events += 1;
+                boot.recording_bytes += serde_json::to_string(event).map_or(0, |line| line.len() as u64 + 1);
+                match &event.body {
+                    Body::Exit(_) => boot.exits += 1,
+                    Body::Lost(lost) => return Err(format!("the ring lost {} events", lost.count)),
+                    _ => {}
+                }
+                matches!(&event.body, Body::Console(console) if console.text == LINUX_MARKER)
+            }
+            Item::Log(line) => line.ends_with(LINUX_MARKER),
+            Item::Broken(message) => return Err(message.clone()),
+            Item::Finished(done) => return Err(format!("QEMU ended before the marker: {done:?}")),
+        };
+        if marker {
+            boot.seconds = started.elapsed().as_secs_f64();
+            boot.ring_bytes = session.ring_bytes();
+            session.stop("the bench saw the marker");
+            return Ok(boot);
+        }
+    }
+    Err("the trace ended before the marker".into())
+}
+
+/// The same kernel, initramfs and command line under QEMU's own `-kernel`, to the marker.
+fn bare_linux_boot(machine: &Machine) -> Result<Boot, String> {
+    use std::io::{BufRead, BufReader};
+    let guest = machine.guests.first().ok_or("the lab has no guest")?;
+    let started = Instant::now();
+    let mut qemu = std::process::Command::new(traplab_tracer::qemu::PROGRAM)
+        .args(["-nodefaults", "-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,-svm"])
+        .args(["-display", "none", "-serial", "stdio", "-no-reboot", "-m", "512"])
+        .arg("-kernel")
+        .arg(&guest.image)
+        .args(guest.initrd.iter().flat_map(|initrd| [std::ffi::OsStr::new("-initrd"), initrd.as_os_str()]))
+        .args(["-append", guest.cmdline.as_deref().unwrap_or("")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot start QEMU: {error}"))?;
+    let stdout = qemu.stdout.take().ok_or("QEMU's output")?;
+    let seen = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim_end() == LINUX_MARKER);
+    let seconds = started.elapsed().as_secs_f64();
+    qemu.kill().ok();
+    qemu.wait().ok();
+    if !seen {
+        return Err("bare QEMU ended before the marker".into());
+    }
+    Ok(Boot {
+        seconds,
+        ..Boot::default()
+    })
 }
 
 fn sample(machine: &Machine) -> Result<Sample, String> {
