@@ -220,6 +220,7 @@ pub fn load(
         &(COMMAND_LINE as u32).to_le_bytes(),
     )?;
     if let Some(initrd) = initrd {
+        check_initramfs(initrd)?;
         // As high as the kernel allows (`initrd_addr_max`) and RAM reaches, page-aligned:
         // out of the way of the decompressed kernel, as boot loaders place it.
         let top = ram.min(kernel.initrd_addr_max as u64 + 1);
@@ -255,6 +256,35 @@ pub fn load(
         entry: kernel.code32_start,
         zero_page: ZERO_PAGE as u32,
     })
+}
+
+/// What an initramfs starts with: a cpio archive (newc "070701", with checksums "070702",
+/// old ASCII "070707"), or one compressed by a method Linux can unpack (gzip, bzip2, xz,
+/// LZMA, LZ4, zstd: `Documentation/driver-api/early-userspace/buffer-format.rst`).
+const INITRAMFS_MAGIC: [&[u8]; 9] = [
+    b"070701",
+    b"070702",
+    b"070707",
+    &[0x1f, 0x8b],
+    b"BZh",
+    &[0xfd, b'7', b'z', b'X', b'Z', 0],
+    &[0x5d, 0, 0],
+    &[0x02, 0x21, 0x4c, 0x18],
+    &[0x28, 0xb5, 0x2f, 0xfd],
+];
+
+/// An initrd that is no archive would boot a kernel that finds no init and panics: refuse
+/// it here, with what it starts with.
+fn check_initramfs(initrd: &[u8]) -> Result<(), ImageError> {
+    if INITRAMFS_MAGIC.iter().any(|magic| initrd.starts_with(magic)) {
+        return Ok(());
+    }
+    let start: Vec<alloc::string::String> =
+        initrd.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    Err(ImageError(format!(
+        "the initrd is no initramfs: neither a cpio archive nor one compressed with gzip, bzip2, xz, LZMA, LZ4 or zstd (it starts with {})",
+        start.join(" ")
+    )))
 }
 
 /// The size of the GDT the entry uses, minus one (GDTR's limit).
@@ -326,7 +356,8 @@ mod tests {
         let kernel = Kernel::parse(&image).expect("a bzImage");
         assert_eq!((kernel.version, kernel.code32_start), (0x020f, 0x10_0000));
         let mut memory = VecMemory::new(32 << 20, false);
-        let initrd = vec![0x5a; 5000];
+        let mut initrd = b"070701".to_vec();
+        initrd.resize(5000, 0x5a);
         let loaded = load(&kernel, &mut memory, "console=ttyS0", Some(&initrd)).unwrap();
         assert_eq!(loaded, Loaded { entry: 0x10_0000, zero_page: ZERO_PAGE as u32 });
         let mut bytes = [0u8; 8];
@@ -374,5 +405,9 @@ mod tests {
         let long = "x".repeat(3000);
         let why = load(&kernel, &mut memory, &long, None).unwrap_err().0;
         assert!(why.contains("this kernel takes at most 2047"), "{why}");
+        let why = load(&kernel, &mut memory, "", Some(b"MZ\x90\x00 not an archive")).unwrap_err().0;
+        assert!(why.starts_with("the initrd is no initramfs"), "{why}");
+        assert!(why.ends_with("(it starts with 4d 5a 90 00 20 6e)"), "{why}");
+        assert!(load(&kernel, &mut memory, "", Some(&[0x1f, 0x8b, 8, 0])).is_ok(), "gzip");
     }
 }
