@@ -527,6 +527,7 @@ every_lab! {
     invalid_tss => "invalid-tss",
     lazy_memory => "lazy-memory",
     linux_boot => "linux-boot",
+    linux_boot_apic => "linux-boot-apic",
     machine_check => "machine-check",
     mmio => "mmio",
     multiboot_hello => "multiboot-hello",
