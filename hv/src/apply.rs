@@ -849,6 +849,13 @@ impl Step<'_, '_> {
                 source,
             }) => {
                 self.machine.start_timer();
+                // Look as often as the guest's timer fires, or its ticks would merge.
+                let interval = countdown
+                    .period_tsc
+                    .unwrap_or(countdown.due_tsc.saturating_sub(now))
+                    .max(1);
+                self.machine
+                    .quicken_timer(tsc_hz.div_ceil(interval).min(u32::MAX as u64) as u32);
                 let when = match countdown.period_tsc {
                     Some(period) => format!("every {} µs", micros(period)),
                     None => format!(

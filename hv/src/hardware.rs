@@ -39,6 +39,10 @@ impl Machine for Hardware {
         timer::ensure_running();
     }
 
+    fn quicken_timer(&mut self, hz: u32) {
+        timer::ensure_at_least(hz);
+    }
+
     fn halt_until(&mut self, tsc: u64) -> u64 {
         let start = timer::ticks();
         while time::rdtsc() < tsc && !control::keys_typed() {

@@ -32,6 +32,10 @@ pub trait Machine {
     /// guest's timer is due.
     fn start_timer(&mut self);
 
+    /// Run the hypervisor's timer at `hz` or faster (within its limits): a guest timer that
+    /// fires more often than the hypervisor looks would have its ticks merged.
+    fn quicken_timer(&mut self, hz: u32);
+
     /// Halt the physical CPU until the TSC reaches `tsc` (the hypervisor's timer wakes it),
     /// or until the host has typed keys ([`Machine::keys_typed`]); how many of its ticks
     /// that took.

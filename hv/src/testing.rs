@@ -219,6 +219,10 @@ impl Machine for FakeMachine {
         self.calls.push("start_timer".into());
     }
 
+    fn quicken_timer(&mut self, hz: u32) {
+        self.calls.push(format!("quicken_timer {hz}"));
+    }
+
     fn halt_until(&mut self, tsc: u64) -> u64 {
         // Three of the hypervisor's ticks pass while the CPU halts.
         self.now.set(self.now.get().max(tsc));

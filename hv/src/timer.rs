@@ -79,6 +79,19 @@ pub fn ensure_running() -> u32 {
     }
 }
 
+/// The fastest the hypervisor's timer goes for a guest: each tick is an INTR exit.
+pub const MAX_HZ: u32 = 1000;
+
+/// Run the PIT at `hz` (at most [`MAX_HZ`]) unless it already runs that fast: a guest's
+/// timer that ticks more often than ours would have its ticks merged (Linux's 250 Hz).
+/// It never slows down again.
+pub fn ensure_at_least(hz: u32) {
+    let hz = hz.min(MAX_HZ);
+    if (RUNNING_HZ.load(Ordering::Relaxed) as u32) < hz {
+        start(hz);
+    }
+}
+
 /// The rate the timer runs at, or the one [`ensure_running`] would start it at.
 pub fn rate_when_running() -> u32 {
     match RUNNING_HZ.load(Ordering::Relaxed) {

@@ -244,6 +244,11 @@ mod tests {
             "{}",
             run.emulate().what
         );
+        assert!(
+            test.machine.calls.contains(&"quicken_timer 1000".to_string()),
+            "a guest timer every 1 ms: the hypervisor looks 1000 times a second: {:?}",
+            test.machine.calls
+        );
         let now = test.machine.now.get();
         let period = 1_000_000 * crate::testing::TSC_HZ / lapic::BUS_HZ;
         assert_eq!(
