@@ -831,6 +831,26 @@ impl Step<'_, '_> {
         let tsc_hz = self.machine.tsc_hz().max(1);
         let platform = self.domain.devices.platform_timer(now, tsc_hz);
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
+        // A PIT tick requested through the PIC and not yet taken is no longer presented
+        // once the PIC masks IRQ 0 or the ticks go elsewhere (a kernel switching to the
+        // IO-APIC): withdraw it, or the CPU would take an interrupt the kernel has turned
+        // away (Xen: "spurious 8259A interrupt: IRQ0").
+        let old = self.domain.vcpu.interrupts.timer;
+        let still_routed = |vector: u8| {
+            platform.is_some_and(|timer| {
+                timer.vector == vector && !timer.source.to_local_apic()
+            })
+        };
+        if let Some(old) = old.filter(|old| !old.to_local_apic)
+            && self.domain.vcpu.interrupts.pending == Some(old.vector)
+            && !still_routed(old.vector)
+        {
+            self.domain.vcpu.interrupts.pending = None;
+            self.reports.push(format!(
+                "the PIT's tick waiting at vector {:#x} is withdrawn: the PIC no longer presents IRQ 0 there",
+                old.vector
+            ));
+        }
         self.domain.vcpu.interrupts.timer = platform.map(|timer| VirtualTimer {
             vector: timer.vector,
             // Once: after the deadline, a period beyond any run (the PIT's mode 0, the

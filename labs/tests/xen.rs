@@ -71,9 +71,13 @@ const DIFFERENCES: [(&str, &str); 17] = [
 
 /// Lines only one side prints, for a reason given by a line above: machine-check polling
 /// (QEMU's banks), and cpuidle's remark on the HPET, which Xen makes only without MCE.
-const ONE_SIDED: [&str; 2] = [
+const ONE_SIDED: [&str; 3] = [
     "(XEN) mcheck_poll: Machine check polling timer started.",
     "(XEN) CPUIDLE: disabled due to no HPET. Force enable with 'cpuidle'.",
+    // The 24-bit PM timer wraps every 4.7 s; Xen reads it about twice as often. On a loaded
+    // host its domain can be off the CPU longer than that, and Xen says so (seen with three
+    // of these tests beside a CI run).
+    "(XEN) Platform timer appears to have unexpectedly wrapped 1 times.",
 ];
 
 /// Xen's image: Debian's package, fetched once into `target/xen/` and unpacked (its
@@ -215,9 +219,15 @@ fn xen_boots_under_traplab_to_the_same_lines_as_under_qemus_own_loader() {
     ] {
         assert!(traced.iter().any(|traced| traced == line), "{line:?} in {traced:#?}");
     }
-    assert_eq!(
-        comparable(&traced),
-        comparable(&bare),
-        "the same lines, but for the listed differences"
-    );
+    let (traced, bare) = (comparable(&traced), comparable(&bare));
+    if let Some(at) =
+        (0..traced.len().max(bare.len())).find(|&at| traced.get(at) != bare.get(at))
+    {
+        let around = |lines: &[&str]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].join("\n  ");
+        panic!(
+            "Xen's lines differ at line {at} (of the compared ones):\ntraplab:\n  {}\nQEMU:\n  {}",
+            around(&traced),
+            around(&bare)
+        );
+    }
 }

@@ -369,6 +369,36 @@ mod tests {
     }
 
     #[test]
+    fn masking_irq_0_withdraws_a_pit_tick_the_cpu_has_not_taken() {
+        // A kernel leaving the PIC for the IO-APIC masks IRQ 0 while a tick waits (its
+        // interrupts off): a real 8259A no longer presents it, so no interrupt comes.
+        let mut test = Test::long_mode();
+        for (port_number, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfe),
+            (0x43, 0x34),
+            (0x40, 0x9c),
+            (0x40, 0x2e),
+        ] {
+            out_to(&mut test, port_number, value);
+        }
+        let timer = test.domain.vcpu.interrupts.timer.expect("PIT through the PIC");
+        assert_eq!(timer.vector, 0x20);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let run = out_to(&mut test, 0x21, 0xff);
+        assert!(
+            run.emulate().what.contains("the PIT's tick waiting at vector 0x20 is withdrawn"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.vcpu.interrupts.pending, None);
+        assert_eq!(test.domain.pending_interrupt(), None);
+    }
+
+    #[test]
     fn a_key_from_the_host_is_irq_4_through_the_pic_in_service_until_eoi() {
         // A kernel's serial driver: the PICs at 0x20/0x28 with only IRQ 4 open, COM1's
         // received-data interrupt enabled, OUT2 set (it gates IRQ 4 onto the bus).
