@@ -384,8 +384,16 @@ mod tests {
                 .nth(index)
                 .map_or(0, |keys| keys.bytes().len())
         });
-        assert_eq!(lengths, [16, 16, 8], "split in order, at most 16 bytes each");
-        assert_eq!(Command::decode([7 | 17 << 24, 0, 0, 0]), None, "at most 16 bytes");
+        assert_eq!(
+            lengths,
+            [16, 16, 8],
+            "split in order, at most 16 bytes each"
+        );
+        assert_eq!(
+            Command::decode([7 | 17 << 24, 0, 0, 0]),
+            None,
+            "at most 16 bytes"
+        );
         assert_eq!(Command::decode([99, 0, 0, 0]), None);
         assert_eq!(Command::decode([5, 2, 300, 0]), None, "a vector is a byte");
         assert_eq!(Command::decode([5, 5, 9, 9]), None, "an empty range");

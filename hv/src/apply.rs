@@ -837,9 +837,7 @@ impl Step<'_, '_> {
         // away (Xen: "spurious 8259A interrupt: IRQ0").
         let old = self.domain.vcpu.interrupts.timer;
         let still_routed = |vector: u8| {
-            platform.is_some_and(|timer| {
-                timer.vector == vector && !timer.source.to_local_apic()
-            })
+            platform.is_some_and(|timer| timer.vector == vector && !timer.source.to_local_apic())
         };
         if let Some(old) = old.filter(|old| !old.to_local_apic)
             && self.domain.vcpu.interrupts.pending == Some(old.vector)

@@ -336,8 +336,7 @@ pub fn describe(domain: &Domain) -> Cow<'static, str> {
     if !paging && save.cs.selector == traplab_hv::image::linux::BOOT_CS {
         return Cow::Owned(format!(
             "a Linux kernel (bzImage): {ram} KiB of RAM, entry {:#x} in 32-bit protected mode with paging off by the 32-bit boot protocol, ESI = {:#x} (its zero page, struct boot_params)",
-            save.rip,
-            domain.vcpu.context.rsi
+            save.rip, domain.vcpu.context.rsi
         ));
     }
     Cow::Owned(format!("{ram} KiB of RAM, entry {:#x}", save.rip))

@@ -325,7 +325,12 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         return None;
     }
     let mut first = None;
-    let ids: Vec<u16> = running.system().domains.iter().map(|domain| domain.id).collect();
+    let ids: Vec<u16> = running
+        .system()
+        .domains
+        .iter()
+        .map(|domain| domain.id)
+        .collect();
     for id in ids {
         let mut events = Vec::new();
         let Some(domain) = running.system().domain_mut(id) else {

@@ -68,14 +68,27 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
             .map(|entry| entry.path())
             .find(|path| {
                 path.extension().is_some_and(|extension| extension == "deb")
-                    && path
-                        .file_name()
-                        .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{package}_")))
+                    && path.file_name().is_some_and(|name| {
+                        name.to_string_lossy().starts_with(&format!("{package}_"))
+                    })
             })
-            .ok_or_else(|| format!("apt-get download left no {package}_*.deb in {}", dir.display()))?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+            .ok_or_else(|| {
+                format!(
+                    "apt-get download left no {package}_*.deb in {}",
+                    dir.display()
+                )
+            })?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")))?;
     }
-    fetched().ok_or_else(|| format!("the packages in {} hold no vmlinuz and no busybox", dir.display()))
+    fetched().ok_or_else(|| {
+        format!(
+            "the packages in {} hold no vmlinuz and no busybox",
+            dir.display()
+        )
+    })
 }
 
 fn run(command: &mut Command) -> Result<String, String> {

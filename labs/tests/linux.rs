@@ -62,7 +62,10 @@ const DIFFERENT: [(&str, &str); 28] = [
     ),
     ("TSC found unstable", "(the same)"),
     ("Calibrating delay loop", "(the same)"),
-    ("smpboot: Total of 1 processors activated", "(the same: BogoMIPS)"),
+    (
+        "smpboot: Total of 1 processors activated",
+        "(the same: BogoMIPS)",
+    ),
     ("sched_clock:", "(the same)"),
     ("Unstable clock detected", "(the same)"),
     ("If you want to keep using the local clock", "(the same)"),
@@ -90,7 +93,10 @@ const UNORDERED: [&str; 5] = [
 /// (`  0:        287    XT-PIC      timer`) as `N`: they depend on how long each step took.
 fn normalized(line: &str) -> String {
     let line = line.trim_end();
-    let line = match line.strip_prefix('[').and_then(|rest| rest.split_once("] ")) {
+    let line = match line
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+    {
         Some((stamp, rest)) if stamp.trim().parse::<f64>().is_ok() => rest,
         _ => line,
     };
@@ -185,7 +191,9 @@ fn linux_boots_to_its_init_under_traplab_with_the_console_it_has_under_qemu() {
     let traced = common::console(&run.events, 1);
     assert!(traced.iter().any(|line| line == MARKER), "{traced:#?}");
     assert!(
-        traced.iter().any(|line| line.starts_with("Linux (none) 6.")),
+        traced
+            .iter()
+            .any(|line| line.starts_with("Linux (none) 6.")),
         "uname -a: {traced:#?}"
     );
     let (state, status, reason) = common::ending(&run.events, 1);
@@ -199,7 +207,8 @@ fn linux_boots_to_its_init_under_traplab_with_the_console_it_has_under_qemu() {
     if let Some(at) = (0..traced_ordered.len().max(bare_ordered.len()))
         .find(|&at| traced_ordered.get(at) != bare_ordered.get(at))
     {
-        let around = |lines: &[String]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].to_vec();
+        let around =
+            |lines: &[String]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].to_vec();
         panic!(
             "the consoles differ at line {at} (of the compared ones):\ntraplab: {:#?}\nQEMU:    {:#?}",
             around(&traced_ordered),
@@ -215,8 +224,14 @@ fn console_lines_are_compared_without_timestamps_and_interrupt_counts() {
         normalized("[    1.252186] Freeing unused kernel image"),
         "Freeing unused kernel image"
     );
-    assert_eq!(normalized("  0:        287    XT-PIC      timer"), "0: N XT-PIC timer");
-    assert_eq!(normalized("NMI:          0   Non-maskable interrupts"), "NMI:          0   Non-maskable interrupts");
+    assert_eq!(
+        normalized("  0:        287    XT-PIC      timer"),
+        "0: N XT-PIC timer"
+    );
+    assert_eq!(
+        normalized("NMI:          0   Non-maskable interrupts"),
+        "NMI:          0   Non-maskable interrupts"
+    );
 }
 
 #[test]
@@ -248,7 +263,10 @@ fn linux_on_the_apic_platform_takes_its_timer_through_the_io_apic_and_the_local_
         "..TIMER: vector=0x30 apic1=0 pin1=2 apic2=-1 pin2=-1",
         MARKER,
     ] {
-        assert!(traced.iter().any(|traced| traced == line), "{line:?} in {traced:#?}");
+        assert!(
+            traced.iter().any(|traced| traced == line),
+            "{line:?} in {traced:#?}"
+        );
     }
     let words = |start: &str| -> Vec<String> {
         let line = traced

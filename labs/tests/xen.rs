@@ -29,7 +29,10 @@ const LAST_LINE: &str = "(XEN) Manual reset required ('noreboot' specified)";
 /// Lines that differ between the two PCs, and why: a line matching one of these prefixes (or
 /// containing it, for those starting with `*`) is left out on both sides.
 const DIFFERENCES: [(&str, &str); 17] = [
-    ("(XEN) Bootloader: ", "the multiboot loader's name: `qemu` or `traplab`"),
+    (
+        "(XEN) Bootloader: ",
+        "the multiboot loader's name: `qemu` or `traplab`",
+    ),
     (
         "(XEN)  [0000000000100000, ",
         "the memory map: SeaBIOS reserves RAM's last 128 KiB for its ACPI tables, the BIOS flash and the HyperTransport hole; traplab's tables are in the F segment",
@@ -37,7 +40,10 @@ const DIFFERENCES: [(&str, &str); 17] = [
     ("(XEN)  [000000000ffe0000, ", "(the same)"),
     ("(XEN)  [00000000fffc0000, ", "(the same)"),
     ("(XEN)  [000000fd00000000, ", "(the same)"),
-    ("(XEN) New Xen image base address: ", "(the same: it follows the end of RAM)"),
+    (
+        "(XEN) New Xen image base address: ",
+        "(the same: it follows the end of RAM)",
+    ),
     ("(XEN) System RAM: ", "(the same)"),
     ("(XEN) Faking a node at ", "(the same)"),
     (
@@ -48,7 +54,10 @@ const DIFFERENCES: [(&str, &str); 17] = [
         "(XEN) found SMP MP-table at ",
         "SeaBIOS also writes an MP table; traplab only ACPI's MADT",
     ),
-    ("(XEN) DMI ", "SeaBIOS writes SMBIOS (DMI) tables; traplab none"),
+    (
+        "(XEN) DMI ",
+        "SeaBIOS writes SMBIOS (DMI) tables; traplab none",
+    ),
     (
         "*levelling caps",
         "Xen probes the CPUID-masking MSRs of a family 0Fh AMD CPU with a guarded RDMSR: QEMU's TCG reads an unknown MSR as 0, traplab raises #GP as a CPU without them does",
@@ -165,7 +174,10 @@ fn under_qemus_loader(xen: &Path, dom0: &Path, bound: Duration) -> Vec<String> {
     std::fs::remove_file(&output_file).ok();
     // SeaBIOS prints first, and escape sequences; Xen's lines start with "(XEN)".
     text.lines()
-        .filter_map(|line| line.find("(XEN)").map(|at| line[at..].trim_end().to_string()))
+        .filter_map(|line| {
+            line.find("(XEN)")
+                .map(|at| line[at..].trim_end().to_string())
+        })
         .collect()
 }
 
@@ -176,10 +188,13 @@ fn comparable(lines: &[String]) -> Vec<&str> {
         .iter()
         .map(|line| line.trim_end())
         .filter(|line| {
-            !DIFFERENCES.iter().any(|(start, _)| match start.strip_prefix('*') {
-                Some(part) => line.contains(part),
-                None => line.starts_with(start),
-            }) && !ONE_SIDED.contains(line)
+            !DIFFERENCES
+                .iter()
+                .any(|(start, _)| match start.strip_prefix('*') {
+                    Some(part) => line.contains(part),
+                    None => line.starts_with(start),
+                })
+                && !ONE_SIDED.contains(line)
         })
         .collect()
 }
@@ -200,7 +215,11 @@ fn xen_boots_under_traplab_to_the_same_lines_as_under_qemus_own_loader() {
     machine.fit_ram();
     let run = common::run_machine(&machine);
     let traced = common::console(&run.events, 1);
-    assert_eq!(traced.last().map(String::as_str), Some(LAST_LINE), "{traced:#?}");
+    assert_eq!(
+        traced.last().map(String::as_str),
+        Some(LAST_LINE),
+        "{traced:#?}"
+    );
     let (state, _, reason) = common::ending(&run.events, 1);
     assert_eq!(
         (state, reason.as_str()),
@@ -217,13 +236,15 @@ fn xen_boots_under_traplab_to_the_same_lines_as_under_qemus_own_loader() {
         "(XEN) ..TIMER: vector=0xF0 apic1=0 pin1=2 apic2=-1 pin2=-1",
         "(XEN) Could not construct domain 0",
     ] {
-        assert!(traced.iter().any(|traced| traced == line), "{line:?} in {traced:#?}");
+        assert!(
+            traced.iter().any(|traced| traced == line),
+            "{line:?} in {traced:#?}"
+        );
     }
     let (traced, bare) = (comparable(&traced), comparable(&bare));
-    if let Some(at) =
-        (0..traced.len().max(bare.len())).find(|&at| traced.get(at) != bare.get(at))
-    {
-        let around = |lines: &[&str]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].join("\n  ");
+    if let Some(at) = (0..traced.len().max(bare.len())).find(|&at| traced.get(at) != bare.get(at)) {
+        let around =
+            |lines: &[&str]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].join("\n  ");
         panic!(
             "Xen's lines differ at line {at} (of the compared ones):\ntraplab:\n  {}\nQEMU:\n  {}",
             around(&traced),

@@ -177,10 +177,13 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
             source_root: None,
         },
     );
-    let waits_for_a_key = |body: &Body| {
-        matches!(body, Body::Decide(decide) if decide.why.contains("blocks until a key the host types on COM1"))
-    };
-    until_event(&mut app, &mut session, "the HLT that waits for a key", waits_for_a_key);
+    let waits_for_a_key = |body: &Body| matches!(body, Body::Decide(decide) if decide.why.contains("blocks until a key the host types on COM1"));
+    until_event(
+        &mut app,
+        &mut session,
+        "the HLT that waits for a key",
+        waits_for_a_key,
+    );
     keys(&mut app, "ihello world\n");
     assert_eq!(
         app.message.as_deref(),
@@ -200,9 +203,12 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
     );
     until_event(&mut app, &mut session, "the next wait", waits_for_a_key);
     keys(&mut app, "iquit\n");
-    until_event(&mut app, &mut session, "the end", |body| {
-        matches!(body, Body::Domain(change) if change.state == DomainState::Exited && change.status == Some(0))
-    });
+    until_event(
+        &mut app,
+        &mut session,
+        "the end",
+        |body| matches!(body, Body::Domain(change) if change.state == DomainState::Exited && change.status == Some(0)),
+    );
 }
 
 #[test]
@@ -242,11 +248,17 @@ fn a_shell_on_linux_s_console_runs_the_line_i_types() {
     // The shell computes the answer: only its output is this line, not the echo of the
     // command line typed.
     keys(&mut app, "iecho answer-$((6*7))\n");
-    until_event(&mut app, &mut session, "the command's output", |body| {
-        matches!(body, Body::Console(console) if console.text.ends_with("answer-42") && !console.text.contains("echo"))
-    });
+    until_event(
+        &mut app,
+        &mut session,
+        "the command's output",
+        |body| matches!(body, Body::Console(console) if console.text.ends_with("answer-42") && !console.text.contains("echo")),
+    );
     keys(&mut app, "ipoweroff -f\n");
-    until_event(&mut app, &mut session, "the end", |body| {
-        matches!(body, Body::Domain(change) if change.state == DomainState::Exited)
-    });
+    until_event(
+        &mut app,
+        &mut session,
+        "the end",
+        |body| matches!(body, Body::Domain(change) if change.state == DomainState::Exited),
+    );
 }

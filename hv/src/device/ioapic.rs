@@ -262,7 +262,10 @@ mod tests {
             what,
             "redirection entry 2 (the PIT's IRQ 0) = 0x22: vector 0x22, fixed, unmasked"
         );
-        assert_eq!(ioapic.timer_vector().map(|message| message.vector), Some(0x22));
+        assert_eq!(
+            ioapic.timer_vector().map(|message| message.vector),
+            Some(0x22)
+        );
         set(&mut ioapic, 0x15, 0xff00_0000);
         assert_eq!(get(&mut ioapic, 0x15), 0xff00_0000);
         assert_eq!(

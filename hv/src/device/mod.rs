@@ -284,7 +284,8 @@ impl Devices {
             });
         }
         let countdown = self.pit.countdown(now, tsc_hz)?;
-        let (vector, source) = match (self.pic.timer_vector(), self.ioapic_vector(ioapic::PIT_PIN)) {
+        let (vector, source) = match (self.pic.timer_vector(), self.ioapic_vector(ioapic::PIT_PIN))
+        {
             (Some(vector), _) => (vector, TimerSource::Pit),
             (None, Some(vector)) if self.lapic.software_enabled() => {
                 (vector, TimerSource::PitThroughIoApic)

@@ -328,9 +328,17 @@ mod tests {
         assert_eq!(pic.presented(), None, "the line stayed high: no new edge");
         pic.set_irq(4, false);
         pic.set_irq(4, true);
-        assert_eq!(pic.presented(), None, "requested again, but IRQ 4 is in service");
+        assert_eq!(
+            pic.presented(),
+            None,
+            "requested again, but IRQ 4 is in service"
+        );
         pic.set_irq(3, true);
-        assert_eq!(pic.presented(), Some(0x23), "a higher priority gets through");
+        assert_eq!(
+            pic.presented(),
+            Some(0x23),
+            "a higher priority gets through"
+        );
         pic.write(MASTER_COMMAND, 0x20); // EOI: ends IRQ 4
         assert_eq!(pic.master.in_service, 0);
         assert_eq!(pic.acknowledge(), Some(0x23));

@@ -406,7 +406,10 @@ mod tests {
         uart.write(1, ier::RECEIVED_DATA | ier::TRANSMITTER_EMPTY);
         assert!(!uart.interrupt_line(), "OUT2 clear: nothing on the bus");
         uart.write(4, mcr::OUT2 | mcr::DTR | mcr::RTS);
-        assert!(uart.interrupt_line(), "THR empty, pending since IER enabled it");
+        assert!(
+            uart.interrupt_line(),
+            "THR empty, pending since IER enabled it"
+        );
         assert_eq!(uart.read(2), iir::TRANSMITTER_EMPTY);
         assert!(!uart.interrupt_line(), "reading IIR ended it");
         uart.receive(b"k");
@@ -415,7 +418,11 @@ mod tests {
         assert_eq!(uart.read(0), b'k');
         assert_eq!(uart.read(2), iir::NONE);
         uart.write(0, b'!');
-        assert_eq!(uart.read(2), iir::TRANSMITTER_EMPTY, "sent, THR empty again");
+        assert_eq!(
+            uart.read(2),
+            iir::TRANSMITTER_EMPTY,
+            "sent, THR empty again"
+        );
         uart.write(2, 1);
         assert_eq!(uart.read(2), iir::NONE | iir::FIFOS_ENABLED);
     }

@@ -148,7 +148,12 @@ impl Domain {
         };
         let local_apic = self.devices.lapic.next_to_deliver();
         let pic = self.devices.pic.presented();
-        self.vcpu.interrupts.pending.max(upcall).max(local_apic).max(pic)
+        self.vcpu
+            .interrupts
+            .pending
+            .max(upcall)
+            .max(local_apic)
+            .max(pic)
     }
 
     /// Set or clear `evtchn_upcall_mask`.

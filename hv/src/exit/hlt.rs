@@ -159,7 +159,13 @@ mod tests {
         test.gate(0x24, HANDLER);
         test.machine.keyboard = keyboard;
         let devices = &mut test.domain.devices;
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef)] {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+        ] {
             devices.pic.write(port, value);
         }
         devices.console.write(1, 0x01);
@@ -172,7 +178,9 @@ mod tests {
         let mut test = waiting_for_a_key(true);
         let run = test.run(test.exit(ExitReason::Hlt));
         assert!(
-            run.decision.why.contains("blocks until a key the host types on COM1"),
+            run.decision
+                .why
+                .contains("blocks until a key the host types on COM1"),
             "{}",
             run.decision.why
         );

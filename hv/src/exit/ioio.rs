@@ -385,12 +385,19 @@ mod tests {
         ] {
             out_to(&mut test, port_number, value);
         }
-        let timer = test.domain.vcpu.interrupts.timer.expect("PIT through the PIC");
+        let timer = test
+            .domain
+            .vcpu
+            .interrupts
+            .timer
+            .expect("PIT through the PIC");
         assert_eq!(timer.vector, 0x20);
         test.domain.vcpu.interrupts.pending = Some(0x20);
         let run = out_to(&mut test, 0x21, 0xff);
         assert!(
-            run.emulate().what.contains("the PIT's tick waiting at vector 0x20 is withdrawn"),
+            run.emulate()
+                .what
+                .contains("the PIT's tick waiting at vector 0x20 is withdrawn"),
             "{}",
             run.emulate().what
         );
@@ -415,27 +422,48 @@ mod tests {
         ] {
             out_to(&mut test, port_number, value);
         }
-        assert_eq!(test.domain.devices.serial_input(b"k"), None, "OUT2 is clear");
+        assert_eq!(
+            test.domain.devices.serial_input(b"k"),
+            None,
+            "OUT2 is clear"
+        );
         let run = out_to(&mut test, 0x3fc, 0x0b); // MCR: DTR, RTS, OUT2
         assert!(
-            run.emulate().what.contains("COM1 raises IRQ 4: requested at the PIC"),
+            run.emulate()
+                .what
+                .contains("COM1 raises IRQ 4: requested at the PIC"),
             "{}",
             run.emulate().what
         );
-        assert_eq!(run.injected().vector, 0x24, "the CPU takes it at once (IF = 1)");
+        assert_eq!(
+            run.injected().vector,
+            0x24,
+            "the CPU takes it at once (IF = 1)"
+        );
         assert_eq!(test.domain.devices.pic.master.in_service, 1 << 4);
         test.vmrun();
         // The handler reads the byte: the line drops; its EOI ends the interrupt.
         test.set_gpr(2, 0x3f8);
         let run = io(&mut test, &IN_AL_DX, port(0x3f8, true, 1));
         assert_eq!(test.gpr(0) & 0xff, b'k' as u64);
-        assert!(run.emulate().what.contains("IRQ 4) drops"), "{}", run.emulate().what);
+        assert!(
+            run.emulate().what.contains("IRQ 4) drops"),
+            "{}",
+            run.emulate().what
+        );
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.domain.devices.serial_input(b"!");
         assert_eq!(test.domain.pending_interrupt(), None, "IRQ 4 is in service");
         let run = out_to(&mut test, 0x20, 0x20); // EOI
-        assert_eq!(run.emulate().what, "OUT 0x20 to port 0x20 (8259A interrupt controller)");
-        assert_eq!(run.injected().vector, 0x24, "the next key's, once IRQ 4 ended");
+        assert_eq!(
+            run.emulate().what,
+            "OUT 0x20 to port 0x20 (8259A interrupt controller)"
+        );
+        assert_eq!(
+            run.injected().vector,
+            0x24,
+            "the next key's, once IRQ 4 ended"
+        );
     }
 
     #[test]

@@ -61,7 +61,9 @@ fn efer_refused(old: u64, value: u64, cr0: u64) -> Option<&'static str> {
     let lme = EferFlags::LONG_MODE_ENABLE.bits();
     if value & !EFER_BITS.bits() != 0 {
         Some("sets a bit this CPU does not have (its CPUID offers SCE, LME and NXE)")
-    } else if (old ^ value) & lme != 0 && Cr0Flags::from_bits_truncate(cr0).contains(Cr0Flags::PAGING) {
+    } else if (old ^ value) & lme != 0
+        && Cr0Flags::from_bits_truncate(cr0).contains(Cr0Flags::PAGING)
+    {
         Some("changes LME while paging is on")
     } else {
         None

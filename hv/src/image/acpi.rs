@@ -567,7 +567,11 @@ mod tests {
         let dsdt = read_table(&memory, tables.dsdt, b"DSDT");
         assert_eq!(dsdt.len(), HEADER_LENGTH, "no AML");
         assert_eq!(u32_at(&fadt, fadt::FIRMWARE_CTRL) as u64, tables.facs);
-        assert_eq!(u64_at(&fadt, fadt::X_FIRMWARE_CTRL), 0, "the 32-bit field alone");
+        assert_eq!(
+            u64_at(&fadt, fadt::X_FIRMWARE_CTRL),
+            0,
+            "the 32-bit field alone"
+        );
         assert_eq!(tables.facs % 64, 0, "the FACS is 64-byte aligned");
         let facs = bytes(&memory, tables.facs, FACS_LENGTH);
         assert_eq!(&facs[0..4], b"FACS");

@@ -211,7 +211,11 @@ pub fn load(
 
     // The zero page: zeros, then the setup header at its offset, then the loader's fields.
     put(memory, ZERO_PAGE, &[0u8; 4096])?;
-    put(memory, ZERO_PAGE + offset::SETUP_SECTS as u64, kernel.header)?;
+    put(
+        memory,
+        ZERO_PAGE + offset::SETUP_SECTS as u64,
+        kernel.header,
+    )?;
     let field = |at: usize| ZERO_PAGE + at as u64;
     put(memory, field(offset::TYPE_OF_LOADER), &[UNDEFINED_LOADER])?;
     put(
@@ -232,7 +236,11 @@ pub fn load(
             )));
         }
         put(memory, at, initrd)?;
-        put(memory, field(offset::RAMDISK_IMAGE), &(at as u32).to_le_bytes())?;
+        put(
+            memory,
+            field(offset::RAMDISK_IMAGE),
+            &(at as u32).to_le_bytes(),
+        )?;
         put(
             memory,
             field(offset::RAMDISK_SIZE),
@@ -248,7 +256,10 @@ pub fn load(
             &e820_bytes(entry),
         )?;
     }
-    let gdt: Vec<u8> = GDT_ENTRIES.iter().flat_map(|entry| entry.to_le_bytes()).collect();
+    let gdt: Vec<u8> = GDT_ENTRIES
+        .iter()
+        .flat_map(|entry| entry.to_le_bytes())
+        .collect();
     put(memory, GDT, &gdt)?;
     super::firmware::write_bios_data_area(memory)?;
     super::acpi::write_tables(memory)?;
@@ -276,11 +287,17 @@ const INITRAMFS_MAGIC: [&[u8]; 9] = [
 /// An initrd that is no archive would boot a kernel that finds no init and panics: refuse
 /// it here, with what it starts with.
 fn check_initramfs(initrd: &[u8]) -> Result<(), ImageError> {
-    if INITRAMFS_MAGIC.iter().any(|magic| initrd.starts_with(magic)) {
+    if INITRAMFS_MAGIC
+        .iter()
+        .any(|magic| initrd.starts_with(magic))
+    {
         return Ok(());
     }
-    let start: Vec<alloc::string::String> =
-        initrd.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    let start: Vec<alloc::string::String> = initrd
+        .iter()
+        .take(6)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     Err(ImageError(format!(
         "the initrd is no initramfs: neither a cpio archive nor one compressed with gzip, bzip2, xz, LZMA, LZ4 or zstd (it starts with {})",
         start.join(" ")
@@ -335,7 +352,8 @@ mod tests {
         image[offset::HEADER..offset::HEADER + 4].copy_from_slice(b"HdrS");
         image[offset::VERSION..offset::VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
         image[offset::LOADFLAGS] = LOADED_HIGH;
-        let mut word = |at: usize, value: u32| image[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let mut word =
+            |at: usize, value: u32| image[at..at + 4].copy_from_slice(&value.to_le_bytes());
         word(offset::CODE32_START, 0x10_0000);
         word(offset::INIT_SIZE, 0x10_0000);
         word(offset::INITRD_ADDR_MAX, 0x7fff_ffff);
@@ -359,24 +377,47 @@ mod tests {
         let mut initrd = b"070701".to_vec();
         initrd.resize(5000, 0x5a);
         let loaded = load(&kernel, &mut memory, "console=ttyS0", Some(&initrd)).unwrap();
-        assert_eq!(loaded, Loaded { entry: 0x10_0000, zero_page: ZERO_PAGE as u32 });
+        assert_eq!(
+            loaded,
+            Loaded {
+                entry: 0x10_0000,
+                zero_page: ZERO_PAGE as u32
+            }
+        );
         let mut bytes = [0u8; 8];
         memory.read_physical(0x10_0000, &mut bytes).unwrap();
-        assert_eq!(&bytes, b"\xfa\xf4kernel", "the protected-mode part at 1 MiB");
+        assert_eq!(
+            &bytes, b"\xfa\xf4kernel",
+            "the protected-mode part at 1 MiB"
+        );
         let zero_page = |at: usize| ZERO_PAGE + at as u64;
-        assert_eq!(read_u32(&memory, zero_page(offset::HEADER)), u32::from_le_bytes(*b"HdrS"));
+        assert_eq!(
+            read_u32(&memory, zero_page(offset::HEADER)),
+            u32::from_le_bytes(*b"HdrS")
+        );
         let mut loader = [0u8; 1];
-        memory.read_physical(zero_page(offset::TYPE_OF_LOADER), &mut loader).unwrap();
+        memory
+            .read_physical(zero_page(offset::TYPE_OF_LOADER), &mut loader)
+            .unwrap();
         assert_eq!(loader, [0xff]);
-        assert_eq!(read_u32(&memory, zero_page(offset::CMD_LINE_PTR)), COMMAND_LINE as u32);
+        assert_eq!(
+            read_u32(&memory, zero_page(offset::CMD_LINE_PTR)),
+            COMMAND_LINE as u32
+        );
         let mut line = [0u8; 14];
         memory.read_physical(COMMAND_LINE, &mut line).unwrap();
         assert_eq!(&line, b"console=ttyS0\0");
         let ramdisk = read_u32(&memory, zero_page(offset::RAMDISK_IMAGE));
-        assert_eq!(ramdisk, (32 << 20) - 0x2000, "page-aligned, at the top of RAM");
+        assert_eq!(
+            ramdisk,
+            (32 << 20) - 0x2000,
+            "page-aligned, at the top of RAM"
+        );
         assert_eq!(read_u32(&memory, zero_page(offset::RAMDISK_SIZE)), 5000);
         let mut entries = [0u8; 1];
-        memory.read_physical(zero_page(offset::E820_ENTRIES), &mut entries).unwrap();
+        memory
+            .read_physical(zero_page(offset::E820_ENTRIES), &mut entries)
+            .unwrap();
         assert_eq!(entries, [4], "the PC's memory map");
         // The last entry: RAM from 1 MiB to the end, type 1.
         let last = zero_page(offset::E820_TABLE) + 3 * 20;
@@ -390,12 +431,20 @@ mod tests {
         let error = |image: &[u8]| Kernel::parse(image).err().map(|ImageError(why)| why);
         let mut old = bzimage(b"k");
         old[offset::VERSION] = 0x04;
-        assert!(error(&old).unwrap().contains("boot protocol 2.04 is older than 2.06"));
+        assert!(
+            error(&old)
+                .unwrap()
+                .contains("boot protocol 2.04 is older than 2.06")
+        );
         let mut zimage = bzimage(b"k");
         zimage[offset::LOADFLAGS] = 0;
         assert!(error(&zimage).unwrap().contains("a zImage"));
         let short = &bzimage(b"")[..1024];
-        assert!(error(short).unwrap().contains("ends before its protected-mode kernel"));
+        assert!(
+            error(short)
+                .unwrap()
+                .contains("ends before its protected-mode kernel")
+        );
         let kernel_image = bzimage(b"k");
         let kernel = Kernel::parse(&kernel_image).unwrap();
         let mut small = VecMemory::new(16 << 20, false);
@@ -405,9 +454,14 @@ mod tests {
         let long = "x".repeat(3000);
         let why = load(&kernel, &mut memory, &long, None).unwrap_err().0;
         assert!(why.contains("this kernel takes at most 2047"), "{why}");
-        let why = load(&kernel, &mut memory, "", Some(b"MZ\x90\x00 not an archive")).unwrap_err().0;
+        let why = load(&kernel, &mut memory, "", Some(b"MZ\x90\x00 not an archive"))
+            .unwrap_err()
+            .0;
         assert!(why.starts_with("the initrd is no initramfs"), "{why}");
         assert!(why.ends_with("(it starts with 4d 5a 90 00 20 6e)"), "{why}");
-        assert!(load(&kernel, &mut memory, "", Some(&[0x1f, 0x8b, 8, 0])).is_ok(), "gzip");
+        assert!(
+            load(&kernel, &mut memory, "", Some(&[0x1f, 0x8b, 8, 0])).is_ok(),
+            "gzip"
+        );
     }
 }

@@ -686,7 +686,8 @@ fn linux_boot(machine: &Machine) -> Result<Boot, String> {
         let marker = match &item {
             Item::Event(event) => {
                 boot.events += 1;
-                boot.recording_bytes += serde_json::to_string(event).map_or(0, |line| line.len() as u64 + 1);
+                boot.recording_bytes +=
+                    serde_json::to_string(event).map_or(0, |line| line.len() as u64 + 1);
                 match &event.body {
                     Body::Exit(_) => boot.exits += 1,
                     Body::Lost(lost) => return Err(format!("the ring lost {} events", lost.count)),
@@ -714,11 +715,32 @@ fn bare_linux_boot(machine: &Machine) -> Result<Boot, String> {
     let guest = machine.guests.first().ok_or("the lab has no guest")?;
     let started = Instant::now();
     let mut qemu = std::process::Command::new(traplab_tracer::qemu::PROGRAM)
-        .args(["-nodefaults", "-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,-svm"])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot", "-m", "512"])
+        .args([
+            "-nodefaults",
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "qemu64,-svm",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-m",
+            "512",
+        ])
         .arg("-kernel")
         .arg(&guest.image)
-        .args(guest.initrd.iter().flat_map(|initrd| [std::ffi::OsStr::new("-initrd"), initrd.as_os_str()]))
+        .args(
+            guest
+                .initrd
+                .iter()
+                .flat_map(|initrd| [std::ffi::OsStr::new("-initrd"), initrd.as_os_str()]),
+        )
         .args(["-append", guest.cmdline.as_deref().unwrap_or("")])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -241,7 +241,11 @@ mod tests {
     #[test]
     fn typed_text_turns_a_literal_backslash_n_into_enter() {
         assert_eq!(typed_text("hello\\nquit\\n"), "hello\nquit\n");
-        assert_eq!(typed_text("a\\\\nb"), "a\\nb", "an escaped backslash stays one");
+        assert_eq!(
+            typed_text("a\\\\nb"),
+            "a\\nb",
+            "an escaped backslash stays one"
+        );
         assert_eq!(typed_text("real\nnewline\\"), "real\nnewline\\");
     }
 

@@ -245,7 +245,9 @@ mod tests {
             run.emulate().what
         );
         assert!(
-            test.machine.calls.contains(&"quicken_timer 1000".to_string()),
+            test.machine
+                .calls
+                .contains(&"quicken_timer 1000".to_string()),
             "a guest timer every 1 ms: the hypervisor looks 1000 times a second: {:?}",
             test.machine.calls
         );
@@ -300,7 +302,11 @@ mod tests {
         test.gate(2, 0x21_0000);
         apic_write(&mut test, reg::SVR, 0x1ff);
         let run = apic_write(&mut test, reg::ICR_LOW, 0x4_0400);
-        assert!(run.emulate().what.contains("NMI to itself"), "{}", run.emulate().what);
+        assert!(
+            run.emulate().what.contains("NMI to itself"),
+            "{}",
+            run.emulate().what
+        );
         assert_eq!(
             (run.injected().vector, run.injected().kind),
             (2, EventType::Nmi)
