@@ -13,6 +13,7 @@
 //! expected flow (or an exercise's) and [`explain`] puts a mismatch in a student's words.
 
 pub mod bare;
+pub mod bare_qemu;
 pub mod book;
 pub mod catalogue;
 pub mod expect;

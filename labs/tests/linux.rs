@@ -8,11 +8,8 @@
 //! The packages are fetched from Debian's archive with `apt-get download` (no root, nothing
 //! installed) into `target/debian/` the first time, as for `labs/tests/xen.rs`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use traplab_abi::event::DomainState;
-use traplab_labs::{linux, machine_for};
+use traplab_labs::{bare_qemu, linux, machine_for};
 use traplab_tracer::qemu::Guest;
 
 mod common;
@@ -131,45 +128,6 @@ fn comparable(lines: &[String]) -> (Vec<String>, Vec<String>) {
     (ordered, unordered)
 }
 
-/// The console under QEMU's own loader, on a PC like traplab's: the same CPU without SVM,
-/// 256 MiB. Linux halts for good at the end: QEMU is stopped once the last line came.
-fn under_qemus_loader(kernel: &Path, initramfs: &Path, bound: Duration) -> Vec<String> {
-    let output_file =
-        std::env::temp_dir().join(format!("traplab-linux-{}-qemu.out", std::process::id()));
-    let output = std::fs::File::create(&output_file).expect("a temporary file");
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-nodefaults", "-machine", "pc", "-accel", "tcg"])
-        .args(["-cpu", "qemu64,-svm", "-display", "none", "-m", "256"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", COMMAND_LINE])
-        .stdin(Stdio::null())
-        .stdout(output)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("QEMU starts (the tests need qemu-system-x86_64)");
-    let started = Instant::now();
-    let text = loop {
-        let text = std::fs::read_to_string(&output_file).unwrap_or_default();
-        if text.contains(LAST_LINE) {
-            break text;
-        }
-        if qemu.try_wait().expect("QEMU's status").is_some() || started.elapsed() > bound {
-            qemu.kill().ok();
-            qemu.wait().ok();
-            panic!("Linux did not halt within {bound:?} under QEMU's loader:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    qemu.kill().ok();
-    qemu.wait().ok();
-    std::fs::remove_file(&output_file).ok();
-    text.lines().map(|line| line.replace('\r', "")).collect()
-}
-
 #[test]
 fn linux_boots_to_its_init_under_traplab_with_the_console_it_has_under_qemu() {
     let (kernel, busybox) = linux::fetched()
@@ -177,7 +135,14 @@ fn linux_boots_to_its_init_under_traplab_with_the_console_it_has_under_qemu() {
         .unwrap_or_else(linux::fetch)
         .unwrap_or_else(|why| panic!("Debian's kernel and busybox: {why}"));
     let initramfs = linux::initramfs("linux-test", &busybox, INIT).expect("the initramfs");
-    let bare = under_qemus_loader(&kernel, &initramfs, traplab_labs::run::TIMEOUT);
+    let bare_kernel = bare_qemu::Kernel {
+        image: &kernel,
+        initrd: Some(&initramfs),
+        append: COMMAND_LINE,
+        memory_mib: 256,
+    };
+    let (bare, _) = bare_qemu::boot_until(&bare_kernel, LAST_LINE, traplab_labs::run::TIMEOUT)
+        .unwrap_or_else(|why| panic!("{why}"));
 
     let mut machine = machine_for(&[]);
     machine.guests = vec![Guest {

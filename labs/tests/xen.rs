@@ -14,9 +14,8 @@
 //! network to Debian's mirror, as for QEMU.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use traplab_labs::{guest_elf, machine_for};
+use std::process::Command;
+use traplab_labs::{bare_qemu, guest_elf, machine_for};
 use traplab_tracer::qemu::Guest;
 
 mod common;
@@ -134,53 +133,6 @@ fn xen_image() -> PathBuf {
     image
 }
 
-/// Xen's console under QEMU's own loader, on a PC like traplab's: the same CPU without SVM
-/// (the hypervisor hides it), no HPET (traplab has none). Xen never ends by itself
-/// (`noreboot`): QEMU is stopped once the last line came, within `bound`.
-fn under_qemus_loader(xen: &Path, dom0: &Path, bound: Duration) -> Vec<String> {
-    let output_file =
-        std::env::temp_dir().join(format!("traplab-xen-{}-qemu.out", std::process::id()));
-    let output = std::fs::File::create(&output_file).expect("a temporary file");
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-nodefaults", "-machine", "pc,hpet=off", "-accel", "tcg"])
-        .args(["-cpu", "qemu64,-svm", "-display", "none", "-m", "256"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-        .arg("-kernel")
-        .arg(xen)
-        .args(["-append", COMMAND_LINE])
-        .arg("-initrd")
-        .arg(dom0)
-        .stdin(Stdio::null())
-        .stdout(output)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("QEMU starts (the tests need qemu-system-x86_64)");
-    let started = Instant::now();
-    let text = loop {
-        let text = std::fs::read_to_string(&output_file).unwrap_or_default();
-        if text.contains(LAST_LINE) {
-            break text;
-        }
-        if qemu.try_wait().expect("QEMU's status").is_some() || started.elapsed() > bound {
-            qemu.kill().ok();
-            qemu.wait().ok();
-            panic!("Xen did not reach its last line within {bound:?} under QEMU's loader:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    qemu.kill().ok();
-    qemu.wait().ok();
-    std::fs::remove_file(&output_file).ok();
-    // SeaBIOS prints first, and escape sequences; Xen's lines start with "(XEN)".
-    text.lines()
-        .filter_map(|line| {
-            line.find("(XEN)")
-                .map(|at| line[at..].trim_end().to_string())
-        })
-        .collect()
-}
-
 /// The lines both PCs should print alike (trailing blanks aside: QEMU's side is read from
 /// its output file, traplab's from console events that keep them).
 fn comparable(lines: &[String]) -> Vec<&str> {
@@ -203,7 +155,22 @@ fn comparable(lines: &[String]) -> Vec<&str> {
 fn xen_boots_under_traplab_to_the_same_lines_as_under_qemus_own_loader() {
     let xen = xen_image();
     let dom0 = guest_elf("multiboot-hello");
-    let bare = under_qemus_loader(&xen, &dom0, traplab_labs::run::TIMEOUT);
+    // SeaBIOS prints first, and escape sequences; Xen's lines start with "(XEN)".
+    let bare_kernel = bare_qemu::Kernel {
+        image: &xen,
+        initrd: Some(&dom0),
+        append: COMMAND_LINE,
+        memory_mib: 256,
+    };
+    let (console, _) = bare_qemu::boot_until(&bare_kernel, LAST_LINE, traplab_labs::run::TIMEOUT)
+        .unwrap_or_else(|why| panic!("{why}"));
+    let bare: Vec<String> = console
+        .iter()
+        .filter_map(|line| {
+            line.find("(XEN)")
+                .map(|at| line[at..].trim_end().to_string())
+        })
+        .collect();
 
     let mut machine = machine_for(&[]);
     machine.guests = vec![Guest {

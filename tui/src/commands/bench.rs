@@ -709,57 +709,20 @@ fn linux_boot(machine: &Machine) -> Result<Boot, String> {
     Err("the trace ended before the marker".into())
 }
 
-/// The same kernel, initramfs and command line under QEMU's own `-kernel`, to the marker.
+/// The same kernel, initramfs and command line under QEMU's own `-kernel`, to the marker
+/// (`traplab_labs::bare_qemu`).
 fn bare_linux_boot(machine: &Machine) -> Result<Boot, String> {
-    use std::io::{BufRead, BufReader};
     let guest = machine.guests.first().ok_or("the lab has no guest")?;
-    let started = Instant::now();
-    let mut qemu = std::process::Command::new(traplab_tracer::qemu::PROGRAM)
-        .args([
-            "-nodefaults",
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "qemu64,-svm",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-m",
-            "512",
-        ])
-        .arg("-kernel")
-        .arg(&guest.image)
-        .args(
-            guest
-                .initrd
-                .iter()
-                .flat_map(|initrd| [std::ffi::OsStr::new("-initrd"), initrd.as_os_str()]),
-        )
-        .args(["-append", guest.cmdline.as_deref().unwrap_or("")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|error| format!("cannot start QEMU: {error}"))?;
-    let stdout = qemu.stdout.take().ok_or("QEMU's output")?;
-    let seen = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.trim_end() == LINUX_MARKER);
-    let seconds = started.elapsed().as_secs_f64();
-    qemu.kill().ok();
-    qemu.wait().ok();
-    if !seen {
-        return Err("bare QEMU ended before the marker".into());
-    }
+    let kernel = traplab_labs::bare_qemu::Kernel {
+        image: &guest.image,
+        initrd: guest.initrd.as_deref(),
+        append: guest.cmdline.as_deref().unwrap_or(""),
+        memory_mib: guest.memory_mib.unwrap_or(256),
+    };
+    let (_, took) =
+        traplab_labs::bare_qemu::boot_until(&kernel, LINUX_MARKER, Duration::from_secs(600))?;
     Ok(Boot {
-        seconds,
+        seconds: took.as_secs_f64(),
         ..Boot::default()
     })
 }

@@ -20,9 +20,7 @@ fn shell(lab: &Option<String>, machine: &mut traplab_tracer::qemu::Machine) -> R
     let linux_lab = lab
         .as_deref()
         .and_then(|id| traplab_labs::lab(id).ok())
-        .is_some_and(|lab| {
-            lab.boot.as_ref().and_then(|boot| boot.kernel.as_deref()) == Some(linux::DEBIAN_LINUX)
-        });
+        .is_some_and(|lab| lab.boots_linux());
     let Some(first) = machine.guests.first_mut().filter(|_| linux_lab) else {
         return Err("--shell needs a Linux lab (linux-boot): its initramfs has the shell".into());
     };
