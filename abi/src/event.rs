@@ -10,6 +10,7 @@
 //! above 2^53) and plain integers on the wire; `#[serde(with = "hex")]` does both.
 
 use alloc::borrow::Cow;
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
@@ -340,9 +341,86 @@ impl Action {
 /// What an emulation changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emulate {
-    /// One line: `CPUID leaf 0x1: set ECX bit 31 (hypervisor present)`.
+    /// One line: `CPUID leaf 0x1: set ECX bit 31 (hypervisor present)`. In the hypervisor
+    /// it may be a template whose `{}` stand for [`Emulate::arguments`].
     pub what: Text,
+    /// The values of `what`'s `{}`, in order, when the hypervisor sends a template: the
+    /// hot handlers do not format their line (each trap would pay for it); the host puts
+    /// the values in ([`render`]) as it reads the record, so a recording, the JSON and
+    /// every host program see the finished line and these are empty.
+    #[serde(skip)]
+    pub arguments: Arguments,
     pub changes: Vec<Change>,
+}
+
+/// One value in a template's `{}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Argument {
+    /// A number written `0x1f`.
+    Hex(u64),
+    /// A number written `31`.
+    Unsigned(u64),
+    /// A number written `-22`.
+    Signed(i64),
+    /// Words (a name, a phrase).
+    Text(Text),
+}
+
+/// How many values a template may have.
+pub const MAX_ARGUMENTS: usize = 4;
+
+/// A template's values: a few, kept in place (the hypervisor allocates nothing for them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Arguments {
+    values: [Option<Argument>; MAX_ARGUMENTS],
+}
+
+impl Arguments {
+    /// The values, in order; more than [`MAX_ARGUMENTS`] is a hypervisor bug, and a debug
+    /// build says so.
+    pub fn new(values: impl IntoIterator<Item = Argument>) -> Arguments {
+        let mut arguments = Arguments::default();
+        for (slot, value) in arguments.values.iter_mut().zip(values) {
+            *slot = Some(value);
+        }
+        arguments
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Argument> {
+        self.values.iter().map_while(Option::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values[0].is_none()
+    }
+}
+
+/// `template` with each `{}` replaced by the next of `arguments` (a `{}` with no value
+/// left stays as it is). The one place a template becomes words: the host calls it for a
+/// record, the hypervisor's tests for a decision.
+pub fn render<'a>(template: &str, arguments: impl IntoIterator<Item = &'a Argument>) -> String {
+    use core::fmt::Write;
+    let mut arguments = arguments.into_iter();
+    let mut words = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(at) = rest.find("{}") {
+        words.push_str(&rest[..at]);
+        // Writing into a String cannot fail.
+        let _ = match arguments.next() {
+            Some(Argument::Hex(value)) => write!(words, "{value:#x}"),
+            Some(Argument::Unsigned(value)) => write!(words, "{value}"),
+            Some(Argument::Signed(value)) => write!(words, "{value}"),
+            Some(Argument::Text(text)) => words.write_str(text),
+            None => words.write_str("{}"),
+        };
+        rest = &rest[at + 2..];
+    }
+    words.push_str(rest);
+    words
 }
 
 /// One register or location an emulation changed.

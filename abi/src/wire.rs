@@ -6,8 +6,12 @@
 //! keep the same state, so that a record carries only what the reader cannot know already:
 //!
 //! - `seq` and `tsc` as the difference from the event before (1 and a few thousand);
-//! - the general registers, and CR0, CR3, CR4 and EFER, XORed with that domain's values in
-//!   its last record that had them: a register that did not change costs one byte;
+//! - an exit's numbers (exit code, EXITINFO, RIP, CS, RFLAGS, control registers, EFER) and
+//!   the general registers, against that domain's values in its last record that had them:
+//!   a mask of the ones that changed, then each of those XORed with its old value (a value
+//!   that did not change costs one bit);
+//! - an `emulate` line as its template (a fixed text, below) and the values of its `{}`
+//!   (`Emulate::arguments`): the host writes the line, the hypervisor never formats it;
 //! - a text that is the same every time (`decide`'s `why` without arguments, its source
 //!   line `at`, an exit's name, a changed register's name: a `&'static str` in the
 //!   hypervisor) is sent once with a number, then by its number.
@@ -20,7 +24,8 @@
 //! record back into the same [`Event`] the hypervisor had.
 
 use crate::event::{
-    Action, Body, Change, Decide, Emulate, Event, Exit, InstructionBytes, Registers, Resume, Text,
+    Action, Argument, Arguments, Body, Change, Decide, Emulate, Event, Exit, InstructionBytes,
+    MAX_ARGUMENTS, Registers, Resume, Text, render,
 };
 use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
@@ -46,6 +51,14 @@ mod text {
     pub const KNOWN: u64 = 2;
 }
 
+/// How a template's value begins ([`Argument`]).
+mod argument_kind {
+    pub const HEX: u8 = 0;
+    pub const UNSIGNED: u8 = 1;
+    pub const SIGNED: u8 = 2;
+    pub const TEXT: u8 = 3;
+}
+
 /// Why a record could not be written or read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -61,8 +74,31 @@ pub enum WireError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Reference {
     regs: [u64; 16],
-    /// CR0, CR3, CR4, EFER of its last exit.
-    control: [u64; 4],
+    /// Its last exit's other fields ([`exit_fields`]).
+    exit: [u64; EXIT_FIELDS],
+}
+
+/// How many of an exit's numbers [`exit_fields`] lists.
+const EXIT_FIELDS: usize = 13;
+
+/// An exit's numbers but its registers, in the encoding's order: a trap that repeats (the
+/// same exit at the same RIP in the same mode) changes none of them.
+fn exit_fields(exit: &Exit) -> [u64; EXIT_FIELDS] {
+    [
+        exit.exitcode,
+        exit.exitinfo1,
+        exit.exitinfo2,
+        exit.exitintinfo,
+        exit.rip,
+        exit.cs as u64,
+        exit.cpl as u64,
+        exit.rflags,
+        exit.cr0,
+        exit.cr2,
+        exit.cr3,
+        exit.cr4,
+        exit.efer,
+    ]
 }
 
 /// The state both sides keep.
@@ -146,20 +182,24 @@ impl Encoder {
         Encoder::default()
     }
 
-    /// Write `event` into `buffer`; the record is the returned bytes. Call [`Encoder::commit`]
-    /// once the ring took it.
+    /// Write the event `seq`, `tsc`, `dom`, `body` (an [`Event`]'s fields, passed apart so
+    /// that the hypervisor never moves a body to build one) into `buffer`; the record is the
+    /// returned bytes. Call [`Encoder::commit`] once the ring took it.
     pub fn encode<'a>(
         &mut self,
-        event: &Event,
+        seq: u64,
+        tsc: u64,
+        dom: Option<u16>,
+        body: &Body,
         buffer: &'a mut [u8],
     ) -> Result<&'a [u8], WireError> {
         // What an earlier record left pending (it was not pushed) is forgotten.
-        self.pending.seq = event.seq;
-        self.pending.tsc = event.tsc;
+        self.pending.seq = seq;
+        self.pending.tsc = tsc;
         self.pending.reference = None;
         self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
-        let tag = match &event.body {
+        let tag = match body {
             Body::Exit(_) => tag::EXIT,
             Body::Decide(_) => tag::DECIDE,
             Body::Emulate(_) => tag::EMULATE,
@@ -168,37 +208,29 @@ impl Encoder {
         };
         out.byte(tag)?;
         if tag == tag::POSTCARD {
-            let used = postcard::to_slice(event, &mut out.buffer[out.length..])
+            // Postcard writes a struct as its fields in order: this tuple is an `Event`.
+            let used = postcard::to_slice(&(seq, tsc, dom, body), &mut out.buffer[out.length..])
                 .map_err(|_| WireError::TooLong)?
                 .len();
             out.length += used;
             return Ok(&out.buffer[..out.length]);
         }
-        out.varint(event.seq.wrapping_sub(self.state.seq))?;
-        out.varint(zigzag(event.tsc.wrapping_sub(self.state.tsc) as i64))?;
-        out.varint(event.dom.map_or(0, |dom| dom as u64 + 1))?;
-        let slot = slot(event.dom);
-        let mut reference = self.state.reference(slot);
-        match &event.body {
+        out.varint(seq.wrapping_sub(self.state.seq))?;
+        out.varint(zigzag(tsc.wrapping_sub(self.state.tsc) as i64))?;
+        out.varint(dom.map_or(0, |dom| dom as u64 + 1))?;
+        let slot = slot(dom);
+        match body {
             Body::Exit(exit) => {
-                out.varint(exit.exitcode)?;
                 self.text(&mut out, &exit.reason)?;
-                for value in [exit.exitinfo1, exit.exitinfo2, exit.exitintinfo, exit.rip] {
-                    out.varint(value)?;
-                }
-                out.varint(exit.cs as u64)?;
-                out.byte(exit.cpl)?;
-                out.varint(exit.rflags)?;
-                out.varint(exit.cr2)?;
-                let control = [exit.cr0, exit.cr3, exit.cr4, exit.efer];
-                for (value, old) in control.iter().zip(reference.control) {
-                    out.varint(value ^ old)?;
-                }
-                reference.control = control;
+                let mut reference = self.state.reference(slot);
+                let fields = exit_fields(exit);
+                xored(&mut out, &fields, &reference.exit)?;
+                reference.exit = fields;
                 regs(&mut out, &exit.regs, &mut reference)?;
                 let insn = exit.insn.as_slice();
                 out.byte(insn.len() as u8)?;
                 out.bytes(insn)?;
+                self.pending.reference = Some((slot, reference));
             }
             Body::Decide(decide) => {
                 out.byte(action_number(decide.action))?;
@@ -207,6 +239,27 @@ impl Encoder {
             }
             Body::Emulate(emulate) => {
                 self.text(&mut out, &emulate.what)?;
+                out.varint(emulate.arguments.len() as u64)?;
+                for argument in emulate.arguments.iter() {
+                    match argument {
+                        Argument::Hex(value) => {
+                            out.byte(argument_kind::HEX)?;
+                            out.varint(*value)?;
+                        }
+                        Argument::Unsigned(value) => {
+                            out.byte(argument_kind::UNSIGNED)?;
+                            out.varint(*value)?;
+                        }
+                        Argument::Signed(value) => {
+                            out.byte(argument_kind::SIGNED)?;
+                            out.varint(zigzag(*value))?;
+                        }
+                        Argument::Text(text) => {
+                            out.byte(argument_kind::TEXT)?;
+                            self.text(&mut out, text)?;
+                        }
+                    }
+                }
                 out.varint(emulate.changes.len() as u64)?;
                 for change in &emulate.changes {
                     self.text(&mut out, &change.name)?;
@@ -217,13 +270,12 @@ impl Encoder {
             Body::Resume(resume) => {
                 out.varint(resume.rip)?;
                 out.varint(resume.rflags)?;
+                let mut reference = self.state.reference(slot);
                 regs(&mut out, &resume.regs, &mut reference)?;
                 out.varint(resume.cycles)?;
+                self.pending.reference = Some((slot, reference));
             }
             _ => {}
-        }
-        if matches!(event.body, Body::Exit(_) | Body::Resume(_)) {
-            self.pending.reference = Some((slot, reference));
         }
         Ok(&out.buffer[..out.length])
     }
@@ -279,13 +331,49 @@ impl Encoder {
     }
 }
 
-/// The registers, each XORed with the reference's, which becomes them.
+/// The registers against the reference's ([`xored`]), which becomes them.
 fn regs(out: &mut Writer, regs: &Registers, reference: &mut Reference) -> Result<(), WireError> {
     let values = as_array(regs);
-    for (value, old) in values.iter().zip(reference.regs) {
-        out.varint(value ^ old)?;
-    }
+    xored(out, &values, &reference.regs)?;
     reference.regs = values;
+    Ok(())
+}
+
+/// `values` against `reference` (at most 64): a mask with bit N set when value N differs,
+/// then each that differs XORed with its reference, lowest first. A trap changes a few
+/// registers; the others cost nothing but their bit.
+fn xored(out: &mut Writer, values: &[u64], reference: &[u64]) -> Result<(), WireError> {
+    let mut mask = 0u64;
+    for (index, (value, old)) in values.iter().zip(reference).enumerate() {
+        if value != old {
+            mask |= 1 << index;
+        }
+    }
+    out.varint(mask)?;
+    let mut rest = mask;
+    while rest != 0 {
+        let index = rest.trailing_zeros() as usize;
+        out.varint(values[index] ^ reference[index])?;
+        rest &= rest - 1;
+    }
+    Ok(())
+}
+
+/// What [`xored`] wrote, back into `values`.
+fn read_xored(input: &mut Reader, reference: &[u64], values: &mut [u64]) -> Result<(), WireError> {
+    let mask = input.varint()?;
+    if values.len() < 64 && mask >> values.len() != 0 {
+        return Err(WireError::Malformed(
+            "a register mask with bits beyond its registers",
+        ));
+    }
+    values.copy_from_slice(reference);
+    let mut rest = mask;
+    while rest != 0 {
+        let index = rest.trailing_zeros() as usize;
+        values[index] ^= input.varint()?;
+        rest &= rest - 1;
+    }
     Ok(())
 }
 
@@ -332,24 +420,27 @@ impl Decoder {
         let mut reference = self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
-                let exitcode = input.varint()?;
                 let reason = self.text(&mut input)?;
-                let [exitinfo1, exitinfo2, exitintinfo, rip] = [
-                    input.varint()?,
-                    input.varint()?,
-                    input.varint()?,
-                    input.varint()?,
-                ];
-                let cs = u16::try_from(input.varint()?).map_err(|_| WireError::Malformed("cs"))?;
-                let cpl = input.byte()?;
-                let rflags = input.varint()?;
-                let cr2 = input.varint()?;
-                let mut control = [0u64; 4];
-                for (value, old) in control.iter_mut().zip(reference.control) {
-                    *value = input.varint()? ^ old;
-                }
-                reference.control = control;
-                let [cr0, cr3, cr4, efer] = control;
+                let mut fields = [0u64; EXIT_FIELDS];
+                read_xored(&mut input, &reference.exit, &mut fields)?;
+                reference.exit = fields;
+                let [
+                    exitcode,
+                    exitinfo1,
+                    exitinfo2,
+                    exitintinfo,
+                    rip,
+                    cs,
+                    cpl,
+                    rflags,
+                    cr0,
+                    cr2,
+                    cr3,
+                    cr4,
+                    efer,
+                ] = fields;
+                let cs = u16::try_from(cs).map_err(|_| WireError::Malformed("cs"))?;
+                let cpl = u8::try_from(cpl).map_err(|_| WireError::Malformed("cpl"))?;
                 let regs = read_regs(&mut input, &mut reference)?;
                 let length = input.byte()? as usize;
                 if length > 15 {
@@ -381,7 +472,27 @@ impl Decoder {
                 at: self.text(&mut input)?,
             }),
             tag::EMULATE => {
-                let what = self.text(&mut input)?;
+                let template = self.text(&mut input)?;
+                let count = input.varint()?;
+                if count > MAX_ARGUMENTS as u64 {
+                    return Err(WireError::Malformed("argument count"));
+                }
+                let mut arguments = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    arguments.push(match input.byte()? {
+                        argument_kind::HEX => Argument::Hex(input.varint()?),
+                        argument_kind::UNSIGNED => Argument::Unsigned(input.varint()?),
+                        argument_kind::SIGNED => Argument::Signed(unzigzag(input.varint()?)),
+                        argument_kind::TEXT => Argument::Text(self.text(&mut input)?),
+                        _ => return Err(WireError::Malformed("argument kind")),
+                    });
+                }
+                // The host's event carries the finished line (`Emulate::arguments`).
+                let what = if arguments.is_empty() {
+                    template
+                } else {
+                    Cow::Owned(render(&template, &arguments))
+                };
                 let count = input.varint()?;
                 // Each change takes at least three bytes: a count beyond that is a lie.
                 if count > input.bytes.len() as u64 / 3 {
@@ -395,7 +506,11 @@ impl Decoder {
                         new: input.varint()?,
                     });
                 }
-                Body::Emulate(Emulate { what, changes })
+                Body::Emulate(Emulate {
+                    what,
+                    arguments: Arguments::default(),
+                    changes,
+                })
             }
             tag::RESUME => Body::Resume(Resume {
                 rip: input.varint()?,
@@ -450,9 +565,7 @@ impl Decoder {
 
 fn read_regs(input: &mut Reader, reference: &mut Reference) -> Result<Registers, WireError> {
     let mut values = [0u64; 16];
-    for (value, old) in values.iter_mut().zip(reference.regs) {
-        *value = input.varint()? ^ old;
-    }
+    read_xored(input, &reference.regs, &mut values)?;
     reference.regs = values;
     Ok(from_array(values))
 }
@@ -540,6 +653,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    #[inline]
     fn byte(&mut self, value: u8) -> Result<(), WireError> {
         let slot = self.buffer.get_mut(self.length).ok_or(WireError::TooLong)?;
         *slot = value;
@@ -547,6 +661,7 @@ impl Writer<'_> {
         Ok(())
     }
 
+    #[inline]
     fn varint(&mut self, mut value: u64) -> Result<(), WireError> {
         while value >= 0x80 {
             self.byte(value as u8 | 0x80)?;
@@ -656,6 +771,7 @@ mod tests {
             }),
             Body::Emulate(Emulate {
                 what: Cow::Owned(alloc::format!("CPUID leaf {rax:#x}")),
+                arguments: Arguments::default(),
                 changes: vec![Change {
                     name: Cow::Borrowed("rax"),
                     old: rax,
@@ -688,7 +804,10 @@ mod tests {
         let mut buffer = vec![0u8; 8192];
         let (mut decoded, mut sizes) = (Vec::new(), Vec::new());
         for event in events {
-            let record = encoder.encode(event, &mut buffer).expect("fits").to_vec();
+            let record = encoder
+                .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
+                .expect("fits")
+                .to_vec();
             if dropped.contains(&event.seq) {
                 continue;
             }
@@ -723,7 +842,7 @@ mod tests {
         let (decoded, sizes) = through(&events, &[]);
         assert_eq!(decoded, events);
         let (first, second): (usize, usize) = (sizes[..4].iter().sum(), sizes[4..].iter().sum());
-        // The texts are numbers now, the registers and control registers zeros.
+        // The texts are numbers now, the registers and the exit's fields bits of a mask.
         assert!(
             second + 50 < first,
             "first trap {first} bytes, second {second}"
@@ -755,6 +874,7 @@ mod tests {
             dom: Some(1),
             body: Body::Emulate(Emulate {
                 what: Cow::Borrowed("many"),
+                arguments: Arguments::default(),
                 changes: NAMES
                     .iter()
                     .map(|name| Change {
@@ -770,6 +890,57 @@ mod tests {
         assert_eq!(decoded, events);
         // The first record numbered 8 texts; the second the other 5; the third none.
         assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "{sizes:?}");
+    }
+
+    /// The hypervisor sends an `emulate` line as a template and its values; the reader gets
+    /// the finished line, and a repeated one costs the template's number and the values.
+    #[test]
+    fn a_template_arrives_as_its_finished_line() {
+        let emulate = |seq: u64, leaf: u64| Event {
+            seq,
+            tsc: seq,
+            dom: Some(1),
+            body: Body::Emulate(Emulate {
+                what: Cow::Borrowed("CPUID leaf {} subleaf {}: {} ({})"),
+                arguments: Arguments::new([
+                    Argument::Hex(leaf),
+                    Argument::Unsigned(0),
+                    Argument::Text(Cow::Borrowed("unchanged")),
+                    Argument::Signed(-22),
+                ]),
+                changes: Vec::new(),
+            }),
+        };
+        let events = [emulate(0, 0xd), emulate(1, 0x8000_0001)];
+        let mut encoder = Encoder::new();
+        let mut decoder = Decoder::new();
+        let (mut sizes, mut lines) = (Vec::new(), Vec::new());
+        for event in &events {
+            let mut buffer = [0u8; 256];
+            let record = encoder
+                .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
+                .expect("fits")
+                .to_vec();
+            encoder.commit();
+            sizes.push(record.len());
+            let Body::Emulate(decoded) = decoder.decode(&record).expect("decodes").body else {
+                panic!("not an emulate event");
+            };
+            assert!(decoded.arguments.is_empty(), "the host's line is finished");
+            let Body::Emulate(sent) = &event.body else {
+                unreachable!()
+            };
+            assert_eq!(decoded.what, render(&sent.what, sent.arguments.iter()));
+            lines.push(decoded.what);
+        }
+        assert_eq!(
+            lines,
+            [
+                "CPUID leaf 0xd subleaf 0: unchanged (-22)",
+                "CPUID leaf 0x80000001 subleaf 0: unchanged (-22)"
+            ]
+        );
+        assert!(sizes[1] * 2 < sizes[0], "a repeated template: {sizes:?}");
     }
 
     #[test]
@@ -795,7 +966,12 @@ mod tests {
         let mut buffer = vec![0u8; 8192];
         let mut records = Vec::new();
         for event in &events {
-            records.push(encoder.encode(event, &mut buffer).expect("fits").to_vec());
+            records.push(
+                encoder
+                    .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
+                    .expect("fits")
+                    .to_vec(),
+            );
             encoder.commit();
         }
         for (index, record) in records.iter().enumerate() {
@@ -826,7 +1002,13 @@ mod tests {
         );
         // Too small a buffer is an error too.
         assert_eq!(
-            Encoder::new().encode(&events[0], &mut [0u8; 8]),
+            Encoder::new().encode(
+                events[0].seq,
+                events[0].tsc,
+                events[0].dom,
+                &events[0].body,
+                &mut [0u8; 8]
+            ),
             Err(WireError::TooLong)
         );
     }

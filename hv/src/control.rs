@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use traplab_abi::control::{Break, Command, ExitFacts, Keys, Mailbox};
-use traplab_abi::event::{Body, Event};
+use traplab_abi::event::Body;
 use traplab_abi::ring;
 use traplab_hv::{Domain, Exit};
 
@@ -102,7 +102,7 @@ pub fn when_ready(meanwhile: &mut dyn FnMut()) {
 
 /// Called after `event` was recorded. While the host holds the hypervisor stopped there,
 /// `meanwhile` runs, again and again; it must not record events.
-pub fn checkpoint(event: &Event, meanwhile: &mut dyn FnMut()) {
+pub fn checkpoint(seq: u64, body: &Body, meanwhile: &mut dyn FnMut()) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
@@ -112,10 +112,10 @@ pub fn checkpoint(event: &Event, meanwhile: &mut dyn FnMut()) {
             return;
         };
         controller.take_commands();
-        !controller.deferred && controller.stops_after(event)
+        !controller.deferred && controller.stops_after(body)
     };
     if stop {
-        hold(event.seq, meanwhile);
+        hold(seq, meanwhile);
     }
 }
 
@@ -238,8 +238,8 @@ impl Controller {
     }
 
     /// Does the hypervisor stop after this event?
-    fn stops_after(&self, event: &Event) -> bool {
-        let exit = match &event.body {
+    fn stops_after(&self, body: &Body) -> bool {
+        let exit = match body {
             Body::Exit(exit) => Some(ExitFacts {
                 exitcode: exit.exitcode,
                 rip: exit.rip,
@@ -251,7 +251,7 @@ impl Controller {
         };
         // A code break also stops where the guest goes on: a resume at its address (the
         // first instruction of a handler the hypervisor delivered to).
-        let resumes_at = match &event.body {
+        let resumes_at = match body {
             Body::Resume(resume) => Some(resume.rip),
             _ => None,
         };

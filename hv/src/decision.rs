@@ -14,10 +14,9 @@ use crate::domain::page_tables::PinStep;
 use crate::domain::vcpu::Wait;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
-use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use traplab_abi::event::{Action, ReturnPath};
+use traplab_abi::event::{self, Action, Argument, Arguments, ReturnPath};
 use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::{GrantEntryV1, GrantRef};
 use traplab_abi::hypercall::TrapInfo;
@@ -323,28 +322,35 @@ pub struct Returning {
 /// What an emulation did, in a student's words (the `emulate` event).
 ///
 /// Text made with `format!` costs more than all the rest of a CPUID exit (about 1,400
-/// instructions under TCG, measured with `traplab bench`'s -icount runs), and nobody reads
-/// it when the trace is off. So a handler on a hot path hands over the formatting instead,
-/// as a closure ([`Words::later`]); `apply.rs` calls it only when a trace records the event.
+/// instructions, counted by single-stepping one traced exit in QEMU's own gdb stub), and it
+/// is the same words at every trap but for a few numbers. So a handler on a hot path
+/// gives a [`Words::Template`]: a fixed text whose `{}` stand for values it lists. The
+/// hypervisor never formats it: the ring carries the template by number and the values
+/// as numbers, and the host writes the line (`traplab_abi::event::render`).
 #[derive(Clone)]
 pub enum Words {
     /// Written already (a fixed text, or one formatted by a handler off the hot path).
     Ready(Cow<'static, str>),
-    /// Written when someone reads it.
-    Later(Rc<dyn Fn() -> String>),
+    /// A template and the values of its `{}`, in order.
+    Template(&'static str, Arguments),
 }
 
 impl Words {
-    /// Words formatted only when the trace records them.
-    pub fn later(write: impl Fn() -> String + 'static) -> Words {
-        Words::Later(Rc::new(write))
+    /// `template`'s `{}` filled with `arguments`, by whoever reads them.
+    pub fn template(
+        template: &'static str,
+        arguments: impl IntoIterator<Item = Argument>,
+    ) -> Words {
+        Words::Template(template, Arguments::new(arguments))
     }
 
-    /// The text.
+    /// The text (formatted here: for tests, and for a line that must be one string).
     pub fn render(&self) -> Cow<'static, str> {
         match self {
             Words::Ready(text) => text.clone(),
-            Words::Later(write) => Cow::Owned(write()),
+            Words::Template(template, arguments) => {
+                Cow::Owned(event::render(template, arguments.iter()))
+            }
         }
     }
 }
@@ -417,7 +423,7 @@ impl Decision {
         self
     }
 
-    /// Say what the emulation did (the `emulate` event): a text, or [`Words::later`].
+    /// Say what the emulation did (the `emulate` event): a text, or [`Words::template`].
     #[inline]
     pub fn describe(mut self, what: impl Into<Words>) -> Decision {
         self.what = Some(what.into());

@@ -13,7 +13,16 @@ use traplab_hv::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE, page_piece
 
 pub struct GuestRam {
     size: u64,
-    pub npt: NestedPageTables,
+    /// Private: every change to the mapping goes through this file, which keeps
+    /// [`GuestRam::recent`] true to it.
+    npt: NestedPageTables,
+    /// The last guest pages translated, direct-mapped by page number: `(page | 1, host
+    /// frame)`. Every exit reads the instruction at RIP through the guest's four levels of
+    /// page tables, each entry a guest-physical read that would walk the nested tables in
+    /// software again; the same few pages come back at every exit. Only mappings that
+    /// exist are remembered, and a mapping that changes or goes empties it
+    /// ([`GuestRam::forget_translations`]), so it never answers what the tables would not.
+    recent: [Cell<(u64, u64)>; RECENT],
     /// RAM is mapped on first touch (setting `lazy-memory`).
     lazy: bool,
     /// Pages mapped so far by [`GuestMemory::populate`].
@@ -21,6 +30,9 @@ pub struct GuestRam {
     /// The CPU's physical-address width, asked once: every guest page walk needs it.
     address_bits: u32,
 }
+
+/// How many translations [`GuestRam::recent`] keeps (a power of two).
+const RECENT: usize = 16;
 
 /// The machine's physical-address width (the guest's CPUID passes leaf 8000_0008 through).
 fn machine_address_bits() -> u32 {
@@ -38,6 +50,7 @@ impl GuestRam {
         Some(GuestRam {
             size,
             npt,
+            recent: Default::default(),
             lazy: false,
             populated_pages: Cell::new(0),
             address_bits: machine_address_bits(),
@@ -49,10 +62,23 @@ impl GuestRam {
         Some(GuestRam {
             size,
             npt: NestedPageTables::new()?,
+            recent: Default::default(),
             lazy: true,
             populated_pages: Cell::new(0),
             address_bits: machine_address_bits(),
         })
+    }
+
+    /// The host-physical address of the nested page tables' root: the VMCB's N_CR3.
+    pub fn nested_root(&self) -> u64 {
+        self.npt.root
+    }
+
+    /// A mapping changed or went: what [`GuestRam::recent`] remembers may be stale.
+    fn forget_translations(&self) {
+        for slot in &self.recent {
+            slot.set((0, 0));
+        }
     }
 
     /// Map a fresh zeroed frame at the RAM page `gpa` (through `&self`: the tables are
@@ -62,6 +88,7 @@ impl GuestRam {
             return None;
         }
         let frame = frames::alloc_frame()?;
+        self.forget_translations();
         self.npt.map(gpa & !(PAGE_SIZE - 1), frame, Access::ALL)?;
         self.populated_pages.set(self.populated_pages.get() + 1);
         Some(frame)
@@ -70,7 +97,15 @@ impl GuestRam {
     /// The host address of `gpa`, through the nested page tables. With lazy memory the
     /// hypervisor's own access populates a page that is RAM but not mapped yet.
     fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
+        let page = gpa & !(PAGE_SIZE - 1);
+        let offset = gpa & (PAGE_SIZE - 1);
+        let slot = &self.recent[(gpa / PAGE_SIZE) as usize & (RECENT - 1)];
+        let (remembered, frame) = slot.get();
+        if remembered == page | 1 {
+            return Ok(frame | offset);
+        }
         if let Some(host) = self.npt.translate(gpa) {
+            slot.set((page | 1, host & !(PAGE_SIZE - 1)));
             return Ok(host);
         }
         if self.lazy
@@ -152,6 +187,20 @@ impl GuestMemory for GuestRam {
         })
     }
 
+    /// A page-table entry (every guest page walk reads several): one translation and one
+    /// load, not the general copy.
+    fn read_u64_physical(&self, gpa: u64) -> Result<u64, MemoryError> {
+        if !gpa.is_multiple_of(8) {
+            let mut bytes = [0u8; 8];
+            self.read_physical(gpa, &mut bytes)?;
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        let host = self.host_address(gpa)?;
+        // SAFETY: `host` is the host-physical (identity-mapped) address of 8 aligned bytes
+        // of guest RAM, inside one page.
+        Ok(unsafe { (host as *const u64).read_volatile() })
+    }
+
     fn is_mapped(&self, gpa: u64) -> bool {
         self.npt.translate(gpa).is_some()
     }
@@ -180,12 +229,14 @@ impl GuestMemory for GuestRam {
             write: writable,
             execute: false,
         };
+        self.forget_translations();
         self.npt
             .map(gpa & !(PAGE_SIZE - 1), frame, access)
             .is_some()
     }
 
     fn unmap_foreign(&mut self, gpa: u64) {
+        self.forget_translations();
         self.npt.unmap(gpa & !(PAGE_SIZE - 1));
     }
 

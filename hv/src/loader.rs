@@ -79,7 +79,7 @@ pub fn create(
         GuestRam::new(options.memory)
     }
     .ok_or(LoadError::OutOfMemory)?;
-    let nested_root = memory.npt.root;
+    let nested_root = memory.nested_root();
     let start = match format {
         Format::TraplabElf64 => {
             if options.command_line.is_some() || options.initrd.is_some() {

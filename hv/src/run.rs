@@ -117,8 +117,8 @@ fn record_with(dom: Option<u16>, body: Body, meanwhile: &mut dyn FnMut()) {
         // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
         gdb::note_decision(decide.action, &decide.why, &decide.at);
     }
-    if let Some(event) = trace::emit(dom, body) {
-        control::checkpoint(&event, meanwhile);
+    if let Some(seq) = trace::emit(dom, &body) {
+        control::checkpoint(seq, &body, meanwhile);
     }
 }
 
@@ -457,6 +457,8 @@ fn run_vcpu(
 ) -> Off {
     let mut events = Vec::new();
     let bare = bench_bare::on();
+    // Who reads a decision's events: the trace, and gdb's `monitor traps`.
+    let recording = trace::enabled() || matches!(running, Running::Debugged(_));
     loop {
         // gdb may hold the guest stopped here (`gdb/mod.rs`).
         if let Some(debugger) = running.debugger_of(id)
@@ -523,7 +525,7 @@ fn run_vcpu(
             decision,
             machine,
             &mut events,
-            trace::enabled(),
+            recording,
         );
 
         // The scheduler's part: a tick of the hypervisor's timer counts against the slice

@@ -20,7 +20,7 @@ use crate::clock::trace_clock;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
-use traplab_abi::event::{Body, Event, Lost};
+use traplab_abi::event::{Body, Lost};
 use traplab_abi::ring::{self, PushError, Ring};
 use traplab_abi::wire::Encoder;
 
@@ -105,9 +105,9 @@ fn mode() -> Transport {
     }
 }
 
-/// Record one event about domain `dom` (`None`: about the hypervisor). The event as
-/// recorded, or `None` when nothing was (the trace is off, or the event was dropped).
-pub fn emit(dom: Option<u16>, body: Body) -> Option<Event> {
+/// Record one event about domain `dom` (`None`: about the hypervisor). Its seq, or `None`
+/// when nothing was recorded (the trace is off, or the event was dropped).
+pub fn emit(dom: Option<u16>, body: &Body) -> Option<u64> {
     let mut guard = TRACER.lock();
     let tracer = guard.as_mut()?;
     if mode() == Transport::Off {
@@ -117,7 +117,7 @@ pub fn emit(dom: Option<u16>, body: Body) -> Option<Event> {
         let lost = Body::Lost(Lost {
             count: tracer.dropped,
         });
-        if tracer.push(dom, lost).is_none() {
+        if tracer.push(dom, &lost).is_none() {
             // Still no room (`push` counted the `lost` event itself). This event goes too:
             // recorded now, it would come before the `lost` event that explains the gap
             // ahead of it (the host may free room between the two pushes).
@@ -139,16 +139,14 @@ pub fn last_seq() -> Option<u64> {
 }
 
 impl Tracer {
-    /// Encode and push; the event, or `None` if it was dropped.
-    fn push(&mut self, dom: Option<u16>, body: Body) -> Option<Event> {
-        let event = Event {
-            seq: self.next_seq,
-            tsc: trace_clock(),
-            dom,
-            body,
-        };
+    /// Encode and push; its seq, or `None` if it was dropped.
+    fn push(&mut self, dom: Option<u16>, body: &Body) -> Option<u64> {
+        let seq = self.next_seq;
         self.next_seq += 1;
-        let Ok(bytes) = self.encoder.encode(&event, &mut self.scratch[..]) else {
+        let encoded = self
+            .encoder
+            .encode(seq, trace_clock(), dom, body, &mut self.scratch[..]);
+        let Ok(bytes) = encoded else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
@@ -157,7 +155,7 @@ impl Tracer {
             match self.ring.push(bytes) {
                 Ok(()) => {
                     self.encoder.commit();
-                    return Some(event);
+                    return Some(seq);
                 }
                 Err(PushError::Full) if mode() == Transport::Ring => core::hint::spin_loop(),
                 Err(_) => {

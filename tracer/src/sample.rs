@@ -301,6 +301,7 @@ fn decide(action: Action, why: &'static str, at: &'static str) -> Body {
 fn emulate(what: &'static str, changes: &[(&'static str, u64, u64)]) -> Body {
     Body::Emulate(Emulate {
         what: what.into(),
+        arguments: Default::default(),
         changes: changes
             .iter()
             .map(|&(name, old, new)| Change {

@@ -264,6 +264,13 @@ pub trait GuestMemory {
     /// Read guest-virtual memory page by page, up to the first page that does not
     /// translate; how many bytes were read (instruction fetch, gdb's memory reads).
     fn read_virtual_prefix(&self, cr3: Option<u64>, gva: u64, buffer: &mut [u8]) -> usize {
+        // Most instructions do not cross a page: one walk, one copy.
+        if (gva % PAGE_SIZE) as usize + buffer.len() <= PAGE_SIZE as usize {
+            return match self.read_virtual(cr3, gva, buffer) {
+                Ok(()) => buffer.len(),
+                Err(_) => 0,
+            };
+        }
         let mut length = 0;
         for (address, done, piece) in page_pieces(gva, buffer.len()) {
             if self

@@ -9,11 +9,11 @@ use super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, Effect, Words};
 use crate::domain::Guest;
-use alloc::format;
+use alloc::borrow::Cow;
 use traplab_abi::boot::cpuid::{
     ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, TIMING_LEAF, VERSION_LEAF,
 };
-use traplab_abi::event::Action;
+use traplab_abi::event::{Action, Argument};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -73,9 +73,14 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         .with(Effect::Gpr(1, ecx as u64))
         .with(Effect::Gpr(2, edx as u64))
         .with(Effect::Rip(guest.vcpu.rip_after(length)))
-        .describe(Words::later(move || {
-            format!("CPUID leaf {leaf:#x} subleaf {subleaf:#x}: {edited}")
-        }))
+        .describe(Words::template(
+            "CPUID leaf {} subleaf {}: {}",
+            [
+                Argument::Hex(leaf.into()),
+                Argument::Hex(subleaf.into()),
+                Argument::Text(Cow::Borrowed(edited)),
+            ],
+        ))
 }
 
 #[cfg(test)]

@@ -27,11 +27,12 @@ use crate::domain::Guest;
 use crate::domain::interrupts::VirtualTimer;
 use crate::domain::page_tables::PIN_READS_PER_EXIT;
 use crate::{decide, deliver};
+use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use traplab_abi::event::{Action, EventType, ReturnPath, delivery_name};
+use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::Event;
 use traplab_abi::x86::{self, RFlags};
@@ -141,18 +142,29 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 /// The hypercall returns: RAX = result, RIP past the VMMCALL, and the `emulate` event says
 /// what it returned.
 fn finish(mut decision: Decision, next: u64, number: u64, result: i64) -> Decision {
-    let before = decision.what.take();
-    let what = Words::later(move || {
-        let call = hypercall::name(number).unwrap_or("unknown hypercall");
-        let outcome = match error::name(result) {
-            Some(name) => format!("returned {result} ({name})"),
-            None => format!("returned {result}"),
-        };
-        match &before {
-            Some(before) => format!("{before}; {call} {outcome}"),
-            None => format!("{call} {outcome}"),
-        }
-    });
+    let call = event::Argument::Text(Cow::Borrowed(
+        hypercall::name(number).unwrap_or("unknown hypercall"),
+    ));
+    let result_words = event::Argument::Signed(result);
+    let error_name = error::name(result).map(|name| event::Argument::Text(Cow::Borrowed(name)));
+    // What the handler said before (rare, and then formatted: a template has no templates in it).
+    let what = match (decision.what.take(), error_name) {
+        (None, None) => Words::template("{} returned {}", [call, result_words]),
+        (None, Some(name)) => Words::template("{} returned {} ({})", [call, result_words, name]),
+        (Some(before), None) => Words::template(
+            "{}; {} returned {}",
+            [event::Argument::Text(before.render()), call, result_words],
+        ),
+        (Some(before), Some(name)) => Words::template(
+            "{}; {} returned {} ({})",
+            [
+                event::Argument::Text(before.render()),
+                call,
+                result_words,
+                name,
+            ],
+        ),
+    };
     decision
         .with(Effect::Gpr(0, result as u64))
         .with(Effect::Rip(next))

@@ -382,7 +382,7 @@ fn reader_throughput(events: u64) -> f64 {
     let mut buffer = vec![0u8; traplab_abi::ring::MAX_RECORD];
     let mut records: Vec<Vec<u8>> = Vec::new();
     for event in cpuid_trap_events(0).iter().chain(&cpuid_trap_events(4)) {
-        match encoder.encode(event, &mut buffer) {
+        match encoder.encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer) {
             Ok(record) => records.push(record.to_vec()),
             Err(_) => return f64::NAN,
         }
@@ -440,7 +440,8 @@ unsafe impl Send for SendRing<'_> {}
 /// The events of one CPUID trap of `cpuid-loop`, with the values a real one has, from `seq`.
 fn cpuid_trap_events(seq: u64) -> Vec<traplab_abi::event::Event> {
     use traplab_abi::event::{
-        Action, Change, Decide, Emulate, Event, Exit, InstructionBytes, Registers, Resume,
+        Action, Argument, Arguments, Change, Decide, Emulate, Event, Exit, InstructionBytes,
+        Registers, Resume,
     };
     let regs = Registers {
         rax: 0,
@@ -472,8 +473,14 @@ fn cpuid_trap_events(seq: u64) -> Vec<traplab_abi::event::Event> {
             why: "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see".into(),
             at: "hv/src/exit/cpuid.rs:24".into(),
         }),
+        // A template and its values, as the hypervisor sends it: the reader writes the line.
         Body::Emulate(Emulate {
-            what: "CPUID leaf 0x0 subleaf 0x0: the real CPU's answer, unchanged".into(),
+            what: "CPUID leaf {} subleaf {}: {}".into(),
+            arguments: Arguments::new([
+                Argument::Hex(0),
+                Argument::Hex(0),
+                Argument::Text("the real CPU's answer, unchanged".into()),
+            ]),
             changes: vec![
                 Change { name: "rax".into(), old: 0, new: 0xd },
                 Change { name: "rbx".into(), old: 0x4, new: 0x6874_7541 },

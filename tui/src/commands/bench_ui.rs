@@ -334,6 +334,7 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
             Some(GUEST),
             Body::Emulate(Emulate {
                 what: "OUT 'A' to the console UART".into(),
+                arguments: Default::default(),
                 changes: vec![Change {
                     name: "rip".into(),
                     old: 0x200bf4,
