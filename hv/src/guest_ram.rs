@@ -10,6 +10,7 @@ use crate::frames;
 use crate::svm::npt::{Access, NestedPageTables};
 use core::cell::Cell;
 use traplab_hv::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE, page_pieces};
+use traplab_hv::domain::walk_cache::WalkCache;
 
 pub struct GuestRam {
     size: u64,
@@ -23,6 +24,8 @@ pub struct GuestRam {
     /// exist are remembered, and a mapping that changes or goes empties it
     /// ([`GuestRam::forget_translations`]), so it never answers what the tables would not.
     recent: [Cell<(u64, u64)>; RECENT],
+    /// The guest's page walks remembered (`walk_cache.rs`).
+    walks: WalkCache,
     /// RAM is mapped on first touch (setting `lazy-memory`).
     lazy: bool,
     /// Pages mapped so far by [`GuestMemory::populate`].
@@ -51,6 +54,7 @@ impl GuestRam {
             size,
             npt,
             recent: Default::default(),
+            walks: WalkCache::default(),
             lazy: false,
             populated_pages: Cell::new(0),
             address_bits: machine_address_bits(),
@@ -63,6 +67,7 @@ impl GuestRam {
             size,
             npt: NestedPageTables::new()?,
             recent: Default::default(),
+            walks: WalkCache::default(),
             lazy: true,
             populated_pages: Cell::new(0),
             address_bits: machine_address_bits(),
@@ -199,6 +204,10 @@ impl GuestMemory for GuestRam {
         // SAFETY: `host` is the host-physical (identity-mapped) address of 8 aligned bytes
         // of guest RAM, inside one page.
         Ok(unsafe { (host as *const u64).read_volatile() })
+    }
+
+    fn walk_cache(&self) -> Option<&WalkCache> {
+        Some(&self.walks)
     }
 
     fn is_mapped(&self, gpa: u64) -> bool {

@@ -8,6 +8,7 @@ use crate::apply::{self, Applied};
 use crate::decision::{Bounce, Decision, Delivery, DomainEnd};
 use crate::domain::memory::{GuestMemory, MemoryError, PAGE_SIZE};
 use crate::domain::vcpu::RunState;
+use crate::domain::walk_cache::WalkCache;
 use crate::domain::{Domain, Guest};
 use crate::domain::{Others, OthersMut};
 use crate::exit::{self, Exit};
@@ -44,6 +45,8 @@ pub struct VecMemory {
     /// How many reads of guest-physical memory were made (shared, as `foreign`): what a
     /// test of the hypervisor's work per exit counts.
     pub reads: Rc<Cell<u64>>,
+    /// The guest's page walks remembered, as the real memory does (every test goes through it).
+    walks: WalkCache,
 }
 
 impl VecMemory {
@@ -56,6 +59,7 @@ impl VecMemory {
             fetches_forbidden: false,
             foreign: Rc::new(RefCell::new(BTreeMap::new())),
             reads: Rc::new(Cell::new(0)),
+            walks: WalkCache::default(),
         }
     }
 
@@ -81,6 +85,10 @@ impl VecMemory {
 impl GuestMemory for VecMemory {
     fn size(&self) -> u64 {
         self.ram.borrow().len() as u64
+    }
+
+    fn walk_cache(&self) -> Option<&WalkCache> {
+        Some(&self.walks)
     }
 
     /// qemu64's, as [`FakeMachine`]'s CPUID leaf 8000_0008 says.

@@ -781,6 +781,7 @@ mod tests {
     fn emulate(what: &str) -> Body {
         Body::Emulate(traplab_abi::event::Emulate {
             what: what.to_string().into(),
+            arguments: Default::default(),
             changes: Vec::new(),
         })
     }

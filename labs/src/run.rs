@@ -372,6 +372,7 @@ mod tests {
             dom: Some(1),
             body: Body::Emulate(Emulate {
                 what: "local APIC: EOI".into(),
+                arguments: Default::default(),
                 changes: vec![Change {
                     name: "rip".into(),
                     old: 0x2003d1,

@@ -1299,6 +1299,7 @@ mod tests {
         use traplab_abi::event::{Change, Emulate};
         body_event(Body::Emulate(Emulate {
             what: what.into(),
+            arguments: Default::default(),
             changes: changes
                 .iter()
                 .map(|&(name, old, new)| Change {

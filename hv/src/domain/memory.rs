@@ -8,6 +8,7 @@
 //! it with real frames (`guest_ram.rs`), the host tests with a plain vector
 //! (`testing.rs`).
 
+use super::walk_cache::{Reads, WalkCache};
 use alloc::vec::Vec;
 use traplab_abi::x86::{self, WalkError};
 
@@ -128,11 +129,29 @@ pub trait GuestMemory {
     /// when paging is off: virtual = physical).
     fn virtual_to_physical(&self, cr3: Option<u64>, gva: u64) -> Result<u64, MemoryError> {
         let Some(cr3) = cr3 else { return Ok(gva) };
-        x86::translate(cr3, gva, self.physical_address_bits(), |gpa| {
-            self.read_u64_physical(gpa).ok()
+        let walks = self.walk_cache();
+        if let Some(gpa) =
+            walks.and_then(|walks| walks.lookup(cr3, gva, |gpa| self.read_u64_physical(gpa).ok()))
+        {
+            return Ok(gpa);
+        }
+        let mut reads = Reads::default();
+        let gpa = x86::translate(cr3, gva, self.physical_address_bits(), |gpa| {
+            let value = self.read_u64_physical(gpa).ok()?;
+            reads.note(gpa, value);
+            Some(value)
         })
         .map(|translation| translation.physical)
-        .map_err(|walk| MemoryError::NotMapped { address: gva, walk })
+        .map_err(|walk| MemoryError::NotMapped { address: gva, walk })?;
+        if let Some(walks) = walks {
+            walks.remember(cr3, gva, &reads, gpa);
+        }
+        Ok(gpa)
+    }
+
+    /// Where this memory remembers its guest's page walks (`walk_cache.rs`), if it does.
+    fn walk_cache(&self) -> Option<&WalkCache> {
+        None
     }
 
     /// Copy guest-virtual memory into `buffer`, page by page.

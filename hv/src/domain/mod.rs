@@ -4,6 +4,7 @@
 //! |---------------------|-----------------|------------------------------------------------------|
 //! | [`Vcpu`]            | `vcpu.rs`       | the VMCB, the registers, the events in flight         |
 //! | [`GuestMemory`]     | `memory.rs`     | guest-physical RAM behind the nested page tables      |
+//! |                     | `walk_cache.rs` | the guest's page walks remembered, checked at each use |
 //! | [`Devices`]         | `../device/`    | the console UART and the lab's MMIO device           |
 //! | [`Pv`]              | `pv.rs`         | the paravirtual state: trap table, pinned page tables |
 //! | [`VirtualInterrupts`] | `interrupts.rs` | the guest's timer and its pending interrupt (in the vCPU) |
@@ -23,6 +24,7 @@ pub mod others;
 pub mod page_tables;
 pub mod pv;
 pub mod vcpu;
+pub mod walk_cache;
 
 use crate::device::Devices;
 use crate::machine::Machine;

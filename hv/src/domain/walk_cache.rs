@@ -1,0 +1,167 @@
+//! The hypervisor's own TLB for the guest's page walks, checked at every use.
+//!
+//! Every exit reads the instruction at RIP, and most read or write guest memory: each time,
+//! a walk of the guest's four levels of page tables (AMD APM vol. 2, 5.3), each entry a
+//! guest-physical read. A CPU keeps the result in its TLB until the guest flushes it; the
+//! hypervisor cannot do that, since it does not see the guest's page-table writes or its
+//! INVLPGs (they do not exit). So it remembers a walk *with the entries it read*: the next
+//! walk of the same page under the same CR3 reads those entries again, from where they were,
+//! and if each still holds the value it had, the walk would take the same path to the same
+//! page — the remembered answer is the answer, without the rest of the walk (the reserved-bit
+//! and presence checks, the address arithmetic). If any entry changed, it walks again.
+//! Correct by construction: an entry is a value in guest memory, and the walk depends on
+//! nothing else.
+
+use super::memory::PAGE_SIZE;
+use core::cell::Cell;
+
+/// How many walks it keeps, direct-mapped by virtual page (a power of two).
+const WALKS: usize = 4;
+
+/// The deepest walk: four levels (long mode's 4-level paging).
+const LEVELS: usize = 4;
+
+/// One walk: where it went and what it read on the way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Walk {
+    cr3: u64,
+    /// The 4 KiB virtual page walked, with bit 0 set (an empty slot has it clear).
+    page: u64,
+    /// The guest-physical 4 KiB page it leads to.
+    physical: u64,
+    /// The entries read, top level first: `(guest-physical address, value)`.
+    entries: [(u64, u64); LEVELS],
+    /// How many of `entries` the walk read (a large page ends it early).
+    levels: u8,
+}
+
+/// The walks remembered (`Cell`s: reading guest memory takes `&self`).
+#[derive(Debug, Default)]
+pub struct WalkCache {
+    walks: [Cell<Walk>; WALKS],
+}
+
+/// The entries one walk reads, as it reads them (see [`WalkCache::remember`]).
+#[derive(Debug, Default)]
+pub struct Reads {
+    entries: [(u64, u64); LEVELS],
+    levels: u8,
+}
+
+impl Reads {
+    /// The walk read `value` at guest-physical `gpa`.
+    pub fn note(&mut self, gpa: u64, value: u64) {
+        if let Some(slot) = self.entries.get_mut(self.levels as usize) {
+            *slot = (gpa, value);
+            self.levels += 1;
+        }
+    }
+}
+
+impl WalkCache {
+    fn slot(&self, gva: u64) -> &Cell<Walk> {
+        &self.walks[(gva / PAGE_SIZE) as usize & (WALKS - 1)]
+    }
+
+    /// The guest-physical address of `gva` under `cr3`, if a remembered walk of its page
+    /// still holds: `read_u64` reads each of its entries again.
+    pub fn lookup(
+        &self,
+        cr3: u64,
+        gva: u64,
+        mut read_u64: impl FnMut(u64) -> Option<u64>,
+    ) -> Option<u64> {
+        let walk = self.slot(gva).get();
+        if walk.page != (gva & !(PAGE_SIZE - 1)) | 1 || walk.cr3 != cr3 {
+            return None;
+        }
+        let unchanged = walk.entries[..walk.levels as usize]
+            .iter()
+            .all(|&(gpa, value)| read_u64(gpa) == Some(value));
+        unchanged.then_some(walk.physical | (gva & (PAGE_SIZE - 1)))
+    }
+
+    /// Remember that the walk of `gva` under `cr3`, which read `reads`, led to
+    /// guest-physical `gpa`.
+    pub fn remember(&self, cr3: u64, gva: u64, reads: &Reads, gpa: u64) {
+        self.slot(gva).set(Walk {
+            cr3,
+            page: (gva & !(PAGE_SIZE - 1)) | 1,
+            physical: gpa & !(PAGE_SIZE - 1),
+            entries: reads.entries,
+            levels: reads.levels,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{DATA, PD, Test};
+    use traplab_abi::x86::pte;
+
+    const TABLE: u64 = pte::PRESENT | pte::WRITABLE | pte::USER;
+
+    fn read_u64(test: &Test, gva: u64) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        test.domain.read_virtual(gva, &mut bytes).ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    /// The guest changes a page-table entry behind the hypervisor's back (no exit, no
+    /// flush it could see): the next access walks again and goes where the tables say now.
+    #[test]
+    fn a_changed_entry_on_the_way_is_noticed() {
+        let mut test = Test::long_mode();
+        test.write_u64(DATA, 0x1111);
+        test.write_u64(DATA + 0x20_0000, 0x2222);
+        // The 2 MiB page at 0x4000_0000 - 2 MiB points at the first 2 MiB of RAM.
+        let gva = 0x00e0_0000;
+        let slot = PD + (gva >> 21) * 8;
+        test.write_u64(slot, TABLE | pte::HUGE);
+        assert_eq!(
+            read_u64(&test, gva + DATA),
+            Some(0x1111),
+            "walked, remembered"
+        );
+        assert_eq!(
+            read_u64(&test, gva + DATA),
+            Some(0x1111),
+            "remembered, checked"
+        );
+        test.write_u64(slot, 0x20_0000 | TABLE | pte::HUGE);
+        assert_eq!(
+            read_u64(&test, gva + DATA),
+            Some(0x2222),
+            "the entry moved it"
+        );
+        test.write_u64(slot, 0);
+        assert_eq!(read_u64(&test, gva + DATA), None, "not present any more");
+    }
+
+    /// A remembered walk is for its CR3: another address space walks its own tables.
+    #[test]
+    fn another_cr3_walks_its_own_tables() {
+        let mut test = Test::long_mode();
+        test.write_u64(DATA, 0x1111);
+        assert_eq!(read_u64(&test, DATA), Some(0x1111));
+        // An empty PML4 at another page: nothing is mapped there.
+        test.domain.vcpu.vmcb.save.cr3 = DATA + 0x1000;
+        assert_eq!(read_u64(&test, DATA), None);
+    }
+
+    /// Checking a remembered walk reads the same entries a walk reads, no fewer: the cost
+    /// saved is the walk's own work, never a read of guest memory.
+    #[test]
+    fn a_checked_walk_reads_each_entry_again() {
+        let test = Test::long_mode();
+        let before = test.memory_reads();
+        read_u64(&test, DATA);
+        let walked = test.memory_reads() - before;
+        read_u64(&test, DATA);
+        let checked = test.memory_reads() - before - walked;
+        assert_eq!(
+            walked, checked,
+            "three entries of a 2 MiB page, then the data"
+        );
+    }
+}
