@@ -116,16 +116,22 @@ fn slot(dom: Option<u16>) -> usize {
     dom.map_or(0, |dom| dom as usize + 1)
 }
 
+/// A domain's reference before its first record.
+const NO_REFERENCE: Reference = Reference {
+    regs: [0; 16],
+    exit: [0; EXIT_FIELDS],
+};
+
 impl State {
-    fn reference(&self, slot: usize) -> Reference {
-        self.references.get(slot).copied().unwrap_or_default()
+    fn reference(&self, slot: usize) -> &Reference {
+        self.references.get(slot).unwrap_or(&NO_REFERENCE)
     }
 
-    fn set_reference(&mut self, slot: usize, reference: Reference) {
+    fn set_reference(&mut self, slot: usize, reference: &Reference) {
         if self.references.len() <= slot {
-            self.references.resize(slot + 1, Reference::default());
+            self.references.resize(slot + 1, NO_REFERENCE);
         }
-        self.references[slot] = reference;
+        self.references[slot] = *reference;
     }
 }
 
@@ -155,7 +161,10 @@ pub struct Encoder {
 struct Pending {
     seq: u64,
     tsc: u64,
-    reference: Option<(usize, Reference)>,
+    /// The domain slot whose reference the record moves on, to [`Pending::reference`]
+    /// (written in place: a reference is a few hundred bytes, and each copy costs).
+    reference_slot: Option<usize>,
+    reference: Reference,
     texts: [(TextKey, u64); NEW_TEXTS],
     new_texts: usize,
 }
@@ -196,7 +205,7 @@ impl Encoder {
         // What an earlier record left pending (it was not pushed) is forgotten.
         self.pending.seq = seq;
         self.pending.tsc = tsc;
-        self.pending.reference = None;
+        self.pending.reference_slot = None;
         self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
         let tag = match body {
@@ -222,15 +231,15 @@ impl Encoder {
         match body {
             Body::Exit(exit) => {
                 self.text(&mut out, &exit.reason)?;
-                let mut reference = self.state.reference(slot);
-                let fields = exit_fields(exit);
-                xored(&mut out, &fields, &reference.exit)?;
-                reference.exit = fields;
-                regs(&mut out, &exit.regs, &mut reference)?;
+                let (old, new) = (self.state.reference(slot), &mut self.pending.reference);
+                new.exit = exit_fields(exit);
+                xored(&mut out, &new.exit, &old.exit)?;
+                new.regs = as_array(&exit.regs);
+                xored(&mut out, &new.regs, &old.regs)?;
                 let insn = exit.insn.as_slice();
                 out.byte(insn.len() as u8)?;
                 out.bytes(insn)?;
-                self.pending.reference = Some((slot, reference));
+                self.pending.reference_slot = Some(slot);
             }
             Body::Decide(decide) => {
                 out.byte(action_number(decide.action))?;
@@ -270,10 +279,12 @@ impl Encoder {
             Body::Resume(resume) => {
                 out.varint(resume.rip)?;
                 out.varint(resume.rflags)?;
-                let mut reference = self.state.reference(slot);
-                regs(&mut out, &resume.regs, &mut reference)?;
+                let (old, new) = (self.state.reference(slot), &mut self.pending.reference);
+                new.regs = as_array(&resume.regs);
+                xored(&mut out, &new.regs, &old.regs)?;
+                new.exit = old.exit;
                 out.varint(resume.cycles)?;
-                self.pending.reference = Some((slot, reference));
+                self.pending.reference_slot = Some(slot);
             }
             _ => {}
         }
@@ -286,8 +297,8 @@ impl Encoder {
         let pending = &mut self.pending;
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
-        if let Some((slot, reference)) = pending.reference.take() {
-            self.state.set_reference(slot, reference);
+        if let Some(slot) = pending.reference_slot.take() {
+            self.state.set_reference(slot, &pending.reference);
         }
         for &(key, number) in &pending.texts[..pending.new_texts] {
             self.texts.insert(key, number);
@@ -329,14 +340,6 @@ impl Encoder {
         out.varint(number)?;
         out.string(fixed)
     }
-}
-
-/// The registers against the reference's ([`xored`]), which becomes them.
-fn regs(out: &mut Writer, regs: &Registers, reference: &mut Reference) -> Result<(), WireError> {
-    let values = as_array(regs);
-    xored(out, &values, &reference.regs)?;
-    reference.regs = values;
-    Ok(())
 }
 
 /// `values` against `reference` (at most 64): a mask with bit N set when value N differs,
@@ -417,7 +420,7 @@ impl Decoder {
             ),
         };
         let slot = slot(dom);
-        let mut reference = self.state.reference(slot);
+        let mut reference = *self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
                 let reason = self.text(&mut input)?;
@@ -524,7 +527,7 @@ impl Decoder {
             return Err(WireError::Malformed("bytes after the record"));
         }
         if matches!(body, Body::Exit(_) | Body::Resume(_)) {
-            self.state.set_reference(slot, reference);
+            self.state.set_reference(slot, &reference);
         }
         self.state.seq = seq;
         self.state.tsc = tsc;

@@ -105,7 +105,10 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     let tsc_hz = time::calibrate_tsc();
     time::read_wall_clock();
     let features = svm::check();
-    run::record(None, Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)));
+    run::record(
+        None,
+        &Body::Boot(boot_event(features.ok(), tsc_hz, ram_end)),
+    );
     log!(
         "RAM {} MiB, TSC {} MHz, trace {:?}",
         ram_end >> 20,
@@ -229,7 +232,7 @@ fn load_domains(fw_cfg: &fw_cfg::FwCfg, disk: ata::Assignment) -> (Vec<Domain>, 
                 log!("{reason}");
                 run::record(
                     Some(id),
-                    Body::Domain(event::DomainChange {
+                    &Body::Domain(event::DomainChange {
                         state: event::DomainState::Killed,
                         name: Cow::Owned(name),
                         status: None,
@@ -269,7 +272,7 @@ fn stop(status: HvStatus, reason: &str) -> ! {
     log!("{reason}");
     run::record(
         None,
-        Body::End(event::End {
+        &Body::End(event::End {
             status: status as u8,
             reason: Cow::Owned(reason.into()),
         }),

@@ -74,7 +74,7 @@ impl Running {
 
     /// Record an event of the run loop ([`record`]): while the host holds the hypervisor
     /// stopped after it, gdb is answered.
-    fn record(&mut self, dom: Option<u16>, body: Body) {
+    fn record(&mut self, dom: Option<u16>, body: &Body) {
         record_with(dom, body, &mut || {
             if let Running::Debugged(debugger) = self {
                 gdb::while_host_holds(debugger);
@@ -102,23 +102,23 @@ impl Running {
 /// Record one event (`dom`: the domain it is about, `None` for the hypervisor), then let
 /// the host stop us there if it wants to. A guest's console line goes to the hypervisor's
 /// log when no host reads the trace.
-pub fn record(dom: Option<u16>, body: Body) {
+pub fn record(dom: Option<u16>, body: &Body) {
     record_with(dom, body, &mut || {});
 }
 
 /// [`record`], with what to do while the host holds the hypervisor stopped after the event.
-fn record_with(dom: Option<u16>, body: Body, meanwhile: &mut dyn FnMut()) {
-    if let Body::Console(console) = &body
+fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
+    if let Body::Console(console) = body
         && !trace::has_reader()
     {
         crate::console::write_fmt(format_args!("d{}| {}\n", dom.unwrap_or(0), console.text));
     }
-    if let Body::Decide(decide) = &body {
+    if let Body::Decide(decide) = body {
         // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
         gdb::note_decision(decide.action, &decide.why, &decide.at);
     }
-    if let Some(seq) = trace::emit(dom, &body) {
-        control::checkpoint(seq, &body, meanwhile);
+    if let Some(seq) = trace::emit(dom, body) {
+        control::checkpoint(seq, body, meanwhile);
     }
 }
 
@@ -248,7 +248,7 @@ fn record_schedule(
 ) {
     running.record(
         None,
-        Body::Schedule(Schedule {
+        &Body::Schedule(Schedule {
             from,
             to,
             why,
@@ -347,7 +347,7 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             first = first.or(Some(id));
         }
         for body in events {
-            running.record(Some(id), body);
+            running.record(Some(id), &body);
         }
     }
     // Here every domain waits or has ended: what is left was typed for one that has ended
@@ -403,7 +403,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
             status: None,
             reason: Some(loader::describe(domain)),
         });
-        running.record(Some(id), created);
+        running.record(Some(id), &created);
     }
     let Some(domain) = running.system().domain_mut(id) else {
         return;
@@ -435,14 +435,14 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         let mut events = Vec::new();
         apply::before_resume(domain, &exit, &mut applied, &mut events);
         for body in events {
-            running.record(Some(id), body);
+            running.record(Some(id), &body);
         }
         if trace::enabled() {
             let Some(domain) = running.system().domain(id) else {
                 return;
             };
             let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
-            running.record(Some(id), resume);
+            running.record(Some(id), &resume);
         }
     }
 }
@@ -490,7 +490,7 @@ fn run_vcpu(
         let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
             let body = Body::Exit(exit_event(domain, &exit));
-            running.record(Some(id), body);
+            running.record(Some(id), &body);
         }
         // gdb is answered at every domain's exits (its own domain's: in `at_exit`).
         running.answer_gdb(Some(id));
@@ -544,9 +544,11 @@ fn run_vcpu(
             apply::keys_from_host(domain, machine, &mut events);
             apply::before_resume(domain, &exit, &mut applied, &mut events);
         }
-        for body in events.drain(..) {
+        // Recorded where they are: an event is a few hundred bytes, and moving it costs.
+        for body in &events {
             running.record(Some(id), body);
         }
+        events.clear();
         if let Some(end) = applied.end {
             return Off::Ended(end);
         }
@@ -566,7 +568,7 @@ fn run_vcpu(
                 continue;
             };
             let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
-            running.record(Some(id), resume);
+            running.record(Some(id), &resume);
         }
         if let Some(debugger) = running.debugger_of(id)
             && let Some(end) = gdb::after_handling(debugger)
@@ -668,7 +670,7 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
     // Recorded once the domain's hold on the others is undone: the host may stop the
     // hypervisor after either event, and gdb be answered there.
     if let Some(console) = console {
-        running.record(Some(id), console);
+        running.record(Some(id), &console);
     }
-    running.record(Some(id), ended);
+    running.record(Some(id), &ended);
 }
