@@ -266,6 +266,12 @@ pub struct InstructionBytes {
 }
 
 impl InstructionBytes {
+    /// No bytes.
+    pub const EMPTY: InstructionBytes = InstructionBytes {
+        length: 0,
+        bytes: [0; 15],
+    };
+
     /// The first 15 bytes of `bytes`.
     pub fn new(bytes: &[u8]) -> InstructionBytes {
         let mut inline = [0u8; 15];

@@ -76,6 +76,8 @@ struct Reference {
     regs: [u64; 16],
     /// Its last exit's other fields ([`exit_fields`]).
     exit: [u64; EXIT_FIELDS],
+    /// Its last exit's instruction bytes: a loop traps at the same instruction again.
+    insn: InstructionBytes,
 }
 
 /// How many of an exit's numbers [`exit_fields`] lists.
@@ -101,6 +103,49 @@ fn exit_fields(exit: &Exit) -> [u64; EXIT_FIELDS] {
     ]
 }
 
+/// Where RIP is in [`exit_fields`].
+const EXIT_RIP: usize = 4;
+
+/// An `exit` record's instruction bytes are the domain's last exit's (instead of a length).
+const SAME_INSTRUCTION: u8 = 0xff;
+
+/// The general registers' names in the encoding's order ([`as_array`]).
+const REGISTER_NAMES: [&str; 16] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+/// An `emulate` change of RIP.
+const RIP: u8 = 16;
+/// An `emulate` change named by a text (a control register, an MSR, `v_intr`, …).
+const NAMED: u8 = 0xff;
+
+/// A change's register by number: 0–15 in [`REGISTER_NAMES`], or [`RIP`]. (By its bytes:
+/// the compiler turns this into a few comparisons; a search of the table costs more than
+/// the rest of the change.)
+fn register_number(name: &str) -> Option<u8> {
+    let number = match name.as_bytes() {
+        b"rax" => 0,
+        b"rbx" => 1,
+        b"rcx" => 2,
+        b"rdx" => 3,
+        b"rsi" => 4,
+        b"rdi" => 5,
+        b"rbp" => 6,
+        b"rsp" => 7,
+        b"r8" => 8,
+        b"r9" => 9,
+        b"r10" => 10,
+        b"r11" => 11,
+        b"r12" => 12,
+        b"r13" => 13,
+        b"r14" => 14,
+        b"r15" => 15,
+        b"rip" => RIP,
+        _ => return None,
+    };
+    Some(number)
+}
+
 /// The state both sides keep.
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -120,6 +165,7 @@ fn slot(dom: Option<u16>) -> usize {
 const NO_REFERENCE: Reference = Reference {
     regs: [0; 16],
     exit: [0; EXIT_FIELDS],
+    insn: InstructionBytes::EMPTY,
 };
 
 impl State {
@@ -236,9 +282,14 @@ impl Encoder {
                 xored(&mut out, &new.exit, &old.exit)?;
                 new.regs = as_array(&exit.regs);
                 xored(&mut out, &new.regs, &old.regs)?;
-                let insn = exit.insn.as_slice();
-                out.byte(insn.len() as u8)?;
-                out.bytes(insn)?;
+                if exit.insn == old.insn {
+                    out.byte(SAME_INSTRUCTION)?;
+                } else {
+                    let insn = exit.insn.as_slice();
+                    out.byte(insn.len() as u8)?;
+                    out.bytes(insn)?;
+                }
+                new.insn = exit.insn;
                 self.pending.reference_slot = Some(slot);
             }
             Body::Decide(decide) => {
@@ -271,9 +322,23 @@ impl Encoder {
                 }
                 out.varint(emulate.changes.len() as u64)?;
                 for change in &emulate.changes {
-                    self.text(&mut out, &change.name)?;
-                    out.varint(change.old)?;
-                    out.varint(change.new)?;
+                    // A general register or RIP by number, its old value against the
+                    // exit's (the same, as a rule) and its new one against the old.
+                    let Some(number) = register_number(&change.name) else {
+                        out.byte(NAMED)?;
+                        self.text(&mut out, &change.name)?;
+                        out.varint(change.old)?;
+                        out.varint(change.new)?;
+                        continue;
+                    };
+                    let reference = self.state.reference(slot);
+                    let was = match number {
+                        RIP => reference.exit[EXIT_RIP],
+                        _ => reference.regs[number as usize],
+                    };
+                    out.byte(number)?;
+                    out.varint(change.old ^ was)?;
+                    out.varint(change.new ^ change.old)?;
                 }
             }
             Body::Resume(resume) => {
@@ -283,6 +348,7 @@ impl Encoder {
                 new.regs = as_array(&resume.regs);
                 xored(&mut out, &new.regs, &old.regs)?;
                 new.exit = old.exit;
+                new.insn = old.insn;
                 out.varint(resume.cycles)?;
                 self.pending.reference_slot = Some(slot);
             }
@@ -445,11 +511,12 @@ impl Decoder {
                 let cs = u16::try_from(cs).map_err(|_| WireError::Malformed("cs"))?;
                 let cpl = u8::try_from(cpl).map_err(|_| WireError::Malformed("cpl"))?;
                 let regs = read_regs(&mut input, &mut reference)?;
-                let length = input.byte()? as usize;
-                if length > 15 {
-                    return Err(WireError::Malformed("more than 15 instruction bytes"));
-                }
-                let insn = InstructionBytes::new(input.take(length)?);
+                let insn = match input.byte()? {
+                    SAME_INSTRUCTION => reference.insn,
+                    length @ 0..=15 => InstructionBytes::new(input.take(length as usize)?),
+                    _ => return Err(WireError::Malformed("more than 15 instruction bytes")),
+                };
+                reference.insn = insn;
                 Body::Exit(Exit {
                     exitcode,
                     reason,
@@ -503,11 +570,30 @@ impl Decoder {
                 }
                 let mut changes = Vec::with_capacity(count as usize);
                 for _ in 0..count {
-                    changes.push(Change {
-                        name: self.text(&mut input)?,
-                        old: input.varint()?,
-                        new: input.varint()?,
-                    });
+                    let change = match input.byte()? {
+                        NAMED => Change {
+                            name: self.text(&mut input)?,
+                            old: input.varint()?,
+                            new: input.varint()?,
+                        },
+                        number => {
+                            let (name, was) = match number {
+                                RIP => ("rip", reference.exit[EXIT_RIP]),
+                                0..16 => (
+                                    REGISTER_NAMES[number as usize],
+                                    reference.regs[number as usize],
+                                ),
+                                _ => return Err(WireError::Malformed("register number")),
+                            };
+                            let old = input.varint()? ^ was;
+                            Change {
+                                name: Cow::Borrowed(name),
+                                old,
+                                new: input.varint()? ^ old,
+                            }
+                        }
+                    };
+                    changes.push(change);
                 }
                 Body::Emulate(Emulate {
                     what,
@@ -775,11 +861,30 @@ mod tests {
             Body::Emulate(Emulate {
                 what: Cow::Owned(alloc::format!("CPUID leaf {rax:#x}")),
                 arguments: Arguments::default(),
-                changes: vec![Change {
-                    name: Cow::Borrowed("rax"),
-                    old: rax,
-                    new: 0xd,
-                }],
+                // A register, RIP (both by number) and a named change, each unlike the
+                // exit's value once (`dropped`, `through`'s other tests, vary RAX).
+                changes: vec![
+                    Change {
+                        name: Cow::Borrowed("rax"),
+                        old: rax,
+                        new: 0xd,
+                    },
+                    Change {
+                        name: Cow::Borrowed("rip"),
+                        old: 0x20_0037,
+                        new: 0x20_0039,
+                    },
+                    Change {
+                        name: Cow::Borrowed("r15"),
+                        old: 7,
+                        new: 8,
+                    },
+                    Change {
+                        name: Cow::Borrowed("cr8"),
+                        old: 0,
+                        new: 2,
+                    },
+                ],
             }),
             Body::Resume(Resume {
                 rip: 0x20_0039,
@@ -868,8 +973,10 @@ mod tests {
 
     #[test]
     fn a_record_with_many_new_texts_sends_the_rest_inline() {
+        // Changes named by text (general registers and RIP go by number).
         const NAMES: [&str; 12] = [
-            "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+            "cr0", "cr2", "cr3", "cr4", "efer", "v_intr", "cr8", "dr7", "pat", "star", "lstar",
+            "cstar",
         ];
         let emulate = |seq: u64| Event {
             seq,
