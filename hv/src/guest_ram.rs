@@ -132,6 +132,11 @@ impl GuestRam {
         length: usize,
         mut each: impl FnMut(u64, usize, usize),
     ) -> Result<(), MemoryError> {
+        // Most accesses (an instruction, an entry, a frame) are inside one page.
+        if length != 0 && (gpa % PAGE_SIZE) as usize + length <= PAGE_SIZE as usize {
+            each(self.host_address(gpa)?, 0, length);
+            return Ok(());
+        }
         let mut pieces = page_pieces(gpa, length);
         match (pieces.next(), pieces.next(), pieces.next()) {
             (first, second, None) => {
