@@ -1,0 +1,92 @@
+# Where the instructions of one exit go: single-step the hypervisor through one whole
+# trap in QEMU's own gdb stub, and count the instructions by function.
+#
+#   cargo run --release -- trace --guest cpuid-loop --qemu-arg=-s --qemu-arg=-S >/dev/null &
+#   gdb -batch -x tools/exit-profile.py target/bare/x86_64-unknown-linux-gnu/release/traplab-hv
+#
+# QEMU waits (-S) until this script continues it; the hypervisor runs the guest's first
+# SKIP exits (default 1000: past the boot and the first use of every text), then the
+# script steps one instruction at a time from the instruction after VMRUN to the same
+# place one exit later: the guest's own instructions (one CPUID, a jump) and everything
+# the hypervisor does for that exit. It prints how many instructions each function ran,
+# itself and with what it called (calls and returns are followed as they come), and the
+# 4 KiB pages of code touched: under TCG each costs a refill of QEMU's software TLB
+# after every world switch (book chapter "What a trap costs").
+#
+# Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234).
+import collections
+import os
+import re
+
+import gdb
+
+SKIP = int(os.environ.get("SKIP", "1000"))
+PORT = os.environ.get("PORT", "1234")
+LIMIT = 200_000  # instructions: a trap that takes more is not a trap this script is for
+
+gdb.execute("set pagination off")
+gdb.execute(f"target remote localhost:{PORT}")
+
+# The instruction after VMRUN in world_switch: where the hypervisor gets control back.
+found = gdb.execute("info functions world_switch::world_switch", to_string=True)
+start = int(re.search(r"(0x[0-9a-f]+)\s+traplab_hv::svm::world_switch", found).group(1), 16)
+listing = gdb.execute(f"disassemble {start:#x},+256", to_string=True).splitlines()
+lines = [line for line in listing if re.match(r"^\s*0x", line)]
+vmrun = next(index for index, line in enumerate(lines) if "vmrun" in line)
+after_vmrun = int(lines[vmrun + 1].split()[0], 16)
+
+gdb.execute(f"hbreak *{after_vmrun:#x}")
+gdb.execute(f"ignore 1 {SKIP}")
+gdb.execute("continue")
+gdb.execute("delete")
+
+architecture = gdb.selected_frame().architecture()
+steps = []
+while len(steps) < LIMIT:
+    gdb.execute("stepi", to_string=True)
+    pc = int(gdb.parse_and_eval("$pc")) & (2**64 - 1)
+    steps.append(pc)
+    if pc == after_vmrun:
+        break
+
+
+def function(pc, names={}):
+    """The function whose code `pc` is in (not an inlined one: the one called)."""
+    if pc not in names:
+        text = gdb.execute(f"info symbol {pc:#x}", to_string=True)
+        name = text.split(" in section")[0]
+        name = re.sub(r" \+ \d+$", "", name)
+        name = re.sub(r"::h[0-9a-f]{16}$", "", name)  # the symbol's hash
+        names[pc] = "(the guest)" if name.startswith("No symbol") else name
+    return names[pc]
+
+
+def mnemonic(pc, known={}):
+    if pc not in known:
+        known[pc] = architecture.disassemble(pc)[0]["asm"].split()[0]
+    return known[pc]
+
+
+itself = collections.Counter()
+with_callees = collections.Counter()
+stack = []
+previous = None
+for pc in steps:
+    if previous is not None:
+        if mnemonic(previous).startswith("call"):
+            stack.append(function(previous))
+        elif mnemonic(previous).startswith("ret") and stack:
+            stack.pop()
+    name = function(pc)
+    itself[name] += 1
+    for caller in set(stack + [name]):
+        with_callees[caller] += 1
+    previous = pc
+
+hypervisor = [pc for pc in steps if function(pc) != "(the guest)"]
+print(f"one exit: {len(steps)} instructions, {len(hypervisor)} of them the hypervisor's")
+print(f"code pages touched: {len(set(pc >> 12 for pc in hypervisor))}")
+print(f"\n{'itself':>7} {'with callees':>13}  function")
+for name, count in with_callees.most_common(40):
+    print(f"{itself[name]:>7} {count:>13}  {name[:100]}")
+gdb.execute("detach")
