@@ -766,6 +766,23 @@ pub mod hex_bytes {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_template_takes_its_values_in_order_and_keeps_what_has_none() {
+        let arguments = Arguments::new([
+            Argument::Hex(0x1f),
+            Argument::Unsigned(31),
+            Argument::Signed(-22),
+            Argument::Text(Cow::Borrowed("EINVAL")),
+        ]);
+        assert_eq!(arguments.len(), 4);
+        assert_eq!(
+            render("{} = {} = {} ({}) {}", arguments.iter()),
+            "0x1f = 31 = -22 (EINVAL) {}"
+        );
+        assert_eq!(render("no values", []), "no values");
+        assert!(Arguments::default().is_empty());
+    }
+
     pub(crate) fn sample_exit() -> Event {
         Event {
             seq: 7,
