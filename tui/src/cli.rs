@@ -282,6 +282,38 @@ pub struct BenchArgs {
     /// of the recording.
     #[arg(long, conflicts_with_all = ["ui", "split_driver"])]
     pub linux: bool,
+    /// Measure a kernel's boot instead: FILE (a Linux bzImage or a multiboot kernel, as
+    /// `trace --kernel` takes it), from starting QEMU to its first console line that contains
+    /// --until's TEXT, on bare QEMU (-kernel), under traplab with the trace off, and traced.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "until",
+        conflicts_with_all = ["ui", "split_driver", "linux"]
+    )]
+    pub kernel: Option<PathBuf>,
+    /// With --kernel: the console text that ends the boot being measured.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    pub until: Option<String>,
+    /// With --kernel: its initrd (a multiboot kernel's first module).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// With --kernel: its command line (one argument: quote it).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    pub append: Option<String>,
+    /// With --kernel: its RAM in MiB (default 16; 2 to 2048), under traplab and bare QEMU.
+    #[arg(long, value_name = "MIB", requires = "kernel", value_parser = domain_memory)]
+    pub memory: Option<u32>,
     /// How many times to run each configuration (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,

@@ -659,6 +659,71 @@ fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
 /// untraced, then traced, each also under -icount, where the TSC counts instructions. The
 /// counts do not depend on the machine's load: each configuration does strictly more work
 /// per trap than the one before it.
+/// `bench --kernel` boots a kernel three ways to a line of its console: multiboot-hello
+/// prints one line per byte through the UART (an IN and an OUT each), so its traced boot
+/// has well over a thousand exits. A line it never prints, or a missing `--until`, is an
+/// error that says so.
+#[test]
+fn bench_kernel_times_a_kernel_to_a_console_line_three_ways() {
+    let kernel = traplab_labs::guest_elf("multiboot-hello");
+    let kernel = kernel.to_str().expect("a UTF-8 path");
+    let output = traplab()
+        .args([
+            "bench",
+            "--kernel",
+            kernel,
+            "--until",
+            "multiboot-hello: done",
+        ])
+        .args(["--runs", "1", "--json", "--accel", "tcg"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bench --json prints JSON");
+    assert_eq!(report["boot"], "multiboot-hello");
+    for key in ["bare_qemu_s", "untraced_s", "traced_s"] {
+        assert!(
+            report[key].as_f64().is_some_and(|seconds| seconds > 0.0),
+            "{key} in {report}"
+        );
+    }
+    let exits = report["exits"].as_u64().expect("exits");
+    assert!(exits > 1000, "{report}");
+    assert!(
+        report["events"]
+            .as_u64()
+            .is_some_and(|events| events > exits)
+    );
+
+    let output = traplab()
+        .args([
+            "bench",
+            "--kernel",
+            kernel,
+            "--until",
+            "a line it never prints",
+        ])
+        .args(["--runs", "1", "--accel", "tcg"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("multiboot-hello exited before a line with \"a line it never prints\""),
+        "{stderr}"
+    );
+    let output = traplab()
+        .args(["bench", "--kernel", kernel])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "--until is required");
+}
+
 #[test]
 fn bench_measures_the_bare_world_switch_beside_traplab() {
     let output = traplab()

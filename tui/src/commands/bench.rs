@@ -15,7 +15,7 @@ use crate::cli::{AccelChoice, BenchArgs};
 use crate::setup;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use traplab_abi::event::Body;
+use traplab_abi::event::{Body, DomainState};
 use traplab_tracer::qemu::{Accel, HvStatus, Machine, TraceMode};
 use traplab_tracer::session::{Item, Options, Session};
 
@@ -45,7 +45,32 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         return split_driver(args, accel);
     }
     if args.linux {
-        return linux(args, accel);
+        let lab = traplab_labs::lab("linux-boot")?;
+        setup::ensure_lab_kernel(&lab, args.yes)?;
+        let boot = KernelBoot {
+            name: "linux-boot".into(),
+            machine: lab.machine()?,
+            until: LINUX_MARKER.into(),
+            what: "to /init's marker".into(),
+        };
+        return kernel_boot(args, accel, boot);
+    }
+    if let (Some(image), Some(until)) = (&args.kernel, &args.until) {
+        let kernel = crate::cli::KernelArgs {
+            kernel: Some(image.clone()),
+            initrd: args.initrd.clone(),
+            append: args.append.clone(),
+            memory: args.memory,
+            input: None,
+        };
+        let (name, machine) = super::machine(&None, &None, &kernel, &[], args.yes)?;
+        let boot = KernelBoot {
+            name,
+            machine,
+            what: format!("to {until:?}"),
+            until: until.clone(),
+        };
+        return kernel_boot(args, accel, boot);
     }
     let runs = args.runs.max(1);
     // A benchmark run that goes wrong is the hypervisor's or QEMU's failure, not a usage error.
@@ -608,23 +633,43 @@ struct Boot {
     recording_bytes: u64,
 }
 
-/// The linux-boot lab's kernel to its `/init`, three ways: bare QEMU (`-kernel`, the same
-/// kernel, initramfs and command line), traplab with the trace off, and traced.
-fn linux(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
+/// A kernel boot to measure: the machine that boots it under traplab, and the console text
+/// that ends it.
+struct KernelBoot {
+    /// The lab, or the kernel's file name.
+    name: String,
+    machine: Machine,
+    until: String,
+    /// What the report calls the end: `to /init's marker`.
+    what: String,
+}
+
+/// A kernel's boot to its `until` line, three ways: bare QEMU (`-kernel`, the same kernel,
+/// initrd and command line), traplab with the trace off, and traced.
+fn kernel_boot(
+    args: &BenchArgs,
+    accel: Accel,
+    boot: KernelBoot,
+) -> Result<ExitCode, super::Failure> {
     let runs = args.runs.max(1);
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
-    let lab = traplab_labs::lab("linux-boot")?;
-    setup::ensure_lab_kernel(&lab, args.yes)?;
-    let mut machine = lab.machine()?;
+    let KernelBoot {
+        name,
+        mut machine,
+        until,
+        what,
+    } = boot;
     machine.accel = accel;
     let (mut bare, mut off, mut traced) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        bare.push(bare_linux_boot(&machine).map_err(failed)?);
-        for (trace, boots) in [(TraceMode::Off, &mut off), (TraceMode::Ring, &mut traced)] {
+        // Traced first: a kernel the hypervisor cannot boot, or that ends before the line,
+        // is then reported in the trace's words.
+        for (trace, boots) in [(TraceMode::Ring, &mut traced), (TraceMode::Off, &mut off)] {
             let mut machine = machine.clone();
             machine.trace = trace;
-            boots.push(linux_boot(&machine).map_err(failed)?);
+            boots.push(traplab_boot(&machine, &until).map_err(failed)?);
         }
+        bare.push(bare_kernel_boot(&machine, &until).map_err(failed)?);
     }
     let seconds = |boots: &[Boot]| median(boots.iter().map(|boot| boot.seconds).collect());
     let (bare_s, off_s, traced_s) = (seconds(&bare), seconds(&off), seconds(&traced));
@@ -633,7 +678,8 @@ fn linux(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
         println!(
             "{}",
             serde_json::json!({
-                "lab": "linux-boot",
+                "boot": name,
+                "until": until,
                 "runs": runs,
                 "accel": format!("{accel:?}"),
                 "bare_qemu_s": bare_s,
@@ -651,7 +697,7 @@ fn linux(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("linux-boot to /init's marker, median of {runs} run(s) ({accel:?}):");
+    println!("{name} {what}, median of {runs} run(s) ({accel:?}):");
     for (name, s) in [
         ("bare QEMU (-kernel)", bare_s),
         ("traplab, trace off", off_s),
@@ -679,9 +725,9 @@ fn linux(args: &BenchArgs, accel: Accel) -> Result<ExitCode, super::Failure> {
 /// The marker the linux-boot lab's `/init` prints.
 const LINUX_MARKER: &str = "TRAPLAB-LINUX-MARKER";
 
-/// One boot under traplab, to the marker (on the console events, or in the hypervisor's
-/// log when the trace is off); QEMU is stopped there.
-fn linux_boot(machine: &Machine) -> Result<Boot, String> {
+/// One boot under traplab, to the first console line containing `until` (on the console
+/// events, or in the hypervisor's log when the trace is off); QEMU is stopped there.
+fn traplab_boot(machine: &Machine, until: &str) -> Result<Boot, String> {
     let started = Instant::now();
     let options = Options {
         timeout: Some(Duration::from_secs(600)),
@@ -698,13 +744,26 @@ fn linux_boot(machine: &Machine) -> Result<Boot, String> {
                 match &event.body {
                     Body::Exit(_) => boot.exits += 1,
                     Body::Lost(lost) => return Err(format!("the ring lost {} events", lost.count)),
+                    Body::Domain(change) if change.state != DomainState::Created => {
+                        return Err(format!(
+                            "{} {} before a line with {until:?}: {}",
+                            change.name,
+                            format!("{:?}", change.state).to_lowercase(),
+                            change.reason.as_deref().unwrap_or("no reason given")
+                        ));
+                    }
                     _ => {}
                 }
-                matches!(&event.body, Body::Console(console) if console.text == LINUX_MARKER)
+                matches!(&event.body, Body::Console(console) if console.text.contains(until))
             }
-            Item::Log(line) => line.ends_with(LINUX_MARKER),
+            // A guest's console line in the log: `d1| text`.
+            Item::Log(line) => line
+                .split_once("| ")
+                .is_some_and(|(_, text)| text.contains(until)),
             Item::Broken(message) => return Err(message.clone()),
-            Item::Finished(done) => return Err(format!("QEMU ended before the marker: {done:?}")),
+            Item::Finished(done) => {
+                return Err(format!("QEMU ended before a line with {until:?}: {done:?}"));
+            }
         };
         if marker {
             boot.seconds = started.elapsed().as_secs_f64();
@@ -713,21 +772,23 @@ fn linux_boot(machine: &Machine) -> Result<Boot, String> {
             return Ok(boot);
         }
     }
-    Err("the trace ended before the marker".into())
+    Err(format!("the trace ended before a line with {until:?}"))
 }
 
-/// The same kernel, initramfs and command line under QEMU's own `-kernel`, to the marker
-/// (`traplab_labs::bare_qemu`).
-fn bare_linux_boot(machine: &Machine) -> Result<Boot, String> {
+/// The same kernel, initrd and command line under QEMU's own `-kernel`, to the first line
+/// containing `until` (`traplab_labs::bare_qemu`).
+fn bare_kernel_boot(machine: &Machine, until: &str) -> Result<Boot, String> {
     let guest = machine.guests.first().ok_or("the lab has no guest")?;
     let kernel = traplab_labs::bare_qemu::Kernel {
         image: &guest.image,
         initrd: guest.initrd.as_deref(),
         append: guest.cmdline.as_deref().unwrap_or(""),
-        memory_mib: guest.memory_mib.unwrap_or(256),
+        // The RAM the domain has under traplab.
+        memory_mib: guest
+            .memory_mib
+            .unwrap_or(traplab_tracer::qemu::DEFAULT_DOMAIN_MIB),
     };
-    let (_, took) =
-        traplab_labs::bare_qemu::boot_until(&kernel, LINUX_MARKER, Duration::from_secs(600))?;
+    let (_, took) = traplab_labs::bare_qemu::boot_until(&kernel, until, Duration::from_secs(600))?;
     Ok(Boot {
         seconds: took.as_secs_f64(),
         ..Boot::default()
