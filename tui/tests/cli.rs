@@ -655,10 +655,22 @@ fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
     }
 }
 
-/// `traplab bench` measures the limit in the same run: the bare world switch, then traplab
-/// untraced, then traced, each also under -icount, where the TSC counts instructions. The
-/// counts do not depend on the machine's load: each configuration does strictly more work
-/// per trap than the one before it.
+/// `traplab bench ARGS --runs 1 --json`, which must succeed: its report.
+fn bench_report(args: &[&str]) -> serde_json::Value {
+    let output = traplab()
+        .arg("bench")
+        .args(args)
+        .args(["--runs", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("bench --json prints JSON")
+}
+
 /// `bench --kernel` boots a kernel three ways to a line of its console: multiboot-hello
 /// prints one line per byte through the UART (an IN and an OUT each), so its traced boot
 /// has well over a thousand exits. A line it never prints, or a missing `--until`, is an
@@ -667,24 +679,14 @@ fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
 fn bench_kernel_times_a_kernel_to_a_console_line_three_ways() {
     let kernel = traplab_labs::guest_elf("multiboot-hello");
     let kernel = kernel.to_str().expect("a UTF-8 path");
-    let output = traplab()
-        .args([
-            "bench",
-            "--kernel",
-            kernel,
-            "--until",
-            "multiboot-hello: done",
-        ])
-        .args(["--runs", "1", "--json", "--accel", "tcg"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("bench --json prints JSON");
+    let report = bench_report(&[
+        "--kernel",
+        kernel,
+        "--until",
+        "multiboot-hello: done",
+        "--accel",
+        "tcg",
+    ]);
     assert_eq!(report["boot"], "multiboot-hello");
     for key in ["bare_qemu_s", "untraced_s", "traced_s"] {
         assert!(
@@ -724,19 +726,13 @@ fn bench_kernel_times_a_kernel_to_a_console_line_three_ways() {
     assert_eq!(output.status.code(), Some(2), "--until is required");
 }
 
+/// `traplab bench` measures the limit in the same run: the bare world switch, then traplab
+/// untraced, then traced, each also under -icount, where the TSC counts instructions. The
+/// counts do not depend on the machine's load: each configuration does strictly more work
+/// per trap than the one before it.
 #[test]
 fn bench_measures_the_bare_world_switch_beside_traplab() {
-    let output = traplab()
-        .args(["bench", "--runs", "1", "--json", "--accel", "tcg"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("bench --json prints JSON");
+    let report = bench_report(&["--accel", "tcg"]);
     assert_eq!(report["accel"], "tcg");
     let instructions = |key: &str| {
         report["configs"][key]["instructions_per_trap"]
