@@ -319,8 +319,13 @@ fn intruder(
     })
 }
 
-/// Check `events` against the flow `patterns`, one per step.
-pub fn check(patterns: &[Pattern], events: &[Event], symbols: &Symbols) -> Result<(), Mismatch> {
+/// Check `events` against the flow `patterns`, one per step. (A mismatch is boxed: it is
+/// big, and rare.)
+pub fn check(
+    patterns: &[Pattern],
+    events: &[Event],
+    symbols: &Symbols,
+) -> Result<(), Box<Mismatch>> {
     matched_events(patterns, events, symbols).map(|_| ())
 }
 
@@ -330,7 +335,7 @@ pub fn matched_events(
     patterns: &[Pattern],
     events: &[Event],
     symbols: &Symbols,
-) -> Result<Vec<usize>, Mismatch> {
+) -> Result<Vec<usize>, Box<Mismatch>> {
     let values: Vec<Value> = events.iter().map(json::to_value).collect();
     let mut position = 0;
     let mut after_seq = None;
@@ -343,13 +348,13 @@ pub fn matched_events(
             Some(found) => {
                 if let Some(intruder) = intruder(pattern, position..found, events, &values, symbols)
                 {
-                    return Err(Mismatch {
+                    return Err(Box::new(Mismatch {
                         step: index,
                         expected: pattern.describe(),
                         after_seq,
                         nearest: None,
                         intruder: Some(intruder),
-                    });
+                    }));
                 }
                 after_seq = Some(events[found].seq);
                 position = found + 1;
@@ -361,13 +366,13 @@ pub fn matched_events(
                     line: traplab_tracer::text::line(&events[found]),
                     earlier: found < position,
                 });
-                return Err(Mismatch {
+                return Err(Box::new(Mismatch {
                     step: index,
                     expected: pattern.describe(),
                     after_seq,
                     nearest,
                     intruder: None,
-                });
+                }));
             }
         }
     }

@@ -662,7 +662,7 @@ fn bench_report(args: &[&str]) -> serde_json::Value {
         .args(args)
         .args(["--runs", "1", "--json"])
         .output()
-        .unwrap();
+        .expect("traplab runs");
     assert!(
         output.status.success(),
         "{}",
