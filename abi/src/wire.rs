@@ -408,15 +408,17 @@ impl Encoder {
     }
 }
 
-/// `values` against `reference` (at most 64): a mask with bit N set when value N differs,
+/// `values` against `reference` (N ≤ 64): a mask with bit N set when value N differs,
 /// then each that differs XORed with its reference, lowest first. A trap changes a few
 /// registers; the others cost nothing but their bit.
-fn xored(out: &mut Writer, values: &[u64], reference: &[u64]) -> Result<(), WireError> {
+fn xored<const N: usize>(
+    out: &mut Writer,
+    values: &[u64; N],
+    reference: &[u64; N],
+) -> Result<(), WireError> {
     let mut mask = 0u64;
-    for (index, (value, old)) in values.iter().zip(reference).enumerate() {
-        if value != old {
-            mask |= 1 << index;
-        }
+    for index in 0..N {
+        mask |= u64::from(values[index] != reference[index]) << index;
     }
     out.varint(mask)?;
     let mut rest = mask;
@@ -429,14 +431,18 @@ fn xored(out: &mut Writer, values: &[u64], reference: &[u64]) -> Result<(), Wire
 }
 
 /// What [`xored`] wrote, back into `values`.
-fn read_xored(input: &mut Reader, reference: &[u64], values: &mut [u64]) -> Result<(), WireError> {
+fn read_xored<const N: usize>(
+    input: &mut Reader,
+    reference: &[u64; N],
+    values: &mut [u64; N],
+) -> Result<(), WireError> {
     let mask = input.varint()?;
-    if values.len() < 64 && mask >> values.len() != 0 {
+    if N < 64 && mask >> N != 0 {
         return Err(WireError::Malformed(
             "a register mask with bits beyond its registers",
         ));
     }
-    values.copy_from_slice(reference);
+    *values = *reference;
     let mut rest = mask;
     while rest != 0 {
         let index = rest.trailing_zeros() as usize;
