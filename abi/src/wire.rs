@@ -28,6 +28,7 @@ use crate::event::{
     MAX_ARGUMENTS, Registers, Resume, Text, render,
 };
 use alloc::borrow::Cow;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -152,8 +153,9 @@ struct State {
     seq: u64,
     tsc: u64,
     /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
-    /// happens at every exit and resume).
-    references: Vec<Reference>,
+    /// happens at every exit and resume). Boxed, so that the writer's commit swaps a
+    /// pointer instead of copying a few hundred bytes ([`Encoder::commit`]).
+    references: Vec<Box<Reference>>,
 }
 
 /// Where a domain's reference is kept (0: the hypervisor's own events, which have none).
@@ -170,14 +172,18 @@ const NO_REFERENCE: Reference = Reference {
 
 impl State {
     fn reference(&self, slot: usize) -> &Reference {
-        self.references.get(slot).unwrap_or(&NO_REFERENCE)
+        self.references.get(slot).map_or(&NO_REFERENCE, |reference| reference)
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> &mut Box<Reference> {
+        while self.references.len() <= slot {
+            self.references.push(Box::new(NO_REFERENCE));
+        }
+        &mut self.references[slot]
     }
 
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
-        if self.references.len() <= slot {
-            self.references.resize(slot + 1, NO_REFERENCE);
-        }
-        self.references[slot] = *reference;
+        **self.slot_mut(slot) = *reference;
     }
 }
 
@@ -208,9 +214,10 @@ struct Pending {
     seq: u64,
     tsc: u64,
     /// The domain slot whose reference the record moves on, to [`Pending::reference`]
-    /// (written in place: a reference is a few hundred bytes, and each copy costs).
+    /// (written in place, then swapped in: a reference is a few hundred bytes, and each copy
+    /// costs).
     reference_slot: Option<usize>,
-    reference: Reference,
+    reference: Box<Reference>,
     texts: [(TextKey, u64); NEW_TEXTS],
     new_texts: usize,
 }
@@ -277,7 +284,7 @@ impl Encoder {
         match body {
             Body::Exit(exit) => {
                 self.text(&mut out, &exit.reason)?;
-                let (old, new) = (self.state.reference(slot), &mut self.pending.reference);
+                let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
                 new.exit = exit_fields(exit);
                 xored(&mut out, &new.exit, &old.exit)?;
                 new.regs = as_array(&exit.regs);
@@ -344,7 +351,7 @@ impl Encoder {
             Body::Resume(resume) => {
                 out.varint(resume.rip)?;
                 out.varint(resume.rflags)?;
-                let (old, new) = (self.state.reference(slot), &mut self.pending.reference);
+                let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
                 new.regs = as_array(&resume.regs);
                 xored(&mut out, &new.regs, &old.regs)?;
                 new.exit = old.exit;
@@ -364,7 +371,7 @@ impl Encoder {
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
         if let Some(slot) = pending.reference_slot.take() {
-            self.state.set_reference(slot, &pending.reference);
+            core::mem::swap(self.state.slot_mut(slot), &mut pending.reference);
         }
         for &(key, number) in &pending.texts[..pending.new_texts] {
             self.texts.insert(key, number);
