@@ -172,7 +172,9 @@ const NO_REFERENCE: Reference = Reference {
 
 impl State {
     fn reference(&self, slot: usize) -> &Reference {
-        self.references.get(slot).map_or(&NO_REFERENCE, |reference| reference)
+        self.references
+            .get(slot)
+            .map_or(&NO_REFERENCE, |reference| reference)
     }
 
     fn slot_mut(&mut self, slot: usize) -> &mut Box<Reference> {
