@@ -18,6 +18,7 @@
 #![no_main]
 
 core::arch::global_asm!(
+    include_str!("../multiboot32.s"),
     r##"
 /*
  * The header (Multiboot Specification 0.6.96, 3.1.1 "The layout of Multiboot header"). A
@@ -659,108 +660,8 @@ print64:
     ret
     .code32
 
-/* exit: end with the status in AL. QEMU's isa-debug-exit device (-device
- * isa-debug-exit,iobase=0xf4) ends QEMU when a value is written to its port, with exit
- * code (value << 1) | 1. On a PC without it, the write goes nowhere and we halt for good:
- * interrupts off, and HLT again should an NMI wake us. */
-exit:
-    out 0xf4, al
-.Lhalt:
-    cli
-    hlt
-    jmp .Lhalt
-
-/*
- * The helpers. Each takes its argument in a register (AL, ESI, EAX or EDX:EAX) and keeps
- * every register as it was: it saves what it uses. Lines end in "\n" alone.
- *
- * put_char: write AL to COM1, the 16550 UART at 0x3f8. First wait until its line status
- * register (0x3f8 + 5) says "transmitter holding register empty" (bit 5): only then does
- * the UART take another byte. The wait is bounded (100000 reads, then we send anyway): a
- * UART that never says so must not hang the kernel. (Where there is no UART at all, the
- * port reads as 0xff: "empty".) We do not program the baud rate or the line format: an
- * emulated UART ignores them; real hardware wants them set (8N1) first.
- */
-put_char:
-    push eax
-    push ecx
-    push edx
-    mov ah, al                      /* IN overwrites AL */
-    mov dx, 0x3fd                   /* line status register */
-    mov ecx, 100000
-.Lwait_for_uart:
-    in al, dx
-    test al, 1 << 5
-    jnz .Luart_ready
-    dec ecx
-    jnz .Lwait_for_uart
-.Luart_ready:
-    mov al, ah
-    mov dx, 0x3f8                   /* transmit holding register */
-    out dx, al
-    pop edx
-    pop ecx
-    pop eax
-    ret
-
-/* print: write the NUL-terminated string at ESI. */
-print:
-    push eax
-    push esi
-.Lprint_char:
-    mov al, [esi]
-    test al, al
-    jz .Lprinted
-    call put_char
-    inc esi
-    jmp .Lprint_char
-.Lprinted:
-    pop esi
-    pop eax
-    ret
-
-/* hex_digits: write EAX as 8 hex digits. ROL by 4 brings the top nibble to the bottom,
- * so the digits come out most significant first; the table turns 0-15 into a character. */
-hex_digits:
-    push eax
-    push ecx
-    push edx
-    mov edx, eax
-    mov ecx, 8
-.Lhex_digit:
-    rol edx, 4
-    mov eax, edx
-    and eax, 0xf
-    mov al, [hex_characters + eax]
-    call put_char
-    dec ecx
-    jnz .Lhex_digit
-    pop edx
-    pop ecx
-    pop eax
-    ret
-
-/* print_hex32: write EAX as 0x and 8 hex digits. */
-print_hex32:
-    push esi
-    mov esi, offset .L0x
-    call print
-    call hex_digits
-    pop esi
-    ret
-
-/* set_gate: make IDT entry ECX a 32-bit interrupt gate to the handler at EAX (Intel SDM
- * vol. 3A, 6.11): offset bits 15:0, code selector 0x08, type 0x8e (present, DPL 0, 32-bit
- * interrupt gate: IF is cleared on entry), offset bits 31:16. */
-set_gate:
-    push eax
-    mov word ptr [idt + ecx * 8], ax
-    mov word ptr [idt + ecx * 8 + 2], 0x08
-    mov word ptr [idt + ecx * 8 + 4], 0x8e00
-    shr eax, 16
-    mov word ptr [idt + ecx * 8 + 6], ax
-    pop eax
-    ret
+/* exit, put_char, print, the print_hex and print_decimal helpers and set_gate (which writes
+ * into `idt`, below) are the multiboot kernels' shared helpers: `../multiboot32.s`. */
 
 /* timer_interrupt: vector 0x20, IRQ 0. Count, tell the PIC the interrupt is over (a
  * non-specific EOI), return to what it interrupted: the HLT's next instruction. */
@@ -795,50 +696,7 @@ put_bcd:
     pop eax
     ret
 
-/* print_hex64: write EDX:EAX (EDX the high half) as 0x and 16 hex digits. */
-print_hex64:
-    push eax
-    push esi
-    mov esi, offset .L0x
-    call print
-    mov eax, edx
-    call hex_digits
-    pop esi
-    pop eax
-    call hex_digits
-    ret
-
-/* print_decimal: write EAX in decimal. DIV by 10 gives the last digit as the remainder
- * (in EDX), so the digits come out last first: push them, then pop them in order. */
-print_decimal:
-    push eax
-    push ebx
-    push ecx
-    push edx
-    mov ebx, 10
-    xor ecx, ecx                    /* digits pushed */
-.Ldivide:
-    xor edx, edx                    /* DIV divides EDX:EAX */
-    div ebx
-    push edx
-    inc ecx
-    test eax, eax
-    jnz .Ldivide
-.Lpop_digit:
-    pop eax
-    add al, '0'
-    call put_char
-    dec ecx
-    jnz .Lpop_digit
-    pop edx
-    pop ecx
-    pop ebx
-    pop eax
-    ret
-
     .section .rodata.multiboot_hello, "a"
-hex_characters:
-    .ascii "0123456789abcdef"
 .Lnot_multiboot:
     .asciz "multiboot-hello: not started by a multiboot loader\n"
 .Lstarted:
@@ -920,8 +778,6 @@ rtc_fields:
     .asciz "long mode: active (EFER.LMA = 1), this line from 64-bit code\n"
 .Llong_mode_off:
     .asciz "long mode: not active (EFER.LMA = 0)\n"
-.L0x:
-    .asciz "0x"
 
 /* Our GDT: the null descriptor, then flat 4 GiB segments, base 0, limit 0xfffff in 4 KiB
  * pages (G = 1), 32-bit (D = 1), DPL 0: 0x08 code (execute/read), 0x10 data (read/write);

@@ -25,6 +25,7 @@
 #![no_main]
 
 core::arch::global_asm!(
+    include_str!("../multiboot32.s"),
     r##"
 /*
  * The header (Multiboot Specification 0.6.96, 3.1.1). Flags bit 16 only: the address
@@ -224,16 +225,7 @@ multiboot_entry:
     mov esi, offset .Ldone_text
     call print
     mov al, 0
-    /* fall through */
-
-/* exit: end with the status in AL through QEMU's isa-debug-exit (port 0xf4): QEMU exits
- * with (value << 1) | 1. Where there is no such device, halt for good. */
-exit:
-    out 0xf4, al
-.Lhalt:
-    cli
-    hlt
-    jmp .Lhalt
+    jmp exit                        /* with status 0 (`multiboot32.s`) */
 
 /*
  * serial_interrupt: vector 0x24, IRQ 4, COM1. A 32-bit interrupt gate: IF is 0 in here.
@@ -300,116 +292,7 @@ serial_interrupt:
     pop eax
     iretd
 
-/*
- * The helpers, as in multiboot-hello: each takes its argument in a register and keeps every
- * register as it was.
- *
- * put_char: write AL to COM1 once LSR says THR is empty (bit 5); the wait is bounded, so a
- * UART that never says so does not hang the kernel.
- */
-put_char:
-    push eax
-    push ecx
-    push edx
-    mov ah, al                      /* IN overwrites AL */
-    mov dx, COM1_LSR
-    mov ecx, 100000
-.Lwait_for_uart:
-    in al, dx
-    test al, 1 << 5
-    jnz .Luart_ready
-    dec ecx
-    jnz .Lwait_for_uart
-.Luart_ready:
-    mov al, ah
-    mov dx, COM1_THR
-    out dx, al
-    pop edx
-    pop ecx
-    pop eax
-    ret
-
-/* print: write the NUL-terminated string at ESI. */
-print:
-    push eax
-    push esi
-.Lprint_char:
-    mov al, [esi]
-    test al, al
-    jz .Lprinted
-    call put_char
-    inc esi
-    jmp .Lprint_char
-.Lprinted:
-    pop esi
-    pop eax
-    ret
-
-/* print_hex8: write AL as 0x and 2 hex digits, the high nibble first. */
-print_hex8:
-    push eax
-    push ebx
-    push esi
-    mov esi, offset .L0x
-    call print
-    movzx ebx, al
-    shr ebx, 4
-    mov ah, al                      /* put_char takes AL */
-    mov al, [hex_characters + ebx]
-    call put_char
-    movzx ebx, ah
-    and ebx, 0xf
-    mov al, [hex_characters + ebx]
-    call put_char
-    pop esi
-    pop ebx
-    pop eax
-    ret
-
-/* print_decimal: write EAX in decimal; DIV by 10 gives the digits last first, so push them
- * and pop them in order. */
-print_decimal:
-    push eax
-    push ebx
-    push ecx
-    push edx
-    mov ebx, 10
-    xor ecx, ecx                    /* digits pushed */
-.Ldivide:
-    xor edx, edx                    /* DIV divides EDX:EAX */
-    div ebx
-    push edx
-    inc ecx
-    test eax, eax
-    jnz .Ldivide
-.Lpop_digit:
-    pop eax
-    add al, '0'
-    call put_char
-    dec ecx
-    jnz .Lpop_digit
-    pop edx
-    pop ecx
-    pop ebx
-    pop eax
-    ret
-
-/* set_gate: IDT entry ECX, a 32-bit interrupt gate to the handler at EAX (Intel SDM vol. 3A,
- * 6.11): offset 15:0, selector 0x08, type 0x8e (present, DPL 0, interrupt gate: IF cleared
- * on entry), offset 31:16. */
-set_gate:
-    push eax
-    mov word ptr [idt + ecx * 8], ax
-    mov word ptr [idt + ecx * 8 + 2], 0x08
-    mov word ptr [idt + ecx * 8 + 4], 0x8e00
-    shr eax, 16
-    mov word ptr [idt + ecx * 8 + 6], ax
-    pop eax
-    ret
-
     .section .rodata.serial_echo, "a"
-hex_characters:
-    .ascii "0123456789abcdef"
 .Lquit:
     .ascii "quit"
 .Lnot_multiboot:
@@ -430,10 +313,10 @@ hex_characters:
     .asciz "\n"
 .Ldone_text:
     .asciz "serial-echo: done\n"
-.L0x:
-    .asciz "0x"
 
-/* Our GDT: null, then flat 4 GiB 32-bit code (0x08) and data (0x10), as multiboot-hello. */
+/* Our GDT: null, then flat 4 GiB 32-bit code (0x08) and data (0x10), as multiboot-hello.
+ * (exit, put_char, print, print_hex8, print_decimal and set_gate, which writes into `idt`
+ * below, are the multiboot kernels' shared helpers: `../multiboot32.s`.) */
     .section .data.serial_echo, "aw"
     .p2align 3
 gdt:
