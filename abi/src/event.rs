@@ -382,9 +382,14 @@ pub struct Arguments {
 }
 
 impl Arguments {
-    /// The values, in order; more than [`MAX_ARGUMENTS`] is a hypervisor bug, and a debug
-    /// build says so.
-    pub fn new(values: impl IntoIterator<Item = Argument>) -> Arguments {
+    /// The values, in order: at most [`MAX_ARGUMENTS`], which the compiler checks.
+    pub fn new<const N: usize>(values: [Argument; N]) -> Arguments {
+        const {
+            assert!(
+                N <= MAX_ARGUMENTS,
+                "a template has at most MAX_ARGUMENTS values"
+            )
+        };
         let mut arguments = Arguments::default();
         for (slot, value) in arguments.values.iter_mut().zip(values) {
             *slot = Some(value);

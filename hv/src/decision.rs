@@ -337,10 +337,7 @@ pub enum Words {
 
 impl Words {
     /// `template`'s `{}` filled with `arguments`, by whoever reads them.
-    pub fn template(
-        template: &'static str,
-        arguments: impl IntoIterator<Item = Argument>,
-    ) -> Words {
+    pub fn template<const N: usize>(template: &'static str, arguments: [Argument; N]) -> Words {
         Words::Template(template, Arguments::new(arguments))
     }
 
