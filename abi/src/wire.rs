@@ -155,6 +155,7 @@ struct State {
     /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
     /// happens at every exit and resume). Boxed, so that the writer's commit swaps a
     /// pointer instead of copying a few hundred bytes ([`Encoder::commit`]).
+    #[allow(clippy::vec_box)] // boxed on purpose: the commit swaps them
     references: Vec<Box<Reference>>,
 }
 

@@ -27,7 +27,7 @@
 
 use crate::decision::{
     Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
-    VmcbMsr, Words,
+    VmcbMsr,
 };
 use crate::device::{PlatformTimer, TimerSource, Written};
 use crate::domain::Domain;
@@ -126,10 +126,7 @@ pub fn apply(
     let what = match (what, reports.is_empty()) {
         _ if !recording => None,
         // A template goes as it is: the host fills it in (`Words`).
-        (Some(Words::Template(template, arguments)), true) => {
-            Some((Cow::Borrowed(template), arguments))
-        }
-        (Some(Words::Ready(what)), true) => Some((what, Arguments::default())),
+        (Some(what), true) => Some(what.into_parts()),
         (Some(what), false) => Some((
             Cow::Owned(format!("{what}: {}", reports.join(", "))),
             Arguments::default(),
@@ -1069,6 +1066,7 @@ fn return_event(returning: &Returning) -> Return {
 mod tests {
     use super::*;
     use crate::decide;
+    use crate::decision::Words;
     use crate::testing::{ENTRY, Test, UNMAPPED, VecMemory};
     use crate::vmcb::v_intr;
     use traplab_abi::boot::GUEST_RAM_SIZE;

@@ -341,6 +341,14 @@ impl Words {
         Words::Template(template, Arguments::new(arguments))
     }
 
+    /// The `emulate` event's `what` and `arguments`: a template stays a template.
+    pub fn into_parts(self) -> (Cow<'static, str>, Arguments) {
+        match self {
+            Words::Ready(text) => (text, Arguments::default()),
+            Words::Template(template, arguments) => (Cow::Borrowed(template), arguments),
+        }
+    }
+
     /// The text (formatted here: for tests, and for a line that must be one string).
     pub fn render(&self) -> Cow<'static, str> {
         match self {
