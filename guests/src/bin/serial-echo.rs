@@ -25,7 +25,6 @@
 #![no_main]
 
 core::arch::global_asm!(
-    include_str!("../multiboot32.s"),
     r##"
 /*
  * The header (Multiboot Specification 0.6.96, 3.1.1). Flags bit 16 only: the address
@@ -357,7 +356,10 @@ stack_top:
 
     .code64
     .text
-"##
+"##,
+    // The shared helpers after the kernel's own code: its entry stays the first thing
+    // in `.text`, where the header's entry_addr has always pointed.
+    include_str!("../multiboot32.s")
 );
 
 /// Nothing in Rust runs (the kernel is the assembly above), but a `no_std` program must
