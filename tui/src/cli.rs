@@ -314,7 +314,9 @@ pub struct BenchArgs {
     /// With --kernel: its RAM in MiB (default 16; 2 to 2048), under traplab and bare QEMU.
     #[arg(long, value_name = "MIB", requires = "kernel", value_parser = domain_memory)]
     pub memory: Option<u32>,
-    /// How many times to run each configuration (the median is reported).
+    /// How many times to run each configuration (the median is reported). The bench of
+    /// CPUID traps runs them in rounds, each round the three configurations back to back;
+    /// its ratios are the median of the rounds' ratios.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Who runs the guests: QEMU's TCG, or KVM where the host offers nested SVM (`auto`

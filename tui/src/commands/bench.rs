@@ -3,9 +3,11 @@
 //! The `cpuid-loop` guest makes 20,000 CPUID exits and times them with the TSC. We run it
 //! three ways, in the same run: the bare world switch (hypervisor setting `bench-bare`: the
 //! run loop answers CPUID and nothing else — the least a hypervisor can do, the baseline),
-//! traplab with the trace off, and with the lossless ring on; `--runs` times each, and
-//! report the medians: µs per trap, traps per second, the ratios, events per second and
-//! bytes per event through the ring, and the time from starting QEMU to the first event.
+//! traplab with the trace off, and with the lossless ring on; in `--runs` rounds, each of
+//! which runs the three back to back (the load of the moment weighs on a round's three
+//! alike), and report the medians: µs per trap, traps per second, the ratios (the median
+//! of the rounds' ratios), events per second and bytes per event through the ring, and the
+//! time from starting QEMU to the first event.
 //! Under TCG each configuration also runs once under `-icount shift=0,sleep=off`, where
 //! the TSC counts executed instructions: instructions per trap, the same on a loaded
 //! machine as on an idle one. `--split-driver` measures the split block driver instead:
@@ -77,23 +79,31 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     let mut machine = traplab_labs::machine_for(&[GUEST]);
     machine.accel = accel;
-    let mut measured = Vec::new();
-    for config in CONFIGS {
-        let machine = config.machine(&machine);
-        let mut samples = Vec::new();
-        for _ in 0..runs {
-            samples.push(sample(&machine).map_err(failed)?);
-        }
-        // -icount is TCG's: under KVM there is no instruction count.
-        let instructions = match accel {
-            Accel::Tcg => Some(sample(&counting_instructions(&machine)).map_err(failed)?),
-            Accel::Kvm => None,
-        };
-        measured.push(Measured {
+    // In rounds: each round runs the three configurations back to back, so that the load of
+    // the moment (this machine is shared) weighs on the three of a round alike; a ratio is
+    // the median of the rounds' ratios.
+    let mut measured: Vec<Measured> = CONFIGS
+        .iter()
+        .map(|&config| Measured {
             config,
-            samples,
-            instructions,
-        });
+            samples: Vec::new(),
+            instructions: None,
+        })
+        .collect();
+    for _ in 0..runs {
+        for configuration in &mut measured {
+            let machine = configuration.config.machine(&machine);
+            configuration
+                .samples
+                .push(sample(&machine).map_err(failed)?);
+        }
+    }
+    // -icount is TCG's: under KVM there is no instruction count.
+    if accel == Accel::Tcg {
+        for configuration in &mut measured {
+            let machine = counting_instructions(&configuration.config.machine(&machine));
+            configuration.instructions = Some(sample(&machine).map_err(failed)?);
+        }
     }
     let reader = reader_throughput(READER_EVENTS);
     let report = Report::new(&measured, runs, accel, reader);
@@ -213,6 +223,8 @@ struct Report {
     tsc_hz: f64,
     /// Per configuration: name, key, µs per trap, instructions per trap.
     rows: Vec<(&'static str, &'static str, f64, Option<f64>)>,
+    /// Per configuration: ticks per trap in each round, in order.
+    rounds: Vec<Vec<f64>>,
     events_per_second: f64,
     events_per_trap: f64,
     bytes_per_event: f64,
@@ -246,6 +258,15 @@ impl Report {
                 )
             })
             .collect();
+        let rounds = measured
+            .iter()
+            .map(|m| {
+                m.samples
+                    .iter()
+                    .map(|s| s.ticks as f64 / s.exits as f64)
+                    .collect()
+            })
+            .collect();
         let traced = measured
             .iter()
             .find(|m| m.config.trace == TraceMode::Ring)
@@ -261,6 +282,7 @@ impl Report {
                 .map_or(0, |s| s.exits),
             tsc_hz,
             rows,
+            rounds,
             events_per_second: median(
                 traced
                     .iter()
@@ -290,11 +312,19 @@ impl Report {
         }
     }
 
-    /// Row `i`'s time over row `j`'s, and the same for instructions.
+    /// Row `i`'s time over row `j`'s (the median of the rounds' ratios: the runs of one
+    /// round shared the machine's load of the moment), and the same for instructions.
     fn ratio(&self, i: usize, j: usize) -> (f64, Option<f64>) {
-        let (_, _, time_i, count_i) = self.rows[i];
-        let (_, _, time_j, count_j) = self.rows[j];
-        (time_i / time_j, count_i.zip(count_j).map(|(a, b)| a / b))
+        let time = median(
+            self.rounds[i]
+                .iter()
+                .zip(&self.rounds[j])
+                .map(|(time_i, time_j)| time_i / time_j)
+                .collect(),
+        );
+        let (_, _, _, count_i) = self.rows[i];
+        let (_, _, _, count_j) = self.rows[j];
+        (time, count_i.zip(count_j).map(|(a, b)| a / b))
     }
 
     fn text(&self) -> String {
@@ -302,7 +332,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{GUEST}: {} CPUID exits per run, median of {} run(s), TSC {:.2} GHz, accelerator {}",
+            "{GUEST}: {} CPUID exits per run, medians of {} round(s) (a round runs the three back to back), TSC {:.2} GHz, accelerator {}",
             self.exits,
             self.runs,
             self.tsc_hz / 1e9,
@@ -855,7 +885,52 @@ fn parse(text: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{CONFIGS, Measured, Report, Sample, parse};
+    use traplab_tracer::qemu::Accel;
+
+    /// A configuration measured in rounds of 1,000 traps taking these many ticks per trap.
+    fn measured(index: usize, ticks_per_trap: &[u64]) -> Measured {
+        Measured {
+            config: CONFIGS[index],
+            samples: ticks_per_trap
+                .iter()
+                .map(|&ticks| Sample {
+                    exits: 1000,
+                    ticks: ticks * 1000,
+                    events: 4000,
+                    ring_bytes: 120_000,
+                    first_event: None,
+                    tsc_hz: Some(1_000_000_000),
+                })
+                .collect(),
+            instructions: None,
+        }
+    }
+
+    #[test]
+    fn a_ratio_is_the_median_of_the_rounds_ratios_not_the_ratio_of_medians() {
+        // The second round ran while the machine was busy: its untraced run took 5x longer
+        // than its bare one. Per round: 1.5, 5.45…, 1.25 → 1.5. The medians' ratio (11 and
+        // 50 ticks) would say 4.5.
+        let report = Report::new(
+            &[
+                measured(0, &[10, 11, 40]),
+                measured(1, &[15, 60, 50]),
+                measured(2, &[18, 72, 60]),
+            ],
+            3,
+            Accel::Tcg,
+            0.0,
+        );
+        let (untraced_over_bare, instructions) = report.ratio(1, 0);
+        assert!((untraced_over_bare - 1.5).abs() < 1e-9, "{untraced_over_bare}");
+        assert_eq!(instructions, None);
+        let (traced_over_untraced, _) = report.ratio(2, 1);
+        assert!((traced_over_untraced - 1.2).abs() < 1e-9, "{traced_over_untraced}");
+        // The table shows each configuration's median time: 11 and 50 ticks at 1 GHz.
+        assert!((report.rows[0].2 - 0.011).abs() < 1e-9);
+        assert!((report.rows[1].2 - 0.050).abs() < 1e-9);
+    }
 
     #[test]
     fn both_benchmark_guests_results_parse_and_other_lines_do_not() {
