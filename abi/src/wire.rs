@@ -5,7 +5,9 @@
 //! fixed layout, written by hand; every other kind is the [`Event`] in postcard. Both sides
 //! keep the same state, so that a record carries only what the reader cannot know already:
 //!
-//! - `seq` and `tsc` as the difference from the event before (1 and a few thousand);
+//! - the record's kind and two flags in its first byte: `seq` is the last one's plus one,
+//!   the domain is the last record's (then neither follows);
+//! - `seq` and `tsc` as the difference from the event before (a few thousand ticks);
 //! - an exit's numbers (exit code, EXITINFO, RIP, CS, RFLAGS, control registers, EFER) and
 //!   the general registers, against that domain's values in its last record that had them:
 //!   a mask of the ones that changed, then each of those XORed with its old value (a value
@@ -14,7 +16,9 @@
 //!   (`Emulate::arguments`): the host writes the line, the hypervisor never formats it;
 //! - a text that is the same every time (`decide`'s `why` without arguments, its source
 //!   line `at`, an exit's name, a changed register's name: a `&'static str` in the
-//!   hypervisor) is sent once with a number, then by its number.
+//!   hypervisor) is sent once with a number, then by its number;
+//! - an `emulate` change of a register whose old value the reader has (the exit's, as a
+//!   rule) as its number with a flag, and the new value.
 //!
 //! Numbers are LEB128 varints (7 bits a byte, low first), as postcard writes them. The
 //! writer's state moves on only when the record was pushed (`Encoder::commit`): a record a
@@ -33,23 +37,29 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// The first byte of a record: what follows.
+/// The first byte of a record: its kind in the low three bits, and flags that leave out
+/// what the event before already says.
 mod tag {
     pub const POSTCARD: u8 = 0;
     pub const EXIT: u8 = 1;
     pub const DECIDE: u8 = 2;
     pub const EMULATE: u8 = 3;
     pub const RESUME: u8 = 4;
+    /// The kind's bits.
+    pub const KIND: u8 = 0x07;
+    /// Its `seq` is the last one's plus one (as a rule): no difference follows.
+    pub const NEXT_SEQ: u8 = 0x08;
+    /// It is about the same domain as the last record: no domain follows.
+    pub const SAME_DOMAIN: u8 = 0x10;
 }
 
-/// How a text field begins.
+/// How a text field begins: one varint, `2n + 1` for the text numbered `n` (the common
+/// case: one number), or one of these.
 mod text {
     /// The text follows (length, UTF-8 bytes), used this once.
     pub const INLINE: u64 = 0;
     /// A number, then the text: the reader keeps it under that number.
-    pub const DEFINE: u64 = 1;
-    /// A number the reader already knows.
-    pub const KNOWN: u64 = 2;
+    pub const DEFINE: u64 = 2;
 }
 
 /// How a template's value begins ([`Argument`]).
@@ -119,6 +129,9 @@ const REGISTER_NAMES: [&str; 16] = [
 const RIP: u8 = 16;
 /// An `emulate` change named by a text (a control register, an MSR, `v_intr`, …).
 const NAMED: u8 = 0xff;
+/// With a register's number: its old value is the one the reader has (the exit's), as a
+/// rule: only the new one follows.
+const OLD_AS_KNOWN: u8 = 0x80;
 
 /// A change's register by number: 0–15 in [`REGISTER_NAMES`], or [`RIP`]. (By its bytes:
 /// the compiler turns this into a few comparisons; a search of the table costs more than
@@ -152,6 +165,8 @@ fn register_number(name: &str) -> Option<u8> {
 struct State {
     seq: u64,
     tsc: u64,
+    /// The domain of the last record.
+    dom: Option<u16>,
     /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
     /// happens at every exit and resume). Boxed, so that the writer's commit swaps a
     /// pointer instead of copying a few hundred bytes ([`Encoder::commit`]).
@@ -216,6 +231,7 @@ pub struct Encoder {
 struct Pending {
     seq: u64,
     tsc: u64,
+    dom: Option<u16>,
     /// The domain slot whose reference the record moves on, to [`Pending::reference`]
     /// (written in place, then swapped in: a reference is a few hundred bytes, and each copy
     /// costs).
@@ -261,6 +277,7 @@ impl Encoder {
         // What an earlier record left pending (it was not pushed) is forgotten.
         self.pending.seq = seq;
         self.pending.tsc = tsc;
+        self.pending.dom = dom;
         self.pending.reference_slot = None;
         self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
@@ -280,9 +297,20 @@ impl Encoder {
             out.length += used;
             return Ok(&out.buffer[..out.length]);
         }
-        out.varint(seq.wrapping_sub(self.state.seq))?;
+        // The tag's flags, once they are known.
+        let mut flags = 0;
+        if seq == self.state.seq.wrapping_add(1) {
+            flags |= tag::NEXT_SEQ;
+        } else {
+            out.varint(seq.wrapping_sub(self.state.seq))?;
+        }
         out.varint(zigzag(tsc.wrapping_sub(self.state.tsc) as i64))?;
-        out.varint(dom.map_or(0, |dom| dom as u64 + 1))?;
+        if dom == self.state.dom {
+            flags |= tag::SAME_DOMAIN;
+        } else {
+            out.varint(dom.map_or(0, |dom| dom as u64 + 1))?;
+        }
+        out.buffer[0] |= flags;
         let slot = slot(dom);
         match body {
             Body::Exit(exit) => {
@@ -346,8 +374,12 @@ impl Encoder {
                         RIP => reference.exit[EXIT_RIP],
                         _ => reference.regs[number as usize],
                     };
-                    out.byte(number)?;
-                    out.varint(change.old ^ was)?;
+                    if change.old == was {
+                        out.byte(number | OLD_AS_KNOWN)?;
+                    } else {
+                        out.byte(number)?;
+                        out.varint(change.old ^ was)?;
+                    }
                     out.varint(change.new ^ change.old)?;
                 }
             }
@@ -373,6 +405,7 @@ impl Encoder {
         let pending = &mut self.pending;
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
+        self.state.dom = pending.dom;
         if let Some(slot) = pending.reference_slot.take() {
             core::mem::swap(self.state.slot_mut(slot), &mut pending.reference);
         }
@@ -402,8 +435,7 @@ impl Encoder {
             })
         };
         if let Some(number) = known {
-            out.varint(text::KNOWN)?;
-            return out.varint(number);
+            return out.varint(2 * number + 1);
         }
         if self.pending.new_texts == NEW_TEXTS {
             out.varint(text::INLINE)?;
@@ -478,28 +510,42 @@ impl Decoder {
     /// The event a record holds. Records must come in the order they were written.
     pub fn decode(&mut self, record: &[u8]) -> Result<Event, WireError> {
         let mut input = Reader { bytes: record };
-        let tag = input.byte()?;
-        if tag > tag::RESUME {
+        let first = input.byte()?;
+        let tag = first & tag::KIND;
+        let flags = first & !tag::KIND;
+        if tag > tag::RESUME || flags & !(tag::NEXT_SEQ | tag::SAME_DOMAIN) != 0 {
             return Err(WireError::Malformed("record tag"));
         }
-        if tag == tag::POSTCARD {
+        if first == tag::POSTCARD {
             let event: Event =
                 postcard::from_bytes(input.bytes).map_err(|_| WireError::Postcard)?;
             // The compact records after it count from it.
             self.state.seq = event.seq;
             self.state.tsc = event.tsc;
+            self.state.dom = event.dom;
             return Ok(event);
         }
-        let seq = self.state.seq.wrapping_add(input.varint()?);
+        if tag == tag::POSTCARD {
+            return Err(WireError::Malformed("a postcard record with flags"));
+        }
+        let seq = match flags & tag::NEXT_SEQ {
+            0 => self.state.seq.wrapping_add(input.varint()?),
+            _ => self.state.seq.wrapping_add(1),
+        };
         let tsc = self
             .state
             .tsc
             .wrapping_add(unzigzag(input.varint()?) as u64);
-        let dom = match input.varint()? {
-            0 => None,
-            plus_one => Some(
-                u16::try_from(plus_one - 1).map_err(|_| WireError::Malformed("domain number"))?,
-            ),
+        let dom = if flags & tag::SAME_DOMAIN != 0 {
+            self.state.dom
+        } else {
+            match input.varint()? {
+                0 => None,
+                plus_one => Some(
+                    u16::try_from(plus_one - 1)
+                        .map_err(|_| WireError::Malformed("domain number"))?,
+                ),
+            }
         };
         let slot = slot(dom);
         let mut reference = *self.state.reference(slot);
@@ -580,8 +626,8 @@ impl Decoder {
                     Cow::Owned(render(&template, &arguments))
                 };
                 let count = input.varint()?;
-                // Each change takes at least three bytes: a count beyond that is a lie.
-                if count > input.bytes.len() as u64 / 3 {
+                // Each change takes at least two bytes: a count beyond that is a lie.
+                if count > input.bytes.len() as u64 / 2 {
                     return Err(WireError::Malformed("change count"));
                 }
                 let mut changes = Vec::with_capacity(count as usize);
@@ -592,7 +638,8 @@ impl Decoder {
                             old: input.varint()?,
                             new: input.varint()?,
                         },
-                        number => {
+                        first => {
+                            let number = first & !OLD_AS_KNOWN;
                             let (name, was) = match number {
                                 RIP => ("rip", reference.exit[EXIT_RIP]),
                                 0..16 => (
@@ -601,7 +648,10 @@ impl Decoder {
                                 ),
                                 _ => return Err(WireError::Malformed("register number")),
                             };
-                            let old = input.varint()? ^ was;
+                            let old = match first & OLD_AS_KNOWN {
+                                0 => input.varint()? ^ was,
+                                _ => was,
+                            };
                             Change {
                                 name: Cow::Borrowed(name),
                                 old,
@@ -633,6 +683,7 @@ impl Decoder {
         }
         self.state.seq = seq;
         self.state.tsc = tsc;
+        self.state.dom = dom;
         Ok(Event {
             seq,
             tsc,
@@ -643,6 +694,14 @@ impl Decoder {
 
     fn text(&mut self, input: &mut Reader) -> Result<Text, WireError> {
         match input.varint()? {
+            known if known % 2 == 1 => {
+                let number = known / 2;
+                usize::try_from(number)
+                    .ok()
+                    .and_then(|number| self.texts.get(number))
+                    .map(|value| Cow::Owned(value.clone()))
+                    .ok_or(WireError::Malformed("a text number never defined"))
+            }
             text::INLINE => Ok(Cow::Owned(input.string()?)),
             text::DEFINE => {
                 let number = input.varint()?;
@@ -654,14 +713,6 @@ impl Decoder {
                     _ => return Err(WireError::Malformed("a text number out of order")),
                 }
                 Ok(Cow::Owned(value))
-            }
-            text::KNOWN => {
-                let number = input.varint()?;
-                usize::try_from(number)
-                    .ok()
-                    .and_then(|number| self.texts.get(number))
-                    .map(|value| Cow::Owned(value.clone()))
-                    .ok_or(WireError::Malformed("a text number never defined"))
             }
             _ => Err(WireError::Malformed("text kind")),
         }
@@ -1114,13 +1165,13 @@ mod tests {
         }
         // A number never defined, an unknown tag, a change count beyond the record.
         assert_eq!(
-            Decoder::new().decode(&[tag::DECIDE, 1, 0, 2, 0, text::KNOWN as u8, 9]),
+            Decoder::new().decode(&[tag::DECIDE, 1, 0, 2, 0, 2 * 9 + 1]),
             Err(WireError::Malformed("a text number never defined"))
         );
-        assert_eq!(
-            Decoder::new().decode(&[9, 0]),
-            Err(WireError::Malformed("record tag"))
-        );
+        // A kind that does not exist, a flag that does not, a postcard record with a flag.
+        for first in [7, tag::EXIT | 0x20, tag::POSTCARD | tag::NEXT_SEQ] {
+            assert!(Decoder::new().decode(&[first, 0]).is_err(), "{first:#x}");
+        }
         assert!(
             Decoder::new()
                 .decode(&[tag::EMULATE, 1, 0, 2, 0, 0, 0xff, 0x7f])
