@@ -316,8 +316,8 @@ pub struct BenchArgs {
     pub memory: Option<u32>,
     /// How many times to run each configuration (the median is reported). The bench of
     /// CPUID traps runs them in rounds, each round the three configurations back to back;
-    /// its ratios are the median of the rounds' ratios.
-    #[arg(long, default_value_t = 3)]
+    /// its ratios are the median of the rounds' ratios, printed with their spread.
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Who runs the guests: QEMU's TCG, or KVM where the host offers nested SVM (`auto`
     /// takes KVM when it can). The report says which; instruction counts (-icount) are TCG's.

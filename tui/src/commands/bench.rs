@@ -233,6 +233,16 @@ struct Report {
     reader_events_per_second: f64,
 }
 
+/// One configuration against another.
+struct Ratio {
+    /// The median of `rounds`.
+    time: f64,
+    /// Each round's ratio of times, in order.
+    rounds: Vec<f64>,
+    /// The ratio of instructions per trap (TCG's -icount).
+    instructions: Option<f64>,
+}
+
 /// The targets, printed beside the ratios.
 const UNTRACED_OVER_BARE_TARGET: f64 = 1.5;
 const TRACED_OVER_UNTRACED_TARGET: f64 = 1.2;
@@ -312,19 +322,21 @@ impl Report {
         }
     }
 
-    /// Row `i`'s time over row `j`'s (the median of the rounds' ratios: the runs of one
-    /// round shared the machine's load of the moment), and the same for instructions.
-    fn ratio(&self, i: usize, j: usize) -> (f64, Option<f64>) {
-        let time = median(
-            self.rounds[i]
-                .iter()
-                .zip(&self.rounds[j])
-                .map(|(time_i, time_j)| time_i / time_j)
-                .collect(),
-        );
+    /// Row `i` against row `j`: in time, the median of the rounds' ratios (the runs of one
+    /// round shared the machine's load of the moment); in instructions.
+    fn ratio(&self, i: usize, j: usize) -> Ratio {
+        let rounds: Vec<f64> = self.rounds[i]
+            .iter()
+            .zip(&self.rounds[j])
+            .map(|(time_i, time_j)| time_i / time_j)
+            .collect();
         let (_, _, _, count_i) = self.rows[i];
         let (_, _, _, count_j) = self.rows[j];
-        (time, count_i.zip(count_j).map(|(a, b)| a / b))
+        Ratio {
+            time: median(rounds.clone()),
+            rounds,
+            instructions: count_i.zip(count_j).map(|(a, b)| a / b),
+        }
     }
 
     fn text(&self) -> String {
@@ -352,11 +364,22 @@ impl Report {
                 1e6 / micros
             );
         }
-        let ratio_line = |label: &str, (time, count): (f64, Option<f64>), target: f64| {
-            let count = count.map_or(String::new(), |count| {
+        let ratio_line = |label: &str, ratio: Ratio, target: f64| {
+            let count = ratio.instructions.map_or(String::new(), |count| {
                 format!(", {count:.2}x in instructions")
             });
-            format!("{label}: {time:.2}x in time{count} (target ≤ {target}x)\n")
+            // The spread says how much the machine's load moved the figure.
+            let low = ratio.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratio.rounds.iter().copied().fold(0.0, f64::max);
+            let spread = if ratio.rounds.len() > 1 {
+                format!(" (rounds {low:.2}–{high:.2}x)")
+            } else {
+                String::new()
+            };
+            format!(
+                "{label}: {:.2}x in time{spread}{count} (target ≤ {target}x)\n",
+                ratio.time
+            )
         };
         out.push_str(&ratio_line(
             "untraced / bare",
@@ -398,8 +421,8 @@ impl Report {
                 }),
             );
         }
-        let (untraced_time, untraced_count) = self.ratio(1, 0);
-        let (traced_time, traced_count) = self.ratio(2, 1);
+        let untraced = self.ratio(1, 0);
+        let traced = self.ratio(2, 1);
         serde_json::json!({
             "guest": GUEST,
             "accel": self.accel.name(),
@@ -407,8 +430,16 @@ impl Report {
             "runs": self.runs,
             "tsc_hz": self.tsc_hz,
             "configs": configs,
-            "untraced_over_bare": { "time": untraced_time, "instructions": untraced_count },
-            "traced_over_untraced": { "time": traced_time, "instructions": traced_count },
+            "untraced_over_bare": {
+                "time": untraced.time,
+                "time_by_round": untraced.rounds,
+                "instructions": untraced.instructions,
+            },
+            "traced_over_untraced": {
+                "time": traced.time,
+                "time_by_round": traced.rounds,
+                "instructions": traced.instructions,
+            },
             "ring": {
                 "events_per_second": self.events_per_second,
                 "events_per_trap": self.events_per_trap,
@@ -922,11 +953,20 @@ mod tests {
             Accel::Tcg,
             0.0,
         );
-        let (untraced_over_bare, instructions) = report.ratio(1, 0);
-        assert!((untraced_over_bare - 1.5).abs() < 1e-9, "{untraced_over_bare}");
-        assert_eq!(instructions, None);
-        let (traced_over_untraced, _) = report.ratio(2, 1);
-        assert!((traced_over_untraced - 1.2).abs() < 1e-9, "{traced_over_untraced}");
+        let untraced_over_bare = report.ratio(1, 0);
+        assert!((untraced_over_bare.time - 1.5).abs() < 1e-9);
+        assert_eq!(untraced_over_bare.rounds.len(), 3);
+        assert!((untraced_over_bare.rounds[1] - 60.0 / 11.0).abs() < 1e-9);
+        assert_eq!(untraced_over_bare.instructions, None);
+        let traced_over_untraced = report.ratio(2, 1);
+        assert!((traced_over_untraced.time - 1.2).abs() < 1e-9);
+        assert!(
+            report
+                .text()
+                .contains("untraced / bare: 1.50x in time (rounds 1.25–5.45x)"),
+            "{}",
+            report.text()
+        );
         // The table shows each configuration's median time: 11 and 50 ticks at 1 GHz.
         assert!((report.rows[0].2 - 0.011).abs() < 1e-9);
         assert!((report.rows[1].2 - 0.050).abs() < 1e-9);
