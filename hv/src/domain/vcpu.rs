@@ -40,8 +40,8 @@ impl FxsaveArea {
     }
 }
 
-/// The guest registers VMRUN does not switch, and both x87/SSE states (the world switch
-/// saves the hypervisor's own in `host_fpu` while the guest's is loaded).
+/// The guest registers VMRUN does not switch, the guest's x87/SSE state, and the MXCSR
+/// the hypervisor runs with (the world switch loads it after each exit).
 #[repr(C, align(16))]
 pub struct GuestContext {
     pub rbx: u64,
@@ -60,7 +60,9 @@ pub struct GuestContext {
     pub r15: u64,
     _padding: u64,
     pub guest_fpu: FxsaveArea,
-    pub host_fpu: FxsaveArea,
+    /// MXCSR at reset: every SSE exception masked, round to nearest (AMD APM vol. 1,
+    /// 4.2.2). The Rust code of the hypervisor expects it.
+    pub host_mxcsr: u32,
 }
 
 // The world switch's assembly addresses these fields by number.
@@ -71,7 +73,7 @@ const _: () = {
     assert!(offset_of!(GuestContext, r8) == 48);
     assert!(offset_of!(GuestContext, r15) == 104);
     assert!(offset_of!(GuestContext, guest_fpu) == 128);
-    assert!(offset_of!(GuestContext, host_fpu) == 640);
+    assert!(offset_of!(GuestContext, host_mxcsr) == 640);
 };
 
 impl GuestContext {
@@ -93,7 +95,7 @@ impl GuestContext {
             r15: 0,
             _padding: 0,
             guest_fpu: FxsaveArea::initial(),
-            host_fpu: FxsaveArea::initial(),
+            host_mxcsr: 0x1f80,
         }
     }
 }

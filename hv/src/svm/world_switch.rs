@@ -10,7 +10,10 @@
 //! `GuestContext`, `domain/vcpu.rs`, whose field offsets the assembly below uses):
 //!
 //! 1. the host's callee-saved registers go on the stack (we are called like a function);
-//! 2. FXSAVE the host's x87/SSE state, FXRSTOR the guest's: the CPU does not switch them;
+//! 2. FXRSTOR the guest's x87/SSE state: the CPU does not switch it. Ours needs no saving:
+//!    the SysV ABI we are called under makes every XMM register the caller's to save, and
+//!    the x87 stack empty at a call; only the control words (MXCSR, the x87 FCW) must be
+//!    as they were when we return (step 8);
 //! 3. CLGI: no interrupt may arrive between here and VMRUN (15.17 "Global Interrupt Flag");
 //!    then STI: with V_INTR_MASKING, our IF at VMRUN decides whether physical interrupts
 //!    exit the guest (15.21.1), and we want them to (`timer.rs`);
@@ -20,7 +23,9 @@
 //! 6. VMRUN. …the guest runs until an intercept… #VMEXIT;
 //! 7. store the guest's general registers, VMSAVE its hidden state, VMLOAD ours, CLI (a
 //!    pending interrupt waits for the INTR handler), STGI;
-//! 8. FXSAVE the guest's x87/SSE state, FXRSTOR ours, pop, return.
+//! 8. FXSAVE the guest's x87/SSE state; FNINIT and LDMXCSR put back the control words the
+//!    hypervisor runs with (FCW 0x37f, MXCSR 0x1f80: the values at reset); pop, return.
+//!    Two 512-byte copies a trap instead of four: under TCG each is a loop in C.
 
 use core::arch::naked_asm;
 use traplab_hv::domain::vcpu::GuestContext;
@@ -48,8 +53,7 @@ pub unsafe extern "sysv64" fn world_switch(
         "push rdi", // [rsp + 16]: the context
         "push rdx", // [rsp + 8]:  the host save area
         "push rsi", // [rsp]:      the guest VMCB
-        // 2. x87/SSE: ours out, the guest's in.
-        "fxsave [rdi + 640]",
+        // 2. x87/SSE: the guest's in.
         "fxrstor [rdi + 128]",
         // 3. and 4.
         "clgi",
@@ -97,9 +101,10 @@ pub unsafe extern "sysv64" fn world_switch(
         "vmload rax",
         "cli",
         "stgi",
-        // 8. x87/SSE: the guest's out, ours in.
+        // 8. x87/SSE: the guest's out, our control words in (the x87 stack empty).
         "fxsave [rdi + 128]",
-        "fxrstor [rdi + 640]",
+        "fninit",
+        "ldmxcsr [rdi + 640]",
         "add rsp, 24",
         "pop r15",
         "pop r14",
