@@ -164,6 +164,7 @@ impl Ring {
     }
 
     /// Append one record (producer side).
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         if payload.len() > MAX_RECORD {
             return Err(PushError::TooLarge);

@@ -400,6 +400,7 @@ impl Encoder {
     }
 
     /// The record written last is in the ring: the reader knows what it taught.
+    #[inline]
     pub fn commit(&mut self) {
         // In place: the pending state is a few hundred bytes, and moving it costs.
         let pending = &mut self.pending;

@@ -22,17 +22,16 @@ pub fn answered(domain: &mut Domain) -> bool {
     if domain.vcpu.vmcb.control.exitcode != exitcode::CPUID {
         return false;
     }
-    let (leaf, subleaf) = (domain.gpr(0) as u32, domain.gpr(1) as u32);
-    let answer = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    for (register, value) in [
-        (0, answer.eax),
-        (3, answer.ebx),
-        (1, answer.ecx),
-        (2, answer.edx),
-    ] {
-        domain.vcpu.set_gpr(register, u64::from(value));
-    }
+    // RAX is in the VMCB (VMRUN switches it), RBX, RCX and RDX in the context the world
+    // switch saves: read and written in place, so that this stays the least it can be
+    // whatever the compiler makes of the rest of the hypervisor.
+    let (vmcb, context) = (&mut domain.vcpu.vmcb, &mut *domain.vcpu.context);
+    let answer = core::arch::x86_64::__cpuid_count(vmcb.save.rax as u32, context.rcx as u32);
+    vmcb.save.rax = u64::from(answer.eax);
+    context.rbx = u64::from(answer.ebx);
+    context.rcx = u64::from(answer.ecx);
+    context.rdx = u64::from(answer.edx);
     // CPUID is 0F A2: the baseline does not look for prefixes (the cpuid-loop guest has none).
-    domain.vcpu.vmcb.save.rip += 2;
+    vmcb.save.rip += 2;
     true
 }

@@ -140,6 +140,7 @@ pub fn last_seq() -> Option<u64> {
 
 impl Tracer {
     /// Encode and push; its seq, or `None` if it was dropped.
+    #[inline]
     fn push(&mut self, dom: Option<u16>, body: &Body) -> Option<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
