@@ -107,6 +107,7 @@ fn mode() -> Transport {
 
 /// Record one event about domain `dom` (`None`: about the hypervisor). Its seq, or `None`
 /// when nothing was recorded (the trace is off, or the event was dropped).
+#[inline]
 pub fn emit(dom: Option<u16>, body: &Body) -> Option<u64> {
     let mut guard = TRACER.lock();
     let tracer = guard.as_mut()?;
