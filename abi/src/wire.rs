@@ -18,7 +18,8 @@
 //!   line `at`, an exit's name, a changed register's name: a `&'static str` in the
 //!   hypervisor) is sent once with a number, then by its number;
 //! - an `emulate` change of a register whose old value the reader has (the exit's, as a
-//!   rule) as its number with a flag, and the new value.
+//!   rule) as its number with a flag, and the new value. A general register's change moves
+//!   the domain's reference, so the `resume` after it has nothing to repeat: its mask is 0.
 //!
 //! Numbers are LEB128 varints (7 bits a byte, low first), as postcard writes them. The
 //! writer's state moves on only when the record was pushed (`Encoder::commit`): a record a
@@ -359,6 +360,9 @@ impl Encoder {
                     }
                 }
                 out.varint(emulate.changes.len() as u64)?;
+                // The general registers' changes move the domain's reference: the resume
+                // that follows then has nothing left to say about them.
+                *self.pending.reference = *self.state.reference(slot);
                 for change in &emulate.changes {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
@@ -369,11 +373,14 @@ impl Encoder {
                         out.varint(change.new)?;
                         continue;
                     };
-                    let reference = self.state.reference(slot);
+                    let reference = &mut *self.pending.reference;
                     let was = match number {
                         RIP => reference.exit[EXIT_RIP],
                         _ => reference.regs[number as usize],
                     };
+                    if number != RIP {
+                        reference.regs[number as usize] = change.new;
+                    }
                     if change.old == was {
                         out.byte(number | OLD_AS_KNOWN)?;
                     } else {
@@ -382,6 +389,7 @@ impl Encoder {
                     }
                     out.varint(change.new ^ change.old)?;
                 }
+                self.pending.reference_slot = Some(slot);
             }
             Body::Resume(resume) => {
                 out.varint(resume.rip)?;
@@ -653,10 +661,14 @@ impl Decoder {
                                 0 => input.varint()? ^ was,
                                 _ => was,
                             };
+                            let new = input.varint()? ^ old;
+                            if number != RIP {
+                                reference.regs[number as usize] = new;
+                            }
                             Change {
                                 name: Cow::Borrowed(name),
                                 old,
-                                new: input.varint()? ^ old,
+                                new,
                             }
                         }
                     };
@@ -679,7 +691,7 @@ impl Decoder {
         if !input.bytes.is_empty() {
             return Err(WireError::Malformed("bytes after the record"));
         }
-        if matches!(body, Body::Exit(_) | Body::Resume(_)) {
+        if matches!(body, Body::Exit(_) | Body::Emulate(_) | Body::Resume(_)) {
             self.state.set_reference(slot, &reference);
         }
         self.state.seq = seq;
@@ -1009,6 +1021,50 @@ mod tests {
         events.extend(trap(9, 1, 1));
         let (decoded, _) = through(&events, &[]);
         assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn a_resume_repeats_no_register_its_emulate_changed() {
+        // A trap whose emulate sets RAX, then its resume with that RAX; and the same trap
+        // with nothing changed. Both resumes say "no register changed": the same size.
+        let mut changed = trap(0, 1, 0);
+        let Body::Exit(exit) = &changed[0].body else {
+            panic!("a trap starts with its exit")
+        };
+        let regs = exit.regs.clone();
+        let Body::Emulate(emulate) = &mut changed[2].body else {
+            panic!("the third event is the emulate")
+        };
+        emulate.changes = vec![Change {
+            name: Cow::Borrowed("rax"),
+            old: regs.rax,
+            new: 0x1234_5678,
+        }];
+        let Body::Resume(resume) = &mut changed[3].body else {
+            panic!("a trap ends with its resume")
+        };
+        resume.regs = Registers {
+            rax: 0x1234_5678,
+            ..regs.clone()
+        };
+        let mut unchanged = changed.clone();
+        let Body::Emulate(emulate) = &mut unchanged[2].body else {
+            panic!("the third event is the emulate")
+        };
+        emulate.changes.clear();
+        let Body::Resume(resume) = &mut unchanged[3].body else {
+            panic!("a trap ends with its resume")
+        };
+        resume.regs = regs;
+        let (decoded, changed_sizes) = through(&changed, &[]);
+        assert_eq!(decoded, changed);
+        let (decoded, unchanged_sizes) = through(&unchanged, &[]);
+        assert_eq!(decoded, unchanged);
+        assert_eq!(changed_sizes[3], unchanged_sizes[3]);
+        // A record the ring dropped moved nothing: the resume then carries RAX itself.
+        let (decoded, sizes) = through(&changed, &[2]);
+        assert_eq!(decoded, [&changed[..2], &changed[3..]].concat());
+        assert!(sizes[2] > unchanged_sizes[3]);
     }
 
     #[test]
