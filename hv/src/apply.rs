@@ -347,6 +347,9 @@ impl Step<'_, '_> {
         self.console(written.console);
     }
 
+    // Inlined: its one caller is the loop in `apply`, and a call of this large function
+    // for each effect (five for a CPUID) cost a prologue and epilogue each time.
+    #[inline]
     fn effect(&mut self, effect: Effect) -> Result<(), Failure> {
         let vcpu = &mut self.domain.vcpu;
         match effect {
