@@ -268,6 +268,11 @@ pub fn before_resume(
 /// Keys the host typed for this domain's COM1 (`traplab run`): into its receiver before the
 /// guest resumes, where they may raise IRQ 4; the trace says what came and what it did.
 pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &mut Vec<Body>) {
+    // Without a terminal forwarding keys (`traplab trace`, `bench`) none can come: this
+    // runs at every exit, so it asks nothing more.
+    if !machine.keyboard() {
+        return;
+    }
     let keys = machine.take_keys(domain.id);
     if keys.is_empty() {
         return;
