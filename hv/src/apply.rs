@@ -268,6 +268,11 @@ pub fn before_resume(
 /// Keys the host typed for this domain's COM1 (`traplab run`): into its receiver before the
 /// guest resumes, where they may raise IRQ 4; the trace says what came and what it did.
 pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &mut Vec<Body>) {
+    // Without a terminal forwarding keys (`traplab trace`, `bench`) none can come: this
+    // runs at every exit, so it asks nothing more.
+    if !machine.keyboard() {
+        return;
+    }
     let keys = machine.take_keys(domain.id);
     if keys.is_empty() {
         return;
@@ -347,6 +352,9 @@ impl Step<'_, '_> {
         self.console(written.console);
     }
 
+    // Inlined: its one caller is the loop in `apply`, and a call of this large function
+    // for each effect (five for a CPUID) cost a prologue and epilogue each time.
+    #[inline]
     fn effect(&mut self, effect: Effect) -> Result<(), Failure> {
         let vcpu = &mut self.domain.vcpu;
         match effect {

@@ -5,6 +5,12 @@
 //! it through the nested page tables, as the CPU does: this is the bare-metal side of
 //! `traplab_hv::domain::GuestMemory`, whose page walks and virtual accesses are written
 //! once, in the library.
+//!
+//! One shortcut: while RAM is still the one block it was mapped as, guest-physical `gpa`
+//! is host `base + gpa`, and that is what the nested tables would say too — so the
+//! hypervisor's own reads (the guest's page-table entries and the instruction at RIP, at
+//! every exit) skip the lookup ([`GuestRam::contiguous`]). The guest's page walk itself is
+//! not shortened: that is the library's, entry by entry (AMD APM vol. 2, 5.3).
 
 use crate::frames;
 use crate::svm::npt::{Access, NestedPageTables};
@@ -24,6 +30,11 @@ pub struct GuestRam {
     /// exist are remembered, and a mapping that changes or goes empties it
     /// ([`GuestRam::forget_translations`]), so it never answers what the tables would not.
     recent: [Cell<(u64, u64)>; RECENT],
+    /// `Some(base)` while every page of RAM is mapped where [`GuestRam::new`] put it: the
+    /// host frame of guest-physical `gpa < size` is `base + gpa`, no lookup needed. `None`
+    /// with lazy memory (a frame per page, wherever one is free), and for good once a
+    /// mapping of a RAM page changes ([`GuestRam::remapped`]).
+    contiguous: Option<u64>,
     /// The guest's page walks remembered (`walk_cache.rs`).
     walks: WalkCache,
     /// RAM is mapped on first touch (setting `lazy-memory`).
@@ -54,6 +65,7 @@ impl GuestRam {
             size,
             npt,
             recent: Default::default(),
+            contiguous: Some(base),
             walks: WalkCache::default(),
             lazy: false,
             populated_pages: Cell::new(0),
@@ -67,6 +79,7 @@ impl GuestRam {
             size,
             npt: NestedPageTables::new()?,
             recent: Default::default(),
+            contiguous: None,
             walks: WalkCache::default(),
             lazy: true,
             populated_pages: Cell::new(0),
@@ -86,6 +99,25 @@ impl GuestRam {
         }
     }
 
+    /// The mapping of guest-physical page `gpa` changes (a grant mapped or taken back): if
+    /// that is a page of RAM, RAM is no longer the one block [`GuestRam::contiguous`] says.
+    /// (Grants go to their own area, above RAM for the labs' guests, so this is rare.)
+    fn remapped(&mut self, gpa: u64) {
+        self.forget_translations();
+        if gpa < self.size {
+            self.contiguous = None;
+        }
+    }
+
+    /// The host address of `[gpa, gpa + length)` when it lies inside RAM that is still one
+    /// block: one addition, and the range needs no splitting at page boundaries.
+    #[inline]
+    fn direct(&self, gpa: u64, length: usize) -> Option<u64> {
+        let base = self.contiguous?;
+        let end = gpa.checked_add(length as u64)?;
+        (end <= self.size).then_some(base + gpa)
+    }
+
     /// Map a fresh zeroed frame at the RAM page `gpa` (through `&self`: the tables are
     /// frames the hypervisor owns, written through raw pointers).
     fn map_fresh_frame(&self, gpa: u64) -> Option<u64> {
@@ -102,6 +134,9 @@ impl GuestRam {
     /// The host address of `gpa`, through the nested page tables. With lazy memory the
     /// hypervisor's own access populates a page that is RAM but not mapped yet.
     fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
+        if let Some(host) = self.direct(gpa, 1) {
+            return Ok(host);
+        }
         let page = gpa & !(PAGE_SIZE - 1);
         let offset = gpa & (PAGE_SIZE - 1);
         let slot = &self.recent[(gpa / PAGE_SIZE) as usize & (RECENT - 1)];
@@ -119,6 +154,35 @@ impl GuestRam {
             return Ok(frame | (gpa & (PAGE_SIZE - 1)));
         }
         Err(MemoryError::NotGuestMemory { gpa })
+    }
+
+    /// [`GuestMemory::read_u64_physical`] through the nested page tables (lazy memory, or a
+    /// RAM page remapped), or split in two when it crosses a page.
+    fn read_u64_translated(&self, gpa: u64) -> Result<u64, MemoryError> {
+        if !gpa.is_multiple_of(8) {
+            let mut bytes = [0u8; 8];
+            self.read_physical(gpa, &mut bytes)?;
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        let host = self.host_address(gpa)?;
+        // SAFETY: `host` is the host-physical (identity-mapped) address of 8 aligned bytes
+        // of guest RAM, inside one page.
+        Ok(unsafe { (host as *const u64).read_volatile() })
+    }
+
+    /// [`GuestMemory::read_physical`] page by page, through the nested page tables.
+    fn read_pages(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        self.for_each_page(gpa, buffer.len(), |host, done, length| {
+            // SAFETY: `host` is a host-physical (identity-mapped) address of guest RAM that
+            // stays mapped for `length` bytes inside one page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    host as *const u8,
+                    buffer[done..].as_mut_ptr(),
+                    length,
+                )
+            };
+        })
     }
 
     /// Split `[gpa, gpa + length)` at page boundaries and call `each(host, done, length)`.
@@ -174,21 +238,25 @@ impl GuestMemory for GuestRam {
         self.address_bits
     }
 
+    #[inline]
     fn read_physical(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
-        self.for_each_page(gpa, buffer.len(), |host, done, length| {
-            // SAFETY: `host` is a host-physical (identity-mapped) address of guest RAM that
-            // stays mapped for `length` bytes inside one page.
+        if let Some(host) = self.direct(gpa, buffer.len()) {
+            // SAFETY: `host` is the host-physical (identity-mapped) address of
+            // `buffer.len()` bytes of guest RAM, all of them in the one block.
             unsafe {
-                core::ptr::copy_nonoverlapping(
-                    host as *const u8,
-                    buffer[done..].as_mut_ptr(),
-                    length,
-                )
+                core::ptr::copy_nonoverlapping(host as *const u8, buffer.as_mut_ptr(), buffer.len())
             };
-        })
+            return Ok(());
+        }
+        self.read_pages(gpa, buffer)
     }
 
     fn write_physical(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        if let Some(host) = self.direct(gpa, bytes.len()) {
+            // SAFETY: as in `read_physical`.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), host as *mut u8, bytes.len()) };
+            return Ok(());
+        }
         self.for_each_page(gpa, bytes.len(), |host, done, length| {
             // SAFETY: as in `read_physical`.
             unsafe {
@@ -197,18 +265,18 @@ impl GuestMemory for GuestRam {
         })
     }
 
-    /// A page-table entry (every guest page walk reads several): one translation and one
-    /// load, not the general copy.
+    /// A page-table entry (every guest page walk reads several): one load when RAM is one
+    /// block, else one translation and one load; never the general copy.
+    #[inline]
     fn read_u64_physical(&self, gpa: u64) -> Result<u64, MemoryError> {
-        if !gpa.is_multiple_of(8) {
-            let mut bytes = [0u8; 8];
-            self.read_physical(gpa, &mut bytes)?;
-            return Ok(u64::from_le_bytes(bytes));
+        if gpa.is_multiple_of(8)
+            && let Some(host) = self.direct(gpa, 8)
+        {
+            // SAFETY: `host` is the host-physical (identity-mapped) address of 8 aligned
+            // bytes of guest RAM.
+            return Ok(unsafe { (host as *const u64).read_volatile() });
         }
-        let host = self.host_address(gpa)?;
-        // SAFETY: `host` is the host-physical (identity-mapped) address of 8 aligned bytes
-        // of guest RAM, inside one page.
-        Ok(unsafe { (host as *const u64).read_volatile() })
+        self.read_u64_translated(gpa)
     }
 
     fn walk_cache(&self) -> Option<&WalkCache> {
@@ -243,14 +311,14 @@ impl GuestMemory for GuestRam {
             write: writable,
             execute: false,
         };
-        self.forget_translations();
+        self.remapped(gpa);
         self.npt
             .map(gpa & !(PAGE_SIZE - 1), frame, access)
             .is_some()
     }
 
     fn unmap_foreign(&mut self, gpa: u64) {
-        self.forget_translations();
+        self.remapped(gpa);
         self.npt.unmap(gpa & !(PAGE_SIZE - 1));
     }
 

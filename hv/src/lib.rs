@@ -31,6 +31,7 @@
 //! | [`vmcb`]      | the VMCB layout (AMD APM vol. 2, appendix B)                             |
 //! | [`machine`]   | what the hypervisor asks of the machine it runs on                       |
 //! | [`calibration`] | the TSC rate, chosen from measurements against the PIT                 |
+//! | [`free_blocks`] | freed heap blocks kept for the next allocation of the same layout (the program's allocator, `heap.rs`) |
 //! | [`emulate`], [`instruction`] | decoding an instruction and the memory access it makes   |
 //! | [`gdb`]       | the pure parts of the program's gdb stub (`gdb/`): the protocol's framing, the `monitor` commands, the trap flows they show |
 #![cfg_attr(not(test), no_std)]
@@ -45,6 +46,7 @@ pub mod device;
 pub mod domain;
 pub mod emulate;
 pub mod exit;
+pub mod free_blocks;
 pub mod image;
 /// The pure parts of the program's gdb stub (`gdb/`): their files live there, and are built
 /// here so that the host tests them.

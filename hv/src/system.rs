@@ -17,6 +17,9 @@ pub struct System {
     pub start: Start,
 }
 
+// The lookups are `#[inline]`: the run loop makes several at every exit, and across the
+// crate boundary (the library to the program) a function this small is not inlined unless
+// it says so.
 impl System {
     pub fn new(domains: Vec<Domain>, start: Start) -> System {
         System {
@@ -26,15 +29,18 @@ impl System {
         }
     }
 
+    #[inline]
     pub fn domain(&self, id: u16) -> Option<&Domain> {
         self.domains.iter().find(|domain| domain.id == id)
     }
 
+    #[inline]
     pub fn domain_mut(&mut self, id: u16) -> Option<&mut Domain> {
         self.domains.iter_mut().find(|domain| domain.id == id)
     }
 
     /// Domain `id`, and the rest of the system as its handlers see it.
+    #[inline]
     pub fn split(&self, id: u16) -> Option<(&Domain, Others<'_>)> {
         let index = self.domains.iter().position(|domain| domain.id == id)?;
         let (before, rest) = self.domains.split_at(index);
@@ -43,6 +49,7 @@ impl System {
     }
 
     /// Domain `id`, and the rest of the system, to change both (`apply.rs`).
+    #[inline]
     pub fn split_mut(&mut self, id: u16) -> Option<(&mut Domain, OthersMut<'_>)> {
         let index = self.domains.iter().position(|domain| domain.id == id)?;
         let (before, rest) = self.domains.split_at_mut(index);

@@ -161,6 +161,11 @@ pub trait GuestMemory {
         gva: u64,
         buffer: &mut [u8],
     ) -> Result<(), MemoryError> {
+        // Most reads (an instruction, a gate, a frame) are inside one page: one translation.
+        if !buffer.is_empty() && (gva % PAGE_SIZE) as usize + buffer.len() <= PAGE_SIZE as usize {
+            let gpa = self.virtual_to_physical(cr3, gva)?;
+            return self.read_physical(gpa, buffer);
+        }
         for (address, done, length) in page_pieces(gva, buffer.len()) {
             let gpa = self.virtual_to_physical(cr3, address)?;
             self.read_physical(gpa, &mut buffer[done..done + length])?;

@@ -207,6 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_keyboard_no_key_is_asked_for() {
+        // `keys_from_host` runs at every exit: without a terminal forwarding keys it does
+        // not ask the machine for them (a key there would be a host that has no keyboard).
+        let mut test = waiting_for_a_key(false);
+        test.machine.keys.push((1, b"k".to_vec()));
+        let mut events = Vec::new();
+        crate::apply::keys_from_host(&mut test.domain, &mut test.machine, &mut events);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(test.machine.keys.len(), 1, "not taken");
+        assert_eq!(test.domain.pending_interrupt(), None);
+    }
+
+    #[test]
     fn without_a_keyboard_a_kernel_waiting_for_its_serial_port_is_done() {
         let mut test = waiting_for_a_key(false);
         let run = test.run(test.exit(ExitReason::Hlt));
