@@ -1031,7 +1031,7 @@ mod tests {
         let Body::Exit(exit) = &changed[0].body else {
             panic!("a trap starts with its exit")
         };
-        let regs = exit.regs.clone();
+        let regs = exit.regs;
         let Body::Emulate(emulate) = &mut changed[2].body else {
             panic!("the third event is the emulate")
         };
@@ -1045,7 +1045,7 @@ mod tests {
         };
         resume.regs = Registers {
             rax: 0x1234_5678,
-            ..regs.clone()
+            ..regs
         };
         let mut unchanged = changed.clone();
         let Body::Emulate(emulate) = &mut unchanged[2].body else {
