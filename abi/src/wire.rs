@@ -427,16 +427,28 @@ impl Encoder {
     }
 
     /// A text: by number when it is a `&'static str` the reader knows (or learns now).
+    /// The common case, a text in the cache, is a few instructions where it is called; the
+    /// rest is apart, so that it does not make every caller's code bigger.
+    #[inline]
     fn text(&mut self, out: &mut Writer, value: &Text) -> Result<(), WireError> {
+        if let Cow::Borrowed(fixed) = value {
+            let key = (fixed.as_ptr() as usize, fixed.len());
+            let (cached, number) = self.cache[cache_index(key)];
+            if cached == key && key != (0, 0) {
+                return out.varint(2 * number + 1);
+            }
+        }
+        self.text_not_cached(out, value)
+    }
+
+    #[inline(never)]
+    fn text_not_cached(&mut self, out: &mut Writer, value: &Text) -> Result<(), WireError> {
         let Cow::Borrowed(fixed) = value else {
             out.varint(text::INLINE)?;
             return out.string(value);
         };
         let key = (fixed.as_ptr() as usize, fixed.len());
-        let (cached, number) = self.cache[cache_index(key)];
-        let known = if cached == key && key != (0, 0) {
-            Some(number)
-        } else {
+        let known = {
             let pending = &self.pending.texts[..self.pending.new_texts];
             self.texts.get(&key).copied().or_else(|| {
                 // Defined earlier in this same record?
