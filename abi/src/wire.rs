@@ -1,4 +1,6 @@
-//! How events travel through the ring: one compact record per event.
+//! How events travel through the ring: one compact record per event, and one or more
+//! records in a ring record (the hypervisor gathers a trap's events and pushes them at once:
+//! `hv/src/trace.rs`).
 //!
 //! A CPUID trap is four events (`exit`, `decide`, `emulate`, `resume`), and the hypervisor
 //! writes them at every trap: their encoding is on the hot path. These four kinds have a
@@ -528,9 +530,23 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// The event a record holds. Records must come in the order they were written.
-    pub fn decode(&mut self, record: &[u8]) -> Result<Event, WireError> {
+    /// The events a ring record holds, appended to `events`: one or more records back to
+    /// back (the hypervisor gathers a trap's events into one ring record). Ring records must
+    /// come in the order they were written. On an error, the events before the bad record are
+    /// in `events` already.
+    pub fn decode(&mut self, record: &[u8], events: &mut Vec<Event>) -> Result<(), WireError> {
         let mut input = Reader { bytes: record };
+        if input.bytes.is_empty() {
+            return Err(WireError::Malformed("an empty ring record"));
+        }
+        while !input.bytes.is_empty() {
+            events.push(self.decode_one(&mut input)?);
+        }
+        Ok(())
+    }
+
+    /// The next record of `input`.
+    fn decode_one(&mut self, input: &mut Reader) -> Result<Event, WireError> {
         let first = input.byte()?;
         let tag = first & tag::KIND;
         let flags = first & !tag::KIND;
@@ -538,8 +554,9 @@ impl Decoder {
             return Err(WireError::Malformed("record tag"));
         }
         if first == tag::POSTCARD {
-            let event: Event =
-                postcard::from_bytes(input.bytes).map_err(|_| WireError::Postcard)?;
+            let (event, rest): (Event, _) =
+                postcard::take_from_bytes(input.bytes).map_err(|_| WireError::Postcard)?;
+            input.bytes = rest;
             // The compact records after it count from it.
             self.state.seq = event.seq;
             self.state.tsc = event.tsc;
@@ -572,9 +589,9 @@ impl Decoder {
         let mut reference = *self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
-                let reason = self.text(&mut input)?;
+                let reason = self.text(input)?;
                 let mut fields = [0u64; EXIT_FIELDS];
-                read_xored(&mut input, &reference.exit, &mut fields)?;
+                read_xored(input, &reference.exit, &mut fields)?;
                 reference.exit = fields;
                 let [
                     exitcode,
@@ -593,7 +610,7 @@ impl Decoder {
                 ] = fields;
                 let cs = u16::try_from(cs).map_err(|_| WireError::Malformed("cs"))?;
                 let cpl = u8::try_from(cpl).map_err(|_| WireError::Malformed("cpl"))?;
-                let regs = read_regs(&mut input, &mut reference)?;
+                let regs = read_regs(input, &mut reference)?;
                 let insn = match input.byte()? {
                     SAME_INSTRUCTION => reference.insn,
                     length @ 0..=15 => InstructionBytes::new(input.take(length as usize)?),
@@ -621,11 +638,11 @@ impl Decoder {
             }
             tag::DECIDE => Body::Decide(Decide {
                 action: action(input.byte()?)?,
-                why: self.text(&mut input)?,
-                at: self.text(&mut input)?,
+                why: self.text(input)?,
+                at: self.text(input)?,
             }),
             tag::EMULATE => {
-                let template = self.text(&mut input)?;
+                let template = self.text(input)?;
                 let count = input.varint()?;
                 if count > MAX_ARGUMENTS as u64 {
                     return Err(WireError::Malformed("argument count"));
@@ -636,7 +653,7 @@ impl Decoder {
                         argument_kind::HEX => Argument::Hex(input.varint()?),
                         argument_kind::UNSIGNED => Argument::Unsigned(input.varint()?),
                         argument_kind::SIGNED => Argument::Signed(unzigzag(input.varint()?)),
-                        argument_kind::TEXT => Argument::Text(self.text(&mut input)?),
+                        argument_kind::TEXT => Argument::Text(self.text(input)?),
                         _ => return Err(WireError::Malformed("argument kind")),
                     });
                 }
@@ -655,7 +672,7 @@ impl Decoder {
                 for _ in 0..count {
                     let change = match input.byte()? {
                         NAMED => Change {
-                            name: self.text(&mut input)?,
+                            name: self.text(input)?,
                             old: input.varint()?,
                             new: input.varint()?,
                         },
@@ -695,14 +712,11 @@ impl Decoder {
             tag::RESUME => Body::Resume(Resume {
                 rip: input.varint()?,
                 rflags: input.varint()?,
-                regs: read_regs(&mut input, &mut reference)?,
+                regs: read_regs(input, &mut reference)?,
                 cycles: input.varint()?,
             }),
             _ => return Err(WireError::Malformed("record tag")),
         };
-        if !input.bytes.is_empty() {
-            return Err(WireError::Malformed("bytes after the record"));
-        }
         if matches!(body, Body::Exit(_) | Body::Emulate(_) | Body::Resume(_)) {
             self.state.set_reference(slot, &reference);
         }
@@ -997,6 +1011,14 @@ mod tests {
             .collect()
     }
 
+    /// The one event `record` holds.
+    fn one(decoder: &mut Decoder, record: &[u8]) -> Result<Event, WireError> {
+        let mut events = Vec::new();
+        decoder.decode(record, &mut events)?;
+        assert_eq!(events.len(), 1, "one record, one event");
+        Ok(events.remove(0))
+    }
+
     /// Encode and push each event (`dropped`: the ones a lossy ring refused), decode what
     /// was pushed.
     fn through(events: &[Event], dropped: &[u64]) -> (Vec<Event>, Vec<usize>) {
@@ -1013,7 +1035,7 @@ mod tests {
             }
             encoder.commit();
             sizes.push(record.len());
-            decoded.push(decoder.decode(&record).expect("decodes"));
+            decoded.push(one(&mut decoder, &record).expect("decodes"));
         }
         (decoded, sizes)
     }
@@ -1035,6 +1057,64 @@ mod tests {
         assert_eq!(decoded, events);
     }
 
+    #[test]
+    fn a_ring_record_that_gathers_a_trap_s_events_decodes_to_each_of_them() {
+        // As the hypervisor gathers: each record written after the one before, committed at
+        // once, and the ring record pushed when the trap is over. A postcard record (the
+        // console line) sits among the compact ones.
+        let mut events = trap(0, 1, 0);
+        events.push(Event {
+            seq: 4,
+            tsc: 1_020_000,
+            dom: Some(1),
+            body: Body::Console(Console {
+                text: Cow::Borrowed("hello"),
+            }),
+        });
+        events.extend(trap(5, 1, 1));
+        let mut encoder = Encoder::new();
+        let mut ring_records = Vec::new();
+        for trap in [&events[..5], &events[5..]] {
+            let mut buffer = vec![0u8; 8192];
+            let mut length = 0;
+            for event in trap {
+                length += encoder
+                    .encode(
+                        event.seq,
+                        event.tsc,
+                        event.dom,
+                        &event.body,
+                        &mut buffer[length..],
+                    )
+                    .expect("fits")
+                    .len();
+                encoder.commit();
+            }
+            ring_records.push(buffer[..length].to_vec());
+        }
+        let mut decoder = Decoder::new();
+        let mut decoded = Vec::new();
+        for record in &ring_records {
+            decoder.decode(record, &mut decoded).expect("decodes");
+        }
+        assert_eq!(decoded, events);
+        // A record cut short inside its second event: the first is there, then the error.
+        let (mut decoder, mut decoded) = (Decoder::new(), Vec::new());
+        let first_length = Encoder::new()
+            .encode(
+                0,
+                events[0].tsc,
+                events[0].dom,
+                &events[0].body,
+                &mut [0u8; 8192],
+            )
+            .expect("fits")
+            .len();
+        let cut = &ring_records[0][..first_length + 2];
+        assert!(decoder.decode(cut, &mut decoded).is_err());
+        assert_eq!(decoded, events[..1]);
+        assert!(Decoder::new().decode(&[], &mut decoded).is_err());
+    }
     #[test]
     fn a_resume_repeats_no_register_its_emulate_changed() {
         // A trap whose emulate sets RAX, then its resume with that RAX; and the same trap
@@ -1169,7 +1249,7 @@ mod tests {
                 .to_vec();
             encoder.commit();
             sizes.push(record.len());
-            let Body::Emulate(decoded) = decoder.decode(&record).expect("decodes").body else {
+            let Body::Emulate(decoded) = one(&mut decoder, &record).expect("decodes").body else {
                 panic!("not an emulate event");
             };
             assert!(decoded.arguments.is_empty(), "the host's line is finished");
@@ -1224,27 +1304,29 @@ mod tests {
             for cut in 0..record.len() {
                 let mut decoder = Decoder::new();
                 for earlier in &records[..index] {
-                    decoder.decode(earlier).expect("whole records decode");
+                    one(&mut decoder, earlier).expect("whole records decode");
                 }
                 assert!(
-                    decoder.decode(&record[..cut]).is_err(),
+                    one(&mut decoder, &record[..cut]).is_err(),
                     "record {index} cut at {cut}"
                 );
             }
         }
         // A number never defined, an unknown tag, a change count beyond the record.
         assert_eq!(
-            Decoder::new().decode(&[tag::DECIDE, 1, 0, 2, 0, 2 * 9 + 1]),
+            one(&mut Decoder::new(), &[tag::DECIDE, 1, 0, 2, 0, 2 * 9 + 1]),
             Err(WireError::Malformed("a text number never defined"))
         );
         // A kind that does not exist, a flag that does not, a postcard record with a flag.
         for first in [7, tag::EXIT | 0x20, tag::POSTCARD | tag::NEXT_SEQ] {
-            assert!(Decoder::new().decode(&[first, 0]).is_err(), "{first:#x}");
+            assert!(one(&mut Decoder::new(), &[first, 0]).is_err(), "{first:#x}");
         }
         assert!(
-            Decoder::new()
-                .decode(&[tag::EMULATE, 1, 0, 2, 0, 0, 0xff, 0x7f])
-                .is_err()
+            one(
+                &mut Decoder::new(),
+                &[tag::EMULATE, 1, 0, 2, 0, 0, 0xff, 0x7f]
+            )
+            .is_err()
         );
         // Too small a buffer is an error too.
         assert_eq!(

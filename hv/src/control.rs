@@ -129,6 +129,8 @@ fn checkpoint_controlled(seq: u64, body: &Body, meanwhile: &mut dyn FnMut()) {
 /// Stay here, frozen, until a command lets us go on; `meanwhile` runs while we wait (without
 /// the controller's lock: it may look at the mailbox's state, `show_stopped`).
 fn hold(seq: u64, meanwhile: &mut dyn FnMut()) {
+    // The host reads up to `seq` before it shows the stop: the event must be in the ring.
+    crate::trace::flush();
     {
         let mut guard = CONTROLLER.lock();
         let Some(controller) = guard.as_mut() else {

@@ -30,6 +30,8 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// Power the machine off with `status`. Without the debug-exit device (a hand-made QEMU
 /// command line), the CPU halts forever instead.
 pub fn exit(status: HvStatus) -> ! {
+    // The last events recorded, if any are still gathered, go to the reader first.
+    crate::trace::flush();
     crate::log!("stopping: {:?} (status {})", status, status as u8);
     // SAFETY: port 0xf4 is QEMU's debug-exit device, or nothing.
     unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(status as u32) };

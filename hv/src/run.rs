@@ -305,6 +305,8 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             // Its ticks wake the HLT below to look for keys (`Hardware::halt_until`).
             machine.start_timer();
         }
+        // Everything recorded is in the ring before we wait.
+        trace::flush();
         machine.halt_until(until);
         if let Some(woken) = wake_on_keys(running, machine) {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
@@ -472,6 +474,8 @@ fn run_vcpu(
             });
         };
         domain.vcpu.before_vmrun();
+        // The trap's events go to the reader as one ring record (`trace.rs`).
+        trace::flush();
         // SAFETY: the VMCB was set up by `loader::create` and is changed only by the apply
         // step and gdb, through fields VMRUN checks; `host.save_area` was filled by VMSAVE
         // in `svm::enable`.

@@ -13,6 +13,15 @@
 //!   and the `lost` event both tell the reader.
 //! - `off`: no events at all (the baseline of `traplab bench`).
 //!
+//! In mode `ring` the records are *gathered*: written one after the other into one ring
+//! record, which is pushed at [`flush`] — before every VMRUN, so a trap's events travel
+//! together — or when the next record would not fit. A push is a lock, an atomic handshake
+//! with the reader and a copy: once a trap instead of once an event. Everything that waits
+//! flushes first (the run loop's idle, a stop for the host or for gdb, the power-off), so the
+//! reader never waits for an event the hypervisor has recorded. (A lossy ring drops a whole
+//! ring record: it gets one event a record, so that a drop loses one event and the encoder
+//! knows which.)
+//!
 //! This module only writes the ring. What happens around an event (the host's pause and
 //! step, gdb's list of recent decisions) is the run loop's to call (`run::record`).
 
@@ -47,7 +56,12 @@ struct Tracer {
     ring: Ring,
     next_seq: u64,
     dropped: u64,
+    /// The ring record being written: the gathered records, then the one being encoded.
     scratch: Box<[u8; ring::MAX_RECORD]>,
+    /// How many bytes of `scratch` are records gathered for the next push, and how many
+    /// events they are.
+    gathered: usize,
+    gathered_events: u64,
     /// Writes each event as a compact record (`traplab_abi::wire`).
     encoder: Encoder,
 }
@@ -81,6 +95,8 @@ pub fn init(mode: Transport, kib: usize) {
         next_seq: 0,
         dropped: 0,
         scratch: Box::new([0; ring::MAX_RECORD]),
+        gathered: 0,
+        gathered_events: 0,
         encoder: Encoder::new(),
     });
 }
@@ -139,31 +155,111 @@ pub fn last_seq() -> Option<u64> {
         .and_then(|tracer| tracer.next_seq.checked_sub(1))
 }
 
+/// Push the records gathered so far (mode `ring`; nothing to do otherwise). Called before
+/// VMRUN and before anything that waits.
+#[inline]
+pub fn flush() {
+    // Before every VMRUN: untraced, one load.
+    if mode() == Transport::Ring {
+        flush_gathered();
+    }
+}
+
+fn flush_gathered() {
+    // The lock is held only when the hypervisor panicked inside the tracer (one CPU, no
+    // interrupts in here): then the record being written is unfinished, and stays unsent.
+    if let Some(mut guard) = TRACER.try_lock()
+        && let Some(tracer) = guard.as_mut()
+    {
+        tracer.flush();
+    }
+}
+
 impl Tracer {
-    /// Encode and push; its seq, or `None` if it was dropped.
+    /// Encode, and gather (mode `ring`) or push; its seq, or `None` if it was dropped.
     #[inline]
     fn push(&mut self, dom: Option<u16>, body: &Body) -> Option<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let tsc = trace_clock();
+        if mode() != Transport::Ring {
+            return self.push_alone(seq, tsc, dom, body);
+        }
+        let mut encoded = self.encode_at(self.gathered, seq, tsc, dom, body);
+        if encoded.is_none() && self.gathered > 0 {
+            // It does not fit behind the others: they go, and it starts the next ring record.
+            self.flush();
+            encoded = self.encode_at(0, seq, tsc, dom, body);
+        }
+        let Some(length) = encoded else {
+            // Larger than a record can be: a hypervisor bug, reported as a loss.
+            self.dropped += 1;
+            return None;
+        };
+        // A ring that a reader empties takes every record, in order (`flush` waits for room):
+        // the reader will know what this record taught from now on.
+        self.encoder.commit();
+        self.gathered += length;
+        self.gathered_events += 1;
+        Some(seq)
+    }
+
+    /// Encode event `seq` into the scratch buffer at `start`: its length, or `None` when it
+    /// does not fit.
+    #[inline]
+    fn encode_at(
+        &mut self,
+        start: usize,
+        seq: u64,
+        tsc: u64,
+        dom: Option<u16>,
+        body: &Body,
+    ) -> Option<usize> {
+        let tail = &mut self.scratch[start..];
+        let encoded = self.encoder.encode(seq, tsc, dom, body, tail);
+        encoded.ok().map(<[u8]>::len)
+    }
+
+    /// Push the gathered records as one ring record, waiting for room.
+    fn flush(&mut self) {
+        if self.gathered == 0 {
+            return;
+        }
+        let records = &self.scratch[..self.gathered];
+        loop {
+            match self.ring.push(records) {
+                Ok(()) => break,
+                Err(PushError::Full) => core::hint::spin_loop(),
+                // The scratch buffer is one maximal record: it cannot be larger. Should it
+                // ever be, the loss is reported, never hidden.
+                Err(PushError::TooLarge) => {
+                    self.dropped += self.gathered_events;
+                    break;
+                }
+            }
+        }
+        self.gathered = 0;
+        self.gathered_events = 0;
+    }
+
+    /// Mode `lossy`: one event, one ring record, dropped when the ring is full.
+    fn push_alone(&mut self, seq: u64, tsc: u64, dom: Option<u16>, body: &Body) -> Option<u64> {
         let encoded = self
             .encoder
-            .encode(seq, trace_clock(), dom, body, &mut self.scratch[..]);
+            .encode(seq, tsc, dom, body, &mut self.scratch[..]);
         let Ok(bytes) = encoded else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
         };
-        loop {
-            match self.ring.push(bytes) {
-                Ok(()) => {
-                    self.encoder.commit();
-                    return Some(seq);
-                }
-                Err(PushError::Full) if mode() == Transport::Ring => core::hint::spin_loop(),
-                Err(_) => {
-                    self.dropped += 1;
-                    return None;
-                }
+        match self.ring.push(bytes) {
+            Ok(()) => {
+                self.encoder.commit();
+                Some(seq)
+            }
+            Err(_) => {
+                self.dropped += 1;
+                None
             }
         }
     }

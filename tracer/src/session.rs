@@ -79,6 +79,9 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionEr
     move |error| SessionError::Io { what, error }
 }
 
+/// How often a session reads a ring that events flow into (`Session::read_interval`).
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Options beyond the machine itself.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -342,8 +345,9 @@ impl Session {
             if undecodable.is_some() || self.broken {
                 return;
             }
-            match decoder.decode(record) {
-                Ok(event) => events.push(event),
+            // A ring record holds one event or several (a trap's, gathered).
+            match decoder.decode(record, &mut events) {
+                Ok(()) => {}
                 Err(error) => {
                     undecodable = Some(format!("a ring record is not an event: {error:?}"));
                 }
@@ -457,16 +461,14 @@ impl Session {
             if self.finished {
                 return None;
             }
-            let may_read = match self.options.read_interval {
-                Some(interval) => self.last_read.elapsed() >= interval,
-                None => true,
-            };
-            if may_read {
+            let interval = self.read_interval();
+            if self.last_read.elapsed() >= interval {
                 self.last_read = Instant::now();
                 if self.poll_ring() > 0 {
                     self.idle = 0;
                     continue;
                 }
+                self.idle = (self.idle + 1).min(100);
             }
             self.poll_log();
             if !self.pending.is_empty() {
@@ -490,10 +492,24 @@ impl Session {
                 }
                 continue;
             }
-            // Nothing to do: back off from 20 µs to 2 ms, so a busy trace is read at once
-            // and an idle one costs little.
-            self.idle = (self.idle + 1).min(100);
-            std::thread::sleep(Duration::from_micros(20 * self.idle as u64));
+            // Nothing to do until the next read.
+            let next_read = self
+                .read_interval()
+                .saturating_sub(self.last_read.elapsed());
+            std::thread::sleep(next_read.max(Duration::from_micros(20)));
+        }
+    }
+
+    /// How long after one read of the ring the next one comes. While events flow, every
+    /// [`BATCH_INTERVAL`]: each read takes all the hypervisor wrote meanwhile, and a reader
+    /// that woke for every trap would take CPU time from QEMU, which shares the machine's
+    /// cores with it. When the ring was empty, the wait grows from 20 µs to 2 ms: a trace
+    /// that starts again is read at once, and an idle one costs little.
+    fn read_interval(&self) -> Duration {
+        match self.options.read_interval {
+            Some(interval) => interval,
+            None if self.idle == 0 => BATCH_INTERVAL,
+            None => Duration::from_micros(20 * u64::from(self.idle)),
         }
     }
 

@@ -570,6 +570,8 @@ fn poll(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// Answer gdb while `wait` says the guest waits: gdb holds it stopped, or (the first time)
 /// it waits for gdb to come. `Some` when gdb killed the domain.
 fn serve(debugger: &mut Debugger, wait: fn(&Debugger) -> bool) -> Option<DomainEnd> {
+    // The trace up to this stop is in the ring while gdb holds the guest.
+    crate::trace::flush();
     crate::control::show_stopped(true);
     let end = loop {
         if let Some(end) = debugger.end.take() {
