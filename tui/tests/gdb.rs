@@ -881,3 +881,37 @@ fn gdb_is_answered_while_the_terminal_ui_holds_the_hypervisor() {
     assert_eq!(register(&output, "cr2"), Some(0x4000_0000), "{output}");
     assert!(output.contains("exited normally"), "{output}");
 }
+
+/// While gdb holds its domain stopped — here at the guest's first instruction, before gdb
+/// has even come — the trace up to that stop has reached the host: the domain's `created`
+/// event is there. (The hypervisor gathers events into one ring record and pushes it before
+/// VMRUN; a gdb stop, which comes before that VMRUN, must push it too: `gdb::serve`.)
+#[test]
+fn the_trace_up_to_a_gdb_stop_reaches_the_host() {
+    use traplab_abi::event::{Body, DomainState};
+    use traplab_tracer::session::{Item, Options, Session};
+    let mut machine = traplab_labs::machine_for(&["page-fault"]);
+    machine.gdb_port = Some(free_port());
+    let options = Options {
+        timeout: Some(Duration::from_secs(120)),
+        ..Options::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let started = Instant::now();
+    loop {
+        match session.next_within(Some(Duration::from_millis(50))) {
+            Some(Item::Event(event))
+                if event.dom == Some(1)
+                    && matches!(&event.body, Body::Domain(change) if change.state == DomainState::Created) =>
+            {
+                break;
+            }
+            Some(Item::Finished(finish)) => panic!("QEMU finished before gdb came: {finish:?}"),
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "d1's `created` event never came while the guest waited for gdb"
+        );
+    }
+}
