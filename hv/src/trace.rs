@@ -58,10 +58,8 @@ struct Tracer {
     dropped: u64,
     /// The ring record being written: the gathered records, then the one being encoded.
     scratch: Box<[u8; ring::MAX_RECORD]>,
-    /// How many bytes of `scratch` are records gathered for the next push, and how many
-    /// events they are.
+    /// How many bytes of `scratch` are records gathered for the next push.
     gathered: usize,
-    gathered_events: u64,
     /// Writes each event as a compact record (`traplab_abi::wire`).
     encoder: Encoder,
 }
@@ -96,7 +94,6 @@ pub fn init(mode: Transport, kib: usize) {
         dropped: 0,
         scratch: Box::new([0; ring::MAX_RECORD]),
         gathered: 0,
-        gathered_events: 0,
         encoder: Encoder::new(),
     });
 }
@@ -200,7 +197,6 @@ impl Tracer {
         // the reader will know what this record taught from now on.
         self.encoder.commit();
         self.gathered += length;
-        self.gathered_events += 1;
         Some(seq)
     }
 
@@ -230,16 +226,11 @@ impl Tracer {
             match self.ring.push(records) {
                 Ok(()) => break,
                 Err(PushError::Full) => core::hint::spin_loop(),
-                // The scratch buffer is one maximal record: it cannot be larger. Should it
-                // ever be, the loss is reported, never hidden.
-                Err(PushError::TooLarge) => {
-                    self.dropped += self.gathered_events;
-                    break;
-                }
+                // `scratch` is `MAX_RECORD` bytes long, the most a ring record may be.
+                Err(PushError::TooLarge) => unreachable!("a ring record longer than MAX_RECORD"),
             }
         }
         self.gathered = 0;
-        self.gathered_events = 0;
     }
 
     /// Mode `lossy`: one event, one ring record, dropped when the ring is full.
