@@ -105,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
             configuration.instructions = Some(sample(&machine).map_err(failed)?);
         }
     }
-    let reader = reader_throughput(READER_EVENTS);
+    let reader = reader_throughput(READER_EVENTS).map_err(failed)?;
     let report = Report::new(&measured, runs, accel, reader);
     if args.json {
         println!("{}", report.json());
@@ -458,9 +458,9 @@ const READER_EVENTS: u64 = 2_000_000;
 /// session does (`tracer/src/session.rs`) — while a producer thread fills the ring as fast as
 /// it can with the four events of a CPUID trap, encoded as the hypervisor encodes them. The
 /// hypervisor under TCG makes a few tens of thousands a second: this says how far the
-/// reader is from being the limit.
-fn reader_throughput(events: u64) -> f64 {
-    use traplab_abi::ring::{HEADER_SIZE, Ring};
+/// reader is from being the limit. An error when the reader's own records do not encode or
+/// decode (the measurement would mean nothing).
+fn reader_throughput(events: u64) -> Result<f64, String> {
     // Two traps' ring records, each the trap's four events gathered as the hypervisor
     // gathers them (`hv/src/trace.rs`): the first teaches the reader the texts, the second
     // is what every trap after it looks like; the producer sends the first once, then the
@@ -472,14 +472,27 @@ fn reader_throughput(events: u64) -> f64 {
         let mut length = 0;
         for event in cpuid_trap_events(seq) {
             let tail = &mut buffer[length..];
-            match encoder.encode(event.seq, event.tsc, event.dom, &event.body, tail) {
-                Ok(record) => length += record.len(),
-                Err(_) => return f64::NAN,
-            }
+            let record = encoder
+                .encode(event.seq, event.tsc, event.dom, &event.body, tail)
+                .map_err(|error| {
+                    format!("the reader's bench could not encode a trap: {error:?}")
+                })?;
+            length += record.len();
             encoder.commit();
         }
         records.push(buffer[..length].to_vec());
     }
+    let [first, every_other] = <[Vec<u8>; 2]>::try_from(records)
+        .map_err(|_| "the reader's bench encodes two traps".to_string())?;
+    read_through_ring(&first, &every_other, events)
+}
+
+/// Push `first` once, then `every_other` again and again, from a producer thread into a
+/// ring, and decode them on this one until `events` events came out: the events decoded a
+/// second. An error, at once, when a record does not decode or the ring breaks.
+fn read_through_ring(first: &[u8], every_other: &[u8], events: u64) -> Result<f64, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use traplab_abi::ring::{HEADER_SIZE, Ring};
     const DATA_SIZE: usize = 4 << 20;
     let mut memory = vec![0u64; (HEADER_SIZE + DATA_SIZE) / 8];
     let base = memory.as_mut_ptr() as *mut u8;
@@ -488,17 +501,21 @@ fn reader_throughput(events: u64) -> f64 {
     // the one-producer-one-consumer protocol the ring is made for.
     let mut producer = unsafe { Ring::create(base, DATA_SIZE) };
     // SAFETY: as above; the header is set up.
-    let Ok(mut consumer) = (unsafe { Ring::attach(base, HEADER_SIZE + DATA_SIZE) }) else {
-        return f64::NAN;
-    };
+    let mut consumer = unsafe { Ring::attach(base, HEADER_SIZE + DATA_SIZE) }
+        .map_err(|error| format!("the reader's bench could not attach its ring: {error:?}"))?;
     let (producer_ring, consumer_ring) = (SendRing(&mut producer), SendRing(&mut consumer));
+    // Set when the reader gives up: the producer would wait for room for ever.
+    let stop = &AtomicBool::new(false);
     let started = Instant::now();
-    std::thread::scope(|scope| {
+    let read = std::thread::scope(|scope| {
         scope.spawn(move || {
             let ring = producer_ring;
             for trap in 0..events.div_ceil(4) {
-                let record = &records[usize::from(trap > 0)];
+                let record = if trap == 0 { first } else { every_other };
                 while ring.0.push(record).is_err() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     std::hint::spin_loop();
                 }
             }
@@ -507,19 +524,32 @@ fn reader_throughput(events: u64) -> f64 {
         let mut decoder = traplab_abi::wire::Decoder::new();
         let mut decoded = 0u64;
         let mut batch = Vec::new();
-        while decoded < events {
-            let result = ring.0.consume(|record| {
+        let mut failure = None;
+        while decoded < events && failure.is_none() {
+            // A record that does not decode ends the measurement: without the events it
+            // should have given, `decoded` would never reach `events`. (The producer then
+            // waits for room no one makes: it is told to stop.)
+            let consumed = ring.0.consume(|record| {
                 batch.clear();
-                if decoder.decode(record, &mut batch).is_ok() {
-                    decoded += batch.len() as u64;
+                match decoder.decode(record, &mut batch) {
+                    Ok(()) => decoded += batch.len() as u64,
+                    Err(error) => failure = Some(format!("{error:?}")),
                 }
             });
-            if result.is_err() {
-                break;
+            if let Err(error) = consumed {
+                failure = Some(format!("{error:?}"));
             }
         }
+        stop.store(true, Ordering::Relaxed);
+        match failure {
+            Some(error) => Err(format!(
+                "the reader's bench read a record it could not decode: {error}"
+            )),
+            None => Ok(()),
+        }
     });
-    events as f64 / started.elapsed().as_secs_f64()
+    read?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A ring handle that moves to another thread.
@@ -921,8 +951,32 @@ fn parse(text: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CONFIGS, Measured, Report, Sample, parse};
+    use super::{CONFIGS, Measured, Report, Sample, parse, read_through_ring, reader_throughput};
+    use std::sync::mpsc;
+    use std::time::Duration;
     use traplab_tracer::qemu::Accel;
+
+    #[test]
+    fn the_reader_bench_decodes_the_traps_it_pushes() {
+        let rate = reader_throughput(40_000).expect("the bench's own traps decode");
+        assert!(rate.is_finite() && rate > 0.0, "{rate}");
+    }
+
+    #[test]
+    fn a_record_the_reader_cannot_decode_ends_its_bench_with_an_error() {
+        // 0xff is no record's tag. Before, the reader kept waiting for events that would never
+        // come: on another thread, with a bound, so that a hang fails the test.
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(read_through_ring(&[0xff], &[0xff], 40_000));
+        });
+        let result = receiver
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the reader's bench gives up on a bad record instead of waiting for ever");
+        let error = result.expect_err("a record that does not decode is an error");
+        assert!(error.contains("could not decode"), "{error}");
+        assert!(error.contains("record tag"), "{error}");
+    }
 
     /// A configuration measured in rounds of 1,000 traps taking these many ticks per trap.
     fn measured(index: usize, ticks_per_trap: &[u64]) -> Measured {
