@@ -291,77 +291,80 @@ impl Encoder {
             Body::Resume(_) => tag::RESUME,
             _ => tag::POSTCARD,
         };
-        out.byte(tag)?;
+        out.byte(tag);
         if tag == tag::POSTCARD {
             // Postcard writes a struct as its fields in order: this tuple is an `Event`.
-            let used = postcard::to_slice(&(seq, tsc, dom, body), &mut out.buffer[out.length..])
+            let rest = out.buffer.get_mut(out.length..).ok_or(WireError::TooLong)?;
+            let used = postcard::to_slice(&(seq, tsc, dom, body), rest)
                 .map_err(|_| WireError::TooLong)?
                 .len();
             out.length += used;
-            return Ok(&out.buffer[..out.length]);
+            return out.finish();
         }
         // The tag's flags, once they are known.
         let mut flags = 0;
         if seq == self.state.seq.wrapping_add(1) {
             flags |= tag::NEXT_SEQ;
         } else {
-            out.varint(seq.wrapping_sub(self.state.seq))?;
+            out.varint(seq.wrapping_sub(self.state.seq));
         }
-        out.varint(zigzag(tsc.wrapping_sub(self.state.tsc) as i64))?;
+        out.varint(zigzag(tsc.wrapping_sub(self.state.tsc) as i64));
         if dom == self.state.dom {
             flags |= tag::SAME_DOMAIN;
         } else {
-            out.varint(dom.map_or(0, |dom| dom as u64 + 1))?;
+            out.varint(dom.map_or(0, |dom| dom as u64 + 1));
         }
-        out.buffer[0] |= flags;
+        if let Some(first) = out.buffer.first_mut() {
+            *first |= flags;
+        }
         let slot = slot(dom);
         match body {
             Body::Exit(exit) => {
-                self.text(&mut out, &exit.reason)?;
+                self.text(&mut out, &exit.reason);
                 let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
                 new.exit = exit_fields(exit);
-                xored(&mut out, &new.exit, &old.exit)?;
+                xored(&mut out, &new.exit, &old.exit);
                 new.regs = as_array(&exit.regs);
-                xored(&mut out, &new.regs, &old.regs)?;
+                xored(&mut out, &new.regs, &old.regs);
                 if exit.insn == old.insn {
-                    out.byte(SAME_INSTRUCTION)?;
+                    out.byte(SAME_INSTRUCTION);
                 } else {
                     let insn = exit.insn.as_slice();
-                    out.byte(insn.len() as u8)?;
-                    out.bytes(insn)?;
+                    out.byte(insn.len() as u8);
+                    out.bytes(insn);
                 }
                 new.insn = exit.insn;
                 self.pending.reference_slot = Some(slot);
             }
             Body::Decide(decide) => {
-                out.byte(action_number(decide.action))?;
-                self.text(&mut out, &decide.why)?;
-                self.text(&mut out, &decide.at)?;
+                out.byte(action_number(decide.action));
+                self.text(&mut out, &decide.why);
+                self.text(&mut out, &decide.at);
             }
             Body::Emulate(emulate) => {
-                self.text(&mut out, &emulate.what)?;
-                out.varint(emulate.arguments.len() as u64)?;
+                self.text(&mut out, &emulate.what);
+                out.varint(emulate.arguments.len() as u64);
                 for argument in emulate.arguments.iter() {
                     match argument {
                         Argument::Hex(value) => {
-                            out.byte(argument_kind::HEX)?;
-                            out.varint(*value)?;
+                            out.byte(argument_kind::HEX);
+                            out.varint(*value);
                         }
                         Argument::Unsigned(value) => {
-                            out.byte(argument_kind::UNSIGNED)?;
-                            out.varint(*value)?;
+                            out.byte(argument_kind::UNSIGNED);
+                            out.varint(*value);
                         }
                         Argument::Signed(value) => {
-                            out.byte(argument_kind::SIGNED)?;
-                            out.varint(zigzag(*value))?;
+                            out.byte(argument_kind::SIGNED);
+                            out.varint(zigzag(*value));
                         }
                         Argument::Text(text) => {
-                            out.byte(argument_kind::TEXT)?;
-                            self.text(&mut out, text)?;
+                            out.byte(argument_kind::TEXT);
+                            self.text(&mut out, text);
                         }
                     }
                 }
-                out.varint(emulate.changes.len() as u64)?;
+                out.varint(emulate.changes.len() as u64);
                 // The general registers' changes move the domain's reference: the resume
                 // that follows then has nothing left to say about them.
                 *self.pending.reference = *self.state.reference(slot);
@@ -369,10 +372,10 @@ impl Encoder {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
                     let Some(number) = register_number(&change.name) else {
-                        out.byte(NAMED)?;
-                        self.text(&mut out, &change.name)?;
-                        out.varint(change.old)?;
-                        out.varint(change.new)?;
+                        out.byte(NAMED);
+                        self.text(&mut out, &change.name);
+                        out.varint(change.old);
+                        out.varint(change.new);
                         continue;
                     };
                     let reference = &mut *self.pending.reference;
@@ -384,29 +387,29 @@ impl Encoder {
                         reference.regs[number as usize] = change.new;
                     }
                     if change.old == was {
-                        out.byte(number | OLD_AS_KNOWN)?;
+                        out.byte(number | OLD_AS_KNOWN);
                     } else {
-                        out.byte(number)?;
-                        out.varint(change.old ^ was)?;
+                        out.byte(number);
+                        out.varint(change.old ^ was);
                     }
-                    out.varint(change.new ^ change.old)?;
+                    out.varint(change.new ^ change.old);
                 }
                 self.pending.reference_slot = Some(slot);
             }
             Body::Resume(resume) => {
-                out.varint(resume.rip)?;
-                out.varint(resume.rflags)?;
+                out.varint(resume.rip);
+                out.varint(resume.rflags);
                 let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
                 new.regs = as_array(&resume.regs);
-                xored(&mut out, &new.regs, &old.regs)?;
+                xored(&mut out, &new.regs, &old.regs);
                 new.exit = old.exit;
                 new.insn = old.insn;
-                out.varint(resume.cycles)?;
+                out.varint(resume.cycles);
                 self.pending.reference_slot = Some(slot);
             }
             _ => {}
         }
-        Ok(&out.buffer[..out.length])
+        out.finish()
     }
 
     /// The record written last is in the ring: the reader knows what it taught.
@@ -432,7 +435,7 @@ impl Encoder {
     /// The common case, a text in the cache, is a few instructions where it is called; the
     /// rest is apart, so that it does not make every caller's code bigger.
     #[inline]
-    fn text(&mut self, out: &mut Writer, value: &Text) -> Result<(), WireError> {
+    fn text(&mut self, out: &mut Writer, value: &Text) {
         if let Cow::Borrowed(fixed) = value {
             let key = (fixed.as_ptr() as usize, fixed.len());
             let (cached, number) = self.cache[cache_index(key)];
@@ -444,9 +447,9 @@ impl Encoder {
     }
 
     #[inline(never)]
-    fn text_not_cached(&mut self, out: &mut Writer, value: &Text) -> Result<(), WireError> {
+    fn text_not_cached(&mut self, out: &mut Writer, value: &Text) {
         let Cow::Borrowed(fixed) = value else {
-            out.varint(text::INLINE)?;
+            out.varint(text::INLINE);
             return out.string(value);
         };
         let key = (fixed.as_ptr() as usize, fixed.len());
@@ -461,14 +464,14 @@ impl Encoder {
             return out.varint(2 * number + 1);
         }
         if self.pending.new_texts == NEW_TEXTS {
-            out.varint(text::INLINE)?;
+            out.varint(text::INLINE);
             return out.string(fixed);
         }
         let number = self.next_text + self.pending.new_texts as u64;
         self.pending.texts[self.pending.new_texts] = (key, number);
         self.pending.new_texts += 1;
-        out.varint(text::DEFINE)?;
-        out.varint(number)?;
+        out.varint(text::DEFINE);
+        out.varint(number);
         out.string(fixed)
     }
 }
@@ -476,23 +479,18 @@ impl Encoder {
 /// `values` against `reference` (N ≤ 64): a mask with bit N set when value N differs,
 /// then each that differs XORed with its reference, lowest first. A trap changes a few
 /// registers; the others cost nothing but their bit.
-fn xored<const N: usize>(
-    out: &mut Writer,
-    values: &[u64; N],
-    reference: &[u64; N],
-) -> Result<(), WireError> {
+fn xored<const N: usize>(out: &mut Writer, values: &[u64; N], reference: &[u64; N]) {
     let mut mask = 0u64;
     for index in 0..N {
         mask |= u64::from(values[index] != reference[index]) << index;
     }
-    out.varint(mask)?;
+    out.varint(mask);
     let mut rest = mask;
     while rest != 0 {
         let index = rest.trailing_zeros() as usize;
-        out.varint(values[index] ^ reference[index])?;
+        out.varint(values[index] ^ reference[index]);
         rest &= rest - 1;
     }
-    Ok(())
 }
 
 /// What [`xored`] wrote, back into `values`.
@@ -842,42 +840,51 @@ fn unzigzag(value: u64) -> i64 {
     (value >> 1) as i64 ^ -((value & 1) as i64)
 }
 
+/// Writes a record into a buffer. Writing never fails on the way: what does not fit is
+/// counted but not written, and [`Writer::finish`] says whether it all fit. (One check at
+/// the end instead of an error to pass back from every byte: a trap writes about 70 bytes,
+/// and those checks were a fifth of the encoder's instructions.)
 struct Writer<'a> {
     buffer: &'a mut [u8],
+    /// The bytes written, or that would have been: more than `buffer.len()` when the record
+    /// did not fit.
     length: usize,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
     #[inline]
-    fn byte(&mut self, value: u8) -> Result<(), WireError> {
-        let slot = self.buffer.get_mut(self.length).ok_or(WireError::TooLong)?;
-        *slot = value;
+    fn byte(&mut self, value: u8) {
+        if let Some(slot) = self.buffer.get_mut(self.length) {
+            *slot = value;
+        }
         self.length += 1;
-        Ok(())
     }
 
     #[inline]
-    fn varint(&mut self, mut value: u64) -> Result<(), WireError> {
+    fn varint(&mut self, mut value: u64) {
         while value >= 0x80 {
-            self.byte(value as u8 | 0x80)?;
+            self.byte(value as u8 | 0x80);
             value >>= 7;
         }
         self.byte(value as u8)
     }
 
-    fn bytes(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+    fn bytes(&mut self, bytes: &[u8]) {
         let end = self.length + bytes.len();
-        self.buffer
-            .get_mut(self.length..end)
-            .ok_or(WireError::TooLong)?
-            .copy_from_slice(bytes);
+        if let Some(slots) = self.buffer.get_mut(self.length..end) {
+            slots.copy_from_slice(bytes);
+        }
         self.length = end;
-        Ok(())
     }
 
-    fn string(&mut self, text: &str) -> Result<(), WireError> {
-        self.varint(text.len() as u64)?;
+    fn string(&mut self, text: &str) {
+        self.varint(text.len() as u64);
         self.bytes(text.as_bytes())
+    }
+
+    /// The record, if it fit.
+    fn finish(self) -> Result<&'a [u8], WireError> {
+        self.buffer.get(..self.length).ok_or(WireError::TooLong)
     }
 }
 
@@ -1328,7 +1335,7 @@ mod tests {
             )
             .is_err()
         );
-        // Too small a buffer is an error too.
+        // Too small a buffer is an error too, whatever byte the record would end at.
         assert_eq!(
             Encoder::new().encode(
                 events[0].seq,
@@ -1339,5 +1346,44 @@ mod tests {
             ),
             Err(WireError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_record_is_written_whole_or_not_at_all() {
+        // Each kind, a postcard one among them: one byte short of its length is too short,
+        // its length is enough, and the bytes are those a big buffer gets.
+        let mut events = trap(0, 1, 3);
+        events.push(Event {
+            seq: 4,
+            tsc: 9000,
+            dom: None,
+            body: Body::Lost(crate::event::Lost { count: 2 }),
+        });
+        for event in &events {
+            let mut roomy = [0u8; 512];
+            let whole = Encoder::new()
+                .encode(event.seq, event.tsc, event.dom, &event.body, &mut roomy)
+                .expect("it fits")
+                .to_vec();
+            for short in 0..whole.len() {
+                let mut buffer = vec![0u8; short];
+                let encoded = Encoder::new().encode(
+                    event.seq,
+                    event.tsc,
+                    event.dom,
+                    &event.body,
+                    &mut buffer,
+                );
+                assert_eq!(
+                    encoded,
+                    Err(WireError::TooLong),
+                    "{short} bytes for {event:?}"
+                );
+            }
+            let mut exact = vec![0u8; whole.len()];
+            let encoded =
+                Encoder::new().encode(event.seq, event.tsc, event.dom, &event.body, &mut exact);
+            assert_eq!(encoded.map(<[u8]>::to_vec), Ok(whole));
+        }
     }
 }
