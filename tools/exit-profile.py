@@ -4,6 +4,17 @@
 #   cargo run --release -- trace --guest cpuid-loop --qemu-arg=-s --qemu-arg=-S >/dev/null &
 #   gdb -batch -x tools/exit-profile.py target/bare/x86_64-unknown-linux-gnu/release/traplab-hv
 #
+# An untraced exit (the bench's middle run): start QEMU as `traplab bench` does, with the
+# trace off, instead of `traplab trace`:
+#
+#   B=target/bare/x86_64-unknown-linux-gnu/release
+#   qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 256M \
+#     -kernel $B/traplab-hv -nodefaults -display none -monitor none -serial null \
+#     -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+#     -fw_cfg name=opt/traplab/trace,string=off -fw_cfg name=opt/traplab/start,string=in-turn \
+#     -fw_cfg name=opt/traplab/dom1/name,string=cpuid-loop \
+#     -fw_cfg name=opt/traplab/dom1/image,file=$B/cpuid-loop -s -S &
+#
 # QEMU waits (-S) until this script continues it; the hypervisor runs the guest's first
 # SKIP exits (default 1000: past the boot and the first use of every text), then the
 # script steps one instruction at a time from the instruction after VMRUN to the same
