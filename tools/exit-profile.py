@@ -21,8 +21,10 @@
 # place one exit later: the guest's own instructions (one CPUID, a jump) and everything
 # the hypervisor does for that exit. It prints how many instructions each function ran,
 # itself and with what it called (calls and returns are followed as they come), and the
-# 4 KiB pages of code touched: under TCG each costs a refill of QEMU's software TLB
-# after every world switch (book chapter "What a trap costs").
+# 4 KiB pages of code and of data touched: under TCG each costs a refill of QEMU's software
+# TLB after every world switch (book chapter "What a trap costs"). A data page is listed
+# with the function that touched it first and, for a static, its symbol; the addresses come
+# from each instruction's memory operands (AT&T syntax) and the registers before it runs.
 #
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234).
 import collections
@@ -52,14 +54,6 @@ gdb.execute("continue")
 gdb.execute("delete")
 
 architecture = gdb.selected_frame().architecture()
-steps = []
-while len(steps) < LIMIT:
-    gdb.execute("stepi", to_string=True)
-    pc = int(gdb.parse_and_eval("$pc")) & (2**64 - 1)
-    steps.append(pc)
-    if pc == after_vmrun:
-        break
-
 
 def function(pc, names={}):
     """The function whose code `pc` is in (not an inlined one: the one called)."""
@@ -70,6 +64,64 @@ def function(pc, names={}):
         name = re.sub(r"::h[0-9a-f]{16}$", "", name)  # the symbol's hash
         names[pc] = "(the guest)" if name.startswith("No symbol") else name
     return names[pc]
+
+
+# A memory operand in AT&T syntax: [segment:]displacement(base,index,scale).
+OPERAND = re.compile(r"(?:%(\w+):)?(-?0x[0-9a-f]+|-?\d+)?\((%\w+)?(?:,(%\w+)(?:,(\d+))?)?\)")
+STACK = ("push", "pop", "call", "ret", "leave")
+WIDTH = {"b": 1, "w": 2, "l": 4, "q": 8}
+
+
+def register(name):
+    return int(gdb.selected_frame().read_register(name)) & (2**64 - 1)
+
+
+def data_addresses(pc):
+    """The addresses the instruction at `pc` reads or writes, from the registers now (before
+    it runs): its memory operands, the stack for a push, pop, call or return, and the whole
+    of a REP MOVS or STOS. Not the world switch's (VMRUN, VMLOAD, VMSAVE: the same in every
+    configuration)."""
+    if function(pc) == "(the guest)":
+        return []
+    instruction = architecture.disassemble(pc, count=2)
+    text = instruction[0]["asm"]
+    mnemonic = text.split()[0]
+    # A NOP's operand (`data16 cs nopw 0x0(%rax,%rax,1)`, padding) and LEA's are not read.
+    if mnemonic.startswith(("lea", "vm")) or "nop" in text:
+        return []
+    addresses = []
+    if mnemonic.startswith(STACK):
+        addresses.append(register("rsp") - 8)
+    for segment, displacement, base, index, scale in OPERAND.findall(text.split("#")[0]):
+        if segment in ("fs", "gs"):
+            continue  # not used by the hypervisor
+        address = int(displacement, 0) if displacement else 0
+        if base == "%rip":
+            address += instruction[1]["addr"]
+        elif base:
+            address += register(base[1:])
+        if index:
+            address += register(index[1:]) * int(scale or "1")
+        addresses.append(address & (2**64 - 1))
+    words = text.split()
+    if words[0] == "rep" and words[1][:4] in ("movs", "stos"):
+        count = register("rcx") * WIDTH.get(words[1][4:5], 1)
+        starts = [register("rdi")] + ([register("rsi")] if words[1].startswith("movs") else [])
+        for start in starts:
+            addresses.extend(range(start, start + count, 4096))
+    return addresses
+
+
+steps = []
+data = []  # (pc, address) of every access
+pc = after_vmrun
+while len(steps) < LIMIT:
+    data.extend((pc, address) for address in data_addresses(pc))
+    gdb.execute("stepi", to_string=True)
+    pc = int(gdb.parse_and_eval("$pc")) & (2**64 - 1)
+    steps.append(pc)
+    if pc == after_vmrun:
+        break
 
 
 def mnemonic(pc, known={}):
@@ -97,6 +149,14 @@ for pc in steps:
 hypervisor = [pc for pc in steps if function(pc) != "(the guest)"]
 print(f"one exit: {len(steps)} instructions, {len(hypervisor)} of them the hypervisor's")
 print(f"code pages touched: {len(set(pc >> 12 for pc in hypervisor))}")
+data_pages = sorted(set(address >> 12 for pc, address in data if function(pc) != "(the guest)"))
+print(f"data pages touched: {len(data_pages)}")
+for page in data_pages:
+    on_page = [(pc, address) for pc, address in data if address >> 12 == page]
+    pc, first = on_page[0]
+    named = gdb.execute(f"info symbol {first:#x}", to_string=True).strip()
+    what = "" if named.startswith("No symbol") else named.split(" in section")[0]
+    print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
 print(f"\n{'itself':>7} {'with callees':>13}  function")
 for name, count in with_callees.most_common(40):
     print(f"{itself[name]:>7} {count:>13}  {name[:100]}")
