@@ -22,7 +22,8 @@
 # the hypervisor does for that exit. It prints how many instructions each function ran,
 # itself and with what it called (calls and returns are followed as they come), and the
 # 4 KiB pages of code and of data touched: under TCG each costs a refill of QEMU's software
-# TLB after every world switch (book chapter "What a trap costs"). A data page is listed
+# TLB after every world switch (book chapter "What a trap costs"), and the translated blocks
+# QEMU must look up again after it (its jump cache is emptied with the TLB). A data page is listed
 # with the function that touched it first and, for a static, its symbol; the addresses come
 # from each instruction's memory operands (AT&T syntax) and the registers before it runs.
 #
@@ -151,6 +152,25 @@ print(f"one exit: {len(steps)} instructions, {len(hypervisor)} of them the hyper
 print(f"code pages touched: {len(set(pc >> 12 for pc in hypervisor))}")
 data_pages = sorted(set(address >> 12 for pc, address in data if function(pc) != "(the guest)"))
 print(f"data pages touched: {len(data_pages)}")
+# The control transfers for which QEMU looks the next translated block up: its jump cache is
+# emptied with the TLB at every world switch, while a direct jump within a page stays chained
+# to its target. So: every distinct target of a return, an indirect call or jump (a match's
+# jump table), and of a direct jump or call to another page.
+indirect, other_page = set(), set()
+for previous, pc in zip([after_vmrun] + steps, steps):
+    if function(previous) == "(the guest)":
+        continue
+    instruction = architecture.disassemble(previous)[0]
+    if pc == previous + instruction["length"]:
+        continue  # not taken, or not a jump
+    if instruction["asm"].startswith(("ret", "repz ret")) or "*" in instruction["asm"]:
+        indirect.add(pc)
+    elif pc >> 12 != previous >> 12:
+        other_page.add(pc)
+print(
+    f"blocks looked up: {len(indirect) + len(other_page)} "
+    f"({len(indirect)} targets of returns and indirect jumps, {len(other_page)} on another page)"
+)
 for page in data_pages:
     on_page = [(pc, address) for pc, address in data if address >> 12 == page]
     pc, first = on_page[0]
