@@ -533,18 +533,16 @@ fn read_through_ring(first: &[u8], every_other: &[u8], events: u64) -> Result<f6
                 batch.clear();
                 match decoder.decode(record, &mut batch) {
                     Ok(()) => decoded += batch.len() as u64,
-                    Err(error) => failure = Some(format!("{error:?}")),
+                    Err(error) => failure = Some(format!("a record did not decode: {error:?}")),
                 }
             });
             if let Err(error) = consumed {
-                failure = Some(format!("{error:?}"));
+                failure = Some(format!("the ring broke: {error:?}"));
             }
         }
         stop.store(true, Ordering::Relaxed);
         match failure {
-            Some(error) => Err(format!(
-                "the reader's bench read a record it could not decode: {error}"
-            )),
+            Some(failure) => Err(format!("the reader's bench stopped: {failure}")),
             None => Ok(()),
         }
     });
@@ -974,7 +972,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(120))
             .expect("the reader's bench gives up on a bad record instead of waiting for ever");
         let error = result.expect_err("a record that does not decode is an error");
-        assert!(error.contains("could not decode"), "{error}");
+        assert!(error.contains("a record did not decode"), "{error}");
         assert!(error.contains("record tag"), "{error}");
     }
 
