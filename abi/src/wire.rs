@@ -412,6 +412,23 @@ impl Encoder {
         out.finish()
     }
 
+    /// One ring record holding `events` back to back, each committed as it is written: what
+    /// the hypervisor pushes for a trap (`hv/src/trace.rs` does the same with its own buffer,
+    /// event by event). For the host's benches and tests.
+    pub fn encode_gathered(&mut self, events: &[Event]) -> Result<Vec<u8>, WireError> {
+        let mut buffer = alloc::vec![0u8; crate::ring::MAX_RECORD];
+        let mut length = 0;
+        for event in events {
+            let tail = &mut buffer[length..];
+            length += self
+                .encode(event.seq, event.tsc, event.dom, &event.body, tail)?
+                .len();
+            self.commit();
+        }
+        buffer.truncate(length);
+        Ok(buffer)
+    }
+
     /// The record written last is in the ring: the reader knows what it taught.
     #[inline]
     pub fn commit(&mut self) {
@@ -1080,25 +1097,8 @@ mod tests {
         });
         events.extend(trap(5, 1, 1));
         let mut encoder = Encoder::new();
-        let mut ring_records = Vec::new();
-        for trap in [&events[..5], &events[5..]] {
-            let mut buffer = vec![0u8; 8192];
-            let mut length = 0;
-            for event in trap {
-                length += encoder
-                    .encode(
-                        event.seq,
-                        event.tsc,
-                        event.dom,
-                        &event.body,
-                        &mut buffer[length..],
-                    )
-                    .expect("fits")
-                    .len();
-                encoder.commit();
-            }
-            ring_records.push(buffer[..length].to_vec());
-        }
+        let ring_records =
+            [&events[..5], &events[5..]].map(|trap| encoder.encode_gathered(trap).expect("fits"));
         let mut decoder = Decoder::new();
         let mut decoded = Vec::new();
         for record in &ring_records {
@@ -1249,12 +1249,9 @@ mod tests {
         let mut decoder = Decoder::new();
         let (mut sizes, mut lines) = (Vec::new(), Vec::new());
         for event in &events {
-            let mut buffer = [0u8; 256];
             let record = encoder
-                .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
-                .expect("fits")
-                .to_vec();
-            encoder.commit();
+                .encode_gathered(core::slice::from_ref(event))
+                .expect("fits");
             sizes.push(record.len());
             let Body::Emulate(decoded) = one(&mut decoder, &record).expect("decodes").body else {
                 panic!("not an emulate event");
@@ -1296,17 +1293,14 @@ mod tests {
     fn a_broken_record_is_an_error_never_a_panic() {
         let events = trap(0, 1, 3);
         let mut encoder = Encoder::new();
-        let mut buffer = vec![0u8; 8192];
-        let mut records = Vec::new();
-        for event in &events {
-            records.push(
+        let records: Vec<_> = events
+            .iter()
+            .map(|event| {
                 encoder
-                    .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
+                    .encode_gathered(core::slice::from_ref(event))
                     .expect("fits")
-                    .to_vec(),
-            );
-            encoder.commit();
-        }
+            })
+            .collect();
         for (index, record) in records.iter().enumerate() {
             for cut in 0..record.len() {
                 let mut decoder = Decoder::new();

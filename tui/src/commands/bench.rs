@@ -466,24 +466,12 @@ fn reader_throughput(events: u64) -> Result<f64, String> {
     // is what every trap after it looks like; the producer sends the first once, then the
     // second again and again (each decodes to the next four events).
     let mut encoder = traplab_abi::wire::Encoder::new();
-    let mut records: Vec<Vec<u8>> = Vec::new();
-    for seq in [0, 4] {
-        let mut buffer = vec![0u8; traplab_abi::ring::MAX_RECORD];
-        let mut length = 0;
-        for event in cpuid_trap_events(seq) {
-            let tail = &mut buffer[length..];
-            let record = encoder
-                .encode(event.seq, event.tsc, event.dom, &event.body, tail)
-                .map_err(|error| {
-                    format!("the reader's bench could not encode a trap: {error:?}")
-                })?;
-            length += record.len();
-            encoder.commit();
-        }
-        records.push(buffer[..length].to_vec());
-    }
-    let [first, every_other] = <[Vec<u8>; 2]>::try_from(records)
-        .map_err(|_| "the reader's bench encodes two traps".to_string())?;
+    let mut gathered = |seq| {
+        encoder
+            .encode_gathered(&cpuid_trap_events(seq))
+            .map_err(|error| format!("the reader's bench could not encode a trap: {error:?}"))
+    };
+    let (first, every_other) = (gathered(0)?, gathered(4)?);
     read_through_ring(&first, &every_other, events)
 }
 
