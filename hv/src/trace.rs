@@ -235,15 +235,12 @@ impl Tracer {
 
     /// Mode `lossy`: one event, one ring record, dropped when the ring is full.
     fn push_alone(&mut self, seq: u64, tsc: u64, dom: Option<u16>, body: &Body) -> Option<u64> {
-        let encoded = self
-            .encoder
-            .encode(seq, tsc, dom, body, &mut self.scratch[..]);
-        let Ok(bytes) = encoded else {
+        let Some(length) = self.encode_at(0, seq, tsc, dom, body) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
         };
-        match self.ring.push(bytes) {
+        match self.ring.push(&self.scratch[..length]) {
             Ok(()) => {
                 self.encoder.commit();
                 Some(seq)
