@@ -80,10 +80,14 @@ pvh_start:
     or eax, 0x900
     wrmsr
 
-    /* CR0: PG (31), NE (5), MP (1), PE (0); clear EM (2) and TS (3) so SSE works. */
+    /* CR0: PG (31), WP (16), NE (5), MP (1), PE (0); clear EM (2) and TS (3) so SSE works.
+       WP as the guests have it (`Vcpu::set_long_mode_boot_state`; Linux sets it too): QEMU's
+       TCG empties its TLB at VMRUN and at #VMEXIT when CR0's PG, WP or PE differ between
+       the host and the guest, besides the flush for CR3. Without WP here that was two more
+       flushes a trap, a tenth of a CPUID trap's time. Every page of ours is writable. */
     mov eax, cr0
     and eax, 0xfffffff3
-    or eax, 0x80000023
+    or eax, 0x80010023
     mov cr0, eax
 
     lgdt [boot_gdt_pointer]
