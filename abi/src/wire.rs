@@ -196,6 +196,9 @@ impl State {
             .map_or(&NO_REFERENCE, |reference| reference)
     }
 
+    // Inlined, as is `xored`: under QEMU's TCG each return looks its target up again after a
+    // world switch (book/src/speed.md), and these run at every trap.
+    #[inline]
     fn slot_mut(&mut self, slot: usize) -> &mut Box<Reference> {
         while self.references.len() <= slot {
             self.references.push(Box::new(NO_REFERENCE));
@@ -496,6 +499,7 @@ impl Encoder {
 /// `values` against `reference` (N ≤ 64): a mask with bit N set when value N differs,
 /// then each that differs XORed with its reference, lowest first. A trap changes a few
 /// registers; the others cost nothing but their bit.
+#[inline(always)]
 fn xored<const N: usize>(out: &mut Writer, values: &[u64; N], reference: &[u64; N]) {
     let mut mask = 0u64;
     for index in 0..N {
