@@ -50,7 +50,8 @@ pub enum Command {
     /// command line to attach is printed (`traplab trace --gdb`).
     Gdb(GdbArgs),
     /// Measure what a trap costs: the bare world switch, traplab untraced, traced; the ratios,
-    /// instructions per trap (-icount), events per second and bytes per event.
+    /// instructions per trap (-icount), events per second, bytes per event, and the CPU time
+    /// the VM's host stole meanwhile.
     Bench(BenchArgs),
     /// Run a lab under the terminal UI: break on a trap, step through it event by event.
     Run(RunArgs),

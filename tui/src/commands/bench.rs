@@ -90,6 +90,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
             instructions: None,
         })
         .collect();
+    // This machine is a VM on a shared host: what that host gives to others while we wait
+    // for it shows in /proc/stat as "steal", and moves every wall-clock figure below.
+    let before = CpuTimes::now();
     for _ in 0..runs {
         for configuration in &mut measured {
             let machine = configuration.config.machine(&machine);
@@ -98,6 +101,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
                 .push(sample(&machine).map_err(failed)?);
         }
     }
+    let steal = before
+        .zip(CpuTimes::now())
+        .and_then(|(before, after)| before.steal_percent(after));
     // -icount is TCG's: under KVM there is no instruction count.
     if accel == Accel::Tcg {
         for configuration in &mut measured {
@@ -106,7 +112,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         }
     }
     let reader = reader_throughput(READER_EVENTS).map_err(failed)?;
-    let report = Report::new(&measured, runs, accel, reader);
+    let report = Report::new(&measured, runs, accel, reader, steal);
     if args.json {
         println!("{}", report.json());
     } else {
@@ -231,6 +237,8 @@ struct Report {
     first_event_ms: f64,
     /// Events per second the host's reader takes from a ring a synthetic producer fills.
     reader_events_per_second: f64,
+    /// The share of the CPU time stolen from this VM during the timed rounds, in percent.
+    steal_percent: Option<f64>,
 }
 
 /// One configuration against another.
@@ -250,7 +258,13 @@ const BYTES_PER_EVENT_TARGET: f64 = 48.0;
 const READER_TARGET: f64 = 1_000_000.0;
 
 impl Report {
-    fn new(measured: &[Measured], runs: usize, accel: Accel, reader: f64) -> Report {
+    fn new(
+        measured: &[Measured],
+        runs: usize,
+        accel: Accel,
+        reader: f64,
+        steal_percent: Option<f64>,
+    ) -> Report {
         let tsc_hz = measured
             .iter()
             .flat_map(|m| &m.samples)
@@ -319,6 +333,7 @@ impl Report {
                     .collect(),
             ),
             reader_events_per_second: reader,
+            steal_percent,
         }
     }
 
@@ -401,6 +416,12 @@ impl Report {
             "host reader: {:.0} events/s from a ring a synthetic producer fills (target ≥ {READER_TARGET})",
             self.reader_events_per_second
         );
+        if let Some(steal) = self.steal_percent {
+            let _ = writeln!(
+                out,
+                "steal: {steal:.0}% of this machine's CPU time went to others during the timed rounds (the VM's host took it); the times move with it, the instruction counts do not"
+            );
+        }
         if self.accel == Accel::Tcg {
             out.push_str(
                 "instr./trap: the same runs under -icount shift=0,sleep=off (the TSC counts instructions; VMRUN is one)\n",
@@ -447,7 +468,45 @@ impl Report {
             },
             "reader_events_per_second": self.reader_events_per_second,
             "first_event_ms": self.first_event_ms,
+            "steal_percent": self.steal_percent,
         })
+    }
+}
+
+/// The machine's CPU time so far, from the first line of /proc/stat (in ticks: user, nice,
+/// system, idle, iowait, irq, softirq, steal; guest time is counted in user already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    /// Time the VM's vCPUs wanted to run while its host ran something else.
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// `None` where there is no /proc/stat or its `cpu` line has no steal (an old kernel).
+    fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(CpuTimes {
+            steal: *ticks.get(7)?,
+            total: ticks.iter().sum(),
+        })
+    }
+
+    /// The steal from `self` to `later`, in percent of all the CPU time between them.
+    fn steal_percent(self, later: CpuTimes) -> Option<f64> {
+        let total = later.total.checked_sub(self.total)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        (total > 0).then(|| 100.0 * steal as f64 / total as f64)
     }
 }
 
@@ -937,7 +996,9 @@ fn parse(text: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CONFIGS, Measured, Report, Sample, parse, read_through_ring, reader_throughput};
+    use super::{
+        CONFIGS, CpuTimes, Measured, Report, Sample, parse, read_through_ring, reader_throughput,
+    };
     use std::sync::mpsc;
     use std::time::Duration;
     use traplab_tracer::qemu::Accel;
@@ -984,6 +1045,36 @@ mod tests {
     }
 
     #[test]
+    fn steal_is_the_eighth_number_of_the_cpu_line_against_the_first_eight() {
+        let before = "cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\nintr 1\n";
+        let after = "cpu  200 0 100 1300 10 0 5 135 0 0\ncpu0 1 1 1 1 1 1 1 1 1 1\n";
+        let (before, after) = (CpuTimes::parse(before), CpuTimes::parse(after));
+        assert_eq!(
+            before,
+            Some(CpuTimes {
+                steal: 35,
+                total: 1000
+            })
+        );
+        assert_eq!(
+            after,
+            Some(CpuTimes {
+                steal: 135,
+                total: 1750
+            })
+        );
+        let percent = before.zip(after).and_then(|(b, a)| b.steal_percent(a));
+        // 100 ticks of steal out of 750.
+        assert!(
+            percent.is_some_and(|p| (p - 100.0 * 100.0 / 750.0).abs() < 1e-9),
+            "{percent:?}"
+        );
+        // A line without steal (four numbers: an old kernel) says nothing.
+        assert_eq!(CpuTimes::parse("cpu  1 2 3 4\n"), None);
+        assert_eq!(CpuTimes::parse("intr 5\n"), None);
+    }
+
+    #[test]
     fn a_ratio_is_the_median_of_the_rounds_ratios_not_the_ratio_of_medians() {
         // The second round ran while the machine was busy: its untraced run took 5x longer
         // than its bare one. Per round: 1.5, 5.45…, 1.25 → 1.5. The medians' ratio (11 and
@@ -997,6 +1088,7 @@ mod tests {
             3,
             Accel::Tcg,
             0.0,
+            None,
         );
         let untraced_over_bare = report.ratio(1, 0);
         assert!((untraced_over_bare.time - 1.5).abs() < 1e-9);

@@ -1,0 +1,78 @@
+#!/bin/bash
+# What a CPUID trap costs QEMU itself, in host instructions: the bench's three configurations
+# (bare world switch, trace off, trace on) run once each under valgrind's callgrind, which counts
+# every instruction QEMU executes: the translated code (the hypervisor's and the guest's), and
+# what `-icount` cannot see, TCG's work around it: refilling its software TLB page by page and
+# looking translated blocks up after each world switch emptied both, and the flushes themselves.
+# The count does not depend on the machine's load, and it follows the wall-clock time closely
+# (book/src/speed.md, "Where the time goes under TCG").
+#
+#   tools/qemu-cost.sh            # after `cargo build --release`; about 15 minutes
+#
+# Needs valgrind (`sudo apt-get install valgrind`). Each configuration's boot is measured with
+# the `hello` guest (a few exits) and taken off, so the figures are per trap of `cpuid-loop`
+# (20,000 CPUIDs). Port I/O is counted apart and taken off too: the TSC's calibration at boot
+# polls the PIT for a fixed wall-clock time, which under valgrind is a different number of
+# polls in every run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is missing: sudo apt-get install valgrind" >&2; exit 1; }
+qemu=$(command -v qemu-system-x86_64) || { echo "QEMU is missing: sudo apt-get install qemu-system-x86" >&2; exit 1; }
+images=target/bare/x86_64-unknown-linux-gnu/release
+[ -x "$images/traplab-hv" ] && [ -x target/release/traplab ] || { echo "build first: cargo build --release" >&2; exit 1; }
+work=$(mktemp -d /tmp/qemu-cost.XXXXXX)
+TRAPS=20000
+
+# The QEMU under callgrind, for `traplab trace` (the traced run needs its reader): a wrapper
+# found first on the PATH, writing to the file named by $COST_OUT.
+mkdir -p "$work/bin"
+cat > "$work/bin/qemu-system-x86_64" <<EOF
+#!/bin/bash
+exec valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="\$COST_OUT" "$qemu" "\$@" 2>"\$COST_OUT.log"
+EOF
+chmod +x "$work/bin/qemu-system-x86_64"
+
+# Host instructions of one run, less its port I/O (address_space_ldub/stb: PIO goes through them).
+cost() {
+    local out=$1 total io
+    total=$(callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    io=$(callgrind_annotate --threshold=100 --inclusive=yes "$out" 2>/dev/null |
+        awk '/:address_space_(ldub|stb) / {gsub(",", "", $1); sum += $1} END {printf "%.0f\n", sum}')
+    echo $((total - io))
+}
+
+# Untraced: QEMU's command line as traplab builds it, with the trace off (and `bench-bare`).
+untraced() {
+    local name=$1 guest=$2 settings=$3
+    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$work/$name.out" \
+        "$qemu" -machine q35 -accel tcg -cpu qemu64,+svm,+npt -m 256M -kernel "$images/traplab-hv" \
+        -nodefaults -display none -monitor none -serial "file:$work/$name.serial" -no-reboot \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 -fw_cfg name=opt/traplab/trace,string=off \
+        -fw_cfg name=opt/traplab/start,string=in-turn -fw_cfg "name=opt/traplab/dom1/name,string=$guest" \
+        -fw_cfg "name=opt/traplab/dom1/image,file=$images/$guest" $settings >"$work/$name.log" 2>&1 || true
+}
+
+traced() {
+    local name=$1 guest=$2
+    COST_OUT="$work/$name.out" PATH="$work/bin:$PATH" target/release/traplab trace --guest "$guest" \
+        --timeout 3000 >"$work/$name.trace" 2>&1 || true
+}
+
+echo "callgrind runs in $work (about 15 minutes)..."
+untraced bare-hello hello "-fw_cfg name=opt/traplab/settings,string=bench-bare"
+untraced bare cpuid-loop "-fw_cfg name=opt/traplab/settings,string=bench-bare"
+untraced off-hello hello ""
+untraced off cpuid-loop ""
+traced on-hello hello
+traced on cpuid-loop
+
+declare -A per_trap
+for config in bare off on; do
+    per_trap[$config]=$((($(cost "$work/$config.out") - $(cost "$work/$config-hello.out")) / TRAPS))
+done
+printf '%-28s %12s\n' "host instructions per trap" ""
+printf '%-28s %12d\n' "bare world switch" "${per_trap[bare]}" "traplab, trace off" "${per_trap[off]}" \
+    "traplab, trace on" "${per_trap[on]}"
+awk -v b="${per_trap[bare]}" -v o="${per_trap[off]}" -v t="${per_trap[on]}" \
+    'BEGIN { printf "untraced / bare: %.2fx   traced / untraced: %.2fx\n", o / b, t / o }'
+echo "per function: callgrind_annotate $work/on.out"
