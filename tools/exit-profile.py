@@ -26,6 +26,8 @@
 # QEMU must look up again after it (its jump cache is emptied with the TLB). A data page is listed
 # with the function that touched it first and, for a static, its symbol; the addresses come
 # from each instruction's memory operands (AT&T syntax) and the registers before it runs.
+# Each block looked up is listed with where control came from and went to: a return and an
+# indirect jump or call always look up; a direct one only when it leaves its page.
 #
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234).
 import collections
@@ -157,6 +159,7 @@ print(f"data pages touched: {len(data_pages)}")
 # to its target. So: every distinct target of a return, an indirect call or jump (a match's
 # jump table), and of a direct jump or call to another page.
 indirect, other_page = set(), set()
+looked_up = []  # (kind, from, to), each target once, in the order they came
 for previous, pc in zip([after_vmrun] + steps, steps):
     if function(previous) == "(the guest)":
         continue
@@ -164,8 +167,13 @@ for previous, pc in zip([after_vmrun] + steps, steps):
     if pc == previous + instruction["length"]:
         continue  # not taken, or not a jump
     if instruction["asm"].startswith(("ret", "repz ret")) or "*" in instruction["asm"]:
+        if pc not in indirect:
+            kind = "return" if "ret" in instruction["asm"] else "indirect"
+            looked_up.append((kind, function(previous), function(pc)))
         indirect.add(pc)
     elif pc >> 12 != previous >> 12:
+        if pc not in other_page:
+            looked_up.append(("page", function(previous), function(pc)))
         other_page.add(pc)
 print(
     f"blocks looked up: {len(indirect) + len(other_page)} "
@@ -177,6 +185,9 @@ for page in data_pages:
     named = gdb.execute(f"info symbol {first:#x}", to_string=True).strip()
     what = "" if named.startswith("No symbol") else named.split(" in section")[0]
     print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
+print("\nblocks looked up, in order (a return, an indirect jump or call, a jump to another page):")
+for kind, source, target in looked_up:
+    print(f"  {kind:8} {source[:55]:55} -> {target[:55]}")
 print(f"\n{'itself':>7} {'with callees':>13}  function")
 for name, count in with_callees.most_common(40):
     print(f"{itself[name]:>7} {count:>13}  {name[:100]}")
