@@ -158,8 +158,8 @@ print(f"data pages touched: {len(data_pages)}")
 # emptied with the TLB at every world switch, while a direct jump within a page stays chained
 # to its target. So: every distinct target of a return, an indirect call or jump (a match's
 # jump table), and of a direct jump or call to another page.
-indirect, other_page = set(), set()
-looked_up = []  # (kind, from, to), each target once, in the order they came
+# Each target once, in the order they came: (jump or page, target) -> (kind, from, to).
+looked_up = {}
 for previous, pc in zip([after_vmrun] + steps, steps):
     if function(previous) == "(the guest)":
         continue
@@ -167,17 +167,14 @@ for previous, pc in zip([after_vmrun] + steps, steps):
     if pc == previous + instruction["length"]:
         continue  # not taken, or not a jump
     if instruction["asm"].startswith(("ret", "repz ret")) or "*" in instruction["asm"]:
-        if pc not in indirect:
-            kind = "return" if "ret" in instruction["asm"] else "indirect"
-            looked_up.append((kind, function(previous), function(pc)))
-        indirect.add(pc)
+        kind = "return" if "ret" in instruction["asm"] else "indirect"
+        looked_up.setdefault(("jump", pc), (kind, function(previous), function(pc)))
     elif pc >> 12 != previous >> 12:
-        if pc not in other_page:
-            looked_up.append(("page", function(previous), function(pc)))
-        other_page.add(pc)
+        looked_up.setdefault(("page", pc), ("page", function(previous), function(pc)))
+indirect = sum(1 for group, _ in looked_up if group == "jump")
 print(
-    f"blocks looked up: {len(indirect) + len(other_page)} "
-    f"({len(indirect)} targets of returns and indirect jumps, {len(other_page)} on another page)"
+    f"blocks looked up: {len(looked_up)} "
+    f"({indirect} targets of returns and indirect jumps, {len(looked_up) - indirect} on another page)"
 )
 for page in data_pages:
     on_page = [(pc, address) for pc, address in data if address >> 12 == page]
@@ -186,7 +183,7 @@ for page in data_pages:
     what = "" if named.startswith("No symbol") else named.split(" in section")[0]
     print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
 print("\nblocks looked up, in order (a return, an indirect jump or call, a jump to another page):")
-for kind, source, target in looked_up:
+for kind, source, target in looked_up.values():
     print(f"  {kind:8} {source[:55]:55} -> {target[:55]}")
 print(f"\n{'itself':>7} {'with callees':>13}  function")
 for name, count in with_callees.most_common(40):
