@@ -3,8 +3,8 @@
 //! The ring lives in the hypervisor's RAM at [`RING_PHYS`]. QEMU backs the machine's RAM
 //! with a shared file (`-object memory-backend-file,share=on`), and the host maps the same
 //! file: it reads the ring while the machine runs, the way xentrace reads Xen's trace
-//! buffers. No device, no exit, no copy through QEMU: one event costs the hypervisor a
-//! memcpy into its own memory.
+//! buffers. No device, no exit, no copy through QEMU, and none in the hypervisor: it encodes
+//! its events straight into the ring's memory.
 //!
 //! Layout (offsets from [`RING_PHYS`]):
 //!
@@ -20,8 +20,9 @@
 //! `head` and `tail` sit on their own cache lines. A record is a little-endian `u32`
 //! length, the encoded event, and padding to 8 bytes. A record never wraps: when one does
 //! not fit before the end of the data area, the producer writes the length [`WRAP`] and
-//! continues at offset 0. The producer publishes a record by storing `head` with release
-//! ordering after writing it; the consumer frees space by storing `tail` after reading.
+//! continues at offset 0. The producer reserves room at the head, writes the record there
+//! (`Ring::reserve`: the hypervisor encodes its events in place) and publishes it by storing
+//! `head` with release ordering; the consumer frees space by storing `tail` after reading.
 //!
 //! When the ring is full the producer waits for the consumer (lossless); a producer with
 //! no consumer counts what it drops and reports it as a `lost` event (see `hv/src/trace.rs`).
@@ -83,6 +84,11 @@ pub enum ReadError {
 pub struct Ring {
     base: *mut u8,
     data_size: u64,
+    /// The producer's reservation: payload bytes it may write at the head before it
+    /// publishes them ([`Ring::reserve`]); 0 when it has none.
+    reserved: usize,
+    /// Where in the data area the reserved record starts (its length, then the payload).
+    reserved_at: u64,
 }
 
 // SAFETY: a `Ring` is a pointer into memory shared with the other side; all shared
@@ -112,6 +118,8 @@ impl Ring {
         let ring = Ring {
             base,
             data_size: data_size as u64,
+            reserved: 0,
+            reserved_at: 0,
         };
         ring.field(HEAD_OFFSET).store(0, Ordering::Relaxed);
         ring.field(TAIL_OFFSET).store(0, Ordering::Relaxed);
@@ -133,7 +141,12 @@ impl Ring {
         if mapped < HEADER_SIZE {
             return Err(ReadError::NotReady);
         }
-        let probe = Ring { base, data_size: 0 };
+        let probe = Ring {
+            base,
+            data_size: 0,
+            reserved: 0,
+            reserved_at: 0,
+        };
         if probe.field(MAGIC_OFFSET).load(Ordering::Acquire) != MAGIC {
             return Err(ReadError::NotReady);
         }
@@ -148,7 +161,12 @@ impl Ring {
         {
             return Err(ReadError::Size { data_size });
         }
-        Ok(Ring { base, data_size })
+        Ok(Ring {
+            base,
+            data_size,
+            reserved: 0,
+            reserved_at: 0,
+        })
     }
 
     /// Bytes written and not yet consumed.
@@ -163,38 +181,85 @@ impl Ring {
         self.field(HEAD_OFFSET).load(Ordering::Acquire)
     }
 
-    /// Append one record (producer side).
-    #[inline]
+    /// Append one record (producer side): [`Ring::reserve`], copy, [`Ring::publish`].
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
-        if payload.len() > MAX_RECORD {
+        self.reserve(payload.len())?[..payload.len()].copy_from_slice(payload);
+        self.publish(payload.len());
+        Ok(())
+    }
+
+    /// Make room at the head for a record of up to `max` payload bytes, and lend them to the
+    /// producer to write in place (the hypervisor encodes its events straight into the ring:
+    /// no copy, and no buffer of its own to touch at every trap). Nothing is visible to the
+    /// consumer until [`Ring::publish`]; a new reservation replaces one not published.
+    ///
+    /// A record never wraps: when `max` bytes do not fit before the end of the data area,
+    /// the [`WRAP`] skip is published first, on its own, so that a ring the consumer has
+    /// emptied always has room for the record after it (with the skip and the record
+    /// counted together, the smallest ring could never hold a maximal one).
+    #[inline]
+    pub fn reserve(&mut self, max: usize) -> Result<&mut [u8], PushError> {
+        if max > MAX_RECORD {
             return Err(PushError::TooLarge);
         }
-        let need = record_size(payload.len());
+        self.reserved = 0;
+        let need = record_size(max);
         // Only the producer writes `head`, so a relaxed load reads our own last store.
         let mut head = self.field(HEAD_OFFSET).load(Ordering::Relaxed);
-        let tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
+        let mut tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
         let offset = head % self.data_size;
         let to_end = self.data_size - offset;
-        let wrap = need > to_end;
-        let total = if wrap { to_end + need } else { need };
-        if head + total - tail > self.data_size {
-            return Err(PushError::Full);
-        }
-        if wrap {
+        if need > to_end {
+            if head + to_end - tail > self.data_size {
+                return Err(PushError::Full);
+            }
             self.write(offset, &WRAP.to_le_bytes());
             head += to_end;
+            self.field(HEAD_OFFSET).store(head, Ordering::Release);
+            tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
         }
-        let offset = head % self.data_size;
-        self.write(offset, &(payload.len() as u32).to_le_bytes());
-        self.write(offset + 4, payload);
+        if head + need - tail > self.data_size {
+            return Err(PushError::Full);
+        }
+        self.reserved = max;
+        self.reserved_at = head % self.data_size;
+        Ok(self.reservation())
+    }
+
+    /// The payload bytes reserved at the head (empty without a reservation).
+    #[inline]
+    pub fn reservation(&mut self) -> &mut [u8] {
+        // SAFETY: `reserve` checked that the record's length and `reserved` payload bytes fit
+        // between `reserved_at` and the end of the data area, and that the consumer has freed
+        // them; it reads none of them before `publish` moves `head` past them.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.data().add(self.reserved_at as usize + 4),
+                self.reserved,
+            )
+        }
+    }
+
+    /// Publish the first `length` bytes of the reservation as one record.
+    ///
+    /// # Panics
+    /// If `length` is more than was reserved.
+    #[inline]
+    pub fn publish(&mut self, length: usize) {
+        assert!(
+            length <= self.reserved,
+            "a record longer than its reservation"
+        );
+        let head = self.field(HEAD_OFFSET).load(Ordering::Relaxed);
+        self.write(self.reserved_at, &(length as u32).to_le_bytes());
+        self.reserved = 0;
         self.field(HEAD_OFFSET)
-            .store(head + need, Ordering::Release);
-        Ok(())
+            .store(head + record_size(length), Ordering::Release);
     }
 
     fn write(&mut self, offset: u64, bytes: &[u8]) {
         debug_assert!(offset + bytes.len() as u64 <= self.data_size);
-        // SAFETY: the range is inside the data area (push checks it), and the consumer
+        // SAFETY: the range is inside the data area (`reserve` checks it), and the consumer
         // does not read it until `head` is published.
         unsafe {
             ptr::copy_nonoverlapping(
@@ -313,6 +378,67 @@ mod tests {
         }
         assert_eq!(pushed, data_size / 1008);
         assert_eq!(ring.push(&[0; MAX_RECORD + 1]), Err(PushError::TooLarge));
+    }
+
+    #[test]
+    fn maximal_records_written_in_place_pass_through_the_smallest_ring() {
+        // The hypervisor reserves MAX_RECORD bytes for every trap and publishes what it
+        // wrote. In a ring of two maximal records, the reservation that must wrap needs its
+        // skip and a whole record: more than the ring, unless the skip goes first.
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives both views and has the size they need.
+        let mut producer = unsafe { Ring::create(base, data_size) };
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        let mut seen = Vec::new();
+        for round in 0..50usize {
+            let length = [MAX_RECORD, 100, MAX_RECORD - 3, 1][round % 4];
+            let mut waits = 0;
+            loop {
+                match producer.reserve(MAX_RECORD) {
+                    Ok(room) => {
+                        assert_eq!(room.len(), MAX_RECORD);
+                        room[..length].fill(round as u8);
+                        break;
+                    }
+                    Err(PushError::Full) => {
+                        waits += 1;
+                        assert!(waits < 3, "round {round}: no room in an emptied ring");
+                        consumer
+                            .consume(|record| seen.push(record.to_vec()))
+                            .unwrap();
+                    }
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(producer.reservation().len(), MAX_RECORD);
+            producer.publish(length);
+            assert!(producer.reservation().is_empty());
+        }
+        consumer
+            .consume(|record| seen.push(record.to_vec()))
+            .unwrap();
+        assert_eq!(seen.len(), 50);
+        for (round, record) in seen.iter().enumerate() {
+            assert_eq!(
+                record.len(),
+                [MAX_RECORD, 100, MAX_RECORD - 3, 1][round % 4]
+            );
+            assert!(record.iter().all(|&byte| byte == round as u8));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a record longer than its reservation")]
+    fn publishing_more_than_was_reserved_is_a_bug() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        // SAFETY: `backing` outlives the view.
+        let mut ring = unsafe { Ring::create(backing.as_mut_ptr().cast(), data_size) };
+        ring.reserve(10).unwrap();
+        ring.publish(11);
     }
 
     #[test]

@@ -35,7 +35,6 @@ use crate::event::{
     MAX_ARGUMENTS, Registers, Resume, Text, render,
 };
 use alloc::borrow::Cow;
-use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -171,10 +170,19 @@ struct State {
     /// The domain of the last record.
     dom: Option<u16>,
     /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
-    /// happens at every exit and resume). Boxed, so that the writer's commit swaps a
-    /// pointer instead of copying a few hundred bytes ([`Encoder::commit`]).
-    #[allow(clippy::vec_box)] // boxed on purpose: the commit swaps them
-    references: Vec<Box<Reference>>,
+    /// happens at every exit and resume). One allocation for all: the hypervisor touches
+    /// one page of them at a trap.
+    slots: Vec<Slot>,
+}
+
+/// A domain's reference, twice: the one the reader has, and the one the record being
+/// written moves it to, written in place. The writer's commit flips which is which
+/// ([`Encoder::commit`]) instead of copying a few hundred bytes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    references: [Reference; 2],
+    /// Which of `references` the reader has.
+    current: u8,
 }
 
 /// Where a domain's reference is kept (0: the hypervisor's own events, which have none).
@@ -191,28 +199,56 @@ const NO_REFERENCE: Reference = Reference {
 
 impl State {
     fn reference(&self, slot: usize) -> &Reference {
-        self.references
-            .get(slot)
-            .map_or(&NO_REFERENCE, |reference| reference)
+        self.slots.get(slot).map_or(&NO_REFERENCE, |slot| {
+            &slot.references[usize::from(slot.current)]
+        })
     }
 
     // Inlined, as is `xored`: under QEMU's TCG each return looks its target up again after a
     // world switch (book/src/speed.md), and these run at every trap.
     #[inline]
-    fn slot_mut(&mut self, slot: usize) -> &mut Box<Reference> {
-        while self.references.len() <= slot {
-            self.references.push(Box::new(NO_REFERENCE));
+    fn slot_mut(&mut self, slot: usize) -> &mut Slot {
+        while self.slots.len() <= slot {
+            self.slots.push(Slot {
+                references: [NO_REFERENCE; 2],
+                current: 0,
+            });
         }
-        &mut self.references[slot]
+        &mut self.slots[slot]
     }
 
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
-        **self.slot_mut(slot) = *reference;
+        let slot = self.slot_mut(slot);
+        slot.references[usize::from(slot.current)] = *reference;
+    }
+
+    /// The reference the record being written fills, of a slot [`State::old_and_new`] made.
+    #[inline]
+    fn new_reference(&mut self, slot: usize) -> &mut Reference {
+        let slot = &mut self.slots[slot];
+        &mut slot.references[usize::from(slot.current ^ 1)]
+    }
+
+    /// A domain's reference as the reader has it, and the other one, for the record being
+    /// written to fill.
+    #[inline]
+    fn old_and_new(&mut self, slot: usize) -> (&Reference, &mut Reference) {
+        let slot = self.slot_mut(slot);
+        let [first, second] = &mut slot.references;
+        match slot.current {
+            0 => (first, second),
+            _ => (second, first),
+        }
     }
 }
 
-/// How many texts the writer remembers in its direct-mapped cache (a power of two).
-const TEXT_CACHE: usize = 256;
+/// How many sets of two texts the writer remembers in its cache (a power of two). A trap
+/// uses a handful of texts; 64 keep the whole tracer's state, in the hypervisor, on one 4 KiB
+/// page with the other statics an exit reads (`hv/linker.ld`): each page more costs every
+/// trap a refill of QEMU's software TLB. Two ways a set, because with one a CPUID trap's
+/// five texts had two in the same place, which sent both to the map behind the cache at
+/// every trap (about 120 instructions).
+const TEXT_SETS: usize = 32;
 /// How many new texts one record may define; more are sent inline.
 const NEW_TEXTS: usize = 8;
 
@@ -225,8 +261,9 @@ pub struct Encoder {
     state: State,
     /// Texts already sent, by [`TextKey`], with their numbers.
     texts: BTreeMap<TextKey, u64>,
-    /// The same, direct-mapped by address: most lookups end here, in a few instructions.
-    cache: [(TextKey, u64); TEXT_CACHE],
+    /// The same, a few of them by address: most lookups end here, in a few instructions.
+    /// Each set's most recently learnt text first.
+    cache: [[(TextKey, u64); 2]; TEXT_SETS],
     next_text: u64,
     /// What the record being written will change, once it is pushed.
     pending: Pending,
@@ -238,11 +275,9 @@ struct Pending {
     seq: u64,
     tsc: u64,
     dom: Option<u16>,
-    /// The domain slot whose reference the record moves on, to [`Pending::reference`]
-    /// (written in place, then swapped in: a reference is a few hundred bytes, and each copy
-    /// costs).
+    /// The domain slot whose reference the record moves on (to the one of its two that the
+    /// reader does not have yet: [`State::old_and_new`]).
     reference_slot: Option<usize>,
-    reference: Box<Reference>,
     texts: [(TextKey, u64); NEW_TEXTS],
     new_texts: usize,
 }
@@ -252,16 +287,16 @@ impl Default for Encoder {
         Encoder {
             state: State::default(),
             texts: BTreeMap::new(),
-            cache: [((0, 0), 0); TEXT_CACHE],
+            cache: [[((0, 0), 0); 2]; TEXT_SETS],
             next_text: 0,
             pending: Pending::default(),
         }
     }
 }
 
-/// A text's place in the cache.
+/// A text's set in the cache.
 fn cache_index((address, length): TextKey) -> usize {
-    ((address >> 3) ^ length) & (TEXT_CACHE - 1)
+    ((address >> 3) ^ length) & (TEXT_SETS - 1)
 }
 
 impl Encoder {
@@ -287,24 +322,13 @@ impl Encoder {
         self.pending.reference_slot = None;
         self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
-        let tag = match body {
-            Body::Exit(_) => tag::EXIT,
-            Body::Decide(_) => tag::DECIDE,
-            Body::Emulate(_) => tag::EMULATE,
-            Body::Resume(_) => tag::RESUME,
-            _ => tag::POSTCARD,
+        let (Body::Exit(_) | Body::Decide(_) | Body::Emulate(_) | Body::Resume(_)) = body else {
+            return encode_postcard(seq, tsc, dom, body, out);
         };
-        out.byte(tag);
-        if tag == tag::POSTCARD {
-            // Postcard writes a struct as its fields in order: this tuple is an `Event`.
-            let rest = out.buffer.get_mut(out.length..).ok_or(WireError::TooLong)?;
-            let used = postcard::to_slice(&(seq, tsc, dom, body), rest)
-                .map_err(|_| WireError::TooLong)?
-                .len();
-            out.length += used;
-            return out.finish();
-        }
-        // The tag's flags, once they are known.
+        // The first byte, the tag, is written last, once its kind and flags are known. (Not
+        // first, from a `match` of the kind alone: the compiler turns such a `match` into a
+        // table in memory, a page the hypervisor would touch at every trap for one byte.)
+        out.byte(0);
         let mut flags = 0;
         if seq == self.state.seq.wrapping_add(1) {
             flags |= tag::NEXT_SEQ;
@@ -317,14 +341,11 @@ impl Encoder {
         } else {
             out.varint(dom.map_or(0, |dom| dom as u64 + 1));
         }
-        if let Some(first) = out.buffer.first_mut() {
-            *first |= flags;
-        }
         let slot = slot(dom);
-        match body {
+        let kind = match body {
             Body::Exit(exit) => {
                 self.text(&mut out, &exit.reason);
-                let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
+                let (old, new) = self.state.old_and_new(slot);
                 new.exit = exit_fields(exit);
                 xored(&mut out, &new.exit, &old.exit);
                 new.regs = as_array(&exit.regs);
@@ -338,11 +359,13 @@ impl Encoder {
                 }
                 new.insn = exit.insn;
                 self.pending.reference_slot = Some(slot);
+                tag::EXIT
             }
             Body::Decide(decide) => {
                 out.byte(action_number(decide.action));
                 self.text(&mut out, &decide.why);
                 self.text(&mut out, &decide.at);
+                tag::DECIDE
             }
             Body::Emulate(emulate) => {
                 self.text(&mut out, &emulate.what);
@@ -370,7 +393,8 @@ impl Encoder {
                 out.varint(emulate.changes.len() as u64);
                 // The general registers' changes move the domain's reference: the resume
                 // that follows then has nothing left to say about them.
-                *self.pending.reference = *self.state.reference(slot);
+                let (old, new) = self.state.old_and_new(slot);
+                *new = *old;
                 for change in &emulate.changes {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
@@ -381,7 +405,7 @@ impl Encoder {
                         out.varint(change.new);
                         continue;
                     };
-                    let reference = &mut *self.pending.reference;
+                    let reference = self.state.new_reference(slot);
                     let was = match number {
                         RIP => reference.exit[EXIT_RIP],
                         _ => reference.regs[number as usize],
@@ -398,26 +422,32 @@ impl Encoder {
                     out.varint(change.new ^ change.old);
                 }
                 self.pending.reference_slot = Some(slot);
+                tag::EMULATE
             }
             Body::Resume(resume) => {
                 out.varint(resume.rip);
                 out.varint(resume.rflags);
-                let (old, new) = (self.state.reference(slot), &mut *self.pending.reference);
+                let (old, new) = self.state.old_and_new(slot);
                 new.regs = as_array(&resume.regs);
                 xored(&mut out, &new.regs, &old.regs);
                 new.exit = old.exit;
                 new.insn = old.insn;
                 out.varint(resume.cycles);
                 self.pending.reference_slot = Some(slot);
+                tag::RESUME
             }
-            _ => {}
+            // Written by postcard, above.
+            _ => return Err(WireError::Malformed("a kind with no compact record")),
+        };
+        if let Some(first) = out.buffer.first_mut() {
+            *first = kind | flags;
         }
         out.finish()
     }
 
     /// One ring record holding `events` back to back, each committed as it is written: what
-    /// the hypervisor pushes for a trap (`hv/src/trace.rs` does the same with its own buffer,
-    /// event by event). For the host's benches and tests.
+    /// the hypervisor pushes for a trap (`hv/src/trace.rs` does the same in the ring's
+    /// reservation, event by event). For the host's benches and tests.
     pub fn encode_gathered(&mut self, events: &[Event]) -> Result<Vec<u8>, WireError> {
         let mut buffer = alloc::vec![0u8; crate::ring::MAX_RECORD];
         let mut length = 0;
@@ -435,20 +465,27 @@ impl Encoder {
     /// The record written last is in the ring: the reader knows what it taught.
     #[inline]
     pub fn commit(&mut self) {
-        // In place: the pending state is a few hundred bytes, and moving it costs.
         let pending = &mut self.pending;
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
         self.state.dom = pending.dom;
         if let Some(slot) = pending.reference_slot.take() {
-            core::mem::swap(self.state.slot_mut(slot), &mut pending.reference);
+            self.state.slot_mut(slot).current ^= 1;
         }
-        for &(key, number) in &pending.texts[..pending.new_texts] {
+        let new_texts = core::mem::take(&mut pending.new_texts);
+        for index in 0..new_texts {
+            let (key, number) = self.pending.texts[index];
             self.texts.insert(key, number);
-            self.cache[cache_index(key)] = (key, number);
+            self.remember(key, number);
             self.next_text = self.next_text.max(number + 1);
         }
-        pending.new_texts = 0;
+    }
+
+    /// Put a text the reader knows first in its set of the cache.
+    fn remember(&mut self, key: TextKey, number: u64) {
+        let set = &mut self.cache[cache_index(key)];
+        set[1] = set[0];
+        set[0] = (key, number);
     }
 
     /// A text: by number when it is a `&'static str` the reader knows (or learns now).
@@ -458,7 +495,8 @@ impl Encoder {
     fn text(&mut self, out: &mut Writer, value: &Text) {
         if let Cow::Borrowed(fixed) = value {
             let key = (fixed.as_ptr() as usize, fixed.len());
-            let (cached, number) = self.cache[cache_index(key)];
+            let set = &self.cache[cache_index(key)];
+            let (cached, number) = if set[0].0 == key { set[0] } else { set[1] };
             if cached == key && key != (0, 0) {
                 return out.varint(2 * number + 1);
             }
@@ -473,14 +511,14 @@ impl Encoder {
             return out.string(value);
         };
         let key = (fixed.as_ptr() as usize, fixed.len());
-        let known = {
-            let pending = &self.pending.texts[..self.pending.new_texts];
-            self.texts.get(&key).copied().or_else(|| {
-                // Defined earlier in this same record?
-                pending.iter().find(|(k, _)| *k == key).map(|&(_, n)| n)
-            })
-        };
-        if let Some(number) = known {
+        if let Some(&number) = self.texts.get(&key) {
+            // The reader has it: back into the cache, where the next lookup finds it.
+            self.remember(key, number);
+            return out.varint(2 * number + 1);
+        }
+        // Defined earlier in this same record?
+        let pending = &self.pending.texts[..self.pending.new_texts];
+        if let Some(&(_, number)) = pending.iter().find(|(k, _)| *k == key) {
             return out.varint(2 * number + 1);
         }
         if self.pending.new_texts == NEW_TEXTS {
@@ -494,6 +532,27 @@ impl Encoder {
         out.varint(number);
         out.string(fixed)
     }
+}
+
+/// Any other kind: the tag, then the [`Event`] in postcard. Apart from [`Encoder::encode`]:
+/// the serializer is most of the code, and a trap's four compact records are the rest; the
+/// hypervisor's hot code stays small (`hv/linker.ld`).
+#[inline(never)]
+fn encode_postcard<'a>(
+    seq: u64,
+    tsc: u64,
+    dom: Option<u16>,
+    body: &Body,
+    mut out: Writer<'a>,
+) -> Result<&'a [u8], WireError> {
+    out.byte(tag::POSTCARD);
+    // Postcard writes a struct as its fields in order: this tuple is an `Event`.
+    let rest = out.buffer.get_mut(out.length..).ok_or(WireError::TooLong)?;
+    let used = postcard::to_slice(&(seq, tsc, dom, body), rest)
+        .map_err(|_| WireError::TooLong)?
+        .len();
+    out.length += used;
+    out.finish()
 }
 
 /// `values` against `reference` (N ≤ 64): a mask with bit N set when value N differs,
@@ -1066,6 +1125,33 @@ mod tests {
             decoded.push(one(&mut decoder, &record).expect("decodes"));
         }
         (decoded, sizes)
+    }
+
+    #[test]
+    fn a_varint_reads_back_and_one_that_does_not_fit_is_refused() {
+        for bits in 0..=64u32 {
+            let value = u64::MAX.checked_shr(64 - bits).unwrap_or(0);
+            for value in [value, value.wrapping_add(1), value / 2] {
+                let length = (64 - value.leading_zeros()).div_ceil(7).max(1) as usize;
+                // With room to spare, exactly enough, and one byte short.
+                for size in [length + 5, length, length - 1] {
+                    let mut buffer = vec![0u8; size];
+                    let mut out = Writer {
+                        buffer: &mut buffer,
+                        length: 0,
+                    };
+                    out.varint(value);
+                    assert_eq!(out.length, length, "{value:#x}");
+                    let Ok(written) = out.finish() else {
+                        assert!(size < length, "{value:#x} did not fit in {size}");
+                        continue;
+                    };
+                    let mut input = Reader { bytes: written };
+                    assert_eq!(input.varint(), Ok(value));
+                    assert!(input.bytes.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,10 +13,11 @@
 //!   and the `lost` event both tell the reader.
 //! - `off`: no events at all (the baseline of `traplab bench`).
 //!
-//! In mode `ring` the records are *gathered*: written one after the other into one ring
-//! record, which is pushed at [`flush`] — before every VMRUN, so a trap's events travel
-//! together — or when the next record would not fit. A push is a lock, an atomic handshake
-//! with the reader and a copy: once a trap instead of once an event. Everything that waits
+//! In mode `ring` the records are *gathered*: written one after the other, in place, into a
+//! ring record reserved at the ring's head, which is published at [`flush`] — before every
+//! VMRUN, so a trap's events travel together — or when the next record would not fit. A
+//! publish is a lock and an atomic handshake with the reader: once a trap instead of once an
+//! event, and no copy (the encoder writes where the reader reads). Everything that waits
 //! flushes first (the run loop's idle, a stop for the host or for gdb, the power-off), so the
 //! reader never waits for an event the hypervisor has recorded. (A lossy ring drops a whole
 //! ring record: it gets one event a record, so that a drop loses one event and the encoder
@@ -26,7 +27,6 @@
 //! step, gdb's list of recent decisions) is the run loop's to call (`run::record`).
 
 use crate::clock::trace_clock;
-use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
 use traplab_abi::event::{Body, Lost};
@@ -56,9 +56,9 @@ struct Tracer {
     ring: Ring,
     next_seq: u64,
     dropped: u64,
-    /// The ring record being written: the gathered records, then the one being encoded.
-    scratch: Box<[u8; ring::MAX_RECORD]>,
-    /// How many bytes of `scratch` are records gathered for the next push.
+    /// How many bytes of the ring's reservation hold records gathered for the next publish
+    /// (mode `ring`). The events are encoded straight into the ring, where the reader will
+    /// read them: no buffer of the hypervisor's own to fill and copy at every trap.
     gathered: usize,
     /// Writes each event as a compact record (`traplab_abi::wire`).
     encoder: Encoder,
@@ -72,7 +72,8 @@ const OFF: u8 = 0;
 const RING: u8 = 1;
 const LOSSY: u8 = 2;
 
-/// The smallest ring we accept (`opt/traplab/ring-kib`): two maximal records must fit.
+/// The smallest ring we accept (`opt/traplab/ring-kib`): two maximal records must fit
+/// (`Ring::reserve` needs room for one, and a wrap skips at most another).
 pub const MIN_RING_KIB: usize = 2 * ring::MAX_RECORD / 1024;
 
 /// Set up the ring with `kib` KiB of data (clamped to what `frames.rs` reserves). The
@@ -92,7 +93,6 @@ pub fn init(mode: Transport, kib: usize) {
         ring,
         next_seq: 0,
         dropped: 0,
-        scratch: Box::new([0; ring::MAX_RECORD]),
         gathered: 0,
         encoder: Encoder::new(),
     });
@@ -152,7 +152,7 @@ pub fn last_seq() -> Option<u64> {
         .and_then(|tracer| tracer.next_seq.checked_sub(1))
 }
 
-/// Push the records gathered so far (mode `ring`; nothing to do otherwise). Called before
+/// Publish the records gathered so far (mode `ring`; nothing to do otherwise). Called before
 /// VMRUN and before anything that waits.
 #[inline]
 pub fn flush() {
@@ -182,73 +182,84 @@ impl Tracer {
         if mode() != Transport::Ring {
             return self.push_alone(seq, tsc, dom, body);
         }
-        let mut encoded = self.encode_at(self.gathered, seq, tsc, dom, body);
+        if self.gathered == 0 {
+            self.reserve();
+        }
+        let mut encoded = self.encode_gathered(seq, tsc, dom, body);
         if encoded.is_none() && self.gathered > 0 {
             // It does not fit behind the others: they go, and it starts the next ring record.
             self.flush();
-            encoded = self.encode_at(0, seq, tsc, dom, body);
+            self.reserve();
+            encoded = self.encode_gathered(seq, tsc, dom, body);
         }
         let Some(length) = encoded else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
         };
-        // A ring that a reader empties takes every record, in order (`flush` waits for room):
-        // the reader will know what this record taught from now on.
+        // A ring that a reader empties takes every record, in order (`reserve` waits for
+        // room): the reader will know what this record taught from now on.
         self.encoder.commit();
         self.gathered += length;
         Some(seq)
     }
 
-    /// Encode event `seq` into the scratch buffer at `start`: its length, or `None` when it
-    /// does not fit.
+    /// Encode event `seq` into the ring's reservation, behind the records gathered there:
+    /// its length, or `None` when it does not fit.
     #[inline]
-    fn encode_at(
+    fn encode_gathered(
         &mut self,
-        start: usize,
         seq: u64,
         tsc: u64,
         dom: Option<u16>,
         body: &Body,
     ) -> Option<usize> {
-        let tail = &mut self.scratch[start..];
-        let encoded = self.encoder.encode(seq, tsc, dom, body, tail);
+        let room = self.ring.reservation().get_mut(self.gathered..)?;
+        let encoded = self.encoder.encode(seq, tsc, dom, body, room);
         encoded.ok().map(<[u8]>::len)
     }
 
-    /// Push the gathered records as one ring record, waiting for room.
+    /// Reserve a whole ring record's room at the ring's head, waiting for the reader to free
+    /// it: the wait comes before a trap's first event is written, so the reader never waits
+    /// for one the hypervisor holds.
+    #[inline]
+    fn reserve(&mut self) {
+        loop {
+            match self.ring.reserve(ring::MAX_RECORD) {
+                Ok(_) => break,
+                Err(PushError::Full) => core::hint::spin_loop(),
+                Err(PushError::TooLarge) => unreachable!("MAX_RECORD is what a record may be"),
+            }
+        }
+    }
+
+    /// Publish the gathered records as one ring record.
     fn flush(&mut self) {
         if self.gathered == 0 {
             return;
         }
-        let records = &self.scratch[..self.gathered];
-        loop {
-            match self.ring.push(records) {
-                Ok(()) => break,
-                Err(PushError::Full) => core::hint::spin_loop(),
-                // `scratch` is `MAX_RECORD` bytes long, the most a ring record may be.
-                Err(PushError::TooLarge) => unreachable!("a ring record longer than MAX_RECORD"),
-            }
-        }
+        self.ring.publish(self.gathered);
         self.gathered = 0;
     }
 
-    /// Mode `lossy`: one event, one ring record, dropped when the ring is full.
+    /// Mode `lossy`: one event, one ring record, dropped when the ring has no room for a
+    /// whole ring record.
     fn push_alone(&mut self, seq: u64, tsc: u64, dom: Option<u16>, body: &Body) -> Option<u64> {
-        let Some(length) = self.encode_at(0, seq, tsc, dom, body) else {
-            // Larger than a record can be: a hypervisor bug, reported as a loss.
+        let encoded = match self.ring.reserve(ring::MAX_RECORD) {
+            Ok(room) => self
+                .encoder
+                .encode(seq, tsc, dom, body, room)
+                .ok()
+                .map(<[u8]>::len),
+            Err(_) => None,
+        };
+        let Some(length) = encoded else {
+            // No room, or larger than a record can be (a hypervisor bug): a loss.
             self.dropped += 1;
             return None;
         };
-        match self.ring.push(&self.scratch[..length]) {
-            Ok(()) => {
-                self.encoder.commit();
-                Some(seq)
-            }
-            Err(_) => {
-                self.dropped += 1;
-                None
-            }
-        }
+        self.ring.publish(length);
+        self.encoder.commit();
+        Some(seq)
     }
 }
