@@ -655,6 +655,36 @@ fn a_cpu_without_svm_or_nested_paging_stops_the_hypervisor_with_its_status() {
     }
 }
 
+/// The TSC rate the host gives (`opt/traplab/tsc-hz`, as `tools/qemu-cost.sh` does) is the
+/// one the boot event reports; one that is not a rate is measured instead, as without it.
+#[test]
+fn a_tsc_rate_the_host_gives_is_taken_instead_of_measured() {
+    let boot_rate = |given: &str| {
+        let output = run(&[
+            "trace",
+            "hello",
+            "--json",
+            "--qemu-arg=-fw_cfg",
+            &format!("--qemu-arg=name=opt/traplab/tsc-hz,string={given}"),
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{given}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let Some(Ok(first)) = stdout.lines().next().map(json::from_line) else {
+            panic!("{given}: no events")
+        };
+        let Body::Boot(boot) = first.body else {
+            panic!("{given}: the first event is boot")
+        };
+        boot.tsc_hz
+    };
+    assert_eq!(boot_rate("1234567890"), 1_234_567_890);
+    let measured = boot_rate("fast");
+    assert!(
+        measured != 1_234_567_890 && measured > 100_000_000,
+        "measured: {measured} Hz"
+    );
+}
+
 /// `traplab bench ARGS --runs 1 --json`, which must succeed: its report.
 fn bench_report(args: &[&str]) -> serde_json::Value {
     let output = traplab()
