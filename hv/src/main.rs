@@ -105,7 +105,8 @@ extern "C" fn hv_main(start_info: u64) -> ! {
     // The TSC rate is measured, unless the host gives it (`opt/traplab/tsc-hz`): a count of
     // QEMU's own work must not depend on how fast the host runs it (`tools/qemu-cost.sh`).
     let given_hz = match fw_cfg.read_text("opt/traplab/tsc-hz") {
-        Ok(Some(text)) => text.trim().parse().ok().filter(|&hz| hz > 0),
+        // At least 1 MHz: a guest's CPUID reports the rate in kHz (`exit/cpuid.rs`).
+        Ok(Some(text)) => text.trim().parse().ok().filter(|&hz| hz >= 1_000_000),
         _ => None,
     };
     let tsc_hz = given_hz.map_or_else(time::calibrate_tsc, time::set_tsc_hz);
