@@ -69,12 +69,14 @@ fn read_rtc_once() -> rtc::Time {
             data.read()
         }
     };
-    // An update takes under 2 ms after UIP rises: the bound only guards a broken RTC.
-    for _ in 0..1_000_000 {
-        if register(0x0a) & 0x80 == 0 {
-            break;
-        }
-    }
+    // An update takes under 2 ms after UIP rises (the MC146818's datasheet: UIP is set 244 µs
+    // before it, the update itself takes under 2 ms). Wait at most 10 ms, on the TSC: a bound
+    // in reads, once a million, waited for seconds when QEMU's RTC kept UIP latched until its
+    // update timer ran, which its main loop did late under valgrind (10 G of QEMU's
+    // instructions in one boot, measured with tools/qemu-cost.sh). The readings are compared
+    // until two agree (`read_wall_clock`), so one taken during an update is not kept.
+    let deadline = rdtsc().saturating_add(tsc_hz() / 100);
+    while register(0x0a) & 0x80 != 0 && rdtsc() < deadline {}
     let status_b = register(0x0b);
     let decode = |value: u8| rtc::decode(status_b, value);
     let hour = rtc::decode_hour(status_b, register(0x04));
