@@ -15,7 +15,7 @@
 //! | `opt/traplab/timer-hz`      | the hypervisor's own timer (`timer.rs`): ticks per second, 0 = off |
 //! | `opt/traplab/settings`      | lab settings, comma-separated (`settings.rs`, `traplab_abi::settings`) |
 //! | `opt/traplab/ring-kib`      | the trace ring's size in KiB (default 16384; small rings test the lossy mode) |
-//! | `opt/traplab/tsc-hz`        | the TSC's rate in Hz, taken instead of measured (`tools/qemu-cost.sh`) |
+//! | `opt/traplab/tsc-hz`        | the TSC's rate in Hz (at least 1 MHz), taken instead of measured (`tools/qemu-cost.sh`) |
 //! | `opt/traplab/start`         | `in-turn` (each domain when the one before has ended) or `together` (side by side) |
 //! | `opt/traplab/gdb`           | the id of the domain gdb debugs (its session is on COM2) |
 //! | `opt/traplab/disk-owner`    | the domain that owns the disk controller (`device/ata.rs`); absent: no disk |

@@ -104,9 +104,10 @@ const SAMPLE_HZ: u64 = 200;
 /// What to assume if no measurement gave a rate (it cannot happen: the TSC always moves).
 const FALLBACK_HZ: u64 = 1_000_000_000;
 
-/// Take `hz` as the TSC's rate, unmeasured: the host knows it (`opt/traplab/tsc-hz`). The
-/// calibration polls the PIT for 35 ms of the host's time, so how much work it is depends on
-/// how fast the host runs QEMU (under valgrind, a different number of polls every boot).
+/// Take `hz` as the TSC's rate: measured ([`calibrate_tsc`]), or given by the host
+/// (`opt/traplab/tsc-hz`). Given, it skips the calibration, which polls the PIT for 35 ms of
+/// the host's time: how much work that is depends on how fast the host runs QEMU (under
+/// valgrind, a different number of polls every boot).
 pub fn set_tsc_hz(hz: u64) -> u64 {
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
@@ -115,9 +116,7 @@ pub fn set_tsc_hz(hz: u64) -> u64 {
 /// Measure TSC ticks per second.
 pub fn calibrate_tsc() -> u64 {
     let samples: [Sample; SAMPLES] = core::array::from_fn(|_| measure(PIT_HZ / SAMPLE_HZ));
-    let hz = calibration::estimate(&samples).unwrap_or(FALLBACK_HZ);
-    TSC_HZ.store(hz, Ordering::Relaxed);
-    hz
+    set_tsc_hz(calibration::estimate(&samples).unwrap_or(FALLBACK_HZ))
 }
 
 /// One measurement: PIT channel 2 counts `count` ticks down; the TSC is read around the
