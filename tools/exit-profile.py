@@ -21,13 +21,16 @@
 # place one exit later: the guest's own instructions (one CPUID, a jump) and everything
 # the hypervisor does for that exit. It prints how many instructions each function ran,
 # itself and with what it called (calls and returns are followed as they come), and the
-# 4 KiB pages of code and of data touched: under TCG each costs a refill of QEMU's software
-# TLB after every world switch (book chapter "What a trap costs"), and the translated blocks
-# QEMU must look up again after it (its jump cache is emptied with the TLB). A data page is listed
-# with the function that touched it first and, for a static, its symbol; the addresses come
-# from each instruction's memory operands (AT&T syntax) and the registers before it runs.
+# 4 KiB pages of code (with the functions that ran on each) and of data touched: under TCG
+# each costs a refill of QEMU's software TLB after every world switch (book chapter "What a
+# trap costs"), and the translated blocks QEMU must look up again after it (its jump cache
+# is emptied with the TLB). A data page is listed with the function that touched it first
+# and, for a static, its symbol; the addresses come from each instruction's memory operands
+# (AT&T syntax) and the registers before it runs.
 # Each block looked up is listed with where control came from and went to: a return and an
-# indirect jump or call always look up; a direct one only when it leaves its page.
+# indirect jump or call always look up; a direct one only when it leaves its page. Then QEMU's
+# jump cache is replayed over the exit (its hash as QEMU 7.2 computes it): the lookups it
+# misses, and which targets evicted which.
 #
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234).
 import collections
@@ -151,9 +154,22 @@ for pc in steps:
 
 hypervisor = [pc for pc in steps if function(pc) != "(the guest)"]
 print(f"one exit: {len(steps)} instructions, {len(hypervisor)} of them the hypervisor's")
-print(f"code pages touched: {len(set(pc >> 12 for pc in hypervisor))}")
+code_pages = collections.defaultdict(collections.Counter)
+for pc in hypervisor:
+    code_pages[pc >> 12][function(pc)] += 1
+print(f"code pages touched: {len(code_pages)}")
+# Which functions ran on each: a change that moves code shows here where its pages went.
+for page in sorted(code_pages):
+    names = ", ".join(f"{name[:50]} {count}" for name, count in code_pages[page].most_common(4))
+    print(f"  {page << 12:#10x} {sum(code_pages[page].values()):>5} instructions: {names}")
 data_pages = sorted(set(address >> 12 for pc, address in data if function(pc) != "(the guest)"))
 print(f"data pages touched: {len(data_pages)}")
+for page in data_pages:
+    on_page = [(pc, address) for pc, address in data if address >> 12 == page]
+    pc, first = on_page[0]
+    named = gdb.execute(f"info symbol {first:#x}", to_string=True).strip()
+    what = "" if named.startswith("No symbol") else named.split(" in section")[0]
+    print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
 # The control transfers for which QEMU looks the next translated block up: its jump cache is
 # emptied with the TLB at every world switch, while a direct jump within a page stays chained
 # to its target. So: every distinct target of a return, an indirect call or jump (a match's
@@ -176,12 +192,41 @@ print(
     f"blocks looked up: {len(looked_up)} "
     f"({indirect} targets of returns and indirect jumps, {len(looked_up) - indirect} on another page)"
 )
-for page in data_pages:
-    on_page = [(pc, address) for pc, address in data if address >> 12 == page]
-    pc, first = on_page[0]
-    named = gdb.execute(f"info symbol {first:#x}", to_string=True).strip()
-    what = "" if named.startswith("No symbol") else named.split(" in section")[0]
-    print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
+
+
+# The distinct targets are the lookups only if QEMU's jump cache kept every one. It keeps one
+# block per entry, 4,096 entries indexed by a hash of the target's address (QEMU 7.2,
+# accel/tcg/tb-hash.h): the entry's high 6 bits are the low 6 bits of the target's page
+# number (XORed with its address), its low 6 bits those of its address. So all the targets
+# on one page, and on pages 64 apart, share 64 entries; two in one entry evict each other,
+# and each comes back as a lookup in the hash table again. Replayed here over every transfer
+# of the hypervisor's part of the exit, the cache empty at its start (the flush at #VMEXIT).
+def jump_cache_index(pc):
+    mixed = pc ^ (pc >> 6)
+    return ((mixed >> 6) & 0xFC0) | (mixed & 0x3F)
+
+
+jump_cache = {}
+misses = 0
+evicted = collections.Counter()
+for previous, pc in zip([after_vmrun] + steps, steps):
+    if function(previous) == "(the guest)" or function(pc) == "(the guest)":
+        continue
+    instruction = architecture.disassemble(previous)[0]
+    if pc == previous + instruction["length"] and pc >> 12 == previous >> 12:
+        continue
+    asm = instruction["asm"]
+    if not (asm.startswith(("ret", "repz ret")) or "*" in asm or pc >> 12 != previous >> 12):
+        continue  # a direct jump within a page: chained, no lookup
+    index = jump_cache_index(pc)
+    if jump_cache.get(index) != pc:
+        misses += 1
+        if index in jump_cache:
+            evicted[(function(jump_cache[index]), function(pc))] += 1
+        jump_cache[index] = pc
+print(f"jump cache misses (the lookups, QEMU's cache replayed): {misses}")
+for (out, into), count in evicted.most_common(8):
+    print(f"  {count} x {into[:50]} evicted {out[:50]}")
 print("\nblocks looked up, in order (a return, an indirect jump or call, a jump to another page):")
 for kind, source, target in looked_up.values():
     print(f"  {kind:8} {source[:55]:55} -> {target[:55]}")
