@@ -172,21 +172,39 @@ for page in data_pages:
     print(f"  {page << 12:#10x} {len(on_page):>5} accesses, first by {function(pc)[:60]}  {what[:50]}")
 # The control transfers for which QEMU looks the next translated block up: its jump cache is
 # emptied with the TLB at every world switch, while a direct jump within a page stays chained
-# to its target. So: every distinct target of a return, an indirect call or jump (a match's
-# jump table), and of a direct jump or call to another page.
-# Each target once, in the order they came: (jump or page, target) -> (kind, from, to).
-looked_up = {}
+# to its target. So: every transfer by a return, an indirect call or jump (a match's jump
+# table), or to another page.
+
+
+def transfer_kind(previous, pc):
+    """How control went from `previous` to `pc` if QEMU looks the next block up for it: a
+    return, an indirect jump or call, or a move to another page (a jump, a call, or running
+    on past the page's end: a block is never chained to one on another page); None when the
+    blocks stay chained (the next instruction, or a direct jump within the page)."""
+    instruction = architecture.disassemble(previous)[0]
+    jumped = pc != previous + instruction["length"]
+    if jumped and instruction["asm"].startswith(("ret", "repz ret")):
+        return "return"
+    if jumped and "*" in instruction["asm"]:
+        return "indirect"
+    if pc >> 12 != previous >> 12:
+        return "page"
+    return None
+
+
+# Every transfer of the hypervisor's that looks a block up, in order: (kind, from, to).
+transfers = []
 for previous, pc in zip([after_vmrun] + steps, steps):
     if function(previous) == "(the guest)":
         continue
-    instruction = architecture.disassemble(previous)[0]
-    if pc == previous + instruction["length"]:
-        continue  # not taken, or not a jump
-    if instruction["asm"].startswith(("ret", "repz ret")) or "*" in instruction["asm"]:
-        kind = "return" if "ret" in instruction["asm"] else "indirect"
-        looked_up.setdefault(("jump", pc), (kind, function(previous), function(pc)))
-    elif pc >> 12 != previous >> 12:
-        looked_up.setdefault(("page", pc), ("page", function(previous), function(pc)))
+    kind = transfer_kind(previous, pc)
+    if kind:
+        transfers.append((kind, previous, pc))
+# Each target once, in the order they came: (jump or page, target) -> (kind, from, to).
+looked_up = {}
+for kind, previous, pc in transfers:
+    group = "page" if kind == "page" else "jump"
+    looked_up.setdefault((group, pc), (kind, function(previous), function(pc)))
 indirect = sum(1 for group, _ in looked_up if group == "jump")
 print(
     f"blocks looked up: {len(looked_up)} "
@@ -209,15 +227,9 @@ def jump_cache_index(pc):
 jump_cache = {}
 misses = 0
 evicted = collections.Counter()
-for previous, pc in zip([after_vmrun] + steps, steps):
-    if function(previous) == "(the guest)" or function(pc) == "(the guest)":
-        continue
-    instruction = architecture.disassemble(previous)[0]
-    if pc == previous + instruction["length"] and pc >> 12 == previous >> 12:
-        continue
-    asm = instruction["asm"]
-    if not (asm.startswith(("ret", "repz ret")) or "*" in asm or pc >> 12 != previous >> 12):
-        continue  # a direct jump within a page: chained, no lookup
+for kind, previous, pc in transfers:
+    if function(pc) == "(the guest)":
+        continue  # VMRUN: the cache is emptied again
     index = jump_cache_index(pc)
     if jump_cache.get(index) != pc:
         misses += 1
