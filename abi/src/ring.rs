@@ -13,22 +13,30 @@
 //! | 0      | `magic`     | hv         | [`MAGIC`] once the header is valid               |
 //! | 8      | `version`   | hv         | [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) |
 //! | 16     | `data_size` | hv         | bytes in the data area (a multiple of 8)         |
-//! | 64     | `head`      | hv         | bytes ever written (only grows)                  |
 //! | 128    | `tail`      | host       | bytes ever consumed (only grows)                 |
 //! | 4096   | data        | hv         | records                                          |
 //!
-//! `head` and `tail` sit on their own cache lines. A record is a little-endian `u32`
-//! length, the encoded event, and padding to 8 bytes. A record never wraps: when one does
-//! not fit before the end of the data area, the producer writes the length [`WRAP`] and
-//! continues at offset 0. The producer reserves room at the head, writes the record there
-//! (`Ring::reserve`: the hypervisor encodes its events in place) and publishes it by storing
-//! `head` with release ordering; the consumer frees space by storing `tail` after reading.
+//! A record is a little-endian `u32` length, the encoded event, and padding to 8. A record
+//! never wraps: when one does not fit before the end of the data area, the producer writes
+//! the length [`WRAP`] and continues at offset 0. The producer reserves room at the head,
+//! writes the record there (`Ring::reserve`: the hypervisor encodes its events in place) and
+//! publishes it by storing its length, with release ordering, last: a record's length is
+//! its commit. A length of 0 is where the records end for now (an empty record is not
+//! sent), so before it publishes a
+//! record the producer zeroes the length of the one after it. The consumer reads records
+//! while their lengths are not 0, and frees their space by storing `tail`.
+//!
+//! Why the commit is in the record and not a `head` in the header: under QEMU's TCG every
+//! world switch empties QEMU's software TLB, so each page the hypervisor touches at a trap
+//! costs a refill (about 2,000 of QEMU's instructions, `book/src/speed.md`). A `head` stored
+//! at every trap made the header one more page; now the producer touches the header only
+//! when the room it last saw runs out, and reads `tail` again (once every few thousand
+//! traps in a 16 MiB ring).
 //!
 //! When the ring is full the producer waits for the consumer (lossless); a producer with
 //! no consumer counts what it drops and reports it as a `lost` event (see `hv/src/trace.rs`).
 
-use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Where the ring starts in the machine's physical memory (32 MiB). The hypervisor's
 /// memory map (`hv/src/frames.rs`) keeps this range for it.
@@ -47,8 +55,10 @@ pub const MAX_RECORD: usize = 8192;
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = 8;
 const DATA_SIZE_OFFSET: usize = 16;
-const HEAD_OFFSET: usize = 64;
 const TAIL_OFFSET: usize = 128;
+/// Room the producer keeps free behind a record for the next one's length, which it zeroes
+/// (8: records are 8-aligned).
+const NEXT_LENGTH: u64 = 8;
 
 /// The bytes a record of `payload` bytes takes in the ring: its length, then the payload,
 /// padded to 8.
@@ -89,6 +99,16 @@ pub struct Ring {
     reserved: usize,
     /// Where in the data area the reserved record starts (its length, then the payload).
     reserved_at: u64,
+    /// The producer's: bytes it has ever written (the head). The consumer's: bytes it has
+    /// ever read (the tail, which it also stores in the header).
+    position: u64,
+    /// `position` in the data area (`position % data_size`, kept as it moves: a division
+    /// is a call into QEMU's helpers under TCG).
+    offset: u64,
+    /// The producer's: `tail` as it last read it from the header. The consumer only frees
+    /// room, so the room this shows is there, and the header is read again only when it
+    /// is not enough.
+    tail_seen: u64,
 }
 
 // SAFETY: a `Ring` is a pointer into memory shared with the other side; all shared
@@ -120,8 +140,11 @@ impl Ring {
             data_size: data_size as u64,
             reserved: 0,
             reserved_at: 0,
+            position: 0,
+            offset: 0,
+            tail_seen: 0,
         };
-        ring.field(HEAD_OFFSET).store(0, Ordering::Relaxed);
+        ring.length_at(0).store(0, Ordering::Relaxed);
         ring.field(TAIL_OFFSET).store(0, Ordering::Relaxed);
         ring.field(DATA_SIZE_OFFSET)
             .store(data_size as u64, Ordering::Relaxed);
@@ -146,6 +169,9 @@ impl Ring {
             data_size: 0,
             reserved: 0,
             reserved_at: 0,
+            position: 0,
+            offset: 0,
+            tail_seen: 0,
         };
         if probe.field(MAGIC_OFFSET).load(Ordering::Acquire) != MAGIC {
             return Err(ReadError::NotReady);
@@ -161,24 +187,43 @@ impl Ring {
         {
             return Err(ReadError::Size { data_size });
         }
+        let tail = probe.field(TAIL_OFFSET).load(Ordering::Acquire);
         Ok(Ring {
             base,
             data_size,
             reserved: 0,
             reserved_at: 0,
+            position: tail,
+            offset: tail % data_size,
+            tail_seen: tail,
         })
     }
 
-    /// Bytes written and not yet consumed.
-    pub fn used(&self) -> u64 {
-        self.field(HEAD_OFFSET).load(Ordering::Acquire)
-            - self.field(TAIL_OFFSET).load(Ordering::Acquire)
+    /// The length word of the record at `offset` in the data area.
+    fn length_at(&self, offset: u64) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(8) && offset + 4 <= self.data_size);
+        // SAFETY: the offset is inside the data area and 8-aligned (callers keep records
+        // 8-aligned in a data area whose size is a multiple of 8), and a length word is only
+        // ever accessed atomically by either side.
+        unsafe { AtomicU32::from_ptr(self.data().add(offset as usize).cast()) }
     }
 
-    /// Bytes written since the ring was set up (records with their lengths and padding,
-    /// and the skips at the end of the data area): what the trace cost in memory traffic.
+    /// Bytes that went through the ring since it was set up (records with their lengths
+    /// and padding, and the skips at the end of the data area): what the trace cost in
+    /// memory traffic. The producer's count is what it wrote, the consumer's what it read.
     pub fn written(&self) -> u64 {
-        self.field(HEAD_OFFSET).load(Ordering::Acquire)
+        self.position
+    }
+
+    /// Is there room for `bytes` more at the head? Reads `tail` from the header only when
+    /// the tail last seen says no.
+    #[inline]
+    fn has_room(&mut self, bytes: u64) -> bool {
+        if self.position + bytes - self.tail_seen <= self.data_size {
+            return true;
+        }
+        self.tail_seen = self.field(TAIL_OFFSET).load(Ordering::Acquire);
+        self.position + bytes - self.tail_seen <= self.data_size
     }
 
     /// Append one record (producer side): [`Ring::reserve`], copy, [`Ring::publish`].
@@ -204,25 +249,24 @@ impl Ring {
         }
         self.reserved = 0;
         let need = record_size(max);
-        // Only the producer writes `head`, so a relaxed load reads our own last store.
-        let mut head = self.field(HEAD_OFFSET).load(Ordering::Relaxed);
-        let mut tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
-        let offset = head % self.data_size;
+        let offset = self.offset;
         let to_end = self.data_size - offset;
         if need > to_end {
-            if head + to_end - tail > self.data_size {
+            // The skip's room, and the next length's at offset 0, which must read 0 before
+            // the skip tells the consumer to go there.
+            if !self.has_room(to_end + NEXT_LENGTH) {
                 return Err(PushError::Full);
             }
-            self.write(offset, &WRAP.to_le_bytes());
-            head += to_end;
-            self.field(HEAD_OFFSET).store(head, Ordering::Release);
-            tail = self.field(TAIL_OFFSET).load(Ordering::Acquire);
+            self.length_at(0).store(0, Ordering::Relaxed);
+            self.length_at(offset).store(WRAP, Ordering::Release);
+            self.position += to_end;
+            self.offset = 0;
         }
-        if head + need - tail > self.data_size {
+        if !self.has_room(need + NEXT_LENGTH) {
             return Err(PushError::Full);
         }
         self.reserved = max;
-        self.reserved_at = head % self.data_size;
+        self.reserved_at = self.offset;
         Ok(self.reservation())
     }
 
@@ -250,73 +294,73 @@ impl Ring {
             length <= self.reserved,
             "a record longer than its reservation"
         );
-        let head = self.field(HEAD_OFFSET).load(Ordering::Relaxed);
-        self.write(self.reserved_at, &(length as u32).to_le_bytes());
-        self.reserved = 0;
-        self.field(HEAD_OFFSET)
-            .store(head + record_size(length), Ordering::Release);
-    }
-
-    fn write(&mut self, offset: u64, bytes: &[u8]) {
-        debug_assert!(offset + bytes.len() as u64 <= self.data_size);
-        // SAFETY: the range is inside the data area (`reserve` checks it), and the consumer
-        // does not read it until `head` is published.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.data().add(offset as usize),
-                bytes.len(),
-            )
+        if length == 0 {
+            // A length of 0 is where the records end: an empty record is not sent.
+            self.reserved = 0;
+            return;
         }
+        let size = record_size(length);
+        // The next record's length first (`reserve` made sure it is free): the consumer
+        // stops there until that record is published in turn.
+        let mut next = self.reserved_at + size;
+        if next == self.data_size {
+            next = 0;
+        }
+        self.length_at(next).store(0, Ordering::Relaxed);
+        // The commit: the release orders the payload and the zero above before it.
+        self.length_at(self.reserved_at)
+            .store(length as u32, Ordering::Release);
+        self.reserved = 0;
+        self.position += size;
+        self.offset = next;
     }
 
     /// Read every published record, oldest first, and free their space (consumer side).
     /// Returns how many records `each` saw.
     pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> Result<usize, ReadError> {
-        let head = self.field(HEAD_OFFSET).load(Ordering::Acquire);
-        let mut tail = self.field(TAIL_OFFSET).load(Ordering::Relaxed);
+        let (mut tail, mut offset) = (self.position, self.offset);
         let mut count = 0;
-        while tail < head {
-            let offset = tail % self.data_size;
-            let mut length = [0u8; 4];
-            self.read(offset, &mut length);
-            let length = u32::from_le_bytes(length);
+        loop {
+            // Acquire: what the producer wrote before this length is visible after it.
+            let length = self.length_at(offset).load(Ordering::Acquire);
+            if length == 0 {
+                break;
+            }
             if length == WRAP {
                 tail += self.data_size - offset;
+                offset = 0;
                 continue;
             }
-            let end = offset + record_size(length as usize);
-            if length as usize > MAX_RECORD
-                || end > self.data_size
-                || tail + record_size(length as usize) > head
-            {
+            let size = record_size(length as usize);
+            if length as usize > MAX_RECORD || offset + size > self.data_size {
+                self.free(tail, offset);
                 return Err(ReadError::Corrupt {
                     position: tail,
                     length,
                 });
             }
             // SAFETY: `offset + 4 .. offset + 4 + length` is inside the data area (checked
-            // above) and was published by the producer's release store of `head`.
+            // above) and was published by the producer's release store of its length.
             let payload = unsafe {
                 core::slice::from_raw_parts(self.data().add(offset as usize + 4), length as usize)
             };
             each(payload);
             count += 1;
-            tail += record_size(length as usize);
+            tail += size;
+            offset += size;
+            if offset == self.data_size {
+                offset = 0;
+            }
         }
-        self.field(TAIL_OFFSET).store(tail, Ordering::Release);
+        self.free(tail, offset);
         Ok(count)
     }
 
-    fn read(&self, offset: u64, bytes: &mut [u8]) {
-        // SAFETY: callers read inside the data area, below the published `head`.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                self.data().add(offset as usize),
-                bytes.as_mut_ptr(),
-                bytes.len(),
-            )
-        }
+    /// The consumer has read everything before `tail`: the producer may write there again.
+    fn free(&mut self, tail: u64, offset: u64) {
+        self.position = tail;
+        self.offset = offset;
+        self.field(TAIL_OFFSET).store(tail, Ordering::Release);
     }
 }
 
@@ -358,12 +402,14 @@ mod tests {
         consumer
             .consume(|record| seen.push(record.to_vec()))
             .unwrap();
-        assert_eq!(seen.len(), 1000);
-        for (round, record) in seen.iter().enumerate() {
+        // Every round's record, in order, but the empty ones: a length of 0 marks the end.
+        let sent: Vec<usize> = (0..1000).filter(|round| round * 37 % 3000 != 0).collect();
+        assert_eq!(seen.len(), sent.len());
+        for (&round, record) in sent.iter().zip(&seen) {
             assert_eq!(record.len(), (round * 37) % 3000);
             assert!(record.iter().all(|&byte| byte == round as u8));
         }
-        assert_eq!(producer.used(), 0);
+        assert_eq!(consumer.written(), producer.written(), "everything read");
     }
 
     #[test]
@@ -428,6 +474,53 @@ mod tests {
             );
             assert!(record.iter().all(|&byte| byte == round as u8));
         }
+    }
+
+    #[test]
+    fn the_producer_leaves_the_header_alone_while_it_has_room() {
+        // Under TCG each page the hypervisor touches at a trap costs it a TLB refill: the
+        // header is touched only when the room last seen runs out.
+        let data_size = 4 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives both views and has the size they need.
+        let mut producer = unsafe { Ring::create(base, data_size) };
+        let header = backing[..HEADER_SIZE / 8].to_vec();
+        for round in 0..100u8 {
+            producer.push(&[round; 40]).unwrap();
+        }
+        assert_eq!(
+            backing[..HEADER_SIZE / 8],
+            header[..],
+            "the header did not change"
+        );
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        assert_eq!(consumer.consume(|_| ()), Ok(100));
+        assert_eq!(consumer.written(), 100 * record_size(40));
+    }
+
+    #[test]
+    fn a_reservation_is_invisible_until_it_is_published() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives both views and has the size they need.
+        let mut producer = unsafe { Ring::create(base, data_size) };
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        producer.reserve(64).unwrap().fill(7);
+        assert_eq!(consumer.consume(|_| panic!("nothing is published")), Ok(0));
+        producer.publish(5);
+        let mut seen = Vec::new();
+        assert_eq!(consumer.consume(|record| seen.push(record.to_vec())), Ok(1));
+        assert_eq!(seen, [vec![7; 5]]);
+        // An empty record is not sent: its length would read as the end.
+        producer.push(&[]).unwrap();
+        producer.push(b"after").unwrap();
+        seen.clear();
+        assert_eq!(consumer.consume(|record| seen.push(record.to_vec())), Ok(1));
+        assert_eq!(seen, [b"after".to_vec()]);
     }
 
     #[test]

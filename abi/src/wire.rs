@@ -34,6 +34,7 @@ use crate::event::{
     Action, Argument, Arguments, Body, Change, Decide, Emulate, Event, Exit, InstructionBytes,
     MAX_ARGUMENTS, Registers, Resume, Text, render,
 };
+use crate::x86::{GPR_NAMES, RIP_NAME, register_by_address};
 use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -122,11 +123,6 @@ const EXIT_RIP: usize = 4;
 /// An `exit` record's instruction bytes are the domain's last exit's (instead of a length).
 const SAME_INSTRUCTION: u8 = 0xff;
 
-/// The general registers' names in the encoding's order ([`as_array`]).
-const REGISTER_NAMES: [&str; 16] = [
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15",
-];
 /// An `emulate` change of RIP.
 const RIP: u8 = 16;
 /// An `emulate` change named by a text (a control register, an MSR, `v_intr`, …).
@@ -135,19 +131,29 @@ const NAMED: u8 = 0xff;
 /// rule: only the new one follows.
 const OLD_AS_KNOWN: u8 = 0x80;
 
-/// A change's register by number: 0–15 in [`REGISTER_NAMES`], or [`RIP`]. (By its bytes:
-/// the compiler turns this into a few comparisons; a search of the table costs more than
-/// the rest of the change.)
+/// A change's register by number: 0–15 in [`GPR_NAMES`], or [`RIP`]. The hypervisor
+/// names its changes with the names in [`crate::x86`] ([`GPR_NAMES`], [`RIP_NAME`]), which are known by their address
+/// without reading them; any other string is read (by its bytes: the compiler turns the
+/// `match` into a few comparisons, where a search of the table costs more than the rest of
+/// the change).
 fn register_number(name: &str) -> Option<u8> {
+    if let Some(number) = register_by_address(name) {
+        return Some(number);
+    }
+    register_number_by_bytes(name)
+}
+
+#[inline(never)]
+fn register_number_by_bytes(name: &str) -> Option<u8> {
     let number = match name.as_bytes() {
         b"rax" => 0,
-        b"rbx" => 1,
-        b"rcx" => 2,
-        b"rdx" => 3,
-        b"rsi" => 4,
-        b"rdi" => 5,
-        b"rbp" => 6,
-        b"rsp" => 7,
+        b"rcx" => 1,
+        b"rdx" => 2,
+        b"rbx" => 3,
+        b"rsp" => 4,
+        b"rbp" => 5,
+        b"rsi" => 6,
+        b"rdi" => 7,
         b"r8" => 8,
         b"r9" => 9,
         b"r10" => 10,
@@ -169,11 +175,17 @@ struct State {
     tsc: u64,
     /// The domain of the last record.
     dom: Option<u16>,
-    /// By [`slot`]: domain N at N + 1 (a vector: there are a few domains, and a lookup
-    /// happens at every exit and resume). One allocation for all: the hypervisor touches
-    /// one page of them at a trap.
-    slots: Vec<Slot>,
+    /// By [`slot`]: domain N at N. The first [`INLINE_SLOTS`] are kept here, in the state
+    /// itself: in the hypervisor that is the tracer's static, on the one page of
+    /// statics an exit reads (`hv/linker.ld`), where a vector's allocation of its own was a
+    /// page more at every traced trap, which under QEMU's TCG costs a refill of its TLB.
+    slots: [Slot; INLINE_SLOTS],
+    /// Slots from [`INLINE_SLOTS`] on: the domains after the first two.
+    more: Vec<Slot>,
 }
+
+/// How many slots [`State`] keeps in itself: dom0's and dom1's, a lab's usual domains.
+const INLINE_SLOTS: usize = 2;
 
 /// A domain's reference, twice: the one the reader has, and the one the record being
 /// written moves it to, written in place. The writer's commit flips which is which
@@ -185,9 +197,19 @@ struct Slot {
     current: u8,
 }
 
-/// Where a domain's reference is kept (0: the hypervisor's own events, which have none).
-fn slot(dom: Option<u16>) -> usize {
-    dom.map_or(0, |dom| dom as usize + 1)
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            references: [NO_REFERENCE; 2],
+            current: 0,
+        }
+    }
+}
+
+/// Where a domain's reference is kept. (The hypervisor's own events have none: an exit, an
+/// emulate or a resume is always about a domain, and one that is not goes by postcard.)
+fn slot(dom: u16) -> usize {
+    usize::from(dom)
 }
 
 /// A domain's reference before its first record.
@@ -199,7 +221,11 @@ const NO_REFERENCE: Reference = Reference {
 
 impl State {
     fn reference(&self, slot: usize) -> &Reference {
-        self.slots.get(slot).map_or(&NO_REFERENCE, |slot| {
+        let kept = match slot.checked_sub(INLINE_SLOTS) {
+            None => self.slots.get(slot),
+            Some(index) => self.more.get(index),
+        };
+        kept.map_or(&NO_REFERENCE, |slot| {
             &slot.references[usize::from(slot.current)]
         })
     }
@@ -208,13 +234,21 @@ impl State {
     // world switch (book/src/speed.md), and these run at every trap.
     #[inline]
     fn slot_mut(&mut self, slot: usize) -> &mut Slot {
-        while self.slots.len() <= slot {
-            self.slots.push(Slot {
-                references: [NO_REFERENCE; 2],
-                current: 0,
-            });
+        match slot.checked_sub(INLINE_SLOTS) {
+            None => &mut self.slots[slot],
+            Some(index) => self.more_slot(index),
         }
-        &mut self.slots[slot]
+    }
+
+    /// A slot after the first [`INLINE_SLOTS`], made if it is new. Apart from
+    /// [`State::slot_mut`]: a lab's usual trap never comes here, and inlined, this made the
+    /// encoder a quarter bigger.
+    #[inline(never)]
+    fn more_slot(&mut self, index: usize) -> &mut Slot {
+        if self.more.len() <= index {
+            self.more.resize(index + 1, Slot::default());
+        }
+        &mut self.more[index]
     }
 
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
@@ -225,7 +259,7 @@ impl State {
     /// The reference the record being written fills, of a slot [`State::old_and_new`] made.
     #[inline]
     fn new_reference(&mut self, slot: usize) -> &mut Reference {
-        let slot = &mut self.slots[slot];
+        let slot = self.slot_mut(slot);
         &mut slot.references[usize::from(slot.current ^ 1)]
     }
 
@@ -294,9 +328,13 @@ impl Default for Encoder {
     }
 }
 
-/// A text's set in the cache.
+/// A text's set in the cache: the top bits of its key times 2^64 / φ (Fibonacci hashing,
+/// Knuth, TAOCP vol. 3, 6.4), which spreads keys that differ in any bits. (The address's low
+/// bits alone let three of a CPUID trap's five texts meet in one set after an unrelated
+/// change had moved them, and two of them went to the map behind the cache at every trap.)
 fn cache_index((address, length): TextKey) -> usize {
-    ((address >> 3) ^ length) & (TEXT_SETS - 1)
+    let key = (address ^ length.rotate_right(16)) as u64;
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TEXT_SETS.trailing_zeros())) as usize
 }
 
 impl Encoder {
@@ -341,7 +379,12 @@ impl Encoder {
         } else {
             out.varint(dom.map_or(0, |dom| dom as u64 + 1));
         }
-        let slot = slot(dom);
+        let slot = match dom {
+            Some(dom) => slot(dom),
+            // A decide reads no reference.
+            None if matches!(body, Body::Decide(_)) => 0,
+            None => return encode_postcard(seq, tsc, dom, body, out),
+        };
         let kind = match body {
             Body::Exit(exit) => {
                 self.text(&mut out, &exit.reason);
@@ -394,7 +437,12 @@ impl Encoder {
                 // The general registers' changes move the domain's reference: the resume
                 // that follows then has nothing left to say about them.
                 let (old, new) = self.state.old_and_new(slot);
-                *new = *old;
+                // Field by field: the compiler copies each in a few 16-byte moves, where the
+                // whole (248 bytes) went to `memcpy` and its `rep movsq`, which QEMU's TCG
+                // runs as a translated block per 8 bytes.
+                new.regs = old.regs;
+                new.exit = old.exit;
+                new.insn = old.insn;
                 for change in &emulate.changes {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
@@ -663,7 +711,12 @@ impl Decoder {
                 ),
             }
         };
-        let slot = slot(dom);
+        let slot = match dom {
+            Some(dom) => slot(dom),
+            // A decide reads no reference.
+            None if tag == tag::DECIDE => 0,
+            None => return Err(WireError::Malformed("a domain's record without its domain")),
+        };
         let mut reference = *self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
@@ -757,11 +810,10 @@ impl Decoder {
                         first => {
                             let number = first & !OLD_AS_KNOWN;
                             let (name, was) = match number {
-                                RIP => ("rip", reference.exit[EXIT_RIP]),
-                                0..16 => (
-                                    REGISTER_NAMES[number as usize],
-                                    reference.regs[number as usize],
-                                ),
+                                RIP => (RIP_NAME, reference.exit[EXIT_RIP]),
+                                0..16 => {
+                                    (GPR_NAMES[number as usize], reference.regs[number as usize])
+                                }
                                 _ => return Err(WireError::Malformed("register number")),
                             };
                             let old = match first & OLD_AS_KNOWN {
@@ -843,10 +895,10 @@ fn read_regs(input: &mut Reader, reference: &mut Reference) -> Result<Registers,
     Ok(from_array(values))
 }
 
-/// The registers in a fixed order (the encoding's).
+/// The registers in a fixed order (the encoding's: their x86 numbers, [`GPR_NAMES`]).
 fn as_array(regs: &Registers) -> [u64; 16] {
     [
-        regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.rsp, regs.r8,
+        regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp, regs.rsi, regs.rdi, regs.r8,
         regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
     ]
 }
@@ -854,13 +906,13 @@ fn as_array(regs: &Registers) -> [u64; 16] {
 fn from_array(values: [u64; 16]) -> Registers {
     let [
         rax,
-        rbx,
         rcx,
         rdx,
+        rbx,
+        rsp,
+        rbp,
         rsi,
         rdi,
-        rbp,
-        rsp,
         r8,
         r9,
         r10,

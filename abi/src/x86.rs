@@ -9,6 +9,61 @@ pub use x86_64::registers::control::{Cr0Flags, Cr4Flags};
 pub use x86_64::registers::model_specific::EferFlags;
 pub use x86_64::registers::rflags::RFlags;
 
+/// The registers' names, three bytes each (`r8` and `r9` padded with a space nobody reads),
+/// in the order [`GPR_NAMES`] and [`RIP_NAME`] give them. One static, so that a name is
+/// known by its address alone ([`register_by_address`]): the trace's encoder finds which
+/// register an `emulate` changed without reading the name, and the hypervisor keeps these
+/// bytes on the page of statics every exit reads (`hv/linker.ld`: under QEMU's TCG each
+/// page more costs a trap a refill of QEMU's TLB).
+static REGISTER_NAME_BYTES: [u8; 3 * 17] = *b"raxrcxrdxrbxrsprbprsirdir8 r9 r10r11r12r13r14r15rip";
+
+/// The name at `index` in [`REGISTER_NAME_BYTES`], `length` bytes long.
+const fn register_name(index: usize, length: usize) -> &'static str {
+    let (_, rest) = REGISTER_NAME_BYTES.split_at(3 * index);
+    let (name, _) = rest.split_at(length);
+    match core::str::from_utf8(name) {
+        Ok(name) => name,
+        Err(_) => panic!("a register's name is ASCII"),
+    }
+}
+
+/// The general registers' names by their encoding number (0 = RAX … 15 = R15, as ModRM,
+/// SIB and REX number them: Intel SDM vol. 2A, 2.1.5, table 2-2; AMD APM vol. 3, 1.4).
+pub static GPR_NAMES: [&str; 16] = [
+    register_name(0, 3),
+    register_name(1, 3),
+    register_name(2, 3),
+    register_name(3, 3),
+    register_name(4, 3),
+    register_name(5, 3),
+    register_name(6, 3),
+    register_name(7, 3),
+    register_name(8, 2),
+    register_name(9, 2),
+    register_name(10, 3),
+    register_name(11, 3),
+    register_name(12, 3),
+    register_name(13, 3),
+    register_name(14, 3),
+    register_name(15, 3),
+];
+
+/// RIP's name, from the same bytes.
+pub static RIP_NAME: &str = register_name(16, 3);
+
+/// Which register `name` is when it is one of [`GPR_NAMES`] (0–15) or [`RIP_NAME`] (16)
+/// itself, the same bytes at the same address; `None` for any other string, even one that
+/// reads `rax`. No byte of `name` is read.
+pub fn register_by_address(name: &str) -> Option<u8> {
+    let offset = (name.as_ptr() as usize).wrapping_sub(REGISTER_NAME_BYTES.as_ptr() as usize);
+    let index = offset / 3;
+    let length = match index {
+        8 | 9 => 2,
+        _ => 3,
+    };
+    (offset.is_multiple_of(3) && index <= 16 && name.len() == length).then_some(index as u8)
+}
+
 /// How an exception combines with one that occurs while it is being delivered
 /// (Intel SDM vol. 3A, 6.15, table 6-4 and 6-5; AMD APM vol. 2, 8.2.9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

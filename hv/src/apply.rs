@@ -36,7 +36,7 @@ use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick, VirtualTimer};
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
-use crate::domain::vcpu::{GPR_NAMES, IN_FLIGHT_MAX, InFlight};
+use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
 use crate::emulate::merge;
 use crate::exit::Exit;
 use crate::here;
@@ -56,7 +56,7 @@ use traplab_abi::exit::ExitReason;
 use traplab_abi::grant_table::flags as grant_flags;
 use traplab_abi::svm;
 use traplab_abi::x86::operand_mask;
-use traplab_abi::x86::{EferFlags, RFlags, pte};
+use traplab_abi::x86::{EferFlags, GPR_NAMES, RFlags, RIP_NAME, pte};
 
 /// What became of a decision, for the run loop.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -367,7 +367,7 @@ impl Step<'_, '_> {
                 let save = &mut vcpu.vmcb.save;
                 let old = core::mem::replace(&mut save.rip, rip);
                 vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
-                self.note("rip", old, rip);
+                self.note(RIP_NAME, old, rip);
             }
             Effect::Rflags(rflags) => {
                 let old = core::mem::replace(&mut vcpu.vmcb.save.rflags, rflags);

@@ -111,7 +111,7 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     if let Body::Console(console) = body
         && !trace::has_reader()
     {
-        crate::console::write_fmt(format_args!("d{}| {}\n", dom.unwrap_or(0), console.text));
+        console_to_log(dom, &console.text);
     }
     if let Body::Decide(decide) = body {
         // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
@@ -120,6 +120,15 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     if let Some(seq) = trace::emit(dom, body) {
         control::checkpoint(seq, body, meanwhile);
     }
+}
+
+/// A guest's console line in the hypervisor's log. Apart from [`record_with`]: formatting
+/// needs a large stack frame, which every event paid for on entry (saving and restoring
+/// registers around it) when this was inlined there.
+#[cold]
+#[inline(never)]
+fn console_to_log(dom: Option<u16>, text: &str) {
+    crate::console::write_fmt(format_args!("d{}| {}\n", dom.unwrap_or(0), text));
 }
 
 /// Why a vCPU left the CPU.

@@ -19,12 +19,6 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::svm::EventType;
 use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
 
-/// General registers by their x86 encoding number (0 = RAX … 15 = R15).
-pub const GPR_NAMES: [&str; 16] = [
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15",
-];
-
 /// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
 #[repr(C, align(16))]
 #[derive(Clone)]
