@@ -47,8 +47,9 @@ pub mod svm;
 pub mod wire;
 pub mod x86;
 
-/// The trace schema version: `"v"` in every JSON line, and `version` in the ring header.
-/// Bump it when a field changes meaning or disappears; adding a field is compatible.
+/// The trace schema version: `"v"` in every JSON line (the ring's protocol has its own,
+/// `ring::RING_VERSION`). Bump it when a field changes meaning or disappears; adding a field
+/// is compatible.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Parse a number as people write it: `0x1f` (hex) or `31` (decimal).

@@ -11,7 +11,7 @@
 //! | offset | field       | written by | meaning                                          |
 //! |--------|-------------|------------|--------------------------------------------------|
 //! | 0      | `magic`     | hv         | [`MAGIC`] once the header is valid               |
-//! | 8      | `version`   | hv         | [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) |
+//! | 8      | `version`   | hv         | [`RING_VERSION`]                                 |
 //! | 16     | `data_size` | hv         | bytes in the data area (a multiple of 8)         |
 //! | 128    | `tail`      | host       | bytes ever consumed (only grows)                 |
 //! | 4096   | data        | hv         | records                                          |
@@ -31,7 +31,8 @@
 //! costs a refill (about 2,000 of QEMU's instructions, `book/src/speed.md`). A `head` stored
 //! at every trap made the header one more page; now the producer touches the header only
 //! when the room it last saw runs out, and reads `tail` again (once every few thousand
-//! traps in a 16 MiB ring).
+//! traps in a 16 MiB ring; at every trap only while the ring is full and the producer
+//! waits, or drops, as it must).
 //!
 //! When the ring is full the producer waits for the consumer (lossless); a producer with
 //! no consumer counts what it drops and reports it as a `lost` event (see `hv/src/trace.rs`).
@@ -45,6 +46,11 @@ pub const RING_PHYS: u64 = 0x0200_0000;
 pub const HEADER_SIZE: usize = 4096;
 /// The data area the hypervisor uses.
 pub const DATA_SIZE: usize = 16 << 20;
+/// The ring's protocol, in its header: 2 since a record's length is its commit (1 had a
+/// `head` in the header), and the records' encoding (`wire`) with it. A reader and a
+/// hypervisor of different protocols refuse each other ([`ReadError::Version`]); the JSON a
+/// user records is another matter ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)).
+pub const RING_VERSION: u32 = 2;
 /// `magic` once the hypervisor has set up the ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TRPLRING");
 /// The length of a record that says "continue at offset 0".
@@ -149,7 +155,7 @@ impl Ring {
         ring.field(DATA_SIZE_OFFSET)
             .store(data_size as u64, Ordering::Relaxed);
         ring.field(VERSION_OFFSET)
-            .store(crate::SCHEMA_VERSION as u64, Ordering::Relaxed);
+            .store(RING_VERSION as u64, Ordering::Relaxed);
         // Magic last: a consumer that sees it sees a consistent header.
         ring.field(MAGIC_OFFSET).store(MAGIC, Ordering::Release);
         ring
@@ -177,13 +183,13 @@ impl Ring {
             return Err(ReadError::NotReady);
         }
         let version = probe.field(VERSION_OFFSET).load(Ordering::Relaxed) as u32;
-        if version != crate::SCHEMA_VERSION {
+        if version != RING_VERSION {
             return Err(ReadError::Version { found: version });
         }
         let data_size = probe.field(DATA_SIZE_OFFSET).load(Ordering::Relaxed);
         if data_size as usize > mapped - HEADER_SIZE
             || !data_size.is_multiple_of(8)
-            || data_size == 0
+            || data_size < 2 * MAX_RECORD as u64
         {
             return Err(ReadError::Size { data_size });
         }
@@ -275,7 +281,7 @@ impl Ring {
     pub fn reservation(&mut self) -> &mut [u8] {
         // SAFETY: `reserve` checked that the record's length and `reserved` payload bytes fit
         // between `reserved_at` and the end of the data area, and that the consumer has freed
-        // them; it reads none of them before `publish` moves `head` past them.
+        // them; it reads none of them before `publish` stores the record's length.
         unsafe {
             core::slice::from_raw_parts_mut(
                 self.data().add(self.reserved_at as usize + 4),
@@ -326,12 +332,24 @@ impl Ring {
             if length == 0 {
                 break;
             }
+            // The producer is never more than the data area ahead of where this call began:
+            // it waits for the `tail` stored at the end. Further would be lengths that loop.
+            let size = match length {
+                WRAP => self.data_size - offset,
+                _ => record_size(length as usize),
+            };
+            if tail + size - self.position > self.data_size {
+                self.free(tail, offset);
+                return Err(ReadError::Corrupt {
+                    position: tail,
+                    length,
+                });
+            }
             if length == WRAP {
-                tail += self.data_size - offset;
+                tail += size;
                 offset = 0;
                 continue;
             }
-            let size = record_size(length as usize);
             if length as usize > MAX_RECORD || offset + size > self.data_size {
                 self.free(tail, offset);
                 return Err(ReadError::Corrupt {
@@ -553,6 +571,35 @@ mod tests {
         assert!(matches!(
             consumer.consume(|_| ()),
             Err(ReadError::Corrupt { position: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn lengths_that_lead_back_to_themselves_are_corrupt_not_a_loop() {
+        let data_size = 2 * MAX_RECORD;
+        let mut backing = memory(data_size);
+        let base = backing.as_mut_ptr().cast::<u8>();
+        // SAFETY: `backing` outlives the views.
+        unsafe { Ring::create(base, data_size) };
+        // A record, then a skip where the next one would be: back to the record, for ever.
+        let first = MAX_RECORD as u64;
+        backing[HEADER_SIZE / 8] = first;
+        backing[(HEADER_SIZE + record_size(MAX_RECORD) as usize) / 8] = u64::from(WRAP);
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        let mut seen = 0;
+        assert!(matches!(
+            consumer.consume(|_| seen += 1),
+            Err(ReadError::Corrupt { .. })
+        ));
+        assert_eq!(seen, 1, "the record once, then the loop refused");
+        // A skip at offset 0 sends the reader back to it.
+        backing[HEADER_SIZE / 8] = u64::from(WRAP);
+        // SAFETY: as above.
+        let mut consumer = unsafe { Ring::attach(base, backing.len() * 8) }.unwrap();
+        assert!(matches!(
+            consumer.consume(|_| ()),
+            Err(ReadError::Corrupt { .. })
         ));
     }
 

@@ -132,7 +132,7 @@ const NAMED: u8 = 0xff;
 const OLD_AS_KNOWN: u8 = 0x80;
 
 /// A change's register by number: 0–15 in [`GPR_NAMES`], or [`RIP`]. The hypervisor
-/// names its changes with the names in [`crate::x86`] ([`GPR_NAMES`], [`RIP_NAME`]), which are known by their address
+/// names its changes with [`GPR_NAMES`] and [`RIP_NAME`], which are known by their address
 /// without reading them; any other string is read (by its bytes: the compiler turns the
 /// `match` into a few comparisons, where a search of the table costs more than the rest of
 /// the change).
@@ -363,6 +363,13 @@ impl Encoder {
         let (Body::Exit(_) | Body::Decide(_) | Body::Emulate(_) | Body::Resume(_)) = body else {
             return encode_postcard(seq, tsc, dom, body, out);
         };
+        // An exit, an emulate or a resume is written against its domain's reference: one
+        // about no domain (there is none) goes by postcard. A decide reads no reference.
+        let slot = match dom {
+            Some(dom) => slot(dom),
+            None if matches!(body, Body::Decide(_)) => 0,
+            None => return encode_postcard(seq, tsc, dom, body, out),
+        };
         // The first byte, the tag, is written last, once its kind and flags are known. (Not
         // first, from a `match` of the kind alone: the compiler turns such a `match` into a
         // table in memory, a page the hypervisor would touch at every trap for one byte.)
@@ -379,12 +386,6 @@ impl Encoder {
         } else {
             out.varint(dom.map_or(0, |dom| dom as u64 + 1));
         }
-        let slot = match dom {
-            Some(dom) => slot(dom),
-            // A decide reads no reference.
-            None if matches!(body, Body::Decide(_)) => 0,
-            None => return encode_postcard(seq, tsc, dom, body, out),
-        };
         let kind = match body {
             Body::Exit(exit) => {
                 self.text(&mut out, &exit.reason);
@@ -440,9 +441,8 @@ impl Encoder {
                 // Field by field: the compiler copies each in a few 16-byte moves, where the
                 // whole (248 bytes) went to `memcpy` and its `rep movsq`, which QEMU's TCG
                 // runs as a translated block per 8 bytes.
-                new.regs = old.regs;
-                new.exit = old.exit;
-                new.insn = old.insn;
+                let Reference { regs, exit, insn } = old;
+                (new.regs, new.exit, new.insn) = (*regs, *exit, *insn);
                 for change in &emulate.changes {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
@@ -1221,6 +1221,28 @@ mod tests {
         events.extend(trap(9, 1, 1));
         let (decoded, _) = through(&events, &[]);
         assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn a_domain_s_kind_about_no_domain_goes_by_postcard() {
+        // Exits, emulates and resumes are written against their domain's reference; the
+        // hypervisor's own have none, and come back all the same.
+        let mut events = trap(0, 1, 0);
+        for event in &mut events {
+            event.dom = None;
+        }
+        events.extend(trap(4, 1, 0));
+        let (decoded, _) = through(&events, &[]);
+        assert_eq!(decoded, events);
+        let mut buffer = vec![0u8; 8192];
+        for event in &events[..4] {
+            let record = Encoder::new()
+                .encode(event.seq, event.tsc, None, &event.body, &mut buffer)
+                .expect("fits")
+                .to_vec();
+            let compact = matches!(event.body, Body::Decide(_));
+            assert_eq!(record[0] == tag::POSTCARD, !compact, "{:?}", event.body);
+        }
     }
 
     #[test]

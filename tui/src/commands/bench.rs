@@ -599,8 +599,9 @@ fn read_through_ring(first: &[u8], every_other: &[u8], events: u64) -> Result<f6
 
 /// A ring handle that moves to another thread.
 struct SendRing<'a>(&'a mut traplab_abi::ring::Ring);
-// SAFETY: each handle is used by one thread only, and the ring's protocol (release/acquire
-// on head and tail) is what makes a producer and a consumer on two threads safe.
+// SAFETY: each handle is used by one thread only, and the ring's protocol (a record's length
+// stored with release and loaded with acquire, and the same for `tail`) is what makes a
+// producer and a consumer on two threads safe.
 unsafe impl Send for SendRing<'_> {}
 
 /// The events of one CPUID trap of `cpuid-loop`, with the values a real one has, from `seq`.
