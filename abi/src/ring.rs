@@ -221,6 +221,14 @@ impl Ring {
         self.position
     }
 
+    /// Where the record after the one of `size` bytes at `offset` starts: the data area's
+    /// end is its start again (a record never wraps, so it never goes past the end).
+    #[inline]
+    fn after(&self, offset: u64, size: u64) -> u64 {
+        let next = offset + size;
+        if next == self.data_size { 0 } else { next }
+    }
+
     /// Is there room for `bytes` more at the head? Reads `tail` from the header only when
     /// the tail last seen says no.
     #[inline]
@@ -308,10 +316,7 @@ impl Ring {
         let size = record_size(length);
         // The next record's length first (`reserve` made sure it is free): the consumer
         // stops there until that record is published in turn.
-        let mut next = self.reserved_at + size;
-        if next == self.data_size {
-            next = 0;
-        }
+        let next = self.after(self.reserved_at, size);
         self.length_at(next).store(0, Ordering::Relaxed);
         // The commit: the release orders the payload and the zero above before it.
         self.length_at(self.reserved_at)
@@ -338,7 +343,10 @@ impl Ring {
                 WRAP => self.data_size - offset,
                 _ => record_size(length as usize),
             };
-            if tail + size - self.position > self.data_size {
+            let too_far = tail + size - self.position > self.data_size;
+            let malformed =
+                length != WRAP && (length as usize > MAX_RECORD || offset + size > self.data_size);
+            if too_far || malformed {
                 self.free(tail, offset);
                 return Err(ReadError::Corrupt {
                     position: tail,
@@ -350,13 +358,6 @@ impl Ring {
                 offset = 0;
                 continue;
             }
-            if length as usize > MAX_RECORD || offset + size > self.data_size {
-                self.free(tail, offset);
-                return Err(ReadError::Corrupt {
-                    position: tail,
-                    length,
-                });
-            }
             // SAFETY: `offset + 4 .. offset + 4 + length` is inside the data area (checked
             // above) and was published by the producer's release store of its length.
             let payload = unsafe {
@@ -365,10 +366,7 @@ impl Ring {
             each(payload);
             count += 1;
             tail += size;
-            offset += size;
-            if offset == self.data_size {
-                offset = 0;
-            }
+            offset = self.after(offset, size);
         }
         self.free(tail, offset);
         Ok(count)
