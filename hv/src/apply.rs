@@ -74,13 +74,16 @@ pub struct Applied {
 
 /// Carry out `decision` for `domain` (and, for its effects on them, the other domains and
 /// the store), appending its events to `events`. `recording`: a trace records them; when
-/// none does, the `emulate` event, which only the trace reads, is not written at all.
+/// none does, the `emulate` event, which only the trace reads, is not written at all. The
+/// `emulate`'s changes are noted in `spare_changes`'s room, which [`recycle`] gives back once
+/// the events are recorded.
 pub fn apply(
     domain: &mut Domain,
     others: &mut OthersMut,
     decision: Decision,
     machine: &mut dyn Machine,
     events: &mut Vec<Body>,
+    spare_changes: &mut Vec<Change>,
     recording: bool,
 ) -> Applied {
     let Decision {
@@ -103,8 +106,13 @@ pub fn apply(
     }
 
     let mut applied = Applied::default();
-    // Room for a CPUID's registers and RIP at once (growing it costs allocations).
-    let mut changes = Vec::with_capacity(if recording { 6 } else { 0 });
+    // Room for a CPUID's registers and RIP at once (growing it costs allocations), kept from
+    // the trap before (`recycle`): a new buffer was an allocation and a free at every traced
+    // trap, calls whose returns QEMU's TCG looks up again after every world switch.
+    let mut changes = core::mem::take(spare_changes);
+    if recording {
+        changes.reserve(6);
+    }
     let mut reports = Vec::new();
     let mut step = Step {
         domain: &mut *domain,
@@ -263,6 +271,20 @@ pub fn before_resume(
             }));
         }
     }
+}
+
+/// Once a trap's events are recorded: they go, and the buffer their `emulate` noted its
+/// changes in comes back, empty, for [`apply`] to note the next trap's in.
+#[inline]
+pub fn recycle(events: &mut Vec<Body>, spare_changes: &mut Vec<Change>) {
+    // Taken where they are: moving an event (a few hundred bytes) is a copy of its own.
+    for body in events.iter_mut() {
+        if let Body::Emulate(emulate) = body {
+            *spare_changes = core::mem::take(&mut emulate.changes);
+            spare_changes.clear();
+        }
+    }
+    events.clear();
 }
 
 /// Keys the host typed for this domain's COM1 (`traplab run`): into its receiver before the
@@ -1093,6 +1115,7 @@ mod tests {
             decision,
             &mut test.machine,
             &mut events,
+            &mut Vec::new(),
             true,
         );
         (applied, events)
@@ -1118,6 +1141,7 @@ mod tests {
             decision.clone(),
             &mut test.machine,
             &mut events,
+            &mut Vec::new(),
             false,
         );
         assert!(events.is_empty(), "{events:?}");
@@ -1233,16 +1257,70 @@ mod tests {
             .with(Effect::Rip(ENTRY + 2))
             .describe("a test");
         let (_, events) = apply_to(&mut test, decision);
+        let changes = noted_changes(&events);
+        assert_eq!(changes, [("rbx", 1, 7), ("rip", ENTRY, ENTRY + 2)]);
+        assert_eq!(test.gpr(3), 7);
+    }
+
+    /// The changes the `emulate` after a decision's `decide` notes: (name, old, new).
+    fn noted_changes(events: &[Body]) -> Vec<(&str, u64, u64)> {
+        let Some(Body::Emulate(emulate)) = events.get(1) else {
+            panic!("no emulate after the decide: {events:?}")
+        };
+        let changes = emulate.changes.iter();
+        changes
+            .map(|change| (change.name.as_ref(), change.old, change.new))
+            .collect()
+    }
+
+    /// Once a trap's events are recorded, `recycle` empties them and hands the `emulate`'s
+    /// buffer of changes back, empty but with its room, and the next traced trap notes its
+    /// changes there: no allocation, and the same changes as with a new buffer.
+    #[test]
+    fn the_changes_buffer_comes_back_empty_and_the_next_trap_notes_its_changes_in_it() {
+        let mut test = Test::long_mode();
+        let decision = |value| {
+            decide!(Action::Emulate, "a write")
+                .with(Effect::Gpr(3, value))
+                .describe("a test")
+        };
+        let mut events = Vec::new();
+        let mut spare = Vec::new();
+        let mut others = OthersMut::new(&mut test.others, &mut test.store);
+        let machine = &mut test.machine;
+        apply(
+            &mut test.domain,
+            &mut others,
+            decision(7),
+            machine,
+            &mut events,
+            &mut spare,
+            true,
+        );
+        assert_eq!(kinds(&events), ["decide", "emulate"]);
+        recycle(&mut events, &mut spare);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(spare.is_empty());
+        let (room, buffer) = (spare.capacity(), spare.as_ptr());
+        assert!(room >= 1, "the buffer keeps its room");
+        apply(
+            &mut test.domain,
+            &mut others,
+            decision(9),
+            machine,
+            &mut events,
+            &mut spare,
+            true,
+        );
+        assert_eq!(noted_changes(&events), [("rbx", 7, 9)]);
         let Some(Body::Emulate(emulate)) = events.get(1) else {
             panic!("{events:?}")
         };
-        let changes: Vec<_> = emulate
-            .changes
-            .iter()
-            .map(|change| (change.name.as_ref(), change.old, change.new))
-            .collect();
-        assert_eq!(changes, [("rbx", 1, 7), ("rip", ENTRY, ENTRY + 2)]);
-        assert_eq!(test.gpr(3), 7);
+        assert_eq!(emulate.changes.as_ptr(), buffer, "noted in the same buffer");
+        assert!(
+            spare.is_empty() && spare.capacity() == 0,
+            "it is the event's now"
+        );
     }
 
     #[test]

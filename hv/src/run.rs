@@ -85,7 +85,19 @@ impl Running {
     /// The hypervisor has control, and the domain gdb debugs is not the one that exited
     /// (`current`), or none runs: answer gdb, and stop here while it holds its domain
     /// (all-stop). gdb may end its domain from here.
+    #[inline]
     fn answer_gdb(&mut self, current: Option<u16>) {
+        if let Running::Debugged(_) = self {
+            self.answer_gdb_debugged(current);
+        }
+    }
+
+    /// [`Running::answer_gdb`] with gdb attached: apart, so that the run loop's code for an
+    /// exit without gdb, the usual case, stays together (under QEMU's TCG each page of code
+    /// an exit runs costs a refill of QEMU's TLB after every world switch).
+    #[cold]
+    #[inline(never)]
+    fn answer_gdb_debugged(&mut self, current: Option<u16>) {
         let Running::Debugged(debugger) = self else {
             return;
         };
@@ -467,6 +479,7 @@ fn run_vcpu(
     scheduler: &mut Scheduler,
 ) -> Off {
     let mut events = Vec::new();
+    let mut spare_changes = Vec::new();
     let bare = bench_bare::on();
     // Who reads a decision's events: the trace, and gdb's `monitor traps`.
     let recording = trace::enabled() || matches!(running, Running::Debugged(_));
@@ -539,6 +552,7 @@ fn run_vcpu(
             decision,
             machine,
             &mut events,
+            &mut spare_changes,
             recording,
         );
 
@@ -562,7 +576,7 @@ fn run_vcpu(
         for body in &events {
             running.record(Some(id), body);
         }
-        events.clear();
+        apply::recycle(&mut events, &mut spare_changes);
         if let Some(end) = applied.end {
             return Off::Ended(end);
         }

@@ -704,6 +704,7 @@ impl Test {
             decision.clone(),
             &mut self.machine,
             &mut events,
+            &mut Vec::new(),
             true,
         );
         if applied.end.is_none() {

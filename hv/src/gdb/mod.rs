@@ -289,8 +289,14 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
     }))
 }
 
+// The run loop's hooks, from here on, are `#[cold]`: they run only with gdb attached, so the
+// compiler lays the loop's code for an exit without gdb out together, away from their calls
+// (under QEMU's TCG each page of code an exit runs costs a refill of QEMU's TLB after every
+// world switch: book/src/speed.md).
+
 /// Before VMRUN: serve gdb while it holds the guest stopped (or, the first time, until it
 /// comes), then arm a step.
+#[cold]
 pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
     if let Some(end) = debugger.end.take() {
         return Some(end);
@@ -307,6 +313,7 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// Right after an exit was recorded, before the hypervisor decides. `Some` when the exit
 /// was gdb's own (a step, a breakpoint: the guest never sees it), or when gdb ended the
 /// domain: that is the decision then.
+#[cold]
 pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
     let step = disarm_step(debugger);
     monitor::note_exit(debugger.target.domain(), exit);
@@ -356,6 +363,7 @@ fn killed(end: DomainEnd) -> Decision {
 }
 
 /// After the hypervisor handled an exit and the guest will resume: has a step ended?
+#[cold]
 pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
     if let Some(end) = debugger.end.take() {
         return Some(end);
@@ -375,6 +383,7 @@ pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// exited, or nothing runs (the idle loop). Answer what gdb sent; if gdb holds its domain
 /// stopped (Ctrl-C, a new session), nothing runs until it lets go (all-stop). `Some` when
 /// gdb ended its domain: the run loop ends it.
+#[cold]
 pub fn meanwhile(debugger: &mut Debugger) -> Option<DomainEnd> {
     if debugger.over {
         return None;
@@ -393,6 +402,7 @@ pub fn meanwhile(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// The host holds the hypervisor stopped (`control.rs` calls this while it waits): answer
 /// gdb, without waiting for it — the host's hand decides when the hypervisor goes on, gdb's
 /// decides when its domain runs after that. A kill is carried out once the host lets go.
+#[cold]
 pub fn while_host_holds(debugger: &mut Debugger) {
     if debugger.over {
         return;
@@ -403,6 +413,7 @@ pub fn while_host_holds(debugger: &mut Debugger) {
 }
 
 /// The domain ended: tell gdb, and end the session.
+#[cold]
 pub fn domain_ended(debugger: &mut Debugger, end: &DomainEnd) {
     debugger.over = true;
     let Some(machine) = debugger.machine.take() else {
