@@ -148,6 +148,11 @@ pub fn apply(
             arguments,
             changes,
         }));
+    } else {
+        // No `emulate` took the buffer (an untraced trap, a decision that says nothing): it
+        // goes back as it came, for the next trap.
+        changes.clear();
+        *spare_changes = changes;
     }
 
     match delivery.map(|delivery| *delivery) {
@@ -274,16 +279,19 @@ pub fn before_resume(
 }
 
 /// Once a trap's events are recorded: they go, and the buffer their `emulate` noted its
-/// changes in comes back, empty, for [`apply`] to note the next trap's in.
+/// changes in comes back, empty, for [`apply`] to note the next trap's in. Of several (a
+/// key typed, an interrupt window asked for), the one with the most room.
 #[inline]
 pub fn recycle(events: &mut Vec<Body>, spare_changes: &mut Vec<Change>) {
     // Taken where they are: moving an event (a few hundred bytes) is a copy of its own.
     for body in events.iter_mut() {
-        if let Body::Emulate(emulate) = body {
+        if let Body::Emulate(emulate) = body
+            && emulate.changes.capacity() > spare_changes.capacity()
+        {
             *spare_changes = core::mem::take(&mut emulate.changes);
-            spare_changes.clear();
         }
     }
+    spare_changes.clear();
     events.clear();
 }
 
@@ -1267,8 +1275,8 @@ mod tests {
         let Some(Body::Emulate(emulate)) = events.get(1) else {
             panic!("no emulate after the decide: {events:?}")
         };
-        let changes = emulate.changes.iter();
-        changes
+        let noted = emulate.changes.iter();
+        noted
             .map(|change| (change.name.as_ref(), change.old, change.new))
             .collect()
     }
@@ -1302,7 +1310,10 @@ mod tests {
         assert!(events.is_empty(), "{events:?}");
         assert!(spare.is_empty());
         let (room, buffer) = (spare.capacity(), spare.as_ptr());
-        assert!(room >= 1, "the buffer keeps its room");
+        assert!(
+            room >= 6,
+            "the buffer keeps the room apply made in it: {room}"
+        );
         apply(
             &mut test.domain,
             &mut others,
@@ -1317,10 +1328,56 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!(emulate.changes.as_ptr(), buffer, "noted in the same buffer");
+        assert_eq!(emulate.changes.capacity(), room, "and not grown");
         assert!(
             spare.is_empty() && spare.capacity() == 0,
             "it is the event's now"
         );
+    }
+
+    /// A trap with no `emulate` (its decision says nothing) leaves the buffer where it was;
+    /// of two `emulate`s, `recycle` keeps the buffer with more room.
+    #[test]
+    fn the_changes_buffer_stays_without_an_emulate_and_the_roomiest_comes_back() {
+        let mut test = Test::long_mode();
+        let mut events = Vec::new();
+        let mut spare = Vec::with_capacity(8);
+        let (buffer, room) = (spare.as_ptr(), spare.capacity());
+        let mut others = OthersMut::new(&mut test.others, &mut test.store);
+        let silent = decide!(Action::Emulate, "nothing to say");
+        let machine = &mut test.machine;
+        apply(
+            &mut test.domain,
+            &mut others,
+            silent,
+            machine,
+            &mut events,
+            &mut spare,
+            true,
+        );
+        assert_eq!(kinds(&events), ["decide"]);
+        assert_eq!(
+            (spare.as_ptr(), spare.capacity()),
+            (buffer, room),
+            "given back"
+        );
+
+        let emulate = |room| {
+            Body::Emulate(Emulate {
+                what: Cow::Borrowed("a key"),
+                arguments: Arguments::default(),
+                changes: Vec::with_capacity(room),
+            })
+        };
+        let mut events = vec![emulate(1), emulate(16), emulate(4)];
+        let most = events.iter().map(|body| match body {
+            Body::Emulate(emulate) => emulate.changes.capacity(),
+            _ => 0,
+        });
+        let most = most.max().unwrap_or(0);
+        recycle(&mut events, &mut spare);
+        assert!(events.is_empty() && spare.is_empty());
+        assert_eq!(spare.capacity(), most);
     }
 
     #[test]

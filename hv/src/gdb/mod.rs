@@ -289,7 +289,8 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
     }))
 }
 
-// The run loop's hooks, from here on, are `#[cold]`: they run only with gdb attached, so the
+// The six hooks the run loop calls (`before_entry`, `at_exit`, `after_handling`, `meanwhile`,
+// `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
 // compiler lays the loop's code for an exit without gdb out together, away from their calls
 // (under QEMU's TCG each page of code an exit runs costs a refill of QEMU's TLB after every
 // world switch: book/src/speed.md).
