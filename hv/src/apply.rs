@@ -1336,7 +1336,8 @@ mod tests {
     }
 
     /// A trap with no `emulate` (its decision says nothing) leaves the buffer where it was;
-    /// of two `emulate`s, `recycle` keeps the buffer with more room.
+    /// of several `emulate`s, `recycle` keeps the buffer with the most room, and a buffer
+    /// with more room than theirs stays (an `emulate` of a key typed has none).
     #[test]
     fn the_changes_buffer_stays_without_an_emulate_and_the_roomiest_comes_back() {
         let mut test = Test::long_mode();
@@ -1378,6 +1379,16 @@ mod tests {
         recycle(&mut events, &mut spare);
         assert!(events.is_empty() && spare.is_empty());
         assert_eq!(spare.capacity(), most);
+
+        let kept = (spare.as_ptr(), spare.capacity());
+        let mut events = vec![emulate(0), emulate(4)];
+        recycle(&mut events, &mut spare);
+        assert!(events.is_empty());
+        assert_eq!(
+            (spare.as_ptr(), spare.capacity()),
+            kept,
+            "the roomier one stays"
+        );
     }
 
     #[test]
