@@ -7,7 +7,7 @@
 # The count does not depend on the machine's load, and it follows the wall-clock time closely
 # (book/src/speed.md, "Where the time goes under TCG").
 #
-#   tools/qemu-cost.sh            # after `cargo build --release`; about 15 minutes
+#   tools/qemu-cost.sh            # after `cargo build --release`; a few minutes (2.5 here on 2026-12-04)
 #
 # Needs valgrind (`sudo apt-get install valgrind`). Each configuration's boot is measured with
 # the `hello` guest (a few exits) and taken off, so the figures are per trap of `cpuid-loop`
@@ -67,7 +67,7 @@ traced() {
         >"$work/$name.trace" 2>&1 || true
 }
 
-echo "callgrind runs in $work (about 15 minutes)..."
+echo "callgrind runs in $work (a few minutes)..."
 untraced bare-hello hello "-fw_cfg name=opt/traplab/settings,string=bench-bare"
 untraced bare cpuid-loop "-fw_cfg name=opt/traplab/settings,string=bench-bare"
 untraced off-hello hello ""
