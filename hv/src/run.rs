@@ -608,61 +608,19 @@ fn run_vcpu(
     }
 }
 
-/// An exit's or a resume's event, once it is recorded. Neither owns anything on the heap (an
-/// exit's reason is a static name and the rest of it numbers, a resume has only numbers), so
-/// they are forgotten rather than dropped: dropping a `Body` calls its drop glue, and under
-/// QEMU's TCG the return from that call looks its target up again after every world switch,
-/// twice a traced trap for nothing to free (book/src/speed.md, "Where the time goes under
-/// TCG"). Anything that does own something is dropped as before, so nothing can leak: an
-/// exit whose reason was formatted, or one of whose other fields has something to drop, and a
-/// resume the day its type has. (The pattern names every field of an exit, so a new one does
-/// not compile until it is named here, where its type is checked like the others'.)
+/// An exit's or a resume's event, once it is recorded, dropped as its own type rather than
+/// as a `Body`: a `Body`'s drop glue (every kind of event) is a call, and under QEMU's TCG the
+/// return from that call looks its target up again after every world switch, twice a traced
+/// trap; an exit's (a reason that may be formatted, the rest numbers) and a resume's (only
+/// numbers) are a few instructions here, or none.
 fn discard_recorded(body: Body) {
-    match &body {
-        Body::Resume(resume) if owns_nothing(resume) => core::mem::forget(body),
-        Body::Exit(event::Exit {
-            reason: Cow::Borrowed(_),
-            exitcode,
-            exitinfo1,
-            exitinfo2,
-            exitintinfo,
-            rip,
-            cs,
-            cpl,
-            rflags,
-            cr0,
-            cr2,
-            cr3,
-            cr4,
-            efer,
-            regs,
-            insn,
-        }) if owns_nothing(exitcode)
-            && owns_nothing(exitinfo1)
-            && owns_nothing(exitinfo2)
-            && owns_nothing(exitintinfo)
-            && owns_nothing(rip)
-            && owns_nothing(cs)
-            && owns_nothing(cpl)
-            && owns_nothing(rflags)
-            && owns_nothing(cr0)
-            && owns_nothing(cr2)
-            && owns_nothing(cr3)
-            && owns_nothing(cr4)
-            && owns_nothing(efer)
-            && owns_nothing(regs)
-            && owns_nothing(insn) =>
-        {
-            core::mem::forget(body)
-        }
-        _ => drop(body),
+    match body {
+        Body::Exit(exit) => drop(exit),
+        // Only numbers: nothing to drop. (Bound, so that it is moved out of the `Body`, which
+        // then has nothing left to drop either; `_` would leave the whole `Body` to drop.)
+        Body::Resume(_resume) => {}
+        other => drop(other),
     }
-}
-
-/// Whether a `T` has nothing to drop: a question about its type, which the compiler answers
-/// (the calls above fold away).
-fn owns_nothing<T>(_: &T) -> bool {
-    !core::mem::needs_drop::<T>()
 }
 
 fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
