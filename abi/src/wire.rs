@@ -133,39 +133,23 @@ const OLD_AS_KNOWN: u8 = 0x80;
 
 /// A change's register by number: 0–15 in [`GPR_NAMES`], or [`RIP`]. The hypervisor
 /// names its changes with [`GPR_NAMES`] and [`RIP_NAME`], which are known by their address
-/// without reading them; any other string is read (by its bytes: the compiler turns the
-/// `match` into a few comparisons, where a search of the table costs more than the rest of
-/// the change).
+/// without reading them; any other string (a host's event, a control register's or an
+/// MSR's name) is looked for in the same table, by its bytes.
 fn register_number(name: &str) -> Option<u8> {
     if let Some(number) = register_by_address(name) {
         return Some(number);
     }
-    register_number_by_bytes(name)
+    register_number_by_name(name)
 }
 
+/// Apart from [`register_number`]: a CPUID trap's changes never come here.
 #[inline(never)]
-fn register_number_by_bytes(name: &str) -> Option<u8> {
-    let number = match name.as_bytes() {
-        b"rax" => 0,
-        b"rcx" => 1,
-        b"rdx" => 2,
-        b"rbx" => 3,
-        b"rsp" => 4,
-        b"rbp" => 5,
-        b"rsi" => 6,
-        b"rdi" => 7,
-        b"r8" => 8,
-        b"r9" => 9,
-        b"r10" => 10,
-        b"r11" => 11,
-        b"r12" => 12,
-        b"r13" => 13,
-        b"r14" => 14,
-        b"r15" => 15,
-        b"rip" => RIP,
-        _ => return None,
-    };
-    Some(number)
+fn register_number_by_name(name: &str) -> Option<u8> {
+    if name == RIP_NAME {
+        return Some(RIP);
+    }
+    let number = GPR_NAMES.iter().position(|&gpr| gpr == name)?;
+    Some(number as u8)
 }
 
 /// The state both sides keep.

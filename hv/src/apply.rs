@@ -1275,8 +1275,9 @@ mod tests {
         let Some(Body::Emulate(emulate)) = events.get(1) else {
             panic!("no emulate after the decide: {events:?}")
         };
-        let noted = emulate.changes.iter();
-        noted
+        emulate
+            .changes
+            .iter()
             .map(|change| (change.name.as_ref(), change.old, change.new))
             .collect()
     }
