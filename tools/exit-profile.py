@@ -30,9 +30,12 @@
 # Each block looked up is listed with where control came from and went to: a return and an
 # indirect jump or call always look up; a direct one only when it leaves its page. Then QEMU's
 # jump cache is replayed over the exit (its hash as QEMU 7.2 computes it): the lookups it
-# misses, and which targets evicted which.
+# misses, and which targets evicted which; and its software TLB (direct-mapped by page
+# number): the pages filled, and those that took each other's entry, each swap back a call
+# into QEMU's slow path.
 #
-# Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234).
+# Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234), TLB_ENTRIES
+# (the TLB's size QEMU settled on, 64).
 import collections
 import os
 import re
@@ -120,9 +123,12 @@ def data_addresses(pc):
 
 steps = []
 data = []  # (pc, address) of every access
+accessed_at = []  # (step, address) of every access: the step is the instruction's index
 pc = after_vmrun
 while len(steps) < LIMIT:
-    data.extend((pc, address) for address in data_addresses(pc))
+    addresses = data_addresses(pc)
+    data.extend((pc, address) for address in addresses)
+    accessed_at.extend((len(steps), address) for address in addresses)
     gdb.execute("stepi", to_string=True)
     pc = int(gdb.parse_and_eval("$pc")) & (2**64 - 1)
     steps.append(pc)
@@ -192,14 +198,16 @@ def transfer_kind(previous, pc):
     return None
 
 
-# Every transfer of the hypervisor's that looks a block up, in order: (kind, from, to).
-transfers = []
-for previous, pc in zip([after_vmrun] + steps, steps):
+# Every transfer of the hypervisor's that looks a block up, in order: (kind, from, to), and
+# with the step it goes to.
+transfer_steps = []
+for step, (previous, pc) in enumerate(zip([after_vmrun] + steps, steps)):
     if function(previous) == "(the guest)":
         continue
     kind = transfer_kind(previous, pc)
     if kind:
-        transfers.append((kind, previous, pc))
+        transfer_steps.append((step, (kind, previous, pc)))
+transfers = [transfer for _, transfer in transfer_steps]
 # Each target once, in the order they came: (jump or page, target) -> (kind, from, to).
 looked_up = {}
 for kind, previous, pc in transfers:
@@ -227,18 +235,62 @@ def jump_cache_index(pc):
 jump_cache = {}
 misses = 0
 evicted = collections.Counter()
-for kind, previous, pc in transfers:
+code_looked_up = []  # (step, pc): each lookup reads the target's page in QEMU's TLB
+for step, (kind, previous, pc) in transfer_steps:
     if function(pc) == "(the guest)":
         continue  # VMRUN: the cache is emptied again
     index = jump_cache_index(pc)
     if jump_cache.get(index) != pc:
         misses += 1
+        code_looked_up.append((step, pc))
         if index in jump_cache:
             evicted[(function(jump_cache[index]), function(pc))] += 1
         jump_cache[index] = pc
 print(f"jump cache misses (the lookups, QEMU's cache replayed): {misses}")
 for (out, into), count in evicted.most_common(8):
     print(f"  {count} x {into[:50]} evicted {out[:50]}")
+
+
+# QEMU's software TLB, replayed the same way. It is direct-mapped: a page's entry is its page
+# number modulo the TLB's size, which QEMU resizes at each flush to the use it saw (QEMU 7.2,
+# accel/tcg/cputlb.c, tlb_mmu_resize_locked: 64 entries, its least, for the thirty-odd pages
+# an exit touches), and behind it are 8 victims (CPU_VTLB_SIZE). A page whose entry another
+# took is found among the victims and swapped back: no walk of the page tables, but QEMU's
+# slow path (a call of about 60 of its instructions) instead of the inline check. Two pages
+# used in turn with the same entry pay that at every turn; one evicted from the victims too is
+# walked again. The hypervisor's data accesses, and each block it looks up (the code's page:
+# `get_page_addr_code`), in order, the TLB empty at the exit.
+TLB_ENTRIES = int(os.environ.get("TLB_ENTRIES", "64"))
+VICTIMS = 8
+# (step, 0 for data or 1 for code, page): an instruction's accesses come before the lookup of
+# the block it jumps to (`accessed_at` counts from the instruction after VMRUN at 0).
+events = sorted(
+    [(step, 0, address >> 12) for step, address in accessed_at]
+    + [(step, 1, pc >> 12) for step, pc in code_looked_up]
+)
+entries = {}
+victims = []
+fills = swaps = 0
+swapped = collections.Counter()
+for _, _, page in events:
+    index = page % TLB_ENTRIES
+    if entries.get(index) == page:
+        continue
+    if page in victims:
+        swaps += 1
+        swapped[tuple(sorted((page, entries[index])))] += 1
+        victims[victims.index(page)] = entries[index]
+    else:
+        fills += 1
+        if index in entries:
+            victims = (victims + [entries[index]])[-VICTIMS:]
+    entries[index] = page
+print(
+    f"QEMU's TLB replayed ({TLB_ENTRIES} entries by page number, {VICTIMS} victims): "
+    f"{fills} pages filled, {swaps} swapped back from the victims"
+)
+for (first, second), count in swapped.most_common(6):
+    print(f"  {count} x pages {first << 12:#x} and {second << 12:#x} share an entry")
 print("\nblocks looked up, in order (a return, an indirect jump or call, a jump to another page):")
 for kind, source, target in looked_up.values():
     print(f"  {kind:8} {source[:55]:55} -> {target[:55]}")

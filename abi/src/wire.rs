@@ -533,11 +533,23 @@ impl Encoder {
                 return out.varint(2 * number + 1);
             }
         }
-        self.text_not_cached(out, value)
+        // The writer's place goes and comes back by value: a writer whose address a call
+        // takes lives in memory, and each byte written would store its length there.
+        let writer = Writer {
+            buffer: &mut *out.buffer,
+            length: out.length,
+        };
+        out.length = self.text_not_cached(writer, value);
     }
 
+    /// [`Encoder::text`]'s rest; the writer's length after it.
     #[inline(never)]
-    fn text_not_cached(&mut self, out: &mut Writer, value: &Text) {
+    fn text_not_cached(&mut self, mut out: Writer, value: &Text) -> usize {
+        self.write_not_cached(&mut out, value);
+        out.length
+    }
+
+    fn write_not_cached(&mut self, out: &mut Writer, value: &Text) {
         let Cow::Borrowed(fixed) = value else {
             out.varint(text::INLINE);
             return out.string(value);
@@ -985,6 +997,7 @@ impl<'a> Writer<'a> {
         self.byte(value as u8)
     }
 
+    #[inline]
     fn bytes(&mut self, bytes: &[u8]) {
         let end = self.length + bytes.len();
         if let Some(slots) = self.buffer.get_mut(self.length..end) {
