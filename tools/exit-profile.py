@@ -31,7 +31,7 @@
 # indirect jump or call always look up; a direct one only when it leaves its page. Then QEMU's
 # jump cache is replayed over the exit (its hash as QEMU 7.2 computes it): the lookups it
 # misses, and which targets evicted which; and its software TLB (direct-mapped by page
-# number): the pages filled, and those that took each other's entry, each swap back a call
+# number): the fills, and the pages that took each other's entry, each swap back a call
 # into QEMU's slow path.
 #
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234), TLB_ENTRIES
@@ -198,8 +198,8 @@ def transfer_kind(previous, pc):
     return None
 
 
-# Every transfer of the hypervisor's that looks a block up, in order: (kind, from, to), and
-# with the step it goes to.
+# Every transfer of the hypervisor's that looks a block up, in order: (kind, from, to), with
+# the step of the instruction that transfers (counted as in `accessed_at`).
 transfer_steps = []
 for step, (previous, pc) in enumerate(zip([after_vmrun] + steps, steps)):
     if function(previous) == "(the guest)":
@@ -253,20 +253,24 @@ for (out, into), count in evicted.most_common(8):
 
 # QEMU's software TLB, replayed the same way. It is direct-mapped: a page's entry is its page
 # number modulo the TLB's size, which QEMU resizes at each flush to the use it saw (QEMU 7.2,
-# accel/tcg/cputlb.c, tlb_mmu_resize_locked: 64 entries, its least, for the thirty-odd pages
-# an exit touches), and behind it are 8 victims (CPU_VTLB_SIZE). A page whose entry another
+# accel/tcg/cputlb.c, tlb_mmu_resize_locked: 64 entries, its least, while fewer than 45 pages
+# are used between two flushes; a CPUID exit uses about 26), and behind it are 8 victims
+# (CPU_VTLB_SIZE). A page whose entry another
 # took is found among the victims and swapped back: no walk of the page tables, but QEMU's
 # slow path (a call of about 60 of its instructions) instead of the inline check. Two pages
 # used in turn with the same entry pay that at every turn; one evicted from the victims too is
 # walked again. The hypervisor's data accesses, and each block it looks up (the code's page:
-# `get_page_addr_code`), in order, the TLB empty at the exit.
+# `get_page_addr_code`), the first at #VMEXIT itself, in order, the TLB empty at the exit.
 TLB_ENTRIES = int(os.environ.get("TLB_ENTRIES", "64"))
 VICTIMS = 8
 # (step, 0 for data or 1 for code, page): an instruction's accesses come before the lookup of
 # the block it jumps to (`accessed_at` counts from the instruction after VMRUN at 0).
+# Sorted by the first two only: one instruction's accesses keep their order.
 events = sorted(
-    [(step, 0, address >> 12) for step, address in accessed_at]
-    + [(step, 1, pc >> 12) for step, pc in code_looked_up]
+    [(-1, 1, after_vmrun >> 12)]
+    + [(step, 0, address >> 12) for step, address in accessed_at]
+    + [(step, 1, pc >> 12) for step, pc in code_looked_up],
+    key=lambda event: event[:2],
 )
 entries = {}
 victims = []
@@ -287,7 +291,7 @@ for _, _, page in events:
     entries[index] = page
 print(
     f"QEMU's TLB replayed ({TLB_ENTRIES} entries by page number, {VICTIMS} victims): "
-    f"{fills} pages filled, {swaps} swapped back from the victims"
+    f"{fills} fills (a walk of the page tables), {swaps} swaps back from the victims"
 )
 for (first, second), count in swapped.most_common(6):
     print(f"  {count} x pages {first << 12:#x} and {second << 12:#x} share an entry")

@@ -549,6 +549,8 @@ impl Encoder {
         out.length
     }
 
+    /// What [`Encoder::text_not_cached`] writes: apart, so that its early returns all leave
+    /// `out` for it to hand back.
     fn write_not_cached(&mut self, out: &mut Writer, value: &Text) {
         let Cow::Borrowed(fixed) = value else {
             out.varint(text::INLINE);
@@ -997,6 +999,8 @@ impl<'a> Writer<'a> {
         self.byte(value as u8)
     }
 
+    // Inlined like the others: a call that takes a writer's address would make it live in
+    // memory all through `Encoder::encode` (see `Encoder::text`).
     #[inline]
     fn bytes(&mut self, bytes: &[u8]) {
         let end = self.length + bytes.len();
@@ -1353,6 +1357,79 @@ mod tests {
             "{second} bytes; postcard {postcard}"
         );
         std::eprintln!("a repeated trap: {second} bytes; postcard {postcard}; the first {first}");
+    }
+
+    #[test]
+    fn a_text_the_cache_let_go_is_still_sent_by_its_number() {
+        // Three texts in one set of the cache (two ways): the third pushes the first out,
+        // and the first, used again, is found in the map behind the cache, not defined again.
+        let texts: Vec<&'static str> = (0..4096)
+            .map(|n| &*alloc::boxed::Box::leak(alloc::format!("why {n}").into_boxed_str()))
+            .collect();
+        let key = |text: &str| (text.as_ptr() as usize, text.len());
+        let first = texts[0];
+        let same_set: Vec<&str> = texts[1..]
+            .iter()
+            .copied()
+            .filter(|text| cache_index(key(text)) == cache_index(key(first)))
+            .take(2)
+            .collect();
+        assert_eq!(same_set.len(), 2, "4,096 texts over 32 sets");
+        let decide = |seq: u64, why: &'static str| Event {
+            seq,
+            tsc: seq,
+            dom: Some(1),
+            body: Body::Decide(Decide {
+                action: Action::Emulate,
+                why: Cow::Borrowed(why),
+                at: Cow::Borrowed("hv/src/exit/cpuid.rs:24"),
+            }),
+        };
+        let events = [
+            decide(0, first),
+            decide(1, same_set[0]),
+            decide(2, same_set[1]),
+            decide(3, first),
+        ];
+        let (decoded, sizes) = through(&events, &[]);
+        assert_eq!(decoded, events);
+        assert!(sizes[3] + first.len() <= sizes[0], "by number: {sizes:?}");
+    }
+
+    #[test]
+    fn a_text_a_record_uses_twice_is_defined_once() {
+        // Two changes named by the same new text: the record defines it at the first and
+        // refers to that definition at the second.
+        let change = |new: u64| Change {
+            name: Cow::Borrowed("cr4"),
+            old: 0,
+            new,
+        };
+        let events = [Event {
+            seq: 0,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Emulate(Emulate {
+                what: Cow::Borrowed("twice"),
+                arguments: Arguments::default(),
+                changes: vec![change(1), change(2)],
+            }),
+        }];
+        let (decoded, sizes) = through(&events, &[]);
+        assert_eq!(decoded, events);
+        let once = through(
+            &[Event {
+                body: Body::Emulate(Emulate {
+                    what: Cow::Borrowed("twice"),
+                    arguments: Arguments::default(),
+                    changes: vec![change(1)],
+                }),
+                ..events[0].clone()
+            }],
+            &[],
+        )
+        .1;
+        assert!(sizes[0] < once[0] + "cr4".len() + 2, "{sizes:?} {once:?}");
     }
 
     #[test]
