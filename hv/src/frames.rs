@@ -3,20 +3,29 @@
 //! The boot page tables map the first 4 GiB 1:1, so a physical address below 4 GiB is also
 //! the virtual address the hypervisor uses for it.
 //!
-//! | physical              | what                                                       |
-//! |-----------------------|------------------------------------------------------------|
-//! | 0 – 1 MiB             | firmware, BIOS data area, QEMU's option ROMs: left alone    |
-//! | 1 MiB – 16 MiB        | the hypervisor's image: code, data, stacks (`linker.ld`)    |
-//! | 16 MiB – 32 MiB       | the hypervisor's heap ([`crate::heap`])                    |
-//! | 32 MiB – 48 MiB + 4 KiB | the trace ring (`traplab_abi::ring::RING_PHYS`)          |
-//! | 64 MiB – end of RAM   | frames: guest RAM, VMCBs, nested page tables, permission maps |
+//! | physical                         | what                                                          |
+//! |----------------------------------|---------------------------------------------------------------|
+//! | 0 – 1 MiB                        | firmware, BIOS data area, QEMU's option ROMs: left alone       |
+//! | 1 MiB – 16 MiB − 160 KiB         | the hypervisor's image: code, data, stacks (`linker.ld`)       |
+//! | 16 MiB − 160 KiB, 16 MiB of it   | the hypervisor's heap ([`crate::heap`]; why there: [`HEAP_START`]) |
+//! | 32 MiB – 48 MiB + 4 KiB          | the trace ring (`traplab_abi::ring::RING_PHYS`)                |
+//! | 64 MiB – end of RAM              | frames: guest RAM, VMCBs, nested page tables, permission maps  |
 
 use crate::boot::{E820_RAM, MemmapEntry};
 use spin::Mutex;
 use traplab_abi::ring;
 
 pub use traplab_hv::domain::memory::PAGE_SIZE;
-pub const HEAP_START: u64 = 16 << 20;
+/// 40 pages below 16 MiB, not at it. Under QEMU's TCG the software TLB is direct-mapped by
+/// page number, 64 entries for a hypervisor's exit: with the image at 1 MiB and the heap at
+/// 16 MiB, both multiples of 64 pages, the image's page k and the heap's page k took the same
+/// entry, and the exit path's code and the heap's blocks an exit uses (a domain's, a
+/// decision's) took it from each other at every trap, each time a call into QEMU's slow path
+/// (book/src/speed.md, "Pages that share an entry of the TLB": 14 such swaps an untraced
+/// CPUID trap, 2,300 of QEMU's instructions). From here the heap's page k shares an entry
+/// with the image's page k + 24, past the code an exit runs. A real CPU's TLB is set
+/// associative, and this does not matter there.
+pub const HEAP_START: u64 = (16 << 20) - 40 * PAGE_SIZE;
 pub const HEAP_SIZE: u64 = 16 << 20;
 pub const FRAMES_START: u64 = 64 << 20;
 /// Everything we use must sit below 4 GiB, inside the boot identity map.
