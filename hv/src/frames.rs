@@ -7,7 +7,7 @@
 //! |----------------------------------|---------------------------------------------------------------|
 //! | 0 – 1 MiB                        | firmware, BIOS data area, QEMU's option ROMs: left alone       |
 //! | 1 MiB – 16 MiB − 160 KiB         | the hypervisor's image: code, data, stacks (`linker.ld`)       |
-//! | 16 MiB − 160 KiB, 16 MiB of it   | the hypervisor's heap ([`crate::heap`]; why there: [`HEAP_START`]) |
+//! | 16 MiB − 160 KiB – 32 MiB − 160 KiB | the heap ([`crate::heap`]; why it starts there: [`HEAP_START`]) |
 //! | 32 MiB – 48 MiB + 4 KiB          | the trace ring (`traplab_abi::ring::RING_PHYS`)                |
 //! | 64 MiB – end of RAM              | frames: guest RAM, VMCBs, nested page tables, permission maps  |
 
