@@ -32,8 +32,8 @@
 use crate::gdb::{self, Debugger};
 use crate::hardware::Hardware;
 use crate::loader;
-use crate::svm::Host;
 use crate::svm::world_switch::world_switch;
+use crate::svm::{Host, fpu};
 use crate::time::rdtsc;
 use crate::{bench_bare, clock, control, trace};
 use alloc::borrow::Cow;
@@ -404,8 +404,9 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
     first
 }
 
-/// Put vCPU `id` on the CPU: its `created` event the first time, the debug registers and
-/// XCR0 VMRUN does not switch, a due timer, and what it still owes of the exit it left at.
+/// Put vCPU `id` on the CPU: its `created` event the first time, the debug registers, XCR0
+/// and x87/SSE state VMRUN does not switch, a due timer, and what it still owes of the exit
+/// it left at.
 fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine: &mut Hardware) {
     let previous = scheduler.current.replace(id);
     let system = running.system();
@@ -432,8 +433,8 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         return;
     };
     if previous != Some(id) {
-        // DR0–DR3 and XCR0 are not in the VMCB: the CPU's are the running guest's
-        // (`exit/dr.rs`, `exit/xsetbv.rs`).
+        // DR0–DR3, XCR0 and the x87/SSE state are not in the VMCB: the CPU's are the
+        // running guest's (`exit/dr.rs`, `exit/xsetbv.rs`, `svm/fpu.rs`).
         for (slot, &address) in domain.vcpu.debug_registers.iter().enumerate() {
             machine.load_breakpoint_address(slot as u8, address);
         }
@@ -444,6 +445,8 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         if let Running::Debugged(debugger) = running {
             debugger.switched_to(id);
         }
+        // The x87 state and MXCSR in the CPU: the previous vCPU's, back to its image.
+        fpu::hand_to(running.system(), id);
     }
     let Some(domain) = running.system().domain_mut(id) else {
         return;
@@ -472,6 +475,10 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
 }
 
 /// Run vCPU `id` until it leaves the CPU.
+///
+/// Never inlined: every exit goes round this loop, and `linker.ld` starts it on a page of
+/// its own, so that it spans one page of QEMU's TLB whatever the code around it.
+#[inline(never)]
 fn run_vcpu(
     running: &mut Running,
     id: u16,

@@ -333,6 +333,64 @@ fn gdb_attaches_to_a_multiboot_kernel_at_its_entry_and_breaks_in_its_apic_timer_
     assert_eq!(status, 0, "the trace ends with {last:#?}");
 }
 
+/// The hypervisor leaves a guest's x87 registers and MXCSR in the CPU across its exits
+/// (`hv/src/svm/fpu.rs`); gdb, stopped at one of those exits, still reads the guest's
+/// values, and what it writes is what the guest finds when it reads them back.
+#[test]
+fn gdb_reads_and_writes_the_x87_and_sse_state_the_cpu_holds_for_the_guest() {
+    let lab = Lab::start_with(&["--guest", "fpu-across-exits"]);
+    let output = lab.gdb(&[
+        "monitor catch cpuid",
+        // Until the guest's own values are in (its runtime may use CPUID before).
+        "continue",
+        "while $fctrl != 0x7f",
+        "continue",
+        "end",
+        "monitor catch off",
+        "p/x $mxcsr",
+        "p/x $fctrl",
+        "p/x $xmm3.uint128",
+        "p $st0",
+        "p $st1",
+        // (gdb 13 takes no 128-bit literal.)
+        "set $xmm5.v2_int64[0] = 0x0123456789abcdef",
+        "set $xmm5.v2_int64[1] = 0x0123456789abcdef",
+        "set $st0 = 42",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    // d1's values (`guests/src/bin/fpu-across-exits.rs`): MXCSR rounding toward zero, the
+    // FCW single precision, XMM3 0x33 in every byte, the integers pushed last first.
+    let printed: Vec<&str> = output
+        .lines()
+        .filter(|line| line.starts_with('$'))
+        .filter_map(|line| line.split_once(" = ").map(|(_, value)| value))
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "0x7f80",
+            "0x7f",
+            "0x33333333333333333333333333333333",
+            "-7777778",
+            "1000003"
+        ],
+        "{output}"
+    );
+    let (_, trace) = lab.finish();
+    assert!(
+        trace.contains(
+            "XMM5 changed across the exits: [ef, cd, ab, 89, 67, 45, 23, 01, ef, cd, ab, 89, 67, 45, 23, 01]"
+        ),
+        "the guest read gdb's XMM5:\n{trace}"
+    );
+    assert!(
+        trace
+            .contains("the x87 stack held [1000003, 42] after the exits (was [1000003, -7777778])"),
+        "the guest read gdb's ST0:\n{trace}"
+    );
+}
+
 #[test]
 fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
     let lab = Lab::start("invalid-opcode");
@@ -471,6 +529,80 @@ fn wait_for_the_stub(socket: &mut TcpStream) {
         assert!(Instant::now() < deadline, "the stub never answered");
     }
     socket.write_all(b"+").expect("ack");
+}
+
+/// Send packet `body` and read until `wanted`; acknowledge what came.
+fn exchange(socket: &mut TcpStream, body: &str, wanted: &str) -> String {
+    socket.write_all(&packet(body)).expect("send");
+    let answer = read_until(socket, wanted);
+    socket.write_all(b"+").expect("ack");
+    answer
+}
+
+/// A packet's data with its run-length encoding undone (GDB manual, "Overview": `X*N`
+/// is X and N − 29 more of it).
+fn run_length_decoded(data: &str) -> String {
+    let mut decoded = String::new();
+    let mut chars = data.chars();
+    while let Some(char) = chars.next() {
+        if char == '*' {
+            let count = chars.next().expect("a count after `*`") as usize - 29;
+            let last = decoded.chars().last().expect("a character before `*`");
+            decoded.extend(std::iter::repeat_n(last, count));
+        } else {
+            decoded.push(char);
+        }
+    }
+    decoded
+}
+
+/// `qRcmd` (gdb's `monitor`): the command, hex-encoded.
+fn monitor(command: &str) -> String {
+    let hex: String = command.bytes().map(|byte| format!("{byte:02x}")).collect();
+    format!("qRcmd,{hex}")
+}
+
+/// A `G` packet whose MXCSR has reserved bits set (gdb's own `set $mxcsr` refuses such a
+/// value): the stub clears the bits MXCSR_MASK does not allow, since FXRSTOR would raise
+/// #GP in the hypervisor with them (`hv/src/gdb/target.rs`), and the guest reads what is
+/// left. Sent at one of the guest's exits, while the CPU holds its x87 state and MXCSR.
+#[test]
+fn an_mxcsr_written_with_reserved_bits_reaches_the_guest_without_them() {
+    let lab = Lab::start_with(&["--guest", "fpu-across-exits"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    exchange(&mut socket, &monitor("catch cpuid"), "$OK#");
+    // Stopped at the first CPUID: in the guest's loop, its MXCSR 0x7f80 in.
+    exchange(&mut socket, "c", "$S05");
+    let answer = exchange(&mut socket, "g", "#");
+    let registers = answer
+        .split_once('$')
+        .and_then(|(_, rest)| rest.split_once('#'))
+        .map(|(registers, _)| run_length_decoded(registers))
+        .expect("a `g` answer");
+    // gdbstub_arch's x86-64 core registers: 16 general registers, RIP (8 bytes each),
+    // EFLAGS, 6 selectors (4 each), ST0–ST7 (10 each), 8 x87 words (4 each), XMM0–XMM15
+    // (16 each), then MXCSR (4), at byte 532; the stub's system registers follow.
+    let mxcsr = 2 * (17 * 8 + 7 * 4 + 8 * 10 + 8 * 4 + 16 * 16);
+    assert_eq!(
+        &registers[mxcsr..mxcsr + 8],
+        "807f0000",
+        "MXCSR 0x7f80: {registers}"
+    );
+    let written = format!("{}ffffffff{}", &registers[..mxcsr], &registers[mxcsr + 8..]);
+    exchange(&mut socket, &format!("G{written}"), "$OK#");
+    exchange(&mut socket, &monitor("catch off"), "$OK#");
+    socket.write_all(&packet("c")).expect("continue");
+    let (_, trace) = lab.finish();
+    // What QEMU allows (its MXCSR_MASK, 0xffff): every bit but the reserved 31:16.
+    assert!(
+        trace.contains("MXCSR 0xffff (was 0x7f80), FCW 0x7f (was 0x7f) after the exits"),
+        "the guest read gdb's MXCSR, its reserved bits cleared:\n{trace}"
+    );
+    assert!(
+        trace.contains("fpu-across-exits exited with status 1"),
+        "and the hypervisor lived on to its end:\n{trace}"
+    );
 }
 
 /// GDB manual, "Packet Acknowledgment": a packet with a bad checksum is answered with `-`

@@ -34,8 +34,7 @@ impl FxsaveArea {
     }
 }
 
-/// The guest registers VMRUN does not switch, the guest's x87/SSE state, and the MXCSR
-/// the hypervisor runs with (the world switch loads it after each exit).
+/// The guest registers VMRUN does not switch, and the guest's x87/SSE state.
 #[repr(C, align(16))]
 pub struct GuestContext {
     pub rbx: u64,
@@ -53,10 +52,13 @@ pub struct GuestContext {
     pub r14: u64,
     pub r15: u64,
     _padding: u64,
+    /// The x87/SSE state. Its XMM registers are the guest's after every exit (the world
+    /// switch stores them); the rest is stale while `fpu_in_cpu` says the CPU has it.
     pub guest_fpu: FxsaveArea,
-    /// MXCSR at reset: every SSE exception masked, round to nearest (AMD APM vol. 1,
-    /// 4.2.2). The Rust code of the hypervisor expects it.
-    pub host_mxcsr: u32,
+    /// The CPU holds this vCPU's x87 registers, their control and status words and MXCSR
+    /// (`svm/fpu.rs`): the hypervisor does not use them, so they stay in the CPU from one
+    /// exit to the next, and `guest_fpu` gets them only when someone else needs the CPU's.
+    pub fpu_in_cpu: bool,
 }
 
 // The world switch's assembly addresses these fields by number.
@@ -67,7 +69,7 @@ const _: () = {
     assert!(offset_of!(GuestContext, r8) == 48);
     assert!(offset_of!(GuestContext, r15) == 104);
     assert!(offset_of!(GuestContext, guest_fpu) == 128);
-    assert!(offset_of!(GuestContext, host_mxcsr) == 640);
+    assert!(offset_of!(GuestContext, fpu_in_cpu) == 640);
 };
 
 impl GuestContext {
@@ -89,7 +91,7 @@ impl GuestContext {
             r15: 0,
             _padding: 0,
             guest_fpu: FxsaveArea::initial(),
-            host_mxcsr: 0x1f80,
+            fpu_in_cpu: false,
         }
     }
 }

@@ -9,6 +9,7 @@
 use super::arch::{GuestRegisters, GuestX86_64};
 use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
 use crate::hardware::Hardware;
+use crate::svm::fpu;
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
@@ -60,6 +61,8 @@ impl Target for Debuggee {
 
 impl SingleThreadBase for Debuggee {
     fn read_registers(&mut self, registers: &mut GuestRegisters) -> TargetResult<(), Self> {
+        // The x87 state and MXCSR may still be in the CPU (`svm/fpu.rs`).
+        fpu::take_out(&mut self.domain_mut().vcpu.context);
         let vcpu = &self.domain().vcpu;
         for (slot, &number) in registers.core.regs.iter_mut().zip(GDB_ORDER.iter()) {
             *slot = vcpu.gpr(number);
@@ -94,6 +97,8 @@ impl SingleThreadBase for Debuggee {
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
             vcpu.set_gpr(number, value);
         }
+        // Out of the CPU, so that the written image is what the next VMRUN loads.
+        fpu::take_out(&mut vcpu.context);
         write_fpu(&mut vcpu.context.guest_fpu.0, registers);
         let save = &mut vcpu.vmcb.save;
         save.rip = registers.core.rip;
@@ -395,5 +400,13 @@ fn write_fpu(area: &mut [u8; 512], registers: &GuestRegisters) {
     for (n, xmm) in registers.core.xmm.iter().enumerate() {
         area[160 + 16 * n..176 + 16 * n].copy_from_slice(&xmm.to_le_bytes());
     }
-    area[24..28].copy_from_slice(&registers.core.mxcsr.to_le_bytes());
+    // A reserved bit set in MXCSR would make the FXRSTOR that loads the image raise #GP
+    // (AMD APM vol. 5, FXRSTOR) in the hypervisor: the bits MXCSR_MASK (bytes 28–31) does
+    // not allow are cleared. A mask of 0 means the default, 0xffbf (Intel SDM vol. 1,
+    // 11.6.6 "Guidelines for Writing to the MXCSR Register").
+    let mask = match dword(area, 28) {
+        0 => 0xffbf,
+        mask => mask,
+    };
+    area[24..28].copy_from_slice(&(registers.core.mxcsr & mask).to_le_bytes());
 }

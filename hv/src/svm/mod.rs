@@ -3,9 +3,11 @@
 //!
 //! | file              | what                                                     |
 //! |-------------------|----------------------------------------------------------|
+//! | `fpu.rs`          | the guest's x87/SSE state, left in the CPU across exits   |
 //! | `npt.rs`          | nested page tables                                       |
 //! | `world_switch.rs` | VMRUN and the state around it                            |
 
+pub mod fpu;
 pub mod npt;
 pub mod world_switch;
 

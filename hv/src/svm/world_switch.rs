@@ -10,10 +10,12 @@
 //! `GuestContext`, `domain/vcpu.rs`, whose field offsets the assembly below uses):
 //!
 //! 1. the host's callee-saved registers go on the stack (we are called like a function);
-//! 2. FXRSTOR the guest's x87/SSE state: the CPU does not switch it. Ours needs no saving:
-//!    the SysV ABI we are called under makes every XMM register the caller's to save, and
-//!    the x87 stack empty at a call; only the control words (MXCSR, the x87 FCW) must be
-//!    as they were when we return (step 8);
+//! 2. the guest's x87/SSE state: the CPU does not switch it. The hypervisor's code uses the
+//!    XMM registers (the compiler copies and clears memory with them), so those are loaded
+//!    from the vCPU's FXSAVE image here and stored back in step 8. The rest (the x87
+//!    registers and words, MXCSR) the hypervisor never uses: it stays in the CPU from one
+//!    exit to the next, and is loaded here (FXRSTOR, the whole image) only when the CPU
+//!    does not hold it, the context's `fpu_in_cpu` clear (`svm/fpu.rs`);
 //! 3. CLGI: no interrupt may arrive between here and VMRUN (15.17 "Global Interrupt Flag");
 //!    then STI: with V_INTR_MASKING, our IF at VMRUN decides whether physical interrupts
 //!    exit the guest (15.21.1), and we want them to (`timer.rs`);
@@ -23,9 +25,10 @@
 //! 6. VMRUN. …the guest runs until an intercept… #VMEXIT;
 //! 7. store the guest's general registers, VMSAVE its hidden state, VMLOAD ours, CLI (a
 //!    pending interrupt waits for the INTR handler), STGI;
-//! 8. FXSAVE the guest's x87/SSE state; FNINIT and LDMXCSR put back the control words the
-//!    hypervisor runs with (FCW 0x37f, MXCSR 0x1f80: the values at reset); pop, return.
-//!    Two 512-byte copies a trap instead of four: under TCG each is a loop in C.
+//! 8. store the guest's XMM registers into its FXSAVE image; pop, return (with the guest's
+//!    x87 control word and MXCSR: `svm/fpu.rs` says why that is safe). Before, the whole
+//!    state went through FXSAVE after each exit and FXRSTOR before each VMRUN: under TCG a
+//!    loop in C each, 12,500 of QEMU's instructions a trap (book/src/speed.md).
 
 use core::arch::naked_asm;
 use traplab_hv::domain::vcpu::GuestContext;
@@ -35,7 +38,9 @@ use traplab_hv::domain::vcpu::GuestContext;
 /// # Safety
 /// `guest_vmcb` is the physical address of a valid VMCB whose guest state passes VMRUN's
 /// checks, `host_save` the physical address of a page VMSAVE filled with our own state,
-/// and SVM is enabled (EFER.SVME, VM_HSAVE_PA).
+/// and SVM is enabled (EFER.SVME, VM_HSAVE_PA). The context's FXSAVE image has no
+/// reserved bit of MXCSR set, or FXRSTOR raises #GP: it starts as FNINIT leaves the state,
+/// FXSAVE fills it, and gdb's writes clear those bits (`gdb/target.rs`).
 #[unsafe(naked)]
 pub unsafe extern "sysv64" fn world_switch(
     context: *mut GuestContext,
@@ -53,8 +58,30 @@ pub unsafe extern "sysv64" fn world_switch(
         "push rdi", // [rsp + 16]: the context
         "push rdx", // [rsp + 8]:  the host save area
         "push rsi", // [rsp]:      the guest VMCB
-        // 2. x87/SSE: the guest's in.
+        // 2. The guest's whole x87/SSE state if the CPU does not hold it (its first VMRUN,
+        //    or another vCPU or gdb took it out: `svm/fpu.rs`), then its XMM registers,
+        //    from its FXSAVE image (XMM0 at byte 160).
+        "cmp byte ptr [rdi + 640], 0",
+        "jne 2f",
         "fxrstor [rdi + 128]",
+        "mov byte ptr [rdi + 640], 1",
+        "2:",
+        "movaps xmm0, [rdi + 288]",
+        "movaps xmm1, [rdi + 304]",
+        "movaps xmm2, [rdi + 320]",
+        "movaps xmm3, [rdi + 336]",
+        "movaps xmm4, [rdi + 352]",
+        "movaps xmm5, [rdi + 368]",
+        "movaps xmm6, [rdi + 384]",
+        "movaps xmm7, [rdi + 400]",
+        "movaps xmm8, [rdi + 416]",
+        "movaps xmm9, [rdi + 432]",
+        "movaps xmm10, [rdi + 448]",
+        "movaps xmm11, [rdi + 464]",
+        "movaps xmm12, [rdi + 480]",
+        "movaps xmm13, [rdi + 496]",
+        "movaps xmm14, [rdi + 512]",
+        "movaps xmm15, [rdi + 528]",
         // 3. and 4.
         "clgi",
         "sti",
@@ -101,10 +128,23 @@ pub unsafe extern "sysv64" fn world_switch(
         "vmload rax",
         "cli",
         "stgi",
-        // 8. x87/SSE: the guest's out, our control words in (the x87 stack empty).
-        "fxsave [rdi + 128]",
-        "fninit",
-        "ldmxcsr [rdi + 640]",
+        // 8. The guest's XMM registers, into its FXSAVE image.
+        "movaps [rdi + 288], xmm0",
+        "movaps [rdi + 304], xmm1",
+        "movaps [rdi + 320], xmm2",
+        "movaps [rdi + 336], xmm3",
+        "movaps [rdi + 352], xmm4",
+        "movaps [rdi + 368], xmm5",
+        "movaps [rdi + 384], xmm6",
+        "movaps [rdi + 400], xmm7",
+        "movaps [rdi + 416], xmm8",
+        "movaps [rdi + 432], xmm9",
+        "movaps [rdi + 448], xmm10",
+        "movaps [rdi + 464], xmm11",
+        "movaps [rdi + 480], xmm12",
+        "movaps [rdi + 496], xmm13",
+        "movaps [rdi + 512], xmm14",
+        "movaps [rdi + 528], xmm15",
         "add rsp, 24",
         "pop r15",
         "pop r14",
