@@ -531,12 +531,50 @@ fn wait_for_the_stub(socket: &mut TcpStream) {
     socket.write_all(b"+").expect("ack");
 }
 
-/// Send packet `body` and read until `wanted`; acknowledge what came.
-fn exchange(socket: &mut TcpStream, body: &str, wanted: &str) -> String {
+/// The next whole packet's data from the stub (its `+`s skipped), acknowledged. `pending`
+/// keeps what arrived after it: a packet may come in pieces, or with the next one.
+fn next_packet(socket: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a timeout");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(start) = pending.iter().position(|&byte| byte == b'$')
+            && let Some(length) = pending[start..].iter().position(|&byte| byte == b'#')
+            && pending.len() >= start + length + 3
+        {
+            let data = String::from_utf8_lossy(&pending[start + 1..start + length]).into_owned();
+            pending.drain(..start + length + 3);
+            socket.write_all(b"+").expect("ack");
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no whole packet from the stub; got {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        let mut buffer = [0u8; 4096];
+        if let Ok(read) = socket.read(&mut buffer) {
+            pending.extend_from_slice(&buffer[..read]);
+        }
+    }
+}
+
+/// Send packet `body`; the first packet of the stub's answer that `wanted` accepts (the
+/// ones before it, a `monitor` command's output, are read and acknowledged).
+fn exchange(
+    socket: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    body: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
     socket.write_all(&packet(body)).expect("send");
-    let answer = read_until(socket, wanted);
-    socket.write_all(b"+").expect("ack");
-    answer
+    loop {
+        let data = next_packet(socket, pending);
+        if wanted(&data) {
+            return data;
+        }
+    }
 }
 
 /// A packet's data with its run-length encoding undone (GDB manual, "Overview": `X*N`
@@ -571,15 +609,12 @@ fn an_mxcsr_written_with_reserved_bits_reaches_the_guest_without_them() {
     let lab = Lab::start_with(&["--guest", "fpu-across-exits"]);
     let mut socket = lab.connect();
     wait_for_the_stub(&mut socket);
-    exchange(&mut socket, &monitor("catch cpuid"), "$OK#");
-    // Stopped at the first CPUID: in the guest's loop, its MXCSR 0x7f80 in.
-    exchange(&mut socket, "c", "$S05");
-    let answer = exchange(&mut socket, "g", "#");
-    let registers = answer
-        .split_once('$')
-        .and_then(|(_, rest)| rest.split_once('#'))
-        .map(|(registers, _)| run_length_decoded(registers))
-        .expect("a `g` answer");
+    let mut pending = Vec::new();
+    let ok = |data: &str| data == "OK";
+    exchange(&mut socket, &mut pending, &monitor("catch cpuid"), ok);
+    // Stopped (S05) at the first CPUID: in the guest's loop, its MXCSR 0x7f80 in.
+    exchange(&mut socket, &mut pending, "c", |data| data.starts_with('S'));
+    let registers = run_length_decoded(&exchange(&mut socket, &mut pending, "g", |_| true));
     // gdbstub_arch's x86-64 core registers: 16 general registers, RIP (8 bytes each),
     // EFLAGS, 6 selectors (4 each), ST0–ST7 (10 each), 8 x87 words (4 each), XMM0–XMM15
     // (16 each), then MXCSR (4), at byte 532; the stub's system registers follow.
@@ -590,8 +625,8 @@ fn an_mxcsr_written_with_reserved_bits_reaches_the_guest_without_them() {
         "MXCSR 0x7f80: {registers}"
     );
     let written = format!("{}ffffffff{}", &registers[..mxcsr], &registers[mxcsr + 8..]);
-    exchange(&mut socket, &format!("G{written}"), "$OK#");
-    exchange(&mut socket, &monitor("catch off"), "$OK#");
+    exchange(&mut socket, &mut pending, &format!("G{written}"), ok);
+    exchange(&mut socket, &mut pending, &monitor("catch off"), ok);
     socket.write_all(&packet("c")).expect("continue");
     let (_, trace) = lab.finish();
     // What QEMU allows (its MXCSR_MASK, 0xffff): every bit but the reserved 31:16.
