@@ -13,7 +13,7 @@
 //! guest.)
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, Register};
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use traplab_tracer::code::GuestImage;
 
 /// The functions that touch the x87/SSE state on purpose: the world switch and
 /// `svm/fpu.rs`'s `take_out`, which switch it, and the entries of the hypervisor's own
@@ -133,39 +133,27 @@ fn uses_the_guests_fpu_state(instruction: &Instruction) -> Option<&'static str> 
 
 #[test]
 fn the_hypervisor_never_uses_the_x87_state_or_mxcsr_it_leaves_in_the_cpu() {
-    let path = traplab_labs::hv_elf();
-    let data = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let elf = object::File::parse(&*data).expect("the hypervisor is an ELF file");
-    let text = elf.section_by_name(".text").expect("the image has a .text");
-    let code = text.data().expect(".text has its bytes in the file");
+    let image = GuestImage::load(&traplab_labs::hv_elf()).expect("the hypervisor's ELF");
     let mut checked = 0;
     let mut found = Vec::new();
     let mut switchers_found = [false; SWITCHERS.len()];
-    for symbol in elf.symbols() {
-        if symbol.kind() != SymbolKind::Text
-            || symbol.size() == 0
-            || symbol.section_index() != Some(text.index())
-        {
+    for symbol in image.symbols().iter() {
+        // Functions only: `code_at` has the executable sections' bytes, nothing else.
+        let Some(bytes) = image.code_at(symbol.address, symbol.size as usize) else {
             continue;
-        }
-        let name = format!(
-            "{:#}",
-            rustc_demangle::demangle(symbol.name().unwrap_or("?"))
-        );
+        };
         if let Some(index) = SWITCHERS
             .iter()
-            .position(|switcher| name.starts_with(switcher))
+            .position(|switcher| symbol.name.starts_with(switcher))
         {
             switchers_found[index] = true;
             continue;
         }
-        let start = (symbol.address() - text.address()) as usize;
-        let bytes = &code[start..start + symbol.size() as usize];
-        let mut decoder = Decoder::with_ip(64, bytes, symbol.address(), DecoderOptions::NONE);
+        let mut decoder = Decoder::with_ip(64, bytes, symbol.address, DecoderOptions::NONE);
         for instruction in &mut decoder {
             checked += 1;
             if let Some(why) = uses_the_guests_fpu_state(&instruction) {
-                found.push(format!("{:#x} in {name}: {why}", instruction.ip()));
+                found.push(format!("{:#x} in {}: {why}", instruction.ip(), symbol.name));
             }
         }
     }

@@ -65,6 +65,11 @@ impl Symbols {
         Ok(Symbols { symbols })
     }
 
+    /// Every symbol, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = &Symbol> {
+        self.symbols.iter()
+    }
+
     /// The symbol `address` is in, and the offset into it.
     pub fn lookup(&self, address: u64) -> Option<(&Symbol, u64)> {
         let index = self
