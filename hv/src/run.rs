@@ -445,8 +445,12 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         if let Running::Debugged(debugger) = running {
             debugger.switched_to(id);
         }
-        // The x87 state and MXCSR in the CPU: the previous vCPU's, back to its image.
-        fpu::hand_to(running.system(), id);
+        // The x87 state and MXCSR in the CPU: the previous vCPU's, back to its image (this
+        // one's are loaded by its world switch).
+        if let Some(previous) = previous.and_then(|previous| running.system().domain_mut(previous))
+        {
+            fpu::take_out(&mut previous.vcpu.context);
+        }
     }
     let Some(domain) = running.system().domain_mut(id) else {
         return;

@@ -14,9 +14,10 @@
 //!   (`labs/tests/hypervisor_image.rs` reads the image and checks). So they stay in the CPU,
 //!   the guest's, from one exit to the next: the vCPU's `fpu_in_cpu` says so. They come out
 //!   into the image ([`take_out`]) only when someone else needs the CPU's or the image
-//!   whole: another vCPU about to run ([`hand_to`]), or gdb reading or writing them. The
-//!   world switch loads the whole image (FXRSTOR) before a VMRUN whose vCPU's
-//!   `fpu_in_cpu` is clear: its first, and its first after one of those.
+//!   whole: another vCPU about to run (`run.rs`'s `switch_in` takes out the previous
+//!   one's), or gdb reading or writing them. The world switch loads the whole image
+//!   (FXRSTOR) before a VMRUN whose vCPU's `fpu_in_cpu` is clear: its first, and its first
+//!   after one of those.
 //!
 //! That is what Xen does with a PV guest's FPU state: it switches it with the vCPU, not at
 //! each trap; Xen's own code, built without SSE, uses no XMM register either.
@@ -35,20 +36,7 @@
 //! an instruction they govern, which the image test keeps true.
 
 use core::arch::asm;
-use traplab_hv::System;
 use traplab_hv::domain::vcpu::GuestContext;
-
-/// Before vCPU `id` runs: the vCPU that holds the CPU's x87 state and MXCSR, if another,
-/// gives them back to its image. (`id`'s own are loaded by its world switch, since its
-/// `fpu_in_cpu` is then clear.) Out of line and cold: it runs only when another vCPU ran
-/// last.
-#[cold]
-#[inline(never)]
-pub fn hand_to(system: &mut System, id: u16) {
-    for domain in system.domains.iter_mut().filter(|domain| domain.id != id) {
-        take_out(&mut domain.vcpu.context);
-    }
-}
 
 /// The CPU's x87 state and MXCSR into the vCPU's FXSAVE image, if the CPU holds them: the
 /// image is then whole, for another vCPU to take the CPU, or for gdb to read and write.
