@@ -205,7 +205,11 @@ impl Registers {
 pub struct Exit {
     /// The SVM exit code (APM vol. 2, appendix C).
     pub exitcode: u64,
-    /// Its name ([`ExitReason::name`](crate::exit::ExitReason::name)).
+    /// Its name ([`ExitReason::name`](crate::exit::ExitReason::name)): a function of
+    /// `exitcode`, `exitinfo1` and `exitinfo2`. The hypervisor leaves it empty and the ring's
+    /// reader names it (`wire::Decoder`): looking the name up at every trap cost the
+    /// hypervisor a call to another page of code, which under QEMU's TCG is two blocks looked
+    /// up (book chapter "What a trap costs").
     pub reason: Text,
     #[serde(with = "hex")]
     pub exitinfo1: u64,
@@ -407,6 +411,25 @@ impl Arguments {
 
     pub fn is_empty(&self) -> bool {
         self.values[0].is_none()
+    }
+
+    /// Let go of the texts among the values that own their words: after this the values own
+    /// no memory (the hypervisor then forgets a recorded event instead of dropping it).
+    #[inline]
+    pub fn release_texts(&mut self) {
+        for value in &mut self.values {
+            if let Some(Argument::Text(text)) = value {
+                release(text);
+            }
+        }
+    }
+}
+
+/// Let go of a text's words if it owns them: after this it owns no memory.
+#[inline]
+pub fn release(text: &mut Text) {
+    if let Cow::Owned(words) = core::mem::replace(text, Cow::Borrowed("")) {
+        drop(words);
     }
 }
 

@@ -10,6 +10,8 @@
 //! - the record's kind and two flags in its first byte: `seq` is the last one's plus one,
 //!   the domain is the last record's (then neither follows);
 //! - `seq` and `tsc` as the difference from the event before (a few thousand ticks);
+//! - an exit's reason: its name is a function of its exit code and EXITINFOs
+//!   ([`ExitReason::name`]), which the reader calls, so that the hypervisor does not;
 //! - an exit's numbers (exit code, EXITINFO, RIP, CS, RFLAGS, control registers, EFER) and
 //!   the general registers, against that domain's values in its last record that had them:
 //!   a mask of the ones that changed, then each of those XORed with its old value (a value
@@ -17,8 +19,8 @@
 //! - an `emulate` line as its template (a fixed text, below) and the values of its `{}`
 //!   (`Emulate::arguments`): the host writes the line, the hypervisor never formats it;
 //! - a text that is the same every time (`decide`'s `why` without arguments, its source
-//!   line `at`, an exit's name, a changed register's name: a `&'static str` in the
-//!   hypervisor) is sent once with a number, then by its number;
+//!   line `at`, a changed register's name: a `&'static str` in the hypervisor) is sent once
+//!   with a number, then by its number;
 //! - an `emulate` change of a register whose old value the reader has (the exit's, as a
 //!   rule) as its number with a flag, and the new value. A general register's change moves
 //!   the domain's reference, so the `resume` after it has nothing to repeat: its mask is 0.
@@ -34,6 +36,7 @@ use crate::event::{
     Action, Argument, Arguments, Body, Change, Decide, Emulate, Event, Exit, InstructionBytes,
     MAX_ARGUMENTS, Registers, Resume, Text, render,
 };
+use crate::exit::ExitReason;
 use crate::x86::{GPR_NAMES, RIP_NAME, register_by_address};
 use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
@@ -362,17 +365,19 @@ impl Encoder {
         if seq == self.state.seq.wrapping_add(1) {
             flags |= tag::NEXT_SEQ;
         } else {
+            core::hint::cold_path();
             out.varint(seq.wrapping_sub(self.state.seq));
         }
         out.varint(zigzag(tsc.wrapping_sub(self.state.tsc) as i64));
         if dom == self.state.dom {
             flags |= tag::SAME_DOMAIN;
         } else {
+            core::hint::cold_path();
             out.varint(dom.map_or(0, |dom| dom as u64 + 1));
         }
         let kind = match body {
             Body::Exit(exit) => {
-                self.text(&mut out, &exit.reason);
+                // No reason: the reader names it from the exit code and EXITINFOs.
                 let (old, new) = self.state.old_and_new(slot);
                 new.exit = exit_fields(exit);
                 xored(&mut out, &new.exit, &old.exit);
@@ -678,9 +683,15 @@ impl Decoder {
             return Err(WireError::Malformed("record tag"));
         }
         if first == tag::POSTCARD {
-            let (event, rest): (Event, _) =
+            let (mut event, rest): (Event, _) =
                 postcard::take_from_bytes(input.bytes).map_err(|_| WireError::Postcard)?;
             input.bytes = rest;
+            // The hypervisor leaves an exit's reason to the reader ([`Exit::reason`]).
+            if let Body::Exit(exit) = &mut event.body
+                && exit.reason.is_empty()
+            {
+                exit.reason = Cow::Borrowed(exit.exit_reason().name());
+            }
             // The compact records after it count from it.
             self.state.seq = event.seq;
             self.state.tsc = event.tsc;
@@ -718,7 +729,6 @@ impl Decoder {
         let mut reference = *self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
-                let reason = self.text(input)?;
                 let mut fields = [0u64; EXIT_FIELDS];
                 read_xored(input, &reference.exit, &mut fields)?;
                 reference.exit = fields;
@@ -748,7 +758,9 @@ impl Decoder {
                 reference.insn = insn;
                 Body::Exit(Exit {
                     exitcode,
-                    reason,
+                    reason: Cow::Borrowed(
+                        ExitReason::decode(exitcode, exitinfo1, exitinfo2).name(),
+                    ),
                     exitinfo1,
                     exitinfo2,
                     exitintinfo,
@@ -1243,6 +1255,39 @@ mod tests {
                 .to_vec();
             let compact = matches!(event.body, Body::Decide(_));
             assert_eq!(record[0] == tag::POSTCARD, !compact, "{:?}", event.body);
+        }
+    }
+
+    #[test]
+    fn the_reader_names_an_exit_the_hypervisor_left_unnamed() {
+        // As the hypervisor records them: no reason. A #PF (exit code 0x4e), a write to CR3
+        // (0x13) and a CPUID, compact and (about no domain) by postcard.
+        let mut events = Vec::new();
+        for (seq, (exitcode, named)) in [(0x4e, "EXCP_PF"), (0x13, "WRITE_CR3"), (0x72, "CPUID")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut exit = trap(0, 1, 0).swap_remove(0);
+            let Body::Exit(body) = &mut exit.body else {
+                panic!("{exit:?}")
+            };
+            body.exitcode = exitcode;
+            body.reason = Cow::Borrowed("");
+            exit.seq = seq as u64;
+            events.push((exit, named));
+        }
+        let mut unnamed: Vec<Event> = events.iter().map(|(event, _)| event.clone()).collect();
+        unnamed.extend(unnamed.clone().into_iter().map(|event| Event {
+            seq: event.seq + 3,
+            dom: None,
+            ..event
+        }));
+        let (decoded, _) = through(&unnamed, &[]);
+        for (index, event) in decoded.iter().enumerate() {
+            let Body::Exit(exit) = &event.body else {
+                panic!("{event:?}")
+            };
+            assert_eq!(exit.reason, events[index % 3].1, "{event:?}");
         }
     }
 

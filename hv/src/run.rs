@@ -638,7 +638,8 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     let (control, save) = (&domain.vcpu.vmcb.control, &domain.vcpu.vmcb.save);
     event::Exit {
         exitcode: control.exitcode,
-        reason: Cow::Borrowed(exit.reason.name()),
+        // The reader names it from the exit code and EXITINFOs (`event::Exit::reason`).
+        reason: Cow::Borrowed(""),
         exitinfo1: control.exitinfo1,
         exitinfo2: control.exitinfo2,
         exitintinfo: control.exitintinfo,
