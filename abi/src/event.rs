@@ -417,9 +417,11 @@ impl Arguments {
     /// no memory (the hypervisor then forgets a recorded event instead of dropping it).
     #[inline]
     pub fn release_texts(&mut self) {
-        for value in &mut self.values {
-            if let Some(Argument::Text(text)) = value {
-                release(text);
+        for value in self.values.iter_mut().flatten() {
+            // Every kind named: one that owns memory, added, must be let go of here.
+            match value {
+                Argument::Text(text) => release(text),
+                Argument::Hex(_) | Argument::Unsigned(_) | Argument::Signed(_) => {}
             }
         }
     }

@@ -46,11 +46,12 @@ pub const RING_PHYS: u64 = 0x0200_0000;
 pub const HEADER_SIZE: usize = 4096;
 /// The data area the hypervisor uses.
 pub const DATA_SIZE: usize = 16 << 20;
-/// The ring's protocol, in its header: 2 since a record's length is its commit (1 had a
-/// `head` in the header), and the records' encoding (`wire`) with it. A reader and a
-/// hypervisor of different protocols refuse each other ([`ReadError::Version`]); the JSON a
-/// user records is another matter ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)).
-pub const RING_VERSION: u32 = 2;
+/// The ring's protocol, in its header, and the records' encoding (`wire`) with it: 2 since a
+/// record's length is its commit (1 had a `head` in the header), 3 since an exit's record
+/// leaves its reason for the reader to name. A reader and a hypervisor of different
+/// protocols refuse each other ([`ReadError::Version`]); the JSON a user records is another
+/// matter ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)).
+pub const RING_VERSION: u32 = 3;
 /// `magic` once the hypervisor has set up the ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TRPLRING");
 /// The length of a record that says "continue at offset 0".

@@ -302,28 +302,31 @@ pub fn recycle(events: &mut Vec<Body>, spare_changes: &mut Vec<Change>) {
 /// has more room.
 #[inline]
 fn empty(body: &mut Body, spare_changes: &mut Vec<Change>) {
+    // Every field named: one that owns memory, added to these kinds, must be let go of here,
+    // and the compiler says so.
     match body {
-        Body::Decide(decide) => {
-            event::release(&mut decide.why);
-            event::release(&mut decide.at);
+        Body::Decide(Decide { action: _, why, at }) => {
+            event::release(why);
+            event::release(at);
         }
-        Body::Emulate(emulate) => {
-            event::release(&mut emulate.what);
-            emulate.arguments.release_texts();
-            if emulate.changes.capacity() > spare_changes.capacity() {
-                core::mem::swap(spare_changes, &mut emulate.changes);
+        Body::Emulate(Emulate {
+            what,
+            arguments,
+            changes,
+        }) => {
+            event::release(what);
+            arguments.release_texts();
+            if changes.capacity() > spare_changes.capacity() {
+                core::mem::swap(spare_changes, changes);
             }
-            if emulate.changes.capacity() != 0 {
+            if changes.capacity() != 0 {
                 core::hint::cold_path();
-                drop(core::mem::take(&mut emulate.changes));
+                drop(core::mem::take(changes));
             }
         }
-        // Any other kind (rare here): dropped whole, and in its place a `lost` of nothing,
-        // which owns no memory.
-        other => {
-            core::hint::cold_path();
-            *other = Body::Lost(event::Lost { count: 0 });
-        }
+        // Any other kind (an injection, a return, a notification…): dropped whole through
+        // `Body`'s drop code, and in its place a `lost` of nothing, which owns no memory.
+        other => *other = Body::Lost(event::Lost { count: 0 }),
     }
 }
 

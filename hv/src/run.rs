@@ -622,8 +622,8 @@ fn run_vcpu(
 /// An exit's or a resume's event, once it is recorded, dropped as its own type rather than
 /// as a `Body`: a `Body`'s drop glue (every kind of event) is a call, and under QEMU's TCG the
 /// return from that call looks its target up again after every world switch, twice a traced
-/// trap; an exit's (a reason that may be formatted, the rest numbers) and a resume's (only
-/// numbers) are a few instructions here, or none.
+/// trap; an exit's (a text, empty: the reader names the reason, and the rest numbers) and a
+/// resume's (only numbers) are a few instructions here, or none.
 fn discard_recorded(body: Body) {
     match body {
         Body::Exit(exit) => drop(exit),
