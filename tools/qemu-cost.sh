@@ -93,18 +93,12 @@ traced on-hello hello
 traced on cpuid-loop
 
 declare -A per_trap in_code
+declare -A label=([bare]="bare world switch" [off]="traplab, trace off" [on]="traplab, trace on")
+printf '%-28s %12s %16s %12s\n' "host instructions per trap" "all" "translated code" "QEMU's own"
 for config in bare off on; do
     per_trap[$config]=$((($(cost "$work/$config.out") - $(cost "$work/$config-hello.out")) / TRAPS))
     in_code[$config]=$((($(translated "$work/$config.out") - $(translated "$work/$config-hello.out")) / TRAPS))
-done
-printf '%-28s %12s %16s %12s\n' "host instructions per trap" "all" "translated code" "QEMU's own"
-for config in bare off on; do
-    case $config in
-        bare) label="bare world switch" ;;
-        off) label="traplab, trace off" ;;
-        on) label="traplab, trace on" ;;
-    esac
-    printf '%-28s %12d %16d %12d\n' "$label" "${per_trap[$config]}" "${in_code[$config]}" \
+    printf '%-28s %12d %16d %12d\n' "${label[$config]}" "${per_trap[$config]}" "${in_code[$config]}" \
         $((per_trap[$config] - in_code[$config]))
 done
 awk -v b="${per_trap[bare]}" -v o="${per_trap[off]}" -v t="${per_trap[on]}" \
