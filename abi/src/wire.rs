@@ -174,23 +174,53 @@ struct State {
 /// How many slots [`State`] keeps in itself: dom0's and dom1's, a lab's usual domains.
 const INLINE_SLOTS: usize = 2;
 
-/// A domain's reference, twice: the one the reader has, and the one the record being
-/// written moves it to, written in place. The writer's commit flips which is which
-/// ([`Encoder::commit`]) instead of copying a few hundred bytes.
+/// A domain's reference, its two parts each twice: the one the reader has, and the one the
+/// record being written moves it to, written in place. The writer's commit flips which is
+/// which ([`Encoder::commit`]) instead of copying a few hundred bytes; apart, because an
+/// exit moves both parts, and an emulate or a resume only the registers: they then copy
+/// nothing of the exit's.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    references: [Reference; 2],
-    /// Which of `references` the reader has.
+    regs: [[u64; 16]; 2],
+    exits: [ExitReference; 2],
+    /// Which of `regs` the reader has ([`REGS`]), and which of `exits` ([`EXIT`]): a bit
+    /// each, so that a commit flips what its record moved in one XOR.
     current: u8,
+}
+
+/// [`Slot::current`]'s bit for the registers.
+const REGS: u8 = 1;
+/// [`Slot::current`]'s bit for the exit's part.
+const EXIT: u8 = 2;
+
+/// A reference's part that only an exit moves.
+#[derive(Debug, Clone, Copy)]
+struct ExitReference {
+    fields: [u64; EXIT_FIELDS],
+    insn: InstructionBytes,
 }
 
 impl Default for Slot {
     fn default() -> Slot {
+        let exit = ExitReference {
+            fields: NO_REFERENCE.exit,
+            insn: NO_REFERENCE.insn,
+        };
         Slot {
-            references: [NO_REFERENCE; 2],
+            regs: [NO_REFERENCE.regs; 2],
+            exits: [exit; 2],
             current: 0,
         }
     }
+}
+
+/// A slot's parts for the record being written: each as the reader has it (`old_`), and the
+/// other one, for the record to fill (`new_`).
+struct Halves<'a> {
+    old_regs: &'a [u64; 16],
+    new_regs: &'a mut [u64; 16],
+    old_exit: &'a ExitReference,
+    new_exit: &'a mut ExitReference,
 }
 
 /// Where a domain's reference is kept. (The hypervisor's own events have none: an exit, an
@@ -207,13 +237,19 @@ const NO_REFERENCE: Reference = Reference {
 };
 
 impl State {
-    fn reference(&self, slot: usize) -> &Reference {
+    /// A domain's reference as the reader has it (the reader's side).
+    fn reference(&self, slot: usize) -> Reference {
         let kept = match slot.checked_sub(INLINE_SLOTS) {
             None => self.slots.get(slot),
             Some(index) => self.more.get(index),
         };
-        kept.map_or(&NO_REFERENCE, |slot| {
-            &slot.references[usize::from(slot.current)]
+        kept.map_or(NO_REFERENCE, |slot| {
+            let exit = &slot.exits[usize::from(slot.current & EXIT != 0)];
+            Reference {
+                regs: slot.regs[usize::from(slot.current & REGS)],
+                exit: exit.fields,
+                insn: exit.insn,
+            }
         })
     }
 
@@ -238,27 +274,45 @@ impl State {
         &mut self.more[index]
     }
 
+    /// The reader's side: its reference moves to `reference`.
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
         let slot = self.slot_mut(slot);
-        slot.references[usize::from(slot.current)] = *reference;
+        slot.regs[usize::from(slot.current & REGS)] = reference.regs;
+        slot.exits[usize::from(slot.current & EXIT != 0)] = ExitReference {
+            fields: reference.exit,
+            insn: reference.insn,
+        };
     }
 
-    /// The reference the record being written fills, of a slot [`State::old_and_new`] made.
+    /// The registers the record being written fills, of a slot [`State::halves`] made.
     #[inline]
-    fn new_reference(&mut self, slot: usize) -> &mut Reference {
+    fn new_regs(&mut self, slot: usize) -> &mut [u64; 16] {
         let slot = self.slot_mut(slot);
-        &mut slot.references[usize::from(slot.current ^ 1)]
+        &mut slot.regs[usize::from(!slot.current & REGS)]
     }
 
     /// A domain's reference as the reader has it, and the other one, for the record being
-    /// written to fill.
+    /// written to fill, part by part.
     #[inline]
-    fn old_and_new(&mut self, slot: usize) -> (&Reference, &mut Reference) {
-        let slot = self.slot_mut(slot);
-        let [first, second] = &mut slot.references;
-        match slot.current {
-            0 => (first, second),
-            _ => (second, first),
+    fn halves(&mut self, slot: usize) -> Halves<'_> {
+        let Slot {
+            regs: [regs_0, regs_1],
+            exits: [exit_0, exit_1],
+            current,
+        } = self.slot_mut(slot);
+        let (old_regs, new_regs) = match *current & REGS {
+            0 => (regs_0, regs_1),
+            _ => (regs_1, regs_0),
+        };
+        let (old_exit, new_exit) = match *current & EXIT {
+            0 => (exit_0, exit_1),
+            _ => (exit_1, exit_0),
+        };
+        Halves {
+            old_regs,
+            new_regs,
+            old_exit,
+            new_exit,
         }
     }
 }
@@ -296,9 +350,11 @@ struct Pending {
     seq: u64,
     tsc: u64,
     dom: Option<u16>,
-    /// The domain slot whose reference the record moves on (to the one of its two that the
-    /// reader does not have yet: [`State::old_and_new`]).
-    reference_slot: Option<usize>,
+    /// The domain slot whose reference the record moves on (to the parts of its two that the
+    /// reader does not have yet: [`State::halves`]) ...
+    slot: usize,
+    /// ... and which parts: [`REGS`], [`EXIT`], both or none.
+    moves: u8,
     texts: [(TextKey, u64); NEW_TEXTS],
     new_texts: usize,
 }
@@ -344,7 +400,7 @@ impl Encoder {
         self.pending.seq = seq;
         self.pending.tsc = tsc;
         self.pending.dom = dom;
-        self.pending.reference_slot = None;
+        self.pending.moves = 0;
         self.pending.new_texts = 0;
         let mut out = Writer { buffer, length: 0 };
         let (Body::Exit(_) | Body::Decide(_) | Body::Emulate(_) | Body::Resume(_)) = body else {
@@ -378,20 +434,26 @@ impl Encoder {
         let kind = match body {
             Body::Exit(exit) => {
                 // No reason: the reader names it from the exit code and EXITINFOs.
-                let (old, new) = self.state.old_and_new(slot);
-                new.exit = exit_fields(exit);
-                xored(&mut out, &new.exit, &old.exit);
-                new.regs = as_array(&exit.regs);
-                xored(&mut out, &new.regs, &old.regs);
-                if exit.insn == old.insn {
+                let Halves {
+                    old_regs,
+                    new_regs,
+                    old_exit,
+                    new_exit,
+                } = self.state.halves(slot);
+                new_exit.fields = exit_fields(exit);
+                *new_regs = as_array(&exit.regs);
+                compare_in_memory();
+                xored(&mut out, &new_exit.fields, &old_exit.fields);
+                xored(&mut out, new_regs, old_regs);
+                if exit.insn == old_exit.insn {
                     out.byte(SAME_INSTRUCTION);
                 } else {
                     let insn = exit.insn.as_slice();
                     out.byte(insn.len() as u8);
                     out.bytes(insn);
                 }
-                new.insn = exit.insn;
-                self.pending.reference_slot = Some(slot);
+                new_exit.insn = exit.insn;
+                (self.pending.slot, self.pending.moves) = (slot, REGS | EXIT);
                 tag::EXIT
             }
             Body::Decide(decide) => {
@@ -426,12 +488,15 @@ impl Encoder {
                 out.varint(emulate.changes.len() as u64);
                 // The general registers' changes move the domain's reference: the resume
                 // that follows then has nothing left to say about them.
-                let (old, new) = self.state.old_and_new(slot);
-                // Field by field: the compiler copies each in a few 16-byte moves, where the
-                // whole (248 bytes) went to `memcpy` and its `rep movsq`, which QEMU's TCG
-                // runs as a translated block per 8 bytes.
-                let Reference { regs, exit, insn } = old;
-                (new.regs, new.exit, new.insn) = (*regs, *exit, *insn);
+                // RIP's old value is the exit's, which an emulate does not move.
+                let Halves {
+                    old_regs,
+                    new_regs,
+                    old_exit,
+                    ..
+                } = self.state.halves(slot);
+                *new_regs = *old_regs;
+                let exit_rip = old_exit.fields[EXIT_RIP];
                 for change in &emulate.changes {
                     // A general register or RIP by number, its old value against the
                     // exit's (the same, as a rule) and its new one against the old.
@@ -442,13 +507,13 @@ impl Encoder {
                         out.varint(change.new);
                         continue;
                     };
-                    let reference = self.state.new_reference(slot);
+                    let regs = self.state.new_regs(slot);
                     let was = match number {
-                        RIP => reference.exit[EXIT_RIP],
-                        _ => reference.regs[number as usize],
+                        RIP => exit_rip,
+                        _ => regs[number as usize],
                     };
                     if number != RIP {
-                        reference.regs[number as usize] = change.new;
+                        regs[number as usize] = change.new;
                     }
                     if change.old == was {
                         out.byte(number | OLD_AS_KNOWN);
@@ -458,19 +523,20 @@ impl Encoder {
                     }
                     out.varint(change.new ^ change.old);
                 }
-                self.pending.reference_slot = Some(slot);
+                (self.pending.slot, self.pending.moves) = (slot, REGS);
                 tag::EMULATE
             }
             Body::Resume(resume) => {
                 out.varint(resume.rip);
                 out.varint(resume.rflags);
-                let (old, new) = self.state.old_and_new(slot);
-                new.regs = as_array(&resume.regs);
-                xored(&mut out, &new.regs, &old.regs);
-                new.exit = old.exit;
-                new.insn = old.insn;
+                let Halves {
+                    old_regs, new_regs, ..
+                } = self.state.halves(slot);
+                *new_regs = as_array(&resume.regs);
+                compare_in_memory();
+                xored(&mut out, new_regs, old_regs);
                 out.varint(resume.cycles);
-                self.pending.reference_slot = Some(slot);
+                (self.pending.slot, self.pending.moves) = (slot, REGS);
                 tag::RESUME
             }
             // Written by postcard, above.
@@ -499,17 +565,29 @@ impl Encoder {
         Ok(buffer)
     }
 
-    /// The record written last is in the ring: the reader knows what it taught.
-    #[inline]
+    /// The record written last is in the ring: the reader knows what it taught. Inlined into
+    /// the hypervisor's push at every event (a call's return is a block QEMU's TCG looks up
+    /// again after every world switch); the texts learnt, rare once a trace runs, apart.
+    #[inline(always)]
     pub fn commit(&mut self) {
         let pending = &mut self.pending;
         self.state.seq = pending.seq;
         self.state.tsc = pending.tsc;
         self.state.dom = pending.dom;
-        if let Some(slot) = pending.reference_slot.take() {
-            self.state.slot_mut(slot).current ^= 1;
+        if pending.moves != 0 {
+            let moves = core::mem::take(&mut pending.moves);
+            self.state.slot_mut(pending.slot).current ^= moves;
         }
-        let new_texts = core::mem::take(&mut pending.new_texts);
+        if pending.new_texts != 0 {
+            core::hint::cold_path();
+            self.learn_new_texts();
+        }
+    }
+
+    /// [`Encoder::commit`]'s rest: the texts the record defined are the reader's now.
+    #[inline(never)]
+    fn learn_new_texts(&mut self) {
+        let new_texts = core::mem::take(&mut self.pending.new_texts);
         for index in 0..new_texts {
             let (key, number) = self.pending.texts[index];
             self.texts.insert(key, number);
@@ -604,6 +682,19 @@ fn encode_postcard<'a>(
         .len();
     out.length += used;
     out.finish()
+}
+
+/// Called between storing a record's values into the reference it moves to and comparing
+/// them with the reader's ([`xored`]): the compiler then reads the values back from memory.
+/// Without it, it kept the 29 values of an exit in registers from the stores to the
+/// comparisons, more than there are, and spilled them to the stack and back. Under QEMU's
+/// TCG an access to memory costs about ten of QEMU's own instructions: with this, a traced
+/// trap ran 56 instructions and 1,571 of QEMU's fewer (`tools/qemu-cost.sh`; book chapter
+/// "What a trap costs"). A compiler fence emits no instruction; it only keeps the compiler
+/// from carrying memory's values across it.
+#[inline(always)]
+fn compare_in_memory() {
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 /// `values` against `reference` (N ≤ 64): a mask with bit N set when value N differs,
@@ -726,7 +817,7 @@ impl Decoder {
             None if tag == tag::DECIDE => 0,
             None => return Err(WireError::Malformed("a domain's record without its domain")),
         };
-        let mut reference = *self.state.reference(slot);
+        let mut reference = self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
                 let mut fields = [0u64; EXIT_FIELDS];
@@ -1570,6 +1661,55 @@ mod tests {
         events.extend(trap(5, 1, 7));
         let (decoded, _) = through(&events, &[0]);
         assert_eq!(decoded, events[1..]);
+    }
+
+    #[test]
+    fn an_emulate_or_a_resume_moves_only_the_registers_and_a_lost_exit_nothing() {
+        // The second trap's exit is lost, at another RIP with another CR3: its emulate and
+        // resume, and the third trap's exit, are still written against the first trap's
+        // exit, the one the reader has, and decode exactly. The third trap (with another
+        // CR3) has no emulate, as a decision that changes nothing: its resume alone must not
+        // move the exit's part either, or the fourth trap's exit is written against the
+        // first trap's.
+        let mut events = trap(0, 1, 7);
+        let mut second = trap(4, 1, 8);
+        if let Body::Exit(exit) = &mut second[0].body {
+            (exit.rip, exit.cr3) = (0x30_0000, 0x2000);
+        }
+        events.extend(second);
+        let mut third: Vec<Event> = trap(8, 1, 9)
+            .into_iter()
+            .filter(|event| !matches!(event.body, Body::Emulate(_)))
+            .collect();
+        if let Body::Exit(exit) = &mut third[0].body {
+            exit.cr3 = 0x3000;
+        }
+        events.extend(third);
+        events.extend(trap(12, 1, 9));
+        let (decoded, _) = through(&events, &[4]);
+        let kept: Vec<Event> = events.into_iter().filter(|event| event.seq != 4).collect();
+        assert_eq!(decoded, kept);
+    }
+
+    #[test]
+    fn a_record_that_did_not_fit_is_written_again_by_the_same_encoder() {
+        // As the hypervisor does when a record does not fit behind the others in a ring
+        // record: the encoder that failed, having filled part of the reference the record
+        // moves to, writes it again into the next ring record.
+        let events = [trap(0, 1, 7), trap(4, 1, 8)].concat();
+        let (mut encoder, mut decoder) = (Encoder::new(), Decoder::new());
+        let mut buffer = vec![0u8; 8192];
+        for event in &events {
+            let mut short = [0u8; 4];
+            let encoded = encoder.encode(event.seq, event.tsc, event.dom, &event.body, &mut short);
+            assert_eq!(encoded, Err(WireError::TooLong), "{event:?}");
+            let record = encoder
+                .encode(event.seq, event.tsc, event.dom, &event.body, &mut buffer)
+                .expect("fits")
+                .to_vec();
+            encoder.commit();
+            assert_eq!(one(&mut decoder, &record).expect("decodes"), *event);
+        }
     }
 
     #[test]

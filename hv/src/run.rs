@@ -40,7 +40,7 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::event::{self, Body, DomainState, Resume, Schedule, ScheduleWhy};
+use traplab_abi::event::{self, Body, DomainState, Registers, Resume, Schedule, ScheduleWhy};
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
@@ -471,7 +471,8 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
             let Some(domain) = running.system().domain(id) else {
                 return;
             };
-            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
+            let cycles = trap_cycles(&exit, stopped_at_exit);
+            let resume = Body::Resume(resume_event(domain, &applied, cycles));
             running.record(Some(id), &resume);
             discard_recorded(resume);
         }
@@ -583,9 +584,31 @@ fn run_vcpu(
         if applied.end.is_none() && applied.switch.is_none() {
             apply::keys_from_host(domain, machine, &mut events);
             apply::before_resume(domain, &exit, &mut applied, &mut events);
+            // The guest goes on: its resume is the trap's last event, its place kept here
+            // and the event made as it is recorded (below). (When the vCPU leaves the CPU
+            // instead, it comes when the vCPU is back: `switch_in`.)
+            if trace::enabled() {
+                events.push(Body::Resume(Resume {
+                    rip: 0,
+                    rflags: 0,
+                    regs: Registers::default(),
+                    cycles: 0,
+                }));
+            }
         }
-        // Recorded where they are: an event is a few hundred bytes, and moving it costs.
-        for body in &events {
+        // Recorded where they are (an event is a few hundred bytes, and moving it costs),
+        // from this one place: under QEMU's TCG each place a call returns to is a block
+        // looked up again after every world switch.
+        for body in &mut events {
+            if let Body::Resume(resume) = body {
+                // Made now, after the events before it: the host may have held us after one
+                // of them, and gdb changed the registers meanwhile. (A domain stays in the
+                // system once it has ended: it is always there.)
+                let Some(domain) = running.system().domain(id) else {
+                    break;
+                };
+                *resume = resume_event(domain, &applied, trap_cycles(&exit, stopped_at_exit));
+            }
             running.record(Some(id), body);
         }
         apply::recycle(&mut events, &mut spare_changes);
@@ -603,14 +626,6 @@ fn run_vcpu(
             );
             return Off::Switched(switch);
         }
-        if trace::enabled() {
-            let Some(domain) = running.system().domain(id) else {
-                continue;
-            };
-            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
-            running.record(Some(id), &resume);
-            discard_recorded(resume);
-        }
         if let Some(debugger) = running.debugger_of(id)
             && let Some(end) = gdb::after_handling(debugger)
         {
@@ -619,11 +634,13 @@ fn run_vcpu(
     }
 }
 
-/// An exit's or a resume's event, once it is recorded, dropped as its own type rather than
-/// as a `Body`: a `Body`'s drop glue (every kind of event) is a call, and under QEMU's TCG the
-/// return from that call looks its target up again after every world switch, twice a traced
-/// trap; an exit's (a text, empty: the reader names the reason, and the rest numbers) and a
-/// resume's (only numbers) are a few instructions here, or none.
+/// An exit's event (and a switched-in vCPU's resume, `switch_in`), once it is recorded,
+/// dropped as its own type rather than as a `Body`: a `Body`'s drop glue (every kind of
+/// event) is a call, and under QEMU's TCG the return from that call looks its target up again
+/// after every world switch, at every traced trap; an exit's (a text, empty: the reader names
+/// the reason, and the rest numbers) and a resume's (only numbers) are a few instructions
+/// here, or none. (A trap's other events, its resume among them, are emptied where they are:
+/// `apply::recycle`.)
 fn discard_recorded(body: Body) {
     match body {
         Body::Exit(exit) => drop(exit),
@@ -657,10 +674,8 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     }
 }
 
-/// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
-/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
-/// at the exit).
-fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
+/// The `resume` event, with the trap's `cycles` ([`trap_cycles`]).
+fn resume_event(domain: &Domain, applied: &Applied, cycles: u64) -> Resume {
     let save = &domain.vcpu.vmcb.save;
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
@@ -668,8 +683,14 @@ fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Ap
         rip: applied.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles: (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit),
+        cycles,
     }
+}
+
+/// A trap's time so far, on the trace's clock: from the exit to now, less the time the
+/// hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`] at the exit).
+fn trap_cycles(exit: &Exit, stopped_at_exit: u64) -> u64 {
+    (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit)
 }
 
 /// Domain `id` is over: tell gdb, flush its console, undo what it held of the others (its

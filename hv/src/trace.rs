@@ -127,19 +127,8 @@ pub fn emit(dom: Option<u16>, body: &Body) -> Option<u64> {
     if mode() == Transport::Off {
         return None;
     }
-    if tracer.dropped > 0 {
-        let lost = Body::Lost(Lost {
-            count: tracer.dropped,
-        });
-        if tracer.push(dom, &lost).is_none() {
-            // Still no room (`push` counted the `lost` event itself). This event goes too:
-            // recorded now, it would come before the `lost` event that explains the gap
-            // ahead of it (the host may free room between the two pushes).
-            tracer.next_seq += 1;
-            tracer.dropped += 1;
-            return None;
-        }
-        tracer.dropped = 0;
+    if tracer.dropped > 0 && !tracer.push_lost(dom) {
+        return None;
     }
     tracer.push(dom, body)
 }
@@ -174,7 +163,10 @@ fn flush_gathered() {
 
 impl Tracer {
     /// Encode, and gather (mode `ring`) or push; its seq, or `None` if it was dropped.
-    #[inline]
+    /// Inlined into the run loop's `record_with`, with one call of the encoder: under QEMU's
+    /// TCG each return is a block looked up again after every world switch, and this saves
+    /// one a traced trap, the prologue and epilogue of a call at every event too.
+    #[inline(always)]
     fn push(&mut self, dom: Option<u16>, body: &Body) -> Option<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -185,20 +177,63 @@ impl Tracer {
         if self.gathered == 0 {
             self.reserve();
         }
-        let mut encoded = self.encode_gathered(seq, tsc, dom, body);
-        if encoded.is_none() && self.gathered > 0 {
-            // It does not fit behind the others: they go, and it starts the next ring record.
-            self.flush();
-            self.reserve();
-            encoded = self.encode_gathered(seq, tsc, dom, body);
+        let Some(length) = self.encode_gathered(seq, tsc, dom, body) else {
+            core::hint::cold_path();
+            return self.push_in_next_record(seq, tsc, dom, body);
+        };
+        // A ring that a reader empties takes every record, in order (`reserve` waits for
+        // room): the reader will know what this record taught from now on.
+        self.encoder.commit();
+        self.gathered += length;
+        Some(seq)
+    }
+
+    /// Before the next event, the `lost` event that says how many went: `false` when there
+    /// was no room for it either. Apart from [`emit`], which would hold a second copy of
+    /// [`Tracer::push`] for it.
+    #[cold]
+    #[inline(never)]
+    fn push_lost(&mut self, dom: Option<u16>) -> bool {
+        let lost = Body::Lost(Lost {
+            count: self.dropped,
+        });
+        if self.push(dom, &lost).is_none() {
+            // Still no room (`push` counted the `lost` event itself). The event `emit` was
+            // asked to record goes too (its seq used, and counted): recorded now, it would
+            // come before the `lost` event that explains the gap ahead of it (the host may
+            // free room between the two pushes).
+            self.next_seq += 1;
+            self.dropped += 1;
+            return false;
         }
-        let Some(length) = encoded else {
+        self.dropped = 0;
+        true
+    }
+
+    /// Event `seq` did not fit behind the records gathered: they go, and it starts the next
+    /// ring record. Apart from [`Tracer::push`], which it would double in size.
+    #[cold]
+    #[inline(never)]
+    fn push_in_next_record(
+        &mut self,
+        seq: u64,
+        tsc: u64,
+        dom: Option<u16>,
+        body: &Body,
+    ) -> Option<u64> {
+        if self.gathered == 0 {
+            // Alone in a ring record and still too long: a hypervisor bug, reported as a
+            // loss.
+            self.dropped += 1;
+            return None;
+        }
+        self.flush();
+        self.reserve();
+        let Some(length) = self.encode_gathered(seq, tsc, dom, body) else {
             // Larger than a record can be: a hypervisor bug, reported as a loss.
             self.dropped += 1;
             return None;
         };
-        // A ring that a reader empties takes every record, in order (`reserve` waits for
-        // room): the reader will know what this record taught from now on.
         self.encoder.commit();
         self.gathered += length;
         Some(seq)
@@ -243,7 +278,9 @@ impl Tracer {
     }
 
     /// Mode `lossy`: one event, one ring record, dropped when the ring has no room for a
-    /// whole ring record.
+    /// whole ring record. (Apart from [`Tracer::push`]: the usual mode is `ring`.)
+    #[cold]
+    #[inline(never)]
     fn push_alone(&mut self, seq: u64, tsc: u64, dom: Option<u16>, body: &Body) -> Option<u64> {
         let encoded = match self.ring.reserve(ring::MAX_RECORD) {
             Ok(room) => self
