@@ -183,15 +183,15 @@ const INLINE_SLOTS: usize = 2;
 struct Slot {
     regs: [[u64; 16]; 2],
     exits: [ExitReference; 2],
-    /// Which of `regs` the reader has ([`REGS`]), and which of `exits` ([`EXIT`]): a bit
-    /// each, so that a commit flips what its record moved in one XOR.
+    /// Which of `regs` the reader has ([`REGS_PART`]), and which of `exits`
+    /// ([`EXIT_PART`]): a bit each, so that a commit flips what its record moved in one XOR.
     current: u8,
 }
 
 /// [`Slot::current`]'s bit for the registers.
-const REGS: u8 = 1;
+const REGS_PART: u8 = 1;
 /// [`Slot::current`]'s bit for the exit's part.
-const EXIT: u8 = 2;
+const EXIT_PART: u8 = 2;
 
 /// A reference's part that only an exit moves.
 #[derive(Debug, Clone, Copy)]
@@ -244,9 +244,9 @@ impl State {
             Some(index) => self.more.get(index),
         };
         kept.map_or(NO_REFERENCE, |slot| {
-            let exit = &slot.exits[usize::from(slot.current & EXIT != 0)];
+            let exit = &slot.exits[usize::from(slot.current & EXIT_PART != 0)];
             Reference {
-                regs: slot.regs[usize::from(slot.current & REGS)],
+                regs: slot.regs[usize::from(slot.current & REGS_PART)],
                 exit: exit.fields,
                 insn: exit.insn,
             }
@@ -277,8 +277,8 @@ impl State {
     /// The reader's side: its reference moves to `reference`.
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
         let slot = self.slot_mut(slot);
-        slot.regs[usize::from(slot.current & REGS)] = reference.regs;
-        slot.exits[usize::from(slot.current & EXIT != 0)] = ExitReference {
+        slot.regs[usize::from(slot.current & REGS_PART)] = reference.regs;
+        slot.exits[usize::from(slot.current & EXIT_PART != 0)] = ExitReference {
             fields: reference.exit,
             insn: reference.insn,
         };
@@ -288,7 +288,7 @@ impl State {
     #[inline]
     fn new_regs(&mut self, slot: usize) -> &mut [u64; 16] {
         let slot = self.slot_mut(slot);
-        &mut slot.regs[usize::from(!slot.current & REGS)]
+        &mut slot.regs[usize::from(!slot.current & REGS_PART)]
     }
 
     /// A domain's reference as the reader has it, and the other one, for the record being
@@ -300,11 +300,11 @@ impl State {
             exits: [exit_0, exit_1],
             current,
         } = self.slot_mut(slot);
-        let (old_regs, new_regs) = match *current & REGS {
+        let (old_regs, new_regs) = match *current & REGS_PART {
             0 => (regs_0, regs_1),
             _ => (regs_1, regs_0),
         };
-        let (old_exit, new_exit) = match *current & EXIT {
+        let (old_exit, new_exit) = match *current & EXIT_PART {
             0 => (exit_0, exit_1),
             _ => (exit_1, exit_0),
         };
@@ -353,7 +353,7 @@ struct Pending {
     /// The domain slot whose reference the record moves on (to the parts of its two that the
     /// reader does not have yet: [`State::halves`]) ...
     slot: usize,
-    /// ... and which parts: [`REGS`], [`EXIT`], both or none.
+    /// ... and which parts: [`REGS_PART`], [`EXIT_PART`], both or none.
     moves: u8,
     texts: [(TextKey, u64); NEW_TEXTS],
     new_texts: usize,
@@ -453,7 +453,7 @@ impl Encoder {
                     out.bytes(insn);
                 }
                 new_exit.insn = exit.insn;
-                (self.pending.slot, self.pending.moves) = (slot, REGS | EXIT);
+                (self.pending.slot, self.pending.moves) = (slot, REGS_PART | EXIT_PART);
                 tag::EXIT
             }
             Body::Decide(decide) => {
@@ -523,7 +523,7 @@ impl Encoder {
                     }
                     out.varint(change.new ^ change.old);
                 }
-                (self.pending.slot, self.pending.moves) = (slot, REGS);
+                (self.pending.slot, self.pending.moves) = (slot, REGS_PART);
                 tag::EMULATE
             }
             Body::Resume(resume) => {
@@ -536,7 +536,7 @@ impl Encoder {
                 compare_in_memory();
                 xored(&mut out, new_regs, old_regs);
                 out.varint(resume.cycles);
-                (self.pending.slot, self.pending.moves) = (slot, REGS);
+                (self.pending.slot, self.pending.moves) = (slot, REGS_PART);
                 tag::RESUME
             }
             // Written by postcard, above.
