@@ -87,13 +87,20 @@ pub enum WireError {
     Postcard,
 }
 
-/// The values one domain's records XOR against.
+/// The values one domain's records XOR against: its general registers, which every exit,
+/// emulate and resume moves, and its last exit's other numbers, which only an exit moves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Reference {
     regs: [u64; 16],
-    /// Its last exit's other fields ([`exit_fields`]).
-    exit: [u64; EXIT_FIELDS],
-    /// Its last exit's instruction bytes: a loop traps at the same instruction again.
+    exit: ExitReference,
+}
+
+/// A reference's part that only an exit moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ExitReference {
+    /// The exit's numbers but its registers ([`exit_fields`]).
+    fields: [u64; EXIT_FIELDS],
+    /// Its instruction bytes: a loop traps at the same instruction again.
     insn: InstructionBytes,
 }
 
@@ -193,22 +200,11 @@ const REGS_PART: u8 = 1;
 /// [`Slot::current`]'s bit for the exit's part.
 const EXIT_PART: u8 = 2;
 
-/// A reference's part that only an exit moves.
-#[derive(Debug, Clone, Copy)]
-struct ExitReference {
-    fields: [u64; EXIT_FIELDS],
-    insn: InstructionBytes,
-}
-
 impl Default for Slot {
     fn default() -> Slot {
-        let exit = ExitReference {
-            fields: NO_REFERENCE.exit,
-            insn: NO_REFERENCE.insn,
-        };
         Slot {
             regs: [NO_REFERENCE.regs; 2],
-            exits: [exit; 2],
+            exits: [NO_REFERENCE.exit; 2],
             current: 0,
         }
     }
@@ -232,8 +228,10 @@ fn slot(dom: u16) -> usize {
 /// A domain's reference before its first record.
 const NO_REFERENCE: Reference = Reference {
     regs: [0; 16],
-    exit: [0; EXIT_FIELDS],
-    insn: InstructionBytes::EMPTY,
+    exit: ExitReference {
+        fields: [0; EXIT_FIELDS],
+        insn: InstructionBytes::EMPTY,
+    },
 };
 
 impl State {
@@ -243,13 +241,9 @@ impl State {
             None => self.slots.get(slot),
             Some(index) => self.more.get(index),
         };
-        kept.map_or(NO_REFERENCE, |slot| {
-            let exit = &slot.exits[usize::from(slot.current & EXIT_PART != 0)];
-            Reference {
-                regs: slot.regs[usize::from(slot.current & REGS_PART)],
-                exit: exit.fields,
-                insn: exit.insn,
-            }
+        kept.map_or(NO_REFERENCE, |slot| Reference {
+            regs: slot.regs[usize::from(slot.current & REGS_PART)],
+            exit: slot.exits[usize::from(slot.current & EXIT_PART != 0)],
         })
     }
 
@@ -278,10 +272,7 @@ impl State {
     fn set_reference(&mut self, slot: usize, reference: &Reference) {
         let slot = self.slot_mut(slot);
         slot.regs[usize::from(slot.current & REGS_PART)] = reference.regs;
-        slot.exits[usize::from(slot.current & EXIT_PART != 0)] = ExitReference {
-            fields: reference.exit,
-            insn: reference.insn,
-        };
+        slot.exits[usize::from(slot.current & EXIT_PART != 0)] = reference.exit;
     }
 
     /// The registers the record being written fills, of a slot [`State::halves`] made.
@@ -821,8 +812,8 @@ impl Decoder {
         let body = match tag {
             tag::EXIT => {
                 let mut fields = [0u64; EXIT_FIELDS];
-                read_xored(input, &reference.exit, &mut fields)?;
-                reference.exit = fields;
+                read_xored(input, &reference.exit.fields, &mut fields)?;
+                reference.exit.fields = fields;
                 let [
                     exitcode,
                     exitinfo1,
@@ -842,11 +833,11 @@ impl Decoder {
                 let cpl = u8::try_from(cpl).map_err(|_| WireError::Malformed("cpl"))?;
                 let regs = read_regs(input, &mut reference)?;
                 let insn = match input.byte()? {
-                    SAME_INSTRUCTION => reference.insn,
+                    SAME_INSTRUCTION => reference.exit.insn,
                     length @ 0..=15 => InstructionBytes::new(input.take(length as usize)?),
                     _ => return Err(WireError::Malformed("more than 15 instruction bytes")),
                 };
-                reference.insn = insn;
+                reference.exit.insn = insn;
                 Body::Exit(Exit {
                     exitcode,
                     reason: Cow::Borrowed(
@@ -911,7 +902,7 @@ impl Decoder {
                         first => {
                             let number = first & !OLD_AS_KNOWN;
                             let (name, was) = match number {
-                                RIP => (RIP_NAME, reference.exit[EXIT_RIP]),
+                                RIP => (RIP_NAME, reference.exit.fields[EXIT_RIP]),
                                 0..16 => {
                                     (GPR_NAMES[number as usize], reference.regs[number as usize])
                                 }

@@ -471,8 +471,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
             let Some(domain) = running.system().domain(id) else {
                 return;
             };
-            let cycles = trap_cycles(&exit, stopped_at_exit);
-            let resume = Body::Resume(resume_event(domain, &applied, cycles));
+            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
             running.record(Some(id), &resume);
             discard_recorded(resume);
         }
@@ -607,7 +606,7 @@ fn run_vcpu(
                 let Some(domain) = running.system().domain(id) else {
                     break;
                 };
-                *resume = resume_event(domain, &applied, trap_cycles(&exit, stopped_at_exit));
+                *resume = resume_event(domain, &exit, stopped_at_exit, &applied);
             }
             running.record(Some(id), body);
         }
@@ -674,8 +673,10 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     }
 }
 
-/// The `resume` event, with the trap's `cycles` ([`trap_cycles`]).
-fn resume_event(domain: &Domain, applied: &Applied, cycles: u64) -> Resume {
+/// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
+/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
+/// at the exit).
+fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
     let save = &domain.vcpu.vmcb.save;
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
@@ -683,14 +684,8 @@ fn resume_event(domain: &Domain, applied: &Applied, cycles: u64) -> Resume {
         rip: applied.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles,
+        cycles: (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit),
     }
-}
-
-/// A trap's time so far, on the trace's clock: from the exit to now, less the time the
-/// hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`] at the exit).
-fn trap_cycles(exit: &Exit, stopped_at_exit: u64) -> u64 {
-    (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit)
 }
 
 /// Domain `id` is over: tell gdb, flush its console, undo what it held of the others (its

@@ -177,9 +177,12 @@ impl Tracer {
         if self.gathered == 0 {
             self.reserve();
         }
-        let Some(length) = self.encode_gathered(seq, tsc, dom, body) else {
-            core::hint::cold_path();
-            return self.push_in_next_record(seq, tsc, dom, body);
+        let length = match self.encode_gathered(seq, tsc, dom, body) {
+            Some(length) => length,
+            None => {
+                core::hint::cold_path();
+                self.encode_in_next_record(seq, tsc, dom, body)?
+            }
         };
         // A ring that a reader empties takes every record, in order (`reserve` waits for
         // room): the reader will know what this record taught from now on.
@@ -211,32 +214,29 @@ impl Tracer {
     }
 
     /// Event `seq` did not fit behind the records gathered: they go, and it starts the next
-    /// ring record. Apart from [`Tracer::push`], which it would double in size.
+    /// ring record; its length there, or `None` (counted as dropped) when it does not fit
+    /// a ring record of its own either. Apart from [`Tracer::push`], which it would double
+    /// in size.
     #[cold]
     #[inline(never)]
-    fn push_in_next_record(
+    fn encode_in_next_record(
         &mut self,
         seq: u64,
         tsc: u64,
         dom: Option<u16>,
         body: &Body,
-    ) -> Option<u64> {
-        if self.gathered == 0 {
-            // Alone in a ring record and still too long: a hypervisor bug, reported as a
-            // loss.
-            self.dropped += 1;
-            return None;
+    ) -> Option<usize> {
+        if self.gathered > 0 {
+            self.flush();
+            self.reserve();
+            let encoded = self.encode_gathered(seq, tsc, dom, body);
+            if encoded.is_some() {
+                return encoded;
+            }
         }
-        self.flush();
-        self.reserve();
-        let Some(length) = self.encode_gathered(seq, tsc, dom, body) else {
-            // Larger than a record can be: a hypervisor bug, reported as a loss.
-            self.dropped += 1;
-            return None;
-        };
-        self.encoder.commit();
-        self.gathered += length;
-        Some(seq)
+        // Larger than a record can be: a hypervisor bug, reported as a loss.
+        self.dropped += 1;
+        None
     }
 
     /// Encode event `seq` into the ring's reservation, behind the records gathered there:
