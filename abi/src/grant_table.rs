@@ -32,7 +32,9 @@ pub const ENTRIES: u32 = 32;
 /// Xen HVM guest maps grants over RAM pages it gave back to the hypervisor; traplab keeps
 /// them apart, so a grant mapping is never mistaken for the guest's own memory.) The guest
 /// maps the page into its own page tables to use it; once unmapped, an access there is
-/// outside its memory, and the domain is killed as for any such access.
+/// outside its memory, and the domain is killed as for any such access. A domain whose RAM
+/// reaches the area (a kernel run with `--memory` over 1024 MiB) has no room to map a grant:
+/// `GNTTABOP_map_grant_ref` answers it `GNTST_bad_virt_addr`.
 pub const MAP_AREA: u64 = 0x4000_0000;
 pub const MAP_AREA_PAGES: u64 = 32;
 

@@ -271,6 +271,19 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::BAD_VIRT_ADDR,
         );
     }
+    // A kernel given more than 1 GiB (`--memory`) has RAM where the area is: a grant
+    // mapped there would hide a page of its own, and its unmap would leave a hole.
+    if guest.memory.size() > MAP_AREA {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: d{}'s RAM ({} MiB) covers the grant-mapping area at {MAP_AREA:#x}: it has no page free to map a grant, GNTST_bad_virt_addr",
+                guest.id,
+                guest.memory.size() >> 20
+            ),
+            status::BAD_VIRT_ADDR,
+        );
+    }
     if guest.grants.mapped_at(host_addr) {
         return refuse(
             decide!(
@@ -346,7 +359,7 @@ fn unmap_grant_ref(guest: &Guest, arg: u64) -> Outcome {
 mod tests {
     use super::*;
     use crate::domain::grants::Mapping;
-    use crate::testing::{DATA, ENTRY, FRAMES, Run, Test, UNMAPPED};
+    use crate::testing::{DATA, ENTRY, FRAMES, Run, Test, UNMAPPED, VMMCALL, VecMemory};
     use traplab_abi::boot::GUEST_RAM_SIZE;
     use traplab_abi::event::{GrantMap, GrantUnmap};
     use traplab_abi::grant_table::GrantRef;
@@ -798,6 +811,25 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    #[test]
+    fn map_by_a_domain_whose_ram_covers_the_area_is_gntst_bad_virt_addr() {
+        // The test's guest, with RAM up to 2 MiB past the area's start.
+        let mut test = Test::with_memory(VecMemory::new(MAP_AREA + 0x20_0000, false));
+        test.code(&VMMCALL);
+        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
+        test.set_gpr(7, cmd::MAP_GRANT_REF);
+        test.set_gpr(6, DATA);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
+        test.add_domain(2).grants.table[4] = FOR_D1;
+        let why = refused(&mut test, status::BAD_VIRT_ADDR);
+        assert!(
+            why.contains("d1's RAM (1026 MiB) covers the grant-mapping area at 0x40000000"),
+            "{why}"
+        );
+        assert!(test.foreign().is_empty(), "nothing mapped over its RAM");
+        assert!(test.domain.grants.maptrack.is_empty());
     }
 
     #[test]
