@@ -4,28 +4,43 @@
 //! so the hypervisor keeps the guest's copies and puts them in the real registers, which
 //! the hypervisor itself never uses. Under QEMU's TCG, a breakpoint only works once a MOV
 //! to DR7 has run on the (virtual) CPU, so a write to DR7 is also executed by the
-//! hypervisor. DR4 and DR5 are the old names of DR6 and DR7 (CR4.DE = 0).
+//! hypervisor. DR4 and DR5 are the old names of DR6 and DR7 while CR4.DE = 0; with CR4.DE
+//! set, naming them raises #UD. Bits 63:32 of DR6 and DR7 are reserved: a MOV that writes a
+//! 1 there raises #GP(0) (APM vol. 2, 13.1.1; Intel SDM vol. 3B, 17.2). Both checks depend
+//! on CR4 or on the value, so the CPU makes them as it executes the MOV, after the
+//! intercept: the hypervisor makes them in its place.
 
 use super::{Exit, undecodable};
-use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
+use crate::{decide, deliver};
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
+use traplab_abi::x86::Cr4Flags;
 
 pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
         return undecodable();
     };
+    if instruction.mnemonic() != Mnemonic::Mov {
+        return undecodable();
+    }
+    let debug_extensions = guest.vcpu.vmcb.save.cr4 & Cr4Flags::DEBUGGING_EXTENSIONS.bits() != 0;
+    if matches!(number, 4 | 5) && debug_extensions {
+        return deliver!(
+            guest,
+            6,
+            0,
+            true,
+            "MOV with DR{number} while CR4.DE is set: DR4 and DR5 are reserved then, the CPU would raise #UD, and so does the hypervisor"
+        );
+    }
     let number = match number {
         4 => 6,
         5 => 7,
         other => other,
     };
-    if instruction.mnemonic() != Mnemonic::Mov {
-        return undecodable();
-    }
     let gpr_operand = if write {
         instruction.op1_register()
     } else {
@@ -39,6 +54,15 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     if write {
         let value = guest.gpr(register);
+        if matches!(number, 6 | 7) && value >> 32 != 0 {
+            return deliver!(
+                guest,
+                13,
+                0,
+                true,
+                "MOV DR{number}, {value:#x} sets reserved bits 63:32: the CPU would raise #GP(0), and so does the hypervisor (the value never reaches the VMCB or the CPU's DR7)"
+            );
+        }
         decide!(
             Action::Emulate,
             "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU"
@@ -153,6 +177,46 @@ mod tests {
         );
         assert_eq!(test.gpr(0), 0xffff_0ff0, "DR6's reset value");
         assert!(run.decision.why.contains("DR6"), "{}", run.decision.why);
+    }
+
+    #[test]
+    fn a_write_of_bits_63_32_of_dr6_or_dr7_is_gp_0_and_changes_nothing() {
+        // `mov dr7, rax` and `mov dr6, rax` (ModRM 0xf8, 0xf0), as a 64-bit guest can write.
+        for (number, modrm) in [(7, 0xf8), (6, 0xf0)] {
+            let mut test = Test::long_mode();
+            test.set_gpr(0, 1 << 32 | 0x401);
+            let run = mov(
+                &mut test,
+                &[0x0f, 0x23, modrm],
+                ExitReason::DrWrite { number },
+            );
+            let (event, _, _) = testing::injected(&run.decision);
+            assert_eq!((event.vector, event.error_code), (13, Some(0)));
+            assert!(
+                run.decision.why.contains("sets reserved bits 63:32"),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "DR7 as it was");
+            assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_0ff0, "DR6 as it was");
+            assert!(test.machine.calls.is_empty(), "the CPU's DR7 untouched");
+            assert_eq!(test.rip(), ENTRY, "the MOV did not complete");
+        }
+    }
+
+    #[test]
+    fn dr4_with_cr4_de_set_is_ud() {
+        // With CR4.DE = 1, DR4 and DR5 are reserved (Intel SDM vol. 3B, 17.2.2).
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x21, 0xe0],
+            ExitReason::DrRead { number: 4 },
+        );
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!((event.vector, event.error_code), (6, None));
+        assert_eq!(test.gpr(0), 0, "RAX not written");
     }
 
     #[test]
