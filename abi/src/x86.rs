@@ -352,8 +352,9 @@ pub enum Combined {
 /// | page fault     | serial  | #DF          | #DF        |
 /// | double fault   | serial  | shutdown     | shutdown   |
 ///
-/// `first` is an event whose delivery was interrupted (`None` if nothing was
-/// being delivered). Interrupts and NMIs being delivered count as benign.
+/// `first` is the exception whose delivery was interrupted: `None` if nothing was being
+/// delivered, or an event that is not an exception (an external interrupt, an NMI, an
+/// INT n), which is benign whatever its vector (Intel SDM vol. 3A, table 6-4).
 pub fn combine(first: Option<u8>, second: u8) -> Combined {
     let Some(first) = first else {
         return Combined::Deliver(second);

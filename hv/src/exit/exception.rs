@@ -78,7 +78,13 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
         }
     }
 
-    match x86::combine(interrupted.map(|event| event.vector), vector) {
+    // Only an exception whose delivery was interrupted takes part in the double-fault rule:
+    // an external interrupt, an NMI or an INT n is benign, whatever its vector (Intel SDM
+    // vol. 3A, 6.15, table 6-4): INT 8 through a gate that is not present is #NP, not #DF.
+    let interrupted_exception = interrupted
+        .filter(|event| event.kind == EventType::Exception)
+        .map(|event| event.vector);
+    match x86::combine(interrupted_exception, vector) {
         Combined::TripleFault => decide!(
             Action::Kill,
             "{} while the CPU delivered #DF: a real CPU shuts down (triple fault), so the domain ends",
@@ -276,6 +282,35 @@ mod tests {
         let exit = during(&test, exception(6, 0, 0), Event::exception(13, 0));
         let decision = test.decide(exit);
         assert_eq!(testing::injected(&decision).0, Event::exception(6, 0));
+    }
+
+    #[test]
+    fn an_int_8_or_an_interrupt_whose_delivery_faults_is_handled_serially() {
+        // INT 8 (a software interrupt) through a gate that is not present: #NP, not the #DF
+        // or triple fault vector 8's class would make of it. An external interrupt at 13 (a
+        // PIC left at base 8) whose delivery raises #GP: #GP, not #DF.
+        for (interrupted, fault, error_code) in [
+            (EventType::Software, 11, 8 * 8 + 2),
+            (EventType::Interrupt, 13, 13 * 8 + 1),
+        ] {
+            let mut test = Test::long_mode();
+            test.gate(fault, HANDLER);
+            let vector = if fault == 11 { 8 } else { 13 };
+            let exit = during(
+                &test,
+                exception(fault, error_code, 0),
+                Event {
+                    vector,
+                    kind: interrupted,
+                    error_code: None,
+                },
+            );
+            let decision = test.decide(exit);
+            assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+            let (event, handler, _) = testing::injected(&decision);
+            assert_eq!(event.vector, fault, "{}", decision.why);
+            assert_eq!(handler, Some(HANDLER));
+        }
     }
 
     #[test]
