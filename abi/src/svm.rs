@@ -167,6 +167,14 @@ impl EventType {
     }
 }
 
+/// Can EVENTINJ inject `vector` as an exception (type 3)? Only a vector the AMD64
+/// architecture defines as an exception: VMRUN fails with VMEXIT_INVALID for type 3 with any
+/// other, NMI's vector 2 among them (APM vol. 2, 15.20), and the reserved vectors of APM
+/// vol. 2, table 8-1 are 9 (once the coprocessor segment overrun), 15, 20, 22–27 and 31.
+pub fn is_exception_vector(vector: u8) -> bool {
+    matches!(vector, 0 | 1 | 3..=8 | 10..=14 | 16..=19 | 21 | 28..=30)
+}
+
 /// An event as EVENTINJ takes it and EXITINTINFO reports it (APM vol. 2, 15.20, figure 15-5):
 /// bits 7:0 vector, 10:8 type, 11 error code valid, 31 valid, 63:32 error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

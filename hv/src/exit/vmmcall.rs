@@ -34,7 +34,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
-use traplab_abi::svm::Event;
+use traplab_abi::svm::{self, Event};
 use traplab_abi::x86::{self, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -455,6 +455,13 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
             synthetic: true,
         });
     }
+    if !svm::is_exception_vector(vector) {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall raise_event({vector}): vector {vector} is reserved, no exception (a CPU's VMRUN refuses to inject it, VMEXIT_INVALID), EINVAL"
+        );
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
+    }
     let name = delivery_name(vector, EventType::Exception);
     // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
     crate::quirks::injected_error_code(deliver!(
@@ -715,6 +722,27 @@ mod tests {
             let run = call(&mut test);
             assert_returned(&test, error::EINVAL);
             assert_eq!(run.decision.delivery, None, "vector {vector}");
+        }
+    }
+
+    #[test]
+    fn raise_event_of_a_reserved_vector_returns_einval() {
+        // A CPU's VMRUN would refuse to inject it as an exception (APM vol. 2, 15.20): the
+        // domain would die of VMEXIT_INVALID for a bad argument.
+        for vector in [9, 15, 20, 22, 27, 31] {
+            let mut test = Test::hypercall(hypercall::RAISE_EVENT, vector, 0);
+            let run = call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(run.decision.delivery, None, "vector {vector}");
+            assert!(
+                run.decision.why.contains("is reserved"),
+                "{}",
+                run.decision.why
+            );
+        }
+        // Its neighbours are exceptions.
+        for vector in [8, 10, 14, 16, 19, 21, 28, 30] {
+            assert!(svm::is_exception_vector(vector), "vector {vector}");
         }
     }
 
