@@ -165,6 +165,9 @@ pub struct FakeMachine {
     pub keyboard: bool,
     /// Keys typed and not taken: for which domain, what.
     pub keys: Vec<(u16, Vec<u8>)>,
+    /// The XSAVE state components the CPU has (CPUID 0xD, EAX): x87, SSE and AVX unless a
+    /// test gives it more.
+    pub xsave_components: u32,
 }
 
 /// The TSC rate of the fake machine: 1 GHz, so 1 µs is 1,000 ticks.
@@ -178,6 +181,7 @@ impl Default for FakeMachine {
             calls: Vec::new(),
             keyboard: false,
             keys: Vec::new(),
+            xsave_components: 0b111,
         }
     }
 }
@@ -189,8 +193,7 @@ impl Machine for FakeMachine {
             1 => [0x0000_0663, 0x0800, 0x8020_2001 & !(1 << 31), 0x078b_fbff],
             // No structured extended features (qemu64).
             7 => [0, 0, 0, 0],
-            // x87, SSE and AVX state components.
-            0xd => [0b111, 0x340, 0x340, 0],
+            0xd => [self.xsave_components, 0x340, 0x340, 0],
             // SVM (bit 2) and LM.
             0x8000_0001 => [0, 0, 0x25, 0x2010_0800],
             // SVM revision 1, nested paging.

@@ -1,8 +1,11 @@
 //! XSETBV (exit code 0x8D): the guest sets XCR0, which state components XSAVE manages.
 //!
 //! XSETBV is always intercepted (15.9). The hypervisor checks the value as the CPU would
-//! (Intel SDM vol. 1, 13.3): ECX must be 0, x87 (bit 0) must stay set, AVX (bit 2) needs
-//! SSE (bit 1), and only components the CPU has (CPUID 0xD) may be set; else #GP(0). Then it
+//! (Intel SDM vol. 1, 13.3, and the XSETBV reference): ECX must be 0, x87 (bit 0) must stay
+//! set, AVX (bit 2) needs SSE (bit 1), MPX's two components (bits 3 and 4) go together, and
+//! so do AVX-512's three (bits 7:5), which also need AVX; and only components the CPU has
+//! (CPUID 0xD) may be set; else #GP(0). A value the CPU refuses must not reach the CPU's
+//! own XSETBV: the #GP would be the hypervisor's, and end the machine. Then it
 //! executes XSETBV itself: the hypervisor does not use XSAVE, so the guest's XCR0 can stay
 //! in the CPU (that needs the hypervisor's own CR4.OSXSAVE).
 //!
@@ -18,6 +21,11 @@ use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 
+/// XCR0's MPX components: BNDREGS and BNDCSR.
+const MPX: u64 = 0b11 << 3;
+/// XCR0's AVX-512 components: opmask, ZMM_Hi256 and Hi16_ZMM.
+const AVX_512: u64 = 0b111 << 5;
+
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
         return undecodable();
@@ -32,6 +40,12 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         Some("clears x87 (bit 0)")
     } else if value & 0b100 != 0 && value & 0b10 == 0 {
         Some("sets AVX without SSE")
+    } else if !matches!(value & MPX, 0 | MPX) {
+        Some("sets one of MPX's two components (bits 3 and 4) without the other")
+    } else if !matches!(value & AVX_512, 0 | AVX_512) {
+        Some("sets some of AVX-512's three components (bits 7:5), not all")
+    } else if value & AVX_512 != 0 && value & 0b100 == 0 {
+        Some("sets AVX-512 without AVX")
     } else if value & !supported != 0 {
         Some("sets a component this CPU does not have")
     } else {
@@ -105,8 +119,39 @@ mod tests {
     }
 
     #[test]
+    fn part_of_avx_512_or_of_mpx_or_avx_512_without_avx_is_a_gp() {
+        // On a CPU that has them all (x87 … AVX-512: CPUID 0xD's EAX = 0xff).
+        for (value, why) in [
+            (
+                0b0110_0111,
+                "AVX-512's three components (bits 7:5), not all",
+            ),
+            (0b0000_1111, "one of MPX's two components"),
+            (0b1110_0011, "AVX-512 without AVX"),
+        ] {
+            let mut test = Test::long_mode();
+            test.machine.xsave_components = 0xff;
+            test.code(&[0x0f, 0x01, 0xd1]);
+            test.set_gpr(0, value);
+            let run = test.run(test.exit(ExitReason::Xsetbv));
+            assert_general_protection(&test, &run, why);
+        }
+    }
+
+    #[test]
+    fn avx_512_with_avx_is_set_where_the_cpu_has_it() {
+        let mut test = Test::long_mode();
+        test.machine.xsave_components = 0xff;
+        test.code(&[0x0f, 0x01, 0xd1]);
+        test.set_gpr(0, 0b1110_0111);
+        test.run(test.exit(ExitReason::Xsetbv));
+        assert_eq!(test.machine.calls, ["xsetbv 0xe7"]);
+    }
+
+    #[test]
     fn a_component_the_cpu_does_not_have_is_a_gp() {
-        let (test, run) = xsetbv(0, 0b1111);
+        // MPX's two components, which the fake CPU does not have.
+        let (test, run) = xsetbv(0, 0b1_1111);
         assert_general_protection(&test, &run, "a component this CPU does not have");
     }
 
