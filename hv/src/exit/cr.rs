@@ -101,7 +101,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             Some("sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)")
         }
         3 if long_mode && value >> 52 != 0 => Some("sets reserved bits 63:52"),
-        4 if value & !CR4_SUPPORTED != 0 => Some("sets a bit this CPU does not have"),
+        4 if value & !cr4_supported(guest) != 0 => Some("sets a bit this CPU does not have"),
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
             Some("clears PAE in long mode")
         }
@@ -160,6 +160,17 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         .with_all(flush.then_some(Effect::FlushTlb))
         .with(Effect::Rip(next))
         .describe(format!("CR{number} = {value:#x}"))
+}
+
+/// The CR4 bits the guest may set: [`CR4_SUPPORTED`], less OSXSAVE when the CPUID it sees
+/// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
+/// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
+fn cr4_supported(guest: &Guest) -> u64 {
+    let [_, _, ecx, _] = guest.machine.cpuid(1, 0);
+    match ecx & (1 << 26) {
+        0 => CR4_SUPPORTED & !Cr4Flags::OSXSAVE.bits(),
+        _ => CR4_SUPPORTED,
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +346,16 @@ mod tests {
         let cr4 = test.domain.vcpu.vmcb.save.cr4 | (1 << 23);
         let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
         assert_general_protection(&test, &run, "a bit this CPU does not have");
+    }
+
+    #[test]
+    fn setting_cr4_osxsave_on_a_cpu_without_xsave_is_a_gp() {
+        // The fake CPU is qemu64's: CPUID 1 has no XSAVE (ECX bit 26), so OSXSAVE is reserved.
+        let mut test = Test::long_mode();
+        let cr4 = test.domain.vcpu.vmcb.save.cr4 | Cr4Flags::OSXSAVE.bits();
+        let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
+        assert_general_protection(&test, &run, "a bit this CPU does not have");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr4 & Cr4Flags::OSXSAVE.bits(), 0);
     }
 
     #[test]
