@@ -482,13 +482,122 @@ pub fn reserved_bits(level: u8, large: bool, address_bits: u32) -> u64 {
     reserved
 }
 
-/// Walk 4-level long-mode page tables rooted at `cr3` for `virtual_address`, on a CPU whose
-/// physical addresses have `address_bits` bits: an entry with a reserved bit set stops the
-/// walk ([`WalkError::Reserved`]) before anything is read through it.
+/// How a guest's page tables are laid out, which CR0.PG, CR4.PAE, CR4.PSE and EFER.LMA
+/// choose (AMD APM vol. 2, 5.1, table 5-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTableFormat {
+    /// Legacy 32-bit paging (5.2): a page directory and page tables of 1,024 4-byte
+    /// entries; with `large_pages` (CR4.PSE) a directory entry with PS maps 4 MiB.
+    Legacy { large_pages: bool },
+    /// PAE paging outside long mode (5.2): a table of four page-directory pointers, then a
+    /// page directory (an entry with PS maps 2 MiB) and page tables of 8-byte entries.
+    Pae,
+    /// Long mode's 4-level paging (5.3).
+    LongMode,
+}
+
+/// A guest's page tables: the root (CR3) and how they are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageTables {
+    pub cr3: u64,
+    pub format: PageTableFormat,
+}
+
+impl PageTables {
+    /// The tables the guest's control registers name, or `None` when paging is off.
+    pub fn of(cr0: u64, cr3: u64, cr4: u64, efer: u64) -> Option<PageTables> {
+        if cr0 & Cr0Flags::PAGING.bits() == 0 {
+            return None;
+        }
+        let format = if efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
+            PageTableFormat::LongMode
+        } else if cr4 & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() != 0 {
+            PageTableFormat::Pae
+        } else {
+            PageTableFormat::Legacy {
+                large_pages: cr4 & Cr4Flags::PAGE_SIZE_EXTENSION.bits() != 0,
+            }
+        };
+        Some(PageTables { cr3, format })
+    }
+
+    /// Long mode's tables at `cr3`.
+    pub fn long_mode(cr3: u64) -> PageTables {
+        PageTables {
+            cr3,
+            format: PageTableFormat::LongMode,
+        }
+    }
+}
+
+/// Walk the page tables `tables` for `virtual_address`, on a CPU whose physical addresses
+/// have `address_bits` bits: an entry with a reserved bit set stops the walk
+/// ([`WalkError::Reserved`]) before anything is read through it. Outside long mode a linear
+/// address has 32 bits: the upper ones of `virtual_address` are not looked at.
 ///
-/// `read_u64` reads one 8-byte entry at a physical address; the hypervisor passes a
-/// function that reads guest-physical memory through its nested page tables.
+/// `read_u64` reads one 8-byte word at a physical address (8-byte aligned; a 4-byte entry
+/// of legacy paging is half of one); the hypervisor passes a function that reads
+/// guest-physical memory through its nested page tables.
 pub fn translate(
+    tables: PageTables,
+    virtual_address: u64,
+    address_bits: u32,
+    read_u64: impl FnMut(u64) -> Option<u64>,
+) -> Result<Translation, WalkError> {
+    match tables.format {
+        PageTableFormat::LongMode => {
+            walk_long_mode(tables.cr3, virtual_address, address_bits, read_u64)
+        }
+        PageTableFormat::Pae => {
+            walk_pae(tables.cr3, virtual_address as u32, address_bits, read_u64)
+        }
+        PageTableFormat::Legacy { large_pages } => walk_legacy(
+            tables.cr3,
+            virtual_address as u32,
+            large_pages,
+            address_bits,
+            read_u64,
+        ),
+    }
+}
+
+/// Permissions met on the way down, all levels' together.
+#[derive(Clone, Copy)]
+struct Permissions {
+    writable: bool,
+    user: bool,
+    executable: bool,
+}
+
+impl Permissions {
+    const ALL: Permissions = Permissions {
+        writable: true,
+        user: true,
+        executable: true,
+    };
+
+    fn and(self, entry: u64) -> Permissions {
+        Permissions {
+            writable: self.writable && entry & pte::WRITABLE != 0,
+            user: self.user && entry & pte::USER != 0,
+            executable: self.executable && entry & pte::NO_EXECUTE == 0,
+        }
+    }
+
+    /// The translation to `base`, a page of `page_size` bytes, at `offset` into it.
+    fn leaf(self, base: u64, page_size: u64, offset: u64) -> Translation {
+        Translation {
+            physical: base | (offset & (page_size - 1)),
+            writable: self.writable,
+            user: self.user,
+            executable: self.executable,
+            page_size,
+        }
+    }
+}
+
+/// Long mode's walk: four levels of 512 8-byte entries, 9 bits of the address each.
+fn walk_long_mode(
     cr3: u64,
     virtual_address: u64,
     address_bits: u32,
@@ -498,7 +607,7 @@ pub fn translate(
         return Err(WalkError::NonCanonical);
     }
     let mut table = cr3 & pte::ADDRESS;
-    let (mut writable, mut user, mut executable) = (true, true, true);
+    let mut permissions = Permissions::ALL;
     for level in (1..=4u8).rev() {
         let shift = 12 + 9 * (level as u64 - 1);
         let index = (virtual_address >> shift) & 0x1ff;
@@ -506,28 +615,111 @@ pub fn translate(
         if entry & pte::PRESENT == 0 {
             return Err(WalkError::NotPresent { level });
         }
-        writable &= entry & pte::WRITABLE != 0;
-        user &= entry & pte::USER != 0;
-        executable &= entry & pte::NO_EXECUTE == 0;
+        permissions = permissions.and(entry);
         let large = (level == 2 || level == 3) && entry & pte::HUGE != 0;
         if entry & reserved_bits(level, large, address_bits) != 0 {
             return Err(WalkError::Reserved { level });
         }
-        let leaf = level == 1 || large;
-        if leaf {
+        if level == 1 || large {
             let page_size = 1u64 << shift;
             let base = entry & pte::ADDRESS & !(page_size - 1);
-            return Ok(Translation {
-                physical: base | (virtual_address & (page_size - 1)),
-                writable,
-                user,
-                executable,
-                page_size,
-            });
+            return Ok(permissions.leaf(base, page_size, virtual_address));
         }
         table = entry & pte::ADDRESS;
     }
     unreachable!("level 1 is always a leaf")
+}
+
+/// PAE's walk outside long mode: CR3 (bits 31:5) names a table of four 8-byte
+/// page-directory pointers, one for each GiB of the 32-bit address (its bits 31:30); then a
+/// page directory and page tables as long mode's, 9 bits of the address each. A pointer has
+/// no permission bits: bits 2:1 and 8:5 are reserved in it, and so are bits 63:52 of every
+/// entry, NX aside (APM vol. 2, 5.2: figures 5-9 to 5-13).
+fn walk_pae(
+    cr3: u64,
+    virtual_address: u32,
+    address_bits: u32,
+    mut read_u64: impl FnMut(u64) -> Option<u64>,
+) -> Result<Translation, WalkError> {
+    const POINTER_RESERVED: u64 = 0b1_1110_0110 | 0xfff0_0000_0000_0000;
+    const ENTRY_RESERVED: u64 = 0x7ff0_0000_0000_0000;
+    let virtual_address = virtual_address as u64;
+    let pointers = cr3 & 0xffff_ffe0;
+    let pointer = read_u64(pointers + (virtual_address >> 30) * 8)
+        .ok_or(WalkError::Unreadable { table: pointers })?;
+    if pointer & pte::PRESENT == 0 {
+        return Err(WalkError::NotPresent { level: 3 });
+    }
+    if pointer & (POINTER_RESERVED | reserved_bits(3, false, address_bits)) != 0 {
+        return Err(WalkError::Reserved { level: 3 });
+    }
+    let mut table = pointer & pte::ADDRESS;
+    let mut permissions = Permissions::ALL;
+    for level in [2u8, 1] {
+        let shift = 12 + 9 * (level as u64 - 1);
+        let index = (virtual_address >> shift) & 0x1ff;
+        let entry = read_u64(table + index * 8).ok_or(WalkError::Unreadable { table })?;
+        if entry & pte::PRESENT == 0 {
+            return Err(WalkError::NotPresent { level });
+        }
+        permissions = permissions.and(entry);
+        let large = level == 2 && entry & pte::HUGE != 0;
+        if entry & (ENTRY_RESERVED | reserved_bits(level, large, address_bits)) != 0 {
+            return Err(WalkError::Reserved { level });
+        }
+        if level == 1 || large {
+            let page_size = 1u64 << shift;
+            let base = entry & pte::ADDRESS & !(page_size - 1);
+            return Ok(permissions.leaf(base, page_size, virtual_address));
+        }
+        table = entry & pte::ADDRESS;
+    }
+    unreachable!("level 1 is always a leaf")
+}
+
+/// Legacy 32-bit paging's walk: CR3 (bits 31:12) names a page directory of 1,024 4-byte
+/// entries, one for each 4 MiB of the address (its bits 31:22); an entry with PS, when
+/// CR4.PSE is set, maps a 4 MiB page (its bits 20:13 are the page's address bits 39:32,
+/// PSE-36, and bit 21 is reserved), else names a page table of 1,024 entries for each 4 KiB
+/// (bits 21:12). No NX: legacy entries have no bit for it (APM vol. 2, 5.2: figures 5-4 to
+/// 5-8).
+fn walk_legacy(
+    cr3: u64,
+    virtual_address: u32,
+    large_pages: bool,
+    address_bits: u32,
+    mut read_u64: impl FnMut(u64) -> Option<u64>,
+) -> Result<Translation, WalkError> {
+    // The 4-byte entry at `address`: one half of the 8-byte word around it.
+    let mut read_u32 = |address: u64| {
+        let word = read_u64(address & !7)?;
+        Some((word >> ((address & 4) * 8)) as u32 as u64)
+    };
+    let virtual_address = virtual_address as u64;
+    let directory = cr3 & 0xffff_f000;
+    let entry = read_u32(directory + (virtual_address >> 22) * 4)
+        .ok_or(WalkError::Unreadable { table: directory })?;
+    if entry & pte::PRESENT == 0 {
+        return Err(WalkError::NotPresent { level: 2 });
+    }
+    let permissions = Permissions::ALL.and(entry);
+    if large_pages && entry & pte::HUGE != 0 {
+        let high = (entry >> 13) & 0xff;
+        let base = (entry & 0xffc0_0000) | (high << 32);
+        if entry & (1 << 21) != 0 || base >> address_bits.clamp(32, 52) != 0 {
+            return Err(WalkError::Reserved { level: 2 });
+        }
+        return Ok(permissions.leaf(base, 4 << 20, virtual_address));
+    }
+    let table = entry & 0xffff_f000;
+    let entry = read_u32(table + ((virtual_address >> 12) & 0x3ff) * 4)
+        .ok_or(WalkError::Unreadable { table })?;
+    if entry & pte::PRESENT == 0 {
+        return Err(WalkError::NotPresent { level: 1 });
+    }
+    Ok(permissions
+        .and(entry)
+        .leaf(entry & 0xffff_f000, 4096, virtual_address))
 }
 
 #[cfg(test)]
@@ -605,29 +797,165 @@ mod tests {
             (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[1]: 2 MiB page
         ]);
         let read = |address: u64| memory.get(&address).copied().or(Some(0));
-        let small = translate(0x1000, 0x4000_5123, 40, read).unwrap();
+        let small = translate(PageTables::long_mode(0x1000), 0x4000_5123, 40, read).unwrap();
         assert_eq!(small.physical, 0x7123);
         assert!(!small.writable && !small.user && !small.executable);
         assert_eq!(small.page_size, 4096);
-        let huge = translate(0x1000, 0x4020_1234, 40, read).unwrap();
+        let huge = translate(PageTables::long_mode(0x1000), 0x4020_1234, 40, read).unwrap();
         assert_eq!(huge.physical, 0x0060_1234);
         assert_eq!(huge.page_size, 2 << 20);
         assert_eq!(
-            translate(0x1000, 0x8000_0000, 40, read),
+            translate(PageTables::long_mode(0x1000), 0x8000_0000, 40, read),
             Err(WalkError::NotPresent { level: 3 })
         );
         assert_eq!(
-            translate(0x1000, 0x4000_6000, 40, read),
+            translate(PageTables::long_mode(0x1000), 0x4000_6000, 40, read),
             Err(WalkError::NotPresent { level: 1 })
         );
         assert_eq!(
-            translate(0x1000, 0x0000_8000_0000_0000, 40, read),
+            translate(
+                PageTables::long_mode(0x1000),
+                0x0000_8000_0000_0000,
+                40,
+                read
+            ),
             Err(WalkError::NonCanonical)
         );
         assert_eq!(
-            translate(0x1000, 0, 40, |_| None),
+            translate(PageTables::long_mode(0x1000), 0, 40, |_| None),
             Err(WalkError::Unreadable { table: 0x1000 })
         );
+    }
+
+    /// 4-byte legacy entries in a map of 8-byte words, as memory holds them.
+    fn legacy_tables(entries: &[(u64, u32)]) -> BTreeMap<u64, u64> {
+        let mut words = BTreeMap::new();
+        for &(address, entry) in entries {
+            let word: &mut u64 = words.entry(address & !7).or_default();
+            *word |= (entry as u64) << ((address & 4) * 8);
+        }
+        words
+    }
+
+    #[test]
+    fn legacy_32_bit_paging_walks_two_levels_of_4_byte_entries() {
+        use pte::*;
+        let (present, writable, user, huge) =
+            (PRESENT as u32, WRITABLE as u32, USER as u32, HUGE as u32);
+        let memory = legacy_tables(&[
+            // PD[1] (4 MiB–8 MiB): a page table; PT[3] and PT[5] (odd: the word's high half).
+            (0x1000 + 4, 0x2000 | present | writable | user),
+            (0x2000 + 3 * 4, 0x9000 | present | user),
+            (0x2000 + 5 * 4, 0xa000 | present | writable | user),
+            // PD[3] (12 MiB–16 MiB): a 4 MiB page at 8 MiB, address bits 39:32 = 1.
+            (
+                0x1000 + 3 * 4,
+                0x0080_0000 | (1 << 13) | present | writable | huge,
+            ),
+            // PD[4]: PS with a reserved bit 21.
+            (0x1000 + 4 * 4, 0x0080_0000 | (1 << 21) | present | huge),
+        ]);
+        let read = |address: u64| memory.get(&address).copied().or(Some(0));
+        let legacy = |large_pages| PageTables {
+            cr3: 0x1000,
+            format: PageTableFormat::Legacy { large_pages },
+        };
+        let small = translate(legacy(true), 0x0040_3abc, 40, read).unwrap();
+        assert_eq!(small.physical, 0x9abc);
+        assert!(!small.writable && small.user && small.executable);
+        assert_eq!(small.page_size, 4096);
+        let odd = translate(legacy(true), 0x0040_5000, 40, read).unwrap();
+        assert_eq!(odd.physical, 0xa000, "the entry in the word's upper half");
+        assert!(odd.writable);
+        // Only the low 32 bits of the address count outside long mode.
+        let truncated = translate(legacy(true), 0xffff_ffff_0040_3abc, 40, read);
+        assert_eq!(truncated.map(|t| t.physical), Ok(0x9abc));
+        let large = translate(legacy(true), 0x00c1_2345, 40, read).unwrap();
+        assert_eq!(
+            large.physical, 0x1_0081_2345,
+            "PSE-36: bits 20:13 are bits 39:32"
+        );
+        assert_eq!(large.page_size, 4 << 20);
+        assert_eq!(
+            translate(legacy(true), 0x0100_0000, 40, read),
+            Err(WalkError::Reserved { level: 2 })
+        );
+        // Without CR4.PSE the PS bit is ignored: the entry names a page table (at 8 MiB,
+        // all zeros here: not present).
+        assert_eq!(
+            translate(legacy(false), 0x00c1_2345, 40, read),
+            Err(WalkError::NotPresent { level: 1 })
+        );
+        assert_eq!(
+            translate(legacy(true), 0x0080_0000, 40, read),
+            Err(WalkError::NotPresent { level: 2 })
+        );
+    }
+
+    #[test]
+    fn pae_paging_walks_four_pointers_then_two_levels_of_8_byte_entries() {
+        use pte::*;
+        let memory = tables(&[
+            // PDPT at 0x1020 (CR3 bits 31:5); pointer 1 (1 GiB–2 GiB): a page directory.
+            (0x1020 + 8, 0x3000 | PRESENT),
+            (0x3000 + 2 * 8, 0x4000 | PRESENT | WRITABLE | USER), // PD[2]
+            (0x4000 + 7 * 8, 0x8000 | PRESENT | USER | NO_EXECUTE), // PT[7]
+            (0x3000 + 3 * 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[3]: 2 MiB
+            // Pointer 2 sets R/W, reserved in a PAE pointer; pointer 3 bit 52.
+            (0x1020 + 2 * 8, 0x5000 | PRESENT | WRITABLE),
+            (0x1020 + 3 * 8, (1 << 52) | 0x5000 | PRESENT),
+        ]);
+        let read = |address: u64| memory.get(&address).copied().or(Some(0));
+        let pae = PageTables {
+            cr3: 0x1020,
+            format: PageTableFormat::Pae,
+        };
+        let small = translate(pae, 0x4040_7123, 40, read).unwrap();
+        assert_eq!(small.physical, 0x8123);
+        assert!(!small.writable && small.user && !small.executable);
+        let huge = translate(pae, 0x4060_0042, 40, read).unwrap();
+        assert_eq!((huge.physical, huge.page_size), (0x0060_0042, 2 << 20));
+        assert_eq!(
+            translate(pae, 0x0000_1000, 40, read),
+            Err(WalkError::NotPresent { level: 3 })
+        );
+        assert_eq!(
+            translate(pae, 0x8000_0000, 40, read),
+            Err(WalkError::Reserved { level: 3 })
+        );
+        assert_eq!(
+            translate(pae, 0xc000_0000, 40, read),
+            Err(WalkError::Reserved { level: 3 })
+        );
+        assert_eq!(
+            translate(pae, 0x4080_0000, 40, read),
+            Err(WalkError::NotPresent { level: 2 })
+        );
+    }
+
+    #[test]
+    fn the_control_registers_choose_the_format() {
+        let (pg, pe) = (
+            Cr0Flags::PAGING.bits(),
+            Cr0Flags::PROTECTED_MODE_ENABLE.bits(),
+        );
+        let (pae, pse) = (
+            Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits(),
+            Cr4Flags::PAGE_SIZE_EXTENSION.bits(),
+        );
+        let lma = EferFlags::LONG_MODE_ACTIVE.bits();
+        let format = |cr0, cr4, efer| PageTables::of(cr0, 0x1000, cr4, efer).map(|t| t.format);
+        assert_eq!(format(pe, pae, lma), None, "paging off");
+        assert_eq!(
+            format(pe | pg, 0, 0),
+            Some(PageTableFormat::Legacy { large_pages: false })
+        );
+        assert_eq!(
+            format(pe | pg, pse, 0),
+            Some(PageTableFormat::Legacy { large_pages: true })
+        );
+        assert_eq!(format(pe | pg, pae | pse, 0), Some(PageTableFormat::Pae));
+        assert_eq!(format(pe | pg, pae, lma), Some(PageTableFormat::LongMode));
     }
 
     #[test]
@@ -644,21 +972,21 @@ mod tests {
             memory.get(&address).copied().or(Some(0))
         };
         assert_eq!(
-            translate(0x1000, 0x1000, 40, read),
+            translate(PageTables::long_mode(0x1000), 0x1000, 40, read),
             Err(WalkError::Reserved { level: 4 })
         );
         // With 52 address bits the same bit is an address: the walk goes on (and finds no
         // table there).
         let wide = |address: u64| memory.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(0x1000, 0x1000, 52, wide),
+            translate(PageTables::long_mode(0x1000), 0x1000, 52, wide),
             Err(WalkError::NotPresent { level: 3 })
         );
         // PS in a PML4E, and a 2 MiB page with bit 13 set, are reserved too.
         let ps = tables(&[(0x1000, 0x2000 | PRESENT | HUGE)]);
         let read = |address: u64| ps.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(0x1000, 0, 40, read),
+            translate(PageTables::long_mode(0x1000), 0, 40, read),
             Err(WalkError::Reserved { level: 4 })
         );
         let large = tables(&[
@@ -668,7 +996,7 @@ mod tests {
         ]);
         let read = |address: u64| large.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(0x1000, 0, 40, read),
+            translate(PageTables::long_mode(0x1000), 0, 40, read),
             Err(WalkError::Reserved { level: 2 })
         );
         assert_eq!(reserved_bits(1, false, 40), 0x000f_ff00_0000_0000);

@@ -172,7 +172,7 @@ fn bounce(
     let frame = top.wrapping_sub(8 * words.len() as u64);
     if let Err(error) = guest
         .memory
-        .physical_pieces(guest.cr3(), frame, 8 * words.len())
+        .physical_pieces(guest.page_tables(), frame, 8 * words.len())
     {
         return Decision::new(
             Action::Kill,

@@ -10,7 +10,7 @@
 
 use super::walk_cache::{Reads, WalkCache};
 use alloc::vec::Vec;
-use traplab_abi::x86::{self, WalkError};
+use traplab_abi::x86::{self, PageTables, WalkError};
 
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -125,18 +125,22 @@ pub trait GuestMemory {
         Ok(u64::from_le_bytes(bytes))
     }
 
-    /// Translate a guest-virtual address with the guest's page tables (`cr3` is `None`
+    /// Translate a guest-virtual address with the guest's page tables (`tables` is `None`
     /// when paging is off: virtual = physical).
-    fn virtual_to_physical(&self, cr3: Option<u64>, gva: u64) -> Result<u64, MemoryError> {
-        let Some(cr3) = cr3 else { return Ok(gva) };
+    fn virtual_to_physical(
+        &self,
+        tables: Option<PageTables>,
+        gva: u64,
+    ) -> Result<u64, MemoryError> {
+        let Some(tables) = tables else { return Ok(gva) };
         let walks = self.walk_cache();
-        if let Some(gpa) =
-            walks.and_then(|walks| walks.lookup(cr3, gva, |gpa| self.read_u64_physical(gpa).ok()))
+        if let Some(gpa) = walks
+            .and_then(|walks| walks.lookup(tables, gva, |gpa| self.read_u64_physical(gpa).ok()))
         {
             return Ok(gpa);
         }
         let mut reads = Reads::default();
-        let gpa = x86::translate(cr3, gva, self.physical_address_bits(), |gpa| {
+        let gpa = x86::translate(tables, gva, self.physical_address_bits(), |gpa| {
             let value = self.read_u64_physical(gpa).ok()?;
             reads.note(gpa, value);
             Some(value)
@@ -144,7 +148,7 @@ pub trait GuestMemory {
         .map(|translation| translation.physical)
         .map_err(|walk| MemoryError::NotMapped { address: gva, walk })?;
         if let Some(walks) = walks {
-            walks.remember(cr3, gva, &reads, gpa);
+            walks.remember(tables, gva, &reads, gpa);
         }
         Ok(gpa)
     }
@@ -157,17 +161,17 @@ pub trait GuestMemory {
     /// Copy guest-virtual memory into `buffer`, page by page.
     fn read_virtual(
         &self,
-        cr3: Option<u64>,
+        tables: Option<PageTables>,
         gva: u64,
         buffer: &mut [u8],
     ) -> Result<(), MemoryError> {
         // Most reads (an instruction, a gate, a frame) are inside one page: one translation.
         if !buffer.is_empty() && (gva % PAGE_SIZE) as usize + buffer.len() <= PAGE_SIZE as usize {
-            let gpa = self.virtual_to_physical(cr3, gva)?;
+            let gpa = self.virtual_to_physical(tables, gva)?;
             return self.read_physical(gpa, buffer);
         }
         for (address, done, length) in page_pieces(gva, buffer.len()) {
-            let gpa = self.virtual_to_physical(cr3, address)?;
+            let gpa = self.virtual_to_physical(tables, address)?;
             self.read_physical(gpa, &mut buffer[done..done + length])?;
         }
         Ok(())
@@ -177,13 +181,13 @@ pub trait GuestMemory {
     /// there would go. `Err` names the first address that does not translate.
     fn physical_pieces(
         &self,
-        cr3: Option<u64>,
+        tables: Option<PageTables>,
         gva: u64,
         length: usize,
     ) -> Result<Vec<(u64, usize, usize)>, MemoryError> {
         page_pieces(gva, length)
             .map(|(address, done, piece)| {
-                let gpa = self.virtual_to_physical(cr3, address)?;
+                let gpa = self.virtual_to_physical(tables, address)?;
                 if gpa >= self.size() {
                     return Err(MemoryError::NotGuestMemory { gpa });
                 }
@@ -195,15 +199,15 @@ pub trait GuestMemory {
     /// Translate `gva` as the guest's CPU does for a data access, with its checks: the
     /// canonical form, every level present, and the page-protection checks (AMD APM vol. 2,
     /// 5.6: a user access needs U/S set at every level; a write needs R/W set at every
-    /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `cr3` is `None` when paging
+    /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `tables` is `None` when paging
     /// is off: virtual = physical, nothing to check.
     fn cpu_translate(
         &self,
-        cr3: Option<u64>,
+        tables: Option<PageTables>,
         gva: u64,
         access: CpuAccess,
     ) -> Result<u64, AccessFault> {
-        let Some(cr3) = cr3 else { return Ok(gva) };
+        let Some(tables) = tables else { return Ok(gva) };
         let mut error_code = 0;
         if access.write {
             error_code |= page_fault_code::WRITE;
@@ -212,7 +216,7 @@ pub trait GuestMemory {
             error_code |= page_fault_code::USER;
         }
         let address_bits = self.physical_address_bits();
-        let translation = match x86::translate(cr3, gva, address_bits, |gpa| {
+        let translation = match x86::translate(tables, gva, address_bits, |gpa| {
             self.read_u64_physical(gpa).ok()
         }) {
             Ok(translation) => translation,
@@ -253,14 +257,14 @@ pub trait GuestMemory {
     /// names the fault (its CR2 is that page's first byte of the access).
     fn cpu_pieces(
         &self,
-        cr3: Option<u64>,
+        tables: Option<PageTables>,
         gva: u64,
         length: usize,
         access: CpuAccess,
     ) -> Result<Vec<(u64, usize, usize)>, AccessFault> {
         page_pieces(gva, length)
             .map(|(address, done, piece)| {
-                let gpa = self.cpu_translate(cr3, address, access)?;
+                let gpa = self.cpu_translate(tables, address, access)?;
                 if gpa
                     .checked_add(piece as u64)
                     .is_none_or(|end| end > self.size())
@@ -275,11 +279,11 @@ pub trait GuestMemory {
     /// Copy `bytes` into guest-virtual memory; every page is checked before one is written.
     fn write_virtual(
         &mut self,
-        cr3: Option<u64>,
+        tables: Option<PageTables>,
         gva: u64,
         bytes: &[u8],
     ) -> Result<(), MemoryError> {
-        for (gpa, done, length) in self.physical_pieces(cr3, gva, bytes.len())? {
+        for (gpa, done, length) in self.physical_pieces(tables, gva, bytes.len())? {
             self.write_physical(gpa, &bytes[done..done + length])?;
         }
         Ok(())
@@ -287,10 +291,15 @@ pub trait GuestMemory {
 
     /// Read guest-virtual memory page by page, up to the first page that does not
     /// translate; how many bytes were read (instruction fetch, gdb's memory reads).
-    fn read_virtual_prefix(&self, cr3: Option<u64>, gva: u64, buffer: &mut [u8]) -> usize {
+    fn read_virtual_prefix(
+        &self,
+        tables: Option<PageTables>,
+        gva: u64,
+        buffer: &mut [u8],
+    ) -> usize {
         // Most instructions do not cross a page: one walk, one copy.
         if (gva % PAGE_SIZE) as usize + buffer.len() <= PAGE_SIZE as usize {
-            return match self.read_virtual(cr3, gva, buffer) {
+            return match self.read_virtual(tables, gva, buffer) {
                 Ok(()) => buffer.len(),
                 Err(_) => 0,
             };
@@ -298,7 +307,7 @@ pub trait GuestMemory {
         let mut length = 0;
         for (address, done, piece) in page_pieces(gva, buffer.len()) {
             if self
-                .read_virtual(cr3, address, &mut buffer[done..done + piece])
+                .read_virtual(tables, address, &mut buffer[done..done + piece])
                 .is_err()
             {
                 break;

@@ -38,6 +38,7 @@ pub use memory::{AccessFault, CpuAccess, GuestMemory, MemoryError};
 pub use others::{Others, OthersMut};
 pub use pv::Pv;
 use traplab_abi::hypercall::TrapInfo;
+use traplab_abi::x86::PageTables;
 use traplab_abi::x86::{Cr0Flags, RFlags};
 pub use vcpu::Vcpu;
 
@@ -78,18 +79,19 @@ impl Domain {
         self.vcpu.gpr(number)
     }
 
-    /// The guest's page-table root, or `None` when paging is off.
-    pub fn cr3(&self) -> Option<u64> {
-        self.vcpu.cr3()
+    /// The guest's page tables, or `None` when paging is off.
+    pub fn page_tables(&self) -> Option<PageTables> {
+        self.vcpu.page_tables()
     }
 
     pub fn read_virtual(&self, address: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
-        self.memory.read_virtual(self.cr3(), address, buffer)
+        self.memory
+            .read_virtual(self.page_tables(), address, buffer)
     }
 
     pub fn write_virtual(&mut self, address: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        let cr3 = self.cr3();
-        self.memory.write_virtual(cr3, address, bytes)
+        let tables = self.page_tables();
+        self.memory.write_virtual(tables, address, bytes)
     }
 
     /// The guest-physical pieces of `[address, address + length)` as the guest's CPU would
@@ -106,13 +108,15 @@ impl Domain {
             user: save.cpl == 3,
             write_protect: Cr0Flags::from_bits_truncate(save.cr0).contains(Cr0Flags::WRITE_PROTECT),
         };
-        self.memory.cpu_pieces(self.cr3(), address, length, access)
+        self.memory
+            .cpu_pieces(self.page_tables(), address, length, access)
     }
 
     /// Read guest-virtual memory up to the first page that does not translate; how many
     /// bytes were read (instruction fetch, gdb).
     pub fn read_virtual_prefix(&self, address: u64, buffer: &mut [u8]) -> usize {
-        self.memory.read_virtual_prefix(self.cr3(), address, buffer)
+        self.memory
+            .read_virtual_prefix(self.page_tables(), address, buffer)
     }
 
     /// The handler the guest's IDT names for `vector`: `None` when the gate is outside the

@@ -16,7 +16,7 @@ use super::Domain;
 use alloc::collections::BTreeSet;
 use alloc::vec;
 use alloc::vec::Vec;
-use traplab_abi::x86::{self, pte};
+use traplab_abi::x86::{self, PageTables, pte};
 
 /// The most words of guest memory (page-table entries, and the 4 entries of each found
 /// table's own mapping) one `pin_page_table` exit reads: 8 tables' worth of entries, as
@@ -80,8 +80,9 @@ impl Domain {
     /// Is the page at guest-physical `page` mapped writable at its 1:1 address? (The
     /// hypervisor checks the guest's only mapping of its RAM, the identity map.)
     fn mapped_writable(&self, page: u64) -> bool {
-        let cr3 = self.vcpu.vmcb.save.cr3;
-        x86::translate(cr3, page, self.memory.physical_address_bits(), |gpa| {
+        // A PV kernel's tables are long mode's (`pin_page_table` walks four levels).
+        let tables = PageTables::long_mode(self.vcpu.vmcb.save.cr3);
+        x86::translate(tables, page, self.memory.physical_address_bits(), |gpa| {
             self.memory.read_u64_physical(gpa).ok()
         })
         .is_ok_and(|translation| translation.writable)

@@ -17,7 +17,7 @@ use traplab_abi::boot;
 use traplab_abi::event::Registers;
 use traplab_abi::evtchn::Port;
 use traplab_abi::svm::EventType;
-use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
+use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags, PageTables};
 
 /// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
 #[repr(C, align(16))]
@@ -311,11 +311,11 @@ impl Vcpu {
         }
     }
 
-    /// The guest's page-table root, or `None` when paging is off.
-    pub fn cr3(&self) -> Option<u64> {
-        Cr0Flags::from_bits_truncate(self.vmcb.save.cr0)
-            .contains(Cr0Flags::PAGING)
-            .then_some(self.vmcb.save.cr3)
+    /// The guest's page tables (CR3, and their format: legacy, PAE or long mode's), or
+    /// `None` when paging is off.
+    pub fn page_tables(&self) -> Option<PageTables> {
+        let save = &self.vmcb.save;
+        PageTables::of(save.cr0, save.cr3, save.cr4, save.efer)
     }
 
     /// Is the guest in long mode (EFER.LMA)?

@@ -1,11 +1,11 @@
 //! The hypervisor's own TLB for the guest's page walks, checked at every use.
 //!
 //! Every exit reads the instruction at RIP, and most read or write guest memory: each time,
-//! a walk of the guest's four levels of page tables (AMD APM vol. 2, 5.3), each entry a
-//! guest-physical read. A CPU keeps the result in its TLB until the guest flushes it; the
+//! a walk of the guest's page tables (four levels in long mode, AMD APM vol. 2, 5.3; three
+//! or two outside it, 5.2), each entry a guest-physical read. A CPU keeps the result in its TLB until the guest flushes it; the
 //! hypervisor cannot do that, since it does not see the guest's page-table writes or its
 //! INVLPGs (they do not exit). So it remembers a walk *with the entries it read*: the next
-//! walk of the same page under the same CR3 reads those entries again, from where they were,
+//! walk of the same page under the same CR3, in the same format, reads those entries again, from where they were,
 //! and if each still holds the value it had, the walk would take the same path to the same
 //! page — the remembered answer is the answer, without the rest of the walk (the reserved-bit
 //! and presence checks, the address arithmetic). If any entry changed, it walks again.
@@ -14,6 +14,7 @@
 
 use super::memory::PAGE_SIZE;
 use core::cell::Cell;
+use traplab_abi::x86::PageTables;
 
 /// How many walks it keeps, direct-mapped by virtual page (a power of two).
 const WALKS: usize = 4;
@@ -24,12 +25,14 @@ const LEVELS: usize = 4;
 /// One walk: where it went and what it read on the way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Walk {
-    cr3: u64,
+    /// The tables walked (`None`: an empty slot).
+    tables: Option<PageTables>,
     /// The 4 KiB virtual page walked, with bit 0 set (an empty slot has it clear).
     page: u64,
     /// The guest-physical 4 KiB page it leads to.
     physical: u64,
-    /// The entries read, top level first: `(guest-physical address, value)`.
+    /// The entries read, top level first: `(guest-physical address, value)`, the 8-byte
+    /// word around a legacy 4-byte entry.
     entries: [(u64, u64); LEVELS],
     /// How many of `entries` the walk read (a large page ends it early).
     levels: u8,
@@ -63,16 +66,16 @@ impl WalkCache {
         &self.walks[(gva / PAGE_SIZE) as usize & (WALKS - 1)]
     }
 
-    /// The guest-physical address of `gva` under `cr3`, if a remembered walk of its page
-    /// still holds: `read_u64` reads each of its entries again.
+    /// The guest-physical address of `gva` through `tables`, if a remembered walk of its
+    /// page still holds: `read_u64` reads each of its entries again.
     pub fn lookup(
         &self,
-        cr3: u64,
+        tables: PageTables,
         gva: u64,
         mut read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Option<u64> {
         let walk = self.slot(gva).get();
-        if walk.page != (gva & !(PAGE_SIZE - 1)) | 1 || walk.cr3 != cr3 {
+        if walk.page != (gva & !(PAGE_SIZE - 1)) | 1 || walk.tables != Some(tables) {
             return None;
         }
         let unchanged = walk.entries[..walk.levels as usize]
@@ -81,11 +84,11 @@ impl WalkCache {
         unchanged.then_some(walk.physical | (gva & (PAGE_SIZE - 1)))
     }
 
-    /// Remember that the walk of `gva` under `cr3`, which read `reads`, led to
+    /// Remember that the walk of `gva` through `tables`, which read `reads`, led to
     /// guest-physical `gpa`.
-    pub fn remember(&self, cr3: u64, gva: u64, reads: &Reads, gpa: u64) {
+    pub fn remember(&self, tables: PageTables, gva: u64, reads: &Reads, gpa: u64) {
         self.slot(gva).set(Walk {
-            cr3,
+            tables: Some(tables),
             page: (gva & !(PAGE_SIZE - 1)) | 1,
             physical: gpa & !(PAGE_SIZE - 1),
             entries: reads.entries,
@@ -105,6 +108,23 @@ mod tests {
         let mut bytes = [0u8; 8];
         test.domain.read_virtual(gva, &mut bytes).ok()?;
         Some(u64::from_le_bytes(bytes))
+    }
+
+    /// A walk is remembered with its tables' format: the same CR3 read as PAE's tables
+    /// (the guest left long mode and turned PAE paging on) is walked afresh.
+    #[test]
+    fn a_walk_is_the_same_only_in_the_same_format() {
+        use super::{Reads, WalkCache};
+        use traplab_abi::x86::{PageTableFormat, PageTables};
+        let walks = WalkCache::default();
+        let long_mode = PageTables::long_mode(0x1000);
+        walks.remember(long_mode, 0x5123, &Reads::default(), 0x9000);
+        assert_eq!(walks.lookup(long_mode, 0x5123, |_| None), Some(0x9123));
+        let pae = PageTables {
+            cr3: 0x1000,
+            format: PageTableFormat::Pae,
+        };
+        assert_eq!(walks.lookup(pae, 0x5123, |_| None), None);
     }
 
     /// The guest changes a page-table entry behind the hypervisor's back (no exit, no

@@ -106,6 +106,52 @@ mod tests {
     }
 
     #[test]
+    fn a_32_bit_guest_s_cpuid_is_read_through_its_legacy_or_pae_page_tables() {
+        // A 32-bit kernel that turned paging on outside long mode, its code at 0xc000_0000
+        // (a higher-half kernel) on the physical page at ENTRY: the instruction bytes come
+        // through its tables' own format, two levels of 4-byte entries or PAE's three
+        // levels (AMD APM vol. 2, 5.2), not long mode's four.
+        use traplab_abi::x86::{Cr0Flags, Cr4Flags, pte};
+        const TABLES: u64 = 0x10_0000;
+        const CODE: u64 = 0xc000_0000;
+        let table = pte::PRESENT | pte::WRITABLE;
+        for pae in [false, true] {
+            let mut test = Test::protected_mode();
+            if pae {
+                // Pointer 3 (3 GiB–4 GiB) → a page directory → a page table.
+                test.write_u64(TABLES + 3 * 8, (TABLES + 0x1000) | pte::PRESENT);
+                test.write_u64(TABLES + 0x1000, (TABLES + 0x2000) | table);
+                test.write_u64(TABLES + 0x2000, ENTRY | pte::PRESENT);
+            } else {
+                // Directory entry 0x300 (3 GiB) → a page table of 4-byte entries.
+                let directory_entry = ((TABLES + 0x1000) | table) as u32;
+                test.write(TABLES + 0x300 * 4, &directory_entry.to_le_bytes());
+                test.write(
+                    TABLES + 0x1000,
+                    &((ENTRY | pte::PRESENT) as u32).to_le_bytes(),
+                );
+            }
+            let save = &mut test.domain.vcpu.vmcb.save;
+            save.cr3 = TABLES;
+            save.cr0 |= Cr0Flags::PAGING.bits();
+            if pae {
+                save.cr4 |= Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+            }
+            save.rip = CODE;
+            test.write(ENTRY, &[0x0f, 0xa2]);
+            let exit = test.exit(ExitReason::Cpuid);
+            let run = test.run(exit);
+            assert_eq!(
+                run.decision.action,
+                Action::Emulate,
+                "PAE {pae}: {}",
+                run.decision.why
+            );
+            assert_eq!(test.rip(), CODE + 2, "PAE {pae}");
+        }
+    }
+
+    #[test]
     fn leaf_1_sets_the_hypervisor_present_bit_31_of_ecx() {
         let (test, run) = cpuid(1);
         let [eax, _, ecx, _] = test.machine.cpuid(1, 0);

@@ -47,7 +47,10 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
     if guest.pv.pinned_tables.is_empty() || !code.present() || !code.write() {
         return PageTableWrite::NotPinned;
     }
-    let Ok(gpa) = guest.memory.virtual_to_physical(guest.cr3(), linear) else {
+    let Ok(gpa) = guest
+        .memory
+        .virtual_to_physical(guest.page_tables(), linear)
+    else {
         return PageTableWrite::NotPinned;
     };
     let Some(level) = guest.pinned_level(gpa) else {

@@ -93,7 +93,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                 // Like snprintf: as much as fits, and the whole length returned.
                 let bytes = found.as_bytes();
                 let copied = &bytes[..bytes.len().min(value_length as usize)];
-                if guest.memory.physical_pieces(guest.cr3(), value, copied.len()).is_err() {
+                if guest.memory.physical_pieces(guest.page_tables(), value, copied.len()).is_err() {
                     return refuse(format!("the buffer at {value:#x} is not in the guest's memory, EFAULT"), error::EFAULT);
                 }
                 let decision = decide!(
