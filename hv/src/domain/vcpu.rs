@@ -323,14 +323,14 @@ impl Vcpu {
         EferFlags::from_bits_truncate(self.vmcb.save.efer).contains(EferFlags::LONG_MODE_ACTIVE)
     }
 
-    /// The RIP after an instruction of `length` bytes at RIP (wrapping at 4 GiB outside
-    /// 64-bit mode, as the CPU's EIP does).
+    /// The RIP after an instruction of `length` bytes at RIP: wrapping at 4 GiB in 32-bit
+    /// code, as the CPU's EIP does, and at 64 KiB in 16-bit code, as IP does.
     pub fn rip_after(&self, length: u64) -> u64 {
         let rip = self.vmcb.save.rip.wrapping_add(length);
-        if self.vmcb.code_bits() == 64 {
-            rip
-        } else {
-            rip & 0xffff_ffff
+        match self.vmcb.code_bits() {
+            64 => rip,
+            32 => rip & 0xffff_ffff,
+            _ => rip & 0xffff,
         }
     }
 

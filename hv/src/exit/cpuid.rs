@@ -152,6 +152,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cpuid_at_the_end_of_16_bit_code_wraps_ip_at_64_kib() {
+        // In 16-bit code the instruction pointer is IP: the CPU's next IP after a CPUID at
+        // 0xfffe is 0 (Intel SDM vol. 1, 3.5).
+        let mut test = Test::protected_mode();
+        test.domain.vcpu.vmcb.save.cs.attrib &= !crate::vmcb::attrib::DEFAULT_32;
+        test.domain.vcpu.vmcb.save.rip = 0xfffe;
+        test.code(&[0x0f, 0xa2]);
+        let exit = test.exit(ExitReason::Cpuid);
+        test.run(exit);
+        assert_eq!(test.rip(), 0);
+    }
+
+    #[test]
     fn leaf_1_sets_the_hypervisor_present_bit_31_of_ecx() {
         let (test, run) = cpuid(1);
         let [eax, _, ecx, _] = test.machine.cpuid(1, 0);

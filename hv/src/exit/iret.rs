@@ -51,7 +51,8 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let rsp = if wide || cs & 3 != save.cpl as u16 {
         word(3)
     } else {
-        save.rsp + 3 * size as u64
+        // The guest's RSP, near the top of the address space if it likes: it wraps.
+        save.rsp.wrapping_add(3 * size as u64)
     };
     let decision = match (&name, readable) {
         (Some(name), true) => decide!(
