@@ -632,16 +632,22 @@ fn walk_long_mode(
 
 /// PAE's walk outside long mode: CR3 (bits 31:5) names a table of four 8-byte
 /// page-directory pointers, one for each GiB of the 32-bit address (its bits 31:30); then a
-/// page directory and page tables as long mode's, 9 bits of the address each. A pointer has
-/// no permission bits: bits 2:1 and 8:5 are reserved in it, and so are bits 63:52 of every
-/// entry, NX aside (APM vol. 2, 5.2: figures 5-9 to 5-13).
+/// page directory and page tables as long mode's, 9 bits of the address each. Bits 63:52
+/// of every entry are reserved, NX aside (APM vol. 2, 5.2: figures 5-9 to 5-13).
+///
+/// A pointer has no permission bits, and its bits 2:1 and 8:5 are reserved too; but a CPU
+/// checks those when it loads the four pointers (at the MOV to CR3, CR0 or CR4 that
+/// enables or changes paging), not during a walk, which uses the pointers it loaded. This
+/// walk reads them from memory again, where QEMU's TCG has set bit 5, the accessed bit a
+/// long-mode entry has, in every pointer it used: checked here, they would fail a guest for
+/// what its CPU did.
 fn walk_pae(
     cr3: u64,
     virtual_address: u32,
     address_bits: u32,
     mut read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<Translation, WalkError> {
-    const POINTER_RESERVED: u64 = 0b1_1110_0110 | 0xfff0_0000_0000_0000;
+    const POINTER_RESERVED: u64 = 0xfff0_0000_0000_0000;
     const ENTRY_RESERVED: u64 = 0x7ff0_0000_0000_0000;
     let virtual_address = virtual_address as u64;
     let pointers = cr3 & 0xffff_ffe0;
@@ -901,8 +907,10 @@ mod tests {
             (0x3000 + 2 * 8, 0x4000 | PRESENT | WRITABLE | USER), // PD[2]
             (0x4000 + 7 * 8, 0x8000 | PRESENT | USER | NO_EXECUTE), // PT[7]
             (0x3000 + 3 * 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[3]: 2 MiB
-            // Pointer 2 sets R/W, reserved in a PAE pointer; pointer 3 bit 52.
-            (0x1020 + 2 * 8, 0x5000 | PRESENT | WRITABLE),
+            // Pointer 2 has the accessed bit QEMU's TCG sets (bit 5, reserved in a PAE
+            // pointer, which the CPU checks when it loads the pointers, not in a walk) and
+            // names the same directory; pointer 3 sets bit 52, reserved.
+            (0x1020 + 2 * 8, 0x3000 | PRESENT | ACCESSED),
             (0x1020 + 3 * 8, (1 << 52) | 0x5000 | PRESENT),
         ]);
         let read = |address: u64| memory.get(&address).copied().or(Some(0));
@@ -920,8 +928,8 @@ mod tests {
             Err(WalkError::NotPresent { level: 3 })
         );
         assert_eq!(
-            translate(pae, 0x8000_0000, 40, read),
-            Err(WalkError::Reserved { level: 3 })
+            translate(pae, 0x8040_7123, 40, read).map(|t| t.physical),
+            Ok(0x8123)
         );
         assert_eq!(
             translate(pae, 0xc000_0000, 40, read),

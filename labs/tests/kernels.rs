@@ -63,6 +63,11 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
         .find(|line| line.starts_with("RTC: "))
         .expect("the kernel read the RTC");
     assert_near_now(clock);
+    // CPUID again under 32-bit paging, then PAE paging: the hypervisor read the instruction
+    // through the kernel's tables in each format, and the CPU's answer is the same.
+    let vendor_name = vendor.trim_start_matches("CPU vendor: ");
+    let legacy_paging = format!("legacy paging, 4 MiB pages: CPUID says {vendor_name}");
+    let pae_paging = format!("PAE paging, 2 MiB pages: CPUID says {vendor_name}");
     assert_eq!(
         console(&run.events, 1),
         [
@@ -84,6 +89,8 @@ fn a_multiboot_kernel_gets_its_command_line_its_module_and_its_memory() {
             "local APIC version: 0x00050014",
             "IO-APIC version: 0x00170020",
             "timer: 3 interrupts from the local APIC timer, vector 0x30",
+            legacy_paging.as_str(),
+            pae_paging.as_str(),
             "long mode: active (EFER.LMA = 1), this line from 64-bit code",
             "multiboot-hello: done",
         ]
@@ -332,6 +339,15 @@ fn the_same_kernel_boots_under_qemus_own_multiboot_loader() {
         "long mode: active (EFER.LMA = 1), this line from 64-bit code",
     ] {
         assert!(lines.contains(&line), "{line:?} in:\n{text}");
+    }
+    // Its CPUID under 32-bit paging and under PAE paging says what it said without.
+    let vendor = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("CPU vendor: "))
+        .expect("the kernel ran CPUID");
+    for paging in ["legacy paging, 4 MiB pages", "PAE paging, 2 MiB pages"] {
+        let line = format!("{paging}: CPUID says {vendor}");
+        assert!(lines.contains(&line.as_str()), "{line:?} in:\n{text}");
     }
     assert_eq!(lines.last(), Some(&"multiboot-hello: done"), "{text}");
 }

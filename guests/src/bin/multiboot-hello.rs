@@ -587,6 +587,52 @@ multiboot_entry:
     call print
 
 /*
+ * Paging the two 32-bit ways first (AMD APM vol. 2, 5.2), each with a CPUID under it: a
+ * hypervisor without decode assists reads the bytes of that CPUID at EIP through our page
+ * tables, in the format CR4 chooses, and a CPU reads the vendor the same as without. Their
+ * tables borrow the pages of the long-mode ones (below), which are written afterwards.
+ *
+ * Legacy paging: a page directory of 1,024 4-byte entries; with CR4.PSE, an entry with PS
+ * maps 4 MiB. Entry 0 maps the first 4 MiB onto themselves, where this kernel is: the next
+ * instruction's address stays the same with paging on.
+ */
+    mov dword ptr [pdpt], 0x83      /* the directory's entry 0: present, writable, 4 MiB page */
+    mov eax, cr4
+    or eax, 1 << 4                  /* PSE */
+    mov cr4, eax
+    mov eax, offset pdpt
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 1 << 31                 /* PG */
+    mov cr0, eax
+    mov esi, offset .Lpaging_legacy
+    call vendor_line
+    mov eax, cr0
+    and eax, ~(1 << 31)             /* paging off: CR4.PAE changes the format under it */
+    mov cr0, eax
+/*
+ * PAE paging: CR3 names a table of four 8-byte page-directory pointers (32-byte aligned),
+ * one per GiB; pointer 0 names a page directory of 8-byte entries, two of them 2 MiB pages
+ * (PS) for the first 4 MiB. A pointer has only its present bit: R/W is reserved there.
+ */
+    mov dword ptr [pml4], offset page_directory + 0x1            /* present */
+    mov dword ptr [page_directory], 0x83            /* 0 MiB: present, writable, 2 MiB page */
+    mov dword ptr [page_directory + 8], 0x200083    /* 2 MiB */
+    mov eax, cr4
+    or eax, 1 << 5                  /* PAE */
+    mov cr4, eax
+    mov eax, offset pml4
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 1 << 31                 /* PG */
+    mov cr0, eax
+    mov esi, offset .Lpaging_pae
+    call vendor_line
+    mov eax, cr0
+    and eax, ~(1 << 31)             /* paging off: long mode is entered from here */
+    mov cr0, eax
+
+/*
  * Long mode, the way every 64-bit kernel enters it (AMD APM vol. 2, 14.6.1): a multiboot
  * loader starts us in 32-bit protected mode, and only we can go further.
  *
@@ -661,6 +707,22 @@ print64:
 
 /* exit, put_char, print, the print_hex and print_decimal helpers and set_gate (which writes
  * into `idt`, below) are the multiboot kernels' shared helpers: `../multiboot32.s`. */
+
+/* vendor_line: print the string at ESI, then the CPU's vendor (CPUID leaf 0) and a newline. */
+vendor_line:
+    call print
+    push ebx
+    xor eax, eax
+    cpuid
+    mov [cpu_vendor], ebx
+    mov [cpu_vendor + 4], edx
+    mov [cpu_vendor + 8], ecx
+    mov byte ptr [cpu_vendor + 12], 0
+    pop ebx
+    mov esi, offset cpu_vendor
+    call print
+    mov esi, offset .Lnewline
+    jmp print
 
 /* timer_interrupt: vector 0x20, IRQ 0. Count, tell the PIC the interrupt is over (a
  * non-specific EOI), return to what it interrupted: the HLT's next instruction. */
@@ -773,6 +835,10 @@ rtc_fields:
     .asciz "unknown (no CPUID)"
 .Ldone_text:
     .asciz "multiboot-hello: done\n"
+.Lpaging_legacy:
+    .asciz "legacy paging, 4 MiB pages: CPUID says "
+.Lpaging_pae:
+    .asciz "PAE paging, 2 MiB pages: CPUID says "
 .Llong_mode_on:
     .asciz "long mode: active (EFER.LMA = 1), this line from 64-bit code\n"
 .Llong_mode_off:
@@ -800,7 +866,9 @@ idt_pointer:
     .long idt
 
     .section .bss.multiboot_hello, "aw", @nobits
-/* The long-mode page tables: 4 KiB-aligned, as CR3 and every entry's address must be. */
+/* The long-mode page tables: 4 KiB-aligned, as CR3 and every entry's address must be. The
+ * 32-bit ways use them first: `pdpt` as the legacy page directory, `pml4` for PAE's four
+ * pointers and `page_directory` as PAE's directory. */
     .p2align 12
 pml4:
     .skip 4096
