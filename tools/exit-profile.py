@@ -67,6 +67,8 @@ architecture = gdb.selected_frame().architecture()
 # The hypervisor's code: the ELF's .text. Any other PC is the guest's, even one that
 # `info symbol` names: a guest runs at its own physical addresses, which can be the
 # hypervisor's (its .bss reaches past 2 MiB, where a lab guest starts, once the image grows).
+# (A guest whose code sat inside the hypervisor's .text range would be counted as the
+# hypervisor's: the labs' guests start at 2 MiB, above it.)
 CODE = [
     (int(start, 16), int(end, 16))
     for start, end in re.findall(

@@ -169,10 +169,11 @@ impl EventType {
 
 /// Can EVENTINJ inject `vector` as an exception (type 3)? Only a vector the AMD64
 /// architecture defines as an exception: VMRUN fails with VMEXIT_INVALID for type 3 with any
-/// other, NMI's vector 2 among them (APM vol. 2, 15.20), and the reserved vectors of APM
-/// vol. 2, table 8-1 are 9 (once the coprocessor segment overrun), 15, 20, 22–27 and 31.
+/// other (APM vol. 2, 15.20), NMI's vector 2 and the reserved ones among them (the table,
+/// `traplab_abi::x86::EXCEPTIONS`).
 pub fn is_exception_vector(vector: u8) -> bool {
-    matches!(vector, 0 | 1 | 3..=8 | 10..=14 | 16..=19 | 21 | 28..=30)
+    use crate::x86::ExceptionType::{Interrupt, Reserved};
+    vector < 32 && !matches!(crate::x86::exception(vector).kind, Interrupt | Reserved)
 }
 
 /// An event as EVENTINJ takes it and EXITINTINFO reports it (APM vol. 2, 15.20, figure 15-5):

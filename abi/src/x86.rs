@@ -1,5 +1,5 @@
 //! x86-64 architecture facts the trace carries: exception vectors and their classes,
-//! the page-fault error code, the 4-level page-table walk, and the bits of the registers
+//! the page-fault error code, the page-table walks (legacy, PAE and long mode's), and the bits of the registers
 //! that decide how the CPU runs (RFLAGS, CR0, CR4, EFER: the `x86_64` crate's flag types).
 //!
 //! References: AMD APM vol. 2, chapter 8 "Exceptions and Interrupts" and chapter 5
@@ -75,7 +75,8 @@ pub enum ExceptionClass {
 }
 
 /// Whether the saved RIP points at the faulting instruction (fault), after it (trap),
-/// or nowhere reliable (abort).
+/// or nowhere reliable (abort); or no exception at all: NMI's vector, and the vectors AMD64
+/// reserves (AMD APM vol. 2, table 8-1), which EVENTINJ refuses as exceptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExceptionType {
     Fault,
@@ -83,6 +84,7 @@ pub enum ExceptionType {
     FaultOrTrap,
     Interrupt,
     Abort,
+    Reserved,
 }
 
 /// One row of the exception table.
@@ -120,7 +122,7 @@ const fn row(
 }
 
 use ExceptionClass::{Benign, Contributory, DoubleFault, PageFault};
-use ExceptionType::{Abort, Fault, FaultOrTrap, Interrupt, Trap};
+use ExceptionType::{Abort, Fault, FaultOrTrap, Interrupt, Reserved, Trap};
 
 /// Vectors 0–31 (AMD APM vol. 2, table 8-1; Intel SDM vol. 3A, table 6-1).
 pub const EXCEPTIONS: [Exception; 32] = [
@@ -176,11 +178,11 @@ pub const EXCEPTIONS: [Exception; 32] = [
     row(
         9,
         "#CSO",
-        "coprocessor segment overrun",
+        "coprocessor segment overrun, reserved in AMD64",
         "EXCP_9",
         false,
         Benign,
-        Abort,
+        Reserved,
     ),
     row(
         10,
@@ -219,7 +221,7 @@ pub const EXCEPTIONS: [Exception; 32] = [
         Fault,
     ),
     row(14, "#PF", "page fault", "EXCP_PF", true, PageFault, Fault),
-    row(15, "#15", "reserved", "EXCP_15", false, Benign, Fault),
+    row(15, "#15", "reserved", "EXCP_15", false, Benign, Reserved),
     row(
         16,
         "#MF",
@@ -243,11 +245,11 @@ pub const EXCEPTIONS: [Exception; 32] = [
     row(
         20,
         "#VE",
-        "virtualization exception",
+        "virtualization exception, Intel's: reserved on AMD",
         "EXCP_VE",
         false,
         Benign,
-        Fault,
+        Reserved,
     ),
     row(
         21,
@@ -258,12 +260,12 @@ pub const EXCEPTIONS: [Exception; 32] = [
         Contributory,
         Fault,
     ),
-    row(22, "#22", "reserved", "EXCP_22", false, Benign, Fault),
-    row(23, "#23", "reserved", "EXCP_23", false, Benign, Fault),
-    row(24, "#24", "reserved", "EXCP_24", false, Benign, Fault),
-    row(25, "#25", "reserved", "EXCP_25", false, Benign, Fault),
-    row(26, "#26", "reserved", "EXCP_26", false, Benign, Fault),
-    row(27, "#27", "reserved", "EXCP_27", false, Benign, Fault),
+    row(22, "#22", "reserved", "EXCP_22", false, Benign, Reserved),
+    row(23, "#23", "reserved", "EXCP_23", false, Benign, Reserved),
+    row(24, "#24", "reserved", "EXCP_24", false, Benign, Reserved),
+    row(25, "#25", "reserved", "EXCP_25", false, Benign, Reserved),
+    row(26, "#26", "reserved", "EXCP_26", false, Benign, Reserved),
+    row(27, "#27", "reserved", "EXCP_27", false, Benign, Reserved),
     row(
         28,
         "#HV",
@@ -291,7 +293,7 @@ pub const EXCEPTIONS: [Exception; 32] = [
         Benign,
         Fault,
     ),
-    row(31, "#31", "reserved", "EXCP_31", false, Benign, Fault),
+    row(31, "#31", "reserved", "EXCP_31", false, Benign, Reserved),
 ];
 
 /// The table row of `vector` (vectors above 31 are interrupts, not exceptions).
@@ -419,7 +421,8 @@ impl PageFaultCode {
     }
 }
 
-/// Page-table entry bits used by the 4-level walk (AMD APM vol. 2, 5.4).
+/// Page-table entry bits the walks use (AMD APM vol. 2, 5.4): a legacy 4-byte entry has the
+/// same low twelve.
 pub mod pte {
     pub const PRESENT: u64 = 1 << 0;
     pub const WRITABLE: u64 = 1 << 1;
@@ -442,30 +445,32 @@ pub struct Translation {
     pub writable: bool,
     pub user: bool,
     pub executable: bool,
-    /// 4 KiB, 2 MiB or 1 GiB.
+    /// 4 KiB, 2 MiB or 1 GiB; 4 MiB in legacy paging.
     pub page_size: u64,
 }
 
 /// Why a walk stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkError {
-    /// The entry at this level (4 = PML4 … 1 = PT) is not present.
+    /// The entry at this level is not present: 1 is a page table, 2 a page directory, 3 a
+    /// PDPT (PAE's four pointers outside long mode), 4 the PML4.
     NotPresent { level: u8 },
     /// The address is not canonical (bits 63:47 are not all equal).
     NonCanonical,
     /// A page-table page could not be read (it is outside the memory we can see).
     Unreadable { table: u64 },
     /// The entry at this level sets a reserved bit: an address bit at or above the CPU's
-    /// physical-address width, PS in a PML4 entry, or an address bit a large page does not
-    /// use. The CPU raises #PF with RSVD (error code bit 3) and reads nothing through it
-    /// (AMD APM vol. 2, 5.3.3 and 8.4.2).
+    /// physical-address width, PS in a PML4 entry, an address bit a large page does not
+    /// use, or NX while EFER.NXE is clear. The CPU raises #PF with RSVD (error code bit 3)
+    /// and reads nothing through it (AMD APM vol. 2, 5.3.3 and 8.4.2).
     Reserved { level: u8 },
 }
 
 /// The bits of a page-table entry at `level` (4 = PML4 … 1 = PT) that must be zero, for a
 /// CPU whose physical addresses have `address_bits` bits (CPUID 8000_0008:EAX[7:0]).
 /// `large`: the entry maps a 1 GiB (level 3) or 2 MiB (level 2) page. Bits 62:52 are
-/// available to software in long mode and NX is checked elsewhere, so they are not here.
+/// available to software in long mode, and NX depends on EFER.NXE ([`PageTables`]): they
+/// are not here.
 pub fn reserved_bits(level: u8, large: bool, address_bits: u32) -> u64 {
     let address_bits = address_bits.clamp(32, 52);
     // Bits 51:address_bits of the address field.
@@ -496,11 +501,13 @@ pub enum PageTableFormat {
     LongMode,
 }
 
-/// A guest's page tables: the root (CR3) and how they are laid out.
+/// A guest's page tables: the root (CR3), how they are laid out, and whether bit 63 of
+/// their 8-byte entries is NX (EFER.NXE; without it the bit is reserved, APM vol. 2, 5.6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageTables {
     pub cr3: u64,
     pub format: PageTableFormat,
+    pub no_execute: bool,
 }
 
 impl PageTables {
@@ -518,14 +525,30 @@ impl PageTables {
                 large_pages: cr4 & Cr4Flags::PAGE_SIZE_EXTENSION.bits() != 0,
             }
         };
-        Some(PageTables { cr3, format })
+        let no_execute = efer & EferFlags::NO_EXECUTE_ENABLE.bits() != 0;
+        Some(PageTables {
+            cr3,
+            format,
+            no_execute,
+        })
     }
 
-    /// Long mode's tables at `cr3`.
-    pub fn long_mode(cr3: u64) -> PageTables {
+    /// Long mode's tables at `cr3`, with NX if `efer` has NXE.
+    pub fn long_mode(cr3: u64, efer: u64) -> PageTables {
         PageTables {
             cr3,
             format: PageTableFormat::LongMode,
+            no_execute: efer & EferFlags::NO_EXECUTE_ENABLE.bits() != 0,
+        }
+    }
+
+    /// The linear address these tables translate for `address`: itself in long mode, its
+    /// low 32 bits outside it, where a linear address has 32 (an access that runs past
+    /// 4 GiB wraps to 0).
+    pub fn linear(&self, address: u64) -> u64 {
+        match self.format {
+            PageTableFormat::LongMode => address,
+            _ => address & 0xffff_ffff,
         }
     }
 }
@@ -544,20 +567,22 @@ pub fn translate(
     address_bits: u32,
     read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<Translation, WalkError> {
+    let walk = Walk {
+        address_bits,
+        // Bit 63 of an 8-byte entry: NX, or reserved.
+        extra_reserved: if tables.no_execute {
+            0
+        } else {
+            pte::NO_EXECUTE
+        },
+        read_u64,
+    };
     match tables.format {
-        PageTableFormat::LongMode => {
-            walk_long_mode(tables.cr3, virtual_address, address_bits, read_u64)
+        PageTableFormat::LongMode => walk.long_mode(tables.cr3, virtual_address),
+        PageTableFormat::Pae => walk.pae(tables.cr3, virtual_address as u32),
+        PageTableFormat::Legacy { large_pages } => {
+            walk.legacy(tables.cr3, virtual_address as u32, large_pages)
         }
-        PageTableFormat::Pae => {
-            walk_pae(tables.cr3, virtual_address as u32, address_bits, read_u64)
-        }
-        PageTableFormat::Legacy { large_pages } => walk_legacy(
-            tables.cr3,
-            virtual_address as u32,
-            large_pages,
-            address_bits,
-            read_u64,
-        ),
     }
 }
 
@@ -596,136 +621,154 @@ impl Permissions {
     }
 }
 
-/// Long mode's walk: four levels of 512 8-byte entries, 9 bits of the address each.
-fn walk_long_mode(
-    cr3: u64,
-    virtual_address: u64,
+/// What every walk needs: the CPU's physical-address width, the reserved bits of an 8-byte
+/// entry besides [`reserved_bits`] (NX without EFER.NXE; PAE's bits 62:52), and a way to
+/// read memory.
+struct Walk<F> {
     address_bits: u32,
-    mut read_u64: impl FnMut(u64) -> Option<u64>,
-) -> Result<Translation, WalkError> {
-    if !canonical(virtual_address) {
-        return Err(WalkError::NonCanonical);
-    }
-    let mut table = cr3 & pte::ADDRESS;
-    let mut permissions = Permissions::ALL;
-    for level in (1..=4u8).rev() {
+    extra_reserved: u64,
+    read_u64: F,
+}
+
+/// Where one level of a walk leads: the next table, or the page.
+enum Next {
+    Table(u64),
+    Page(Translation),
+}
+
+impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
+    /// One level of 512 8-byte entries (long mode's four, PAE's directory and table): the
+    /// entry `virtual_address` picks in `table`, checked, and where it leads. 9 bits of the
+    /// address index each level, from bit 12 up.
+    fn level(
+        &mut self,
+        level: u8,
+        table: u64,
+        virtual_address: u64,
+        permissions: &mut Permissions,
+    ) -> Result<Next, WalkError> {
         let shift = 12 + 9 * (level as u64 - 1);
         let index = (virtual_address >> shift) & 0x1ff;
-        let entry = read_u64(table + index * 8).ok_or(WalkError::Unreadable { table })?;
+        let entry = (self.read_u64)(table + index * 8).ok_or(WalkError::Unreadable { table })?;
         if entry & pte::PRESENT == 0 {
             return Err(WalkError::NotPresent { level });
         }
-        permissions = permissions.and(entry);
+        *permissions = permissions.and(entry);
         let large = (level == 2 || level == 3) && entry & pte::HUGE != 0;
-        if entry & reserved_bits(level, large, address_bits) != 0 {
+        if entry & (reserved_bits(level, large, self.address_bits) | self.extra_reserved) != 0 {
             return Err(WalkError::Reserved { level });
         }
         if level == 1 || large {
             let page_size = 1u64 << shift;
             let base = entry & pte::ADDRESS & !(page_size - 1);
-            return Ok(permissions.leaf(base, page_size, virtual_address));
+            return Ok(Next::Page(permissions.leaf(
+                base,
+                page_size,
+                virtual_address,
+            )));
         }
-        table = entry & pte::ADDRESS;
+        Ok(Next::Table(entry & pte::ADDRESS))
     }
-    unreachable!("level 1 is always a leaf")
-}
 
-/// PAE's walk outside long mode: CR3 (bits 31:5) names a table of four 8-byte
-/// page-directory pointers, one for each GiB of the 32-bit address (its bits 31:30); then a
-/// page directory and page tables as long mode's, 9 bits of the address each. Bits 63:52
-/// of every entry are reserved, NX aside (APM vol. 2, 5.2: figures 5-9 to 5-13).
-///
-/// A pointer has no permission bits, and its bits 2:1 and 8:5 are reserved too; but a CPU
-/// checks those when it loads the four pointers (at the MOV to CR3, CR0 or CR4 that
-/// enables or changes paging), not during a walk, which uses the pointers it loaded. This
-/// walk reads them from memory again, where QEMU's TCG has set bit 5, the accessed bit a
-/// long-mode entry has, in every pointer it used: checked here, they would fail a guest for
-/// what its CPU did.
-fn walk_pae(
-    cr3: u64,
-    virtual_address: u32,
-    address_bits: u32,
-    mut read_u64: impl FnMut(u64) -> Option<u64>,
-) -> Result<Translation, WalkError> {
-    const POINTER_RESERVED: u64 = 0xfff0_0000_0000_0000;
-    const ENTRY_RESERVED: u64 = 0x7ff0_0000_0000_0000;
-    let virtual_address = virtual_address as u64;
-    let pointers = cr3 & 0xffff_ffe0;
-    let pointer = read_u64(pointers + (virtual_address >> 30) * 8)
-        .ok_or(WalkError::Unreadable { table: pointers })?;
-    if pointer & pte::PRESENT == 0 {
-        return Err(WalkError::NotPresent { level: 3 });
+    /// Levels `top` down to 1 from `table`: where the walk ends.
+    fn levels(
+        &mut self,
+        top: u8,
+        mut table: u64,
+        virtual_address: u64,
+    ) -> Result<Translation, WalkError> {
+        let mut permissions = Permissions::ALL;
+        for level in (1..=top).rev() {
+            match self.level(level, table, virtual_address, &mut permissions)? {
+                Next::Table(next) => table = next,
+                Next::Page(translation) => return Ok(translation),
+            }
+        }
+        unreachable!("level 1 is always a leaf")
     }
-    if pointer & (POINTER_RESERVED | reserved_bits(3, false, address_bits)) != 0 {
-        return Err(WalkError::Reserved { level: 3 });
+
+    /// Long mode's walk: four levels from CR3 (AMD APM vol. 2, 5.3).
+    fn long_mode(mut self, cr3: u64, virtual_address: u64) -> Result<Translation, WalkError> {
+        if !canonical(virtual_address) {
+            return Err(WalkError::NonCanonical);
+        }
+        self.levels(4, cr3 & pte::ADDRESS, virtual_address)
     }
-    let mut table = pointer & pte::ADDRESS;
-    let mut permissions = Permissions::ALL;
-    for level in [2u8, 1] {
-        let shift = 12 + 9 * (level as u64 - 1);
-        let index = (virtual_address >> shift) & 0x1ff;
-        let entry = read_u64(table + index * 8).ok_or(WalkError::Unreadable { table })?;
+
+    /// PAE's walk outside long mode (AMD APM vol. 2, 5.2: figures 5-9 to 5-13): CR3 (bits
+    /// 31:5) names a table of four 8-byte page-directory pointers, one for each GiB of the
+    /// 32-bit address (its bits 31:30), then a page directory and page tables of 8-byte
+    /// entries as long mode's, whose bits 62:52 are reserved here.
+    ///
+    /// A pointer has no permission bits, and its bits 2:1, 8:5 and 63:52 are reserved. This
+    /// walk counts only 63:52 (and the address bits beyond the CPU's width): QEMU's TCG sets
+    /// bit 5 in a pointer it used, the accessed bit of a long-mode entry, which no CPU writes
+    /// there (an Intel CPU checks the low ones when it loads the four pointers into
+    /// registers, at a MOV to CR3, CR0 or CR4, SDM vol. 3A, 4.4.1). Counted, they would fail
+    /// a guest for what its CPU did.
+    fn pae(mut self, cr3: u64, virtual_address: u32) -> Result<Translation, WalkError> {
+        const POINTER_RESERVED: u64 = 0xfff0_0000_0000_0000;
+        const ENTRY_RESERVED: u64 = 0x7ff0_0000_0000_0000;
+        let virtual_address = virtual_address as u64;
+        let pointers = cr3 & 0xffff_ffe0;
+        let pointer = (self.read_u64)(pointers + (virtual_address >> 30) * 8)
+            .ok_or(WalkError::Unreadable { table: pointers })?;
+        if pointer & pte::PRESENT == 0 {
+            return Err(WalkError::NotPresent { level: 3 });
+        }
+        if pointer & (POINTER_RESERVED | reserved_bits(3, false, self.address_bits)) != 0 {
+            return Err(WalkError::Reserved { level: 3 });
+        }
+        self.extra_reserved |= ENTRY_RESERVED;
+        self.levels(2, pointer & pte::ADDRESS, virtual_address)
+    }
+
+    /// Legacy 32-bit paging's walk (AMD APM vol. 2, 5.2: figures 5-4 to 5-8): CR3 (bits
+    /// 31:12) names a page directory of 1,024 4-byte entries, one for each 4 MiB of the
+    /// address (its bits 31:22); an entry with PS, when CR4.PSE is set, maps a 4 MiB page
+    /// (its bits 20:13 are the page's address bits 39:32, PSE-40, and bit 21 is reserved),
+    /// else names a page table of 1,024 entries, one for each 4 KiB (bits 21:12). No NX: a
+    /// 4-byte entry has no bit for it.
+    fn legacy(
+        mut self,
+        cr3: u64,
+        virtual_address: u32,
+        large_pages: bool,
+    ) -> Result<Translation, WalkError> {
+        let virtual_address = virtual_address as u64;
+        let directory = cr3 & 0xffff_f000;
+        let entry = self
+            .read_u32(directory + (virtual_address >> 22) * 4)
+            .ok_or(WalkError::Unreadable { table: directory })?;
         if entry & pte::PRESENT == 0 {
-            return Err(WalkError::NotPresent { level });
+            return Err(WalkError::NotPresent { level: 2 });
         }
-        permissions = permissions.and(entry);
-        let large = level == 2 && entry & pte::HUGE != 0;
-        if entry & (ENTRY_RESERVED | reserved_bits(level, large, address_bits)) != 0 {
-            return Err(WalkError::Reserved { level });
+        let permissions = Permissions::ALL.and(entry);
+        if large_pages && entry & pte::HUGE != 0 {
+            let high = (entry >> 13) & 0xff;
+            let base = (entry & 0xffc0_0000) | (high << 32);
+            if entry & (1 << 21) != 0 || base >> self.address_bits.clamp(32, 52) != 0 {
+                return Err(WalkError::Reserved { level: 2 });
+            }
+            return Ok(permissions.leaf(base, 4 << 20, virtual_address));
         }
-        if level == 1 || large {
-            let page_size = 1u64 << shift;
-            let base = entry & pte::ADDRESS & !(page_size - 1);
-            return Ok(permissions.leaf(base, page_size, virtual_address));
+        let table = entry & 0xffff_f000;
+        let entry = self
+            .read_u32(table + ((virtual_address >> 12) & 0x3ff) * 4)
+            .ok_or(WalkError::Unreadable { table })?;
+        if entry & pte::PRESENT == 0 {
+            return Err(WalkError::NotPresent { level: 1 });
         }
-        table = entry & pte::ADDRESS;
+        Ok(permissions
+            .and(entry)
+            .leaf(entry & 0xffff_f000, 4096, virtual_address))
     }
-    unreachable!("level 1 is always a leaf")
-}
 
-/// Legacy 32-bit paging's walk: CR3 (bits 31:12) names a page directory of 1,024 4-byte
-/// entries, one for each 4 MiB of the address (its bits 31:22); an entry with PS, when
-/// CR4.PSE is set, maps a 4 MiB page (its bits 20:13 are the page's address bits 39:32,
-/// PSE-36, and bit 21 is reserved), else names a page table of 1,024 entries for each 4 KiB
-/// (bits 21:12). No NX: legacy entries have no bit for it (APM vol. 2, 5.2: figures 5-4 to
-/// 5-8).
-fn walk_legacy(
-    cr3: u64,
-    virtual_address: u32,
-    large_pages: bool,
-    address_bits: u32,
-    mut read_u64: impl FnMut(u64) -> Option<u64>,
-) -> Result<Translation, WalkError> {
-    // The 4-byte entry at `address`: one half of the 8-byte word around it.
-    let mut read_u32 = |address: u64| {
-        let word = read_u64(address & !7)?;
+    /// The 4-byte entry at `address`: one half of the 8-byte word around it.
+    fn read_u32(&mut self, address: u64) -> Option<u64> {
+        let word = (self.read_u64)(address & !7)?;
         Some((word >> ((address & 4) * 8)) as u32 as u64)
-    };
-    let virtual_address = virtual_address as u64;
-    let directory = cr3 & 0xffff_f000;
-    let entry = read_u32(directory + (virtual_address >> 22) * 4)
-        .ok_or(WalkError::Unreadable { table: directory })?;
-    if entry & pte::PRESENT == 0 {
-        return Err(WalkError::NotPresent { level: 2 });
     }
-    let permissions = Permissions::ALL.and(entry);
-    if large_pages && entry & pte::HUGE != 0 {
-        let high = (entry >> 13) & 0xff;
-        let base = (entry & 0xffc0_0000) | (high << 32);
-        if entry & (1 << 21) != 0 || base >> address_bits.clamp(32, 52) != 0 {
-            return Err(WalkError::Reserved { level: 2 });
-        }
-        return Ok(permissions.leaf(base, 4 << 20, virtual_address));
-    }
-    let table = entry & 0xffff_f000;
-    let entry = read_u32(table + ((virtual_address >> 12) & 0x3ff) * 4)
-        .ok_or(WalkError::Unreadable { table })?;
-    if entry & pte::PRESENT == 0 {
-        return Err(WalkError::NotPresent { level: 1 });
-    }
-    Ok(permissions
-        .and(entry)
-        .leaf(entry & 0xffff_f000, 4096, virtual_address))
 }
 
 #[cfg(test)]
@@ -787,6 +830,11 @@ mod tests {
         assert_eq!(names, ["W/R", "U/S", "I/D"]);
     }
 
+    /// Long mode's tables at 0x1000, with NX (EFER.NXE).
+    fn long_mode() -> PageTables {
+        PageTables::long_mode(0x1000, EferFlags::NO_EXECUTE_ENABLE.bits())
+    }
+
     /// Page tables in a map from physical address to entry.
     fn tables(entries: &[(u64, u64)]) -> BTreeMap<u64, u64> {
         entries.iter().copied().collect()
@@ -803,32 +851,27 @@ mod tests {
             (0x3000 + 8, 0x0060_0000 | PRESENT | WRITABLE | HUGE), // PD[1]: 2 MiB page
         ]);
         let read = |address: u64| memory.get(&address).copied().or(Some(0));
-        let small = translate(PageTables::long_mode(0x1000), 0x4000_5123, 40, read).unwrap();
+        let small = translate(long_mode(), 0x4000_5123, 40, read).unwrap();
         assert_eq!(small.physical, 0x7123);
         assert!(!small.writable && !small.user && !small.executable);
         assert_eq!(small.page_size, 4096);
-        let huge = translate(PageTables::long_mode(0x1000), 0x4020_1234, 40, read).unwrap();
+        let huge = translate(long_mode(), 0x4020_1234, 40, read).unwrap();
         assert_eq!(huge.physical, 0x0060_1234);
         assert_eq!(huge.page_size, 2 << 20);
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0x8000_0000, 40, read),
+            translate(long_mode(), 0x8000_0000, 40, read),
             Err(WalkError::NotPresent { level: 3 })
         );
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0x4000_6000, 40, read),
+            translate(long_mode(), 0x4000_6000, 40, read),
             Err(WalkError::NotPresent { level: 1 })
         );
         assert_eq!(
-            translate(
-                PageTables::long_mode(0x1000),
-                0x0000_8000_0000_0000,
-                40,
-                read
-            ),
+            translate(long_mode(), 0x0000_8000_0000_0000, 40, read),
             Err(WalkError::NonCanonical)
         );
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0, 40, |_| None),
+            translate(long_mode(), 0, 40, |_| None),
             Err(WalkError::Unreadable { table: 0x1000 })
         );
     }
@@ -865,6 +908,7 @@ mod tests {
         let legacy = |large_pages| PageTables {
             cr3: 0x1000,
             format: PageTableFormat::Legacy { large_pages },
+            no_execute: false,
         };
         let small = translate(legacy(true), 0x0040_3abc, 40, read).unwrap();
         assert_eq!(small.physical, 0x9abc);
@@ -917,6 +961,7 @@ mod tests {
         let pae = PageTables {
             cr3: 0x1020,
             format: PageTableFormat::Pae,
+            no_execute: true,
         };
         let small = translate(pae, 0x4040_7123, 40, read).unwrap();
         assert_eq!(small.physical, 0x8123);
@@ -939,6 +984,68 @@ mod tests {
             translate(pae, 0x4080_0000, 40, read),
             Err(WalkError::NotPresent { level: 2 })
         );
+    }
+
+    #[test]
+    fn reserved_bits_stop_a_walk_in_every_format() {
+        use pte::*;
+        let read_from = |memory: BTreeMap<u64, u64>| {
+            move |address: u64| memory.get(&address).copied().or(Some(0))
+        };
+        // NX in a long-mode PML4 entry: a bit without EFER.NXE, reserved.
+        let nx = tables(&[(0x1000, 0x2000 | PRESENT | NO_EXECUTE)]);
+        let without_nxe = PageTables::long_mode(0x1000, 0);
+        assert_eq!(
+            translate(without_nxe, 0, 40, read_from(nx)),
+            Err(WalkError::Reserved { level: 4 })
+        );
+        // PAE: bit 52 of a page-directory entry (long mode leaves 62:52 to software).
+        let pae = PageTables {
+            cr3: 0x1000,
+            format: PageTableFormat::Pae,
+            no_execute: true,
+        };
+        let high = tables(&[(0x1000, 0x3000 | PRESENT), (0x3000, (1 << 52) | PRESENT)]);
+        assert_eq!(
+            translate(pae, 0, 40, read_from(high)),
+            Err(WalkError::Reserved { level: 2 })
+        );
+        // Legacy 4 MiB pages: all eight of bits 20:13 are address bits 39:32, and those
+        // beyond a 36-bit CPU's width are reserved.
+        let legacy = PageTables {
+            cr3: 0x1000,
+            format: PageTableFormat::Legacy { large_pages: true },
+            no_execute: false,
+        };
+        let entry = (0x0040_0000 | (0x81 << 13) | PRESENT | HUGE) as u32;
+        let memory = legacy_tables(&[(0x1000, entry)]);
+        assert_eq!(
+            translate(legacy, 0x1234, 40, read_from(memory.clone())).map(|t| t.physical),
+            Ok(0x81_0040_1234)
+        );
+        assert_eq!(
+            translate(legacy, 0x1234, 36, read_from(memory)),
+            Err(WalkError::Reserved { level: 2 })
+        );
+    }
+
+    #[test]
+    fn outside_long_mode_a_linear_address_has_32_bits() {
+        use pte::*;
+        let pae = PageTables {
+            cr3: 0x1000,
+            format: PageTableFormat::Pae,
+            no_execute: true,
+        };
+        let memory = tables(&[
+            (0x1000, 0x3000 | PRESENT),
+            (0x3000, 0x0020_0000 | PRESENT | WRITABLE | HUGE),
+        ]);
+        let read = |address: u64| memory.get(&address).copied().or(Some(0));
+        let wide = translate(pae, 0xffff_ffff_0000_0042, 40, read);
+        assert_eq!(wide.map(|t| t.physical), Ok(0x0020_0042));
+        assert_eq!(pae.linear(0x1_0000_0010), 0x10, "past 4 GiB: wraps to 0");
+        assert_eq!(long_mode().linear(0x1_0000_0010), 0x1_0000_0010);
     }
 
     #[test]
@@ -980,21 +1087,21 @@ mod tests {
             memory.get(&address).copied().or(Some(0))
         };
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0x1000, 40, read),
+            translate(long_mode(), 0x1000, 40, read),
             Err(WalkError::Reserved { level: 4 })
         );
         // With 52 address bits the same bit is an address: the walk goes on (and finds no
         // table there).
         let wide = |address: u64| memory.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0x1000, 52, wide),
+            translate(long_mode(), 0x1000, 52, wide),
             Err(WalkError::NotPresent { level: 3 })
         );
         // PS in a PML4E, and a 2 MiB page with bit 13 set, are reserved too.
         let ps = tables(&[(0x1000, 0x2000 | PRESENT | HUGE)]);
         let read = |address: u64| ps.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0, 40, read),
+            translate(long_mode(), 0, 40, read),
             Err(WalkError::Reserved { level: 4 })
         );
         let large = tables(&[
@@ -1004,7 +1111,7 @@ mod tests {
         ]);
         let read = |address: u64| large.get(&address).copied().or(Some(0));
         assert_eq!(
-            translate(PageTables::long_mode(0x1000), 0, 40, read),
+            translate(long_mode(), 0, 40, read),
             Err(WalkError::Reserved { level: 2 })
         );
         assert_eq!(reserved_bits(1, false, 40), 0x000f_ff00_0000_0000);

@@ -24,8 +24,8 @@ pub struct GuestRam {
     /// [`GuestRam::recent`] true to it.
     npt: NestedPageTables,
     /// The last guest pages translated, direct-mapped by page number: `(page | 1, host
-    /// frame)`. Every exit reads the instruction at RIP through the guest's four levels of
-    /// page tables, each entry a guest-physical read that would walk the nested tables in
+    /// frame)`. Every exit reads the instruction at RIP through the guest's page tables (four
+    /// levels in long mode), each entry a guest-physical read that would walk the nested tables in
     /// software again; the same few pages come back at every exit. Only mappings that
     /// exist are remembered, and a mapping that changes or goes empties it
     /// ([`GuestRam::forget_translations`]), so it never answers what the tables would not.

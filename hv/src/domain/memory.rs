@@ -133,6 +133,7 @@ pub trait GuestMemory {
         gva: u64,
     ) -> Result<u64, MemoryError> {
         let Some(tables) = tables else { return Ok(gva) };
+        let gva = tables.linear(gva);
         let walks = self.walk_cache();
         if let Some(gpa) = walks
             .and_then(|walks| walks.lookup(tables, gva, |gpa| self.read_u64_physical(gpa).ok()))
@@ -197,7 +198,7 @@ pub trait GuestMemory {
     }
 
     /// Translate `gva` as the guest's CPU does for a data access, with its checks: the
-    /// canonical form, every level present, and the page-protection checks (AMD APM vol. 2,
+    /// canonical form (in long mode), every level present, and the page-protection checks (AMD APM vol. 2,
     /// 5.6: a user access needs U/S set at every level; a write needs R/W set at every
     /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `tables` is `None` when paging
     /// is off: virtual = physical, nothing to check.
@@ -208,6 +209,7 @@ pub trait GuestMemory {
         access: CpuAccess,
     ) -> Result<u64, AccessFault> {
         let Some(tables) = tables else { return Ok(gva) };
+        let gva = tables.linear(gva);
         let mut error_code = 0;
         if access.write {
             error_code |= page_fault_code::WRITE;

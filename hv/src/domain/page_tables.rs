@@ -81,7 +81,8 @@ impl Domain {
     /// hypervisor checks the guest's only mapping of its RAM, the identity map.)
     fn mapped_writable(&self, page: u64) -> bool {
         // A PV kernel's tables are long mode's (`pin_page_table` walks four levels).
-        let tables = PageTables::long_mode(self.vcpu.vmcb.save.cr3);
+        let save = &self.vcpu.vmcb.save;
+        let tables = PageTables::long_mode(save.cr3, save.efer);
         x86::translate(tables, page, self.memory.physical_address_bits(), |gpa| {
             self.memory.read_u64_physical(gpa).ok()
         })

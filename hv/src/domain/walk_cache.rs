@@ -2,11 +2,12 @@
 //!
 //! Every exit reads the instruction at RIP, and most read or write guest memory: each time,
 //! a walk of the guest's page tables (four levels in long mode, AMD APM vol. 2, 5.3; three
-//! or two outside it, 5.2), each entry a guest-physical read. A CPU keeps the result in its TLB until the guest flushes it; the
-//! hypervisor cannot do that, since it does not see the guest's page-table writes or its
-//! INVLPGs (they do not exit). So it remembers a walk *with the entries it read*: the next
-//! walk of the same page under the same CR3, in the same format, reads those entries again, from where they were,
-//! and if each still holds the value it had, the walk would take the same path to the same
+//! or two outside it, 5.2), each entry a guest-physical read. A CPU keeps the result in its
+//! TLB until the guest flushes it; the hypervisor cannot do that, since it does not see the
+//! guest's page-table writes or its INVLPGs (they do not exit). So it remembers a walk
+//! *with the entries it read*: the next walk of the same page through the same tables (CR3
+//! and format) reads those entries again, from where they were, and if each still holds
+//! the value it had, the walk would take the same path to the same
 //! page — the remembered answer is the answer, without the rest of the walk (the reserved-bit
 //! and presence checks, the address arithmetic). If any entry changed, it walks again.
 //! Correct by construction: an entry is a value in guest memory, and the walk depends on
@@ -117,12 +118,12 @@ mod tests {
         use super::{Reads, WalkCache};
         use traplab_abi::x86::{PageTableFormat, PageTables};
         let walks = WalkCache::default();
-        let long_mode = PageTables::long_mode(0x1000);
+        let long_mode = PageTables::long_mode(0x1000, 0);
         walks.remember(long_mode, 0x5123, &Reads::default(), 0x9000);
         assert_eq!(walks.lookup(long_mode, 0x5123, |_| None), Some(0x9123));
         let pae = PageTables {
-            cr3: 0x1000,
             format: PageTableFormat::Pae,
+            ..long_mode
         };
         assert_eq!(walks.lookup(pae, 0x5123, |_| None), None);
     }

@@ -166,8 +166,9 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
 /// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
 /// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
 fn cr4_supported(guest: &Guest) -> u64 {
+    const XSAVE: u32 = 1 << 26;
     let [_, _, ecx, _] = guest.machine.cpuid(1, 0);
-    match ecx & (1 << 26) {
+    match ecx & XSAVE {
         0 => CR4_SUPPORTED & !Cr4Flags::OSXSAVE.bits(),
         _ => CR4_SUPPORTED,
     }

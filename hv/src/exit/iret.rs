@@ -51,8 +51,14 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let rsp = if wide || cs & 3 != save.cpl as u16 {
         word(3)
     } else {
-        // The guest's RSP, near the top of the address space if it likes: it wraps.
-        save.rsp.wrapping_add(3 * size as u64)
+        // IRETD at the same privilege: ESP, which wraps at 4 GiB in 32-bit code (RSP, near
+        // the top of the address space if the guest likes, wraps at 2^64).
+        let rsp = save.rsp.wrapping_add(3 * size as u64);
+        if guest.vcpu.vmcb.code_bits() == 64 {
+            rsp
+        } else {
+            rsp & 0xffff_ffff
+        }
     };
     let decision = match (&name, readable) {
         (Some(name), true) => decide!(

@@ -9,9 +9,11 @@
 //! executes XSETBV itself: the hypervisor does not use XSAVE, so the guest's XCR0 can stay
 //! in the CPU (that needs the hypervisor's own CR4.OSXSAVE).
 //!
-//! Under QEMU 7.2's TCG no guest gets here: a guest's MOV to CR4 with OSXSAVE ends in
-//! VMEXIT_INVALID (corrected to #GP, `quirks.rs`), and the hypervisor's own hangs (both
-//! measured), so XSETBV raises #UD first (CR4.OSXSAVE clear). The `other-intercepts` lab
+//! Under QEMU 7.2's TCG no guest gets here: its CPU (`qemu64`) has no XSAVE, so a guest's
+//! MOV to CR4 with OSXSAVE is #GP(0) — the hypervisor's own when it intercepts CR writes
+//! (`exit/cr.rs`), else TCG's VMEXIT_INVALID corrected to #GP (`quirks.rs`, which TCG
+//! also gives with `+xsave`); and the hypervisor's own hangs (measured). So XSETBV raises
+//! #UD first (CR4.OSXSAVE clear). The `other-intercepts` lab
 //! shows that #UD; this handler is for CPUs that let a guest enable XSAVE.
 
 use super::{Exit, undecodable};
@@ -21,6 +23,10 @@ use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 
+/// XCR0's state components (Intel SDM vol. 1, 13.1): x87, SSE and AVX's upper halves.
+const X87: u64 = 1 << 0;
+const SSE: u64 = 1 << 1;
+const AVX: u64 = 1 << 2;
 /// XCR0's MPX components: BNDREGS and BNDCSR.
 const MPX: u64 = 0b11 << 3;
 /// XCR0's AVX-512 components: opmask, ZMM_Hi256 and Hi16_ZMM.
@@ -36,15 +42,15 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let supported = (edx as u64) << 32 | eax as u64;
     let invalid = if index != 0 {
         Some("names an XCR other than XCR0")
-    } else if value & 1 == 0 {
+    } else if value & X87 == 0 {
         Some("clears x87 (bit 0)")
-    } else if value & 0b100 != 0 && value & 0b10 == 0 {
+    } else if value & AVX != 0 && value & SSE == 0 {
         Some("sets AVX without SSE")
     } else if !matches!(value & MPX, 0 | MPX) {
         Some("sets one of MPX's two components (bits 3 and 4) without the other")
     } else if !matches!(value & AVX_512, 0 | AVX_512) {
         Some("sets some of AVX-512's three components (bits 7:5), not all")
-    } else if value & AVX_512 != 0 && value & 0b100 == 0 {
+    } else if value & AVX_512 != 0 && value & AVX == 0 {
         Some("sets AVX-512 without AVX")
     } else if value & !supported != 0 {
         Some("sets a component this CPU does not have")
