@@ -432,23 +432,48 @@ impl Step<'_, '_> {
         self.console(written.console);
     }
 
-    // Inlined: its one caller is the loop in `apply`, and a call of this large function
-    // for each effect (five for a CPUID) cost a prologue and epilogue each time.
-    #[inline]
+    /// Apply one effect: a general register and RIP, the effects of the most frequent traps
+    /// (a CPUID's five, an I/O port's two), here, in the loop over a decision's effects,
+    /// which stays small; the other kinds in [`Step::other_effect`]. (With every kind
+    /// inlined the loop spanned three pages of code, and under QEMU's TCG each jump between
+    /// two of them is a block looked up again after every world switch.)
+    #[inline(always)]
     fn effect(&mut self, effect: Effect) -> Result<(), Failure> {
+        match effect {
+            Effect::Gpr(number, value) => self.gpr(number, value),
+            Effect::Rip(rip) => self.rip(rip),
+            other => return self.other_effect(other),
+        }
+        // Those two own nothing: forgotten, not dropped, which would be a call of the
+        // drop code of every kind of effect (a jump table, 90 instructions).
+        core::mem::forget(effect);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn gpr(&mut self, number: u8, value: u64) {
+        let vcpu = &mut self.domain.vcpu;
+        let old = vcpu.gpr_64(number);
+        vcpu.set_gpr(number, value);
+        self.note(GPR_NAMES[(number & 15) as usize], old, value);
+    }
+
+    /// RIP moves on: the instruction after an interrupt shadow (STI, MOV SS) has run.
+    #[inline(always)]
+    fn rip(&mut self, rip: u64) {
+        let vcpu = &mut self.domain.vcpu;
+        let old = core::mem::replace(&mut vcpu.vmcb.save.rip, rip);
+        vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+        self.note(RIP_NAME, old, rip);
+    }
+
+    /// [`Step::effect`]'s other kinds.
+    #[inline(never)]
+    fn other_effect(&mut self, effect: Effect) -> Result<(), Failure> {
         let vcpu = &mut self.domain.vcpu;
         match effect {
-            Effect::Gpr(number, value) => {
-                let old = vcpu.gpr_64(number);
-                vcpu.set_gpr(number, value);
-                self.note(GPR_NAMES[(number & 15) as usize], old, value);
-            }
-            Effect::Rip(rip) => {
-                let save = &mut vcpu.vmcb.save;
-                let old = core::mem::replace(&mut save.rip, rip);
-                vcpu.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
-                self.note(RIP_NAME, old, rip);
-            }
+            Effect::Gpr(number, value) => self.gpr(number, value),
+            Effect::Rip(rip) => self.rip(rip),
             Effect::Rflags(rflags) => {
                 let old = core::mem::replace(&mut vcpu.vmcb.save.rflags, rflags);
                 self.note("rflags", old, rflags);

@@ -326,12 +326,10 @@ impl Vcpu {
     /// The RIP after an instruction of `length` bytes at RIP: wrapping at 4 GiB in 32-bit
     /// code, as the CPU's EIP does, and at 64 KiB in 16-bit code, as IP does.
     pub fn rip_after(&self, length: u64) -> u64 {
-        let rip = self.vmcb.save.rip.wrapping_add(length);
-        match self.vmcb.code_bits() {
-            64 => rip,
-            32 => rip & 0xffff_ffff,
-            _ => rip & 0xffff,
-        }
+        // The low 64, 32 or 16 bits: one mask, no branch (this is on every skipped
+        // instruction's path).
+        let mask = u64::MAX >> (64 - self.vmcb.code_bits());
+        self.vmcb.save.rip.wrapping_add(length) & mask
     }
 
     /// Right before every VMRUN: remember whether it enters the guest in an interrupt
