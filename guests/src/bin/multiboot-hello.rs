@@ -343,16 +343,7 @@ multiboot_entry:
     xor eax, ecx
     test eax, 0x200000              /* did the flip stay? */
     jz .Lno_cpuid
-    push ebx                        /* CPUID writes EBX: our boot information pointer */
-    xor eax, eax
-    cpuid
-    mov [cpu_vendor], ebx
-    mov [cpu_vendor + 4], edx
-    mov [cpu_vendor + 8], ecx
-    mov byte ptr [cpu_vendor + 12], 0
-    pop ebx
-    mov esi, offset cpu_vendor
-    call print
+    call print_vendor
     jmp .Ldone
 .Lno_cpuid:
     mov esi, offset .Lno_cpuid_text
@@ -708,10 +699,16 @@ print64:
 /* exit, put_char, print, the print_hex and print_decimal helpers and set_gate (which writes
  * into `idt`, below) are the multiboot kernels' shared helpers: `../multiboot32.s`. */
 
-/* vendor_line: print the string at ESI, then the CPU's vendor (CPUID leaf 0) and a newline. */
+/* vendor_line: print the string at ESI, then the CPU's vendor and a newline. */
 vendor_line:
     call print
-    push ebx
+    call print_vendor
+    mov esi, offset .Lnewline
+    jmp print
+
+/* print_vendor: CPUID leaf 0, and print the vendor it names (EBX, EDX, ECX). */
+print_vendor:
+    push ebx                        /* CPUID writes EBX: our boot information pointer */
     xor eax, eax
     cpuid
     mov [cpu_vendor], ebx
@@ -720,8 +717,6 @@ vendor_line:
     mov byte ptr [cpu_vendor + 12], 0
     pop ebx
     mov esi, offset cpu_vendor
-    call print
-    mov esi, offset .Lnewline
     jmp print
 
 /* timer_interrupt: vector 0x20, IRQ 0. Count, tell the PIC the interrupt is over (a
