@@ -17,6 +17,7 @@ use crate::decision::{Decision, DomainEnd, Effect, PortAccess};
 use crate::device::debug_exit;
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, page_fault_code};
+use crate::emulate::merge;
 use crate::{decide, deliver};
 use alloc::format;
 use alloc::string::String;
@@ -140,6 +141,13 @@ fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
         32 => 0xffff_ffff,
         _ => u64::MAX,
     };
+    // RCX, RSI and RDI as the instruction writes them, at its address size: SI, DI and CX
+    // keep the registers' upper bits; ESI, EDI and ECX clear them, as every 32-bit write of
+    // a register does in 64-bit mode (AMD APM vol. 1, 3.1.2.3; vol. 3, "REP").
+    let width = info.address_bits / 8;
+    let written = |register: u8, value: u64| {
+        Effect::Gpr(register, merge(guest.vcpu.gpr_64(register), value, width))
+    };
     let total = if info.rep {
         guest.gpr(1) & address_mask
     } else {
@@ -196,11 +204,11 @@ fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
     };
     let mut effects = Vec::new();
     if moved > 0 {
-        effects.extend([Effect::Port(access), Effect::Gpr(index_register, index)]);
+        effects.extend([Effect::Port(access), written(index_register, index)]);
     }
     let left = total - moved;
     if info.rep && moved > 0 {
-        effects.push(Effect::Gpr(1, (guest.gpr(1) & !address_mask) | left));
+        effects.push(written(1, left));
     }
     let mut what = format!(
         "{}{} {} element(s) of {} byte(s) {} port {:#x} ({})",
@@ -794,6 +802,44 @@ mod tests {
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.rip(), ENTRY + 2);
         assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
+    }
+
+    #[test]
+    fn rep_outsb_writes_esi_and_ecx_at_a_32_bit_address_size_and_si_and_cx_at_16() {
+        // With the address-size prefix (0x67) in 64-bit mode the instruction counts with
+        // ECX and walks ESI: writing them clears bits 63:32 (AMD APM vol. 1, 3.1.2.3). At a
+        // 16-bit address size, CX and SI: the registers' upper bits stay.
+        for (address_bits, rsi_after, rcx_after) in [
+            (32, DATA + 3, 0),
+            (
+                16,
+                ((0xdead_0000_0000_0000 | DATA) & !0xffff) | ((DATA + 3) & 0xffff),
+                0x1234_0000_0000_0000,
+            ),
+        ] {
+            let mut test = Test::long_mode();
+            test.write(DATA, b"ok\n");
+            test.set_gpr(6, 0xdead_0000_0000_0000 | DATA);
+            test.set_gpr(1, 0x1234_0000_0000_0003);
+            let info = IoioInfo {
+                address_bits,
+                ..string(0x3f8, false, true)
+            };
+            let run = io(&mut test, &[0x67, 0xf3, 0x6e], info);
+            if address_bits == 32 {
+                assert_eq!(run.console(), ["ok"]);
+            }
+            assert_eq!(
+                test.gpr(6),
+                rsi_after,
+                "RSI at {address_bits}-bit addresses"
+            );
+            assert_eq!(
+                test.gpr(1),
+                rcx_after,
+                "RCX at {address_bits}-bit addresses"
+            );
+        }
     }
 
     #[test]
