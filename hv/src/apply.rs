@@ -467,7 +467,8 @@ impl Step<'_, '_> {
         self.note(RIP_NAME, old, rip);
     }
 
-    /// [`Step::effect`]'s other kinds.
+    /// [`Step::effect`]'s other kinds (and the two it applies itself, so that every kind
+    /// has its one place here too).
     #[inline(never)]
     fn other_effect(&mut self, effect: Effect) -> Result<(), Failure> {
         let vcpu = &mut self.domain.vcpu;

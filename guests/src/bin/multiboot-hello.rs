@@ -588,40 +588,23 @@ multiboot_entry:
  * instruction's address stays the same with paging on.
  */
     mov dword ptr [pdpt], 0x83      /* the directory's entry 0: present, writable, 4 MiB page */
-    mov eax, cr4
-    or eax, 1 << 4                  /* PSE */
-    mov cr4, eax
+    mov edx, 1 << 4                 /* CR4.PSE */
     mov eax, offset pdpt
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 1 << 31                 /* PG */
-    mov cr0, eax
     mov esi, offset .Lpaging_legacy
-    call vendor_line
-    mov eax, cr0
-    and eax, ~(1 << 31)             /* paging off: CR4.PAE changes the format under it */
-    mov cr0, eax
+    call vendor_line_paged
 /*
  * PAE paging: CR3 names a table of four 8-byte page-directory pointers (32-byte aligned),
  * one per GiB; pointer 0 names a page directory of 8-byte entries, two of them 2 MiB pages
  * (PS) for the first 4 MiB. A pointer has only its present bit: R/W is reserved there.
+ * (Long mode is entered from here, paging off, CR4.PAE already on.)
  */
     mov dword ptr [pml4], offset page_directory + 0x1            /* present */
     mov dword ptr [page_directory], 0x83            /* 0 MiB: present, writable, 2 MiB page */
     mov dword ptr [page_directory + 8], 0x200083    /* 2 MiB */
-    mov eax, cr4
-    or eax, 1 << 5                  /* PAE */
-    mov cr4, eax
+    mov edx, 1 << 5                 /* CR4.PAE */
     mov eax, offset pml4
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 1 << 31                 /* PG */
-    mov cr0, eax
     mov esi, offset .Lpaging_pae
-    call vendor_line
-    mov eax, cr0
-    and eax, ~(1 << 31)             /* paging off: long mode is entered from here */
-    mov cr0, eax
+    call vendor_line_paged
 
 /*
  * Long mode, the way every 64-bit kernel enters it (AMD APM vol. 2, 14.6.1): a multiboot
@@ -698,6 +681,23 @@ print64:
 
 /* exit, put_char, print, the print_hex and print_decimal helpers and set_gate (which writes
  * into `idt`, below) are the multiboot kernels' shared helpers: `../multiboot32.s`. */
+
+/* vendor_line_paged: with paging on, the tables at EAX (CR3) in the format the CR4 bits in
+ * EDX choose (set, and left set), the vendor_line of ESI; then paging off again, so that the
+ * next format can be chosen (CR4.PAE changes the format under paging). */
+vendor_line_paged:
+    mov ecx, cr4
+    or ecx, edx
+    mov cr4, ecx
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 1 << 31                 /* PG */
+    mov cr0, eax
+    call vendor_line
+    mov eax, cr0
+    and eax, ~(1 << 31)
+    mov cr0, eax
+    ret
 
 /* vendor_line: print the string at ESI, then the CPU's vendor and a newline. */
 vendor_line:

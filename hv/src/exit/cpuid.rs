@@ -22,7 +22,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     // EAX and ECX, whatever the mode: CPUID reads only their low 32 bits.
     let leaf = guest.vcpu.gpr_64(0) as u32;
     let subleaf = guest.vcpu.gpr_64(1) as u32;
-    let decision = decide!(
+    let mut decision = decide!(
         Action::Emulate,
         "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see"
     );
@@ -72,7 +72,6 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     // `with_all`, `describe`): each step of it moves the whole decision (about 200 bytes),
     // and how much of that the compiler removes changed with unrelated code elsewhere. This
     // is the hottest exit of all (`traplab bench`).
-    let mut decision = decision;
     let effects = &mut decision.effects;
     effects.push(Effect::Gpr(0, eax as u64));
     effects.push(Effect::Gpr(3, ebx as u64));

@@ -289,14 +289,13 @@ mod tests {
         // INT 8 (a software interrupt) through a gate that is not present: #NP, not the #DF
         // or triple fault vector 8's class would make of it. An external interrupt at 13 (a
         // PIC left at base 8) whose delivery raises #GP: #GP, not #DF.
-        for (interrupted, fault, error_code) in [
-            (EventType::Software, 11, 8 * 8 + 2),
+        for (interrupted, vector, fault, error_code) in [
+            (EventType::Software, 8, 11, 8 * 8 + 2),
             // The error code names gate 13 of the IDT (bit 1), for an external event (bit 0).
-            (EventType::Interrupt, 13, 13 * 8 + 3),
+            (EventType::Interrupt, 13, 13, 13 * 8 + 3),
         ] {
             let mut test = Test::long_mode();
             test.gate(fault, HANDLER);
-            let vector = if fault == 11 { 8 } else { 13 };
             let exit = during(
                 &test,
                 exception(fault, error_code, 0),
