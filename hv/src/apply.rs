@@ -26,8 +26,7 @@
 //! killed, with a second `decide` that says why.
 
 use crate::decision::{
-    Bounce, Decision, Delivery, Destination, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
-    VmcbMsr,
+    Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning, VmcbMsr,
 };
 use crate::device::{PlatformTimer, TimerSource, Written};
 use crate::domain::Domain;
@@ -37,7 +36,7 @@ use crate::domain::interrupts::{self, Assist, Tick, VirtualTimer};
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
-use crate::emulate::merge;
+use crate::emulate::{Access, Destination, sign_extend};
 use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
@@ -870,13 +869,7 @@ impl Step<'_, '_> {
         match access {
             PortAccess::In { port, size } => {
                 let value = devices.port_read(port, size, &*self.machine);
-                self.read_into(
-                    Destination {
-                        register: 0,
-                        width: size,
-                    },
-                    value as u64,
-                );
+                self.read_into(Destination::low(0, size), value as u64);
                 let what = self.domain.devices.describe_in(port, value);
                 self.reports.push(what);
                 self.serial_interrupt();
@@ -929,26 +922,78 @@ impl Step<'_, '_> {
         }
     }
 
-    /// An MMIO access, through the device bus.
-    fn mmio(&mut self, access: MmioAccess) {
+    /// An MMIO access, through the device bus: the device sees the reads and writes the
+    /// instruction makes, in its order (a read-modify-write is a read, then a write).
+    fn mmio(&mut self, MmioAccess { gpa, access }: MmioAccess) {
         match access {
-            MmioAccess::Read { gpa, width, into } => {
-                let (value, what) = self.domain.devices.mmio_read(gpa, width, &*self.machine);
-                self.read_into(into, value & operand_mask(width));
-                self.reports.push(what);
+            Access::Read {
+                width,
+                into,
+                signed,
+            } => {
+                let value = self.device_read(gpa, width);
+                let value = if signed {
+                    sign_extend(value, width)
+                } else {
+                    value
+                };
+                self.read_into(into, value);
             }
-            MmioAccess::Write { gpa, width, value } => {
-                let before = self.domain.devices.timer_state();
-                let written = self
-                    .domain
-                    .devices
-                    .mmio_write(gpa, width, value, &*self.machine);
-                self.console(written.console);
-                self.reports.push(written.what);
-                if self.domain.devices.timer_state() != before {
-                    self.platform_timer();
+            Access::Write { width, value } => self.device_write(gpa, width, value),
+            Access::Arithmetic {
+                width,
+                operation,
+                operand,
+                into,
+            } => {
+                let memory = self.device_read(gpa, width);
+                // The memory is the left operand when it is the destination, the right one
+                // after a register (`sub r, [m]`: r - [m]).
+                let (left, right) = match into {
+                    None => (memory, operand),
+                    Some(_) => (operand, memory),
+                };
+                let old_flags = self.domain.vcpu.vmcb.save.rflags;
+                let (result, flags) = operation.evaluate(left, right, width, old_flags);
+                self.domain.vcpu.vmcb.save.rflags = flags;
+                self.note("rflags", old_flags, flags);
+                match into {
+                    _ if !operation.writes_result() => {}
+                    None => self.device_write(gpa, width, result),
+                    Some(register) => self.read_into(register, result),
                 }
             }
+            Access::Exchange {
+                width,
+                register,
+                value,
+            } => {
+                let old = self.device_read(gpa, width);
+                self.device_write(gpa, width, value);
+                self.read_into(register, old);
+            }
+        }
+    }
+
+    /// Read `width` bytes of the device at `gpa`, which says what it did.
+    fn device_read(&mut self, gpa: u64, width: u8) -> u64 {
+        let (value, what) = self.domain.devices.mmio_read(gpa, width, &*self.machine);
+        self.reports.push(what);
+        value & operand_mask(width)
+    }
+
+    /// Write the low `width` bytes of `value` to the device at `gpa`: it says what it did,
+    /// may ring the console, and may have changed the guest's timer.
+    fn device_write(&mut self, gpa: u64, width: u8, value: u64) {
+        let before = self.domain.devices.timer_state();
+        let written = self
+            .domain
+            .devices
+            .mmio_write(gpa, width, value, &*self.machine);
+        self.console(written.console);
+        self.reports.push(written.what);
+        if self.domain.devices.timer_state() != before {
+            self.platform_timer();
         }
     }
 
@@ -1032,7 +1077,7 @@ impl Step<'_, '_> {
     /// A value read from a device lands in a register, as a MOV or IN writes it.
     fn read_into(&mut self, into: Destination, value: u64) {
         let old = self.domain.vcpu.gpr_64(into.register);
-        let new = merge(old, value, into.width);
+        let new = into.merge(old, value);
         self.domain.vcpu.set_gpr(into.register, new);
         self.note(GPR_NAMES[(into.register & 15) as usize], old, new);
     }

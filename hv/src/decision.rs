@@ -12,6 +12,7 @@ use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::VirtualTimer;
 use crate::domain::page_tables::PinStep;
 use crate::domain::vcpu::Wait;
+use crate::emulate::Access;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -254,26 +255,12 @@ pub enum PortAccess {
     },
 }
 
-/// An MMIO access, emulated because the CPU exited before it happened.
+/// An MMIO access, emulated because the CPU exited before it happened: `access` (decoded
+/// from the instruction, `emulate.rs`) at guest-physical `gpa`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MmioAccess {
-    /// Read `width` bytes at `gpa` into a register.
-    Read {
-        gpa: u64,
-        width: u8,
-        into: Destination,
-    },
-    /// Write the low `width` bytes of `value` at `gpa`.
-    Write { gpa: u64, width: u8, value: u64 },
-}
-
-/// Where a value read from a device lands: a general register of `width` bytes. A 4- or
-/// 8-byte destination replaces the register (a 32-bit write clears bits 63:32); a 1- or
-/// 2-byte one keeps the other bits (AMD APM vol. 1, 3.1.2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Destination {
-    pub register: u8,
-    pub width: u8,
+pub struct MmioAccess {
+    pub gpa: u64,
+    pub access: Access,
 }
 
 /// An event for the guest.

@@ -42,7 +42,7 @@ pub fn warm_up() {
 
 /// A general register as iced names it: its number (0 = RAX … 15 = R15, our `Vcpu::gpr`
 /// numbering) and its width in bytes. `None` for other registers and for AH, BH, CH, DH
-/// (bits 15:8 of a register: no instruction the hypervisor emulates uses them).
+/// (bits 15:8 of a register: [`high_byte`]).
 pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {
     use iced_x86::Register;
     if !register.is_gpr()
@@ -73,6 +73,19 @@ pub fn gpr(register: iced_x86::Register) -> Option<(u8, u8)> {
         _ => return None,
     };
     Some((number, register.size() as u8))
+}
+
+/// AH, CH, DH or BH (bits 15:8 of RAX, RCX, RDX, RBX, which a byte operand names when the
+/// instruction has no REX prefix): the number of the register it is part of.
+pub fn high_byte(register: iced_x86::Register) -> Option<u8> {
+    use iced_x86::Register;
+    match register {
+        Register::AH => Some(0),
+        Register::CH => Some(1),
+        Register::DH => Some(2),
+        Register::BH => Some(3),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //!
 //! The lab device sits at guest-physical 0xFEB0_0000, where the hypervisor's nested page
 //! tables map nothing. We map it in our own page tables (uncached: device registers must
-//! not be cached) and use plain MOVs. Each one exits as a nested page fault, and the
-//! hypervisor decodes it and plays the device: reads get register values, writes change
-//! them (registers in `hv/src/device/lab_device.rs`).
+//! not be cached) and use plain MOVs, then an OR and an XCHG that read and write a register
+//! in one instruction. Each one exits as a nested page fault, and the hypervisor decodes it
+//! and plays the device: reads get register values, writes change them (registers in
+//! `hv/src/device/lab_device.rs`).
 #![no_std]
 #![no_main]
 
@@ -23,6 +24,44 @@ fn read32(offset: u64) -> u32 {
 fn write32(offset: u64, value: u32) {
     // SAFETY: as above, a write.
     unsafe { ((DEVICE + offset) as *mut u32).write_volatile(value) }
+}
+
+fn read64(offset: u64) -> u64 {
+    // SAFETY: as above, 8 bytes.
+    unsafe { ((DEVICE + offset) as *const u64).read_volatile() }
+}
+
+/// `lock or [SCRATCH], bits`: whether the result was negative (SF).
+fn or_into_scratch(bits: u64) -> bool {
+    let rflags: u64;
+    // SAFETY: a mapped device register, written by one instruction; the flags are read
+    // right after it.
+    unsafe {
+        core::arch::asm!(
+            "lock or qword ptr [{at}], {bits}",
+            "pushfq",
+            "pop {rflags}",
+            at = in(reg) DEVICE + 0x08,
+            bits = in(reg) bits,
+            rflags = out(reg) rflags,
+        );
+    }
+    rflags & (1 << 7) != 0
+}
+
+/// `xchg [SCRATCH], value`: what SCRATCH held.
+fn exchange_with_scratch(value: u64) -> u64 {
+    let mut register = value;
+    // SAFETY: a mapped device register, swapped with a register.
+    unsafe {
+        core::arch::asm!(
+            "xchg qword ptr [{at}], {register}",
+            at = in(reg) DEVICE + 0x08,
+            register = inout(reg) register,
+            options(nostack),
+        );
+    }
+    register
 }
 
 fn main(_info: &BootInfo) -> i32 {
@@ -46,12 +85,26 @@ fn main(_info: &BootInfo) -> i32 {
         ((DEVICE + 0x08) as *const u64).read_volatile()
     };
     println!("SCRATCH holds {scratch:#x}");
+    // One instruction that reads and writes the device: the hypervisor does both accesses
+    // and sets the flags the OR sets (bit 63 set: the result is negative, SF).
+    let negative = or_into_scratch(1 << 63);
+    let after_or = read64(0x08);
+    println!("OR set bit 63: SCRATCH = {after_or:#x}, SF = {negative}");
+    let before_xchg = exchange_with_scratch(0x42);
+    println!(
+        "XCHG gave back {before_xchg:#x} and left {:#x}",
+        read64(0x08)
+    );
     let counts = [read32(0x10), read32(0x10), read32(0x10)];
     println!("COUNTER read three times: {counts:?}");
     write32(0x18, 42);
     println!("wrote 42 to DOORBELL");
     // EXERCISE mmio.1: read the new RINGS register (offset 0x20) and print `RINGS = N`.
-    if id == 0x7061_7274 && scratch == 0x1122_3344_5566_7788 && counts == [1, 2, 3] {
+    if id == 0x7061_7274
+        && scratch == 0x1122_3344_5566_7788
+        && (after_or, negative, before_xchg) == (0x9122_3344_5566_7788, true, after_or)
+        && counts == [1, 2, 3]
+    {
         0
     } else {
         1

@@ -14,6 +14,7 @@ use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
 use traplab_abi::event::Action;
+use traplab_abi::x86::GPR_NAMES;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
@@ -23,9 +24,10 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
     let device = guest.devices.mmio_name(gpa);
     let Some(access) = access else {
+        let mnemonic = format!("{:?}", instruction.mnemonic()).to_ascii_uppercase();
         return decide!(
             Action::Kill,
-            "an access to guest-physical {gpa:#x} ({device}) by an instruction the hypervisor does not emulate (only MOV and MOVZX)"
+            "an access to guest-physical {gpa:#x} ({device}) by {mnemonic}, which the hypervisor does not emulate (it emulates moves, XCHG, and ADD, SUB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST)"
         )
         .killing(format!(
             "unemulated MMIO instruction at {:#x}",
@@ -33,20 +35,60 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         ));
     };
     let next = guest.vcpu.rip_after(instruction.len() as u64);
+    // A register's name for the reason: `ah` or `ecx` as the instruction wrote it would be
+    // longer to find than the register it is part of.
+    let name = |register: u8| GPR_NAMES[(register & 15) as usize];
     // The device says what it did when the access is applied (`device/mod.rs`).
     let decision = match access {
-        Access::Read { width, into } => decide!(
+        Access::Read { width, .. } => decide!(
             Action::Emulate,
             "a {width}-byte read of guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor"
-        )
-        .with(Effect::Mmio(MmioAccess::Read { gpa, width, into })),
+        ),
         Access::Write { width, value } => decide!(
             Action::Emulate,
             "a {width}-byte write of {value:#x} to guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor"
-        )
-        .with(Effect::Mmio(MmioAccess::Write { gpa, width, value })),
+        ),
+        Access::Arithmetic {
+            width,
+            operation,
+            operand,
+            into,
+        } => {
+            let operation_name = operation.name();
+            let steps = match into {
+                _ if !operation.writes_result() => "a read, and the flags",
+                None => "a read, then the result written back, and the flags",
+                Some(_) => "a read, the result into the register, and the flags",
+            };
+            match (operation.unary(), into) {
+                (true, _) => decide!(
+                    Action::Emulate,
+                    "a {width}-byte {operation_name} of guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor ({steps})"
+                ),
+                (false, None) => decide!(
+                    Action::Emulate,
+                    "a {width}-byte {operation_name} of guest-physical {gpa:#x} with {operand:#x}: not RAM but {device}, emulated by the hypervisor ({steps})"
+                ),
+                (false, Some(register)) => decide!(
+                    Action::Emulate,
+                    "a {width}-byte {operation_name} of {} with guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor ({steps})",
+                    name(register.register)
+                ),
+            }
+        }
+        Access::Exchange {
+            width,
+            register,
+            value,
+        } => decide!(
+            Action::Emulate,
+            "a {width}-byte XCHG of guest-physical {gpa:#x} with {} ({value:#x}): not RAM but {device}, emulated by the hypervisor (a read, then a write, and the register gets what was read)",
+            name(register.register)
+        ),
     };
-    decision.with(Effect::Rip(next))
+    decision
+        .with(Effect::Mmio(MmioAccess { gpa, access }))
+        .with(Effect::Rip(next))
 }
 
 #[cfg(test)]
@@ -155,16 +197,154 @@ mod tests {
 
     #[test]
     fn an_instruction_the_hypervisor_does_not_emulate_kills_the_domain() {
-        // `add [rax], eax` reads, adds and writes: not a plain MOV.
+        // `adc [rax], eax` adds CF too: no compiler writes it to a device register, and the
+        // hypervisor does not emulate it.
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
-        let run = access(&mut test, &[0x01, 0x00], DOORBELL);
+        let run = access(&mut test, &[0x11, 0x00], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
+        assert!(
+            run.decision
+                .why
+                .contains("by ADC, which the hypervisor does not emulate"),
+            "{}",
+            run.decision.why
+        );
         assert_eq!(
             testing::killed(&run.decision),
             "unemulated MMIO instruction at 0x200000"
         );
         assert!(run.console().is_empty(), "the doorbell did not ring");
+    }
+
+    /// RFLAGS' status bits: CF, PF, AF, ZF, SF, OF (AMD APM vol. 1, 3.1.4).
+    const CF: u64 = 1;
+    const ZF: u64 = 1 << 6;
+    const SF: u64 = 1 << 7;
+    const OF: u64 = 1 << 11;
+
+    /// SCRATCH holds `value`: `mov [rax], rcx` to it, from the start.
+    fn fill_scratch(test: &mut Test, value: u64) {
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, SCRATCH);
+        test.set_gpr(1, value);
+        access(test, &[0x48, 0x89, 0x08], SCRATCH);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+    }
+
+    const SCRATCH: u64 = BASE + 0x08;
+    const COUNTER: u64 = BASE + 0x10;
+
+    #[test]
+    fn an_or_into_a_device_register_reads_it_writes_the_result_back_and_sets_the_flags() {
+        // `*scratch |= 1 << 31` through a volatile pointer: a compiler may emit one OR. The
+        // device sees a read, then a write; the flags are the OR's.
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0x1122_3344_5566_7788);
+        test.domain.vcpu.vmcb.save.rflags = 0x2 | CF | OF | ZF;
+        // lock or dword [rax], 0x80000000
+        let run = access(
+            &mut test,
+            &[0xf0, 0x81, 0x08, 0x00, 0x00, 0x00, 0x80],
+            SCRATCH,
+        );
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte OR of guest-physical 0xfeb00008 with 0x80000000: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x55667788, lab device: SCRATCH = 0x11223344d5667788"
+        );
+        // 0xd5667788: negative at 32 bits, not zero; OR clears CF and OF; PF from 0x88.
+        let flags = test.domain.vcpu.vmcb.save.rflags;
+        assert_eq!(flags & (CF | ZF | SF | OF), SF);
+        assert!(
+            run.changes()
+                .contains(&("rflags", 0x2 | CF | OF | ZF, flags))
+        );
+        assert_eq!(test.rip(), ENTRY + 7);
+    }
+
+    #[test]
+    fn a_cmp_reads_the_register_once_and_writes_nothing() {
+        // COUNTER counts its reads: `cmp dword [rax], 1` reads 1 (ZF), and the next read 2.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, COUNTER);
+        let run = access(&mut test, &[0x83, 0x38, 0x01], COUNTER);
+        assert_eq!(run.emulate().what, "lab device: read COUNTER = 0x1");
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (ZF | CF), ZF);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = access(&mut test, &[0x83, 0x38, 0x01], COUNTER);
+        assert_eq!(run.emulate().what, "lab device: read COUNTER = 0x2");
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (ZF | CF), 0, "2 - 1");
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn xchg_swaps_a_register_with_a_device_register() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0x1122_3344_5566_7788);
+        test.set_gpr(1, 0xaa);
+        let run = access(&mut test, &[0x48, 0x87, 0x08], SCRATCH); // xchg [rax], rcx
+        assert_eq!(
+            run.decision.why,
+            "a 8-byte XCHG of guest-physical 0xfeb00008 with rcx (0xaa): not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then a write, and the register gets what was read)"
+        );
+        assert_eq!(test.gpr(1), 0x1122_3344_5566_7788);
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x1122334455667788, lab device: SCRATCH = 0xaa"
+        );
+    }
+
+    #[test]
+    fn arithmetic_into_a_register_and_unary_arithmetic_on_the_device() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0xffff_ffff);
+        // add ecx, [rax]: ECX = 1 + 0xffffffff = 0 with a carry, bits 63:32 cleared.
+        test.set_gpr(1, 0xdead_0000_0000_0001);
+        access(&mut test, &[0x03, 0x08], SCRATCH);
+        assert_eq!(test.gpr(1), 0);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
+        // inc dword [rax]: SCRATCH's low half wraps to 0; INC keeps CF.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = access(&mut test, &[0xff, 0x00], SCRATCH);
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte INC of guest-physical 0xfeb00008: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
+        );
+        assert!(
+            run.emulate().what.ends_with("SCRATCH = 0x0"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
+    }
+
+    #[test]
+    fn movsx_sign_extends_and_the_high_byte_registers_are_operands_too() {
+        // The hole's all ones, sign-extended from a byte into ECX (then zero-extended).
+        const HOLE: u64 = 0xfed0_0000;
+        let mut test = Test::long_mode();
+        test.set_gpr(0, HOLE);
+        access(&mut test, &[0x0f, 0xbe, 0x08], HOLE); // movsx ecx, byte [rax]
+        assert_eq!(test.gpr(1), 0xffff_ffff);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        access(&mut test, &[0x48, 0x63, 0x08], HOLE); // movsxd rcx, dword [rax]
+        assert_eq!(test.gpr(1), u64::MAX);
+        // mov ah, [rax] from ID's low byte ('t'), the rest of RAX kept.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, ID);
+        access(&mut test, &[0x8a, 0x20], ID);
+        assert_eq!(test.gpr(0), (ID & !0xff00) | 0x7400);
+        // mov [rax], ch rings the doorbell with bits 15:8 of RCX.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, DOORBELL);
+        test.set_gpr(1, 0x2a00);
+        let run = access(&mut test, &[0x88, 0x28], DOORBELL);
+        assert_eq!(run.console(), ["doorbell 42"]);
     }
 
     #[test]
