@@ -26,13 +26,15 @@
 //! killed, with a second `decide` that says why.
 
 use crate::decision::{
-    Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning, VmcbMsr,
+    Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
+    StringElement, VmcbMsr,
 };
 use crate::device::{PlatformTimer, TimerSource, Written};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick, VirtualTimer};
+use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
@@ -884,22 +886,35 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::InString { port, size, to } => {
-                for address in to {
+                for element in to {
                     let value = self.domain.devices.port_read(port, size, &*self.machine);
-                    let bytes = &value.to_le_bytes()[..size as usize];
-                    self.domain
-                        .write_virtual(address, bytes)
-                        .map_err(|error| Failure {
-                            why: format!("INS wrote to {address:#x}, which the guest cannot reach ({error:?})"),
-                            reason: format!("INS to {address:#x}"),
-                            at: here!(),
-                        })?;
+                    match element {
+                        StringElement::Ram(address) => {
+                            let bytes = &value.to_le_bytes()[..size as usize];
+                            self.domain.write_virtual(address, bytes).map_err(|error| {
+                                unreachable_memory("INS wrote to", address, error)
+                            })?;
+                        }
+                        StringElement::Device(gpa) => self.device_write(gpa, size, value as u64),
+                    }
                 }
                 self.serial_interrupt();
             }
-            PortAccess::OutString { port, size, values } => {
+            PortAccess::OutString { port, size, from } => {
                 let before = self.domain.devices.timer_state();
-                for value in values {
+                for element in from {
+                    let value = match element {
+                        StringElement::Ram(address) => {
+                            let mut bytes = [0u8; 4];
+                            self.domain
+                                .read_virtual(address, &mut bytes[..size as usize])
+                                .map_err(|error| {
+                                    unreachable_memory("OUTS read from", address, error)
+                                })?;
+                            u32::from_le_bytes(bytes)
+                        }
+                        StringElement::Device(gpa) => self.device_read(gpa, size) as u32,
+                    };
                     let written = self
                         .domain
                         .devices
@@ -1080,6 +1095,16 @@ impl Step<'_, '_> {
         let new = into.merge(old, value);
         self.domain.vcpu.set_gpr(into.register, new);
         self.note(GPR_NAMES[(into.register & 15) as usize], old, new);
+    }
+}
+
+/// An INS or OUTS element the handler found in the guest's RAM is not there when applied:
+/// the domain cannot go on.
+fn unreachable_memory(access: &str, address: u64, error: MemoryError) -> Failure {
+    Failure {
+        why: format!("{access} {address:#x}, which the guest cannot reach ({error:?})"),
+        reason: format!("{access} {address:#x}"),
+        at: here!(),
     }
 }
 

@@ -244,15 +244,29 @@ pub enum PortAccess {
     In { port: u16, size: u8 },
     /// OUT `value` (`size` bytes) to `port`.
     Out { port: u16, size: u8, value: u32 },
-    /// INS: one element from `port` to each of these guest-virtual addresses (the handler
-    /// has checked that each translates to the guest's RAM).
-    InString { port: u16, size: u8, to: Vec<u64> },
-    /// OUTS: these elements to `port`.
+    /// INS: one element from `port` to each of these places, in order.
+    InString {
+        port: u16,
+        size: u8,
+        to: Vec<StringElement>,
+    },
+    /// OUTS: the element at each of these places to `port`, in order.
     OutString {
         port: u16,
         size: u8,
-        values: Vec<u32>,
+        from: Vec<StringElement>,
     },
+}
+
+/// Where one element of INS or OUTS is, as the guest's CPU reaches it (the handler has
+/// checked the address as the CPU does: canonical, translated, allowed at its CPL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringElement {
+    /// In the guest's RAM, at this guest-virtual address.
+    Ram(u64),
+    /// Not RAM: at this guest-physical address on the device bus (an MMIO window, or
+    /// nothing: reads all ones, writes go nowhere), where the CPU would have gone too.
+    Device(u64),
 }
 
 /// An MMIO access, emulated because the CPU exited before it happened: `access` (decoded

@@ -240,7 +240,10 @@ impl Operation {
         let flags = [
             (RFlags::CARRY_FLAG, outcome.carry),
             // PF: the low byte has an even number of ones.
-            (RFlags::PARITY_FLAG, (result as u8).count_ones().is_multiple_of(2)),
+            (
+                RFlags::PARITY_FLAG,
+                (result as u8).count_ones().is_multiple_of(2),
+            ),
             (RFlags::AUXILIARY_CARRY_FLAG, outcome.adjust),
             (RFlags::ZERO_FLAG, result == 0),
             (RFlags::SIGN_FLAG, result & sign != 0),

@@ -88,6 +88,21 @@ pub fn high_byte(register: iced_x86::Register) -> Option<u8> {
     }
 }
 
+/// A segment register as iced names it, by its number (`vmcb::segment`).
+pub fn segment_number(register: iced_x86::Register) -> Option<u8> {
+    use crate::vmcb::segment;
+    use iced_x86::Register;
+    Some(match register {
+        Register::ES => segment::ES,
+        Register::CS => segment::CS,
+        Register::SS => segment::SS,
+        Register::DS => segment::DS,
+        Register::FS => segment::FS,
+        Register::GS => segment::GS,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,18 @@ pub struct Segment {
     pub base: u64,
 }
 
+/// The segment registers by number, in the order of the state save area, of EXITINFO1's
+/// SEG field for string I/O and of the instruction encoding's Sreg field (AMD APM vol. 2,
+/// 15.10.2; vol. 3, 1.4.2).
+pub mod segment {
+    pub const ES: u8 = 0;
+    pub const CS: u8 = 1;
+    pub const SS: u8 = 2;
+    pub const DS: u8 = 3;
+    pub const FS: u8 = 4;
+    pub const GS: u8 = 5;
+}
+
 /// The state save area: the guest's registers while it is not running.
 #[repr(C)]
 pub struct StateSaveArea {
@@ -330,6 +342,23 @@ impl Vmcb {
             32
         } else {
             16
+        }
+    }
+
+    /// The base an access through segment `number` adds to its offset (numbered as the
+    /// state save area orders them and EXITINFO1 names them: [`segment`]). In 64-bit mode
+    /// only FS and GS have one: ES, CS, SS and DS count as 0 whatever they hold (AMD APM
+    /// vol. 2, 4.5.3; Intel SDM vol. 3A, 3.4.4).
+    pub fn segment_base(&self, number: u8) -> u64 {
+        let save = &self.save;
+        match number {
+            segment::FS => save.fs.base,
+            segment::GS => save.gs.base,
+            _ if self.code_bits() == 64 => 0,
+            segment::ES => save.es.base,
+            segment::CS => save.cs.base,
+            segment::SS => save.ss.base,
+            _ => save.ds.base,
         }
     }
 

@@ -16,14 +16,13 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         return undecodable();
     };
     let next = guest.vcpu.rip_after(instruction.len() as u64);
-    let save = &guest.vcpu.vmcb.save;
+    let vmcb = &guest.vcpu.vmcb;
     let Some(address) = instruction.virtual_address(0, 0, |register, _, _| match register {
         iced_x86::Register::RIP => Some(next),
-        // Segment bases: 0 in 64-bit mode, except FS and GS.
-        iced_x86::Register::FS => Some(save.fs.base),
-        iced_x86::Register::GS => Some(save.gs.base),
-        register if register.is_segment_register() => Some(0),
-        register => crate::instruction::gpr(register).map(|(number, _)| guest.gpr(number)),
+        register => match crate::instruction::segment_number(register) {
+            Some(segment) => Some(vmcb.segment_base(segment)),
+            None => crate::instruction::gpr(register).map(|(number, _)| guest.gpr(number)),
+        },
     }) else {
         return undecodable();
     };
@@ -109,6 +108,19 @@ mod tests {
         let decision = invlpg(&mut test, &[0x64, 0x0f, 0x01, 0x38]); // invlpg fs:[rax]
         assert!(decision.effects.contains(&Effect::InvalidatePage {
             address: 0x7000_0123,
+            asid: ASID
+        }));
+    }
+
+    #[test]
+    fn outside_64_bit_mode_the_data_segment_s_base_counts() {
+        // Protected mode: the linear address is DS's base plus the offset.
+        let mut test = Test::protected_mode();
+        test.domain.vcpu.vmcb.save.ds.base = 0x1000_0000;
+        test.set_gpr(0, 0x123);
+        let decision = invlpg(&mut test, &[0x0f, 0x01, 0x38]); // invlpg [eax]
+        assert!(decision.effects.contains(&Effect::InvalidatePage {
+            address: 0x1000_0123,
             asid: ASID
         }));
     }

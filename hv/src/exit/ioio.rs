@@ -7,23 +7,30 @@
 //! holds the RIP of the next instruction (AMD APM vol. 2, 15.10.2), so IOIO is the one exit
 //! where we need no decoder to skip the instruction.
 //!
+//! INS and OUTS also move memory, which the hypervisor does for them, element by element,
+//! as the CPU would: through ES (INS) or DS or the segment an OUTS prefix names, checked
+//! against the guest's page tables, and to or from a device when the address is not RAM.
+//!
 //! The ports a guest has are the device bus's (`device/mod.rs`): its console UART at
 //! 0x3f8–0x3ff, and nothing elsewhere, like an empty ISA bus: reads return all ones,
 //! writes vanish. An access to the disk controller from a domain that does not own it is
 //! refused the same way, and the decision says whose the controller is.
 
 use super::Exit;
-use crate::decision::{Decision, DomainEnd, Effect, PortAccess};
+use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::device::debug_exit;
 use crate::domain::Guest;
-use crate::domain::memory::{AccessFault, page_fault_code};
+use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE, page_fault_code};
 use crate::emulate::merge;
+use crate::instruction;
+use crate::vmcb::segment;
 use crate::{decide, deliver};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
+use traplab_abi::grant_table::{MAP_AREA, MAP_AREA_PAGES};
 use traplab_abi::svm::IoioInfo;
 use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
@@ -59,7 +66,17 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         });
     }
     if info.string {
-        let string = string_io(guest, info);
+        // INS writes through ES, which no prefix overrides; OUTS reads through DS or the
+        // segment its prefix names (AMD APM vol. 3, INS, OUTS). Decoded, as the SEG field
+        // of EXITINFO1 comes only with decode assists, which TCG does not offer.
+        let segment = match info.input {
+            true => segment::ES,
+            false => exit
+                .decode_instruction(guest)
+                .and_then(|outs| instruction::segment_number(outs.memory_segment()))
+                .unwrap_or(segment::DS),
+        };
+        let string = string_io(guest, info, segment);
         let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
@@ -68,7 +85,7 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                 .with_all(string.done.then_some(Effect::Rip(next_rip)))
                 .describe(string.what);
         };
-        return string_fault(exit, guest, info, string, fault);
+        return string_fault(guest, info, segment, string, fault);
     }
     let (access, what) = port_access(guest, info.port, info.size, info.input);
     let decision = decision
@@ -135,11 +152,18 @@ struct StringIo {
 /// instruction (AMD APM vol. 3, "REP": the registers reflect the iterations completed).
 /// The failing element itself is not moved (for INS: the port is not read), so the guest
 /// repeats it, once, after its handler has mapped the page.
-fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
+fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     let address_mask = match info.address_bits {
         16 => 0xffff,
         32 => 0xffff_ffff,
         _ => u64::MAX,
+    };
+    // The linear address: the segment's base plus the offset, wrapping at 4 GiB outside
+    // 64-bit mode.
+    let base = guest.vcpu.vmcb.segment_base(segment);
+    let linear_mask = match guest.vcpu.vmcb.code_bits() {
+        64 => u64::MAX,
+        _ => 0xffff_ffff,
     };
     // RCX, RSI and RDI as the instruction writes them, at its address size: SI, DI and CX
     // keep the registers' upper bits; ESI, EDI and ECX clear them, as every 32-bit write of
@@ -166,40 +190,42 @@ fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
     let mut index = guest.gpr(index_register);
     let size = info.size as usize;
     let mut fault = None;
-    let mut to = Vec::new();
-    let mut values = Vec::new();
-    let mut moved = 0;
-    while moved < count {
-        let address = index & address_mask;
-        // INS writes memory, OUTS reads it.
-        if let Err(error) = guest.cpu_pieces(address, size, info.input) {
-            fault = Some((address, error));
-            break;
-        }
-        if info.input {
-            to.push(address);
-        } else {
-            let mut element = [0u8; 4];
-            if let Err(error) = guest.read_virtual(address, &mut element[..size]) {
-                fault = Some((address, AccessFault::Memory(error)));
+    let mut elements = Vec::new();
+    let mut devices = 0;
+    while (elements.len() as u64) < count {
+        let address = base.wrapping_add(index & address_mask) & linear_mask;
+        // INS writes memory, OUTS reads it. An element that is not in RAM is where the CPU
+        // would have sent it: on the device bus (when it does not straddle two pages, one
+        // of them RAM; nor in the grant-mapping area, whose pages the hypervisor does not
+        // reach through the guest's memory).
+        let element = match guest.cpu_pieces(address, size, info.input) {
+            Ok(_) => StringElement::Ram(address),
+            Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
+                if address % PAGE_SIZE + size as u64 <= PAGE_SIZE && !grant_mapping(gpa) =>
+            {
+                devices += 1;
+                StringElement::Device(gpa)
+            }
+            Err(error) => {
+                fault = Some((address, error));
                 break;
             }
-            values.push(u32::from_le_bytes(element));
-        }
+        };
+        elements.push(element);
         index = index.wrapping_add(step);
-        moved += 1;
     }
+    let moved = elements.len() as u64;
     let access = if info.input {
         PortAccess::InString {
             port: info.port,
             size: info.size,
-            to,
+            to: elements,
         }
     } else {
         PortAccess::OutString {
             port: info.port,
             size: info.size,
-            values,
+            from: elements,
         }
     };
     let mut effects = Vec::new();
@@ -220,6 +246,12 @@ fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
         info.port,
         guest.devices.port_name(info.port)
     );
+    if devices > 0 {
+        what.push_str(&format!(
+            ", {devices} of them {} a device's memory instead of RAM",
+            if info.input { "into" } else { "from" }
+        ));
+    }
     if fault.is_some() {
         what.push_str(", then the next element faulted");
     } else if left > 0 {
@@ -236,14 +268,19 @@ fn string_io(guest: &Guest, info: IoioInfo) -> StringIo {
     }
 }
 
+/// Is `gpa` in the area where the hypervisor maps other domains' grants?
+fn grant_mapping(gpa: u64) -> bool {
+    (MAP_AREA..MAP_AREA + MAP_AREA_PAGES * PAGE_SIZE).contains(&gpa)
+}
+
 /// INS/OUTS stopped at an element the guest's CPU cannot reach: the exception the CPU
 /// raises there, after the elements before it. The IOIO intercept comes before any memory
 /// access, so the CPU raised nothing itself: the hypervisor, doing the access, raises what
 /// the CPU would have (a synthetic event), and RIP stays at the instruction (a fault).
 fn string_fault(
-    exit: &Exit,
     guest: &Guest,
     info: IoioInfo,
+    segment: u8,
     string: StringIo,
     fault: (u64, AccessFault),
 ) -> Decision {
@@ -280,13 +317,8 @@ fn string_fault(
             )
         }
         AccessFault::NonCanonical => {
-            // OUTS may take a segment override; INS always writes through ES (AMD APM
-            // vol. 3, INS, OUTS). Only a stack reference raises #SS.
-            let stack = !info.input
-                && exit
-                    .decode_instruction(guest)
-                    .is_some_and(|outs| outs.memory_segment() == iced_x86::Register::SS);
-            let (vector, name) = if stack {
+            // Only a stack reference raises #SS: OUTS with an SS prefix.
+            let (vector, name) = if segment == segment::SS {
                 (12, "#SS(0)")
             } else {
                 (13, "#GP(0)")
@@ -802,6 +834,87 @@ mod tests {
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.rip(), ENTRY + 2);
         assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
+    }
+
+    /// Map the 2 MiB from [`DEVICE_WINDOW`] (linear) to the lab device's guest-physical
+    /// 2 MiB: not RAM, so the CPU's accesses there go to the device bus.
+    fn map_the_lab_device(test: &mut Test) {
+        use crate::testing::PD;
+        use traplab_abi::x86::pte;
+        let large = crate::device::lab_device::BASE & !0x1f_ffff;
+        let entry = large | pte::PRESENT | pte::WRITABLE | pte::HUGE;
+        test.write_u64(PD + 8 * (DEVICE_WINDOW >> 21), entry);
+    }
+
+    /// Where [`map_the_lab_device`] puts the lab device's ID register (16 MiB and up is
+    /// past the test guest's RAM).
+    const DEVICE_WINDOW: u64 = 0x0100_0000 + 0x10_0000;
+
+    #[test]
+    fn outs_from_a_device_s_memory_reads_the_device_as_the_cpu_would() {
+        // OUTSB with RSI at the lab device's ID: the CPU reads the device (byte 0 of ID:
+        // 't') and writes it to the port. It used to end the domain.
+        let mut test = Test::long_mode();
+        map_the_lab_device(&mut test);
+        test.set_gpr(6, DEVICE_WINDOW);
+        let run = io(&mut test, &[0x6e], string(0x3f8, false, false));
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        let what = &run.emulate().what;
+        assert!(
+            what.starts_with("OUTS 1 element(s) of 1 byte(s) to port 0x3f8 (console UART), 1 of them from a device's memory instead of RAM"),
+            "{what}"
+        );
+        assert!(what.contains("lab device: read ID = 0x74"), "{what}");
+        assert_eq!(test.gpr(6), DEVICE_WINDOW + 1);
+        assert_eq!(test.rip(), ENTRY + 1);
+        // The byte is on the console's line: a newline completes it.
+        let run = out_byte(&mut test, b'\n');
+        assert_eq!(run.console(), ["t"]);
+    }
+
+    #[test]
+    fn ins_into_a_device_s_memory_writes_the_device() {
+        // REP INSB of two bytes from a port where nothing answers (all ones) to the
+        // doorbell (0x18) and the byte after it, both inside the 4-byte register: two
+        // writes of one byte each, and the doorbell rings twice with 255.
+        let mut test = Test::long_mode();
+        map_the_lab_device(&mut test);
+        test.set_gpr(7, DEVICE_WINDOW + 0x18);
+        test.set_gpr(1, 2);
+        let run = io(&mut test, &[0xf3, 0x6c], string(0x2f0, true, true));
+        assert_eq!(run.console(), ["doorbell 255", "doorbell 255"]);
+        assert_eq!((test.gpr(7), test.gpr(1)), (DEVICE_WINDOW + 0x1a, 0));
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn outs_with_an_fs_prefix_reads_through_fs() {
+        // In 64-bit mode FS keeps its base (APM vol. 2, 4.5.3): `fs outsb` reads FS:RSI.
+        let mut test = Test::long_mode();
+        test.write(DATA, b"f");
+        test.domain.vcpu.vmcb.save.fs.base = DATA - 0x10;
+        test.domain.vcpu.vmcb.save.ds.base = 0x10_0000_0000; // ignored in 64-bit mode
+        test.set_gpr(6, 0x10);
+        io(&mut test, &[0x64, 0x6e], string(0x3f8, false, false));
+        assert_eq!(test.gpr(6), 0x11);
+        let run = out_byte(&mut test, b'\n');
+        assert_eq!(run.console(), ["f"]);
+    }
+
+    #[test]
+    fn ins_in_protected_mode_writes_through_es_s_base() {
+        // A 32-bit kernel with a based ES: INSB writes ES:EDI, the byte the UART's line
+        // status register reads (0x60: transmitter empty).
+        let mut test = Test::protected_mode();
+        test.domain.vcpu.vmcb.save.es.base = DATA - 0x100;
+        test.set_gpr(7, 0x100);
+        let info = IoioInfo {
+            address_bits: 32,
+            ..string(0x3fd, true, false)
+        };
+        io(&mut test, &[0x6c], info);
+        assert_eq!(test.read_u64(DATA) & 0xff, 0x60);
+        assert_eq!(test.gpr(7), 0x101);
     }
 
     #[test]
