@@ -15,6 +15,7 @@
 //! | EFER                                         | sets a bit other than SCE, LME, LMA and NXE, or changes LME while CR0.PG is set; LMA is the CPU's (the write's LMA is ignored) |
 //! | MTRRdefType, the fixed and variable MTRRs    | has a memory type an MTRR cannot hold (only 0 UC, 1 WC, 4 WT, 5 WP, 6 WB) or sets a reserved bit (above the physical-address width CPUID 8000_0008 gives, among others) |
 //! | MTRRCAP, MCG_CAP                             | is written at all: they are read-only         |
+//! | APIC_BASE                                    | sets a reserved bit: all but BSP (8), EXTD (10, with x2APIC in CPUID), AE (11) and the base (51:12, below the physical-address width) |
 //!
 //! What a kernel touches at boot, and the rule for each (the CPU is the `qemu64` model QEMU
 //! offers, an AMD64 CPU; its CPUID decides which MSRs exist):
@@ -26,7 +27,7 @@
 //! | MCG_CAP (0x179), MCG_STATUS (0x17a) | machine-check architecture with no error-reporting banks (CPUID 1:EDX[7,14] say it exists): MCG_CAP reads 0 and is read-only, MCG_STATUS is kept. Machine checks are the hypervisor's; the `machine-check` lab injects #MC |
 //! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
 //! | SYSCFG (0xc001_0010), HWCR (0xc001_0015), INT_PENDING_MSG (0xc001_0055) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches, SMM and C1E, which this CPU does not model. Every AMD CPU since family 0Fh has the first two, and Xen reads both unguarded; a K8 of model 0x40 and up has the third, and Linux reads it unguarded (its C1E check) |
-//! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored |
+//! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
 //! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
 //! | any other | #GP(0), as a CPU does for an MSR it does not implement |
@@ -280,8 +281,21 @@ fn refused(guest: &Guest, msr: u32, kept: Kept, value: u64) -> Option<&'static s
         Kept::Vmcb(VmcbMsr::Pat) if !pat_valid(value) => {
             Some("has a reserved memory type or reserved bit in one of its 8 entries")
         }
+        Kept::ApicBase if value & !apic_base_bits(guest) != 0 => Some(
+            "sets a reserved bit (only BSP, EXTD with x2APIC, AE and the base address below the physical-address width exist)",
+        ),
         _ => None,
     }
+}
+
+/// The bits of APIC_BASE a write may set (AMD APM vol. 2, 16.3.1): BSP (8), AE (11), the
+/// base address from bit 12 up to the physical-address width, and EXTD (10) when the
+/// guest's CPUID offers x2APIC (1:ECX[21]; Intel SDM vol. 3A, 11.12.1). The rest is
+/// reserved.
+fn apic_base_bits(guest: &Guest) -> u64 {
+    let base = ((1u64 << physical_address_bits(guest)) - 1) & !0xfff;
+    let x2apic = guest.machine.cpuid(1, 0)[2] & (1 << 21) != 0;
+    base | 1 << 8 | 1 << 11 | if x2apic { 1 << 10 } else { 0 }
 }
 
 /// Is `pat` a valid PAT: each of its 8 bytes a memory type the CPU has (0 UC, 1 WC, 4 WT,
@@ -669,6 +683,22 @@ mod tests {
         let mut test = Test::long_mode();
         let run = wrmsr(&mut test, msr::APIC_BASE, 0xfed0_0900);
         assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+        // EXTD (bit 10) exists: the test CPU's CPUID offers x2APIC, as qemu64's under TCG.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = wrmsr(&mut test, msr::APIC_BASE, 0xfee0_0d00);
+        assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+    }
+
+    #[test]
+    fn wrmsr_apic_base_with_a_reserved_bit_is_a_general_protection_fault() {
+        // Bit 9, bits 7:0, and a base at or above the physical-address width (40 bits on
+        // the test CPU) are reserved.
+        for value in [0xfee0_0b00, 0xfee0_0901, 1 << 40 | 0xfee0_0900] {
+            let mut test = Test::long_mode();
+            let run = wrmsr(&mut test, msr::APIC_BASE, value);
+            assert_general_protection(&run.decision);
+            assert!(run.decision.why.contains("reserved bit"), "{value:#x}");
+        }
     }
 
     /// RDMSR of `msr` from the start, EDX:EAX as one value.
