@@ -8,7 +8,9 @@
 //! set, naming them raises #UD. Bits 63:32 of DR6 and DR7 are reserved: a MOV that writes a
 //! 1 there raises #GP(0) (APM vol. 2, 13.1.1; Intel SDM vol. 3B, 17.2). Both checks depend
 //! on CR4 or on the value, so the CPU makes them as it executes the MOV, after the
-//! intercept: the hypervisor makes them in its place.
+//! intercept: the hypervisor makes them in its place. The other reserved bits of DR6 and
+//! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
+//! ([`fixed`]).
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
@@ -63,13 +65,21 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
                 "MOV DR{number}, {value:#x} sets reserved bits 63:32: the CPU would raise #GP(0), and so does the hypervisor (the value never reaches the VMCB or the CPU's DR7)"
             );
         }
-        decide!(
-            Action::Emulate,
-            "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU"
-        )
-        .with(Effect::DebugRegister(number, value))
-        .with(Effect::Rip(next))
-        .describe(format!("DR{number} = {value:#x}"))
+        let held = fixed(number, value);
+        let decision = match held == value {
+            true => decide!(
+                Action::Emulate,
+                "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU"
+            ),
+            false => decide!(
+                Action::Emulate,
+                "MOV DR{number}, {value:#x}: the guest's debug register, kept by the hypervisor and loaded into the CPU, with its reserved bits as the CPU fixes them ({held:#x})"
+            ),
+        };
+        decision
+            .with(Effect::DebugRegister(number, held))
+            .with(Effect::Rip(next))
+            .describe(format!("DR{number} = {held:#x}"))
     } else {
         let value = debug_register(guest, number);
         decide!(
@@ -79,6 +89,25 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
         .with(Effect::Gpr(register, value))
         .with(Effect::Rip(next))
         .describe(format!("read DR{number} = {value:#x}"))
+    }
+}
+
+/// DR6's bits a MOV writes: B0–B3 (3:0), BD, BS and BT (15:13). Of the rest of its low
+/// half, 31:16 and 11:4 read as ones and 12 as zero (AMD APM vol. 2, 13.1.1).
+const DR6_WRITABLE: u64 = 0xe00f;
+const DR6_ONES: u64 = 0xffff_0ff0;
+/// DR7's bits a MOV writes: L0–G3, LE, GE (9:0), GD (13) and the R/W and LEN fields (31:16).
+/// Bit 10 reads as one, 11, 12, 14 and 15 as zeros (AMD APM vol. 2, 13.1.1).
+const DR7_WRITABLE: u64 = 0xffff_23ff;
+const DR7_ONES: u64 = 0x400;
+
+/// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
+/// DR6's and DR7's reserved bits at their fixed values, DR0–DR3 as written.
+fn fixed(number: u8, value: u64) -> u64 {
+    match number {
+        6 => value & DR6_WRITABLE | DR6_ONES,
+        7 => value & DR7_WRITABLE | DR7_ONES,
+        _ => value,
     }
 }
 
@@ -134,6 +163,36 @@ mod tests {
         );
         assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x401);
         assert_eq!(test.machine.calls, ["dr7 = 0x401"]);
+    }
+
+    #[test]
+    fn dr6_and_dr7_keep_their_reserved_bits_fixed() {
+        // DR6 = 0 reads back 0xffff0ff0; DR7 with every low bit set keeps 10 as one and
+        // 11, 12, 14 and 15 as zeros.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf0],
+            ExitReason::DrWrite { number: 6 },
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_0ff0);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0xffff_ffff);
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0xffff_27ff);
+        assert!(
+            run.decision
+                .why
+                .ends_with("as the CPU fixes them (0xffff27ff)"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.machine.calls, ["dr7 = 0xffff27ff"]);
     }
 
     #[test]
