@@ -189,8 +189,9 @@ impl Default for FakeMachine {
 impl Machine for FakeMachine {
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
         match leaf {
-            // Family 0xf (qemu64): SSE2 and friends in EDX, no hypervisor bit in ECX.
-            1 => [0x0000_0663, 0x0800, 0x8020_2001 & !(1 << 31), 0x078b_fbff],
+            // Family 0xf (qemu64): SSE2 and friends in EDX; SSE3 and CX16 in ECX, without
+            // x2APIC or the hypervisor bit (as QEMU 7.2's TCG answers).
+            1 => [0x0000_0663, 0x0800, 0x0000_2001, 0x078b_fbff],
             // No structured extended features (qemu64).
             7 => [0, 0, 0, 0],
             0xd => [self.xsave_components, 0x340, 0x340, 0],
