@@ -88,6 +88,21 @@ pub fn high_byte(register: iced_x86::Register) -> Option<u8> {
     }
 }
 
+/// The linear address of `instruction`'s memory operand, as `domain`'s CPU forms it: the
+/// segment's base ([`Vmcb::segment_base`](crate::vmcb::Vmcb::segment_base)) plus base,
+/// scaled index and displacement (RIP-relative from the next instruction). `None` when it
+/// names a register the hypervisor does not read.
+pub fn memory_address(instruction: &Instruction, domain: &crate::domain::Domain) -> Option<u64> {
+    let next = domain.vcpu.rip_after(instruction.len() as u64);
+    instruction.virtual_address(0, 0, |register, _, _| match register {
+        iced_x86::Register::RIP | iced_x86::Register::EIP => Some(next),
+        register => match segment_number(register) {
+            Some(segment) => Some(domain.vcpu.vmcb.segment_base(segment)),
+            None => gpr(register).map(|(number, _)| domain.gpr(number)),
+        },
+    })
+}
+
 /// A segment register as iced names it, by its number (`vmcb::segment`).
 pub fn segment_number(register: iced_x86::Register) -> Option<u8> {
     use crate::vmcb::segment;

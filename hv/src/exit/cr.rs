@@ -19,14 +19,19 @@
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
-//! the guest's TLB at the next VMRUN.
+//! the guest's TLB at the next VMRUN. LMSW and CLTS reach here too (the selective CR0
+//! intercept); an `lmsw [m16]` has its word read through the guest's page tables, and an
+//! address the CPU could not read gets the guest the #PF or #GP(0) the CPU would raise.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
+use crate::domain::memory::AccessFault;
 use crate::{decide, deliver};
+use alloc::boxed::Box;
 use alloc::format;
-use iced_x86::{Mnemonic, OpKind};
+use alloc::vec::Vec;
+use iced_x86::{Instruction, Mnemonic, OpKind};
 use traplab_abi::event::Action;
 use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
 
@@ -42,6 +47,57 @@ const CR0_PAGING: Cr0Flags = Cr0Flags::PAGING
 const CR4_PAGING: Cr4Flags = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
     .union(Cr4Flags::PAGE_SIZE_EXTENSION)
     .union(Cr4Flags::PAGE_GLOBAL);
+
+/// The word `lmsw [m16]` loads, read as its CPU reads it; or what the CPU raises instead (a
+/// #PF, #GP(0) or #SS(0) for an address it cannot read), and the hypervisor in its place.
+fn machine_status_word(guest: &Guest, instruction: &Instruction) -> Result<u64, Box<Decision>> {
+    let Some(address) = crate::instruction::memory_address(instruction, guest) else {
+        return Err(Box::new(undecodable()));
+    };
+    let fault = match guest.cpu_pieces(address, 2, false) {
+        Ok(_) => {
+            let mut word = [0u8; 2];
+            match guest.read_virtual(address, &mut word) {
+                Ok(()) => return Ok(u16::from_le_bytes(word) as u64),
+                Err(error) => AccessFault::Memory(error),
+            }
+        }
+        Err(fault) => fault,
+    };
+    Err(Box::new(match fault {
+        AccessFault::PageFault {
+            address: page,
+            error_code,
+        } => deliver!(
+            guest,
+            after Vec::new(),
+            page_fault(page, error_code),
+            true,
+            "LMSW reads its operand at {address:#x}, which the guest's page tables refuse: the CPU raises #PF with error code {error_code:#x}, and so does the hypervisor"
+        ),
+        AccessFault::NonCanonical => {
+            let (vector, name) = match instruction.memory_segment() {
+                iced_x86::Register::SS => (12, "#SS(0)"),
+                _ => (13, "#GP(0)"),
+            };
+            deliver!(
+                guest,
+                vector,
+                0,
+                true,
+                "LMSW reads its operand at {address:#x}, which is not canonical: the CPU raises {name}, and so does the hypervisor"
+            )
+        }
+        AccessFault::Memory(error) => {
+            let reason = format!("LMSW's operand at {address:#x} is not in the guest's RAM");
+            decide!(
+                Action::Kill,
+                "{reason} ({error:?}): the hypervisor reads no device for it"
+            )
+            .killing(reason)
+        }
+    }))
+}
 
 /// MOV to CR`number` (or LMSW, CLTS, which the selective CR0 intercept reports as
 /// `number` 0).
@@ -60,15 +116,18 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         }
         // LMSW writes CR0 bits 3:0 (PE can be set, not cleared).
         (Mnemonic::Lmsw, _) => {
-            let source = match instruction.op0_kind() {
-                OpKind::Register => instruction.op0_register(),
-                _ => return undecodable(),
-            };
-            let Some((register, _)) = crate::instruction::gpr(source) else {
-                return undecodable();
+            let word = match instruction.op0_kind() {
+                OpKind::Register => match crate::instruction::gpr(instruction.op0_register()) {
+                    Some((register, _)) => guest.gpr(register),
+                    None => return undecodable(),
+                },
+                _ => match machine_status_word(guest, &instruction) {
+                    Ok(word) => word,
+                    Err(decision) => return *decision,
+                },
             };
             let old = save.cr0;
-            (old & !0xe) | (guest.gpr(register) & 0xf) | (old & pe)
+            (old & !0xe) | (word & 0xf) | (old & pe)
         }
         (Mnemonic::Clts, _) => save.cr0 & !Cr0Flags::TASK_SWITCHED.bits(),
         _ => return undecodable(),
@@ -427,6 +486,28 @@ mod tests {
             "LMSW touches nothing above bit 3"
         );
         assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn lmsw_from_memory_reads_its_word_there_and_faults_where_the_cpu_would() {
+        // `lmsw [rax]`: the word at DATA (TS, bit 3) goes into CR0's bits 3:0.
+        use crate::testing::{DATA, UNMAPPED};
+        let mut test = Test::long_mode();
+        test.write(DATA, &0x0009u16.to_le_bytes());
+        test.code(&[0x0f, 0x01, 0x30]);
+        test.set_gpr(0, DATA);
+        test.run(test.exit(ExitReason::Cr0SelectiveWrite));
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        assert_eq!(cr0 & 0xf, 0x9, "PE and TS from the word");
+        assert_eq!(test.rip(), ENTRY + 3);
+        // From an address no page table maps: the guest's #PF, CR2 there, RIP unmoved.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.gate(14, 0x20_c000);
+        test.set_gpr(0, UNMAPPED);
+        let run = test.run(test.exit(ExitReason::Cr0SelectiveWrite));
+        assert_eq!(run.injected().vector, 14, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr2, UNMAPPED);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0, "CR0 unchanged");
     }
 
     #[test]

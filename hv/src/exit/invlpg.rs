@@ -16,14 +16,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         return undecodable();
     };
     let next = guest.vcpu.rip_after(instruction.len() as u64);
-    let vmcb = &guest.vcpu.vmcb;
-    let Some(address) = instruction.virtual_address(0, 0, |register, _, _| match register {
-        iced_x86::Register::RIP => Some(next),
-        register => match crate::instruction::segment_number(register) {
-            Some(segment) => Some(vmcb.segment_base(segment)),
-            None => crate::instruction::gpr(register).map(|(number, _)| guest.gpr(number)),
-        },
-    }) else {
+    let Some(address) = crate::instruction::memory_address(&instruction, guest) else {
         return undecodable();
     };
     let asid = guest.vcpu.vmcb.control.guest_asid;
