@@ -29,7 +29,7 @@ use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     StringElement, VmcbMsr,
 };
-use crate::device::{PlatformTimer, TimerSource, Written};
+use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -503,6 +503,9 @@ impl Step<'_, '_> {
                 let old = control.virtual_interrupt & v_intr::TPR;
                 control.virtual_interrupt =
                     (control.virtual_interrupt & !v_intr::TPR) | priority as u64;
+                // CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the
+                // APIC holds back what CR8 says.
+                self.domain.devices.lapic.tpr = priority << 4;
                 self.note("cr8", old, priority as u64);
             }
             Effect::DebugRegister(number, value) => {
@@ -1009,6 +1012,22 @@ impl Step<'_, '_> {
         self.reports.push(written.what);
         if self.domain.devices.timer_state() != before {
             self.platform_timer();
+        }
+        if lapic::contains(gpa) {
+            self.follow_task_priority();
+        }
+    }
+
+    /// The local APIC's TPR and CR8 are one register (CR8 is TPR bits 7:4, Intel SDM vol. 3A,
+    /// 11.8.6.1): after a write of the TPR, the VMCB's V_TPR, which a MOV from CR8 reads
+    /// (V_INTR_MASKING), says the same.
+    fn follow_task_priority(&mut self) {
+        let priority = (self.domain.devices.lapic.tpr >> 4) as u64;
+        let control = &mut self.domain.vcpu.vmcb.control;
+        let old = control.virtual_interrupt & v_intr::TPR;
+        if old != priority {
+            control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | priority;
+            self.note("cr8", old, priority);
         }
     }
 

@@ -7,28 +7,29 @@
 //! |--------|----------|------|
 //! | 0x20 | APIC ID | 0: the one CPU, the bootstrap processor (APIC_BASE says BSP) |
 //! | 0x30 | version | 0x50014, as QEMU's APIC: version 0x14, six LVT entries (max index 5) |
-//! | 0x80, 0xa0 | TPR, PPR | the task priority; the processor priority follows from it and the highest interrupt in service |
+//! | 0x80, 0xa0 | TPR, PPR | the task priority, whose bits 7:4 are CR8 (a write of either is the other's, `apply.rs`); the processor priority follows from it and the highest interrupt in service |
 //! | 0xb0 | EOI | a write ends the highest-priority interrupt in service |
 //! | 0xd0, 0xe0 | LDR, DFR | kept (logical destinations matter only with other CPUs) |
 //! | 0xf0 | spurious-interrupt vector | bit 8 enables the APIC in software; cleared, every LVT is masked and stays so |
 //! | 0x100–0x270 | ISR, TMR, IRR | 256 bits each: in service, level-triggered (none here), requested |
 //! | 0x280 | ESR | errors (an illegal vector); a write latches them for reading |
-//! | 0x300, 0x310 | ICR | an IPI: a fixed interrupt to itself (shorthand "self", or its own ID) is requested in its IRR; an NMI to itself is delivered as an NMI (vector 2) once no NMI handler runs; there is no other CPU to send to |
-//! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept; only the timer has a source |
+//! | 0x300, 0x310 | ICR | an IPI: a fixed or lowest-priority interrupt that names this CPU (shorthand "self" or "all", its own ID, the broadcast ID 0xff, or a logical destination its LDR matches) is requested in its IRR; an NMI to itself is delivered as an NMI (vector 2) once no NMI handler runs; there is no other CPU to send to |
+//! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept, reserved and read-only bits as the APIC keeps them; only the timer has a source |
 //! | 0x380, 0x390, 0x3e0 | timer initial count, current count, divide configuration | the timer |
 //!
 //! **The timer** counts down at the APIC bus clock divided by 1–128. The bus runs at 1 GHz,
 //! as in QEMU's APIC, so a kernel calibrates the same count under traplab as under QEMU
 //! alone. One-shot: it fires once when the count reaches 0 and stays there; periodic: it
-//! reloads. Writing the initial count (re)starts it; writing 0 stops it. Its interrupt, at
+//! reloads. Writing the initial count (re)starts it; writing 0 stops it; changing the mode
+//! or the divisor does neither: the count carries on from where it is. Its interrupt, at
 //! the vector in the LVT timer entry, is *requested* (an IRR bit), delivered when its
 //! priority class is above the PPR's, and then *in service* (ISR) until the kernel writes
 //! EOI: a second tick while the first is requested merges into it, as on hardware.
 //!
 //! The hypervisor's own timer is the machine's 8254 PIT behind its real 8259A
 //! (`timer.rs`); this APIC, like the guest's PIT, is a model the nested page tables route
-//! to: the two never meet. (Not modeled yet: x2APIC and its MSRs, TSC-deadline mode, NMI
-//! and INIT IPIs, the LINT pins.)
+//! to: the two never meet. (Not modeled yet: x2APIC and its MSRs, TSC-deadline mode, INIT
+//! IPIs, the LINT pins.)
 
 use super::pit::Countdown;
 use alloc::format;
@@ -91,15 +92,29 @@ const LVT_NAMES: [&str; 6] = [
     "LVT error",
 ];
 
-/// The timer's mode, LVT timer bits 18:17.
+/// The timer's mode, LVT timer bit 17. (Bit 18 would choose TSC-deadline mode, which this
+/// CPU does not offer: CPUID 1:ECX[24] is clear, so the bit is reserved.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerMode {
     OneShot,
     Periodic,
-    /// TSC-deadline (10b): not offered (CPUID 1:ECX[24] is clear), so the timer is idle.
-    TscDeadline,
-    Reserved,
 }
+
+/// The bits of each LVT entry a write sets (Intel SDM vol. 3A, figure 11-8; AMD APM vol. 2,
+/// 16.4): the vector, the delivery mode where there is one (thermal, performance, LINT0,
+/// LINT1), a pin's polarity and trigger mode (LINT0, LINT1), the mask, the timer's mode.
+/// Delivery status (bit 12) and remote IRR (bit 14) are the APIC's own; the other bits are
+/// reserved and read 0.
+const LVT_WRITABLE: [u32; 6] = [0x3_00ff, 0x1_07ff, 0x1_07ff, 0x1_a7ff, 0x1_a7ff, 0x1_00ff];
+/// The ICR's writable bits: vector, delivery mode, destination mode, level, trigger mode
+/// and shorthand in the low half (not the delivery status, bit 12), the destination in
+/// the high half's bits 31:24.
+const ICR_LOW_WRITABLE: u32 = 0x000c_cfff;
+const ICR_HIGH_WRITABLE: u32 = 0xff00_0000;
+/// The SVR's bits: the spurious vector, software enable, focus processor checking. (Bit 12,
+/// EOI-broadcast suppression, exists only when the version register's bit 24 says so; it
+/// does not here.)
+const SVR_WRITABLE: u32 = 0x3ff;
 
 /// 256 bits, one per vector: ISR, TMR, IRR.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +163,12 @@ pub struct LocalApic {
     pub lvt: [u32; 6],
     pub initial_count: u32,
     divide: u32,
-    /// When the count was last (re)started, in TSC ticks.
+    /// When the count was last (re)started, in TSC ticks (or, after a change of mode or
+    /// divisor while it ran, when it would have started to be where it is now).
     pub started_tsc: u64,
+    /// A one-shot count reached 0 and the mode then became periodic: the count stays at 0,
+    /// and nothing fires, until the initial count is written again.
+    stopped: bool,
 }
 
 impl Default for LocalApic {
@@ -172,6 +191,7 @@ impl Default for LocalApic {
             initial_count: 0,
             divide: 0,
             started_tsc: 0,
+            stopped: false,
         }
     }
 }
@@ -243,11 +263,9 @@ impl LocalApic {
     }
 
     pub fn timer_mode(&self) -> TimerMode {
-        match (self.lvt[0] >> 17) & 3 {
+        match self.lvt[0] & (1 << 17) {
             0 => TimerMode::OneShot,
-            1 => TimerMode::Periodic,
-            2 => TimerMode::TscDeadline,
-            _ => TimerMode::Reserved,
+            _ => TimerMode::Periodic,
         }
     }
 
@@ -273,7 +291,7 @@ impl LocalApic {
     /// The current count at TSC `now`: counting down from the initial count; 0 once a
     /// one-shot has fired; a periodic timer starts over.
     pub fn current_count(&self, now: u64, tsc_hz: u64) -> u32 {
-        if self.initial_count == 0 || tsc_hz == 0 {
+        if self.initial_count == 0 || tsc_hz == 0 || self.stopped {
             return 0;
         }
         let elapsed = now.saturating_sub(self.started_tsc) as u128 * BUS_HZ as u128
@@ -282,8 +300,26 @@ impl LocalApic {
         match self.timer_mode() {
             TimerMode::Periodic => (initial - elapsed % initial) as u32,
             TimerMode::OneShot => initial.saturating_sub(elapsed) as u32,
-            TimerMode::TscDeadline | TimerMode::Reserved => 0,
         }
+    }
+
+    /// The mode or the divisor is about to change while the timer runs: it does not start
+    /// over, its count carries on from where it is (Intel SDM vol. 3A, 11.5.4). `change`
+    /// makes the change; the start is moved so that the count now is the same after it. A
+    /// one-shot count that reached 0 stays there.
+    fn keep_counting(&mut self, now: u64, tsc_hz: u64, change: impl FnOnce(&mut LocalApic)) {
+        let count = self.current_count(now, tsc_hz);
+        let was_running = self.initial_count != 0 && !self.stopped;
+        change(self);
+        if !was_running {
+            return;
+        }
+        if count == 0 {
+            self.stopped = true;
+            return;
+        }
+        let counted = (self.initial_count - count) as u64;
+        self.started_tsc = now.saturating_sub(self.counts_to_tsc(counted, tsc_hz));
     }
 
     /// The timer as the guest's timer: its vector, when it next fires and how often.
@@ -291,7 +327,11 @@ impl LocalApic {
     /// fired, a mode not offered).
     pub fn timer(&self, now: u64, tsc_hz: u64) -> Option<(u8, Countdown)> {
         let entry = self.lvt[0];
-        if !self.software_enabled() || entry & MASKED != 0 || self.initial_count == 0 {
+        if !self.software_enabled()
+            || entry & MASKED != 0
+            || self.initial_count == 0
+            || self.stopped
+        {
             return None;
         }
         let period = self.counts_to_tsc(self.initial_count as u64, tsc_hz).max(1);
@@ -309,19 +349,20 @@ impl LocalApic {
                     due_tsc: self.started_tsc.saturating_add(periods * period),
                 }
             }
-            _ => return None,
+            TimerMode::OneShot => return None,
         };
         Some((entry as u8, countdown))
     }
 
     /// What the timer's state is, for noticing a change that re-arms the guest's timer.
-    pub fn timer_state(&self) -> (u32, u32, u32, u64, bool) {
+    pub fn timer_state(&self) -> (u32, u32, u32, u64, bool, bool) {
         (
             self.lvt[0],
             self.initial_count,
             self.divide,
             self.started_tsc,
             self.software_enabled(),
+            self.stopped,
         )
     }
 
@@ -357,8 +398,9 @@ impl LocalApic {
         }
     }
 
-    /// A 32-bit write of `value` to the register at `offset`, at TSC `now`: what it did.
-    pub fn write(&mut self, offset: u64, value: u32, now: u64) -> String {
+    /// A 32-bit write of `value` to the register at `offset`, at TSC `now` (`tsc_hz` ticks
+    /// a second): what it did.
+    pub fn write(&mut self, offset: u64, value: u32, now: u64, tsc_hz: u64) -> String {
         match offset & !0xf {
             reg::TPR => {
                 self.tpr = value as u8;
@@ -381,7 +423,7 @@ impl LocalApic {
                 format!("destination format = {:#x}", self.dfr)
             }
             reg::SVR => {
-                self.svr = value & 0x13ff;
+                self.svr = value & SVR_WRITABLE;
                 if !self.software_enabled() {
                     // Disabled in software: every LVT entry masked (SDM 11.4.7.2).
                     for entry in &mut self.lvt {
@@ -403,7 +445,7 @@ impl LocalApic {
                 format!("error status latched: {:#x}", self.esr)
             }
             reg::ICR_HIGH => {
-                self.icr = (self.icr & 0xffff_ffff) | ((value as u64) << 32);
+                self.icr = (self.icr & 0xffff_ffff) | ((value & ICR_HIGH_WRITABLE) as u64) << 32;
                 format!(
                     "interrupt command (high) = {value:#x}: destination {}",
                     value >> 24
@@ -411,14 +453,18 @@ impl LocalApic {
             }
             reg::ICR_LOW => {
                 // Delivery status (bit 12) is never busy: the IPI is sent at once.
-                self.icr = (self.icr & !0xffff_ffff) | (value & !(1 << 12)) as u64;
+                self.icr = (self.icr & !0xffff_ffff) | (value & ICR_LOW_WRITABLE) as u64;
                 self.interprocessor_interrupt()
             }
             0x320..=0x370 => {
                 let index = ((offset - reg::LVT_TIMER) >> 4) as usize;
                 // While the APIC is disabled in software the mask cannot be cleared.
                 let forced = if self.software_enabled() { 0 } else { MASKED };
-                self.lvt[index] = value | forced;
+                let entry = value & LVT_WRITABLE[index] | forced;
+                match index {
+                    0 => self.keep_counting(now, tsc_hz, |apic| apic.lvt[0] = entry),
+                    _ => self.lvt[index] = entry,
+                }
                 let entry = self.lvt[index];
                 format!(
                     "{} = {entry:#x}: vector {:#x}, {}{}",
@@ -439,6 +485,7 @@ impl LocalApic {
             reg::TIMER_INITIAL => {
                 self.initial_count = value;
                 self.started_tsc = now;
+                self.stopped = false;
                 match value {
                     0 => "timer initial count 0: the timer stops".into(),
                     count => format!(
@@ -448,7 +495,7 @@ impl LocalApic {
                 }
             }
             reg::TIMER_DIVIDE => {
-                self.divide = value & 0xb;
+                self.keep_counting(now, tsc_hz, |apic| apic.divide = value & 0xb);
                 format!("timer divide configuration: divide by {}", self.divisor())
             }
             reg::ID | reg::VERSION | reg::APR | reg::PPR | reg::TIMER_CURRENT => {
@@ -466,8 +513,6 @@ impl LocalApic {
         match self.timer_mode() {
             TimerMode::OneShot => ", one-shot",
             TimerMode::Periodic => ", periodic",
-            TimerMode::TscDeadline => ", TSC-deadline (not offered by CPUID: the timer stays idle)",
-            TimerMode::Reserved => ", a reserved mode (the timer stays idle)",
         }
     }
 
@@ -478,14 +523,16 @@ impl LocalApic {
         let delivery_mode = (low >> 8) & 7;
         let shorthand = (low >> 18) & 3;
         let destination = (self.icr >> 56) as u8;
-        // 01: self; 10: all including self; 00: the destination field (ID 0 is us).
+        // 01: self; 10: all including self; 11: all but self; 00: the destination field, a
+        // physical APIC ID (ours, or 0xff: all) or a set of logical ones (SDM 11.6.2).
         let to_self = match shorthand {
             1 | 2 => true,
             3 => false,
-            _ => low & (1 << 11) == 0 && destination == 0,
+            _ => self.addressed(low & (1 << 11) != 0, destination),
         };
         match (delivery_mode, to_self) {
-            (0, true) => {
+            // Fixed, or lowest priority: with one CPU, the lowest-priority one is this one.
+            (0 | 1, true) => {
                 self.request(vector);
                 format!("IPI: fixed interrupt {vector:#x} to itself, requested in its IRR")
             }
@@ -515,7 +562,7 @@ mod tests {
 
     fn enabled() -> LocalApic {
         let mut apic = LocalApic::default();
-        apic.write(reg::SVR, 0x1ff, 0);
+        apic.write(reg::SVR, 0x1ff, 0, TSC_HZ);
         apic
     }
 
@@ -533,13 +580,13 @@ mod tests {
     #[test]
     fn while_disabled_in_software_an_lvt_cannot_be_unmasked() {
         let mut apic = LocalApic::default();
-        apic.write(reg::LVT_TIMER, 0x30, 0);
+        apic.write(reg::LVT_TIMER, 0x30, 0, TSC_HZ);
         assert_eq!(apic.lvt[0], 0x10030);
         let mut apic = enabled();
-        apic.write(reg::LVT_TIMER, 0x30, 0);
+        apic.write(reg::LVT_TIMER, 0x30, 0, TSC_HZ);
         assert_eq!(apic.lvt[0], 0x30);
         // Disabling masks them all again.
-        apic.write(reg::SVR, 0xff, 0);
+        apic.write(reg::SVR, 0xff, 0, TSC_HZ);
         assert_eq!(apic.lvt[0], 0x10030);
     }
 
@@ -556,7 +603,7 @@ mod tests {
             (0xa, 128),
             (0xb, 1),
         ] {
-            apic.write(reg::TIMER_DIVIDE, code, 0);
+            apic.write(reg::TIMER_DIVIDE, code, 0, TSC_HZ);
             assert_eq!(apic.divisor(), divisor, "{code:#x}");
         }
     }
@@ -564,9 +611,9 @@ mod tests {
     #[test]
     fn a_one_shot_timer_counts_down_fires_once_and_stays_at_0() {
         let mut apic = enabled();
-        apic.write(reg::TIMER_DIVIDE, 0xb, 0); // divide by 1: a count per ns
-        apic.write(reg::LVT_TIMER, 0x30, 0);
-        apic.write(reg::TIMER_INITIAL, 1000, 10_000);
+        apic.write(reg::TIMER_DIVIDE, 0xb, 0, TSC_HZ); // divide by 1: a count per ns
+        apic.write(reg::LVT_TIMER, 0x30, 0, TSC_HZ);
+        apic.write(reg::TIMER_INITIAL, 1000, 10_000, TSC_HZ);
         // 1000 counts of 1 ns at 2 TSC ticks per ns: due 2000 ticks after the start.
         let (vector, countdown) = apic.timer(10_000, TSC_HZ).expect("armed");
         assert_eq!(vector, 0x30);
@@ -583,11 +630,94 @@ mod tests {
     }
 
     #[test]
+    fn read_only_and_reserved_bits_read_as_the_apic_keeps_them() {
+        // Delivery status and remote IRR are the APIC's; reserved bits read 0 (SDM 3A,
+        // figure 11-8); the SVR has no bit 12 with version 0x50014; the ICR's delivery
+        // status is never set and its high half holds only the destination.
+        let mut apic = enabled();
+        for (offset, readable) in [
+            (reg::LVT_TIMER, 0x3_00ff),
+            (0x330, 0x1_07ff),
+            (0x340, 0x1_07ff),
+            (0x350, 0x1_a7ff),
+            (0x360, 0x1_a7ff),
+            (reg::LVT_ERROR, 0x1_00ff),
+        ] {
+            apic.write(offset, u32::MAX, 0, TSC_HZ);
+            assert_eq!(apic.read(offset, 0, TSC_HZ).0, readable, "{offset:#x}");
+        }
+        apic.write(reg::SVR, 0x11ff, 0, TSC_HZ);
+        assert_eq!(apic.read(reg::SVR, 0, TSC_HZ).0, 0x1ff);
+        apic.write(reg::ICR_HIGH, u32::MAX, 0, TSC_HZ);
+        assert_eq!(apic.read(reg::ICR_HIGH, 0, TSC_HZ).0, 0xff00_0000);
+        apic.write(reg::ICR_LOW, 0xffff_f0ff, 0, TSC_HZ); // to all but self: nothing sent
+        assert_eq!(apic.read(reg::ICR_LOW, 0, TSC_HZ).0, 0x000c_c0ff);
+    }
+
+    #[test]
+    fn changing_the_mode_or_the_divisor_does_not_restart_the_count() {
+        // Periodic, 1000 counts of 1 ns (2 TSC ticks each), started at T, 400 counted:
+        // switching to one-shot keeps 600 and fires once, 1200 ticks later (SDM 3A,
+        // 11.5.4).
+        const T: u64 = 1_000_000;
+        let mut apic = enabled();
+        apic.write(reg::TIMER_DIVIDE, 0xb, 0, TSC_HZ);
+        apic.write(reg::LVT_TIMER, 0x20030, 0, TSC_HZ);
+        apic.write(reg::TIMER_INITIAL, 1000, T, TSC_HZ);
+        apic.write(reg::LVT_TIMER, 0x30, T + 800, TSC_HZ);
+        assert_eq!(apic.current_count(T + 800, TSC_HZ), 600);
+        let (_, countdown) = apic.timer(T + 800, TSC_HZ).expect("still counting");
+        assert_eq!(
+            countdown,
+            Countdown {
+                period_tsc: None,
+                due_tsc: T + 2000
+            }
+        );
+        // Divide by 2 at count 500: the 500 left take twice as long.
+        apic.write(reg::TIMER_DIVIDE, 0x0, T + 1000, TSC_HZ);
+        assert_eq!(apic.current_count(T + 1000, TSC_HZ), 500);
+        assert_eq!(apic.current_count(T + 2000, TSC_HZ), 250);
+        // Fired (count 0), then periodic: it stays at 0 and does not fire...
+        apic.write(reg::LVT_TIMER, 0x20030, T + 5000, TSC_HZ);
+        assert_eq!(apic.current_count(T + 6000, TSC_HZ), 0);
+        assert_eq!(apic.timer(T + 6000, TSC_HZ), None);
+        // ...until the initial count is written again.
+        apic.write(reg::TIMER_INITIAL, 1000, T + 7000, TSC_HZ);
+        assert_eq!(apic.current_count(T + 7000, TSC_HZ), 1000);
+        assert!(apic.timer(T + 7000, TSC_HZ).is_some());
+    }
+
+    #[test]
+    fn a_fixed_ipi_reaches_this_cpu_by_broadcast_logical_id_or_lowest_priority() {
+        for (icr_high, icr_low, logical_id) in [
+            (0xff00_0000, 0x0_0040, 0),           // physical broadcast, fixed
+            (0x0100_0000, 0x0_0840, 0x0100_0000), // logical, flat: ID 1 matches bit 0
+            (0x0000_0000, 0x0_0140, 0),           // physical ID 0, lowest priority
+        ] {
+            let mut apic = enabled();
+            apic.write(reg::LDR, logical_id, 0, TSC_HZ);
+            apic.write(reg::ICR_HIGH, icr_high, 0, TSC_HZ);
+            let what = apic.write(reg::ICR_LOW, icr_low, 0, TSC_HZ);
+            assert!(
+                apic.requested.contains(0x40),
+                "{icr_high:#x} {icr_low:#x}: {what}"
+            );
+        }
+        // Logical destination 2 does not name logical ID 1: nothing for this CPU.
+        let mut apic = enabled();
+        apic.write(reg::LDR, 0x0100_0000, 0, TSC_HZ);
+        apic.write(reg::ICR_HIGH, 0x0200_0000, 0, TSC_HZ);
+        apic.write(reg::ICR_LOW, 0x0_0840, 0, TSC_HZ);
+        assert!(!apic.requested.contains(0x40));
+    }
+
+    #[test]
     fn a_periodic_timer_reloads() {
         let mut apic = enabled();
-        apic.write(reg::TIMER_DIVIDE, 0x0, 0); // divide by 2
-        apic.write(reg::LVT_TIMER, 0x20030, 0);
-        apic.write(reg::TIMER_INITIAL, 500, 0);
+        apic.write(reg::TIMER_DIVIDE, 0x0, 0, TSC_HZ); // divide by 2
+        apic.write(reg::LVT_TIMER, 0x20030, 0, TSC_HZ);
+        apic.write(reg::TIMER_INITIAL, 500, 0, TSC_HZ);
         // 500 counts of 2 ns = 1 µs = 2000 TSC ticks.
         let (_, countdown) = apic.timer(0, TSC_HZ).expect("armed");
         assert_eq!(
@@ -605,12 +735,12 @@ mod tests {
     #[test]
     fn a_masked_or_stopped_timer_does_not_fire() {
         let mut apic = enabled();
-        apic.write(reg::LVT_TIMER, 0x10030, 0);
-        apic.write(reg::TIMER_INITIAL, 1000, 0);
+        apic.write(reg::LVT_TIMER, 0x10030, 0, TSC_HZ);
+        apic.write(reg::TIMER_INITIAL, 1000, 0, TSC_HZ);
         assert_eq!(apic.timer(0, TSC_HZ), None);
-        apic.write(reg::LVT_TIMER, 0x30, 0);
+        apic.write(reg::LVT_TIMER, 0x30, 0, TSC_HZ);
         assert!(apic.timer(0, TSC_HZ).is_some());
-        apic.write(reg::TIMER_INITIAL, 0, 0);
+        apic.write(reg::TIMER_INITIAL, 0, 0, TSC_HZ);
         assert_eq!(apic.timer(0, TSC_HZ), None);
     }
 
@@ -635,7 +765,7 @@ mod tests {
         apic.request(0x31);
         assert_eq!(apic.next_to_deliver(), None);
         assert_eq!(
-            apic.write(reg::EOI, 0, 0),
+            apic.write(reg::EOI, 0, 0, TSC_HZ),
             "EOI: interrupt 0x30 is no longer in service"
         );
         assert_eq!(apic.next_to_deliver(), Some(0x31));
@@ -649,14 +779,14 @@ mod tests {
         apic.request(0x41);
         assert_eq!(apic.next_to_deliver(), Some(0x41), "class 4 above class 3");
         let mut apic = enabled();
-        apic.write(reg::TPR, 0x50, 0);
+        apic.write(reg::TPR, 0x50, 0, TSC_HZ);
         apic.request(0x41);
         assert_eq!(
             apic.next_to_deliver(),
             None,
             "TPR class 5 holds class 4 back"
         );
-        apic.write(reg::TPR, 0, 0);
+        apic.write(reg::TPR, 0, 0, TSC_HZ);
         assert_eq!(apic.next_to_deliver(), Some(0x41));
     }
 
@@ -670,7 +800,7 @@ mod tests {
     #[test]
     fn a_self_ipi_is_requested_and_an_illegal_vector_is_an_error() {
         let mut apic = enabled();
-        let what = apic.write(reg::ICR_LOW, 0x4_0040, 0); // shorthand self, fixed, 0x40
+        let what = apic.write(reg::ICR_LOW, 0x4_0040, 0, TSC_HZ); // shorthand self, fixed, 0x40
         assert_eq!(
             what,
             "IPI: fixed interrupt 0x40 to itself, requested in its IRR"
@@ -681,12 +811,12 @@ mod tests {
             0,
             "never busy"
         );
-        apic.write(reg::ICR_LOW, 0x4_0005, 0);
-        apic.write(reg::ESR, 0, 0);
+        apic.write(reg::ICR_LOW, 0x4_0005, 0, TSC_HZ);
+        apic.write(reg::ESR, 0, 0, TSC_HZ);
         assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_VECTOR);
         // To all but itself: nobody.
         assert!(
-            apic.write(reg::ICR_LOW, 0xc_0050, 0)
+            apic.write(reg::ICR_LOW, 0xc_0050, 0, TSC_HZ)
                 .contains("there are none")
         );
         assert!(!apic.requested.contains(0x50));
@@ -698,18 +828,18 @@ mod tests {
         assert!(apic.addressed(false, 0) && apic.addressed(false, 0xff));
         assert!(!apic.addressed(false, 1), "APIC ID 1 is another CPU");
         assert!(!apic.addressed(true, 1), "no logical ID yet (LDR 0)");
-        apic.write(reg::LDR, 0x0100_0000, 0); // logical ID 1, flat model
+        apic.write(reg::LDR, 0x0100_0000, 0, TSC_HZ); // logical ID 1, flat model
         assert!(apic.addressed(true, 1) && apic.addressed(true, 0xff));
         assert!(!apic.addressed(true, 2));
-        apic.write(reg::DFR, 0x0fff_ffff, 0); // cluster model: cluster 0, member 1
+        apic.write(reg::DFR, 0x0fff_ffff, 0, TSC_HZ); // cluster model: cluster 0, member 1
         assert!(apic.addressed(true, 0x01) && !apic.addressed(true, 0x11));
     }
 
     #[test]
     fn read_only_registers_ignore_writes() {
         let mut apic = enabled();
-        apic.write(reg::VERSION, 0, 0);
-        apic.write(reg::ID, 7 << 24, 0);
+        apic.write(reg::VERSION, 0, 0, TSC_HZ);
+        apic.write(reg::ID, 7 << 24, 0, TSC_HZ);
         assert_eq!(apic.read(reg::VERSION, 0, TSC_HZ).0, VERSION);
         assert_eq!(apic.read(reg::ID, 0, TSC_HZ).0, 0);
     }

@@ -108,7 +108,7 @@ pub struct PlatformTimer {
 /// What the guest's timer depends on (see [`Devices::timer_state`]).
 pub type TimerState = (
     (u8, Option<u32>, Option<u64>, Option<u8>),
-    (u32, u32, u32, u64, bool),
+    (u32, u32, u32, u64, bool, bool),
     Option<u8>,
 );
 
@@ -300,9 +300,9 @@ impl Devices {
     }
 
     /// What the platform's timer depends on: PIT channel 0's mode, count and start, the
-    /// vector of IRQ 0, and the APIC timer's LVT entry, count, divider, start and enable. A
-    /// write that changes it (re)programs the guest's timer (`apply.rs`); one that only
-    /// latches or reads a count does not.
+    /// vector of IRQ 0, and the APIC timer's LVT entry, count, divider, start, enable and
+    /// whether it stopped at 0. A write that changes it (re)programs the guest's timer
+    /// (`apply.rs`); one that only latches or reads a count does not.
     pub fn timer_state(&self) -> TimerState {
         let channel = &self.pit.channels[0];
         (
@@ -456,7 +456,9 @@ impl Devices {
         if lapic::contains(gpa) {
             let offset = gpa - lapic::BASE;
             let what = match (width, offset & 0xf) {
-                (4, 0) => self.lapic.write(offset, value as u32, machine.now()),
+                (4, 0) => self
+                    .lapic
+                    .write(offset, value as u32, machine.now(), machine.tsc_hz()),
                 // The APIC's registers take aligned 32-bit writes (Intel SDM vol. 3A,
                 // 11.4.1); QEMU's drops the rest too.
                 _ => format!(

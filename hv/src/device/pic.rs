@@ -24,8 +24,9 @@
 //!   unmasked ([`Pic::timer_vector`]); the tick does not go through IRR and ISR (ticks the
 //!   guest has not taken yet are merged by the hypervisor itself, `domain/interrupts.rs`).
 //!
-//! Not modelled: spurious interrupts (IRQ 7), rotation, special mask mode, automatic EOI,
-//! level triggering.
+//! Not modelled: spurious interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt,
+//! the priorities stay fixed), special mask mode, poll mode, automatic EOI, level
+//! triggering.
 
 /// The ports.
 pub const MASTER_COMMAND: u16 = 0x20;
@@ -96,17 +97,28 @@ impl Chip {
             }
             return "OCW3: which register a read returns";
         }
-        // OCW2: bits 7:5 = 001 non-specific EOI, 011 specific EOI (IRQ in bits 2:0).
+        // OCW2: bits 7:5 are R (rotate), SL (specific: the IRQ in bits 2:0) and EOI. With
+        // EOI set it ends an interrupt whatever R says: 001 non-specific EOI, 011 specific,
+        // 101 and 111 the same with a rotation of priorities after it, which this model
+        // does not make (priorities stay fixed, IRQ 0 highest).
         match value >> 5 {
-            0b001 => {
+            0b001 | 0b101 => {
                 // The highest-priority IRQ in service (the lowest number) ends.
                 let lowest = self.in_service & self.in_service.wrapping_neg();
                 self.in_service &= !lowest;
-                "OCW2: end of interrupt"
+                match value >> 5 {
+                    0b001 => "OCW2: end of interrupt",
+                    _ => "OCW2: end of interrupt, then a rotation of priorities (not modelled)",
+                }
             }
-            0b011 => {
+            0b011 | 0b111 => {
                 self.in_service &= !(1 << (value & 7));
-                "OCW2: specific end of interrupt"
+                match value >> 5 {
+                    0b011 => "OCW2: specific end of interrupt",
+                    _ => {
+                        "OCW2: specific end of interrupt, then a rotation of priorities (not modelled)"
+                    }
+                }
             }
             _ => "OCW2: a priority command (not modelled)",
         }
@@ -312,6 +324,29 @@ mod tests {
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
         assert_eq!(pic.read(MASTER_COMMAND), 0);
+    }
+
+    #[test]
+    fn a_rotating_eoi_still_ends_the_interrupt() {
+        // OCW2 0xa0 (rotate on non-specific EOI) and 0xe0 + IRQ (rotate on specific EOI)
+        // are EOIs too (8259A datasheet, OCW2): IRQ 4 must not stay in service and hold
+        // back itself and everything below it.
+        let mut pic = initialised();
+        pic.master.in_service = 0b1_0000;
+        assert!(
+            pic.write(MASTER_COMMAND, 0xa0)
+                .starts_with("OCW2: end of interrupt")
+        );
+        assert_eq!(pic.master.in_service, 0);
+        pic.master.in_service = 0b1_0001;
+        assert!(
+            pic.write(MASTER_COMMAND, 0xe4)
+                .starts_with("OCW2: specific end of interrupt")
+        );
+        assert_eq!(pic.master.in_service, 0b1, "only IRQ 4 ended");
+        // R and SL without EOI (0xc0: set priority) end nothing.
+        pic.write(MASTER_COMMAND, 0xc0);
+        assert_eq!(pic.master.in_service, 0b1);
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub const CHANNEL_2: u16 = 0x42;
 pub const CONTROL: u16 = 0x43;
 /// Channel 0's output is ISA IRQ 0 (the IO-APIC's pin 2: `ioapic::PIT_PIN`).
 pub const IRQ: u8 = 0;
-/// Port B of the PC's keyboard controller: bit 0 gates channel 2, bit 5 reads its output.
+/// Port B of the PC's keyboard controller: bit 0 gates channel 2, bit 5 reads its output,
+/// bit 4 toggles with the memory refresh.
 pub const PORT_B: u16 = 0x61;
+/// How often a PC requests a DRAM refresh (PIT channel 1's count of 18): port B's bit 4
+/// toggles each time.
+const REFRESH_PERIOD_NS: u128 = 15_085;
 
 /// When channel 0's output next rises, and how often: the PIT's side of the guest's
 /// timer (the PIC's side is the vector; `apply.rs` makes the two a timer).
@@ -70,6 +74,10 @@ impl Channel {
         match self.mode {
             // Once: down to 0, then (as the counter wraps on) from 0xffff.
             0 | 1 | 4 | 5 => (reload.wrapping_sub(elapsed)) as u16,
+            // Square wave: the count goes down by two each clock, through the whole count
+            // in each half of the period (82C54 datasheet, mode 3; as QEMU's 8254 counts
+            // it, odd counts included).
+            3 => (reload - (2 * elapsed) % reload) as u16,
             _ => (reload - elapsed % reload) as u16,
         }
     }
@@ -188,7 +196,12 @@ impl Pit {
             CONTROL => 0xff,
             PORT_B => {
                 let output = self.channels[2].output(now, tsc_hz);
-                self.port_b | if output { 0x20 } else { 0 }
+                // Bit 4 toggles at every DRAM refresh request, each 15.085 µs on a PC: old
+                // delay loops count its toggles, and spin forever if it stands still.
+                let refreshes =
+                    now as u128 * 1_000_000_000 / tsc_hz.max(1) as u128 / REFRESH_PERIOD_NS;
+                let refresh = refreshes % 2 == 1;
+                self.port_b | if refresh { 0x10 } else { 0 } | if output { 0x20 } else { 0 }
             }
             _ => {
                 let channel = &mut self.channels[(port - CHANNEL_0) as usize];
@@ -257,6 +270,35 @@ mod tests {
 
     /// A TSC of 1.193182 GHz: 1000 TSC ticks per PIT tick.
     const TSC_HZ: u64 = HZ * 1000;
+
+    #[test]
+    fn mode_3_counts_down_by_two_through_each_half_of_the_period() {
+        // The square wave: 4096 loaded, after 1024 clocks the count is 2048 (not 3072), and
+        // the output is high for the first half of the period.
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x36, 0, TSC_HZ); // channel 0, low then high, mode 3
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x10, 0, TSC_HZ); // 4096
+        let channel = pit.channels[0];
+        assert_eq!(channel.count(1024 * 1000, TSC_HZ), 2048);
+        assert_eq!(
+            channel.count(2048 * 1000 + 1000, TSC_HZ),
+            4094,
+            "the second half"
+        );
+        assert!(channel.output(1024 * 1000, TSC_HZ));
+        assert!(!channel.output(3072 * 1000, TSC_HZ));
+    }
+
+    #[test]
+    fn port_b_s_refresh_bit_toggles_every_15_microseconds() {
+        // 1000 TSC ticks a PIT tick: 1.193182 GHz, so 15.085 µs is about 18,000 ticks.
+        let mut pit = Pit::default();
+        let bit = |pit: &mut Pit, now: u64| pit.read(PORT_B, now, TSC_HZ) & 0x10;
+        assert_eq!(bit(&mut pit, 0), 0);
+        assert_eq!(bit(&mut pit, 20_000), 0x10);
+        assert_eq!(bit(&mut pit, 40_000), 0);
+    }
 
     #[test]
     fn channel_0_in_mode_2_counts_down_every_period() {

@@ -331,6 +331,19 @@ mod tests {
     }
 
     #[test]
+    fn cr8_is_the_local_apic_s_task_priority() {
+        // CR8 = TPR[7:4] (Intel SDM vol. 3A, 11.8.6.1): after MOV CR8, 15 the APIC holds
+        // back a requested interrupt of class 4, and its TPR reads 0xf0.
+        let mut test = Test::long_mode();
+        test.domain.devices.lapic.svr = 0x1ff;
+        test.domain.devices.lapic.request(0x40);
+        assert_eq!(test.domain.devices.lapic.next_to_deliver(), Some(0x40));
+        write(&mut test, &MOV_CR8_RAX, 8, 15);
+        assert_eq!(test.domain.devices.lapic.tpr, 0xf0);
+        assert_eq!(test.domain.devices.lapic.next_to_deliver(), None);
+    }
+
+    #[test]
     fn mov_cr3_with_a_valid_root_is_emulated_flushes_the_tlb_and_skips_the_mov() {
         let mut test = Test::long_mode();
         let run = write(&mut test, &MOV_CR3_RAX, 3, 0x0004_0000);

@@ -396,6 +396,17 @@ mod tests {
     }
 
     #[test]
+    fn a_write_of_the_apic_s_tpr_is_cr8_too() {
+        // CR8 is TPR[7:4] (Intel SDM vol. 3A, 11.8.6.1): the guest's MOV from CR8 reads V_TPR,
+        // which follows the TPR written through MMIO.
+        let mut test = Test::long_mode();
+        let run = apic_write(&mut test, reg::TPR, 0x5a);
+        assert_eq!(test.domain.devices.lapic.tpr, 0x5a);
+        assert_eq!(test.domain.vcpu.vmcb.control.virtual_interrupt & 0xff, 5);
+        assert!(run.changes().contains(&("cr8", 0, 5)));
+    }
+
+    #[test]
     fn the_local_apic_answers_at_0xfee00000() {
         let mut test = Test::long_mode();
         test.set_gpr(0, lapic::BASE + reg::VERSION);
