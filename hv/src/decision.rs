@@ -259,7 +259,8 @@ pub enum PortAccess {
 }
 
 /// Where one element of INS or OUTS is, as the guest's CPU reaches it (the handler has
-/// checked the address as the CPU does: canonical, translated, allowed at its CPL).
+/// checked the address as the CPU checks it: canonical, translated, allowed at its CPL; the
+/// segment's limit is not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StringElement {
     /// In the guest's RAM, at this guest-virtual address.

@@ -188,8 +188,10 @@ impl Operation {
     /// the result, and RFLAGS after it (`rflags`: before). The flags are the AMD APM vol. 3's
     /// for each instruction: ADD and SUB (and CMP, NEG, INC, DEC) set all six, INC and DEC
     /// keep CF, NEG sets CF unless the operand is 0; AND, OR, XOR and TEST clear CF and OF
-    /// and leave AF undefined, which we clear as QEMU and AMD's processors do; NOT sets none.
+    /// and leave AF undefined, which we clear as QEMU's TCG does; NOT sets none. `width`:
+    /// 1, 2, 4 or 8 bytes.
     pub fn evaluate(self, left: u64, right: u64, width: u8, rflags: u64) -> (u64, u64) {
+        debug_assert!(matches!(width, 1 | 2 | 4 | 8), "a {width}-byte operand");
         let mask = operand_mask(width);
         let sign = 1 << (8 * width as u32 - 1);
         let (left, right) = (left & mask, right & mask);
@@ -556,7 +558,7 @@ mod tests {
 
     #[test]
     fn and_or_xor_and_test_clear_af() {
-        // Undefined in the manual; QEMU's TCG and AMD's processors clear it.
+        // Undefined in the manual; QEMU's TCG clears it.
         for operation in [
             Operation::And,
             Operation::Or,

@@ -90,17 +90,18 @@ pub fn high_byte(register: iced_x86::Register) -> Option<u8> {
 
 /// The linear address of `instruction`'s memory operand, as `domain`'s CPU forms it: the
 /// segment's base ([`Vmcb::segment_base`](crate::vmcb::Vmcb::segment_base)) plus base,
-/// scaled index and displacement (RIP-relative from the next instruction). `None` when it
-/// names a register the hypervisor does not read.
+/// scaled index and displacement at the address size, wrapping at 4 GiB outside 64-bit
+/// mode. (A RIP-relative operand iced has already resolved against the RIP it decoded
+/// at, the guest's.) Segment limits are not checked. `None` when it names a register the
+/// hypervisor does not read.
 pub fn memory_address(instruction: &Instruction, domain: &crate::domain::Domain) -> Option<u64> {
-    let next = domain.vcpu.rip_after(instruction.len() as u64);
-    instruction.virtual_address(0, 0, |register, _, _| match register {
-        iced_x86::Register::RIP | iced_x86::Register::EIP => Some(next),
-        register => match segment_number(register) {
-            Some(segment) => Some(domain.vcpu.vmcb.segment_base(segment)),
+    let vmcb = &domain.vcpu.vmcb;
+    let address =
+        instruction.virtual_address(0, 0, |register, _, _| match segment_number(register) {
+            Some(segment) => Some(vmcb.segment_base(segment)),
             None => gpr(register).map(|(number, _)| domain.gpr(number)),
-        },
-    })
+        })?;
+    Some(address & vmcb.linear_address_mask())
 }
 
 /// A segment register as iced names it, by its number (`vmcb::segment`).

@@ -362,6 +362,15 @@ impl Vmcb {
         }
     }
 
+    /// The bits of a linear address: 64 in 64-bit mode; 32 outside it, where a segment's
+    /// base plus an offset wraps at 4 GiB.
+    pub fn linear_address_mask(&self) -> u64 {
+        match self.code_bits() {
+            64 => u64::MAX,
+            _ => 0xffff_ffff,
+        }
+    }
+
     /// RIP as a linear address (CS base + RIP; the base is 0 in 64-bit mode).
     pub fn linear_rip(&self) -> u64 {
         if self.code_bits() == 64 {

@@ -116,6 +116,14 @@ mod tests {
             address: 0x1000_0123,
             asid: ASID
         }));
+        // A linear address has 32 bits there: base + offset wraps at 4 GiB.
+        test.domain.vcpu.vmcb.save.ds.base = 0xf000_0000;
+        test.set_gpr(0, 0x2000_0123);
+        let decision = invlpg(&mut test, &[0x0f, 0x01, 0x38]);
+        assert!(decision.effects.contains(&Effect::InvalidatePage {
+            address: 0x1000_0123,
+            asid: ASID
+        }));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! writes vanish. An access to the disk controller from a domain that does not own it is
 //! refused the same way, and the decision says whose the controller is.
 
-use super::Exit;
+use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::device::debug_exit;
 use crate::domain::Guest;
@@ -70,11 +70,13 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // segment its prefix names (AMD APM vol. 3, INS, OUTS). Decoded, as the SEG field
         // of EXITINFO1 comes only with decode assists, which TCG does not offer.
         let segment = match info.input {
-            true => segment::ES,
+            true => Some(segment::ES),
             false => exit
                 .decode_instruction(guest)
-                .and_then(|outs| instruction::segment_number(outs.memory_segment()))
-                .unwrap_or(segment::DS),
+                .and_then(|outs| instruction::segment_number(outs.memory_segment())),
+        };
+        let Some(segment) = segment else {
+            return undecodable();
         };
         let string = string_io(guest, info, segment);
         let Some(fault) = string.fault else {
@@ -161,10 +163,7 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     // The linear address: the segment's base plus the offset, wrapping at 4 GiB outside
     // 64-bit mode.
     let base = guest.vcpu.vmcb.segment_base(segment);
-    let linear_mask = match guest.vcpu.vmcb.code_bits() {
-        64 => u64::MAX,
-        _ => 0xffff_ffff,
-    };
+    let linear_mask = guest.vcpu.vmcb.linear_address_mask();
     // RCX, RSI and RDI as the instruction writes them, at its address size: SI, DI and CX
     // keep the registers' upper bits; ESI, EDI and ECX clear them, as every 32-bit write of
     // a register does in 64-bit mode (AMD APM vol. 1, 3.1.2.3; vol. 3, "REP").
@@ -195,9 +194,9 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     while (elements.len() as u64) < count {
         let address = base.wrapping_add(index & address_mask) & linear_mask;
         // INS writes memory, OUTS reads it. An element that is not in RAM is where the CPU
-        // would have sent it: on the device bus (when it does not straddle two pages, one
-        // of them RAM; nor in the grant-mapping area, whose pages the hypervisor does not
-        // reach through the guest's memory).
+        // would have sent it: on the device bus (unless it straddles two pages, which this
+        // model does not split, or lies in the grant-mapping area, whose pages the
+        // hypervisor does not reach through the guest's memory: those end the domain).
         let element = match guest.cpu_pieces(address, size, info.input) {
             Ok(_) => StringElement::Ram(address),
             Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))

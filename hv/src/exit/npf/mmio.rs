@@ -13,6 +13,7 @@ use crate::decision::{Decision, Effect, MmioAccess};
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
+use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
 use traplab_abi::x86::GPR_NAMES;
 
@@ -24,10 +25,32 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
     let device = guest.devices.mmio_name(gpa);
     let Some(access) = access else {
+        // The mnemonic alone, or this form of one the hypervisor emulates in others (a MOV
+        // of a segment register, a string instruction with REP).
         let mnemonic = format!("{:?}", instruction.mnemonic()).to_ascii_uppercase();
+        let emulated = matches!(
+            instruction.mnemonic(),
+            Mnemonic::Mov
+                | Mnemonic::Movzx
+                | Mnemonic::Movsx
+                | Mnemonic::Movsxd
+                | Mnemonic::Xchg
+                | Mnemonic::Add
+                | Mnemonic::Sub
+                | Mnemonic::And
+                | Mnemonic::Or
+                | Mnemonic::Xor
+                | Mnemonic::Inc
+                | Mnemonic::Dec
+                | Mnemonic::Neg
+                | Mnemonic::Not
+                | Mnemonic::Cmp
+                | Mnemonic::Test
+        );
+        let what = if emulated { "this form of " } else { "" };
         return decide!(
             Action::Kill,
-            "an access to guest-physical {gpa:#x} ({device}) by {mnemonic}, which the hypervisor does not emulate (it emulates moves, XCHG, and ADD, SUB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST)"
+            "an access to guest-physical {gpa:#x} ({device}) by {what}{mnemonic}, which the hypervisor does not emulate (it emulates moves, XCHG, and ADD, SUB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST, with a register or an immediate)"
         )
         .killing(format!(
             "unemulated MMIO instruction at {:#x}",
@@ -219,6 +242,7 @@ mod tests {
 
     /// RFLAGS' status bits: CF, PF, AF, ZF, SF, OF (AMD APM vol. 1, 3.1.4).
     const CF: u64 = 1;
+    const PF: u64 = 1 << 2;
     const ZF: u64 = 1 << 6;
     const SF: u64 = 1 << 7;
     const OF: u64 = 1 << 11;
@@ -257,9 +281,10 @@ mod tests {
             run.emulate().what,
             "lab device: read SCRATCH = 0x55667788, lab device: SCRATCH = 0x11223344d5667788"
         );
-        // 0xd5667788: negative at 32 bits, not zero; OR clears CF and OF; PF from 0x88.
+        // 0xd5667788: negative at 32 bits, not zero; OR clears CF and OF; PF: 0x88 has
+        // two ones.
         let flags = test.domain.vcpu.vmcb.save.rflags;
-        assert_eq!(flags & (CF | ZF | SF | OF), SF);
+        assert_eq!(flags & (CF | PF | ZF | SF | OF), PF | SF);
         assert!(
             run.changes()
                 .contains(&("rflags", 0x2 | CF | OF | ZF, flags))
@@ -308,7 +333,7 @@ mod tests {
         access(&mut test, &[0x03, 0x08], SCRATCH);
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
-        // inc dword [rax]: SCRATCH's low half wraps to 0; INC keeps CF.
+        // inc dword [rax]: SCRATCH's low half wraps to 0 (ZF); INC keeps CF, set by the ADD.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         let run = access(&mut test, &[0xff, 0x00], SCRATCH);
         assert_eq!(
@@ -321,6 +346,11 @@ mod tests {
             run.emulate().what
         );
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
+        // dec dword [rax] with CF clear: 0 - 1 borrows, but DEC leaves CF clear.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.domain.vcpu.vmcb.save.rflags = 0x2;
+        access(&mut test, &[0xff, 0x08], SCRATCH);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | SF), SF);
     }
 
     #[test]
@@ -345,6 +375,20 @@ mod tests {
         test.set_gpr(1, 0x2a00);
         let run = access(&mut test, &[0x88, 0x28], DOORBELL);
         assert_eq!(run.console(), ["doorbell 42"]);
+    }
+
+    #[test]
+    fn a_form_the_hypervisor_does_not_emulate_is_named_as_such() {
+        // `mov [rax], ds`: a MOV, but of a segment register.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, DOORBELL);
+        let run = access(&mut test, &[0x8c, 0x18], DOORBELL);
+        assert_eq!(run.decision.action, Action::Kill);
+        assert!(
+            run.decision.why.contains("by this form of MOV, which"),
+            "{}",
+            run.decision.why
+        );
     }
 
     #[test]
