@@ -10,13 +10,16 @@
 //! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday), day, month, year (00–99) |
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
 //! | 0x0a     | status A: 0x26 (32.768 kHz, 1024 Hz) and never "update in progress" |
-//! | 0x0b     | status B: bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
+//! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
 //! | 0x0c, 0x0d | status C: no interrupt flags; status D: 0x80, "the time is valid" |
 //! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
 //!
 //! The time is the host's: the hypervisor reads the real RTC once when it starts and moves
 //! it on with the TSC (`Machine::wall_clock`). A guest that sets the clock moves only its own
-//! (an offset). No interrupts (IRQ 8): only IRQ 0, the PIT's, has a source on this platform
+//! (an offset). A kernel sets it as the MC146818 datasheet says, with SET in status B: the
+//! clock stops, the registers keep what is written one by one (a date that does not exist
+//! yet, day 31 before the month becomes March, included), and the clock starts again from
+//! them when SET is cleared. A time register written without SET moves the clock at once. No interrupts (IRQ 8): only IRQ 0, the PIT's, has a source on this platform
 //! (`pic.rs`), so the periodic, alarm and update interrupts are not modelled.
 
 use alloc::format;
@@ -41,6 +44,7 @@ const STATUS_D: u8 = 0x0d;
 pub const CENTURY: u8 = 0x32;
 
 /// Status B bits.
+const SET: u8 = 1 << 7;
 const BINARY: u8 = 1 << 2;
 const HOURS_24: u8 = 1 << 1;
 
@@ -51,6 +55,8 @@ pub struct Rtc {
     status_b: u8,
     /// Seconds the guest has moved its clock from the host's.
     offset: i64,
+    /// While status B's SET is on: the time registers, stopped, as the kernel writes them.
+    stopped: Option<Time>,
     memory: [u8; 128],
 }
 
@@ -78,6 +84,7 @@ impl Rtc {
             index: 0,
             status_b: HOURS_24,
             offset: 0,
+            stopped: None,
             memory,
         }
     }
@@ -89,7 +96,7 @@ impl Rtc {
 
     /// An IN from 0x71: the selected register, at `now` (host seconds since 1970, UTC).
     pub fn read(&self, now: u64) -> u8 {
-        let time = Time::at(self.guest_seconds(now));
+        let time = self.time(now);
         let field = |value: u8| self.encode(value);
         match self.index {
             SECONDS => field(time.second),
@@ -111,7 +118,7 @@ impl Rtc {
     /// An OUT of `value` to 0x71: set the selected register. A time register moves the
     /// guest's clock so that the field reads `value`; status B changes how values read.
     pub fn write(&mut self, value: u8, now: u64) {
-        let mut time = Time::at(self.guest_seconds(now));
+        let mut time = self.time(now);
         let decoded = self.decode(value);
         match self.index {
             SECONDS => time.second = decoded.min(59),
@@ -122,6 +129,14 @@ impl Rtc {
             YEAR => time.year = time.year / 100 * 100 + decoded.min(99) as u32,
             CENTURY => time.year = decoded as u32 * 100 + time.year % 100,
             STATUS_B => {
+                match (self.stopped, value & SET != 0) {
+                    (None, true) => self.stopped = Some(time),
+                    (Some(stopped), false) => {
+                        self.offset = stopped.seconds() as i64 - now as i64;
+                        self.stopped = None;
+                    }
+                    _ => {}
+                }
                 self.status_b = value;
                 return;
             }
@@ -132,7 +147,17 @@ impl Rtc {
                 return;
             }
         }
-        self.offset = time.seconds() as i64 - now as i64;
+        match self.stopped {
+            Some(_) => self.stopped = Some(time),
+            None => self.offset = time.seconds() as i64 - now as i64,
+        }
+    }
+
+    /// What the time registers hold at `now`: the guest's clock, or what was written while
+    /// it is stopped.
+    fn time(&self, now: u64) -> Time {
+        self.stopped
+            .unwrap_or_else(|| Time::at(self.guest_seconds(now)))
     }
 
     /// The register the next access reaches, in words.
@@ -353,5 +378,44 @@ mod tests {
         rtc.select(0x40);
         rtc.write(0xab, NOW);
         assert_eq!(rtc.read(NOW), 0xab, "CMOS memory keeps what is written");
+    }
+
+    #[test]
+    fn with_set_the_clock_stops_and_starts_again_from_what_was_written() {
+        // Linux's mc146818_set_time: SET, the fields one by one (day before month), SET off.
+        // Setting 2027-03-31 on 2026-12-02 passes through December 31 and March 31: no day
+        // is rounded into the next month on the way (MC146818 datasheet, status B).
+        let mut rtc = Rtc::new(16 << 20);
+        let write = |rtc: &mut Rtc, register: u8, value: u8, now: u64| {
+            rtc.select(register);
+            rtc.write(value, now);
+        };
+        write(&mut rtc, STATUS_B, SET | HOURS_24, NOW);
+        for (register, value) in [(SECONDS, 0x00), (MINUTES, 0x30), (HOURS, 0x12)] {
+            write(&mut rtc, register, value, NOW);
+        }
+        write(&mut rtc, DAY, 0x31, NOW);
+        write(&mut rtc, MONTH, 0x02, NOW); // February 31, for now
+        write(&mut rtc, MONTH, 0x03, NOW);
+        write(&mut rtc, YEAR, 0x27, NOW);
+        // Stopped: ten seconds later it still reads what was written.
+        rtc.select(SECONDS);
+        assert_eq!(rtc.read(NOW + 10), 0x00);
+        write(&mut rtc, STATUS_B, HOURS_24, NOW + 10);
+        let date = |rtc: &mut Rtc, now: u64| {
+            [YEAR, MONTH, DAY, HOURS, MINUTES, SECONDS].map(|register| {
+                rtc.select(register);
+                rtc.read(now)
+            })
+        };
+        assert_eq!(
+            date(&mut rtc, NOW + 10),
+            [0x27, 0x03, 0x31, 0x12, 0x30, 0x00]
+        );
+        assert_eq!(
+            date(&mut rtc, NOW + 15),
+            [0x27, 0x03, 0x31, 0x12, 0x30, 0x05],
+            "running"
+        );
     }
 }
