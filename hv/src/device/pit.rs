@@ -83,10 +83,11 @@ impl Channel {
     }
 
     /// Is the output high? Mode 0 raises it at terminal count; modes 2 and 3 are high most
-    /// of each period (3: the first half).
+    /// of each period (3: the first half). Before its count starts, a channel's output is
+    /// what the control word set: low in mode 0, high in the others (82C54 datasheet).
     pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
         let Some(start) = self.loaded_at else {
-            return false;
+            return self.mode != 0;
         };
         let elapsed =
             (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
@@ -288,6 +289,15 @@ mod tests {
         );
         assert!(channel.output(1024 * 1000, TSC_HZ));
         assert!(!channel.output(3072 * 1000, TSC_HZ));
+    }
+
+    #[test]
+    fn before_its_count_a_channel_s_output_is_high_except_in_mode_0() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0xb6, 0, TSC_HZ); // channel 2, mode 3
+        assert_eq!(pit.read(PORT_B, 0, TSC_HZ) & 0x20, 0x20);
+        pit.write(CONTROL, 0xb0, 0, TSC_HZ); // channel 2, mode 0
+        assert_eq!(pit.read(PORT_B, 0, TSC_HZ) & 0x20, 0);
     }
 
     #[test]
