@@ -8,7 +8,8 @@
 //! port is OCW1, the *interrupt mask* (a set bit masks its IRQ); on the command port, OCW2
 //! ends an interrupt (EOI: 0x20, or 0x60 + IRQ for a specific one) and OCW3 chooses what a
 //! read of the command port returns (0x0a: the request register IRR, 0x0b: the in-service
-//! register ISR).
+//! register ISR; 0x0c: *poll*, the next read takes the highest-priority request as the
+//! CPU's INTA would and returns its number with bit 7 set, or 0 when there is none).
 //!
 //! Two sources on this platform:
 //!
@@ -25,8 +26,7 @@
 //!   guest has not taken yet are merged by the hypervisor itself, `domain/interrupts.rs`).
 //!
 //! Not modelled: spurious interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt,
-//! the priorities stay fixed), special mask mode, poll mode, automatic EOI, level
-//! triggering.
+//! the priorities stay fixed), special mask mode, automatic EOI, level triggering.
 
 /// The ports.
 pub const MASTER_COMMAND: u16 = 0x20;
@@ -55,6 +55,8 @@ pub struct Chip {
     single: bool,
     /// OCW3: a read of the command port returns ISR (else IRR).
     read_in_service: bool,
+    /// OCW3's poll command: the next read of the command port is the poll word.
+    poll: bool,
 }
 
 impl Default for Chip {
@@ -71,6 +73,7 @@ impl Default for Chip {
             needs_icw4: false,
             single: false,
             read_in_service: false,
+            poll: false,
         }
     }
 }
@@ -89,11 +92,16 @@ impl Chip {
             return "ICW1: initialisation starts";
         }
         if value & 0x08 != 0 {
-            // OCW3: bits 1:0 = 0b10 read IRR, 0b11 read ISR.
+            // OCW3: bits 1:0 = 0b10 read IRR, 0b11 read ISR; bit 2, poll (for the next read
+            // only, whatever bits 1:0 say).
             match value & 3 {
                 2 => self.read_in_service = false,
                 3 => self.read_in_service = true,
                 _ => {}
+            }
+            if value & 0b100 != 0 {
+                self.poll = true;
+                return "OCW3: poll: the next read takes the highest-priority request";
             }
             return "OCW3: which register a read returns";
         }
@@ -222,14 +230,42 @@ impl Pic {
         }
     }
 
-    /// An IN of a byte: the mask from a data port, IRR or ISR from a command port.
-    pub fn read(&self, port: u16) -> u8 {
+    /// An IN of a byte: the mask from a data port, IRR or ISR from a command port, or
+    /// after OCW3's poll command the poll word.
+    pub fn read(&mut self, port: u16) -> u8 {
         match port {
+            MASTER_COMMAND if self.master.poll => self.poll(true),
+            SLAVE_COMMAND if self.slave.poll => self.poll(false),
             MASTER_COMMAND => self.master.read_command(),
             MASTER_DATA => self.master.mask,
             SLAVE_COMMAND => self.slave.read_command(),
             _ => self.slave.mask,
         }
+    }
+
+    /// The poll word of the master or the slave: its highest-priority request, taken into
+    /// service as an INTA takes it, as bit 7 and the IRQ's number (8259A datasheet, OCW3).
+    /// A master's request on IRQ 2 is the slave's, which is taken too.
+    fn poll(&mut self, master: bool) -> u8 {
+        let slave_irq = self.slave.presented(false);
+        let chip = if master {
+            self.master.poll = false;
+            &mut self.master
+        } else {
+            self.slave.poll = false;
+            &mut self.slave
+        };
+        let cascade = master && slave_irq.is_some();
+        let Some(irq) = chip.presented(cascade) else {
+            return 0;
+        };
+        chip.requests &= !(1 << irq);
+        chip.in_service |= 1 << irq;
+        if let (true, 2, Some(slave_irq)) = (master, irq, slave_irq) {
+            self.slave.requests &= !(1 << slave_irq);
+            self.slave.in_service |= 1 << slave_irq;
+        }
+        0x80 | irq
     }
 
     /// IRQ `irq` (0–15)'s line goes to `level`: a rising edge requests it.
@@ -324,6 +360,21 @@ mod tests {
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
         assert_eq!(pic.read(MASTER_COMMAND), 0);
+    }
+
+    #[test]
+    fn a_poll_takes_the_highest_request_and_names_it() {
+        // OCW3 0x0c, then a read: bit 7 and IRQ 4, now in service; the next poll finds
+        // nothing (4 holds back 4 and below), and a plain read is IRR again.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xe7);
+        pic.set_irq(4, true);
+        assert!(pic.write(MASTER_COMMAND, 0x0c).starts_with("OCW3: poll"));
+        assert_eq!(pic.read(MASTER_COMMAND), 0x84);
+        assert_eq!(pic.master.in_service, 0x10);
+        pic.write(MASTER_COMMAND, 0x0c);
+        assert_eq!(pic.read(MASTER_COMMAND), 0);
+        assert_eq!(pic.read(MASTER_COMMAND), 0, "IRR: nothing requested");
     }
 
     #[test]
