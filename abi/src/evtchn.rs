@@ -62,6 +62,8 @@ pub mod cmd {
 pub mod virq {
     /// The domain's periodic timer (`set_timer`): its ticks come as events instead.
     pub const TIMER: u32 = 0;
+    /// How many VIRQ numbers Xen's ABI has (`NR_VIRQS`); traplab raises only [`TIMER`].
+    pub const COUNT: u32 = 24;
 }
 
 /// `EVTCHNOP_alloc_unbound`: allocate a port in domain `dom` (`DOMID_SELF`, or any domain

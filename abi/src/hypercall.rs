@@ -39,7 +39,8 @@
 //! As Xen's `do_set_trap_table` and `do_guest_trap`: a guest that registers a handler for a
 //! vector gets that exception *bounced*: the hypervisor builds an exception frame on the
 //! guest's stack and resumes the guest at the handler, instead of letting the CPU deliver
-//! it through the guest's IDT. The bounce frame has the hardware's layout, at a 16-byte
+//! it through the guest's IDT. A table of more than 32 entries, or with a handler that is
+//! not a canonical address, is `EINVAL` and the old table stays. The bounce frame has the hardware's layout, at a 16-byte
 //! aligned address 128 bytes below the interrupted RSP (the red zone, which the System V
 //! ABI lets a function use below RSP, is left alone, as Linux does for signal frames):
 //!

@@ -270,7 +270,9 @@ fn set_timer(
 }
 
 /// Read the table (entries of 16 bytes up to one whose handler is 0). A table pointer of 0
-/// clears it: every exception is reflected again.
+/// clears it: every exception is reflected again. A handler that is not a canonical address
+/// is EINVAL, as Xen's `do_set_trap_table` refuses it: a bounce there would fault on its
+/// first instruction fetch.
 fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
     let mut entries = Vec::new();
     if table == 0 {
@@ -286,7 +288,7 @@ fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
         if entry.handler == 0 {
             return Ok(entries);
         }
-        if entries.len() == TRAP_TABLE_MAX {
+        if entries.len() == TRAP_TABLE_MAX || !x86::canonical(entry.handler) {
             return Err(error::EINVAL);
         }
         entries.push(entry);
@@ -561,6 +563,18 @@ mod tests {
         let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
         test.trap_table(&old);
         test.write_trap_table(DATA, &many);
+        call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(test.domain.pv.trap_table, old);
+    }
+
+    #[test]
+    fn set_trap_table_with_a_non_canonical_handler_returns_einval_and_keeps_the_old_table() {
+        // Xen's do_set_trap_table refuses it: a bounce there would fault at once.
+        let old = [trap(3, 0x21_0000)];
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        test.trap_table(&old);
+        test.write_trap_table(DATA, &[trap(6, 0x8000_0000_0000_0000)]);
         call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert_eq!(test.domain.pv.trap_table, old);

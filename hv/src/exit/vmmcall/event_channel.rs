@@ -217,6 +217,18 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_bind_virq";
     let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (number, vcpu) = (argument.u32(0), argument.u32(4));
+    // Xen's order of checks (`evtchn_bind_virq`): the VIRQ's range, the vCPU, and then here
+    // the one VIRQ traplab raises.
+    if number >= virq::COUNT {
+        return Err(refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: VIRQ {number} is beyond the ABI's {} VIRQs: EINVAL (as Xen)",
+                virq::COUNT
+            ),
+            error::EINVAL,
+        ));
+    }
     if vcpu != 0 {
         return Err(refuse(
             decide!(
@@ -827,6 +839,8 @@ mod tests {
                 "VIRQ 1: traplab has one virtual interrupt, the timer",
             ),
             (0, 1, error::ENOENT, "there is no vCPU 1: ENOENT"),
+            // Beyond NR_VIRQS, Xen checks the number before the vCPU.
+            (99, 1, error::EINVAL, "VIRQ 99 is beyond the ABI's 24 VIRQs"),
         ] {
             let mut test = op(cmd::BIND_VIRQ, &bind_virq(number, vcpu));
             let run = test.call();
