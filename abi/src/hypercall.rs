@@ -10,8 +10,10 @@
 //! | RAX      | on return: the result, or a negative error code ([`error`])      |
 //!
 //! All other registers are preserved. Pointers are guest *virtual* addresses, translated
-//! through the guest's own page tables; a pointer the hypervisor cannot translate, or that
-//! leaves the guest's memory, gets [`error::EFAULT`] and nothing else happens.
+//! through the guest's own page tables and checked as the guest's CPU would check its own
+//! access there: a pointer the hypervisor cannot translate, that leaves the guest's memory,
+//! names a supervisor page from CPL 3, or a read-only page for a structure the call writes
+//! results into, gets [`error::EFAULT`] and nothing else happens.
 //! RIP moves past the VMMCALL, except for [`EXIT`], which does not return.
 //!
 //! | number | name             | arguments                          | result                          |

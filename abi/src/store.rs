@@ -9,7 +9,9 @@
 //! an event channel, with transactions and per-node permissions; traplab's store lives in
 //! the hypervisor, is reached by one hypercall, `store_op(cmd, path, path_len, value,
 //! value_len)` (hypercall [`crate::hypercall::STORE_OP`]), and every domain may read every
-//! node.
+//! node. The store holds [`NODES_MAX`] nodes, of which a domU may create
+//! [`NODES_PER_DOMAIN`]; a write past either is `-ENOSPC`, as xenstored answers a domain
+//! over its quota.
 
 /// The commands of `store_op`.
 pub mod cmd {
@@ -17,7 +19,7 @@ pub mod cmd {
     /// or `-ENOENT`.
     pub const READ: u64 = 0;
     /// Set the node to `value`; returns 0, or `-EPERM` outside the caller's part of the
-    /// tree.
+    /// tree, or `-ENOSPC` when a new node does not fit (the store, or the caller's quota).
     pub const WRITE: u64 = 1;
     /// As [`READ`], but when the node does not exist yet the vCPU blocks until some domain
     /// writes it (a watch that fires once), then the read completes.
@@ -46,7 +48,11 @@ pub const PATH_MAX: u64 = 128;
 /// The longest value.
 pub const VALUE_MAX: u64 = 128;
 /// How many nodes the store holds.
-pub const NODES_MAX: usize = 64;
+pub const NODES_MAX: usize = 128;
+/// How many of them one domU may create (its quota, as xenstored's
+/// `quota-nb-entry-per-domain`; dom0 has none). Seven domUs at their quota leave dom0 a
+/// sixteenth of the store: one domain cannot fill it for the others.
+pub const NODES_PER_DOMAIN: usize = 16;
 
 /// The part of the tree domain `id` may write, unless it is dom0 (which may write anywhere):
 /// `/local/domain/<id>/`.

@@ -738,7 +738,7 @@ impl Step<'_, '_> {
                             .push(format!("{path} written: d{} wakes", other.id));
                     }
                 }
-                self.others.store.write(path, value);
+                self.others.store.write(self.domain.id, path, value);
             }
             Effect::Block(wait) => {
                 self.domain.vcpu.run_state = RunState::Blocked(wait);

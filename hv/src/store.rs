@@ -3,33 +3,67 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
-use traplab_abi::store::NODES_MAX;
+use traplab_abi::store::{NODES_MAX, NODES_PER_DOMAIN};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Store {
-    nodes: BTreeMap<String, String>,
+    nodes: BTreeMap<String, Node>,
+}
+
+/// A node's value, and the domain that created it: its quota pays for it (xenstored counts
+/// a node against its creator's quota too, wherever it is in the tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    value: String,
+    owner: u16,
 }
 
 impl Store {
     pub fn read(&self, path: &str) -> Option<&str> {
-        self.nodes.get(path).map(String::as_str)
+        self.nodes.get(path).map(|node| node.value.as_str())
     }
 
-    /// Is there room for `path` (a new node, or one that exists already)?
-    pub fn has_room_for(&self, path: &str) -> bool {
-        self.nodes.contains_key(path) || self.nodes.len() < NODES_MAX
+    /// Why domain `writer` cannot set `path`, if it cannot: a new node when the store is
+    /// full, or when the writer, a domU, has created its quota of them. Rewriting a node
+    /// takes no room.
+    pub fn no_room(&self, writer: u16, path: &str) -> Option<&'static str> {
+        if self.nodes.contains_key(path) {
+            return None;
+        }
+        if self.nodes.len() >= NODES_MAX {
+            return Some("the store is full");
+        }
+        let owned = self
+            .nodes
+            .values()
+            .filter(|node| node.owner == writer)
+            .count();
+        (writer != 0 && owned >= NODES_PER_DOMAIN)
+            .then_some("the domain has created its quota of nodes")
     }
 
-    /// Set `path` (the caller checked permission and room).
-    pub fn write(&mut self, path: String, value: String) {
-        self.nodes.insert(path, value);
+    /// Set `path`, for domain `writer` (the caller checked permission and room). A new node
+    /// is the writer's; a node keeps its creator when another domain rewrites it.
+    pub fn write(&mut self, writer: u16, path: String, value: String) {
+        match self.nodes.get_mut(&path) {
+            Some(node) => node.value = value,
+            None => {
+                self.nodes.insert(
+                    path,
+                    Node {
+                        value,
+                        owner: writer,
+                    },
+                );
+            }
+        }
     }
 
     /// Every node, for gdb and the log.
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &str)> {
         self.nodes
             .iter()
-            .map(|(path, value)| (path.as_str(), value.as_str()))
+            .map(|(path, node)| (path.as_str(), node.value.as_str()))
     }
 }
 
@@ -42,13 +76,39 @@ mod tests {
     fn a_full_store_has_room_only_for_the_nodes_it_holds() {
         let mut store = Store::default();
         for node in 0..NODES_MAX {
-            assert!(store.has_room_for(&format!("/n/{node}")));
-            store.write(format!("/n/{node}"), "x".into());
+            assert_eq!(store.no_room(0, &format!("/n/{node}")), None);
+            store.write(0, format!("/n/{node}"), "x".into());
         }
-        assert!(!store.has_room_for("/n/new"));
-        assert!(store.has_room_for("/n/0"), "rewriting a node takes no room");
-        store.write("/n/0".into(), "y".into());
+        assert_eq!(store.no_room(0, "/n/new"), Some("the store is full"));
+        assert_eq!(
+            store.no_room(0, "/n/0"),
+            None,
+            "rewriting a node takes no room"
+        );
+        store.write(0, "/n/0".into(), "y".into());
         assert_eq!(store.read("/n/0"), Some("y"));
         assert_eq!(store.nodes().count(), NODES_MAX);
+    }
+
+    #[test]
+    fn a_domu_creates_its_quota_of_nodes_and_dom0_still_has_room() {
+        let mut store = Store::default();
+        for node in 0..NODES_PER_DOMAIN {
+            let path = format!("/local/domain/1/n{node}");
+            assert_eq!(store.no_room(1, &path), None);
+            store.write(1, path, "x".into());
+        }
+        let over = "/local/domain/1/one-more";
+        assert_eq!(
+            store.no_room(1, over),
+            Some("the domain has created its quota of nodes")
+        );
+        assert_eq!(store.no_room(1, "/local/domain/1/n0"), None, "a rewrite");
+        assert_eq!(store.no_room(2, "/local/domain/2/n0"), None, "another domU");
+        assert_eq!(store.no_room(0, "/local/domain/0/backend"), None, "dom0");
+        // Nodes dom0 creates under d1's part of the tree are dom0's, not d1's quota.
+        store.write(0, "/local/domain/1/backend".into(), "b".into());
+        store.write(1, "/local/domain/1/backend".into(), "c".into());
+        assert_eq!(store.no_room(2, "/local/domain/2/n0"), None);
     }
 }

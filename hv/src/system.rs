@@ -95,7 +95,7 @@ mod tests {
         let (domain, mut others) = system.split_mut(2).expect("d2");
         domain.vcpu.ticks_run = 1;
         others.domain_mut(0).expect("d0").vcpu.run_state = RunState::Ended;
-        others.store.write("/a".into(), "b".into());
+        others.store.write(0, "/a".into(), "b".into());
         assert!(others.domain_mut(2).is_none());
         assert_eq!(
             system.domain(0).map(|d| d.vcpu.run_state.clone()),

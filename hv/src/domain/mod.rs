@@ -112,6 +112,15 @@ impl Domain {
             .cpu_pieces(self.page_tables(), address, length, access)
     }
 
+    /// Read guest-virtual memory as the guest's CPU would read it now (`cpu_pieces`: mapped,
+    /// a user page at CPL 3, in its RAM): what a hypercall reads of the guest's, as Xen's
+    /// `copy_from_guest` does.
+    pub fn cpu_read(&self, address: u64, buffer: &mut [u8]) -> Result<(), AccessFault> {
+        self.cpu_pieces(address, buffer.len(), false)?;
+        self.read_virtual(address, buffer)
+            .map_err(AccessFault::Memory)
+    }
+
     /// Read guest-virtual memory up to the first page that does not translate; how many
     /// bytes were read (instruction fetch, gdb).
     pub fn read_virtual_prefix(&self, address: u64, buffer: &mut [u8]) -> usize {

@@ -179,13 +179,23 @@ struct Argument<const N: usize> {
 }
 
 impl<const N: usize> Argument<N> {
-    /// Read it; `EFAULT` when it is not all in the guest's memory.
+    /// Read it as the guest's CPU could (`Domain::cpu_read`); `EFAULT` when it could not.
     fn read(guest: &Guest, address: u64) -> Result<Argument<N>, i64> {
         let mut bytes = [0u8; N];
         guest
-            .read_virtual(address, &mut bytes)
+            .cpu_read(address, &mut bytes)
             .map_err(|_| error::EFAULT)?;
         Ok(Argument { address, bytes })
+    }
+
+    /// Read one the call writes results back into: the guest's CPU must be able to write it
+    /// too. A read-only page (a pinned page table among them) is `EFAULT` before anything
+    /// changes, where Xen's `copy_to_guest` would fault after the call's work.
+    fn read_for_output(guest: &Guest, address: u64) -> Result<Argument<N>, i64> {
+        guest
+            .cpu_pieces(address, N, true)
+            .map_err(|_| error::EFAULT)?;
+        Argument::read(guest, address)
     }
 
     fn field<const W: usize>(&self, offset: usize) -> [u8; W] {
@@ -222,7 +232,7 @@ fn console_write(guest: &Guest, buffer: u64, length: u64) -> Result<Vec<u8>, i64
     }
     let mut bytes = vec![0u8; length as usize];
     guest
-        .read_virtual(buffer, &mut bytes)
+        .cpu_read(buffer, &mut bytes)
         .map_err(|_| error::EFAULT)?;
     Ok(bytes)
 }
@@ -282,7 +292,7 @@ fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
         let mut bytes = [0u8; 16];
         let address = table.wrapping_add(16 * entries.len() as u64);
         guest
-            .read_virtual(address, &mut bytes)
+            .cpu_read(address, &mut bytes)
             .map_err(|_| error::EFAULT)?;
         let entry = TrapInfo::from_bytes(bytes);
         if entry.handler == 0 {
@@ -299,7 +309,7 @@ fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
 fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
     let save = &guest.vcpu.vmcb.save;
     let mut bytes = [0u8; 48];
-    if guest.read_virtual(save.rsp, &mut bytes).is_err() {
+    if guest.cpu_read(save.rsp, &mut bytes).is_err() {
         return finish(decision, next, hypercall::IRET, error::EFAULT);
     }
     let word = |index: usize| {
@@ -524,6 +534,21 @@ mod tests {
     fn console_write_of_a_non_canonical_buffer_returns_efault() {
         // Bits 63:47 not all equal: no page table can map it (AMD APM vol. 2, 5.3.1).
         let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, 0x8000_0000_0000_0000, 1);
+        let run = call(&mut test);
+        assert_returned(&test, error::EFAULT);
+        assert!(run.console().is_empty());
+    }
+
+    #[test]
+    fn console_write_at_cpl_3_of_a_supervisor_page_returns_efault() {
+        // The hypervisor reads for the guest as its CPU would: user code cannot have its
+        // kernel's pages printed (Xen's copy_from_guest checks the same).
+        use crate::testing::PD;
+        use traplab_abi::x86::pte;
+        let mut test = Test::hypercall(hypercall::CONSOLE_WRITE, DATA, 6);
+        test.write(DATA, b"secret");
+        test.write_u64(PD, pte::PRESENT | pte::WRITABLE | pte::HUGE); // no USER
+        test.domain.vcpu.vmcb.save.cpl = 3;
         let run = call(&mut test);
         assert_returned(&test, error::EFAULT);
         assert!(run.console().is_empty());

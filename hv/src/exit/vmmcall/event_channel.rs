@@ -72,7 +72,7 @@ fn unreadable(name: &str, arg: u64) -> Refused {
     refuse(
         decide!(
             Action::Emulate,
-            "{name}: its argument at {arg:#x} is not in the guest's memory, EFAULT"
+            "{name}: its argument at {arg:#x} is not memory the guest can read (and, for one with results, write): unmapped, read-only, a supervisor page at CPL 3, or not its RAM; EFAULT"
         ),
         error::EFAULT,
     )
@@ -106,7 +106,7 @@ fn new_port(name: &str, domain: &Domain) -> Result<Port, Refused> {
 /// `EVTCHNOP_alloc_unbound`: a port in `dom` that `remote_dom` may bind to.
 fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_alloc_unbound";
-    let argument = Argument::<8>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument = Argument::<8>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (dom, remote_dom) = (argument.u16(0), argument.u16(2));
     let Some(target) = named(guest, dom) else {
         return Err(refuse(
@@ -151,7 +151,8 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
 /// `remote_dom`, which must be unbound and allocated for the caller.
 fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_bind_interdomain";
-    let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument =
+        Argument::<12>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (remote_dom, remote_port) = (argument.u16(0), argument.u32(4));
     let Some(remote) = named(guest, remote_dom) else {
         return Err(refuse(
@@ -215,7 +216,8 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
 /// `EVTCHNOP_bind_virq`: a port for the domain's timer.
 fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "EVTCHNOP_bind_virq";
-    let argument = Argument::<12>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument =
+        Argument::<12>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (number, vcpu) = (argument.u32(0), argument.u32(4));
     // Xen's order of checks (`evtchn_bind_virq`): the VIRQ's range, the vCPU, and then here
     // the one VIRQ traplab raises.
@@ -532,6 +534,28 @@ mod tests {
     }
 
     #[test]
+    fn alloc_unbound_with_its_argument_on_a_read_only_page_is_efault_and_allocates_nothing() {
+        // The port would be written back there: on a read-only page (here a page table a PV
+        // guest must map read-only) the guest's own store would fault, so the hypervisor
+        // does not write it either (Xen's copy_to_guest). Nothing changes.
+        use crate::testing::PDPT;
+        let at = PDPT + 0x800; // an unused half of a read-only page table
+        let mut test = Test::hypercall(hypercall::EVENT_CHANNEL_OP, cmd::ALLOC_UNBOUND, at);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.read_only_page_tables();
+        test.write(at, &alloc_unbound(DOMID_SELF, 0));
+        let run = test.call();
+        assert_returned(&test, error::EFAULT);
+        assert!(
+            run.decision.why.contains("read-only"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.events.ports[1], PortState::Free);
+        assert_eq!(test.read_u64(at + 4) as u32, 0xeeee_eeee, "nothing written");
+    }
+
+    #[test]
     fn alloc_unbound_with_remote_dom_self_is_for_the_caller_and_takes_the_lowest_free_port() {
         // `remote_dom == DOMID_SELF` means the current domain (evtchn_alloc_unbound).
         let mut test = op(cmd::ALLOC_UNBOUND, &alloc_unbound(1, DOMID_SELF));
@@ -635,7 +659,7 @@ mod tests {
         assert_returned(&test, error::EFAULT);
         assert_eq!(
             run.decision.why,
-            "EVTCHNOP_alloc_unbound: its argument at 0x40000000 is not in the guest's memory, EFAULT"
+            "EVTCHNOP_alloc_unbound: its argument at 0x40000000 is not memory the guest can read (and, for one with results, write): unmapped, read-only, a supervisor page at CPL 3, or not its RAM; EFAULT"
         );
         assert_eq!(
             run.decision.effects.len(),

@@ -57,7 +57,7 @@ type Outcome = Result<(Decision, i16), Box<Decision>>;
 fn unreadable(name: &str, arg: u64) -> Box<Decision> {
     Box::new(decide!(
         Action::Emulate,
-        "{name}: its structure at {arg:#x} is not in the guest's memory, EFAULT"
+        "{name}: its structure at {arg:#x} is not memory the guest can read and write (unmapped, read-only, a supervisor page at CPL 3, or not its RAM), EFAULT"
     ))
 }
 
@@ -77,7 +77,8 @@ fn with_status<const N: usize>(
 /// Traplab's `GNTTABOP_grant_access`: fill entry `gref` of the caller's table.
 fn grant_access(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "GNTTABOP_grant_access";
-    let argument = Argument::<16>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument =
+        Argument::<16>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (gref, domid, readonly, frame) = (
         argument.u32(0),
         argument.u16(4),
@@ -135,7 +136,7 @@ fn grant_access(guest: &Guest, arg: u64) -> Outcome {
 /// Traplab's `GNTTABOP_end_access`: clear entry `gref`, unless someone maps it.
 fn end_access(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "GNTTABOP_end_access";
-    let argument = Argument::<8>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument = Argument::<8>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let gref = argument.u32(0);
     const STATUS: usize = 4;
     if gref >= ENTRIES {
@@ -170,7 +171,8 @@ fn end_access(guest: &Guest, arg: u64) -> Outcome {
 /// `host_addr` in the caller.
 fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "GNTTABOP_map_grant_ref";
-    let argument = Argument::<32>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument =
+        Argument::<32>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (host_addr, map_flags, gref, dom) = (
         argument.u64(0),
         argument.u32(8),
@@ -318,7 +320,8 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
 /// `GNTTABOP_unmap_grant_ref`: take the mapping `handle` away.
 fn unmap_grant_ref(guest: &Guest, arg: u64) -> Outcome {
     const NAME: &str = "GNTTABOP_unmap_grant_ref";
-    let argument = Argument::<24>::read(guest, arg).map_err(|_| unreadable(NAME, arg))?;
+    let argument =
+        Argument::<24>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (host_addr, handle) = (argument.u64(0), argument.u32(16));
     const STATUS: usize = 20;
     let Some(mapping) = guest.grants.mapping(handle) else {
@@ -869,7 +872,7 @@ mod tests {
         assert_eq!(test.gpr(0) as i64, error::EFAULT);
         assert_eq!(
             run.decision.why,
-            "GNTTABOP_map_grant_ref: its structure at 0x40000000 is not in the guest's memory, EFAULT"
+            "GNTTABOP_map_grant_ref: its structure at 0x40000000 is not memory the guest can read and write (unmapped, read-only, a supervisor page at CPL 3, or not its RAM), EFAULT"
         );
         assert_eq!(
             run.emulate().what,

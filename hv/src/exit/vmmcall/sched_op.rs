@@ -66,7 +66,7 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     let refused = |why: &str, code| (decide!(Action::Emulate, "SCHEDOP_poll: {why}"), code);
     let Ok(argument) = Argument::<24>::read(guest, arg) else {
         return refused(
-            "its structure is not in the guest's memory, EFAULT",
+            "its structure is not memory the guest can read (unmapped, a supervisor page at CPL 3, or not its RAM), EFAULT",
             error::EFAULT,
         );
     };
@@ -82,9 +82,9 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     }
     let mut bytes = [0u8; 4 * POLL_PORTS_MAX as usize];
     let bytes = &mut bytes[..4 * count as usize];
-    if guest.read_virtual(list, bytes).is_err() {
+    if guest.cpu_read(list, bytes).is_err() {
         return refused(
-            "its list of ports is not in the guest's memory, EFAULT",
+            "its list of ports is not memory the guest can read, EFAULT",
             error::EFAULT,
         );
     }
@@ -334,7 +334,7 @@ mod tests {
         assert!(
             run.decision
                 .why
-                .contains("its structure is not in the guest's memory")
+                .contains("its structure is not memory the guest can read")
         );
 
         let mut test = poll_of(&[3], 1, 0);
@@ -344,7 +344,7 @@ mod tests {
         assert!(
             run.decision
                 .why
-                .contains("its list of ports is not in the guest's memory")
+                .contains("its list of ports is not memory the guest can read")
         );
         assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
     }

@@ -67,8 +67,8 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                     error::EPERM,
                 );
             }
-            if !guest.others.store.has_room_for(&path) {
-                return refuse(format!("the store is full, {path} cannot be added: ENOSPC"), error::ENOSPC);
+            if let Some(why) = guest.others.store.no_room(guest.id, &path) {
+                return refuse(format!("{why}, {path} cannot be added: ENOSPC"), error::ENOSPC);
             }
             let decision = decide!(
                 Action::Emulate,
@@ -93,8 +93,8 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                 // Like snprintf: as much as fits, and the whole length returned.
                 let bytes = found.as_bytes();
                 let copied = &bytes[..bytes.len().min(value_length as usize)];
-                if guest.memory.physical_pieces(guest.page_tables(), value, copied.len()).is_err() {
-                    return refuse(format!("the buffer at {value:#x} is not in the guest's memory, EFAULT"), error::EFAULT);
+                if guest.cpu_pieces(value, copied.len(), true).is_err() {
+                    return refuse(format!("the buffer at {value:#x} is not memory the guest can write (unmapped, read-only, a supervisor page at CPL 3, or not its RAM), EFAULT"), error::EFAULT);
                 }
                 let decision = decide!(
                     Action::Emulate,
@@ -122,7 +122,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
 /// NUL byte. `None` when the buffer is unreadable or not text: then any value is news.
 fn known_value(guest: &Guest, address: u64, length: u64) -> Option<String> {
     let mut bytes = vec![0u8; length.min(VALUE_MAX) as usize];
-    guest.read_virtual(address, &mut bytes).ok()?;
+    guest.cpu_read(address, &mut bytes).ok()?;
     let end = bytes
         .iter()
         .position(|&byte| byte == 0)
@@ -139,7 +139,7 @@ fn read_text(guest: &Guest, address: u64, length: u64, max: u64) -> Result<Strin
     }
     let mut bytes = vec![0u8; length as usize];
     guest
-        .read_virtual(address, &mut bytes)
+        .cpu_read(address, &mut bytes)
         .map_err(|_| error::EFAULT)?;
     String::from_utf8(bytes).map_err(|_| error::EINVAL)
 }
@@ -249,19 +249,41 @@ mod tests {
     fn a_write_replaces_the_old_value_even_in_a_full_store() {
         let mut test = op(cmd::WRITE, MINE, "9");
         for node in 0..NODES_MAX - 1 {
-            test.store.write(format!("/n/{node}"), "x".into());
+            test.store.write(0, format!("/n/{node}"), "x".into());
         }
-        test.store.write(MINE.into(), "8".into());
+        test.store.write(0, MINE.into(), "8".into());
         test.call();
         assert_returned(&test, 0);
         assert_eq!(test.store.read(MINE), Some("9"));
     }
 
     #[test]
+    fn a_domu_past_its_quota_of_nodes_gets_enospc_and_dom0_can_still_write() {
+        // One domU must not fill the store that dom0 and the others publish in (xenstored's
+        // per-domain quota).
+        use traplab_abi::store::NODES_PER_DOMAIN;
+        let mut test = op(cmd::WRITE, MINE, "8");
+        for node in 0..NODES_PER_DOMAIN {
+            test.store
+                .write(1, format!("/local/domain/1/junk{node}"), "x".into());
+        }
+        let run = test.call();
+        assert_returned(&test, error::ENOSPC);
+        assert!(
+            run.decision
+                .why
+                .contains("the domain has created its quota of nodes"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.store.no_room(0, "/local/domain/0/backend"), None);
+    }
+
+    #[test]
     fn a_new_node_in_a_full_store_returns_enospc() {
         let mut test = op(cmd::WRITE, MINE, "8");
         for node in 0..NODES_MAX {
-            test.store.write(format!("/n/{node}"), "x".into());
+            test.store.write(0, format!("/n/{node}"), "x".into());
         }
         let run = test.call();
         assert_returned(&test, error::ENOSPC);
@@ -272,7 +294,8 @@ mod tests {
     #[test]
     fn read_copies_the_value_and_returns_its_length() {
         let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
-        test.store.write("/local/domain/0/port".into(), "17".into());
+        test.store
+            .write(0, "/local/domain/0/port".into(), "17".into());
         let run = test.call();
         assert_eq!(
             run.decision.why,
@@ -294,7 +317,7 @@ mod tests {
         // As snprintf: the caller learns how big a buffer it needs.
         let mut test = read_into(cmd::READ, "/local/domain/0/name", 5);
         test.store
-            .write("/local/domain/0/name".into(), "hello world".into());
+            .write(0, "/local/domain/0/name".into(), "hello world".into());
         test.call();
         assert_returned(&test, 11);
         assert_eq!(&buffer(&test)[..6], b"hello#");
@@ -315,7 +338,8 @@ mod tests {
     #[test]
     fn read_into_a_buffer_outside_the_guest_returns_efault() {
         let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
-        test.store.write("/local/domain/0/port".into(), "17".into());
+        test.store
+            .write(0, "/local/domain/0/port".into(), "17".into());
         test.set_gpr(10, UNMAPPED);
         let run = test.call();
         assert_returned(&test, error::EFAULT);
@@ -351,7 +375,8 @@ mod tests {
     #[test]
     fn wait_on_a_node_that_exists_reads_it_at_once() {
         let mut test = read_into(cmd::WAIT, "/local/domain/0/port", 16);
-        test.store.write("/local/domain/0/port".into(), "17".into());
+        test.store
+            .write(0, "/local/domain/0/port".into(), "17".into());
         let run = test.call();
         assert_returned(&test, 2);
         assert_eq!(&buffer(&test)[..2], b"17");
@@ -362,7 +387,8 @@ mod tests {
     #[test]
     fn watch_blocks_while_the_node_holds_the_known_value() {
         let mut test = read_into(cmd::WATCH, "/local/domain/0/state", 16);
-        test.store.write("/local/domain/0/state".into(), "1".into());
+        test.store
+            .write(0, "/local/domain/0/state".into(), "1".into());
         test.write(VALUE, b"1\0");
         let run = test.call();
         assert_eq!(
@@ -380,7 +406,8 @@ mod tests {
     #[test]
     fn watch_reads_a_changed_value_at_once() {
         let mut test = read_into(cmd::WATCH, "/local/domain/0/state", 16);
-        test.store.write("/local/domain/0/state".into(), "4".into());
+        test.store
+            .write(0, "/local/domain/0/state".into(), "4".into());
         test.write(VALUE, b"3\0");
         let run = test.call();
         assert_returned(&test, 1);
