@@ -4,6 +4,7 @@
 //! `split_mut`; a host test, from the domains it set up beside its own.
 
 use super::Domain;
+use super::vcpu::RunState;
 use crate::store::Store;
 
 /// The domains other than the one that exited, and the store: what its handler may read of
@@ -37,6 +38,13 @@ impl<'a> Others<'a> {
     /// Domain `id`, if it is one of the others.
     pub fn domain(&self, id: u16) -> Option<&'a Domain> {
         self.iter().find(|domain| domain.id == id)
+    }
+
+    /// Domain `id`, if it is one of the others and has not ended: one a hypercall may still
+    /// connect to or map from (Xen refuses a dying domain: `-ESRCH`, `GNTST_bad_domain`).
+    pub fn live(&self, id: u16) -> Option<&'a Domain> {
+        self.domain(id)
+            .filter(|domain| domain.vcpu.run_state != RunState::Ended)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'a Domain> + use<'a> {

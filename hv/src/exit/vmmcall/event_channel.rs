@@ -58,12 +58,12 @@ fn refuse(decision: Decision, code: i64) -> Refused {
 }
 
 /// The domain a `dom` field names: the caller for `DOMID_SELF` or its own id, else one of
-/// the others.
+/// the others that has not ended.
 fn named<'a>(guest: &Guest<'a>, dom: u16) -> Option<&'a Domain> {
     if dom == DOMID_SELF || dom == guest.id {
         Some(guest.domain)
     } else {
-        guest.others.domain(dom)
+        guest.others.live(dom)
     }
 }
 
@@ -110,7 +110,10 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
     let (dom, remote_dom) = (argument.u16(0), argument.u16(2));
     let Some(target) = named(guest, dom) else {
         return Err(refuse(
-            decide!(Action::Emulate, "{NAME}: there is no domain {dom}, ESRCH"),
+            decide!(
+                Action::Emulate,
+                "{NAME}: there is no domain {dom} (or it has ended), ESRCH"
+            ),
             error::ESRCH,
         ));
     };
@@ -158,7 +161,7 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
         return Err(refuse(
             decide!(
                 Action::Emulate,
-                "{NAME}: there is no domain {remote_dom} to connect to, ESRCH"
+                "{NAME}: there is no domain {remote_dom} to connect to (or it has ended), ESRCH"
             ),
             error::ESRCH,
         ));
@@ -614,7 +617,7 @@ mod tests {
         assert_returned(&test, error::ESRCH);
         assert_eq!(
             run.decision.why,
-            "EVTCHNOP_alloc_unbound: there is no domain 7, ESRCH"
+            "EVTCHNOP_alloc_unbound: there is no domain 7 (or it has ended), ESRCH"
         );
         assert_eq!(read_u32(&test, DATA + 4), 0xeeee_eeee);
     }
@@ -759,8 +762,21 @@ mod tests {
         assert_returned(&test, error::ESRCH);
         assert_eq!(
             run.decision.why,
-            "EVTCHNOP_bind_interdomain: there is no domain 4 to connect to, ESRCH"
+            "EVTCHNOP_bind_interdomain: there is no domain 4 to connect to (or it has ended), ESRCH"
         );
+        assert_eq!(test.domain.events.ports[1], PortState::Free);
+    }
+
+    #[test]
+    fn bind_interdomain_to_a_domain_that_has_ended_returns_esrch() {
+        // Its unbound port is still in its table, but nobody will ever read an event there.
+        use crate::domain::vcpu::RunState;
+        let mut test = op(cmd::BIND_INTERDOMAIN, &bind_interdomain(2, 5));
+        let other = test.add_domain(2);
+        other.events.ports[5] = PortState::Unbound { remote: 1 };
+        other.vcpu.run_state = RunState::Ended;
+        test.call();
+        assert_returned(&test, error::ESRCH);
         assert_eq!(test.domain.events.ports[1], PortState::Free);
     }
 

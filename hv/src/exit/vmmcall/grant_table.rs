@@ -192,12 +192,12 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::BAD_GNTREF,
         );
     }
-    let granter = match guest.others.domain(dom) {
+    let granter = match guest.others.live(dom) {
         Some(granter) => granter,
         None => {
             let why = match dom == guest.id {
                 true => "a domain maps other domains' grants, not its own",
-                false => "there is no such domain",
+                false => "there is no such domain (or it has ended)",
             };
             return refuse(
                 decide!(
@@ -833,6 +833,16 @@ mod tests {
         );
         assert!(test.foreign().is_empty(), "nothing mapped over its RAM");
         assert!(test.domain.grants.maptrack.is_empty());
+    }
+
+    #[test]
+    fn a_grant_of_a_domain_that_has_ended_is_gntst_bad_domain() {
+        use crate::domain::vcpu::RunState;
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.other(2).vcpu.run_state = RunState::Ended;
+        let why = refused(&mut test, status::BAD_DOMAIN);
+        assert!(why.contains("(or it has ended)"), "{why}");
+        assert!(test.foreign().is_empty());
     }
 
     #[test]
