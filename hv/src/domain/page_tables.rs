@@ -61,6 +61,12 @@ pub struct PinStep {
     pub done: bool,
 }
 
+/// Why a page table may not be the domain's shared-info page: the hypervisor writes pending
+/// event bits there (`evtchn.rs`), which would change entries behind the checks of
+/// `check_entry` (`set_shared_info` refuses the other way round).
+const SHARED_INFO_TABLE: &str =
+    "a page table is the shared-info page, where the hypervisor writes pending events";
+
 /// An entry's PS bit makes it a leaf at these levels (2 MiB, 1 GiB pages).
 pub fn is_leaf(level: u8, entry: u64) -> bool {
     level == 1 || ((level == 2 || level == 3) && entry & pte::HUGE != 0)
@@ -190,6 +196,9 @@ impl Domain {
         if self.mapped_writable(table) {
             return Err("a page table is mapped writable");
         }
+        if Some(table) == self.events.shared_info {
+            return Err(SHARED_INFO_TABLE);
+        }
         seen.insert(table);
         step.found.push((table, level));
         if level > 1 {
@@ -218,6 +227,9 @@ impl Domain {
             }
             if self.pv.pinned_tables.contains_key(&table) || !seen.insert(table) {
                 continue;
+            }
+            if Some(table) == self.events.shared_info {
+                return Err(SHARED_INFO_TABLE);
             }
             tables.push((table, level));
             if level == 1 {
@@ -417,6 +429,19 @@ mod tests {
         assert_eq!(
             test.domain.tables_under(PML4),
             Err("a page table is mapped writable")
+        );
+    }
+
+    #[test]
+    fn the_shared_info_page_cannot_be_pinned_as_a_page_table() {
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        test.domain.events.shared_info = Some(PDPT);
+        assert_eq!(test.domain.tables_under(PML4), Err(SHARED_INFO_TABLE));
+        let mut tables = alloc::vec::Vec::new();
+        assert_eq!(
+            test.domain.collect_tables(PDPT, 3, &mut tables),
+            Err(SHARED_INFO_TABLE)
         );
     }
 

@@ -31,6 +31,15 @@ pub fn set_shared_info(guest: &Guest, next: u64, page: u64) -> Decision {
         );
         return finish(decision, next, number, error::EINVAL);
     }
+    if let Some(level) = guest.pinned_level(page) {
+        // Its event bits would land in page-table entries, past the checks every write to a
+        // pinned table gets (`exit/ptwr.rs`).
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall set_shared_info({page:#x}): a pinned level-{level} page table, where the hypervisor's event bits would change entries it never checked: EINVAL"
+        );
+        return finish(decision, next, number, error::EINVAL);
+    }
     let decision = decide!(
         Action::Emulate,
         "hypercall set_shared_info({page:#x}): from now on the hypervisor marks d{}'s pending events in this page",
@@ -113,6 +122,21 @@ mod tests {
         assert_eq!(run.emulate().what, "set_shared_info returned 0");
         assert_returned(&test, 0);
         assert_eq!(test.domain.events.shared_info, Some(SHARED_INFO));
+    }
+
+    #[test]
+    fn a_pinned_page_table_cannot_be_the_shared_info_page() {
+        use crate::testing::PDPT;
+        let mut test = Test::hypercall(hypercall::SET_SHARED_INFO, PDPT, 0);
+        test.pin_page_tables();
+        let run = test.call();
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("a pinned level-3 page table"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.events.shared_info, None);
     }
 
     #[test]
