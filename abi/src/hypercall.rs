@@ -12,8 +12,9 @@
 //! All other registers are preserved. Pointers are guest *virtual* addresses, translated
 //! through the guest's own page tables and checked as the guest's CPU would check its own
 //! access there: a pointer the hypervisor cannot translate, that leaves the guest's memory,
-//! names a supervisor page from CPL 3, or a read-only page for a structure the call writes
-//! results into, gets [`error::EFAULT`] and nothing else happens.
+//! names a supervisor page from CPL 3, or a page the CPU would not let the guest write
+//! (read-only, CR0.WP included) for a structure the call writes results into, gets
+//! [`error::EFAULT`] and nothing else happens.
 //! RIP moves past the VMMCALL, except for [`EXIT`], which does not return.
 //!
 //! | number | name             | arguments                          | result                          |
@@ -42,7 +43,8 @@
 //! vector gets that exception *bounced*: the hypervisor builds an exception frame on the
 //! guest's stack and resumes the guest at the handler, instead of letting the CPU deliver
 //! it through the guest's IDT. A table of more than 32 entries, or with a handler that is
-//! not a canonical address, is `EINVAL` and the old table stays. The bounce frame has the hardware's layout, at a 16-byte
+//! not a canonical address, is `EINVAL` (as Xen's) and the old table stays whole (Xen's
+//! would keep the entries before the bad one: traplab replaces a table all at once). The bounce frame has the hardware's layout, at a 16-byte
 //! aligned address 128 bytes below the interrupted RSP (the red zone, which the System V
 //! ABI lets a function use below RSP, is left alone, as Linux does for signal frames):
 //!

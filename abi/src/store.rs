@@ -50,8 +50,8 @@ pub const VALUE_MAX: u64 = 128;
 /// How many nodes the store holds.
 pub const NODES_MAX: usize = 128;
 /// How many of them one domU may create (its quota, as xenstored's
-/// `quota-nb-entry-per-domain`; dom0 has none). Seven domUs at their quota leave dom0 a
-/// sixteenth of the store: one domain cannot fill it for the others.
+/// `quota-nb-entry-per-domain`; dom0 has none). Seven domUs at their quota leave dom0 an
+/// eighth of the store: one domain cannot fill it for the others.
 pub const NODES_PER_DOMAIN: usize = 16;
 
 /// The part of the tree domain `id` may write, unless it is dom0 (which may write anywhere):

@@ -106,9 +106,20 @@ mod tests {
         assert_eq!(store.no_room(1, "/local/domain/1/n0"), None, "a rewrite");
         assert_eq!(store.no_room(2, "/local/domain/2/n0"), None, "another domU");
         assert_eq!(store.no_room(0, "/local/domain/0/backend"), None, "dom0");
-        // Nodes dom0 creates under d1's part of the tree are dom0's, not d1's quota.
+    }
+
+    #[test]
+    fn a_node_counts_against_the_domain_that_created_it() {
+        // dom0 creates a node in d1's part of the tree, which d1 rewrites: still dom0's.
+        let mut store = Store::default();
+        for node in 0..NODES_PER_DOMAIN - 1 {
+            store.write(1, format!("/local/domain/1/n{node}"), "x".into());
+        }
         store.write(0, "/local/domain/1/backend".into(), "b".into());
         store.write(1, "/local/domain/1/backend".into(), "c".into());
-        assert_eq!(store.no_room(2, "/local/domain/2/n0"), None);
+        assert_eq!(store.read("/local/domain/1/backend"), Some("c"));
+        assert_eq!(store.no_room(1, "/local/domain/1/last"), None, "one more");
+        store.write(1, "/local/domain/1/last".into(), "x".into());
+        assert!(store.no_room(1, "/local/domain/1/one-too-many").is_some());
     }
 }

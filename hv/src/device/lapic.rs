@@ -163,11 +163,13 @@ pub struct LocalApic {
     pub lvt: [u32; 6],
     pub initial_count: u32,
     divide: u32,
-    /// When the count was last (re)started, in TSC ticks (or, after a change of mode or
-    /// divisor while it ran, when it would have started to be where it is now).
-    pub started_tsc: u64,
-    /// A one-shot count reached 0 and the mode then became periodic: the count stays at 0,
-    /// and nothing fires, until the initial count is written again.
+    /// Where the count was at a moment, in TSC ticks: the initial count when it was written,
+    /// or the count when the mode or the divisor changed while it ran. It counts on from
+    /// there.
+    origin_tsc: u64,
+    origin_count: u32,
+    /// A one-shot count reached 0 and then the mode or the divisor changed: the count stays
+    /// at 0, and nothing fires, until the initial count is written again.
     stopped: bool,
 }
 
@@ -190,7 +192,8 @@ impl Default for LocalApic {
             lvt: [MASKED; 6],
             initial_count: 0,
             divide: 0,
-            started_tsc: 0,
+            origin_tsc: 0,
+            origin_count: 0,
             stopped: false,
         }
     }
@@ -288,38 +291,39 @@ impl LocalApic {
         (counts as u128 * self.tsc_per_count(tsc_hz) / BUS_HZ as u128).min(u64::MAX as u128) as u64
     }
 
-    /// The current count at TSC `now`: counting down from the initial count; 0 once a
-    /// one-shot has fired; a periodic timer starts over.
+    /// The current count at TSC `now`: counting down from where it was at its origin; 0
+    /// once a one-shot has fired; a periodic timer starts over from the initial count.
     pub fn current_count(&self, now: u64, tsc_hz: u64) -> u32 {
         if self.initial_count == 0 || tsc_hz == 0 || self.stopped {
             return 0;
         }
-        let elapsed = now.saturating_sub(self.started_tsc) as u128 * BUS_HZ as u128
+        let elapsed = now.saturating_sub(self.origin_tsc) as u128 * BUS_HZ as u128
             / self.tsc_per_count(tsc_hz);
-        let initial = self.initial_count as u128;
+        let (origin, initial) = (self.origin_count as u128, self.initial_count as u128);
         match self.timer_mode() {
-            TimerMode::Periodic => (initial - elapsed % initial) as u32,
-            TimerMode::OneShot => initial.saturating_sub(elapsed) as u32,
+            TimerMode::OneShot => origin.saturating_sub(elapsed) as u32,
+            TimerMode::Periodic if elapsed < origin => (origin - elapsed) as u32,
+            TimerMode::Periodic => (initial - (elapsed - origin) % initial) as u32,
         }
     }
 
-    /// The mode or the divisor is about to change while the timer runs: it does not start
-    /// over, its count carries on from where it is (Intel SDM vol. 3A, 11.5.4). `change`
-    /// makes the change; the start is moved so that the count now is the same after it. A
-    /// one-shot count that reached 0 stays there.
+    /// `change` is a write of the LVT timer entry or the divide configuration: a change of
+    /// the mode or the divisor while the timer runs does not start it over, its count
+    /// carries on from where it is (Intel SDM vol. 3A, 11.5.4), from a new origin; a
+    /// one-shot count that reached 0 stays there. A write that changes neither leaves the
+    /// count alone.
     fn keep_counting(&mut self, now: u64, tsc_hz: u64, change: impl FnOnce(&mut LocalApic)) {
+        let before = (self.timer_mode(), self.divisor());
         let count = self.current_count(now, tsc_hz);
-        let was_running = self.initial_count != 0 && !self.stopped;
+        let running = self.initial_count != 0 && !self.stopped;
         change(self);
-        if !was_running {
+        if !running || (self.timer_mode(), self.divisor()) == before {
             return;
         }
-        if count == 0 {
-            self.stopped = true;
-            return;
+        match count {
+            0 => self.stopped = true,
+            count => (self.origin_tsc, self.origin_count) = (now, count),
         }
-        let counted = (self.initial_count - count) as u64;
-        self.started_tsc = now.saturating_sub(self.counts_to_tsc(counted, tsc_hz));
     }
 
     /// The timer as the guest's timer: its vector, when it next fires and how often.
@@ -335,32 +339,39 @@ impl LocalApic {
             return None;
         }
         let period = self.counts_to_tsc(self.initial_count as u64, tsc_hz).max(1);
-        let first = self.started_tsc.saturating_add(period);
+        // When the count from its origin reaches 0.
+        let first = self
+            .origin_tsc
+            .saturating_add(self.counts_to_tsc(self.origin_count as u64, tsc_hz).max(1));
         let countdown = match self.timer_mode() {
             TimerMode::OneShot if first > now => Countdown {
                 period_tsc: None,
                 due_tsc: first,
             },
+            TimerMode::OneShot => return None,
+            TimerMode::Periodic if first > now => Countdown {
+                period_tsc: Some(period),
+                due_tsc: first,
+            },
             TimerMode::Periodic => {
-                // The next multiple of the period after `now`.
-                let periods = now.saturating_sub(self.started_tsc) / period + 1;
+                // The next whole period after `now`.
+                let periods = (now - first) / period + 1;
                 Countdown {
                     period_tsc: Some(period),
-                    due_tsc: self.started_tsc.saturating_add(periods * period),
+                    due_tsc: first.saturating_add(periods * period),
                 }
             }
-            TimerMode::OneShot => return None,
         };
         Some((entry as u8, countdown))
     }
 
     /// What the timer's state is, for noticing a change that re-arms the guest's timer.
-    pub fn timer_state(&self) -> (u32, u32, u32, u64, bool, bool) {
+    pub fn timer_state(&self) -> (u32, u32, u32, (u64, u32), bool, bool) {
         (
             self.lvt[0],
             self.initial_count,
             self.divide,
-            self.started_tsc,
+            (self.origin_tsc, self.origin_count),
             self.software_enabled(),
             self.stopped,
         )
@@ -484,7 +495,7 @@ impl LocalApic {
             }
             reg::TIMER_INITIAL => {
                 self.initial_count = value;
-                self.started_tsc = now;
+                (self.origin_tsc, self.origin_count) = (now, value);
                 self.stopped = false;
                 match value {
                     0 => "timer initial count 0: the timer stops".into(),
@@ -532,6 +543,8 @@ impl LocalApic {
         };
         match (delivery_mode, to_self) {
             // Fixed, or lowest priority: with one CPU, the lowest-priority one is this one.
+            // (The SDM calls lowest priority with shorthand "self" or "all" invalid; QEMU's
+            // APIC delivers it, and so does this one.)
             (0 | 1, true) => {
                 self.request(vector);
                 format!("IPI: fixed interrupt {vector:#x} to itself, requested in its IRR")
@@ -686,6 +699,27 @@ mod tests {
         apic.write(reg::TIMER_INITIAL, 1000, T + 7000, TSC_HZ);
         assert_eq!(apic.current_count(T + 7000, TSC_HZ), 1000);
         assert!(apic.timer(T + 7000, TSC_HZ).is_some());
+        // Rewriting the same mode and divisor (Linux's __setup_APIC_LVTT does) moves
+        // nothing: the guest's timer is not re-armed.
+        let state = apic.timer_state();
+        apic.write(reg::TIMER_DIVIDE, 0x0, T + 7100, TSC_HZ);
+        apic.write(reg::LVT_TIMER, 0x20030, T + 7100, TSC_HZ);
+        assert_eq!(apic.timer_state(), state);
+    }
+
+    #[test]
+    fn a_bigger_divisor_right_after_the_start_keeps_the_count_exact() {
+        // 500 of 1000 counted 1000 TSC ticks after a start at 0, then divide by 128: still
+        // 500 (the count's origin moves, no start time is made up before 0), and the 500
+        // left take 128 times as long.
+        let mut apic = enabled();
+        apic.write(reg::TIMER_DIVIDE, 0xb, 0, TSC_HZ);
+        apic.write(reg::LVT_TIMER, 0x30, 0, TSC_HZ);
+        apic.write(reg::TIMER_INITIAL, 1000, 0, TSC_HZ);
+        apic.write(reg::TIMER_DIVIDE, 0xa, 1000, TSC_HZ);
+        assert_eq!(apic.current_count(1000, TSC_HZ), 500);
+        let (_, countdown) = apic.timer(1000, TSC_HZ).expect("counting");
+        assert_eq!(countdown.due_tsc, 1000 + 500 * 128 * 2);
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub struct PlatformTimer {
 /// What the guest's timer depends on (see [`Devices::timer_state`]).
 pub type TimerState = (
     (u8, Option<u32>, Option<u64>, Option<u8>),
-    (u32, u32, u32, u64, bool, bool),
+    (u32, u32, u32, (u64, u32), bool, bool),
     Option<u8>,
 );
 

@@ -245,7 +245,8 @@ impl Pic {
 
     /// The poll word of the master or the slave: its highest-priority request, taken into
     /// service as an INTA takes it, as bit 7 and the IRQ's number (8259A datasheet, OCW3).
-    /// A master's request on IRQ 2 is the slave's, which is taken too.
+    /// A poll is one chip's: the master answers IRQ 2 for a slave's request, and the kernel
+    /// polls the slave next for which one (no cascade cycle, as QEMU's 8259 too).
     fn poll(&mut self, master: bool) -> u8 {
         let slave_irq = self.slave.presented(false);
         let chip = if master {
@@ -261,10 +262,6 @@ impl Pic {
         };
         chip.requests &= !(1 << irq);
         chip.in_service |= 1 << irq;
-        if let (true, 2, Some(slave_irq)) = (master, irq, slave_irq) {
-            self.slave.requests &= !(1 << slave_irq);
-            self.slave.in_service |= 1 << slave_irq;
-        }
         0x80 | irq
     }
 
@@ -375,6 +372,16 @@ mod tests {
         pic.write(MASTER_COMMAND, 0x0c);
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         assert_eq!(pic.read(MASTER_COMMAND), 0, "IRR: nothing requested");
+        // A slave's IRQ 12: the master's poll says 2, the slave's says 4.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xfb);
+        pic.write(SLAVE_DATA, 0xef);
+        pic.set_irq(12, true);
+        pic.write(MASTER_COMMAND, 0x0c);
+        assert_eq!(pic.read(MASTER_COMMAND), 0x82);
+        pic.write(SLAVE_COMMAND, 0x0c);
+        assert_eq!(pic.read(SLAVE_COMMAND), 0x84);
+        assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
     }
 
     #[test]

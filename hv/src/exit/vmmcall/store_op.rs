@@ -313,6 +313,27 @@ mod tests {
     }
 
     #[test]
+    fn read_into_a_read_only_page_returns_efault_and_writes_nothing() {
+        // A pinned page table is mapped read-only: the value must not land in it, past the
+        // checks every write to a pinned table gets (the guest's own store would fault).
+        use crate::testing::PDPT;
+        let at = PDPT + 0x800;
+        let mut test = read_into(cmd::READ, "/local/domain/0/port", 16);
+        test.store
+            .write(0, "/local/domain/0/port".into(), "17".into());
+        test.pin_page_tables();
+        test.set_gpr(10, at);
+        let run = test.call();
+        assert_returned(&test, error::EFAULT);
+        assert!(
+            run.decision.why.contains("read-only"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.read_u64(at), 0, "nothing written");
+    }
+
+    #[test]
     fn read_into_a_short_buffer_copies_what_fits_and_returns_the_whole_length() {
         // As snprintf: the caller learns how big a buffer it needs.
         let mut test = read_into(cmd::READ, "/local/domain/0/name", 5);
