@@ -26,7 +26,7 @@ impl Machine for Hardware {
         time::rdtsc()
     }
 
-    fn wall_clock(&self) -> u64 {
+    fn wall_clock(&self) -> traplab_hv::machine::WallTime {
         time::wall_clock()
     }
 

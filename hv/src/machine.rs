@@ -7,6 +7,14 @@
 //! program implements it on the real hardware (`main.rs`, `Hardware`); the host tests with
 //! a recording fake (`testing.rs`).
 
+/// A moment of the time of day: seconds since 1970-01-01 00:00:00 UTC, and nanoseconds into
+/// the second (an RTC's update cycle comes at the second's edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallTime {
+    pub seconds: u64,
+    pub nanos: u32,
+}
+
 pub trait Machine {
     /// The physical CPU's CPUID answer: EAX, EBX, ECX, EDX.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
@@ -21,9 +29,8 @@ pub trait Machine {
     /// The TSC now.
     fn now(&self) -> u64;
 
-    /// Seconds since 1970-01-01 00:00:00 UTC now: the time of day the emulated RTC shows
-    /// (`device/rtc.rs`).
-    fn wall_clock(&self) -> u64;
+    /// The time of day now, which the emulated RTC shows (`device/rtc.rs`).
+    fn wall_clock(&self) -> WallTime;
 
     /// Let the hypervisor's pending timer interrupt in and acknowledge it; the tick's number.
     fn acknowledge_timer(&mut self) -> u64;

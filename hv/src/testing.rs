@@ -12,7 +12,7 @@ use crate::domain::walk_cache::WalkCache;
 use crate::domain::{Domain, Guest};
 use crate::domain::{Others, OthersMut};
 use crate::exit::{self, Exit};
-use crate::machine::Machine;
+use crate::machine::{Machine, WallTime};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -217,8 +217,11 @@ impl Machine for FakeMachine {
         self.now.get()
     }
 
-    fn wall_clock(&self) -> u64 {
-        WALL_CLOCK
+    fn wall_clock(&self) -> WallTime {
+        WallTime {
+            seconds: WALL_CLOCK,
+            nanos: 500_000_000,
+        }
     }
 
     fn acknowledge_timer(&mut self) -> u64 {

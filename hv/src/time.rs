@@ -12,6 +12,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use traplab_hv::calibration::{self, PIT_HZ, Sample};
 use traplab_hv::device::rtc;
+use traplab_hv::machine::WallTime;
 use x86_64::instructions::port::Port;
 
 /// TSC ticks per second, once [`calibrate_tsc`] has measured them.
@@ -32,11 +33,16 @@ pub fn rdtsc() -> u64 {
 static WALL_AT_READ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_READ: AtomicU64 = AtomicU64::new(0);
 
-/// Seconds since 1970-01-01 00:00:00 UTC now: the RTC's time at boot, moved on by the TSC.
-pub fn wall_clock() -> u64 {
+/// The time of day now: the RTC's time at boot, moved on by the TSC. (Its seconds turn
+/// over on the TSC's count from that reading, not on the real RTC's edges: the guests' RTCs
+/// follow this clock, update cycles included.)
+pub fn wall_clock() -> WallTime {
     let hz = tsc_hz().max(1);
-    let elapsed = rdtsc().saturating_sub(TSC_AT_READ.load(Ordering::Relaxed)) / hz;
-    WALL_AT_READ.load(Ordering::Relaxed) + elapsed
+    let ticks = rdtsc().saturating_sub(TSC_AT_READ.load(Ordering::Relaxed));
+    WallTime {
+        seconds: WALL_AT_READ.load(Ordering::Relaxed) + ticks / hz,
+        nanos: ((ticks % hz) as u128 * 1_000_000_000 / hz as u128) as u32,
+    }
 }
 
 /// Read the PC's real-time clock (an MC146818 at ports 0x70/0x71, which QEMU sets to the

@@ -9,7 +9,7 @@
 //! | 0x00, 0x02, 0x04 | seconds, minutes, hours                             |
 //! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday), day, month, year (00–99) |
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
-//! | 0x0a     | status A: 0x26 (32.768 kHz, 1024 Hz) and never "update in progress" |
+//! | 0x0a     | status A: 0x26 (32.768 kHz, 1024 Hz); bit 7, UIP, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
 //! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
 //! | 0x0c, 0x0d | status C: no interrupt flags; status D: 0x80, "the time is valid" |
 //! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
@@ -22,6 +22,7 @@
 //! them when SET is cleared. A time register written without SET moves the clock at once. No interrupts (IRQ 8): only IRQ 0, the PIT's, has a source on this platform
 //! (`pic.rs`), so the periodic, alarm and update interrupts are not modelled.
 
+use crate::machine::WallTime;
 use alloc::format;
 use alloc::string::String;
 
@@ -42,6 +43,14 @@ const STATUS_C: u8 = 0x0c;
 const STATUS_D: u8 = 0x0d;
 /// The century's CMOS index (the FADT's CENTURY field says where it is).
 pub const CENTURY: u8 = 0x32;
+
+/// Status A: the divider and rate a BIOS leaves (32.768 kHz, 1024 Hz), and bit 7, UIP.
+const STATUS_A_RATE: u8 = 0x26;
+const UPDATE_IN_PROGRESS: u8 = 1 << 7;
+/// UIP rises this long before the update cycle, which begins at the second's edge and lasts
+/// 1984 µs (MC146818 datasheet: the registers are not to be read meanwhile).
+const UIP_BEFORE_NS: u32 = 244_000;
+const UPDATE_CYCLE_NS: u32 = 1_984_000;
 
 /// Status B bits.
 const SET: u8 = 1 << 7;
@@ -94,9 +103,9 @@ impl Rtc {
         self.index = value & 0x7f;
     }
 
-    /// An IN from 0x71: the selected register, at `now` (host seconds since 1970, UTC).
-    pub fn read(&self, now: u64) -> u8 {
-        let time = self.time(now);
+    /// An IN from 0x71: the selected register, at `now` (the host's time of day).
+    pub fn read(&self, now: WallTime) -> u8 {
+        let time = self.time(now.seconds);
         let field = |value: u8| self.encode(value);
         match self.index {
             SECONDS => field(time.second),
@@ -107,7 +116,7 @@ impl Rtc {
             MONTH => field(time.month),
             YEAR => field((time.year % 100) as u8),
             CENTURY => field((time.year / 100) as u8),
-            STATUS_A => 0x26,
+            STATUS_A => STATUS_A_RATE | self.update_in_progress(now),
             STATUS_B => self.status_b,
             STATUS_C => 0,
             STATUS_D => 0x80,
@@ -117,7 +126,8 @@ impl Rtc {
 
     /// An OUT of `value` to 0x71: set the selected register. A time register moves the
     /// guest's clock so that the field reads `value`; status B changes how values read.
-    pub fn write(&mut self, value: u8, now: u64) {
+    pub fn write(&mut self, value: u8, now: WallTime) {
+        let now = now.seconds;
         let mut time = self.time(now);
         let decoded = self.decode(value);
         match self.index {
@@ -150,6 +160,17 @@ impl Rtc {
         match self.stopped {
             Some(_) => self.stopped = Some(time),
             None => self.offset = time.seconds() as i64 - now as i64,
+        }
+    }
+
+    /// Status A's UIP at `now`: set from 244 µs before a second's edge to the end of the
+    /// update cycle after it; never while SET stops the clock. (Kernels wait for its fall to
+    /// read the time just after an update, Xen to find a second's edge.)
+    fn update_in_progress(&self, now: WallTime) -> u8 {
+        let updating = now.nanos >= 1_000_000_000 - UIP_BEFORE_NS || now.nanos < UPDATE_CYCLE_NS;
+        match self.stopped {
+            None if updating => UPDATE_IN_PROGRESS,
+            _ => 0,
         }
     }
 
@@ -299,8 +320,17 @@ impl Time {
 mod tests {
     use super::*;
 
-    /// 2026-12-02 07:23:45 UTC, a Wednesday: the fake machine's time of day.
-    const NOW: u64 = crate::testing::WALL_CLOCK;
+    /// 2026-12-02 07:23:45 UTC, a Wednesday: the fake machine's time of day, in mid-second.
+    const SINCE_1970: u64 = crate::testing::WALL_CLOCK;
+    const NOW: WallTime = at(SINCE_1970);
+
+    /// `seconds` since 1970, half a second past the edge (no update in progress).
+    const fn at(seconds: u64) -> WallTime {
+        WallTime {
+            seconds,
+            nanos: 500_000_000,
+        }
+    }
 
     fn read(rtc: &mut Rtc, register: u8) -> u8 {
         rtc.select(register);
@@ -309,7 +339,7 @@ mod tests {
 
     #[test]
     fn days_since_1970_become_a_date_and_back() {
-        let time = Time::at(NOW);
+        let time = Time::at(SINCE_1970);
         assert_eq!(
             time,
             Time {
@@ -322,7 +352,7 @@ mod tests {
                 second: 45
             }
         );
-        assert_eq!(time.seconds(), NOW);
+        assert_eq!(time.seconds(), SINCE_1970);
         assert_eq!(Time::at(0).weekday, 5, "1970-01-01 was a Thursday");
         // 2000 was a leap year (divisible by 400): February 29 exists.
         let leap = Time::at(951_782_400);
@@ -342,7 +372,7 @@ mod tests {
         assert_eq!(read(&mut rtc, CENTURY), 0x20);
         assert_eq!(read(&mut rtc, WEEKDAY), 4);
         assert_eq!(read(&mut rtc, STATUS_D), 0x80, "the time is valid");
-        assert_eq!(read(&mut rtc, STATUS_A) & 0x80, 0, "never mid-update");
+        assert_eq!(read(&mut rtc, STATUS_A) & 0x80, 0, "mid-second: no update");
         // The NMI mask bit of the index is not part of the register number.
         rtc.select(0x80 | SECONDS);
         assert_eq!(rtc.read(NOW), 0x45);
@@ -386,7 +416,7 @@ mod tests {
         // Setting 2027-03-31 on 2026-12-02 passes through December 31 and March 31: no day
         // is rounded into the next month on the way (MC146818 datasheet, status B).
         let mut rtc = Rtc::new(16 << 20);
-        let write = |rtc: &mut Rtc, register: u8, value: u8, now: u64| {
+        let write = |rtc: &mut Rtc, register: u8, value: u8, now: WallTime| {
             rtc.select(register);
             rtc.write(value, now);
         };
@@ -400,22 +430,43 @@ mod tests {
         write(&mut rtc, YEAR, 0x27, NOW);
         // Stopped: ten seconds later it still reads what was written.
         rtc.select(SECONDS);
-        assert_eq!(rtc.read(NOW + 10), 0x00);
-        write(&mut rtc, STATUS_B, HOURS_24, NOW + 10);
-        let date = |rtc: &mut Rtc, now: u64| {
+        assert_eq!(rtc.read(at(SINCE_1970 + 10)), 0x00);
+        write(&mut rtc, STATUS_B, HOURS_24, at(SINCE_1970 + 10));
+        let date = |rtc: &mut Rtc, now: WallTime| {
             [YEAR, MONTH, DAY, HOURS, MINUTES, SECONDS].map(|register| {
                 rtc.select(register);
                 rtc.read(now)
             })
         };
         assert_eq!(
-            date(&mut rtc, NOW + 10),
+            date(&mut rtc, at(SINCE_1970 + 10)),
             [0x27, 0x03, 0x31, 0x12, 0x30, 0x00]
         );
         assert_eq!(
-            date(&mut rtc, NOW + 15),
+            date(&mut rtc, at(SINCE_1970 + 15)),
             [0x27, 0x03, 0x31, 0x12, 0x30, 0x05],
             "running"
         );
+    }
+
+    #[test]
+    fn uip_is_set_around_each_second_s_edge_and_not_while_set_stops_the_clock() {
+        // From 244 µs before the edge to the end of the 1984 µs update cycle after it.
+        let mut rtc = Rtc::new(16 << 20);
+        let uip = |rtc: &mut Rtc, nanos: u32| {
+            rtc.select(STATUS_A);
+            rtc.read(WallTime {
+                seconds: SINCE_1970,
+                nanos,
+            })
+        };
+        assert_eq!(uip(&mut rtc, 500_000_000), 0x26);
+        assert_eq!(uip(&mut rtc, 999_755_999), 0x26, "just before");
+        assert_eq!(uip(&mut rtc, 999_756_000), 0x26 | 0x80, "244 µs before");
+        assert_eq!(uip(&mut rtc, 1_000_000), 0x26 | 0x80, "in the update cycle");
+        assert_eq!(uip(&mut rtc, 1_984_000), 0x26, "the cycle is over");
+        rtc.select(STATUS_B);
+        rtc.write(SET | HOURS_24, NOW);
+        assert_eq!(uip(&mut rtc, 1_000_000), 0x26, "no update while SET");
     }
 }
