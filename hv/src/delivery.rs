@@ -19,6 +19,7 @@
 
 use crate::decision::{Bounce, Decision, Delivery, Effect};
 use crate::domain::Guest;
+use crate::domain::memory::{AccessFault, page_fault_code};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -221,6 +222,69 @@ pub fn page_fault(
 ) -> Decision {
     first.push(Effect::ControlRegister(2, address));
     exception(guest, first, 14, error_code, synthetic, why, at)
+}
+
+/// The exception a CPU raises where an access it makes for an instruction cannot be made
+/// (`fault`, by [`Guest::cpu_pieces`]), after the effects `first`: #PF with its error code
+/// and CR2, or for an address that is not canonical #GP(0), #SS(0) through SS (`stack`).
+/// The hypervisor made the access for the guest (string I/O, LMSW's operand), so the CPU
+/// raised nothing itself: the event is synthetic. `access` says what the access was, and
+/// begins the reason. `None` for an address outside the guest's memory: no exception of
+/// the guest's tells that, and the caller decides.
+pub fn access_fault(
+    guest: &Guest,
+    first: Vec<Effect>,
+    fault: &AccessFault,
+    stack: bool,
+    access: fmt::Arguments,
+    at: &'static str,
+) -> Option<Decision> {
+    Some(match *fault {
+        AccessFault::PageFault {
+            address: page,
+            error_code,
+        } => {
+            let why = match error_code & page_fault_code::PRESENT {
+                0 => "its page tables do not map it",
+                _ if error_code & page_fault_code::RESERVED != 0 => {
+                    "an entry of its page walk sets a reserved bit (an address beyond the CPU's physical-address width, say)"
+                }
+                _ if error_code & page_fault_code::USER != 0
+                    && guest.cpu_pieces(page, 1, false).is_err() =>
+                {
+                    "a supervisor page, and the guest runs at CPL 3"
+                }
+                _ => "a read-only page",
+            };
+            page_fault(
+                guest,
+                first,
+                page,
+                error_code,
+                true,
+                format_args!(
+                    "{access}: {why}, so the CPU raises #PF with error code {error_code:#x} and CR2 = {page:#x}"
+                ),
+                at,
+            )
+        }
+        AccessFault::NonCanonical => {
+            let (vector, name) = match stack {
+                true => (12, "#SS(0)"),
+                false => (13, "#GP(0)"),
+            };
+            exception(
+                guest,
+                first,
+                vector,
+                0,
+                true,
+                format_args!("{access}: not canonical, so the CPU raises {name}"),
+                at,
+            )
+        }
+        AccessFault::Memory(_) => return None,
+    })
 }
 
 /// `deliver!(guest, vector, error_code, synthetic, "why {}", args)`: deliver an exception

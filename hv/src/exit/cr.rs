@@ -26,8 +26,7 @@
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
-use crate::domain::memory::AccessFault;
-use crate::{decide, deliver};
+use crate::{decide, deliver, delivery, here};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec::Vec;
@@ -54,49 +53,26 @@ fn machine_status_word(guest: &Guest, instruction: &Instruction) -> Result<u64, 
     let Some(address) = crate::instruction::memory_address(instruction, guest) else {
         return Err(Box::new(undecodable()));
     };
-    let fault = match guest.cpu_pieces(address, 2, false) {
-        Ok(_) => {
-            let mut word = [0u8; 2];
-            match guest.read_virtual(address, &mut word) {
-                Ok(()) => return Ok(u16::from_le_bytes(word) as u64),
-                Err(error) => AccessFault::Memory(error),
-            }
-        }
-        Err(fault) => fault,
+    let mut word = [0u8; 2];
+    let Err(fault) = guest.cpu_read(address, &mut word) else {
+        return Ok(u16::from_le_bytes(word) as u64);
     };
-    Err(Box::new(match fault {
-        AccessFault::PageFault {
-            address: page,
-            error_code,
-        } => deliver!(
-            guest,
-            after Vec::new(),
-            page_fault(page, error_code),
-            true,
-            "LMSW reads its operand at {address:#x}, which the guest's page tables refuse: the CPU raises #PF with error code {error_code:#x}, and so does the hypervisor"
-        ),
-        AccessFault::NonCanonical => {
-            let (vector, name) = match instruction.memory_segment() {
-                iced_x86::Register::SS => (12, "#SS(0)"),
-                _ => (13, "#GP(0)"),
-            };
-            deliver!(
-                guest,
-                vector,
-                0,
-                true,
-                "LMSW reads its operand at {address:#x}, which is not canonical: the CPU raises {name}, and so does the hypervisor"
-            )
-        }
-        AccessFault::Memory(error) => {
-            let reason = format!("LMSW's operand at {address:#x} is not in the guest's RAM");
-            decide!(
-                Action::Kill,
-                "{reason} ({error:?}): the hypervisor reads no device for it"
-            )
-            .killing(reason)
-        }
-    }))
+    let delivered = delivery::access_fault(
+        guest,
+        Vec::new(),
+        &fault,
+        instruction.memory_segment() == iced_x86::Register::SS,
+        format_args!("LMSW reads its operand at {address:#x}"),
+        here!(),
+    );
+    Err(Box::new(delivered.unwrap_or_else(|| {
+        let reason = format!("LMSW's operand at {address:#x} is not in the guest's RAM");
+        decide!(
+            Action::Kill,
+            "{reason} ({fault:?}): the hypervisor reads no device for it"
+        )
+        .killing(reason)
+    })))
 }
 
 /// MOV to CR`number` (or LMSW, CLTS, which the selective CR0 intercept reports as

@@ -20,11 +20,11 @@ use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::device::debug_exit;
 use crate::domain::Guest;
-use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE, page_fault_code};
+use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
 use crate::instruction;
 use crate::vmcb::segment;
-use crate::{decide, deliver};
+use crate::{decide, delivery, here};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -289,54 +289,19 @@ fn string_fault(
         false => ("OUTS", "reads from"),
     };
     let before = string.moved;
-    let effects = string.effects;
-    let decision = match fault {
-        AccessFault::PageFault {
-            address: page,
-            error_code,
-        } => {
-            let why = match error_code & page_fault_code::PRESENT {
-                0 => "its page tables do not map it",
-                _ if error_code & page_fault_code::RESERVED != 0 => {
-                    "an entry of its page walk sets a reserved bit (an address beyond the CPU's physical-address width, say)"
-                }
-                _ if error_code & page_fault_code::USER != 0
-                    && guest.cpu_pieces(page, 1, false).is_err() =>
-                {
-                    "a supervisor page, and the guest runs at CPL 3"
-                }
-                _ => "a read-only page",
-            };
-            deliver!(
-                guest,
-                after effects,
-                page_fault(page, error_code),
-                true,
-                "{instruction} {access} {address:#x} ({before} element(s) done before it): {why}, so the CPU raises #PF with error code {error_code:#x} and CR2 = {page:#x}"
-            )
-        }
-        AccessFault::NonCanonical => {
-            // Only a stack reference raises #SS: OUTS with an SS prefix.
-            let (vector, name) = if segment == segment::SS {
-                (12, "#SS(0)")
-            } else {
-                (13, "#GP(0)")
-            };
-            deliver!(
-                guest,
-                after effects,
-                vector,
-                0,
-                true,
-                "{instruction} {access} {address:#x} ({before} element(s) done before it): not canonical, so the CPU raises {name}"
-            )
-        }
-        AccessFault::Memory(error) => {
-            let reason = format!(
-                "{instruction} {access} {address:#x}, outside the memory the guest owns: {error:?}"
-            );
-            return decide!(Action::Kill, "{reason}").killing(reason);
-        }
+    // Only a stack reference raises #SS: OUTS with an SS prefix.
+    let Some(decision) = delivery::access_fault(
+        guest,
+        string.effects,
+        &fault,
+        segment == segment::SS,
+        format_args!("{instruction} {access} {address:#x} ({before} element(s) done before it)"),
+        here!(),
+    ) else {
+        let reason = format!(
+            "{instruction} {access} {address:#x}, outside the memory the guest owns: {fault:?}"
+        );
+        return decide!(Action::Kill, "{reason}").killing(reason);
     };
     match before {
         0 => decision,
