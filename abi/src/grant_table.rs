@@ -38,6 +38,11 @@ pub const ENTRIES: u32 = 32;
 pub const MAP_AREA: u64 = 0x4000_0000;
 pub const MAP_AREA_PAGES: u64 = 32;
 
+/// The guest-physical addresses of the grant-mapping area.
+pub const fn map_area() -> core::ops::Range<u64> {
+    MAP_AREA..MAP_AREA + MAP_AREA_PAGES * 4096
+}
+
 /// One grant (Xen's `grant_entry_v1`): who may map which frame, how.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

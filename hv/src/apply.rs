@@ -459,6 +459,20 @@ impl Step<'_, '_> {
         self.note(GPR_NAMES[(number & 15) as usize], old, value);
     }
 
+    fn rflags(&mut self, rflags: u64) {
+        let old = core::mem::replace(&mut self.domain.vcpu.vmcb.save.rflags, rflags);
+        self.note("rflags", old, rflags);
+    }
+
+    /// The guest's CR8, which with V_INTR_MASKING the CPU keeps in the VMCB's V_TPR (AMD
+    /// APM vol. 2, 15.21.1).
+    fn task_priority(&mut self, priority: u8) {
+        let control = &mut self.domain.vcpu.vmcb.control;
+        let old = control.virtual_interrupt & v_intr::TPR;
+        control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | priority as u64;
+        self.note("cr8", old, priority as u64);
+    }
+
     /// RIP moves on: the instruction after an interrupt shadow (STI, MOV SS) has run.
     #[inline(always)]
     fn rip(&mut self, rip: u64) {
@@ -476,10 +490,7 @@ impl Step<'_, '_> {
         match effect {
             Effect::Gpr(number, value) => self.gpr(number, value),
             Effect::Rip(rip) => self.rip(rip),
-            Effect::Rflags(rflags) => {
-                let old = core::mem::replace(&mut vcpu.vmcb.save.rflags, rflags);
-                self.note("rflags", old, rflags);
-            }
+            Effect::Rflags(rflags) => self.rflags(rflags),
             Effect::ControlRegister(number, value) => {
                 let save = &mut vcpu.vmcb.save;
                 let (name, slot) = match number {
@@ -499,14 +510,10 @@ impl Step<'_, '_> {
                 self.note("efer", old & !svme, value & !svme);
             }
             Effect::TaskPriority(priority) => {
-                let control = &mut vcpu.vmcb.control;
-                let old = control.virtual_interrupt & v_intr::TPR;
-                control.virtual_interrupt =
-                    (control.virtual_interrupt & !v_intr::TPR) | priority as u64;
                 // CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the
                 // APIC holds back what CR8 says.
                 self.domain.devices.lapic.tpr = priority << 4;
-                self.note("cr8", old, priority as u64);
+                self.task_priority(priority);
             }
             Effect::DebugRegister(number, value) => {
                 let old = match number {
@@ -971,10 +978,9 @@ impl Step<'_, '_> {
                     None => (memory, operand),
                     Some(_) => (operand, memory),
                 };
-                let old_flags = self.domain.vcpu.vmcb.save.rflags;
-                let (result, flags) = operation.evaluate(left, right, width, old_flags);
-                self.domain.vcpu.vmcb.save.rflags = flags;
-                self.note("rflags", old_flags, flags);
+                let rflags = self.domain.vcpu.vmcb.save.rflags;
+                let (result, rflags) = operation.evaluate(left, right, width, rflags);
+                self.rflags(rflags);
                 match into {
                     _ if !operation.writes_result() => {}
                     None => self.device_write(gpa, width, result),
@@ -1013,21 +1019,10 @@ impl Step<'_, '_> {
         if self.domain.devices.timer_state() != before {
             self.platform_timer();
         }
+        // The APIC's TPR and CR8 are one register (CR8 is TPR bits 7:4, Intel SDM vol. 3A,
+        // 11.8.6.1): after a write of the TPR, a MOV from CR8 reads the same.
         if lapic::contains(gpa) {
-            self.follow_task_priority();
-        }
-    }
-
-    /// The local APIC's TPR and CR8 are one register (CR8 is TPR bits 7:4, Intel SDM vol. 3A,
-    /// 11.8.6.1): after a write of the TPR, the VMCB's V_TPR, which a MOV from CR8 reads
-    /// (V_INTR_MASKING), says the same.
-    fn follow_task_priority(&mut self) {
-        let priority = (self.domain.devices.lapic.tpr >> 4) as u64;
-        let control = &mut self.domain.vcpu.vmcb.control;
-        let old = control.virtual_interrupt & v_intr::TPR;
-        if old != priority {
-            control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | priority;
-            self.note("cr8", old, priority);
+            self.task_priority(self.domain.devices.lapic.tpr >> 4);
         }
     }
 
@@ -1111,9 +1106,7 @@ impl Step<'_, '_> {
     /// A value read from a device lands in a register, as a MOV or IN writes it.
     fn read_into(&mut self, into: Destination, value: u64) {
         let old = self.domain.vcpu.gpr_64(into.register);
-        let new = into.merge(old, value);
-        self.domain.vcpu.set_gpr(into.register, new);
-        self.note(GPR_NAMES[(into.register & 15) as usize], old, new);
+        self.gpr(into.register, into.merge(old, value));
     }
 }
 

@@ -219,6 +219,11 @@ impl Operation {
             overflow: false,
             adjust: false,
         };
+        // INC and DEC leave CF as it was.
+        let keep_carry = |outcome: Outcome| Outcome {
+            carry: rflags & RFlags::CARRY_FLAG.bits() != 0,
+            ..outcome
+        };
         let outcome = match self {
             Operation::Add => add(left, right),
             Operation::Sub | Operation::Compare => sub(left, right),
@@ -226,16 +231,8 @@ impl Operation {
             Operation::Or => logic(left | right),
             Operation::Xor => logic(left ^ right),
             Operation::Negate => sub(0, left),
-            Operation::Increment | Operation::Decrement => {
-                let outcome = match self {
-                    Operation::Increment => add(left, 1),
-                    _ => sub(left, 1),
-                };
-                Outcome {
-                    carry: rflags & RFlags::CARRY_FLAG.bits() != 0,
-                    ..outcome
-                }
-            }
+            Operation::Increment => keep_carry(add(left, 1)),
+            Operation::Decrement => keep_carry(sub(left, 1)),
             Operation::Not => return (!left & mask, rflags),
         };
         let result = outcome.result;
@@ -258,6 +255,19 @@ impl Operation {
         });
         (result, flags)
     }
+}
+
+/// The moves among the instructions we emulate (a read into a register, or a write).
+const MOVES: [Mnemonic; 4] = [
+    Mnemonic::Mov,
+    Mnemonic::Movzx,
+    Mnemonic::Movsx,
+    Mnemonic::Movsxd,
+];
+
+/// Do we emulate some form of instruction `mnemonic` (if not necessarily the one at hand)?
+pub fn emulates(mnemonic: Mnemonic) -> bool {
+    MOVES.contains(&mnemonic) || mnemonic == Mnemonic::Xchg || Operation::of(mnemonic).is_some()
 }
 
 /// The access `instruction` makes, if it is one we emulate.
@@ -285,15 +295,13 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
     };
     let mnemonic = instruction.mnemonic();
     match (mnemonic, instruction.op0_kind(), instruction.op1_kind()) {
-        (
-            Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd,
-            OpKind::Register,
-            OpKind::Memory,
-        ) => Some(Access::Read {
-            width,
-            into: Destination::of(instruction.op0_register())?,
-            signed: matches!(mnemonic, Mnemonic::Movsx | Mnemonic::Movsxd),
-        }),
+        (mnemonic, OpKind::Register, OpKind::Memory) if MOVES.contains(&mnemonic) => {
+            Some(Access::Read {
+                width,
+                into: Destination::of(instruction.op0_register())?,
+                signed: matches!(mnemonic, Mnemonic::Movsx | Mnemonic::Movsxd),
+            })
+        }
         (Mnemonic::Mov, OpKind::Memory, _) => Some(Access::Write {
             width,
             value: value(1)?,

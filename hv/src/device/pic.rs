@@ -109,27 +109,26 @@ impl Chip {
         // EOI set it ends an interrupt whatever R says: 001 non-specific EOI, 011 specific,
         // 101 and 111 the same with a rotation of priorities after it, which this model
         // does not make (priorities stay fixed, IRQ 0 highest).
-        match value >> 5 {
-            0b001 | 0b101 => {
-                // The highest-priority IRQ in service (the lowest number) ends.
-                let lowest = self.in_service & self.in_service.wrapping_neg();
-                self.in_service &= !lowest;
-                match value >> 5 {
-                    0b001 => "OCW2: end of interrupt",
-                    _ => "OCW2: end of interrupt, then a rotation of priorities (not modelled)",
-                }
-            }
-            0b011 | 0b111 => {
-                self.in_service &= !(1 << (value & 7));
-                match value >> 5 {
-                    0b011 => "OCW2: specific end of interrupt",
-                    _ => {
-                        "OCW2: specific end of interrupt, then a rotation of priorities (not modelled)"
-                    }
-                }
-            }
-            _ => "OCW2: a priority command (not modelled)",
-        }
+        let (specific, what) = match value >> 5 {
+            0b001 => (false, "OCW2: end of interrupt"),
+            0b101 => (
+                false,
+                "OCW2: end of interrupt, then a rotation of priorities (not modelled)",
+            ),
+            0b011 => (true, "OCW2: specific end of interrupt"),
+            0b111 => (
+                true,
+                "OCW2: specific end of interrupt, then a rotation of priorities (not modelled)",
+            ),
+            _ => return "OCW2: a priority command (not modelled)",
+        };
+        // A specific EOI names its IRQ; the other ends the highest-priority IRQ in service
+        // (the lowest number).
+        self.in_service &= !match specific {
+            true => 1 << (value & 7),
+            false => self.in_service & self.in_service.wrapping_neg(),
+        };
+        what
     }
 
     fn write_data(&mut self, value: u8) -> &'static str {
@@ -198,6 +197,12 @@ impl Chip {
         (irq < in_service).then_some(irq)
     }
 
+    /// The CPU (INTA) or a poll takes `irq`: from requested to in service.
+    fn take(&mut self, irq: u8) {
+        self.requests &= !(1 << irq);
+        self.in_service |= 1 << irq;
+    }
+
     fn vector(&self, irq: u8) -> Option<u8> {
         let base = self.vector_base.filter(|_| self.expecting == 0)?;
         (self.mask & (1 << irq) == 0).then_some(base + irq)
@@ -248,20 +253,16 @@ impl Pic {
     /// A poll is one chip's: the master answers IRQ 2 for a slave's request, and the kernel
     /// polls the slave next for which one (no cascade cycle, as QEMU's 8259 too).
     fn poll(&mut self, master: bool) -> u8 {
-        let slave_irq = self.slave.presented(false);
-        let chip = if master {
-            self.master.poll = false;
-            &mut self.master
-        } else {
-            self.slave.poll = false;
-            &mut self.slave
+        let cascade = master && self.slave.presented(false).is_some();
+        let chip = match master {
+            true => &mut self.master,
+            false => &mut self.slave,
         };
-        let cascade = master && slave_irq.is_some();
+        chip.poll = false;
         let Some(irq) = chip.presented(cascade) else {
             return 0;
         };
-        chip.requests &= !(1 << irq);
-        chip.in_service |= 1 << irq;
+        chip.take(irq);
         0x80 | irq
     }
 
@@ -289,11 +290,9 @@ impl Pic {
         let vector = self.presented()?;
         let slave = self.slave.presented(false);
         let irq = self.master.presented(slave.is_some())?;
-        self.master.requests &= !(1 << irq);
-        self.master.in_service |= 1 << irq;
+        self.master.take(irq);
         if let (2, Some(slave_irq)) = (irq, slave) {
-            self.slave.requests &= !(1 << slave_irq);
-            self.slave.in_service |= 1 << slave_irq;
+            self.slave.take(slave_irq);
         }
         Some(vector)
     }

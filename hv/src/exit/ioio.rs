@@ -30,7 +30,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
-use traplab_abi::grant_table::{MAP_AREA, MAP_AREA_PAGES};
+use traplab_abi::grant_table::map_area;
 use traplab_abi::svm::IoioInfo;
 use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
@@ -190,7 +190,6 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     let size = info.size as usize;
     let mut fault = None;
     let mut elements = Vec::new();
-    let mut devices = 0;
     while (elements.len() as u64) < count {
         let address = base.wrapping_add(index & address_mask) & linear_mask;
         // INS writes memory, OUTS reads it. An element that is not in RAM is where the CPU
@@ -200,9 +199,8 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
         let element = match guest.cpu_pieces(address, size, info.input) {
             Ok(_) => StringElement::Ram(address),
             Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
-                if address % PAGE_SIZE + size as u64 <= PAGE_SIZE && !grant_mapping(gpa) =>
+                if address % PAGE_SIZE + size as u64 <= PAGE_SIZE && !map_area().contains(&gpa) =>
             {
-                devices += 1;
                 StringElement::Device(gpa)
             }
             Err(error) => {
@@ -214,6 +212,10 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
         index = index.wrapping_add(step);
     }
     let moved = elements.len() as u64;
+    let devices = elements
+        .iter()
+        .filter(|element| matches!(element, StringElement::Device(_)))
+        .count();
     let access = if info.input {
         PortAccess::InString {
             port: info.port,
@@ -265,11 +267,6 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
         fault,
         moved,
     }
-}
-
-/// Is `gpa` in the area where the hypervisor maps other domains' grants?
-fn grant_mapping(gpa: u64) -> bool {
-    (MAP_AREA..MAP_AREA + MAP_AREA_PAGES * PAGE_SIZE).contains(&gpa)
 }
 
 /// INS/OUTS stopped at an element the guest's CPU cannot reach: the exception the CPU

@@ -13,7 +13,6 @@ use crate::decision::{Decision, Effect, MmioAccess};
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
-use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
 use traplab_abi::x86::GPR_NAMES;
 
@@ -28,26 +27,10 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         // The mnemonic alone, or this form of one the hypervisor emulates in others (a MOV
         // of a segment register, a string instruction with REP).
         let mnemonic = format!("{:?}", instruction.mnemonic()).to_ascii_uppercase();
-        let emulated = matches!(
-            instruction.mnemonic(),
-            Mnemonic::Mov
-                | Mnemonic::Movzx
-                | Mnemonic::Movsx
-                | Mnemonic::Movsxd
-                | Mnemonic::Xchg
-                | Mnemonic::Add
-                | Mnemonic::Sub
-                | Mnemonic::And
-                | Mnemonic::Or
-                | Mnemonic::Xor
-                | Mnemonic::Inc
-                | Mnemonic::Dec
-                | Mnemonic::Neg
-                | Mnemonic::Not
-                | Mnemonic::Cmp
-                | Mnemonic::Test
-        );
-        let what = if emulated { "this form of " } else { "" };
+        let what = match emulate::emulates(instruction.mnemonic()) {
+            true => "this form of ",
+            false => "",
+        };
         return decide!(
             Action::Kill,
             "an access to guest-physical {gpa:#x} ({device}) by {what}{mnemonic}, which the hypervisor does not emulate (it emulates moves, XCHG, and ADD, SUB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST, with a register or an immediate)"

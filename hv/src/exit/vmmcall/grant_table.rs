@@ -15,7 +15,7 @@ use alloc::boxed::Box;
 use alloc::format;
 use traplab_abi::event::Action;
 use traplab_abi::grant_table::{
-    ENTRIES, GrantEntryV1, MAP_AREA, MAP_AREA_PAGES, cmd, flags, map, status,
+    ENTRIES, GrantEntryV1, MAP_AREA, cmd, flags, map, map_area, status,
 };
 use traplab_abi::hypercall::{self, error};
 
@@ -261,7 +261,7 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::BAD_PAGE,
         );
     }
-    let area = MAP_AREA..MAP_AREA + MAP_AREA_PAGES * 4096;
+    let area = map_area();
     if host_addr & 0xfff != 0 || !area.contains(&host_addr) {
         return refuse(
             decide!(
@@ -802,7 +802,7 @@ mod tests {
 
     #[test]
     fn map_at_a_host_addr_that_is_misaligned_or_outside_the_area_is_gntst_bad_virt_addr() {
-        let end = MAP_AREA + MAP_AREA_PAGES * 4096;
+        let end = map_area().end;
         for host_addr in [HOST_ADDR + 0x10, MAP_AREA - 0x1000, end, 0x20_0000] {
             let mut test = mapping(FOR_D1, map::HOST_MAP);
             test.write(DATA, &map_grant_ref(host_addr, map::HOST_MAP, 4, 2));
@@ -847,7 +847,7 @@ mod tests {
 
     #[test]
     fn the_last_page_of_the_area_may_be_mapped() {
-        let last = MAP_AREA + (MAP_AREA_PAGES - 1) * 4096;
+        let last = map_area().end - 4096;
         let mut test = mapping(FOR_D1, map::HOST_MAP);
         test.write(DATA, &map_grant_ref(last, map::HOST_MAP, 4, 2));
         test.call();
