@@ -33,7 +33,7 @@ use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
-use crate::domain::interrupts::{self, Assist, Tick, VirtualTimer};
+use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
@@ -568,6 +568,10 @@ impl Step<'_, '_> {
                 self.reports
                     .push(format!("local APIC: interrupt {vector:#x} requested (IRR)"));
             }
+            Effect::PitTick => {
+                let what = self.domain.devices.pit_tick();
+                self.reports.push(what);
+            }
             Effect::Console(bytes) => {
                 for byte in bytes {
                     let line = self.domain.devices.console.transmit(byte);
@@ -647,20 +651,27 @@ impl Step<'_, '_> {
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
+                let mut came = None;
                 if self.domain.pending_interrupt().is_none()
                     && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {
                     ticks = self.machine.halt_until(timer.due_tsc);
-                    if let Tick::Event { port, .. } = self.domain.timer_tick(self.machine.now()) {
-                        self.reports.push(format!(
+                    came = match self.domain.timer_tick(self.machine.now()) {
+                        Tick::Event { port, .. } => Some(format!(
                             "the tick is an event on port {port} (bound to VIRQ_TIMER)"
-                        ));
-                    }
+                        )),
+                        Tick::Interrupt if timer.target == TimerTarget::Irq0 => Some(
+                            "PIT channel 0 raises IRQ 0: the PIC latches it in its IRR and presents it"
+                                .into(),
+                        ),
+                        _ => None,
+                    };
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
                 self.reports.push(format!(
                     "the hypervisor waited {ticks} tick{plural} of its own timer for the guest's timer"
                 ));
+                self.reports.extend(came);
             }
             Effect::InterruptWindow(vector) => {
                 set_interrupt_window(self.domain, vector, self.changes)
@@ -1034,31 +1045,19 @@ impl Step<'_, '_> {
         let tsc_hz = self.machine.tsc_hz().max(1);
         let platform = self.domain.devices.platform_timer(now, tsc_hz);
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
-        // A PIT tick requested through the PIC and not yet taken is no longer presented
-        // once the PIC masks IRQ 0 or the ticks go elsewhere (a kernel switching to the
-        // IO-APIC): withdraw it, or the CPU would take an interrupt the kernel has turned
-        // away (Xen: "spurious 8259A interrupt: IRQ0").
-        let old = self.domain.vcpu.interrupts.timer;
-        let still_routed = |vector: u8| {
-            platform.is_some_and(|timer| timer.vector == vector && !timer.source.to_local_apic())
-        };
-        if let Some(old) = old.filter(|old| !old.to_local_apic)
-            && self.domain.vcpu.interrupts.pending == Some(old.vector)
-            && !still_routed(old.vector)
-        {
-            self.domain.vcpu.interrupts.pending = None;
-            self.reports.push(format!(
-                "the PIT's tick waiting at vector {:#x} is withdrawn: the PIC no longer presents IRQ 0 there",
-                old.vector
-            ));
-        }
+        // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to
+        // the IO-APIC, it is simply not presented, as on a PC.)
         self.domain.vcpu.interrupts.timer = platform.map(|timer| VirtualTimer {
             vector: timer.vector,
             // Once: after the deadline, a period beyond any run (the PIT's mode 0, the
             // APIC's one-shot).
             period_tsc: timer.countdown.period_tsc.unwrap_or(u64::MAX / 4),
             due_tsc: timer.countdown.due_tsc,
-            to_local_apic: timer.source.to_local_apic(),
+            // Either way the device holds a tick from the CPU's INTA to the kernel's EOI.
+            target: match timer.source {
+                TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
+                TimerSource::Pit => TimerTarget::Irq0,
+            },
         });
         // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
         let micros =

@@ -92,6 +92,8 @@ pub enum Effect {
     Mmio(MmioAccess),
     /// Request an interrupt in the guest's local APIC (its timer fired).
     LocalApicRequest(u8),
+    /// PIT channel 0's output pulses: IRQ 0's edge, latched by the 8259A (its timer fired).
+    PitTick,
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
     /// A checked entry written into a pinned page table at guest-physical `gpa`.

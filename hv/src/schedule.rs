@@ -149,7 +149,7 @@ pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: Tick) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::interrupts::VirtualTimer;
+    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
     use crate::testing::VecMemory;
     use alloc::boxed::Box;
     use alloc::format;
@@ -313,7 +313,7 @@ mod tests {
                 vector: 0x20,
                 period_tsc: 1_000,
                 due_tsc: due,
-                to_local_apic: false,
+                target: TimerTarget::Pending,
             });
         }
         assert_eq!(earliest_timer(&domains), Some(200), "d1 runs: not counted");

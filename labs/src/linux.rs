@@ -46,10 +46,22 @@ pub fn fetch_description() -> String {
     )
 }
 
-/// Fetch and unpack the kernel and busybox.
+/// Fetch and unpack the kernel and busybox. One fetch at a time: the tests that boot Linux
+/// run side by side (threads of one test binary, and other binaries), and a second
+/// `apt-get download` into the same folder, or a `dpkg-deb -x` of a package still being
+/// written, failed the test that came second. The lock is an exclusive `flock` on a file
+/// next to the packages; who gets it second finds them fetched.
 pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
     let dir = dir();
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let lock_path = dir.join(".fetch.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|error| format!("{}: {error}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|error| format!("{}: {error}", lock_path.display()))?;
+    if let Some(fetched) = fetched() {
+        return Ok(fetched);
+    }
     // The meta-package depends on the versioned kernel package: fetch that one.
     let depends = run(Command::new("apt-cache").args(["depends", KERNEL_PACKAGE]))?;
     let kernel_package = depends

@@ -77,6 +77,8 @@ pub struct Devices {
 
 /// COM1's interrupt is ISA IRQ 4.
 pub const SERIAL_IRQ: u8 = 4;
+/// PIT channel 0's ISA IRQ.
+pub const PIT_IRQ: u8 = 0;
 
 /// Which device makes the guest's timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +89,6 @@ pub enum TimerSource {
     Pit,
     /// PIT channel 0 through pin 2 of the IO-APIC, to the local APIC.
     PitThroughIoApic,
-}
-
-impl TimerSource {
-    /// Does its interrupt go through the local APIC (requested in its IRR, ended by its
-    /// EOI)?
-    pub fn to_local_apic(self) -> bool {
-        self != TimerSource::Pit
-    }
 }
 
 /// The guest's timer as its devices make it.
@@ -236,8 +230,10 @@ impl Devices {
                 None
             }
             (port, 1) if pic::Pic::claims(port) => {
-                self.pic.write(port, value as u8);
-                None
+                return Written {
+                    what: self.pic.write(port, value as u8),
+                    console: None,
+                };
             }
             (port, 1) if pit::Pit::claims(port) => {
                 self.pit
@@ -322,6 +318,32 @@ impl Devices {
     pub fn follow_serial_interrupt(&mut self) -> Option<String> {
         let level = self.console.interrupt_line();
         self.set_line("COM1", SERIAL_IRQ, level)
+    }
+
+    /// PIT channel 0's output pulses once, a tick of the guest's timer while it goes through
+    /// the 8259A ([`TimerSource::Pit`]): IRQ 0 rises and falls, and the edge is latched in
+    /// the master's IRR (and at IO-APIC pin 2 if that is open too, as on a PC's board). What
+    /// came of it, in words: the PIC presents it to the CPU, or it waits.
+    pub fn pit_tick(&mut self) -> String {
+        let before = self.pic.master;
+        let raised = self
+            .set_line("PIT channel 0", PIT_IRQ, true)
+            .unwrap_or_default();
+        self.set_line("PIT channel 0", PIT_IRQ, false);
+        let bit = 1 << PIT_IRQ;
+        let what: String = match self.pic.timer_vector() {
+            _ if before.requests & bit != 0 => {
+                "but IRQ 0 was requested already and not yet taken: the two ticks are one (IRR holds one request an IRQ)".into()
+            }
+            _ if before.in_service & bit != 0 => {
+                "IRQ 0 is still in service (no EOI since the last tick): the request waits in IRR".into()
+            }
+            // IRQ 0 is the highest priority: requested, unmasked and not in service, it is
+            // the one the master presents.
+            Some(vector) => format!("the PIC presents it to the CPU at vector {vector:#x}"),
+            None => "IRQ 0 is masked at the PIC (or the PIC is being initialised): the request waits in IRR".into(),
+        };
+        format!("{raised}; {what}")
     }
 
     /// `source` (a device, named for the trace) drives interrupt line `line` to `level`.

@@ -11,22 +11,29 @@
 //! register ISR; 0x0c: *poll*, the next read takes the highest-priority request as the
 //! CPU's INTA would and returns its number with bit 7 set, or 0 when there is none).
 //!
-//! Two sources on this platform:
+//! Every source is an IR line, the 8259A's way: a rising edge on the line sets its bit in
+//! the *interrupt request register* (IRR); the chip presents the highest priority request
+//! (IRQ 0 highest) that is unmasked and above every interrupt in service (fully nested
+//! mode); when the CPU takes it (INTA, [`Pic::acknowledge`]) the bit moves from IRR to the
+//! *in-service register* (ISR), and it stays there, holding back its own and lower
+//! priorities, until the kernel's EOI. A second edge before the CPU took the first is the
+//! same request (IRR has one bit a line). The slave's requests reach the CPU through the
+//! master's IRQ 2 (the cascade). The lines on this platform:
 //!
-//! - **IRQ 4, COM1's UART** (`uart.rs`), the 8259A's way: a rising edge on the IR line sets
-//!   its bit in the *interrupt request register* (IRR); the chip presents the highest
-//!   priority request (IRQ 0 highest) that is unmasked and above every interrupt in service
-//!   (fully nested mode); when the CPU takes it (INTA, [`Pic::acknowledge`]) the bit moves
-//!   from IRR to the *in-service register* (ISR), and it stays there, holding back its own
-//!   and lower priorities, until the kernel's EOI. The slave's requests reach the CPU
-//!   through the master's IRQ 2 (the cascade).
-//! - **IRQ 0, the PIT's channel 0** (`pit.rs`), simplified: the hypervisor delivers its tick
-//!   at the vector the master's ICW2 gave IRQ 0, while the master is initialised and IRQ 0
-//!   unmasked ([`Pic::timer_vector`]); the tick does not go through IRR and ISR (ticks the
-//!   guest has not taken yet are merged by the hypervisor itself, `domain/interrupts.rs`).
+//! - **IRQ 0, the PIT's channel 0** (`pit.rs`): each tick of the guest's timer, while it
+//!   goes through the PIC ([`Pic::timer_vector`]: the master initialised, IRQ 0 unmasked),
+//!   is a pulse on the line (`Devices::pit_tick`). So a timer handler's non-specific EOI
+//!   ends IRQ 0, and no other IRQ comes in the middle of it.
+//! - **IRQ 4, COM1's UART** (`uart.rs`), and any ISA line a device drives
+//!   (`Devices::set_line`).
 //!
 //! Not modelled: spurious interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt,
-//! the priorities stay fixed), special mask mode, automatic EOI, level triggering.
+//! the priorities stay fixed), special mask mode, automatic EOI, level triggering, and a PIT
+//! tick while IRQ 0 is masked everywhere (the hypervisor runs the guest's timer only while
+//! its interrupt can go somewhere, so such a tick is not latched for a later unmask).
+
+use alloc::format;
+use alloc::string::String;
 
 /// The ports.
 pub const MASTER_COMMAND: u16 = 0x20;
@@ -79,7 +86,7 @@ impl Default for Chip {
 }
 
 impl Chip {
-    fn write_command(&mut self, value: u8) -> &'static str {
+    fn write_command(&mut self, value: u8) -> String {
         if value & 0x10 != 0 {
             // ICW1: start the initialisation over (the mask is cleared, 8259A datasheet).
             *self = Chip {
@@ -89,7 +96,7 @@ impl Chip {
                 mask: 0,
                 ..Chip::default()
             };
-            return "ICW1: initialisation starts";
+            return "ICW1: initialisation starts".into();
         }
         if value & 0x08 != 0 {
             // OCW3: bits 1:0 = 0b10 read IRR, 0b11 read ISR; bit 2, poll (for the next read
@@ -101,9 +108,9 @@ impl Chip {
             }
             if value & 0b100 != 0 {
                 self.poll = true;
-                return "OCW3: poll: the next read takes the highest-priority request";
+                return "OCW3: poll: the next read takes the highest-priority request".into();
             }
-            return "OCW3: which register a read returns";
+            return "OCW3: which register a read returns".into();
         }
         // OCW2: bits 7:5 are R (rotate), SL (specific: the IRQ in bits 2:0) and EOI. With
         // EOI set it ends an interrupt whatever R says: 001 non-specific EOI, 011 specific,
@@ -120,18 +127,26 @@ impl Chip {
                 true,
                 "OCW2: specific end of interrupt, then a rotation of priorities (not modelled)",
             ),
-            _ => return "OCW2: a priority command (not modelled)",
+            _ => return "OCW2: a priority command (not modelled)".into(),
         };
         // A specific EOI names its IRQ; the other ends the highest-priority IRQ in service
         // (the lowest number).
-        self.in_service &= !match specific {
+        let ended = match specific {
             true => 1 << (value & 7),
             false => self.in_service & self.in_service.wrapping_neg(),
         };
-        what
+        let was_in_service = self.in_service & ended != 0;
+        self.in_service &= !ended;
+        match was_in_service {
+            true => format!(
+                "{what}: IRQ {} is no longer in service",
+                ended.trailing_zeros()
+            ),
+            false => format!("{what}: no such IRQ was in service"),
+        }
     }
 
-    fn write_data(&mut self, value: u8) -> &'static str {
+    fn write_data(&mut self, value: u8) -> String {
         match self.expecting {
             2 => {
                 self.vector_base = Some(value & 0xf8);
@@ -140,19 +155,19 @@ impl Chip {
                     (true, true) => 4,
                     (true, false) => 0,
                 };
-                "ICW2: the vector of IRQ 0"
+                format!("ICW2: the vector of IRQ 0 is {:#x}", value & 0xf8)
             }
             3 => {
                 self.expecting = if self.needs_icw4 { 4 } else { 0 };
-                "ICW3: the cascade"
+                "ICW3: the cascade".into()
             }
             4 => {
                 self.expecting = 0;
-                "ICW4: the mode"
+                "ICW4: the mode".into()
             }
             _ => {
                 self.mask = value;
-                "OCW1: the interrupt mask"
+                "OCW1: the interrupt mask".into()
             }
         }
     }
@@ -226,7 +241,7 @@ impl Pic {
     }
 
     /// An OUT of a byte: what it was, in the 8259A's words.
-    pub fn write(&mut self, port: u16, value: u8) -> &'static str {
+    pub fn write(&mut self, port: u16, value: u8) -> String {
         match port {
             MASTER_COMMAND => self.master.write_command(value),
             MASTER_DATA => self.master.write_data(value),
@@ -347,11 +362,18 @@ mod tests {
         pic.write(MASTER_COMMAND, 0x0b); // OCW3: read ISR
         assert_eq!(pic.read(MASTER_COMMAND), 0b101);
         // A non-specific EOI ends the highest-priority one, IRQ 0.
-        assert_eq!(pic.write(MASTER_COMMAND, 0x20), "OCW2: end of interrupt");
+        assert_eq!(
+            pic.write(MASTER_COMMAND, 0x20),
+            "OCW2: end of interrupt: IRQ 0 is no longer in service"
+        );
         assert_eq!(pic.read(MASTER_COMMAND), 0b100);
         assert_eq!(
             pic.write(MASTER_COMMAND, 0x62),
-            "OCW2: specific end of interrupt"
+            "OCW2: specific end of interrupt: IRQ 2 is no longer in service"
+        );
+        assert_eq!(
+            pic.write(MASTER_COMMAND, 0x20),
+            "OCW2: end of interrupt: no such IRQ was in service"
         );
         assert_eq!(pic.read(MASTER_COMMAND), 0);
         pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR

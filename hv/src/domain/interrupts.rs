@@ -2,7 +2,9 @@
 //! take it.
 //!
 //! Two sources make an interrupt pending: the guest's timer, and its event channels' upcall
-//! when it registered a callback vector (`evtchn.rs`, [`Domain::pending_interrupt`]).
+//! when it registered a callback vector (`evtchn.rs`, [`Domain::pending_interrupt`]). A
+//! timer its devices make goes through them instead ([`TimerTarget`]): the local APIC's
+//! IRR, or the 8259A's for the PIT's IRQ 0, and the device presents it by priority.
 //!
 //! A guest asks for a periodic timer with the `set_timer` hypercall. The hypervisor notices
 //! that it is due when it has control: at each tick of its own timer (an INTR exit,
@@ -30,9 +32,23 @@ pub struct VirtualTimer {
     /// The period and the next deadline, in TSC ticks.
     pub period_tsc: u64,
     pub due_tsc: u64,
-    /// The local APIC's timer: a tick is *requested* in the APIC (its IRR), which presents
-    /// it to the CPU by priority (`device/lapic.rs`), instead of becoming pending at once.
-    pub to_local_apic: bool,
+    /// Where a tick goes.
+    pub target: TimerTarget,
+}
+
+/// Where a tick of the guest's timer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerTarget {
+    /// Its interrupt becomes pending at once (a timer the guest asked for with `set_timer`):
+    /// no device between the timer and the CPU.
+    Pending,
+    /// It is *requested* in the local APIC (its IRR), which presents it to the CPU by
+    /// priority (`device/lapic.rs`): the APIC's own timer, or the PIT's through the IO-APIC.
+    LocalApic,
+    /// PIT channel 0's output pulses: a rising edge on IRQ 0, which the master 8259A latches
+    /// in its IRR and presents by priority, and which stays in service from the CPU's INTA
+    /// to the kernel's EOI (`device/pic.rs`), as any other IRQ.
+    Irq0,
 }
 
 /// The guest's timer and its pending interrupt.
@@ -53,6 +69,9 @@ pub enum TimerPoll {
     /// Due, and the timer is the local APIC's: the interrupt with this vector is requested
     /// in the APIC (the state after it leaves `pending` alone).
     ToLocalApic(u8),
+    /// Due, and the timer is the PIT's through the 8259A: IRQ 0's edge (the state after it
+    /// leaves `pending` alone; the PIC merges a tick it still holds, in its IRR).
+    ToIrq0,
     /// Due, but its interrupt is still pending from the last period: the two merge into one,
     /// as in a PIC's interrupt request register.
     Merged(u8),
@@ -73,12 +92,17 @@ impl VirtualInterrupts {
             due_tsc: now + timer.period_tsc,
             ..timer
         });
-        if timer.to_local_apic {
+        let to_device = match timer.target {
+            TimerTarget::Pending => None,
+            TimerTarget::LocalApic => Some(TimerPoll::ToLocalApic(timer.vector)),
+            TimerTarget::Irq0 => Some(TimerPoll::ToIrq0),
+        };
+        if let Some(poll) = to_device {
             let next = VirtualInterrupts {
                 timer: timer_after,
                 ..*self
             };
-            return (TimerPoll::ToLocalApic(timer.vector), next);
+            return (poll, next);
         }
         let next = VirtualInterrupts {
             timer: timer_after,
@@ -105,8 +129,9 @@ pub enum Tick {
 }
 
 impl Domain {
-    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or,
-    /// when the domain bound a port to `VIRQ_TIMER`, an event on that port. Used where the
+    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending (or is
+    /// requested at the device its timer goes through), or, when the domain bound a port to
+    /// `VIRQ_TIMER`, an event on that port. Used where the
     /// hypervisor notices the deadline outside an exit of the domain's own: while it
     /// halts, when it is switched in, and for a blocked domain (`run.rs`).
     pub fn timer_tick(&mut self, now: u64) -> Tick {
@@ -119,6 +144,16 @@ impl Domain {
             self.vcpu.interrupts = next;
             self.devices.lapic.request(vector);
             return match self.devices.lapic.next_to_deliver() {
+                Some(_) => Tick::Interrupt,
+                None => Tick::NotDue,
+            };
+        }
+        if poll == TimerPoll::ToIrq0 {
+            // Latched in the 8259A's IRR; it interrupts the CPU only if the PIC presents it
+            // (not while IRQ 0 is still in service, before the kernel's EOI for the last tick).
+            self.vcpu.interrupts = next;
+            self.devices.pit_tick();
+            return match self.devices.pic.presented() {
                 Some(_) => Tick::Interrupt,
                 None => Tick::NotDue,
             };
@@ -219,7 +254,7 @@ mod tests {
         vector: 0x20,
         period_tsc: 1_000,
         due_tsc: 5_000,
-        to_local_apic: false,
+        target: TimerTarget::Pending,
     };
 
     fn with_timer(pending: Option<u8>) -> VirtualInterrupts {

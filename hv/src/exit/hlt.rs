@@ -125,7 +125,7 @@ fn stopped(reason: &str) -> DomainEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::interrupts::VirtualTimer;
+    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
     use crate::schedule::Switch;
     use crate::testing::{self, ENTRY, Run, SHARED_INFO, Test};
     use traplab_abi::event::{Body, EventType};
@@ -145,7 +145,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 5_000,
-            to_local_apic: false,
+            target: TimerTarget::Pending,
         });
         test
     }

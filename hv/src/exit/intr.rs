@@ -25,6 +25,15 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         .with(Effect::Timer(after.timer))
         .with(Effect::LocalApicRequest(vector));
     }
+    if poll == TimerPoll::ToIrq0 {
+        return decide!(
+            Action::Emulate,
+            "the hypervisor's timer interrupted the guest, and the guest's timer is due (PIT channel 0 through the 8259A): IRQ 0 rises, the PIC latches it in its IRR and presents it when its priority allows"
+        )
+        .with(Effect::AcknowledgeHostTimer)
+        .with(Effect::Timer(after.timer))
+        .with(Effect::PitTick);
+    }
     // A guest that bound its timer to a port (VIRQ_TIMER) gets its ticks as events.
     if poll != TimerPoll::NotDue
         && let Some(port) = guest.events.virq_port(virq::TIMER)
@@ -50,7 +59,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             Action::Emulate,
             "the hypervisor's timer interrupted the guest; the guest's timer is due again, but interrupt {vector:#x} is still pending: the two merge into one"
         ),
-        TimerPoll::NotDue | TimerPoll::ToLocalApic(_) => decide!(
+        TimerPoll::NotDue | TimerPoll::ToLocalApic(_) | TimerPoll::ToIrq0 => decide!(
             Action::Emulate,
             "a physical interrupt (the hypervisor's timer) arrived while the guest ran: the hypervisor takes it, the guest never sees it"
         ),
@@ -70,7 +79,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 mod tests {
     use super::*;
     use crate::domain::evtchn::{Callback, PortState};
-    use crate::domain::interrupts::VirtualTimer;
+    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
     use crate::testing::{ENTRY, SHARED_INFO, Test};
     use traplab_abi::event::Notify;
     use traplab_abi::exit::ExitReason;
@@ -82,7 +91,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: due,
-            to_local_apic: false,
+            target: TimerTarget::Pending,
         });
         test
     }
@@ -110,7 +119,7 @@ mod tests {
                     vector: 0x20,
                     period_tsc: 10_000,
                     due_tsc: now + 10_000,
-                    to_local_apic: false,
+                    target: TimerTarget::Pending,
                 })),
                 Effect::PendingInterrupt(Some(0x20)),
             ]
@@ -174,7 +183,7 @@ mod tests {
                     vector: 0x20,
                     period_tsc: 10_000,
                     due_tsc: now + 10_000,
-                    to_local_apic: false,
+                    target: TimerTarget::Pending,
                 })),
                 Effect::Notify {
                     to: 1,

@@ -308,8 +308,10 @@ fn string_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::Effect;
     use crate::device::ata::Assignment;
     use crate::device::pc_testdev::{self, PcTestdev};
+    use crate::domain::interrupts::{Tick, TimerTarget};
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::svm::Event;
@@ -369,41 +371,48 @@ mod tests {
         run
     }
 
-    #[test]
-    fn masking_irq_0_withdraws_a_pit_tick_the_cpu_has_not_taken() {
-        // A kernel leaving the PIC for the IO-APIC masks IRQ 0 while a tick waits (its
-        // interrupts off): a real 8259A no longer presents it, so no interrupt comes.
-        let mut test = Test::long_mode();
-        for (port_number, value) in [
+    /// What a PC kernel does for its timer: the master PIC at vector 0x20 with `mask` (OCW1),
+    /// then whatever `devices` writes (COM1's registers, say), then PIT channel 0 in mode 2
+    /// at 100 Hz (count 11932), which arms the guest's timer.
+    fn pic_and_pit(test: &mut Test, mask: u8, devices: &[(u16, u8)]) {
+        let pic = [
             (0x20, 0x11),
             (0x21, 0x20),
             (0x21, 0x04),
             (0x21, 0x01),
-            (0x21, 0xfe),
-            (0x43, 0x34),
-            (0x40, 0x9c),
-            (0x40, 0x2e),
-        ] {
-            out_to(&mut test, port_number, value);
+            (0x21, mask),
+        ];
+        let pit = [(0x43, 0x34), (0x40, 0x9c), (0x40, 0x2e)];
+        for &(port_number, value) in pic.iter().chain(devices).chain(&pit) {
+            out_to(test, port_number, value);
         }
+    }
+
+    #[test]
+    fn a_pit_tick_waits_in_the_pic_s_irr_and_masking_irq_0_holds_it_back() {
+        // A kernel leaving the PIC for the IO-APIC masks IRQ 0 while a tick waits (its
+        // interrupts off): a real 8259A keeps the request in its IRR but no longer presents
+        // it, so no interrupt comes; unmasked again, it does.
+        let mut test = Test::long_mode();
+        pic_and_pit(&mut test, 0xfe, &[]);
         let timer = test
             .domain
             .vcpu
             .interrupts
             .timer
             .expect("PIT through the PIC");
-        assert_eq!(timer.vector, 0x20);
-        test.domain.vcpu.interrupts.pending = Some(0x20);
-        let run = out_to(&mut test, 0x21, 0xff);
+        assert_eq!((timer.vector, timer.target), (0x20, TimerTarget::Irq0));
+        let what = test.domain.devices.pit_tick();
         assert!(
-            run.emulate()
-                .what
-                .contains("the PIT's tick waiting at vector 0x20 is withdrawn"),
-            "{}",
-            run.emulate().what
+            what.contains("the PIC presents it to the CPU at vector 0x20"),
+            "{what}"
         );
-        assert_eq!(test.domain.vcpu.interrupts.pending, None);
-        assert_eq!(test.domain.pending_interrupt(), None);
+        assert_eq!(test.domain.pending_interrupt(), Some(0x20));
+        out_to(&mut test, 0x21, 0xff);
+        assert_eq!(test.domain.devices.pic.master.requests, 0b1, "still in IRR");
+        assert_eq!(test.domain.pending_interrupt(), None, "masked");
+        out_to(&mut test, 0x21, 0xfe);
+        assert_eq!(test.domain.pending_interrupt(), Some(0x20));
     }
 
     #[test]
@@ -458,7 +467,7 @@ mod tests {
         let run = out_to(&mut test, 0x20, 0x20); // EOI
         assert_eq!(
             run.emulate().what,
-            "OUT 0x20 to port 0x20 (8259A interrupt controller)"
+            "OUT 0x20 to port 0x20 (8259A interrupt controller): OCW2: end of interrupt: IRQ 4 is no longer in service"
         );
         assert_eq!(
             run.injected().vector,
@@ -537,6 +546,74 @@ mod tests {
             run.emulate().what,
             "IN 0xff from port 0xf4 (isa-debug-exit)"
         );
+    }
+
+    #[test]
+    fn the_pit_s_tick_is_irq_0_in_service_until_eoi_and_holds_back_irq_4() {
+        // A PC kernel's timer handler ends its interrupt with a non-specific EOI: the 8259A
+        // ends the highest-priority IRQ in service, IRQ 0 (8259A datasheet, OCW2). While the
+        // handler runs, IRQ 0 in service holds back IRQ 4 (fully nested mode) and a second
+        // tick waits in IRR.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x20, 0x20_0000);
+        test.gate(0x24, 0x21_0000);
+        // IRQ 0 and IRQ 4 open; COM1's received-data interrupt on, and OUT2.
+        pic_and_pit(&mut test, 0xee, &[(0x3f9, 0x01), (0x3fc, 0x08)]);
+        let tick = |test: &mut Test| {
+            let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+            test.machine.now.set(due);
+            let run = test.run(test.exit(ExitReason::Intr));
+            test.domain.vcpu.vmcb.save.rip = ENTRY;
+            run
+        };
+        let run = tick(&mut test);
+        assert!(run.decision.effects.contains(&Effect::PitTick));
+        assert!(
+            run.emulate()
+                .what
+                .contains("PIT channel 0 raises IRQ 0: requested at the PIC; the PIC presents it to the CPU at vector 0x20"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(run.injected().vector, 0x20);
+        assert_eq!(test.domain.devices.pic.master.in_service, 0b1, "INTA");
+        test.vmrun();
+        // In the handler: a key (IRQ 4) and the next tick both wait.
+        test.domain.devices.serial_input(b"k");
+        assert_eq!(test.domain.pending_interrupt(), None, "IRQ 0 is in service");
+        let run = tick(&mut test);
+        assert!(
+            run.emulate().what.contains(
+                "IRQ 0 is still in service (no EOI since the last tick): the request waits in IRR"
+            ),
+            "{}",
+            run.emulate().what
+        );
+        assert!(!run.kinds().contains(&"inject"));
+        assert_eq!(test.domain.devices.pic.master.requests, 0b1_0001);
+        // The handler's EOI ends IRQ 0, not IRQ 4; the waiting tick goes first.
+        let run = out_to(&mut test, 0x20, 0x20);
+        assert_eq!(run.injected().vector, 0x20);
+        assert_eq!(test.domain.devices.pic.master.in_service, 0b1);
+        test.vmrun();
+        let run = out_to(&mut test, 0x20, 0x20);
+        assert_eq!(run.injected().vector, 0x24, "then the key");
+        assert_eq!(test.domain.devices.pic.master.in_service, 0b1_0000);
+    }
+
+    #[test]
+    fn two_ticks_the_cpu_has_not_taken_are_one_request() {
+        // IRR holds one request an IRQ: with interrupts off, a second tick merges.
+        let mut test = Test::long_mode();
+        pic_and_pit(&mut test, 0x00, &[]);
+        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        assert_eq!(test.domain.timer_tick(due), Tick::Interrupt);
+        assert_eq!(test.domain.vcpu.interrupts.pending, None, "in the PIC");
+        let what = test.domain.devices.pit_tick();
+        assert!(what.contains("the two ticks are one"), "{what}");
+        assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
+        assert_eq!(test.domain.pending_interrupt(), None, "one interrupt");
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
 #[cfg(test)]
 mod tests {
     use crate::decision::{Decision, Effect, PortAccess};
-    use crate::domain::interrupts::VirtualTimer;
+    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
     use crate::testing::{self, ENTRY, Run, Test};
     use traplab_abi::event::{Action, EventType};
     use traplab_abi::exit::ExitReason;
@@ -396,7 +396,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 1_000,
-            to_local_apic: false,
+            target: TimerTarget::Pending,
         });
         let run = general_protection(&mut test);
         assert!(run.decision.effects.contains(&Effect::HaltUntilInterrupt));

@@ -24,7 +24,7 @@ mod store_op;
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning, Words};
 use crate::domain::Guest;
-use crate::domain::interrupts::VirtualTimer;
+use crate::domain::interrupts::{TimerTarget, VirtualTimer};
 use crate::domain::page_tables::PIN_READS_PER_EXIT;
 use crate::{decide, deliver};
 use alloc::borrow::Cow;
@@ -267,7 +267,7 @@ fn set_timer(
         vector,
         period_tsc,
         due_tsc: exit.tsc + period_tsc,
-        to_local_apic: false,
+        target: TimerTarget::Pending,
     };
     let hz = guest.machine.timer_hz();
     let decision = decision
@@ -967,7 +967,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: now + 1_000_000,
-            to_local_apic: false,
+            target: TimerTarget::Pending,
         };
         assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
         assert_eq!(test.machine.calls, ["start_timer"]);
@@ -1005,7 +1005,7 @@ mod tests {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: 0,
-            to_local_apic: false,
+            target: TimerTarget::Pending,
         });
         let run = call(&mut test);
         assert_returned(&test, 0);

@@ -412,7 +412,7 @@ mod tests {
     // ---- The local APIC at 0xfee00000 -------------------------------------------------
 
     use crate::device::lapic::{self, reg};
-    use crate::domain::interrupts::VirtualTimer;
+    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
 
     /// `mov [rax], ecx` of `value` to APIC register `offset`, from the start.
     fn apic_write(test: &mut Test, offset: u64, value: u32) -> Run {
@@ -477,7 +477,7 @@ mod tests {
                 vector: 0x30,
                 period_tsc: period,
                 due_tsc: now + period,
-                to_local_apic: true,
+                target: TimerTarget::LocalApic,
             })
         );
         // The tick, at the hypervisor's next INTR exit after the deadline: requested in the
@@ -576,7 +576,7 @@ mod tests {
             .interrupts
             .timer
             .expect("the PIT is the guest's timer");
-        assert_eq!((timer.vector, timer.to_local_apic), (0x22, true));
+        assert_eq!((timer.vector, timer.target), (0x22, TimerTarget::LocalApic));
         // Its tick is requested in the local APIC, which delivers it.
         test.interrupts_on();
         test.gate(0x22, 0x21_0000);
