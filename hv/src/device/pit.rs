@@ -7,14 +7,17 @@
 //! byte, 3 low then high; 0 latches the count for reading), 3:1 the mode — then the count to
 //! the channel's port (0x40, 0x42). Mode 2 (rate generator) and 3 (square wave) reload and
 //! repeat: channel 0 in one of them interrupts every `count / 1193182` seconds. Mode 0
-//! (interrupt on terminal count) counts once.
+//! (interrupt on terminal count) counts once, its output rising at terminal count; mode 4
+//! (software-triggered strobe, Linux's one-shot clock event: control word 0x38) counts once
+//! too, its output low for one clock at terminal count, so it rises one clock later.
 //!
 //! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
 //! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
 //! ([`Pit::countdown`]): the hypervisor delivers its interrupt through the PIC (`pic.rs`) when
 //! it is due, as it delivers a paravirtual timer (`domain/interrupts.rs`). Not modelled: modes
-//! 1, 4 and 5 (no interrupt from them), the read-back command, a gate closing (a channel
-//! once started counts on). This is the guest's
+//! 1 and 5 (started by a rising gate, which channel 0's, tied high on a PC, never has; they
+//! interrupt nothing here), the read-back command, a gate closing (a channel once started
+//! counts on). This is the guest's
 //! PIT only: the real one belongs to the hypervisor, which does not share it (every port is
 //! intercepted), so the two never meet.
 
@@ -35,7 +38,7 @@ const REFRESH_PERIOD_NS: u128 = 15_085;
 /// timer (the PIC's side is the vector; `apply.rs` makes the two a timer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Countdown {
-    /// Every period (modes 2 and 3), or `None`: once (mode 0).
+    /// Every period (modes 2 and 3), or `None`: once (modes 0 and 4).
     pub period_tsc: Option<u64>,
     pub due_tsc: u64,
 }
@@ -82,9 +85,10 @@ impl Channel {
         }
     }
 
-    /// Is the output high? Mode 0 raises it at terminal count; modes 2 and 3 are high most
-    /// of each period (3: the first half). Before its count starts, a channel's output is
-    /// what the control word set: low in mode 0, high in the others (82C54 datasheet).
+    /// Is the output high? Mode 0 raises it at terminal count; mode 4 drops it for the one
+    /// clock of terminal count; modes 2 and 3 are high most of each period (3: the first
+    /// half). Before its count starts, a channel's output is what the control word set: low
+    /// in mode 0, high in the others (82C54 datasheet).
     pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
         let Some(start) = self.loaded_at else {
             return self.mode != 0;
@@ -94,6 +98,7 @@ impl Channel {
         let reload = self.reload_value();
         match self.mode {
             0 => elapsed >= reload,
+            4 => elapsed != reload,
             3 => elapsed % reload < reload.div_ceil(2),
             _ => true,
         }
@@ -243,8 +248,9 @@ impl Pit {
         }
     }
 
-    /// Channel 0 at TSC `now`: when it next interrupts — every period in modes 2 and 3,
-    /// once in mode 0 — or `None` when it is not counting (or counts in a mode without one).
+    /// Channel 0 at TSC `now`: when its output next rises — every period in modes 2 and 3,
+    /// once in modes 0 and 4 — or `None` when it is not counting (or counts in a mode
+    /// without one).
     pub fn countdown(&self, now: u64, tsc_hz: u64) -> Option<Countdown> {
         let channel = &self.channels[0];
         let start = channel.loaded_at?;
@@ -260,6 +266,14 @@ impl Pit {
                 period_tsc: None,
                 due_tsc: start + period_tsc,
             }),
+            // Terminal count drops the output for one clock: it rises a clock later.
+            4 => {
+                let due_tsc = start + period_tsc + (tsc_hz / HZ).max(1);
+                (now < due_tsc).then_some(Countdown {
+                    period_tsc: None,
+                    due_tsc,
+                })
+            }
             _ => None,
         }
     }
@@ -323,6 +337,38 @@ mod tests {
         // Asked later, the next deadline is the next period's.
         let later = pit.countdown(5_000 + 30_000_000, TSC_HZ).expect("counting");
         assert_eq!(later.due_tsc, 5_000 + 3 * 11_932_000);
+    }
+
+    #[test]
+    fn mode_4_strobes_once_a_clock_after_terminal_count() {
+        // Linux's one-shot PIT clock event: control word 0x38, then each next event's count.
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x38, 0, TSC_HZ); // channel 0, low then high, mode 4
+        pit.write(CHANNEL_0, 0x10, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ); // 16
+        assert_eq!(
+            pit.countdown(0, TSC_HZ),
+            Some(Countdown {
+                period_tsc: None,
+                due_tsc: 17_000
+            })
+        );
+        assert_eq!(pit.countdown(17_000, TSC_HZ), None, "strobed: done");
+        let channel = pit.channels[0];
+        assert!(channel.output(15_000, TSC_HZ));
+        assert!(
+            !channel.output(16_000, TSC_HZ),
+            "low for the clock of terminal count"
+        );
+        assert!(channel.output(17_000, TSC_HZ));
+        // The next event's count re-arms it.
+        pit.write(CHANNEL_0, 0x20, 30_000, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 30_000, TSC_HZ); // 32
+        assert_eq!(
+            pit.countdown(30_000, TSC_HZ)
+                .map(|countdown| countdown.due_tsc),
+            Some(63_000)
+        );
     }
 
     #[test]

@@ -673,6 +673,15 @@ mod tests {
         out(&mut test, 0x40, 0x00);
         let second = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
         assert_ne!(first, second);
+        // Mode 4, Linux's one-shot clock event: once too, a PIT clock after terminal count.
+        out(&mut test, 0x43, 0x38);
+        out(&mut test, 0x40, 0xe8);
+        let run = out(&mut test, 0x40, 0x03);
+        assert!(
+            run.emulate().what.contains("PIT channel 0 once, in 839 µs"),
+            "{}",
+            run.emulate().what
+        );
     }
 
     #[test]
