@@ -29,11 +29,11 @@ use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     StringElement, VmcbMsr,
 };
-use crate::device::{PlatformTimer, TimerSource, Written, lapic};
+use crate::device::{PlatformTimer, TimerSource, TimerState, Written, lapic};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
-use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
+use crate::domain::interrupts::{self, Assist, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
@@ -656,16 +656,7 @@ impl Step<'_, '_> {
                     && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {
                     ticks = self.machine.halt_until(timer.due_tsc);
-                    came = match self.domain.timer_tick(self.machine.now()) {
-                        Tick::Event { port, .. } => Some(format!(
-                            "the tick is an event on port {port} (bound to VIRQ_TIMER)"
-                        )),
-                        Tick::Interrupt if timer.target == TimerTarget::Irq0 => Some(
-                            "PIT channel 0 raises IRQ 0: the PIC latches it in its IRR and presents it"
-                                .into(),
-                        ),
-                        _ => None,
-                    };
+                    came = self.domain.timer_tick(self.machine.now()).words();
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
                 self.reports.push(format!(
@@ -898,7 +889,8 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::Out { port, size, value } => {
-                let before = devices.timer_state();
+                let before = self.timer_state_before_write();
+                let devices = &mut self.domain.devices;
                 let written = devices.port_write(port, size, value, &*self.machine);
                 self.port_written(written);
                 if self.domain.devices.timer_state() != before {
@@ -922,7 +914,7 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::OutString { port, size, from } => {
-                let before = self.domain.devices.timer_state();
+                let before = self.timer_state_before_write();
                 for element in from {
                     let value = match element {
                         StringElement::Ram(address) => {
@@ -1020,7 +1012,7 @@ impl Step<'_, '_> {
     /// Write the low `width` bytes of `value` to the device at `gpa`: it says what it did,
     /// may ring the console, and may have changed the guest's timer.
     fn device_write(&mut self, gpa: u64, width: u8, value: u64) {
-        let before = self.domain.devices.timer_state();
+        let before = self.timer_state_before_write();
         let written = self
             .domain
             .devices
@@ -1035,6 +1027,22 @@ impl Step<'_, '_> {
         if lapic::contains(gpa) {
             self.task_priority(self.domain.devices.lapic.tpr >> 4);
         }
+    }
+
+    /// Before a write that may reprogram the guest's timer: a tick that was due under the
+    /// timer as it is, which the hypervisor has not noticed yet (it looks at its own timer's
+    /// ticks), happened before this write and is delivered now, to its device; then what the
+    /// timer depends on, to compare after the write. (Else a one-shot whose deadline passed
+    /// is replaced by the next and never fires: Linux reprograms the PIT inside the tick
+    /// handler, with IRQ 0 masked.)
+    fn timer_state_before_write(&mut self) -> TimerState {
+        let now = self.machine.now();
+        if let Some(what) = self.domain.timer_tick(now).words() {
+            self.reports.push(format!(
+                "the guest's timer was due before this write: {what}"
+            ));
+        }
+        self.domain.devices.timer_state()
     }
 
     /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed: the guest's timer
@@ -1056,7 +1064,7 @@ impl Step<'_, '_> {
             // Either way the device holds a tick from the CPU's INTA to the kernel's EOI.
             target: match timer.source {
                 TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
-                TimerSource::Pit => TimerTarget::Irq0,
+                TimerSource::Pit | TimerSource::PitMasked => TimerTarget::Irq0,
             },
         });
         // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
@@ -1092,6 +1100,9 @@ impl Step<'_, '_> {
                     ),
                     TimerSource::PitThroughIoApic => format!(
                         "the guest's timer: PIT channel 0 {when}, through pin 2 of the IO-APIC to the local APIC at vector {vector:#x}"
+                    ),
+                    TimerSource::PitMasked => format!(
+                        "the guest's timer: PIT channel 0's next edge, {when}, latched in the PIC's IRR behind IRQ 0's mask (vector {vector:#x} once unmasked)"
                     ),
                 });
             }

@@ -119,7 +119,8 @@ pub enum Effect {
     Timer(Option<VirtualTimer>),
     /// The interrupt waiting for the guest to take it.
     PendingInterrupt(Option<u8>),
-    /// Halt the physical CPU until the guest's timer is due, then make its interrupt pending.
+    /// Halt the physical CPU until the guest's timer is due, then make its interrupt pending,
+    /// or request it at the device the timer goes through (`Domain::timer_tick`).
     HaltUntilInterrupt,
     /// V_IRQ and the VINTR intercept (APM vol. 2, 15.21.4): `Some(vector)` asks the CPU to
     /// exit when the guest can take an interrupt, `None` withdraws the request.

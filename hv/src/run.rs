@@ -395,7 +395,7 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
         }
         let tick = domain.timer_tick(now);
         if let RunState::Blocked(wait) = &domain.vcpu.run_state
-            && schedule::woken_by_timer(wait, domain, tick)
+            && schedule::woken_by_timer(wait, domain, &tick)
         {
             domain.vcpu.run_state = RunState::Runnable;
             first = first.or(Some(domain.id));

@@ -136,13 +136,12 @@ pub fn woken_by_store(wait: &Wait, path: &str) -> bool {
 }
 
 /// Does a tick of its timer wake a vCPU that waits for `wait`?
-pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: Tick) -> bool {
-    match tick {
-        Tick::NotDue => false,
-        // Its interrupt: HLT wakes.
-        Tick::Interrupt => *wait == Wait::Interrupt,
+pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: &Tick) -> bool {
+    match *tick {
         // An event on the timer's port, as any other event.
         Tick::Event { port, upcall } => woken_by_event(wait, domain, port, upcall),
+        // Its interrupt, pending or presented by its device: HLT wakes.
+        _ => tick.interrupts() && *wait == Wait::Interrupt,
     }
 }
 
@@ -391,25 +390,36 @@ mod tests {
     #[test]
     fn a_timer_s_interrupt_wakes_only_a_halted_domain() {
         let domain = domain(1, RunState::Blocked(Wait::Interrupt));
-        assert!(woken_by_timer(&Wait::Interrupt, &domain, Tick::Interrupt));
-        assert!(!woken_by_timer(&Wait::Event, &domain, Tick::Interrupt));
+        assert!(woken_by_timer(&Wait::Interrupt, &domain, &Tick::Interrupt));
+        assert!(!woken_by_timer(&Wait::Event, &domain, &Tick::Interrupt));
         assert!(!woken_by_timer(
             &Wait::Poll(vec![1]),
             &domain,
-            Tick::Interrupt
+            &Tick::Interrupt
         ));
-        assert!(!woken_by_timer(&Wait::Interrupt, &domain, Tick::NotDue));
+        assert!(!woken_by_timer(&Wait::Interrupt, &domain, &Tick::NotDue));
+        // Requested at its device: only if the device presents it (IRQ 0 not in service).
+        let requested = |presented| Tick::Requested {
+            presented,
+            what: String::new(),
+        };
+        assert!(woken_by_timer(&Wait::Interrupt, &domain, &requested(true)));
+        assert!(!woken_by_timer(
+            &Wait::Interrupt,
+            &domain,
+            &requested(false)
+        ));
     }
 
     #[test]
     fn a_timer_s_event_wakes_as_any_event_on_its_port() {
         let domain = halted_with_a_callback();
         let tick = |upcall| Tick::Event { port: 2, upcall };
-        assert!(woken_by_timer(&Wait::Event, &domain, tick(true)));
-        assert!(!woken_by_timer(&Wait::Event, &domain, tick(false)));
-        assert!(woken_by_timer(&Wait::Interrupt, &domain, tick(true)));
-        assert!(woken_by_timer(&Wait::Poll(vec![2]), &domain, tick(false)));
-        assert!(!woken_by_timer(&Wait::Poll(vec![3]), &domain, tick(true)));
+        assert!(woken_by_timer(&Wait::Event, &domain, &tick(true)));
+        assert!(!woken_by_timer(&Wait::Event, &domain, &tick(false)));
+        assert!(woken_by_timer(&Wait::Interrupt, &domain, &tick(true)));
+        assert!(woken_by_timer(&Wait::Poll(vec![2]), &domain, &tick(false)));
+        assert!(!woken_by_timer(&Wait::Poll(vec![3]), &domain, &tick(true)));
     }
 
     #[test]

@@ -22,9 +22,16 @@ pub fn dir() -> PathBuf {
     crate::tree::tree().root.join("target").join("debian")
 }
 
-/// The fetched kernel (`boot/vmlinuz-*`) and busybox, when both are there.
+/// The file [`fetch`] writes once both packages are unpacked: until it is there, a tree that
+/// holds a kernel and a busybox may be one another fetch is still writing.
+const FETCHED_MARK: &str = ".fetched";
+
+/// The fetched kernel (`boot/vmlinuz-*`) and busybox, when both are there, whole.
 pub fn fetched() -> Option<(PathBuf, PathBuf)> {
     let root = dir().join("root");
+    if !root.join(FETCHED_MARK).is_file() {
+        return None;
+    }
     let kernel = std::fs::read_dir(root.join("boot"))
         .ok()?
         .filter_map(Result::ok)
@@ -55,7 +62,11 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
     let dir = dir();
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
     let lock_path = dir.join(".fetch.lock");
-    let lock = std::fs::File::create(&lock_path)
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
         .map_err(|error| format!("{}: {error}", lock_path.display()))?;
     lock.lock()
         .map_err(|error| format!("{}: {error}", lock_path.display()))?;
@@ -95,6 +106,9 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
             .arg(&deb)
             .arg(dir.join("root")))?;
     }
+    let mark = dir.join("root").join(FETCHED_MARK);
+    std::fs::write(&mark, kernel_package)
+        .map_err(|error| format!("{}: {error}", mark.display()))?;
     fetched().ok_or_else(|| {
         format!(
             "the packages in {} hold no vmlinuz and no busybox",

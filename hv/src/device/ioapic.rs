@@ -14,7 +14,9 @@
 //! After reset every entry is masked. The PC wiring (the interrupt source overrides the MADT
 //! of QEMU's `pc` machine declares): the PIT's IRQ 0 comes in on pin 2; every other ISA IRQ
 //! *n* on pin *n*. Two sources on this platform: the PIT on pin 2 (while the kernel has
-//! masked IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC) and
+//! masked IRQ 0 at the 8259A and unmasked pin 2 here, a PIT tick goes to the local APIC; with
+//! IRQ 0 unmasked at the 8259A it goes there alone, as the PIC's output reaches the CPU through
+//! the local APIC's LINT0 on a PC, which this model does not have) and
 //! COM1 on pin 4; with the setting `pc-testdev`, its ports drive any of the 24 pins
 //! (`pc_testdev.rs`). An edge on an unmasked pin whose entry is a fixed or lowest-priority
 //! interrupt is a message ([`Message`]): the local APIC it addresses (by APIC ID, or by

@@ -77,8 +77,6 @@ pub struct Devices {
 
 /// COM1's interrupt is ISA IRQ 4.
 pub const SERIAL_IRQ: u8 = 4;
-/// PIT channel 0's ISA IRQ.
-pub const PIT_IRQ: u8 = 0;
 
 /// Which device makes the guest's timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +85,9 @@ pub enum TimerSource {
     LocalApic,
     /// PIT channel 0 through IRQ 0 of the master PIC.
     Pit,
+    /// PIT channel 0 while IRQ 0 is masked at the PIC and nothing else takes it: its next
+    /// edge is latched in the PIC's IRR, and presented when the kernel unmasks IRQ 0.
+    PitMasked,
     /// PIT channel 0 through pin 2 of the IO-APIC, to the local APIC.
     PitThroughIoApic,
 }
@@ -101,7 +102,7 @@ pub struct PlatformTimer {
 
 /// What the guest's timer depends on (see [`Devices::timer_state`]).
 pub type TimerState = (
-    (u8, Option<u32>, Option<u64>, Option<u8>),
+    (u8, Option<u32>, Option<u64>, Option<u8>, Option<u8>),
     (u32, u32, u32, (u64, u32), bool, bool),
     Option<u8>,
 );
@@ -286,7 +287,21 @@ impl Devices {
             (None, Some(vector)) if self.lapic.software_enabled() => {
                 (vector, TimerSource::PitThroughIoApic)
             }
-            _ => return None,
+            _ => match self.pic.latches_masked_irq_0() {
+                // The next edge only: after it, IRR holds a request and more change nothing
+                // until the kernel unmasks IRQ 0 (a Linux handler masks it while it runs).
+                Some(vector) => {
+                    return Some(PlatformTimer {
+                        vector,
+                        countdown: pit::Countdown {
+                            period_tsc: None,
+                            ..countdown
+                        },
+                        source: TimerSource::PitMasked,
+                    });
+                }
+                None => return None,
+            },
         };
         Some(PlatformTimer {
             vector,
@@ -296,7 +311,7 @@ impl Devices {
     }
 
     /// What the platform's timer depends on: PIT channel 0's mode, count and start, the
-    /// vector of IRQ 0, and the APIC timer's LVT entry, count, divider, start, enable and
+    /// vector of IRQ 0 (presented, or latched behind its mask), and the APIC timer's LVT entry, count, divider, start, enable and
     /// whether it stopped at 0. A write that changes it (re)programs the guest's timer
     /// (`apply.rs`); one that only latches or reads a count does not.
     pub fn timer_state(&self) -> TimerState {
@@ -307,6 +322,7 @@ impl Devices {
                 channel.reload,
                 channel.loaded_at,
                 self.pic.timer_vector(),
+                self.pic.latches_masked_irq_0(),
             ),
             self.lapic.timer_state(),
             self.ioapic_vector(ioapic::PIT_PIN),
@@ -321,29 +337,28 @@ impl Devices {
     }
 
     /// PIT channel 0's output pulses once, a tick of the guest's timer while it goes through
-    /// the 8259A ([`TimerSource::Pit`]): IRQ 0 rises and falls, and the edge is latched in
-    /// the master's IRR (and at IO-APIC pin 2 if that is open too, as on a PC's board). What
-    /// came of it, in words: the PIC presents it to the CPU, or it waits.
+    /// the 8259A ([`TimerSource::Pit`], [`TimerSource::PitMasked`]): IRQ 0 rises and falls,
+    /// and the edge is latched in the master's IRR. (Only there: the route the hypervisor
+    /// chose for the timer. On a PC the edge reaches IO-APIC pin 2 too, but the PIC's output
+    /// reaches the CPU only through the local APIC's LINT0, which this model does not
+    /// have; with both open, a guest would get every tick twice.) What came of it, in words.
     pub fn pit_tick(&mut self) -> String {
         let before = self.pic.master;
-        let raised = self
-            .set_line("PIT channel 0", PIT_IRQ, true)
-            .unwrap_or_default();
-        self.set_line("PIT channel 0", PIT_IRQ, false);
-        let bit = 1 << PIT_IRQ;
-        let what: String = match self.pic.timer_vector() {
+        self.pic.raise_irq_0();
+        let bit = 1 << pit::IRQ;
+        let what = match self.pic.timer_vector() {
             _ if before.requests & bit != 0 => {
-                "but IRQ 0 was requested already and not yet taken: the two ticks are one (IRR holds one request an IRQ)".into()
+                "it was requested already and not yet taken: the two ticks are one (IRR holds one request an IRQ)"
             }
             _ if before.in_service & bit != 0 => {
-                "IRQ 0 is still in service (no EOI since the last tick): the request waits in IRR".into()
+                "IRQ 0 is still in service (no EOI since the last tick): the request waits in IRR"
             }
             // IRQ 0 is the highest priority: requested, unmasked and not in service, it is
             // the one the master presents.
-            Some(vector) => format!("the PIC presents it to the CPU at vector {vector:#x}"),
-            None => "IRQ 0 is masked at the PIC (or the PIC is being initialised): the request waits in IRR".into(),
+            Some(_) => "the PIC presents it to the CPU",
+            None => "IRQ 0 is masked: the request waits in IRR until the kernel unmasks it",
         };
-        format!("{raised}; {what}")
+        format!("PIT channel 0 raises IRQ 0, latched in the PIC's IRR: {what}")
     }
 
     /// `source` (a device, named for the trace) drives interrupt line `line` to `level`.

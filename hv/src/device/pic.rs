@@ -23,14 +23,15 @@
 //! - **IRQ 0, the PIT's channel 0** (`pit.rs`): each tick of the guest's timer, while it
 //!   goes through the PIC ([`Pic::timer_vector`]: the master initialised, IRQ 0 unmasked),
 //!   is a pulse on the line (`Devices::pit_tick`). So a timer handler's non-specific EOI
-//!   ends IRQ 0, and no other IRQ comes in the middle of it.
+//!   ends IRQ 0, and no other IRQ comes in the middle of it. While IRQ 0 is masked (a Linux
+//!   handler masks it while it runs) the next edge is latched too
+//!   ([`Pic::latches_masked_irq_0`]), and presented once the kernel unmasks IRQ 0.
 //! - **IRQ 4, COM1's UART** (`uart.rs`), and any ISA line a device drives
 //!   (`Devices::set_line`).
 //!
-//! Not modelled: spurious interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt,
-//! the priorities stay fixed), special mask mode, automatic EOI, level triggering, and a PIT
-//! tick while IRQ 0 is masked everywhere (the hypervisor runs the guest's timer only while
-//! its interrupt can go somewhere, so such a tick is not latched for a later unmask).
+//! ICW4's automatic EOI is kept: INTA then ends the interrupt at once. Not modelled: spurious
+//! interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt, the priorities stay
+//! fixed), special mask mode, level triggering.
 
 use alloc::format;
 use alloc::string::String;
@@ -64,6 +65,10 @@ pub struct Chip {
     read_in_service: bool,
     /// OCW3's poll command: the next read of the command port is the poll word.
     poll: bool,
+    /// ICW4's automatic EOI (bit 1): the CPU's INTA ends the interrupt at once, nothing
+    /// stays in service and the kernel sends no EOI (Linux's and Xen's `init_8259A(1)`, when
+    /// they try the timer through the PIC as a virtual wire).
+    auto_eoi: bool,
 }
 
 impl Default for Chip {
@@ -81,12 +86,15 @@ impl Default for Chip {
             single: false,
             read_in_service: false,
             poll: false,
+            auto_eoi: false,
         }
     }
 }
 
 impl Chip {
-    fn write_command(&mut self, value: u8) -> String {
+    /// A write of the command port; `first_irq`: the number of this chip's IR0 (0 for the
+    /// master, 8 for the slave), to name an IRQ as the kernel numbers them.
+    fn write_command(&mut self, value: u8, first_irq: u8) -> String {
         if value & 0x10 != 0 {
             // ICW1: start the initialisation over (the mask is cleared, 8259A datasheet).
             *self = Chip {
@@ -140,7 +148,7 @@ impl Chip {
         match was_in_service {
             true => format!(
                 "{what}: IRQ {} is no longer in service",
-                ended.trailing_zeros()
+                first_irq + ended.trailing_zeros() as u8
             ),
             false => format!("{what}: no such IRQ was in service"),
         }
@@ -163,7 +171,11 @@ impl Chip {
             }
             4 => {
                 self.expecting = 0;
-                "ICW4: the mode".into()
+                self.auto_eoi = value & 2 != 0;
+                match self.auto_eoi {
+                    true => "ICW4: the mode, with automatic EOI (INTA ends each interrupt)".into(),
+                    false => "ICW4: the mode".into(),
+                }
             }
             _ => {
                 self.mask = value;
@@ -180,7 +192,6 @@ impl Chip {
         }
     }
 
-    /// Is `irq` of this chip delivered, and at which vector?
     /// IR line `irq` goes to `level`: a rising edge requests the interrupt (edge-triggered
     /// mode, ICW1 bit 3 clear). A falling edge leaves the request, as QEMU's 8259 does.
     fn set_line(&mut self, irq: u8, level: bool) {
@@ -212,10 +223,13 @@ impl Chip {
         (irq < in_service).then_some(irq)
     }
 
-    /// The CPU (INTA) or a poll takes `irq`: from requested to in service.
+    /// The CPU (INTA) or a poll takes `irq`: from requested to in service (with automatic
+    /// EOI, ended at once).
     fn take(&mut self, irq: u8) {
         self.requests &= !(1 << irq);
-        self.in_service |= 1 << irq;
+        if !self.auto_eoi {
+            self.in_service |= 1 << irq;
+        }
     }
 
     fn vector(&self, irq: u8) -> Option<u8> {
@@ -243,9 +257,9 @@ impl Pic {
     /// An OUT of a byte: what it was, in the 8259A's words.
     pub fn write(&mut self, port: u16, value: u8) -> String {
         match port {
-            MASTER_COMMAND => self.master.write_command(value),
+            MASTER_COMMAND => self.master.write_command(value, 0),
             MASTER_DATA => self.master.write_data(value),
-            SLAVE_COMMAND => self.slave.write_command(value),
+            SLAVE_COMMAND => self.slave.write_command(value, 8),
             _ => self.slave.write_data(value),
         }
     }
@@ -316,6 +330,22 @@ impl Pic {
     /// while the master is not initialised or IRQ 0 is masked.
     pub fn timer_vector(&self) -> Option<u8> {
         self.master.vector(0)
+    }
+
+    /// While IRQ 0 is masked on an initialised master with no request of its own in IRR:
+    /// the vector a rising edge would be latched for (the 8259A latches requests whatever
+    /// the mask, and presents them once unmasked). `None` otherwise: a second edge would
+    /// change nothing.
+    pub fn latches_masked_irq_0(&self) -> Option<u8> {
+        let master = &self.master;
+        let base = master.vector_base.filter(|_| master.expecting == 0)?;
+        (master.mask & 1 != 0 && master.requests & 1 == 0).then_some(base)
+    }
+
+    /// PIT channel 0's output pulses: IRQ 0's rising edge, latched in the master's IRR.
+    pub fn raise_irq_0(&mut self) {
+        self.set_irq(0, true);
+        self.set_irq(0, false);
     }
 }
 
@@ -472,6 +502,33 @@ mod tests {
         pic.set_irq(12, true);
         assert_eq!(pic.acknowledge(), Some(0x2c));
         assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
+    }
+
+    #[test]
+    fn the_slave_s_eoi_names_the_irq_as_the_kernel_numbers_it() {
+        let mut pic = initialised();
+        pic.slave.in_service = 0x10;
+        assert_eq!(
+            pic.write(SLAVE_COMMAND, 0x20),
+            "OCW2: end of interrupt: IRQ 12 is no longer in service"
+        );
+    }
+
+    #[test]
+    fn irq_0_s_request_is_polled_and_icw1_discards_one_latched() {
+        let mut pic = initialised();
+        pic.raise_irq_0();
+        pic.write(MASTER_COMMAND, 0x0c);
+        assert_eq!(pic.read(MASTER_COMMAND), 0x80, "bit 7 and IRQ 0");
+        assert_eq!(pic.master.in_service, 0b1);
+        // Masked, a tick is latched; ICW1 starts over with IRR, ISR and the mask cleared.
+        pic.write(MASTER_COMMAND, 0x20);
+        pic.write(MASTER_DATA, 0xff);
+        assert_eq!(pic.latches_masked_irq_0(), Some(0x20));
+        pic.raise_irq_0();
+        assert_eq!(pic.latches_masked_irq_0(), None, "IRR holds one");
+        pic.write(MASTER_COMMAND, 0x11);
+        assert_eq!((pic.master.requests, pic.master.in_service), (0, 0));
     }
 
     #[test]

@@ -13,10 +13,11 @@
 //!
 //! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
 //! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
-//! ([`Pit::countdown`]): the hypervisor delivers its interrupt through the PIC (`pic.rs`) when
-//! it is due, as it delivers a paravirtual timer (`domain/interrupts.rs`). Not modelled: modes
-//! 1 and 5 (started by a rising gate, which channel 0's, tied high on a PC, never has; they
-//! interrupt nothing here), the read-back command, a gate closing (a channel once started
+//! ([`Pit::countdown`]): when it is due the hypervisor pulses IRQ 0, which the PIC latches in
+//! its IRR (`pic.rs`), or requests the IO-APIC's pin 2 vector in the local APIC, whichever
+//! route the kernel opened (`domain/interrupts.rs`, `TimerTarget`). Not modelled: modes
+//! 1 and 5 (on a PC they wait for a rising gate, which channel 0's, tied high, never has;
+//! here they count from the write, and interrupt nothing), the read-back command, a gate closing (a channel once started
 //! counts on). This is the guest's
 //! PIT only: the real one belongs to the hypervisor, which does not share it (every port is
 //! intercepted), so the two never meet.
@@ -262,13 +263,12 @@ impl Pit {
                 period_tsc: Some(period_tsc),
                 due_tsc: start + (periods_done + 1) * period_tsc,
             }),
-            0 if periods_done == 0 => Some(Countdown {
-                period_tsc: None,
-                due_tsc: start + period_tsc,
-            }),
-            // Terminal count drops the output for one clock: it rises a clock later.
-            4 => {
-                let due_tsc = start + period_tsc + (tsc_hz / HZ).max(1);
+            // Once: mode 0's output rises at terminal count; mode 4's drops for the clock of
+            // terminal count and rises a clock later. The first TSC tick at which `output`
+            // says high (rounded up: a TSC rate is no whole multiple of the PIT's).
+            0 | 4 => {
+                let clocks = channel.reload_value() + u64::from(channel.mode == 4);
+                let due_tsc = start + (clocks as u128 * tsc_hz as u128).div_ceil(HZ as u128) as u64;
                 (now < due_tsc).then_some(Countdown {
                     period_tsc: None,
                     due_tsc,
@@ -369,6 +369,28 @@ mod tests {
                 .map(|countdown| countdown.due_tsc),
             Some(63_000)
         );
+    }
+
+    #[test]
+    fn a_one_shot_is_due_at_the_first_tsc_tick_its_output_is_high() {
+        // A TSC of 2.4 GHz: 2011.4 TSC ticks a PIT clock, no whole number.
+        let tsc_hz = 2_400_000_000;
+        for (control, count) in [(0x30, 1u8), (0x38, 1), (0x30, 7), (0x38, 200)] {
+            let mut pit = Pit::default();
+            pit.write(CONTROL, control, 0, tsc_hz);
+            pit.write(CHANNEL_0, count, 0, tsc_hz);
+            pit.write(CHANNEL_0, 0, 0, tsc_hz);
+            let due = pit.countdown(0, tsc_hz).expect("counting").due_tsc;
+            let channel = pit.channels[0];
+            assert!(
+                channel.output(due, tsc_hz),
+                "{control:#x} {count}: high at {due}"
+            );
+            assert!(
+                !channel.output(due - 1, tsc_hz),
+                "{control:#x} {count}: low just before"
+            );
+        }
     }
 
     #[test]

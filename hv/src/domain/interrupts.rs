@@ -22,6 +22,8 @@
 
 use super::Domain;
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
+use alloc::format;
+use alloc::string::String;
 use traplab_abi::evtchn::{Port, virq};
 
 /// The guest's timer: one it asked for with `set_timer`, or the one its devices make (the
@@ -116,11 +118,18 @@ impl VirtualInterrupts {
 }
 
 /// What a tick of a domain's timer became ([`Domain::timer_tick`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tick {
     NotDue,
-    /// Its interrupt is pending.
+    /// Its interrupt is pending (a timer of `set_timer`'s).
     Interrupt,
+    /// Requested at the device the timer goes through (the local APIC's IRR, IRQ 0 of the
+    /// PIC); `presented`: the device presents an interrupt to the CPU now (not while IRQ 0
+    /// is still in service, or the APIC's priority holds it back). What it did, in words.
+    Requested {
+        presented: bool,
+        what: String,
+    },
     /// An event on the port bound to `VIRQ_TIMER`; `upcall`: it made an upcall owed.
     Event {
         port: Port,
@@ -128,35 +137,62 @@ pub enum Tick {
     },
 }
 
+impl Tick {
+    /// What it did, in words, for the trace: `None` when nothing happened.
+    pub fn words(self) -> Option<String> {
+        match self {
+            Tick::NotDue => None,
+            Tick::Interrupt => Some("its interrupt is pending".into()),
+            Tick::Requested { what, .. } => Some(what),
+            Tick::Event { port, .. } => Some(format!(
+                "the tick is an event on port {port} (bound to VIRQ_TIMER)"
+            )),
+        }
+    }
+
+    /// Can the CPU take an interrupt because of it?
+    pub fn interrupts(&self) -> bool {
+        matches!(
+            self,
+            Tick::Interrupt
+                | Tick::Requested {
+                    presented: true,
+                    ..
+                }
+        )
+    }
+}
+
 impl Domain {
-    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending (or is
-    /// requested at the device its timer goes through), or, when the domain bound a port to
-    /// `VIRQ_TIMER`, an event on that port. Used where the
-    /// hypervisor notices the deadline outside an exit of the domain's own: while it
-    /// halts, when it is switched in, and for a blocked domain (`run.rs`).
+    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or is
+    /// requested at the device its timer goes through, or, when the domain bound a port to
+    /// `VIRQ_TIMER`, an event on that port. Used where the hypervisor notices the deadline
+    /// outside an exit of the domain's own: while it halts, when it is switched in, for a
+    /// blocked domain (`run.rs`), and before a write that reprograms the timer (`apply.rs`).
     pub fn timer_tick(&mut self, now: u64) -> Tick {
         let (poll, next) = self.vcpu.interrupts.poll(now);
-        if poll == TimerPoll::NotDue {
-            return Tick::NotDue;
-        }
-        if let TimerPoll::ToLocalApic(vector) = poll {
-            // Requested in the APIC; it interrupts the CPU only if its priority lets it.
-            self.vcpu.interrupts = next;
-            self.devices.lapic.request(vector);
-            return match self.devices.lapic.next_to_deliver() {
-                Some(_) => Tick::Interrupt,
-                None => Tick::NotDue,
-            };
-        }
-        if poll == TimerPoll::ToIrq0 {
-            // Latched in the 8259A's IRR; it interrupts the CPU only if the PIC presents it
-            // (not while IRQ 0 is still in service, before the kernel's EOI for the last tick).
-            self.vcpu.interrupts = next;
-            self.devices.pit_tick();
-            return match self.devices.pic.presented() {
-                Some(_) => Tick::Interrupt,
-                None => Tick::NotDue,
-            };
+        match poll {
+            TimerPoll::NotDue => return Tick::NotDue,
+            TimerPoll::ToLocalApic(vector) => {
+                // Requested in the APIC; it interrupts the CPU only if its priority lets it.
+                self.vcpu.interrupts = next;
+                self.devices.lapic.request(vector);
+                return Tick::Requested {
+                    presented: self.devices.lapic.next_to_deliver().is_some(),
+                    what: format!("local APIC: interrupt {vector:#x} requested (IRR)"),
+                };
+            }
+            TimerPoll::ToIrq0 => {
+                // Latched in the 8259A's IRR; it interrupts the CPU only if the PIC presents
+                // it (not while IRQ 0 is still in service, before the last tick's EOI).
+                self.vcpu.interrupts = next;
+                let what = self.devices.pit_tick();
+                return Tick::Requested {
+                    presented: self.devices.pic.presented().is_some(),
+                    what,
+                };
+            }
+            TimerPoll::Pending(_) | TimerPoll::Merged(_) => {}
         }
         match self.events.virq_port(virq::TIMER) {
             Some(port) => {

@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
         assert_eq!(
             run.emulate().what,
-            "HLT: the hypervisor waited 3 ticks of its own timer for the guest's timer"
+            "HLT: the hypervisor waited 3 ticks of its own timer for the guest's timer, its interrupt is pending"
         );
         assert_eq!(test.machine.calls, [format!("halt_until {due}")]);
         let inject = run.injected();

@@ -403,16 +403,64 @@ mod tests {
             .expect("PIT through the PIC");
         assert_eq!((timer.vector, timer.target), (0x20, TimerTarget::Irq0));
         let what = test.domain.devices.pit_tick();
-        assert!(
-            what.contains("the PIC presents it to the CPU at vector 0x20"),
-            "{what}"
+        assert_eq!(
+            what,
+            "PIT channel 0 raises IRQ 0, latched in the PIC's IRR: the PIC presents it to the CPU"
         );
         assert_eq!(test.domain.pending_interrupt(), Some(0x20));
-        out_to(&mut test, 0x21, 0xff);
+        let run = out_to(&mut test, 0x21, 0xff);
         assert_eq!(test.domain.devices.pic.master.requests, 0b1, "still in IRR");
         assert_eq!(test.domain.pending_interrupt(), None, "masked");
+        // IRR holds a request already: a tick more would change nothing, so none comes.
+        assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        assert!(run.emulate().what.contains("the guest's timer stops"));
         out_to(&mut test, 0x21, 0xfe);
         assert_eq!(test.domain.pending_interrupt(), Some(0x20));
+    }
+
+    #[test]
+    fn a_tick_while_irq_0_is_masked_is_latched_for_the_unmask() {
+        // Linux's XT-PIC timer (handle_level_irq): mask IRQ 0 and EOI it, run the handler,
+        // unmask. A PIT edge in between is latched in IRR, whatever the mask, and comes
+        // once unmasked: a one-shot (mode 4) reprogrammed by the handler must not be lost.
+        let mut test = Test::long_mode();
+        pic_and_pit(&mut test, 0xfe, &[]);
+        out_to(&mut test, 0x21, 0xff);
+        let timer = test
+            .domain
+            .vcpu
+            .interrupts
+            .timer
+            .expect("the next edge only");
+        assert_eq!(timer.target, TimerTarget::Irq0);
+        assert_eq!(timer.period_tsc, u64::MAX / 4, "once");
+        // The handler's next event: mode 4, 1000 PIT clocks; it passes while masked, and
+        // before the hypervisor's own timer looks, the kernel unmasks.
+        out_to(&mut test, 0x43, 0x38);
+        out_to(&mut test, 0x40, 0xe8);
+        let run = out_to(&mut test, 0x40, 0x03);
+        assert!(
+            run.emulate()
+                .what
+                .contains("PIT channel 0's next edge, once, in 839 µs, latched in the PIC's IRR behind IRQ 0's mask"),
+            "{}",
+            run.emulate().what
+        );
+        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        test.machine.now.set(due + 1);
+        let run = out_to(&mut test, 0x21, 0xfe);
+        assert!(
+            run.emulate().what.contains(
+                "the guest's timer was due before this write: PIT channel 0 raises IRQ 0, latched in the PIC's IRR: IRQ 0 is masked"
+            ),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(
+            test.domain.pending_interrupt(),
+            Some(0x20),
+            "unmasked: it comes"
+        );
     }
 
     #[test]
@@ -572,7 +620,7 @@ mod tests {
         assert!(
             run.emulate()
                 .what
-                .contains("PIT channel 0 raises IRQ 0: requested at the PIC; the PIC presents it to the CPU at vector 0x20"),
+                .contains("PIT channel 0 raises IRQ 0, latched in the PIC's IRR: the PIC presents it to the CPU"),
             "{}",
             run.emulate().what
         );
@@ -607,13 +655,47 @@ mod tests {
         // IRR holds one request an IRQ: with interrupts off, a second tick merges.
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0x00, &[]);
-        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
-        assert_eq!(test.domain.timer_tick(due), Tick::Interrupt);
+        let tick = |test: &mut Test| {
+            let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+            test.domain.timer_tick(due)
+        };
+        let first = tick(&mut test);
+        assert!(first.interrupts(), "{first:?}");
         assert_eq!(test.domain.vcpu.interrupts.pending, None, "in the PIC");
-        let what = test.domain.devices.pit_tick();
-        assert!(what.contains("the two ticks are one"), "{what}");
+        let Tick::Requested { presented, what } = tick(&mut test) else {
+            panic!("requested at the PIC");
+        };
+        assert!(
+            presented && what.contains("the two ticks are one"),
+            "{what}"
+        );
         assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
         assert_eq!(test.domain.pending_interrupt(), None, "one interrupt");
+        // In service now: the next tick waits, and wakes no halted vCPU.
+        let Tick::Requested { presented, what } = tick(&mut test) else {
+            panic!("requested at the PIC");
+        };
+        assert!(
+            !presented && what.contains("IRQ 0 is still in service"),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn with_automatic_eoi_a_tick_is_never_in_service() {
+        // ICW4 0x03: 8086 mode and AEOI, as Linux's init_8259A(1) for its virtual-wire
+        // timer test: the CPU's INTA ends the interrupt, and the kernel sends no EOI.
+        let mut test = Test::long_mode();
+        for (port_number, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04)] {
+            out_to(&mut test, port_number, value);
+        }
+        let run = out_to(&mut test, 0x21, 0x03);
+        assert!(run.emulate().what.contains("with automatic EOI"));
+        for _ in 0..2 {
+            test.domain.devices.pit_tick();
+            assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
+            assert_eq!(test.domain.devices.pic.master.in_service, 0);
+        }
     }
 
     #[test]
@@ -652,10 +734,23 @@ mod tests {
             "{}",
             run.emulate().what
         );
-        // Masking IRQ 0 stops it.
+        // Masking IRQ 0: its next edge is latched in IRR, and after it nothing changes.
         let run = out(&mut test, 0x21, 0xff);
-        assert_eq!(test.domain.vcpu.interrupts.timer, None);
-        assert!(run.emulate().what.contains("the guest's timer stops"));
+        assert_eq!(
+            test.domain
+                .vcpu
+                .interrupts
+                .timer
+                .map(|timer| timer.period_tsc),
+            Some(u64::MAX / 4)
+        );
+        assert!(
+            run.emulate()
+                .what
+                .contains("PIT channel 0's next edge, once"),
+            "{}",
+            run.emulate().what
+        );
         // Mode 0, unmasked again: one interrupt, at terminal count (1000 PIT ticks).
         out(&mut test, 0x21, 0xfe);
         out(&mut test, 0x43, 0x30);
