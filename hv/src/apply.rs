@@ -29,7 +29,7 @@ use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
     StringElement, VmcbMsr,
 };
-use crate::device::{PlatformTimer, TimerSource, TimerState, Written, lapic};
+use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::grants::Mapping;
@@ -889,8 +889,7 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::Out { port, size, value } => {
-                let before = self.timer_state_before_write();
-                let devices = &mut self.domain.devices;
+                let before = devices.timer_state();
                 let written = devices.port_write(port, size, value, &*self.machine);
                 self.port_written(written);
                 if self.domain.devices.timer_state() != before {
@@ -914,7 +913,7 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::OutString { port, size, from } => {
-                let before = self.timer_state_before_write();
+                let before = self.domain.devices.timer_state();
                 for element in from {
                     let value = match element {
                         StringElement::Ram(address) => {
@@ -1012,7 +1011,7 @@ impl Step<'_, '_> {
     /// Write the low `width` bytes of `value` to the device at `gpa`: it says what it did,
     /// may ring the console, and may have changed the guest's timer.
     fn device_write(&mut self, gpa: u64, width: u8, value: u64) {
-        let before = self.timer_state_before_write();
+        let before = self.domain.devices.timer_state();
         let written = self
             .domain
             .devices
@@ -1029,28 +1028,22 @@ impl Step<'_, '_> {
         }
     }
 
-    /// Before a write that may reprogram the guest's timer: a tick that was due under the
-    /// timer as it is, which the hypervisor has not noticed yet (it looks at its own timer's
-    /// ticks), happened before this write and is delivered now, to its device; then what the
-    /// timer depends on, to compare after the write. (Else a one-shot whose deadline passed
-    /// is replaced by the next and never fires: Linux reprograms the PIT inside the tick
-    /// handler, with IRQ 0 masked.)
-    fn timer_state_before_write(&mut self) -> TimerState {
-        let now = self.machine.now();
-        if let Some(what) = self.domain.timer_tick(now).words() {
-            self.reports.push(format!(
-                "the guest's timer was due before this write: {what}"
-            ));
-        }
-        self.domain.devices.timer_state()
-    }
-
     /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed: the guest's timer
     /// is what they now make it, and the hypervisor's own timer runs to notice when it is
     /// due.
     fn platform_timer(&mut self) {
         let now = self.machine.now();
         let tsc_hz = self.machine.tsc_hz().max(1);
+        // A tick that fell due under the timer being replaced, which the hypervisor has not
+        // noticed yet (it looks at its own timer's ticks), happened before this write: it is
+        // delivered first, to its device. (Else a one-shot whose deadline passed is replaced
+        // by the next and never fires: Linux rearms the PIT in its tick handler, with IRQ 0
+        // masked, and unmasks it after.)
+        if let Some(what) = self.domain.timer_tick(now).words() {
+            self.reports.push(format!(
+                "the guest's timer was due before this write: {what}"
+            ));
+        }
         let platform = self.domain.devices.platform_timer(now, tsc_hz);
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
         // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to

@@ -451,7 +451,7 @@ mod tests {
         let run = out_to(&mut test, 0x21, 0xfe);
         assert!(
             run.emulate().what.contains(
-                "the guest's timer was due before this write: PIT channel 0 raises IRQ 0, latched in the PIC's IRR: IRQ 0 is masked"
+                "the guest's timer was due before this write: PIT channel 0 raises IRQ 0, latched in the PIC's IRR: the PIC presents it to the CPU"
             ),
             "{}",
             run.emulate().what
