@@ -1070,13 +1070,18 @@ impl Step<'_, '_> {
                 source,
             }) => {
                 self.machine.start_timer();
-                // Look as often as the guest's timer fires, or its ticks would merge.
-                let interval = countdown
-                    .period_tsc
-                    .unwrap_or(countdown.due_tsc.saturating_sub(now))
-                    .max(1);
-                self.machine
-                    .quicken_timer(tsc_hz.div_ceil(interval).min(u32::MAX as u64) as u32);
+                // Look as often as the guest's timer fires, or its ticks would merge. (Not for
+                // an edge latched behind IRQ 0's mask: nothing sees it before the unmask, and
+                // the unmask, a write that reprograms the timer, delivers it if it is due
+                // by then; a host timer quickened for it stayed quick for the rest of a boot.)
+                if source != TimerSource::PitMasked {
+                    let interval = countdown
+                        .period_tsc
+                        .unwrap_or(countdown.due_tsc.saturating_sub(now))
+                        .max(1);
+                    self.machine
+                        .quicken_timer(tsc_hz.div_ceil(interval).min(u32::MAX as u64) as u32);
+                }
                 let when = match countdown.period_tsc {
                     Some(period) => format!("every {} µs", micros(period)),
                     None => format!(

@@ -22,6 +22,7 @@ use crate::decide;
 use crate::decision::{Decision, DomainEnd, Effect};
 use crate::domain::Guest;
 use crate::domain::evtchn::{Callback, PortState};
+use crate::domain::interrupts::TimerTarget;
 use crate::domain::vcpu::{RunState, Wait};
 use traplab_abi::event::Action;
 
@@ -66,8 +67,12 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // A key can reach it: the host forwards a terminal's keys (`traplab run`) and its COM1
     // interrupts on a received byte.
     let keys_reach = guest.machine.keyboard() && guest.devices.console.listening();
-    let can_be_woken =
-        owed || interrupts.timer.is_some() || (reachable && others_run) || keys_reach;
+    // Its timer, unless it is the PIT's with IRQ 0 masked at the PIC: that tick is only
+    // latched for an unmask, which a halted CPU never makes.
+    let timer_wakes = interrupts.timer.is_some_and(|timer| {
+        timer.target != TimerTarget::Irq0 || guest.devices.pic.timer_vector().is_some()
+    });
+    let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
     if !can_be_woken {
         return decide!(
             Action::Emulate,
@@ -88,7 +93,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .with(Effect::Block(Wait::Interrupt))
         .describe("HLT: the virtual CPU blocks");
     }
-    if !owed && interrupts.timer.is_none() && keys_reach {
+    if !owed && !timer_wakes && keys_reach {
         // Blocked, the vCPU leaves the CPU and the trace shows the wait at once; the
         // scheduler's idle loop halts until a key comes (`run.rs`).
         return decide!(
@@ -254,6 +259,33 @@ mod tests {
             testing::exited(&decision),
             (0, "halted waiting for an interrupt that no device sends")
         );
+    }
+
+    #[test]
+    fn hlt_with_only_the_pit_behind_a_masked_irq_0_ends_the_domain() {
+        // The PIC latches the PIT's next edge while IRQ 0 is masked, but only an unmask,
+        // which a halted CPU never makes, would present it. Unmasked, the timer wakes it.
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            test.domain.devices.pic.write(port, value);
+        }
+        test.domain.devices.pic.write(0x21, 0xff);
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: u64::MAX / 4,
+            due_tsc: test.machine.now.get() + 5_000,
+            target: TimerTarget::Irq0,
+        });
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&decision),
+            (0, "halted waiting for an interrupt that no device sends")
+        );
+        test.domain.devices.pic.write(0x21, 0xfe);
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(decision.effects.contains(&Effect::HaltUntilInterrupt));
     }
 
     #[test]
