@@ -1050,9 +1050,8 @@ impl Step<'_, '_> {
         // the IO-APIC, it is simply not presented, as on a PC.)
         self.domain.vcpu.interrupts.timer = platform.map(|timer| VirtualTimer {
             vector: timer.vector,
-            // Once: after the deadline, a period beyond any run (the PIT's mode 0, the
-            // APIC's one-shot).
-            period_tsc: timer.countdown.period_tsc.unwrap_or(u64::MAX / 4),
+            // Once (the PIT's modes 0 and 4, the APIC's one-shot): over after its tick.
+            period_tsc: timer.countdown.period_tsc.unwrap_or(interrupts::ONCE),
             due_tsc: timer.countdown.due_tsc,
             // Either way the device holds a tick from the CPU's INTA to the kernel's EOI.
             target: match timer.source {

@@ -31,12 +31,16 @@ use traplab_abi::evtchn::{Port, virq};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtualTimer {
     pub vector: u8,
-    /// The period and the next deadline, in TSC ticks.
+    /// The period and the next deadline, in TSC ticks ([`ONCE`]: no period).
     pub period_tsc: u64,
     pub due_tsc: u64,
     /// Where a tick goes.
     pub target: TimerTarget,
 }
+
+/// A [`VirtualTimer::period_tsc`] that says "once": the PIT's modes 0 and 4, the local
+/// APIC's one-shot. After its tick such a timer is over (until the kernel reprograms it).
+pub const ONCE: u64 = u64::MAX / 4;
 
 /// Where a tick of the guest's timer goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +94,8 @@ impl VirtualInterrupts {
         if now < timer.due_tsc {
             return (TimerPoll::NotDue, *self);
         }
-        let timer_after = Some(VirtualTimer {
+        // A one-shot is over after its tick: a HLT then has no timer to wait for.
+        let timer_after = (timer.period_tsc != ONCE).then_some(VirtualTimer {
             due_tsc: now + timer.period_tsc,
             ..timer
         });
@@ -325,6 +330,20 @@ mod tests {
         let (poll, next) = with_timer(Some(0x20)).poll(5_000);
         assert_eq!(poll, TimerPoll::Merged(0x20));
         assert_eq!(next.pending, Some(0x20), "one interrupt, not two");
+    }
+
+    #[test]
+    fn a_one_shot_is_over_after_its_tick() {
+        let once = VirtualInterrupts {
+            timer: Some(VirtualTimer {
+                period_tsc: ONCE,
+                ..TIMER
+            }),
+            pending: None,
+        };
+        let (poll, next) = once.poll(5_000);
+        assert_eq!(poll, TimerPoll::Pending(0x20));
+        assert_eq!(next.timer, None);
     }
 
     #[test]

@@ -274,7 +274,7 @@ mod tests {
         test.domain.devices.pic.write(0x21, 0xff);
         test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
             vector: 0x20,
-            period_tsc: u64::MAX / 4,
+            period_tsc: crate::domain::interrupts::ONCE,
             due_tsc: test.machine.now.get() + 5_000,
             target: TimerTarget::Irq0,
         });

@@ -433,7 +433,7 @@ mod tests {
             .timer
             .expect("the next edge only");
         assert_eq!(timer.target, TimerTarget::Irq0);
-        assert_eq!(timer.period_tsc, u64::MAX / 4, "once");
+        assert_eq!(timer.period_tsc, crate::domain::interrupts::ONCE);
         // The handler's next event: mode 4, 1000 PIT clocks; it passes while masked, and
         // before the hypervisor's own timer looks, the kernel unmasks.
         out_to(&mut test, 0x43, 0x38);
@@ -742,7 +742,7 @@ mod tests {
                 .interrupts
                 .timer
                 .map(|timer| timer.period_tsc),
-            Some(u64::MAX / 4)
+            Some(crate::domain::interrupts::ONCE)
         );
         assert!(
             run.emulate()
