@@ -1036,10 +1036,25 @@ impl Step<'_, '_> {
         let tsc_hz = self.machine.tsc_hz().max(1);
         // A tick that fell due under the timer being replaced, which the hypervisor has not
         // noticed yet (it looks at its own timer's ticks), happened before this write: it is
-        // delivered first, to its device. (Else a one-shot whose deadline passed is replaced
-        // by the next and never fires: Linux rearms the PIT in its tick handler, with IRQ 0
-        // masked, and unmasks it after.)
-        if let Some(what) = self.domain.timer_tick(now).words() {
+        // delivered now, to its device, before the new timer replaces the old. (Else a
+        // one-shot whose deadline passed is replaced by the next and never fires: Linux
+        // rearms the PIT in its tick handler, with IRQ 0 masked, and unmasks it after.) The
+        // write has already reached the device: all writes that change the timer leave what
+        // a tick does the same, but for ICW1, which clears the PIC's IRR, and so the edge
+        // from before it.
+        let old = self.domain.vcpu.interrupts.timer;
+        let cleared_by_icw1 = old.is_some_and(|timer| timer.target == TimerTarget::Irq0)
+            && self.domain.devices.pic.initialising();
+        if cleared_by_icw1 {
+            let (poll, next) = self.domain.vcpu.interrupts.poll(now);
+            if poll != interrupts::TimerPoll::NotDue {
+                self.domain.vcpu.interrupts = next;
+                self.reports.push(
+                    "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR"
+                        .into(),
+                );
+            }
+        } else if let Some(what) = self.domain.timer_tick(now).words() {
             self.reports.push(format!(
                 "the guest's timer was due before this write: {what}"
             ));
@@ -1070,9 +1085,10 @@ impl Step<'_, '_> {
             }) => {
                 self.machine.start_timer();
                 // Look as often as the guest's timer fires, or its ticks would merge. (Not for
-                // an edge latched behind IRQ 0's mask: nothing sees it before the unmask, and
-                // the unmask, a write that reprograms the timer, delivers it if it is due
-                // by then; a host timer quickened for it stayed quick for the rest of a boot.)
+                // an edge latched behind IRQ 0's mask: the unmask, a write that reprograms the
+                // timer, delivers it if it is due by then, and a host timer quickened for it
+                // stayed quick for the rest of a boot. Only a read of IRR or a poll meanwhile
+                // may find it up to a tick of the hypervisor's own timer late.)
                 if source != TimerSource::PitMasked {
                     let interval = countdown
                         .period_tsc

@@ -342,6 +342,12 @@ impl Pic {
         (master.mask & 1 != 0 && master.requests & 1 == 0).then_some(base)
     }
 
+    /// Is the master half-way through its initialisation (ICW1 written, ICW2–ICW4 to come)?
+    /// ICW1 cleared its IRR: an edge from before it is gone.
+    pub fn initialising(&self) -> bool {
+        self.master.expecting != 0
+    }
+
     /// PIT channel 0's output pulses: IRQ 0's rising edge, latched in the master's IRR.
     pub fn raise_irq_0(&mut self) {
         self.set_irq(0, true);

@@ -86,7 +86,7 @@ pub enum TimerPoll {
 impl VirtualInterrupts {
     /// Is the guest's timer due at TSC `now`? The answer, and the state after it: the
     /// interrupt pending and the next deadline one period after `now` (deadlines missed
-    /// while nobody looked are not made up for).
+    /// while nobody looked are not made up for), or no timer after a one-shot's ([`ONCE`]).
     pub fn poll(&self, now: u64) -> (TimerPoll, VirtualInterrupts) {
         let Some(timer) = self.timer else {
             return (TimerPoll::NotDue, *self);
@@ -173,7 +173,7 @@ impl Domain {
     /// requested at the device its timer goes through, or, when the domain bound a port to
     /// `VIRQ_TIMER`, an event on that port. Used where the hypervisor notices the deadline
     /// outside an exit of the domain's own: while it halts, when it is switched in, for a
-    /// blocked domain (`run.rs`), and before a write that reprograms the timer (`apply.rs`).
+    /// blocked domain (`run.rs`), and at a write that reprograms the timer (`apply.rs`).
     pub fn timer_tick(&mut self, now: u64) -> Tick {
         let (poll, next) = self.vcpu.interrupts.poll(now);
         match poll {

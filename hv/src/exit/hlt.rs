@@ -14,7 +14,7 @@
 //!   (`traplab run`): its vCPU blocks, and the hypervisor's idle loop halts until a key comes
 //!   (`run.rs`, `apply::keys_from_host`).
 //!
-//! When nothing can ever interrupt it (no timer, no event can reach it, no key) the domain
+//! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach it, no key) the domain
 //! ends too.
 
 use super::{Exit, undecodable};
@@ -76,7 +76,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     if !can_be_woken {
         return decide!(
             Action::Emulate,
-            "{context}HLT waits for an interrupt, and no device of this domain raises one (no timer, no event can reach it): the domain is done"
+            "{context}HLT waits for an interrupt, and no device of this domain raises one (no timer that can interrupt it, no event can reach it): the domain is done"
         )
         .with(Effect::Rip(next))
         .describe("HLT: the virtual CPU stops")
@@ -98,7 +98,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         // scheduler's idle loop halts until a key comes (`run.rs`).
         return decide!(
             Action::Emulate,
-            "{context}HLT with interrupts on and no timer: d{} blocks until a key the host types on COM1, whose receiver interrupt is on",
+            "{context}HLT with interrupts on and no timer that can interrupt it: d{} blocks until a key the host types on COM1, whose receiver interrupt is on",
             guest.id
         )
         .with(Effect::Rip(next))
@@ -439,7 +439,9 @@ mod tests {
             (0, "halted waiting for an interrupt that no device sends")
         );
         assert!(
-            run.decision.why.contains("no timer, no event can reach it"),
+            run.decision
+                .why
+                .contains("no timer that can interrupt it, no event can reach it"),
             "{}",
             run.decision.why
         );

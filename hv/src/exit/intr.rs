@@ -28,7 +28,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     if poll == TimerPoll::ToIrq0 {
         return decide!(
             Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's timer is due (PIT channel 0 through the 8259A): IRQ 0 rises, the PIC latches it in its IRR and presents it when its priority allows"
+            "the hypervisor's timer interrupted the guest, and the guest's timer is due (PIT channel 0 through the 8259A): IRQ 0 rises, and the PIC latches it in its IRR, to present it while IRQ 0 is unmasked and not in service"
         )
         .with(Effect::AcknowledgeHostTimer)
         .with(Effect::Timer(after.timer))

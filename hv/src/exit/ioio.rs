@@ -425,7 +425,17 @@ mod tests {
         // once unmasked: a one-shot (mode 4) reprogrammed by the handler must not be lost.
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0xfe, &[]);
+        test.machine.calls.clear();
         out_to(&mut test, 0x21, 0xff);
+        assert!(
+            !test
+                .machine
+                .calls
+                .iter()
+                .any(|call| call.starts_with("quicken_timer")),
+            "nothing looks for a masked edge before the unmask: {:?}",
+            test.machine.calls
+        );
         let timer = test
             .domain
             .vcpu
@@ -593,6 +603,49 @@ mod tests {
         assert_eq!(
             run.emulate().what,
             "IN 0xff from port 0xf4 (isa-debug-exit)"
+        );
+    }
+
+    #[test]
+    fn icw1_clears_an_edge_that_fell_due_before_it() {
+        // The tick was due but not yet noticed when the kernel starts the PIC over: ICW1
+        // clears IRR (8259A datasheet), so the edge from before it must not survive.
+        let mut test = Test::long_mode();
+        pic_and_pit(&mut test, 0xfe, &[]);
+        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        test.machine.now.set(due + 1);
+        let run = out_to(&mut test, 0x20, 0x11);
+        assert!(
+            run.emulate().what.contains(
+                "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR"
+            ),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.devices.pic.master.requests, 0);
+    }
+
+    #[test]
+    fn a_hlt_after_the_pit_s_one_shot_has_fired_ends_the_domain() {
+        // Mode 4 strobes once; its tick taken and ended, nothing can interrupt a HLT any
+        // more (the hypervisor used to wait for a deadline beyond any run).
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x20, 0x20_0000);
+        pic_and_pit(&mut test, 0xfe, &[]);
+        for (port_number, value) in [(0x43, 0x38), (0x40, 0xe8), (0x40, 0x03)] {
+            out_to(&mut test, port_number, value);
+        }
+        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        assert!(test.domain.timer_tick(due).interrupts());
+        assert_eq!(test.domain.vcpu.interrupts.timer, None, "over");
+        assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
+        out_to(&mut test, 0x20, 0x20);
+        test.code(&[0xf4]);
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert_eq!(
+            testing::exited(&decision),
+            (0, "halted waiting for an interrupt that no device sends")
         );
     }
 
