@@ -564,9 +564,8 @@ impl Step<'_, '_> {
             Effect::Port(access) => self.port(access)?,
             Effect::Mmio(access) => self.mmio(access),
             Effect::LocalApicRequest(vector) => {
-                self.domain.devices.lapic.request(vector);
-                self.reports
-                    .push(format!("local APIC: interrupt {vector:#x} requested (IRR)"));
+                let what = self.domain.devices.local_apic_tick(vector);
+                self.reports.push(what);
             }
             Effect::PitTick => {
                 let what = self.domain.devices.pit_tick();

@@ -281,39 +281,34 @@ impl Devices {
             });
         }
         let countdown = self.pit.countdown(now, tsc_hz)?;
-        let (vector, source) = match (self.pic.timer_vector(), self.ioapic_vector(ioapic::PIT_PIN))
-        {
+        let pic = self.pic.timer_vector();
+        let (vector, source) = match (pic, self.ioapic_vector(ioapic::PIT_PIN)) {
             (Some(vector), _) => (vector, TimerSource::Pit),
             (None, Some(vector)) if self.lapic.software_enabled() => {
                 (vector, TimerSource::PitThroughIoApic)
             }
-            _ => match self.pic.latches_masked_irq_0() {
-                // The next edge only: after it, IRR holds a request and more change nothing
-                // until the kernel unmasks IRQ 0 (a Linux handler masks it while it runs).
-                Some(vector) => {
-                    return Some(PlatformTimer {
-                        vector,
-                        countdown: pit::Countdown {
-                            period_tsc: None,
-                            ..countdown
-                        },
-                        source: TimerSource::PitMasked,
-                    });
-                }
-                None => return None,
-            },
+            _ => (self.pic.latches_masked_irq_0()?, TimerSource::PitMasked),
         };
         Some(PlatformTimer {
             vector,
-            countdown,
+            countdown: match source {
+                // The next edge only: after it, IRR holds a request and more change nothing
+                // until the kernel unmasks IRQ 0 (a Linux handler masks it while it runs).
+                TimerSource::PitMasked => pit::Countdown {
+                    period_tsc: None,
+                    ..countdown
+                },
+                _ => countdown,
+            },
             source,
         })
     }
 
     /// What the platform's timer depends on: PIT channel 0's mode, count and start, the
-    /// vector of IRQ 0 (presented, or latched behind its mask), and the APIC timer's LVT entry, count, divider, start, enable and
-    /// whether it stopped at 0. A write that changes it (re)programs the guest's timer
-    /// (`apply.rs`); one that only latches or reads a count does not.
+    /// vector of IRQ 0 (presented, or latched behind its mask), and the APIC timer's LVT
+    /// entry, count, divider, start, enable and whether it stopped at 0. A write that changes
+    /// it (re)programs the guest's timer (`apply.rs`); one that only latches or reads a count
+    /// does not.
     pub fn timer_state(&self) -> TimerState {
         let channel = &self.pit.channels[0];
         (
@@ -334,6 +329,13 @@ impl Devices {
     pub fn follow_serial_interrupt(&mut self) -> Option<String> {
         let level = self.console.interrupt_line();
         self.set_line("COM1", SERIAL_IRQ, level)
+    }
+
+    /// A tick of the guest's timer through the local APIC (its own timer, or the PIT's
+    /// through the IO-APIC): `vector` requested in its IRR. What it did, in words.
+    pub fn local_apic_tick(&mut self, vector: u8) -> String {
+        self.lapic.request(vector);
+        format!("local APIC: interrupt {vector:#x} requested (IRR)")
     }
 
     /// PIT channel 0's output pulses once, a tick of the guest's timer while it goes through

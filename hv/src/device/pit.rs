@@ -17,10 +17,10 @@
 //! its IRR (`pic.rs`), or requests the IO-APIC's pin 2 vector in the local APIC, whichever
 //! route the kernel opened (`domain/interrupts.rs`, `TimerTarget`). Not modelled: modes
 //! 1 and 5 (on a PC they wait for a rising gate, which channel 0's, tied high, never has;
-//! here they count from the write, and interrupt nothing), the read-back command, a gate closing (a channel once started
-//! counts on). This is the guest's
-//! PIT only: the real one belongs to the hypervisor, which does not share it (every port is
-//! intercepted), so the two never meet.
+//! here they count from the write, and interrupt nothing), the read-back command, a gate
+//! closing (a channel once started counts on). This is the guest's PIT only: the real one
+//! belongs to the hypervisor, which does not share it (every port is intercepted), so the
+//! two never meet.
 
 /// The ports.
 pub const CHANNEL_0: u16 = 0x40;

@@ -19,8 +19,8 @@
 //! (an offset). A kernel sets it as the MC146818 datasheet says, with SET in status B: the
 //! clock stops, the registers keep what is written one by one (a date that does not exist
 //! yet, day 31 before the month becomes March, included), and the clock starts again from
-//! them when SET is cleared. A time register written without SET moves the clock at once. No interrupts (IRQ 8): the periodic, alarm and update
-//! interrupts are not modelled.
+//! them when SET is cleared. A time register written without SET moves the clock at once.
+//! No interrupts (IRQ 8): the periodic, alarm and update interrupts are not modelled.
 
 use crate::machine::WallTime;
 use alloc::format;

@@ -181,10 +181,10 @@ impl Domain {
             TimerPoll::ToLocalApic(vector) => {
                 // Requested in the APIC; it interrupts the CPU only if its priority lets it.
                 self.vcpu.interrupts = next;
-                self.devices.lapic.request(vector);
+                let what = self.devices.local_apic_tick(vector);
                 return Tick::Requested {
                     presented: self.devices.lapic.next_to_deliver().is_some(),
-                    what: format!("local APIC: interrupt {vector:#x} requested (IRR)"),
+                    what,
                 };
             }
             TimerPoll::ToIrq0 => {

@@ -14,8 +14,8 @@
 //!   (`traplab run`): its vCPU blocks, and the hypervisor's idle loop halts until a key comes
 //!   (`run.rs`, `apply::keys_from_host`).
 //!
-//! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach it, no key) the domain
-//! ends too.
+//! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach
+//! it, no key) the domain ends too.
 
 use super::{Exit, undecodable};
 use crate::decide;
