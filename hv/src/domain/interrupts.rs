@@ -169,6 +169,40 @@ impl Tick {
 }
 
 impl Domain {
+    /// Why a tick of `timer` would not interrupt the CPU now, if it would not: the device
+    /// it goes through would latch it and hold it back. Worked out on a copy of the device,
+    /// ticked as the tick would tick it. A halted CPU changes nothing of what holds the tick
+    /// back (no EOI, no TPR write, no unmask comes while it is halted), so a HLT that has
+    /// only such a timer would wait forever on a CPU (`exit/hlt.rs`). An event bound to
+    /// `VIRQ_TIMER` is not looked at here: a timer of `set_timer`'s is always taken.
+    pub fn timer_held_back(&self, timer: &VirtualTimer) -> Option<&'static str> {
+        match timer.target {
+            TimerTarget::Pending => None,
+            TimerTarget::Irq0 => {
+                let mut pic = self.devices.pic;
+                pic.raise_irq_0();
+                match (pic.presented(), pic.timer_vector()) {
+                    (Some(_), _) => None,
+                    (None, None) => Some("IRQ 0 is masked at the PIC"),
+                    (None, Some(_)) => {
+                        Some("IRQ 0 is still in service at the PIC (no EOI since its last tick)")
+                    }
+                }
+            }
+            TimerTarget::LocalApic => {
+                let mut lapic = self.devices.lapic.clone();
+                lapic.request(timer.vector);
+                match (lapic.next_to_deliver(), lapic.software_enabled()) {
+                    (Some(_), _) => None,
+                    (None, false) => Some("the local APIC is disabled in software"),
+                    (None, true) => Some(
+                        "the local APIC's priority (its TPR, or an interrupt still in service) holds the timer's vector back",
+                    ),
+                }
+            }
+        }
+    }
+
     /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or is
     /// requested at the device its timer goes through, or, when the domain bound a port to
     /// `VIRQ_TIMER`, an event on that port. Used where the hypervisor notices the deadline

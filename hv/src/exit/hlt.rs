@@ -15,14 +15,17 @@
 //!   (`run.rs`, `apply::keys_from_host`).
 //!
 //! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach
-//! it, no key) the domain ends too.
+//! it, no key) the domain ends too. A timer whose tick the interrupt controller would hold
+//! back counts as none: IRQ 0 masked or still in service at the PIC (a HLT in the timer's
+//! own handler before its EOI), the local APIC's TPR above the vector. A halted CPU makes
+//! no unmask, EOI or TPR write, so a CPU would halt there for good; the tick would only be
+//! latched (`Domain::timer_held_back`).
 
 use super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, DomainEnd, Effect};
 use crate::domain::Guest;
 use crate::domain::evtchn::{Callback, PortState};
-use crate::domain::interrupts::TimerTarget;
 use crate::domain::vcpu::{RunState, Wait};
 use traplab_abi::event::Action;
 
@@ -67,12 +70,24 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // A key can reach it: the host forwards a terminal's keys (`traplab run`) and its COM1
     // interrupts on a received byte.
     let keys_reach = guest.machine.keyboard() && guest.devices.console.listening();
-    // Its timer, unless it is the PIT's with IRQ 0 masked at the PIC: that tick is only
-    // latched for an unmask, which a halted CPU never makes.
-    let timer_wakes = interrupts.timer.is_some_and(|timer| {
-        timer.target != TimerTarget::Irq0 || guest.devices.pic.timer_vector().is_some()
-    });
+    // Its timer, unless the device it goes through would hold its tick back (IRQ 0 masked
+    // or still in service at the PIC, the APIC's priority above the vector): only an unmask,
+    // an EOI or a TPR write would let it through, which a halted CPU never makes.
+    let held_back = interrupts
+        .timer
+        .as_ref()
+        .and_then(|timer| guest.timer_held_back(timer));
+    let timer_wakes = interrupts.timer.is_some() && held_back.is_none();
     let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
+    if let (false, Some(why)) = (can_be_woken, held_back) {
+        return decide!(
+            Action::Emulate,
+            "{context}HLT waits for an interrupt, and its timer's tick could not interrupt it ({why}), which nothing changes while the CPU is halted; no event can reach it: the domain is done, as a CPU would wait forever"
+        )
+        .with(Effect::Rip(next))
+        .describe("HLT: the virtual CPU stops")
+        .ending(stopped("halted waiting for an interrupt its interrupt controller holds back"));
+    }
     if !can_be_woken {
         return decide!(
             Action::Emulate,
@@ -281,9 +296,78 @@ mod tests {
         let decision = test.decide(test.exit(ExitReason::Hlt));
         assert_eq!(
             testing::exited(&decision),
-            (0, "halted waiting for an interrupt that no device sends")
+            (
+                0,
+                "halted waiting for an interrupt its interrupt controller holds back"
+            )
+        );
+        assert!(
+            decision.why.contains("(IRQ 0 is masked at the PIC)"),
+            "{}",
+            decision.why
         );
         test.domain.devices.pic.write(0x21, 0xfe);
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(decision.effects.contains(&Effect::HaltUntilInterrupt));
+    }
+
+    #[test]
+    fn hlt_in_the_timer_s_own_handler_before_its_eoi_waits_for_nothing_the_pit_can_send() {
+        // IRQ 0 in service (taken, no EOI yet): the next edge waits in IRR, and the master
+        // presents nothing while IRQ 0 is in service. A CPU halted here stays halted: the
+        // hypervisor no longer resumes it after the HLT at the next tick, without an
+        // interrupt. With the EOI first, the tick wakes it.
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            test.domain.devices.pic.write(port, value);
+        }
+        test.domain.devices.pic.write(0x21, 0xfe);
+        test.domain.devices.pic.raise_irq_0();
+        assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 1_000_000,
+            due_tsc: test.machine.now.get() + 5_000,
+            target: TimerTarget::Irq0,
+        });
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(
+            decision
+                .why
+                .contains("(IRQ 0 is still in service at the PIC (no EOI since its last tick))"),
+            "{}",
+            decision.why
+        );
+        assert_eq!(testing::exited(&decision).0, 0);
+        test.domain.devices.pic.write(0x20, 0x20); // EOI
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(decision.effects.contains(&Effect::HaltUntilInterrupt));
+    }
+
+    #[test]
+    fn hlt_with_the_apic_timer_below_the_tpr_ends_the_domain() {
+        // The timer's vector 0x30 is in class 3; a TPR of 0x40 holds classes 0-4 back.
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.domain.devices.lapic.svr |= 0x100; // software-enabled
+        test.domain.devices.lapic.tpr = 0x40;
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x30,
+            period_tsc: 1_000_000,
+            due_tsc: test.machine.now.get() + 5_000,
+            target: TimerTarget::LocalApic,
+        });
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(
+            decision.why.contains("holds the timer's vector back"),
+            "{}",
+            decision.why
+        );
+        assert_eq!(testing::exited(&decision).0, 0);
+        test.domain.devices.lapic.tpr = 0x20;
         let decision = test.decide(test.exit(ExitReason::Hlt));
         assert!(decision.effects.contains(&Effect::HaltUntilInterrupt));
     }
