@@ -12,9 +12,9 @@
 //! | 0xd0, 0xe0 | LDR, DFR | kept (logical destinations matter only with other CPUs) |
 //! | 0xf0 | spurious-interrupt vector | bit 8 enables the APIC in software; cleared, every LVT is masked and stays so |
 //! | 0x100–0x270 | ISR, TMR, IRR | 256 bits each: in service, level-triggered (none here), requested |
-//! | 0x280 | ESR | errors (an illegal vector); a write latches them for reading |
+//! | 0x280 | ESR | errors (an illegal vector), each also an interrupt at the LVT error entry's vector unless it is masked; a write latches them for reading |
 //! | 0x300, 0x310 | ICR | an IPI: a fixed or lowest-priority interrupt that names this CPU (shorthand "self" or "all", its own ID, the broadcast ID 0xff, or a logical destination its LDR matches) is requested in its IRR; an NMI to itself is delivered as an NMI (vector 2) once no NMI handler runs; there is no other CPU to send to |
-//! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept, reserved and read-only bits as the APIC keeps them; only the timer has a source |
+//! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept, reserved and read-only bits as the APIC keeps them; only the timer and the error entry have a source |
 //! | 0x380, 0x390, 0x3e0 | timer initial count, current count, divide configuration | the timer |
 //!
 //! **The timer** counts down at the APIC bus clock divided by 1–128. The bus runs at 1 GHz,
@@ -80,6 +80,9 @@ const MASKED: u32 = 1 << 16;
 const SOFTWARE_ENABLE: u32 = 1 << 8;
 /// ESR bit 6: an interrupt with an illegal vector (0–15) was sent or received.
 const ILLEGAL_VECTOR: u32 = 1 << 6;
+
+/// Where the error's entry is among the LVT entries.
+const LVT_ERROR_INDEX: usize = 5;
 
 /// The LVT entries, in register order from 0x320: timer, thermal, performance, LINT0,
 /// LINT1, error.
@@ -232,10 +235,17 @@ impl LocalApic {
         }
     }
 
-    /// Request interrupt `vector` (its IRR bit). Vectors 0–15 are illegal: an error.
+    /// Request interrupt `vector` (its IRR bit). Vectors 0–15 are illegal: an error, which
+    /// the APIC reports through its LVT error entry (Intel SDM vol. 3A, 11.5.3: it sets
+    /// the ESR bit and raises the error interrupt unless that entry is masked). An error
+    /// entry whose own vector is illegal only adds to the errors: no interrupt comes.
     pub fn request(&mut self, vector: u8) {
         if vector < 16 {
             self.errors |= ILLEGAL_VECTOR;
+            let error = self.lvt[LVT_ERROR_INDEX];
+            if error & MASKED == 0 && error as u8 >= 16 {
+                self.requested.insert(error as u8);
+            }
             return;
         }
         self.requested.insert(vector);
@@ -848,6 +858,15 @@ mod tests {
         apic.write(reg::ICR_LOW, 0x4_0005, 0, TSC_HZ);
         apic.write(reg::ESR, 0, 0, TSC_HZ);
         assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_VECTOR);
+        assert!(
+            !apic.requested.contains(0xfe),
+            "the LVT error entry is masked: no error interrupt"
+        );
+        // Unmasked at vector 0xfe, the next illegal vector raises the error interrupt.
+        apic.write(reg::LVT_ERROR, 0xfe, 0, TSC_HZ);
+        apic.write(reg::ICR_LOW, 0x4_0005, 0, TSC_HZ);
+        assert!(apic.requested.contains(0xfe), "the error interrupt");
+        assert!(!apic.requested.contains(0x05));
         // To all but itself: nobody.
         assert!(
             apic.write(reg::ICR_LOW, 0xc_0050, 0, TSC_HZ)
