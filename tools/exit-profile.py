@@ -35,7 +35,9 @@
 # into QEMU's slow path.
 #
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234), TLB_ENTRIES
-# (the TLB's size QEMU settled on, 64).
+# (the TLB's size QEMU settled on, 64), STEPS_FILE (a file to write the address of each
+# instruction the exit ran to, one a line: `addr2line -e <the hypervisor> < FILE` then
+# counts them by source line).
 import collections
 import os
 import re
@@ -155,6 +157,9 @@ while len(steps) < LIMIT:
     steps.append(pc)
     if pc == after_vmrun:
         break
+if os.environ.get("STEPS_FILE"):
+    with open(os.environ["STEPS_FILE"], "w") as f:
+        f.write("\n".join(f"{pc:#x}" for pc in steps))
 
 
 def mnemonic(pc, known={}):
