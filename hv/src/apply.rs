@@ -26,7 +26,7 @@
 //! killed, with a second `decide` that says why.
 
 use crate::decision::{
-    Bounce, Decision, Delivery, DomainEnd, Effect, MmioAccess, PortAccess, Returning,
+    Bounce, Decision, Delivery, DomainEnd, Effect, MemoryString, MmioAccess, PortAccess, Returning,
     StringElement, VmcbMsr,
 };
 use crate::device::{PlatformTimer, TimerSource, Written, lapic};
@@ -38,7 +38,7 @@ use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{self, PinStep, Pinning};
 use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
-use crate::emulate::{Access, Destination, sign_extend};
+use crate::emulate::{Access, Destination, Operation, sign_extend};
 use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
@@ -137,10 +137,10 @@ pub fn apply(
         // A template goes as it is: the host fills it in (`Words`).
         (Some(what), true) => Some(what.into_parts()),
         (Some(what), false) => Some((
-            Cow::Owned(format!("{what}: {}", reports.join(", "))),
+            Cow::Owned(format!("{what}: {}", joined(&reports))),
             Arguments::default(),
         )),
-        (None, false) => Some((Cow::Owned(reports.join(", ")), Arguments::default())),
+        (None, false) => Some((Cow::Owned(joined(&reports)), Arguments::default())),
         (None, true) => None,
     };
     if let Some((what, arguments)) = what {
@@ -380,6 +380,31 @@ struct Failure {
     at: &'static str,
 }
 
+/// How many bytes of an `emulate` event the devices' words may take. A ring record holds
+/// 8 KiB (`traplab_abi::ring::MAX_RECORD`), and a string instruction moves up to 4,096
+/// elements an exit (`exit/ioio.rs`): thousands of device accesses, a line each, would not
+/// fit, and the whole event would be lost.
+const REPORTS_BUDGET: usize = 4096;
+
+/// The devices' words for the `emulate` event: all of them, or as many as fit in
+/// [`REPORTS_BUDGET`] and how many more there were, said, not dropped silently.
+fn joined(reports: &[String]) -> String {
+    let mut text = String::new();
+    for (index, report) in reports.iter().enumerate() {
+        let separator = if index == 0 { "" } else { ", " };
+        if text.len() + separator.len() + report.len() > REPORTS_BUDGET {
+            let left = reports.len() - index;
+            text.push_str(&format!(
+                "{separator}and {left} more, left out of the trace (an event's words stay under {REPORTS_BUDGET} bytes)"
+            ));
+            break;
+        }
+        text.push_str(separator);
+        text.push_str(report);
+    }
+    text
+}
+
 fn failed(failure: Failure, events: &mut Vec<Body>) -> Applied {
     events.push(Body::Decide(Decide {
         action: Action::Kill,
@@ -563,6 +588,7 @@ impl Step<'_, '_> {
             Effect::EndInterruptShadow => vcpu.vmcb.control.interrupt_shadow = 0,
             Effect::Port(access) => self.port(access)?,
             Effect::Mmio(access) => self.mmio(access),
+            Effect::MemoryString(string) => self.memory_string(string)?,
             Effect::LocalApicRequest(vector) => {
                 let what = self.domain.devices.local_apic_tick(vector);
                 self.reports.push(what);
@@ -996,6 +1022,89 @@ impl Step<'_, '_> {
                 let old = self.device_read(gpa, width);
                 self.device_write(gpa, width, value);
                 self.read_into(register, old);
+            }
+            Access::CompareExchange {
+                width,
+                accumulator,
+                source,
+            } => {
+                let memory = self.device_read(gpa, width);
+                // The flags are a CMP of the accumulator with what was read.
+                let rflags = self.domain.vcpu.vmcb.save.rflags;
+                let (_, rflags) = Operation::Compare.evaluate(accumulator, memory, width, rflags);
+                self.rflags(rflags);
+                if memory == accumulator {
+                    self.device_write(gpa, width, source);
+                } else {
+                    self.device_write(gpa, width, memory);
+                    self.read_into(Destination::low(0, width), memory);
+                }
+            }
+            Access::ExchangeAdd {
+                width,
+                register,
+                value,
+            } => {
+                let memory = self.device_read(gpa, width);
+                let rflags = self.domain.vcpu.vmcb.save.rflags;
+                let (sum, rflags) = Operation::Add.evaluate(memory, value, width, rflags);
+                self.rflags(rflags);
+                self.device_write(gpa, width, sum);
+                self.read_into(register, memory);
+            }
+        }
+    }
+
+    /// MOVS, STOS or LODS with a device on one side at least: each element read, then
+    /// written, in the CPU's order, RAM through the guest's page tables (the handler checked
+    /// each place as the CPU would), the device bus through the devices.
+    fn memory_string(&mut self, string: MemoryString) -> Result<(), Failure> {
+        match string {
+            MemoryString::Store { size, value, to } => {
+                for place in to {
+                    self.write_element(place, size, value)?;
+                }
+            }
+            MemoryString::Load { size, from } => {
+                for place in from {
+                    let value = self.read_element(place, size)?;
+                    self.read_into(Destination::low(0, size), value);
+                }
+            }
+            MemoryString::Move { size, pairs } => {
+                for (from, to) in pairs {
+                    let value = self.read_element(from, size)?;
+                    self.write_element(to, size, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One element of a string instruction, `size` bytes at `place`.
+    fn read_element(&mut self, place: StringElement, size: u8) -> Result<u64, Failure> {
+        match place {
+            StringElement::Ram(address) => {
+                let mut bytes = [0u8; 8];
+                self.domain
+                    .read_virtual(address, &mut bytes[..size as usize])
+                    .map_err(|error| unreachable_memory("a string read from", address, error))?;
+                Ok(u64::from_le_bytes(bytes))
+            }
+            StringElement::Device(gpa) => Ok(self.device_read(gpa, size)),
+        }
+    }
+
+    /// The low `size` bytes of `value` to `place`, one element of a string instruction.
+    fn write_element(&mut self, place: StringElement, size: u8, value: u64) -> Result<(), Failure> {
+        match place {
+            StringElement::Ram(address) => self
+                .domain
+                .write_virtual(address, &value.to_le_bytes()[..size as usize])
+                .map_err(|error| unreachable_memory("a string write to", address, error)),
+            StringElement::Device(gpa) => {
+                self.device_write(gpa, size, value);
+                Ok(())
             }
         }
     }

@@ -90,6 +90,8 @@ pub enum Effect {
     Port(PortAccess),
     /// An MMIO access (the lab device, the local APIC).
     Mmio(MmioAccess),
+    /// Elements of MOVS, STOS or LODS, some of them on the device bus.
+    MemoryString(MemoryString),
     /// Request an interrupt in the guest's local APIC (its timer fired).
     LocalApicRequest(u8),
     /// PIT channel 0's output pulses: IRQ 0's edge, latched by the 8259A (its timer fired).
@@ -271,6 +273,26 @@ pub enum StringElement {
     /// Not RAM: at this guest-physical address on the device bus (an MMIO window, or
     /// nothing: reads all ones, writes go nowhere), where the CPU would have gone too.
     Device(u64),
+}
+
+/// The elements of a string instruction that moves memory (not a port), some of them
+/// on the device bus, each `size` bytes, in the order the CPU would move them. The
+/// registers it steps (RSI, RDI, RCX) are effects of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemoryString {
+    /// STOS: `value` (the low `size` bytes of RAX) to each place.
+    Store {
+        size: u8,
+        value: u64,
+        to: Vec<StringElement>,
+    },
+    /// LODS: each place read, in order, into AL, AX, EAX or RAX.
+    Load { size: u8, from: Vec<StringElement> },
+    /// MOVS: each element read from the first place of its pair and written to the second.
+    Move {
+        size: u8,
+        pairs: Vec<(StringElement, StringElement)>,
+    },
 }
 
 /// An MMIO access, emulated because the CPU exited before it happened: `access` (decoded

@@ -3,24 +3,33 @@
 //! need it: the access exited (a nested page fault, a #PF) instead of happening, so the
 //! hypervisor decodes the instruction, performs the access itself, and moves RIP past it.
 //!
-//! The forms a guest (or its compiler) uses on device registers are supported:
+//! The forms a guest (or its compiler, or its atomics) uses on device registers are
+//! supported:
 //!
 //! - moves: `mov r, [m]`, `mov [m], r`, `mov [m], imm`, `movzx r, [m]`, `movsx r, [m]`,
-//!   `movsxd r, [m]`, with any general register, AH, CH, DH and BH included;
-//! - a read-modify-write of the register itself: `add`, `sub`, `and`, `or`, `xor` (LOCK or
-//!   not), `inc`, `dec`, `neg`, `not` of `[m]`, which compilers emit for `*reg |= bit` on a
-//!   volatile pointer: the device sees a read, then a write of the result;
+//!   `movsxd r, [m]`, with any general register, AH, CH, DH and BH included, and
+//!   `mov [m], sreg` (the selector, two bytes);
+//! - a read-modify-write of the register itself: `add`, `adc`, `sub`, `sbb`, `and`, `or`,
+//!   `xor` (LOCK or not), `inc`, `dec`, `neg`, `not` of `[m]`, which compilers emit for
+//!   `*reg |= bit` on a volatile pointer: the device sees a read, then a write of the result;
 //! - a compare: `cmp` and `test` of `[m]`, a read that sets only the flags;
 //! - the same operations with a register as the destination (`add r, [m]`: a read);
-//! - `xchg [m], r`: a read, then a write of the register, which gets the old value.
+//! - the bit tests `bt`, `bts`, `btr`, `btc` of `[m]` (Linux's `test_bit`, `set_bit`,
+//!   `clear_bit`, `change_bit`): a read, CF, and but for BT a write of the bit changed;
+//! - `xchg [m], r`: a read, then a write of the register, which gets the old value;
+//! - `cmpxchg [m], r` and `xadd [m], r`, the atomics' compare-and-swap and fetch-and-add;
+//! - `setcc [m]`: a write of 1 or 0, as the flags say.
 //!
 //! Each sets the status flags as the AMD APM vol. 3 lists them for the instruction
-//! ([`Operation::evaluate`]). Anything else (a string instruction, ADC and SBB, BT, CMPXCHG)
-//! is refused, and the caller ends the domain with a message that names it.
+//! ([`Operation::evaluate`]). MOVS, STOS and LODS, which step registers and may repeat,
+//! are `exit/npf/string.rs`'s. Anything else (a shift or a rotate of memory, CMPS and SCAS,
+//! CMPXCHG8B, an SSE move) is refused, and the caller ends the domain with a message that
+//! names it: this hypervisor's limit, not the guest's fault (Xen's emulator ends an HVM
+//! domain the same way when it meets an instruction it cannot emulate on MMIO).
 
 use crate::domain::Domain;
 use crate::instruction;
-use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
 use traplab_abi::x86::{RFlags, operand_mask};
 
 /// One decoded memory access.
@@ -49,6 +58,24 @@ pub enum Access {
     /// what was read. (XCHG with memory is locked; the hypervisor does both accesses with
     /// the domain stopped, which is as atomic.)
     Exchange {
+        width: u8,
+        register: Destination,
+        value: u64,
+    },
+    /// CMPXCHG: read `width` bytes and compare them with the accumulator (AL, AX, EAX or
+    /// RAX: `accumulator`), setting the flags as CMP does. Equal: `source` is written (ZF
+    /// set). Not: what was read is written back, and the accumulator gets it (ZF clear). The
+    /// memory gets a write either way: "the destination operand receives a write cycle
+    /// without regard to the result of the comparison" (Intel SDM vol. 2A, CMPXCHG), which
+    /// a device sees.
+    CompareExchange {
+        width: u8,
+        accumulator: u64,
+        source: u64,
+    },
+    /// XADD: read `width` bytes, write their sum with the register's `value` (the flags an
+    /// ADD sets), and the register gets what was read.
+    ExchangeAdd {
         width: u8,
         register: Destination,
         value: u64,
@@ -97,13 +124,16 @@ impl Destination {
     }
 }
 
-/// What an ALU instruction does to its memory operand (and, for a compare, only to the
-/// flags). ADC and SBB, which also read CF, are not among them: compilers do not emit them
-/// for a device register.
+/// What an ALU instruction does to its memory operand (and, for a compare or BT, only to
+/// the flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Add,
+    /// ADC: an ADD of the right operand and CF.
+    AddWithCarry,
     Sub,
+    /// SBB: a SUB of the right operand and CF.
+    SubtractWithBorrow,
     And,
     Or,
     Xor,
@@ -115,6 +145,14 @@ pub enum Operation {
     Decrement,
     Negate,
     Not,
+    /// BT: CF = the bit of the left operand that the right one numbers (modulo the width).
+    BitTest,
+    /// BTS: BT, then the bit set.
+    BitTestAndSet,
+    /// BTR: BT, then the bit cleared.
+    BitTestAndReset,
+    /// BTC: BT, then the bit complemented.
+    BitTestAndComplement,
 }
 
 /// The flags an ALU instruction sets from its result (AMD APM vol. 1, 3.1.4): CF, PF, AF,
@@ -140,7 +178,9 @@ impl Operation {
     fn of(mnemonic: Mnemonic) -> Option<Operation> {
         Some(match mnemonic {
             Mnemonic::Add => Operation::Add,
+            Mnemonic::Adc => Operation::AddWithCarry,
             Mnemonic::Sub => Operation::Sub,
+            Mnemonic::Sbb => Operation::SubtractWithBorrow,
             Mnemonic::And => Operation::And,
             Mnemonic::Or => Operation::Or,
             Mnemonic::Xor => Operation::Xor,
@@ -150,6 +190,10 @@ impl Operation {
             Mnemonic::Dec => Operation::Decrement,
             Mnemonic::Neg => Operation::Negate,
             Mnemonic::Not => Operation::Not,
+            Mnemonic::Bt => Operation::BitTest,
+            Mnemonic::Bts => Operation::BitTestAndSet,
+            Mnemonic::Btr => Operation::BitTestAndReset,
+            Mnemonic::Btc => Operation::BitTestAndComplement,
             _ => return None,
         })
     }
@@ -158,7 +202,9 @@ impl Operation {
     pub fn name(self) -> &'static str {
         match self {
             Operation::Add => "ADD",
+            Operation::AddWithCarry => "ADC",
             Operation::Sub => "SUB",
+            Operation::SubtractWithBorrow => "SBB",
             Operation::And => "AND",
             Operation::Or => "OR",
             Operation::Xor => "XOR",
@@ -168,6 +214,10 @@ impl Operation {
             Operation::Decrement => "DEC",
             Operation::Negate => "NEG",
             Operation::Not => "NOT",
+            Operation::BitTest => "BT",
+            Operation::BitTestAndSet => "BTS",
+            Operation::BitTestAndReset => "BTR",
+            Operation::BitTestAndComplement => "BTC",
         }
     }
 
@@ -179,17 +229,23 @@ impl Operation {
         )
     }
 
-    /// Does it write its result (CMP and TEST only set the flags)?
+    /// Does it write its result (CMP, TEST and BT only set the flags)?
     pub fn writes_result(self) -> bool {
-        !matches!(self, Operation::Compare | Operation::Test)
+        !matches!(
+            self,
+            Operation::Compare | Operation::Test | Operation::BitTest
+        )
     }
 
     /// `left` combined with `right` at `width` bytes (a unary operation ignores `right`):
     /// the result, and RFLAGS after it (`rflags`: before). The flags are the AMD APM vol. 3's
-    /// for each instruction: ADD and SUB (and CMP, NEG, INC, DEC) set all six, INC and DEC
-    /// keep CF, NEG sets CF unless the operand is 0; AND, OR, XOR and TEST clear CF and OF
-    /// and leave AF undefined, which we clear as QEMU's TCG does; NOT sets none. `width`:
-    /// 1, 2, 4 or 8 bytes.
+    /// for each instruction: ADD, ADC, SUB and SBB (and CMP, NEG, INC, DEC) set all six, ADC
+    /// and SBB with CF from before as a carry in, INC and DEC keep CF, NEG sets CF unless
+    /// the operand is 0; AND, OR, XOR and TEST clear CF and OF and leave AF undefined, which
+    /// we clear as QEMU's TCG does; NOT sets none. The bit tests set CF to the bit (number
+    /// `right` modulo the width: for a register's bit number the CPU has already moved the
+    /// access to the right operand, which is where the exit says it went) and leave OF, SF,
+    /// ZF, AF and PF undefined, which we keep as they were. `width`: 1, 2, 4 or 8 bytes.
     pub fn evaluate(self, left: u64, right: u64, width: u8, rflags: u64) -> (u64, u64) {
         debug_assert!(matches!(width, 1 | 2 | 4 | 8), "a {width}-byte operand");
         let mask = operand_mask(width);
@@ -219,13 +275,36 @@ impl Operation {
             overflow: false,
             adjust: false,
         };
+        let carry_in = rflags & RFlags::CARRY_FLAG.bits() != 0;
+        // ADC and SBB: the carry in counts as one more in the sum or the difference, with
+        // the carry out of the whole (the flags' formulas are ADD's and SUB's).
+        let add_with_carry = |left: u64, right: u64| {
+            let result = left.wrapping_add(right).wrapping_add(carry_in as u64) & mask;
+            Outcome {
+                result,
+                carry: left as u128 + right as u128 + carry_in as u128 > mask as u128,
+                overflow: (left ^ result) & (right ^ result) & sign != 0,
+                adjust: (left ^ right ^ result) & 0x10 != 0,
+            }
+        };
+        let subtract_with_borrow = |left: u64, right: u64| {
+            let result = left.wrapping_sub(right).wrapping_sub(carry_in as u64) & mask;
+            Outcome {
+                result,
+                carry: (left as u128) < right as u128 + carry_in as u128,
+                overflow: (left ^ right) & (left ^ result) & sign != 0,
+                adjust: (left ^ right ^ result) & 0x10 != 0,
+            }
+        };
         // INC and DEC leave CF as it was.
         let keep_carry = |outcome: Outcome| Outcome {
-            carry: rflags & RFlags::CARRY_FLAG.bits() != 0,
+            carry: carry_in,
             ..outcome
         };
         let outcome = match self {
             Operation::Add => add(left, right),
+            Operation::AddWithCarry => add_with_carry(left, right),
+            Operation::SubtractWithBorrow => subtract_with_borrow(left, right),
             Operation::Sub | Operation::Compare => sub(left, right),
             Operation::And | Operation::Test => logic(left & right),
             Operation::Or => logic(left | right),
@@ -234,6 +313,10 @@ impl Operation {
             Operation::Increment => keep_carry(add(left, 1)),
             Operation::Decrement => keep_carry(sub(left, 1)),
             Operation::Not => return (!left & mask, rflags),
+            Operation::BitTest
+            | Operation::BitTestAndSet
+            | Operation::BitTestAndReset
+            | Operation::BitTestAndComplement => return self.test_bit(left, right, width, rflags),
         };
         let result = outcome.result;
         let flags = [
@@ -255,6 +338,22 @@ impl Operation {
         });
         (result, flags)
     }
+
+    /// A bit test's result and RFLAGS ([`Operation::evaluate`]): CF is the bit as it was.
+    fn test_bit(self, left: u64, right: u64, width: u8, rflags: u64) -> (u64, u64) {
+        let bit = 1u64 << (right % (8 * width as u64));
+        let result = match self {
+            Operation::BitTestAndSet => left | bit,
+            Operation::BitTestAndReset => left & !bit,
+            Operation::BitTestAndComplement => left ^ bit,
+            _ => left,
+        };
+        let carry = match left & bit {
+            0 => 0,
+            _ => RFlags::CARRY_FLAG.bits(),
+        };
+        (result, (rflags & !RFlags::CARRY_FLAG.bits()) | carry)
+    }
 }
 
 /// The moves among the instructions we emulate (a read into a register, or a write).
@@ -267,7 +366,64 @@ const MOVES: [Mnemonic; 4] = [
 
 /// Do we emulate some form of instruction `mnemonic` (if not necessarily the one at hand)?
 pub fn emulates(mnemonic: Mnemonic) -> bool {
-    MOVES.contains(&mnemonic) || mnemonic == Mnemonic::Xchg || Operation::of(mnemonic).is_some()
+    MOVES.contains(&mnemonic)
+        || matches!(
+            mnemonic,
+            Mnemonic::Xchg | Mnemonic::Cmpxchg | Mnemonic::Xadd
+        )
+        || Operation::of(mnemonic).is_some()
+        || sets_a_byte(mnemonic)
+}
+
+/// Is it a SETcc, which writes 1 or 0 as its condition holds?
+fn sets_a_byte(mnemonic: Mnemonic) -> bool {
+    matches!(
+        mnemonic,
+        Mnemonic::Seto
+            | Mnemonic::Setno
+            | Mnemonic::Setb
+            | Mnemonic::Setae
+            | Mnemonic::Sete
+            | Mnemonic::Setne
+            | Mnemonic::Setbe
+            | Mnemonic::Seta
+            | Mnemonic::Sets
+            | Mnemonic::Setns
+            | Mnemonic::Setp
+            | Mnemonic::Setnp
+            | Mnemonic::Setl
+            | Mnemonic::Setge
+            | Mnemonic::Setle
+            | Mnemonic::Setg
+    )
+}
+
+/// Does condition `code` hold with these flags? (AMD APM vol. 3, "Jcc": the conditions
+/// the Jcc, SETcc and CMOVcc families share.)
+pub fn condition_holds(code: ConditionCode, rflags: u64) -> bool {
+    let flag = |flag: RFlags| rflags & flag.bits() != 0;
+    let (carry, zero) = (flag(RFlags::CARRY_FLAG), flag(RFlags::ZERO_FLAG));
+    let (sign, overflow) = (flag(RFlags::SIGN_FLAG), flag(RFlags::OVERFLOW_FLAG));
+    let parity = flag(RFlags::PARITY_FLAG);
+    match code {
+        ConditionCode::None => true,
+        ConditionCode::o => overflow,
+        ConditionCode::no => !overflow,
+        ConditionCode::b => carry,
+        ConditionCode::ae => !carry,
+        ConditionCode::e => zero,
+        ConditionCode::ne => !zero,
+        ConditionCode::be => carry || zero,
+        ConditionCode::a => !carry && !zero,
+        ConditionCode::s => sign,
+        ConditionCode::ns => !sign,
+        ConditionCode::p => parity,
+        ConditionCode::np => !parity,
+        ConditionCode::l => sign != overflow,
+        ConditionCode::ge => sign == overflow,
+        ConditionCode::le => zero || sign != overflow,
+        ConditionCode::g => !zero && sign == overflow,
+    }
 }
 
 /// The access `instruction` makes, if it is one we emulate.
@@ -306,6 +462,21 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
             width,
             value: value(1)?,
         }),
+        (mnemonic, OpKind::Memory, _) if sets_a_byte(mnemonic) => Some(Access::Write {
+            width,
+            value: condition_holds(instruction.condition_code(), domain.vcpu.vmcb.save.rflags)
+                as u64,
+        }),
+        (Mnemonic::Cmpxchg, OpKind::Memory, OpKind::Register) => Some(Access::CompareExchange {
+            width,
+            accumulator: domain.gpr(0) & operand_mask(width),
+            source: value(1)?,
+        }),
+        (Mnemonic::Xadd, OpKind::Memory, OpKind::Register) => Some(Access::ExchangeAdd {
+            width,
+            register: Destination::of(instruction.op1_register())?,
+            value: value(1)?,
+        }),
         (Mnemonic::Xchg, OpKind::Memory, OpKind::Register)
         | (Mnemonic::Xchg, OpKind::Register, OpKind::Memory) => {
             let register = match instruction.op0_kind() {
@@ -341,8 +512,11 @@ pub fn memory_access(domain: &Domain, instruction: &Instruction) -> Option<Acces
 }
 
 /// A register's value as an instruction reads it: a general register (the low 32 bits of
-/// it outside 64-bit mode), or AH, CH, DH, BH.
+/// it outside 64-bit mode), AH, CH, DH, BH, or a segment register's selector.
 fn register_value(domain: &Domain, register: Register) -> Option<u64> {
+    if let Some(segment) = instruction::segment_number(register) {
+        return Some(domain.vcpu.vmcb.selector(segment) as u64);
+    }
     let destination = Destination::of(register)?;
     let value = domain.gpr(destination.register);
     Some(if destination.high_byte {
@@ -378,6 +552,12 @@ pub fn plain(instruction: &Instruction) -> bool {
 mod tests {
     use super::*;
     use core::arch::asm;
+
+    const CARRY: RFlags = RFlags::CARRY_FLAG;
+    const PARITY: RFlags = RFlags::PARITY_FLAG;
+    const ZERO: RFlags = RFlags::ZERO_FLAG;
+    const SIGN: RFlags = RFlags::SIGN_FLAG;
+    const OVERFLOW: RFlags = RFlags::OVERFLOW_FLAG;
 
     #[test]
     fn a_register_write_merges_as_the_cpu_does() {
@@ -467,9 +647,21 @@ mod tests {
                 }
             };
         }
+        // The bit tests have no byte-wide form: 2, 4 or 8 bytes.
+        macro_rules! wide {
+            ($instruction:literal) => {
+                match width {
+                    2 => on_this_cpu!($instruction, "x", left, right, flags),
+                    4 => on_this_cpu!($instruction, "e", left, right, flags),
+                    _ => on_this_cpu!($instruction, "r", left, right, flags),
+                }
+            };
+        }
         match operation {
             Operation::Add => sized!("add", right),
+            Operation::AddWithCarry => sized!("adc", right),
             Operation::Sub => sized!("sub", right),
+            Operation::SubtractWithBorrow => sized!("sbb", right),
             Operation::And => sized!("and", right),
             Operation::Or => sized!("or", right),
             Operation::Xor => sized!("xor", right),
@@ -479,6 +671,10 @@ mod tests {
             Operation::Decrement => sized!("dec"),
             Operation::Negate => sized!("neg"),
             Operation::Not => sized!("not"),
+            Operation::BitTest => wide!("bt"),
+            Operation::BitTestAndSet => wide!("bts"),
+            Operation::BitTestAndReset => wide!("btr"),
+            Operation::BitTestAndComplement => wide!("btc"),
         }
     }
 
@@ -510,7 +706,9 @@ mod tests {
         ];
         let operations = [
             Operation::Add,
+            Operation::AddWithCarry,
             Operation::Sub,
+            Operation::SubtractWithBorrow,
             Operation::And,
             Operation::Or,
             Operation::Xor,
@@ -520,10 +718,23 @@ mod tests {
             Operation::Decrement,
             Operation::Negate,
             Operation::Not,
+            Operation::BitTest,
+            Operation::BitTestAndSet,
+            Operation::BitTestAndReset,
+            Operation::BitTestAndComplement,
         ];
         let mut checked = 0;
         for operation in operations {
-            for width in [1u8, 2, 4, 8] {
+            let bit_test = matches!(
+                operation,
+                Operation::BitTest
+                    | Operation::BitTestAndSet
+                    | Operation::BitTestAndReset
+                    | Operation::BitTestAndComplement
+            );
+            // The bit tests have no byte-wide form.
+            let widths: &[u8] = if bit_test { &[2, 4, 8] } else { &[1, 2, 4, 8] };
+            for &width in widths {
                 let mask = operand_mask(width);
                 for left in values {
                     for right in values {
@@ -533,7 +744,8 @@ mod tests {
                             let (expected, cpu_flags) =
                                 on_this_cpu(operation, width, left, right, flags_in);
                             let (result, flags) = operation.evaluate(left, right, width, flags_in);
-                            // AF after AND, OR, XOR and TEST is undefined (APM vol. 3).
+                            // AF after AND, OR, XOR and TEST is undefined (APM vol. 3),
+                            // and all but CF after a bit test.
                             let compared = match operation {
                                 Operation::And
                                 | Operation::Or
@@ -541,6 +753,7 @@ mod tests {
                                 | Operation::Test => {
                                     STATUS_FLAGS.bits() & !RFlags::AUXILIARY_CARRY_FLAG.bits()
                                 }
+                                _ if bit_test => RFlags::CARRY_FLAG.bits(),
                                 _ => STATUS_FLAGS.bits(),
                             };
                             let context = format!(
@@ -561,7 +774,218 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 11 * 4 * 21 * 21 * 2);
+        assert_eq!(checked, (13 * 4 + 4 * 3) * 21 * 21 * 2);
+    }
+
+    #[test]
+    fn a_bit_test_keeps_the_flags_the_manual_leaves_undefined() {
+        // BT sets CF alone; OF, SF, ZF, AF and PF are undefined (APM vol. 3): kept.
+        let all = 0x2 | STATUS_FLAGS.bits();
+        let (result, flags) = Operation::BitTestAndReset.evaluate(0x10, 4, 4, all);
+        assert_eq!((result, flags), (0, all), "bit 4 was set: CF stays set");
+        let (result, flags) = Operation::BitTestAndSet.evaluate(0, 36, 4, 0x2);
+        assert_eq!(
+            (result, flags),
+            (0x10, 0x2),
+            "bit 36 of a dword is its bit 4"
+        );
+    }
+
+    /// CMPXCHG or XADD of `memory` with `register` (RAX = `accumulator`) at `width` bytes on
+    /// this machine's CPU, the memory a variable on the stack: (memory, RAX, the register,
+    /// RFLAGS) after it.
+    fn exchange_on_this_cpu(
+        mnemonic: Mnemonic,
+        width: u8,
+        memory: u64,
+        accumulator: u64,
+        register: u64,
+        flags: u64,
+    ) -> (u64, u64, u64, u64) {
+        let mut memory = memory;
+        let (mut rax, mut register) = (accumulator, register);
+        let after: u64;
+        let at = &raw mut memory;
+        macro_rules! run {
+            ($instruction:literal, $pointer:literal, $size:literal) => {
+                // SAFETY: `at` points to a live u64 on our stack; the PUSH/POPF pairs are
+                // balanced.
+                unsafe {
+                    asm!(
+                        "push {flags}",
+                        "popfq",
+                        concat!($instruction, " ", $pointer, " ptr [{at}], {register:", $size, "}"),
+                        "pushfq",
+                        "pop {after}",
+                        at = in(reg) at,
+                        register = inout(reg) register,
+                        flags = in(reg) flags,
+                        after = out(reg) after,
+                        inout("rax") rax,
+                    )
+                }
+            };
+        }
+        macro_rules! sized {
+            ($instruction:literal) => {
+                match width {
+                    1 => run!($instruction, "byte", "l"),
+                    2 => run!($instruction, "word", "x"),
+                    4 => run!($instruction, "dword", "e"),
+                    _ => run!($instruction, "qword", "r"),
+                }
+            };
+        }
+        match mnemonic {
+            Mnemonic::Cmpxchg => sized!("cmpxchg"),
+            _ => sized!("xadd"),
+        }
+        (memory, rax, register, after)
+    }
+
+    /// What the MMIO path does for CMPXCHG and XADD (`apply.rs`), on plain values: (memory,
+    /// RAX, the register, RFLAGS) after it, RAX and the register merged at `width` as the
+    /// CPU writes them.
+    fn exchange_emulated(
+        mnemonic: Mnemonic,
+        width: u8,
+        memory: u64,
+        accumulator: u64,
+        register: u64,
+        flags: u64,
+    ) -> (u64, u64, u64, u64) {
+        let mask = operand_mask(width);
+        let old = memory & mask;
+        let into = Destination::low(0, width);
+        match mnemonic {
+            Mnemonic::Cmpxchg => {
+                let (_, flags) = Operation::Compare.evaluate(accumulator & mask, old, width, flags);
+                if old == accumulator & mask {
+                    let memory = (memory & !mask) | (register & mask);
+                    (memory, accumulator, register, flags)
+                } else {
+                    (memory, into.merge(accumulator, old), register, flags)
+                }
+            }
+            _ => {
+                let (sum, flags) = Operation::Add.evaluate(old, register, width, flags);
+                let memory = (memory & !mask) | sum;
+                (memory, accumulator, into.merge(register, old), flags)
+            }
+        }
+    }
+
+    #[test]
+    fn cmpxchg_and_xadd_do_what_this_cpu_does() {
+        let values = [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0xff,
+            0x8000,
+            0xffff_ffff,
+            0x8000_0000_0000_0000,
+            u64::MAX,
+            0x1234_5678_9abc_def0,
+        ];
+        let mut checked = 0;
+        for mnemonic in [Mnemonic::Cmpxchg, Mnemonic::Xadd] {
+            for width in [1u8, 2, 4, 8] {
+                for memory in values {
+                    // The accumulator equal to the memory, and not.
+                    for accumulator in [memory, memory ^ 0x80, 0xdead_0000_0000_0001] {
+                        for register in values {
+                            let flags = 0x2;
+                            let context = format!(
+                                "{mnemonic:?} at {width} bytes: memory {memory:#x}, rax {accumulator:#x}, register {register:#x}"
+                            );
+                            let cpu = exchange_on_this_cpu(
+                                mnemonic,
+                                width,
+                                memory,
+                                accumulator,
+                                register,
+                                flags,
+                            );
+                            let ours = exchange_emulated(
+                                mnemonic,
+                                width,
+                                memory,
+                                accumulator,
+                                register,
+                                flags,
+                            );
+                            let status = STATUS_FLAGS.bits();
+                            assert_eq!(
+                                (ours.0, ours.1, ours.2, ours.3 & status),
+                                (cpu.0, cpu.1, cpu.2, cpu.3 & status),
+                                "{context}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 4 * 10 * 3 * 10);
+    }
+
+    #[test]
+    fn every_condition_holds_when_this_cpu_s_setcc_says_so() {
+        macro_rules! setcc {
+            ($instruction:literal, $flags:expr) => {{
+                let set: u8;
+                // SAFETY: registers only; the PUSH/POPF pair is balanced.
+                unsafe {
+                    asm!(
+                        "push {flags}",
+                        "popfq",
+                        concat!($instruction, " {set}"),
+                        flags = in(reg) $flags,
+                        set = out(reg_byte) set,
+                    )
+                }
+                set != 0
+            }};
+        }
+        let mut checked = 0;
+        // Every combination of CF, PF, ZF, SF and OF (AF no condition reads).
+        for combination in 0..32u64 {
+            let bits = [CARRY, PARITY, ZERO, SIGN, OVERFLOW];
+            let flags = bits
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| combination & (1 << index) != 0)
+                .fold(0x2, |flags, (_, bit)| flags | bit.bits());
+            let cases = [
+                (ConditionCode::o, setcc!("seto", flags)),
+                (ConditionCode::no, setcc!("setno", flags)),
+                (ConditionCode::b, setcc!("setb", flags)),
+                (ConditionCode::ae, setcc!("setae", flags)),
+                (ConditionCode::e, setcc!("sete", flags)),
+                (ConditionCode::ne, setcc!("setne", flags)),
+                (ConditionCode::be, setcc!("setbe", flags)),
+                (ConditionCode::a, setcc!("seta", flags)),
+                (ConditionCode::s, setcc!("sets", flags)),
+                (ConditionCode::ns, setcc!("setns", flags)),
+                (ConditionCode::p, setcc!("setp", flags)),
+                (ConditionCode::np, setcc!("setnp", flags)),
+                (ConditionCode::l, setcc!("setl", flags)),
+                (ConditionCode::ge, setcc!("setge", flags)),
+                (ConditionCode::le, setcc!("setle", flags)),
+                (ConditionCode::g, setcc!("setg", flags)),
+            ];
+            for (code, cpu) in cases {
+                assert_eq!(
+                    condition_holds(code, flags),
+                    cpu,
+                    "{code:?} with {flags:#x}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 32 * 16);
     }
 
     #[test]

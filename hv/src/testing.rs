@@ -604,6 +604,25 @@ impl Test {
         self.write(rip, bytes);
     }
 
+    /// `bytes` at RIP access guest-physical `gpa`, where no RAM is (a device): the nested
+    /// page fault, run.
+    pub fn mmio(&mut self, bytes: &[u8], gpa: u64) -> Run {
+        self.code(bytes);
+        let exit = self.exit(ExitReason::Npf {
+            gpa,
+            info: svm::NpfInfo::decode(0),
+        });
+        self.run(exit)
+    }
+
+    /// Map the 4th GiB, where the devices are (the lab device, the APICs), as itself with
+    /// one 1 GiB page: the boot page tables map only the first 16 MiB, and an instruction
+    /// that the hypervisor translates addresses for (a string instruction) must reach them.
+    pub fn map_devices(&mut self) {
+        let flags = pte::PRESENT | pte::WRITABLE | pte::HUGE;
+        self.write_u64(PDPT + 3 * 8, 0xc000_0000 | flags);
+    }
+
     pub fn set_gpr(&mut self, number: u8, value: u64) {
         self.domain.vcpu.set_gpr(number, value);
     }

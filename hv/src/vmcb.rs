@@ -345,6 +345,19 @@ impl Vmcb {
         }
     }
 
+    /// The selector in segment register `number` (`segment`), as `mov r/m, sreg` reads it.
+    pub fn selector(&self, number: u8) -> u16 {
+        let save = &self.save;
+        match number {
+            segment::ES => save.es.selector,
+            segment::CS => save.cs.selector,
+            segment::SS => save.ss.selector,
+            segment::DS => save.ds.selector,
+            segment::FS => save.fs.selector,
+            _ => save.gs.selector,
+        }
+    }
+
     /// The base an access through segment `number` adds to its offset (numbered as the
     /// state save area orders them and EXITINFO1 names them: [`segment`]). In 64-bit mode
     /// only FS and GS have one: ES, CS, SS and DS count as 0 whatever they hold (AMD APM

@@ -20,9 +20,12 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
         return undecodable();
     };
+    let device = guest.devices.mmio_name(gpa);
+    if let Some(decision) = super::string::handle(guest, &instruction, gpa, device) {
+        return decision;
+    }
     let access =
         emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
-    let device = guest.devices.mmio_name(gpa);
     let Some(access) = access else {
         // The mnemonic alone, or this form of one the hypervisor emulates in others (a MOV
         // of a segment register, a string instruction with REP).
@@ -33,7 +36,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         };
         return decide!(
             Action::Kill,
-            "an access to guest-physical {gpa:#x} ({device}) by {what}{mnemonic}, which the hypervisor does not emulate (it emulates moves, XCHG, and ADD, SUB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST, with a register or an immediate)"
+            "an access to guest-physical {gpa:#x} ({device}) by {what}{mnemonic}, which the hypervisor does not emulate (it emulates moves, MOVS, STOS, LODS, XCHG, CMPXCHG, XADD, SETcc, BT, BTS, BTR, BTC, and ADD, ADC, SUB, SBB, AND, OR, XOR, INC, DEC, NEG, NOT, CMP and TEST, with a register or an immediate)"
         )
         .killing(format!(
             "unemulated MMIO instruction at {:#x}",
@@ -91,6 +94,23 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
             "a {width}-byte XCHG of guest-physical {gpa:#x} with {} ({value:#x}): not RAM but {device}, emulated by the hypervisor (a read, then a write, and the register gets what was read)",
             name(register.register)
         ),
+        Access::CompareExchange {
+            width,
+            accumulator,
+            source,
+        } => decide!(
+            Action::Emulate,
+            "a {width}-byte CMPXCHG of guest-physical {gpa:#x}, {accumulator:#x} expected, {source:#x} to write: not RAM but {device}, emulated by the hypervisor (a read, the flags of a compare with rax, then a write: the new value if equal, else what was read, into rax too)"
+        ),
+        Access::ExchangeAdd {
+            width,
+            register,
+            value,
+        } => decide!(
+            Action::Emulate,
+            "a {width}-byte XADD of guest-physical {gpa:#x} with {} ({value:#x}): not RAM but {device}, emulated by the hypervisor (a read, the sum written back, and the flags; the register gets what was read)",
+            name(register.register)
+        ),
     };
     decision
         .with(Effect::Mmio(MmioAccess { gpa, access }))
@@ -108,23 +128,13 @@ mod tests {
     const ID: u64 = BASE;
     const DOORBELL: u64 = BASE + 0x18;
 
-    /// `bytes` at RIP access `gpa` in the lab device's window: the NPF exit, run.
-    fn access(test: &mut Test, bytes: &[u8], gpa: u64) -> Run {
-        test.code(bytes);
-        let exit = test.exit(ExitReason::Npf {
-            gpa,
-            info: NpfInfo::decode(0),
-        });
-        test.run(exit)
-    }
-
     #[test]
     fn mov_eax_from_the_id_register_reads_0x70617274_into_eax() {
         // The access did not happen (the CPU exited before it): the hypervisor performs
         // it, writes EAX (zero-extending into RAX) and skips the MOV.
         let mut test = Test::long_mode();
         test.set_gpr(0, ID);
-        let run = access(&mut test, &[0x8b, 0x00], ID); // mov eax, [rax]
+        let run = test.mmio(&[0x8b, 0x00], ID); // mov eax, [rax]
         assert_eq!(run.decision.action, Action::Emulate);
         assert_eq!(test.gpr(0), 0x7061_7274, "\"trap\" in ASCII, little-endian");
         assert_eq!(run.emulate().what, "lab device: read ID = 0x70617274");
@@ -137,7 +147,7 @@ mod tests {
         // `mov ax, [rax]`: a 16-bit destination keeps bits 63:16 (AMD APM vol. 1, 3.1.2.3).
         let mut test = Test::long_mode();
         test.set_gpr(0, ID);
-        access(&mut test, &[0x66, 0x8b, 0x00], ID);
+        test.mmio(&[0x66, 0x8b, 0x00], ID);
         assert_eq!(test.gpr(0), (ID & !0xffff) | 0x7274);
         assert_eq!(test.rip(), ENTRY + 3);
     }
@@ -147,7 +157,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.set_gpr(0, ID);
         test.set_gpr(1, u64::MAX);
-        access(&mut test, &[0x0f, 0xb6, 0x08], ID); // movzx ecx, byte [rax]
+        test.mmio(&[0x0f, 0xb6, 0x08], ID); // movzx ecx, byte [rax]
         assert_eq!(test.gpr(1), 0x74);
     }
 
@@ -158,7 +168,7 @@ mod tests {
         const HOLE: u64 = 0xfed0_0000;
         let mut test = Test::long_mode();
         test.set_gpr(0, HOLE);
-        let run = access(&mut test, &[0x8b, 0x08], HOLE); // mov ecx, [rax]
+        let run = test.mmio(&[0x8b, 0x08], HOLE); // mov ecx, [rax]
         assert_eq!(run.decision.action, Action::Emulate);
         assert_eq!(
             run.decision.why,
@@ -170,7 +180,7 @@ mod tests {
             "no device at 0xfed00000: the read returns all ones (0xffffffff)"
         );
         test.domain.vcpu.vmcb.save.rip = ENTRY;
-        let run = access(&mut test, &[0x88, 0x08], HOLE); // mov [rax], cl
+        let run = test.mmio(&[0x88, 0x08], HOLE); // mov [rax], cl
         assert!(run.decision.end.is_none());
         assert_eq!(
             run.emulate().what,
@@ -184,7 +194,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
         test.set_gpr(1, 42);
-        let run = access(&mut test, &[0x89, 0x08], DOORBELL); // mov [rax], ecx
+        let run = test.mmio(&[0x89, 0x08], DOORBELL); // mov [rax], ecx
         assert_eq!(run.kinds(), ["decide", "console", "emulate"]);
         assert_eq!(run.console(), ["doorbell 42"]);
         assert!(run.emulate().what.contains("DOORBELL rung with 42"));
@@ -196,23 +206,23 @@ mod tests {
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
         // mov dword [rax], 7
-        let run = access(&mut test, &[0xc7, 0x00, 0x07, 0x00, 0x00, 0x00], DOORBELL);
+        let run = test.mmio(&[0xc7, 0x00, 0x07, 0x00, 0x00, 0x00], DOORBELL);
         assert_eq!(run.console(), ["doorbell 7"]);
         assert_eq!(test.rip(), ENTRY + 6);
     }
 
     #[test]
     fn an_instruction_the_hypervisor_does_not_emulate_kills_the_domain() {
-        // `adc [rax], eax` adds CF too: no compiler writes it to a device register, and the
-        // hypervisor does not emulate it.
+        // `shl dword [rax], 1`: a CPU would shift the device register; this hypervisor does
+        // not emulate shifts of memory, and says so.
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
-        let run = access(&mut test, &[0x11, 0x00], DOORBELL);
+        let run = test.mmio(&[0xd1, 0x20], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
         assert!(
             run.decision
                 .why
-                .contains("by ADC, which the hypervisor does not emulate"),
+                .contains("by SHL, which the hypervisor does not emulate"),
             "{}",
             run.decision.why
         );
@@ -235,7 +245,7 @@ mod tests {
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, SCRATCH);
         test.set_gpr(1, value);
-        access(test, &[0x48, 0x89, 0x08], SCRATCH);
+        test.mmio(&[0x48, 0x89, 0x08], SCRATCH);
         test.domain.vcpu.vmcb.save.rip = ENTRY;
     }
 
@@ -250,11 +260,7 @@ mod tests {
         fill_scratch(&mut test, 0x1122_3344_5566_7788);
         test.domain.vcpu.vmcb.save.rflags = 0x2 | CF | OF | ZF;
         // lock or dword [rax], 0x80000000
-        let run = access(
-            &mut test,
-            &[0xf0, 0x81, 0x08, 0x00, 0x00, 0x00, 0x80],
-            SCRATCH,
-        );
+        let run = test.mmio(&[0xf0, 0x81, 0x08, 0x00, 0x00, 0x00, 0x80], SCRATCH);
         assert_eq!(run.decision.action, Action::Emulate);
         assert_eq!(
             run.decision.why,
@@ -280,11 +286,11 @@ mod tests {
         // COUNTER counts its reads: `cmp dword [rax], 1` reads 1 (ZF), and the next read 2.
         let mut test = Test::long_mode();
         test.set_gpr(0, COUNTER);
-        let run = access(&mut test, &[0x83, 0x38, 0x01], COUNTER);
+        let run = test.mmio(&[0x83, 0x38, 0x01], COUNTER);
         assert_eq!(run.emulate().what, "lab device: read COUNTER = 0x1");
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (ZF | CF), ZF);
         test.domain.vcpu.vmcb.save.rip = ENTRY;
-        let run = access(&mut test, &[0x83, 0x38, 0x01], COUNTER);
+        let run = test.mmio(&[0x83, 0x38, 0x01], COUNTER);
         assert_eq!(run.emulate().what, "lab device: read COUNTER = 0x2");
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (ZF | CF), 0, "2 - 1");
         assert_eq!(test.rip(), ENTRY + 3);
@@ -295,7 +301,7 @@ mod tests {
         let mut test = Test::long_mode();
         fill_scratch(&mut test, 0x1122_3344_5566_7788);
         test.set_gpr(1, 0xaa);
-        let run = access(&mut test, &[0x48, 0x87, 0x08], SCRATCH); // xchg [rax], rcx
+        let run = test.mmio(&[0x48, 0x87, 0x08], SCRATCH); // xchg [rax], rcx
         assert_eq!(
             run.decision.why,
             "a 8-byte XCHG of guest-physical 0xfeb00008 with rcx (0xaa): not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then a write, and the register gets what was read)"
@@ -313,12 +319,12 @@ mod tests {
         fill_scratch(&mut test, 0xffff_ffff);
         // add ecx, [rax]: ECX = 1 + 0xffffffff = 0 with a carry, bits 63:32 cleared.
         test.set_gpr(1, 0xdead_0000_0000_0001);
-        access(&mut test, &[0x03, 0x08], SCRATCH);
+        test.mmio(&[0x03, 0x08], SCRATCH);
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
         // inc dword [rax]: SCRATCH's low half wraps to 0 (ZF); INC keeps CF, set by the ADD.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
-        let run = access(&mut test, &[0xff, 0x00], SCRATCH);
+        let run = test.mmio(&[0xff, 0x00], SCRATCH);
         assert_eq!(
             run.decision.why,
             "a 4-byte INC of guest-physical 0xfeb00008: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
@@ -332,7 +338,7 @@ mod tests {
         // dec dword [rax] with CF clear: 0 - 1 borrows, but DEC leaves CF clear.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.domain.vcpu.vmcb.save.rflags = 0x2;
-        access(&mut test, &[0xff, 0x08], SCRATCH);
+        test.mmio(&[0xff, 0x08], SCRATCH);
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | SF), SF);
     }
 
@@ -342,30 +348,30 @@ mod tests {
         const HOLE: u64 = 0xfed0_0000;
         let mut test = Test::long_mode();
         test.set_gpr(0, HOLE);
-        access(&mut test, &[0x0f, 0xbe, 0x08], HOLE); // movsx ecx, byte [rax]
+        test.mmio(&[0x0f, 0xbe, 0x08], HOLE); // movsx ecx, byte [rax]
         assert_eq!(test.gpr(1), 0xffff_ffff);
         test.domain.vcpu.vmcb.save.rip = ENTRY;
-        access(&mut test, &[0x48, 0x63, 0x08], HOLE); // movsxd rcx, dword [rax]
+        test.mmio(&[0x48, 0x63, 0x08], HOLE); // movsxd rcx, dword [rax]
         assert_eq!(test.gpr(1), u64::MAX);
         // mov ah, [rax] from ID's low byte ('t'), the rest of RAX kept.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, ID);
-        access(&mut test, &[0x8a, 0x20], ID);
+        test.mmio(&[0x8a, 0x20], ID);
         assert_eq!(test.gpr(0), (ID & !0xff00) | 0x7400);
         // mov [rax], ch rings the doorbell with bits 15:8 of RCX.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, DOORBELL);
         test.set_gpr(1, 0x2a00);
-        let run = access(&mut test, &[0x88, 0x28], DOORBELL);
+        let run = test.mmio(&[0x88, 0x28], DOORBELL);
         assert_eq!(run.console(), ["doorbell 42"]);
     }
 
     #[test]
     fn a_form_the_hypervisor_does_not_emulate_is_named_as_such() {
-        // `mov [rax], ds`: a MOV, but of a segment register.
+        // `mov ds, [rax]`: a MOV, but a segment load (a descriptor to read and check).
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
-        let run = access(&mut test, &[0x8c, 0x18], DOORBELL);
+        let run = test.mmio(&[0x8e, 0x18], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
         assert!(
             run.decision.why.contains("by this form of MOV, which"),
@@ -375,11 +381,139 @@ mod tests {
     }
 
     #[test]
-    fn a_string_move_to_the_device_is_not_emulated() {
-        // `rep movsb` repeats and moves RSI and RDI: not one access.
+    fn adc_and_sbb_carry_cf_into_the_device_register() {
+        // `adc dword [rax], 0` with CF set: SCRATCH's low half 0xffffffff + 0 + 1 wraps to 0
+        // (ZF, CF); `sbb dword [rax], 0` with CF set then borrows back to 0xffffffff.
         let mut test = Test::long_mode();
-        let run = access(&mut test, &[0xf3, 0xa4], DOORBELL);
+        fill_scratch(&mut test, 0xffff_ffff);
+        test.domain.vcpu.vmcb.save.rflags = 0x2 | CF;
+        let run = test.mmio(&[0x83, 0x10, 0x00], SCRATCH);
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte ADC of guest-physical 0xfeb00008 with 0x0: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
+        );
+        assert!(
+            run.emulate().what.ends_with("SCRATCH = 0x0"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), CF | ZF);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.mmio(&[0x83, 0x18, 0x00], SCRATCH);
+        assert!(
+            run.emulate().what.ends_with("SCRATCH = 0xffffffff"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF | SF), CF | SF);
+    }
+
+    #[test]
+    fn cmpxchg_writes_the_new_value_when_rax_matches_and_the_old_one_back_when_not() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0x10);
+        // lock cmpxchg [rdx], rcx with RAX = 0x10: equal, SCRATCH = RCX, ZF set.
+        test.set_gpr(2, SCRATCH);
+        test.set_gpr(0, 0x10);
+        test.set_gpr(1, 0x20);
+        let run = test.mmio(&[0xf0, 0x48, 0x0f, 0xb1, 0x0a], SCRATCH);
+        assert_eq!(
+            run.decision.why,
+            "a 8-byte CMPXCHG of guest-physical 0xfeb00008, 0x10 expected, 0x20 to write: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, the flags of a compare with rax, then a write: the new value if equal, else what was read, into rax too)"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x10, lab device: SCRATCH = 0x20"
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & ZF, ZF);
+        assert_eq!(test.gpr(0), 0x10, "RAX is not written when equal");
+        assert_eq!(test.rip(), ENTRY + 5);
+        // Again, RAX still 0x10: not equal (0x20), so the device gets its own value back
+        // (the CPU's write cycle) and RAX what was read.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.mmio(&[0xf0, 0x48, 0x0f, 0xb1, 0x0a], SCRATCH);
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x20, lab device: SCRATCH = 0x20"
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & ZF, 0);
+        assert_eq!(test.gpr(0), 0x20);
+        assert!(run.changes().contains(&("rax", 0x10, 0x20)));
+    }
+
+    #[test]
+    fn xadd_adds_into_the_device_and_gives_the_register_the_old_value() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 5);
+        // lock xadd dword [rax], ecx with ECX = 3: SCRATCH = 8, ECX = 5.
+        test.set_gpr(0, SCRATCH);
+        test.set_gpr(1, 3);
+        let run = test.mmio(&[0xf0, 0x0f, 0xc1, 0x08], SCRATCH);
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x5, lab device: SCRATCH = 0x8"
+        );
+        assert_eq!(test.gpr(1), 5);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & (CF | ZF), 0);
+    }
+
+    #[test]
+    fn a_bit_test_sets_cf_and_bts_writes_the_bit_where_the_exit_says_the_access_went() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0);
+        // lock bts dword [rax], ecx with ECX = 36: the CPU reads the dword 4 bytes on (36 / 32
+        // dwords), at SCRATCH + 4, which the exit names; there, bit 36 % 32 = 4.
+        test.set_gpr(0, SCRATCH);
+        test.set_gpr(1, 36);
+        let run = test.mmio(&[0xf0, 0x0f, 0xab, 0x08], SCRATCH + 4);
+        assert_eq!(
+            run.decision.why,
+            "a 4-byte BTS of guest-physical 0xfeb0000c with 0x24: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
+        );
+        assert_eq!(
+            run.emulate().what,
+            "lab device: read SCRATCH = 0x0, lab device: SCRATCH = 0x1000000000"
+        );
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.rflags & CF,
+            0,
+            "the bit was clear"
+        );
+        // bt dword [rax], 4 at SCRATCH + 4: set now, CF; nothing written.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.mmio(&[0x0f, 0xba, 0x20, 0x04], SCRATCH + 4);
+        assert_eq!(run.emulate().what, "lab device: read SCRATCH = 0x10");
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & CF, CF);
+    }
+
+    #[test]
+    fn setcc_writes_the_condition_and_mov_writes_a_selector() {
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0xffff);
+        // setz byte [rax] with ZF set: a write of 1.
+        test.set_gpr(0, SCRATCH);
+        test.domain.vcpu.vmcb.save.rflags = 0x2 | ZF;
+        let run = test.mmio(&[0x0f, 0x94, 0x00], SCRATCH);
+        assert_eq!(run.emulate().what, "lab device: SCRATCH = 0xff01");
+        // mov [rax], ds: the selector's two bytes.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.domain.vcpu.vmcb.save.ds.selector = 0x2b;
+        let run = test.mmio(&[0x8c, 0x18], SCRATCH);
+        assert_eq!(run.emulate().what, "lab device: SCRATCH = 0x2b");
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_string_compare_with_the_device_is_not_emulated() {
+        // `repe cmpsb` compares as it goes (MOVS, STOS and LODS are emulated: `string.rs`).
+        let mut test = Test::long_mode();
+        let run = test.mmio(&[0xf3, 0xa6], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
+        assert!(
+            run.decision.why.contains("by CMPSB, which"),
+            "{}",
+            run.decision.why
+        );
     }
 
     #[test]
@@ -391,7 +525,7 @@ mod tests {
         let at = IOMEM_BASE + 0x40;
         test.set_gpr(0, at);
         test.set_gpr(1, 0x1234_5678);
-        let run = access(&mut test, &[0x89, 0x08], at); // mov [rax], ecx
+        let run = test.mmio(&[0x89, 0x08], at); // mov [rax], ecx
         assert_eq!(
             run.decision.why,
             "a 4-byte write of 0x12345678 to guest-physical 0xff000040: not RAM but pc-testdev's memory window, emulated by the hypervisor"
@@ -401,7 +535,7 @@ mod tests {
             "pc-testdev: 0x12345678 kept in its memory at offset 0x40"
         );
         test.domain.vcpu.vmcb.save.rip = ENTRY;
-        let run = access(&mut test, &[0x66, 0x8b, 0x50, 0x02], at + 2); // mov dx, [rax + 2]
+        let run = test.mmio(&[0x66, 0x8b, 0x50, 0x02], at + 2); // mov dx, [rax + 2]
         assert_eq!(test.gpr(2) & 0xffff, 0x1234);
         assert_eq!(
             run.emulate().what,
@@ -419,7 +553,7 @@ mod tests {
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, lapic::BASE + offset);
         test.set_gpr(1, value as u64);
-        access(test, &[0x89, 0x08], lapic::BASE + offset)
+        test.mmio(&[0x89, 0x08], lapic::BASE + offset)
     }
 
     #[test]
@@ -437,7 +571,7 @@ mod tests {
     fn the_local_apic_answers_at_0xfee00000() {
         let mut test = Test::long_mode();
         test.set_gpr(0, lapic::BASE + reg::VERSION);
-        let run = access(&mut test, &[0x8b, 0x08], lapic::BASE + reg::VERSION); // mov ecx, [rax]
+        let run = test.mmio(&[0x8b, 0x08], lapic::BASE + reg::VERSION); // mov ecx, [rax]
         assert!(
             run.decision
                 .why
@@ -568,7 +702,7 @@ mod tests {
             test.domain.vcpu.vmcb.save.rip = ENTRY;
             test.set_gpr(0, ioapic::BASE + offset);
             test.set_gpr(1, value);
-            access(&mut test, &[0x89, 0x08], ioapic::BASE + offset); // mov [rax], ecx
+            test.mmio(&[0x89, 0x08], ioapic::BASE + offset); // mov [rax], ecx
         }
         let timer = test
             .domain
@@ -592,16 +726,12 @@ mod tests {
     fn a_narrow_write_to_the_apic_is_dropped_and_a_narrow_read_takes_its_bytes() {
         let mut test = Test::long_mode();
         test.set_gpr(0, lapic::BASE + reg::SVR);
-        let run = access(&mut test, &[0x88, 0x08], lapic::BASE + reg::SVR); // mov [rax], cl
+        let run = test.mmio(&[0x88, 0x08], lapic::BASE + reg::SVR); // mov [rax], cl
         assert!(run.emulate().what.contains("only aligned 32-bit writes"));
         assert_eq!(test.domain.devices.lapic.svr, 0xff);
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, lapic::BASE + reg::VERSION + 2);
-        access(
-            &mut test,
-            &[0x0f, 0xb6, 0x08],
-            lapic::BASE + reg::VERSION + 2,
-        ); // movzx ecx, byte [rax]
+        test.mmio(&[0x0f, 0xb6, 0x08], lapic::BASE + reg::VERSION + 2); // movzx ecx, byte [rax]
         assert_eq!(test.gpr(1), 0x05, "byte 2 of 0x50014");
     }
 

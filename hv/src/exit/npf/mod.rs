@@ -8,7 +8,7 @@
 //!
 //! | the address is…                                   | file          | the hypervisor…           |
 //! |---------------------------------------------------|---------------|---------------------------|
-//! | the MMIO window of the lab device                 | `mmio.rs`     | emulates the device access |
+//! | the MMIO window of the lab device                 | `mmio.rs`     | emulates the device access (a MOVS, STOS or LODS: `string.rs`) |
 //! | pc-testdev's memory window (setting `pc-testdev`) | `mmio.rs`     | emulates the device access |
 //! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
@@ -21,6 +21,7 @@
 
 mod mmio;
 mod populate;
+mod string;
 
 use super::Exit;
 use crate::decide;
