@@ -57,8 +57,8 @@ fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
 /// Every instruction form the hypervisor emulates on a device register comes out as the
 /// CPU's own on RAM (`guests/src/bin/mmio-forms.rs`): the memory, the registers and the
 /// flags the manual defines, under QEMU's TCG. A bit test whose bit number reaches past its
-/// operand is where the CPU sent it, which the exit names: BTS of bit 73 from 8 bytes before
-/// SCRATCH is at SCRATCH, BTC of bit 17 of a word at SCRATCH is two bytes on.
+/// operand is done on the operand that holds the bit: BTS of bit 73 from 8 bytes before
+/// SCRATCH is bit 9 of SCRATCH, BTC of bit 17 of the word at SCRATCH is bit 1 two bytes on.
 #[test]
 fn every_mmio_form_the_hypervisor_emulates_does_what_the_cpu_does_on_ram() {
     let run = run(&["mmio-forms"]);
@@ -77,6 +77,7 @@ fn every_mmio_form_the_hypervisor_emulates_does_what_the_cpu_does_on_ram() {
         "SETC",
         "MOV from DS",
         "REP STOSB",
+        "REP STOSB backwards",
         "REP MOVSB",
         "MOVSQ",
         "LODSQ",
@@ -105,15 +106,16 @@ fn every_mmio_form_the_hypervisor_emulates_does_what_the_cpu_does_on_ram() {
     let expected = [
         "a 8-byte ADC of guest-physical 0xfeb00008 with 0x8000000000000000",
         "a 4-byte SBB of guest-physical 0xfeb00008 with 0x1",
-        "a 8-byte BTS of guest-physical 0xfeb00008 with 0x5",
-        "a 8-byte BTS of guest-physical 0xfeb00008 with 0x49",
-        "a 8-byte BTR of guest-physical 0xfeb00008 with 0x3f",
-        "a 2-byte BTC of guest-physical 0xfeb0000a with 0x11",
-        "a 4-byte BT of guest-physical 0xfeb00008 with 0x4",
+        "a 8-byte BTS of bit 5 of guest-physical 0xfeb00008",
+        "a 8-byte BTS of bit 9 of guest-physical 0xfeb00008",
+        "a 8-byte BTR of bit 63 of guest-physical 0xfeb00008",
+        "a 2-byte BTC of bit 1 of guest-physical 0xfeb0000a",
+        "a 4-byte BT of bit 4 of guest-physical 0xfeb00008",
         "a 8-byte CMPXCHG of guest-physical 0xfeb00008, 0x1234 expected, 0xabcd to write",
         "a 8-byte CMPXCHG of guest-physical 0xfeb00008, 0x1235 expected, 0xabcd to write",
         "a 4-byte XADD of guest-physical 0xfeb00008 with r",
         "REP STOSB reaches guest-physical 0xfeb00008",
+        "REP STOSB reaches guest-physical 0xfeb0000f",
         "REP MOVSB reaches guest-physical 0xfeb00008",
         "MOVSQ reaches guest-physical 0xfeb00008",
         "LODSQ reaches guest-physical 0xfeb00008",

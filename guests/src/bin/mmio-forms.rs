@@ -6,7 +6,7 @@
 //! not RAM: a nested page fault, and the hypervisor decodes the instruction and does it
 //! (`hv/src/emulate.rs`, `hv/src/exit/npf/string.rs`). The memory, the registers and the
 //! flags the manual defines must come out the same. A line per form says what came out;
-//! the exit status is the number of forms that differed. `labs/tests/devices.rs` runs it.
+//! the exit status is the number of forms that differed. `labs/tests/flows.rs` runs it.
 #![no_std]
 #![no_main]
 
@@ -90,6 +90,22 @@ form!(
     out("rdi") _,
     out("rcx") _,
 );
+// Backwards (DF set) from SCRATCH's last byte: `{register}` is the count, and after it how
+// far RDI moved (RDI is compared so, since it starts at different places).
+form!(
+    rep_stosb_backwards,
+    [
+        "lea rdi, [{at} + 7]",
+        "mov rcx, {register}",
+        "std",
+        "rep stosb",
+        "cld",
+        "mov {register}, rdi",
+        "sub {register}, {at}"
+    ],
+    out("rdi") _,
+    out("rcx") _,
+);
 form!(
     rep_movsb_in,
     [
@@ -132,7 +148,7 @@ fn main(_info: &BootInfo) -> i32 {
         return 1;
     }
     // (name, form, memory before, register, RAX, RFLAGS in, the flags to compare)
-    let forms: [(&str, Form, u64, u64, u64, u64, u64); 16] = [
+    let forms: [(&str, Form, u64, u64, u64, u64, u64); 17] = [
         ("ADC", adc, 0x7fff_ffff_ffff_ffff, 0x8000_0000_0000_0000, 0, 0x2 | CF, STATUS),
         ("SBB", sbb, 0x1_0000_0001, 1, 0, 0x2 | CF, STATUS),
         // The bit tests define CF alone.
@@ -147,6 +163,7 @@ fn main(_info: &BootInfo) -> i32 {
         ("SETC", setc, 0xffff, 0, 0, 0x2 | CF, STATUS),
         ("MOV from DS", mov_ds, u64::MAX, 0, 0, 0x2, STATUS),
         ("REP STOSB", rep_stosb, 0, 8, 0x5a, 0x2, STATUS),
+        ("REP STOSB backwards", rep_stosb_backwards, 0, 8, 0xa5, 0x2, STATUS),
         ("REP MOVSB", rep_movsb_in, 0, 8, 0, 0x2, STATUS),
         ("MOVSQ", movsq_out, 0x0123_4567_89ab_cdef, 0, 0, 0x2, STATUS),
         ("LODSQ", lodsq, 0xfedc_ba98_7654_3210, 0, 0, 0x2, STATUS),

@@ -183,7 +183,9 @@ impl Domain {
                 pic.raise_irq_0();
                 match (pic.presented(), pic.timer_vector()) {
                     (Some(_), _) => None,
-                    (None, None) => Some("IRQ 0 is masked at the PIC"),
+                    (None, None) => {
+                        Some("IRQ 0 is masked at the PIC, or the PIC is not initialised")
+                    }
                     (None, Some(_)) => {
                         Some("IRQ 0 is still in service at the PIC (no EOI since its last tick)")
                     }

@@ -60,8 +60,9 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
     let Some(instruction) = exit.decode_instruction(guest) else {
         return PageTableWrite::Done(undecodable());
     };
-    let access =
-        emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
+    let access = emulate::memory_access(guest, &instruction, gpa)
+        .filter(|_| emulate::plain(&instruction))
+        .map(|(_, access)| access);
     let Some(Access::Write { width: 8, value }) = access.filter(|_| gpa % 8 == 0) else {
         return PageTableWrite::Refused(format!(
             "a write to the level-{level} page table at {table:#x} that is not one aligned 8-byte MOV"

@@ -25,10 +25,10 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         return decision;
     }
     let access =
-        emulate::memory_access(guest, &instruction).filter(|_| emulate::plain(&instruction));
-    let Some(access) = access else {
+        emulate::memory_access(guest, &instruction, gpa).filter(|_| emulate::plain(&instruction));
+    let Some((gpa, access)) = access else {
         // The mnemonic alone, or this form of one the hypervisor emulates in others (a MOV
-        // of a segment register, a string instruction with REP).
+        // that loads a segment register, a bit test whose bit lies in another page).
         let mnemonic = format!("{:?}", instruction.mnemonic()).to_ascii_uppercase();
         let what = match emulate::emulates(instruction.mnemonic()) {
             true => "this form of ",
@@ -70,6 +70,10 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
                 Some(_) => "a read, the result into the register, and the flags",
             };
             match (operation.unary(), into) {
+                _ if operation.tests_a_bit() => decide!(
+                    Action::Emulate,
+                    "a {width}-byte {operation_name} of bit {operand} of guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor ({steps}: CF is the bit)"
+                ),
                 (true, _) => decide!(
                     Action::Emulate,
                     "a {width}-byte {operation_name} of guest-physical {gpa:#x}: not RAM but {device}, emulated by the hypervisor ({steps})"
@@ -441,6 +445,132 @@ mod tests {
         assert!(run.changes().contains(&("rax", 0x10, 0x20)));
     }
 
+    /// CMPXCHG or XADD of `memory` with `register` (RAX = `accumulator`) at `width` bytes on
+    /// this machine's CPU, the memory a variable on the stack: (memory, RAX, the register,
+    /// RFLAGS) after it.
+    fn exchange_on_this_cpu(
+        mnemonic: iced_x86::Mnemonic,
+        width: u8,
+        memory: u64,
+        accumulator: u64,
+        register: u64,
+        flags: u64,
+    ) -> (u64, u64, u64, u64) {
+        let mut memory = memory;
+        let (mut rax, mut register) = (accumulator, register);
+        let after: u64;
+        let at = &raw mut memory;
+        macro_rules! run {
+            ($instruction:literal, $pointer:literal, $size:literal) => {
+                // SAFETY: `at` points to a live u64 on our stack; the PUSH/POPF pairs are
+                // balanced.
+                unsafe {
+                    core::arch::asm!(
+                        "push {flags}",
+                        "popfq",
+                        concat!($instruction, " ", $pointer, " ptr [{at}], {register:", $size, "}"),
+                        "pushfq",
+                        "pop {after}",
+                        at = in(reg) at,
+                        register = inout(reg) register,
+                        flags = in(reg) flags,
+                        after = out(reg) after,
+                        inout("rax") rax,
+                    )
+                }
+            };
+        }
+        macro_rules! sized {
+            ($instruction:literal) => {
+                match width {
+                    1 => run!($instruction, "byte", "l"),
+                    2 => run!($instruction, "word", "x"),
+                    4 => run!($instruction, "dword", "e"),
+                    _ => run!($instruction, "qword", "r"),
+                }
+            };
+        }
+        match mnemonic {
+            iced_x86::Mnemonic::Cmpxchg => sized!("cmpxchg"),
+            _ => sized!("xadd"),
+        }
+        (memory, rax, register, after)
+    }
+
+    #[test]
+    fn cmpxchg_and_xadd_on_the_device_do_what_this_cpu_does_on_memory() {
+        // The real path (decode, decision, apply, the lab device) against this machine's
+        // CPU doing the same instruction on a quadword of its stack: the memory, RAX, the
+        // register and the status flags after it, at every width, equal and not equal.
+        use iced_x86::Mnemonic;
+        let values = [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0xff,
+            0x8000,
+            0xffff_ffff,
+            0x8000_0000_0000_0000,
+            u64::MAX,
+            0x1234_5678_9abc_def0,
+        ];
+        // `cmpxchg [rdx], rcx` and `xadd [rdx], rcx` at 1, 2, 4 and 8 bytes (CL, CX, ECX, RCX).
+        let encodings = |mnemonic: Mnemonic, width: u8| -> Vec<u8> {
+            let opcode = match mnemonic {
+                Mnemonic::Cmpxchg => 0xb0,
+                _ => 0xc0,
+            };
+            match width {
+                1 => vec![0x0f, opcode, 0x0a],
+                2 => vec![0x66, 0x0f, opcode + 1, 0x0a],
+                4 => vec![0x0f, opcode + 1, 0x0a],
+                _ => vec![0x48, 0x0f, opcode + 1, 0x0a],
+            }
+        };
+        let status = CF | PF | 1 << 4 | ZF | SF | OF;
+        let mut test = Test::long_mode();
+        let mut checked = 0;
+        for mnemonic in [Mnemonic::Cmpxchg, Mnemonic::Xadd] {
+            for width in [1u8, 2, 4, 8] {
+                for memory in values {
+                    // The accumulator equal to the memory, and not.
+                    for accumulator in [memory, memory ^ 0x80, 0xdead_0000_0000_0001] {
+                        for register in values {
+                            fill_scratch(&mut test, memory);
+                            test.set_gpr(0, accumulator);
+                            test.set_gpr(1, register);
+                            test.set_gpr(2, SCRATCH);
+                            test.domain.vcpu.vmcb.save.rflags = 0x2;
+                            test.mmio(&encodings(mnemonic, width), SCRATCH);
+                            let rflags = test.domain.vcpu.vmcb.save.rflags & status;
+                            let (rax, rcx) = (test.gpr(0), test.gpr(1));
+                            // SCRATCH read back: `mov rbx, [rdx]`.
+                            test.domain.vcpu.vmcb.save.rip = ENTRY;
+                            test.mmio(&[0x48, 0x8b, 0x1a], SCRATCH);
+                            let device = (test.gpr(3), rax, rcx, rflags);
+                            let cpu = exchange_on_this_cpu(
+                                mnemonic,
+                                width,
+                                memory,
+                                accumulator,
+                                register,
+                                0x2,
+                            );
+                            assert_eq!(
+                                device,
+                                (cpu.0, cpu.1, cpu.2, cpu.3 & status),
+                                "{mnemonic:?} at {width} bytes: memory {memory:#x}, rax {accumulator:#x}, register {register:#x}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 4 * 10 * 3 * 10);
+    }
+
     #[test]
     fn xadd_adds_into_the_device_and_gives_the_register_the_old_value() {
         let mut test = Test::long_mode();
@@ -458,17 +588,17 @@ mod tests {
     }
 
     #[test]
-    fn a_bit_test_sets_cf_and_bts_writes_the_bit_where_the_exit_says_the_access_went() {
+    fn a_bit_test_sets_cf_and_bts_writes_the_bit_in_the_operand_that_holds_it() {
         let mut test = Test::long_mode();
         fill_scratch(&mut test, 0);
-        // lock bts dword [rax], ecx with ECX = 36: the CPU reads the dword 4 bytes on (36 / 32
-        // dwords), at SCRATCH + 4, which the exit names; there, bit 36 % 32 = 4.
+        // lock bts dword [rax], ecx with ECX = 36: the bit is in the dword 4 bytes on (36 /
+        // 32), SCRATCH + 4, where the CPU went (the exit says so); there, bit 36 % 32 = 4.
         test.set_gpr(0, SCRATCH);
         test.set_gpr(1, 36);
         let run = test.mmio(&[0xf0, 0x0f, 0xab, 0x08], SCRATCH + 4);
         assert_eq!(
             run.decision.why,
-            "a 4-byte BTS of guest-physical 0xfeb0000c with 0x24: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags)"
+            "a 4-byte BTS of bit 4 of guest-physical 0xfeb0000c: not RAM but the lab device's MMIO window, emulated by the hypervisor (a read, then the result written back, and the flags: CF is the bit)"
         );
         assert_eq!(
             run.emulate().what,
@@ -481,9 +611,46 @@ mod tests {
         );
         // bt dword [rax], 4 at SCRATCH + 4: set now, CF; nothing written.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, SCRATCH + 4);
         let run = test.mmio(&[0x0f, 0xba, 0x20, 0x04], SCRATCH + 4);
         assert_eq!(run.emulate().what, "lab device: read SCRATCH = 0x10");
         assert_eq!(test.domain.vcpu.vmcb.save.rflags & CF, CF);
+    }
+
+    #[test]
+    fn a_bit_number_beyond_the_operand_finds_its_word_whichever_access_the_cpu_made() {
+        // btc word [rax], cx with CX = 17: the bit is bit 1 of the word at SCRATCH + 2. A CPU
+        // may have read 4 bytes at SCRATCH instead (Intel SDM vol. 2A, BT): the exit says
+        // SCRATCH, and the hypervisor still flips the right bit.
+        let mut test = Test::long_mode();
+        fill_scratch(&mut test, 0xffff_0002);
+        test.set_gpr(0, SCRATCH);
+        test.set_gpr(1, 17);
+        let run = test.mmio(&[0x66, 0x0f, 0xbb, 0x08], SCRATCH);
+        assert!(
+            run.decision
+                .why
+                .starts_with("a 2-byte BTC of bit 1 of guest-physical 0xfeb0000a:"),
+            "{}",
+            run.decision.why
+        );
+        assert!(
+            run.emulate().what.ends_with("SCRATCH = 0xfffd0002"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & CF, CF, "bit 17 was set");
+        // bts qword [rax], rcx with RCX = -1, RAX = SCRATCH + 8: the bit before the operand,
+        // bit 63 of the quadword before it, SCRATCH.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, SCRATCH + 8);
+        test.set_gpr(1, u64::MAX);
+        let run = test.mmio(&[0x48, 0x0f, 0xab, 0x08], SCRATCH);
+        assert!(
+            run.emulate().what.ends_with("SCRATCH = 0x80000000fffd0002"),
+            "{}",
+            run.emulate().what
+        );
     }
 
     #[test]

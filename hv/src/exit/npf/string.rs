@@ -340,6 +340,37 @@ mod tests {
     }
 
     #[test]
+    fn a_32_bit_address_size_writes_edi_and_ecx_and_repne_repeats_as_rep() {
+        // `67 f2 aa`: REPNE STOSB with 32-bit addresses. EDI and ECX are written, which
+        // clears bits 63:32 of RDI and RCX (a 32-bit write, AMD APM vol. 1, 3.1.2.3); the
+        // address is EDI, not RDI. F2 repeats a STOS as F3 does.
+        let mut test = guest();
+        test.set_gpr(0, 0x2a);
+        test.set_gpr(1, 0xffff_ffff_0000_0002);
+        test.set_gpr(7, 0xdead_beef_0000_0000 | DOORBELL);
+        let run = test.mmio(&[0x67, 0xf2, 0xaa], DOORBELL);
+        assert_eq!(run.console(), ["doorbell 42", "doorbell 42"]);
+        assert_eq!((test.gpr(1), test.gpr(7)), (0, DOORBELL + 2));
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn a_segment_prefix_moves_the_source_and_never_the_destination() {
+        // `64 a4`: MOVSB from FS:RSI to ES:RDI. In 64-bit mode FS has a base, ES none.
+        let mut test = guest();
+        test.domain.vcpu.vmcb.save.fs.base = BASE;
+        test.domain.vcpu.vmcb.save.es.base = 0x1000;
+        test.set_gpr(6, 0); // FS:0 is the device's ID register
+        test.set_gpr(7, DATA);
+        let run = test.mmio(&[0x64, 0xa4], BASE);
+        assert_eq!(
+            run.emulate().what,
+            "MOVSB: 1 element(s) of 1 byte(s), 1 access(es) on the device bus: lab device: read ID = 0x74"
+        );
+        assert_eq!(test.read_u64(DATA) & 0xff, 0x74, "'t', at DATA itself");
+    }
+
+    #[test]
     fn an_element_the_cpu_cannot_reach_first_is_its_fault_and_after_others_the_cpu_s() {
         // rep movsq from the device into a page no table maps: the first element's
         // destination faults (a synthetic #PF, reflected), nothing moves, RIP stays.
