@@ -447,6 +447,20 @@ pub struct Translation {
     pub executable: bool,
     /// 4 KiB, 2 MiB or 1 GiB; 4 MiB in legacy paging.
     pub page_size: u64,
+    /// Where the entries the walk used are, those with an accessed bit (bit 5, in the
+    /// entry's first byte whatever its size): the guest-physical address of each, top
+    /// level first, the page's own last (its dirty bit is bit 6). The first
+    /// [`Translation::entry_count`] are used. PAE's page-directory pointers have no
+    /// accessed bit and are not listed.
+    pub entries: [u64; 4],
+    pub entry_count: u8,
+}
+
+impl Translation {
+    /// The entries the walk used ([`Translation::entries`]), the page's last.
+    pub fn walked_entries(&self) -> &[u64] {
+        &self.entries[..self.entry_count as usize]
+    }
 }
 
 /// Why a walk stopped.
@@ -567,7 +581,7 @@ pub fn translate(
     address_bits: u32,
     read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<Translation, WalkError> {
-    let walk = Walk {
+    let mut walk = Walk {
         address_bits,
         // Bit 63 of an 8-byte entry: NX, or reserved.
         extra_reserved: if tables.no_execute {
@@ -576,14 +590,21 @@ pub fn translate(
             pte::NO_EXECUTE
         },
         read_u64,
+        entries: [0; 4],
+        entry_count: 0,
     };
-    match tables.format {
+    let translation = match tables.format {
         PageTableFormat::LongMode => walk.long_mode(tables.cr3, virtual_address),
         PageTableFormat::Pae => walk.pae(tables.cr3, virtual_address as u32),
         PageTableFormat::Legacy { large_pages } => {
             walk.legacy(tables.cr3, virtual_address as u32, large_pages)
         }
-    }
+    }?;
+    Ok(Translation {
+        entries: walk.entries,
+        entry_count: walk.entry_count,
+        ..translation
+    })
 }
 
 /// Permissions met on the way down, all levels' together.
@@ -617,6 +638,9 @@ impl Permissions {
             user: self.user,
             executable: self.executable,
             page_size,
+            // Filled in by `translate`, from the walk.
+            entries: [0; 4],
+            entry_count: 0,
         }
     }
 }
@@ -628,6 +652,9 @@ struct Walk<F> {
     address_bits: u32,
     extra_reserved: u64,
     read_u64: F,
+    /// The entries used so far ([`Translation::entries`]).
+    entries: [u64; 4],
+    entry_count: u8,
 }
 
 /// Where one level of a walk leads: the next table, or the page.
@@ -653,6 +680,7 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
         if entry & pte::PRESENT == 0 {
             return Err(WalkError::NotPresent { level });
         }
+        self.used(table + index * 8);
         *permissions = permissions.and(entry);
         let large = (level == 2 || level == 3) && entry & pte::HUGE != 0;
         if entry & (reserved_bits(level, large, self.address_bits) | self.extra_reserved) != 0 {
@@ -688,7 +716,7 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
     }
 
     /// Long mode's walk: four levels from CR3 (AMD APM vol. 2, 5.3).
-    fn long_mode(mut self, cr3: u64, virtual_address: u64) -> Result<Translation, WalkError> {
+    fn long_mode(&mut self, cr3: u64, virtual_address: u64) -> Result<Translation, WalkError> {
         if !canonical(virtual_address) {
             return Err(WalkError::NonCanonical);
         }
@@ -706,7 +734,7 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
     /// there (an Intel CPU checks the low ones when it loads the four pointers into
     /// registers, at a MOV to CR3, CR0 or CR4, SDM vol. 3A, 4.4.1). Counted, they would fail
     /// a guest for what its CPU did.
-    fn pae(mut self, cr3: u64, virtual_address: u32) -> Result<Translation, WalkError> {
+    fn pae(&mut self, cr3: u64, virtual_address: u32) -> Result<Translation, WalkError> {
         const POINTER_RESERVED: u64 = 0xfff0_0000_0000_0000;
         const ENTRY_RESERVED: u64 = 0x7ff0_0000_0000_0000;
         let virtual_address = virtual_address as u64;
@@ -730,7 +758,7 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
     /// else names a page table of 1,024 entries, one for each 4 KiB (bits 21:12). No NX: a
     /// 4-byte entry has no bit for it.
     fn legacy(
-        mut self,
+        &mut self,
         cr3: u64,
         virtual_address: u32,
         large_pages: bool,
@@ -743,6 +771,7 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
         if entry & pte::PRESENT == 0 {
             return Err(WalkError::NotPresent { level: 2 });
         }
+        self.used(directory + (virtual_address >> 22) * 4);
         let permissions = Permissions::ALL.and(entry);
         if large_pages && entry & pte::HUGE != 0 {
             let high = (entry >> 13) & 0xff;
@@ -759,9 +788,18 @@ impl<F: FnMut(u64) -> Option<u64>> Walk<F> {
         if entry & pte::PRESENT == 0 {
             return Err(WalkError::NotPresent { level: 1 });
         }
+        self.used(table + ((virtual_address >> 12) & 0x3ff) * 4);
         Ok(permissions
             .and(entry)
             .leaf(entry & 0xffff_f000, 4096, virtual_address))
+    }
+
+    /// The walk used the present entry at `address` ([`Translation::entries`]).
+    fn used(&mut self, address: u64) {
+        if let Some(slot) = self.entries.get_mut(self.entry_count as usize) {
+            *slot = address;
+            self.entry_count += 1;
+        }
     }
 
     /// The 4-byte entry at `address`: one half of the 8-byte word around it.
@@ -855,9 +893,15 @@ mod tests {
         assert_eq!(small.physical, 0x7123);
         assert!(!small.writable && !small.user && !small.executable);
         assert_eq!(small.page_size, 4096);
+        assert_eq!(
+            small.walked_entries(),
+            [0x1000, 0x2000 + 8, 0x3000, 0x4000 + 5 * 8],
+            "the entries used, the page's last"
+        );
         let huge = translate(long_mode(), 0x4020_1234, 40, read).unwrap();
         assert_eq!(huge.physical, 0x0060_1234);
         assert_eq!(huge.page_size, 2 << 20);
+        assert_eq!(huge.walked_entries(), [0x1000, 0x2000 + 8, 0x3000 + 8]);
         assert_eq!(
             translate(long_mode(), 0x8000_0000, 40, read),
             Err(WalkError::NotPresent { level: 3 })
@@ -917,6 +961,11 @@ mod tests {
         let odd = translate(legacy(true), 0x0040_5000, 40, read).unwrap();
         assert_eq!(odd.physical, 0xa000, "the entry in the word's upper half");
         assert!(odd.writable);
+        assert_eq!(
+            odd.walked_entries(),
+            [0x1000 + 4, 0x2000 + 5 * 4],
+            "each 4-byte entry's own address, not its word's"
+        );
         // Only the low 32 bits of the address count outside long mode.
         let truncated = translate(legacy(true), 0xffff_ffff_0040_3abc, 40, read);
         assert_eq!(truncated.map(|t| t.physical), Ok(0x9abc));
@@ -966,6 +1015,11 @@ mod tests {
         let small = translate(pae, 0x4040_7123, 40, read).unwrap();
         assert_eq!(small.physical, 0x8123);
         assert!(!small.writable && small.user && !small.executable);
+        assert_eq!(
+            small.walked_entries(),
+            [0x3000 + 2 * 8, 0x4000 + 7 * 8],
+            "not the pointer: it has no accessed bit"
+        );
         let huge = translate(pae, 0x4060_0042, 40, read).unwrap();
         assert_eq!((huge.physical, huge.page_size), (0x0060_0042, 2 << 20));
         assert_eq!(

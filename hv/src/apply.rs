@@ -714,7 +714,7 @@ impl Step<'_, '_> {
             }
             Effect::GuestWrite { address, bytes } => {
                 self.domain
-                    .write_virtual(address, &bytes)
+                    .cpu_write_virtual(address, &bytes)
                     .map_err(|error| Failure {
                         why: format!(
                             "the hypercall's output at {address:#x} cannot be written ({error:?})"
@@ -928,9 +928,11 @@ impl Step<'_, '_> {
                     match element {
                         StringElement::Ram(address) => {
                             let bytes = &value.to_le_bytes()[..size as usize];
-                            self.domain.write_virtual(address, bytes).map_err(|error| {
-                                unreachable_memory("INS wrote to", address, error)
-                            })?;
+                            self.domain
+                                .cpu_write_virtual(address, bytes)
+                                .map_err(|error| {
+                                    unreachable_memory("INS wrote to", address, error)
+                                })?;
                         }
                         StringElement::Device(gpa) => self.device_write(gpa, size, value as u64),
                     }
@@ -944,7 +946,7 @@ impl Step<'_, '_> {
                         StringElement::Ram(address) => {
                             let mut bytes = [0u8; 4];
                             self.domain
-                                .read_virtual(address, &mut bytes[..size as usize])
+                                .cpu_read_virtual(address, &mut bytes[..size as usize])
                                 .map_err(|error| {
                                     unreachable_memory("OUTS read from", address, error)
                                 })?;
@@ -1087,7 +1089,7 @@ impl Step<'_, '_> {
             StringElement::Ram(address) => {
                 let mut bytes = [0u8; 8];
                 self.domain
-                    .read_virtual(address, &mut bytes[..size as usize])
+                    .cpu_read_virtual(address, &mut bytes[..size as usize])
                     .map_err(|error| unreachable_memory("a string read from", address, error))?;
                 Ok(u64::from_le_bytes(bytes))
             }
@@ -1100,7 +1102,7 @@ impl Step<'_, '_> {
         match place {
             StringElement::Ram(address) => self
                 .domain
-                .write_virtual(address, &value.to_le_bytes()[..size as usize])
+                .cpu_write_virtual(address, &value.to_le_bytes()[..size as usize])
                 .map_err(|error| unreachable_memory("a string write to", address, error)),
             StringElement::Device(gpa) => {
                 self.device_write(gpa, size, value);
@@ -1342,7 +1344,7 @@ fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Re
         .flat_map(|word| word.to_le_bytes())
         .collect();
     domain
-        .write_virtual(bounce.frame, &bytes)
+        .cpu_write_virtual(bounce.frame, &bytes)
         .map_err(|error| Failure {
             why: format!(
                 "the bounce frame at {:#x} cannot be written ({error:?}): the guest's stack is broken, so (as Xen) the domain ends",

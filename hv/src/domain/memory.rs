@@ -291,6 +291,72 @@ pub trait GuestMemory {
         Ok(())
     }
 
+    /// Set the accessed bit of every entry the walk of `gva` uses and, for a `write`, the
+    /// dirty bit of the page's entry: what the guest's CPU does in its walk for an access it
+    /// makes (AMD APM vol. 2, 5.4.2 "Accessed (A) Bit" and "Dirty (D) Bit"), and so what the
+    /// hypervisor does for an access it makes in the CPU's place (an element of a string
+    /// instruction, a bounce frame, a hypercall's output), as Xen's page walk does for its
+    /// emulator and its copies to the guest. (Not for its own looks at guest memory: gdb's,
+    /// the trace's.) Bits 5 and 6 are in an entry's first byte whatever its size: only that
+    /// byte is written, and only when a bit was clear.
+    fn mark_walked(
+        &mut self,
+        tables: Option<PageTables>,
+        gva: u64,
+        write: bool,
+    ) -> Result<(), MemoryError> {
+        let Some(tables) = tables else { return Ok(()) };
+        let gva = tables.linear(gva);
+        let translation = x86::translate(tables, gva, self.physical_address_bits(), |gpa| {
+            self.read_u64_physical(gpa).ok()
+        })
+        .map_err(|walk| MemoryError::NotMapped { address: gva, walk })?;
+        let entries = translation.walked_entries();
+        for (index, &entry) in entries.iter().enumerate() {
+            let mut bits = x86::pte::ACCESSED as u8;
+            if write && index + 1 == entries.len() {
+                bits |= x86::pte::DIRTY as u8;
+            }
+            let mut first = [0u8];
+            self.read_physical(entry, &mut first)?;
+            if first[0] & bits != bits {
+                self.write_physical(entry, &[first[0] | bits])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`GuestMemory::read_virtual`] for a read the guest's CPU would make: its page walks
+    /// set the accessed bits ([`GuestMemory::mark_walked`]).
+    fn cpu_read_virtual(
+        &mut self,
+        tables: Option<PageTables>,
+        gva: u64,
+        buffer: &mut [u8],
+    ) -> Result<(), MemoryError> {
+        for (address, _, _) in page_pieces(gva, buffer.len()) {
+            self.mark_walked(tables, address, false)?;
+        }
+        self.read_virtual(tables, gva, buffer)
+    }
+
+    /// [`GuestMemory::write_virtual`] for a write the guest's CPU would make: its page
+    /// walks set the accessed bits and the pages' dirty bits ([`GuestMemory::mark_walked`]).
+    fn cpu_write_virtual(
+        &mut self,
+        tables: Option<PageTables>,
+        gva: u64,
+        bytes: &[u8],
+    ) -> Result<(), MemoryError> {
+        // Every page checked first, as `write_virtual` does: nothing is marked or written
+        // when one of them does not translate.
+        self.physical_pieces(tables, gva, bytes.len())?;
+        for (address, _, _) in page_pieces(gva, bytes.len()) {
+            self.mark_walked(tables, address, true)?;
+        }
+        self.write_virtual(tables, gva, bytes)
+    }
+
     /// Read guest-virtual memory page by page, up to the first page that does not
     /// translate; how many bytes were read (instruction fetch, gdb's memory reads).
     fn read_virtual_prefix(

@@ -94,6 +94,20 @@ impl Domain {
         self.memory.write_virtual(tables, address, bytes)
     }
 
+    /// A read the hypervisor makes in the guest's CPU's place: the walk sets the accessed
+    /// bits, as the CPU's would ([`GuestMemory::mark_walked`]).
+    pub fn cpu_read_virtual(&mut self, address: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        let tables = self.page_tables();
+        self.memory.cpu_read_virtual(tables, address, buffer)
+    }
+
+    /// A write the hypervisor makes in the guest's CPU's place: the walk sets the accessed
+    /// bits and the page's dirty bit, as the CPU's would.
+    pub fn cpu_write_virtual(&mut self, address: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        let tables = self.page_tables();
+        self.memory.cpu_write_virtual(tables, address, bytes)
+    }
+
     /// The guest-physical pieces of `[address, address + length)` as the guest's CPU would
     /// reach them now, at its CPL and with its CR0.WP (see [`GuestMemory::cpu_pieces`]).
     pub fn cpu_pieces(

@@ -1070,6 +1070,40 @@ mod tests {
         assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
     }
 
+    #[test]
+    fn the_hypervisor_s_string_accesses_set_accessed_and_dirty_bits_as_the_cpu_s_walk_does() {
+        // OUTS reads DATA: the walk's entries get A, the page's entry no D. INS writes it:
+        // D on the page's entry (a 2 MiB page: the PD entry). A kernel that pages out clean
+        // pages must see the page as written (AMD APM vol. 2, 5.4.2).
+        use crate::testing::{PD, PDPT, PML4};
+        use traplab_abi::x86::pte::{ACCESSED, DIRTY};
+        let mut test = Test::long_mode();
+        let entries = [PML4, PDPT, PD];
+        for entry in entries {
+            let value = test.read_u64(entry);
+            test.write_u64(entry, value & !(ACCESSED | DIRTY));
+        }
+        test.write(DATA, b"ok\n");
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 3);
+        io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true)); // rep outsb
+        let bits = |test: &Test| entries.map(|entry| test.read_u64(entry) & (ACCESSED | DIRTY));
+        assert_eq!(
+            bits(&test),
+            [ACCESSED, ACCESSED, ACCESSED],
+            "a read: A only"
+        );
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(7, DATA);
+        test.set_gpr(1, 2);
+        io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
+        assert_eq!(
+            bits(&test),
+            [ACCESSED, ACCESSED, ACCESSED | DIRTY],
+            "a write: D on the page's entry"
+        );
+    }
+
     /// Map the 2 MiB from [`DEVICE_WINDOW`] (linear) to the lab device's guest-physical
     /// 2 MiB: not RAM, so the CPU's accesses there go to the device bus.
     fn map_the_lab_device(test: &mut Test) {
