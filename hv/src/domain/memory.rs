@@ -10,6 +10,7 @@
 
 use super::walk_cache::{Reads, WalkCache};
 use alloc::vec::Vec;
+use traplab_abi::grant_table::map_area;
 use traplab_abi::x86::{self, PageTables, WalkError};
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -298,7 +299,10 @@ pub trait GuestMemory {
     /// instruction, a bounce frame, a hypercall's output), as Xen's page walk does for its
     /// emulator and its copies to the guest. (Not for its own looks at guest memory: gdb's,
     /// the trace's.) Bits 5 and 6 are in an entry's first byte whatever its size: only that
-    /// byte is written, and only when a bit was clear.
+    /// byte is written, and only when a bit was clear. An entry outside the domain's own RAM
+    /// (a table in a page another domain granted it, in the grant-mapping area) is left as
+    /// it is: the hypervisor does not write another domain's frame for it, where a CPU's
+    /// update through a read-only grant would fault.
     fn mark_walked(
         &mut self,
         tables: Option<PageTables>,
@@ -313,6 +317,9 @@ pub trait GuestMemory {
         .map_err(|walk| MemoryError::NotMapped { address: gva, walk })?;
         let entries = translation.walked_entries();
         for (index, &entry) in entries.iter().enumerate() {
+            if entry >= self.size() || map_area().contains(&entry) {
+                continue;
+            }
             let mut bits = x86::pte::ACCESSED as u8;
             if write && index + 1 == entries.len() {
                 bits |= x86::pte::DIRTY as u8;
@@ -349,7 +356,7 @@ pub trait GuestMemory {
         bytes: &[u8],
     ) -> Result<(), MemoryError> {
         // Every page checked first, as `write_virtual` does: nothing is marked or written
-        // when one of them does not translate.
+        // when one of them does not translate or is not the domain's RAM.
         self.physical_pieces(tables, gva, bytes.len())?;
         for (address, _, _) in page_pieces(gva, bytes.len()) {
             self.mark_walked(tables, address, true)?;

@@ -1075,7 +1075,7 @@ mod tests {
         // OUTS reads DATA: the walk's entries get A, the page's entry no D. INS writes it:
         // D on the page's entry (a 2 MiB page: the PD entry). A kernel that pages out clean
         // pages must see the page as written (AMD APM vol. 2, 5.4.2).
-        use crate::testing::{PD, PDPT, PML4};
+        use crate::testing::{PD, PDPT, PML4, PT};
         use traplab_abi::x86::pte::{ACCESSED, DIRTY};
         let mut test = Test::long_mode();
         let entries = [PML4, PDPT, PD];
@@ -1101,6 +1101,22 @@ mod tests {
             bits(&test),
             [ACCESSED, ACCESSED, ACCESSED | DIRTY],
             "a write: D on the page's entry"
+        );
+        // Through a 4 KiB page table (the first 2 MiB, read-only tables): D on the PTE,
+        // only A on the directory entry that points to it.
+        test.read_only_page_tables();
+        let pte = PT + 8 * (DATA >> 12);
+        let value = test.read_u64(pte);
+        test.write_u64(pte, value & !(ACCESSED | DIRTY));
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(7, DATA);
+        test.set_gpr(1, 1);
+        io(&mut test, &[0xf3, 0x6c], string(0x80, true, true));
+        assert_eq!(test.read_u64(pte) & (ACCESSED | DIRTY), ACCESSED | DIRTY);
+        assert_eq!(
+            test.read_u64(PD) & (ACCESSED | DIRTY),
+            ACCESSED,
+            "a directory entry is not the page's: no D"
         );
     }
 
