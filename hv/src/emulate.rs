@@ -124,6 +124,9 @@ impl Destination {
     }
 }
 
+// EXERCISE mmio.2: a shift of a device register (`shl qword ptr [m], cl`) ends the
+// domain: the hypervisor does not emulate it. Add SHL here, with the result and the flags
+// the AMD APM vol. 3 lists for it (SHL: CF is the last bit shifted out; OF for a count of 1).
 /// What an ALU instruction does to its memory operand (and, for a compare or BT, only to
 /// the flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,6 +95,8 @@ fn main(_info: &BootInfo) -> i32 {
         "XCHG gave back {before_xchg:#x} and left {:#x}",
         read64(0x08)
     );
+    // EXERCISE mmio.2: shift SCRATCH left by 4 in one instruction (`shl qword ptr [..], cl`
+    // with CL = 4), then print `SHL: SCRATCH = 0x...`.
     let counts = [read32(0x10), read32(0x10), read32(0x10)];
     println!("COUNTER read three times: {counts:?}");
     write32(0x18, 42);

@@ -217,16 +217,16 @@ mod tests {
 
     #[test]
     fn an_instruction_the_hypervisor_does_not_emulate_kills_the_domain() {
-        // `shl dword [rax], 1`: a CPU would shift the device register; this hypervisor does
+        // `shr dword [rax], 1`: a CPU would shift the device register; this hypervisor does
         // not emulate shifts of memory, and says so.
         let mut test = Test::long_mode();
         test.set_gpr(0, DOORBELL);
-        let run = test.mmio(&[0xd1, 0x20], DOORBELL);
+        let run = test.mmio(&[0xd1, 0x28], DOORBELL);
         assert_eq!(run.decision.action, Action::Kill);
         assert!(
             run.decision
                 .why
-                .contains("by SHL, which the hypervisor does not emulate"),
+                .contains("by SHR, which the hypervisor does not emulate"),
             "{}",
             run.decision.why
         );
