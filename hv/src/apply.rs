@@ -925,35 +925,14 @@ impl Step<'_, '_> {
             PortAccess::InString { port, size, to } => {
                 for element in to {
                     let value = self.domain.devices.port_read(port, size, &*self.machine);
-                    match element {
-                        StringElement::Ram(address) => {
-                            let bytes = &value.to_le_bytes()[..size as usize];
-                            self.domain
-                                .cpu_write_virtual(address, bytes)
-                                .map_err(|error| {
-                                    unreachable_memory("INS wrote to", address, error)
-                                })?;
-                        }
-                        StringElement::Device(gpa) => self.device_write(gpa, size, value as u64),
-                    }
+                    self.write_element(element, size, value as u64)?;
                 }
                 self.serial_interrupt();
             }
             PortAccess::OutString { port, size, from } => {
                 let before = self.domain.devices.timer_state();
                 for element in from {
-                    let value = match element {
-                        StringElement::Ram(address) => {
-                            let mut bytes = [0u8; 4];
-                            self.domain
-                                .cpu_read_virtual(address, &mut bytes[..size as usize])
-                                .map_err(|error| {
-                                    unreachable_memory("OUTS read from", address, error)
-                                })?;
-                            u32::from_le_bytes(bytes)
-                        }
-                        StringElement::Device(gpa) => self.device_read(gpa, size) as u32,
-                    };
+                    let value = self.read_element(element, size)? as u32;
                     let written = self
                         .domain
                         .devices
@@ -1083,7 +1062,8 @@ impl Step<'_, '_> {
         Ok(())
     }
 
-    /// One element of a string instruction, `size` bytes at `place`.
+    /// One element of a string instruction (INS, OUTS, MOVS, STOS, LODS), `size` bytes at
+    /// `place`.
     fn read_element(&mut self, place: StringElement, size: u8) -> Result<u64, Failure> {
         match place {
             StringElement::Ram(address) => {
@@ -1093,7 +1073,10 @@ impl Step<'_, '_> {
                     .map_err(|error| unreachable_memory("a string read from", address, error))?;
                 Ok(u64::from_le_bytes(bytes))
             }
-            StringElement::Device(gpa) => Ok(self.device_read(gpa, size)),
+            StringElement::Device { address, gpa } => {
+                self.walked(address, false)?;
+                Ok(self.device_read(gpa, size))
+            }
         }
     }
 
@@ -1104,11 +1087,22 @@ impl Step<'_, '_> {
                 .domain
                 .cpu_write_virtual(address, &value.to_le_bytes()[..size as usize])
                 .map_err(|error| unreachable_memory("a string write to", address, error)),
-            StringElement::Device(gpa) => {
+            StringElement::Device { address, gpa } => {
+                self.walked(address, true)?;
                 self.device_write(gpa, size, value);
                 Ok(())
             }
         }
+    }
+
+    /// The CPU's walk to a device element at `address` sets accessed bits, and for a
+    /// `write` the page's dirty bit, as for RAM (`GuestMemory::mark_walked`).
+    fn walked(&mut self, address: u64, write: bool) -> Result<(), Failure> {
+        let tables = self.domain.page_tables();
+        self.domain
+            .memory
+            .mark_walked(tables, address, write)
+            .map_err(|error| unreachable_memory("a string access to", address, error))
     }
 
     /// Read `width` bytes of the device at `gpa`, which says what it did.

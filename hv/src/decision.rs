@@ -270,9 +270,10 @@ pub enum PortAccess {
 pub enum StringElement {
     /// In the guest's RAM, at this guest-virtual address.
     Ram(u64),
-    /// Not RAM: at this guest-physical address on the device bus (an MMIO window, or
-    /// nothing: reads all ones, writes go nowhere), where the CPU would have gone too.
-    Device(u64),
+    /// Not RAM: at guest-physical `gpa` on the device bus (an MMIO window, or nothing:
+    /// reads all ones, writes go nowhere), where the CPU would have gone too, through
+    /// guest-virtual `address` (whose walk sets accessed and dirty bits as for RAM).
+    Device { address: u64, gpa: u64 },
 }
 
 /// The elements of a string instruction that moves memory (not a port), some of them

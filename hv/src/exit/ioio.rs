@@ -206,7 +206,7 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     let moved = elements.len() as u64;
     let devices = elements
         .iter()
-        .filter(|element| matches!(element, StringElement::Device(_)))
+        .filter(|element| matches!(element, StringElement::Device { .. }))
         .count();
     let access = if info.input {
         PortAccess::InString {
@@ -278,7 +278,7 @@ pub(super) fn string_element(
         Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
             if address % PAGE_SIZE + size as u64 <= PAGE_SIZE && !map_area().contains(&gpa) =>
         {
-            Ok(StringElement::Device(gpa))
+            Ok(StringElement::Device { address, gpa })
         }
         Err(error) => Err(error),
     }

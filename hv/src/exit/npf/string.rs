@@ -175,7 +175,7 @@ pub fn handle(
     let on_devices = pairs
         .iter()
         .flat_map(|(from, to)| [from, to])
-        .filter(|place| matches!(place, Some(StringElement::Device(_))))
+        .filter(|place| matches!(place, Some(StringElement::Device { .. })))
         .count();
     let string = match kind {
         Kind::Store => MemoryString::Store {
@@ -242,8 +242,9 @@ pub fn handle(
 #[cfg(test)]
 mod tests {
     use crate::device::lab_device::BASE;
-    use crate::testing::{DATA, ENTRY, Test};
+    use crate::testing::{DATA, ENTRY, PDPT, Test};
     use traplab_abi::event::Action;
+    use traplab_abi::x86::pte;
 
     const SCRATCH: u64 = BASE + 0x08;
     const DOORBELL: u64 = BASE + 0x18;
@@ -280,6 +281,10 @@ mod tests {
         );
         assert_eq!((test.gpr(1), test.gpr(7)), (0, DOORBELL + 3));
         assert_eq!(test.rip(), ENTRY + 2);
+        // The CPU's walk to the device's page sets A and D as for RAM: here the 1 GiB page's
+        // entry, which maps it.
+        let bits = pte::ACCESSED | pte::DIRTY;
+        assert_eq!(test.read_u64(PDPT + 3 * 8) & bits, bits);
     }
 
     #[test]
@@ -337,6 +342,9 @@ mod tests {
         );
         assert_eq!(test.read_u64(DATA) & 0xffff_ffff, 0x7061_7274);
         assert_eq!((test.gpr(6), test.gpr(7)), (BASE + 4, DATA + 4));
+        // Read from the device: A on its page's entry, no D.
+        let device_page = test.read_u64(PDPT + 3 * 8);
+        assert_eq!(device_page & (pte::ACCESSED | pte::DIRTY), pte::ACCESSED);
     }
 
     #[test]
