@@ -27,7 +27,7 @@
 
 use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MemoryString, MmioAccess, PortAccess, Returning,
-    StringElement, VmcbMsr,
+    StringElement, StringSide, VmcbMsr,
 };
 use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
@@ -1039,24 +1039,18 @@ impl Step<'_, '_> {
     /// MOVS, STOS or LODS with a device on one side at least: each element read, then
     /// written, in the CPU's order, RAM through the guest's page tables (the handler checked
     /// each place as the CPU would), the device bus through the devices.
-    fn memory_string(&mut self, string: MemoryString) -> Result<(), Failure> {
-        match string {
-            MemoryString::Store { size, value, to } => {
-                for place in to {
-                    self.write_element(place, size, value)?;
-                }
-            }
-            MemoryString::Load { size, from } => {
-                for place in from {
-                    let value = self.read_element(place, size)?;
-                    self.read_into(Destination::low(0, size), value);
-                }
-            }
-            MemoryString::Move { size, pairs } => {
-                for (from, to) in pairs {
-                    let value = self.read_element(from, size)?;
-                    self.write_element(to, size, value)?;
-                }
+    fn memory_string(
+        &mut self,
+        MemoryString { size, elements }: MemoryString,
+    ) -> Result<(), Failure> {
+        for (from, to) in elements {
+            let value = match from {
+                StringSide::Memory(place) => self.read_element(place, size)?,
+                StringSide::Accumulator => self.domain.gpr(0) & operand_mask(size),
+            };
+            match to {
+                StringSide::Memory(place) => self.write_element(place, size, value)?,
+                StringSide::Accumulator => self.read_into(Destination::low(0, size), value),
             }
         }
         Ok(())
@@ -1074,7 +1068,9 @@ impl Step<'_, '_> {
                 Ok(u64::from_le_bytes(bytes))
             }
             StringElement::Device { address, gpa } => {
-                self.walked(address, false)?;
+                self.domain
+                    .mark_walked(address, false)
+                    .map_err(|error| unreachable_memory("a string read from", address, error))?;
                 Ok(self.device_read(gpa, size))
             }
         }
@@ -1088,21 +1084,13 @@ impl Step<'_, '_> {
                 .cpu_write_virtual(address, &value.to_le_bytes()[..size as usize])
                 .map_err(|error| unreachable_memory("a string write to", address, error)),
             StringElement::Device { address, gpa } => {
-                self.walked(address, true)?;
+                self.domain
+                    .mark_walked(address, true)
+                    .map_err(|error| unreachable_memory("a string write to", address, error))?;
                 self.device_write(gpa, size, value);
                 Ok(())
             }
         }
-    }
-
-    /// The CPU's walk to a device element at `address` sets accessed bits, and for a
-    /// `write` the page's dirty bit, as for RAM (`GuestMemory::mark_walked`).
-    fn walked(&mut self, address: u64, write: bool) -> Result<(), Failure> {
-        let tables = self.domain.page_tables();
-        self.domain
-            .memory
-            .mark_walked(tables, address, write)
-            .map_err(|error| unreachable_memory("a string access to", address, error))
     }
 
     /// Read `width` bytes of the device at `gpa`, which says what it did.

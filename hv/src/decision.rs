@@ -276,24 +276,23 @@ pub enum StringElement {
     Device { address: u64, gpa: u64 },
 }
 
-/// The elements of a string instruction that moves memory (not a port), some of them
-/// on the device bus, each `size` bytes, in the order the CPU would move them. The
-/// registers it steps (RSI, RDI, RCX) are effects of their own.
+/// The elements of a string instruction that moves memory (not a port), some of them on
+/// the device bus, each `size` bytes, in the order the CPU would move them: each read from
+/// its first side and written to its second. The registers it steps (RSI, RDI, RCX) are
+/// effects of their own.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MemoryString {
-    /// STOS: `value` (the low `size` bytes of RAX) to each place.
-    Store {
-        size: u8,
-        value: u64,
-        to: Vec<StringElement>,
-    },
-    /// LODS: each place read, in order, into AL, AX, EAX or RAX.
-    Load { size: u8, from: Vec<StringElement> },
-    /// MOVS: each element read from the first place of its pair and written to the second.
-    Move {
-        size: u8,
-        pairs: Vec<(StringElement, StringElement)>,
-    },
+pub struct MemoryString {
+    pub size: u8,
+    pub elements: Vec<(StringSide, StringSide)>,
+}
+
+/// One side of an element of MOVS, STOS or LODS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringSide {
+    /// A place in memory (MOVS's both sides, STOS's destination, LODS's source).
+    Memory(StringElement),
+    /// AL, AX, EAX or RAX: STOS's source, LODS's destination.
+    Accumulator,
 }
 
 /// An MMIO access, emulated because the CPU exited before it happened: `access` (decoded

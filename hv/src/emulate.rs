@@ -257,28 +257,31 @@ impl Operation {
     /// and SBB with CF from before as a carry in, INC and DEC keep CF, NEG sets CF unless
     /// the operand is 0; AND, OR, XOR and TEST clear CF and OF and leave AF undefined, which
     /// we clear as QEMU's TCG does; NOT sets none. The bit tests set CF to the bit (number
-    /// `right` modulo the width: for a register's bit number the CPU has already moved the
-    /// access to the right operand, which is where the exit says it went) and leave OF, SF,
-    /// ZF, AF and PF undefined, which we keep as they were. `width`: 1, 2, 4 or 8 bytes.
+    /// `right` modulo the width: a register's bit number beyond the operand has been made
+    /// one within the operand that holds the bit, [`memory_access`]) and leave OF, SF, ZF,
+    /// AF and PF undefined, which we keep as they were. `width`: 1, 2, 4 or 8 bytes.
     pub fn evaluate(self, left: u64, right: u64, width: u8, rflags: u64) -> (u64, u64) {
         debug_assert!(matches!(width, 1 | 2 | 4 | 8), "a {width}-byte operand");
         let mask = operand_mask(width);
         let sign = 1 << (8 * width as u32 - 1);
         let (left, right) = (left & mask, right & mask);
-        let add = |left: u64, right: u64| {
-            let result = left.wrapping_add(right) & mask;
+        let carry_in = rflags & RFlags::CARRY_FLAG.bits() != 0;
+        // A sum or a difference with a carry in (ADC's and SBB's CF; 0 for the others), and
+        // the carry out of the whole.
+        let add = |left: u64, right: u64, carry_in: bool| {
+            let result = left.wrapping_add(right).wrapping_add(carry_in as u64) & mask;
             Outcome {
                 result,
-                carry: result < left,
+                carry: left as u128 + right as u128 + carry_in as u128 > mask as u128,
                 overflow: (left ^ result) & (right ^ result) & sign != 0,
                 adjust: (left ^ right ^ result) & 0x10 != 0,
             }
         };
-        let sub = |left: u64, right: u64| {
-            let result = left.wrapping_sub(right) & mask;
+        let sub = |left: u64, right: u64, carry_in: bool| {
+            let result = left.wrapping_sub(right).wrapping_sub(carry_in as u64) & mask;
             Outcome {
                 result,
-                carry: left < right,
+                carry: (left as u128) < right as u128 + carry_in as u128,
                 overflow: (left ^ right) & (left ^ result) & sign != 0,
                 adjust: (left ^ right ^ result) & 0x10 != 0,
             }
@@ -289,43 +292,22 @@ impl Operation {
             overflow: false,
             adjust: false,
         };
-        let carry_in = rflags & RFlags::CARRY_FLAG.bits() != 0;
-        // ADC and SBB: the carry in counts as one more in the sum or the difference, with
-        // the carry out of the whole (the flags' formulas are ADD's and SUB's).
-        let add_with_carry = |left: u64, right: u64| {
-            let result = left.wrapping_add(right).wrapping_add(carry_in as u64) & mask;
-            Outcome {
-                result,
-                carry: left as u128 + right as u128 + carry_in as u128 > mask as u128,
-                overflow: (left ^ result) & (right ^ result) & sign != 0,
-                adjust: (left ^ right ^ result) & 0x10 != 0,
-            }
-        };
-        let subtract_with_borrow = |left: u64, right: u64| {
-            let result = left.wrapping_sub(right).wrapping_sub(carry_in as u64) & mask;
-            Outcome {
-                result,
-                carry: (left as u128) < right as u128 + carry_in as u128,
-                overflow: (left ^ right) & (left ^ result) & sign != 0,
-                adjust: (left ^ right ^ result) & 0x10 != 0,
-            }
-        };
         // INC and DEC leave CF as it was.
         let keep_carry = |outcome: Outcome| Outcome {
             carry: carry_in,
             ..outcome
         };
         let outcome = match self {
-            Operation::Add => add(left, right),
-            Operation::AddWithCarry => add_with_carry(left, right),
-            Operation::SubtractWithBorrow => subtract_with_borrow(left, right),
-            Operation::Sub | Operation::Compare => sub(left, right),
+            Operation::Add => add(left, right, false),
+            Operation::AddWithCarry => add(left, right, carry_in),
+            Operation::Sub | Operation::Compare => sub(left, right, false),
+            Operation::SubtractWithBorrow => sub(left, right, carry_in),
             Operation::And | Operation::Test => logic(left & right),
             Operation::Or => logic(left | right),
             Operation::Xor => logic(left ^ right),
-            Operation::Negate => sub(0, left),
-            Operation::Increment => keep_carry(add(left, 1)),
-            Operation::Decrement => keep_carry(sub(left, 1)),
+            Operation::Negate => sub(0, left, false),
+            Operation::Increment => keep_carry(add(left, 1, false)),
+            Operation::Decrement => keep_carry(sub(left, 1, false)),
             Operation::Not => return (!left & mask, rflags),
             Operation::BitTest
             | Operation::BitTestAndSet

@@ -357,11 +357,14 @@ pub trait GuestMemory {
     ) -> Result<(), MemoryError> {
         // Every page checked first, as `write_virtual` does: nothing is marked or written
         // when one of them does not translate or is not the domain's RAM.
-        self.physical_pieces(tables, gva, bytes.len())?;
+        let pieces = self.physical_pieces(tables, gva, bytes.len())?;
         for (address, _, _) in page_pieces(gva, bytes.len()) {
             self.mark_walked(tables, address, true)?;
         }
-        self.write_virtual(tables, gva, bytes)
+        for (gpa, done, length) in pieces {
+            self.write_physical(gpa, &bytes[done..done + length])?;
+        }
+        Ok(())
     }
 
     /// Read guest-virtual memory page by page, up to the first page that does not

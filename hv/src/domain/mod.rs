@@ -101,6 +101,14 @@ impl Domain {
         self.memory.cpu_read_virtual(tables, address, buffer)
     }
 
+    /// The walk the guest's CPU makes to `address` for an access the hypervisor makes in
+    /// its place where no RAM is (a device): it sets the accessed bits, and for a `write`
+    /// the page's dirty bit, as for RAM ([`GuestMemory::mark_walked`]).
+    pub fn mark_walked(&mut self, address: u64, write: bool) -> Result<(), MemoryError> {
+        let tables = self.page_tables();
+        self.memory.mark_walked(tables, address, write)
+    }
+
     /// A write the hypervisor makes in the guest's CPU's place: the walk sets the accessed
     /// bits and the page's dirty bit, as the CPU's would.
     pub fn cpu_write_virtual(&mut self, address: u64, bytes: &[u8]) -> Result<(), MemoryError> {

@@ -155,43 +155,21 @@ struct StringIo {
 /// The failing element itself is not moved (for INS: the port is not read), so the guest
 /// repeats it, once, after its handler has mapped the page.
 fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
-    let address_mask = match info.address_bits {
-        16 => 0xffff,
-        32 => 0xffff_ffff,
-        _ => u64::MAX,
-    };
-    // The linear address: the segment's base plus the offset, wrapping at 4 GiB outside
-    // 64-bit mode.
-    let base = guest.vcpu.vmcb.segment_base(segment);
-    let linear_mask = guest.vcpu.vmcb.linear_address_mask();
-    // RCX, RSI and RDI as the instruction writes them, at its address size: SI, DI and CX
-    // keep the registers' upper bits; ESI, EDI and ECX clear them, as every 32-bit write of
-    // a register does in 64-bit mode (AMD APM vol. 1, 3.1.2.3; vol. 3, "REP").
-    let width = info.address_bits / 8;
-    let written = |register: u8, value: u64| {
-        Effect::Gpr(register, merge(guest.vcpu.gpr_64(register), value, width))
-    };
-    let total = if info.rep {
-        guest.gpr(1) & address_mask
-    } else {
-        1
-    };
-    let count = total.min(ELEMENTS_PER_EXIT);
-    let backwards =
-        RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags).contains(RFlags::DIRECTION_FLAG);
-    let step = if backwards {
-        (info.size as u64).wrapping_neg()
-    } else {
-        info.size as u64
-    };
+    let steps = Steps::new(
+        guest,
+        info.address_bits,
+        info.size,
+        info.rep,
+        ELEMENTS_PER_EXIT,
+    );
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
     let size = info.size as usize;
     let mut fault = None;
     let mut elements = Vec::new();
-    while (elements.len() as u64) < count {
-        let address = base.wrapping_add(index & address_mask) & linear_mask;
+    while (elements.len() as u64) < steps.count {
+        let address = steps.linear(guest, segment, index);
         // INS writes memory, OUTS reads it.
         let element = match string_element(guest, address, size, info.input) {
             Ok(element) => element,
@@ -201,7 +179,7 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
             }
         };
         elements.push(element);
-        index = index.wrapping_add(step);
+        index = index.wrapping_add(steps.step);
     }
     let moved = elements.len() as u64;
     let devices = elements
@@ -223,11 +201,14 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     };
     let mut effects = Vec::new();
     if moved > 0 {
-        effects.extend([Effect::Port(access), written(index_register, index)]);
+        effects.extend([
+            Effect::Port(access),
+            steps.written(guest, index_register, index),
+        ]);
     }
-    let left = total - moved;
+    let left = steps.total - moved;
     if info.rep && moved > 0 {
-        effects.push(written(1, left));
+        effects.push(steps.written(guest, 1, left));
     }
     let mut what = format!(
         "{}{} {} element(s) of {} byte(s) {} port {:#x} ({})",
@@ -258,6 +239,63 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
         done: fault.is_none() && left == 0,
         fault,
         moved,
+    }
+}
+
+/// How a string instruction steps through its elements at one exit (INS and OUTS here;
+/// MOVS, STOS and LODS in `npf/string.rs`), from its address size (16, 32 or 64 bits), its
+/// element's size and whether it repeats (AMD APM vol. 3, "REP").
+pub(super) struct Steps {
+    address_bits: u8,
+    /// The elements left in all: RCX at the address size with a REP prefix, else one.
+    pub total: u64,
+    /// The ones this exit does: at most the caller's limit.
+    pub count: u64,
+    /// What RSI and RDI move by at each element: its size, backwards when RFLAGS.DF is set.
+    pub step: u64,
+}
+
+impl Steps {
+    pub(super) fn new(
+        guest: &Guest,
+        address_bits: u8,
+        size: u8,
+        repeats: bool,
+        most: u64,
+    ) -> Steps {
+        let total = match repeats {
+            true => guest.gpr(1) & operand_mask(address_bits / 8),
+            false => 1,
+        };
+        let backwards = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags)
+            .contains(RFlags::DIRECTION_FLAG);
+        let step = match backwards {
+            true => (size as u64).wrapping_neg(),
+            false => size as u64,
+        };
+        Steps {
+            address_bits,
+            total,
+            count: total.min(most),
+            step,
+        }
+    }
+
+    /// The linear address of `offset` (RSI or RDI) in `segment`: the segment's base plus the
+    /// offset at the address size, wrapping at 4 GiB outside 64-bit mode.
+    pub(super) fn linear(&self, guest: &Guest, segment: u8, offset: u64) -> u64 {
+        let vmcb = &guest.vcpu.vmcb;
+        vmcb.segment_base(segment)
+            .wrapping_add(offset & operand_mask(self.address_bits / 8))
+            & vmcb.linear_address_mask()
+    }
+
+    /// RCX, RSI or RDI (`register`) as the instruction writes it, at its address size: SI,
+    /// DI and CX keep the registers' upper bits; ESI, EDI and ECX clear them, as every
+    /// 32-bit write of a register does in 64-bit mode (AMD APM vol. 1, 3.1.2.3).
+    pub(super) fn written(&self, guest: &Guest, register: u8, value: u64) -> Effect {
+        let old = guest.vcpu.gpr_64(register);
+        Effect::Gpr(register, merge(old, value, self.address_bits / 8))
     }
 }
 

@@ -16,10 +16,9 @@
 //! the fault the CPU would have; after others, the CPU meets it itself when it runs the
 //! instruction again.
 
-use super::super::ioio::string_element;
-use crate::decision::{Decision, Effect, MemoryString, StringElement};
+use super::super::ioio::{Steps, string_element};
+use crate::decision::{Decision, Effect, MemoryString, StringElement, StringSide};
 use crate::domain::Guest;
-use crate::emulate::merge;
 use crate::instruction;
 use crate::vmcb::segment;
 use crate::{decide, delivery, here};
@@ -27,7 +26,6 @@ use alloc::format;
 use alloc::vec::Vec;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use traplab_abi::event::Action;
-use traplab_abi::x86::{RFlags, operand_mask};
 
 /// The most elements one exit does. Each element on a device is a line of the trace
 /// (what the device did), and a student reads them: a `rep stosd` of a kilobyte to a
@@ -88,60 +86,31 @@ pub fn handle(
         (OpKind::MemoryESEDI, _) | (_, OpKind::MemorySegESI) => 32,
         _ => 64,
     };
-    let address_mask = operand_mask(address_bits / 8);
-    // RCX, RSI and RDI as the instruction writes them, at its address size: SI, DI and CX
-    // keep the registers' upper bits; ESI, EDI and ECX clear them (AMD APM vol. 3, "REP").
-    let written = |register: u8, value: u64| {
-        Effect::Gpr(
-            register,
-            merge(guest.vcpu.gpr_64(register), value, address_bits / 8),
-        )
-    };
     // F3 repeats; so does F2 on an instruction that compares nothing, as QEMU's TCG does.
     let repeats = instruction.has_rep_prefix() || instruction.has_repne_prefix();
-    let total = match repeats {
-        true => guest.gpr(RCX) & address_mask,
-        false => 1,
-    };
-    let count = total.min(ELEMENTS_PER_EXIT);
-    let backwards =
-        RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags).contains(RFlags::DIRECTION_FLAG);
-    let step = match backwards {
-        true => (size as u64).wrapping_neg(),
-        false => size as u64,
-    };
+    let steps = Steps::new(guest, address_bits, size, repeats, ELEMENTS_PER_EXIT);
     // The source is seg:RSI (DS unless a prefix says otherwise), the destination ES:RDI
     // (never another segment).
-    let vmcb = &guest.vcpu.vmcb;
     let source_segment =
         instruction::segment_number(instruction.memory_segment()).unwrap_or(segment::DS);
-    let linear_mask = vmcb.linear_address_mask();
-    let linear = |segment: u8, offset: u64| {
-        vmcb.segment_base(segment)
-            .wrapping_add(offset & address_mask)
-            & linear_mask
+    // A side in memory, checked as the CPU checks it: the fault there, if it fails.
+    let side = |through: u8, offset: u64, write: bool| {
+        let address = steps.linear(guest, through, offset);
+        string_element(guest, address, size as usize, write)
+            .map(StringSide::Memory)
+            .map_err(|error| (address, error, through == segment::SS))
     };
     let (mut source, mut destination) = (guest.gpr(RSI), guest.gpr(RDI));
     let mut pairs = Vec::new();
     let mut fault = None;
-    while (pairs.len() as u64) < count {
+    while (pairs.len() as u64) < steps.count {
         let from = match kind {
-            Kind::Store => Ok(None),
-            Kind::Move | Kind::Load => {
-                let address = linear(source_segment, source);
-                string_element(guest, address, size as usize, false)
-                    .map(Some)
-                    .map_err(|error| (address, error, source_segment == segment::SS))
-            }
+            Kind::Store => Ok(StringSide::Accumulator),
+            Kind::Move | Kind::Load => side(source_segment, source, false),
         };
         let to = match kind {
-            Kind::Load => Ok(None),
-            Kind::Move | Kind::Store => {
-                let address = linear(segment::ES, destination);
-                string_element(guest, address, size as usize, true)
-                    .map(Some)
-                    .map_err(|error| (address, error, false))
-            }
+            Kind::Load => Ok(StringSide::Accumulator),
+            Kind::Move | Kind::Store => side(segment::ES, destination, true),
         };
         match (from, to) {
             (Ok(from), Ok(to)) => pairs.push((from, to)),
@@ -150,8 +119,8 @@ pub fn handle(
                 break;
             }
         }
-        source = source.wrapping_add(step);
-        destination = destination.wrapping_add(step);
+        source = source.wrapping_add(steps.step);
+        destination = destination.wrapping_add(steps.step);
     }
     let moved = pairs.len() as u64;
     let name = format!("{:?}", instruction.mnemonic()).to_ascii_uppercase();
@@ -175,31 +144,14 @@ pub fn handle(
     let on_devices = pairs
         .iter()
         .flat_map(|(from, to)| [from, to])
-        .filter(|place| matches!(place, Some(StringElement::Device { .. })))
+        .filter(|side| matches!(side, StringSide::Memory(StringElement::Device { .. })))
         .count();
-    let string = match kind {
-        Kind::Store => MemoryString::Store {
-            size,
-            value: guest.gpr(0) & operand_mask(size),
-            to: pairs.iter().filter_map(|(_, to)| *to).collect(),
-        },
-        Kind::Load => MemoryString::Load {
-            size,
-            from: pairs.iter().filter_map(|(from, _)| *from).collect(),
-        },
-        Kind::Move => MemoryString::Move {
-            size,
-            pairs: pairs
-                .iter()
-                .filter_map(|pair| match *pair {
-                    (Some(from), Some(to)) => Some((from, to)),
-                    _ => None,
-                })
-                .collect(),
-        },
+    let string = MemoryString {
+        size,
+        elements: pairs,
     };
-    let left = total - moved;
-    let steps = match (kind, repeats) {
+    let left = steps.total - moved;
+    let stepped = match (kind, repeats) {
         (Kind::Move, true) => "RSI, RDI and RCX",
         (Kind::Move, false) => "RSI and RDI",
         (Kind::Store, true) => "RDI and RCX",
@@ -209,17 +161,17 @@ pub fn handle(
     };
     let mut decision = decide!(
         Action::Emulate,
-        "{repeated}{name} reaches guest-physical {gpa:#x}: not RAM but {device}, so the hypervisor does the string's elements itself, at most {ELEMENTS_PER_EXIT} an exit, and steps {steps} as the CPU does"
+        "{repeated}{name} reaches guest-physical {gpa:#x}: not RAM but {device}, so the hypervisor does the string's elements itself, at most {ELEMENTS_PER_EXIT} an exit, and steps {stepped} as the CPU does"
     )
     .with(Effect::MemoryString(string));
     if kind != Kind::Store {
-        decision = decision.with(written(RSI, source));
+        decision = decision.with(steps.written(guest, RSI, source));
     }
     if kind != Kind::Load {
-        decision = decision.with(written(RDI, destination));
+        decision = decision.with(steps.written(guest, RDI, destination));
     }
     if repeats {
-        decision = decision.with(written(RCX, left));
+        decision = decision.with(steps.written(guest, RCX, left));
     }
     let mut what = format!(
         "{repeated}{name}: {moved} element(s) of {size} byte(s), {on_devices} access(es) on the device bus"
