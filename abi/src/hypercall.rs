@@ -55,6 +55,11 @@
 //! | +8/+16 | CS                                                     |
 //! | …      | RFLAGS, RSP, SS                                        |
 //!
+//! The hypervisor writes the frame as Xen does, at ring 0 with CR0.WP set: every page of it
+//! must be mapped and writable at every level of the guest's page tables, whatever the
+//! guest's CPL and its own CR0.WP; a frame that cannot be written so ends the domain (Xen
+//! crashes a PV domain whose stack faults while it builds a bounce frame).
+//!
 //! The handler runs with RSP at the frame, at the interrupted privilege level, with
 //! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
 //! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the

@@ -19,7 +19,7 @@
 
 use crate::decision::{Bounce, Decision, Delivery, Effect};
 use crate::domain::Guest;
-use crate::domain::memory::{AccessFault, page_fault_code};
+use crate::domain::memory::{AccessFault, CpuAccess, page_fault_code};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -171,14 +171,24 @@ fn bounce(
     ]);
     let top = interrupted_rsp.wrapping_sub(RED_ZONE) & !15;
     let frame = top.wrapping_sub(8 * words.len() as u64);
-    if let Err(error) = guest
-        .memory
-        .physical_pieces(guest.page_tables(), frame, 8 * words.len())
+    // Xen writes the frame itself, at ring 0 with CR0.WP set (always, in Xen): every page
+    // of it must be present and writable at every level of the walk, whatever the guest's
+    // CPL or its own CR0.WP. Where Xen's write would fault, the domain is crashed.
+    let xen_write = CpuAccess {
+        write: true,
+        user: false,
+        write_protect: true,
+    };
+    if let Err(fault) =
+        guest
+            .memory
+            .cpu_pieces(guest.page_tables(), frame, 8 * words.len(), xen_write)
     {
         return Decision::new(
             Action::Kill,
             format!(
-                "the bounce frame at {frame:#x} cannot be written ({error:?}): the guest's stack is broken, so (as Xen) the domain ends"
+                "the bounce frame at {frame:#x} cannot be written ({}): the guest's stack is broken, so (as Xen) the domain ends",
+                unwritable(&fault)
             )
             .into(),
             at,
@@ -204,6 +214,27 @@ fn bounce(
             rflags: flags.bits(),
             synthetic,
         }))
+}
+
+/// Why a bounce frame's write would fail, in words.
+fn unwritable(fault: &AccessFault) -> String {
+    match fault {
+        AccessFault::PageFault {
+            address,
+            error_code,
+        } if error_code & page_fault_code::RESERVED != 0 => {
+            format!("a reserved bit is set on the walk to {address:#x}")
+        }
+        AccessFault::PageFault {
+            address,
+            error_code,
+        } if error_code & page_fault_code::PRESENT != 0 => {
+            format!("{address:#x} is on a read-only page")
+        }
+        AccessFault::PageFault { address, .. } => format!("{address:#x} is not mapped"),
+        AccessFault::NonCanonical => "the address is not canonical".into(),
+        AccessFault::Memory(error) => format!("{error:?}"),
+    }
 }
 
 /// A #PF at guest-virtual `address`, after the effects `first`: CR2 is set to the address
@@ -332,8 +363,9 @@ macro_rules! deliver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{self, ENTRY, Test, UNMAPPED, trap};
+    use crate::testing::{self, DATA, ENTRY, PT, Test, UNMAPPED, trap};
     use traplab_abi::exit::ExitReason;
+    use traplab_abi::x86::Cr0Flags;
 
     const HANDLER: u64 = 0x21_4000;
 
@@ -522,6 +554,28 @@ mod tests {
             testing::killed(&decision),
             "cannot write a bounce frame at 0x40000058"
         );
+    }
+
+    #[test]
+    fn a_frame_on_a_read_only_page_ends_the_domain_even_with_cr0_wp_clear() {
+        // Xen writes the frame at ring 0 with its own CR0.WP set: a read-only stack page
+        // faults there whatever the guest's CR0.WP says, and Xen crashes the domain.
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        test.domain.vcpu.vmcb.save.cr0 &= !Cr0Flags::WRITE_PROTECT.bits();
+        // The frame lands on the read-only page table at PT.
+        test.domain.vcpu.vmcb.save.rsp = PT + 0x800;
+        test.trap_table(&[trap(6, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        assert_eq!(decision.action, Action::Kill);
+        assert!(
+            decision.why.contains("is on a read-only page"),
+            "{}",
+            decision.why
+        );
+        // On a writable page the same frame is written.
+        test.domain.vcpu.vmcb.save.rsp = DATA + 0x800;
+        assert_eq!(deliver(&test, 6, 0).action, Action::Bounce);
     }
 
     #[test]
