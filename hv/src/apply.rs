@@ -914,11 +914,11 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::Out { port, size, value } => {
-                let before = devices.timer_state();
+                let (before, written_at) = (devices.timer_state(), self.machine.now());
                 let written = devices.port_write(port, size, value, &*self.machine);
                 self.port_written(written);
                 if self.domain.devices.timer_state() != before {
-                    self.platform_timer();
+                    self.platform_timer(written_at);
                 }
                 self.serial_interrupt();
             }
@@ -930,7 +930,7 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::OutString { port, size, from } => {
-                let before = self.domain.devices.timer_state();
+                let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
                 for element in from {
                     let value = self.read_element(element, size)? as u32;
                     let written = self
@@ -940,7 +940,7 @@ impl Step<'_, '_> {
                     self.port_written(written);
                 }
                 if self.domain.devices.timer_state() != before {
-                    self.platform_timer();
+                    self.platform_timer(written_at);
                 }
                 self.serial_interrupt();
             }
@@ -1103,7 +1103,7 @@ impl Step<'_, '_> {
     /// Write the low `width` bytes of `value` to the device at `gpa`: it says what it did,
     /// may ring the console, and may have changed the guest's timer.
     fn device_write(&mut self, gpa: u64, width: u8, value: u64) {
-        let before = self.domain.devices.timer_state();
+        let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
         let written = self
             .domain
             .devices
@@ -1111,7 +1111,7 @@ impl Step<'_, '_> {
         self.console(written.console);
         self.reports.push(written.what);
         if self.domain.devices.timer_state() != before {
-            self.platform_timer();
+            self.platform_timer(written_at);
         }
         // The APIC's TPR and CR8 are one register (CR8 is TPR bits 7:4, Intel SDM vol. 3A,
         // 11.8.6.1): after a write of the TPR, a MOV from CR8 reads the same.
@@ -1120,11 +1120,17 @@ impl Step<'_, '_> {
         }
     }
 
-    /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed: the guest's timer
-    /// is what they now make it, and the hypervisor's own timer runs to notice when it is
-    /// due.
-    fn platform_timer(&mut self) {
-        let now = self.machine.now();
+    /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed, by a write at TSC
+    /// `now` (read just before it): the guest's timer is what they now make it, and the
+    /// hypervisor's own timer runs to notice when it is due.
+    ///
+    /// Worked out as at the write, not at the hypervisor's later look at the clock: a
+    /// one-shot armed with a count shorter than the hypervisor's own work after the write
+    /// (Linux arms the APIC's with counts of a few dozen) has a deadline that passes before
+    /// this line runs, and a device asked *then* would say it had fired already. A CPU's
+    /// APIC counts to 0 and requests the interrupt; here the guest's timer gets that
+    /// deadline, past or not, and its tick comes at the hypervisor's next look.
+    fn platform_timer(&mut self, now: u64) {
         let tsc_hz = self.machine.tsc_hz().max(1);
         // A tick that fell due under the timer being replaced, which the hypervisor has not
         // noticed yet (it looks at its own timer's ticks), happened before this write: it is

@@ -159,6 +159,9 @@ impl GuestMemory for VecMemory {
 /// A machine that answers fixed facts and writes down what it is asked to do.
 pub struct FakeMachine {
     pub now: Cell<u64>,
+    /// How far the clock moves on at each look (0: it stands still): the time the
+    /// hypervisor's own work takes between two looks at the TSC.
+    pub now_step: Cell<u64>,
     pub ticks: u64,
     pub calls: Vec<String>,
     /// A terminal forwards keys (`traplab run`).
@@ -177,6 +180,7 @@ impl Default for FakeMachine {
     fn default() -> Self {
         FakeMachine {
             now: Cell::new(1_000_000),
+            now_step: Cell::new(0),
             ticks: 0,
             calls: Vec::new(),
             keyboard: false,
@@ -214,7 +218,9 @@ impl Machine for FakeMachine {
     }
 
     fn now(&self) -> u64 {
-        self.now.get()
+        let now = self.now.get();
+        self.now.set(now + self.now_step.get());
+        now
     }
 
     fn wall_clock(&self) -> WallTime {

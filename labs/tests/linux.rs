@@ -244,5 +244,24 @@ fn linux_on_the_apic_platform_takes_its_timer_through_the_io_apic_and_the_local_
     assert_eq!(words("4:")[2..], ["IO-APIC", "4-edge", "ttyS0"]);
     let local_timer: u64 = words("LOC:")[1].parse().expect("a count");
     assert!(local_timer > 0, "the local APIC timer ticked");
-    assert_eq!(common::ending(&run.events, 1).1, Some(0));
+    // `poweroff -f` goes through ACPI: the DSDT's \_S5 gives the sleep type, and the write
+    // of SLP_EN switches the machine off, as under QEMU.
+    for line in [
+        "ACPI: PM: (supports S0 S5)",
+        "ACPI: PM: Preparing to enter system sleep state S5",
+        "reboot: Power down",
+    ] {
+        assert!(
+            traced.iter().any(|traced| traced == line),
+            "{line:?} in {traced:#?}"
+        );
+    }
+    assert_eq!(
+        common::ending(&run.events, 1),
+        (
+            DomainState::Exited,
+            Some(0),
+            "ACPI soft off (S5): SLP_EN in PM1 control".into()
+        )
+    );
 }

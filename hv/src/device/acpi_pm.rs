@@ -6,7 +6,7 @@
 //! |-------|----------|-------|------|
 //! | 0x600 | PM1 status (PM1a_EVT_BLK) | 16 | TMR_STS: the timer's bit 23 toggled; write 1 to clear (4.8.4.1.1). No other event has a source |
 //! | 0x602 | PM1 enable | 16 | kept (4.8.4.1.2); no SCI is raised: nothing here raises one |
-//! | 0x604 | PM1 control (PM1a_CNT_BLK) | 16 | SCI_EN reads 1 always; BM_RLD and SLP_TYP kept; a sleep request (SLP_EN) is ignored, and the trace says so (4.8.4.2.1) |
+//! | 0x604 | PM1 control (PM1a_CNT_BLK) | 16 | SCI_EN reads 1 always; BM_RLD and SLP_TYP kept; SLP_EN with the DSDT's S5 type powers the machine off (the domain ends), any other sleep request is ignored, and the trace says so (4.8.4.2.1) |
 //! | 0x608 | PM timer (PM_TMR_BLK) | 32 | 24 bits counting at 3.579545 MHz since the machine started, read-only (4.8.2.1; the register: "Power Management Timer (PM_TMR)") |
 //!
 //! **Why SCI_EN is always 1.** An ACPI PC boots in legacy mode, its power events going to
@@ -16,12 +16,14 @@
 //! may still check by reading SCI_EN, so it reads 1 from the start, and a write cannot
 //! clear it.
 //!
-//! **Why a sleep request is ignored.** SLP_EN asks for the sleep state whose SLP_TYP the OS
-//! took from the DSDT's `\_Sx` objects (ACPI 6.4, chapter 7, "\_Sx (System States)").
-//! traplab's DSDT is empty: it defines no sleep state, so an OS that follows it never asks,
-//! and there is no state to enter. The write is kept (SLP_TYP reads back), the domain runs
-//! on, and the trace says it was ignored. (QEMU's PIIX4 powers off on SLP_TYP 0, the value
-//! its own DSDT's `\_S5` gives.)
+//! **Soft off, and no other sleep state.** SLP_EN asks for the sleep state whose SLP_TYP the
+//! OS took from the DSDT's `\_Sx` objects (ACPI 6.4, 7.4.2 "\_Sx (System States)";
+//! 16.1.4 "G2/S5"). traplab's DSDT defines one, `\_S5` with SLP_TYP [`SOFT_OFF_TYPE`] (0, the
+//! value QEMU's PIIX4 and its DSDT use): that write switches the machine off, and here the
+//! machine is the domain, which ends with status 0 (`exit/ioio.rs`), as `poweroff` ends a
+//! Linux kernel on a PC. A request for any other type names a state the DSDT does not
+//! define: the type is kept (it reads back), the domain runs on, and the trace says it was
+//! ignored.
 //!
 //! The timer is not ticked: like the PIT (`pit.rs`), a read computes it from the TSC
 //! (`Machine::now`, `Machine::tsc_hz`), counting from the machine's start ("the starting
@@ -82,6 +84,18 @@ pub mod control {
     pub const SLP_TYP: u16 = 7 << SLP_TYP_SHIFT;
     /// Write-only: enter the sleep state SLP_TYP; reads 0.
     pub const SLP_EN: u16 = 1 << 13;
+}
+
+/// The SLP_TYP of S5, soft off, as the DSDT's `\_S5` gives it (`image/acpi.rs`): 0, as on
+/// QEMU's PIIX4.
+pub const SOFT_OFF_TYPE: u16 = 0;
+
+/// The sleep type an OUT of `size` bytes of `value` at `port` asks for: `Some(SLP_TYP)` when
+/// it sets SLP_EN in PM1 control, `None` for any other write.
+pub fn sleep_request(port: u16, size: u8, value: u32) -> Option<u16> {
+    let (bits, mask) = bytes_on(port, size, value, PM1_CONTROL, PM1_CONTROL_LENGTH as u16)?;
+    let bits = (bits & mask) as u16;
+    (bits & control::SLP_EN != 0).then_some((bits & control::SLP_TYP) >> control::SLP_TYP_SHIFT)
 }
 
 /// TMR_STS is set each time the timer's most significant bit (bit 23) toggles: every 2^23
@@ -221,9 +235,10 @@ impl AcpiPm {
         if bits & mask & control::GBL_RLS != 0 {
             what += "; GBL_RLS: no firmware shares the global lock, nothing to tell";
         }
+        // SOFT_OFF_TYPE ends the domain before the write is applied (`exit/ioio.rs`).
         if bits & mask & control::SLP_EN != 0 {
             what += &format!(
-                "; SLP_EN with SLP_TYP {sleep_type}: a sleep request, ignored (the DSDT defines no sleep state \\_Sx): the domain runs on"
+                "; SLP_EN with SLP_TYP {sleep_type}: a sleep request, ignored (the DSDT defines only \\_S5, SLP_TYP {SOFT_OFF_TYPE}): the domain runs on"
             );
         }
         what
@@ -329,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn sci_en_reads_1_always_and_slp_en_is_ignored() {
+    fn sci_en_reads_1_always_and_slp_en_is_ignored_but_for_soft_off() {
         let mut pm = AcpiPm::default();
         assert_eq!(pm.read(PM1_CONTROL, 2, 0, TSC_HZ), control::SCI_EN as u32);
         let what = pm.write(PM1_CONTROL, 2, 0, 0, TSC_HZ);
@@ -339,13 +354,35 @@ mod tests {
         let request = (5 << control::SLP_TYP_SHIFT) | control::SLP_EN;
         let what = pm.write(PM1_CONTROL, 2, request as u32, 0, TSC_HZ);
         assert!(
-            what.contains("SLP_EN with SLP_TYP 5: a sleep request, ignored"),
+            what.contains("SLP_EN with SLP_TYP 5: a sleep request, ignored (the DSDT defines only \\_S5, SLP_TYP 0)"),
             "{what}"
         );
         assert_eq!(
             pm.read(PM1_CONTROL, 2, 0, TSC_HZ),
             (5 << control::SLP_TYP_SHIFT) as u32 | 1
         );
+        assert_eq!(sleep_request(PM1_CONTROL, 2, request as u32), Some(5));
+        // The soft-off request, whichever width carries SLP_EN (bit 13: bit 5 of 0x605).
+        let off = (SOFT_OFF_TYPE << control::SLP_TYP_SHIFT) | control::SLP_EN;
+        assert_eq!(
+            sleep_request(PM1_CONTROL, 2, off as u32),
+            Some(SOFT_OFF_TYPE)
+        );
+        assert_eq!(
+            sleep_request(PM1_CONTROL + 1, 1, (off >> 8) as u32),
+            Some(SOFT_OFF_TYPE)
+        );
+        assert_eq!(
+            sleep_request(PM1_ENABLE, 4, (off as u32) << 16),
+            Some(SOFT_OFF_TYPE)
+        );
+        // SLP_TYP without SLP_EN (an OS writes the type first), or another register: none.
+        assert_eq!(
+            sleep_request(PM1_CONTROL, 2, 5 << control::SLP_TYP_SHIFT),
+            None
+        );
+        assert_eq!(sleep_request(PM1_CONTROL, 1, off as u32), None);
+        assert_eq!(sleep_request(PM1_ENABLE, 2, off as u32), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
-use crate::device::debug_exit;
+use crate::device::{acpi_pm, debug_exit};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
@@ -63,6 +63,23 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         .ending(DomainEnd::Exited {
             status,
             reason: format!("wrote {status} to isa-debug-exit (port {:#x})", info.port),
+        });
+    }
+    if !info.input
+        && !info.string
+        && acpi_pm::sleep_request(info.port, info.size, guest.gpr(0) as u32)
+            == Some(acpi_pm::SOFT_OFF_TYPE)
+    {
+        return decide!(
+            Action::Emulate,
+            "OUT to port {:#x} (ACPI PM1 control): SLP_EN with SLP_TYP {}, the DSDT's \\_S5: the kernel switches its machine off (soft off, ACPI 6.4, 16.1.4); here that machine is the domain, which ends with status 0",
+            info.port,
+            acpi_pm::SOFT_OFF_TYPE
+        )
+        .describe("ACPI soft off (S5)")
+        .ending(DomainEnd::Exited {
+            status: 0,
+            reason: "ACPI soft off (S5): SLP_EN in PM1 control".into(),
         });
     }
     if info.string {
@@ -948,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn the_acpi_pm_timer_reads_the_tsc_and_a_sleep_request_is_ignored_in_words() {
+    fn the_acpi_pm_timer_reads_the_tsc_and_a_sleep_request_is_ignored_but_soft_off() {
         let mut test = Test::long_mode();
         // `in eax, dx` one second after the TSC's 0: 3,579,545 counts.
         test.machine.now.set(testing::TSC_HZ);
@@ -967,9 +984,26 @@ mod tests {
         assert!(run.decision.end.is_none());
         assert_eq!(
             run.emulate().what,
-            "OUT 0x3400 to port 0x604 (ACPI PM1 control): PM1 control = 0x1401: SCI_EN stays 1 (no SMI_CMD: always in ACPI mode); SLP_EN with SLP_TYP 5: a sleep request, ignored (the DSDT defines no sleep state \\_Sx): the domain runs on"
+            "OUT 0x3400 to port 0x604 (ACPI PM1 control): PM1 control = 0x1401: SCI_EN stays 1 (no SMI_CMD: always in ACPI mode); SLP_EN with SLP_TYP 5: a sleep request, ignored (the DSDT defines only \\_S5, SLP_TYP 0): the domain runs on"
         );
         assert_eq!(test.domain.devices.acpi_pm.control(), 0x1401);
+        // SLP_EN with SLP_TYP 0, the DSDT's \_S5, as Linux's `poweroff` writes it: the
+        // machine switches off, and the domain ends with status 0.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0x2000);
+        let decision = test.decide(test.exit(ExitReason::Ioio {
+            info: port(0x604, false, 2),
+            next_rip: ENTRY + 2,
+        }));
+        assert_eq!(
+            testing::exited(&decision),
+            (0, "ACPI soft off (S5): SLP_EN in PM1 control")
+        );
+        assert!(
+            decision.why.contains("the DSDT's \\_S5"),
+            "{}",
+            decision.why
+        );
     }
 
     /// The test's domain, d1, on a machine whose disk controller belongs to d2.

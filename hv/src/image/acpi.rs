@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! RSDP (rev 2) ──► RSDT (32-bit pointers) ──┬──► FADT ──┬──► FACS
-//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (no AML)
+//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (\_S5)
 //!                                           └──► MADT
 //! ```
 //!
@@ -19,9 +19,10 @@
 //! - **MADT** (5.2.12): the local APIC and the IO-APIC at their addresses with their IDs, and
 //!   how ISA IRQs differ from IO-APIC pins (interrupt source overrides): the PIT's IRQ 0 on
 //!   pin 2, the SCI (IRQ 9) level-triggered.
-//! - **DSDT** (5.2.11.1): a header and no AML: no device in the namespace, no sleep state.
+//! - **DSDT** (5.2.11.1): one AML object, `\_S5`: the sleep type that switches the machine off
+//!   (`device/acpi_pm.rs`); no device in the namespace, no other sleep state.
 //! - **FACS** (5.2.10): the firmware's side of waking and the global lock; nothing in it is
-//!   used here (no sleep states, no firmware to share the lock with).
+//!   used here (no state to wake from, no firmware to share the lock with).
 //!
 //! Every value the devices also know comes from their modules (the APICs' addresses and
 //! IDs, the PIT's pin, the PM ports, the CMOS century index), so that the tables cannot say
@@ -38,6 +39,7 @@ use super::ImageError;
 use super::multiboot::BIOS_ROM;
 use crate::device::{acpi_pm, ioapic, lapic, pit, rtc};
 use crate::domain::GuestMemory;
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// Where the tables go: the first page of the F segment.
@@ -174,7 +176,7 @@ pub fn write_tables(memory: &mut dyn GuestMemory) -> Result<Tables, ImageError> 
         .map_err(|_| no_room(TABLES))?;
     let mut area = Area { next: TABLES };
     // Each table is written after those it points to, so that their addresses are known.
-    let dsdt = area.put(memory, &table(b"DSDT", 2, &[]), 16)?;
+    let dsdt = area.put(memory, &table(b"DSDT", 2, &dsdt_aml()), 16)?;
     // "64-byte aligned" (5.2.10).
     let facs = area.put(memory, &facs(), 64)?;
     let fadt = area.put(memory, &fadt(facs, dsdt), 16)?;
@@ -252,6 +254,31 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(body);
     bytes[9] = checksum(&bytes);
     bytes
+}
+
+/// The DSDT's AML: one object, `Name (_S5, Package (4) { T, T, 0, 0 })` with T =
+/// [`acpi_pm::SOFT_OFF_TYPE`], the sleep state S5 (soft off) and the SLP_TYP values the OS
+/// writes to PM1a and PM1b control to enter it (ACPI 6.4, 7.4.2 "\_Sx (System States)").
+/// Nothing else: no device in the namespace, no other sleep state. In AML's bytes (ACPI
+/// 6.4, 20.2 "AML Grammar Definition"): NameOp, the name, PackageOp, the package's length
+/// (its own byte, the count and the elements), the count, and each element as a
+/// BytePrefix with its byte.
+fn dsdt_aml() -> Vec<u8> {
+    const NAME_OP: u8 = 0x08;
+    const PACKAGE_OP: u8 = 0x12;
+    const BYTE_PREFIX: u8 = 0x0a;
+    let sleep_type = acpi_pm::SOFT_OFF_TYPE as u8;
+    let elements = [sleep_type, sleep_type, 0, 0];
+    let mut aml = vec![NAME_OP];
+    aml.extend_from_slice(b"_S5_");
+    aml.push(PACKAGE_OP);
+    // One PkgLength byte (a length below 64), the element count, two bytes an element.
+    aml.push((1 + 1 + 2 * elements.len()) as u8);
+    aml.push(elements.len() as u8);
+    for element in elements {
+        aml.extend_from_slice(&[BYTE_PREFIX, element]);
+    }
+    aml
 }
 
 /// The Root System Description Pointer, revision 2 (5.2.5.3).
@@ -565,7 +592,16 @@ mod tests {
         assert_eq!(u32_at(&fadt, fadt::DSDT) as u64, tables.dsdt);
         assert_eq!(u64_at(&fadt, fadt::X_DSDT), tables.dsdt);
         let dsdt = read_table(&memory, tables.dsdt, b"DSDT");
-        assert_eq!(dsdt.len(), HEADER_LENGTH, "no AML");
+        // Name (_S5, Package (4) { 0, 0, 0, 0 }): QEMU's PIIX4 switches off on SLP_TYP 0.
+        assert_eq!(
+            dsdt[HEADER_LENGTH..],
+            [
+                0x08, b'_', b'S', b'5', b'_', // NameOp, the name
+                0x12, 10, 4, // PackageOp, PkgLength (itself included), 4 elements
+                0x0a, 0, 0x0a, 0, 0x0a, 0, 0x0a, 0, // BytePrefix 0, four times
+            ]
+        );
+        assert_eq!(acpi_pm::SOFT_OFF_TYPE, 0);
         assert_eq!(u32_at(&fadt, fadt::FIRMWARE_CTRL) as u64, tables.facs);
         assert_eq!(
             u64_at(&fadt, fadt::X_FIRMWARE_CTRL),
