@@ -89,6 +89,64 @@ pub fn exception(
     }
 }
 
+/// DR6.BS: the #DB was a single step (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register";
+/// Intel SDM vol. 3B, 17.2.3).
+const DR6_SINGLE_STEP: u64 = 1 << 14;
+
+/// After an instruction the hypervisor completed in the CPU's place (CPUID, IN or OUT, an
+/// MSR, a device register, a hypercall: the decision moved RIP on, delivers nothing and
+/// ends nothing), a CPU with RFLAGS.TF set when the instruction began raises #DB as a trap,
+/// DR6.BS set, RIP at the next instruction (Intel SDM vol. 3B, 17.3.1.4 "Single-Step
+/// Exception Condition"; AMD APM vol. 2, chapter 13, "Single Stepping"). The CPU
+/// never ran the instruction, so it raises nothing: the hypervisor does, as Xen's
+/// `__update_guest_eip` and KVM's `kvm_skip_emulated_instruction` do. Else a guest stepping
+/// through its code sees the step after such an instruction land one instruction late.
+/// (A string instruction left part-done, RIP still at it, and a HLT are not complete: no
+/// trap yet. gdb's own steps take their TF out before any decision, `gdb/mod.rs`.)
+pub fn single_step(guest: &Guest, decision: Decision) -> Decision {
+    let save = &guest.vcpu.vmcb.save;
+    let stepping = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+    let completed = decision.action == Action::Emulate
+        && decision.delivery.is_none()
+        && decision.returning.is_none()
+        && decision.end.is_none()
+        && decision
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Rip(next) if *next != save.rip))
+        && !decision
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::HaltUntilInterrupt | Effect::Block(_)));
+    if !stepping || !completed {
+        return decision;
+    }
+    let mut first = decision.effects;
+    first.push(Effect::DebugRegister(6, save.dr6 | DR6_SINGLE_STEP));
+    let trap = exception(
+        guest,
+        first,
+        1,
+        0,
+        true,
+        format_args!(
+            "RFLAGS.TF was set when the instruction began: the CPU would raise #DB (DR6.BS) after it, so the hypervisor does"
+        ),
+        decision.at,
+    );
+    Decision {
+        action: match trap.end {
+            Some(_) => trap.action,
+            None => decision.action,
+        },
+        why: format!("{}; {}", decision.why, trap.why).into(),
+        effects: trap.effects,
+        delivery: trap.delivery,
+        end: trap.end,
+        ..decision
+    }
+}
+
 /// How a reflected exception will arrive: which IDT gate, which handler.
 fn reflect_how(guest: &Guest, vector: u8) -> String {
     let mnemonic = x86::exception(vector).mnemonic;
@@ -554,6 +612,49 @@ mod tests {
             testing::killed(&decision),
             "cannot write a bounce frame at 0x40000058"
         );
+    }
+
+    #[test]
+    fn an_emulated_instruction_with_tf_set_is_followed_by_the_single_step_trap() {
+        // CPUID at ENTRY with TF set: answered, RIP past it, and #DB reflected as a trap
+        // with DR6.BS, from the one decision (exit::handle).
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        test.gate(1, HANDLER);
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+        let run = test.run(test.exit(ExitReason::Cpuid));
+        assert_eq!(run.decision.action, Action::Emulate);
+        assert!(
+            run.decision.why.contains("RFLAGS.TF was set"),
+            "{}",
+            run.decision.why
+        );
+        let (event, handler, synthetic) = testing::injected(&run.decision);
+        assert_eq!(
+            (event, handler, synthetic),
+            (Event::exception(1, 0), Some(HANDLER), true)
+        );
+        assert_eq!(
+            test.rip(),
+            ENTRY + 2,
+            "a trap: the frame's RIP is the next instruction"
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_4ff0, "DR6.BS");
+        // Bounced the same way, to a trap-table handler, the frame's RIP the next one.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        test.trap_table(&[trap(1, HANDLER)]);
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        let decision = test.decide(test.exit(ExitReason::Cpuid));
+        assert_eq!(testing::bounced(&decision).words[0], ENTRY + 2);
+        // Without TF, or for an exit that completes no instruction (the hypervisor's own
+        // timer), nothing is added.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        assert!(test.decide(test.exit(ExitReason::Cpuid)).delivery.is_none());
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        assert!(test.decide(test.exit(ExitReason::Intr)).delivery.is_none());
     }
 
     #[test]

@@ -93,13 +93,19 @@ pub fn high_byte(register: iced_x86::Register) -> Option<u8> {
 /// scaled index and displacement at the address size, wrapping at 4 GiB outside 64-bit
 /// mode. (A RIP-relative operand iced has already resolved against the RIP it decoded
 /// at, the guest's.) Segment limits are not checked. `None` when it names a register the
-/// hypervisor does not read.
+/// hypervisor does not read, or when the instruction has no memory operand.
 pub fn memory_address(instruction: &Instruction, domain: &crate::domain::Domain) -> Option<u64> {
     let vmcb = &domain.vcpu.vmcb;
+    // The operand that is memory: the first in `op [m], r`, the second in `op r, [m]`
+    // (iced computes an address for the operand it is given, and 0 for a register).
+    let operand = (0..instruction.op_count())
+        .find(|&number| instruction.op_kind(number) == iced_x86::OpKind::Memory)?;
     let address =
-        instruction.virtual_address(0, 0, |register, _, _| match segment_number(register) {
-            Some(segment) => Some(vmcb.segment_base(segment)),
-            None => gpr(register).map(|(number, _)| domain.gpr(number)),
+        instruction.virtual_address(operand, 0, |register, _, _| {
+            match segment_number(register) {
+                Some(segment) => Some(vmcb.segment_base(segment)),
+                None => gpr(register).map(|(number, _)| domain.gpr(number)),
+            }
         })?;
     Some(address & vmcb.linear_address_mask())
 }

@@ -60,6 +60,51 @@ fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
 /// operand is done on the operand that holds the bit: BTS of bit 73 from 8 bytes before
 /// SCRATCH is bit 9 of SCRATCH, BTC of bit 17 of the word at SCRATCH is bit 1 two bytes on.
 #[test]
+fn a_single_step_over_an_instruction_the_hypervisor_completes_traps_right_after_it() {
+    // RFLAGS.TF over an intercepted CPUID and IN: the hypervisor answers each, and raises
+    // the #DB (DR6.BS) a CPU raises after it, with RIP at the next instruction. The guest
+    // checks where each #DB came and says so.
+    let run = run(&["single-step"]);
+    let lines = console(&run.events, 1);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for (line, what) in lines.iter().zip(["CPUID", "IN"]) {
+        assert!(
+            line.starts_with(&format!("{what}: #DB at "))
+                && line.ends_with("DR6.BS 1: right after it, as on a CPU"),
+            "{line}"
+        );
+    }
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+    // In the trace: the emulation and the #DB in one decision, the #DB synthetic (the CPU
+    // never ran the instruction, so the hypervisor raises it).
+    let stepped: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Decide(decide) if decide.why.contains("RFLAGS.TF was set") => {
+                Some(decide.why.as_ref())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stepped.len(), 2, "{stepped:#?}");
+    assert!(
+        stepped[0].starts_with("CPUID is intercepted"),
+        "{}",
+        stepped[0]
+    );
+    let injected: Vec<bool> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Inject(inject) if inject.vector == 1 => Some(inject.synthetic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(injected, [true, true]);
+}
+
+#[test]
 fn every_mmio_form_the_hypervisor_emulates_does_what_the_cpu_does_on_ram() {
     let run = run(&["mmio-forms"]);
     let lines = console(&run.events, 1);

@@ -2,7 +2,10 @@
 //!
 //! Every handler is a function from the [`Exit`] and a read-only [`Guest`] to a
 //! [`Decision`] (emulate, reflect, bounce, forward or kill; one line of why; where in this
-//! source tree; the effects). It changes nothing: `apply.rs` does.
+//! source tree; the effects). It changes nothing: `apply.rs` does. One rule holds for every
+//! handler and is applied after it, in [`handle`]: an instruction the hypervisor completes
+//! in the CPU's place while RFLAGS.TF is set is followed by the single-step #DB a CPU raises
+//! after it (`delivery::single_step`).
 //!
 //! | exit reason                 | handler                 | what the hypervisor decides                  |
 //! |-----------------------------|-------------------------|----------------------------------------------|
@@ -58,6 +61,7 @@ mod xsetbv;
 
 use crate::decide;
 use crate::decision::Decision;
+use crate::delivery;
 use crate::domain::{Domain, Guest};
 use crate::instruction;
 use traplab_abi::event::{Action, InstructionBytes};
@@ -108,8 +112,15 @@ impl Exit {
     }
 }
 
-/// Decide what to do with `exit`.
+/// Decide what to do with `exit`: its handler's decision, and after an instruction the
+/// hypervisor completed in the CPU's place, the single-step trap a CPU would raise after it
+/// (`delivery::single_step`).
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    delivery::single_step(guest, handler_decision(exit, guest))
+}
+
+/// The decision of the handler that takes `exit`.
+fn handler_decision(exit: &Exit, guest: &Guest) -> Decision {
     use ExitReason::*;
     match exit.reason {
         Exception {

@@ -12,7 +12,9 @@ use crate::decide;
 use crate::decision::{Decision, Effect, MmioAccess};
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
+use crate::instruction;
 use alloc::format;
+use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
 use traplab_abi::x86::GPR_NAMES;
 
@@ -23,6 +25,29 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let device = guest.devices.mmio_name(gpa);
     if let Some(decision) = super::string::handle(guest, &instruction, gpa, device) {
         return decision;
+    }
+    // An operand that straddles a page boundary: the CPU does the bytes on each page where
+    // that page is (the exit names only the page that faulted). The hypervisor does not
+    // split an access between a device and what lies beside it. (A bit test numbered by a
+    // register accesses another operand than the one it names: `emulate::bit_access`.)
+    let width = instruction.memory_size().size() as u64;
+    let bit_test_by_register = instruction.op1_kind() == OpKind::Register
+        && matches!(
+            instruction.mnemonic(),
+            Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+        );
+    if let Some(linear) = instruction::memory_address(&instruction, guest)
+        && !bit_test_by_register
+        && (linear & 0xfff) + width > 0x1000
+    {
+        return decide!(
+            Action::Kill,
+            "a {width}-byte access at {linear:#x} crosses a page boundary, and one of its pages is guest-physical {gpa:#x} ({device}): the CPU would do the bytes on each page where that page is; the hypervisor does not split an access between a device and what lies beside it"
+        )
+        .killing(format!(
+            "an MMIO access across a page boundary at {:#x}",
+            guest.vcpu.vmcb.save.rip
+        ));
     }
     let access =
         emulate::memory_access(guest, &instruction, gpa).filter(|_| emulate::plain(&instruction));
@@ -131,6 +156,28 @@ mod tests {
 
     const ID: u64 = BASE;
     const DOORBELL: u64 = BASE + 0x18;
+
+    #[test]
+    fn an_access_across_the_device_s_first_page_boundary_ends_the_domain() {
+        // `mov ecx, [rax]` with RAX 2 bytes below the window: 2 bytes of empty bus, then 2
+        // of the ID register. Whichever page the exit names, the 4-byte access is refused,
+        // not done wholly on one side.
+        for gpa in [BASE - 0x1000, BASE] {
+            let mut test = Test::long_mode();
+            test.set_gpr(0, BASE - 2);
+            let run = test.mmio(&[0x8b, 0x08], gpa);
+            assert_eq!(run.decision.action, Action::Kill, "{}", run.decision.why);
+            assert!(
+                run.decision.why.starts_with(&format!(
+                    "a 4-byte access at {:#x} crosses a page boundary",
+                    BASE - 2
+                )),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(test.gpr(1), 0, "nothing read");
+        }
+    }
 
     #[test]
     fn mov_eax_from_the_id_register_reads_0x70617274_into_eax() {

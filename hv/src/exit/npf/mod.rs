@@ -12,7 +12,7 @@
 //! | pc-testdev's memory window (setting `pc-testdev`) | `mmio.rs`     | emulates the device access |
 //! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
-//! | anything else: an instruction fetch or a page-table walk outside RAM, RAM left unmapped | here | ends the domain |
+//! | anything else: an instruction fetch or a page-table walk outside RAM (on a device too), RAM left unmapped | here | ends the domain |
 //!
 //! A fetch or a page-table walk from an empty bus would read all ones as well: the CPU would
 //! then decode `ff ff` (#UD) or find reserved bits in a page-table entry (#PF). The
@@ -34,7 +34,7 @@ use traplab_abi::svm::NpfInfo;
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     let size = guest.memory.size();
     let data_access = !info.fetch && !info.guest_page_walk;
-    if guest.devices.claims(gpa) || (gpa >= size && data_access) {
+    if data_access && (guest.devices.claims(gpa) || gpa >= size) {
         return mmio::handle(exit, guest, gpa);
     }
     if gpa < size && !info.present && guest.memory.lazy() {
@@ -52,6 +52,18 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     } else {
         ""
     };
+    if guest.devices.claims(gpa) {
+        // The instruction's own access would be emulated (`mmio.rs`); this one is the CPU's
+        // fetch or walk, which would go through the device model.
+        let device = guest.devices.mmio_name(gpa);
+        return decide!(
+            Action::Kill,
+            "{access} of guest-physical {gpa:#x}{during}: the {device}'s registers, not memory: the hypervisor emulates a device access an instruction makes, not a fetch or a page-table walk through a device"
+        )
+        .killing(format!(
+            "{access} of guest-physical {gpa:#x}{during}: the {device}"
+        ));
+    }
     decide!(
         Action::Kill,
         "{access} of guest-physical {gpa:#x}{during}: outside the {} MiB the guest owns, and no device is there",
@@ -143,5 +155,29 @@ mod tests {
             "{}",
             populate.at
         );
+    }
+
+    #[test]
+    fn a_page_table_walk_or_a_fetch_on_a_device_ends_the_domain_instead_of_emulating() {
+        // A page table the guest put on the lab device's window: the fault is the CPU's walk
+        // (EXITINFO1 bit 33), not the MOV's own read, which must not be done there.
+        let mut test = Test::long_mode();
+        test.code(&[0x8b, 0x08]); // mov ecx, [rax]
+        for (info, what) in [
+            (
+                1 << 33,
+                "read of guest-physical 0xfeb00000 while walking its page tables",
+            ),
+            (1 << 4, "instruction fetch of guest-physical 0xfeb00000"),
+        ] {
+            let decision = npf(&test, lab_device::BASE, info);
+            assert_eq!(decision.action, Action::Kill);
+            assert!(decision.why.starts_with(what), "{}", decision.why);
+            assert!(
+                decision
+                    .why
+                    .contains("not a fetch or a page-table walk through a device")
+            );
+        }
     }
 }
