@@ -597,11 +597,14 @@ pub fn merge(old: u64, value: u64, width: u8) -> u64 {
     }
 }
 
-/// Does this instruction just move RIP forward when done (no branch, no string repeat)?
+/// Does this instruction just move RIP forward when done (no branch)? A REP or REPNE prefix
+/// on an instruction that is not a string instruction changes nothing: the CPU ignores it
+/// (on a MOV or a locked operation F2/F3 are the XACQUIRE/XRELEASE hints, which a CPU
+/// without HLE, as QEMU's qemu64, ignores too; Intel SDM vol. 2A, 2.1.1). String
+/// instructions, where REP repeats, are not plain: `exit/npf/string.rs` takes them.
 pub fn plain(instruction: &Instruction) -> bool {
-    !instruction.has_rep_prefix()
-        && !instruction.has_repne_prefix()
-        && instruction.flow_control() == iced_x86::FlowControl::Next
+    instruction.flow_control() == iced_x86::FlowControl::Next
+        && !instruction.is_string_instruction()
 }
 
 #[cfg(test)]

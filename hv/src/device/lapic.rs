@@ -12,7 +12,7 @@
 //! | 0xd0, 0xe0 | LDR, DFR | kept (logical destinations matter only with other CPUs) |
 //! | 0xf0 | spurious-interrupt vector | bit 8 enables the APIC in software; cleared, every LVT is masked and stays so |
 //! | 0x100–0x270 | ISR, TMR, IRR | 256 bits each: in service, level-triggered (none here), requested |
-//! | 0x280 | ESR | errors (an illegal vector), each also an interrupt at the LVT error entry's vector unless it is masked; a write latches them for reading |
+//! | 0x280 | ESR | errors (an illegal vector sent or received, an access to a reserved offset), each also an interrupt at the LVT error entry's vector unless it is masked; a write latches them for reading |
 //! | 0x300, 0x310 | ICR | an IPI: a fixed or lowest-priority interrupt that names this CPU (shorthand "self" or "all", its own ID, the broadcast ID 0xff, or a logical destination its LDR matches) is requested in its IRR; an NMI to itself is delivered as an NMI (vector 2) once no NMI handler runs; there is no other CPU to send to |
 //! | 0x320–0x370 | LVT timer, thermal, performance, LINT0, LINT1, error | kept, reserved and read-only bits as the APIC keeps them; only the timer and the error entry have a source |
 //! | 0x380, 0x390, 0x3e0 | timer initial count, current count, divide configuration | the timer |
@@ -78,8 +78,13 @@ pub const BUS_HZ: u64 = 1_000_000_000;
 const MASKED: u32 = 1 << 16;
 /// The SVR's APIC software enable bit.
 const SOFTWARE_ENABLE: u32 = 1 << 8;
-/// ESR bit 6: an interrupt with an illegal vector (0–15) was sent or received.
-const ILLEGAL_VECTOR: u32 = 1 << 6;
+/// ESR bits (Intel SDM vol. 3A, 11.5.3 "Error Handling"; AMD APM vol. 2, 16.4.6): this
+/// APIC sent an interrupt message with an illegal vector (0–15), from an ICR write ...
+const SEND_ILLEGAL_VECTOR: u32 = 1 << 5;
+/// ... it received one (a self-IPI's, or a local source's) ...
+const RECEIVE_ILLEGAL_VECTOR: u32 = 1 << 6;
+/// ... or software read or wrote an offset where no register is.
+const ILLEGAL_REGISTER_ADDRESS: u32 = 1 << 7;
 
 /// Where the error's entry is among the LVT entries.
 const LVT_ERROR_INDEX: usize = 5;
@@ -241,14 +246,19 @@ impl LocalApic {
     /// entry whose own vector is illegal only adds to the errors: no interrupt comes.
     pub fn request(&mut self, vector: u8) {
         if vector < 16 {
-            self.errors |= ILLEGAL_VECTOR;
-            let error = self.lvt[LVT_ERROR_INDEX];
-            if error & MASKED == 0 && error as u8 >= 16 {
-                self.requested.insert(error as u8);
-            }
-            return;
+            return self.error(RECEIVE_ILLEGAL_VECTOR);
         }
         self.requested.insert(vector);
+    }
+
+    /// An error: its ESR bit, and the error interrupt at the LVT error entry's vector unless
+    /// that entry is masked (SDM 11.5.3).
+    fn error(&mut self, bit: u32) {
+        self.errors |= bit;
+        let error = self.lvt[LVT_ERROR_INDEX];
+        if error & MASKED == 0 && error as u8 >= 16 {
+            self.requested.insert(error as u8);
+        }
     }
 
     /// The interrupt the APIC presents to the CPU now, if any: the highest requested
@@ -388,7 +398,7 @@ impl LocalApic {
     }
 
     /// A 32-bit read of the register at `offset`: its value and the register's name.
-    pub fn read(&self, offset: u64, now: u64, tsc_hz: u64) -> (u32, &'static str) {
+    pub fn read(&mut self, offset: u64, now: u64, tsc_hz: u64) -> (u32, &'static str) {
         let index = ((offset >> 4) & 7) as usize;
         match offset & !0xf {
             // The ID is in bits 31:24 (Intel SDM vol. 3A, 11.4.6).
@@ -415,7 +425,13 @@ impl LocalApic {
             reg::TIMER_DIVIDE => (self.divide, "timer divide configuration"),
             // EOI and the reserved offsets read 0.
             reg::EOI => (0, "EOI (write-only)"),
-            _ => (0, "a reserved offset"),
+            _ => {
+                self.error(ILLEGAL_REGISTER_ADDRESS);
+                (
+                    0,
+                    "a reserved offset (an error: ESR's illegal register address)",
+                )
+            }
         }
     }
 
@@ -526,7 +542,12 @@ impl LocalApic {
                 )
             }
             0x100..=0x270 => "a write to ISR, TMR or IRR, which are read-only: ignored".into(),
-            _ => format!("a write to a reserved offset {offset:#x}: ignored"),
+            _ => {
+                self.error(ILLEGAL_REGISTER_ADDRESS);
+                format!(
+                    "a write to a reserved offset {offset:#x}: ignored, an error (ESR's illegal register address)"
+                )
+            }
         }
     }
 
@@ -551,6 +572,11 @@ impl LocalApic {
             3 => false,
             _ => self.addressed(low & (1 << 11) != 0, destination),
         };
+        // A fixed or lowest-priority message with a vector below 16 is an error of the
+        // sender's, wherever it goes (and of the receiver's too, when that is this APIC).
+        if matches!(delivery_mode, 0 | 1) && vector < 16 {
+            self.error(SEND_ILLEGAL_VECTOR);
+        }
         match (delivery_mode, to_self) {
             // Fixed, or lowest priority: with one CPU, the lowest-priority one is this one.
             // (The SDM calls lowest priority with shorthand "self" or "all" invalid; QEMU's
@@ -591,7 +617,7 @@ mod tests {
 
     #[test]
     fn after_reset_the_apic_is_disabled_and_every_lvt_masked() {
-        let apic = LocalApic::default();
+        let mut apic = LocalApic::default();
         assert_eq!(apic.read(reg::VERSION, 0, TSC_HZ), (0x50014, "version"));
         assert_eq!(apic.read(reg::SVR, 0, TSC_HZ).0, 0xff);
         assert_eq!(apic.read(reg::DFR, 0, TSC_HZ).0, 0xffff_ffff);
@@ -857,7 +883,11 @@ mod tests {
         );
         apic.write(reg::ICR_LOW, 0x4_0005, 0, TSC_HZ);
         apic.write(reg::ESR, 0, 0, TSC_HZ);
-        assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_VECTOR);
+        assert_eq!(
+            apic.read(reg::ESR, 0, TSC_HZ).0,
+            SEND_ILLEGAL_VECTOR | RECEIVE_ILLEGAL_VECTOR,
+            "sent and received"
+        );
         assert!(
             !apic.requested.contains(0xfe),
             "the LVT error entry is masked: no error interrupt"
@@ -873,6 +903,22 @@ mod tests {
                 .contains("there are none")
         );
         assert!(!apic.requested.contains(0x50));
+        // An illegal vector sent to the others only: the sender's error alone.
+        apic.write(reg::ESR, 0, 0, TSC_HZ);
+        apic.write(reg::ICR_LOW, 0xc_0005, 0, TSC_HZ);
+        apic.write(reg::ESR, 0, 0, TSC_HZ);
+        assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, SEND_ILLEGAL_VECTOR);
+    }
+
+    #[test]
+    fn a_reserved_offset_reads_0_and_is_an_illegal_register_address() {
+        let mut apic = enabled();
+        assert_eq!(apic.read(0x040, 0, TSC_HZ).0, 0);
+        apic.write(reg::ESR, 0, 0, TSC_HZ);
+        assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_REGISTER_ADDRESS);
+        apic.write(0x3f0, 1, 0, TSC_HZ);
+        apic.write(reg::ESR, 0, 0, TSC_HZ);
+        assert_eq!(apic.read(reg::ESR, 0, TSC_HZ).0, ILLEGAL_REGISTER_ADDRESS);
     }
 
     #[test]

@@ -54,6 +54,9 @@ const UPDATE_CYCLE_NS: u32 = 1_984_000;
 
 /// Status B bits.
 const SET: u8 = 1 << 7;
+/// The update-ended interrupt's enable, which SET clears (MC146818 datasheet, register B:
+/// "UIE is cleared to 0 when SET is written to 1").
+const UPDATE_INTERRUPT_ENABLE: u8 = 1 << 4;
 const BINARY: u8 = 1 << 2;
 const HOURS_24: u8 = 1 << 1;
 
@@ -147,7 +150,10 @@ impl Rtc {
                     }
                     _ => {}
                 }
-                self.status_b = value;
+                self.status_b = match value & SET {
+                    0 => value,
+                    _ => value & !UPDATE_INTERRUPT_ENABLE,
+                };
                 return;
             }
             // The day of the week follows from the date; A, C and D are read-only here.
@@ -428,6 +434,15 @@ mod tests {
         write(&mut rtc, MONTH, 0x02, NOW); // February 31, for now
         write(&mut rtc, MONTH, 0x03, NOW);
         write(&mut rtc, YEAR, 0x27, NOW);
+        // SET clears UIE, whatever the same write asks for.
+        write(
+            &mut rtc,
+            STATUS_B,
+            SET | UPDATE_INTERRUPT_ENABLE | HOURS_24,
+            NOW,
+        );
+        rtc.select(STATUS_B);
+        assert_eq!(rtc.read(NOW), SET | HOURS_24);
         // Stopped: ten seconds later it still reads what was written.
         rtc.select(SECONDS);
         assert_eq!(rtc.read(at(SINCE_1970 + 10)), 0x00);

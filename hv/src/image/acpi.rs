@@ -638,7 +638,7 @@ mod tests {
         assert_eq!(entries, expected);
         // And what the devices say of themselves: the local APIC's ID register, the
         // IO-APIC's ID register, the pin the PIT's ticks arrive at.
-        let apic = lapic::LocalApic::default();
+        let mut apic = lapic::LocalApic::default();
         assert_eq!(apic.read(0x20, 0, 1).0 >> 24, entries[0][3] as u32);
         let mut io = ioapic::IoApic::default();
         io.write(ioapic::REGISTER_SELECT, 0);

@@ -158,6 +158,25 @@ mod tests {
     const DOORBELL: u64 = BASE + 0x18;
 
     #[test]
+    fn a_rep_prefix_on_a_mov_or_an_add_is_ignored_as_the_cpu_ignores_it() {
+        // `rep mov [rax], ecx` and `repne add [rax], ecx` to SCRATCH: the prefix means
+        // nothing on them (XRELEASE/XACQUIRE hints without HLE).
+        let scratch = BASE + 0x08;
+        let mut test = Test::long_mode();
+        test.set_gpr(0, scratch);
+        test.set_gpr(1, 40);
+        let run = test.mmio(&[0xf3, 0x89, 0x08], scratch);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.rip(), ENTRY + 3);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(1, 2);
+        test.mmio(&[0xf2, 0x01, 0x08], scratch);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.mmio(&[0x8b, 0x10], scratch); // mov edx, [rax]
+        assert_eq!(test.gpr(2), 42);
+    }
+
+    #[test]
     fn an_access_across_the_device_s_first_page_boundary_ends_the_domain() {
         // `mov ecx, [rax]` with RAX 2 bytes below the window: 2 bytes of empty bus, then 2
         // of the ID register. Whichever page the exit names, the 4-byte access is refused,
