@@ -15,6 +15,9 @@
 //!   a kernel, SeaBIOS as [`MTRRS`] lists; a vCPU out of reset has them all off, and Linux
 //!   then says "CPU MTRRs all blank - virtualized system" and skips setting up PAT.
 //!
+//! The ACPI tables (`acpi.rs`) and the SMBIOS tables (`smbios.rs`) are firmware's too, each
+//! in a file of its own.
+//!
 //! The interrupt vector table stays zero: traplab offers no BIOS services, and a kernel that
 //! calls one in real mode (Xen without `no-real-mode`) jumps to address 0.
 

@@ -263,6 +263,7 @@ pub fn load(
     put(memory, GDT, &gdt)?;
     super::firmware::write_bios_data_area(memory)?;
     super::acpi::write_tables(memory)?;
+    super::smbios::write_tables(memory)?;
     Ok(Loaded {
         entry: kernel.code32_start,
         zero_page: ZERO_PAGE as u32,

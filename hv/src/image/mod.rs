@@ -10,6 +10,7 @@ pub mod acpi;
 pub mod firmware;
 pub mod linux;
 pub mod multiboot;
+pub mod smbios;
 
 use alloc::format;
 use alloc::string::String;

@@ -343,6 +343,7 @@ pub fn load(
 
     super::firmware::write_bios_data_area(memory)?;
     let acpi = super::acpi::write_tables(memory)?;
+    super::smbios::write_tables(memory)?;
     let info_at = boot_data.reserve(info::SIZE as u64)?;
     let mut flags = info_flags::MEMORY | info_flags::COMMAND_LINE | info_flags::BOOT_LOADER_NAME;
     let mut fields = alloc::vec![
