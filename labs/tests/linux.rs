@@ -228,6 +228,10 @@ fn linux_on_the_apic_platform_takes_its_timer_through_the_io_apic_and_the_local_
         "ACPI: PM-Timer IO Port: 0x608",
         "IOAPIC[0]: apic_id 0, version 32, address 0xfec00000, GSI 0-23",
         "..TIMER: vector=0x30 apic1=0 pin1=2 apic2=-1 pin2=-1",
+        // The DSDT's \_SB.PCI0: Linux scans bus 0 and finds the host bridge.
+        "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
+        "pci_bus 0000:00: root bus resource [io  0x0000-0x0cf7 window]",
+        "pci 0000:00:00.0: [8086:1237] type 00 class 0x060000",
         MARKER,
     ] {
         assert!(

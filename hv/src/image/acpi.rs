@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! RSDP (rev 2) ──► RSDT (32-bit pointers) ──┬──► FADT ──┬──► FACS
-//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (\_S5)
+//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (\_S5, \_SB.PCI0)
 //!                                           └──► MADT
 //! ```
 //!
@@ -19,8 +19,9 @@
 //! - **MADT** (5.2.12): the local APIC and the IO-APIC at their addresses with their IDs, and
 //!   how ISA IRQs differ from IO-APIC pins (interrupt source overrides): the PIT's IRQ 0 on
 //!   pin 2, the SCI (IRQ 9) level-triggered.
-//! - **DSDT** (5.2.11.1): one AML object, `\_S5`: the sleep type that switches the machine off
-//!   (`device/acpi_pm.rs`); no device in the namespace, no other sleep state.
+//! - **DSDT** (5.2.11.1): two AML objects, `\_S5`, the sleep type that switches the machine
+//!   off (`device/acpi_pm.rs`), and `\_SB.PCI0`, the PCI host bridge (`device/pci.rs`)
+//!   with the resources it decodes; no other device, no other sleep state.
 //! - **FACS** (5.2.10): the firmware's side of waking and the global lock; nothing in it is
 //!   used here (no state to wake from, no firmware to share the lock with).
 //!
@@ -37,9 +38,8 @@
 
 use super::ImageError;
 use super::multiboot::BIOS_ROM;
-use crate::device::{acpi_pm, ioapic, lapic, pit, rtc};
+use crate::device::{acpi_pm, ioapic, lapic, pci, pit, rtc};
 use crate::domain::GuestMemory;
-use alloc::vec;
 use alloc::vec::Vec;
 
 /// Where the tables go: the first page of the F segment.
@@ -176,7 +176,8 @@ pub fn write_tables(memory: &mut dyn GuestMemory) -> Result<Tables, ImageError> 
         .map_err(|_| no_room(TABLES))?;
     let mut area = Area { next: TABLES };
     // Each table is written after those it points to, so that their addresses are known.
-    let dsdt = area.put(memory, &table(b"DSDT", 2, &dsdt_aml()), 16)?;
+    let dsdt = table(b"DSDT", 2, &dsdt_aml(memory.size()));
+    let dsdt = area.put(memory, &dsdt, 16)?;
     // "64-byte aligned" (5.2.10).
     let facs = area.put(memory, &facs(), 64)?;
     let fadt = area.put(memory, &fadt(facs, dsdt), 16)?;
@@ -256,29 +257,161 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT's AML: one object, `Name (_S5, Package (4) { T, T, 0, 0 })` with T =
-/// [`acpi_pm::SOFT_OFF_TYPE`], the sleep state S5 (soft off) and the SLP_TYP values the OS
-/// writes to PM1a and PM1b control to enter it (ACPI 6.4, 7.4.2 "\_Sx (System States)").
-/// Nothing else: no device in the namespace, no other sleep state. In AML's bytes (ACPI
-/// 6.4, 20.2 "AML Grammar Definition"): NameOp, the name, PackageOp, the package's length
-/// (its own byte, the count and the elements), the count, and each element as a
-/// BytePrefix with its byte.
-fn dsdt_aml() -> Vec<u8> {
-    const NAME_OP: u8 = 0x08;
-    const PACKAGE_OP: u8 = 0x12;
-    const BYTE_PREFIX: u8 = 0x0a;
+/// The DSDT's AML (ACPI 6.4, chapter 20 "ACPI Machine Language Specification"): two objects.
+///
+/// - `Name (_S5, Package (4) { T, T, 0, 0 })` with T = [`acpi_pm::SOFT_OFF_TYPE`]: the sleep
+///   state S5 (soft off) and the SLP_TYP values the OS writes to PM1a and PM1b control to
+///   enter it (7.4.2 "\_Sx (System States)").
+/// - `Device (\_SB.PCI0)`: the PCI host bridge (`device/pci.rs`), `_HID` PNP0A03, with the
+///   resources it decodes in `_CRS` (6.2.13): buses 0–255, the configuration ports
+///   0xcf8–0xcff, the other I/O ports, and the memory between the end of RAM (`ram_end`)
+///   and the lab device's window. On an ACPI PC the kernel finds PCI from here: without it
+///   Linux never scans bus 0, and the host bridge's configuration space is not read.
+///
+/// Nothing else: no other device in the namespace (the UART, the RTC, the PIT are where a
+/// PC has them, which Linux knows), no `_PRT` (no PCI device has an interrupt), no other
+/// sleep state.
+fn dsdt_aml(ram_end: u64) -> Vec<u8> {
     let sleep_type = acpi_pm::SOFT_OFF_TYPE as u8;
-    let elements = [sleep_type, sleep_type, 0, 0];
-    let mut aml = vec![NAME_OP];
-    aml.extend_from_slice(b"_S5_");
-    aml.push(PACKAGE_OP);
-    // One PkgLength byte (a length below 64), the element count, two bytes an element.
-    aml.push((1 + 1 + 2 * elements.len()) as u8);
-    aml.push(elements.len() as u8);
-    for element in elements {
-        aml.extend_from_slice(&[BYTE_PREFIX, element]);
+    let sleep_state = aml::name(
+        b"_S5_",
+        &aml::package(&[
+            aml::byte(sleep_type),
+            aml::byte(sleep_type),
+            aml::byte(0),
+            aml::byte(0),
+        ]),
+    );
+    let window_end = traplab_abi::boot::LAB_DEVICE - 1;
+    let resources = [
+        resource::word(resource::BUS_NUMBER, 0, 0xff),
+        resource::io(pci::CONFIG_ADDRESS, 8),
+        resource::word(resource::IO, 0, pci::CONFIG_ADDRESS - 1),
+        resource::word(resource::IO, pci::CONFIG_ADDRESS + 8, 0xffff),
+        resource::memory(ram_end.min(window_end) as u32, window_end as u32),
+        resource::END.to_vec(),
+    ]
+    .concat();
+    let host_bridge = aml::device(
+        b"\\\x2e_SB_PCI0",
+        &[
+            aml::name(b"_HID", &aml::eisa_id(b"PNP0A03")),
+            aml::name(b"_UID", &aml::byte(0)),
+            aml::name(b"_CRS", &aml::buffer(&resources)),
+        ]
+        .concat(),
+    );
+    [sleep_state, host_bridge].concat()
+}
+
+/// AML's terms, as `dsdt_aml` uses them (ACPI 6.4, 20.2 "AML Grammar Definition").
+mod aml {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// PkgLength (20.2.4): the length of what follows, its own bytes included: one byte
+    /// up to 63, else a first byte whose bits 7:6 say one more follows (bits 3:0 the
+    /// length's low four bits) and the second with the next eight.
+    fn with_length(op: &[u8], contents: &[u8]) -> Vec<u8> {
+        let one = contents.len() + 1;
+        let length: Vec<u8> = match one {
+            0..=0x3f => vec![one as u8],
+            _ => {
+                let two = contents.len() + 2;
+                assert!(two < 0x1000, "an AML package of {two} bytes");
+                vec![0x40 | (two & 0xf) as u8, (two >> 4) as u8]
+            }
+        };
+        [op, &length, contents].concat()
     }
-    aml
+
+    /// `Name (name, value)`: NameOp, the name, the value.
+    pub fn name(name: &[u8], value: &[u8]) -> Vec<u8> {
+        [&[0x08], name, value].concat()
+    }
+
+    /// A byte constant: BytePrefix and the byte.
+    pub fn byte(value: u8) -> Vec<u8> {
+        vec![0x0a, value]
+    }
+
+    /// `Package (n) { elements }`: PackageOp, PkgLength, the count, the elements.
+    pub fn package(elements: &[Vec<u8>]) -> Vec<u8> {
+        let mut contents = vec![elements.len() as u8];
+        contents.extend(elements.concat());
+        with_length(&[0x12], &contents)
+    }
+
+    /// `Buffer () { bytes }`: BufferOp, PkgLength, the size (a word constant), the bytes.
+    pub fn buffer(bytes: &[u8]) -> Vec<u8> {
+        let mut contents = vec![0x0b];
+        contents.extend((bytes.len() as u16).to_le_bytes());
+        contents.extend_from_slice(bytes);
+        with_length(&[0x11], &contents)
+    }
+
+    /// `Device (path) { terms }`: ExtOpPrefix DeviceOp, PkgLength, the name, the terms.
+    pub fn device(path: &[u8], terms: &[u8]) -> Vec<u8> {
+        with_length(&[0x5b, 0x82], &[path, terms].concat())
+    }
+
+    /// `EisaId ("ABC1234")`: a DWordConst of the compressed EISA ID (19.6.35): the three
+    /// letters in five bits each ('A' = 1), then the four hex digits, stored big-endian.
+    pub fn eisa_id(id: &[u8; 7]) -> Vec<u8> {
+        let letter = |byte: u8| (byte - b'@') as u32 & 0x1f;
+        let digit = |byte: u8| (byte as char).to_digit(16).unwrap_or(0);
+        let vendor = letter(id[0]) << 10 | letter(id[1]) << 5 | letter(id[2]);
+        let product = id[3..]
+            .iter()
+            .fold(0, |value, &byte| value << 4 | digit(byte));
+        let mut bytes = vec![0x0c];
+        bytes.extend(((vendor << 16) | product).to_be_bytes());
+        bytes
+    }
+}
+
+/// Resource descriptors for `_CRS` (ACPI 6.4, 6.4 "Resource Data Types for ACPI").
+mod resource {
+    use alloc::vec::Vec;
+
+    /// Word Address Space Descriptor resource types (6.4.3.5.3).
+    pub const IO: u8 = 1;
+    pub const BUS_NUMBER: u8 = 2;
+    /// General flags of a range the bridge produces: minimum and maximum fixed, positive
+    /// decode, a producer (bit 0 clear).
+    const FIXED_RANGE: u8 = 0b1100;
+
+    /// A Word Address Space Descriptor (large item 0x88) for `first..=last` of `kind`;
+    /// I/O decodes its whole range (type-specific flags 3, ISA and non-ISA ranges).
+    pub fn word(kind: u8, first: u16, last: u16) -> Vec<u8> {
+        let specific = if kind == IO { 3 } else { 0 };
+        let mut bytes = Vec::from([0x88, 13, 0, kind, FIXED_RANGE, specific]);
+        for value in [0, first, last, 0, last - first + 1] {
+            bytes.extend(value.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// An I/O Port Descriptor (small item 0x47, 6.4.2.5): `length` ports from `first`,
+    /// 16-bit decode.
+    pub fn io(first: u16, length: u8) -> Vec<u8> {
+        let [low, high] = first.to_le_bytes();
+        Vec::from([0x47, 1, low, high, low, high, 1, length])
+    }
+
+    /// A DWord Address Space Descriptor (large item 0x87, 6.4.3.5.2) for memory
+    /// `first..=last`: read-write, cacheable, produced by the bridge.
+    pub fn memory(first: u32, last: u32) -> Vec<u8> {
+        let mut bytes = Vec::from([0x87, 23, 0, 0, FIXED_RANGE, 0b011]);
+        for value in [0, first, last, 0, last.wrapping_sub(first).wrapping_add(1)] {
+            bytes.extend(value.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// The End Tag (small item 0x79, 6.4.2.9), its checksum 0: "treated as if the checksum
+    /// operation succeeded".
+    pub const END: [u8; 2] = [0x79, 0];
 }
 
 /// The Root System Description Pointer, revision 2 (5.2.5.3).
@@ -593,8 +726,9 @@ mod tests {
         assert_eq!(u64_at(&fadt, fadt::X_DSDT), tables.dsdt);
         let dsdt = read_table(&memory, tables.dsdt, b"DSDT");
         // Name (_S5, Package (4) { 0, 0, 0, 0 }): QEMU's PIIX4 switches off on SLP_TYP 0.
+        let aml = &dsdt[HEADER_LENGTH..];
         assert_eq!(
-            dsdt[HEADER_LENGTH..],
+            aml[..16],
             [
                 0x08, b'_', b'S', b'5', b'_', // NameOp, the name
                 0x12, 10, 4, // PackageOp, PkgLength (itself included), 4 elements
@@ -602,6 +736,19 @@ mod tests {
             ]
         );
         assert_eq!(acpi_pm::SOFT_OFF_TYPE, 0);
+        // Device (\_SB.PCI0): ExtOpPrefix DeviceOp, a two-byte PkgLength that covers the
+        // rest of the table, the path, then _HID = EisaId ("PNP0A03").
+        let device = &aml[16..];
+        assert_eq!(device[..2], [0x5b, 0x82]);
+        let length = (device[2] & 0xf) as usize | (device[3] as usize) << 4;
+        assert_eq!((device[2] >> 6, 2 + length), (1, device.len()));
+        assert_eq!(&device[4..14], b"\\\x2e_SB_PCI0");
+        assert_eq!(
+            device[14..24],
+            [0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03]
+        );
+        // _CRS's buffer ends with the End Tag.
+        assert_eq!(device[device.len() - 2..], resource::END);
         assert_eq!(u32_at(&fadt, fadt::FIRMWARE_CTRL) as u64, tables.facs);
         assert_eq!(
             u64_at(&fadt, fadt::X_FIRMWARE_CTRL),
