@@ -11,6 +11,11 @@
 //! (software-triggered strobe, Linux's one-shot clock event: control word 0x38) counts once
 //! too, its output low for one clock at terminal count, so it rises one clock later.
 //!
+//! A new count in modes 2 and 3 while the channel counts is loaded at the end of the cycle it
+//! counts; in mode 0 the first byte of a two-byte count stops the count (the output stays
+//! low) until the second byte loads it; control word bit 0 makes the count four BCD digits
+//! (0x1000 is a thousand clocks), read back in BCD (82C54 datasheet).
+//!
 //! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
 //! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
 //! ([`Pit::countdown`]): when it is due the hypervisor pulses IRQ 0, which the PIC latches in
@@ -58,8 +63,17 @@ pub struct Channel {
     low_byte: Option<u8>,
     /// The reload value once written (`None`: no count yet); 0 counts as 65536.
     pub reload: Option<u32>,
-    /// The TSC when the count was loaded (or the gate opened), `None`: not counting.
+    /// The TSC when the count was loaded (or the gate opened), `None`: not counting. In
+    /// modes 2 and 3 a count written while the channel counts is loaded at the end of the
+    /// current cycle: then this is that moment, still ahead, and `previous` says how the
+    /// channel counts until it.
     pub loaded_at: Option<u64>,
+    /// The count being replaced and when it was loaded, while a new one waits for the end
+    /// of the current cycle (82C54 datasheet, modes 2 and 3: "writing a new count while
+    /// counting does not affect the current counting sequence").
+    previous: Option<(u32, u64)>,
+    /// Control word bit 0: the count is four BCD digits (0–9999), not 16 binary bits.
+    bcd: bool,
     /// A latched count, and whether its high byte is the next to read.
     latched: Option<(u16, bool)>,
     /// The next byte of an unlatched read of access 3 is the high one.
@@ -67,22 +81,39 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// How the channel counts at TSC `now`: since when, and from what count (in clocks),
+    /// or `None` when it does not count. Before a count that waits for the end of the
+    /// current cycle is loaded, the one it replaces.
+    fn phase(&self, now: u64) -> Option<(u64, u64)> {
+        let start = self.loaded_at?;
+        match self.previous {
+            Some((reload, since)) if now < start => Some((since, self.clocks(reload))),
+            _ => Some((start, self.reload_value())),
+        }
+    }
+
     /// The count now, at TSC `now` with `tsc_hz` ticks per second.
     pub fn count(&self, now: u64, tsc_hz: u64) -> u16 {
-        let Some(start) = self.loaded_at else {
+        let Some((start, reload)) = self.phase(now) else {
             return self.reload.unwrap_or(0) as u16;
         };
         let elapsed =
             (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
-        let reload = self.reload_value();
-        match self.mode {
-            // Once: down to 0, then (as the counter wraps on) from 0xffff.
-            0 | 1 | 4 | 5 => (reload.wrapping_sub(elapsed)) as u16,
+        // The counter's range: 65536 binary counts, or 10000 in BCD.
+        let modulus = if self.bcd { 10_000 } else { 0x1_0000 };
+        let count = match self.mode {
+            // Once: down to 0, then (as the counter wraps on) from its top.
+            0 | 1 | 4 | 5 => (reload as i64 - elapsed as i64).rem_euclid(modulus) as u64,
             // Square wave: the count goes down by two each clock, through the whole count
             // in each half of the period (82C54 datasheet, mode 3; as QEMU's 8254 counts
             // it, odd counts included).
-            3 => (reload - (2 * elapsed) % reload) as u16,
-            _ => (reload - elapsed % reload) as u16,
+            3 => reload - (2 * elapsed) % reload,
+            _ => reload - elapsed % reload,
+        } % modulus as u64;
+        if self.bcd {
+            to_bcd(count)
+        } else {
+            count as u16
         }
     }
 
@@ -91,12 +122,11 @@ impl Channel {
     /// half). Before its count starts, a channel's output is what the control word set: low
     /// in mode 0, high in the others (82C54 datasheet).
     pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
-        let Some(start) = self.loaded_at else {
+        let Some((start, reload)) = self.phase(now) else {
             return self.mode != 0;
         };
         let elapsed =
             (now.saturating_sub(start) as u128 * HZ as u128 / tsc_hz.max(1) as u128) as u64;
-        let reload = self.reload_value();
         match self.mode {
             0 => elapsed >= reload,
             4 => elapsed != reload,
@@ -105,10 +135,21 @@ impl Channel {
         }
     }
 
+    /// The count loaded, in clocks: 0 counts as the counter's whole range.
     fn reload_value(&self) -> u64 {
-        match self.reload {
-            None | Some(0) => 0x1_0000,
-            Some(value) => value as u64,
+        self.clocks(self.reload.unwrap_or(0))
+    }
+
+    /// The clocks a count written as `value` stands for: binary, or four BCD digits; 0 is
+    /// 65536 (binary) or 10000 (BCD).
+    fn clocks(&self, value: u32) -> u64 {
+        match (self.bcd, value) {
+            (false, 0) => 0x1_0000,
+            (false, value) => value as u64,
+            (true, value) => match from_bcd(value as u16) {
+                0 => 10_000,
+                clocks => clocks,
+            },
         }
     }
 }
@@ -140,6 +181,7 @@ impl Pit {
                 // model does not, so it starts there too).
                 if !was_open && value & 1 != 0 && channel.reload.is_some() {
                     channel.loaded_at = Some(now);
+                    channel.previous = None;
                 }
                 "port B: channel 2's gate and the speaker"
             }
@@ -159,10 +201,36 @@ impl Pit {
                     },
                 };
                 match complete {
+                    // Modes 2 and 3 counting: the current cycle runs out first.
+                    Some(reload)
+                        if gated && matches!(channel.mode, 2 | 3) && channel.reload.is_some() =>
+                    {
+                        let Some((since, clocks)) = channel.phase(now) else {
+                            channel.reload = Some(reload);
+                            channel.loaded_at = Some(now);
+                            return "the count: the channel starts";
+                        };
+                        let period = (clocks as u128 * tsc_hz as u128 / HZ as u128).max(1) as u64;
+                        let cycle_end = since + (now.saturating_sub(since) / period + 1) * period;
+                        channel.previous = channel.reload.map(|old| (old, since));
+                        channel.reload = Some(reload);
+                        channel.loaded_at = Some(cycle_end);
+                        "the count: loaded at the end of the current cycle (modes 2 and 3 finish the cycle they count)"
+                    }
                     Some(reload) => {
                         channel.reload = Some(reload);
+                        channel.previous = None;
                         channel.loaded_at = gated.then_some(now);
                         "the count: the channel (re)starts"
+                    }
+                    // Mode 0: the first byte of a two-byte count stops the count, and the
+                    // output stays low until the second byte loads the new count (82C54
+                    // datasheet, mode 0). (The count read meanwhile is the old reload, not
+                    // where it stopped.)
+                    None if channel.mode == 0 => {
+                        channel.loaded_at = None;
+                        channel.previous = None;
+                        "the count's low byte: mode 0 stops counting until the high byte"
                     }
                     None => "the count's low byte",
                 }
@@ -192,6 +260,7 @@ impl Pit {
                 mode => mode,
             },
             access,
+            bcd: value & 1 != 0,
             ..Channel::default()
         };
         "a control word: the channel's mode and how its count is written"
@@ -259,6 +328,12 @@ impl Pit {
             (channel.reload_value() as u128 * tsc_hz as u128 / HZ as u128).max(1) as u64;
         let periods_done = now.saturating_sub(start) / period_tsc;
         match channel.mode {
+            // A new count waits for the current cycle's end: that is the next edge, and the
+            // new period follows.
+            2 | 3 if now < start => Some(Countdown {
+                period_tsc: Some(period_tsc),
+                due_tsc: start,
+            }),
             2 | 3 => Some(Countdown {
                 period_tsc: Some(period_tsc),
                 due_tsc: start + (periods_done + 1) * period_tsc,
@@ -277,6 +352,21 @@ impl Pit {
             _ => None,
         }
     }
+}
+
+/// `value` (0–9999) as four BCD digits.
+fn to_bcd(value: u64) -> u16 {
+    (0..4).rev().fold(0, |bcd, digit| {
+        (bcd << 4) | ((value / 10u64.pow(digit)) % 10) as u16
+    })
+}
+
+/// Four BCD digits as a number (a digit above 9 counts as its value, as a counter that was
+/// written one would count it down).
+fn from_bcd(bcd: u16) -> u64 {
+    (0..4).rev().fold(0, |value, digit| {
+        value * 10 + ((bcd >> (4 * digit)) & 0xf) as u64
+    })
 }
 
 #[cfg(test)]
@@ -337,6 +427,67 @@ mod tests {
         // Asked later, the next deadline is the next period's.
         let later = pit.countdown(5_000 + 30_000_000, TSC_HZ).expect("counting");
         assert_eq!(later.due_tsc, 5_000 + 3 * 11_932_000);
+    }
+
+    #[test]
+    fn in_mode_2_a_new_count_waits_for_the_end_of_the_current_cycle() {
+        // 11932 clocks loaded at 0; 5000 clocks in, 4096 is written: the cycle runs out at
+        // 11932, then the channel counts 4096 a period (82C54 datasheet, mode 2).
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x9c, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x2e, 0, TSC_HZ); // 11932
+        pit.write(CHANNEL_0, 0x00, 5_000_000, TSC_HZ);
+        let what = pit.write(CHANNEL_0, 0x10, 5_000_000, TSC_HZ); // 4096
+        assert!(what.contains("end of the current cycle"), "{what}");
+        assert_eq!(
+            pit.countdown(5_000_000, TSC_HZ),
+            Some(Countdown {
+                period_tsc: Some(4_096_000),
+                due_tsc: 11_932_000
+            })
+        );
+        let channel = pit.channels[0];
+        assert_eq!(
+            channel.count(6_000_000, TSC_HZ),
+            11_932 - 6_000,
+            "the old cycle"
+        );
+        assert_eq!(
+            channel.count(11_932_000 + 96_000, TSC_HZ),
+            4_000,
+            "the new one"
+        );
+        assert_eq!(
+            pit.countdown(12_000_000, TSC_HZ).map(|next| next.due_tsc),
+            Some(11_932_000 + 4_096_000)
+        );
+    }
+
+    #[test]
+    fn in_mode_0_the_first_byte_stops_the_count_and_bcd_counts_in_decimal() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x30, 0, TSC_HZ); // mode 0, binary
+        pit.write(CHANNEL_0, 0xe8, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x03, 0, TSC_HZ); // 1000
+        pit.write(CHANNEL_0, 0x00, 500_000, TSC_HZ); // the low byte of the next count
+        assert_eq!(pit.countdown(500_000, TSC_HZ), None, "stopped");
+        assert!(!pit.channels[0].output(2_000_000, TSC_HZ), "OUT stays low");
+        pit.write(CHANNEL_0, 0x01, 600_000, TSC_HZ); // 256, from now
+        assert_eq!(
+            pit.countdown(600_000, TSC_HZ).map(|next| next.due_tsc),
+            Some(856_000)
+        );
+        // Control word bit 0: BCD. 0x1000 is a thousand clocks, and the count reads in BCD.
+        pit.write(CONTROL, 0x31, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x10, 0, TSC_HZ);
+        assert_eq!(
+            pit.countdown(0, TSC_HZ).map(|next| next.due_tsc),
+            Some(1_000_000)
+        );
+        assert_eq!(pit.channels[0].count(1_000, TSC_HZ), 0x0999);
+        assert_eq!((to_bcd(9999), from_bcd(0x9999)), (0x9999, 9999));
     }
 
     #[test]
