@@ -21,7 +21,8 @@
 //! (`pc_testdev.rs`). An edge on an unmasked pin whose entry is a fixed or lowest-priority
 //! interrupt is a message ([`Message`]): the local APIC it addresses (by APIC ID, or by
 //! logical ID: `LocalApic::addressed`) requests the entry's vector in its IRR, and the local
-//! APIC's EOI ends it (edge-triggered: no remote IRR). With one CPU, "lowest priority" is
+//! APIC's EOI ends it (edge-triggered: no remote IRR). The edge is the pin's rising one, or
+//! its falling one when the entry's polarity bit says active low. With one CPU, "lowest priority" is
 //! that CPU. (Not modeled: level-triggered pins, the NMI, SMI, INIT and ExtINT delivery
 //! modes, the IO-APIC's EOI register of version 0x20.)
 
@@ -55,6 +56,8 @@ pub fn isa_pin(irq: u8) -> usize {
 }
 /// A redirection entry's mask bit.
 const MASKED: u64 = 1 << 16;
+/// A redirection entry's polarity bit: 1, the pin is active low.
+const ACTIVE_LOW: u64 = 1 << 13;
 
 /// Is guest-physical `gpa` in the IO-APIC's page?
 pub fn contains(gpa: u64) -> bool {
@@ -109,6 +112,14 @@ impl IoApic {
             logical: entry & (1 << 11) != 0,
             destination: (entry >> 56) as u8,
         })
+    }
+
+    /// Is `pin` active low (its entry's polarity bit)? Then the pin's falling edge is the
+    /// one that sends the message (82093AA datasheet, redirection table, bit 13).
+    pub fn active_low(&self, pin: usize) -> bool {
+        self.redirection
+            .get(pin)
+            .is_some_and(|entry| entry & ACTIVE_LOW != 0)
     }
 
     /// A 32-bit read at `offset`: the value and what it was.

@@ -368,7 +368,8 @@ impl Devices {
     /// IRQ n and to the IO-APIC's pin n (IRQ 0 to pin 2: `ioapic::isa_pin`); lines 16–23
     /// reach only the IO-APIC, at the pins of those numbers (the PICs have 16 inputs). A
     /// rising edge requests the interrupt at each: in the PIC's IRR; at an unmasked
-    /// IO-APIC pin, as a message to the local APIC's IRR.
+    /// IO-APIC pin, as a message to the local APIC's IRR (at a pin programmed active low,
+    /// the falling edge does).
     ///
     /// Every line is taken as edges. The IO-APIC's level-triggered entries (trigger mode
     /// 1, whose remote IRR holds the pin until the local APIC's EOI and requests again if
@@ -389,25 +390,44 @@ impl Devices {
         } else {
             format!("IO-APIC pin {line}")
         };
-        if !level {
-            return Some(format!("{source}'s interrupt line ({name}) drops"));
-        }
+        // The IO-APIC's edge: the rising one, or the falling one on a pin programmed active
+        // low (the PICs' ISA inputs are active high).
         let pin = ioapic::isa_pin(line);
-        let vector = self.ioapic_vector(pin);
+        let active_low = self.ioapic.active_low(pin);
+        let asserted = level != active_low;
+        let vector = self.ioapic_vector(pin).filter(|_| asserted);
         if let Some(vector) = vector {
             self.lapic.request(vector);
         }
-        Some(match (isa, vector) {
-            (true, Some(vector)) => format!(
+        let low = if active_low {
+            " (active low there)"
+        } else {
+            ""
+        };
+        let verb = if level { "raises" } else { "lowers" };
+        Some(match (level, isa, vector) {
+            (true, true, Some(vector)) => format!(
                 "{source} raises {name}: requested at the PIC, and through IO-APIC pin {pin} at the local APIC (vector {vector:#x})"
             ),
-            (true, None) => format!("{source} raises {name}: requested at the PIC"),
-            (false, Some(vector)) => {
-                format!("{source} raises {name}: requested at the local APIC (vector {vector:#x})")
+            (true, true, None) if !active_low => {
+                format!("{source} raises {name}: requested at the PIC")
             }
-            (false, None) => format!(
-                "{source} raises {name}: masked there (or not a fixed interrupt), nothing requested"
+            (true, true, None) => format!(
+                "{source} raises {name}: requested at the PIC; IO-APIC pin {pin} is active low, so this is its release"
             ),
+            (false, true, Some(vector)) => format!(
+                "{source} lowers {name}: through IO-APIC pin {pin}, active low, requested at the local APIC (vector {vector:#x})"
+            ),
+            (_, false, Some(vector)) => format!(
+                "{source} {verb} {name}{low}: requested at the local APIC (vector {vector:#x})"
+            ),
+            (_, false, None) if asserted => format!(
+                "{source} {verb} {name}{low}: masked there (or not a fixed interrupt), nothing requested"
+            ),
+            (true, false, None) => {
+                format!("{source} raises {name}{low}: its release, nothing requested")
+            }
+            (false, _, None) => format!("{source}'s interrupt line ({name}) drops{low}"),
         })
     }
 

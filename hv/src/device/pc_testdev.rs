@@ -339,6 +339,28 @@ mod tests {
     }
 
     #[test]
+    fn an_active_low_pin_sends_its_message_on_the_falling_edge() {
+        // Pin 19 at vector 0x42 with polarity 1 (82093AA, bit 13): raising the line is its
+        // release, lowering it is the edge.
+        let machine = FakeMachine::default();
+        let mut devices = devices();
+        devices.ioapic.write(ioapic::REGISTER_SELECT, 0x10 + 2 * 19);
+        devices.ioapic.write(ioapic::WINDOW, 0x42 | 1 << 13);
+        let written = devices.port_write(IRQ_LINES + 19, 1, 1, &machine);
+        assert_eq!(
+            written.what,
+            "pc-testdev raises IO-APIC pin 19 (active low there): its release, nothing requested"
+        );
+        assert!(!devices.lapic.requested.contains(0x42));
+        let written = devices.port_write(IRQ_LINES + 19, 1, 0, &machine);
+        assert_eq!(
+            written.what,
+            "pc-testdev lowers IO-APIC pin 19 (active low there): requested at the local APIC (vector 0x42)"
+        );
+        assert!(devices.lapic.requested.contains(0x42));
+    }
+
+    #[test]
     fn the_memory_window_reads_back_what_was_written_at_every_width() {
         let machine = FakeMachine::default();
         let mut devices = devices();
