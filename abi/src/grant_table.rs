@@ -8,7 +8,9 @@
 //! its own; the hypervisor checks the entry and maps the granter's host frame there in the
 //! mapper's nested page tables. Both now reach the same memory. Unmapping
 //! (`GNTTABOP_unmap_grant_ref`) takes the frame away again; the granter may end access only
-//! once nobody maps it.
+//! once nobody maps it. A page the granter pinned as a page table (`pin_page_table`) is
+//! mapped read-only or not at all (`GNTST_general_error` for a writable mapping, as Xen's
+//! type check refuses one), and a page mapped writable elsewhere cannot be pinned.
 //!
 //! Where traplab differs from Xen: Xen shares the table's pages with the granter, which
 //! writes entries directly (and ends access with an atomic compare-and-exchange on the
@@ -61,9 +63,10 @@ pub mod flags {
     pub const PERMIT_ACCESS: u16 = 1;
     /// Read-only: the mapper may only map it read-only.
     pub const READONLY: u16 = 1 << 2;
-    /// Set by the hypervisor while the grant is mapped read-only (in use).
+    /// Set by the hypervisor while the grant is mapped at all (in use), as Xen's
+    /// `_set_status_v1` sets it for every mapping.
     pub const READING: u16 = 1 << 3;
-    /// Set by the hypervisor while the grant is mapped writable (in use).
+    /// Set by the hypervisor while the grant is mapped writable somewhere.
     pub const WRITING: u16 = 1 << 4;
 }
 

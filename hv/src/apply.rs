@@ -32,6 +32,7 @@ use crate::decision::{
 use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
+use crate::domain::evtchn::PortState;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
@@ -728,11 +729,18 @@ impl Step<'_, '_> {
                 port,
                 state,
             } => {
-                let target = self.any_domain(domain);
-                if let Some(slot) =
-                    target.and_then(|target| target.events.ports.get_mut(port as usize))
-                {
-                    *slot = state;
+                // A freed port's pending bit goes with it (Xen's evtchn_free), or a port
+                // allocated there next would start pending.
+                let cleared = self.any_domain(domain).is_some_and(|target| {
+                    if let Some(slot) = target.events.ports.get_mut(port as usize) {
+                        *slot = state;
+                    }
+                    state == PortState::Free && target.clear_pending(port)
+                });
+                if cleared {
+                    self.reports.push(format!(
+                        "d{domain}'s port {port} was pending: the bit is cleared"
+                    ));
                 }
             }
             Effect::SharedInfo(page) => self.domain.events.shared_info = Some(page),
@@ -850,12 +858,16 @@ impl Step<'_, '_> {
                 "no host memory left for a nested page table".into(),
             ));
         }
+        // Xen's `_set_status_v1`: GTF_reading for every mapping, GTF_writing too for a
+        // writable one.
         if let Some(owner) = self.others.domain_mut(granter) {
-            owner.grants.mapped[gref as usize] += 1;
-            owner.grants.table[gref as usize].flags |= match readonly {
-                true => grant_flags::READING,
-                false => grant_flags::WRITING,
-            };
+            let slot = gref as usize;
+            owner.grants.mapped[slot] += 1;
+            owner.grants.table[slot].flags |= grant_flags::READING;
+            if !readonly {
+                owner.grants.mapped_writable[slot] += 1;
+                owner.grants.table[slot].flags |= grant_flags::WRITING;
+            }
         }
         let slot = handle as usize;
         let maptrack = &mut self.domain.grants.maptrack;
@@ -1241,15 +1253,27 @@ fn unreachable_memory(access: &str, address: u64, error: MemoryError) -> Failure
     }
 }
 
-/// One mapping of `owner`'s grant is gone: count it, and clear the entry's in-use flags
-/// when it was the last.
+/// One mapping of `owner`'s grant is gone: count it, and clear the entry's in-use flags as
+/// Xen's `unmap_common_complete` does: GTF_writing with the last writable mapping,
+/// GTF_reading with the last one.
 pub fn release_grant(owner: &mut Domain, mapping: Mapping) {
     let slot = mapping.gref as usize;
-    if let Some(count) = owner.grants.mapped.get_mut(slot) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            owner.grants.table[slot].flags &= !(grant_flags::READING | grant_flags::WRITING);
-        }
+    let grants = &mut owner.grants;
+    let (Some(count), Some(writable)) = (
+        grants.mapped.get_mut(slot),
+        grants.mapped_writable.get_mut(slot),
+    ) else {
+        return;
+    };
+    *count = count.saturating_sub(1);
+    if !mapping.readonly {
+        *writable = writable.saturating_sub(1);
+    }
+    if *writable == 0 {
+        grants.table[slot].flags &= !grant_flags::WRITING;
+    }
+    if *count == 0 {
+        grants.table[slot].flags &= !grant_flags::READING;
     }
 }
 

@@ -119,9 +119,13 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 /// upcall owed (the port was not masked).
 pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, upcall: bool) -> bool {
     match wait {
-        // HLT: an interrupt wakes it, and the upcall is one when it has a callback.
+        // HLT: an interrupt wakes it, and the upcall is one when it has a callback and
+        // `evtchn_upcall_mask` does not hold it back.
         Wait::Interrupt => {
-            upcall && domain.events.callback != Callback::None && domain.interrupts_enabled()
+            upcall
+                && domain.events.callback != Callback::None
+                && !domain.upcalls_masked()
+                && domain.interrupts_enabled()
         }
         Wait::Event => upcall,
         // Xen's SCHEDOP_poll wakes on a polled port's pending bit, masked or not.

@@ -125,6 +125,16 @@ impl Domain {
         }
     }
 
+    /// Clear `port`'s pending bit, as Xen's `evtchn_free` does when a port is closed ("to
+    /// avoid unexpected behavior on re-bind"): whether it was set.
+    pub fn clear_pending(&mut self, port: Port) -> bool {
+        let (offset, mask) = bit(shared_info::EVTCHN_PENDING, port);
+        match self.shared_info_byte(offset) {
+            Some(byte) if byte & mask != 0 => self.write_shared_info_byte(offset, byte & !mask),
+            _ => false,
+        }
+    }
+
     /// Clear `port`'s mask bit (Xen's `evtchn_unmask`): if it was set and the port is
     /// pending, the upcall it held back is owed now. Whether one is.
     pub fn unmask(&mut self, port: Port) -> bool {
@@ -137,13 +147,16 @@ impl Domain {
     }
 
     /// The interrupt the guest is owed now, if any: its timer's, its callback vector while
-    /// an upcall is pending (level-triggered, as Xen's HVM callback vector: it comes again
-    /// until the guest clears `evtchn_upcall_pending`), or the one its local APIC or its PICs
+    /// an upcall is pending and not masked (level-triggered, as Xen's HVM callback vector: it
+    /// comes again until the guest clears `evtchn_upcall_pending`), or the one its local APIC or its PICs
     /// present (`device/lapic.rs`, `device/pic.rs`). The higher vector first, as a local
     /// APIC orders them.
     pub fn pending_interrupt(&self) -> Option<u8> {
+        // `evtchn_upcall_mask` holds it back, as `cli` for events (`traplab_abi::evtchn`).
         let upcall = match self.events.callback {
-            Callback::Vector(vector) if self.upcall_pending() => Some(vector),
+            Callback::Vector(vector) if self.upcall_pending() && !self.upcalls_masked() => {
+                Some(vector)
+            }
             _ => None,
         };
         let local_apic = self.devices.lapic.next_to_deliver();

@@ -23,8 +23,11 @@ pub struct Mapping {
 pub struct Grants {
     /// What this domain grants: entry `gref`.
     pub table: [GrantEntryV1; ENTRIES as usize],
-    /// How many mappings (by any domain) each entry has now.
+    /// How many mappings (by any domain) each entry has now ...
     pub mapped: [u32; ENTRIES as usize],
+    /// ... and how many of them are writable (Xen's GTF_reading while the first is not 0,
+    /// GTF_writing while the second is not).
+    pub mapped_writable: [u32; ENTRIES as usize],
     /// What this domain has mapped, by handle (`None`: a handle free again).
     pub maptrack: Vec<Option<Mapping>>,
 }
@@ -34,6 +37,7 @@ impl Default for Grants {
         Grants {
             table: [GrantEntryV1::default(); ENTRIES as usize],
             mapped: [0; ENTRIES as usize],
+            mapped_writable: [0; ENTRIES as usize],
             maptrack: Vec::new(),
         }
     }
@@ -56,6 +60,15 @@ impl Grants {
     /// The mapping with `handle`, if it is one.
     pub fn mapping(&self, handle: u32) -> Option<Mapping> {
         self.maptrack.get(handle as usize).copied().flatten()
+    }
+
+    /// Does another domain map this domain's page `page` (guest-physical) writable through
+    /// a grant now?
+    pub fn mapped_writable_by_others(&self, page: u64) -> bool {
+        self.table
+            .iter()
+            .zip(self.mapped_writable)
+            .any(|(entry, writable)| writable > 0 && (entry.frame as u64) << 12 == page & !0xfff)
     }
 
     /// Is any page mapped at guest-physical `host_addr` already?

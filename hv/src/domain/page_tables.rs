@@ -196,6 +196,9 @@ impl Domain {
         if self.mapped_writable(table) {
             return Err("a page table is mapped writable");
         }
+        if self.grants.mapped_writable_by_others(table) {
+            return Err("a page table is mapped writable by another domain, through a grant");
+        }
         if Some(table) == self.events.shared_info {
             return Err(SHARED_INFO_TABLE);
         }
@@ -430,6 +433,23 @@ mod tests {
             test.domain.tables_under(PML4),
             Err("a page table is mapped writable")
         );
+    }
+
+    #[test]
+    fn a_table_another_domain_maps_writable_through_a_grant_cannot_be_pinned() {
+        // Grant 4 names the PT, and a writable mapping of it exists elsewhere: it could be
+        // written past the checks (Xen refuses to pin a page with writable references).
+        let mut test = Test::long_mode();
+        test.read_only_page_tables();
+        test.domain.grants.table[4].frame = (PT >> 12) as u32;
+        test.domain.grants.mapped[4] = 1;
+        test.domain.grants.mapped_writable[4] = 1;
+        assert_eq!(
+            test.domain.tables_under(PML4),
+            Err("a page table is mapped writable by another domain, through a grant")
+        );
+        test.domain.grants.mapped_writable[4] = 0;
+        assert!(test.domain.tables_under(PML4).is_ok(), "read-only is fine");
     }
 
     #[test]

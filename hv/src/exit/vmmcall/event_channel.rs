@@ -1020,6 +1020,23 @@ mod tests {
     }
 
     #[test]
+    fn an_upcall_the_mask_holds_back_neither_interrupts_nor_wakes_a_halted_receiver() {
+        // traplab_abi::evtchn: while evtchn_upcall_mask is set no upcall comes; cleared, the
+        // one owed is the interrupt the guest is offered.
+        let mut test = connected(RunState::Blocked(Wait::Interrupt));
+        let d2 = test.other(2);
+        d2.events.callback = Callback::Vector(0xf3);
+        d2.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+        d2.set_upcall_mask(true);
+        let run = test.call();
+        assert!(!run.notifies()[0].woke && run.notifies()[0].masked);
+        let d2 = test.other(2);
+        assert_eq!(d2.pending_interrupt(), None);
+        d2.set_upcall_mask(false);
+        assert_eq!(d2.pending_interrupt(), Some(0xf3));
+    }
+
+    #[test]
     fn send_wakes_a_receiver_halted_with_a_callback_and_interrupts_on() {
         // HLT (Xen's hvm_hlt blocks the vCPU): the upcall is an interrupt it can take.
         let mut test = connected(RunState::Blocked(Wait::Interrupt));
@@ -1192,6 +1209,29 @@ mod tests {
         assert_returned(&test, 0);
         assert_eq!(test.domain.events.ports[1], PortState::Free);
         assert_eq!(test.domain.events.virq_port(virq::TIMER), None);
+    }
+
+    #[test]
+    fn close_clears_the_port_s_pending_bit_so_a_port_allocated_there_starts_clean() {
+        // Xen's evtchn_free clears the pending bit "to avoid unexpected behavior on
+        // re-bind": port 1, pending, closed, is not pending any more.
+        let mut test = op(cmd::CLOSE, &one_port(1));
+        test.domain.events.ports[1] = PortState::Virq(virq::TIMER);
+        test.write(
+            SHARED_INFO + shared_info::EVTCHN_PENDING,
+            &[(1 << 1) | (1 << 2)],
+        );
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert!(!test.domain.event_pending(1));
+        assert!(test.domain.event_pending(2), "the other ports' bits stay");
+        assert!(
+            run.emulate()
+                .what
+                .contains("d1's port 1 was pending: the bit is cleared"),
+            "{}",
+            run.emulate().what
+        );
     }
 
     #[test]

@@ -261,6 +261,19 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::BAD_PAGE,
         );
     }
+    // A page table the granter pinned may be written only through the hypervisor's checks
+    // (`ptwr.rs`): a writable mapping of it elsewhere would bypass them. Xen's
+    // get_page_type(PGT_writable_page) fails on a page-table page.
+    if !readonly && let Some(level) = granter.pinned_level(frame) {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: grant {gref} names frame {:#x}, one of d{dom}'s pinned page tables (level {level}): a writable mapping of a page table is refused, GNTST_general_error (as Xen)",
+                entry.frame
+            ),
+            status::GENERAL_ERROR,
+        );
+    }
     let area = map_area();
     if host_addr & 0xfff != 0 || !area.contains(&host_addr) {
         return refuse(
@@ -661,9 +674,10 @@ mod tests {
         );
         let d2 = test.other(2);
         assert_eq!(d2.grants.mapped[4], 1);
+        // Xen's _set_status_v1: GTF_reading for any mapping, GTF_writing for a writable one.
         assert_eq!(
             d2.grants.table[4].flags,
-            flags::PERMIT_ACCESS | flags::WRITING
+            flags::PERMIT_ACCESS | flags::READING | flags::WRITING
         );
     }
 
@@ -970,9 +984,55 @@ mod tests {
         assert_eq!(unmap_status(&test), status::OKAY);
         let d2 = test.other(2);
         assert_eq!(d2.grants.mapped[4], 1);
+        // Xen's _set_status_v1: GTF_reading for any mapping, GTF_writing for a writable one.
         assert_eq!(
             d2.grants.table[4].flags,
-            flags::PERMIT_ACCESS | flags::WRITING
+            flags::PERMIT_ACCESS | flags::READING | flags::WRITING
+        );
+    }
+
+    #[test]
+    fn a_pinned_page_table_is_mapped_read_only_or_not_at_all() {
+        // d2 pinned the page it grants: mapped writable it would be written past the
+        // hypervisor's checks (Xen: get_page_type(PGT_writable_page) fails).
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.other(2)
+            .pv
+            .pinned_tables
+            .insert((FRAME as u64) << 12, 1);
+        let run = test.call();
+        assert_status(&test, 18, status::GENERAL_ERROR);
+        assert!(
+            run.decision.why.contains("pinned page tables"),
+            "{}",
+            run.decision.why
+        );
+        let mut test = mapping(FOR_D1, map::HOST_MAP | map::READONLY);
+        test.other(2)
+            .pv
+            .pinned_tables
+            .insert((FRAME as u64) << 12, 1);
+        test.call();
+        assert_status(&test, 18, status::OKAY);
+    }
+
+    #[test]
+    fn gtf_writing_goes_with_the_last_writable_mapping_and_gtf_reading_with_the_last() {
+        // Handle 0 writable, handle 1 read-only, then handle 0 unmapped: the page is still
+        // mapped, read-only (Xen's unmap_common_complete).
+        let mut test = unmapping(HOST_ADDR, 0);
+        test.write(
+            DATA,
+            &map_grant_ref(HOST_ADDR + 0x1000, map::HOST_MAP | map::READONLY, 4, 2),
+        );
+        next_call(&mut test, cmd::MAP_GRANT_REF, DATA);
+        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        assert_eq!(unmap_status(&test), status::OKAY);
+        let d2 = test.other(2);
+        assert_eq!((d2.grants.mapped[4], d2.grants.mapped_writable[4]), (1, 0));
+        assert_eq!(
+            d2.grants.table[4].flags,
+            flags::PERMIT_ACCESS | flags::READING
         );
     }
 
