@@ -219,10 +219,15 @@ pub fn before_resume(
     }
 
     // An NMI the local APIC was asked for (an NMI IPI to itself) goes before any maskable
-    // interrupt: RFLAGS.IF does not hold it back, only an NMI handler that has not yet
-    // run IRET does (`Vcpu::nmi_blocked`).
+    // interrupt: RFLAGS.IF does not hold it back; an NMI handler that has not yet run IRET
+    // does (`Vcpu::nmi_blocked`), and so does an interrupt shadow (after MOV SS or STI, as
+    // Xen's and KVM's SVM code block it). Not while an IRET the hypervisor lets through is
+    // about to run either: the handler entered first would return through that IRET's
+    // suspended intercept, unseen. It waits for the next exit.
     if domain.devices.lapic.nmi_requested
         && !domain.vcpu.nmi_blocked
+        && domain.vcpu.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
+        && !domain.vcpu.iret_intercept_suspended
         && !applied.injected
         && !domain.vcpu.vmcb.injecting()
     {
@@ -702,7 +707,10 @@ impl Step<'_, '_> {
                 vcpu.iret_intercept_suspended = true;
                 vcpu.iret_not_yet_run = Some(vcpu.vmcb.save.rip);
             }
-            Effect::EndNmiBlocking => vcpu.nmi_blocked = false,
+            Effect::EndNmiBlockingAfterIret => {
+                vcpu.nmi_unblocked_after_iret_at = Some(vcpu.vmcb.save.rip);
+            }
+            Effect::RequestNmi => self.domain.devices.lapic.nmi_requested = true,
             Effect::AcknowledgeHostTimer => {
                 let tick = self.machine.acknowledge_timer();
                 self.reports.push(format!("timer tick {tick} acknowledged"));

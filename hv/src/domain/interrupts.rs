@@ -285,7 +285,10 @@ pub fn assist(domain: &Domain) -> Assist {
     }
     let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
     let injecting = vmcb.injecting();
-    if domain.interrupts_enabled() && !shadowed && !injecting {
+    // An IRET the hypervisor lets through runs first: a handler entered now would return
+    // through its suspended intercept, and its return would go unseen (`exit/iret.rs`).
+    let iret_first = domain.vcpu.iret_intercept_suspended;
+    if domain.interrupts_enabled() && !shadowed && !injecting && !iret_first {
         return Assist::Inject(vector);
     }
     if domain.pv.enabled {
@@ -296,10 +299,13 @@ pub fn assist(domain: &Domain) -> Assist {
     if vmcb.control.virtual_interrupt & v_intr::IRQ != 0 {
         return Assist::Nothing; // already waiting for the window
     }
-    let why = match (injecting, shadowed) {
-        (true, _) => "another event is being delivered first",
-        (false, true) => "the guest is in an interrupt shadow",
-        (false, false) => "the guest has interrupts off (RFLAGS.IF = 0)",
+    let why = match (injecting, shadowed, iret_first) {
+        (true, _, _) => "another event is being delivered first",
+        (false, true, _) => "the guest is in an interrupt shadow",
+        (false, false, true) if domain.interrupts_enabled() => {
+            "the IRET the hypervisor lets through runs first"
+        }
+        (false, false, _) => "the guest has interrupts off (RFLAGS.IF = 0)",
     };
     Assist::RequestWindow { vector, why }
 }

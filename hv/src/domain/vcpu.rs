@@ -165,6 +165,11 @@ pub struct Vcpu {
     /// the next IRET (AMD APM vol. 2, 8.2.2 "NMI"), and since the hypervisor injects NMIs
     /// itself (EVENTINJ), it keeps that mask (`apply::before_resume`, `exit/iret.rs`).
     pub nmi_blocked: bool,
+    /// The RIP of the IRET that ends the NMI blocking once it has run: the intercept comes
+    /// before the IRET executes, and an NMI injected then would enter its handler before
+    /// the IRET it waits for (Xen's VMEXIT_IRET and KVM's `awaiting_iret_completion` wait
+    /// the same way). The first exit elsewhere ends the blocking ([`Vcpu::after_vmrun`]).
+    pub nmi_unblocked_after_iret_at: Option<u64>,
     /// The RIP of the IRET whose return was noted and that the CPU was let run, while the
     /// guest has not moved from it: an interrupt may come first (an INTR exit at the IRET
     /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
@@ -203,6 +208,7 @@ impl Vcpu {
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
             nmi_blocked: false,
+            nmi_unblocked_after_iret_at: None,
             iret_not_yet_run: None,
             entered_in_shadow_at: None,
             software_interrupt_rip: None,
@@ -352,6 +358,13 @@ impl Vcpu {
         }
         if self.iret_not_yet_run != Some(self.vmcb.save.rip) {
             self.iret_not_yet_run = None;
+        }
+        if self
+            .nmi_unblocked_after_iret_at
+            .is_some_and(|iret| iret != self.vmcb.save.rip)
+        {
+            self.nmi_blocked = false;
+            self.nmi_unblocked_after_iret_at = None;
         }
     }
 

@@ -8,6 +8,10 @@
 //! intercept is off for this one IRET and back on at the next exit (`Vcpu::after_vmrun`): every handler
 //! is entered through an exit, so no return is missed.
 //!
+//! NMI blocking ends once this IRET has run, not here (`Vcpu::nmi_unblocked_after_iret_at`),
+//! and no event is injected while it is still to run: a handler entered first would return
+//! through the suspended intercept, unseen.
+//!
 //! The next exit may come before the IRET ran: VMRUN takes a pending physical interrupt
 //! before the guest's first instruction (an INTR exit with RIP still at the IRET). The
 //! same IRET then exits again; its return was noted already (`Vcpu::iret_not_yet_run`),
@@ -74,11 +78,17 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             "an IRET whose frame the hypervisor cannot read: the CPU will execute it (and fault if it cannot either)"
         ),
     };
-    // Any IRET ends the blocking of NMIs, the NMI handler's or another (APM vol. 2, 8.2.2).
+    // Any IRET ends the blocking of NMIs, the NMI handler's or another (APM vol. 2, 8.2.2),
+    // once it has run: this intercept comes before it does.
     let decision = decision
         .with(Effect::PopInFlight)
         .with(Effect::SuspendIretIntercept)
-        .with_all(guest.vcpu.nmi_blocked.then_some(Effect::EndNmiBlocking));
+        .with_all(
+            guest
+                .vcpu
+                .nmi_blocked
+                .then_some(Effect::EndNmiBlockingAfterIret),
+        );
     if !readable {
         return decision;
     }
@@ -98,7 +108,7 @@ mod tests {
     use crate::domain::vcpu::InFlight;
     use crate::testing::{ENTRY, Test, UNMAPPED};
     use crate::vmcb::misc1;
-    use traplab_abi::event::EventType;
+    use traplab_abi::event::{Body, EventType};
     use traplab_abi::exit::ExitReason;
 
     const STACK: u64 = 0x7_ff00;
@@ -169,6 +179,27 @@ mod tests {
         assert_ne!(
             test.domain.vcpu.vmcb.control.intercept_misc1 & misc1::IRET,
             0
+        );
+    }
+
+    #[test]
+    fn no_interrupt_enters_a_handler_while_the_let_through_iret_is_still_to_run() {
+        // The handler's frame returns to RFLAGS.IF = 1 and a timer interrupt is pending: a
+        // handler entered at this VMRUN would return through the suspended intercept,
+        // unseen. The hypervisor asks for the window instead: the CPU exits when the IRET
+        // has run and the guest can take it.
+        let mut test = page_fault_handler_returning();
+        test.interrupts_on();
+        test.domain.vcpu.interrupts.pending = Some(0x30);
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert!(!run.kinds().contains(&"inject"), "{:?}", run.kinds());
+        assert!(
+            run.events
+                .iter()
+                .any(|event| matches!(event, Body::Emulate(emulate)
+                if emulate.what.contains("the IRET the hypervisor lets through runs first"))),
+            "{:?}",
+            run.kinds()
         );
     }
 

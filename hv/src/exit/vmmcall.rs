@@ -437,6 +437,17 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         );
         return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     };
+    // An NMI handler runs: a CPU holds a second NMI back until that handler's IRET has run
+    // (AMD APM vol. 2, 8.2.2). The NMI line stays raised, and the NMI comes then
+    // (`apply::before_resume`), as one the local APIC was asked for.
+    if vector == 2 && guest.vcpu.nmi_blocked {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall raise_event(NMI): an NMI handler is running, and a CPU holds a second NMI back until its IRET has run: the NMI waits, and comes then"
+        )
+        .with(Effect::RequestNmi);
+        return finish(decision, next, hypercall::RAISE_EVENT, 0);
+    }
     if vector >= 32 {
         let decision = decide!(
             Action::Emulate,
@@ -480,7 +491,8 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         guest,
         after returned,
         vector,
-        error_code as u32,
+        // #DF's error code is always 0 (AMD APM vol. 2, 8.2.9), whatever was asked for.
+        if vector == 8 { 0 } else { error_code as u32 },
         true,
         "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
     ))
@@ -734,6 +746,30 @@ mod tests {
         assert!(synthetic);
         assert_eq!(run.injected().name, "NMI");
         assert_returned(&test, 0);
+    }
+
+    #[test]
+    fn raise_event_nmi_inside_an_nmi_handler_waits_for_its_iret() {
+        // A CPU holds a second NMI back until the running handler's IRET (APM vol. 2,
+        // 8.2.2): the call returns 0, nothing is injected, the NMI line stays raised.
+        let mut test = Test::hypercall(hypercall::RAISE_EVENT, 2, 0);
+        test.gate(2, 0x21_2000);
+        test.domain.vcpu.nmi_blocked = true;
+        let run = call(&mut test);
+        assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
+        assert!(test.domain.devices.lapic.nmi_requested);
+        assert_returned(&test, 0);
+    }
+
+    #[test]
+    fn raise_event_double_fault_pushes_error_code_0_whatever_was_asked() {
+        // #DF's error code is always 0 (APM vol. 2, 8.2.9).
+        let mut test = Test::hypercall(hypercall::RAISE_EVENT, 8, 0x1234);
+        test.gate(8, 0x21_2000);
+        let run = call(&mut test);
+        let (event, ..) = testing::injected(&run.decision);
+        assert_eq!(event, Event::exception(8, 0));
+        assert_eq!(event.error_code, Some(0));
     }
 
     #[test]

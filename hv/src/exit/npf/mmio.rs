@@ -947,11 +947,47 @@ mod tests {
         test.vmrun();
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.code(&[0x48, 0xcf]); // iretq
+        // The intercept comes before the IRET runs: the NMI still waits (else it would
+        // enter its handler with the first one's IRET not yet run).
         let run = test.run(test.exit(ExitReason::Iret));
+        assert!(
+            run.events
+                .iter()
+                .all(|event| !matches!(event, traplab_abi::event::Body::Inject(_)))
+        );
+        assert!(test.domain.vcpu.nmi_blocked);
+        // The CPU runs the IRET (the guest is elsewhere at the next exit): now it comes.
+        test.domain.vcpu.vmcb.save.rip = 0x20_0400;
+        test.vmrun();
+        assert!(!test.domain.vcpu.nmi_blocked);
+        let run = test.run(test.exit(ExitReason::Intr));
         assert_eq!(
             (run.injected().vector, run.injected().kind),
             (2, EventType::Nmi),
             "the IRET unblocked NMIs: the waiting one is delivered"
+        );
+    }
+
+    #[test]
+    fn an_nmi_waits_out_an_interrupt_shadow() {
+        // After MOV SS (or STI) the next instruction runs before any NMI, as Xen's and
+        // KVM's SVM code block it.
+        use traplab_abi::event::EventType;
+        let mut test = Test::long_mode();
+        test.gate(2, 0x21_0000);
+        apic_write(&mut test, reg::SVR, 0x1ff);
+        // An NMI is asked for, and the hypervisor's timer exits in a shadow (the instruction
+        // after a MOV SS has not run yet).
+        test.domain.devices.lapic.nmi_requested = true;
+        test.domain.vcpu.vmcb.control.interrupt_shadow |= crate::vmcb::INTERRUPT_SHADOW;
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert!(!run.kinds().contains(&"inject"), "{:?}", run.kinds());
+        assert!(test.domain.devices.lapic.nmi_requested);
+        test.domain.vcpu.vmcb.control.interrupt_shadow = 0;
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(
+            (run.injected().vector, run.injected().kind),
+            (2, EventType::Nmi)
         );
     }
 
