@@ -103,7 +103,9 @@ const DR6_SINGLE_STEP: u64 = 1 << 14;
 /// through its code sees the step after such an instruction land one instruction late.
 /// (A string instruction left part-done, RIP still at it, and a HLT are not complete: no
 /// trap yet. gdb's own steps take their TF out before any decision, `gdb/mod.rs`.)
-pub fn single_step(guest: &Guest, decision: Decision) -> Decision {
+#[cold]
+#[inline(never)]
+pub fn single_step(guest: &Guest, decision: &mut Decision) {
     let save = &guest.vcpu.vmcb.save;
     let stepping = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
     let completed = decision.action == Action::Emulate
@@ -119,9 +121,9 @@ pub fn single_step(guest: &Guest, decision: Decision) -> Decision {
             .iter()
             .any(|effect| matches!(effect, Effect::HaltUntilInterrupt | Effect::Block(_)));
     if !stepping || !completed {
-        return decision;
+        return;
     }
-    let mut first = decision.effects;
+    let mut first = core::mem::take(&mut decision.effects);
     first.push(Effect::DebugRegister(6, save.dr6 | DR6_SINGLE_STEP));
     let trap = exception(
         guest,
@@ -134,17 +136,13 @@ pub fn single_step(guest: &Guest, decision: Decision) -> Decision {
         ),
         decision.at,
     );
-    Decision {
-        action: match trap.end {
-            Some(_) => trap.action,
-            None => decision.action,
-        },
-        why: format!("{}; {}", decision.why, trap.why).into(),
-        effects: trap.effects,
-        delivery: trap.delivery,
-        end: trap.end,
-        ..decision
+    if trap.end.is_some() {
+        decision.action = trap.action;
     }
+    decision.why = format!("{}; {}", decision.why, trap.why).into();
+    decision.effects = trap.effects;
+    decision.delivery = trap.delivery;
+    decision.end = trap.end;
 }
 
 /// How a reflected exception will arrive: which IDT gate, which handler.

@@ -789,6 +789,17 @@ mod tests {
         test.mmio(&[0x89, 0x08], lapic::BASE + offset)
     }
 
+    /// The local APIC enabled, its timer dividing by 1 at vector 0x30 in `mode` (LVT bits
+    /// 18:17), a gate for 0x30.
+    fn apic_timer_at_0x30(mode: u32) -> Test {
+        let mut test = Test::long_mode();
+        test.gate(0x30, 0x21_0000);
+        apic_write(&mut test, reg::SVR, 0x1ff);
+        apic_write(&mut test, reg::TIMER_DIVIDE, 0xb); // divide by 1
+        apic_write(&mut test, reg::LVT_TIMER, mode | 0x30);
+        test
+    }
+
     #[test]
     fn a_write_of_the_apic_s_tpr_is_cr8_too() {
         // CR8 is TPR[7:4] (Intel SDM vol. 3A, 11.8.6.1): the guest's MOV from CR8 reads V_TPR,
@@ -816,11 +827,7 @@ mod tests {
 
     #[test]
     fn the_apic_timer_becomes_the_guest_s_timer_and_its_tick_is_delivered_until_eoi() {
-        let mut test = Test::long_mode();
-        test.gate(0x30, 0x21_0000);
-        apic_write(&mut test, reg::SVR, 0x1ff);
-        apic_write(&mut test, reg::TIMER_DIVIDE, 0xb); // divide by 1
-        apic_write(&mut test, reg::LVT_TIMER, 0x2_0030); // periodic, vector 0x30
+        let mut test = apic_timer_at_0x30(0x2_0000); // periodic
         let run = apic_write(&mut test, reg::TIMER_INITIAL, 1_000_000);
         assert!(
             run.emulate().what.contains(
@@ -885,11 +892,7 @@ mod tests {
         // deadline has passed when the guest's timer is worked out, but the tick was never
         // requested: it must still come (it was lost, and Linux's `poweroff` halted for
         // ever waiting for it).
-        let mut test = Test::long_mode();
-        test.gate(0x30, 0x21_0000);
-        apic_write(&mut test, reg::SVR, 0x1ff);
-        apic_write(&mut test, reg::TIMER_DIVIDE, 0xb); // divide by 1
-        apic_write(&mut test, reg::LVT_TIMER, 0x30); // one-shot, vector 0x30
+        let mut test = apic_timer_at_0x30(0); // one-shot
         // 1 µs passes at every look at the clock from now on.
         test.machine.now_step.set(1_000);
         let written_at = test.machine.now.get();
