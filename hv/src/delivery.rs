@@ -17,9 +17,10 @@
 //! caller's source line. Everything here is worked out before anything changes: the
 //! decision carries the whole bounce frame.
 
-use crate::decision::{Bounce, Decision, Delivery, Effect};
+use crate::decision::{Bounce, Decision, Delivery, Effect, PortAccess};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, CpuAccess, page_fault_code};
+use crate::domain::vcpu::Wait;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -97,33 +98,54 @@ const DR6_SINGLE_STEP: u64 = 1 << 14;
 /// MSR, a device register, a hypercall: the decision moved RIP on, delivers nothing and
 /// ends nothing), a CPU with RFLAGS.TF set when the instruction began raises #DB as a trap,
 /// DR6.BS set, RIP at the next instruction (Intel SDM vol. 3B, 17.3.1.4 "Single-Step
-/// Exception Condition"; AMD APM vol. 2, chapter 13, "Single Stepping"). The CPU
-/// never ran the instruction, so it raises nothing: the hypervisor does, as Xen's
-/// `__update_guest_eip` and KVM's `kvm_skip_emulated_instruction` do. Else a guest stepping
-/// through its code sees the step after such an instruction land one instruction late.
-/// (A string instruction left part-done, RIP still at it, and a HLT are not complete: no
-/// trap yet. gdb's own steps take their TF out before any decision, `gdb/mod.rs`.)
+/// Exception Condition"; AMD APM vol. 2, chapter 13, "Single Stepping"). The CPU never ran
+/// the instruction, so it raises nothing: the hypervisor does, as Xen's `__update_guest_eip`
+/// and KVM's `kvm_skip_emulated_instruction` do. Else a guest stepping through its code sees
+/// the step after such an instruction land one instruction late.
+///
+/// - A REP string instruction traps after each iteration, RIP still at it while elements
+///   are left: with TF the hypervisor does one element an exit (`ioio::Steps`), and the
+///   trap follows each.
+/// - A HLT's trap is an event pending, which ends the halt at once (Xen's `hvm_hlt` does not
+///   block then, and KVM's halt returns): the vCPU neither halts nor blocks, and the #DB
+///   comes right after the HLT. A hypercall that blocks (SCHEDOP_block, poll) stays
+///   blocked: the #DB comes when it is woken, as in Xen.
+/// - gdb's own steps take their TF out before any decision (`gdb/mod.rs`).
+///
+/// Called by `exit::handle` when TF is set, apart (cold): a trap without TF pays one test.
 #[cold]
 #[inline(never)]
 pub fn single_step(guest: &Guest, decision: &mut Decision) {
     let save = &guest.vcpu.vmcb.save;
     let stepping = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+    let moved_on = decision
+        .effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::Rip(next) if *next != save.rip));
+    let iterated = decision.effects.iter().any(|effect| {
+        matches!(
+            effect,
+            Effect::MemoryString(_)
+                | Effect::Port(PortAccess::InString { .. } | PortAccess::OutString { .. })
+        )
+    });
     let completed = decision.action == Action::Emulate
         && decision.delivery.is_none()
         && decision.returning.is_none()
         && decision.end.is_none()
-        && decision
-            .effects
-            .iter()
-            .any(|effect| matches!(effect, Effect::Rip(next) if *next != save.rip))
-        && !decision
-            .effects
-            .iter()
-            .any(|effect| matches!(effect, Effect::HaltUntilInterrupt | Effect::Block(_)));
+        && (moved_on || iterated);
     if !stepping || !completed {
         return;
     }
     let mut first = core::mem::take(&mut decision.effects);
+    let halted = |effect: &Effect| {
+        matches!(
+            effect,
+            Effect::HaltUntilInterrupt | Effect::Block(Wait::Interrupt)
+        )
+    };
+    let halts = first.iter().any(halted);
+    first.retain(|effect| !halted(effect));
     first.push(Effect::DebugRegister(6, save.dr6 | DR6_SINGLE_STEP));
     let trap = exception(
         guest,
@@ -132,7 +154,12 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
         0,
         true,
         format_args!(
-            "RFLAGS.TF was set when the instruction began: the CPU would raise #DB (DR6.BS) after it, so the hypervisor does"
+            "RFLAGS.TF was set when the instruction began: the CPU would raise #DB (DR6.BS) after it, so the hypervisor does{}",
+            if halts {
+                " (an event pending: the HLT does not wait)"
+            } else {
+                ""
+            }
         ),
         decision.at,
     );
@@ -653,6 +680,38 @@ mod tests {
         assert!(test.decide(test.exit(ExitReason::Cpuid)).delivery.is_none());
         test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
         assert!(test.decide(test.exit(ExitReason::Intr)).delivery.is_none());
+    }
+
+    #[test]
+    fn a_hlt_with_tf_set_does_not_wait_the_single_step_trap_comes_at_once() {
+        // An event pending ends a HLT (Xen's hvm_hlt, KVM's halt): no halt, no block.
+        // (With interrupts on and a timer, which a HLT would wait for.)
+        let mut test = Test::long_mode();
+        test.code(&[0xf4]);
+        test.gate(1, HANDLER);
+        test.interrupts_on();
+        test.domain.vcpu.interrupts.timer = Some(crate::domain::interrupts::VirtualTimer {
+            vector: 0x30,
+            period_tsc: 1_000_000,
+            due_tsc: test.machine.now.get() + 1_000_000,
+            target: crate::domain::interrupts::TimerTarget::Pending,
+        });
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(
+            !decision
+                .effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::HaltUntilInterrupt | Effect::Block(_))),
+            "{:?}",
+            decision.effects
+        );
+        assert!(
+            decision.why.contains("the HLT does not wait"),
+            "{}",
+            decision.why
+        );
+        assert_eq!(testing::injected(&decision).0, Event::exception(1, 0));
     }
 
     #[test]

@@ -54,11 +54,6 @@ fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
     &events[exit_index..end]
 }
 
-/// Every instruction form the hypervisor emulates on a device register comes out as the
-/// CPU's own on RAM (`guests/src/bin/mmio-forms.rs`): the memory, the registers and the
-/// flags the manual defines, under QEMU's TCG. A bit test whose bit number reaches past its
-/// operand is done on the operand that holds the bit: BTS of bit 73 from 8 bytes before
-/// SCRATCH is bit 9 of SCRATCH, BTC of bit 17 of the word at SCRATCH is bit 1 two bytes on.
 #[test]
 fn a_single_step_over_an_instruction_the_hypervisor_completes_traps_right_after_it() {
     // RFLAGS.TF over an intercepted CPUID and IN: the hypervisor answers each, and raises
@@ -104,6 +99,11 @@ fn a_single_step_over_an_instruction_the_hypervisor_completes_traps_right_after_
     assert_eq!(injected, [true, true]);
 }
 
+/// Every instruction form the hypervisor emulates on a device register comes out as the
+/// CPU's own on RAM (`guests/src/bin/mmio-forms.rs`): the memory, the registers and the
+/// flags the manual defines, under QEMU's TCG. A bit test whose bit number reaches past its
+/// operand is done on the operand that holds the bit: BTS of bit 73 from 8 bytes before
+/// SCRATCH is bit 9 of SCRATCH, BTC of bit 17 of the word at SCRATCH is bit 1 two bytes on.
 #[test]
 fn every_mmio_form_the_hypervisor_emulates_does_what_the_cpu_does_on_ram() {
     let run = run(&["mmio-forms"]);

@@ -12,7 +12,8 @@
 //! too, its output low for one clock at terminal count, so it rises one clock later.
 //!
 //! A new count in modes 2 and 3 while the channel counts is loaded at the end of the cycle it
-//! counts; in mode 0 the first byte of a two-byte count stops the count (the output stays
+//! counts (in mode 3 the 82C54 loads it at the end of the current *half*-cycle; here at the
+//! cycle's end, where IRQ 0 rises, the model's cycles all starting with the high half); in mode 0 the first byte of a two-byte count stops the count (the output stays
 //! low) until the second byte loads it; control word bit 0 makes the count four BCD digits
 //! (0x1000 is a thousand clocks), read back in BCD (82C54 datasheet).
 //!
@@ -85,6 +86,8 @@ impl Channel {
     /// or `None` when it does not count. Before a count that waits for the end of the
     /// current cycle is loaded, the one it replaces.
     fn phase(&self, now: u64) -> Option<(u64, u64)> {
+        // (`now` may be a little before a count loaded just now: the caller read the clock
+        // before the write did. That is the new count's start, not a waiting one's.)
         let start = self.loaded_at?;
         match self.previous {
             Some((reload, since)) if now < start => Some((since, self.clocks(reload))),
@@ -212,7 +215,13 @@ impl Pit {
                         };
                         let period = (clocks as u128 * tsc_hz as u128 / HZ as u128).max(1) as u64;
                         let cycle_end = since + (now.saturating_sub(since) / period + 1) * period;
-                        channel.previous = channel.reload.map(|old| (old, since));
+                        // The count that counts now: the one a count still waiting replaces
+                        // (a second write in the same cycle replaces only the waiting one).
+                        let waiting = channel.previous.is_some()
+                            && channel.loaded_at.is_some_and(|start| now < start);
+                        if !waiting {
+                            channel.previous = channel.reload.map(|old| (old, since));
+                        }
                         channel.reload = Some(reload);
                         channel.loaded_at = Some(cycle_end);
                         "the count: loaded at the end of the current cycle (modes 2 and 3 finish the cycle they count)"
@@ -330,7 +339,7 @@ impl Pit {
         match channel.mode {
             // A new count waits for the current cycle's end: that is the next edge, and the
             // new period follows.
-            2 | 3 if now < start => Some(Countdown {
+            2 | 3 if channel.previous.is_some() && now < start => Some(Countdown {
                 period_tsc: Some(period_tsc),
                 due_tsc: start,
             }),
@@ -461,6 +470,46 @@ mod tests {
         assert_eq!(
             pit.countdown(12_000_000, TSC_HZ).map(|next| next.due_tsc),
             Some(11_932_000 + 4_096_000)
+        );
+    }
+
+    #[test]
+    fn a_first_count_in_mode_2_ticks_a_period_after_it_is_loaded_even_asked_a_moment_before() {
+        // The hypervisor reads the clock just before the write, the PIT at the write: the
+        // first edge is a whole period after the load, not at it.
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x9c, 1_000, TSC_HZ);
+        pit.write(CHANNEL_0, 0x2e, 1_000, TSC_HZ); // 11932, loaded at 1000
+        assert_eq!(
+            pit.countdown(500, TSC_HZ),
+            Some(Countdown {
+                period_tsc: Some(11_932_000),
+                due_tsc: 1_000 + 11_932_000
+            })
+        );
+    }
+
+    #[test]
+    fn a_second_count_in_the_same_cycle_replaces_only_the_waiting_one() {
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x9c, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0x2e, 0, TSC_HZ); // 11932 at 0
+        pit.write(CHANNEL_0, 0x00, 5_000_000, TSC_HZ);
+        pit.write(CHANNEL_0, 0x10, 5_000_000, TSC_HZ); // 4096 waits
+        pit.write(CHANNEL_0, 0x00, 5_500_000, TSC_HZ);
+        pit.write(CHANNEL_0, 0x20, 5_500_000, TSC_HZ); // 8192 waits instead
+        let channel = pit.channels[0];
+        assert_eq!(
+            channel.count(6_000_000, TSC_HZ),
+            11_932 - 6_000,
+            "the first still counts"
+        );
+        assert_eq!(
+            channel.count(11_932_000 + 92_000, TSC_HZ),
+            8_100,
+            "then 8192"
         );
     }
 

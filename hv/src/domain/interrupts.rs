@@ -293,9 +293,10 @@ pub fn assist(domain: &Domain) -> Assist {
     if domain.interrupts_enabled() && !shadowed && !injecting && !iret_first {
         return Assist::Inject(vector);
     }
-    if domain.pv.enabled {
+    if domain.pv.enabled && !(iret_first && domain.interrupts_enabled()) {
         // A PV kernel's CLI/STI are emulated: its emulated STI is an exit, and the pending
-        // interrupt is delivered after it.
+        // interrupt is delivered after it. (Behind an IRET let through, its virtual flag is
+        // on already: the window below brings the exit after the IRET.)
         return Assist::Nothing;
     }
     if vmcb.control.virtual_interrupt & v_intr::IRQ != 0 {

@@ -298,6 +298,11 @@ impl Domain {
             if self.mapped_writable(target) {
                 return Err("points to a new page table the guest still maps writable");
             }
+            if self.grants.mapped_writable_by_others(target) {
+                return Err(
+                    "points to a new page table another domain maps writable, through a grant",
+                );
+            }
             // A new table becomes pinned, so every entry in it must pass these rules too (as
             // Xen validates a page when it becomes a page table): else the guest could fill
             // it while it was writable with an entry mapping a pinned table writable.
@@ -450,6 +455,28 @@ mod tests {
         );
         test.domain.grants.mapped_writable[4] = 0;
         assert!(test.domain.tables_under(PML4).is_ok(), "read-only is fine");
+    }
+
+    #[test]
+    fn a_new_table_another_domain_maps_writable_through_a_grant_cannot_be_linked() {
+        // The same through the other door: the tables are pinned, TABLE (read-only here,
+        // empty) is granted and mapped writable elsewhere, and a PDE would link it.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.write_u64(PT + 8 * (TABLE >> 12), TABLE | pte::PRESENT);
+        test.domain.grants.table[4].frame = (TABLE >> 12) as u32;
+        test.domain.grants.mapped_writable[4] = 1;
+        assert_eq!(
+            test.domain
+                .check_entry(2, TABLE | pte::PRESENT | pte::WRITABLE),
+            Err("points to a new page table another domain maps writable, through a grant")
+        );
+        test.domain.grants.mapped_writable[4] = 0;
+        assert!(
+            test.domain
+                .check_entry(2, TABLE | pte::PRESENT | pte::WRITABLE)
+                .is_ok()
+        );
     }
 
     #[test]

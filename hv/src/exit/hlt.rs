@@ -52,9 +52,11 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .ending(stopped("halted with interrupts off"));
     }
     let owed = guest.pending_interrupt().is_some();
-    // An event can reach it: an upcall it registered, and a channel another domain holds
-    // the other end of.
+    // An event can reach it: an upcall it registered and has not masked (a halted CPU
+    // never clears `evtchn_upcall_mask`), and a channel another domain holds the other end
+    // of.
     let reachable = guest.events.callback != Callback::None
+        && !guest.upcalls_masked()
         && guest.events.ports.iter().any(|port| {
             matches!(
                 port,

@@ -284,8 +284,15 @@ impl Steps {
             true => guest.gpr(1) & operand_mask(address_bits / 8),
             false => 1,
         };
-        let backwards = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags)
-            .contains(RFlags::DIRECTION_FLAG);
+        let flags = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags);
+        // With RFLAGS.TF a CPU traps after each iteration, RIP still at the instruction
+        // while elements are left (Intel SDM vol. 3B, 17.3.1.4): one element an exit, and the
+        // #DB after it (`delivery::single_step`).
+        let most = match flags.contains(RFlags::TRAP_FLAG) {
+            true => 1,
+            false => most,
+        };
+        let backwards = flags.contains(RFlags::DIRECTION_FLAG);
         let step = match backwards {
             true => (size as u64).wrapping_neg(),
             false => size as u64,
@@ -1334,6 +1341,31 @@ mod tests {
         test.set_gpr(1, u64::MAX);
         io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
         assert_eq!(test.gpr(1), u64::MAX - ELEMENTS_PER_EXIT);
+    }
+
+    #[test]
+    fn with_tf_a_rep_outsb_moves_one_element_an_exit_and_traps_after_each() {
+        // A CPU single-steps a REP string iteration by iteration: the #DB after each, RIP
+        // still on the instruction while elements are left, on the next one after the last.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x21_1000);
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 3);
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
+        assert_eq!((test.gpr(1), test.gpr(6)), (2, DATA + 1), "one element");
+        assert_eq!(run.injected().vector, 1);
+        assert_eq!(
+            test.rip(),
+            ENTRY,
+            "the #DB frame's RIP: the instruction, not done"
+        );
+        // The last element: the trap's RIP is the next instruction.
+        test.set_gpr(1, 1);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
+        assert_eq!(test.gpr(1), 0);
+        assert_eq!(run.injected().vector, 1);
+        assert_eq!(test.rip(), ENTRY + 2);
     }
 
     #[test]

@@ -184,10 +184,11 @@ mod tests {
 
     #[test]
     fn no_interrupt_enters_a_handler_while_the_let_through_iret_is_still_to_run() {
-        // The handler's frame returns to RFLAGS.IF = 1 and a timer interrupt is pending: a
-        // handler entered at this VMRUN would return through the suspended intercept,
-        // unseen. The hypervisor asks for the window instead: the CPU exits when the IRET
-        // has run and the guest can take it.
+        // The handler runs with RFLAGS.IF = 1 and a timer interrupt is pending: a handler
+        // entered at this VMRUN would return through the suspended intercept, unseen. The
+        // hypervisor asks for the window instead: the CPU exits as soon as the guest can take
+        // it (here at once, before the IRET), with the IRET's intercept on again, and the
+        // interrupt is delivered then.
         let mut test = page_fault_handler_returning();
         test.interrupts_on();
         test.domain.vcpu.interrupts.pending = Some(0x30);

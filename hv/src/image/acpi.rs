@@ -747,8 +747,31 @@ mod tests {
             device[14..24],
             [0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03]
         );
-        // _CRS's buffer ends with the End Tag.
-        assert_eq!(device[device.len() - 2..], resource::END);
+        // _UID 0, then _CRS: NameOp, the name, BufferOp, a two-byte PkgLength, WordPrefix
+        // and the buffer's size, then the descriptors, written out here from ACPI 6.4's
+        // tables 6.4 (large and small items): bus numbers 0-255, I/O 0xcf8 x 8, I/O
+        // 0-0xcf7 and 0xd00-0xffff, memory from the end of RAM (2 MiB here) to the lab
+        // device's window, the End Tag.
+        assert_eq!(device[24..31], [0x08, b'_', b'U', b'I', b'D', 0x0a, 0]);
+        assert_eq!(device[31..36], [0x08, b'_', b'C', b'R', b'S']);
+        assert_eq!((device[36], device[39]), (0x11, 0x0b));
+        let mut expected = vec![
+            0x88, 13, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0x00, 0x01, // buses
+            0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8, // the configuration ports
+            0x88, 13, 0, 1, 0x0c, 3, 0, 0, 0, 0, 0xf7, 0x0c, 0, 0, 0xf8, 0x0c, // I/O
+            0x88, 13, 0, 1, 0x0c, 3, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00, 0xf3, // I/O
+            0x87, 23, 0, 0, 0x0c, 3, 0, 0, 0, 0, // memory: granularity 0
+        ];
+        let window_end = traplab_abi::boot::LAB_DEVICE as u32 - 1;
+        for value in [2u32 << 20, window_end, 0, window_end - (2 << 20) + 1] {
+            expected.extend(value.to_le_bytes());
+        }
+        expected.extend([0x79, 0]);
+        assert_eq!(
+            u16::from_le_bytes([device[40], device[41]]) as usize,
+            expected.len()
+        );
+        assert_eq!(device[42..], expected[..]);
         assert_eq!(u32_at(&fadt, fadt::FIRMWARE_CTRL) as u64, tables.facs);
         assert_eq!(
             u64_at(&fadt, fadt::X_FIRMWARE_CTRL),

@@ -17,7 +17,7 @@
 //!   firmware (here the hypervisor, which plays it), its segment and ROM size, and, in its
 //!   characteristics, "BIOS characteristics not supported" and "this is a virtual machine";
 //! - **type 1, System Information** (7.2): manufacturer, product name and version; no serial
-//!   number, a UUID of zeros ("present, not set"), woken by the power switch;
+//!   number, no UUID (all zeros), woken by the power switch;
 //! - **type 127, End-of-Table** (7.45).
 //!
 //! They take the second page of the F segment, 0xf1000, after the ACPI tables' (`acpi.rs`),
@@ -115,7 +115,8 @@ fn system() -> Structure<'static> {
         3, // version: string 3
         0, // serial number: none
     ];
-    // The UUID: all zeros, "present but not set" (7.2.1; all ones would be "not present").
+    // The UUID: all zeros, "not present in the system" (7.2.1; all ones would say "not
+    // present, but it can be set").
     fields.extend_from_slice(&[0; 16]);
     // Wake-up type (7.2.2): 6, the power switch.
     fields.push(6);
