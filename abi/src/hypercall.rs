@@ -60,6 +60,11 @@
 //! guest's CPL and its own CR0.WP; a frame that cannot be written so ends the domain (Xen
 //! crashes a PV domain whose stack faults while it builds a bounce frame).
 //!
+//! For a PV kernel (`set_pv_mode`) the interrupt flag is its virtual one: the frame's IF
+//! carries that, an entry without [`TrapInfo::INTERRUPTS_ON`] clears it for the handler, and
+//! `iret` restores it from the frame, leaving RFLAGS.IF alone (Xen keeps it in
+//! `evtchn_upcall_mask` the same way).
+//!
 //! The handler runs with RSP at the frame, at the interrupted privilege level, with
 //! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
 //! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the

@@ -245,10 +245,23 @@ fn bounce(
         words.push(error_code as u64);
     }
     let rip = crate::decision::rip_after(&first, save.rip);
+    // A PV kernel's interrupt flag is its virtual one (`exit/privileged.rs`): the frame
+    // carries that in IF, as Xen's create_bounce_frame puts !evtchn_upcall_mask there.
+    let interrupted_rflags = match guest.pv.enabled {
+        true => {
+            let rflags = RFlags::from_bits_retain(save.rflags) - RFlags::INTERRUPT_FLAG;
+            match guest.pv.virtual_interrupt_flag {
+                true => rflags | RFlags::INTERRUPT_FLAG,
+                false => rflags,
+            }
+            .bits()
+        }
+        false => save.rflags,
+    };
     words.extend([
         rip,
         save.cs.selector as u64,
-        save.rflags,
+        interrupted_rflags,
         interrupted_rsp,
         save.ss.selector as u64,
     ]);
@@ -279,14 +292,18 @@ fn bounce(
         .with_all(first)
         .killing(format!("cannot write a bounce frame at {frame:#x}"));
     }
-    // The handler runs with TF, NT and RF clear, and IF clear unless its entry keeps it.
+    // The handler runs with TF, NT and RF clear, and IF clear unless its entry keeps it: for
+    // a PV kernel, its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask), or an
+    // interrupt pending would enter the handler at its first instruction.
     let mut flags = RFlags::from_bits_retain(save.rflags)
         - (RFlags::TRAP_FLAG | RFlags::NESTED_TASK | RFlags::RESUME_FLAG);
-    if entry.flags & TrapInfo::INTERRUPTS_ON == 0 {
+    let masks = entry.flags & TrapInfo::INTERRUPTS_ON == 0;
+    if masks {
         flags -= RFlags::INTERRUPT_FLAG;
     }
     Decision::new(Action::Bounce, why.into(), at)
         .with_all(first)
+        .with_all((masks && guest.pv.enabled).then_some(Effect::VirtualInterruptFlag(false)))
         .deliver(Delivery::Bounce(Bounce {
             vector,
             kind,
@@ -712,6 +729,29 @@ mod tests {
             decision.why
         );
         assert_eq!(testing::injected(&decision).0, Event::exception(1, 0));
+    }
+
+    #[test]
+    fn a_pv_kernel_s_bounce_carries_and_clears_its_virtual_interrupt_flag() {
+        // Xen's create_bounce_frame: the frame's IF is the virtual flag, and an entry without
+        // TBF_INTERRUPT masks it for the handler (else a pending interrupt would enter the
+        // handler at its first instruction).
+        let mut test = Test::long_mode();
+        test.domain.pv.enabled = true;
+        test.domain.pv.virtual_interrupt_flag = true;
+        test.trap_table(&[trap(6, HANDLER)]);
+        let decision = deliver(&test, 6, 0);
+        let bounce = testing::bounced(&decision);
+        assert_ne!(
+            bounce.words[2] & RFlags::INTERRUPT_FLAG.bits(),
+            0,
+            "the frame's IF"
+        );
+        assert!(
+            decision
+                .effects
+                .contains(&Effect::VirtualInterruptFlag(false))
+        );
     }
 
     #[test]

@@ -357,12 +357,23 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
         | RFlags::OVERFLOW_FLAG
         | RFlags::ALIGNMENT_CHECK
         | RFlags::ID;
+    // (A PV kernel's IF is its virtual one, below: RFLAGS.IF stays as it is.)
+    let guest_flags = match guest.pv.enabled {
+        true => guest_flags - RFlags::INTERRUPT_FLAG,
+        false => guest_flags,
+    };
     let rflags = (save.rflags & !guest_flags.bits()) | (frame.rflags & guest_flags.bits()) | 0x2;
     let returning = guest.vcpu.in_flight.last().copied();
+    // A PV kernel's interrupt flag is its virtual one: the frame's IF restores it (Xen's
+    // do_iret sets evtchn_upcall_mask from it).
+    let virtual_interrupts = guest.pv.enabled.then_some(Effect::VirtualInterruptFlag(
+        frame.rflags & RFlags::INTERRUPT_FLAG.bits() != 0,
+    ));
     decision
         .with(Effect::Gpr(0, frame.rax))
         .with(Effect::Gpr(4, frame.rsp))
         .with(Effect::Rflags(rflags))
+        .with_all(virtual_interrupts)
         .with(Effect::Rip(frame.rip))
         .with(Effect::PopInFlight)
         .describe("iret: the bounced handler's frame restored")
@@ -669,6 +680,20 @@ mod tests {
         assert_eq!(returned.via, ReturnPath::Hypercall);
         assert_eq!(returned.name.as_deref(), Some("#PF"));
         assert!(test.domain.vcpu.in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_pv_kernel_s_iret_restores_its_virtual_interrupt_flag_not_rflags_if() {
+        // Xen's do_iret: evtchn_upcall_mask from the frame's IF.
+        let mut test = bounced_handler_returning(0x246, 0x08);
+        test.domain.pv.enabled = true;
+        test.domain.vcpu.vmcb.save.rflags = 0x2;
+        call(&mut test);
+        assert!(test.domain.pv.virtual_interrupt_flag);
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.rflags, 0x46,
+            "IF stays as it was"
+        );
     }
 
     #[test]
