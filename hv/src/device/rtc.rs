@@ -191,8 +191,12 @@ impl Rtc {
     pub fn describe(&self) -> String {
         let name = match self.index {
             SECONDS => "seconds",
+            // The alarm registers, kept as written (no alarm interrupt is raised).
+            0x01 => "seconds alarm",
             MINUTES => "minutes",
+            0x03 => "minutes alarm",
             HOURS => "hours",
+            0x05 => "hours alarm",
             WEEKDAY => "day of the week",
             DAY => "day of the month",
             MONTH => "month",
@@ -414,6 +418,11 @@ mod tests {
         rtc.select(0x40);
         rtc.write(0xab, NOW);
         assert_eq!(rtc.read(NOW), 0xab, "CMOS memory keeps what is written");
+        // The alarm registers are kept too, and named in the trace.
+        rtc.select(0x03);
+        rtc.write(0x30, NOW);
+        assert_eq!(rtc.read(NOW), 0x30);
+        assert_eq!(rtc.describe(), "RTC register 0x03, minutes alarm");
     }
 
     #[test]
