@@ -232,6 +232,10 @@ fn linux_on_the_apic_platform_takes_its_timer_through_the_io_apic_and_the_local_
         "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
         "pci_bus 0000:00: root bus resource [io  0x0000-0x0cf7 window]",
         "pci 0000:00:00.0: [8086:1237] type 00 class 0x060000",
+        // COM1 and the RTC, found by their PNP IDs in the DSDT.
+        "pnp: PnP ACPI: found 2 devices",
+        "00:00: ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
+        "rtc_cmos 00:01: registered as rtc0",
         MARKER,
     ] {
         assert!(

@@ -47,7 +47,7 @@ const DIFFERENCES: [(&str, &str); 16] = [
     ("(XEN) Faking a node at ", "(the same)"),
     (
         "(XEN) ACPI: ",
-        "the ACPI tables: SeaBIOS's (RSDP revision 0, an RSDT, a DSDT with AML, WAET, overrides for the PCI interrupts 5, 10, 11) and traplab's (revision 2, an XSDT, a DSDT with \\_S5 and the PCI host bridge)",
+        "the ACPI tables: SeaBIOS's (RSDP revision 0, an RSDT, a DSDT with AML, WAET, overrides for the PCI interrupts 5, 10, 11) and traplab's (revision 2, an XSDT, a DSDT with \\_S5, the PCI host bridge, COM1 and the RTC)",
     ),
     (
         "(XEN) found SMP MP-table at ",

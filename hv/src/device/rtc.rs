@@ -29,6 +29,8 @@ use alloc::string::String;
 /// The index and data ports.
 pub const INDEX: u16 = 0x70;
 pub const DATA: u16 = 0x71;
+/// Its interrupt line on a PC: ISA IRQ 8 (the ACPI tables name it; nothing raises it here).
+pub const IRQ: u8 = 8;
 
 const SECONDS: u8 = 0x00;
 const MINUTES: u8 = 0x02;

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! RSDP (rev 2) ──► RSDT (32-bit pointers) ──┬──► FADT ──┬──► FACS
-//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (\_S5, \_SB.PCI0)
+//!        └───────► XSDT (64-bit pointers) ──┘           └──► DSDT (\_S5, \_SB.PCI0, COM1, RTC)
 //!                                           └──► MADT
 //! ```
 //!
@@ -19,9 +19,10 @@
 //! - **MADT** (5.2.12): the local APIC and the IO-APIC at their addresses with their IDs, and
 //!   how ISA IRQs differ from IO-APIC pins (interrupt source overrides): the PIT's IRQ 0 on
 //!   pin 2, the SCI (IRQ 9) level-triggered.
-//! - **DSDT** (5.2.11.1): two AML objects, `\_S5`, the sleep type that switches the machine
-//!   off (`device/acpi_pm.rs`), and `\_SB.PCI0`, the PCI host bridge (`device/pci.rs`)
-//!   with the resources it decodes; no other device, no other sleep state.
+//! - **DSDT** (5.2.11.1): `\_S5`, the sleep type that switches the machine off
+//!   (`device/acpi_pm.rs`); `\_SB.PCI0`, the PCI host bridge (`device/pci.rs`) with the
+//!   resources it decodes; COM1 (PNP0501) and the RTC (PNP0B00) with their ports and IRQs;
+//!   no other device, no other sleep state.
 //! - **FACS** (5.2.10): the firmware's side of waking and the global lock; nothing in it is
 //!   used here (no state to wake from, no firmware to share the lock with).
 //!
@@ -38,9 +39,10 @@
 
 use super::ImageError;
 use super::multiboot::BIOS_ROM;
-use crate::device::{acpi_pm, ioapic, lapic, pci, pit, rtc};
+use crate::device::{SERIAL_IRQ, acpi_pm, ioapic, lapic, pci, pit, rtc};
 use crate::domain::GuestMemory;
 use alloc::vec::Vec;
+use traplab_abi::boot::CONSOLE_PORT;
 
 /// Where the tables go: the first page of the F segment.
 pub const TABLES: u64 = BIOS_ROM;
@@ -268,9 +270,13 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
 ///   and the lab device's window. On an ACPI PC the kernel finds PCI from here: without it
 ///   Linux never scans bus 0, and the host bridge's configuration space is not read.
 ///
-/// Nothing else: no other device in the namespace (the UART, the RTC, the PIT are where a
-/// PC has them, which Linux knows), no `_PRT` (no PCI device has an interrupt), no other
-/// sleep state.
+/// - `Device (\_SB.COM1)` and `Device (\_SB.RTC_)`: COM1 (PNP0501, ports 0x3f8–0x3ff,
+///   IRQ 4) and the RTC (PNP0B00, ports 0x70–0x71, IRQ 8), which a kernel's PNP drivers
+///   bind by these IDs (Linux: "00:00: ttyS0 at I/O 0x3f8", "rtc_cmos 00:01").
+///
+/// Nothing else: no other device in the namespace (the PIT and the PICs are where a PC has
+/// them, which a kernel knows), no `_PRT` (no PCI device has an interrupt), no other sleep
+/// state.
 fn dsdt_aml(ram_end: u64) -> Vec<u8> {
     let sleep_type = acpi_pm::SOFT_OFF_TYPE as u8;
     let sleep_state = aml::name(
@@ -301,7 +307,28 @@ fn dsdt_aml(ram_end: u64) -> Vec<u8> {
         ]
         .concat(),
     );
-    [sleep_state, host_bridge].concat()
+    // The two legacy devices a kernel drives by their PNP IDs, where a PC has them: COM1
+    // (a 16550, PNP0501) and the RTC (PNP0B00), each with its ports and its ISA IRQ.
+    let legacy = |path: &[u8], id: &[u8; 7], port: u16, ports: u8, irq: u8| {
+        let resources = [
+            resource::io(port, ports),
+            resource::irq(irq),
+            resource::END.to_vec(),
+        ]
+        .concat();
+        aml::device(
+            path,
+            &[
+                aml::name(b"_HID", &aml::eisa_id(id)),
+                aml::name(b"_UID", &aml::byte(1)),
+                aml::name(b"_CRS", &aml::buffer(&resources)),
+            ]
+            .concat(),
+        )
+    };
+    let com1 = legacy(b"\\\x2e_SB_COM1", b"PNP0501", CONSOLE_PORT, 8, SERIAL_IRQ);
+    let clock = legacy(b"\\\x2e_SB_RTC_", b"PNP0B00", rtc::INDEX, 2, rtc::IRQ);
+    [sleep_state, host_bridge, com1, clock].concat()
 }
 
 /// AML's terms, as `dsdt_aml` uses them (ACPI 6.4, 20.2 "AML Grammar Definition").
@@ -407,6 +434,13 @@ mod resource {
             bytes.extend(value.to_le_bytes());
         }
         bytes
+    }
+
+    /// An IRQ Descriptor without its information byte (small item 0x22, 6.4.2.1): ISA IRQ
+    /// `line`, as a mask of the 16, edge-triggered and active high.
+    pub fn irq(line: u8) -> Vec<u8> {
+        let [low, high] = (1u16 << line).to_le_bytes();
+        Vec::from([0x22, low, high])
     }
 
     /// The End Tag (small item 0x79, 6.4.2.9), its checksum 0: "treated as if the checksum
@@ -738,10 +772,11 @@ mod tests {
         assert_eq!(acpi_pm::SOFT_OFF_TYPE, 0);
         // Device (\_SB.PCI0): ExtOpPrefix DeviceOp, a two-byte PkgLength that covers the
         // rest of the table, the path, then _HID = EisaId ("PNP0A03").
-        let device = &aml[16..];
-        assert_eq!(device[..2], [0x5b, 0x82]);
-        let length = (device[2] & 0xf) as usize | (device[3] as usize) << 4;
-        assert_eq!((device[2] >> 6, 2 + length), (1, device.len()));
+        let rest = &aml[16..];
+        assert_eq!(rest[..2], [0x5b, 0x82]);
+        let length = (rest[2] & 0xf) as usize | (rest[3] as usize) << 4;
+        assert_eq!(rest[2] >> 6, 1, "a two-byte PkgLength");
+        let (device, legacy) = rest.split_at(2 + length);
         assert_eq!(&device[4..14], b"\\\x2e_SB_PCI0");
         assert_eq!(
             device[14..24],
@@ -772,6 +807,35 @@ mod tests {
             expected.len()
         );
         assert_eq!(device[42..], expected[..]);
+        // Then COM1 and the RTC, each a Device with _HID, _UID and a _CRS of its ports and
+        // its IRQ (an IRQ descriptor, 0x22, with the IRQ's bit in a 16-bit mask); the
+        // buffer's PkgLength counts itself, WordPrefix, the size and the 13 bytes: 17.
+        let legacy_device = |path: &[u8; 10], id: [u8; 4], io: [u8; 8], irq: [u8; 3]| {
+            let mut terms = path.to_vec();
+            terms.extend([0x08, b'_', b'H', b'I', b'D', 0x0c]);
+            terms.extend(id);
+            terms.extend([0x08, b'_', b'U', b'I', b'D', 0x0a, 1]);
+            terms.extend([0x08, b'_', b'C', b'R', b'S', 0x11, 17, 0x0b, 13, 0]);
+            terms.extend(io);
+            terms.extend(irq);
+            terms.extend([0x79, 0]);
+            let mut bytes = vec![0x5b, 0x82, (terms.len() + 1) as u8];
+            bytes.extend(terms);
+            bytes
+        };
+        let com1 = legacy_device(
+            b"\\\x2e_SB_COM1",
+            [0x41, 0xd0, 0x05, 0x01],
+            [0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8],
+            [0x22, 1 << 4, 0],
+        );
+        let clock = legacy_device(
+            b"\\\x2e_SB_RTC_",
+            [0x41, 0xd0, 0x0b, 0x00],
+            [0x47, 1, 0x70, 0, 0x70, 0, 1, 2],
+            [0x22, 0, 1],
+        );
+        assert_eq!(legacy, [com1, clock].concat());
         assert_eq!(u32_at(&fadt, fadt::FIRMWARE_CTRL) as u64, tables.facs);
         assert_eq!(
             u64_at(&fadt, fadt::X_FIRMWARE_CTRL),
