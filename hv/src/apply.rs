@@ -707,9 +707,6 @@ impl Step<'_, '_> {
                 vcpu.iret_intercept_suspended = true;
                 vcpu.iret_not_yet_run = Some(vcpu.vmcb.save.rip);
             }
-            Effect::EndNmiBlockingAfterIret => {
-                vcpu.nmi_unblocked_after_iret_at = Some(vcpu.vmcb.save.rip);
-            }
             Effect::RequestNmi => self.domain.devices.lapic.nmi_requested = true,
             Effect::AcknowledgeHostTimer => {
                 let tick = self.machine.acknowledge_timer();

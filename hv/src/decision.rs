@@ -137,9 +137,6 @@ pub enum Effect {
     /// Let the next IRET run without an exit (`exit/iret.rs`); the intercept is back on at
     /// the next exit.
     SuspendIretIntercept,
-    /// An IRET is about to run: NMIs are no longer blocked once it has
-    /// (`Vcpu::nmi_unblocked_after_iret_at`).
-    EndNmiBlockingAfterIret,
     /// The NMI line is raised: the NMI is delivered as soon as no NMI handler runs (an NMI
     /// asked for by `raise_event` while one does).
     RequestNmi,

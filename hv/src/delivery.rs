@@ -117,7 +117,6 @@ const DR6_SINGLE_STEP: u64 = 1 << 14;
 #[inline(never)]
 pub fn single_step(guest: &Guest, decision: &mut Decision) {
     let save = &guest.vcpu.vmcb.save;
-    let stepping = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
     let moved_on = decision
         .effects
         .iter()
@@ -134,7 +133,7 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
         && decision.returning.is_none()
         && decision.end.is_none()
         && (moved_on || iterated);
-    if !stepping || !completed {
+    if !completed {
         return;
     }
     let mut first = core::mem::take(&mut decision.effects);

@@ -290,10 +290,11 @@ pub fn assist(domain: &Domain) -> Assist {
     // An IRET the hypervisor lets through runs first: a handler entered now would return
     // through its suspended intercept, and its return would go unseen (`exit/iret.rs`).
     let iret_first = domain.vcpu.iret_intercept_suspended;
-    if domain.interrupts_enabled() && !shadowed && !injecting && !iret_first {
+    let enabled = domain.interrupts_enabled();
+    if enabled && !shadowed && !injecting && !iret_first {
         return Assist::Inject(vector);
     }
-    if domain.pv.enabled && !(iret_first && domain.interrupts_enabled()) {
+    if domain.pv.enabled && !(iret_first && enabled) {
         // A PV kernel's CLI/STI are emulated: its emulated STI is an exit, and the pending
         // interrupt is delivered after it. (Behind an IRET let through, its virtual flag is
         // on already: the window below brings the exit after the IRET.)
@@ -305,9 +306,7 @@ pub fn assist(domain: &Domain) -> Assist {
     let why = match (injecting, shadowed, iret_first) {
         (true, _, _) => "another event is being delivered first",
         (false, true, _) => "the guest is in an interrupt shadow",
-        (false, false, true) if domain.interrupts_enabled() => {
-            "the IRET the hypervisor lets through runs first"
-        }
+        (false, false, true) if enabled => "the IRET the hypervisor lets through runs first",
         (false, false, _) => "the guest has interrupts off (RFLAGS.IF = 0)",
     };
     Assist::RequestWindow { vector, why }

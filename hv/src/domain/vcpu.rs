@@ -163,13 +163,11 @@ pub struct Vcpu {
     pub iret_intercept_suspended: bool,
     /// An NMI was delivered and no IRET has run since: a CPU holds further NMIs back until
     /// the next IRET (AMD APM vol. 2, 8.2.2 "NMI"), and since the hypervisor injects NMIs
-    /// itself (EVENTINJ), it keeps that mask (`apply::before_resume`, `exit/iret.rs`).
+    /// itself (EVENTINJ), it keeps that mask (`apply::before_resume`). It ends when an IRET
+    /// let through has *run* ([`Vcpu::after_vmrun`]), not at its intercept, which comes
+    /// before the instruction: an NMI injected then would enter its handler before the IRET
+    /// it waits for (Xen's VMEXIT_IRET and KVM's `awaiting_iret_completion` wait the same way).
     pub nmi_blocked: bool,
-    /// The RIP of the IRET that ends the NMI blocking once it has run: the intercept comes
-    /// before the IRET executes, and an NMI injected then would enter its handler before
-    /// the IRET it waits for (Xen's VMEXIT_IRET and KVM's `awaiting_iret_completion` wait
-    /// the same way). The first exit elsewhere ends the blocking ([`Vcpu::after_vmrun`]).
-    pub nmi_unblocked_after_iret_at: Option<u64>,
     /// The RIP of the IRET whose return was noted and that the CPU was let run, while the
     /// guest has not moved from it: an interrupt may come first (an INTR exit at the IRET
     /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
@@ -208,7 +206,6 @@ impl Vcpu {
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
             nmi_blocked: false,
-            nmi_unblocked_after_iret_at: None,
             iret_not_yet_run: None,
             entered_in_shadow_at: None,
             software_interrupt_rip: None,
@@ -349,22 +346,20 @@ impl Vcpu {
     /// After every #VMEXIT, before anything looks at the exit: what a VMRUN consumed is
     /// reset (a TLB flush is done once), and an IRET let through by `exit/iret.rs` has had
     /// its chance to run, so its intercept is on again. Whether it ran: if the guest is
-    /// still at it, an interrupt came first, and the IRET is still to run.
+    /// still at it, an interrupt came first, and the IRET is still to run; if it ran, it
+    /// ended any NMI blocking.
     pub fn after_vmrun(&mut self) {
         self.vmcb.control.tlb_control = 0;
         if self.iret_intercept_suspended {
             self.vmcb.control.intercept_misc1 |= misc1::IRET;
             self.iret_intercept_suspended = false;
         }
-        if self.iret_not_yet_run != Some(self.vmcb.save.rip) {
-            self.iret_not_yet_run = None;
-        }
         if self
-            .nmi_unblocked_after_iret_at
+            .iret_not_yet_run
             .is_some_and(|iret| iret != self.vmcb.save.rip)
         {
+            self.iret_not_yet_run = None;
             self.nmi_blocked = false;
-            self.nmi_unblocked_after_iret_at = None;
         }
     }
 

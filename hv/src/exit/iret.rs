@@ -8,7 +8,7 @@
 //! intercept is off for this one IRET and back on at the next exit (`Vcpu::after_vmrun`): every handler
 //! is entered through an exit, so no return is missed.
 //!
-//! NMI blocking ends once this IRET has run, not here (`Vcpu::nmi_unblocked_after_iret_at`),
+//! NMI blocking ends once this IRET has run, not here (`Vcpu::nmi_blocked`),
 //! and no event is injected while it is still to run: a handler entered first would return
 //! through the suspended intercept, unseen.
 //!
@@ -79,16 +79,10 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         ),
     };
     // Any IRET ends the blocking of NMIs, the NMI handler's or another (APM vol. 2, 8.2.2),
-    // once it has run: this intercept comes before it does.
+    // once it has run: this intercept comes before it does (`Vcpu::after_vmrun`).
     let decision = decision
         .with(Effect::PopInFlight)
-        .with(Effect::SuspendIretIntercept)
-        .with_all(
-            guest
-                .vcpu
-                .nmi_blocked
-                .then_some(Effect::EndNmiBlockingAfterIret),
-        );
+        .with(Effect::SuspendIretIntercept);
     if !readable {
         return decision;
     }
