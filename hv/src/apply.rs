@@ -931,12 +931,11 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::Out { port, size, value } => {
-                let (before, written_at) = (devices.timer_state(), self.machine.now());
-                let written = devices.port_write(port, size, value, &*self.machine);
-                self.port_written(written);
-                if self.domain.devices.timer_state() != before {
-                    self.platform_timer(written_at);
-                }
+                self.watching_the_timer(|apply| {
+                    let devices = &mut apply.domain.devices;
+                    let written = devices.port_write(port, size, value, &*apply.machine);
+                    apply.port_written(written);
+                });
                 self.serial_interrupt();
             }
             PortAccess::InString { port, size, to } => {
@@ -947,18 +946,16 @@ impl Step<'_, '_> {
                 self.serial_interrupt();
             }
             PortAccess::OutString { port, size, from } => {
-                let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
-                for element in from {
-                    let value = self.read_element(element, size)? as u32;
-                    let written = self
-                        .domain
-                        .devices
-                        .port_write(port, size, value, &*self.machine);
-                    self.port_written(written);
-                }
-                if self.domain.devices.timer_state() != before {
-                    self.platform_timer(written_at);
-                }
+                // (The elements written before one that cannot be read still count.)
+                self.watching_the_timer(|apply| {
+                    for element in from {
+                        let value = apply.read_element(element, size)? as u32;
+                        let devices = &mut apply.domain.devices;
+                        let written = devices.port_write(port, size, value, &*apply.machine);
+                        apply.port_written(written);
+                    }
+                    Ok(())
+                })?;
                 self.serial_interrupt();
             }
         }
@@ -1120,21 +1117,30 @@ impl Step<'_, '_> {
     /// Write the low `width` bytes of `value` to the device at `gpa`: it says what it did,
     /// may ring the console, and may have changed the guest's timer.
     fn device_write(&mut self, gpa: u64, width: u8, value: u64) {
-        let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
-        let written = self
-            .domain
-            .devices
-            .mmio_write(gpa, width, value, &*self.machine);
-        self.console(written.console);
-        self.reports.push(written.what);
-        if self.domain.devices.timer_state() != before {
-            self.platform_timer(written_at);
-        }
+        self.watching_the_timer(|apply| {
+            let devices = &mut apply.domain.devices;
+            let written = devices.mmio_write(gpa, width, value, &*apply.machine);
+            apply.console(written.console);
+            apply.reports.push(written.what);
+        });
         // The APIC's TPR and CR8 are one register (CR8 is TPR bits 7:4, Intel SDM vol. 3A,
         // 11.8.6.1): after a write of the TPR, a MOV from CR8 reads the same.
         if lapic::contains(gpa) {
             self.task_priority(self.domain.devices.lapic.tpr >> 4);
         }
+    }
+
+    /// Device writes (`write`): when they change what the guest's timer depends on
+    /// (`Devices::timer_state`), the timer is worked out again, as at the TSC read just
+    /// before them ([`Step::platform_timer`]). The one way a port or MMIO write reaches the
+    /// devices.
+    fn watching_the_timer<T>(&mut self, write: impl FnOnce(&mut Self) -> T) -> T {
+        let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
+        let result = write(self);
+        if self.domain.devices.timer_state() != before {
+            self.platform_timer(written_at);
+        }
+        result
     }
 
     /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed, by a write at TSC
