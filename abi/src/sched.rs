@@ -13,7 +13,8 @@ pub mod cmd {
     /// Block until an event is pending (the upcall mask is cleared first, as in Xen: a
     /// domain that blocks wants its events).
     pub const BLOCK: u64 = 1;
-    /// [`super::SchedPoll`]: block until one of these ports is pending (no upcall needed).
+    /// [`super::SchedPoll`]: block until one of these ports is pending (no upcall needed),
+    /// unless an interrupt is owed; an upcall to the vCPU's callback wakes it too, as Xen's.
     pub const POLL: u64 = 3;
 
     /// The command's name, as Xen spells it.

@@ -16,7 +16,8 @@ pub fn block() -> i64 {
     unsafe { sched_op(cmd::BLOCK, 0) }
 }
 
-/// `SCHEDOP_poll`: wait until one of `ports` is pending (masked or not).
+/// `SCHEDOP_poll`: wait until one of `ports` is pending (masked or not). With a callback
+/// registered, an upcall ends the wait too (as on Xen): check the port again after it.
 pub fn poll(ports: &[Port]) -> i64 {
     let argument = SchedPoll {
         ports: ports.as_ptr() as u64,

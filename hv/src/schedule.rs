@@ -128,8 +128,13 @@ pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, upcall: bool) ->
                 && domain.interrupts_enabled()
         }
         Wait::Event => upcall,
-        // Xen's SCHEDOP_poll wakes on a polled port's pending bit, masked or not.
-        Wait::Poll(ports) => ports.contains(&port),
+        // Xen's SCHEDOP_poll wakes on a polled port's pending bit, masked or not
+        // (`evtchn_check_pollers`), and on any event that owes an upcall to a vCPU with a
+        // callback vector: `vcpu_mark_events_pending` (`hvm_assert_evtchn_irq`) kicks it,
+        // whatever it waits for. Without a callback an upcall goes nowhere, and kicks nothing.
+        Wait::Poll(ports) => {
+            (upcall && domain.events.callback != Callback::None) || ports.contains(&port)
+        }
         Wait::Store(_) => false,
     }
 }
@@ -381,7 +386,28 @@ mod tests {
         let domain = domain(1, RunState::Blocked(wait.clone()));
         assert!(woken_by_event(&wait, &domain, 7, false));
         assert!(woken_by_event(&wait, &domain, 3, true));
-        assert!(!woken_by_event(&wait, &domain, 4, true));
+        assert!(
+            !woken_by_event(&wait, &domain, 4, false),
+            "another port, masked"
+        );
+    }
+
+    #[test]
+    fn a_domain_polling_with_a_callback_wakes_on_any_event_that_owes_it_an_upcall() {
+        // evtchn_2l_set_pending → vcpu_mark_events_pending → hvm_assert_evtchn_irq: a vCPU
+        // with a callback vector is kicked whatever it polls, and its SCHEDOP_poll has
+        // returned 0 (a spurious wake-up, which Linux's xen_poll_irq loops around). A poll
+        // of no port waits for this.
+        for wait in [Wait::Poll(vec![3, 7]), Wait::Poll(vec![])] {
+            let mut domain = domain(1, RunState::Blocked(wait.clone()));
+            assert!(
+                !woken_by_event(&wait, &domain, 4, true),
+                "no callback: the upcall goes nowhere"
+            );
+            domain.events.callback = Callback::Vector(0xf3);
+            assert!(woken_by_event(&wait, &domain, 4, true));
+            assert!(!woken_by_event(&wait, &domain, 4, false), "masked port");
+        }
     }
 
     #[test]
@@ -423,7 +449,11 @@ mod tests {
         assert!(!woken_by_timer(&Wait::Event, &domain, &tick(false)));
         assert!(woken_by_timer(&Wait::Interrupt, &domain, &tick(true)));
         assert!(woken_by_timer(&Wait::Poll(vec![2]), &domain, &tick(false)));
-        assert!(!woken_by_timer(&Wait::Poll(vec![3]), &domain, &tick(true)));
+        assert!(!woken_by_timer(&Wait::Poll(vec![3]), &domain, &tick(false)));
+        assert!(
+            woken_by_timer(&Wait::Poll(vec![3]), &domain, &tick(true)),
+            "an upcall kicks a poller with a callback"
+        );
     }
 
     #[test]

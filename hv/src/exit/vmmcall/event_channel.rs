@@ -166,6 +166,10 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
             error::ESRCH,
         ));
     };
+    // A free port of the caller's first, then the remote's port: Xen's
+    // evtchn_bind_interdomain takes `get_free_port(ld)` before it looks at `rport`, so a full
+    // table is ENOSPC whatever the remote port.
+    let local = new_port(NAME, guest)?;
     let expected = PortState::Unbound { remote: guest.id };
     if remote.events.state(remote_port) != Some(expected) {
         let state = remote.events.state(remote_port);
@@ -179,7 +183,6 @@ fn bind_interdomain(guest: &Guest, arg: u64) -> Outcome {
             error::EINVAL,
         ));
     }
-    let local = new_port(NAME, guest)?;
     // As Xen: an event sent to the remote port while it was unbound was dropped, so the
     // new local port is made pending, in case the caller missed one.
     Ok(decide!(
@@ -756,6 +759,22 @@ mod tests {
     }
 
     #[test]
+    fn bind_interdomain_with_every_port_in_use_returns_enospc_before_looking_at_the_remote_port() {
+        // evtchn_bind_interdomain: `get_free_port(ld)` comes before `rchn`'s checks.
+        let mut test = op(cmd::BIND_INTERDOMAIN, &bind_interdomain(2, 5));
+        test.add_domain(2);
+        for port in 1..PORTS as usize {
+            test.domain.events.ports[port] = PortState::Unbound { remote: 3 };
+        }
+        let run = test.call();
+        assert_returned(&test, error::ENOSPC);
+        assert_eq!(
+            run.decision.why,
+            "EVTCHNOP_bind_interdomain: every port of d1 is in use, ENOSPC"
+        );
+    }
+
+    #[test]
     fn bind_interdomain_to_a_domain_that_does_not_exist_returns_esrch() {
         let mut test = op(cmd::BIND_INTERDOMAIN, &bind_interdomain(4, 5));
         let run = test.call();
@@ -1079,7 +1098,9 @@ mod tests {
     }
 
     #[test]
-    fn send_does_not_wake_a_receiver_polling_other_ports() {
+    fn send_does_not_wake_a_receiver_polling_other_ports_without_a_callback() {
+        // Without a callback vector the upcall is marked in the page and goes nowhere:
+        // hvm_assert_evtchn_irq kicks nobody.
         let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
         let run = test.call();
         assert!(!run.notifies()[0].woke);
@@ -1087,6 +1108,26 @@ mod tests {
             test.other(2).vcpu.run_state,
             RunState::Blocked(Wait::Poll(vec![4, 6]))
         );
+    }
+
+    #[test]
+    fn send_wakes_a_receiver_polling_other_ports_when_it_owes_an_upcall_to_its_callback() {
+        // vcpu_mark_events_pending kicks a vCPU with a callback vector, polling or not: its
+        // poll returns 0. A masked port owes no upcall, and wakes nothing.
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        test.other(2).events.callback = Callback::Vector(0xf3);
+        let run = test.call();
+        assert!(run.notifies()[0].woke);
+        assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
+
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        test.other(2).events.callback = Callback::Vector(0xf3);
+        test.other(2)
+            .memory
+            .write_physical(SHARED_INFO + shared_info::EVTCHN_MASK, &[1 << 5])
+            .expect("d2's page");
+        let run = test.call();
+        assert!(!run.notifies()[0].woke);
     }
 
     #[test]

@@ -345,7 +345,19 @@ fn unmap_grant_ref(guest: &Guest, arg: u64) -> Outcome {
         );
         return Ok(with_status(decision, &argument, STATUS, status::BAD_HANDLE));
     };
-    if host_addr != 0 && host_addr != mapping.host_addr {
+    if host_addr == 0 {
+        // Xen's unmap_common takes a host mapping away only at the address it is given
+        // (`if ( op->host_addr && (op->flags & GNTMAP_host_map) )`), and a device mapping
+        // only at `dev_bus_addr`, which traplab has none of: with neither, nothing is done,
+        // and the status is GNTST_okay.
+        let decision = decide!(
+            Action::Emulate,
+            "{NAME}: host_addr 0 names no mapping to take away, so handle {handle} stays mapped at {:#x} (as Xen's unmap_common): GNTST_okay",
+            mapping.host_addr
+        );
+        return Ok(with_status(decision, &argument, STATUS, status::OKAY));
+    }
+    if host_addr != mapping.host_addr {
         let decision = decide!(
             Action::Emulate,
             "{NAME}: handle {handle} is mapped at {:#x}, not at {host_addr:#x}: GNTST_general_error",
@@ -955,11 +967,21 @@ mod tests {
     }
 
     #[test]
-    fn unmap_with_host_addr_0_unmaps_the_handle_wherever_it_is() {
+    fn unmap_with_host_addr_0_leaves_the_mapping_and_returns_okay() {
+        // unmap_common: `if ( op->host_addr && (op->flags & GNTMAP_host_map) )` guards the
+        // only unmapping of a host mapping; without it the call does nothing, GNTST_okay.
         let mut test = unmapping(0, 0);
-        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        let run = next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
         assert_eq!(unmap_status(&test), status::OKAY);
-        assert!(test.foreign().is_empty());
+        assert_eq!(
+            run.decision.why,
+            format!(
+                "GNTTABOP_unmap_grant_ref: host_addr 0 names no mapping to take away, so handle 0 stays mapped at {HOST_ADDR:#x} (as Xen's unmap_common): GNTST_okay"
+            )
+        );
+        assert_eq!(test.foreign().len(), 1, "still in d1's nested tables");
+        assert!(test.domain.grants.mapping(0).is_some());
+        assert_eq!(test.other(2).grants.mapped[4], 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
 use crate::domain::vcpu::Wait;
+use alloc::format;
 use alloc::vec::Vec;
 use traplab_abi::event::Action;
 use traplab_abi::evtchn::{PORTS, Port};
@@ -61,7 +62,14 @@ fn block(guest: &Guest) -> (Decision, i64) {
 }
 
 /// `SCHEDOP_poll`: wait until one of these ports is pending (masked or not), unless one is
-/// already.
+/// already, or the vCPU is owed an interrupt it would take now. As Xen's `do_poll`
+/// (`xen/common/sched/core.c`): first the count, then `local_events_need_delivery` (for an
+/// HVM vCPU, `hvm_local_events_need_delivery`: an interrupt pending, its callback vector's
+/// among them, and not blocked by IF), before any port is read; then the ports one by one,
+/// so that a pending port ends the call before a later one is read or checked. No port at
+/// all is allowed: the vCPU then waits for a kick. Woken, the call has returned 0: an event
+/// that owes an upcall to a vCPU with a callback vector wakes it too, as Xen's
+/// `vcpu_mark_events_pending` kicks it (`schedule::woken_by_event`).
 fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     let refused = |why: &str, code| (decide!(Action::Emulate, "SCHEDOP_poll: {why}"), code);
     let Ok(argument) = Argument::<24>::read(guest, arg) else {
@@ -71,8 +79,8 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
         );
     };
     let (list, count, timeout) = (argument.u64(0), argument.u32(8), argument.u64(16));
-    if count == 0 || count > POLL_PORTS_MAX {
-        return refused("it names no port, or more than 8, EINVAL", error::EINVAL);
+    if count > POLL_PORTS_MAX {
+        return refused("it names more than 8 ports, EINVAL", error::EINVAL);
     }
     if timeout != 0 {
         return refused(
@@ -80,46 +88,71 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
             error::EINVAL,
         );
     }
-    let mut bytes = [0u8; 4 * POLL_PORTS_MAX as usize];
-    let bytes = &mut bytes[..4 * count as usize];
-    if guest.cpu_read(list, bytes).is_err() {
-        return refused(
-            "its list of ports is not memory the guest can read, EFAULT",
-            error::EFAULT,
-        );
-    }
-    let ports: Vec<Port> = bytes
-        .chunks_exact(4)
-        .map(|chunk| u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
-        .collect();
-    if ports.iter().any(|&port| port >= PORTS) {
-        return refused("a port in its list does not exist, EINVAL", error::EINVAL);
-    }
-    if let Some(port) = ports.iter().find(|&&port| guest.event_pending(port)) {
+    if guest.interrupts_enabled()
+        && let Some(vector) = guest.pending_interrupt()
+    {
         let decision = decide!(
             Action::Emulate,
-            "SCHEDOP_poll: port {port} is pending already, so d{} does not wait",
+            "SCHEDOP_poll: d{} is owed interrupt {vector:#04x} and takes interrupts, so it does not wait",
             guest.id
         );
         return (decision, 0);
     }
-    let decision = decide!(
-        Action::Emulate,
-        "SCHEDOP_poll: d{} waits until one of ports {ports:?} is pending; the hypervisor runs another domain meanwhile",
-        guest.id
-    )
-    .with(Effect::Block(Wait::Poll(ports)));
-    (decision, 0)
+    let mut ports = Vec::new();
+    for index in 0..u64::from(count) {
+        let mut bytes = [0u8; 4];
+        if guest
+            .cpu_read(list.wrapping_add(4 * index), &mut bytes)
+            .is_err()
+        {
+            return refused(
+                "its list of ports is not memory the guest can read, EFAULT",
+                error::EFAULT,
+            );
+        }
+        let port = u32::from_le_bytes(bytes);
+        if port >= PORTS {
+            return refused(
+                &format!("port {port} in its list does not exist, EINVAL"),
+                error::EINVAL,
+            );
+        }
+        if guest.event_pending(port) {
+            let decision = decide!(
+                Action::Emulate,
+                "SCHEDOP_poll: port {port} is pending already, so d{} does not wait",
+                guest.id
+            );
+            return (decision, 0);
+        }
+        ports.push(port);
+    }
+    let decision = if ports.is_empty() {
+        decide!(
+            Action::Emulate,
+            "SCHEDOP_poll: d{} names no port: it waits for an upcall to its callback; the hypervisor runs another domain meanwhile",
+            guest.id
+        )
+    } else {
+        decide!(
+            Action::Emulate,
+            "SCHEDOP_poll: d{} waits until one of ports {ports:?} is pending, or an upcall to its callback; the hypervisor runs another domain meanwhile",
+            guest.id
+        )
+    };
+    (decision.with(Effect::Block(Wait::Poll(ports))), 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::evtchn::Callback;
     use crate::domain::vcpu::RunState;
     use crate::schedule::Switch;
     use crate::testing::assert_returned;
     use crate::testing::{DATA, ENTRY, SHARED_INFO, Test, UNMAPPED};
     use traplab_abi::evtchn::shared_info;
+    use traplab_abi::x86::RFlags;
 
     /// Where the tests put a poll's list of ports.
     const LIST: u64 = DATA + 0x100;
@@ -237,7 +270,7 @@ mod tests {
         let run = test.call();
         assert_eq!(
             run.decision.why,
-            "SCHEDOP_poll: d1 waits until one of ports [3, 7] is pending; the hypervisor runs another domain meanwhile"
+            "SCHEDOP_poll: d1 waits until one of ports [3, 7] is pending, or an upcall to its callback; the hypervisor runs another domain meanwhile"
         );
         assert_eq!(
             run.decision.effects,
@@ -283,17 +316,94 @@ mod tests {
     }
 
     #[test]
-    fn poll_of_no_port_or_more_than_8_returns_einval() {
-        for count in [0, POLL_PORTS_MAX + 1] {
-            let mut test = poll_of(&[1; 9], count, 0);
-            let run = test.call();
-            assert_returned(&test, error::EINVAL);
+    fn poll_of_more_than_8_ports_returns_einval() {
+        // do_poll: `if ( sched_poll->nr_ports > 128 ) return -EINVAL;` (traplab's limit is 8).
+        let mut test = poll_of(&[1; 9], POLL_PORTS_MAX + 1, 0);
+        let run = test.call();
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(
+            run.decision.why,
+            "SCHEDOP_poll: it names more than 8 ports, EINVAL"
+        );
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+    }
+
+    #[test]
+    fn poll_of_no_port_waits_for_an_upcall() {
+        // do_poll reads no port when nr_ports is 0 and blocks: only a kick wakes it.
+        let mut test = poll_of(&[], 0, 0);
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "SCHEDOP_poll: d1 names no port: it waits for an upcall to its callback; the hypervisor runs another domain meanwhile"
+        );
+        assert_returned(&test, 0);
+        assert_eq!(
+            test.domain.vcpu.run_state,
+            RunState::Blocked(Wait::Poll(vec![]))
+        );
+    }
+
+    #[test]
+    fn poll_returns_at_once_when_an_interrupt_is_owed_and_interrupts_are_on() {
+        // do_poll: `if ( local_events_need_delivery() ) goto out;` with rc = 0, before the
+        // ports are read: here the list is not even readable. For an HVM vCPU that is an
+        // interrupt pending (the callback vector's, while an upcall is) and IF set.
+        let mut test = poll_of(&[3], 1, 0);
+        test.write(DATA, &UNMAPPED.to_le_bytes());
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[1]);
+        test.domain.events.callback = Callback::Vector(0xf3);
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "SCHEDOP_poll: d1 is owed interrupt 0xf3 and takes interrupts, so it does not wait"
+        );
+        assert_eq!(run.applied.switch, None);
+        assert_returned(&test, 0);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+    }
+
+    #[test]
+    fn poll_waits_while_the_owed_upcall_cannot_be_taken() {
+        // Masked (evtchn_upcall_mask), with interrupts off, or without a callback to take it
+        // through, the pending upcall is not an interrupt the vCPU takes now: it waits.
+        type Setup = fn(&mut Test);
+        let setups: [(&str, Setup); 3] = [
+            ("masked", |test| test.domain.set_upcall_mask(true)),
+            ("IF clear", |test| {
+                test.domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits()
+            }),
+            ("no callback", |test| {
+                test.domain.events.callback = Callback::None
+            }),
+        ];
+        for (case, setup) in setups {
+            let mut test = poll_of(&[3], 1, 0);
+            test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[1]);
+            test.domain.events.callback = Callback::Vector(0xf3);
+            test.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+            setup(&mut test);
+            test.call();
             assert_eq!(
-                run.decision.why,
-                "SCHEDOP_poll: it names no port, or more than 8, EINVAL"
+                test.domain.vcpu.run_state,
+                RunState::Blocked(Wait::Poll(vec![3])),
+                "{case}"
             );
-            assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
         }
+    }
+
+    #[test]
+    fn poll_reads_its_ports_in_order_and_a_pending_one_ends_it_before_the_next() {
+        // do_poll's loop: a pending port returns 0 before a later port is read or checked.
+        let mut test = poll_of(&[7, PORTS], 2, 0);
+        test.write(SHARED_INFO + shared_info::EVTCHN_PENDING, &[1 << 7]);
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert_eq!(
+            run.decision.why,
+            "SCHEDOP_poll: port 7 is pending already, so d1 does not wait"
+        );
     }
 
     #[test]
@@ -321,8 +431,9 @@ mod tests {
         assert_returned(&test, error::EINVAL);
         assert_eq!(
             run.decision.why,
-            "SCHEDOP_poll: a port in its list does not exist, EINVAL"
+            format!("SCHEDOP_poll: port {PORTS} in its list does not exist, EINVAL")
         );
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
     }
 
     #[test]

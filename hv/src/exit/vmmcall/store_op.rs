@@ -15,6 +15,7 @@ use crate::domain::vcpu::Wait;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
+use core::ops::RangeInclusive;
 use traplab_abi::event::Action;
 use traplab_abi::hypercall::{self, error};
 use traplab_abi::store::{PATH_MAX, VALUE_MAX, cmd, writable_by};
@@ -35,7 +36,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
     if cmd::name(command).is_none() {
         return refuse(format!("no such command {command}, ENOSYS"), error::ENOSYS);
     }
-    let path = match read_text(guest, path, path_length, PATH_MAX) {
+    let path = match read_text(guest, path, path_length, 1..=PATH_MAX) {
         Ok(path) if path.starts_with('/') => path,
         Ok(path) => {
             return refuse(
@@ -52,7 +53,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
     };
     match command {
         cmd::WRITE => {
-            let text = match read_text(guest, value, value_length, VALUE_MAX) {
+            let text = match read_text(guest, value, value_length, 0..=VALUE_MAX) {
                 Ok(text) => text,
                 Err(code) => {
                     return refuse(format!("the value is not readable text of at most {VALUE_MAX} bytes"), code);
@@ -131,10 +132,15 @@ fn known_value(guest: &Guest, address: u64, length: u64) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Text of 1 to `max` bytes at guest-virtual `address`: EFAULT if it is not readable,
-/// EINVAL if it is too long, empty, or not UTF-8.
-fn read_text(guest: &Guest, address: u64, length: u64, max: u64) -> Result<String, i64> {
-    if length == 0 || length > max {
+/// Text of `lengths` bytes at guest-virtual `address`: EFAULT if it is not readable,
+/// EINVAL if its length is outside `lengths`, or it is not UTF-8.
+fn read_text(
+    guest: &Guest,
+    address: u64,
+    length: u64,
+    lengths: RangeInclusive<u64>,
+) -> Result<String, i64> {
+    if !lengths.contains(&length) {
         return Err(error::EINVAL);
     }
     let mut bytes = vec![0u8; length as usize];
@@ -496,18 +502,35 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_is_empty_too_long_or_not_utf8_is_refused() {
-        for length in [0, VALUE_MAX + 1] {
-            let mut test = op(cmd::WRITE, MINE, "8");
-            test.set_gpr(8, length);
-            test.call();
-            assert_returned(&test, error::EINVAL);
-            assert_eq!(test.store.read(MINE), None);
-        }
+    fn a_value_that_is_too_long_or_not_utf8_is_refused() {
+        let mut test = op(cmd::WRITE, MINE, "8");
+        test.set_gpr(8, VALUE_MAX + 1);
+        test.call();
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(test.store.read(MINE), None);
         let mut test = op(cmd::WRITE, MINE, "8");
         test.write(VALUE, &[0xff]);
         test.call();
         assert_returned(&test, error::EINVAL);
+    }
+
+    #[test]
+    fn an_empty_value_is_a_value() {
+        // xenstored accepts a write of no bytes (`xenstore-write path ""`); a read of the
+        // node returns length 0.
+        let mut test = op(cmd::WRITE, MINE, "");
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert_eq!(
+            run.decision.why,
+            format!("store_write: d1 sets {MINE} = \"\"")
+        );
+        assert_eq!(test.store.read(MINE), Some(""));
+
+        let mut test = read_into(cmd::READ, MINE, 16);
+        test.store.write(1, MINE.into(), String::new());
+        test.call();
+        assert_returned(&test, 0);
     }
 
     #[test]
