@@ -13,7 +13,7 @@ use crate::domain::vcpu::Wait;
 use alloc::format;
 use alloc::vec::Vec;
 use traplab_abi::event::Action;
-use traplab_abi::evtchn::{PORTS, Port};
+use traplab_abi::evtchn::PORTS;
 use traplab_abi::hypercall::{self, error};
 use traplab_abi::sched::{POLL_PORTS_MAX, cmd};
 
@@ -151,7 +151,7 @@ mod tests {
     use crate::schedule::Switch;
     use crate::testing::assert_returned;
     use crate::testing::{DATA, ENTRY, SHARED_INFO, Test, UNMAPPED};
-    use traplab_abi::evtchn::shared_info;
+    use traplab_abi::evtchn::{Port, shared_info};
     use traplab_abi::x86::RFlags;
 
     /// Where the tests put a poll's list of ports.
