@@ -37,8 +37,8 @@ use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{self, PinStep, Pinning};
-use crate::domain::vcpu::RunState;
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
+use crate::domain::vcpu::{NmiWindow, RunState};
 use crate::emulate::{Access, Destination, Operation, sign_extend};
 use crate::exit::Exit;
 use crate::here;
@@ -708,6 +708,16 @@ impl Step<'_, '_> {
                 vcpu.iret_not_yet_run = Some(vcpu.vmcb.save.rip);
             }
             Effect::RequestNmi => self.domain.devices.lapic.nmi_requested = true,
+            Effect::OpenNmiWindow => {
+                let save = &vcpu.vmcb.save;
+                vcpu.nmi_window = Some(NmiWindow {
+                    iret_at: save.rip,
+                    dr6: save.dr6,
+                });
+                let rflags = save.rflags | RFlags::TRAP_FLAG.bits();
+                self.rflags(rflags);
+            }
+            Effect::CloseNmiWindow => vcpu.nmi_window = None,
             Effect::AcknowledgeHostTimer => {
                 let tick = self.machine.acknowledge_timer();
                 self.reports.push(format!("timer tick {tick} acknowledged"));

@@ -140,6 +140,11 @@ pub enum Effect {
     /// The NMI line is raised: the NMI is delivered as soon as no NMI handler runs (an NMI
     /// asked for by `raise_event` while one does).
     RequestNmi,
+    /// Single-step the IRET at RIP (RFLAGS.TF set by the hypervisor) so that the CPU exits
+    /// right after it, where a waiting NMI can go in ([`crate::domain::vcpu::Vcpu::nmi_window`]).
+    OpenNmiWindow,
+    /// The step's #DB came: the window is over, DR6 is the guest's again.
+    CloseNmiWindow,
     // ---- The machine under the hypervisor ------------------------------------------------
     /// Take the hypervisor's own pending timer interrupt (`exit/intr.rs`).
     AcknowledgeHostTimer,

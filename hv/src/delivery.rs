@@ -92,7 +92,7 @@ pub fn exception(
 
 /// DR6.BS: the #DB was a single step (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register";
 /// Intel SDM vol. 3B, 17.2.3).
-const DR6_SINGLE_STEP: u64 = 1 << 14;
+pub const DR6_SINGLE_STEP: u64 = 1 << 14;
 
 /// After an instruction the hypervisor completed in the CPU's place (CPUID, IN or OUT, an
 /// MSR, a device register, a hypercall: the decision moved RIP on, delivers nothing and

@@ -99,6 +99,50 @@ fn a_single_step_over_an_instruction_the_hypervisor_completes_traps_right_after_
     assert_eq!(injected, [true, true]);
 }
 
+#[test]
+fn an_nmi_held_back_by_its_handler_comes_right_after_the_handler_s_iret() {
+    // The handler asks for a second NMI (held back: NMIs are blocked until its IRET). The
+    // hypervisor single-steps the IRET (TF), the #DB exits right after it, and the NMI goes
+    // in there: the guest counts 2 NMIs before its next exit.
+    let run = run(&["nmi-window"]);
+    let lines = console(&run.events, 1);
+    assert_eq!(
+        lines,
+        [
+            "raise_event returned 0; the handler's own raise_event returned 0",
+            "NMIs taken by the time the first handler had returned: 2 (the second right after the IRET, as on a CPU)",
+        ]
+    );
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+    // In the trace: the IRET's decision sets the step, the #DB's takes it back, and the NMI
+    // is injected in the #DB's flow.
+    let index_of = |needle: &str| {
+        run.events
+            .iter()
+            .position(
+                |event| matches!(&event.body, Body::Decide(decide) if decide.why.contains(needle)),
+            )
+            .unwrap_or_else(|| panic!("no decision saying {needle:?}"))
+    };
+    let step = index_of("sets RFLAGS.TF to single-step the IRET");
+    let trap = index_of("the trap is the hypervisor's, not the guest's");
+    assert!(step < trap);
+    let exit = trap - 1;
+    assert!(
+        matches!(&run.events[exit].body, Body::Exit(exit) if exit.exitcode == 0x41),
+        "{:?}",
+        run.events[exit].body
+    );
+    let injected: Vec<u8> = flow_after(&run.events, exit)
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Inject(inject) => Some(inject.vector),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(injected, [2], "the NMI, in the #DB's flow");
+}
+
 /// Every instruction form the hypervisor emulates on a device register comes out as the
 /// CPU's own on RAM (`guests/src/bin/mmio-forms.rs`): the memory, the registers and the
 /// flags the manual defines, under QEMU's TCG. A bit test whose bit number reaches past its

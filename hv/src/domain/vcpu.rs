@@ -17,7 +17,7 @@ use traplab_abi::boot;
 use traplab_abi::event::Registers;
 use traplab_abi::evtchn::Port;
 use traplab_abi::svm::EventType;
-use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags, PageTables};
+use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags, PageTables, RFlags};
 
 /// The x87/SSE state as FXSAVE stores it (AMD APM vol. 5, FXSAVE): 512 bytes, 16-aligned.
 #[repr(C, align(16))]
@@ -149,6 +149,18 @@ pub enum Wait {
     Store(String),
 }
 
+/// The exit code of an intercepted #DB (0x40 + vector 1, AMD APM vol. 2, 15.12).
+const DEBUG_EXCEPTION_EXIT: u64 = 0x41;
+
+/// The single step over an IRET that finds the end of NMI blocking ([`Vcpu::nmi_window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NmiWindow {
+    /// Where the IRET is: while the guest is still there, it has not run.
+    pub iret_at: u64,
+    /// DR6 before the step: the #DB it raises sets DR6.BS, which is not the guest's.
+    pub dr6: u64,
+}
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// The VMCB (page-aligned; its address is the physical address VMRUN takes).
@@ -173,6 +185,11 @@ pub struct Vcpu {
     /// itself), and the same IRET then exits again (`exit/iret.rs`). Cleared at the first
     /// exit elsewhere: the IRET has run.
     pub iret_not_yet_run: Option<u64>,
+    /// The single step the hypervisor set over an NMI handler's IRET while another NMI
+    /// waits (`exit/iret.rs`): SVM has no NMI-window intercept, so RFLAGS.TF makes the CPU
+    /// exit (#DB) right after the IRET, where the NMI goes in (`exit/exception.rs`), as
+    /// KVM's `nmi_singlestep` does. Undone at the next exit if the IRET did not run.
+    pub nmi_window: Option<NmiWindow>,
     /// The RIP the last VMRUN entered the guest at, if it entered it in an interrupt shadow
     /// (the VMCB's INTERRUPT_SHADOW, saved by the #VMEXIT before): QEMU's TCG does not
     /// restore the shadow at VMRUN, so an interrupt may be taken before that instruction
@@ -207,6 +224,7 @@ impl Vcpu {
             iret_intercept_suspended: false,
             nmi_blocked: false,
             iret_not_yet_run: None,
+            nmi_window: None,
             entered_in_shadow_at: None,
             software_interrupt_rip: None,
             interrupts: VirtualInterrupts::default(),
@@ -360,6 +378,27 @@ impl Vcpu {
         {
             self.iret_not_yet_run = None;
             self.nmi_blocked = false;
+        }
+        if self.nmi_window.is_some() {
+            self.after_nmi_window();
+        }
+    }
+
+    /// [`Vcpu::after_vmrun`] with the NMI window's single step set: if the IRET did not run
+    /// (an interrupt came first, or it faulted), the step is the hypervisor's to take back,
+    /// before the guest's handler pushes RFLAGS with TF in it (the IRET exits again and sets
+    /// it again). If it ran and this is not the step's #DB, nothing of it is left.
+    #[cold]
+    #[inline(never)]
+    fn after_nmi_window(&mut self) {
+        let Some(window) = self.nmi_window else {
+            return;
+        };
+        if self.vmcb.save.rip == window.iret_at {
+            self.vmcb.save.rflags &= !RFlags::TRAP_FLAG.bits();
+            self.nmi_window = None;
+        } else if self.vmcb.control.exitcode != DEBUG_EXCEPTION_EXIT {
+            self.nmi_window = None;
         }
     }
 

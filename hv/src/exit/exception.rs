@@ -15,6 +15,7 @@ use super::Exit;
 use super::privileged::{self, PrivilegedOp};
 use super::ptwr::{self, PageTableWrite};
 use crate::decision::{Decision, Effect};
+use crate::delivery::DR6_SINGLE_STEP;
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
@@ -51,6 +52,10 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
             first.push(Effect::SoftwareInterruptRip(None));
         }
     } else if let Some(decision) = crate::quirks::correct(guest, &exit.instruction, vector) {
+        return decision;
+    } else if vector == 1
+        && let Some(decision) = nmi_window_step(guest)
+    {
         return decision;
     } else if vector == 13 {
         // A PV kernel's privileged instruction is the hypervisor's to emulate (privileged.rs).
@@ -140,6 +145,24 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
             )
         }
     }
+}
+
+/// A #DB that is the step `exit/iret.rs` set over an NMI handler's IRET
+/// ([`crate::domain::vcpu::Vcpu::nmi_window`]): not the guest's, so it is not delivered; the
+/// waiting NMI goes in instead (`apply::before_resume`). `None` for any other #DB.
+fn nmi_window_step(guest: &Guest) -> Option<Decision> {
+    let window = guest.vcpu.nmi_window?;
+    if guest.vcpu.vmcb.save.dr6 & DR6_SINGLE_STEP == 0 {
+        return None;
+    }
+    Some(
+        decide!(
+            Action::Emulate,
+            "#DB right after the IRET the hypervisor single-stepped (the NMI window): the IRET has run, so NMIs are no longer blocked; the trap is the hypervisor's, not the guest's: DR6 back as it was, and the waiting NMI goes in now"
+        )
+        .with(Effect::DebugRegister(6, window.dr6))
+        .with(Effect::CloseNmiWindow),
+    )
 }
 
 #[cfg(test)]

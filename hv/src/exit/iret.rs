@@ -22,9 +22,35 @@ use super::Exit;
 use crate::decide;
 use crate::decision::{Decision, Effect, Returning};
 use crate::domain::Guest;
+use alloc::format;
 use traplab_abi::event::{Action, ReturnPath, delivery_name};
+use traplab_abi::x86::RFlags;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    let decision = noted(exit, guest);
+    // An NMI waits for this IRET (it is blocked until the IRET has run). SVM has no
+    // NMI-window intercept, and the next exit could be any time later (never, in a loop
+    // that makes none): the hypervisor single-steps the IRET, as KVM does
+    // (`nmi_singlestep`), and injects the NMI at the #DB right after it
+    // (`exit/exception.rs`). Not when the guest single-steps itself: its own #DB comes.
+    let rflags = guest.vcpu.vmcb.save.rflags;
+    if guest.vcpu.nmi_blocked
+        && guest.devices.lapic.nmi_requested
+        && rflags & RFlags::TRAP_FLAG.bits() == 0
+    {
+        let mut decision = decision.with(Effect::OpenNmiWindow);
+        decision.why = format!(
+            "{}; an NMI waits for it, and SVM has no NMI-window intercept: the hypervisor sets RFLAGS.TF to single-step the IRET (as KVM does), so that the CPU exits right after it",
+            decision.why
+        )
+        .into();
+        return decision;
+    }
+    decision
+}
+
+/// The IRET's decision: its return noted (once), and the CPU let execute it.
+fn noted(exit: &Exit, guest: &Guest) -> Decision {
     if guest.vcpu.iret_not_yet_run == Some(guest.vcpu.vmcb.save.rip) {
         return decide!(
             Action::Emulate,
@@ -99,7 +125,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::vcpu::InFlight;
+    use crate::domain::vcpu::{InFlight, NmiWindow};
     use crate::testing::{ENTRY, Test, UNMAPPED};
     use crate::vmcb::misc1;
     use traplab_abi::event::{Body, EventType};
@@ -279,5 +305,109 @@ mod tests {
         assert_eq!(run.kinds(), ["decide"]);
         assert!(run.decision.why.contains("cannot read"));
         assert_eq!(run.applied.resume_at, None);
+    }
+
+    /// An NMI handler at its `iretq` (the frame of [`page_fault_handler_returning`]), NMIs
+    /// blocked since its delivery, and a second NMI asked for meanwhile.
+    fn nmi_handler_returning_with_an_nmi_waiting() -> Test {
+        let mut test = page_fault_handler_returning();
+        test.domain.vcpu.in_flight[0] = InFlight {
+            vector: 2,
+            kind: EventType::Nmi,
+        };
+        test.domain.vcpu.nmi_blocked = true;
+        test.domain.devices.lapic.nmi_requested = true;
+        test.gate(2, 0x21_2000);
+        test
+    }
+
+    #[test]
+    fn an_nmi_waiting_for_the_iret_gets_a_single_step_over_it_then_goes_in_right_after() {
+        // SVM has no NMI-window intercept: the hypervisor sets TF so that the CPU exits with
+        // #DB right after the IRET (KVM's nmi_singlestep), and injects the NMI there.
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert!(
+            run.decision
+                .why
+                .contains("sets RFLAGS.TF to single-step the IRET"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(run.decision.effects.last(), Some(&Effect::OpenNmiWindow));
+        assert_eq!(
+            test.domain.vcpu.vmcb.control.eventinj, 0,
+            "nothing injected yet"
+        );
+        let vcpu = &test.domain.vcpu;
+        assert_ne!(vcpu.vmcb.save.rflags & RFlags::TRAP_FLAG.bits(), 0);
+        assert_eq!(
+            vcpu.nmi_window,
+            Some(NmiWindow {
+                iret_at: ENTRY,
+                dr6: 0xffff_0ff0
+            })
+        );
+
+        // The CPU runs the IRET (RFLAGS from the frame: TF clear), and the step's #DB exits
+        // at the instruction it returned to, DR6.BS set.
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.rip = HANDLER_RETURNS_TO;
+        save.rflags = 0x202;
+        save.dr6 = 0xffff_4ff0;
+        test.domain.vcpu.vmcb.control.exitcode = 0x41;
+        test.vmrun();
+        assert!(!test.domain.vcpu.nmi_blocked, "the IRET has run");
+        let exit = test.exit(ExitReason::Exception {
+            vector: 1,
+            error_code: 0,
+            address: 0,
+        });
+        let run = test.run(exit);
+        assert!(
+            run.decision
+                .why
+                .contains("the trap is the hypervisor's, not the guest's"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(run.injected().name, "NMI");
+        assert_eq!(run.applied.resume_at, Some(0x21_2000));
+        let vcpu = &test.domain.vcpu;
+        assert_eq!(vcpu.vmcb.save.dr6, 0xffff_0ff0, "DR6 as the guest left it");
+        assert_eq!(vcpu.nmi_window, None);
+        assert!(vcpu.nmi_blocked, "the new NMI's handler runs");
+        assert!(!test.domain.devices.lapic.nmi_requested);
+    }
+
+    #[test]
+    fn an_iret_that_did_not_run_takes_the_step_back_and_opens_it_again_when_it_exits_again() {
+        // An interrupt came before the IRET ran (an INTR exit at the IRET): TF is the
+        // hypervisor's, so it goes before any handler could push it.
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.run(test.exit(ExitReason::Iret));
+        test.domain.vcpu.vmcb.control.exitcode = 0x60;
+        test.vmrun();
+        let vcpu = &test.domain.vcpu;
+        assert_eq!(vcpu.vmcb.save.rflags & RFlags::TRAP_FLAG.bits(), 0);
+        assert_eq!(vcpu.nmi_window, None);
+        assert!(vcpu.nmi_blocked, "still in the handler");
+        let run = test.run(test.exit(ExitReason::Iret));
+        assert!(run.decision.why.contains("the same IRET again"));
+        assert_eq!(run.decision.effects.last(), Some(&Effect::OpenNmiWindow));
+    }
+
+    #[test]
+    fn no_step_is_set_without_an_nmi_waiting_or_when_the_guest_steps_itself() {
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.domain.devices.lapic.nmi_requested = false;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        assert!(!decision.effects.contains(&Effect::OpenNmiWindow));
+
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        assert!(!decision.effects.contains(&Effect::OpenNmiWindow));
     }
 }
