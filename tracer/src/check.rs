@@ -63,7 +63,8 @@ impl StreamCheck {
         if let Some(count) = lost {
             faults.push(StreamFault::Lost { count, seq });
         }
-        self.next_seq = seq + 1;
+        // A recording's line may say u64::MAX: nothing can follow it, and nothing wraps.
+        self.next_seq = seq.saturating_add(1);
         if end {
             self.ended = true;
         }
@@ -179,5 +180,23 @@ mod tests {
         let mut cut = StreamCheck::new();
         cut.observe(&event(0, Body::Lost(Lost { count: 1 })));
         assert_eq!(cut.finish().last(), Some(&StreamFault::Truncated));
+    }
+
+    #[test]
+    fn a_seq_of_u64_max_is_taken_without_wrapping() {
+        let mut check = StreamCheck::new();
+        assert!(check.observe_parts(0, None, false).is_empty());
+        let faults = check.observe_parts(u64::MAX, None, false);
+        assert_eq!(
+            faults,
+            [StreamFault::Gap {
+                expected: 1,
+                found: u64::MAX
+            }]
+        );
+        assert!(
+            !check.observe_parts(u64::MAX - 1, None, false).is_empty(),
+            "backwards"
+        );
     }
 }

@@ -325,10 +325,7 @@ impl Session {
                 }
                 Err(ReadError::NotReady) => return 0,
                 Err(error) => {
-                    self.broken = true;
-                    self.pending.push_back(Item::Broken(format!(
-                        "the trace ring is unusable: {error:?}"
-                    )));
+                    self.break_ring(format!("the trace ring is unusable: {error:?}"));
                     return 0;
                 }
             }
@@ -357,16 +354,24 @@ impl Session {
         self.ring_written = ring.written();
         self.pending.extend(events.into_iter().map(Item::Event));
         if let Err(error) = result {
-            self.broken = true;
-            self.pending.push_back(Item::Broken(format!(
-                "the trace ring is corrupt: {error:?}"
-            )));
+            self.break_ring(format!("the trace ring is corrupt: {error:?}"));
         }
         if let Some(message) = undecodable {
-            self.broken = true;
-            self.pending.push_back(Item::Broken(message));
+            self.break_ring(message);
         }
         count
+    }
+
+    /// The ring cannot be read on: say so, and stop QEMU. Nobody empties the ring any more,
+    /// and in mode `ring` the hypervisor waits for room without end (`hv/src/trace.rs`):
+    /// left running, the run would sit until its time limit, or for ever under gdb.
+    fn break_ring(&mut self, message: String) {
+        if self.broken {
+            return;
+        }
+        self.broken = true;
+        self.pending.push_back(Item::Broken(message));
+        self.stop("the trace ring broke: nothing after it can be read");
     }
 
     fn poll_log(&mut self) {

@@ -90,15 +90,19 @@ fn compute_where(flows: &[Flow], tsc_hz: Option<u64>, keep: impl Fn(&Flow) -> bo
         }
     }
     let exits: u64 = by_reason.values().map(|(count, _)| count).sum();
-    let total_cycles: u64 = by_reason
+    // Sums that saturate: each `cycles` is a measured time (a recording's line may still say
+    // anything below u64::MAX), and a sum past 2^64 must not wrap to a small number, nor panic.
+    let total_cycles = by_reason
         .values()
         .flat_map(|(_, cycles)| cycles.iter())
-        .sum();
+        .fold(0u64, |sum, &cycles| sum.saturating_add(cycles));
     let mut rows: Vec<ReasonStats> = by_reason
         .into_iter()
         .map(|(exitcode, (count, mut cycles))| {
             cycles.sort_unstable();
-            let sum: u64 = cycles.iter().sum();
+            let sum = cycles
+                .iter()
+                .fold(0u64, |sum, &cycles| sum.saturating_add(cycles));
             // Counted by code alone: the name and the class need no EXITINFO.
             let reason = ExitReason::from_code(exitcode as u64);
             ReasonStats {
@@ -248,6 +252,17 @@ mod tests {
             delivered: None,
             end: FlowEnd::Resumed,
         }
+    }
+
+    #[test]
+    fn times_that_add_up_past_2_to_the_64_saturate_instead_of_wrapping() {
+        // Two resumes of 2^63 cycles each (a recording may say so): the total is the most a
+        // u64 holds, not 0, and nothing panics.
+        let flows = [flow(0x7b, 1 << 63), flow(0x7b, 1 << 63)];
+        let stats = compute(&flows, None);
+        assert_eq!(stats.total_cycles, u64::MAX);
+        assert_eq!(stats.rows[0].total_cycles, u64::MAX);
+        assert!(stats.rows[0].avg.is_some_and(|avg| avg > 0.0));
     }
 
     #[test]

@@ -6,20 +6,19 @@
 //! in full only when someone looks at it ([`Trace::event`]), which the screen does for a
 //! few dozen events at a time.
 //!
-//! Loading reads each line once with a small serde struct that borrows what it needs
-//! ([`Facts`]) and skips the rest (registers, instruction bytes). A line that is not an
-//! event stops the load: [`Trace::error`] names it, and everything before it is kept.
+//! Loading parses each line once, in full (every field checked, as when it is shown), on
+//! as many threads as there are CPUs, and keeps its [`Facts`]. A line that is not an event
+//! stops the load: [`Trace::error`] names it, and everything before it is kept.
 
 use crate::check::{StreamCheck, StreamFault};
-use crate::flows::{self, Assembler, Facts, Flow, Kind, Switch};
+use crate::flows::{self, Assembler, Facts, Flow, Kind};
 use crate::json::{self, JsonError};
 use crate::recording::LineError;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use traplab_abi::SCHEMA_VERSION;
-use traplab_abi::event::{Action, DomainState, Event, EventType, ScheduleWhy};
+use traplab_abi::event::{DomainState, Event};
 
 /// Where one event's line is, and what every list needs without parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,269 +458,84 @@ impl Trace {
     }
 }
 
-/// The fields of a line that the index and the assembler need. Borrowed strings: these
-/// values never contain JSON escapes (kinds, actions, types, hex numbers).
-#[derive(serde::Deserialize)]
-struct Header<'a> {
-    v: Option<u64>,
-    seq: Option<u64>,
-    tsc: Option<u64>,
-    dom: Option<u64>,
-    kind: Option<&'a str>,
-    exitcode: Option<u64>,
-    rip: Option<&'a str>,
-    action: Option<&'a str>,
-    vector: Option<u8>,
-    cycles: Option<u64>,
-    state: Option<&'a str>,
-    /// Owned: a domain's name may contain escapes.
-    name: Option<String>,
-    tsc_hz: Option<u64>,
-    count: Option<u64>,
-    /// `inject`: the EVENTINJ type.
-    #[serde(rename = "type")]
-    event_type: Option<&'a str>,
-    /// `notify`: the domain notified; `schedule`: the domains switched from and to.
-    from: Option<u64>,
-    to: Option<u64>,
-    /// `notify`, `schedule`: the port.
-    port: Option<u32>,
-    /// `schedule`: why (a `decide` has a `why` too, in words that may hold escapes).
-    #[serde(borrow)]
-    why: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// The facts of one line; `None` for a blank line.
+/// The facts of one line; `None` for a blank line. The line is parsed in full, every field
+/// checked as [`Trace::event`] will check it when it is shown (`json::from_line`): a
+/// field the flows do not need (an exit's `exitinfo1`, an `end` without its `status`) is
+/// still a bad line, found here and named by its number, not later on a screen or never
+/// by a command that only counts (`stats`, `diff`, `export`).
 fn parse_line(line: &[u8]) -> Result<Option<Facts>, JsonError> {
     if line.iter().all(u8::is_ascii_whitespace) {
-        Ok(None)
-    } else {
-        read_facts(line).map(Some)
+        return Ok(None);
     }
-}
-
-/// Read the [`Facts`] of one line, with the same errors as [`json::from_line`] for what
-/// it checks: JSON syntax, the envelope (`v`, `seq`, `tsc`, `dom`, `kind`) and the fields
-/// a flow is built from.
-pub fn read_facts(line: &[u8]) -> Result<Facts, JsonError> {
-    let header: Header = serde_json::from_slice(line).map_err(|error| {
-        if error.is_data() {
-            JsonError::Data(error.to_string())
-        } else {
-            JsonError::Syntax(error.to_string())
-        }
-    })?;
-    let version = header.v.ok_or(JsonError::Field("v"))?;
-    if version != SCHEMA_VERSION as u64 {
-        return Err(JsonError::Version { found: version });
-    }
-    let seq = header.seq.ok_or(JsonError::Field("seq"))?;
-    let tsc = header.tsc.ok_or(JsonError::Field("tsc"))?;
-    let dom = match header.dom {
-        None => None,
-        Some(dom) => Some(
-            u16::try_from(dom)
-                .ok()
-                .filter(|&dom| dom != NO_DOM)
-                .ok_or(JsonError::Field("dom"))?,
-        ),
-    };
-    let kind_name = header.kind.ok_or(JsonError::Field("kind"))?;
-    let kind =
-        Kind::from_name(kind_name).ok_or_else(|| JsonError::UnknownKind(kind_name.to_string()))?;
-    let body_error = |message: &str| JsonError::Body {
-        kind: kind_name.to_string(),
-        message: message.to_string(),
-    };
-    let mut facts = Facts {
-        seq,
-        tsc,
-        dom,
-        kind,
-        ..Facts::default()
-    };
-    let hex = |text: Option<&str>| text.and_then(traplab_abi::event::hex::parse);
-    match kind {
-        Kind::Boot => {
-            facts.tsc_hz = Some(
-                header
-                    .tsc_hz
-                    .ok_or_else(|| body_error("missing field `tsc_hz`"))?,
-            )
-        }
-        Kind::Exit => {
-            facts.exitcode = Some(
-                header
-                    .exitcode
-                    .ok_or_else(|| body_error("missing field `exitcode`"))?,
-            );
-            facts.rip =
-                Some(hex(header.rip).ok_or_else(|| body_error("missing or bad field `rip`"))?);
-        }
-        Kind::Decide => {
-            let action = match header.action {
-                Some("emulate") => Action::Emulate,
-                Some("reflect") => Action::Reflect,
-                Some("bounce") => Action::Bounce,
-                Some("forward") => Action::Forward,
-                Some("kill") => Action::Kill,
-                Some(other) => return Err(body_error(&format!("unknown action `{other}`"))),
-                None => return Err(body_error("missing field `action`")),
-            };
-            facts.action = Some(action);
-        }
-        Kind::Inject | Kind::Bounce => {
-            facts.vector = Some(
-                header
-                    .vector
-                    .ok_or_else(|| body_error("missing field `vector`"))?,
-            );
-            if kind == Kind::Inject {
-                facts.event_type = Some(match header.event_type {
-                    Some("exception") => EventType::Exception,
-                    Some("nmi") => EventType::Nmi,
-                    Some("interrupt") => EventType::Interrupt,
-                    Some("software") => EventType::Software,
-                    _ => return Err(body_error("missing or unknown `type`")),
-                });
-            }
-        }
-        Kind::Notify => {
-            let to =
-                domain_field(header.to).ok_or_else(|| body_error("missing or bad field `to`"))?;
-            let port = header
-                .port
-                .ok_or_else(|| body_error("missing field `port`"))?;
-            facts.notified = Some((to, port));
-        }
-        Kind::Schedule => {
-            let why = match header.why.as_deref() {
-                Some("start") => ScheduleWhy::Start,
-                Some("slice_over") => ScheduleWhy::SliceOver,
-                Some("blocked") => ScheduleWhy::Blocked,
-                Some("yielded") => ScheduleWhy::Yielded,
-                Some("woken") => ScheduleWhy::Woken,
-                Some("ended") => ScheduleWhy::Ended,
-                _ => return Err(body_error("missing or unknown `why`")),
-            };
-            let domain = |value: Option<u64>, name: &str| match value {
-                None => Ok(None),
-                Some(value) => domain_field(Some(value))
-                    .map(Some)
-                    .ok_or_else(|| body_error(&format!("bad field `{name}`"))),
-            };
-            facts.switch = Some(Switch {
-                from: domain(header.from, "from")?,
-                to: domain(header.to, "to")?,
-                why,
-                port: header.port,
-            });
-        }
-        Kind::Return => {
-            facts.vector = header.vector;
-            facts.rip = hex(header.rip);
-        }
-        Kind::Resume => {
-            facts.rip = hex(header.rip);
-            let cycles = header
-                .cycles
-                .ok_or_else(|| body_error("missing field `cycles`"))?;
-            json::check_cycles(cycles)?;
-            facts.cycles = Some(cycles);
-        }
-        Kind::Domain => {
-            facts.domain_state = Some(match header.state {
-                Some("created") => DomainState::Created,
-                Some("exited") => DomainState::Exited,
-                Some("killed") => DomainState::Killed,
-                _ => return Err(body_error("missing or unknown `state`")),
-            });
-            facts.domain_name = header.name;
-        }
-        Kind::Lost => {
-            facts.lost = Some(
-                header
-                    .count
-                    .ok_or_else(|| body_error("missing field `count`"))?,
-            )
-        }
-        Kind::Emulate | Kind::GrantMap | Kind::GrantUnmap | Kind::Console | Kind::End => {}
-    }
-    Ok(facts)
-}
-
-/// A domain number in a field (`to`, `from`): 0 to 65534.
-fn domain_field(value: Option<u64>) -> Option<u16> {
-    value
-        .and_then(|value| u16::try_from(value).ok())
-        .filter(|&dom| dom != NO_DOM)
+    let text = std::str::from_utf8(line)
+        .map_err(|error| JsonError::Syntax(format!("not UTF-8: {error}")))?;
+    let event = json::from_line(text)?;
+    Ok(Some(Facts::of(&event)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flows::FlowEnd;
-    use traplab_abi::event::{Body, Console, Decide, Resume};
+    use traplab_abi::event::{Action, Body, Console, Decide, Resume};
 
     fn temporary(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("traplab-store-test-{}-{name}", std::process::id()))
     }
 
     #[test]
-    fn facts_match_the_full_parse() {
-        for line in [
-            r#"{"v":1,"seq":187,"tsc":1234,"dom":0,"kind":"exit","exitcode":78,"reason":"EXCP_PF","exitinfo1":"0x2","exitinfo2":"0x40000000","exitintinfo":"0x0","rip":"0x2003d1","cs":8,"cpl":0,"rflags":"0x2","cr0":"0x0","cr2":"0x0","cr3":"0x0","cr4":"0x0","efer":"0x0","regs":{"rax":"0x0","rbx":"0x0","rcx":"0x0","rdx":"0x0","rsi":"0x0","rdi":"0x0","rbp":"0x0","rsp":"0x0","r8":"0x0","r9":"0x0","r10":"0x0","r11":"0x0","r12":"0x0","r13":"0x0","r14":"0x0","r15":"0x0"},"insn":"0f0b"}"#,
-            r#"{"v":1,"seq":188,"tsc":1240,"dom":0,"kind":"decide","action":"reflect","why":"w","at":"hv/src/exit/exception.rs:57"}"#,
-            r##"{"v":1,"seq":189,"tsc":1251,"dom":0,"kind":"inject","vector":14,"name":"#PF","type":"exception","error_code":2,"cr2":"0x40000000","handler":"0x200550","synthetic":false}"##,
-            r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"a \"quoted\" line"}"#,
-            r#"{"v":1,"seq":1,"tsc":2,"dom":3,"kind":"domain","state":"created","name":"page\u002dfault","status":null,"reason":null}"#,
-            r#"{"v":1,"seq":2,"tsc":3,"dom":1,"kind":"decide","action":"forward","why":"a \"quoted\" reason","at":"hv/src/exit/vmmcall.rs:9"}"#,
-            r#"{"v":1,"seq":3,"tsc":4,"dom":1,"kind":"notify","to":2,"port":3,"from_port":1,"woke":true,"masked":false}"#,
-            r#"{"v":1,"seq":4,"tsc":5,"kind":"schedule","from":1,"to":2,"why":"woken","port":3}"#,
-            r#"{"v":1,"seq":5,"tsc":6,"kind":"schedule","from":null,"to":1,"why":"start","port":null}"#,
-            r#"{"v":1,"seq":6,"tsc":7,"kind":"schedule","from":2,"to":null,"why":"slice_over","port":null}"#,
-            r#"{"v":1,"seq":7,"tsc":8,"dom":2,"kind":"inject","vector":243,"name":"interrupt 0xf3","type":"interrupt","error_code":null,"cr2":null,"handler":"0x200800","synthetic":false}"#,
-            r#"{"v":1,"seq":8,"tsc":9,"dom":2,"kind":"grant_map","granter":1,"gref":5,"frame":"0x230","host_addr":"0x40000000","readonly":false,"handle":0}"#,
-            r#"{"v":1,"seq":9,"tsc":10,"dom":2,"kind":"grant_unmap","granter":1,"gref":5,"host_addr":"0x40000000","handle":0}"#,
-        ] {
-            let event = json::from_line(line).expect("a valid event");
-            assert_eq!(read_facts(line.as_bytes()), Ok(Facts::of(&event)), "{line}");
-        }
-    }
-
-    #[test]
     fn bad_lines_have_the_errors_of_the_full_parse() {
-        assert!(matches!(
-            read_facts(b"{\"v\":1,"),
-            Err(JsonError::Syntax(_))
-        ));
-        assert_eq!(read_facts(br#"{"seq":1}"#), Err(JsonError::Field("v")));
+        let parsed = |line: &[u8]| parse_line(line);
+        assert!(matches!(parsed(b"{\"v\":1,"), Err(JsonError::Syntax(_))));
+        assert_eq!(parsed(br#"{"seq":1}"#), Err(JsonError::Field("v")));
         assert_eq!(
-            read_facts(br#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#),
+            parsed(br#"{"v":7,"seq":1,"tsc":0,"kind":"end"}"#),
             Err(JsonError::Version { found: 7 })
         );
         assert_eq!(
-            read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#),
+            parsed(br#"{"v":1,"seq":1,"tsc":0,"kind":"party"}"#),
             Err(JsonError::UnknownKind("party".into()))
         );
-        assert!(matches!(
-            read_facts(br#"{"v":1,"seq":"one","tsc":0,"kind":"end"}"#),
-            Err(JsonError::Data(_))
-        ));
-        assert!(matches!(
-            read_facts(br#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance"}"#),
-            Err(JsonError::Body { .. })
-        ));
-        assert!(matches!(
-            read_facts(
-                br#"{"v":1,"seq":1,"tsc":0,"kind":"schedule","from":1,"to":2,"why":"bored"}"#
-            ),
-            Err(JsonError::Body { .. })
-        ));
-        assert!(matches!(
-            read_facts(br#"{"v":1,"seq":1,"tsc":0,"dom":1,"kind":"notify","to":65535,"port":1}"#),
-            Err(JsonError::Body { .. })
-        ));
+        assert!(parsed(br#"{"v":1,"seq":"one","tsc":0,"kind":"end"}"#).is_err());
+        assert!(parsed(br#"{"v":1,"seq":1,"tsc":0,"kind":"decide","action":"dance"}"#).is_err());
+        assert!(
+            parsed(br#"{"v":1,"seq":1,"tsc":0,"kind":"schedule","from":1,"to":2,"why":"bored"}"#)
+                .is_err()
+        );
+        assert!(parsed(b"{\"v\":1,\"seq\":1,\"tsc\":0,\"kind\":\"end\",\xff}").is_err());
+    }
+
+    #[test]
+    fn a_bad_field_the_flows_do_not_need_is_a_bad_line_all_the_same() {
+        // An exit's EXITINFO1 and an end's status play no part in the flows, but a recording
+        // that has them wrong is not a trace: its line is named when it loads, before any
+        // command counts what came before it (`stats`, `diff`, `export`).
+        let good = line(
+            0,
+            Body::Console(Console {
+                text: "hello".into(),
+            }),
+        );
+        let exit = r#"{"v":1,"seq":1,"tsc":1234,"dom":0,"kind":"exit","exitcode":78,"reason":"EXCP_PF","exitinfo1":"zz","exitinfo2":"0x40000000","exitintinfo":"0x0","rip":"0x2003d1","cs":8,"cpl":0,"rflags":"0x2","cr0":"0x0","cr2":"0x0","cr3":"0x0","cr4":"0x0","efer":"0x0","regs":{"rax":"0x0","rbx":"0x0","rcx":"0x0","rdx":"0x0","rsi":"0x0","rdi":"0x0","rbp":"0x0","rsp":"0x0","r8":"0x0","r9":"0x0","r10":"0x0","r11":"0x0","r12":"0x0","r13":"0x0","r14":"0x0","r15":"0x0"},"insn":"0f0b"}"#;
+        let end = r#"{"v":1,"seq":1,"tsc":20,"kind":"end","reason":"every domain has ended"}"#;
+        for bad in [exit, end] {
+            let path = temporary("bad-field");
+            std::fs::write(&path, format!("{good}\n{bad}\n")).expect("a temporary file");
+            let trace = Trace::open(&path).expect("readable");
+            let _ = std::fs::remove_file(&path);
+            assert_eq!(trace.len(), 1, "the good line before it is kept");
+            let error = trace.error().expect("the bad line is named");
+            assert_eq!(error.line, 2, "{error:?}");
+        }
+        // A name with a JSON escape is a name (a borrowed string could not hold it).
+        let escaped = r#"{"v":1,"seq":1,"tsc":2,"dom":3,"kind":"domain","state":"created","name":"page\u002dfault","status":null,"reason":null}"#;
+        assert!(matches!(parse_line(escaped.as_bytes()), Ok(Some(_))));
+        let kind = r#"{"v":1,"seq":9,"tsc":20,"kind":"\u0065nd","status":0,"reason":"r"}"#;
+        assert!(
+            matches!(parse_line(kind.as_bytes()), Ok(Some(_))),
+            "{:?}",
+            parse_line(kind.as_bytes())
+        );
     }
 
     fn line(seq: u64, body: Body) -> String {

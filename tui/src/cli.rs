@@ -21,7 +21,7 @@ Start with:   traplab list
               traplab trace hello
               traplab run page-fault      (then: b pf ⏎  c  s s s …  ? for the keys)
               traplab check hello --exercise 1
-The book (one chapter per lab, with its exercises): mdbook serve book
+The book (one chapter per lab, with its exercises): traplab book-traces, then mdbook serve book
 Labs need qemu-system-x86_64; traplab offers to install it (Debian/Ubuntu) when it is missing.";
 
 /// Which tree's hypervisor and guests a command runs (`traplab_labs::tree`).

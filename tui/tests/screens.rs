@@ -306,6 +306,18 @@ fn tiny_terminals_do_not_break_it() {
     }
 }
 
+#[test]
+fn a_trace_with_no_flow_yet_draws_at_every_size() {
+    // A live run starts with no flow: its screen is drawn while the terminal may be tiny
+    // (three rows leave the list no row for its "no trap flows (yet)").
+    let app = App::new(Trace::live("booting (sample)"), plain());
+    for (width, height) in [(1, 1), (80, 3), (80, 4), (80, 24)] {
+        let screen = draw(&app, width, height);
+        assert_eq!(screen.lines().count(), height as usize);
+    }
+    assert!(draw(&app, 80, 24).contains("no trap flows (yet)"));
+}
+
 /// The hand-made trace of two domains and an event channel.
 fn event_channel() -> App {
     let mut trace = Trace::live("event-channel (sample)");

@@ -26,7 +26,12 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, super::Failure> {
             .and_then(|()| out.flush())
         }
     };
-    written.map_err(|error| format!("cannot write the export: {error}"))?;
+    match written {
+        // The reader stopped reading (`traplab export r.jsonl | head`): what it took was
+        // written, as a pipe's writer expects.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.map_err(|error| format!("cannot write the export: {error}"))?,
+    }
     if let Some(path) = &args.output {
         eprintln!(
             "traplab: wrote {} ({} flows); open it at https://ui.perfetto.dev",

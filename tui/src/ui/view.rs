@@ -367,7 +367,9 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         inner.width,
     );
     let rows = inner.height.saturating_sub(1) as usize;
-    if app.visible.is_empty() {
+    // The line goes under the header, when there is a row for it (a terminal of 3 rows
+    // leaves the list none).
+    if app.visible.is_empty() && inner.height >= 2 {
         let text = if app.trace.flows().is_empty() {
             "no trap flows (yet)"
         } else {
