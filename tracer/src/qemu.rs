@@ -474,16 +474,33 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-/// The command that installs QEMU on Debian or Ubuntu (with sudo unless we are root).
-pub fn install_command() -> Vec<String> {
+/// The commands that install QEMU on Debian or Ubuntu, in order (with sudo unless we are
+/// root): the package lists first, which a fresh image has not fetched yet (an install
+/// without them says "Unable to locate package").
+pub fn install_commands() -> Vec<Vec<String>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut command: Vec<String> = Vec::new();
-    if !root {
-        command.push("sudo".into());
-    }
-    command.extend(["apt-get", "install", "-y", DEBIAN_PACKAGE].map(String::from));
-    command
+    let as_root = |words: &[&str]| {
+        let mut command: Vec<String> = Vec::new();
+        if !root {
+            command.push("sudo".into());
+        }
+        command.extend(words.iter().map(|word| word.to_string()));
+        command
+    };
+    vec![
+        as_root(&["apt-get", "update"]),
+        as_root(&["apt-get", "install", "-y", DEBIAN_PACKAGE]),
+    ]
+}
+
+/// [`install_commands`] as one line a user can paste into a shell.
+pub fn install_text() -> String {
+    install_commands()
+        .iter()
+        .map(|command| command.join(" "))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// What the hypervisor's status (QEMU's exit code through `isa-debug-exit`) means;
@@ -798,11 +815,16 @@ mod tests {
     }
 
     #[test]
-    fn install_command_names_the_package() {
-        let command = install_command();
-        assert_eq!(
-            &command[command.len() - 4..],
-            ["apt-get", "install", "-y", "qemu-system-x86"]
-        );
+    fn the_install_commands_fetch_the_package_lists_then_install_the_package() {
+        let commands = install_commands();
+        assert_eq!(commands.len(), 2);
+        assert!(commands[0].ends_with(&["apt-get".into(), "update".into()]));
+        assert!(commands[1].ends_with(&[
+            "apt-get".into(),
+            "install".into(),
+            "-y".into(),
+            "qemu-system-x86".into()
+        ]));
+        assert!(install_text().contains("apt-get update && "));
     }
 }

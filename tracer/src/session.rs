@@ -68,7 +68,7 @@ pub struct Finish {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{program} is not installed. Install it with: {install}", program = qemu::PROGRAM, install = qemu::install_command().join(" "))]
+    #[error("{program} is not installed. Install it with: {install}", program = qemu::PROGRAM, install = qemu::install_text())]
     QemuMissing,
     #[error("{what}: {error}")]
     Io { what: String, error: std::io::Error },
@@ -396,10 +396,16 @@ impl Session {
             .map(|text| text.clone())
             .unwrap_or_default();
         let exit_code = status.code();
+        // QEMU's own failure (a bad option, a kernel file it cannot open) exits with 1, the
+        // code the hypervisor's "done" makes too (`isa-debug-exit`: (0 << 1) | 1). A
+        // hypervisor that ran has set its ring up: without it, the 1 is QEMU's.
+        let hv_status = exit_code
+            .and_then(HvStatus::from_qemu_exit_code)
+            .filter(|&status| status != HvStatus::Done || self.ring.is_some());
         self.pending.push_back(Item::Finished(Finish {
             exit_code,
             signal: status.signal(),
-            hv_status: exit_code.and_then(HvStatus::from_qemu_exit_code),
+            hv_status,
             stderr,
             interrupted: self.interrupted,
             timed_out: self.timed_out,

@@ -41,8 +41,9 @@ impl Symbols {
     }
 
     pub fn parse(data: &[u8]) -> Result<Symbols, object::Error> {
+        use object::ObjectSection;
         let file = object::File::parse(data)?;
-        let mut symbols: Vec<Symbol> = file
+        let mut symbols: Vec<(Symbol, Option<u64>)> = file
             .symbols()
             // Untyped symbols too: labels of hand-written assembly (the 32-bit guests' stubs).
             .filter(|symbol| {
@@ -54,14 +55,41 @@ impl Symbols {
             })
             .filter_map(|symbol| {
                 let name = symbol.name().ok()?;
-                Some(Symbol {
-                    name: format!("{:#}", rustc_demangle::demangle(name)),
-                    address: symbol.address(),
-                    size: symbol.size(),
-                })
+                // Where its section ends: the most a label without a size can cover.
+                let section_end = symbol
+                    .section_index()
+                    .and_then(|index| file.section_by_index(index).ok())
+                    .map(|section| section.address() + section.size());
+                Some((
+                    Symbol {
+                        name: format!("{:#}", rustc_demangle::demangle(name)),
+                        address: symbol.address(),
+                        size: symbol.size(),
+                    },
+                    section_end,
+                ))
             })
             .collect();
-        symbols.sort_by_key(|symbol| symbol.address);
+        symbols.sort_by_key(|(symbol, _)| symbol.address);
+        // A label of hand-written assembly has no size: it covers the code up to the next
+        // symbol's address (or its section's end), as gdb takes it, not its first byte only.
+        let starts: Vec<u64> = symbols.iter().map(|(symbol, _)| symbol.address).collect();
+        let symbols = symbols
+            .into_iter()
+            .map(|(mut symbol, section_end)| {
+                if symbol.size == 0 {
+                    let next = starts[starts.partition_point(|&start| start <= symbol.address)..]
+                        .first()
+                        .copied();
+                    let end = match (next, section_end) {
+                        (Some(next), Some(end)) => next.min(end),
+                        (next, end) => next.or(end).unwrap_or(symbol.address + 1),
+                    };
+                    symbol.size = end.saturating_sub(symbol.address).max(1);
+                }
+                symbol
+            })
+            .collect();
         Ok(Symbols { symbols })
     }
 

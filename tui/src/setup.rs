@@ -11,8 +11,7 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
     if qemu::find().is_some() {
         return Ok(());
     }
-    let install = qemu::install_command();
-    let command_text = install.join(" ");
+    let command_text = qemu::install_text();
     eprintln!("traplab needs {}, which is not installed.", qemu::PROGRAM);
     let interactive = std::io::stdin().is_terminal();
     if !yes {
@@ -25,13 +24,19 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
             return Err(format!("not installed. Install it with: {command_text}"));
         }
     }
-    eprintln!("running: {command_text}");
-    let status = Command::new(&install[0])
-        .args(&install[1..])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .map_err(|error| format!("cannot run `{command_text}`: {error}"))?;
-    if !status.success() || qemu::find().is_none() {
+    for command in qemu::install_commands() {
+        let text = command.join(" ");
+        eprintln!("running: {text}");
+        let status = Command::new(&command[0])
+            .args(&command[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|error| format!("cannot run `{text}`: {error}"))?;
+        if !status.success() {
+            return Err(format!("`{text}` failed; try `{command_text}` by hand"));
+        }
+    }
+    if qemu::find().is_none() {
         return Err(format!(
             "`{command_text}` did not install {}; try it by hand",
             qemu::PROGRAM

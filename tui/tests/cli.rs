@@ -190,6 +190,39 @@ fn a_killed_domain_gives_status_137() {
 }
 
 #[test]
+fn qemu_s_own_failure_is_125_and_its_words_not_the_hypervisor_s_done() {
+    // QEMU exits 1 on a bad option, the code the hypervisor's "done" makes through
+    // isa-debug-exit too: a hypervisor that never set its ring up did not finish.
+    let output = run(&["trace", "hello", "--qemu-arg=-no-such-option"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("-no-such-option: invalid option"), "{stderr}");
+    assert!(!stderr.contains("every domain ended"), "{stderr}");
+}
+
+#[test]
+fn a_label_of_hand_written_assembly_covers_its_code_up_to_the_next_symbol() {
+    // bound-range's 32-bit code is assembly: `main32` is a label without a size. An
+    // address inside it (the BOUND that raises #BR) is named `main32+…`, not "no symbol".
+    let symbols = traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf("bound-range"))
+        .expect("the bound-range guest is built");
+    let start = symbols.address_of("main32").expect("main32 is a symbol");
+    assert_eq!(symbols.describe(start).as_deref(), Some("main32"));
+    assert_eq!(
+        symbols.describe(start + 0x13).as_deref(),
+        Some("main32+0x13")
+    );
+    let (symbol, _) = symbols.lookup(start).expect("main32");
+    let next = symbols
+        .iter()
+        .map(|other| other.address)
+        .find(|&address| address > start);
+    if let Some(next) = next {
+        assert!(start + symbol.size <= next, "{symbol:?} runs into the next symbol");
+    }
+}
+
+#[test]
 fn trace_kernel_boots_a_multiboot_kernel_with_its_arguments_and_refuses_a_file_that_is_none() {
     let kernel = traplab_labs::guest_elf("multiboot-hello");
     let kernel = kernel.to_str().expect("a UTF-8 path");
@@ -338,7 +371,7 @@ fn without_qemu_the_error_names_the_install_command() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("apt-get install -y qemu-system-x86"),
+        stderr.contains("apt-get update && apt-get install -y qemu-system-x86"),
         "{stderr}"
     );
     assert!(stderr.contains("--yes"), "{stderr}");

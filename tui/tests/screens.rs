@@ -318,6 +318,24 @@ fn a_trace_with_no_flow_yet_draws_at_every_size() {
     assert!(draw(&app, 80, 24).contains("no trap flows (yet)"));
 }
 
+#[test]
+fn a_long_name_is_cut_before_the_state_the_title_gives() {
+    // A recording's path can fill the title: the filter (and RUNNING, a bad line, the
+    // breaks) must stay in view at 80 columns, the name cut instead.
+    let mut trace = Trace::live(format!("/home/student/{}/page-fault.jsonl", "labs/".repeat(20)));
+    for event in traplab_tracer::sample::event_channel_ping() {
+        trace.push_event(&event);
+    }
+    let mut app = App::new(trace, plain());
+    press(&mut app, "f");
+    let screen = draw(&app, 80, 24);
+    let title = screen.lines().next().expect("a title line");
+    assert!(title.contains("filter "), "{title}");
+    assert!(title.contains("flows"), "{title}");
+    assert!(title.contains("/home/student/labs/"), "{title}");
+    assert!(title.contains('…'), "{title}");
+}
+
 /// The hand-made trace of two domains and an event channel.
 fn event_channel() -> App {
     let mut trace = Trace::live("event-channel (sample)");

@@ -126,10 +126,10 @@ impl Widget for &App {
 }
 
 fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
-    let mut parts = vec![
-        format!("traplab · {}", app.trace.name),
-        format!("{} flows", app.trace.flows().len()),
-    ];
+    // What the title says of the run's state (RUNNING, STOPPED, a bad line, the filter, the
+    // breaks) matters more than the trace's name, which can be a long path: the name is cut
+    // first, so that the state stays in view on a narrow terminal.
+    let mut parts = vec![format!("{} flows", app.trace.flows().len())];
     if app.class_filter.is_some() || app.action_filter.is_some() {
         parts.push(format!(
             "filter {}{}",
@@ -157,9 +157,18 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
         parts.push(format!("break {}", texts.join(",")));
     }
-    let left = format!(" {}", parts.join(" · "));
     let right = "? help ";
     let width = area.width as usize;
+    let state = parts.join(" · ");
+    let frame = " traplab ·  · ".chars().count() + state.chars().count();
+    let room = width.saturating_sub(right.len()).saturating_sub(frame);
+    // At least a few characters of the name: below that, the end is cut as any text is.
+    let name = if app.trace.name.chars().count() > room && room >= 8 {
+        fit(&app.trace.name, room)
+    } else {
+        app.trace.name.clone()
+    };
+    let left = format!(" traplab · {name} · {state}");
     let text = if left.chars().count() + right.len() < width {
         format!("{}{right}", fit(&left, width - right.len()))
     } else {
