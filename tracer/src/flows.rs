@@ -690,6 +690,14 @@ impl Assembler {
     /// the later notifications of the same port, which found it pending already.
     fn link_upcall(&mut self, dom: u16, receiver: u32, flows: &mut [Flow]) {
         let woken_port = self.woken_by_port.remove(&dom);
+        // Linked already, at the `schedule` that woke it (by its port): its upcall's
+        // `inject` must not take another port's notification for its cause.
+        if flows
+            .get(receiver as usize)
+            .is_some_and(|flow| flow.woken_by != NO_FLOW)
+        {
+            return;
+        }
         let Some(waiting) = self.pending.get_mut(&dom) else {
             return;
         };
@@ -1107,6 +1115,42 @@ mod tests {
         assert_eq!(flows[1].woke, 0, "d1's send woke d2's poll");
         assert_eq!(flows[0].woken_by, 1);
         assert_eq!(flows[0].delivered, None, "no upcall");
+    }
+
+    #[test]
+    fn an_upcall_keeps_the_cause_its_wake_named_and_not_an_older_notification() {
+        // d2 blocks; d3 sends on port 2 (masked at d2: it stays pending, wakes nobody); d1
+        // sends on port 1 and wakes d2 (the schedule names port 1); d2 takes its upcall.
+        // d2's flow was woken by d1's send: the upcall's inject must not relink it to d3's.
+        let events = vec![
+            facts(Kind::Boot, None),
+            at(schedule(None, Some(2), ScheduleWhy::Start, None), 10),
+            at(exit_of(2, 0x81), 20),
+            decide_of(2, Action::Emulate),
+            at(schedule(Some(2), Some(3), ScheduleWhy::Blocked, None), 30),
+            at(exit_of(3, 0x81), 40),
+            decide_of(3, Action::Forward),
+            notify(3, 2, 2),
+            at(resume_of(3, 10), 50),
+            at(schedule(Some(3), Some(1), ScheduleWhy::Yielded, None), 60),
+            at(exit_of(1, 0x81), 100),
+            decide_of(1, Action::Forward),
+            notify(1, 2, 1),
+            at(schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(1)), 130),
+            Facts {
+                vector: Some(0xf3),
+                event_type: Some(EventType::Interrupt),
+                ..facts(Kind::Inject, Some(2))
+            },
+            at(resume_of(2, 200), 220),
+            facts(Kind::End, None),
+        ];
+        let (flows, _) = assemble(&events);
+        let doms: Vec<u16> = flows.iter().map(|flow| flow.dom).collect();
+        assert_eq!(doms, [2, 3, 1]);
+        assert_eq!(flows[0].woken_by, 2, "d1's send, on the port that woke it");
+        assert_eq!(flows[2].woke, 0);
+        assert_eq!(flows[1].woke, NO_FLOW, "d3's send woke nothing");
     }
 
     #[test]

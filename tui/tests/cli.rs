@@ -196,7 +196,10 @@ fn qemu_s_own_failure_is_125_and_its_words_not_the_hypervisor_s_done() {
     let output = run(&["trace", "hello", "--qemu-arg=-no-such-option"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("-no-such-option: invalid option"), "{stderr}");
+    assert!(
+        stderr.contains("-no-such-option: invalid option"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("every domain ended"), "{stderr}");
 }
 
@@ -218,7 +221,10 @@ fn a_label_of_hand_written_assembly_covers_its_code_up_to_the_next_symbol() {
         .map(|other| other.address)
         .find(|&address| address > start);
     if let Some(next) = next {
-        assert!(start + symbol.size <= next, "{symbol:?} runs into the next symbol");
+        assert!(
+            start + symbol.size <= next,
+            "{symbol:?} runs into the next symbol"
+        );
     }
 }
 

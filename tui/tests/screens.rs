@@ -322,7 +322,10 @@ fn a_trace_with_no_flow_yet_draws_at_every_size() {
 fn a_long_name_is_cut_before_the_state_the_title_gives() {
     // A recording's path can fill the title: the filter (and RUNNING, a bad line, the
     // breaks) must stay in view at 80 columns, the name cut instead.
-    let mut trace = Trace::live(format!("/home/student/{}/page-fault.jsonl", "labs/".repeat(20)));
+    let mut trace = Trace::live(format!(
+        "/home/student/{}/page-fault.jsonl",
+        "labs/".repeat(20)
+    ));
     for event in traplab_tracer::sample::event_channel_ping() {
         trace.push_event(&event);
     }
