@@ -171,6 +171,9 @@ pub struct App {
     pub step: usize,
     /// Lines the lower pane is scrolled by (`J`/`K`); back to 0 at every step.
     pub pane_scroll: u16,
+    /// How many lines the lower pane could be scrolled by when it was last drawn: `J` goes
+    /// no further, so that `K` answers at once.
+    pub pane_overflow: std::cell::Cell<u16>,
     pub class_filter: Option<&'static str>,
     pub action_filter: Option<Action>,
     /// The last search, for `n`/`N`.
@@ -196,6 +199,9 @@ pub struct App {
     /// How many events they have seen (nothing to do while it stays the same).
     seen_events: usize,
     pub quit: bool,
+    /// Ctrl-C ended it (a key in the terminal's raw mode, not a signal): the command says
+    /// so in its status (130), as for a SIGINT.
+    pub interrupted: bool,
 }
 
 impl App {
@@ -215,6 +221,7 @@ impl App {
             story: Story::default(),
             step: 0,
             pane_scroll: 0,
+            pane_overflow: std::cell::Cell::new(0),
             class_filter: None,
             action_filter: None,
             search: None,
@@ -229,6 +236,7 @@ impl App {
             seen_flows: 0,
             seen_events: 0,
             quit: false,
+            interrupted: false,
         };
         app.refresh();
         app.select(0);
@@ -615,6 +623,7 @@ impl App {
         }
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
+            self.interrupted = true;
             return;
         }
         if self.prompt.is_some() {
@@ -861,6 +870,13 @@ impl App {
     }
 
     fn handle_flow_key(&mut self, key: KeyEvent) {
+        // Ctrl-D is not `d`: a key with Ctrl or Alt held means nothing here.
+        if key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+        {
+            return;
+        }
         match key.code {
             KeyCode::Char('l') | KeyCode::Right | KeyCode::Char(' ') => self.move_step(true),
             KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => self.move_step(false),
@@ -870,8 +886,18 @@ impl App {
             KeyCode::Char('G') | KeyCode::End => {
                 self.step = self.story.steps.len().saturating_sub(1)
             }
-            KeyCode::Char('J') => self.pane_scroll = self.pane_scroll.saturating_add(1),
-            KeyCode::Char('K') => self.pane_scroll = self.pane_scroll.saturating_sub(1),
+            KeyCode::Char('J') => {
+                self.pane_scroll = self
+                    .pane_scroll
+                    .saturating_add(1)
+                    .min(self.pane_overflow.get())
+            }
+            KeyCode::Char('K') => {
+                self.pane_scroll = self
+                    .pane_scroll
+                    .min(self.pane_overflow.get())
+                    .saturating_sub(1)
+            }
             KeyCode::Char('w') => self.follow_wake(true),
             KeyCode::Char('W') => self.follow_wake(false),
             KeyCode::Char('d') => self.pane = Pane::Detail,
@@ -913,6 +939,22 @@ impl App {
             KeyCode::Backspace => {
                 prompt.text.pop();
             }
+            // A line editor's keys: Ctrl-U clears the line, Ctrl-W takes the last word back;
+            // any other key with Ctrl or Alt types nothing.
+            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                prompt.text.clear()
+            }
+            KeyCode::Char('w') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                let kept = prompt.text.trim_end().len();
+                let start = prompt.text[..kept]
+                    .rfind(char::is_whitespace)
+                    .map_or(0, |space| space + 1);
+                prompt.text.truncate(start);
+            }
+            KeyCode::Char(_)
+                if key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {}
             KeyCode::Char(character) => prompt.text.push(character),
             KeyCode::Enter => {
                 let Some(prompt) = self.prompt.take() else {

@@ -130,7 +130,7 @@ const LOAD_BUDGET: Duration = Duration::from_millis(40);
 pub fn replay(mut app: App) -> io::Result<(bool, App)> {
     let signal = signal_flag();
     event_loop(&mut app, &signal, |app| app.load_more(LOAD_BUDGET))?;
-    Ok((signal.load(Ordering::SeqCst), app))
+    Ok((signal.load(Ordering::SeqCst) || app.interrupted, app))
 }
 
 /// What the session thread tells the UI.
@@ -189,7 +189,7 @@ pub fn live(
     {
         eprintln!("traplab: the recording is incomplete: {error}");
     }
-    result.map(|()| signal.load(Ordering::SeqCst))
+    result.map(|()| signal.load(Ordering::SeqCst) || app.interrupted)
 }
 
 fn drain(app: &mut App, receiver: &Receiver<Message>, mut recorder: Option<&mut Recorder>) -> bool {

@@ -235,13 +235,22 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 ("1", "flows"),
                 ("q", "quit"),
             ],
-            (_, true) => &[
+            (Screen::Flow, true) => &[
                 ("b", "break"),
                 ("c", "continue"),
                 ("s", "step"),
                 ("p", "pause"),
                 ("h/l", "look"),
                 ("Tab", "pane"),
+                ("q", "quit"),
+            ],
+            // The list: `l` is not a step here, it opens the flow (as ⏎).
+            (_, true) => &[
+                ("b", "break"),
+                ("c", "continue"),
+                ("s", "step"),
+                ("p", "pause"),
+                ("⏎", "open"),
                 ("q", "quit"),
             ],
         };
@@ -745,6 +754,28 @@ fn wake_links(app: &App) -> Vec<String> {
     links
 }
 
+/// How many rows `text` takes wrapped at `width` columns, word by word as `Wrap` does it
+/// (a word longer than a row is broken).
+fn wrapped_lines(text: &str, width: u16) -> u16 {
+    let width = width.max(1) as usize;
+    let mut lines = 1usize;
+    let mut used = 0usize;
+    for word in text.split_whitespace() {
+        let length = word.chars().count();
+        let needed = if used == 0 { length } else { used + 1 + length };
+        if needed <= width {
+            used = needed;
+        } else if used == 0 {
+            lines += (length - 1) / width;
+            used = (length - 1) % width + 1;
+        } else {
+            lines += 1 + (length.max(1) - 1) / width;
+            used = (length.max(1) - 1) % width + 1;
+        }
+    }
+    lines.min(u16::MAX as usize) as u16
+}
+
 fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let Some(flow_number) = app.selected_flow() else {
         Paragraph::new("No flow selected: press 1 for the list.")
@@ -753,15 +784,61 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         return;
     };
     let flow = &app.trace.flows()[flow_number];
+    // The step's meaning.
+    let meaning = match app.current_step() {
+        Some(Step::Event { event, index }) => match event.as_ref() {
+            Ok(event) => sentence(app, *index, event),
+            Err(error) => format!("This line cannot be read: {error}"),
+        },
+        Some(Step::Handler(handler)) => {
+            handler.sentence(&|address| app.symbol(handler.dom, address))
+        }
+        Some(Step::Away(away)) => away.sentence(),
+        None => String::new(),
+    };
+    let meaning = format!("{meaning}{}", link_note(app));
+    // Live, stopped at this very event: say what the next step will show.
+    let stopped_here = match (
+        app.live.as_ref().map(|live| &live.state),
+        app.current_event(),
+    ) {
+        (Some(LiveState::Stopped(seq)), Some((_, event))) if event.seq == *seq => Some(&event.body),
+        _ => None,
+    };
+    let meaning = match stopped_here {
+        Some(Body::Exit(_)) => format!(
+            "{meaning} The hypervisor is stopped here, before it decides: s shows its decision."
+        ),
+        Some(Body::Resume(_)) => {
+            format!("{meaning} (Stopped here: s steps into the guest's next event, c continues.)")
+        }
+        Some(_) => format!("{meaning} (Stopped here: s shows the next step.)"),
+        None => meaning,
+    };
     let steps = app.story.steps.len() as u16;
     let small = area.height < 30;
     let lanes_height = (steps + 3).min(if small { 9 } else { 14 }).max(5);
-    let meaning_height = if small { 4 } else { 5 };
     let lanes_height = if small {
         lanes_height.min(8)
     } else {
         lanes_height
     };
+    // The sentence whole, with its title line, as far as the pane below keeps 3 rows (and the
+    // lanes 5, when the sentence needs more): cut, it ended mid-way, with the hint for the
+    // next key in its last words.
+    let wanted = wrapped_lines(&meaning, area.width) + 1;
+    let meaning_height = wanted
+        .max(if small { 4 } else { 5 })
+        .min(area.height.saturating_sub(lanes_height + 3))
+        .max(2);
+    let lanes_height = if lanes_height + meaning_height + 3 > area.height {
+        area.height.saturating_sub(meaning_height + 3).max(5)
+    } else {
+        lanes_height
+    };
+    let meaning_height = meaning_height
+        .min(area.height.saturating_sub(lanes_height + 3))
+        .max(2);
     let [lanes_area, meaning_area, pane_area] = Layout::vertical([
         Constraint::Length(lanes_height),
         Constraint::Length(meaning_height),
@@ -883,37 +960,6 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         );
     }
 
-    // The step's meaning.
-    let meaning = match app.current_step() {
-        Some(Step::Event { event, index }) => match event.as_ref() {
-            Ok(event) => sentence(app, *index, event),
-            Err(error) => format!("This line cannot be read: {error}"),
-        },
-        Some(Step::Handler(handler)) => {
-            handler.sentence(&|address| app.symbol(handler.dom, address))
-        }
-        Some(Step::Away(away)) => away.sentence(),
-        None => String::new(),
-    };
-    let meaning = format!("{meaning}{}", link_note(app));
-    // Live, stopped at this very event: say what the next step will show.
-    let stopped_here = match (
-        app.live.as_ref().map(|live| &live.state),
-        app.current_event(),
-    ) {
-        (Some(LiveState::Stopped(seq)), Some((_, event))) if event.seq == *seq => Some(&event.body),
-        _ => None,
-    };
-    let meaning = match stopped_here {
-        Some(Body::Exit(_)) => format!(
-            "{meaning} The hypervisor is stopped here, before it decides: s shows its decision."
-        ),
-        Some(Body::Resume(_)) => {
-            format!("{meaning} (Stopped here: s steps into the guest's next event, c continues.)")
-        }
-        Some(_) => format!("{meaning} (Stopped here: s shows the next step.)"),
-        None => meaning,
-    };
     let step_title = format!(
         " Step {}/{}: what happens ",
         app.step + 1,
@@ -944,6 +990,7 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         Pane::Console => console_lines(app, theme, inner.height as usize),
     };
     let overflow = (lines.len() as u16).saturating_sub(inner.height);
+    app.pane_overflow.set(overflow);
     title.push(Span::styled(
         if overflow > 0 {
             "(Tab · J/K scroll) "
@@ -1514,7 +1561,7 @@ const HELP: &[(&str, &str)] = &[
         "fold / unfold every run of repeated flows (same trap, same RIP)",
     ),
     ("w W", "follow a notification to its upcall / back"),
-    ("g G PgDn/Up", "first / last, ten rows on"),
+    ("g G PgDn/Up", "first / last; ten rows on (Flows list)"),
     ("e", "finish: to the return of the handler this step is in"),
     (
         "Tab d r x o",
@@ -1524,7 +1571,7 @@ const HELP: &[(&str, &str)] = &[
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
     ("1 2 3", "Flows, Flow, Stats (the mouse wheel scrolls)"),
-    ("q Ctrl-C", "quit (stops QEMU)"),
+    ("q Ctrl-C", "quit (stops QEMU; Ctrl-C: status 130)"),
 ];
 
 const REPLAY_HELP: &[(&str, &str)] = &[
@@ -1545,10 +1592,7 @@ const LIVE_HELP: &[(&str, &str)] = &[
     ("s", "step: one event (decide, inject, resume…)"),
     ("t", "run to the next trap (exit)"),
     ("p", "pause (works while a guest spins)"),
-    (
-        "i",
-        "type a line on COM1 of the selected flow's domain (d1 if none): a kernel reads it",
-    ),
+    ("i", "type a line on COM1 of the flow's domain (d1 if none)"),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
