@@ -586,8 +586,8 @@ fn free_port() -> u16 {
 
 /// A traplab tree made by hand in a temporary folder: its own "hello" is the page-fault
 /// guest, so that a run says whose guests it ran.
-fn copied_tree() -> PathBuf {
-    let root = temporary("copied-tree");
+fn copied_tree(name: &str) -> PathBuf {
+    let root = temporary(name);
     let built = traplab_labs::tree::tree().bare_dir();
     let bare = root.join("target/bare/x86_64-unknown-linux-gnu/release");
     std::fs::create_dir_all(&bare).expect("a temporary folder");
@@ -599,8 +599,27 @@ fn copied_tree() -> PathBuf {
 }
 
 #[test]
+fn a_tree_without_its_hypervisor_built_says_so_and_how_to_build_it() {
+    // Not QEMU's "could not open kernel file": traplab names what is missing first.
+    let root = copied_tree("tree-without-hv");
+    std::fs::remove_file(root.join("target/bare/x86_64-unknown-linux-gnu/release/traplab-hv"))
+        .expect("the copy's hypervisor");
+    let output = traplab()
+        .current_dir(&root)
+        .args(["trace", "hello"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("traplab runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the hypervisor is not built"), "{stderr}");
+    assert!(stderr.contains("cargo build --release"), "{stderr}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
 fn a_copied_tree_runs_its_own_guests_and_gdb_names_its_elf() {
-    let root = copied_tree();
+    let root = copied_tree("copied-tree");
     let output = traplab()
         .current_dir(&root)
         .args(["trace", "hello"])

@@ -115,6 +115,15 @@ pub fn machine(
             machine.settings.push(setting.clone());
         }
     }
+    // The hypervisor is QEMU's -kernel: missing, QEMU would only say, in its own words,
+    // that it cannot open a kernel file.
+    if !machine.hv.is_file() {
+        return Err(format!(
+            "the hypervisor is not built: no {} in {}; `cargo build --release` builds it",
+            machine.hv.display(),
+            traplab_labs::tree::tree().describe()
+        ));
+    }
     machine.fit_ram();
     Ok((name, machine))
 }
