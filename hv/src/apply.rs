@@ -713,6 +713,7 @@ impl Step<'_, '_> {
                 vcpu.nmi_window = Some(NmiWindow {
                     iret_at: save.rip,
                     dr6: save.dr6,
+                    stepped: false,
                 });
                 let rflags = save.rflags | RFlags::TRAP_FLAG.bits();
                 self.rflags(rflags);
@@ -823,7 +824,11 @@ impl Step<'_, '_> {
         let pending = target.set_pending(port);
         let upcalls_masked = target.upcalls_masked();
         let woke = match &target.vcpu.run_state {
-            RunState::Blocked(wait) => schedule::woken_by_event(wait, target, port, pending.upcall),
+            // A port pending already: the two events are one, and wake nobody (Xen's
+            // `evtchn_2l_set_pending` returns at once).
+            RunState::Blocked(wait) => {
+                !pending.already && schedule::woken_by_event(wait, target, port, pending.upcall)
+            }
             _ => false,
         };
         if woke {

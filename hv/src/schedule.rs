@@ -128,12 +128,19 @@ pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, upcall: bool) ->
                 && domain.interrupts_enabled()
         }
         Wait::Event => upcall,
-        // Xen's SCHEDOP_poll wakes on a polled port's pending bit, masked or not
-        // (`evtchn_check_pollers`), and on any event that owes an upcall to a vCPU with a
-        // callback vector: `vcpu_mark_events_pending` (`hvm_assert_evtchn_irq`) kicks it,
-        // whatever it waits for. Without a callback an upcall goes nowhere, and kicks nothing.
+        // Xen's SCHEDOP_poll: a poll of one port notes it (`poll_evtchn`), and only an event
+        // on it wakes the poller (`evtchn_check_pollers`), masked or not; a poll of none or
+        // several notes -1, and an event on any port wakes it, to look again. And an event
+        // that owes an upcall to a vCPU with a callback vector kicks it whatever it waits for
+        // (`vcpu_mark_events_pending` → `hvm_assert_evtchn_irq`); without a callback the
+        // upcall goes nowhere. (Only a port's first event comes here: a port pending already
+        // wakes nobody, `evtchn_2l_set_pending` returns at once.)
         Wait::Poll(ports) => {
-            (upcall && domain.events.callback != Callback::None) || ports.contains(&port)
+            let polled = match ports.as_slice() {
+                [only] => *only == port,
+                _ => true,
+            };
+            polled || (upcall && domain.events.callback != Callback::None)
         }
         Wait::Store(_) => false,
     }
@@ -148,7 +155,11 @@ pub fn woken_by_store(wait: &Wait, path: &str) -> bool {
 pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: &Tick) -> bool {
     match *tick {
         // An event on the timer's port, as any other event.
-        Tick::Event { port, upcall } => woken_by_event(wait, domain, port, upcall),
+        Tick::Event {
+            port,
+            upcall,
+            already,
+        } => !already && woken_by_event(wait, domain, port, upcall),
         // Its interrupt, pending or presented by its device: HLT wakes.
         _ => tick.interrupts() && *wait == Wait::Interrupt,
     }
@@ -380,33 +391,36 @@ mod tests {
     }
 
     #[test]
-    fn a_domain_polling_wakes_on_its_ports_upcall_or_not() {
-        // evtchn_check_pollers wakes a poller of the port, masked or not.
-        let wait = Wait::Poll(vec![3, 7]);
-        let domain = domain(1, RunState::Blocked(wait.clone()));
+    fn a_domain_polling_one_port_wakes_on_it_upcall_or_not_and_on_no_other() {
+        // do_poll notes a single port (`poll_evtchn = port`); evtchn_check_pollers wakes the
+        // poller at that port's event, masked or not.
+        let wait = Wait::Poll(vec![7]);
+        let mut domain = domain(1, RunState::Blocked(wait.clone()));
         assert!(woken_by_event(&wait, &domain, 7, false));
-        assert!(woken_by_event(&wait, &domain, 3, true));
+        assert!(!woken_by_event(&wait, &domain, 4, false), "another port");
+        assert!(
+            !woken_by_event(&wait, &domain, 4, true),
+            "another port's upcall: no callback to kick"
+        );
+        // With a callback vector, an upcall kicks it whatever it polls
+        // (vcpu_mark_events_pending → hvm_assert_evtchn_irq): a spurious wake-up, which
+        // Linux's xen_poll_irq loops around.
+        domain.events.callback = Callback::Vector(0xf3);
+        assert!(woken_by_event(&wait, &domain, 4, true));
         assert!(
             !woken_by_event(&wait, &domain, 4, false),
-            "another port, masked"
+            "masked: no upcall"
         );
     }
 
     #[test]
-    fn a_domain_polling_with_a_callback_wakes_on_any_event_that_owes_it_an_upcall() {
-        // evtchn_2l_set_pending → vcpu_mark_events_pending → hvm_assert_evtchn_irq: a vCPU
-        // with a callback vector is kicked whatever it polls, and its SCHEDOP_poll has
-        // returned 0 (a spurious wake-up, which Linux's xen_poll_irq loops around). A poll
-        // of no port waits for this.
+    fn a_domain_polling_none_or_several_ports_wakes_on_any_port_s_event() {
+        // do_poll notes -1 unless nr_ports is 1; evtchn_check_pollers then wakes the poller
+        // at an event on any port, masked or not, to look at its ports again.
         for wait in [Wait::Poll(vec![3, 7]), Wait::Poll(vec![])] {
-            let mut domain = domain(1, RunState::Blocked(wait.clone()));
-            assert!(
-                !woken_by_event(&wait, &domain, 4, true),
-                "no callback: the upcall goes nowhere"
-            );
-            domain.events.callback = Callback::Vector(0xf3);
-            assert!(woken_by_event(&wait, &domain, 4, true));
-            assert!(!woken_by_event(&wait, &domain, 4, false), "masked port");
+            let domain = domain(1, RunState::Blocked(wait.clone()));
+            assert!(woken_by_event(&wait, &domain, 4, false), "{wait:?}");
+            assert!(woken_by_event(&wait, &domain, 7, false), "{wait:?}");
         }
     }
 
@@ -444,7 +458,11 @@ mod tests {
     #[test]
     fn a_timer_s_event_wakes_as_any_event_on_its_port() {
         let domain = halted_with_a_callback();
-        let tick = |upcall| Tick::Event { port: 2, upcall };
+        let tick = |upcall| Tick::Event {
+            port: 2,
+            upcall,
+            already: false,
+        };
         assert!(woken_by_timer(&Wait::Event, &domain, &tick(true)));
         assert!(!woken_by_timer(&Wait::Event, &domain, &tick(false)));
         assert!(woken_by_timer(&Wait::Interrupt, &domain, &tick(true)));

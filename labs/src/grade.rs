@@ -221,6 +221,7 @@ mod tests {
             interrupted: false,
             timed_out: false,
             stopped: None,
+            ring_broken: false,
         };
         Run {
             events,

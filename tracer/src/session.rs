@@ -64,6 +64,9 @@ pub struct Finish {
     pub timed_out: bool,
     /// The caller stopped QEMU ([`Session::stop`]), and why, in its words.
     pub stopped: Option<String>,
+    /// The trace ring could not be read on (`Item::Broken`): the trace is incomplete,
+    /// whatever the hypervisor's status.
+    pub ring_broken: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +182,9 @@ pub struct Session {
     pending: VecDeque<Item>,
     finished: bool,
     broken: bool,
+    /// Mode `ring`: the hypervisor waits for room in the ring, so a ring nobody empties any
+    /// more stops it for good.
+    hv_waits_for_the_reader: bool,
     options: Options,
     started: Instant,
     interrupted: bool,
@@ -253,6 +259,7 @@ impl Session {
             ram,
             disk,
             controlled: machine.control.is_some(),
+            hv_waits_for_the_reader: machine.trace == qemu::TraceMode::Ring,
             ring: None,
             decoder: Decoder::new(),
             ring_written: 0,
@@ -362,16 +369,19 @@ impl Session {
         count
     }
 
-    /// The ring cannot be read on: say so, and stop QEMU. Nobody empties the ring any more,
-    /// and in mode `ring` the hypervisor waits for room without end (`hv/src/trace.rs`):
-    /// left running, the run would sit until its time limit, or for ever under gdb.
+    /// The ring cannot be read on: say so, and in mode `ring` stop QEMU. Nobody empties the
+    /// ring any more, and in that mode the hypervisor waits for room without end
+    /// (`hv/src/trace.rs`): left running, the run would sit until its time limit, or for
+    /// ever under gdb. (A lossy ring's hypervisor drops events instead, and runs to its end.)
     fn break_ring(&mut self, message: String) {
         if self.broken {
             return;
         }
         self.broken = true;
         self.pending.push_back(Item::Broken(message));
-        self.stop("the trace ring broke: nothing after it can be read");
+        if self.hv_waits_for_the_reader {
+            self.stop("the trace ring broke: nothing after it can be read");
+        }
     }
 
     fn poll_log(&mut self) {
@@ -410,6 +420,7 @@ impl Session {
             interrupted: self.interrupted,
             timed_out: self.timed_out,
             stopped: self.stopped.clone(),
+            ring_broken: self.broken,
         }));
         self.finished = true;
     }

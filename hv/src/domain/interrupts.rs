@@ -135,10 +135,13 @@ pub enum Tick {
         presented: bool,
         what: String,
     },
-    /// An event on the port bound to `VIRQ_TIMER`; `upcall`: it made an upcall owed.
+    /// An event on the port bound to `VIRQ_TIMER`; `upcall`: it made an upcall owed;
+    /// `already`: the port was pending already (the event is one with the last, and wakes
+    /// nobody).
     Event {
         port: Port,
         upcall: bool,
+        already: bool,
     },
 }
 
@@ -242,6 +245,7 @@ impl Domain {
                 Tick::Event {
                     port,
                     upcall: pending.upcall,
+                    already: pending.already,
                 }
             }
             None => {
@@ -531,7 +535,8 @@ mod tests {
             test.domain.timer_tick(5_000),
             Tick::Event {
                 port: 2,
-                upcall: true
+                upcall: true,
+                already: false
             }
         );
         let interrupts = test.domain.vcpu.interrupts;
@@ -543,7 +548,8 @@ mod tests {
             test.domain.timer_tick(6_000),
             Tick::Event {
                 port: 2,
-                upcall: false
+                upcall: false,
+                already: true
             }
         );
     }

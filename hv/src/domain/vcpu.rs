@@ -159,6 +159,10 @@ pub struct NmiWindow {
     pub iret_at: u64,
     /// DR6 before the step: the #DB it raises sets DR6.BS, which is not the guest's.
     pub dr6: u64,
+    /// The IRET has run, and the exit after it came: the window lasts for that one exit
+    /// (the step's #DB), and is over at the next, whoever took the #DB (gdb's own step
+    /// takes it first when gdb single-steps the IRET).
+    pub stepped: bool,
 }
 
 /// One virtual CPU.
@@ -391,14 +395,16 @@ impl Vcpu {
     #[cold]
     #[inline(never)]
     fn after_nmi_window(&mut self) {
-        let Some(window) = self.nmi_window else {
+        let Some(window) = self.nmi_window.as_mut() else {
             return;
         };
-        if self.vmcb.save.rip == window.iret_at {
+        if self.vmcb.save.rip == window.iret_at && !window.stepped {
             self.vmcb.save.rflags &= !RFlags::TRAP_FLAG.bits();
             self.nmi_window = None;
-        } else if self.vmcb.control.exitcode != DEBUG_EXCEPTION_EXIT {
+        } else if window.stepped || self.vmcb.control.exitcode != DEBUG_EXCEPTION_EXIT {
             self.nmi_window = None;
+        } else {
+            window.stepped = true;
         }
     }
 

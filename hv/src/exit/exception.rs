@@ -19,6 +19,7 @@ use crate::delivery::DR6_SINGLE_STEP;
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
+use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::event::Action;
 use traplab_abi::svm::EventType;
@@ -54,9 +55,15 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
     } else if let Some(decision) = crate::quirks::correct(guest, &exit.instruction, vector) {
         return decision;
     } else if vector == 1
-        && let Some(decision) = nmi_window_step(guest)
+        && let Some(step) = nmi_window_step(guest)
     {
-        return decision;
+        match step {
+            WindowStep::Alone(decision) => return decision,
+            // The guest's own causes with it: its #DB goes first (a trap #DB ranks above an
+            // NMI, AMD APM vol. 2, 8.5), without the step's BS; the NMI waits for the next
+            // exit.
+            WindowStep::WithTheGuests(effects) => first.extend(effects),
+        }
     } else if vector == 13 {
         // A PV kernel's privileged instruction is the hypervisor's to emulate (privileged.rs).
         match privileged::handle(exit, guest, error_code) {
@@ -147,22 +154,41 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
     }
 }
 
-/// A #DB that is the step `exit/iret.rs` set over an NMI handler's IRET
-/// ([`crate::domain::vcpu::Vcpu::nmi_window`]): not the guest's, so it is not delivered; the
-/// waiting NMI goes in instead (`apply::before_resume`). `None` for any other #DB.
-fn nmi_window_step(guest: &Guest) -> Option<Decision> {
+/// What a #DB is when the NMI window is open ([`crate::domain::vcpu::Vcpu::nmi_window`]).
+enum WindowStep {
+    /// The step alone: not the guest's, so it is not delivered; the waiting NMI goes in
+    /// instead (`apply::before_resume`).
+    Alone(Decision),
+    /// The step, and causes of the guest's own (a breakpoint, DR6 B0–B3 or BD): the #DB is
+    /// delivered after these effects (DR6 without the step's BS, the window closed).
+    WithTheGuests(Vec<Effect>),
+}
+
+/// DR6's causes of a #DB other than the single step: B0–B3 and BD (AMD APM vol. 2, 13.1.1.3).
+const DR6_OTHER_CAUSES: u64 = 0xf | 1 << 13;
+
+/// The #DB at RIP, if it is the step `exit/iret.rs` set over an NMI handler's IRET; `None`
+/// for any other #DB.
+fn nmi_window_step(guest: &Guest) -> Option<WindowStep> {
     let window = guest.vcpu.nmi_window?;
-    if guest.vcpu.vmcb.save.dr6 & DR6_SINGLE_STEP == 0 {
+    let dr6 = guest.vcpu.vmcb.save.dr6;
+    if dr6 & DR6_SINGLE_STEP == 0 {
         return None;
     }
-    Some(
+    if (dr6 & !window.dr6) & DR6_OTHER_CAUSES != 0 {
+        return Some(WindowStep::WithTheGuests(vec![
+            Effect::DebugRegister(6, window.dr6 | (dr6 & !DR6_SINGLE_STEP)),
+            Effect::CloseNmiWindow,
+        ]));
+    }
+    Some(WindowStep::Alone(
         decide!(
             Action::Emulate,
             "#DB right after the IRET the hypervisor single-stepped (the NMI window): the IRET has run, so NMIs are no longer blocked; the trap is the hypervisor's, not the guest's: DR6 back as it was, and the waiting NMI goes in now"
         )
         .with(Effect::DebugRegister(6, window.dr6))
         .with(Effect::CloseNmiWindow),
-    )
+    ))
 }
 
 #[cfg(test)]

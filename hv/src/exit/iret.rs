@@ -33,10 +33,12 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     // that makes none): the hypervisor single-steps the IRET, as KVM does
     // (`nmi_singlestep`), and injects the NMI at the #DB right after it
     // (`exit/exception.rs`). Not when the guest single-steps itself: its own #DB comes.
+    // Nor for a task return (NT set outside long mode: in long mode the IRET faults): it
+    // would save the hypervisor's TF in the outgoing task's TSS.
     let rflags = guest.vcpu.vmcb.save.rflags;
     if guest.vcpu.nmi_blocked
         && guest.devices.lapic.nmi_requested
-        && rflags & RFlags::TRAP_FLAG.bits() == 0
+        && rflags & (RFlags::TRAP_FLAG | RFlags::NESTED_TASK).bits() == 0
     {
         let mut decision = decision.with(Effect::OpenNmiWindow);
         decision.why = format!(
@@ -346,7 +348,8 @@ mod tests {
             vcpu.nmi_window,
             Some(NmiWindow {
                 iret_at: ENTRY,
-                dr6: 0xffff_0ff0
+                dr6: 0xffff_0ff0,
+                stepped: false
             })
         );
 
@@ -407,6 +410,74 @@ mod tests {
 
         let mut test = nmi_handler_returning_with_an_nmi_waiting();
         test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        assert!(!decision.effects.contains(&Effect::OpenNmiWindow));
+    }
+
+    /// [`nmi_handler_returning_with_an_nmi_waiting`] past its IRET with the step set: the
+    /// CPU ran the IRET and raised the step's #DB with `dr6`.
+    fn stepped_past_the_iret(dr6: u64) -> Test {
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+        test.run(test.exit(ExitReason::Iret));
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.rip = HANDLER_RETURNS_TO;
+        save.rflags = 0x202;
+        save.dr6 = dr6;
+        test.domain.vcpu.vmcb.control.exitcode = 0x41;
+        test.vmrun();
+        test
+    }
+
+    fn debug_exit(test: &Test) -> Exit {
+        test.exit(ExitReason::Exception {
+            vector: 1,
+            error_code: 0,
+            address: 0,
+        })
+    }
+
+    #[test]
+    fn a_breakpoint_of_the_guest_s_with_the_step_is_delivered_first_without_bs() {
+        // The IRET's frame read hit the guest's DR0 watchpoint: one #DB with B0 and BS. The
+        // guest's cause is its own (a trap #DB ranks above the NMI): delivered with B0 and
+        // without BS; the NMI waits for the next exit.
+        let mut test = stepped_past_the_iret(0xffff_4ff1);
+        test.gate(1, 0x21_3000);
+        let run = test.run(debug_exit(&test));
+        assert_eq!(run.injected().vector, 1);
+        let vcpu = &test.domain.vcpu;
+        assert_eq!(vcpu.vmcb.save.dr6, 0xffff_0ff1, "B0, and no BS");
+        assert_eq!(vcpu.nmi_window, None);
+        assert!(
+            test.domain.devices.lapic.nmi_requested,
+            "the NMI still waits"
+        );
+    }
+
+    #[test]
+    fn the_window_lasts_one_exit_after_the_iret_even_when_its_debug_exit_is_not_handled_here() {
+        // gdb stepping the IRET takes the step's #DB as its own (gdb/mod.rs): the exit after
+        // it closes the window, so that a later #DB with BS (the guest's own single step) is
+        // never taken for the hypervisor's.
+        let mut test = stepped_past_the_iret(0xffff_4ff0);
+        assert!(
+            test.domain
+                .vcpu
+                .nmi_window
+                .is_some_and(|window| window.stepped)
+        );
+        test.domain.vcpu.vmcb.control.exitcode = 0x41;
+        test.vmrun();
+        assert_eq!(test.domain.vcpu.nmi_window, None);
+    }
+
+    #[test]
+    fn no_step_is_set_over_a_task_return() {
+        // IRET with NT set outside long mode returns to the previous task and saves EFLAGS
+        // into the outgoing TSS: the hypervisor's TF would be saved with them.
+        let mut test = nmi_handler_returning_with_an_nmi_waiting();
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::NESTED_TASK.bits();
         let decision = test.decide(test.exit(ExitReason::Iret));
         assert!(!decision.effects.contains(&Effect::OpenNmiWindow));
     }

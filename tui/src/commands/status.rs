@@ -111,6 +111,9 @@ pub fn of_run(finish: &Finish, incomplete: bool) -> Option<u8> {
         Some(INTERRUPTED)
     } else if finish.timed_out {
         Some(TIMED_OUT)
+    } else if finish.ring_broken {
+        // The session stopped QEMU itself (mode `ring`): no hypervisor status to read.
+        Some(TRACE_INCOMPLETE)
     } else if finish.hv_status != Some(HvStatus::Done) {
         Some(HV_FAILED)
     } else if incomplete {
@@ -160,6 +163,7 @@ mod tests {
             interrupted: false,
             timed_out: true,
             stopped: None,
+            ring_broken: false,
         };
         assert_eq!(of_run(&finish, true), Some(TIMED_OUT));
         let interrupted = Finish {
@@ -174,5 +178,16 @@ mod tests {
         };
         assert_eq!(of_run(&done, false), None);
         assert_eq!(of_run(&done, true), Some(TRACE_INCOMPLETE));
+        // A broken ring: the session stopped QEMU (no hypervisor status), the trace is what
+        // is wrong.
+        let broken = Finish {
+            hv_status: None,
+            exit_code: None,
+            signal: Some(9),
+            ring_broken: true,
+            stopped: Some("the trace ring broke".into()),
+            ..done
+        };
+        assert_eq!(of_run(&broken, true), Some(TRACE_INCOMPLETE));
     }
 }

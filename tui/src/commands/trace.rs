@@ -261,6 +261,7 @@ mod tests {
             interrupted: false,
             timed_out: false,
             stopped: None,
+            ring_broken: false,
         }
     }
 

@@ -485,7 +485,7 @@ fn sentence(app: &App, index: usize, event: &Event) -> String {
     let delivering = match &event.body {
         Body::Resume(_) => app.story.steps.iter().rev().find_map(|step| match step {
             Step::Event { event: found, .. } => match found.as_ref() {
-                Ok(found) if found.seq < event.seq && found.seq + 8 > event.seq => {
+                Ok(found) if found.seq < event.seq && found.seq.saturating_add(8) > event.seq => {
                     match &found.body {
                         Body::Inject(inject) => Some(inject.name.to_string()),
                         Body::Bounce(bounce) => Some(bounce.name.to_string()),

@@ -1098,29 +1098,29 @@ mod tests {
     }
 
     #[test]
-    fn send_does_not_wake_a_receiver_polling_other_ports_without_a_callback() {
+    fn send_does_not_wake_a_receiver_polling_another_port_without_a_callback() {
         // Without a callback vector the upcall is marked in the page and goes nowhere:
         // hvm_assert_evtchn_irq kicks nobody.
-        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4])));
         let run = test.call();
         assert!(!run.notifies()[0].woke);
         assert_eq!(
             test.other(2).vcpu.run_state,
-            RunState::Blocked(Wait::Poll(vec![4, 6]))
+            RunState::Blocked(Wait::Poll(vec![4]))
         );
     }
 
     #[test]
-    fn send_wakes_a_receiver_polling_other_ports_when_it_owes_an_upcall_to_its_callback() {
+    fn send_wakes_a_receiver_polling_another_port_when_it_owes_an_upcall_to_its_callback() {
         // vcpu_mark_events_pending kicks a vCPU with a callback vector, polling or not: its
         // poll returns 0. A masked port owes no upcall, and wakes nothing.
-        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4])));
         test.other(2).events.callback = Callback::Vector(0xf3);
         let run = test.call();
         assert!(run.notifies()[0].woke);
         assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
 
-        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4])));
         test.other(2).events.callback = Callback::Vector(0xf3);
         test.other(2)
             .memory
@@ -1128,6 +1128,20 @@ mod tests {
             .expect("d2's page");
         let run = test.call();
         assert!(!run.notifies()[0].woke);
+    }
+
+    #[test]
+    fn send_wakes_a_receiver_polling_several_ports_even_on_another_one() {
+        // do_poll notes -1 for several ports; evtchn_check_pollers wakes such a poller at
+        // any port's event, masked or not: its poll returns 0 and it looks again.
+        let mut test = connected(RunState::Blocked(Wait::Poll(vec![4, 6])));
+        test.other(2)
+            .memory
+            .write_physical(SHARED_INFO + shared_info::EVTCHN_MASK, &[1 << 5])
+            .expect("d2's page");
+        let run = test.call();
+        assert!(run.notifies()[0].woke);
+        assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
     }
 
     #[test]

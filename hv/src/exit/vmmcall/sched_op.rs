@@ -67,9 +67,11 @@ fn block(guest: &Guest) -> (Decision, i64) {
 /// HVM vCPU, `hvm_local_events_need_delivery`: an interrupt pending, its callback vector's
 /// among them, and not blocked by IF), before any port is read; then the ports one by one,
 /// so that a pending port ends the call before a later one is read or checked. No port at
-/// all is allowed: the vCPU then waits for a kick. Woken, the call has returned 0: an event
-/// that owes an upcall to a vCPU with a callback vector wakes it too, as Xen's
-/// `vcpu_mark_events_pending` kicks it (`schedule::woken_by_event`).
+/// all is allowed. Woken, the call has returned 0: by an event on its port (on any port
+/// when it polls none or several), or by an upcall to its callback vector
+/// (`schedule::woken_by_event`). One difference: traplab's callback waits while
+/// `evtchn_upcall_mask` is set (`Domain::pending_interrupt`), where Xen's HVM callback looks
+/// at IF alone, so a masked upcall does not end a poll here.
 fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     let refused = |why: &str, code| (decide!(Action::Emulate, "SCHEDOP_poll: {why}"), code);
     let Ok(argument) = Argument::<24>::read(guest, arg) else {
@@ -130,7 +132,7 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     let decision = if ports.is_empty() {
         decide!(
             Action::Emulate,
-            "SCHEDOP_poll: d{} names no port: it waits for an upcall to its callback; the hypervisor runs another domain meanwhile",
+            "SCHEDOP_poll: d{} names no port: it waits for an event on any port; the hypervisor runs another domain meanwhile",
             guest.id
         )
     } else {
@@ -329,13 +331,14 @@ mod tests {
     }
 
     #[test]
-    fn poll_of_no_port_waits_for_an_upcall() {
-        // do_poll reads no port when nr_ports is 0 and blocks: only a kick wakes it.
+    fn poll_of_no_port_waits_for_an_event_on_any_port() {
+        // do_poll reads no port when nr_ports is 0 and blocks: an event on any port, or an
+        // upcall to its callback, wakes it (`schedule::woken_by_event`).
         let mut test = poll_of(&[], 0, 0);
         let run = test.call();
         assert_eq!(
             run.decision.why,
-            "SCHEDOP_poll: d1 names no port: it waits for an upcall to its callback; the hypervisor runs another domain meanwhile"
+            "SCHEDOP_poll: d1 names no port: it waits for an event on any port; the hypervisor runs another domain meanwhile"
         );
         assert_returned(&test, 0);
         assert_eq!(
