@@ -18,6 +18,16 @@ fn run(args: &[&str]) -> Output {
         .expect("traplab runs")
 }
 
+/// [`run`] in folder `dir` (a tree of its own).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    traplab()
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("traplab runs")
+}
+
 fn temporary(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("traplab-cli-test-{}-{name}", std::process::id()))
 }
@@ -604,12 +614,7 @@ fn a_tree_without_its_hypervisor_built_says_so_and_how_to_build_it() {
     let root = copied_tree("tree-without-hv");
     std::fs::remove_file(root.join("target/bare/x86_64-unknown-linux-gnu/release/traplab-hv"))
         .expect("the copy's hypervisor");
-    let output = traplab()
-        .current_dir(&root)
-        .args(["trace", "hello"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("traplab runs");
+    let output = run_in(&root, &["trace", "hello"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the hypervisor is not built"), "{stderr}");
@@ -620,12 +625,7 @@ fn a_tree_without_its_hypervisor_built_says_so_and_how_to_build_it() {
 #[test]
 fn a_copied_tree_runs_its_own_guests_and_gdb_names_its_elf() {
     let root = copied_tree("copied-tree");
-    let output = traplab()
-        .current_dir(&root)
-        .args(["trace", "hello"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("traplab runs");
+    let output = run_in(&root, &["trace", "hello"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("the write was retried and worked"),
