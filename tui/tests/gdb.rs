@@ -427,6 +427,51 @@ fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
 }
 
 #[test]
+fn gdb_s_step_over_pushf_and_popf_leaves_the_guest_s_tf_alone() {
+    // gdb steps with RFLAGS.TF. A PUSHF stepped so saves that TF on the guest's stack, and
+    // the guest's POPF would load it (a #DB the guest never asked for); a POPF stepped so
+    // loads the guest's own TF, which the step must not then clear.
+    let lab = Lab::start("alignment-check");
+    let output = lab.gdb(&[
+        "break alignment_check::user_mode",
+        "continue",
+        "set language c",
+        "set $steps = 0",
+        "while *(unsigned char *)$pc != 0x9c && $steps < 2000\n stepi\n set $steps = $steps + 1\nend",
+        "stepi",
+        "printf \"pushed flags %#lx\\n\", *(unsigned long *)$rsp",
+        "stepi",
+        "stepi",
+        "printf \"after popf %#lx\\n\", $eflags",
+        "continue",
+    ]);
+    let pushed = output
+        .lines()
+        .find_map(|line| line.strip_prefix("pushed flags 0x"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no pushed flags in\n{output}"));
+    assert_eq!(
+        pushed & 0x100,
+        0,
+        "gdb's TF on the guest's stack: {pushed:#x}"
+    );
+    let after = output
+        .lines()
+        .find_map(|line| line.strip_prefix("after popf 0x"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no flags after the popf in\n{output}"));
+    assert_ne!(
+        after & 0x4_0000,
+        0,
+        "the guest's AC, loaded by its POPF: {after:#x}"
+    );
+    assert_eq!(after & 0x100, 0, "and no TF: {after:#x}");
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, _) = lab.finish();
+    assert_eq!(status, 0, "no stray #DB in the guest");
+}
+
+#[test]
 fn a_watchpoint_fires_after_the_retried_write() {
     let lab = Lab::start("page-fault");
     let output = lab.gdb(&[

@@ -138,11 +138,15 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
 
     // Continue: the hypervisor stops at the #PF exit, before it decides.
     tmux.keys(&["c"]);
-    let screen = tmux.wait_for(&["#VMEXIT EXCP_PF", "before it decides", "PENDING"]);
-    assert!(
-        screen.contains("a supervisor-mode write to 0x40000000, whose page is not present"),
-        "{screen}"
-    );
+    // Everything the test reads is waited for: a screen is written to the terminal in
+    // pieces, and tmux may be read between two of them.
+    let screen = tmux.wait_for(&[
+        "#VMEXIT EXCP_PF",
+        "before it decides",
+        "PENDING",
+        "a supervisor-mode write to 0x40000000, whose page is not present",
+        "W/R       1 — write",
+    ]);
     assert!(
         screen.contains("W/R       1 — write"),
         "the error code, bit by bit:\n{screen}"
@@ -152,7 +156,11 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
     tmux.keys(&["s"]);
     tmux.wait_for(&["decide: reflect", "The hypervisor decides to reflect it"]);
     tmux.keys(&["s"]);
-    let screen = tmux.wait_for(&["inject #PF → EVENTINJ", "into the guest's IDT vector 14"]);
+    let screen = tmux.wait_for(&[
+        "inject #PF → EVENTINJ",
+        "into the guest's IDT vector 14",
+        "EVENTINJ   0x280000b0e",
+    ]);
     assert!(
         screen.contains(
             "EVENTINJ   0x280000b0e: vector 14: #PF (page fault), type Exception, error code 0x2"

@@ -155,12 +155,41 @@ struct SingleStep {
     armed: Armed,
 }
 
+/// What an instruction does with RFLAGS, where a step's TF is the debugger's: PUSHF saves
+/// it in the guest's memory, POPF and IRET load the guest's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlagsAccess {
+    Neither,
+    /// PUSHF: the copy it pushed holds our TF, which the guest must not see (its POPF would
+    /// load it and trap).
+    Pushes,
+    /// POPF, IRET: RFLAGS is what they loaded, the guest's TF among them: ours is gone.
+    Loads,
+}
+
+/// What the instruction at the guest's RIP does with RFLAGS (`Neither` when it cannot be
+/// read or decoded: a step over it then works as over any other).
+fn flags_access(domain: &Domain) -> FlagsAccess {
+    use iced_x86::Mnemonic::*;
+    let vmcb = &domain.vcpu.vmcb;
+    let mut bytes = [0u8; 15];
+    let read = domain.read_virtual_prefix(vmcb.linear_rip(), &mut bytes);
+    match traplab_hv::instruction::decode(&bytes[..read], vmcb.code_bits(), vmcb.save.rip)
+        .map(|instruction| instruction.mnemonic())
+    {
+        Some(Pushf | Pushfd | Pushfq) => FlagsAccess::Pushes,
+        Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => FlagsAccess::Loads,
+        _ => FlagsAccess::Neither,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Armed {
     /// Not yet (between an exit and the next VMRUN).
     No,
-    /// RFLAGS.TF is ours; `guest_tf` is what the guest had.
-    TrapFlag { guest_tf: bool },
+    /// RFLAGS.TF is ours; `guest_tf` is what the guest had; `flags`: what the stepped
+    /// instruction does with RFLAGS, and so with our TF.
+    TrapFlag { guest_tf: bool, flags: FlagsAccess },
     /// No instruction fetch allowed anywhere: stop at the first one.
     FetchTrap,
 }
@@ -773,14 +802,13 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
     None
 }
 
-/// gdb let the guest go: a step starts from here.
+/// gdb let the guest go: a step starts from here, or none at all. (A step that Ctrl-C
+/// stopped before it ended must not turn the next `continue` into a step.)
 fn let_go(debugger: &mut Debugger) {
-    if debugger.target.resume == Resume::Step {
-        debugger.target.step = Some(SingleStep {
-            start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
-            armed: Armed::No,
-        });
-    }
+    debugger.target.step = (debugger.target.resume == Resume::Step).then(|| SingleStep {
+        start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
+        armed: Armed::No,
+    });
 }
 
 /// The session is over (gdb detached or went away, or the protocol broke): take out
@@ -835,10 +863,11 @@ fn arm_step(debugger: &mut Debugger) {
         domain.vcpu.vmcb.control.tlb_control = 1;
         Armed::FetchTrap
     } else {
+        let flags = flags_access(domain);
         let save = &mut domain.vcpu.vmcb.save;
         let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
         save.rflags |= RFlags::TRAP_FLAG.bits();
-        Armed::TrapFlag { guest_tf }
+        Armed::TrapFlag { guest_tf, flags }
     };
     debugger.target.step = Some(SingleStep { armed, ..step });
 }
@@ -853,9 +882,17 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
     });
     let domain = debugger.target.domain_mut();
     match step.armed {
-        Armed::TrapFlag { guest_tf } => {
-            if !guest_tf {
-                domain.vcpu.vmcb.save.rflags &= !RFlags::TRAP_FLAG.bits();
+        Armed::TrapFlag { guest_tf, flags } => {
+            // Did the instruction run? (Else an interrupt or a fault came first.)
+            let ran = domain.vcpu.vmcb.save.rip != step.start_rip;
+            match flags {
+                // POPF or IRET loaded the guest's own TF: ours went with the old RFLAGS.
+                FlagsAccess::Loads if ran => {}
+                _ if !guest_tf => domain.vcpu.vmcb.save.rflags &= !RFlags::TRAP_FLAG.bits(),
+                _ => {}
+            }
+            if flags == FlagsAccess::Pushes && ran && !guest_tf {
+                untrap_pushed_flags(domain);
             }
         }
         Armed::FetchTrap => {
@@ -865,6 +902,22 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
         Armed::No => {}
     }
     Some(step)
+}
+
+/// A PUSHF gdb stepped saved RFLAGS with gdb's TF at the top of the guest's stack: clear it
+/// there, or the guest's POPF would load it and take a #DB it never asked for. (TF is bit 8:
+/// in the low two bytes, whatever the operand size.)
+fn untrap_pushed_flags(domain: &mut Domain) {
+    let save = &domain.vcpu.vmcb.save;
+    let top = match domain.vcpu.vmcb.code_bits() {
+        64 => save.rsp,
+        _ => save.ss.base.wrapping_add(save.rsp) & 0xffff_ffff,
+    };
+    let mut low = [0u8; 2];
+    if domain.read_virtual(top, &mut low).is_ok() {
+        let flags = u16::from_le_bytes(low) & !(RFlags::TRAP_FLAG.bits() as u16);
+        let _ = domain.write_virtual(top, &flags.to_le_bytes());
+    }
 }
 
 // ---- The state machine --------------------------------------------------------------------

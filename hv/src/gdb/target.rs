@@ -180,6 +180,15 @@ impl Breakpoints for Debuggee {
 
 impl SwBreakpoint for Debuggee {
     fn add_sw_breakpoint(&mut self, address: u64, _kind: usize) -> TargetResult<bool, Self> {
+        // Inserted already (a client that sends Z0 twice): the byte under it now is our
+        // INT3, not the guest's, and must not be saved as its original.
+        if self
+            .software_breakpoints
+            .iter()
+            .any(|breakpoint| breakpoint.address == address)
+        {
+            return Ok(true);
+        }
         let mut original = [0u8; 1];
         if self.domain().read_virtual(address, &mut original).is_err()
             || self.domain_mut().write_virtual(address, &[INT3]).is_err()

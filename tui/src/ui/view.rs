@@ -754,6 +754,18 @@ fn wake_links(app: &App) -> Vec<String> {
     links
 }
 
+/// What a step means, in a sentence (the Flow screen's "what happens").
+fn step_sentence(app: &App, step: &Step) -> String {
+    match step {
+        Step::Event { event, index } => match event.as_ref() {
+            Ok(event) => sentence(app, *index, event),
+            Err(error) => format!("This line cannot be read: {error}"),
+        },
+        Step::Handler(handler) => handler.sentence(&|address| app.symbol(handler.dom, address)),
+        Step::Away(away) => away.sentence(),
+    }
+}
+
 /// How many rows `text` takes wrapped at `width` columns, word by word as `Wrap` does it
 /// (a word longer than a row is broken).
 fn wrapped_lines(text: &str, width: u16) -> u16 {
@@ -785,17 +797,10 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     };
     let flow = &app.trace.flows()[flow_number];
     // The step's meaning.
-    let meaning = match app.current_step() {
-        Some(Step::Event { event, index }) => match event.as_ref() {
-            Ok(event) => sentence(app, *index, event),
-            Err(error) => format!("This line cannot be read: {error}"),
-        },
-        Some(Step::Handler(handler)) => {
-            handler.sentence(&|address| app.symbol(handler.dom, address))
-        }
-        Some(Step::Away(away)) => away.sentence(),
-        None => String::new(),
-    };
+    let meaning = app
+        .current_step()
+        .map(|step| step_sentence(app, step))
+        .unwrap_or_default();
     let meaning = format!("{meaning}{}", link_note(app));
     // Live, stopped at this very event: say what the next step will show.
     let stopped_here = match (
@@ -826,7 +831,16 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     // The sentence whole, with its title line, as far as the pane below keeps 3 rows (and the
     // lanes 5, when the sentence needs more): cut, it ended mid-way, with the hint for the
     // next key in its last words.
-    let wanted = wrapped_lines(&meaning, area.width) + 1;
+    // As many rows as the flow's longest sentence takes, so that the pane below stays where
+    // it is while the student steps through the flow.
+    let rows = |text: &str| wrapped_lines(text, area.width) + 1;
+    let note = link_note(app);
+    let wanted = app
+        .story
+        .steps
+        .iter()
+        .map(|step| rows(&format!("{}{note}", step_sentence(app, step))))
+        .fold(rows(&meaning), u16::max);
     let meaning_height = wanted
         .max(if small { 4 } else { 5 })
         .min(area.height.saturating_sub(lanes_height + 3))
