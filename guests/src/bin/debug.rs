@@ -64,7 +64,7 @@ fn main(_info: &BootInfo) -> i32 {
     // SAFETY: INT1 raises #DB after itself (once the hypervisor corrects TCG's #UD).
     unsafe { core::arch::asm!(".byte 0xf1") };
     // EXERCISE debug.1: a fourth cause, a data breakpoint (a watchpoint): put the address
-    // of a variable in DR1, enable it in DR7 for writes of 8 bytes (L1, R/W1 = 01, LEN1 = 11),
+    // of a variable in DR1, enable it in DR7 for writes of 8 bytes (L1, R/W1 = 01, LEN1 = 10),
     // write the variable, and make the handler recognise DR6.B1; the last line becomes
     // `four #DB, four causes`.
     println!("three #DB, three causes");
