@@ -33,7 +33,7 @@ pub const HELP: [(&str, &str); 5] = [
     ),
     (
         "monitor catch CLASS",
-        "stop at the next exit of CLASS before the hypervisor decides\n\
+        "stop at every exit of CLASS before the hypervisor decides, until catch off\n\
          (pf, #GP, ud, cpuid, ioio, hlt, vmmcall, npf, port:N, hypercall:N, vector:N, exit:N; off)",
     ),
     (

@@ -4,7 +4,7 @@
 //! |-------------------------|-------------------------------------------------------------|
 //! | `monitor help`          | this list (an unknown command is named, then this list)     |
 //! | `monitor traps [N]`     | the last N trap flows (default 10): exit, decision, source line; timer ticks included |
-//! | `monitor catch CLASS`   | stop at the next exit of CLASS, before the hypervisor decides (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
+//! | `monitor catch CLASS`   | stop at every exit of CLASS, before the hypervisor decides, until `monitor catch off` (a catchpoint, as gdb's own stay) (`pf`, `#GP`, `cpuid`, `ioio`, `port:0x3f8`, `hypercall:1`, `vector:14`, `exit:0x72`); `monitor catch off` |
 //! | `monitor decision`      | at a `catch` stop: what the hypervisor is about to do; else its decision on the guest's last trap (timer ticks and gdb's own stops left out) |
 //! | `monitor domains`       | every domain: its run state, its ports, its grants, the disk it owns; and the store |
 //!
@@ -85,7 +85,7 @@ impl MonitorCmd for Debuggee {
                     self.catch = Some(point);
                     outputln!(
                         out,
-                        "the guest will stop at the next {argument} exit, before the hypervisor decides; `continue`"
+                        "the guest will stop at every {argument} exit, before the hypervisor decides, until `monitor catch off`; `continue`"
                     );
                 } else {
                     outputln!(
