@@ -9,6 +9,7 @@ mod common;
 use common::{console, ending, run};
 use std::time::Duration;
 use traplab_abi::event::{Action, Body, DomainState, Event, EventType};
+use traplab_abi::exit::ExitReason;
 use traplab_labs::{guest_elf, machine_for};
 use traplab_tracer::check::StreamFault;
 use traplab_tracer::qemu::{HvStatus, TraceMode};
@@ -674,6 +675,36 @@ fn produces_its_expected_flow(id: &str) {
         .map(|problem| problem.explanation())
         .collect();
     assert!(verdict.passed, "lab {id}:\n{}", problems.join("\n"));
+    // The trap classes `traplab list` and the chapter's facts name are in the trace.
+    for class in &lab.classes {
+        assert!(
+            shows_class(&run.events, class),
+            "lab {id} lists the trap class {class}, which its trace never shows"
+        );
+    }
+}
+
+/// Does the trace show trap class `class`: an exit of that name (`CPUID`, `EXCP_PF`,
+/// `CR0_SEL_WRITE`), or for an exception mnemonic (`#PF`) an exit, injection or bounce of
+/// that vector, or for `NMI` an NMI injected?
+fn shows_class(events: &[Event], class: &str) -> bool {
+    let vector = (0..32u8).find(|&vector| traplab_abi::x86::exception(vector).mnemonic == class);
+    events.iter().any(|event| match &event.body {
+        Body::Exit(exit) => {
+            let reason = ExitReason::decode(exit.exitcode, exit.exitinfo1, exit.exitinfo2);
+            reason.name() == class
+                || matches!(reason, ExitReason::Exception { vector: found, .. } if Some(found) == vector)
+        }
+        Body::Inject(inject) => {
+            // INT3 and INTO come as software interrupts under QEMU's TCG (`exit/
+            // software_interrupt.rs`), reflected as such: #BP and #OF all the same.
+            (class == "NMI" && inject.kind == EventType::Nmi)
+                || (matches!(inject.kind, EventType::Exception | EventType::Software)
+                    && Some(inject.vector) == vector)
+        }
+        Body::Bounce(bounce) => Some(bounce.vector) == vector,
+        _ => false,
+    })
 }
 
 /// One test per catalogue lab (a failure names its lab, and the labs run in parallel), and
