@@ -715,6 +715,29 @@ fn a_bad_checksum_is_answered_with_a_nak_and_the_session_goes_on() {
     assert!(trace.contains("hello exited with status 0"));
 }
 
+/// A packet the stub cannot parse (`G` with no hex in it) while gdb holds the guest is
+/// answered `E01`, and the session goes on: the guest stays stopped (it used to run on,
+/// unanswered, with gdb's breakpoints taken out), the next packet is answered, `c` runs it.
+#[test]
+fn a_malformed_packet_is_answered_e01_and_the_guest_stays_stopped() {
+    let lab = Lab::start_with(&["hello", "--verbose"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    let error = exchange(&mut socket, &mut pending, "Gzz", |_| true);
+    assert_eq!(error, "E01");
+    let stopped = exchange(&mut socket, &mut pending, "?", |data| data.starts_with('T'));
+    assert!(stopped.starts_with("T05"), "{stopped}");
+    socket.write_all(&packet("c")).expect("continue");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "the guest ran to its end after `c`");
+    assert!(
+        trace.contains("answered E01; the guest stays stopped"),
+        "{trace}"
+    );
+    assert!(!trace.contains("session dropped"), "{trace}");
+}
+
 /// A packet longer than the stub's buffer (`qSupported`'s PacketSize, 4096) is dropped with
 /// a log line, the noise after it too, and the next packet is answered. (It used to end the
 /// session; then the hypervisor read one byte per exit: after a 2 MB packet, nothing.)

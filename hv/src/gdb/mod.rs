@@ -793,6 +793,12 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
             };
         }
         Ok(machine) => machine,
+        // A packet the stub cannot take while gdb holds the guest (`Gzz`, `Z0,zz,1`): an
+        // error answer, and a fresh state machine over the same target, so that the guest
+        // stays stopped and gdb's breakpoints stay where gdb believes they are.
+        Err(error) if was_holding && !error.is_connection_error() && !error.is_target_error() => {
+            return refuse_packet(debugger, error);
+        }
         Err(error) => return lose_session(debugger, error),
     };
     debugger.machine = Some(machine);
@@ -836,8 +842,24 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     crate::log!("gdb: {why}");
 }
 
-/// A protocol error the framing cannot catch (a packet gdbstub cannot parse, a broken
-/// connection): the hypervisor and the guest live on, the session does not.
+/// A packet gdbstub could not take while the guest was held: answer `E01` (GDB manual,
+/// "Standard Replies": an error) and go on with a new state machine that starts where the
+/// old one stood, stopped; nothing gdb set in the guest is taken out.
+fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
+    crate::log!(
+        "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
+    );
+    for &byte in b"$E01#a6" {
+        let _ = gdbstub::conn::Connection::write(&mut debugger.port, byte);
+    }
+    if !start_session(debugger) {
+        end_session(debugger, "no new session after a bad packet");
+    }
+    None
+}
+
+/// A protocol error the framing cannot catch (a broken connection, or a bad packet while
+/// the guest runs): the hypervisor and the guest live on, the session does not.
 fn lose_session<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
     end_session(
         debugger,
