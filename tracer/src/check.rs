@@ -23,7 +23,8 @@ pub enum StreamFault {
 /// Follows a stream of events.
 #[derive(Debug, Default)]
 pub struct StreamCheck {
-    next_seq: u64,
+    /// The last `seq` seen (`None` before the first event).
+    last_seq: Option<u64>,
     ended: bool,
     faults: Vec<StreamFault>,
 }
@@ -48,23 +49,29 @@ impl StreamCheck {
     /// whole events, like [`crate::store`]).
     pub fn observe_parts(&mut self, seq: u64, lost: Option<u64>, end: bool) -> Vec<StreamFault> {
         let mut faults = Vec::new();
-        if seq > self.next_seq {
-            faults.push(StreamFault::Gap {
-                expected: self.next_seq,
+        // The seq this event should have: 0 first, then one more than the last (none after
+        // u64::MAX, which a recording's line may say: nothing can follow it).
+        let expected = match self.last_seq {
+            None => Some(0),
+            Some(last) => last.checked_add(1),
+        };
+        match (expected, self.last_seq) {
+            (Some(expected), _) if seq > expected => faults.push(StreamFault::Gap {
+                expected,
                 found: seq,
-            });
-        } else if seq < self.next_seq {
+            }),
+            (Some(expected), _) if seq == expected => {}
             // Not a gap of a negative size: the order itself is broken.
-            faults.push(StreamFault::Backwards {
-                previous: self.next_seq - 1,
+            (_, Some(previous)) => faults.push(StreamFault::Backwards {
+                previous,
                 found: seq,
-            });
+            }),
+            (_, None) => {}
         }
         if let Some(count) = lost {
             faults.push(StreamFault::Lost { count, seq });
         }
-        // A recording's line may say u64::MAX: nothing can follow it, and nothing wraps.
-        self.next_seq = seq.saturating_add(1);
+        self.last_seq = Some(seq);
         if end {
             self.ended = true;
         }
@@ -89,9 +96,10 @@ impl StreamCheck {
         self.faults
     }
 
-    /// How many events have been seen (the next expected `seq`).
+    /// How many events have been seen (the next expected `seq`; it stays at u64::MAX after
+    /// a seq of u64::MAX).
     pub fn count(&self) -> u64 {
-        self.next_seq
+        self.last_seq.map_or(0, |last| last.saturating_add(1))
     }
 }
 
@@ -193,6 +201,10 @@ mod tests {
                 expected: 1,
                 found: u64::MAX
             }]
+        );
+        assert!(
+            !check.observe_parts(u64::MAX, None, false).is_empty(),
+            "the same seq again"
         );
         assert!(
             !check.observe_parts(u64::MAX - 1, None, false).is_empty(),
