@@ -930,11 +930,11 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
 /// there, or the guest's POPF would load it and take a #DB it never asked for. (TF is bit 8:
 /// in the low two bytes, whatever the operand size.)
 fn untrap_pushed_flags(domain: &mut Domain) {
-    let save = &domain.vcpu.vmcb.save;
-    let top = match domain.vcpu.vmcb.code_bits() {
-        64 => save.rsp,
-        _ => save.ss.base.wrapping_add(save.rsp) & 0xffff_ffff,
-    };
+    let vmcb = &domain.vcpu.vmcb;
+    let top = vmcb
+        .segment_base(traplab_hv::vmcb::segment::SS)
+        .wrapping_add(vmcb.save.rsp)
+        & vmcb.linear_address_mask();
     let mut low = [0u8; 2];
     if domain.read_virtual(top, &mut low).is_ok() {
         let flags = u16::from_le_bytes(low) & !(RFlags::TRAP_FLAG.bits() as u16);
