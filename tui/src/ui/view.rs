@@ -766,26 +766,13 @@ fn step_sentence(app: &App, step: &Step) -> String {
     }
 }
 
-/// How many rows `text` takes wrapped at `width` columns, word by word as `Wrap` does it
-/// (a word longer than a row is broken).
+/// How many rows `text` takes wrapped at `width` columns, as the step's paragraph wraps it
+/// (ratatui's own count, so that the two cannot disagree).
 fn wrapped_lines(text: &str, width: u16) -> u16 {
-    let width = width.max(1) as usize;
-    let mut lines = 1usize;
-    let mut used = 0usize;
-    for word in text.split_whitespace() {
-        let length = word.chars().count();
-        let needed = if used == 0 { length } else { used + 1 + length };
-        if needed <= width {
-            used = needed;
-        } else if used == 0 {
-            lines += (length - 1) / width;
-            used = (length - 1) % width + 1;
-        } else {
-            lines += 1 + (length.max(1) - 1) / width;
-            used = (length.max(1) - 1) % width + 1;
-        }
-    }
-    lines.min(u16::MAX as usize) as u16
+    let rows = Paragraph::new(text)
+        .wrap(Wrap { trim: true })
+        .line_count(width.max(1));
+    rows.min(u16::MAX as usize) as u16
 }
 
 fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
