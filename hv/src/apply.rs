@@ -824,11 +824,7 @@ impl Step<'_, '_> {
         let pending = target.set_pending(port);
         let upcalls_masked = target.upcalls_masked();
         let woke = match &target.vcpu.run_state {
-            // A port pending already: the two events are one, and wake nobody (Xen's
-            // `evtchn_2l_set_pending` returns at once).
-            RunState::Blocked(wait) => {
-                !pending.already && schedule::woken_by_event(wait, target, port, pending.upcall)
-            }
+            RunState::Blocked(wait) => schedule::woken_by_event(wait, target, port, pending),
             _ => false,
         };
         if woke {

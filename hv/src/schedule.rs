@@ -21,7 +21,7 @@
 //! it and switches.
 
 use crate::domain::Domain;
-use crate::domain::evtchn::Callback;
+use crate::domain::evtchn::{Callback, Pending};
 use crate::domain::interrupts::Tick;
 pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
@@ -115,9 +115,15 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
         .min()
 }
 
-/// Does an event on `port` of `domain` wake it from `wait`? `upcall`: the event made an
-/// upcall owed (the port was not masked).
-pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, upcall: bool) -> bool {
+/// Does an event on `port` of `domain` wake it from `wait`? `pending`: what making the port
+/// pending did (an upcall owed; the port pending already).
+pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, pending: Pending) -> bool {
+    // A port pending already: the two events are one, and wake nobody (Xen's
+    // `evtchn_2l_set_pending` returns at once).
+    if pending.already {
+        return false;
+    }
+    let upcall = pending.upcall;
     match wait {
         // HLT: an interrupt wakes it, and the upcall is one when it has a callback and
         // `evtchn_upcall_mask` does not hold it back.
@@ -133,8 +139,7 @@ pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, upcall: bool) ->
         // several notes -1, and an event on any port wakes it, to look again. And an event
         // that owes an upcall to a vCPU with a callback vector kicks it whatever it waits for
         // (`vcpu_mark_events_pending` → `hvm_assert_evtchn_irq`); without a callback the
-        // upcall goes nowhere. (Only a port's first event comes here: a port pending already
-        // wakes nobody, `evtchn_2l_set_pending` returns at once.)
+        // upcall goes nowhere.
         Wait::Poll(ports) => {
             let polled = match ports.as_slice() {
                 [only] => *only == port,
@@ -155,11 +160,7 @@ pub fn woken_by_store(wait: &Wait, path: &str) -> bool {
 pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: &Tick) -> bool {
     match *tick {
         // An event on the timer's port, as any other event.
-        Tick::Event {
-            port,
-            upcall,
-            already,
-        } => !already && woken_by_event(wait, domain, port, upcall),
+        Tick::Event { port, pending } => woken_by_event(wait, domain, port, pending),
         // Its interrupt, pending or presented by its device: HLT wakes.
         _ => tick.interrupts() && *wait == Wait::Interrupt,
     }
@@ -175,6 +176,16 @@ mod tests {
     use alloc::string::String;
     use alloc::vec;
     use traplab_abi::x86::RFlags;
+
+    /// What making an unmasked (`upcall`) or masked port pending did, the port not pending
+    /// before.
+    fn owes(upcall: bool) -> Pending {
+        Pending {
+            already: false,
+            masked: !upcall,
+            upcall,
+        }
+    }
 
     /// A domain `id` in `state`, with a little RAM.
     fn domain(id: u16, state: RunState) -> Domain {
@@ -355,20 +366,20 @@ mod tests {
     #[test]
     fn a_domain_halted_wakes_on_an_upcall_it_can_take_as_an_interrupt() {
         let mut domain = halted_with_a_callback();
-        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, true));
+        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, owes(true)));
         assert!(
-            !woken_by_event(&Wait::Interrupt, &domain, 3, false),
+            !woken_by_event(&Wait::Interrupt, &domain, 3, owes(false)),
             "no upcall: masked"
         );
         domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
         assert!(
-            !woken_by_event(&Wait::Interrupt, &domain, 3, true),
+            !woken_by_event(&Wait::Interrupt, &domain, 3, owes(true)),
             "interrupts off"
         );
         let mut domain = halted_with_a_callback();
         domain.events.callback = Callback::None;
         assert!(
-            !woken_by_event(&Wait::Interrupt, &domain, 3, true),
+            !woken_by_event(&Wait::Interrupt, &domain, 3, owes(true)),
             "no callback"
         );
     }
@@ -379,15 +390,15 @@ mod tests {
         domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
         domain.pv.enabled = true;
         domain.pv.virtual_interrupt_flag = true;
-        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, true));
+        assert!(woken_by_event(&Wait::Interrupt, &domain, 3, owes(true)));
     }
 
     #[test]
     fn a_domain_blocked_in_schedop_block_wakes_on_any_upcall() {
         // vcpu_block (xen/common/sched/core.c): asleep until local_events_need_delivery().
         let domain = domain(1, blocked());
-        assert!(woken_by_event(&Wait::Event, &domain, 3, true));
-        assert!(!woken_by_event(&Wait::Event, &domain, 3, false));
+        assert!(woken_by_event(&Wait::Event, &domain, 3, owes(true)));
+        assert!(!woken_by_event(&Wait::Event, &domain, 3, owes(false)));
     }
 
     #[test]
@@ -396,21 +407,39 @@ mod tests {
         // poller at that port's event, masked or not.
         let wait = Wait::Poll(vec![7]);
         let mut domain = domain(1, RunState::Blocked(wait.clone()));
-        assert!(woken_by_event(&wait, &domain, 7, false));
-        assert!(!woken_by_event(&wait, &domain, 4, false), "another port");
+        assert!(woken_by_event(&wait, &domain, 7, owes(false)));
         assert!(
-            !woken_by_event(&wait, &domain, 4, true),
+            !woken_by_event(&wait, &domain, 4, owes(false)),
+            "another port"
+        );
+        assert!(
+            !woken_by_event(&wait, &domain, 4, owes(true)),
             "another port's upcall: no callback to kick"
         );
         // With a callback vector, an upcall kicks it whatever it polls
         // (vcpu_mark_events_pending → hvm_assert_evtchn_irq): a spurious wake-up, which
         // Linux's xen_poll_irq loops around.
         domain.events.callback = Callback::Vector(0xf3);
-        assert!(woken_by_event(&wait, &domain, 4, true));
+        assert!(woken_by_event(&wait, &domain, 4, owes(true)));
         assert!(
-            !woken_by_event(&wait, &domain, 4, false),
+            !woken_by_event(&wait, &domain, 4, owes(false)),
             "masked: no upcall"
         );
+    }
+
+    #[test]
+    fn an_event_on_a_port_pending_already_wakes_nobody() {
+        // evtchn_2l_set_pending returns at once when the port's bit was set: no kick, no
+        // poller checked.
+        let already = Pending {
+            already: true,
+            masked: false,
+            upcall: false,
+        };
+        for wait in [Wait::Poll(vec![7]), Wait::Poll(vec![]), Wait::Event] {
+            let domain = domain(1, RunState::Blocked(wait.clone()));
+            assert!(!woken_by_event(&wait, &domain, 7, already), "{wait:?}");
+        }
     }
 
     #[test]
@@ -419,8 +448,8 @@ mod tests {
         // at an event on any port, masked or not, to look at its ports again.
         for wait in [Wait::Poll(vec![3, 7]), Wait::Poll(vec![])] {
             let domain = domain(1, RunState::Blocked(wait.clone()));
-            assert!(woken_by_event(&wait, &domain, 4, false), "{wait:?}");
-            assert!(woken_by_event(&wait, &domain, 7, false), "{wait:?}");
+            assert!(woken_by_event(&wait, &domain, 4, owes(false)), "{wait:?}");
+            assert!(woken_by_event(&wait, &domain, 7, owes(false)), "{wait:?}");
         }
     }
 
@@ -428,7 +457,7 @@ mod tests {
     fn a_domain_waiting_for_the_store_is_not_woken_by_an_event() {
         let wait = Wait::Store(String::from("/local/domain/0/port"));
         let domain = domain(1, RunState::Blocked(wait.clone()));
-        assert!(!woken_by_event(&wait, &domain, 3, true));
+        assert!(!woken_by_event(&wait, &domain, 3, owes(true)));
     }
 
     #[test]
@@ -460,8 +489,7 @@ mod tests {
         let domain = halted_with_a_callback();
         let tick = |upcall| Tick::Event {
             port: 2,
-            upcall,
-            already: false,
+            pending: owes(upcall),
         };
         assert!(woken_by_timer(&Wait::Event, &domain, &tick(true)));
         assert!(!woken_by_timer(&Wait::Event, &domain, &tick(false)));

@@ -21,6 +21,7 @@
 //!   request into an injection. Nothing is polled, nothing is lost.
 
 use super::Domain;
+use super::evtchn::Pending;
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
 use alloc::format;
 use alloc::string::String;
@@ -135,13 +136,10 @@ pub enum Tick {
         presented: bool,
         what: String,
     },
-    /// An event on the port bound to `VIRQ_TIMER`; `upcall`: it made an upcall owed;
-    /// `already`: the port was pending already (the event is one with the last, and wakes
-    /// nobody).
+    /// An event on the port bound to `VIRQ_TIMER`, and what making it pending did.
     Event {
         port: Port,
-        upcall: bool,
-        already: bool,
+        pending: Pending,
     },
 }
 
@@ -242,11 +240,7 @@ impl Domain {
             Some(port) => {
                 self.vcpu.interrupts.timer = next.timer;
                 let pending = self.set_pending(port);
-                Tick::Event {
-                    port,
-                    upcall: pending.upcall,
-                    already: pending.already,
-                }
+                Tick::Event { port, pending }
             }
             None => {
                 self.vcpu.interrupts = next;
@@ -535,8 +529,11 @@ mod tests {
             test.domain.timer_tick(5_000),
             Tick::Event {
                 port: 2,
-                upcall: true,
-                already: false
+                pending: Pending {
+                    already: false,
+                    masked: false,
+                    upcall: true
+                }
             }
         );
         let interrupts = test.domain.vcpu.interrupts;
@@ -548,8 +545,11 @@ mod tests {
             test.domain.timer_tick(6_000),
             Tick::Event {
                 port: 2,
-                upcall: false,
-                already: true
+                pending: Pending {
+                    already: true,
+                    masked: false,
+                    upcall: false
+                }
             }
         );
     }
