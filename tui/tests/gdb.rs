@@ -1150,3 +1150,89 @@ fn the_trace_up_to_a_gdb_stop_reaches_the_host() {
         );
     }
 }
+
+/// A gdb that comes after the debugged domain ended, while another domain still runs, is
+/// told how it ended and says the target is not running (the stub used to stay silent:
+/// gdb waited for its timeouts). In the triple-fault lab gdb debugs d1, which dies; the
+/// host then holds the hypervisor at d2's HLT (its end) while a second gdb connects.
+#[test]
+fn a_gdb_that_comes_after_its_domain_ended_is_told_the_target_is_not_running() {
+    use traplab_abi::control::{Break, Command};
+    use traplab_abi::event::{Body, DomainState, Event};
+    use traplab_tracer::qemu::ControlStart;
+    use traplab_tracer::session::{Item, Options, Session};
+    let port = free_port();
+    let mut machine = traplab_labs::machine_for(&["triple-fault", "hello"]);
+    machine.gdb_port = Some(port);
+    machine.control = Some(ControlStart::Paused);
+    let options = Options {
+        timeout: Some(Duration::from_secs(180)),
+        ..Options::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut events: Vec<Event> = Vec::new();
+    // Read events until the hypervisor is stopped after the last one read, and that one is
+    // what `wanted` asks for.
+    let mut until_stopped = |session: &mut Session, wanted: &dyn Fn(&Event) -> bool| {
+        let started = Instant::now();
+        loop {
+            while let Some(item) = session.next_within(Some(Duration::from_millis(5))) {
+                match item {
+                    Item::Event(event) => events.push(event),
+                    Item::Finished(finish) => panic!("QEMU finished: {finish:?}"),
+                    _ => {}
+                }
+            }
+            let control = session.control();
+            if let (Some(seq), Some(last)) = (
+                control.as_ref().and_then(|control| control.stopped_after()),
+                events.last(),
+            ) && last.seq == seq
+                && wanted(last)
+            {
+                return events.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the hypervisor never stopped where the test waits"
+            );
+        }
+    };
+    until_stopped(&mut session, &|_| true);
+    let control = session.control().expect("the control channel");
+    control
+        .send(Command::AddBreak(Break::parse("hlt").expect("HLT")))
+        .expect("break at HLT");
+    control.send(Command::Continue).expect("continue");
+
+    let elf = traplab_labs::guest_elf("triple-fault");
+    let first = Gdb::start(&elf, port, &["continue"]).output();
+    assert!(
+        first.contains("Program terminated with signal SIGKILL"),
+        "the first gdb saw its domain die:\n{first}"
+    );
+    let events = until_stopped(&mut session, &|event| {
+        event.dom == Some(2) && matches!(event.body, Body::Exit(_))
+    });
+    assert!(
+        events.iter().any(|event| event.dom == Some(1)
+            && matches!(&event.body, Body::Domain(change) if change.state == DomainState::Killed)),
+        "d1 was killed before d2's HLT"
+    );
+
+    let later = Gdb::start(&elf, port, &["info registers rip"]).output();
+    assert_answered_in_time(&later);
+    assert!(
+        later.contains("The target is not running"),
+        "the later gdb was told its domain is gone:\n{later}"
+    );
+    control.send(Command::Continue).expect("continue");
+    let started = Instant::now();
+    while !session.is_done() {
+        let _ = session.next_within(Some(Duration::from_millis(50)));
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the lab did not end once the host let it go"
+        );
+    }
+}

@@ -88,7 +88,7 @@ use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
-use traplab_hv::gdb::wire::{self, INTERRUPT, MAX_FRAME, Received, Receiver};
+use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, System, decide};
 
 pub use monitor::note_decision;
@@ -229,8 +229,9 @@ pub struct Debugger {
     /// gdb ended the domain while the hypervisor could not end it (the host held it
     /// stopped): the next hook that can, does.
     end: Option<DomainEnd>,
-    /// The debugged domain has ended: nothing left to debug.
-    over: bool,
+    /// The debugged domain has ended, and how: nothing is left to debug, and a gdb that
+    /// comes now is told so ([`answer_after_the_end`]).
+    ended: Option<Ended>,
     /// When noise on the line was last reported (TSC).
     noise_reported: u64,
     target: Debuggee,
@@ -302,7 +303,7 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
         wire: Receiver::new(),
         first_stop: true,
         end: None,
-        over: false,
+        ended: None,
         noise_reported: 0,
         target: Debuggee {
             system: *system,
@@ -415,9 +416,6 @@ pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// gdb ended its domain: the run loop ends it.
 #[cold]
 pub fn meanwhile(debugger: &mut Debugger) -> Option<DomainEnd> {
-    if debugger.over {
-        return None;
-    }
     if let Some(end) = poll(debugger) {
         return Some(end);
     }
@@ -434,9 +432,6 @@ pub fn meanwhile(debugger: &mut Debugger) -> Option<DomainEnd> {
 /// decides when its domain runs after that. A kill is carried out once the host lets go.
 #[cold]
 pub fn while_host_holds(debugger: &mut Debugger) {
-    if debugger.over {
-        return;
-    }
     if let Some(end) = poll(debugger) {
         debugger.end = Some(end);
     }
@@ -445,13 +440,19 @@ pub fn while_host_holds(debugger: &mut Debugger) {
 /// The domain ended: tell gdb, and end the session.
 #[cold]
 pub fn domain_ended(debugger: &mut Debugger, end: &DomainEnd) {
-    debugger.over = true;
+    let (ended, reason) = match end {
+        DomainEnd::Exited { status, .. } => (
+            Ended::Exited(*status as u8),
+            StopReason::Exited(*status as u8),
+        ),
+        DomainEnd::Killed { .. } => (
+            Ended::Terminated(Signal::SIGKILL.0),
+            StopReason::Terminated(Signal::SIGKILL),
+        ),
+    };
+    debugger.ended = Some(ended);
     let Some(machine) = debugger.machine.take() else {
         return;
-    };
-    let reason = match end {
-        DomainEnd::Exited { status, .. } => StopReason::Exited(*status as u8),
-        DomainEnd::Killed { .. } => StopReason::Terminated(Signal::SIGKILL),
     };
     if let GdbStubStateMachine::Running(running) = machine {
         let _ = running.report_stop(&mut debugger.target, reason);
@@ -653,8 +654,10 @@ fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
             None
         }
         Received::Nak => {
-            if let Some(com2) = com2(debugger) {
-                com2.resend();
+            match com2(debugger) {
+                Some(com2) => com2.resend(),
+                // No session: what went last went through the debugger's own handle.
+                None => debugger.port.resend(),
             }
             None
         }
@@ -689,7 +692,8 @@ fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
 /// A checked packet: it goes to the session — a new one if there is none, or if it is a new
 /// gdb's first packet.
 fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
-    if debugger.over {
+    if let Some(ended) = debugger.ended {
+        answer_after_the_end(debugger, frame, ended);
         return None;
     }
     if debugger.machine.is_some() && wire::starts_session(frame) {
@@ -707,6 +711,22 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
         }
     }
     None
+}
+
+/// A packet after the debugged domain ended: acknowledged, and answered by
+/// [`wire::answer_after_the_end`] (gdb's `target remote` then says "The target is not
+/// running"). There is no session to start: it would show gdb a domain that is gone.
+fn answer_after_the_end(debugger: &mut Debugger, frame: &[u8], ended: Ended) {
+    if wire::starts_session(frame) {
+        crate::log!(
+            "gdb: a gdb connected after d{} ended: told how it ended ({ended:?}); nothing is left to debug",
+            debugger.domain_id()
+        );
+    }
+    let answer = wire::answer_after_the_end(frame, ended);
+    for &byte in b"+".iter().chain(&answer) {
+        let _ = gdbstub::conn::Connection::write(&mut debugger.port, byte);
+    }
 }
 
 /// Bytes that were no packet, dropped since the last report: say so before the next thing

@@ -223,6 +223,40 @@ pub fn starts_session(frame: &[u8]) -> bool {
     data(frame).starts_with(b"qSupported")
 }
 
+/// How the debugged domain ended, as a stop reply says it (GDB manual, "Stop Reply
+/// Packets"): `W`*AA*, the process exited with status *AA*; `X`*AA*, a signal *AA*
+/// terminated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(u8),
+    Terminated(u8),
+}
+
+/// The answer to a packet that comes once the debugged domain has ended (a gdb that
+/// connects later, or the last one going on): `?` gets the stop reply that says how it
+/// ended, which gdb's `target remote` reports as "The target is not running"; any other
+/// packet gets the empty answer, the protocol's "not supported" ("Standard Replies"), so
+/// that gdb never waits for one. The whole frame, `$data#cs`.
+pub fn answer_after_the_end(frame: &[u8], ended: Ended) -> Vec<u8> {
+    let reply = match (data(frame), ended) {
+        (b"?", Ended::Exited(status)) => alloc::format!("W{status:02x}"),
+        (b"?", Ended::Terminated(signal)) => alloc::format!("X{signal:02x}"),
+        _ => alloc::string::String::new(),
+    };
+    framed(reply.as_bytes())
+}
+
+/// `data` as a packet: `$data#cs`, the checksum the two-digit hexadecimal sum of the data
+/// modulo 256 ("Overview"). (The data must need no escaping: `$`, `#` and `}` do.)
+pub fn framed(data: &[u8]) -> Vec<u8> {
+    let sum = data.iter().fold(0u8, |sum, &byte| sum.wrapping_add(byte));
+    let mut frame = Vec::with_capacity(data.len() + 4);
+    frame.push(b'$');
+    frame.extend_from_slice(data);
+    frame.extend_from_slice(alloc::format!("#{sum:02x}").as_bytes());
+    frame
+}
+
 /// The last packet the stub sent, kept for gdb's `-` (Packet Acknowledgment: "`-` to
 /// request retransmission"). Fed every byte the stub writes; acknowledgments and other bytes
 /// between packets are not kept.
@@ -283,8 +317,7 @@ mod tests {
 
     /// `$data#cs`, with the right checksum.
     fn packet(data: &str) -> Vec<u8> {
-        let sum = data.bytes().fold(0u8, |sum, byte| sum.wrapping_add(byte));
-        format!("${data}#{sum:02x}").into_bytes()
+        framed(data.as_bytes())
     }
 
     fn push_all(receiver: &mut Receiver, bytes: &[u8]) -> Vec<Received> {
@@ -457,5 +490,36 @@ mod tests {
         assert_eq!(sent.last(), None);
         sent.note(b'8');
         assert_eq!(sent.last(), Some(&b"$S05#b8"[..]));
+    }
+
+    #[test]
+    fn a_packet_after_the_end_gets_how_the_domain_ended_or_the_empty_answer() {
+        assert_eq!(
+            answer_after_the_end(&packet("?"), Ended::Exited(0)),
+            b"$W00#b7".to_vec()
+        );
+        assert_eq!(
+            answer_after_the_end(&packet("?"), Ended::Terminated(9)),
+            b"$X09#c1".to_vec()
+        );
+        assert_eq!(
+            answer_after_the_end(&packet("qSupported:multiprocess+"), Ended::Exited(3)),
+            b"$#00".to_vec()
+        );
+        assert_eq!(
+            answer_after_the_end(&packet("g"), Ended::Terminated(9)),
+            b"$#00".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_framed_packet_is_what_the_receiver_takes() {
+        let mut receiver = Receiver::new();
+        let frame = framed(b"W2a");
+        assert_eq!(frame, b"$W2a#ea".to_vec());
+        assert_eq!(
+            push_all(&mut receiver, &frame),
+            vec![Received::Packet(frame)]
+        );
     }
 }
