@@ -41,12 +41,21 @@ pub struct GuestRam {
     lazy: bool,
     /// Pages mapped so far by [`GuestMemory::populate`].
     populated_pages: Cell<u64>,
+    /// Reads only look ([`GuestMemory::look_only`]): an untouched lazy page is not mapped.
+    looking: Cell<bool>,
     /// The CPU's physical-address width, asked once: every guest page walk needs it.
     address_bits: u32,
 }
 
 /// How many translations [`GuestRam::recent`] keeps (a power of two).
 const RECENT: usize = 16;
+
+/// What an untouched page of lazy RAM holds, for a read that only looks
+/// ([`GuestMemory::look_only`]): the zeros [`GuestRam::map_fresh_frame`] would give it. Read,
+/// never mapped into a guest.
+#[repr(align(4096))]
+struct ZeroPage([u8; PAGE_SIZE as usize]);
+static UNTOUCHED: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
 
 /// The machine's physical-address width (the guest's CPUID passes leaf 8000_0008 through).
 fn machine_address_bits() -> u32 {
@@ -69,6 +78,7 @@ impl GuestRam {
             walks: WalkCache::default(),
             lazy: false,
             populated_pages: Cell::new(0),
+            looking: Cell::new(false),
             address_bits: machine_address_bits(),
         })
     }
@@ -83,6 +93,7 @@ impl GuestRam {
             walks: WalkCache::default(),
             lazy: true,
             populated_pages: Cell::new(0),
+            looking: Cell::new(false),
             address_bits: machine_address_bits(),
         })
     }
@@ -132,7 +143,8 @@ impl GuestRam {
     }
 
     /// The host address of `gpa`, through the nested page tables. With lazy memory the
-    /// hypervisor's own access populates a page that is RAM but not mapped yet.
+    /// hypervisor's own access populates a page that is RAM but not mapped yet, unless it
+    /// only looks (gdb's read): then the page is read as the zeros it will get.
     fn host_address(&self, gpa: u64) -> Result<u64, MemoryError> {
         if let Some(host) = self.direct(gpa, 1) {
             return Ok(host);
@@ -147,6 +159,10 @@ impl GuestRam {
         if let Some(host) = self.npt.translate(gpa) {
             slot.set((page | 1, host & !(PAGE_SIZE - 1)));
             return Ok(host);
+        }
+        if self.lazy && self.looking.get() && gpa < self.size {
+            // Not remembered in `recent`: the page is still unmapped.
+            return Ok(UNTOUCHED.0.as_ptr() as u64 | offset);
         }
         if self.lazy
             && let Some(frame) = self.map_fresh_frame(gpa)
@@ -289,6 +305,10 @@ impl GuestMemory for GuestRam {
 
     fn lazy(&self) -> bool {
         self.lazy
+    }
+
+    fn look_only(&self, on: bool) {
+        self.looking.set(on);
     }
 
     fn populate(&mut self, gpa: u64) -> Option<u64> {

@@ -1236,3 +1236,34 @@ fn a_gdb_that_comes_after_its_domain_ended_is_told_the_target_is_not_running() {
         );
     }
 }
+
+/// gdb's `x` on a page of lazy RAM the guest has not touched yet shows the zeros the page
+/// will hold and leaves it unmapped: the guest's first touch is still the nested page fault
+/// the lab expects (gdb's read used to map it, and that fault went missing). At the first
+/// instruction RDI points to the boot info, whose `free_start` (offset 24) is the first page
+/// the `lazy-memory` guest touches.
+#[test]
+fn gdb_reads_an_untouched_lazy_page_as_zeros_and_leaves_it_for_the_guest() {
+    let lab = Lab::start_with(&["lazy-memory", "--json"]);
+    let output = lab.gdb(&["x/2xg *(unsigned long long *)($rdi + 24)", "continue"]);
+    assert_answered_in_time(&output);
+    assert!(
+        output
+            .lines()
+            .any(|line| line.ends_with(":\t0x0000000000000000\t0x0000000000000000")),
+        "gdb read the untouched page's zeros:\n{output}"
+    );
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0);
+    let catalogue = traplab_labs::find("lazy-memory")
+        .expect("the catalogue")
+        .expect("the lab");
+    let symbols = traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf("lazy-memory"))
+        .expect("symbols");
+    if let Err(mismatch) =
+        traplab_labs::expect::check(&catalogue.expect, &Lab::events(&trace), &symbols)
+    {
+        panic!("lazy-memory after gdb's read: {mismatch}");
+    }
+}

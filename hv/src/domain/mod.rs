@@ -150,6 +150,16 @@ impl Domain {
             .read_virtual_prefix(self.page_tables(), address, buffer)
     }
 
+    /// [`Domain::read_virtual_prefix`] as a debugger reads: it only looks, and a page of lazy
+    /// RAM the guest has not touched yet reads as zeros and stays untouched
+    /// ([`GuestMemory::look_only`]).
+    pub fn look_virtual_prefix(&self, address: u64, buffer: &mut [u8]) -> usize {
+        self.memory.look_only(true);
+        let done = self.read_virtual_prefix(address, buffer);
+        self.memory.look_only(false);
+        done
+    }
+
     /// The handler the guest's IDT names for `vector`: `None` when the gate is outside the
     /// IDT limit, not present, or not readable.
     pub fn idt_handler(&self, vector: u8) -> Option<u64> {

@@ -120,7 +120,8 @@ impl SingleThreadBase for Debuggee {
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         // What could be read before the first hole; nothing at all is an error.
-        let done = self.domain().read_virtual_prefix(start, data);
+        // Only a look: a lazy page gdb reads stays for the guest's first touch to map.
+        let done = self.domain().look_virtual_prefix(start, data);
         if done == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
