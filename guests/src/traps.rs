@@ -51,6 +51,23 @@ pub(crate) fn load_idt() {
     }
 }
 
+/// Let ring-3 code call interrupt `vector`'s handler with `int vector`: its gate's DPL
+/// becomes 3, as an OS's system-call gate is (Linux's `int 0x80`). Through a gate whose DPL
+/// is below the CPL, a software interrupt is a #GP instead (AMD APM vol. 2, 8.9.3); the
+/// exceptions and the other interrupt gates stay DPL 0. (Vectors 0x20–0x2F only.)
+pub fn allow_from_user(vector: u8) {
+    if !(INTERRUPT_VECTOR_BASE..INTERRUPT_VECTOR_BASE + 16).contains(&vector) {
+        return;
+    }
+    // SAFETY: one CPU; the IDT is only changed here, in `load_idt` and in `set_stack`. The
+    // gate keeps its handler (the interrupt stub `load_idt` set) and its stack.
+    unsafe {
+        let gate = &mut (&mut *(&raw mut IDT))[vector];
+        gate.set_handler_addr(gate.handler_addr())
+            .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
+    }
+}
+
 /// Every exception comes here (on the IST stack, or bounced by the hypervisor).
 pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
     let handler = HANDLERS
@@ -85,7 +102,7 @@ pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
 /// memory: the CPU then cannot push the exception frame and faults while delivering.
 pub fn set_stack(vector: u8, stack_top: u64) {
     crate::set_second_interrupt_stack(stack_top);
-    // SAFETY: one CPU; the IDT is only changed here and in `load_idt`, and slot 1 was just
-    // set (to whatever the caller wants the CPU to find there).
+    // SAFETY: one CPU; the IDT is only changed here, in `load_idt` and in `allow_from_user`,
+    // and slot 1 was just set (to whatever the caller wants the CPU to find there).
     unsafe { traplab_baremetal::idt::set_stack_index(&mut *(&raw mut IDT), vector, 1) };
 }

@@ -69,13 +69,19 @@ form!(sbb, ["sbb dword ptr [{at}], {register:e}"]);
 form!(bts, ["lock bts qword ptr [{at}], {register}"]);
 // The bit number moves the access: 73 is bit 9 of the quadword after [{at} - 8].
 form!(bts_displaced, ["lock bts qword ptr [{at} - 8], {register}"]);
-form!(btr, ["btr qword ptr [{at}], 63", "mov {register}, {register}"]);
+form!(
+    btr,
+    ["btr qword ptr [{at}], 63", "mov {register}, {register}"]
+);
 form!(btc, ["btc word ptr [{at}], {register:x}"]);
 form!(bt, ["bt dword ptr [{at}], {register:e}"]);
 form!(cmpxchg, ["lock cmpxchg qword ptr [{at}], {register}"]);
 form!(xadd, ["lock xadd dword ptr [{at}], {register:e}"]);
 form!(setc, ["setc byte ptr [{at}]", "mov {register}, {register}"]);
-form!(mov_ds, ["mov word ptr [{at}], ds", "mov {register}, {register}"]);
+form!(
+    mov_ds,
+    ["mov word ptr [{at}], ds", "mov {register}, {register}"]
+);
 // The string forms: `{register}` is the count, and RCX's after; RAX the value (STOS) or
 // what was loaded (LODS). RSI and RDI are not compared: they step by the same amounts from
 // different places.
@@ -149,7 +155,15 @@ fn main(_info: &BootInfo) -> i32 {
     }
     // (name, form, memory before, register, RAX, RFLAGS in, the flags to compare)
     let forms: [(&str, Form, u64, u64, u64, u64, u64); 17] = [
-        ("ADC", adc, 0x7fff_ffff_ffff_ffff, 0x8000_0000_0000_0000, 0, 0x2 | CF, STATUS),
+        (
+            "ADC",
+            adc,
+            0x7fff_ffff_ffff_ffff,
+            0x8000_0000_0000_0000,
+            0,
+            0x2 | CF,
+            STATUS,
+        ),
         ("SBB", sbb, 0x1_0000_0001, 1, 0, 0x2 | CF, STATUS),
         // The bit tests define CF alone.
         ("BTS", bts, 0x1, 5, 0, 0x2, CF),
@@ -157,13 +171,37 @@ fn main(_info: &BootInfo) -> i32 {
         ("BTR", btr, 0x8000_0000_0000_0001, 0, 0, 0x2, CF),
         ("BTC", btc, 0xffff_0002, 17, 0, 0x2, CF),
         ("BT", bt, 0x10, 4, 0, 0x2, CF),
-        ("CMPXCHG equal", cmpxchg, 0x1234, 0xabcd, 0x1234, 0x2, STATUS),
-        ("CMPXCHG not equal", cmpxchg, 0x1234, 0xabcd, 0x1235, 0x2, STATUS),
+        (
+            "CMPXCHG equal",
+            cmpxchg,
+            0x1234,
+            0xabcd,
+            0x1234,
+            0x2,
+            STATUS,
+        ),
+        (
+            "CMPXCHG not equal",
+            cmpxchg,
+            0x1234,
+            0xabcd,
+            0x1235,
+            0x2,
+            STATUS,
+        ),
         ("XADD", xadd, 0xffff_ffff_ffff_fffe, 3, 0, 0x2, STATUS),
         ("SETC", setc, 0xffff, 0, 0, 0x2 | CF, STATUS),
         ("MOV from DS", mov_ds, u64::MAX, 0, 0, 0x2, STATUS),
         ("REP STOSB", rep_stosb, 0, 8, 0x5a, 0x2, STATUS),
-        ("REP STOSB backwards", rep_stosb_backwards, 0, 8, 0xa5, 0x2, STATUS),
+        (
+            "REP STOSB backwards",
+            rep_stosb_backwards,
+            0,
+            8,
+            0xa5,
+            0x2,
+            STATUS,
+        ),
         ("REP MOVSB", rep_movsb_in, 0, 8, 0, 0x2, STATUS),
         ("MOVSQ", movsq_out, 0x0123_4567_89ab_cdef, 0, 0, 0x2, STATUS),
         ("LODSQ", lodsq, 0xfedc_ba98_7654_3210, 0, 0, 0x2, STATUS),
