@@ -35,6 +35,42 @@ use traplab_abi::svm::IoioInfo;
 use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
 
+/// An OUT of `value` (`size` bytes) to `port` that switches the machine off instead of
+/// reaching a device: QEMU's isa-debug-exit, or ACPI's soft off. Here the machine is the
+/// domain, which ends. Whichever way the OUT came: an IOIO exit, or a PV kernel's OUT that
+/// the hypervisor emulates after its #GP (`privileged.rs`, whose `context` goes first).
+pub fn ends_the_machine(port: u16, size: u8, value: u32, context: &str) -> Option<Decision> {
+    if port == debug_exit::PORT {
+        let status = debug_exit::status(value, size);
+        return Some(
+            decide!(
+                Action::Emulate,
+                "{context}OUT {status:#x} to port {port:#x} (QEMU's isa-debug-exit): the kernel ends its machine; here that machine is the domain, which ends with status {status}"
+            )
+            .describe(format!("OUT {status:#x} to isa-debug-exit"))
+            .ending(DomainEnd::Exited {
+                status,
+                reason: format!("wrote {status} to isa-debug-exit (port {port:#x})"),
+            }),
+        );
+    }
+    if acpi_pm::sleep_request(port, size, value) == Some(acpi_pm::SOFT_OFF_TYPE) {
+        return Some(
+            decide!(
+                Action::Emulate,
+                "{context}OUT to port {port:#x} (ACPI PM1 control): SLP_EN with SLP_TYP {}, the DSDT's \\_S5: the kernel switches its machine off (soft off, ACPI 6.4, 16.1.4); here that machine is the domain, which ends with status 0",
+                acpi_pm::SOFT_OFF_TYPE
+            )
+            .describe("ACPI soft off (S5)")
+            .ending(DomainEnd::Exited {
+                status: 0,
+                reason: "ACPI soft off (S5): SLP_EN in PM1 control".into(),
+            }),
+        );
+    }
+    None
+}
+
 pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
     let device = guest.devices.port_name(info.port);
     let direction = if info.input { "IN from" } else { "OUT to" };
@@ -52,35 +88,11 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
             info.port
         ),
     };
-    if info.port == debug_exit::PORT && !info.input && !info.string {
-        let status = debug_exit::status(guest.gpr(0) as u32, info.size);
-        return decide!(
-            Action::Emulate,
-            "OUT {status:#x} to port {:#x} (QEMU's isa-debug-exit): the kernel ends its machine; here that machine is the domain, which ends with status {status}",
-            info.port
-        )
-        .describe(format!("OUT {status:#x} to isa-debug-exit"))
-        .ending(DomainEnd::Exited {
-            status,
-            reason: format!("wrote {status} to isa-debug-exit (port {:#x})", info.port),
-        });
-    }
     if !info.input
         && !info.string
-        && acpi_pm::sleep_request(info.port, info.size, guest.gpr(0) as u32)
-            == Some(acpi_pm::SOFT_OFF_TYPE)
+        && let Some(end) = ends_the_machine(info.port, info.size, guest.gpr(0) as u32, "")
     {
-        return decide!(
-            Action::Emulate,
-            "OUT to port {:#x} (ACPI PM1 control): SLP_EN with SLP_TYP {}, the DSDT's \\_S5: the kernel switches its machine off (soft off, ACPI 6.4, 16.1.4); here that machine is the domain, which ends with status 0",
-            info.port,
-            acpi_pm::SOFT_OFF_TYPE
-        )
-        .describe("ACPI soft off (S5)")
-        .ending(DomainEnd::Exited {
-            status: 0,
-            reason: "ACPI soft off (S5): SLP_EN in PM1 control".into(),
-        });
+        return end;
     }
     if info.string {
         // INS writes through ES, which no prefix overrides; OUTS reads through DS or the

@@ -191,6 +191,9 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
             ));
         }
     };
+    if !input && let Some(end) = ioio::ends_the_machine(port, size, guest.gpr(0) as u32, context) {
+        return PrivilegedOp::Done(end);
+    }
     let device = guest.devices.port_name(port);
     let direction = if input { "IN from" } else { "OUT to" };
     let (access, what) = ioio::port_access(guest, port, size, input);
@@ -420,6 +423,22 @@ mod tests {
         );
         assert_eq!(run.emulate().what, "OUT 'H' to the console UART");
         assert_eq!(test.rip(), ENTRY + 1);
+    }
+
+    #[test]
+    fn a_pv_kernel_s_out_to_isa_debug_exit_ends_the_domain_as_an_ioio_exit_s_does() {
+        // The same OUT at CPL 0 exits as IOIO and ends the domain (`ioio.rs`); at CPL 3 it
+        // faults first, and the emulation must not send it to the device bus instead.
+        let mut test = pv_kernel(&[0xee]); // out dx, al
+        test.set_gpr(0, 3);
+        test.set_gpr(2, 0xf4);
+        let run = general_protection(&mut test);
+        assert_eq!(testing::exited(&run.decision).0, 3);
+        assert!(
+            run.decision.why.contains("(QEMU's isa-debug-exit)"),
+            "{}",
+            run.decision.why
+        );
     }
 
     #[test]
