@@ -128,7 +128,9 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
                 | Effect::Port(PortAccess::InString { .. } | PortAccess::OutString { .. })
         )
     });
-    let completed = decision.action == Action::Emulate
+    // Emulated, or forwarded (an event sent to another domain: the VMMCALL completed all
+    // the same).
+    let completed = matches!(decision.action, Action::Emulate | Action::Forward)
         && decision.delivery.is_none()
         && decision.returning.is_none()
         && decision.end.is_none()

@@ -954,6 +954,27 @@ mod tests {
     }
 
     #[test]
+    fn a_send_forwarded_to_another_domain_with_tf_set_is_followed_by_the_single_step_trap() {
+        // The VMMCALL completed, as it does on a loopback channel (Emulate): a guest that
+        // steps its own code gets its #DB after the instruction either way.
+        for remote in [2, 1] {
+            let mut test = connected(RunState::Runnable);
+            if remote == 1 {
+                test.domain.events.ports[1] = PortState::Interdomain {
+                    remote: 1,
+                    remote_port: 1,
+                };
+            }
+            test.gate(1, 0x20_9000);
+            test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
+            let run = test.call();
+            let (event, _, synthetic) = crate::testing::injected(&run.decision);
+            assert_eq!((event.vector, synthetic), (1, true), "to d{remote}");
+            assert_ne!(test.domain.vcpu.vmcb.save.dr6 & (1 << 14), 0, "DR6.BS");
+        }
+    }
+
+    #[test]
     fn send_to_a_running_receiver_marks_the_event_without_a_switch() {
         let mut test = connected(RunState::Runnable);
         let run = test.call();
