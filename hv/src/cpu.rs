@@ -85,8 +85,15 @@ extern "C" fn host_interrupt(frame: &mut TrapFrame) {
 /// RFLAGS.RF: the next instruction ignores instruction breakpoints.
 const RFLAGS_RF: u64 = 1 << 16;
 
-/// A fault in the hypervisor itself.
+/// A fault in the hypervisor itself, or the machine's NMI.
 extern "C" fn hv_fault(frame: &mut TrapFrame) {
+    if frame.vector == 2 {
+        // A non-maskable interrupt from the machine (QEMU's monitor `nmi`, a watchdog).
+        // After a guest's NMI exit it comes here once the world switch sets GIF
+        // (`exit/nmi.rs`); it may also come while the hypervisor runs. Nothing here needs
+        // it: the interrupted code goes on, and IRETQ ends the CPU's NMI blocking.
+        return;
+    }
     if frame.vector == 1 {
         // A #DB in the hypervisor can only come from a guest's breakpoint (or gdb's) that
         // matches an address the hypervisor itself uses: the debug registers hold guest

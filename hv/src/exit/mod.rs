@@ -22,6 +22,7 @@
 //! | `Wbinvd`, `Invd` (0x89, 0x76) | `wbinvd.rs`           | nothing to flush: skip (INVD done as WBINVD) |
 //! | `Xsetbv` (0x8D)             | `xsetbv.rs`             | check XCR0, then set it                      |
 //! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; is the guest's timer due? |
+//! | `Nmi`, `Smi` (0x61, 0x62)   | `nmi.rs`, `smi.rs`      | the machine's, not the guest's: the guest resumes |
 //! | `Vintr` (0x64)              | `vintr.rs`              | the guest can take its pending interrupt: inject it |
 //! | `Hlt` (0x78)                | `hlt.rs`                | wait for the guest's timer, or end the domain |
 //! | `Ioio` (0x7B)               | `ioio.rs`               | emulate the port (the console UART); INS/OUTS fault as the CPU's access would |
@@ -45,12 +46,14 @@ mod invlpg;
 mod ioio;
 mod iret;
 mod msr;
+mod nmi;
 mod npf;
 mod pause;
 mod privileged;
 mod ptwr;
 mod rdtsc;
 mod shutdown;
+mod smi;
 mod software_interrupt;
 mod svm_instruction;
 mod unexpected;
@@ -158,6 +161,8 @@ fn handler_decision(exit: &Exit, guest: &Guest) -> Decision {
         Xsetbv => xsetbv::handle(exit, guest),
         SoftwareInterrupt => software_interrupt::handle(exit, guest),
         Intr => intr::handle(exit, guest),
+        Nmi => nmi::handle(exit, guest),
+        Smi => smi::handle(exit, guest),
         Vintr => vintr::handle(exit, guest),
         Iret => iret::handle(exit, guest),
         Icebp => icebp::handle(exit, guest),
@@ -189,6 +194,8 @@ pub fn handler_file(reason: ExitReason) -> &'static str {
         Xsetbv => "hv/src/exit/xsetbv.rs",
         SoftwareInterrupt => "hv/src/exit/software_interrupt.rs",
         Intr => "hv/src/exit/intr.rs",
+        Nmi => "hv/src/exit/nmi.rs",
+        Smi => "hv/src/exit/smi.rs",
         Vintr => "hv/src/exit/vintr.rs",
         Iret => "hv/src/exit/iret.rs",
         Icebp => "hv/src/exit/icebp.rs",

@@ -40,11 +40,4 @@ mod tests {
         assert!(run.decision.at.contains("src/exit/unexpected.rs:"));
         assert_eq!(run.applied.end.as_ref(), run.decision.end.as_deref());
     }
-
-    #[test]
-    fn a_physical_nmi_exit_is_not_the_guest_s_and_has_no_handler() {
-        let test = Test::long_mode();
-        let decision = test.decide(test.exit(ExitReason::Nmi));
-        assert_eq!(testing::killed(&decision), "unhandled exit NMI (0x61)");
-    }
 }
