@@ -6,7 +6,7 @@
 //! |--------|----------------|---------------|-----------|
 //! | 0      | THR: transmit  | RBR: the next received byte (0 when none) | divisor low  |
 //! | 1      | IER: which interrupts | IER    | divisor high |
-//! | 2      | FCR: FIFOs on, clear them | IIR: the pending interrupt of highest priority | |
+//! | 2      | FCR: FIFOs on, clear them (bit 0 set) | IIR: the pending interrupt of highest priority | |
 //! | 3      | LCR            | LCR           |           |
 //! | 4      | MCR: DTR, RTS, OUT1, OUT2, LOOP | MCR |     |
 //! | 5      | —              | LSR: DR, OE, THRE, TEMT |  |
@@ -20,6 +20,8 @@
 //!   (16 bytes, or a 1-byte holding register while the FIFOs are off, FCR bit 0); LSR.DR says
 //!   one is there and reading RBR takes it. Bytes the FIFO has no room for wait on the host's
 //!   side ([`Uart::receive`]) and move in as the guest reads: input is never dropped.
+//!   Turning the FIFOs on or off empties the receiver; FCR bit 1 empties it only in a write
+//!   that keeps bit 0 set (with bit 0 clear the other FCR bits are not programmed).
 //! - **Loopback** (MCR bit 4): the datasheet's self-test. The transmitter feeds the receiver
 //!   (nothing reaches the console), and the modem inputs follow the modem outputs: CTS = RTS,
 //!   DSR = DTR, RI = OUT1, DCD = OUT2. Drivers probe for a UART this way (Xen's `ns16550`
@@ -231,11 +233,17 @@ impl Uart {
     fn fifo_control(&mut self, value: u8) {
         let enable = value & 1 != 0;
         if enable != self.fifos_enabled {
-            // Turning the FIFOs on or off clears them (PC16550D, FCR bit 0).
+            // Turning the FIFOs on or off clears them (PC16550D, FCR bit 0: "Resetting FCR0
+            // will clear all bytes in both FIFOs"; turned on, they start empty too, as
+            // QEMU's serial.c clears them at either change of bit 0).
             self.fifo.clear();
+            self.fifos_enabled = enable;
         }
-        self.fifos_enabled = enable;
-        if value & 0b10 != 0 {
+        // Bit 1 clears the receiver FIFO (bit 2 the transmitter's, empty here), but only in
+        // a write with bit 0 set: "This bit must be a 1 when other FCR bits are written to
+        // or they will not be programmed" (PC16550D, FCR bit 0). This follows the
+        // datasheet, not QEMU: QEMU's serial.c clears on bit 1 whatever bit 0 says.
+        if enable && value & 0b10 != 0 {
             self.fifo.clear();
         }
         self.refill();
@@ -436,5 +444,34 @@ mod tests {
         );
         uart.write(2, 1);
         assert_eq!(uart.read(2), iir::NONE | iir::FIFOS_ENABLED);
+    }
+
+    #[test]
+    fn fcr_s_clear_bits_do_nothing_unless_bit_0_is_written_set() {
+        // PC16550D, FCR bit 0: "This bit must be a 1 when other FCR bits are written to or
+        // they will not be programmed." With the FIFOs off, FCR = 0x02 leaves the byte in
+        // RBR (QEMU's serial.c would clear it; the datasheet does not).
+        let mut uart = Uart::default();
+        uart.receive(b"a");
+        uart.write(2, 0x02);
+        assert_eq!(
+            uart.read(5) & lsr::DATA_READY,
+            lsr::DATA_READY,
+            "still there"
+        );
+        assert_eq!(uart.read(0), b'a');
+        // With bit 0 set, bit 1 clears the receiver FIFO.
+        uart.write(2, 0x01);
+        uart.receive(b"bc");
+        uart.write(2, 0x03);
+        assert_eq!(uart.read(5) & lsr::DATA_READY, 0, "cleared");
+        // Turning the FIFOs off (bit 0 from 1 to 0) empties them, whatever the other bits.
+        uart.receive(b"d");
+        uart.write(2, 0x00);
+        assert_eq!(
+            uart.read(5) & lsr::DATA_READY,
+            0,
+            "emptied by FCR0 going to 0"
+        );
     }
 }
