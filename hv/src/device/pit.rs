@@ -34,9 +34,14 @@ pub const CHANNEL_2: u16 = 0x42;
 pub const CONTROL: u16 = 0x43;
 /// Channel 0's output is ISA IRQ 0 (the IO-APIC's pin 2: `ioapic::PIT_PIN`).
 pub const IRQ: u8 = 0;
-/// Port B of the PC's keyboard controller: bit 0 gates channel 2, bit 5 reads its output,
-/// bit 4 toggles with the memory refresh.
+/// Port B of the PC's keyboard controller, a chipset's NMI status and control register
+/// (PIIX4 datasheet, NMISC, port 0x61): bits 3:0 are read/write — 0 gates channel 2, 1 the
+/// speaker, 2 and 3 the PCI SERR# and IOCHK# NMI enables (a set bit disables), kept and
+/// acting on nothing here (no such NMI is raised); bits 7:4 are status, read-only — 5 reads channel 2's output, 4
+/// toggles with the memory refresh, 7:6 (SERR#, IOCHK# seen) read 0.
 pub const PORT_B: u16 = 0x61;
+/// Port B's read/write bits (PIIX4, NMISC bits 3:0); the others are status.
+const PORT_B_WRITABLE: u8 = 0x0f;
 /// How often a PC requests a DRAM refresh (PIT channel 1's count of 18): port B's bit 4
 /// toggles each time.
 const REFRESH_PERIOD_NS: u128 = 15_085;
@@ -161,7 +166,7 @@ impl Channel {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pit {
     pub channels: [Channel; 3],
-    /// Port B bits 1:0: channel 2's gate and the speaker.
+    /// Port B bits 3:0: channel 2's gate, the speaker, the SERR# and IOCHK# NMI enables.
     pub port_b: u8,
 }
 
@@ -177,7 +182,7 @@ impl Pit {
             CONTROL => self.control(value, now, tsc_hz),
             PORT_B => {
                 let was_open = self.port_b & 1 != 0;
-                self.port_b = value & 3;
+                self.port_b = value & PORT_B_WRITABLE;
                 let channel = &mut self.channels[2];
                 // A rising gate starts channel 2 counting from its count (the 82C54 restarts
                 // modes 1, 2, 3 and 5 on it; in mode 0 a low gate only pauses, which this
@@ -186,7 +191,7 @@ impl Pit {
                     channel.loaded_at = Some(now);
                     channel.previous = None;
                 }
-                "port B: channel 2's gate and the speaker"
+                "port B: channel 2's gate, the speaker and the NMI enables"
             }
             _ => {
                 let index = (port - CHANNEL_0) as usize;
@@ -642,6 +647,22 @@ mod tests {
         // Past a period it starts over: 4096 + 100 ticks later, 3996 again.
         pit.write(CONTROL, 0x00, 4_196_000, TSC_HZ);
         assert_eq!(pit.read(CHANNEL_0, 4_196_000, TSC_HZ), 0x9c);
+    }
+
+    #[test]
+    fn port_b_keeps_its_nmi_enables_and_its_status_bits_are_read_only() {
+        // PIIX4, NMISC (port 0x61): bits 3:2, the IOCHK# and PCI SERR# NMI enables, are
+        // read/write as bits 1:0 are; a kernel that sets them to mask those NMIs reads them
+        // back. Bits 7:4 are status: a write does not set them.
+        let mut pit = Pit::default();
+        pit.write(PORT_B, 0x0c, 0, TSC_HZ);
+        assert_eq!(pit.read(PORT_B, 0, TSC_HZ) & 0x0c, 0x0c);
+        pit.write(PORT_B, 0xc0, 0, TSC_HZ);
+        assert_eq!(
+            pit.read(PORT_B, 0, TSC_HZ),
+            0,
+            "nothing written sticks in 7:4"
+        );
     }
 
     #[test]
