@@ -11,6 +11,17 @@
 //! (software-triggered strobe, Linux's one-shot clock event: control word 0x38) counts once
 //! too, its output low for one clock at terminal count, so it rises one clock later.
 //!
+//! A count written is loaded "on the next CLK pulse", in every mode, and "this CLK pulse does
+//! not decrement the count, so for an initial count of N, OUT does not go high until N + 1
+//! CLK pulses after the initial count is written" (82C54 datasheet, mode 0; mode 4 says the
+//! same of its strobe). So a channel counts from the clock after the write: one clock after
+//! writing N it reads N; mode 0's output rises N + 1 clocks after the write, mode 4's strobe
+//! is at N + 1 and its output rises at N + 2; in modes 2 and 3 the output's first rise (the
+//! IRQ 0 edge) is N + 1 clocks after the write, then one every N: the load clock moves the
+//! first tick's phase, never the period. (Mode 2's OUT "goes low N CLK pulses after the
+//! initial count is written", at count 1, and rises a clock later as the count reloads.) The
+//! model's clock edges are counted from the write, so the load is a whole clock after it.
+//!
 //! A new count in modes 2 and 3 while the channel counts is loaded at the end of the cycle it
 //! counts (in mode 3 the 82C54 loads it at the end of the current *half*-cycle; here at the
 //! cycle's end, where IRQ 0 rises, the model's cycles all starting with the high half); in mode 0 the first byte of a two-byte count stops the count (the output stays
@@ -69,10 +80,10 @@ pub struct Channel {
     low_byte: Option<u8>,
     /// The reload value once written (`None`: no count yet); 0 counts as 65536.
     pub reload: Option<u32>,
-    /// The TSC when the count was loaded (or the gate opened), `None`: not counting. In
-    /// modes 2 and 3 a count written while the channel counts is loaded at the end of the
-    /// current cycle: then this is that moment, still ahead, and `previous` says how the
-    /// channel counts until it.
+    /// The TSC when the count was loaded — a clock after it was written ([`load_time`]), or
+    /// when the gate opened — `None`: not counting. In modes 2 and 3 a count written while
+    /// the channel counts is loaded at the end of the current cycle: then this is that
+    /// moment, still ahead, and `previous` says how the channel counts until it.
     pub loaded_at: Option<u64>,
     /// The count being replaced and when it was loaded, while a new one waits for the end
     /// of the current cycle (82C54 datasheet, modes 2 and 3: "writing a new count while
@@ -91,8 +102,9 @@ impl Channel {
     /// or `None` when it does not count. Before a count that waits for the end of the
     /// current cycle is loaded, the one it replaces.
     fn phase(&self, now: u64) -> Option<(u64, u64)> {
-        // (`now` may be a little before a count loaded just now: the caller read the clock
-        // before the write did. That is the new count's start, not a waiting one's.)
+        // (`now` may be a little before a count written just now is loaded: its load clock
+        // is still ahead, or the caller read the clock before the write did. That is the new
+        // count's start, not a waiting one's: until the load, it reads as the count written.)
         let start = self.loaded_at?;
         match self.previous {
             Some((reload, since)) if now < start => Some((since, self.clocks(reload))),
@@ -184,11 +196,20 @@ impl Pit {
                 let was_open = self.port_b & 1 != 0;
                 self.port_b = value & PORT_B_WRITABLE;
                 let channel = &mut self.channels[2];
-                // A rising gate starts channel 2 counting from its count (the 82C54 restarts
-                // modes 1, 2, 3 and 5 on it; in mode 0 a low gate only pauses, which this
-                // model does not, so it starts there too).
+                // A rising gate starts channel 2 counting from its count. In modes 1, 2, 3
+                // and 5 it is a trigger: "A trigger reloads the Counter with the initial
+                // count on the next CLK pulse" (82C54 datasheet, mode 2). In modes 0 and 4
+                // the gate only enables counting, and a count written while it was low is
+                // loaded already: "When GATE goes high, OUT will go high N CLK pulses later;
+                // no CLK pulse is needed to load the Counter as this has already been done"
+                // (mode 0). (A low gate there only pauses, which this model does not, so
+                // the count starts over from its reload.)
                 if !was_open && value & 1 != 0 && channel.reload.is_some() {
-                    channel.loaded_at = Some(now);
+                    let loaded_at = match channel.mode {
+                        0 | 4 => now,
+                        _ => load_time(now, tsc_hz),
+                    };
+                    channel.loaded_at = Some(loaded_at);
                     channel.previous = None;
                 }
                 "port B: channel 2's gate, the speaker and the NMI enables"
@@ -215,7 +236,7 @@ impl Pit {
                     {
                         let Some((since, clocks)) = channel.phase(now) else {
                             channel.reload = Some(reload);
-                            channel.loaded_at = Some(now);
+                            channel.loaded_at = Some(load_time(now, tsc_hz));
                             return "the count: the channel starts";
                         };
                         let period = (clocks as u128 * tsc_hz as u128 / HZ as u128).max(1) as u64;
@@ -234,8 +255,8 @@ impl Pit {
                     Some(reload) => {
                         channel.reload = Some(reload);
                         channel.previous = None;
-                        channel.loaded_at = gated.then_some(now);
-                        "the count: the channel (re)starts"
+                        channel.loaded_at = gated.then(|| load_time(now, tsc_hz));
+                        "the count: the channel (re)starts on the next clock"
                     }
                     // Mode 0: the first byte of a two-byte count stops the count, and the
                     // output stays low until the second byte loads the new count (82C54
@@ -352,9 +373,10 @@ impl Pit {
                 period_tsc: Some(period_tsc),
                 due_tsc: start + (periods_done + 1) * period_tsc,
             }),
-            // Once: mode 0's output rises at terminal count; mode 4's drops for the clock of
-            // terminal count and rises a clock later. The first TSC tick at which `output`
-            // says high (rounded up: a TSC rate is no whole multiple of the PIT's).
+            // Once: mode 0's output rises at terminal count, N clocks after the load (N + 1
+            // after the write); mode 4's drops for the clock of terminal count and rises a
+            // clock later. The first TSC tick at which `output` says high (rounded up: a TSC
+            // rate is no whole multiple of the PIT's).
             0 | 4 => {
                 let clocks = channel.reload_value() + u64::from(channel.mode == 4);
                 let due_tsc = start + (clocks as u128 * tsc_hz as u128).div_ceil(HZ as u128) as u64;
@@ -366,6 +388,14 @@ impl Pit {
             _ => None,
         }
     }
+}
+
+/// When a count written at TSC `now` is loaded: "the Counter will be loaded on the next CLK
+/// pulse" (82C54 datasheet, every mode), a pulse that does not count. The model's clock edges
+/// are counted from the write, so that pulse is one whole clock later (in TSC ticks, rounded
+/// up).
+fn load_time(now: u64, tsc_hz: u64) -> u64 {
+    now + tsc_hz.div_ceil(HZ)
 }
 
 /// `value` (0–9999) as four BCD digits.
@@ -389,24 +419,27 @@ mod tests {
 
     /// A TSC of 1.193182 GHz: 1000 TSC ticks per PIT tick.
     const TSC_HZ: u64 = HZ * 1000;
+    /// A count written at TSC 0 is loaded a PIT clock later, on "the next CLK pulse", and
+    /// counts from there (82C54 datasheet, every mode).
+    const LOADED: u64 = 1000;
 
     #[test]
     fn mode_3_counts_down_by_two_through_each_half_of_the_period() {
-        // The square wave: 4096 loaded, after 1024 clocks the count is 2048 (not 3072), and
-        // the output is high for the first half of the period.
+        // The square wave: 4096 loaded, 1024 clocks after the load the count is 2048 (not
+        // 3072), and the output is high for the first half of the period.
         let mut pit = Pit::default();
         pit.write(CONTROL, 0x36, 0, TSC_HZ); // channel 0, low then high, mode 3
         pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x10, 0, TSC_HZ); // 4096
         let channel = pit.channels[0];
-        assert_eq!(channel.count(1024 * 1000, TSC_HZ), 2048);
+        assert_eq!(channel.count(LOADED + 1024 * 1000, TSC_HZ), 2048);
         assert_eq!(
-            channel.count(2048 * 1000 + 1000, TSC_HZ),
+            channel.count(LOADED + 2048 * 1000 + 1000, TSC_HZ),
             4094,
             "the second half"
         );
-        assert!(channel.output(1024 * 1000, TSC_HZ));
-        assert!(!channel.output(3072 * 1000, TSC_HZ));
+        assert!(channel.output(LOADED + 1024 * 1000, TSC_HZ));
+        assert!(!channel.output(LOADED + 3072 * 1000, TSC_HZ));
     }
 
     #[test]
@@ -437,16 +470,19 @@ mod tests {
         pit.write(CHANNEL_0, 0x2e, 5_000, TSC_HZ);
         let countdown = pit.countdown(5_000, TSC_HZ).expect("counting");
         assert_eq!(countdown.period_tsc, Some(11_932_000));
-        assert_eq!(countdown.due_tsc, 5_000 + 11_932_000);
+        // Loaded a clock after the write, the first edge a period after the load: the load
+        // clock moves the first tick, the period stays 11932 clocks.
+        assert_eq!(countdown.due_tsc, 5_000 + LOADED + 11_932_000);
         // Asked later, the next deadline is the next period's.
         let later = pit.countdown(5_000 + 30_000_000, TSC_HZ).expect("counting");
-        assert_eq!(later.due_tsc, 5_000 + 3 * 11_932_000);
+        assert_eq!(later.due_tsc, 5_000 + LOADED + 3 * 11_932_000);
     }
 
     #[test]
     fn in_mode_2_a_new_count_waits_for_the_end_of_the_current_cycle() {
-        // 11932 clocks loaded at 0; 5000 clocks in, 4096 is written: the cycle runs out at
-        // 11932, then the channel counts 4096 a period (82C54 datasheet, mode 2).
+        // 11932 clocks written at 0, loaded a clock later; 5000 clocks in, 4096 is written:
+        // the cycle runs out 11932 clocks after the load, then the channel counts 4096 a
+        // period, from the reload (no load clock of its own: 82C54 datasheet, mode 2).
         let mut pit = Pit::default();
         pit.write(CONTROL, 0x34, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x9c, 0, TSC_HZ);
@@ -458,39 +494,39 @@ mod tests {
             pit.countdown(5_000_000, TSC_HZ),
             Some(Countdown {
                 period_tsc: Some(4_096_000),
-                due_tsc: 11_932_000
+                due_tsc: LOADED + 11_932_000
             })
         );
         let channel = pit.channels[0];
         assert_eq!(
-            channel.count(6_000_000, TSC_HZ),
+            channel.count(LOADED + 6_000_000, TSC_HZ),
             11_932 - 6_000,
             "the old cycle"
         );
         assert_eq!(
-            channel.count(11_932_000 + 96_000, TSC_HZ),
+            channel.count(LOADED + 11_932_000 + 96_000, TSC_HZ),
             4_000,
             "the new one"
         );
         assert_eq!(
             pit.countdown(12_000_000, TSC_HZ).map(|next| next.due_tsc),
-            Some(11_932_000 + 4_096_000)
+            Some(LOADED + 11_932_000 + 4_096_000)
         );
     }
 
     #[test]
     fn a_first_count_in_mode_2_ticks_a_period_after_it_is_loaded_even_asked_a_moment_before() {
         // The hypervisor reads the clock just before the write, the PIT at the write: the
-        // first edge is a whole period after the load, not at it.
+        // first edge is a whole period after the load (a clock after the write), not at it.
         let mut pit = Pit::default();
         pit.write(CONTROL, 0x34, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x9c, 1_000, TSC_HZ);
-        pit.write(CHANNEL_0, 0x2e, 1_000, TSC_HZ); // 11932, loaded at 1000
+        pit.write(CHANNEL_0, 0x2e, 1_000, TSC_HZ); // 11932, written at 1000, loaded at 2000
         assert_eq!(
             pit.countdown(500, TSC_HZ),
             Some(Countdown {
                 period_tsc: Some(11_932_000),
-                due_tsc: 1_000 + 11_932_000
+                due_tsc: 1_000 + LOADED + 11_932_000
             })
         );
     }
@@ -500,19 +536,19 @@ mod tests {
         let mut pit = Pit::default();
         pit.write(CONTROL, 0x34, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x9c, 0, TSC_HZ);
-        pit.write(CHANNEL_0, 0x2e, 0, TSC_HZ); // 11932 at 0
+        pit.write(CHANNEL_0, 0x2e, 0, TSC_HZ); // 11932 written at 0, loaded at LOADED
         pit.write(CHANNEL_0, 0x00, 5_000_000, TSC_HZ);
         pit.write(CHANNEL_0, 0x10, 5_000_000, TSC_HZ); // 4096 waits
         pit.write(CHANNEL_0, 0x00, 5_500_000, TSC_HZ);
         pit.write(CHANNEL_0, 0x20, 5_500_000, TSC_HZ); // 8192 waits instead
         let channel = pit.channels[0];
         assert_eq!(
-            channel.count(6_000_000, TSC_HZ),
+            channel.count(LOADED + 6_000_000, TSC_HZ),
             11_932 - 6_000,
             "the first still counts"
         );
         assert_eq!(
-            channel.count(11_932_000 + 92_000, TSC_HZ),
+            channel.count(LOADED + 11_932_000 + 92_000, TSC_HZ),
             8_100,
             "then 8192"
         );
@@ -527,10 +563,10 @@ mod tests {
         pit.write(CHANNEL_0, 0x00, 500_000, TSC_HZ); // the low byte of the next count
         assert_eq!(pit.countdown(500_000, TSC_HZ), None, "stopped");
         assert!(!pit.channels[0].output(2_000_000, TSC_HZ), "OUT stays low");
-        pit.write(CHANNEL_0, 0x01, 600_000, TSC_HZ); // 256, from now
+        pit.write(CHANNEL_0, 0x01, 600_000, TSC_HZ); // 256, loaded on the next clock
         assert_eq!(
             pit.countdown(600_000, TSC_HZ).map(|next| next.due_tsc),
-            Some(856_000)
+            Some(600_000 + LOADED + 256_000)
         );
         // Control word bit 0: BCD. 0x1000 is a thousand clocks, and the count reads in BCD.
         pit.write(CONTROL, 0x31, 0, TSC_HZ);
@@ -538,15 +574,19 @@ mod tests {
         pit.write(CHANNEL_0, 0x10, 0, TSC_HZ);
         assert_eq!(
             pit.countdown(0, TSC_HZ).map(|next| next.due_tsc),
-            Some(1_000_000)
+            Some(LOADED + 1_000_000)
         );
-        assert_eq!(pit.channels[0].count(1_000, TSC_HZ), 0x0999);
+        assert_eq!(pit.channels[0].count(LOADED, TSC_HZ), 0x1000, "loaded");
+        assert_eq!(pit.channels[0].count(LOADED + 1_000, TSC_HZ), 0x0999);
         assert_eq!((to_bcd(9999), from_bcd(0x9999)), (0x9999, 9999));
     }
 
     #[test]
     fn mode_4_strobes_once_a_clock_after_terminal_count() {
         // Linux's one-shot PIT clock event: control word 0x38, then each next event's count.
+        // "For an initial count of N, OUT does not strobe low until N + 1 CLK pulses after
+        // the initial count is written" (82C54 datasheet, mode 4): 16 written at 0 strobes
+        // at 17 clocks, and OUT rises, the edge IRQ 0 sees, at 18.
         let mut pit = Pit::default();
         pit.write(CONTROL, 0x38, 0, TSC_HZ); // channel 0, low then high, mode 4
         pit.write(CHANNEL_0, 0x10, 0, TSC_HZ);
@@ -555,24 +595,24 @@ mod tests {
             pit.countdown(0, TSC_HZ),
             Some(Countdown {
                 period_tsc: None,
-                due_tsc: 17_000
+                due_tsc: 18_000
             })
         );
-        assert_eq!(pit.countdown(17_000, TSC_HZ), None, "strobed: done");
+        assert_eq!(pit.countdown(18_000, TSC_HZ), None, "strobed: done");
         let channel = pit.channels[0];
-        assert!(channel.output(15_000, TSC_HZ));
+        assert!(channel.output(16_000, TSC_HZ));
         assert!(
-            !channel.output(16_000, TSC_HZ),
-            "low for the clock of terminal count"
+            !channel.output(17_000, TSC_HZ),
+            "low for the clock of terminal count, N + 1 clocks after the write"
         );
-        assert!(channel.output(17_000, TSC_HZ));
-        // The next event's count re-arms it.
+        assert!(channel.output(18_000, TSC_HZ));
+        // The next event's count re-arms it, loaded on the next clock too.
         pit.write(CHANNEL_0, 0x20, 30_000, TSC_HZ);
         pit.write(CHANNEL_0, 0x00, 30_000, TSC_HZ); // 32
         assert_eq!(
             pit.countdown(30_000, TSC_HZ)
                 .map(|countdown| countdown.due_tsc),
-            Some(63_000)
+            Some(30_000 + 34_000)
         );
     }
 
@@ -609,7 +649,7 @@ mod tests {
             once,
             Countdown {
                 period_tsc: None,
-                due_tsc: 16_000
+                due_tsc: LOADED + 16_000
             }
         );
         assert_eq!(
@@ -622,9 +662,9 @@ mod tests {
         pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
         assert_eq!(
             pit.countdown(0, TSC_HZ).map(|c| c.due_tsc),
-            Some(65_536_000)
+            Some(LOADED + 65_536_000)
         );
-        pit.write(CONTROL, 0x00, 1_000, TSC_HZ); // latch: 65535
+        pit.write(CONTROL, 0x00, LOADED + 1_000, TSC_HZ); // latch: 65535, a clock in
         pit.write(CONTROL, 0x00, 9_000, TSC_HZ); // ignored
         assert_eq!(pit.read(CHANNEL_0, 9_000, TSC_HZ), 0xff);
         assert_eq!(pit.read(CHANNEL_0, 9_000, TSC_HZ), 0xff);
@@ -636,8 +676,8 @@ mod tests {
         pit.write(CONTROL, 0x34, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x00, 0, TSC_HZ);
         pit.write(CHANNEL_0, 0x10, 0, TSC_HZ); // 4096
-        // 100 PIT ticks later the count is 3996 (0x0f9c), low byte first.
-        pit.write(CONTROL, 0x00, 100_000, TSC_HZ); // latch channel 0
+        // 100 PIT ticks after the load the count is 3996 (0x0f9c), low byte first.
+        pit.write(CONTROL, 0x00, LOADED + 100_000, TSC_HZ); // latch channel 0
         assert_eq!(pit.read(CHANNEL_0, 100_000, TSC_HZ), 0x9c);
         assert_eq!(
             pit.read(CHANNEL_0, 900_000, TSC_HZ),
@@ -645,7 +685,7 @@ mod tests {
             "the latched high byte"
         );
         // Past a period it starts over: 4096 + 100 ticks later, 3996 again.
-        pit.write(CONTROL, 0x00, 4_196_000, TSC_HZ);
+        pit.write(CONTROL, 0x00, LOADED + 4_196_000, TSC_HZ);
         assert_eq!(pit.read(CHANNEL_0, 4_196_000, TSC_HZ), 0x9c);
     }
 
@@ -676,6 +716,9 @@ mod tests {
             0,
             "gate closed: not counting"
         );
+        // Mode 0: the count was loaded while the gate was low, so OUT rises N clocks after
+        // the gate opens, not N + 1 (82C54 datasheet, mode 0: "no CLK pulse is needed to
+        // load the Counter as this has already been done").
         pit.write(PORT_B, 0x01, 10_000, TSC_HZ);
         assert_eq!(
             pit.read(PORT_B, 500_000, TSC_HZ) & 0x20,
@@ -686,6 +729,44 @@ mod tests {
             pit.read(PORT_B, 1_010_000, TSC_HZ) & 0x20,
             0x20,
             "terminal count"
+        );
+    }
+
+    #[test]
+    fn in_mode_2_a_rising_gate_loads_the_count_on_the_next_clock() {
+        // In modes 1, 2, 3 and 5 the gate's rising edge is a trigger: "A trigger reloads the
+        // Counter with the initial count on the next CLK pulse" (82C54 datasheet, mode 2).
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0xb4, 0, TSC_HZ); // channel 2, low then high, mode 2
+        pit.write(CHANNEL_2, 100, 0, TSC_HZ);
+        pit.write(CHANNEL_2, 0, 0, TSC_HZ); // 100, the gate still low
+        pit.write(PORT_B, 0x01, 10_000, TSC_HZ);
+        let channel = pit.channels[2];
+        assert_eq!(channel.count(10_000 + 1_000, TSC_HZ), 100, "loaded");
+        assert_eq!(channel.count(10_000 + 2_000, TSC_HZ), 99, "a clock later");
+    }
+
+    #[test]
+    fn mode_0_s_output_rises_n_plus_1_clocks_after_the_write() {
+        // "After the Control Word and initial count are written to a Counter, the initial
+        // count will be loaded on the next CLK pulse. This CLK pulse does not decrement the
+        // count, so for an initial count of N, OUT does not go high until N + 1 CLK pulses
+        // after the initial count is written" (82C54 datasheet, mode 0).
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x30, 0, TSC_HZ); // channel 0, low then high, mode 0
+        pit.write(CHANNEL_0, 16, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0, 0, TSC_HZ); // 16
+        let channel = pit.channels[0];
+        assert_eq!(channel.count(1_000, TSC_HZ), 16, "the load clock: still N");
+        assert_eq!(channel.count(2_000, TSC_HZ), 15);
+        assert!(!channel.output(16_000, TSC_HZ), "N clocks: not yet");
+        assert!(
+            channel.output(17_000, TSC_HZ),
+            "N + 1 clocks: terminal count"
+        );
+        assert_eq!(
+            pit.countdown(0, TSC_HZ).map(|next| next.due_tsc),
+            Some(17_000)
         );
     }
 }

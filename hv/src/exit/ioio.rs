@@ -534,14 +534,16 @@ mod tests {
         assert_eq!(timer.target, TimerTarget::Irq0);
         assert_eq!(timer.period_tsc, crate::domain::interrupts::ONCE);
         // The handler's next event: mode 4, 1000 PIT clocks; it passes while masked, and
-        // before the hypervisor's own timer looks, the kernel unmasks.
+        // before the hypervisor's own timer looks, the kernel unmasks. Its edge is 1002
+        // clocks after the write (840 µs): the count loads on the next clock, the strobe is
+        // at terminal count and OUT rises a clock after it (82C54 datasheet, mode 4).
         out_to(&mut test, 0x43, 0x38);
         out_to(&mut test, 0x40, 0xe8);
         let run = out_to(&mut test, 0x40, 0x03);
         assert!(
             run.emulate()
                 .what
-                .contains("PIT channel 0's next edge, once, in 839 µs, latched in the PIC's IRR behind IRQ 0's mask"),
+                .contains("PIT channel 0's next edge, once, in 840 µs, latched in the PIC's IRR behind IRQ 0's mask"),
             "{}",
             run.emulate().what
         );
@@ -893,13 +895,15 @@ mod tests {
             "{}",
             run.emulate().what
         );
-        // Mode 0, unmasked again: one interrupt, at terminal count (1000 PIT ticks).
+        // Mode 0, unmasked again: one interrupt, at terminal count of 1000, 1001 PIT clocks
+        // after the write (the clock that loads the count does not decrement it: 82C54
+        // datasheet, mode 0).
         out(&mut test, 0x21, 0xfe);
         out(&mut test, 0x43, 0x30);
         out(&mut test, 0x40, 0xe8);
         let run = out(&mut test, 0x40, 0x03);
         assert!(
-            run.emulate().what.contains("PIT channel 0 once, in 838 µs"),
+            run.emulate().what.contains("PIT channel 0 once, in 839 µs"),
             "{}",
             run.emulate().what
         );
@@ -910,12 +914,13 @@ mod tests {
         out(&mut test, 0x40, 0x00);
         let second = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
         assert_ne!(first, second);
-        // Mode 4, Linux's one-shot clock event: once too, a PIT clock after terminal count.
+        // Mode 4, Linux's one-shot clock event: once too, a PIT clock after terminal count
+        // (1002 clocks after the write: the load clock, 1000, the strobe's clock).
         out(&mut test, 0x43, 0x38);
         out(&mut test, 0x40, 0xe8);
         let run = out(&mut test, 0x40, 0x03);
         assert!(
-            run.emulate().what.contains("PIT channel 0 once, in 839 µs"),
+            run.emulate().what.contains("PIT channel 0 once, in 840 µs"),
             "{}",
             run.emulate().what
         );
