@@ -18,7 +18,13 @@
 //! *in-service register* (ISR), and it stays there, holding back its own and lower
 //! priorities, until the kernel's EOI. A second edge before the CPU took the first is the
 //! same request (IRR has one bit a line). The slave's requests reach the CPU through the
-//! master's IRQ 2 (the cascade). The lines on this platform:
+//! master's IRQ 2 (the cascade). In the INTA cycle, a request on an input the master's ICW3
+//! names as a slave's (a PC kernel writes 0x04: IR2) is the slave's to answer: "the master
+//! will enable the corresponding slave to release the device routine address" (8259A
+//! datasheet, cascade mode). A slave with no request of its own answers IR7, the level the
+//! 8259A gives when none is there, so a request on the master's IR2 itself comes at the
+//! slave's vector base + 7, not the master's + 2 (QEMU's `pic_read_irq` does the same). The
+//! lines on this platform:
 //!
 //! - **IRQ 0, the PIT's channel 0** (`pit.rs`): each tick of the guest's timer, while it
 //!   goes through the PIC ([`Pic::timer_vector`]: the master initialised, IRQ 0 unmasked),
@@ -29,9 +35,11 @@
 //! - **IRQ 4, COM1's UART** (`uart.rs`), and any ISA line a device drives
 //!   (`Devices::set_line`).
 //!
-//! ICW4's automatic EOI is kept: INTA then ends the interrupt at once. Not modelled: spurious
-//! interrupts (IRQ 7), rotation (a rotating EOI ends its interrupt, the priorities stay
-//! fixed), special mask mode, level triggering.
+//! ICW4's automatic EOI is kept: INTA then ends the interrupt at once. Not modelled: a chip's
+//! spurious IR7 of its own (a request gone before INTA; here a request stays until taken), a
+//! slave on any input but IR2 (ICW3 bits for others are kept, the inputs act as the master's
+//! own) and the slave's ID check (its ICW3), rotation (a rotating EOI ends its interrupt, the
+//! priorities stay fixed), special mask mode, level triggering.
 
 use alloc::format;
 use alloc::string::String;
@@ -41,6 +49,11 @@ pub const MASTER_COMMAND: u16 = 0x20;
 pub const MASTER_DATA: u16 = 0x21;
 pub const SLAVE_COMMAND: u16 = 0xa0;
 pub const SLAVE_DATA: u16 = 0xa1;
+/// The master's input the slave's INT is wired to on a PC.
+const CASCADE_IRQ: u8 = 2;
+/// What an 8259A answers an INTA with when no request is there: "the 8259A will issue an
+/// interrupt level 7" (8259A datasheet, the interrupt sequence).
+const SPURIOUS_IRQ: u8 = 7;
 
 /// One 8259A.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +74,9 @@ pub struct Chip {
     needs_icw4: bool,
     /// ICW1 said the chip is alone (SNGL): no ICW3 follows.
     single: bool,
+    /// ICW3, the cascade wiring: on a master a set bit for each input with a slave on it (a
+    /// PC's: 0x04, IR2); on a slave its ID, the master's input it is on (2). 0 until written.
+    icw3: u8,
     /// OCW3: a read of the command port returns ISR (else IRR).
     read_in_service: bool,
     /// OCW3's poll command: the next read of the command port is the poll word.
@@ -84,6 +100,7 @@ impl Default for Chip {
             expecting: 0,
             needs_icw4: false,
             single: false,
+            icw3: 0,
             read_in_service: false,
             poll: false,
             auto_eoi: false,
@@ -166,6 +183,7 @@ impl Chip {
                 format!("ICW2: the vector of IRQ 0 is {:#x}", value & 0xf8)
             }
             3 => {
+                self.icw3 = value;
                 self.expecting = if self.needs_icw4 { 4 } else { 0 };
                 "ICW3: the cascade".into()
             }
@@ -232,10 +250,26 @@ impl Chip {
         }
     }
 
+    /// Is a slave on input `irq`, to answer the INTA of its request (a master in cascade
+    /// mode whose ICW3 has the input's bit)?
+    fn has_slave_on(&self, irq: u8) -> bool {
+        !self.single && self.icw3 & (1 << irq) != 0
+    }
+
     fn vector(&self, irq: u8) -> Option<u8> {
         let base = self.vector_base.filter(|_| self.expecting == 0)?;
         (self.mask & (1 << irq) == 0).then_some(base + irq)
     }
+}
+
+/// Which chip answers the INTA of the interrupt the pair presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// An IRQ of the master's own: the master gives its vector.
+    Master(u8),
+    /// A request on the master's cascade input: the slave gives the vector of its IRQ, or
+    /// with none (`None`) of its spurious IR7.
+    Slave(Option<u8>),
 }
 
 /// The pair.
@@ -303,25 +337,38 @@ impl Pic {
         }
     }
 
-    /// The vector the pair presents to the CPU now (its INTR line), if any.
-    pub fn presented(&self) -> Option<u8> {
+    /// Which chip answers the INTA of the master's presented IRQ: the slave when ICW3 puts
+    /// it on that input (the cascade), else the master.
+    fn answer(&self) -> Option<Answer> {
         let slave = self.slave.presented(false);
         let irq = self.master.presented(slave.is_some())?;
-        match (irq, slave) {
-            (2, Some(slave_irq)) => Some(self.slave.vector_base? + slave_irq),
-            _ => Some(self.master.vector_base? + irq),
+        match irq == CASCADE_IRQ && self.master.has_slave_on(CASCADE_IRQ) {
+            true => Some(Answer::Slave(slave)),
+            false => Some(Answer::Master(irq)),
+        }
+    }
+
+    /// The vector the pair presents to the CPU now (its INTR line), if any.
+    pub fn presented(&self) -> Option<u8> {
+        match self.answer()? {
+            Answer::Master(irq) => Some(self.master.vector_base? + irq),
+            Answer::Slave(irq) => Some(self.slave.vector_base? + irq.unwrap_or(SPURIOUS_IRQ)),
         }
     }
 
     /// The CPU takes the presented interrupt (INTA): its request becomes in service, on the
-    /// slave and on the master's IRQ 2 for a slave's. Its vector.
+    /// slave and on the master's IRQ 2 for a slave's (a spurious IR7 puts nothing in the
+    /// slave's service). Its vector.
     pub fn acknowledge(&mut self) -> Option<u8> {
         let vector = self.presented()?;
-        let slave = self.slave.presented(false);
-        let irq = self.master.presented(slave.is_some())?;
-        self.master.take(irq);
-        if let (2, Some(slave_irq)) = (irq, slave) {
-            self.slave.take(slave_irq);
+        match self.answer()? {
+            Answer::Master(irq) => self.master.take(irq),
+            Answer::Slave(irq) => {
+                self.master.take(CASCADE_IRQ);
+                if let Some(slave_irq) = irq {
+                    self.slave.take(slave_irq);
+                }
+            }
         }
         Some(vector)
     }
@@ -508,6 +555,32 @@ mod tests {
         pic.set_irq(12, true);
         assert_eq!(pic.acknowledge(), Some(0x2c));
         assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
+    }
+
+    #[test]
+    fn a_request_on_the_cascade_input_itself_is_the_slave_s_spurious_irq_7() {
+        // ICW3 = 0x04: the slave is on IR2. A request on IR2 with none at the slave: in the
+        // INTA cycle the master lets the slave answer (8259A datasheet, cascade mode), and
+        // the slave, with no request, answers IR7: vector 0x28 + 7, as QEMU's pic_read_irq
+        // gives it, not the master's 0x20 + 2.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xfb); // IRQ 2 open
+        pic.set_irq(2, true);
+        assert_eq!(pic.presented(), Some(0x2f));
+        assert_eq!(pic.acknowledge(), Some(0x2f));
+        assert_eq!(
+            (pic.master.in_service, pic.slave.in_service),
+            (0x04, 0),
+            "IR2 in service on the master; a spurious IR7 is in no one's service"
+        );
+        // ICW3 = 0 in cascade mode: no slave on IR2, which is an input of the master's own.
+        let mut pic = Pic::default();
+        pic.write(MASTER_COMMAND, 0x11);
+        for value in [0x20, 0x00, 0x01, 0xfb] {
+            pic.write(MASTER_DATA, value);
+        }
+        pic.set_irq(2, true);
+        assert_eq!(pic.acknowledge(), Some(0x22));
     }
 
     #[test]
