@@ -12,12 +12,14 @@
 //! | pc-testdev's memory window (setting `pc-testdev`) | `mmio.rs`     | emulates the device access |
 //! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
-//! | anything else: an instruction fetch or a page-table walk outside RAM (on a device too), RAM left unmapped | here | ends the domain |
+//! | anything else: an instruction fetch or a page-table walk outside RAM (on a device too), an access of an event's delivery outside RAM, RAM left unmapped | here | ends the domain |
 //!
 //! A fetch or a page-table walk from an empty bus would read all ones as well: the CPU would
 //! then decode `ff ff` (#UD) or find reserved bits in a page-table entry (#PF). The
 //! hypervisor does not emulate those (it would need to fetch or walk *through* the device
-//! model) and ends the domain instead, saying why.
+//! model) and ends the domain instead, saying why. The same holds for the accesses the CPU
+//! makes while it delivers an event (EXITINTINFO valid: AMD APM vol. 2, 15.7.2): pushing the
+//! frame, reading the gate. No instruction made them, so there is none at RIP to emulate.
 
 mod mmio;
 mod populate;
@@ -34,7 +36,8 @@ use traplab_abi::svm::NpfInfo;
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     let size = guest.memory.size();
     let data_access = !info.fetch && !info.guest_page_walk;
-    if data_access && (guest.devices.claims(gpa) || gpa >= size) {
+    let outside_ram = guest.devices.claims(gpa) || gpa >= size;
+    if data_access && outside_ram && exit.interrupted.is_none() {
         return mmio::handle(exit, guest, gpa);
     }
     if gpa < size && !info.present && guest.memory.lazy() {
@@ -52,6 +55,18 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     } else {
         ""
     };
+    if let Some(event) = exit.interrupted
+        && outside_ram
+    {
+        let event = traplab_abi::event::delivery_name(event.vector, event.kind);
+        return decide!(
+            Action::Kill,
+            "{access} of guest-physical {gpa:#x}{during} while the CPU delivered {event}: the delivery's own access (its frame, its gate), outside the guest's RAM; no instruction made it, and the hypervisor does not deliver an event through a device or an empty bus"
+        )
+        .killing(format!(
+            "{access} of guest-physical {gpa:#x} while delivering {event}: outside its RAM"
+        ));
+    }
     if guest.devices.claims(gpa) {
         // The instruction's own access would be emulated (`mmio.rs`); this one is the CPU's
         // fetch or walk, which would go through the device model.
@@ -101,6 +116,43 @@ mod tests {
             "{}",
             decision.at
         );
+    }
+
+    #[test]
+    fn an_access_of_an_event_s_delivery_outside_ram_is_not_the_instruction_s_at_rip() {
+        // Interrupt 0x30's frame pushed onto a stack above RAM: EXITINTINFO says the CPU
+        // was delivering it. The `mov [rax], ecx` at RIP never ran: emulating it would
+        // write what the guest never wrote and skip the instruction.
+        let mut test = Test::long_mode();
+        test.code(&[0x89, 0x08]); // mov [rax], ecx
+        let exit = Exit {
+            interrupted: Some(traplab_abi::svm::Event {
+                vector: 0x30,
+                kind: traplab_abi::svm::EventType::Interrupt,
+                error_code: None,
+            }),
+            ..test.exit(ExitReason::Npf {
+                gpa: 0x1fff_fff8,
+                info: NpfInfo::decode(0b110), // a write, at CPL 3
+            })
+        };
+        let run = test.run(exit);
+        assert_eq!(run.decision.action, Action::Kill, "{}", run.decision.why);
+        assert!(
+            run.decision
+                .why
+                .contains("while the CPU delivered interrupt 0x30"),
+            "{}",
+            run.decision.why
+        );
+        assert!(
+            !run.decision
+                .effects
+                .iter()
+                .any(|effect| matches!(effect, crate::decision::Effect::Mmio(_))),
+            "nothing emulated"
+        );
+        assert_eq!(test.rip(), crate::testing::ENTRY, "RIP stays");
     }
 
     #[test]
