@@ -73,7 +73,30 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
         Mnemonic::Cli | Mnemonic::Sti => {
             let enable = instruction.mnemonic() == Mnemonic::Sti;
             let name = if enable { "STI" } else { "CLI" };
-            // With the flag set, a pending interrupt is delivered after this exit (`apply.rs`).
+            // STI that turns the flag on has an interrupt shadow: a CPU recognises interrupts
+            // only after the next instruction (AMD APM vol. 3, STI). In `sti; hlt`, the idiom
+            // of waiting for an interrupt, that makes the HLT run first, woken at once by an
+            // interrupt already pending; delivered before it, the handler would return onto
+            // the HLT, which would then wait for the next one. So the hypervisor runs both.
+            let hlt_in_shadow = exit.instruction.as_slice().get(instruction.len()) == Some(&HLT);
+            if enable
+                && !guest.pv.virtual_interrupt_flag
+                && hlt_in_shadow
+                && let Some(vector) = guest.pending_interrupt()
+            {
+                return PrivilegedOp::Done(
+                    decide!(
+                        Action::Emulate,
+                        "{context}STI, then the HLT in its interrupt shadow: on a CPU the HLT runs first and the pending interrupt {vector:#x} wakes it at once, so the hypervisor runs both; the interrupt is delivered after the HLT"
+                    )
+                    .with(Effect::VirtualInterruptFlag(true))
+                    .with(Effect::Rip(next + 1))
+                    .describe("STI; HLT: virtual interrupt flag = 1, the HLT woken at once"),
+                );
+            }
+            // With the flag set, a pending interrupt is delivered after this exit
+            // (`apply.rs`): before any other instruction, one instruction earlier than a CPU
+            // would deliver it after STI (a PV kernel's next instruction runs unseen).
             PrivilegedOp::Done(
                 decide!(
                     Action::Emulate,
@@ -92,6 +115,9 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
         )),
     }
 }
+
+/// HLT's opcode.
+const HLT: u8 = 0xf4;
 
 /// The control register number of `register` (CR0 → 0 …).
 fn cr_number(register: Register) -> u8 {
@@ -315,6 +341,31 @@ mod tests {
         assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
         let inject = run.injected();
         assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+    }
+
+    #[test]
+    fn a_pv_sti_then_hlt_with_an_interrupt_pending_runs_the_hlt_first() {
+        // `sti; hlt`: the HLT is in STI's shadow, and the pending interrupt wakes it at
+        // once. Delivered at the HLT instead, the handler would return onto it, and the
+        // kernel would sleep until the next interrupt.
+        let mut test = pv_kernel(&[0xfb, 0xf4]);
+        test.gate(0x20, 0x20_b000);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        let run = general_protection(&mut test);
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        assert!(test.domain.pv.virtual_interrupt_flag);
+        let inject = run.injected();
+        assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+        assert_eq!(
+            test.rip(),
+            ENTRY + 2,
+            "injected past the HLT, which ran: the frame's RIP"
+        );
+        // Without an interrupt pending the HLT has nothing to wake it: it waits, as its own
+        // #GP will say.
+        let mut test = pv_kernel(&[0xfb, 0xf4]);
+        general_protection(&mut test);
+        assert_eq!(test.rip(), ENTRY + 1);
     }
 
     #[test]
