@@ -45,7 +45,7 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
-use traplab_hv::domain::vcpu::{RunState, Wait};
+use traplab_hv::domain::vcpu::RunState;
 use traplab_hv::schedule::{self, Start, Switch};
 use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
 
@@ -363,7 +363,8 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             continue;
         }
         apply::keys_from_host(domain, machine, &mut events);
-        if domain.vcpu.run_state == RunState::Blocked(Wait::Interrupt)
+        if let RunState::Blocked(wait) = &domain.vcpu.run_state
+            && schedule::woken_by_interrupt(wait)
             && domain.pending_interrupt().is_some()
         {
             domain.vcpu.run_state = RunState::Runnable;

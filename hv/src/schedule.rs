@@ -156,13 +156,21 @@ pub fn woken_by_store(wait: &Wait, path: &str) -> bool {
     matches!(wait, Wait::Store(waiting) if waiting == path)
 }
 
+/// Does an interrupt for the vCPU (pending, or presented by its device) wake it from
+/// `wait`? A halted one, and one blocked in SCHEDOP_block or SCHEDOP_poll too: Xen kicks a
+/// vCPU an interrupt is raised for (`vcpu_kick` → `vcpu_unblock`), whatever it blocked in,
+/// and the hypercall returns. Not a wait for the store, which is traplab's own.
+pub fn woken_by_interrupt(wait: &Wait) -> bool {
+    matches!(wait, Wait::Interrupt | Wait::Event | Wait::Poll(_))
+}
+
 /// Does a tick of its timer wake a vCPU that waits for `wait`?
 pub fn woken_by_timer(wait: &Wait, domain: &Domain, tick: &Tick) -> bool {
     match *tick {
         // An event on the timer's port, as any other event.
         Tick::Event { port, pending } => woken_by_event(wait, domain, port, pending),
-        // Its interrupt, pending or presented by its device: HLT wakes.
-        _ => tick.interrupts() && *wait == Wait::Interrupt,
+        // Its interrupt, pending or presented by its device.
+        _ => tick.interrupts() && woken_by_interrupt(wait),
     }
 }
 
@@ -461,15 +469,19 @@ mod tests {
     }
 
     #[test]
-    fn a_timer_s_interrupt_wakes_only_a_halted_domain() {
+    fn a_timer_s_interrupt_wakes_a_halted_or_blocked_vcpu_but_not_one_waiting_for_the_store() {
+        // Xen's vcpu_kick unblocks a vCPU an interrupt is raised for, in SCHEDOP_block or
+        // SCHEDOP_poll as in HLT.
         let domain = domain(1, RunState::Blocked(Wait::Interrupt));
         assert!(woken_by_timer(&Wait::Interrupt, &domain, &Tick::Interrupt));
-        assert!(!woken_by_timer(&Wait::Event, &domain, &Tick::Interrupt));
-        assert!(!woken_by_timer(
+        assert!(woken_by_timer(&Wait::Event, &domain, &Tick::Interrupt));
+        assert!(woken_by_timer(
             &Wait::Poll(vec![1]),
             &domain,
             &Tick::Interrupt
         ));
+        let store = Wait::Store(String::from("/local/domain/0/port"));
+        assert!(!woken_by_timer(&store, &domain, &Tick::Interrupt));
         assert!(!woken_by_timer(&Wait::Interrupt, &domain, &Tick::NotDue));
         // Requested at its device: only if the device presents it (IRQ 0 not in service).
         let requested = |presented| Tick::Requested {

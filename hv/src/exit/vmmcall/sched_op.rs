@@ -42,12 +42,21 @@ pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
 }
 
 /// `SCHEDOP_block`: events on (the upcall mask cleared, as Xen's
-/// `local_event_delivery_enable`), then wait for one, unless one is owed already.
+/// `local_event_delivery_enable`), then wait for one, unless one is owed already, or an
+/// interrupt the vCPU would take now (Xen's `vcpu_block` checks
+/// `local_events_need_delivery`, for an HVM vCPU `hvm_local_events_need_delivery`). Blocked,
+/// an event or an interrupt wakes it (`schedule.rs`).
 fn block(guest: &Guest) -> (Decision, i64) {
     let decision = if guest.upcall_pending() {
         decide!(
             Action::Emulate,
             "SCHEDOP_block: an event is pending already, so d{} does not wait",
+            guest.id
+        )
+    } else if let Some(vector) = owed_interrupt(guest) {
+        decide!(
+            Action::Emulate,
+            "SCHEDOP_block: d{} is owed interrupt {vector:#04x} and takes interrupts, so it does not wait",
             guest.id
         )
     } else {
@@ -61,6 +70,15 @@ fn block(guest: &Guest) -> (Decision, i64) {
     (decision.with(Effect::UpcallMask(false)), 0)
 }
 
+/// The interrupt the vCPU would take now, if there is one: Xen's
+/// `local_events_need_delivery` for an HVM vCPU (`hvm_local_events_need_delivery`), which
+/// `vcpu_block` and `do_poll` check before they wait.
+fn owed_interrupt(guest: &Guest) -> Option<u8> {
+    guest
+        .pending_interrupt()
+        .filter(|_| guest.interrupts_enabled())
+}
+
 /// `SCHEDOP_poll`: wait until one of these ports is pending (masked or not), unless one is
 /// already, or the vCPU is owed an interrupt it would take now. As Xen's `do_poll`
 /// (`xen/common/sched/core.c`): first the count, then `local_events_need_delivery` (for an
@@ -68,8 +86,8 @@ fn block(guest: &Guest) -> (Decision, i64) {
 /// among them, and not blocked by IF), before any port is read; then the ports one by one,
 /// so that a pending port ends the call before a later one is read or checked. No port at
 /// all is allowed. Woken, the call has returned 0: by an event on its port (on any port
-/// when it polls none or several), or by an upcall to its callback vector
-/// (`schedule::woken_by_event`). One difference: traplab's callback waits while
+/// when it polls none or several), by an upcall to its callback vector
+/// (`schedule::woken_by_event`), or by an interrupt (`schedule::woken_by_interrupt`). One difference: traplab's callback waits while
 /// `evtchn_upcall_mask` is set (`Domain::pending_interrupt`), where Xen's HVM callback looks
 /// at IF alone, so a masked upcall does not end a poll here.
 fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
@@ -90,9 +108,7 @@ fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
             error::EINVAL,
         );
     }
-    if guest.interrupts_enabled()
-        && let Some(vector) = guest.pending_interrupt()
-    {
+    if let Some(vector) = owed_interrupt(guest) {
         let decision = decide!(
             Action::Emulate,
             "SCHEDOP_poll: d{} is owed interrupt {vector:#04x} and takes interrupts, so it does not wait",
@@ -262,6 +278,26 @@ mod tests {
             Some(0),
             "events on all the same"
         );
+    }
+
+    #[test]
+    fn block_with_an_interrupt_owed_and_interrupts_on_does_not_wait() {
+        // vcpu_block: local_events_need_delivery, for an HVM vCPU an interrupt pending that
+        // IF lets in. With IF clear it waits (an interrupt raised later kicks it awake).
+        let mut test = op(cmd::BLOCK);
+        test.domain.vcpu.interrupts.pending = Some(0x30);
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+        let run = test.call();
+        assert_eq!(
+            run.decision.why,
+            "SCHEDOP_block: d1 is owed interrupt 0x30 and takes interrupts, so it does not wait"
+        );
+        assert_eq!(run.applied.switch, None);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+        let mut test = op(cmd::BLOCK);
+        test.domain.vcpu.interrupts.pending = Some(0x30);
+        test.call();
+        assert_eq!(test.domain.vcpu.run_state, RunState::Blocked(Wait::Event));
     }
 
     #[test]
