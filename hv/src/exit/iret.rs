@@ -62,8 +62,10 @@ fn noted(exit: &Exit, guest: &Guest) -> Decision {
     }
     let returning = guest.vcpu.in_flight.last().copied();
     let name = returning.map(|event| delivery_name(event.vector, event.kind));
-    // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS
-    // (and ESP, SS when it returns to an outer privilege level).
+    // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS,
+    // and ESP, SS when it returns to an outer privilege level, or runs in 64-bit mode, where
+    // IRET pops SS:RSP whatever the operand size and the privilege levels (AMD APM vol. 3,
+    // IRET; Intel SDM vol. 2A, IRET: "pops SS:RSP unconditionally" in 64-bit mode).
     let wide = exit
         .instruction
         .as_slice()
@@ -80,17 +82,13 @@ fn noted(exit: &Exit, guest: &Guest) -> Decision {
         u64::from_le_bytes(bytes)
     };
     let (rip, cs, rflags) = (word(0), word(1) as u16, word(2));
-    let rsp = if wide || cs & 3 != save.cpl as u16 {
+    let long_mode_code = guest.vcpu.vmcb.code_bits() == 64;
+    let rsp = if wide || long_mode_code || cs & 3 != save.cpl as u16 {
         word(3)
     } else {
-        // IRETD at the same privilege: ESP, which wraps at 4 GiB in 32-bit code (RSP, near
-        // the top of the address space if the guest likes, wraps at 2^64).
-        let rsp = save.rsp.wrapping_add(3 * size as u64);
-        if guest.vcpu.vmcb.code_bits() == 64 {
-            rsp
-        } else {
-            rsp & 0xffff_ffff
-        }
+        // IRETD at the same privilege in 32-bit code: ESP, just above the frame, wrapping
+        // at 4 GiB.
+        save.rsp.wrapping_add(3 * size as u64) & 0xffff_ffff
     };
     let decision = match (&name, readable) {
         (Some(name), true) => decide!(
@@ -279,6 +277,26 @@ mod tests {
             (0x20_0100, 0x08, 0x202, STACK + 12)
         );
         assert!(decision.why.contains("ends no event"), "{}", decision.why);
+    }
+
+    #[test]
+    fn an_iretd_in_64_bit_mode_pops_esp_and_ss_even_at_the_same_privilege_level() {
+        // `cf` without REX.W in 64-bit code: five 4-byte words, SS:ESP among them.
+        let mut test = Test::long_mode();
+        test.code(&[0xcf]);
+        for (index, word) in [0x20_0100u32, 0x08, 0x202, 0x9_0000, 0x10]
+            .into_iter()
+            .enumerate()
+        {
+            test.write(STACK + 4 * index as u64, &word.to_le_bytes());
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        let returning = decision.returning.expect("the frame is readable");
+        assert_eq!(
+            (returning.rip, returning.cs, returning.rsp),
+            (0x20_0100, 0x08, 0x9_0000)
+        );
     }
 
     #[test]
