@@ -62,8 +62,8 @@
 //!
 //! For a PV kernel (`set_pv_mode`) the interrupt flag is its virtual one: the frame's IF
 //! carries that, an entry without [`TrapInfo::INTERRUPTS_ON`] clears it for the handler, and
-//! `iret` restores it from the frame, leaving RFLAGS.IF alone (Xen keeps it in
-//! `evtchn_upcall_mask` the same way).
+//! `iret` restores it from the frame (Xen keeps it in `evtchn_upcall_mask` the same way).
+//! RFLAGS.IF stays set throughout, as a Xen PV guest always runs with it (`do_iret` sets it).
 //!
 //! The handler runs with RSP at the frame, at the interrupted privilege level, with
 //! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF

@@ -293,13 +293,14 @@ fn bounce(
         .with_all(first)
         .killing(format!("cannot write a bounce frame at {frame:#x}"));
     }
-    // The handler runs with TF, NT and RF clear, and IF clear unless its entry keeps it: for
-    // a PV kernel, its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask), or an
-    // interrupt pending would enter the handler at its first instruction.
+    // The handler runs with TF, NT and RF clear, and IF clear unless its entry keeps it, or
+    // an interrupt pending would enter the handler at its first instruction. For a PV kernel
+    // that is its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask); RFLAGS.IF stays
+    // as it is, set, as a Xen PV guest always runs (`create_bounce_frame` leaves it).
     let mut flags = RFlags::from_bits_retain(save.rflags)
         - (RFlags::TRAP_FLAG | RFlags::NESTED_TASK | RFlags::RESUME_FLAG);
     let masks = entry.flags & TrapInfo::INTERRUPTS_ON == 0;
-    if masks {
+    if masks && !guest.pv.enabled {
         flags -= RFlags::INTERRUPT_FLAG;
     }
     Decision::new(Action::Bounce, why.into(), at)
@@ -740,6 +741,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.domain.pv.enabled = true;
         test.domain.pv.virtual_interrupt_flag = true;
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
         test.trap_table(&[trap(6, HANDLER)]);
         let decision = deliver(&test, 6, 0);
         let bounce = testing::bounced(&decision);
@@ -752,6 +754,13 @@ mod tests {
             decision
                 .effects
                 .contains(&Effect::VirtualInterruptFlag(false))
+        );
+        // RFLAGS.IF is not the PV kernel's flag: it stays set (it used to be cleared, and
+        // the `iret` hypercall never set it again).
+        assert_ne!(
+            bounce.rflags & RFlags::INTERRUPT_FLAG.bits(),
+            0,
+            "the handler's RFLAGS.IF"
         );
     }
 

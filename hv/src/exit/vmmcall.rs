@@ -357,12 +357,17 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
         | RFlags::OVERFLOW_FLAG
         | RFlags::ALIGNMENT_CHECK
         | RFlags::ID;
-    // (A PV kernel's IF is its virtual one, below: RFLAGS.IF stays as it is.)
-    let guest_flags = match guest.pv.enabled {
-        true => guest_flags - RFlags::INTERRUPT_FLAG,
-        false => guest_flags,
+    // (A PV kernel's IF is its virtual one, below: RFLAGS.IF is set, as Xen's do_iret sets
+    // it, `| X86_EFLAGS_IF`: a PV guest always runs with it.)
+    let (guest_flags, always) = match guest.pv.enabled {
+        true => (
+            guest_flags - RFlags::INTERRUPT_FLAG,
+            RFlags::INTERRUPT_FLAG.bits(),
+        ),
+        false => (guest_flags, 0),
     };
-    let rflags = (save.rflags & !guest_flags.bits()) | (frame.rflags & guest_flags.bits()) | 0x2;
+    let rflags =
+        (save.rflags & !guest_flags.bits()) | (frame.rflags & guest_flags.bits()) | 0x2 | always;
     let returning = guest.vcpu.in_flight.last().copied();
     // A PV kernel's interrupt flag is its virtual one: the frame's IF restores it (Xen's
     // do_iret sets evtchn_upcall_mask from it).
@@ -683,17 +688,20 @@ mod tests {
     }
 
     #[test]
-    fn a_pv_kernel_s_iret_restores_its_virtual_interrupt_flag_not_rflags_if() {
-        // Xen's do_iret: evtchn_upcall_mask from the frame's IF.
-        let mut test = bounced_handler_returning(0x246, 0x08);
-        test.domain.pv.enabled = true;
-        test.domain.vcpu.vmcb.save.rflags = 0x2;
-        call(&mut test);
-        assert!(test.domain.pv.virtual_interrupt_flag);
-        assert_eq!(
-            test.domain.vcpu.vmcb.save.rflags, 0x46,
-            "IF stays as it was"
-        );
+    fn a_pv_kernel_s_iret_restores_its_virtual_interrupt_flag_and_sets_rflags_if() {
+        // Xen's do_iret: evtchn_upcall_mask from the frame's IF, and RFLAGS.IF set whatever
+        // the frame says (`| X86_EFLAGS_IF`).
+        for frame_flags in [0x246, 0x046] {
+            let mut test = bounced_handler_returning(frame_flags, 0x08);
+            test.domain.pv.enabled = true;
+            test.domain.vcpu.vmcb.save.rflags = 0x2;
+            call(&mut test);
+            assert_eq!(
+                test.domain.pv.virtual_interrupt_flag,
+                frame_flags & 0x200 != 0
+            );
+            assert_eq!(test.domain.vcpu.vmcb.save.rflags, 0x246, "RFLAGS.IF set");
+        }
     }
 
     #[test]
