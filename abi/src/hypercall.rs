@@ -88,7 +88,8 @@ pub const SET_TRAP_TABLE: u64 = 2;
 pub const IRET: u64 = 3;
 /// `raise_event(vector, error_code)`: have the hypervisor deliver this event to me when the
 /// hypercall returns: an NMI (vector 2), or an exception QEMU's TCG cannot raise natively
-/// (#AC, #MC). The event is marked synthetic in the trace.
+/// (#AC, #MC). The event is marked synthetic in the trace. #DB and #PF are refused
+/// (`EINVAL`): a CPU raising them writes DR6 or CR2, which the call has no argument for.
 pub const RAISE_EVENT: u64 = 4;
 
 /// `pin_page_table(root)`: make the page tables under `root` read-only to the guest; the

@@ -502,6 +502,18 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     }
     let name = delivery_name(vector, EventType::Exception);
+    // A CPU that raises #PF writes the faulting address in CR2, and one that raises #DB its
+    // cause in DR6 (AMD APM vol. 2, 8.2.15 and 8.2.2): raise_event has no argument for
+    // either, so it could only deliver them with a stale register. QEMU's TCG raises both
+    // itself: a guest that wants one faults, or single-steps, for real.
+    if matches!(vector, 1 | 14) {
+        let register = if vector == 14 { "CR2" } else { "DR6" };
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall raise_event({name}): a CPU raising {name} also writes {register}, which raise_event cannot say; QEMU's TCG raises {name} natively, EINVAL"
+        );
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
+    }
     // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
     crate::quirks::injected_error_code(deliver!(
         guest,
@@ -830,6 +842,18 @@ mod tests {
             let run = call(&mut test);
             assert_returned(&test, error::EINVAL);
             assert_eq!(run.decision.delivery, None, "vector {vector}");
+        }
+    }
+
+    #[test]
+    fn raise_event_of_a_page_fault_or_a_debug_exception_returns_einval() {
+        // A CPU writes CR2 (#PF) or DR6 (#DB) as it raises them; the call cannot say what.
+        for (vector, register) in [(14, "CR2"), (1, "DR6")] {
+            let mut test = Test::hypercall(hypercall::RAISE_EVENT, vector, 2);
+            let run = call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(run.decision.delivery, None, "vector {vector}");
+            assert!(run.decision.why.contains(register), "{}", run.decision.why);
         }
     }
 
