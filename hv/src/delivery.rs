@@ -18,9 +18,9 @@
 //! decision carries the whole bounce frame.
 
 use crate::decision::{Bounce, Decision, Delivery, Effect, PortAccess};
-use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, CpuAccess, page_fault_code};
 use crate::domain::vcpu::Wait;
+use crate::domain::{Guest, IdtGate};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -176,12 +176,15 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
 /// How a reflected exception will arrive: which IDT gate, which handler.
 fn reflect_how(guest: &Guest, vector: u8) -> String {
     let mnemonic = x86::exception(vector).mnemonic;
-    match guest.idt_handler(vector) {
-        Some(handler) => format!(
+    match guest.idt_gate(vector) {
+        IdtGate::Handler(handler) => format!(
             "reflect {mnemonic} into the guest's IDT, vector {vector}, handler {handler:#x}"
         ),
-        None => format!(
-            "reflect {mnemonic} into the guest's IDT, vector {vector}: it has no present gate there, so the CPU will fault delivering it"
+        IdtGate::Task { selector } => format!(
+            "reflect {mnemonic} into the guest's IDT, vector {vector}: a task gate, so the CPU switches to the task of TSS selector {selector:#x}"
+        ),
+        IdtGate::Unusable => format!(
+            "reflect {mnemonic} into the guest's IDT, vector {vector}: it has no present interrupt or trap gate there, so the CPU will fault delivering it"
         ),
     }
 }
@@ -731,6 +734,44 @@ mod tests {
             decision.why
         );
         assert_eq!(testing::injected(&decision).0, Event::exception(1, 0));
+    }
+
+    #[test]
+    fn a_gate_of_a_type_the_mode_does_not_allow_names_no_handler() {
+        // A present call gate (type 0xC) for #UD in long mode: only 64-bit interrupt and
+        // trap gates deliver there; the CPU raises #GP instead of running its "handler".
+        let mut test = Test::long_mode();
+        test.gate(6, HANDLER);
+        test.write(crate::testing::IDT + 16 * 6 + 5, &[0x8c]);
+        assert_eq!(test.domain.idt_gate(6), IdtGate::Unusable);
+        assert_eq!(test.domain.idt_handler(6), None);
+        assert!(
+            preview(&test.guest(), 6).contains("no present interrupt or trap gate"),
+            "{}",
+            preview(&test.guest(), 6)
+        );
+        // A trap gate (0xF) is one.
+        test.write(crate::testing::IDT + 16 * 6 + 5, &[0x8f]);
+        assert_eq!(test.domain.idt_handler(6), Some(HANDLER));
+    }
+
+    #[test]
+    fn a_legacy_task_gate_is_a_task_switch_not_a_handler_at_offset_0() {
+        // 32-bit #DF through a task gate (type 5), as 32-bit Linux has it: the gate holds a
+        // TSS selector, and its offset fields are reserved.
+        let mut test = Test::protected_mode();
+        let idt = crate::testing::IDT;
+        test.domain.vcpu.vmcb.save.idtr.base = idt;
+        test.domain.vcpu.vmcb.save.idtr.limit = 8 * 256 - 1;
+        test.write(idt + 8 * 8, &[0, 0, 0x28, 0, 0, 0x85, 0, 0]);
+        assert_eq!(test.domain.idt_gate(8), IdtGate::Task { selector: 0x28 });
+        assert_eq!(test.domain.idt_handler(8), None);
+        assert!(
+            preview(&test.guest(), 8)
+                .contains("a task gate, so the CPU switches to the task of TSS selector 0x28"),
+            "{}",
+            preview(&test.guest(), 8)
+        );
     }
 
     #[test]

@@ -160,23 +160,52 @@ impl Domain {
         done
     }
 
-    /// The handler the guest's IDT names for `vector`: `None` when the gate is outside the
-    /// IDT limit, not present, or not readable.
+    /// The handler the guest's IDT names for `vector`: `None` when it has no interrupt or
+    /// trap gate there the CPU can use ([`Domain::idt_gate`]).
     pub fn idt_handler(&self, vector: u8) -> Option<u64> {
+        match self.idt_gate(vector) {
+            IdtGate::Handler(handler) => Some(handler),
+            IdtGate::Task { .. } | IdtGate::Unusable => None,
+        }
+    }
+
+    /// What the guest's IDT holds for `vector`, as the CPU delivering it would find it.
+    pub fn idt_gate(&self, vector: u8) -> IdtGate {
         let idtr = &self.vcpu.vmcb.save.idtr;
         // Long-mode gates are 16 bytes, protected-mode gates 8 (AMD APM vol. 2, 8.9.1, 4.8.4).
         let long_mode = self.vcpu.long_mode();
         let size: u64 = if long_mode { 16 } else { 8 };
         let offset = vector as u64 * size;
         if offset + size - 1 > idtr.limit as u64 {
-            return None;
+            return IdtGate::Unusable;
         }
         let mut gate = [0u8; 16];
-        self.read_virtual(idtr.base.wrapping_add(offset), &mut gate[..size as usize])
-            .ok()?;
+        if self
+            .read_virtual(idtr.base.wrapping_add(offset), &mut gate[..size as usize])
+            .is_err()
+        {
+            return IdtGate::Unusable;
+        }
         let present = gate[5] & 0x80 != 0;
+        // The gate's type (AMD APM vol. 2, "System-Segment Descriptor Types"): in long
+        // mode only the 64-bit interrupt (0xE) and trap (0xF) gates; in legacy mode the task
+        // gate (5) and the 16-bit (6, 7) and 32-bit (0xE, 0xF) interrupt and trap gates. Any
+        // other is a #GP as the CPU delivers through it.
+        let kind = gate[5] & 0x0f;
+        let handler_gate = match long_mode {
+            true => matches!(kind, 0xe | 0xf),
+            false => matches!(kind, 0x6 | 0x7 | 0xe | 0xf),
+        };
         if !present {
-            return None;
+            return IdtGate::Unusable;
+        }
+        if kind == 0x5 && !long_mode {
+            return IdtGate::Task {
+                selector: u16::from_le_bytes([gate[2], gate[3]]),
+            };
+        }
+        if !handler_gate {
+            return IdtGate::Unusable;
         }
         let low = u16::from_le_bytes([gate[0], gate[1]]) as u64;
         let middle = u16::from_le_bytes([gate[6], gate[7]]) as u64;
@@ -185,7 +214,7 @@ impl Domain {
         } else {
             0
         };
-        Some(low | (middle << 16) | (high << 32))
+        IdtGate::Handler(low | (middle << 16) | (high << 32))
     }
 
     /// The trap-table entry for `vector`, if the guest registered one.
@@ -207,6 +236,19 @@ impl Domain {
                 .contains(RFlags::INTERRUPT_FLAG),
         }
     }
+}
+
+/// What the guest's IDT holds for a vector ([`Domain::idt_gate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdtGate {
+    /// An interrupt or trap gate: the handler's address.
+    Handler(u64),
+    /// A task gate (legacy mode only): the CPU switches to the task whose TSS this selector
+    /// names.
+    Task { selector: u16 },
+    /// Nothing the CPU can deliver through: beyond the IDT's limit, unreadable, not present
+    /// (#NP), or of a type not valid in this mode (#GP).
+    Unusable,
 }
 
 /// What a handler may look at: the domain, read-only, the other domains and the store

@@ -271,7 +271,11 @@ mod tests {
         let test = Test::long_mode();
         let decision = test.decide(test.exit(exception(0, 0, 0)));
         assert_eq!(testing::injected(&decision).1, None);
-        assert!(decision.why.contains("no present gate"), "{}", decision.why);
+        assert!(
+            decision.why.contains("no present interrupt or trap gate"),
+            "{}",
+            decision.why
+        );
     }
 
     #[test]
