@@ -257,7 +257,7 @@ pub fn sentence(event: &Event, context: &Context) -> String {
             );
             match inject.handler {
                 Some(handler) => text.push_str(&format!(" to the guest's handler at {}", context.at(handler))),
-                None => text.push_str(", but the guest's IDT has no present gate for it: the delivery itself will fault"),
+                None => text.push_str(", but the guest's IDT has no interrupt or trap gate for it (the decision says what is there): the delivery itself will fault, or switch tasks through a task gate"),
             }
             if let Some(cr2) = inject.cr2 {
                 text.push_str(&format!("; CR2 is set to {cr2:#x}, the faulting address"));
@@ -881,7 +881,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
             row(
                 "handler",
                 inject.handler.map_or(
-                    "none: no present gate in the guest's IDT".into(),
+                    "none: no interrupt or trap gate in the guest's IDT".into(),
                     |handler| format!("{handler:#x} (from the guest's IDT gate)"),
                 ),
             );

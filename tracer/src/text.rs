@@ -93,7 +93,7 @@ pub fn detail(event: &Event) -> String {
                 Some(handler) => {
                     let _ = write!(text, " -> guest handler {handler:#x}");
                 }
-                None => text.push_str(" -> no present gate in the guest's IDT"),
+                None => text.push_str(" -> no interrupt or trap gate in the guest's IDT"),
             }
             if inject.synthetic {
                 text.push_str(" [synthetic: made up by the hypervisor]");
