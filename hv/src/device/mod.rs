@@ -371,6 +371,11 @@ impl Devices {
     /// IO-APIC pin, as a message to the local APIC's IRR (at a pin programmed active low,
     /// the falling edge does).
     ///
+    /// An edge open at both the PIC and the IO-APIC is requested at both, and the guest gets
+    /// it twice: the PIC's output reaches a PC's CPU only through the local APIC's LINT0,
+    /// which a kernel in IO-APIC mode masks, and this model has no LINT0 (the PIT's tick
+    /// takes one route only: [`Devices::pit_tick`]).
+    ///
     /// Every line is taken as edges. The IO-APIC's level-triggered entries (trigger mode
     /// 1, whose remote IRR holds the pin until the local APIC's EOI and requests again if
     /// the line is still high) are not modeled (`ioapic.rs`): a line held high requests

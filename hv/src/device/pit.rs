@@ -80,7 +80,7 @@ pub struct Channel {
     low_byte: Option<u8>,
     /// The reload value once written (`None`: no count yet); 0 counts as 65536.
     pub reload: Option<u32>,
-    /// The TSC when the count was loaded — a clock after it was written ([`load_time`]), or
+    /// The TSC when the count was loaded — a clock after it was written (`load_time`), or
     /// when the gate opened — `None`: not counting. In modes 2 and 3 a count written while
     /// the channel counts is loaded at the end of the current cycle: then this is that
     /// moment, still ahead, and `previous` says how the channel counts until it.
