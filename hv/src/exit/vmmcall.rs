@@ -471,6 +471,19 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         );
         return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     }
+    // A CPU that raises #PF writes the faulting address in CR2, and one that raises #DB its
+    // cause in DR6 (AMD APM vol. 2, 8.2.15 and 8.2.2): raise_event has no argument for
+    // either, so it could only deliver them with a stale register. QEMU's TCG raises both
+    // itself: a guest that wants one faults, or single-steps, for real.
+    if matches!(vector, 1 | 14) {
+        let name = delivery_name(vector, EventType::Exception);
+        let register = if vector == 14 { "CR2" } else { "DR6" };
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall raise_event({name}): a CPU raising {name} also writes {register}, which raise_event cannot say; QEMU's TCG raises {name} natively, EINVAL"
+        );
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
+    }
     // EXERCISE alignment-check.1: a CPU raises #AC only at CPL 3, with CR0.AM and RFLAGS.AC
     // set: refuse raise_event(#AC) otherwise, with EINVAL (and a decision that says why).
     // EXERCISE simd-exception.1: with CR4.OSXMMEXCPT clear, a CPU raises #UD instead of #XM
@@ -502,18 +515,6 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     }
     let name = delivery_name(vector, EventType::Exception);
-    // A CPU that raises #PF writes the faulting address in CR2, and one that raises #DB its
-    // cause in DR6 (AMD APM vol. 2, 8.2.15 and 8.2.2): raise_event has no argument for
-    // either, so it could only deliver them with a stale register. QEMU's TCG raises both
-    // itself: a guest that wants one faults, or single-steps, for real.
-    if matches!(vector, 1 | 14) {
-        let register = if vector == 14 { "CR2" } else { "DR6" };
-        let decision = decide!(
-            Action::Emulate,
-            "hypercall raise_event({name}): a CPU raising {name} also writes {register}, which raise_event cannot say; QEMU's TCG raises {name} natively, EINVAL"
-        );
-        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
-    }
     // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
     crate::quirks::injected_error_code(deliver!(
         guest,
