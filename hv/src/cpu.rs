@@ -1,8 +1,9 @@
-//! The hypervisor's own CPU tables: GDT, TSS (with an interrupt stack) and IDT.
+//! The hypervisor's own CPU tables: GDT, TSS (with two interrupt stacks) and IDT.
 //!
 //! These catch the hypervisor's *own* faults: a fault here is a bug in traplab, so the
 //! handler prints the state and powers off with [`HvStatus::HvFault`]. Guest faults never
 //! arrive here: they cause a #VMEXIT instead (AMD APM vol. 2, 15.12 "Exception Intercepts").
+//! The machine's NMI comes here too, on a stack of its own, and is let go (`hv_fault`).
 
 use crate::power::{self, HvStatus};
 use spin::Once;
@@ -23,6 +24,12 @@ struct Stack([u8; FAULT_STACK_SIZE]);
 
 static mut FAULT_STACK: Stack = Stack([0; FAULT_STACK_SIZE]);
 
+/// The NMI's own stack. A gate with an IST slot loads RSP from the TSS every time, even on
+/// that same stack (AMD APM vol. 2, 8.9.4): an NMI that came in the middle of a handler on
+/// the fault stack would write its frame over that handler's. The NMI can interrupt any of
+/// them; nothing but the CPU's own NMI blocking interrupts it.
+static mut NMI_STACK: Stack = Stack([0; FAULT_STACK_SIZE]);
+
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, [SegmentSelector; 3])> = Once::new();
 static IDT: Once<InterruptDescriptorTable> = Once::new();
@@ -39,6 +46,9 @@ pub fn init() {
         // stack overflow gets reported.
         let stack_end = (&raw const FAULT_STACK) as u64 + FAULT_STACK_SIZE as u64;
         tss.interrupt_stack_table[0] = VirtAddr::new(stack_end);
+        // IST slot 2 (index 1): the NMI's.
+        let nmi_stack_end = (&raw const NMI_STACK) as u64 + FAULT_STACK_SIZE as u64;
+        tss.interrupt_stack_table[1] = VirtAddr::new(nmi_stack_end);
         tss
     });
     let (gdt, [code, data, tss_selector]) = GDT.call_once(|| {
@@ -60,8 +70,12 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         let stubs = traplab_baremetal::trap::entry_addresses(exception_entries);
-        // SAFETY: the stubs are entry stubs for their vectors, and IST slot 0 was set above.
-        unsafe { traplab_baremetal::idt::set_exception_stubs(&mut idt, &stubs, 0) };
+        // SAFETY: the stubs are entry stubs for their vectors, and IST slots 0 and 1 were set
+        // above.
+        unsafe {
+            traplab_baremetal::idt::set_exception_stubs(&mut idt, &stubs, 0);
+            traplab_baremetal::idt::set_stack_index(&mut idt, 2, 1);
+        }
         // The PIC's 16 vectors: the hypervisor's own timer (timer.rs).
         for irq in 0..16u8 {
             let entry = traplab_baremetal::trap::entry_address(interrupt_entries, irq as usize);
@@ -90,8 +104,11 @@ extern "C" fn hv_fault(frame: &mut TrapFrame) {
     if frame.vector == 2 {
         // A non-maskable interrupt from the machine (QEMU's monitor `nmi`, a watchdog).
         // After a guest's NMI exit it comes here once the world switch sets GIF
-        // (`exit/nmi.rs`); it may also come while the hypervisor runs. Nothing here needs
-        // it: the interrupted code goes on, and IRETQ ends the CPU's NMI blocking.
+        // (`exit/nmi.rs`); it may also come while the hypervisor runs, in any of its
+        // handlers (hence its own stack). Nothing here needs it: the interrupted code goes
+        // on, and IRETQ ends the CPU's NMI blocking. (A #DB inside this handler, whose IRETQ
+        // would end that blocking early, would need a guest breakpoint on this code's
+        // addresses: see the #DB case below.)
         return;
     }
     if frame.vector == 1 {

@@ -766,6 +766,9 @@ mod tests {
         test.write(idt + 8 * 8, &[0, 0, 0x28, 0, 0, 0x85, 0, 0]);
         assert_eq!(test.domain.idt_gate(8), IdtGate::Task { selector: 0x28 });
         assert_eq!(test.domain.idt_handler(8), None);
+        // A 16-bit interrupt gate (type 6): its offset is the low word, bytes 6–7 reserved.
+        test.write(idt + 6 * 8, &[0x34, 0x12, 0x08, 0, 0, 0x86, 0xff, 0xff]);
+        assert_eq!(test.domain.idt_handler(6), Some(0x1234));
         assert!(
             preview(&test.guest(), 8)
                 .contains("a task gate, so the CPU switches to the task of TSS selector 0x28"),

@@ -47,6 +47,8 @@ pub struct VecMemory {
     pub reads: Rc<Cell<u64>>,
     /// The guest's page walks remembered, as the real memory does (every test goes through it).
     walks: WalkCache,
+    /// Reads only look (`GuestMemory::look_only`): they map no lazy page.
+    looking: Cell<bool>,
 }
 
 impl VecMemory {
@@ -60,6 +62,7 @@ impl VecMemory {
             foreign: Rc::new(RefCell::new(BTreeMap::new())),
             reads: Rc::new(Cell::new(0)),
             walks: WalkCache::default(),
+            looking: Cell::new(false),
         }
     }
 
@@ -71,9 +74,10 @@ impl VecMemory {
         }
     }
 
-    /// The hypervisor's own accesses map lazy pages silently, as the real one does.
+    /// The hypervisor's own accesses map lazy pages silently, as the real one does, unless
+    /// they only look. (An untouched page's bytes are zeros here, as the frame it would get.)
     fn touch(&self, gpa: u64, length: usize) {
-        if self.lazy {
+        if self.lazy && !self.looking.get() {
             let mut mapped = self.mapped.borrow_mut();
             for page in (gpa & !(PAGE_SIZE - 1)..gpa + length as u64).step_by(PAGE_SIZE as usize) {
                 mapped.insert(page);
@@ -121,6 +125,10 @@ impl GuestMemory for VecMemory {
 
     fn lazy(&self) -> bool {
         self.lazy
+    }
+
+    fn look_only(&self, on: bool) {
+        self.looking.set(on);
     }
 
     fn populate(&mut self, gpa: u64) -> Option<u64> {

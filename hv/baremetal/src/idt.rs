@@ -115,6 +115,10 @@ pub unsafe fn set_stack_index(idt: &mut InterruptDescriptorTable, vector: u8, is
                 .debug
                 .set_handler_addr(idt.debug.handler_addr())
                 .set_stack_index(ist_index),
+            2 => idt
+                .non_maskable_interrupt
+                .set_handler_addr(idt.non_maskable_interrupt.handler_addr())
+                .set_stack_index(ist_index),
             3 => idt
                 .breakpoint
                 .set_handler_addr(idt.breakpoint.handler_addr())

@@ -99,9 +99,9 @@ pub trait GuestMemory {
     /// While `on`, the hypervisor's reads only look: a page of lazy RAM that was not touched
     /// yet reads as the zeros its first touch will find, and stays unmapped. gdb reads this
     /// way ([`crate::Domain::look_virtual_prefix`]): a debugger must not change what the guest
-    /// will see, and the guest's first touch must still be its nested page fault. Memory
-    /// without lazy pages has nothing to leave alone.
-    fn look_only(&self, _on: bool) {}
+    /// will see, and the guest's first touch must still be its nested page fault. Nothing is
+    /// written while it is on: it is set only around that read.
+    fn look_only(&self, on: bool);
 
     /// Give the unmapped RAM page at `gpa` a fresh zeroed frame: its host-physical address,
     /// or `None` when no memory is left.

@@ -208,6 +208,10 @@ impl Domain {
             return IdtGate::Unusable;
         }
         let low = u16::from_le_bytes([gate[0], gate[1]]) as u64;
+        // A 16-bit (286) gate's offset is its low word alone; bytes 6–7 are reserved there.
+        if matches!(kind, 0x6 | 0x7) {
+            return IdtGate::Handler(low);
+        }
         let middle = u16::from_le_bytes([gate[6], gate[7]]) as u64;
         let high = if long_mode {
             u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]) as u64

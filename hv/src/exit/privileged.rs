@@ -78,10 +78,14 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
             // of waiting for an interrupt, that makes the HLT run first, woken at once by an
             // interrupt already pending; delivered before it, the handler would return onto
             // the HLT, which would then wait for the next one. So the hypervisor runs both.
+            // (Not with TF set: a CPU would trap after the STI, before the HLT.)
             let hlt_in_shadow = exit.instruction.as_slice().get(instruction.len()) == Some(&HLT);
+            let stepping =
+                guest.vcpu.vmcb.save.rflags & traplab_abi::x86::RFlags::TRAP_FLAG.bits() != 0;
             if enable
                 && !guest.pv.virtual_interrupt_flag
                 && hlt_in_shadow
+                && !stepping
                 && let Some(vector) = guest.pending_interrupt()
             {
                 return PrivilegedOp::Done(
@@ -366,6 +370,14 @@ mod tests {
         let mut test = pv_kernel(&[0xfb, 0xf4]);
         general_protection(&mut test);
         assert_eq!(test.rip(), ENTRY + 1);
+        // With TF, a CPU traps after the STI: the HLT is not run with it.
+        let mut test = pv_kernel(&[0xfb, 0xf4]);
+        test.gate(1, 0x20_c000);
+        test.domain.vcpu.interrupts.pending = Some(0x20);
+        test.domain.vcpu.vmcb.save.rflags |= traplab_abi::x86::RFlags::TRAP_FLAG.bits();
+        let run = general_protection(&mut test);
+        assert_eq!(run.injected().vector, 1, "the single step's #DB");
+        assert_eq!(test.rip(), ENTRY + 1, "after the STI alone");
     }
 
     #[test]

@@ -110,12 +110,19 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             );
             match first {
                 0 | 1 => {
-                    // The kernel's virtual interrupt flag starts as its RFLAGS.IF is now.
-                    let interrupts = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags)
-                        .contains(RFlags::INTERRUPT_FLAG);
+                    // The kernel's virtual interrupt flag starts as its RFLAGS.IF is now; in
+                    // PV mode RFLAGS.IF is then set, as a Xen PV guest always runs with it
+                    // (the bounce and `iret` keep it so: `delivery.rs`).
+                    let rflags = guest.vcpu.vmcb.save.rflags;
+                    let interrupts =
+                        RFlags::from_bits_truncate(rflags).contains(RFlags::INTERRUPT_FLAG);
+                    let pv = first == 1;
                     let decision = decision
-                        .with(Effect::PvMode(first == 1))
-                        .with(Effect::VirtualInterruptFlag(interrupts));
+                        .with(Effect::PvMode(pv))
+                        .with(Effect::VirtualInterruptFlag(interrupts))
+                        .with_all(
+                            pv.then_some(Effect::Rflags(rflags | RFlags::INTERRUPT_FLAG.bits())),
+                        );
                     finish(decision, next, number, 0)
                 }
                 _ => finish(decision, next, number, error::EINVAL),
@@ -1115,6 +1122,15 @@ mod tests {
         assert_returned(&test, 0);
         assert!(test.domain.pv.enabled);
         assert!(test.domain.pv.virtual_interrupt_flag);
+        // With interrupts off, the virtual flag starts clear, and RFLAGS.IF is set all the
+        // same: a PV kernel's real IF is always on (Xen's).
+        let mut test = Test::hypercall(hypercall::SET_PV_MODE, 1, 0);
+        call(&mut test);
+        assert!(!test.domain.pv.virtual_interrupt_flag);
+        assert_ne!(
+            test.domain.vcpu.vmcb.save.rflags & RFlags::INTERRUPT_FLAG.bits(),
+            0
+        );
     }
 
     #[test]

@@ -63,4 +63,17 @@ mod tests {
         // The nested page tables changed: flush the guest's TLB (AMD APM vol. 2, 15.16).
         assert_eq!(test.domain.vcpu.vmcb.control.tlb_control, 1);
     }
+
+    #[test]
+    fn a_debugger_s_look_at_an_untouched_page_reads_zeros_and_maps_nothing() {
+        // gdb's `x` (`Domain::look_virtual_prefix`): the page stays for the guest's first
+        // touch, whose NPF the lab shows. The hypervisor's own read maps it.
+        let test = Test::lazy();
+        let mut bytes = [0xaau8; 8];
+        assert_eq!(test.domain.look_virtual_prefix(0x50_0abc, &mut bytes), 8);
+        assert_eq!(bytes, [0; 8]);
+        assert!(!test.domain.memory.is_mapped(0x50_0000), "only looked");
+        assert!(test.domain.read_virtual(0x50_0abc, &mut bytes).is_ok());
+        assert!(test.domain.memory.is_mapped(0x50_0000), "read, so mapped");
+    }
 }
