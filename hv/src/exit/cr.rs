@@ -135,7 +135,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         0 if activates_long_mode && !pae => {
             Some("sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)")
         }
-        3 if long_mode && value >> 52 != 0 => Some("sets reserved bits 63:52"),
+        3 if long_mode => long_mode_cr3_refusal(value, guest.memory.physical_address_bits()),
         4 if value & !cr4_supported(guest) != 0 => Some("sets a bit this CPU does not have"),
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
             Some("clears PAE in long mode")
@@ -200,6 +200,24 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
 /// The CR4 bits the guest may set: [`CR4_SUPPORTED`], less OSXSAVE when the CPUID it sees
 /// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
 /// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
+/// Why a CPU in long mode refuses `value` for CR3 with #GP(0), if it does: bits 63:52 are
+/// reserved, must be zero (AMD APM vol. 2, 3.1.2), and so is every bit at or above the
+/// physical-address width (CPUID 8000_0008), the table's address being a physical one, as
+/// KVM and QEMU's TCG check (whose VMRUN would refuse such a CR3: the domain would die of
+/// VMEXIT_INVALID at the next instruction). Bits 11:0 but PWT and PCD are reserved as well,
+/// but a CPU ignores them there: no #GP.
+pub(super) fn long_mode_cr3_refusal(value: u64, address_bits: u32) -> Option<&'static str> {
+    if value >> 52 != 0 {
+        return Some("sets reserved bits 63:52");
+    }
+    if value.checked_shr(address_bits).unwrap_or(0) != 0 {
+        return Some(
+            "sets a bit above the CPU's physical-address width (CPUID 8000_0008), reserved",
+        );
+    }
+    None
+}
+
 fn cr4_supported(guest: &Guest) -> u64 {
     const XSAVE: u32 = 1 << 26;
     let [_, _, ecx, _] = guest.machine.cpuid(1, 0);
@@ -344,6 +362,11 @@ mod tests {
         let mut test = Test::long_mode();
         let run = write(&mut test, &MOV_CR3_RAX, 3, (1 << 60) | 0x0004_0000);
         assert_general_protection(&test, &run, "reserved bits 63:52");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4);
+        // Bit 40, above qemu64's 40-bit physical addresses: reserved too (the domain used
+        // to be killed, by the VMRUN that refused it, one instruction later).
+        let run = write(&mut test, &MOV_CR3_RAX, 3, (1 << 40) | 0x0004_0000);
+        assert_general_protection(&test, &run, "above the CPU's physical-address width");
         assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4);
     }
 

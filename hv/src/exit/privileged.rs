@@ -24,7 +24,7 @@
 //! A #GP with an error code (a segment selector) or from CPL 0, or in a domain that did not
 //! ask for PV mode (`set_pv_mode`), is not a privileged instruction: it is delivered.
 
-use super::{Exit, hlt, ioio, msr};
+use super::{Exit, cr, hlt, ioio, msr};
 use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
@@ -42,11 +42,6 @@ pub enum PrivilegedOp {
     /// A PV kernel's #GP that is its own fault, with the reason: deliver it.
     GuestsFault(String),
 }
-
-/// CR3 bits 3 (PWT) and 4 (PCD) are flags; the rest of 11:0 must be 0 without PCIDE, and
-/// bits 63:52 are reserved in long mode (APM vol. 2, 3.1.2).
-const CR3_FLAGS: u64 = (1 << 3) | (1 << 4);
-const CR3_RESERVED: u64 = (0xfff & !CR3_FLAGS) | (0xfff << 52);
 
 pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
     if !guest.pv.enabled || guest.vcpu.vmcb.save.cpl != 3 || error_code != 0 {
@@ -141,10 +136,11 @@ fn write_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) 
             "{context}MOV CR{number}, {value:#x}: a PV kernel may not change CR{number} (the hypervisor runs the MMU), so the #GP is the guest's"
         ));
     }
-    let root = value & !0xfff & !(0xfff << 52);
-    if value & CR3_RESERVED != 0 {
+    let root = value & !0xfff;
+    // The CPU's own rule (`cr.rs`): a value it would refuse is the guest's #GP.
+    if let Some(why) = cr::long_mode_cr3_refusal(value, guest.memory.physical_address_bits()) {
         return PrivilegedOp::GuestsFault(format!(
-            "{context}MOV CR3, {value:#x} sets reserved bits: refused, the #GP is the guest's"
+            "{context}MOV CR3, {value:#x} {why}: refused, the #GP is the guest's"
         ));
     }
     if root
@@ -409,10 +405,15 @@ mod tests {
     #[test]
     fn pv_mov_cr3_with_reserved_bits_is_refused() {
         let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]);
-        test.set_gpr(0, 0x4_0001); // bit 0 is reserved without PCIDE
+        test.set_gpr(0, (1 << 60) | 0x4_0000);
         let run = general_protection(&mut test);
         assert_guests_own_fault(&test, &run.decision, 0);
-        assert!(run.decision.why.contains("reserved bits"));
+        assert!(run.decision.why.contains("reserved bits 63:52"));
+        // Bit 0 is reserved too, but a CPU ignores it (no #GP): so does the hypervisor.
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]);
+        test.set_gpr(0, 0x4_0001);
+        let run = general_protection(&mut test);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
     }
 
     #[test]
