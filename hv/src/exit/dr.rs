@@ -10,7 +10,11 @@
 //! on CR4 or on the value, so the CPU makes them as it executes the MOV, after the
 //! intercept: the hypervisor makes them in its place. The other reserved bits of DR6 and
 //! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
-//! ([`fixed`]).
+//! ([`fixed`]). With DR7.GD (general detect) set, any MOV with a debug register raises #DB
+//! before it runs, with DR6.BD set, and the CPU clears GD for the handler (APM vol. 2,
+//! 13.1.1.5): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
+//! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
+//! then #DB, then #GP.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
@@ -36,6 +40,22 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
             0,
             true,
             "MOV with DR{number} while CR4.DE is set: DR4 and DR5 are reserved then, the CPU would raise #UD, and so does the hypervisor"
+        );
+    }
+    let dr7 = guest.vcpu.vmcb.save.dr7;
+    if dr7 & DR7_GENERAL_DETECT != 0 {
+        let dr6 = guest.vcpu.vmcb.save.dr6 | DR6_DEBUG_REGISTER_ACCESS;
+        let direction = if write { "to" } else { "from" };
+        return deliver!(
+            guest,
+            after [
+                Effect::DebugRegister(6, dr6),
+                Effect::DebugRegister(7, dr7 & !DR7_GENERAL_DETECT),
+            ],
+            1,
+            0,
+            true,
+            "MOV {direction} DR{number} while DR7.GD is set: general detect, the CPU would raise #DB before the MOV runs (DR6.BD set, GD cleared for the handler), and so does the hypervisor (QEMU's TCG does not implement GD)"
         );
     }
     let number = match number {
@@ -100,6 +120,9 @@ const DR6_ONES: u64 = 0xffff_0ff0;
 /// Bit 10 reads as one, 11, 12, 14 and 15 as zeros (AMD APM vol. 2, 13.1.1).
 const DR7_WRITABLE: u64 = 0xffff_23ff;
 const DR7_ONES: u64 = 0x400;
+/// DR7.GD, general detect (bit 13), and DR6.BD, the #DB it raised (bit 13).
+const DR7_GENERAL_DETECT: u64 = 1 << 13;
+const DR6_DEBUG_REGISTER_ACCESS: u64 = 1 << 13;
 
 /// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
 /// DR6's and DR7's reserved bits at their fixed values, DR0–DR3 as written.
@@ -131,6 +154,32 @@ mod tests {
         test.code(bytes);
         let exit = test.exit(reason);
         test.run(exit)
+    }
+
+    #[test]
+    fn with_dr7_gd_set_a_mov_dr_is_a_debug_fault_with_dr6_bd_and_gd_cleared() {
+        // AMD APM vol. 2, 13.1.1.5: general detect. The MOV does not run: RIP stays at it
+        // (a fault), DR0 is unchanged, and the handler may use the debug registers.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_9000);
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (1 << 13);
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+        test.set_gpr(0, 0x20_1000);
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x23, 0xc0],
+            ExitReason::DrWrite { number: 0 },
+        );
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!((event.vector, synthetic), (1, true));
+        assert!(run.decision.why.contains("DR7.GD"), "{}", run.decision.why);
+        assert_eq!(test.rip(), ENTRY, "a fault");
+        assert_eq!(
+            test.domain.vcpu.debug_registers[0], 0,
+            "the MOV did not run"
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_2ff0, "DR6.BD");
+        assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "GD cleared");
     }
 
     #[test]
