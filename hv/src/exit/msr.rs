@@ -16,6 +16,7 @@
 //! | MTRRdefType, the fixed and variable MTRRs    | has a memory type an MTRR cannot hold (only 0 UC, 1 WC, 4 WT, 5 WP, 6 WB) or sets a reserved bit (above the physical-address width CPUID 8000_0008 gives, among others) |
 //! | MTRRCAP, MCG_CAP                             | is written at all: they are read-only         |
 //! | APIC_BASE                                    | sets a reserved bit: all but BSP (8), EXTD (10, with x2APIC in CPUID), AE (11) and the base (51:12, below the physical-address width) |
+//! | DEBUGCTL                                     | sets a reserved bit: all but LBR, BTF and PB0–PB3 (5:0) |
 //!
 //! What a kernel touches at boot, and the rule for each (the CPU is the `qemu64` model QEMU
 //! offers, an AMD64 CPU; its CPUID decides which MSRs exist):
@@ -27,6 +28,7 @@
 //! | MCG_CAP (0x179), MCG_STATUS (0x17a) | machine-check architecture with no error-reporting banks (CPUID 1:EDX[7,14] say it exists): MCG_CAP reads 0 and is read-only, MCG_STATUS is kept. Machine checks are the hypervisor's; the `machine-check` lab injects #MC |
 //! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
 //! | SYSCFG (0xc001_0010), HWCR (0xc001_0015), INT_PENDING_MSG (0xc001_0055) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches, SMM and C1E, which this CPU does not model. Every AMD CPU since family 0Fh has the first two, and Xen reads both unguarded; a K8 of model 0x40 and up has the third, and Linux reads it unguarded (its C1E check) |
+//! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, 13.1.1.6); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
 //! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
 //! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
@@ -125,7 +127,7 @@ fn kept(msr: u32) -> Option<Kept> {
         msr::MCG_STATUS => Kept::Vcpu,
         msr if mtrr(msr).is_some() => Kept::Vcpu,
         msr::PERF_EVT_SEL_0..=msr::PERF_CTR_3 => Kept::AbsentCounter,
-        msr::SYSCFG | msr::HWCR | msr::INT_PENDING_MSG => Kept::Vcpu,
+        msr::SYSCFG | msr::HWCR | msr::INT_PENDING_MSG | msr::DEBUGCTL => Kept::Vcpu,
         _ => return None,
     })
 }
@@ -216,6 +218,10 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             Action::Emulate,
             "{context}RDMSR {msr_name}: the hypervisor answers what this CPU has"
         ),
+        (true, Kept::Vcpu) if msr == msr::DEBUGCTL && value != 0 => decide!(
+            Action::Emulate,
+            "{context}WRMSR DEBUGCTL: the hypervisor keeps the guest's copy; its LBR (branch records) and BTF (single-step by branch) do nothing on this CPU, as under QEMU's TCG"
+        ),
         (true, Kept::Vcpu) if mtrr(msr).is_some() => decide!(
             Action::Emulate,
             "{context}WRMSR {msr_name}: the hypervisor keeps the guest's copy of this MTRR; it changes no memory type (guest RAM is mapped write-back, and TCG caches nothing)"
@@ -266,6 +272,11 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
 fn refused(guest: &Guest, msr: u32, kept: Kept, value: u64) -> Option<&'static str> {
     if let Some(range) = mtrr(msr) {
         return mtrr_refused(range, value, physical_address_bits(guest));
+    }
+    // DEBUGCTL: LBR (0), BTF (1) and PB0–PB3 (5:2); the rest is reserved, must be zero
+    // (AMD APM vol. 2, 13.1.1.6).
+    if msr == msr::DEBUGCTL && value >> 6 != 0 {
+        return Some("sets a reserved bit (only LBR, BTF and PB0–PB3, bits 5:0, exist)");
     }
     match kept {
         // Each holds an address the CPU loads into RIP (SYSCALL) or a segment base: it must
@@ -524,6 +535,23 @@ mod tests {
         let run = rdmsr(&mut test, msr::HWCR);
         assert_eq!(run.decision.action, Action::Emulate);
         assert_eq!(test.gpr(0), 1 << 8);
+    }
+
+    #[test]
+    fn debugctl_is_kept_its_branch_features_do_nothing_and_reserved_bits_are_a_gp() {
+        // Every AMD64 CPU has DEBUGCTL (AMD APM vol. 2, 13.1.1.6): a #GP for it would be a
+        // CPU the guest's CPUID does not describe (Linux reads it to step by branches).
+        let mut test = Test::long_mode();
+        let run = rdmsr(&mut test, msr::DEBUGCTL);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!((test.gpr(0), test.gpr(2)), (0, 0));
+        let run = wrmsr(&mut test, msr::DEBUGCTL, 0b10);
+        assert!(run.decision.why.contains("BTF"), "{}", run.decision.why);
+        rdmsr(&mut test, msr::DEBUGCTL);
+        assert_eq!(test.gpr(0), 0b10);
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, msr::DEBUGCTL, 1 << 6);
+        assert_general_protection(&run.decision);
     }
 
     #[test]
