@@ -1,7 +1,7 @@
 //! CPUID (exit code 0x72): emulate it, so the guest sees the CPU the hypervisor describes.
 //!
 //! We run the real CPUID and edit the answer: the "hypervisor present" bit
-//! (CPUID.1:ECX[31]), the hypervisor leaves at 0x4000_0000 with traplab's signature, the ABI
+//! (CPUID.1:ECX[31]) and OSXSAVE (CPUID.1:ECX[27], the guest's CR4.OSXSAVE), the hypervisor leaves at 0x4000_0000 with traplab's signature, the ABI
 //! version and the TSC's rate (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
 //! this hypervisor does not offer nested virtualization.
 
@@ -14,6 +14,10 @@ use traplab_abi::boot::cpuid::{
     ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, TIMING_LEAF, VERSION_LEAF,
 };
 use traplab_abi::event::{Action, Argument};
+use traplab_abi::x86::Cr4Flags;
+
+/// CPUID.1:ECX[27], OSXSAVE: the OS has set CR4.OSXSAVE.
+const OSXSAVE_BIT: u32 = 1 << 27;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -31,7 +35,16 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let edited = match leaf {
         1 => {
             ecx |= HYPERVISOR_BIT;
-            "set ECX bit 31 (hypervisor present)"
+            // ECX bit 27, OSXSAVE, is CR4.OSXSAVE as the CPU reads it (AMD APM vol. 3,
+            // CPUID Fn0000_0001_ECX): the guest's, not the hypervisor's (which sets its own
+            // at the first XSETBV of any domain).
+            let guest_osxsave = guest.vcpu.vmcb.save.cr4 & Cr4Flags::OSXSAVE.bits() != 0;
+            if (ecx & OSXSAVE_BIT != 0) != guest_osxsave {
+                ecx ^= OSXSAVE_BIT;
+                "set ECX bit 31 (hypervisor present), and bit 27 (OSXSAVE) as the guest's CR4.OSXSAVE"
+            } else {
+                "set ECX bit 31 (hypervisor present)"
+            }
         }
         SIGNATURE_LEAF => {
             let word = |index: usize| {
@@ -175,6 +188,22 @@ mod tests {
         assert_eq!(run.decision.action, Action::Emulate);
         assert!(run.decision.at.contains("src/exit/cpuid.rs:"));
         assert!(run.emulate().what.contains("ECX bit 31"));
+    }
+
+    #[test]
+    fn leaf_1_s_osxsave_bit_is_the_guest_s_cr4_osxsave() {
+        // The real CPU's bit says the hypervisor's own CR4; the guest's must say its own.
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::OSXSAVE.bits();
+        test.code(&[0x0f, 0xa2]);
+        test.set_gpr(0, 1);
+        let run = test.run(test.exit(ExitReason::Cpuid));
+        assert_ne!(test.gpr(1) & OSXSAVE_BIT as u64, 0);
+        assert!(
+            run.emulate().what.contains("OSXSAVE"),
+            "{}",
+            run.emulate().what
+        );
     }
 
     #[test]

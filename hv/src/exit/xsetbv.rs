@@ -1,6 +1,9 @@
 //! XSETBV (exit code 0x8D): the guest sets XCR0, which state components XSAVE manages.
 //!
-//! XSETBV is always intercepted (15.9). The hypervisor checks the value as the CPU would
+//! XSETBV is always intercepted (15.9), and its intercept comes before the CPU's own checks
+//! of the instruction (as QEMU's maintainers note of it, and KVM's `kvm_emulate_xsetbv`
+//! checks the CPL itself): with CR4.OSXSAVE clear it is #UD, and at CPL > 0 #GP(0) (AMD APM
+//! vol. 3, XSETBV). The hypervisor then checks the value as the CPU would
 //! (Intel SDM vol. 1, 13.3, and the XSETBV reference): ECX must be 0, x87 (bit 0) must stay
 //! set, AVX (bit 2) needs SSE (bit 1), MPX's two components (bits 3 and 4) go together, and
 //! so do AVX-512's three (bits 7:5), which also need AVX; and only components the CPU has
@@ -22,6 +25,7 @@ use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
+use traplab_abi::x86::Cr4Flags;
 
 /// XCR0's state components (Intel SDM vol. 1, 13.1): x87, SSE and AVX's upper halves.
 const X87: u64 = 1 << 0;
@@ -36,6 +40,26 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
         return undecodable();
     };
+    let save = &guest.vcpu.vmcb.save;
+    if save.cr4 & Cr4Flags::OSXSAVE.bits() == 0 {
+        return deliver!(
+            guest,
+            6,
+            0,
+            true,
+            "XSETBV with CR4.OSXSAVE clear: the OS has not enabled XSAVE, #UD, as hardware does"
+        );
+    }
+    if save.cpl != 0 {
+        let cpl = save.cpl;
+        return deliver!(
+            guest,
+            13,
+            0,
+            true,
+            "XSETBV at CPL {cpl}: only the kernel may set XCR0, #GP(0), as hardware does"
+        );
+    }
     let index = guest.gpr(1) as u32;
     let value = (guest.gpr(2) << 32) | (guest.gpr(0) & 0xffff_ffff);
     let [eax, _, _, edx] = guest.machine.cpuid(0xd, 0);
@@ -86,6 +110,7 @@ mod tests {
     /// x87, SSE and AVX state (CPUID 0xD: 0b111).
     fn xsetbv(index: u64, value: u64) -> (Test, Run) {
         let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::OSXSAVE.bits();
         test.code(&[0x0f, 0x01, 0xd1]);
         test.set_gpr(1, index);
         test.set_gpr(0, value & 0xffff_ffff);
@@ -104,6 +129,25 @@ mod tests {
         assert!(synthetic);
         assert!(test.machine.calls.is_empty());
         assert_eq!(test.rip(), ENTRY);
+    }
+
+    #[test]
+    fn xsetbv_with_cr4_osxsave_clear_is_a_ud_and_at_cpl_3_a_gp() {
+        // AMD APM vol. 3, XSETBV: #UD while CR4.OSXSAVE is clear, #GP(0) at CPL > 0. The
+        // intercept came first: the hypervisor raises them, and XCR0 stays as it was.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x01, 0xd1]);
+        test.set_gpr(0, 0b11);
+        let run = test.run(test.exit(ExitReason::Xsetbv));
+        assert_eq!(testing::injected(&run.decision).0, Event::exception(6, 0));
+        assert!(test.machine.calls.is_empty());
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::OSXSAVE.bits();
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.code(&[0x0f, 0x01, 0xd1]);
+        test.set_gpr(0, 0b11);
+        let run = test.run(test.exit(ExitReason::Xsetbv));
+        assert_general_protection(&test, &run, "at CPL 3");
     }
 
     #[test]
@@ -136,6 +180,7 @@ mod tests {
             (0b1110_0011, "AVX-512 without AVX"),
         ] {
             let mut test = Test::long_mode();
+            test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::OSXSAVE.bits();
             test.machine.xsave_components = 0xff;
             test.code(&[0x0f, 0x01, 0xd1]);
             test.set_gpr(0, value);
@@ -147,6 +192,7 @@ mod tests {
     #[test]
     fn avx_512_with_avx_is_set_where_the_cpu_has_it() {
         let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.cr4 |= Cr4Flags::OSXSAVE.bits();
         test.machine.xsave_components = 0xff;
         test.code(&[0x0f, 0x01, 0xd1]);
         test.set_gpr(0, 0b1110_0111);
