@@ -261,16 +261,21 @@ mod tests {
         assert!(test.domain.vcpu.in_flight.is_empty());
     }
 
-    #[test]
-    fn an_iretd_to_the_same_privilege_level_pops_three_4_byte_words() {
-        // A 32-bit IRET that stays at CPL 0 pops EIP, CS, EFLAGS only: ESP is just above.
-        let mut test = Test::protected_mode();
+    /// An IRETD (`cf`, no REX.W) at RIP with these 4-byte words on the stack: the return
+    /// its decision notes.
+    fn iretd_over(mut test: Test, words: &[u32]) -> Decision {
         test.code(&[0xcf]);
-        for (index, word) in [0x20_0100u32, 0x08, 0x202].into_iter().enumerate() {
+        for (index, word) in words.iter().enumerate() {
             test.write(STACK + 4 * index as u64, &word.to_le_bytes());
         }
         test.domain.vcpu.vmcb.save.rsp = STACK;
-        let decision = test.decide(test.exit(ExitReason::Iret));
+        test.decide(test.exit(ExitReason::Iret))
+    }
+
+    #[test]
+    fn an_iretd_to_the_same_privilege_level_pops_three_4_byte_words() {
+        // A 32-bit IRET that stays at CPL 0 pops EIP, CS, EFLAGS only: ESP is just above.
+        let decision = iretd_over(Test::protected_mode(), &[0x20_0100, 0x08, 0x202]);
         let returning = decision.returning.expect("the frame is readable");
         assert_eq!(
             (returning.rip, returning.cs, returning.rflags, returning.rsp),
@@ -282,16 +287,7 @@ mod tests {
     #[test]
     fn an_iretd_in_64_bit_mode_pops_esp_and_ss_even_at_the_same_privilege_level() {
         // `cf` without REX.W in 64-bit code: five 4-byte words, SS:ESP among them.
-        let mut test = Test::long_mode();
-        test.code(&[0xcf]);
-        for (index, word) in [0x20_0100u32, 0x08, 0x202, 0x9_0000, 0x10]
-            .into_iter()
-            .enumerate()
-        {
-            test.write(STACK + 4 * index as u64, &word.to_le_bytes());
-        }
-        test.domain.vcpu.vmcb.save.rsp = STACK;
-        let decision = test.decide(test.exit(ExitReason::Iret));
+        let decision = iretd_over(Test::long_mode(), &[0x20_0100, 0x08, 0x202, 0x9_0000, 0x10]);
         let returning = decision.returning.expect("the frame is readable");
         assert_eq!(
             (returning.rip, returning.cs, returning.rsp),
@@ -301,16 +297,10 @@ mod tests {
 
     #[test]
     fn an_iretd_to_an_outer_privilege_level_also_pops_esp_and_ss() {
-        let mut test = Test::protected_mode();
-        test.code(&[0xcf]);
-        for (index, word) in [0x40_0000u32, 0x1b, 0x202, 0x9_0000, 0x23]
-            .into_iter()
-            .enumerate()
-        {
-            test.write(STACK + 4 * index as u64, &word.to_le_bytes());
-        }
-        test.domain.vcpu.vmcb.save.rsp = STACK;
-        let decision = test.decide(test.exit(ExitReason::Iret));
+        let decision = iretd_over(
+            Test::protected_mode(),
+            &[0x40_0000, 0x1b, 0x202, 0x9_0000, 0x23],
+        );
         let returning = decision.returning.expect("the frame is readable");
         assert_eq!((returning.cs, returning.rsp), (0x1b, 0x9_0000), "to CPL 3");
     }
