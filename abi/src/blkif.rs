@@ -494,12 +494,15 @@ impl FrontRing {
         needs_notify(old, new, self.sring.req_event())
     }
 
-    /// Responses published and not yet read (Xen's `RING_HAS_UNCONSUMED_RESPONSES`), but
-    /// never more than the requests in flight: a backend cannot honestly answer requests
-    /// it was never sent (see [`Self::overflowed`]).
+    /// Responses published and not yet read (Xen's `RING_HAS_UNCONSUMED_RESPONSES`); none
+    /// at all once the backend has [`Self::overflowed`]: [`Self::take_response`] reads
+    /// nothing from it then, and a count above zero would keep a frontend that waits for
+    /// one looking for ever.
     pub fn unconsumed_responses(&self) -> u32 {
-        let published = self.sring.rsp_prod().wrapping_sub(self.rsp_cons);
-        published.min(self.in_flight())
+        match self.overflowed() {
+            true => 0,
+            false => self.sring.rsp_prod().wrapping_sub(self.rsp_cons),
+        }
     }
 
     /// The backend published more responses than there are requests in flight: it lies (or
@@ -1294,8 +1297,11 @@ mod tests {
         front.push_requests_and_check_notify();
         back.sring.set_rsp_prod(2); // two answers to one request
         assert!(front.overflowed());
-        assert_eq!(front.unconsumed_responses(), 1);
+        // Nothing to read from it, and nothing said to be there: a frontend that looked
+        // again while the count said 1 would look for ever.
+        assert_eq!(front.unconsumed_responses(), 0);
         assert_eq!(front.take_response(), None);
+        assert!(!front.final_check_for_responses());
         back.sring.set_rsp_prod(1);
         assert!(!front.overflowed());
         assert!(front.take_response().is_some());

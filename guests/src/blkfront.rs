@@ -61,6 +61,10 @@ pub enum Failure {
     Backend(i16),
     Grant(i16),
     RingFull,
+    /// The backend published more responses than there were requests: it lies, or is
+    /// broken, and nothing more is read from it (Linux's blkfront marks the device broken,
+    /// `RING_RESPONSE_PROD_OVERFLOW`).
+    BackendBroken,
 }
 
 /// Connect to the backend the toolstack gave us (frontend `me`, the one disk [`xenbus::VDEV`]),
@@ -162,7 +166,7 @@ impl Blkfront {
     /// Post `request` as it is (a hostile frontend's garbage too) and wait for its response.
     pub fn submit(&mut self, request: &Request) -> Result<Response, Failure> {
         self.submit_without_waiting(request)?;
-        Ok(self.wait_for_response(request.id))
+        self.wait_for_response(request.id)
     }
 
     /// Post `request`: make it visible, and send an event unless the backend is still
@@ -202,26 +206,35 @@ impl Blkfront {
     }
 
     /// Wait, halted with interrupts on, for the backend's event, then take the responses
-    /// until the one with `id` is there.
+    /// until the one with `id` is there; [`Failure::BackendBroken`] once the backend has
+    /// answered more than it was asked.
     ///
     /// Every response sends us an event: after taking responses we always ask for an event
     /// at the next one (`final_check_for_responses` moves `rsp_event` past what we took, as
     /// Linux's `blkif_interrupt` does). So we sleep first: the event for our request is
-    /// owed, and if it already came while we were busy (interrupts off), it is still
-    /// pending and wakes the halt at once, through the upcall.
-    pub fn wait_for_response(&mut self, id: u64) -> Response {
+    /// owed, and if it already came while we were busy (interrupts off, as the runtime
+    /// keeps them outside this halt), it is still pending and wakes the halt at once,
+    /// through the upcall — the step of the trace that shows the backend's answer arrive.
+    /// Called with interrupts on, the upcall may have taken that event already, and a halt
+    /// first could wait for ever: then the ring is looked at first.
+    pub fn wait_for_response(&mut self, id: u64) -> Result<Response, Failure> {
         let mut found = self
             .unclaimed
             .iter_mut()
             .find_map(|slot| slot.take_if(|response| response.id == id));
         if let Some(response) = found {
-            return response;
+            return Ok(response);
         }
+        let mut sleep_first = !x86_64::instructions::interrupts::are_enabled();
+        x86_64::instructions::interrupts::disable();
         loop {
-            // `sti; hlt`: the interrupt flag takes effect after HLT starts, so a pending
-            // event wakes the HLT instead of slipping in before it.
-            x86_64::instructions::interrupts::enable_and_hlt();
-            x86_64::instructions::interrupts::disable();
+            if sleep_first {
+                // `sti; hlt`: the interrupt flag takes effect after HLT starts, so a
+                // pending event wakes the HLT instead of slipping in before it.
+                x86_64::instructions::interrupts::enable_and_hlt();
+                x86_64::instructions::interrupts::disable();
+            }
+            sleep_first = true;
             loop {
                 while let Some(response) = self.ring.take_response() {
                     if response.id == id {
@@ -239,7 +252,10 @@ impl Blkfront {
                 }
             }
             if let Some(response) = found {
-                return response;
+                return Ok(response);
+            }
+            if self.ring.overflowed() {
+                return Err(Failure::BackendBroken);
             }
         }
     }

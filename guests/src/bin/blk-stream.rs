@@ -80,8 +80,10 @@ fn split(me: u16) -> Result<u64, &'static str> {
         }
         front.publish();
         for id in ids {
-            if front.wait_for_response(id).status != 0 {
-                return Err("a read failed");
+            match front.wait_for_response(id) {
+                Ok(response) if response.status == 0 => {}
+                Ok(_) => return Err("a read failed"),
+                Err(_) => return Err("the backend broke the ring"),
             }
         }
     }
