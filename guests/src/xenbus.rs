@@ -173,12 +173,26 @@ pub fn read_state(dir: &Path) -> State {
 
 /// Wait (blocked, `store_watch`) until the state in `dir` is `wanted` or later; the state
 /// it reached.
+///
+/// The watch waits for the value the store holds to change, as the store holds it: a value
+/// that names no state (garbage, or Xen's 7 and 8, Reconfiguring and Reconfigured, which
+/// this driver does not use) is `Unknown`, and watching for a change from `Unknown`'s own
+/// text would return at once, again and again, without ever blocking. (A value of 16 bytes
+/// or more is no state either: the watch refuses it, EINVAL, and so does this.)
 pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
     let path = node(dir, "state");
-    let mut known = read_state(dir);
+    let mut buffer = [0u8; 16];
+    // A node not written yet: the watch waits for it to appear.
+    let mut last: Text<16> = match store::read(path.as_str(), &mut buffer) {
+        Ok(text) => crate::text!(16, "{text}"),
+        Err(_) => Text::new(),
+    };
+    let mut known = State::from_text(last.as_str());
     while known < wanted {
-        let mut buffer = [0u8; 8];
-        known = State::from_text(store::watch(path.as_str(), known.as_text(), &mut buffer)?);
+        let mut buffer = [0u8; 16];
+        let text = store::watch(path.as_str(), last.as_str(), &mut buffer)?;
+        known = State::from_text(text);
+        last = crate::text!(16, "{text}");
     }
     Ok(known)
 }

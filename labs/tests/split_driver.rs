@@ -142,6 +142,25 @@ fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
     ] {
         assert!(d1.iter().any(|printed| printed == line), "{line}: {d1:#?}");
     }
+    // Its state "7" names none: blkback waited for a change, blocked, once (it used to read
+    // "7" again and again, its watch returning at once, without ever blocking).
+    let decides = |text: &str| {
+        events
+            .iter()
+            .filter(|event| {
+                event.dom == Some(2)
+                    && matches!(&event.body, Body::Decide(decide) if decide.why.contains(text))
+            })
+            .count()
+    };
+    assert!(
+        decides("/local/domain/1/device/vbd/51712/state still holds \"7\"") >= 1,
+        "blkback blocked on state 7"
+    );
+    assert!(
+        decides("/local/domain/1/device/vbd/51712/state = \"7\", copied") <= 2,
+        "blkback read state 7 at most on its way to the watch"
+    );
     // The hypervisor refused d1's touch of the controller, naming the owner.
     assert_eq!(controller_exits(events, 1), 1);
     assert!(events.iter().any(|event| event.dom == Some(1)

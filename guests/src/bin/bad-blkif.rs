@@ -4,6 +4,8 @@
 //!
 //! Each attack, and who stops it:
 //!
+//! 0. a state that names none ("7", Xen's Reconfiguring, which this driver does not use),
+//!    written before connecting → the backend waits, blocked, for one it knows (`xenbus`);
 //! 1. touch the disk controller d2 owns → the hypervisor: reads all ones, writes dropped;
 //! 2. a request naming grant 7, which d1 never made → the backend tries to map it, the
 //!    hypervisor refuses the map, the backend answers ERROR;
@@ -46,6 +48,15 @@ fn main(info: &BootInfo) -> i32 {
     // SAFETY: reading a status port has no side effect on anything of ours.
     let status_port = unsafe { Port::<u8>::new(ata::COMMAND_BLOCK + 7).read() };
     hprintln!("d1: the disk controller's status port reads {status_port:#x}");
+
+    // 0. A state the backend does not know, once the toolstack has made the device (so that
+    // its own "1" does not overwrite it).
+    let front_dir = traplab_guests::text!(128, "/local/domain/1/device/vbd/{}", xenbus::VDEV);
+    if xenbus::read_number(&front_dir, "backend-id").is_ok() {
+        let state = xenbus::node(&front_dir, "state");
+        let written = traplab_guests::store::write(state.as_str(), "7");
+        hprintln!("d1: state \"7\", which names no state here, written: {written}");
+    }
 
     let mut front = match blkfront::connect(1) {
         Ok(front) => front,
