@@ -20,8 +20,8 @@ use crate::hprintln;
 use crate::sched;
 use crate::xenbus::{self, Device, State};
 use traplab_abi::blkif::{
-    BackRing, RING_SIZE, Request, Response, SECTOR_SIZE, SharedRing, check_request, operation,
-    status,
+    BackRing, MAX_SEGMENTS, RING_SIZE, Request, Response, SECTOR_SIZE, SharedRing, check_request,
+    operation, status,
 };
 use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::MAP_AREA;
@@ -151,16 +151,24 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
         return response;
     }
     let writing = request.operation == operation::WRITE;
-    let mut sector = request.sector_number;
-    for (index, segment) in request.seg[..request.nr_segments as usize]
-        .iter()
-        .enumerate()
-    {
-        let address = segment_address(index);
+    let segments = &request.seg[..request.nr_segments as usize];
+    // Every segment's page is mapped before any sector moves, as Linux's blkback maps them
+    // all first (`xen_blkbk_map`): a request with one bad grant does nothing at all, rather
+    // than write its first segments to the disk and then fail.
+    let mut handles = [0; MAX_SEGMENTS];
+    for (index, segment) in segments.iter().enumerate() {
         // A write request: we only read the frontend's page. A read: we fill it.
-        let handle = match grant::map(device.frontend, segment.gref, address, writing) {
-            Ok(handle) => handle,
+        match grant::map(
+            device.frontend,
+            segment.gref,
+            segment_address(index),
+            writing,
+        ) {
+            Ok(handle) => handles[index] = handle,
             Err(code) => {
+                for (mapped, &handle) in handles[..index].iter().enumerate() {
+                    grant::unmap(handle, segment_address(mapped));
+                }
                 served.refused += 1;
                 hprintln!(
                     "blkback: request {}: grant {} of d{} cannot be mapped (status {code}): error",
@@ -171,7 +179,12 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
                 response.status = status::ERROR;
                 return response;
             }
-        };
+        }
+    }
+    let mut sector = request.sector_number;
+    let mut failed = None;
+    for (index, segment) in segments.iter().enumerate() {
+        let address = segment_address(index);
         let count = (segment.last_sect - segment.first_sect + 1) as u64;
         let start = address + segment.first_sect as u64 * SECTOR_SIZE as u64;
         let length = count as usize * SECTOR_SIZE;
@@ -185,13 +198,19 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
             let bytes = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, length) };
             ata::read(sector, bytes)
         };
-        grant::unmap(handle, address);
         if let Err(error) = moved {
-            hprintln!("blkback: request {}: the disk says {error:?}", request.id);
-            response.status = status::ERROR;
-            return response;
+            failed = Some(error);
+            break;
         }
         sector += count;
+    }
+    for (index, &handle) in handles[..segments.len()].iter().enumerate() {
+        grant::unmap(handle, segment_address(index));
+    }
+    if let Some(error) = failed {
+        hprintln!("blkback: request {}: the disk says {error:?}", request.id);
+        response.status = status::ERROR;
+        return response;
     }
     hprintln!(
         "blkback: {} {} sectors at sector {} for d{}: okay",

@@ -135,6 +135,7 @@ fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
     for line in [
         "d1: the disk controller's status port reads 0xff",
         "d1: grant 7, never granted: BLKIF_RSP_ERROR",
+        "d1: a write whose second grant was never made: BLKIF_RSP_ERROR",
         "d1: 8 sectors from 4 before the end: BLKIF_RSP_ERROR",
         "d1: nr_segments 12: BLKIF_RSP_ERROR",
         "d1: rewritten after posting: BLKIF_RSP_ERROR (one answer, for the 12 segments blkback read)",

@@ -8,7 +8,8 @@
 //!    written before connecting → the backend waits, blocked, for one it knows (`xenbus`);
 //! 1. touch the disk controller d2 owns → the hypervisor: reads all ones, writes dropped;
 //! 2. a request naming grant 7, which d1 never made → the backend tries to map it, the
-//!    hypervisor refuses the map, the backend answers ERROR;
+//!    hypervisor refuses the map, the backend answers ERROR; and a write whose second
+//!    segment names it → the backend maps every segment first: ERROR, nothing written;
 //! 3. a read past the end of the disk → blkback's check, ERROR;
 //! 4. `nr_segments` = 12 → blkback's check, ERROR (a request holds 11);
 //! 5. a request rewritten after it was posted (before the event) → blkback reads it once,
@@ -38,6 +39,9 @@ const OTHER_DISK: u16 = 4660;
 
 /// A grant reference d1 never fills.
 const NEVER_GRANTED: u32 = 7;
+
+/// What attack 2b would have written to sector 0, had blkback written its first segment.
+const MARKER: &[u8] = b"bad-blkif wrote this";
 
 fn main(info: &BootInfo) -> i32 {
     if info.domain != 1 {
@@ -73,6 +77,23 @@ fn main(info: &BootInfo) -> i32 {
 
     // With a real grant from here on: the backend may map the page.
     grant::grant_access(DATA_GREF, front.device.backend, page, false);
+
+    // 2b. A write of two segments, the second's grant never made: blkback maps every
+    // segment before it moves a sector, so the first one is not written either.
+    // SAFETY: PAGE is ours, and MARKER fits in it; the backend maps it only while it
+    // serves a request, which it is not doing now.
+    unsafe {
+        core::ptr::copy_nonoverlapping(MARKER.as_ptr(), page as *mut u8, MARKER.len());
+    }
+    let mut request = front.page_request(operation::WRITE, 0, DATA_GREF);
+    request.nr_segments = 2;
+    request.seg[1] = request.seg[0];
+    request.seg[1].gref = NEVER_GRANTED;
+    report(
+        &mut front,
+        "a write whose second grant was never made",
+        &request,
+    );
 
     // 3. Past the end.
     let request = front.page_request(operation::READ, front.sectors - 4, DATA_GREF);
