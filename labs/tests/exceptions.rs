@@ -254,7 +254,7 @@ fn the_machine_s_nmi_while_a_guest_runs_is_the_hypervisor_s_and_the_guest_goes_o
     };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
     let mut events: Vec<Event> = Vec::new();
-    let mut read = |session: &mut Session, events: &mut Vec<Event>| {
+    let read = |session: &mut Session, events: &mut Vec<Event>| {
         while let Some(item) = session.next_within(Some(Duration::from_millis(20))) {
             match item {
                 Item::Event(event) => events.push(event),
