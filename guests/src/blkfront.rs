@@ -53,6 +53,9 @@ pub struct Blkfront {
     next_id: u64,
     /// Responses taken from the ring while waiting for another one.
     unclaimed: [Option<Response>; RING_SIZE as usize],
+    /// The backend answered more than it was asked ([`Failure::BackendBroken`]): from then
+    /// on every request fails, as Linux's blkfront keeps the device in `BLKIF_STATE_ERROR`.
+    broken: bool,
 }
 
 /// Why a transfer failed: the backend's status (`BLKIF_RSP_*`), or a grant's (`GNTST_*`).
@@ -110,6 +113,7 @@ pub fn connect(me: u16) -> Result<Blkfront, i64> {
         sectors,
         next_id: 1,
         unclaimed: [None; RING_SIZE as usize],
+        broken: false,
     })
 }
 
@@ -179,6 +183,9 @@ impl Blkfront {
 
     /// Put `request` on the ring, not yet visible to the backend (see [`Blkfront::publish`]).
     pub fn post(&mut self, request: &Request) -> Result<(), Failure> {
+        if self.broken {
+            return Err(Failure::BackendBroken);
+        }
         self.next_id = self.next_id.wrapping_add(1);
         if !self.ring.push_request(request) {
             return Err(Failure::RingFull);
@@ -225,6 +232,10 @@ impl Blkfront {
         if let Some(response) = found {
             return Ok(response);
         }
+        if self.broken || self.ring.overflowed() {
+            self.broken = true;
+            return Err(Failure::BackendBroken);
+        }
         let mut sleep_first = !x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
         loop {
@@ -255,6 +266,7 @@ impl Blkfront {
                 return Ok(response);
             }
             if self.ring.overflowed() {
+                self.broken = true;
                 return Err(Failure::BackendBroken);
             }
         }

@@ -177,22 +177,23 @@ pub fn read_state(dir: &Path) -> State {
 /// The watch waits for the value the store holds to change, as the store holds it: a value
 /// that names no state (garbage, or Xen's 7 and 8, Reconfiguring and Reconfigured, which
 /// this driver does not use) is `Unknown`, and watching for a change from `Unknown`'s own
-/// text would return at once, again and again, without ever blocking. (A value of 16 bytes
-/// or more is no state either: the watch refuses it, EINVAL, and so does this.)
+/// text would return at once, again and again, without ever blocking. The buffers hold
+/// the longest value the store keeps, so that what is watched is the whole value.
 pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
+    const WHOLE: usize = traplab_abi::store::VALUE_MAX as usize + 1;
     let path = node(dir, "state");
-    let mut buffer = [0u8; 16];
+    let mut buffer = [0u8; WHOLE];
     // A node not written yet: the watch waits for it to appear.
-    let mut last: Text<16> = match store::read(path.as_str(), &mut buffer) {
-        Ok(text) => crate::text!(16, "{text}"),
+    let mut last: Text<WHOLE> = match store::read(path.as_str(), &mut buffer) {
+        Ok(text) => Text::<WHOLE>::from_args(format_args!("{text}")),
         Err(_) => Text::new(),
     };
     let mut known = State::from_text(last.as_str());
     while known < wanted {
-        let mut buffer = [0u8; 16];
+        let mut buffer = [0u8; WHOLE];
         let text = store::watch(path.as_str(), last.as_str(), &mut buffer)?;
         known = State::from_text(text);
-        last = crate::text!(16, "{text}");
+        last = Text::<WHOLE>::from_args(format_args!("{text}"));
     }
     Ok(known)
 }

@@ -363,11 +363,10 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             continue;
         }
         apply::keys_from_host(domain, machine, &mut events);
-        // An interrupt it would take: one that IF holds back would wake it here at every
-        // turn of the idle loop, and it would block again each time.
+        // An interrupt for it wakes it, as Xen's `vcpu_kick` does whatever IF says (once per
+        // batch of keys: a vCPU that IF holds the interrupt from blocks again).
         if let RunState::Blocked(wait) = &domain.vcpu.run_state
             && schedule::woken_by_interrupt(wait)
-            && domain.interrupts_enabled()
             && domain.pending_interrupt().is_some()
         {
             domain.vcpu.run_state = RunState::Runnable;

@@ -138,13 +138,22 @@ fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
         "d1: a write whose second grant was never made: BLKIF_RSP_ERROR",
         "d1: 8 sectors from 4 before the end: BLKIF_RSP_ERROR",
         "d1: nr_segments 12: BLKIF_RSP_ERROR",
-        "d1: rewritten after posting: BLKIF_RSP_ERROR (one answer, for the 12 segments blkback read)",
         "d1: the backend closed the connection",
     ] {
         assert!(d1.iter().any(|printed| printed == line), "{line}: {d1:#?}");
     }
-    // Its state "7" names none: blkback waited for a change, blocked, once (it used to read
-    // "7" again and again, its watch returning at once, without ever blocking).
+    // The rewritten request: one answer, ERROR for the 12 segments as a rule (OKAY if the
+    // scheduler ran blkback between the post and the rewrite: it copied the honest one).
+    assert!(
+        d1.iter().any(
+            |printed| printed.starts_with("d1: rewritten after posting: BLKIF_RSP_")
+                && printed.ends_with("(one answer, for the copy blkback read)")
+        ),
+        "{d1:#?}"
+    );
+    // Its state "7" names none: blkback, if it saw it (d1 may be quick enough to write 3
+    // first), waited for a change, blocked (it used to read "7" again and again, its watch
+    // returning at once: 846 times here).
     let decides = |text: &str| {
         events
             .iter()
@@ -154,14 +163,8 @@ fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
             })
             .count()
     };
-    assert!(
-        decides("/local/domain/1/device/vbd/51712/state still holds \"7\"") >= 1,
-        "blkback blocked on state 7"
-    );
-    assert!(
-        decides("/local/domain/1/device/vbd/51712/state = \"7\", copied") <= 2,
-        "blkback read state 7 at most on its way to the watch"
-    );
+    let reads_of_7 = decides("/local/domain/1/device/vbd/51712/state = \"7\", copied");
+    assert!(reads_of_7 <= 2, "blkback read state 7 {reads_of_7} times");
     // The hypervisor refused d1's touch of the controller, naming the owner.
     assert_eq!(controller_exits(events, 1), 1);
     assert!(events.iter().any(|event| event.dom == Some(1)

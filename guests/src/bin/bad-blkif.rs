@@ -112,11 +112,13 @@ fn main(info: &BootInfo) -> i32 {
     // 5. Posted, then rewritten before the event: a read of sector 0 that becomes a
     // request of 12 segments once it is on the ring. (Once the backend has answered, the
     // slot holds its response: a frontend that writes it then only spoils its own answer.)
-    // The backend has not run between the two writes (one CPU, and this domain does not
-    // block there): it reads the slot once, after the rewrite. That it then checks and uses
-    // that one copy, never the slot again, is what a race on a real machine would test: the
-    // host test `take_request_returns_a_copy_the_frontend_cannot_change` rewrites the slot
-    // between the check and the use.
+    // As a rule the backend reads the slot once, after the rewrite: it waits for the event,
+    // which comes after it. (If it was still awake from the last request, and the
+    // scheduler ran it between the two writes, it read the honest request instead.) Either
+    // way one answer, for the one copy it read. That it checks and uses that copy, never the
+    // slot again, is what a race on a real machine would test: the host test
+    // `take_request_returns_a_copy_the_frontend_cannot_change` rewrites the slot between the
+    // check and the use.
     let mut request = front.page_request(operation::READ, 0, DATA_GREF);
     request.id = 100;
     let ring = front.ring();
@@ -129,7 +131,7 @@ fn main(info: &BootInfo) -> i32 {
     front.notify();
     match front.wait_for_response(request.id) {
         Ok(response) => hprintln!(
-            "d1: rewritten after posting: {} (one answer, for the 12 segments blkback read)",
+            "d1: rewritten after posting: {} (one answer, for the copy blkback read)",
             describe(&response)
         ),
         Err(failure) => hprintln!("d1: rewritten after posting: {failure:?}"),

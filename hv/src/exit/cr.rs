@@ -197,9 +197,6 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         .describe(format!("CR{number} = {value:#x}"))
 }
 
-/// The CR4 bits the guest may set: [`CR4_SUPPORTED`], less OSXSAVE when the CPUID it sees
-/// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
-/// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
 /// Why a CPU in long mode refuses `value` for CR3 with #GP(0), if it does: bits 63:52 are
 /// reserved, must be zero (AMD APM vol. 2, 3.1.2), and so is every bit at or above the
 /// physical-address width (CPUID 8000_0008), the table's address being a physical one, as
@@ -218,6 +215,9 @@ pub(super) fn long_mode_cr3_refusal(value: u64, address_bits: u32) -> Option<&'s
     None
 }
 
+/// The CR4 bits the guest may set: [`CR4_SUPPORTED`], less OSXSAVE when the CPUID it sees
+/// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
+/// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
 fn cr4_supported(guest: &Guest) -> u64 {
     const XSAVE: u32 = 1 << 26;
     let [_, _, ecx, _] = guest.machine.cpuid(1, 0);

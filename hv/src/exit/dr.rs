@@ -11,8 +11,9 @@
 //! intercept: the hypervisor makes them in its place. The other reserved bits of DR6 and
 //! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
 //! ([`fixed`]). With DR7.GD (general detect) set, any MOV with a debug register raises #DB
-//! before it runs, with DR6.BD set, and the CPU clears GD for the handler (APM vol. 2,
-//! 13.1.1.5): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
+//! before it runs, with DR6.BD set and B0–B3 cleared (they tell of breakpoints, updated at
+//! every debug condition), and the CPU clears GD for the handler (APM vol. 2, 13.1.1, DR6
+//! and DR7): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
 //! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
 //! then #DB, then #GP.
 
@@ -44,7 +45,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
     }
     let dr7 = guest.vcpu.vmcb.save.dr7;
     if dr7 & DR7_GENERAL_DETECT != 0 {
-        let dr6 = guest.vcpu.vmcb.save.dr6 | DR6_DEBUG_REGISTER_ACCESS;
+        let dr6 = (guest.vcpu.vmcb.save.dr6 & !DR6_BREAKPOINTS) | DR6_DEBUG_REGISTER_ACCESS;
         let direction = if write { "to" } else { "from" };
         return deliver!(
             guest,
@@ -123,6 +124,8 @@ const DR7_ONES: u64 = 0x400;
 /// DR7.GD, general detect (bit 13), and DR6.BD, the #DB it raised (bit 13).
 const DR7_GENERAL_DETECT: u64 = 1 << 13;
 const DR6_DEBUG_REGISTER_ACCESS: u64 = 1 << 13;
+/// DR6.B0–B3: which breakpoint matched, rewritten at every debug condition.
+const DR6_BREAKPOINTS: u64 = 0xf;
 
 /// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
 /// DR6's and DR7's reserved bits at their fixed values, DR0–DR3 as written.
@@ -158,12 +161,13 @@ mod tests {
 
     #[test]
     fn with_dr7_gd_set_a_mov_dr_is_a_debug_fault_with_dr6_bd_and_gd_cleared() {
-        // AMD APM vol. 2, 13.1.1.5: general detect. The MOV does not run: RIP stays at it
+        // AMD APM vol. 2, 13.1.1, DR7.GD: general detect. The MOV does not run: RIP stays at it
         // (a fault), DR0 is unchanged, and the handler may use the debug registers.
         let mut test = Test::long_mode();
         test.gate(1, 0x20_9000);
         test.domain.vcpu.vmcb.save.dr7 = 0x400 | (1 << 13);
-        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+        // B0 from an earlier breakpoint: a new debug condition rewrites B0–B3.
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff1;
         test.set_gpr(0, 0x20_1000);
         let run = mov(
             &mut test,
@@ -178,7 +182,10 @@ mod tests {
             test.domain.vcpu.debug_registers[0], 0,
             "the MOV did not run"
         );
-        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_2ff0, "DR6.BD");
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.dr6, 0xffff_2ff0,
+            "DR6.BD, B0 cleared"
+        );
         assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "GD cleared");
     }
 

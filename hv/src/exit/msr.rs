@@ -28,7 +28,7 @@
 //! | MCG_CAP (0x179), MCG_STATUS (0x17a) | machine-check architecture with no error-reporting banks (CPUID 1:EDX[7,14] say it exists): MCG_CAP reads 0 and is read-only, MCG_STATUS is kept. Machine checks are the hypervisor's; the `machine-check` lab injects #MC |
 //! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
 //! | SYSCFG (0xc001_0010), HWCR (0xc001_0015), INT_PENDING_MSG (0xc001_0055) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches, SMM and C1E, which this CPU does not model. Every AMD CPU since family 0Fh has the first two, and Xen reads both unguarded; a K8 of model 0x40 and up has the third, and Linux reads it unguarded (its C1E check) |
-//! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, 13.1.1.6); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
+//! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, "Debug-Control MSR"); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
 //! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
 //! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
@@ -273,10 +273,11 @@ fn refused(guest: &Guest, msr: u32, kept: Kept, value: u64) -> Option<&'static s
     if let Some(range) = mtrr(msr) {
         return mtrr_refused(range, value, physical_address_bits(guest));
     }
-    // DEBUGCTL: LBR (0), BTF (1) and PB0–PB3 (5:2); the rest is reserved, must be zero
-    // (AMD APM vol. 2, 13.1.1.6).
+    // DEBUGCTL: LBR (0), BTF (1) and bits 5:2 (PB0–PB3 in older editions of AMD's manual,
+    // BLCKDB at 2 in newer ones); the rest is refused, as KVM's SVM code refuses it
+    // (`DEBUGCTL_RESERVED_BITS`, all but 5:0).
     if msr == msr::DEBUGCTL && value >> 6 != 0 {
-        return Some("sets a reserved bit (only LBR, BTF and PB0–PB3, bits 5:0, exist)");
+        return Some("sets a reserved bit (only bits 5:0 exist: LBR, BTF and four more)");
     }
     match kept {
         // Each holds an address the CPU loads into RIP (SYSCALL) or a segment base: it must
@@ -383,9 +384,11 @@ fn mtrr_refused(range: Mtrr, value: u64, address_bits: u32) -> Option<&'static s
     }
 }
 
-/// The physical-address width of the CPU the guest sees (CPUID 8000_0008:EAX[7:0]).
+/// The physical-address width of the CPU the guest sees (CPUID 8000_0008:EAX[7:0]), as its
+/// page walks and MOV CR3 take it (`GuestMemory::physical_address_bits`), kept to what
+/// the architecture allows.
 fn physical_address_bits(guest: &Guest) -> u32 {
-    (guest.machine.cpuid(0x8000_0008, 0)[0] & 0xff).clamp(32, 52)
+    guest.memory.physical_address_bits().clamp(32, 52)
 }
 
 /// What the guest's CPUID says of an MSR it has not got, for the #GP's reason.
@@ -539,7 +542,7 @@ mod tests {
 
     #[test]
     fn debugctl_is_kept_its_branch_features_do_nothing_and_reserved_bits_are_a_gp() {
-        // Every AMD64 CPU has DEBUGCTL (AMD APM vol. 2, 13.1.1.6): a #GP for it would be a
+        // Every AMD64 CPU has DEBUGCTL (AMD APM vol. 2, "Debug-Control MSR"): a #GP for it would be a
         // CPU the guest's CPUID does not describe (Linux reads it to step by branches).
         let mut test = Test::long_mode();
         let run = rdmsr(&mut test, msr::DEBUGCTL);

@@ -110,19 +110,23 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             );
             match first {
                 0 | 1 => {
-                    // The kernel's virtual interrupt flag starts as its RFLAGS.IF is now; in
-                    // PV mode RFLAGS.IF is then set, as a Xen PV guest always runs with it
-                    // (the bounce and `iret` keep it so: `delivery.rs`).
+                    // Whether the kernel takes interrupts now: its virtual flag if it is in PV
+                    // mode already, else RFLAGS.IF. Entering PV mode, the virtual flag starts
+                    // as that, and RFLAGS.IF is set, as a Xen PV guest always runs with it (the
+                    // bounce and `iret` keep it so: `delivery.rs`); leaving it, RFLAGS.IF
+                    // takes the virtual flag back.
                     let rflags = guest.vcpu.vmcb.save.rflags;
-                    let interrupts =
-                        RFlags::from_bits_truncate(rflags).contains(RFlags::INTERRUPT_FLAG);
+                    let interrupts = guest.interrupts_enabled();
+                    let if_bit = RFlags::INTERRUPT_FLAG.bits();
                     let pv = first == 1;
+                    let real = match (pv, interrupts) {
+                        (true, _) | (false, true) => rflags | if_bit,
+                        (false, false) => rflags & !if_bit,
+                    };
                     let decision = decision
                         .with(Effect::PvMode(pv))
                         .with(Effect::VirtualInterruptFlag(interrupts))
-                        .with_all(
-                            pv.then_some(Effect::Rflags(rflags | RFlags::INTERRUPT_FLAG.bits())),
-                        );
+                        .with(Effect::Rflags(real));
                     finish(decision, next, number, 0)
                 }
                 _ => finish(decision, next, number, error::EINVAL),
@@ -1128,6 +1132,23 @@ mod tests {
         call(&mut test);
         assert!(!test.domain.pv.virtual_interrupt_flag);
         assert_ne!(
+            test.domain.vcpu.vmcb.save.rflags & RFlags::INTERRUPT_FLAG.bits(),
+            0
+        );
+        // Asked again, in PV mode with the virtual flag clear (a virtual CLI): it stays
+        // clear, whatever RFLAGS.IF says.
+        test.set_gpr(0, hypercall::SET_PV_MODE);
+        test.call();
+        assert_returned(&test, 0);
+        assert!(test.domain.pv.enabled);
+        assert!(!test.domain.pv.virtual_interrupt_flag);
+        // Leaving PV mode, RFLAGS.IF takes the virtual flag back.
+        test.set_gpr(0, hypercall::SET_PV_MODE);
+        test.set_gpr(7, 0);
+        test.call();
+        assert_returned(&test, 0);
+        assert!(!test.domain.pv.enabled);
+        assert_eq!(
             test.domain.vcpu.vmcb.save.rflags & RFlags::INTERRUPT_FLAG.bits(),
             0
         );

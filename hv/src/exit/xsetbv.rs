@@ -1,9 +1,12 @@
 //! XSETBV (exit code 0x8D): the guest sets XCR0, which state components XSAVE manages.
 //!
-//! XSETBV is always intercepted (15.9), and its intercept comes before the CPU's own checks
-//! of the instruction (as QEMU's maintainers note of it, and KVM's `kvm_emulate_xsetbv`
-//! checks the CPL itself): with CR4.OSXSAVE clear it is #UD, and at CPL > 0 #GP(0) (AMD APM
-//! vol. 3, XSETBV). The hypervisor then checks the value as the CPU would
+//! XSETBV is always intercepted (15.9). At CPL > 0 it is #GP(0) (AMD APM vol. 3, XSETBV),
+//! which the intercept comes before (as QEMU's maintainers note of it, and KVM's
+//! `kvm_emulate_xsetbv` checks the CPL itself): the hypervisor raises it. With CR4.OSXSAVE
+//! clear it is #UD, which on a CPU comes before the intercept (KVM: "#UD due to
+//! CR4.OSXSAVE=0 has priority over the intercept") but under QEMU's TCG after it (its
+//! `helper_xsetbv` raises it): the hypervisor raises that too, for TCG. It then checks the
+//! value as the CPU would
 //! (Intel SDM vol. 1, 13.3, and the XSETBV reference): ECX must be 0, x87 (bit 0) must stay
 //! set, AVX (bit 2) needs SSE (bit 1), MPX's two components (bits 3 and 4) go together, and
 //! so do AVX-512's three (bits 7:5), which also need AVX; and only components the CPU has
@@ -133,8 +136,9 @@ mod tests {
 
     #[test]
     fn xsetbv_with_cr4_osxsave_clear_is_a_ud_and_at_cpl_3_a_gp() {
-        // AMD APM vol. 3, XSETBV: #UD while CR4.OSXSAVE is clear, #GP(0) at CPL > 0. The
-        // intercept came first: the hypervisor raises them, and XCR0 stays as it was.
+        // AMD APM vol. 3, XSETBV: #UD while CR4.OSXSAVE is clear (a CPU raises it before the
+        // intercept, QEMU's TCG after), #GP(0) at CPL > 0 (after the intercept): the
+        // hypervisor raises them where the CPU has not, and XCR0 stays as it was.
         let mut test = Test::long_mode();
         test.code(&[0x0f, 0x01, 0xd1]);
         test.set_gpr(0, 0b11);
