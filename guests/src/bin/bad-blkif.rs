@@ -4,8 +4,9 @@
 //!
 //! Each attack, and who stops it:
 //!
-//! 0. a state that names none ("7", Xen's Reconfiguring, which this driver does not use),
-//!    written before connecting → the backend waits, blocked, for one it knows (`xenbus`);
+//! 0. a state that names none (Xen's 7, Reconfiguring, which this driver does not use, in a
+//!    long value), written before connecting → the backend waits, blocked, for one it
+//!    knows (`xenbus`);
 //! 1. touch the disk controller d2 owns → the hypervisor: reads all ones, writes dropped;
 //! 2. a request naming grant 7, which d1 never made → the backend tries to map it, the
 //!    hypervisor refuses the map, the backend answers ERROR; and a write whose second
@@ -40,6 +41,10 @@ const OTHER_DISK: u16 = 4660;
 /// A grant reference d1 never fills.
 const NEVER_GRANTED: u32 = 7;
 
+/// Attack 0's state: Xen's 7 (Reconfiguring), which this driver does not use, in a value
+/// longer than any state's text.
+const NO_STATE: &str = "7, Reconfiguring: no state of this driver";
+
 /// What attack 2b would have written to sector 0, had blkback written its first segment.
 const MARKER: &[u8] = b"bad-blkif wrote this";
 
@@ -58,8 +63,8 @@ fn main(info: &BootInfo) -> i32 {
     let front_dir = traplab_guests::text!(128, "/local/domain/1/device/vbd/{}", xenbus::VDEV);
     if xenbus::read_number(&front_dir, "backend-id").is_ok() {
         let state = xenbus::node(&front_dir, "state");
-        let written = traplab_guests::store::write(state.as_str(), "7");
-        hprintln!("d1: state \"7\", which names no state here, written: {written}");
+        let written = traplab_guests::store::write(state.as_str(), NO_STATE);
+        hprintln!("d1: a state that names none written: {written}");
     }
 
     let mut front = match blkfront::connect(1) {

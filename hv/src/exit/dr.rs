@@ -11,9 +11,10 @@
 //! intercept: the hypervisor makes them in its place. The other reserved bits of DR6 and
 //! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
 //! ([`fixed`]). With DR7.GD (general detect) set, any MOV with a debug register raises #DB
-//! before it runs, with DR6.BD set and B0–B3 cleared (they tell of breakpoints, updated at
-//! every debug condition), and the CPU clears GD for the handler (APM vol. 2, 13.1.1, DR6
-//! and DR7): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
+//! before it runs, with DR6.BD set, and the CPU clears GD for the handler (APM vol. 2,
+//! 13.1.1, DR7); B0–B3, which tell which breakpoint matched, are cleared with it ("certain
+//! debug exceptions may clear bits 0–3": Intel SDM vol. 3B, 17.2.3; KVM clears them as it
+//! delivers a #DB): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
 //! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
 //! then #DB, then #GP.
 
@@ -124,7 +125,7 @@ const DR7_ONES: u64 = 0x400;
 /// DR7.GD, general detect (bit 13), and DR6.BD, the #DB it raised (bit 13).
 const DR7_GENERAL_DETECT: u64 = 1 << 13;
 const DR6_DEBUG_REGISTER_ACCESS: u64 = 1 << 13;
-/// DR6.B0–B3: which breakpoint matched, rewritten at every debug condition.
+/// DR6.B0–B3: which breakpoint matched, cleared at a general-detect #DB.
 const DR6_BREAKPOINTS: u64 = 0xf;
 
 /// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
@@ -166,7 +167,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.gate(1, 0x20_9000);
         test.domain.vcpu.vmcb.save.dr7 = 0x400 | (1 << 13);
-        // B0 from an earlier breakpoint: a new debug condition rewrites B0–B3.
+        // B0 from an earlier breakpoint: cleared with the new #DB, as KVM does.
         test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff1;
         test.set_gpr(0, 0x20_1000);
         let run = mov(

@@ -123,10 +123,12 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                         (true, _) | (false, true) => rflags | if_bit,
                         (false, false) => rflags & !if_bit,
                     };
+                    // (Asked to leave a PV mode it is not in, nothing changes.)
+                    let changes = pv || guest.pv.enabled;
                     let decision = decision
                         .with(Effect::PvMode(pv))
-                        .with(Effect::VirtualInterruptFlag(interrupts))
-                        .with(Effect::Rflags(real));
+                        .with_all(changes.then_some(Effect::VirtualInterruptFlag(interrupts)))
+                        .with_all(changes.then_some(Effect::Rflags(real)));
                     finish(decision, next, number, 0)
                 }
                 _ => finish(decision, next, number, error::EINVAL),
