@@ -29,7 +29,7 @@
 //! | PerfEvtSel0–3, PerfCtr0–3 (0xc001_0000–7) | a PMU that is not there: reads 0, writes vanish, as under QEMU's TCG itself (Linux then reports "Broken PMU hardware" and counts in software) |
 //! | SYSCFG (0xc001_0010), HWCR (0xc001_0015), INT_PENDING_MSG (0xc001_0055) | kept: 0 after reset (as QEMU's TCG reads them), then what the guest wrote; their bits tune a real core's DRAM view, caches, SMM and C1E, which this CPU does not model. Every AMD CPU since family 0Fh has the first two, and Xen reads both unguarded; a K8 of model 0x40 and up has the third, and Linux reads it unguarded (its C1E check) |
 //! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, "Debug-Control MSR"); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
-//! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above |
+//! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above, and a write of another value says in its decision that it was ignored (a CPU would move or disable its APIC) |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
 //! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
 //! | any other | #GP(0), as a CPU does for an MSR it does not implement |
@@ -218,6 +218,17 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
             Action::Emulate,
             "{context}RDMSR {msr_name}: the hypervisor answers what this CPU has"
         ),
+        // The local APIC's base, enable and BSP bits are fixed here: a write that would move
+        // it or turn it off (AE clear, AMD APM vol. 2, 16.3.1) changes nothing, and the
+        // decision says so rather than pretend the value was kept.
+        (true, Kept::ApicBase) if value != APIC_BASE_VALUE => decide!(
+            Action::Emulate,
+            "{context}WRMSR APIC_BASE {value:#x}: ignored, a difference from a CPU: this CPU's local APIC stays at 0xfee00000, enabled (AE) and the BSP's ({APIC_BASE_VALUE:#x}); moving or disabling it is not modelled"
+        ),
+        (true, Kept::ApicBase) => decide!(
+            Action::Emulate,
+            "{context}WRMSR APIC_BASE: the value it holds ({APIC_BASE_VALUE:#x}), nothing to change"
+        ),
         (true, Kept::Vcpu) if msr == msr::DEBUGCTL && value != 0 => decide!(
             Action::Emulate,
             "{context}WRMSR DEBUGCTL: the hypervisor keeps the guest's copy; its LBR (branch records) and BTF (single-step by branch) do nothing on this CPU, as under QEMU's TCG"
@@ -253,8 +264,7 @@ pub fn emulate(exit: &Exit, guest: &Guest, write: bool, next: u64, context: &str
         Kept::Vmcb(slot) => vmcb_value(guest, slot),
         Kept::Tsc => exit.tsc.wrapping_add(guest.vcpu.vmcb.control.tsc_offset),
         Kept::Efer => save.efer & !svme,
-        // The architectural default: the local APIC at 0xfee00000, BSP flag and enable bit set.
-        Kept::ApicBase => 0xfee0_0900,
+        Kept::ApicBase => APIC_BASE_VALUE,
         // Reset value: 0 (MTRRs off, no machine check in progress, HWCR as QEMU's).
         Kept::Vcpu => guest.vcpu.msrs.get(&msr).copied().unwrap_or(0),
         Kept::ReadOnly(value) => value,
@@ -299,6 +309,10 @@ fn refused(guest: &Guest, msr: u32, kept: Kept, value: u64) -> Option<&'static s
         _ => None,
     }
 }
+
+/// APIC_BASE as this CPU has it, for good: the architectural default, the local APIC at
+/// 0xfee00000 with its enable (AE, bit 11) and BSP (bit 8) bits set.
+const APIC_BASE_VALUE: u64 = 0xfee0_0900;
 
 /// The bits of APIC_BASE a write may set (AMD APM vol. 2, 16.3.1): BSP (8), AE (11), the
 /// base address from bit 12 up to the physical-address width, and EXTD (10) when the
@@ -714,6 +728,23 @@ mod tests {
         let mut test = Test::long_mode();
         let run = wrmsr(&mut test, msr::APIC_BASE, 0xfed0_0900);
         assert_eq!(run.decision.effects, [Effect::Rip(ENTRY + 2)]);
+        // The trace says it was ignored (it said "keeps the guest's copy").
+        assert!(run.decision.why.contains("ignored"), "{}", run.decision.why);
+        // AE clear: the APIC would be off on a CPU; here it stays on, and the trace says so.
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, msr::APIC_BASE, 0xfee0_0100);
+        assert!(
+            run.decision.why.contains("not modelled"),
+            "{}",
+            run.decision.why
+        );
+        let mut test = Test::long_mode();
+        let run = wrmsr(&mut test, msr::APIC_BASE, 0xfee0_0900);
+        assert!(
+            run.decision.why.contains("nothing to change"),
+            "{}",
+            run.decision.why
+        );
     }
 
     #[test]
