@@ -74,14 +74,18 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
             // interrupt already pending; delivered before it, the handler would return onto
             // the HLT, which would then wait for the next one. So the hypervisor runs both.
             // (Not with TF set: a CPU would trap after the STI, before the HLT.)
-            let hlt_in_shadow = exit.instruction.as_slice().get(instruction.len()) == Some(&HLT);
             let stepping =
                 guest.vcpu.vmcb.save.rflags & traplab_abi::x86::RFlags::TRAP_FLAG.bits() != 0;
+            // The instruction after the STI, in the bytes the exit read.
+            let in_shadow = || {
+                let rest = exit.instruction.as_slice().get(instruction.len()..)?;
+                crate::instruction::decode(rest, guest.vcpu.vmcb.code_bits(), next)
+            };
             if enable
                 && !guest.pv.virtual_interrupt_flag
-                && hlt_in_shadow
                 && !stepping
                 && let Some(vector) = guest.pending_interrupt()
+                && let Some(hlt) = in_shadow().filter(|next| next.mnemonic() == Mnemonic::Hlt)
             {
                 return PrivilegedOp::Done(
                     decide!(
@@ -89,7 +93,9 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
                         "{context}STI, then the HLT in its interrupt shadow: on a CPU the HLT runs first and the pending interrupt {vector:#x} wakes it at once, so the hypervisor runs both; the interrupt is delivered after the HLT"
                     )
                     .with(Effect::VirtualInterruptFlag(true))
-                    .with(Effect::Rip(next + 1))
+                    .with(Effect::Rip(
+                        guest.vcpu.rip_after((instruction.len() + hlt.len()) as u64),
+                    ))
                     .describe("STI; HLT: virtual interrupt flag = 1, the HLT woken at once"),
                 );
             }
@@ -114,9 +120,6 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
         )),
     }
 }
-
-/// HLT's opcode.
-const HLT: u8 = 0xf4;
 
 /// The control register number of `register` (CR0 → 0 …).
 fn cr_number(register: Register) -> u8 {
