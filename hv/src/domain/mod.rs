@@ -186,39 +186,26 @@ impl Domain {
         {
             return IdtGate::Unusable;
         }
-        let present = gate[5] & 0x80 != 0;
-        // The gate's type (AMD APM vol. 2, "System-Segment Descriptor Types"): in long
-        // mode only the 64-bit interrupt (0xE) and trap (0xF) gates; in legacy mode the task
-        // gate (5) and the 16-bit (6, 7) and 32-bit (0xE, 0xF) interrupt and trap gates. Any
-        // other is a #GP as the CPU delivers through it.
-        let kind = gate[5] & 0x0f;
-        let handler_gate = match long_mode {
-            true => matches!(kind, 0xe | 0xf),
-            false => matches!(kind, 0x6 | 0x7 | 0xe | 0xf),
-        };
-        if !present {
-            return IdtGate::Unusable;
-        }
-        if kind == 0x5 && !long_mode {
-            return IdtGate::Task {
-                selector: u16::from_le_bytes([gate[2], gate[3]]),
-            };
-        }
-        if !handler_gate {
-            return IdtGate::Unusable;
+        if gate[5] & 0x80 == 0 {
+            return IdtGate::Unusable; // not present
         }
         let low = u16::from_le_bytes([gate[0], gate[1]]) as u64;
-        // A 16-bit (286) gate's offset is its low word alone; bytes 6–7 are reserved there.
-        if matches!(kind, 0x6 | 0x7) {
-            return IdtGate::Handler(low);
-        }
         let middle = u16::from_le_bytes([gate[6], gate[7]]) as u64;
-        let high = if long_mode {
-            u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]) as u64
-        } else {
-            0
-        };
-        IdtGate::Handler(low | (middle << 16) | (high << 32))
+        let high = u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]) as u64;
+        // The gate's type (AMD APM vol. 2, "System-Segment Descriptor Types"): in long mode
+        // only the 64-bit interrupt (0xE) and trap (0xF) gates; in legacy mode the task gate
+        // (5), whose offset fields are reserved, and the 16-bit (6, 7, their offset the low
+        // word alone) and 32-bit (0xE, 0xF) interrupt and trap gates. Any other is a #GP as
+        // the CPU delivers through it.
+        match (long_mode, gate[5] & 0x0f) {
+            (true, 0xe | 0xf) => IdtGate::Handler(low | (middle << 16) | (high << 32)),
+            (false, 0xe | 0xf) => IdtGate::Handler(low | (middle << 16)),
+            (false, 0x6 | 0x7) => IdtGate::Handler(low),
+            (false, 0x5) => IdtGate::Task {
+                selector: u16::from_le_bytes([gate[2], gate[3]]),
+            },
+            _ => IdtGate::Unusable,
+        }
     }
 
     /// The trap-table entry for `vector`, if the guest registered one.
