@@ -90,9 +90,13 @@ pub fn exception(
     }
 }
 
-/// DR6.BS: the #DB was a single step (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register";
-/// Intel SDM vol. 3B, 17.2.3).
+/// DR6's causes of a #DB (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register"; Intel SDM vol.
+/// 3B, 17.2.3). BS: the #DB was a single step.
 pub const DR6_SINGLE_STEP: u64 = 1 << 14;
+/// BD: an access to a debug register while DR7.GD was set (general detect).
+pub const DR6_DEBUG_REGISTER_ACCESS: u64 = 1 << 13;
+/// B0–B3: which of the breakpoints in DR0–DR3 matched.
+pub const DR6_BREAKPOINTS: u64 = 0xf;
 
 /// After an instruction the hypervisor completed in the CPU's place (CPUID, IN or OUT, an
 /// MSR, a device register, a hypercall: the decision moved RIP on, delivers nothing and

@@ -20,6 +20,7 @@
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
+use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS};
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
@@ -122,11 +123,8 @@ const DR6_ONES: u64 = 0xffff_0ff0;
 /// Bit 10 reads as one, 11, 12, 14 and 15 as zeros (AMD APM vol. 2, 13.1.1).
 const DR7_WRITABLE: u64 = 0xffff_23ff;
 const DR7_ONES: u64 = 0x400;
-/// DR7.GD, general detect (bit 13), and DR6.BD, the #DB it raised (bit 13).
+/// DR7.GD, general detect (bit 13): its #DB sets DR6.BD.
 const DR7_GENERAL_DETECT: u64 = 1 << 13;
-const DR6_DEBUG_REGISTER_ACCESS: u64 = 1 << 13;
-/// DR6.B0–B3: which breakpoint matched, cleared at a general-detect #DB.
-const DR6_BREAKPOINTS: u64 = 0xf;
 
 /// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
 /// DR6's and DR7's reserved bits at their fixed values, DR0–DR3 as written.

@@ -15,7 +15,7 @@ use super::Exit;
 use super::privileged::{self, PrivilegedOp};
 use super::ptwr::{self, PageTableWrite};
 use crate::decision::{Decision, Effect};
-use crate::delivery::DR6_SINGLE_STEP;
+use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS, DR6_SINGLE_STEP};
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
@@ -164,8 +164,8 @@ enum WindowStep {
     WithTheGuests(Vec<Effect>),
 }
 
-/// DR6's causes of a #DB other than the single step: B0–B3 and BD (AMD APM vol. 2, 13.1.1.3).
-const DR6_OTHER_CAUSES: u64 = 0xf | 1 << 13;
+/// DR6's causes of a #DB other than the single step: B0–B3 and BD.
+const DR6_OTHER_CAUSES: u64 = DR6_BREAKPOINTS | DR6_DEBUG_REGISTER_ACCESS;
 
 /// The #DB at RIP, if it is the step `exit/iret.rs` set over an NMI handler's IRET; `None`
 /// for any other #DB.

@@ -88,6 +88,7 @@ use traplab_abi::event::Action;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
+use traplab_hv::delivery::DR6_SINGLE_STEP;
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, System, decide};
 
@@ -95,9 +96,6 @@ pub use monitor::note_decision;
 
 type Machine = GdbStubStateMachine<'static, Debuggee, Com2>;
 type StopReason = SingleThreadStopReason<u64>;
-
-/// DR6.BS: the #DB came from single-stepping; B0–B3: from breakpoint slot 0–3.
-const DR6_BS: u64 = 1 << 14;
 
 /// A packet under way is read to its end before the hypervisor goes on (gdb sends each one
 /// whole), unless the line stays quiet this long (1/200 s)…
@@ -474,7 +472,7 @@ fn own_stop(
     match exit.reason {
         ExitReason::Exception { vector: 1, .. } => {
             let dr6 = save.dr6;
-            let stepped = dr6 & DR6_BS != 0
+            let stepped = dr6 & DR6_SINGLE_STEP != 0
                 && matches!(
                     step,
                     Some(SingleStep {
@@ -487,7 +485,7 @@ fn own_stop(
             if !stepped && slot.is_none() {
                 return None;
             }
-            let owned_bits = DR6_BS
+            let owned_bits = DR6_SINGLE_STEP
                 | target
                     .hardware_slots
                     .iter()
