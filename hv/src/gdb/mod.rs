@@ -648,7 +648,7 @@ fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
             crate::log!(
                 "gdb: the same packet again before gdb acknowledged our answer (it read a `-` or waited too long for our `+`): acknowledged, not answered twice"
             );
-            let _ = gdbstub::conn::Connection::write(&mut debugger.port, b'+');
+            send(debugger, b"+");
             None
         }
         Received::Nak => {
@@ -675,7 +675,7 @@ fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
                     "gdb: a packet of {length} bytes has no hexadecimal checksum: answered `-` (send it again); the session goes on"
                 ),
             }
-            let _ = gdbstub::conn::Connection::write(&mut debugger.port, b'-');
+            send(debugger, b"-");
             None
         }
         Received::Oversized { length } => {
@@ -721,8 +721,14 @@ fn answer_after_the_end(debugger: &mut Debugger, frame: &[u8], ended: Ended) {
             debugger.domain_id()
         );
     }
-    let answer = wire::answer_after_the_end(frame, ended);
-    for &byte in b"+".iter().chain(&answer) {
+    send(debugger, b"+");
+    send(debugger, &wire::answer_after_the_end(frame, ended));
+}
+
+/// Bytes to gdb from the stub itself, outside what a session's state machine writes (an
+/// acknowledgment, a refusal, the answers after the end), through the debugger's handle.
+fn send(debugger: &mut Debugger, bytes: &[u8]) {
+    for &byte in bytes {
         let _ = gdbstub::conn::Connection::write(&mut debugger.port, byte);
     }
 }
@@ -867,9 +873,7 @@ fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Opti
     crate::log!(
         "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
     );
-    for &byte in b"$E01#a6" {
-        let _ = gdbstub::conn::Connection::write(&mut debugger.port, byte);
-    }
+    send(debugger, &wire::framed(b"E01"));
     if !start_session(debugger) {
         end_session(debugger, "no new session after a bad packet");
     }
