@@ -33,6 +33,13 @@ fn segment_address(index: usize) -> u64 {
     MAP_AREA + (1 + index as u64) * 4096
 }
 
+/// Unmap the segments mapped with `handles`, the first at its [`segment_address`] and so on.
+fn unmap_segments(handles: &[u32]) {
+    for (index, &handle) in handles.iter().enumerate() {
+        grant::unmap(handle, segment_address(index));
+    }
+}
+
 /// What one connection did, for the driver domain to report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Served {
@@ -166,9 +173,7 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
         ) {
             Ok(handle) => handles[index] = handle,
             Err(code) => {
-                for (mapped, &handle) in handles[..index].iter().enumerate() {
-                    grant::unmap(handle, segment_address(mapped));
-                }
+                unmap_segments(&handles[..index]);
                 served.refused += 1;
                 hprintln!(
                     "blkback: request {}: grant {} of d{} cannot be mapped (status {code}): error",
@@ -204,9 +209,7 @@ fn answer(device: &Device, request: &Request, disk_sectors: u64, served: &mut Se
         }
         sector += count;
     }
-    for (index, &handle) in handles[..segments.len()].iter().enumerate() {
-        grant::unmap(handle, segment_address(index));
-    }
+    unmap_segments(&handles[..segments.len()]);
     if let Some(error) = failed {
         hprintln!("blkback: request {}: the disk says {error:?}", request.id);
         response.status = status::ERROR;

@@ -232,13 +232,14 @@ impl Blkfront {
         if let Some(response) = found {
             return Ok(response);
         }
-        if self.broken || self.ring.overflowed() {
-            self.broken = true;
-            return Err(Failure::BackendBroken);
-        }
         let mut sleep_first = !x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
         loop {
+            // Before a halt, which nothing more from this backend would end.
+            if self.broken || self.ring.overflowed() {
+                self.broken = true;
+                return Err(Failure::BackendBroken);
+            }
             if sleep_first {
                 // `sti; hlt`: the interrupt flag takes effect after HLT starts, so a
                 // pending event wakes the HLT instead of slipping in before it.
@@ -264,10 +265,6 @@ impl Blkfront {
             }
             if let Some(response) = found {
                 return Ok(response);
-            }
-            if self.ring.overflowed() {
-                self.broken = true;
-                return Err(Failure::BackendBroken);
             }
         }
     }
