@@ -16,7 +16,7 @@
 //! | MTRRdefType, the fixed and variable MTRRs    | has a memory type an MTRR cannot hold (only 0 UC, 1 WC, 4 WT, 5 WP, 6 WB) or sets a reserved bit (above the physical-address width CPUID 8000_0008 gives, among others) |
 //! | MTRRCAP, MCG_CAP                             | is written at all: they are read-only         |
 //! | APIC_BASE                                    | sets a reserved bit: all but BSP (8), EXTD (10, with x2APIC in CPUID), AE (11) and the base (51:12, below the physical-address width) |
-//! | DEBUGCTL                                     | sets a reserved bit: all but LBR, BTF and PB0–PB3 (5:0) |
+//! | DEBUGCTL                                     | sets a bit above 5 (5:0: LBR, BTF and four more, as KVM's SVM code takes them) |
 //!
 //! What a kernel touches at boot, and the rule for each (the CPU is the `qemu64` model QEMU
 //! offers, an AMD64 CPU; its CPUID decides which MSRs exist):

@@ -119,9 +119,9 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                     let interrupts = guest.interrupts_enabled();
                     let if_bit = RFlags::INTERRUPT_FLAG.bits();
                     let pv = first == 1;
-                    let real = match (pv, interrupts) {
-                        (true, _) | (false, true) => rflags | if_bit,
-                        (false, false) => rflags & !if_bit,
+                    let real = match pv || interrupts {
+                        true => rflags | if_bit,
+                        false => rflags & !if_bit,
                     };
                     // (Asked to leave a PV mode it is not in, nothing changes.)
                     let changes = pv || guest.pv.enabled;

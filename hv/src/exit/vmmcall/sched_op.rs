@@ -87,9 +87,10 @@ fn owed_interrupt(guest: &Guest) -> Option<u8> {
 /// so that a pending port ends the call before a later one is read or checked. No port at
 /// all is allowed. Woken, the call has returned 0: by an event on its port (on any port
 /// when it polls none or several), by an upcall to its callback vector
-/// (`schedule::woken_by_event`), or by an interrupt (`schedule::woken_by_interrupt`). One difference: traplab's callback waits while
-/// `evtchn_upcall_mask` is set (`Domain::pending_interrupt`), where Xen's HVM callback looks
-/// at IF alone, so a masked upcall does not end a poll here.
+/// (`schedule::woken_by_event`), or by an interrupt (`schedule::woken_by_interrupt`). One
+/// difference: traplab's callback waits while `evtchn_upcall_mask` is set
+/// (`Domain::pending_interrupt`), where Xen's HVM callback looks at IF alone, so a masked
+/// upcall does not end a poll here.
 fn poll(guest: &Guest, arg: u64) -> (Decision, i64) {
     let refused = |why: &str, code| (decide!(Action::Emulate, "SCHEDOP_poll: {why}"), code);
     let Ok(argument) = Argument::<24>::read(guest, arg) else {
