@@ -213,6 +213,9 @@ pub mod error {
     pub const EFAULT: i64 = -14;
     /// It exists already (a virtual interrupt bound to a port twice).
     pub const EEXIST: i64 = -17;
+    /// No such device: no hypercall returns it; the guests' XenBus does, for a device whose
+    /// other end closed before it connected (as Linux's does).
+    pub const ENODEV: i64 = -19;
     /// An argument is out of range.
     pub const EINVAL: i64 = -22;
     /// No room left (every port in use, the store full).
@@ -227,6 +230,7 @@ pub mod error {
             ESRCH => Some("ESRCH"),
             EFAULT => Some("EFAULT"),
             EEXIST => Some("EEXIST"),
+            ENODEV => Some("ENODEV"),
             EINVAL => Some("EINVAL"),
             ENOSPC => Some("ENOSPC"),
             ENOSYS => Some("ENOSYS"),

@@ -50,12 +50,33 @@ pub struct Served {
 }
 
 /// Serve the one device the toolstack attaches to us (`me`), until its frontend closes.
+///
+/// A backend that cannot serve the device it was given (no disk, a ring it cannot map, a
+/// port it cannot bind) undoes what it did, says why, and closes its end (state 6), as
+/// Linux's blkback does through `xenbus_dev_fatal`: the frontend, waiting for it to connect,
+/// sees the close and gives up (`xenbus::wait_for_state`), instead of waiting for ever.
 pub fn serve(me: u16) -> Result<Served, i64> {
+    let device = xenbus::wait_for_attach(me)?;
+    let back = device.backend_dir();
+    let served = connect_and_serve(me, &device);
+    if let Err(code) = served {
+        hprintln!(
+            "blkback: d{me} cannot serve d{}'s disk {} ({code}): closing the device",
+            device.frontend,
+            device.vdev
+        );
+        let _ = xenbus::set_state(&back, State::Closed);
+    }
+    served
+}
+
+/// [`serve`]'s work once the toolstack has attached `device`: publish the disk, connect, and
+/// answer requests until the frontend closes. Whatever failed leaves nothing mapped or bound.
+fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
     let disk = ata::identify().map_err(|error| {
         hprintln!("blkback: no disk: {error:?}");
         traplab_abi::hypercall::error::EINVAL
     })?;
-    let device = xenbus::wait_for_attach(me)?;
     let front = device.frontend_dir();
     let back = device.backend_dir();
     xenbus::write_number(&back, "sectors", disk.sectors)?;
@@ -67,16 +88,17 @@ pub fn serve(me: u16) -> Result<Served, i64> {
     let remote_port = xenbus::read_number(&front, "event-channel")? as Port;
     let ring_handle =
         grant::map(device.frontend, ring_ref, RING_ADDRESS, false).map_err(|code| code as i64)?;
+    let port = match bind_frontend_port(device.frontend, remote_port) {
+        Ok(port) => port,
+        Err(code) => {
+            grant::unmap(ring_handle, RING_ADDRESS);
+            return Err(code);
+        }
+    };
     // SAFETY: the grant is mapped at RING_ADDRESS, one page, in both the nested page tables
     // and ours (`grant::map`), until we unmap it below.
     let sring = unsafe { SharedRing::new(RING_ADDRESS as *mut u8) };
     let mut ring = BackRing::new(sring);
-    // Our shared-info page, without an upcall: we poll for the frontend's events.
-    let named = evtchn::init(None);
-    if named < 0 {
-        return Err(named);
-    }
-    let port = evtchn::bind_interdomain(device.frontend, remote_port)?;
     // Said before the state changes: Connected wakes the frontend, which may run as soon as
     // our time slice ends, and a line printed after the write could come after its own.
     hprintln!(
@@ -86,7 +108,11 @@ pub fn serve(me: u16) -> Result<Served, i64> {
         disk.sectors,
         disk.model()
     );
-    xenbus::set_state(&back, State::Connected)?;
+    if let Err(code) = xenbus::set_state(&back, State::Connected) {
+        grant::unmap(ring_handle, RING_ADDRESS);
+        evtchn::close(port);
+        return Err(code);
+    }
 
     let mut served = Served::default();
     loop {
@@ -101,7 +127,7 @@ pub fn serve(me: u16) -> Result<Served, i64> {
             break;
         }
         while let Some(request) = ring.take_request() {
-            let response = answer(&device, &request, disk.sectors, &mut served);
+            let response = answer(device, &request, disk.sectors, &mut served);
             ring.push_response(&response);
             if ring.overflowed() {
                 break;
@@ -138,6 +164,16 @@ pub fn serve(me: u16) -> Result<Served, i64> {
     evtchn::close(port);
     xenbus::set_state(&back, State::Closed)?;
     Ok(served)
+}
+
+/// Our shared-info page, without an upcall (we poll for the frontend's events), and our
+/// end of the frontend's channel `remote_port`.
+fn bind_frontend_port(frontend: u16, remote_port: Port) -> Result<Port, i64> {
+    let named = evtchn::init(None);
+    if named < 0 {
+        return Err(named);
+    }
+    evtchn::bind_interdomain(frontend, remote_port)
 }
 
 /// Do one request (already copied out of the ring) and say how it went.

@@ -19,7 +19,7 @@
 use crate::evtchn::{self, CALLBACK_VECTOR};
 use crate::grant;
 use crate::traps::{self, TrapFrame};
-use crate::xenbus::{self, Device, Path, State};
+use crate::xenbus::{self, Device, State};
 use traplab_abi::blkif::{
     FrontRing, MAX_SEGMENTS, RING_SIZE, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing,
     operation, status,
@@ -72,6 +72,10 @@ pub enum Failure {
 
 /// Connect to the backend the toolstack gave us (frontend `me`, the one disk [`xenbus::VDEV`]),
 /// XenBus state by state (see `xenbus`'s table).
+///
+/// A connection that fails (the backend closed before it connected: ENODEV) undoes what it
+/// did and closes our end (state 6), as Linux's blkfront does: the toolstack, waiting for
+/// our end to close, sees it.
 pub fn connect(me: u16) -> Result<Blkfront, i64> {
     let front = crate::text!(128, "/local/domain/{me}/device/vbd/{}", xenbus::VDEV);
     let backend = xenbus::read_number(&front, "backend-id")? as u16;
@@ -80,7 +84,18 @@ pub fn connect(me: u16) -> Result<Blkfront, i64> {
         backend,
         vdev: xenbus::VDEV,
     };
-    let back: Path = device.backend_dir();
+    let connected = handshake(device);
+    if connected.is_err() {
+        let _ = xenbus::set_state(&front, State::Closed);
+    }
+    connected
+}
+
+/// [`connect`]'s steps once we know the backend: on failure, the ring's grant and the port
+/// are given back.
+fn handshake(device: Device) -> Result<Blkfront, i64> {
+    let front = device.frontend_dir();
+    let back = device.backend_dir();
     xenbus::wait_for_state(&back, State::InitWait)?;
     let sectors = xenbus::read_number(&back, "sectors")?;
 
@@ -96,16 +111,28 @@ pub fn connect(me: u16) -> Result<Blkfront, i64> {
     let sring = unsafe { SharedRing::new(page as *mut u8) };
     sring.init();
     let ring = FrontRing::new(sring);
-    let granted = grant::grant_access(RING_GREF, backend, page, false);
+    let granted = grant::grant_access(RING_GREF, device.backend, page, false);
     if granted != 0 {
         return Err(granted as i64);
     }
-    let port = evtchn::alloc_unbound(backend)?;
-    xenbus::write_number(&front, "ring-ref", RING_GREF as u64)?;
-    xenbus::write_number(&front, "event-channel", port as u64)?;
-    xenbus::set_state(&front, State::Initialised)?;
-    xenbus::wait_for_state(&back, State::Connected)?;
-    xenbus::set_state(&front, State::Connected)?;
+    let port = match evtchn::alloc_unbound(device.backend) {
+        Ok(port) => port,
+        Err(code) => {
+            grant::end_access(RING_GREF);
+            return Err(code);
+        }
+    };
+    let connected = xenbus::write_number(&front, "ring-ref", RING_GREF as u64)
+        .and_then(|()| xenbus::write_number(&front, "event-channel", port as u64))
+        .and_then(|()| xenbus::set_state(&front, State::Initialised))
+        .and_then(|()| xenbus::wait_for_state(&back, State::Connected))
+        .and_then(|_| xenbus::set_state(&front, State::Connected));
+    if let Err(code) = connected {
+        // A backend that closed has unmapped the ring: the grant ends.
+        evtchn::close(port);
+        grant::end_access(RING_GREF);
+        return Err(code);
+    }
     Ok(Blkfront {
         device,
         ring,
@@ -134,14 +161,16 @@ impl Blkfront {
         }
         let request = self.page_request(op, sector, DATA_GREF);
         let response = self.submit(&request);
-        // Whatever happened, the backend may no longer reach the page.
+        // Whatever happened, the backend may no longer reach the page. If it still can (the
+        // grant is in use: the backend has not unmapped it), that is what the caller must
+        // hear first, whatever the answer: the page is not ours to reuse yet.
         let ended = grant::end_access(DATA_GREF);
+        if ended != 0 {
+            return Err(Failure::Grant(ended));
+        }
         let response = response?;
         if response.status != status::OKAY {
             return Err(Failure::Backend(response.status));
-        }
-        if ended != 0 {
-            return Err(Failure::Grant(ended));
         }
         Ok(())
     }

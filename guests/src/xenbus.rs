@@ -172,7 +172,10 @@ pub fn read_state(dir: &Path) -> State {
 }
 
 /// Wait (blocked, `store_watch`) until the state in `dir` is `wanted` or later; the state
-/// it reached.
+/// it reached. An end that closes (Closing, Closed) while we wait for a state before those
+/// has given up on the device: ENODEV, as Linux's blkfront gives up on a backend that closes
+/// before it connected (`blkfront_closing`), rather than taking the close for the state it
+/// waited for.
 ///
 /// The watch waits for the value the store holds to change, as the store holds it: a value
 /// that names no state (garbage, or Xen's 7 and 8, Reconfiguring and Reconfigured, which
@@ -194,6 +197,9 @@ pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
         let text = store::watch(path.as_str(), last.as_str(), &mut buffer)?;
         known = State::from_text(text);
         last = Text::<WHOLE>::from_args(format_args!("{text}"));
+    }
+    if known >= State::Closing && wanted < State::Closing {
+        return Err(traplab_abi::hypercall::error::ENODEV);
     }
     Ok(known)
 }

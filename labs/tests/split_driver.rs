@@ -127,6 +127,63 @@ fn swap_in_with_the_backend_in_dom0() {
     swap_in_end_to_end("swap-in-dom0", 0);
 }
 
+/// A driver domain with no disk cannot serve the device the toolstack gave it: it closes
+/// it (Linux's `xenbus_dev_fatal`). The frontend, waiting for the backend to connect, takes
+/// the close for what it is and gives up, closing its end; dom0, waiting for that, ends.
+/// Before, the frontend took Closed for a state past InitWait and went on, then waited for
+/// ever for Connected, and the hypervisor killed it and dom0 as deadlocked.
+#[test]
+fn a_backend_without_a_disk_closes_the_device_and_the_frontend_gives_up() {
+    let lab = traplab_labs::find("swap-in")
+        .expect("the catalogue parses")
+        .expect("the lab");
+    let mut machine = lab.machine().expect("the lab's machine");
+    // d2 owns the controller's ports, and no controller is there: they read all ones.
+    machine.disk = None;
+    machine.extra_args.extend([
+        "-fw_cfg".to_string(),
+        "name=opt/traplab/disk-owner,string=2".to_string(),
+    ]);
+    let run = run_machine(&machine);
+    let events = &run.events;
+    assert!(
+        console(events, 2)
+            .iter()
+            .any(|line| line.starts_with("blkback: no disk: NoDevice")),
+        "{:#?}",
+        console(events, 2)
+    );
+    assert!(
+        console(events, 2).iter().any(
+            |line| line == "blkback: d2 cannot serve d1's disk 51712 (-22): closing the device"
+        ),
+        "{:#?}",
+        console(events, 2)
+    );
+    assert!(
+        console(events, 1)
+            .iter()
+            .any(|line| line == "d1: could not connect to the disk: -19 (ENODEV)"),
+        "{:#?}",
+        console(events, 1)
+    );
+    assert!(
+        console(events, 0)
+            .iter()
+            .any(|line| line == "d0: d1's disk is closed"),
+        "{:#?}",
+        console(events, 0)
+    );
+    for (dom, code) in [(0, 0), (1, 40), (2, 30)] {
+        let (state, status, reason) = ending(events, dom);
+        assert_eq!(
+            (state, status),
+            (DomainState::Exited, Some(code)),
+            "d{dom}: {reason}"
+        );
+    }
+}
+
 #[test]
 fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
     let (run, image) = run_lab("bad-blkif");

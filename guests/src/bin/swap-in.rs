@@ -20,6 +20,7 @@
 
 use traplab_abi::blkif::{SECTORS_PER_PAGE, operation};
 use traplab_abi::boot::NO_DISK;
+use traplab_abi::hypercall::error;
 use traplab_guests::blkfront::{self, Blkfront};
 use traplab_guests::traps::{self, TrapFrame};
 use traplab_guests::xenbus::{self, Device, State};
@@ -131,7 +132,8 @@ fn domu() -> i32 {
     let mut front = match blkfront::connect(DOMU) {
         Ok(front) => front,
         Err(code) => {
-            hprintln!("d1: could not connect to the disk: {code}");
+            let name = error::name(code).unwrap_or("an error");
+            hprintln!("d1: could not connect to the disk: {code} ({name})");
             return 40;
         }
     };
