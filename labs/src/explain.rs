@@ -259,6 +259,13 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
         "domain" => {
             let dom = dom.unwrap_or(traplab_tracer::qemu::FIRST_GUEST);
             match crate::run::ending(events, dom) {
+                // It ended as asked but too early: the order is what failed, and saying only
+                // how it ended would read as what was expected.
+                Some(ending) if crate::run::ending(&events[from..], dom).is_none() => format!(
+                    "{} {}, before the step before it",
+                    domain_label(dom),
+                    ending.describe()
+                ),
                 Some(ending) => format!("{} {}", domain_label(dom), ending.describe()),
                 None => format!("{} never ended", domain_label(dom)),
             }
@@ -823,6 +830,32 @@ mod tests {
         assert_eq!(
             explained(&steps, &events),
             "the hypervisor emulated nothing after that; then the guest printed nothing more; the nearest emulate event was event 12 (d1 emulate): REP OUTS 27 element(s) of 1 byte(s) to port 0x3f8 (console UART), before the step before it"
+        );
+    }
+
+    #[test]
+    fn a_domain_that_ended_before_the_step_before_is_said_to_have() {
+        let mut events = events(
+            5,
+            vec![
+                Body::Domain(traplab_abi::event::DomainChange {
+                    state: traplab_abi::event::DomainState::Exited,
+                    name: "a".into(),
+                    status: Some(0),
+                    reason: Some("exit hypercall".into()),
+                }),
+                console("a"),
+            ],
+        );
+        events[1].dom = Some(2);
+        let steps = [
+            pattern("kind = \"console\"\ntext = \"a\"\ndom = 2"),
+            pattern("kind = \"domain\"\ndom = 1\nstate = \"exited\"\nstatus = 0"),
+        ];
+        let explanation = explained(&steps, &events);
+        assert!(
+            explanation.ends_with(", before the step before it"),
+            "{explanation}"
         );
     }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use traplab_abi::control::{Break, Command};
 use traplab_abi::event::{Action, Body, Event};
 use traplab_labs::machine_for;
-use traplab_tracer::qemu::{ControlStart, HvStatus};
+use traplab_tracer::qemu::{ControlStart, HvStatus, Machine};
 use traplab_tracer::session::{Control, Item, Options, Session};
 
 /// Read events until the hypervisor says it is stopped, and return them. Fails if it
@@ -35,7 +35,12 @@ fn until_stopped(session: &mut Session, control: &Control) -> Vec<Event> {
 }
 
 fn start(guest: &str) -> (Session, Control) {
-    let mut machine = machine_for(&[guest]);
+    start_machine(machine_for(&[guest]))
+}
+
+/// Start `machine` stopped before its first event, and wait (at most a minute) for its
+/// control mailbox.
+fn start_machine(mut machine: Machine) -> (Session, Control) {
     machine.control = Some(ControlStart::Paused);
     let options = Options {
         timeout: Some(Duration::from_secs(120)),
@@ -82,9 +87,6 @@ fn break_on_page_fault_then_step_through_the_flow() {
         panic!("stopped at an exit: {before:?}")
     };
     assert_eq!(exit.reason, "EXCP_PF");
-    assert!(!before.iter().any(
-        |event| matches!(event.body, Body::Decide(_)) && event.seq > before.last().unwrap().seq
-    ));
 
     // Frozen: nothing more comes while we do not step.
     std::thread::sleep(Duration::from_millis(300));
@@ -214,20 +216,9 @@ fn pause_works_while_a_guest_spins_without_exits() {
 #[test]
 fn the_time_stopped_at_a_break_is_not_hypervisor_time() {
     let mut machine = machine_for(&["page-fault"]);
-    machine.control = Some(ControlStart::Paused);
     // As `traplab run` starts it: the timer on, 10 ticks a second.
     machine.timer_hz = Some(10);
-    let options = Options {
-        timeout: Some(Duration::from_secs(120)),
-        ..Options::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let control = loop {
-        if let Some(control) = session.control() {
-            break control;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (mut session, control) = start_machine(machine);
     let mut events = until_stopped(&mut session, &control);
     control
         .send(Command::AddBreak(Break::parse("pf").expect("pf is #PF")))
