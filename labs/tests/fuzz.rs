@@ -6,7 +6,7 @@
 mod common;
 
 use common::{console, ending, run_machine};
-use traplab_abi::event::{Body, DomainState};
+use traplab_abi::event::Body;
 use traplab_labs::machine_for;
 use traplab_tracer::qemu::Start;
 

@@ -463,6 +463,8 @@ pub struct Assembler {
     pending: HashMap<u16, Vec<Pending>>,
     /// The flows with a second part, in the order of their `back` (for [`flow_of`]).
     continued: Vec<u32>,
+    /// The last event's `seq`: one that skips some says events are missing.
+    last_seq: Option<u64>,
 }
 
 impl Assembler {
@@ -484,6 +486,15 @@ impl Assembler {
 
     /// Take event number `index` (its position in the trace) into the flows.
     pub fn observe(&mut self, index: u32, facts: &Facts, flows: &mut Vec<Flow>) {
+        // Events are missing before this one (a recording with lines taken out says so only
+        // by its seqs): nothing open goes on across them, as after a `lost` event. Else the
+        // flow they cut short would take the next trap's events as its own.
+        if let Some(last) = self.last_seq
+            && facts.seq > last.saturating_add(1)
+        {
+            self.cut_all(flows);
+        }
+        self.last_seq = Some(facts.seq);
         match facts.kind {
             Kind::Boot => {
                 // A new hypervisor run: nothing of the last one goes on.
@@ -624,7 +635,9 @@ impl Assembler {
                     && let Some(stack) = self.undelivered.get_mut(&dom)
                     && let Some(position) = stack
                         .iter()
-                        .rposition(|&(_, delivered)| delivered == vector)
+                        // Not its own delivery: a flow that delivers and then returns
+                        // returns from an earlier one.
+                        .rposition(|&(flow, delivered)| delivered == vector && flow != open)
                 {
                     let (delivering, _) = stack.remove(position);
                     // Anything delivered after it and still open never returned (its
@@ -880,6 +893,45 @@ mod tests {
         assert_eq!(names, traplab_abi::event::Body::KINDS);
         assert_eq!(Kind::from_name("grant_unmap"), Some(Kind::GrantUnmap));
         assert_eq!(Kind::from_name("party"), None);
+    }
+
+    /// `facts` as event `seq` of the trace.
+    fn numbered(mut facts: Facts, seq: u64) -> Facts {
+        facts.seq = seq;
+        facts
+    }
+
+    #[test]
+    fn events_missing_between_two_cut_the_flow_they_leave_open() {
+        // A recording with two lines taken out: the IOIO's resume and the next #PF's exit.
+        // The IOIO's flow must not take the #PF's decision and resume as its own.
+        let flows = feed(&[
+            numbered(exit(0x7b), 10),
+            numbered(decide(Action::Emulate), 11),
+            numbered(decide(Action::Reflect), 14),
+            numbered(deliver(Kind::Inject, Some(14)), 15),
+            numbered(resume(7), 16),
+        ]);
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        assert_eq!(flows[0].end, FlowEnd::Cut);
+        assert_eq!(flows[0].last_action, Some(Action::Emulate));
+    }
+
+    #[test]
+    fn a_flow_that_delivers_then_returns_does_not_return_from_itself() {
+        // Valid input, if unusual: the handler of vector 14 returns in the flow that
+        // delivered it. It used to link the flow to itself, and the TUI's story of the
+        // handler sliced the flows between the two backwards, and panicked.
+        let flows = feed(&[
+            exit(0x74),
+            decide(Action::Reflect),
+            deliver(Kind::Inject, Some(14)),
+            deliver(Kind::Return, Some(14)),
+            resume(5),
+        ]);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].returns_from, NO_FLOW);
+        assert_eq!(flows[0].returned_by, NO_FLOW);
     }
 
     #[test]

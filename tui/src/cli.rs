@@ -474,7 +474,7 @@ fn stats_help() -> String {
 fn run_help() -> String {
     format!(
         "{RUN_KEYS}\n\n{}",
-        status::help(&[SUCCESS, USAGE, INTERRUPTED])
+        status::help(&[SUCCESS, USAGE, TRACE_INCOMPLETE, INTERRUPTED])
     )
 }
 

@@ -366,4 +366,15 @@ fn diff_aligns_the_reflected_and_the_bounced_faults() {
     let text = String::from_utf8_lossy(&same.stdout);
     assert!(text.contains("158 flows handled the same way, 0 handled differently, 0 only on the left, 0 only on the right."), "{text}");
     assert!(!text.contains("more flows handled"));
+    // A domain the recording does not have is a usage error, as with `stats --domain`: it
+    // used to compare d1's flows with nothing, and call all of them "only on the left".
+    let none = traplab(&["diff", &file, &file, "--left-dom", "1", "--right-dom", "2"]);
+    assert_eq!(none.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        said.contains(&format!(
+            "--right-dom 2: {file} has no domain 2; its domains are 0 (faults-reflect), 1 (faults-bounce)"
+        )),
+        "{said}"
+    );
 }

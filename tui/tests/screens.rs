@@ -315,6 +315,71 @@ fn tiny_terminals_do_not_break_it() {
     }
 }
 
+/// `page-fault.jsonl` with `edit` applied to its lines, opened under `name`.
+fn edited(name: &str, edit: impl FnOnce(&mut Vec<String>)) -> App {
+    let original =
+        std::fs::read_to_string(recording("page-fault.jsonl")).expect("the recording reads");
+    let mut lines: Vec<String> = original.lines().map(str::to_string).collect();
+    edit(&mut lines);
+    let path = std::env::temp_dir().join(format!("traplab-screens-{}-{name}", std::process::id()));
+    std::fs::write(&path, lines.join("\n") + "\n").expect("a temporary file");
+    let mut app = App::new(Trace::open(&path).expect("the edited recording"), plain());
+    app.trace.name = name.into();
+    std::fs::remove_file(path).expect("the temporary file goes");
+    app
+}
+
+#[test]
+fn a_trace_with_missing_events_says_so_on_every_screen() {
+    // Two lines taken out (a resume and the next exit): a gap in seq. The title says so on
+    // the list, on a flow, and on the statistics, whatever the keys.
+    let mut app = edited("gap.jsonl", |lines| {
+        lines.drain(186..188);
+    });
+    assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
+    press(&mut app, "j<Enter>");
+    assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
+    press(&mut app, "s");
+    assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
+    // A whole recording, nothing taken out: no marker.
+    let app = open("page-fault.jsonl");
+    assert!(!draw(&app, 100, 30).contains("MISSING"));
+    // Its end event taken out: the trace is read whole, and has no end.
+    let app = edited("no-end.jsonl", |lines| {
+        lines.pop();
+    });
+    assert!(draw(&app, 100, 30).contains("NO END EVENT"));
+}
+
+#[test]
+fn a_pane_s_letter_opens_it_from_the_list_as_tab_does() {
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "o");
+    assert_eq!((app.screen, app.pane), (Screen::Flow, Pane::Console));
+    press(&mut app, "<Esc>r");
+    assert_eq!((app.screen, app.pane), (Screen::Flow, Pane::Registers));
+    // Ctrl-D on the list is still its page down.
+    press(&mut app, "<Esc>");
+    ctrl(&mut app, 'd');
+    assert_eq!(app.screen, Screen::Flows);
+    // `z` folds and unfolds from the flow screen too.
+    press(&mut app, "d");
+    let folding = app.folding;
+    press(&mut app, "z");
+    assert_eq!((app.screen, app.folding), (Screen::Flow, !folding));
+}
+
+#[test]
+fn a_broken_trace_ring_stays_in_the_title_after_the_next_key() {
+    let mut app = App::live("live", plain());
+    app.take_item(traplab_tracer::session::Item::Broken(
+        "the ring's header is corrupt".into(),
+    ));
+    press(&mut app, "j");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("TRACE RING BROKEN"), "{screen}");
+}
+
 #[test]
 fn a_trace_with_no_flow_yet_draws_at_every_size() {
     // A live run starts with no flow: its screen is drawn while the terminal may be tiny

@@ -26,6 +26,12 @@ const FOLD: usize = 6;
 pub fn run(args: &DiffArgs) -> Result<ExitCode, super::Failure> {
     let (left, left_code) = load::recording(&args.left)?;
     let (right, right_code) = load::recording(&args.right)?;
+    if let Some(dom) = args.left_dom {
+        load::has_domain(&left, dom, "--left-dom")?;
+    }
+    if let Some(dom) = args.right_dom {
+        load::has_domain(&right, dom, "--right-dom")?;
+    }
     let left_side = Side {
         trace: &left,
         dom: args.left_dom,

@@ -59,6 +59,29 @@ pub fn report(trace: Trace) -> (Trace, u8) {
     (trace, code)
 }
 
+/// Domain `dom`, which option `flag` names, is one of `trace`'s; else the usage error that
+/// says which domains it has.
+pub fn has_domain(trace: &Trace, dom: u16, flag: &str) -> Result<(), Failure> {
+    if trace.flows().iter().any(|flow| flow.dom == dom) || trace.domain_name(dom).is_some() {
+        return Ok(());
+    }
+    let there: Vec<String> = trace
+        .domains()
+        .iter()
+        .map(|(dom, name)| format!("{dom} ({name})"))
+        .collect();
+    Err(format!(
+        "{flag} {dom}: {} has no domain {dom}; its domains are {}",
+        trace.name,
+        if there.is_empty() {
+            "none".to_string()
+        } else {
+            there.join(", ")
+        }
+    )
+    .into())
+}
+
 /// A recording when `what` is a file, else the lab of that name, run now without a screen.
 pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
     let path = Path::new(what);

@@ -26,15 +26,11 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode, super::Failure> {
     let app = App::loading(trace, loader, Options::from_environment());
     let (interrupted, app) =
         ui::terminal::replay(app).map_err(|error| format!("the terminal failed: {error}"))?;
-    let error = app.trace.error().map(|error| error.to_string());
     if interrupted {
         return Ok(ExitCode::from(status::INTERRUPTED));
     }
-    match error {
-        Some(error) => {
-            eprintln!("traplab: {error}");
-            Ok(ExitCode::from(status::BAD_RECORDING))
-        }
-        None => Ok(ExitCode::SUCCESS),
-    }
+    // What the title said, said again once the screen is gone: a bad line (status 3), and
+    // what is wrong with the trace itself (lost events, a gap, no end event), as notes.
+    let (_, code) = super::load::report(app.trace);
+    Ok(ExitCode::from(code))
 }

@@ -4,11 +4,13 @@
 use super::status;
 use crate::cli::RunArgs;
 use crate::setup;
+use crate::ui::app::LiveState;
 use crate::ui::{self, App, Options};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use traplab_tracer::check::StreamFault;
 use traplab_tracer::qemu::ControlStart;
 use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{self, Session};
@@ -86,11 +88,32 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         None => format!("{name} (live)"),
     };
     let app = App::live(&title, Options::from_environment());
-    let interrupted = ui::terminal::live(app, session, stop, recorder)
+    let (interrupted, app) = ui::terminal::live(app, session, stop, recorder)
         .map_err(|error| format!("the terminal failed: {error}"))?;
-    Ok(if interrupted {
-        ExitCode::from(status::INTERRUPTED)
+    if interrupted {
+        return Ok(ExitCode::from(status::INTERRUPTED));
+    }
+    // What the title said of the trace, said again once the screen is gone. (A run the user
+    // quit before its end has no end event: that is no fault.)
+    let finished = app
+        .live
+        .as_ref()
+        .is_some_and(|live| matches!(live.state, LiveState::Finished(_)));
+    let mut incomplete = false;
+    if let Some(message) = &app.ring_fault {
+        eprintln!("traplab: TRACE FAULT: {message}");
+        incomplete = true;
+    }
+    for fault in app.trace.faults() {
+        if fault == StreamFault::Truncated && !finished {
+            continue;
+        }
+        eprintln!("traplab: note: {fault}");
+        incomplete = true;
+    }
+    Ok(ExitCode::from(if incomplete {
+        status::TRACE_INCOMPLETE
     } else {
-        ExitCode::SUCCESS
-    })
+        status::SUCCESS
+    }))
 }

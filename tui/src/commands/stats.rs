@@ -18,25 +18,8 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
         }
     };
     let flows = trace.flows();
-    if let Some(dom) = args.domain
-        && !flows.iter().any(|flow| flow.dom == dom)
-        && trace.domain_name(dom).is_none()
-    {
-        let there: Vec<String> = trace
-            .domains()
-            .iter()
-            .map(|(dom, name)| format!("{dom} ({name})"))
-            .collect();
-        return Err(format!(
-            "--domain {dom}: {} has no domain {dom}; its domains are {}",
-            trace.name,
-            if there.is_empty() {
-                "none".to_string()
-            } else {
-                there.join(", ")
-            }
-        )
-        .into());
+    if let Some(dom) = args.domain {
+        load::has_domain(&trace, dom, "--domain")?;
     }
     let stats = match args.domain {
         Some(dom) => stats::per_domain(flows, trace.tsc_hz())

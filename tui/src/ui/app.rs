@@ -17,6 +17,7 @@ use std::rc::Rc;
 use traplab_abi::control::{Break, Command, ExitFacts, Keys};
 use traplab_abi::event::Action;
 use traplab_abi::event::{Body, Event};
+use traplab_tracer::check::StreamFault;
 use traplab_tracer::code::GuestImage;
 use traplab_tracer::delivery;
 use traplab_tracer::flows::{Flow, FlowEnd, Kind};
@@ -181,6 +182,9 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// One line for the status bar (a search that found nothing, a bad break).
     pub message: Option<String>,
+    /// The live trace ring could not be read on (`Item::Broken`): the title says so for the
+    /// rest of the run, whatever key comes (the status bar's message goes at the next one).
+    pub ring_fault: Option<String>,
     /// Breakpoints, as the user typed them and as they match: a live run's hypervisor
     /// stops at them (`c`), a replay runs to them (`c` too).
     pub breaks: Vec<(String, Break)>,
@@ -227,6 +231,7 @@ impl App {
             search: None,
             prompt: None,
             message: None,
+            ring_fault: None,
             breaks: Vec::new(),
             stats_row: 0,
             live: None,
@@ -686,6 +691,27 @@ impl App {
                     self.screen = Screen::Flow;
                 }
             }
+            // A pane by its letter, as Tab, from any screen (Ctrl-D is the list's page down).
+            KeyCode::Char(letter @ ('d' | 'r' | 'x' | 'o'))
+                if !key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+            {
+                self.pane = match letter {
+                    'd' => Pane::Detail,
+                    'r' => Pane::Registers,
+                    'x' => Pane::Code,
+                    _ => Pane::Console,
+                };
+                if self.screen == Screen::Flows {
+                    self.screen = Screen::Flow;
+                }
+            }
+            KeyCode::Char('z') => {
+                self.folding = !self.folding;
+                self.unfolded.clear();
+                self.refold();
+            }
             KeyCode::BackTab => {
                 let at = Pane::ALL
                     .iter()
@@ -858,11 +884,6 @@ impl App {
             {
                 self.screen = Screen::Flow
             }
-            KeyCode::Char('z') => {
-                self.folding = !self.folding;
-                self.unfolded.clear();
-                self.refold();
-            }
             KeyCode::Char('w') => self.follow_wake(true),
             KeyCode::Char('W') => self.follow_wake(false),
             _ => {}
@@ -900,10 +921,6 @@ impl App {
             }
             KeyCode::Char('w') => self.follow_wake(true),
             KeyCode::Char('W') => self.follow_wake(false),
-            KeyCode::Char('d') => self.pane = Pane::Detail,
-            KeyCode::Char('r') => self.pane = Pane::Registers,
-            KeyCode::Char('x') => self.pane = Pane::Code,
-            KeyCode::Char('o') => self.pane = Pane::Console,
             KeyCode::Esc | KeyCode::Enter => self.screen = Screen::Flows,
             _ => {}
         }
@@ -1141,7 +1158,10 @@ impl App {
         match item {
             Item::Event(event) => self.trace.push_event(&event),
             Item::Log(_) => {}
-            Item::Broken(message) => self.message = Some(format!("TRACE FAULT: {message}")),
+            Item::Broken(message) => {
+                self.message = Some(format!("TRACE FAULT: {message}"));
+                self.ring_fault = Some(message);
+            }
             Item::Finished(finish) => {
                 if let Some(live) = self.live.as_mut() {
                     live.state = LiveState::Finished(describe_finish(&finish));
@@ -1248,6 +1268,35 @@ impl App {
                 Step::Handler(_) | Step::Away(_) => None,
             })
     }
+}
+
+/// What the title says of what is wrong with the trace itself, if anything: events the
+/// hypervisor lost or that are missing, events out of order, the ring broken, or (once the
+/// whole trace is in, and it has no bad line, which says why it ends) no end event. Short, in capitals, as the bad-line marker is: a trace
+/// with holes explains less than it seems to, and a student must see it on every screen.
+pub fn trace_fault_marker(app: &App) -> Option<String> {
+    let complete = app.loader.is_none()
+        && app.trace.error().is_none()
+        && app
+            .live
+            .as_ref()
+            .is_none_or(|live| matches!(live.state, LiveState::Finished(_)));
+    let mut marks: Vec<&str> = Vec::new();
+    for fault in app.trace.faults() {
+        let mark = match fault {
+            StreamFault::Lost { .. } | StreamFault::Gap { .. } => "EVENTS MISSING",
+            StreamFault::Backwards { .. } => "EVENTS OUT OF ORDER",
+            StreamFault::Truncated if complete && app.ring_fault.is_none() => "NO END EVENT",
+            StreamFault::Truncated => continue,
+        };
+        if !marks.contains(&mark) {
+            marks.push(mark);
+        }
+    }
+    if app.ring_fault.is_some() {
+        marks.push("TRACE RING BROKEN");
+    }
+    (!marks.is_empty()).then(|| marks.join(", "))
 }
 
 /// How QEMU stopped, in words.

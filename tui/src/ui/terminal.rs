@@ -151,7 +151,7 @@ pub fn live(
     mut session: Session,
     stop: Arc<AtomicBool>,
     mut recorder: Option<Recorder>,
-) -> io::Result<bool> {
+) -> io::Result<(bool, App)> {
     let signal = signal_flag();
     let (sender, receiver) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -189,7 +189,7 @@ pub fn live(
     {
         eprintln!("traplab: the recording is incomplete: {error}");
     }
-    result.map(|()| signal.load(Ordering::SeqCst) || app.interrupted)
+    result.map(|()| (signal.load(Ordering::SeqCst) || app.interrupted, app))
 }
 
 fn drain(app: &mut App, receiver: &Receiver<Message>, mut recorder: Option<&mut Recorder>) -> bool {

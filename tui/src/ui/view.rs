@@ -142,6 +142,9 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     if let Some(error) = app.trace.error() {
         parts.push(format!("BAD LINE {}: read up to it", error.line));
     }
+    if let Some(marker) = super::app::trace_fault_marker(app) {
+        parts.push(marker);
+    }
     if let Some(loader) = &app.loader {
         parts.push(format!("loading {:.0}%", loader.progress() * 100.0));
     }
