@@ -201,6 +201,14 @@ fn load_elf(memory: &mut GuestRam, elf: &[u8]) -> Result<(u64, u64, boot::GuestM
         let data = segment
             .data()
             .map_err(|error| LoadError::BadElf(format!("{error}")))?;
+        // The ELF gABI: a segment's file bytes never exceed its memory size. More would be
+        // written past `end`, above where the guest is told its free memory starts.
+        if data.len() as u64 > size {
+            return Err(LoadError::BadElf(format!(
+                "segment {start:#x}..{end:#x} has more bytes in the file ({}) than in memory (p_filesz > p_memsz)",
+                data.len()
+            )));
+        }
         memory
             .write_physical(start, data)
             .map_err(|_| LoadError::BadElf("segment not in RAM".into()))?;

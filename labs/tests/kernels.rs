@@ -153,12 +153,37 @@ fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs(
     bzimage[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
     bzimage[0x211] = 1; // LOADED_HIGH
     let linux = file_with("bzImage", &bzimage);
+    // A lab guest's ELF whose first loadable segment has more bytes in the file than in
+    // memory (p_filesz > p_memsz): the ELF gABI forbids it, and the extra bytes would land
+    // past the segment, where the guest is told its free memory starts.
+    let mut elf = std::fs::read(guest_elf("hello")).expect("the hello guest is built");
+    let u16_at = |elf: &[u8], at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u64_at =
+        |elf: &[u8], at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes"));
+    let (phoff, phentsize, phnum) = (
+        u64_at(&elf, 0x20) as usize,
+        u16_at(&elf, 0x36),
+        u16_at(&elf, 0x38),
+    );
+    let load = (0..phnum)
+        .map(|index| phoff + index * phentsize)
+        .find(|&header| {
+            elf[header..header + 4] == 1u32.to_le_bytes() && u64_at(&elf, header + 32) > 0
+        })
+        .expect("a PT_LOAD with file bytes");
+    let filesz = u64_at(&elf, load + 32);
+    elf[load + 40..load + 48].copy_from_slice(&(filesz - 1).to_le_bytes());
+    let oversized = file_with("oversized", &elf);
     let mut machine = machine_for(&["hello"]);
     machine.guests.insert(0, Guest::new("junk", &junk));
     machine.guests.insert(1, Guest::new("linux", &linux));
+    machine
+        .guests
+        .insert(2, Guest::new("oversized", &oversized));
     let run = run_machine(&machine);
     std::fs::remove_file(&junk).ok();
     std::fs::remove_file(&linux).ok();
+    std::fs::remove_file(&oversized).ok();
 
     let (state, _, reason) = ending(&run.events, 1);
     assert_eq!(state, DomainState::Killed);
@@ -172,9 +197,16 @@ fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs(
         reason,
         "cannot load linux: a Linux bzImage, but the file ends before its protected-mode kernel (after 1 setup sectors)"
     );
-    // The hypervisor lives on: the third domain runs as ever.
-    assert_eq!(ending(&run.events, 3).1, Some(0));
-    assert_eq!(console(&run.events, 3), ["Hello from a traplab guest!"]);
+    let (state, _, reason) = ending(&run.events, 3);
+    assert_eq!(state, DomainState::Killed);
+    assert!(
+        reason.starts_with("cannot load oversized: ")
+            && reason.ends_with("than in memory (p_filesz > p_memsz)"),
+        "{reason}"
+    );
+    // The hypervisor lives on: the fourth domain runs as ever.
+    assert_eq!(ending(&run.events, 4).1, Some(0));
+    assert_eq!(console(&run.events, 4), ["Hello from a traplab guest!"]);
 }
 
 #[test]

@@ -18,8 +18,9 @@
 //!    whose selector 0x10 is flat 4 GiB code and 0x18 flat data, CS = 0x10, DS = ES = SS =
 //!    0x18, ESI = the zero page, EBX = EBP = EDI = 0 ("32-bit boot protocol").
 //!
-//! The kernel then decompresses itself (above 16 MiB: `LOAD_PHYSICAL_ADDR`), switches to
-//! long mode and starts — all without a trap, until it touches the platform.
+//! The kernel then decompresses itself (where its header says: [`Kernel::runtime_start`],
+//! 16 MiB for Debian's), switches to long mode and starts — all without a trap, until it
+//! touches the platform.
 
 use super::ImageError;
 use super::multiboot::memory_map;
@@ -48,7 +49,10 @@ mod offset {
     pub const RAMDISK_SIZE: usize = 0x21c;
     pub const CMD_LINE_PTR: usize = 0x228;
     pub const INITRD_ADDR_MAX: usize = 0x22c;
+    pub const KERNEL_ALIGNMENT: usize = 0x230;
+    pub const RELOCATABLE_KERNEL: usize = 0x234;
     pub const CMDLINE_SIZE: usize = 0x238;
+    pub const PREF_ADDRESS: usize = 0x258;
     pub const INIT_SIZE: usize = 0x260;
 }
 
@@ -56,12 +60,12 @@ mod offset {
 const LOADED_HIGH: u8 = 1 << 0;
 /// `type_of_loader` 0xff: a loader with no ID assigned.
 const UNDEFINED_LOADER: u8 = 0xff;
-/// The oldest protocol whose 32-bit entry and fields this loader relies on: 2.06
-/// (`cmdline_size`; 2.02 has `cmd_line_ptr`, 2.03 `initrd_addr_max`).
-const MIN_VERSION: u16 = 0x0206;
-/// Where a relocatable kernel decompresses itself at the lowest (`CONFIG_PHYSICAL_START`,
-/// 16 MiB on x86-64).
-const LOAD_PHYSICAL_ADDR: u64 = 0x100_0000;
+/// The oldest protocol whose 32-bit entry and fields this loader relies on: 2.10, whose
+/// `pref_address` and `init_size` say where the kernel decompresses itself and how much
+/// memory it needs there (2.06 has `cmdline_size`, 2.02 `cmd_line_ptr`, 2.03
+/// `initrd_addr_max`, 2.05 `kernel_alignment` and `relocatable_kernel`). Before 2.10, the
+/// bytes at 0x258 and 0x260 are setup code, not fields.
+const MIN_VERSION: u16 = 0x020a;
 /// The E820 table holds at most 128 entries.
 const E820_MAX: usize = 128;
 
@@ -88,6 +92,10 @@ pub struct Kernel<'a> {
     pub code32_start: u32,
     /// How much memory the kernel needs from where it decompresses (`init_size`).
     pub init_size: u32,
+    /// Where it decompresses and runs (boot.rst, "init_size"): a relocatable kernel at its
+    /// load address or `pref_address`, whichever is higher, rounded up to
+    /// `kernel_alignment`; any other at `pref_address`.
+    pub runtime_start: u64,
     pub initrd_addr_max: u32,
     pub cmdline_size: u32,
 }
@@ -116,7 +124,7 @@ impl<'a> Kernel<'a> {
         };
         if version < MIN_VERSION {
             return refuse(&format!(
-                "boot protocol {}.{:02} is older than 2.06, the oldest this loader knows",
+                "boot protocol {}.{:02} is older than 2.10, the oldest this loader knows",
                 version >> 8,
                 version & 0xff
             ));
@@ -145,6 +153,15 @@ impl<'a> Kernel<'a> {
         ) else {
             return refuse("the file ends inside its setup header");
         };
+        let (Some(kernel_alignment), Some(relocatable), Some(pref_address)) = (
+            word(offset::KERNEL_ALIGNMENT),
+            byte(offset::RELOCATABLE_KERNEL),
+            image
+                .get(offset::PREF_ADDRESS..offset::PREF_ADDRESS + 8)
+                .and_then(|bytes| Some(u64::from_le_bytes(bytes.try_into().ok()?))),
+        ) else {
+            return refuse("the file ends inside its setup header");
+        };
         if header_end > offset::E820_TABLE {
             return refuse("its setup header runs past the zero page's E820 table");
         }
@@ -159,12 +176,25 @@ impl<'a> Kernel<'a> {
                 "the file ends before its protected-mode kernel (after {setup_sects} setup sectors)"
             ));
         };
+        let runtime_start = match relocatable {
+            0 => Some(pref_address),
+            _ => (code32_start as u64)
+                .max(pref_address)
+                .checked_next_multiple_of(kernel_alignment.max(1) as u64),
+        };
+        let Some(runtime_start) = runtime_start.filter(|start| (1 << 20..1 << 32).contains(start))
+        else {
+            return refuse(&format!(
+                "it would decompress itself at {pref_address:#x} (pref_address, aligned to {kernel_alignment:#x}), outside 1 MiB to 4 GiB"
+            ));
+        };
         Ok(Kernel {
             version,
             header,
             protected_mode,
             code32_start,
             init_size,
+            runtime_start,
             initrd_addr_max,
             cmdline_size,
         })
@@ -180,11 +210,12 @@ pub fn load(
     initrd: Option<&[u8]>,
 ) -> Result<Loaded, ImageError> {
     let ram = memory.size();
-    let needed = LOAD_PHYSICAL_ADDR + kernel.init_size as u64;
+    let needed = kernel.runtime_start + kernel.init_size as u64;
     if ram < needed {
         return Err(ImageError(format!(
-            "this Linux kernel needs {} MiB of RAM or more to decompress itself (above 16 MiB, init_size {} KiB): --memory gives more",
+            "this Linux kernel needs {} MiB of RAM or more to decompress itself (from {:#x}, init_size {} KiB): --memory gives more",
             needed.div_ceil(1 << 20),
+            kernel.runtime_start,
             kernel.init_size / 1024
         )));
     }
@@ -226,10 +257,11 @@ pub fn load(
     if let Some(initrd) = initrd {
         check_initramfs(initrd)?;
         // As high as the kernel allows (`initrd_addr_max`) and RAM reaches, page-aligned:
-        // out of the way of the decompressed kernel, as boot loaders place it.
+        // out of the way of the decompressed kernel, as boot loaders place it, and above
+        // both the loaded image and the area the kernel decompresses into.
         let top = ram.min(kernel.initrd_addr_max as u64 + 1);
         let at = top.saturating_sub(initrd.len() as u64) & !0xfff;
-        if at < needed {
+        if at < needed.max(end) {
             return Err(ImageError(format!(
                 "an initrd of {} KiB does not fit between the kernel and the top of RAM: --memory gives more",
                 initrd.len() / 1024
@@ -357,8 +389,12 @@ mod tests {
             |at: usize, value: u32| image[at..at + 4].copy_from_slice(&value.to_le_bytes());
         word(offset::CODE32_START, 0x10_0000);
         word(offset::INIT_SIZE, 0x10_0000);
+        // As x86-64 Linux has them: relocatable, 2 MiB aligned, preferably at 16 MiB.
+        word(offset::KERNEL_ALIGNMENT, 0x20_0000);
+        word(offset::PREF_ADDRESS, 0x100_0000);
         word(offset::INITRD_ADDR_MAX, 0x7fff_ffff);
         word(offset::CMDLINE_SIZE, 2047);
+        image[offset::RELOCATABLE_KERNEL] = 1;
         image.extend_from_slice(protected);
         image
     }
@@ -428,6 +464,46 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_decompresses_where_its_header_says_and_the_initrd_stays_out_of_it() {
+        // A kernel built to run at 32 MiB (CONFIG_PHYSICAL_START, as crash kernels are),
+        // needing 16 MiB there: 32 to 48 MiB is its.
+        let mut image = bzimage(b"k");
+        image[offset::PREF_ADDRESS..offset::PREF_ADDRESS + 8]
+            .copy_from_slice(&0x200_0000u64.to_le_bytes());
+        image[offset::INIT_SIZE..offset::INIT_SIZE + 4]
+            .copy_from_slice(&0x100_0000u32.to_le_bytes());
+        let kernel = Kernel::parse(&image).expect("a bzImage");
+        assert_eq!(kernel.runtime_start, 0x200_0000);
+        // 40 MiB of RAM does not hold it (it used to be taken as decompressing at 16 MiB).
+        let error = load(&kernel, &mut VecMemory::new(40 << 20, false), "", None).unwrap_err();
+        assert!(
+            error.0.contains("needs 48 MiB of RAM or more"),
+            "{}",
+            error.0
+        );
+        // With 64 MiB, an initrd of 20 MiB would have to go at 44 MiB, inside it: refused.
+        let mut initrd = b"070701".to_vec();
+        initrd.resize(20 << 20, 0);
+        let mut memory = VecMemory::new(64 << 20, false);
+        let error = load(&kernel, &mut memory, "", Some(&initrd)).unwrap_err();
+        assert!(
+            error.0.contains("does not fit between the kernel"),
+            "{}",
+            error.0
+        );
+        // A relocatable kernel loaded below its pref_address runs at the pref_address,
+        // rounded up to its alignment; a non-relocatable one at its pref_address.
+        image[offset::PREF_ADDRESS..offset::PREF_ADDRESS + 8]
+            .copy_from_slice(&0x110_0000u64.to_le_bytes());
+        assert_eq!(Kernel::parse(&image).unwrap().runtime_start, 0x120_0000);
+        image[offset::RELOCATABLE_KERNEL] = 0;
+        assert_eq!(Kernel::parse(&image).unwrap().runtime_start, 0x110_0000);
+        // One that would run below 1 MiB, over the boot tables, is refused.
+        image[offset::PREF_ADDRESS..offset::PREF_ADDRESS + 8].fill(0);
+        assert!(Kernel::parse(&image).is_err());
+    }
+
+    #[test]
     fn what_this_loader_cannot_boot_is_refused_with_the_reason() {
         let error = |image: &[u8]| Kernel::parse(image).err().map(|ImageError(why)| why);
         let mut old = bzimage(b"k");
@@ -435,7 +511,18 @@ mod tests {
         assert!(
             error(&old)
                 .unwrap()
-                .contains("boot protocol 2.04 is older than 2.06")
+                .contains("boot protocol 2.04 is older than 2.10")
+        );
+        // 2.09: the bytes where 2.10 has pref_address and init_size are setup code, and
+        // must not be read as fields (they once asked for 4112 MiB of RAM).
+        let mut before_init_size = bzimage(b"k");
+        before_init_size[offset::VERSION..offset::VERSION + 2]
+            .copy_from_slice(&0x0209u16.to_le_bytes());
+        before_init_size[offset::INIT_SIZE..offset::INIT_SIZE + 4].fill(0xff);
+        assert!(
+            error(&before_init_size)
+                .unwrap()
+                .contains("boot protocol 2.09 is older than 2.10")
         );
         let mut zimage = bzimage(b"k");
         zimage[offset::LOADFLAGS] = 0;

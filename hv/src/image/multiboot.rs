@@ -101,21 +101,38 @@ pub const BIOS_ROM: u64 = 0xf_0000;
 /// The boot loader's name in the boot information (flag 9).
 pub const BOOT_LOADER_NAME: &str = "traplab";
 
-/// The header, if the image has one: `None` when no magic is in the first 8 KiB; an error
-/// when one is, but it is broken or asks for what this loader cannot give.
+/// The header, if the image has one: `None` when no magic (with its flags and checksum) is
+/// in the first 8 KiB; an error when one is, but it is broken or asks for what this loader
+/// cannot give.
+///
+/// §3.1.1: the header lies wholly in the first 8192 bytes, 32-bit aligned (its address
+/// fields too, when flag 16 asks for them). The header is the first magic whose checksum
+/// holds, as GRUB and QEMU take it: a word of code or data that happens to be 0x1BADB002
+/// before it does not hide it. When no checksum holds, the first magic's error says why.
 pub fn find_header(image: &[u8]) -> Option<Result<Header, ImageError>> {
     let searched = &image[..image.len().min(HEADER_SEARCH)];
-    let offset = (0..searched.len().saturating_sub(3))
+    let mut magics = (0..searched.len().saturating_sub(11))
         .step_by(4)
-        .find(|&at| word(searched, at) == Some(HEADER_MAGIC))?;
-    Some(check_header(image, offset))
+        .filter(|&at| word(searched, at) == Some(HEADER_MAGIC));
+    let first = magics.next()?;
+    let checksum_holds = |at: usize| {
+        matches!(
+            (word(searched, at + 4), word(searched, at + 8)),
+            (Some(flags), Some(checksum)) if HEADER_MAGIC.wrapping_add(flags).wrapping_add(checksum) == 0
+        )
+    };
+    let offset = core::iter::once(first)
+        .chain(magics)
+        .find(|&at| checksum_holds(at))
+        .unwrap_or(first);
+    Some(check_header(searched, offset))
 }
 
 fn check_header(image: &[u8], offset: usize) -> Result<Header, ImageError> {
     let field = |index: usize| {
         word(image, offset + 4 * index).ok_or_else(|| {
             ImageError(format!(
-                "the multiboot header at file offset {offset:#x} is cut off by the end of the file"
+                "the multiboot header at file offset {offset:#x} is cut off by the end of the file or of its first 8 KiB"
             ))
         })
     };
@@ -513,6 +530,39 @@ mod tests {
     }
 
     const FLAGS: u32 = header_flags::MEMORY_INFO | header_flags::ADDRESS_FIELDS;
+
+    #[test]
+    fn a_header_that_crosses_8_kib_is_none_and_a_stray_magic_hides_none() {
+        // §3.1.1: magic, flags and checksum wholly inside the first 8 KiB. A magic at 8188
+        // has its flags and checksum past it: no header (it was taken as one).
+        let mut image = vec![0u8; HEADER_SEARCH + 32];
+        let at = HEADER_SEARCH - 4;
+        let flags = header_flags::MEMORY_INFO;
+        let header = [
+            HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags),
+        ];
+        for (index, value) in header.iter().enumerate() {
+            image[at + index * 4..at + index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        assert!(find_header(&image).is_none(), "{:?}", find_header(&image));
+        // A stray magic word before the real header (at 0x40): the header is found, as GRUB
+        // and QEMU find it (it was refused for the stray word's checksum).
+        let mut image = kludge(FLAGS);
+        image[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+        let found = find_header(&image).expect("a magic");
+        assert_eq!(found.map(|header| header.offset), Ok(0x40));
+        // Only stray magics: the first one's error.
+        let mut image = vec![0u8; 64];
+        image[8..12].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+        let error = find_header(&image).expect("a magic").unwrap_err();
+        assert!(
+            error.0.contains("offset 0x8 has a wrong checksum"),
+            "{}",
+            error.0
+        );
+    }
 
     fn read_u32(memory: &VecMemory, at: u64) -> u32 {
         let mut bytes = [0u8; 4];
