@@ -40,7 +40,7 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::event::{self, Body, DomainState, Registers, Resume, Schedule, ScheduleWhy};
+use traplab_abi::event::{self, Body, DomainState, Resume, Schedule, ScheduleWhy};
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
@@ -159,6 +159,30 @@ struct Parked {
     applied: Applied,
 }
 
+/// A trap's last event, the `resume`, owed until the guest really goes on: it is made and
+/// recorded just before VMRUN, after gdb's last chances to stop the guest there
+/// (`gdb::after_handling`, `gdb::before_entry`). So it shows the registers the guest resumes
+/// with, gdb's changes made while it held the guest included, and a guest that gdb ends
+/// there never has one.
+struct OwedResume {
+    /// The TSC at the exit.
+    exit_tsc: u64,
+    /// [`clock::stopped_ticks`] at the exit.
+    stopped_at_exit: u64,
+    /// Where guest code goes on when that is not RIP (`Applied::resume_at`).
+    resume_at: Option<u64>,
+}
+
+impl OwedResume {
+    fn new(exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> OwedResume {
+        OwedResume {
+            exit_tsc: exit.tsc,
+            stopped_at_exit,
+            resume_at: applied.resume_at,
+        }
+    }
+}
+
 /// What the loop remembers between vCPUs.
 struct Scheduler {
     /// The vCPU that ran last.
@@ -219,8 +243,8 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
                 },
             },
         };
-        switch_in(&mut running, &mut scheduler, id, &mut machine);
-        let off = run_vcpu(&mut running, id, host, &mut machine, &mut scheduler);
+        let owed = switch_in(&mut running, &mut scheduler, id, &mut machine);
+        let off = run_vcpu(&mut running, id, host, &mut machine, &mut scheduler, owed);
         let woken = match off {
             Off::Switched(Switch::Woke { to, .. }) => Some(to),
             _ => None,
@@ -409,8 +433,13 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
 
 /// Put vCPU `id` on the CPU: its `created` event the first time, the debug registers, XCR0
 /// and x87/SSE state VMRUN does not switch, a due timer, and what it still owes of the exit
-/// it left at.
-fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine: &mut Hardware) {
+/// it left at (its `resume`, owed to `run_vcpu`, which records it before VMRUN).
+fn switch_in(
+    running: &mut Running,
+    scheduler: &mut Scheduler,
+    id: u16,
+    machine: &mut Hardware,
+) -> Option<OwedResume> {
     let previous = scheduler.current.replace(id);
     let system = running.system();
     // The XCR0 in the CPU: the previous vCPU's (an XSETBV of its own loaded it), or the
@@ -419,7 +448,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         .and_then(|previous| system.domain(previous))
         .map_or(1, |domain| domain.vcpu.xcr0);
     let Some(domain) = system.domain_mut(id) else {
-        return;
+        return None;
     };
     domain.vcpu.ticks_run = 0;
     if !scheduler.created.contains(&id) {
@@ -433,7 +462,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         running.record(Some(id), &created);
     }
     let Some(domain) = running.system().domain_mut(id) else {
-        return;
+        return None;
     };
     if previous != Some(id) {
         // DR0–DR3, XCR0 and the x87/SSE state are not in the VMCB: the CPU's are the
@@ -456,7 +485,7 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         }
     }
     let Some(domain) = running.system().domain_mut(id) else {
-        return;
+        return None;
     };
     domain.timer_tick(machine.now());
     if let Some(Parked {
@@ -470,15 +499,9 @@ fn switch_in(running: &mut Running, scheduler: &mut Scheduler, id: u16, machine:
         for body in events {
             running.record(Some(id), &body);
         }
-        if trace::enabled() {
-            let Some(domain) = running.system().domain(id) else {
-                return;
-            };
-            let resume = Body::Resume(resume_event(domain, &exit, stopped_at_exit, &applied));
-            running.record(Some(id), &resume);
-            discard_recorded(resume);
-        }
+        return Some(OwedResume::new(&exit, stopped_at_exit, &applied));
     }
+    None
 }
 
 /// Run vCPU `id` until it leaves the CPU.
@@ -492,6 +515,7 @@ fn run_vcpu(
     host: &Host,
     machine: &mut Hardware,
     scheduler: &mut Scheduler,
+    mut owed: Option<OwedResume>,
 ) -> Off {
     let mut events = Vec::new();
     let mut spare_changes = Vec::new();
@@ -504,6 +528,12 @@ fn run_vcpu(
             && let Some(end) = gdb::before_entry(debugger)
         {
             return Off::Ended(end);
+        }
+        // The guest goes on now: the last trap's resume (see `OwedResume`).
+        if let Some(owed) = owed.take()
+            && trace::enabled()
+        {
+            record_resume(running, id, &owed);
         }
         let Some(domain) = running.system().domain_mut(id) else {
             return Off::Ended(DomainEnd::Killed {
@@ -586,31 +616,15 @@ fn run_vcpu(
         if applied.end.is_none() && applied.switch.is_none() {
             apply::keys_from_host(domain, machine, &mut events);
             apply::before_resume(domain, &exit, &mut applied, &mut events);
-            // The guest goes on: its resume is the trap's last event, its place kept here
-            // and the event made as it is recorded (below). (When the vCPU leaves the CPU
-            // instead, it comes when the vCPU is back: `switch_in`.)
-            if trace::enabled() {
-                events.push(Body::Resume(Resume {
-                    rip: 0,
-                    rflags: 0,
-                    regs: Registers::default(),
-                    cycles: 0,
-                }));
-            }
+            // The guest goes on: its resume is the trap's last event, owed until VMRUN (top
+            // of the loop). (When the vCPU leaves the CPU instead, it is owed when the vCPU
+            // is back: `switch_in`.)
+            owed = Some(OwedResume::new(&exit, stopped_at_exit, &applied));
         }
         // Recorded where they are (an event is a few hundred bytes, and moving it costs),
         // from this one place: under QEMU's TCG each place a call returns to is a block
         // looked up again after every world switch.
-        for body in &mut events {
-            if let Body::Resume(resume) = body {
-                // Made now, after the events before it: the host may have held us after one
-                // of them, and gdb changed the registers meanwhile. (A domain stays in the
-                // system once it has ended: it is always there.)
-                let Some(domain) = running.system().domain(id) else {
-                    break;
-                };
-                *resume = resume_event(domain, &exit, stopped_at_exit, &applied);
-            }
+        for body in &events {
             running.record(Some(id), body);
         }
         apply::recycle(&mut events, &mut spare_changes);
@@ -636,13 +650,12 @@ fn run_vcpu(
     }
 }
 
-/// An exit's event (and a switched-in vCPU's resume, `switch_in`), once it is recorded,
-/// dropped as its own type rather than as a `Body`: a `Body`'s drop glue (every kind of
-/// event) is a call, and under QEMU's TCG the return from that call looks its target up again
-/// after every world switch, at every traced trap; an exit's (a text, empty: the reader names
-/// the reason, and the rest numbers) and a resume's (only numbers) are a few instructions
-/// here, or none. (A trap's other events, its resume among them, are emptied where they are:
-/// `apply::recycle`.)
+/// An exit's event and a resume (`record_resume`), once recorded, dropped as their own type
+/// rather than as a `Body`: a `Body`'s drop glue (every kind of event) is a call, and under
+/// QEMU's TCG the return from that call looks its target up again after every world switch,
+/// at every traced trap; an exit's (a text, empty: the reader names the reason, and the rest
+/// numbers) and a resume's (only numbers) are a few instructions here, or none. (A trap's
+/// other events are emptied where they are: `apply::recycle`.)
 fn discard_recorded(body: Body) {
     match body {
         Body::Exit(exit) => drop(exit),
@@ -676,18 +689,29 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
     }
 }
 
+/// Record the `resume` vCPU `id` owes (`OwedResume`), as the guest goes on now. (A domain
+/// stays in the system once it has ended: it is always there.)
+fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
+    let Some(domain) = running.system().domain(id) else {
+        return;
+    };
+    let resume = Body::Resume(resume_event(domain, owed));
+    running.record(Some(id), &resume);
+    discard_recorded(resume);
+}
+
 /// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
 /// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
 /// at the exit).
-fn resume_event(domain: &Domain, exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> Resume {
+fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
     let save = &domain.vcpu.vmcb.save;
     Resume {
         // Where guest code continues: the handler of an injected event, the target of an
         // IRET, or RIP.
-        rip: applied.resume_at.unwrap_or(save.rip),
+        rip: owed.resume_at.unwrap_or(save.rip),
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
-        cycles: (rdtsc() - exit.tsc) - (clock::stopped_ticks() - stopped_at_exit),
+        cycles: (rdtsc() - owed.exit_tsc) - (clock::stopped_ticks() - owed.stopped_at_exit),
     }
 }
 

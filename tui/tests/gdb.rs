@@ -426,6 +426,44 @@ fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
     );
 }
 
+/// A trap's `resume` is recorded as the guest goes on, after gdb's last stop: the registers
+/// gdb set while it held the guest after a step are the ones the resume shows. (It was
+/// recorded before that stop, with the values the guest never resumed with.)
+#[test]
+fn the_resume_after_a_step_shows_the_registers_gdb_set_at_the_stop() {
+    let lab = Lab::start_with(&["cpuid", "--json"]);
+    let output = lab.gdb(&[
+        "break cpuid::main",
+        "continue",
+        "set language c",
+        // Step until the first CPUID (0f a2), over it, and change RAX at the stop.
+        "set $steps = 0",
+        "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend",
+        "x/i $pc",
+        "stepi",
+        "set $rax = 0x1234",
+        "continue",
+    ]);
+    assert!(output.contains("cpuid"), "the loop reached the CPUID");
+    assert!(output.contains("exited normally"));
+    let (_, trace) = lab.finish();
+    let events = Lab::events(&trace);
+    use traplab_abi::event::Body;
+    // The stepped CPUID: leaf 1, main's first.
+    let exit = events
+        .iter()
+        .position(|event| matches!(&event.body, Body::Exit(exit) if exit.exitcode == 0x72 && exit.regs.rax == 1))
+        .expect("the CPUID of leaf 1 exited");
+    let resume = events[exit..]
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Resume(resume) => Some(resume),
+            _ => None,
+        })
+        .expect("the guest went on");
+    assert_eq!(resume.regs.rax, 0x1234, "{resume:?}");
+}
+
 #[test]
 fn gdb_s_step_over_pushf_and_popf_leaves_the_guest_s_tf_alone() {
     // gdb steps with RFLAGS.TF. A PUSHF stepped so saves that TF on the guest's stack, and
