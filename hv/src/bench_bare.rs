@@ -2,9 +2,10 @@
 //!
 //! `traplab bench` compares the hypervisor's cost per trap with the least a hypervisor can
 //! do: take the #VMEXIT, answer the guest's CPUID with the real CPU's answer, step over
-//! it, VMRUN. Here the run loop does exactly that, before anything else — no instruction
-//! fetch or decode, no trace, no gdb, no control — so the difference between this and a
-//! normal run is what traplab's exit path costs. Every other exit takes the normal path.
+//! it, VMRUN. Here the run loop does exactly that, in a loop of its own around the world
+//! switch (`run.rs`) — no instruction fetch or decode, no trace, no gdb, no control, not
+//! even their tests — so the difference between this and a normal run is what traplab's
+//! exit path costs. Every other exit takes the normal path.
 //!
 //! The guest sees the real CPU's CPUID (the normal handler hides SVM, for one): fine for
 //! the `cpuid-loop` guest, which only times the instruction. Never on in a lab.

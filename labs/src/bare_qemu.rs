@@ -5,9 +5,11 @@
 //! SVM (`-cpu qemu64,-svm`: the hypervisor hides SVM from its guests), no HPET (traplab has
 //! none), QEMU's isa-debug-exit at port 0xf4, COM1 on QEMU's stdout, and no reboot.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use traplab_tracer::qemu::Accel;
 
 /// What to boot.
 pub struct Kernel<'a> {
@@ -15,6 +17,41 @@ pub struct Kernel<'a> {
     pub initrd: Option<&'a Path>,
     pub append: &'a str,
     pub memory_mib: u32,
+    /// The accelerator: the one the run it is compared with used (`traplab bench` under
+    /// KVM compares KVM with KVM).
+    pub accel: Accel,
+}
+
+/// QEMU's arguments for `kernel`.
+fn arguments(kernel: &Kernel) -> Vec<OsString> {
+    let mut arguments: Vec<OsString> = [
+        "-nodefaults",
+        "-machine",
+        "pc,hpet=off",
+        "-accel",
+        kernel.accel.name(),
+        "-cpu",
+        "qemu64,-svm",
+        "-display",
+        "none",
+        "-m",
+        &kernel.memory_mib.to_string(),
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+        "-kernel",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    arguments.push(kernel.image.into());
+    arguments.extend(["-append".into(), kernel.append.into()]);
+    if let Some(initrd) = kernel.initrd {
+        arguments.extend(["-initrd".into(), initrd.into()]);
+    }
+    arguments
 }
 
 /// Boot `kernel` until a console line contains `until`, within `bound`, then stop QEMU: the
@@ -37,19 +74,8 @@ pub fn boot_until(
     let output = std::fs::File::create(&output_file)
         .map_err(|error| format!("{}: {error}", output_file.display()))?;
     let started = Instant::now();
-    let mut qemu = Command::new(traplab_tracer::qemu::PROGRAM);
-    qemu.args(["-nodefaults", "-machine", "pc,hpet=off", "-accel", "tcg"])
-        .args(["-cpu", "qemu64,-svm", "-display", "none"])
-        .args(["-m", &kernel.memory_mib.to_string()])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-        .arg("-kernel")
-        .arg(kernel.image)
-        .args(["-append", kernel.append]);
-    if let Some(initrd) = kernel.initrd {
-        qemu.arg("-initrd").arg(initrd);
-    }
-    let mut qemu = qemu
+    let mut qemu = Command::new(traplab_tracer::qemu::PROGRAM)
+        .args(arguments(kernel))
         .stdin(Stdio::null())
         .stdout(output)
         .stderr(Stdio::null())
@@ -82,4 +108,41 @@ pub fn boot_until(
         text.lines().map(|line| line.replace('\r', "")).collect(),
         took,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bare_run_uses_the_accelerator_it_is_compared_under() {
+        let kernel = |accel| Kernel {
+            image: Path::new("/boot/vmlinuz"),
+            initrd: Some(Path::new("/tmp/initrd")),
+            append: "console=ttyS0",
+            memory_mib: 256,
+            accel,
+        };
+        for accel in [Accel::Tcg, Accel::Kvm] {
+            let arguments = arguments(&kernel(accel));
+            let at = arguments
+                .iter()
+                .position(|argument| argument == "-accel")
+                .expect("an -accel");
+            assert_eq!(arguments[at + 1], accel.name());
+        }
+        let arguments = arguments(&kernel(Accel::Tcg));
+        let tail = &arguments[arguments.len() - 5..];
+        assert_eq!(
+            tail,
+            [
+                "/boot/vmlinuz",
+                "-append",
+                "console=ttyS0",
+                "-initrd",
+                "/tmp/initrd"
+            ]
+            .map(OsString::from)
+        );
+    }
 }

@@ -142,6 +142,7 @@ fn linux_boots_to_its_init_under_traplab_with_the_console_it_has_under_qemu() {
         initrd: Some(&initramfs),
         append: COMMAND_LINE,
         memory_mib: 256,
+        accel: traplab_tracer::qemu::Accel::Tcg,
     };
     let (bare, _) = bare_qemu::boot_until(&bare_kernel, LAST_LINE, traplab_labs::run::TIMEOUT)
         .unwrap_or_else(|why| panic!("{why}"));

@@ -157,6 +157,7 @@ fn xen_boots_under_traplab_to_the_same_lines_as_under_qemus_own_loader() {
         initrd: Some(&dom0),
         append: COMMAND_LINE,
         memory_mib: 256,
+        accel: traplab_tracer::qemu::Accel::Tcg,
     };
     let (console, _) = bare_qemu::boot_until(&bare_kernel, LAST_LINE, traplab_labs::run::TIMEOUT)
         .unwrap_or_else(|why| panic!("{why}"));
