@@ -16,7 +16,7 @@ use super::ImageError;
 use crate::domain::GuestMemory;
 use alloc::format;
 use alloc::vec::Vec;
-use object::read::elf::{ElfFile32, ProgramHeader};
+use object::read::elf::{ElfFile32, FileHeader, ProgramHeader};
 use object::{Endianness, Object};
 use traplab_abi::multiboot::{
     HEADER_MAGIC, HEADER_SEARCH, MEMORY_AVAILABLE, MEMORY_RESERVED, MemoryMapEntry, Module,
@@ -250,6 +250,14 @@ fn by_elf32<'a>(image: &'a [u8], header: Header) -> Result<Kernel<'a>, ImageErro
         )
     })?;
     let endian = file.endian();
+    // An ELF32 for another machine is no x86 kernel, multiboot header or not (GRUB refuses
+    // it too: its multiboot loader wants EM_386).
+    let machine = file.elf_header().e_machine(endian);
+    if machine != object::elf::EM_386 {
+        return Err(ImageError(format!(
+            "a 32-bit ELF for another machine (e_machine {machine}): a multiboot kernel is an i386 ELF (EM_386, 3)"
+        )));
+    }
     let mut segments = Vec::new();
     let mut entry = None;
     for program in file.elf_program_headers() {
@@ -781,5 +789,10 @@ mod tests {
                 memory_size: 0x20
             }]
         );
+        // The same file for another machine (EM_ARM, 40) is refused, header or not.
+        put16(&mut elf, 18, 40);
+        let header = find_header(&elf).expect("a header").expect("valid");
+        let error = Kernel::parse(&elf, header).unwrap_err();
+        assert!(error.0.contains("e_machine 40"), "{}", error.0);
     }
 }
