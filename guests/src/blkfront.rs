@@ -128,9 +128,17 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
         .and_then(|()| xenbus::wait_for_state(&back, State::Connected))
         .and_then(|_| xenbus::set_state(&front, State::Connected));
     if let Err(code) = connected {
-        // A backend that closed has unmapped the ring: the grant ends.
+        // A backend that closed has unmapped the ring: the grant ends. One that connected
+        // before our own write failed may still map it: then the page stays granted, and
+        // we say so rather than take it back.
         evtchn::close(port);
-        grant::end_access(RING_GREF);
+        let ended = grant::end_access(RING_GREF);
+        if ended != 0 {
+            crate::hprintln!(
+                "blkfront: the ring's grant is still in use by d{} (status {ended}): its page stays the backend's",
+                device.backend
+            );
+        }
         return Err(code);
     }
     Ok(Blkfront {

@@ -524,9 +524,16 @@ fn run_vcpu(
         {
             return Off::Ended(end);
         }
-        // The guest goes on now: the last trap's resume (see `OwedResume`).
+        // The guest goes on now: the last trap's resume (see `OwedResume`). The host may
+        // hold the hypervisor at it, and gdb is answered meanwhile (a Ctrl-C, a kill): gdb's
+        // checks above run once more before VMRUN. (Registers gdb changes in a stop that
+        // begins there show at the next exit, not in this resume.)
         if let Some(owed) = owed.take() {
             record_resume(running, id, &owed);
+            continue;
+        }
+        if let Some(debugger) = running.debugger_of(id) {
+            gdb::arm_step(debugger);
         }
         let Some(domain) = running.system().domain_mut(id) else {
             return Off::Ended(DomainEnd::Killed {

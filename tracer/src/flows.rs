@@ -641,8 +641,10 @@ impl Assembler {
                 {
                     let (delivering, _) = stack.remove(position);
                     // Anything delivered after it and still open never returned (its
-                    // handler did not IRET): forget it.
-                    stack.truncate(position);
+                    // handler did not IRET): forget it, but for this flow's own delivery,
+                    // whose handler is still to return.
+                    let later = stack.split_off(position);
+                    stack.extend(later.into_iter().filter(|&(flow, _)| flow == open));
                     flows[open as usize].returns_from = delivering;
                     flows[delivering as usize].returned_by = open;
                 }
@@ -932,6 +934,23 @@ mod tests {
         assert_eq!(flows.len(), 1);
         assert_eq!(flows[0].returns_from, NO_FLOW);
         assert_eq!(flows[0].returned_by, NO_FLOW);
+        // A delivers 14; B delivers 14 and returns from A's; C returns from B's, which
+        // B's return must not have forgotten.
+        let flows = feed(&[
+            exit(0x4e),
+            deliver(Kind::Inject, Some(14)),
+            resume(5),
+            exit(0x74),
+            deliver(Kind::Inject, Some(14)),
+            deliver(Kind::Return, Some(14)),
+            resume(5),
+            exit(0x74),
+            deliver(Kind::Return, Some(14)),
+            resume(5),
+        ]);
+        assert_eq!(flows.len(), 3);
+        assert_eq!(flows[1].returns_from, 0);
+        assert_eq!(flows[2].returns_from, 1);
     }
 
     #[test]

@@ -339,7 +339,8 @@ fn a_trace_with_missing_events_says_so_on_every_screen() {
     assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
     press(&mut app, "j<Enter>");
     assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
-    press(&mut app, "s");
+    press(&mut app, "S");
+    assert_eq!(app.screen, Screen::Stats);
     assert!(draw(&app, 100, 30).contains("EVENTS MISSING"));
     // A whole recording, nothing taken out: no marker.
     let app = open("page-fault.jsonl");

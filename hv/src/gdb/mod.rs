@@ -317,14 +317,14 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
     }))
 }
 
-// The six hooks the run loop calls (`before_entry`, `at_exit`, `after_handling`, `meanwhile`,
-// `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
+// The seven hooks the run loop calls (`before_entry`, `arm_step`, `at_exit`, `after_handling`,
+// `meanwhile`, `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
 // compiler lays the loop's code for an exit without gdb out together, away from their calls
 // (under QEMU's TCG each page of code an exit runs costs a refill of QEMU's TLB after every
 // world switch: book/src/speed.md).
 
 /// Before VMRUN: serve gdb while it holds the guest stopped (or, the first time, until it
-/// comes), then arm a step.
+/// comes). The step gdb asked for is armed apart, last ([`arm_step`]).
 #[cold]
 pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
     if let Some(end) = debugger.end.take() {
@@ -335,7 +335,6 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
     {
         return Some(end);
     }
-    arm_step(debugger);
     None
 }
 
@@ -894,7 +893,10 @@ fn lose_session<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Optio
 
 /// Just before VMRUN: a step waits to be armed. An event about to be injected makes it a
 /// fetch trap (the step ends in the handler); otherwise TF.
-fn arm_step(debugger: &mut Debugger) {
+/// Right before VMRUN, once the trap's `resume` is recorded (the TF of gdb's step is gdb's,
+/// not the guest's, and no event shows it): arm the step gdb asked for, if any.
+#[cold]
+pub fn arm_step(debugger: &mut Debugger) {
     let Some(step) = debugger.target.step else {
         return;
     };

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use traplab_tracer::check::StreamFault;
 use traplab_tracer::qemu::Machine;
 use traplab_tracer::session::{Item, Options, Session};
 use traplab_tracer::store::Trace;
@@ -19,7 +20,7 @@ pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
     if let Some(failure) = not_a_recording(path, &trace) {
         return Err(failure);
     }
-    Ok(report(trace))
+    Ok(report(trace, true))
 }
 
 /// The error for a file read (so far) into `trace` that holds no event: `/etc/passwd` is
@@ -41,8 +42,9 @@ pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
     ))
 }
 
-/// Say on stderr what is wrong with a trace; the exit status that says it.
-pub fn report(trace: Trace) -> (Trace, u8) {
+/// Say on stderr what is wrong with a trace (`whole`: it was read to its end); the exit
+/// status that says it.
+pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
     let mut code = 0;
     if let Some(error) = trace.error() {
         eprintln!("traplab: {error}");
@@ -54,6 +56,11 @@ pub fn report(trace: Trace) -> (Trace, u8) {
         code = status::BAD_RECORDING;
     }
     for fault in trace.faults() {
+        // No end event says nothing more when the reading stopped first: at a bad line, or
+        // at the user's `q` before the whole file was read (`whole`).
+        if fault == StreamFault::Truncated && (!whole || trace.error().is_some()) {
+            continue;
+        }
         eprintln!("traplab: note: {fault}");
     }
     (trace, code)
@@ -131,7 +138,7 @@ pub fn run_now(name: &str, machine: &Machine, yes: bool) -> Result<(Trace, u8), 
         }
     }
     let incomplete = broken || !trace.faults().is_empty();
-    let (trace, _) = report(trace);
+    let (trace, _) = report(trace, true);
     // The table shows what the run did; the status says whether the run went right.
     let code = match &finish {
         Some(finish) => status::of_run(finish, incomplete).unwrap_or(status::SUCCESS),

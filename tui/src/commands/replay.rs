@@ -31,6 +31,7 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode, super::Failure> {
     }
     // What the title said, said again once the screen is gone: a bad line (status 3), and
     // what is wrong with the trace itself (lost events, a gap, no end event), as notes.
-    let (_, code) = super::load::report(app.trace);
+    let whole = app.loader.is_none();
+    let (_, code) = super::load::report(app.trace, whole);
     Ok(ExitCode::from(code))
 }
