@@ -686,7 +686,23 @@ impl Step<'_, '_> {
                 if self.domain.pending_interrupt().is_none()
                     && let Some(timer) = self.domain.vcpu.interrupts.timer
                 {
-                    ticks = self.machine.halt_until(timer.due_tsc);
+                    // Until its timer is due, or a key typed for it raises its COM1's
+                    // interrupt. This domain is the only one that runs or waits
+                    // (`exit/hlt.rs`): a key for another is for one that has ended or not
+                    // started, and is dropped, as the idle loop drops it. (It used to end
+                    // the halt, and the HLT returned with no interrupt to take, which a CPU
+                    // never does.)
+                    loop {
+                        ticks += self.machine.halt_until(timer.due_tsc);
+                        if self.machine.now() >= timer.due_tsc {
+                            break;
+                        }
+                        keys_from_host(self.domain, self.machine, self.events);
+                        self.machine.discard_keys();
+                        if self.domain.pending_interrupt().is_some() {
+                            break;
+                        }
+                    }
                     came = self.domain.timer_tick(self.machine.now()).words();
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
@@ -830,7 +846,10 @@ impl Step<'_, '_> {
         if woke {
             target.vcpu.run_state = RunState::Runnable;
             if to != self.domain.id {
-                *self.switch = Some(Switch::Woke { to, port });
+                *self.switch = Some(Switch::Woke {
+                    to,
+                    port: Some(port),
+                });
             }
         }
         self.events.push(Body::Notify(Notify {

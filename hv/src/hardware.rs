@@ -67,6 +67,10 @@ impl Machine for Hardware {
         control::take_keys(domain)
     }
 
+    fn discard_keys(&mut self) -> usize {
+        control::discard_keys()
+    }
+
     fn invalidate_page(&mut self, address: u64, asid: u32) {
         // SAFETY: INVLPGA only drops a TLB entry of the given address space.
         unsafe {

@@ -58,6 +58,10 @@ pub trait Machine {
     /// The keys the host typed for domain `domain`'s COM1 since the last call.
     fn take_keys(&mut self, domain: u16) -> alloc::vec::Vec<u8>;
 
+    /// Drop the keys no domain has taken (typed for one that has ended or is not there):
+    /// how many bytes.
+    fn discard_keys(&mut self) -> usize;
+
     /// INVLPGA: drop the TLB entry of `address` in address space `asid` (APM vol. 2,
     /// 15.16.3).
     fn invalidate_page(&mut self, address: u64, asid: u32);

@@ -45,6 +45,7 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
+use traplab_hv::domain::interrupts::Tick;
 use traplab_hv::domain::vcpu::RunState;
 use traplab_hv::schedule::{self, Start, Switch};
 use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
@@ -224,6 +225,8 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         parked: BTreeMap::new(),
     };
     let mut next = schedule::next(&running.system().domains, None);
+    // The vCPU a woken one preempted, whose turn the round robin goes on from.
+    let mut preempted: Option<u16> = None;
     if let Some(first) = next {
         record_schedule(&mut running, None, Some(first), ScheduleWhy::Start, None);
     }
@@ -258,10 +261,9 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
             Off::Switched(Switch::Blocked) => (ScheduleWhy::Blocked, None),
             Off::Switched(Switch::Yielded) => (ScheduleWhy::Yielded, None),
             Off::Switched(Switch::SliceOver) => (ScheduleWhy::SliceOver, None),
-            Off::Switched(Switch::Woke { port, .. }) => (ScheduleWhy::Woken, Some(port)),
+            Off::Switched(Switch::Woke { port, .. }) => (ScheduleWhy::Woken, port),
         };
-        // A woken vCPU runs first (Xen's credit scheduler boosts it).
-        next = woken.or_else(|| schedule::next(&running.system().domains, Some(id)));
+        next = schedule::after(&running.system().domains, id, woken, &mut preempted);
         if next != Some(id) {
             record_schedule(&mut running, Some(id), next, why, port);
         }
@@ -353,21 +355,28 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         // Everything recorded is in the ring before we wait.
         trace::flush();
         machine.halt_until(until);
-        if let Some(woken) = wake_on_keys(running, machine) {
+        let woken_by_keys = wake_on_keys(running, machine, None);
+        // Here every domain waits or has ended: what is left was typed for one that has
+        // ended or never was, and would wake this loop at once, again and again.
+        let dropped = machine.discard_keys();
+        if dropped > 0 {
+            crate::log!("{dropped} typed bytes dropped: their domain has ended or is not there");
+        }
+        if let Some(woken) = woken_by_keys {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
             return Some(woken);
         }
-        if let Some(woken) = wake_on_timers(running.system(), None, machine.now()) {
-            record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
+        if let Some((woken, port)) = wake_on_timers(running.system(), None, machine.now()) {
+            record_schedule(running, None, Some(woken), ScheduleWhy::Woken, port);
             return Some(woken);
         }
     }
 }
 
-/// Keys the host typed for blocked domains go into their COM1 (`apply::keys_from_host`, in
-/// the trace); a vCPU halted for an interrupt that now has one to take is runnable again.
-/// The first one woken.
-fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
+/// Keys the host typed for blocked domains (but `running`) go into their COM1
+/// (`apply::keys_from_host`, in the trace); a vCPU halted for an interrupt that now has one
+/// to take is runnable again. The first one woken.
+fn wake_on_keys(running: &mut Running, machine: &mut Hardware, except: Option<u16>) -> Option<u16> {
     if !machine.keys_typed() {
         return None;
     }
@@ -378,7 +387,7 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         .iter()
         .map(|domain| domain.id)
         .collect();
-    for id in ids {
+    for id in ids.into_iter().filter(|&id| Some(id) != except) {
         let mut events = Vec::new();
         let Some(domain) = running.system().domain_mut(id) else {
             continue;
@@ -400,18 +409,17 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             running.record(Some(id), &body);
         }
     }
-    // Here every domain waits or has ended: what is left was typed for one that has ended
-    // or never was, and would wake this loop at once, again and again.
-    let dropped = control::discard_keys();
-    if dropped > 0 {
-        crate::log!("{dropped} typed bytes dropped: their domain has ended or is not there");
-    }
     first
 }
 
 /// Blocked vCPUs (other than `running`) whose timers are due at `now`: their tick becomes
-/// pending, and those it wakes are runnable again. The first one woken.
-fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option<u16> {
+/// pending, and those it wakes are runnable again. The first one woken, with the port its
+/// tick was an event on (a timer bound to `VIRQ_TIMER`).
+fn wake_on_timers(
+    system: &mut System,
+    running: Option<u16>,
+    now: u64,
+) -> Option<(u16, Option<Port>)> {
     let mut first = None;
     for domain in &mut system.domains {
         if Some(domain.id) == running {
@@ -425,7 +433,11 @@ fn wake_on_timers(system: &mut System, running: Option<u16>, now: u64) -> Option
             && schedule::woken_by_timer(wait, domain, &tick)
         {
             domain.vcpu.run_state = RunState::Runnable;
-            first = first.or(Some(domain.id));
+            let port = match tick {
+                Tick::Event { port, .. } => Some(port),
+                _ => None,
+            };
+            first = first.or(Some((domain.id, port)));
         }
     }
     first
@@ -610,12 +622,22 @@ fn run_vcpu(
         // The scheduler's part: a tick of the hypervisor's timer counts against the slice
         // and may wake a blocked vCPU whose timer is due.
         if applied.end.is_none() && exit.reason == ExitReason::Intr {
-            wake_on_timers(system, Some(id), exit.tsc);
+            let woken = wake_on_timers(system, Some(id), exit.tsc);
             schedule::charge_tick(&mut system.domains, id);
-            if applied.switch.is_none() && schedule::slice_over(&system.domains, id) {
-                applied.switch = Some(Switch::SliceOver);
+            // Keys typed for a blocked domain raise its COM1's interrupt now, not when the
+            // CPU next idles (a device's interrupt kicks its vCPU, as Xen's `vcpu_kick`).
+            let woken = woken.or(wake_on_keys(running, machine, Some(id)).map(|to| (to, None)));
+            let system = running.system();
+            // A vCPU woken by its timer or a key runs next, as one woken by an event does.
+            if applied.switch.is_none() {
+                applied.switch = match woken {
+                    Some((to, port)) => Some(Switch::Woke { to, port }),
+                    None if schedule::slice_over(&system.domains, id) => Some(Switch::SliceOver),
+                    None => None,
+                };
             }
         }
+        let system = running.system();
         let Some(domain) = system.domain_mut(id) else {
             continue;
         };

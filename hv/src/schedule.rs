@@ -50,8 +50,9 @@ pub enum Switch {
     Blocked,
     /// It yielded.
     Yielded,
-    /// It woke domain `to` (by port `port`, if an event did), which runs first.
-    Woke { to: u16, port: Port },
+    /// It woke domain `to` (by port `port`, if an event did; or by its timer, or a key for
+    /// its serial port, at a tick of the hypervisor's timer), which runs first.
+    Woke { to: u16, port: Option<Port> },
     /// Its slice is over and another vCPU is runnable.
     SliceOver,
 }
@@ -71,6 +72,26 @@ pub fn next(domains: &[Domain], current: Option<u16>) -> Option<u16> {
         .copied()
         .find(|&id| current.is_none_or(|_| id > after))
         .or_else(|| runnable.first().copied())
+}
+
+/// The vCPU to run after `id` left the CPU, having woken `woke` (if it did). A woken vCPU
+/// runs first (Xen's credit scheduler boosts it); the turns then go on after the vCPU it
+/// preempted (`preempted`, kept between calls), as Xen puts that one back at the tail of
+/// its run queue. Else a domain that wakes another at every turn (a frontend and its
+/// backend) would keep the CPU between the two, and a third would never run.
+pub fn after(
+    domains: &[Domain],
+    id: u16,
+    woke: Option<u16>,
+    preempted: &mut Option<u16>,
+) -> Option<u16> {
+    match woke {
+        Some(to) => {
+            preempted.get_or_insert(id);
+            Some(to)
+        }
+        None => next(domains, Some(preempted.take().unwrap_or(id))),
+    }
 }
 
 /// A tick of the hypervisor's timer came while vCPU `id` ran: it counts against its slice
@@ -231,6 +252,32 @@ mod tests {
         assert_eq!(next(&domains, Some(0)), Some(1));
         assert_eq!(next(&domains, Some(1)), Some(3), "d2 is blocked");
         assert_eq!(next(&domains, Some(2)), Some(3), "after a blocked current");
+    }
+
+    #[test]
+    fn a_domain_that_wakes_another_at_every_turn_does_not_starve_a_third() {
+        // d0 a backend, blocked; d1 its frontend and d2 busy, both runnable. d1 wakes d0,
+        // which serves and blocks again: the turns go on after d1, and d2 runs. (They used
+        // to go on after d0: d1 again, at every turn, and d2 never.)
+        let mut domains = system(&[
+            (0, blocked()),
+            (1, RunState::Runnable),
+            (2, RunState::Runnable),
+        ]);
+        let mut preempted = None;
+        domains[0].vcpu.run_state = RunState::Runnable;
+        assert_eq!(after(&domains, 1, Some(0), &mut preempted), Some(0));
+        domains[0].vcpu.run_state = blocked();
+        assert_eq!(after(&domains, 0, None, &mut preempted), Some(2));
+        // A chain of wakes goes on after the first vCPU preempted: d1 wakes d0, d0 wakes
+        // d2, d2 blocks: next after d1 is d0 (d2 blocked), then back to d1.
+        let mut preempted = None;
+        domains[0].vcpu.run_state = RunState::Runnable;
+        assert_eq!(after(&domains, 1, Some(0), &mut preempted), Some(0));
+        assert_eq!(after(&domains, 0, Some(2), &mut preempted), Some(2));
+        domains[2].vcpu.run_state = blocked();
+        assert_eq!(after(&domains, 2, None, &mut preempted), Some(0));
+        assert_eq!(preempted, None);
     }
 
     #[test]

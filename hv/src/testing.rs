@@ -253,6 +253,11 @@ impl Machine for FakeMachine {
     }
 
     fn halt_until(&mut self, tsc: u64) -> u64 {
+        // As `Hardware::halt_until`: a key typed (for any domain) ends the halt at once.
+        if !self.keys.is_empty() {
+            self.calls.push(format!("halt_until {tsc} (keys typed)"));
+            return 0;
+        }
         // Three of the hypervisor's ticks pass while the CPU halts.
         self.now.set(self.now.get().max(tsc));
         self.ticks += 3;
@@ -266,6 +271,13 @@ impl Machine for FakeMachine {
 
     fn keys_typed(&mut self) -> bool {
         !self.keys.is_empty()
+    }
+
+    fn discard_keys(&mut self) -> usize {
+        core::mem::take(&mut self.keys)
+            .iter()
+            .map(|(_, bytes)| bytes.len())
+            .sum()
     }
 
     fn take_keys(&mut self, domain: u16) -> Vec<u8> {

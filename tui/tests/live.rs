@@ -211,6 +211,44 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
     );
 }
 
+/// Keys typed for a kernel blocked in HLT while another domain spins reach it at the next
+/// tick of the hypervisor's timer, and wake it at once, as a device's interrupt kicks a vCPU
+/// in Xen. (They used to wait until the CPU idled, which the spinning domain never lets
+/// happen: the kernel never read its line.)
+#[test]
+fn keys_for_a_blocked_kernel_wake_it_while_another_domain_spins() {
+    let mut machine = traplab_labs::machine_for(&["serial-echo", "spin"]);
+    machine.start = traplab_tracer::qemu::Start::Together;
+    machine.control = Some(ControlStart::Run);
+    machine.timer_hz = Some(100);
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(180)),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut app = App::live(
+        "serial-echo beside spin",
+        Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        },
+    );
+    until_event(
+        &mut app,
+        &mut session,
+        "d1's HLT that blocks while d2 runs",
+        |body| matches!(body, Body::Decide(decide) if decide.why.contains("blocks until its timer or an event interrupts it")),
+    );
+    keys(&mut app, "ihello\n");
+    until_event(
+        &mut app,
+        &mut session,
+        "the echo, while d2 still spins",
+        console_line("you typed: hello (5 bytes)"),
+    );
+}
+
 #[test]
 fn a_shell_on_linux_s_console_runs_the_line_i_types() {
     // `traplab run linux-boot --shell`: Debian's kernel boots to a busybox shell on ttyS0;

@@ -172,6 +172,19 @@ mod tests {
         test
     }
 
+    #[test]
+    fn a_key_for_another_domain_does_not_end_a_hlt_that_waits_for_its_timer() {
+        // Keys typed for d2 (ended, or not started: this domain is the only one that runs)
+        // are dropped; the HLT waits on for its timer, and its interrupt comes. (The key
+        // used to end the halt, and the HLT to return with no interrupt to take.)
+        let mut test = waiting_for_its_timer();
+        test.machine.keyboard = true;
+        test.machine.keys.push((2, b"k".to_vec()));
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
+        assert!(test.machine.keys.is_empty(), "the key is dropped");
+    }
+
     /// A kernel waiting for a line on COM1: the PICs at 0x20, only IRQ 4 open, the UART's
     /// received-data interrupt on and OUT2 set; no timer.
     fn waiting_for_a_key(keyboard: bool) -> Test {

@@ -937,7 +937,10 @@ mod tests {
         );
         assert_eq!(
             run.applied.switch,
-            Some(Switch::Woke { to: 2, port: 5 }),
+            Some(Switch::Woke {
+                to: 2,
+                port: Some(5)
+            }),
             "the woken domain runs first"
         );
         assert_returned(&test, 0);
@@ -1085,7 +1088,13 @@ mod tests {
         d2.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
         let run = test.call();
         assert!(run.notifies()[0].woke);
-        assert_eq!(run.applied.switch, Some(Switch::Woke { to: 2, port: 5 }));
+        assert_eq!(
+            run.applied.switch,
+            Some(Switch::Woke {
+                to: 2,
+                port: Some(5)
+            })
+        );
         assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
     }
 
