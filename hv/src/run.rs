@@ -632,7 +632,14 @@ fn run_vcpu(
             if applied.switch.is_none() {
                 applied.switch = match woken {
                     Some((to, port)) => Some(Switch::Woke { to, port }),
-                    None if schedule::slice_over(&system.domains, id) => Some(Switch::SliceOver),
+                    None if schedule::slice_over(
+                        &system.domains,
+                        id,
+                        crate::timer::rate_when_running(),
+                    ) =>
+                    {
+                        Some(Switch::SliceOver)
+                    }
                     None => None,
                 };
             }

@@ -27,10 +27,16 @@ pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
 use traplab_abi::evtchn::Port;
 
-/// How many of the hypervisor's timer ticks a vCPU may run while another is runnable:
-/// 3 ticks of 10 ms, Xen's default credit time slice (30 ms). Only ticks that come while
-/// another vCPU waits count ([`charge_tick`]).
-pub const SLICE_TICKS: u32 = 3;
+/// How long a vCPU may run while another is runnable: Xen's default credit time slice
+/// (`sched_credit_tslice_ms`, 30 ms), counted in ticks of the hypervisor's timer
+/// ([`slice_ticks`]). Only ticks that come while another vCPU waits count ([`charge_tick`]).
+pub const SLICE_MS: u32 = 30;
+
+/// The slice in ticks of a timer at `timer_hz`: 3 at its usual 100 Hz, more when it runs
+/// faster for a guest's own timer (up to 1000 Hz for Linux's: 30 ticks, still 30 ms).
+pub fn slice_ticks(timer_hz: u32) -> u32 {
+    (SLICE_MS * timer_hz / 1000).max(1)
+}
 
 /// How the domains of a run start (fw_cfg `opt/traplab/start`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,13 +113,13 @@ pub fn charge_tick(domains: &mut [Domain], id: u16) {
     }
 }
 
-/// Should the running vCPU `id` give the CPU up after an INTR exit: has it used its slice
-/// while another vCPU waits to run?
-pub fn slice_over(domains: &[Domain], id: u16) -> bool {
+/// Should the running vCPU `id` give the CPU up after an INTR exit of the hypervisor's timer
+/// at `timer_hz`: has it used its slice while another vCPU waits to run?
+pub fn slice_over(domains: &[Domain], id: u16, timer_hz: u32) -> bool {
     let Some(domain) = domains.iter().find(|domain| domain.id == id) else {
         return false;
     };
-    domain.vcpu.ticks_run >= SLICE_TICKS
+    domain.vcpu.ticks_run >= slice_ticks(timer_hz)
         && domains
             .iter()
             .any(|other| other.id != id && other.vcpu.run_state == RunState::Runnable)
@@ -328,12 +334,20 @@ mod tests {
     fn the_slice_is_over_after_3_ticks_when_another_domain_is_runnable() {
         // Xen's credit scheduler: a 30 ms time slice (sched_credit_tslice_ms).
         let mut domains = system(&[(1, RunState::Runnable), (2, RunState::Runnable)]);
-        domains[0].vcpu.ticks_run = SLICE_TICKS - 1;
-        assert!(!slice_over(&domains, 1), "2 ticks");
-        domains[0].vcpu.ticks_run = SLICE_TICKS;
-        assert!(slice_over(&domains, 1), "3 ticks");
-        domains[0].vcpu.ticks_run = SLICE_TICKS + 5;
-        assert!(slice_over(&domains, 1));
+        domains[0].vcpu.ticks_run = 2;
+        assert!(!slice_over(&domains, 1, 100), "2 ticks");
+        domains[0].vcpu.ticks_run = 3;
+        assert!(slice_over(&domains, 1, 100), "3 ticks");
+        domains[0].vcpu.ticks_run = 8;
+        assert!(slice_over(&domains, 1, 100));
+        // The timer sped up for a guest's (Linux's 250 Hz, at most 1000): still 30 ms,
+        // not 3 ms. (It used to count 3 ticks whatever the rate.)
+        domains[0].vcpu.ticks_run = 3;
+        assert!(!slice_over(&domains, 1, 1000), "3 ms");
+        domains[0].vcpu.ticks_run = 30;
+        assert!(slice_over(&domains, 1, 1000), "30 ms");
+        assert_eq!(slice_ticks(250), 7);
+        assert_eq!(slice_ticks(19), 1, "at least a tick");
     }
 
     #[test]
@@ -345,8 +359,8 @@ mod tests {
             (4, RunState::Ended),
         ]);
         domains[0].vcpu.ticks_run = 10;
-        assert!(!slice_over(&domains, 1));
-        assert!(!slice_over(&domains, 9), "no such domain");
+        assert!(!slice_over(&domains, 1, 100));
+        assert!(!slice_over(&domains, 9, 100), "no such domain");
     }
 
     #[test]
@@ -360,9 +374,9 @@ mod tests {
         domains[1].vcpu.run_state = RunState::Runnable;
         charge_tick(&mut domains, 1);
         charge_tick(&mut domains, 1);
-        assert!(!slice_over(&domains, 1), "2 ticks with d2 waiting");
+        assert!(!slice_over(&domains, 1, 100), "2 ticks with d2 waiting");
         charge_tick(&mut domains, 1);
-        assert!(slice_over(&domains, 1), "3 ticks with d2 waiting");
+        assert!(slice_over(&domains, 1, 100), "3 ticks with d2 waiting");
         assert_eq!(
             domains[1].vcpu.ticks_run, 0,
             "only the running vCPU is charged"
