@@ -59,6 +59,10 @@ impl Machine for Hardware {
         control::enabled()
     }
 
+    fn debugger_attached(&self) -> bool {
+        crate::gdb::enabled()
+    }
+
     fn keys_typed(&mut self) -> bool {
         control::keys_typed()
     }

@@ -52,6 +52,10 @@ pub trait Machine {
     /// a guest waiting for its serial port's interrupt waits for a key.
     fn keyboard(&self) -> bool;
 
+    /// Does gdb debug a domain (fw_cfg `opt/traplab/gdb`)? Then the hypervisor must answer
+    /// its line while a guest waits, rather than halt for the guest's timer.
+    fn debugger_attached(&self) -> bool;
+
     /// Have keys come from the host that no domain has taken yet?
     fn keys_typed(&mut self) -> bool;
 

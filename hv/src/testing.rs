@@ -174,6 +174,8 @@ pub struct FakeMachine {
     pub calls: Vec<String>,
     /// A terminal forwards keys (`traplab run`).
     pub keyboard: bool,
+    /// gdb debugs a domain.
+    pub debugger: bool,
     /// Keys typed and not taken: for which domain, what.
     pub keys: Vec<(u16, Vec<u8>)>,
     /// The XSAVE state components the CPU has (CPUID 0xD, EAX): x87, SSE and AVX unless a
@@ -192,6 +194,7 @@ impl Default for FakeMachine {
             ticks: 0,
             calls: Vec::new(),
             keyboard: false,
+            debugger: false,
             keys: Vec::new(),
             xsave_components: 0b111,
         }
@@ -267,6 +270,10 @@ impl Machine for FakeMachine {
 
     fn keyboard(&self) -> bool {
         self.keyboard
+    }
+
+    fn debugger_attached(&self) -> bool {
+        self.debugger
     }
 
     fn keys_typed(&mut self) -> bool {

@@ -99,10 +99,19 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .describe("HLT: the virtual CPU stops")
         .ending(stopped("halted waiting for an interrupt that no device sends"));
     }
-    if !owed && others_run {
+    // With gdb attached, the hypervisor must answer it while the guest waits: the vCPU
+    // blocks, and the idle loop waits for its timer, reading gdb's line every 1/100 s
+    // (`run.rs`), instead of halting for the timer in the exit's place (below), deaf to gdb.
+    let debugged = guest.machine.debugger_attached();
+    if !owed && (others_run || debugged) {
+        let meanwhile = if others_run {
+            "the hypervisor runs another domain meanwhile"
+        } else {
+            "the hypervisor idles meanwhile, answering gdb"
+        };
         return decide!(
             Action::Emulate,
-            "{context}HLT with interrupts on: d{} blocks until its timer or an event interrupts it; the hypervisor runs another domain meanwhile",
+            "{context}HLT with interrupts on: d{} blocks until its timer or an event interrupts it; {meanwhile}",
             guest.id
         )
         .with(Effect::Rip(next))
@@ -170,6 +179,22 @@ mod tests {
             target: TimerTarget::Pending,
         });
         test
+    }
+
+    #[test]
+    fn with_gdb_attached_a_hlt_that_waits_for_its_timer_blocks_so_that_gdb_is_answered() {
+        let mut test = waiting_for_its_timer();
+        test.machine.debugger = true;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::Block(Wait::Interrupt)),
+            "{:?}",
+            run.decision.effects
+        );
+        assert!(!run.decision.effects.contains(&Effect::HaltUntilInterrupt));
+        assert!(run.decision.why.to_string().contains("answering gdb"));
     }
 
     #[test]
