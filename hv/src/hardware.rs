@@ -5,6 +5,16 @@
 use crate::{control, time, timer};
 use traplab_hv::Machine;
 
+/// gdb debugs a domain: set once at boot by `gdb::enable` (the flag is here, not read from
+/// `gdb`, which depends on this module).
+static DEBUGGER_ATTACHED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// gdb will debug a domain ([`Machine::debugger_attached`]).
+pub fn debugger_attaches() {
+    DEBUGGER_ATTACHED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// This machine.
 pub struct Hardware;
 
@@ -60,7 +70,7 @@ impl Machine for Hardware {
     }
 
     fn debugger_attached(&self) -> bool {
-        crate::gdb::enabled()
+        DEBUGGER_ATTACHED.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     fn keys_typed(&mut self) -> bool {

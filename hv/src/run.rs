@@ -164,7 +164,8 @@ struct Parked {
 /// recorded just before VMRUN, after gdb's last chances to stop the guest there
 /// (`gdb::after_handling`, `gdb::before_entry`). So it shows the registers the guest resumes
 /// with, gdb's changes made while it held the guest included, and a guest that gdb ends
-/// there never has one.
+/// there has none. (One that gdb stops or ends while the host holds the hypervisor at the
+/// resume itself has it: gdb's checks run once more after it, before VMRUN.)
 struct OwedResume {
     /// The TSC at the exit.
     exit_tsc: u64,
@@ -355,7 +356,10 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         // Everything recorded is in the ring before we wait.
         trace::flush();
         machine.halt_until(until);
-        let woken_by_keys = wake_on_keys(running, machine, None);
+        let (woken_by_keys, said) = wake_on_keys(running, machine, None);
+        for (id, body) in said {
+            running.record(Some(id), &body);
+        }
         // Here every domain waits or has ended: what is left was typed for one that has
         // ended or never was, and would wake this loop at once, again and again.
         let dropped = machine.discard_keys();
@@ -373,12 +377,18 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
     }
 }
 
-/// Keys the host typed for blocked domains (but `running`) go into their COM1
-/// (`apply::keys_from_host`, in the trace); a vCPU halted for an interrupt that now has one
-/// to take is runnable again. The first one woken.
-fn wake_on_keys(running: &mut Running, machine: &mut Hardware, except: Option<u16>) -> Option<u16> {
+/// Keys the host typed for blocked domains (but `except`) go into their COM1
+/// (`apply::keys_from_host`); a vCPU halted for an interrupt that now has one to take is
+/// runnable again. The first one woken, and the events that say so, each with its domain,
+/// for the caller to record (after the trap it is in, if any: not inside it).
+fn wake_on_keys(
+    running: &mut Running,
+    machine: &mut Hardware,
+    except: Option<u16>,
+) -> (Option<u16>, Vec<(u16, Body)>) {
+    let mut said = Vec::new();
     if !machine.keys_typed() {
-        return None;
+        return (None, said);
     }
     let mut first = None;
     let ids: Vec<u16> = running
@@ -405,11 +415,9 @@ fn wake_on_keys(running: &mut Running, machine: &mut Hardware, except: Option<u1
             domain.vcpu.run_state = RunState::Runnable;
             first = first.or(Some(id));
         }
-        for body in events {
-            running.record(Some(id), &body);
-        }
+        said.extend(events.into_iter().map(|body| (id, body)));
     }
-    first
+    (first, said)
 }
 
 /// Blocked vCPUs (other than `running`) whose timers are due at `now`: their tick becomes
@@ -526,6 +534,8 @@ fn run_vcpu(
 ) -> Off {
     let mut events = Vec::new();
     let mut spare_changes = Vec::new();
+    // Events of other domains an exit of this one caused (keys into their COM1).
+    let mut others_said: Vec<(u16, Body)> = Vec::new();
     let bare = bench_bare::on();
     // Who reads a decision's events: the trace, and gdb's `monitor traps`.
     let recording = trace::enabled() || matches!(running, Running::Debugged(_));
@@ -626,7 +636,10 @@ fn run_vcpu(
             schedule::charge_tick(&mut system.domains, id);
             // Keys typed for a blocked domain raise its COM1's interrupt now, not when the
             // CPU next idles (a device's interrupt kicks its vCPU, as Xen's `vcpu_kick`).
-            let woken = woken.or(wake_on_keys(running, machine, Some(id)).map(|to| (to, None)));
+            // What that says is recorded after this trap's events, not inside them.
+            let (by_keys, said) = wake_on_keys(running, machine, Some(id));
+            others_said = said;
+            let woken = woken.or(by_keys.map(|to| (to, None)));
             let system = running.system();
             // A vCPU woken by its timer or a key runs next, as one woken by an event does.
             if applied.switch.is_none() {
@@ -663,6 +676,9 @@ fn run_vcpu(
         // looked up again after every world switch.
         for body in &events {
             running.record(Some(id), body);
+        }
+        for (other, body) in others_said.drain(..) {
+            running.record(Some(other), &body);
         }
         apply::recycle(&mut events, &mut spare_changes);
         if let Some(end) = applied.end {

@@ -96,7 +96,12 @@ pub fn after(
             preempted.get_or_insert(id);
             Some(to)
         }
-        None => next(domains, Some(preempted.take().unwrap_or(id))),
+        None => match next(domains, Some(preempted.take().unwrap_or(id))) {
+            // The woken vCPU itself, which yields or has used its slice: it lets the others
+            // go first, as any vCPU does.
+            Some(again) if again == id => next(domains, Some(id)),
+            other => other,
+        },
     }
 }
 
@@ -284,6 +289,16 @@ mod tests {
         domains[2].vcpu.run_state = blocked();
         assert_eq!(after(&domains, 2, None, &mut preempted), Some(0));
         assert_eq!(preempted, None);
+        // A woken vCPU that yields (or uses its slice) lets the others go first: d1 wakes
+        // d2, d2 yields, and d3 runs, not d2 again.
+        let domains = system(&[
+            (1, RunState::Runnable),
+            (2, RunState::Runnable),
+            (3, RunState::Runnable),
+        ]);
+        let mut preempted = None;
+        assert_eq!(after(&domains, 1, Some(2), &mut preempted), Some(2));
+        assert_eq!(after(&domains, 2, None, &mut preempted), Some(3));
     }
 
     #[test]

@@ -240,12 +240,37 @@ fn keys_for_a_blocked_kernel_wake_it_while_another_domain_spins() {
         "d1's HLT that blocks while d2 runs",
         |body| matches!(body, Body::Decide(decide) if decide.why.contains("blocks until its timer or an event interrupts it")),
     );
-    keys(&mut app, "ihello\n");
+    // Straight to d1's COM1: `i` types for the selected flow's domain, and the list follows
+    // d2's ticks.
+    let control = session.control().expect("the control mailbox");
+    for keys in traplab_abi::control::Keys::split(1, b"hello\n") {
+        control
+            .send(traplab_abi::control::Command::Input(keys))
+            .expect("the keys are posted");
+    }
     until_event(
         &mut app,
         &mut session,
         "the echo, while d2 still spins",
         console_line("you typed: hello (5 bytes)"),
+    );
+    // The keys went in at one of d2's timer exits, and are said after that trap's events,
+    // not between its exit and its decision.
+    let events: Vec<_> = (0..app.trace.len())
+        .filter_map(|index| app.trace.event(index).ok())
+        .collect();
+    let typed = events
+        .iter()
+        .position(|event| matches!(&event.body, Body::Emulate(emulate) if event.dom == Some(1) && emulate.what.starts_with("the host typed \"hello\\n\"")))
+        .expect("the keys in d1's lane");
+    let before = events[..typed]
+        .iter()
+        .rev()
+        .find(|event| event.dom == Some(2))
+        .expect("d2 ran before");
+    assert!(
+        matches!(before.body, Body::Decide(_) | Body::Emulate(_)),
+        "the keys came inside d2's trap, after {before:?}"
     );
 }
 

@@ -102,7 +102,13 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // With gdb attached, the hypervisor must answer it while the guest waits: the vCPU
     // blocks, and the idle loop waits for its timer, reading gdb's line every 1/100 s
     // (`run.rs`), instead of halting for the timer in the exit's place (below), deaf to gdb.
-    let debugged = guest.machine.debugger_attached();
+    // (Not a timer bound to VIRQ_TIMER: its tick is an event, which wakes a blocked vCPU only
+    // through a callback it may not have, where the HLT below returns after the tick.)
+    let debugged = guest.machine.debugger_attached()
+        && guest
+            .events
+            .virq_port(traplab_abi::evtchn::virq::TIMER)
+            .is_none();
     if !owed && (others_run || debugged) {
         let meanwhile = if others_run {
             "the hypervisor runs another domain meanwhile"
@@ -195,6 +201,21 @@ mod tests {
         );
         assert!(!run.decision.effects.contains(&Effect::HaltUntilInterrupt));
         assert!(run.decision.why.to_string().contains("answering gdb"));
+        // A timer bound to VIRQ_TIMER, no callback registered: its tick is an event that
+        // would never wake a blocked vCPU. The HLT waits for it in place, with gdb or
+        // without, and returns after it, the port pending.
+        let mut test = waiting_for_its_timer();
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.domain.events.ports[3] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
+        test.machine.debugger = true;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            run.decision.effects.contains(&Effect::HaltUntilInterrupt),
+            "{:?}",
+            run.decision.effects
+        );
+        assert!(run.applied.switch.is_none() && run.applied.end.is_none());
+        assert!(test.domain.event_pending(3));
     }
 
     #[test]

@@ -113,6 +113,7 @@ static DOMAIN: AtomicU16 = AtomicU16::new(0);
 pub fn enable(id: u16) {
     DOMAIN.store(id, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
+    crate::hardware::debugger_attaches();
     // Without exits, a spinning guest could never be interrupted with Ctrl-C.
     crate::timer::ensure_running();
 }
