@@ -52,19 +52,7 @@ fn until_stopped(app: &mut App, session: &mut Session, after: Option<u64>) -> u6
 fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
     let mut machine = traplab_labs::machine_for(&["page-fault"]);
     machine.control = Some(ControlStart::Paused);
-    let options = SessionOptions {
-        timeout: Some(Duration::from_secs(120)),
-        ..SessionOptions::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let mut app = App::live(
-        "page-fault",
-        Options {
-            color: false,
-            guest_images: false,
-            source_root: None,
-        },
-    );
+    let (mut session, mut app) = start(&machine, 120, "page-fault");
     let boot = until_stopped(&mut app, &mut session, None);
     keys(&mut app, "bpf\nc");
     let fault = until_stopped(&mut app, &mut session, Some(boot));
@@ -128,6 +116,25 @@ fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
     }
 }
 
+/// Start `machine` under a session that QEMU's time limit ends after `seconds`, and a live
+/// app titled `title`, drawn without colours, guest images or sources.
+fn start(machine: &traplab_tracer::qemu::Machine, seconds: u64, title: &str) -> (Session, App) {
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(seconds)),
+        ..SessionOptions::default()
+    };
+    let session = Session::start(machine, options).expect("QEMU starts");
+    let app = App::live(
+        title,
+        Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        },
+    );
+    (session, app)
+}
+
 /// Feed the session's items to the app until one of domain 1's events is `wanted`, within a
 /// bound.
 fn until_event(app: &mut App, session: &mut Session, what: &str, wanted: impl Fn(&Body) -> bool) {
@@ -164,19 +171,7 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
     // keys forwarded, the hypervisor halts until one comes (instead of ending the domain).
     let mut machine = traplab_labs::machine_for(&["serial-echo"]);
     machine.control = Some(ControlStart::Run);
-    let options = SessionOptions {
-        timeout: Some(Duration::from_secs(180)),
-        ..SessionOptions::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let mut app = App::live(
-        "serial-echo",
-        Options {
-            color: false,
-            guest_images: false,
-            source_root: None,
-        },
-    );
+    let (mut session, mut app) = start(&machine, 180, "serial-echo");
     let waits_for_a_key = |body: &Body| matches!(body, Body::Decide(decide) if decide.why.contains("blocks until a key the host types on COM1"));
     until_event(
         &mut app,
@@ -221,19 +216,7 @@ fn keys_for_a_blocked_kernel_wake_it_while_another_domain_spins() {
     machine.start = traplab_tracer::qemu::Start::Together;
     machine.control = Some(ControlStart::Run);
     machine.timer_hz = Some(100);
-    let options = SessionOptions {
-        timeout: Some(Duration::from_secs(180)),
-        ..SessionOptions::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let mut app = App::live(
-        "serial-echo beside spin",
-        Options {
-            color: false,
-            guest_images: false,
-            source_root: None,
-        },
-    );
+    let (mut session, mut app) = start(&machine, 180, "serial-echo beside spin");
     until_event(
         &mut app,
         &mut session,
@@ -289,19 +272,7 @@ fn a_shell_on_linux_s_console_runs_the_line_i_types() {
     line.push_str(traplab_labs::linux::SHELL_ARGUMENT);
     machine.control = Some(ControlStart::Run);
     machine.timer_hz = Some(traplab_labs::linux::SHELL_TIMER_HZ);
-    let options = SessionOptions {
-        timeout: Some(Duration::from_secs(300)),
-        ..SessionOptions::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let mut app = App::live(
-        "linux-boot",
-        Options {
-            color: false,
-            guest_images: false,
-            source_root: None,
-        },
-    );
+    let (mut session, mut app) = start(&machine, 300, "linux-boot");
     until_event(
         &mut app,
         &mut session,
