@@ -371,6 +371,15 @@ fn a_pane_s_letter_opens_it_from_the_list_as_tab_does() {
 }
 
 #[test]
+fn the_typing_prompt_names_the_domain_the_line_goes_to() {
+    // No flow selected yet: d1's COM1, and the prompt says so, as it says any other.
+    let mut app = App::live("live", plain());
+    press(&mut app, "i");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("type on d1's COM1"), "{screen}");
+}
+
+#[test]
 fn a_broken_trace_ring_stays_in_the_title_after_the_next_key() {
     let mut app = App::live("live", plain());
     app.take_item(traplab_tracer::session::Item::Broken(

@@ -188,11 +188,17 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let line = if let Some(prompt) = &app.prompt {
         let label = match prompt.purpose {
-            Purpose::Search => "/",
+            Purpose::Search => "/".to_string(),
             Purpose::Break => {
                 "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
+                    .to_string()
             }
-            Purpose::Type { .. } => "type on COM1 (⏎ sends the line, Esc cancels): ",
+            // Which domain: the selected flow's, and in a live run the list follows the
+            // latest flow, which may be another domain's than the one the student means.
+            Purpose::Type { dom } => format!(
+                "type on {}'s COM1 (⏎ sends the line, Esc cancels): ",
+                traplab_abi::event::domain_label(dom)
+            ),
         };
         Line::from(vec![
             Span::styled(label, theme.key()),
