@@ -5,14 +5,20 @@
 use crate::{control, time, timer};
 use traplab_hv::Machine;
 
-/// gdb debugs a domain: set once at boot by `gdb::enable` (the flag is here, not read from
-/// `gdb`, which depends on this module).
+/// gdb debugs a domain: set once at boot by `gdb::enable`. The one flag that says so, here
+/// rather than in `gdb`, which depends on this module ([`Machine::debugger_attached`],
+/// `gdb::enabled`).
 static DEBUGGER_ATTACHED: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
-/// gdb will debug a domain ([`Machine::debugger_attached`]).
+/// gdb will debug a domain.
 pub fn debugger_attaches() {
     DEBUGGER_ATTACHED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Does gdb debug a domain?
+pub fn debugger_attached() -> bool {
+    DEBUGGER_ATTACHED.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// This machine.
@@ -70,7 +76,7 @@ impl Machine for Hardware {
     }
 
     fn debugger_attached(&self) -> bool {
-        DEBUGGER_ATTACHED.load(core::sync::atomic::Ordering::Relaxed)
+        debugger_attached()
     }
 
     fn keys_typed(&mut self) -> bool {

@@ -77,7 +77,7 @@ use crate::hardware::Hardware;
 use crate::time::{rdtsc, tsc_hz};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use core::sync::atomic::{AtomicU16, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStubBuilder, SingleThreadStopReason};
@@ -104,22 +104,20 @@ const QUIET_PER_SECOND: u64 = 200;
 /// domains.
 const BUDGET_PER_SECOND: u64 = 50;
 
-/// Serve gdb? Set at boot from fw_cfg `opt/traplab/gdb`.
-static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The domain gdb debugs.
 static DOMAIN: AtomicU16 = AtomicU16::new(0);
 
 /// Turn the gdb channel on: domain `id` will start stopped, waiting for gdb on COM2.
 pub fn enable(id: u16) {
     DOMAIN.store(id, Ordering::Relaxed);
-    ENABLED.store(true, Ordering::Relaxed);
     crate::hardware::debugger_attaches();
     // Without exits, a spinning guest could never be interrupted with Ctrl-C.
     crate::timer::ensure_running();
 }
 
+/// Serve gdb? Set at boot from fw_cfg `opt/traplab/gdb` ([`enable`]).
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    crate::hardware::debugger_attached()
 }
 
 /// What gdb asked for when it let the guest go.
