@@ -16,7 +16,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use std::path::PathBuf;
 use traplab_tracer::store::Trace;
-use traplab_tui::ui::app::{Pane, Screen};
+use traplab_tui::ui::app::{Pane, Purpose, Screen};
 use traplab_tui::ui::{App, Options};
 
 fn recording(name: &str) -> PathBuf {
@@ -377,6 +377,40 @@ fn the_typing_prompt_names_the_domain_the_line_goes_to() {
     press(&mut app, "i");
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("type on d1's COM1"), "{screen}");
+}
+
+#[test]
+fn tab_moves_the_typing_prompt_to_the_run_s_other_domains() {
+    // A live run with two domains (ping is d1, pong d2): the line goes to the selected
+    // flow's domain first, and Tab and Shift-Tab move it round the run's domains.
+    let mut app = App::live("live", plain());
+    for event in traplab_tracer::sample::event_channel_ping() {
+        app.take_item(traplab_tracer::session::Item::Event(event));
+    }
+    let typing_to = |app: &App| match app.prompt.as_ref().map(|prompt| prompt.purpose) {
+        Some(Purpose::Type { dom }) => dom,
+        other => panic!("no typing prompt: {other:?}"),
+    };
+    press(&mut app, "i");
+    let first = typing_to(&app);
+    let other = if first == 1 { 2 } else { 1 };
+    press(&mut app, "<Tab>");
+    assert_eq!(typing_to(&app), other);
+    let screen = draw(&app, 120, 30);
+    assert!(
+        screen.contains(&format!("type on d{other}'s COM1")),
+        "{screen}"
+    );
+    press(&mut app, "<Tab>");
+    assert_eq!(typing_to(&app), first);
+    app.handle_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
+    assert_eq!(typing_to(&app), other);
+    // What was typed stays; Tab is not a character of the line.
+    press(&mut app, "ls<Tab>");
+    assert_eq!(
+        app.prompt.as_ref().map(|prompt| prompt.text.as_str()),
+        Some("ls")
+    );
 }
 
 #[test]

@@ -956,6 +956,18 @@ impl App {
             KeyCode::Backspace => {
                 prompt.text.pop();
             }
+            // Typing: Tab and Shift-Tab move the line to the next or previous domain of the
+            // run. In a live run the list follows the latest flow, which is often another
+            // domain's than the one the student means to type to.
+            KeyCode::Tab | KeyCode::BackTab => {
+                if let Purpose::Type { dom } = prompt.purpose {
+                    let doms: Vec<u16> = self.trace.domains().iter().map(|(id, _)| *id).collect();
+                    let forward = key.code == KeyCode::Tab;
+                    prompt.purpose = Purpose::Type {
+                        dom: next_domain(&doms, dom, forward),
+                    };
+                }
+            }
             // A line editor's keys: Ctrl-U clears the line, Ctrl-W takes the last word back;
             // any other key with Ctrl or Alt types nothing.
             KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
@@ -1268,6 +1280,16 @@ impl App {
                 Step::Handler(_) | Step::Away(_) => None,
             })
     }
+}
+
+/// The domain after `dom` in `doms` (before it, `forward` false), round: where Tab moves the
+/// typing prompt. `dom` itself when the run has no other domain (or has not said which yet).
+fn next_domain(doms: &[u16], dom: u16, forward: bool) -> u16 {
+    let Some(index) = doms.iter().position(|&known| known == dom) else {
+        return doms.first().copied().unwrap_or(dom);
+    };
+    let step = if forward { 1 } else { doms.len() - 1 };
+    doms[(index + step) % doms.len()]
 }
 
 /// What the title says of what is wrong with the trace itself, if anything: events the

@@ -193,10 +193,11 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
                     .to_string()
             }
-            // Which domain: the selected flow's, and in a live run the list follows the
-            // latest flow, which may be another domain's than the one the student means.
+            // Which domain: the selected flow's at first, and in a live run the list follows
+            // the latest flow, which may be another domain's than the one the student means:
+            // Tab moves the line to the next domain.
             Purpose::Type { dom } => format!(
-                "type on {}'s COM1 (⏎ sends the line, Esc cancels): ",
+                "type on {}'s COM1 (Tab: another domain, ⏎ sends the line, Esc cancels): ",
                 traplab_abi::event::domain_label(dom)
             ),
         };
@@ -1602,7 +1603,7 @@ const LIVE_HELP: &[(&str, &str)] = &[
     ("s", "step: one event (decide, inject, resume…)"),
     ("t", "run to the next trap (exit)"),
     ("p", "pause (works while a guest spins)"),
-    ("i", "type a line on COM1 of the flow's domain (d1 if none)"),
+    ("i", "type a line on COM1 (the flow's domain; Tab: another)"),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
