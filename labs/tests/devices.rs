@@ -141,6 +141,27 @@ fn the_driver_domain_reaches_the_disk_without_an_exit_and_the_other_domain_is_re
         assert_eq!(ending(events, dom).1, Some(0), "d{dom}");
     }
 
+    // The catalogue checks the same (`absent` on d1's lines): the run passes, and the same
+    // run with one IOIO exit of d1's in its sector's work fails, naming the exit.
+    let symbols = lab.symbols().expect("the lab's symbols");
+    let verdict = traplab_labs::grade::grade(&lab, None, &run, &symbols);
+    assert!(verdict.passed, "{:?}", verdict.problems);
+    let mut exited = run.clone();
+    let mut exit = events[d2_ports[0].0].clone();
+    exit.dom = Some(1);
+    exited.events.insert(d1_last_line, exit);
+    let verdict = traplab_labs::grade::grade(&lab, None, &exited, &symbols);
+    assert!(!verdict.passed);
+    let problems: Vec<&str> = verdict
+        .problems
+        .iter()
+        .map(|problem| problem.explanation())
+        .collect();
+    assert!(
+        problems.iter().any(|problem| problem.contains("IOIO")),
+        "{problems:#?}"
+    );
+
     // On the host, after the run: the sector at its offset in the image, padded with zeros;
     // the host's own bytes untouched; the size as it was.
     let after = std::fs::read(&path).expect("the image is kept");

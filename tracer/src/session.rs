@@ -597,7 +597,7 @@ impl Drop for Session {
 }
 
 /// A whole run, collected: for tests, the checker and benchmarks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Run {
     pub events: Vec<Event>,
     /// The hypervisor's log lines.
