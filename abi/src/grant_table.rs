@@ -33,8 +33,9 @@ pub const ENTRIES: u32 = 32;
 /// from here, above its RAM, that nothing else uses. A `host_addr` must be one of them. (A
 /// Xen HVM guest maps grants over RAM pages it gave back to the hypervisor; traplab keeps
 /// them apart, so a grant mapping is never mistaken for the guest's own memory.) The guest
-/// maps the page into its own page tables to use it; once unmapped, an access there is
-/// outside its memory, and the domain is killed as for any such access. A domain whose RAM
+/// maps the page into its own page tables to use it. A write to a page it mapped read-only
+/// is #GP(0), as Xen answers an HVM guest; once unmapped, the slot is outside its memory, an
+/// empty bus (reads all ones, writes go nowhere), as any address above its RAM. A domain whose RAM
 /// reaches the area (a kernel run with `--memory` over 1024 MiB) has no room to map a grant:
 /// `GNTTABOP_map_grant_ref` answers it `GNTST_bad_virt_addr`.
 pub const MAP_AREA: u64 = 0x4000_0000;

@@ -28,9 +28,9 @@
 //! | 6      | `set_timer`      | RDI = vector (32–255), RSI = period in µs (1,000–10,000,000), or 0 to stop | 0, `EINVAL` |
 //! | 7      | `set_pv_mode`    | RDI = 1: from now on the hypervisor emulates privileged instructions that fault at CPL 3 (0: stop) | 0, `EINVAL` |
 //! | 8      | —                | (left free for the `hypercall` lab's exercise)     |                                 |
-//! | 9      | `sched_op`       | RDI = command, RSI = its argument ([`crate::sched`]) | 0; `EINVAL`, `EFAULT`        |
-//! | 10     | `event_channel_op` | RDI = command, RSI = its structure ([`crate::evtchn`]) | 0; `EINVAL`, `EFAULT`, `ESRCH`, `EPERM`, `ENOSPC` |
-//! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EINVAL`, `EFAULT` |
+//! | 9      | `sched_op`       | RDI = command, RSI = its argument ([`crate::sched`]) | 0; `EINVAL`, `EFAULT`; `ENOSYS` for an unknown command |
+//! | 10     | `event_channel_op` | RDI = command, RSI = its structure ([`crate::evtchn`]) | 0; `EINVAL`, `EFAULT`, `ESRCH`, `EPERM`, `ENOSPC`, `EEXIST` and `ENOENT` (`bind_virq`); `ENOSYS` for an unknown command |
+//! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EFAULT`; `ENOSYS` for an unknown command |
 //! | 12     | `set_callback`   | RDI = how ([`crate::evtchn::callback`]: 0 vector), RSI = the vector (32–255, 0: none) | 0; `EINVAL`; `ENOSYS` for 1 (a PV callback address) |
 //! | 13     | `set_shared_info`| RDI = a page of the guest's RAM (guest-physical): its shared-info page ([`crate::evtchn::shared_info`]) | 0; `EINVAL` |
 //! | 14     | `store_op`       | RDI = command, RSI = path, RDX = its length, R10 = value, R8 = its length ([`crate::store`]) | see there |

@@ -307,8 +307,9 @@ fn record_schedule(
 
 /// Nothing is runnable: the hypervisor idles until a blocked vCPU's timer is due, and
 /// returns the vCPU it woke. `None`: every domain has ended; or the blocked ones wait for
-/// something nothing can send any more (no timer, nobody left to send an event): they are
-/// killed, as a deadlock. With gdb, it wakes at every tick of its own timer to answer gdb.
+/// something nothing can send any more (no timer whose tick could end a wait,
+/// `schedule::earliest_timer`; nobody left to send an event): they are killed, as a
+/// deadlock. With gdb, it wakes at every tick of its own timer to answer gdb.
 fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
     loop {
         running.answer_gdb(None);
@@ -336,7 +337,7 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
                 .collect();
             for id in blocked {
                 let end = DomainEnd::Killed {
-                    reason: "deadlock: every domain waits, and nothing is left that could wake one (no timer, no domain to send an event)".into(),
+                    reason: "deadlock: every domain waits, and nothing is left that could wake one (no timer whose tick ends its wait, no domain to send an event)".into(),
                 };
                 finish(running, id, end);
             }

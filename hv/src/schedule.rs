@@ -25,7 +25,7 @@ use crate::domain::evtchn::{Callback, Pending};
 use crate::domain::interrupts::Tick;
 pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
-use traplab_abi::evtchn::Port;
+use traplab_abi::evtchn::{Port, virq};
 
 /// How long a vCPU may run while another is runnable: Xen's default credit time slice
 /// (`sched_credit_tslice_ms`, 30 ms), counted in ticks of the hypervisor's timer
@@ -138,13 +138,36 @@ pub fn next_in_turn(domains: &[Domain]) -> Option<u16> {
         .map(|domain| domain.id)
 }
 
-/// The earliest deadline of a blocked vCPU's timer (the idle loop waits for it).
+/// The earliest deadline of a blocked vCPU's timer whose tick could end its wait (the idle
+/// loop waits for it). A timer that can never wake its vCPU does not count: the idle loop
+/// would wait for it tick after tick, for ever, where nothing else can wake anyone (a
+/// deadlock, which the loop ends).
 pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
     domains
         .iter()
-        .filter(|domain| domain.vcpu.run_state.is_blocked())
+        .filter(|domain| match &domain.vcpu.run_state {
+            RunState::Blocked(wait) => timer_may_wake(wait, domain),
+            _ => false,
+        })
         .filter_map(|domain| domain.vcpu.interrupts.timer.map(|timer| timer.due_tsc))
         .min()
+}
+
+/// Could a tick of its timer ever end `wait` ([`woken_by_timer`], over every tick to come)?
+/// Not a wait for the store; not a poll of one other port than the one the ticks come on,
+/// with no callback for their upcall (Xen's `evtchn_check_pollers` wakes a poller of one
+/// port for that port only). Every other wait, yes: an interrupt kicks the vCPU, and an
+/// event may owe an upcall.
+fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
+    let timer_port = domain.events.virq_port(virq::TIMER);
+    match (wait, timer_port) {
+        (Wait::Store(_), _) => false,
+        (Wait::Poll(ports), Some(timer_port)) => match ports.as_slice() {
+            [only] => *only == timer_port || domain.events.callback != Callback::None,
+            _ => true,
+        },
+        _ => true,
+    }
 }
 
 /// Does an event on `port` of `domain` wake it from `wait`? `pending`: what making the port
@@ -435,6 +458,41 @@ mod tests {
         assert_eq!(earliest_timer(&domains), Some(300));
         domains[1].vcpu.interrupts.timer = None;
         assert_eq!(earliest_timer(&domains), None, "d4 has no timer");
+    }
+
+    #[test]
+    fn a_timer_that_can_never_wake_its_vcpu_is_not_waited_for() {
+        // Each domain is blocked and has a timer; only those whose tick could end the wait
+        // count. Else the idle loop waits tick after tick for a domain in a store wait that
+        // nobody will write, instead of ending the deadlock.
+        let timer = VirtualTimer {
+            vector: 0x20,
+            period_tsc: 1_000,
+            due_tsc: 100,
+            target: TimerTarget::Pending,
+        };
+        let with_timer = |wait: Wait| {
+            let mut domains = system(&[(1, RunState::Blocked(wait))]);
+            domains[0].vcpu.interrupts.timer = Some(timer);
+            domains
+        };
+        assert_eq!(
+            earliest_timer(&with_timer(Wait::Store("/local/domain/1/x".into()))),
+            None
+        );
+        assert_eq!(earliest_timer(&with_timer(Wait::Interrupt)), Some(100));
+        // Its ticks as interrupts: they kick a poller, whatever port it polls.
+        assert_eq!(earliest_timer(&with_timer(Wait::Poll(vec![3]))), Some(100));
+        // Its ticks as events on port 1 (VIRQ_TIMER): a poll of port 3 alone never ends,
+        // unless the event's upcall has a callback to kick.
+        let mut polling = with_timer(Wait::Poll(vec![3]));
+        polling[0].events.ports[1] = crate::domain::evtchn::PortState::Virq(virq::TIMER);
+        assert_eq!(earliest_timer(&polling), None);
+        polling[0].events.callback = Callback::Vector(0xf0);
+        assert_eq!(earliest_timer(&polling), Some(100));
+        polling[0].events.callback = Callback::None;
+        polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1]));
+        assert_eq!(earliest_timer(&polling), Some(100));
     }
 
     // ---- woken_by_event, woken_by_timer, woken_by_store ---------------------------------

@@ -10,7 +10,8 @@
 //! |---------------------------------------------------|---------------|---------------------------|
 //! | the MMIO window of the lab device                 | `mmio.rs`     | emulates the device access (a MOVS, STOS or LODS: `string.rs`) |
 //! | pc-testdev's memory window (setting `pc-testdev`) | `mmio.rs`     | emulates the device access |
-//! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC |
+//! | a grant the domain mapped read-only, a write       | here          | reflects #GP(0), as Xen does |
+//! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC (an unmapped slot of the grant-mapping area too) |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
 //! | anything else: an instruction fetch or a page-table walk outside RAM (on a device too), an access of an event's delivery outside RAM, RAM left unmapped | here | ends the domain |
 //!
@@ -28,14 +29,21 @@ mod string;
 use super::Exit;
 use crate::decide;
 use crate::decision::Decision;
+use crate::delivery;
 use crate::domain::Guest;
 use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use traplab_abi::event::Action;
+use traplab_abi::grant_table::map_area;
 use traplab_abi::svm::NpfInfo;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     let size = guest.memory.size();
     let data_access = !info.fetch && !info.guest_page_walk;
+    if data_access && info.present && info.write && map_area().contains(&gpa) {
+        return read_only_grant_write(guest, gpa);
+    }
     let outside_ram = guest.devices.claims(gpa) || gpa >= size;
     if data_access && outside_ram && exit.interrupted.is_none() {
         return mmio::handle(exit, guest, gpa);
@@ -89,12 +97,43 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     ))
 }
 
+/// A write to a grant the domain mapped read-only: the nested page tables map the page
+/// without write permission (`GNTTABOP_map_grant_ref` with `GNTMAP_readonly`), so the write
+/// faulted there (the entry present, EXITINFO1's P and W set). Xen answers an HVM guest
+/// #GP(0) (`hvm_hap_nested_page_fault`: a write to a `p2m_grant_map_ro` page): the page is
+/// not the guest's to write, and the write must not be dropped silently as an empty bus
+/// would drop it.
+fn read_only_grant_write(guest: &Guest, gpa: u64) -> Decision {
+    let page = gpa & !0xfff;
+    let grant = guest
+        .grants
+        .maptrack
+        .iter()
+        .flatten()
+        .find(|mapping| mapping.host_addr == page)
+        .map_or(String::from("a grant"), |mapping| {
+            format!("grant {} of d{}", mapping.gref, mapping.granter)
+        });
+    delivery::exception(
+        guest,
+        Vec::new(),
+        13,
+        0,
+        true,
+        format_args!(
+            "a write to guest-physical {gpa:#x}, {grant} mapped read-only: as Xen does for a write to a read-only grant mapping, #GP(0)"
+        ),
+        crate::here!(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::lab_device;
     use crate::testing::{self, Test};
     use traplab_abi::exit::ExitReason;
+    use traplab_abi::grant_table::MAP_AREA;
 
     /// A nested page fault at `gpa` with EXITINFO1 `exitinfo1` (AMD APM vol. 2, 15.25.6).
     fn npf(test: &Test, gpa: u64, exitinfo1: u64) -> Decision {
@@ -116,6 +155,38 @@ mod tests {
             "{}",
             decision.at
         );
+    }
+
+    #[test]
+    fn a_write_to_a_grant_mapped_read_only_is_a_general_protection_fault() {
+        // d1 maps d2's grant 3 read-only at the first page of its grant-mapping area; a
+        // write there faults in the nested page tables (present, write): #GP(0), as Xen
+        // answers, not the empty bus's dropped write. A read of an unmapped slot of the
+        // area is the empty bus.
+        let mut test = Test::long_mode();
+        test.domain
+            .grants
+            .maptrack
+            .push(Some(crate::domain::grants::Mapping {
+                granter: 2,
+                gref: 3,
+                host_addr: MAP_AREA,
+                readonly: true,
+            }));
+        test.code(&[0x89, 0x08]); // mov [rax], ecx
+        let decision = npf(&test, MAP_AREA + 8, 0b111); // present, write, user
+        assert_eq!(decision.action, Action::Reflect);
+        assert!(
+            decision.why.contains("grant 3 of d2 mapped read-only"),
+            "{}",
+            decision.why
+        );
+        let (event, _, synthetic) = testing::injected(&decision);
+        assert_eq!(event, traplab_abi::svm::Event::exception(13, 0));
+        assert!(synthetic);
+        let read = npf(&test, MAP_AREA + 0x1000, 0b100); // not present, read
+        assert_eq!(read.action, Action::Emulate);
+        assert!(read.at.contains("src/exit/npf/mmio.rs:"), "{}", read.at);
     }
 
     #[test]
