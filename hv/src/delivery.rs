@@ -100,26 +100,34 @@ pub const DR6_BREAKPOINTS: u64 = 0xf;
 
 /// After an instruction the hypervisor completed in the CPU's place (CPUID, IN or OUT, an
 /// MSR, a device register, a hypercall: the decision moved RIP on, delivers nothing and
-/// ends nothing), a CPU with RFLAGS.TF set when the instruction began raises #DB as a trap,
-/// DR6.BS set, RIP at the next instruction (Intel SDM vol. 3B, 17.3.1.4 "Single-Step
-/// Exception Condition"; AMD APM vol. 2, chapter 13, "Single Stepping"). The CPU never ran
-/// the instruction, so it raises nothing: the hypervisor does, as Xen's `__update_guest_eip`
-/// and KVM's `kvm_skip_emulated_instruction` do. Else a guest stepping through its code sees
-/// the step after such an instruction land one instruction late.
+/// ends nothing), what a CPU does once an instruction completes:
+///
+/// - RFLAGS.RF is cleared (AMD APM vol. 2, 3.1.6 "RFLAGS Register": the processor clears RF
+///   when an instruction completes; Intel SDM vol. 3B, 17.3.1.1), as Xen's
+///   `__update_guest_eip` clears it. RF=1 (an IRET onto the instruction, say) let that one
+///   instruction run without its instruction breakpoint firing; the next one's must fire.
+/// - With RFLAGS.TF set when the instruction began, #DB is raised as a trap, DR6.BS set, RIP
+///   at the next instruction (Intel SDM vol. 3B, 17.3.1.4 "Single-Step Exception Condition";
+///   AMD APM vol. 2, chapter 13, "Single Stepping"). The CPU never ran the instruction, so
+///   it raises nothing: the hypervisor does, as Xen's `__update_guest_eip` and KVM's
+///   `kvm_skip_emulated_instruction` do. Else a guest stepping through its code sees the step
+///   after such an instruction land one instruction late. DR6 is the one after the
+///   instruction: a `MOV DR6` it completed, with BS set.
 ///
 /// - A REP string instruction traps after each iteration, RIP still at it while elements
 ///   are left: with TF the hypervisor does one element an exit (`ioio::Steps`), and the
-///   trap follows each.
+///   trap follows each (RF stays: the instruction has not completed).
 /// - A HLT's trap is an event pending, which ends the halt at once (Xen's `hvm_hlt` does not
 ///   block then, and KVM's halt returns): the vCPU neither halts nor blocks, and the #DB
 ///   comes right after the HLT. A hypercall that blocks (SCHEDOP_block, poll) stays
 ///   blocked: the #DB comes when it is woken, as in Xen.
 /// - gdb's own steps take their TF out before any decision (`gdb/mod.rs`).
 ///
-/// Called by `exit::handle` when TF is set, apart (cold): a trap without TF pays one test.
+/// Called by `exit::handle` when TF or RF is set, apart (cold): a trap without them pays one
+/// test.
 #[cold]
 #[inline(never)]
-pub fn single_step(guest: &Guest, decision: &mut Decision) {
+pub fn after_completed(guest: &Guest, decision: &mut Decision) {
     let save = &guest.vcpu.vmcb.save;
     let moved_on = decision
         .effects
@@ -142,6 +150,31 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
     if !completed {
         return;
     }
+    let resume = RFlags::RESUME_FLAG.bits();
+    if moved_on && save.rflags & resume != 0 {
+        clear_resume_flag(save.rflags, &mut decision.effects);
+    }
+    if save.rflags & RFlags::TRAP_FLAG.bits() != 0 {
+        single_step(guest, decision);
+    }
+}
+
+/// RF out of the RFLAGS the decision leaves: of its own RFLAGS change (an emulated POPF, CLI
+/// or STI), else of the guest's.
+fn clear_resume_flag(rflags: u64, effects: &mut Vec<Effect>) {
+    let resume = RFlags::RESUME_FLAG.bits();
+    match effects.iter_mut().rev().find_map(|effect| match effect {
+        Effect::Rflags(value) => Some(value),
+        _ => None,
+    }) {
+        Some(value) => *value &= !resume,
+        None => effects.push(Effect::Rflags(rflags & !resume)),
+    }
+}
+
+/// [`after_completed`]'s single-step trap: #DB after the instruction.
+fn single_step(guest: &Guest, decision: &mut Decision) {
+    let save = &guest.vcpu.vmcb.save;
     let mut first = core::mem::take(&mut decision.effects);
     let halted = |effect: &Effect| {
         matches!(
@@ -151,7 +184,17 @@ pub fn single_step(guest: &Guest, decision: &mut Decision) {
     };
     let halts = first.iter().any(halted);
     first.retain(|effect| !halted(effect));
-    first.push(Effect::DebugRegister(6, save.dr6 | DR6_SINGLE_STEP));
+    // DR6 as the instruction left it: a `MOV DR6` it completed wrote it (AMD APM vol. 2,
+    // 13.1.1.3: the trap then sets BS in that value).
+    let dr6 = first
+        .iter()
+        .rev()
+        .find_map(|effect| match effect {
+            Effect::DebugRegister(6, value) => Some(*value),
+            _ => None,
+        })
+        .unwrap_or(save.dr6);
+    first.push(Effect::DebugRegister(6, dr6 | DR6_SINGLE_STEP));
     let trap = exception(
         guest,
         first,

@@ -294,4 +294,19 @@ mod tests {
         );
         assert!(decision.effects.is_empty(), "nothing changes");
     }
+
+    #[test]
+    fn a_completed_cpuid_clears_rflags_rf() {
+        // RF=1 let the CPUID run past its instruction breakpoint (an IRET onto it, say); the
+        // CPU clears RF once an instruction completes, so the next one's breakpoint fires
+        // (AMD APM vol. 2, 3.1.6).
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        let resume = traplab_abi::x86::RFlags::RESUME_FLAG.bits();
+        test.domain.vcpu.vmcb.save.rflags |= resume;
+        let exit = test.exit(ExitReason::Cpuid);
+        test.run(exit);
+        assert_eq!(test.rip(), ENTRY + 2);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & resume, 0);
+    }
 }

@@ -343,4 +343,23 @@ mod tests {
             "undecodable instruction at the exit"
         );
     }
+
+    #[test]
+    fn a_single_step_over_mov_dr6_sets_bs_in_the_value_written() {
+        // The MOV completes first, then the trap sets BS in the DR6 it left (AMD APM vol. 2,
+        // 13.1.1.3): B0 from before is gone with the write.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_9000);
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff1;
+        test.domain.vcpu.vmcb.save.rflags |= traplab_abi::x86::RFlags::TRAP_FLAG.bits();
+        test.set_gpr(0, 0xffff_0ff0);
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf0],
+            ExitReason::DrWrite { number: 6 },
+        );
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!(event.vector, 1);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_4ff0);
+    }
 }

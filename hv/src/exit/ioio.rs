@@ -299,7 +299,7 @@ impl Steps {
         let flags = RFlags::from_bits_truncate(guest.vcpu.vmcb.save.rflags);
         // With RFLAGS.TF a CPU traps after each iteration, RIP still at the instruction
         // while elements are left (Intel SDM vol. 3B, 17.3.1.4): one element an exit, and the
-        // #DB after it (`delivery::single_step`).
+        // #DB after it (`delivery::after_completed`).
         let most = match flags.contains(RFlags::TRAP_FLAG) {
             true => 1,
             false => most,

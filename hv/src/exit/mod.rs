@@ -4,8 +4,8 @@
 //! [`Decision`] (emulate, reflect, bounce, forward or kill; one line of why; where in this
 //! source tree; the effects). It changes nothing: `apply.rs` does. One rule holds for every
 //! handler and is applied after it, in [`handle`]: an instruction the hypervisor completes
-//! in the CPU's place while RFLAGS.TF is set is followed by the single-step #DB a CPU raises
-//! after it (`delivery::single_step`).
+//! in the CPU's place clears RFLAGS.RF, and while RFLAGS.TF is set it is followed by the
+//! single-step #DB a CPU raises after it (`delivery::after_completed`).
 //!
 //! | exit reason                 | handler                 | what the hypervisor decides                  |
 //! |-----------------------------|-------------------------|----------------------------------------------|
@@ -117,23 +117,25 @@ impl Exit {
 }
 
 /// Decide what to do with `exit`: its handler's decision, and after an instruction the
-/// hypervisor completed in the CPU's place, the single-step trap a CPU would raise after it
-/// (`delivery::single_step`).
+/// hypervisor completed in the CPU's place, what a CPU does after an instruction: RF cleared,
+/// and with TF the single-step trap (`delivery::after_completed`).
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
-    // One test of one flag at every exit, and the handler's decision returned as it is made
+    // One test of two flags at every exit, and the handler's decision returned as it is made
     // (a decision moved is a copy of a hundred bytes or so, at every trap); the rest apart.
-    if guest.vcpu.vmcb.save.rflags & RFlags::TRAP_FLAG.bits() == 0 {
+    let flags = RFlags::TRAP_FLAG | RFlags::RESUME_FLAG;
+    if guest.vcpu.vmcb.save.rflags & flags.bits() == 0 {
         return handler_decision(exit, guest);
     }
-    stepped(exit, guest)
+    flagged(exit, guest)
 }
 
-/// [`handle`] with RFLAGS.TF set: the handler's decision, and the single step after it.
+/// [`handle`] with RFLAGS.TF or RF set: the handler's decision, and what the CPU does after
+/// the instruction.
 #[cold]
 #[inline(never)]
-fn stepped(exit: &Exit, guest: &Guest) -> Decision {
+fn flagged(exit: &Exit, guest: &Guest) -> Decision {
     let mut decision = handler_decision(exit, guest);
-    delivery::single_step(guest, &mut decision);
+    delivery::after_completed(guest, &mut decision);
     decision
 }
 
