@@ -56,6 +56,14 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
     let Some(level) = guest.pinned_level(gpa) else {
         return PageTableWrite::NotPinned;
     };
+    // Only a store that faulted for the read-only mapping alone is one the hypervisor
+    // writes in the CPU's place. One the CPU refused for another reason as well (a store at
+    // CPL 3 to a supervisor page, AMD APM vol. 2, 5.6 "Page-Protection Checks") is the
+    // guest's own #PF, as Xen's `fixup_page_fault` emulates only the guest kernel's
+    // stores: else user code could rewrite page tables its kernel keeps from it.
+    if guest.cpu_pieces(linear, 8, false).is_err() {
+        return PageTableWrite::NotPinned;
+    }
     let (table, index) = (gpa & !0xfff, (gpa & 0xfff) / 8);
     let Some(instruction) = exit.decode_instruction(guest) else {
         return PageTableWrite::Done(undecodable());
@@ -247,6 +255,24 @@ mod tests {
         let run = store(&mut test, &STORE, at, DATA | 1, WRITE_TO_READ_ONLY);
         assert_refused(&test, &run, at, before, "the guest owns its exceptions");
         assert!(run.decision.at.contains("src/exit/exception.rs:"));
+    }
+
+    #[test]
+    fn a_user_store_to_a_supervisor_page_table_is_the_guest_s_own_pf() {
+        // The PT's own page is supervisor-only: a store to it at CPL 3 faults for that as
+        // well as for read-only (P, W/R and U/S in the error code), and a CPU would raise #PF
+        // however valid the entry. The hypervisor writes nothing: the #PF is the guest's.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.write_u64(PT + 8 * (PT >> 12), PT | pte::PRESENT);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        let at = PT + 8 * 256;
+        let before = test.read_u64(at);
+        let entry = (DATA + 0x1000) | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, 0b111);
+        assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+        assert!(run.decision.at.contains("src/exit/exception.rs:"));
+        assert_eq!(test.read_u64(at), before, "nothing written");
     }
 
     #[test]
