@@ -5,7 +5,8 @@
 //! not map that guest-physical address, so the CPU exits with a nested page fault. For the
 //! read, the hypervisor answers as a PC's empty bus does: all ones, no device there — never
 //! another domain's or the hypervisor's memory. The jump is an instruction fetch from
-//! nowhere, and the hypervisor ends the domain. A guest cannot reach memory it was not given.
+//! there: all ones again, `ff ff`, which the CPU cannot decode, so the hypervisor raises #UD
+//! in its place, and our handler ends us. A guest cannot reach memory it was not given.
 #![no_std]
 #![no_main]
 

@@ -13,14 +13,17 @@
 //! | a grant the domain mapped read-only, a write       | here          | reflects #GP(0), as Xen does |
 //! | above the domain's RAM, a data access             | `mmio.rs`     | emulates an empty bus: reads all ones, writes go nowhere ("no device at …"), as on a PC (an unmapped slot of the grant-mapping area too) |
 //! | RAM of the domain not touched yet (`lazy-memory`) | `populate.rs` | maps a fresh frame          |
-//! | anything else: an instruction fetch or a page-table walk outside RAM (on a device too), an access of an event's delivery outside RAM, RAM left unmapped | here | ends the domain |
+//! | above the domain's RAM, an instruction fetch at RIP, no device there | here | reflects #UD: the CPU would decode the empty bus's `ff ff` |
+//! | anything else: an instruction fetch or a page-table walk on a device, a page-table walk or an instruction's tail outside RAM, an access of an event's delivery outside RAM, RAM left unmapped | here | ends the domain |
 //!
-//! A fetch or a page-table walk from an empty bus would read all ones as well: the CPU would
-//! then decode `ff ff` (#UD) or find reserved bits in a page-table entry (#PF). The
-//! hypervisor does not emulate those (it would need to fetch or walk *through* the device
-//! model) and ends the domain instead, saying why. The same holds for the accesses the CPU
-//! makes while it delivers an event (EXITINTINFO valid: AMD APM vol. 2, 15.7.2): pushing the
-//! frame, reading the gate. No instruction made them, so there is none at RIP to emulate.
+//! A fetch from an empty bus reads all ones: the CPU decodes `ff ff`, no instruction, and
+//! raises #UD, which the hypervisor raises in its place. A page-table walk there would read
+//! all ones as well, and the CPU find reserved bits in a page-table entry (#PF). The
+//! hypervisor does not emulate that, nor a fetch or a walk on a device (it would need to
+//! fetch or walk *through* the device model), and ends the domain instead, saying why. The
+//! same holds for the accesses the CPU makes while it delivers an event (EXITINTINFO valid:
+//! AMD APM vol. 2, 15.7.2): pushing the frame, reading the gate. No instruction made them,
+//! so there is none at RIP to emulate.
 
 mod mmio;
 mod populate;
@@ -50,6 +53,15 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     }
     if gpa < size && !info.present && guest.memory.lazy() {
         return populate::handle(exit, guest, gpa);
+    }
+    if info.fetch && !info.guest_page_walk && exit.interrupted.is_none() && gpa >= size {
+        let nothing_there = !guest.devices.claims(gpa) && !map_area().contains(&gpa);
+        let rip = guest
+            .memory
+            .virtual_to_physical(guest.page_tables(), guest.vcpu.vmcb.linear_rip());
+        if nothing_there && rip == Ok(gpa) {
+            return empty_bus_fetch(guest, gpa);
+        }
     }
     let access = if info.fetch {
         "instruction fetch"
@@ -97,6 +109,26 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     ))
 }
 
+/// An instruction fetched from an empty bus, at its first byte: a PC reads all ones there,
+/// and the CPU decodes `ff ff`, `FF /7`, which is no instruction: #UD (AMD APM vol. 3,
+/// one-byte opcode map, group 5). The hypervisor raises it in the CPU's place (the nested
+/// page tables have no entry there, so the fetch exited instead): the guest lives, as on a
+/// PC. (A fetch that begins in RAM and runs onto the empty bus would need the instruction's
+/// bytes from both: the domain still ends for that one.)
+fn empty_bus_fetch(guest: &Guest, gpa: u64) -> Decision {
+    delivery::exception(
+        guest,
+        Vec::new(),
+        6,
+        0,
+        true,
+        format_args!(
+            "instruction fetch at guest-physical {gpa:#x}: no RAM and no device there, so the CPU reads all ones, `ff ff`, which is no instruction: #UD"
+        ),
+        crate::here!(),
+    )
+}
+
 /// A write to a grant the domain mapped read-only: the nested page tables map the page
 /// without write permission (`GNTTABOP_map_grant_ref` with `GNTMAP_readonly`), so the write
 /// faulted there (the entry present, EXITINFO1's P and W set). Xen answers an HVM guest
@@ -131,7 +163,7 @@ fn read_only_grant_write(guest: &Guest, gpa: u64) -> Decision {
 mod tests {
     use super::*;
     use crate::device::lab_device;
-    use crate::testing::{self, Test};
+    use crate::testing::{self, ENTRY, Test};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::grant_table::MAP_AREA;
 
@@ -249,6 +281,28 @@ mod tests {
                 .why
                 .contains("read of guest-physical 0x30000000 while walking its page tables")
         );
+    }
+
+    #[test]
+    fn a_fetch_from_the_empty_bus_at_rip_is_an_invalid_opcode() {
+        // RIP above the guest's RAM, no device there: a PC reads `ff ff`, which the CPU
+        // cannot decode. #UD, raised by the hypervisor; the domain lives.
+        let mut test = Test::long_mode();
+        test.gate(6, 0x20_6000);
+        let size = test.domain.memory.size();
+        let rip = size + 0x1000;
+        // The guest's page tables map the 2 MiB above its RAM, as a kernel may map anything.
+        let large = traplab_abi::x86::pte::PRESENT | traplab_abi::x86::pte::HUGE;
+        test.write_u64(testing::PD + (size >> 21) * 8, size | large);
+        test.domain.vcpu.vmcb.save.rip = rip;
+        let decision = npf(&test, rip, 0b1_0100); // a fetch, not present, user
+        assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+        let (event, _, synthetic) = testing::injected(&decision);
+        assert_eq!(event, traplab_abi::svm::Event::exception(6, 0));
+        assert!(synthetic);
+        // The fetch of an instruction's tail, RIP in RAM: still the end of the domain.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        assert_eq!(npf(&test, rip, 0b1_0100).action, Action::Kill);
     }
 
     #[test]
