@@ -292,10 +292,12 @@ pub fn assist(domain: &Domain) -> Assist {
     if enabled && !shadowed && !injecting && !iret_first {
         return Assist::Inject(vector);
     }
-    if domain.pv.enabled && !(iret_first && enabled) {
-        // A PV kernel's CLI/STI are emulated: its emulated STI is an exit, and the pending
-        // interrupt is delivered after it. (Behind an IRET let through, its virtual flag is
-        // on already: the window below brings the exit after the IRET.)
+    if domain.pv.enabled && !enabled {
+        // A PV kernel's CLI/STI are emulated: with its virtual flag off, its emulated STI is
+        // an exit, and the pending interrupt is delivered after it. With the flag on, what
+        // holds the interrupt back is the CPU's (an interrupt shadow, another event being
+        // injected, an IRET let through): the window below brings the exit as soon as that
+        // is over, as for any guest (its RFLAGS.IF is always 1).
         return Assist::Nothing;
     }
     if vmcb.control.virtual_interrupt & v_intr::IRQ != 0 {
@@ -332,6 +334,7 @@ mod tests {
     use crate::domain::evtchn::PortState;
     use crate::testing::{SHARED_INFO, Test};
     use crate::vmcb::EVENTINJ_VALID;
+    use traplab_abi::x86::RFlags;
 
     const TIMER: VirtualTimer = VirtualTimer {
         vector: 0x20,
@@ -468,6 +471,25 @@ mod tests {
         );
         test.domain.pv.virtual_interrupt_flag = false;
         assert_eq!(assist(&test.domain), Assist::Nothing, "no VINTR request");
+    }
+
+    #[test]
+    fn a_pv_kernel_with_its_flag_on_in_an_interrupt_shadow_asks_for_the_window() {
+        // Its virtual flag is on, a MOV SS shadow holds the interrupt back one instruction:
+        // the CPU's VINTR exit ends the wait right after it, instead of the next exit of any
+        // kind, which could be far.
+        let mut test = pending(false);
+        test.domain.pv.enabled = true;
+        test.domain.pv.virtual_interrupt_flag = true;
+        test.domain.vcpu.vmcb.save.rflags |= RFlags::INTERRUPT_FLAG.bits();
+        test.domain.vcpu.vmcb.control.interrupt_shadow = INTERRUPT_SHADOW;
+        assert_eq!(
+            assist(&test.domain),
+            Assist::RequestWindow {
+                vector: 0x20,
+                why: "the guest is in an interrupt shadow"
+            }
+        );
     }
 
     #[test]
