@@ -22,7 +22,9 @@ use super::Exit;
 use crate::decide;
 use crate::decision::{Decision, Effect, Returning};
 use crate::domain::Guest;
+use crate::vmcb::{attrib, segment};
 use alloc::format;
+use iced_x86::Code;
 use traplab_abi::event::{Action, ReturnPath, delivery_name};
 use traplab_abi::x86::RFlags;
 
@@ -62,33 +64,49 @@ fn noted(exit: &Exit, guest: &Guest) -> Decision {
     }
     let returning = guest.vcpu.in_flight.last().copied();
     let name = returning.map(|event| delivery_name(event.vector, event.kind));
-    // IRETQ (REX.W) pops 8-byte RIP, CS, RFLAGS, RSP, SS; IRETD pops 4-byte EIP, CS, EFLAGS,
-    // and ESP, SS when it returns to an outer privilege level, or runs in 64-bit mode, where
-    // IRET pops SS:RSP whatever the operand size and the privilege levels (AMD APM vol. 3,
-    // IRET; Intel SDM vol. 2A, IRET: "pops SS:RSP unconditionally" in 64-bit mode).
-    let wide = exit
-        .instruction
-        .as_slice()
-        .iter()
-        .take_while(|&&byte| byte != 0xcf)
-        .any(|&byte| byte & 0xf8 == 0x48);
-    let size = if wide { 8 } else { 4 };
-    let save = &guest.vcpu.vmcb.save;
+    // The operand size sets the width of each word popped: IRETQ (REX.W) pops 8-byte RIP,
+    // CS, RFLAGS, RSP, SS; IRETD 4-byte ones, IRET with a 16-bit operand size (16-bit code,
+    // or a 66 prefix in 32-bit code) 2-byte ones. RSP and SS come too when the IRET returns
+    // to an outer privilege level, or runs in 64-bit mode, where IRET pops SS:RSP whatever
+    // the operand size and the privilege levels (AMD APM vol. 3, IRET; Intel SDM vol. 2A,
+    // IRET: "pops SS:RSP unconditionally" in 64-bit mode).
+    let size: usize = match exit
+        .decode_instruction(guest)
+        .map(|instruction| instruction.code())
+    {
+        Some(Code::Iretq) => 8,
+        Some(Code::Iretw) => 2,
+        _ => 4,
+    };
+    let vmcb = &guest.vcpu.vmcb;
+    let save = &vmcb.save;
+    // The frame is on the stack, at SS's base plus the stack pointer: all of RSP in 64-bit
+    // mode, else ESP or SP as SS's B bit says (AMD APM vol. 2, 4.7.3).
+    let long_mode_code = vmcb.code_bits() == 64;
+    let pointer_mask: u64 = match (long_mode_code, save.ss.attrib & attrib::DEFAULT_32 != 0) {
+        (true, _) => u64::MAX,
+        (false, true) => 0xffff_ffff,
+        (false, false) => 0xffff,
+    };
+    let stack = vmcb
+        .segment_base(segment::SS)
+        .wrapping_add(save.rsp & pointer_mask)
+        & vmcb.linear_address_mask();
     let mut frame = [0u8; 40];
-    let readable = guest.read_virtual(save.rsp, &mut frame[..5 * size]).is_ok();
+    let readable = guest.read_virtual(stack, &mut frame[..5 * size]).is_ok();
     let word = |index: usize| {
         let mut bytes = [0u8; 8];
         bytes[..size].copy_from_slice(&frame[index * size..(index + 1) * size]);
         u64::from_le_bytes(bytes)
     };
     let (rip, cs, rflags) = (word(0), word(1) as u16, word(2));
-    let long_mode_code = guest.vcpu.vmcb.code_bits() == 64;
-    let rsp = if wide || long_mode_code || cs & 3 != save.cpl as u16 {
+    let rsp = if size == 8 || long_mode_code || cs & 3 != save.cpl as u16 {
         word(3)
     } else {
-        // IRETD at the same privilege in 32-bit code: ESP, just above the frame, wrapping
-        // at 4 GiB.
-        save.rsp.wrapping_add(3 * size as u64) & 0xffff_ffff
+        // At the same privilege outside 64-bit mode: the stack pointer just above the frame,
+        // as wide as SS's B bit says (the bits above a 16-bit SP stay).
+        let popped = save.rsp.wrapping_add(3 * size as u64) & pointer_mask;
+        (save.rsp & !pointer_mask & 0xffff_ffff) | popped
     };
     let decision = match (&name, readable) {
         (Some(name), true) => decide!(
@@ -303,6 +321,41 @@ mod tests {
         );
         let returning = decision.returning.expect("the frame is readable");
         assert_eq!((returning.cs, returning.rsp), (0x1b, 0x9_0000), "to CPL 3");
+    }
+
+    #[test]
+    fn the_frame_is_read_at_ss_base_plus_esp() {
+        // Outside 64-bit mode SS has a base: the frame is at SS.base + ESP, not at ESP.
+        let mut test = Test::protected_mode();
+        test.domain.vcpu.vmcb.save.ss.base = 0x1000;
+        test.code(&[0xcf]);
+        for (index, word) in [0x20_0100u32, 0x08, 0x202].iter().enumerate() {
+            test.write(0x1000 + STACK + 4 * index as u64, &word.to_le_bytes());
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        let returning = decision.returning.expect("the frame is readable");
+        assert_eq!(
+            (returning.rip, returning.cs, returning.rsp),
+            (0x20_0100, 0x08, STACK + 12)
+        );
+    }
+
+    #[test]
+    fn an_iret_with_a_16_bit_operand_size_pops_2_byte_words() {
+        // `66 cf` in 32-bit code: IP, CS and FLAGS, two bytes each.
+        let mut test = Test::protected_mode();
+        test.code(&[0x66, 0xcf]);
+        for (index, word) in [0x0100u16, 0x08, 0x202].iter().enumerate() {
+            test.write(STACK + 2 * index as u64, &word.to_le_bytes());
+        }
+        test.domain.vcpu.vmcb.save.rsp = STACK;
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        let returning = decision.returning.expect("the frame is readable");
+        assert_eq!(
+            (returning.rip, returning.cs, returning.rflags, returning.rsp),
+            (0x0100, 0x08, 0x202, STACK + 6)
+        );
     }
 
     #[test]
