@@ -385,6 +385,7 @@ fn unwritable(fault: &AccessFault) -> String {
         }
         AccessFault::PageFault { address, .. } => format!("{address:#x} is not mapped"),
         AccessFault::NonCanonical => "the address is not canonical".into(),
+        AccessFault::Segment(why) => (*why).into(),
         AccessFault::Memory(error) => format!("{error:?}"),
     }
 }
@@ -463,6 +464,21 @@ pub fn access_fault(
                 0,
                 true,
                 format_args!("{access}: not canonical, so the CPU raises {name}"),
+                at,
+            )
+        }
+        AccessFault::Segment(why) => {
+            let (vector, name) = match stack {
+                true => (12, "#SS(0)"),
+                false => (13, "#GP(0)"),
+            };
+            exception(
+                guest,
+                first,
+                vector,
+                0,
+                true,
+                format_args!("{access}: {why}, so the CPU raises {name}"),
                 at,
             )
         }

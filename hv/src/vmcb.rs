@@ -358,6 +358,19 @@ impl Vmcb {
         }
     }
 
+    /// Segment register `number` ([`segment`]) as the state save area holds it.
+    pub fn segment_register(&self, number: u8) -> &Segment {
+        let save = &self.save;
+        match number {
+            segment::ES => &save.es,
+            segment::CS => &save.cs,
+            segment::SS => &save.ss,
+            segment::DS => &save.ds,
+            segment::FS => &save.fs,
+            _ => &save.gs,
+        }
+    }
+
     /// The base an access through segment `number` adds to its offset (numbered as the
     /// state save area orders them and EXITINFO1 names them: [`segment`]). In 64-bit mode
     /// only FS and GS have one: ES, CS, SS and DS count as 0 whatever they hold (AMD APM

@@ -33,6 +33,10 @@ pub enum AccessFault {
     /// The address is not canonical: #GP(0), or #SS(0) for a stack reference (AMD APM
     /// vol. 2, 5.3.1 and 8.2.13). No page is walked.
     NonCanonical,
+    /// The segment refuses it, outside 64-bit mode: beyond its limit, a segment that is not
+    /// writable (or readable) for the access, or not usable (a null selector): #GP(0), or
+    /// #SS(0) through SS (AMD APM vol. 2, 4.8 and 4.12). No page is walked. Why, in words.
+    Segment(&'static str),
     /// The page tables refuse it: #PF with this error code, CR2 = `address` (the first
     /// byte of the access on the page that failed; APM vol. 2, 8.4.2).
     PageFault { address: u64, error_code: u32 },

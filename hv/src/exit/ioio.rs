@@ -23,7 +23,7 @@ use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
 use crate::instruction;
-use crate::vmcb::segment;
+use crate::vmcb::{attrib, segment};
 use crate::{decide, delivery, here};
 use alloc::format;
 use alloc::string::String;
@@ -32,8 +32,8 @@ use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::event::Action;
 use traplab_abi::grant_table::map_area;
 use traplab_abi::svm::IoioInfo;
-use traplab_abi::x86::RFlags;
 use traplab_abi::x86::operand_mask;
+use traplab_abi::x86::{Cr0Flags, RFlags};
 
 /// An OUT of `value` (`size` bytes) to `port` that switches the machine off instead of
 /// reaching a device: QEMU's isa-debug-exit, or ACPI's soft off. Here the machine is the
@@ -200,6 +200,10 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8) -> StringIo {
     while (elements.len() as u64) < steps.count {
         let address = steps.linear(guest, segment, index);
         // INS writes memory, OUTS reads it.
+        if let Some(error) = steps.segment_fault(guest, segment, index, size as u64, info.input) {
+            fault = Some((address, error));
+            break;
+        }
         let element = match string_element(guest, address, size, info.input) {
             Ok(element) => element,
             Err(error) => {
@@ -324,6 +328,71 @@ impl Steps {
         vmcb.segment_base(segment)
             .wrapping_add(offset & operand_mask(self.address_bits / 8))
             & vmcb.linear_address_mask()
+    }
+
+    /// What the segment says of an element of `size` bytes at `offset` (RSI or RDI) in
+    /// `segment`, read or `write`n, outside 64-bit mode (where only the address's canonical
+    /// form is checked, by the page walk): the CPU checks the segment before it translates
+    /// the address (AMD APM vol. 2, 4.8 "Segment-Limit Checks" and 4.12 "Type Checks"), and
+    /// raises #GP(0), #SS(0) through SS, for an element the segment does not allow. The
+    /// intercept of INS and OUTS comes before any of it, so the hypervisor checks each
+    /// element as the CPU would have (MOVS, STOS and LODS: each element after the one the
+    /// CPU faulted on, `npf/string.rs`).
+    pub(super) fn segment_fault(
+        &self,
+        guest: &Guest,
+        segment: u8,
+        offset: u64,
+        size: u64,
+        write: bool,
+    ) -> Option<AccessFault> {
+        let vmcb = &guest.vcpu.vmcb;
+        if vmcb.code_bits() == 64 {
+            return None;
+        }
+        let register = vmcb.segment_register(segment);
+        let protected = vmcb.save.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() != 0;
+        let virtual_8086 = vmcb.save.rflags & RFlags::VIRTUAL_8086_MODE.bits() != 0;
+        let attrib = register.attrib;
+        if protected && !virtual_8086 {
+            // The descriptor's type (APM vol. 2, 4.7.2): bit 3 code, bit 1 writable (data) or
+            // readable (code); a null selector leaves the register unusable (P clear).
+            let code = attrib & 0x8 != 0;
+            let writable_or_readable = attrib & 0x2 != 0;
+            if attrib & 0x80 == 0 {
+                return Some(AccessFault::Segment(
+                    "the segment register holds a null selector",
+                ));
+            }
+            if write && (code || !writable_or_readable) {
+                return Some(AccessFault::Segment("the segment is not writable"));
+            }
+            if !write && code && !writable_or_readable {
+                return Some(AccessFault::Segment(
+                    "the segment is an execute-only code segment",
+                ));
+            }
+        }
+        let offset = offset & operand_mask(self.address_bits / 8);
+        let last = offset.checked_add(size - 1);
+        let limit = register.limit as u64;
+        // An expand-down data segment (type bit 2) holds the offsets above its limit, up to
+        // 0xffff or 0xffff_ffff as its B bit says; any other, the offsets up to its limit.
+        let expand_down = protected && !virtual_8086 && attrib & 0xc == 0x4;
+        let inside = match (expand_down, last) {
+            (_, None) => false,
+            (false, Some(last)) => last <= limit,
+            (true, Some(last)) => {
+                let top = match attrib & attrib::DEFAULT_32 != 0 {
+                    true => 0xffff_ffff,
+                    false => 0xffff,
+                };
+                offset > limit && last <= top
+            }
+        };
+        (!inside).then_some(AccessFault::Segment(
+            "the element lies beyond the segment's limit",
+        ))
     }
 
     /// RCX, RSI or RDI (`register`) as the instruction writes it, at its address size: SI,
@@ -695,6 +764,59 @@ mod tests {
             run.emulate().what,
             "IN 0xff from port 0xf4 (isa-debug-exit)"
         );
+    }
+
+    #[test]
+    fn ins_beyond_es_s_limit_outside_64_bit_mode_is_a_general_protection_fault() {
+        // 32-bit code, ES limited to 4 KiB: the element at EDI = DATA (1 MiB) is beyond it.
+        // The CPU checks the segment before the page; the intercept came before either, so
+        // the hypervisor raises the #GP(0), and the port is not read.
+        let mut test = Test::protected_mode();
+        test.gate(13, 0x20_d000);
+        test.domain.vcpu.vmcb.save.es.limit = 0xfff;
+        test.set_gpr(7, DATA);
+        let info = IoioInfo {
+            address_bits: 32,
+            ..string(0x3f8, true, false)
+        };
+        let run = io(&mut test, &[0x6c], info);
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!(
+            (event.vector, event.error_code, synthetic),
+            (13, Some(0), true)
+        );
+        assert!(
+            run.decision.why.contains("beyond the segment's limit"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.gpr(7), DATA, "no element moved");
+        // The same through a read-only ES: #GP(0), not writable.
+        test.domain.vcpu.vmcb.save.es.limit = u32::MAX;
+        test.domain.vcpu.vmcb.save.es.attrib &= !0x2;
+        let run = io(&mut test, &[0x6c], info);
+        assert!(
+            run.decision.why.contains("not writable"),
+            "{}",
+            run.decision.why
+        );
+    }
+
+    #[test]
+    fn outs_through_ss_beyond_its_limit_is_a_stack_fault() {
+        // `outsb` with an SS prefix: beyond SS's limit, #SS(0).
+        let mut test = Test::protected_mode();
+        test.gate(12, 0x20_c000);
+        test.domain.vcpu.vmcb.save.ss.limit = 0xfff;
+        test.set_gpr(6, DATA);
+        let info = IoioInfo {
+            address_bits: 32,
+            segment: segment::SS,
+            ..string(0x3f8, false, false)
+        };
+        let run = io(&mut test, &[0x36, 0x6e], info);
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!((event.vector, event.error_code), (12, Some(0)));
     }
 
     #[test]

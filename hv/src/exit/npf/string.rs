@@ -96,9 +96,13 @@ pub fn handle(
     // A side in memory, checked as the CPU checks it: the fault there, if it fails.
     let side = |through: u8, offset: u64, write: bool| {
         let address = steps.linear(guest, through, offset);
+        let stack = through == segment::SS;
+        if let Some(error) = steps.segment_fault(guest, through, offset, size as u64, write) {
+            return Err((address, error, stack));
+        }
         string_element(guest, address, size as usize, write)
             .map(StringSide::Memory)
-            .map_err(|error| (address, error, through == segment::SS))
+            .map_err(|error| (address, error, stack))
     };
     let (mut source, mut destination) = (guest.gpr(RSI), guest.gpr(RDI));
     let mut pairs = Vec::new();
