@@ -14,6 +14,7 @@
 use super::Exit;
 use super::privileged::{self, PrivilegedOp};
 use super::ptwr::{self, PageTableWrite};
+use super::software_interrupt;
 use crate::decision::{Decision, Effect};
 use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS, DR6_SINGLE_STEP};
 use crate::domain::Guest;
@@ -88,6 +89,12 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
                 );
             }
         }
+    } else if (vector == 3 || vector == 4)
+        && let Some(decision) = software_interrupt::intercepted(exit, guest, vector)
+    {
+        // An INT3's #BP or an INTO's #OF, as a CPU reports them (TCG exits on both as SWINT):
+        // traps, delivered returning after the instruction (software_interrupt.rs).
+        return decision;
     }
 
     // Only an exception whose delivery was interrupted takes part in the double-fault rule:
@@ -389,6 +396,27 @@ mod tests {
             }],
             "the #PF is gone, the #DF is delivered"
         );
+    }
+
+    #[test]
+    fn an_int3_s_intercepted_breakpoint_returns_after_the_int3() {
+        // On a CPU the #BP of an INT3 is intercepted before its delivery, RIP still on the
+        // `cc` (QEMU's TCG exits on it as SWINT instead). A trap: the frame must hold the
+        // next RIP, else the handler returns onto the INT3 again, for ever.
+        let mut test = Test::long_mode();
+        test.gate(3, 0x20_3000);
+        test.code(&[0xcc]);
+        let exit = test.exit(ExitReason::Exception {
+            vector: 3,
+            error_code: 0,
+            address: 0,
+        });
+        let run = test.run(exit);
+        assert_eq!(run.decision.action, Action::Reflect);
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!((event.vector, event.kind), (3, EventType::Software));
+        assert_eq!(test.domain.vcpu.software_interrupt_rip, Some(ENTRY));
+        assert_eq!(test.rip(), ENTRY + 1, "pushed as the return address");
     }
 
     #[test]

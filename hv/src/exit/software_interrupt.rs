@@ -14,6 +14,7 @@ use crate::decision::{Decision, Delivery, Effect};
 use crate::domain::Guest;
 use iced_x86::Mnemonic;
 use traplab_abi::event::Action;
+use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm::{Event, EventType};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -30,22 +31,9 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         Mnemonic::Int => instruction.immediate8(),
         _ => return undecodable(),
     };
-    let rip = guest.vcpu.vmcb.save.rip;
-    let first = [
-        Effect::SoftwareInterruptRip(Some(rip)),
-        Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)),
-    ];
+    let length = instruction.len() as u64;
     if let Some(entry) = guest.trap_table_entry(vector) {
-        return crate::delivery::software_interrupt(
-            guest,
-            first.into(),
-            vector,
-            entry,
-            format_args!(
-                "the guest's own software interrupt {vector:#x} (returning after the instruction)"
-            ),
-            crate::here!(),
-        );
+        return bounced(guest, vector, length, entry);
     }
     // EXERCISE breakpoint.1: this describes `int 3` (cd 03) as INT3 (cc): tell the two forms
     // apart by the instruction, not by the vector.
@@ -63,15 +51,75 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             "the guest's own software interrupt: reflect vector {vector:#x} into its IDT, returning after the instruction"
         ),
     };
-    decision.with_all(first).deliver(Delivery::Inject {
-        event: Event {
-            vector,
-            kind: EventType::Software,
-            error_code: None,
-        },
-        handler: guest.idt_handler(vector),
-        synthetic: false,
-    })
+    reflected(guest, vector, length, decision)
+}
+
+/// An INT3 or INTO at RIP whose #BP or #OF the CPU raised and the exception intercept
+/// caught (`exception.rs`), as a CPU does (QEMU's TCG exits on them as SWINT instead, and
+/// `handle` takes them): the intercept comes before the delivery, RIP still on the
+/// instruction (AMD APM vol. 2, 15.12). Both are traps, whose frame holds the next RIP: the
+/// hypervisor delivers them as `handle` delivers the SWINT, RIP past the instruction and
+/// the gate's DPL checked (as KVM moves RIP on before it injects a #BP or #OF again,
+/// `svm_update_soft_interrupt_rip`). `None`: no INT3 or INTO at RIP (a #BP from an `int 3`,
+/// `cd 03`, exits as SWINT on any CPU, INT n's intercept).
+pub fn intercepted(exit: &Exit, guest: &Guest, vector: u8) -> Option<Decision> {
+    let instruction = exit.decode_instruction(guest)?;
+    let (name, mnemonic) = match (vector, instruction.mnemonic()) {
+        (3, Mnemonic::Int3) => ("INT3", "#BP"),
+        (4, Mnemonic::Into) => ("INTO", "#OF"),
+        _ => return None,
+    };
+    let length = instruction.len() as u64;
+    if let Some(entry) = guest.trap_table_entry(vector) {
+        return Some(bounced(guest, vector, length, entry));
+    }
+    let decision = decide!(
+        Action::Reflect,
+        "{name} raised {mnemonic}, intercepted before its delivery with RIP still on the {name}: reflect {mnemonic} into the guest's IDT as the CPU delivers it, returning after the {name}"
+    );
+    Some(reflected(guest, vector, length, decision))
+}
+
+/// The software interrupt `vector` of the `length`-byte instruction at RIP, bounced to the
+/// handler the guest registered for it with `set_trap_table`, returning after the
+/// instruction.
+fn bounced(guest: &Guest, vector: u8, length: u64, entry: TrapInfo) -> Decision {
+    crate::delivery::software_interrupt(
+        guest,
+        after_the_instruction(guest, length).into(),
+        vector,
+        entry,
+        format_args!(
+            "the guest's own software interrupt {vector:#x} (returning after the instruction)"
+        ),
+        crate::here!(),
+    )
+}
+
+/// `decision` carried out: the software interrupt `vector` of the `length`-byte instruction
+/// at RIP, reflected through the guest's IDT as a software interrupt event (EVENTINJ type
+/// 4), returning after the instruction.
+fn reflected(guest: &Guest, vector: u8, length: u64, decision: Decision) -> Decision {
+    decision
+        .with_all(after_the_instruction(guest, length))
+        .deliver(Delivery::Inject {
+            event: Event {
+                vector,
+                kind: EventType::Software,
+                error_code: None,
+            },
+            handler: guest.idt_handler(vector),
+            synthetic: false,
+        })
+}
+
+/// RIP past the `length`-byte instruction, the old one kept in case the delivery faults
+/// (`exception.rs` puts it back then).
+fn after_the_instruction(guest: &Guest, length: u64) -> [Effect; 2] {
+    [
+        Effect::SoftwareInterruptRip(Some(guest.vcpu.vmcb.save.rip)),
+        Effect::Rip(guest.vcpu.rip_after(length)),
+    ]
 }
 
 #[cfg(test)]
