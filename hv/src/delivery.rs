@@ -174,6 +174,65 @@ fn clear_resume_flag(rflags: u64, effects: &mut Vec<Effect>) {
 
 /// [`after_completed`]'s single-step trap: #DB after the instruction.
 fn single_step(guest: &Guest, decision: &mut Decision) {
+    debug_trap(
+        guest,
+        decision,
+        DR6_SINGLE_STEP,
+        format_args!(
+            "RFLAGS.TF was set when the instruction began: the CPU would raise #DB (DR6.BS) after it, so the hypervisor does"
+        ),
+    );
+}
+
+/// The I/O breakpoints an IN, OUT, INS or OUTS of `size` bytes at `port` hits, as DR6's B0–B3
+/// (AMD APM vol. 2, 13.1.1.5 "Debug-Control Register (DR7)": with CR4.DE set, R/Wn = 10b
+/// makes slot n an I/O breakpoint on the ports from DRn, LENn bytes, enabled by Ln or Gn).
+/// The CPU checks them after the instruction; the hypervisor completed it in the CPU's
+/// place, so it checks them (under QEMU's TCG too, which implements them for a guest whose
+/// IN and OUT are not intercepted).
+pub fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
+    let save = &guest.vcpu.vmcb.save;
+    // One test at every port exit: no slot enabled (the usual case), nothing to look at.
+    if save.dr7 & 0xff == 0 || save.cr4 & x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits() == 0 {
+        return 0;
+    }
+    let access = u64::from(port)..u64::from(port) + u64::from(size);
+    (0..4)
+        .filter(|slot| {
+            let enabled = (save.dr7 >> (2 * slot)) & 0b11 != 0;
+            let control = save.dr7 >> (16 + 4 * slot);
+            let length = match (control >> 2) & 0b11 {
+                0b00 => 1,
+                0b01 => 2,
+                0b10 => 8,
+                _ => 4,
+            };
+            let start = guest.vcpu.debug_registers[*slot as usize] & 0xffff & !(length - 1);
+            enabled && control & 0b11 == 0b10 && start < access.end && access.start < start + length
+        })
+        .fold(0, |hits, slot| hits | 1 << slot)
+}
+
+/// `decision` (an IN, OUT, INS or OUTS the hypervisor completed), followed by the #DB trap
+/// of the I/O breakpoints it `hits` ([`io_breakpoints`]), DR6.Bn set for each, and BS too
+/// when RFLAGS.TF was set: one #DB reports both (AMD APM vol. 2, 13.1.1.3).
+pub fn io_breakpoint_trap(guest: &Guest, mut decision: Decision, hits: u64) -> Decision {
+    let stepping = guest.vcpu.vmcb.save.rflags & RFlags::TRAP_FLAG.bits() != 0;
+    let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
+    debug_trap(
+        guest,
+        &mut decision,
+        causes,
+        format_args!(
+            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): the CPU would raise #DB after the instruction, so the hypervisor does"
+        ),
+    );
+    decision
+}
+
+/// A #DB trap after the instruction `decision` completed, DR6 as the instruction left it (a
+/// `MOV DR6` it completed wrote it: AMD APM vol. 2, 13.1.1.3) with `causes` set.
+fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arguments) {
     let save = &guest.vcpu.vmcb.save;
     let mut first = core::mem::take(&mut decision.effects);
     let halted = |effect: &Effect| {
@@ -184,8 +243,6 @@ fn single_step(guest: &Guest, decision: &mut Decision) {
     };
     let halts = first.iter().any(halted);
     first.retain(|effect| !halted(effect));
-    // DR6 as the instruction left it: a `MOV DR6` it completed wrote it (AMD APM vol. 2,
-    // 13.1.1.3: the trap then sets BS in that value).
     let dr6 = first
         .iter()
         .rev()
@@ -194,7 +251,7 @@ fn single_step(guest: &Guest, decision: &mut Decision) {
             _ => None,
         })
         .unwrap_or(save.dr6);
-    first.push(Effect::DebugRegister(6, dr6 | DR6_SINGLE_STEP));
+    first.push(Effect::DebugRegister(6, dr6 | causes));
     let trap = exception(
         guest,
         first,
@@ -202,7 +259,7 @@ fn single_step(guest: &Guest, decision: &mut Decision) {
         0,
         true,
         format_args!(
-            "RFLAGS.TF was set when the instruction began: the CPU would raise #DB (DR6.BS) after it, so the hypervisor does{}",
+            "{why}{}",
             if halts {
                 " (an event pending: the HLT does not wait)"
             } else {

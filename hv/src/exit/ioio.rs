@@ -111,10 +111,16 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
-            return decision
+            let decision = decision
                 .with_all(string.effects)
                 .with_all(string.done.then_some(Effect::Rip(next_rip)))
                 .describe(string.what);
+            return match delivery::io_breakpoints(guest, info.port, info.size) {
+                hits if hits != 0 && string.done => {
+                    delivery::io_breakpoint_trap(guest, decision, hits)
+                }
+                _ => decision,
+            };
         };
         return string_fault(guest, info, segment, string, fault);
     }
@@ -122,10 +128,14 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
     let decision = decision
         .with(Effect::Port(access))
         .with(Effect::Rip(next_rip));
-    match what {
+    let decision = match what {
         Some(what) => decision.describe(what),
         // An IN says what it read once the device has answered.
         None => decision,
+    };
+    match delivery::io_breakpoints(guest, info.port, info.size) {
+        0 => decision,
+        hits => delivery::io_breakpoint_trap(guest, decision, hits),
     }
 }
 
@@ -817,6 +827,42 @@ mod tests {
         let run = io(&mut test, &[0x36, 0x6e], info);
         let (event, _, _) = testing::injected(&run.decision);
         assert_eq!((event.vector, event.error_code), (12, Some(0)));
+    }
+
+    #[test]
+    fn an_out_to_a_port_of_an_io_breakpoint_is_followed_by_its_debug_trap() {
+        // CR4.DE, DR0 = the UART's 0x3f8, DR7 = L0 with R/W0 = 10b (I/O), LEN0 = 1 byte: the
+        // OUT is done, then #DB, DR6.B0 set, RIP after the OUT (AMD APM vol. 2, 13.1.1.5).
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr4 |= traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        save.dr7 = 0x400 | 0b10 << 16 | 1;
+        save.dr6 = 0xffff_0ff0;
+        test.domain.vcpu.debug_registers[0] = 0x3f8;
+        let run = out_byte(&mut test, b'k');
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::Port(PortAccess::Out {
+                    port: 0x3f8,
+                    size: 1,
+                    value: u32::from(b'k')
+                })),
+            "the OUT is done first"
+        );
+        let (event, _, synthetic) = testing::injected(&run.decision);
+        assert_eq!((event.vector, synthetic), (1, true));
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_0ff1, "B0");
+        // Another port: no breakpoint.
+        test.set_gpr(2, 0x3f9);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = io(&mut test, &OUT_DX_AL, port(0x3f9, false, 1));
+        assert!(run.decision.delivery.is_none());
+        // Without CR4.DE, R/W = 10b is no I/O breakpoint.
+        test.domain.vcpu.vmcb.save.cr4 &= !traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        let run = out_byte(&mut test, b'k');
+        assert!(run.decision.delivery.is_none());
     }
 
     #[test]
