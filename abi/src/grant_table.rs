@@ -10,7 +10,8 @@
 //! (`GNTTABOP_unmap_grant_ref`) takes the frame away again; the granter may end access only
 //! once nobody maps it. A page the granter pinned as a page table (`pin_page_table`) is
 //! mapped read-only or not at all (`GNTST_general_error` for a writable mapping, as Xen's
-//! type check refuses one), and a page mapped writable elsewhere cannot be pinned.
+//! type check refuses one), as is a page the granter's `pin_page_table` has found while
+//! its walk goes on; and a page mapped writable elsewhere cannot be pinned.
 //!
 //! Where traplab differs from Xen: Xen shares the table's pages with the granter, which
 //! writes entries directly (and ends access with an atomic compare-and-exchange on the

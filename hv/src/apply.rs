@@ -36,7 +36,7 @@ use crate::domain::evtchn::PortState;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
-use crate::domain::page_tables::{self, PinStep, Pinning};
+use crate::domain::page_tables::{PinStep, Pinning};
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
 use crate::domain::vcpu::{NmiWindow, RunState};
 use crate::emulate::{Access, Destination, Operation, sign_extend};
@@ -58,7 +58,7 @@ use traplab_abi::exit::ExitReason;
 use traplab_abi::grant_table::flags as grant_flags;
 use traplab_abi::svm;
 use traplab_abi::x86::operand_mask;
-use traplab_abi::x86::{EferFlags, GPR_NAMES, RFlags, RIP_NAME, pte};
+use traplab_abi::x86::{EferFlags, GPR_NAMES, RFlags, RIP_NAME};
 
 /// What became of a decision, for the run loop.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -622,21 +622,13 @@ impl Step<'_, '_> {
                         at: here!(),
                     })?;
                 self.note("page table entry", old, entry);
-                if entry & pte::PRESENT != 0 && !page_tables::is_leaf(level, entry) {
-                    // A new lower-level table is pinned with everything under it.
-                    let mut tables = Vec::new();
-                    if self
-                        .domain
-                        .collect_tables(entry & pte::ADDRESS, level - 1, &mut tables)
-                        .is_ok()
-                    {
-                        self.domain.pv.pinned_tables.extend(tables);
-                    }
-                }
+                // A new lower table it links was pinned by the decision's `PinPageTables`,
+                // before: nothing is walked here.
+                self.domain.pv.entry_written(level, old, entry);
                 // The entry changed: the guest's TLB may hold the old one.
                 self.domain.vcpu.vmcb.control.tlb_control = 1;
             }
-            Effect::PinPageTables(tables) => self.domain.pv.pinned_tables.extend(tables),
+            Effect::PinPageTables(tables) => self.domain.pv.pin(*tables),
             Effect::PinContinuation(None) => self.domain.pv.pinning = None,
             Effect::PinContinuation(Some(step)) => {
                 let PinStep {
@@ -644,6 +636,7 @@ impl Step<'_, '_> {
                     root,
                     rip,
                     found,
+                    leaves,
                     stack,
                     ..
                 } = *step;
@@ -655,8 +648,9 @@ impl Step<'_, '_> {
                         ..Pinning::default()
                     };
                 }
-                pinning.seen.extend(found.iter().map(|&(table, _)| table));
+                pinning.seen.extend(found.iter().copied());
                 pinning.found.extend(found);
+                pinning.leaves.extend(leaves);
                 pinning.stack = stack;
             }
             Effect::Populate(gpa) => {

@@ -10,7 +10,7 @@
 
 use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::VirtualTimer;
-use crate::domain::page_tables::PinStep;
+use crate::domain::page_tables::{NewTables, PinStep};
 use crate::domain::vcpu::Wait;
 use crate::emulate::Access;
 use alloc::borrow::Cow;
@@ -98,14 +98,18 @@ pub enum Effect {
     PitTick,
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
-    /// A checked entry written into a pinned page table at guest-physical `gpa`.
+    /// A checked entry written into a pinned page table at guest-physical `gpa`; the
+    /// writable leaves of the pinned tables follow (the old entry's out, the new one's in).
     PageTableEntry {
         gpa: u64,
         level: u8,
         entry: u64,
     },
-    /// Pin these page tables (guest-physical page, level): every write to them is checked.
-    PinPageTables(Vec<(u64, u8)>),
+    /// Pin these page tables (guest-physical page, level), and count their writable leaves:
+    /// every write to them is checked. The handler found them all (`domain/page_tables.rs`):
+    /// applying it reads no guest memory and cannot fail, and it comes before the
+    /// `PageTableEntry` that links them, so no table is ever linked unpinned.
+    PinPageTables(Box<NewTables>),
     /// A `pin_page_table` goes on at its VMMCALL's next run: this exit's piece of the walk,
     /// kept with the rest (`domain/page_tables.rs`); `None`: no pin is under way any more.
     PinContinuation(Option<Box<PinStep>>),

@@ -713,7 +713,17 @@ impl Test {
             .domain
             .tables_under(PML4)
             .expect("read-only tables can be pinned");
-        self.domain.pv.pinned_tables.extend(tables);
+        self.domain.pv.pin(tables);
+    }
+
+    /// Write `entry` at `gpa`, in a pinned table, as the hypervisor writes a checked one
+    /// (`Effect::PageTableEntry`), unchecked: the pinned tables' writable leaves follow. The
+    /// scene a guest would have made with checked stores.
+    pub fn write_pinned_entry(&mut self, gpa: u64, entry: u64) {
+        let level = self.domain.pinned_level(gpa).expect("a pinned table");
+        let old = self.read_u64(gpa);
+        self.write_u64(gpa, entry);
+        self.domain.pv.entry_written(level, old, entry);
     }
 
     /// What VMRUN and the next #VMEXIT do to the state the tests look at: `Vcpu::before_vmrun`

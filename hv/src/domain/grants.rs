@@ -65,10 +65,18 @@ impl Grants {
     /// Does another domain map this domain's page `page` (guest-physical) writable through
     /// a grant now?
     pub fn mapped_writable_by_others(&self, page: u64) -> bool {
+        self.pages_mapped_writable_by_others()
+            .any(|mapped| mapped == page & !0xfff)
+    }
+
+    /// The pages of this domain that other domains map writable now (one per grant so
+    /// mapped: at most [`ENTRIES`]).
+    pub fn pages_mapped_writable_by_others(&self) -> impl Iterator<Item = u64> + '_ {
         self.table
             .iter()
             .zip(self.mapped_writable)
-            .any(|(entry, writable)| writable > 0 && (entry.frame as u64) << 12 == page & !0xfff)
+            .filter(|&(_, writable)| writable > 0)
+            .map(|(entry, _)| (entry.frame as u64) << 12)
     }
 
     /// Is any page mapped at guest-physical `host_addr` already?

@@ -12,7 +12,12 @@
 //!
 //! - maps memory outside the domain's RAM;
 //! - maps a pinned page table writable (the guest could then change it behind our back);
-//! - points to a new lower-level table that the guest has not mapped read-only.
+//! - points to a pinned table of another level than the entry's (Xen's type check);
+//! - points to a new lower-level table that is unfit to be one: mapped writable (by the
+//!   guest at its 1:1 address, by a leaf of a pinned table, by another domain through a
+//!   grant), the shared-info page, or with an entry these rules refuse
+//!   (`domain/page_tables.rs`). A new table that passes is pinned with its subtree, by the
+//!   same decision.
 //!
 //! A refused write gets the guest the #PF it raised, reflected as usual. (With nested paging
 //! the hardware confines a guest anyway; this lab shows the PV mechanism. Doing it with the
@@ -76,16 +81,24 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
             "a write to the level-{level} page table at {table:#x} that is not one aligned 8-byte MOV"
         ));
     };
-    if let Err(why) = guest.check_entry(level, value) {
-        return PageTableWrite::Refused(format!(
-            "entry {index} of the level-{level} table at {table:#x} = {value:#x} {why}"
-        ));
-    }
+    let new_tables = match guest.check_entry(level, value) {
+        Ok(new_tables) => new_tables,
+        Err(why) => {
+            return PageTableWrite::Refused(format!(
+                "entry {index} of the level-{level} table at {table:#x} = {value:#x} {why}"
+            ));
+        }
+    };
+    // The new tables the entry links are pinned before it is written, in the same apply: the
+    // check found them, so applying walks nothing and no table is linked unpinned.
+    let pin = (!new_tables.tables.is_empty())
+        .then(|| Effect::PinPageTables(alloc::boxed::Box::new(new_tables)));
     PageTableWrite::Done(
         decide!(
             Action::Emulate,
             "a store to a pinned level-{level} page table (entry {index} = {value:#x}): the entry is valid, so the hypervisor writes it"
         )
+        .with_all(pin)
         .with(Effect::PageTableEntry {
             gpa,
             level,
@@ -101,7 +114,10 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
 #[cfg(test)]
 mod tests {
     use crate::decision::Effect;
-    use crate::testing::{self, DATA, ENTRY, PD, PML4, PT, Run, Test};
+    use crate::domain::page_tables::NewTables;
+    use crate::testing::{self, DATA, ENTRY, PD, PML4, PT, Run, SHARED_INFO, Test};
+    use alloc::boxed::Box;
+    use alloc::vec;
     use traplab_abi::event::Action;
     use traplab_abi::exit::ExitReason;
     use traplab_abi::svm::Event;
@@ -112,6 +128,8 @@ mod tests {
     /// #PF error code of a supervisor write to a present, read-only page: P and W/R (AMD
     /// APM vol. 2, 8.4.2). With CR0.WP set, CPL 0 honours read-only pages too.
     const WRITE_TO_READ_ONLY: u32 = 0b11;
+    /// A free page of the first 2 MiB (mapped with 4 KiB pages), for a new table.
+    const TABLE: u64 = 0x1_4000;
 
     /// The guest stores `entry` at the virtual (= physical) address `at` with `bytes`, and
     /// the store faults: the #PF exit, run.
@@ -226,13 +244,114 @@ mod tests {
     fn a_new_lower_table_mapped_read_only_is_accepted_and_pinned_with_it() {
         let mut test = Test::long_mode();
         test.pin_page_tables();
-        // The guest made its new table read-only first (an ordinary write before pinning).
-        test.write_u64(PT + 8 * 0x14, 0x1_4000 | pte::PRESENT);
+        // The guest made its new table read-only first (a checked store to the pinned PT).
+        test.write_pinned_entry(PT + 8 * 0x14, TABLE | pte::PRESENT);
         let at = PD + 8 * 2;
-        let entry = 0x1_4000 | pte::PRESENT | pte::WRITABLE;
+        let entry = TABLE | pte::PRESENT | pte::WRITABLE;
         let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
         assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
-        assert_eq!(test.domain.pinned_level(0x1_4000), Some(1));
+        // The decision pins it, before the entry that links it: applying walks nothing,
+        // and no table is linked unpinned.
+        let new = NewTables {
+            tables: vec![(TABLE, 1)],
+            ..NewTables::default()
+        };
+        assert_eq!(
+            run.decision.effects,
+            [
+                Effect::PinPageTables(Box::new(new)),
+                Effect::PageTableEntry {
+                    gpa: at,
+                    level: 2,
+                    entry
+                },
+                Effect::Rip(ENTRY + 3)
+            ]
+        );
+        assert_eq!(test.domain.pinned_level(TABLE), Some(1));
+    }
+
+    #[test]
+    fn a_new_table_mapped_writable_by_another_entry_is_refused() {
+        // Two checked stores: entry 5 of the pinned PT maps TABLE writable at 0x5000 (valid:
+        // TABLE is no table yet), then PD entry 2 would link TABLE as a PT. Its 1:1 mapping
+        // is read-only, but the guest could write the new table at 0x5000 past the checks:
+        // Xen refuses a page-table type to a page with writable mappings.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.write_pinned_entry(PT + 8 * 0x14, TABLE | pte::PRESENT);
+        let alias = PT + 8 * 5;
+        let run = store(
+            &mut test,
+            &STORE,
+            alias,
+            TABLE | pte::PRESENT | pte::WRITABLE,
+            WRITE_TO_READ_ONLY,
+        );
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let at = PD + 8 * 2;
+        let before = test.read_u64(at);
+        let entry = TABLE | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_refused(
+            &test,
+            &run,
+            at,
+            before,
+            "an entry of a pinned table maps writable",
+        );
+        assert_eq!(test.domain.pinned_level(TABLE), None);
+        // The guest takes the alias away (a checked store): now TABLE may be linked.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        store(&mut test, &STORE, alias, 0, WRITE_TO_READ_ONLY);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.pinned_level(TABLE), Some(1));
+    }
+
+    #[test]
+    fn a_pinned_table_linked_at_another_level_is_refused() {
+        // The PML4 linked from a PD entry would be read as a PT: its entry 0 (the PDPT,
+        // writable) a leaf that maps the PDPT writable at 4 MiB. Xen's get_page_type fails
+        // on the type mismatch.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let at = PD + 8 * 2;
+        let before = test.read_u64(at);
+        let run = store(
+            &mut test,
+            &STORE,
+            at,
+            PML4 | pte::PRESENT | pte::WRITABLE,
+            WRITE_TO_READ_ONLY,
+        );
+        assert_refused(
+            &test,
+            &run,
+            at,
+            before,
+            "points to a page table of another level",
+        );
+    }
+
+    #[test]
+    fn the_shared_info_page_linked_as_a_new_table_is_refused() {
+        // Mapped read-only, the shared-info page would pass as a new PT; but the hypervisor
+        // writes pending event bits there: an event on port 1 would set bit 1 (R/W) of its
+        // entry 256, here mapping the PML4.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.write_pinned_entry(PT + 8 * (SHARED_INFO >> 12), SHARED_INFO | pte::PRESENT);
+        test.write_u64(SHARED_INFO + 0x800, PML4 | pte::PRESENT);
+        let at = PD + 8 * 2;
+        let before = test.read_u64(at);
+        let entry = SHARED_INFO | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_refused(&test, &run, at, before, "the shared-info page");
+        assert_eq!(test.domain.pinned_level(SHARED_INFO), None);
     }
 
     #[test]

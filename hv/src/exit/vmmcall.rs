@@ -25,7 +25,7 @@ use super::{Exit, undecodable};
 use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning, Words};
 use crate::domain::Guest;
 use crate::domain::interrupts::{TimerTarget, VirtualTimer};
-use crate::domain::page_tables::PIN_READS_PER_EXIT;
+use crate::domain::page_tables::{NewTables, PIN_READS_PER_EXIT};
 use crate::{decide, deliver};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -441,17 +441,21 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
             "pin_page_table: {reads} words read, {tables} new tables so far; continues"
         ));
     }
-    // The walk is over: every table it found is pinned, at once.
+    // The walk is over: every table it found is pinned, at once, with its writable leaves.
     let mut all = match (&guest.pv.pinning, step.fresh) {
-        (Some(pinning), false) => pinning.found.clone(),
-        _ => Vec::new(),
+        (Some(pinning), false) => NewTables {
+            tables: pinning.found.clone(),
+            leaves: pinning.leaves.clone(),
+        },
+        _ => NewTables::default(),
     };
-    all.extend(step.found);
+    all.tables.extend(step.found);
+    all.leaves.extend(step.leaves);
     let decision = decide!(
         Action::Emulate,
         "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables"
     )
-    .with(Effect::PinPageTables(all))
+    .with(Effect::PinPageTables(Box::new(all)))
     .with_all(pending.then_some(Effect::PinContinuation(None)));
     finish(decision, next, number, tables as i64)
 }
@@ -923,8 +927,8 @@ mod tests {
     /// A hierarchy of `pds` level-2 tables under a root (level 4) and a PDPT after it,
     /// every entry of every PD pointing to one PT: 2 + `pds` + 1 tables, all mapped
     /// read-only (8–12 MiB become read-only 2 MiB pages), the guest at a `pin_page_table`
-    /// of the root. Every PD's 512 entries must be read: the walk is 512 × (2 + `pds`)
-    /// words.
+    /// of the root. Every table's 512 entries must be read, the PT's too (its leaves may
+    /// map a table writable): the walk is 512 × (3 + `pds`) words.
     fn large_hierarchy(pds: u64) -> Test {
         let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, ROOT, 0);
         test.read_only_page_tables();
@@ -956,7 +960,7 @@ mod tests {
 
     #[test]
     fn pin_page_table_of_a_large_hierarchy_is_done_in_pieces_and_the_vmmcall_runs_again() {
-        // 40 PDs: 42 tables of 512 entries to read, about 21,700 words. One exit reads at
+        // 40 PDs: 43 tables of 512 entries to read (the PT's too), about 22,200 words. One exit reads at
         // most PIN_READS_PER_EXIT of them; until the walk is over RIP stays at the VMMCALL
         // (Xen's hypercall continuation), RAX keeps the hypercall's number, nothing is
         // pinned yet; the last piece pins all 43 tables at once.
@@ -987,10 +991,10 @@ mod tests {
             assert_returned(&test, 43);
             break;
         }
-        assert_eq!(exits, 6, "21,676 words, 4,096 an exit");
+        assert_eq!(exits, 6, "22,188 words, 4,096 an exit");
         // Linear in the work: each entry read once, plus each table's own mapping (4
         // words) and the exits' own reads (the instruction, the page walk to it).
-        let words = 512 * 42 + 4 * 43;
+        let words = 512 * 43 + 4 * 43;
         assert!(
             total_reads <= words + 64 * exits,
             "{total_reads} reads for {words}"
@@ -1039,6 +1043,71 @@ mod tests {
         assert_returned(&test, error::EINVAL);
         assert!(test.domain.pv.pinned_tables.is_empty());
         assert_eq!(test.domain.pv.pinning, None);
+    }
+
+    #[test]
+    fn a_table_another_domain_maps_writable_between_the_pieces_is_not_pinned() {
+        // After the first piece, another domain gets a writable mapping of a table the
+        // walk found then (its `map_grant_ref` refuses that now; here the grant is marked
+        // mapped as its apply would): the last piece looks again, and nothing is pinned.
+        let mut test = large_hierarchy(40);
+        assert!(piece(&test.call()).is_some());
+        let pinning = test.domain.pv.pinning.as_ref().expect("a walk under way");
+        let (table, _) = pinning.found[2];
+        let grants = &mut test.domain.grants;
+        grants.table[0].frame = (table >> 12) as u32;
+        (grants.mapped[0], grants.mapped_writable[0]) = (1, 1);
+        let mut exits = 0;
+        while piece(&test.call()).is_some() {
+            exits += 1;
+            assert!(exits < 100);
+        }
+        assert_returned(&test, error::EINVAL);
+        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert_eq!(test.domain.pinned_level(table), None);
+    }
+
+    #[test]
+    fn pin_page_table_refuses_a_table_a_level_1_entry_maps_writable() {
+        // Every 1:1 mapping of the tables is read-only, but the PT's entry 5 maps the PML4
+        // writable at 0x5000: the walk reads the PT's leaves too (Xen: get_page_from_l1e
+        // of every entry of a new level-1 table), and nothing is pinned.
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        test.read_only_page_tables();
+        test.write_u64(
+            testing::PT + 8 * 5,
+            testing::PML4 | pte::PRESENT | pte::WRITABLE,
+        );
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("mapped writable by an entry"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.domain.pv.pinned_tables.is_empty());
+    }
+
+    #[test]
+    fn pin_page_table_refuses_a_table_linked_at_two_levels() {
+        // A recursive PML4 (entry 1 → itself) makes the PML4 a PDPT too, and through it
+        // the PDPT a PD, the PD a PT: its 2 MiB pages would be read as 4 KiB ones, and
+        // entry 0 of the PDPT, read as a PT's, would map the PD writable. Xen allows such
+        // a linear table read-only only (get_linear_pagetable); traplab not at all.
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        test.read_only_page_tables();
+        test.write_u64(
+            testing::PML4 + 8,
+            testing::PML4 | pte::PRESENT | pte::WRITABLE,
+        );
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("linked at two levels"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.domain.pv.pinned_tables.is_empty());
     }
 
     #[test]

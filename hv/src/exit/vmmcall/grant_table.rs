@@ -274,6 +274,22 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::GENERAL_ERROR,
         );
     }
+    // The same for a page the granter's `pin_page_table` found in the pieces of its walk so
+    // far (`domain/page_tables.rs`): it was not mapped writable when found, and will be
+    // pinned at the end without a second look. In Xen the page holds its page-table type
+    // (PGT_partial) while its validation is preempted, so get_page_type(PGT_writable_page)
+    // fails on it as on a pinned table.
+    let walk = granter.pv.pinning.as_ref();
+    if !readonly && let Some(level) = walk.and_then(|pinning| pinning.seen.get(&frame)) {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: grant {gref} names frame {:#x}, a level-{level} page table d{dom}'s pin_page_table is pinning: a writable mapping of a page table is refused, GNTST_general_error (as Xen)",
+                entry.frame
+            ),
+            status::GENERAL_ERROR,
+        );
+    }
     let area = map_area();
     if host_addr & 0xfff != 0 || !area.contains(&host_addr) {
         return refuse(
@@ -387,6 +403,7 @@ fn unmap_grant_ref(guest: &Guest, arg: u64) -> Outcome {
 mod tests {
     use super::*;
     use crate::domain::grants::Mapping;
+    use crate::domain::page_tables::Pinning;
     use crate::testing::{DATA, ENTRY, FRAMES, Run, Test, UNMAPPED, VMMCALL, VecMemory};
     use traplab_abi::boot::GUEST_RAM_SIZE;
     use traplab_abi::event::{GrantMap, GrantUnmap};
@@ -1034,6 +1051,35 @@ mod tests {
             .pv
             .pinned_tables
             .insert((FRAME as u64) << 12, 1);
+        test.call();
+        assert_status(&test, 18, status::OKAY);
+    }
+
+    #[test]
+    fn a_page_table_of_a_pin_under_way_is_mapped_read_only_or_not_at_all() {
+        // d2's pin_page_table is walked in pieces, and its walk so far found the granted
+        // page as a table: pinned at the end without a second look, it must not be mapped
+        // writable in between (in Xen the page keeps its partial page-table type).
+        let pinning = || {
+            let table = (FRAME as u64) << 12;
+            Some(Box::new(Pinning {
+                found: vec![(table, 1)],
+                seen: [(table, 1)].into(),
+                ..Pinning::default()
+            }))
+        };
+        let mut test = mapping(FOR_D1, map::HOST_MAP);
+        test.other(2).pv.pinning = pinning();
+        let run = test.call();
+        assert_status(&test, 18, status::GENERAL_ERROR);
+        assert!(
+            run.decision.why.contains("pin_page_table is pinning"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.other(2).grants.mapped[4], 0);
+        let mut test = mapping(FOR_D1, map::HOST_MAP | map::READONLY);
+        test.other(2).pv.pinning = pinning();
         test.call();
         assert_status(&test, 18, status::OKAY);
     }
