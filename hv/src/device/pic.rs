@@ -8,8 +8,9 @@
 //! port is OCW1, the *interrupt mask* (a set bit masks its IRQ); on the command port, OCW2
 //! ends an interrupt (EOI: 0x20, or 0x60 + IRQ for a specific one) and OCW3 chooses what a
 //! read of the command port returns (0x0a: the request register IRR, 0x0b: the in-service
-//! register ISR; 0x0c: *poll*, the next read takes the highest-priority request as the
-//! CPU's INTA would and returns its number with bit 7 set, or 0 when there is none).
+//! register ISR; 0x0c: *poll*, the next read of either of the chip's ports takes the
+//! highest-priority request as the CPU's INTA would and returns its number with bit 7 set,
+//! or 0 when there is none).
 //!
 //! Every source is an IR line, the 8259A's way: a rising edge on the line sets its bit in
 //! the *interrupt request register* (IRR); the chip presents the highest priority request
@@ -79,7 +80,7 @@ pub struct Chip {
     icw3: u8,
     /// OCW3: a read of the command port returns ISR (else IRR).
     read_in_service: bool,
-    /// OCW3's poll command: the next read of the command port is the poll word.
+    /// OCW3's poll command: the next read of either port of the chip is the poll word.
     poll: bool,
     /// ICW4's automatic EOI (bit 1): the CPU's INTA ends the interrupt at once, nothing
     /// stays in service and the kernel sends no EOI (Linux's and Xen's `init_8259A(1)`, when
@@ -300,10 +301,16 @@ impl Pic {
 
     /// An IN of a byte: the mask from a data port, IRR or ISR from a command port, or
     /// after OCW3's poll command the poll word.
+    ///
+    /// The poll is the next read of the chip whichever port it reads: "the next RD pulse
+    /// to the 8259A is treated as an interrupt acknowledge" (8259A datasheet, Poll
+    /// Command), and the RD pulse does not look at A0 (QEMU's `pic_ioport_read` too checks
+    /// the poll before the address). A data-port read must take it, or the poll would stay
+    /// armed and a later IRR or ISR read would acknowledge an interrupt no one asked for.
     pub fn read(&mut self, port: u16) -> u8 {
         match port {
-            MASTER_COMMAND if self.master.poll => self.poll(true),
-            SLAVE_COMMAND if self.slave.poll => self.poll(false),
+            MASTER_COMMAND | MASTER_DATA if self.master.poll => self.poll(true),
+            SLAVE_COMMAND | SLAVE_DATA if self.slave.poll => self.poll(false),
             MASTER_COMMAND => self.master.read_command(),
             MASTER_DATA => self.master.mask,
             SLAVE_COMMAND => self.slave.read_command(),
@@ -486,6 +493,35 @@ mod tests {
         pic.write(SLAVE_COMMAND, 0x0c);
         assert_eq!(pic.read(SLAVE_COMMAND), 0x84);
         assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
+    }
+
+    #[test]
+    fn a_poll_is_the_next_read_of_either_port_the_data_port_included() {
+        // "The next RD pulse to the 8259A is treated as an interrupt acknowledge" (8259A
+        // datasheet, Poll Command): a read of the data port after OCW3 0x0c is the poll
+        // word, not the mask, and takes IRQ 4 into service.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xef); // IRQ 4 open
+        pic.set_irq(4, true);
+        pic.write(MASTER_COMMAND, 0x0c);
+        assert_eq!(pic.read(MASTER_DATA), 0x84, "the poll word, not the mask");
+        assert_eq!(pic.master.in_service, 0x10, "IRQ 4 in service");
+        assert_eq!(pic.master.requests, 0);
+        // The poll is spent: the data port reads the mask again, and a read of IRR
+        // acknowledges nothing.
+        assert_eq!(pic.read(MASTER_DATA), 0xef);
+        pic.set_irq(4, false);
+        pic.set_irq(4, true);
+        pic.write(MASTER_COMMAND, 0x0a);
+        assert_eq!(pic.read(MASTER_COMMAND), 0x10, "IRR: requested again");
+        assert_eq!(pic.master.requests, 0x10, "and not taken by the read");
+        // The slave's data port is its poll too.
+        let mut pic = initialised();
+        pic.write(SLAVE_DATA, 0xef);
+        pic.set_irq(12, true);
+        pic.write(SLAVE_COMMAND, 0x0c);
+        assert_eq!(pic.read(SLAVE_DATA), 0x84);
+        assert_eq!(pic.slave.in_service, 0x10);
     }
 
     #[test]
