@@ -138,9 +138,9 @@ impl Channel {
     }
 
     /// Is the output high? Mode 0 raises it at terminal count; mode 4 drops it for the one
-    /// clock of terminal count; modes 2 and 3 are high most of each period (3: the first
-    /// half). Before its count starts, a channel's output is what the control word set: low
-    /// in mode 0, high in the others (82C54 datasheet).
+    /// clock of terminal count; mode 2 drops it for one clock each period, mode 3 for the
+    /// second half of each. Before its count starts, a channel's output is what the control
+    /// word set: low in mode 0, high in the others (82C54 datasheet).
     pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
         let Some((start, reload)) = self.phase(now) else {
             return self.mode != 0;
@@ -150,7 +150,18 @@ impl Channel {
         match self.mode {
             0 => elapsed >= reload,
             4 => elapsed != reload,
+            // "When the initial count has decremented to 1, OUT goes low for one CLK pulse.
+            // OUT then goes high again, the Counter reloads the initial count and the process
+            // is repeated" (82C54 datasheet, mode 2): low on the clock the count reads 1, the
+            // last of each period; it rises with the reload, the edge IRQ 0 sees
+            // (`Pit::countdown`). QEMU's `pit_get_out` has it the other way round: high only
+            // on the clock of each reload, low the rest of the period.
+            2 => elapsed % reload != reload - 1,
+            // High for the first (N + 1) / 2 clocks, low for the other (N - 1) / 2: for an
+            // odd N the high half is the longer (82C54 datasheet, mode 3).
             3 => elapsed % reload < reload.div_ceil(2),
+            // Modes 1 and 5 wait for a gate trigger, which is not modelled: high, as before
+            // one (82C54 datasheet).
             _ => true,
         }
     }
@@ -440,6 +451,34 @@ mod tests {
         );
         assert!(channel.output(LOADED + 1024 * 1000, TSC_HZ));
         assert!(!channel.output(LOADED + 3072 * 1000, TSC_HZ));
+    }
+
+    #[test]
+    fn in_mode_2_out_goes_low_for_the_one_clock_the_count_reads_1() {
+        // "When the initial count has decremented to 1, OUT goes low for one CLK pulse. OUT
+        // then goes high again, the Counter reloads the initial count" (82C54 datasheet,
+        // mode 2). Channel 2, seen through port B's bit 5.
+        let mut pit = Pit::default();
+        pit.write(PORT_B, 0x01, 0, TSC_HZ); // channel 2's gate open
+        pit.write(CONTROL, 0xb4, 0, TSC_HZ); // channel 2, low then high, mode 2
+        pit.write(CHANNEL_2, 100, 0, TSC_HZ);
+        pit.write(CHANNEL_2, 0, 0, TSC_HZ); // 100, loaded a clock later
+        let out = |pit: &mut Pit, now: u64| pit.read(PORT_B, now, TSC_HZ) & 0x20;
+        assert_eq!(pit.channels[2].count(LOADED + 99_000, TSC_HZ), 1);
+        assert_eq!(out(&mut pit, LOADED + 98_999), 0x20, "count 2: high");
+        assert_eq!(out(&mut pit, LOADED + 99_000), 0, "count 1: low");
+        assert_eq!(out(&mut pit, LOADED + 99_999), 0, "for the whole clock");
+        assert_eq!(out(&mut pit, LOADED + 100_000), 0x20, "reloaded: high");
+        assert_eq!(out(&mut pit, LOADED + 199_500), 0, "once every period");
+        // The rise is the edge channel 0 would interrupt at: a period after the load.
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 100, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0, 0, TSC_HZ);
+        let due = pit.countdown(0, TSC_HZ).map(|next| next.due_tsc);
+        assert_eq!(due, Some(LOADED + 100_000));
+        let channel = pit.channels[0];
+        assert!(!channel.output(LOADED + 100_000 - 1, TSC_HZ));
+        assert!(channel.output(LOADED + 100_000, TSC_HZ));
     }
 
     #[test]
