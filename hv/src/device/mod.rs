@@ -588,7 +588,10 @@ impl Devices {
                     .lapic
                     .write(offset, value as u32, machine.now(), machine.tsc_hz()),
                 // The APIC's registers take aligned 32-bit writes (Intel SDM vol. 3A,
-                // 11.4.1); QEMU's drops the rest too.
+                // 11.4.1: each sits in the low 4 bytes of a 16-byte slot, the other 12 are
+                // reserved), so anything else is dropped. QEMU's `apic_mem_write` drops
+                // only the writes narrower than 4 bytes and finds the register by
+                // `addr >> 4`: there a 4-byte write at 0x84 reaches the TPR at 0x80.
                 _ => format!(
                     "a {width}-byte write at offset {offset:#x}: the APIC takes only aligned 32-bit writes, so it is dropped"
                 ),
@@ -663,6 +666,28 @@ mod tests {
         );
         // A word IN: ISR (nothing in service) from 0x20, the mask from 0x21.
         assert_eq!(devices.port_read(0x20, 2, &machine), 0xfb00);
+    }
+
+    #[test]
+    fn the_local_apic_drops_a_write_that_is_not_an_aligned_dword() {
+        // Intel SDM vol. 3A, 11.4.1: bytes 4–15 of a register's slot are reserved. A 4-byte
+        // write at 0x84 does not reach the TPR at 0x80 (in QEMU it would), nor does a
+        // narrower one at 0x80; an aligned dword does.
+        let machine = FakeMachine::default();
+        let mut devices = Devices::default();
+        let tpr = lapic::BASE + 0x80;
+        let tpr_now = |devices: &mut Devices| devices.mmio_read(tpr, 4, &machine).0;
+        let written = devices.mmio_write(tpr + 4, 4, 0x20, &machine);
+        assert!(
+            written.what.contains("so it is dropped"),
+            "{}",
+            written.what
+        );
+        assert_eq!(tpr_now(&mut devices), 0);
+        devices.mmio_write(tpr, 2, 0x20, &machine);
+        assert_eq!(tpr_now(&mut devices), 0);
+        devices.mmio_write(tpr, 4, 0x20, &machine);
+        assert_eq!(tpr_now(&mut devices), 0x20);
     }
 
     #[test]
