@@ -5,7 +5,7 @@
 //! | port  | register | width | here |
 //! |-------|----------|-------|------|
 //! | 0x600 | PM1 status (PM1a_EVT_BLK) | 16 | TMR_STS: the timer's bit 23 toggled; write 1 to clear (4.8.4.1.1). No other event has a source |
-//! | 0x602 | PM1 enable | 16 | kept (4.8.4.1.2); no SCI is raised: nothing here raises one |
+//! | 0x602 | PM1 enable | 16 | kept (4.8.4.1.2), but the SCI is not modelled: with TMR_EN set, TMR_STS should raise it (TMR_EN: "an SCI event is generated anytime the TMR_STS bit is set"; 4.8.2.1) and here does not; the other enables' events have no source |
 //! | 0x604 | PM1 control (PM1a_CNT_BLK) | 16 | SCI_EN reads 1 always; BM_RLD and SLP_TYP kept; SLP_EN with the DSDT's S5 type powers the machine off (the domain ends), any other sleep request is ignored, and the trace says so (4.8.4.2.1) |
 //! | 0x608 | PM timer (PM_TMR_BLK) | 32 | 24 bits counting at 3.579545 MHz since the machine started, read-only (4.8.2.1; the register: "Power Management Timer (PM_TMR)") |
 //!
@@ -51,7 +51,13 @@ const PM1_CONTROL_END: u16 = PM1_CONTROL + PM1_CONTROL_LENGTH as u16;
 const PM_TIMER_END: u16 = PM_TIMER + PM_TIMER_LENGTH as u16;
 
 /// The interrupt the SCI is wired to: ISA IRQ 9, level-triggered, active high, as on the
-/// PIIX4 (and QEMU). The FADT's SCI_INT and the MADT's override say so; nothing raises it.
+/// PIIX4 (and QEMU). The FADT's SCI_INT and the MADT's override say so. The SCI is not
+/// modelled: this model never drives the line, though TMR_STS with TMR_EN set should (ACPI
+/// 6.4, 4.8.2.1 and PM1 enable's TMR_EN; QEMU's `acpi_update_sci` holds the line while a
+/// status bit and its enable are both set, and arms a timer for the PM timer's next toggle
+/// while TMR_EN is). Doing it would take a line held high while the two are set, and a
+/// deadline for the toggle of bit 23 beside the one the domain's timer has
+/// (`domain/interrupts.rs`).
 pub const SCI_IRQ: u8 = 9;
 
 /// The PM timer's clock (ACPI 6.4, 4.8.2.1 "Power Management Timer"), and its width: 24
@@ -250,7 +256,9 @@ impl AcpiPm {
 pub fn describe(port: u16) -> String {
     let what = match port {
         PM1_STATUS..PM1_ENABLE => "a bit is an event that happened; write 1 to clear it",
-        PM1_ENABLE..PM1_CONTROL => "a bit lets its event raise the SCI (IRQ 9)",
+        PM1_ENABLE..PM1_CONTROL => {
+            "a bit lets its event raise the SCI (IRQ 9), which is not modelled here"
+        }
         PM1_CONTROL..PM1_CONTROL_END => {
             "SCI_EN always 1: no SMI_CMD, the machine is always in ACPI mode"
         }
@@ -298,8 +306,12 @@ fn enables(bits: u16) -> String {
     if bits == 0 {
         return ": every event disabled".into();
     }
+    let why = match bits & event::TIMER {
+        0 => "none of these events has a source here",
+        _ => "the SCI is not modelled, so TMR_STS with TMR_EN set raises none, where it should",
+    };
     format!(
-        ":{} enabled (no SCI comes: nothing raises one on this platform)",
+        ":{} enabled (no SCI comes: {why})",
         events(bits).replace("_STS", "_EN")
     )
 }
@@ -420,6 +432,27 @@ mod tests {
         assert_eq!(
             pm.read(PM1_EVENT_BLOCK, 4, now, TSC_HZ),
             (event::POWER_BUTTON as u32) << 16
+        );
+    }
+
+    #[test]
+    fn tmr_en_is_kept_and_the_trace_says_the_sci_it_should_raise_is_not_modelled() {
+        // ACPI 6.4, PM1 enable, TMR_EN: "an SCI event is generated anytime the TMR_STS bit
+        // is set". The SCI is not modelled: the enable reads back, the status stays set, and
+        // the trace says that no SCI comes because the model lacks it, not because nothing
+        // would raise one.
+        let mut pm = AcpiPm::default();
+        let toggled = tsc_at(1 << 23);
+        let what = pm.write(PM1_ENABLE, 2, event::TIMER as u32, toggled, TSC_HZ);
+        assert_eq!(
+            what,
+            "PM1 enable = 0x0001: TMR_EN enabled (no SCI comes: the SCI is not modelled, so TMR_STS with TMR_EN set raises none, where it should)"
+        );
+        assert_eq!(pm.enable(), event::TIMER);
+        assert_eq!(pm.status(toggled, TSC_HZ), event::TIMER);
+        assert_eq!(
+            describe(PM1_ENABLE),
+            "ACPI PM1 enable: a bit lets its event raise the SCI (IRQ 9), which is not modelled here"
         );
     }
 

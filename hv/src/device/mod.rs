@@ -22,6 +22,15 @@
 //!
 //! Each access is done when a decision is applied (`apply.rs`): the device answers, and
 //! says in words what it did for the trace.
+//!
+//! The PC's old ISA devices — the PICs, the PIT and port B, the RTC, the UART — have byte-wide
+//! registers. A 16- or 32-bit IN or OUT that reaches them is split by the bus into byte
+//! cycles at port, port + 1, …, the access's bytes in order, low first, each going to
+//! whatever answers at its port (QEMU: those devices' `MemoryRegionOps` say
+//! `impl.max_access_size = 1`, so its memory core splits the access the same way). The
+//! other ports take the access whole, at their own widths: the ATA data port's 16 bits,
+//! PCI configuration's 32, the PM timer's 32, fw_cfg's 16-bit selector, pc-testdev's and
+//! isa-debug-exit's registers (each file says).
 
 pub mod acpi_pm;
 pub mod ata;
@@ -77,6 +86,23 @@ pub struct Devices {
 
 /// COM1's interrupt is ISA IRQ 4.
 pub const SERIAL_IRQ: u8 = 4;
+
+/// Is `port` a register of a byte-wide ISA device: the PICs, the PIT and port B, the RTC,
+/// COM1 (8259A, 82C54, MC146818 and PC16550D datasheets: an 8-bit data bus each)?
+fn byte_wide(port: u16) -> bool {
+    pic::Pic::claims(port)
+        || pit::Pit::claims(port)
+        || matches!(port, rtc::INDEX | rtc::DATA | 0x3f8..=0x3ff)
+}
+
+/// Is an IN or OUT of `size` bytes at `port` split into byte accesses: wider than a byte,
+/// with a byte on a byte-wide device's port? On a PC the bus gives those devices byte cycles,
+/// one a port (QEMU: `impl.max_access_size = 1`, and its memory core splits the access). The
+/// other bytes of the access go to what is at their ports, as they would there: an empty
+/// port's read all ones, a disk controller's too (`ata.rs`: never a device here).
+fn splits(port: u16, size: u8) -> bool {
+    size > 1 && (0..u16::from(size)).any(|index| byte_wide(port.wrapping_add(index)))
+}
 
 /// Which device makes the guest's timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,21 +190,33 @@ impl Devices {
     /// IN of `size` bytes: the value. Nothing answers at the disk controller's ports
     /// either: an access that exits there is refused (`ata.rs`).
     /// The machine tells a device what only it knows: the time of day.
+    ///
+    /// A wider read that touches a byte-wide device is byte reads, port first, their bytes
+    /// put together low first ([`splits`]).
     pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
+        if splits(port, size) {
+            let mut value = 0;
+            for index in 0..size.min(4) {
+                let byte = self.port_read(port.wrapping_add(index.into()), 1, machine);
+                value |= (byte & 0xff) << (8 * index);
+            }
+            return value;
+        }
         if let Some(testdev) = self.testdev.as_ref().filter(|_| pc_testdev::claims(port)) {
             return testdev.read(port, size);
         }
+        // (A byte-wide device's port comes here with a byte only: `splits`.)
         match port {
-            rtc::DATA if size == 1 => self.rtc.read(machine.wall_clock()) as u32,
+            rtc::DATA => self.rtc.read(machine.wall_clock()) as u32,
             port if acpi_pm::claims(port) => {
                 self.acpi_pm
                     .read(port, size, machine.now(), machine.tsc_hz())
             }
-            port if size == 1 && pic::Pic::claims(port) => self.pic.read(port) as u32,
-            port if size == 1 && pit::Pit::claims(port) => {
+            port if pic::Pic::claims(port) => self.pic.read(port) as u32,
+            port if pit::Pit::claims(port) => {
                 self.pit.read(port, machine.now(), machine.tsc_hz()) as u32
             }
-            0x3f8..=0x3ff if size == 1 => self.console.read(port - CONSOLE_PORT) as u32,
+            0x3f8..=0x3ff => self.console.read(port - CONSOLE_PORT) as u32,
             0xcf8..=0xcff => self.pci.read(port, size),
             fw_cfg::DATA if size == 1 => self.fw_cfg.read_byte() as u32,
             _ => operand_mask(size) as u32,
@@ -190,6 +228,9 @@ impl Devices {
     /// pc-testdev; empty elsewhere). Dropped anywhere but at the console, the PCI
     /// configuration address, the fw_cfg selector, the RTC, the PIC, the PIT, the ACPI
     /// registers and the pc-testdev, the disk controller's ports included.
+    ///
+    /// A wider write that touches a byte-wide device is byte writes, port first, the
+    /// value's low byte first ([`splits`]).
     pub fn port_write(
         &mut self,
         port: u16,
@@ -197,6 +238,28 @@ impl Devices {
         value: u32,
         machine: &dyn Machine,
     ) -> Written {
+        if splits(port, size) {
+            let mut done = Written {
+                what: String::new(),
+                console: None,
+            };
+            for index in 0..size.min(4) {
+                let at = port.wrapping_add(index.into());
+                let byte = (value >> (8 * index)) & 0xff;
+                let written = self.port_write(at, 1, byte, machine);
+                if !written.what.is_empty() {
+                    let separator = if done.what.is_empty() { "" } else { "; " };
+                    done.what += &format!(
+                        "{separator}byte {byte:#x} at port {at:#x}: {}",
+                        written.what
+                    );
+                }
+                // One access covers a port once, so only its byte at 0x3f8 (THR) can
+                // complete a console line.
+                done.console = done.console.or(written.console);
+            }
+            return done;
+        }
         if let Some(testdev) = self.testdev.as_mut().filter(|_| pc_testdev::claims(port)) {
             let what = match testdev.write(port, size, value) {
                 pc_testdev::Write::Done(what) => format!("pc-testdev: {what}"),
@@ -221,27 +284,28 @@ impl Devices {
                 console: None,
             };
         }
+        // (A byte-wide device's port comes here with a byte only: `splits`.)
         let console = match (port, size) {
-            (rtc::INDEX, 1) => {
+            (rtc::INDEX, _) => {
                 self.rtc.select(value as u8);
                 None
             }
-            (rtc::DATA, 1) => {
+            (rtc::DATA, _) => {
                 self.rtc.write(value as u8, machine.wall_clock());
                 None
             }
-            (port, 1) if pic::Pic::claims(port) => {
+            (port, _) if pic::Pic::claims(port) => {
                 return Written {
                     what: self.pic.write(port, value as u8),
                     console: None,
                 };
             }
-            (port, 1) if pit::Pit::claims(port) => {
+            (port, _) if pit::Pit::claims(port) => {
                 self.pit
                     .write(port, value as u8, machine.now(), machine.tsc_hz());
                 None
             }
-            (0x3f8..=0x3ff, 1) => self.console.write(port - CONSOLE_PORT, value as u8),
+            (0x3f8..=0x3ff, _) => self.console.write(port - CONSOLE_PORT, value as u8),
             (0xcf8..=0xcff, _) => {
                 self.pci.write(port, size, value);
                 None
@@ -524,7 +588,10 @@ impl Devices {
                     .lapic
                     .write(offset, value as u32, machine.now(), machine.tsc_hz()),
                 // The APIC's registers take aligned 32-bit writes (Intel SDM vol. 3A,
-                // 11.4.1); QEMU's drops the rest too.
+                // 11.4.1: each sits in the low 4 bytes of a 16-byte slot, the other 12 are
+                // reserved), so anything else is dropped. QEMU's `apic_mem_write` drops
+                // only the writes narrower than 4 bytes and finds the register by
+                // `addr >> 4`: there a 4-byte write at 0x84 reaches the TPR at 0x80.
                 _ => format!(
                     "a {width}-byte write at offset {offset:#x}: the APIC takes only aligned 32-bit writes, so it is dropped"
                 ),
@@ -559,5 +626,101 @@ impl Devices {
             what: format!("lab device: {what}"),
             console,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeMachine;
+
+    /// Both PICs initialised as a PC kernel does, a byte at a time: vectors 0x20 and 0x28,
+    /// the slave on IR2, 8086 mode.
+    fn initialised(devices: &mut Devices, machine: &FakeMachine) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0xa0, 0x11),
+            (0x21, 0x20),
+            (0xa1, 0x28),
+            (0x21, 0x04),
+            (0xa1, 0x02),
+            (0x21, 0x01),
+            (0xa1, 0x01),
+        ] {
+            devices.port_write(port, 1, value, machine);
+        }
+    }
+
+    #[test]
+    fn a_word_out_to_a_byte_wide_device_is_two_byte_writes_low_byte_first() {
+        // 0xfb0b at 0x20: 0x0b to the command port (OCW3: read ISR), 0xfb to the data port
+        // (OCW1: the mask), as the bus splits it.
+        let machine = FakeMachine::default();
+        let mut devices = Devices::default();
+        initialised(&mut devices, &machine);
+        let written = devices.port_write(0x20, 2, 0xfb0b, &machine);
+        assert_eq!(devices.pic.master.mask, 0xfb);
+        assert_eq!(
+            written.what,
+            "byte 0xb at port 0x20: OCW3: which register a read returns; byte 0xfb at port 0x21: OCW1: the interrupt mask"
+        );
+        // A word IN: ISR (nothing in service) from 0x20, the mask from 0x21.
+        assert_eq!(devices.port_read(0x20, 2, &machine), 0xfb00);
+    }
+
+    #[test]
+    fn the_local_apic_drops_a_write_that_is_not_an_aligned_dword() {
+        // Intel SDM vol. 3A, 11.4.1: bytes 4–15 of a register's slot are reserved. A 4-byte
+        // write at 0x84 does not reach the TPR at 0x80 (in QEMU it would), nor does a
+        // narrower one at 0x80; an aligned dword does.
+        let machine = FakeMachine::default();
+        let mut devices = Devices::default();
+        let tpr = lapic::BASE + 0x80;
+        let tpr_now = |devices: &mut Devices| devices.mmio_read(tpr, 4, &machine).0;
+        let written = devices.mmio_write(tpr + 4, 4, 0x20, &machine);
+        assert!(
+            written.what.contains("so it is dropped"),
+            "{}",
+            written.what
+        );
+        assert_eq!(tpr_now(&mut devices), 0);
+        devices.mmio_write(tpr, 2, 0x20, &machine);
+        assert_eq!(tpr_now(&mut devices), 0);
+        devices.mmio_write(tpr, 4, 0x20, &machine);
+        assert_eq!(tpr_now(&mut devices), 0x20);
+    }
+
+    #[test]
+    fn wide_accesses_reach_each_byte_s_port_and_other_devices_keep_their_widths() {
+        let machine = FakeMachine::default();
+        let mut devices = Devices::default();
+        // The RTC: a word at 0x70 selects CMOS byte 0x40 and writes 0xab there; 0x70 itself
+        // reads all ones.
+        devices.port_write(rtc::INDEX, 2, 0xab40, &machine);
+        assert_eq!(devices.port_read(rtc::DATA, 1, &machine), 0xab);
+        assert_eq!(devices.port_read(rtc::INDEX, 2, &machine), 0xabff);
+        // COM1: a word at 0x3f8 is a byte to THR and one to IER; a dword at 0x3fe reads MSR,
+        // the scratch register, and two empty ports past the UART.
+        let written = devices.port_write(0x3f8, 2, 0x0241, &machine);
+        assert_eq!(written.console, None);
+        assert_eq!(devices.port_read(0x3f9, 1, &machine), 0x02, "IER");
+        assert_eq!(devices.console.flush().as_deref(), Some("A"));
+        devices.port_write(0x3ff, 1, 0x5a, &machine);
+        assert_eq!(devices.port_read(0x3fe, 4, &machine), 0xffff_5ab0);
+        let written = devices.port_write(0x3f8, 2, 0x000a, &machine);
+        assert_eq!(written.console.as_deref(), Some(""), "the newline's line");
+        // The PIT: a word at 0x42 is channel 2's count, then the control port's byte.
+        devices.port_write(pit::CONTROL, 1, 0xb0, &machine); // channel 2, mode 0
+        devices.port_write(pit::CHANNEL_2, 1, 0x34, &machine);
+        assert_eq!(devices.pit.channels[2].reload, None, "half the count");
+        devices.port_write(pit::CHANNEL_2, 2, 0xff12, &machine);
+        assert_eq!(devices.pit.channels[2].reload, Some(0x1234));
+        // Not split: PCI configuration's 32-bit address, the PM timer, fw_cfg's selector.
+        devices.port_write(0xcf8, 4, 0x8000_0000, &machine);
+        assert_eq!(devices.port_read(0xcf8, 4, &machine), 0x8000_0000);
+        let timer = acpi_pm::timer(machine.now(), machine.tsc_hz());
+        assert_eq!(devices.port_read(acpi_pm::PM_TIMER, 4, &machine), timer);
+        devices.port_write(fw_cfg::SELECTOR, 2, 0x0001, &machine);
+        assert_eq!(devices.fw_cfg.item(), "ID");
     }
 }

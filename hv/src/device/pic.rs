@@ -8,8 +8,9 @@
 //! port is OCW1, the *interrupt mask* (a set bit masks its IRQ); on the command port, OCW2
 //! ends an interrupt (EOI: 0x20, or 0x60 + IRQ for a specific one) and OCW3 chooses what a
 //! read of the command port returns (0x0a: the request register IRR, 0x0b: the in-service
-//! register ISR; 0x0c: *poll*, the next read takes the highest-priority request as the
-//! CPU's INTA would and returns its number with bit 7 set, or 0 when there is none).
+//! register ISR; 0x0c: *poll*, the next read of either of the chip's ports takes the
+//! highest-priority request as the CPU's INTA would and returns its number with bit 7 set,
+//! or 0 when there is none).
 //!
 //! Every source is an IR line, the 8259A's way: a rising edge on the line sets its bit in
 //! the *interrupt request register* (IRR); the chip presents the highest priority request
@@ -18,13 +19,14 @@
 //! *in-service register* (ISR), and it stays there, holding back its own and lower
 //! priorities, until the kernel's EOI. A second edge before the CPU took the first is the
 //! same request (IRR has one bit a line). The slave's requests reach the CPU through the
-//! master's IRQ 2 (the cascade). In the INTA cycle, a request on an input the master's ICW3
-//! names as a slave's (a PC kernel writes 0x04: IR2) is the slave's to answer: "the master
-//! will enable the corresponding slave to release the device routine address" (8259A
-//! datasheet, cascade mode). A slave with no request of its own answers IR7, the level the
-//! 8259A gives when none is there, so a request on the master's IR2 itself comes at the
-//! slave's vector base + 7, not the master's + 2 (QEMU's `pic_read_irq` does the same). The
-//! lines on this platform:
+//! master's IRQ 2 (the cascade): the slave's INT is a request on the master's IR2, in its
+//! IRR while the slave has one to present. In the INTA cycle, a request on an input the
+//! master's ICW3 names as a slave's (a PC kernel writes 0x04: IR2) is the slave's to answer:
+//! "the master will enable the corresponding slave to release the device routine address"
+//! (8259A datasheet, cascade mode). A slave with no request of its own answers IR7, the
+//! level the 8259A gives when none is there, so a request on the master's IR2 itself comes
+//! at the slave's vector base + 7, not the master's + 2 (QEMU's `pic_read_irq` does the
+//! same). The lines on this platform:
 //!
 //! - **IRQ 0, the PIT's channel 0** (`pit.rs`): each tick of the guest's timer, while it
 //!   goes through the PIC ([`Pic::timer_vector`]: the master initialised, IRQ 0 unmasked),
@@ -79,7 +81,7 @@ pub struct Chip {
     icw3: u8,
     /// OCW3: a read of the command port returns ISR (else IRR).
     read_in_service: bool,
-    /// OCW3's poll command: the next read of the command port is the poll word.
+    /// OCW3's poll command: the next read of either port of the chip is the poll word.
     poll: bool,
     /// ICW4's automatic EOI (bit 1): the CPU's INTA ends the interrupt at once, nothing
     /// stays in service and the kernel sends no EOI (Linux's and Xen's `init_8259A(1)`, when
@@ -202,11 +204,13 @@ impl Chip {
         }
     }
 
-    fn read_command(&self) -> u8 {
+    /// A read of the command port: ISR, or IRR; `cascade` is the slave's INT on this chip's
+    /// IR2 (the master's), a request there like any other input's.
+    fn read_command(&self, cascade: bool) -> u8 {
         if self.read_in_service {
             self.in_service
         } else {
-            self.requests
+            self.requests | cascade_bit(cascade)
         }
     }
 
@@ -231,8 +235,7 @@ impl Chip {
         if self.vector_base.is_none() || self.expecting != 0 {
             return None;
         }
-        let requests = self.requests | if cascade { 1 << 2 } else { 0 };
-        let open = requests & !self.mask;
+        let open = (self.requests | cascade_bit(cascade)) & !self.mask;
         if open == 0 {
             return None;
         }
@@ -260,6 +263,11 @@ impl Chip {
         let base = self.vector_base.filter(|_| self.expecting == 0)?;
         (self.mask & (1 << irq) == 0).then_some(base + irq)
     }
+}
+
+/// The master's IRR bit the slave's INT sets: IR2, where a PC wires it.
+fn cascade_bit(cascade: bool) -> u8 {
+    u8::from(cascade) << CASCADE_IRQ
 }
 
 /// Which chip answers the INTA of the interrupt the pair presents.
@@ -300,13 +308,19 @@ impl Pic {
 
     /// An IN of a byte: the mask from a data port, IRR or ISR from a command port, or
     /// after OCW3's poll command the poll word.
+    ///
+    /// The poll is the next read of the chip whichever port it reads: "the next RD pulse
+    /// to the 8259A is treated as an interrupt acknowledge" (8259A datasheet, Poll
+    /// Command), and the RD pulse does not look at A0 (QEMU's `pic_ioport_read` too checks
+    /// the poll before the address). A data-port read must take it, or the poll would stay
+    /// armed and a later IRR or ISR read would acknowledge an interrupt no one asked for.
     pub fn read(&mut self, port: u16) -> u8 {
         match port {
-            MASTER_COMMAND if self.master.poll => self.poll(true),
-            SLAVE_COMMAND if self.slave.poll => self.poll(false),
-            MASTER_COMMAND => self.master.read_command(),
+            MASTER_COMMAND | MASTER_DATA if self.master.poll => self.poll(true),
+            SLAVE_COMMAND | SLAVE_DATA if self.slave.poll => self.poll(false),
+            MASTER_COMMAND => self.master.read_command(self.cascade()),
             MASTER_DATA => self.master.mask,
-            SLAVE_COMMAND => self.slave.read_command(),
+            SLAVE_COMMAND => self.slave.read_command(false),
             _ => self.slave.mask,
         }
     }
@@ -316,7 +330,7 @@ impl Pic {
     /// A poll is one chip's: the master answers IRQ 2 for a slave's request, and the kernel
     /// polls the slave next for which one (no cascade cycle, as QEMU's 8259 too).
     fn poll(&mut self, master: bool) -> u8 {
-        let cascade = master && self.slave.presented(false).is_some();
+        let cascade = master && self.cascade();
         let chip = match master {
             true => &mut self.master,
             false => &mut self.slave,
@@ -327,6 +341,21 @@ impl Pic {
         };
         chip.take(irq);
         0x80 | irq
+    }
+
+    /// The slave's INT, which drives the master's IR2: high while the slave has a request
+    /// to present (unmasked, above everything in its service). The master sees it as a
+    /// request on IR2 everywhere it looks at its requests — its priority logic, a poll, a
+    /// read of its IRR — so that what the kernel reads in IRR is what the master resolves.
+    ///
+    /// It follows the slave's output, where QEMU latches its rising edge in the master's IRR
+    /// (`pic_update_irq` of the slave calls `pic_set_irq(master, 2, ...)`) and keeps it
+    /// until the master's INTA even if the slave's request is masked meanwhile (that INTA
+    /// then gets the slave's IR7). The 8259A wants an IR input held high until the INTA
+    /// ("if the IR input goes low before this time a DEFAULT IR7 will occur", 8259A
+    /// datasheet, edge and level triggered modes); that spurious case is not modelled.
+    fn cascade(&self) -> bool {
+        self.slave.presented(false).is_some()
     }
 
     /// IRQ `irq` (0–15)'s line goes to `level`: a rising edge requests it.
@@ -341,7 +370,7 @@ impl Pic {
     /// it on that input (the cascade), else the master.
     fn answer(&self) -> Option<Answer> {
         let slave = self.slave.presented(false);
-        let irq = self.master.presented(slave.is_some())?;
+        let irq = self.master.presented(self.cascade())?;
         match irq == CASCADE_IRQ && self.master.has_slave_on(CASCADE_IRQ) {
             true => Some(Answer::Slave(slave)),
             false => Some(Answer::Master(irq)),
@@ -489,6 +518,35 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_is_the_next_read_of_either_port_the_data_port_included() {
+        // "The next RD pulse to the 8259A is treated as an interrupt acknowledge" (8259A
+        // datasheet, Poll Command): a read of the data port after OCW3 0x0c is the poll
+        // word, not the mask, and takes IRQ 4 into service.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xef); // IRQ 4 open
+        pic.set_irq(4, true);
+        pic.write(MASTER_COMMAND, 0x0c);
+        assert_eq!(pic.read(MASTER_DATA), 0x84, "the poll word, not the mask");
+        assert_eq!(pic.master.in_service, 0x10, "IRQ 4 in service");
+        assert_eq!(pic.master.requests, 0);
+        // The poll is spent: the data port reads the mask again, and a read of IRR
+        // acknowledges nothing.
+        assert_eq!(pic.read(MASTER_DATA), 0xef);
+        pic.set_irq(4, false);
+        pic.set_irq(4, true);
+        pic.write(MASTER_COMMAND, 0x0a);
+        assert_eq!(pic.read(MASTER_COMMAND), 0x10, "IRR: requested again");
+        assert_eq!(pic.master.requests, 0x10, "and not taken by the read");
+        // The slave's data port is its poll too.
+        let mut pic = initialised();
+        pic.write(SLAVE_DATA, 0xef);
+        pic.set_irq(12, true);
+        pic.write(SLAVE_COMMAND, 0x0c);
+        assert_eq!(pic.read(SLAVE_DATA), 0x84);
+        assert_eq!(pic.slave.in_service, 0x10);
+    }
+
+    #[test]
     fn a_rotating_eoi_still_ends_the_interrupt() {
         // OCW2 0xa0 (rotate on non-specific EOI) and 0xe0 + IRQ (rotate on specific EOI)
         // are EOIs too (8259A datasheet, OCW2): IRQ 4 must not stay in service and hold
@@ -555,6 +613,34 @@ mod tests {
         pic.set_irq(12, true);
         assert_eq!(pic.acknowledge(), Some(0x2c));
         assert_eq!((pic.master.in_service, pic.slave.in_service), (0x04, 0x10));
+    }
+
+    #[test]
+    fn the_master_s_irr_shows_ir2_while_the_slave_requests() {
+        // The slave's INT drives the master's IR2 (cascade mode), and IR2's request is in
+        // the master's IRR like any other input's: the kernel reading IRR sees bit 2, and
+        // the slave's own IRR has its IRQ 12 (bit 4).
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xfb); // IRQ 2 open
+        pic.write(SLAVE_DATA, 0xef); // IRQ 12 open
+        pic.set_irq(12, true);
+        pic.write(MASTER_COMMAND, 0x0a); // OCW3: read IRR
+        pic.write(SLAVE_COMMAND, 0x0a);
+        assert_ne!(pic.read(MASTER_COMMAND) & 4, 0, "IR2 requested");
+        assert_eq!(pic.read(SLAVE_COMMAND), 0x10);
+        // Taken: the master's IR2 and the slave's IRQ 12 in service, nothing requested.
+        assert_eq!(pic.acknowledge(), Some(0x2c));
+        assert_eq!(pic.read(MASTER_COMMAND), 0, "the request went into service");
+        pic.write(MASTER_COMMAND, 0x0b); // OCW3: read ISR
+        assert_eq!(pic.read(MASTER_COMMAND), 0x04);
+        // A slave's request it does not present (masked there) is no request on IR2.
+        let mut pic = initialised();
+        pic.write(MASTER_DATA, 0xfb);
+        pic.write(SLAVE_DATA, 0xff);
+        pic.set_irq(12, true);
+        pic.write(MASTER_COMMAND, 0x0a);
+        assert_eq!(pic.read(MASTER_COMMAND), 0);
+        assert_eq!(pic.presented(), None);
     }
 
     #[test]

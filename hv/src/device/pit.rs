@@ -124,10 +124,7 @@ impl Channel {
         let count = match self.mode {
             // Once: down to 0, then (as the counter wraps on) from its top.
             0 | 1 | 4 | 5 => (reload as i64 - elapsed as i64).rem_euclid(modulus) as u64,
-            // Square wave: the count goes down by two each clock, through the whole count
-            // in each half of the period (82C54 datasheet, mode 3; as QEMU's 8254 counts
-            // it, odd counts included).
-            3 => reload - (2 * elapsed) % reload,
+            3 => square_wave_count(reload, elapsed % reload),
             _ => reload - elapsed % reload,
         } % modulus as u64;
         if self.bcd {
@@ -138,9 +135,9 @@ impl Channel {
     }
 
     /// Is the output high? Mode 0 raises it at terminal count; mode 4 drops it for the one
-    /// clock of terminal count; modes 2 and 3 are high most of each period (3: the first
-    /// half). Before its count starts, a channel's output is what the control word set: low
-    /// in mode 0, high in the others (82C54 datasheet).
+    /// clock of terminal count; mode 2 drops it for one clock each period, mode 3 for the
+    /// second half of each. Before its count starts, a channel's output is what the control
+    /// word set: low in mode 0, high in the others (82C54 datasheet).
     pub fn output(&self, now: u64, tsc_hz: u64) -> bool {
         let Some((start, reload)) = self.phase(now) else {
             return self.mode != 0;
@@ -150,7 +147,18 @@ impl Channel {
         match self.mode {
             0 => elapsed >= reload,
             4 => elapsed != reload,
+            // "When the initial count has decremented to 1, OUT goes low for one CLK pulse.
+            // OUT then goes high again, the Counter reloads the initial count and the process
+            // is repeated" (82C54 datasheet, mode 2): low on the clock the count reads 1, the
+            // last of each period; it rises with the reload, the edge IRQ 0 sees
+            // (`Pit::countdown`). QEMU's `pit_get_out` has it the other way round: high only
+            // on the clock of each reload, low the rest of the period.
+            2 => elapsed % reload != reload - 1,
+            // High for the first (N + 1) / 2 clocks, low for the other (N - 1) / 2: for an
+            // odd N the high half is the longer (82C54 datasheet, mode 3).
             3 => elapsed % reload < reload.div_ceil(2),
+            // Modes 1 and 5 wait for a gate trigger, which is not modelled: high, as before
+            // one (82C54 datasheet).
             _ => true,
         }
     }
@@ -390,6 +398,26 @@ impl Pit {
     }
 }
 
+/// Mode 3's count `clock` clocks into a period of `reload` clocks (82C54 datasheet, mode 3):
+/// "Even counts: ... The initial count is loaded on one CLK pulse and then is decremented by
+/// two on succeeding CLK pulses. When the count expires OUT changes value and the Counter is
+/// reloaded with the initial count." "Odd counts: ... The initial count minus one (an even
+/// number) is loaded on one CLK pulse and then is decremented by two on succeeding CLK
+/// pulses. One CLK pulse after the count expires, OUT goes low and the Counter is reloaded
+/// with the initial count minus one." So the count is always even: N - 1 down by two in each
+/// half, the high half of an odd N one clock longer, that clock reading 0 (5: 4, 2, 0 high,
+/// then 4, 2 low). QEMU's `pit_get_count` subtracts `2 * d % count` from the whole count
+/// instead, which for an odd N reads the odd values the 82C54 never holds (5, 3, 1, 4, 2).
+fn square_wave_count(reload: u64, clock: u64) -> u64 {
+    let high_half = reload.div_ceil(2);
+    let into_half = if clock < high_half {
+        clock
+    } else {
+        clock - high_half
+    };
+    (reload & !1) - 2 * into_half
+}
+
 /// When a count written at TSC `now` is loaded: "the Counter will be loaded on the next CLK
 /// pulse" (82C54 datasheet, every mode), a pulse that does not count. The model's clock edges
 /// are counted from the write, so that pulse is one whole clock later (in TSC ticks, rounded
@@ -440,6 +468,62 @@ mod tests {
         );
         assert!(channel.output(LOADED + 1024 * 1000, TSC_HZ));
         assert!(!channel.output(LOADED + 3072 * 1000, TSC_HZ));
+    }
+
+    #[test]
+    fn mode_3_with_an_odd_count_loads_one_less_and_reads_only_even_counts() {
+        // 82C54 datasheet, mode 3, odd counts: N - 1 is loaded and goes down by two; OUT is
+        // high for (N + 1) / 2 clocks and low for (N - 1) / 2. For 5: 4, 2, 0 high, then 4,
+        // 2 low (QEMU's count would read 5, 3, 1, 4, 2).
+        let mut pit = Pit::default();
+        pit.write(CONTROL, 0x16, 0, TSC_HZ); // channel 0, low byte only, mode 3
+        pit.write(CHANNEL_0, 5, 0, TSC_HZ);
+        let read = |pit: &mut Pit, clock: u64| pit.read(CHANNEL_0, LOADED + clock * 1000, TSC_HZ);
+        assert_eq!(read(&mut pit, 0), 4, "early in the period: N - 1");
+        let counts: Vec<u8> = (0..10).map(|clock| read(&mut pit, clock)).collect();
+        assert_eq!(counts, [4, 2, 0, 4, 2, 4, 2, 0, 4, 2]);
+        let channel = pit.channels[0];
+        let outputs: Vec<bool> = (0..10)
+            .map(|clock| channel.output(LOADED + clock * 1000, TSC_HZ))
+            .collect();
+        let (high, low) = (true, false);
+        assert_eq!(
+            outputs,
+            [high, high, high, low, low, high, high, high, low, low]
+        );
+        // An even count is unchanged: the whole count, down by two, each half N / 2 clocks.
+        pit.write(CONTROL, 0x16, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 6, 0, TSC_HZ);
+        let counts: Vec<u8> = (0..6).map(|clock| read(&mut pit, clock)).collect();
+        assert_eq!(counts, [6, 4, 2, 6, 4, 2]);
+    }
+
+    #[test]
+    fn in_mode_2_out_goes_low_for_the_one_clock_the_count_reads_1() {
+        // "When the initial count has decremented to 1, OUT goes low for one CLK pulse. OUT
+        // then goes high again, the Counter reloads the initial count" (82C54 datasheet,
+        // mode 2). Channel 2, seen through port B's bit 5.
+        let mut pit = Pit::default();
+        pit.write(PORT_B, 0x01, 0, TSC_HZ); // channel 2's gate open
+        pit.write(CONTROL, 0xb4, 0, TSC_HZ); // channel 2, low then high, mode 2
+        pit.write(CHANNEL_2, 100, 0, TSC_HZ);
+        pit.write(CHANNEL_2, 0, 0, TSC_HZ); // 100, loaded a clock later
+        let out = |pit: &mut Pit, now: u64| pit.read(PORT_B, now, TSC_HZ) & 0x20;
+        assert_eq!(pit.channels[2].count(LOADED + 99_000, TSC_HZ), 1);
+        assert_eq!(out(&mut pit, LOADED + 98_999), 0x20, "count 2: high");
+        assert_eq!(out(&mut pit, LOADED + 99_000), 0, "count 1: low");
+        assert_eq!(out(&mut pit, LOADED + 99_999), 0, "for the whole clock");
+        assert_eq!(out(&mut pit, LOADED + 100_000), 0x20, "reloaded: high");
+        assert_eq!(out(&mut pit, LOADED + 199_500), 0, "once every period");
+        // The rise is the edge channel 0 would interrupt at: a period after the load.
+        pit.write(CONTROL, 0x34, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 100, 0, TSC_HZ);
+        pit.write(CHANNEL_0, 0, 0, TSC_HZ);
+        let due = pit.countdown(0, TSC_HZ).map(|next| next.due_tsc);
+        assert_eq!(due, Some(LOADED + 100_000));
+        let channel = pit.channels[0];
+        assert!(!channel.output(LOADED + 100_000 - 1, TSC_HZ));
+        assert!(channel.output(LOADED + 100_000, TSC_HZ));
     }
 
     #[test]

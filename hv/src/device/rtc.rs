@@ -9,7 +9,7 @@
 //! | 0x00, 0x02, 0x04 | seconds, minutes, hours                             |
 //! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday), day, month, year (00–99) |
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
-//! | 0x0a     | status A: 0x26 (32.768 kHz, 1024 Hz); bit 7, UIP, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
+//! | 0x0a     | status A: bits 6:0, the divider (DV2–0) and rate (RS3–0), read/write, 0x26 as a BIOS leaves them (32.768 kHz, 1024 Hz), kept and acting on nothing; bit 7, UIP, read-only, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
 //! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
 //! | 0x0c, 0x0d | status C: no interrupt flags; status D: 0x80, "the time is valid" |
 //! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
@@ -20,7 +20,10 @@
 //! clock stops, the registers keep what is written one by one (a date that does not exist
 //! yet, day 31 before the month becomes March, included), and the clock starts again from
 //! them when SET is cleared. A time register written without SET moves the clock at once.
-//! No interrupts (IRQ 8): the periodic, alarm and update interrupts are not modelled.
+//! No interrupts (IRQ 8): the periodic, alarm and update interrupts are not modelled. Nor is
+//! status A's divider: whatever DV2–0 say the clock runs on the host's time, a divider held
+//! in reset (DV = 11x, which stops the MC146818's updates until it is released; QEMU's RTC
+//! stops its clock there) included, and RS3–0 have no periodic interrupt to set the rate of.
 
 use crate::machine::WallTime;
 use alloc::format;
@@ -49,6 +52,9 @@ pub const CENTURY: u8 = 0x32;
 /// Status A: the divider and rate a BIOS leaves (32.768 kHz, 1024 Hz), and bit 7, UIP.
 const STATUS_A_RATE: u8 = 0x26;
 const UPDATE_IN_PROGRESS: u8 = 1 << 7;
+/// Status A's read/write bits, 6:0: DV2–0 and RS3–0 (MC146818 datasheet, Register A: every
+/// bit is read/write but UIP, bit 7, which is read-only).
+const STATUS_A_WRITABLE: u8 = 0x7f;
 /// UIP rises this long before the update cycle, which begins at the second's edge and lasts
 /// 1984 µs (MC146818 datasheet: the registers are not to be read meanwhile).
 const UIP_BEFORE_NS: u32 = 244_000;
@@ -66,6 +72,8 @@ const HOURS_24: u8 = 1 << 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rtc {
     index: u8,
+    /// Status A's divider and rate bits (6:0), as last written.
+    status_a: u8,
     status_b: u8,
     /// Seconds the guest has moved its clock from the host's.
     offset: i64,
@@ -96,6 +104,7 @@ impl Rtc {
         put16(0x34, ram.saturating_sub(16 << 20) / (64 * 1024));
         Rtc {
             index: 0,
+            status_a: STATUS_A_RATE,
             status_b: HOURS_24,
             offset: 0,
             stopped: None,
@@ -121,7 +130,7 @@ impl Rtc {
             MONTH => field(time.month),
             YEAR => field((time.year % 100) as u8),
             CENTURY => field((time.year / 100) as u8),
-            STATUS_A => STATUS_A_RATE | self.update_in_progress(now),
+            STATUS_A => self.status_a | self.update_in_progress(now),
             STATUS_B => self.status_b,
             STATUS_C => 0,
             STATUS_D => 0x80,
@@ -158,8 +167,13 @@ impl Rtc {
                 };
                 return;
             }
-            // The day of the week follows from the date; A, C and D are read-only here.
-            WEEKDAY | STATUS_A | STATUS_C | STATUS_D => return,
+            // Kept and read back; UIP is the clock's to say.
+            STATUS_A => {
+                self.status_a = value & STATUS_A_WRITABLE;
+                return;
+            }
+            // The day of the week follows from the date; C and D are read-only.
+            WEEKDAY | STATUS_C | STATUS_D => return,
             index => {
                 self.memory[index as usize] = value;
                 return;
@@ -473,6 +487,32 @@ mod tests {
             [0x27, 0x03, 0x31, 0x12, 0x30, 0x05],
             "running"
         );
+    }
+
+    #[test]
+    fn status_a_keeps_its_divider_and_rate_bits_and_uip_stays_read_only() {
+        // MC146818 datasheet, Register A: DV2–0 and RS3–0 (bits 6:0) are read/write, UIP
+        // (bit 7) is read-only.
+        let mut rtc = Rtc::new(16 << 20);
+        assert_eq!(read(&mut rtc, STATUS_A), 0x26, "as a BIOS leaves it");
+        rtc.select(STATUS_A);
+        rtc.write(0x2a, NOW); // 32.768 kHz, 64 Hz
+        assert_eq!(read(&mut rtc, STATUS_A), 0x2a, "mid-second: no UIP");
+        rtc.select(STATUS_A);
+        rtc.write(0xa6, NOW);
+        assert_eq!(
+            read(&mut rtc, STATUS_A),
+            0x26,
+            "a written UIP does not stick"
+        );
+        // UIP still comes with the update cycle, beside what was written.
+        rtc.select(STATUS_A);
+        rtc.write(0x2a, NOW);
+        let updating = WallTime {
+            seconds: SINCE_1970,
+            nanos: 1_000_000,
+        };
+        assert_eq!(rtc.read(updating), 0x2a | 0x80);
     }
 
     #[test]

@@ -31,8 +31,24 @@
 //!   or when IER enables it; reading IIR while it is the one shown, or writing THR, ends it.
 //!   The interrupt reaches the PIC's IRQ 4 only while MCR.OUT2 is set: on a PC, OUT2 gates
 //!   the UART's interrupt onto the ISA bus ([`Uart::interrupt_line`]).
-//! - The modem status interrupt and the delta bits of MSR never fire: the lines do not
-//!   change outside loopback. The divisor and LCR are kept and change nothing.
+//!
+//! Not emulated:
+//! - **The receiver FIFO's trigger level** (FCR bits 7:6: 1, 4, 8 or 14 bytes, PC16550D): the
+//!   received-data interrupt is pending while any byte waits, as with a trigger of 1 byte,
+//!   whatever FCR says. So there is no **character timeout** interrupt (IIR 0x0C: bytes
+//!   below the trigger level left in the FIFO for four character times) either: the
+//!   received-data interrupt hands those bytes over already. Drivers lose nothing: Linux's
+//!   8250 driver (which sets a trigger of 8) and `guests/` read while LSR.DR says a byte is
+//!   there, at either IIR. A trigger level without the timeout would leave console input
+//!   shorter than the trigger unread; the timeout needs character times, which this UART,
+//!   transmitting and receiving at once, does not have.
+//! - **The modem-status deltas**: MSR bits 3:0 (DCTS, DDSR, TERI, DDCD) read 0 and the
+//!   modem-status interrupt (IER bit 3, IIR 0x00) is never pending. Outside loopback the
+//!   lines never change; in loopback they follow MCR's low four bits (above), and the
+//!   PC16550D would latch each change in MSR bits 3:0 and raise the modem-status interrupt
+//!   from them ("the interrupts' sources are now the lower four bits of the Modem Control
+//!   Register"), which this model does not.
+//! - The divisor and LCR are kept and change nothing: no baud rate, no framing, no errors.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -308,7 +324,8 @@ impl Uart {
         } else if enabled & ier::TRANSMITTER_EMPTY != 0 && self.transmitter_empty_pending {
             iir::TRANSMITTER_EMPTY
         } else {
-            let _ = ier::MODEM_STATUS; // never pending: the modem lines do not change
+            // Never pending: the MSR deltas it would report are not modelled (the header).
+            let _ = ier::MODEM_STATUS;
             iir::NONE
         }
     }
@@ -443,6 +460,27 @@ mod tests {
             "sent, THR empty again"
         );
         uart.write(2, 1);
+        assert_eq!(uart.read(2), iir::NONE | iir::FIFOS_ENABLED);
+    }
+
+    #[test]
+    fn not_modelled_a_trigger_level_a_timeout_or_the_modem_status_deltas() {
+        // FCR 0xc1: FIFOs on, a trigger level of 14. One byte still interrupts at once, as
+        // received data (0x04, with the FIFO bits): no timeout (0x0C) is needed to hand it
+        // over, and none is ever reported.
+        let mut uart = Uart::default();
+        uart.write(1, ier::RECEIVED_DATA | ier::MODEM_STATUS);
+        uart.write(4, mcr::OUT2);
+        uart.write(2, 0xc1);
+        uart.receive(b"k");
+        assert_eq!(uart.read(2), iir::RECEIVED_DATA | iir::FIFOS_ENABLED);
+        assert!(uart.interrupt_line());
+        assert_eq!(uart.read(0), b'k');
+        // In loopback the lines follow MCR, but no change is latched in MSR bits 3:0 and
+        // the modem-status interrupt stays off, IER bit 3 set or not.
+        uart.write(4, mcr::LOOP | mcr::RTS);
+        uart.write(4, mcr::LOOP | mcr::DTR);
+        assert_eq!(uart.read(6), msr::DSR, "DSR = DTR; no DCTS, no DDSR");
         assert_eq!(uart.read(2), iir::NONE | iir::FIFOS_ENABLED);
     }
 
