@@ -522,6 +522,10 @@ impl Step<'_, '_> {
             Effect::Gpr(number, value) => self.gpr(number, value),
             Effect::Rip(rip) => self.rip(rip),
             Effect::Rflags(rflags) => self.rflags(rflags),
+            Effect::ClearResumeFlag => {
+                let rflags = self.domain.vcpu.vmcb.save.rflags & !RFlags::RESUME_FLAG.bits();
+                self.rflags(rflags);
+            }
             Effect::ControlRegister(number, value) => {
                 let save = &mut vcpu.vmcb.save;
                 let (name, slot) = match number {

@@ -66,6 +66,10 @@ pub enum Effect {
     /// the instruction after it has run.
     Rip(u64),
     Rflags(u64),
+    /// RFLAGS.RF cleared, whatever RFLAGS the effects before it left (an MMIO arithmetic
+    /// instruction's flags are worked out as it is applied): the instruction completed
+    /// (`delivery::after_completed`).
+    ClearResumeFlag,
     /// CR0, CR2, CR3 or CR4.
     ControlRegister(u8, u64),
     /// The guest's EFER (SVME stays set behind its back: VMRUN requires it).

@@ -150,25 +150,11 @@ pub fn after_completed(guest: &Guest, decision: &mut Decision) {
     if !completed {
         return;
     }
-    let resume = RFlags::RESUME_FLAG.bits();
-    if moved_on && save.rflags & resume != 0 {
-        clear_resume_flag(save.rflags, &mut decision.effects);
+    if moved_on && save.rflags & RFlags::RESUME_FLAG.bits() != 0 {
+        decision.effects.push(Effect::ClearResumeFlag);
     }
     if save.rflags & RFlags::TRAP_FLAG.bits() != 0 {
         single_step(guest, decision);
-    }
-}
-
-/// RF out of the RFLAGS the decision leaves: of its own RFLAGS change (an emulated POPF, CLI
-/// or STI), else of the guest's.
-fn clear_resume_flag(rflags: u64, effects: &mut Vec<Effect>) {
-    let resume = RFlags::RESUME_FLAG.bits();
-    match effects.iter_mut().rev().find_map(|effect| match effect {
-        Effect::Rflags(value) => Some(value),
-        _ => None,
-    }) {
-        Some(value) => *value &= !resume,
-        None => effects.push(Effect::Rflags(rflags & !resume)),
     }
 }
 
@@ -207,7 +193,9 @@ pub fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
                 0b10 => 8,
                 _ => 4,
             };
-            let start = guest.vcpu.debug_registers[*slot as usize] & 0xffff & !(length - 1);
+            // The CPU's DRn, the running guest's: its own MOV to DRn went there (`Machine::
+            // breakpoint_address`).
+            let start = guest.machine.breakpoint_address(*slot as u8) & 0xffff & !(length - 1);
             enabled && control & 0b11 == 0b10 && start < access.end && access.start < start + length
         })
         .fold(0, |hits, slot| hits | 1 << slot)
@@ -217,7 +205,13 @@ pub fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
 /// of the I/O breakpoints it `hits` ([`io_breakpoints`]), DR6.Bn set for each, and BS too
 /// when RFLAGS.TF was set: one #DB reports both (AMD APM vol. 2, 13.1.1.3).
 pub fn io_breakpoint_trap(guest: &Guest, mut decision: Decision, hits: u64) -> Decision {
-    let stepping = guest.vcpu.vmcb.save.rflags & RFlags::TRAP_FLAG.bits() != 0;
+    let rflags = guest.vcpu.vmcb.save.rflags;
+    // The instruction completed: RF is cleared before the #DB's frame is pushed (the trap
+    // goes in through a delivery, which `after_completed` leaves alone).
+    if rflags & RFlags::RESUME_FLAG.bits() != 0 {
+        decision.effects.push(Effect::ClearResumeFlag);
+    }
+    let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
     let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
     debug_trap(
         guest,

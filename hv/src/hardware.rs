@@ -125,6 +125,20 @@ impl Machine for Hardware {
         }
     }
 
+    fn breakpoint_address(&self, slot: u8) -> u64 {
+        let address: u64;
+        // SAFETY: reading a debug register has no effect; CPL 0 may.
+        unsafe {
+            match slot {
+                0 => core::arch::asm!("mov {}, dr0", out(reg) address, options(nostack, nomem)),
+                1 => core::arch::asm!("mov {}, dr1", out(reg) address, options(nostack, nomem)),
+                2 => core::arch::asm!("mov {}, dr2", out(reg) address, options(nostack, nomem)),
+                _ => core::arch::asm!("mov {}, dr3", out(reg) address, options(nostack, nomem)),
+            }
+        }
+        address
+    }
+
     fn load_dr7(&mut self, value: u64) {
         // SAFETY: the hypervisor does not use the debug registers itself. Should an armed
         // breakpoint match an access of the hypervisor's, its #DB handler ignores it (cpu.rs).

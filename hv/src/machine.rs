@@ -78,6 +78,12 @@ pub trait Machine {
     /// stay in the CPU (`exit/dr.rs`).
     fn load_breakpoint_address(&mut self, slot: u8, address: u64);
 
+    /// DR0–DR3 slot `slot` as the CPU holds it now: the running guest's. (Unless the
+    /// setting `intercept-dr` is on, a guest's MOV to DRn reaches the CPU and not the
+    /// hypervisor's copy, `Vcpu::debug_registers`, which is brought up to date from here when
+    /// the vCPU leaves the CPU.)
+    fn breakpoint_address(&self, slot: u8) -> u64;
+
     /// Execute a MOV to DR7 with `value`: under QEMU's TCG a breakpoint is armed only once
     /// the CPU has run one (the guest's DR7 itself is in the VMCB).
     fn load_dr7(&mut self, value: u64);

@@ -480,6 +480,9 @@ fn switch_in(
         });
         running.record(Some(id), &created);
     }
+    if let Some(previous) = previous.filter(|&previous| previous != id) {
+        keep_debug_registers(running, previous, machine);
+    }
     let domain = running.system().domain_mut(id)?;
     if previous != Some(id) {
         // DR0–DR3, XCR0 and the x87/SSE state are not in the VMCB: the CPU's are the
@@ -766,6 +769,26 @@ fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
         rflags: save.rflags,
         regs: domain.vcpu.registers(),
         cycles: (rdtsc() - owed.exit_tsc) - (clock::stopped_ticks() - owed.stopped_at_exit),
+    }
+}
+
+/// Vcpu `id` leaves the CPU: its DR0–DR3 as the CPU holds them go into its copies, which
+/// the next switch to it loads again. Its own MOV to DRn reached the CPU (DR accesses are
+/// intercepted only with the setting `intercept-dr`): a copy kept only at intercepted MOVs
+/// would load a stale address over the guest's breakpoint. Not a slot gdb holds: the CPU's
+/// address there is gdb's (`gdb::Debugger::holds_slot`), the copy the guest's.
+fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
+    let held: [bool; 4] = core::array::from_fn(|slot| match running {
+        Running::Debugged(debugger) => debugger.holds_slot(id, slot),
+        Running::Alone(_) => false,
+    });
+    let Some(domain) = running.system().domain_mut(id) else {
+        return;
+    };
+    for (slot, copy) in domain.vcpu.debug_registers.iter_mut().enumerate() {
+        if !held[slot] {
+            *copy = machine.breakpoint_address(slot as u8);
+        }
     }
 }
 

@@ -22,7 +22,7 @@
 
 use crate::domain::Domain;
 use crate::domain::evtchn::{Callback, Pending};
-use crate::domain::interrupts::Tick;
+use crate::domain::interrupts::{Tick, TimerTarget};
 pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
 use traplab_abi::evtchn::{Port, virq};
@@ -159,7 +159,18 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 /// port for that port only). Every other wait, yes: an interrupt kicks the vCPU, and an
 /// event may owe an upcall.
 fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
-    let timer_port = domain.events.virq_port(virq::TIMER);
+    // Its ticks are events only when they go nowhere else (`Domain::timer_tick`): a timer
+    // of `set_timer`'s, with a port bound to VIRQ_TIMER. One that a device makes (the PIT,
+    // the local APIC) interrupts the CPU, whatever is bound.
+    let ticks_as_events = domain
+        .vcpu
+        .interrupts
+        .timer
+        .is_some_and(|timer| timer.target == TimerTarget::Pending);
+    let timer_port = domain
+        .events
+        .virq_port(virq::TIMER)
+        .filter(|_| ticks_as_events);
     match (wait, timer_port) {
         (Wait::Store(_), _) => false,
         (Wait::Poll(ports), Some(timer_port)) => match ports.as_slice() {
@@ -492,6 +503,13 @@ mod tests {
         assert_eq!(earliest_timer(&polling), Some(100));
         polling[0].events.callback = Callback::None;
         polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1]));
+        assert_eq!(earliest_timer(&polling), Some(100));
+        // A timer its local APIC makes interrupts the CPU, VIRQ_TIMER bound or not: it
+        // kicks a poller of any port.
+        polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![3]));
+        if let Some(timer) = polling[0].vcpu.interrupts.timer.as_mut() {
+            timer.target = TimerTarget::LocalApic;
+        }
         assert_eq!(earliest_timer(&polling), Some(100));
     }
 

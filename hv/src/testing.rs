@@ -181,6 +181,8 @@ pub struct FakeMachine {
     /// The XSAVE state components the CPU has (CPUID 0xD, EAX): x87, SSE and AVX unless a
     /// test gives it more.
     pub xsave_components: u32,
+    /// DR0–DR3 as the CPU holds them (`load_breakpoint_address`).
+    pub breakpoints: [u64; 4],
 }
 
 /// The TSC rate of the fake machine: 1 GHz, so 1 µs is 1,000 ticks.
@@ -197,6 +199,7 @@ impl Default for FakeMachine {
             debugger: false,
             keys: Vec::new(),
             xsave_components: 0b111,
+            breakpoints: [0; 4],
         }
     }
 }
@@ -305,6 +308,11 @@ impl Machine for FakeMachine {
 
     fn load_breakpoint_address(&mut self, slot: u8, address: u64) {
         self.calls.push(format!("dr{slot} = {address:#x}"));
+        self.breakpoints[slot as usize & 3] = address;
+    }
+
+    fn breakpoint_address(&self, slot: u8) -> u64 {
+        self.breakpoints[slot as usize & 3]
     }
 
     fn load_dr7(&mut self, value: u64) {

@@ -839,7 +839,8 @@ mod tests {
         save.cr4 |= traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
         save.dr7 = 0x400 | 0b10 << 16 | 1;
         save.dr6 = 0xffff_0ff0;
-        test.domain.vcpu.debug_registers[0] = 0x3f8;
+        // The guest's own MOV to DR0, which reached the CPU (DR accesses are not intercepted).
+        test.machine.breakpoints[0] = 0x3f8;
         let run = out_byte(&mut test, b'k');
         assert!(
             run.decision
@@ -854,6 +855,12 @@ mod tests {
         let (event, _, synthetic) = testing::injected(&run.decision);
         assert_eq!((event.vector, synthetic), (1, true));
         assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_0ff1, "B0");
+        // RF=1 when the OUT began: cleared before the #DB's frame, as after any instruction.
+        let resume = RFlags::RESUME_FLAG.bits();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.domain.vcpu.vmcb.save.rflags |= resume;
+        out_byte(&mut test, b'k');
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & resume, 0);
         // Another port: no breakpoint.
         test.set_gpr(2, 0x3f9);
         test.domain.vcpu.vmcb.save.rip = ENTRY;

@@ -255,6 +255,17 @@ impl Debugger {
         self.target.domain().id
     }
 
+    /// Does gdb hold debug-register slot `slot` of domain `id` (a hardware breakpoint or
+    /// watchpoint it set there)? The CPU's DRn is then gdb's address, not the guest's.
+    pub fn holds_slot(&self, id: u16, slot: usize) -> bool {
+        id == self.domain_id()
+            && self
+                .target
+                .hardware_slots
+                .get(slot)
+                .is_some_and(Option::is_some)
+    }
+
     /// Domain `id`'s vCPU now has the CPU. If it is the debugged one, its breakpoint slots
     /// go back into the debug registers, which the other domains' vCPUs used meanwhile.
     pub fn switched_to(&mut self, id: u16) {

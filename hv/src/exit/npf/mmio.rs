@@ -367,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cmp_retried_with_rf_set_keeps_its_flags_and_clears_rf() {
+        // RF=1 (an IRET from a fault handler onto the CMP): the CMP's flags, worked out as
+        // it is applied, stay; only RF goes.
+        let mut test = Test::long_mode();
+        let resume = traplab_abi::x86::RFlags::RESUME_FLAG.bits();
+        test.domain.vcpu.vmcb.save.rflags |= resume;
+        test.set_gpr(0, COUNTER);
+        test.mmio(&[0x83, 0x38, 0x01], COUNTER);
+        let rflags = test.domain.vcpu.vmcb.save.rflags;
+        assert_eq!((rflags & (ZF | CF), rflags & resume), (ZF, 0));
+    }
+
+    #[test]
     fn xchg_swaps_a_register_with_a_device_register() {
         let mut test = Test::long_mode();
         fill_scratch(&mut test, 0x1122_3344_5566_7788);

@@ -44,7 +44,12 @@ use traplab_abi::svm::NpfInfo;
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64, info: NpfInfo) -> Decision {
     let size = guest.memory.size();
     let data_access = !info.fetch && !info.guest_page_walk;
-    if data_access && info.present && info.write && map_area().contains(&gpa) {
+    if data_access
+        && info.present
+        && info.write
+        && exit.interrupted.is_none()
+        && map_area().contains(&gpa)
+    {
         return read_only_grant_write(guest, gpa);
     }
     let outside_ram = guest.devices.claims(gpa) || gpa >= size;
@@ -216,6 +221,18 @@ mod tests {
         let (event, _, synthetic) = testing::injected(&decision);
         assert_eq!(event, traplab_abi::svm::Event::exception(13, 0));
         assert!(synthetic);
+        // The CPU was pushing an interrupt's frame there: the delivery's access, which no
+        // instruction made (the domain ends, as for any such access outside RAM).
+        let mut delivering = test.exit(ExitReason::Npf {
+            gpa: MAP_AREA + 0xff8,
+            info: NpfInfo::decode(0b111),
+        });
+        delivering.interrupted = Some(traplab_abi::svm::Event {
+            vector: 0x30,
+            kind: traplab_abi::svm::EventType::Interrupt,
+            error_code: None,
+        });
+        assert_eq!(test.decide(delivering).action, Action::Kill);
         let read = npf(&test, MAP_AREA + 0x1000, 0b100); // not present, read
         assert_eq!(read.action, Action::Emulate);
         assert!(read.at.contains("src/exit/npf/mmio.rs:"), "{}", read.at);
