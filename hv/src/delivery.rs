@@ -503,22 +503,11 @@ pub fn access_fault(
                 at,
             )
         }
-        AccessFault::NonCanonical => {
-            let (vector, name) = match stack {
-                true => (12, "#SS(0)"),
-                false => (13, "#GP(0)"),
+        AccessFault::NonCanonical | AccessFault::Segment(_) => {
+            let why = match *fault {
+                AccessFault::Segment(why) => why,
+                _ => "not canonical",
             };
-            exception(
-                guest,
-                first,
-                vector,
-                0,
-                true,
-                format_args!("{access}: not canonical, so the CPU raises {name}"),
-                at,
-            )
-        }
-        AccessFault::Segment(why) => {
             let (vector, name) = match stack {
                 true => (12, "#SS(0)"),
                 false => (13, "#GP(0)"),
