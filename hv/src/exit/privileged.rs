@@ -238,9 +238,15 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
     )
     .with(Effect::Port(access))
     .with(Effect::Rip(next));
-    PrivilegedOp::Done(match what {
+    let decision = match what {
         Some(what) => decision.describe(what),
         None => decision,
+    };
+    // The hypervisor completed the IN or OUT: an I/O breakpoint on the port follows it, as
+    // after an IOIO exit's (`delivery::io_breakpoints`).
+    PrivilegedOp::Done(match crate::delivery::io_breakpoints(guest, port, size) {
+        0 => decision,
+        hits => crate::delivery::io_breakpoint_trap(guest, decision, hits),
     })
 }
 
@@ -514,6 +520,21 @@ mod tests {
         general_protection(&mut test);
         assert_eq!(test.gpr(0) & 0xff, 0xff, "no device at 0x80");
         assert_eq!(test.rip(), ENTRY + 2);
+    }
+
+    #[test]
+    fn a_pv_kernel_s_in_on_an_io_breakpoint_s_port_is_followed_by_its_debug_trap() {
+        // DR0 = port 0x80, DR7 = L0 with R/W0 = 10b, CR4.DE: the emulated IN, then #DB.
+        let mut test = pv_kernel(&[0xe4, 0x80]); // in al, 0x80
+        test.gate(1, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr4 |= traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        save.dr7 = 0x400 | 0b10 << 16 | 1;
+        test.machine.breakpoints[0] = 0x80;
+        let run = general_protection(&mut test);
+        assert_eq!(test.gpr(0) & 0xff, 0xff, "the IN is done first");
+        assert_eq!(testing::injected(&run.decision).0.vector, 1);
+        assert_ne!(test.domain.vcpu.vmcb.save.dr6 & 1, 0, "B0");
     }
 
     #[test]
