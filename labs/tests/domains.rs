@@ -309,3 +309,38 @@ fn each_domain_finds_its_own_x87_and_sse_state_after_a_hundred_switches() {
         assert_eq!(ending(&run.events, dom).1, Some(0), "d{dom}");
     }
 }
+
+#[test]
+fn a_hardware_breakpoint_a_guest_set_itself_survives_a_switch_to_another_domain() {
+    // d1 writes DR0 and DR7 itself (not intercepted: the CPU's registers), yields, and d2
+    // runs meanwhile on the same CPU; back in d1, its breakpoint fires. The hypervisor keeps
+    // what the CPU held when d1 left, and loads it again (a copy from before was loaded over
+    // it, and the breakpoint never fired).
+    let run = together(&["breakpoint-across-switch", "hello"]);
+    let events = &run.events;
+    let yielded = index_of(
+        events,
+        0,
+        |event| matches!(&event.body, Body::Schedule(schedule) if schedule.from == Some(1) && schedule.to == Some(2)),
+    );
+    let back = index_of(
+        events,
+        yielded,
+        |event| matches!(&event.body, Body::Schedule(schedule) if schedule.to == Some(1)),
+    );
+    assert!(
+        events[yielded..back]
+            .iter()
+            .any(|event| event.dom == Some(2)),
+        "d2 ran between"
+    );
+    let lines = console(events, 1);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("#DB breakpoint 0 at ")),
+        "{lines:#?}"
+    );
+    assert_eq!(ending(events, 1).0, DomainState::Exited);
+    assert_eq!(ending(events, 1).1, Some(0), "{lines:#?}");
+}
