@@ -11,7 +11,7 @@
 use super::walk_cache::{Reads, WalkCache};
 use alloc::vec::Vec;
 use traplab_abi::grant_table::map_area;
-use traplab_abi::x86::{self, PageTables, WalkError};
+use traplab_abi::x86::{self, PageTableFormat, PageTables, WalkError};
 
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -276,6 +276,17 @@ pub trait GuestMemory {
         length: usize,
         access: CpuAccess,
     ) -> Result<Vec<(u64, usize, usize)>, AccessFault> {
+        // In long mode every byte's address must be canonical, and the CPU checks that
+        // before it walks a page (AMD APM vol. 2, 5.3.1): an access whose first page is
+        // unmapped but whose last byte is past the canonical hole is #GP, not #PF. (QEMU's
+        // TCG walks page by page and raises the #PF first.)
+        if let Some(tables) = tables
+            && tables.format == PageTableFormat::LongMode
+            && length > 0
+            && !(x86::canonical(gva) && x86::canonical(gva.wrapping_add(length as u64 - 1)))
+        {
+            return Err(AccessFault::NonCanonical);
+        }
         page_pieces(gva, length)
             .map(|(address, done, piece)| {
                 let gpa = self.cpu_translate(tables, address, access)?;

@@ -1748,6 +1748,21 @@ mod tests {
     }
 
     #[test]
+    fn an_element_whose_last_byte_is_past_the_canonical_hole_is_a_gp_not_a_pf() {
+        // `outsd` at 0x7fff_ffff_fffe: its first bytes are on an unmapped page, its last two
+        // past the canonical hole. The CPU checks every byte's address before it walks a
+        // page: #GP(0), not #PF (QEMU's TCG raises the #PF first).
+        let mut test = Test::long_mode();
+        test.set_gpr(6, 0x7fff_ffff_fffe);
+        let info = IoioInfo {
+            size: 4,
+            ..string(0x3f8, false, false)
+        };
+        let run = io(&mut test, &[0x6f], info);
+        assert_eq!(testing::injected(&run.decision).0, Event::exception(13, 0));
+    }
+
+    #[test]
     fn outs_through_ss_from_a_non_canonical_address_is_a_stack_fault() {
         // A stack reference raises #SS(0) instead (AMD APM vol. 2, 8.2.13).
         let mut test = Test::long_mode();
