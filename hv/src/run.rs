@@ -592,7 +592,12 @@ fn run_vcpu(
         let exit = Exit::read(domain, rdtsc());
         let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
-            let body = Body::Exit(exit_event(domain, &exit));
+            let linear_rip = domain.vcpu.vmcb.linear_rip();
+            let mut event = exit_event(domain, &exit);
+            if let Running::Debugged(debugger) = running {
+                gdb::hide_breakpoints(debugger, id, linear_rip, &mut event.insn);
+            }
+            let body = Body::Exit(event);
             running.record(Some(id), &body);
             discard_recorded(body);
         }

@@ -761,9 +761,16 @@ fn a_malformed_packet_is_answered_e01_and_the_guest_stays_stopped() {
     let lab = Lab::start_with(&["hello", "--verbose"]);
     let mut socket = lab.connect();
     wait_for_the_stub(&mut socket);
+    // The packet is acknowledged (`+`), then answered with the error.
+    socket.write_all(&packet("Gzz")).expect("send");
+    let answer = read_until(&mut socket, "$E01");
+    let error_at = answer.find("$E01").expect("read_until found it");
+    assert!(
+        answer[..error_at].contains('+'),
+        "the packet is acknowledged before its answer: {answer:?}"
+    );
+    socket.write_all(b"+").expect("ack");
     let mut pending = Vec::new();
-    let error = exchange(&mut socket, &mut pending, "Gzz", |_| true);
-    assert_eq!(error, "E01");
     let stopped = exchange(&mut socket, &mut pending, "?", |data| data.starts_with('T'));
     assert!(stopped.starts_with("T05"), "{stopped}");
     socket.write_all(&packet("c")).expect("continue");
@@ -1304,4 +1311,89 @@ fn gdb_reads_an_untouched_lazy_page_as_zeros_and_leaves_it_for_the_guest() {
     {
         panic!("lazy-memory after gdb's read: {mismatch}");
     }
+}
+
+#[test]
+fn the_trace_shows_the_guest_s_code_not_gdb_s_int3s() {
+    // gdb's breakpoint on the instruction after a CPUID: the CPUID's exit reads 15 bytes at
+    // RIP, gdb's `int3` among them. The trace shows the guest's byte there, as gdb's own
+    // reads do; the TUI would take an `int3` for the guest changing its code.
+    let lab = Lab::start_with(&["cpuid", "--json"]);
+    let output = lab.gdb(&[
+        "break cpuid::main",
+        "continue",
+        "set language c",
+        "set $steps = 0",
+        "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend",
+        "x/i $pc",
+        "break *($pc + 2)",
+        "continue",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("cpuid"),
+        "the loop reached the CPUID: {output}"
+    );
+    assert!(output.contains("exited normally"), "{output}");
+    let (_, trace) = lab.finish();
+    let events = Lab::events(&trace);
+    use traplab_abi::event::Body;
+    let insn = events
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Exit(exit) if exit.exitcode == 0x72 && exit.regs.rax == 1 => Some(exit.insn),
+            _ => None,
+        })
+        .expect("the CPUID of leaf 1 exited");
+    let bytes = insn.as_slice();
+    assert_eq!(&bytes[..2], [0x0f, 0xa2]);
+    assert_ne!(bytes[2], 0xcc, "gdb's int3 after the CPUID: {bytes:02x?}");
+}
+
+#[test]
+fn gdb_s_kill_is_answered_while_the_other_domains_run_on() {
+    // gdb sends `vKill;1` (the stub offers multiprocess) and waits for its `OK`; d2 lives on
+    // after d1 is killed, so nothing else would end gdb's wait.
+    let lab = Lab::start_with(&["event-channel"]);
+    let output = lab.gdb(&["kill"]);
+    assert!(
+        output.contains("[Inferior 1 (process 1) killed]"),
+        "{output}"
+    );
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 137, "a domain was killed: {trace}");
+}
+
+#[test]
+fn gdb_s_hardware_slots_give_the_guest_its_own_dr0_back() {
+    // Stopped between the guest's `mov dr0` and its `mov dr7`: gdb takes all four slots
+    // (slot 0 is free, the guest has not enabled it yet) and gives them back. The guest's
+    // DR0, which its own MOV put in the CPU, must come back with slot 0: its breakpoint then
+    // fires as if gdb had never been there.
+    let lab = Lab::start_with(&["debug"]);
+    let output = lab.gdb(&[
+        "break debug::main",
+        "continue",
+        // The first `0f 23` (MOV to a debug register) in main is its `mov dr0`: run it.
+        "find /1b debug::main, +4096, 0x0f, 0x23",
+        "break *$_",
+        "continue",
+        "stepi",
+        // gdb inserts its breakpoints for the next step, in all four slots, and takes them
+        // out when the step stops.
+        "hbreak *0x1000",
+        "hbreak *0x2000",
+        "hbreak *0x3000",
+        "hbreak *0x4000",
+        "stepi",
+        "delete",
+        "continue",
+    ]);
+    assert!(output.contains("exited normally"), "{output}");
+    let (_, trace) = lab.finish();
+    assert!(
+        trace.contains("#DB breakpoint 0 at "),
+        "the guest's own breakpoint fired: {trace}"
+    );
 }

@@ -84,7 +84,7 @@ use gdbstub::stub::{DisconnectReason, GdbStubBuilder, SingleThreadStopReason};
 use gdbstub::target::ext::breakpoints::WatchKind;
 use serial::Com2;
 use traplab_abi::control::Break;
-use traplab_abi::event::Action;
+use traplab_abi::event::{Action, InstructionBytes};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
@@ -201,6 +201,9 @@ pub struct Debuggee {
     pub software_breakpoints: Vec<SoftwareBreakpoint>,
     /// DR0–DR3: the slots gdb owns.
     pub hardware_slots: [Option<HardwareSlot>; 4],
+    /// The guest's R/W and LEN bits of each slot in DR7 when gdb took it (its enable bits
+    /// were off): given back with the slot (`target::clear_slot`).
+    pub guest_slot_bits: [u64; 4],
     /// `monitor catch`: stop at an exit of this class before the hypervisor decides.
     pub catch: Option<Break>,
     /// Stopped at an exit the hypervisor has not decided yet (for `monitor decision`).
@@ -285,6 +288,28 @@ impl Debugger {
     }
 }
 
+/// The trace's instruction bytes of an exit of domain `id` at linear `rip`, with the bytes
+/// gdb's breakpoints replaced put back: the trace shows the guest's code, as gdb's own
+/// reads do (`read_addrs`), not gdb's `int3`s, which the TUI would take for the guest
+/// changing its code. (The hypervisor's handlers still see the bytes in memory: an `int3`
+/// of gdb's at RIP is gdb's stop, `at_exit`.)
+#[cold]
+pub fn hide_breakpoints(debugger: &Debugger, id: u16, rip: u64, insn: &mut InstructionBytes) {
+    if id != debugger.domain_id() || debugger.target.software_breakpoints.is_empty() {
+        return;
+    }
+    let mut bytes = [0u8; 15];
+    let length = insn.as_slice().len();
+    bytes[..length].copy_from_slice(insn.as_slice());
+    for breakpoint in &debugger.target.software_breakpoints {
+        let offset = breakpoint.address.wrapping_sub(rip);
+        if offset < length as u64 {
+            bytes[offset as usize] = breakpoint.original;
+        }
+    }
+    *insn = InstructionBytes::new(&bytes[..length]);
+}
+
 /// Attach a debugger to the domain gdb was asked for, if gdb is enabled and the system has
 /// that domain: the domain will wait at its first instruction until gdb comes. `Err` gives
 /// the system back when it runs without one.
@@ -319,6 +344,7 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
             resume: Resume::Continue,
             software_breakpoints: Vec::new(),
             hardware_slots: [None; 4],
+            guest_slot_bits: [0; 4],
             catch: None,
             before_decision: false,
             on_cpu: false,
@@ -811,6 +837,11 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
             let reason = disconnected.get_reason();
             return match reason {
                 DisconnectReason::Kill => {
+                    // `vKill;pid` wants `OK` (GDB manual, "vKill"), which gdbstub sends only
+                    // in extended mode: gdb would wait for it while the other domains run on.
+                    // (After a plain `k`, which wants no answer, gdb hangs up and never reads
+                    // it.)
+                    send(debugger, &wire::framed(b"OK"));
                     end_session(debugger, "gdb killed the domain");
                     Some(DomainEnd::Killed {
                         reason: "killed from gdb".into(),
@@ -869,7 +900,8 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     }
     for (slot, owned) in slots.iter().enumerate() {
         if owned.is_some() {
-            target::clear_slot(target.domain_mut(), slot, on_cpu);
+            let guest_bits = target.guest_slot_bits[slot];
+            target::clear_slot(target.domain_mut(), slot, on_cpu, guest_bits);
         }
     }
     crate::log!("gdb: {why}");
@@ -882,6 +914,12 @@ fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Opti
     crate::log!(
         "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
     );
+    // The packet came whole and with a good checksum (`wire.rs` framed it), but gdbstub
+    // acknowledges a packet only once it has parsed it: the `+` first (GDB manual, "Packet
+    // Acknowledgment"), else gdb takes the E01 for a stale reply and sends the packet again.
+    // (A packet gdbstub parsed and then could not take was acknowledged already: a second `+`
+    // is skipped by gdb, which reads up to the next `$`.)
+    send(debugger, b"+");
     send(debugger, &wire::framed(b"E01"));
     if !start_session(debugger) {
         end_session(debugger, "no new session after a bad packet");

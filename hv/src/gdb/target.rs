@@ -305,8 +305,13 @@ fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
         .find(|&slot| debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
     let Some(slot) = free else { return false };
     debuggee.hardware_slots[slot] = Some(hardware);
+    // What the guest left in the slot comes back with it (`clear_slot`): its R/W and LEN
+    // bits, and its DRn, which its own MOV may have put in the CPU since it was switched in
+    // (DR accesses are not intercepted by default, `run::keep_debug_registers`).
+    debuggee.guest_slot_bits[slot] = dr7 & dr7_mask(slot);
     let on_cpu = debuggee.on_cpu;
     if on_cpu {
+        debuggee.domain_mut().vcpu.debug_registers[slot] = Hardware.breakpoint_address(slot as u8);
         Hardware.load_breakpoint_address(slot as u8, hardware.address);
     }
     let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
@@ -322,14 +327,16 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
     };
     debuggee.hardware_slots[slot] = None;
     let on_cpu = debuggee.on_cpu;
-    clear_slot(debuggee.domain_mut(), slot, on_cpu);
+    let guest_bits = debuggee.guest_slot_bits[slot];
+    clear_slot(debuggee.domain_mut(), slot, on_cpu, guest_bits);
     true
 }
 
-/// Disable slot `n` in the guest's DR7 and give its register back to the guest's value.
+/// Give slot `n` back to the guest: its DR7 bits as they were when gdb took it
+/// (`guest_bits`: R/W and LEN, the slot disabled), and its register the guest's value.
 /// `on_cpu`: the domain's vCPU has the CPU, whose debug registers are then its own.
-pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool) {
-    let dr7 = domain.vcpu.vmcb.save.dr7 & !dr7_mask(slot);
+pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool, guest_bits: u64) {
+    let dr7 = (domain.vcpu.vmcb.save.dr7 & !dr7_mask(slot)) | guest_bits;
     if on_cpu {
         Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
     }
