@@ -693,6 +693,14 @@ fn run_vcpu(
         if let Some(end) = applied.end {
             return Off::Ended(end);
         }
+        // gdb's step may be done here (the exit moved RIP on), before the vCPU leaves the CPU
+        // too (a yield, a send that wakes another domain): gdb is told now, not at the next
+        // exit, one instruction too late.
+        if let Some(debugger) = running.debugger_of(id)
+            && let Some(end) = gdb::after_handling(debugger)
+        {
+            return Off::Ended(end);
+        }
         if let Some(switch) = applied.switch {
             scheduler.parked.insert(
                 id,
@@ -703,11 +711,6 @@ fn run_vcpu(
                 },
             );
             return Off::Switched(switch);
-        }
-        if let Some(debugger) = running.debugger_of(id)
-            && let Some(end) = gdb::after_handling(debugger)
-        {
-            return Off::Ended(end);
         }
     }
 }

@@ -1397,3 +1397,31 @@ fn gdb_s_hardware_slots_give_the_guest_its_own_dr0_back() {
         "the guest's own breakpoint fired: {trace}"
     );
 }
+
+#[test]
+fn a_stepi_over_a_hypercall_that_switches_domains_stops_right_after_it() {
+    // d1's EVTCHNOP_send wakes d2, and d1 leaves the CPU at that exit. The step is done
+    // there (RIP past the VMMCALL): gdb must be told then, not at d1's next exit, one
+    // instruction later.
+    let lab = Lab::start("event-channel");
+    let output = lab.gdb(&[
+        "break traplab_guests::evtchn::send",
+        "continue",
+        "set language c",
+        "set $steps = 0",
+        "while (*(unsigned int *)$pc & 0xffffff) != 0xd9010f && $steps < 500\n stepi\n set $steps = $steps + 1\nend",
+        "x/i $pc",
+        "set $at = $pc",
+        "stepi",
+        "printf \"stepped %d bytes\\n\", $pc - $at",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("vmmcall"),
+        "the step reached the VMMCALL: {output}"
+    );
+    assert!(output.contains("stepped 3 bytes"), "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    lab.finish();
+}
