@@ -1425,3 +1425,34 @@ fn a_stepi_over_a_hypercall_that_switches_domains_stops_right_after_it() {
     assert!(output.contains("exited normally"), "{output}");
     lab.finish();
 }
+
+#[test]
+fn a_stepi_over_the_guest_s_own_single_step_leaves_it_its_debug_trap() {
+    // The `debug` guest sets TF with POPF: the CPU traps after the NOP that follows, with
+    // DR6.BS, and its handler says where. gdb stops on that NOP and steps it: the #DB is the
+    // guest's as much as gdb's, and the guest's handler must still see it right after the
+    // NOP (gdb's step ends in that handler), not one instruction later.
+    let lab = Lab::start("debug");
+    let output = lab.gdb(&[
+        "break debug::main",
+        "continue",
+        "find /1b debug::main, +4096, 0x9d, 0x90",
+        "printf \"nop at %#lx\\n\", $_ + 1",
+        "break *($_ + 1)",
+        "continue",
+        "stepi",
+        "delete",
+        "continue",
+    ]);
+    assert!(output.contains("exited normally"), "{output}");
+    let nop = output
+        .lines()
+        .find_map(|line| line.strip_prefix("nop at 0x"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("gdb found the POPF; NOP: {output}"));
+    let (_, trace) = lab.finish();
+    assert!(
+        trace.contains(&format!("#DB single step, now at {:#x}", nop + 1)),
+        "the guest's own step trapped right after the NOP: {trace}"
+    );
+}

@@ -57,7 +57,9 @@
 //!
 //! A step sets RFLAGS.TF for one VMRUN; the #DB it causes is intercepted like every
 //! exception, and since the step was gdb's, the hypervisor keeps it: the guest never sees
-//! it. The TF is ours only while the guest runs — at every exit it is taken out again, so
+//! it — unless the guest had set TF itself, or one of its own breakpoints fired with the
+//! step: then the #DB is the guest's too, it is delivered, and the step ends in the guest's
+//! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, so
 //! no exception frame, bounce frame or PUSHF the hypervisor emulates ever contains it.
 //! When the stepped instruction traps and the hypervisor *injects* an event, the step must
 //! end on the handler's first instruction, after the CPU has delivered the event: the
@@ -507,11 +509,22 @@ fn own_stop(
     match exit.reason {
         ExitReason::Exception { vector: 1, .. } => {
             let dr6 = save.dr6;
+            // The step's #DB is gdb's alone only when the guest had no TF of its own (its own
+            // single step traps on the same instruction, and its handler must see it) and no
+            // breakpoint of the guest's fired with it. Else the #DB is the guest's: it is
+            // delivered, and gdb's step ends at the guest's handler (the fetch trap, as any
+            // step of an instruction that traps).
+            let guest_breakpoints =
+                (0..4).any(|slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_none());
             let stepped = dr6 & DR6_SINGLE_STEP != 0
+                && !guest_breakpoints
                 && matches!(
                     step,
                     Some(SingleStep {
-                        armed: Armed::TrapFlag { .. },
+                        armed: Armed::TrapFlag {
+                            guest_tf: false,
+                            ..
+                        },
                         ..
                     })
                 );
