@@ -1456,3 +1456,31 @@ fn a_stepi_over_the_guest_s_own_single_step_leaves_it_its_debug_trap() {
         "the guest's own step trapped right after the NOP: {trace}"
     );
 }
+
+#[test]
+fn a_watchpoint_on_16_bytes_takes_two_slots_and_fires() {
+    // A debug register watches at most 8 bytes; gdb sends the 16-byte range whole (`Z2`),
+    // and the stub splits it over two slots, as gdbserver does.
+    let lab = Lab::start("page-fault");
+    let output = lab.gdb(&[
+        "set language c",
+        "watch *(char (*)[16])0x40000000",
+        "continue",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("Hardware watchpoint 1: *(char (*)[16])0x40000000"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("Could not insert"),
+        "the stub took the range: {output}"
+    );
+    assert!(
+        output.contains("New value = "),
+        "the watchpoint fired: {output}"
+    );
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}

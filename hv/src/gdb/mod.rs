@@ -143,6 +143,9 @@ pub struct HardwareSlot {
     pub length: u64,
     /// `None`: an instruction breakpoint.
     pub watch: Option<WatchKind>,
+    /// The range gdb asked to watch, of which this slot watches a piece (`address`,
+    /// `length`): a range longer than a slot takes several (`target.rs`).
+    pub range: (u64, u64),
 }
 
 /// A single step in progress.

@@ -10,6 +10,7 @@ use super::arch::{GuestRegisters, GuestX86_64};
 use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
 use crate::hardware::Hardware;
 use crate::svm::fpu;
+use alloc::vec::Vec;
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
@@ -227,6 +228,7 @@ impl HwBreakpoint for Debuggee {
                 address,
                 length: 1,
                 watch: None,
+                range: (address, 1),
             },
         ))
     }
@@ -246,18 +248,30 @@ impl HwWatchpoint for Debuggee {
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
         // A debug register watches 1, 2, 4 or 8 bytes, aligned to their size (APM vol. 2,
-        // 13.1.1.5). gdb splits larger ranges itself.
-        if !matches!(length, 1 | 2 | 4 | 8) || !address.is_multiple_of(length) {
+        // 13.1.1.5). A remote target splits any other range itself, as gdbserver does (gdb
+        // sends `Z2,addr,16` whole): aligned pieces, one slot each, all of them or none.
+        let pieces = watch_pieces(address, length);
+        let free = (0..4)
+            .filter(|&slot| {
+                self.hardware_slots[slot].is_none()
+                    && self.domain().vcpu.vmcb.save.dr7 & (0b11 << (2 * slot)) == 0
+            })
+            .count();
+        if pieces.is_empty() || pieces.len() > free {
             return Ok(false);
         }
-        Ok(take_slot(
-            self,
-            HardwareSlot {
-                address,
-                length,
-                watch: Some(kind),
-            },
-        ))
+        for (piece, piece_length) in pieces {
+            take_slot(
+                self,
+                HardwareSlot {
+                    address: piece,
+                    length: piece_length,
+                    watch: Some(kind),
+                    range: (address, length),
+                },
+            );
+        }
+        Ok(true)
     }
 
     fn remove_hw_watchpoint(
@@ -266,10 +280,31 @@ impl HwWatchpoint for Debuggee {
         length: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        Ok(release_slot(self, |slot| {
-            slot.watch == Some(kind) && slot.address == address && slot.length == length
-        }))
+        let watched =
+            |slot: &HardwareSlot| slot.watch == Some(kind) && slot.range == (address, length);
+        let mut released = false;
+        while release_slot(self, watched) {
+            released = true;
+        }
+        Ok(released)
     }
+}
+
+/// `length` bytes from `address` as the aligned pieces of 1, 2, 4 or 8 bytes a debug
+/// register can watch, the largest first where alignment allows (at most 4: there are 4
+/// slots; none for an empty range).
+fn watch_pieces(address: u64, length: u64) -> Vec<(u64, u64)> {
+    let mut pieces = Vec::new();
+    let (mut at, end) = (address, address.saturating_add(length));
+    while at < end && pieces.len() <= 4 {
+        let size = [8u64, 4, 2, 1]
+            .into_iter()
+            .find(|&size| at.is_multiple_of(size) && at + size <= end)
+            .unwrap_or(1);
+        pieces.push((at, size));
+        at += size;
+    }
+    pieces
 }
 
 // ---- Debug-register slots ----------------------------------------------------------------
