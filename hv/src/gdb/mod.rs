@@ -133,7 +133,21 @@ pub enum Resume {
 #[derive(Debug, Clone, Copy)]
 pub struct SoftwareBreakpoint {
     pub address: u64,
+    /// Where the `int3` went, guest-physical: it is taken out there, whatever the guest's
+    /// page tables map at `address` by then (they may map another page, or none).
+    pub gpa: u64,
     pub original: u8,
+}
+
+impl SoftwareBreakpoint {
+    /// Put the guest's byte back, if gdb's `int3` is still there (the guest may have
+    /// written that byte since: then it is the guest's, and stays).
+    pub fn take_out(&self, domain: &mut Domain) {
+        let mut byte = [0u8; 1];
+        if domain.memory.read_physical(self.gpa, &mut byte).is_ok() && byte[0] == target::INT3 {
+            let _ = domain.memory.write_physical(self.gpa, &[self.original]);
+        }
+    }
 }
 
 /// A debug-register slot gdb owns: an instruction breakpoint or a watchpoint.
@@ -910,9 +924,7 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     target.resume = Resume::Continue;
     let on_cpu = target.on_cpu;
     for breakpoint in &breakpoints {
-        let _ = target
-            .domain_mut()
-            .write_virtual(breakpoint.address, &[breakpoint.original]);
+        breakpoint.take_out(target.domain_mut());
     }
     for (slot, owned) in slots.iter().enumerate() {
         if owned.is_some() {

@@ -32,7 +32,7 @@ const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 1
 /// EFAULT, the answer for memory gdb cannot have.
 const EFAULT: u8 = 14;
 /// The `int3` opcode.
-const INT3: u8 = 0xcc;
+pub const INT3: u8 = 0xcc;
 const EFER_SVME: u64 = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
 
 impl Target for Debuggee {
@@ -197,8 +197,17 @@ impl SwBreakpoint for Debuggee {
         {
             return Ok(false);
         }
+        // Written, so it translates: where it went, to take it out there.
+        let domain = self.domain();
+        let Ok(gpa) = domain
+            .memory
+            .virtual_to_physical(domain.page_tables(), address)
+        else {
+            return Ok(false);
+        };
         self.software_breakpoints.push(SoftwareBreakpoint {
             address,
+            gpa,
             original: original[0],
         });
         Ok(true)
@@ -213,10 +222,8 @@ impl SwBreakpoint for Debuggee {
             return Ok(false);
         };
         let breakpoint = self.software_breakpoints.remove(index);
-        Ok(self
-            .domain_mut()
-            .write_virtual(address, &[breakpoint.original])
-            .is_ok())
+        breakpoint.take_out(self.domain_mut());
+        Ok(true)
     }
 }
 
