@@ -783,19 +783,21 @@ fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
 /// Vcpu `id` leaves the CPU: its DR0–DR3 as the CPU holds them go into its copies, which
 /// the next switch to it loads again. Its own MOV to DRn reached the CPU (DR accesses are
 /// intercepted only with the setting `intercept-dr`): a copy kept only at intercepted MOVs
-/// would load a stale address over the guest's breakpoint. Not a slot gdb holds: the CPU's
-/// address there is gdb's (`gdb::Debugger::holds_slot`), the copy the guest's.
+/// would load a stale address over the guest's breakpoint. Not gdb's address in a slot gdb
+/// holds (`gdb::Debugger::held_address`): the copy is the guest's there, unless the guest
+/// wrote the register since.
 fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
-    let held: [bool; 4] = core::array::from_fn(|slot| match running {
-        Running::Debugged(debugger) => debugger.holds_slot(id, slot),
-        Running::Alone(_) => false,
+    let held: [Option<u64>; 4] = core::array::from_fn(|slot| match running {
+        Running::Debugged(debugger) => debugger.held_address(id, slot),
+        Running::Alone(_) => None,
     });
     let Some(domain) = running.system().domain_mut(id) else {
         return;
     };
     for (slot, copy) in domain.vcpu.debug_registers.iter_mut().enumerate() {
-        if !held[slot] {
-            *copy = machine.breakpoint_address(slot as u8);
+        let register = machine.breakpoint_address(slot as u8);
+        if held[slot] != Some(register) {
+            *copy = register;
         }
     }
 }

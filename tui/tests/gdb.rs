@@ -1484,3 +1484,39 @@ fn a_watchpoint_on_16_bytes_takes_two_slots_and_fires() {
     assert!(output.contains("exited normally"), "{output}");
     assert_eq!(lab.finish().0, 0);
 }
+
+#[test]
+fn a_stepi_onto_the_guest_s_own_breakpoint_leaves_it_a_debug_trap_without_bs() {
+    // gdb steps the `debug` guest's `mov dr7` that enables its breakpoint on the next
+    // instruction: the #DB after the step carries the guest's B0 with gdb's BS. It is the
+    // guest's, and it gets it without gdb's BS (it had no TF): its handler says
+    // "breakpoint 0", not "single step".
+    let lab = Lab::start("debug");
+    let output = lab.gdb(&[
+        "break debug::main",
+        "continue",
+        // The last `0f 23` (MOV to a debug register) in main is its `mov dr7, reg`.
+        "find /b debug::main, +4096, 0x0f, 0x23",
+        "printf \"nop at %#lx\\n\", $_ + 3",
+        "break *$_",
+        "continue",
+        "stepi",
+        "delete",
+        "continue",
+    ]);
+    assert!(output.contains("exited normally"), "{output}");
+    let nop = output
+        .lines()
+        .find_map(|line| line.strip_prefix("nop at 0x"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("gdb found the MOV to DR7: {output}"));
+    let (_, trace) = lab.finish();
+    assert!(
+        !trace.contains(&format!("#DB single step, now at {nop:#x}")),
+        "gdb's BS reached the guest: {trace}"
+    );
+    assert!(
+        trace.contains(&format!("#DB breakpoint 0 at {nop:#x}")),
+        "{trace}"
+    );
+}

@@ -277,15 +277,19 @@ impl Debugger {
         self.target.domain().id
     }
 
-    /// Does gdb hold debug-register slot `slot` of domain `id` (a hardware breakpoint or
-    /// watchpoint it set there)? The CPU's DRn is then gdb's address, not the guest's.
-    pub fn holds_slot(&self, id: u16, slot: usize) -> bool {
-        id == self.domain_id()
-            && self
-                .target
-                .hardware_slots
-                .get(slot)
-                .is_some_and(Option::is_some)
+    /// The address gdb put in debug-register slot `slot` of domain `id`, if gdb holds it (a
+    /// hardware breakpoint or watchpoint): the CPU's DRn is then gdb's, unless the guest
+    /// wrote it since.
+    pub fn held_address(&self, id: u16, slot: usize) -> Option<u64> {
+        if id != self.domain_id() {
+            return None;
+        }
+        self.target
+            .hardware_slots
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|held| held.address)
     }
 
     /// Domain `id`'s vCPU now has the CPU. If it is the debugged one, its breakpoint slots
@@ -531,23 +535,33 @@ fn own_stop(
             // breakpoint of the guest's fired with it. Else the #DB is the guest's: it is
             // delivered, and gdb's step ends at the guest's handler (the fetch trap, as any
             // step of an instruction that traps).
-            let guest_breakpoints =
-                (0..4).any(|slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_none());
-            let stepped = dr6 & DR6_SINGLE_STEP != 0
-                && !guest_breakpoints
-                && matches!(
-                    step,
-                    Some(SingleStep {
-                        armed: Armed::TrapFlag {
-                            guest_tf: false,
-                            ..
-                        },
+            // (A slot counts when the guest enabled it in DR7: QEMU's TCG sets Bn after a step
+            // for any execution slot whose DRn is the next RIP, enabled or not.)
+            let dr7 = save.dr7;
+            let guest_breakpoints = (0..4).any(|slot| {
+                dr6 & (1 << slot) != 0
+                    && dr7 & (0b11 << (2 * slot)) != 0
+                    && target.hardware_slots[slot].is_none()
+            });
+            let gdb_s_step = matches!(
+                step,
+                Some(SingleStep {
+                    armed: Armed::TrapFlag {
+                        guest_tf: false,
                         ..
-                    })
-                );
+                    },
+                    ..
+                })
+            );
+            let stepped = dr6 & DR6_SINGLE_STEP != 0 && !guest_breakpoints && gdb_s_step;
             let slot = (0..4)
                 .find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
             if !stepped && slot.is_none() {
+                // The guest's #DB: delivered as it is, but for gdb's step's BS, which the
+                // guest never asked for (it had no TF).
+                if gdb_s_step {
+                    debugger.target.domain_mut().vcpu.vmcb.save.dr6 &= !DR6_SINGLE_STEP;
+                }
                 return None;
             }
             let owned_bits = DR6_SINGLE_STEP
@@ -927,9 +941,9 @@ fn end_session(debugger: &mut Debugger, why: &str) {
         breakpoint.take_out(target.domain_mut());
     }
     for (slot, owned) in slots.iter().enumerate() {
-        if owned.is_some() {
+        if let Some(held) = owned {
             let guest_bits = target.guest_slot_bits[slot];
-            target::clear_slot(target.domain_mut(), slot, on_cpu, guest_bits);
+            target::clear_slot(target.domain_mut(), slot, held, on_cpu, guest_bits);
         }
     }
     crate::log!("gdb: {why}");

@@ -367,19 +367,37 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
     else {
         return false;
     };
-    debuggee.hardware_slots[slot] = None;
+    let Some(held) = debuggee.hardware_slots[slot].take() else {
+        return false;
+    };
     let on_cpu = debuggee.on_cpu;
     let guest_bits = debuggee.guest_slot_bits[slot];
-    clear_slot(debuggee.domain_mut(), slot, on_cpu, guest_bits);
+    clear_slot(debuggee.domain_mut(), slot, &held, on_cpu, guest_bits);
     true
 }
 
-/// Give slot `n` back to the guest: its DR7 bits as they were when gdb took it
-/// (`guest_bits`: R/W and LEN, the slot disabled), and its register the guest's value.
-/// `on_cpu`: the domain's vCPU has the CPU, whose debug registers are then its own.
-pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool, guest_bits: u64) {
-    let dr7 = (domain.vcpu.vmcb.save.dr7 & !dr7_mask(slot)) | guest_bits;
+/// Give slot `n`, which gdb held as `held`, back to the guest: its DR7 bits as they were
+/// when gdb took it (`guest_bits`: R/W and LEN, the slot disabled), and its register the
+/// guest's value. Unless the guest wrote them meanwhile (its MOVs to DR7 and DRn reach the
+/// CPU, not intercepted): what it wrote then stays. `on_cpu`: the domain's vCPU has the
+/// CPU, whose debug registers are then its own.
+pub fn clear_slot(
+    domain: &mut Domain,
+    slot: usize,
+    held: &HardwareSlot,
+    on_cpu: bool,
+    guest_bits: u64,
+) {
+    let dr7 = domain.vcpu.vmcb.save.dr7;
+    let dr7 = match dr7 & dr7_mask(slot) == dr7_bits(slot, held) {
+        true => (dr7 & !dr7_mask(slot)) | guest_bits,
+        false => dr7,
+    };
     if on_cpu {
+        let register = Hardware.breakpoint_address(slot as u8);
+        if register != held.address {
+            domain.vcpu.debug_registers[slot] = register;
+        }
         Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
     }
     load_dr7(domain, dr7, on_cpu);
