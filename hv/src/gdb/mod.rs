@@ -86,7 +86,7 @@ use gdbstub::stub::{DisconnectReason, GdbStubBuilder, SingleThreadStopReason};
 use gdbstub::target::ext::breakpoints::WatchKind;
 use serial::Com2;
 use traplab_abi::control::Break;
-use traplab_abi::event::{Action, InstructionBytes};
+use traplab_abi::event::{Action, Body, InstructionBytes};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
@@ -311,26 +311,29 @@ impl Debugger {
     }
 }
 
-/// The trace's instruction bytes of an exit of domain `id` at linear `rip`, with the bytes
-/// gdb's breakpoints replaced put back: the trace shows the guest's code, as gdb's own
-/// reads do (`read_addrs`), not gdb's `int3`s, which the TUI would take for the guest
-/// changing its code. (The hypervisor's handlers still see the bytes in memory: an `int3`
-/// of gdb's at RIP is gdb's stop, `at_exit`.)
+/// The instruction bytes of domain `id`'s exit event `body`, with the bytes gdb's
+/// breakpoints replaced put back: the trace shows the guest's code, as gdb's own reads do
+/// (`read_addrs`), not gdb's `int3`s, which the TUI would take for the guest changing its
+/// code. (The hypervisor's handlers still see the bytes in memory: an `int3` of gdb's at
+/// RIP is gdb's stop, `at_exit`.)
 #[cold]
-pub fn hide_breakpoints(debugger: &Debugger, id: u16, rip: u64, insn: &mut InstructionBytes) {
+#[inline(never)]
+pub fn hide_breakpoints(debugger: &Debugger, id: u16, body: &mut Body) {
+    let Body::Exit(event) = body else { return };
     if id != debugger.domain_id() || debugger.target.software_breakpoints.is_empty() {
         return;
     }
+    let rip = debugger.target.domain().vcpu.vmcb.linear_rip();
     let mut bytes = [0u8; 15];
-    let length = insn.as_slice().len();
-    bytes[..length].copy_from_slice(insn.as_slice());
+    let length = event.insn.as_slice().len();
+    bytes[..length].copy_from_slice(event.insn.as_slice());
     for breakpoint in &debugger.target.software_breakpoints {
         let offset = breakpoint.address.wrapping_sub(rip);
         if offset < length as u64 {
             bytes[offset as usize] = breakpoint.original;
         }
     }
-    *insn = InstructionBytes::new(&bytes[..length]);
+    event.insn = InstructionBytes::new(&bytes[..length]);
 }
 
 /// Attach a debugger to the domain gdb was asked for, if gdb is enabled and the system has
