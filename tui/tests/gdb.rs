@@ -20,6 +20,10 @@ struct Lab {
     trace: Option<std::thread::JoinHandle<String>>,
 }
 
+/// gdb's loop that steps (at most 2,000 instructions, after `set $steps = 0` and `set
+/// language c`) until the guest is at its first CPUID (`0f a2`) and has not run it.
+const STEP_TO_THE_FIRST_CPUID: &str = "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend";
+
 /// A loopback port nobody listens on now.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -438,7 +442,7 @@ fn the_resume_after_a_step_shows_the_registers_gdb_set_at_the_stop() {
         "set language c",
         // Step until the first CPUID (0f a2), over it, and change RAX at the stop.
         "set $steps = 0",
-        "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend",
+        STEP_TO_THE_FIRST_CPUID,
         "x/i $pc",
         "stepi",
         "set $rax = 0x1234",
@@ -1324,7 +1328,7 @@ fn the_trace_shows_the_guest_s_code_not_gdb_s_int3s() {
         "continue",
         "set language c",
         "set $steps = 0",
-        "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend",
+        STEP_TO_THE_FIRST_CPUID,
         "x/i $pc",
         "break *($pc + 2)",
         "continue",
