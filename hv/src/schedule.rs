@@ -22,10 +22,10 @@
 
 use crate::domain::Domain;
 use crate::domain::evtchn::{Callback, Pending};
-use crate::domain::interrupts::{Tick, TimerTarget};
+use crate::domain::interrupts::Tick;
 pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
-use traplab_abi::evtchn::{Port, virq};
+use traplab_abi::evtchn::Port;
 
 /// How long a vCPU may run while another is runnable: Xen's default credit time slice
 /// (`sched_credit_tslice_ms`, 30 ms), counted in ticks of the hypervisor's timer
@@ -159,19 +159,7 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 /// port for that port only). Every other wait, yes: an interrupt kicks the vCPU, and an
 /// event may owe an upcall.
 fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
-    // Its ticks are events only when they go nowhere else (`Domain::timer_tick`): a timer
-    // of `set_timer`'s, with a port bound to VIRQ_TIMER. One that a device makes (the PIT,
-    // the local APIC) interrupts the CPU, whatever is bound.
-    let ticks_as_events = domain
-        .vcpu
-        .interrupts
-        .timer
-        .is_some_and(|timer| timer.target == TimerTarget::Pending);
-    let timer_port = domain
-        .events
-        .virq_port(virq::TIMER)
-        .filter(|_| ticks_as_events);
-    match (wait, timer_port) {
+    match (wait, domain.timer_event_port()) {
         (Wait::Store(_), _) => false,
         (Wait::Poll(ports), Some(timer_port)) => match ports.as_slice() {
             [only] => *only == timer_port || domain.events.callback != Callback::None,
@@ -249,6 +237,7 @@ mod tests {
     use alloc::format;
     use alloc::string::String;
     use alloc::vec;
+    use traplab_abi::evtchn::virq;
     use traplab_abi::x86::RFlags;
 
     /// What making an unmasked (`upcall`) or masked port pending did, the port not pending

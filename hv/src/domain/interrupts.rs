@@ -206,6 +206,18 @@ impl Domain {
         }
     }
 
+    /// The port its timer's ticks come on as events: the port bound to `VIRQ_TIMER`, when its
+    /// timer is one of `set_timer`'s. (A timer a device makes, the PIT's or the local APIC's,
+    /// ticks through that device, whatever is bound.)
+    pub fn timer_event_port(&self) -> Option<Port> {
+        let own_timer = self
+            .vcpu
+            .interrupts
+            .timer
+            .is_some_and(|timer| timer.target == TimerTarget::Pending);
+        self.events.virq_port(virq::TIMER).filter(|_| own_timer)
+    }
+
     /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or is
     /// requested at the device its timer goes through, or, when the domain bound a port to
     /// `VIRQ_TIMER`, an event on that port. Used where the hypervisor notices the deadline
@@ -236,7 +248,7 @@ impl Domain {
             }
             TimerPoll::Pending(_) | TimerPoll::Merged(_) => {}
         }
-        match self.events.virq_port(virq::TIMER) {
+        match self.timer_event_port() {
             Some(port) => {
                 self.vcpu.interrupts.timer = next.timer;
                 let pending = self.set_pending(port);

@@ -104,11 +104,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // (`run.rs`), instead of halting for the timer in the exit's place (below), deaf to gdb.
     // (Not a timer bound to VIRQ_TIMER: its tick is an event, which wakes a blocked vCPU only
     // through a callback it may not have, where the HLT below returns after the tick.)
-    let debugged = guest.machine.debugger_attached()
-        && guest
-            .events
-            .virq_port(traplab_abi::evtchn::virq::TIMER)
-            .is_none();
+    let debugged = guest.machine.debugger_attached() && guest.timer_event_port().is_none();
     if !owed && (others_run || debugged) {
         let meanwhile = if others_run {
             "the hypervisor runs another domain meanwhile"

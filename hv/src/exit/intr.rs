@@ -12,7 +12,6 @@ use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
 use crate::domain::interrupts::TimerPoll;
 use traplab_abi::event::Action;
-use traplab_abi::evtchn::virq;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let (poll, after) = guest.vcpu.interrupts.poll(exit.tsc);
@@ -36,7 +35,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     }
     // A guest that bound its timer to a port (VIRQ_TIMER) gets its ticks as events.
     if poll != TimerPoll::NotDue
-        && let Some(port) = guest.events.virq_port(virq::TIMER)
+        && let Some(port) = guest.timer_event_port()
     {
         return decide!(
             Action::Emulate,
@@ -82,6 +81,7 @@ mod tests {
     use crate::domain::interrupts::{TimerTarget, VirtualTimer};
     use crate::testing::{ENTRY, SHARED_INFO, Test};
     use traplab_abi::event::Notify;
+    use traplab_abi::evtchn::virq;
     use traplab_abi::exit::ExitReason;
 
     /// A guest whose timer (vector 0x20, every 10,000 ticks) is due at `due`.
