@@ -176,7 +176,7 @@ fn single_step(guest: &Guest, decision: &mut Decision) {
 /// The CPU checks them after the instruction; the hypervisor completed it in the CPU's
 /// place, so it checks them (under QEMU's TCG too, which implements them for a guest whose
 /// IN and OUT are not intercepted).
-pub fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
+fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
     let save = &guest.vcpu.vmcb.save;
     // One test at every port exit: no slot enabled (the usual case), nothing to look at.
     if save.dr7 & 0xff == 0 || save.cr4 & x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits() == 0 {
@@ -201,10 +201,16 @@ pub fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
         .fold(0, |hits, slot| hits | 1 << slot)
 }
 
-/// `decision` (an IN, OUT, INS or OUTS the hypervisor completed), followed by the #DB trap
-/// of the I/O breakpoints it `hits` ([`io_breakpoints`]), DR6.Bn set for each, and BS too
-/// when RFLAGS.TF was set: one #DB reports both (AMD APM vol. 2, 13.1.1.3).
-pub fn io_breakpoint_trap(guest: &Guest, mut decision: Decision, hits: u64) -> Decision {
+/// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor completed,
+/// followed by the #DB trap of the I/O breakpoints it hits ([`io_breakpoints`]), if any:
+/// DR6.Bn set for each, and BS too when RFLAGS.TF was set: one #DB reports both (AMD APM
+/// vol. 2, 13.1.1.3). The one way every port handler ends (`exit/ioio.rs`, a PV kernel's
+/// port I/O in `exit/privileged.rs`).
+pub fn with_io_breakpoints(guest: &Guest, port: u16, size: u8, mut decision: Decision) -> Decision {
+    let hits = io_breakpoints(guest, port, size);
+    if hits == 0 {
+        return decision;
+    }
     let rflags = guest.vcpu.vmcb.save.rflags;
     // The instruction completed: RF is cleared before the #DB's frame is pushed (the trap
     // goes in through a delivery, which `after_completed` leaves alone).

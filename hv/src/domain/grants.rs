@@ -81,10 +81,16 @@ impl Grants {
 
     /// Is any page mapped at guest-physical `host_addr` already?
     pub fn mapped_at(&self, host_addr: u64) -> bool {
+        self.mapping_at(host_addr).is_some()
+    }
+
+    /// The mapping at guest-physical page `host_addr`, if there is one.
+    pub fn mapping_at(&self, host_addr: u64) -> Option<Mapping> {
         self.maptrack
             .iter()
             .flatten()
-            .any(|mapping| mapping.host_addr == host_addr)
+            .find(|mapping| mapping.host_addr == host_addr)
+            .copied()
     }
 }
 

@@ -115,11 +115,9 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                 .with_all(string.effects)
                 .with_all(string.done.then_some(Effect::Rip(next_rip)))
                 .describe(string.what);
-            return match delivery::io_breakpoints(guest, info.port, info.size) {
-                hits if hits != 0 && string.done => {
-                    delivery::io_breakpoint_trap(guest, decision, hits)
-                }
-                _ => decision,
+            return match string.done {
+                true => delivery::with_io_breakpoints(guest, info.port, info.size, decision),
+                false => decision,
             };
         };
         return string_fault(guest, info, segment, string, fault);
@@ -133,10 +131,7 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // An IN says what it read once the device has answered.
         None => decision,
     };
-    match delivery::io_breakpoints(guest, info.port, info.size) {
-        0 => decision,
-        hits => delivery::io_breakpoint_trap(guest, decision, hits),
-    }
+    delivery::with_io_breakpoints(guest, info.port, info.size, decision)
 }
 
 /// An IN or OUT (not a string one) of `size` bytes at `port`: the access, and for an OUT

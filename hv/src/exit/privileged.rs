@@ -244,10 +244,9 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
     };
     // The hypervisor completed the IN or OUT: an I/O breakpoint on the port follows it, as
     // after an IOIO exit's (`delivery::io_breakpoints`).
-    PrivilegedOp::Done(match crate::delivery::io_breakpoints(guest, port, size) {
-        0 => decision,
-        hits => crate::delivery::io_breakpoint_trap(guest, decision, hits),
-    })
+    PrivilegedOp::Done(crate::delivery::with_io_breakpoints(
+        guest, port, size, decision,
+    ))
 }
 
 #[cfg(test)]

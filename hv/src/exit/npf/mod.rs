@@ -141,13 +141,9 @@ fn empty_bus_fetch(guest: &Guest, gpa: u64) -> Decision {
 /// not the guest's to write, and the write must not be dropped silently as an empty bus
 /// would drop it.
 fn read_only_grant_write(guest: &Guest, gpa: u64) -> Decision {
-    let page = gpa & !0xfff;
     let grant = guest
         .grants
-        .maptrack
-        .iter()
-        .flatten()
-        .find(|mapping| mapping.host_addr == page)
+        .mapping_at(gpa & !0xfff)
         .map_or(String::from("a grant"), |mapping| {
             format!("grant {} of d{}", mapping.gref, mapping.granter)
         });
