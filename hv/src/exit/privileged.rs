@@ -243,7 +243,7 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
         None => decision,
     };
     // The hypervisor completed the IN or OUT: an I/O breakpoint on the port follows it, as
-    // after an IOIO exit's (`delivery::io_breakpoints`).
+    // after an IOIO exit's (`delivery::with_io_breakpoints`).
     PrivilegedOp::Done(crate::delivery::with_io_breakpoints(
         guest, port, size, decision,
     ))
