@@ -434,7 +434,7 @@ impl Domain {
             return Ok(());
         };
         let range = start..start + leaf_size(level);
-        if self.pv.pinned_tables.range(range.clone()).next().is_some() {
+        if self.maps_a_pinned_table(range.clone()) {
             return Err("an entry maps a pinned page table writable");
         }
         if seen.range(range.clone()).next().is_some()
@@ -532,19 +532,17 @@ impl Domain {
         {
             return Err("maps memory outside guest RAM");
         }
-        // A range query in the sorted map, not a scan of every pinned table: this runs for
-        // each entry of a new table too.
-        if entry & pte::WRITABLE != 0
-            && self
-                .pv
-                .pinned_tables
-                .range(start..start + size)
-                .next()
-                .is_some()
-        {
+        if entry & pte::WRITABLE != 0 && self.maps_a_pinned_table(start..start + size) {
             return Err("maps a pinned page table writable");
         }
         Ok(())
+    }
+
+    /// Does the guest-physical `range` a leaf maps hold a pinned table? A range query in the
+    /// sorted map, not a scan of every pinned table: it runs for each leaf of a table that
+    /// is pinned or linked.
+    fn maps_a_pinned_table(&self, range: core::ops::Range<u64>) -> bool {
+        self.pv.pinned_tables.range(range).next().is_some()
     }
 }
 
