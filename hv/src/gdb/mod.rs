@@ -327,13 +327,21 @@ pub fn hide_breakpoints(debugger: &Debugger, id: u16, body: &mut Body) {
     let mut bytes = [0u8; 15];
     let length = event.insn.as_slice().len();
     bytes[..length].copy_from_slice(event.insn.as_slice());
-    for breakpoint in &debugger.target.software_breakpoints {
-        let offset = breakpoint.address.wrapping_sub(rip);
-        if offset < length as u64 {
-            bytes[offset as usize] = breakpoint.original;
+    debugger.target.hide_int3s(rip, &mut bytes[..length]);
+    event.insn = InstructionBytes::new(&bytes[..length]);
+}
+
+impl Debuggee {
+    /// `data`, the guest's memory from `start`, with the bytes gdb's `int3`s replaced put
+    /// back: what gdb reads (`read_addrs`) and the trace shows (`hide_breakpoints`).
+    fn hide_int3s(&self, start: u64, data: &mut [u8]) {
+        for breakpoint in &self.software_breakpoints {
+            let offset = breakpoint.address.wrapping_sub(start);
+            if let Some(byte) = usize::try_from(offset).ok().and_then(|at| data.get_mut(at)) {
+                *byte = breakpoint.original;
+            }
         }
     }
-    event.insn = InstructionBytes::new(&bytes[..length]);
 }
 
 /// Attach a debugger to the domain gdb was asked for, if gdb is enabled and the system has

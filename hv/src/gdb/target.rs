@@ -127,12 +127,7 @@ impl SingleThreadBase for Debuggee {
             return Err(TargetError::Errno(EFAULT));
         }
         // gdb's own int3s stay out of sight: it sees the bytes they replaced.
-        for breakpoint in &self.software_breakpoints {
-            let offset = breakpoint.address.wrapping_sub(start);
-            if offset < done as u64 {
-                data[offset as usize] = breakpoint.original;
-            }
-        }
+        self.hide_int3s(start, &mut data[..done]);
         Ok(done)
     }
 
