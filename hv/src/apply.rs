@@ -270,6 +270,7 @@ pub fn before_resume(
             inject(domain, event, handler, false, events);
             applied.injected = true;
             applied.resume_at = handler.or(applied.resume_at);
+            domain.vcpu.interrupts.waiting_for_gdb = false;
         }
         Assist::RequestWindow { vector, why } => {
             let mut changes = Vec::new();
@@ -282,7 +283,48 @@ pub fn before_resume(
                 changes,
             }));
         }
+        Assist::HeldForStep(vector) => {
+            // A window asked for earlier (IF was 0) would bring a VINTR exit before the
+            // stepped instruction, at every step: withdrawn until gdb lets the guest run.
+            let mut changes = Vec::new();
+            if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::IRQ != 0 {
+                set_interrupt_window(domain, None, &mut changes);
+            }
+            domain.vcpu.interrupts.waiting_for_gdb = true;
+            events.push(Body::Emulate(Emulate {
+                what: Cow::Owned(format!(
+                    "interrupt {vector:#x} is pending but gdb is single-stepping the guest: it waits until gdb lets the guest run, so that the step goes to the next instruction (QEMU's gdb stub and KVM hold interrupts during a step too)"
+                )),
+                arguments: Arguments::default(),
+                changes,
+            }));
+        }
     }
+}
+
+/// gdb let a vCPU it was stepping run (`continue`, or a detach) after an interrupt waited
+/// for its steps at this vCPU's last resume ([`Assist::HeldForStep`]): the interrupt asks for
+/// its window, so that the CPU exits (VINTR) as soon as the guest can take it and it is
+/// injected there, as any other that waited. Called by the run loop before VMRUN while gdb
+/// is attached; the event that says so, when there was one to ask for.
+pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
+    let interrupts = &mut domain.vcpu.interrupts;
+    if interrupts.held_for_step || !core::mem::take(&mut interrupts.waiting_for_gdb) {
+        return None;
+    }
+    let vector = match interrupts::assist(domain) {
+        Assist::Inject(vector) | Assist::RequestWindow { vector, .. } => vector,
+        Assist::Nothing | Assist::HeldForStep(_) => return None,
+    };
+    let mut changes = Vec::new();
+    set_interrupt_window(domain, Some(vector), &mut changes);
+    Some(Body::Emulate(Emulate {
+        what: Cow::Owned(format!(
+            "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
+        )),
+        arguments: Arguments::default(),
+        changes,
+    }))
 }
 
 /// Once a trap's events are recorded: they go, and the buffer their `emulate` noted its
@@ -2107,5 +2149,85 @@ mod tests {
         test.domain.vcpu.vmcb.control.virtual_interrupt = interrupts::window_request(0, Some(0x20));
         let run = test.run(test.exit(ExitReason::Pause));
         assert_eq!(run.kinds(), ["decide", "emulate"]);
+    }
+
+    #[test]
+    fn while_gdb_steps_an_interrupt_the_guest_could_take_waits_and_says_why() {
+        // IF = 1 and no shadow: without the hold it is injected (above).
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        test.domain.vcpu.interrupts.held_for_step = true;
+        let run = test.run(test.exit(ExitReason::Pause));
+        assert_eq!(run.kinds(), ["decide", "emulate", "emulate"]);
+        let Some(Body::Emulate(held)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(
+            held.what
+                .contains("gdb is single-stepping the guest: it waits")
+        );
+        assert!(held.changes.is_empty(), "no window was asked for");
+        assert!(!test.domain.vcpu.vmcb.injecting());
+        assert_eq!(
+            test.domain.vcpu.interrupts.pending,
+            Some(0x20),
+            "still pending"
+        );
+    }
+
+    #[test]
+    fn while_gdb_steps_a_window_asked_for_earlier_is_withdrawn() {
+        // IF was 0 at an earlier exit: V_IRQ and the VINTR intercept are set. Left there, the
+        // CPU would exit (VINTR) before each stepped instruction once IF is 1.
+        let mut test = pending_at_a_pause();
+        test.domain.vcpu.vmcb.control.virtual_interrupt = interrupts::window_request(0, Some(0x20));
+        test.domain.vcpu.vmcb.control.intercept_misc1 |= misc1::VINTR;
+        test.domain.vcpu.interrupts.held_for_step = true;
+        let run = test.run(test.exit(ExitReason::Pause));
+        let Some(Body::Emulate(held)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(held.what.contains("gdb is single-stepping the guest"));
+        assert_eq!(held.changes.len(), 1, "v_intr");
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(control.virtual_interrupt & v_intr::IRQ, 0);
+        assert_eq!(control.intercept_misc1 & misc1::VINTR, 0);
+    }
+
+    #[test]
+    fn when_gdb_lets_the_guest_run_a_held_interrupt_asks_for_its_window() {
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        test.domain.vcpu.interrupts.held_for_step = true;
+        test.run(test.exit(ExitReason::Pause));
+        assert!(test.domain.vcpu.interrupts.waiting_for_gdb);
+        assert!(
+            end_hold_for_step(&mut test.domain).is_none(),
+            "still stepping: it waits"
+        );
+        test.domain.vcpu.interrupts.held_for_step = false; // gdb: `continue`
+        let Some(Body::Emulate(release)) = end_hold_for_step(&mut test.domain) else {
+            panic!("an interrupt waited: its window is asked for")
+        };
+        assert!(release.what.contains("held while gdb stepped"));
+        assert!(end_hold_for_step(&mut test.domain).is_none(), "once");
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.virtual_interrupt & v_intr::IRQ, 0);
+        assert_ne!(control.intercept_misc1 & misc1::VINTR, 0);
+        // The CPU exits at once (IF = 1): the VINTR exit injects it.
+        test.vmrun();
+        let vintr = test.run(test.exit(ExitReason::Vintr));
+        assert_eq!(vintr.injected().vector, 0x20);
+    }
+
+    #[test]
+    fn when_gdb_lets_the_guest_run_after_a_resume_that_held_nothing_nothing_is_asked() {
+        // gdb continued from a stop at an exit it had not decided yet (`monitor catch`): the
+        // exit's own resume, after the `continue`, offered the interrupt as usual.
+        let mut test = pending_at_a_pause();
+        test.interrupts_on();
+        test.run(test.exit(ExitReason::Pause));
+        assert!(test.domain.vcpu.vmcb.injecting(), "injected at that resume");
+        assert!(end_hold_for_step(&mut test.domain).is_none());
     }
 }

@@ -544,11 +544,19 @@ fn run_vcpu(
     // Who reads a decision's events: the trace, and gdb's `monitor traps`.
     let recording = trace::enabled() || matches!(running, Running::Debugged(_));
     loop {
-        // gdb may hold the guest stopped here (`gdb/mod.rs`).
-        if let Some(debugger) = running.debugger_of(id)
-            && let Some(end) = gdb::before_entry(debugger)
-        {
-            return Off::Ended(end);
+        // gdb may hold the guest stopped here (`gdb/mod.rs`). Once it lets the guest run, an
+        // interrupt that waited for its steps asks for its window.
+        if let Some(debugger) = running.debugger_of(id) {
+            if let Some(end) = gdb::before_entry(debugger) {
+                return Off::Ended(end);
+            }
+            let released = debugger
+                .system()
+                .domain_mut(id)
+                .and_then(apply::end_hold_for_step);
+            if let Some(body) = released {
+                running.record(Some(id), &body);
+            }
         }
         // The guest goes on now: the last trap's resume (see `OwedResume`). The host may
         // hold the hypervisor at it, and gdb is answered meanwhile (a Ctrl-C, a kill): gdb's

@@ -430,6 +430,82 @@ fn stepi_across_ud2_lands_on_the_handlers_first_instruction() {
     );
 }
 
+/// A step goes to the next instruction, not into an interrupt handler: while gdb steps, the
+/// guest's interrupts wait (as QEMU's gdb stub and KVM's `KVM_GUESTDBG_BLOCKIRQ` hold them),
+/// and once gdb lets the guest run, one that waited is delivered. `timer-spin` stops at
+/// `sti; nop; nop; nop; out 0x80, al; nop` with its timer's interrupt waiting: before, the
+/// step after STI's shadow ended in the guest's interrupt entry stub.
+#[test]
+fn stepi_with_a_timer_interrupt_waiting_goes_to_the_next_instruction_and_continue_delivers_it() {
+    let lab = Lab::start_with(&["--guest", "timer-spin", "--json"]);
+    let mut commands = vec![
+        "break timer_spin::open_window",
+        "continue",
+        "delete",
+        "x/i $pc",
+        "set $first = $pc",
+    ];
+    let steps: Vec<String> = (1..=4)
+        .map(|step| format!("stepi\nprintf \"step {step} at +%d\\n\", $pc - $first"))
+        .collect();
+    commands.extend(steps.iter().map(String::as_str));
+    commands.push("continue");
+    let output = lab.gdb(&commands);
+    assert!(output.contains("sti"), "stopped at the STI");
+    // Where each instruction after the STI begins: three NOPs, the OUT (two bytes), a NOP.
+    let boundaries = [1, 2, 3, 4, 6];
+    // The first step runs STI and, under QEMU 7.2's TCG, the NOP after it as well: TCG
+    // blocked the single-step trap after STI (fixed in QEMU 9.2.4 and 10.0.1, "target/i386:
+    // do not block singlestep for STI"). A CPU stops after the STI.
+    let tcg_ran_one_more = output.contains("step 1 at +2\n");
+    let expected = &boundaries[usize::from(tcg_ran_one_more)..][..4];
+    for (step, offset) in (1..=4).zip(expected) {
+        assert!(
+            output.contains(&format!("step {step} at +{offset}\n")),
+            "step {step} went to the next instruction (+{offset}), not into the interrupt handler"
+        );
+    }
+    assert!(
+        output.contains("exited normally"),
+        "the guest's 20 ticks came"
+    );
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0);
+    let events = Lab::events(&trace);
+    let says = |wanted: &str| {
+        events.iter().position(|event| match &event.body {
+            traplab_abi::event::Body::Emulate(emulate) => emulate.what.contains(wanted),
+            traplab_abi::event::Body::Decide(decide) => decide.why.contains(wanted),
+            _ => false,
+        })
+    };
+    if tcg_ran_one_more {
+        assert!(
+            says("QEMU's TCG holds the single-step trap after STI back for one instruction")
+                .is_some(),
+            "the stop after the STI says that TCG ran one instruction more"
+        );
+    }
+    assert!(
+        says("interrupt 0x20 is pending but gdb is single-stepping the guest").is_some(),
+        "the trace says why the tick waited"
+    );
+    if expected.last() == Some(&6) {
+        // The last step was over the OUT, which the hypervisor completes: gdb stopped after
+        // the exit was handled, and its `continue` came after the resume was prepared. The
+        // tick asks for its window then, and the VINTR exit injects it.
+        let released = says("gdb lets the guest run: interrupt 0x20, held while gdb stepped")
+            .expect("the tick that waited asked for its window once gdb let the guest run");
+        assert!(
+            events[released..].iter().any(|event| matches!(
+                &event.body,
+                traplab_abi::event::Body::Inject(inject) if inject.vector == 0x20
+            )),
+            "and was injected"
+        );
+    }
+}
+
 /// A trap's `resume` is recorded as the guest goes on, after gdb's last stop: the registers
 /// gdb set while it held the guest after a step are the ones the resume shows. (It was
 /// recorded before that stop, with the values the guest never resumed with.)

@@ -64,6 +64,12 @@ pub struct VirtualInterrupts {
     pub timer: Option<VirtualTimer>,
     /// An interrupt vector waiting for the guest to take it.
     pub pending: Option<u8>,
+    /// gdb is single-stepping this vCPU: maskable interrupts wait until gdb lets it run, so
+    /// that a step goes to the next instruction, not into a handler (`gdb/mod.rs`).
+    pub held_for_step: bool,
+    /// One waited at the last resume because of that: once gdb lets the vCPU run, it asks for
+    /// its window (`apply::end_hold_for_step`).
+    pub waiting_for_gdb: bool,
 }
 
 /// What [`VirtualInterrupts::poll`] found.
@@ -115,6 +121,7 @@ impl VirtualInterrupts {
         let next = VirtualInterrupts {
             timer: timer_after,
             pending: Some(timer.vector),
+            ..*self
         };
         match self.pending {
             Some(_) => (TimerPoll::Merged(timer.vector), next),
@@ -272,6 +279,9 @@ pub enum Assist {
     Inject(u8),
     /// The guest cannot take it now, for this reason: set V_IRQ and intercept VINTR.
     RequestWindow { vector: u8, why: &'static str },
+    /// gdb is single-stepping the vCPU: it waits, and no window is asked for (the VINTR
+    /// exit would come before every step's instruction).
+    HeldForStep(u8),
 }
 
 /// Can the pending interrupt be delivered before this VMRUN? (The run loop asks after every
@@ -282,6 +292,14 @@ pub fn assist(domain: &Domain) -> Assist {
     let Some(vector) = domain.pending_interrupt() else {
         return Assist::Nothing;
     };
+    // A debugger's step is one instruction of the guest's, not a detour through whatever
+    // handler an interrupt would enter first: QEMU's own gdb stub masks interrupts while it
+    // steps (`SSTEP_NOIRQ`), and so does KVM with `KVM_GUESTDBG_BLOCKIRQ`. Without it, a
+    // step over the instruction after a breakpoint could enter a timer's handler, return to
+    // the breakpoint, and never get past it. (NMIs are not held, as KVM does not hold them.)
+    if domain.vcpu.interrupts.held_for_step {
+        return Assist::HeldForStep(vector);
+    }
     let vmcb = &domain.vcpu.vmcb;
     // A `pin_page_table` under way (`page_tables.rs`) is one instruction, the VMMCALL it
     // runs again: as a CPU takes an interrupt only between instructions, the interrupt
@@ -359,6 +377,8 @@ mod tests {
         VirtualInterrupts {
             timer: Some(TIMER),
             pending,
+            held_for_step: false,
+            waiting_for_gdb: false,
         }
     }
 
@@ -397,6 +417,8 @@ mod tests {
                 ..TIMER
             }),
             pending: None,
+            held_for_step: false,
+            waiting_for_gdb: false,
         };
         let (poll, next) = once.poll(5_000);
         assert_eq!(poll, TimerPoll::Pending(0x20));

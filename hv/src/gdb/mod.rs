@@ -66,6 +66,10 @@
 //! hypervisor then sets NX on every guest page in the nested page tables for one VMRUN, and
 //! the first instruction fetch after the delivery exits (NPF) — a "fetch trap". An exit
 //! the hypervisor emulates (CPUID, OUT, a bounce, …) completes the step by itself.
+//! While gdb steps, the guest's maskable interrupts wait (`interrupts::assist`), as QEMU's
+//! own gdb stub and KVM hold them: a step goes to the next instruction, not into the handler
+//! of a tick that came due meanwhile. Once gdb lets the guest run, one that waited is
+//! delivered as soon as the guest can take it (`apply::end_hold_for_step`).
 //!
 //! gdb's `int3`s are told apart from the guest's own by address; gdb's hardware
 //! breakpoints take debug-register slots from DR3 down that the guest has not enabled.
@@ -181,6 +185,10 @@ enum FlagsAccess {
     Pushes,
     /// POPF, IRET: RFLAGS is what they loaded, the guest's TF among them: ours is gone.
     Loads,
+    /// STI: it sets IF. A CPU raises the step's #DB right after it, but QEMU 7.2's TCG holds
+    /// the trap back for one more instruction, as only MOV SS and POP SS may (fixed in QEMU
+    /// 9.2.4 and 10.0.1, "target/i386: do not block singlestep for STI"): the stop says so.
+    SetsInterruptFlag,
 }
 
 /// What the instruction at the guest's RIP does with RFLAGS (`Neither` when it cannot be
@@ -195,6 +203,7 @@ fn flags_access(domain: &Domain) -> FlagsAccess {
     {
         Some(Pushf | Pushfd | Pushfq) => FlagsAccess::Pushes,
         Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => FlagsAccess::Loads,
+        Some(Sti) => FlagsAccess::SetsInterruptFlag,
         _ => FlagsAccess::Neither,
     }
 }
@@ -596,12 +605,28 @@ fn own_stop(
                 None => StopReason::DoneStep,
             };
             // gdb's bits come out of DR6: the guest's #DB handler never sees them.
-            let decision = decide!(
+            let mut decision = decide!(
                 Action::Emulate,
                 "a #DB caused by gdb ({}): the hypervisor stops the guest for gdb; the guest never sees it",
                 describe(&reason)
             )
             .with(Effect::DebugRegister(6, dr6 & !owned_bits));
+            if let Some(SingleStep {
+                start_rip,
+                armed:
+                    Armed::TrapFlag {
+                        flags: FlagsAccess::SetsInterruptFlag,
+                        ..
+                    },
+            }) = step
+                && rip != start_rip.wrapping_add(1)
+            {
+                decision.why = alloc::format!(
+                    "{}; the step ran the STI at {start_rip:#x} and the instruction after it: QEMU's TCG holds the single-step trap after STI back for one instruction (a CPU raises it right after the STI; fixed in QEMU 9.2.4 and 10.0.1)",
+                    decision.why
+                )
+                .into();
+            }
             Some((reason, decision))
         }
         ExitReason::Exception { vector: 3, .. } | ExitReason::SoftwareInterrupt => {
@@ -928,12 +953,16 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
 }
 
 /// gdb let the guest go: a step starts from here, or none at all. (A step that Ctrl-C
-/// stopped before it ended must not turn the next `continue` into a step.)
+/// stopped before it ended must not turn the next `continue` into a step.) While gdb steps,
+/// the guest's interrupts wait (`interrupts::assist`); once it lets the guest run, the run
+/// loop asks for the window of one that waited (`apply::end_hold_for_step`).
 fn let_go(debugger: &mut Debugger) {
-    debugger.target.step = (debugger.target.resume == Resume::Step).then(|| SingleStep {
+    let stepping = debugger.target.resume == Resume::Step;
+    debugger.target.step = stepping.then(|| SingleStep {
         start_rip: debugger.target.domain().vcpu.vmcb.save.rip,
         armed: Armed::No,
     });
+    debugger.target.domain_mut().vcpu.interrupts.held_for_step = stepping;
 }
 
 /// The session is over (gdb detached or went away, or the protocol broke): take out
@@ -947,6 +976,7 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     target.catch = None;
     target.step = None;
     target.resume = Resume::Continue;
+    target.domain_mut().vcpu.interrupts.held_for_step = false;
     let on_cpu = target.on_cpu;
     for breakpoint in &breakpoints {
         breakpoint.take_out(target.domain_mut());
