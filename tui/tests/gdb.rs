@@ -1061,6 +1061,60 @@ fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
     }
 }
 
+/// gdb's hardware breakpoint on the instruction where the guest's own single step traps
+/// (the `debug` lab's first #DB: `popf` sets TF, the NOP after it runs, #DB with DR6.BS):
+/// QEMU's TCG reports gdb's slot and the guest's BS in one #DB. gdb stops, and when it lets
+/// the guest go the guest's own #DB is delivered, with only BS in DR6, as without gdb.
+/// Before, the guest's #DB was dropped with gdb's: its TF still set, it trapped one
+/// instruction later, and its handler reported the wrong place.
+#[test]
+fn a_guest_single_step_that_traps_with_gdb_s_breakpoint_still_reaches_the_guest() {
+    let lab = Lab::start_with(&["debug", "--json"]);
+    let output = lab.gdb(&[
+        // `popf; nop`: the guest's step traps at the instruction after the NOP.
+        "find /b 0x200000, +0x10000, 0x9d, 0x90",
+        "set $target = $_ + 2",
+        "printf \"target %#x\\n\", $target",
+        "hbreak *$target",
+        "continue",
+        "printf \"stopped %d bytes from the guest's step\\n\", $pc - $target",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("stopped 0 bytes from the guest's step"),
+        "gdb's hardware breakpoint stopped the guest"
+    );
+    assert!(
+        output.contains("exited normally"),
+        "the guest ran to its end"
+    );
+    let target = output
+        .lines()
+        .find_map(|line| line.strip_prefix("target "))
+        .expect("gdb printed the target")
+        .to_string();
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0);
+    let events = Lab::events(&trace);
+    let wanted = format!("#DB single step, now at {target}:");
+    assert!(
+        events.iter().any(|event| matches!(
+            &event.body,
+            traplab_abi::event::Body::Console(console) if console.text.starts_with(&wanted)
+        )),
+        "the guest's own #DB handler saw its step trap at {target}"
+    );
+    assert!(
+        events.iter().any(|event| matches!(
+            &event.body,
+            traplab_abi::event::Body::Decide(decide)
+                if decide.why.contains("a #DB caused by gdb (a hardware breakpoint) and by the guest itself")
+        )),
+        "the decision says both"
+    );
+}
+
 /// Two domains side by side, gdb on d2: `monitor domains` lists d1 (blocked waiting for the
 /// store node d2 will write, or still runnable on a slow machine) and, once d2 has allocated
 /// its port (stopped where it is about to publish it), shows the port unbound, for d1.

@@ -72,7 +72,9 @@
 //! delivered as soon as the guest can take it (`apply::end_hold_for_step`).
 //!
 //! gdb's `int3`s are told apart from the guest's own by address; gdb's hardware
-//! breakpoints take debug-register slots from DR3 down that the guest has not enabled.
+//! breakpoints take debug-register slots from DR3 down that the guest has not enabled. When
+//! one of gdb's slots fires in the same #DB as a cause of the guest's own (its TF, a slot it
+//! enabled), gdb stops, and the guest's #DB is then delivered with the guest's bits alone.
 
 mod arch;
 mod monitor;
@@ -96,7 +98,7 @@ use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
 use traplab_hv::delivery::DR6_SINGLE_STEP;
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
-use traplab_hv::{Decision, Domain, DomainEnd, Exit, System, decide};
+use traplab_hv::{Decision, Domain, DomainEnd, Exit, Guest, System, decide};
 
 pub use monitor::note_decision;
 
@@ -604,6 +606,16 @@ fn own_stop(
                 Some(_) => StopReason::HwBreak(()),
                 None => StopReason::DoneStep,
             };
+            // The guest's own causes came with gdb's slot (its breakpoint on the same
+            // instruction, its TF): gdb stops, and then the guest's #DB is delivered as it
+            // would be without gdb, its handler seeing only its own bits in DR6.
+            let guest_step = dr6 & DR6_SINGLE_STEP != 0 && !gdb_s_step;
+            if slot.is_some() && (guest_breakpoints || guest_step) {
+                let gdb_bits =
+                    owned_bits & !DR6_SINGLE_STEP | if gdb_s_step { DR6_SINGLE_STEP } else { 0 };
+                let decision = with_the_guests_own(debugger, exit, &reason, dr6 & !gdb_bits)?;
+                return Some((reason, decision));
+            }
             // gdb's bits come out of DR6: the guest's #DB handler never sees them.
             let mut decision = decide!(
                 Action::Emulate,
@@ -664,6 +676,33 @@ fn own_stop(
         }
         _ => None,
     }
+}
+
+/// A #DB that gdb's slot and the guest's own causes raised together: the decision on the
+/// guest's #DB (reflected, or bounced to its trap table, as without gdb), with the guest's
+/// bits alone in DR6 (`guest_dr6`), taken at gdb's stop. `None` if the domain is gone.
+fn with_the_guests_own(
+    debugger: &mut Debugger,
+    exit: &Exit,
+    reason: &StopReason,
+    guest_dr6: u64,
+) -> Option<Decision> {
+    let id = debugger.domain_id();
+    debugger.target.domain_mut().vcpu.vmcb.save.dr6 = guest_dr6;
+    let (domain, others) = debugger.target.system.split(id)?;
+    let guest = Guest {
+        domain,
+        others,
+        machine: &Hardware,
+    };
+    let mut decision = traplab_hv::exit::handle(exit, &guest);
+    decision.why = alloc::format!(
+        "a #DB caused by gdb ({}) and by the guest itself: the hypervisor stops the guest for gdb, then goes on with the guest's own #DB (DR6 {guest_dr6:#x}, without gdb's bits): {}",
+        describe(reason),
+        decision.why
+    )
+    .into();
+    Some(decision)
 }
 
 fn describe(reason: &StopReason) -> &'static str {
