@@ -592,18 +592,22 @@ impl Step<'_, '_> {
                 self.domain.devices.lapic.tpr = priority << 4;
                 self.task_priority(priority);
             }
+            // The guest's view (`Vcpu::guest_dr7`): in a slot lent to gdb, the CPU keeps gdb's
+            // address and bits.
             Effect::DebugRegister(number, value) => {
                 let old = match number {
                     0..=3 => {
-                        let old =
-                            core::mem::replace(&mut vcpu.debug_registers[number as usize], value);
-                        self.machine.load_breakpoint_address(number, value);
+                        let slot = number as usize;
+                        let old = core::mem::replace(&mut vcpu.debug_registers[slot], value);
+                        self.machine
+                            .load_breakpoint_address(number, vcpu.cpu_breakpoint_address(slot));
                         old
                     }
                     6 => core::mem::replace(&mut vcpu.vmcb.save.dr6, value),
                     _ => {
-                        let old = core::mem::replace(&mut vcpu.vmcb.save.dr7, value);
-                        self.machine.load_dr7(value);
+                        let old = vcpu.guest_dr7();
+                        vcpu.set_guest_dr7(value);
+                        self.machine.load_dr7(vcpu.vmcb.save.dr7);
                         old
                     }
                 };

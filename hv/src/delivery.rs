@@ -183,10 +183,13 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
         return 0;
     }
     let access = u64::from(port)..u64::from(port) + u64::from(size);
+    // The guest's own slots: in one lent to gdb (never an I/O breakpoint), the guest's bits
+    // and its address, since the hypervisor checks them, not the CPU.
+    let dr7 = guest.vcpu.guest_dr7();
     (0..4)
-        .filter(|slot| {
-            let enabled = (save.dr7 >> (2 * slot)) & 0b11 != 0;
-            let control = save.dr7 >> (16 + 4 * slot);
+        .filter(|&slot| {
+            let enabled = (dr7 >> (2 * slot)) & 0b11 != 0;
+            let control = dr7 >> (16 + 4 * slot);
             let length = match (control >> 2) & 0b11 {
                 0b00 => 1,
                 0b01 => 2,
@@ -194,8 +197,12 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
                 _ => 4,
             };
             // The CPU's DRn, the running guest's: its own MOV to DRn went there (`Machine::
-            // breakpoint_address`).
-            let start = guest.machine.breakpoint_address(*slot as u8) & 0xffff & !(length - 1);
+            // breakpoint_address`); in a lent slot the guest's MOV was intercepted, and kept.
+            let address = match guest.vcpu.lent_slots[slot] {
+                Some(_) => guest.vcpu.debug_registers[slot],
+                None => guest.machine.breakpoint_address(slot as u8),
+            };
+            let start = address & 0xffff & !(length - 1);
             enabled && control & 0b11 == 0b10 && start < access.end && access.start < start + length
         })
         .fold(0, |hits, slot| hits | 1 << slot)

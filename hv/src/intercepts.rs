@@ -86,8 +86,7 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     }
     if settings.intercept_dr {
-        // Reads (bits 0–7) and writes (bits 16–23) of DR0–DR7.
-        control.intercept_dr = 0x00ff_00ff;
+        control.intercept_dr = traplab_hv::domain::vcpu::DR_ACCESSES;
     }
     if settings.intercept_rdtsc {
         control.intercept_misc1 |= misc1::RDTSC;

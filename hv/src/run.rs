@@ -487,8 +487,8 @@ fn switch_in(
     if previous != Some(id) {
         // DR0–DR3, XCR0 and the x87/SSE state are not in the VMCB: the CPU's are the
         // running guest's (`exit/dr.rs`, `exit/xsetbv.rs`, `svm/fpu.rs`).
-        for (slot, &address) in domain.vcpu.debug_registers.iter().enumerate() {
-            machine.load_breakpoint_address(slot as u8, address);
+        for slot in 0..4 {
+            machine.load_breakpoint_address(slot as u8, domain.vcpu.cpu_breakpoint_address(slot));
         }
         machine.load_dr7(domain.vcpu.vmcb.save.dr7);
         if domain.vcpu.xcr0 != loaded_xcr0 {
@@ -790,22 +790,18 @@ fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
 
 /// Vcpu `id` leaves the CPU: its DR0–DR3 as the CPU holds them go into its copies, which
 /// the next switch to it loads again. Its own MOV to DRn reached the CPU (DR accesses are
-/// intercepted only with the setting `intercept-dr`): a copy kept only at intercepted MOVs
-/// would load a stale address over the guest's breakpoint. Not gdb's address in a slot gdb
-/// holds (`gdb::Debugger::held_address`): the copy is the guest's there, unless the guest
-/// wrote the register since.
+/// intercepted only with the setting `intercept-dr`, or while gdb holds a slot): a copy kept
+/// only at intercepted MOVs would load a stale address over the guest's breakpoint. Not in a
+/// slot lent to gdb, where the CPU has gdb's address and the copy is the guest's
+/// (`Vcpu::lent_slots`).
 fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
-    let held: [Option<u64>; 4] = core::array::from_fn(|slot| match running {
-        Running::Debugged(debugger) => debugger.held_address(id, slot),
-        Running::Alone(_) => None,
-    });
     let Some(domain) = running.system().domain_mut(id) else {
         return;
     };
-    for (slot, copy) in domain.vcpu.debug_registers.iter_mut().enumerate() {
-        let register = machine.breakpoint_address(slot as u8);
-        if held[slot] != Some(register) {
-            *copy = register;
+    let vcpu = &mut domain.vcpu;
+    for slot in 0..4 {
+        if vcpu.lent_slots[slot].is_none() {
+            vcpu.debug_registers[slot] = machine.breakpoint_address(slot as u8);
         }
     }
 }

@@ -1115,6 +1115,52 @@ fn a_guest_single_step_that_traps_with_gdb_s_breakpoint_still_reaches_the_guest(
     );
 }
 
+/// gdb's hardware breakpoint survives the guest's own writes to DR7: the `debug` lab's #DB
+/// handler clears DR7 after its breakpoint 0, before its ICEBP. While gdb holds a slot, the
+/// guest's MOVs to and from the debug registers are intercepted and kept apart from gdb's
+/// (`Vcpu::lent_slots`): before, the guest's MOV took gdb's breakpoint away.
+#[test]
+fn gdb_s_hardware_breakpoint_survives_the_guest_clearing_dr7() {
+    let lab = Lab::start_with(&["debug", "--json"]);
+    let output = lab.gdb(&[
+        // The ICEBP (f1), then the `mov edi, …` of the next line's text.
+        "find /b 0x200000, +0x10000, 0xf1, 0xbf",
+        "set $icebp = $_",
+        "hbreak *$icebp",
+        "continue",
+        "printf \"stopped %d bytes from the ICEBP\\n\", $pc - $icebp",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("stopped 0 bytes from the ICEBP"),
+        "gdb's hardware breakpoint still fired after the guest wrote DR7 = 0"
+    );
+    assert!(
+        output.contains("exited normally"),
+        "the guest ran to its end"
+    );
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0);
+    let events = Lab::events(&trace);
+    assert!(
+        events.iter().any(|event| matches!(
+            &event.body,
+            traplab_abi::event::Body::Decide(decide) if decide.why.starts_with("MOV DR7, 0x0")
+        )),
+        "the guest's MOV to DR7 was intercepted while gdb held a slot"
+    );
+    let catalogue = traplab_labs::find("debug")
+        .expect("the catalogue")
+        .expect("the lab");
+    let symbols =
+        traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0]))
+            .expect("symbols");
+    if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, &events, &symbols) {
+        panic!("debug with gdb's hardware breakpoint: {mismatch}");
+    }
+}
+
 /// Two domains side by side, gdb on d2: `monitor domains` lists d1 (blocked waiting for the
 /// store node d2 will write, or still runnable on a slow machine) and, once d2 has allocated
 /// its port (stopped where it is about to publish it), shows the port unbound, for d1.

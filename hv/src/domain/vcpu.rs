@@ -165,6 +165,33 @@ pub struct NmiWindow {
     pub stepped: bool,
 }
 
+/// A debug-register slot lent to a debugger (gdb's hardware breakpoint or watchpoint,
+/// `gdb/target.rs`): the CPU's DRn and the slot's bits of DR7 are the debugger's, and the
+/// guest keeps its own view of both, which its MOVs to and from the debug registers read and
+/// write: while a slot is lent they are intercepted (`exit/dr.rs`), as KVM intercepts them
+/// while a host debugger uses the debug registers. So a guest that clears DR7 does not take
+/// gdb's breakpoint away, nor does it read gdb's bits. (A breakpoint the guest enables in a
+/// lent slot does not fire until gdb gives the slot back: the CPU has only four.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LentSlot {
+    /// The debugger's address, in the CPU's DRn.
+    pub address: u64,
+    /// The debugger's bits of DR7 for the slot: its enable, R/W and LEN.
+    pub dr7_bits: u64,
+    /// The guest's bits of DR7 for the slot, as it last wrote them.
+    pub guest_dr7_bits: u64,
+}
+
+/// All of DR7's bits for slot `n`: its enables (L`n`, G`n`, bits 2n and 2n+1) and its
+/// condition (R/W`n` and LEN`n`, bits 16+4n to 19+4n) (AMD APM vol. 2, 13.1.1.5).
+pub fn dr7_slot_mask(slot: usize) -> u64 {
+    (0b11 << (2 * slot)) | (0b1111 << (16 + 4 * slot))
+}
+
+/// The debug-register intercepts while a slot is lent: reads (bits 0–7) and writes (bits
+/// 16–23) of DR0–DR7 (VMCB +0x004, AMD APM vol. 2, 15.9), as the setting `intercept-dr` sets.
+pub const DR_ACCESSES: u32 = 0x00ff_00ff;
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// The VMCB (page-aligned; its address is the physical address VMRUN takes).
@@ -173,6 +200,8 @@ pub struct Vcpu {
     pub context: Box<GuestContext>,
     /// The guest's DR0–DR3 (VMRUN switches only DR6 and DR7; see `exit/dr.rs`).
     pub debug_registers: [u64; 4],
+    /// The breakpoint slots lent to gdb ([`LentSlot`]).
+    pub lent_slots: [Option<LentSlot>; 4],
     /// Delivered events whose handlers have not returned, innermost last.
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (`exit/iret.rs`); back on after the next exit.
@@ -224,6 +253,7 @@ impl Vcpu {
             vmcb: Vmcb::new_zeroed(),
             context: Box::new(GuestContext::new()),
             debug_registers: [0; 4],
+            lent_slots: [None; 4],
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
             nmi_blocked: false,
@@ -346,6 +376,65 @@ impl Vcpu {
     /// Is the guest in long mode (EFER.LMA)?
     pub fn long_mode(&self) -> bool {
         EferFlags::from_bits_truncate(self.vmcb.save.efer).contains(EferFlags::LONG_MODE_ACTIVE)
+    }
+
+    /// DR7 as the guest sees it: the VMCB's (the CPU's), with the bits of the slots lent to
+    /// a debugger as the guest last wrote them ([`LentSlot`]).
+    pub fn guest_dr7(&self) -> u64 {
+        self.lent_slots.iter().enumerate().fold(
+            self.vmcb.save.dr7,
+            |dr7, (slot, lent)| match lent {
+                Some(lent) => dr7 & !dr7_slot_mask(slot) | lent.guest_dr7_bits,
+                None => dr7,
+            },
+        )
+    }
+
+    /// The guest writes DR7 (`value`, as it sees it): the lent slots' bits are kept as the
+    /// guest's, and the VMCB's DR7 (the CPU's) keeps the debugger's there.
+    pub fn set_guest_dr7(&mut self, value: u64) {
+        let mut cpu = value;
+        for (slot, lent) in self.lent_slots.iter_mut().enumerate() {
+            if let Some(lent) = lent {
+                lent.guest_dr7_bits = value & dr7_slot_mask(slot);
+                cpu = cpu & !dr7_slot_mask(slot) | lent.dr7_bits;
+            }
+        }
+        self.vmcb.save.dr7 = cpu;
+    }
+
+    /// The address for the CPU's DRn: the debugger's in a lent slot, else the guest's.
+    pub fn cpu_breakpoint_address(&self, slot: usize) -> u64 {
+        match self.lent_slots[slot] {
+            Some(lent) => lent.address,
+            None => self.debug_registers[slot],
+        }
+    }
+
+    /// Lend slot `n` to a debugger: its `address` and its `dr7_bits` (enable, R/W, LEN) go
+    /// to the CPU's view, and the guest's DR accesses are intercepted from the next VMRUN.
+    /// (The caller loads the CPU's registers when this vCPU has the CPU.)
+    pub fn lend_slot(&mut self, slot: usize, address: u64, dr7_bits: u64) {
+        let guest_dr7 = self.guest_dr7();
+        self.lent_slots[slot] = Some(LentSlot {
+            address,
+            dr7_bits,
+            guest_dr7_bits: guest_dr7 & dr7_slot_mask(slot),
+        });
+        self.set_guest_dr7(guest_dr7);
+        self.vmcb.control.intercept_dr |= DR_ACCESSES;
+    }
+
+    /// Take slot `n` back from the debugger: the guest's DRn and DR7 bits as it left them
+    /// (its writes meanwhile included). With no slot lent any more, the DR intercepts are
+    /// the lab's own again: `lab_intercepts` (what the setting `intercept-dr` asks for).
+    pub fn take_back_slot(&mut self, slot: usize, lab_intercepts: u32) {
+        let guest_dr7 = self.guest_dr7();
+        self.lent_slots[slot] = None;
+        self.set_guest_dr7(guest_dr7);
+        if self.lent_slots.iter().all(Option::is_none) {
+            self.vmcb.control.intercept_dr = lab_intercepts;
+        }
     }
 
     /// The RIP after an instruction of `length` bytes at RIP: wrapping at 4 GiB in 32-bit

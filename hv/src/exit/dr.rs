@@ -17,6 +17,10 @@
 //! delivers a #DB): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
 //! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
 //! then #DB, then #GP.
+//!
+//! These exits come with the setting `intercept-dr`, and while gdb holds a slot
+//! (`Vcpu::lent_slots`): then the guest reads and writes its own view of DR7 and of the
+//! lent slot's DRn, and the CPU keeps gdb's.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
@@ -45,7 +49,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
             "MOV with DR{number} while CR4.DE is set: DR4 and DR5 are reserved then, the CPU would raise #UD, and so does the hypervisor"
         );
     }
-    let dr7 = guest.vcpu.vmcb.save.dr7;
+    let dr7 = guest.vcpu.guest_dr7();
     if dr7 & DR7_GENERAL_DETECT != 0 {
         let dr6 = (guest.vcpu.vmcb.save.dr6 & !DR6_BREAKPOINTS) | DR6_DEBUG_REGISTER_ACCESS;
         let direction = if write { "to" } else { "from" };
@@ -136,12 +140,13 @@ fn fixed(number: u8, value: u64) -> u64 {
     }
 }
 
-/// The guest's debug register: DR0–DR3 are the hypervisor's copies, DR6 and DR7 the VMCB's.
+/// The guest's debug register: DR0–DR3 are the hypervisor's copies, DR6 and DR7 the VMCB's
+/// (DR7 with the guest's own bits in the slots lent to gdb, `Vcpu::guest_dr7`).
 fn debug_register(guest: &Guest, number: u8) -> u64 {
     match number {
         0..=3 => guest.vcpu.debug_registers[number as usize],
         6 => guest.vcpu.vmcb.save.dr6,
-        _ => guest.vcpu.vmcb.save.dr7,
+        _ => guest.vcpu.guest_dr7(),
     }
 }
 
@@ -361,5 +366,103 @@ mod tests {
         let (event, _, _) = testing::injected(&run.decision);
         assert_eq!(event.vector, 1);
         assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_4ff0);
+    }
+
+    /// gdb's hardware breakpoint at 0x20_5000 in slot 3 (L3, execute, one byte), lent while
+    /// the guest had its own breakpoint at 0x20_1000 in slot 0 (L0) and 0xabc0 in DR3.
+    fn with_a_slot_lent_to_gdb() -> Test {
+        let mut test = Test::long_mode();
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | 1;
+        test.domain.vcpu.debug_registers = [0x20_1000, 0, 0, 0xabc0];
+        test.domain.vcpu.lend_slot(3, 0x20_5000, 1 << 6);
+        test
+    }
+
+    #[test]
+    fn lending_a_slot_to_gdb_gives_the_cpu_gdb_s_bits_and_intercepts_the_guest_s_accesses() {
+        let test = with_a_slot_lent_to_gdb();
+        let vcpu = &test.domain.vcpu;
+        assert_eq!(vcpu.vmcb.save.dr7, 0x400 | 1 | 1 << 6, "the CPU's: both");
+        assert_eq!(vcpu.guest_dr7(), 0x400 | 1, "the guest's: its own");
+        assert_eq!(vcpu.cpu_breakpoint_address(3), 0x20_5000);
+        assert_eq!(
+            vcpu.vmcb.control.intercept_dr,
+            crate::domain::vcpu::DR_ACCESSES
+        );
+    }
+
+    #[test]
+    fn with_a_slot_lent_to_gdb_the_guest_reads_its_own_dr7_and_dr3() {
+        let mut test = with_a_slot_lent_to_gdb();
+        mov(
+            &mut test,
+            &[0x0f, 0x21, 0xf8],
+            ExitReason::DrRead { number: 7 },
+        );
+        assert_eq!(test.gpr(0), 0x400 | 1, "not gdb's L3");
+        mov(
+            &mut test,
+            &[0x0f, 0x21, 0xd8],
+            ExitReason::DrRead { number: 3 },
+        );
+        assert_eq!(test.gpr(0), 0xabc0, "not gdb's address");
+    }
+
+    #[test]
+    fn with_a_slot_lent_to_gdb_the_guest_clearing_dr7_leaves_gdb_s_breakpoint_armed() {
+        // The `debug` lab's handler writes DR7 = 0 after its breakpoint 0.
+        let mut test = with_a_slot_lent_to_gdb();
+        test.set_gpr(0, 0);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        assert_eq!(test.domain.vcpu.guest_dr7(), 0x400, "the guest's: cleared");
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.dr7,
+            0x400 | 1 << 6,
+            "the CPU's: gdb's L3 kept"
+        );
+        assert!(test.machine.calls.contains(&"dr7 = 0x440".to_string()));
+    }
+
+    #[test]
+    fn with_a_slot_lent_to_gdb_the_guest_s_write_to_its_register_waits_for_the_slot() {
+        // `mov dr3, rax`: the guest's copy changes, the CPU keeps gdb's address; when gdb
+        // gives the slot back, the guest has what it wrote, DR3 and its DR7 bits both.
+        let mut test = with_a_slot_lent_to_gdb();
+        test.set_gpr(0, 0x7777);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xd8],
+            ExitReason::DrWrite { number: 3 },
+        );
+        assert_eq!(test.domain.vcpu.debug_registers[3], 0x7777);
+        assert_eq!(test.machine.breakpoints[3], 0x20_5000, "gdb's, in the CPU");
+        test.set_gpr(0, 0x400 | 1 | 1 << 6 | 0b01 << 28);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        let vcpu = &mut test.domain.vcpu;
+        assert_eq!(
+            vcpu.vmcb.save.dr7,
+            0x400 | 1 | 1 << 6,
+            "gdb's slot: gdb's bits"
+        );
+        vcpu.take_back_slot(3, 0);
+        assert_eq!(
+            vcpu.vmcb.save.dr7,
+            0x400 | 1 | 1 << 6 | 0b01 << 28,
+            "the guest's L3 and R/W3"
+        );
+        assert_eq!(vcpu.cpu_breakpoint_address(3), 0x7777);
+        assert_eq!(
+            vcpu.vmcb.control.intercept_dr, 0,
+            "the lab's intercepts again"
+        );
     }
 }

@@ -231,9 +231,6 @@ pub struct Debuggee {
     pub software_breakpoints: Vec<SoftwareBreakpoint>,
     /// DR0–DR3: the slots gdb owns.
     pub hardware_slots: [Option<HardwareSlot>; 4],
-    /// The guest's R/W and LEN bits of each slot in DR7 when gdb took it (its enable bits
-    /// were off): given back with the slot (`target::clear_slot`).
-    pub guest_slot_bits: [u64; 4],
     /// `monitor catch`: stop at an exit of this class before the hypervisor decides.
     pub catch: Option<Break>,
     /// Stopped at an exit the hypervisor has not decided yet (for `monitor decision`).
@@ -288,37 +285,10 @@ impl Debugger {
         self.target.domain().id
     }
 
-    /// The address gdb put in debug-register slot `slot` of domain `id`, if gdb holds it (a
-    /// hardware breakpoint or watchpoint): the CPU's DRn is then gdb's, unless the guest
-    /// wrote it since.
-    pub fn held_address(&self, id: u16, slot: usize) -> Option<u64> {
-        if id != self.domain_id() {
-            return None;
-        }
-        self.target
-            .hardware_slots
-            .get(slot)
-            .copied()
-            .flatten()
-            .map(|held| held.address)
-    }
-
-    /// Domain `id`'s vCPU now has the CPU. If it is the debugged one, its breakpoint slots
-    /// go back into the debug registers, which the other domains' vCPUs used meanwhile.
+    /// Domain `id`'s vCPU now has the CPU (the run loop loaded its debug registers, gdb's
+    /// slots among them: `Vcpu::cpu_breakpoint_address`).
     pub fn switched_to(&mut self, id: u16) {
         self.target.on_cpu = id == self.domain_id();
-        if !self.target.on_cpu {
-            return;
-        }
-        for (slot, owned) in self.target.hardware_slots.iter().enumerate() {
-            if let Some(owned) = owned {
-                traplab_hv::Machine::load_breakpoint_address(
-                    &mut Hardware,
-                    slot as u8,
-                    owned.address,
-                );
-            }
-        }
     }
 }
 
@@ -389,7 +359,6 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
             resume: Resume::Continue,
             software_breakpoints: Vec::new(),
             hardware_slots: [None; 4],
-            guest_slot_bits: [0; 4],
             catch: None,
             before_decision: false,
             on_cpu: false,
@@ -1021,9 +990,8 @@ fn end_session(debugger: &mut Debugger, why: &str) {
         breakpoint.take_out(target.domain_mut());
     }
     for (slot, owned) in slots.iter().enumerate() {
-        if let Some(held) = owned {
-            let guest_bits = target.guest_slot_bits[slot];
-            target::clear_slot(target.domain_mut(), slot, held, on_cpu, guest_bits);
+        if owned.is_some() {
+            target::clear_slot(target.domain_mut(), slot, on_cpu);
         }
     }
     crate::log!("gdb: {why}");

@@ -253,12 +253,7 @@ impl HwWatchpoint for Debuggee {
         // 13.1.1.5). A remote target splits any other range itself, as gdbserver does (gdb
         // sends `Z2,addr,16` whole): aligned pieces, one slot each, all of them or none.
         let pieces = watch_pieces(address, length);
-        let free = (0..4)
-            .filter(|&slot| {
-                self.hardware_slots[slot].is_none()
-                    && self.domain().vcpu.vmcb.save.dr7 & (0b11 << (2 * slot)) == 0
-            })
-            .count();
+        let free = (0..4).filter(|&slot| is_free(self, slot)).count();
         if pieces.is_empty() || pieces.len() > free {
             return Ok(false);
         }
@@ -329,30 +324,29 @@ fn dr7_bits(slot: usize, hardware: &HardwareSlot) -> u64 {
     (1 << (2 * slot)) | (access << (16 + 4 * slot)) | (length << (18 + 4 * slot))
 }
 
-/// All DR7 bits of slot `n`: its enables and its condition.
-fn dr7_mask(slot: usize) -> u64 {
-    (0b11 << (2 * slot)) | (0b1111 << (16 + 4 * slot))
+/// Slot `n` is free for gdb: gdb does not hold it, and the guest has not enabled it.
+fn is_free(debuggee: &Debuggee, slot: usize) -> bool {
+    debuggee.hardware_slots[slot].is_none()
+        && debuggee.domain().vcpu.guest_dr7() & (0b11 << (2 * slot)) == 0
 }
 
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
 fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
-    let dr7 = debuggee.domain().vcpu.vmcb.save.dr7;
-    let free = (0..4)
-        .rev()
-        .find(|&slot| debuggee.hardware_slots[slot].is_none() && dr7 & (0b11 << (2 * slot)) == 0);
-    let Some(slot) = free else { return false };
+    let Some(slot) = (0..4).rev().find(|&slot| is_free(debuggee, slot)) else {
+        return false;
+    };
     debuggee.hardware_slots[slot] = Some(hardware);
-    // What the guest left in the slot comes back with it (`clear_slot`): its R/W and LEN
-    // bits, and its DRn, which its own MOV may have put in the CPU since it was switched in
-    // (DR accesses are not intercepted by default, `run::keep_debug_registers`).
-    debuggee.guest_slot_bits[slot] = dr7 & dr7_mask(slot);
     let on_cpu = debuggee.on_cpu;
+    let vcpu = &mut debuggee.domain_mut().vcpu;
     if on_cpu {
-        debuggee.domain_mut().vcpu.debug_registers[slot] = Hardware.breakpoint_address(slot as u8);
-        Hardware.load_breakpoint_address(slot as u8, hardware.address);
+        // The guest's own MOV may have put its DRn in the CPU since it was switched in (DR
+        // accesses are not intercepted until a slot is lent, `run::keep_debug_registers`).
+        vcpu.debug_registers[slot] = Hardware.breakpoint_address(slot as u8);
     }
-    let dr7 = (dr7 & !dr7_mask(slot)) | dr7_bits(slot, &hardware);
-    load_dr7(debuggee.domain_mut(), dr7, on_cpu);
+    vcpu.lend_slot(slot, hardware.address, dr7_bits(slot, &hardware));
+    if on_cpu {
+        load_slot(vcpu, slot);
+    }
     true
 }
 
@@ -362,52 +356,34 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
     else {
         return false;
     };
-    let Some(held) = debuggee.hardware_slots[slot].take() else {
-        return false;
-    };
+    debuggee.hardware_slots[slot] = None;
     let on_cpu = debuggee.on_cpu;
-    let guest_bits = debuggee.guest_slot_bits[slot];
-    clear_slot(debuggee.domain_mut(), slot, &held, on_cpu, guest_bits);
+    clear_slot(debuggee.domain_mut(), slot, on_cpu);
     true
 }
 
-/// Give slot `n`, which gdb held as `held`, back to the guest: its DR7 bits as they were
-/// when gdb took it (`guest_bits`: R/W and LEN, the slot disabled), and its register the
-/// guest's value. Unless the guest wrote them meanwhile (its MOVs to DR7 and DRn reach the
-/// CPU, not intercepted): what it wrote then stays. `on_cpu`: the domain's vCPU has the
-/// CPU, whose debug registers are then its own.
-pub fn clear_slot(
-    domain: &mut Domain,
-    slot: usize,
-    held: &HardwareSlot,
-    on_cpu: bool,
-    guest_bits: u64,
-) {
-    let dr7 = domain.vcpu.vmcb.save.dr7;
-    let dr7 = match dr7 & dr7_mask(slot) == dr7_bits(slot, held) {
-        true => (dr7 & !dr7_mask(slot)) | guest_bits,
-        false => dr7,
+/// Give slot `n` back to the guest: its DRn and its DR7 bits as it left them, its writes
+/// while gdb held the slot included (`Vcpu::take_back_slot`). `on_cpu`: the domain's vCPU
+/// has the CPU, whose debug registers are then its own.
+pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool) {
+    let lab_intercepts = match crate::settings::get().intercept_dr {
+        true => traplab_hv::domain::vcpu::DR_ACCESSES,
+        false => 0,
     };
+    domain.vcpu.take_back_slot(slot, lab_intercepts);
     if on_cpu {
-        let register = Hardware.breakpoint_address(slot as u8);
-        if register != held.address {
-            domain.vcpu.debug_registers[slot] = register;
-        }
-        Hardware.load_breakpoint_address(slot as u8, domain.vcpu.debug_registers[slot]);
+        load_slot(&domain.vcpu, slot);
     }
-    load_dr7(domain, dr7, on_cpu);
 }
 
-/// The guest's DR7 (in the VMCB), loaded into the CPU as well when its vCPU has the CPU:
-/// under TCG a breakpoint is armed only once a MOV to DR7 has run (`exit/dr.rs`). gdb may
-/// set one while another domain runs (all-stop holds it at that domain's exit): then the
-/// CPU's registers are that domain's, and the run loop loads these when the debugged domain
-/// is switched in (`run.rs`, `switch_in`).
-fn load_dr7(domain: &mut Domain, value: u64, on_cpu: bool) {
-    domain.vcpu.vmcb.save.dr7 = value;
-    if on_cpu {
-        Hardware.load_dr7(value);
-    }
+/// Slot `n` and DR7 as the vCPU's view of the CPU has them, into the CPU (its vCPU has the
+/// CPU): under TCG a breakpoint is armed only once a MOV to DR7 has run (`exit/dr.rs`). gdb
+/// may change a slot while another domain runs (all-stop holds it at that domain's exit):
+/// then the CPU's registers are that domain's, and the run loop loads these when the
+/// debugged domain is switched in (`run.rs`, `switch_in`).
+fn load_slot(vcpu: &traplab_hv::domain::vcpu::Vcpu, slot: usize) {
+    Hardware.load_breakpoint_address(slot as u8, vcpu.cpu_breakpoint_address(slot));
+    Hardware.load_dr7(vcpu.vmcb.save.dr7);
 }
 
 // ---- The x87/SSE state in the FXSAVE image (AMD APM vol. 5, FXSAVE) ---------------------
