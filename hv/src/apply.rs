@@ -642,6 +642,7 @@ impl Step<'_, '_> {
             }
             Effect::FlushTlb => vcpu.vmcb.control.tlb_control = 1,
             Effect::EndInterruptShadow => vcpu.vmcb.control.interrupt_shadow = 0,
+            Effect::BeginInterruptShadow => vcpu.vmcb.control.interrupt_shadow = INTERRUPT_SHADOW,
             Effect::Port(access) => self.port(access)?,
             Effect::Mmio(access) => self.mmio(access),
             Effect::MemoryString(string) => self.memory_string(string)?,

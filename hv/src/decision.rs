@@ -89,6 +89,10 @@ pub enum Effect {
     FlushTlb,
     /// The guest is no longer in an interrupt shadow (HLT ends it).
     EndInterruptShadow,
+    /// The instruction at the new RIP runs before any interrupt: the interrupt shadow of an
+    /// STI that turned interrupts on (AMD APM vol. 3, STI), emulated for a PV kernel. After
+    /// the `Rip`, which ends a shadow.
+    BeginInterruptShadow,
     // ---- Devices and guest memory ---------------------------------------------------------
     /// An I/O port access (`device/mod.rs` routes it).
     Port(PortAccess),

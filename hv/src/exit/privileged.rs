@@ -14,7 +14,7 @@
 //! | HLT                     | waits for an interrupt (`hlt.rs`), on the virtual interrupt flag |
 //! | IN, OUT (not string)    | the guest's ports (`ioio.rs`)                               |
 //! | RDMSR, WRMSR            | the guest's MSRs (`msr.rs`)                                 |
-//! | CLI, STI                | clear or set the kernel's *virtual* interrupt flag          |
+//! | CLI, STI                | clear or set the kernel's *virtual* interrupt flag; an STI that sets it leaves the next instruction in its interrupt shadow, as a CPU's |
 //! | anything else           | the guest's own fault: the #GP is delivered to it           |
 //!
 //! Why CLI/STI need this: at CPL 3 with IOPL 0 they fault, while POPF silently leaves IF
@@ -99,18 +99,20 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
                     .describe("STI; HLT: virtual interrupt flag = 1, the HLT woken at once"),
                 );
             }
-            // With the flag set, a pending interrupt is delivered after this exit
-            // (`apply.rs`): before any other instruction, one instruction earlier than a CPU
-            // would deliver it after STI (a PV kernel's next instruction runs unseen).
-            PrivilegedOp::Done(
-                decide!(
-                    Action::Emulate,
-                    "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF"
-                )
-                .with(Effect::VirtualInterruptFlag(enable))
-                .with(Effect::Rip(next))
-                .describe(format!("{name}: virtual interrupt flag = {}", enable as u8)),
+            let decision = decide!(
+                Action::Emulate,
+                "{context}{name} changes the kernel's virtual interrupt flag, not RFLAGS.IF"
             )
+            .with(Effect::VirtualInterruptFlag(enable))
+            .with(Effect::Rip(next))
+            .describe(format!("{name}: virtual interrupt flag = {}", enable as u8));
+            // An STI that turns the flag on leaves the next instruction in its shadow: an
+            // interrupt pending now is delivered after it, through the window the shadow
+            // makes the hypervisor ask for (`domain/interrupts.rs`), as a CPU would.
+            match enable && !guest.pv.virtual_interrupt_flag {
+                true => PrivilegedOp::Done(decision.with(Effect::BeginInterruptShadow)),
+                false => PrivilegedOp::Done(decision),
+            }
         }
         // EXERCISE pv-privop.1: emulate CLTS (clear the kernel's CR0.TS), as Xen does for its
         // PV kernels' lazy FPU switching.
@@ -341,14 +343,32 @@ mod tests {
     }
 
     #[test]
-    fn a_pv_sti_lets_a_pending_interrupt_in_before_the_next_vmrun() {
-        let mut test = pv_kernel(&[0xfb]);
+    fn a_pv_sti_delivers_a_pending_interrupt_after_the_instruction_in_its_shadow() {
+        // `sti; nop`: a CPU recognises the interrupt only after the NOP (AMD APM vol. 3,
+        // STI). The shadow is set, and the window asked for: the CPU exits (VINTR) once the
+        // NOP has run, and the interrupt is injected there.
+        let mut test = pv_kernel(&[0xfb, 0x90]);
         test.gate(0x20, 0x20_b000);
         test.domain.vcpu.interrupts.pending = Some(0x20);
         let run = general_protection(&mut test);
-        assert_eq!(run.kinds(), ["decide", "emulate", "inject"]);
-        let inject = run.injected();
+        assert_eq!(run.kinds(), ["decide", "emulate", "emulate"]);
+        let Some(traplab_abi::event::Body::Emulate(window)) = run.events.last() else {
+            panic!("{:?}", run.kinds())
+        };
+        assert!(window.what.contains("the guest is in an interrupt shadow"));
+        assert_eq!(test.domain.vcpu.vmcb.control.interrupt_shadow, 1);
+        assert_eq!(test.rip(), ENTRY + 1);
+        test.vmrun();
+        test.domain.vcpu.vmcb.save.rip = ENTRY + 2; // the NOP ran
+        test.domain.vcpu.vmcb.control.interrupt_shadow = 0;
+        let vintr = test.run(test.exit(ExitReason::Vintr));
+        let inject = vintr.injected();
         assert_eq!((inject.vector, inject.kind), (0x20, EventType::Interrupt));
+        // An STI with the flag already on has no shadow (nor does it change anything).
+        let mut test = pv_kernel(&[0xfb, 0x90]);
+        test.domain.pv.virtual_interrupt_flag = true;
+        let run = general_protection(&mut test);
+        assert!(!run.decision.effects.contains(&Effect::BeginInterruptShadow));
     }
 
     #[test]
