@@ -999,6 +999,51 @@ fn ctrl_c_stops_a_guest_that_spins_without_exits_and_kill_ends_it() {
     assert!(trace.contains("spin KILLED: killed from gdb"), "{trace}");
 }
 
+/// Ctrl-C while the guest waits in HLT for its timer, 10 s away, and the hypervisor idles:
+/// the stop comes then, not at the tick (the trace shows no tick before gdb's kill).
+#[test]
+fn ctrl_c_stops_a_guest_halted_until_a_distant_timer() {
+    let lab = Lab::start_with(&["--guest", "long-halt"]);
+    let symbols = traplab_tracer::symbols::Symbols::load(&lab.elf).expect("symbols");
+    let halt = symbols
+        .address_of("long_halt::halt")
+        .expect("the guest's halt function");
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    let set = exchange(&mut socket, &mut pending, &format!("Z0,{halt:x},1"), |_| {
+        true
+    });
+    assert_eq!(set, "OK");
+    // At `halt`, its timer armed.
+    let stop = exchange(&mut socket, &mut pending, "c", |data| {
+        data.starts_with('T') || data.starts_with('S')
+    });
+    assert!(stop.starts_with("T05") || stop.starts_with("S05"), "{stop}");
+    let removed = exchange(&mut socket, &mut pending, &format!("z0,{halt:x},1"), |_| {
+        true
+    });
+    assert_eq!(removed, "OK");
+    // Into the HLT: the hypervisor idles until the timer.
+    socket.write_all(&packet("c")).expect("continue");
+    read_until(&mut socket, "+");
+    socket.write_all(b"\x03").expect("Ctrl-C");
+    // S02: stopped by SIGINT.
+    read_until_within(&mut socket, "$S02", Duration::from_secs(60));
+    socket.write_all(b"+").expect("ack");
+    socket.write_all(&packet("k")).expect("kill");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 137, "the domain was killed from gdb");
+    assert!(
+        trace.contains("long-halt KILLED: killed from gdb"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("HLT") && !trace.contains("the guest's own timer is due"),
+        "stopped in the HLT, before its timer came:\n{trace}"
+    );
+}
+
 /// `--domain 2` debugs the lab's second guest: in the triple-fault lab, d1 dies first and
 /// then d2 (hello) starts, stopped for gdb at its first instruction.
 #[test]
