@@ -135,6 +135,13 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     }
 }
 
+/// Record the events of other domains that a trap caused (`Scheduler::said`), in order.
+fn record_said(running: &mut Running, said: &mut Vec<(u16, Body)>) {
+    for (other, body) in said.drain(..) {
+        running.record(Some(other), &body);
+    }
+}
+
 /// A guest's console line in the hypervisor's log. Apart from [`record_with`]: formatting
 /// needs a large stack frame, which every event paid for on entry (saving and restoring
 /// registers around it) when this was inlined there.
@@ -192,6 +199,11 @@ struct Scheduler {
     /// Domains whose `created` event has been recorded.
     created: Vec<u16>,
     parked: BTreeMap<u16, Parked>,
+    /// Events of other domains a trap caused (keys typed for a blocked domain,
+    /// `wake_on_keys`): recorded once the trap is over (after its `resume`, or after the
+    /// `schedule` that switches its domain out), so that they never come inside another
+    /// domain's events (`tracer/SCHEMA.md`).
+    said: Vec<(u16, Body)>,
 }
 
 /// Run every domain to its end: in turn, or side by side (`start`).
@@ -224,6 +236,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         current: None,
         created: Vec::new(),
         parked: BTreeMap::new(),
+        said: Vec::new(),
     };
     let mut next = schedule::next(&running.system().domains, None);
     // The vCPU a woken one preempted, whose turn the round robin goes on from.
@@ -267,6 +280,7 @@ pub fn run_all(domains: Vec<Domain>, start: Start, host: &Host) {
         next = schedule::after(&running.system().domains, id, woken, &mut preempted);
         if next != Some(id) {
             record_schedule(&mut running, Some(id), next, why, port);
+            record_said(&mut running, &mut scheduler.said);
         }
     }
 }
@@ -539,7 +553,6 @@ fn run_vcpu(
     let mut events = Vec::new();
     let mut spare_changes = Vec::new();
     // Events of other domains an exit of this one caused (keys into their COM1).
-    let mut others_said: Vec<(u16, Body)> = Vec::new();
     let bare = bench_bare::on();
     // Who reads a decision's events: the trace, and gdb's `monitor traps`.
     let recording = trace::enabled() || matches!(running, Running::Debugged(_));
@@ -564,6 +577,8 @@ fn run_vcpu(
         // begins there show at the next exit, not in this resume.)
         if let Some(owed) = owed.take() {
             record_resume(running, id, &owed);
+            // Events of other domains the trap caused come after its resume.
+            record_said(running, &mut scheduler.said);
             continue;
         }
         if let Some(debugger) = running.debugger_of(id) {
@@ -655,7 +670,7 @@ fn run_vcpu(
             // CPU next idles (a device's interrupt kicks its vCPU, as Xen's `vcpu_kick`).
             // What that says is recorded after this trap's events, not inside them.
             let (by_keys, said) = wake_on_keys(running, machine, Some(id));
-            others_said = said;
+            scheduler.said.extend(said);
             let woken = woken.or(by_keys.map(|to| (to, None)));
             let system = running.system();
             // A vCPU woken by its timer or a key runs next, as one woken by an event does.
@@ -694,8 +709,9 @@ fn run_vcpu(
         for body in &events {
             running.record(Some(id), body);
         }
-        for (other, body) in others_said.drain(..) {
-            running.record(Some(other), &body);
+        // Untraced, their order does not matter: now.
+        if !trace::enabled() {
+            record_said(running, &mut scheduler.said);
         }
         apply::recycle(&mut events, &mut spare_changes);
         if let Some(end) = applied.end {

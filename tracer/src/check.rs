@@ -18,6 +18,9 @@ pub enum StreamFault {
     Lost { count: u64, seq: u64 },
     #[error("the trace ends without the hypervisor's end event: it is incomplete")]
     Truncated,
+    /// An event after `end`, which is the last one.
+    #[error("seq {seq} came after the hypervisor's end event, which is the last one")]
+    AfterEnd { seq: u64 },
 }
 
 /// Follows a stream of events.
@@ -49,6 +52,9 @@ impl StreamCheck {
     /// whole events, like [`crate::store`]).
     pub fn observe_parts(&mut self, seq: u64, lost: Option<u64>, end: bool) -> Vec<StreamFault> {
         let mut faults = Vec::new();
+        if self.ended {
+            faults.push(StreamFault::AfterEnd { seq });
+        }
         // The seq this event should have: 0 first, then one more than the last (none after
         // u64::MAX, which a recording's line may say: nothing can follow it).
         let expected = match self.last_seq {
@@ -117,6 +123,11 @@ mod tests {
         }
     }
 
+    /// Any event but `end`.
+    fn line() -> Body {
+        Body::Console(Console { text: "x".into() })
+    }
+
     fn end() -> Body {
         Body::End(End {
             status: 0,
@@ -141,9 +152,9 @@ mod tests {
     #[test]
     fn gaps_losses_and_truncation_are_faults() {
         let mut check = StreamCheck::new();
-        assert_eq!(check.observe(&event(0, end())), []);
+        assert_eq!(check.observe(&event(0, line())), []);
         assert_eq!(
-            check.observe(&event(5, end())),
+            check.observe(&event(5, line())),
             [StreamFault::Gap {
                 expected: 1,
                 found: 5
@@ -163,20 +174,20 @@ mod tests {
                 StreamFault::Lost { count: 2, seq: 9 }
             ]
         );
-        assert_eq!(check.finish().len(), 4);
+        assert_eq!(check.finish().len(), 5, "the four, and no end event");
         let mut back = StreamCheck::new();
         for seq in [0, 1, 2] {
-            back.observe(&event(seq, end()));
+            back.observe(&event(seq, line()));
         }
         assert_eq!(
-            back.observe(&event(1, end())),
+            back.observe(&event(1, line())),
             [StreamFault::Backwards {
                 previous: 2,
                 found: 1
             }]
         );
         assert_eq!(
-            back.observe(&event(1, end()))
+            back.observe(&event(1, line()))
                 .first()
                 .map(ToString::to_string),
             Some(
@@ -188,6 +199,17 @@ mod tests {
         let mut cut = StreamCheck::new();
         cut.observe(&event(0, Body::Lost(Lost { count: 1 })));
         assert_eq!(cut.finish().last(), Some(&StreamFault::Truncated));
+    }
+
+    #[test]
+    fn an_event_after_end_breaks_the_order() {
+        let mut check = StreamCheck::new();
+        assert_eq!(check.observe(&event(0, end())), []);
+        assert_eq!(
+            check.observe(&event(1, line())),
+            [StreamFault::AfterEnd { seq: 1 }]
+        );
+        assert_eq!(check.finish(), [StreamFault::AfterEnd { seq: 1 }]);
     }
 
     #[test]

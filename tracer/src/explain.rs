@@ -25,6 +25,12 @@ pub struct Context<'a> {
     /// For a `decide`: what the hypervisor went on to do, once the flow's later events are
     /// in (`None` while a live run is stopped at the decision).
     pub outcome: Option<Outcome>,
+    /// For a `resume`: the hypervisor's own share of its flow's cycles (`Flow::cycles`, the
+    /// time the domain was switched out taken away), when the flow is known.
+    pub trap_cycles: Option<u64>,
+    /// d0 is a guest of the lab, not the control domain: a recording made before domains
+    /// side by side, which numbered the guests from 0 (`Trace::d0_is_a_guest`).
+    pub d0_is_a_guest: bool,
 }
 
 /// What the hypervisor did after a decision, read from the events that follow it in its
@@ -184,6 +190,9 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                     "{dom} is created to run the guest program {}: {}.",
                     domain.name,
                     match event.dom {
+                        Some(0) if context.d0_is_a_guest => {
+                            "the lab's guest (a recording from before domains side by side, which numbered the guests from 0)"
+                        }
                         Some(0) => "the control domain (dom0), which may manage the others",
                         _ => "an unprivileged domain (a domU, as Xen calls it)",
                     }
@@ -295,18 +304,24 @@ pub fn sentence(event: &Event, context: &Context) -> String {
                 context.at(ret.rip)
             )
         }
-        Body::Resume(resume) => match &context.delivering {
-            Some(name) => format!(
-                "VMRUN: the guest runs again, now in its {name} handler at {} — this trap took the hypervisor {}.",
-                context.at(resume.rip),
-                context.duration(resume.cycles)
-            ),
-            None => format!(
-                "VMRUN: the guest runs again at {} — this trap took the hypervisor {}.",
-                context.at(resume.rip),
-                context.duration(resume.cycles)
-            ),
-        },
+        Body::Resume(resume) => {
+            let place = match &context.delivering {
+                Some(name) => format!(", now in its {name} handler at {}", context.at(resume.rip)),
+                None => format!(" at {}", context.at(resume.rip)),
+            };
+            // `cycles` count from the exit, the time other domains ran meanwhile included
+            // (`tracer/SCHEMA.md`): the hypervisor's share is its flow's.
+            let took = match context.trap_cycles {
+                Some(own) if own < resume.cycles => format!(
+                    "this trap took the hypervisor {} ({} since the exit, while other domains ran too)",
+                    context.duration(own),
+                    context.duration(resume.cycles)
+                ),
+                Some(own) => format!("this trap took the hypervisor {}", context.duration(own)),
+                None => format!("{} since the exit", context.duration(resume.cycles)),
+            };
+            format!("VMRUN: the guest runs again{place} — {took}.")
+        }
         Body::Notify(notify) => {
             let sender = event.dom.map_or("the hypervisor".to_string(), domain_label);
             let receiver = domain_label(notify.to);
@@ -1100,7 +1115,54 @@ mod tests {
             tsc_hz: None,
             delivering: None,
             outcome: None,
+            trap_cycles: None,
+            d0_is_a_guest: false,
         }
+    }
+
+    #[test]
+    fn d0_is_the_control_domain_unless_the_recording_numbered_guests_from_0() {
+        let created = body_event(Body::Domain(traplab_abi::event::DomainChange {
+            state: DomainState::Created,
+            name: "page-fault".into(),
+            status: None,
+            reason: None,
+        }));
+        let created = Event {
+            dom: Some(0),
+            ..created
+        };
+        assert!(sentence(&created, &context()).contains("the control domain (dom0)"));
+        let old = Context {
+            d0_is_a_guest: true,
+            ..context()
+        };
+        let said = sentence(&created, &old);
+        assert!(
+            !said.contains("control domain") && said.contains("the lab's guest"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_resume_says_the_hypervisor_s_share_of_a_trap_its_domain_was_switched_out_in() {
+        let resume = body_event(Body::Resume(traplab_abi::event::Resume {
+            rip: 0x20_0503,
+            rflags: 0x202,
+            regs: Default::default(),
+            cycles: 320_000,
+        }));
+        let own = Context {
+            trap_cycles: Some(100_000),
+            ..context()
+        };
+        let said = sentence(&resume, &own);
+        assert!(
+            said.contains("took the hypervisor 100000 cycles (320000 cycles since the exit, while other domains ran too)"),
+            "{said}"
+        );
+        let said = sentence(&resume, &context());
+        assert!(said.contains("320000 cycles since the exit"), "{said}");
     }
 
     #[test]

@@ -215,14 +215,23 @@ fn emit_flow(
     }
     // The arrow from a notification to the upcall it caused, across the domains' tracks.
     if let Some(woken) = trace.flows().get(flow.woke as usize) {
+        // The delivery comes once the woken domain runs again: in a flow it woke from a
+        // block, from the `schedule` that switched it back in (its first part is earlier
+        // than the notification). Without one (SCHEDOP_poll wakes without an upcall), the
+        // arrow ends where the domain runs again.
+        let runs_again = match woken.was_away() && woken.back != NO_EVENT {
+            true => woken.back,
+            false => woken.first,
+        };
         let upcall = woken
             .events()
+            .filter(|&index| index >= runs_again)
             .find(|&index| {
                 trace
                     .index_of(index as usize)
                     .is_some_and(|entry| matches!(entry.kind, Kind::Inject | Kind::Bounce))
             })
-            .map_or(woken.tsc, tsc_of);
+            .map_or_else(|| tsc_of(runs_again), tsc_of);
         let id = trace.flows().len() + number;
         emit(
             out,

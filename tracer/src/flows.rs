@@ -591,8 +591,13 @@ impl Assembler {
             Some(&open) => {
                 let flow = &mut flows[open as usize];
                 if flow.was_away() && flow.back == NO_EVENT {
-                    // The flow goes on: from the `schedule` that switched its domain back
-                    // in, or (a trace without it, or the domain ended while away) from here.
+                    // Its domain is switched out. An event about it meanwhile (keys typed for
+                    // it while another domain runs) is no step of its flow, which goes on
+                    // only from the `schedule` that switches the domain back in, or from the
+                    // `domain` event that ends it while away.
+                    if switched_in.is_none() && facts.kind != Kind::Domain {
+                        return;
+                    }
                     let back =
                         switched_in.map_or((index, facts.tsc), |switch| (switch.index, switch.tsc));
                     flow.back = back.0;
@@ -716,11 +721,12 @@ impl Assembler {
         let Some(waiting) = self.pending.get_mut(&dom) else {
             return;
         };
+        // A schedule that names the port that woke the domain links that port's notification
+        // or none: a notification of another port did not wake it.
         let position = match woken_port {
             Some(port) => waiting.iter().position(|pending| pending.port == port),
-            None => None,
-        }
-        .or((!waiting.is_empty()).then_some(0));
+            None => (!waiting.is_empty()).then_some(0),
+        };
         let Some(position) = position else { return };
         let port = waiting[position].port;
         let mut first = true;

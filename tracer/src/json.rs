@@ -114,9 +114,12 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
         .ok_or(JsonError::Field("tsc"))?;
     let dom = match object.remove("dom") {
         None | Some(Value::Null) => None,
+        // A domain id: below Xen's reserved ids (`DOMID_FIRST_RESERVED`, 0x7ff0, where
+        // `DOMID_SELF` is), which name no domain.
         Some(value) => Some(
             value
                 .as_u64()
+                .filter(|&dom| dom < u64::from(traplab_abi::evtchn::DOMID_SELF))
                 .and_then(|dom| u16::try_from(dom).ok())
                 .ok_or(JsonError::Field("dom"))?,
         ),
@@ -187,6 +190,21 @@ mod tests {
         assert!(line.starts_with(r#"{"v":1,"seq":3,"tsc":99,"dom":0,"kind":"exit","exitcode":78,"reason":"EXCP_PF","exitinfo1":"0x2","exitinfo2":"0x40000000""#), "{line}");
         assert!(line.contains(r#""insn":"48c7002a000000""#));
         assert_eq!(from_line(&line).unwrap(), exit());
+    }
+
+    #[test]
+    fn a_dom_among_xen_s_reserved_ids_is_a_bad_field() {
+        // 0x7ff0 (DOMID_SELF) and up name no domain; 65535 once read as "no domain".
+        for dom in [0x7ff0, 65535] {
+            let line =
+                format!(r#"{{"v":1,"seq":0,"tsc":1,"dom":{dom},"kind":"console","text":"hi"}}"#);
+            assert!(
+                matches!(from_line(&line), Err(JsonError::Field("dom"))),
+                "{dom}"
+            );
+        }
+        let line = r#"{"v":1,"seq":0,"tsc":1,"dom":32751,"kind":"console","text":"hi"}"#;
+        assert_eq!(from_line(line).map(|event| event.dom), Ok(Some(0x7fef)));
     }
 
     #[test]

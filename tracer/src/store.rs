@@ -83,6 +83,10 @@ pub struct Trace {
     blank_lines: Vec<(u32, u32)>,
     /// Where the next line starts in a file source.
     end_offset: u64,
+    /// A `schedule` event came: domains are numbered as Xen numbers them, d0 the control
+    /// domain. A recording made before domains side by side has none, and numbered its
+    /// guests from 0 (`SCHEMA.md`).
+    side_by_side: bool,
 }
 
 /// How much of a file is read at once while loading.
@@ -220,6 +224,7 @@ impl Trace {
             lines: 0,
             blank_lines: Vec::new(),
             end_offset: 0,
+            side_by_side: false,
         }
     }
 
@@ -315,6 +320,7 @@ impl Trace {
         if let Some(hz) = facts.tsc_hz {
             self.tsc_hz = Some(hz);
         }
+        self.side_by_side |= facts.kind == Kind::Schedule;
         if let (Some(DomainState::Created), Some(dom), Some(name)) =
             (facts.domain_state, facts.dom, &facts.domain_name)
         {
@@ -376,6 +382,12 @@ impl Trace {
             .into_iter()
             .map(|flow| flow as usize)
             .collect()
+    }
+
+    /// Does d0 name a guest of the lab, not the control domain? In a recording made before
+    /// domains side by side (no `schedule` event), which numbered the guests from 0.
+    pub fn d0_is_a_guest(&self) -> bool {
+        !self.side_by_side
     }
 
     /// TSC ticks per second, from the `boot` event.

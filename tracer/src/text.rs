@@ -133,8 +133,10 @@ pub fn detail(event: &Event) -> String {
                 ret.rip, ret.cs, ret.rsp
             )
         }
+        // The cycles since the exit, which include the time other domains ran while this
+        // one was switched out (`tracer/SCHEMA.md`): a line alone cannot tell the two apart.
         Body::Resume(resume) => format!(
-            "guest continues at {:#x} ({} cycles in the hypervisor)",
+            "guest continues at {:#x} ({} cycles since the exit)",
             resume.rip, resume.cycles
         ),
         Body::Notify(notify) => {

@@ -1307,7 +1307,7 @@ pub fn trace_fault_marker(app: &App) -> Option<String> {
     for fault in app.trace.faults() {
         let mark = match fault {
             StreamFault::Lost { .. } | StreamFault::Gap { .. } => "EVENTS MISSING",
-            StreamFault::Backwards { .. } => "EVENTS OUT OF ORDER",
+            StreamFault::Backwards { .. } | StreamFault::AfterEnd { .. } => "EVENTS OUT OF ORDER",
             StreamFault::Truncated if complete && app.ring_fault.is_none() => "NO END EVENT",
             StreamFault::Truncated => continue,
         };

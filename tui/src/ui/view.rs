@@ -517,6 +517,14 @@ fn sentence(app: &App, index: usize, event: &Event) -> String {
             tsc_hz: app.trace.tsc_hz(),
             delivering,
             outcome: outcome_of_decision(app, index, event),
+            trap_cycles: match event.body {
+                Body::Resume(_) => app
+                    .trace
+                    .flow_of(index)
+                    .and_then(|flow| app.trace.flows()[flow].cycles()),
+                _ => None,
+            },
+            d0_is_a_guest: app.trace.d0_is_a_guest(),
         },
     )
 }

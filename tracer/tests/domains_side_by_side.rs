@@ -1,0 +1,245 @@
+//! Flows of domains side by side, built from hand-made traces: which events a flow owns
+//! when its domain is switched out, which notification woke a domain, and what the
+//! Perfetto export and the one-line text say about them (`tracer/SCHEMA.md`, "Domains
+//! side by side").
+
+use traplab_abi::event::*;
+use traplab_tracer::flows::NO_FLOW;
+use traplab_tracer::store::Trace;
+
+/// Events numbered from 0 (`seq` = index), 20,000 TSC ticks apart.
+#[derive(Default)]
+struct Events(Vec<Event>);
+
+impl Events {
+    fn push(&mut self, dom: Option<u16>, body: Body) -> usize {
+        let seq = self.0.len() as u64;
+        self.0.push(Event {
+            seq,
+            tsc: 1_000_000 + seq * 20_000,
+            dom,
+            body,
+        });
+        seq as usize
+    }
+
+    fn trace(&self) -> Trace {
+        let mut trace = Trace::live("side by side");
+        for event in &self.0 {
+            trace.push_event(event);
+        }
+        trace
+    }
+}
+
+fn exit(code: u64, rip: u64) -> Body {
+    Body::Exit(Exit {
+        exitcode: code,
+        reason: traplab_abi::exit::ExitReason::from_code(code).name().into(),
+        exitinfo1: 0,
+        exitinfo2: 0,
+        exitintinfo: 0,
+        rip,
+        cs: 8,
+        cpl: 0,
+        rflags: 0x202,
+        cr0: 0x8001_0033,
+        cr2: 0,
+        cr3: 0x10000,
+        cr4: 0x620,
+        efer: 0x1d00,
+        regs: Registers::default(),
+        insn: InstructionBytes::new(&[0x0f, 0x01, 0xd9]),
+    })
+}
+
+const VMMCALL: u64 = 0x81;
+const HLT: u64 = 0x78;
+const IOIO: u64 = 0x7b;
+
+fn decide(action: Action) -> Body {
+    Body::Decide(Decide {
+        action,
+        why: "why".into(),
+        at: "hv/src/exit/mod.rs:1".into(),
+    })
+}
+
+fn emulate(what: &'static str) -> Body {
+    Body::Emulate(Emulate {
+        what: what.into(),
+        arguments: Default::default(),
+        changes: Vec::new(),
+    })
+}
+
+fn notify(to: u16, port: u32, woke: bool, masked: bool) -> Body {
+    Body::Notify(Notify {
+        to,
+        port,
+        from_port: 1,
+        woke,
+        masked,
+    })
+}
+
+fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u32>) -> Body {
+    Body::Schedule(Schedule {
+        from,
+        to,
+        why,
+        port,
+    })
+}
+
+fn resume(rip: u64, cycles: u64) -> Body {
+    Body::Resume(Resume {
+        rip,
+        rflags: 0x202,
+        regs: Registers::default(),
+        cycles,
+    })
+}
+
+fn created(name: &'static str) -> Body {
+    Body::Domain(DomainChange {
+        state: DomainState::Created,
+        name: name.into(),
+        status: None,
+        reason: None,
+    })
+}
+
+/// Two domains created and d1 started: the events every scenario begins with.
+fn two_domains(first: u16) -> Events {
+    let mut events = Events::default();
+    events.push(
+        None,
+        Body::Boot(Boot {
+            hv: "traplab-hv".into(),
+            cpu: "AuthenticAMD".into(),
+            svm_revision: 1,
+            nested_paging: true,
+            nrip_save: false,
+            decode_assists: false,
+            tsc_hz: 2_000_000_000,
+            ram_mib: 255,
+        }),
+    );
+    events.push(Some(1), created("one"));
+    events.push(Some(2), created("two"));
+    events.push(None, schedule(None, Some(first), ScheduleWhy::Start, None));
+    events
+}
+
+#[test]
+fn keys_typed_for_a_switched_out_domain_belong_to_no_flow() {
+    // d1 blocks in HLT; d2 runs; keys typed for d1 are recorded (after d2's trap) while d1
+    // is still away. d1's flow goes on only at the schedule that switches it back in.
+    let mut events = two_domains(1);
+    events.push(Some(1), exit(HLT, 0x20_0400));
+    events.push(Some(1), decide(Action::Emulate));
+    let out = events.push(None, schedule(Some(1), Some(2), ScheduleWhy::Blocked, None));
+    events.push(Some(2), exit(IOIO, 0x20_0500));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(Some(2), resume(0x20_0501, 10_000));
+    let keys = events.push(Some(1), emulate("the host typed \"x\" on COM1"));
+    let d2_exit = events.push(Some(2), exit(IOIO, 0x20_0510));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(Some(2), resume(0x20_0511, 10_000));
+    events.push(Some(2), exit(HLT, 0x20_0520));
+    events.push(Some(2), decide(Action::Emulate));
+    let back = events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Blocked, None));
+    events.push(Some(1), resume(0x20_0401, 500_000));
+    let trace = events.trace();
+    let flows = trace.flows();
+    let d1 = &flows[0];
+    let own: Vec<u32> = d1.events().collect();
+    assert!(
+        !own.contains(&(keys as u32)) && !own.contains(&(d2_exit as u32)),
+        "d1's flow owns {own:?}"
+    );
+    assert_eq!(d1.back, back as u32, "it goes on from the schedule back in");
+    assert_eq!(trace.flow_of(keys), None, "the keys' event is in no flow");
+    // Its cycles: 500,000 less the time it was away, from the schedule out to the one back.
+    let away = (back - out) as u64 * 20_000;
+    assert_eq!(d1.cycles(), Some(500_000 - away));
+}
+
+#[test]
+fn a_wake_on_one_port_is_not_blamed_on_a_notification_of_another() {
+    // d1 sends on d2's port 3, which d2 masked: it stays pending and wakes no one. Later
+    // d2 blocks in HLT, and its timer's port 5 wakes it.
+    let mut events = two_domains(1);
+    events.push(Some(1), exit(VMMCALL, 0x20_0500));
+    events.push(Some(1), decide(Action::Forward));
+    events.push(Some(1), notify(2, 3, false, true));
+    events.push(Some(1), resume(0x20_0503, 50_000));
+    events.push(Some(1), exit(VMMCALL, 0x20_0600));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(None, schedule(Some(1), Some(2), ScheduleWhy::Yielded, None));
+    events.push(Some(2), exit(HLT, 0x20_0400));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Blocked, None));
+    events.push(Some(1), resume(0x20_0603, 50_000));
+    events.push(Some(1), exit(HLT, 0x20_0700));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(None, schedule(Some(1), None, ScheduleWhy::Blocked, None));
+    events.push(None, schedule(None, Some(2), ScheduleWhy::Woken, Some(5)));
+    events.push(Some(2), resume(0x20_0401, 90_000));
+    let trace = events.trace();
+    let flows = trace.flows();
+    let halted = flows
+        .iter()
+        .find(|flow| flow.dom == 2 && flow.exitcode == HLT as u32)
+        .expect("d2's HLT");
+    assert_eq!(
+        halted.woken_by, NO_FLOW,
+        "port 5 woke it, not d1's send on port 3"
+    );
+}
+
+#[test]
+fn the_perfetto_arrow_to_a_domain_woken_from_a_poll_goes_forward_in_time() {
+    // d2 polls (no upcall); d1's send wakes it; d2's polled flow goes on with its resume.
+    let mut events = two_domains(2);
+    events.push(Some(2), exit(VMMCALL, 0x20_0400));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Blocked, None));
+    events.push(Some(1), exit(VMMCALL, 0x20_0500));
+    events.push(Some(1), decide(Action::Forward));
+    events.push(Some(1), notify(2, 3, true, false));
+    events.push(
+        None,
+        schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(3)),
+    );
+    events.push(Some(2), resume(0x20_0403, 200_000));
+    let trace = events.trace();
+    let mut out = Vec::new();
+    traplab_tracer::export::perfetto(&trace, &mut out).expect("the export");
+    let value: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    let arrows = value["traceEvents"].as_array().expect("events");
+    let at = |phase: &str| {
+        arrows
+            .iter()
+            .find(|event| event["ph"] == phase && event["cat"] == "wake")
+            .and_then(|event| event["ts"].as_f64())
+            .expect("the wake arrow")
+    };
+    let (start, end) = (at("s"), at("f"));
+    assert!(
+        end >= start,
+        "the arrow goes from {start} µs back to {end} µs"
+    );
+}
+
+#[test]
+fn the_resume_line_does_not_call_the_time_other_domains_ran_the_hypervisor_s() {
+    let events = traplab_tracer::sample::event_channel_ping();
+    let resume = events
+        .iter()
+        .find(|event| event.seq == 24)
+        .expect("d1's resume after d2 ran");
+    let line = traplab_tracer::text::line(resume);
+    assert!(line.contains("320000 cycles since the exit"), "{line}");
+}
