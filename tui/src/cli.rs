@@ -239,7 +239,8 @@ pub struct TraceArgs {
     /// its control domain, when it has one).
     #[arg(long, value_name = "N", requires = "gdb")]
     pub domain: Option<u16>,
-    /// Stop the lab after this many seconds (default 300; none with --gdb).
+    /// Stop the lab after this many seconds (default 300; 0: no limit; none by default with
+    /// --gdb or with QEMU's own gdb stub, --qemu-arg=-s or -S).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
     #[command(flatten)]
@@ -437,7 +438,8 @@ fn trace_help() -> String {
         "The time limit holds whatever reads the output: a reader that does not read is given up\n\
          on when it passes (or at Ctrl-C, SIGTERM), and the lines it did not take are counted.\n\n\
          Exit status: the guest's own when the lab's domain exited (the labs' guests exit with 0\n\
-         when all goes right), unless\n{}",
+         when all goes right; with several domains, the first that exited with another status),\n\
+         unless\n{}",
         status::lines(&[
             USAGE,
             TRACE_INCOMPLETE,
@@ -457,7 +459,7 @@ fn stats_help() -> String {
          out while others ran; a stop at a break, a step or gdb is never counted), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
          several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers\n\
          Xen gives its domains). A recording with a bad line gives the table of the events before\n\
-         it; a file that is not a recording gives none.\n\n{}\n(the last four when it runs a lab now)",
+         it; a file that is not a recording gives none.\n\n{}\n(the last four when it runs a lab now; its time limit is then 300 s, not --timeout, which stats has not)",
         status::help(&[
             SUCCESS,
             USAGE,

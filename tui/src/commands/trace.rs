@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use traplab_abi::event::{Body, DomainState};
+use traplab_abi::event::{Body, DomainState, domain_label};
 use traplab_tracer::check::StreamCheck;
 use traplab_tracer::filter::ClassFilter;
 use traplab_tracer::qemu::HvStatus;
@@ -52,11 +52,18 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         ),
         None => None,
     };
-    // A person at gdb takes their time: no time limit unless asked for.
-    let timeout = match (args.timeout, args.gdb) {
+    // A person at gdb takes their time, at traplab's gdb stub or at QEMU's own (debugging
+    // the hypervisor: `--qemu-arg=-s --qemu-arg=-S`): no time limit unless asked for.
+    // `--timeout 0`: none either.
+    let qemu_gdb = args
+        .qemu_args
+        .iter()
+        .any(|arg| matches!(arg.as_str(), "-s" | "-S") || arg.starts_with("-gdb"));
+    let timeout = match (args.timeout, args.gdb.is_some() || qemu_gdb) {
+        (Some(0), _) => None,
         (Some(seconds), _) => Some(Duration::from_secs(seconds)),
-        (None, Some(_)) => None,
-        (None, None) => Some(Duration::from_secs(DEFAULT_TIMEOUT)),
+        (None, true) => None,
+        (None, false) => Some(Duration::from_secs(DEFAULT_TIMEOUT)),
     };
     let options = Options {
         stop: Some(Arc::clone(&stop)),
@@ -87,7 +94,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     let mut check = StreamCheck::new();
     let mut log_tail = VecDeque::new();
     let mut killed = false;
-    let mut last_status = None;
+    let mut ended = Ended::default();
     let mut finish = None;
     for item in &mut session {
         match item {
@@ -98,7 +105,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                 if let Body::Domain(domain) = &event.body {
                     match domain.state {
                         DomainState::Killed => killed = true,
-                        DomainState::Exited => last_status = domain.status,
+                        DomainState::Exited => ended.exited(event.dom, domain.status),
                         DomainState::Created => {}
                     }
                 }
@@ -147,7 +154,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         return Ok(ExitCode::from(status::HV_FAILED));
     };
 
-    let mut code = exit_code(&finish, killed, last_status, !faults.is_empty());
+    let mut code = exit_code(&finish, killed, ended.status(), !faults.is_empty());
     if code != 0 || !faults.is_empty() {
         for fault in &faults {
             eprintln!("traplab: TRACE FAULT: {fault}");
@@ -155,10 +162,14 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         report_failure(&finish, &log_tail, args.verbose);
     }
     if !args.json {
-        let outcome = match (killed, last_status) {
-            (true, _) => "a domain was killed".to_string(),
-            (false, Some(status)) => format!("the guest exited with status {status}"),
-            (false, None) => "no domain ended".to_string(),
+        let outcome = match (killed, ended.failed, ended.status()) {
+            (true, _, _) => "a domain was killed".to_string(),
+            (false, Some((dom, status)), _) => format!(
+                "{} exited with status {status}",
+                dom.map_or("the hypervisor".to_string(), domain_label)
+            ),
+            (false, None, Some(status)) => format!("the guest exited with status {status}"),
+            (false, None, None) => "no domain ended".to_string(),
         };
         let lost = if faults.is_empty() {
             "none lost".to_string()
@@ -183,16 +194,41 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     Ok(ExitCode::from(code))
 }
 
+/// How the lab's domains exited: a lab goes right when every one of them exits with 0, so
+/// the first that does not is the one that counts, whichever domain exits last.
+#[derive(Debug, Default)]
+struct Ended {
+    /// The first domain that exited with a status other than 0, and that status.
+    failed: Option<(Option<u16>, i32)>,
+    /// A domain exited (its status).
+    any: Option<i32>,
+}
+
+impl Ended {
+    fn exited(&mut self, dom: Option<u16>, status: Option<i32>) {
+        let Some(status) = status else { return };
+        self.any = Some(status);
+        if status != 0 && self.failed.is_none() {
+            self.failed = Some((dom, status));
+        }
+    }
+
+    /// The status the lab ended with: the first failure's, else 0 (`None`: none exited).
+    fn status(&self) -> Option<i32> {
+        self.failed.map(|(_, status)| status).or(self.any)
+    }
+}
+
 /// The exit status (see `traplab trace --help`): what went wrong with the run, else how
 /// the lab's domains ended.
-fn exit_code(finish: &Finish, killed: bool, last_status: Option<i32>, faulty: bool) -> u8 {
+fn exit_code(finish: &Finish, killed: bool, status: Option<i32>, faulty: bool) -> u8 {
     if let Some(code) = status::of_run(finish, faulty) {
         return code;
     }
     if killed {
         return status::DOMAIN_KILLED;
     }
-    match last_status {
+    match status {
         Some(status) => (status & 0xff) as u8,
         None => status::HV_FAILED,
     }
@@ -297,5 +333,22 @@ mod tests {
             ..finish(None)
         };
         assert_eq!(exit_code(&stopped, false, None, true), status::INTERRUPTED);
+    }
+
+    #[test]
+    fn with_several_domains_the_first_that_failed_gives_the_status() {
+        // swap-in's order: d2 ends first, then d1 (here with 3), then d0 with 0.
+        let mut ended = Ended::default();
+        for (dom, status) in [(2, 0), (1, 3), (0, 0)] {
+            ended.exited(Some(dom), Some(status));
+        }
+        assert_eq!(ended.failed, Some((Some(1), 3)));
+        assert_eq!(ended.status(), Some(3));
+        let mut all_well = Ended::default();
+        for dom in [2, 1, 0] {
+            all_well.exited(Some(dom), Some(0));
+        }
+        assert_eq!(all_well.status(), Some(0));
+        assert_eq!(Ended::default().status(), None, "none exited");
     }
 }
