@@ -74,16 +74,22 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
         return Ok(fetched);
     }
     // The meta-package depends on the versioned kernel package: fetch that one.
-    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_PACKAGE]))?;
+    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_PACKAGE]))
+        .map_err(with_update_hint)?;
     let kernel_package = depends
         .lines()
         .filter_map(|line| line.trim().strip_prefix("Depends: "))
         .find(|name| name.starts_with("linux-image-"))
-        .ok_or_else(|| format!("`apt-cache depends {KERNEL_PACKAGE}` names no kernel package: is Debian's archive in apt's sources (`apt-get update`)?"))?
+        .ok_or_else(|| {
+            with_update_hint(format!(
+                "`apt-cache depends {KERNEL_PACKAGE}` names no kernel package"
+            ))
+        })?
         .to_string();
     run(Command::new("apt-get")
         .args(["download", &kernel_package, BUSYBOX_PACKAGE])
-        .current_dir(&dir))?;
+        .current_dir(&dir))
+    .map_err(with_update_hint)?;
     for package in [kernel_package.as_str(), BUSYBOX_PACKAGE] {
         let deb = std::fs::read_dir(&dir)
             .map_err(|error| format!("{}: {error}", dir.display()))?
@@ -115,6 +121,17 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
             dir.display()
         )
     })
+}
+
+/// `error` from apt, and what mends it most often: package lists missing (a fresh
+/// container) or stale (Debian drops an old kernel's package from its mirrors), which
+/// `apt-get update` fetches again. The packages are Debian's: another distribution's archive
+/// may not have them.
+fn with_update_hint(error: String) -> String {
+    let update = traplab_tracer::qemu::as_root(&["apt-get", "update"]).join(" ");
+    format!(
+        "{error}\nDebian's package lists may be missing or out of date: run `{update}`, then fetch again (`traplab trace linux-boot --yes`). The packages ({KERNEL_PACKAGE}, {BUSYBOX_PACKAGE}) come from Debian's archive."
+    )
 }
 
 fn run(command: &mut Command) -> Result<String, String> {
@@ -230,6 +247,17 @@ fn pad(archive: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_apt_failure_says_which_command_mends_it() {
+        let said =
+            with_update_hint("\"apt-cache\" \"depends\" failed: E: No packages found".into());
+        assert!(
+            said.starts_with("\"apt-cache\" \"depends\" failed"),
+            "{said}"
+        );
+        assert!(said.contains("apt-get update`, then fetch again"), "{said}");
+    }
 
     #[test]
     fn a_newc_archive_has_aligned_members_and_a_trailer() {

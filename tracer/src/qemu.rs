@@ -478,20 +478,22 @@ fn is_executable(path: &Path) -> bool {
 /// root): the package lists first, which a fresh image has not fetched yet (an install
 /// without them says "Unable to locate package").
 pub fn install_commands() -> Vec<Vec<String>> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let as_root = |words: &[&str]| {
-        let mut command: Vec<String> = Vec::new();
-        if !root {
-            command.push("sudo".into());
-        }
-        command.extend(words.iter().map(|word| word.to_string()));
-        command
-    };
     vec![
         as_root(&["apt-get", "update"]),
         as_root(&["apt-get", "install", "-y", DEBIAN_PACKAGE]),
     ]
+}
+
+/// `words` as a command that runs as root: itself for root, else after `sudo`.
+pub fn as_root(words: &[&str]) -> Vec<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command: Vec<String> = Vec::new();
+    if !root {
+        command.push("sudo".into());
+    }
+    command.extend(words.iter().map(|word| word.to_string()));
+    command
 }
 
 /// [`install_commands`] as one line a user can paste into a shell.
