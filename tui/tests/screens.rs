@@ -189,6 +189,48 @@ fn the_live_help_fits_80_by_24() {
     assert!(screen.contains("type a line on COM1"), "{screen}");
 }
 
+/// A live run whose QEMU has stopped holds the whole trace: `b`, `c` and the status bar
+/// work as in a replay, not as commands to a QEMU that is gone.
+#[test]
+fn once_qemu_has_stopped_the_keys_work_on_the_trace_as_in_a_replay() {
+    let mut app = App::live("page-fault (live)", plain());
+    let recorded = traplab_tracer::recording::read(&recording("page-fault.jsonl"))
+        .expect("the recording reads");
+    for event in &recorded.events {
+        app.take_item(traplab_tracer::session::Item::Event(event.clone()));
+    }
+    app.take_item(traplab_tracer::session::Item::Finished(
+        traplab_tracer::session::Finish {
+            exit_code: Some(1),
+            signal: None,
+            hv_status: Some(traplab_tracer::qemu::HvStatus::Done),
+            stderr: String::new(),
+            interrupted: false,
+            timed_out: false,
+            stopped: None,
+            ring_broken: false,
+        },
+    ));
+    assert!(!app.controls_qemu());
+    let screen = draw(&app, 80, 24);
+    assert!(!screen.contains("p pause"), "the replay's keys:\n{screen}");
+    press(&mut app, "bpf<Enter>");
+    assert_eq!(app.breaks.len(), 1, "{:?}", app.message);
+    press(&mut app, "c");
+    let flow = app.selected_flow().expect("c found the break");
+    assert_eq!(app.trace.flows()[flow].class(), "#PF");
+    press(&mut app, "s");
+    assert!(
+        app.message
+            .as_deref()
+            .is_some_and(|message| message.starts_with("QEMU has stopped")),
+        "{:?}",
+        app.message
+    );
+    press(&mut app, "?");
+    assert!(draw(&app, 80, 24).contains("run forward to the next break"));
+}
+
 #[test]
 fn reflect_and_bounce_in_two_domains() {
     let mut app = open("reflect-vs-bounce.jsonl");

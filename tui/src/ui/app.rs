@@ -643,10 +643,17 @@ impl App {
             }
         }
         self.message = None;
-        if self.live.is_some() && self.handle_live_key(key) {
+        if self.controls_qemu() && self.handle_live_key(key) {
             return;
         }
         match key.code {
+            // The keys that controlled QEMU, once it has stopped.
+            KeyCode::Char('s' | 't' | 'p' | 'i') if self.live.is_some() => {
+                self.message = Some(
+                    "QEMU has stopped: the run is a recorded trace now (h/l step through a flow; b and c find a break in it)"
+                        .into(),
+                );
+            }
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.help = true,
             KeyCode::Char('1') => self.screen = Screen::Flows,
@@ -1035,6 +1042,14 @@ impl App {
     // ---- live runs ----
 
     /// Keys that drive the hypervisor; `true` when the key was one of them.
+    /// Is QEMU still running, for the keys that control it? Once it has stopped, `b`, `c`
+    /// and the rest work on the trace the run left, as in a replay.
+    pub fn controls_qemu(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|live| !matches!(live.state, LiveState::Finished(_)))
+    }
+
     fn handle_live_key(&mut self, key: KeyEvent) -> bool {
         let command = match key.code {
             KeyCode::Char('p') => Command::Pause,
@@ -1117,8 +1132,13 @@ impl App {
                 return;
             }
         };
-        // Live, the hypervisor keeps the breaks; a replay only needs them here.
-        if self.live.is_none() || self.send(Command::AddBreak(found)) {
+        // Live, the hypervisor keeps the breaks (one set while it boots goes to it once it is
+        // up: `set_control`); a replay, or a run whose QEMU has stopped, only needs them here.
+        let booting = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.state == LiveState::Starting);
+        if !self.controls_qemu() || booting || self.send(Command::AddBreak(found)) {
             self.breaks.push((text.to_string(), found));
         }
     }
@@ -1158,6 +1178,12 @@ impl App {
     /// Give the app the control channel once the hypervisor is up.
     pub fn set_control(&mut self, control: Control) {
         if let Some(live) = self.live.as_mut() {
+            // The breaks set while it booted.
+            for (_, found) in &self.breaks {
+                if let Err(error) = control.send(Command::AddBreak(*found)) {
+                    self.message = Some(format!("a break did not reach the hypervisor: {error}"));
+                }
+            }
             live.control = Some(control);
             if live.state == LiveState::Starting {
                 live.state = LiveState::Running;

@@ -214,7 +214,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             theme.warn(),
         )
     } else {
-        let keys: &[(&str, &str)] = match (app.screen, app.live.is_some()) {
+        let keys: &[(&str, &str)] = match (app.screen, app.controls_qemu()) {
             (Screen::Flows, false) => &[
                 ("j/k", "move"),
                 ("⏎", "open"),
@@ -1616,7 +1616,7 @@ const LIVE_HELP: &[(&str, &str)] = &[
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
-    for (keys, what) in HELP.iter().chain(if app.live.is_some() {
+    for (keys, what) in HELP.iter().chain(if app.controls_qemu() {
         LIVE_HELP
     } else {
         REPLAY_HELP
