@@ -515,7 +515,7 @@ impl FrontRing {
     }
 
     /// Requests written whose responses have not been read.
-    fn in_flight(&self) -> u32 {
+    pub fn in_flight(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)
     }
 

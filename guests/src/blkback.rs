@@ -79,8 +79,6 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
     })?;
     let front = device.frontend_dir();
     let back = device.backend_dir();
-    xenbus::write_number(&back, "sectors", disk.sectors)?;
-    xenbus::write_number(&back, "sector-size", SECTOR_SIZE as u64)?;
     xenbus::set_state(&back, State::InitWait)?;
 
     xenbus::wait_for_state(&front, State::Initialised)?;
@@ -108,7 +106,12 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
         disk.sectors,
         disk.model()
     );
-    if let Err(code) = xenbus::set_state(&back, State::Connected) {
+    // The device's properties, then Connected (`io/blkif.h`: "Publish backend device
+    // properties", then XenbusStateConnected): the frontend reads them once it sees it.
+    let connected = xenbus::write_number(&back, "sectors", disk.sectors)
+        .and_then(|()| xenbus::write_number(&back, "sector-size", SECTOR_SIZE as u64))
+        .and_then(|()| xenbus::set_state(&back, State::Connected));
+    if let Err(code) = connected {
         grant::unmap(ring_handle, RING_ADDRESS);
         evtchn::close(port);
         return Err(code);

@@ -97,7 +97,6 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
     let front = device.frontend_dir();
     let back = device.backend_dir();
     xenbus::wait_for_state(&back, State::InitWait)?;
-    let sectors = xenbus::read_number(&back, "sectors")?;
 
     // Events: our shared-info page, and the upcall on a stack of its own.
     // The stack is a static used only by this vector.
@@ -126,21 +125,27 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
         .and_then(|()| xenbus::write_number(&front, "event-channel", port as u64))
         .and_then(|()| xenbus::set_state(&front, State::Initialised))
         .and_then(|()| xenbus::wait_for_state(&back, State::Connected))
-        .and_then(|_| xenbus::set_state(&front, State::Connected));
-    if let Err(code) = connected {
-        // A backend that closed has unmapped the ring: the grant ends. One that connected
-        // before our own write failed may still map it: then the page stays granted, and
-        // we say so rather than take it back.
-        evtchn::close(port);
-        let ended = grant::end_access(RING_GREF);
-        if ended != 0 {
-            crate::hprintln!(
-                "blkfront: the ring's grant is still in use by d{} (status {ended}): its page stays the backend's",
-                device.backend
-            );
+        // The disk's size is a backend device property, published with Connected
+        // (`io/blkif.h`: "Query backend device properties" once the backend is Connected).
+        .and_then(|_| xenbus::read_published_number(&back, "sectors"))
+        .and_then(|sectors| xenbus::set_state(&front, State::Connected).map(|()| sectors));
+    let sectors = match connected {
+        Ok(sectors) => sectors,
+        Err(code) => {
+            // A backend that closed has unmapped the ring: the grant ends. One that
+            // connected before our own write failed may still map it: then the page stays
+            // granted, and we say so rather than take it back.
+            evtchn::close(port);
+            let ended = grant::end_access(RING_GREF);
+            if ended != 0 {
+                crate::hprintln!(
+                    "blkfront: the ring's grant is still in use by d{} (status {ended}): its page stays the backend's",
+                    device.backend
+                );
+            }
+            return Err(code);
         }
-        return Err(code);
-    }
+    };
     Ok(Blkfront {
         device,
         ring,
@@ -251,7 +256,7 @@ impl Blkfront {
 
     /// Wait, halted with interrupts on, for the backend's event, then take the responses
     /// until the one with `id` is there; [`Failure::BackendBroken`] once the backend has
-    /// answered more than it was asked.
+    /// answered more than it was asked, or answered every request but not `id`.
     ///
     /// Every response sends us an event: after taking responses we always ask for an event
     /// at the next one (`final_check_for_responses` moves `rsp_event` past what we took, as
@@ -272,8 +277,11 @@ impl Blkfront {
         let mut sleep_first = !x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
         loop {
-            // Before a halt, which nothing more from this backend would end.
-            if self.broken || self.ring.overflowed() {
+            // Before a halt, which nothing more from this backend would end: it answered
+            // more than it was asked, or every request has its answer and ours is not among
+            // them (it answered another id: Linux's blkfront, "response references no
+            // pending request").
+            if self.broken || self.ring.overflowed() || self.ring.in_flight() == 0 {
                 self.broken = true;
                 return Err(Failure::BackendBroken);
             }
@@ -292,6 +300,10 @@ impl Blkfront {
                     {
                         // Another request's: kept until someone waits for it.
                         *slot = Some(response);
+                    } else {
+                        // More answers for other ids than requests can be waiting: one is
+                        // for no request of ours. Never dropped unsaid.
+                        self.broken = true;
                     }
                 }
                 // Ask for an event at the next response, and look once more in case one

@@ -2,7 +2,9 @@
 //! agree, state by state, that they are connected (Xen's `io/xenbus.h`, Linux's
 //! `drivers/xen/xenbus/`).
 //!
-//! Every device has two directories in the store, one per end:
+//! Every device has two directories in the store, one per end (the order of the steps is
+//! `io/blkif.h`'s: the backend publishes its device properties, the disk's size, with
+//! Connected, and the frontend reads them then):
 //!
 //! | directory                                   | written by          | holds                                       |
 //! |---------------------------------------------|---------------------|---------------------------------------------|
@@ -14,10 +16,10 @@
 //!
 //! ```text
 //! toolstack: both states 1 (Initialising)
-//! backend:   knows its disk: sectors, sector-size; state 2 (InitWait)
+//! backend:   knows its disk; state 2 (InitWait)
 //! frontend:  sees 2; grants the ring page, allocates a port; ring-ref, event-channel; state 3 (Initialised)
-//! backend:   sees 3; maps the ring, binds the port; state 4 (Connected)
-//! frontend:  sees 4; state 4 (Connected)           … requests and responses …
+//! backend:   sees 3; maps the ring, binds the port; sectors, sector-size; state 4 (Connected)
+//! frontend:  sees 4; reads sectors; state 4 (Connected)   … requests and responses …
 //! frontend:  state 5 (Closing), an event so the backend looks; backend: unmaps, closes; state 6 (Closed)
 //! ```
 //!
@@ -208,6 +210,16 @@ pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
 pub fn read_number(dir: &Path, name: &str) -> Result<u64, i64> {
     let mut buffer = [0u8; 24];
     let text = store::wait(node(dir, name).as_str(), &mut buffer)?;
+    text.parse()
+        .map_err(|_| traplab_abi::hypercall::error::EINVAL)
+}
+
+/// Read a number the other end has published already (`dir/name`, read once, not waited
+/// for): `EINVAL` when it is not there or not a number.
+pub fn read_published_number(dir: &Path, name: &str) -> Result<u64, i64> {
+    let mut buffer = [0u8; 24];
+    let text = store::read(node(dir, name).as_str(), &mut buffer)
+        .map_err(|_| traplab_abi::hypercall::error::EINVAL)?;
     text.parse()
         .map_err(|_| traplab_abi::hypercall::error::EINVAL)
 }
