@@ -136,6 +136,8 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
 }
 
 /// Record the events of other domains that a trap caused (`Scheduler::said`), in order.
+#[cold]
+#[inline(never)]
 fn record_said(running: &mut Running, said: &mut Vec<(u16, Body)>) {
     for (other, body) in said.drain(..) {
         running.record(Some(other), &body);
@@ -578,7 +580,9 @@ fn run_vcpu(
         if let Some(owed) = owed.take() {
             record_resume(running, id, &owed);
             // Events of other domains the trap caused come after its resume.
-            record_said(running, &mut scheduler.said);
+            if !scheduler.said.is_empty() {
+                record_said(running, &mut scheduler.said);
+            }
             continue;
         }
         if let Some(debugger) = running.debugger_of(id) {
@@ -709,8 +713,8 @@ fn run_vcpu(
         for body in &events {
             running.record(Some(id), body);
         }
-        // Untraced, their order does not matter: now.
-        if !trace::enabled() {
+        // Untraced, their order does not matter: now. (Rare: one test at every exit.)
+        if !scheduler.said.is_empty() && !trace::enabled() {
             record_said(running, &mut scheduler.said);
         }
         apply::recycle(&mut events, &mut spare_changes);
