@@ -224,7 +224,8 @@ impl Builder {
     }
 }
 
-fn boot() -> Boot {
+/// The hypervisor's `boot` of a hand-written trace.
+pub fn boot() -> Boot {
     Boot {
         hv: "traplab-hv 0.1.0".into(),
         cpu: "AuthenticAMD".into(),
@@ -237,7 +238,8 @@ fn boot() -> Boot {
     }
 }
 
-fn created(name: &'static str) -> Body {
+/// A domain running guest program `name` is created.
+pub fn created(name: &'static str) -> Body {
     Body::Domain(DomainChange {
         state: DomainState::Created,
         name: name.into(),
@@ -255,7 +257,8 @@ fn ended(name: &'static str) -> Body {
     })
 }
 
-fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u32>) -> Body {
+/// The hypervisor switches from one domain (or idle) to another (or idle).
+pub fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u32>) -> Body {
     Body::Schedule(Schedule {
         from,
         to,
@@ -264,10 +267,14 @@ fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u
     })
 }
 
-fn vmmcall(rip: u64, number: u64, command: u64) -> Exit {
+/// An exit with `exitcode` at `rip` of a lab's 64-bit guest kernel, its registers zero but
+/// RSP (its stack), the instruction's bytes `insn`.
+pub fn exit(exitcode: u64, rip: u64, insn: &[u8]) -> Exit {
     Exit {
-        exitcode: 0x81,
-        reason: "VMMCALL".into(),
+        exitcode,
+        reason: traplab_abi::exit::ExitReason::from_code(exitcode)
+            .name()
+            .into(),
         exitinfo1: 0,
         exitinfo2: 0,
         exitintinfo: 0,
@@ -281,16 +288,23 @@ fn vmmcall(rip: u64, number: u64, command: u64) -> Exit {
         cr4: 0x620,
         efer: 0x1d00,
         regs: Registers {
-            rax: number,
-            rdi: command,
             rsp: 0x21_f000,
             ..Registers::default()
         },
-        insn: InstructionBytes::new(&[0x0f, 0x01, 0xd9]),
+        insn: InstructionBytes::new(insn),
     }
 }
 
-fn decide(action: Action, why: &'static str, at: &'static str) -> Body {
+/// Hypercall `number` (RAX) with its first argument `command` (RDI).
+pub fn vmmcall(rip: u64, number: u64, command: u64) -> Exit {
+    let mut vmmcall = exit(0x81, rip, &[0x0f, 0x01, 0xd9]);
+    vmmcall.regs.rax = number;
+    vmmcall.regs.rdi = command;
+    vmmcall
+}
+
+/// The hypervisor's decision.
+pub fn decide(action: Action, why: &'static str, at: &'static str) -> Body {
     Body::Decide(Decide {
         action,
         why: why.into(),
@@ -298,7 +312,8 @@ fn decide(action: Action, why: &'static str, at: &'static str) -> Body {
     })
 }
 
-fn emulate(what: &'static str, changes: &[(&'static str, u64, u64)]) -> Body {
+/// What the hypervisor emulated, and the registers it changed (name, old, new).
+pub fn emulate(what: &'static str, changes: &[(&'static str, u64, u64)]) -> Body {
     Body::Emulate(Emulate {
         what: what.into(),
         arguments: Default::default(),
@@ -313,7 +328,8 @@ fn emulate(what: &'static str, changes: &[(&'static str, u64, u64)]) -> Body {
     })
 }
 
-fn resume(rip: u64, cycles: u64) -> Body {
+/// The guest goes on at `rip`, `cycles` after its exit.
+pub fn resume(rip: u64, cycles: u64) -> Body {
     Body::Resume(Resume {
         rip,
         rflags: 0x202,

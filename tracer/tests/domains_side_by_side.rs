@@ -5,6 +5,7 @@
 
 use traplab_abi::event::*;
 use traplab_tracer::flows::NO_FLOW;
+use traplab_tracer::sample::{self, created, resume, schedule};
 use traplab_tracer::store::Trace;
 
 /// Events numbered from 0 (`seq` = index), 20,000 TSC ticks apart.
@@ -32,25 +33,9 @@ impl Events {
     }
 }
 
+/// An exit with `code` at `rip`.
 fn exit(code: u64, rip: u64) -> Body {
-    Body::Exit(Exit {
-        exitcode: code,
-        reason: traplab_abi::exit::ExitReason::from_code(code).name().into(),
-        exitinfo1: 0,
-        exitinfo2: 0,
-        exitintinfo: 0,
-        rip,
-        cs: 8,
-        cpl: 0,
-        rflags: 0x202,
-        cr0: 0x8001_0033,
-        cr2: 0,
-        cr3: 0x10000,
-        cr4: 0x620,
-        efer: 0x1d00,
-        regs: Registers::default(),
-        insn: InstructionBytes::new(&[0x0f, 0x01, 0xd9]),
-    })
+    Body::Exit(sample::exit(code, rip, &[0x90]))
 }
 
 const VMMCALL: u64 = 0x81;
@@ -58,19 +43,7 @@ const HLT: u64 = 0x78;
 const IOIO: u64 = 0x7b;
 
 fn decide(action: Action) -> Body {
-    Body::Decide(Decide {
-        action,
-        why: "why".into(),
-        at: "hv/src/exit/mod.rs:1".into(),
-    })
-}
-
-fn emulate(what: &'static str) -> Body {
-    Body::Emulate(Emulate {
-        what: what.into(),
-        arguments: Default::default(),
-        changes: Vec::new(),
-    })
+    sample::decide(action, "why", "hv/src/exit/mod.rs:1")
 }
 
 fn notify(to: u16, port: u32, woke: bool, masked: bool) -> Body {
@@ -83,49 +56,10 @@ fn notify(to: u16, port: u32, woke: bool, masked: bool) -> Body {
     })
 }
 
-fn schedule(from: Option<u16>, to: Option<u16>, why: ScheduleWhy, port: Option<u32>) -> Body {
-    Body::Schedule(Schedule {
-        from,
-        to,
-        why,
-        port,
-    })
-}
-
-fn resume(rip: u64, cycles: u64) -> Body {
-    Body::Resume(Resume {
-        rip,
-        rflags: 0x202,
-        regs: Registers::default(),
-        cycles,
-    })
-}
-
-fn created(name: &'static str) -> Body {
-    Body::Domain(DomainChange {
-        state: DomainState::Created,
-        name: name.into(),
-        status: None,
-        reason: None,
-    })
-}
-
-/// Two domains created and d1 started: the events every scenario begins with.
+/// Two domains created and `first` started: the events every scenario begins with.
 fn two_domains(first: u16) -> Events {
     let mut events = Events::default();
-    events.push(
-        None,
-        Body::Boot(Boot {
-            hv: "traplab-hv".into(),
-            cpu: "AuthenticAMD".into(),
-            svm_revision: 1,
-            nested_paging: true,
-            nrip_save: false,
-            decode_assists: false,
-            tsc_hz: 2_000_000_000,
-            ram_mib: 255,
-        }),
-    );
+    events.push(None, Body::Boot(sample::boot()));
     events.push(Some(1), created("one"));
     events.push(Some(2), created("two"));
     events.push(None, schedule(None, Some(first), ScheduleWhy::Start, None));
@@ -143,7 +77,10 @@ fn keys_typed_for_a_switched_out_domain_belong_to_no_flow() {
     events.push(Some(2), exit(IOIO, 0x20_0500));
     events.push(Some(2), decide(Action::Emulate));
     events.push(Some(2), resume(0x20_0501, 10_000));
-    let keys = events.push(Some(1), emulate("the host typed \"x\" on COM1"));
+    let keys = events.push(
+        Some(1),
+        sample::emulate("the host typed \"x\" on COM1", &[]),
+    );
     let d2_exit = events.push(Some(2), exit(IOIO, 0x20_0510));
     events.push(Some(2), decide(Action::Emulate));
     events.push(Some(2), resume(0x20_0511, 10_000));
