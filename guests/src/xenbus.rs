@@ -209,9 +209,7 @@ pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
 /// Read a number from `dir/name` (waiting for it to appear).
 pub fn read_number(dir: &Path, name: &str) -> Result<u64, i64> {
     let mut buffer = [0u8; 24];
-    let text = store::wait(node(dir, name).as_str(), &mut buffer)?;
-    text.parse()
-        .map_err(|_| traplab_abi::hypercall::error::EINVAL)
+    number(store::wait(node(dir, name).as_str(), &mut buffer)?)
 }
 
 /// Read a number the other end has published already (`dir/name`, read once, not waited
@@ -220,6 +218,11 @@ pub fn read_published_number(dir: &Path, name: &str) -> Result<u64, i64> {
     let mut buffer = [0u8; 24];
     let text = store::read(node(dir, name).as_str(), &mut buffer)
         .map_err(|_| traplab_abi::hypercall::error::EINVAL)?;
+    number(text)
+}
+
+/// A node's text as a number (`EINVAL` when it is none).
+fn number(text: &str) -> Result<u64, i64> {
     text.parse()
         .map_err(|_| traplab_abi::hypercall::error::EINVAL)
 }

@@ -272,17 +272,13 @@ pub fn before_resume(
             applied.resume_at = handler.or(applied.resume_at);
             domain.vcpu.interrupts.waiting_for_gdb = false;
         }
-        Assist::RequestWindow { vector, why } => {
-            let mut changes = Vec::new();
-            set_interrupt_window(domain, Some(vector), &mut changes);
-            events.push(Body::Emulate(Emulate {
-                what: Cow::Owned(format!(
-                    "interrupt {vector:#x} is pending but {why}: V_IRQ set and VINTR intercepted, so the CPU exits when the guest can take it"
-                )),
-                arguments: Arguments::default(),
-                changes,
-            }));
-        }
+        Assist::RequestWindow { vector, why } => events.push(request_window(
+            domain,
+            vector,
+            format!(
+                "interrupt {vector:#x} is pending but {why}: V_IRQ set and VINTR intercepted, so the CPU exits when the guest can take it"
+            ),
+        )),
         Assist::HeldForStep(vector) => {
             // A window asked for earlier (IF was 0) would bring a VINTR exit before the
             // stepped instruction, at every step: withdrawn until gdb lets the guest run.
@@ -316,15 +312,25 @@ pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
         Assist::Inject(vector) | Assist::RequestWindow { vector, .. } => vector,
         Assist::Nothing | Assist::HeldForStep(_) => return None,
     };
+    Some(request_window(
+        domain,
+        vector,
+        format!(
+            "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
+        ),
+    ))
+}
+
+/// Ask the CPU for a VINTR exit with `vector` as soon as the guest can take it, and the
+/// `emulate` that says so (`what`) and shows the change.
+fn request_window(domain: &mut Domain, vector: u8, what: String) -> Body {
     let mut changes = Vec::new();
     set_interrupt_window(domain, Some(vector), &mut changes);
-    Some(Body::Emulate(Emulate {
-        what: Cow::Owned(format!(
-            "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
-        )),
+    Body::Emulate(Emulate {
+        what: Cow::Owned(what),
         arguments: Arguments::default(),
         changes,
-    }))
+    })
 }
 
 /// Once a trap's events are recorded: they go, and the buffer their `emulate` noted its

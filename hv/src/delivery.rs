@@ -19,7 +19,7 @@
 
 use crate::decision::{Bounce, Decision, Delivery, Effect, PortAccess};
 use crate::domain::memory::{AccessFault, CpuAccess, page_fault_code};
-use crate::domain::vcpu::Wait;
+use crate::domain::vcpu::{Wait, dr7_slot_enables};
 use crate::domain::{Guest, IdtGate};
 use alloc::format;
 use alloc::string::String;
@@ -188,7 +188,7 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
     let dr7 = guest.vcpu.guest_dr7();
     (0..4)
         .filter(|&slot| {
-            let enabled = (dr7 >> (2 * slot)) & 0b11 != 0;
+            let enabled = dr7 & dr7_slot_enables(slot) != 0;
             let control = dr7 >> (16 + 4 * slot);
             let length = match (control >> 2) & 0b11 {
                 0b00 => 1,

@@ -85,9 +85,7 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         control.intercept_cr |= (1 << (16 + 3)) | (1 << (16 + 4));
         control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     }
-    if settings.intercept_dr {
-        control.intercept_dr = traplab_hv::domain::vcpu::DR_ACCESSES;
-    }
+    control.intercept_dr = dr_intercepts();
     if settings.intercept_rdtsc {
         control.intercept_misc1 |= misc1::RDTSC;
         control.intercept_misc2 |= misc2::RDTSCP;
@@ -135,4 +133,13 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
     // ones are masked by the host's IF and cause an INTR exit (15.21.1).
     control.virtual_interrupt = v_intr::MASKING;
     Some(())
+}
+
+/// The debug-register accesses the lab intercepts (the setting `intercept-dr`: all of them),
+/// when gdb holds no slot of a domain (`Vcpu::lend_slot` intercepts them all then).
+pub fn dr_intercepts() -> u32 {
+    match crate::settings::get().intercept_dr {
+        true => traplab_hv::domain::vcpu::DR_ACCESSES,
+        false => 0,
+    }
 }

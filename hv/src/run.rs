@@ -503,10 +503,7 @@ fn switch_in(
     if previous != Some(id) {
         // DR0–DR3, XCR0 and the x87/SSE state are not in the VMCB: the CPU's are the
         // running guest's (`exit/dr.rs`, `exit/xsetbv.rs`, `svm/fpu.rs`).
-        for slot in 0..4 {
-            machine.load_breakpoint_address(slot as u8, domain.vcpu.cpu_breakpoint_address(slot));
-        }
-        machine.load_dr7(domain.vcpu.vmcb.save.dr7);
+        domain.vcpu.load_debug_registers(machine);
         if domain.vcpu.xcr0 != loaded_xcr0 {
             machine.set_xcr0(domain.vcpu.xcr0);
         }
@@ -815,14 +812,8 @@ fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
 /// slot lent to gdb, where the CPU has gdb's address and the copy is the guest's
 /// (`Vcpu::lent_slots`).
 fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
-    let Some(domain) = running.system().domain_mut(id) else {
-        return;
-    };
-    let vcpu = &mut domain.vcpu;
-    for slot in 0..4 {
-        if vcpu.lent_slots[slot].is_none() {
-            vcpu.debug_registers[slot] = machine.breakpoint_address(slot as u8);
-        }
+    if let Some(domain) = running.system().domain_mut(id) {
+        domain.vcpu.keep_breakpoint_addresses(machine);
     }
 }
 

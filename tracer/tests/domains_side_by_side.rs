@@ -104,6 +104,28 @@ fn keys_typed_for_a_switched_out_domain_belong_to_no_flow() {
 }
 
 #[test]
+fn keys_that_wake_a_domain_open_the_second_part_of_its_flow() {
+    // d1 blocks in HLT; at d2's timer tick keys come for d1, whose interrupt wakes it: the
+    // schedule back comes first, then the keys' event, then d1's resume.
+    let mut events = two_domains(1);
+    events.push(Some(1), exit(HLT, 0x20_0400));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(None, schedule(Some(1), Some(2), ScheduleWhy::Blocked, None));
+    events.push(Some(2), exit(0x60, 0x20_0500)); // INTR
+    events.push(Some(2), decide(Action::Emulate));
+    let back = events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Woken, None));
+    let keys = events.push(
+        Some(1),
+        sample::emulate("the host typed \"x\" on COM1", &[]),
+    );
+    events.push(Some(1), resume(0x20_0401, 500_000));
+    let trace = events.trace();
+    let d1 = &trace.flows()[0];
+    assert_eq!(d1.back, back as u32);
+    assert_eq!(trace.flow_of(keys), Some(0), "the keys' event is d1's");
+}
+
+#[test]
 fn a_wake_on_one_port_is_not_blamed_on_a_notification_of_another() {
     // d1 sends on d2's port 3, which d2 masked: it stays pending and wakes no one. Later
     // d2 blocks in HLT, and its timer's port 5 wakes it.

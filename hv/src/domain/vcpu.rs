@@ -171,7 +171,8 @@ pub struct NmiWindow {
 /// write: while a slot is lent they are intercepted (`exit/dr.rs`), as KVM intercepts them
 /// while a host debugger uses the debug registers. So a guest that clears DR7 does not take
 /// gdb's breakpoint away, nor does it read gdb's bits. (A breakpoint the guest enables in a
-/// lent slot does not fire until gdb gives the slot back: the CPU has only four.)
+/// lent slot does not fire until gdb gives the slot back: the CPU has only four. An I/O
+/// breakpoint does, since the hypervisor checks those itself, `delivery.rs`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LentSlot {
     /// The debugger's address, in the CPU's DRn.
@@ -182,10 +183,15 @@ pub struct LentSlot {
     pub guest_dr7_bits: u64,
 }
 
-/// All of DR7's bits for slot `n`: its enables (L`n`, G`n`, bits 2n and 2n+1) and its
-/// condition (R/W`n` and LEN`n`, bits 16+4n to 19+4n) (AMD APM vol. 2, 13.1.1.5).
+/// DR7's enables of slot `n`: L`n` and G`n`, bits 2n and 2n+1 (AMD APM vol. 2, 13.1.1.5).
+pub fn dr7_slot_enables(slot: usize) -> u64 {
+    0b11 << (2 * slot)
+}
+
+/// All of DR7's bits for slot `n`: its enables ([`dr7_slot_enables`]) and its condition
+/// (R/W`n` and LEN`n`, bits 16+4n to 19+4n).
 pub fn dr7_slot_mask(slot: usize) -> u64 {
-    (0b11 << (2 * slot)) | (0b1111 << (16 + 4 * slot))
+    dr7_slot_enables(slot) | (0b1111 << (16 + 4 * slot))
 }
 
 /// The debug-register intercepts while a slot is lent: reads (bits 0–7) and writes (bits
@@ -401,6 +407,25 @@ impl Vcpu {
             }
         }
         self.vmcb.save.dr7 = cpu;
+    }
+
+    /// Its DR0–DR3 as the CPU holds them, into the guest's copies (while DR accesses are not
+    /// intercepted, the guest's MOVs to them reach the CPU unseen); not in a slot lent to a
+    /// debugger, where the CPU has the debugger's address. Only while this vCPU has the CPU.
+    pub fn keep_breakpoint_addresses(&mut self, machine: &dyn crate::machine::Machine) {
+        for slot in 0..4 {
+            if self.lent_slots[slot].is_none() {
+                self.debug_registers[slot] = machine.breakpoint_address(slot as u8);
+            }
+        }
+    }
+
+    /// Load its DR0–DR3 and DR7 into the CPU, which it has now: the debugger's in a lent slot.
+    pub fn load_debug_registers(&self, machine: &mut dyn crate::machine::Machine) {
+        for slot in 0..4 {
+            machine.load_breakpoint_address(slot as u8, self.cpu_breakpoint_address(slot));
+        }
+        machine.load_dr7(self.vmcb.save.dr7);
     }
 
     /// The address for the CPU's DRn: the debugger's in a lent slot, else the guest's.

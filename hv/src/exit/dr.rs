@@ -465,4 +465,21 @@ mod tests {
             "the lab's intercepts again"
         );
     }
+
+    #[test]
+    fn lending_a_slot_keeps_first_what_the_guest_wrote_to_its_registers_unseen() {
+        // Its own MOV to DR0 went to the CPU (no intercept yet); once a slot is lent the
+        // reads are intercepted and answered from the copies, which must hold it.
+        let mut test = Test::long_mode();
+        test.machine.breakpoints[0] = 0x20_1000;
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | 1;
+        test.domain.vcpu.keep_breakpoint_addresses(&test.machine);
+        test.domain.vcpu.lend_slot(3, 0x20_5000, 1 << 6);
+        mov(
+            &mut test,
+            &[0x0f, 0x21, 0xc0],
+            ExitReason::DrRead { number: 0 },
+        );
+        assert_eq!(test.gpr(0), 0x20_1000);
+    }
 }

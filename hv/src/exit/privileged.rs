@@ -108,7 +108,9 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
             .describe(format!("{name}: virtual interrupt flag = {}", enable as u8));
             // An STI that turns the flag on leaves the next instruction in its shadow: an
             // interrupt pending now is delivered after it, through the window the shadow
-            // makes the hypervisor ask for (`domain/interrupts.rs`), as a CPU would.
+            // makes the hypervisor ask for (`domain/interrupts.rs`), as a CPU would. (QEMU's
+            // TCG opens that window one instruction early, and the VINTR exit says so:
+            // `quirks.rs`.)
             match enable && !guest.pv.virtual_interrupt_flag {
                 true => PrivilegedOp::Done(decision.with(Effect::BeginInterruptShadow)),
                 false => PrivilegedOp::Done(decision),

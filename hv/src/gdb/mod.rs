@@ -97,6 +97,7 @@ use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
 use traplab_hv::delivery::DR6_SINGLE_STEP;
+use traplab_hv::domain::vcpu::dr7_slot_enables;
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, Guest, System, decide};
 
@@ -236,7 +237,7 @@ pub struct Debuggee {
     /// Stopped at an exit the hypervisor has not decided yet (for `monitor decision`).
     pub before_decision: bool,
     /// The debugged domain's vCPU is the one on the CPU: the CPU's debug registers are its
-    /// own (otherwise gdb's slots reach the CPU when it is switched in, `switched_to`).
+    /// own (otherwise gdb's slots reach the CPU when it is switched in, `run::switch_in`).
     pub on_cpu: bool,
     step: Option<SingleStep>,
 }
@@ -399,14 +400,20 @@ pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
         return Some(killed(end));
     }
 
-    if let Some((reason, decision)) = own_stop(debugger, exit, step) {
+    if let Some((reason, own)) = own_stop(debugger, exit, step) {
         // `monitor traps` shows it while gdb holds the guest; the trace records it when the
         // run loop applies it, after the stop.
-        monitor::note_own_stop(decision.action, &decision.why, decision.at);
-        return Some(match stop(debugger, reason) {
-            Some(end) => killed(end),
-            None => decision,
-        });
+        if let OwnStop::Gdbs(decision) = &own {
+            monitor::note_own_stop(decision.action, &decision.why, decision.at);
+        }
+        if let Some(end) = stop(debugger, reason) {
+            return Some(killed(end));
+        }
+        return match own {
+            OwnStop::Gdbs(decision) => Some(decision),
+            // Decided now that gdb has let go: with what gdb changed at the stop.
+            OwnStop::WithTheGuests => with_the_guests_own(debugger, exit, &reason),
+        };
     }
     // Ctrl-C from gdb, a new session, any other packet: answer what has arrived. If gdb
     // holds the guest now, it stops here, before the hypervisor decides.
@@ -514,7 +521,7 @@ fn own_stop(
     debugger: &mut Debugger,
     exit: &Exit,
     step: Option<SingleStep>,
-) -> Option<(StopReason, Decision)> {
+) -> Option<(StopReason, OwnStop)> {
     let target = &debugger.target;
     let save = &target.domain().vcpu.vmcb.save;
     let rip = save.rip;
@@ -531,7 +538,7 @@ fn own_stop(
             let dr7 = save.dr7;
             let guest_breakpoints = (0..4).any(|slot| {
                 dr6 & (1 << slot) != 0
-                    && dr7 & (0b11 << (2 * slot)) != 0
+                    && dr7 & dr7_slot_enables(slot) != 0
                     && target.hardware_slots[slot].is_none()
             });
             let gdb_s_step = matches!(
@@ -576,14 +583,17 @@ fn own_stop(
                 None => StopReason::DoneStep,
             };
             // The guest's own causes came with gdb's slot (its breakpoint on the same
-            // instruction, its TF): gdb stops, and then the guest's #DB is delivered as it
-            // would be without gdb, its handler seeing only its own bits in DR6.
-            let guest_step = dr6 & DR6_SINGLE_STEP != 0 && !gdb_s_step;
+            // instruction, its own TF): gdb stops, and then the guest's #DB is delivered as
+            // it would be without gdb, its handler seeing only its own bits in DR6. (BS
+            // counts only with the guest's TF set: DR6 is sticky, and a BS its handler left
+            // from an older step is no cause of this #DB.)
+            let guest_tf = save.rflags & RFlags::TRAP_FLAG.bits() != 0;
+            let guest_step = dr6 & DR6_SINGLE_STEP != 0 && !gdb_s_step && guest_tf;
             if slot.is_some() && (guest_breakpoints || guest_step) {
                 let gdb_bits =
                     owned_bits & !DR6_SINGLE_STEP | if gdb_s_step { DR6_SINGLE_STEP } else { 0 };
-                let decision = with_the_guests_own(debugger, exit, &reason, dr6 & !gdb_bits)?;
-                return Some((reason, decision));
+                debugger.target.domain_mut().vcpu.vmcb.save.dr6 = dr6 & !gdb_bits;
+                return Some((reason, OwnStop::WithTheGuests));
             }
             // gdb's bits come out of DR6: the guest's #DB handler never sees them.
             let mut decision = decide!(
@@ -608,7 +618,7 @@ fn own_stop(
                 )
                 .into();
             }
-            Some((reason, decision))
+            Some((reason, OwnStop::Gdbs(decision)))
         }
         ExitReason::Exception { vector: 3, .. } | ExitReason::SoftwareInterrupt => {
             let is_int3 = exit.reason != ExitReason::SoftwareInterrupt
@@ -625,7 +635,7 @@ fn own_stop(
                 Action::Emulate,
                 "the int3 at {rip:#x} is gdb's breakpoint: the hypervisor stops the guest for gdb; the guest never sees it"
             );
-            Some((StopReason::SwBreak(()), decision))
+            Some((StopReason::SwBreak(()), OwnStop::Gdbs(decision)))
         }
         ExitReason::Npf { info, .. }
             if info.fetch
@@ -641,23 +651,35 @@ fn own_stop(
                 Action::Emulate,
                 "gdb's step ends here: the event was delivered and the guest is about to run its handler at {rip:#x}"
             );
-            Some((StopReason::DoneStep, decision))
+            Some((StopReason::DoneStep, OwnStop::Gdbs(decision)))
         }
         _ => None,
     }
 }
 
-/// A #DB that gdb's slot and the guest's own causes raised together: the decision on the
-/// guest's #DB (reflected, or bounced to its trap table, as without gdb), with the guest's
-/// bits alone in DR6 (`guest_dr6`), taken at gdb's stop. `None` if the domain is gone.
+/// What an exit of gdb's own is.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per gdb stop, moved once: boxing it would only add an allocation"
+)]
+enum OwnStop {
+    /// gdb's alone: the guest never sees it (this decision says so).
+    Gdbs(Decision),
+    /// gdb's slot and a cause of the guest's own raised the #DB together: the guest's #DB
+    /// goes on after gdb's stop, DR6 holding the guest's bits alone ([`with_the_guests_own`]).
+    WithTheGuests,
+}
+
+/// A #DB that gdb's slot and the guest's own causes raised together, once gdb has let the
+/// guest go: the decision on the guest's #DB (reflected, or bounced to its trap table, as
+/// without gdb), its DR6 the guest's bits alone. `None` if the domain is gone.
 fn with_the_guests_own(
     debugger: &mut Debugger,
     exit: &Exit,
     reason: &StopReason,
-    guest_dr6: u64,
 ) -> Option<Decision> {
     let id = debugger.domain_id();
-    debugger.target.domain_mut().vcpu.vmcb.save.dr6 = guest_dr6;
+    let guest_dr6 = debugger.target.domain().vcpu.vmcb.save.dr6;
     let (domain, others) = debugger.target.system.split(id)?;
     let guest = Guest {
         domain,

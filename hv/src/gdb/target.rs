@@ -24,7 +24,8 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use traplab_abi::x86::EferFlags;
-use traplab_hv::{Domain, Machine};
+use traplab_hv::Domain;
+use traplab_hv::domain::vcpu::dr7_slot_enables;
 
 /// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
 /// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
@@ -327,7 +328,7 @@ fn dr7_bits(slot: usize, hardware: &HardwareSlot) -> u64 {
 /// Slot `n` is free for gdb: gdb does not hold it, and the guest has not enabled it.
 fn is_free(debuggee: &Debuggee, slot: usize) -> bool {
     debuggee.hardware_slots[slot].is_none()
-        && debuggee.domain().vcpu.guest_dr7() & (0b11 << (2 * slot)) == 0
+        && debuggee.domain().vcpu.guest_dr7() & dr7_slot_enables(slot) == 0
 }
 
 /// Give gdb a slot the guest has not enabled, from DR3 down (guests count up from DR0).
@@ -339,13 +340,14 @@ fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
     let on_cpu = debuggee.on_cpu;
     let vcpu = &mut debuggee.domain_mut().vcpu;
     if on_cpu {
-        // The guest's own MOV may have put its DRn in the CPU since it was switched in (DR
-        // accesses are not intercepted until a slot is lent, `run::keep_debug_registers`).
-        vcpu.debug_registers[slot] = Hardware.breakpoint_address(slot as u8);
+        // The guest's own MOVs may have put its DR0–DR3 in the CPU since it was switched in
+        // (DR accesses are not intercepted until a slot is lent): from now on they are, and
+        // its reads are answered from the copies.
+        vcpu.keep_breakpoint_addresses(&Hardware);
     }
     vcpu.lend_slot(slot, hardware.address, dr7_bits(slot, &hardware));
     if on_cpu {
-        load_slot(vcpu, slot);
+        vcpu.load_debug_registers(&mut Hardware);
     }
     true
 }
@@ -364,26 +366,16 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
 
 /// Give slot `n` back to the guest: its DRn and its DR7 bits as it left them, its writes
 /// while gdb held the slot included (`Vcpu::take_back_slot`). `on_cpu`: the domain's vCPU
-/// has the CPU, whose debug registers are then its own.
+/// has the CPU, whose debug registers are then its own (otherwise `run::switch_in` loads
+/// them when it is switched in; under TCG a breakpoint is armed only once a MOV to DR7 has
+/// run, `exit/dr.rs`).
 pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool) {
-    let lab_intercepts = match crate::settings::get().intercept_dr {
-        true => traplab_hv::domain::vcpu::DR_ACCESSES,
-        false => 0,
-    };
-    domain.vcpu.take_back_slot(slot, lab_intercepts);
+    domain
+        .vcpu
+        .take_back_slot(slot, crate::intercepts::dr_intercepts());
     if on_cpu {
-        load_slot(&domain.vcpu, slot);
+        domain.vcpu.load_debug_registers(&mut Hardware);
     }
-}
-
-/// Slot `n` and DR7 as the vCPU's view of the CPU has them, into the CPU (its vCPU has the
-/// CPU): under TCG a breakpoint is armed only once a MOV to DR7 has run (`exit/dr.rs`). gdb
-/// may change a slot while another domain runs (all-stop holds it at that domain's exit):
-/// then the CPU's registers are that domain's, and the run loop loads these when the
-/// debugged domain is switched in (`run.rs`, `switch_in`).
-fn load_slot(vcpu: &traplab_hv::domain::vcpu::Vcpu, slot: usize) {
-    Hardware.load_breakpoint_address(slot as u8, vcpu.cpu_breakpoint_address(slot));
-    Hardware.load_dr7(vcpu.vmcb.save.dr7);
 }
 
 // ---- The x87/SSE state in the FXSAVE image (AMD APM vol. 5, FXSAVE) ---------------------

@@ -266,8 +266,6 @@ fn check(
     Ok(grade::grade(lab, exercise, &run, symbols))
 }
 
-/// One verdict on `out`: a JSON line, or the report `text` makes. A closed pipe (`| head`)
-/// ends the output, not the checks.
 /// The verdict on a lab that boots Linux when Debian's kernel could not be had: not passed,
 /// and why, with what fetches it.
 fn without_its_kernel(lab: &Lab, exercise: Option<u32>, why: &str) -> Verdict {
@@ -286,6 +284,8 @@ fn without_its_kernel(lab: &Lab, exercise: Option<u32>, why: &str) -> Verdict {
     }
 }
 
+/// One verdict on `out`: a JSON line, or the report `text` makes. A closed pipe (`| head`)
+/// ends the output, not the checks.
 fn write_verdict(
     out: &mut impl Write,
     json: bool,

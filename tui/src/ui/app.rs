@@ -98,6 +98,10 @@ pub enum Purpose {
     Type { dom: u16 },
 }
 
+/// The keys of a live run that mean nothing in a replay (`s` step, `t` next trap, `p`
+/// pause, `i` type on COM1): once QEMU has stopped they say so.
+const QEMU_ONLY_KEYS: [char; 4] = ['s', 't', 'p', 'i'];
+
 /// What the hypervisor of a live run is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveState {
@@ -648,7 +652,7 @@ impl App {
         }
         match key.code {
             // The keys that controlled QEMU, once it has stopped.
-            KeyCode::Char('s' | 't' | 'p' | 'i') if self.live.is_some() => {
+            KeyCode::Char(key) if self.live.is_some() && QEMU_ONLY_KEYS.contains(&key) => {
                 self.message = Some(
                     "QEMU has stopped: the run is a recorded trace now (h/l step through a flow; b and c find a break in it)"
                         .into(),
@@ -1050,6 +1054,7 @@ impl App {
             .is_some_and(|live| !matches!(live.state, LiveState::Finished(_)))
     }
 
+    /// A live run's keys ([`QEMU_ONLY_KEYS`] among them); `false` for the others.
     fn handle_live_key(&mut self, key: KeyEvent) -> bool {
         let command = match key.code {
             KeyCode::Char('p') => Command::Pause,

@@ -475,7 +475,7 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             .block(Block::bordered().title(title))
             .render(preview, buf);
     } else {
-        let hint = if app.live.is_some() {
+        let hint = if app.controls_qemu() {
             "The hypervisor waits after its boot. b: break on a trap (pf, ud, ioio, port:0x3f8, hypercall:1…), c: continue, s: step one event, ?: all keys."
         } else {
             ""
