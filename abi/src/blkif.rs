@@ -425,6 +425,70 @@ impl SharedRing {
     }
 }
 
+/// The responses a frontend took from the ring for requests nobody waits for yet: a backend
+/// answers in any order (Linux's blkfront keeps a shadow entry per request for this). At
+/// most [`RING_SIZE`] can be: one per request in flight.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    kept: [Option<Response>; RING_SIZE as usize],
+}
+
+/// What [`Answers::take_from`] found in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The response waited for.
+    Found(Response),
+    /// Not yet (the others it took are kept).
+    Waiting,
+    /// More answers for others than requests can be waiting: one is for no request of ours.
+    /// The backend is broken.
+    Broken,
+}
+
+impl Default for Answers {
+    fn default() -> Answers {
+        Answers {
+            kept: [None; RING_SIZE as usize],
+        }
+    }
+}
+
+impl Answers {
+    /// The response to `id`, if it was taken from the ring earlier.
+    pub fn take(&mut self, id: u64) -> Option<Response> {
+        self.kept
+            .iter_mut()
+            .find_map(|slot| slot.take_if(|response| response.id == id))
+    }
+
+    /// Take every response `ring` holds, keeping the others', until `id`'s is there; then
+    /// ask for an event at the next one and look once more (Xen's
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`).
+    pub fn take_from(&mut self, ring: &mut FrontRing, id: u64) -> Taken {
+        let mut found = None;
+        let mut broken = false;
+        loop {
+            while let Some(response) = ring.take_response() {
+                if response.id == id {
+                    found = Some(response);
+                } else if let Some(slot) = self.kept.iter_mut().find(|slot| slot.is_none()) {
+                    *slot = Some(response);
+                } else {
+                    broken = true;
+                }
+            }
+            if !ring.final_check_for_responses() {
+                break;
+            }
+        }
+        match (found, broken) {
+            (Some(response), _) => Taken::Found(response),
+            (None, true) => Taken::Broken,
+            (None, false) => Taken::Waiting,
+        }
+    }
+}
+
 /// The frontend's private view of the ring (Xen's `blkif_front_ring`): the shared page,
 /// and two counters only the frontend knows.
 #[derive(Debug)]
@@ -1114,6 +1178,69 @@ mod tests {
         assert_eq!(front.take_response(), Some(response(0)));
         assert_eq!(front.free_requests(), 1);
         assert!(front.push_request(&request(99)));
+    }
+
+    #[test]
+    fn answers_for_other_requests_are_kept_until_their_turn() {
+        let page = Shared::new();
+        let (mut front, mut back) = page.ends();
+        let mut answers = Answers::default();
+        for id in [1, 2] {
+            front.push_request(&request(id));
+        }
+        front.push_requests_and_check_notify();
+        while back.take_request().is_some() {}
+        back.push_response(&response(2));
+        back.push_responses_and_check_notify();
+        assert_eq!(answers.take_from(&mut front, 1), Taken::Waiting, "2's kept");
+        back.push_response(&response(1));
+        back.push_responses_and_check_notify();
+        assert_eq!(answers.take_from(&mut front, 1), Taken::Found(response(1)));
+        assert_eq!(answers.take(2), Some(response(2)));
+        assert_eq!(answers.take(2), None, "once");
+    }
+
+    #[test]
+    fn a_backend_that_answers_another_id_leaves_nothing_in_flight_to_wait_for() {
+        // Request 1 answered as 2: the ring owes the frontend nothing more, and blkfront
+        // calls the backend broken instead of halting for an answer that cannot come.
+        let page = Shared::new();
+        let (mut front, mut back) = page.ends();
+        let mut answers = Answers::default();
+        front.push_request(&request(1));
+        front.push_requests_and_check_notify();
+        back.take_request();
+        back.push_response(&response(2));
+        back.push_responses_and_check_notify();
+        assert_eq!(answers.take_from(&mut front, 1), Taken::Waiting);
+        assert_eq!(front.in_flight(), 0);
+    }
+
+    #[test]
+    fn more_answers_for_others_than_can_be_waiting_break_the_backend() {
+        let page = Shared::new();
+        let (mut front, mut back) = page.ends();
+        let mut answers = Answers::default();
+        // A full table of answers nobody claimed...
+        for round in 0..2 {
+            for id in 0..RING_SIZE as u64 / 2 {
+                front.push_request(&request(100 + round * 100 + id));
+            }
+            front.push_requests_and_check_notify();
+            while let Some(taken) = back.take_request() {
+                back.push_response(&response(taken.id));
+            }
+            back.push_responses_and_check_notify();
+            assert_eq!(answers.take_from(&mut front, 1), Taken::Waiting);
+        }
+        // ...and one more for a request not waited for: it has nowhere to go.
+        front.push_request(&request(1));
+        front.push_request(&request(7));
+        front.push_requests_and_check_notify();
+        while back.take_request().is_some() {}
+        back.push_response(&response(7));
+        back.push_responses_and_check_notify();
+        assert_eq!(answers.take_from(&mut front, 1), Taken::Broken);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::grant;
 use crate::traps::{self, TrapFrame};
 use crate::xenbus::{self, Device, State};
 use traplab_abi::blkif::{
-    FrontRing, MAX_SEGMENTS, RING_SIZE, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing,
-    operation, status,
+    Answers, FrontRing, MAX_SEGMENTS, Request, Response, SECTORS_PER_PAGE, Segment, SharedRing,
+    Taken, operation, status,
 };
 use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::GrantRef;
@@ -52,7 +52,7 @@ pub struct Blkfront {
     pub sectors: u64,
     next_id: u64,
     /// Responses taken from the ring while waiting for another one.
-    unclaimed: [Option<Response>; RING_SIZE as usize],
+    answers: Answers,
     /// The backend answered more than it was asked ([`Failure::BackendBroken`]): from then
     /// on every request fails, as Linux's blkfront keeps the device in `BLKIF_STATE_ERROR`.
     broken: bool,
@@ -152,7 +152,7 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
         port,
         sectors,
         next_id: 1,
-        unclaimed: [None; RING_SIZE as usize],
+        answers: Answers::default(),
         broken: false,
     })
 }
@@ -267,11 +267,7 @@ impl Blkfront {
     /// Called with interrupts on, the upcall may have taken that event already, and a halt
     /// first could wait for ever: then the ring is looked at first.
     pub fn wait_for_response(&mut self, id: u64) -> Result<Response, Failure> {
-        let mut found = self
-            .unclaimed
-            .iter_mut()
-            .find_map(|slot| slot.take_if(|response| response.id == id));
-        if let Some(response) = found {
+        if let Some(response) = self.answers.take(id) {
             return Ok(response);
         }
         let mut sleep_first = !x86_64::instructions::interrupts::are_enabled();
@@ -292,28 +288,11 @@ impl Blkfront {
                 x86_64::instructions::interrupts::disable();
             }
             sleep_first = true;
-            loop {
-                while let Some(response) = self.ring.take_response() {
-                    if response.id == id {
-                        found = Some(response);
-                    } else if let Some(slot) = self.unclaimed.iter_mut().find(|slot| slot.is_none())
-                    {
-                        // Another request's: kept until someone waits for it.
-                        *slot = Some(response);
-                    } else {
-                        // More answers for other ids than requests can be waiting: one is
-                        // for no request of ours. Never dropped unsaid.
-                        self.broken = true;
-                    }
-                }
-                // Ask for an event at the next response, and look once more in case one
-                // came just before (RING_FINAL_CHECK_FOR_RESPONSES).
-                if !self.ring.final_check_for_responses() {
-                    break;
-                }
-            }
-            if let Some(response) = found {
-                return Ok(response);
+            // The responses there, the others' kept (`Answers::take_from`).
+            match self.answers.take_from(&mut self.ring, id) {
+                Taken::Found(response) => return Ok(response),
+                Taken::Broken => self.broken = true,
+                Taken::Waiting => {}
             }
         }
     }
