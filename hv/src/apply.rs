@@ -272,9 +272,9 @@ pub fn before_resume(
             applied.resume_at = handler.or(applied.resume_at);
             domain.vcpu.interrupts.waiting_for_gdb = false;
         }
-        Assist::RequestWindow { vector, why } => events.push(request_window(
+        Assist::RequestWindow { vector, why } => events.push(window_changed(
             domain,
-            vector,
+            Some(vector),
             format!(
                 "interrupt {vector:#x} is pending but {why}: V_IRQ set and VINTR intercepted, so the CPU exits when the guest can take it"
             ),
@@ -282,18 +282,14 @@ pub fn before_resume(
         Assist::HeldForStep(vector) => {
             // A window asked for earlier (IF was 0) would bring a VINTR exit before the
             // stepped instruction, at every step: withdrawn until gdb lets the guest run.
-            let mut changes = Vec::new();
-            if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::IRQ != 0 {
-                set_interrupt_window(domain, None, &mut changes);
-            }
             domain.vcpu.interrupts.waiting_for_gdb = true;
-            events.push(Body::Emulate(Emulate {
-                what: Cow::Owned(format!(
+            events.push(window_changed(
+                domain,
+                None,
+                format!(
                     "interrupt {vector:#x} is pending but gdb is single-stepping the guest: it waits until gdb lets the guest run, so that the step goes to the next instruction (QEMU's gdb stub and KVM hold interrupts during a step too)"
-                )),
-                arguments: Arguments::default(),
-                changes,
-            }));
+                ),
+            ));
         }
     }
 }
@@ -312,20 +308,20 @@ pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
         Assist::Inject(vector) | Assist::RequestWindow { vector, .. } => vector,
         Assist::Nothing | Assist::HeldForStep(_) => return None,
     };
-    Some(request_window(
+    Some(window_changed(
         domain,
-        vector,
+        Some(vector),
         format!(
             "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
         ),
     ))
 }
 
-/// Ask the CPU for a VINTR exit with `vector` as soon as the guest can take it, and the
-/// `emulate` that says so (`what`) and shows the change.
-fn request_window(domain: &mut Domain, vector: u8, what: String) -> Body {
+/// Ask the CPU for a VINTR exit with `vector` as soon as the guest can take it, or withdraw
+/// the request (`None`), and the `emulate` that says so (`what`) and shows the change, if any.
+fn window_changed(domain: &mut Domain, vector: Option<u8>, what: String) -> Body {
     let mut changes = Vec::new();
-    set_interrupt_window(domain, Some(vector), &mut changes);
+    set_interrupt_window(domain, vector, &mut changes);
     Body::Emulate(Emulate {
         what: Cow::Owned(what),
         arguments: Arguments::default(),

@@ -551,7 +551,6 @@ fn run_vcpu(
 ) -> Off {
     let mut events = Vec::new();
     let mut spare_changes = Vec::new();
-    // Events of other domains an exit of this one caused (keys into their COM1).
     let bare = bench_bare::on();
     // Who reads a decision's events: the trace, and gdb's `monitor traps`.
     let recording = trace::enabled() || matches!(running, Running::Debugged(_));
@@ -672,6 +671,10 @@ fn run_vcpu(
             // What that says is recorded after this trap's events, not inside them.
             let (by_keys, said) = wake_on_keys(running, machine, Some(id));
             scheduler.said.extend(said);
+            // Untraced, their order does not matter: now.
+            if !trace::enabled() {
+                record_said(running, &mut scheduler.said);
+            }
             let woken = woken.or(by_keys.map(|to| (to, None)));
             let system = running.system();
             // A vCPU woken by its timer or a key runs next, as one woken by an event does.
@@ -709,10 +712,6 @@ fn run_vcpu(
         // looked up again after every world switch.
         for body in &events {
             running.record(Some(id), body);
-        }
-        // Untraced, their order does not matter: now. (Rare: one test at every exit.)
-        if !scheduler.said.is_empty() && !trace::enabled() {
-            record_said(running, &mut scheduler.said);
         }
         apply::recycle(&mut events, &mut spare_changes);
         if let Some(end) = applied.end {

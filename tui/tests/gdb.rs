@@ -227,6 +227,19 @@ fn assert_answered_in_time(output: &str) {
     }
 }
 
+/// The flow lab `lab_id`'s catalogue expects is in `events` (a run with gdb, `how`).
+fn assert_the_labs_flow(lab_id: &str, events: &[traplab_abi::event::Event], how: &str) {
+    let catalogue = traplab_labs::find(lab_id)
+        .expect("the catalogue")
+        .expect("the lab");
+    let symbols =
+        traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0]))
+            .expect("symbols");
+    if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, events, &symbols) {
+        panic!("{lab_id} {how}: {mismatch}");
+    }
+}
+
 /// The value gdb's `info registers NAME` prints in hex, e.g. `cr3            0x10000 …`.
 fn register(output: &str, name: &str) -> Option<u64> {
     output.lines().find_map(|line| {
@@ -999,8 +1012,9 @@ fn ctrl_c_stops_a_guest_that_spins_without_exits_and_kill_ends_it() {
     assert!(trace.contains("spin KILLED: killed from gdb"), "{trace}");
 }
 
-/// Ctrl-C while the guest waits in HLT for its timer, 10 s away, and the hypervisor idles:
-/// the stop comes then, not at the tick (the trace shows no tick before gdb's kill).
+/// Ctrl-C while the guest waits in HLT and the hypervisor idles: the stub answers it there.
+/// (Its timer ticks every 10 s; whether one came first depends on the machine's load, so
+/// the test does not ask.)
 #[test]
 fn ctrl_c_stops_a_guest_halted_until_a_distant_timer() {
     let lab = Lab::start_with(&["--guest", "long-halt"]);
@@ -1038,10 +1052,7 @@ fn ctrl_c_stops_a_guest_halted_until_a_distant_timer() {
         trace.contains("long-halt KILLED: killed from gdb"),
         "{trace}"
     );
-    assert!(
-        trace.contains("HLT") && !trace.contains("the guest's own timer is due"),
-        "stopped in the HLT, before its timer came:\n{trace}"
-    );
+    assert!(trace.contains("HLT"), "stopped in the HLT:\n{trace}");
 }
 
 /// `--domain 2` debugs the lab's second guest: in the triple-fault lab, d1 dies first and
@@ -1093,16 +1104,7 @@ fn the_debug_and_breakpoint_labs_behave_the_same_with_gdb_attached() {
         );
         let (status, trace) = lab.finish();
         assert_eq!(status, 0, "{lab_id}");
-        let catalogue = traplab_labs::find(lab_id)
-            .expect("the catalogue")
-            .expect("the lab");
-        let symbols =
-            traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0]))
-                .expect("symbols");
-        let events = Lab::events(&trace);
-        if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, &events, &symbols) {
-            panic!("{lab_id} with gdb attached: {mismatch}");
-        }
+        assert_the_labs_flow(lab_id, &Lab::events(&trace), "with gdb attached");
     }
 }
 
@@ -1195,15 +1197,7 @@ fn gdb_s_hardware_breakpoint_survives_the_guest_clearing_dr7() {
         )),
         "the guest's MOV to DR7 was intercepted while gdb held a slot"
     );
-    let catalogue = traplab_labs::find("debug")
-        .expect("the catalogue")
-        .expect("the lab");
-    let symbols =
-        traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf(&catalogue.guests[0]))
-            .expect("symbols");
-    if let Err(mismatch) = traplab_labs::expect::check(&catalogue.expect, &events, &symbols) {
-        panic!("debug with gdb's hardware breakpoint: {mismatch}");
-    }
+    assert_the_labs_flow("debug", &events, "with gdb's hardware breakpoint");
 }
 
 /// Two domains side by side, gdb on d2: `monitor domains` lists d1 (blocked waiting for the
@@ -1526,16 +1520,7 @@ fn gdb_reads_an_untouched_lazy_page_as_zeros_and_leaves_it_for_the_guest() {
     assert!(output.contains("exited normally"), "{output}");
     let (status, trace) = lab.finish();
     assert_eq!(status, 0);
-    let catalogue = traplab_labs::find("lazy-memory")
-        .expect("the catalogue")
-        .expect("the lab");
-    let symbols = traplab_tracer::symbols::Symbols::load(&traplab_labs::guest_elf("lazy-memory"))
-        .expect("symbols");
-    if let Err(mismatch) =
-        traplab_labs::expect::check(&catalogue.expect, &Lab::events(&trace), &symbols)
-    {
-        panic!("lazy-memory after gdb's read: {mismatch}");
-    }
+    assert_the_labs_flow("lazy-memory", &Lab::events(&trace), "after gdb's read");
 }
 
 #[test]
