@@ -570,6 +570,10 @@ impl Step<'_, '_> {
                 let rflags = self.domain.vcpu.vmcb.save.rflags & !RFlags::RESUME_FLAG.bits();
                 self.rflags(rflags);
             }
+            Effect::SetResumeFlag => {
+                let rflags = self.domain.vcpu.vmcb.save.rflags | RFlags::RESUME_FLAG.bits();
+                self.rflags(rflags);
+            }
             Effect::ControlRegister(number, value) => {
                 let save = &mut vcpu.vmcb.save;
                 let (name, slot) = match number {

@@ -22,6 +22,7 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::{GrantEntryV1, GrantRef};
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
+use traplab_abi::x86::RFlags;
 
 /// How a domain ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,10 @@ pub enum Effect {
     /// instruction's flags are worked out as it is applied): the instruction completed
     /// (`delivery::after_completed`).
     ClearResumeFlag,
+    /// RFLAGS.RF set, whatever RFLAGS the effects before it left: a fault is about to be
+    /// delivered, and the RFLAGS image a CPU pushes for a fault has RF set
+    /// (`delivery::exception`).
+    SetResumeFlag,
     /// CR0, CR2, CR3 or CR4.
     ControlRegister(u8, u64),
     /// The guest's EFER (SVME stays set behind its back: VMRUN requires it).
@@ -518,6 +523,17 @@ pub fn rip_after(effects: &[Effect], current: u64) -> u64 {
             _ => None,
         })
         .unwrap_or(current)
+}
+
+/// The RFLAGS the guest will have once `effects` are applied (its current one is `current`).
+pub fn rflags_after(effects: &[Effect], current: u64) -> u64 {
+    let resume_flag = RFlags::RESUME_FLAG.bits();
+    effects.iter().fold(current, |rflags, effect| match effect {
+        Effect::Rflags(value) => *value,
+        Effect::ClearResumeFlag => rflags & !resume_flag,
+        Effect::SetResumeFlag => rflags | resume_flag,
+        _ => rflags,
+    })
 }
 
 /// `decide!(Action::Emulate, "why, with {} formatting", args)`: a [`Decision`] with its

@@ -28,7 +28,7 @@ use core::fmt;
 use traplab_abi::event::{Action, EventType, delivery_name};
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm::Event;
-use traplab_abi::x86::{self, Combined, RFlags};
+use traplab_abi::x86::{self, Combined, ExceptionType, RFlags};
 
 /// The System V red zone: 128 bytes below RSP that a function may use without moving RSP.
 /// A bounce frame goes below it, as Linux puts signal frames.
@@ -50,6 +50,7 @@ pub fn exception(
         let how = reflect_how(guest, vector);
         return Decision::new(Action::Reflect, format!("{why}: {how}").into(), at)
             .with_all(first)
+            .with_all(resume_flag_of(vector))
             .deliver(Delivery::Inject {
                 event: Event::exception(vector, error_code),
                 handler: guest.idt_handler(vector),
@@ -88,6 +89,18 @@ pub fn exception(
         ));
         (vector, error_code) = (next, next_code);
     }
+}
+
+/// What the RFLAGS image pushed for exception `vector` says of RF: set for a fault, so
+/// that the instruction the handler returns to runs once without its instruction breakpoint
+/// (Intel SDM vol. 3B, 17.3.1.1: "for any fault-class exception except a debug exception
+/// generated in response to an instruction breakpoint, the value pushed for RF is 1"; the
+/// CPU then clears RF as it enters the handler). EVENTINJ does not tell a fault from a
+/// trap (AMD APM vol. 2, 15.20 "Event Injection"), so a CPU injecting an exception pushes
+/// RFLAGS as it is: the hypervisor sets RF first, as KVM and ACRN do before they inject a
+/// fault. (A #DB, a fault or a trap by its cause, is raised here only as a trap.)
+fn resume_flag_of(vector: u8) -> Option<Effect> {
+    (x86::exception(vector).kind == ExceptionType::Fault).then_some(Effect::SetResumeFlag)
 }
 
 /// DR6's causes of a #DB (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register"; Intel SDM vol.
@@ -359,19 +372,27 @@ fn bounce(
     if let Some(error_code) = error_code {
         words.push(error_code as u64);
     }
+    // The RIP and RFLAGS the guest has once `first` is applied (an instruction completed
+    // before a trap moved RIP on and cleared RF), with RF set for a fault, as the CPU
+    // pushes them ([`resume_flag_of`]).
     let rip = crate::decision::rip_after(&first, save.rip);
+    let rflags = crate::decision::rflags_after(&first, save.rflags);
+    let rflags = match kind == EventType::Exception && resume_flag_of(vector).is_some() {
+        true => rflags | RFlags::RESUME_FLAG.bits(),
+        false => rflags,
+    };
     // A PV kernel's interrupt flag is its virtual one (`exit/privileged.rs`): the frame
     // carries that in IF, as Xen's create_bounce_frame puts !evtchn_upcall_mask there.
     let interrupted_rflags = match guest.pv.enabled {
         true => {
-            let rflags = RFlags::from_bits_retain(save.rflags) - RFlags::INTERRUPT_FLAG;
+            let rflags = RFlags::from_bits_retain(rflags) - RFlags::INTERRUPT_FLAG;
             match guest.pv.virtual_interrupt_flag {
                 true => rflags | RFlags::INTERRUPT_FLAG,
                 false => rflags,
             }
             .bits()
         }
-        false => save.rflags,
+        false => rflags,
     };
     words.extend([
         rip,
@@ -411,7 +432,7 @@ fn bounce(
     // an interrupt pending would enter the handler at its first instruction. For a PV kernel
     // that is its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask); RFLAGS.IF stays
     // as it is, set, as a Xen PV guest always runs (`create_bounce_frame` leaves it).
-    let mut flags = RFlags::from_bits_retain(save.rflags)
+    let mut flags = RFlags::from_bits_retain(rflags)
         - (RFlags::TRAP_FLAG | RFlags::NESTED_TASK | RFlags::RESUME_FLAG);
     let masks = entry.flags & TrapInfo::INTERRUPTS_ON == 0;
     if masks && !guest.pv.enabled {
@@ -626,7 +647,8 @@ mod tests {
     #[test]
     fn a_bounce_frame_has_the_hardware_layout_128_bytes_below_rsp_16_byte_aligned() {
         // From the lowest address: error code, RIP, CS, RFLAGS, RSP, SS — what a CPU pushes
-        // for an exception in 64-bit mode (AMD APM vol. 2, 8.9.3), below the red zone.
+        // for an exception in 64-bit mode (AMD APM vol. 2, 8.9.3), below the red zone; RFLAGS
+        // with RF set, as for any fault (`resume_flag_of`).
         let mut test = Test::long_mode();
         let rsp = 0x7_ff38;
         test.domain.vcpu.vmcb.save.rsp = rsp;
@@ -641,7 +663,7 @@ mod tests {
         assert_eq!(frame, 0x7_fe80);
         let bounce = testing::bounced(&run.decision);
         assert_eq!(bounce.frame, frame);
-        let words = [0b10, ENTRY, 0x08, 0x246, rsp, 0x10];
+        let words = [0b10, ENTRY, 0x08, 0x1_0246, rsp, 0x10];
         assert_eq!(bounce.words, words);
         for (index, word) in words.into_iter().enumerate() {
             assert_eq!(
@@ -961,6 +983,63 @@ mod tests {
         );
         assert_eq!(testing::bounced(&decision).words[0], ENTRY + 1);
         assert_eq!(decision.effects, [Effect::Rip(ENTRY + 1)]);
+    }
+
+    #[test]
+    fn a_reflected_fault_pushes_rf_set_and_a_trap_does_not() {
+        // The CPU pushes RFLAGS with RF set for a fault (so that the instruction it restarts
+        // skips its own instruction breakpoint once), as it is for a trap; EVENTINJ does not
+        // know which, so the hypervisor sets RF before injecting a fault.
+        for (vector, resume_flag) in [(6, true), (14, true), (13, true), (3, false), (8, false)] {
+            let mut test = Test::long_mode();
+            test.gate(vector, HANDLER);
+            let decision = deliver(&test, vector, 0);
+            assert_eq!(
+                decision.effects.contains(&Effect::SetResumeFlag),
+                resume_flag,
+                "vector {vector}"
+            );
+        }
+        // Applied: the VMCB's RFLAGS at VMRUN, which the CPU pushes, has RF.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x0b]);
+        test.gate(6, HANDLER);
+        test.domain.vcpu.vmcb.save.rflags = 0x2;
+        let ud = ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        };
+        let run = test.run(test.exit(ud));
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags, 0x1_0002);
+    }
+
+    #[test]
+    fn a_bounced_fault_s_frame_has_rf_set_and_its_handler_runs_with_rf_clear() {
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(6, HANDLER)]);
+        test.domain.vcpu.vmcb.save.rflags = 0x202;
+        let decision = deliver(&test, 6, 0);
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.words[2], 0x1_0202, "the frame's RFLAGS");
+        assert_eq!(bounce.rflags & RFlags::RESUME_FLAG.bits(), 0);
+    }
+
+    #[test]
+    fn a_single_step_trap_after_a_completed_instruction_pushes_the_rflags_after_it() {
+        // TF and RF set (a handler returned onto the CPUID with RF, past its breakpoint): the
+        // CPUID completes, which clears RF, and the #DB after it is a trap, which pushes
+        // RFLAGS as they are then: RF clear, so that the next instruction's breakpoint fires.
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0xa2]);
+        test.trap_table(&[trap(1, HANDLER)]);
+        let flags = RFlags::TRAP_FLAG | RFlags::RESUME_FLAG;
+        test.domain.vcpu.vmcb.save.rflags = 0x2 | flags.bits();
+        let decision = test.decide(test.exit(ExitReason::Cpuid));
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.words[0], ENTRY + 2, "after the CPUID");
+        assert_eq!(bounce.words[2], 0x2 | RFlags::TRAP_FLAG.bits(), "RF cleared");
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl Pci {
                 // Not a configuration access: nothing answers.
                 None => operand_mask(size) as u32,
             },
-            // A byte or word at 0xcf8–0xcfb is not CONFIG_ADDRESS (on a PC, 0xcf9 is the
-            // reset control register, which this platform does not have).
+            // A byte or word at 0xcf8–0xcfb is not CONFIG_ADDRESS. (On a PC, 0xcf9 is the
+            // reset control register: a write that resets ends the domain before it gets
+            // here, `exit/ioio.rs`; the register reads as nothing answers.)
             _ => operand_mask(size) as u32,
         }
     }

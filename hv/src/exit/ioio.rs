@@ -19,6 +19,7 @@
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::device::{acpi_pm, debug_exit};
+use crate::image::acpi;
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
@@ -68,8 +69,26 @@ pub fn ends_the_machine(port: u16, size: u8, value: u32, context: &str) -> Optio
             }),
         );
     }
+    if port == acpi::RESET_PORT && size == 1 && value & RESET_CPU != 0 {
+        return Some(
+            decide!(
+                Action::Emulate,
+                "{context}OUT {value:#x} to port {port:#x} (the reset control register the FADT names as RESET_REG, ACPI 6.4, 4.8.3.6): bit 2 resets the machine (PIIX4 datasheet, RC); here that machine is the domain, which ends with status 0, as QEMU's -no-reboot ends the VM"
+            )
+            .describe("machine reset (RESET_REG)")
+            .ending(DomainEnd::Exited {
+                status: 0,
+                reason: format!("reset: {value:#x} written to the reset control register (port {port:#x})"),
+            }),
+        );
+    }
     None
 }
+
+/// The reset control register's RCPU bit: a write with it set resets the CPU (PIIX4
+/// datasheet, "RC—Reset Control Register"), as Linux's `acpi_reboot` does with the FADT's
+/// RESET_VALUE, 0x06.
+const RESET_CPU: u32 = 1 << 2;
 
 pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
     let device = guest.devices.port_name(info.port);
@@ -1198,6 +1217,30 @@ mod tests {
             "{}",
             decision.why
         );
+    }
+
+    #[test]
+    fn the_fadt_s_reset_value_at_its_reset_register_ends_the_domain() {
+        // Linux's `reboot` writes the FADT's RESET_VALUE, 0x06, to RESET_REG, port 0xcf9
+        // (`acpi_reboot`). Before, the write went nowhere, and Linux went on to the
+        // keyboard controller's reset, polling an empty port a million times.
+        let mut test = Test::long_mode();
+        test.set_gpr(0, 0x06);
+        test.set_gpr(2, 0xcf9);
+        let run = io(&mut test, &[0xee], port(0xcf9, false, 1)); // out dx, al
+        assert_eq!(
+            testing::exited(&run.decision),
+            (
+                0,
+                "reset: 0x6 written to the reset control register (port 0xcf9)"
+            )
+        );
+        assert_eq!(run.emulate().what, "machine reset (RESET_REG)");
+        // Without RCPU (bit 2) it resets nothing: SRST alone chooses the kind of reset.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, 0x02);
+        let run = io(&mut test, &[0xee], port(0xcf9, false, 1));
+        assert!(run.decision.end.is_none());
     }
 
     /// The test's domain, d1, on a machine whose disk controller belongs to d2.

@@ -357,8 +357,12 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
         ));
         return finish(decision, next, hypercall::IRET, error::EINVAL);
     }
-    // The guest may restore the status flags, TF, IF, DF, AC and ID; IOPL, NT, VM and the
-    // virtual-interrupt flags stay as the hypervisor has them (as IRET at CPL > 0 would).
+    // The guest may restore the status flags, TF, IF, DF, NT, RF, AC and ID, as a CPU's
+    // IRET restores them at any CPL (AMD APM vol. 3, IRET) and Xen's `do_iret` keeps all but
+    // IOPL and VM. RF is how a #DB handler steps past an instruction breakpoint: set in the
+    // frame, the instruction it returns to runs once without its breakpoint (Intel SDM vol.
+    // 3B, 17.3.1.1). IOPL, VM and the virtual-interrupt flags
+    // stay as the hypervisor has them.
     let guest_flags = RFlags::CARRY_FLAG
         | RFlags::PARITY_FLAG
         | RFlags::AUXILIARY_CARRY_FLAG
@@ -368,6 +372,8 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
         | RFlags::INTERRUPT_FLAG
         | RFlags::DIRECTION_FLAG
         | RFlags::OVERFLOW_FLAG
+        | RFlags::NESTED_TASK
+        | RFlags::RESUME_FLAG
         | RFlags::ALIGNMENT_CHECK
         | RFlags::ID;
     // (A PV kernel's IF is its virtual one, below: RFLAGS.IF is set, as Xen's do_iret sets
@@ -740,6 +746,20 @@ mod tests {
         let mut test = bounced_handler_returning(0x3246, 0x08);
         call(&mut test);
         assert_eq!(test.domain.vcpu.vmcb.save.rflags, 0x246, "IOPL 3 dropped");
+    }
+
+    #[test]
+    fn iret_restores_rf_and_nt_as_a_cpu_s_iret_does() {
+        // A #DB handler returning to an instruction breakpoint sets RF in its frame: the
+        // instruction then runs once without the breakpoint. Dropped, the breakpoint fired
+        // again at once, for ever. (Xen's do_iret keeps all but IOPL and VM.)
+        let resume_and_nested = RFlags::RESUME_FLAG | RFlags::NESTED_TASK;
+        let mut test = bounced_handler_returning(0x246 | resume_and_nested.bits(), 0x08);
+        call(&mut test);
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.rflags,
+            0x246 | resume_and_nested.bits()
+        );
     }
 
     #[test]
