@@ -71,7 +71,8 @@ pub struct IoioInfo {
     pub rep: bool,
     /// Operand size in bytes: 1, 2 or 4.
     pub size: u8,
-    /// Address size in bits of a string instruction: 16, 32 or 64.
+    /// Address size in bits of a string instruction: 16, 32 or 64 (64 when none of the bits
+    /// is set, as QEMU 7.2's TCG sets none: the hypervisor decodes the instruction instead).
     pub address_bits: u8,
     /// Effective segment of a string instruction (0 = ES … 5 = GS).
     pub segment: u8,

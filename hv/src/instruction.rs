@@ -6,7 +6,7 @@
 //! through the guest's page tables at every exit (`exit::Exit::read`) and decode them where
 //! a handler needs to.
 
-use iced_x86::{Decoder, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderOptions, Instruction, OpKind};
 
 /// Decode the first instruction of `bytes`, fetched at `rip`, in `bits`-bit code.
 pub fn decode(bytes: &[u8], bits: u32, rip: u64) -> Option<Instruction> {
@@ -108,6 +108,19 @@ pub fn memory_address(instruction: &Instruction, domain: &crate::domain::Domain)
             }
         })?;
     Some(address & vmcb.linear_address_mask())
+}
+
+/// The address size of a string instruction (INS, OUTS, MOVS, STOS, LODS, …), from its
+/// memory operand: 16, 32 or 64 bits, the mode's default or the other one with an 0x67
+/// prefix. It says which of RCX, RSI and RDI the instruction counts and walks with (AMD APM
+/// vol. 3, "REP"). (For INS and OUTS EXITINFO1's A16/A32/A64 bits would say it, AMD APM vol.
+/// 2, 15.10.2, but QEMU 7.2's TCG leaves them clear: `quirks.rs`.)
+pub fn string_address_bits(instruction: &Instruction) -> u8 {
+    match (instruction.op0_kind(), instruction.op1_kind()) {
+        (OpKind::MemoryESDI, _) | (_, OpKind::MemorySegSI) => 16,
+        (OpKind::MemoryESEDI, _) | (_, OpKind::MemorySegESI) => 32,
+        _ => 64,
+    }
 }
 
 /// A segment register as iced names it, by its number (`vmcb::segment`).

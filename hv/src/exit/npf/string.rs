@@ -80,12 +80,7 @@ pub fn handle(
 ) -> Option<Decision> {
     let kind = kind(instruction)?;
     let size = instruction.memory_size().size() as u8;
-    // The address size, from the operands (an 0x67 prefix changes it): 16, 32 or 64 bits.
-    let address_bits = match (instruction.op0_kind(), instruction.op1_kind()) {
-        (OpKind::MemoryESDI, _) | (_, OpKind::MemorySegSI) => 16,
-        (OpKind::MemoryESEDI, _) | (_, OpKind::MemorySegESI) => 32,
-        _ => 64,
-    };
+    let address_bits = instruction::string_address_bits(instruction);
     // F3 repeats; so does F2 on an instruction that compares nothing, as QEMU's TCG does.
     let repeats = instruction.has_rep_prefix() || instruction.has_repne_prefix();
     let steps = Steps::new(guest, address_bits, size, repeats, ELEMENTS_PER_EXIT);
