@@ -133,9 +133,15 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
+            // Left with elements to go, the instruction is interrupted between two of them:
+            // RF set, so that the CPU, running it again, does not take its instruction
+            // breakpoint a second time ([`between_iterations`]).
             let decision = decision
                 .with_all(string.effects)
-                .with_all(string.done.then_some(Effect::Rip(next_rip)))
+                .with(match string.done {
+                    true => Effect::Rip(next_rip),
+                    false => between_iterations(),
+                })
                 .describe(string.what);
             return match string.done {
                 true => delivery::with_io_breakpoints(guest, info.port, info.size, decision),
@@ -181,6 +187,17 @@ pub(super) fn port_access(
         ),
     };
     (PortAccess::Out { port, size, value }, Some(what))
+}
+
+/// A REP string instruction stopped between two iterations, RIP still at it: RFLAGS.RF is
+/// set, as a CPU sets it in the RFLAGS an interrupt or a trap between iterations pushes, so
+/// that the instruction, which goes on when the guest runs again, does not hit its
+/// instruction breakpoint once more (an instruction breakpoint is taken before the first
+/// iteration only: Intel SDM vol. 3B, 17.3.1.1; KVM's emulator sets RF for a string
+/// instruction it restarts). The CPU clears RF when the instruction completes; the
+/// hypervisor does when it completes it (`delivery::after_completed`).
+pub fn between_iterations() -> Effect {
+    Effect::SetResumeFlag
 }
 
 /// The most elements one exit moves. A REP string instruction may be interrupted between
@@ -1565,11 +1582,21 @@ mod tests {
         assert_eq!(test.gpr(1), 10_000 - ELEMENTS_PER_EXIT);
         assert_eq!(test.gpr(6), DATA + ELEMENTS_PER_EXIT);
         assert_eq!(test.rip(), ENTRY, "the instruction runs again");
+        // Interrupted between two iterations: RF, so that the instruction's breakpoint is
+        // not taken again when it goes on.
+        let rflags = test.domain.vcpu.vmcb.save.rflags;
+        assert_ne!(rflags & RFlags::RESUME_FLAG.bits(), 0, "{rflags:#x}");
         let what = &run.emulate().what;
         assert!(
             what.contains("4096 element(s)") && what.contains("5904 left"),
             "{what}"
         );
+        // Its last piece completes it: RIP moves on, and RF is cleared.
+        test.set_gpr(1, 3);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
+        assert_eq!(test.rip(), ENTRY + 2);
+        assert_eq!(test.domain.vcpu.vmcb.save.rflags & RFlags::RESUME_FLAG.bits(), 0);
+        assert_eq!(run.decision.action, Action::Emulate);
 
         let mut test = Test::long_mode();
         test.set_gpr(6, DATA);

@@ -16,6 +16,7 @@ use crate::instruction;
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
+use traplab_abi::grant_table::map_area;
 use traplab_abi::x86::GPR_NAMES;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
@@ -28,8 +29,10 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     }
     // An operand that straddles a page boundary: the CPU does the bytes on each page where
     // that page is (the exit names only the page that faulted). The hypervisor does not
-    // split an access between a device and what lies beside it. (A bit test numbered by a
-    // register accesses another operand than the one it names: `emulate::bit_access`.)
+    // split an access between a device and what lies beside it; on the empty bus on both
+    // sides every byte reads as all ones and a write goes nowhere, so the access is done as
+    // one ([`on_the_empty_bus`]). (A bit test numbered by a register accesses another
+    // operand than the one it names: `emulate::bit_access`.)
     let width = instruction.memory_size().size() as u64;
     let bit_test_by_register = instruction.op1_kind() == OpKind::Register
         && matches!(
@@ -39,6 +42,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     if let Some(linear) = instruction::memory_address(&instruction, guest)
         && !bit_test_by_register
         && (linear & 0xfff) + width > 0x1000
+        && !on_the_empty_bus(guest, linear, width)
     {
         return decide!(
             Action::Kill,
@@ -146,6 +150,22 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         .with(Effect::Rip(next))
 }
 
+/// Do all the bytes of the `width`-byte access at `linear` land where nothing answers: above
+/// the domain's RAM, on no device and outside the grant-mapping area, on both its pages?
+fn on_the_empty_bus(guest: &Guest, linear: u64, width: u64) -> bool {
+    let tables = guest.page_tables();
+    [linear, linear.wrapping_add(width - 1)].into_iter().all(|address| {
+        guest
+            .memory
+            .virtual_to_physical(tables, address)
+            .is_ok_and(|gpa| {
+                gpa >= guest.memory.size()
+                    && !guest.devices.claims(gpa)
+                    && !map_area().contains(&gpa)
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +194,20 @@ mod tests {
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.mmio(&[0x8b, 0x10], scratch); // mov edx, [rax]
         assert_eq!(test.gpr(2), 42);
+    }
+
+    #[test]
+    fn an_access_across_a_page_boundary_on_the_empty_bus_reads_all_ones() {
+        // `mov rax, [rbx]` 4 bytes below a page boundary where no device is on either side
+        // (0xfed00000, where a PC's HPET would be): all ones, as a CPU reads there, not the
+        // end of the domain.
+        let mut test = Test::long_mode();
+        test.map_devices();
+        test.set_gpr(3, 0xfed0_0ffc);
+        let run = test.mmio(&[0x48, 0x8b, 0x03], 0xfed0_0ffc);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.gpr(0), u64::MAX);
+        assert_eq!(test.rip(), ENTRY + 3);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! the fault the CPU would have; after others, the CPU meets it itself when it runs the
 //! instruction again.
 
-use super::super::ioio::{Steps, string_element};
+use super::super::ioio::{Steps, between_iterations, string_element};
 use crate::decision::{Decision, Effect, MemoryString, StringElement, StringSide};
 use crate::domain::Guest;
 use crate::instruction;
@@ -186,6 +186,8 @@ pub fn handle(
     }
     if fault.is_none() && left == 0 {
         decision = decision.with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)));
+    } else if moved > 0 {
+        decision = decision.with(between_iterations());
     }
     Some(decision.describe(what))
 }
@@ -267,6 +269,13 @@ mod tests {
         assert_eq!(test.gpr(6), DATA + 16 * 8);
         assert_eq!(test.gpr(7), SCRATCH + 16 * 8);
         assert_eq!(test.rip(), ENTRY, "the instruction runs again for the rest");
+        let resume_flag = 1 << 16;
+        assert_ne!(
+            test.domain.vcpu.vmcb.save.rflags & resume_flag,
+            0,
+            "interrupted between iterations: RF set"
+        );
+        test.domain.vcpu.vmcb.save.rflags &= !resume_flag;
         // Backwards (DF): LODSD from SCRATCH's upper half into EAX steps RSI down by 4.
         test.domain.vcpu.vmcb.save.rflags |= DF;
         test.set_gpr(0, u64::MAX);
