@@ -11,7 +11,10 @@
 //!
 //! A domain with a trap table gets every exception bounced; a vector it has no entry for is
 //! handled the way a CPU handles a missing IDT gate (#GP, then #DF, then shutdown), each
-//! step said in the one decision.
+//! step said in the one decision. (Its own INT n, INT3 or INTO with no entry goes through
+//! its IDT instead, `exit/software_interrupt.rs`: the trap table adds handlers to the IDT's
+//! for software interrupts. Xen, whose PV guests have no IDT, gives such an INT n to the
+//! guest's #GP handler.)
 //!
 //! Handlers use the [`deliver!`](crate::deliver) macro: it records the decision with the
 //! caller's source line. Everything here is worked out before anything changes: the
