@@ -12,6 +12,16 @@
 //! node. The store holds [`NODES_MAX`] nodes, of which a domU may create
 //! [`NODES_PER_DOMAIN`]; a write past either is `-ENOSPC`, as xenstored answers a domain
 //! over its quota.
+//!
+//! Watches come two ways. `store_wait` and `store_watch` block the caller on one node. A
+//! watch registered with `store_watch_event` instead makes the domain's *store port* pending
+//! at each write of its node, as xenstored sends a watch event on a domain's xenstore event
+//! channel: a driver that sleeps in SCHEDOP_poll on its ring's port polls that one too, and
+//! so hears of the store while it waits for the other end. And as in xenstore, the special
+//! node [`RELEASE_DOMAIN`] changes when a domain ends (xenstored fires `@releaseDomain`
+//! when the hypervisor tells it, by VIRQ_DOM_EXC, that a domain died): a toolstack learns
+//! that its guest is gone, a backend that its frontend is. Xen's watchers then ask the
+//! hypervisor which domain it was; here the node says it.
 
 /// The commands of `store_op`.
 pub mod cmd {
@@ -30,6 +40,12 @@ pub mod cmd {
     /// This is how a XenBus driver waits for the other end's state to move on (xenstore: a
     /// watch on the `state` node, and a read when it fires).
     pub const WATCH: u64 = 3;
+    /// Register a watch on the node (which need not exist): from now on each write of it
+    /// makes the caller's store port pending. Returns that port, the same for all the
+    /// domain's watches (its first watch binds it, to the lowest free port), or `-ENOSPC`
+    /// when no port is free or the domain has [`super::WATCHES_PER_DOMAIN`] watches.
+    /// `value` and `value_len` are not used.
+    pub const WATCH_EVENT: u64 = 4;
 
     /// The command's name.
     pub fn name(cmd: u64) -> Option<&'static str> {
@@ -38,10 +54,25 @@ pub mod cmd {
             WRITE => "store_write",
             WAIT => "store_wait",
             WATCH => "store_watch",
+            WATCH_EVENT => "store_watch_event",
             _ => return None,
         })
     }
 }
+
+/// The node the store itself writes when a domain ends, and no domain may: the ids of the
+/// domains that have ended, in the order they did, separated by spaces (`"1"`, `"1 3"`).
+/// (xenstore's special watch name `@releaseDomain`.)
+pub const RELEASE_DOMAIN: &str = "@releaseDomain";
+
+/// Is domain `id` among the ended ones [`RELEASE_DOMAIN`]'s `value` lists?
+pub fn released(value: &str, id: u16) -> bool {
+    value.split(' ').any(|ended| ended.parse() == Ok(id))
+}
+
+/// How many watches one domain may register with `store_watch_event` (xenstored's
+/// `quota-nb-watch-per-domain`, much reduced).
+pub const WATCHES_PER_DOMAIN: usize = 8;
 
 /// The longest path.
 pub const PATH_MAX: u64 = 128;
@@ -54,9 +85,12 @@ pub const NODES_MAX: usize = 128;
 /// eighth of the store: one domain cannot fill it for the others.
 pub const NODES_PER_DOMAIN: usize = 16;
 
-/// The part of the tree domain `id` may write, unless it is dom0 (which may write anywhere):
-/// `/local/domain/<id>/`.
+/// The part of the tree domain `id` may write, unless it is dom0 (which may write anywhere
+/// in the tree): `/local/domain/<id>/`. A special node ([`RELEASE_DOMAIN`]) is the store's.
 pub fn writable_by(id: u16, path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
     if id == 0 {
         return true;
     }
@@ -71,7 +105,7 @@ pub fn writable_by(id: u16, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::writable_by;
+    use super::{RELEASE_DOMAIN, released, writable_by};
 
     #[test]
     fn a_domain_writes_only_under_its_own_node_and_dom0_anywhere() {
@@ -81,5 +115,14 @@ mod tests {
         assert!(!writable_by(2, "/local/domain/22/evtchn"));
         assert!(!writable_by(1, "/vm/1"));
         assert!(writable_by(0, "/local/domain/1/backend"));
+        assert!(!writable_by(0, RELEASE_DOMAIN), "the store's own");
+    }
+
+    #[test]
+    fn release_domain_s_value_lists_the_ended_domains() {
+        assert!(released("1", 1));
+        assert!(released("3 1", 1));
+        assert!(!released("11 2", 1));
+        assert!(!released("", 1));
     }
 }

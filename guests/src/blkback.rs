@@ -18,6 +18,7 @@ use crate::evtchn;
 use crate::grant;
 use crate::hprintln;
 use crate::sched;
+use crate::store;
 use crate::xenbus::{self, Device, State};
 use traplab_abi::blkif::{
     BackRing, MAX_SEGMENTS, RING_SIZE, Request, Response, SECTOR_SIZE, SharedRing, check_request,
@@ -25,6 +26,7 @@ use traplab_abi::blkif::{
 };
 use traplab_abi::evtchn::Port;
 use traplab_abi::grant_table::MAP_AREA;
+use traplab_abi::store::RELEASE_DOMAIN;
 
 /// Where the ring is mapped: the first page of the grant-map area.
 const RING_ADDRESS: u64 = MAP_AREA;
@@ -47,6 +49,8 @@ pub struct Served {
     pub refused: u64,
     /// The frontend's ring indexes ran ahead of the ring: we stopped serving it.
     pub ring_broken: bool,
+    /// The frontend's domain ended without closing the device (`@releaseDomain` said so).
+    pub frontend_ended: bool,
 }
 
 /// Serve the one device the toolstack attaches to us (`me`), until its frontend closes.
@@ -106,16 +110,25 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
         disk.sectors,
         disk.model()
     );
-    // The device's properties, then Connected (`io/blkif.h`: "Publish backend device
-    // properties", then XenbusStateConnected): the frontend reads them once it sees it.
-    let connected = xenbus::write_number(&back, "sectors", disk.sectors)
-        .and_then(|()| xenbus::write_number(&back, "sector-size", SECTOR_SIZE as u64))
-        .and_then(|()| xenbus::set_state(&back, State::Connected));
-    if let Err(code) = connected {
-        grant::unmap(ring_handle, RING_ADDRESS);
-        evtchn::close(port);
-        return Err(code);
-    }
+    // The store port, which `@releaseDomain` makes pending when a domain ends: a frontend
+    // that dies without closing (killed, say) does not leave us polling its port for ever
+    // (Linux's blkback hears of it from its XenBus watch on the frontend). Then the device's
+    // properties, and Connected (`io/blkif.h`: "Publish backend device properties", then
+    // XenbusStateConnected): the frontend reads them once it sees it.
+    let connected = store::watch_event(RELEASE_DOMAIN).and_then(|store_port| {
+        xenbus::write_number(&back, "sectors", disk.sectors)
+            .and_then(|()| xenbus::write_number(&back, "sector-size", SECTOR_SIZE as u64))
+            .and_then(|()| xenbus::set_state(&back, State::Connected))
+            .map(|()| store_port)
+    });
+    let store_port = match connected {
+        Ok(store_port) => store_port,
+        Err(code) => {
+            grant::unmap(ring_handle, RING_ADDRESS);
+            evtchn::close(port);
+            return Err(code);
+        }
+    };
 
     let mut served = Served::default();
     loop {
@@ -158,8 +171,20 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
         if xenbus::read_state(&front) >= State::Closing {
             break;
         }
-        // Sleep until the frontend's event (SCHEDOP_poll: no upcall needed), then forget it.
-        sched::poll(&[port]);
+        if evtchn::pending(store_port) {
+            evtchn::clear(store_port);
+            if xenbus::released(device.frontend) {
+                hprintln!(
+                    "blkback: d{} has ended without closing its disk: d{me} closes its end",
+                    device.frontend
+                );
+                served.frontend_ended = true;
+                break;
+            }
+        }
+        // Sleep until the frontend's event or the store's (SCHEDOP_poll: no upcall needed),
+        // then forget the frontend's.
+        sched::poll(&[port, store_port]);
         evtchn::clear(port);
     }
 

@@ -74,8 +74,8 @@ pub enum Failure {
 /// XenBus state by state (see `xenbus`'s table).
 ///
 /// A connection that fails (the backend closed before it connected: ENODEV) undoes what it
-/// did and closes our end (state 6), as Linux's blkfront does: the toolstack, waiting for
-/// our end to close, sees it.
+/// did and closes our end (state 6), as Linux's blkfront does: the toolstack finds it
+/// closed once our domain has ended.
 pub fn connect(me: u16) -> Result<Blkfront, i64> {
     let front = crate::text!(128, "/local/domain/{me}/device/vbd/{}", xenbus::VDEV);
     let backend = xenbus::read_number(&front, "backend-id")? as u16;

@@ -38,6 +38,16 @@ pub fn watch<'a>(path: &str, known: &str, buffer: &'a mut [u8]) -> Result<&'a st
     text(store_op(cmd::WATCH, path, buffer), buffer)
 }
 
+/// Watch `path`: from now on each write of it makes our store port pending (a port to
+/// poll beside others, `sched::poll`). That port, or a negative error (`ENOSPC`).
+pub fn watch_event(path: &str) -> Result<traplab_abi::evtchn::Port, i64> {
+    let result = store_op(cmd::WATCH_EVENT, path, &mut []);
+    match result {
+        0.. => Ok(result as traplab_abi::evtchn::Port),
+        _ => Err(result),
+    }
+}
+
 /// Read `path`, waiting for it, as a number.
 pub fn wait_number(path: &str) -> Result<u32, i64> {
     let mut buffer = [0u8; 16];

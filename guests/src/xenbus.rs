@@ -23,6 +23,10 @@
 //! frontend:  state 5 (Closing), an event so the backend looks; backend: unmaps, closes; state 6 (Closed)
 //! ```
 //!
+//! A domain that ends without closing (killed, say) moves no state of its own: the other end
+//! and the toolstack hear of it through the store's `@releaseDomain` ([`released`],
+//! [`wait_for_release`]), as Xen's do, and close what was theirs.
+//!
 //! How it differs from Xen: xenstore lists directories and fires a watch on the backend's
 //! `backend/vbd` directory when the toolstack adds a device there; traplab's store has no
 //! listing, so the toolstack also writes `/local/domain/<B>/backend/vbd/attach` =
@@ -31,6 +35,7 @@
 
 use crate::store;
 use crate::text::Text;
+use traplab_abi::store::RELEASE_DOMAIN;
 
 /// The virtual device number of the one disk: Linux's `xvda` (major 202, minor 0).
 pub const VDEV: u16 = 202 << 8;
@@ -204,6 +209,30 @@ pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
         return Err(traplab_abi::hypercall::error::ENODEV);
     }
     Ok(known)
+}
+
+/// Has domain `id` ended (the store's `@releaseDomain` lists it)?
+pub fn released(id: u16) -> bool {
+    let mut buffer = [0u8; traplab_abi::store::VALUE_MAX as usize];
+    store::read(RELEASE_DOMAIN, &mut buffer)
+        .is_ok_and(|ended| traplab_abi::store::released(ended, id))
+}
+
+/// Wait (blocked) until domain `id` has ended, as a toolstack waits for `@releaseDomain`.
+pub fn wait_for_release(id: u16) -> Result<(), i64> {
+    const WHOLE: usize = traplab_abi::store::VALUE_MAX as usize + 1;
+    let mut buffer = [0u8; WHOLE];
+    // Nobody has ended yet: the node is not there, and the watch waits for it to appear.
+    let mut last: Text<WHOLE> = match store::read(RELEASE_DOMAIN, &mut buffer) {
+        Ok(text) => Text::<WHOLE>::from_args(format_args!("{text}")),
+        Err(_) => Text::new(),
+    };
+    while !traplab_abi::store::released(last.as_str(), id) {
+        let mut buffer = [0u8; WHOLE];
+        let text = store::watch(RELEASE_DOMAIN, last.as_str(), &mut buffer)?;
+        last = Text::<WHOLE>::from_args(format_args!("{text}"));
+    }
+    Ok(())
 }
 
 /// Read a number from `dir/name` (waiting for it to appear).

@@ -863,8 +863,20 @@ impl Step<'_, '_> {
                             .push(format!("{path} written: d{} wakes", other.id));
                     }
                 }
+                // Each domain that watches the node hears of it on its store port (xenstored's
+                // watch event on its event channel): a `notify`, from no port.
+                let watchers: Vec<u16> = self.others.store.watchers(&path).collect();
                 self.others.store.write(self.domain.id, path, value);
+                for watcher in watchers {
+                    let port = self
+                        .any_domain(watcher)
+                        .and_then(|domain| domain.events.store_port());
+                    if let Some(port) = port {
+                        self.notify(watcher, port, 0);
+                    }
+                }
             }
+            Effect::StoreWatch { path } => self.others.store.watch(self.domain.id, path),
             Effect::Block(wait) => {
                 self.domain.vcpu.run_state = RunState::Blocked(wait);
                 *self.switch = Some(Switch::Blocked);
@@ -1343,6 +1355,59 @@ fn unreachable_memory(access: &str, address: u64, error: MemoryError) -> Failure
         reason: format!("{access} {address:#x}"),
         at: here!(),
     }
+}
+
+/// Domain `id` has ended: the store lists it in `@releaseDomain` (`Store::release`; xenstored
+/// fires that watch when the hypervisor's VIRQ_DOM_EXC tells it a domain died). A domain
+/// blocked in `store_watch` on the node wakes; each domain that watches it with
+/// `store_watch_event` finds its store port pending, and wakes if it polls it. So a
+/// toolstack hears that its guest is gone, and a backend that its frontend is, and neither
+/// waits for ever. The events that say so, each with the domain it is about: no trap of
+/// theirs is under way, and they come after the `domain` event that ends `id`.
+pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
+    let path = others.store.release(id);
+    let watchers: Vec<u16> = others.store.watchers(path).collect();
+    let mut said = Vec::new();
+    for domain in others.iter_mut() {
+        let blocked_on_it = matches!(&domain.vcpu.run_state,
+            RunState::Blocked(wait) if schedule::woken_by_store(wait, path));
+        let watches = watchers.contains(&domain.id);
+        let what = if blocked_on_it {
+            domain.vcpu.run_state = RunState::Runnable;
+            format!(
+                "d{id} has ended: the store lists it in {path}, which d{} waits for in store_watch: it wakes",
+                domain.id
+            )
+        } else if let Some(port) = domain.events.store_port().filter(|_| watches) {
+            let pending = domain.set_pending(port);
+            let woke = match &domain.vcpu.run_state {
+                RunState::Blocked(wait) => schedule::woken_by_event(wait, domain, port, pending),
+                _ => false,
+            };
+            if woke {
+                domain.vcpu.run_state = RunState::Runnable;
+            }
+            let woken = match woke {
+                true => ", and it wakes",
+                false => "",
+            };
+            format!(
+                "d{id} has ended: the store lists it in {path}, which d{} watches: its store port {port} is pending{woken}",
+                domain.id
+            )
+        } else {
+            continue;
+        };
+        said.push((
+            domain.id,
+            Body::Emulate(Emulate {
+                what: Cow::Owned(what),
+                arguments: Arguments::default(),
+                changes: Vec::new(),
+            }),
+        ));
+    }
+    said
 }
 
 /// One mapping of `owner`'s grant is gone: count it, and clear the entry's in-use flags as

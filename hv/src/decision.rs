@@ -201,6 +201,11 @@ pub enum Effect {
     },
     /// Clear `port`'s mask bit; an event pending there is owed its upcall now.
     Unmask(Port),
+    /// The domain watches the store's node `path`: each write of it makes the domain's store
+    /// port pending (`store_watch_event`; the port is bound by a `PortState` before it).
+    StoreWatch {
+        path: String,
+    },
     /// Set or clear `evtchn_upcall_mask` in the shared-info page.
     UpcallMask(bool),
     /// Entry `gref` of the domain's own grant table.

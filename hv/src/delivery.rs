@@ -1042,7 +1042,11 @@ mod tests {
         let decision = test.decide(test.exit(ExitReason::Cpuid));
         let bounce = testing::bounced(&decision);
         assert_eq!(bounce.words[0], ENTRY + 2, "after the CPUID");
-        assert_eq!(bounce.words[2], 0x2 | RFlags::TRAP_FLAG.bits(), "RF cleared");
+        assert_eq!(
+            bounce.words[2],
+            0x2 | RFlags::TRAP_FLAG.bits(),
+            "RF cleared"
+        );
     }
 
     #[test]

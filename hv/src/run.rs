@@ -818,7 +818,8 @@ fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
 
 /// Domain `id` is over: tell gdb, flush its console, undo what it held of the others (its
 /// channels' other ends become unbound again, as Xen's `evtchn_destroy` closes every port,
-/// and the grants it mapped are released), and say how it ended.
+/// and the grants it mapped are released), say how it ended, and tell the store's watchers
+/// (`apply::release_domain`).
 fn finish(running: &mut Running, id: u16, end: DomainEnd) {
     if let Some(debugger) = running.debugger_of(id) {
         gdb::domain_ended(debugger, &end);
@@ -874,4 +875,11 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
         running.record(Some(id), &console);
     }
     running.record(Some(id), &ended);
+    // The store's `@releaseDomain`: whoever waits for or watches it hears of the end.
+    let Some((_, mut others)) = running.system().split_mut(id) else {
+        return;
+    };
+    for (other, body) in apply::release_domain(id, &mut others) {
+        running.record(Some(other), &body);
+    }
 }

@@ -2,12 +2,17 @@
 //! xenstore: `traplab_abi::store`).
 
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::string::String;
-use traplab_abi::store::{NODES_MAX, NODES_PER_DOMAIN};
+use alloc::vec::Vec;
+use traplab_abi::store::{NODES_MAX, NODES_PER_DOMAIN, RELEASE_DOMAIN, WATCHES_PER_DOMAIN};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Store {
     nodes: BTreeMap<String, Node>,
+    /// The watches `store_watch_event` registered: (domain, path). A write of the path makes
+    /// the domain's store port pending.
+    watches: Vec<(u16, String)>,
 }
 
 /// A node's value, and the domain that created it: its quota pays for it (xenstored counts
@@ -59,6 +64,56 @@ impl Store {
         }
     }
 
+    /// Why domain `id` cannot watch `path` one more time, if it cannot.
+    pub fn no_watch(&self, id: u16, path: &str) -> Option<&'static str> {
+        if self
+            .watches
+            .iter()
+            .any(|(watcher, watched)| *watcher == id && watched == path)
+        {
+            return None;
+        }
+        let registered = self
+            .watches
+            .iter()
+            .filter(|(watcher, _)| *watcher == id)
+            .count();
+        (registered >= WATCHES_PER_DOMAIN)
+            .then_some("the domain has registered its quota of watches")
+    }
+
+    /// Domain `id` watches `path` (once, however often it asks).
+    pub fn watch(&mut self, id: u16, path: String) {
+        if !self
+            .watches
+            .iter()
+            .any(|(watcher, watched)| *watcher == id && *watched == path)
+        {
+            self.watches.push((id, path));
+        }
+    }
+
+    /// The domains that watch `path`.
+    pub fn watchers<'a>(&'a self, path: &'a str) -> impl Iterator<Item = u16> + 'a {
+        self.watches
+            .iter()
+            .filter(move |(_, watched)| watched == path)
+            .map(|(watcher, _)| *watcher)
+    }
+
+    /// Domain `id` has ended: its watches go, and [`RELEASE_DOMAIN`] lists it. The node's
+    /// path, for the caller to wake its watchers.
+    pub fn release(&mut self, id: u16) -> &'static str {
+        self.watches.retain(|(watcher, _)| *watcher != id);
+        let value = match self.read(RELEASE_DOMAIN) {
+            Some(ended) => format!("{ended} {id}"),
+            None => format!("{id}"),
+        };
+        // The store's own node: it counts against nobody's quota (dom0 has none).
+        self.write(0, RELEASE_DOMAIN.into(), value);
+        RELEASE_DOMAIN
+    }
+
     /// Every node, for gdb and the log.
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &str)> {
         self.nodes
@@ -106,6 +161,37 @@ mod tests {
         assert_eq!(store.no_room(1, "/local/domain/1/n0"), None, "a rewrite");
         assert_eq!(store.no_room(2, "/local/domain/2/n0"), None, "another domU");
         assert_eq!(store.no_room(0, "/local/domain/0/backend"), None, "dom0");
+    }
+
+    #[test]
+    fn an_ended_domain_is_listed_in_release_domain_and_its_watches_go() {
+        let mut store = Store::default();
+        store.watch(2, RELEASE_DOMAIN.into());
+        store.watch(1, "/local/domain/2/state".into());
+        store.watch(1, "/local/domain/2/state".into());
+        assert_eq!(
+            store.watchers("/local/domain/2/state").collect::<Vec<_>>(),
+            [1]
+        );
+        store.release(1);
+        assert_eq!(store.read(RELEASE_DOMAIN), Some("1"));
+        assert_eq!(store.watchers("/local/domain/2/state").count(), 0);
+        store.release(3);
+        assert_eq!(store.read(RELEASE_DOMAIN), Some("1 3"));
+        assert_eq!(store.watchers(RELEASE_DOMAIN).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_domain_registers_its_quota_of_watches() {
+        let mut store = Store::default();
+        for watch in 0..WATCHES_PER_DOMAIN {
+            let path = format!("/w/{watch}");
+            assert_eq!(store.no_watch(1, &path), None);
+            store.watch(1, path);
+        }
+        assert!(store.no_watch(1, "/w/more").is_some());
+        assert_eq!(store.no_watch(1, "/w/0"), None, "one it has");
+        assert_eq!(store.no_watch(2, "/w/more"), None, "another domain");
     }
 
     #[test]

@@ -171,6 +171,84 @@ fn a_backend_without_a_disk_closes_the_device_and_the_frontend_gives_up() {
     }
 }
 
+/// A frontend that dies (a triple fault) without closing its disk: nobody sends an event or
+/// moves a state for it. The store's `@releaseDomain` tells dom0's toolstack, blocked in a
+/// watch on it, and the backend, which watches it through its store port and polls that
+/// beside its ring's port: both end normally. Before, both waited for ever, and the
+/// hypervisor killed them as deadlocked.
+#[test]
+fn a_frontend_that_dies_is_released_and_the_toolstack_and_the_backend_live_on() {
+    let lab = traplab_labs::find("swap-in")
+        .expect("the catalogue parses")
+        .expect("the lab");
+    let mut machine = lab.machine().expect("the lab's machine");
+    let swap_in = &mut machine.guests[0];
+    swap_in.image = swap_in.image.with_file_name("frontend-dies");
+    let run = run_machine(&machine);
+    let events = &run.events;
+    let (state, _, reason) = ending(events, 1);
+    assert_eq!(state, DomainState::Killed);
+    assert!(reason.contains("triple fault"), "{reason}");
+    for (dom, said) in [
+        (
+            1,
+            "d1: disk 51712 connected, backend d2: now d1 dies without closing it",
+        ),
+        (
+            2,
+            "blkback: d1 has ended without closing its disk: d2 closes its end",
+        ),
+        (
+            2,
+            "d2: blkback done: 0 requests, 0 refused; the frontend ended without closing",
+        ),
+        (
+            0,
+            "d0: d1 has ended and left its disk Connected: its backend, d2, closes it",
+        ),
+    ] {
+        let lines = console(events, dom);
+        assert!(
+            lines.iter().any(|line| line == said),
+            "d{dom}: {said}: {lines:#?}"
+        );
+    }
+    for dom in [0, 2] {
+        let (state, status, reason) = ending(events, dom);
+        assert_eq!(
+            (state, status),
+            (DomainState::Exited, Some(0)),
+            "d{dom}: {reason}"
+        );
+    }
+    // Right after d1's end, the store tells both: d0 blocked in its watch, d2 on its store
+    // port.
+    let killed = index_of(events, 0, |event| {
+        event.dom == Some(1)
+            && matches!(&event.body, Body::Domain(change) if change.state == DomainState::Killed)
+    });
+    let told: Vec<(Option<u16>, &str)> = events[killed + 1..killed + 3]
+        .iter()
+        .map(|event| match &event.body {
+            Body::Emulate(emulate) => (event.dom, emulate.what.as_ref()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (
+                Some(0),
+                "d1 has ended: the store lists it in @releaseDomain, which d0 waits for in store_watch: it wakes"
+            ),
+            (
+                Some(2),
+                "d1 has ended: the store lists it in @releaseDomain, which d2 watches: its store port 2 is pending, and it wakes"
+            ),
+        ]
+    );
+}
+
 #[test]
 fn a_hostile_frontend_gets_error_codes_and_the_backend_lives_on() {
     let (run, image) = run_lab("bad-blkif");

@@ -5,8 +5,9 @@
 //!
 //! - **dom0, the toolstack**, creates the virtual disk's two directories in the store (the
 //!   frontend is d1, the backend is the domain that owns the disk controller), then waits
-//!   until the frontend has closed. When dom0 owns the controller itself (the `swap-in-dom0`
-//!   lab) it is the backend too: "it is NORMALLY dom0, but doesn't have to be".
+//!   until the frontend's domain has ended (the store's `@releaseDomain`). When dom0 owns
+//!   the controller itself (the `swap-in-dom0` lab) it is the backend too: "it is NORMALLY
+//!   dom0, but doesn't have to be".
 //! - **the driver domain**, which owns the disk controller (`BootInfo::disk_owner`), runs
 //!   blkback: it serves d1's requests from the real disk.
 //! - **d1, the domU**, keeps one page of its memory in "swap" on that disk. It writes the page
@@ -91,32 +92,36 @@ fn toolstack(device: &Device, also_backend: bool) -> i32 {
         // straight from the disk, and print the first line it holds.
         return driver_domain(0);
     }
-    // Nothing more to do: dom0 sleeps (blocked) until the frontend has closed.
-    match xenbus::wait_for_state(&device.frontend_dir(), State::Closed) {
-        Ok(_) => {
-            hprintln!("d0: d{}'s disk is closed", device.frontend);
-            0
-        }
-        Err(code) => {
-            hprintln!("d0: lost the frontend: {code}");
-            21
-        }
+    // Nothing more to do: dom0 sleeps (blocked) until the frontend's domain has ended, as
+    // Xen's toolstack waits for `@releaseDomain`, and then looks at what it left.
+    if let Err(code) = xenbus::wait_for_release(device.frontend) {
+        hprintln!("d0: lost the store: {code}");
+        return 21;
     }
+    match xenbus::read_state(&device.frontend_dir()) {
+        State::Closed => hprintln!("d0: d{}'s disk is closed", device.frontend),
+        left => hprintln!(
+            "d0: d{} has ended and left its disk {left:?}: its backend, d{}, closes it",
+            device.frontend,
+            device.backend
+        ),
+    }
+    0
 }
 
 /// The domain that owns the disk controller: blkback.
 fn driver_domain(me: u16) -> i32 {
     match blkback::serve(me) {
         Ok(served) => {
+            let why = match (served.ring_broken, served.frontend_ended) {
+                (true, _) => "; the frontend's ring was broken, and the connection closed",
+                (_, true) => "; the frontend ended without closing",
+                _ => "",
+            };
             hprintln!(
-                "d{me}: blkback done: {} requests, {} refused{}",
+                "d{me}: blkback done: {} requests, {} refused{why}",
                 served.requests,
-                served.refused,
-                if served.ring_broken {
-                    "; the frontend's ring was broken, and the connection closed"
-                } else {
-                    ""
-                }
+                served.refused
             );
             0
         }

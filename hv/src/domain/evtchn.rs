@@ -23,6 +23,9 @@ pub enum PortState {
     Interdomain { remote: u16, remote_port: Port },
     /// Bound to a virtual interrupt of the hypervisor (`traplab_abi::evtchn::virq`).
     Virq(u32),
+    /// The domain's store port: a write of a node it watches makes it pending
+    /// (`store_watch_event`, as xenstored's watch events come on the xenstore event channel).
+    Store,
 }
 
 /// How a domain takes its upcall (`set_callback`).
@@ -74,6 +77,11 @@ impl EventChannels {
     /// The state of `port`, or `None` outside the table.
     pub fn state(&self, port: Port) -> Option<PortState> {
         self.ports.get(port as usize).copied()
+    }
+
+    /// The domain's store port, if a watch bound it.
+    pub fn store_port(&self) -> Option<Port> {
+        (1..PORTS).find(|&port| self.ports[port as usize] == PortState::Store)
     }
 
     /// The port bound to virtual interrupt `virq`, if any.

@@ -19,10 +19,10 @@
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::device::{acpi_pm, debug_exit};
-use crate::image::acpi;
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
+use crate::image::acpi;
 use crate::instruction;
 use crate::vmcb::{attrib, segment};
 use crate::{decide, delivery, here};
@@ -228,13 +228,7 @@ struct StringIo {
 /// The failing element itself is not moved (for INS: the port is not read), so the guest
 /// repeats it, once, after its handler has mapped the page.
 fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8) -> StringIo {
-    let steps = Steps::new(
-        guest,
-        address_bits,
-        info.size,
-        info.rep,
-        ELEMENTS_PER_EXIT,
-    );
+    let steps = Steps::new(guest, address_bits, info.size, info.rep, ELEMENTS_PER_EXIT);
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
@@ -1595,7 +1589,10 @@ mod tests {
         test.set_gpr(1, 3);
         let run = io(&mut test, &[0xf3, 0x6e], string(0x80, false, true));
         assert_eq!(test.rip(), ENTRY + 2);
-        assert_eq!(test.domain.vcpu.vmcb.save.rflags & RFlags::RESUME_FLAG.bits(), 0);
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.rflags & RFlags::RESUME_FLAG.bits(),
+            0
+        );
         assert_eq!(run.decision.action, Action::Emulate);
 
         let mut test = Test::long_mode();

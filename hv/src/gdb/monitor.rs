@@ -198,6 +198,7 @@ fn port_state(state: &PortState) -> String {
             remote_port,
         } => format!("connected to port {remote_port} of d{remote}"),
         PortState::Virq(virq) => format!("VIRQ {virq} (the timer)"),
+        PortState::Store => "the store port (its watches' events)".into(),
     }
 }
 

@@ -154,16 +154,18 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
 /// the domain's RAM, on no device and outside the grant-mapping area, on both its pages?
 fn on_the_empty_bus(guest: &Guest, linear: u64, width: u64) -> bool {
     let tables = guest.page_tables();
-    [linear, linear.wrapping_add(width - 1)].into_iter().all(|address| {
-        guest
-            .memory
-            .virtual_to_physical(tables, address)
-            .is_ok_and(|gpa| {
-                gpa >= guest.memory.size()
-                    && !guest.devices.claims(gpa)
-                    && !map_area().contains(&gpa)
-            })
-    })
+    [linear, linear.wrapping_add(width - 1)]
+        .into_iter()
+        .all(|address| {
+            guest
+                .memory
+                .virtual_to_physical(tables, address)
+                .is_ok_and(|gpa| {
+                    gpa >= guest.memory.size()
+                        && !guest.devices.claims(gpa)
+                        && !map_area().contains(&gpa)
+                })
+        })
 }
 
 #[cfg(test)]

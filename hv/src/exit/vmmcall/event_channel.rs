@@ -320,6 +320,13 @@ fn send(guest: &Guest, arg: u64) -> Outcome {
             ),
             error::EINVAL,
         )),
+        PortState::Store => Err(refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: port {port} is the domain's store port, which only the store notifies: EINVAL"
+            ),
+            error::EINVAL,
+        )),
         PortState::Interdomain {
             remote,
             remote_port,

@@ -11,6 +11,7 @@ use super::finish;
 use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
+use crate::domain::evtchn::PortState;
 use crate::domain::vcpu::Wait;
 use alloc::format;
 use alloc::string::String;
@@ -18,7 +19,7 @@ use alloc::vec;
 use core::ops::RangeInclusive;
 use traplab_abi::event::Action;
 use traplab_abi::hypercall::{self, error};
-use traplab_abi::store::{PATH_MAX, VALUE_MAX, cmd, writable_by};
+use traplab_abi::store::{PATH_MAX, RELEASE_DOMAIN, VALUE_MAX, cmd, writable_by};
 
 pub fn handle(guest: &Guest, next: u64) -> Decision {
     let (command, path, path_length) = (guest.gpr(7), guest.gpr(6), guest.gpr(2));
@@ -37,10 +38,10 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
         return refuse(format!("no such command {command}, ENOSYS"), error::ENOSYS);
     }
     let path = match read_text(guest, path, path_length, 1..=PATH_MAX) {
-        Ok(path) if path.starts_with('/') => path,
+        Ok(path) if path.starts_with('/') || path == RELEASE_DOMAIN => path,
         Ok(path) => {
             return refuse(
-                format!("\"{path}\" is not a path (it starts with /), EINVAL"),
+                format!("\"{path}\" is not a path (it starts with /) nor {RELEASE_DOMAIN}, EINVAL"),
                 error::EINVAL,
             );
         }
@@ -59,6 +60,12 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                     return refuse(format!("the value is not readable text of at most {VALUE_MAX} bytes"), code);
                 }
             };
+            if path == RELEASE_DOMAIN {
+                return refuse(
+                    format!("{path} is the store's own: it lists the domains that have ended, and no domain writes it, EPERM"),
+                    error::EPERM,
+                );
+            }
             if !writable_by(guest.id, &path) {
                 return refuse(
                     format!(
@@ -82,6 +89,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
             });
             finish(decision, next, number, 0)
         }
+        cmd::WATCH_EVENT => watch_event(guest, path, next),
         _ => match guest.others.store.read(&path) {
             Some(found) if command == cmd::WATCH && Some(found) == known_value(guest, value, value_length).as_deref() => decide!(
                 Action::Emulate,
@@ -117,6 +125,51 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
             None => refuse(format!("{path} does not exist, ENOENT"), error::ENOENT),
         },
     }
+}
+
+/// `store_watch_event`: the domain watches `path`, and its store port says each write of it
+/// (bound now, to the lowest free port, at its first watch). The port, or ENOSPC.
+fn watch_event(guest: &Guest, path: String, next: u64) -> Decision {
+    const NAME: &str = "store_watch_event";
+    let number = hypercall::STORE_OP;
+    if let Some(why) = guest.others.store.no_watch(guest.id, &path) {
+        let decision = decide!(
+            Action::Emulate,
+            "{NAME}: {why}, {path} cannot be watched: ENOSPC"
+        );
+        return finish(decision, next, number, error::ENOSPC);
+    }
+    let (port, bind) = match (guest.events.store_port(), guest.events.free_port()) {
+        (Some(port), _) => (port, None),
+        (None, Some(port)) => (
+            port,
+            Some(Effect::PortState {
+                domain: guest.id,
+                port,
+                state: PortState::Store,
+            }),
+        ),
+        (None, None) => {
+            let decision = decide!(
+                Action::Emulate,
+                "{NAME}: d{} has no store port and no free port to make one: ENOSPC",
+                guest.id
+            );
+            return finish(decision, next, number, error::ENOSPC);
+        }
+    };
+    let bound = match bind {
+        Some(_) => ", bound now",
+        None => "",
+    };
+    let decision = decide!(
+        Action::Emulate,
+        "{NAME}: d{} watches {path}: each write of it will make its store port (port {port}{bound}) pending, as xenstored sends a watch event on a domain's xenstore event channel",
+        guest.id
+    )
+    .with_all(bind)
+    .with(Effect::StoreWatch { path });
+    finish(decision, next, number, port as i64)
 }
 
 /// The value a `store_watch` caller already knows: the text in its buffer up to the first
@@ -474,13 +527,136 @@ mod tests {
     }
 
     #[test]
+    fn store_watch_event_binds_the_store_port_once_and_returns_it() {
+        // The first watch binds the lowest free port to the store; the next ones share it.
+        let mut test = op(cmd::WATCH_EVENT, "/local/domain/2/state", "");
+        test.domain.events.ports[1] = PortState::Virq(0);
+        let run = test.call();
+        assert_returned(&test, 2);
+        assert!(
+            run.decision
+                .why
+                .contains("its store port (port 2, bound now) pending"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.events.ports[2], PortState::Store);
+        assert_eq!(
+            test.store
+                .watchers("/local/domain/2/state")
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        let mut again = op(cmd::WATCH_EVENT, RELEASE_DOMAIN, "");
+        again.domain.events = test.domain.events.clone();
+        again.store = test.store.clone();
+        again.call();
+        assert_returned(&again, 2);
+        assert_eq!(
+            again.store.watchers(RELEASE_DOMAIN).collect::<Vec<_>>(),
+            [1]
+        );
+    }
+
+    #[test]
+    fn a_write_of_a_watched_node_makes_the_watcher_s_store_port_pending_and_wakes_its_poll() {
+        // d2 polls its ring's port 1 and its store port 3, and watches d1's node: d1's
+        // write notifies port 3, and d2 wakes, as a watch event on xenstore's channel would.
+        let mut test = op(cmd::WRITE, MINE, "8");
+        let other = test.add_domain(2);
+        other.events.ports[3] = PortState::Store;
+        other.vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1, 3]));
+        test.store.watch(2, MINE.into());
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert_eq!(run.kinds(), ["decide", "notify", "emulate"]);
+        let notified: Vec<(u16, u32, bool)> = run
+            .notifies()
+            .iter()
+            .map(|notify| (notify.to, notify.port, notify.woke))
+            .collect();
+        assert_eq!(notified, [(2, 3, true)]);
+        assert_eq!(test.other(2).vcpu.run_state, RunState::Runnable);
+    }
+
+    #[test]
+    fn no_domain_writes_release_domain_and_every_domain_reads_it() {
+        for writer in [0, 1] {
+            let mut test = op(cmd::WRITE, RELEASE_DOMAIN, "1");
+            test.domain.id = writer;
+            let run = test.call();
+            assert_returned(&test, error::EPERM);
+            assert!(
+                run.decision.why.contains("is the store's own"),
+                "{}",
+                run.decision.why
+            );
+        }
+        let mut test = read_into(cmd::READ, RELEASE_DOMAIN, 16);
+        test.store.release(3);
+        test.call();
+        assert_returned(&test, 1);
+        assert_eq!(&buffer(&test)[..2], b"3#");
+    }
+
+    #[test]
+    fn a_domain_s_end_wakes_who_waits_for_release_domain_and_who_polls_its_store_port() {
+        // d0 waits in store_watch on @releaseDomain; d2 polls its store port 3, which
+        // watches it; d4 polls a port the store does not notify: it sleeps on.
+        let mut store = Store::default();
+        let mut domains = alloc::vec::Vec::new();
+        for id in [0, 2, 4] {
+            let mut test = Test::long_mode();
+            test.domain.id = id;
+            domains.push(test.domain);
+        }
+        domains[0].vcpu.run_state = RunState::Blocked(Wait::Store(RELEASE_DOMAIN.into()));
+        domains[1].events.ports[3] = PortState::Store;
+        domains[1].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1, 3]));
+        store.watch(2, RELEASE_DOMAIN.into());
+        domains[2].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1]));
+        store.watch(1, RELEASE_DOMAIN.into());
+        let mut others = crate::domain::OthersMut::new(&mut domains, &mut store);
+        let said = crate::apply::release_domain(1, &mut others);
+        let said: Vec<(u16, &str)> = said
+            .iter()
+            .map(|(id, body)| match body {
+                traplab_abi::event::Body::Emulate(emulate) => (*id, emulate.what.as_ref()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    0,
+                    "d1 has ended: the store lists it in @releaseDomain, which d0 waits for in store_watch: it wakes"
+                ),
+                (
+                    2,
+                    "d1 has ended: the store lists it in @releaseDomain, which d2 watches: its store port 3 is pending, and it wakes"
+                ),
+            ]
+        );
+        assert_eq!(domains[0].vcpu.run_state, RunState::Runnable);
+        assert_eq!(domains[1].vcpu.run_state, RunState::Runnable);
+        assert!(domains[2].vcpu.run_state.is_blocked());
+        assert_eq!(store.read(RELEASE_DOMAIN), Some("1"));
+        assert_eq!(
+            store.watchers(RELEASE_DOMAIN).collect::<Vec<_>>(),
+            [2],
+            "d1's watch went"
+        );
+    }
+
+    #[test]
     fn a_path_that_is_not_absolute_empty_too_long_or_unreadable_is_refused() {
         let mut test = op(cmd::READ, "local/domain/1", "");
         let run = test.call();
         assert_returned(&test, error::EINVAL);
         assert_eq!(
             run.decision.why,
-            "store_read: \"local/domain/1\" is not a path (it starts with /), EINVAL"
+            "store_read: \"local/domain/1\" is not a path (it starts with /) nor @releaseDomain, EINVAL"
         );
 
         for length in [0, PATH_MAX + 1] {
@@ -535,9 +711,9 @@ mod tests {
 
     #[test]
     fn an_unknown_command_returns_enosys() {
-        let mut test = op(4, MINE, "");
+        let mut test = op(5, MINE, "");
         let run = test.call();
         assert_returned(&test, error::ENOSYS);
-        assert_eq!(run.decision.why, "store_op: no such command 4, ENOSYS");
+        assert_eq!(run.decision.why, "store_op: no such command 5, ENOSYS");
     }
 }
