@@ -224,10 +224,19 @@ pub fn before_resume(
     // Xen's and KVM's SVM code block it). Not while an IRET the hypervisor lets through is
     // about to run either: the handler entered first would return through that IRET's
     // suspended intercept, unseen. It waits for the next exit.
+    // Nor while a `pin_page_table` goes on (its VMMCALL runs again for the next piece): the
+    // walk is one instruction, and no handler of the guest's may change its tables halfway
+    // through it (`interrupts::assist` holds a maskable interrupt there too).
+    let pinning = domain
+        .pv
+        .pinning
+        .as_ref()
+        .is_some_and(|pinning| pinning.rip == domain.vcpu.vmcb.save.rip);
     if domain.devices.lapic.nmi_requested
         && !domain.vcpu.nmi_blocked
         && domain.vcpu.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
         && !domain.vcpu.iret_intercept_suspended
+        && !pinning
         && !applied.injected
         && !domain.vcpu.vmcb.injecting()
     {
@@ -1274,6 +1283,13 @@ impl Step<'_, '_> {
             ));
         }
         let platform = self.domain.devices.platform_timer(now, tsc_hz);
+        // A `set_timer` timer (its tick made pending, no device's) is not the devices' to
+        // stop: a write that leaves no device timer running leaves it alone. (A domain has
+        // one timer: a device timer that starts replaces it.)
+        let set_timer = old.is_some_and(|timer| timer.target == TimerTarget::Pending);
+        if platform.is_none() && set_timer {
+            return;
+        }
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
         // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to
         // the IO-APIC, it is simply not presented, as on a PC.)

@@ -101,7 +101,8 @@ pub fn exception(
 /// CPU then clears RF as it enters the handler). EVENTINJ does not tell a fault from a
 /// trap (AMD APM vol. 2, 15.20 "Event Injection"), so a CPU injecting an exception pushes
 /// RFLAGS as it is: the hypervisor sets RF first, as KVM and ACRN do before they inject a
-/// fault. (A #DB, a fault or a trap by its cause, is raised here only as a trap.)
+/// fault. (A #DB is a fault or a trap by its cause: its caller sets RF for the one it raises
+/// as a fault, general detect, `exit/dr.rs`.)
 fn resume_flag_of(vector: u8) -> Option<Effect> {
     (x86::exception(vector).kind == ExceptionType::Fault).then_some(Effect::SetResumeFlag)
 }

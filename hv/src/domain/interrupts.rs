@@ -92,8 +92,15 @@ pub enum TimerPoll {
 
 impl VirtualInterrupts {
     /// Is the guest's timer due at TSC `now`? The answer, and the state after it: the
-    /// interrupt pending and the next deadline one period after `now` (deadlines missed
-    /// while nobody looked are not made up for), or no timer after a one-shot's ([`ONCE`]).
+    /// interrupt pending and the next deadline the first one of the timer's own after `now`
+    /// (deadlines missed while nobody looked are not made up for: they merge into this
+    /// tick), or no timer after a one-shot's ([`ONCE`]).
+    ///
+    /// The deadlines stay the timer's own, `due + k × period`, however late the hypervisor
+    /// looks, as an 8254 or a local APIC counting down keeps its phase (and Xen's virtual
+    /// timers, `pt_process_missed_ticks`). A deadline set from `now` instead took each
+    /// look's lateness into every period after it: with the hypervisor's own timer ticking
+    /// a little faster than the guest's, the guest got every other tick.
     pub fn poll(&self, now: u64) -> (TimerPoll, VirtualInterrupts) {
         let Some(timer) = self.timer else {
             return (TimerPoll::NotDue, *self);
@@ -102,9 +109,13 @@ impl VirtualInterrupts {
             return (TimerPoll::NotDue, *self);
         }
         // A one-shot is over after its tick: a HLT then has no timer to wait for.
-        let timer_after = (timer.period_tsc != ONCE).then_some(VirtualTimer {
-            due_tsc: now + timer.period_tsc,
-            ..timer
+        let timer_after = (timer.period_tsc != ONCE).then(|| {
+            let period = timer.period_tsc.max(1);
+            let periods = (now - timer.due_tsc) / period + 1;
+            VirtualTimer {
+                due_tsc: timer.due_tsc.saturating_add(periods.saturating_mul(period)),
+                ..timer
+            }
         });
         let to_device = match timer.target {
             TimerTarget::Pending => None,
@@ -427,10 +438,29 @@ mod tests {
 
     #[test]
     fn deadlines_missed_while_nobody_looked_are_not_made_up_for() {
-        // Five periods late: one interrupt, and the next deadline a period after now.
+        // Five periods late: one interrupt, and the next deadline the timer's own next one.
         let (poll, next) = with_timer(None).poll(10_007);
         assert_eq!(poll, TimerPoll::Pending(0x20));
-        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(11_007));
+        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(11_000));
+    }
+
+    #[test]
+    fn a_periodic_timer_noticed_late_keeps_its_phase() {
+        // The hypervisor looks a little more often than the timer fires (every 999 ticks
+        // against a 1,000-tick period), always 3 ticks after a deadline at first: 99
+        // deadlines pass, and 99 interrupts come. With each deadline set from the look that
+        // noticed the last, the lateness added up and every other deadline was missed: 50.
+        let mut interrupts = with_timer(None);
+        let mut delivered = 0;
+        for look in 0..100u64 {
+            let (poll, next) = interrupts.poll(5_003 + look * 999);
+            interrupts = next;
+            if poll != TimerPoll::NotDue {
+                delivered += 1;
+                interrupts.pending = None;
+            }
+        }
+        assert_eq!(delivered, 99);
     }
 
     /// A domain with interrupt 0x20 pending and RFLAGS.IF as given.

@@ -55,9 +55,11 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
         let direction = if write { "to" } else { "from" };
         return deliver!(
             guest,
+            // General detect is a fault: the RFLAGS it pushes has RF set (`delivery.rs`).
             after [
                 Effect::DebugRegister(6, dr6),
                 Effect::DebugRegister(7, dr7 & !DR7_GENERAL_DETECT),
+                Effect::SetResumeFlag,
             ],
             1,
             0,
@@ -191,6 +193,9 @@ mod tests {
             "DR6.BD, B0 cleared"
         );
         assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "GD cleared");
+        // A fault: the RFLAGS it pushes has RF set, so that an instruction breakpoint on the
+        // MOV does not fire once the handler returns to it.
+        assert_ne!(test.domain.vcpu.vmcb.save.rflags & (1 << 16), 0, "RF");
     }
 
     #[test]

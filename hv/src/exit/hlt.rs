@@ -54,13 +54,13 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     let owed = guest.pending_interrupt().is_some();
     // An event can reach it: an upcall it registered and has not masked (a halted CPU
     // never clears `evtchn_upcall_mask`), and a channel another domain holds the other end
-    // of.
+    // of, or its store port (another domain's write of a node it watches, or an end).
     let reachable = guest.events.callback != Callback::None
         && !guest.upcalls_masked()
         && guest.events.ports.iter().any(|port| {
             matches!(
                 port,
-                PortState::Interdomain { .. } | PortState::Unbound { .. }
+                PortState::Interdomain { .. } | PortState::Unbound { .. } | PortState::Store
             )
         });
     let others_run = guest.others.iter().any(|other| {
@@ -561,6 +561,16 @@ mod tests {
     fn hlt_with_a_callback_and_a_channel_blocks_while_the_other_end_is_blocked() {
         // No timer: the event the other domain may send is what wakes it.
         let mut test = reachable_by_d2(RunState::Blocked(Wait::Event));
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_blocked(&test, &run);
+    }
+
+    #[test]
+    fn hlt_with_a_callback_and_a_store_port_waits_for_the_watch_event() {
+        // Another domain's write of a node it watches, or a domain's end, makes its store
+        // port pending (`store_watch_event`): the upcall may still come.
+        let mut test = reachable_by_d2(RunState::Runnable);
+        test.domain.events.ports[1] = PortState::Store;
         let run = test.run(test.exit(ExitReason::Hlt));
         assert_blocked(&test, &run);
     }

@@ -507,7 +507,7 @@ mod tests {
     use crate::decision::Effect;
     use crate::device::ata::Assignment;
     use crate::device::pc_testdev::{self, PcTestdev};
-    use crate::domain::interrupts::{Tick, TimerTarget};
+    use crate::domain::interrupts::{Tick, TimerTarget, VirtualTimer};
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED};
     use traplab_abi::exit::ExitReason;
     use traplab_abi::svm::Event;
@@ -565,6 +565,31 @@ mod tests {
         let run = io(test, &OUT_DX_AL, port(port_number, false, 1));
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         run
+    }
+
+    #[test]
+    fn initialising_the_pic_keeps_a_set_timer_timer() {
+        // A guest with a `set_timer` timer (its tick made pending, no device's) remaps its
+        // 8259A: no device timer runs after it, and the guest's timer goes on. Before, the
+        // write replaced it with the devices' none, and its ticks stopped unsaid.
+        let mut test = Test::long_mode();
+        let timer = VirtualTimer {
+            vector: 0x40,
+            period_tsc: 1_000_000,
+            due_tsc: 5_000_000,
+            target: TimerTarget::Pending,
+        };
+        test.domain.vcpu.interrupts.timer = Some(timer);
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xff),
+        ] {
+            out_to(&mut test, port, value);
+        }
+        assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
     }
 
     /// What a PC kernel does for its timer: the master PIC at vector 0x20 with `mask` (OCW1),

@@ -158,6 +158,15 @@ fn write_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) 
             "{context}MOV CR3, {value:#x}: the new root is outside the guest's memory: refused, the #GP is the guest's"
         ));
     }
+    // A kernel that pins its page tables has every write to them checked: a root it did not
+    // pin would let it map them writable and change them unseen. Xen takes only a root it
+    // can make a validated top-level table (`new_guest_cr3`: "Bad CR3" and #GP otherwise);
+    // traplab validates by pinning, so the root must be one of the pinned ones.
+    if !guest.pv.pinned_tables.is_empty() && guest.pinned_level(root) != Some(4) {
+        return PrivilegedOp::GuestsFault(format!(
+            "{context}MOV CR3, {value:#x}: the kernel pins its page tables, and {root:#x} is no root it pinned (pin_page_table): refused, as Xen refuses a root it cannot validate, and the #GP is the guest's"
+        ));
+    }
     // A new address space: flush the guest's TLB at the next VMRUN (APM vol. 2, 15.16).
     PrivilegedOp::Done(
         decide!(
@@ -420,6 +429,29 @@ mod tests {
             ]
         );
         assert_eq!(test.domain.vcpu.vmcb.save.cr3, 0x4_0000);
+    }
+
+    #[test]
+    fn a_kernel_that_pins_its_tables_may_load_only_a_pinned_root() {
+        // Its tables pinned, a root it did not pin could map them writable: #GP, as Xen's
+        // new_guest_cr3 refuses a root it cannot validate. A pinned root is taken.
+        let mut test = pv_kernel(&[0x0f, 0x22, 0xd8]); // mov cr3, rax
+        test.domain.pv.pinned_tables.insert(0x5_0000, 4);
+        test.domain.pv.pinned_tables.insert(0x5_1000, 3);
+        for (root, taken) in [(0x4_0000, false), (0x5_1000, false), (0x5_0000, true)] {
+            test.domain.vcpu.vmcb.save.rip = ENTRY;
+            test.set_gpr(0, root);
+            let run = general_protection(&mut test);
+            assert_eq!(
+                run.decision
+                    .effects
+                    .contains(&Effect::ControlRegister(3, root)),
+                taken,
+                "{root:#x}: {}",
+                run.decision.why
+            );
+        }
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, 0x5_0000);
     }
 
     #[test]

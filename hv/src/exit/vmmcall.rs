@@ -462,7 +462,10 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
         "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables"
     )
     .with(Effect::PinPageTables(Box::new(all)))
-    .with_all(pending.then_some(Effect::PinContinuation(None)));
+    .with_all(pending.then_some(Effect::PinContinuation(None)))
+    // The TLB may still hold a writable translation of a table made read-only before the
+    // pin: flushed, as Xen flushes on a page's type change (`_get_page_type`).
+    .with(Effect::FlushTlb);
     finish(decision, next, number, tables as i64)
 }
 
@@ -932,6 +935,9 @@ mod tests {
         assert_returned(&test, 4);
         assert_eq!(test.domain.pinned_level(testing::PML4), Some(4));
         assert_eq!(test.domain.pinned_level(testing::PT), Some(1));
+        // The TLB is flushed: a writable translation of a table, cached before the guest
+        // made it read-only, would let a store through unchecked.
+        assert_ne!(test.domain.vcpu.vmcb.control.tlb_control, 0);
         // Pinned already: nothing new.
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
@@ -984,9 +990,14 @@ mod tests {
         // most PIN_READS_PER_EXIT of them; until the walk is over RIP stays at the VMMCALL
         // (Xen's hypercall continuation), RAX keeps the hypercall's number, nothing is
         // pinned yet; the last piece pins all 43 tables at once.
+        // An NMI asked for meanwhile waits too, as an interrupt does: the walk is one
+        // instruction, and no handler may change the tables halfway through it.
         let mut test = large_hierarchy(40);
+        test.gate(2, 0x21_2000);
+        test.domain.devices.lapic.nmi_requested = true;
         let mut exits = 0;
         let mut total_reads = 0;
+        let mut nmi_waited = false;
         loop {
             exits += 1;
             assert!(exits < 100, "the walk ends");
@@ -994,6 +1005,8 @@ mod tests {
             let run = test.call();
             total_reads += test.memory_reads() - before;
             if let Some(step) = piece(&run) {
+                assert!(!run.kinds().contains(&"inject"), "no NMI in the walk");
+                nmi_waited = test.domain.devices.lapic.nmi_requested;
                 assert!(step.reads <= PIN_READS_PER_EXIT + 4, "{}", step.reads);
                 assert_eq!(test.rip(), ENTRY, "RIP stays at the VMMCALL");
                 assert_eq!(test.gpr(0), hypercall::PIN_PAGE_TABLE, "RAX untouched");
@@ -1012,6 +1025,10 @@ mod tests {
             break;
         }
         assert_eq!(exits, 6, "22,188 words, 4,096 an exit");
+        assert!(
+            nmi_waited,
+            "an NMI asked for during the walk waited for its end"
+        );
         // Linear in the work: each entry read once, plus each table's own mapping (4
         // words) and the exits' own reads (the instruction, the page walk to it).
         let words = 512 * 43 + 4 * 43;

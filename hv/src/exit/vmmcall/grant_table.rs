@@ -183,6 +183,20 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
     const HANDLE: usize = 20;
     let refuse = |decision: Decision, code| Ok(with_status(decision, &argument, STATUS, code));
     let readonly = map_flags & map::READONLY != 0;
+    // A mapper whose memory the hypervisor translates (an HVM guest's, Xen's
+    // `paging_mode_external`) gets only host mappings, read-only or not: any other flag
+    // (GNTMAP_device_map, application_map, contains_pte) is GNTST_general_error in Xen's
+    // `map_grant_ref` and `create_grant_p2m_mapping`.
+    let others = map_flags & !(map::HOST_MAP | map::READONLY);
+    if others != 0 {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: flags {map_flags:#x} ask for more than a host mapping (bits {others:#x}: a device, application or PTE mapping), which a guest whose memory the hypervisor translates cannot have: as Xen, GNTST_general_error"
+            ),
+            status::GENERAL_ERROR,
+        );
+    }
     if map_flags & map::HOST_MAP == 0 {
         return refuse(
             decide!(
@@ -833,6 +847,26 @@ mod tests {
         let mut test = mapping(FOR_D1, map::READONLY);
         let why = refused(&mut test, status::BAD_GNTREF);
         assert!(why.contains("GNTMAP_host_map is not set"), "{why}");
+    }
+
+    #[test]
+    fn map_flags_beyond_a_host_mapping_are_gntst_general_error() {
+        // A mapper whose memory the hypervisor translates gets host mappings only: Xen's
+        // map_grant_ref refuses GNTMAP_device_map (bit 0), application_map (3) and
+        // contains_pte (4) for it with GNTST_general_error, the host map bit or not.
+        for flags in [
+            1,
+            1 | map::HOST_MAP,
+            map::HOST_MAP | 1 << 3,
+            map::HOST_MAP | 1 << 4,
+        ] {
+            let mut test = mapping(FOR_D1, flags);
+            let why = refused(&mut test, status::GENERAL_ERROR);
+            assert!(
+                why.contains("more than a host mapping"),
+                "{flags:#x}: {why}"
+            );
+        }
     }
 
     #[test]
