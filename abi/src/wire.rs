@@ -666,6 +666,20 @@ fn encode_postcard<'a>(
     mut out: Writer<'a>,
 ) -> Result<&'a [u8], WireError> {
     out.byte(tag::POSTCARD);
+    // An `emulate`'s template values are not serialized (`Emulate::arguments`): one that
+    // comes this way (about no domain) goes as its finished line.
+    let rendered;
+    let body = match body {
+        Body::Emulate(emulate) if !emulate.arguments.is_empty() => {
+            rendered = Body::Emulate(Emulate {
+                what: Cow::Owned(render(&emulate.what, emulate.arguments.iter())),
+                arguments: Arguments::default(),
+                changes: emulate.changes.clone(),
+            });
+            &rendered
+        }
+        _ => body,
+    };
     // Postcard writes a struct as its fields in order: this tuple is an `Event`.
     let rest = out.buffer.get_mut(out.length..).ok_or(WireError::TooLong)?;
     let used = postcard::to_slice(&(seq, tsc, dom, body), rest)
@@ -1337,6 +1351,25 @@ mod tests {
                 .to_vec();
             let compact = matches!(event.body, Body::Decide(_));
             assert_eq!(record[0] == tag::POSTCARD, !compact, "{:?}", event.body);
+        }
+        // An emulate's template about no domain arrives as its finished line: its values are
+        // not serialized, and sent as they are the reader would print the `{}`s.
+        let template = Body::Emulate(Emulate {
+            what: Cow::Borrowed("CPUID leaf {}"),
+            arguments: Arguments::new([Argument::Hex(0xd)]),
+            changes: Vec::new(),
+        });
+        let record = Encoder::new()
+            .encode(0, 1, None, &template, &mut buffer)
+            .expect("fits")
+            .to_vec();
+        let mut decoded = Vec::new();
+        Decoder::new()
+            .decode(&record, &mut decoded)
+            .expect("a record");
+        match &decoded[0].body {
+            Body::Emulate(emulate) => assert_eq!(emulate.what, "CPUID leaf 0xd"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -165,6 +165,14 @@ impl<'a> Kernel<'a> {
         if header_end > offset::E820_TABLE {
             return refuse("its setup header runs past the zero page's E820 table");
         }
+        // The header a 2.10 kernel reads back from the zero page ends after `init_size`
+        // (boot.rst: the header ends at 0x202 + the byte at 0x201): a shorter one would
+        // leave the kernel's `init_size` 0 there, whatever the file has beyond it.
+        if header_end < offset::INIT_SIZE + 4 {
+            return refuse(
+                "its setup header ends (0x202 + the byte at 0x201) before init_size, which boot protocol 2.10 has",
+            );
+        }
         let Some(header) = image.get(offset::SETUP_SECTS..header_end) else {
             return refuse("the file ends inside its setup header");
         };
@@ -254,6 +262,9 @@ pub fn load(
         field(offset::CMD_LINE_PTR),
         &(COMMAND_LINE as u32).to_le_bytes(),
     )?;
+    // No initrd: its fields say so, whatever the file's header held there (boot.rst:
+    // ramdisk_image, "leave at zero if there is no initial ramdisk").
+    put(memory, field(offset::RAMDISK_IMAGE), &[0u8; 8])?;
     if let Some(initrd) = initrd {
         check_initramfs(initrd)?;
         // As high as the kernel allows (`initrd_addr_max`) and RAM reaches, page-aligned:
@@ -302,38 +313,53 @@ pub fn load(
     })
 }
 
-/// What an initramfs starts with: a cpio archive (newc "070701", with checksums "070702",
-/// old ASCII "070707"), or one compressed by a method Linux can unpack (gzip, bzip2, xz,
-/// LZMA, LZ4, zstd: `Documentation/driver-api/early-userspace/buffer-format.rst`).
-const INITRAMFS_MAGIC: [&[u8]; 9] = [
-    b"070701",
-    b"070702",
-    b"070707",
-    &[0x1f, 0x8b],
-    b"BZh",
-    &[0xfd, b'7', b'z', b'X', b'Z', 0],
-    &[0x5d, 0, 0],
-    &[0x02, 0x21, 0x4c, 0x18],
-    &[0x28, 0xb5, 0x2f, 0xfd],
+/// The cpio formats an initramfs may be (`init/initramfs.c`, `do_header`): newc
+/// ("070701") and newc with checksums ("070702").
+const CPIO_NEWC: [&[u8]; 2] = [b"070701", b"070702"];
+
+/// The two bytes a compressed initramfs starts with, for each method Linux can unpack
+/// (`lib/decompress.c`, `compressed_formats`): gzip (and its old magic), bzip2, LZMA, xz,
+/// LZO, LZ4, zstd.
+const COMPRESSED_MAGIC: [[u8; 2]; 8] = [
+    [0x1f, 0x8b], // gzip
+    [0x1f, 0x9e], // gzip, the old magic
+    [0x42, 0x5a], // bzip2
+    [0x5d, 0x00], // LZMA
+    [0xfd, 0x37], // xz
+    [0x89, 0x4c], // LZO
+    [0x02, 0x21], // LZ4
+    [0x28, 0xb5], // zstd
 ];
 
 /// An initrd that is no archive would boot a kernel that finds no init and panics: refuse
-/// it here, with what it starts with.
+/// it here, with what it starts with. As Linux's `unpack_to_rootfs` reads it: NUL bytes of
+/// padding first, then a compressed archive, or a newc cpio archive at a multiple of 4
+/// bytes. An old ASCII cpio archive ("070707", `cpio -H odc`) Linux refuses ("incorrect
+/// cpio method used: use -H newc option"), and so is it here.
 fn check_initramfs(initrd: &[u8]) -> Result<(), ImageError> {
-    if INITRAMFS_MAGIC
-        .iter()
-        .any(|magic| initrd.starts_with(magic))
+    let padding = initrd.iter().take_while(|&&byte| byte == 0).count();
+    let start = &initrd[padding..];
+    let cpio = padding % 4 == 0 && CPIO_NEWC.iter().any(|magic| start.starts_with(magic));
+    if cpio
+        || COMPRESSED_MAGIC
+            .iter()
+            .any(|magic| start.starts_with(magic))
     {
         return Ok(());
     }
-    let start: Vec<alloc::string::String> = initrd
+    if start.starts_with(b"070707") {
+        return Err(ImageError(
+            "the initrd is an old ASCII cpio archive (cpio -H odc), which Linux refuses: make it with cpio -H newc".into(),
+        ));
+    }
+    let bytes: Vec<alloc::string::String> = start
         .iter()
         .take(6)
         .map(|byte| format!("{byte:02x}"))
         .collect();
     Err(ImageError(format!(
-        "the initrd is no initramfs: neither a cpio archive nor one compressed with gzip, bzip2, xz, LZMA, LZ4 or zstd (it starts with {})",
-        start.join(" ")
+        "the initrd is no initramfs: neither a cpio archive (cpio -H newc) nor one compressed with gzip, bzip2, LZMA, xz, LZO, LZ4 or zstd (it starts with {})",
+        bytes.join(" ")
     )))
 }
 
@@ -551,5 +577,58 @@ mod tests {
             load(&kernel, &mut memory, "", Some(&[0x1f, 0x8b, 8, 0])).is_ok(),
             "gzip"
         );
+    }
+
+    #[test]
+    fn an_initrd_is_taken_as_linux_unpacks_it() {
+        // Every compressed format Linux's decompress.c knows by its two bytes (LZO and
+        // gzip's old magic too), and a newc archive behind NUL padding; not an old ASCII
+        // cpio archive, which Linux refuses.
+        let kernel_image = bzimage(b"k");
+        let kernel = Kernel::parse(&kernel_image).unwrap();
+        let mut memory = VecMemory::new(32 << 20, false);
+        let mut padded = vec![0u8; 512];
+        padded.extend_from_slice(b"070701");
+        let taken: [&[u8]; 5] = [
+            &[0x89, 0x4c, 0x5a, 0x4f],
+            &[0x1f, 0x9e, 8],
+            &padded,
+            b"070702",
+            &[0, 0, 0, 0x28, 0xb5, 0x2f, 0xfd],
+        ];
+        for initrd in taken {
+            assert!(
+                load(&kernel, &mut memory, "", Some(initrd)).is_ok(),
+                "{:02x?}",
+                &initrd[..4]
+            );
+        }
+        let why = load(&kernel, &mut memory, "", Some(b"070707000000"))
+            .unwrap_err()
+            .0;
+        assert!(why.contains("cpio -H newc"), "{why}");
+    }
+
+    #[test]
+    fn without_an_initrd_the_zero_page_names_none_whatever_the_file_had() {
+        let mut kernel_image = bzimage(b"k");
+        kernel_image[offset::RAMDISK_IMAGE..offset::RAMDISK_IMAGE + 8]
+            .copy_from_slice(&[0, 0, 0x40, 1, 0, 0x10, 0, 0]);
+        let kernel = Kernel::parse(&kernel_image).unwrap();
+        let mut memory = VecMemory::new(32 << 20, false);
+        load(&kernel, &mut memory, "", None).unwrap();
+        let mut fields = [0xffu8; 8];
+        memory
+            .read_physical(ZERO_PAGE + offset::RAMDISK_IMAGE as u64, &mut fields)
+            .unwrap();
+        assert_eq!(fields, [0; 8]);
+    }
+
+    #[test]
+    fn a_setup_header_that_ends_before_init_size_is_refused() {
+        let mut short = bzimage(b"k");
+        short[offset::JUMP + 1] = 0x10; // the header ends at 0x212
+        let why = Kernel::parse(&short).err().map(|ImageError(why)| why);
+        assert!(why.unwrap().contains("before init_size"));
     }
 }
