@@ -106,3 +106,19 @@ pub fn set_stack(vector: u8, stack_top: u64) {
     // and slot 1 was just set (to whatever the caller wants the CPU to find there).
     unsafe { traplab_baremetal::idt::set_stack_index(&mut *(&raw mut IDT), vector, 1) };
 }
+
+/// Load an empty IDT and fault: #UD cannot be delivered (no gate: #GP), nor the #GP (a
+/// second contributory fault: #DF), nor the #DF: a triple fault, the CPU's shutdown. The
+/// hypervisor, which intercepts every exception, shows each step and ends the domain.
+pub fn triple_fault() -> ! {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::new(0),
+    };
+    // SAFETY: deliberately broken: every exception from here on is undeliverable, and the
+    // domain ends at the UD2.
+    unsafe {
+        x86_64::instructions::tables::lidt(&empty);
+        core::arch::asm!("ud2", options(noreturn));
+    }
+}

@@ -7,23 +7,11 @@
 #![no_std]
 #![no_main]
 
-use traplab_guests::{BootInfo, guest_main, println};
-use x86_64::VirtAddr;
-use x86_64::instructions::tables::{DescriptorTablePointer, lidt};
+use traplab_guests::{BootInfo, guest_main, println, traps};
 
 fn main(_info: &BootInfo) -> i32 {
     println!("loading an empty IDT, then ud2");
-    let empty = DescriptorTablePointer {
-        limit: 0,
-        base: VirtAddr::new(0),
-    };
-    // SAFETY: deliberately broken: every exception from here on is undeliverable.
-    unsafe {
-        lidt(&empty);
-        core::arch::asm!("ud2");
-    }
-    println!("still alive?");
-    1
+    traps::triple_fault()
 }
 
 guest_main!(main);

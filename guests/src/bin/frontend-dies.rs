@@ -9,9 +9,7 @@
 #![no_std]
 #![no_main]
 
-use traplab_guests::{BootInfo, blkfront, guest_main, hprintln};
-use x86_64::VirtAddr;
-use x86_64::instructions::tables::{DescriptorTablePointer, lidt};
+use traplab_guests::{BootInfo, blkfront, guest_main, hprintln, traps};
 
 /// The frontend's domain, as the `swap-in` lab's toolstack attaches the disk to it.
 const DOMU: u16 = 1;
@@ -29,16 +27,7 @@ fn main(_info: &BootInfo) -> i32 {
         front.device.vdev,
         front.device.backend
     );
-    let empty = DescriptorTablePointer {
-        limit: 0,
-        base: VirtAddr::new(0),
-    };
-    // SAFETY: deliberately broken: #UD cannot be delivered, nor the #GP and #DF after it.
-    unsafe {
-        lidt(&empty);
-        core::arch::asm!("ud2");
-    }
-    1
+    traps::triple_fault()
 }
 
 guest_main!(main);
