@@ -1387,14 +1387,17 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
     for domain in others.iter_mut() {
         let blocked_on_it = matches!(&domain.vcpu.run_state,
             RunState::Blocked(wait) if schedule::woken_by_store(wait, path));
-        let watches = watchers.contains(&domain.id);
-        let what = if blocked_on_it {
+        let mut what = Vec::new();
+        if blocked_on_it {
             domain.vcpu.run_state = RunState::Runnable;
-            format!(
+            what.push(format!(
                 "d{id} has ended: the store lists it in {path}, which d{} waits for in store_watch: it wakes",
                 domain.id
-            )
-        } else if let Some(port) = domain.events.store_port().filter(|_| watches) {
+            ));
+        }
+        // Its watch, if it has one, hears of it too: the two are apart.
+        let watches = watchers.contains(&domain.id);
+        if let Some(port) = domain.events.store_port().filter(|_| watches) {
             let pending = domain.set_pending(port);
             let woke = match &domain.vcpu.run_state {
                 RunState::Blocked(wait) => schedule::woken_by_event(wait, domain, port, pending),
@@ -1407,21 +1410,21 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
                 true => ", and it wakes",
                 false => "",
             };
-            format!(
+            what.push(format!(
                 "d{id} has ended: the store lists it in {path}, which d{} watches: its store port {port} is pending{woken}",
                 domain.id
-            )
-        } else {
-            continue;
-        };
-        said.push((
-            domain.id,
-            Body::Emulate(Emulate {
-                what: Cow::Owned(what),
-                arguments: Arguments::default(),
-                changes: Vec::new(),
-            }),
-        ));
+            ));
+        }
+        for what in what {
+            said.push((
+                domain.id,
+                Body::Emulate(Emulate {
+                    what: Cow::Owned(what),
+                    arguments: Arguments::default(),
+                    changes: Vec::new(),
+                }),
+            ));
+        }
     }
     said
 }

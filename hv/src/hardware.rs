@@ -60,6 +60,9 @@ impl Machine for Hardware {
     }
 
     fn halt_until(&mut self, tsc: u64) -> u64 {
+        // Everything recorded is in the ring before we wait (`trace.rs`): a lone guest's HLT
+        // waits here in the middle of its trap, and its `exit` must not wait with it.
+        crate::trace::flush();
         let start = timer::ticks();
         while time::rdtsc() < tsc && !control::keys_typed() {
             // The hypervisor halts too: STI;HLT sleeps until its own timer's next tick

@@ -330,6 +330,13 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
     loop {
         running.answer_gdb(None);
         let system = running.system();
+        // A domain's end (gdb's `kill` just now, or a deadlocked one below) may have woken
+        // another, through the store's `@releaseDomain`: it runs.
+        if let Some(woken) = schedule::next(&system.domains, None) {
+            record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
+            return Some(woken);
+        }
+        let system = running.system();
         if !system
             .domains
             .iter()
@@ -345,13 +352,19 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             });
         let due = schedule::earliest_timer(&system.domains);
         if due.is_none() && !listening {
-            let blocked: Vec<u16> = system
+            // One at a time, and first one that no other's end can wake: its end may wake a
+            // domain that waits for `@releaseDomain` (a toolstack, a backend), which then
+            // runs (the top of the loop) instead of dying too.
+            let blocked = system
                 .domains
                 .iter()
-                .filter(|domain| domain.vcpu.run_state.is_blocked())
-                .map(|domain| domain.id)
-                .collect();
-            for id in blocked {
+                .filter(|domain| domain.vcpu.run_state.is_blocked());
+            let victim = blocked
+                .clone()
+                .find(|domain| !schedule::woken_by_an_end(domain))
+                .or_else(|| blocked.clone().next())
+                .map(|domain| domain.id);
+            if let Some(id) = victim {
                 let end = DomainEnd::Killed {
                     reason: "deadlock: every domain waits, and nothing is left that could wake one (no timer whose tick ends its wait, no domain to send an event)".into(),
                 };
@@ -370,21 +383,24 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
             // Its ticks wake the HLT below to look for keys (`Hardware::halt_until`).
             machine.start_timer();
         }
-        // Everything recorded is in the ring before we wait.
-        trace::flush();
+        // (`halt_until` publishes everything recorded before it waits.)
         machine.halt_until(until);
         let (woken_by_keys, said) = wake_on_keys(running, machine, None);
-        for (id, body) in said {
-            running.record(Some(id), &body);
-        }
         // Here every domain waits or has ended: what is left was typed for one that has
         // ended or never was, and would wake this loop at once, again and again.
         let dropped = machine.discard_keys();
         if dropped > 0 {
             crate::log!("{dropped} typed bytes dropped: their domain has ended or is not there");
         }
+        // What the keys did comes after the `schedule` that switches in a domain they woke,
+        // as the first events of its flow's second part (`tracer/SCHEMA.md`).
         if let Some(woken) = woken_by_keys {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
+        }
+        for (id, body) in said {
+            running.record(Some(id), &body);
+        }
+        if let Some(woken) = woken_by_keys {
             return Some(woken);
         }
         if let Some((woken, port)) = wake_on_timers(running.system(), None, machine.now()) {
@@ -821,6 +837,15 @@ fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
 /// and the grants it mapped are released), say how it ended, and tell the store's watchers
 /// (`apply::release_domain`).
 fn finish(running: &mut Running, id: u16, end: DomainEnd) {
+    // Once: an end asked for twice (gdb's `kill` held while the domain's own end was being
+    // decided) is over the first time.
+    let ended = running
+        .system()
+        .domain(id)
+        .is_none_or(|domain| domain.vcpu.run_state == RunState::Ended);
+    if ended {
+        return;
+    }
     if let Some(debugger) = running.debugger_of(id) {
         gdb::domain_ended(debugger, &end);
     }

@@ -154,18 +154,27 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 }
 
 /// Could a tick of its timer ever end `wait` ([`woken_by_timer`], over every tick to come)?
-/// Not a wait for the store; not a poll of one other port than the one the ticks come on,
-/// with no callback for their upcall (Xen's `evtchn_check_pollers` wakes a poller of one
-/// port for that port only). Every other wait, yes: an interrupt kicks the vCPU, and an
-/// event may owe an upcall.
+/// Not a wait for the store. For ticks that are events (a timer bound to VIRQ_TIMER), only
+/// where [`woken_by_event`] would let one through: not a poll of one other port than the
+/// ticks' with no upcall to kick it (Xen's `evtchn_check_pollers` wakes a poller of one port
+/// for that port only); not SCHEDOP_block with the ticks' port masked, which never owes an
+/// upcall; not HLT without an upcall it can take (no callback, upcalls or interrupts off).
+/// None of that can change while the vCPU waits. Ticks that are interrupts wake any other
+/// wait: an interrupt kicks the vCPU.
 fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
-    match (wait, domain.timer_event_port()) {
-        (Wait::Store(_), _) => false,
-        (Wait::Poll(ports), Some(timer_port)) => match ports.as_slice() {
-            [only] => *only == timer_port || domain.events.callback != Callback::None,
+    let Some(timer_port) = domain.timer_event_port() else {
+        return !matches!(wait, Wait::Store(_));
+    };
+    let upcall = !domain.event_masked(timer_port) && !domain.upcalls_masked();
+    let kicks = upcall && domain.events.callback != Callback::None;
+    match wait {
+        Wait::Store(_) => false,
+        Wait::Poll(ports) => match ports.as_slice() {
+            [only] => *only == timer_port || kicks,
             _ => true,
         },
-        _ => true,
+        Wait::Event => !domain.event_masked(timer_port),
+        Wait::Interrupt => kicks && domain.interrupts_enabled(),
     }
 }
 
@@ -208,6 +217,22 @@ pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, pending: Pending
 /// Is a vCPU that waits for `wait` woken by a write of the store node `path`?
 pub fn woken_by_store(wait: &Wait, path: &str) -> bool {
     matches!(wait, Wait::Store(waiting) if waiting == path)
+}
+
+/// Could another domain's end wake `domain`, blocked: does it wait for the store's
+/// `@releaseDomain` (`store_watch`), or poll its store port (`store_watch_event`, which
+/// `@releaseDomain` makes pending when a domain it watches for ends)?
+pub fn woken_by_an_end(domain: &Domain) -> bool {
+    match &domain.vcpu.run_state {
+        RunState::Blocked(wait) => {
+            woken_by_store(wait, traplab_abi::store::RELEASE_DOMAIN)
+                || domain
+                    .events
+                    .store_port()
+                    .is_some_and(|port| matches!(wait, Wait::Poll(ports) if ports.contains(&port)))
+        }
+        _ => false,
+    }
 }
 
 /// Does an interrupt for the vCPU (pending, or presented by its device) wake it from
@@ -493,6 +518,26 @@ mod tests {
         polling[0].events.callback = Callback::None;
         polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1]));
         assert_eq!(earliest_timer(&polling), Some(100));
+        // SCHEDOP_block with the ticks' port masked: no tick ever owes an upcall.
+        let mut blocked = crate::testing::Test::long_mode();
+        blocked.domain.events.shared_info = Some(crate::testing::SHARED_INFO);
+        blocked.domain.events.ports[1] = crate::domain::evtchn::PortState::Virq(virq::TIMER);
+        blocked.domain.vcpu.interrupts.timer = Some(timer);
+        blocked.domain.vcpu.run_state = RunState::Blocked(Wait::Event);
+        assert_eq!(
+            earliest_timer(core::slice::from_ref(&blocked.domain)),
+            Some(100)
+        );
+        let mask = crate::testing::SHARED_INFO + traplab_abi::evtchn::shared_info::EVTCHN_MASK;
+        blocked.write(mask, &[1 << 1]);
+        assert_eq!(earliest_timer(core::slice::from_ref(&blocked.domain)), None);
+        // HLT: a tick that is an event wakes it only by an upcall it can take.
+        let mut halted = with_timer(Wait::Interrupt);
+        halted[0].events.ports[1] = crate::domain::evtchn::PortState::Virq(virq::TIMER);
+        assert_eq!(earliest_timer(&halted), None, "no callback");
+        halted[0].events.callback = Callback::Vector(0xf0);
+        halted[0].vcpu.vmcb.save.rflags |= 1 << 9;
+        assert_eq!(earliest_timer(&halted), Some(100));
         // A timer its local APIC makes interrupts the CPU, VIRQ_TIMER bound or not: it
         // kicks a poller of any port.
         polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![3]));
@@ -500,6 +545,28 @@ mod tests {
             timer.target = TimerTarget::LocalApic;
         }
         assert_eq!(earliest_timer(&polling), Some(100));
+    }
+
+    #[test]
+    fn a_domain_that_waits_for_release_domain_or_polls_its_store_port_may_be_woken_by_an_end() {
+        // The idle loop kills the others of a deadlock first: their ends may wake these.
+        let mut domains = system(&[
+            (
+                1,
+                RunState::Blocked(Wait::Store(traplab_abi::store::RELEASE_DOMAIN.into())),
+            ),
+            (2, RunState::Blocked(Wait::Poll(vec![1, 3]))),
+            (3, RunState::Blocked(Wait::Poll(vec![1]))),
+            (
+                4,
+                RunState::Blocked(Wait::Store("/local/domain/4/state".into())),
+            ),
+        ]);
+        for domain in &mut domains[1..3] {
+            domain.events.ports[3] = crate::domain::evtchn::PortState::Store;
+        }
+        let woken: Vec<bool> = domains.iter().map(woken_by_an_end).collect();
+        assert_eq!(woken, [true, true, false, false]);
     }
 
     // ---- woken_by_event, woken_by_timer, woken_by_store ---------------------------------

@@ -397,12 +397,13 @@ impl Vmcb {
         }
     }
 
-    /// RIP as a linear address (CS base + RIP; the base is 0 in 64-bit mode).
+    /// RIP as a linear address (CS base + RIP; the base is 0 in 64-bit mode). Outside it a
+    /// linear address is 32 bits: base + offset wraps at 4 GiB.
     pub fn linear_rip(&self) -> u64 {
         if self.code_bits() == 64 {
             self.save.rip
         } else {
-            self.save.cs.base.wrapping_add(self.save.rip)
+            self.save.cs.base.wrapping_add(self.save.rip) & self.linear_address_mask()
         }
     }
 

@@ -3,7 +3,8 @@
 //! We run the real CPUID and edit the answer: the "hypervisor present" bit
 //! (CPUID.1:ECX[31]) and OSXSAVE (CPUID.1:ECX[27], the guest's CR4.OSXSAVE), the hypervisor leaves at 0x4000_0000 with traplab's signature, the ABI
 //! version and the TSC's rate (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
-//! this hypervisor does not offer nested virtualization.
+//! this hypervisor does not offer nested virtualization. MONITOR/MWAIT (CPUID.1:ECX[3]) is
+//! hidden too: their exits get #UD (`monitor.rs`).
 
 use super::{Exit, undecodable};
 use crate::decide;
@@ -18,6 +19,8 @@ use traplab_abi::x86::Cr4Flags;
 
 /// CPUID.1:ECX[27], OSXSAVE: the OS has set CR4.OSXSAVE.
 const OSXSAVE_BIT: u32 = 1 << 27;
+/// CPUID.1:ECX[3], MONITOR: MONITOR and MWAIT are there.
+const MONITOR_BIT: u32 = 1 << 3;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -35,6 +38,9 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let edited = match leaf {
         1 => {
             ecx |= HYPERVISOR_BIT;
+            // MONITOR/MWAIT (ECX bit 3) hidden: the hypervisor answers them with #UD
+            // (`monitor.rs`). QEMU's qemu64 has no such bit to clear.
+            ecx &= !MONITOR_BIT;
             // ECX bit 27, OSXSAVE, is CR4.OSXSAVE as the CPU reads it (AMD APM vol. 3,
             // CPUID Fn0000_0001_ECX): the guest's, not the hypervisor's (which sets its own
             // at the first XSETBV of any domain).
@@ -117,6 +123,19 @@ mod tests {
         let exit = test.exit(ExitReason::Cpuid);
         let run = test.run(exit);
         (test, run)
+    }
+
+    #[test]
+    fn outside_long_mode_cs_base_plus_rip_wraps_at_4_gib() {
+        // A 32-bit guest with CS based at 0xffff_f000: the CPUID at EIP ENTRY + 0x1000 is at
+        // linear ENTRY, as the CPU fetched it. Unwrapped, the hypervisor read beyond 4 GiB
+        // and killed the domain as undecodable.
+        let mut test = Test::protected_mode();
+        test.code(&[0x0f, 0xa2]);
+        test.domain.vcpu.vmcb.save.cs.base = 0xffff_f000;
+        test.domain.vcpu.vmcb.save.rip = ENTRY + 0x1000;
+        let decision = test.decide(test.exit(ExitReason::Cpuid));
+        assert_eq!(decision.action, Action::Emulate, "{}", decision.why);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! | `Msr` (0x7C)                | `msr.rs`                | emulate known MSRs, #GP for the rest         |
 //! | `Vmmcall` (0x81)            | `vmmcall.rs`            | the hypercall                                |
 //! | `SvmInstruction` (0x80, 0x82–0x86, 0x7A) | `svm_instruction.rs` | #UD: a guest may not run SVM instructions |
+//! | `Monitor`, `Mwait`, `MwaitConditional` (0x8A–0x8C) | `monitor.rs` | #UD: the CPU the guest sees has no MONITOR/MWAIT |
 //! | `Shutdown` (0x7F)           | `shutdown.rs`           | kill the domain: triple fault                |
 //! | `Npf` (0x400)               | `npf/mod.rs`            | the lab device (MMIO), lazy memory, or kill  |
 //! | `Invalid` (-1)              | `invalid.rs`            | VMRUN refused the state: kill (or a TCG quirk) |
@@ -45,6 +46,7 @@ mod invalid;
 mod invlpg;
 mod ioio;
 mod iret;
+mod monitor;
 mod msr;
 mod nmi;
 mod npf;
@@ -174,6 +176,7 @@ fn handler_decision(exit: &Exit, guest: &Guest) -> Decision {
         Msr { write } => msr::handle(exit, guest, write),
         Vmmcall => vmmcall::handle(exit, guest),
         SvmInstruction(instruction) => svm_instruction::handle(exit, guest, instruction),
+        Monitor | Mwait | MwaitConditional => monitor::handle(exit, guest),
         Shutdown => shutdown::handle(exit, guest),
         Npf { gpa, info } => npf::handle(exit, guest, gpa, info),
         Invalid => invalid::handle(exit, guest),
@@ -207,6 +210,7 @@ pub fn handler_file(reason: ExitReason) -> &'static str {
         Msr { .. } => "hv/src/exit/msr.rs",
         Vmmcall => "hv/src/exit/vmmcall.rs",
         SvmInstruction(_) => "hv/src/exit/svm_instruction.rs",
+        Monitor | Mwait | MwaitConditional => "hv/src/exit/monitor.rs",
         Shutdown => "hv/src/exit/shutdown.rs",
         Npf { .. } => "hv/src/exit/npf/mod.rs",
         Invalid => "hv/src/exit/invalid.rs",

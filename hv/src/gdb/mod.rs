@@ -505,6 +505,8 @@ pub fn domain_ended(debugger: &mut Debugger, end: &DomainEnd) {
         ),
     };
     debugger.ended = Some(ended);
+    // A `kill` gdb asked for meanwhile is moot now.
+    debugger.end = None;
     let Some(machine) = debugger.machine.take() else {
         return;
     };

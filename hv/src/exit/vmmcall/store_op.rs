@@ -602,10 +602,12 @@ mod tests {
     #[test]
     fn a_domain_s_end_wakes_who_waits_for_release_domain_and_who_polls_its_store_port() {
         // d0 waits in store_watch on @releaseDomain; d2 polls its store port 3, which
-        // watches it; d4 polls a port the store does not notify: it sleeps on.
+        // watches it; d4 polls a port the store does not notify: it sleeps on. d6 does both,
+        // blocked in store_watch and watching: it wakes, and its store port is pending all
+        // the same, for a later poll.
         let mut store = Store::default();
         let mut domains = alloc::vec::Vec::new();
-        for id in [0, 2, 4] {
+        for id in [0, 2, 4, 6] {
             let mut test = Test::long_mode();
             test.domain.id = id;
             domains.push(test.domain);
@@ -615,6 +617,9 @@ mod tests {
         domains[1].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1, 3]));
         store.watch(2, RELEASE_DOMAIN.into());
         domains[2].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![1]));
+        domains[3].vcpu.run_state = RunState::Blocked(Wait::Store(RELEASE_DOMAIN.into()));
+        domains[3].events.ports[5] = PortState::Store;
+        store.watch(6, RELEASE_DOMAIN.into());
         store.watch(1, RELEASE_DOMAIN.into());
         let mut others = crate::domain::OthersMut::new(&mut domains, &mut store);
         let said = crate::apply::release_domain(1, &mut others);
@@ -636,15 +641,24 @@ mod tests {
                     2,
                     "d1 has ended: the store lists it in @releaseDomain, which d2 watches: its store port 3 is pending, and it wakes"
                 ),
+                (
+                    6,
+                    "d1 has ended: the store lists it in @releaseDomain, which d6 waits for in store_watch: it wakes"
+                ),
+                (
+                    6,
+                    "d1 has ended: the store lists it in @releaseDomain, which d6 watches: its store port 5 is pending"
+                ),
             ]
         );
+        assert_eq!(domains[3].vcpu.run_state, RunState::Runnable);
         assert_eq!(domains[0].vcpu.run_state, RunState::Runnable);
         assert_eq!(domains[1].vcpu.run_state, RunState::Runnable);
         assert!(domains[2].vcpu.run_state.is_blocked());
         assert_eq!(store.read(RELEASE_DOMAIN), Some("1"));
         assert_eq!(
             store.watchers(RELEASE_DOMAIN).collect::<Vec<_>>(),
-            [2],
+            [2, 6],
             "d1's watch went"
         );
     }
