@@ -149,6 +149,8 @@ fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs(
     let mut bzimage = vec![0u8; 0x400];
     bzimage[0x1f1] = 1; // one setup sector: the protected-mode part would start at 0x400
     bzimage[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    // The jump over the header: it ends at 0x268, after init_size, as a 2.15 header does.
+    bzimage[0x200..0x202].copy_from_slice(&[0xeb, 0x66]);
     bzimage[0x202..0x206].copy_from_slice(b"HdrS");
     bzimage[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
     bzimage[0x211] = 1; // LOADED_HIGH
