@@ -134,6 +134,27 @@ impl Domain {
             .cpu_pieces(self.page_tables(), address, length, access)
     }
 
+    /// Does every byte of the `length`-byte access at guest-virtual `address`, as the
+    /// guest's CPU would make it now (`cpu_pieces`: mapped, allowed), land where nothing
+    /// answers: above the domain's RAM, on no device, outside the grant-mapping area? Then
+    /// the guest-physical address of its first byte. An access across a page boundary there
+    /// reads all ones and writes nowhere, whichever page each byte is on, so it can be done
+    /// as one, as a CPU does it.
+    pub fn on_the_empty_bus(&self, address: u64, length: usize, write: bool) -> Option<u64> {
+        let mut first = None;
+        for (piece, _, piece_length) in memory::page_pieces(address, length) {
+            let gpa = match self.cpu_pieces(piece, piece_length, write) {
+                Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa })) => gpa,
+                _ => return None,
+            };
+            if self.devices.claims(gpa) || traplab_abi::grant_table::map_area().contains(&gpa) {
+                return None;
+            }
+            first = first.or(Some(gpa));
+        }
+        first
+    }
+
     /// Read guest-virtual memory as the guest's CPU would read it now (`cpu_pieces`: mapped,
     /// a user page at CPL 3, in its RAM): what a hypercall reads of the guest's, as Xen's
     /// `copy_from_guest` does.

@@ -444,10 +444,10 @@ impl Steps {
 
 /// Where one element of a string instruction is, `size` bytes at guest-virtual `address`,
 /// checked as the guest's CPU checks it for a read or a `write`: in RAM, or where the CPU
-/// would have sent it when it is not RAM, on the device bus (unless it straddles two pages,
-/// which this model does not split, or lies in the grant-mapping area, whose pages the
-/// hypervisor does not reach through the guest's memory: those end the domain). Else the
-/// fault the CPU raises there. (INS and OUTS here; MOVS, STOS and LODS in `npf/string.rs`.)
+/// would have sent it when it is not RAM, on the device bus (unless it straddles two pages
+/// where something answers on one side, which this model does not split, or lies in the
+/// grant-mapping area, whose pages the hypervisor does not reach through the guest's
+/// memory: those end the domain). Else the fault the CPU raises there. (INS and OUTS here; MOVS, STOS and LODS in `npf/string.rs`.)
 pub(super) fn string_element(
     guest: &Guest,
     address: u64,
@@ -461,7 +461,11 @@ pub(super) fn string_element(
         {
             Ok(StringElement::Device { address, gpa })
         }
-        Err(error) => Err(error),
+        // Across a page boundary, where nothing answers on either side: as one access.
+        Err(error) => match guest.on_the_empty_bus(address, size, write) {
+            Some(gpa) => Ok(StringElement::Device { address, gpa }),
+            None => Err(error),
+        },
     }
 }
 
@@ -590,6 +594,23 @@ mod tests {
             out_to(&mut test, port, value);
         }
         assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
+    }
+
+    #[test]
+    fn an_ins_element_across_a_page_boundary_on_the_empty_bus_goes_nowhere() {
+        // `insw` at RDI one byte below a page boundary where nothing answers on either side
+        // (0xfed00fff): the word goes nowhere, as on a CPU. Before, the domain was killed.
+        let mut test = Test::long_mode();
+        test.map_devices();
+        test.set_gpr(7, 0xfed0_0fff);
+        let info = IoioInfo {
+            size: 2,
+            ..string(0x80, true, false)
+        };
+        let run = io(&mut test, &[0x66, 0x6d], info); // insw
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.gpr(7), 0xfed0_1001);
+        assert_eq!(test.rip(), ENTRY + 2);
     }
 
     /// What a PC kernel does for its timer: the master PIC at vector 0x20 with `mask` (OCW1),

@@ -16,7 +16,6 @@ use crate::instruction;
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
-use traplab_abi::grant_table::map_area;
 use traplab_abi::x86::GPR_NAMES;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
@@ -31,7 +30,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     // that page is (the exit names only the page that faulted). The hypervisor does not
     // split an access between a device and what lies beside it; on the empty bus on both
     // sides every byte reads as all ones and a write goes nowhere, so the access is done as
-    // one ([`on_the_empty_bus`]). (A bit test numbered by a register accesses another
+    // one (`Domain::on_the_empty_bus`; the other page's walk checked for a read). (A bit test numbered by a register accesses another
     // operand than the one it names: `emulate::bit_access`.)
     let width = instruction.memory_size().size() as u64;
     let bit_test_by_register = instruction.op1_kind() == OpKind::Register
@@ -42,7 +41,9 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     if let Some(linear) = instruction::memory_address(&instruction, guest)
         && !bit_test_by_register
         && (linear & 0xfff) + width > 0x1000
-        && !on_the_empty_bus(guest, linear, width)
+        && guest
+            .on_the_empty_bus(linear, width as usize, false)
+            .is_none()
     {
         return decide!(
             Action::Kill,
@@ -148,24 +149,6 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     decision
         .with(Effect::Mmio(MmioAccess { gpa, access }))
         .with(Effect::Rip(next))
-}
-
-/// Do all the bytes of the `width`-byte access at `linear` land where nothing answers: above
-/// the domain's RAM, on no device and outside the grant-mapping area, on both its pages?
-fn on_the_empty_bus(guest: &Guest, linear: u64, width: u64) -> bool {
-    let tables = guest.page_tables();
-    [linear, linear.wrapping_add(width - 1)]
-        .into_iter()
-        .all(|address| {
-            guest
-                .memory
-                .virtual_to_physical(tables, address)
-                .is_ok_and(|gpa| {
-                    gpa >= guest.memory.size()
-                        && !guest.devices.claims(gpa)
-                        && !map_area().contains(&gpa)
-                })
-        })
 }
 
 #[cfg(test)]
