@@ -187,24 +187,11 @@ pub fn read_state(dir: &Path) -> State {
 /// The watch waits for the value the store holds to change, as the store holds it: a value
 /// that names no state (garbage, or Xen's 7 and 8, Reconfiguring and Reconfigured, which
 /// this driver does not use) is `Unknown`, and watching for a change from `Unknown`'s own
-/// text would return at once, again and again, without ever blocking. The buffers hold
-/// the longest value the store keeps, so that what is watched is the whole value.
+/// text would return at once, again and again, without ever blocking.
 pub fn wait_for_state(dir: &Path, wanted: State) -> Result<State, i64> {
-    const WHOLE: usize = traplab_abi::store::VALUE_MAX as usize + 1;
     let path = node(dir, "state");
-    let mut buffer = [0u8; WHOLE];
-    // A node not written yet: the watch waits for it to appear.
-    let mut last: Text<WHOLE> = match store::read(path.as_str(), &mut buffer) {
-        Ok(text) => Text::<WHOLE>::from_args(format_args!("{text}")),
-        Err(_) => Text::new(),
-    };
-    let mut known = State::from_text(last.as_str());
-    while known < wanted {
-        let mut buffer = [0u8; WHOLE];
-        let text = store::watch(path.as_str(), last.as_str(), &mut buffer)?;
-        known = State::from_text(text);
-        last = Text::<WHOLE>::from_args(format_args!("{text}"));
-    }
+    let last = watch_until(path.as_str(), |text| State::from_text(text) >= wanted)?;
+    let known = State::from_text(last.as_str());
     if known >= State::Closing && wanted < State::Closing {
         return Err(traplab_abi::hypercall::error::ENODEV);
     }
@@ -220,19 +207,31 @@ pub fn released(id: u16) -> bool {
 
 /// Wait (blocked) until domain `id` has ended, as a toolstack waits for `@releaseDomain`.
 pub fn wait_for_release(id: u16) -> Result<(), i64> {
-    const WHOLE: usize = traplab_abi::store::VALUE_MAX as usize + 1;
+    watch_until(RELEASE_DOMAIN, |ended| {
+        traplab_abi::store::released(ended, id)
+    })?;
+    Ok(())
+}
+
+/// The longest value the store keeps, and room for the NUL that ends a watched one.
+const WHOLE: usize = traplab_abi::store::VALUE_MAX as usize + 1;
+
+/// The value of the node at `path` once `done` says yes to it: read now, then watched
+/// (`store_watch`, blocked) from one value to the next. A node not written yet is watched
+/// until it appears. The buffers hold the whole value, so that what is watched is the
+/// value the store holds.
+fn watch_until(path: &str, done: impl Fn(&str) -> bool) -> Result<Text<WHOLE>, i64> {
     let mut buffer = [0u8; WHOLE];
-    // Nobody has ended yet: the node is not there, and the watch waits for it to appear.
-    let mut last: Text<WHOLE> = match store::read(RELEASE_DOMAIN, &mut buffer) {
+    let mut last: Text<WHOLE> = match store::read(path, &mut buffer) {
         Ok(text) => Text::<WHOLE>::from_args(format_args!("{text}")),
         Err(_) => Text::new(),
     };
-    while !traplab_abi::store::released(last.as_str(), id) {
+    while !done(last.as_str()) {
         let mut buffer = [0u8; WHOLE];
-        let text = store::watch(RELEASE_DOMAIN, last.as_str(), &mut buffer)?;
+        let text = store::watch(path, last.as_str(), &mut buffer)?;
         last = Text::<WHOLE>::from_args(format_args!("{text}"));
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Read a number from `dir/name` (waiting for it to appear).

@@ -73,6 +73,8 @@ pub fn exception(
             ));
             let error_code = x86::exception(vector).has_error_code.then_some(error_code);
             let event = (vector, EventType::Exception, error_code);
+            // The frame's RFLAGS has RF set for a fault, as a CPU pushes it.
+            let first = first.into_iter().chain(resume_flag_of(vector)).collect();
             return bounce(guest, first, event, entry, synthetic, steps, at);
         }
         let (next, next_code, name) = match x86::combine(Some(vector), 13) {
@@ -376,15 +378,11 @@ fn bounce(
     if let Some(error_code) = error_code {
         words.push(error_code as u64);
     }
-    // The RIP and RFLAGS the guest has once `first` is applied (an instruction completed
-    // before a trap moved RIP on and cleared RF), with RF set for a fault, as the CPU
-    // pushes them ([`resume_flag_of`]).
+    // The RIP and RFLAGS the guest has once `first` is applied, as the CPU pushes them: an
+    // instruction completed before a trap moved RIP on and cleared RF; a fault set RF
+    // ([`resume_flag_of`]).
     let rip = crate::decision::rip_after(&first, save.rip);
     let rflags = crate::decision::rflags_after(&first, save.rflags);
-    let rflags = match kind == EventType::Exception && resume_flag_of(vector).is_some() {
-        true => rflags | RFlags::RESUME_FLAG.bits(),
-        false => rflags,
-    };
     // A PV kernel's interrupt flag is its virtual one (`exit/privileged.rs`): the frame
     // carries that in IF, as Xen's create_bounce_frame puts !evtchn_upcall_mask there.
     let interrupted_rflags = match guest.pv.enabled {

@@ -385,7 +385,7 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         }
         // (`halt_until` publishes everything recorded before it waits.)
         machine.halt_until(until);
-        let (woken_by_keys, said) = wake_on_keys(running, machine, None);
+        let (woken_by_keys, mut said) = wake_on_keys(running, machine, None);
         // Here every domain waits or has ended: what is left was typed for one that has
         // ended or never was, and would wake this loop at once, again and again.
         let dropped = machine.discard_keys();
@@ -397,9 +397,7 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         if let Some(woken) = woken_by_keys {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, None);
         }
-        for (id, body) in said {
-            running.record(Some(id), &body);
-        }
+        record_said(running, &mut said);
         if let Some(woken) = woken_by_keys {
             return Some(woken);
         }

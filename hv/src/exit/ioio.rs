@@ -447,7 +447,8 @@ impl Steps {
 /// would have sent it when it is not RAM, on the device bus (unless it straddles two pages
 /// where something answers on one side, which this model does not split, or lies in the
 /// grant-mapping area, whose pages the hypervisor does not reach through the guest's
-/// memory: those end the domain). Else the fault the CPU raises there. (INS and OUTS here; MOVS, STOS and LODS in `npf/string.rs`.)
+/// memory: those end the domain). Else the fault the CPU raises there. (INS and OUTS here;
+/// MOVS, STOS and LODS in `npf/string.rs`.)
 pub(super) fn string_element(
     guest: &Guest,
     address: u64,

@@ -361,8 +361,8 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
     // IRET restores them at any CPL (AMD APM vol. 3, IRET) and Xen's `do_iret` keeps all but
     // IOPL and VM. RF is how a #DB handler steps past an instruction breakpoint: set in the
     // frame, the instruction it returns to runs once without its breakpoint (Intel SDM vol.
-    // 3B, 17.3.1.1). IOPL, VM and the virtual-interrupt flags
-    // stay as the hypervisor has them.
+    // 3B, 17.3.1.1). IOPL, VM and the virtual-interrupt flags stay as the hypervisor has
+    // them.
     let guest_flags = RFlags::CARRY_FLAG
         | RFlags::PARITY_FLAG
         | RFlags::AUXILIARY_CARRY_FLAG

@@ -30,8 +30,9 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     // that page is (the exit names only the page that faulted). The hypervisor does not
     // split an access between a device and what lies beside it; on the empty bus on both
     // sides every byte reads as all ones and a write goes nowhere, so the access is done as
-    // one (`Domain::on_the_empty_bus`; the other page's walk checked for a read). (A bit test numbered by a register accesses another
-    // operand than the one it names: `emulate::bit_access`.)
+    // one (`Domain::on_the_empty_bus`; the other page's walk checked for a read). (A bit
+    // test numbered by a register accesses another operand than the one it names:
+    // `emulate::bit_access`.)
     let width = instruction.memory_size().size() as u64;
     let bit_test_by_register = instruction.op1_kind() == OpKind::Register
         && matches!(
