@@ -433,6 +433,9 @@ pub mod pte {
     pub const DIRTY: u64 = 1 << 6;
     /// PS: in a PDPTE it maps 1 GiB, in a PDE 2 MiB.
     pub const HUGE: u64 = 1 << 7;
+    /// G: in an entry that maps a page, the translation is global (CR4.PGE). In a PML4E
+    /// and a PDPE that points to a directory, AMD reserves it (see `reserved_bits`).
+    pub const GLOBAL: u64 = 1 << 8;
     pub const NO_EXECUTE: u64 = 1 << 63;
     /// Bits 51:12: the physical address of the next table or the page.
     pub const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
@@ -474,8 +477,9 @@ pub enum WalkError {
     /// A page-table page could not be read (it is outside the memory we can see).
     Unreadable { table: u64 },
     /// The entry at this level sets a reserved bit: an address bit at or above the CPU's
-    /// physical-address width, PS in a PML4 entry, an address bit a large page does not
-    /// use, or NX while EFER.NXE is clear. The CPU raises #PF with RSVD (error code bit 3)
+    /// physical-address width, PS in a PML4 entry, bit 8 in a PML4 entry or in a PDPT entry
+    /// that points to a directory (AMD's), an address bit a large page does not use, or NX
+    /// while EFER.NXE is clear. The CPU raises #PF with RSVD (error code bit 3)
     /// and reads nothing through it (AMD APM vol. 2, 5.3.3 and 8.4.2).
     Reserved { level: u8 },
 }
@@ -490,8 +494,11 @@ pub fn reserved_bits(level: u8, large: bool, address_bits: u32) -> u64 {
     // Bits 51:address_bits of the address field.
     let mut reserved = pte::ADDRESS & !((1u64 << address_bits) - 1);
     match (level, large) {
-        // PS must be 0 in a PML4E.
-        (4, _) => reserved |= pte::HUGE,
+        // PS must be 0 in a PML4E; bit 8 is MBZ in a PML4E and in a PDPE that points to a
+        // page directory (AMD APM vol. 2, 5.3.3; Intel ignores it, and so does QEMU's TCG:
+        // `hv/src/quirks.rs`). A legacy PAE pointer has it reserved too (bits 8:5).
+        (4, _) => reserved |= pte::HUGE | pte::GLOBAL,
+        (3, false) => reserved |= pte::GLOBAL,
         // A 1 GiB page's address starts at bit 30; bits 29:13 are reserved (12 is PAT).
         (3, true) => reserved |= 0x3fff_e000,
         // A 2 MiB page's: bits 20:13.
@@ -1046,6 +1053,32 @@ mod tests {
         let read_from = |memory: BTreeMap<u64, u64>| {
             move |address: u64| memory.get(&address).copied().or(Some(0))
         };
+        // Bit 8 in a long-mode PML4E, and in a PDPE that points to a directory: reserved
+        // on AMD. In a PDE that points to a table it is ignored, and the walk goes on.
+        let long_mode = PageTables::long_mode(0x1000, 0);
+        let global_pml4e = tables(&[(0x1000, 0x2000 | PRESENT | GLOBAL)]);
+        assert_eq!(
+            translate(long_mode, 0, 40, read_from(global_pml4e)),
+            Err(WalkError::Reserved { level: 4 })
+        );
+        let global_pdpe = tables(&[
+            (0x1000, 0x2000 | PRESENT),
+            (0x2000, 0x3000 | PRESENT | GLOBAL),
+        ]);
+        assert_eq!(
+            translate(long_mode, 0, 40, read_from(global_pdpe)),
+            Err(WalkError::Reserved { level: 3 })
+        );
+        let global_pde = tables(&[
+            (0x1000, 0x2000 | PRESENT),
+            (0x2000, 0x3000 | PRESENT),
+            (0x3000, 0x4000 | PRESENT | GLOBAL),
+            (0x4000, 0x5000 | PRESENT | GLOBAL),
+        ]);
+        assert_eq!(
+            translate(long_mode, 0x123, 40, read_from(global_pde)).map(|t| t.physical),
+            Ok(0x5123)
+        );
         // NX in a long-mode PML4 entry: a bit without EFER.NXE, reserved.
         let nx = tables(&[(0x1000, 0x2000 | PRESENT | NO_EXECUTE)]);
         let without_nxe = PageTables::long_mode(0x1000, 0);

@@ -595,6 +595,11 @@ fn run_vcpu(
             }
             continue;
         }
+        // gdb is answered at every domain's VMRUN (its own domain's: by the hooks above and
+        // in `at_exit`): here, between this domain's traps, so that what gdb does to its own
+        // domain meanwhile (a Ctrl-C that holds everything, a `kill` and the end it records)
+        // never lands between the `exit` and the `decide` of another's trap.
+        running.answer_gdb(Some(id));
         if let Some(debugger) = running.debugger_of(id) {
             gdb::arm_step(debugger);
         }
@@ -638,9 +643,6 @@ fn run_vcpu(
             running.record(Some(id), &body);
             discard_recorded(body);
         }
-        // gdb is answered at every domain's exits (its own domain's: in `at_exit`).
-        running.answer_gdb(Some(id));
-
         // An exit of gdb's own (its breakpoint, its single step) is not the guest's.
         let gdb_decision = running
             .debugger_of(id)

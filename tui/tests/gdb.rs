@@ -1575,6 +1575,105 @@ fn gdb_s_kill_is_answered_while_the_other_domains_run_on() {
     assert_eq!(status, 137, "a domain was killed: {trace}");
 }
 
+/// gdb stops its domain while another domain traps, and kills it: the end is recorded
+/// between that domain's traps, not inside one. d1 (`long-halt`) halts for ten seconds; d2
+/// (`spin`) runs meanwhile, and the hypervisor answers gdb at d2's exits (its timer's). The
+/// Ctrl-C and the `kill` are taken there: d1's end used to be recorded between d2's `exit`
+/// and its `decide`, inside d2's trap, where no reader of the trace looks for it.
+#[test]
+fn a_kill_taken_while_another_domain_traps_is_recorded_between_its_traps() {
+    use std::sync::mpsc;
+    use traplab_abi::event::{Body, DomainState, Event};
+    use traplab_tracer::qemu::Start;
+    use traplab_tracer::session::{Item, Options, Session};
+    const HLT: u64 = 0x78;
+    let port = free_port();
+    let mut machine = traplab_labs::machine_for(&["long-halt", "spin"]);
+    machine.start = Start::Together;
+    machine.gdb_port = Some(port);
+    let options = Options {
+        timeout: Some(Duration::from_secs(240)),
+        ..Options::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let (d1_halted_and_d2_traps, go) = mpsc::channel();
+    let (kill_seen, hang_up) = mpsc::channel::<()>();
+    let gdb = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut socket = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(socket) => break socket,
+                Err(error) if Instant::now() > deadline => panic!("the gdb port: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        wait_for_the_stub(&mut socket);
+        socket.write_all(&packet("c")).expect("continue");
+        read_until(&mut socket, "+");
+        go.recv_timeout(Duration::from_secs(120))
+            .expect("d1 halted and d2 trapped after it");
+        socket.write_all(b"\x03").expect("Ctrl-C");
+        read_until_within(&mut socket, "$S02", Duration::from_secs(60));
+        socket.write_all(b"+").expect("ack");
+        socket.write_all(&packet("k")).expect("kill");
+        // Connected until the kill is done: QEMU's socket may drop what it has not read yet
+        // when the other end hangs up.
+        let _ = hang_up.recv_timeout(Duration::from_secs(120));
+    });
+    let mut events: Vec<Event> = Vec::new();
+    let mut d1_halted = false;
+    let mut told = false;
+    let started = Instant::now();
+    // Until d1 has ended and d2 has trapped after that (`spin` never ends by itself).
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(200),
+            "d1 was not killed while d2 ran on: {events:#?}"
+        );
+        let Some(item) = session.next_within(Some(Duration::from_millis(50))) else {
+            continue;
+        };
+        let event = match item {
+            Item::Event(event) => event,
+            Item::Finished(finish) => panic!("QEMU finished: {finish:?}"),
+            _ => continue,
+        };
+        if let Body::Exit(exit) = &event.body {
+            d1_halted |= event.dom == Some(1) && exit.exitcode == HLT;
+            if d1_halted && event.dom == Some(2) && !told {
+                d1_halted_and_d2_traps
+                    .send(())
+                    .expect("the gdb thread waits");
+                told = true;
+            }
+        }
+        let d1_ended = events.iter().any(|event| {
+            event.dom == Some(1)
+                && matches!(&event.body, Body::Domain(change) if change.state == DomainState::Killed)
+        });
+        let d2_decided = event.dom == Some(2) && matches!(event.body, Body::Decide(_));
+        events.push(event);
+        if d1_ended && d2_decided {
+            break;
+        }
+    }
+    let _ = kill_seen.send(());
+    gdb.join().expect("the gdb thread");
+    for (index, event) in events.iter().enumerate() {
+        if let Body::Exit(_) = event.body {
+            let next = events.get(index + 1);
+            assert!(
+                next.is_some_and(
+                    |next| next.dom == event.dom && matches!(next.body, Body::Decide(_))
+                ),
+                "the exit {} of d{:?} is followed by {next:?}, not by its decide",
+                event.seq,
+                event.dom
+            );
+        }
+    }
+}
+
 #[test]
 fn gdb_s_hardware_slots_give_the_guest_its_own_dr0_back() {
     // Stopped between the guest's `mov dr0` and its `mov dr7`: gdb takes all four slots
