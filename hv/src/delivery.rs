@@ -256,6 +256,40 @@ pub fn with_io_breakpoints(guest: &Guest, port: u16, size: u8, mut decision: Dec
     decision
 }
 
+/// Does an IN, OUT, INS or OUTS of `size` bytes at `port` hit an I/O breakpoint of the
+/// guest's DR7 ([`io_breakpoints`])?
+pub fn hits_io_breakpoint(guest: &Guest, port: u16, size: u8) -> bool {
+    io_breakpoints(guest, port, size) != 0
+}
+
+/// `decision`, one iteration of a REP INS or OUTS at `port` that hits an I/O breakpoint,
+/// the instruction left between that iteration and the next (`exit/ioio.rs`), followed by
+/// the #DB trap: a CPU raises it after the first iteration, not after the whole instruction
+/// (Intel SDM vol. 3B, 17.3.1.2), at the instruction, which goes on when the handler
+/// returns (and traps again after its next iteration, which hits the port too). RF stays
+/// set in the frame, as for any event between two iterations; the single-step trap waits
+/// for the end of the instruction.
+pub fn with_io_breakpoint_between_iterations(
+    guest: &Guest,
+    port: u16,
+    size: u8,
+    mut decision: Decision,
+) -> Decision {
+    let hits = io_breakpoints(guest, port, size);
+    if hits == 0 {
+        return decision;
+    }
+    debug_trap(
+        guest,
+        &mut decision,
+        hits,
+        format_args!(
+            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): a CPU raises #DB after the first iteration of a REP INS or OUTS, the instruction left between two iterations (Intel SDM vol. 3B, 17.3.1.2), so the hypervisor does one element and the #DB"
+        ),
+    );
+    decision
+}
+
 /// A #DB trap after the instruction `decision` completed, DR6 as the instruction left it (a
 /// `MOV DR6` it completed wrote it: AMD APM vol. 2, 13.1.1.3) with `causes` set.
 fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arguments) {

@@ -129,7 +129,11 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
             return undecodable();
         };
         let address_bits = instruction::string_address_bits(&string_instruction);
-        let string = string_io(guest, info, segment, address_bits);
+        // An I/O breakpoint on the port stops a REP INS or OUTS after each iteration (the
+        // #DB comes after the first: Intel SDM vol. 3B, 17.3.1.2): one element at this exit.
+        let breakpoint = info.rep && delivery::hits_io_breakpoint(guest, info.port, info.size);
+        let limit = if breakpoint { 1 } else { ELEMENTS_PER_EXIT };
+        let string = string_io(guest, info, segment, address_bits, limit);
         let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
@@ -143,9 +147,13 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                     false => between_iterations(),
                 })
                 .describe(string.what);
-            return match string.done {
-                true => delivery::with_io_breakpoints(guest, info.port, info.size, decision),
-                false => decision,
+            // No element moved (REP with RCX = 0): the port was not accessed, no breakpoint.
+            return match (string.done, string.moved) {
+                (_, 0) => decision,
+                (true, _) => delivery::with_io_breakpoints(guest, info.port, info.size, decision),
+                (false, _) => delivery::with_io_breakpoint_between_iterations(
+                    guest, info.port, info.size, decision,
+                ),
             };
         };
         return string_fault(guest, info, segment, string, fault);
@@ -220,15 +228,15 @@ struct StringIo {
 
 /// INS/OUTS, with or without REP: `count` elements between the port and guest memory at
 /// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set, at
-/// most [`ELEMENTS_PER_EXIT`] of them now. Every element's address is checked as the CPU
-/// checks it (canonical, translated, the page-protection checks at the guest's CPL) before
-/// it moves; the first one that fails stops the instruction there, with RCX and RDI or RSI
+/// most `limit` of them now ([`ELEMENTS_PER_EXIT`], or one for an I/O breakpoint). Every
+/// element's address is checked as the CPU checks it (canonical, translated, the
+/// page-protection checks at the guest's CPL) before it moves; the first one that fails stops the instruction there, with RCX and RDI or RSI
 /// telling how far it got, as a CPU leaves them when a fault interrupts a REP string
 /// instruction (AMD APM vol. 3, "REP": the registers reflect the iterations completed).
 /// The failing element itself is not moved (for INS: the port is not read), so the guest
 /// repeats it, once, after its handler has mapped the page.
-fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8) -> StringIo {
-    let steps = Steps::new(guest, address_bits, info.size, info.rep, ELEMENTS_PER_EXIT);
+fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit: u64) -> StringIo {
+    let steps = Steps::new(guest, address_bits, info.size, info.rep, limit);
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
@@ -1438,6 +1446,48 @@ mod tests {
         assert_eq!(test.gpr(1), 0);
         assert_eq!(test.rip(), ENTRY + 2);
         assert!(run.emulate().what.starts_with("REP OUTS 3 element(s)"));
+    }
+
+    #[test]
+    fn a_rep_outsb_to_a_port_of_an_io_breakpoint_traps_after_each_iteration() {
+        // Intel SDM vol. 3B, 17.3.1.2: a REP INS or OUTS that hits an I/O breakpoint raises
+        // #DB after its first iteration. The handler returns to the instruction, whose next
+        // iteration hits the port again: a #DB after each of the three bytes, the first two
+        // between iterations (RIP at the OUTS, RF set in the frame), the last after the
+        // instruction (RIP past it, RF clear).
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr4 |= traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        save.dr7 = 0x400 | 0b10 << 16 | 1;
+        test.machine.breakpoints[0] = 0x3f8;
+        test.write(DATA, b"ok\n");
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 3);
+        let resume = RFlags::RESUME_FLAG.bits();
+        for done in 1..=3u64 {
+            test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+            let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+            assert!(
+                run.emulate().what.starts_with("REP OUTS 1 element(s)"),
+                "{}",
+                run.emulate().what
+            );
+            let (event, _, _) = testing::injected(&run.decision);
+            assert_eq!(event.vector, 1, "#DB after iteration {done}");
+            let save = &test.domain.vcpu.vmcb.save;
+            assert_eq!(save.dr6, 0xffff_0ff1, "B0 after iteration {done}");
+            assert_eq!((test.gpr(6), test.gpr(1)), (DATA + done, 3 - done));
+            // The #DB is injected: the CPU pushes RIP and RFLAGS as the VMCB has them.
+            let (rip, rf) = (test.rip(), test.domain.vcpu.vmcb.save.rflags & resume);
+            match done {
+                3 => assert_eq!((rip, rf), (ENTRY + 2, 0), "the instruction is over"),
+                _ => assert_eq!((rip, rf), (ENTRY, resume), "between iterations"),
+            }
+        }
+        // REP with RCX = 0 does no iteration: no port access, no #DB.
+        let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+        assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
     }
 
     #[test]
