@@ -24,6 +24,18 @@ struct Lab {
 /// language c`) until the guest is at its first CPUID (`0f a2`) and has not run it.
 const STEP_TO_THE_FIRST_CPUID: &str = "while *(unsigned short *)$pc != 0xa20f && $steps < 2000\n stepi\n set $steps = $steps + 1\nend";
 
+/// A raw connection to gdb's `port` (QEMU opens it a moment after it starts).
+fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(socket) => return socket,
+            Err(error) if Instant::now() > deadline => panic!("the gdb port: {error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// A loopback port nobody listens on now.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -83,16 +95,9 @@ impl Lab {
             .collect()
     }
 
-    /// A raw connection to the gdb port (QEMU opens it a moment after it starts).
+    /// A raw connection to the gdb port.
     fn connect(&self) -> TcpStream {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match TcpStream::connect(("127.0.0.1", self.port)) {
-                Ok(socket) => return socket,
-                Err(error) if Instant::now() > deadline => panic!("the gdb port: {error}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        connect(self.port)
     }
 
     /// Run gdb in batch mode with these commands; its whole output.
@@ -1599,14 +1604,7 @@ fn a_kill_taken_while_another_domain_traps_is_recorded_between_its_traps() {
     let (d1_halted_and_d2_traps, go) = mpsc::channel();
     let (kill_seen, hang_up) = mpsc::channel::<()>();
     let gdb = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut socket = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(socket) => break socket,
-                Err(error) if Instant::now() > deadline => panic!("the gdb port: {error}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
+        let mut socket = connect(port);
         wait_for_the_stub(&mut socket);
         socket.write_all(&packet("c")).expect("continue");
         read_until(&mut socket, "+");
