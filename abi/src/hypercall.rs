@@ -209,6 +209,9 @@ pub mod error {
     pub const ENOENT: i64 = -2;
     /// No such domain.
     pub const ESRCH: i64 = -3;
+    /// Too long: no hypercall returns it; the guests' store client does, for a value longer
+    /// than the buffer it read it into (Xen's xenstore has the same error, `xs_wire.h`).
+    pub const E2BIG: i64 = -7;
     /// A pointer argument does not point into the guest's memory.
     pub const EFAULT: i64 = -14;
     /// It exists already (a virtual interrupt bound to a port twice).
@@ -228,6 +231,7 @@ pub mod error {
             EPERM => Some("EPERM"),
             ENOENT => Some("ENOENT"),
             ESRCH => Some("ESRCH"),
+            E2BIG => Some("E2BIG"),
             EFAULT => Some("EFAULT"),
             EEXIST => Some("EEXIST"),
             ENODEV => Some("ENODEV"),

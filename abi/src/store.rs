@@ -60,6 +60,21 @@ pub mod cmd {
     }
 }
 
+/// The text a READ, WAIT or WATCH left in `buffer`, from what it returned (`result`): the
+/// hypervisor copies what fits and returns the whole value's length, as `snprintf` does. A
+/// value longer than the buffer is `E2BIG`, never its first bytes taken for the whole:
+/// another domain wrote it, and `"0000000000000000000000007"` cut to 24 bytes is a
+/// different number (Linux's `xenbus_read` always gives the whole value). Not UTF-8:
+/// `EINVAL`; an error `result` is that error.
+pub fn value_read(result: i64, buffer: &[u8]) -> Result<&str, i64> {
+    use crate::hypercall::error;
+    if result < 0 {
+        return Err(result);
+    }
+    let value = buffer.get(..result as usize).ok_or(error::E2BIG)?;
+    core::str::from_utf8(value).map_err(|_| error::EINVAL)
+}
+
 /// The node the store itself writes when a domain ends, and no domain may: the ids of the
 /// domains that have ended, in the order they did, separated by spaces (`"1"`, `"1 3"`).
 /// (xenstore's special watch name `@releaseDomain`.)
@@ -105,7 +120,19 @@ pub fn writable_by(id: u16, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{RELEASE_DOMAIN, released, writable_by};
+    use super::{RELEASE_DOMAIN, released, value_read, writable_by};
+    use crate::hypercall::error;
+
+    #[test]
+    fn a_value_longer_than_the_buffer_is_too_big_never_cut_short() {
+        let mut buffer = *b"000000000000000000000000";
+        assert_eq!(value_read(24, &buffer), Ok("000000000000000000000000"));
+        assert_eq!(value_read(25, &buffer), Err(error::E2BIG));
+        assert_eq!(value_read(2, &buffer), Ok("00"));
+        assert_eq!(value_read(error::ENOENT, &buffer), Err(error::ENOENT));
+        buffer[0] = 0xff;
+        assert_eq!(value_read(1, &buffer), Err(error::EINVAL));
+    }
 
     #[test]
     fn a_domain_writes_only_under_its_own_node_and_dom0_anywhere() {

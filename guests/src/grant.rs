@@ -63,9 +63,16 @@ pub fn map(from: u16, gref: GrantRef, host_addr: u64, readonly: bool) -> Result<
     }
     let mapped = match paging::translate(host_addr) {
         None => paging::map(host_addr, host_addr, flags).is_ok(),
-        Some(_) => paging::set_flags(host_addr, flags),
+        // Mapped already to itself (an earlier grant's page): only the flags change. Mapped
+        // to another frame (the guest's own page there): no place for a grant, which it
+        // would never reach through that mapping.
+        Some(physical) if physical == host_addr => paging::set_flags(host_addr, flags),
+        Some(_) => false,
     };
     if !mapped {
+        // The hypervisor's mapping stands: undone, or the granter could never end its grant
+        // (`GNTST_eagain` while mapped), and the handle would be lost with it.
+        unmap(argument.handle, host_addr);
         return Err(status::GENERAL_ERROR);
     }
     Ok(argument.handle)

@@ -2,14 +2,18 @@
 //! references for each other.
 
 use crate::hypercall::store_op;
-use traplab_abi::store::cmd;
+use traplab_abi::store::{cmd, value_read};
 
-/// Set `path` to `value`. 0, or a negative error (`EPERM` outside our part of the tree).
+/// Set `path` to `value`. 0, or a negative error (`EPERM` outside our part of the tree,
+/// `EINVAL` for a value longer than the store keeps, as the hypervisor refuses one: never
+/// written cut short).
 pub fn write(path: &str, value: &str) -> i64 {
     let mut bytes = [0u8; traplab_abi::store::VALUE_MAX as usize];
-    let length = value.len().min(bytes.len());
-    bytes[..length].copy_from_slice(&value.as_bytes()[..length]);
-    store_op(cmd::WRITE, path, &mut bytes[..length])
+    let Some(room) = bytes.get_mut(..value.len()) else {
+        return traplab_abi::hypercall::error::EINVAL;
+    };
+    room.copy_from_slice(value.as_bytes());
+    store_op(cmd::WRITE, path, room)
 }
 
 /// Set `path` to `value`, in decimal (the store holds text).
@@ -17,14 +21,15 @@ pub fn write_number(path: &str, value: u32) -> i64 {
     write(path, crate::text!(10, "{value}").as_str())
 }
 
-/// Read `path` into `buffer`: its value, or a negative error (`ENOENT`).
+/// Read `path` into `buffer`: its value, or a negative error (`ENOENT`, `E2BIG` when it is
+/// longer than `buffer`: `traplab_abi::store::value_read`).
 pub fn read<'a>(path: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
-    text(store_op(cmd::READ, path, buffer), buffer)
+    value_read(store_op(cmd::READ, path, buffer), buffer)
 }
 
 /// Read `path`, waiting (blocked) until some domain writes it.
 pub fn wait<'a>(path: &str, buffer: &'a mut [u8]) -> Result<&'a str, i64> {
-    text(store_op(cmd::WAIT, path, buffer), buffer)
+    value_read(store_op(cmd::WAIT, path, buffer), buffer)
 }
 
 /// Wait (blocked) until `path` holds something other than `known`, and read it into
@@ -35,7 +40,7 @@ pub fn watch<'a>(path: &str, known: &str, buffer: &'a mut [u8]) -> Result<&'a st
     }
     buffer.fill(0);
     buffer[..known.len()].copy_from_slice(known.as_bytes());
-    text(store_op(cmd::WATCH, path, buffer), buffer)
+    value_read(store_op(cmd::WATCH, path, buffer), buffer)
 }
 
 /// Watch `path`: from now on each write of it makes our store port pending (a port to
@@ -54,12 +59,4 @@ pub fn wait_number(path: &str) -> Result<u32, i64> {
     let text = wait(path, &mut buffer)?;
     text.parse()
         .map_err(|_| traplab_abi::hypercall::error::EINVAL)
-}
-
-fn text(result: i64, buffer: &[u8]) -> Result<&str, i64> {
-    if result < 0 {
-        return Err(result);
-    }
-    let length = (result as usize).min(buffer.len());
-    core::str::from_utf8(&buffer[..length]).map_err(|_| traplab_abi::hypercall::error::EINVAL)
 }

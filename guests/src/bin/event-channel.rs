@@ -34,6 +34,11 @@ fn on_upcall(_frame: &mut TrapFrame) {
 
 fn receiver() -> i32 {
     let ready = evtchn::init(Some(on_upcall));
+    if ready != 0 {
+        // Without its shared info and callback no upcall would ever wake d2's HLT.
+        hprintln!("d2: shared info and callback refused: {ready}");
+        return 1;
+    }
     let Ok(port) = evtchn::alloc_unbound(1) else {
         hprintln!("d2: cannot allocate a port");
         return 1;
@@ -47,8 +52,9 @@ fn receiver() -> i32 {
     }
     while RECEIVED.load(Ordering::SeqCst) == 0 {
         // SAFETY: our IDT has a handler for the callback vector; STI's shadow makes
-        // `sti; hlt` safe (no upcall can slip in between).
-        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        // `sti; hlt` safe (no upcall can slip in between). Not `nomem`: the upcall that runs
+        // inside the block writes `RECEIVED`, which the loop must read again after it.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     }
     let received = RECEIVED.load(Ordering::SeqCst);
     hprintln!("d2: woken by d1's event on port {received}");

@@ -21,7 +21,7 @@ fn on_timer(_frame: &mut TrapFrame) {}
 #[inline(never)]
 fn halt() {
     // SAFETY: our IDT has a handler for the timer vector.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
 }
 
 fn main(_info: &BootInfo) -> i32 {

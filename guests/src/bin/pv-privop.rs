@@ -77,7 +77,7 @@ fn kernel() -> i32 {
     unsafe { core::arch::asm!("mov cr3, rax", in("rax") BAD_ROOT, options(nostack)) };
 
     // SAFETY: emulated on the virtual interrupt flag: RFLAGS.IF does not change.
-    unsafe { core::arch::asm!("cli", "sti", "cli", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("cli", "sti", "cli", options(nostack)) };
 
     for &byte in b"written with OUT at CPL 3\n" {
         // SAFETY: emulated: the console UART's transmit register.
@@ -110,7 +110,7 @@ fn kernel() -> i32 {
         exit(1);
     }
     // SAFETY: with the virtual interrupt flag clear, HLT ends the domain.
-    unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("cli", "hlt", options(nostack)) };
     2 // not reached: the hypervisor ended the domain at HLT
 }
 

@@ -31,11 +31,19 @@ static mut PAGE: Page = Page([0; 4096]);
 fn granter() -> i32 {
     let page = &raw mut PAGE as u64;
     let granted = grant::grant_access(0, 2, page, false);
-    store::write_number(GREF_NODE, 0);
+    if store::write_number(GREF_NODE, 0) != 0 {
+        hprintln!("d1: cannot publish the grant reference");
+        return 2;
+    }
     // d2 maps the page and writes to it meanwhile; talk after.
     let mut done = [0u8; 8];
-    if store::wait(DONE_NODE, &mut done).is_err() {
-        return 2;
+    match store::wait(DONE_NODE, &mut done) {
+        Ok(GAVE_UP) => {
+            hprintln!("d1: grant 0 = my page {page:#x} for d2: status {granted}; d2 gave up");
+            return 1;
+        }
+        Ok(_) => {}
+        Err(_) => return 2,
     }
     hprintln!("d1: grant 0 = my page {page:#x} for d2, writable: status {granted}; d2 is done");
     // SAFETY: d2 has unmapped the page; it is ours alone again. A volatile read: another
@@ -51,15 +59,26 @@ fn granter() -> i32 {
     if as_expected { 0 } else { 1 }
 }
 
+/// What d2 writes to [`DONE_NODE`] when it cannot go on: d1 waits for that node, and hears
+/// of it, instead of waiting for ever (and being ended as deadlocked).
+const GAVE_UP: &str = "gave up";
+
+/// d2 cannot go on: it tells d1 ([`GAVE_UP`]) and ends with `code`.
+fn give_up(code: i32) -> i32 {
+    store::write(DONE_NODE, GAVE_UP);
+    code
+}
+
 fn mapper() -> i32 {
     let Ok(gref) = store::wait_number(GREF_NODE) else {
-        return 2;
+        hprintln!("d2: d1's grant reference is no number");
+        return give_up(2);
     };
     let handle = match grant::map(1, gref, MAP_AREA, false) {
         Ok(handle) => handle,
         Err(code) => {
             hprintln!("d2: mapping grant {gref} of d1 failed: status {code}");
-            return 3;
+            return give_up(3);
         }
     };
     hprintln!("d2: grant {gref} of d1 mapped at {MAP_AREA:#x}, handle {handle}");
@@ -72,7 +91,10 @@ fn mapper() -> i32 {
     hprintln!("d2: message written into d1's page");
     let unmapped = grant::unmap(handle, MAP_AREA);
     hprintln!("d2: unmapped: status {unmapped}");
-    store::write(DONE_NODE, "1");
+    if store::write(DONE_NODE, "1") != 0 {
+        hprintln!("d2: cannot tell d1 it is done");
+        return 5;
+    }
     // EXERCISE shared-page.1: read the first byte at MAP_AREA again, now that the grant is
     // unmapped, and print it (`d2: after the unmap the page holds …`).
     if unmapped == status::OKAY { 0 } else { 4 }

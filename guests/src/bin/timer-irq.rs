@@ -47,19 +47,21 @@ fn main(_info: &BootInfo) -> i32 {
     println!("set_timer({TIMER_VECTOR:#x}, {PERIOD_US}) = {armed}");
 
     // 1. Halt with interrupts on until three interrupts came. STI's one-instruction shadow makes
-    //    `sti; hlt` safe: no interrupt can come between them and be missed.
+    //    `sti; hlt` safe: no interrupt can come between them and be missed. (No `nomem` on
+    //    an asm block that lets interrupts in: the handler that runs inside it writes memory,
+    //    `TICKS`, which the compiler must then read again, not keep from before the block.)
     while ticks() < 3 {
         // SAFETY: our IDT has a handler for the timer vector.
-        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     }
     // Print with interrupts on, then close them: a tick that comes due while the line goes
     // out is delivered at once, so the spin below starts with nothing pending however slow
     // the console is (on a loaded host a line can take longer than a period).
     // SAFETY: as above.
-    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("sti", options(nostack)) };
     println!("halted until 3 timer interrupts came");
     // SAFETY: interrupts off again, for the spin.
-    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("cli", options(nostack)) };
     let after_halts = ticks();
 
     // 2. Interrupts off, spinning for ten periods. A period in TSC ticks comes from the
@@ -77,7 +79,7 @@ fn main(_info: &BootInfo) -> i32 {
 
     // 3. Open the window for one instruction.
     // SAFETY: as above.
-    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
     let after_sti = ticks() - after_halts;
     println!("after sti: the interrupt that waited arrived ({after_sti} since the halts)");
 

@@ -49,7 +49,7 @@ fn open_window() {
             "nop",
             "out 0x80, al",
             "nop",
-            options(nomem, nostack),
+            options(nostack),
         )
     };
 }
