@@ -754,7 +754,8 @@ impl App {
     fn run_to_break(&mut self) {
         if self.breaks.is_empty() {
             self.message = Some(
-                "c: no breaks (b sets one: pf, port:0x3f8, rip:0x200240, sym:page_fault…)".into(),
+                "c: no breaks (b sets one: pf, port:0x3f8, rip:0x200240, sym:exception_entries…)"
+                    .into(),
             );
             return;
         }
@@ -1126,7 +1127,7 @@ impl App {
             }
             _ => Break::parse(text).ok_or_else(|| {
                 format!(
-                    "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:page_fault"
+                    "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:exception_entries"
                 )
             }),
         };

@@ -190,7 +190,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let label = match prompt.purpose {
             Purpose::Search => "/".to_string(),
             Purpose::Break => {
-                "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:page_fault): "
+                "break on (pf, ioio, port:0x3f8, hypercall:1, rip:0x200240, sym:exception_entries): "
                     .to_string()
             }
             // Which domain: the selected flow's at first, and in a live run the list follows
