@@ -8,7 +8,8 @@
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest. (With the setting `intercept-cr` the MOV exits instead: on `qemu64`, which has no XSAVE, `exit/cr.rs` refuses OSXSAVE itself; with `+xsave` it emulates the MOV, and the VMRUN after it fails, a case this correction does not cover) |
-//! | `lock int n` (`f0 cd n`; also INT3, INTO) exits as SWINT: QEMU ignores the LOCK prefix there | #UD: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5) |
+//! | `lock int n` (`f0 cd n`; also INT3, INTO, and RDTSC, HLT, WBINVD, PAUSE…) exits as for the plain instruction: QEMU ignores the LOCK prefix there | #UD before any intercept: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5). Corrected in every handler that cannot decode the instruction it must complete (`exit::undecodable`, `locked` here) |
+//! | a guest's RDTSCP exits as RDTSC (QEMU's `helper_rdtscp` checks only the RDTSC intercept), and INVD as WBINVD | exit codes 0x87 and 0x76: the hypervisor takes the instruction's own mnemonic (`exit/rdtsc.rs`, `exit/wbinvd.rs`), so RDTSCP's ECX gets TSC_AUX and the trace names INVD |
 //! | an exception injected with EVENTINJ gets an error code only for vectors 8, 10–14 and 17 (QEMU's `exception_has_error_code`; EVENTINJ.EV is ignored, "FIXME: need to implement valid_err") | #CP (21), #VC (29) and #SX (30) push one too: the hypervisor injects them without one, and says so, so that the trace shows what the guest's handler finds |
 //! | MOV to CR8 with bits 63:4 set keeps bits 3:0 (QEMU's `helper_write_crN`) | #GP(0): corrected by intercepting every CR8 write (`intercepts.rs`) and checking it in `exit/cr.rs` |
 //! | WRMSR of a non-canonical FS_BASE is accepted (QEMU's `helper_wrmsr` checks nothing) | #GP(0): corrected in `exit/msr.rs` for every MSR the hypervisor intercepts; *not* with the setting `passthrough-fs-base`, which hands FS_BASE to TCG on purpose |
@@ -62,38 +63,38 @@ pub fn invalid_state(guest: &Guest, instruction: &InstructionBytes) -> Option<De
     ))
 }
 
-/// A SWINT exit at an INT n, INT3 or INTO with a LOCK prefix: the CPU raises #UD for it
-/// (AMD APM vol. 3, 1.2.5: LOCK is allowed only on the read-modify-write instructions with
-/// a memory destination), before the interrupt; QEMU's TCG ignores the prefix and exits as
-/// for the plain instruction. Deliver the #UD, at the instruction (a fault).
-pub fn locked_software_interrupt(
-    guest: &Guest,
-    instruction: &InstructionBytes,
-) -> Option<Decision> {
+/// An exit at an instruction with a LOCK prefix it may not have: the CPU raises #UD for
+/// it (AMD APM vol. 3, 1.2.5: LOCK is allowed only on the read-modify-write instructions
+/// with a memory destination), before any intercept (vol. 2, 15.9: #UD is checked before
+/// an instruction's intercept); QEMU's TCG ignores the prefix on INT n, INT3, INTO, RDTSC,
+/// HLT, WBINVD, PAUSE and others, and exits as for the plain instruction. Deliver the #UD,
+/// at the instruction (a fault). `None` for bytes without such a prefix.
+pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision> {
     // The checking decoder refuses these bytes; the lenient one says what they are.
     let vmcb = &guest.vcpu.vmcb;
-    let mut decoder = iced_x86::Decoder::with_ip(
-        vmcb.code_bits(),
-        instruction.as_slice(),
-        vmcb.save.rip,
-        iced_x86::DecoderOptions::NO_INVALID_CHECK,
-    );
-    let decoded = decoder.decode();
-    let name = match decoded.mnemonic() {
-        Mnemonic::Int => "INT n",
-        Mnemonic::Int3 => "INT3",
-        Mnemonic::Into => "INTO",
-        _ => return None,
+    let lenient = |options| {
+        iced_x86::Decoder::with_ip(
+            vmcb.code_bits(),
+            instruction.as_slice(),
+            vmcb.save.rip,
+            options,
+        )
+        .decode()
     };
-    if decoded.is_invalid() || !decoded.has_lock_prefix() {
+    let decoded = lenient(iced_x86::DecoderOptions::NO_INVALID_CHECK);
+    if decoded.is_invalid()
+        || !decoded.has_lock_prefix()
+        || !lenient(iced_x86::DecoderOptions::NONE).is_invalid()
+    {
         return None;
     }
+    let name = format!("{:?}", decoded.mnemonic()).to_ascii_uppercase();
     Some(deliver!(
         guest,
         6,
         0,
         true,
-        "a LOCK prefix on {name}: QEMU's TCG ignored it and exited as for the software interrupt (SWINT); a real CPU raises #UD, so the hypervisor delivers that"
+        "a LOCK prefix on {name}: QEMU's TCG ignored it and exited as for the instruction itself; a real CPU raises #UD before any intercept, so the hypervisor delivers that"
     ))
 }
 
@@ -293,9 +294,12 @@ mod tests {
     fn a_plain_int_is_not_a_lock_quirk() {
         let test = Test::long_mode();
         let int = InstructionBytes::new(&[0xcd, 0x52]);
-        assert!(locked_software_interrupt(&test.guest(), &int).is_none());
+        assert!(locked(&test.guest(), &int).is_none());
         let undecodable = InstructionBytes::new(&[0xf0]);
-        assert!(locked_software_interrupt(&test.guest(), &undecodable).is_none());
+        assert!(locked(&test.guest(), &undecodable).is_none());
+        // A LOCK the CPU allows (`lock add [rax], ecx`) is no quirk either.
+        let allowed = InstructionBytes::new(&[0xf0, 0x01, 0x08]);
+        assert!(locked(&test.guest(), &allowed).is_none());
     }
 
     #[test]

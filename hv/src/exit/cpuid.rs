@@ -24,7 +24,7 @@ const MONITOR_BIT: u32 = 1 << 3;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     // EAX and ECX, whatever the mode: CPUID reads only their low 32 bits.
     let leaf = guest.vcpu.gpr_64(0) as u32;

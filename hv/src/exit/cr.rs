@@ -49,9 +49,13 @@ const CR4_PAGING: Cr4Flags = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
 
 /// The word `lmsw [m16]` loads, read as its CPU reads it; or what the CPU raises instead (a
 /// #PF, #GP(0) or #SS(0) for an address it cannot read), and the hypervisor in its place.
-fn machine_status_word(guest: &Guest, instruction: &Instruction) -> Result<u64, Box<Decision>> {
+fn machine_status_word(
+    exit: &Exit,
+    guest: &Guest,
+    instruction: &Instruction,
+) -> Result<u64, Box<Decision>> {
     let Some(address) = crate::instruction::memory_address(instruction, guest) else {
-        return Err(Box::new(undecodable()));
+        return Err(Box::new(undecodable(exit, guest)));
     };
     let mut word = [0u8; 2];
     let Err(fault) = guest.cpu_read(address, &mut word) else {
@@ -79,7 +83,7 @@ fn machine_status_word(guest: &Guest, instruction: &Instruction) -> Result<u64, 
 /// `number` 0).
 pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let save = &guest.vcpu.vmcb.save;
     let pe = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
@@ -87,7 +91,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         (Mnemonic::Mov, OpKind::Register) => {
             match crate::instruction::gpr(instruction.op1_register()) {
                 Some((register, _)) => guest.gpr(register),
-                None => return undecodable(),
+                None => return undecodable(exit, guest),
             }
         }
         // LMSW writes CR0 bits 3:0 (PE can be set, not cleared).
@@ -95,9 +99,9 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             let word = match instruction.op0_kind() {
                 OpKind::Register => match crate::instruction::gpr(instruction.op0_register()) {
                     Some((register, _)) => guest.gpr(register),
-                    None => return undecodable(),
+                    None => return undecodable(exit, guest),
                 },
-                _ => match machine_status_word(guest, &instruction) {
+                _ => match machine_status_word(exit, guest, &instruction) {
                     Ok(word) => word,
                     Err(decision) => return *decision,
                 },
@@ -106,7 +110,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             (old & !0xe) | (word & 0xf) | (old & pe)
         }
         (Mnemonic::Clts, _) => save.cr0 & !Cr0Flags::TASK_SWITCHED.bits(),
-        _ => return undecodable(),
+        _ => return undecodable(exit, guest),
     };
     let cr0 = Cr0Flags::from_bits_retain(value);
     let long_mode = guest.vcpu.long_mode();

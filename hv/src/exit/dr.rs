@@ -34,10 +34,10 @@ use traplab_abi::x86::Cr4Flags;
 
 pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     if instruction.mnemonic() != Mnemonic::Mov {
-        return undecodable();
+        return undecodable(exit, guest);
     }
     let debug_extensions = guest.vcpu.vmcb.save.cr4 & Cr4Flags::DEBUGGING_EXTENSIONS.bits() != 0;
     if matches!(number, 4 | 5) && debug_extensions {
@@ -80,7 +80,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
     let (OpKind::Register, Some((register, _))) =
         (instruction.op0_kind(), crate::instruction::gpr(gpr_operand))
     else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     if write {

@@ -31,7 +31,7 @@ use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     halt(guest, guest.vcpu.rip_after(length), "")
 }

@@ -11,7 +11,7 @@ use crate::domain::Guest;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     deliver!(
         guest,

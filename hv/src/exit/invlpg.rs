@@ -13,11 +13,11 @@ use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     let Some(address) = crate::instruction::memory_address(&instruction, guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let asid = guest.vcpu.vmcb.control.guest_asid;
     decide!(

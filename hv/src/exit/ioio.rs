@@ -119,14 +119,14 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // decoded: EXITINFO1's SEG field comes only with decode assists, which TCG does not
         // offer, and its address-size bits TCG leaves clear (`quirks.rs`).
         let Some(string_instruction) = exit.decode_instruction(guest) else {
-            return undecodable();
+            return undecodable(exit, guest);
         };
         let segment = match info.input {
             true => Some(segment::ES),
             false => instruction::segment_number(string_instruction.memory_segment()),
         };
         let Some(segment) = segment else {
-            return undecodable();
+            return undecodable(exit, guest);
         };
         let address_bits = instruction::string_address_bits(&string_instruction);
         // An I/O breakpoint on the port stops a REP INS or OUTS after each iteration (the

@@ -218,8 +218,13 @@ pub fn handler_file(reason: ExitReason) -> &'static str {
     }
 }
 
-/// Kill the domain because the hypervisor cannot decode the instruction it must emulate.
-fn undecodable() -> Decision {
+/// The instruction at the exit is none the hypervisor can emulate: a LOCK prefix where
+/// none is allowed gets the #UD a CPU raises for it (TCG exits without raising it:
+/// `quirks::locked`); anything else it cannot read or decode kills the domain.
+fn undecodable(exit: &Exit, guest: &Guest) -> Decision {
+    if let Some(undefined) = crate::quirks::locked(guest, &exit.instruction) {
+        return undefined;
+    }
     decide!(
         Action::Kill,
         "the instruction at RIP cannot be read or decoded, so it cannot be emulated"
@@ -231,6 +236,37 @@ fn undecodable() -> Decision {
 mod tests {
     use super::*;
     use crate::testing::{self, Test};
+
+    #[test]
+    fn a_lock_prefix_on_an_intercepted_instruction_is_a_ud_not_a_kill() {
+        // TCG exits for these without checking the prefix; a CPU raises #UD first.
+        let cases: [(&[u8], ExitReason); 4] = [
+            (&[0xf0, 0x0f, 0x09], ExitReason::Wbinvd),
+            (&[0xf0, 0x0f, 0x31], ExitReason::Rdtsc),
+            (&[0xf0, 0xf4], ExitReason::Hlt),
+            (&[0xf0, 0xf3, 0x90], ExitReason::Pause),
+        ];
+        for (bytes, reason) in cases {
+            let mut test = Test::long_mode();
+            test.gate(6, 0x20_1000);
+            test.code(bytes);
+            let exit = test.exit(reason);
+            let run = test.run(exit);
+            let (event, _, synthetic) = testing::injected(&run.decision);
+            assert_eq!((event.vector, synthetic), (6, true), "{bytes:02x?}");
+            assert!(
+                run.decision.why.contains("LOCK prefix"),
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(
+                test.rip(),
+                testing::ENTRY,
+                "a fault: RIP at the instruction"
+            );
+            assert!(run.applied.end.is_none(), "the domain lives");
+        }
+    }
 
     #[test]
     fn every_reason_has_a_handler_file_that_exists() {

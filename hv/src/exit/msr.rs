@@ -139,7 +139,7 @@ fn name(msr: u32) -> &'static str {
 
 pub fn handle(exit: &Exit, guest: &Guest, write: bool) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     emulate(exit, guest, write, guest.vcpu.rip_after(length), "")
 }

@@ -13,7 +13,7 @@ use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     decide!(
         Action::Emulate,

@@ -71,7 +71,7 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
     }
     let (table, index) = (gpa & !0xfff, (gpa & 0xfff) / 8);
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return PageTableWrite::Done(undecodable());
+        return PageTableWrite::Done(undecodable(exit, guest));
     };
     let access = emulate::memory_access(guest, &instruction, gpa)
         .filter(|_| emulate::plain(&instruction))

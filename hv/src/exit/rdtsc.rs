@@ -14,8 +14,14 @@ use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest, rdtscp: bool) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
+    // QEMU's TCG reports a guest's RDTSCP as an RDTSC exit (`quirks.rs`): the instruction
+    // says which it is.
+    let rdtscp = rdtscp
+        || exit
+            .decode_instruction(guest)
+            .is_some_and(|instruction| instruction.mnemonic() == iced_x86::Mnemonic::Rdtscp);
     let offset = guest.vcpu.vmcb.control.tsc_offset;
     let value = exit.tsc.wrapping_add(offset);
     decide!(
@@ -36,6 +42,22 @@ mod tests {
     use super::*;
     use crate::testing::{self, ENTRY, Test};
     use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn an_rdtscp_that_tcg_reports_as_rdtsc_still_writes_ecx() {
+        let mut test = Test::long_mode();
+        test.set_gpr(1, 0x55);
+        test.code(&[0x0f, 0x01, 0xf9]); // rdtscp
+        let exit = test.exit(ExitReason::Rdtsc);
+        let run = test.run(exit);
+        assert!(
+            run.decision.why.starts_with("RDTSCP"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.gpr(1), 0, "ECX = TSC_AUX");
+        assert_eq!(test.rip(), ENTRY + 3);
+    }
 
     #[test]
     fn rdtsc_gives_the_host_tsc_plus_the_guest_s_offset_in_edx_eax() {

@@ -19,17 +19,17 @@ use traplab_abi::svm::{Event, EventType};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     // `lock int n`: TCG exits here where a CPU raises #UD (`quirks.rs`).
-    if let Some(decision) = crate::quirks::locked_software_interrupt(guest, &exit.instruction) {
+    if let Some(decision) = crate::quirks::locked(guest, &exit.instruction) {
         return decision;
     }
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let vector = match instruction.mnemonic() {
         Mnemonic::Int3 => 3,
         Mnemonic::Into => 4,
         Mnemonic::Int => instruction.immediate8(),
-        _ => return undecodable(),
+        _ => return undecodable(exit, guest),
     };
     let length = instruction.len() as u64;
     if let Some(entry) = guest.trap_table_entry(vector) {

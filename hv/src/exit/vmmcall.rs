@@ -39,7 +39,7 @@ use traplab_abi::x86::{self, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let next = guest.vcpu.rip_after(length);
     let number = guest.gpr(0);

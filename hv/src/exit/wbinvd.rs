@@ -20,8 +20,13 @@ use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest, invalidate_only: bool) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
+    // TCG's WBINVD exit may be an INVD (`quirks.rs`): the instruction says which.
+    let invalidate_only = invalidate_only
+        || exit
+            .decode_instruction(guest)
+            .is_some_and(|instruction| instruction.mnemonic() == iced_x86::Mnemonic::Invd);
     let decision = if invalidate_only {
         decide!(
             Action::Emulate,
@@ -47,6 +52,16 @@ mod tests {
     use super::*;
     use crate::testing::{self, ENTRY, Test};
     use traplab_abi::exit::ExitReason;
+
+    #[test]
+    fn an_invd_that_tcg_reports_as_wbinvd_is_named_invd() {
+        let mut test = Test::long_mode();
+        test.code(&[0x0f, 0x08]); // invd
+        let exit = test.exit(ExitReason::Wbinvd);
+        let run = test.run(exit);
+        assert!(run.decision.why.starts_with("INVD"), "{}", run.decision.why);
+        assert_eq!(test.rip(), ENTRY + 2);
+    }
 
     #[test]
     fn wbinvd_is_allowed_and_skipped() {

@@ -41,7 +41,7 @@ const AVX_512: u64 = 0b111 << 5;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let save = &guest.vcpu.vmcb.save;
     if save.cr4 & Cr4Flags::OSXSAVE.bits() == 0 {

@@ -20,7 +20,7 @@ use traplab_abi::x86::GPR_NAMES;
 
 pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     let Some(instruction) = exit.decode_instruction(guest) else {
-        return undecodable();
+        return undecodable(exit, guest);
     };
     let device = guest.devices.mmio_name(gpa);
     if let Some(decision) = super::string::handle(guest, &instruction, gpa, device) {
