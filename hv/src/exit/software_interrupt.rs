@@ -18,10 +18,8 @@ use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm::{Event, EventType};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
-    // `lock int n`: TCG exits here where a CPU raises #UD (`quirks.rs`).
-    if let Some(decision) = crate::quirks::locked(guest, &exit.instruction) {
-        return decision;
-    }
+    // `lock int n` decodes as no instruction: TCG exits here where a CPU raises #UD, which
+    // `undecodable` delivers (`quirks::locked`).
     let Some(instruction) = exit.decode_instruction(guest) else {
         return undecodable(exit, guest);
     };
