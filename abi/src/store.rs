@@ -115,13 +115,61 @@ pub fn writable_by(id: u16, path: &str) -> bool {
     let Some((owner, tail)) = rest.split_once('/') else {
         return false;
     };
-    owner.parse::<u16>() == Ok(id) && !tail.is_empty()
+    // The owner as the store names it, in plain decimal: "01" and "+1" are other nodes,
+    // which another reader would take for d1's.
+    let plain_decimal = owner.bytes().all(|byte| byte.is_ascii_digit())
+        && (owner == "0" || !owner.starts_with('0'));
+    plain_decimal && owner.parse::<u16>() == Ok(id) && !tail.is_empty()
+}
+
+/// Is `path` a node's name the store takes: `/` then names of letters, digits and `_@-`
+/// separated by single `/`s, no `/` at the end (xenstored's `is_valid_nodename`), or the
+/// store's own [`RELEASE_DOMAIN`]. (`/local/domain/1//x`, `/local/domain/1/x/` and a name
+/// with a NUL, a newline or `..` in it are none.)
+pub fn valid_path(path: &str) -> bool {
+    if path == RELEASE_DOMAIN {
+        return true;
+    }
+    let Some(names) = path.strip_prefix('/') else {
+        return false;
+    };
+    names.split('/').all(|name| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"_@-".contains(&byte))
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{RELEASE_DOMAIN, released, value_read, writable_by};
+    use super::{RELEASE_DOMAIN, released, valid_path, value_read, writable_by};
     use crate::hypercall::error;
+
+    #[test]
+    fn a_path_is_names_between_single_slashes_as_xenstored_takes_them() {
+        assert!(valid_path("/local/domain/1/shared-page/gref"));
+        assert!(valid_path("/local/domain/0/backend/vbd/1/51712/state"));
+        assert!(valid_path(RELEASE_DOMAIN));
+        for bad in [
+            "local/domain/1/x",
+            "/local/domain/1//x",
+            "/local/domain/1/x/",
+            "/local/domain/1/a\0b",
+            "/local/domain/1/a\nb",
+            "/local/domain/1/../2/x",
+            "/",
+        ] {
+            assert!(!valid_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_domain_s_own_node_is_named_in_plain_decimal() {
+        assert!(writable_by(1, "/local/domain/1/x"));
+        assert!(!writable_by(1, "/local/domain/01/x"));
+        assert!(!writable_by(1, "/local/domain/+1/x"));
+    }
 
     #[test]
     fn a_value_longer_than_the_buffer_is_too_big_never_cut_short() {

@@ -4,7 +4,8 @@
 //! with a ring-3 stack: the only way down from CPL 0 (AMD APM vol. 2, 4.11 and 8.9.3).
 //! Exceptions from ring 3 come back to CPL 0 through the IDT (every gate has an IST stack,
 //! so the TSS's RSP0 is not even needed). User code ends the domain with the `exit`
-//! hypercall: VMMCALL works at any CPL, and the hypervisor decides what to allow.
+//! hypercall: VMMCALL works at any CPL, and the hypervisor decides what to allow (from user
+//! mode: `console_write`, `exit` and `raise_event`; anything else is EPERM, hv/README.md).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

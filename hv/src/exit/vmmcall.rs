@@ -44,6 +44,20 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let next = guest.vcpu.rip_after(length);
     let number = guest.gpr(0);
     let (first, second) = (guest.gpr(7), guest.gpr(6));
+    // A kernel's user programs may not reconfigure it (its trap table, its shared-info page,
+    // PV mode): VMMCALL works at any CPL, so the hypervisor checks. Xen answers an HVM
+    // guest's hypercall from CPL > 0 with -EPERM (`hvm_hypercall`); here user code may still
+    // print, end the domain and ask for an exception TCG cannot raise, which the labs' user
+    // programs do. (A PV kernel runs at CPL 3 itself: its calls are all its own.)
+    if guest.vcpu.vmcb.save.cpl != 0 && !guest.pv.enabled && !FROM_USER_MODE.contains(&number) {
+        let name = hypercall::name(number).unwrap_or("unknown hypercall");
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall {name} from CPL {}: only the kernel (CPL 0) may make it, as Xen refuses an HVM guest's user mode; user code may make console_write, exit and raise_event: EPERM",
+            guest.vcpu.vmcb.save.cpl
+        );
+        return finish(decision, next, number, error::EPERM);
+    }
 
     match number {
         hypercall::CONSOLE_WRITE => {
@@ -154,6 +168,14 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
 
 /// The hypercall returns: RAX = result, RIP past the VMMCALL, and the `emulate` event says
 /// what it returned.
+/// The hypercalls a non-PV kernel's user programs (CPL 3) may make: print, end the domain,
+/// and ask for an exception (`guests/src/user.rs`; the alignment-check lab's #AC).
+const FROM_USER_MODE: [u64; 3] = [
+    hypercall::CONSOLE_WRITE,
+    hypercall::EXIT,
+    hypercall::RAISE_EVENT,
+];
+
 fn finish(mut decision: Decision, next: u64, number: u64, result: i64) -> Decision {
     let call = event::Argument::Text(Cow::Borrowed(
         hypercall::name(number).unwrap_or("unknown hypercall"),
@@ -420,6 +442,16 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
     let pending = guest.pv.pinning.is_some();
+    // A table's address, page-aligned, no bit beyond the address field: as MOV CR3 takes a
+    // pinned root (`privileged.rs`), not one with bits dropped silently.
+    if root & !traplab_abi::x86::pte::ADDRESS != 0 {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall pin_page_table({root:#x}): not a page table's address (page-aligned, bits 51:12), so nothing is pinned: EINVAL"
+        )
+        .with_all(pending.then_some(Effect::PinContinuation(None)));
+        return finish(decision, next, number, error::EINVAL);
+    }
     let step = match guest.pin_walk(root, rip, PIN_READS_PER_EXIT) {
         Ok(step) => step,
         Err(why) => {
@@ -540,6 +572,14 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         );
         return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
     }
+    // An error code is 32 bits (EVENTINJ's ERRORCODE): a larger one is no error code.
+    let Ok(error_code) = u32::try_from(error_code) else {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall raise_event({vector}, {error_code:#x}): an error code has 32 bits, EINVAL"
+        );
+        return finish(decision, next, hypercall::RAISE_EVENT, error::EINVAL);
+    };
     let name = delivery_name(vector, EventType::Exception);
     // #CP, #VC and #SX: TCG drops their error code (`quirks.rs`).
     crate::quirks::injected_error_code(deliver!(
@@ -547,7 +587,7 @@ fn raise_event(guest: &Guest, next: u64, vector: u64, error_code: u64) -> Decisi
         after returned,
         vector,
         // #DF's error code is always 0 (AMD APM vol. 2, 8.2.9), whatever was asked for.
-        if vector == 8 { 0 } else { error_code as u32 },
+        if vector == 8 { 0 } else { error_code },
         true,
         "hypercall raise_event({name}): the guest asks for an exception QEMU's TCG cannot raise natively, and gets it as hardware would deliver it"
     ))
@@ -917,6 +957,54 @@ mod tests {
         for vector in [8, 10, 14, 16, 19, 21, 28, 30] {
             assert!(svm::is_exception_vector(vector), "vector {vector}");
         }
+    }
+
+    #[test]
+    fn pin_page_table_refuses_a_root_with_bits_outside_its_address() {
+        for root in [
+            testing::PML4 | 0x8,
+            testing::PML4 | 1 << 63,
+            testing::PML4 | 0xff0,
+        ] {
+            let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, root, 0);
+            test.read_only_page_tables();
+            call(&mut test);
+            assert_returned(&test, error::EINVAL);
+            assert!(test.domain.pv.pinned_tables.is_empty(), "{root:#x}");
+        }
+    }
+
+    #[test]
+    fn user_mode_may_not_reconfigure_its_kernel_but_may_print_and_exit() {
+        // set_pv_mode(1) from CPL 3 of a CPL-0 kernel: refused, PV mode stays off.
+        let mut test = Test::hypercall(hypercall::SET_PV_MODE, 1, 0);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        let run = call(&mut test);
+        assert_returned(&test, error::EPERM);
+        assert!(!test.domain.pv.enabled, "{}", run.decision.why);
+        for number in [
+            hypercall::SET_TRAP_TABLE,
+            hypercall::SET_SHARED_INFO,
+            hypercall::SET_CALLBACK,
+        ] {
+            let mut test = Test::hypercall(number, testing::PML4, 0);
+            test.domain.vcpu.vmcb.save.cpl = 3;
+            call(&mut test);
+            assert_returned(&test, error::EPERM);
+        }
+        // exit from CPL 3 ends the domain, as the labs' user programs do.
+        let mut test = Test::hypercall(hypercall::EXIT, 7, 0);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        let run = call(&mut test);
+        assert!(run.applied.end.is_some(), "{}", run.decision.why);
+    }
+
+    #[test]
+    fn raise_event_refuses_an_error_code_wider_than_32_bits() {
+        let mut test = Test::hypercall(hypercall::RAISE_EVENT, 13, 0x1_0000_0008);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
     }
 
     #[test]

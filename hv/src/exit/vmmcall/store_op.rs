@@ -19,7 +19,7 @@ use alloc::vec;
 use core::ops::RangeInclusive;
 use traplab_abi::event::Action;
 use traplab_abi::hypercall::{self, error};
-use traplab_abi::store::{PATH_MAX, RELEASE_DOMAIN, VALUE_MAX, cmd, writable_by};
+use traplab_abi::store::{PATH_MAX, RELEASE_DOMAIN, VALUE_MAX, cmd, valid_path, writable_by};
 
 pub fn handle(guest: &Guest, next: u64) -> Decision {
     let (command, path, path_length) = (guest.gpr(7), guest.gpr(6), guest.gpr(2));
@@ -38,10 +38,12 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
         return refuse(format!("no such command {command}, ENOSYS"), error::ENOSYS);
     }
     let path = match read_text(guest, path, path_length, 1..=PATH_MAX) {
-        Ok(path) if path.starts_with('/') || path == RELEASE_DOMAIN => path,
+        Ok(path) if valid_path(&path) => path,
         Ok(path) => {
             return refuse(
-                format!("\"{path}\" is not a path (it starts with /) nor {RELEASE_DOMAIN}, EINVAL"),
+                format!(
+                    "{path:?} is not a node's name (/ then names of letters, digits and _@- between single slashes, as xenstored takes them) nor {RELEASE_DOMAIN}, EINVAL"
+                ),
                 error::EINVAL,
             );
         }
@@ -274,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_write_outside_one_s_own_part_of_the_tree_returns_eperm() {
-        for path in ["/local/domain/2/ring-ref", "/vm/1", "/local/domain/1/"] {
+        for path in ["/local/domain/2/ring-ref", "/vm/1", "/local/domain/01/x"] {
             let mut test = op(cmd::WRITE, path, "8");
             let run = test.call();
             assert_returned(&test, error::EPERM);
@@ -670,8 +672,20 @@ mod tests {
         assert_returned(&test, error::EINVAL);
         assert_eq!(
             run.decision.why,
-            "store_read: \"local/domain/1\" is not a path (it starts with /) nor @releaseDomain, EINVAL"
+            "store_read: \"local/domain/1\" is not a node's name (/ then names of letters, digits and _@- between single slashes, as xenstored takes them) nor @releaseDomain, EINVAL"
         );
+        // Names xenstored refuses: an empty one, a NUL or a newline in one, `..`.
+        for path in [
+            "/local/domain/1/",
+            "/local/domain/1//x",
+            "/local/domain/1/a\nb",
+            "/local/domain/1/../2/x",
+        ] {
+            let mut test = op(cmd::WRITE, path, "8");
+            test.call();
+            assert_returned(&test, error::EINVAL);
+            assert_eq!(test.store, Store::default(), "nothing written: {path:?}");
+        }
 
         for length in [0, PATH_MAX + 1] {
             let mut test = op(cmd::READ, MINE, "");
