@@ -72,7 +72,7 @@ pub fn invalid_state(guest: &Guest, instruction: &InstructionBytes) -> Option<De
 pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision> {
     // The checking decoder refuses these bytes; the lenient one says what they are.
     let vmcb = &guest.vcpu.vmcb;
-    let lenient = |options| {
+    let decode = |options| {
         iced_x86::Decoder::with_ip(
             vmcb.code_bits(),
             instruction.as_slice(),
@@ -81,10 +81,10 @@ pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision>
         )
         .decode()
     };
-    let decoded = lenient(iced_x86::DecoderOptions::NO_INVALID_CHECK);
+    let decoded = decode(iced_x86::DecoderOptions::NO_INVALID_CHECK);
     if decoded.is_invalid()
         || !decoded.has_lock_prefix()
-        || !lenient(iced_x86::DecoderOptions::NONE).is_invalid()
+        || !decode(iced_x86::DecoderOptions::NONE).is_invalid()
     {
         return None;
     }

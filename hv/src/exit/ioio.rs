@@ -230,9 +230,10 @@ struct StringIo {
 /// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set, at
 /// most `limit` of them now ([`ELEMENTS_PER_EXIT`], or one for an I/O breakpoint). Every
 /// element's address is checked as the CPU checks it (canonical, translated, the
-/// page-protection checks at the guest's CPL) before it moves; the first one that fails stops the instruction there, with RCX and RDI or RSI
-/// telling how far it got, as a CPU leaves them when a fault interrupts a REP string
-/// instruction (AMD APM vol. 3, "REP": the registers reflect the iterations completed).
+/// page-protection checks at the guest's CPL) before it moves; the first one that fails
+/// stops the instruction there, with RCX and RDI or RSI telling how far it got, as a CPU
+/// leaves them when a fault interrupts a REP string instruction (AMD APM vol. 3, "REP": the
+/// registers reflect the iterations completed).
 /// The failing element itself is not moved (for INS: the port is not read), so the guest
 /// repeats it, once, after its handler has mapped the page.
 fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit: u64) -> StringIo {
