@@ -17,6 +17,7 @@ use crate::ata;
 use crate::evtchn;
 use crate::grant;
 use crate::hprintln;
+use crate::hypercall::Refusal;
 use crate::sched;
 use crate::store;
 use crate::xenbus::{self, Device, State};
@@ -59,13 +60,13 @@ pub struct Served {
 /// port it cannot bind) undoes what it did, says why, and closes its end (state 6), as
 /// Linux's blkback does through `xenbus_dev_fatal`: the frontend, waiting for it to connect,
 /// sees the close and gives up (`xenbus::wait_for_state`), instead of waiting for ever.
-pub fn serve(me: u16) -> Result<Served, i64> {
+pub fn serve(me: u16) -> Result<Served, Refusal> {
     let device = xenbus::wait_for_attach(me)?;
     let back = device.backend_dir();
     let served = connect_and_serve(me, &device);
-    if let Err(code) = served {
+    if let Err(refusal) = served {
         hprintln!(
-            "blkback: d{me} cannot serve d{}'s disk {} ({code}): closing the device",
+            "blkback: d{me} cannot serve d{}'s disk {} ({refusal}): closing the device",
             device.frontend,
             device.vdev
         );
@@ -76,7 +77,7 @@ pub fn serve(me: u16) -> Result<Served, i64> {
 
 /// [`serve`]'s work once the toolstack has attached `device`: publish the disk, connect, and
 /// answer requests until the frontend closes. Whatever failed leaves nothing mapped or bound.
-fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
+fn connect_and_serve(me: u16, device: &Device) -> Result<Served, Refusal> {
     let disk = ata::identify().map_err(|error| {
         hprintln!("blkback: no disk: {error:?}");
         traplab_abi::hypercall::error::EINVAL
@@ -89,12 +90,12 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
     let ring_ref = xenbus::read_number(&front, "ring-ref")? as u32;
     let remote_port = xenbus::read_number(&front, "event-channel")? as Port;
     let ring_handle =
-        grant::map(device.frontend, ring_ref, RING_ADDRESS, false).map_err(|code| code as i64)?;
+        grant::map(device.frontend, ring_ref, RING_ADDRESS, false).map_err(Refusal::Grant)?;
     let port = match bind_frontend_port(device.frontend, remote_port) {
         Ok(port) => port,
         Err(code) => {
             grant::unmap(ring_handle, RING_ADDRESS);
-            return Err(code);
+            return Err(code.into());
         }
     };
     // SAFETY: the grant is mapped at RING_ADDRESS, one page, in both the nested page tables
@@ -126,7 +127,7 @@ fn connect_and_serve(me: u16, device: &Device) -> Result<Served, i64> {
         Err(code) => {
             grant::unmap(ring_handle, RING_ADDRESS);
             evtchn::close(port);
-            return Err(code);
+            return Err(code.into());
         }
     };
 

@@ -18,6 +18,7 @@
 
 use crate::evtchn::{self, CALLBACK_VECTOR};
 use crate::grant;
+use crate::hypercall::Refusal;
 use crate::traps::{self, TrapFrame};
 use crate::xenbus::{self, Device, State};
 use traplab_abi::blkif::{
@@ -76,7 +77,7 @@ pub enum Failure {
 /// A connection that fails (the backend closed before it connected: ENODEV) undoes what it
 /// did and closes our end (state 6), as Linux's blkfront does: the toolstack finds it
 /// closed once our domain has ended.
-pub fn connect(me: u16) -> Result<Blkfront, i64> {
+pub fn connect(me: u16) -> Result<Blkfront, Refusal> {
     let front = crate::text!(128, "/local/domain/{me}/device/vbd/{}", xenbus::VDEV);
     let backend = xenbus::read_number(&front, "backend-id")? as u16;
     let device = Device {
@@ -93,7 +94,7 @@ pub fn connect(me: u16) -> Result<Blkfront, i64> {
 
 /// [`connect`]'s steps once we know the backend: on failure, the ring's grant and the port
 /// are given back.
-fn handshake(device: Device) -> Result<Blkfront, i64> {
+fn handshake(device: Device) -> Result<Blkfront, Refusal> {
     let front = device.frontend_dir();
     let back = device.backend_dir();
     xenbus::wait_for_state(&back, State::InitWait)?;
@@ -112,13 +113,13 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
     let ring = FrontRing::new(sring);
     let granted = grant::grant_access(RING_GREF, device.backend, page, false);
     if granted != 0 {
-        return Err(granted as i64);
+        return Err(Refusal::Grant(granted));
     }
     let port = match evtchn::alloc_unbound(device.backend) {
         Ok(port) => port,
         Err(code) => {
             grant::end_access(RING_GREF);
-            return Err(code);
+            return Err(code.into());
         }
     };
     let connected = xenbus::write_number(&front, "ring-ref", RING_GREF as u64)
@@ -143,7 +144,7 @@ fn handshake(device: Device) -> Result<Blkfront, i64> {
                     device.backend
                 );
             }
-            return Err(code);
+            return Err(code.into());
         }
     };
     Ok(Blkfront {
@@ -299,7 +300,7 @@ impl Blkfront {
 
     /// Say goodbye: state 5 (Closing), an event so the backend looks, then wait until it is
     /// closed and close our end.
-    pub fn disconnect(self) -> Result<(), i64> {
+    pub fn disconnect(self) -> Result<(), Refusal> {
         let front = self.device.frontend_dir();
         let back = self.device.backend_dir();
         xenbus::set_state(&front, State::Closing)?;
@@ -308,9 +309,9 @@ impl Blkfront {
         evtchn::close(self.port);
         let ended = grant::end_access(RING_GREF);
         if ended != 0 {
-            return Err(ended as i64);
+            return Err(Refusal::Grant(ended));
         }
-        xenbus::set_state(&front, State::Closed)
+        Ok(xenbus::set_state(&front, State::Closed)?)
     }
 }
 

@@ -145,3 +145,36 @@ pub fn store_op(cmd: u64, path: &str, value: &mut [u8]) -> i64 {
     // `value.len()` bytes into the buffer.
     unsafe { hypercall5(STORE_OP, args) }
 }
+
+/// Why a call was refused, in the two numbering spaces Xen keeps apart: a hypercall's
+/// result (an errno, negative: `EINVAL` is -22) and a grant operation's per-operation status
+/// (`GNTST_*`, negative too, but its own numbers: `GNTST_general_error` is -1, not `EPERM`).
+/// A driver that does both (blkfront's connection: XenBus steps and a grant) says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A hypercall's error (`traplab_abi::hypercall::error`).
+    Errno(i64),
+    /// A grant operation's status (`traplab_abi::grant_table::status`).
+    Grant(i16),
+}
+
+impl From<i64> for Refusal {
+    fn from(code: i64) -> Refusal {
+        Refusal::Errno(code)
+    }
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match *self {
+            Refusal::Errno(code) => {
+                let name = traplab_abi::hypercall::error::name(code).unwrap_or("an error");
+                write!(f, "{code} ({name})")
+            }
+            Refusal::Grant(status) => {
+                let name = traplab_abi::grant_table::status::name(status).unwrap_or("GNTST_?");
+                write!(f, "{status} ({name})")
+            }
+        }
+    }
+}

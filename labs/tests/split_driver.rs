@@ -150,7 +150,7 @@ fn a_backend_without_a_disk_closes_the_device_and_the_frontend_gives_up() {
         (2, "blkback: no disk: NoDevice"),
         (
             2,
-            "blkback: d2 cannot serve d1's disk 51712 (-22): closing the device",
+            "blkback: d2 cannot serve d1's disk 51712 (-22 (EINVAL)): closing the device",
         ),
         (1, "d1: could not connect to the disk: -19 (ENODEV)"),
         (0, "d0: d1's disk is closed"),

@@ -21,7 +21,6 @@
 
 use traplab_abi::blkif::{SECTORS_PER_PAGE, operation};
 use traplab_abi::boot::NO_DISK;
-use traplab_abi::hypercall::error;
 use traplab_guests::blkfront::{self, Blkfront};
 use traplab_guests::traps::{self, TrapFrame};
 use traplab_guests::xenbus::{self, Device, State};
@@ -125,8 +124,8 @@ fn driver_domain(me: u16) -> i32 {
             );
             0
         }
-        Err(code) => {
-            hprintln!("d{me}: blkback failed: {code}");
+        Err(refusal) => {
+            hprintln!("d{me}: blkback failed: {refusal}");
             30
         }
     }
@@ -136,9 +135,8 @@ fn driver_domain(me: u16) -> i32 {
 fn domu() -> i32 {
     let mut front = match blkfront::connect(DOMU) {
         Ok(front) => front,
-        Err(code) => {
-            let name = error::name(code).unwrap_or("an error");
-            hprintln!("d1: could not connect to the disk: {code} ({name})");
+        Err(refusal) => {
+            hprintln!("d1: could not connect to the disk: {refusal}");
             return 40;
         }
     };
