@@ -7,8 +7,11 @@
 //! `"exitinfo1": "0x2"`. A string `"sym:NAME+0x10"` is the address of symbol NAME in the
 //! lab's first guest, plus 0x10; `"contains:TEXT"` matches a string that contains TEXT (for
 //! console lines with addresses in them), `"prefix:TEXT"` one that starts with it (for the
-//! instruction bytes at RIP: `insn = "prefix:0f0b"`). An array matches when each of its
-//! elements matches some element of the event's array (`changes = [{ name = "cr0" }]`).
+//! instruction bytes at RIP: `insn = "prefix:0f0b"`). `"step:N.FIELD"` is the value of FIELD
+//! in the event step N matched (1 is the first step): `rip = "step:1.rip"` on a `return`
+//! says that the handler returned to the instruction that faulted at step 1 (a retry), not
+//! past it. An array matches when each of its elements matches some element of the event's
+//! array (`changes = [{ name = "cr0" }]`).
 //!
 //! Two keys are not fields. `quiet = [0]` on a step says that the domains listed had no event
 //! at all between the step before and this one. `absent = [{ kind = "decide", dom = 1,
@@ -341,7 +344,7 @@ pub fn matched_events(
     let mut after_seq = None;
     let mut matched = Vec::with_capacity(patterns.len());
     for (index, pattern) in patterns.iter().enumerate() {
-        let fields = pattern.fields();
+        let fields = earlier_steps(pattern.fields(), &matched, &values);
         match (position..values.len())
             .find(|&candidate| matches(&fields, &values[candidate], symbols))
         {
@@ -423,6 +426,28 @@ fn nearest(
         }
     }
     best.map(|(candidate, _)| candidate)
+}
+
+/// `fields` with each `"step:N.FIELD"` replaced by FIELD of the event step N matched
+/// (`matched`: the events of the steps before this one). A step not matched yet, or a field
+/// its event does not have, is `null`, which no event's field matches.
+fn earlier_steps(
+    mut fields: Map<String, Value>,
+    matched: &[usize],
+    values: &[Value],
+) -> Map<String, Value> {
+    for value in fields.values_mut() {
+        let Some(reference) = value.as_str().and_then(|text| text.strip_prefix("step:")) else {
+            continue;
+        };
+        let earlier = reference.split_once('.').and_then(|(step, field)| {
+            let step: usize = step.parse().ok()?;
+            let event = &values[*matched.get(step.checked_sub(1)?)?];
+            event.get(field).cloned()
+        });
+        *value = earlier.unwrap_or(Value::Null);
+    }
+    fields
 }
 
 /// Does `event` have every field of `pattern`?
@@ -508,6 +533,39 @@ mod tests {
                 body: Body::Console(Console { text: "b".into() }),
             },
         ]
+    }
+
+    #[test]
+    fn a_step_may_name_a_field_of_an_earlier_step_s_event() {
+        // The inject's handler, then a console line: `step:1.handler` is that handler.
+        let same = [
+            pattern(r#"kind = "inject""#),
+            pattern(
+                r#"kind = "inject"
+                     handler = "step:1.handler""#,
+            ),
+        ];
+        let mut twice = events();
+        twice.push(twice[1].clone());
+        assert_eq!(check(&same, &twice, &Symbols::default()), Ok(()));
+        // Another handler the second time: no match.
+        if let Body::Inject(inject) = &mut twice[3].body {
+            inject.handler = Some(0x20_0600);
+        }
+        assert!(check(&same, &twice, &Symbols::default()).is_err());
+        // A step that is not before it, or a field its event lacks, never matches.
+        for reference in ["step:2.handler", "step:1.nothing", "step:0.handler"] {
+            let patterns = [
+                pattern(r#"kind = "inject""#),
+                pattern(&format!("kind = \"inject\"\nhandler = \"{reference}\"")),
+            ];
+            let mut twice = events();
+            twice.push(twice[1].clone());
+            assert!(
+                check(&patterns, &twice, &Symbols::default()).is_err(),
+                "{reference}"
+            );
+        }
     }
 
     #[test]

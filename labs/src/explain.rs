@@ -62,7 +62,15 @@ pub fn expectation(pattern: &Pattern) -> String {
                 Some("hypercall") => " with the iret hypercall",
                 _ => "",
             };
-            format!("{name} handler to return{via}")
+            // `rip = "step:1.rip"`: back to the instruction of that step (a retry).
+            let to = match pattern.0.get("rip").and_then(Value::as_str) {
+                Some(step) if step.starts_with("step:") => {
+                    let number = step[5..].split('.').next().unwrap_or("?");
+                    format!(" to the instruction of step {number} (a retry), not past it")
+                }
+                _ => String::new(),
+            };
+            format!("{name} handler to return{via}{to}")
         }
         "resume" => match pattern.0.get("rip") {
             Some(rip) => format!("the guest to continue at {}", quoted(rip)),
@@ -666,6 +674,16 @@ mod tests {
 
     fn pattern(toml_text: &str) -> Pattern {
         toml::from_str(toml_text).expect("a valid pattern")
+    }
+
+    #[test]
+    fn a_return_to_an_earlier_step_s_instruction_reads_as_a_retry() {
+        assert_eq!(
+            expectation(&pattern(
+                "kind = \"return\"\nvector = 0\nrip = \"step:1.rip\""
+            )),
+            "the #DE (divide error) handler to return to the instruction of step 1 (a retry), not past it"
+        );
     }
 
     #[test]
