@@ -29,6 +29,7 @@ use crate::domain::Guest;
 use crate::{decide, deliver, delivery, here};
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use traplab_abi::event::Action;
@@ -123,6 +124,8 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         number == 0 && !paging_before && paging_after && efer.contains(EferFlags::LONG_MODE_ENABLE);
     let leaves_long_mode = number == 0 && paging_before && !paging_after && long_mode;
     let pae = save.cr4 & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() != 0;
+    // Which CR4 bits the CPU lacks, when it lacks some: the refusal names them.
+    let unsupported: String;
     let invalid = match number {
         0 if value >> 32 != 0 => Some("sets reserved bits 63:32"),
         0 if cr0.contains(Cr0Flags::PAGING) && !cr0.contains(Cr0Flags::PROTECTED_MODE_ENABLE) => {
@@ -140,7 +143,13 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             Some("sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)")
         }
         3 if long_mode => long_mode_cr3_refusal(value, guest.memory.physical_address_bits()),
-        4 if value & !cr4_supported(guest) != 0 => Some("sets a bit this CPU does not have"),
+        4 if value & !cr4_supported(guest) != 0 => {
+            unsupported = format!(
+                "sets a bit this CPU does not have ({})",
+                bit_numbers(value & !cr4_supported(guest))
+            );
+            Some(unsupported.as_str())
+        }
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
             Some("clears PAE in long mode")
         }
@@ -228,6 +237,19 @@ fn cr4_supported(guest: &Guest) -> u64 {
     match ecx & XSAVE {
         0 => CR4_SUPPORTED & !Cr4Flags::OSXSAVE.bits(),
         _ => CR4_SUPPORTED,
+    }
+}
+
+/// The numbers of the bits set in `bits`, as the reason says them: "bit 16", "bits 16 and 30".
+fn bit_numbers(bits: u64) -> String {
+    let numbers: Vec<String> = (0..64)
+        .filter(|bit| bits & (1 << bit) != 0)
+        .map(|bit| bit.to_string())
+        .collect();
+    match numbers.as_slice() {
+        [one] => format!("bit {one}"),
+        [rest @ .., last] => format!("bits {} and {last}", rest.join(", ")),
+        [] => "no bit".into(),
     }
 }
 
@@ -421,7 +443,12 @@ mod tests {
         let mut test = Test::long_mode();
         let cr4 = test.domain.vcpu.vmcb.save.cr4 | (1 << 23);
         let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
-        assert_general_protection(&test, &run, "a bit this CPU does not have");
+        assert_general_protection(&test, &run, "a bit this CPU does not have (bit 23)");
+        // Several: the reason names each.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let cr4 = test.domain.vcpu.vmcb.save.cr4 | (1 << 23) | (1 << 30) | (1 << 24);
+        let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
+        assert_general_protection(&test, &run, "(bits 23, 24 and 30)");
     }
 
     #[test]
