@@ -537,35 +537,29 @@ mod tests {
 
     #[test]
     fn a_step_may_name_a_field_of_an_earlier_step_s_event() {
-        // The inject's handler, then a console line: `step:1.handler` is that handler.
-        let same = [
-            pattern(r#"kind = "inject""#),
-            pattern(
-                r#"kind = "inject"
-                     handler = "step:1.handler""#,
-            ),
-        ];
+        // Two injects: the second's handler named as the first's (`step:1.handler`).
+        let patterns = |reference: &str| {
+            [
+                pattern(r#"kind = "inject""#),
+                pattern(&format!("kind = \"inject\"\nhandler = \"{reference}\"")),
+            ]
+        };
         let mut twice = events();
         twice.push(twice[1].clone());
-        assert_eq!(check(&same, &twice, &Symbols::default()), Ok(()));
+        let symbols = Symbols::default();
+        assert_eq!(check(&patterns("step:1.handler"), &twice, &symbols), Ok(()));
+        // A step that is not before it, or a field its event lacks, never matches.
+        for reference in ["step:2.handler", "step:1.nothing", "step:0.handler"] {
+            assert!(
+                check(&patterns(reference), &twice, &symbols).is_err(),
+                "{reference}"
+            );
+        }
         // Another handler the second time: no match.
         if let Body::Inject(inject) = &mut twice[3].body {
             inject.handler = Some(0x20_0600);
         }
-        assert!(check(&same, &twice, &Symbols::default()).is_err());
-        // A step that is not before it, or a field its event lacks, never matches.
-        for reference in ["step:2.handler", "step:1.nothing", "step:0.handler"] {
-            let patterns = [
-                pattern(r#"kind = "inject""#),
-                pattern(&format!("kind = \"inject\"\nhandler = \"{reference}\"")),
-            ];
-            let mut twice = events();
-            twice.push(twice[1].clone());
-            assert!(
-                check(&patterns, &twice, &Symbols::default()).is_err(),
-                "{reference}"
-            );
-        }
+        assert!(check(&patterns("step:1.handler"), &twice, &symbols).is_err());
     }
 
     #[test]
