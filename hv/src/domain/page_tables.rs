@@ -281,7 +281,7 @@ impl Domain {
     /// leaves, in one go: what `pin_page_table` pins (but for tables pinned already, where it
     /// stops). `Err` with the reason when a table is unfit (the module's doc).
     pub fn tables_under(&self, root: u64) -> Result<NewTables, &'static str> {
-        let step = self.walk(root & pte::ADDRESS, 0, None, usize::MAX)?;
+        let step = self.walk(root, 0, None, usize::MAX)?;
         Ok(NewTables {
             tables: step.found,
             leaves: step.leaves,
@@ -291,7 +291,6 @@ impl Domain {
     /// The next piece of the `pin_page_table` of `root` by the VMMCALL at `rip`: it goes on
     /// from the walk kept in `pv.pinning` when that is this call's, else starts afresh.
     pub fn pin_walk(&self, root: u64, rip: u64, budget: usize) -> Result<PinStep, &'static str> {
-        let root = root & pte::ADDRESS;
         let pending = self
             .pv
             .pinning
@@ -309,6 +308,11 @@ impl Domain {
         pending: Option<&Pinning>,
         budget: usize,
     ) -> Result<PinStep, &'static str> {
+        // A table's address: page-aligned, no bit beyond the address field (as MOV CR3 takes
+        // a pinned root, `privileged.rs`), not one with bits dropped silently.
+        if root & !pte::ADDRESS != 0 {
+            return Err("the root is no page table's address (page-aligned, bits 51:12)");
+        }
         let mut step = PinStep {
             fresh: pending.is_none(),
             root,

@@ -442,16 +442,6 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
     let pending = guest.pv.pinning.is_some();
-    // A table's address, page-aligned, no bit beyond the address field: as MOV CR3 takes a
-    // pinned root (`privileged.rs`), not one with bits dropped silently.
-    if root & !traplab_abi::x86::pte::ADDRESS != 0 {
-        let decision = decide!(
-            Action::Emulate,
-            "hypercall pin_page_table({root:#x}): not a page table's address (page-aligned, bits 51:12), so nothing is pinned: EINVAL"
-        )
-        .with_all(pending.then_some(Effect::PinContinuation(None)));
-        return finish(decision, next, number, error::EINVAL);
-    }
     let step = match guest.pin_walk(root, rip, PIN_READS_PER_EXIT) {
         Ok(step) => step,
         Err(why) => {
