@@ -909,14 +909,9 @@ impl Step<'_, '_> {
         let Some(target) = self.any_domain(to) else {
             return;
         };
-        let pending = target.set_pending(port);
+        let (pending, woke) = schedule::event_arrives(target, port);
         let upcalls_masked = target.upcalls_masked();
-        let woke = match &target.vcpu.run_state {
-            RunState::Blocked(wait) => schedule::woken_by_event(wait, target, port, pending),
-            _ => false,
-        };
         if woke {
-            target.vcpu.run_state = RunState::Runnable;
             if to != self.domain.id {
                 *self.switch = Some(Switch::Woke {
                     to,
@@ -1398,14 +1393,7 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
         // Its watch, if it has one, hears of it too: the two are apart.
         let watches = watchers.contains(&domain.id);
         if let Some(port) = domain.events.store_port().filter(|_| watches) {
-            let pending = domain.set_pending(port);
-            let woke = match &domain.vcpu.run_state {
-                RunState::Blocked(wait) => schedule::woken_by_event(wait, domain, port, pending),
-                _ => false,
-            };
-            if woke {
-                domain.vcpu.run_state = RunState::Runnable;
-            }
+            let (_, woke) = schedule::event_arrives(domain, port);
             let woken = match woke {
                 true => ", and it wakes",
                 false => "",

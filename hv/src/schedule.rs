@@ -178,6 +178,21 @@ fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
     }
 }
 
+/// An event arrives on `port` of `domain`: the port is pending, and a vCPU blocked in a wait
+/// the event ends is runnable again (Xen's `evtchn_set_pending`, then `vcpu_unblock`). What
+/// making it pending did, and whether the vCPU woke.
+pub fn event_arrives(domain: &mut Domain, port: Port) -> (Pending, bool) {
+    let pending = domain.set_pending(port);
+    let woke = match &domain.vcpu.run_state {
+        RunState::Blocked(wait) => woken_by_event(wait, domain, port, pending),
+        _ => false,
+    };
+    if woke {
+        domain.vcpu.run_state = RunState::Runnable;
+    }
+    (pending, woke)
+}
+
 /// Does an event on `port` of `domain` wake it from `wait`? `pending`: what making the port
 /// pending did (an upcall owed; the port pending already).
 pub fn woken_by_event(wait: &Wait, domain: &Domain, port: Port, pending: Pending) -> bool {
