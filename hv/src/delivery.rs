@@ -227,30 +227,57 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
         .fold(0, |hits, slot| hits | 1 << slot)
 }
 
-/// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor completed,
-/// followed by the #DB trap of the I/O breakpoints it hits ([`io_breakpoints`]), if any:
-/// DR6.Bn set for each, and BS too when RFLAGS.TF was set: one #DB reports both (AMD APM
-/// vol. 2, 13.1.1.3). The one way every port handler ends (`exit/ioio.rs`, a PV kernel's
-/// port I/O in `exit/privileged.rs`).
-pub fn with_io_breakpoints(guest: &Guest, port: u16, size: u8, mut decision: Decision) -> Decision {
+/// Where the hypervisor left a port instruction it did in the CPU's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortIo {
+    /// Done: RIP after it.
+    Completed,
+    /// A REP INS or OUTS between two iterations, RIP still at it, RF set
+    /// (`ioio::between_iterations`).
+    BetweenIterations,
+}
+
+/// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor did, followed
+/// by the #DB trap of the I/O breakpoints it hits ([`io_breakpoints`]), if any: DR6.Bn set
+/// for each. After a completed instruction, BS too when RFLAGS.TF was set: one #DB reports
+/// both (AMD APM vol. 2, 13.1.1.3). Between two iterations of a REP INS or OUTS, the #DB
+/// comes after the iteration (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for
+/// any event there, and the single-step trap waits for the instruction's end. The one way
+/// every port handler ends (`exit/ioio.rs`, a PV kernel's port I/O in `exit/privileged.rs`).
+pub fn with_io_breakpoints(
+    guest: &Guest,
+    port: u16,
+    size: u8,
+    mut decision: Decision,
+    done: PortIo,
+) -> Decision {
     let hits = io_breakpoints(guest, port, size);
     if hits == 0 {
         return decision;
     }
     let rflags = guest.vcpu.vmcb.save.rflags;
-    // The instruction completed: RF is cleared before the #DB's frame is pushed (the trap
-    // goes in through a delivery, which `after_completed` leaves alone).
-    if rflags & RFlags::RESUME_FLAG.bits() != 0 {
-        decision.effects.push(Effect::ClearResumeFlag);
-    }
-    let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
-    let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
+    let (causes, when) = match done {
+        PortIo::Completed => {
+            // RF is cleared before the #DB's frame is pushed (the trap goes in through a
+            // delivery, which `after_completed` leaves alone).
+            if rflags & RFlags::RESUME_FLAG.bits() != 0 {
+                decision.effects.push(Effect::ClearResumeFlag);
+            }
+            let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
+            let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
+            (causes, "after the instruction")
+        }
+        PortIo::BetweenIterations => (
+            hits,
+            "after this iteration of the REP INS or OUTS (Intel SDM vol. 3B, 17.3.1.2), the instruction left between two iterations",
+        ),
+    };
     debug_trap(
         guest,
         &mut decision,
         causes,
         format_args!(
-            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): the CPU would raise #DB after the instruction, so the hypervisor does"
+            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): the CPU would raise #DB {when}, so the hypervisor does"
         ),
     );
     decision
@@ -260,34 +287,6 @@ pub fn with_io_breakpoints(guest: &Guest, port: u16, size: u8, mut decision: Dec
 /// guest's DR7 ([`io_breakpoints`])?
 pub fn hits_io_breakpoint(guest: &Guest, port: u16, size: u8) -> bool {
     io_breakpoints(guest, port, size) != 0
-}
-
-/// `decision`, one iteration of a REP INS or OUTS at `port` that hits an I/O breakpoint,
-/// the instruction left between that iteration and the next (`exit/ioio.rs`), followed by
-/// the #DB trap: a CPU raises it after the first iteration, not after the whole instruction
-/// (Intel SDM vol. 3B, 17.3.1.2), at the instruction, which goes on when the handler
-/// returns (and traps again after its next iteration, which hits the port too). RF stays
-/// set in the frame, as for any event between two iterations; the single-step trap waits
-/// for the end of the instruction.
-pub fn with_io_breakpoint_between_iterations(
-    guest: &Guest,
-    port: u16,
-    size: u8,
-    mut decision: Decision,
-) -> Decision {
-    let hits = io_breakpoints(guest, port, size);
-    if hits == 0 {
-        return decision;
-    }
-    debug_trap(
-        guest,
-        &mut decision,
-        hits,
-        format_args!(
-            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): a CPU raises #DB after the first iteration of a REP INS or OUTS, the instruction left between two iterations (Intel SDM vol. 3B, 17.3.1.2), so the hypervisor does one element and the #DB"
-        ),
-    );
-    decision
 }
 
 /// A #DB trap after the instruction `decision` completed, DR6 as the instruction left it (a

@@ -18,6 +18,7 @@
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
+use crate::delivery::PortIo;
 use crate::device::{acpi_pm, debug_exit};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
@@ -148,12 +149,13 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                 })
                 .describe(string.what);
             // No element moved (REP with RCX = 0): the port was not accessed, no breakpoint.
-            return match (string.done, string.moved) {
-                (_, 0) => decision,
-                (true, _) => delivery::with_io_breakpoints(guest, info.port, info.size, decision),
-                (false, _) => delivery::with_io_breakpoint_between_iterations(
-                    guest, info.port, info.size, decision,
-                ),
+            let done = match string.done {
+                true => PortIo::Completed,
+                false => PortIo::BetweenIterations,
+            };
+            return match string.moved {
+                0 => decision,
+                _ => delivery::with_io_breakpoints(guest, info.port, info.size, decision, done),
             };
         };
         return string_fault(guest, info, segment, string, fault);
@@ -167,7 +169,7 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // An IN says what it read once the device has answered.
         None => decision,
     };
-    delivery::with_io_breakpoints(guest, info.port, info.size, decision)
+    delivery::with_io_breakpoints(guest, info.port, info.size, decision, PortIo::Completed)
 }
 
 /// An IN or OUT (not a string one) of `size` bytes at `port`: the access, and for an OUT

@@ -258,7 +258,11 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
     // The hypervisor completed the IN or OUT: an I/O breakpoint on the port follows it, as
     // after an IOIO exit's (`delivery::with_io_breakpoints`).
     PrivilegedOp::Done(crate::delivery::with_io_breakpoints(
-        guest, port, size, decision,
+        guest,
+        port,
+        size,
+        decision,
+        crate::delivery::PortIo::Completed,
     ))
 }
 
