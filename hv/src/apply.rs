@@ -911,13 +911,12 @@ impl Step<'_, '_> {
         };
         let (pending, woke) = schedule::event_arrives(target, port);
         let upcalls_masked = target.upcalls_masked();
-        if woke {
-            if to != self.domain.id {
-                *self.switch = Some(Switch::Woke {
-                    to,
-                    port: Some(port),
-                });
-            }
+        // Another domain woken runs next.
+        if woke && to != self.domain.id {
+            *self.switch = Some(Switch::Woke {
+                to,
+                port: Some(port),
+            });
         }
         self.events.push(Body::Notify(Notify {
             to,
