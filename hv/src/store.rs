@@ -66,11 +66,7 @@ impl Store {
 
     /// Why domain `id` cannot watch `path` one more time, if it cannot.
     pub fn no_watch(&self, id: u16, path: &str) -> Option<&'static str> {
-        if self
-            .watches
-            .iter()
-            .any(|(watcher, watched)| *watcher == id && watched == path)
-        {
+        if self.watching(id, path) {
             return None;
         }
         let registered = self
@@ -84,13 +80,16 @@ impl Store {
 
     /// Domain `id` watches `path` (once, however often it asks).
     pub fn watch(&mut self, id: u16, path: String) {
-        if !self
-            .watches
-            .iter()
-            .any(|(watcher, watched)| *watcher == id && *watched == path)
-        {
+        if !self.watching(id, &path) {
             self.watches.push((id, path));
         }
+    }
+
+    /// Does domain `id` watch `path` already?
+    fn watching(&self, id: u16, path: &str) -> bool {
+        self.watches
+            .iter()
+            .any(|(watcher, watched)| *watcher == id && watched == path)
     }
 
     /// The domains that watch `path`.
