@@ -1483,16 +1483,23 @@ fn inject(
         kind: event.kind,
     });
     note_dropped(dropped, events);
-    let page_fault = event.kind == EventType::Exception && event.vector == 14;
     events.push(Body::Inject(Inject {
         vector: event.vector,
         name: event::delivery_name(event.vector, event.kind),
         kind: event.kind,
         error_code: event.error_code,
-        cr2: page_fault.then_some(vcpu.vmcb.save.cr2),
+        cr2: reads_cr2(event.kind, event.vector).then_some(vcpu.vmcb.save.cr2),
         handler,
         synthetic,
     }));
+}
+
+/// Does the handler of exception `vector` read CR2, so that its delivery's event says what
+/// CR2 holds? A #PF's handler reads the faulting address there, and a #DF's may: a CPU
+/// writes CR2 when it detects a #PF (AMD APM vol. 2, 8.2.15), also one it turns into #DF, and Linux's
+/// #DF handler reads it to tell a kernel stack overflow from other double faults.
+fn reads_cr2(kind: EventType, vector: u8) -> bool {
+    kind == EventType::Exception && (vector == 14 || vector == 8)
 }
 
 /// The trace says when the oldest event in flight was forgotten to make room for a new one
@@ -1538,12 +1545,11 @@ fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Re
         kind: bounce.kind,
     });
     note_dropped(dropped, events);
-    let page_fault = bounce.kind == EventType::Exception && bounce.vector == 14;
     events.push(Body::Bounce(event::Bounce {
         vector: bounce.vector,
         name: event::delivery_name(bounce.vector, bounce.kind),
         error_code: bounce.error_code,
-        cr2: page_fault.then_some(vcpu.vmcb.save.cr2),
+        cr2: reads_cr2(bounce.kind, bounce.vector).then_some(vcpu.vmcb.save.cr2),
         handler: bounce.handler,
         frame: bounce.frame,
         interrupts: RFlags::from_bits_truncate(bounce.rflags).contains(RFlags::INTERRUPT_FLAG),
@@ -2135,6 +2141,28 @@ mod tests {
         let run = test.run(exit);
         assert_eq!(run.kinds(), ["decide", "inject"]);
         assert_eq!(run.injected().vector, 8);
+    }
+
+    #[test]
+    fn a_double_fault_s_inject_says_what_its_handler_finds_in_cr2() {
+        // A #DF handler may read CR2 (Linux's does, to recognise a kernel stack overflow):
+        // the trace shows the value, as it does for a #PF.
+        let mut test = Test::long_mode();
+        test.gate(8, HANDLER);
+        test.domain.vcpu.vmcb.save.cr2 = 0x5fff_fff8;
+        let exit = Exit {
+            interrupted: Some(Event::exception(14, 0)),
+            ..test.exit(ExitReason::Exception {
+                vector: 14,
+                error_code: 0b10,
+                address: 0x5fff_fff8,
+            })
+        };
+        let run = test.run(exit);
+        assert_eq!(
+            (run.injected().vector, run.injected().cr2),
+            (8, Some(0x5fff_fff8))
+        );
     }
 
     #[test]

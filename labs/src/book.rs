@@ -16,8 +16,9 @@
 //! | `exercises` | each exercise: the task, its files, how to check it, what it must show, and what its check says before it is solved |
 //! | `start`     | what the check of exercise 1 says before it is solved               |
 
-use crate::catalogue::Lab;
+use crate::catalogue::{Exercise, Lab};
 use crate::explain;
+use crate::grade::Verdict;
 use traplab_abi::event::{Body, Event, ScheduleWhy, domain_label};
 use traplab_tracer::qemu::{FIRST_GUEST, Start};
 use traplab_tracer::session::Run;
@@ -28,9 +29,16 @@ use traplab_tracer::text;
 /// trace (a guest printing is one exit per byte) is elided.
 const CONTEXT: usize = 1;
 
-/// The generated part of `lab`'s chapter, from `run`. `Err` with an explanation when the
-/// run does not show the lab's flow: the book must not show a broken trace.
-pub fn chapter_parts(lab: &Lab, run: &Run, symbols: &Symbols) -> Result<String, String> {
+/// The generated part of `lab`'s chapter, from `run`, and from `exercise_runs` a run of
+/// each exercise that runs guests of its own (by number: [`Exercise::lab`]). `Err` with an
+/// explanation when the run does not show the lab's flow: the book must not show a broken
+/// trace.
+pub fn chapter_parts(
+    lab: &Lab,
+    run: &Run,
+    exercise_runs: &[(u32, Run)],
+    symbols: &Symbols,
+) -> Result<String, String> {
     let verdict = crate::grade::grade(lab, None, run, symbols);
     if !verdict.passed {
         let problems: Vec<&str> = verdict
@@ -55,9 +63,25 @@ pub fn chapter_parts(lab: &Lab, run: &Run, symbols: &Symbols) -> Result<String, 
     section(&mut text, "flow", &flow(lab, &run.events, &matched));
     section(&mut text, "excerpt", &excerpt(&run.events, &matched));
     section(&mut text, "questions", &questions(lab));
-    section(&mut text, "exercises", &exercises(lab, run, symbols));
+    let start_of = |exercise: &Exercise| -> Result<Verdict, String> {
+        let run = match exercise.guests {
+            None => run,
+            Some(_) => exercise_runs
+                .iter()
+                .find(|(number, _)| *number == exercise.number)
+                .map(|(_, run)| run)
+                .ok_or_else(|| {
+                    format!(
+                        "lab {} exercise {} runs guests of its own, and no run of them was given",
+                        lab.id, exercise.number
+                    )
+                })?,
+        };
+        Ok(crate::grade::grade(lab, Some(exercise), run, symbols))
+    };
+    section(&mut text, "exercises", &exercises(lab, &start_of)?);
     if let Some(exercise) = lab.exercises.first() {
-        let start = crate::grade::grade(lab, Some(exercise), run, symbols);
+        let start = start_of(exercise)?;
         section(
             &mut text,
             "start",
@@ -288,10 +312,14 @@ fn questions(lab: &Lab) -> String {
         .collect()
 }
 
-fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
+/// Each exercise of `lab`, with what its check says before it is solved (`start_of`).
+fn exercises(
+    lab: &Lab,
+    start_of: &dyn Fn(&Exercise) -> Result<Verdict, String>,
+) -> Result<String, String> {
     let mut text = String::new();
     for exercise in &lab.exercises {
-        let start = crate::grade::grade(lab, Some(exercise), run, symbols);
+        let start = start_of(exercise)?;
         let files: Vec<String> = exercise
             .files
             .iter()
@@ -310,6 +338,18 @@ fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
             lab.id,
             exercise.number
         ));
+        if exercise.guests.is_some() {
+            let domains: Vec<String> = exercise
+                .lab(lab)
+                .domains()
+                .iter()
+                .map(|(dom, guest)| format!("{} (`{guest}`)", domain_label(*dom)))
+                .collect();
+            text.push_str(&format!(
+                "- **The check runs** {}, not the lab's guests alone.\n",
+                domains.join(", ")
+            ));
+        }
         let expected = exercise.expected(lab);
         let ending = match (expected.killed.is_empty(), expected.status) {
             (true, status) => format!("every domain to exit with status {status}"),
@@ -339,7 +379,7 @@ fn exercises(lab: &Lab, run: &Run, symbols: &Symbols) -> String {
             wrap(&start.report(lab, Some(exercise)), "  ")
         ));
     }
-    text
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -132,6 +132,11 @@ pub struct Exercise {
     /// The domains the hypervisor kills when it is solved (default: the lab's `killed`).
     #[serde(default)]
     pub killed: Option<Vec<u16>>,
+    /// The guests the check runs, d1, d2, … (default: the lab's). An exercise whose answer
+    /// is the caller's domain number runs its guest as d1 and again as d2: a number written
+    /// into the code then cannot pass.
+    #[serde(default)]
+    pub guests: Option<Vec<String>>,
     /// The flow the solved exercise must produce. It replaces the lab's flow: list every
     /// step that matters, not only the new ones.
     pub expect: Vec<Pattern>,
@@ -191,6 +196,16 @@ impl Lab {
 }
 
 impl Exercise {
+    /// The lab as the check runs it for this exercise: with the exercise's guests, when it
+    /// names its own.
+    pub fn lab(&self, lab: &Lab) -> Lab {
+        let mut lab = lab.clone();
+        if let Some(guests) = &self.guests {
+            lab.guests = guests.clone();
+        }
+        lab
+    }
+
     /// What the solved exercise must show; status and killed default to the lab's.
     pub fn expected<'a>(&'a self, lab: &'a Lab) -> Expected<'a> {
         Expected {
@@ -225,13 +240,19 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             if lab.guests.is_empty() {
                 return Err(CatalogueError { file: file.to_string(), message: "a lab runs at least one guest (d1)".into() });
             }
-            // `killed` names domains by number, as the trace does: 1 is the first guest.
-            let killed = lab.killed.iter().chain(lab.exercises.iter().flat_map(|exercise| exercise.killed.iter().flatten()));
-            for dom in killed {
-                if !lab.has_domain(*dom) {
+            if lab.exercises.iter().any(|exercise| exercise.guests.as_ref().is_some_and(Vec::is_empty)) {
+                return Err(CatalogueError { file: file.to_string(), message: "an exercise's guests = [] runs no guest: leave it out to run the lab's".into() });
+            }
+            // `killed` names domains by number, as the trace does: 1 is the first guest (of
+            // the lab, or of the exercise that names its own).
+            let killed = lab.killed.iter().map(|dom| (dom, lab.clone())).chain(
+                lab.exercises.iter().flat_map(|exercise| exercise.killed.iter().flatten().map(|dom| (dom, exercise.lab(&lab)))),
+            );
+            for (dom, runs) in killed {
+                if !runs.has_domain(*dom) {
                     return Err(CatalogueError {
                         file: file.to_string(),
-                        message: format!("killed = [{dom}] names no domain of the lab: its domains are {}", domain_list(&lab)),
+                        message: format!("killed = [{dom}] names no domain of the lab: its domains are {}", domain_list(&runs)),
                     });
                 }
             }
@@ -343,6 +364,25 @@ mod tests {
         );
         assert_eq!(with_dom0.start, Start::Together);
         assert!(parse("start = \"sometime\"").is_err());
+    }
+
+    #[test]
+    fn an_exercise_runs_the_lab_s_guests_unless_it_names_its_own() {
+        let with_exercises = lab(
+            "[[exercise]]\nnumber = 1\ntitle = \"t\"\ntask = \"t\"\nfiles = []\nexpect = []\n\
+             [[exercise]]\nnumber = 2\ntitle = \"t\"\ntask = \"t\"\nfiles = []\nexpect = []\nguests = [\"front\", \"front\", \"back\"]",
+        );
+        let [own, twice] = &with_exercises.exercises[..] else {
+            panic!("two exercises")
+        };
+        assert_eq!(
+            own.lab(&with_exercises).domains(),
+            [(1, "front"), (2, "back")]
+        );
+        assert_eq!(
+            twice.lab(&with_exercises).domains(),
+            [(1, "front"), (2, "front"), (3, "back")]
+        );
     }
 
     #[test]

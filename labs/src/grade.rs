@@ -104,8 +104,9 @@ impl Problem {
     }
 }
 
-/// Grade `run` of `lab` against its own flow, or against `exercise`'s. `symbols` are the
-/// lab's first guest's (for `sym:` patterns).
+/// Grade `run` of `lab` against its own flow, or against `exercise`'s (a run of
+/// [`Exercise::lab`], which may name its own guests). `symbols` are the lab's first guest's
+/// (for `sym:` patterns).
 pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbols) -> Verdict {
     let expected = match exercise {
         Some(exercise) => exercise.expected(lab),
@@ -135,7 +136,9 @@ pub fn grade(lab: &Lab, exercise: Option<&Exercise>, run: &Run, symbols: &Symbol
             mismatch.step
         }
     };
-    problems.extend(domain_problems(lab, expected, run));
+    // The domains the run had: the exercise's own guests, when it names them.
+    let ran = exercise.map(|exercise| exercise.lab(lab));
+    problems.extend(domain_problems(ran.as_ref().unwrap_or(lab), expected, run));
     Verdict {
         lab: lab.id.clone(),
         exercise: exercise.map(|exercise| exercise.number),

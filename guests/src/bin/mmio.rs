@@ -101,7 +101,8 @@ fn main(_info: &BootInfo) -> i32 {
     println!("COUNTER read three times: {counts:?}");
     write32(0x18, 42);
     println!("wrote 42 to DOORBELL");
-    // EXERCISE mmio.1: read the new RINGS register (offset 0x20) and print `RINGS = N`.
+    // EXERCISE mmio.1: read the new RINGS register (offset 0x20) and print `RINGS = N`;
+    // ring DOORBELL once more, with 43, and print `RINGS = N` again.
     if id == 0x7061_7274
         && scratch == 0x1122_3344_5566_7788
         && (after_or, negative, before_xchg) == (0x9122_3344_5566_7788, true, after_or)

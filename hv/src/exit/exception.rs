@@ -20,6 +20,7 @@ use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS, DR6_SINGLE_STE
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use traplab_abi::event::Action;
@@ -147,6 +148,20 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
                     exception.name
                 );
             }
+            if vector == 1 {
+                // Which condition raised it is in DR6, where the handler will look: the trace
+                // says it too (a single step, a breakpoint, a watchpoint look alike otherwise).
+                let dr6 = guest.vcpu.vmcb.save.dr6;
+                return deliver!(
+                    guest,
+                    after first,
+                    vector,
+                    error_code,
+                    false,
+                    "the guest owns its exceptions (#DB debug; DR6 {dr6:#x}: {})",
+                    debug_causes(dr6)
+                );
+            }
             deliver!(
                 guest,
                 after first,
@@ -173,6 +188,28 @@ enum WindowStep {
 
 /// DR6's causes of a #DB other than the single step: B0–B3 and BD.
 const DR6_OTHER_CAUSES: u64 = DR6_BREAKPOINTS | DR6_DEBUG_REGISTER_ACCESS;
+
+/// The causes DR6 holds, by their names in the AMD APM (vol. 2, 13.1.1.3): `B1`, `B0, BS`.
+fn debug_causes(dr6: u64) -> String {
+    const CAUSES: [(u64, &str); 7] = [
+        (1 << 0, "B0: breakpoint 0"),
+        (1 << 1, "B1: breakpoint 1"),
+        (1 << 2, "B2: breakpoint 2"),
+        (1 << 3, "B3: breakpoint 3"),
+        (DR6_DEBUG_REGISTER_ACCESS, "BD: debug-register access"),
+        (DR6_SINGLE_STEP, "BS: single step"),
+        (1 << 15, "BT: task switch"),
+    ];
+    let named: Vec<&str> = CAUSES
+        .iter()
+        .filter(|(bit, _)| dr6 & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    match named.is_empty() {
+        true => "no cause set".into(),
+        false => named.join(", "),
+    }
+}
 
 /// The #DB at RIP, if it is the step `exit/iret.rs` set over an NMI handler's IRET; `None`
 /// for any other #DB.
@@ -300,6 +337,25 @@ mod tests {
         );
         assert_eq!(test.rip(), HANDLER);
         assert_eq!(test.gpr(4), bounce.frame, "RSP at the frame");
+    }
+
+    #[test]
+    fn a_debug_exception_s_reason_names_the_causes_dr6_holds() {
+        // A watchpoint on DR1 and a single step at once (DR6's reserved bits read as 1).
+        let mut test = Test::long_mode();
+        test.gate(1, HANDLER);
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0 | 1 << 1 | 1 << 14;
+        let decision = test.decide(test.exit(exception(1, 0, 0)));
+        assert_eq!(decision.action, Action::Reflect);
+        assert!(
+            decision
+                .why
+                .contains("(#DB debug; DR6 0xffff4ff2: B1: breakpoint 1, BS: single step)"),
+            "{}",
+            decision.why
+        );
+        let (event, ..) = testing::injected(&decision);
+        assert_eq!(event, Event::exception(1, 0));
     }
 
     #[test]

@@ -53,7 +53,21 @@ pub fn run(args: &BookTracesArgs) -> Result<ExitCode, super::Failure> {
         let symbols = lab.symbols()?;
         let run = traplab_labs::run::collect(&lab.machine()?, traplab_labs::run::TIMEOUT)
             .map_err(|error| error.to_string())?;
-        match traplab_labs::book::chapter_parts(lab, &run, &symbols) {
+        // An exercise that runs guests of its own: its check's starting point is a run of them.
+        let mut exercise_runs = Vec::new();
+        for exercise in lab
+            .exercises
+            .iter()
+            .filter(|exercise| exercise.guests.is_some())
+        {
+            let own = traplab_labs::run::collect(
+                &exercise.lab(lab).machine()?,
+                traplab_labs::run::TIMEOUT,
+            )
+            .map_err(|error| error.to_string())?;
+            exercise_runs.push((exercise.number, own));
+        }
+        match traplab_labs::book::chapter_parts(lab, &run, &exercise_runs, &symbols) {
             Ok(text) => write(&out.join(format!("{}.md", lab.id)), &text)?,
             Err(error) => failed.push(error),
         }

@@ -145,14 +145,16 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             })?;
             continue;
         }
-        let mut machine = lab.machine()?;
+        // An exercise may run its own guests (its guest as d1 and d2, say).
+        let runs = exercise.map_or_else(|| (*lab).clone(), |exercise| exercise.lab(lab));
+        let mut machine = runs.machine()?;
         super::keep_disk_image(&mut machine, &lab.id, &args.disk)?;
         let name = match (exercise, selected.len()) {
             (Some(exercise), _) => format!("{} exercise {}", lab.id, exercise.number),
             (None, 1) => lab.id.clone(),
             (None, count) => format!("{} ({} of {count})", lab.id, number + 1),
         };
-        let symbols = lab_symbols(lab)?;
+        let symbols = lab_symbols(&runs)?;
         let verdict = check(
             lab,
             &machine,
