@@ -7,7 +7,9 @@ use traplab_abi::event::{Body, Event};
 /// A broken promise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamFault {
-    #[error("events {expected}..{found} are missing (seq jumped from {expected} to {found})")]
+    /// `found` came where `expected` should have: the events from `expected` to `found - 1`
+    /// are missing.
+    #[error("{}", gap(*expected, *found))]
     Gap { expected: u64, found: u64 },
     /// `seq` went back, or repeated: events out of order, or the same one twice.
     #[error(
@@ -21,6 +23,22 @@ pub enum StreamFault {
     /// An event after `end`, which is the last one.
     #[error("seq {seq} came after the hypervisor's end event, which is the last one")]
     AfterEnd { seq: u64 },
+}
+
+/// What a [`StreamFault::Gap`] says: how many events, which seqs, and the jump.
+fn gap(expected: u64, found: u64) -> String {
+    let missing = found.saturating_sub(expected);
+    let which = match missing {
+        1 => format!("1 event is missing (seq {expected})"),
+        _ => format!(
+            "{missing} events are missing (seq {expected} to {})",
+            found.saturating_sub(1)
+        ),
+    };
+    match expected.checked_sub(1) {
+        Some(previous) => format!("{which}: seq jumped from {previous} to {found}"),
+        None => format!("{which}: the first event is seq {found}"),
+    }
 }
 
 /// Follows a stream of events.
@@ -147,6 +165,23 @@ mod tests {
         assert_eq!(check.observe(&event(3, end())), []);
         assert_eq!(check.count(), 4);
         assert!(check.finish().is_empty());
+    }
+
+    #[test]
+    fn a_gap_says_how_many_events_are_missing_and_from_where_seq_jumped() {
+        let said = |expected, found| StreamFault::Gap { expected, found }.to_string();
+        assert_eq!(
+            said(29, 30),
+            "1 event is missing (seq 29): seq jumped from 28 to 30"
+        );
+        assert_eq!(
+            said(29, 32),
+            "3 events are missing (seq 29 to 31): seq jumped from 28 to 32"
+        );
+        assert_eq!(
+            said(0, 2),
+            "2 events are missing (seq 0 to 1): the first event is seq 2"
+        );
     }
 
     #[test]
