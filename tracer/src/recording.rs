@@ -1,9 +1,11 @@
 //! Recordings: a trace saved as JSON Lines (`traplab trace --record FILE`), read back by
 //! `traplab replay`, `stats`, `diff` and the checker.
 //!
-//! Reading never panics and never hides a bad line: a recording reads up to its first bad
-//! line, and the error names that line's number; the events before it are kept. A line whose
-//! `seq` does not come after the one before it (a repeat, a step back) is a bad line too.
+//! Reading never panics and never hides a bad line: a bad line is skipped, the error names
+//! the first one's number, and every other line's event is kept (the one a bad line held
+//! shows as a gap in `seq`). A line whose `seq` does not come after the one before it (a
+//! repeat, a step back) is a bad line too. (`store::Trace` reads recordings the same way,
+//! indexed instead of held.)
 
 use crate::json::{self, JsonError};
 use std::fs::File;
@@ -33,7 +35,7 @@ impl Recorder {
     }
 }
 
-/// The first line that is not an event.
+/// A line that is not an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}:{line}: {error}")]
 pub struct LineError {
@@ -43,12 +45,14 @@ pub struct LineError {
     pub error: JsonError,
 }
 
-/// What a recording holds: the events up to the first bad line, and that line's error.
+/// What a recording holds: the events of its good lines, the first bad line's error, and how
+/// many lines were bad.
 #[derive(Debug)]
 pub struct Recording {
     pub path: PathBuf,
     pub events: Vec<Event>,
     pub error: Option<LineError>,
+    pub bad_lines: usize,
 }
 
 /// Read a whole recording. `Err` only when the file cannot be read at all.
@@ -56,34 +60,26 @@ pub fn read(path: &Path) -> io::Result<Recording> {
     let file = File::open(path)?;
     let mut events = Vec::new();
     let mut error = None;
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = match line {
-            Ok(line) => line,
-            Err(io_error) if io_error.kind() == io::ErrorKind::InvalidData => {
-                error = Some(LineError {
-                    path: path.display().to_string(),
-                    line: index + 1,
-                    error: JsonError::Syntax("not UTF-8 text".into()),
-                });
-                break;
-            }
-            Err(io_error) => return Err(io_error),
-        };
-        if line.trim().is_empty() {
+    let mut bad_lines = 0;
+    for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line?;
+        if line.trim_ascii().is_empty() {
             continue;
         }
         let previous = events.last().map(|event: &Event| event.seq);
-        match json::from_line(&line)
-            .and_then(|event| json::check_order(previous, event.seq).map(|()| event))
-        {
+        let event = std::str::from_utf8(&line)
+            .map_err(|_| JsonError::Syntax("not UTF-8 text".into()))
+            .and_then(json::from_line)
+            .and_then(|event| json::check_order(previous, event.seq).map(|()| event));
+        match event {
             Ok(event) => events.push(event),
             Err(json_error) => {
-                error = Some(LineError {
+                bad_lines += 1;
+                error.get_or_insert(LineError {
                     path: path.display().to_string(),
                     line: index + 1,
                     error: json_error,
                 });
-                break;
             }
         }
     }
@@ -91,6 +87,7 @@ pub fn read(path: &Path) -> io::Result<Recording> {
         path: path.to_path_buf(),
         events,
         error,
+        bad_lines,
     })
 }
 
@@ -133,13 +130,26 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_last_line_names_its_line_and_keeps_the_rest() {
+    fn a_bad_line_is_named_and_skipped_and_the_rest_kept() {
         let path = temporary("truncated");
         let first = json::to_line(&console(0, "a"));
         let second = json::to_line(&console(1, "b"));
-        std::fs::write(&path, format!("{first}\n\n{}", &second[..second.len() / 2])).unwrap();
+        let third = json::to_line(&console(2, "c"));
+        let mut bytes = format!("{first}\n\n{}\n", &second[..second.len() / 2]).into_bytes();
+        bytes.extend_from_slice(b"\xff\n");
+        bytes.extend_from_slice(third.as_bytes());
+        std::fs::write(&path, bytes).unwrap();
         let recording = read(&path).unwrap();
-        assert_eq!(recording.events.len(), 1);
+        let seqs: Vec<u64> = recording.events.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            seqs,
+            [0, 2],
+            "the bad lines are skipped, the one after them kept"
+        );
+        assert_eq!(
+            recording.bad_lines, 2,
+            "a cut line and one that is not UTF-8"
+        );
         let error = recording.error.unwrap();
         assert_eq!(error.line, 3);
         assert!(matches!(error.error, JsonError::Syntax(_)));
@@ -150,13 +160,19 @@ mod tests {
     #[test]
     fn a_seq_out_of_order_is_a_bad_line() {
         let path = temporary("out-of-order");
-        let lines: Vec<String> = [0, 1, 1]
+        let lines: Vec<String> = [0, 1, 1, 2]
             .into_iter()
             .map(|seq| json::to_line(&console(seq, "x")))
             .collect();
         std::fs::write(&path, lines.join("\n")).unwrap();
         let recording = read(&path).unwrap();
-        assert_eq!(recording.events.len(), 2);
+        let seqs: Vec<u64> = recording.events.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            seqs,
+            [0, 1, 2],
+            "the repeat is skipped, the event after it kept"
+        );
+        assert_eq!(recording.bad_lines, 1);
         let error = recording.error.unwrap();
         assert_eq!(
             (error.line, error.error),

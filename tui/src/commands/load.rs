@@ -11,9 +11,9 @@ use traplab_tracer::qemu::Machine;
 use traplab_tracer::session::{Item, Options, Session};
 use traplab_tracer::store::Trace;
 
-/// Open a recording. A file with no event before its first bad line (or none at all) is
-/// not a recording: an error. A bad line later is reported on stderr (the trace holds what
-/// came before); the status to exit with says whether there was one.
+/// Open a recording. A file with no event at all (every line bad, or none) is not a
+/// recording: an error. A bad line in one is reported on stderr and skipped (the trace holds
+/// every other line's event); the status to exit with says whether there was one.
 pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
     let trace =
         Trace::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -49,16 +49,19 @@ pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
     if let Some(error) = trace.error() {
         eprintln!("traplab: {error}");
         eprintln!(
-            "traplab: the recording is read up to line {}: {} events before it",
-            error.line - 1,
+            "traplab: {} skipped (the first named above); {} events read",
+            match trace.bad_lines() {
+                1 => "that line was".to_string(),
+                lines => format!("{lines} bad lines were"),
+            },
             trace.len()
         );
         code = status::BAD_RECORDING;
     }
     for fault in trace.faults() {
-        // No end event says nothing more when the reading stopped first: at a bad line, or
-        // at the user's `q` before the whole file was read (`whole`).
-        if fault == StreamFault::Truncated && (!whole || trace.error().is_some()) {
+        // No end event says nothing more when the reading stopped first, at the user's `q`
+        // before the whole file was read (`whole`).
+        if fault == StreamFault::Truncated && !whole {
             continue;
         }
         eprintln!("traplab: note: {fault}");

@@ -1326,11 +1326,10 @@ fn next_domain(doms: &[u16], dom: u16, forward: bool) -> u16 {
 
 /// What the title says of what is wrong with the trace itself, if anything: events the
 /// hypervisor lost or that are missing, events out of order, the ring broken, or (once the
-/// whole trace is in, and it has no bad line, which says why it ends) no end event. Short, in capitals, as the bad-line marker is: a trace
+/// whole trace is in) no end event. Short, in capitals, as the bad-line marker is: a trace
 /// with holes explains less than it seems to, and a student must see it on every screen.
 pub fn trace_fault_marker(app: &App) -> Option<String> {
     let complete = app.loader.is_none()
-        && app.trace.error().is_none()
         && app
             .live
             .as_ref()

@@ -140,7 +140,10 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         ));
     }
     if let Some(error) = app.trace.error() {
-        parts.push(format!("BAD LINE {}: read up to it", error.line));
+        parts.push(match app.trace.bad_lines() {
+            1 => format!("BAD LINE {}: skipped", error.line),
+            lines => format!("{lines} BAD LINES from {}: skipped", error.line),
+        });
     }
     if let Some(marker) = super::app::trace_fault_marker(app) {
         parts.push(marker);
