@@ -131,8 +131,10 @@ pub struct Facts {
     pub tsc_hz: Option<u64>,
     /// `lost`.
     pub lost: Option<u64>,
-    /// `notify`: the domain notified, and its port that is pending now.
+    /// `notify`: the domain notified, and its port that is pending now ...
     pub notified: Option<(u16, u32)>,
+    /// ... and whether the notification woke that domain from a block.
+    pub woke: bool,
     /// `schedule`.
     pub switch: Option<Switch>,
 }
@@ -172,7 +174,10 @@ impl Facts {
                 facts.rip = Some(resume.rip);
                 facts.cycles = Some(resume.cycles);
             }
-            Body::Notify(notify) => facts.notified = Some((notify.to, notify.port)),
+            Body::Notify(notify) => {
+                facts.notified = Some((notify.to, notify.port));
+                facts.woke = notify.woke;
+            }
             Body::Schedule(schedule) => {
                 facts.switch = Some(Switch {
                     from: schedule.from,
@@ -437,6 +442,8 @@ struct Pending {
     port: u32,
     /// The flow with the `notify`.
     sender: u32,
+    /// The notification woke the domain from a block.
+    woke: bool,
 }
 
 /// How many notifications may wait for their upcall in one domain (a domain that never
@@ -660,7 +667,11 @@ impl Assembler {
                     if waiting.len() == PENDING_MAX {
                         waiting.remove(0);
                     }
-                    waiting.push(Pending { port, sender: open });
+                    waiting.push(Pending {
+                        port,
+                        sender: open,
+                        woke: facts.woke,
+                    });
                 }
             }
             Kind::Resume => {
@@ -707,7 +718,12 @@ impl Assembler {
 
     /// Flow `receiver` of `dom` delivers what may be an upcall: link it to the notification
     /// that made it pending — the one on the port that woke `dom`, else the oldest — and to
-    /// the later notifications of the same port, which found it pending already.
+    /// the later notifications of the same port, which found it pending already. Of a
+    /// woken domain, the notification that woke it: notifications of the port before it had
+    /// been taken already (a domain blocks only with nothing to take), though no event says
+    /// so (a poll clears a pending bit without an upcall), and caused nothing here. So a
+    /// domain's own `bind_interdomain`, which makes its new port pending (as Xen's does), is
+    /// not taken for what woke it when another domain sends on that port later.
     fn link_upcall(&mut self, dom: u16, receiver: u32, flows: &mut [Flow]) {
         let woken_port = self.woken_by_port.remove(&dom);
         // Linked already, at the `schedule` that woke it (by its port): its upcall's
@@ -724,20 +740,26 @@ impl Assembler {
         // A schedule that names the port that woke the domain links that port's notification
         // or none: a notification of another port did not wake it.
         let position = match woken_port {
-            Some(port) => waiting.iter().position(|pending| pending.port == port),
+            Some(port) => waiting
+                .iter()
+                .rposition(|pending| pending.port == port && pending.woke)
+                .or_else(|| waiting.iter().position(|pending| pending.port == port)),
             None => (!waiting.is_empty()).then_some(0),
         };
         let Some(position) = position else { return };
         let port = waiting[position].port;
-        let mut first = true;
+        let mut index = 0;
         waiting.retain(|pending| {
+            let this = index;
+            index += 1;
             if pending.port != port {
                 return true;
             }
-            flows[pending.sender as usize].woke = receiver;
-            if first {
+            if this >= position {
+                flows[pending.sender as usize].woke = receiver;
+            }
+            if this == position {
                 flows[receiver as usize].woken_by = pending.sender;
-                first = false;
             }
             false
         });
@@ -875,6 +897,14 @@ mod tests {
         Facts {
             notified: Some((to, port)),
             ..facts(Kind::Notify, Some(from))
+        }
+    }
+
+    /// A `notify` that woke its receiver from a block.
+    fn notify_waking(from: u16, to: u16, port: u32) -> Facts {
+        Facts {
+            woke: true,
+            ..notify(from, to, port)
         }
     }
 
@@ -1192,6 +1222,36 @@ mod tests {
         assert_eq!(flows[1].woke, 0, "d1's send woke d2's poll");
         assert_eq!(flows[0].woken_by, 1);
         assert_eq!(flows[0].delivered, None, "no upcall");
+    }
+
+    #[test]
+    fn a_wake_is_the_send_that_woke_and_not_the_domain_s_own_bind_before_it() {
+        // d2 binds an interdomain port (the hypervisor makes the new port 1 pending, as Xen
+        // does: a notify to itself that wakes nobody), takes it by polling, and blocks; d1
+        // sends on it and wakes d2. The wake is d1's, not d2's own bind's.
+        let events = vec![
+            facts(Kind::Boot, None),
+            at(schedule(None, Some(2), ScheduleWhy::Start, None), 10),
+            at(exit_of(2, 0x81), 20),
+            decide_of(2, Action::Emulate),
+            notify(2, 2, 1),
+            at(resume_of(2, 10), 30),
+            at(exit_of(2, 0x81), 40),
+            decide_of(2, Action::Emulate),
+            at(schedule(Some(2), Some(1), ScheduleWhy::Blocked, None), 50),
+            at(exit_of(1, 0x81), 60),
+            decide_of(1, Action::Forward),
+            notify_waking(1, 2, 1),
+            at(schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(1)), 70),
+            at(resume_of(2, 80), 80),
+            facts(Kind::End, None),
+        ];
+        let (flows, _) = assemble(&events);
+        let doms: Vec<u16> = flows.iter().map(|flow| flow.dom).collect();
+        assert_eq!(doms, [2, 2, 1]);
+        assert_eq!(flows[1].woken_by, 2, "d1's send woke d2's blocked flow");
+        assert_eq!(flows[2].woke, 1);
+        assert_eq!(flows[0].woke, NO_FLOW, "d2's own bind woke nothing");
     }
 
     #[test]

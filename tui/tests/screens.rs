@@ -569,6 +569,19 @@ fn keys_with_ctrl_are_not_their_letters() {
         app.prompt.as_ref().map(|prompt| prompt.text.as_str()),
         Some("")
     );
+    // A space of more than one byte (a no-break space, an input method's wide space) is a
+    // space, not the middle of a character.
+    press(&mut app, "page\u{a0}fault\u{3000}kind");
+    ctrl(&mut app, 'w');
+    assert_eq!(
+        app.prompt.as_ref().map(|prompt| prompt.text.as_str()),
+        Some("page\u{a0}fault\u{3000}")
+    );
+    ctrl(&mut app, 'w');
+    assert_eq!(
+        app.prompt.as_ref().map(|prompt| prompt.text.as_str()),
+        Some("page\u{a0}")
+    );
     press(&mut app, "<Esc>");
     // Ctrl-C quits as an interrupt: the command's status is 130, as for a SIGINT.
     ctrl(&mut app, 'c');

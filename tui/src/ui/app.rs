@@ -986,10 +986,13 @@ impl App {
                 prompt.text.clear()
             }
             KeyCode::Char('w') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                let kept = prompt.text.trim_end().len();
-                let start = prompt.text[..kept]
-                    .rfind(char::is_whitespace)
-                    .map_or(0, |space| space + 1);
+                // The word starts after the last space: a space may be more than one byte
+                // (a no-break space, an input method's wide space).
+                let kept = prompt.text.trim_end();
+                let start = kept
+                    .char_indices()
+                    .rfind(|(_, character)| character.is_whitespace())
+                    .map_or(0, |(at, space)| at + space.len_utf8());
                 prompt.text.truncate(start);
             }
             KeyCode::Char(_)
