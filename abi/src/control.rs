@@ -91,7 +91,9 @@ pub enum Break {
     /// An exit with this exit code (0x4e: #PF, 0x7b: IOIO, 0x72: CPUID, …).
     ExitCode(u64),
     /// An exception or software interrupt with this vector (an EXCP_* exit, or an
-    /// INT n / INT3 the guest executed).
+    /// INT n / INT3 the guest executed), or a delivery of it that no such exit made (an
+    /// exception the hypervisor raises itself, #AC or #MC on request, an NMI, or the #DF
+    /// it makes of two faults): [`Break::matches_delivery`].
     Vector(u8),
     /// An IN/OUT on this port.
     Port(u16),
@@ -176,25 +178,52 @@ pub struct ExitFacts<'a> {
     pub instruction: &'a [u8],
 }
 
+impl<'a> ExitFacts<'a> {
+    /// What a breakpoint looks at in a recorded `exit` event.
+    #[cfg(feature = "events")]
+    pub fn of(exit: &'a crate::event::Exit) -> ExitFacts<'a> {
+        ExitFacts {
+            exitcode: exit.exitcode,
+            rip: exit.rip,
+            exitinfo1: exit.exitinfo1,
+            rax: exit.regs.rax,
+            instruction: exit.insn.as_slice(),
+        }
+    }
+
+    /// The vector the guest raised, for an exception's exit or an INT n's.
+    pub fn raised(&self) -> Option<u8> {
+        use crate::exit::ExitReason;
+        match ExitReason::decode(self.exitcode, self.exitinfo1, 0) {
+            ExitReason::Exception { vector, .. } => Some(vector),
+            ExitReason::SoftwareInterrupt => software_interrupt_vector(self.instruction),
+            _ => None,
+        }
+    }
+}
+
 impl Break {
     pub fn matches(&self, exit: &ExitFacts) -> bool {
         use crate::exit::ExitReason;
         let reason = ExitReason::decode(exit.exitcode, exit.exitinfo1, 0);
         match *self {
             Break::ExitCode(code) => exit.exitcode == code,
-            Break::Vector(vector) => match reason {
-                ExitReason::Exception { vector: raised, .. } => raised == vector,
-                ExitReason::SoftwareInterrupt => {
-                    software_interrupt_vector(exit.instruction) == Some(vector)
-                }
-                _ => false,
-            },
+            Break::Vector(vector) => exit.raised() == Some(vector),
             Break::Port(port) => {
                 matches!(reason, ExitReason::Ioio { info, .. } if info.port == port)
             }
             Break::Hypercall(number) => reason == ExitReason::Vmmcall && exit.rax == number,
             Break::Code { .. } => self.at(exit.rip),
         }
+    }
+
+    /// Does a delivery of `vector` (an `inject` or a `bounce`) match, in a trap whose exit
+    /// raised `raised` ([`ExitFacts::raised`]; `None` for another exit, or a delivery after a
+    /// switch of domains)? A vector break stops at the delivery when no exit of that vector
+    /// came first: the exit and its reflection are one stop, and an exception the guest never
+    /// raised (an NMI, a #DF made of two #PF) has nothing else to stop at.
+    pub fn matches_delivery(&self, vector: u8, raised: Option<u8>) -> bool {
+        matches!(*self, Break::Vector(wanted) if wanted == vector && raised != Some(vector))
     }
 
     /// Does the guest being at `rip` (an exit's, or a resume's) match?
@@ -421,6 +450,26 @@ mod tests {
         );
         assert_eq!(Break::parse("port:70000"), None);
         assert_eq!(Break::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_vector_break_matches_a_delivery_no_exit_of_its_vector_made() {
+        // #DF made of two #PF: the exit raised 14, the delivery is 8.
+        assert!(Break::Vector(8).matches_delivery(8, Some(14)));
+        // An NMI the hypervisor sends, after a VMMCALL exit (no vector raised).
+        assert!(Break::Vector(2).matches_delivery(2, None));
+        // A reflected #PF stopped at its exit already.
+        assert!(!Break::Vector(14).matches_delivery(14, Some(14)));
+        assert!(!Break::Vector(14).matches_delivery(8, Some(14)));
+        assert!(!Break::ExitCode(0x4e).matches_delivery(14, None));
+        let int3 = ExitFacts {
+            exitcode: 0x75,
+            rip: 0,
+            exitinfo1: 0,
+            rax: 0,
+            instruction: &[0xcc],
+        };
+        assert_eq!(int3.raised(), Some(3));
     }
 
     #[test]

@@ -46,6 +46,9 @@ struct Controller {
     keys: Vec<Keys>,
     /// The first stop waits for the run loop ([`when_ready`]).
     deferred: bool,
+    /// The vector the last exit raised, until the trap ends: a delivery of another vector
+    /// in the same trap can stop a vector break ([`Break::matches_delivery`]).
+    raised: Option<u8>,
 }
 
 static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
@@ -80,6 +83,7 @@ pub fn enable(paused: bool) {
         breaks: Vec::new(),
         keys: Vec::new(),
         deferred: paused,
+        raised: None,
     });
 }
 
@@ -247,15 +251,9 @@ impl Controller {
     }
 
     /// Does the hypervisor stop after this event?
-    fn stops_after(&self, body: &Body) -> bool {
+    fn stops_after(&mut self, body: &Body) -> bool {
         let exit = match body {
-            Body::Exit(exit) => Some(ExitFacts {
-                exitcode: exit.exitcode,
-                rip: exit.rip,
-                exitinfo1: exit.exitinfo1,
-                rax: exit.regs.rax,
-                instruction: exit.insn.as_slice(),
-            }),
+            Body::Exit(exit) => Some(ExitFacts::of(exit)),
             _ => None,
         };
         // A code break also stops where the guest goes on: a resume at its address (the
@@ -264,12 +262,30 @@ impl Controller {
             Body::Resume(resume) => Some(resume.rip),
             _ => None,
         };
+        // A vector break also stops at a delivery no exit of its vector made (an NMI sent,
+        // the #DF made of two faults).
+        let delivered = match body {
+            Body::Inject(inject) => Some(inject.vector),
+            Body::Bounce(bounce) => Some(bounce.vector),
+            _ => None,
+        };
+        match body {
+            Body::Exit(_) => self.raised = exit.as_ref().and_then(ExitFacts::raised),
+            Body::Resume(_) | Body::Schedule(_) => self.raised = None,
+            _ => {}
+        }
         match self.run_state {
             RunState::Paused | RunState::Step => true,
             RunState::NextExit => exit.is_some(),
             RunState::Running => {
+                let raised = self.raised;
                 exit.is_some_and(|exit| self.breaks.iter().any(|b| b.matches(&exit)))
                     || resumes_at.is_some_and(|rip| self.breaks.iter().any(|b| b.at(rip)))
+                    || delivered.is_some_and(|vector| {
+                        self.breaks
+                            .iter()
+                            .any(|b| b.matches_delivery(vector, raised))
+                    })
             }
         }
     }

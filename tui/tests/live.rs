@@ -116,6 +116,23 @@ fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
     }
 }
 
+#[test]
+fn a_vector_break_stops_the_hypervisor_at_a_double_fault_no_exit_raised() {
+    // double-fault: a #PF whose delivery faults again; the hypervisor delivers #DF, which
+    // no exit names. `b df` must stop there, not let the lab run to its end.
+    let mut machine = traplab_labs::machine_for(&["double-fault"]);
+    machine.control = Some(ControlStart::Paused);
+    let (mut session, mut app) = start(&machine, 120, "double-fault");
+    let boot = until_stopped(&mut app, &mut session, None);
+    keys(&mut app, "bdf\nc");
+    until_stopped(&mut app, &mut session, Some(boot));
+    let (_, event) = app.current_event().expect("the stop is shown");
+    let Body::Inject(inject) = &event.body else {
+        panic!("stopped at {event:?}")
+    };
+    assert_eq!(inject.vector, 8);
+}
+
 /// Start `machine` under a session that QEMU's time limit ends after `seconds`, and a live
 /// app titled `title`, drawn without colours, guest images or sources.
 fn start(machine: &traplab_tracer::qemu::Machine, seconds: u64, title: &str) -> (Session, App) {

@@ -919,6 +919,75 @@ fn a_replay_runs_to_a_break_on_a_rip() {
     assert!(app.breaks.is_empty());
 }
 
+/// A vector break stops at a delivery no exit of its vector made: the #DF the hypervisor
+/// makes of a #PF during a #PF's delivery, where no exit says #DF. The #PF's own
+/// reflection is no second stop for `b pf`.
+#[test]
+fn a_replay_s_vector_break_stops_at_a_double_fault_made_of_two_page_faults() {
+    use traplab_abi::event::{Action, Body, Event, Inject};
+    use traplab_abi::svm::EventType;
+    use traplab_tracer::sample;
+    let inject = |vector: u8, name: &'static str| {
+        Body::Inject(Inject {
+            vector,
+            name: name.into(),
+            kind: EventType::Exception,
+            error_code: Some(0),
+            cr2: Some(0x5fff_fff8),
+            handler: Some(0x20_3000),
+            synthetic: false,
+        })
+    };
+    let bodies = [
+        Body::Boot(sample::boot()),
+        sample::created("double-fault"),
+        // The first #PF, reflected; then the second, during its delivery: #DF.
+        Body::Exit(sample::exit(0x4e, 0x20_0100, &[0xc7, 0x00])),
+        sample::decide(
+            Action::Reflect,
+            "the guest owns its exceptions",
+            "exception.rs",
+        ),
+        inject(14, "#PF"),
+        sample::resume(0x20_2000, 10),
+        Body::Exit(sample::exit(0x4e, 0x20_2000, &[0x50])),
+        sample::decide(
+            Action::Reflect,
+            "#PF while the CPU delivered #PF",
+            "exception.rs",
+        ),
+        inject(8, "#DF"),
+        sample::resume(0x20_3000, 10),
+    ];
+    let app = || {
+        let mut trace = Trace::live("double-fault (sample)");
+        for (seq, body) in bodies.iter().enumerate() {
+            let dom = (seq > 0).then_some(1);
+            trace.push_event(&Event {
+                seq: seq as u64,
+                tsc: 100 * seq as u64,
+                dom,
+                body: body.clone(),
+            });
+        }
+        App::new(trace, plain())
+    };
+    let mut app_df = app();
+    press(&mut app_df, "bdf<Enter>c");
+    let (_, event) = app_df.current_event().expect("stopped at an event");
+    assert_eq!(event.seq, 8, "the #DF's inject: {event:?}");
+    // `b pf` stops at a #PF's exit, not again at its reflection: shown at the first trap's
+    // exit (seq 2), `c` goes past that trap's inject of #PF to the second #PF's exit.
+    let mut app = app();
+    assert_eq!(app.current_event().map(|(_, event)| event.seq), Some(2));
+    press(&mut app, "bpf<Enter>c");
+    let (_, event) = app.current_event().expect("stopped at an event");
+    assert_eq!(
+        event.seq, 6,
+        "the second #PF's exit, not the first's inject"
+    );
+}
+
 #[test]
 fn a_replay_runs_to_a_break_on_a_symbol() {
     let trace = Trace::open(&recording("page-fault.jsonl")).unwrap();

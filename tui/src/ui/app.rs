@@ -760,25 +760,36 @@ impl App {
             return;
         }
         let from = self.current_index().map_or(0, |index| index + 1);
+        // The vector the trap's exit raised, as the hypervisor's controller keeps it: a
+        // vector break stops at a delivery no exit of its vector made (`matches_delivery`).
+        let mut raised = self.raised_before(from);
         for index in from..self.trace.len() {
             let Some(entry) = self.trace.index_of(index) else {
                 break;
             };
-            if !matches!(entry.kind, Kind::Exit | Kind::Resume) {
+            if !matches!(
+                entry.kind,
+                Kind::Exit | Kind::Resume | Kind::Inject | Kind::Bounce | Kind::Schedule
+            ) {
                 continue;
             }
             let Ok(event) = self.trace.event(index) else {
                 continue;
             };
+            let exit = match &event.body {
+                Body::Exit(exit) => Some(ExitFacts::of(exit)),
+                _ => None,
+            };
+            match &event.body {
+                Body::Exit(_) => raised = exit.as_ref().and_then(ExitFacts::raised),
+                Body::Resume(_) | Body::Schedule(_) => raised = None,
+                _ => {}
+            }
             let hit = self.breaks.iter().find(|(_, point)| match &event.body {
-                Body::Exit(exit) => point.matches(&ExitFacts {
-                    exitcode: exit.exitcode,
-                    rip: exit.rip,
-                    exitinfo1: exit.exitinfo1,
-                    rax: exit.regs.rax,
-                    instruction: exit.insn.as_slice(),
-                }),
+                Body::Exit(_) => exit.as_ref().is_some_and(|exit| point.matches(exit)),
                 Body::Resume(resume) => point.at(resume.rip),
+                Body::Inject(inject) => point.matches_delivery(inject.vector, raised),
+                Body::Bounce(bounce) => point.matches_delivery(bounce.vector, raised),
                 _ => false,
             });
             if let Some((text, _)) = hit {
@@ -788,6 +799,20 @@ impl App {
             }
         }
         self.message = Some("c: no break matches from here to the end of the trace".into());
+    }
+
+    /// The vector raised by the exit of the trap that event number `index` is in, when that
+    /// exit comes before it (a search for a break that starts in the middle of a trap).
+    fn raised_before(&self, index: usize) -> Option<u8> {
+        let flow = &self.trace.flows()[self.trace.flow_of(index)?];
+        let first = flow.first as usize;
+        if first >= index || !flow.has_exit() {
+            return None;
+        }
+        match self.trace.event(first).ok()?.body {
+            Body::Exit(exit) => ExitFacts::of(&exit).raised(),
+            _ => None,
+        }
     }
 
     /// Show event number `index`: its flow, at its step.
