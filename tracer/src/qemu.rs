@@ -345,8 +345,9 @@ pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) 
             "memory-backend-file,id=ram,size={ram},mem-path={},share=on",
             escape(ram_file)
         ),
+        // `-kernel` takes its value whole (it is no list of options): a comma stays one.
         "-kernel".into(),
-        escape(&machine.hv),
+        machine.hv.display().to_string(),
         "-nodefaults".into(),
         "-display".into(),
         "none".into(),
@@ -555,7 +556,7 @@ mod tests {
     #[test]
     fn the_command_line_has_the_machine_the_ring_and_the_guests() {
         let mut machine = Machine::new(
-            "/x/traplab-hv".into(),
+            "/x,1/traplab-hv".into(),
             vec![Guest::new("page-fault", "/g/page,fault")],
         );
         machine.trace = TraceMode::Off;
@@ -570,7 +571,10 @@ mod tests {
         assert!(
             joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/dev/shm/ram,share=on")
         );
-        assert!(joined.contains("-kernel /x/traplab-hv"));
+        assert!(
+            joined.contains("-kernel /x,1/traplab-hv "),
+            "-kernel is no option list: its comma stays one"
+        );
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("name=opt/traplab/trace,string=off"));
         assert!(

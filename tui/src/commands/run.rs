@@ -33,7 +33,15 @@ fn shell(lab: &Option<String>, machine: &mut traplab_tracer::qemu::Machine) -> R
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
-    // What is wrong with the command line first (a misspelled lab), then where it runs.
+    // What is wrong with the command line first (a misspelled lab), then where it runs, and
+    // only then what it needs: a Linux lab's machine fetches Debian's kernel (30 MB) for a
+    // run that would not start without a terminal.
+    if let Some(id) = &args.lab {
+        traplab_labs::lab(id)?;
+    }
+    if !std::io::stdout().is_terminal() {
+        return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
+    }
     let (name, mut machine) = super::machine(
         &args.lab,
         &args.guest,
@@ -41,9 +49,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         &args.settings,
         args.yes,
     )?;
-    if !std::io::stdout().is_terminal() {
-        return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
-    }
     if args.shell {
         shell(&args.lab, &mut machine)?;
     }
