@@ -101,8 +101,14 @@ pub enum Break {
     Hypercall(u64),
     /// The guest at an address in `start..end` (one instruction, or a function): an exit
     /// there, or a resume there — the guest goes on there, as at a handler's first
-    /// instruction. Checked against `exit` and `resume` events.
-    Code { start: u64, end: u64 },
+    /// instruction. Checked against `exit` and `resume` events. In domain `dom`, or in any
+    /// (`None`): a symbol is one program's, and another domain's program may have other
+    /// code at the same address.
+    Code {
+        start: u64,
+        end: u64,
+        dom: Option<u16>,
+    },
 }
 
 impl Command {
@@ -117,7 +123,10 @@ impl Command {
             Command::AddBreak(Break::Vector(vector)) => [5, 2, vector as u64, 0],
             Command::AddBreak(Break::Port(port)) => [5, 3, port as u64, 0],
             Command::AddBreak(Break::Hypercall(number)) => [5, 4, number, 0],
-            Command::AddBreak(Break::Code { start, end }) => [5, 5, start, end],
+            // The domain above the kind's byte, plus one (0: any domain).
+            Command::AddBreak(Break::Code { start, end, dom }) => {
+                [5, 5 | dom.map_or(0, |dom| dom as u64 + 1) << 8, start, end]
+            }
             Command::ClearBreaks => [6, 0, 0, 0],
             Command::Input(keys) => {
                 let word = |half: usize| {
@@ -146,7 +155,13 @@ impl Command {
             [5, 2, vector, _] => Command::AddBreak(Break::Vector(u8::try_from(vector).ok()?)),
             [5, 3, port, _] => Command::AddBreak(Break::Port(u16::try_from(port).ok()?)),
             [5, 4, number, _] => Command::AddBreak(Break::Hypercall(number)),
-            [5, 5, start, end] if start < end => Command::AddBreak(Break::Code { start, end }),
+            [5, kind, start, end] if kind & 0xff == 5 && start < end => {
+                let dom = match kind >> 8 {
+                    0 => None,
+                    plus_one => Some(u16::try_from(plus_one - 1).ok()?),
+                };
+                Command::AddBreak(Break::Code { start, end, dom })
+            }
             [6, ..] => Command::ClearBreaks,
             [opcode, low, high, _] if opcode & 0xff == 7 => {
                 let len = (opcode >> 24) as u8;
@@ -168,9 +183,10 @@ impl Command {
 }
 
 /// What a breakpoint looks at in an exit: the exit code, EXITINFO1, RAX, the instruction
-/// bytes (for the vector of INT n) and where the guest is.
+/// bytes (for the vector of INT n) and where the guest is: which domain, at which RIP.
 #[derive(Debug, Clone, Copy)]
 pub struct ExitFacts<'a> {
+    pub dom: Option<u16>,
     pub exitcode: u64,
     pub rip: u64,
     pub exitinfo1: u64,
@@ -179,10 +195,11 @@ pub struct ExitFacts<'a> {
 }
 
 impl<'a> ExitFacts<'a> {
-    /// What a breakpoint looks at in a recorded `exit` event.
+    /// What a breakpoint looks at in a recorded `exit` event of domain `dom`.
     #[cfg(feature = "events")]
-    pub fn of(exit: &'a crate::event::Exit) -> ExitFacts<'a> {
+    pub fn of(dom: Option<u16>, exit: &'a crate::event::Exit) -> ExitFacts<'a> {
         ExitFacts {
+            dom,
             exitcode: exit.exitcode,
             rip: exit.rip,
             exitinfo1: exit.exitinfo1,
@@ -213,7 +230,7 @@ impl Break {
                 matches!(reason, ExitReason::Ioio { info, .. } if info.port == port)
             }
             Break::Hypercall(number) => reason == ExitReason::Vmmcall && exit.rax == number,
-            Break::Code { .. } => self.at(exit.rip),
+            Break::Code { .. } => self.at(exit.dom, exit.rip),
         }
     }
 
@@ -226,9 +243,10 @@ impl Break {
         matches!(*self, Break::Vector(wanted) if wanted == vector && raised != Some(vector))
     }
 
-    /// Does the guest being at `rip` (an exit's, or a resume's) match?
-    pub fn at(&self, rip: u64) -> bool {
-        matches!(*self, Break::Code { start, end } if (start..end).contains(&rip))
+    /// Does domain `dom`'s guest being at `rip` (an exit's, or a resume's) match?
+    pub fn at(&self, dom: Option<u16>, rip: u64) -> bool {
+        matches!(*self, Break::Code { start, end, dom: wanted }
+            if (start..end).contains(&rip) && (wanted.is_none() || wanted == dom))
     }
 
     /// Parse what a user types: `pf`, `#PF`, `ud`, `vector:14`, `port:0x3f8`,
@@ -251,6 +269,7 @@ impl Break {
                 Some(Break::Code {
                     start,
                     end: start.checked_add(1)?,
+                    dom: None,
                 })
             } else {
                 None
@@ -400,6 +419,12 @@ mod tests {
             Command::AddBreak(Break::Code {
                 start: 0x20_0240,
                 end: 0x20_0300,
+                dom: None,
+            }),
+            Command::AddBreak(Break::Code {
+                start: 0x20_0240,
+                end: 0x20_0241,
+                dom: Some(2),
             }),
             Command::ClearBreaks,
         ]
@@ -445,7 +470,8 @@ mod tests {
             Break::parse("rip:0x200240"),
             Some(Break::Code {
                 start: 0x200240,
-                end: 0x200241
+                end: 0x200241,
+                dom: None,
             })
         );
         assert_eq!(Break::parse("port:70000"), None);
@@ -463,6 +489,7 @@ mod tests {
         assert!(!Break::Vector(14).matches_delivery(8, Some(14)));
         assert!(!Break::ExitCode(0x4e).matches_delivery(14, None));
         let int3 = ExitFacts {
+            dom: Some(1),
             exitcode: 0x75,
             rip: 0,
             exitinfo1: 0,
@@ -475,6 +502,7 @@ mod tests {
     #[test]
     fn breaks_match_exits() {
         let exit = |exitcode, exitinfo1, rax, instruction: &'static [u8]| ExitFacts {
+            dom: Some(1),
             exitcode,
             rip: 0x20_00b6,
             exitinfo1,
@@ -493,11 +521,21 @@ mod tests {
         // The guest at an address: any exit there, and (`at`) a resume there.
         let code = Break::parse("rip:0x2000b6").unwrap();
         assert!(code.matches(&exit(0x4e, 2, 0, &[])));
-        assert!(code.at(0x20_00b6) && !code.at(0x20_00b7));
+        assert!(code.at(Some(1), 0x20_00b6) && !code.at(Some(1), 0x20_00b7));
+        assert!(code.at(Some(2), 0x20_00b6), "an address is any domain's");
         assert!(
-            !Break::Vector(14).at(0x20_00b6),
+            !Break::Vector(14).at(Some(1), 0x20_00b6),
             "only a code break looks at a resume"
         );
+        // A symbol is one domain's: the same address in another domain is other code.
+        let symbol = Break::Code {
+            start: 0x20_00b0,
+            end: 0x20_00c0,
+            dom: Some(1),
+        };
+        assert!(symbol.matches(&exit(0x4e, 2, 0, &[])));
+        assert!(symbol.at(Some(1), 0x20_00b6));
+        assert!(!symbol.at(Some(2), 0x20_00b6) && !symbol.at(None, 0x20_00b6));
     }
 
     #[test]

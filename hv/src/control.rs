@@ -107,23 +107,23 @@ pub fn when_ready(meanwhile: &mut dyn FnMut()) {
 /// Called after `event` was recorded. While the host holds the hypervisor stopped there,
 /// `meanwhile` runs, again and again; it must not record events.
 #[inline]
-pub fn checkpoint(seq: u64, body: &Body, meanwhile: &mut dyn FnMut()) {
+pub fn checkpoint(seq: u64, dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     // At every event: without a controller (`traplab trace`, `bench`), one load.
     if ENABLED.load(Ordering::Relaxed) {
-        checkpoint_controlled(seq, body, meanwhile);
+        checkpoint_controlled(seq, dom, body, meanwhile);
     }
 }
 
 /// [`checkpoint`] when the host controls the hypervisor: take its commands, and stop if
 /// it asked to stop after this event.
-fn checkpoint_controlled(seq: u64, body: &Body, meanwhile: &mut dyn FnMut()) {
+fn checkpoint_controlled(seq: u64, dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     let stop = {
         let mut guard = CONTROLLER.lock();
         let Some(controller) = guard.as_mut() else {
             return;
         };
         controller.take_commands();
-        !controller.deferred && controller.stops_after(body)
+        !controller.deferred && controller.stops_after(dom, body)
     };
     if stop {
         hold(seq, meanwhile);
@@ -216,6 +216,7 @@ pub fn discard_keys() -> usize {
 /// The facts a breakpoint looks at, from the exit `domain` is in.
 pub fn exit_facts<'a>(domain: &Domain, exit: &'a Exit) -> ExitFacts<'a> {
     ExitFacts {
+        dom: Some(domain.id),
         exitcode: exit.reason.code(),
         rip: domain.vcpu.vmcb.save.rip,
         exitinfo1: domain.vcpu.vmcb.control.exitinfo1,
@@ -250,10 +251,10 @@ impl Controller {
         }
     }
 
-    /// Does the hypervisor stop after this event?
-    fn stops_after(&mut self, body: &Body) -> bool {
+    /// Does the hypervisor stop after this event of domain `dom`?
+    fn stops_after(&mut self, dom: Option<u16>, body: &Body) -> bool {
         let exit = match body {
-            Body::Exit(exit) => Some(ExitFacts::of(exit)),
+            Body::Exit(exit) => Some(ExitFacts::of(dom, exit)),
             _ => None,
         };
         // A code break also stops where the guest goes on: a resume at its address (the
@@ -280,7 +281,7 @@ impl Controller {
             RunState::Running => {
                 let raised = self.raised;
                 exit.is_some_and(|exit| self.breaks.iter().any(|b| b.matches(&exit)))
-                    || resumes_at.is_some_and(|rip| self.breaks.iter().any(|b| b.at(rip)))
+                    || resumes_at.is_some_and(|rip| self.breaks.iter().any(|b| b.at(dom, rip)))
                     || delivered.is_some_and(|vector| {
                         self.breaks
                             .iter()

@@ -131,7 +131,7 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
         gdb::note_decision(decide.action, &decide.why, &decide.at);
     }
     if let Some(seq) = trace::emit(dom, body) {
-        control::checkpoint(seq, body, meanwhile);
+        control::checkpoint(seq, dom, body, meanwhile);
     }
 }
 

@@ -133,6 +133,59 @@ fn a_vector_break_stops_the_hypervisor_at_a_double_fault_no_exit_raised() {
     assert_eq!(inject.vector, 8);
 }
 
+#[test]
+fn a_symbol_break_typed_at_the_boot_stops_only_in_the_domain_whose_program_has_it() {
+    // reflect-vs-bounce: d1 (faults-reflect) and d2 (faults-bounce) are different programs;
+    // only d2's has `bounce_entries`, and d1 has other code at the same addresses. At the
+    // first stop, after the boot, no domain exists yet: the programs are known all the same
+    // (`App::expect_programs`, as `traplab run` calls it).
+    let mut machine = traplab_labs::machine_for(&["faults-reflect", "faults-bounce"]);
+    machine.control = Some(ControlStart::Paused);
+    let options = SessionOptions {
+        timeout: Some(Duration::from_secs(120)),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let mut app = App::live(
+        "reflect-vs-bounce",
+        Options {
+            color: false,
+            guest_images: true,
+            source_root: None,
+        },
+    );
+    app.expect_programs(
+        machine
+            .domains()
+            .into_iter()
+            .map(|(dom, guest)| (dom, guest.image.as_path())),
+    );
+    let boot = until_stopped(&mut app, &mut session, None);
+    keys(&mut app, "bsym:bounce_entries\n");
+    assert_eq!(app.breaks.len(), 1, "{:?}", app.message);
+    keys(&mut app, "c");
+    until_stopped(&mut app, &mut session, Some(boot));
+    let (_, event) = app.current_event().expect("the stop is shown");
+    assert_eq!(
+        event.dom,
+        Some(2),
+        "stopped in d1, whose program has no bounce_entries: {event:?}"
+    );
+    // One instruction in it, as the Flow pane writes an address; an offset past its end is
+    // refused and says why.
+    keys(&mut app, "bsym:bounce_entries+0x10\n");
+    assert_eq!(app.breaks.len(), 2, "{:?}", app.message);
+    keys(&mut app, "bsym:bounce_entries+0x100000\n");
+    assert_eq!(app.breaks.len(), 2);
+    assert!(
+        app.message
+            .as_deref()
+            .is_some_and(|message| message.contains("is past its end")),
+        "{:?}",
+        app.message
+    );
+}
+
 /// Start `machine` under a session that QEMU's time limit ends after `seconds`, and a live
 /// app titled `title`, drawn without colours, guest images or sources.
 fn start(machine: &traplab_tracer::qemu::Machine, seconds: u64, title: &str) -> (Session, App) {

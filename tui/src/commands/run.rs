@@ -92,7 +92,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         }
         None => format!("{name} (live)"),
     };
-    let app = App::live(&title, Options::from_environment());
+    let mut app = App::live(&title, Options::from_environment());
+    app.expect_programs(
+        machine
+            .domains()
+            .into_iter()
+            .map(|(dom, guest)| (dom, guest.image.as_path())),
+    );
     let (interrupted, app) = ui::terminal::live(app, session, stop, recorder)
         .map_err(|error| format!("the terminal failed: {error}"))?;
     if interrupted {

@@ -12,7 +12,7 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use traplab_abi::control::{Break, Command, ExitFacts, Keys};
 use traplab_abi::event::Action;
@@ -296,6 +296,19 @@ impl App {
             resumed_from: None,
         });
         app
+    }
+
+    /// The programs a live run's domains will run, by domain, known before the domains are
+    /// created: a `sym:` break typed at the first stop, after the boot, finds its symbols.
+    pub fn expect_programs<'a>(&mut self, programs: impl IntoIterator<Item = (u16, &'a Path)>) {
+        if !self.options.guest_images {
+            return;
+        }
+        for (dom, elf) in programs {
+            self.images
+                .entry(dom)
+                .or_insert_with(|| GuestImage::load(elf).ok().map(Rc::new));
+        }
     }
 
     /// The flow number selected, if any flow is visible.
@@ -777,7 +790,7 @@ impl App {
                 continue;
             };
             let exit = match &event.body {
-                Body::Exit(exit) => Some(ExitFacts::of(exit)),
+                Body::Exit(exit) => Some(ExitFacts::of(event.dom, exit)),
                 _ => None,
             };
             match &event.body {
@@ -787,7 +800,7 @@ impl App {
             }
             let hit = self.breaks.iter().find(|(_, point)| match &event.body {
                 Body::Exit(_) => exit.as_ref().is_some_and(|exit| point.matches(exit)),
-                Body::Resume(resume) => point.at(resume.rip),
+                Body::Resume(resume) => point.at(event.dom, resume.rip),
                 Body::Inject(inject) => point.matches_delivery(inject.vector, raised),
                 Body::Bounce(bounce) => point.matches_delivery(bounce.vector, raised),
                 _ => false,
@@ -809,8 +822,9 @@ impl App {
         if first >= index || !flow.has_exit() {
             return None;
         }
-        match self.trace.event(first).ok()?.body {
-            Body::Exit(exit) => ExitFacts::of(&exit).raised(),
+        let event = self.trace.event(first).ok()?;
+        match &event.body {
+            Body::Exit(exit) => ExitFacts::of(event.dom, exit).raised(),
             _ => None,
         }
     }
@@ -886,6 +900,7 @@ impl App {
         let point = Break::Code {
             start: address,
             end: address + 1,
+            dom: Some(flows[delivering].dom),
         };
         if self.send(Command::AddBreak(point)) && self.send(Command::Continue) {
             if let Some(live) = self.live.as_mut() {
@@ -1132,32 +1147,79 @@ impl App {
         ));
     }
 
-    /// `sym:NAME` as the code it names, from the guests' ELF files.
-    fn symbol_break(&self, name: &str) -> Result<Break, String> {
+    /// `sym:NAME` (or `sym:NAME+0xOFF`, one instruction in it, as the Flow pane writes an
+    /// address) as the code it names in each domain whose program has it, from the guests'
+    /// ELF files: a symbol is one program's, so each break holds its domain.
+    fn symbol_breaks(&self, text: &str) -> Result<Vec<(u16, Break)>, String> {
+        let (name, offset) = match text.rsplit_once('+') {
+            Some((name, offset)) => {
+                let offset = traplab_abi::parse_number(offset).ok_or_else(|| {
+                    format!("“{text}”: after the + comes an offset, such as 0xe0")
+                })?;
+                (name.trim(), Some(offset))
+            }
+            None => (text.trim(), None),
+        };
         let mut doms: Vec<u16> = self.images.keys().copied().collect();
         doms.sort_unstable();
-        doms.iter()
-            .filter_map(|&dom| self.image(dom)?.symbols().find(name))
-            .map(|symbol| Break::Code {
-                start: symbol.address,
-                end: symbol.address + symbol.size.max(1),
-            })
-            .next()
-            .ok_or_else(|| {
-                format!("no symbol “{name}” in the guests' ELF files (sym: needs them built)")
-            })
+        let mut breaks = Vec::new();
+        for dom in doms {
+            let Some(symbol) = self.image(dom).and_then(|image| image.symbols().find(name)) else {
+                continue;
+            };
+            let size = symbol.size.max(1);
+            let (start, end) = match offset {
+                None => (symbol.address, symbol.address + size),
+                Some(offset) if offset < size => {
+                    (symbol.address + offset, symbol.address + offset + 1)
+                }
+                Some(offset) => {
+                    return Err(format!(
+                        "“{text}”: {name} is {size:#x} bytes long in d{dom}, {offset:#x} is past its end"
+                    ));
+                }
+            };
+            breaks.push((
+                dom,
+                Break::Code {
+                    start,
+                    end,
+                    dom: Some(dom),
+                },
+            ));
+        }
+        if breaks.is_empty() {
+            let known = self.images.values().filter(|image| image.is_some()).count();
+            return Err(match known {
+                0 => format!(
+                    "no symbol “{name}”: no guest's ELF file is read yet (they are, once its domain is created)"
+                ),
+                _ => format!("no symbol “{name}” in the guests' ELF files"),
+            });
+        }
+        Ok(breaks)
     }
 
     fn add_break(&mut self, text: &str) {
         let found = match text.split_once(':') {
             Some((kind, name)) if kind.trim().eq_ignore_ascii_case("sym") => {
-                self.symbol_break(name)
+                self.symbol_breaks(name).map(|breaks| match breaks.as_slice() {
+                    [(_, point)] => vec![(text.to_string(), *point)],
+                    // The same name in several programs: a break for each, named with its
+                    // domain.
+                    _ => breaks
+                        .into_iter()
+                        .map(|(dom, point)| (format!("{text} (d{dom})"), point))
+                        .collect(),
+                })
             }
-            _ => Break::parse(text).ok_or_else(|| {
-                format!(
-                    "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:exception_entries"
-                )
-            }),
+            _ => Break::parse(text)
+                .map(|point| vec![(text.to_string(), point)])
+                .ok_or_else(|| {
+                    format!(
+                        "“{text}” is not a break: try pf, ud, cpuid, ioio, port:0x3f8, vector:14, hypercall:1, exit:0x7b, rip:0x200240, sym:exception_entries"
+                    )
+                }),
         };
         let found = match found {
             Ok(found) => found,
@@ -1172,8 +1234,10 @@ impl App {
             .live
             .as_ref()
             .is_some_and(|live| live.state == LiveState::Starting);
-        if !self.controls_qemu() || booting || self.send(Command::AddBreak(found)) {
-            self.breaks.push((text.to_string(), found));
+        for (label, point) in found {
+            if !self.controls_qemu() || booting || self.send(Command::AddBreak(point)) {
+                self.breaks.push((label, point));
+            }
         }
     }
 
