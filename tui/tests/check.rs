@@ -95,6 +95,33 @@ fn check_grades_the_code_as_it_is_now_not_the_last_build() {
 }
 
 #[test]
+fn trace_runs_the_code_as_it_is_now_not_the_last_build() {
+    // As check does: a student who changes a guest and traces the lab sees the change,
+    // whether cargo rebuilt it or not (`traplab trace` run as it is, not by `cargo run`).
+    let (_turn, copy) = fresh_copy();
+    let ioio_exits = |output: &Output| {
+        text(&output.stdout)
+            .lines()
+            .filter(|line| line.contains(r#""kind":"exit""#) && line.contains(r#""reason":"IOIO""#))
+            .count()
+    };
+    let solution = repository().join("labs/solutions/hello/1.patch");
+    traplab_labs::tree::apply_patch(&solution, &copy).expect("the solution applies");
+    let solved = traplab_in(&copy, &["trace", "hello", "--json"]);
+    assert_eq!(solved.status.code(), Some(0), "{}", text(&solved.stderr));
+    // The solution writes the line with one REP OUTSB: one exit, where a byte each was.
+    assert_eq!(ioio_exits(&solved), 1, "the solution's build ran");
+    traplab_labs::tree::mirror(&repository(), &copy, &PARTS).expect("the copy refreshes");
+    let start = traplab_in(&copy, &["trace", "hello", "--json"]);
+    assert_eq!(start.status.code(), Some(0), "{}", text(&start.stderr));
+    assert!(
+        ioio_exits(&start) > 10,
+        "the starting point ran, a byte an exit, not the solution's build: {} IOIO exits",
+        ioio_exits(&start)
+    );
+}
+
+#[test]
 fn check_stops_a_guest_stuck_on_the_same_fault_and_says_which() {
     let (_turn, copy) = fresh_copy();
     // A handler that never maps the page that faults: the write faults for ever.

@@ -371,12 +371,15 @@ fn a_disk_image_named_with_disk_is_made_at_the_lab_s_size_kept_and_holds_what_d1
 
 #[test]
 fn without_qemu_the_error_names_the_install_command() {
-    // A PATH with nothing on it: no qemu-system-x86_64, no sudo, no apt-get.
+    // A PATH with nothing on it: no qemu-system-x86_64, no sudo, no apt-get, and no cargo
+    // (`cargo test` names its own in CARGO): traplab runs the programs built before, and
+    // says so, then finds no QEMU.
     let empty = temporary("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     let output = traplab()
         .args(["trace", "hello"])
         .env("PATH", &empty)
+        .env_remove("CARGO")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -391,6 +394,10 @@ fn without_qemu_the_error_names_the_install_command() {
         "{stderr}"
     );
     assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(
+        stderr.contains("running the hypervisor and guests built before"),
+        "{stderr}"
+    );
     std::fs::remove_dir(empty).unwrap();
 }
 

@@ -38,6 +38,7 @@ struct Sample {
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
+    super::bring_up_to_date(super::OlderBuild::Run)?;
     if args.ui {
         return super::bench_ui::run(args);
     }

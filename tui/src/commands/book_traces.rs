@@ -28,6 +28,7 @@ pub struct BookTracesArgs {
 }
 
 pub fn run(args: &BookTracesArgs) -> Result<ExitCode, super::Failure> {
+    super::bring_up_to_date(super::OlderBuild::Run)?;
     // The book of the traplab tree this runs in, as the labs it runs are.
     let repository = &traplab_labs::tree::tree().root;
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;

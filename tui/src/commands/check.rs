@@ -24,7 +24,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use traplab_labs::bare::BuildError;
 use traplab_labs::grade::{self, Problem, Verdict};
 use traplab_labs::run::Progress;
 use traplab_labs::{Exercise, Lab};
@@ -182,42 +181,15 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     }))
 }
 
-/// Bring the hypervisor and the guests of the traplab tree up to date before grading them:
-/// the same cargo build `cargo build` runs (`traplab_labs::bare`), which rebuilds what
-/// changed since the last build and nothing else. A check must grade the code as it is
-/// now, never the binaries of an older build (a `git stash` after building a solution).
+/// Bring the hypervisor and the guests up to date before grading them
+/// ([`super::bring_up_to_date`]), saying so on the progress line: a check must grade the code
+/// as it is now, never the binaries of an older build (a `git stash` after building a
+/// solution), so one that cannot build grades nothing.
 fn rebuild(progress: &mut ProgressLine<std::io::Stderr>) -> Result<(), Failure> {
-    let tree = traplab_labs::tree::tree();
     progress.show("building what changed in hv/ and guests/ (cargo build --release) …");
-    let built = traplab_labs::bare::build_tree(&tree.root, true);
+    let built = super::bring_up_to_date(super::OlderBuild::Refuse);
     progress.clear();
-    match built {
-        Ok(()) => Ok(()),
-        Err(error @ BuildError::Failed { .. }) => Err(Failure::new(
-            status::BUILD_FAILED,
-            format!("{error}\nFix it and check again: nothing was graded."),
-        )),
-        Err(error @ BuildError::CannotRun { .. }) => {
-            let target_dir = traplab_labs::bare::target_dir(&tree.root);
-            let commands: Vec<String> = traplab_labs::bare::WORKSPACES
-                .iter()
-                .map(|workspace| {
-                    format!(
-                        "  {}",
-                        traplab_labs::bare::command_line(&tree.root.join(workspace), &target_dir)
-                    )
-                })
-                .collect();
-            Err(Failure::new(
-                status::BUILD_FAILED,
-                format!(
-                    "{error}, so the hypervisor and the guests of {} cannot be brought up to date, and a check never grades an older build: nothing was graded. Build them with\n{}\nand check again.",
-                    tree.describe(),
-                    commands.join("\n")
-                ),
-            ))
-        }
-    }
+    built
 }
 
 /// The symbols of a lab's first guest, which its expected flow may name.

@@ -110,6 +110,7 @@ pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
         .into());
     };
     crate::setup::ensure_lab_kernel(lab, yes)?;
+    super::bring_up_to_date(super::OlderBuild::Run)?;
     run_now(&lab.id, &lab.machine()?, yes)
 }
 

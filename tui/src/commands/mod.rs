@@ -47,6 +47,69 @@ impl From<&str> for Failure {
     }
 }
 
+/// What a command does when the hypervisor and the guests cannot be built here (no cargo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OlderBuild {
+    /// Nothing: a check never grades an older build.
+    Refuse,
+    /// Run what was built before, and say so.
+    Run,
+}
+
+/// Bring the hypervisor and the guests of the traplab tree up to date before a command runs
+/// them: the same cargo build `cargo build` runs (`traplab_labs::bare`), which rebuilds what
+/// changed since the last build and nothing else (a fraction of a second when nothing did).
+/// A lab runs the code as it is now, never the programs of an older build: a student who
+/// edits a guest and runs `traplab trace` sees the change, as `cargo run` would show it.
+pub fn bring_up_to_date(older: OlderBuild) -> Result<(), Failure> {
+    use traplab_labs::bare::{self, BuildError};
+    let tree = traplab_labs::tree::tree();
+    match bare::build_tree(&tree.root, true) {
+        Ok(()) => Ok(()),
+        Err(error @ BuildError::Failed { .. }) => Err(Failure::new(
+            status::BUILD_FAILED,
+            format!(
+                "{error}\nFix it and {} again: nothing {}.",
+                match older {
+                    OlderBuild::Refuse => "check",
+                    OlderBuild::Run => "run it",
+                },
+                match older {
+                    OlderBuild::Refuse => "was graded",
+                    OlderBuild::Run => "ran",
+                }
+            ),
+        )),
+        Err(error @ BuildError::CannotRun { .. }) if older == OlderBuild::Run => {
+            eprintln!(
+                "traplab: note: {error}: running the hypervisor and guests built before, in {}",
+                bare::target_dir(&tree.root).display()
+            );
+            Ok(())
+        }
+        Err(error @ BuildError::CannotRun { .. }) => {
+            let target_dir = bare::target_dir(&tree.root);
+            let commands: Vec<String> = bare::WORKSPACES
+                .iter()
+                .map(|workspace| {
+                    format!(
+                        "  {}",
+                        bare::command_line(&tree.root.join(workspace), &target_dir)
+                    )
+                })
+                .collect();
+            Err(Failure::new(
+                status::BUILD_FAILED,
+                format!(
+                    "{error}, so the hypervisor and the guests of {} cannot be brought up to date, and a check never grades an older build: nothing was graded. Build them with\n{}\nand check again.",
+                    tree.describe(),
+                    commands.join("\n")
+                ),
+            ))
+        }
+    }
+}
+
 /// The machine for a lab (by id), a lone guest program or a kernel image (`--kernel`), with
 /// extra hypervisor settings: what `trace`, `gdb` and `run` start — its control domain and
 /// when its domains start come from the lab (`Lab::machine`); QEMU's RAM holds what its

@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     if !std::io::stdout().is_terminal() {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }
+    super::bring_up_to_date(super::OlderBuild::Run)?;
     let (name, mut machine) = super::machine(
         &args.lab,
         &args.guest,

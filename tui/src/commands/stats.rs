@@ -13,6 +13,7 @@ pub fn run(args: &StatsArgs) -> Result<ExitCode, super::Failure> {
     let (trace, code) = match &args.what {
         Some(what) => load::file_or_lab(what, args.yes)?,
         None => {
+            super::bring_up_to_date(super::OlderBuild::Run)?;
             let (name, machine) = super::machine(&None, &args.guest, &args.kernel, &[], args.yes)?;
             load::run_now(&name, &machine, args.yes)?
         }

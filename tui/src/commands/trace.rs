@@ -25,6 +25,7 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
+    super::bring_up_to_date(super::OlderBuild::Run)?;
     let (name, mut machine) = super::machine(
         &args.lab,
         &args.guest,
