@@ -127,8 +127,8 @@ pub fn expectation(pattern: &Pattern) -> String {
     match absent.len() {
         0 => sentence,
         _ => format!(
-            "{sentence}, and since the step before nothing like: {}",
-            absent.join("; ")
+            "{sentence}, and, since the step before, not {}",
+            absent.join(", nor ")
         ),
     }
 }
@@ -139,8 +139,9 @@ pub fn expectation(pattern: &Pattern) -> String {
 pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> String {
     if let Some(intruder) = &mismatch.intruder {
         return format!(
-            "the step wants {}, and this came first: {}",
-            intruder.rule, intruder.line
+            "this came before it, against the step's rule ({}): {}",
+            intruder.rule,
+            intruder.line.trim_start()
         );
     }
     let from = mismatch
