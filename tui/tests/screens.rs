@@ -146,6 +146,19 @@ fn statistics_and_filtering_from_them() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "3");
     insta::assert_snapshot!("stats", draw(&app, 80, 24));
+    // On a terminal too short for the table, the selected row stays in view.
+    press(&mut app, "jjj");
+    let short = draw(&app, 80, 8);
+    assert!(
+        short.contains("VMMCALL"),
+        "the last row, selected:\n{short}"
+    );
+    press(&mut app, "kkk");
+    let short = draw(&app, 80, 8);
+    assert!(
+        short.contains("IOIO") && !short.contains("VMMCALL"),
+        "{short}"
+    );
     press(&mut app, "j<Enter>");
     assert_eq!(app.screen, Screen::Flows);
     assert_eq!(app.class_filter, Some("#PF"));

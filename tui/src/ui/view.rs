@@ -1551,7 +1551,11 @@ fn render_stats(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines = vec![Line::styled(format_row(&table[0]), theme.header())];
-    for (position, row) in table[1..].iter().enumerate() {
+    // The rows that fit under the header and above the total (a blank line and its line):
+    // scrolled so that the selected one is among them, as the Flows list is.
+    let room = (inner.height as usize).saturating_sub(3).max(1);
+    let first = (app.stats_row + 1).saturating_sub(room);
+    for (position, row) in table[1..].iter().enumerate().skip(first).take(room) {
         let style = if position == app.stats_row {
             theme.lit()
         } else {
