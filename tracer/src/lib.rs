@@ -7,6 +7,7 @@
 //! | [`recording`] | write and read JSON Lines files, with line-numbered errors             |
 //! | [`qemu`]      | the QEMU command line, finding QEMU, and how to install it             |
 //! | [`session`]   | one run: start QEMU, read the ring and the serial log, stop cleanly    |
+//! | [`gdb_relay`] | gdb's port, relayed to the hypervisor's gdbstub: a gdb that vanishes is detached |
 //! | [`disk`]      | the raw image behind a lab's disk: made for the run, or the user's file |
 //! | [`symbols`] | addresses to names in a guest's ELF, and back                       |
 //! | [`text`]      | an event as one readable line                                          |
@@ -32,6 +33,7 @@ pub mod explain;
 pub mod export;
 pub mod filter;
 pub mod flows;
+pub mod gdb_relay;
 pub mod json;
 pub mod qemu;
 pub mod recording;

@@ -323,9 +323,15 @@ fn escape(path: &Path) -> String {
     escape_text(&path.display().to_string())
 }
 
-/// The arguments (without the program) that run `machine` with its RAM in `ram_file` and,
-/// when it has a disk, that disk's image in `disk_image` (`disk::Image`).
-pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) -> Vec<OsString> {
+/// The arguments (without the program) that run `machine` with its RAM in `ram_file`,
+/// when it has a disk, that disk's image in `disk_image` (`disk::Image`), and, when it has
+/// gdb's port, COM2 connected to the relay on `gdb_relay` (`gdb_relay::GdbRelay`).
+pub fn arguments(
+    machine: &Machine,
+    ram_file: &Path,
+    disk_image: Option<&Path>,
+    gdb_relay: Option<u16>,
+) -> Vec<OsString> {
     let ram = format!("{}M", machine.ram_mib);
     let mut args: Vec<String> = vec![
         "-machine".into(),
@@ -383,14 +389,14 @@ pub fn arguments(machine: &Machine, ram_file: &Path, disk_image: Option<&Path>) 
         args.push("-fw_cfg".into());
         args.push(format!("name=opt/traplab/timer-hz,string={hz}"));
     }
-    if let Some(port) = machine.gdb_port {
-        // COM2 is the second -serial. Loopback only: whoever reaches the port controls the
-        // guest. `wait=off`: QEMU starts at once; the hypervisor waits for gdb itself.
-        // `nodelay=on`: the UART sends a byte at a time, and Nagle's algorithm would hold
-        // each small segment for the peer's delayed ACK (measured: 160 ms per register read).
+    if let (Some(_), Some(relay)) = (machine.gdb_port, gdb_relay) {
+        // COM2 is the second -serial, connected to the relay that gdb's port leads to
+        // (loopback only: whoever reaches the port controls the guest). `nodelay=on`: the
+        // UART sends a byte at a time, and Nagle's algorithm would hold each small segment
+        // for the peer's delayed ACK (measured: 160 ms per register read).
         args.push("-chardev".into());
         args.push(format!(
-            "socket,id=gdb,host=127.0.0.1,port={port},server=on,wait=off,nodelay=on"
+            "socket,id=gdb,host=127.0.0.1,port={relay},server=off,nodelay=on"
         ));
         args.push("-serial".into());
         args.push("chardev:gdb".into());
@@ -561,7 +567,7 @@ mod tests {
         );
         machine.trace = TraceMode::Off;
         machine.settings = vec!["intercept-cr".into(), "lazy-memory".into()];
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None, None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -601,20 +607,21 @@ mod tests {
     }
 
     #[test]
-    fn gdb_gets_com2_on_a_loopback_port() {
+    fn gdb_s_com2_connects_to_its_relay_on_a_loopback_port() {
         let mut machine = Machine::new(
             "/x/traplab-hv".into(),
             vec![Guest::new("hello", "/g/hello")],
         );
         machine.gdb_port = Some(2159);
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None, Some(40123))
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
         let joined = args.join(" ");
-        assert!(joined.contains(
-            "-chardev socket,id=gdb,host=127.0.0.1,port=2159,server=on,wait=off,nodelay=on"
-        ));
+        assert!(
+            joined
+                .contains("-chardev socket,id=gdb,host=127.0.0.1,port=40123,server=off,nodelay=on")
+        );
         // COM1 is the first -serial (the log), COM2 the second (gdb).
         let serials: Vec<&String> = args
             .iter()
@@ -628,7 +635,7 @@ mod tests {
             "gdb debugs the first guest, domain 1, by default: {joined}"
         );
         machine.gdb_domain = 2;
-        let args = arguments(&machine, Path::new("/dev/shm/ram"), None);
+        let args = arguments(&machine, Path::new("/dev/shm/ram"), None, Some(40123));
         assert!(
             args.iter()
                 .any(|arg| arg == "name=opt/traplab/gdb,string=2")
@@ -658,7 +665,7 @@ mod tests {
             Some("backend")
         );
         assert!(machine.domain(3).is_none());
-        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None)
+        let args: Vec<String> = arguments(&machine, Path::new("/dev/shm/ram"), None, None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -686,7 +693,7 @@ mod tests {
 
     /// The `opt/traplab/dom…` fw_cfg values of `machine`, in order.
     fn domain_files(machine: &Machine) -> Vec<String> {
-        arguments(machine, Path::new("/dev/shm/ram"), None)
+        arguments(machine, Path::new("/dev/shm/ram"), None, None)
             .into_iter()
             .filter_map(|arg| arg.into_string().ok())
             .filter_map(|arg| arg.strip_prefix("name=opt/traplab/dom").map(str::to_string))
@@ -771,7 +778,7 @@ mod tests {
             large.ram_mib, 1024,
             "a machine that is large enough stays so"
         );
-        let args = arguments(&large, Path::new("/dev/shm/ram"), None);
+        let args = arguments(&large, Path::new("/dev/shm/ram"), None, None);
         assert!(args.iter().any(
             |arg| arg == "memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/ram,share=on"
         ));
@@ -784,7 +791,8 @@ mod tests {
             vec![Guest::new("hello", "/g/hello")],
         );
         let image = Path::new("/tmp/a,disk.img");
-        let without: Vec<OsString> = arguments(&machine, Path::new("/dev/shm/ram"), Some(image));
+        let without: Vec<OsString> =
+            arguments(&machine, Path::new("/dev/shm/ram"), Some(image), None);
         assert!(
             !without.iter().any(|arg| arg == "-drive"),
             "no disk in the machine: no controller, whatever the image"
@@ -794,7 +802,7 @@ mod tests {
             sectors: 2048,
             owner: 2,
         });
-        let joined = arguments(&machine, Path::new("/dev/shm/ram"), Some(image))
+        let joined = arguments(&machine, Path::new("/dev/shm/ram"), Some(image), None)
             .into_iter()
             .map(|arg| arg.into_string().unwrap_or_default())
             .collect::<Vec<_>>()

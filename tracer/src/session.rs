@@ -14,6 +14,7 @@
 //! open.
 
 use crate::disk;
+use crate::gdb_relay::GdbRelay;
 use crate::qemu::{self, HvStatus, Machine};
 use memmap2::MmapRaw;
 use std::collections::VecDeque;
@@ -169,6 +170,8 @@ pub struct Session {
     ram: Arc<SharedRam>,
     /// The disk's image, when the machine has a disk.
     disk: Option<disk::Image>,
+    /// gdb's port, when the machine has one.
+    _gdb_relay: Option<GdbRelay>,
     controlled: bool,
     ring: Option<Ring>,
     /// Turns the ring's compact records back into events (`traplab_abi::wire`).
@@ -208,12 +211,21 @@ impl Session {
             )?),
             None => None,
         };
+        // gdb's port is ours, relayed to COM2: bound before QEMU starts, which connects to it.
+        let gdb_relay = match machine.gdb_port {
+            Some(port) => Some(
+                GdbRelay::listen(port)
+                    .map_err(io_error(format!("listening for gdb on 127.0.0.1:{port}")))?,
+            ),
+            None => None,
+        };
         let mut command = Process::new(program);
         command
             .args(qemu::arguments(
                 machine,
                 &ram.path,
                 disk.as_ref().map(disk::Image::path),
+                gdb_relay.as_ref().map(GdbRelay::qemu_port),
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -258,6 +270,7 @@ impl Session {
             child,
             ram,
             disk,
+            _gdb_relay: gdb_relay,
             controlled: machine.control.is_some(),
             hv_waits_for_the_reader: machine.trace == qemu::TraceMode::Ring,
             ring: None,

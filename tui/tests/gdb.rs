@@ -961,6 +961,48 @@ fn gdb_attaches_at_once_after_a_burst_of_junk() {
     assert_eq!(status, 0, "{trace}");
 }
 
+/// A gdb that goes away without detaching (killed, its terminal closed) while it holds the
+/// guest stopped: the relay on gdb's port sees the connection end and detaches for it, and
+/// the lab runs to its end. (A serial line carries no hang-up: the guest used to wait for
+/// ever.) The same with real gdb, killed while it holds the guest.
+#[test]
+fn a_gdb_that_vanishes_while_it_holds_the_guest_is_detached_and_the_lab_ends() {
+    let lab = Lab::start("page-fault");
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    drop(socket);
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "{trace}");
+
+    let lab = Lab::start("page-fault");
+    let holding = flag("holding", lab.port);
+    let _ = std::fs::remove_file(&holding);
+    // gdb reads a register (it holds the guest stopped then), says so, and waits.
+    let mut gdb = Gdb::start(
+        &lab.elf,
+        lab.port,
+        &[
+            "info registers rip",
+            &format!("shell touch {}; sleep 600", holding.display()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !holding.exists() {
+        if gdb.child.try_wait().expect("wait for gdb").is_some() {
+            let output = gdb.output();
+            panic!("gdb ended before it held the guest:\n{output}");
+        }
+        assert!(Instant::now() < deadline, "gdb never held the guest");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // gdb's shell runs in a child of gdb: kill gdb alone, as a crash would.
+    gdb.child.kill().expect("kill gdb");
+    let _ = gdb.child.wait();
+    let _ = std::fs::remove_file(&holding);
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "{trace}");
+}
+
 /// `monitor` with a word the stub does not know says so, then lists the commands; `monitor
 /// decision` after a `stepi` over the faulting store is the #PF's reflection — not gdb's own
 /// fetch trap that ended the step, nor a timer tick.

@@ -30,7 +30,8 @@
 //! the debugged domain waits at its first instruction (the domains before it run as usual).
 //! A session ends when gdb detaches, kills, or — a serial line cannot tell that a socket
 //! closed — when the next gdb's `qSupported` arrives; everything gdb set in the guest is
-//! taken out then.
+//! taken out then. (traplab relays gdb's port to COM2 and sends the `D` for a gdb that hung
+//! up without one: `tracer/src/gdb_relay.rs`.)
 //!
 //! ## Where the guest stops
 //!

@@ -398,7 +398,7 @@ mod tests {
             "QEMU's RAM holds the hypervisor and d1's"
         );
         let args: Vec<String> =
-            traplab_tracer::qemu::arguments(&built, Path::new("/dev/shm/ram"), None)
+            traplab_tracer::qemu::arguments(&built, Path::new("/dev/shm/ram"), None, None)
                 .into_iter()
                 .filter_map(|arg| arg.into_string().ok())
                 .collect();
