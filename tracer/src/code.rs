@@ -8,10 +8,16 @@
 //! hypervisor from guest memory) are the truth for the trapping instruction itself; when
 //! they differ from the ELF (code the guest wrote at run time) we say so.
 
+use crate::flows::Kind;
+use crate::store::Trace;
 use crate::symbols::{SymbolError, Symbols};
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 use object::{Object, ObjectSection, SectionKind};
 use std::path::{Path, PathBuf};
+use traplab_abi::event::{Body, Event};
+
+/// How many exits [`GuestImage::ran_in`] compares at most.
+pub const BUILD_EVIDENCE: usize = 64;
 
 /// What the screen needs from one guest's ELF.
 pub struct GuestImage {
@@ -130,6 +136,46 @@ impl GuestImage {
             function: frame.function,
             inlined,
         })
+    }
+
+    /// Did domain `dom` of `trace` run this build of the program? Its exits' instruction
+    /// bytes, as the hypervisor fetched them, against this image's code at their RIPs (the
+    /// first [`BUILD_EVIDENCE`] exits with bytes in code the image has): a recording made
+    /// with another build has other code at those addresses, and its symbols would name
+    /// the wrong functions. Code the guest wrote itself differs too, so most must agree, not
+    /// all. `None` when no exit says.
+    pub fn ran_in(&self, trace: &Trace, dom: u16) -> Option<bool> {
+        let (mut agree, mut differ) = (0usize, 0usize);
+        for index in 0..trace.len() {
+            if agree + differ == BUILD_EVIDENCE {
+                break;
+            }
+            let is_exit = trace
+                .index_of(index)
+                .is_some_and(|entry| entry.kind == Kind::Exit && entry.dom == dom);
+            if !is_exit {
+                continue;
+            }
+            let Ok(Event {
+                body: Body::Exit(exit),
+                ..
+            }) = trace.event(index)
+            else {
+                continue;
+            };
+            let ran = exit.insn.as_slice();
+            match self.code_at(exit.rip, ran.len()) {
+                Some(built) if !ran.is_empty() && built.len() == ran.len() => {
+                    if built == ran {
+                        agree += 1
+                    } else {
+                        differ += 1
+                    }
+                }
+                _ => {}
+            }
+        }
+        (agree + differ > 0).then_some(agree > differ)
     }
 
     /// Up to `len` bytes of code from `address` (fewer at the end of a section).

@@ -216,6 +216,59 @@ fn a_malformed_line_is_named_and_skipped_and_the_lines_after_it_are_read() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// A recording names functions with the guest's ELF only when the ELF here is the build
+/// the recording ran: the exits' instruction bytes are its code at their RIPs.
+#[test]
+fn diff_leaves_out_the_symbols_of_another_build_and_says_so() {
+    let fresh = temporary("fresh.jsonl");
+    let made = traplab(&["trace", "page-fault", "--record", fresh.to_str().unwrap()]);
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = fresh.to_str().unwrap();
+    let same = traplab(&["diff", file, file]);
+    let stdout = String::from_utf8_lossy(&same.stdout);
+    assert!(
+        stdout.contains("Writ"),
+        "the console writer's name: {stdout}"
+    );
+    assert!(!String::from_utf8_lossy(&same.stderr).contains("another build"));
+    // Another build: the same recording with other bytes at every exit's RIP.
+    let text = std::fs::read_to_string(&fresh).unwrap();
+    let other: Vec<String> = text
+        .lines()
+        .map(|line| match line.find(r#""insn":""#) {
+            Some(at) => {
+                let start = at + r#""insn":""#.len();
+                format!(
+                    "{}0f{}",
+                    &line[..start],
+                    &line[(start + 2).min(line.len())..]
+                )
+            }
+            None => line.to_string(),
+        })
+        .collect();
+    let rebuilt = temporary("other-build.jsonl");
+    std::fs::write(&rebuilt, other.join("\n") + "\n").unwrap();
+    let file = rebuilt.to_str().unwrap();
+    let differs = traplab(&["diff", file, file]);
+    let stderr = String::from_utf8_lossy(&differs.stderr);
+    assert!(
+        stderr.contains("ran another build of page-fault than the one here"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&differs.stdout).contains("Writ"),
+        "no symbols of the wrong build"
+    );
+    std::fs::remove_file(fresh).unwrap();
+    std::fs::remove_file(rebuilt).unwrap();
+}
+
 #[test]
 fn a_file_that_is_not_a_recording_is_said_to_be_one_by_every_command() {
     let path = temporary("passwd");

@@ -14,6 +14,7 @@ use crate::cli::DiffArgs;
 use std::fmt::Write;
 use std::process::ExitCode;
 use traplab_abi::event::domain_label;
+use traplab_tracer::code::GuestImage;
 use traplab_tracer::diff::{self, Row, Side};
 use traplab_tracer::store::Trace;
 use traplab_tracer::symbols::Symbols;
@@ -45,12 +46,25 @@ pub fn run(args: &DiffArgs) -> Result<ExitCode, super::Failure> {
     Ok(ExitCode::from(left_code.max(right_code)))
 }
 
-/// Symbols of each domain's guest, when its ELF is here.
+/// Symbols of each domain's guest, when its ELF is here and is the build the trace ran
+/// (`GuestImage::ran_in`): another build's would name the wrong functions, so they are left
+/// out, and a note says so.
 fn symbols_of(trace: &Trace) -> Vec<(u16, Symbols)> {
     trace
         .domains()
         .iter()
-        .filter_map(|(dom, name)| Some((*dom, Symbols::load(&traplab_labs::guest_elf(name)).ok()?)))
+        .filter_map(|(dom, name)| {
+            let image = GuestImage::load(&traplab_labs::guest_elf(name)).ok()?;
+            if image.ran_in(trace, *dom) == Some(false) {
+                eprintln!(
+                    "traplab: note: {} of {} ran another build of {name} than the one here (its code at the exits' addresses differs): its symbols are left out",
+                    domain_label(*dom),
+                    trace.name
+                );
+                return None;
+            }
+            Some((*dom, image.symbols().clone()))
+        })
         .collect()
 }
 

@@ -358,11 +358,24 @@ impl App {
         self.refold();
         if self.options.guest_images {
             for (dom, name) in self.trace.domains().to_vec() {
-                self.images.entry(dom).or_insert_with(|| {
-                    GuestImage::load(&traplab_labs::guest_elf(&name))
-                        .ok()
-                        .map(Rc::new)
-                });
+                if self.images.contains_key(&dom) {
+                    continue;
+                }
+                let mut image = GuestImage::load(&traplab_labs::guest_elf(&name)).ok();
+                // A recording made with another build of the program: its symbols and its
+                // code would be the wrong ones (`GuestImage::ran_in`).
+                if self.live.is_none()
+                    && image
+                        .as_ref()
+                        .is_some_and(|image| image.ran_in(&self.trace, dom) == Some(false))
+                {
+                    image = None;
+                    self.message = Some(format!(
+                        "{} ran another build of {name} than the one here: its symbols and code are left out",
+                        traplab_abi::event::domain_label(dom)
+                    ));
+                }
+                self.images.insert(dom, image.map(Rc::new));
             }
         }
     }
