@@ -86,6 +86,17 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
             ))
         })?
         .to_string();
+    // Packages an earlier fetch left (an older busybox-static_*.deb) would be taken for the
+    // ones downloaded now: they go first.
+    for entry in std::fs::read_dir(&dir)
+        .map_err(|error| format!("{}: {error}", dir.display()))?
+        .filter_map(Result::ok)
+    {
+        if entry.path().extension().is_some_and(|extension| extension == "deb") {
+            std::fs::remove_file(entry.path())
+                .map_err(|error| format!("{}: {error}", entry.path().display()))?;
+        }
+    }
     run(Command::new("apt-get")
         .args(["download", &kernel_package, BUSYBOX_PACKAGE])
         .current_dir(&dir))
