@@ -92,7 +92,11 @@ pub fn fetch() -> Result<(PathBuf, PathBuf), String> {
         .map_err(|error| format!("{}: {error}", dir.display()))?
         .filter_map(Result::ok)
     {
-        if entry.path().extension().is_some_and(|extension| extension == "deb") {
+        if entry
+            .path()
+            .extension()
+            .is_some_and(|extension| extension == "deb")
+        {
             std::fs::remove_file(entry.path())
                 .map_err(|error| format!("{}: {error}", entry.path().display()))?;
         }

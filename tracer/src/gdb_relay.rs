@@ -131,11 +131,18 @@ fn relay(for_gdb: &TcpListener, for_qemu: &TcpListener, shared: &Arc<Shared>) {
         let Ok(gdb_reader) = gdb.try_clone() else {
             continue;
         };
-        lock(&shared.unheard).clear();
         *lock(&shared.gdb) = Some(gdb);
+        // The session may have ended between the accept and now, and nobody would shut
+        // this gdb's connection down: its read below would wait for gdb for ever.
+        if shared.is_over() {
+            shared.end();
+        }
         let hung_up_attached = from_gdb(gdb_reader, &mut to_qemu);
         lock(&shared.gdb).take();
         if hung_up_attached && !shared.is_over() {
+            // Only an `OK` that comes after the `D` answers it: one the stub sent before
+            // (to gdb's last `Z0` or `M`, say) must not let the next gdb in too early.
+            lock(&shared.unheard).clear();
             if to_qemu.write_all(DETACH).is_err() {
                 break;
             }

@@ -750,6 +750,27 @@ fn a_tsc_rate_the_host_gives_is_taken_instead_of_measured() {
     );
 }
 
+/// `bench --ui` loads a generated recording into the terminal UI, off screen, and jumps to
+/// its last flow, which ends in a folded run of the guest's console writes: the jump must
+/// get there (it stopped at the run's first flow once runs were folded).
+#[test]
+fn bench_ui_loads_a_recording_and_reaches_its_last_flow() {
+    let output = run(&["bench", "--ui", "--events", "1000", "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bench --ui --json prints JSON");
+    assert_eq!(report["events"], 1001);
+    assert!(
+        report["flows"].as_u64().is_some_and(|flows| flows > 100),
+        "{report}"
+    );
+}
+
 /// `traplab bench ARGS --runs 1 --json`, which must succeed: its report.
 fn bench_report(args: &[&str]) -> serde_json::Value {
     let output = traplab()

@@ -1656,8 +1656,8 @@ fn a_kill_taken_while_another_domain_traps_is_recorded_between_its_traps() {
         read_until_within(&mut socket, "$S02", Duration::from_secs(60));
         socket.write_all(b"+").expect("ack");
         socket.write_all(&packet("k")).expect("kill");
-        // Connected until the kill is done: QEMU's socket may drop what it has not read yet
-        // when the other end hangs up.
+        // Connected until the kill is done, as real gdb stays for its `vKill`'s answer (a
+        // hang-up right after a plain `k` is one gdb never makes).
         let _ = hang_up.recv_timeout(Duration::from_secs(120));
     });
     let mut events: Vec<Event> = Vec::new();

@@ -324,40 +324,48 @@ fn run_now(lab: &str) -> Trace {
 
 /// A recording made with another build of a guest (the committed ones, once the guests
 /// change): its ELF here would name the wrong functions, so the screen leaves them out and
-/// says why. Another build is made here by changing the bytes of every exit's instruction.
+/// says why. A run of this build is taken; the same run with other bytes at every exit's
+/// instruction is another build's.
 #[test]
 fn a_recording_of_another_build_is_shown_without_that_guest_s_symbols() {
-    let original =
-        std::fs::read_to_string(recording("page-fault.jsonl")).expect("the recording reads");
-    let lines: Vec<String> = original
-        .lines()
-        .map(|line| {
-            let mut line = line.to_string();
-            if let Some(at) = line.find(r#""insn":""#) {
-                let start = at + r#""insn":""#.len();
-                line.replace_range(start..start + 2, "0f");
+    use traplab_abi::event::{Body, InstructionBytes};
+    let options = Options {
+        guest_images: true,
+        ..plain()
+    };
+    let this_build = run_now("page-fault");
+    let mut other = Trace::live("other-build");
+    for index in 0..this_build.len() {
+        let mut event = this_build.event(index).expect("an event");
+        if let Body::Exit(exit) = &mut event.body {
+            let mut bytes = exit.insn.as_slice().to_vec();
+            if let Some(first) = bytes.first_mut() {
+                *first ^= 0xff;
             }
-            line
-        })
-        .collect();
-    let path = std::env::temp_dir().join(format!(
-        "traplab-screens-{}-other-build.jsonl",
-        std::process::id()
-    ));
-    std::fs::write(&path, lines.join("\n") + "\n").expect("a temporary file");
-    let app = App::new(
-        Trace::open(&path).expect("the edited recording"),
-        Options {
-            guest_images: true,
-            ..plain()
-        },
+            exit.insn = InstructionBytes::new(&bytes);
+        }
+        other.push_event(&event);
+    }
+    let app = App::new(this_build, options.clone());
+    assert!(
+        app.image(1).is_some(),
+        "this build's run: {:?}",
+        app.message
     );
-    std::fs::remove_file(path).expect("the temporary file goes");
-    assert!(app.image(0).is_none());
+    let mut app = App::new(other, options);
+    assert!(app.image(1).is_none());
     assert!(
         app.message
             .as_deref()
             .is_some_and(|message| message.contains("ran another build of page-fault")),
+        "{:?}",
+        app.message
+    );
+    press(&mut app, "bsym:traplab_guest_main<Enter>");
+    assert!(
+        app.message
+            .as_deref()
+            .is_some_and(|message| message.contains("other builds than the recording's")),
         "{:?}",
         app.message
     );

@@ -99,8 +99,15 @@ fn measure(path: &Path, as_json: bool) -> Result<ExitCode, super::Failure> {
     let flows = app.trace.flows().len();
     let rss_after = resident_bytes();
     let jump_started = Instant::now();
-    app.handle_key(KeyEvent::new(KeyCode::Char('G'), KeyModifiers::NONE));
-    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let press = |app: &mut App, code| app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+    press(&mut app, KeyCode::Char('G'));
+    press(&mut app, KeyCode::Enter);
+    // The last row may be a folded run of repeated flows (a guest's console writes): ⏎
+    // unfolded it, and the last flow is at its end.
+    if app.selected + 1 != app.visible.len() {
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Enter);
+    }
     terminal
         .draw(|frame| frame.render_widget(&app, frame.area()))
         .map_err(|error| error.to_string())?;

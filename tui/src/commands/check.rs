@@ -9,21 +9,22 @@
 //! guest's `exit(0)`), and the trace is whole.
 //!
 //! Before it runs anything, check rebuilds what changed in the hypervisor and the guests
-//! ([`rebuild`]): it grades the code as it is, never the programs of an older build. A run
+//! ([`super::bring_up_to_date`]): it grades the code as it is, never the programs of an older build. A run
 //! whose domain is stuck on one fault stops early (`traplab_labs::run::watch`), and on a
 //! terminal a line says how the check is going ([`ProgressLine`]).
 //!
 //! The grading itself is `traplab_labs::grade`, the same the tests use.
 
 use super::Failure;
+use super::progress::ProgressLine;
 use super::status::{self, BUILD_FAILED, INTERRUPTED, NOT_PASSED, SUCCESS, USAGE};
 use crate::setup;
 use clap::Args;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use traplab_labs::grade::{self, Problem, Verdict};
 use traplab_labs::run::Progress;
 use traplab_labs::{Exercise, Lab};
@@ -124,7 +125,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         .into());
     }
     let mut progress = ProgressLine::stderr();
-    rebuild(&mut progress)?;
+    super::bring_up_to_date(super::OlderBuild::Refuse)?;
     setup::ensure_qemu(args.yes)?;
     let (stop, options) = stoppable(args.timeout);
 
@@ -179,17 +180,6 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     } else {
         status::NOT_PASSED
     }))
-}
-
-/// Bring the hypervisor and the guests up to date before grading them
-/// ([`super::bring_up_to_date`]), saying so on the progress line: a check must grade the code
-/// as it is now, never the binaries of an older build (a `git stash` after building a
-/// solution), so one that cannot build grades nothing.
-fn rebuild(progress: &mut ProgressLine<std::io::Stderr>) -> Result<(), Failure> {
-    progress.show("building what changed in hv/ and guests/ (cargo build --release) …");
-    let built = super::bring_up_to_date(super::OlderBuild::Refuse);
-    progress.clear();
-    built
 }
 
 /// The symbols of a lab's first guest, which its expected flow may name.
@@ -288,7 +278,7 @@ fn run_program(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let mut progress = ProgressLine::stderr();
     if args.guest.is_some() {
         // A guest program of this tree: graded as it is now (a kernel file is what it is).
-        rebuild(&mut progress)?;
+        super::bring_up_to_date(super::OlderBuild::Refuse)?;
     }
     setup::ensure_qemu(args.yes)?;
     let (stop, options) = stoppable(args.timeout);
@@ -362,75 +352,4 @@ fn program_report(verdict: &Verdict, name: &str, exit_status: i32, how_to_look: 
     }
     text.push_str(&format!("  `{how_to_look}` shows the whole trace.\n"));
     text
-}
-
-/// How often the progress line is rewritten: often enough to look alive, rarely enough to
-/// cost nothing.
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-
-/// A line that says how a check is going, rewritten in place — only on a terminal: a log
-/// file or a grader's pipe gets the results, not a progress line's leftovers.
-struct ProgressLine<W: Write> {
-    /// `None` when the output is not a terminal.
-    out: Option<W>,
-    /// When the line was last written; `None` while nothing is shown.
-    shown: Option<Instant>,
-}
-
-impl ProgressLine<std::io::Stderr> {
-    fn stderr() -> ProgressLine<std::io::Stderr> {
-        let stderr = std::io::stderr();
-        ProgressLine::new(stderr.is_terminal().then_some(stderr))
-    }
-}
-
-impl<W: Write> ProgressLine<W> {
-    fn new(out: Option<W>) -> ProgressLine<W> {
-        ProgressLine { out, shown: None }
-    }
-
-    /// Show `text` in place of the line before (not more often than [`PROGRESS_EVERY`]).
-    fn show(&mut self, text: &str) {
-        let Some(out) = &mut self.out else { return };
-        if self
-            .shown
-            .is_some_and(|shown| shown.elapsed() < PROGRESS_EVERY)
-        {
-            return;
-        }
-        // Back to the start of the line, the text, and erase what a longer line left.
-        let _ = write!(out, "\r{text}\x1b[K");
-        let _ = out.flush();
-        self.shown = Some(Instant::now());
-    }
-
-    /// Erase the line, so that what comes next starts on a clean one.
-    fn clear(&mut self) {
-        if let (Some(out), Some(_)) = (&mut self.out, self.shown.take()) {
-            let _ = write!(out, "\r\x1b[K");
-            let _ = out.flush();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_progress_line_is_rewritten_in_place_and_only_on_a_terminal() {
-        let mut terminal = ProgressLine::new(Some(Vec::new()));
-        terminal.show("checking hello: 10 events, 0 s");
-        // Too soon after the last: skipped.
-        terminal.show("checking hello: 11 events, 0 s");
-        terminal.clear();
-        assert_eq!(
-            String::from_utf8_lossy(terminal.out.as_deref().unwrap_or_default()),
-            "\rchecking hello: 10 events, 0 s\x1b[K\r\x1b[K"
-        );
-        let mut pipe: ProgressLine<Vec<u8>> = ProgressLine::new(None);
-        pipe.show("checking hello: 10 events, 0 s");
-        pipe.clear();
-        assert!(pipe.out.is_none(), "nothing is written off a terminal");
-    }
 }

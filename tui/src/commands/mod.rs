@@ -9,6 +9,7 @@ pub mod export;
 pub mod list;
 pub mod load;
 pub mod output;
+pub mod progress;
 pub mod replay;
 pub mod run;
 pub mod stats;
@@ -64,7 +65,12 @@ pub enum OlderBuild {
 pub fn bring_up_to_date(older: OlderBuild) -> Result<(), Failure> {
     use traplab_labs::bare::{self, BuildError};
     let tree = traplab_labs::tree::tree();
-    match bare::build_tree(&tree.root, true) {
+    // cargo is quiet here (its errors come back in the error): the line says what waits.
+    let mut progress = progress::ProgressLine::stderr();
+    progress.show("building what changed in hv/ and guests/ (cargo build --release) …");
+    let built = bare::build_tree(&tree.root, true);
+    progress.clear();
+    match built {
         Ok(()) => Ok(()),
         Err(error @ BuildError::Failed { .. }) => Err(Failure::new(
             status::BUILD_FAILED,

@@ -25,6 +25,10 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
+    // A misspelled lab is said at once, before any build.
+    if let Some(id) = &args.lab {
+        traplab_labs::lab(id)?;
+    }
     super::bring_up_to_date(super::OlderBuild::Run)?;
     let (name, mut machine) = super::machine(
         &args.lab,

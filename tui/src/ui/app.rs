@@ -202,6 +202,9 @@ pub struct App {
     pub console: Vec<u32>,
     /// Guest images by domain (`None`: not there, or not read).
     images: HashMap<u16, Option<Rc<GuestImage>>>,
+    /// The domains whose ELF file here is another build than the one the recording ran
+    /// (`GuestImage::ran_in`): their images are left out, and a `sym:` break says why.
+    other_builds: Vec<u16>,
     /// How many flows the filters and statistics have seen.
     seen_flows: usize,
     /// How many events they have seen (nothing to do while it stays the same).
@@ -242,6 +245,7 @@ impl App {
             loader: None,
             console: Vec::new(),
             images: HashMap::new(),
+            other_builds: Vec::new(),
             seen_flows: 0,
             seen_events: 0,
             quit: false,
@@ -370,6 +374,7 @@ impl App {
                         .is_some_and(|image| image.ran_in(&self.trace, dom) == Some(false))
                 {
                     image = None;
+                    self.other_builds.push(dom);
                     self.message = Some(format!(
                         "{} ran another build of {name} than the one here: its symbols and code are left out",
                         traplab_abi::event::domain_label(dom)
@@ -1203,8 +1208,17 @@ impl App {
         }
         if breaks.is_empty() {
             let known = self.images.values().filter(|image| image.is_some()).count();
-            return Err(match known {
-                0 => format!(
+            let other_builds: Vec<String> = self
+                .other_builds
+                .iter()
+                .map(|&dom| traplab_abi::event::domain_label(dom))
+                .collect();
+            return Err(match (known, other_builds.is_empty()) {
+                (_, false) => format!(
+                    "no symbol “{name}” to go by: the ELF files here of {} are other builds than the recording's",
+                    other_builds.join(", ")
+                ),
+                (0, true) => format!(
                     "no symbol “{name}”: no guest's ELF file is read yet (they are, once its domain is created)"
                 ),
                 _ => format!("no symbol “{name}” in the guests' ELF files"),
