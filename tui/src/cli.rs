@@ -120,8 +120,9 @@ pub struct KernelArgs {
     )]
     pub memory: Option<u32>,
     /// With --kernel: TEXT typed ahead on the kernel's serial port (COM1), as if typed before
-    /// it started: it waits in the UART's receiver until the kernel reads it. `\n` is a
-    /// newline (`$'hello\nquit\n'` in bash, or a literal `\n` here).
+    /// it started: sent, with hardware flow control, once the kernel raises RTS, it waits in
+    /// the UART's receiver until the kernel reads it. `\n` is a newline (`$'hello\nquit\n'`
+    /// in bash, or a literal `\n` here).
     #[arg(
         long,
         value_name = "TEXT",

@@ -19,9 +19,13 @@
 //! - **Receive**: bytes from the host (`traplab run` forwards keys) wait in the receiver FIFO
 //!   (16 bytes, or a 1-byte holding register while the FIFOs are off, FCR bit 0); LSR.DR says
 //!   one is there and reading RBR takes it. Bytes the FIFO has no room for wait on the host's
-//!   side ([`Uart::receive`]) and move in as the guest reads: input is never dropped.
+//!   side ([`Uart::receive`]) and move in as the guest reads: input is never dropped. The
+//!   host is a terminal with hardware flow control: it sends only while the guest holds
+//!   MCR.RTS ("request to send", its ready-to-receive line) set.
 //!   Turning the FIFOs on or off empties the receiver; FCR bit 1 empties it only in a write
-//!   that keeps bit 0 set (with bit 0 clear the other FCR bits are not programmed).
+//!   that keeps bit 0 set (with bit 0 clear the other FCR bits are not programmed). The
+//!   host's bytes a clear takes out wait again, first in line (as if a terminal with flow
+//!   control had not sent them yet): a driver clears its FIFOs while it probes the UART.
 //! - **Loopback** (MCR bit 4): the datasheet's self-test. The transmitter feeds the receiver
 //!   (nothing reaches the console), and the modem inputs follow the modem outputs: CTS = RTS,
 //!   DSR = DTR, RI = OUT1, DCD = OUT2. Drivers probe for a UART this way (Xen's `ns16550`
@@ -252,7 +256,7 @@ impl Uart {
             // Turning the FIFOs on or off clears them (PC16550D, FCR bit 0: "Resetting FCR0
             // will clear all bytes in both FIFOs"; turned on, they start empty too, as
             // QEMU's serial.c clears them at either change of bit 0).
-            self.fifo.clear();
+            self.clear_receiver();
             self.fifos_enabled = enable;
         }
         // Bit 1 clears the receiver FIFO (bit 2 the transmitter's, empty here), but only in
@@ -260,9 +264,23 @@ impl Uart {
         // or they will not be programmed" (PC16550D, FCR bit 0). This follows the
         // datasheet, not QEMU: QEMU's serial.c clears on bit 1 whatever bit 0 says.
         if enable && value & 0b10 != 0 {
-            self.fifo.clear();
+            self.clear_receiver();
         }
         self.refill();
+    }
+
+    /// Empty the receiver. What the loopback put there is gone; the host's bytes go back to
+    /// wait, first in line: they stand for typed-ahead input that a terminal with flow
+    /// control would not have sent yet, and a driver resets its FIFOs while it probes the
+    /// UART (Linux's 8250 writes FCR = 1, 7, 0 twice before it reads a byte), which would
+    /// otherwise drop every byte `--input` gave.
+    fn clear_receiver(&mut self) {
+        if self.modem_control & mcr::LOOP == 0 {
+            while let Some(byte) = self.fifo.pop_back() {
+                self.waiting.push_front(byte);
+            }
+        }
+        self.fifo.clear();
     }
 
     /// How many bytes the receiver holds.
@@ -270,10 +288,14 @@ impl Uart {
         if self.fifos_enabled { FIFO_SIZE } else { 1 }
     }
 
-    /// Move the host's waiting bytes into the receiver while there is room (not in
-    /// loopback, where the receiver listens to the transmitter only).
+    /// Move the host's waiting bytes into the receiver while there is room, once the guest
+    /// asks to be sent to (MCR.RTS: the host is a terminal with hardware flow control, and
+    /// RTS is the guest's "ready to receive"); not in loopback, where the receiver listens to
+    /// the transmitter only. A driver that sets up its UART (Linux's 8250 clears the FIFOs
+    /// and reads RBR to empty it before it raises RTS and DTR at open) then takes none of the
+    /// host's bytes for stale ones.
     fn refill(&mut self) {
-        if self.modem_control & mcr::LOOP != 0 {
+        if self.modem_control & (mcr::LOOP | mcr::RTS) != mcr::RTS {
             return;
         }
         while self.fifo.len() < self.capacity() {
@@ -427,6 +449,12 @@ mod tests {
         uart.write(2, 0x07); // FIFOs on, both cleared
         let text: Vec<u8> = (0..40).map(|n| b'a' + n % 26).collect();
         uart.receive(&text);
+        assert_eq!(
+            uart.fifo.len(),
+            0,
+            "the guest has not asked to be sent to (RTS)"
+        );
+        uart.write(4, mcr::RTS);
         assert_eq!(uart.fifo.len(), FIFO_SIZE);
         let mut read = Vec::new();
         while uart.read(5) & 1 != 0 {
@@ -470,7 +498,7 @@ mod tests {
         // over, and none is ever reported.
         let mut uart = Uart::default();
         uart.write(1, ier::RECEIVED_DATA | ier::MODEM_STATUS);
-        uart.write(4, mcr::OUT2);
+        uart.write(4, mcr::OUT2 | mcr::RTS);
         uart.write(2, 0xc1);
         uart.receive(b"k");
         assert_eq!(uart.read(2), iir::RECEIVED_DATA | iir::FIFOS_ENABLED);
@@ -488,9 +516,11 @@ mod tests {
     fn fcr_s_clear_bits_do_nothing_unless_bit_0_is_written_set() {
         // PC16550D, FCR bit 0: "This bit must be a 1 when other FCR bits are written to or
         // they will not be programmed." With the FIFOs off, FCR = 0x02 leaves the byte in
-        // RBR (QEMU's serial.c would clear it; the datasheet does not).
+        // RBR (QEMU's serial.c would clear it; the datasheet does not). The bytes here come
+        // back through the loopback: a clear drops them (the host's wait again, below).
         let mut uart = Uart::default();
-        uart.receive(b"a");
+        uart.write(4, mcr::LOOP);
+        uart.write(0, b'a');
         uart.write(2, 0x02);
         assert_eq!(
             uart.read(5) & lsr::DATA_READY,
@@ -500,16 +530,37 @@ mod tests {
         assert_eq!(uart.read(0), b'a');
         // With bit 0 set, bit 1 clears the receiver FIFO.
         uart.write(2, 0x01);
-        uart.receive(b"bc");
+        uart.write(0, b'b');
+        uart.write(0, b'c');
         uart.write(2, 0x03);
         assert_eq!(uart.read(5) & lsr::DATA_READY, 0, "cleared");
         // Turning the FIFOs off (bit 0 from 1 to 0) empties them, whatever the other bits.
-        uart.receive(b"d");
+        uart.write(0, b'd');
         uart.write(2, 0x00);
         assert_eq!(
             uart.read(5) & lsr::DATA_READY,
             0,
             "emptied by FCR0 going to 0"
         );
+    }
+
+    #[test]
+    fn typed_ahead_input_survives_a_driver_s_fifo_resets() {
+        // Linux's 8250 driver, probing and starting the port, writes FCR = 1, 7, 0 twice
+        // before it reads a byte: the host's bytes (`--input`) must all still come, in
+        // order.
+        let mut uart = Uart::default();
+        let typed: Vec<u8> = (b'a'..=b'z').chain(b'A'..=b'Z').collect();
+        uart.receive(&typed);
+        // Raised early, as a driver may: the bytes move in, and the resets do not lose them.
+        uart.write(4, mcr::RTS | mcr::DTR);
+        for fcr in [0x01, 0x07, 0x00, 0x01, 0x07, 0x00, 0xc1] {
+            uart.write(2, fcr);
+        }
+        let mut read = Vec::new();
+        while uart.read(5) & lsr::DATA_READY != 0 {
+            read.push(uart.read(0));
+        }
+        assert_eq!(read, typed);
     }
 }
