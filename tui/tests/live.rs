@@ -267,6 +267,20 @@ fn i_types_a_line_on_a_kernel_s_com1_and_the_kernel_reads_it_by_interrupt() {
         console_line("you typed: hello world (11 bytes)"),
     );
     until_event(&mut app, &mut session, "the next wait", waits_for_a_key);
+    // While a line is typed, Ctrl-C is the guest's interrupt character (ETX), sent at once
+    // after what is typed so far, not the UI's quit.
+    keys(&mut app, "iab");
+    app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(!app.quit, "Ctrl-C while typing is the guest's");
+    assert!(app.prompt.is_some(), "the line stays open");
+    keys(&mut app, "\n");
+    until_event(
+        &mut app,
+        &mut session,
+        "the echo of a line with its ETX",
+        console_line("you typed: ab\u{3} (3 bytes)"),
+    );
+    until_event(&mut app, &mut session, "the next wait", waits_for_a_key);
     keys(&mut app, "iquit\n");
     until_event(
         &mut app,

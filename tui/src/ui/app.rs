@@ -661,7 +661,16 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return;
         }
-        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+        // Ctrl-C quits, but for the guest's own: while a line is typed to its COM1 it is
+        // the guest's (a terminal's interrupt character: the prompt sends it).
+        let typing = self
+            .prompt
+            .as_ref()
+            .is_some_and(|prompt| matches!(prompt.purpose, Purpose::Type { .. }));
+        if key.code == KeyCode::Char('c')
+            && key.modifiers.contains(KeyModifiers::CONTROL)
+            && !typing
+        {
             self.quit = true;
             self.interrupted = true;
             return;
@@ -1052,6 +1061,20 @@ impl App {
                     .rfind(|(_, character)| character.is_whitespace())
                     .map_or(0, |(at, space)| at + space.len_utf8());
                 prompt.text.truncate(start);
+            }
+            // Typing to a guest: Ctrl-C, Ctrl-D, Ctrl-Z and Ctrl-\ are a terminal's control
+            // characters (interrupt, end of file, suspend, quit: ETX, EOT, SUB, FS), sent at
+            // once after what is typed so far, as a terminal sends them; the line stays open.
+            KeyCode::Char(letter @ ('c' | 'd' | 'z' | '\\'))
+                if key.modifiers.contains(KeyModifiers::CONTROL)
+                    && matches!(prompt.purpose, Purpose::Type { .. }) =>
+            {
+                let Purpose::Type { dom } = prompt.purpose else {
+                    return;
+                };
+                let mut bytes = std::mem::take(&mut prompt.text).into_bytes();
+                bytes.push(letter as u8 & 0x1f);
+                self.type_keys(dom, &bytes);
             }
             KeyCode::Char(_)
                 if key

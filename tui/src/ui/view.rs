@@ -1618,7 +1618,10 @@ const LIVE_HELP: &[(&str, &str)] = &[
     ("s", "step: one event (decide, inject, resume…)"),
     ("t", "run to the next trap (exit)"),
     ("p", "pause (works while a guest spins)"),
-    ("i", "type a line on COM1 (the flow's domain; Tab: another)"),
+    (
+        "i",
+        "type a line on COM1 (Tab: another domain; ^C ^D go to it)",
+    ),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
