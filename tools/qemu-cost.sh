@@ -92,6 +92,18 @@ untraced off cpuid-loop ""
 traced on-hello hello
 traced on cpuid-loop
 
+# A run ends with QEMU's isa-debug-exit status (never 0: hence the `|| true` above), so each
+# must show its guest's last words: a run that failed is an error, not a number.
+finished() {
+    grep -q "$2" "$1" || { echo "qemu-cost: the run in $1 did not finish (no \"$2\" in it)" >&2; exit 1; }
+}
+for config in bare off; do
+    finished "$work/$config-hello.serial" "Hello from a traplab guest!"
+    finished "$work/$config.serial" "CPUID exits in"
+done
+finished "$work/on-hello.trace" "Hello from a traplab guest!"
+finished "$work/on.trace" "CPUID exits in"
+
 declare -A per_trap in_code
 declare -A label=([bare]="bare world switch" [off]="traplab, trace off" [on]="traplab, trace on")
 printf '%-28s %12s %16s %12s\n' "host instructions per trap" "all" "translated code" "QEMU's own"

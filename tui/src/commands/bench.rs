@@ -81,6 +81,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     let failed = |message: String| super::Failure::new(super::status::HV_FAILED, message);
     let mut machine = traplab_labs::machine_for(&[GUEST]);
     machine.accel = accel;
+    // The guest's TSC is the host's (TCG reads it for RDTSC; KVM passes it through): its rate,
+    // measured here once, is given to every timed run, where the hypervisor's own
+    // calibration against the emulated PIT moves with the host's load (15% off in one run).
+    let host_hz = host_tsc_hz();
+    let timed = |machine: Machine| match host_hz {
+        Some(hz) => with_tsc_hz(machine, hz),
+        None => machine,
+    };
     // In rounds: each round runs the three configurations back to back, so that the load of
     // the moment (this machine is shared) weighs on the three of a round alike; a ratio is
     // the median of the rounds' ratios.
@@ -95,9 +103,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     // This machine is a VM on a shared host: what that host gives to others while we wait
     // for it shows in /proc/stat as "steal", and moves every wall-clock figure below.
     let before = CpuTimes::now();
+    let load_before = load_average();
     for _ in 0..runs {
         for configuration in &mut measured {
-            let machine = configuration.config.machine(&machine);
+            let machine = timed(configuration.config.machine(&machine));
             configuration
                 .samples
                 .push(sample(&machine).map_err(failed)?);
@@ -106,6 +115,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     let steal = before
         .zip(CpuTimes::now())
         .and_then(|(before, after)| before.steal_percent(after));
+    let load_after = load_average();
     // -icount is TCG's: under KVM there is no instruction count.
     if accel == Accel::Tcg {
         for configuration in &mut measured {
@@ -114,7 +124,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         }
     }
     let reader = reader_throughput(READER_EVENTS).map_err(failed)?;
-    let report = Report::new(&measured, runs, accel, reader, steal);
+    let mut report = Report::new(&measured, runs, accel, reader, steal, host_hz.is_some());
+    report.load_average = load_before.zip(load_after);
     if args.json {
         println!("{}", report.json());
     } else {
@@ -176,6 +187,80 @@ fn counting_instructions(machine: &Machine) -> Machine {
     machine
         .extra_args
         .extend(["-icount", "shift=0,sleep=off"].map(String::from));
+    machine
+}
+
+/// The host's TSC rate, measured against its monotonic clock over 200 ms, when the TSC
+/// runs at a constant rate (`constant_tsc` and `nonstop_tsc` in /proc/cpuinfo); `None`
+/// otherwise, and the hypervisor calibrates its own.
+fn host_tsc_hz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|line| line.starts_with("flags"))?;
+    let has = |flag: &str| flags.split_whitespace().any(|word| word == flag);
+    if !(has("constant_tsc") && has("nonstop_tsc")) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::_rdtsc;
+        let started = Instant::now();
+        // SAFETY: RDTSC reads a counter; the CPU has one (the `flags` above name it).
+        let first = unsafe { _rdtsc() };
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: as above.
+        let last = unsafe { _rdtsc() };
+        let seconds = started.elapsed().as_secs_f64();
+        Some((last.wrapping_sub(first) as f64 / seconds) as u64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// What the figures are of: the host's CPU model and count, and QEMU's version (`Intel(R)
+/// Xeon(R) … × 2, QEMU emulator version 7.2.…`).
+fn this_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "an unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let qemu = traplab_tracer::qemu::find()
+        .and_then(|qemu| {
+            std::process::Command::new(qemu)
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .and_then(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "QEMU of an unknown version".into());
+    format!("{cpu} × {cpus}, {qemu}")
+}
+
+/// The one-minute load average (/proc/loadavg's first figure).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `machine` with the hypervisor given its TSC rate (`opt/traplab/tsc-hz`).
+fn with_tsc_hz(mut machine: Machine, hz: u64) -> Machine {
+    machine.extra_args.extend([
+        "-fw_cfg".to_string(),
+        format!("name=opt/traplab/tsc-hz,string={hz}"),
+    ]);
     machine
 }
 
@@ -241,6 +326,13 @@ struct Report {
     reader_events_per_second: f64,
     /// The share of the CPU time stolen from this VM during the timed rounds, in percent.
     steal_percent: Option<f64>,
+    /// The TSC rate is the host's, measured by the bench and given to the hypervisor (else
+    /// the hypervisor's own calibration, against the emulated PIT).
+    tsc_from_host: bool,
+    /// /proc/loadavg's one-minute figure before and after the timed rounds.
+    load_average: Option<(f64, f64)>,
+    /// The machine the figures are of: its CPU, how many, and QEMU's version.
+    machine: String,
 }
 
 /// One configuration against another.
@@ -268,6 +360,7 @@ impl Report {
         accel: Accel,
         reader: f64,
         steal_percent: Option<f64>,
+        tsc_from_host: bool,
     ) -> Report {
         let tsc_hz = measured
             .iter()
@@ -338,6 +431,9 @@ impl Report {
             ),
             reader_events_per_second: reader,
             steal_percent,
+            tsc_from_host,
+            load_average: None,
+            machine: this_machine(),
         }
     }
 
@@ -363,12 +459,17 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{GUEST}: {} CPUID exits per run, medians of {} round(s) (a round runs the three back to back), TSC {:.2} GHz, accelerator {}",
+            "{GUEST}: {} CPUID exits per run, medians of {} round(s) (a round runs the three back to back), TSC {:.2} GHz ({}), accelerator {}",
             self.exits,
             self.runs,
             self.tsc_hz / 1e9,
+            match self.tsc_from_host {
+                true => "the host's, measured and given to the hypervisor",
+                false => "the hypervisor's calibration",
+            },
             self.accel.name()
         );
+        let _ = writeln!(out, "machine: {}", self.machine);
         let _ = writeln!(
             out,
             "{:<30} {:>9} {:>9}   {:>12}",
@@ -395,8 +496,14 @@ impl Report {
             } else {
                 String::new()
             };
+            // A run with more work cannot take less time: below 1, the load of the moment
+            // (on this machine, or its host) moved the runs more than the work did.
+            let moved = match ratio.time < 1.0 {
+                true => "; below 1: the machine's load moved the runs, the instruction counts hold",
+                false => "",
+            };
             format!(
-                "{label}: {:.2}x in time{spread}{count} (target ≤ {target}x)\n",
+                "{label}: {:.2}x in time{spread}{count} (target ≤ {target}x){moved}\n",
                 ratio.time
             )
         };
@@ -424,6 +531,13 @@ impl Report {
             let _ = writeln!(
                 out,
                 "steal: {steal:.0}% of this machine's CPU time went to others during the timed rounds (the VM's host took it); the times move with it, the instruction counts do not"
+            );
+        }
+        if let Some((before, after)) = self.load_average {
+            let _ = writeln!(
+                out,
+                "load average (1 min): {before:.2} before the timed rounds, {after:.2} after, on {} CPU(s): other work on this machine moves the times too, which steal does not show",
+                std::thread::available_parallelism().map_or(1, usize::from)
             );
         }
         if self.accel == Accel::Tcg {
@@ -455,6 +569,9 @@ impl Report {
             "exits": self.exits,
             "runs": self.runs,
             "tsc_hz": self.tsc_hz,
+            "tsc_from_host": self.tsc_from_host,
+            "machine": self.machine,
+            "load_average": self.load_average.map(|(before, after)| serde_json::json!({"before": before, "after": after})),
             "configs": configs,
             "untraced_over_bare": {
                 "time": untraced.time,
@@ -1147,6 +1264,7 @@ mod tests {
             Accel::Tcg,
             0.0,
             None,
+            false,
         );
         let untraced_over_bare = report.ratio(1, 0);
         assert!((untraced_over_bare.time - 1.5).abs() < 1e-9);
