@@ -55,7 +55,12 @@ pub fn identify(image: &[u8]) -> Result<Format<'_>, ImageError> {
         return Ok(Format::Linux(linux::Kernel::parse(image)?));
     }
     match elf_class_and_machine(image) {
-        Some((2, EM_X86_64)) => Ok(Format::TraplabElf64),
+        Some((2, EM_X86_64)) => match not_a_guest(image) {
+            Some(what) => Err(ImageError(format!(
+                "{what}, not a traplab guest: a guest is a static ELF linked at the address it runs at (guests/linker.ld), and a kernel boots as a bzImage or through multiboot"
+            ))),
+            None => Ok(Format::TraplabElf64),
+        },
         Some((1, EM_386)) => Err(ImageError(
             "a 32-bit ELF without a multiboot header: traplab boots a 32-bit kernel through multiboot v1 (a header with the magic 0x1badb002 in the file's first 8 KiB)".into(),
         )),
@@ -74,6 +79,66 @@ pub fn identify(image: &[u8]) -> Result<Format<'_>, ImageError> {
 /// `Documentation/arch/x86/boot.rst`)? `linux.rs` then says whether it can be booted.
 fn linux_setup_header(image: &[u8]) -> bool {
     image.get(0x202..0x206) == Some(b"HdrS")
+}
+
+/// What a 64-bit x86 ELF file that is no traplab guest is, by what a guest never has
+/// (System V ABI, "ELF Header" and "Program Header"; the Linux Standard Base's ABI note;
+/// Xen's `elfnote.h`): position-independent code (`ET_DYN`: a Linux program or a shared
+/// library), a program interpreter (`PT_INTERP`: a dynamically linked program), GNU's ABI
+/// note (a program linked against glibc, static ones too), or Xen's entry notes (a Linux
+/// `vmlinux`, or Xen itself). `None` for a file that may be a guest.
+fn not_a_guest(image: &[u8]) -> Option<&'static str> {
+    const ET_DYN: u16 = 3;
+    const PT_INTERP: u32 = 3;
+    const PT_NOTE: u32 = 4;
+    const NT_GNU_ABI_TAG: u32 = 1;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?));
+    if u16_at(16)? == ET_DYN {
+        return Some("a position-independent ELF (ET_DYN: a Linux program or a shared library)");
+    }
+    let (table, size, count) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
+    for index in 0..usize::from(count) {
+        let header = table.checked_add(index.checked_mul(size)?)?;
+        match u32_at(header)? {
+            PT_INTERP => return Some("a dynamically linked program (it names an interpreter)"),
+            PT_NOTE => {
+                let (offset, length) =
+                    (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
+                let notes = image.get(offset..offset.checked_add(length)?)?;
+                if let Some(owner) = note_owner(notes, NT_GNU_ABI_TAG) {
+                    return Some(owner);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Among ELF notes, GNU's ABI tag of type `gnu_abi_tag` or any of Xen's: what the file then is.
+fn note_owner(mut notes: &[u8], gnu_abi_tag: u32) -> Option<&'static str> {
+    let aligned = |length: usize| length.checked_add(3).map(|length| length & !3);
+    while notes.len() >= 12 {
+        let word = |at: usize| {
+            u32::from_le_bytes([notes[at], notes[at + 1], notes[at + 2], notes[at + 3]])
+        };
+        let (name_size, description_size, kind) = (word(0) as usize, word(4) as usize, word(8));
+        let name = notes.get(12..12 + name_size)?;
+        match (name, kind) {
+            (b"GNU\0", kind) if kind == gnu_abi_tag => {
+                return Some("a program built for Linux (it carries GNU's ABI note)");
+            }
+            (b"Xen\0", _) => {
+                return Some("a kernel with Xen's entry notes (a Linux vmlinux, or Xen)");
+            }
+            _ => {}
+        }
+        let next = 12 + aligned(name_size)? + aligned(description_size)?;
+        notes = notes.get(next..)?;
+    }
+    None
 }
 
 /// An ELF file's class and machine, if it is one.
@@ -113,8 +178,61 @@ mod tests {
         let mut elf = vec![0u8; 64];
         elf[0..4].copy_from_slice(ELF_MAGIC);
         elf[4] = 2;
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
         elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
         assert!(matches!(identify(&elf), Ok(Format::TraplabElf64)));
+    }
+
+    /// A 64-bit x86 ELF with one program header of `kind` over `segment`.
+    fn elf64_with_segment(kind: u32, segment: &[u8]) -> Vec<u8> {
+        let mut elf = vec![0u8; 64 + 56];
+        elf[0..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2;
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+        elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        elf[64..68].copy_from_slice(&kind.to_le_bytes());
+        elf[64 + 8..64 + 16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        elf[64 + 32..64 + 40].copy_from_slice(&(segment.len() as u64).to_le_bytes());
+        elf.extend_from_slice(segment);
+        elf
+    }
+
+    fn note(name: &[u8], kind: u32, description: &[u8]) -> Vec<u8> {
+        let mut note = Vec::new();
+        note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        note.extend_from_slice(&(description.len() as u32).to_le_bytes());
+        note.extend_from_slice(&kind.to_le_bytes());
+        note.extend_from_slice(name);
+        note.resize(note.len().next_multiple_of(4), 0);
+        note.extend_from_slice(description);
+        note.resize(note.len().next_multiple_of(4), 0);
+        note
+    }
+
+    #[test]
+    fn a_linux_program_or_kernel_is_no_traplab_guest_and_says_what_it_is() {
+        let mut pie = elf64_with_segment(1, &[]);
+        pie[16..18].copy_from_slice(&3u16.to_le_bytes());
+        assert!(error(&pie).starts_with("a position-independent ELF"));
+        let dynamic = elf64_with_segment(3, b"/lib64/ld-linux-x86-64.so.2\0");
+        assert!(error(&dynamic).starts_with("a dynamically linked program"));
+        // A static program linked against glibc: its build ID is no sign, its ABI tag is.
+        let build_id = elf64_with_segment(4, &note(b"GNU\0", 3, &[0xab; 20]));
+        assert!(matches!(identify(&build_id), Ok(Format::TraplabElf64)));
+        let mut notes = note(b"GNU\0", 3, &[0xab; 20]);
+        notes.extend(note(
+            b"GNU\0",
+            1,
+            &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+        ));
+        let glibc = elf64_with_segment(4, &notes);
+        assert!(error(&glibc).starts_with("a program built for Linux"));
+        let vmlinux = elf64_with_segment(4, &note(b"Xen\0", 18, &[0; 4]));
+        assert!(error(&vmlinux).starts_with("a kernel with Xen's entry notes"));
+        assert!(error(&vmlinux).ends_with("a kernel boots as a bzImage or through multiboot"));
     }
 
     #[test]
