@@ -16,7 +16,7 @@ use object::{Object, ObjectSection, SectionKind};
 use std::path::{Path, PathBuf};
 use traplab_abi::event::{Body, Event};
 
-/// How many exits [`GuestImage::ran_in`] compares at most.
+/// How many different RIPs [`GuestImage::ran_in`] compares at most.
 pub const BUILD_EVIDENCE: usize = 64;
 
 /// What the screen needs from one guest's ELF.
@@ -140,14 +140,17 @@ impl GuestImage {
 
     /// Did domain `dom` of `trace` run this build of the program? Its exits' instruction
     /// bytes, as the hypervisor fetched them, against this image's code at their RIPs (the
-    /// first [`BUILD_EVIDENCE`] exits with bytes in code the image has): a recording made
-    /// with another build has other code at those addresses, and its symbols would name
-    /// the wrong functions. Code the guest wrote itself differs too, so most must agree, not
-    /// all. `None` when no exit says.
+    /// first [`BUILD_EVIDENCE`] different RIPs with bytes in code the image has, among the
+    /// domain's first exits: a guest's console loop exits at one `out` again and again): a
+    /// recording made with another build has other code at those addresses, and its
+    /// symbols would name the wrong functions. Code the guest wrote itself differs too, so
+    /// most must agree, not all. `None` when no exit says.
     pub fn ran_in(&self, trace: &Trace, dom: u16) -> Option<bool> {
         let (mut agree, mut differ) = (0usize, 0usize);
+        let mut looked_at = std::collections::BTreeSet::new();
+        let mut exits = 0;
         for index in 0..trace.len() {
-            if agree + differ == BUILD_EVIDENCE {
+            if agree + differ == BUILD_EVIDENCE || exits == 64 * BUILD_EVIDENCE {
                 break;
             }
             let is_exit = trace
@@ -163,6 +166,10 @@ impl GuestImage {
             else {
                 continue;
             };
+            exits += 1;
+            if !looked_at.insert(exit.rip) {
+                continue;
+            }
             let ran = exit.insn.as_slice();
             match self.code_at(exit.rip, ran.len()) {
                 Some(built) if !ran.is_empty() && built.len() == ran.len() => {
@@ -359,6 +366,37 @@ mod tests {
             [2, 3, 4]
         );
         assert!(source_excerpt(root, "no/such/file.rs:1", 1).is_none());
+    }
+
+    #[test]
+    fn a_build_is_judged_by_the_different_places_its_exits_are_at_not_by_how_many() {
+        use crate::sample;
+        use traplab_abi::event::{Body, Event};
+        let elf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/bare/x86_64-unknown-linux-gnu/release/page-fault");
+        let image = GuestImage::load(&elf).expect("the page-fault guest, built with the workspace");
+        let main = image
+            .symbols()
+            .address_of("traplab_guest_main")
+            .expect("the guest's main entry");
+        let here = |address: u64| image.code_at(address, 2).expect("code").to_vec();
+        let elsewhere = |address: u64| here(address).iter().map(|byte| !byte).collect::<Vec<_>>();
+        // One loop exiting at the same instruction a hundred times agrees; two other places
+        // hold other code: another build, whose loop happens to be where this one's is.
+        let mut exits: Vec<(u64, Vec<u8>)> = vec![(main, here(main)); 100];
+        exits.push((main + 0x10, elsewhere(main + 0x10)));
+        exits.push((main + 0x20, elsewhere(main + 0x20)));
+        let mut trace = Trace::live("test");
+        for (seq, (rip, insn)) in exits.iter().enumerate() {
+            trace.push_event(&Event {
+                seq: seq as u64,
+                tsc: seq as u64,
+                dom: Some(1),
+                body: Body::Exit(sample::exit(0x7b, *rip, insn)),
+            });
+        }
+        assert_eq!(image.ran_in(&trace, 1), Some(false));
+        assert_eq!(image.ran_in(&trace, 2), None, "no exit of d2 says");
     }
 
     #[test]
