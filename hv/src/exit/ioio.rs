@@ -1011,8 +1011,9 @@ mod tests {
         test.interrupts_on();
         test.gate(0x20, 0x20_0000);
         test.gate(0x24, 0x21_0000);
-        // IRQ 0 and IRQ 4 open; COM1's received-data interrupt on, and OUT2.
-        pic_and_pit(&mut test, 0xee, &[(0x3f9, 0x01), (0x3fc, 0x08)]);
+        // IRQ 0 and IRQ 4 open; COM1's received-data interrupt on, and OUT2 and RTS (the
+        // host sends only while the guest asks to be sent to).
+        pic_and_pit(&mut test, 0xee, &[(0x3f9, 0x01), (0x3fc, 0x0a)]);
         let tick = |test: &mut Test| {
             let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
             test.machine.now.set(due);
