@@ -141,25 +141,7 @@ fn a_symbol_break_typed_at_the_boot_stops_only_in_the_domain_whose_program_has_i
     // (`App::expect_programs`, as `traplab run` calls it).
     let mut machine = traplab_labs::machine_for(&["faults-reflect", "faults-bounce"]);
     machine.control = Some(ControlStart::Paused);
-    let options = SessionOptions {
-        timeout: Some(Duration::from_secs(120)),
-        ..SessionOptions::default()
-    };
-    let mut session = Session::start(&machine, options).expect("QEMU starts");
-    let mut app = App::live(
-        "reflect-vs-bounce",
-        Options {
-            color: false,
-            guest_images: true,
-            source_root: None,
-        },
-    );
-    app.expect_programs(
-        machine
-            .domains()
-            .into_iter()
-            .map(|(dom, guest)| (dom, guest.image.as_path())),
-    );
+    let (mut session, mut app) = start_with(&machine, 120, "reflect-vs-bounce", true);
     let boot = until_stopped(&mut app, &mut session, None);
     keys(&mut app, "bsym:bounce_entries\n");
     assert_eq!(app.breaks.len(), 1, "{:?}", app.message);
@@ -189,18 +171,35 @@ fn a_symbol_break_typed_at_the_boot_stops_only_in_the_domain_whose_program_has_i
 /// Start `machine` under a session that QEMU's time limit ends after `seconds`, and a live
 /// app titled `title`, drawn without colours, guest images or sources.
 fn start(machine: &traplab_tracer::qemu::Machine, seconds: u64, title: &str) -> (Session, App) {
+    start_with(machine, seconds, title, false)
+}
+
+/// [`start`], with the guests' ELF files read (`guest_images`) from the machine's programs
+/// at once, as `traplab run` reads them (`App::expect_programs`).
+fn start_with(
+    machine: &traplab_tracer::qemu::Machine,
+    seconds: u64,
+    title: &str,
+    guest_images: bool,
+) -> (Session, App) {
     let options = SessionOptions {
         timeout: Some(Duration::from_secs(seconds)),
         ..SessionOptions::default()
     };
     let session = Session::start(machine, options).expect("QEMU starts");
-    let app = App::live(
+    let mut app = App::live(
         title,
         Options {
             color: false,
-            guest_images: false,
+            guest_images,
             source_root: None,
         },
+    );
+    app.expect_programs(
+        machine
+            .domains()
+            .into_iter()
+            .map(|(dom, guest)| (dom, guest.image.as_path())),
     );
     (session, app)
 }
