@@ -7,6 +7,7 @@
 //! is decoded once, by [`ExitReason`]; the names of exits, vectors and MSRs are the abi's
 //! too. References: AMD APM vol. 2, chapter 15 (SVM) and chapter 8 (exceptions).
 
+use std::borrow::Cow;
 use traplab_abi::event::{
     Action, Body, DomainState, Event, Exit, ReturnPath, Schedule, ScheduleWhy, domain_label,
 };
@@ -176,8 +177,18 @@ impl Context<'_> {
     }
 }
 
-/// One plain sentence: what this step means.
+/// One plain sentence: what this step means, printable (`text::printable`: it may quote
+/// what a guest chose).
 pub fn sentence(event: &Event, context: &Context) -> String {
+    let sentence = unprintable_sentence(event, context);
+    match crate::text::printable(&sentence) {
+        Cow::Borrowed(_) => sentence,
+        Cow::Owned(shown) => shown,
+    }
+}
+
+/// [`sentence`] before it is made printable.
+fn unprintable_sentence(event: &Event, context: &Context) -> String {
     match &event.body {
         Body::Boot(boot) => format!(
             "The hypervisor is up on {} ({} MiB of RAM): from now on every trap of every guest comes to it.",
@@ -595,7 +606,15 @@ pub fn event_info(bits: u64) -> String {
 /// Every field of an event with its meaning: (field, value and meaning).
 pub fn fields(event: &Event) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = Vec::new();
-    let mut row = |name: &str, value: String| rows.push((name.to_string(), value));
+    // A value may hold what a guest chose (a store value, the bytes it printed): shown as
+    // `text::printable` shows it.
+    let mut row = |name: &str, value: String| {
+        let value = match crate::text::printable(&value) {
+            Cow::Borrowed(_) => value,
+            Cow::Owned(shown) => shown,
+        };
+        rows.push((name.to_string(), value))
+    };
     row(
         "event",
         format!(

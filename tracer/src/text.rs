@@ -10,6 +10,7 @@
 //! Domains are named as Xen names them ([`domain_label`]): `d0` is the control domain
 //! (dom0), `d1`, `d2`, … the others; `hv` is the hypervisor itself.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use traplab_abi::event::{Body, DomainState, Event, Exit, Schedule, ScheduleWhy, domain_label};
 use traplab_abi::exit::ExitReason;
@@ -36,8 +37,37 @@ pub fn line(event: &Event) -> String {
     )
 }
 
-/// The part after the kind.
+/// The part after the kind, printable ([`printable`]: what a guest printed or named may
+/// hold a terminal's control characters).
 pub fn detail(event: &Event) -> String {
+    let detail = unprintable_detail(event);
+    match printable(&detail) {
+        Cow::Borrowed(_) => detail,
+        Cow::Owned(shown) => shown,
+    }
+}
+
+/// Text a guest chose (its console's bytes, a store path or value), made safe to show on a
+/// terminal: a control character is shown as its Unicode picture (ESC as `␛`, BEL as `␇`),
+/// DEL as `␡`, a C1 control as `�`, a tab as a space. Printed raw, busybox's `ESC[6n` asks
+/// the terminal for the cursor's place, and the answer arrives as keys; other sequences
+/// move the cursor, change colours or clear the screen under the terminal UI.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let shown = |character: char| match character {
+        '\t' => ' ',
+        '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + character as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        '\u{80}'..='\u{9f}' => '\u{fffd}',
+        other => other,
+    };
+    match text.chars().any(|character| shown(character) != character) {
+        false => Cow::Borrowed(text),
+        true => Cow::Owned(text.chars().map(shown).collect()),
+    }
+}
+
+/// [`detail`] before it is made printable.
+fn unprintable_detail(event: &Event) -> String {
     match &event.body {
         Body::Boot(boot) => format!(
             "{} on {} (SVM revision {}, nested paging {}, NRIP save {}), TSC {:.2} GHz, {} MiB",
@@ -314,6 +344,32 @@ pub fn exit_detail(exit: &Exit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_guest_prints_is_shown_printable_never_raw() {
+        // busybox's cursor query, a tab, a bell, DEL and a C1 CSI.
+        let text = "/ # \u{1b}[6n\tok\u{7}\u{7f}\u{9b}2J";
+        assert_eq!(
+            printable(text),
+            "/ # \u{241b}[6n ok\u{2407}\u{2421}\u{fffd}2J"
+        );
+        assert!(matches!(
+            printable("plain text, “quoted”"),
+            Cow::Borrowed(_)
+        ));
+        let console = Event {
+            seq: 1,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Console(traplab_abi::event::Console { text: text.into() }),
+        };
+        let shown = line(&console);
+        assert!(
+            shown.chars().all(|character| !character.is_control()),
+            "{shown:?}"
+        );
+        assert!(shown.ends_with("| / # ␛[6n ok␇␡�2J"), "{shown}");
+    }
     use traplab_abi::event::{GrantMap, GrantUnmap, Notify};
 
     fn event(dom: Option<u16>, body: Body) -> Event {

@@ -76,6 +76,47 @@ fn draw(app: &App, width: u16, height: u16) -> String {
     terminal.backend().to_string()
 }
 
+/// A guest's console bytes reach the terminal only printable: busybox's `ESC[6n` (a cursor
+/// query whose answer comes back as keys), a bell, a tab — on the Flows list, a flow's steps
+/// and the Console pane.
+#[test]
+fn a_guest_s_control_characters_never_reach_the_terminal() {
+    use traplab_abi::event::{Action, Body, Console, Event};
+    use traplab_tracer::sample;
+    let printed = "/ # \u{1b}[6n\u{7}\tok";
+    let bodies = [
+        Body::Boot(sample::boot()),
+        sample::created("shell"),
+        Body::Exit(sample::exit(0x7b, 0x20_0100, &[0xee])),
+        sample::decide(Action::Emulate, "OUT to the console UART", "ioio.rs"),
+        Body::Console(Console {
+            text: printed.into(),
+        }),
+        sample::resume(0x20_0101, 10),
+    ];
+    let mut trace = Trace::live("shell (sample)");
+    for (seq, body) in bodies.into_iter().enumerate() {
+        trace.push_event(&Event {
+            seq: seq as u64,
+            tsc: 100 * seq as u64,
+            dom: (seq > 0).then_some(1),
+            body,
+        });
+    }
+    let mut app = App::new(trace, plain());
+    for keys in ["", "<Enter>", "llll", "o"] {
+        press(&mut app, keys);
+        let screen = draw(&app, 100, 30);
+        assert!(
+            !screen
+                .chars()
+                .any(|character| character.is_control() && character != '\n'),
+            "after {keys:?}: {screen:?}"
+        );
+    }
+    assert!(draw(&app, 100, 30).contains("␛[6n␇ ok"));
+}
+
 #[test]
 fn the_flows_list() {
     let app = open("page-fault.jsonl");

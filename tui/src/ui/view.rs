@@ -25,6 +25,7 @@ use traplab_tracer::delivery;
 use traplab_tracer::explain::{self, Context};
 use traplab_tracer::flows::FlowEnd;
 use traplab_tracer::store::NO_DOM;
+use traplab_tracer::text::printable;
 
 /// Styles, with and without colour (`NO_COLOR`: only bold, reverse, underline and dim).
 #[derive(Clone, Copy)]
@@ -369,7 +370,7 @@ fn run_console(app: &App, dom: u16, first: usize, last: usize) -> Vec<String> {
                 ..
             }) = app.trace.event(index)
         {
-            lines.push(format!("“{}”", line.text));
+            lines.push(format!("“{}”", printable(&line.text)));
             if lines.len() == 3 {
                 break;
             }
@@ -947,7 +948,12 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         .min(app.story.steps.len().saturating_sub(rows));
     for (row, index) in (top..app.story.steps.len()).take(rows).enumerate() {
         let step = &app.story.steps[index];
-        let texts = lanes(app, step, &lanes_of);
+        // What a guest chose (its console's bytes, a store value in an emulate line) is shown
+        // printable: raw, a control character would reach the terminal.
+        let texts: Vec<String> = lanes(app, step, &lanes_of)
+            .into_iter()
+            .map(|text| printable(&text).into_owned())
+            .collect();
         let seq = match step {
             Step::Event { index, .. } => app
                 .trace
@@ -1486,7 +1492,7 @@ fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
             let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
             lines.push(Line::from(vec![
                 Span::styled(format!("{dom:<3}| "), theme.key()),
-                Span::raw(line.text.to_string()),
+                Span::raw(printable(&line.text).into_owned()),
             ]));
         }
     }
