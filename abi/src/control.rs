@@ -219,6 +219,77 @@ impl<'a> ExitFacts<'a> {
     }
 }
 
+/// What the breaks look at in one event of a trace, and what they must remember from the
+/// events before it: the vector the trap's exit raised, for a delivery later in the same
+/// trap ([`Break::matches_delivery`]). The hypervisor's controller and a replay both watch
+/// the trace through one, so that a break stops at the same events in both.
+#[cfg(feature = "events")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BreakWatch {
+    raised: Option<u8>,
+}
+
+/// One event as the breaks see it ([`BreakWatch::see`]).
+#[cfg(feature = "events")]
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    dom: Option<u16>,
+    /// An exit's facts.
+    pub exit: Option<ExitFacts<'a>>,
+    /// Where a resume lets the guest go on (the first instruction of a handler the
+    /// hypervisor delivered to, say).
+    resumes_at: Option<u64>,
+    /// The vector an `inject` or a `bounce` delivers.
+    delivered: Option<u8>,
+    /// The vector the trap's exit raised, for a delivery.
+    raised: Option<u8>,
+}
+
+#[cfg(feature = "events")]
+impl BreakWatch {
+    /// Take the next event, of domain `dom`: what the breaks look at in it. An exit starts
+    /// a trap (its vector is remembered); a resume or a switch of domains ends it.
+    pub fn see<'a>(&mut self, dom: Option<u16>, body: &'a crate::event::Body) -> Seen<'a> {
+        use crate::event::Body;
+        let exit = match body {
+            Body::Exit(exit) => Some(ExitFacts::of(dom, exit)),
+            _ => None,
+        };
+        match body {
+            Body::Exit(_) => self.raised = exit.as_ref().and_then(ExitFacts::raised),
+            Body::Resume(_) | Body::Schedule(_) => self.raised = None,
+            _ => {}
+        }
+        Seen {
+            dom,
+            exit,
+            resumes_at: match body {
+                Body::Resume(resume) => Some(resume.rip),
+                _ => None,
+            },
+            delivered: match body {
+                Body::Inject(inject) => Some(inject.vector),
+                Body::Bounce(bounce) => Some(bounce.vector),
+                _ => None,
+            },
+            raised: self.raised,
+        }
+    }
+}
+
+#[cfg(feature = "events")]
+impl Seen<'_> {
+    /// Does `point` stop here: an exit it matches, a resume at its code, or a delivery of
+    /// its vector that no exit of that vector made?
+    pub fn hits(&self, point: &Break) -> bool {
+        self.exit.as_ref().is_some_and(|exit| point.matches(exit))
+            || self.resumes_at.is_some_and(|rip| point.at(self.dom, rip))
+            || self
+                .delivered
+                .is_some_and(|vector| point.matches_delivery(vector, self.raised))
+    }
+}
+
 impl Break {
     pub fn matches(&self, exit: &ExitFacts) -> bool {
         use crate::exit::ExitReason;

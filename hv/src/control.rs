@@ -20,7 +20,7 @@ use crate::clock::{begin_stop, end_stop};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
-use traplab_abi::control::{Break, Command, ExitFacts, Keys, Mailbox};
+use traplab_abi::control::{Break, BreakWatch, Command, ExitFacts, Keys, Mailbox};
 use traplab_abi::event::Body;
 use traplab_abi::ring;
 use traplab_hv::{Domain, Exit};
@@ -46,9 +46,8 @@ struct Controller {
     keys: Vec<Keys>,
     /// The first stop waits for the run loop ([`when_ready`]).
     deferred: bool,
-    /// The vector the last exit raised, until the trap ends: a delivery of another vector
-    /// in the same trap can stop a vector break ([`Break::matches_delivery`]).
-    raised: Option<u8>,
+    /// What the breaks remember from one event to the next ([`BreakWatch`]).
+    watch: BreakWatch,
 }
 
 static CONTROLLER: Mutex<Option<Controller>> = Mutex::new(None);
@@ -83,7 +82,7 @@ pub fn enable(paused: bool) {
         breaks: Vec::new(),
         keys: Vec::new(),
         deferred: paused,
-        raised: None,
+        watch: BreakWatch::default(),
     });
 }
 
@@ -253,41 +252,11 @@ impl Controller {
 
     /// Does the hypervisor stop after this event of domain `dom`?
     fn stops_after(&mut self, dom: Option<u16>, body: &Body) -> bool {
-        let exit = match body {
-            Body::Exit(exit) => Some(ExitFacts::of(dom, exit)),
-            _ => None,
-        };
-        // A code break also stops where the guest goes on: a resume at its address (the
-        // first instruction of a handler the hypervisor delivered to).
-        let resumes_at = match body {
-            Body::Resume(resume) => Some(resume.rip),
-            _ => None,
-        };
-        // A vector break also stops at a delivery no exit of its vector made (an NMI sent,
-        // the #DF made of two faults).
-        let delivered = match body {
-            Body::Inject(inject) => Some(inject.vector),
-            Body::Bounce(bounce) => Some(bounce.vector),
-            _ => None,
-        };
-        match body {
-            Body::Exit(_) => self.raised = exit.as_ref().and_then(ExitFacts::raised),
-            Body::Resume(_) | Body::Schedule(_) => self.raised = None,
-            _ => {}
-        }
+        let seen = self.watch.see(dom, body);
         match self.run_state {
             RunState::Paused | RunState::Step => true,
-            RunState::NextExit => exit.is_some(),
-            RunState::Running => {
-                let raised = self.raised;
-                exit.is_some_and(|exit| self.breaks.iter().any(|b| b.matches(&exit)))
-                    || resumes_at.is_some_and(|rip| self.breaks.iter().any(|b| b.at(dom, rip)))
-                    || delivered.is_some_and(|vector| {
-                        self.breaks
-                            .iter()
-                            .any(|b| b.matches_delivery(vector, raised))
-                    })
-            }
+            RunState::NextExit => seen.exit.is_some(),
+            RunState::Running => self.breaks.iter().any(|point| seen.hits(point)),
         }
     }
 

@@ -14,9 +14,9 @@ use ratatui::crossterm::event::{
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use traplab_abi::control::{Break, Command, ExitFacts, Keys};
+use traplab_abi::control::{Break, BreakWatch, Command, Keys};
 use traplab_abi::event::Action;
-use traplab_abi::event::{Body, Event};
+use traplab_abi::event::Event;
 use traplab_tracer::check::StreamFault;
 use traplab_tracer::code::GuestImage;
 use traplab_tracer::delivery;
@@ -800,9 +800,12 @@ impl App {
             return;
         }
         let from = self.current_index().map_or(0, |index| index + 1);
-        // The vector the trap's exit raised, as the hypervisor's controller keeps it: a
-        // vector break stops at a delivery no exit of its vector made (`matches_delivery`).
-        let mut raised = self.raised_before(from);
+        // The breaks watch the trace as the hypervisor's controller does; from the middle of
+        // a trap, its exit is seen first (a delivery after it may stop a vector break).
+        let mut watch = BreakWatch::default();
+        if let Some(exit) = self.exit_before(from) {
+            watch.see(exit.dom, &exit.body);
+        }
         for index in from..self.trace.len() {
             let Some(entry) = self.trace.index_of(index) else {
                 break;
@@ -816,22 +819,8 @@ impl App {
             let Ok(event) = self.trace.event(index) else {
                 continue;
             };
-            let exit = match &event.body {
-                Body::Exit(exit) => Some(ExitFacts::of(event.dom, exit)),
-                _ => None,
-            };
-            match &event.body {
-                Body::Exit(_) => raised = exit.as_ref().and_then(ExitFacts::raised),
-                Body::Resume(_) | Body::Schedule(_) => raised = None,
-                _ => {}
-            }
-            let hit = self.breaks.iter().find(|(_, point)| match &event.body {
-                Body::Exit(_) => exit.as_ref().is_some_and(|exit| point.matches(exit)),
-                Body::Resume(resume) => point.at(event.dom, resume.rip),
-                Body::Inject(inject) => point.matches_delivery(inject.vector, raised),
-                Body::Bounce(bounce) => point.matches_delivery(bounce.vector, raised),
-                _ => false,
-            });
+            let seen = watch.see(event.dom, &event.body);
+            let hit = self.breaks.iter().find(|(_, point)| seen.hits(point));
             if let Some((text, _)) = hit {
                 self.message = Some(format!("break {text}: seq {}", event.seq));
                 self.show_event(index);
@@ -841,19 +830,15 @@ impl App {
         self.message = Some("c: no break matches from here to the end of the trace".into());
     }
 
-    /// The vector raised by the exit of the trap that event number `index` is in, when that
-    /// exit comes before it (a search for a break that starts in the middle of a trap).
-    fn raised_before(&self, index: usize) -> Option<u8> {
+    /// The exit of the trap that event number `index` is in, when that exit comes before it
+    /// (a search for a break that starts in the middle of a trap).
+    fn exit_before(&self, index: usize) -> Option<Event> {
         let flow = &self.trace.flows()[self.trace.flow_of(index)?];
         let first = flow.first as usize;
         if first >= index || !flow.has_exit() {
             return None;
         }
-        let event = self.trace.event(first).ok()?;
-        match &event.body {
-            Body::Exit(exit) => ExitFacts::of(event.dom, exit).raised(),
-            _ => None,
-        }
+        self.trace.event(first).ok()
     }
 
     /// Show event number `index`: its flow, at its step.
