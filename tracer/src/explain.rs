@@ -7,7 +7,6 @@
 //! is decoded once, by [`ExitReason`]; the names of exits, vectors and MSRs are the abi's
 //! too. References: AMD APM vol. 2, chapter 15 (SVM) and chapter 8 (exceptions).
 
-use std::borrow::Cow;
 use traplab_abi::event::{
     Action, Body, DomainState, Event, Exit, ReturnPath, Schedule, ScheduleWhy, domain_label,
 };
@@ -180,11 +179,7 @@ impl Context<'_> {
 /// One plain sentence: what this step means, printable (`text::printable`: it may quote
 /// what a guest chose).
 pub fn sentence(event: &Event, context: &Context) -> String {
-    let sentence = unprintable_sentence(event, context);
-    match crate::text::printable(&sentence) {
-        Cow::Borrowed(_) => sentence,
-        Cow::Owned(shown) => shown,
-    }
+    crate::text::made_printable(unprintable_sentence(event, context))
 }
 
 /// [`sentence`] before it is made printable.
@@ -609,11 +604,7 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
     // A value may hold what a guest chose (a store value, the bytes it printed): shown as
     // `text::printable` shows it.
     let mut row = |name: &str, value: String| {
-        let value = match crate::text::printable(&value) {
-            Cow::Borrowed(_) => value,
-            Cow::Owned(shown) => shown,
-        };
-        rows.push((name.to_string(), value))
+        rows.push((name.to_string(), crate::text::made_printable(value)))
     };
     row(
         "event",

@@ -40,11 +40,7 @@ pub fn line(event: &Event) -> String {
 /// The part after the kind, printable ([`printable`]: what a guest printed or named may
 /// hold a terminal's control characters).
 pub fn detail(event: &Event) -> String {
-    let detail = unprintable_detail(event);
-    match printable(&detail) {
-        Cow::Borrowed(_) => detail,
-        Cow::Owned(shown) => shown,
-    }
+    made_printable(unprintable_detail(event))
 }
 
 /// Text a guest chose (its console's bytes, a store path or value), made safe to show on a
@@ -63,6 +59,14 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     match text.chars().any(|character| shown(character) != character) {
         false => Cow::Borrowed(text),
         true => Cow::Owned(text.chars().map(shown).collect()),
+    }
+}
+
+/// [`printable`], for a string of one's own: kept as it is when nothing needs showing.
+pub fn made_printable(text: String) -> String {
+    match printable(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(shown) => shown,
     }
 }
 

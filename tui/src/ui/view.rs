@@ -25,7 +25,7 @@ use traplab_tracer::delivery;
 use traplab_tracer::explain::{self, Context};
 use traplab_tracer::flows::FlowEnd;
 use traplab_tracer::store::NO_DOM;
-use traplab_tracer::text::printable;
+use traplab_tracer::text::{made_printable, printable};
 
 /// Styles, with and without colour (`NO_COLOR`: only bold, reverse, underline and dim).
 #[derive(Clone, Copy)]
@@ -952,7 +952,7 @@ fn render_flow(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         // printable: raw, a control character would reach the terminal.
         let texts: Vec<String> = lanes(app, step, &lanes_of)
             .into_iter()
-            .map(|text| printable(&text).into_owned())
+            .map(made_printable)
             .collect();
         let seq = match step {
             Step::Event { index, .. } => app
