@@ -124,8 +124,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         }
     }
     let reader = reader_throughput(READER_EVENTS).map_err(failed)?;
-    let mut report = Report::new(&measured, runs, accel, reader, steal, host_hz.is_some());
-    report.load_average = load_before.zip(load_after);
+    let conditions = Conditions {
+        machine: this_machine(),
+        tsc_from_host: host_hz.is_some(),
+        steal_percent: steal,
+        load_average: load_before.zip(load_after),
+    };
+    let report = Report::new(&measured, runs, accel, reader, conditions);
     if args.json {
         println!("{}", report.json());
     } else {
@@ -324,15 +329,22 @@ struct Report {
     first_event_ms: f64,
     /// Events per second the host's reader takes from a ring a synthetic producer fills.
     reader_events_per_second: f64,
-    /// The share of the CPU time stolen from this VM during the timed rounds, in percent.
-    steal_percent: Option<f64>,
+    /// Where and how the timed rounds ran.
+    conditions: Conditions,
+}
+
+/// Where and how the timed rounds ran: what moves the times but not the counts.
+#[derive(Debug, Default)]
+struct Conditions {
+    /// The machine the figures are of: its CPU, how many, and QEMU's version.
+    machine: String,
     /// The TSC rate is the host's, measured by the bench and given to the hypervisor (else
     /// the hypervisor's own calibration, against the emulated PIT).
     tsc_from_host: bool,
+    /// The share of the CPU time stolen from this VM during the timed rounds, in percent.
+    steal_percent: Option<f64>,
     /// /proc/loadavg's one-minute figure before and after the timed rounds.
     load_average: Option<(f64, f64)>,
-    /// The machine the figures are of: its CPU, how many, and QEMU's version.
-    machine: String,
 }
 
 /// One configuration against another.
@@ -359,8 +371,7 @@ impl Report {
         runs: usize,
         accel: Accel,
         reader: f64,
-        steal_percent: Option<f64>,
-        tsc_from_host: bool,
+        conditions: Conditions,
     ) -> Report {
         let tsc_hz = measured
             .iter()
@@ -430,10 +441,7 @@ impl Report {
                     .collect(),
             ),
             reader_events_per_second: reader,
-            steal_percent,
-            tsc_from_host,
-            load_average: None,
-            machine: this_machine(),
+            conditions,
         }
     }
 
@@ -463,13 +471,13 @@ impl Report {
             self.exits,
             self.runs,
             self.tsc_hz / 1e9,
-            match self.tsc_from_host {
+            match self.conditions.tsc_from_host {
                 true => "the host's, measured and given to the hypervisor",
                 false => "the hypervisor's calibration",
             },
             self.accel.name()
         );
-        let _ = writeln!(out, "machine: {}", self.machine);
+        let _ = writeln!(out, "machine: {}", self.conditions.machine);
         let _ = writeln!(
             out,
             "{:<30} {:>9} {:>9}   {:>12}",
@@ -527,13 +535,13 @@ impl Report {
             "host reader: {:.0} events/s from a ring a synthetic producer fills (target ≥ {READER_TARGET})",
             self.reader_events_per_second
         );
-        if let Some(steal) = self.steal_percent {
+        if let Some(steal) = self.conditions.steal_percent {
             let _ = writeln!(
                 out,
                 "steal: {steal:.0}% of this machine's CPU time went to others during the timed rounds (the VM's host took it); the times move with it, the instruction counts do not"
             );
         }
-        if let Some((before, after)) = self.load_average {
+        if let Some((before, after)) = self.conditions.load_average {
             let _ = writeln!(
                 out,
                 "load average (1 min): {before:.2} before the timed rounds, {after:.2} after, on {} CPU(s): other work on this machine moves the times too, which steal does not show",
@@ -569,9 +577,9 @@ impl Report {
             "exits": self.exits,
             "runs": self.runs,
             "tsc_hz": self.tsc_hz,
-            "tsc_from_host": self.tsc_from_host,
-            "machine": self.machine,
-            "load_average": self.load_average.map(|(before, after)| serde_json::json!({"before": before, "after": after})),
+            "tsc_from_host": self.conditions.tsc_from_host,
+            "machine": self.conditions.machine,
+            "load_average": self.conditions.load_average.map(|(before, after)| serde_json::json!({"before": before, "after": after})),
             "configs": configs,
             "untraced_over_bare": {
                 "time": untraced.time,
@@ -590,7 +598,7 @@ impl Report {
             },
             "reader_events_per_second": self.reader_events_per_second,
             "first_event_ms": self.first_event_ms,
-            "steal_percent": self.steal_percent,
+            "steal_percent": self.conditions.steal_percent,
         })
     }
 }
@@ -1146,7 +1154,8 @@ const LOOP_OWN: &str = "its CPUID a NOP: ";
 #[cfg(test)]
 mod tests {
     use super::{
-        CONFIGS, CpuTimes, Measured, Report, Sample, parse, read_through_ring, reader_throughput,
+        CONFIGS, Conditions, CpuTimes, Measured, Report, Sample, parse, read_through_ring,
+        reader_throughput,
     };
     use std::sync::mpsc;
     use std::time::Duration;
@@ -1263,8 +1272,7 @@ mod tests {
             3,
             Accel::Tcg,
             0.0,
-            None,
-            false,
+            Conditions::default(),
         );
         let untraced_over_bare = report.ratio(1, 0);
         assert!((untraced_over_bare.time - 1.5).abs() < 1e-9);
