@@ -245,11 +245,10 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             }
             // `killed` names domains by number, as the trace does: 1 is the first guest (of
             // the lab, or of the exercise that names its own).
-            let killed = lab.killed.iter().map(|dom| (dom, lab.clone())).chain(
-                lab.exercises.iter().flat_map(|exercise| exercise.killed.iter().flatten().map(|dom| (dom, exercise.lab(&lab)))),
-            );
-            for (dom, runs) in killed {
-                if !runs.has_domain(*dom) {
+            let runs = std::iter::once((lab.killed.as_slice(), lab.clone()))
+                .chain(lab.exercises.iter().map(|exercise| (exercise.killed.as_deref().unwrap_or_default(), exercise.lab(&lab))));
+            for (killed, runs) in runs {
+                if let Some(dom) = killed.iter().find(|dom| !runs.has_domain(**dom)) {
                     return Err(CatalogueError {
                         file: file.to_string(),
                         message: format!("killed = [{dom}] names no domain of the lab: its domains are {}", domain_list(&runs)),

@@ -91,7 +91,6 @@ fn not_a_guest(image: &[u8]) -> Option<&'static str> {
     const ET_DYN: u16 = 3;
     const PT_INTERP: u32 = 3;
     const PT_NOTE: u32 = 4;
-    const NT_GNU_ABI_TAG: u32 = 1;
     let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
     let u64_at = |at: usize| Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?));
@@ -107,7 +106,7 @@ fn not_a_guest(image: &[u8]) -> Option<&'static str> {
                 let (offset, length) =
                     (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
                 let notes = image.get(offset..offset.checked_add(length)?)?;
-                if let Some(owner) = note_owner(notes, NT_GNU_ABI_TAG) {
+                if let Some(owner) = note_owner(notes) {
                     return Some(owner);
                 }
             }
@@ -117,8 +116,10 @@ fn not_a_guest(image: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// Among ELF notes, GNU's ABI tag of type `gnu_abi_tag` or any of Xen's: what the file then is.
-fn note_owner(mut notes: &[u8], gnu_abi_tag: u32) -> Option<&'static str> {
+/// Among ELF notes, GNU's ABI tag (`NT_GNU_ABI_TAG`, 1) or any of Xen's: what the file then
+/// is.
+fn note_owner(mut notes: &[u8]) -> Option<&'static str> {
+    const NT_GNU_ABI_TAG: u32 = 1;
     let aligned = |length: usize| length.checked_add(3).map(|length| length & !3);
     while notes.len() >= 12 {
         let word = |at: usize| {
@@ -127,7 +128,7 @@ fn note_owner(mut notes: &[u8], gnu_abi_tag: u32) -> Option<&'static str> {
         let (name_size, description_size, kind) = (word(0) as usize, word(4) as usize, word(8));
         let name = notes.get(12..12 + name_size)?;
         match (name, kind) {
-            (b"GNU\0", kind) if kind == gnu_abi_tag => {
+            (b"GNU\0", NT_GNU_ABI_TAG) => {
                 return Some("a program built for Linux (it carries GNU's ABI note)");
             }
             (b"Xen\0", _) => {

@@ -74,17 +74,12 @@ pub fn bring_up_to_date(older: OlderBuild) -> Result<(), Failure> {
         Ok(()) => Ok(()),
         Err(error @ BuildError::Failed { .. }) => Err(Failure::new(
             status::BUILD_FAILED,
-            format!(
-                "{error}\nFix it and {} again: nothing {}.",
-                match older {
-                    OlderBuild::Refuse => "check",
-                    OlderBuild::Run => "run it",
-                },
-                match older {
-                    OlderBuild::Refuse => "was graded",
-                    OlderBuild::Run => "ran",
+            match older {
+                OlderBuild::Refuse => {
+                    format!("{error}\nFix it and check again: nothing was graded.")
                 }
-            ),
+                OlderBuild::Run => format!("{error}\nFix it and run it again: nothing ran."),
+            },
         )),
         Err(error @ BuildError::CannotRun { .. }) if older == OlderBuild::Run => {
             eprintln!(
