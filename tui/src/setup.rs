@@ -25,11 +25,11 @@ pub fn ensure_qemu(yes: bool) -> Result<(), String> {
         }
     }
     for command in qemu::install_commands() {
+        let command = unattended(&command);
         let text = command.join(" ");
         eprintln!("running: {text}");
         let status = Command::new(&command[0])
             .args(&command[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .map_err(|error| format!("cannot run `{text}`: {error}"))?;
         if !status.success() {
@@ -74,6 +74,21 @@ pub fn ensure_lab_kernel(lab: &traplab_labs::Lab, yes: bool) -> Result<(), Strin
     linux::fetch().map(|_| ())
 }
 
+/// `command` (an `apt-get`, maybe after `sudo`) with `DEBIAN_FRONTEND=noninteractive` in
+/// apt-get's own environment, so that no package's configuration stops to ask a question
+/// nobody may be there to answer (`--yes` without a terminal). Set on traplab's process it
+/// would not get there: sudo's `env_reset` (its default) drops it.
+fn unattended(command: &[String]) -> Vec<String> {
+    let apt = command
+        .iter()
+        .position(|word| word == "apt-get")
+        .unwrap_or(0);
+    let mut words = command[..apt].to_vec();
+    words.extend(["env".into(), "DEBIAN_FRONTEND=noninteractive".into()]);
+    words.extend_from_slice(&command[apt..]);
+    words
+}
+
 /// Ask `question` on the terminal; only an explicit yes is one (the default is no).
 fn ask(question: &str) -> bool {
     eprint!("{question} [y/N] ");
@@ -81,4 +96,22 @@ fn ask(question: &str) -> bool {
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_get_gets_its_frontend_through_sudo() {
+        let words = |text: &str| text.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            unattended(&words("sudo apt-get install -y qemu-system-x86")),
+            words("sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y qemu-system-x86")
+        );
+        assert_eq!(
+            unattended(&words("apt-get update")),
+            words("env DEBIAN_FRONTEND=noninteractive apt-get update")
+        );
+    }
 }
