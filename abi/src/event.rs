@@ -660,9 +660,43 @@ pub fn domain_label(dom: u16) -> alloc::string::String {
 }
 
 /// Text a guest wrote to its console, one line per event (without the newline).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Console {
     pub text: Text,
+    /// The line has no newline yet, and the guest waits for input after it: a shell's
+    /// prompt. The line is sent again, whole, once its newline comes (in the event that
+    /// ends it, which repeats this text): a reader that shows lines replaces this one then.
+    /// Absent from JSON when `false` (a recording before it reads as `false`).
+    #[serde(default)]
+    pub unfinished: bool,
+}
+
+impl Console {
+    /// A finished line.
+    pub fn line(text: impl Into<Text>) -> Console {
+        Console {
+            text: text.into(),
+            unfinished: false,
+        }
+    }
+}
+
+/// By hand for one field: JSON leaves `unfinished` out when it is `false` (almost every
+/// line), and the wire's postcard, which has no field names to leave one out by, always
+/// writes it.
+impl Serialize for Console {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let leave_out = serializer.is_human_readable() && !self.unfinished;
+        let mut fields = serializer.serialize_struct("Console", 2 - usize::from(leave_out))?;
+        fields.serialize_field("text", &self.text)?;
+        if leave_out {
+            fields.skip_field("unfinished")?;
+        } else {
+            fields.serialize_field("unfinished", &self.unfinished)?;
+        }
+        fields.end()
+    }
 }
 
 /// Events that never reached the host. `count` events are missing before this one.

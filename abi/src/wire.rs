@@ -1323,11 +1323,18 @@ mod tests {
             seq: 8,
             tsc: 999, // a clock that went back: still exact
             dom: None,
-            body: Body::Console(Console {
-                text: Cow::Borrowed("hello"),
-            }),
+            body: Body::Console(Console::line("hello")),
         });
         events.extend(trap(9, 1, 1));
+        events.push(Event {
+            seq: 13,
+            tsc: 1_000,
+            dom: Some(1),
+            body: Body::Console(Console {
+                text: "/ # ".into(),
+                unfinished: true,
+            }),
+        });
         let (decoded, _) = through(&events, &[]);
         assert_eq!(decoded, events);
     }
@@ -1416,9 +1423,7 @@ mod tests {
             seq: 4,
             tsc: 1_020_000,
             dom: Some(1),
-            body: Body::Console(Console {
-                text: Cow::Borrowed("hello"),
-            }),
+            body: Body::Console(Console::line("hello")),
         });
         events.extend(trap(5, 1, 1));
         let mut encoder = Encoder::new();

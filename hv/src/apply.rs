@@ -503,9 +503,7 @@ impl Step<'_, '_> {
 
     fn console(&mut self, line: Option<String>) {
         if let Some(text) = line {
-            self.events.push(Body::Console(Console {
-                text: Cow::Owned(text),
-            }));
+            self.events.push(Body::Console(Console::line(text)));
         }
     }
 
@@ -674,6 +672,13 @@ impl Step<'_, '_> {
                     let line = self.domain.devices.console.transmit(byte);
                     self.console(line);
                 }
+            }
+            Effect::ConsolePrompt => {
+                let text = self.domain.devices.console.prompt();
+                self.events.push(Body::Console(Console {
+                    text: text.into(),
+                    unfinished: true,
+                }));
             }
             Effect::PageTableEntry { gpa, level, entry } => {
                 let memory = &mut self.domain.memory;
@@ -1831,9 +1836,7 @@ mod tests {
                 arguments: Arguments::default(),
                 changes: Vec::with_capacity(1),
             }),
-            Body::Console(Console {
-                text: owned("a line"),
-            }),
+            Body::Console(Console::line(owned("a line"))),
         ];
         let owns_memory = |body: &Body| {
             let owns = |text: &Text| matches!(text, Cow::Owned(_));

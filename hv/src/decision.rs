@@ -111,6 +111,9 @@ pub enum Effect {
     PitTick,
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
+    /// The unfinished line the guest waits for input after, shown as a prompt: a `console`
+    /// event marked unfinished (`Uart::waits_after_prompt`).
+    ConsolePrompt,
     /// A checked entry written into a pinned page table at guest-physical `gpa`; the
     /// writable leaves of the pinned tables follow (the old entry's out, the new one's in).
     PageTableEntry {

@@ -854,11 +854,11 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
         return;
     };
     domain.vcpu.run_state = RunState::Ended;
-    let console = domain.devices.console.flush().map(|line| {
-        Body::Console(event::Console {
-            text: Cow::Owned(line),
-        })
-    });
+    let console = domain
+        .devices
+        .console
+        .flush()
+        .map(|line| Body::Console(event::Console::line(line)));
     let (state, status, reason) = match &end {
         DomainEnd::Exited { status, reason } => {
             (DomainState::Exited, Some(*status), reason.clone())

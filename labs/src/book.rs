@@ -392,7 +392,7 @@ mod tests {
             seq,
             tsc: 0,
             dom: Some(1),
-            body: Body::Console(Console { text: text.into() }),
+            body: Body::Console(Console::line(text)),
         }
     }
 

@@ -518,7 +518,7 @@ mod tests {
                 seq: 0,
                 tsc: 0,
                 dom: Some(0),
-                body: Body::Console(Console { text: "a".into() }),
+                body: Body::Console(Console::line("a")),
             },
             Event {
                 seq: 1,
@@ -530,7 +530,7 @@ mod tests {
                 seq: 2,
                 tsc: 0,
                 dom: Some(0),
-                body: Body::Console(Console { text: "b".into() }),
+                body: Body::Console(Console::line("b")),
             },
         ]
     }

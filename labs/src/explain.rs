@@ -799,9 +799,7 @@ mod tests {
     }
 
     fn console(text: &str) -> Body {
-        Body::Console(traplab_abi::event::Console {
-            text: text.to_string().into(),
-        })
+        Body::Console(traplab_abi::event::Console::line(text.to_string()))
     }
 
     fn emulate(what: &str) -> Body {

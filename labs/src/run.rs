@@ -285,13 +285,14 @@ pub fn ending(events: &[Event], dom: u16) -> Option<Ending> {
     })
 }
 
-/// The console lines of domain `dom`, in order.
+/// The console lines of domain `dom`, in order: the finished ones (a prompt shown before its
+/// newline comes again, whole, in the line that ends it).
 pub fn console(events: &[Event], dom: u16) -> Vec<String> {
     events
         .iter()
         .filter(|event| event.dom == Some(dom))
         .filter_map(|event| match &event.body {
-            Body::Console(console) => Some(console.text.to_string()),
+            Body::Console(console) if !console.unfinished => Some(console.text.to_string()),
             _ => None,
         })
         .collect()
@@ -336,9 +337,9 @@ mod tests {
             seq: 0,
             tsc: 0,
             dom: Some(1),
-            body: Body::Console(Console {
-                text: "#PF at 0x40000000: mapping a free frame there".into(),
-            }),
+            body: Body::Console(Console::line(
+                "#PF at 0x40000000: mapping a free frame there",
+            )),
         }
     }
 

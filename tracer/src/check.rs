@@ -143,7 +143,7 @@ mod tests {
 
     /// Any event but `end`.
     fn line() -> Body {
-        Body::Console(Console { text: "x".into() })
+        Body::Console(Console::line("x"))
     }
 
     fn end() -> Body {
@@ -158,7 +158,7 @@ mod tests {
         let mut check = StreamCheck::new();
         for seq in 0..3 {
             assert_eq!(
-                check.observe(&event(seq, Body::Console(Console { text: "x".into() }))),
+                check.observe(&event(seq, Body::Console(Console::line("x")))),
                 []
             );
         }

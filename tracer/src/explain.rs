@@ -372,6 +372,10 @@ fn unprintable_sentence(event: &Event, context: &Context) -> String {
             )
         }
         Body::Schedule(schedule) => switch_sentence(schedule),
+        Body::Console(console) if console.unfinished => format!(
+            "The guest has printed “{}” and waits for input: a prompt, a line with no newline yet. It halted, so it will print no more of it before a key comes; the whole line comes again at its newline.",
+            console.text
+        ),
         Body::Console(console) => format!("The guest prints: “{}”.", console.text),
         Body::Lost(lost) => format!(
             "{} events were lost here: the trace has a hole.",

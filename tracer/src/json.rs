@@ -213,7 +213,7 @@ mod tests {
             seq: 0,
             tsc: 1,
             dom: None,
-            body: Body::Console(Console { text: "hi".into() }),
+            body: Body::Console(Console::line("hi")),
         };
         let line = to_line(&event);
         assert_eq!(
@@ -221,6 +221,30 @@ mod tests {
             r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#
         );
         assert_eq!(from_line(&line).unwrap(), event);
+    }
+
+    #[test]
+    fn an_unfinished_line_says_so_and_a_finished_one_says_nothing_of_it() {
+        let prompt = Event {
+            seq: 5,
+            tsc: 9,
+            dom: Some(1),
+            body: Body::Console(Console {
+                text: "/ # ".into(),
+                unfinished: true,
+            }),
+        };
+        let line = to_line(&prompt);
+        assert_eq!(
+            line,
+            r#"{"v":1,"seq":5,"tsc":9,"dom":1,"kind":"console","text":"/ # ","unfinished":true}"#
+        );
+        assert_eq!(from_line(&line).unwrap(), prompt);
+        let finished = r#"{"v":1,"seq":5,"tsc":9,"dom":1,"kind":"console","text":"/ # ls","unfinished":false}"#;
+        assert_eq!(
+            to_line(&from_line(finished).unwrap()),
+            r#"{"v":1,"seq":5,"tsc":9,"dom":1,"kind":"console","text":"/ # ls"}"#
+        );
     }
 
     #[test]

@@ -101,9 +101,7 @@ mod tests {
             seq,
             tsc: seq * 10,
             dom: Some(0),
-            body: Body::Console(Console {
-                text: text.to_string().into(),
-            }),
+            body: Body::Console(Console::line(text.to_string())),
         }
     }
 

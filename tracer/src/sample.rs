@@ -65,9 +65,7 @@ pub fn event_channel_ping() -> Vec<Event> {
     trace.push(Some(2), resume(0x20_0900, 200_000));
     trace.push(
         Some(2),
-        Body::Console(Console {
-            text: "pong: port 3 is pending".into(),
-        }),
+        Body::Console(Console::line("pong: port 3 is pending")),
     );
     let mut iret = vmmcall(0x20_0980, 0, 0);
     iret.exitcode = 0x74;

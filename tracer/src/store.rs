@@ -542,12 +542,7 @@ mod tests {
         // An exit's EXITINFO1 and an end's status play no part in the flows, but a recording
         // that has them wrong is not a trace: its line is named when it loads, before any
         // command counts what came before it (`stats`, `diff`, `export`).
-        let good = line(
-            0,
-            Body::Console(Console {
-                text: "hello".into(),
-            }),
-        );
+        let good = line(0, Body::Console(Console::line("hello")));
         let exit = r#"{"v":1,"seq":1,"tsc":1234,"dom":0,"kind":"exit","exitcode":78,"reason":"EXCP_PF","exitinfo1":"zz","exitinfo2":"0x40000000","exitintinfo":"0x0","rip":"0x2003d1","cs":8,"cpl":0,"rflags":"0x2","cr0":"0x0","cr2":"0x0","cr3":"0x0","cr4":"0x0","efer":"0x0","regs":{"rax":"0x0","rbx":"0x0","rcx":"0x0","rdx":"0x0","rsi":"0x0","rdi":"0x0","rbp":"0x0","rsp":"0x0","r8":"0x0","r9":"0x0","r10":"0x0","r11":"0x0","r12":"0x0","r13":"0x0","r14":"0x0","r15":"0x0"},"insn":"0f0b"}"#;
         let end = r#"{"v":1,"seq":1,"tsc":20,"kind":"end","reason":"every domain has ended"}"#;
         for bad in [exit, end] {
@@ -582,14 +577,7 @@ mod tests {
     #[test]
     fn a_bad_line_is_named_and_skipped_and_the_events_after_it_are_kept() {
         let path = temporary("bad-line");
-        let console = |seq, text: &str| {
-            line(
-                seq,
-                Body::Console(Console {
-                    text: text.to_string().into(),
-                }),
-            )
-        };
+        let console = |seq, text: &str| line(seq, Body::Console(Console::line(text.to_string())));
         let decide = line(
             1,
             Body::Decide(Decide {
@@ -650,14 +638,7 @@ mod tests {
 
     #[test]
     fn a_seq_that_repeats_or_goes_back_is_a_bad_line() {
-        let console = |seq| {
-            line(
-                seq,
-                Body::Console(Console {
-                    text: "x".to_string().into(),
-                }),
-            )
-        };
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
         for (seqs, bad_line, message) in [
             (
                 [1000, 1001, 999],

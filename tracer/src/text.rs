@@ -204,6 +204,12 @@ fn unprintable_detail(event: &Event) -> String {
             unmap.host_addr
         ),
         Body::Schedule(schedule) => switch(schedule),
+        Body::Console(console) if console.unfinished => {
+            format!(
+                "| {}   (no newline yet: the guest waits for input)",
+                console.text
+            )
+        }
         Body::Console(console) => format!("| {}", console.text),
         Body::Lost(lost) => format!("{} event(s) LOST before this one", lost.count),
         Body::End(end) => format!("hypervisor stops (status {}): {}", end.status, end.reason),
@@ -365,7 +371,7 @@ mod tests {
             seq: 1,
             tsc: 0,
             dom: Some(1),
-            body: Body::Console(traplab_abi::event::Console { text: text.into() }),
+            body: Body::Console(traplab_abi::event::Console::line(text)),
         };
         let shown = line(&console);
         assert!(

@@ -362,6 +362,15 @@ fn a_shell_on_linux_s_console_runs_the_line_i_types() {
         "the shell's banner",
         console_line("a busybox shell on ttyS0: poweroff -f ends it"),
     );
+    // Its prompt, before any line is typed: the kernel halts to wait for a key with "/ # "
+    // on the line (and busybox's ESC[6n, its question for the cursor's place) and no
+    // newline, and the hypervisor shows it unfinished.
+    until_event(
+        &mut app,
+        &mut session,
+        "the shell's prompt",
+        |body| matches!(body, Body::Console(console) if console.unfinished && console.text.starts_with("/ # ")),
+    );
     // The shell computes the answer: only its output is this line, not the echo of the
     // command line typed.
     keys(&mut app, "iecho answer-$((6*7))\n");

@@ -89,9 +89,7 @@ fn a_guest_s_control_characters_never_reach_the_terminal() {
         sample::created("shell"),
         Body::Exit(sample::exit(0x7b, 0x20_0100, &[0xee])),
         sample::decide(Action::Emulate, "OUT to the console UART", "ioio.rs"),
-        Body::Console(Console {
-            text: printed.into(),
-        }),
+        Body::Console(Console::line(printed)),
         sample::resume(0x20_0101, 10),
     ];
     let mut trace = Trace::live("shell (sample)");
@@ -1005,6 +1003,59 @@ fn the_console_pane_shows_what_was_printed_so_far() {
     );
     assert!(!screen.contains("the write was retried"), "{screen}");
     insta::assert_snapshot!("console_at_the_return", screen);
+}
+
+/// A prompt, shown before its newline (`/ # `, unfinished), is in the Console pane until
+/// the line it begins comes whole; then only the whole line is.
+#[test]
+fn the_console_pane_replaces_a_prompt_with_the_line_that_finishes_it() {
+    use traplab_abi::event::{Action, Body, Console, Event};
+    use traplab_tracer::sample;
+    let mut bodies = vec![Body::Boot(sample::boot()), sample::created("shell")];
+    for (rip, console) in [
+        (
+            0x20_0100,
+            Console {
+                text: "/ # ".into(),
+                unfinished: true,
+            },
+        ),
+        (0x20_0200, Console::line("/ # ls")),
+    ] {
+        bodies.extend([
+            Body::Exit(sample::exit(0x7b, rip, &[0xee])),
+            sample::decide(Action::Emulate, "OUT to the console UART", "ioio.rs"),
+            Body::Console(console),
+            sample::resume(rip + 1, 10),
+        ]);
+    }
+    let mut trace = Trace::live("shell (sample)");
+    for (seq, body) in bodies.into_iter().enumerate() {
+        trace.push_event(&Event {
+            seq: seq as u64,
+            tsc: 100 * seq as u64,
+            dom: (seq > 0).then_some(1),
+            body,
+        });
+    }
+    let mut app = App::new(trace, plain());
+    let prompts = |screen: &str| {
+        screen
+            .lines()
+            .filter_map(|line| line.split("d1 | ").nth(1))
+            .map(|text| text.trim_end_matches([' ', '│', '"']).to_string())
+            .collect::<Vec<_>>()
+    };
+    press(&mut app, "<Enter>Go");
+    let screen = draw(&app, 100, 30);
+    assert_eq!(prompts(&screen), ["/ #"], "the prompt alone: {screen}");
+    press(&mut app, "<Esc>j<Enter>Go");
+    let screen = draw(&app, 100, 30);
+    assert_eq!(
+        prompts(&screen),
+        ["/ # ls"],
+        "the whole line, once: {screen}"
+    );
 }
 
 /// Breaks in a replay: `b rip:…` (or `sym:…`, with the guests' ELF files) and `c` run

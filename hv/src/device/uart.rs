@@ -16,6 +16,8 @@
 //! What is emulated and why:
 //! - **Transmit** is instant: a byte written to THR is on the console at once, so LSR always
 //!   says THRE and TEMT (the transmitter is empty) and never "busy". Bytes collect into lines.
+//!   A line without its newline, after which the guest halts to wait for input, is shown
+//!   once as it is (a shell's prompt: [`Uart::waits_after_prompt`]), and again at its end.
 //! - **Receive**: bytes from the host (`traplab run` forwards keys) wait in the receiver FIFO
 //!   (16 bytes, or a 1-byte holding register while the FIFOs are off, FCR bit 0); LSR.DR says
 //!   one is there and reading RBR takes it. Bytes the FIFO has no room for wait on the host's
@@ -109,6 +111,8 @@ mod msr {
 #[derive(Default)]
 pub struct Uart {
     line: Vec<u8>,
+    /// How much of `line` the trace has shown already as a prompt ([`Uart::prompt`]).
+    prompt_shown: usize,
     /// The receiver FIFO (or holding register): what RBR gives next.
     fifo: VecDeque<u8>,
     /// Bytes from the host that do not fit in the FIFO yet.
@@ -226,6 +230,26 @@ impl Uart {
     /// What is left without a newline (at the end of the domain).
     pub fn flush(&mut self) -> Option<String> {
         (!self.line.is_empty()).then(|| self.take_line())
+    }
+
+    /// Does the guest wait for input after an unfinished line the trace has not shown yet
+    /// (a shell's prompt, `/ # `)? Its driver has nothing more to send (the THR-empty
+    /// interrupt off: Linux's 8250 turns it off when its transmit buffer runs dry, and a
+    /// driver in the middle of a long line keeps it on), the received-data interrupt is on
+    /// and nothing waits to be read. The halted guest's HLT asks (`exit/hlt.rs`): lines
+    /// are otherwise passed on at their newline, and a prompt has none until a line is typed.
+    pub fn waits_after_prompt(&self) -> bool {
+        self.line.len() > self.prompt_shown
+            && self.interrupt_enable & ier::TRANSMITTER_EMPTY == 0
+            && self.listening()
+            && self.fifo.is_empty()
+    }
+
+    /// The unfinished line, to show as a prompt: it stays, and comes again whole at its
+    /// newline ([`Uart::waits_after_prompt`]).
+    pub fn prompt(&mut self) -> String {
+        self.prompt_shown = self.line.len();
+        String::from_utf8_lossy(&self.line).into_owned()
     }
 
     /// A byte written to THR: out on the console, or to the receiver in loopback. Either
@@ -355,6 +379,7 @@ impl Uart {
     fn take_line(&mut self) -> String {
         let line = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
+        self.prompt_shown = 0;
         line
     }
 }
@@ -375,6 +400,34 @@ mod tests {
         assert_eq!(send(&mut uart, b"one\r\ntwo\nthr"), ["one", "two"]);
         assert_eq!(uart.flush().as_deref(), Some("thr"), "the rest, at the end");
         assert_eq!(uart.flush(), None);
+    }
+
+    #[test]
+    fn a_prompt_is_shown_once_when_the_driver_is_done_sending_and_listens() {
+        let mut uart = Uart::default();
+        uart.write(4, mcr::OUT2 | mcr::RTS | mcr::DTR);
+        // Sending, as Linux's 8250 does: THR-empty interrupt on until its buffer is dry.
+        uart.write(1, ier::RECEIVED_DATA | ier::TRANSMITTER_EMPTY);
+        assert_eq!(send(&mut uart, b"/ # "), [] as [String; 0]);
+        assert!(!uart.waits_after_prompt(), "still sending");
+        uart.write(1, ier::RECEIVED_DATA);
+        assert!(uart.waits_after_prompt());
+        assert_eq!(uart.prompt(), "/ # ");
+        assert!(!uart.waits_after_prompt(), "shown once");
+        // A key waiting to be read: the guest is not waiting for input.
+        uart.receive(b"l");
+        send(&mut uart, b"l");
+        assert!(!uart.waits_after_prompt(), "a byte waits in the receiver");
+        assert_eq!(uart.read(0), b'l');
+        assert!(uart.waits_after_prompt(), "the echo made the line longer");
+        assert_eq!(uart.prompt(), "/ # l");
+        // The line, once ended, comes whole.
+        assert_eq!(send(&mut uart, b"s\n"), ["/ # ls"]);
+        assert!(!uart.waits_after_prompt());
+        // Without the received-data interrupt nothing waits for a key.
+        uart.write(1, 0);
+        send(&mut uart, b"$ ");
+        assert!(!uart.waits_after_prompt());
     }
 
     #[test]

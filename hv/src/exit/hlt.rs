@@ -116,6 +116,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
             "{context}HLT with interrupts on: d{} blocks until its timer or an event interrupts it; {meanwhile}",
             guest.id
         )
+        .with_all(prompt(guest))
         .with(Effect::Rip(next))
         .with(Effect::EndInterruptShadow)
         .with(Effect::Block(Wait::Interrupt))
@@ -129,6 +130,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
             "{context}HLT with interrupts on and no timer that can interrupt it: d{} blocks until a key the host types on COM1, whose receiver interrupt is on",
             guest.id
         )
+        .with_all(prompt(guest))
         .with(Effect::Rip(next))
         .with(Effect::EndInterruptShadow)
         .with(Effect::StartHostTimer)
@@ -141,10 +143,22 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         Action::Emulate,
         "{context}HLT with interrupts on: the hypervisor waits for the guest's timer, then delivers its interrupt"
     )
+    .with_all(prompt(guest))
     .with(Effect::Rip(next))
     .with(Effect::EndInterruptShadow)
     .with(Effect::HaltUntilInterrupt)
     .describe("HLT")
+}
+
+/// A guest that halts to wait has printed all it will before its input comes: the unfinished
+/// line it waits after (a shell's prompt, `/ # `) is shown now, not at a newline that comes
+/// only once a line is typed. (A domain that ends passes its unfinished line on anyway.)
+fn prompt(guest: &Guest) -> Option<Effect> {
+    guest
+        .devices
+        .console
+        .waits_after_prompt()
+        .then_some(Effect::ConsolePrompt)
 }
 
 /// The virtual CPU stops for good: the domain ends with status 0.
@@ -281,6 +295,32 @@ mod tests {
         );
         assert_eq!(test.domain.pending_interrupt(), Some(0x24));
         assert!(test.machine.keys.is_empty(), "taken");
+    }
+
+    #[test]
+    fn a_shell_s_prompt_is_shown_when_it_halts_to_wait_for_a_line_and_once() {
+        // busybox printed "/ # " and waits in read(): no newline comes until a line is
+        // typed, and the trace showed nothing of it. Its HLT shows it, unfinished.
+        let mut test = waiting_for_a_key(true);
+        for &byte in b"done\n/ # " {
+            test.domain.devices.console.write(0, byte);
+        }
+        let run = test.run(test.exit(ExitReason::Hlt));
+        let [Body::Decide(_), Body::Console(prompt), Body::Emulate(_)] = run.events.as_slice()
+        else {
+            panic!("{:?}", run.kinds())
+        };
+        assert_eq!((prompt.text.as_ref(), prompt.unfinished), ("/ # ", true));
+        // The next HLT, still waiting: nothing new to show.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(run.kinds(), ["decide", "emulate"]);
+        // While the driver still sends (THR-empty interrupt on), the line is not done.
+        test.domain.devices.console.write(0, b'x');
+        test.domain.devices.console.write(1, 0x03);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(!run.kinds().contains(&"console"), "{:?}", run.kinds());
     }
 
     #[test]

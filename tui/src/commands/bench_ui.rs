@@ -278,9 +278,9 @@ fn generate(path: &PathBuf, count: usize) -> std::io::Result<()> {
             )?;
             out.write(
                 Some(GUEST),
-                Body::Console(Console {
-                    text: "#PF at 0x40000000, error code 0x2: mapping a free frame there".into(),
-                }),
+                Body::Console(Console::line(
+                    "#PF at 0x40000000, error code 0x2: mapping a free frame there",
+                )),
                 9_000,
             )?;
             out.write(

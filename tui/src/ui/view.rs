@@ -17,7 +17,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
-use traplab_abi::event::{Body, Event};
+use traplab_abi::event::{Body, Console, Event};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
@@ -1482,19 +1482,32 @@ fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
         ),
         theme.dim(),
     )];
-    for &index in &app.console[printed.saturating_sub(shown)..printed] {
-        if let Ok(Event {
-            dom,
-            body: Body::Console(line),
-            ..
-        }) = app.trace.event(index as usize)
-        {
-            let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
-            lines.push(Line::from(vec![
-                Span::styled(format!("{dom:<3}| "), theme.key()),
-                Span::raw(printable(&line.text).into_owned()),
-            ]));
+    let printed: Vec<(Option<u16>, Console)> = app.console[printed.saturating_sub(shown)..printed]
+        .iter()
+        .filter_map(|&index| match app.trace.event(index as usize) {
+            Ok(Event {
+                dom,
+                body: Body::Console(line),
+                ..
+            }) => Some((dom, line)),
+            _ => None,
+        })
+        .collect();
+    for (at, (dom, line)) in printed.iter().enumerate() {
+        // A prompt (a line without its newline yet) that its domain went on to finish: the
+        // finished line, below, repeats it whole.
+        let finished_below = line.unfinished
+            && printed[at + 1..]
+                .iter()
+                .any(|(later_dom, _)| later_dom == dom);
+        if finished_below {
+            continue;
         }
+        let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
+        lines.push(Line::from(vec![
+            Span::styled(format!("{dom:<3}| "), theme.key()),
+            Span::raw(printable(&line.text).into_owned()),
+        ]));
     }
     lines
 }
