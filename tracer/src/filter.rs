@@ -3,15 +3,21 @@
 //!
 //! A class is what the TUI calls a flow (`#PF`, `IOIO`, `upcall`, [`Flow::class`]) or the
 //! exit reason the trace spells (`EXCP_PF`, `INTR`, `VMMCALL`, [`Flow::reason`]), in any
-//! case, the `#` optional. The events come one at a time, so the filter builds the flows as
-//! the TUI does ([`Assembler`]) and asks which flow each event is in. Events that belong to
+//! case, the `#` optional; an exception a flow delivered names it too
+//! ([`Flow::delivered_exception`]): `--only '#BP'` shows the SWINT flow of an INT3 the
+//! hypervisor reflects as #BP, `--only '#DF'` the #PF flow that delivered a double fault. The
+//! events come one at a time, so the filter builds the flows as the TUI does
+//! ([`Assembler`]) and asks which flow each event is in; a flow's events wait until it is
+//! known what it delivered (its resume, or its domain switched out), and every event that
+//! came meanwhile waits behind them: the order printed is the trace's. Events that belong to
 //! no trap — the boot, a domain's start and end, the hypervisor's switches between
 //! domains, the guest's console lines, the end — are always printed: they are the run's
 //! frame, and a student hiding IOIO still wants to read what the guest printed.
 //!
 //! It only chooses what is printed: a recording keeps every event.
 
-use crate::flows::{self, Assembler, Facts, Flow, Kind};
+use crate::flows::{self, Assembler, Facts, Flow, FlowEnd, Kind, NO_EVENT};
+use std::collections::VecDeque;
 use traplab_abi::event::Event;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm::exitcode;
@@ -25,6 +31,20 @@ pub struct ClassFilter {
     flows: Vec<Flow>,
     /// How many events it has seen: the next event's index.
     seen: u32,
+    /// Whether each flow is printed, by flow number, once it is known.
+    verdicts: Vec<Option<bool>>,
+    /// Events not printed yet, in order, with their flow (`None`: the run's frame): the
+    /// events of a flow whose verdict waits ([`ClassFilter::undecided`]) and all after them.
+    held: VecDeque<(Event, Option<usize>)>,
+    /// The flows whose verdicts the held events wait for (one, as a rule: a domain's trap
+    /// is done or switched out before another's begins).
+    undecided: Vec<usize>,
+}
+
+/// Is all that `flow` delivers known? At its end (the resume), or once its domain was
+/// switched out: the hypervisor records a trap's delivery before either.
+fn delivered_all(flow: &Flow) -> bool {
+    flow.end != FlowEnd::Open || flow.away != NO_EVENT
 }
 
 /// The classes of flows without an exit ([`Flow::class`]).
@@ -72,16 +92,21 @@ impl ClassFilter {
             assembler: Assembler::new(),
             flows: Vec::new(),
             seen: 0,
+            verdicts: Vec::new(),
+            held: VecDeque::new(),
+            undecided: Vec::new(),
         })
     }
 
-    /// Take the next event of the trace; whether to print it.
-    pub fn shows(&mut self, event: &Event) -> bool {
+    /// Take the next event of the trace; `print` is given, in order, the events that are to
+    /// be printed now: this one, or none while a flow's verdict waits, or those that waited.
+    pub fn take(&mut self, event: Event, print: &mut impl FnMut(Event)) {
         if self.only.is_empty() && self.hide.is_empty() {
             // Nothing to choose: no flows to build either.
-            return true;
+            print(event);
+            return;
         }
-        let facts = Facts::of(event);
+        let facts = Facts::of(&event);
         let index = self.seen;
         self.seen += 1;
         self.assembler.observe(index, &facts, &mut self.flows);
@@ -89,18 +114,75 @@ impl ClassFilter {
             facts.kind,
             Kind::Boot | Kind::End | Kind::Lost | Kind::Domain | Kind::Schedule | Kind::Console
         );
-        if outside_traps {
-            return true;
+        let flow = match outside_traps {
+            true => None,
+            false => flows::flow_of(&self.flows, self.assembler.continued(), index),
+        };
+        if let Some(flow) = flow
+            && self.verdict(flow).is_none()
+            && !self.undecided.contains(&flow)
+        {
+            self.undecided.push(flow);
         }
-        match flows::flow_of(&self.flows, self.assembler.continued(), index) {
-            Some(flow) => self.passes(&self.flows[flow]),
-            None => true,
+        self.held.push_back((event, flow));
+        // (The switch-out's `schedule` is the frame's, and ends what the flow delivers.)
+        let mut undecided = core::mem::take(&mut self.undecided);
+        undecided.retain(|&flow| {
+            let done = delivered_all(&self.flows[flow]);
+            if done {
+                self.verdicts[flow] = Some(self.passes(&self.flows[flow]));
+            }
+            !done
+        });
+        self.undecided = undecided;
+        self.release(print);
+    }
+
+    /// The end of the trace: what waits is printed by what is known.
+    pub fn finish(&mut self, print: &mut impl FnMut(Event)) {
+        for flow in core::mem::take(&mut self.undecided) {
+            self.verdicts[flow] = Some(self.passes(&self.flows[flow]));
+        }
+        self.release(print);
+    }
+
+    /// Print or drop the held events up to the first whose flow's verdict waits.
+    fn release(&mut self, print: &mut impl FnMut(Event)) {
+        while let Some((_, flow)) = self.held.front() {
+            let shown = match *flow {
+                None => true,
+                Some(flow) => match self.verdict(flow) {
+                    Some(shown) => shown,
+                    None => return,
+                },
+            };
+            if let Some((event, _)) = self.held.pop_front()
+                && shown
+            {
+                print(event);
+            }
         }
     }
 
+    /// Flow `flow`'s verdict, if known (made room for when the flow is new).
+    fn verdict(&mut self, flow: usize) -> Option<bool> {
+        if self.verdicts.len() <= flow {
+            self.verdicts.resize(flow + 1, None);
+        }
+        self.verdicts[flow]
+    }
+
     fn passes(&self, flow: &Flow) -> bool {
-        let names = [normalise(flow.class()), normalise(flow.reason())];
-        let named = |list: &[String]| list.iter().any(|name| names.contains(name));
+        let delivered = flow.delivered_exception().map(normalise);
+        let names = [
+            Some(normalise(flow.class())),
+            Some(normalise(flow.reason())),
+            delivered,
+        ];
+        let named = |list: &[String]| {
+            list.iter()
+                .any(|name| names.iter().flatten().any(|known| known == name))
+        };
         (self.only.is_empty() || named(&self.only)) && !named(&self.hide)
     }
 }
@@ -118,11 +200,13 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let mut filter = ClassFilter::new(&owned(only), &owned(hide)).expect("known classes");
-        crate::sample::event_channel_ping()
-            .into_iter()
-            .filter(|event| filter.shows(event))
-            .map(|event| (event.seq, event.body.kind()))
-            .collect()
+        let mut printed = Vec::new();
+        let mut print = |event: Event| printed.push((event.seq, event.body.kind()));
+        for event in crate::sample::event_channel_ping() {
+            filter.take(event, &mut print);
+        }
+        filter.finish(&mut print);
+        printed
     }
 
     #[test]
@@ -168,6 +252,102 @@ mod tests {
                 .all(|(_, kind)| ["boot", "domain", "schedule", "console", "end"].contains(kind)),
             "{nothing:?}"
         );
+    }
+
+    /// An INT3 the hypervisor intercepts and reflects (a SWINT flow that delivers #BP), then
+    /// an OUT: what is printed after each event, then after the trace's end.
+    fn breakpoint_then_out(only: &[&str], hide: &[&str]) -> Vec<Vec<u64>> {
+        filtered(only, hide, usize::MAX)
+    }
+
+    /// [`breakpoint_then_out`]'s first `events` events.
+    fn filtered(only: &[&str], hide: &[&str], events: usize) -> Vec<Vec<u64>> {
+        use crate::sample;
+        use traplab_abi::event::{Action, Body, EventType, Inject};
+        let bodies = [
+            Body::Boot(sample::boot()),
+            sample::created("breakpoint"),
+            Body::Exit(sample::exit(
+                traplab_abi::svm::exitcode::SWINT,
+                0x20_0100,
+                &[0xcc],
+            )),
+            sample::decide(
+                Action::Reflect,
+                "INT3: reflect #BP",
+                "software_interrupt.rs",
+            ),
+            Body::Inject(Inject {
+                vector: 3,
+                name: "#BP".into(),
+                kind: EventType::Exception,
+                error_code: None,
+                cr2: None,
+                handler: Some(0x20_0400),
+                synthetic: false,
+            }),
+            sample::resume(0x20_0400, 10),
+            Body::Exit(sample::exit(0x7b, 0x20_0500, &[0xee])),
+            sample::decide(Action::Emulate, "OUT", "ioio.rs"),
+            sample::resume(0x20_0501, 10),
+        ];
+        let owned = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut filter = ClassFilter::new(&owned(only), &owned(hide)).expect("known classes");
+        let mut after_each = Vec::new();
+        for (seq, body) in bodies.into_iter().enumerate().take(events) {
+            let event = Event {
+                seq: seq as u64,
+                tsc: seq as u64,
+                dom: (seq > 0).then_some(1),
+                body,
+            };
+            let mut printed = Vec::new();
+            filter.take(event, &mut |event| printed.push(event.seq));
+            after_each.push(printed);
+        }
+        let mut printed = Vec::new();
+        filter.finish(&mut |event| printed.push(event.seq));
+        after_each.push(printed);
+        after_each
+    }
+
+    #[test]
+    fn an_exception_a_flow_delivered_names_it_and_its_events_wait_until_it_is_known() {
+        let held: Vec<u64> = Vec::new();
+        // The SWINT flow's events wait for its resume, then come in order.
+        let bp = breakpoint_then_out(&["#BP"], &[]);
+        assert_eq!(bp[..2], [vec![0], vec![1]], "the frame at once");
+        assert_eq!(bp[2..5], [held.clone(), held.clone(), held.clone()]);
+        assert_eq!(bp[5], [2, 3, 4, 5], "at the resume, the whole flow");
+        assert!(
+            bp[6..].iter().all(Vec::is_empty),
+            "the OUT's flow is not #BP's: {bp:?}"
+        );
+        // In the TUI's words, or by its exit class, the same.
+        assert_eq!(breakpoint_then_out(&["bp"], &[]), bp);
+        assert_eq!(breakpoint_then_out(&["SWINT"], &[]), bp);
+        // Hidden by the exception it delivered.
+        let hidden = breakpoint_then_out(&[], &["#BP"]);
+        assert_eq!(hidden[5], held, "{hidden:?}");
+        assert_eq!(hidden[6..9].concat(), [6, 7, 8], "the OUT's flow stays");
+    }
+
+    #[test]
+    fn a_flow_the_trace_ends_in_is_printed_at_the_end_by_what_is_known() {
+        // --only IOIO: the OUT's flow, whose events wait for its resume ...
+        assert_eq!(
+            breakpoint_then_out(&["IOIO"], &[]).concat(),
+            [0, 1, 6, 7, 8]
+        );
+        // ... which never comes: at the end, by its class.
+        let cut = filtered(&["IOIO"], &[], 8);
+        assert_eq!(cut[6..8], [Vec::<u64>::new(), Vec::new()], "waiting");
+        assert_eq!(cut[8], [6, 7], "the end");
     }
 
     #[test]

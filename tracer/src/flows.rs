@@ -344,6 +344,16 @@ impl Flow {
         }
     }
 
+    /// The exception the flow delivered (`#BP`, `#DF`, …), whatever its exit was: an INT3
+    /// the hypervisor intercepts is a SWINT flow that delivers #BP, a #PF met during a #PF's
+    /// delivery a #PF flow that delivers #DF. `None` for an interrupt or nothing delivered.
+    pub fn delivered_exception(&self) -> Option<&'static str> {
+        let vector = self.delivered?;
+        traplab_abi::x86::EXCEPTIONS
+            .get(usize::from(vector))
+            .map(|exception| exception.mnemonic)
+    }
+
     /// Did the flow begin with an exit (a trap), not with a switch?
     pub fn has_exit(&self) -> bool {
         self.opening == Opening::Exit

@@ -248,12 +248,12 @@ pub struct TraceArgs {
     pub disk: DiskImage,
     /// Print only the events of the trap flows of CLASS (repeat for several): a class as the
     /// TUI's list names it (#PF, IOIO, CPUID, upcall) or an exit reason as the trace spells
-    /// it (EXCP_PF, INTR, VMMCALL). A flow's class is its exit's: an INT3 the hypervisor
-    /// intercepts is a SWINT flow that delivers #BP, so `--only SWINT` shows it, not `#BP`
-    /// (the classes `traplab list` gives a lab are what it teaches, delivered events among
-    /// them). The boot, the domains' start and end, the switches between domains and the
-    /// guest's console lines are always printed. This filters what is printed, never what
-    /// is recorded: --record keeps every event.
+    /// it (EXCP_PF, INTR, VMMCALL). An exception a flow delivered names it too: an INT3 the
+    /// hypervisor intercepts is a SWINT flow that delivers #BP, which `--only SWINT` and
+    /// `--only '#BP'` both show (a flow's events are printed once its resume says what it
+    /// delivered). The boot, the domains' start and end, the switches between domains and
+    /// the guest's console lines are always printed. This filters what is printed, never
+    /// what is recorded: --record keeps every event.
     #[arg(long, value_name = "CLASS")]
     pub only: Vec<String>,
     /// Leave out the events of the trap flows of CLASS (repeat for several), as --only

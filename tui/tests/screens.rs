@@ -592,6 +592,63 @@ fn a_trace_with_no_flow_yet_draws_at_every_size() {
     assert!(draw(&app, 80, 24).contains("no trap flows (yet)"));
 }
 
+/// `f` offers the exceptions flows delivered too: an INT3 the hypervisor reflects is a SWINT
+/// flow, and `#BP` finds it.
+#[test]
+fn the_class_filter_names_a_flow_by_the_exception_it_delivered() {
+    use traplab_abi::event::{Action, Body, Event, EventType, Inject};
+    use traplab_tracer::sample;
+    let bodies = [
+        Body::Boot(sample::boot()),
+        sample::created("breakpoint"),
+        Body::Exit(sample::exit(0x75, 0x20_0100, &[0xcc])),
+        sample::decide(
+            Action::Reflect,
+            "INT3: reflect #BP",
+            "software_interrupt.rs",
+        ),
+        Body::Inject(Inject {
+            vector: 3,
+            name: "#BP".into(),
+            kind: EventType::Exception,
+            error_code: None,
+            cr2: None,
+            handler: Some(0x20_0400),
+            synthetic: false,
+        }),
+        sample::resume(0x20_0400, 10),
+        Body::Exit(sample::exit(0x7b, 0x20_0500, &[0xee])),
+        sample::decide(Action::Emulate, "OUT", "ioio.rs"),
+        sample::resume(0x20_0501, 10),
+    ];
+    let mut trace = Trace::live("breakpoint (sample)");
+    for (seq, body) in bodies.into_iter().enumerate() {
+        trace.push_event(&Event {
+            seq: seq as u64,
+            tsc: 100 * seq as u64,
+            dom: (seq > 0).then_some(1),
+            body,
+        });
+    }
+    let mut app = App::new(trace, plain());
+    let mut offered = Vec::new();
+    for _ in 0..4 {
+        press(&mut app, "f");
+        offered.push(app.class_filter);
+        if app.class_filter == Some("#BP") {
+            break;
+        }
+    }
+    assert_eq!(app.class_filter, Some("#BP"), "offered {offered:?}");
+    let flows = app.trace.flows();
+    let shown: Vec<&str> = app
+        .visible
+        .iter()
+        .map(|&number| flows[number as usize].class())
+        .collect();
+    assert_eq!(shown, ["SWINT"]);
+}
+
 #[test]
 fn a_long_name_is_cut_before_the_state_the_title_gives() {
     // A recording's path can fill the title: the filter (and RUNNING, a bad line, the

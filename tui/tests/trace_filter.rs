@@ -91,3 +91,44 @@ fn an_unknown_class_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no trap class “IOOI”"), "{stderr}");
 }
+
+#[test]
+fn an_exception_a_flow_delivered_names_the_flow() {
+    // The double-fault lab has no #DF exit: its second #PF exit delivers #DF (the CPU's
+    // rule for a #PF met while delivering a #PF). `--only '#DF'` prints that flow.
+    let output = run(&["trace", "double-fault", "--json", "--only", "#DF"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Vec<_> = String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|line| json::from_line(line).expect("every line is an event"))
+        .collect();
+    let flow: Vec<&str> = printed
+        .iter()
+        .filter(|event| {
+            !matches!(
+                event.body,
+                Body::Boot(_)
+                    | Body::Domain(_)
+                    | Body::Schedule(_)
+                    | Body::Console(_)
+                    | Body::End(_)
+            )
+        })
+        .map(|event| event.body.kind())
+        .collect();
+    assert_eq!(flow, ["exit", "decide", "inject", "resume"], "one flow");
+    assert!(
+        printed
+            .iter()
+            .any(|event| matches!(&event.body, Body::Inject(inject) if inject.vector == 8)),
+        "the #DF it delivered"
+    );
+    // The order is the trace's.
+    assert!(printed.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+}

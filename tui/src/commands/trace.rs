@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use traplab_abi::event::{Body, DomainState, domain_label};
+use traplab_abi::event::{Body, DomainState, Event, domain_label};
 use traplab_tracer::check::StreamCheck;
 use traplab_tracer::filter::ClassFilter;
 use traplab_tracer::qemu::HvStatus;
@@ -119,17 +119,9 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                 {
                     eprintln!("traplab: recording failed: {error}");
                 }
-                if !printed.shows(&event) {
-                    continue;
-                }
-                let line = || {
-                    if args.json {
-                        json::to_line(&event)
-                    } else {
-                        text::line(&event)
-                    }
-                };
-                out.line(line, &give_up);
+                printed.take(event, &mut |event| {
+                    out.line(|| event_line(&event, args.json), &give_up)
+                });
             }
             Item::Log(line) => {
                 if args.verbose {
@@ -148,6 +140,8 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
             Item::Finished(done) => finish = Some(done),
         }
     }
+    // What --only or --hide still held back (a flow whose resume never came).
+    printed.finish(&mut |event| out.line(|| event_line(&event, args.json), &give_up));
     if let Some(recorder) = recorder {
         recorder
             .finish()
@@ -286,6 +280,15 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             only: Vec::new(),
             hide: Vec::new(),
         }
+    }
+}
+
+/// An event as `trace` prints it: JSON (`--json`) or one line of text.
+fn event_line(event: &Event, json: bool) -> String {
+    if json {
+        json::to_line(event)
+    } else {
+        text::line(event)
     }
 }
 

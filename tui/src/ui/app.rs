@@ -439,7 +439,10 @@ impl App {
 
     fn passes(&self, number: usize) -> bool {
         let flow = &self.trace.flows()[number];
-        self.class_filter.is_none_or(|class| flow.class() == class)
+        // A class names the flows of its exit and those that delivered it (`#BP`: an INT3's
+        // SWINT flow too).
+        self.class_filter
+            .is_none_or(|class| flow.class() == class || flow.delivered_exception() == Some(class))
             && self.action_filter.is_none_or(|action| {
                 flow.first_action == Some(action) || flow.last_action == Some(action)
             })
@@ -566,6 +569,14 @@ impl App {
                 if !classes.contains(&flow.class()) {
                     classes.push(flow.class());
                 }
+            }
+        }
+        // And the exceptions flows delivered that no exit was (#DF, an INT3's #BP).
+        for flow in self.trace.flows() {
+            if let Some(delivered) = flow.delivered_exception()
+                && !classes.contains(&delivered)
+            {
+                classes.push(delivered);
             }
         }
         classes
