@@ -805,6 +805,10 @@ impl Step<'_, '_> {
                 self.reports.push(format!("timer tick {tick} acknowledged"));
             }
             Effect::StartHostTimer => self.machine.start_timer(),
+            Effect::QuickenHostTimer(hz) => {
+                self.machine.start_timer();
+                self.machine.quicken_timer(hz);
+            }
             Effect::InvalidatePage { address, asid } => self.machine.invalidate_page(address, asid),
             Effect::Xcr0(value) => {
                 vcpu.xcr0 = value;

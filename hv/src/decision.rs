@@ -170,6 +170,9 @@ pub enum Effect {
     AcknowledgeHostTimer,
     /// Start the hypervisor's timer if it is off (the guest's timer needs it).
     StartHostTimer,
+    /// Start the hypervisor's timer if it is off, and run it at least this often (up to
+    /// `machine::TIMER_MAX_HZ`): a guest's timer at this rate (`set_timer`).
+    QuickenHostTimer(u32),
     /// INVLPGA: drop the TLB entry of `address` in the guest's address space.
     InvalidatePage {
         address: u64,

@@ -15,6 +15,10 @@ pub struct WallTime {
     pub nanos: u32,
 }
 
+/// The fastest the hypervisor's own timer goes for a guest (`Machine::quicken_timer`): each
+/// tick is an INTR exit. A guest timer faster than this has its ticks merged.
+pub const TIMER_MAX_HZ: u32 = 1000;
+
 pub trait Machine {
     /// The physical CPU's CPUID answer: EAX, EBX, ECX, EDX.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
@@ -39,8 +43,8 @@ pub trait Machine {
     /// guest's timer is due.
     fn start_timer(&mut self);
 
-    /// Run the hypervisor's timer at `hz` or faster (within its limits): a guest timer that
-    /// fires more often than the hypervisor looks would have its ticks merged.
+    /// Run the hypervisor's timer at `hz` or faster (up to [`TIMER_MAX_HZ`]): a guest timer
+    /// that fires more often than the hypervisor looks would have its ticks merged.
     fn quicken_timer(&mut self, hz: u32);
 
     /// Halt the physical CPU until the TSC reaches `tsc` (the hypervisor's timer wakes it),

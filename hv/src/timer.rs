@@ -18,6 +18,7 @@
 //! hypervisor can only notice that a guest's timer is due when it has control.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use traplab_hv::machine::TIMER_MAX_HZ;
 use x86_64::instructions::port::Port;
 
 /// Where we put the PIC's interrupts: vectors 0x20–0x2F, above the exceptions.
@@ -79,14 +80,11 @@ pub fn ensure_running() -> u32 {
     }
 }
 
-/// The fastest the hypervisor's timer goes for a guest: each tick is an INTR exit.
-pub const MAX_HZ: u32 = 1000;
-
-/// Run the PIT at `hz` (at most [`MAX_HZ`]) unless it already runs that fast: a guest's
-/// timer that ticks more often than ours would have its ticks merged (Linux's 250 Hz).
-/// It never slows down again.
+/// Run the PIT at `hz` (at most [`TIMER_MAX_HZ`]) unless it already runs that fast: a
+/// guest's timer that ticks more often than ours would have its ticks merged (Linux's 250
+/// Hz). It never slows down again.
 pub fn ensure_at_least(hz: u32) {
-    let hz = hz.min(MAX_HZ);
+    let hz = hz.min(TIMER_MAX_HZ);
     if (RUNNING_HZ.load(Ordering::Relaxed) as u32) < hz {
         start(hz);
     }

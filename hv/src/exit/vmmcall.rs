@@ -26,6 +26,7 @@ use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning, Words};
 use crate::domain::Guest;
 use crate::domain::interrupts::{TimerTarget, VirtualTimer};
 use crate::domain::page_tables::{NewTables, PIN_READS_PER_EXIT};
+use crate::machine;
 use crate::{decide, deliver};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -304,10 +305,16 @@ fn set_timer(
         due_tsc: exit.tsc + period_tsc,
         target: TimerTarget::Pending,
     };
-    let hz = guest.machine.timer_hz();
+    // The hypervisor looks at the guest's timer at its own timer's ticks: as often as the
+    // guest's fires (up to TIMER_MAX_HZ), or its ticks would merge.
+    let guest_hz = 1_000_000u64.div_ceil(period_us) as u32;
+    let hz = guest
+        .machine
+        .timer_hz()
+        .max(guest_hz.min(machine::TIMER_MAX_HZ));
     let decision = decision
         .with(Effect::Timer(Some(timer)))
-        .with(Effect::StartHostTimer)
+        .with(Effect::QuickenHostTimer(guest_hz))
         .describe(format!(
             "timer armed: interrupt {vector:#x} every {period_us} µs, noticed at the hypervisor's {hz} Hz ticks"
         ));
@@ -1261,11 +1268,23 @@ mod tests {
             target: TimerTarget::Pending,
         };
         assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
-        assert_eq!(test.machine.calls, ["start_timer"]);
+        // 1000 Hz: the hypervisor's timer (100 Hz at first) looks that often, or the guest's
+        // ticks would come ten at once.
+        assert_eq!(test.machine.calls, ["start_timer", "quicken_timer 1000"]);
+        assert_eq!(
+            run.emulate().what,
+            "timer armed: interrupt 0x20 every 1000 µs, noticed at the hypervisor's 1000 Hz ticks; set_timer returned 0"
+        );
+        // A slower timer than the hypervisor's own leaves it as it is.
+        let mut test = Test::hypercall(hypercall::SET_TIMER, 0x20, 30_000);
+        let run = call(&mut test);
+        assert_eq!(test.machine.calls, ["start_timer", "quicken_timer 34"]);
         assert!(
             run.emulate()
                 .what
-                .starts_with("timer armed: interrupt 0x20 every 1000 µs")
+                .contains("every 30000 µs, noticed at the hypervisor's 100 Hz ticks"),
+            "{}",
+            run.emulate().what
         );
     }
 
