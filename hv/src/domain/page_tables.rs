@@ -34,9 +34,14 @@
 //! [`PIN_READS_PER_EXIT`] words of guest memory per exit: a longer walk is a hypercall
 //! continuation, as Xen's (`hypercall_create_continuation`): the VMMCALL's RIP stays, the
 //! walk so far waits in [`Pinning`], and the VMMCALL runs again for the next piece. Nothing is
-//! pinned until the walk is over, so a refusal halfway pins nothing. Between the pieces only
-//! other domains run, and a writable grant mapping of a table found so far is refused
-//! (`exit/vmmcall/grant_table.rs`).
+//! pinned until the walk is over, so a refusal halfway pins nothing. Between the pieces other
+//! domains run; the guest's interrupts wait while its RIP is at the VMMCALL (the walk is one
+//! instruction: `domain/interrupts.rs`), but the walk is kept while it runs other code too
+//! (gdb moved its RIP), and goes on if the same VMMCALL runs again. The checks of a table
+//! found so far hold because nothing may map it writable meanwhile, neither a grant
+//! (`exit/vmmcall/grant_table.rs`) nor a checked entry of a pinned table, which may not link
+//! it either ([`Domain::check_entry`]), as in Xen the page holds its page-table type from
+//! the moment the walk validates it.
 //!
 //! Not implemented: unpinning (Xen's `MMUEXT_UNPIN_TABLE`): a page stays a table for the
 //! domain's life, its writes checked and its writable leaves counted, even once no entry
@@ -225,6 +230,18 @@ struct Subtree {
     new: NewTables,
     levels: BTreeMap<u64, u8>,
 }
+
+/// Why a checked entry is refused that maps writable a table the walk under way has found:
+/// as in Xen, where the page holds a page-table type from the moment the walk validates it
+/// (`get_page_type`), so no writable mapping of it can be made (a grant is refused the same
+/// way, `exit/vmmcall/grant_table.rs`).
+const BEING_PINNED_MAPPED: &str =
+    "maps writable a page table that the pin_page_table under way has checked";
+/// Why a checked entry is refused that links a table the walk under way has found: the walk
+/// pins it, with its leaves, when it ends (pinned now as well, its writable leaves would be
+/// counted twice); until then it is not a table to link (Xen's is partially validated).
+const BEING_PINNED_LINKED: &str =
+    "points to a page table that the pin_page_table under way has not finished pinning";
 
 /// Why a checked entry that links a new table is refused for an entry inside it.
 const NEW_TABLE_ENTRY_REFUSED: &str = "points to a new page table with an entry these rules refuse";
@@ -515,6 +532,9 @@ impl Domain {
                     false => Err(Unfit::OtherLevel.linking()),
                 };
             }
+            if self.being_pinned(target..target + 0x1000) {
+                return Err(BEING_PINNED_LINKED);
+            }
             if let Some(unfit) = self.unfit_as_table(target, subtree.new.leaves.cover(target)) {
                 return Err(unfit.linking());
             }
@@ -539,7 +559,21 @@ impl Domain {
         if entry & pte::WRITABLE != 0 && self.maps_a_pinned_table(start..start + size) {
             return Err("maps a pinned page table writable");
         }
+        if entry & pte::WRITABLE != 0 && self.being_pinned(start..start + size) {
+            return Err(BEING_PINNED_MAPPED);
+        }
         Ok(())
+    }
+
+    /// Does the guest-physical `range` hold a table that the `pin_page_table` under way has
+    /// found? Its checks were made when the walk read it, and hold only while nothing can
+    /// write it (the module's doc): a kept walk goes on at its VMMCALL even after the guest
+    /// ran other code meanwhile.
+    fn being_pinned(&self, range: core::ops::Range<u64>) -> bool {
+        self.pv
+            .pinning
+            .as_ref()
+            .is_some_and(|pinning| pinning.seen.range(range).next().is_some())
     }
 
     /// Does the guest-physical `range` a leaf maps hold a pinned table? A range query in the
@@ -654,6 +688,42 @@ mod tests {
         assert_eq!(
             domain.check_entry(1, PD | pte::PRESENT),
             Ok(NewTables::default())
+        );
+    }
+
+    #[test]
+    fn a_table_the_pin_under_way_has_found_can_be_neither_mapped_writable_nor_linked() {
+        // A pin_page_table's walk is kept, and the guest runs other code (gdb moved its RIP
+        // off the VMMCALL) that writes its pinned tables: an entry that maps writable a table
+        // the walk checked already (it could then change it behind the checks, and the same
+        // VMMCALL would go on with the walk) or that links it is refused.
+        let mut test = pinned_with_read_only(&[TABLE]);
+        test.domain.pv.pinning = Some(alloc::boxed::Box::new(Pinning {
+            root: TABLE,
+            found: vec![(TABLE, 4)],
+            seen: [(TABLE, 4)].into_iter().collect(),
+            ..Pinning::default()
+        }));
+        let domain = &test.domain;
+        assert_eq!(
+            domain.check_entry(1, TABLE | pte::PRESENT | pte::WRITABLE),
+            Err(BEING_PINNED_MAPPED)
+        );
+        assert_eq!(
+            domain.check_entry(1, TABLE | pte::PRESENT),
+            Ok(NewTables::default()),
+            "read-only is fine"
+        );
+        assert_eq!(
+            domain.check_entry(4, TABLE | pte::PRESENT | pte::WRITABLE),
+            Err(BEING_PINNED_LINKED)
+        );
+        // Once no walk is under way, it is a table like another to link.
+        test.domain.pv.pinning = None;
+        assert!(
+            test.domain
+                .check_entry(4, TABLE | pte::PRESENT | pte::WRITABLE)
+                .is_ok()
         );
     }
 
