@@ -96,7 +96,9 @@ pub const RAISE_EVENT: u64 = 4;
 /// hypervisor checks and performs every write to them (Xen's page-table write emulation).
 /// A long walk is done in pieces, one exit each: until it is over RIP stays at the VMMCALL,
 /// which runs again (a hypercall continuation), and the guest's interrupts wait; all the
-/// tables are pinned at once at the end, or none.
+/// tables are pinned at once at the end, or none. Returns how many tables were pinned that
+/// were not pinned before; a root pinned already is refused (`EINVAL`), as Xen's
+/// `MMUEXT_PIN_L4_TABLE` refuses a page pinned already.
 pub const PIN_PAGE_TABLE: u64 = 5;
 
 /// `set_timer(vector, period_us)`: a periodic virtual timer. Every `period_us` the

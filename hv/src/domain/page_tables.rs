@@ -347,12 +347,13 @@ impl Domain {
                 if root >= self.memory.size() {
                     return Err("a page table is not in guest RAM");
                 }
+                // Pinned already: refused, as Xen's MMUEXT_PIN_L4_TABLE refuses a page whose
+                // pin bit is set ("already pinned", -EINVAL).
                 if let Some(&level) = self.pv.pinned_tables.get(&root) {
-                    if level != 4 {
-                        return Err(Unfit::OtherLevel.pinning());
-                    }
-                    step.done = true;
-                    return Ok(step);
+                    return Err(match level {
+                        4 => "the root is pinned already",
+                        _ => Unfit::OtherLevel.pinning(),
+                    });
                 }
                 self.found(&mut step, &mut seen, pending, root, 4)?;
             }

@@ -1023,11 +1023,16 @@ mod tests {
         // The TLB is flushed: a writable translation of a table, cached before the guest
         // made it read-only, would let a store through unchecked.
         assert_ne!(test.domain.vcpu.vmcb.control.tlb_control, 0);
-        // Pinned already: nothing new.
+        // Pinned already: refused, as Xen's MMUEXT_PIN_L4_TABLE ("already pinned").
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
         call(&mut test);
-        assert_returned(&test, 0);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(
+            test.domain.pinned_level(testing::PML4),
+            Some(4),
+            "still pinned"
+        );
     }
 
     /// Where [`large_hierarchy`] puts its tables: 8–12 MiB, mapped read-only.
@@ -1126,13 +1131,20 @@ mod tests {
         assert_eq!(test.domain.pinned_level(LEAF_TABLE), Some(1));
         assert_eq!(test.domain.pv.pinning, None, "the walk is over");
 
-        // Again: the root is pinned already, so the call costs nothing and pins nothing.
+        // Again: the root is pinned already, refused as Xen refuses it ("already pinned",
+        // EINVAL), at no cost and with nothing changed.
         test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
         let before = test.memory_reads();
         let run = test.call();
         assert!(piece(&run).is_none());
-        assert_returned(&test, 0);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("the root is pinned already"),
+            "{}",
+            run.decision.why
+        );
         assert!(test.memory_reads() - before < 64, "no walk");
+        assert_eq!(test.domain.pv.pinned_tables.len(), 43);
     }
 
     #[test]
