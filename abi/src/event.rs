@@ -672,6 +672,10 @@ pub struct Console {
 }
 
 impl Console {
+    /// What a line of text (`traplab trace`, the hypervisor's log) puts after an unfinished
+    /// line's text.
+    pub const UNFINISHED_NOTE: &'static str = "   (no newline yet: the guest waits for input)";
+
     /// A finished line.
     pub fn line(text: impl Into<Text>) -> Console {
         Console {

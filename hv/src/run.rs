@@ -124,7 +124,7 @@ fn record_with(dom: Option<u16>, body: &Body, meanwhile: &mut dyn FnMut()) {
     if let Body::Console(console) = body
         && !trace::has_reader()
     {
-        console_to_log(dom, &console.text);
+        console_to_log(dom, console);
     }
     if let Body::Decide(decide) = body {
         // gdb's `monitor traps` remembers decisions too (a no-op without gdb).
@@ -144,13 +144,22 @@ fn record_said(running: &mut Running, said: &mut Vec<(u16, Body)>) {
     }
 }
 
-/// A guest's console line in the hypervisor's log. Apart from [`record_with`]: formatting
-/// needs a large stack frame, which every event paid for on entry (saving and restoring
-/// registers around it) when this was inlined there.
+/// A guest's console line in the hypervisor's log; an unfinished one (a prompt) says so, as
+/// `traplab trace` does, since the finished line comes again whole. Apart from
+/// [`record_with`]: formatting needs a large stack frame, which every event paid for on entry
+/// (saving and restoring registers around it) when this was inlined there.
 #[cold]
 #[inline(never)]
-fn console_to_log(dom: Option<u16>, text: &str) {
-    crate::console::write_fmt(format_args!("d{}| {}\n", dom.unwrap_or(0), text));
+fn console_to_log(dom: Option<u16>, console: &event::Console) {
+    let unfinished = match console.unfinished {
+        true => event::Console::UNFINISHED_NOTE,
+        false => "",
+    };
+    crate::console::write_fmt(format_args!(
+        "d{}| {}{unfinished}\n",
+        dom.unwrap_or(0),
+        console.text
+    ));
 }
 
 /// Why a vCPU left the CPU.

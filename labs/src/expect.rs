@@ -139,7 +139,7 @@ const FIELDS: [(&str, &[&str]); 16] = [
     ("grant_unmap", &["granter", "gref", "host_addr", "handle"]),
     ("resume", &["rip", "rflags", "regs", "cycles"]),
     ("schedule", &["from", "to", "why", "port"]),
-    ("console", &["text"]),
+    ("console", &["text", "unfinished"]),
     ("lost", &["count"]),
     ("end", &["status", "reason"]),
 ];
@@ -452,10 +452,10 @@ fn earlier_steps(
 
 /// Does `event` have every field of `pattern`?
 fn matches(pattern: &Map<String, Value>, event: &Value, symbols: &Symbols) -> bool {
-    pattern.iter().all(|(key, expected)| {
-        event
-            .get(key)
-            .is_some_and(|actual| value_matches(expected, actual, symbols))
+    pattern.iter().all(|(key, expected)| match event.get(key) {
+        Some(actual) => value_matches(expected, actual, symbols),
+        // A flag the JSON leaves out when it is false (a console line's `unfinished`).
+        None => *expected == Value::Bool(false),
     })
 }
 
@@ -697,5 +697,35 @@ mod tests {
         ];
         let mismatch = check(&order, &events(), &Symbols::default()).unwrap_err();
         assert_eq!((mismatch.step, mismatch.after_seq), (1, Some(2)));
+    }
+
+    #[test]
+    fn a_console_step_may_ask_for_a_prompt_or_a_finished_line() {
+        let prompt = json::to_value(&Event {
+            seq: 1,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Console(Console {
+                text: "/ # ".into(),
+                unfinished: true,
+            }),
+        });
+        let line = json::to_value(&Event {
+            seq: 2,
+            tsc: 0,
+            dom: Some(1),
+            body: Body::Console(Console::line("/ # ls")),
+        });
+        let step = |unfinished: bool| {
+            let mut pattern = Map::new();
+            pattern.insert("text".into(), Value::String("contains:/ #".into()));
+            pattern.insert("unfinished".into(), Value::Bool(unfinished));
+            pattern
+        };
+        let symbols = Symbols::default();
+        assert!(matches(&step(true), &prompt, &symbols));
+        assert!(!matches(&step(true), &line, &symbols));
+        assert!(matches(&step(false), &line, &symbols), "absent is false");
+        assert!(!matches(&step(false), &prompt, &symbols));
     }
 }

@@ -297,11 +297,12 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
         _ if mismatch.nearest.is_some() => String::new(),
         _ => "no event of that kind came".into(),
     };
-    // What the guest printed from there on is the student's own view of what went on.
+    // What the guest printed from there on is the student's own view of what went on (its
+    // finished lines: a prompt comes again whole in the line that ends it).
     let quoted: Vec<&str> = later
         .iter()
         .filter_map(|event| match &event.body {
-            Body::Console(console) => Some(console.text.as_ref()),
+            Body::Console(console) if !console.unfinished => Some(console.text.as_ref()),
             _ => None,
         })
         .take(QUOTED_LINES)

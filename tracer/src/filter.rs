@@ -42,7 +42,9 @@ pub struct ClassFilter {
 }
 
 /// Is all that `flow` delivers known? At its end (the resume), or once its domain was
-/// switched out: the hypervisor records a trap's delivery before either.
+/// switched out: the hypervisor records a trap's delivery before either. (A flow switched
+/// back in may deliver more, an upcall or an interrupt: its verdict stays the one made at
+/// the switch, where the TUI's `f`, which sees the whole flow, may name it by that too.)
 fn delivered_all(flow: &Flow) -> bool {
     flow.end != FlowEnd::Open || flow.away != NO_EVENT
 }
@@ -348,6 +350,23 @@ mod tests {
         let cut = filtered(&["IOIO"], &[], 8);
         assert_eq!(cut[6..8], [Vec::<u64>::new(), Vec::new()], "waiting");
         assert_eq!(cut[8], [6, 7], "the end");
+    }
+
+    #[test]
+    fn a_flow_switched_out_is_printed_at_its_switch_not_at_its_resume() {
+        // d2 blocks in its SCHEDOP_block (seq 4–6) and is switched out (seq 7); its flow
+        // resumes only after d1's send (seq 15). What it delivered is known at the switch:
+        // its events come then, not after d1's whole flow.
+        let names = ["VMMCALL".to_string()];
+        let mut filter = ClassFilter::new(&names, &[]).expect("a known class");
+        let mut printed = Vec::new();
+        for event in crate::sample::event_channel_ping() {
+            let seq = event.seq;
+            filter.take(event, &mut |event| printed.push(event.seq));
+            if seq == 7 {
+                assert!(printed.ends_with(&[4, 5, 6, 7]), "{printed:?}");
+            }
+        }
     }
 
     #[test]

@@ -346,7 +346,9 @@ impl Flow {
 
     /// The exception the flow delivered (`#BP`, `#DF`, …), whatever its exit was: an INT3
     /// the hypervisor intercepts is a SWINT flow that delivers #BP, a #PF met during a #PF's
-    /// delivery a #PF flow that delivers #DF. `None` for an interrupt or nothing delivered.
+    /// delivery a #PF flow that delivers #DF. `None` when nothing was delivered, or a vector
+    /// from 32 up (an interrupt, an upcall). (By its vector alone: an interrupt a kernel
+    /// put below 32, as no PC's does, would be named as the exception there.)
     pub fn delivered_exception(&self) -> Option<&'static str> {
         let vector = self.delivered?;
         traplab_abi::x86::EXCEPTIONS

@@ -12,7 +12,9 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
-use traplab_abi::event::{Body, DomainState, Event, Exit, Schedule, ScheduleWhy, domain_label};
+use traplab_abi::event::{
+    Body, Console, DomainState, Event, Exit, Schedule, ScheduleWhy, domain_label,
+};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm;
 use traplab_abi::x86::{self, PageFaultCode};
@@ -205,10 +207,7 @@ fn unprintable_detail(event: &Event) -> String {
         ),
         Body::Schedule(schedule) => switch(schedule),
         Body::Console(console) if console.unfinished => {
-            format!(
-                "| {}   (no newline yet: the guest waits for input)",
-                console.text
-            )
+            format!("| {}{}", console.text, Console::UNFINISHED_NOTE)
         }
         Body::Console(console) => format!("| {}", console.text),
         Body::Lost(lost) => format!("{} event(s) LOST before this one", lost.count),

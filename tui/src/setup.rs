@@ -79,10 +79,9 @@ pub fn ensure_lab_kernel(lab: &traplab_labs::Lab, yes: bool) -> Result<(), Strin
 /// nobody may be there to answer (`--yes` without a terminal). Set on traplab's process it
 /// would not get there: sudo's `env_reset` (its default) drops it.
 fn unattended(command: &[String]) -> Vec<String> {
-    let apt = command
-        .iter()
-        .position(|word| word == "apt-get")
-        .unwrap_or(0);
+    let Some(apt) = command.iter().position(|word| word == "apt-get") else {
+        return command.to_vec();
+    };
     let mut words = command[..apt].to_vec();
     words.extend(["env".into(), "DEBIAN_FRONTEND=noninteractive".into()]);
     words.extend_from_slice(&command[apt..]);
@@ -112,6 +111,11 @@ mod tests {
         assert_eq!(
             unattended(&words("apt-get update")),
             words("env DEBIAN_FRONTEND=noninteractive apt-get update")
+        );
+        // Not apt-get: left as it is (env never goes before sudo).
+        assert_eq!(
+            unattended(&words("sudo dnf install")),
+            words("sudo dnf install")
         );
     }
 }

@@ -1113,6 +1113,10 @@ fn the_console_pane_replaces_a_prompt_with_the_line_that_finishes_it() {
         ["/ # ls"],
         "the whole line, once: {screen}"
     );
+    assert!(
+        screen.contains("1 line(s) printed up to this step"),
+        "the prompt is not counted: {screen}"
+    );
 }
 
 /// Breaks in a replay: `b rip:…` (or `sym:…`, with the guests' ELF files) and `c` run

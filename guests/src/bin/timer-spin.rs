@@ -1,9 +1,9 @@
 //! `timer-spin` (test guest): a timer interrupt waits while gdb steps
 //! (`tui/tests/gdb.rs`).
 //!
-//! It asks for interrupt 0x20 every millisecond (hypercall `set_timer`) and spins with
-//! interrupts off for three of the hypervisor's 100 Hz ticks: at those ticks the hypervisor
-//! finds the guest's timer due, and the interrupt waits for the guest to turn interrupts
+//! It asks for interrupt 0x20 every millisecond (hypercall `set_timer`, which speeds the
+//! hypervisor's timer up to 1000 Hz) and spins with interrupts off for 30 ms, about 30 of
+//! the hypervisor's ticks: at those ticks the hypervisor finds the guest's timer due, and the interrupt waits for the guest to turn interrupts
 //! on (V_IRQ, `domain/interrupts.rs`). Then `open_window`: `sti`, three NOPs, an OUT to
 //! port 0x80 (POST codes: no device here; an exit the hypervisor completes) and a NOP. Run
 //! alone, the interrupt comes right after the first NOP (STI's shadow covers one
@@ -21,7 +21,8 @@ use traplab_guests::{BootInfo, guest_main, println};
 
 const TIMER_VECTOR: u8 = 0x20;
 const PERIOD_US: u64 = 1_000;
-/// Three of the hypervisor's ticks at 100 Hz (`hv/src/timer.rs`).
+/// Long enough for the hypervisor's ticks (1000 Hz for this timer, `hv/src/timer.rs`; 100 Hz
+/// at the least) to find the guest's timer due several times while interrupts are off.
 const MASKED_US: u64 = 30_000;
 const TICKS_WANTED: u32 = 20;
 

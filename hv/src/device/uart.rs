@@ -16,8 +16,9 @@
 //! What is emulated and why:
 //! - **Transmit** is instant: a byte written to THR is on the console at once, so LSR always
 //!   says THRE and TEMT (the transmitter is empty) and never "busy". Bytes collect into lines.
-//!   A line without its newline, after which the guest halts to wait for input, is shown
-//!   once as it is (a shell's prompt: [`Uart::waits_after_prompt`]), and again at its end.
+//!   A line without its newline, after which the guest halts to wait for input, is shown as
+//!   it is (a shell's prompt: [`Uart::waits_after_prompt`]), again if it grows before its
+//!   end (the echo of keys typed), and whole at its end.
 //! - **Receive**: bytes from the host (`traplab run` forwards keys) wait in the receiver FIFO
 //!   (16 bytes, or a 1-byte holding register while the FIFOs are off, FCR bit 0); LSR.DR says
 //!   one is there and reading RBR takes it. Bytes the FIFO has no room for wait on the host's

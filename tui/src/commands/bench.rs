@@ -955,7 +955,7 @@ fn kernel_boot(
     }
     let seconds = |boots: &[Boot]| median(boots.iter().map(|boot| boot.seconds).collect());
     let (bare_s, off_s, traced_s) = (seconds(&bare), seconds(&off), seconds(&traced));
-    let median_run = run_of_median_time(&traced);
+    let traced_rates = TracedRates::of(&traced);
     if args.json {
         println!(
             "{}",
@@ -969,12 +969,12 @@ fn kernel_boot(
                 "traced_s": traced_s,
                 "untraced_over_bare": off_s / bare_s,
                 "traced_over_untraced": traced_s / off_s,
-                "exits": median_run.exits,
-                "events": median_run.events,
-                "exits_per_s": median_run.exits as f64 / median_run.seconds,
-                "events_per_s": median_run.events as f64 / median_run.seconds,
-                "ring_bytes": median_run.ring_bytes,
-                "recording_bytes": median_run.recording_bytes,
+                "exits": traced_rates.exits,
+                "events": traced_rates.events,
+                "exits_per_s": traced_rates.exits_per_s,
+                "events_per_s": traced_rates.events_per_s,
+                "ring_bytes": traced_rates.ring_bytes,
+                "recording_bytes": traced_rates.recording_bytes,
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -996,27 +996,50 @@ fn kernel_boot(
         traced_s / off_s
     );
     println!(
-        "  traced (its run of median time): {} exits ({:.0}/s), {} events ({:.0}/s), {:.1} MB through the ring, a {:.1} MB recording",
-        median_run.exits,
-        median_run.exits as f64 / median_run.seconds,
-        median_run.events,
-        median_run.events as f64 / median_run.seconds,
-        median_run.ring_bytes as f64 / 1e6,
-        median_run.recording_bytes as f64 / 1e6
+        "  traced: {} exits ({:.0}/s), {} events ({:.0}/s), {:.1} MB through the ring, a {:.1} MB recording",
+        traced_rates.exits,
+        traced_rates.exits_per_s,
+        traced_rates.events,
+        traced_rates.events_per_s,
+        traced_rates.ring_bytes as f64 / 1e6,
+        traced_rates.recording_bytes as f64 / 1e6
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// The boot whose time is the median (the lower middle one of an even number): the traced
-/// counts and rates come from one run, each rate its own counts over its own time (the last
-/// run's counts over the median time were neither).
-fn run_of_median_time(boots: &[Boot]) -> Boot {
-    let mut by_time = boots.to_vec();
-    by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    by_time
-        .get(by_time.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or_default()
+/// The traced boots' counts and rates, each the median of the runs' own (as the times are),
+/// a rate being its own run's count over its own time: the last run's counts over the median
+/// time were neither one run's nor a median.
+struct TracedRates {
+    exits: u64,
+    events: u64,
+    exits_per_s: f64,
+    events_per_s: f64,
+    ring_bytes: u64,
+    recording_bytes: u64,
+}
+
+impl TracedRates {
+    fn of(boots: &[Boot]) -> TracedRates {
+        let each = |value: fn(&Boot) -> f64| median(boots.iter().map(value).collect());
+        // A count's median, whole (two middle runs' mean rounded).
+        let count = |value: fn(&Boot) -> u64| {
+            let middle = median(boots.iter().map(|boot| value(boot) as f64).collect());
+            if middle.is_finite() {
+                middle.round() as u64
+            } else {
+                0
+            }
+        };
+        TracedRates {
+            exits: count(|boot| boot.exits),
+            events: count(|boot| boot.events),
+            exits_per_s: each(|boot| boot.exits as f64 / boot.seconds),
+            events_per_s: each(|boot| boot.events as f64 / boot.seconds),
+            ring_bytes: count(|boot| boot.ring_bytes),
+            recording_bytes: count(|boot| boot.recording_bytes),
+        }
+    }
 }
 
 /// The marker the linux-boot lab's `/init` prints.
@@ -1174,20 +1197,18 @@ mod tests {
     use traplab_tracer::qemu::Accel;
 
     #[test]
-    fn a_kernel_boot_s_rates_are_one_run_s_counts_over_its_own_time() {
-        use super::{Boot, run_of_median_time};
+    fn a_kernel_boot_s_rates_are_each_run_s_own_then_the_median() {
+        use super::{Boot, TracedRates};
         let boot = |seconds: f64, exits: u64| Boot {
             seconds,
             exits,
             ..Boot::default()
         };
-        let runs = [boot(4.0, 400), boot(2.0, 300), boot(3.0, 330)];
-        let middle = run_of_median_time(&runs);
-        assert_eq!((middle.seconds, middle.exits), (3.0, 330));
-        assert_eq!(middle.exits as f64 / middle.seconds, 110.0);
-        // Two runs: the lower middle one, still a run's own.
-        assert_eq!(run_of_median_time(&runs[..2]).seconds, 2.0);
-        assert_eq!(run_of_median_time(&[]).exits, 0);
+        // Rates 100, 150 and 110 a second: the median is 110, the third run's own (the last
+        // run's count over the median time would be 400 / 3).
+        let rates = TracedRates::of(&[boot(4.0, 400), boot(2.0, 300), boot(3.0, 330)]);
+        assert_eq!(rates.exits_per_s, 110.0);
+        assert_eq!(rates.exits, 330);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use traplab_abi::control::{Break, BreakWatch, Command, Keys};
-use traplab_abi::event::Action;
 use traplab_abi::event::Event;
+use traplab_abi::event::{Action, Body};
 use traplab_tracer::check::StreamFault;
 use traplab_tracer::code::GuestImage;
 use traplab_tracer::delivery;
@@ -154,6 +154,9 @@ impl Options {
     }
 }
 
+/// A prompt whose line no later `console` event of its domain has finished ([`App::prompts`]).
+pub const NOT_FINISHED: u32 = u32::MAX;
+
 /// Everything the screen shows.
 pub struct App {
     pub trace: Trace,
@@ -200,6 +203,12 @@ pub struct App {
     /// The `console` events of the trace, by event number, in order (the Console pane
     /// parses the few it shows).
     pub console: Vec<u32>,
+    /// The prompts among them (lines shown before their newline): each one's place in
+    /// `console`, and the event of the line that finished it ([`NOT_FINISHED`] until then),
+    /// from which on the pane shows that line in its place.
+    pub prompts: Vec<(usize, u32)>,
+    /// Each domain's prompt whose line is not finished yet: its place in `prompts`.
+    open_prompts: HashMap<Option<u16>, usize>,
     /// Guest images by domain (`None`: not there, or not read).
     images: HashMap<u16, Option<Rc<GuestImage>>>,
     /// The domains whose ELF file here is another build than the one the recording ran
@@ -244,6 +253,8 @@ impl App {
             live: None,
             loader: None,
             console: Vec::new(),
+            prompts: Vec::new(),
+            open_prompts: HashMap::new(),
             images: HashMap::new(),
             other_builds: Vec::new(),
             seen_flows: 0,
@@ -330,6 +341,26 @@ impl App {
         self.image(dom)?.describe(address)
     }
 
+    /// A `console` event: into the list, and a prompt of its domain before it is finished.
+    fn take_console_line(&mut self, index: u32) {
+        let Ok(Event {
+            dom,
+            body: Body::Console(line),
+            ..
+        }) = self.trace.event(index as usize)
+        else {
+            return;
+        };
+        if let Some(prompt) = self.open_prompts.remove(&dom) {
+            self.prompts[prompt].1 = index;
+        }
+        self.console.push(index);
+        if line.unfinished {
+            self.open_prompts.insert(dom, self.prompts.len());
+            self.prompts.push((self.console.len() - 1, NOT_FINISHED));
+        }
+    }
+
     /// Take in what grew: new flows into the filters and statistics, new domains' images.
     fn refresh(&mut self) {
         if self.trace.len() == self.seen_events && self.seen_events > 0 {
@@ -341,7 +372,7 @@ impl App {
                 .index_of(index)
                 .is_some_and(|entry| entry.kind == Kind::Console)
             {
-                self.console.push(index as u32);
+                self.take_console_line(index as u32);
             }
         }
         self.seen_events = self.trace.len();
@@ -561,7 +592,8 @@ impl App {
     }
 
     /// The classes and actions present, most frequent first: what `f` and `a` cycle through
-    /// (the exits' classes, then those of flows without an exit: `upcall`, …).
+    /// (the exits' classes, then those of flows without an exit: `upcall`, …, then the
+    /// exceptions flows delivered that no exit was: `#DF`, an INT3's `#BP`).
     fn classes(&self) -> Vec<&'static str> {
         let mut classes: Vec<&'static str> = self.stats.rows.iter().map(|row| row.class).collect();
         if self.stats.without_exit > 0 {

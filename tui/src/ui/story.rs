@@ -181,6 +181,7 @@ fn away(trace: &Trace, dom: u16, out: u32, back: u32) -> Away {
                 dom: Some(other),
                 ..
             }) = trace.event(index)
+            && !line.unfinished
         {
             console.push((other, line.text.to_string()));
         }
@@ -235,6 +236,7 @@ fn handler(trace: &Trace, delivering: usize, returning: usize) -> Handler {
                 body: Body::Console(line),
                 ..
             }) = trace.event(index)
+            && !line.unfinished
         {
             console.push(line.text.to_string());
         }

@@ -17,7 +17,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
-use traplab_abi::event::{Body, Console, Event};
+use traplab_abi::event::{Body, Event};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::x86::EferFlags;
 use traplab_tracer::code;
@@ -369,6 +369,7 @@ fn run_console(app: &App, dom: u16, first: usize, last: usize) -> Vec<String> {
                 body: Body::Console(line),
                 ..
             }) = app.trace.event(index)
+            && !line.unfinished
         {
             lines.push(format!("“{}”", printable(&line.text)));
             if lines.len() == 3 {
@@ -1461,20 +1462,30 @@ fn code_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
 }
 
 /// The console lines printed up to the current step, the latest at the bottom: as many as
-/// `height` rows hold.
+/// `height` rows hold. A prompt whose line was finished by then is left out: the finished
+/// line repeats it whole.
 fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
     let until = app.current_index().unwrap_or(usize::MAX);
     let printed = app
         .console
         .partition_point(|&index| index as usize <= until);
-    if printed == 0 {
+    let finished_by_now = |&(_, finished): &(usize, u32)| finished as usize <= until;
+    let replaced: Vec<usize> = app
+        .prompts
+        .iter()
+        .take_while(|(place, _)| *place < printed)
+        .filter(|prompt| finished_by_now(prompt))
+        .map(|(place, _)| *place)
+        .collect();
+    let count = printed - replaced.len();
+    if count == 0 {
         return vec![Line::styled("(nothing printed yet)", theme.dim())];
     }
     let shown = height.saturating_sub(1).max(1);
     let mut lines = vec![Line::styled(
         format!(
-            "{printed} line(s) printed up to this step{}",
-            if printed > shown {
+            "{count} line(s) printed up to this step{}",
+            if count > shown {
                 "; the last ones:"
             } else {
                 ":"
@@ -1482,32 +1493,24 @@ fn console_lines(app: &App, theme: Theme, height: usize) -> Vec<Line<'static>> {
         ),
         theme.dim(),
     )];
-    let printed: Vec<(Option<u16>, Console)> = app.console[printed.saturating_sub(shown)..printed]
-        .iter()
-        .filter_map(|&index| match app.trace.event(index as usize) {
-            Ok(Event {
-                dom,
-                body: Body::Console(line),
-                ..
-            }) => Some((dom, line)),
-            _ => None,
-        })
+    let places: Vec<usize> = (0..printed)
+        .rev()
+        .filter(|place| replaced.binary_search(place).is_err())
+        .take(shown)
         .collect();
-    for (at, (dom, line)) in printed.iter().enumerate() {
-        // A prompt (a line without its newline yet) that its domain went on to finish: the
-        // finished line, below, repeats it whole.
-        let finished_below = line.unfinished
-            && printed[at + 1..]
-                .iter()
-                .any(|(later_dom, _)| later_dom == dom);
-        if finished_below {
-            continue;
+    for &place in places.iter().rev() {
+        if let Ok(Event {
+            dom,
+            body: Body::Console(line),
+            ..
+        }) = app.trace.event(app.console[place] as usize)
+        {
+            let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
+            lines.push(Line::from(vec![
+                Span::styled(format!("{dom:<3}| "), theme.key()),
+                Span::raw(printable(&line.text).into_owned()),
+            ]));
         }
-        let dom = dom.map_or("hv".to_string(), traplab_abi::event::domain_label);
-        lines.push(Line::from(vec![
-            Span::styled(format!("{dom:<3}| "), theme.key()),
-            Span::raw(printable(&line.text).into_owned()),
-        ]));
     }
     lines
 }
