@@ -64,6 +64,13 @@ pub mod virq {
     pub const TIMER: u32 = 0;
     /// How many VIRQ numbers Xen's ABI has (`NR_VIRQS`); traplab raises only [`TIMER`].
     pub const COUNT: u32 = 24;
+
+    /// Is `virq` one of a domain's, bound on vCPU 0 only, rather than one each vCPU has
+    /// (Xen's `virq_is_global`: all but VIRQ_TIMER 0, VIRQ_DEBUG 1, VIRQ_XENOPROF 5 and
+    /// VIRQ_XENPMU 13, in `xen/include/public/xen.h`)?
+    pub fn is_global(virq: u32) -> bool {
+        !matches!(virq, TIMER | 1 | 5 | 13)
+    }
 }
 
 /// `EVTCHNOP_alloc_unbound`: allocate a port in domain `dom` (`DOMID_SELF`, or any domain

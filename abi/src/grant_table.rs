@@ -22,7 +22,9 @@
 //! Xen's.
 //!
 //! The calls are `grant_table_op(cmd, arg)` (hypercall [`crate::hypercall::GRANT_TABLE_OP`]),
-//! `arg` the guest-virtual address of the command's structure.
+//! `arg` the guest-virtual address of the command's structure: one operation a call. Xen's
+//! takes a third argument, `count`, and does that many structures in a row; traplab reads
+//! no count (RDX is ignored), so a guest that batches gets only its first done.
 
 /// An index into a domain's grant table.
 pub type GrantRef = u32;

@@ -17,6 +17,11 @@
 //! [`error::EFAULT`] and nothing else happens.
 //! RIP moves past the VMMCALL, except for [`EXIT`], which does not return.
 //!
+//! The calls that have a Xen counterpart take its arguments and give its results, but the
+//! numbers are traplab's own, in one short table: Xen numbers them in `xen.h`
+//! (`__HYPERVISOR_set_trap_table` 0, `grant_table_op` 20, `iret` 23, `sched_op` 29,
+//! `event_channel_op` 32, …) and enters through a hypercall page, not a bare `VMMCALL`.
+//!
 //! | number | name             | arguments                          | result                          |
 //! |--------|------------------|------------------------------------|---------------------------------|
 //! | 0      | `console_write`  | RDI = buffer, RSI = length (≤ 4096) | bytes written, `EFAULT`, `EINVAL` |

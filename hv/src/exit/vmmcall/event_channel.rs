@@ -225,14 +225,23 @@ fn bind_virq(guest: &Guest, arg: u64) -> Outcome {
     let argument =
         Argument::<12>::read_for_output(guest, arg).map_err(|_| unreadable(NAME, arg))?;
     let (number, vcpu) = (argument.u32(0), argument.u32(4));
-    // Xen's order of checks (`evtchn_bind_virq`): the VIRQ's range, the vCPU, and then here
-    // the one VIRQ traplab raises.
+    // Xen's order of checks (`evtchn_bind_virq`): the VIRQ's range, a domain-wide VIRQ on
+    // another vCPU than 0, the vCPU, and then here the one VIRQ traplab raises.
     if number >= virq::COUNT {
         return Err(refuse(
             decide!(
                 Action::Emulate,
                 "{NAME}: VIRQ {number} is beyond the ABI's {} VIRQs: EINVAL (as Xen)",
                 virq::COUNT
+            ),
+            error::EINVAL,
+        ));
+    }
+    if virq::is_global(number) && vcpu != 0 {
+        return Err(refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: VIRQ {number} is the domain's, bound on vCPU 0 only, not on vCPU {vcpu}: EINVAL (as Xen)"
             ),
             error::EINVAL,
         ));
@@ -905,6 +914,9 @@ mod tests {
                 "VIRQ 1: traplab has one virtual interrupt, the timer",
             ),
             (0, 1, error::ENOENT, "there is no vCPU 1: ENOENT"),
+            // A domain-wide VIRQ (VIRQ_CONSOLE, 2) on vCPU 1: refused before the vCPU is
+            // looked up (`virq_is_global`).
+            (2, 1, error::EINVAL, "bound on vCPU 0 only, not on vCPU 1: EINVAL"),
             // Beyond NR_VIRQS, Xen checks the number before the vCPU.
             (99, 1, error::EINVAL, "VIRQ 99 is beyond the ABI's 24 VIRQs"),
         ] {
