@@ -216,9 +216,13 @@ pub mod error {
     pub const ENOENT: i64 = -2;
     /// No such domain.
     pub const ESRCH: i64 = -3;
-    /// Too long: no hypercall returns it; the guests' store client does, for a value longer
-    /// than the buffer it read it into (Xen's xenstore has the same error, `xs_wire.h`).
+    /// Too long, or too many: a domain's watches over its quota (`store_op`, as xenstored's
+    /// `do_watch`); the guests' store client returns it too, for a value longer than the
+    /// buffer it read it into (Xen's xenstore has the same error, `xs_wire.h`).
     pub const E2BIG: i64 = -7;
+    /// Permission denied: a store node outside the caller's part of the tree (xenstored's
+    /// answer, `EACCES`, where a hypercall's is `EPERM`).
+    pub const EACCES: i64 = -13;
     /// A pointer argument does not point into the guest's memory.
     pub const EFAULT: i64 = -14;
     /// It exists already (a virtual interrupt bound to a port twice).
@@ -239,6 +243,7 @@ pub mod error {
             ENOENT => Some("ENOENT"),
             ESRCH => Some("ESRCH"),
             E2BIG => Some("E2BIG"),
+            EACCES => Some("EACCES"),
             EFAULT => Some("EFAULT"),
             EEXIST => Some("EEXIST"),
             ENODEV => Some("ENODEV"),

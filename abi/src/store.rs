@@ -28,8 +28,9 @@ pub mod cmd {
     /// Copy the node's value into `value` (at most `value_len` bytes); returns its length,
     /// or `-ENOENT`.
     pub const READ: u64 = 0;
-    /// Set the node to `value`; returns 0, or `-EPERM` outside the caller's part of the
-    /// tree, or `-ENOSPC` when a new node does not fit (the store, or the caller's quota).
+    /// Set the node to `value`; returns 0, or `-EACCES` outside the caller's part of the
+    /// tree (`-EINVAL` for `@releaseDomain`, the store's own), or `-ENOSPC` when a new node
+    /// does not fit (the store, or the caller's quota), as xenstored answers.
     pub const WRITE: u64 = 1;
     /// As [`READ`], but when the node does not exist yet the vCPU blocks until some domain
     /// writes it (a watch that fires once), then the read completes.
@@ -43,7 +44,8 @@ pub mod cmd {
     /// Register a watch on the node (which need not exist): from now on each write of it
     /// makes the caller's store port pending. Returns that port, the same for all the
     /// domain's watches (its first watch binds it, to the lowest free port), or `-ENOSPC`
-    /// when no port is free or the domain has [`super::WATCHES_PER_DOMAIN`] watches.
+    /// when no port is free, `-E2BIG` when the domain has [`super::WATCHES_PER_DOMAIN`]
+    /// watches (xenstored's answer over the watch quota).
     /// `value` and `value_len` are not used.
     pub const WATCH_EVENT: u64 = 4;
 

@@ -4,7 +4,7 @@
 use crate::hypercall::store_op;
 use traplab_abi::store::{cmd, value_read};
 
-/// Set `path` to `value`. 0, or a negative error (`EPERM` outside our part of the tree,
+/// Set `path` to `value`. 0, or a negative error (`EACCES` outside our part of the tree,
 /// `EINVAL` for a value longer than the store keeps, as the hypervisor refuses one: never
 /// written cut short).
 pub fn write(path: &str, value: &str) -> i64 {

@@ -916,7 +916,12 @@ mod tests {
             (0, 1, error::ENOENT, "there is no vCPU 1: ENOENT"),
             // A domain-wide VIRQ (VIRQ_CONSOLE, 2) on vCPU 1: refused before the vCPU is
             // looked up (`virq_is_global`).
-            (2, 1, error::EINVAL, "bound on vCPU 0 only, not on vCPU 1: EINVAL"),
+            (
+                2,
+                1,
+                error::EINVAL,
+                "bound on vCPU 0 only, not on vCPU 1: EINVAL",
+            ),
             // Beyond NR_VIRQS, Xen checks the number before the vCPU.
             (99, 1, error::EINVAL, "VIRQ 99 is beyond the ABI's 24 VIRQs"),
         ] {

@@ -64,17 +64,17 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
             };
             if path == RELEASE_DOMAIN {
                 return refuse(
-                    format!("{path} is the store's own: it lists the domains that have ended, and no domain writes it, EPERM"),
-                    error::EPERM,
+                    format!("{path} is the store's own: it lists the domains that have ended, and is no node a domain may write (xenstored refuses a special name), EINVAL"),
+                    error::EINVAL,
                 );
             }
             if !writable_by(guest.id, &path) {
                 return refuse(
                     format!(
-                        "d{} may write only under /local/domain/{}/ (dom0 anywhere), not {path}: EPERM",
+                        "d{} may write only under /local/domain/{}/ (dom0 anywhere), not {path}: EACCES (as xenstored)",
                         guest.id, guest.id
                     ),
-                    error::EPERM,
+                    error::EACCES,
                 );
             }
             if let Some(why) = guest.others.store.no_room(guest.id, &path) {
@@ -130,16 +130,17 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
 }
 
 /// `store_watch_event`: the domain watches `path`, and its store port says each write of it
-/// (bound now, to the lowest free port, at its first watch). The port, or ENOSPC.
+/// (bound now, to the lowest free port, at its first watch). The port; E2BIG over its quota of
+/// watches, ENOSPC without a free port.
 fn watch_event(guest: &Guest, path: String, next: u64) -> Decision {
     const NAME: &str = "store_watch_event";
     let number = hypercall::STORE_OP;
     if let Some(why) = guest.others.store.no_watch(guest.id, &path) {
         let decision = decide!(
             Action::Emulate,
-            "{NAME}: {why}, {path} cannot be watched: ENOSPC"
+            "{NAME}: {why}, {path} cannot be watched: E2BIG (as xenstored)"
         );
-        return finish(decision, next, number, error::ENOSPC);
+        return finish(decision, next, number, error::E2BIG);
     }
     let (port, bind) = match (guest.events.store_port(), guest.events.free_port()) {
         (Some(port), _) => (port, None),
@@ -275,15 +276,16 @@ mod tests {
     }
 
     #[test]
-    fn a_write_outside_one_s_own_part_of_the_tree_returns_eperm() {
+    fn a_write_outside_one_s_own_part_of_the_tree_returns_eacces() {
+        // xenstored's permission check (`get_node`) fails with EACCES.
         for path in ["/local/domain/2/ring-ref", "/vm/1", "/local/domain/01/x"] {
             let mut test = op(cmd::WRITE, path, "8");
             let run = test.call();
-            assert_returned(&test, error::EPERM);
+            assert_returned(&test, error::EACCES);
             assert_eq!(
                 run.decision.why,
                 format!(
-                    "store_write: d1 may write only under /local/domain/1/ (dom0 anywhere), not {path}: EPERM"
+                    "store_write: d1 may write only under /local/domain/1/ (dom0 anywhere), not {path}: EACCES (as xenstored)"
                 )
             );
             assert_eq!(test.store, Store::default(), "nothing written");
@@ -529,6 +531,23 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_over_the_domain_s_quota_is_e2big() {
+        // xenstored's do_watch: a domain over its quota of watches gets E2BIG.
+        let mut test = op(cmd::WATCH_EVENT, "/w/more", "");
+        for watch in 0..traplab_abi::store::WATCHES_PER_DOMAIN {
+            test.store.watch(1, format!("/w/{watch}"));
+        }
+        let run = test.call();
+        assert_returned(&test, error::E2BIG);
+        assert!(
+            run.decision.why.contains("quota of watches"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.store.watchers("/w/more").count(), 0);
+    }
+
+    #[test]
     fn store_watch_event_binds_the_store_port_once_and_returns_it() {
         // The first watch binds the lowest free port to the store; the next ones share it.
         let mut test = op(cmd::WATCH_EVENT, "/local/domain/2/state", "");
@@ -587,7 +606,8 @@ mod tests {
             let mut test = op(cmd::WRITE, RELEASE_DOMAIN, "1");
             test.domain.id = writer;
             let run = test.call();
-            assert_returned(&test, error::EPERM);
+            // A special name, no node: xenstored refuses to write it as an invalid path.
+            assert_returned(&test, error::EINVAL);
             assert!(
                 run.decision.why.contains("is the store's own"),
                 "{}",
