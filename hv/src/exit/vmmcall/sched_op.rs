@@ -45,15 +45,26 @@ pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
 /// `local_event_delivery_enable`), then wait for one, unless one is owed already, or an
 /// interrupt the vCPU would take now (Xen's `vcpu_block` checks
 /// `local_events_need_delivery`, for an HVM vCPU `hvm_local_events_need_delivery`). Blocked,
-/// an event or an interrupt wakes it (`schedule.rs`).
+/// an event or an interrupt wakes it (`schedule.rs`). A PV kernel's interrupt flag goes on
+/// too: in Xen a PV guest's `evtchn_upcall_mask` is its interrupt flag, so blocking is its
+/// `sti; hlt` (Linux's `xen_safe_halt`); traplab keeps the two apart, and sets both.
 fn block(guest: &Guest) -> (Decision, i64) {
+    let pv_interrupts_on = guest
+        .pv
+        .enabled
+        .then_some(Effect::VirtualInterruptFlag(true));
+    let owed = match guest.pv.enabled {
+        // Its flag is about to be on: what it would take then.
+        true => guest.pending_interrupt(),
+        false => owed_interrupt(guest),
+    };
     let decision = if guest.upcall_pending() {
         decide!(
             Action::Emulate,
             "SCHEDOP_block: an event is pending already, so d{} does not wait",
             guest.id
         )
-    } else if let Some(vector) = owed_interrupt(guest) {
+    } else if let Some(vector) = owed {
         decide!(
             Action::Emulate,
             "SCHEDOP_block: d{} is owed interrupt {vector:#04x} and takes interrupts, so it does not wait",
@@ -67,7 +78,10 @@ fn block(guest: &Guest) -> (Decision, i64) {
         )
         .with(Effect::Block(Wait::Event))
     };
-    (decision.with(Effect::UpcallMask(false)), 0)
+    let decision = decision
+        .with(Effect::UpcallMask(false))
+        .with_all(pv_interrupts_on);
+    (decision, 0)
 }
 
 /// The interrupt the vCPU would take now, if there is one: Xen's
@@ -299,6 +313,34 @@ mod tests {
         test.domain.vcpu.interrupts.pending = Some(0x30);
         test.call();
         assert_eq!(test.domain.vcpu.run_state, RunState::Blocked(Wait::Event));
+    }
+
+    #[test]
+    fn a_pv_kernel_s_block_turns_its_interrupt_flag_on_with_its_events() {
+        // A Xen PV guest's event mask is its interrupt flag: Linux's xen_safe_halt blocks
+        // with it masked, and the upcall that wakes it must come in. Here the PV kernel's
+        // virtual IF is off and its upcall pending: blocking turns both on, and it takes it.
+        let mut test = op(cmd::BLOCK);
+        test.domain.pv.enabled = true;
+        test.domain.pv.virtual_interrupt_flag = false;
+        test.domain.set_upcall_mask(true);
+        let run = test.call();
+        assert!(
+            run.decision
+                .effects
+                .contains(&Effect::VirtualInterruptFlag(true)),
+            "{:?}",
+            run.decision.effects
+        );
+        assert!(test.domain.pv.virtual_interrupt_flag);
+        assert!(test.domain.interrupts_enabled());
+        // Owed an interrupt with its flag off: the block turns the flag on, so it does not
+        // wait.
+        let mut test = op(cmd::BLOCK);
+        test.domain.pv.enabled = true;
+        test.domain.vcpu.interrupts.pending = Some(0x30);
+        test.call();
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
     }
 
     #[test]
