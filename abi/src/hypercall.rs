@@ -47,9 +47,11 @@
 //! As Xen's `do_set_trap_table` and `do_guest_trap`: a guest that registers a handler for a
 //! vector gets that exception *bounced*: the hypervisor builds an exception frame on the
 //! guest's stack and resumes the guest at the handler, instead of letting the CPU deliver
-//! it through the guest's IDT. A table of more than 32 entries, or with a handler that is
-//! not a canonical address, is `EINVAL` (as Xen's) and the old table stays whole (Xen's
-//! would keep the entries before the bad one: traplab replaces a table all at once). The bounce frame has the hardware's layout, at a 16-byte
+//! it through the guest's IDT. Each entry ([`TrapInfo`], Xen's `trap_info`) sets its
+//! vector's handler, the others stay (a later entry for the same vector wins); a table
+//! pointer of 0 clears them all. An entry whose handler is not a canonical address is
+//! `EINVAL`, as Xen's, and so is a list of more than [`TRAP_TABLE_MAX`] entries (traplab's
+//! bound); the entries before it are set, as in Xen. The bounce frame has the hardware's layout, at a 16-byte
 //! aligned address 128 bytes below the interrupted RSP (the red zone, which the System V
 //! ABI lets a function use below RSP, is left alone, as Linux does for signal frames):
 //!
@@ -66,13 +68,16 @@
 //! crashes a PV domain whose stack faults while it builds a bounce frame).
 //!
 //! For a PV kernel (`set_pv_mode`) the interrupt flag is its virtual one: the frame's IF
-//! carries that, an entry without [`TrapInfo::INTERRUPTS_ON`] clears it for the handler, and
+//! carries that, an entry with [`TrapInfo::CLEAR_IF`] clears it for the handler, and
 //! `iret` restores it from the frame (Xen keeps it in `evtchn_upcall_mask` the same way).
 //! RFLAGS.IF stays set throughout, as a Xen PV guest always runs with it (`do_iret` sets it).
 //!
 //! The handler runs with RSP at the frame, at the interrupted privilege level, with
-//! interrupts off unless its entry says otherwise ([`TrapInfo::INTERRUPTS_ON`]), and TF
-//! cleared. It returns with `iret`: it pops the error code, pushes RAX, and makes the
+//! interrupts off if its entry says so ([`TrapInfo::CLEAR_IF`]), and TF cleared. An `INT n`
+//! (not INT3 or INTO, which Xen's own IDT lets through from any ring) reaches its handler
+//! only from a privilege level at or above the entry's DPL; from below it is a #GP with
+//! error code `vector * 8 + 2`, as through an IDT gate (a PV kernel counts as ring 1, as in
+//! Xen's `permit_softint`). It returns with `iret`: it pops the error code, pushes RAX, and makes the
 //! hypercall with RSP pointing to an [`IretFrame`]; the hypervisor restores RAX, RIP, CS,
 //! RFLAGS, RSP and SS from it. CS and SS must be the current ones (no privilege change),
 //! and RIP one a CPU's IRET would accept (canonical in 64-bit mode, below 4 GiB outside
@@ -121,38 +126,55 @@ pub const TIMER_PERIOD_MAX_US: u64 = 10_000_000;
 /// flag) instead of delivered.
 pub const SET_PV_MODE: u64 = 7;
 
-/// The most entries a trap table may have.
-pub const TRAP_TABLE_MAX: usize = 32;
+/// The most entries one `set_trap_table` reads (one per vector: a longer list repeats a
+/// vector). Xen reads on, in pieces with a hypercall continuation; traplab refuses a longer
+/// list with `EINVAL`.
+pub const TRAP_TABLE_MAX: usize = 256;
 
-/// One entry of a trap table (16 bytes); a table ends with an entry whose handler is 0.
+/// One entry of a trap table: Xen's `struct trap_info` (`xen/include/public/xen.h`, 16 bytes
+/// on x86-64); a list ends with an entry whose handler is 0.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TrapInfo {
     pub vector: u8,
-    /// [`TrapInfo::INTERRUPTS_ON`], or 0.
+    /// Bits 0–1: the privilege level from which an `INT n` may reach the handler
+    /// ([`TrapInfo::DPL`]); bit 2: events (interrupts) off on entry ([`TrapInfo::CLEAR_IF`]).
     pub flags: u8,
-    pub reserved: [u8; 6],
+    /// Xen's code selector for the handler. traplab enters the handler with the interrupted
+    /// CS, and does not read it.
+    pub cs: u16,
+    pub reserved: [u8; 4],
     /// The handler's guest-virtual address.
     pub handler: u64,
 }
 
 impl TrapInfo {
-    /// Enter the handler with RFLAGS.IF as it was (a trap gate), instead of clearing it
-    /// (an interrupt gate).
-    pub const INTERRUPTS_ON: u8 = 1 << 0;
+    /// The gate's DPL, as Xen's `TI_GET_DPL`: an `INT n` of this vector from a lower
+    /// privilege (a greater CPL) is a #GP, as through an IDT gate (AMD APM vol. 2, 8.9.3).
+    pub const DPL: u8 = 0b11;
+    /// Enter the handler with interrupts off, as through an interrupt gate (Xen's
+    /// `TI_SET_IF`, "clear event enable"); without it, as through a trap gate, they stay as
+    /// they were.
+    pub const CLEAR_IF: u8 = 1 << 2;
 
     /// Decode 16 little-endian bytes.
     pub fn from_bytes(bytes: [u8; 16]) -> TrapInfo {
         let mut handler = [0u8; 8];
         handler.copy_from_slice(&bytes[8..16]);
-        let mut reserved = [0u8; 6];
-        reserved.copy_from_slice(&bytes[2..8]);
+        let mut reserved = [0u8; 4];
+        reserved.copy_from_slice(&bytes[4..8]);
         TrapInfo {
             vector: bytes[0],
             flags: bytes[1],
+            cs: u16::from_le_bytes([bytes[2], bytes[3]]),
             reserved,
             handler: u64::from_le_bytes(handler),
         }
+    }
+
+    /// The entry's DPL ([`TrapInfo::DPL`]).
+    pub fn dpl(&self) -> u8 {
+        self.flags & TrapInfo::DPL
     }
 }
 

@@ -7,31 +7,36 @@
 //! resumes us at an entry of [`bounce_entries`], with an exception frame it wrote on our
 //! stack, and the entry returns with the `iret` hypercall.
 
-use traplab_abi::hypercall::{TRAP_TABLE_MAX, TrapInfo};
+use traplab_abi::hypercall::TrapInfo;
 
 traplab_baremetal::bounce_entry!(bounce_entry, crate::traps::dispatch);
 traplab_baremetal::exception_entries!(bounce_entries, bounce_entry);
 
-static mut TABLE: [TrapInfo; TRAP_TABLE_MAX + 1] = [TrapInfo {
+/// The exceptions' vectors, 0–31: the most entries we list.
+const EXCEPTIONS: usize = 32;
+
+static mut TABLE: [TrapInfo; EXCEPTIONS + 1] = [TrapInfo {
     vector: 0,
     flags: 0,
-    reserved: [0; 6],
+    cs: 0,
+    reserved: [0; 4],
     handler: 0,
-}; TRAP_TABLE_MAX + 1];
+}; EXCEPTIONS + 1];
 
 /// Ask the hypervisor to bounce these exception vectors to our handlers (interrupts off on
 /// entry, like an interrupt gate). Returns the hypercall's result: 0, or a negative error.
 pub fn use_trap_table(vectors: &[u8]) -> i64 {
-    let count = vectors.len().min(TRAP_TABLE_MAX);
+    let count = vectors.len().min(EXCEPTIONS);
     // SAFETY: one CPU; the table is only written here, before the hypercall reads it.
     let table = unsafe { &mut *(&raw mut TABLE) };
     for (slot, &vector) in table.iter_mut().zip(&vectors[..count]) {
         let handler = traplab_baremetal::trap::entry_address(bounce_entries, vector as usize & 31);
         *slot = TrapInfo {
             vector,
-            flags: 0,
-            reserved: [0; 6],
+            // Xen's TI_SET_IF: interrupts off on entry, as through an interrupt gate.
+            flags: TrapInfo::CLEAR_IF,
             handler,
+            ..TrapInfo::default()
         };
     }
     table[count] = TrapInfo::default();

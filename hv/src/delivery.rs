@@ -371,7 +371,8 @@ pub fn preview(guest: &Guest, vector: u8) -> String {
 
 /// The guest's own INT n (or INT3, INTO), bounced to the handler it registered for the
 /// vector, after the effects `first` (RIP past the instruction: a software interrupt returns
-/// after itself). Its frame has no error code, whatever the vector.
+/// after itself). Its frame has no error code, whatever the vector. From a privilege level
+/// below the entry's DPL it is a #GP instead, as through an IDT gate.
 pub fn software_interrupt(
     guest: &Guest,
     first: Vec<Effect>,
@@ -380,6 +381,25 @@ pub fn software_interrupt(
     why: fmt::Arguments,
     at: &'static str,
 ) -> Decision {
+    let level = software_interrupt_level(guest);
+    // INT3 and INTO come through Xen's own IDT from any ring (its gates for vectors 3 and 4
+    // have DPL 3), so their entries' DPL is not checked; an INT n's is, as a CPU checks a
+    // gate's DPL for a software interrupt (AMD APM vol. 2, 8.9.3), and Xen's
+    // `do_general_protection` checks the trap table's (`permit_softint`).
+    if !matches!(vector, 3 | 4) && level > entry.dpl() {
+        let dpl = entry.dpl();
+        return exception(
+            guest,
+            Vec::new(),
+            13,
+            vector as u32 * 8 + 2,
+            false,
+            format_args!(
+                "{why}: its trap-table entry has DPL {dpl}, and the guest is at privilege level {level}: as through an IDT gate whose DPL is below the CPL, #GP with the gate's error code"
+            ),
+            at,
+        );
+    }
     let name = delivery_name(vector, EventType::Software);
     let why = format!(
         "{why}: the guest registered a handler for {name} with set_trap_table: the hypervisor delivers it itself, to {:#x}",
@@ -387,6 +407,16 @@ pub fn software_interrupt(
     );
     let event = (vector, EventType::Software, None);
     bounce(guest, first, event, entry, false, why, at)
+}
+
+/// The privilege level a software interrupt comes from, for the trap table's DPL: the CPL,
+/// and for a PV kernel (at CPL 3 in traplab) ring 1, as Xen's `permit_softint` counts a PV
+/// guest's kernel mode.
+fn software_interrupt_level(guest: &Guest) -> u8 {
+    match guest.pv.enabled {
+        true => 1,
+        false => guest.vcpu.vmcb.save.cpl,
+    }
 }
 
 /// The bounce of `event` (vector, kind, error code): the frame the hardware would push, 128
@@ -463,13 +493,13 @@ fn bounce(
         .with_all(first)
         .killing(format!("cannot write a bounce frame at {frame:#x}"));
     }
-    // The handler runs with TF, NT and RF clear, and IF clear unless its entry keeps it, or
+    // The handler runs with TF, NT and RF clear, and IF clear if its entry says so, or
     // an interrupt pending would enter the handler at its first instruction. For a PV kernel
     // that is its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask); RFLAGS.IF stays
     // as it is, set, as a Xen PV guest always runs (`create_bounce_frame` leaves it).
     let mut flags = RFlags::from_bits_retain(rflags)
         - (RFlags::TRAP_FLAG | RFlags::NESTED_TASK | RFlags::RESUME_FLAG);
-    let masks = entry.flags & TrapInfo::INTERRUPTS_ON == 0;
+    let masks = entry.flags & TrapInfo::CLEAR_IF != 0;
     if masks && !guest.pv.enabled {
         flags -= RFlags::INTERRUPT_FLAG;
     }
@@ -750,7 +780,7 @@ mod tests {
         test.interrupts_on();
         test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
         test.trap_table(&[TrapInfo {
-            flags: TrapInfo::INTERRUPTS_ON,
+            flags: 0,
             ..trap(6, HANDLER)
         }]);
         let run = test.run(test.exit(ExitReason::Exception {

@@ -512,10 +512,12 @@ pub fn exited(decision: &Decision) -> (i32, &str) {
     }
 }
 
-/// A trap-table entry: `vector` bounced to `handler`, with interrupts off.
+/// A trap-table entry: `vector` bounced to `handler`, with interrupts off (Xen's
+/// `TI_SET_IF`: an interrupt gate), reached by INT n from any privilege level (DPL 3).
 pub fn trap(vector: u8, handler: u64) -> TrapInfo {
     TrapInfo {
         vector,
+        flags: TrapInfo::CLEAR_IF | TrapInfo::DPL,
         handler,
         ..TrapInfo::default()
     }

@@ -213,6 +213,40 @@ mod tests {
     }
 
     #[test]
+    fn an_int_n_below_its_entry_s_dpl_is_a_gp_as_through_an_idt_gate() {
+        // User code (CPL 3) at INT 0x80, whose entry has DPL 0: #GP with the gate's error
+        // code, 0x80 * 8 + 2, at the INT (a fault); DPL 3 lets it through. INT3 is not
+        // checked (Xen's own gate for #BP has DPL 3). A PV kernel counts as ring 1.
+        let entry = |vector: u8, dpl: u8| TrapInfo {
+            flags: TrapInfo::CLEAR_IF | dpl,
+            ..trap(vector, HANDLER)
+        };
+        for (code, cpl, pv, dpl, bounced_as) in [
+            (&[0xcd, 0x80][..], 3, false, 0, (13, Some(0x80 * 8 + 2))),
+            (&[0xcd, 0x80][..], 3, false, 3, (0x80, None)),
+            (&[0xcd, 0x80][..], 0, false, 0, (0x80, None)),
+            (&[0xcc][..], 3, false, 0, (3, None)),
+            (&[0xcd, 0x80][..], 3, true, 0, (13, Some(0x80 * 8 + 2))),
+            (&[0xcd, 0x80][..], 3, true, 1, (0x80, None)),
+        ] {
+            let mut test = Test::long_mode();
+            test.code(code);
+            test.domain.vcpu.vmcb.save.cpl = cpl;
+            test.domain.pv.enabled = pv;
+            let vector = if code[0] == 0xcc { 3 } else { 0x80 };
+            test.trap_table(&[entry(vector, dpl), trap(13, HANDLER + 0x100)]);
+            let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+            let bounce = testing::bounced(&decision);
+            let case = format!("{code:x?} at CPL {cpl}, PV {pv}, DPL {dpl}");
+            assert_eq!((bounce.vector, bounce.error_code), bounced_as, "{case}");
+            if bounce.vector == 13 {
+                assert_eq!(bounce.words[1], ENTRY, "a fault: RIP at the INT ({case})");
+                assert!(decision.why.contains("has DPL 0"), "{}", decision.why);
+            }
+        }
+    }
+
+    #[test]
     fn a_bounced_int_n_pushes_no_error_code_whatever_its_vector() {
         // INT n never pushes an error code: only the listed exceptions do, when the CPU
         // raises them (Intel SDM vol. 3A, 6.13). Vector 0x2e is 0x0e + 32, not a #PF.

@@ -91,10 +91,8 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                 Action::Emulate,
                 "hypercall set_trap_table({first:#x}): from now on the hypervisor delivers the listed exceptions itself (bounce)"
             );
-            match trap_table(guest, first) {
-                Ok(entries) => finish(decision.with(Effect::TrapTable(entries)), next, number, 0),
-                Err(code) => finish(decision, next, number, code),
-            }
+            let (table, code) = trap_table(guest, first);
+            finish(decision.with(Effect::TrapTable(table)), next, number, code)
         }
         hypercall::IRET => {
             let decision = decide!(
@@ -321,30 +319,35 @@ fn set_timer(
     finish(decision, next, hypercall::SET_TIMER, 0)
 }
 
-/// Read the table (entries of 16 bytes up to one whose handler is 0). A table pointer of 0
-/// clears it: every exception is reflected again. A handler that is not a canonical address
-/// is EINVAL, as Xen's `do_set_trap_table` refuses it: a bounce there would fault on its
-/// first instruction fetch.
-fn trap_table(guest: &Guest, table: u64) -> Result<Vec<TrapInfo>, i64> {
-    let mut entries = Vec::new();
-    if table == 0 {
-        return Ok(entries);
+/// The trap table after `set_trap_table(list)`, and the call's result, as Xen's
+/// `do_set_trap_table`: each entry of the list (16 bytes, up to one whose handler is 0) sets
+/// its vector's handler, the other vectors' stay; a list pointer of 0 clears the table, and
+/// every exception is reflected again. An entry that cannot be read is EFAULT, one whose
+/// handler is not a canonical address EINVAL (a bounce there would fault on its first
+/// instruction fetch), and so is a list longer than TRAP_TABLE_MAX: the entries before it
+/// are set all the same, as Xen's loop has stored them by then.
+fn trap_table(guest: &Guest, list: u64) -> (Vec<TrapInfo>, i64) {
+    if list == 0 {
+        return (Vec::new(), 0);
     }
-    loop {
+    let mut table = guest.pv.trap_table.clone();
+    for index in 0..=TRAP_TABLE_MAX {
         let mut bytes = [0u8; 16];
-        let address = table.wrapping_add(16 * entries.len() as u64);
-        guest
-            .cpu_read(address, &mut bytes)
-            .map_err(|_| error::EFAULT)?;
+        let address = list.wrapping_add(16 * index as u64);
+        if guest.cpu_read(address, &mut bytes).is_err() {
+            return (table, error::EFAULT);
+        }
         let entry = TrapInfo::from_bytes(bytes);
         if entry.handler == 0 {
-            return Ok(entries);
+            return (table, 0);
         }
-        if entries.len() == TRAP_TABLE_MAX || !x86::canonical(entry.handler) {
-            return Err(error::EINVAL);
+        if index == TRAP_TABLE_MAX || !x86::canonical(entry.handler) {
+            return (table, error::EINVAL);
         }
-        entries.push(entry);
+        table.retain(|old| old.vector != entry.vector);
+        table.push(entry);
     }
+    (table, error::EINVAL)
 }
 
 /// The iret hypercall: restore RAX, RIP, RFLAGS and RSP from the frame at RSP.
@@ -686,27 +689,54 @@ mod tests {
     }
 
     #[test]
-    fn set_trap_table_with_more_than_32_entries_returns_einval_and_keeps_the_old_table() {
-        let old = [trap(3, 0x21_0000)];
-        let many: Vec<TrapInfo> = (0..33).map(|vector| trap(vector, 0x21_0000)).collect();
+    fn set_trap_table_sets_each_listed_vector_and_keeps_the_others_the_last_entry_winning() {
+        // Xen's do_set_trap_table copies each entry to its vector's slot: a second call
+        // adds to the first, and of two entries for one vector the later stays.
         let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
-        test.trap_table(&old);
-        test.write_trap_table(DATA, &many);
+        test.trap_table(&[trap(3, 0x21_0000), trap(14, 0x21_1000)]);
+        test.write_trap_table(DATA, &[trap(14, 0x21_2000), trap(14, 0x21_3000)]);
         call(&mut test);
-        assert_returned(&test, error::EINVAL);
-        assert_eq!(test.domain.pv.trap_table, old);
+        assert_returned(&test, 0);
+        assert_eq!(
+            test.domain.pv.trap_table,
+            [trap(3, 0x21_0000), trap(14, 0x21_3000)]
+        );
     }
 
     #[test]
-    fn set_trap_table_with_a_non_canonical_handler_returns_einval_and_keeps_the_old_table() {
-        // Xen's do_set_trap_table refuses it: a bounce there would fault at once.
-        let old = [trap(3, 0x21_0000)];
+    fn set_trap_table_with_more_entries_than_vectors_returns_einval_after_setting_them() {
+        // 257 entries repeat a vector: traplab's bound (Xen's loop goes on in pieces). As in
+        // Xen, the entries read before the refusal are set.
+        let many: Vec<TrapInfo> = (0..=256)
+            .map(|index| trap(index as u8, 0x21_0000))
+            .collect();
         let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
-        test.trap_table(&old);
-        test.write_trap_table(DATA, &[trap(6, 0x8000_0000_0000_0000)]);
+        test.write_trap_table(DATA, &many);
         call(&mut test);
         assert_returned(&test, error::EINVAL);
-        assert_eq!(test.domain.pv.trap_table, old);
+        assert_eq!(test.domain.pv.trap_table.len(), 256);
+    }
+
+    #[test]
+    fn set_trap_table_with_a_non_canonical_handler_returns_einval_after_the_entries_before() {
+        // Xen's do_set_trap_table refuses it (a bounce there would fault at once), having
+        // set the entries before it.
+        let mut test = Test::hypercall(hypercall::SET_TRAP_TABLE, DATA, 0);
+        test.trap_table(&[trap(3, 0x21_0000)]);
+        test.write_trap_table(
+            DATA,
+            &[
+                trap(13, 0x21_1000),
+                trap(6, 0x8000_0000_0000_0000),
+                trap(14, 0x21_2000),
+            ],
+        );
+        call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert_eq!(
+            test.domain.pv.trap_table,
+            [trap(3, 0x21_0000), trap(13, 0x21_1000)]
+        );
     }
 
     #[test]
