@@ -131,7 +131,8 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
 
 /// `store_watch_event`: the domain watches `path`, and its store port says each write of it
 /// (bound now, to the lowest free port, at its first watch). The port; E2BIG over its quota of
-/// watches, ENOSPC without a free port.
+/// watches, ENOSPC without a free port, EINVAL without a shared-info page to mark the new
+/// port pending in (as every port's allocation, `event_channel.rs`).
 fn watch_event(guest: &Guest, path: String, next: u64) -> Decision {
     const NAME: &str = "store_watch_event";
     let number = hypercall::STORE_OP;
@@ -144,6 +145,14 @@ fn watch_event(guest: &Guest, path: String, next: u64) -> Decision {
     }
     let (port, bind) = match (guest.events.store_port(), guest.events.free_port()) {
         (Some(port), _) => (port, None),
+        (None, Some(_)) if guest.events.shared_info.is_none() => {
+            let decision = decide!(
+                Action::Emulate,
+                "{NAME}: d{} has no shared-info page yet (set_shared_info), so no store event could be marked pending on a new port: EINVAL, as for any new port",
+                guest.id
+            );
+            return finish(decision, next, number, error::EINVAL);
+        }
         (None, Some(port)) => (
             port,
             Some(Effect::PortState {
@@ -213,7 +222,7 @@ mod tests {
     use crate::schedule::Switch;
     use crate::store::Store;
     use crate::testing::assert_returned;
-    use crate::testing::{DATA, ENTRY, Test, UNMAPPED};
+    use crate::testing::{DATA, ENTRY, SHARED_INFO, Test, UNMAPPED};
     use traplab_abi::store::NODES_MAX;
 
     /// Where the tests put the path and the value.
@@ -531,6 +540,23 @@ mod tests {
     }
 
     #[test]
+    fn a_first_watch_without_a_shared_info_page_is_einval_and_binds_nothing() {
+        // Its store port could never be marked pending: refused, as alloc_unbound and the
+        // binds refuse a port to a domain without one.
+        let mut test = op(cmd::WATCH_EVENT, "/local/domain/2/state", "");
+        test.domain.events.shared_info = None;
+        let run = test.call();
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("no shared-info page"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.events.store_port(), None);
+        assert_eq!(test.store.watchers("/local/domain/2/state").count(), 0);
+    }
+
+    #[test]
     fn a_watch_over_the_domain_s_quota_is_e2big() {
         // xenstored's do_watch: a domain over its quota of watches gets E2BIG.
         let mut test = op(cmd::WATCH_EVENT, "/w/more", "");
@@ -551,6 +577,7 @@ mod tests {
     fn store_watch_event_binds_the_store_port_once_and_returns_it() {
         // The first watch binds the lowest free port to the store; the next ones share it.
         let mut test = op(cmd::WATCH_EVENT, "/local/domain/2/state", "");
+        test.domain.events.shared_info = Some(SHARED_INFO);
         test.domain.events.ports[1] = PortState::Virq(0);
         let run = test.call();
         assert_returned(&test, 2);
