@@ -1553,15 +1553,19 @@ fn bounce_to(domain: &mut Domain, bounce: &Bounce, events: &mut Vec<Body>) -> Re
         vector: bounce.vector,
         kind: bounce.kind,
     });
+    let cr2 = reads_cr2(bounce.kind, bounce.vector).then_some(vcpu.vmcb.save.cr2);
+    // Whether the handler takes interrupts: RFLAGS.IF, or a PV kernel's virtual flag (its
+    // RFLAGS.IF stays set; the entry's CLEAR_IF cleared the virtual one before this).
+    let interrupts = domain.interrupts_enabled();
     note_dropped(dropped, events);
     events.push(Body::Bounce(event::Bounce {
         vector: bounce.vector,
         name: event::delivery_name(bounce.vector, bounce.kind),
         error_code: bounce.error_code,
-        cr2: reads_cr2(bounce.kind, bounce.vector).then_some(vcpu.vmcb.save.cr2),
+        cr2,
         handler: bounce.handler,
         frame: bounce.frame,
-        interrupts: RFlags::from_bits_truncate(bounce.rflags).contains(RFlags::INTERRUPT_FLAG),
+        interrupts,
         synthetic: bounce.synthetic,
     }));
     Ok(())

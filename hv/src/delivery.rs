@@ -775,7 +775,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_with_interrupts_on_keeps_if_as_a_trap_gate_does() {
+    fn an_entry_without_clear_if_keeps_if_as_a_trap_gate_does() {
+        // Xen's trap_info: flags 0 is a trap gate; TI_SET_IF (CLEAR_IF) an interrupt gate.
         let mut test = Test::long_mode();
         test.interrupts_on();
         test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
@@ -982,9 +983,9 @@ mod tests {
 
     #[test]
     fn a_pv_kernel_s_bounce_carries_and_clears_its_virtual_interrupt_flag() {
-        // Xen's create_bounce_frame: the frame's IF is the virtual flag, and an entry without
-        // TBF_INTERRUPT masks it for the handler (else a pending interrupt would enter the
-        // handler at its first instruction).
+        // Xen's create_bounce_frame: the frame's IF is the virtual flag, and an entry with
+        // TI_SET_IF (CLEAR_IF; Xen's TBF_INTERRUPT) masks it for the handler (else a pending
+        // interrupt would enter the handler at its first instruction).
         let mut test = Test::long_mode();
         test.domain.pv.enabled = true;
         test.domain.pv.virtual_interrupt_flag = true;
@@ -1009,6 +1010,17 @@ mod tests {
             0,
             "the handler's RFLAGS.IF"
         );
+        // The trace says the handler runs with its interrupts off: the virtual flag.
+        let run = test.run(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        assert!(
+            !run.bounced().interrupts,
+            "the PV kernel's flag, not RFLAGS.IF"
+        );
+        assert!(!test.domain.pv.virtual_interrupt_flag);
     }
 
     #[test]

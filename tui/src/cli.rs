@@ -446,6 +446,7 @@ fn trace_help() -> String {
          unless\n{}",
         status::lines(&[
             USAGE,
+            BUILD_FAILED,
             TRACE_INCOMPLETE,
             TIMED_OUT,
             HV_FAILED,
@@ -463,11 +464,12 @@ fn stats_help() -> String {
          out while others ran; a stop at a break, a step or gdb is never counted), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
          several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers\n\
          Xen gives its domains). A recording with a bad line gives the table of the events before\n\
-         it; a file that is not a recording gives none.\n\n{}\n(the last four when it runs a lab now; its time limit is then 300 s, not --timeout, which stats has not)",
+         it; a file that is not a recording gives none.\n\n{}\n(the last five when it runs a lab now; its time limit is then 300 s, not --timeout, which stats has not)",
         status::help(&[
             SUCCESS,
             USAGE,
             BAD_RECORDING,
+            BUILD_FAILED,
             TRACE_INCOMPLETE,
             TIMED_OUT,
             HV_FAILED,
@@ -480,7 +482,7 @@ fn stats_help() -> String {
 fn run_help() -> String {
     format!(
         "{RUN_KEYS}\n\n{}",
-        status::help(&[SUCCESS, USAGE, TRACE_INCOMPLETE, INTERRUPTED])
+        status::help(&[SUCCESS, USAGE, BUILD_FAILED, TRACE_INCOMPLETE, INTERRUPTED])
     )
 }
 

@@ -41,7 +41,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         USAGE,
-        "usage: a bad option, an unknown lab or guest, a file that cannot be read or written",
+        "usage: a bad option, an unknown lab or guest, a file that cannot be read or written, QEMU or a Linux lab's kernel not there (the message says how to get it)",
     ),
     (
         BAD_RECORDING,
@@ -49,7 +49,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         BUILD_FAILED,
-        "check: the hypervisor or the guests do not build, or cargo is not there to rebuild them; nothing was graded",
+        "the hypervisor or the guests do not build (any command that runs a lab: nothing ran), or, for check, cargo is not there to rebuild them (nothing was graded)",
     ),
     (
         TRACE_INCOMPLETE,
