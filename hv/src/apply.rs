@@ -951,7 +951,7 @@ impl Step<'_, '_> {
             why,
             at: here!(),
         };
-        let Some(owner) = self.others.domain_mut(granter) else {
+        let Some(owner) = self.granter(granter) else {
             return Err(refused(format!("d{granter} is gone")));
         };
         let frame_gpa = owner
@@ -970,7 +970,7 @@ impl Step<'_, '_> {
         }
         // Xen's `_set_status_v1`: GTF_reading for every mapping, GTF_writing too for a
         // writable one.
-        if let Some(owner) = self.others.domain_mut(granter) {
+        if let Some(owner) = self.granter(granter) {
             let slot = gref as usize;
             owner.grants.mapped[slot] += 1;
             owner.grants.table[slot].flags |= grant_flags::READING;
@@ -1004,6 +1004,15 @@ impl Step<'_, '_> {
         Ok(())
     }
 
+    /// The domain whose grant table a grant mapping counts in: another, or this one (a domain
+    /// may map its own grants, as in Xen).
+    fn granter(&mut self, id: u16) -> Option<&mut Domain> {
+        match id == self.domain.id {
+            true => Some(&mut *self.domain),
+            false => self.others.domain_mut(id),
+        }
+    }
+
     /// Take the grant mapped as `handle` away from this domain again.
     fn unmap_grant(&mut self, handle: u32) {
         let Some(mapping) = self.domain.grants.mapping(handle) else {
@@ -1013,7 +1022,7 @@ impl Step<'_, '_> {
         self.domain.grants.maptrack[handle as usize] = None;
         // The guest's TLB may still hold the translation to the granter's frame.
         self.domain.vcpu.vmcb.control.tlb_control = 1;
-        if let Some(owner) = self.others.domain_mut(mapping.granter) {
+        if let Some(owner) = self.granter(mapping.granter) {
             release_grant(owner, mapping);
         }
         self.events.push(Body::GrantUnmap(GrantUnmap {

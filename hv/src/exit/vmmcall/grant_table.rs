@@ -206,21 +206,20 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
             status::BAD_GNTREF,
         );
     }
-    let granter = match guest.others.live(dom) {
-        Some(granter) => granter,
-        None => {
-            let why = match dom == guest.id {
-                true => "a domain maps other domains' grants, not its own",
-                false => "there is no such domain (or it has ended)",
-            };
-            return refuse(
-                decide!(
-                    Action::Emulate,
-                    "{NAME}: grant {gref} of d{dom}: {why}, GNTST_bad_domain"
-                ),
-                status::BAD_DOMAIN,
-            );
-        }
+    // Its own grant too: Xen's `map_grant_ref` looks the granter up by id alone (a domain
+    // serving a block device to itself maps its own grants).
+    let granter = match dom == guest.id {
+        true => Some(guest.domain),
+        false => guest.others.live(dom),
+    };
+    let Some(granter) = granter else {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: grant {gref} of d{dom}: there is no such domain (or it has ended), GNTST_bad_domain"
+            ),
+            status::BAD_DOMAIN,
+        );
     };
     let Some(entry) = granter.grants.entry(gref) else {
         return refuse(
@@ -814,14 +813,27 @@ mod tests {
     }
 
     #[test]
-    fn map_of_one_s_own_grant_is_gntst_bad_domain() {
-        let mut test = mapping(FOR_D1, map::HOST_MAP);
-        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 1));
-        let why = refused(&mut test, status::BAD_DOMAIN);
-        assert_eq!(
-            why,
-            "GNTTABOP_map_grant_ref: grant 4 of d1: a domain maps other domains' grants, not its own, GNTST_bad_domain"
+    fn a_domain_maps_its_own_grant_as_another_s() {
+        // Xen's map_grant_ref looks the granter up by id alone: d1 maps its own grant 4 of
+        // its page FRAME at HOST_ADDR, and unmaps it; the entry's flags follow, in its own
+        // table.
+        let mut test = op(
+            cmd::MAP_GRANT_REF,
+            &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 1),
         );
+        test.domain.grants.table[4] = FOR_D1;
+        test.call();
+        assert_status(&test, 18, status::OKAY);
+        let grants = &test.domain.grants;
+        assert_eq!((grants.mapped[4], grants.mapped_writable[4]), (1, 1));
+        assert_ne!(grants.table[4].flags & flags::WRITING, 0);
+        assert!(grants.mapped_at(HOST_ADDR));
+        // And unmapped: the counts and flags back to none.
+        test.write(SECOND, &unmap_grant_ref(HOST_ADDR, 0));
+        next_call(&mut test, cmd::UNMAP_GRANT_REF, SECOND);
+        let grants = &test.domain.grants;
+        assert_eq!((grants.mapped[4], grants.mapped_writable[4]), (0, 0));
+        assert_eq!(grants.table[4].flags & (flags::READING | flags::WRITING), 0);
     }
 
     #[test]
