@@ -8,9 +8,15 @@
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, OpKind};
 
+/// How the guest's instructions are decoded: as an AMD CPU decodes them, since this is an
+/// AMD SVM hypervisor. Where AMD and Intel differ, iced's AMD rules: `LOCK MOV CR0` is MOV
+/// CR8 (AltMovCr8, AMD APM vol. 3, "MOV (CRn)"), a 66h prefix gives a near branch a 16-bit
+/// operand in 64-bit mode, UD0 has no ModRM byte.
+pub const DECODER: u32 = DecoderOptions::AMD;
+
 /// Decode the first instruction of `bytes`, fetched at `rip`, in `bits`-bit code.
 pub fn decode(bytes: &[u8], bits: u32, rip: u64) -> Option<Instruction> {
-    let mut decoder = Decoder::with_ip(bits, bytes, rip, DecoderOptions::NONE);
+    let mut decoder = Decoder::with_ip(bits, bytes, rip, DECODER);
     let instruction = decoder.decode();
     (!instruction.is_invalid()).then_some(instruction)
 }

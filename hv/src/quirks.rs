@@ -81,10 +81,10 @@ pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision>
         )
         .decode()
     };
-    let decoded = decode(iced_x86::DecoderOptions::NO_INVALID_CHECK);
+    let decoded = decode(crate::instruction::DECODER | iced_x86::DecoderOptions::NO_INVALID_CHECK);
     if decoded.is_invalid()
         || !decoded.has_lock_prefix()
-        || !decode(iced_x86::DecoderOptions::NONE).is_invalid()
+        || !decode(crate::instruction::DECODER).is_invalid()
     {
         return None;
     }

@@ -234,9 +234,10 @@ pub struct Instruction {
 }
 
 /// Decode `bytes` as code at `address`; at most `limit` instructions. `bitness` is 64 for
-/// long mode, 32 for the protected-mode guests.
+/// long mode, 32 for the protected-mode guests. As an AMD CPU decodes them, as the
+/// hypervisor does (`hv/src/instruction.rs`): the guests run under AMD SVM.
 pub fn disassemble(bytes: &[u8], address: u64, bitness: u32, limit: usize) -> Vec<Instruction> {
-    let mut decoder = Decoder::with_ip(bitness, bytes, address, DecoderOptions::NONE);
+    let mut decoder = Decoder::with_ip(bitness, bytes, address, DecoderOptions::AMD);
     let mut formatter = IntelFormatter::new();
     let mut instructions = Vec::new();
     let mut instruction = iced_x86::Instruction::default();

@@ -167,6 +167,18 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         );
     }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
+    // What CR0 holds after the write: ET is read-only and stays 1, and the other reserved
+    // bits of 31:0 stay clear, what the write says of them ignored (AMD APM vol. 2, 3.1.1;
+    // Intel SDM vol. 2A, "MOV—Move to/from Control Registers": "CR0.ET remains set").
+    let written = value;
+    let value = match number {
+        0 => (value & Cr0Flags::all().bits()) | Cr0Flags::EXTENSION_TYPE.bits(),
+        _ => value,
+    };
+    let kept = match value == written {
+        true => String::new(),
+        false => format!(" ({value:#x}: ET stays set, reserved bits stay clear)"),
+    };
     if number == 8 {
         return decide!(
             Action::Emulate,
@@ -198,7 +210,7 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     };
     let decision = decide!(
         Action::Emulate,
-        "MOV CR{number}, {value:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}{long_mode_change}"
+        "MOV CR{number}, {written:#x}: the hypervisor checks the value as the CPU would, then writes the guest's CR{number}{kept}{long_mode_change}"
     )
     .with(Effect::ControlRegister(number, value))
     .with_all(efer_after.map(Effect::Efer));
@@ -288,6 +300,37 @@ mod tests {
     }
 
     const MOV_CR8_RAX: [u8; 4] = [0x44, 0x0f, 0x22, 0xc0];
+
+    #[test]
+    fn lock_mov_cr0_is_amd_s_mov_cr8() {
+        // AltMovCr8 (AMD APM vol. 3, "MOV (CRn)"): in 32-bit code, where no REX.R reaches
+        // CR8, `f0 0f 22 c0` writes CR8; the CPU exits as a CR8 write (#UD is checked before
+        // the intercept, so the exit says the CPU took it so).
+        let mut test = Test::protected_mode();
+        let run = write(&mut test, &[0xf0, 0x0f, 0x22, 0xc0], 8, 5);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.control.virtual_interrupt & 0xf, 5);
+        assert_eq!(test.rip(), ENTRY + 4);
+    }
+
+    #[test]
+    fn cr0_et_stays_set_and_its_reserved_low_bits_stay_clear() {
+        // A write that clears ET (bit 4) and sets reserved bit 6: the CPU keeps ET and
+        // ignores bit 6 (AMD APM vol. 2, 3.1.1); no #GP, as for bits 63:32.
+        let mut test = Test::long_mode();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        assert_ne!(cr0 & Cr0Flags::EXTENSION_TYPE.bits(), 0);
+        let run = write(&mut test, &MOV_CR0_RAX, 0, (cr0 & !0x10) | 1 << 6);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0);
+        assert!(
+            run.decision
+                .why
+                .contains("ET stays set, reserved bits stay clear"),
+            "{}",
+            run.decision.why
+        );
+    }
 
     #[test]
     fn mov_cr0_setting_pg_with_efer_lme_activates_long_mode() {
