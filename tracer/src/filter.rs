@@ -193,14 +193,13 @@ impl ClassFilter {
 mod tests {
     use super::*;
 
+    /// Class names as `ClassFilter::new` takes them.
+    fn owned(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
     /// The kinds of the events a filter prints from the hand-made two-domain trace.
     fn printed(only: &[&str], hide: &[&str]) -> Vec<(u64, &'static str)> {
-        let owned = |names: &[&str]| {
-            names
-                .iter()
-                .map(|name| name.to_string())
-                .collect::<Vec<_>>()
-        };
         let mut filter = ClassFilter::new(&owned(only), &owned(hide)).expect("known classes");
         let mut printed = Vec::new();
         let mut print = |event: Event| printed.push((event.seq, event.body.kind()));
@@ -264,50 +263,12 @@ mod tests {
 
     /// [`breakpoint_then_out`]'s first `events` events.
     fn filtered(only: &[&str], hide: &[&str], events: usize) -> Vec<Vec<u64>> {
-        use crate::sample;
-        use traplab_abi::event::{Action, Body, EventType, Inject};
-        let bodies = [
-            Body::Boot(sample::boot()),
-            sample::created("breakpoint"),
-            Body::Exit(sample::exit(
-                traplab_abi::svm::exitcode::SWINT,
-                0x20_0100,
-                &[0xcc],
-            )),
-            sample::decide(
-                Action::Reflect,
-                "INT3: reflect #BP",
-                "software_interrupt.rs",
-            ),
-            Body::Inject(Inject {
-                vector: 3,
-                name: "#BP".into(),
-                kind: EventType::Exception,
-                error_code: None,
-                cr2: None,
-                handler: Some(0x20_0400),
-                synthetic: false,
-            }),
-            sample::resume(0x20_0400, 10),
-            Body::Exit(sample::exit(0x7b, 0x20_0500, &[0xee])),
-            sample::decide(Action::Emulate, "OUT", "ioio.rs"),
-            sample::resume(0x20_0501, 10),
-        ];
-        let owned = |names: &[&str]| {
-            names
-                .iter()
-                .map(|name| name.to_string())
-                .collect::<Vec<_>>()
-        };
         let mut filter = ClassFilter::new(&owned(only), &owned(hide)).expect("known classes");
         let mut after_each = Vec::new();
-        for (seq, body) in bodies.into_iter().enumerate().take(events) {
-            let event = Event {
-                seq: seq as u64,
-                tsc: seq as u64,
-                dom: (seq > 0).then_some(1),
-                body,
-            };
+        for event in crate::sample::breakpoint_then_out()
+            .into_iter()
+            .take(events)
+        {
             let mut printed = Vec::new();
             filter.take(event, &mut |event| printed.push(event.seq));
             after_each.push(printed);
@@ -357,8 +318,7 @@ mod tests {
         // d2 blocks in its SCHEDOP_block (seq 4–6) and is switched out (seq 7); its flow
         // resumes only after d1's send (seq 15). What it delivered is known at the switch:
         // its events come then, not after d1's whole flow.
-        let names = ["VMMCALL".to_string()];
-        let mut filter = ClassFilter::new(&names, &[]).expect("a known class");
+        let mut filter = ClassFilter::new(&owned(&["VMMCALL"]), &[]).expect("a known class");
         let mut printed = Vec::new();
         for event in crate::sample::event_channel_ping() {
             let seq = event.seq;

@@ -21,6 +21,7 @@ use traplab_abi::event::{
 use traplab_abi::evtchn;
 use traplab_abi::hypercall;
 use traplab_abi::sched;
+use traplab_abi::svm;
 
 /// The upcall vector both domains registered with `set_callback`.
 pub const UPCALL_VECTOR: u8 = 0xf3;
@@ -220,6 +221,45 @@ impl Builder {
         );
         self.events
     }
+}
+
+/// One domain (d1) traps twice: an INT3 the hypervisor reflects as #BP (a SWINT flow that
+/// delivers #BP), then an OUT it emulates. The events, `seq` 0, 1, 2, … (every one about d1
+/// but the boot).
+pub fn breakpoint_then_out() -> Vec<Event> {
+    let bodies = [
+        Body::Boot(boot()),
+        created("breakpoint"),
+        Body::Exit(exit(svm::exitcode::SWINT, 0x20_0100, &[0xcc])),
+        decide(
+            Action::Reflect,
+            "INT3: reflect #BP",
+            "software_interrupt.rs",
+        ),
+        Body::Inject(Inject {
+            vector: 3,
+            name: "#BP".into(),
+            kind: EventType::Exception,
+            error_code: None,
+            cr2: None,
+            handler: Some(0x20_0400),
+            synthetic: false,
+        }),
+        resume(0x20_0400, 10),
+        Body::Exit(exit(0x7b, 0x20_0500, &[0xee])),
+        decide(Action::Emulate, "OUT", "ioio.rs"),
+        resume(0x20_0501, 10),
+    ];
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(seq, body)| Event {
+            seq: seq as u64,
+            tsc: 100 * seq as u64,
+            dom: (seq > 0).then_some(1),
+            body,
+        })
+        .collect()
 }
 
 /// The hypervisor's `boot` of a hand-written trace.

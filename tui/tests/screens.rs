@@ -76,12 +76,26 @@ fn draw(app: &App, width: u16, height: u16) -> String {
     terminal.backend().to_string()
 }
 
+/// A live trace of `bodies`, `seq` 0, 1, 2, …, every one about d1 but the first (the boot).
+fn of_d1(name: &str, bodies: impl IntoIterator<Item = traplab_abi::event::Body>) -> Trace {
+    let mut trace = Trace::live(name);
+    for (seq, body) in bodies.into_iter().enumerate() {
+        trace.push_event(&traplab_abi::event::Event {
+            seq: seq as u64,
+            tsc: 100 * seq as u64,
+            dom: (seq > 0).then_some(1),
+            body,
+        });
+    }
+    trace
+}
+
 /// A guest's console bytes reach the terminal only printable: busybox's `ESC[6n` (a cursor
 /// query whose answer comes back as keys), a bell, a tab — on the Flows list, a flow's steps
 /// and the Console pane.
 #[test]
 fn a_guest_s_control_characters_never_reach_the_terminal() {
-    use traplab_abi::event::{Action, Body, Console, Event};
+    use traplab_abi::event::{Action, Body, Console};
     use traplab_tracer::sample;
     let printed = "/ # \u{1b}[6n\u{7}\tok";
     let bodies = [
@@ -92,15 +106,7 @@ fn a_guest_s_control_characters_never_reach_the_terminal() {
         Body::Console(Console::line(printed)),
         sample::resume(0x20_0101, 10),
     ];
-    let mut trace = Trace::live("shell (sample)");
-    for (seq, body) in bodies.into_iter().enumerate() {
-        trace.push_event(&Event {
-            seq: seq as u64,
-            tsc: 100 * seq as u64,
-            dom: (seq > 0).then_some(1),
-            body,
-        });
-    }
+    let trace = of_d1("shell (sample)", bodies);
     let mut app = App::new(trace, plain());
     for keys in ["", "<Enter>", "llll", "o"] {
         press(&mut app, keys);
@@ -596,39 +602,9 @@ fn a_trace_with_no_flow_yet_draws_at_every_size() {
 /// flow, and `#BP` finds it.
 #[test]
 fn the_class_filter_names_a_flow_by_the_exception_it_delivered() {
-    use traplab_abi::event::{Action, Body, Event, EventType, Inject};
-    use traplab_tracer::sample;
-    let bodies = [
-        Body::Boot(sample::boot()),
-        sample::created("breakpoint"),
-        Body::Exit(sample::exit(0x75, 0x20_0100, &[0xcc])),
-        sample::decide(
-            Action::Reflect,
-            "INT3: reflect #BP",
-            "software_interrupt.rs",
-        ),
-        Body::Inject(Inject {
-            vector: 3,
-            name: "#BP".into(),
-            kind: EventType::Exception,
-            error_code: None,
-            cr2: None,
-            handler: Some(0x20_0400),
-            synthetic: false,
-        }),
-        sample::resume(0x20_0400, 10),
-        Body::Exit(sample::exit(0x7b, 0x20_0500, &[0xee])),
-        sample::decide(Action::Emulate, "OUT", "ioio.rs"),
-        sample::resume(0x20_0501, 10),
-    ];
     let mut trace = Trace::live("breakpoint (sample)");
-    for (seq, body) in bodies.into_iter().enumerate() {
-        trace.push_event(&Event {
-            seq: seq as u64,
-            tsc: 100 * seq as u64,
-            dom: (seq > 0).then_some(1),
-            body,
-        });
+    for event in traplab_tracer::sample::breakpoint_then_out() {
+        trace.push_event(&event);
     }
     let mut app = App::new(trace, plain());
     let mut offered = Vec::new();
@@ -1066,7 +1042,7 @@ fn the_console_pane_shows_what_was_printed_so_far() {
 /// the line it begins comes whole; then only the whole line is.
 #[test]
 fn the_console_pane_replaces_a_prompt_with_the_line_that_finishes_it() {
-    use traplab_abi::event::{Action, Body, Console, Event};
+    use traplab_abi::event::{Action, Body, Console};
     use traplab_tracer::sample;
     let mut bodies = vec![Body::Boot(sample::boot()), sample::created("shell")];
     for (rip, console) in [
@@ -1086,15 +1062,7 @@ fn the_console_pane_replaces_a_prompt_with_the_line_that_finishes_it() {
             sample::resume(rip + 1, 10),
         ]);
     }
-    let mut trace = Trace::live("shell (sample)");
-    for (seq, body) in bodies.into_iter().enumerate() {
-        trace.push_event(&Event {
-            seq: seq as u64,
-            tsc: 100 * seq as u64,
-            dom: (seq > 0).then_some(1),
-            body,
-        });
-    }
+    let trace = of_d1("shell (sample)", bodies);
     let mut app = App::new(trace, plain());
     let prompts = |screen: &str| {
         screen

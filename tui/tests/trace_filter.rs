@@ -13,6 +13,21 @@ fn run(args: &[&str]) -> Output {
         .expect("traplab runs")
 }
 
+/// The events a `trace --json` run printed, once it ended with status 0.
+fn events_printed(output: Output) -> Vec<traplab_abi::event::Event> {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|line| json::from_line(line).expect("every line is an event"))
+        .collect()
+}
+
 #[test]
 fn only_prints_the_flows_of_a_class_and_the_recording_keeps_every_event() {
     let record = std::env::temp_dir().join(format!(
@@ -28,17 +43,7 @@ fn only_prints_the_flows_of_a_class_and_the_recording_keeps_every_event() {
         "--record",
         record.to_str().unwrap(),
     ]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Vec<_> = String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(|line| json::from_line(line).expect("every line is an event"))
-        .collect();
+    let printed = events_printed(output);
     let exits: Vec<&str> = printed
         .iter()
         .filter_map(|event| match &event.body {
@@ -97,17 +102,7 @@ fn an_exception_a_flow_delivered_names_the_flow() {
     // The double-fault lab has no #DF exit: its second #PF exit delivers #DF (the CPU's
     // rule for a #PF met while delivering a #PF). `--only '#DF'` prints that flow.
     let output = run(&["trace", "double-fault", "--json", "--only", "#DF"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Vec<_> = String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(|line| json::from_line(line).expect("every line is an event"))
-        .collect();
+    let printed = events_printed(output);
     let flow: Vec<&str> = printed
         .iter()
         .filter(|event| {
