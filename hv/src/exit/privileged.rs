@@ -188,6 +188,13 @@ fn read_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
         2 => save.cr2,
         3 => save.cr3,
         4 => save.cr4,
+        // CR8, the task priority, exists in 64-bit mode; Xen's PV emulation reads CR0, CR2,
+        // CR3 and CR4 only (`pv_emul_read_cr`), and so does traplab's.
+        8 => {
+            return PrivilegedOp::GuestsFault(format!(
+                "{context}MOV from CR8, which a PV kernel's emulation does not read (CR0, CR2, CR3 and CR4 only, as Xen's)"
+            ));
+        }
         _ => {
             return PrivilegedOp::GuestsFault(format!(
                 "{context}MOV from CR{number}, which does not exist"
@@ -501,6 +508,21 @@ mod tests {
             run.decision
                 .why
                 .starts_with("a PV kernel at CPL 3 raised #GP")
+        );
+    }
+
+    #[test]
+    fn pv_mov_from_cr8_is_the_guest_s_gp_and_says_why_not_that_cr8_does_not_exist() {
+        // CR8 exists in 64-bit mode; Xen's PV emulation (pv_emul_read_cr) reads no CR8.
+        let mut test = pv_kernel(&[0x44, 0x0f, 0x20, 0xc0]); // mov rax, cr8
+        let run = general_protection(&mut test);
+        assert_guests_own_fault(&test, &run.decision, 0);
+        assert!(
+            run.decision
+                .why
+                .contains("MOV from CR8, which a PV kernel's emulation does not read"),
+            "{}",
+            run.decision.why
         );
     }
 
