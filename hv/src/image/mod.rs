@@ -88,56 +88,32 @@ fn linux_setup_header(image: &[u8]) -> bool {
 /// note (a program linked against glibc, static ones too), or Xen's entry notes (a Linux
 /// `vmlinux`, or Xen itself). `None` for a file that may be a guest.
 fn not_a_guest(image: &[u8]) -> Option<&'static str> {
-    const ET_DYN: u16 = 3;
-    const PT_INTERP: u32 = 3;
-    const PT_NOTE: u32 = 4;
-    let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?));
-    if u16_at(16)? == ET_DYN {
+    use object::elf::{ET_DYN, NT_GNU_ABI_TAG, PT_INTERP};
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+    // A file `object` cannot read is left to the loader, which says why.
+    let file = ElfFile64::<object::Endianness>::parse(image).ok()?;
+    let endian = file.endian();
+    if file.elf_header().e_type(endian) == ET_DYN {
         return Some("a position-independent ELF (ET_DYN: a Linux program or a shared library)");
     }
-    let (table, size, count) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
-    for index in 0..usize::from(count) {
-        let header = table.checked_add(index.checked_mul(size)?)?;
-        match u32_at(header)? {
-            PT_INTERP => return Some("a dynamically linked program (it names an interpreter)"),
-            PT_NOTE => {
-                let (offset, length) =
-                    (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
-                let notes = image.get(offset..offset.checked_add(length)?)?;
-                if let Some(owner) = note_owner(notes) {
-                    return Some(owner);
-                }
-            }
-            _ => {}
+    for program in file.elf_program_headers() {
+        if program.p_type(endian) == PT_INTERP {
+            return Some("a dynamically linked program (it names an interpreter)");
         }
-    }
-    None
-}
-
-/// Among ELF notes, GNU's ABI tag (`NT_GNU_ABI_TAG`, 1) or any of Xen's: what the file then
-/// is.
-fn note_owner(mut notes: &[u8]) -> Option<&'static str> {
-    const NT_GNU_ABI_TAG: u32 = 1;
-    let aligned = |length: usize| length.checked_add(3).map(|length| length & !3);
-    while notes.len() >= 12 {
-        let word = |at: usize| {
-            u32::from_le_bytes([notes[at], notes[at + 1], notes[at + 2], notes[at + 3]])
+        let Ok(Some(mut notes)) = program.notes(endian, image) else {
+            continue;
         };
-        let (name_size, description_size, kind) = (word(0) as usize, word(4) as usize, word(8));
-        let name = notes.get(12..12 + name_size)?;
-        match (name, kind) {
-            (b"GNU\0", NT_GNU_ABI_TAG) => {
-                return Some("a program built for Linux (it carries GNU's ABI note)");
+        while let Ok(Some(note)) = notes.next() {
+            match (note.name(), note.n_type(endian)) {
+                (b"GNU", NT_GNU_ABI_TAG) => {
+                    return Some("a program built for Linux (it carries GNU's ABI note)");
+                }
+                (b"Xen", _) => {
+                    return Some("a kernel with Xen's entry notes (a Linux vmlinux, or Xen)");
+                }
+                _ => {}
             }
-            (b"Xen\0", _) => {
-                return Some("a kernel with Xen's entry notes (a Linux vmlinux, or Xen)");
-            }
-            _ => {}
         }
-        let next = 12 + aligned(name_size)? + aligned(description_size)?;
-        notes = notes.get(next..)?;
     }
     None
 }
@@ -189,6 +165,8 @@ mod tests {
         let mut elf = vec![0u8; 64 + 56];
         elf[0..4].copy_from_slice(ELF_MAGIC);
         elf[4] = 2;
+        elf[5] = 1; // little-endian
+        elf[6] = 1; // EV_CURRENT
         elf[16..18].copy_from_slice(&2u16.to_le_bytes());
         elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
         elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
