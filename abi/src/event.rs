@@ -177,6 +177,56 @@ pub struct Registers {
 }
 
 impl Registers {
+    /// The values by the registers' numbers in an instruction's encoding (RAX, RCX, RDX,
+    /// RBX, RSP, RBP, RSI, RDI, R8–R15: `x86::GPR_NAMES`), the ring's order (`wire`).
+    #[inline(always)]
+    pub fn by_number(&self) -> [u64; 16] {
+        [
+            self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi,
+            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+        ]
+    }
+
+    /// [`Registers::by_number`]'s values back as registers.
+    pub fn from_numbers(values: [u64; 16]) -> Registers {
+        let [
+            rax,
+            rcx,
+            rdx,
+            rbx,
+            rsp,
+            rbp,
+            rsi,
+            rdi,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        ] = values;
+        Registers {
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            rsp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        }
+    }
+
     /// Names and values in the order gdb and the APM list them.
     pub fn named(&self) -> [(&'static str, u64); 16] {
         [

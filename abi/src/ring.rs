@@ -49,10 +49,10 @@ pub const DATA_SIZE: usize = 16 << 20;
 /// The ring's protocol, in its header, and the records' encoding (`wire`) with it: 2 since a
 /// record's length is its commit (1 had a `head` in the header), 3 since an exit's record
 /// leaves its reason for the reader to name, 4 since a `console` record says whether its
-/// line is unfinished (a prompt). A reader and a hypervisor of different
+/// line is unfinished (a prompt), 5 since wide numbers are sized (`wire`). A reader and a hypervisor of different
 /// protocols refuse each other ([`ReadError::Version`]); the JSON a user records is another
 /// matter ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)).
-pub const RING_VERSION: u32 = 4;
+pub const RING_VERSION: u32 = 5;
 /// `magic` once the hypervisor has set up the ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TRPLRING");
 /// The length of a record that says "continue at offset 0".

@@ -40,13 +40,16 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::event::{self, Body, DomainState, Resume, Schedule, ScheduleWhy};
+use traplab_abi::event::{
+    self, Body, DomainState, InstructionBytes, Resume, Schedule, ScheduleWhy,
+};
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
+use traplab_abi::wire::{ExitSource, ResumeSource};
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
 use traplab_hv::domain::interrupts::Tick;
-use traplab_hv::domain::vcpu::RunState;
+use traplab_hv::domain::vcpu::{RunState, Vcpu};
 use traplab_hv::schedule::{self, Start, Switch};
 use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
 
@@ -612,6 +615,7 @@ fn run_vcpu(
         if let Some(debugger) = running.debugger_of(id) {
             gdb::arm_step(debugger);
         }
+        let plain = only_the_trace_looks(running);
         let Some(domain) = running.system().domain_mut(id) else {
             return Off::Ended(DomainEnd::Killed {
                 reason: "no such domain".into(),
@@ -643,14 +647,12 @@ fn run_vcpu(
         let exit = Exit::read(domain, rdtsc());
         let stopped_at_exit = clock::stopped_ticks();
         if trace::enabled() {
-            // Built in place (an exit's event moved is a copy of a few hundred bytes, at every
-            // traced trap); gdb's `int3`s taken out of it apart.
-            let mut body = Body::Exit(exit_event(domain, &exit));
-            if let Running::Debugged(debugger) = running {
-                gdb::hide_breakpoints(debugger, id, &mut body);
+            if plain {
+                // Its record read straight from the vCPU: no event built first.
+                trace::emit_exit(id, &VcpuExit::new(domain, &exit));
+            } else {
+                record_exit_event(running, id, &exit);
             }
-            running.record(Some(id), &body);
-            discard_recorded(body);
         }
         // An exit of gdb's own (its breakpoint, its single step) is not the guest's.
         let gdb_decision = running
@@ -764,6 +766,123 @@ fn run_vcpu(
     }
 }
 
+/// Does nothing but the trace look at an exit's or a resume's event? Then it is recorded
+/// straight from the vCPU (`trace::emit_exit`, `trace::emit_resume`), the same record as
+/// from its event, without building the event first: an exit's is every register and a
+/// dozen numbers, copied at every traced trap. gdb takes its `int3`s out of an exit's
+/// instruction bytes, and the host's controller stops at events it looks at
+/// (`control::checkpoint`): for them, the event is built ([`record_exit_event`]).
+#[inline]
+fn only_the_trace_looks(running: &Running) -> bool {
+    matches!(running, Running::Alone(_)) && !control::enabled()
+}
+
+/// An exit's record, as the encoder reads it from the vCPU ([`only_the_trace_looks`]).
+struct VcpuExit<'a> {
+    vcpu: &'a Vcpu,
+    insn: &'a InstructionBytes,
+}
+
+impl<'a> VcpuExit<'a> {
+    fn new(domain: &'a Domain, exit: &'a Exit) -> VcpuExit<'a> {
+        VcpuExit {
+            vcpu: &domain.vcpu,
+            insn: &exit.instruction,
+        }
+    }
+}
+
+impl ExitSource for VcpuExit<'_> {
+    #[inline(always)]
+    fn field(&self, index: usize) -> u64 {
+        let (control, save) = (&self.vcpu.vmcb.control, &self.vcpu.vmcb.save);
+        match index {
+            0 => control.exitcode,
+            1 => control.exitinfo1,
+            2 => control.exitinfo2,
+            3 => control.exitintinfo,
+            4 => save.rip,
+            5 => save.cs.selector.into(),
+            6 => save.cpl.into(),
+            7 => save.rflags,
+            8 => save.cr0,
+            9 => save.cr2,
+            10 => save.cr3,
+            11 => save.cr4,
+            _ => save.efer,
+        }
+    }
+
+    #[inline(always)]
+    fn reg(&self, number: usize) -> u64 {
+        self.vcpu.gpr_64(number as u8)
+    }
+
+    #[inline(always)]
+    fn insn(&self) -> &InstructionBytes {
+        self.insn
+    }
+}
+
+/// A resume's record, as the encoder reads it from the vCPU ([`only_the_trace_looks`]).
+struct VcpuResume<'a> {
+    vcpu: &'a Vcpu,
+    /// Where guest code continues: the handler of an injected event, the target of an IRET,
+    /// or RIP.
+    rip: u64,
+    /// On the trace's clock: from the exit to now, less the time the hypervisor sat stopped
+    /// since.
+    cycles: u64,
+}
+
+impl<'a> VcpuResume<'a> {
+    fn new(domain: &'a Domain, owed: &OwedResume) -> VcpuResume<'a> {
+        VcpuResume {
+            vcpu: &domain.vcpu,
+            rip: owed.resume_at.unwrap_or(domain.vcpu.vmcb.save.rip),
+            cycles: (rdtsc() - owed.exit_tsc) - (clock::stopped_ticks() - owed.stopped_at_exit),
+        }
+    }
+}
+
+impl ResumeSource for VcpuResume<'_> {
+    #[inline(always)]
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+
+    #[inline(always)]
+    fn rflags(&self) -> u64 {
+        self.vcpu.vmcb.save.rflags
+    }
+
+    #[inline(always)]
+    fn reg(&self, number: usize) -> u64 {
+        self.vcpu.gpr_64(number as u8)
+    }
+
+    #[inline(always)]
+    fn cycles(&self) -> u64 {
+        self.cycles
+    }
+}
+
+/// An exit's event, built and recorded: gdb or the host's controller looks at it
+/// ([`only_the_trace_looks`]). gdb's `int3`s are taken out of its instruction bytes.
+#[cold]
+#[inline(never)]
+fn record_exit_event(running: &mut Running, id: u16, exit: &Exit) {
+    let Some(domain) = running.system().domain(id) else {
+        return;
+    };
+    let mut body = Body::Exit(exit_event(domain, exit));
+    if let Running::Debugged(debugger) = running {
+        gdb::hide_breakpoints(debugger, id, &mut body);
+    }
+    running.record(Some(id), &body);
+    discard_recorded(body);
+}
+
 /// An exit's event and a resume (`record_resume`), once recorded, dropped as their own type
 /// rather than as a `Body`: a `Body`'s drop glue (every kind of event) is a call, and under
 /// QEMU's TCG the return from that call looks its target up again after every world switch,
@@ -806,9 +925,14 @@ fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
 /// Record the `resume` vCPU `id` owes (`OwedResume`), as the guest goes on now. (A domain
 /// stays in the system once it has ended: it is always there.)
 fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
+    let plain = only_the_trace_looks(running);
     let Some(domain) = running.system().domain(id) else {
         return;
     };
+    if plain {
+        trace::emit_resume(id, &VcpuResume::new(domain, owed));
+        return;
+    }
     let resume = Body::Resume(resume_event(domain, owed));
     running.record(Some(id), &resume);
     discard_recorded(resume);
@@ -818,14 +942,12 @@ fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
 /// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
 /// at the exit).
 fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
-    let save = &domain.vcpu.vmcb.save;
+    let resume = VcpuResume::new(domain, owed);
     Resume {
-        // Where guest code continues: the handler of an injected event, the target of an
-        // IRET, or RIP.
-        rip: owed.resume_at.unwrap_or(save.rip),
-        rflags: save.rflags,
+        rip: resume.rip,
+        rflags: resume.rflags(),
         regs: domain.vcpu.registers(),
-        cycles: (rdtsc() - owed.exit_tsc) - (clock::stopped_ticks() - owed.stopped_at_exit),
+        cycles: resume.cycles,
     }
 }
 

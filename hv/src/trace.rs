@@ -31,7 +31,11 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
 use traplab_abi::event::{Body, Lost};
 use traplab_abi::ring::{self, PushError, Ring};
-use traplab_abi::wire::Encoder;
+use traplab_abi::wire::{Encoder, ExitSource, ResumeSource, WireError};
+
+/// How an event is written: by the encoder, as event `seq` at `tsc`, into the room given; the
+/// record's length. (An event's body, or an exit or a resume read straight from the vCPU.)
+type Encode<'a> = dyn FnMut(&mut Encoder, u64, u64, &mut [u8]) -> Result<usize, WireError> + 'a;
 
 /// Who reads the trace, and so what a full ring means (fw_cfg `opt/traplab/trace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +126,36 @@ fn mode() -> Transport {
 /// when nothing was recorded (the trace is off, or the event was dropped).
 #[inline]
 pub fn emit(dom: Option<u16>, body: &Body) -> Option<u64> {
+    emit_with(dom, &mut |encoder, seq, tsc, room| {
+        encoder.encode(seq, tsc, dom, body, room).map(<[u8]>::len)
+    })
+}
+
+/// Record domain `dom`'s exit, its values read from `exit` (the vCPU itself) as the encoder
+/// compares them with what the reader has: no event is built and copied first. Its seq, as
+/// [`emit`].
+#[inline]
+pub fn emit_exit(dom: u16, exit: &impl ExitSource) -> Option<u64> {
+    emit_with(Some(dom), &mut |encoder, seq, tsc, room| {
+        encoder
+            .encode_exit(seq, tsc, dom, exit, room)
+            .map(<[u8]>::len)
+    })
+}
+
+/// Record domain `dom`'s resume, read from `resume` (the vCPU itself), as [`emit_exit`].
+#[inline]
+pub fn emit_resume(dom: u16, resume: &impl ResumeSource) -> Option<u64> {
+    emit_with(Some(dom), &mut |encoder, seq, tsc, room| {
+        encoder
+            .encode_resume(seq, tsc, dom, resume, room)
+            .map(<[u8]>::len)
+    })
+}
+
+/// Record one event about `dom`, written by `encode`.
+#[inline(always)]
+fn emit_with(dom: Option<u16>, encode: &mut Encode) -> Option<u64> {
     let mut guard = TRACER.lock();
     let tracer = guard.as_mut()?;
     if mode() == Transport::Off {
@@ -130,7 +164,7 @@ pub fn emit(dom: Option<u16>, body: &Body) -> Option<u64> {
     if tracer.dropped > 0 && !tracer.push_lost(dom) {
         return None;
     }
-    tracer.push(dom, body)
+    tracer.push(encode)
 }
 
 /// The seq of the last event recorded, if any.
@@ -167,21 +201,21 @@ impl Tracer {
     /// TCG each return is a block looked up again after every world switch, and this saves
     /// one a traced trap, the prologue and epilogue of a call at every event too.
     #[inline(always)]
-    fn push(&mut self, dom: Option<u16>, body: &Body) -> Option<u64> {
+    fn push(&mut self, encode: &mut Encode) -> Option<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let tsc = trace_clock();
         if mode() != Transport::Ring {
-            return self.push_alone(seq, tsc, dom, body);
+            return self.push_alone(seq, tsc, encode);
         }
         if self.gathered == 0 {
             self.reserve();
         }
-        let length = match self.encode_gathered(seq, tsc, dom, body) {
+        let length = match self.encode_gathered(seq, tsc, encode) {
             Some(length) => length,
             None => {
                 core::hint::cold_path();
-                self.encode_in_next_record(seq, tsc, dom, body)?
+                self.encode_in_next_record(seq, tsc, encode)?
             }
         };
         // A ring that a reader empties takes every record, in order (`reserve` waits for
@@ -200,7 +234,10 @@ impl Tracer {
         let lost = Body::Lost(Lost {
             count: self.dropped,
         });
-        if self.push(dom, &lost).is_none() {
+        let mut encode_lost = |encoder: &mut Encoder, seq, tsc, room: &mut [u8]| {
+            encoder.encode(seq, tsc, dom, &lost, room).map(<[u8]>::len)
+        };
+        if self.push(&mut encode_lost).is_none() {
             // Still no room (`push` counted the `lost` event itself). The event `emit` was
             // asked to record goes too (its seq used, and counted): recorded now, it would
             // come before the `lost` event that explains the gap ahead of it (the host may
@@ -219,17 +256,11 @@ impl Tracer {
     /// in size.
     #[cold]
     #[inline(never)]
-    fn encode_in_next_record(
-        &mut self,
-        seq: u64,
-        tsc: u64,
-        dom: Option<u16>,
-        body: &Body,
-    ) -> Option<usize> {
+    fn encode_in_next_record(&mut self, seq: u64, tsc: u64, encode: &mut Encode) -> Option<usize> {
         if self.gathered > 0 {
             self.flush();
             self.reserve();
-            let encoded = self.encode_gathered(seq, tsc, dom, body);
+            let encoded = self.encode_gathered(seq, tsc, encode);
             if encoded.is_some() {
                 return encoded;
             }
@@ -242,16 +273,9 @@ impl Tracer {
     /// Encode event `seq` into the ring's reservation, behind the records gathered there:
     /// its length, or `None` when it does not fit.
     #[inline]
-    fn encode_gathered(
-        &mut self,
-        seq: u64,
-        tsc: u64,
-        dom: Option<u16>,
-        body: &Body,
-    ) -> Option<usize> {
+    fn encode_gathered(&mut self, seq: u64, tsc: u64, encode: &mut Encode) -> Option<usize> {
         let room = self.ring.reservation().get_mut(self.gathered..)?;
-        let encoded = self.encoder.encode(seq, tsc, dom, body, room);
-        encoded.ok().map(<[u8]>::len)
+        encode(&mut self.encoder, seq, tsc, room).ok()
     }
 
     /// Reserve a whole ring record's room at the ring's head, waiting for the reader to free
@@ -281,13 +305,9 @@ impl Tracer {
     /// whole ring record. (Apart from [`Tracer::push`]: the usual mode is `ring`.)
     #[cold]
     #[inline(never)]
-    fn push_alone(&mut self, seq: u64, tsc: u64, dom: Option<u16>, body: &Body) -> Option<u64> {
+    fn push_alone(&mut self, seq: u64, tsc: u64, encode: &mut Encode) -> Option<u64> {
         let encoded = match self.ring.reserve(ring::MAX_RECORD) {
-            Ok(room) => self
-                .encoder
-                .encode(seq, tsc, dom, body, room)
-                .ok()
-                .map(<[u8]>::len),
+            Ok(room) => encode(&mut self.encoder, seq, tsc, room).ok(),
             Err(_) => None,
         };
         let Some(length) = encoded else {
