@@ -337,6 +337,23 @@ impl InstructionBytes {
         }
     }
 
+    /// The bytes `read` puts into a zeroed buffer of 15, as many as it says it read: read
+    /// in place (the instruction fetch at every exit), not into a buffer of the caller's and
+    /// copied. A byte past what it read stays zero, as [`InstructionBytes::new`] leaves it,
+    /// so that two of the same instruction compare equal.
+    #[inline]
+    pub fn read(read: impl FnOnce(&mut [u8; 15]) -> usize) -> InstructionBytes {
+        let mut bytes = InstructionBytes::EMPTY;
+        let length = read(&mut bytes.bytes).min(15);
+        if length < 15 {
+            // A read that stopped short (the next page does not translate) may have left
+            // some of what it tried.
+            bytes.bytes[length..].fill(0);
+        }
+        bytes.length = length as u8;
+        bytes
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.length as usize]
     }
@@ -894,6 +911,28 @@ pub mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instruction_bytes_read_in_place_equal_the_same_bytes_given() {
+        let cpuid = InstructionBytes::read(|bytes| {
+            bytes[..2].copy_from_slice(&[0x0f, 0xa2]);
+            2
+        });
+        assert_eq!(cpuid, InstructionBytes::new(&[0x0f, 0xa2]));
+        // A read that wrote more than it says it read (a fetch that stopped at a page that
+        // does not translate) leaves nothing past its length: equal all the same.
+        let short = InstructionBytes::read(|bytes| {
+            bytes.fill(0xcc);
+            3
+        });
+        assert_eq!(short, InstructionBytes::new(&[0xcc; 3]));
+        assert_eq!(short.as_slice(), [0xcc; 3]);
+        let all = InstructionBytes::read(|bytes| {
+            bytes.fill(0x90);
+            99
+        });
+        assert_eq!(all.as_slice(), [0x90; 15]);
+    }
 
     #[test]
     fn a_template_takes_its_values_in_order_and_keeps_what_has_none() {

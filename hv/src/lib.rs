@@ -20,6 +20,7 @@
 //! | [`exit`]      | one file per exit reason: the handlers                                   |
 //! | [`decision`]  | a decision as a value: action, reason, source line, effects              |
 //! | [`apply`]     | the one place that applies a decision and records the events, in order   |
+//! | [`record`]    | an exit's and a resume's trace records, read straight from the vCPU      |
 //! | [`delivery`]  | how an exception reaches the guest: reflect (IDT) or bounce (trap table) |
 //! | [`quirks`]    | where QEMU's TCG differs from a real CPU, and the corrections            |
 //! | [`domain`]    | a domain: its vCPU, guest memory, devices, paravirtual state, channels   |
@@ -59,6 +60,7 @@ pub mod instruction;
 pub mod iopm;
 pub mod machine;
 pub mod quirks;
+pub mod record;
 pub mod schedule;
 pub mod store;
 pub mod system;

@@ -40,16 +40,14 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::event::{
-    self, Body, DomainState, InstructionBytes, Resume, Schedule, ScheduleWhy,
-};
+use traplab_abi::event::{self, Body, DomainState, Schedule, ScheduleWhy};
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
-use traplab_abi::wire::{ExitSource, ResumeSource};
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
 use traplab_hv::domain::interrupts::Tick;
-use traplab_hv::domain::vcpu::{RunState, Vcpu};
+use traplab_hv::domain::vcpu::RunState;
+use traplab_hv::record::{self, VcpuExit, VcpuResume};
 use traplab_hv::schedule::{self, Start, Switch};
 use traplab_hv::{Domain, DomainEnd, Exit, Guest, Machine, System};
 
@@ -197,6 +195,12 @@ struct OwedResume {
 }
 
 impl OwedResume {
+    /// The trap's cycles on the trace's clock: from the exit to now, less the time the
+    /// hypervisor sat stopped since.
+    fn cycles(&self) -> u64 {
+        (rdtsc() - self.exit_tsc) - (clock::stopped_ticks() - self.stopped_at_exit)
+    }
+
     fn new(exit: &Exit, stopped_at_exit: u64, applied: &Applied) -> OwedResume {
         OwedResume {
             exit_tsc: exit.tsc,
@@ -777,96 +781,6 @@ fn only_the_trace_looks(running: &Running) -> bool {
     matches!(running, Running::Alone(_)) && !control::enabled()
 }
 
-/// An exit's record, as the encoder reads it from the vCPU ([`only_the_trace_looks`]).
-struct VcpuExit<'a> {
-    vcpu: &'a Vcpu,
-    insn: &'a InstructionBytes,
-}
-
-impl<'a> VcpuExit<'a> {
-    fn new(domain: &'a Domain, exit: &'a Exit) -> VcpuExit<'a> {
-        VcpuExit {
-            vcpu: &domain.vcpu,
-            insn: &exit.instruction,
-        }
-    }
-}
-
-impl ExitSource for VcpuExit<'_> {
-    #[inline(always)]
-    fn field(&self, index: usize) -> u64 {
-        let (control, save) = (&self.vcpu.vmcb.control, &self.vcpu.vmcb.save);
-        match index {
-            0 => control.exitcode,
-            1 => control.exitinfo1,
-            2 => control.exitinfo2,
-            3 => control.exitintinfo,
-            4 => save.rip,
-            5 => save.cs.selector.into(),
-            6 => save.cpl.into(),
-            7 => save.rflags,
-            8 => save.cr0,
-            9 => save.cr2,
-            10 => save.cr3,
-            11 => save.cr4,
-            _ => save.efer,
-        }
-    }
-
-    #[inline(always)]
-    fn reg(&self, number: usize) -> u64 {
-        self.vcpu.gpr_64(number as u8)
-    }
-
-    #[inline(always)]
-    fn insn(&self) -> &InstructionBytes {
-        self.insn
-    }
-}
-
-/// A resume's record, as the encoder reads it from the vCPU ([`only_the_trace_looks`]).
-struct VcpuResume<'a> {
-    vcpu: &'a Vcpu,
-    /// Where guest code continues: the handler of an injected event, the target of an IRET,
-    /// or RIP.
-    rip: u64,
-    /// On the trace's clock: from the exit to now, less the time the hypervisor sat stopped
-    /// since.
-    cycles: u64,
-}
-
-impl<'a> VcpuResume<'a> {
-    fn new(domain: &'a Domain, owed: &OwedResume) -> VcpuResume<'a> {
-        VcpuResume {
-            vcpu: &domain.vcpu,
-            rip: owed.resume_at.unwrap_or(domain.vcpu.vmcb.save.rip),
-            cycles: (rdtsc() - owed.exit_tsc) - (clock::stopped_ticks() - owed.stopped_at_exit),
-        }
-    }
-}
-
-impl ResumeSource for VcpuResume<'_> {
-    #[inline(always)]
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-
-    #[inline(always)]
-    fn rflags(&self) -> u64 {
-        self.vcpu.vmcb.save.rflags
-    }
-
-    #[inline(always)]
-    fn reg(&self, number: usize) -> u64 {
-        self.vcpu.gpr_64(number as u8)
-    }
-
-    #[inline(always)]
-    fn cycles(&self) -> u64 {
-        self.cycles
-    }
-}
-
 /// An exit's event, built and recorded: gdb or the host's controller looks at it
 /// ([`only_the_trace_looks`]). gdb's `int3`s are taken out of its instruction bytes.
 #[cold]
@@ -875,7 +789,7 @@ fn record_exit_event(running: &mut Running, id: u16, exit: &Exit) {
     let Some(domain) = running.system().domain(id) else {
         return;
     };
-    let mut body = Body::Exit(exit_event(domain, exit));
+    let mut body = Body::Exit(record::exit_event(domain, exit));
     if let Running::Debugged(debugger) = running {
         gdb::hide_breakpoints(debugger, id, &mut body);
     }
@@ -899,29 +813,6 @@ fn discard_recorded(body: Body) {
     }
 }
 
-fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
-    let (control, save) = (&domain.vcpu.vmcb.control, &domain.vcpu.vmcb.save);
-    event::Exit {
-        exitcode: control.exitcode,
-        // The reader names it from the exit code and EXITINFOs (`event::Exit::reason`).
-        reason: Cow::Borrowed(""),
-        exitinfo1: control.exitinfo1,
-        exitinfo2: control.exitinfo2,
-        exitintinfo: control.exitintinfo,
-        rip: save.rip,
-        cs: save.cs.selector,
-        cpl: save.cpl,
-        rflags: save.rflags,
-        cr0: save.cr0,
-        cr2: save.cr2,
-        cr3: save.cr3,
-        cr4: save.cr4,
-        efer: save.efer,
-        regs: domain.vcpu.registers(),
-        insn: exit.instruction,
-    }
-}
-
 /// Record the `resume` vCPU `id` owes (`OwedResume`), as the guest goes on now. (A domain
 /// stays in the system once it has ended: it is always there.)
 fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
@@ -929,26 +820,14 @@ fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
     let Some(domain) = running.system().domain(id) else {
         return;
     };
+    let resume = VcpuResume::new(domain, owed.resume_at, owed.cycles());
     if plain {
-        trace::emit_resume(id, &VcpuResume::new(domain, owed));
+        trace::emit_resume(id, &resume);
         return;
     }
-    let resume = Body::Resume(resume_event(domain, owed));
+    let resume = Body::Resume(record::resume_event(&resume));
     running.record(Some(id), &resume);
     discard_recorded(resume);
-}
-
-/// The `resume` event; its `cycles` are on the trace's clock: from the exit to now, less
-/// the time the hypervisor sat stopped since (`stopped_at_exit`: [`clock::stopped_ticks`]
-/// at the exit).
-fn resume_event(domain: &Domain, owed: &OwedResume) -> Resume {
-    let resume = VcpuResume::new(domain, owed);
-    Resume {
-        rip: resume.rip,
-        rflags: resume.rflags(),
-        regs: domain.vcpu.registers(),
-        cycles: resume.cycles,
-    }
 }
 
 /// Vcpu `id` leaves the CPU: its DR0–DR3 as the CPU holds them go into its copies, which

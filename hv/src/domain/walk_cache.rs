@@ -15,7 +15,7 @@
 
 use super::memory::PAGE_SIZE;
 use core::cell::Cell;
-use traplab_abi::x86::PageTables;
+use traplab_abi::x86::{PageTableFormat, PageTables};
 
 /// How many walks it keeps, direct-mapped by virtual page (a power of two).
 const WALKS: usize = 4;
@@ -23,26 +23,41 @@ const WALKS: usize = 4;
 /// The deepest walk: four levels (long mode's 4-level paging).
 const LEVELS: usize = 4;
 
-/// One walk: where it went and what it read on the way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One walk: where it went and what it read on the way. Each part in a `Cell` of its own
+/// (reading guest memory takes `&self`), so that a lookup reads the parts it checks, one by
+/// one, and stops at the first that differs: a `Cell` of the whole walk is read whole, a
+/// copy of a hundred bytes at every exit's instruction fetch.
+#[derive(Debug, Default)]
 struct Walk {
-    /// The tables walked (`None`: an empty slot).
-    tables: Option<PageTables>,
+    /// The tables walked ([`tables_key`]; `(0, 0)`: an empty slot).
+    tables: Cell<(u64, u8)>,
     /// The 4 KiB virtual page walked, with bit 0 set (an empty slot has it clear).
-    page: u64,
+    page: Cell<u64>,
     /// The guest-physical 4 KiB page it leads to.
-    physical: u64,
+    physical: Cell<u64>,
     /// The entries read, top level first: `(guest-physical address, value)`, the 8-byte
     /// word around a legacy 4-byte entry.
-    entries: [(u64, u64); LEVELS],
+    entries: [Cell<(u64, u64)>; LEVELS],
     /// How many of `entries` the walk read (a large page ends it early).
-    levels: u8,
+    levels: Cell<u8>,
 }
 
-/// The walks remembered (`Cell`s: reading guest memory takes `&self`).
+/// Page tables as two numbers that are equal when the tables are: CR3, and their format and
+/// NX in a byte that is never 0 (an empty slot's).
+fn tables_key(tables: PageTables) -> (u64, u8) {
+    let format = match tables.format {
+        PageTableFormat::Legacy { large_pages: false } => 1,
+        PageTableFormat::Legacy { large_pages: true } => 2,
+        PageTableFormat::Pae => 3,
+        PageTableFormat::LongMode => 4,
+    };
+    (tables.cr3, format | u8::from(tables.no_execute) << 4)
+}
+
+/// The walks remembered.
 #[derive(Debug, Default)]
 pub struct WalkCache {
-    walks: [Cell<Walk>; WALKS],
+    walks: [Walk; WALKS],
 }
 
 /// The entries one walk reads, as it reads them (see [`WalkCache::remember`]).
@@ -63,7 +78,7 @@ impl Reads {
 }
 
 impl WalkCache {
-    fn slot(&self, gva: u64) -> &Cell<Walk> {
+    fn slot(&self, gva: u64) -> &Walk {
         &self.walks[(gva / PAGE_SIZE) as usize & (WALKS - 1)]
     }
 
@@ -79,26 +94,31 @@ impl WalkCache {
         gva: u64,
         mut read_u64: impl FnMut(u64) -> Option<u64>,
     ) -> Option<u64> {
-        let walk = self.slot(gva).get();
-        if walk.page != (gva & !(PAGE_SIZE - 1)) | 1 || walk.tables != Some(tables) {
+        let walk = self.slot(gva);
+        if walk.page.get() != (gva & !(PAGE_SIZE - 1)) | 1
+            || walk.tables.get() != tables_key(tables)
+        {
             return None;
         }
-        let unchanged = walk.entries[..walk.levels as usize]
-            .iter()
-            .all(|&(gpa, value)| read_u64(gpa) == Some(value));
-        unchanged.then_some(walk.physical | (gva & (PAGE_SIZE - 1)))
+        let levels = usize::from(walk.levels.get()).min(LEVELS);
+        let unchanged = walk.entries[..levels].iter().all(|entry| {
+            let (gpa, value) = entry.get();
+            read_u64(gpa) == Some(value)
+        });
+        unchanged.then(|| walk.physical.get() | (gva & (PAGE_SIZE - 1)))
     }
 
     /// Remember that the walk of `gva` through `tables`, which read `reads`, led to
     /// guest-physical `gpa`.
     pub fn remember(&self, tables: PageTables, gva: u64, reads: &Reads, gpa: u64) {
-        self.slot(gva).set(Walk {
-            tables: Some(tables),
-            page: (gva & !(PAGE_SIZE - 1)) | 1,
-            physical: gpa & !(PAGE_SIZE - 1),
-            entries: reads.entries,
-            levels: reads.levels,
-        });
+        let walk = self.slot(gva);
+        walk.tables.set(tables_key(tables));
+        walk.page.set((gva & !(PAGE_SIZE - 1)) | 1);
+        walk.physical.set(gpa & !(PAGE_SIZE - 1));
+        for (entry, read) in walk.entries.iter().zip(reads.entries) {
+            entry.set(read);
+        }
+        walk.levels.set(reads.levels);
     }
 }
 

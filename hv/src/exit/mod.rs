@@ -92,12 +92,11 @@ impl Exit {
     /// The exit the domain's VMCB describes, read right after #VMEXIT.
     pub fn read(domain: &Domain, tsc: u64) -> Exit {
         let control = &domain.vcpu.vmcb.control;
-        let mut bytes = [0u8; 15];
-        let length = domain.read_virtual_prefix(domain.vcpu.vmcb.linear_rip(), &mut bytes);
+        let rip = domain.vcpu.vmcb.linear_rip();
         Exit {
             reason: ExitReason::decode(control.exitcode, control.exitinfo1, control.exitinfo2),
             interrupted: svm::Event::decode(control.exitintinfo),
-            instruction: InstructionBytes::new(&bytes[..length]),
+            instruction: InstructionBytes::read(|bytes| domain.read_virtual_prefix(rip, bytes)),
             tsc,
         }
     }
