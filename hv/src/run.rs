@@ -740,9 +740,14 @@ fn run_vcpu(
         }
         // Recorded where they are (an event is a few hundred bytes, and moving it costs),
         // from this one place: under QEMU's TCG each place a call returns to is a block
-        // looked up again after every world switch.
-        for body in &events {
-            running.record(Some(id), body);
+        // looked up again after every world switch. When nothing but a host's trace looks
+        // (and no console line goes to the log instead), all at once.
+        if plain && trace::has_reader() {
+            trace::emit_all(id, &events);
+        } else {
+            for body in &events {
+                running.record(Some(id), body);
+            }
         }
         apply::recycle(&mut events, &mut spare_changes);
         if let Some(end) = applied.end {

@@ -153,6 +153,28 @@ pub fn emit_resume(dom: u16, resume: &impl ResumeSource) -> Option<u64> {
     })
 }
 
+/// Record `bodies`, a trap's events about domain `dom`, in order, as [`emit`] would one by
+/// one, under one hold of the tracer: the run loop's when nothing but the trace looks at them
+/// (`run.rs`), where each [`emit`] took the tracer's lock and read its mode again.
+pub fn emit_all(dom: u16, bodies: &[Body]) {
+    let mut guard = TRACER.lock();
+    let Some(tracer) = guard.as_mut() else {
+        return;
+    };
+    if mode() == Transport::Off {
+        return;
+    }
+    let dom = Some(dom);
+    for body in bodies {
+        if tracer.dropped > 0 && !tracer.push_lost(dom) {
+            continue;
+        }
+        tracer.push(&mut |encoder, seq, tsc, room| {
+            encoder.encode(seq, tsc, dom, body, room).map(<[u8]>::len)
+        });
+    }
+}
+
 /// Record one event about `dom`, written by `encode`.
 #[inline(always)]
 fn emit_with(dom: Option<u16>, encode: &mut Encode) -> Option<u64> {

@@ -389,6 +389,33 @@ pub trait GuestMemory {
         Ok(())
     }
 
+    /// The 15 bytes at guest-virtual `gva`, as [`GuestMemory::read_virtual_prefix`] reads
+    /// them (how many it read), for the instruction fetch at every exit: when the bytes are
+    /// in one page whose walk is remembered (`walk_cache.rs`), checked and read here, in one
+    /// function; the prefix read otherwise. (Through the prefix read, the translation and the
+    /// read, each a call returning its own `Result`, the fetch of a CPUID trap's two bytes was
+    /// 250 instructions, book/src/speed.md.)
+    fn fetch_instruction(
+        &self,
+        tables: Option<PageTables>,
+        gva: u64,
+        buffer: &mut [u8; 15],
+    ) -> usize {
+        if let Some(tables) = tables
+            && (gva % PAGE_SIZE) as usize + buffer.len() <= PAGE_SIZE as usize
+            && let Some(walks) = self.walk_cache()
+        {
+            let linear = tables.linear(gva);
+            let remembered = walks.lookup(tables, linear, |gpa| self.read_u64_physical(gpa).ok());
+            if let Some(gpa) = remembered
+                && self.read_physical(gpa, buffer).is_ok()
+            {
+                return buffer.len();
+            }
+        }
+        self.read_virtual_prefix(tables, gva, buffer)
+    }
+
     /// Read guest-virtual memory page by page, up to the first page that does not
     /// translate; how many bytes were read (instruction fetch, gdb's memory reads).
     fn read_virtual_prefix(

@@ -164,6 +164,13 @@ impl Domain {
             .map_err(AccessFault::Memory)
     }
 
+    /// The bytes of the instruction at guest-virtual `address` (up to 15, fewer when a page
+    /// that does not translate cuts them short): how many were read.
+    pub fn fetch_instruction(&self, address: u64, buffer: &mut [u8; 15]) -> usize {
+        self.memory
+            .fetch_instruction(self.page_tables(), address, buffer)
+    }
+
     /// Read guest-virtual memory up to the first page that does not translate; how many
     /// bytes were read (instruction fetch, gdb).
     pub fn read_virtual_prefix(&self, address: u64, buffer: &mut [u8]) -> usize {

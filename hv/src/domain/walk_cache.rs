@@ -183,6 +183,36 @@ mod tests {
         assert_eq!(read_u64(&test, gva + DATA), None, "not present any more");
     }
 
+    /// The instruction fetch at every exit (`GuestMemory::fetch_instruction`) reads what
+    /// the prefix read does: walked the first time, remembered the next, walked again when an
+    /// entry on the way changed, and page by page when the 15 bytes cross into another page.
+    #[test]
+    fn an_instruction_fetch_reads_what_the_prefix_read_does() {
+        let mut test = Test::long_mode();
+        let fetch = |test: &Test, gva: u64| {
+            let mut fetched = [0u8; 15];
+            let length = test.domain.fetch_instruction(gva, &mut fetched);
+            let mut read = [0u8; 15];
+            let expected = test.domain.read_virtual_prefix(gva, &mut read);
+            assert_eq!((length, fetched), (expected, read), "at {gva:#x}");
+            (length, fetched)
+        };
+        let code: Vec<u8> = (1..=15).collect();
+        test.write(DATA, &code);
+        let walked = fetch(&test, DATA);
+        assert_eq!(walked.0, 15);
+        assert_eq!(fetch(&test, DATA), walked, "remembered");
+        // The 2 MiB page of DATA moved to the next 2 MiB of RAM: the fetch goes there.
+        let slot = PD + (DATA >> 21) * 8;
+        test.write(DATA + 0x20_0000, &[0x0f, 0xa2]);
+        test.write_u64(slot, 0x20_0000 | TABLE | pte::HUGE);
+        assert_eq!(fetch(&test, DATA).1[..2], [0x0f, 0xa2], "the entry moved it");
+        // The last 5 bytes of a page: the rest comes from the next.
+        fetch(&test, DATA + 0x1000 - 5);
+        // Not mapped at all: nothing read.
+        assert_eq!(fetch(&test, 0x7fff_0000_0000).0, 0);
+    }
+
     /// A remembered walk is for its CR3: another address space walks its own tables.
     #[test]
     fn another_cr3_walks_its_own_tables() {

@@ -96,7 +96,7 @@ impl Exit {
         Exit {
             reason: ExitReason::decode(control.exitcode, control.exitinfo1, control.exitinfo2),
             interrupted: svm::Event::decode(control.exitintinfo),
-            instruction: InstructionBytes::read(|bytes| domain.read_virtual_prefix(rip, bytes)),
+            instruction: InstructionBytes::read(|bytes| domain.fetch_instruction(rip, bytes)),
             tsc,
         }
     }
