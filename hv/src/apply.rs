@@ -27,7 +27,7 @@
 
 use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MemoryString, MmioAccess, PortAccess, Returning,
-    StringElement, StringSide, VmcbMsr,
+    StringElement, StringSide, VmcbMsr, Words,
 };
 use crate::device::{PlatformTimer, TimerSource, Written, lapic};
 use crate::domain::Domain;
@@ -82,28 +82,22 @@ pub struct Applied {
 pub fn apply(
     domain: &mut Domain,
     others: &mut OthersMut,
-    decision: Decision,
+    mut decision: Decision,
     machine: &mut dyn Machine,
     events: &mut Vec<Body>,
     spare_changes: &mut Vec<Change>,
     recording: bool,
 ) -> Applied {
-    let Decision {
-        action,
-        why,
-        at,
-        effects,
-        what,
-        delivery,
-        returning,
-        end,
-    } = decision;
+    // The decision's parts are taken out where they are used, each when it is: moved out
+    // all at once, its words (a hundred bytes or so) were copied at every trap, traced or
+    // not, and twice.
+    let effects = core::mem::take(&mut decision.effects);
     // Untraced (`traplab bench`'s middle run) nobody reads the events of a decision.
     if recording {
         events.push(Body::Decide(Decide {
-            action,
-            why,
-            at: Cow::Borrowed(at),
+            action: decision.action,
+            why: core::mem::take(&mut decision.why),
+            at: Cow::Borrowed(decision.at),
         }));
     }
 
@@ -133,10 +127,10 @@ pub fn apply(
         return failed(failure, events);
     }
 
-    let what = match (what, reports.is_empty()) {
+    let what = match (&mut decision.what, reports.is_empty()) {
         _ if !recording => None,
         // A template goes as it is: the host fills it in (`Words`).
-        (Some(what), true) => Some(what.into_parts()),
+        (what @ Some(_), true) => what.take().map(Words::into_parts),
         (Some(what), false) => Some((
             Cow::Owned(format!("{what}: {}", joined(&reports))),
             Arguments::default(),
@@ -157,7 +151,7 @@ pub fn apply(
         *spare_changes = changes;
     }
 
-    match delivery.map(|delivery| *delivery) {
+    match decision.delivery.take().map(|delivery| *delivery) {
         Some(Delivery::Inject {
             event,
             handler,
@@ -175,13 +169,13 @@ pub fn apply(
         None => {}
     }
 
-    if let Some(returning) = returning.as_deref() {
+    if let Some(returning) = decision.returning.as_deref() {
         if returning.via == event::ReturnPath::Iret {
             applied.resume_at = Some(returning.rip);
         }
         events.push(Body::Return(return_event(returning)));
     }
-    applied.end = end.map(|end| *end);
+    applied.end = decision.end.take().map(|end| *end);
     applied
 }
 

@@ -206,7 +206,11 @@ mod tests {
         let slot = PD + (DATA >> 21) * 8;
         test.write(DATA + 0x20_0000, &[0x0f, 0xa2]);
         test.write_u64(slot, 0x20_0000 | TABLE | pte::HUGE);
-        assert_eq!(fetch(&test, DATA).1[..2], [0x0f, 0xa2], "the entry moved it");
+        assert_eq!(
+            fetch(&test, DATA).1[..2],
+            [0x0f, 0xa2],
+            "the entry moved it"
+        );
         // The last 5 bytes of a page: the rest comes from the next.
         fetch(&test, DATA + 0x1000 - 5);
         // Not mapped at all: nothing read.

@@ -7,10 +7,11 @@
 //! hidden too: their exits get #UD (`monitor.rs`).
 
 use super::{Exit, undecodable};
-use crate::decide;
 use crate::decision::{Decision, Effect, Words};
 use crate::domain::Guest;
+use crate::here;
 use alloc::borrow::Cow;
+use alloc::vec;
 use traplab_abi::boot::cpuid::{
     ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, TIMING_LEAF, VERSION_LEAF,
 };
@@ -29,11 +30,6 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     // EAX and ECX, whatever the mode: CPUID reads only their low 32 bits.
     let leaf = guest.vcpu.gpr_64(0) as u32;
     let subleaf = guest.vcpu.gpr_64(1) as u32;
-    let mut decision = decide!(
-        Action::Emulate,
-        "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see"
-    );
-
     let [mut eax, mut ebx, mut ecx, mut edx] = guest.machine.cpuid(leaf, subleaf);
     let edited = match leaf {
         1 => {
@@ -87,25 +83,34 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         }
         _ => "the real CPU's answer, unchanged",
     };
-    // The effects pushed and the words set in place, not through the builder (`with`,
-    // `with_all`, `describe`): each step of it moves the whole decision (about 200 bytes),
-    // and how much of that the compiler removes changed with unrelated code elsewhere. This
-    // is the hottest exit of all (`traplab bench`).
-    let effects = &mut decision.effects;
-    effects.push(Effect::Gpr(0, eax as u64));
-    effects.push(Effect::Gpr(3, ebx as u64));
-    effects.push(Effect::Gpr(1, ecx as u64));
-    effects.push(Effect::Gpr(2, edx as u64));
-    effects.push(Effect::Rip(guest.vcpu.rip_after(length)));
-    decision.what = Some(Words::template(
+    // The decision made last, in one go, where it is returned (`Decision::made`), not
+    // through the builder (`with`, `with_all`, `describe`): each step of it moves the whole
+    // decision (about 200 bytes), and how much of that the compiler removes changed with
+    // unrelated code elsewhere. This is the hottest exit of all (`traplab bench`).
+    let effects = vec![
+        Effect::Gpr(0, eax as u64),
+        Effect::Gpr(3, ebx as u64),
+        Effect::Gpr(1, ecx as u64),
+        Effect::Gpr(2, edx as u64),
+        Effect::Rip(guest.vcpu.rip_after(length)),
+    ];
+    let what = Words::template(
         "CPUID leaf {} subleaf {}: {}",
         [
             Argument::Hex(leaf.into()),
             Argument::Hex(subleaf.into()),
             Argument::Text(Cow::Borrowed(edited)),
         ],
-    ));
-    decision
+    );
+    Decision::made(
+        Action::Emulate,
+        Cow::Borrowed(
+            "CPUID is intercepted: the hypervisor answers with the CPU it wants the guest to see",
+        ),
+        here!(),
+        effects,
+        Some(what),
+    )
 }
 
 #[cfg(test)]
