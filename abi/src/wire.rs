@@ -414,8 +414,10 @@ impl Encoder {
         // An exit, an emulate or a resume is written against its domain's reference: one
         // about no domain (there is none) goes by postcard. A decide reads no reference.
         match (body, dom) {
-            (Body::Exit(exit), Some(dom)) => self.encode_exit(seq, tsc, dom, exit, buffer),
-            (Body::Resume(resume), Some(dom)) => self.encode_resume(seq, tsc, dom, resume, buffer),
+            (Body::Exit(exit), Some(dom)) => self.encode_exit_event(seq, tsc, dom, exit, buffer),
+            (Body::Resume(resume), Some(dom)) => {
+                self.encode_resume_event(seq, tsc, dom, resume, buffer)
+            }
             (Body::Decide(_), _) | (Body::Emulate(_), Some(_)) => {
                 self.encode_decision(seq, tsc, dom, body, buffer)
             }
@@ -467,6 +469,35 @@ impl Encoder {
             undo.insn = Some(core::mem::replace(&mut reference.exit.insn, *insn));
         }
         out.finish_with_tag(tag::EXIT | flags)
+    }
+
+    /// [`Encoder::encode_exit`] from an exit's event. Apart from [`Encoder::encode`]: the
+    /// hypervisor records its exits from the VMCB, and inlined here this made the encoder of
+    /// its other records (a decide, an emulate) a page bigger (the book's "What a trap costs").
+    #[inline(never)]
+    fn encode_exit_event<'a>(
+        &mut self,
+        seq: u64,
+        tsc: u64,
+        dom: u16,
+        exit: &Exit,
+        buffer: &'a mut [u8],
+    ) -> Result<&'a [u8], WireError> {
+        self.encode_exit(seq, tsc, dom, exit, buffer)
+    }
+
+    /// [`Encoder::encode_resume`] from a resume's event, apart as
+    /// [`Encoder::encode_exit_event`] is.
+    #[inline(never)]
+    fn encode_resume_event<'a>(
+        &mut self,
+        seq: u64,
+        tsc: u64,
+        dom: u16,
+        resume: &Resume,
+        buffer: &'a mut [u8],
+    ) -> Result<&'a [u8], WireError> {
+        self.encode_resume(seq, tsc, dom, resume, buffer)
     }
 
     /// A resume's record: where the guest goes on, its RFLAGS, its registers against the
