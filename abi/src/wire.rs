@@ -310,6 +310,9 @@ struct Undo {
 /// How many general registers a reference keeps: the first of an [`Undo`]'s values.
 const REGS: usize = 16;
 
+// An undo's mask has a bit for each of a reference's values.
+const _: () = assert!(REGS + EXIT_FIELDS <= u32::BITS as usize);
+
 impl Undo {
     const NOTHING: Undo = Undo {
         slot: 0,
@@ -422,7 +425,7 @@ impl Encoder {
                 self.encode_decision(seq, tsc, dom, body, buffer)
             }
             _ => {
-                self.begin_postcard(seq, tsc, dom);
+                self.start_record(seq, tsc, dom);
                 encode_postcard(seq, tsc, dom, body, Writer { buffer, length: 0 })
             }
         }
@@ -440,7 +443,7 @@ impl Encoder {
         exit: &impl ExitSource,
         buffer: &'a mut [u8],
     ) -> Result<&'a [u8], WireError> {
-        let (mut out, flags) = self.begin(seq, tsc, Some(dom), buffer);
+        let (mut out, flags) = self.start_compact(seq, tsc, Some(dom), buffer);
         let slot = slot(dom);
         let Encoder { state, undo, .. } = self;
         undo.slot = slot;
@@ -512,7 +515,7 @@ impl Encoder {
         resume: &impl ResumeSource,
         buffer: &'a mut [u8],
     ) -> Result<&'a [u8], WireError> {
-        let (mut out, flags) = self.begin(seq, tsc, Some(dom), buffer);
+        let (mut out, flags) = self.start_compact(seq, tsc, Some(dom), buffer);
         let slot = slot(dom);
         let Encoder { state, undo, .. } = self;
         undo.slot = slot;
@@ -534,7 +537,7 @@ impl Encoder {
         body: &Body,
         buffer: &'a mut [u8],
     ) -> Result<&'a [u8], WireError> {
-        let (mut out, flags) = self.begin(seq, tsc, dom, buffer);
+        let (mut out, flags) = self.start_compact(seq, tsc, dom, buffer);
         let kind = match (body, dom) {
             (Body::Decide(decide), _) => {
                 out.byte(action_number(decide.action));
@@ -613,14 +616,14 @@ impl Encoder {
     /// `seq`, `tsc` and domain written as what they add to the record before; the tag's room
     /// is left first, and its flags returned ([`Writer::finish_with_tag`] writes it).
     #[inline(always)]
-    fn begin<'a>(
+    fn start_compact<'a>(
         &mut self,
         seq: u64,
         tsc: u64,
         dom: Option<u16>,
         buffer: &'a mut [u8],
     ) -> (Writer<'a>, u8) {
-        self.begin_postcard(seq, tsc, dom);
+        self.start_record(seq, tsc, dom);
         let mut out = Writer { buffer, length: 0 };
         // The first byte, the tag, is written last, once its kind and flags are known. (Not
         // first, from a `match` of the kind alone: the compiler turns such a `match` into a
@@ -643,11 +646,11 @@ impl Encoder {
         (out, flags)
     }
 
-    /// Any record's start (a postcard one's whole preparation): what an earlier record that
-    /// was not pushed moved goes back, and this one's `seq`, `tsc` and domain wait for
+    /// Any record's start (all of it for a postcard record): what an earlier record that was
+    /// not pushed moved goes back, and this one's `seq`, `tsc` and domain wait for
     /// [`Encoder::commit`].
     #[inline(always)]
-    fn begin_postcard(&mut self, seq: u64, tsc: u64, dom: Option<u16>) {
+    fn start_record(&mut self, seq: u64, tsc: u64, dom: Option<u16>) {
         if !self.undo.is_empty() {
             core::hint::cold_path();
             self.roll_back();
@@ -1264,8 +1267,8 @@ impl<'a> Writer<'a> {
         self.bytes(text.as_bytes())
     }
 
-    /// The compact record, its first byte `tag` (left for it by [`Encoder::begin`]), if it
-    /// fit.
+    /// The compact record, its first byte `tag` (the room [`Encoder::start_compact`] left),
+    /// if it fit.
     #[inline(always)]
     fn finish_with_tag(self, tag: u8) -> Result<&'a [u8], WireError> {
         if let Some(first) = self.buffer.first_mut() {
