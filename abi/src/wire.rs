@@ -262,6 +262,16 @@ const NO_REFERENCE: Reference = Reference {
 };
 
 impl State {
+    /// A domain's reference as it is, without making one (the reader's side: a record that
+    /// reads no reference, a `decide`, must not make one for whatever domain it names).
+    fn reference(&self, slot: usize) -> Reference {
+        let kept = match slot.checked_sub(INLINE_SLOTS) {
+            None => self.slots.get(slot),
+            Some(index) => self.more.get(index),
+        };
+        kept.copied().unwrap_or(NO_REFERENCE)
+    }
+
     /// A domain's reference, made if it is new. Inlined, as is [`diff`]: under QEMU's TCG
     /// each return looks its target up again after a world switch (book/src/speed.md), and
     /// these run at every trap.
@@ -975,7 +985,7 @@ impl Decoder {
             None if tag == tag::DECIDE => 0,
             None => return Err(WireError::Malformed("a domain's record without its domain")),
         };
-        let mut reference = *self.state.reference_mut(slot);
+        let mut reference = self.state.reference(slot);
         let body = match tag {
             tag::EXIT => {
                 let mut fields = [0u64; EXIT_FIELDS];
@@ -1945,6 +1955,34 @@ mod tests {
             encoder.commit();
             assert_eq!(one(&mut decoder, &record).expect("decodes"), *event);
         }
+    }
+
+    #[test]
+    fn a_decide_about_any_domain_makes_the_reader_keep_nothing_for_it() {
+        // A decide reads no reference: the reader keeps none for the domain it names, even
+        // the last one a domain number can say (the ring is the hypervisor's, but a record
+        // must not cost the host megabytes).
+        let event = Event {
+            seq: 0,
+            tsc: 0,
+            dom: Some(u16::MAX),
+            body: Body::Decide(Decide {
+                action: Action::Kill,
+                why: Cow::Borrowed("why"),
+                at: Cow::Borrowed("hv/src/exit/x.rs:1"),
+            }),
+        };
+        let (decoded, _) = through(core::slice::from_ref(&event), &[]);
+        assert_eq!(decoded, [event]);
+        let mut decoder = Decoder::new();
+        let record = Encoder::new().encode_gathered(&decoded).expect("fits");
+        let mut events = Vec::new();
+        decoder.decode(&record, &mut events).expect("decodes");
+        assert!(
+            decoder.state.more.is_empty(),
+            "{}",
+            decoder.state.more.len()
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //!
 //! Every event goes through [`record`], which is also where the host's controller may stop
 //! the hypervisor (`control.rs`) and where gdb's `monitor traps` learns of decisions; when
-//! neither is in use, a trap's events go straight to the trace, an exit and a resume read
-//! from the vCPU without an event built first ([`only_the_trace_looks`]). gdb's
+//! neither is in use, an exit and a resume go straight to the trace, read from the vCPU
+//! without an event built first, and, when a host reads the trace, the rest of a trap's
+//! events at once ([`only_the_trace_looks`]). gdb's
 //! own hooks are called here, at the same three places every time, for the domain it
 //! debugs: before VMRUN, right after the exit is recorded (before anything is decided), and
 //! after the decision. gdb is answered everywhere else the hypervisor has control too — at

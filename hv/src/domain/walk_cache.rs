@@ -83,10 +83,11 @@ impl WalkCache {
     }
 
     /// The guest-physical address of `gva` through `tables`, if a remembered walk of its
-    /// page still holds: `read_u64` reads each of its entries again. Inlined into its one
-    /// caller (`GuestMemory::virtual_to_physical`), which every exit runs for its
-    /// instruction: the compiler stopped inlining it when the walk grew (it now lists the
-    /// entries it used), and the call cost a CPUID trap 41 instructions (book/src/speed.md).
+    /// page still holds: `read_u64` reads each of its entries again. Inlined into its two
+    /// callers (`GuestMemory::virtual_to_physical`, and `GuestMemory::fetch_instruction`,
+    /// which every exit runs for its instruction): the compiler stopped inlining it when the
+    /// walk grew (it now lists the entries it used), and the call cost a CPUID trap 41
+    /// instructions (book/src/speed.md).
     #[inline(always)]
     pub fn lookup(
         &self,
