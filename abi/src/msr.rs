@@ -7,9 +7,9 @@
 
 pub const TSC: u32 = 0x10;
 pub const APIC_BASE: u32 = 0x1b;
-/// Intel's TSC_ADJUST (CPUID 7:EBX[1]).
+/// Intel's TSC_ADJUST (CPUID 7:EBX\[1\]).
 pub const TSC_ADJUST: u32 = 0x3b;
-/// SPEC_CTRL (IBRS, STIBP, SSBD; CPUID 7:EDX[26] or 8000_0008:EBX[14]).
+/// SPEC_CTRL (IBRS, STIBP, SSBD; CPUID 7:EDX\[26\] or 8000_0008:EBX\[14\]).
 pub const SPEC_CTRL: u32 = 0x48;
 pub const MTRRCAP: u32 = 0xfe;
 pub const SYSENTER_CS: u32 = 0x174;

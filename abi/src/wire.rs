@@ -29,10 +29,10 @@
 //! Small numbers (counts, text numbers) are LEB128 varints (7 bits a byte, low first), as
 //! postcard writes them; wide ones (a register XORed with its old value, RIP, RFLAGS, a
 //! time) are *sized*: a byte that says how many bytes follow (0–8), then those, low first
-//! ([`Writer::sized`]: one store of eight bytes, where a varint is a loop of a store a byte).
+//! (`Writer::sized`: one store of eight bytes, where a varint is a loop of a store a byte).
 //!
 //! The writer moves a domain's reference in place as it writes a record, and notes what it
-//! moved ([`Undo`]); what the reader has moves on only when the record was pushed
+//! moved (`Undo`); what the reader has moves on only when the record was pushed
 //! (`Encoder::commit`): a record a lossy ring drops teaches the reader nothing, so the writer
 //! takes back what it moved before the next one.
 //!

@@ -485,7 +485,7 @@ pub enum WalkError {
 }
 
 /// The bits of a page-table entry at `level` (4 = PML4 … 1 = PT) that must be zero, for a
-/// CPU whose physical addresses have `address_bits` bits (CPUID 8000_0008:EAX[7:0]).
+/// CPU whose physical addresses have `address_bits` bits (CPUID 8000_0008:EAX\[7:0\]).
 /// `large`: the entry maps a 1 GiB (level 3) or 2 MiB (level 2) page. Bits 62:52 are
 /// available to software in long mode, and NX depends on EFER.NXE ([`PageTables`]): they
 /// are not here.

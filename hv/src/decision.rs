@@ -39,7 +39,7 @@ pub struct Decision {
     pub action: Action,
     /// One line, in a student's words.
     pub why: Cow<'static, str>,
-    /// Where in the hypervisor's source: `hv/src/exit/exception.rs:42` (see [`decide!`]).
+    /// Where in the hypervisor's source: `hv/src/exit/exception.rs:42` (see [`decide!`](crate::decide)).
     pub at: &'static str,
     /// What changes, in this order.
     pub effects: Vec<Effect>,
@@ -459,7 +459,7 @@ impl core::fmt::Display for Words {
 }
 
 impl Decision {
-    /// A decision with no effects yet (use [`decide!`]).
+    /// A decision with no effects yet (use [`decide!`](crate::decide)).
     #[inline]
     pub fn new(action: Action, why: Cow<'static, str>, at: &'static str) -> Decision {
         // Room for what most handlers list (the registers of a CPUID, RIP): one allocation.

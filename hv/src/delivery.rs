@@ -238,7 +238,7 @@ pub enum PortIo {
 }
 
 /// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor did, followed
-/// by the #DB trap of the I/O breakpoints it hits ([`io_breakpoints`]), if any: DR6.Bn set
+/// by the #DB trap of the I/O breakpoints it hits (`io_breakpoints`, above), if any: DR6.Bn set
 /// for each. After a completed instruction, BS too when RFLAGS.TF was set: one #DB reports
 /// both (AMD APM vol. 2, 13.1.1.3). Between two iterations of a REP INS or OUTS, the #DB
 /// comes after the iteration (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for
@@ -284,7 +284,7 @@ pub fn with_io_breakpoints(
 }
 
 /// Does an IN, OUT, INS or OUTS of `size` bytes at `port` hit an I/O breakpoint of the
-/// guest's DR7 ([`io_breakpoints`])?
+/// guest's DR7 (`io_breakpoints`)?
 pub fn hits_io_breakpoint(guest: &Guest, port: u16, size: u8) -> bool {
     io_breakpoints(guest, port, size) != 0
 }
@@ -559,7 +559,7 @@ pub fn page_fault(
 }
 
 /// The exception a CPU raises where an access it makes for an instruction cannot be made
-/// (`fault`, by [`Guest::cpu_pieces`]), after the effects `first`: #PF with its error code
+/// (`fault`, by [`Domain::cpu_pieces`](crate::domain::Domain::cpu_pieces)), after the effects `first`: #PF with its error code
 /// and CR2, or for an address that is not canonical #GP(0), #SS(0) through SS (`stack`).
 /// The hypervisor made the access for the guest (string I/O, LMSW's operand), so the CPU
 /// raised nothing itself: the event is synthetic. `access` says what the access was, and

@@ -424,7 +424,7 @@ pub fn condition_holds(code: ConditionCode, rflags: u64) -> bool {
 
 /// The access `instruction` makes, which the exit says went to guest-physical `gpa`, if it
 /// is one we emulate: where to do it (`gpa`, but for a bit test numbered by a register:
-/// [`bit_access`]) and what.
+/// `bit_access`) and what.
 pub fn memory_access(
     domain: &Domain,
     instruction: &Instruction,

@@ -367,6 +367,8 @@ pub struct StatsArgs {
     pub yes: bool,
 }
 
+// The variants' docs are `--help`'s words too, where a URL stays as it is written.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ExportFormat {
     /// Chrome trace-event JSON: open it at https://ui.perfetto.dev (one track per domain and

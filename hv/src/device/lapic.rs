@@ -101,7 +101,7 @@ const LVT_NAMES: [&str; 6] = [
 ];
 
 /// The timer's mode, LVT timer bit 17. (Bit 18 would choose TSC-deadline mode, which this
-/// CPU does not offer: CPUID 1:ECX[24] is clear, so the bit is reserved.)
+/// CPU does not offer: CPUID 1:ECX\[24\] is clear, so the bit is reserved.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerMode {
     OneShot,

@@ -192,7 +192,7 @@ impl Devices {
     /// The machine tells a device what only it knows: the time of day.
     ///
     /// A wider read that touches a byte-wide device is byte reads, port first, their bytes
-    /// put together low first ([`splits`]).
+    /// put together low first (`splits`).
     pub fn port_read(&mut self, port: u16, size: u8, machine: &dyn Machine) -> u32 {
         if splits(port, size) {
             let mut value = 0;
@@ -230,7 +230,7 @@ impl Devices {
     /// registers and the pc-testdev, the disk controller's ports included.
     ///
     /// A wider write that touches a byte-wide device is byte writes, port first, the
-    /// value's low byte first ([`splits`]).
+    /// value's low byte first (`splits`).
     pub fn port_write(
         &mut self,
         port: u16,

@@ -90,7 +90,7 @@ pub trait GuestMemory {
         Ok(())
     }
 
-    /// The width of a physical address on the CPU the guest sees (CPUID 8000_0008:EAX[7:0]):
+    /// The width of a physical address on the CPU the guest sees (CPUID 8000_0008:EAX\[7:0\]):
     /// a page-table entry with an address bit at or above it is reserved.
     fn physical_address_bits(&self) -> u32;
 

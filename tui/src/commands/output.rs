@@ -82,7 +82,7 @@ impl Output {
     }
 
     /// Wait until every queued line is written, or, once `give_up` says so, for
-    /// [`GRACE`] more (a reader that reads takes the rest in that time: the last lines of
+    /// `GRACE` more (a reader that reads takes the rest in that time: the last lines of
     /// a run stopped by Ctrl-C still come). Returns how many lines were not written (0 when
     /// all were).
     pub fn finish(mut self, give_up: &dyn Fn() -> bool) -> u64 {

@@ -28,7 +28,7 @@ impl<W: Write> ProgressLine<W> {
         ProgressLine { out, shown: None }
     }
 
-    /// Show `text` in place of the line before (not more often than [`PROGRESS_EVERY`]).
+    /// Show `text` in place of the line before (not more often than `PROGRESS_EVERY`).
     pub fn show(&mut self, text: &str) {
         let Some(out) = &mut self.out else { return };
         if self
