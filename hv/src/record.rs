@@ -113,23 +113,23 @@ impl ResumeSource for VcpuResume<'_> {
 
 /// The `exit` event of `domain`'s `exit`: what [`VcpuExit`] reads, as an event.
 pub fn exit_event(domain: &Domain, exit: &Exit) -> event::Exit {
-    let source = VcpuExit::new(domain, exit);
+    let (control, save) = (&domain.vcpu.vmcb.control, &domain.vcpu.vmcb.save);
     event::Exit {
-        exitcode: source.field(0),
+        exitcode: control.exitcode,
         // The reader names it from the exit code and EXITINFOs (`event::Exit::reason`).
         reason: Cow::Borrowed(""),
-        exitinfo1: source.field(1),
-        exitinfo2: source.field(2),
-        exitintinfo: source.field(3),
-        rip: source.field(4),
-        cs: domain.vcpu.vmcb.save.cs.selector,
-        cpl: domain.vcpu.vmcb.save.cpl,
-        rflags: source.field(7),
-        cr0: source.field(8),
-        cr2: source.field(9),
-        cr3: source.field(10),
-        cr4: source.field(11),
-        efer: source.field(12),
+        exitinfo1: control.exitinfo1,
+        exitinfo2: control.exitinfo2,
+        exitintinfo: control.exitintinfo,
+        rip: save.rip,
+        cs: save.cs.selector,
+        cpl: save.cpl,
+        rflags: save.rflags,
+        cr0: save.cr0,
+        cr2: save.cr2,
+        cr3: save.cr3,
+        cr4: save.cr4,
+        efer: save.efer,
         regs: domain.vcpu.registers(),
         insn: exit.instruction,
     }

@@ -158,18 +158,12 @@ pub fn emit_resume(dom: u16, resume: &impl ResumeSource) -> Option<u64> {
 /// (`run.rs`), where each [`emit`] took the tracer's lock and read its mode again.
 pub fn emit_all(dom: u16, bodies: &[Body]) {
     let mut guard = TRACER.lock();
-    let Some(tracer) = guard.as_mut() else {
+    let Some(tracer) = guard.as_mut().filter(|_| mode() != Transport::Off) else {
         return;
     };
-    if mode() == Transport::Off {
-        return;
-    }
     let dom = Some(dom);
     for body in bodies {
-        if tracer.dropped > 0 && !tracer.push_lost(dom) {
-            continue;
-        }
-        tracer.push(&mut |encoder, seq, tsc, room| {
+        tracer.record(dom, &mut |encoder, seq, tsc, room| {
             encoder.encode(seq, tsc, dom, body, room).map(<[u8]>::len)
         });
     }
@@ -179,14 +173,8 @@ pub fn emit_all(dom: u16, bodies: &[Body]) {
 #[inline(always)]
 fn emit_with(dom: Option<u16>, encode: &mut Encode) -> Option<u64> {
     let mut guard = TRACER.lock();
-    let tracer = guard.as_mut()?;
-    if mode() == Transport::Off {
-        return None;
-    }
-    if tracer.dropped > 0 && !tracer.push_lost(dom) {
-        return None;
-    }
-    tracer.push(encode)
+    let tracer = guard.as_mut().filter(|_| mode() != Transport::Off)?;
+    tracer.record(dom, encode)
 }
 
 /// The seq of the last event recorded, if any.
@@ -218,6 +206,16 @@ fn flush_gathered() {
 }
 
 impl Tracer {
+    /// Record one event about `dom`, written by `encode`, after the `lost` event that says
+    /// how many went before it, if any did: its seq, or `None` when it was dropped.
+    #[inline(always)]
+    fn record(&mut self, dom: Option<u16>, encode: &mut Encode) -> Option<u64> {
+        if self.dropped > 0 && !self.push_lost(dom) {
+            return None;
+        }
+        self.push(encode)
+    }
+
     /// Encode, and gather (mode `ring`) or push; its seq, or `None` if it was dropped.
     /// Inlined into the run loop's `record_with`, with one call of the encoder: under QEMU's
     /// TCG each return is a block looked up again after every world switch, and this saves
