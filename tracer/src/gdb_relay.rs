@@ -34,6 +34,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// The relay, for as long as its session lives.
 pub struct GdbRelay {
+    gdb_port: u16,
     qemu_port: u16,
     shared: Arc<Shared>,
 }
@@ -50,10 +51,12 @@ struct Shared {
 }
 
 impl GdbRelay {
-    /// Listen for gdb on loopback `port`, and for QEMU on a loopback port of the system's
-    /// choosing ([`GdbRelay::qemu_port`]), and relay from then on.
+    /// Listen for gdb on loopback `port` (0: a free port of the system's choosing,
+    /// [`GdbRelay::gdb_port`]), and for QEMU on a loopback port of the system's choosing
+    /// ([`GdbRelay::qemu_port`]), and relay from then on.
     pub fn listen(port: u16) -> io::Result<GdbRelay> {
         let for_gdb = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+        let gdb_port = for_gdb.local_addr()?.port();
         let for_qemu = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let qemu_port = for_qemu.local_addr()?.port();
         for_gdb.set_nonblocking(true)?;
@@ -65,7 +68,16 @@ impl GdbRelay {
         });
         let relay_shared = Arc::clone(&shared);
         std::thread::spawn(move || relay(&for_gdb, &for_qemu, &relay_shared));
-        Ok(GdbRelay { qemu_port, shared })
+        Ok(GdbRelay {
+            gdb_port,
+            qemu_port,
+            shared,
+        })
+    }
+
+    /// The port gdb connects to: the one asked for, or the one the system chose for 0.
+    pub fn gdb_port(&self) -> u16 {
+        self.gdb_port
     }
 
     /// The port QEMU's COM2 connects to.
@@ -278,6 +290,32 @@ impl PacketWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Port 0 asks the system for a free port, as `traplab gdb --port 0` does (its tests run
+    /// side by side and would race for ports picked in advance): the relay says which, and
+    /// bytes pass both ways between a gdb there and the side QEMU connects to.
+    #[test]
+    fn a_relay_on_port_0_listens_on_the_port_it_names_and_relays_both_ways() {
+        let relay = GdbRelay::listen(0).expect("loopback ports");
+        assert_ne!(relay.gdb_port(), 0);
+        assert_ne!(relay.gdb_port(), relay.qemu_port());
+        let mut qemu =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, relay.qemu_port())).expect("QEMU's side");
+        let mut gdb =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, relay.gdb_port())).expect("gdb's side");
+        let bound = Some(Duration::from_secs(60));
+        qemu.set_read_timeout(bound).expect("a bound");
+        gdb.set_read_timeout(bound).expect("a bound");
+        gdb.write_all(b"$g#67").expect("gdb writes");
+        let mut from_gdb = [0u8; 5];
+        qemu.read_exact(&mut from_gdb)
+            .expect("the hypervisor's side reads");
+        assert_eq!(&from_gdb, b"$g#67");
+        qemu.write_all(b"+$OK#9a").expect("the hypervisor answers");
+        let mut answer = [0u8; 7];
+        gdb.read_exact(&mut answer).expect("gdb reads");
+        assert_eq!(&answer, b"+$OK#9a");
+    }
 
     #[test]
     fn a_gdb_is_attached_from_its_first_packet_until_it_detaches_or_kills() {

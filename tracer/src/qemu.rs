@@ -179,8 +179,10 @@ pub struct Machine {
     /// The hypervisor's own timer, ticks per second (`None`: off). Each tick is an INTR exit:
     /// it lets the hypervisor answer a pause while a guest spins without exits.
     pub timer_hz: Option<u32>,
-    /// Serve gdb on this loopback TCP port: the hypervisor's gdbstub talks on COM2, which
-    /// QEMU connects to the port. The debugged domain starts stopped, waiting for gdb.
+    /// Serve gdb on this loopback TCP port (0: a free one of the system's choosing,
+    /// [`Session::gdb_port`](crate::session::Session::gdb_port)): the hypervisor's gdbstub
+    /// talks on COM2, which QEMU connects to the port. The debugged domain starts stopped,
+    /// waiting for gdb.
     pub gdb_port: Option<u16>,
     /// The domain gdb debugs (fw_cfg `opt/traplab/gdb`, its number in decimal).
     pub gdb_domain: u16,

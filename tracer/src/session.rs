@@ -171,7 +171,7 @@ pub struct Session {
     /// The disk's image, when the machine has a disk.
     disk: Option<disk::Image>,
     /// gdb's port, when the machine has one.
-    _gdb_relay: Option<GdbRelay>,
+    gdb_relay: Option<GdbRelay>,
     controlled: bool,
     ring: Option<Ring>,
     /// Turns the ring's compact records back into events (`traplab_abi::wire`).
@@ -270,7 +270,7 @@ impl Session {
             child,
             ram,
             disk,
-            _gdb_relay: gdb_relay,
+            gdb_relay,
             controlled: machine.control.is_some(),
             hv_waits_for_the_reader: machine.trace == qemu::TraceMode::Ring,
             ring: None,
@@ -291,6 +291,13 @@ impl Session {
             idle: 0,
             last_read: Instant::now(),
         })
+    }
+
+    /// The loopback port gdb attaches to, when the machine serves gdb: the one
+    /// [`Machine::gdb_port`](qemu::Machine::gdb_port) asked for, or, for 0, the free port
+    /// the system chose.
+    pub fn gdb_port(&self) -> Option<u16> {
+        self.gdb_relay.as_ref().map(GdbRelay::gdb_port)
     }
 
     /// QEMU's process id.

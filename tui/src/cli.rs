@@ -177,7 +177,8 @@ pub struct GdbArgs {
     pub guest: Option<String>,
     #[command(flatten)]
     pub kernel: KernelArgs,
-    /// The loopback TCP port for gdb.
+    /// The loopback TCP port for gdb (0: a free one of the system's choosing; the gdb
+    /// command line printed names it).
     #[arg(long, default_value_t = GDB_PORT)]
     pub port: u16,
     #[command(flatten)]
@@ -232,8 +233,9 @@ pub struct TraceArgs {
     /// hypervisor itself with QEMU's own gdb stub on port 1234.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_args: Vec<String>,
-    /// Serve gdb for one of the lab's domains on this loopback port (default 2159): it
-    /// starts stopped at its first instruction; the gdb command line is printed.
+    /// Serve gdb for one of the lab's domains on this loopback port (default 2159; 0: a
+    /// free one of the system's choosing): it starts stopped at its first instruction; the
+    /// gdb command line is printed.
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
     pub gdb: Option<u16>,
     /// With --gdb: the domain gdb attaches to (1, the lab's first guest, by default; 0 is
@@ -505,9 +507,10 @@ pub struct RunArgs {
     /// Start running instead of waiting after boot.
     #[arg(long)]
     pub running: bool,
-    /// Also serve gdb for one of the lab's domains on this loopback port (default 2159): it
-    /// waits at its first instruction for gdb, which resumes it (see `traplab gdb`). gdb may
-    /// attach at any time, also while the UI holds the hypervisor.
+    /// Also serve gdb for one of the lab's domains on this loopback port (default 2159; 0: a
+    /// free one of the system's choosing, named in the title): it waits at its first
+    /// instruction for gdb, which resumes it (see `traplab gdb`). gdb may attach at any time,
+    /// also while the UI holds the hypervisor.
     #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "2159")]
     pub gdb: Option<u16>,
     /// With --gdb: the domain gdb attaches to (1, the lab's first guest, by default).

@@ -595,12 +595,6 @@ fn a_misspelled_lab_is_answered_with_the_nearest_one_by_every_command() {
     );
 }
 
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
 /// A traplab tree made by hand in a temporary folder: its own "hello" is the page-fault
 /// guest, so that a run says whose guests it ran.
 fn copied_tree(name: &str) -> PathBuf {
@@ -641,7 +635,7 @@ fn a_copied_tree_runs_its_own_guests_and_gdb_names_its_elf() {
 
     let mut child = traplab()
         .current_dir(&root)
-        .args(["gdb", "hello", "--port", &free_port().to_string()])
+        .args(["gdb", "hello", "--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -676,6 +670,11 @@ fn a_copied_tree_runs_its_own_guests_and_gdb_names_its_elf() {
         )),
         "{attach}"
     );
+    // `--port 0`: the command line names the free port the system chose, not 0.
+    let port = attach
+        .split_once("target remote 127.0.0.1:")
+        .and_then(|(_, port)| port.trim_end_matches('\'').parse::<u16>().ok());
+    assert!(port.is_some_and(|port| port != 0), "{attach}");
     std::fs::remove_dir_all(root).expect("removable");
 }
 

@@ -6,7 +6,7 @@
 //! shared and loaded, and a test that fails under load is a defect.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,10 +36,13 @@ fn connect(port: u16) -> TcpStream {
     }
 }
 
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
+/// The port in a `target remote 127.0.0.1:PORT` that `text` names (traplab's gdb command
+/// line, or the terminal UI's title): the tests ask for port 0, a free one of the system's
+/// choosing, as tests picking ports ahead of time raced each other for them.
+fn attach_port(text: &str) -> Option<u16> {
+    let (_, after) = text.split_once("target remote 127.0.0.1:")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 impl Lab {
@@ -47,13 +50,12 @@ impl Lab {
         Lab::start_with(&[lab])
     }
 
-    /// `traplab gdb ARGS… --port P`.
+    /// `traplab gdb ARGS… --port 0`: on a free port, which its gdb command line names.
     fn start_with(arguments: &[&str]) -> Lab {
-        let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_traplab"))
             .arg("gdb")
             .args(arguments)
-            .args(["--port", &port.to_string()])
+            .args(["--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,17 +63,23 @@ impl Lab {
             .expect("traplab runs");
         // The attach hint is the first thing on stderr: "  gdb -q ELF -ex 'target remote …'".
         let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut elf = None;
+        let mut attach = None;
+        let mut before = String::new();
         let mut line = String::new();
-        while elf.is_none() && stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
+        while attach.is_none() && stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
             if let Some(rest) = line.trim().strip_prefix("gdb -q ") {
-                elf = rest.split_whitespace().next().map(PathBuf::from);
+                let elf = rest.split_whitespace().next().map(PathBuf::from);
+                attach = elf.zip(attach_port(rest));
+            } else {
+                before.push_str(&line);
             }
             line.clear();
         }
         // Keep draining stderr so that traplab never blocks on it.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let elf = elf.expect("traplab gdb prints the gdb command line");
+        let Some((elf, port)) = attach else {
+            panic!("traplab gdb printed no gdb command line; its stderr:\n{before}");
+        };
         assert!(elf.is_file(), "{} is the guest ELF", elf.display());
         let mut stdout = child.stdout.take().expect("stdout");
         let trace = std::thread::spawn(move || {
@@ -1292,14 +1300,13 @@ struct Tui {
 }
 
 impl Tui {
-    fn start(lab: &str, port: u16) -> Tui {
-        let name = format!("traplab-gdb-{}-{port}", std::process::id());
-        let command = format!(
-            "exec {} run {lab} --gdb {port}",
-            env!("CARGO_BIN_EXE_traplab")
-        );
+    /// `traplab run LAB --gdb 0` in a tmux session: gdb's port, a free one, is in the title
+    /// (160 columns wide, for the title to show all of it).
+    fn start(lab: &str) -> Tui {
+        let name = format!("traplab-gdb-{}-{lab}", std::process::id());
+        let command = format!("exec {} run {lab} --gdb 0", env!("CARGO_BIN_EXE_traplab"));
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30"])
+            .args(["new-session", "-d", "-s", &name, "-x", "160", "-y", "30"])
             .arg(&command)
             .env("TERM", "xterm-256color")
             .env("NO_COLOR", "1")
@@ -1365,11 +1372,11 @@ fn flag(name: &str, port: u16) -> PathBuf {
 /// Then the UI's `c` does not start the guest that gdb holds: gdb, which lets it go.
 #[test]
 fn gdb_is_answered_while_the_terminal_ui_holds_the_hypervisor() {
-    let port = free_port();
-    let tui = Tui::start("page-fault", port);
-    tui.wait_for_title("the stop after boot", |title| {
+    let tui = Tui::start("page-fault");
+    let title = tui.wait_for_title("the stop after boot", |title| {
         title.contains("STOPPED after seq 0")
     });
+    let port = attach_port(&title).unwrap_or_else(|| panic!("gdb's port in the title: {title}"));
     let elf = traplab_labs::guest_elf("page-fault");
     let (ready, go) = (flag("ready", port), flag("go", port));
     let _ = std::fs::remove_file(&go);
@@ -1437,7 +1444,7 @@ fn the_trace_up_to_a_gdb_stop_reaches_the_host() {
     use traplab_abi::event::{Body, DomainState};
     use traplab_tracer::session::{Item, Options, Session};
     let mut machine = traplab_labs::machine_for(&["page-fault"]);
-    machine.gdb_port = Some(free_port());
+    machine.gdb_port = Some(0);
     let options = Options {
         timeout: Some(Duration::from_secs(120)),
         ..Options::default()
@@ -1472,15 +1479,15 @@ fn a_gdb_that_comes_after_its_domain_ended_is_told_the_target_is_not_running() {
     use traplab_abi::event::{Body, DomainState, Event};
     use traplab_tracer::qemu::ControlStart;
     use traplab_tracer::session::{Item, Options, Session};
-    let port = free_port();
     let mut machine = traplab_labs::machine_for(&["triple-fault", "hello"]);
-    machine.gdb_port = Some(port);
+    machine.gdb_port = Some(0);
     machine.control = Some(ControlStart::Paused);
     let options = Options {
         timeout: Some(Duration::from_secs(180)),
         ..Options::default()
     };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let port = session.gdb_port().expect("a port for gdb");
     let mut events: Vec<Event> = Vec::new();
     // Read events until the hypervisor is stopped after the last one read, and that one is
     // what `wanted` asks for.
@@ -1634,15 +1641,15 @@ fn a_kill_taken_while_another_domain_traps_is_recorded_between_its_traps() {
     use traplab_tracer::qemu::Start;
     use traplab_tracer::session::{Item, Options, Session};
     const HLT: u64 = 0x78;
-    let port = free_port();
     let mut machine = traplab_labs::machine_for(&["long-halt", "spin"]);
     machine.start = Start::Together;
-    machine.gdb_port = Some(port);
+    machine.gdb_port = Some(0);
     let options = Options {
         timeout: Some(Duration::from_secs(240)),
         ..Options::default()
     };
     let mut session = Session::start(&machine, options).expect("QEMU starts");
+    let port = session.gdb_port().expect("a port for gdb");
     let (d1_halted_and_d2_traps, go) = mpsc::channel();
     let (kill_seen, hang_up) = mpsc::channel::<()>();
     let gdb = std::thread::spawn(move || {

@@ -83,7 +83,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     let session = Session::start(&machine, options).map_err(|error| error.to_string())?;
     // With gdb, the screen's title says where to attach; gdb, not the UI, resumes a guest
     // that gdb holds stopped (hv/README.md, "gdb and the guest").
-    let title = match machine.gdb_port {
+    // The port is the one asked for, or the one the system chose for `--gdb 0`.
+    let title = match session.gdb_port() {
         Some(port) => {
             eprintln!("traplab: {}", super::gdb_command(&machine, port));
             format!(

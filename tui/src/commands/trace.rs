@@ -82,7 +82,8 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     let give_up = || {
         stop.load(Ordering::SeqCst) || deadline.is_some_and(|deadline| Instant::now() >= deadline)
     };
-    if let Some(port) = machine.gdb_port {
+    // The port gdb attaches to: the one asked for, or the one the system chose for 0.
+    if let Some(port) = session.gdb_port() {
         // On stderr: stdout stays the trace (and valid JSON Lines with --json).
         let dom = machine.gdb_domain;
         let name = machine
