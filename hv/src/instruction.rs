@@ -116,16 +116,27 @@ pub fn memory_address(instruction: &Instruction, domain: &crate::domain::Domain)
     Some(address & vmcb.linear_address_mask())
 }
 
-/// The address size of a string instruction (INS, OUTS, MOVS, STOS, LODS, …), from its
-/// memory operand: 16, 32 or 64 bits, the mode's default or the other one with an 0x67
+/// The address size of a string instruction (INS, OUTS, MOVS, STOS, LODS, CMPS, SCAS), from
+/// its memory operands: 16, 32 or 64 bits, the mode's default or the other one with an 0x67
 /// prefix. It says which of RCX, RSI and RDI the instruction counts and walks with (AMD APM
-/// vol. 3, "REP"). (For INS and OUTS EXITINFO1's A16/A32/A64 bits would say it, AMD APM vol.
-/// 2, 15.10.2, but QEMU 7.2's TCG leaves them clear: `quirks.rs`.)
+/// vol. 3, "REP"). Either operand may be the memory one (SCAS's is its second, CMPS has two),
+/// and both of an instruction's have the same size. (For INS and OUTS EXITINFO1's
+/// A16/A32/A64 bits would say it, AMD APM vol. 2, 15.10.2, but QEMU 7.2's TCG leaves them
+/// clear: `quirks.rs`.)
 pub fn string_address_bits(instruction: &Instruction) -> u8 {
-    match (instruction.op0_kind(), instruction.op1_kind()) {
-        (OpKind::MemoryESDI, _) | (_, OpKind::MemorySegSI) => 16,
-        (OpKind::MemoryESEDI, _) | (_, OpKind::MemorySegESI) => 32,
-        _ => 64,
+    let kinds = [instruction.op0_kind(), instruction.op1_kind()];
+    if kinds
+        .iter()
+        .any(|kind| matches!(kind, OpKind::MemoryESDI | OpKind::MemorySegSI))
+    {
+        16
+    } else if kinds
+        .iter()
+        .any(|kind| matches!(kind, OpKind::MemoryESEDI | OpKind::MemorySegESI))
+    {
+        32
+    } else {
+        64
     }
 }
 
@@ -147,6 +158,40 @@ pub fn segment_number(register: iced_x86::Register) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every string instruction's address size, in each mode and with 0x67 (the other size of
+    /// the mode): SCAS's memory operand is its second, CMPS has one on each side.
+    #[test]
+    fn a_string_instruction_s_address_size_comes_from_either_operand() {
+        // (bytes, 16-bit mode, 32-bit mode, 64-bit mode)
+        let cases: [(&[u8], [u8; 3]); 14] = [
+            (&[0xaa], [16, 32, 64]),             // STOSB
+            (&[0xac], [16, 32, 64]),             // LODSB
+            (&[0xa4], [16, 32, 64]),             // MOVSB
+            (&[0x6c], [16, 32, 64]),             // INSB
+            (&[0x6e], [16, 32, 64]),             // OUTSB
+            (&[0xa6], [16, 32, 64]),             // CMPSB
+            (&[0xae], [16, 32, 64]),             // SCASB
+            (&[0x67, 0xaa], [32, 16, 32]),       // STOSB, the other size
+            (&[0x67, 0xac], [32, 16, 32]),       // LODSB
+            (&[0x67, 0xa4], [32, 16, 32]),       // MOVSB
+            (&[0x67, 0x6e], [32, 16, 32]),       // OUTSB
+            (&[0x67, 0xa6], [32, 16, 32]),       // CMPSB
+            (&[0x67, 0xae], [32, 16, 32]),       // SCASB
+            (&[0xf3, 0x67, 0xae], [32, 16, 32]), // REPE SCASB
+        ];
+        for (bytes, sizes) in cases {
+            for (bits, expected) in [16, 32, 64].into_iter().zip(sizes) {
+                let instruction = decode(bytes, bits, 0x1000).expect("a string instruction");
+                assert_eq!(
+                    string_address_bits(&instruction),
+                    expected,
+                    "{bytes:02x?} in {bits}-bit mode: {:?}",
+                    instruction.mnemonic()
+                );
+            }
+        }
+    }
 
     #[test]
     fn common_lengths_are_the_decoder_s_in_every_mode() {
