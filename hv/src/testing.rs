@@ -183,6 +183,9 @@ pub struct FakeMachine {
     pub xsave_components: u32,
     /// DR0–DR3 as the CPU holds them (`load_breakpoint_address`).
     pub breakpoints: [u64; 4],
+    /// CPUID answers of another CPU than qemu64, by leaf (the host's under KVM, say): they
+    /// come before the fixed ones.
+    pub cpuid_answers: Vec<(u32, [u32; 4])>,
 }
 
 /// The TSC rate of the fake machine: 1 GHz, so 1 µs is 1,000 ticks.
@@ -200,12 +203,16 @@ impl Default for FakeMachine {
             keys: Vec::new(),
             xsave_components: 0b111,
             breakpoints: [0; 4],
+            cpuid_answers: Vec::new(),
         }
     }
 }
 
 impl Machine for FakeMachine {
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+        if let Some((_, answer)) = self.cpuid_answers.iter().find(|(at, _)| *at == leaf) {
+            return *answer;
+        }
         match leaf {
             // Family 0xf (qemu64): SSE2 and friends in EDX; SSE3 and CX16 in ECX, without
             // x2APIC or the hypervisor bit (as QEMU 7.2's TCG answers).

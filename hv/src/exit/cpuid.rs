@@ -5,13 +5,25 @@
 //! version and the TSC's rate (`traplab_abi::boot::cpuid`), and SVM hidden (CPUID.8000_0001:ECX[2], leaf 8000_000A):
 //! this hypervisor does not offer nested virtualization. MONITOR/MWAIT (CPUID.1:ECX[3]) is
 //! hidden too: their exits get #UD (`monitor.rs`).
+//!
+//! A feature is a promise: software that sees it turns it on, and for many features that is a
+//! bit of CR4 or EFER (SMEP is CR4.SMEP, Automatic IBRS is EFER.AIBRSE). The hypervisor
+//! checks those writes (`cr.rs`, `msr.rs`) and refuses, with #GP(0), the bits of features its
+//! CPU does not have. So the CPU it describes must not have them either: each feature whose
+//! enable bit the hypervisor refuses is cleared from the answer ([`FEATURES_WITH_AN_ENABLE`]).
+//! Under QEMU's TCG the CPU (`qemu64`) has none of them; under KVM (`--accel kvm`) the guest
+//! would otherwise see the host's, and a kernel that turned SMEP on would get a #GP no CPU
+//! would give it.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect, Words};
 use crate::domain::Guest;
 use crate::here;
 use alloc::borrow::Cow;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
+use alloc::vec::Vec;
 use traplab_abi::boot::cpuid::{
     ABI_VERSION, HYPERVISOR_BIT, SIGNATURE, SIGNATURE_LEAF, TIMING_LEAF, VERSION_LEAF,
 };
@@ -23,6 +35,105 @@ const OSXSAVE_BIT: u32 = 1 << 27;
 /// CPUID.1:ECX[3], MONITOR: MONITOR and MWAIT are there.
 const MONITOR_BIT: u32 = 1 << 3;
 
+/// What turns a feature on: a bit of CR4 or of EFER, by its number.
+#[derive(Debug, Clone, Copy)]
+enum Enable {
+    Cr4(u32),
+    Efer(u32),
+}
+
+/// A feature CPUID reports (in `leaf`, subleaf 0 where it has subleaves, register `register`:
+/// 0 EAX, 1 EBX, 2 ECX, 3 EDX, bit `bit`) that software turns on with `enable`.
+struct FeatureWithAnEnable {
+    leaf: u32,
+    register: usize,
+    bit: u32,
+    name: &'static str,
+    enable: Enable,
+}
+
+/// The features CPUID reports whose enable bit is in CR4 or EFER (AMD APM vol. 3, appendix E,
+/// "Obtaining Processor Information Via the CPUID Instruction"; vol. 2, 3.1.3 "CR4 Register"
+/// and 3.1.7 "Extended Feature Enable Register"; and, for Intel's, the Intel SDM vol. 2A,
+/// CPUID): one the hypervisor refuses the enable bit of is hidden (the module's text).
+const FEATURES_WITH_AN_ENABLE: [FeatureWithAnEnable; 13] = [
+    feature(1, 2, 5, "VMX", Enable::Cr4(13)),
+    feature(1, 2, 6, "SMX", Enable::Cr4(14)),
+    feature(1, 2, 17, "PCID", Enable::Cr4(17)),
+    feature(7, 1, 0, "FSGSBASE", Enable::Cr4(16)),
+    feature(7, 1, 7, "SMEP", Enable::Cr4(20)),
+    feature(7, 1, 20, "SMAP", Enable::Cr4(21)),
+    feature(7, 2, 2, "UMIP", Enable::Cr4(11)),
+    feature(7, 2, 3, "PKU", Enable::Cr4(22)),
+    feature(7, 2, 7, "CET_SS", Enable::Cr4(23)),
+    feature(7, 2, 16, "LA57", Enable::Cr4(12)),
+    feature(0x8000_0001, 3, 25, "FFXSR", Enable::Efer(14)),
+    feature(0x8000_0001, 2, 17, "TCE", Enable::Efer(15)),
+    feature(0x8000_0021, 0, 8, "AutomaticIBRS", Enable::Efer(21)),
+];
+
+const fn feature(
+    leaf: u32,
+    register: usize,
+    bit: u32,
+    name: &'static str,
+    enable: Enable,
+) -> FeatureWithAnEnable {
+    FeatureWithAnEnable {
+        leaf,
+        register,
+        bit,
+        name,
+        enable,
+    }
+}
+
+/// Clear from `answer` (leaf `leaf`'s, subleaf 0's) the features whose enable bit the
+/// hypervisor refuses: in CR4, any bit outside `cr4` (what `cr.rs` lets the guest set); in
+/// EFER, any outside `efer` (`msr.rs`'s). Their names, if any were there.
+fn hide_features_without_their_enable(
+    leaf: u32,
+    answer: &mut [u32; 4],
+    cr4: u64,
+    efer: u64,
+) -> Option<String> {
+    let mut hidden = Vec::new();
+    for feature in FEATURES_WITH_AN_ENABLE.iter().filter(|f| f.leaf == leaf) {
+        let allowed = match feature.enable {
+            Enable::Cr4(bit) => cr4 & (1 << bit) != 0,
+            Enable::Efer(bit) => efer & (1 << bit) != 0,
+        };
+        let mask = 1 << feature.bit;
+        if !allowed && answer[feature.register] & mask != 0 {
+            answer[feature.register] &= !mask;
+            let enable = match feature.enable {
+                Enable::Cr4(bit) => format!("CR4 bit {bit}"),
+                Enable::Efer(bit) => format!("EFER bit {bit}"),
+            };
+            hidden.push(format!("{} ({enable})", feature.name));
+        }
+    }
+    (!hidden.is_empty()).then(|| hidden.join(", "))
+}
+
+/// [`hide_features_without_their_enable`] for `leaf` (subleaf 0), with the guest's CR4 and
+/// EFER checks: the names of the features hidden, if any were, and the answer without them.
+/// (Apart, and never for the bench's leaf 0: the hottest exit of all.)
+#[inline(never)]
+fn hide_refused_features(
+    leaf: u32,
+    mut answer: [u32; 4],
+    guest: &Guest,
+) -> (Option<String>, [u32; 4]) {
+    let hidden = hide_features_without_their_enable(
+        leaf,
+        &mut answer,
+        super::cr::cr4_supported(guest),
+        super::msr::EFER_BITS.bits(),
+    );
+    (hidden, answer)
+}
+
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
         return undecodable(exit, guest);
@@ -31,6 +142,9 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let leaf = guest.vcpu.gpr_64(0) as u32;
     let subleaf = guest.vcpu.gpr_64(1) as u32;
     let [mut eax, mut ebx, mut ecx, mut edx] = guest.machine.cpuid(leaf, subleaf);
+    // The features hidden for an enable bit the hypervisor refuses, in the leaves that have
+    // such features (leaf 7's in its subleaf 0), named.
+    let mut hidden = None;
     let edited = match leaf {
         1 => {
             ecx |= HYPERVISOR_BIT;
@@ -41,6 +155,8 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             // CPUID Fn0000_0001_ECX): the guest's, not the hypervisor's (which sets its own
             // at the first XSETBV of any domain).
             let guest_osxsave = guest.vcpu.vmcb.save.cr4 & Cr4Flags::OSXSAVE.bits() != 0;
+            (hidden, [eax, ebx, ecx, edx]) =
+                hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
             if (ecx & OSXSAVE_BIT != 0) != guest_osxsave {
                 ecx ^= OSXSAVE_BIT;
                 "set ECX bit 31 (hypervisor present), and bit 27 (OSXSAVE) as the guest's CR4.OSXSAVE"
@@ -75,13 +191,28 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         }
         0x8000_0001 => {
             ecx &= !(1 << 2);
+            (hidden, [eax, ebx, ecx, edx]) =
+                hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
             "cleared ECX bit 2 (SVM): no nested virtualization"
         }
         0x8000_000a => {
             (eax, ebx, ecx, edx) = (0, 0, 0, 0);
             "the SVM leaf: zeros, SVM is hidden"
         }
-        _ => "the real CPU's answer, unchanged",
+        _ => {
+            if leaf == 0x8000_0021 || (leaf == 7 && subleaf == 0) {
+                (hidden, [eax, ebx, ecx, edx]) =
+                    hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
+            }
+            "the real CPU's answer, unchanged"
+        }
+    };
+    let edited = match hidden {
+        None => Cow::Borrowed(edited),
+        Some(hidden) => Cow::Owned(format!(
+            "{}; hid {hidden}: the hypervisor refuses that enable bit, so its CPU has no such feature",
+            edited.trim_end_matches(", unchanged")
+        )),
     };
     // The decision made last, in one go, where it is returned (`Decision::made`), not
     // through the builder (`with`, `with_all`, `describe`): each step of it moves the whole
@@ -99,7 +230,7 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         [
             Argument::Hex(leaf.into()),
             Argument::Hex(subleaf.into()),
-            Argument::Text(Cow::Borrowed(edited)),
+            Argument::Text(edited),
         ],
     );
     Decision::made(
@@ -200,6 +331,91 @@ mod tests {
         let exit = test.exit(ExitReason::Cpuid);
         test.run(exit);
         assert_eq!(test.rip(), 0);
+    }
+
+    /// A host CPU's leaf 7 (subleaf 0), as KVM would pass it on: FSGSBASE, SMEP and SMAP in
+    /// EBX (with BMI1, bit 3, which has no enable bit); UMIP, PKU and LA57 in ECX.
+    const HOST_LEAF_7: [u32; 4] = [
+        0,
+        1 | 1 << 3 | 1 << 7 | 1 << 20,
+        1 << 2 | 1 << 3 | 1 << 16,
+        0,
+    ];
+
+    #[test]
+    fn a_feature_is_hidden_when_the_hypervisor_refuses_its_enable_bit() {
+        // CR4 as `cr.rs` lets the guest set it: VME … OSXMMEXCPT, FSGSBASE, OSXSAVE.
+        let cr4 = 0x7ff | 1 << 16 | 1 << 18;
+        let mut answer = HOST_LEAF_7;
+        let hidden = hide_features_without_their_enable(7, &mut answer, cr4, 0);
+        assert_eq!(answer, [0, 1 | 1 << 3, 0, 0], "FSGSBASE and BMI1 stay");
+        assert_eq!(
+            hidden.as_deref(),
+            Some(
+                "SMEP (CR4 bit 20), SMAP (CR4 bit 21), UMIP (CR4 bit 11), PKU (CR4 bit 22), LA57 (CR4 bit 12)"
+            )
+        );
+        // A hypervisor that let the guest set SMEP would show it.
+        let mut answer = HOST_LEAF_7;
+        hide_features_without_their_enable(7, &mut answer, cr4 | 1 << 20, 0);
+        assert_ne!(answer[1] & 1 << 7, 0, "SMEP shown");
+        // EFER: Automatic IBRS (8000_0021 EAX bit 8) is EFER.AIBRSE (bit 21).
+        let mut answer = [1 << 8 | 1, 0, 0, 0];
+        let hidden = hide_features_without_their_enable(0x8000_0021, &mut answer, cr4, 0xd01);
+        assert_eq!(answer, [1, 0, 0, 0]);
+        assert_eq!(hidden.as_deref(), Some("AutomaticIBRS (EFER bit 21)"));
+        // Nothing to hide: nothing said.
+        let mut answer = [0, 1, 0, 0];
+        assert_eq!(
+            hide_features_without_their_enable(7, &mut answer, cr4, 0),
+            None
+        );
+    }
+
+    /// The CPU the guest sees is one it can use: a feature CPUID shows has an enable bit the
+    /// hypervisor lets it set, and one whose bit it refuses is not shown. (Under KVM the
+    /// host's SMEP came through, and a kernel that set CR4.SMEP got a #GP.)
+    #[test]
+    fn the_guest_sees_no_feature_whose_cr4_bit_would_be_refused() {
+        let mut test = Test::long_mode();
+        test.machine.cpuid_answers.push((7, HOST_LEAF_7));
+        test.code(&[0x0f, 0xa2]);
+        test.set_gpr(0, 7);
+        test.set_gpr(1, 0);
+        let exit = test.exit(ExitReason::Cpuid);
+        let run = test.run(exit);
+        let (ebx, ecx) = (test.gpr(3), test.gpr(1));
+        assert_eq!(ebx & 1 << 7, 0, "no SMEP: {ebx:#x}");
+        assert_eq!(
+            ecx & (1 << 2 | 1 << 3 | 1 << 16),
+            0,
+            "no UMIP, PKU, LA57: {ecx:#x}"
+        );
+        assert_ne!(
+            ebx & 1,
+            0,
+            "FSGSBASE, which the guest may turn on, is shown"
+        );
+        let what = run.emulate().what.clone();
+        assert!(what.contains("hid SMEP (CR4 bit 20)"), "{what}");
+        assert!(!what.contains("unchanged"), "{what}");
+        // And the bits the hypervisor refuses are exactly those: CR4.SMEP is #GP(0), and
+        // CR4.FSGSBASE is taken.
+        for (bit, refused) in [(20, true), (16, false)] {
+            let mut test = Test::long_mode();
+            test.machine.cpuid_answers.push((7, HOST_LEAF_7));
+            test.code(&[0x0f, 0x22, 0xe0]);
+            let cr4 = test.domain.vcpu.vmcb.save.cr4 | 1 << bit;
+            test.set_gpr(0, cr4);
+            let exit = test.exit(ExitReason::CrWrite { number: 4 });
+            let run = test.run(exit);
+            assert_eq!(
+                run.decision.action == Action::Reflect,
+                refused,
+                "CR4 bit {bit}: {}",
+                run.decision.why
+            );
+        }
     }
 
     #[test]

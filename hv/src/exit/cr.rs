@@ -242,8 +242,9 @@ pub(super) fn long_mode_cr3_refusal(value: u64, address_bits: u32) -> Option<&'s
 
 /// The CR4 bits the guest may set: [`CR4_SUPPORTED`], less OSXSAVE when the CPUID it sees
 /// has no XSAVE (leaf 1, ECX bit 26; qemu64, QEMU's CPU under TCG, has none): on that CPU
-/// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it.
-fn cr4_supported(guest: &Guest) -> u64 {
+/// the bit is reserved (APM vol. 2, 3.1.3), and VMRUN would refuse a CR4 that set it. The
+/// features whose bit is not here are hidden from the guest's CPUID (`cpuid.rs`).
+pub(super) fn cr4_supported(guest: &Guest) -> u64 {
     const XSAVE: u32 = 1 << 26;
     let [_, _, ecx, _] = guest.machine.cpuid(1, 0);
     match ecx & XSAVE {
