@@ -37,7 +37,7 @@
 # Environment: SKIP (exits to let pass first), PORT (QEMU's gdb stub, 1234), TLB_ENTRIES
 # (the TLB's size QEMU settled on, 64), STEPS_FILE (a file to write the address of each
 # instruction the exit ran to, one a line: `addr2line -e <the hypervisor> < FILE` then
-# counts them by source line).
+# counts them by source line, and `tools/steps-by-call.py` by the inlined call they came from).
 import collections
 import os
 import re
