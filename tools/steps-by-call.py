@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-# Where inside one function of the hypervisor an exit's instructions went, by the call they
-# came from, inlined or not: `tools/exit-profile.py` counts by function as the ELF file names
+# Where inside one function of the hypervisor an exit's instructions went, by the inlined
+# call they came from: `tools/exit-profile.py` counts by function as the ELF file names
 # them, and most of the hot path is inlined into a few of those (the run loop, `apply`, the
 # encoder), so its counts say little about which step inside them costs. This reads the
 # addresses `exit-profile.py` wrote (its STEPS_FILE, one instruction a line) and the
 # hypervisor's debug information (DWARF's inlined-call records, through binutils'
 # addr2line), and for each instruction that ran in FUNCTION counts the chain of calls,
-# DEPTH deep, that led from FUNCTION's own code to it ("(itself)" for FUNCTION's own lines).
+# DEPTH deep, that led from FUNCTION's own code to it ("(itself)" for FUNCTION's own lines,
+# a call of a function that was not inlined among them: its instructions count for it).
 #
 #   STEPS_FILE=/tmp/exit.steps gdb -batch -x tools/exit-profile.py target/bare/x86_64-unknown-linux-gnu/release/traplab-hv
 #   tools/steps-by-call.py target/bare/x86_64-unknown-linux-gnu/release/traplab-hv /tmp/exit.steps apply::apply 2

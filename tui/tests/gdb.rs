@@ -68,8 +68,12 @@ impl Lab {
         let mut line = String::new();
         while attach.is_none() && stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
             if let Some(rest) = line.trim().strip_prefix("gdb -q ") {
+                // The first such line is the one: no other comes while the guest waits.
                 let elf = rest.split_whitespace().next().map(PathBuf::from);
-                attach = elf.zip(attach_port(rest));
+                match elf.zip(attach_port(rest)) {
+                    Some(found) => attach = Some(found),
+                    None => panic!("no guest ELF and port in the gdb command line: {line}"),
+                }
             } else {
                 before.push_str(&line);
             }

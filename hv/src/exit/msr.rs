@@ -51,8 +51,9 @@ use traplab_abi::x86::{self, Cr0Flags, EferFlags};
 
 /// The EFER bits this CPU has (AMD APM vol. 2, 3.1.7): SCE, LME, LMA and NXE, as its CPUID
 /// offers them (8000_0001 EDX: SYSCALL, LM, NX). SVME is hidden (no SVM in its CPUID);
-/// LMSLE, FFXSR, TCE and Automatic IBRS are not offered (`cpuid.rs` hides those a host CPU
-/// under KVM has). A write that sets another bit is #GP(0).
+/// LMSLE, FFXSR, TCE, MCOMMIT, Upper Address Ignore and Automatic IBRS are not offered
+/// (`cpuid.rs` hides the CPUID bits of those a host CPU under KVM has). A write that sets
+/// another bit is #GP(0).
 pub(super) const EFER_BITS: EferFlags = EferFlags::SYSTEM_CALL_EXTENSIONS
     .union(EferFlags::LONG_MODE_ENABLE)
     .union(EferFlags::LONG_MODE_ACTIVE)
