@@ -109,18 +109,57 @@ struct SharedRam {
 
 /// A new name for one of a run's temporary files, `traplab-PID-N.EXTENSION`: in
 /// /dev/shm (memory) when there is one, else the system's temporary folder.
+///
+/// A run removes its files, but one that was killed (SIGKILL, as a test or a timeout does)
+/// could not, and its PID is given to another process later (Linux reuses them, from 32,768
+/// by default): a new run with that PID found its name taken ("File exists") and could not
+/// start. So the first name a process asks for sweeps the folder of the files of runs that
+/// no longer run ([`remove_left_behind`]), and a file still there by the new name, which
+/// can only be such a run's, goes too.
 fn temporary_path(extension: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    dir.join(format!(
+    SWEPT.call_once(|| remove_left_behind(&dir));
+    let path = dir.join(format!(
         "traplab-{}-{}.{extension}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
+    ));
+    // Ours by its name, which no live process but this one has: a dead run's.
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Remove from `dir` the temporary files (`traplab-PID-N.…`) of runs whose process is gone
+/// (no `/proc/PID`): a killed run's RAM file held up to its RAM size of memory in /dev/shm.
+/// Files that are not traplab's, or that cannot be removed (another user's), stay.
+fn remove_left_behind(dir: &std::path::Path) {
+    // Without /proc no process could be told alive: nothing is removed.
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("traplab-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 impl SharedRam {
@@ -681,4 +720,28 @@ pub fn collect_observed(
         faults: check.finish(),
         finish,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed run's files go (its PID runs no more: PIDs stop below 2^22 on Linux); a
+    /// live process's stay, and so do files that are not a run's.
+    #[test]
+    fn the_files_of_runs_that_are_gone_are_removed_and_no_others() {
+        let dir = std::env::temp_dir().join(format!("traplab-sweep-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let gone = dir.join("traplab-4194305-0.ram");
+        let live = dir.join(format!("traplab-{}-7.disk", std::process::id()));
+        let other = dir.join("traplab-notes-4194305.txt");
+        for path in [&gone, &live, &other] {
+            std::fs::write(path, b"").expect("writable");
+        }
+        remove_left_behind(&dir);
+        assert!(!gone.exists(), "a dead run's RAM file");
+        assert!(live.exists(), "this process's file");
+        assert!(other.exists(), "not a run's file");
+        std::fs::remove_dir_all(&dir).expect("removable");
+    }
 }
