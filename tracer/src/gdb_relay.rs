@@ -48,6 +48,8 @@ struct Shared {
     /// The hypervisor's bytes that came while no gdb was connected, kept only to see the
     /// answer to a `D` the relay sent.
     unheard: Mutex<Vec<u8>>,
+    /// QEMU has connected and its bytes are being passed on, up to the end of its side.
+    forwarding: AtomicBool,
 }
 
 impl GdbRelay {
@@ -65,6 +67,7 @@ impl GdbRelay {
             gdb: Mutex::new(None),
             over: AtomicBool::new(false),
             unheard: Mutex::new(Vec::new()),
+            forwarding: AtomicBool::new(false),
         });
         let relay_shared = Arc::clone(&shared);
         std::thread::spawn(move || relay(&for_gdb, &for_qemu, &relay_shared));
@@ -87,10 +90,22 @@ impl GdbRelay {
 }
 
 impl Drop for GdbRelay {
+    /// The session is over, and QEMU with it: what the hypervisor said last (a `W00`, the
+    /// end of the guest gdb debugs) is passed on to gdb before its connection is closed.
+    /// Closed at once, a gdb on a loaded machine saw "Remote connection closed" instead of
+    /// the guest's exit, the forwarding thread not having run yet.
     fn drop(&mut self) {
+        let deadline = Instant::now() + LAST_WORDS_WITHIN;
+        while self.shared.forwarding.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
         self.shared.end();
     }
 }
+
+/// How long the end of a session waits for the hypervisor's last bytes to reach gdb (QEMU
+/// has ended: its side of the line gives them and then closes, at once but for the load).
+const LAST_WORDS_WITHIN: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// Stop relaying: the gdb connected now sees its connection close, as when QEMU ended.
@@ -138,6 +153,7 @@ fn relay(for_gdb: &TcpListener, for_qemu: &TcpListener, shared: &Arc<Shared>) {
         return;
     };
     let forward_shared = Arc::clone(shared);
+    shared.forwarding.store(true, Ordering::Release);
     std::thread::spawn(move || from_the_hypervisor(from_qemu, &forward_shared));
     while let Some(gdb) = next_connection(for_gdb, shared) {
         let Ok(gdb_reader) = gdb.try_clone() else {
@@ -206,6 +222,7 @@ fn from_the_hypervisor(mut from_qemu: TcpStream, shared: &Shared) {
         }
     }
     shared.end();
+    shared.forwarding.store(false, Ordering::Release);
 }
 
 /// After the relay's `D`: wait (bounded) for the hypervisor's `OK`, so that the next gdb
@@ -315,6 +332,32 @@ mod tests {
         let mut answer = [0u8; 7];
         gdb.read_exact(&mut answer).expect("gdb reads");
         assert_eq!(&answer, b"+$OK#9a");
+    }
+
+    /// The session ends (the relay is dropped) right after QEMU said its last and closed:
+    /// gdb still gets those last bytes (the guest's exit, `W00`) before its connection ends.
+    #[test]
+    fn the_hypervisor_s_last_words_reach_gdb_when_the_session_ends() {
+        let relay = GdbRelay::listen(0).expect("loopback ports");
+        let mut qemu =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, relay.qemu_port())).expect("QEMU's side");
+        let mut gdb =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, relay.gdb_port())).expect("gdb's side");
+        gdb.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("a bound");
+        // Until the relay has taken this gdb (bytes before that are not gdb's to see).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lock(&relay.shared.gdb).is_none() {
+            assert!(Instant::now() < deadline, "the relay never took gdb");
+            std::thread::sleep(POLL);
+        }
+        qemu.write_all(b"$W00#b7")
+            .expect("the hypervisor's last packet");
+        drop(qemu);
+        drop(relay);
+        let mut heard = Vec::new();
+        gdb.read_to_end(&mut heard).expect("gdb reads to the end");
+        assert_eq!(heard, b"$W00#b7");
     }
 
     #[test]
