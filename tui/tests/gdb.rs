@@ -16,8 +16,10 @@ struct Lab {
     child: Child,
     port: u16,
     elf: PathBuf,
-    /// The trace traplab prints, read as it comes (a full pipe would stall the lab).
-    trace: Option<std::thread::JoinHandle<String>>,
+    /// The trace traplab prints, read as it comes (a full pipe would stall the lab): what
+    /// has come so far, and the reader, which ends with the trace.
+    trace_so_far: std::sync::Arc<std::sync::Mutex<String>>,
+    trace: Option<std::thread::JoinHandle<()>>,
 }
 
 /// gdb's loop that steps (at most 2,000 instructions, after `set $steps = 0` and `set
@@ -85,17 +87,38 @@ impl Lab {
             panic!("traplab gdb printed no gdb command line; its stderr:\n{before}");
         };
         assert!(elf.is_file(), "{} is the guest ELF", elf.display());
-        let mut stdout = child.stdout.take().expect("stdout");
+        let stdout = child.stdout.take().expect("stdout");
+        let trace_so_far = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let so_far = std::sync::Arc::clone(&trace_so_far);
         let trace = std::thread::spawn(move || {
-            let mut trace = String::new();
-            let _ = stdout.read_to_string(&mut trace);
-            trace
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut so_far = so_far.lock().expect("the trace");
+                so_far.push_str(&line);
+                so_far.push('\n');
+            }
         });
         Lab {
             child,
             port,
             elf,
+            trace_so_far,
             trace: Some(trace),
+        }
+    }
+
+    /// Wait (a minute at most) until the trace printed so far shows what `wanted` looks for.
+    fn wait_for_trace(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let so_far = self.trace_so_far.lock().expect("the trace").clone();
+            if wanted(&so_far) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; the trace so far:\n{so_far}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -122,12 +145,12 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                let trace = self
-                    .trace
+                self.trace
                     .take()
                     .expect("the trace reader")
                     .join()
                     .expect("the trace");
+                let trace = self.trace_so_far.lock().expect("the trace").clone();
                 return (status.code().unwrap_or(-1), trace);
             }
             if Instant::now() > deadline {
@@ -1097,9 +1120,12 @@ fn ctrl_c_stops_a_guest_halted_until_a_distant_timer() {
         true
     });
     assert_eq!(removed, "OK");
-    // Into the HLT: the hypervisor idles until the timer.
+    // Into the HLT: the hypervisor idles until the timer. The Ctrl-C waits until the trace
+    // shows the guest there: sent at once, it was taken at an exit on the way (a tick of the
+    // hypervisor's timer, on a loaded machine), before the HLT.
     socket.write_all(&packet("c")).expect("continue");
     read_until(&mut socket, "+");
+    lab.wait_for_trace("the guest's HLT", |trace| trace.contains(" HLT at "));
     socket.write_all(b"\x03").expect("Ctrl-C");
     // S02: stopped by SIGINT.
     read_until_within(&mut socket, "$S02", Duration::from_secs(60));
