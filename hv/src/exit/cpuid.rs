@@ -398,6 +398,15 @@ mod tests {
         [0, 3, 1, 2].map(|number| test.gpr(number) as u32)
     }
 
+    /// CPUID of `feature`'s leaf on a CPU that has the feature: whether the guest sees it.
+    fn seen(feature: &FeatureWithAnEnable) -> (Test, Run, bool) {
+        let mut with_it = [0; 4];
+        with_it[feature.register] = 1 << feature.bit;
+        let (test, run) = cpuid_of(feature.leaf, 0, with_it);
+        let shown = answer(&test)[feature.register] & 1 << feature.bit != 0;
+        (test, run, shown)
+    }
+
     /// The CPU the guest sees is one it can use: for every feature of the table, on a CPU that
     /// has them all, the guest sees it exactly when the hypervisor lets it set the feature's
     /// CR4 bit, and a MOV to CR4 (with `intercept-cr`, `cr.rs`) setting that bit is refused
@@ -409,11 +418,8 @@ mod tests {
             let Enable::Cr4(bit) = feature.enable else {
                 continue;
             };
-            let mut everything = [0; 4];
-            everything[feature.register] = 1 << feature.bit;
-            let (test, run) = cpuid_of(feature.leaf, 0, everything);
+            let (test, run, shown) = seen(feature);
             let allowed = super::super::cr::cr4_supported(&test.guest()) & 1 << bit != 0;
-            let shown = answer(&test)[feature.register] & 1 << feature.bit != 0;
             assert_eq!(shown, allowed, "{}", feature.name);
             let what = run.emulate().what.clone();
             assert_eq!(what.contains(feature.name), !allowed, "{what}");
@@ -437,11 +443,8 @@ mod tests {
             let Enable::Efer(bit) = feature.enable else {
                 continue;
             };
-            let mut everything = [0; 4];
-            everything[feature.register] = 1 << feature.bit;
-            let (test, _) = cpuid_of(feature.leaf, 0, everything);
+            let (_, _, shown) = seen(feature);
             let allowed = super::super::msr::EFER_BITS.bits() & 1 << bit != 0;
-            let shown = answer(&test)[feature.register] & 1 << feature.bit != 0;
             assert_eq!(shown, allowed, "{}", feature.name);
             // WRMSR EFER (0xc000_0080): as it is (taken: the test's own check), then with the
             // bit set.
