@@ -114,8 +114,7 @@ struct SharedRam {
 /// could not, and its PID is given to another process later (Linux reuses them, from 32,768
 /// by default): a new run with that PID found its name taken ("File exists") and could not
 /// start. So the first name a process asks for sweeps the folder of the files of runs that
-/// no longer run ([`remove_left_behind`]), and a file still there by the new name, which
-/// can only be such a run's, goes too.
+/// no longer run, its own PID's among them ([`remove_left_behind`]).
 fn temporary_path(extension: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SWEPT: std::sync::Once = std::sync::Once::new();
@@ -125,19 +124,18 @@ fn temporary_path(extension: &str) -> PathBuf {
         std::env::temp_dir()
     };
     SWEPT.call_once(|| remove_left_behind(&dir));
-    let path = dir.join(format!(
+    dir.join(format!(
         "traplab-{}-{}.{extension}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    // Ours by its name, which no live process but this one has: a dead run's.
-    let _ = std::fs::remove_file(&path);
-    path
+    ))
 }
 
 /// Remove from `dir` the temporary files (`traplab-PID-N.…`) of runs whose process is gone
-/// (no `/proc/PID`): a killed run's RAM file held up to its RAM size of memory in /dev/shm.
-/// Files that are not traplab's, or that cannot be removed (another user's), stay.
+/// (no `/proc/PID`), and those named by this process's PID: called before this process made
+/// any, they are a dead run's that had its PID. A killed run's RAM file held up to its RAM
+/// size of memory in /dev/shm, and its name blocked the next run with its PID. Files that
+/// are not traplab's, or that cannot be removed (another user's), stay.
 fn remove_left_behind(dir: &std::path::Path) {
     // Without /proc no process could be told alive: nothing is removed.
     if !std::path::Path::new("/proc/self").exists() {
@@ -156,7 +154,8 @@ fn remove_left_behind(dir: &std::path::Path) {
         else {
             continue;
         };
-        if !std::path::Path::new("/proc").join(pid.to_string()).exists() {
+        let gone = !std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if gone || pid == std::process::id() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -726,21 +725,24 @@ pub fn collect_observed(
 mod tests {
     use super::*;
 
-    /// A killed run's files go (its PID runs no more: PIDs stop below 2^22 on Linux); a
-    /// live process's stay, and so do files that are not a run's.
+    /// A killed run's files go (its PID runs no more: PIDs stop below 2^22 on Linux), and so
+    /// do those by this process's PID (a dead run's, made before it had this PID); a live
+    /// process's stay (PID 1's), and so do files that are not a run's.
     #[test]
     fn the_files_of_runs_that_are_gone_are_removed_and_no_others() {
         let dir = std::env::temp_dir().join(format!("traplab-sweep-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary folder");
         let gone = dir.join("traplab-4194305-0.ram");
-        let live = dir.join(format!("traplab-{}-7.disk", std::process::id()));
+        let same_pid = dir.join(format!("traplab-{}-0.ram", std::process::id()));
+        let live = dir.join("traplab-1-7.disk");
         let other = dir.join("traplab-notes-4194305.txt");
-        for path in [&gone, &live, &other] {
+        for path in [&gone, &same_pid, &live, &other] {
             std::fs::write(path, b"").expect("writable");
         }
         remove_left_behind(&dir);
         assert!(!gone.exists(), "a dead run's RAM file");
-        assert!(live.exists(), "this process's file");
+        assert!(!same_pid.exists(), "a dead run's, by this process's PID");
+        assert!(live.exists(), "a live process's file");
         assert!(other.exists(), "not a run's file");
         std::fs::remove_dir_all(&dir).expect("removable");
     }

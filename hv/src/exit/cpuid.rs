@@ -106,18 +106,14 @@ fn hide_features_without_their_enable(
 ) -> Option<String> {
     let mut hidden = Vec::new();
     for feature in FEATURES_WITH_AN_ENABLE.iter().filter(|f| f.leaf == leaf) {
-        let allowed = match feature.enable {
-            Enable::Cr4(bit) => cr4 & (1 << bit) != 0,
-            Enable::Efer(bit) => efer & (1 << bit) != 0,
+        let (register, bit, allowed) = match feature.enable {
+            Enable::Cr4(bit) => ("CR4", bit, cr4),
+            Enable::Efer(bit) => ("EFER", bit, efer),
         };
         let mask = 1 << feature.bit;
-        if !allowed && answer[feature.register] & mask != 0 {
+        if allowed & 1 << bit == 0 && answer[feature.register] & mask != 0 {
             answer[feature.register] &= !mask;
-            let enable = match feature.enable {
-                Enable::Cr4(bit) => format!("CR4 bit {bit}"),
-                Enable::Efer(bit) => format!("EFER bit {bit}"),
-            };
-            hidden.push(format!("{} ({enable})", feature.name));
+            hidden.push(format!("{} ({register} bit {bit})", feature.name));
         }
     }
     (!hidden.is_empty()).then(|| hidden.join(", "))
