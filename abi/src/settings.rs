@@ -4,6 +4,9 @@
 //! Some intercepts would flood every trace — a guest's CLTS, its every RDTSC — so the
 //! hypervisor only takes them for the labs that are about them.
 
+#[cfg(any(feature = "events", test))]
+use alloc::{format, string::String, vec::Vec};
+
 /// `(name, what it does)`, every setting there is.
 pub const SETTINGS: [(&str, &str); 9] = [
     (
@@ -39,12 +42,54 @@ pub const SETTINGS: [(&str, &str); 9] = [
         "give the domains QEMU's pc-testdev (`-device pc-testdev`, which kvm-unit-tests use): a data register at port 0xe0, \"flush page\" at 0xe4, one interrupt line per IO-APIC pin at 0x2000–0x2017, 64 KiB of memory at 0xff000000",
     ),
     (
-        "bench-bare",
-        "answer CPUID in the run loop itself with the real CPU's answer, before anything else: no instruction fetch or decode, no trace, gdb or control (`traplab bench`'s baseline world switch; not for labs)",
+        BENCH_BARE,
+        "answer CPUID in the run loop itself with the real CPU's answer, before anything else: no instruction fetch or decode, no trace, gdb or control (`traplab bench`'s baseline world switch, with the trace off; not for labs, nor for `--setting`: the hypervisor refuses it with a trace, which would miss those CPUIDs)",
     ),
 ];
+
+/// `traplab bench`'s baseline (`hv/src/bench_bare.rs`): only with the trace off.
+pub const BENCH_BARE: &str = "bench-bare";
 
 /// Is `name` a setting?
 pub fn is_known(name: &str) -> bool {
     SETTINGS.iter().any(|(known, _)| *known == name)
+}
+
+/// Why `name` cannot be a setting of a lab or of a traced run (`--setting`): it is none, or
+/// it is [`BENCH_BARE`], whose CPUIDs a trace would never see (the hypervisor refuses it
+/// with a trace). `None`: it can be.
+#[cfg(any(feature = "events", test))]
+pub fn refused(name: &str) -> Option<String> {
+    if !is_known(name) {
+        let known: Vec<&str> = SETTINGS.iter().map(|(known, _)| *known).collect();
+        return Some(format!(
+            "there is no setting \"{name}\"; the settings are: {}",
+            known.join(", ")
+        ));
+    }
+    (name == BENCH_BARE).then(|| {
+        format!(
+            "the setting \"{name}\" is `traplab bench`'s baseline: it answers CPUID without recording it, so a trace would miss those traps (`traplab bench` runs it with the trace off)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_or_a_trace_may_have_every_setting_but_the_bench_s_baseline() {
+        for (name, _) in SETTINGS {
+            assert_eq!(refused(name).is_some(), name == BENCH_BARE, "{name}");
+        }
+        let baseline = refused(BENCH_BARE).unwrap_or_default();
+        assert!(baseline.contains("without recording it"), "{baseline}");
+        let unknown = refused("intercept-everything").unwrap_or_default();
+        assert!(
+            unknown.contains("no setting \"intercept-everything\"")
+                && unknown.contains("lazy-memory"),
+            "{unknown}"
+        );
+    }
 }

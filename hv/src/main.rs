@@ -95,6 +95,14 @@ extern "C" fn hv_main(start_info: u64) -> ! {
         _ => traplab_abi::ring::DATA_SIZE / 1024,
     };
     start_trace(mode, ring_kib);
+    if settings::get().bench_bare && mode != trace::Transport::Off {
+        // Its CPUIDs would be answered in the run loop and never recorded: a trace that hides
+        // traps (`bench_bare.rs`). Refused, as an unknown setting is.
+        stop(
+            HvStatus::BadConfig,
+            "the setting bench-bare answers CPUID without recording it: it runs only with the trace off (traplab bench's baseline)",
+        )
+    }
     match fw_cfg.read_text("opt/traplab/control") {
         Ok(Some(text)) if text == "run" => control::enable(false),
         Ok(Some(text)) if text == "pause" => control::enable(true),

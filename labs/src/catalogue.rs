@@ -234,8 +234,8 @@ pub fn all() -> Result<Vec<Lab>, CatalogueError> {
             if format!("{}.toml", lab.id) != *file {
                 return Err(CatalogueError { file: file.to_string(), message: format!("id \"{}\" does not match the file name", lab.id) });
             }
-            if let Some(unknown) = lab.settings.iter().find(|name| !traplab_abi::settings::is_known(name)) {
-                return Err(CatalogueError { file: file.to_string(), message: format!("unknown setting \"{unknown}\"") });
+            if let Some(refused) = lab.settings.iter().find_map(|name| traplab_abi::settings::refused(name)) {
+                return Err(CatalogueError { file: file.to_string(), message: refused });
             }
             if lab.guests.is_empty() {
                 return Err(CatalogueError { file: file.to_string(), message: "a lab runs at least one guest (d1)".into() });

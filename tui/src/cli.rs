@@ -227,6 +227,7 @@ pub struct TraceArgs {
     pub yes: bool,
     /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`;
     /// the settings are listed in abi/src/settings.rs. A lab's own settings stay on.
+    /// (Not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs.)
     #[arg(long = "setting", value_name = "NAME")]
     pub settings: Vec<String>,
     /// Pass ARG to QEMU as it is (repeat for several), e.g. `--qemu-arg=-s` to debug the

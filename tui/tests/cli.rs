@@ -326,6 +326,52 @@ fn unknown_labs_and_guests_are_usage_errors() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// The bench's baseline answers CPUID in the run loop without recording it: a trace run with
+/// it would say "none lost" over thousands of traps it never saw. traplab refuses it as a
+/// `--setting` (a usage error), and the hypervisor refuses it with a trace whoever passes it
+/// (here straight through QEMU's fw_cfg), as it refuses an unknown setting.
+#[test]
+fn the_bench_s_baseline_is_refused_with_a_trace() {
+    let output = run(&["trace", "--guest", "cpuid-loop", "--setting", "bench-bare"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("without recording it, so a trace would miss those traps"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing ran");
+
+    let output = run(&[
+        "trace",
+        "--guest",
+        "cpuid-loop",
+        "--json",
+        "--qemu-arg=-fw_cfg",
+        "--qemu-arg=name=opt/traplab/settings,string=bench-bare",
+    ]);
+    assert_eq!(output.status.code(), Some(125));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let events: Vec<_> = stdout.lines().map(json::from_line).collect();
+    assert!(
+        events.iter().all(|event| !matches!(
+            event,
+            Ok(event) if matches!(event.body, Body::Exit(_))
+        )),
+        "no guest ran: {stdout}"
+    );
+    let Some(Ok(last)) = events.last() else {
+        panic!("no events: {stdout}")
+    };
+    let Body::End(end) = &last.body else {
+        panic!("the last event is end: {stdout}")
+    };
+    assert!(
+        end.reason.contains("runs only with the trace off"),
+        "{}",
+        end.reason
+    );
+}
+
 #[test]
 fn gdb_for_a_domain_the_lab_does_not_have_is_a_usage_error() {
     let output = run(&["gdb", "hello", "--domain", "3"]);

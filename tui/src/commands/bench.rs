@@ -157,7 +157,7 @@ const CONFIGS: [Config; 3] = [
     Config {
         name: "bare world switch (baseline)",
         key: "bare",
-        setting: Some("bench-bare"),
+        setting: Some(traplab_abi::settings::BENCH_BARE),
         trace: TraceMode::Off,
     },
     Config {

@@ -165,15 +165,8 @@ pub fn machine(
         }
     };
     for setting in settings {
-        if !traplab_abi::settings::is_known(setting) {
-            let known: Vec<&str> = traplab_abi::settings::SETTINGS
-                .iter()
-                .map(|(name, _)| *name)
-                .collect();
-            return Err(format!(
-                "there is no setting \"{setting}\"; the settings are: {}",
-                known.join(", ")
-            ));
+        if let Some(refused) = traplab_abi::settings::refused(setting) {
+            return Err(refused);
         }
         if !machine.settings.contains(setting) {
             machine.settings.push(setting.clone());
