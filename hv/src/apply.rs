@@ -1593,7 +1593,7 @@ mod tests {
     use super::*;
     use crate::decide;
     use crate::decision::Words;
-    use crate::testing::{ENTRY, Test, UNMAPPED, VecMemory};
+    use crate::testing::{ENTRY, Test, UD0, UNMAPPED, VecMemory};
     use crate::vmcb::v_intr;
     use traplab_abi::boot::GUEST_RAM_SIZE;
     use traplab_abi::event::{Argument, Registers, ReturnPath, Text};
@@ -2012,7 +2012,7 @@ mod tests {
         // flight. Past IN_FLIGHT_MAX the oldest goes, and the trace says which.
         let mut test = Test::long_mode();
         test.gate(6, HANDLER);
-        test.code(&[0x0f, 0x0b]);
+        test.code(&UD0);
         test.domain.vcpu.in_flight.push(InFlight {
             vector: 14,
             kind: EventType::Exception,
@@ -2056,7 +2056,7 @@ mod tests {
                 kind: EventType::Software,
             });
         }
-        test.code(&[0x0f, 0x0b]);
+        test.code(&UD0);
         let run = test.run(test.exit(ExitReason::Exception {
             vector: 6,
             error_code: 0,

@@ -1079,7 +1079,7 @@ mod tests {
         }
         // Applied: the VMCB's RFLAGS at VMRUN, which the CPU pushes, has RF.
         let mut test = Test::long_mode();
-        test.code(&[0x0f, 0x0b]);
+        test.code(&testing::UD0);
         test.gate(6, HANDLER);
         test.domain.vcpu.vmcb.save.rflags = 0x2;
         let ud = ExitReason::Exception {

@@ -329,6 +329,11 @@ impl Machine for FakeMachine {
 
 /// The hypercall instruction (`0f 01 d9`).
 pub const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+/// UD0 (`0f ff`): an instruction that raises #UD, for a test about any #UD. Not UD2 (`0f 0b`):
+/// the invalid-opcode lab's exercise makes the hypervisor skip UD2 itself, and a test that
+/// needs a #UD must hold with that exercise solved too (`labs/tests/exercises.rs` runs these
+/// tests with each solution applied).
+pub const UD0: [u8; 2] = [0x0f, 0xff];
 
 /// Where a test guest's code starts (the boot protocol's image base).
 pub const ENTRY: u64 = boot::IMAGE_BASE;

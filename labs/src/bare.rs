@@ -73,10 +73,8 @@ pub fn target_dir(root: &Path) -> PathBuf {
 /// cargo says nothing about what it builds, and its warnings and errors are kept for the
 /// error (a progress line is on stderr meanwhile: they would land in the middle of it).
 pub fn build(workspace: &Path, target_dir: &Path, quiet: bool) -> Result<(), BuildError> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(&cargo);
+    let mut command = cargo(workspace);
     command
-        .current_dir(workspace)
         .args(["build", "--release", "--locked", "--bins", "--target-dir"])
         .arg(target_dir)
         .stdout(Stdio::from(std::io::stderr()));
@@ -84,20 +82,6 @@ pub fn build(workspace: &Path, target_dir: &Path, quiet: bool) -> Result<(), Bui
         command.arg("--quiet").stderr(Stdio::piped());
     } else {
         command.stderr(Stdio::inherit());
-    }
-    for variable in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        command.env_remove(variable);
-    }
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("CARGO_PROFILE_") || variable.starts_with("CARGO_CFG_") {
-            command.env_remove(variable);
-        }
     }
     // With `quiet`, stderr is a pipe that `output` reads to its end; else it is ours.
     let output = command.output().map_err(|error| BuildError::CannotRun {
@@ -112,6 +96,30 @@ pub fn build(workspace: &Path, target_dir: &Path, quiet: bool) -> Result<(), Bui
         });
     }
     Ok(())
+}
+
+/// A nested cargo, run in `dir`, without what an outer cargo puts in the environment of its
+/// build scripts and tests (the module's text): its flags, target and profile are not the
+/// nested build's.
+pub fn cargo(dir: &Path) -> Command {
+    let program = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(program);
+    command.current_dir(dir);
+    for variable in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        command.env_remove(variable);
+    }
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("CARGO_PROFILE_") || variable.starts_with("CARGO_CFG_") {
+            command.env_remove(variable);
+        }
+    }
+    command
 }
 
 /// Build every bare-metal workspace of the tree at `root` into its target directory.

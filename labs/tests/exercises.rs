@@ -4,27 +4,33 @@
 //!   `traplab check <lab> --exercise N` (so there is something to do), while it passes the
 //!   lab's own flow (`flows.rs`);
 //! - with the reference solution applied (`labs/solutions/<lab>/<N>.patch`, a git diff
-//!   against this repository), it **does** pass.
+//!   against this repository), it **does** pass; and when it changes the hypervisor or the
+//!   ABI, the hypervisor's unit tests still pass with it (a student who solved an exercise
+//!   runs `cargo test` too).
 //!
 //! A solution is applied to a copy of the source trees the bare-metal build needs (`abi/`,
-//! `hv/`, `guests/` and the workspace manifest) and the lab files (`labs/files/`: a Linux
-//! lab's `/init`) in `target/exercises/tree`, and built into
-//! `target/exercises/target`. Both persist between runs, and the copy is refreshed file by
-//! file (only files whose content differs are rewritten), so cargo rebuilds only what a
-//! patch touched: under a second for a guest, about ten seconds for the hypervisor here.
-//! All 44 exercises take about four minutes (a cold `target/exercises` adds a minute).
+//! `hv/`, `guests/`) and the lab files (`labs/files/`: a Linux lab's `/init`) in
+//! `target/exercises/tree`, with a workspace manifest of its own, and built into
+//! `target/exercises/target` (the hypervisor's unit tests into `target/exercises/host`).
+//! They persist between runs, and the copy is refreshed file by file (only files whose
+//! content differs are rewritten), so cargo rebuilds only what a patch touched: under a
+//! second for a guest, about ten seconds for the hypervisor here, and about as much for
+//! its unit tests. All 44 exercises take about eight minutes (a cold `target/exercises`
+//! adds two).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use traplab_labs::grade::{Problem, grade};
 use traplab_labs::{Exercise, Lab};
 
-/// The source trees a solution may touch: what the bare-metal build reads, and the files a
-/// lab's guest is given (an initrd, a Linux lab's `/init`).
+/// The source trees a solution may touch, and what the copy holds: what the bare-metal build
+/// reads, and the files a lab's guest is given (an initrd, a Linux lab's `/init`). (Beside
+/// them, the copy's own workspace manifest: [`write_workspace`].)
 const TREES: [&str; 4] = ["abi", "hv", "guests", "labs/files"];
 
-/// What the copy holds: the workspace manifest and those trees.
-const SOURCES: [&str; 5] = ["Cargo.toml", "abi", "hv", "guests", "labs/files"];
+/// The crates of the host workspace that [`TREES`] hold: the ABI and the hypervisor's library,
+/// whose unit tests run on a solved copy too.
+const HOST_CRATES: [&str; 2] = ["abi", "hv/host"];
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,7 +71,7 @@ fn rebuild_cost(files: &[String]) -> u8 {
 }
 
 fn source_files(root: &Path) -> Vec<PathBuf> {
-    traplab_labs::tree::files(root, &SOURCES)
+    traplab_labs::tree::files(root, &TREES)
 }
 
 #[test]
@@ -142,8 +148,65 @@ fn every_lab_has_an_exercise_with_its_markers_and_a_solution() {
 
 /// Make `tree` hold the repository's source files (`traplab_labs::tree::mirror`).
 fn refresh(repository: &Path, tree: &Path) {
-    traplab_labs::tree::mirror(repository, tree, &SOURCES)
+    traplab_labs::tree::mirror(repository, tree, &TREES)
         .unwrap_or_else(|error| panic!("copying the sources to {}: {error}", tree.display()));
+    write_workspace(repository, tree);
+}
+
+/// The copy's workspace manifest and lockfile: the repository's, with only [`HOST_CRATES`]
+/// as members (the copy holds no other: cargo refuses a workspace whose members are missing),
+/// so that the hypervisor's unit tests run in the copy as they do here. Written only when
+/// they differ from what is there (cargo prunes the lockfile to those members: it is written
+/// back each time, which costs no rebuild).
+fn write_workspace(repository: &Path, tree: &Path) {
+    let text = std::fs::read_to_string(repository.join("Cargo.toml")).expect("Cargo.toml");
+    let mut manifest: toml::Table = toml::from_str(&text).expect("Cargo.toml parses");
+    let members = toml::Value::from(HOST_CRATES.to_vec());
+    let workspace = manifest
+        .get_mut("workspace")
+        .and_then(toml::Value::as_table_mut)
+        .expect("Cargo.toml has [workspace]");
+    workspace.insert("members".into(), members.clone());
+    workspace.insert("default-members".into(), members);
+    let manifest = toml::to_string(&manifest).expect("a manifest serializes");
+    let lockfile = std::fs::read(repository.join("Cargo.lock")).expect("Cargo.lock");
+    for (name, content) in [
+        ("Cargo.toml", manifest.into_bytes()),
+        ("Cargo.lock", lockfile),
+    ] {
+        let path = tree.join(name);
+        if std::fs::read(&path).ok() != Some(content.clone()) {
+            std::fs::write(&path, content)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        }
+    }
+}
+
+/// A solution that changes the hypervisor or the ABI must keep the hypervisor's unit tests
+/// green: a student who solved the exercise runs `cargo test` too, and a test that holds
+/// only at the starting point (a UD2 that must be reflected, a #AC raised at CPL 0) would
+/// fail them. `cargo test -p traplab-hv` in the solved copy, into `target_dir`; its time.
+fn hypervisor_tests_pass(tree: &Path, target_dir: &Path, marker: &str) -> std::time::Duration {
+    let clock = Instant::now();
+    let output = traplab_labs::bare::cargo(tree)
+        .args(["test", "--offline", "-p", "traplab-hv", "--target-dir"])
+        .arg(target_dir)
+        .output()
+        .unwrap_or_else(|error| panic!("{marker}: cannot run cargo: {error}"));
+    if !output.status.success() {
+        let failures: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.ends_with("FAILED") || line.starts_with("test result"))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "{marker}: with the reference solution applied, the hypervisor's unit tests fail ({}):\n{}\n{}",
+            tree.display(),
+            failures.join("\n"),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    clock.elapsed()
 }
 
 #[test]
@@ -152,6 +215,8 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
     let repository = repository();
     let work = repository.join("target/exercises");
     let (tree, target) = (work.join("tree"), work.join("target"));
+    // The host's build of the copy (the hypervisor's unit tests), apart from the bare one.
+    let host_target = work.join("host");
     let labs = traplab_labs::all().expect("the catalogue parses");
     let mut solutions = Vec::new();
     for lab in &labs {
@@ -206,7 +271,7 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
     // the guests' runtime (every guest), then the hypervisor, then the ABI (everything).
     solutions.sort_by_key(|(cost, ..)| *cost);
     let mut proven = 0;
-    for (_, lab, exercise, start) in solutions {
+    for (cost, lab, exercise, start) in solutions {
         let marker = exercise.marker(&lab.id);
         let clock = Instant::now();
         refresh(&repository, &tree);
@@ -237,12 +302,18 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
             "{marker}: the reference solution does not pass:\n{}",
             problems.join("\n")
         );
+        let checked = clock.elapsed() - built;
+        let unit_tests = (cost >= 2).then(|| hypervisor_tests_pass(&tree, &host_target, &marker));
         eprintln!(
-            "{marker}: the start fails ({} of {} steps matched), the solution passes (built in {:.1} s, checked in {:.1} s)",
+            "{marker}: the start fails ({} of {} steps matched), the solution passes (built in {:.1} s, checked in {:.1} s{})",
             start.matched,
             start.steps,
             built.as_secs_f64(),
-            (clock.elapsed() - built).as_secs_f64()
+            checked.as_secs_f64(),
+            unit_tests.map_or(String::new(), |took| format!(
+                ", the hypervisor's unit tests pass with it in {:.1} s",
+                took.as_secs_f64()
+            ))
         );
         proven += 1;
     }
