@@ -695,6 +695,9 @@ impl Step<'_, '_> {
             }
             Effect::PinPageTables(tables) => self.domain.pv.pin(*tables),
             Effect::PinContinuation(None) => self.domain.pv.pinning = None,
+            Effect::InterceptCr0Writes => {
+                self.domain.vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
+            }
             Effect::PinContinuation(Some(step)) => {
                 let PinStep {
                     fresh,

@@ -129,6 +129,10 @@ pub enum Effect {
     /// A `pin_page_table` goes on at its VMMCALL's next run: this exit's piece of the walk,
     /// kept with the rest (`domain/page_tables.rs`); `None`: no pin is under way any more.
     PinContinuation(Option<Box<PinStep>>),
+    /// From now on, a CR0 write that changes more than TS and MP exits (the selective CR0
+    /// intercept, AMD APM vol. 2, 15.9.2): the domain pins page tables, which a kernel at
+    /// CPL 0 writes unchecked once CR0.WP is clear, so `exit/cr.rs` keeps WP set.
+    InterceptCr0Writes,
     /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
     Populate(u64),
     // ---- Paravirtual state -------------------------------------------------------------------

@@ -225,7 +225,8 @@ pub struct TraceArgs {
     /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
-    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`;
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`
+    /// (not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs).
     /// the settings are listed in abi/src/settings.rs. A lab's own settings stay on.
     /// (Not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs.)
     #[arg(long = "setting", value_name = "NAME")]
@@ -521,7 +522,8 @@ pub struct RunArgs {
     /// that spins without exiting); 0 turns it off.
     #[arg(long, value_name = "HZ", default_value_t = 10)]
     pub timer_hz: u32,
-    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`.
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`
+    /// (not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs).
     #[arg(long = "setting", value_name = "NAME")]
     pub settings: Vec<String>,
     #[command(flatten)]

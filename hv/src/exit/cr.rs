@@ -12,9 +12,15 @@
 //! | CR4      | sets a bit the emulated CPU does not have; clears PAE in long mode |
 //! | CR8      | sets a bit in 63:4 (CR8 is the 4-bit task priority, APM vol. 2, 3.1.5) |
 //!
+//! One refusal is the hypervisor's own, not the CPU's: a CR0 write that clears WP while the
+//! domain has page tables pinned (or a pin under way) gets #GP(0) too. At CPL 0 read-only
+//! pages hold only with WP set, and the pinned tables are protected by being read-only
+//! (`ptwr.rs`); Xen keeps a PV guest's CR0 its own the same way.
+//!
 //! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
 //! and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
-//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`).
+//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`), and the CR0 writes
+//! of a domain that pins page tables (`pin_page_table` turns the selective intercept on).
 //! Setting CR0.PG with EFER.LME set activates long mode, clearing it (in compatibility
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
@@ -166,6 +172,15 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
         );
     }
+    if number == 0 && clears_write_protect_over_pinned_tables(guest, value) {
+        return deliver!(
+            guest,
+            13,
+            0,
+            true,
+            "MOV CR0, {value:#x} clears WP while the domain has pinned page tables: with WP clear the kernel's own writes would change them without a fault, unchecked (`ptwr.rs`). The hypervisor keeps WP set, as Xen keeps a PV guest's CR0 (its emulation of a privileged MOV to CR0 refuses any change but TS) and Linux pins WP once it booted: #GP(0)"
+        );
+    }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     // What CR0 holds after the write: ET is read-only and stays 1, and the other reserved
     // bits of 31:0 stay clear, what the write says of them ignored (AMD APM vol. 2, 3.1.1;
@@ -220,6 +235,16 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         .with_all(flush.then_some(Effect::FlushTlb))
         .with(Effect::Rip(next))
         .describe(format!("CR{number} = {value:#x}"))
+}
+
+/// Does this CR0 write clear WP while the domain has page tables pinned, or a pin under way?
+/// A pinned table is read-only to the guest, and at CPL 0 read-only holds only with CR0.WP
+/// set (AMD APM vol. 2, 3.1.1): `pin_page_table` needs it set, and turns on the selective
+/// CR0 intercept so that such a write comes here.
+fn clears_write_protect_over_pinned_tables(guest: &Guest, value: u64) -> bool {
+    let write_protect = Cr0Flags::WRITE_PROTECT.bits();
+    let pinned = !guest.pv.pinned_tables.is_empty() || guest.pv.pinning.is_some();
+    pinned && guest.vcpu.vmcb.save.cr0 & write_protect != 0 && value & write_protect == 0
 }
 
 /// Why a CPU in long mode refuses `value` for CR3 with #GP(0), if it does: bits 63:52 are
@@ -478,6 +503,37 @@ mod tests {
         assert!(run.decision.effects.contains(&Effect::FlushTlb));
         assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0);
         assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn clearing_wp_over_pinned_page_tables_is_a_gp_and_other_cr0_writes_go_on() {
+        // With WP clear, the kernel's own stores would reach its read-only pinned tables
+        // without a fault: the hypervisor keeps WP set once tables are pinned.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        let wp = Cr0Flags::WRITE_PROTECT.bits();
+        assert_ne!(cr0 & wp, 0, "the boot state has WP set");
+        // The selective CR0 intercept's exit, which a pinning domain has on.
+        test.code(&MOV_CR0_RAX);
+        test.set_gpr(0, cr0 & !wp);
+        let run = test.run(test.exit(ExitReason::Cr0SelectiveWrite));
+        assert_general_protection(
+            &test,
+            &run,
+            "clears WP while the domain has pinned page tables",
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0, "WP stays set");
+        // Any other change to CR0 is the CPU's as before (here AM, which keeps WP).
+        let am = Cr0Flags::ALIGNMENT_MASK.bits();
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0 | am);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0 | am);
+        // A pin under way holds WP too: the tables its walk found so far must not be written.
+        let mut test = Test::long_mode();
+        test.domain.pv.pinning = Some(Default::default());
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0 & !wp);
+        assert_general_protection(&test, &run, "clears WP");
     }
 
     #[test]

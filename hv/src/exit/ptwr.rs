@@ -5,7 +5,8 @@
 //! directly, so the hypervisor must see every change to them, or a guest could map memory
 //! it does not own. The rule Xen enforces, and this hypervisor too once a domain pins its
 //! tables (`pin_page_table`): a page-table page may only be mapped read-only. So the
-//! guest's store to an entry raises a #PF (a write to a read-only page); the hypervisor,
+//! guest's store to an entry raises a #PF (a write to a read-only page: at CPL 0 only while
+//! CR0.WP is set, which a pin needs and the hypervisor then keeps, `cr.rs`); the hypervisor,
 //! which intercepts every #PF, sees that the target is a pinned table, checks the new entry,
 //! writes it and skips the store, and the guest never sees the fault. An entry is refused
 //! when it:

@@ -36,7 +36,7 @@ use alloc::vec::Vec;
 use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::{self, Event};
-use traplab_abi::x86::{self, RFlags};
+use traplab_abi::x86::{self, Cr0Flags, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -448,10 +448,24 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 /// Until then RIP stays at the VMMCALL, which runs again: a hypercall continuation, as
 /// Xen's, so that the hypervisor regains control between the pieces (its timer, the host's
 /// pause, gdb, the scheduler) however many tables the guest made.
+///
+/// A pinned table is read-only to the guest, and at CPL 0 read-only holds only while CR0.WP
+/// is set (AMD APM vol. 2, 3.1.1, CR0.WP): with WP clear, the kernel's own stores would change its
+/// tables without a fault, unchecked. So a pin needs WP set, and from the first piece of the
+/// walk on the CR0 writes that could clear it exit (`exit/cr.rs` refuses them), as Xen keeps
+/// a PV guest's CR0 its own.
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
     let pending = guest.pv.pinning.is_some();
+    if guest.vcpu.vmcb.save.cr0 & Cr0Flags::WRITE_PROTECT.bits() == 0 {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall pin_page_table({root:#x}): CR0.WP is clear, so the kernel's own writes ignore read-only pages and would change pinned tables without a fault, unchecked: nothing is pinned, EINVAL (set CR0.WP first)"
+        )
+        .with_all(pending.then_some(Effect::PinContinuation(None)));
+        return finish(decision, next, number, error::EINVAL);
+    }
     let step = match guest.pin_walk(root, rip, PIN_READS_PER_EXIT) {
         Ok(step) => step,
         Err(why) => {
@@ -475,6 +489,7 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
             "hypercall pin_page_table({root:#x}): {tables} new tables found so far, and the walk is not over: RIP stays at the VMMCALL, which runs again for the next piece (a hypercall continuation), so that no exit holds the CPU for long"
         )
         .with(Effect::PinContinuation(Some(Box::new(step))))
+        .with(Effect::InterceptCr0Writes)
         .describe(format!(
             "pin_page_table: {reads} words read, {tables} new tables so far; continues"
         ));
@@ -491,9 +506,10 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     all.leaves.extend(step.leaves);
     let decision = decide!(
         Action::Emulate,
-        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables"
+        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 writes that could clear WP exit"
     )
     .with(Effect::PinPageTables(Box::new(all)))
+    .with(Effect::InterceptCr0Writes)
     .with_all(pending.then_some(Effect::PinContinuation(None)))
     // The TLB may still hold a writable translation of a table made read-only before the
     // pin: flushed, as Xen flushes on a page's type change (`_get_page_type`).
@@ -599,8 +615,9 @@ mod tests {
     use crate::domain::vcpu::InFlight;
     use crate::testing::assert_returned;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
+    use crate::vmcb::misc1;
     use traplab_abi::exit::ExitReason;
-    use traplab_abi::x86::{Cr0Flags, pte};
+    use traplab_abi::x86::pte;
 
     const STACK: u64 = 0x7_ff00;
 
@@ -1043,6 +1060,25 @@ mod tests {
     }
 
     #[test]
+    fn pin_page_table_refuses_while_cr0_wp_is_clear() {
+        // At CPL 0 read-only pages hold only with CR0.WP set: the kernel could write its
+        // pinned tables unchecked.
+        let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
+        test.read_only_page_tables();
+        test.domain.vcpu.vmcb.save.cr0 &= !Cr0Flags::WRITE_PROTECT.bits();
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("CR0.WP is clear"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.domain.pv.pinned_tables.is_empty());
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
+    }
+
+    #[test]
     fn pin_page_table_pins_every_table_under_the_root_and_counts_the_new_ones() {
         let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, testing::PML4, 0);
         test.read_only_page_tables();
@@ -1050,6 +1086,9 @@ mod tests {
         assert_returned(&test, 4);
         assert_eq!(test.domain.pinned_level(testing::PML4), Some(4));
         assert_eq!(test.domain.pinned_level(testing::PT), Some(1));
+        // From now on a CR0 write that could clear WP exits (`cr.rs` keeps WP set).
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
         // The TLB is flushed: a writable translation of a table, cached before the guest
         // made it read-only, would let a store through unchecked.
         assert_ne!(test.domain.vcpu.vmcb.control.tlb_control, 0);
@@ -1133,6 +1172,12 @@ mod tests {
                 assert!(
                     test.domain.pv.pinned_tables.is_empty(),
                     "nothing pinned yet"
+                );
+                let intercepts = test.domain.vcpu.vmcb.control.intercept_misc1;
+                assert_ne!(
+                    intercepts & misc1::CR0_SEL_WRITE,
+                    0,
+                    "from the first piece on, a CR0 write that could clear WP exits"
                 );
                 assert!(
                     run.decision.why.contains("a hypercall continuation"),
