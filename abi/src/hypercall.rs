@@ -109,7 +109,7 @@ pub const RAISE_EVENT: u64 = 4;
 /// tables are pinned at once at the end, or none. Returns how many tables were pinned that
 /// were not pinned before; a root pinned already is refused (`EINVAL`), as Xen's
 /// `MMUEXT_PIN_L4_TABLE` refuses a page pinned already. So is a pin while CR0.WP is clear
-/// (`EINVAL`): at CPL 0 read-only holds only with WP set. From the pin on, the CR0 writes that
+/// (`EINVAL`): at CPL 0 read-only holds only with WP set. From the pin on, the MOVs to CR0 that
 /// could clear WP exit, and one that does gets #GP(0), as Xen keeps a PV guest's CR0 its own.
 pub const PIN_PAGE_TABLE: u64 = 5;
 

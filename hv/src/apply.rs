@@ -695,9 +695,6 @@ impl Step<'_, '_> {
             }
             Effect::PinPageTables(tables) => self.domain.pv.pin(*tables),
             Effect::PinContinuation(None) => self.domain.pv.pinning = None,
-            Effect::InterceptCr0Writes => {
-                self.domain.vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
-            }
             Effect::PinContinuation(Some(step)) => {
                 let PinStep {
                     fresh,
@@ -811,6 +808,7 @@ impl Step<'_, '_> {
                 vcpu.xcr0 = value;
                 self.machine.set_xcr0(value);
             }
+            Effect::InterceptCr0Writes => vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE,
             Effect::GuestWrite { address, bytes } => {
                 self.domain
                     .cpu_write_virtual(address, &bytes)

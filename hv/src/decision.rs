@@ -129,10 +129,6 @@ pub enum Effect {
     /// A `pin_page_table` goes on at its VMMCALL's next run: this exit's piece of the walk,
     /// kept with the rest (`domain/page_tables.rs`); `None`: no pin is under way any more.
     PinContinuation(Option<Box<PinStep>>),
-    /// From now on, a CR0 write that changes more than TS and MP exits (the selective CR0
-    /// intercept, AMD APM vol. 2, 15.9.2): the domain pins page tables, which a kernel at
-    /// CPL 0 writes unchecked once CR0.WP is clear, so `exit/cr.rs` keeps WP set.
-    InterceptCr0Writes,
     /// Give the unmapped RAM page at `gpa` a host frame (lazy memory).
     Populate(u64),
     // ---- Paravirtual state -------------------------------------------------------------------
@@ -184,6 +180,11 @@ pub enum Effect {
     },
     /// XSETBV on the physical CPU (the guest's XCR0 stays loaded while it runs).
     Xcr0(u64),
+    /// From now on, a MOV to CR0 that changes more than TS and MP exits, and so does every
+    /// LMSW (the selective CR0 intercept, AMD APM vol. 2, 15.9.2; QEMU's TCG takes only the
+    /// LMSWs that change a bit): the domain pins page tables, which a kernel at CPL 0 writes
+    /// unchecked once CR0.WP is clear, so `exit/cr.rs` keeps WP set.
+    InterceptCr0Writes,
     // ---- Other domains: event channels, grants, the store, the scheduler ------------------
     /// Write a hypercall's output (a port, a handle, a status) at guest-virtual `address`
     /// (the handler checked it translates).

@@ -5,13 +5,13 @@
 //!   lab's own flow (`flows.rs`);
 //! - with the reference solution applied (`labs/solutions/<lab>/<N>.patch`, a git diff
 //!   against this repository), it **does** pass; and when it changes the hypervisor or the
-//!   ABI, the hypervisor's unit tests still pass with it (a student who solved an exercise
-//!   runs `cargo test` too).
+//!   ABI, their unit tests still pass with it (a student who solved an exercise runs them
+//!   too).
 //!
 //! A solution is applied to a copy of the source trees the bare-metal build needs (`abi/`,
 //! `hv/`, `guests/`) and the lab files (`labs/files/`: a Linux lab's `/init`) in
 //! `target/exercises/tree`, with a workspace manifest of its own, and built into
-//! `target/exercises/target` (the hypervisor's unit tests into `target/exercises/host`).
+//! `target/exercises/target` (the unit tests into `target/exercises/host`).
 //! They persist between runs, and the copy is refreshed file by file (only files whose
 //! content differs are rewritten), so cargo rebuilds only what a patch touched: under a
 //! second for a guest, about ten seconds for the hypervisor here, and about as much for
@@ -29,7 +29,7 @@ use traplab_labs::{Exercise, Lab};
 const TREES: [&str; 4] = ["abi", "hv", "guests", "labs/files"];
 
 /// The crates of the host workspace that [`TREES`] hold: the ABI and the hypervisor's library,
-/// whose unit tests run on a solved copy too.
+/// whose unit tests run on a solved copy too (`unit_tests_pass`).
 const HOST_CRATES: [&str; 2] = ["abi", "hv/host"];
 
 fn repository() -> PathBuf {
@@ -182,14 +182,22 @@ fn write_workspace(repository: &Path, tree: &Path) {
     }
 }
 
-/// A solution that changes the hypervisor or the ABI must keep the hypervisor's unit tests
-/// green: a student who solved the exercise runs `cargo test` too, and a test that holds
-/// only at the starting point (a UD2 that must be reflected, a #AC raised at CPL 0) would
-/// fail them. `cargo test -p traplab-hv` in the solved copy, into `target_dir`; its time.
-fn hypervisor_tests_pass(tree: &Path, target_dir: &Path, marker: &str) -> std::time::Duration {
+/// A solution that changes the hypervisor or the ABI must keep their unit tests green: a
+/// student who solved the exercise runs them too, and a test that holds only at the
+/// starting point (a UD2 that must be reflected, a #AC raised at CPL 0) would fail them.
+/// `cargo test` of [`HOST_CRATES`] in the solved copy, into `target_dir`; its time.
+fn unit_tests_pass(tree: &Path, target_dir: &Path, marker: &str) -> std::time::Duration {
     let clock = Instant::now();
     let output = traplab_labs::bare::cargo(tree)
-        .args(["test", "--offline", "-p", "traplab-hv", "--target-dir"])
+        .args([
+            "test",
+            "--offline",
+            "-p",
+            "traplab-hv",
+            "-p",
+            "traplab-abi",
+            "--target-dir",
+        ])
         .arg(target_dir)
         .output()
         .unwrap_or_else(|error| panic!("{marker}: cannot run cargo: {error}"));
@@ -200,7 +208,7 @@ fn hypervisor_tests_pass(tree: &Path, target_dir: &Path, marker: &str) -> std::t
             .map(str::to_string)
             .collect();
         panic!(
-            "{marker}: with the reference solution applied, the hypervisor's unit tests fail ({}):\n{}\n{}",
+            "{marker}: with the reference solution applied, the unit tests of the hypervisor and the ABI fail ({}):\n{}\n{}",
             tree.display(),
             failures.join("\n"),
             String::from_utf8_lossy(&output.stderr)
@@ -303,7 +311,7 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
             problems.join("\n")
         );
         let checked = clock.elapsed() - built;
-        let unit_tests = (cost >= 2).then(|| hypervisor_tests_pass(&tree, &host_target, &marker));
+        let unit_tests = (cost >= 2).then(|| unit_tests_pass(&tree, &host_target, &marker));
         eprintln!(
             "{marker}: the start fails ({} of {} steps matched), the solution passes (built in {:.1} s, checked in {:.1} s{})",
             start.matched,
@@ -311,7 +319,7 @@ fn every_exercise_fails_at_its_starting_point_and_passes_with_its_solution() {
             built.as_secs_f64(),
             checked.as_secs_f64(),
             unit_tests.map_or(String::new(), |took| format!(
-                ", the hypervisor's unit tests pass with it in {:.1} s",
+                ", the unit tests of the hypervisor and the ABI pass with it in {:.1} s",
                 took.as_secs_f64()
             ))
         );

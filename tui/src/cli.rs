@@ -225,8 +225,7 @@ pub struct TraceArgs {
     /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.
     #[arg(long, short)]
     pub yes: bool,
-    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`
-    /// (not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs).
+    /// Turn on a hypervisor setting (repeat for several), e.g. `--setting intercept-rdtsc`;
     /// the settings are listed in abi/src/settings.rs. A lab's own settings stay on.
     /// (Not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs.)
     #[arg(long = "setting", value_name = "NAME")]

@@ -7,6 +7,8 @@
 //! page takes three such checked writes (and two more make its new tables read-only). Three
 //! entries are refused: one maps memory we do not own, one maps a page table writable, one
 //! links a table we still map writable. A refused write gets us the #PF the store raised.
+//! And once our tables are pinned, CR0.WP is the hypervisor's: we run at CPL 0, where
+//! read-only stops our own stores only while WP is set, so clearing it gets us a #GP.
 #![no_std]
 #![no_main]
 
@@ -32,6 +34,32 @@ const NOT_OURS: u64 = 0x2000_0000;
 /// `mov [rax], rcx` is 3 bytes (48 89 08).
 const STORE_LENGTH: u64 = 3;
 static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// `mov cr0, rax` is 3 bytes (0f 22 c0).
+const MOV_CR0_LENGTH: u64 = 3;
+
+fn general_protection(frame: &mut TrapFrame) {
+    println!(
+        "  #GP (error code {:#x}): the hypervisor keeps CR0.WP set; skipping the MOV",
+        frame.error_code
+    );
+    frame.rip += MOV_CR0_LENGTH;
+}
+
+/// Clear CR0.WP (bit 16) with `mov cr0, rax`, the instruction the #GP handler skips.
+fn clear_write_protect() {
+    // SAFETY: clearing WP only lets our own supervisor stores write read-only pages; the
+    // hypervisor refuses it while our tables are pinned (#GP, which we skip).
+    unsafe {
+        core::arch::asm!(
+            "mov rax, cr0",
+            "btr rax, 16",
+            "mov cr0, rax",
+            out("rax") _,
+            options(nostack)
+        )
+    };
+}
 
 fn page_fault(frame: &mut TrapFrame) {
     println!(
@@ -62,6 +90,7 @@ fn read(address: u64) -> u64 {
 }
 
 fn main(_info: &BootInfo) -> i32 {
+    set_handler(13, general_protection);
     set_handler(14, page_fault);
     let present = Flags::PRESENT.bits();
     let table = (Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE).bits();
@@ -77,6 +106,9 @@ fn main(_info: &BootInfo) -> i32 {
         "pinned {} page tables (now read-only to us)",
         pin_page_table(BOOT_PAGE_TABLES)
     );
+    // With WP clear, our stores would go past the read-only mappings, unchecked.
+    println!("clearing CR0.WP, which would let our stores write the pinned tables:");
+    clear_write_protect();
 
     // Two new tables: zeroed while still writable, then made read-only (a checked write to
     // the pinned PT), as a table must be before it is linked.

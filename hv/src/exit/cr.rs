@@ -25,9 +25,11 @@
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
-//! the guest's TLB at the next VMRUN. LMSW and CLTS reach here too (the selective CR0
-//! intercept); an `lmsw [m16]` has its word read through the guest's page tables, and an
-//! address the CPU could not read gets the guest the #PF or #GP(0) the CPU would raise.
+//! the guest's TLB at the next VMRUN. LMSW reaches here too (the selective CR0 intercept takes
+//! every LMSW on a CPU, AMD APM vol. 2, 15.9.2; QEMU's TCG only one that changes a bit), and
+//! CLTS with `intercept-cr` (the selective intercept never takes it: it changes only TS); an
+//! `lmsw [m16]` has its word read through the guest's page tables, and an address the CPU
+//! could not read gets the guest the #PF or #GP(0) the CPU would raise.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};

@@ -1076,6 +1076,16 @@ mod tests {
         assert!(test.domain.pv.pinned_tables.is_empty());
         let control = &test.domain.vcpu.vmcb.control;
         assert_eq!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
+        // WP found clear in the middle of a walk (gdb cleared it: the guest cannot, its CR0
+        // writes exit from the first piece on): the walk is dropped, nothing pinned.
+        let mut test = large_hierarchy(40);
+        test.call();
+        assert!(test.domain.pv.pinning.is_some(), "a walk under way");
+        test.domain.vcpu.vmcb.save.cr0 &= !Cr0Flags::WRITE_PROTECT.bits();
+        test.call();
+        assert_returned(&test, error::EINVAL);
+        assert!(test.domain.pv.pinning.is_none(), "the walk is dropped");
+        assert!(test.domain.pv.pinned_tables.is_empty());
     }
 
     #[test]
