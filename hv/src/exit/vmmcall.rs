@@ -453,7 +453,8 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 /// is set (AMD APM vol. 2, 3.1.1, CR0.WP): with WP clear, the kernel's own stores would change its
 /// tables without a fault, unchecked. So a pin needs WP set, and from the first piece of the
 /// walk on the CR0 writes that could clear it exit (`exit/cr.rs` refuses them), as Xen keeps
-/// a PV guest's CR0 its own.
+/// a PV guest's CR0 its own. (The intercept stays on if the walk is refused later: `cr.rs`
+/// then emulates those writes as the CPU does, WP included, since nothing is pinned.)
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
