@@ -119,22 +119,24 @@ fn hide_features_without_their_enable(
     (!hidden.is_empty()).then(|| hidden.join(", "))
 }
 
+/// Does leaf `leaf`, subleaf `subleaf`, report features of [`FEATURES_WITH_AN_ENABLE`]? (Leaf
+/// 7's are in its subleaf 0; its other subleaves' bits mean other things.) A few compares,
+/// not a walk of the table: the bench's leaf 0 is the hottest exit of all.
+fn has_features_with_an_enable(leaf: u32, subleaf: u32) -> bool {
+    matches!(leaf, 1 | 7 | 0x8000_0001 | 0x8000_0008 | 0x8000_0021) && (leaf != 7 || subleaf == 0)
+}
+
 /// [`hide_features_without_their_enable`] for `leaf` (subleaf 0), with the guest's CR4 and
-/// EFER checks: the names of the features hidden, if any were, and the answer without them.
-/// (Apart, and never for the bench's leaf 0: the hottest exit of all.)
+/// EFER checks: the names of the features hidden from `answer`, if any were. (Apart: never
+/// for the bench's leaf 0.)
 #[inline(never)]
-fn hide_refused_features(
-    leaf: u32,
-    mut answer: [u32; 4],
-    guest: &Guest,
-) -> (Option<String>, [u32; 4]) {
-    let hidden = hide_features_without_their_enable(
+fn hide_refused_features(leaf: u32, answer: &mut [u32; 4], guest: &Guest) -> Option<String> {
+    hide_features_without_their_enable(
         leaf,
-        &mut answer,
+        answer,
         super::cr::cr4_supported(guest),
         super::msr::EFER_BITS.bits(),
-    );
-    (hidden, answer)
+    )
 }
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -145,9 +147,6 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let leaf = guest.vcpu.gpr_64(0) as u32;
     let subleaf = guest.vcpu.gpr_64(1) as u32;
     let [mut eax, mut ebx, mut ecx, mut edx] = guest.machine.cpuid(leaf, subleaf);
-    // The features hidden for an enable bit the hypervisor refuses, in the leaves that have
-    // such features (leaf 7's in its subleaf 0), named.
-    let mut hidden = None;
     let edited = match leaf {
         1 => {
             ecx |= HYPERVISOR_BIT;
@@ -158,8 +157,6 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             // CPUID Fn0000_0001_ECX): the guest's, not the hypervisor's (which sets its own
             // at the first XSETBV of any domain).
             let guest_osxsave = guest.vcpu.vmcb.save.cr4 & Cr4Flags::OSXSAVE.bits() != 0;
-            (hidden, [eax, ebx, ecx, edx]) =
-                hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
             if (ecx & OSXSAVE_BIT != 0) != guest_osxsave {
                 ecx ^= OSXSAVE_BIT;
                 "set ECX bit 31 (hypervisor present), and bit 27 (OSXSAVE) as the guest's CR4.OSXSAVE"
@@ -194,22 +191,21 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
         }
         0x8000_0001 => {
             ecx &= !(1 << 2);
-            (hidden, [eax, ebx, ecx, edx]) =
-                hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
             "cleared ECX bit 2 (SVM): no nested virtualization"
         }
         0x8000_000a => {
             (eax, ebx, ecx, edx) = (0, 0, 0, 0);
             "the SVM leaf: zeros, SVM is hidden"
         }
-        _ => {
-            if leaf == 0x8000_0021 || leaf == 0x8000_0008 || (leaf == 7 && subleaf == 0) {
-                (hidden, [eax, ebx, ecx, edx]) =
-                    hide_refused_features(leaf, [eax, ebx, ecx, edx], guest);
-            }
-            "the real CPU's answer, unchanged"
-        }
+        _ => "the real CPU's answer, unchanged",
     };
+    // The features hidden for an enable bit the hypervisor refuses, named.
+    let mut answer = [eax, ebx, ecx, edx];
+    let hidden = match has_features_with_an_enable(leaf, subleaf) {
+        true => hide_refused_features(leaf, &mut answer, guest),
+        false => None,
+    };
+    let [eax, ebx, ecx, edx] = answer;
     let edited = match hidden {
         None => Cow::Borrowed(edited),
         Some(hidden) => Cow::Owned(format!(
@@ -344,6 +340,38 @@ mod tests {
         1 << 2 | 1 << 3 | 1 << 16,
         0,
     ];
+
+    #[test]
+    fn the_leaves_that_have_such_features_are_the_table_s() {
+        for feature in &FEATURES_WITH_AN_ENABLE {
+            assert!(
+                has_features_with_an_enable(feature.leaf, 0),
+                "{}",
+                feature.name
+            );
+        }
+        let leaves: Vec<u32> = FEATURES_WITH_AN_ENABLE.iter().map(|f| f.leaf).collect();
+        for leaf in [
+            0,
+            1,
+            7,
+            0xd,
+            0x4000_0000,
+            0x8000_0001,
+            0x8000_0008,
+            0x8000_0021,
+        ] {
+            assert_eq!(
+                has_features_with_an_enable(leaf, 0),
+                leaves.contains(&leaf),
+                "{leaf:#x}"
+            );
+        }
+        assert!(
+            !has_features_with_an_enable(7, 1),
+            "leaf 7's other subleaves"
+        );
+    }
 
     #[test]
     fn a_feature_is_hidden_when_the_hypervisor_refuses_its_enable_bit() {
