@@ -195,8 +195,9 @@ pub struct Machine {
     pub accel: Accel,
 }
 
-/// QEMU's accelerator. The labs run under TCG (their traces, quirks included, are TCG's);
-/// `traplab bench --accel` may choose KVM where the host offers nested SVM.
+/// QEMU's accelerator. The labs run under TCG unless asked otherwise (their traces, quirks
+/// included, are TCG's, and `traplab check` expects those); `--accel` of `traplab bench`,
+/// `trace`, `run` and `gdb` may choose KVM where the host offers nested SVM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Accel {
     /// QEMU's tiny code generator: emulated SVM, on any host.

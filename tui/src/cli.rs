@@ -181,6 +181,11 @@ pub struct GdbArgs {
     /// command line printed names it).
     #[arg(long, default_value_t = GDB_PORT)]
     pub port: u16,
+    /// Who runs the guests: QEMU's TCG (the default: the labs' traces and checks are TCG's,
+    /// its quirks included), or KVM where the host offers nested SVM (`kvm`; `auto` takes it
+    /// when it can, and TCG with --qemu-arg=-icount). Under KVM, traplab says so first.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Tcg)]
+    pub accel: AccelChoice,
     #[command(flatten)]
     pub disk: DiskImage,
     /// Print the trace as JSON Lines instead of text.
@@ -234,6 +239,11 @@ pub struct TraceArgs {
     /// hypervisor itself with QEMU's own gdb stub on port 1234.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_args: Vec<String>,
+    /// Who runs the guests: QEMU's TCG (the default: the labs' traces and checks are TCG's,
+    /// its quirks included), or KVM where the host offers nested SVM (`kvm`; `auto` takes it
+    /// when it can). Under KVM, traplab says so first.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Tcg)]
+    pub accel: AccelChoice,
     /// Serve gdb for one of the lab's domains on this loopback port (default 2159; 0: a
     /// free one of the system's choosing): it starts stopped at its first instruction; the
     /// gdb command line is printed.
@@ -340,7 +350,7 @@ pub struct BenchArgs {
     pub yes: bool,
 }
 
-/// `traplab bench --accel`.
+/// `--accel`: who runs the guests (`commands::accelerator`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
     Auto,
@@ -525,6 +535,11 @@ pub struct RunArgs {
     /// (not `bench-bare`, `traplab bench`'s baseline: a trace would miss its CPUIDs).
     #[arg(long = "setting", value_name = "NAME")]
     pub settings: Vec<String>,
+    /// Who runs the guests: QEMU's TCG (the default: the labs' traces and checks are TCG's,
+    /// its quirks included), or KVM where the host offers nested SVM (`kvm`; `auto` takes it
+    /// when it can). Under KVM, traplab says so first.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Tcg)]
+    pub accel: AccelChoice,
     #[command(flatten)]
     pub disk: DiskImage,
     /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.

@@ -927,6 +927,67 @@ fn bench_measures_the_bare_world_switch_beside_traplab() {
     );
 }
 
+/// A lab runs under KVM with `trace --accel kvm` where the host offers nested SVM, and says
+/// so first (its trace is not the book's, which is TCG's); `--accel auto` takes KVM there
+/// and TCG elsewhere. These machines offer none: then the test says so on the terminal and
+/// checks that `--accel kvm` is refused with the reason and `auto` runs the lab under TCG,
+/// without the note.
+#[test]
+fn a_lab_runs_under_kvm_where_there_is_nested_svm_and_says_why_not_elsewhere() {
+    const NOTE: &str = "the hypervisor runs under KVM";
+    let kvm = run(&["trace", "hello", "--accel", "kvm"]);
+    let auto = run(&["trace", "hello", "--accel", "auto"]);
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    let stdout = |output: &Output| String::from_utf8_lossy(&output.stdout).into_owned();
+    match traplab_tracer::qemu::Accel::kvm_offers_nested_svm() {
+        Ok(()) => {
+            for output in [&kvm, &auto] {
+                assert!(output.status.success(), "{}", stderr(output));
+                assert!(stderr(output).contains(NOTE), "{}", stderr(output));
+                assert!(stdout(output).contains("Hello"), "{}", stdout(output));
+            }
+        }
+        Err(why) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "a_lab_runs_under_kvm…: KVM part skipped, no nested SVM here: {why}"
+            );
+            assert_eq!(kvm.status.code(), Some(2));
+            assert!(
+                stderr(&kvm).contains("--accel kvm") && stderr(&kvm).contains(&why),
+                "{}",
+                stderr(&kvm)
+            );
+            assert!(kvm.stdout.is_empty(), "nothing ran");
+            assert!(auto.status.success(), "{}", stderr(&auto));
+            assert!(!stderr(&auto).contains(NOTE), "{}", stderr(&auto));
+            assert!(stdout(&auto).contains("Hello"), "{}", stdout(&auto));
+        }
+    }
+}
+
+/// QEMU counts instructions (`-icount`) only under TCG: `--accel kvm` with it is refused
+/// before QEMU starts, wherever KVM could run.
+#[test]
+fn kvm_is_refused_where_qemu_is_to_count_instructions() {
+    let output = run(&[
+        "trace",
+        "hello",
+        "--accel",
+        "kvm",
+        "--qemu-arg=-icount",
+        "--qemu-arg=shift=0,sleep=off",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--accel kvm: QEMU's -icount counts the instructions TCG runs"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing ran");
+}
+
 /// `--accel kvm` runs the same hypervisor under KVM where the host offers nested SVM. These
 /// machines offer none: then the test says so on the terminal (not in the captured output)
 /// and checks that traplab refuses with the reason, instead of passing silently.

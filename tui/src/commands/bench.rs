@@ -13,7 +13,7 @@
 //! machine as on an idle one. `--split-driver` measures the split block driver instead:
 //! reads per second through the ring against direct reads by the controller's owner.
 
-use crate::cli::{AccelChoice, BenchArgs};
+use crate::cli::BenchArgs;
 use crate::setup;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
     }
     super::bring_up_to_date(super::OlderBuild::Run)?;
     setup::ensure_qemu(args.yes)?;
-    let accel = accelerator(args.accel)?;
+    let accel = super::accelerator(args.accel, &[])?;
     if args.split_driver {
         return split_driver(args, accel);
     }
@@ -267,25 +267,6 @@ fn with_tsc_hz(mut machine: Machine, hz: u64) -> Machine {
         format!("name=opt/traplab/tsc-hz,string={hz}"),
     ]);
     machine
-}
-
-/// The accelerator to bench with: `auto` takes KVM where it offers nested SVM.
-fn accelerator(asked: AccelChoice) -> Result<Accel, super::Failure> {
-    match asked {
-        AccelChoice::Tcg => Ok(Accel::Tcg),
-        AccelChoice::Auto => Ok(if Accel::kvm_offers_nested_svm().is_ok() {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        }),
-        AccelChoice::Kvm => match Accel::kvm_offers_nested_svm() {
-            Ok(()) => Ok(Accel::Kvm),
-            Err(why) => Err(super::Failure::new(
-                super::status::USAGE,
-                format!("--accel kvm: {why}"),
-            )),
-        },
-    }
 }
 
 /// A configuration's runs.

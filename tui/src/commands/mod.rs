@@ -16,7 +16,9 @@ pub mod stats;
 pub mod status;
 pub mod trace;
 
+use crate::cli::AccelChoice;
 use std::path::Path;
+use traplab_tracer::qemu::Accel;
 
 /// Why a command did not do its job: what to tell the user, and the exit status that says
 /// it (`status.rs`). Most failures are usage errors (an unknown lab, a file that cannot be
@@ -243,6 +245,38 @@ fn readable_file(option: &str, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The accelerator asked for (`--accel`), for a run with the QEMU arguments `qemu_args`
+/// (`--qemu-arg`): `auto` takes KVM where the host offers nested SVM, unless QEMU is to
+/// count instructions (`-icount`, TCG's alone); `kvm` where it does not is refused with the
+/// reason and what turns it on.
+pub fn accelerator(asked: AccelChoice, qemu_args: &[String]) -> Result<Accel, Failure> {
+    let counts_instructions = qemu_args.iter().any(|arg| arg.starts_with("-icount"));
+    match asked {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Auto if counts_instructions => Ok(Accel::Tcg),
+        AccelChoice::Auto => Ok(match Accel::kvm_offers_nested_svm() {
+            Ok(()) => Accel::Kvm,
+            Err(_) => Accel::Tcg,
+        }),
+        AccelChoice::Kvm if counts_instructions => Err(Failure::new(
+            status::USAGE,
+            "--accel kvm: QEMU's -icount counts the instructions TCG runs; under KVM the CPU runs them, uncounted (leave out one or the other)",
+        )),
+        AccelChoice::Kvm => match Accel::kvm_offers_nested_svm() {
+            Ok(()) => Ok(Accel::Kvm),
+            Err(why) => Err(Failure::new(status::USAGE, format!("--accel kvm: {why}"))),
+        },
+    }
+}
+
+/// What `trace`, `gdb` and `run` say first when a lab runs under KVM: its trace is not the
+/// book's, whose traces (and the labs' checks) are TCG's.
+pub fn under_kvm_note(accel: Accel) -> Option<&'static str> {
+    (accel == Accel::Kvm).then_some(
+        "traplab: the hypervisor runs under KVM (nested SVM, -cpu host): at the hardware's speed, with the host CPU's features and without TCG's quirks, so this trace may differ from the book's, which are TCG's",
+    )
+}
+
 /// Serve gdb on `port` for domain `domain` of `machine` (the first guest, d1, when `None`).
 /// An error names the domains there are.
 pub fn attach_gdb(
@@ -303,6 +337,27 @@ pub fn gdb_command(machine: &traplab_tracer::qemu::Machine, port: u16) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcg_counts_instructions_and_kvm_is_refused_for_it() {
+        let icount = ["-icount".to_string(), "shift=0,sleep=off".to_string()];
+        // Whatever the host offers: TCG when asked, and when QEMU is to count instructions.
+        assert_eq!(accelerator(AccelChoice::Tcg, &[]), Ok(Accel::Tcg));
+        assert_eq!(accelerator(AccelChoice::Auto, &icount), Ok(Accel::Tcg));
+        let refused = accelerator(AccelChoice::Kvm, &icount).expect_err("no KVM with -icount");
+        assert_eq!(refused.status, status::USAGE);
+        assert!(refused.message.contains("-icount"), "{}", refused.message);
+        // `auto` and `kvm` follow the host (these machines: TCG, and a refusal that says why).
+        let here = Accel::kvm_offers_nested_svm();
+        let auto = accelerator(AccelChoice::Auto, &[]);
+        assert_eq!(auto, Ok(if here.is_ok() { Accel::Kvm } else { Accel::Tcg }));
+        match (accelerator(AccelChoice::Kvm, &[]), here) {
+            (Ok(accel), Ok(())) => assert_eq!(accel, Accel::Kvm),
+            (Err(refused), Err(why)) => assert_eq!(refused.message, format!("--accel kvm: {why}")),
+            (asked, here) => panic!("--accel kvm gave {asked:?} where the host says {here:?}"),
+        }
+        assert!(under_kvm_note(Accel::Kvm).is_some() && under_kvm_note(Accel::Tcg).is_none());
+    }
 
     #[test]
     fn typed_text_turns_a_literal_backslash_n_into_enter() {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use traplab_tracer::check::StreamFault;
-use traplab_tracer::qemu::ControlStart;
+use traplab_tracer::qemu::{Accel, ControlStart};
 use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{self, Session};
 
@@ -64,6 +64,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         // The kernel's 250 Hz tick needs the hypervisor's timer (`hv/src/timer.rs`).
         machine.timer_hz = Some(args.timer_hz.max(traplab_labs::linux::SHELL_TIMER_HZ));
     }
+    machine.accel = super::accelerator(args.accel, &[])?;
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     setup::ensure_qemu(args.yes)?;
@@ -84,15 +85,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     // With gdb, the screen's title says where to attach; gdb, not the UI, resumes a guest
     // that gdb holds stopped (hv/README.md, "gdb and the guest").
     // The port is the one asked for, or the one the system chose for `--gdb 0`.
+    // Under KVM the title says so: the trace is not the book's (`under_kvm_note`).
+    let live = match machine.accel {
+        Accel::Kvm => "live, KVM",
+        Accel::Tcg => "live",
+    };
     let title = match session.gdb_port() {
         Some(port) => {
             eprintln!("traplab: {}", super::gdb_command(&machine, port));
             format!(
-                "{name} (live) · gdb {}: target remote 127.0.0.1:{port}",
+                "{name} ({live}) · gdb {}: target remote 127.0.0.1:{port}",
                 traplab_abi::event::domain_label(machine.gdb_domain)
             )
         }
-        None => format!("{name} (live)"),
+        None => format!("{name} ({live})"),
     };
     let mut app = App::live(&title, Options::from_environment());
     app.expect_programs(

@@ -38,11 +38,15 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         args.yes,
     )?;
     machine.extra_args = args.qemu_args.clone();
+    machine.accel = super::accelerator(args.accel, &args.qemu_args)?;
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     // What is printed (--only/--hide); the recording and the checks see every event.
     let mut printed = ClassFilter::new(&args.only, &args.hide)?;
     setup::ensure_qemu(args.yes)?;
+    if let Some(note) = super::under_kvm_note(machine.accel) {
+        eprintln!("{note}");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
@@ -274,6 +278,7 @@ impl From<crate::cli::GdbArgs> for TraceArgs {
             yes: args.yes,
             settings: Vec::new(),
             qemu_args: Vec::new(),
+            accel: args.accel,
             gdb: Some(args.port),
             domain: args.domain,
             timeout: None,
