@@ -111,6 +111,10 @@ pub const RAISE_EVENT: u64 = 4;
 /// `MMUEXT_PIN_L4_TABLE` refuses a page pinned already. So is a pin while CR0.WP is clear
 /// (`EINVAL`): at CPL 0 read-only holds only with WP set. From the pin on, the MOVs to CR0 that
 /// could clear WP exit, and one that does gets #GP(0), as Xen keeps a PV guest's CR0 its own.
+/// The tables the guest runs on come first: a root other than CR3's is refused (`EINVAL`)
+/// until CR3's is pinned, and from the pin on a MOV to CR3 exits, and one that loads a root
+/// not pinned gets #GP(0): unpinned tables could map the pinned ones writable. (A Xen guest
+/// runs on a validated root only.)
 pub const PIN_PAGE_TABLE: u64 = 5;
 
 /// `set_timer(vector, period_us)`: a periodic virtual timer. Every `period_us` the

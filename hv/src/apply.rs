@@ -44,7 +44,7 @@ use crate::exit::Exit;
 use crate::here;
 use crate::machine::Machine;
 use crate::schedule::{self, Switch};
-use crate::vmcb::{INTERRUPT_SHADOW, misc1, v_intr};
+use crate::vmcb::{INTERRUPT_SHADOW, cr_write, misc1, v_intr};
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
@@ -808,7 +808,10 @@ impl Step<'_, '_> {
                 vcpu.xcr0 = value;
                 self.machine.set_xcr0(value);
             }
-            Effect::InterceptCr0Writes => vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE,
+            Effect::InterceptCr0AndCr3Writes => {
+                vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
+                vcpu.vmcb.control.intercept_cr |= cr_write(3);
+            }
             Effect::GuestWrite { address, bytes } => {
                 self.domain
                     .cpu_write_virtual(address, &bytes)

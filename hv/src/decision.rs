@@ -182,9 +182,10 @@ pub enum Effect {
     Xcr0(u64),
     /// From now on, a MOV to CR0 that changes more than TS and MP exits, and so does every
     /// LMSW (the selective CR0 intercept, AMD APM vol. 2, 15.9.2; QEMU's TCG takes only the
-    /// LMSWs that change a bit): the domain pins page tables, which a kernel at CPL 0 writes
-    /// unchecked once CR0.WP is clear, so `exit/cr.rs` keeps WP set.
-    InterceptCr0Writes,
+    /// LMSWs that change a bit), and every MOV to CR3: the domain pins page tables, which a
+    /// kernel at CPL 0 writes unchecked once CR0.WP is clear, or through tables it did not
+    /// pin, so `exit/cr.rs` keeps WP set and loads only a pinned root.
+    InterceptCr0AndCr3Writes,
     // ---- Other domains: event channels, grants, the store, the scheduler ------------------
     /// Write a hypercall's output (a port, a handle, a status) at guest-virtual `address`
     /// (the handler checked it translates).

@@ -12,7 +12,7 @@ use crate::frames;
 use traplab_abi::msr::FS_BASE;
 use traplab_hv::device::ata;
 use traplab_hv::iopm::{self, IoPermissionMap};
-use traplab_hv::vmcb::{Vmcb, misc1, misc2, v_intr};
+use traplab_hv::vmcb::{Vmcb, cr_write, misc1, misc2, v_intr};
 
 /// The I/O permission map: 12 KiB, one bit per port, set = intercept (15.10.1).
 const IOPM_PAGES: u64 = 3;
@@ -28,7 +28,8 @@ const MSRPM_PAGES: u64 = 2;
 /// takes every LMSW; QEMU's TCG only one that changes a bit): a kernel writes CR0 a few times
 /// at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written
 /// here, keep CR0 writes their own unless a lab asks, `intercept-cr`, or they pin page
-/// tables: `pin_page_table` turns the same intercept on, `Effect::InterceptCr0Writes`.)
+/// tables: `pin_page_table` turns the same intercept on, with CR3's,
+/// `Effect::InterceptCr0AndCr3Writes`.)
 pub fn check_kernel_cr0_writes(vmcb: &mut Vmcb) {
     vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
 }
@@ -74,17 +75,17 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         | misc2::MWAIT
         | misc2::XSETBV;
 
-    // Writes to CR8 (bit 16+8): QEMU's TCG accepts any value and keeps bits 3:0, where a
+    // Writes to CR8: QEMU's TCG accepts any value and keeps bits 3:0, where a
     // CPU raises #GP(0) for bits 63:4 (`quirks.rs`); `exit/cr.rs` checks them. Guests
     // seldom write CR8 (the labs never do), so this costs nothing; reads stay the CPU's.
-    control.intercept_cr |= 1 << (16 + 8);
+    control.intercept_cr |= cr_write(8);
 
     // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
     let settings = crate::settings::get();
     if settings.intercept_cr {
-        // Writes to CR3 and CR4 (bits 16+n of +0x000); CR0 only when a write changes more
-        // than TS and MP, the selective intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
-        control.intercept_cr |= (1 << (16 + 3)) | (1 << (16 + 4));
+        // Writes to CR3 and CR4; CR0 only when a write changes more than TS and MP, the
+        // selective intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
+        control.intercept_cr |= cr_write(3) | cr_write(4);
         control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     }
     control.intercept_dr = dr_intercepts();

@@ -234,6 +234,12 @@ const _: () = {
     assert!(0x400 + offset_of!(StateSaveArea, last_exception_to) == 0x690);
 };
 
+/// The bit of `intercept_cr` (+0x000) that makes a write of CR`number` exit (exit code
+/// 0x10 + `number`, AMD APM vol. 2, 15.9).
+pub const fn cr_write(number: u32) -> u32 {
+    1 << (16 + number)
+}
+
 /// Intercept bits of `intercept_misc1` (+0x00C): bit n ↔ exit code 0x60 + n.
 #[allow(dead_code, reason = "the APM's table, including bits not used yet")]
 pub mod misc1 {

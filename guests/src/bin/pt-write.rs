@@ -8,7 +8,9 @@
 //! entries are refused: one maps memory we do not own, one maps a page table writable, one
 //! links a table we still map writable. A refused write gets us the #PF the store raised.
 //! And once our tables are pinned, CR0.WP is the hypervisor's: we run at CPL 0, where
-//! read-only stops our own stores only while WP is set, so clearing it gets us a #GP.
+//! read-only stops our own stores only while WP is set, so clearing it gets us a #GP. So is
+//! CR3: tables we did not pin could map the pinned ones writable, so loading a root we did
+//! not pin gets us a #GP too.
 #![no_std]
 #![no_main]
 
@@ -35,15 +37,15 @@ const NOT_OURS: u64 = 0x2000_0000;
 const STORE_LENGTH: u64 = 3;
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// `mov cr0, rax` is 3 bytes (0f 22 c0).
-const MOV_CR0_LENGTH: u64 = 3;
+/// `mov cr0, rax` and `mov cr3, rax` are 3 bytes each (0f 22 c0, 0f 22 d8).
+const MOV_CR_LENGTH: u64 = 3;
 
 fn general_protection(frame: &mut TrapFrame) {
     println!(
-        "  #GP (error code {:#x}): the hypervisor keeps CR0.WP set; skipping the MOV",
+        "  #GP (error code {:#x}): the hypervisor refused the MOV; skipping it",
         frame.error_code
     );
-    frame.rip += MOV_CR0_LENGTH;
+    frame.rip += MOV_CR_LENGTH;
 }
 
 /// Clear CR0.WP (bit 16) with `mov cr0, rax`, the instruction the #GP handler skips.
@@ -59,6 +61,13 @@ fn clear_write_protect() {
             options(nostack)
         )
     };
+}
+
+/// Load CR3 with `root` (`mov cr3, rax`, the instruction the #GP handler skips).
+fn load_root(root: u64) {
+    // SAFETY: `root` is no table we pinned, so the hypervisor refuses the MOV (#GP, which we
+    // skip): we go on running on our pinned tables.
+    unsafe { core::arch::asm!("mov cr3, rax", in("rax") root, options(nostack)) };
 }
 
 fn page_fault(frame: &mut TrapFrame) {
@@ -109,6 +118,9 @@ fn main(_info: &BootInfo) -> i32 {
     // With WP clear, our stores would go past the read-only mappings, unchecked.
     println!("clearing CR0.WP, which would let our stores write the pinned tables:");
     clear_write_protect();
+    // Tables we did not pin could map the pinned ones writable, anywhere.
+    println!("loading CR3 with a root we did not pin, {STILL_WRITABLE:#x}:");
+    load_root(STILL_WRITABLE);
 
     // Two new tables: zeroed while still writable, then made read-only (a checked write to
     // the pinned PT), as a table must be before it is linked.

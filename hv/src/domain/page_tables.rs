@@ -45,11 +45,15 @@
 //!
 //! Not implemented: unpinning (Xen's `MMUEXT_UNPIN_TABLE`): a page stays a table for the
 //! domain's life, its writes checked and its writable leaves counted, even once no entry
-//! links it any more. And a root for CR3 need not be pinned (Xen's `new_guest_cr3` takes a
-//! page-table type for it): the mappings counted are the pinned tables', and of the tables
-//! the guest runs on only the 1:1 address of a new table is asked, so a guest running on
-//! tables it did not pin could map a pinned table writable there (the lab guests pin the
-//! tables they run on).
+//! links it any more.
+//!
+//! The tables the guest runs on are pinned too, or being pinned: the mappings counted are the
+//! pinned tables', and of the tables under CR3 only the 1:1 address of a new table is asked,
+//! so tables it ran on unpinned could map a pinned one writable anywhere else. So
+//! `pin_page_table` pins only the tables CR3 points to, or others once those are pinned, and
+//! from then on a MOV to CR3 may load only a pinned root ([`Domain::may_run_on`]; `exit/cr.rs`
+//! for a kernel at CPL 0, whose CR3 writes then exit, `exit/privileged.rs` for a PV kernel),
+//! as a Xen guest runs on a validated root only.
 
 use super::Domain;
 use alloc::collections::BTreeMap;
@@ -260,6 +264,21 @@ impl Domain {
     /// The level (4 = PML4 … 1 = PT) of the pinned page table that holds `gpa`.
     pub fn pinned_level(&self, gpa: u64) -> Option<u8> {
         self.pv.pinned_tables.get(&(gpa & !0xfff)).copied()
+    }
+
+    /// May the domain run on the page tables under `root` (a MOV to CR3)? Before it pins any,
+    /// on any; once it pinned some, or while a pin is under way, only on a root it pinned, or
+    /// the one being pinned: tables it did not pin could map the pinned ones writable, and its
+    /// stores through them would change them unchecked. Xen's guests run on a validated root
+    /// only (`new_guest_cr3` takes a page-table type for it, "Bad CR3" otherwise); traplab
+    /// validates by pinning.
+    pub fn may_run_on(&self, root: u64) -> bool {
+        let root = root & pte::ADDRESS;
+        match &self.pv.pinning {
+            Some(pinning) if pinning.root == root => true,
+            None if self.pv.pinned_tables.is_empty() => true,
+            _ => self.pinned_level(root) == Some(4),
+        }
     }
 
     /// Is the page at guest-physical `page` mapped writable at its 1:1 address? (The

@@ -8,19 +8,23 @@
 //! | register | #GP(0) when the new value…                                        |
 //! |----------|-------------------------------------------------------------------|
 //! | CR0      | sets a bit in 63:32; sets PG without PE; sets NW without CD; clears PG in 64-bit mode; sets PG with EFER.LME but not CR4.PAE |
-//! | CR3      | sets a bit in 63:52 (reserved in long mode)                        |
+//! | CR3      | sets a bit in 63:52 (reserved in long mode), or above the physical-address width |
 //! | CR4      | sets a bit the emulated CPU does not have; clears PAE in long mode |
 //! | CR8      | sets a bit in 63:4 (CR8 is the 4-bit task priority, APM vol. 2, 3.1.5) |
 //!
-//! One refusal is the hypervisor's own, not the CPU's: a CR0 write that clears WP while the
-//! domain has page tables pinned (or a pin under way) gets #GP(0) too. At CPL 0 read-only
-//! pages hold only with WP set, and the pinned tables are protected by being read-only
-//! (`ptwr.rs`); Xen keeps a PV guest's CR0 its own the same way.
+//! Two refusals are the hypervisor's own, not the CPU's, both for a domain that has page
+//! tables pinned (or a pin under way), which has taken Xen's PV page-table rules: a CR0 write
+//! that clears WP, and a CR3 write of a root it did not pin, get #GP(0) too. At CPL 0
+//! read-only pages hold only with WP set, and the pinned tables are protected by being
+//! read-only (`ptwr.rs`); and tables it did not pin could map the pinned ones writable
+//! (`Domain::may_run_on`). Xen keeps a PV guest's CR0 its own, and loads only a validated
+//! root into its CR3, the same way.
 //!
 //! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
 //! and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
-//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`), and the CR0 writes
-//! of a domain that pins page tables (`pin_page_table` turns the selective intercept on).
+//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`), and the CR0 and CR3
+//! writes of a domain that pins page tables (`pin_page_table` turns the selective CR0
+//! intercept and the CR3 write intercept on).
 //! Setting CR0.PG with EFER.LME set activates long mode, clearing it (in compatibility
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
@@ -41,7 +45,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use traplab_abi::event::Action;
-use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags};
+use traplab_abi::x86::{Cr0Flags, Cr4Flags, EferFlags, pte};
 
 // EXERCISE cr-write.1: the CPU this hypervisor shows the guest (its CPUID) has no FSGSBASE:
 // a guest that sets CR4.FSGSBASE must get #GP(0), as on such a CPU.
@@ -181,6 +185,16 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             0,
             true,
             "MOV CR0, {value:#x} clears WP while the domain has pinned page tables: with WP clear the kernel's own writes would change them without a fault, unchecked (`ptwr.rs`). The hypervisor keeps WP set, as Xen keeps a PV guest's CR0 (its emulation of a privileged MOV to CR0 refuses any change but TS) and Linux pins WP once it booted: #GP(0)"
+        );
+    }
+    let root = value & pte::ADDRESS;
+    if number == 3 && !guest.may_run_on(root) {
+        return deliver!(
+            guest,
+            13,
+            0,
+            true,
+            "MOV CR3, {value:#x}: the domain pinned its page tables, and {root:#x} is no root it pinned (pin_page_table): tables it did not pin could map the pinned ones writable, and its stores through them would change them unchecked. Refused as Xen refuses a root it cannot validate (`new_guest_cr3`): #GP(0)"
         );
     }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
@@ -505,6 +519,33 @@ mod tests {
         assert!(run.decision.effects.contains(&Effect::FlushTlb));
         assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0);
         assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn once_page_tables_are_pinned_cr3_takes_only_a_pinned_root() {
+        // Tables the domain did not pin could map the pinned ones writable: a MOV to CR3 of
+        // such a root is a #GP, as Xen's `new_guest_cr3` refuses a root it cannot validate.
+        const UNPINNED: u64 = 0x4_0000;
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        let run = write(&mut test, &MOV_CR3_RAX, 3, UNPINNED);
+        assert_general_protection(&test, &run, "0x40000 is no root it pinned");
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4, "CR3 unchanged");
+        // A pinned root, its PWT and PCD bits set too, is the CPU's MOV as before.
+        let run = write(&mut test, &MOV_CR3_RAX, 3, PML4 | 0x18);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4 | 0x18);
+        // While a pin is under way, the root being pinned is taken, and no other.
+        let mut test = Test::long_mode();
+        test.domain.pv.pinning = Some(Box::new(crate::domain::page_tables::Pinning {
+            root: UNPINNED,
+            ..Default::default()
+        }));
+        let run = write(&mut test, &MOV_CR3_RAX, 3, 0x5_0000);
+        assert_general_protection(&test, &run, "is no root it pinned");
+        let run = write(&mut test, &MOV_CR3_RAX, 3, UNPINNED);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        // Before any pin, any root (`mov_cr3_with_a_valid_root…`).
     }
 
     #[test]

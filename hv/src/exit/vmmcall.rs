@@ -36,7 +36,7 @@ use alloc::vec::Vec;
 use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::{self, Event};
-use traplab_abi::x86::{self, Cr0Flags, RFlags};
+use traplab_abi::x86::{self, Cr0Flags, RFlags, pte};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -453,8 +453,11 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 /// is set (AMD APM vol. 2, 3.1.1, CR0.WP): with WP clear, the kernel's own stores would change its
 /// tables without a fault, unchecked. So a pin needs WP set, and from the first piece of the
 /// walk on the CR0 writes that could clear it exit (`exit/cr.rs` refuses them), as Xen keeps
-/// a PV guest's CR0 its own. (The intercept stays on if the walk is refused later: `cr.rs`
-/// then emulates those writes as the CPU does, WP included, since nothing is pinned.)
+/// a PV guest's CR0 its own. Likewise the tables the domain runs on: they must be pinned
+/// already, or be the ones being pinned, and from the first piece on a MOV to CR3 exits too
+/// (`cr.rs` refuses a root that is not pinned, `Domain::may_run_on`). (The intercepts stay on
+/// if the walk is refused later: `cr.rs` then emulates those writes as the CPU does, since
+/// nothing is pinned.)
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
@@ -463,6 +466,18 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
         let decision = decide!(
             Action::Emulate,
             "hypercall pin_page_table({root:#x}): CR0.WP is clear, so the kernel's own writes ignore read-only pages and would change pinned tables without a fault, unchecked: nothing is pinned, EINVAL (set CR0.WP first)"
+        )
+        .with_all(pending.then_some(Effect::PinContinuation(None)));
+        return finish(decision, next, number, error::EINVAL);
+    }
+    // The tables the domain runs on are pinned first (or these are they): unpinned, they
+    // could map the pinned ones writable anywhere but at their 1:1 address, which is all the
+    // walk asks of them (`domain/page_tables.rs`).
+    let running_on = guest.vcpu.vmcb.save.cr3 & pte::ADDRESS;
+    if running_on != root && guest.pinned_level(running_on) != Some(4) {
+        let decision = decide!(
+            Action::Emulate,
+            "hypercall pin_page_table({root:#x}): the domain runs on page tables that are not pinned (CR3's root {running_on:#x}), which could map the pinned ones writable, unchecked: nothing is pinned, EINVAL (pin the tables CR3 points to first, as a Xen guest runs on a validated root only)"
         )
         .with_all(pending.then_some(Effect::PinContinuation(None)));
         return finish(decision, next, number, error::EINVAL);
@@ -490,7 +505,7 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
             "hypercall pin_page_table({root:#x}): {tables} new tables found so far, and the walk is not over: RIP stays at the VMMCALL, which runs again for the next piece (a hypercall continuation), so that no exit holds the CPU for long"
         )
         .with(Effect::PinContinuation(Some(Box::new(step))))
-        .with(Effect::InterceptCr0Writes)
+        .with(Effect::InterceptCr0AndCr3Writes)
         .describe(format!(
             "pin_page_table: {reads} words read, {tables} new tables so far; continues"
         ));
@@ -507,10 +522,10 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     all.leaves.extend(step.leaves);
     let decision = decide!(
         Action::Emulate,
-        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 writes that could clear WP exit"
+        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 writes that could clear WP and the CR3 writes that could load tables it did not pin exit"
     )
     .with(Effect::PinPageTables(Box::new(all)))
-    .with(Effect::InterceptCr0Writes)
+    .with(Effect::InterceptCr0AndCr3Writes)
     .with_all(pending.then_some(Effect::PinContinuation(None)))
     // The TLB may still hold a writable translation of a table made read-only before the
     // pin: flushed, as Xen flushes on a page's type change (`_get_page_type`).
@@ -616,9 +631,8 @@ mod tests {
     use crate::domain::vcpu::InFlight;
     use crate::testing::assert_returned;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
-    use crate::vmcb::misc1;
+    use crate::vmcb::{cr_write, misc1};
     use traplab_abi::exit::ExitReason;
-    use traplab_abi::x86::pte;
 
     const STACK: u64 = 0x7_ff00;
 
@@ -1086,7 +1100,7 @@ mod tests {
         test.call();
         assert_returned(&test, error::EINVAL);
         assert!(test.domain.pv.pinning.is_none(), "the walk is dropped");
-        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert!(hierarchy_pinned(&test) == 0);
     }
 
     #[test]
@@ -1097,9 +1111,11 @@ mod tests {
         assert_returned(&test, 4);
         assert_eq!(test.domain.pinned_level(testing::PML4), Some(4));
         assert_eq!(test.domain.pinned_level(testing::PT), Some(1));
-        // From now on a CR0 write that could clear WP exits (`cr.rs` keeps WP set).
+        // From now on a CR0 write that could clear WP exits (`cr.rs` keeps WP set), and so
+        // does a CR3 write (`cr.rs` loads only a pinned root).
         let control = &test.domain.vcpu.vmcb.control;
         assert_ne!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
+        assert_ne!(control.intercept_cr & cr_write(3), 0);
         // The TLB is flushed: a writable translation of a table, cached before the guest
         // made it read-only, would let a store through unchecked.
         assert_ne!(test.domain.vcpu.vmcb.control.tlb_control, 0);
@@ -1123,17 +1139,25 @@ mod tests {
     /// A hierarchy of `pds` level-2 tables under a root (level 4) and a PDPT after it,
     /// every entry of every PD pointing to one PT: 2 + `pds` + 1 tables, all mapped
     /// read-only (8–12 MiB become read-only 2 MiB pages), the guest at a `pin_page_table`
-    /// of the root. Every table's 512 entries must be read, the PT's too (its leaves may
-    /// map a table writable): the walk is 512 × (3 + `pds`) words.
+    /// of the root, the tables it runs on pinned already (as they must be). Every table's 512
+    /// entries must be read, the PT's too (its leaves may map a table writable): the walk is
+    /// 512 × (3 + `pds`) words.
     fn large_hierarchy(pds: u64) -> Test {
+        let mut test = unpinned_hierarchy(pds);
+        test.pin_page_tables();
+        test
+    }
+
+    /// [`large_hierarchy`] while the tables the guest runs on are not pinned yet.
+    fn unpinned_hierarchy(pds: u64) -> Test {
         let mut test = Test::hypercall(hypercall::PIN_PAGE_TABLE, ROOT, 0);
-        test.read_only_page_tables();
         for large in 4..6u64 {
             test.write_u64(
                 testing::PD + 8 * large,
                 (large << 21) | pte::PRESENT | pte::USER | pte::HUGE,
             );
         }
+        test.read_only_page_tables();
         let table = pte::PRESENT | pte::WRITABLE | pte::USER;
         test.write_u64(ROOT, (ROOT + 0x1000) | table);
         for pd in 0..pds {
@@ -1146,12 +1170,47 @@ mod tests {
         test
     }
 
+    /// How many of [`large_hierarchy`]'s tables are pinned (those it runs on are, from the
+    /// start).
+    fn hierarchy_pinned(test: &Test) -> usize {
+        let hierarchy = ROOT..ROOT + 0x40_0000;
+        let pinned = test.domain.pv.pinned_tables.keys();
+        pinned.filter(|table| hierarchy.contains(table)).count()
+    }
+
     /// This exit's piece of the walk, when the decision continues it.
     fn piece(run: &Run) -> Option<&crate::domain::page_tables::PinStep> {
         run.decision.effects.iter().find_map(|effect| match effect {
             Effect::PinContinuation(Some(step)) => Some(&**step),
             _ => None,
         })
+    }
+
+    #[test]
+    fn pin_page_table_pins_other_tables_only_once_those_the_domain_runs_on_are_pinned() {
+        // Unpinned, the tables under CR3 could map the new ones writable anywhere but at
+        // their 1:1 address (all the walk asks of them): refused before any walk.
+        let mut test = unpinned_hierarchy(1);
+        let before = test.memory_reads();
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision
+                .why
+                .contains("runs on page tables that are not pinned (CR3's root 0x10000)"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.memory_reads() - before < 64, "no walk");
+        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_cr & cr_write(3), 0);
+        // Once they are pinned, the others may be: 4 tables (root, PDPT, PD, PT).
+        test.pin_page_tables();
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
+        call(&mut test);
+        assert_returned(&test, 4);
+        assert_eq!(hierarchy_pinned(&test), 4);
     }
 
     #[test]
@@ -1180,16 +1239,15 @@ mod tests {
                 assert!(step.reads <= PIN_READS_PER_EXIT + 4, "{}", step.reads);
                 assert_eq!(test.rip(), ENTRY, "RIP stays at the VMMCALL");
                 assert_eq!(test.gpr(0), hypercall::PIN_PAGE_TABLE, "RAX untouched");
-                assert!(
-                    test.domain.pv.pinned_tables.is_empty(),
-                    "nothing pinned yet"
-                );
+                assert!(hierarchy_pinned(&test) == 0, "nothing pinned yet");
                 let intercepts = test.domain.vcpu.vmcb.control.intercept_misc1;
                 assert_ne!(
                     intercepts & misc1::CR0_SEL_WRITE,
                     0,
                     "from the first piece on, a CR0 write that could clear WP exits"
                 );
+                let control = &test.domain.vcpu.vmcb.control;
+                assert_ne!(control.intercept_cr & cr_write(3), 0, "and a CR3 write");
                 assert!(
                     run.decision.why.contains("a hypercall continuation"),
                     "{}",
@@ -1212,7 +1270,7 @@ mod tests {
             total_reads <= words + 64 * exits,
             "{total_reads} reads for {words}"
         );
-        assert_eq!(test.domain.pv.pinned_tables.len(), 43);
+        assert_eq!(hierarchy_pinned(&test), 43);
         assert_eq!(test.domain.pinned_level(ROOT), Some(4));
         assert_eq!(test.domain.pinned_level(LEAF_TABLE), Some(1));
         assert_eq!(test.domain.pv.pinning, None, "the walk is over");
@@ -1230,7 +1288,7 @@ mod tests {
             run.decision.why
         );
         assert!(test.memory_reads() - before < 64, "no walk");
-        assert_eq!(test.domain.pv.pinned_tables.len(), 43);
+        assert_eq!(hierarchy_pinned(&test), 43);
     }
 
     #[test]
@@ -1261,7 +1319,7 @@ mod tests {
         }
         assert!(exits >= 2, "refused in a later piece, not the first");
         assert_returned(&test, error::EINVAL);
-        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert!(hierarchy_pinned(&test) == 0);
         assert_eq!(test.domain.pv.pinning, None);
     }
 
@@ -1283,7 +1341,7 @@ mod tests {
             assert!(exits < 100);
         }
         assert_returned(&test, error::EINVAL);
-        assert!(test.domain.pv.pinned_tables.is_empty());
+        assert!(hierarchy_pinned(&test) == 0);
         assert_eq!(test.domain.pinned_level(table), None);
     }
 

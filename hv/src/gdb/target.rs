@@ -94,8 +94,9 @@ impl SingleThreadBase for Debuggee {
     /// registers are written; segment selectors are not (a selector without its hidden
     /// descriptor part would be a lie). Bad control-register values are the user's to
     /// make: VMRUN refuses them and the domain ends, as on hardware. gdb is not held to the
-    /// guest's rules either: it may clear CR0.WP over pinned page tables (`exit/cr.rs`
-    /// refuses that to the guest), as it writes guest memory unchecked.
+    /// guest's rules either: it may clear CR0.WP over pinned page tables, or load CR3 with
+    /// a root the domain did not pin (`exit/cr.rs` refuses both to the guest), as it writes
+    /// guest memory unchecked.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
         let vcpu = &mut self.domain_mut().vcpu;
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
