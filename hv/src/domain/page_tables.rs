@@ -267,17 +267,19 @@ impl Domain {
     }
 
     /// May the domain run on the page tables under `root` (a MOV to CR3)? Before it pins any,
-    /// on any; once it pinned some, or while a pin is under way, only on a root it pinned, or
-    /// the one being pinned: tables it did not pin could map the pinned ones writable, and its
+    /// on any; once it pinned some, only on a root it pinned; while its first pin is under
+    /// way, only on the root being pinned: tables it did not pin could map the pinned ones writable, and its
     /// stores through them would change them unchecked. Xen's guests run on a validated root
     /// only (`new_guest_cr3` takes a page-table type for it, "Bad CR3" otherwise); traplab
     /// validates by pinning.
     pub fn may_run_on(&self, root: u64) -> bool {
         let root = root & pte::ADDRESS;
-        match &self.pv.pinning {
-            Some(pinning) if pinning.root == root => true,
-            None if self.pv.pinned_tables.is_empty() => true,
-            _ => self.pinned_level(root) == Some(4),
+        match (&self.pv.pinning, self.pv.pinned_tables.is_empty()) {
+            (None, true) => true,
+            // A first pin under way walks CR3's own tables (`pin_refusal`): those only.
+            (Some(pinning), true) => pinning.root == root,
+            // Something is pinned: a pinned root, not one a walk under way may yet refuse.
+            (_, false) => self.pinned_level(root) == Some(4),
         }
     }
 
@@ -332,7 +334,46 @@ impl Domain {
             .pinning
             .as_deref()
             .filter(|pinning| pinning.root == root && pinning.rip == rip);
+        if pending.is_none()
+            && let Some(why) = self.root_refusal(root).or_else(|| self.pin_refusal(root))
+        {
+            return Err(why);
+        }
         self.walk(root, rip, pending, budget)
+    }
+
+    /// Why the domain may not start pinning the tables under `root` now, whatever they hold,
+    /// if it may not: the walk reads long mode's four-level tables; and the tables the domain
+    /// runs on are pinned first (or are these), since the walk asks them only whether they map
+    /// a new table writable at its 1:1 address (the module's doc). Once something is pinned
+    /// the domain stays in long mode on pinned tables: `exit/cr.rs` refuses a CR0 write that
+    /// clears PG and a CR3 write of a root not pinned ([`Domain::may_run_on`]).
+    fn pin_refusal(&self, root: u64) -> Option<&'static str> {
+        if !self.vcpu.long_mode() {
+            return Some(
+                "the domain is not in long mode, and pinning walks long mode's four-level tables",
+            );
+        }
+        let running_on = self.vcpu.vmcb.save.cr3 & pte::ADDRESS;
+        if running_on != root && self.pinned_level(running_on) != Some(4) {
+            return Some(
+                "the domain runs on page tables that are not pinned (CR3's root), which could map these writable anywhere but at their 1:1 address: pin those first, as a Xen guest runs on a validated root only",
+            );
+        }
+        None
+    }
+
+    /// Why `root` is no address a table could be pinned at, if it is not: a table's address
+    /// is page-aligned, with no bit beyond the address field (as MOV CR3 takes a pinned
+    /// root), not one with bits dropped silently; and it is in guest RAM.
+    fn root_refusal(&self, root: u64) -> Option<&'static str> {
+        if root & !pte::ADDRESS != 0 {
+            Some("the root is no page table's address (page-aligned, bits 51:12)")
+        } else if root >= self.memory.size() {
+            Some("a page table is not in guest RAM")
+        } else {
+            None
+        }
     }
 
     /// Walk the tables under `root`, from where `pending` stopped (or from the root), until
@@ -344,10 +385,8 @@ impl Domain {
         pending: Option<&Pinning>,
         budget: usize,
     ) -> Result<PinStep, &'static str> {
-        // A table's address: page-aligned, no bit beyond the address field (as MOV CR3 takes
-        // a pinned root, `privileged.rs`), not one with bits dropped silently.
-        if root & !pte::ADDRESS != 0 {
-            return Err("the root is no page table's address (page-aligned, bits 51:12)");
+        if let Some(why) = self.root_refusal(root) {
+            return Err(why);
         }
         let mut step = PinStep {
             fresh: pending.is_none(),
@@ -363,9 +402,6 @@ impl Domain {
         match pending {
             Some(pinning) => step.stack = pinning.stack.clone(),
             None => {
-                if root >= self.memory.size() {
-                    return Err("a page table is not in guest RAM");
-                }
                 // Pinned already: refused, as Xen's MMUEXT_PIN_L4_TABLE refuses a page whose
                 // pin bit is set ("already pinned", -EINVAL).
                 if let Some(&level) = self.pv.pinned_tables.get(&root) {

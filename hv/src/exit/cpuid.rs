@@ -14,7 +14,7 @@
 //! emulation model none of the features behind them (SMEP, SMAP, protection keys, 5-level
 //! paging). So each feature whose enable bit it refuses is cleared from the answer
 //! ([`FEATURES_WITH_AN_ENABLE`]), and the `emulate` line names it. Under QEMU's TCG the CPU
-//! (`qemu64`) has none of them; under KVM (`traplab bench --accel kvm`, `-cpu host`) the guest
+//! (`qemu64`) has none of them; under KVM (`traplab trace --accel kvm`, `-cpu host`) the guest
 //! would otherwise see the host's.
 
 use super::{Exit, undecodable};

@@ -14,9 +14,10 @@
 //!
 //! Two refusals are the hypervisor's own, not the CPU's, both for a domain that has page
 //! tables pinned (or a pin under way), which has taken Xen's PV page-table rules: a CR0 write
-//! that clears WP, and a CR3 write of a root it did not pin, get #GP(0) too. At CPL 0
+//! that clears WP or PG, and a CR3 write of a root it did not pin, get #GP(0) too. At CPL 0
 //! read-only pages hold only with WP set, and the pinned tables are protected by being
-//! read-only (`ptwr.rs`); and tables it did not pin could map the pinned ones writable
+//! read-only (`ptwr.rs`); without paging its stores would reach them at their physical
+//! addresses; and tables it did not pin could map the pinned ones writable
 //! (`Domain::may_run_on`). Xen keeps a PV guest's CR0 its own, and loads only a validated
 //! root into its CR3, the same way.
 //!
@@ -178,24 +179,28 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
         );
     }
-    if number == 0 && clears_write_protect_over_pinned_tables(guest, value) {
+    if number == 0
+        && let Some(why) = unprotects_pinned_tables(guest, value)
+    {
         return deliver!(
             guest,
             13,
             0,
             true,
-            "MOV CR0, {value:#x} clears WP while the domain has pinned page tables: with WP clear the kernel's own writes would change them without a fault, unchecked (`ptwr.rs`). The hypervisor keeps WP set, as Xen keeps a PV guest's CR0 (its emulation of a privileged MOV to CR0 refuses any change but TS) and Linux pins WP once it booted: #GP(0)"
+            "MOV CR0, {value:#x} {why}. The hypervisor keeps WP and PG set, as Xen keeps a PV guest's CR0 (its emulation of a privileged MOV to CR0 refuses any change but TS) and Linux pins WP once it booted: #GP(0)"
         );
     }
-    let root = value & pte::ADDRESS;
-    if number == 3 && !guest.may_run_on(root) {
-        return deliver!(
-            guest,
-            13,
-            0,
-            true,
-            "MOV CR3, {value:#x}: the domain pinned its page tables, and {root:#x} is no root it pinned (pin_page_table): tables it did not pin could map the pinned ones writable, and its stores through them would change them unchecked. Refused as Xen refuses a root it cannot validate (`new_guest_cr3`): #GP(0)"
-        );
+    if number == 3 {
+        let root = value & pte::ADDRESS;
+        if !guest.may_run_on(root) {
+            return deliver!(
+                guest,
+                13,
+                0,
+                true,
+                "MOV CR3, {value:#x}: the domain pins its page tables, and {root:#x} is no root it pinned (pin_page_table): tables it did not pin could map the pinned ones writable, and its stores through them would change them unchecked. Refused as Xen refuses a root it cannot validate (`new_guest_cr3`): #GP(0)"
+            );
+        }
     }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     // What CR0 holds after the write: ET is read-only and stays 1, and the other reserved
@@ -253,14 +258,29 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
         .describe(format!("CR{number} = {value:#x}"))
 }
 
-/// Does this CR0 write clear WP while the domain has page tables pinned, or a pin under way?
-/// A pinned table is read-only to the guest, and at CPL 0 read-only holds only with CR0.WP
-/// set (AMD APM vol. 2, 3.1.1): `pin_page_table` needs it set, and turns on the selective
-/// CR0 intercept so that such a write comes here.
-fn clears_write_protect_over_pinned_tables(guest: &Guest, value: u64) -> bool {
-    let write_protect = Cr0Flags::WRITE_PROTECT.bits();
+/// What this CR0 write would take from the protection of the domain's pinned page tables
+/// (or of a pin under way), if anything. A pinned table is read-only to the guest, and at
+/// CPL 0 read-only holds only with CR0.WP set (AMD APM vol. 2, 3.1.1); and with PG clear
+/// (from compatibility mode, leaving long mode, 14.7) the kernel's stores would reach the
+/// tables at their physical addresses, and it would run on no pinned root. `pin_page_table`
+/// needs both set, and turns on the selective CR0 intercept, which takes a write that clears
+/// either (it changes more than TS and MP), so that such a write comes here.
+fn unprotects_pinned_tables(guest: &Guest, value: u64) -> Option<&'static str> {
     let pinned = !guest.pv.pinned_tables.is_empty() || guest.pv.pinning.is_some();
-    pinned && guest.vcpu.vmcb.save.cr0 & write_protect != 0 && value & write_protect == 0
+    let cleared = Cr0Flags::from_bits_retain(guest.vcpu.vmcb.save.cr0 & !value);
+    if !pinned {
+        None
+    } else if cleared.contains(Cr0Flags::WRITE_PROTECT) {
+        Some(
+            "clears WP while the domain has pinned page tables: with WP clear the kernel's own writes would change them without a fault, unchecked (`ptwr.rs`)",
+        )
+    } else if cleared.contains(Cr0Flags::PAGING) {
+        Some(
+            "clears PG while the domain has pinned page tables: without paging the kernel's stores would reach them at their physical addresses, unchecked (`ptwr.rs`), and it would run on no pinned root",
+        )
+    } else {
+        None
+    }
 }
 
 /// Why a CPU in long mode refuses `value` for CR3 with #GP(0), if it does: bits 63:52 are
@@ -535,17 +555,57 @@ mod tests {
         let run = write(&mut test, &MOV_CR3_RAX, 3, PML4 | 0x18);
         assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
         assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4 | 0x18);
-        // While a pin is under way, the root being pinned is taken, and no other.
+        // While a first pin is under way, the root being pinned is taken, and no other.
+        let under_way = || {
+            Some(Box::new(crate::domain::page_tables::Pinning {
+                root: UNPINNED,
+                ..Default::default()
+            }))
+        };
         let mut test = Test::long_mode();
-        test.domain.pv.pinning = Some(Box::new(crate::domain::page_tables::Pinning {
-            root: UNPINNED,
-            ..Default::default()
-        }));
+        test.domain.pv.pinning = under_way();
         let run = write(&mut test, &MOV_CR3_RAX, 3, 0x5_0000);
         assert_general_protection(&test, &run, "is no root it pinned");
         let run = write(&mut test, &MOV_CR3_RAX, 3, UNPINNED);
         assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        // With tables pinned, not even that one: its walk may yet be refused, and leave the
+        // domain on tables that map the pinned ones writable.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.domain.pv.pinning = under_way();
+        let run = write(&mut test, &MOV_CR3_RAX, 3, UNPINNED);
+        assert_general_protection(&test, &run, "is no root it pinned");
         // Before any pin, any root (`mov_cr3_with_a_valid_root…`).
+    }
+
+    #[test]
+    fn clearing_pg_from_compatibility_mode_over_pinned_page_tables_is_a_gp() {
+        // Without paging, a kernel's stores would reach its pinned tables at their physical
+        // addresses, unchecked: the hypervisor keeps PG set once tables are pinned. Without
+        // pinned tables the same write leaves long mode, as the CPU's (APM vol. 2, 14.7).
+        use crate::vmcb::attrib;
+        let compatibility_mode = |test: &mut Test| {
+            let cs = &mut test.domain.vcpu.vmcb.save.cs;
+            cs.attrib = (cs.attrib & !attrib::LONG_MODE) | attrib::DEFAULT_32;
+        };
+        let mut test = Test::long_mode();
+        compatibility_mode(&mut test);
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0 & !Cr0Flags::PAGING.bits());
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert!(!test.domain.vcpu.long_mode(), "long mode left");
+
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        compatibility_mode(&mut test);
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0 & !Cr0Flags::PAGING.bits());
+        assert_general_protection(
+            &test,
+            &run,
+            "clears PG while the domain has pinned page tables",
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0, "PG stays set");
+        assert!(test.domain.vcpu.long_mode(), "still in long mode");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use alloc::format;
 use alloc::string::String;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use traplab_abi::event::Action;
+use traplab_abi::x86::pte;
 
 /// What became of a #GP.
 pub enum PrivilegedOp {
@@ -143,7 +144,7 @@ fn write_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) 
             "{context}MOV CR{number}, {value:#x}: a PV kernel may not change CR{number} (the hypervisor runs the MMU), so the #GP is the guest's"
         ));
     }
-    let root = value & !0xfff;
+    let root = value & pte::ADDRESS;
     // The CPU's own rule (`cr.rs`): a value it would refuse is the guest's #GP.
     if let Some(why) = cr::long_mode_cr3_refusal(value, guest.memory.physical_address_bits()) {
         return PrivilegedOp::GuestsFault(format!(

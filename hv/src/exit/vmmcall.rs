@@ -36,7 +36,7 @@ use alloc::vec::Vec;
 use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::{self, Event};
-use traplab_abi::x86::{self, Cr0Flags, RFlags, pte};
+use traplab_abi::x86::{self, Cr0Flags, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -454,8 +454,9 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 /// tables without a fault, unchecked. So a pin needs WP set, and from the first piece of the
 /// walk on the CR0 writes that could clear it exit (`exit/cr.rs` refuses them), as Xen keeps
 /// a PV guest's CR0 its own. Likewise the tables the domain runs on: they must be pinned
-/// already, or be the ones being pinned, and from the first piece on a MOV to CR3 exits too
-/// (`cr.rs` refuses a root that is not pinned, `Domain::may_run_on`). (The intercepts stay on
+/// already, or be the ones being pinned (`Domain::pin_walk`), and from the first piece on a
+/// MOV to CR3 exits too (`cr.rs` refuses a root that is not pinned, `Domain::may_run_on`, and
+/// a CR0 write that clears PG). (The intercepts stay on
 /// if the walk is refused later: `cr.rs` then emulates those writes as the CPU does, since
 /// nothing is pinned.)
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
@@ -466,18 +467,6 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
         let decision = decide!(
             Action::Emulate,
             "hypercall pin_page_table({root:#x}): CR0.WP is clear, so the kernel's own writes ignore read-only pages and would change pinned tables without a fault, unchecked: nothing is pinned, EINVAL (set CR0.WP first)"
-        )
-        .with_all(pending.then_some(Effect::PinContinuation(None)));
-        return finish(decision, next, number, error::EINVAL);
-    }
-    // The tables the domain runs on are pinned first (or these are they): unpinned, they
-    // could map the pinned ones writable anywhere but at their 1:1 address, which is all the
-    // walk asks of them (`domain/page_tables.rs`).
-    let running_on = guest.vcpu.vmcb.save.cr3 & pte::ADDRESS;
-    if running_on != root && guest.pinned_level(running_on) != Some(4) {
-        let decision = decide!(
-            Action::Emulate,
-            "hypercall pin_page_table({root:#x}): the domain runs on page tables that are not pinned (CR3's root {running_on:#x}), which could map the pinned ones writable, unchecked: nothing is pinned, EINVAL (pin the tables CR3 points to first, as a Xen guest runs on a validated root only)"
         )
         .with_all(pending.then_some(Effect::PinContinuation(None)));
         return finish(decision, next, number, error::EINVAL);
@@ -522,7 +511,7 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     all.leaves.extend(step.leaves);
     let decision = decide!(
         Action::Emulate,
-        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 writes that could clear WP and the CR3 writes that could load tables it did not pin exit"
+        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 writes that could clear WP or PG and the CR3 writes that could load tables it did not pin exit"
     )
     .with(Effect::PinPageTables(Box::new(all)))
     .with(Effect::InterceptCr0AndCr3Writes)
@@ -633,6 +622,7 @@ mod tests {
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
     use crate::vmcb::{cr_write, misc1};
     use traplab_abi::exit::ExitReason;
+    use traplab_abi::x86::pte;
 
     const STACK: u64 = 0x7_ff00;
 
@@ -1100,7 +1090,25 @@ mod tests {
         test.call();
         assert_returned(&test, error::EINVAL);
         assert!(test.domain.pv.pinning.is_none(), "the walk is dropped");
-        assert!(hierarchy_pinned(&test) == 0);
+        assert_eq!(hierarchy_pinned(&test), 0);
+    }
+
+    #[test]
+    fn pin_page_table_refuses_outside_long_mode() {
+        // The walk reads long mode's four-level tables: a 32-bit kernel's are others.
+        let mut test = Test::protected_mode();
+        test.code(&[0x0f, 0x01, 0xd9]); // vmmcall
+        test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
+        test.set_gpr(7, testing::PML4);
+        test.domain.vcpu.vmcb.save.cr0 |= Cr0Flags::WRITE_PROTECT.bits();
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("not in long mode"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.domain.pv.pinned_tables.is_empty());
     }
 
     #[test]
@@ -1197,13 +1205,25 @@ mod tests {
         assert!(
             run.decision
                 .why
-                .contains("runs on page tables that are not pinned (CR3's root 0x10000)"),
+                .contains("runs on page tables that are not pinned (CR3's root)"),
             "{}",
             run.decision.why
         );
         assert!(test.memory_reads() - before < 64, "no walk");
         assert!(test.domain.pv.pinned_tables.is_empty());
         assert_eq!(test.domain.vcpu.vmcb.control.intercept_cr & cr_write(3), 0);
+        // A root that is no table's address is refused for that, first.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.set_gpr(0, hypercall::PIN_PAGE_TABLE);
+        test.set_gpr(7, ROOT + 8);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("no page table's address"),
+            "{}",
+            run.decision.why
+        );
+        test.set_gpr(7, ROOT);
         // Once they are pinned, the others may be: 4 tables (root, PDPT, PD, PT).
         test.pin_page_tables();
         test.domain.vcpu.vmcb.save.rip = ENTRY;
@@ -1239,7 +1259,7 @@ mod tests {
                 assert!(step.reads <= PIN_READS_PER_EXIT + 4, "{}", step.reads);
                 assert_eq!(test.rip(), ENTRY, "RIP stays at the VMMCALL");
                 assert_eq!(test.gpr(0), hypercall::PIN_PAGE_TABLE, "RAX untouched");
-                assert!(hierarchy_pinned(&test) == 0, "nothing pinned yet");
+                assert_eq!(hierarchy_pinned(&test), 0, "nothing pinned yet");
                 let intercepts = test.domain.vcpu.vmcb.control.intercept_misc1;
                 assert_ne!(
                     intercepts & misc1::CR0_SEL_WRITE,
@@ -1319,7 +1339,7 @@ mod tests {
         }
         assert!(exits >= 2, "refused in a later piece, not the first");
         assert_returned(&test, error::EINVAL);
-        assert!(hierarchy_pinned(&test) == 0);
+        assert_eq!(hierarchy_pinned(&test), 0);
         assert_eq!(test.domain.pv.pinning, None);
     }
 
@@ -1341,7 +1361,7 @@ mod tests {
             assert!(exits < 100);
         }
         assert_returned(&test, error::EINVAL);
-        assert!(hierarchy_pinned(&test) == 0);
+        assert_eq!(hierarchy_pinned(&test), 0);
         assert_eq!(test.domain.pinned_level(table), None);
     }
 

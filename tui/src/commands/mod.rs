@@ -250,7 +250,10 @@ fn readable_file(option: &str, path: &Path) -> Result<(), String> {
 /// count instructions (`-icount`, TCG's alone); `kvm` where it does not is refused with the
 /// reason and what turns it on.
 pub fn accelerator(asked: AccelChoice, qemu_args: &[String]) -> Result<Accel, Failure> {
-    let counts_instructions = qemu_args.iter().any(|arg| arg.starts_with("-icount"));
+    // QEMU takes its options with one dash or two.
+    let counts_instructions = qemu_args
+        .iter()
+        .any(|arg| arg.trim_start_matches('-').starts_with("icount"));
     match asked {
         AccelChoice::Tcg => Ok(Accel::Tcg),
         AccelChoice::Auto if counts_instructions => Ok(Accel::Tcg),
@@ -340,7 +343,7 @@ mod tests {
 
     #[test]
     fn tcg_counts_instructions_and_kvm_is_refused_for_it() {
-        let icount = ["-icount".to_string(), "shift=0,sleep=off".to_string()];
+        let icount = ["--icount".to_string(), "shift=0,sleep=off".to_string()];
         // Whatever the host offers: TCG when asked, and when QEMU is to count instructions.
         assert_eq!(accelerator(AccelChoice::Tcg, &[]), Ok(Accel::Tcg));
         assert_eq!(accelerator(AccelChoice::Auto, &icount), Ok(Accel::Tcg));

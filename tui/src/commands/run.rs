@@ -39,6 +39,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
     if let Some(id) = &args.lab {
         traplab_labs::lab(id)?;
     }
+    let accel = super::accelerator(args.accel, &[])?;
     if !std::io::stdout().is_terminal() {
         return Err("traplab run needs a terminal; `traplab trace` runs a lab without one".into());
     }
@@ -64,7 +65,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         // The kernel's 250 Hz tick needs the hypervisor's timer (`hv/src/timer.rs`).
         machine.timer_hz = Some(args.timer_hz.max(traplab_labs::linux::SHELL_TIMER_HZ));
     }
-    machine.accel = super::accelerator(args.accel, &[])?;
+    machine.accel = accel;
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     setup::ensure_qemu(args.yes)?;

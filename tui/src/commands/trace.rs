@@ -25,10 +25,11 @@ const DEFAULT_TIMEOUT: u64 = 300;
 const LOG_TAIL: usize = 20;
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
-    // A misspelled lab is said at once, before any build.
+    // A misspelled lab, or an accelerator the host lacks, is said at once, before any build.
     if let Some(id) = &args.lab {
         traplab_labs::lab(id)?;
     }
+    let accel = super::accelerator(args.accel, &args.qemu_args)?;
     super::bring_up_to_date(super::OlderBuild::Run)?;
     let (name, mut machine) = super::machine(
         &args.lab,
@@ -38,7 +39,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         args.yes,
     )?;
     machine.extra_args = args.qemu_args.clone();
-    machine.accel = super::accelerator(args.accel, &args.qemu_args)?;
+    machine.accel = accel;
     super::attach_gdb(&mut machine, args.gdb, args.domain)?;
     super::keep_disk_image(&mut machine, &name, &args.disk)?;
     // What is printed (--only/--hide); the recording and the checks see every event.
