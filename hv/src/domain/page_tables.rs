@@ -268,10 +268,10 @@ impl Domain {
 
     /// May the domain run on the page tables under `root` (a MOV to CR3)? Before it pins any,
     /// on any; once it pinned some, only on a root it pinned; while its first pin is under
-    /// way, only on the root being pinned: tables it did not pin could map the pinned ones writable, and its
-    /// stores through them would change them unchecked. Xen's guests run on a validated root
-    /// only (`new_guest_cr3` takes a page-table type for it, "Bad CR3" otherwise); traplab
-    /// validates by pinning.
+    /// way, only on the root being pinned. Tables it did not pin could map the pinned ones
+    /// writable, and its stores through them would change them unchecked. Xen's guests run on
+    /// a validated root only (`new_guest_cr3` takes a page-table type for it, "Bad CR3"
+    /// otherwise); traplab validates by pinning.
     pub fn may_run_on(&self, root: u64) -> bool {
         let root = root & pte::ADDRESS;
         match (&self.pv.pinning, self.pv.pinned_tables.is_empty()) {
