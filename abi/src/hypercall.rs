@@ -115,7 +115,8 @@ pub const RAISE_EVENT: u64 = 4;
 /// until CR3's is pinned, and from the pin on a MOV to CR3 exits, and one that loads a root
 /// not pinned gets #GP(0): unpinned tables could map the pinned ones writable. (A Xen guest
 /// runs on a validated root only.) The walk reads long mode's tables: outside long mode the
-/// call is `EINVAL`, and from the pin on a MOV to CR0 that clears PG gets #GP(0).
+/// call is `EINVAL`, and from the pin on a MOV to CR0 that clears PG, or to CR4 that clears
+/// PAE, gets #GP(0).
 pub const PIN_PAGE_TABLE: u64 = 5;
 
 /// `set_timer(vector, period_us)`: a periodic virtual timer. Every `period_us` the

@@ -808,9 +808,9 @@ impl Step<'_, '_> {
                 vcpu.xcr0 = value;
                 self.machine.set_xcr0(value);
             }
-            Effect::InterceptCr0AndCr3Writes => {
+            Effect::InterceptPagingControlWrites => {
                 vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
-                vcpu.vmcb.control.intercept_cr |= cr_write(3);
+                vcpu.vmcb.control.intercept_cr |= cr_write(3) | cr_write(4);
             }
             Effect::GuestWrite { address, bytes } => {
                 self.domain

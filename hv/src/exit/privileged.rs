@@ -162,8 +162,8 @@ fn write_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) 
     // A kernel that pins its page tables has every write to them checked: a root it did not
     // pin would let it map them writable and change them unseen. Xen takes only a root it
     // can make a validated top-level table (`new_guest_cr3`: "Bad CR3" and #GP otherwise);
-    // traplab validates by pinning, so the root must be one of the pinned ones (or the one
-    // a pin under way is walking: `Domain::may_run_on`).
+    // traplab validates by pinning, so the root must be one of the pinned ones (or, during
+    // its first pin, the one being walked: `Domain::may_run_on`).
     if !guest.may_run_on(root) {
         return PrivilegedOp::GuestsFault(format!(
             "{context}MOV CR3, {value:#x}: the kernel pins its page tables, and {root:#x} is no root it pinned (pin_page_table): refused, as Xen refuses a root it cannot validate, and the #GP is the guest's"

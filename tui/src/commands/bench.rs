@@ -42,9 +42,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, super::Failure> {
         // The terminal UI alone, on a generated recording: nothing to build.
         return super::bench_ui::run(args);
     }
+    // An accelerator the host lacks is said before any build.
+    let accel = super::accelerator(args.accel, &[])?;
     super::bring_up_to_date(super::OlderBuild::Run)?;
     setup::ensure_qemu(args.yes)?;
-    let accel = super::accelerator(args.accel, &[])?;
     if args.split_driver {
         return split_driver(args, accel);
     }
