@@ -241,8 +241,8 @@ pub struct TraceArgs {
     pub qemu_args: Vec<String>,
     /// Who runs the guests: QEMU's TCG (the default: the labs' traces and checks are TCG's,
     /// its quirks included), or KVM where the host offers nested SVM (`kvm`; `auto` takes it
-    /// when it can, and TCG with --qemu-arg=-icount, which counts TCG's instructions; `kvm` with it
-    /// is refused). Under KVM, traplab says so first.
+    /// when it can, and TCG with --qemu-arg=-icount, which counts TCG's instructions; `kvm`
+    /// with it is refused). Under KVM, traplab says so first.
     #[arg(long, value_enum, default_value_t = AccelChoice::Tcg)]
     pub accel: AccelChoice,
     /// Serve gdb for one of the lab's domains on this loopback port (default 2159; 0: a
