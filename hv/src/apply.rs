@@ -810,7 +810,7 @@ impl Step<'_, '_> {
             }
             Effect::InterceptPagingControlWrites => {
                 vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
-                vcpu.vmcb.control.intercept_cr |= cr_write(3) | cr_write(4);
+                vcpu.vmcb.control.intercept_cr |= cr_write(3);
             }
             Effect::GuestWrite { address, bytes } => {
                 self.domain

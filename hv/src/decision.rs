@@ -182,11 +182,10 @@ pub enum Effect {
     Xcr0(u64),
     /// From now on, a MOV to CR0 that changes more than TS and MP exits, and so does every
     /// LMSW (the selective CR0 intercept, AMD APM vol. 2, 15.9.2; QEMU's TCG takes only the
-    /// LMSWs that change a bit), and every MOV to CR3 or CR4: the domain pins page tables,
-    /// which a kernel at CPL 0 would write unchecked once CR0.WP is clear, through tables it
-    /// did not pin, or outside long mode's paging, so `exit/cr.rs` keeps WP and PG set, loads
-    /// only a pinned root, and refuses a CR4 write that clears PAE as a CPU does (QEMU's TCG
-    /// lets that one through, and then walks the pinned tables in another format).
+    /// LMSWs that change a bit), and every MOV to CR3: the domain pins page tables, which a
+    /// kernel at CPL 0 would write unchecked once CR0.WP is clear, through tables it did not
+    /// pin, or without paging, so `exit/cr.rs` keeps WP and PG set and loads only a pinned
+    /// root. (CR4 writes always exit: one that clears PAE in long mode gets the CPU's #GP.)
     InterceptPagingControlWrites,
     // ---- Other domains: event channels, grants, the store, the scheduler ------------------
     /// Write a hypercall's output (a port, a handle, a status) at guest-virtual `address`

@@ -28,7 +28,7 @@ const MSRPM_PAGES: u64 = 2;
 /// takes every LMSW; QEMU's TCG only one that changes a bit): a kernel writes CR0 a few times
 /// at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written
 /// here, keep CR0 writes their own unless a lab asks, `intercept-cr`, or they pin page
-/// tables: `pin_page_table` turns the same intercept on, with CR3's and CR4's,
+/// tables: `pin_page_table` turns the same intercept on, with CR3's,
 /// `Effect::InterceptPagingControlWrites`.)
 pub fn check_kernel_cr0_writes(vmcb: &mut Vmcb) {
     vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
@@ -75,17 +75,20 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         | misc2::MWAIT
         | misc2::XSETBV;
 
-    // Writes to CR8: QEMU's TCG accepts any value and keeps bits 3:0, where a
-    // CPU raises #GP(0) for bits 63:4 (`quirks.rs`); `exit/cr.rs` checks them. Guests
-    // seldom write CR8 (the labs never do), so this costs nothing; reads stay the CPU's.
-    control.intercept_cr |= cr_write(8);
+    // Writes to CR4 and CR8, which QEMU's TCG takes where a CPU raises #GP(0) (`quirks.rs`):
+    // a CR4 that clears PAE in long mode (the guest's next access then walks its tables in
+    // another format, and the VMRUN after fails), a CR8 with bits 63:4 (TCG keeps 3:0).
+    // `exit/cr.rs` checks them as the CPU does. Kernels write CR4 a few times at boot (a
+    // Linux boot: 53 of its 56,673 exits) and CR8 seldom (the labs never do), so this costs
+    // nothing; reads stay the CPU's.
+    control.intercept_cr |= cr_write(4) | cr_write(8);
 
     // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
     let settings = crate::settings::get();
     if settings.intercept_cr {
-        // Writes to CR3 and CR4; CR0 only when a write changes more than TS and MP, the
-        // selective intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
-        control.intercept_cr |= cr_write(3) | cr_write(4);
+        // Writes to CR3; CR0 only when a write changes more than TS and MP, the selective
+        // intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
+        control.intercept_cr |= cr_write(3);
         control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     }
     control.intercept_dr = dr_intercepts();

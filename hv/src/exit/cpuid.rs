@@ -9,8 +9,8 @@
 //! A feature is a promise: software that sees it turns it on, and for many features that is a
 //! bit of CR4 or EFER (SMEP is CR4.SMEP, Automatic IBRS is EFER.AIBRSE). The CPU the
 //! hypervisor describes has only the bits it lets the guest set: its checks of those writes
-//! (`cr.rs`, where CR4 writes exit, with the setting `intercept-cr`; `msr.rs`, for EFER,
-//! whose writes always exit) refuse the others with #GP(0), and its own page walks and
+//! (`cr.rs` for CR4, `msr.rs` for EFER, whose writes always exit) refuse the others with
+//! #GP(0), and its own page walks and
 //! emulation model none of the features behind them (SMEP, SMAP, protection keys, 5-level
 //! paging). So each feature whose enable bit it refuses is cleared from the answer
 //! ([`FEATURES_WITH_AN_ENABLE`]), and the `emulate` line names it. Under QEMU's TCG the CPU

@@ -21,13 +21,12 @@
 //! (`Domain::may_run_on`). Xen keeps a PV guest's CR0 its own, and loads only a validated
 //! root into its CR3, the same way.
 //!
-//! CR0, CR3 and CR4 writes exit only with the setting `intercept-cr`; CR8 writes always do,
-//! and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
-//! because QEMU's TCG would accept the bits a CPU refuses (`quirks.rs`), and the CR0, CR3
-//! and CR4 writes of a domain that pins page tables (`pin_page_table` turns the selective
-//! CR0 intercept and the CR3 and CR4 write intercepts on: a CR4 write that clears PAE in
-//! long mode, which a CPU refuses, QEMU's TCG takes, and then walks the pinned tables as
-//! another format's).
+//! CR0 and CR3 writes exit only with the setting `intercept-cr`; CR4 and CR8 writes always
+//! do, and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
+//! because QEMU's TCG would accept values a CPU refuses (`quirks.rs`: a CR4 that clears PAE
+//! in long mode, a CR8 with bits 63:4, a CR0 with NW but not CD), and the CR0 and CR3 writes
+//! of a domain that pins page tables (`pin_page_table` turns the selective CR0 intercept
+//! and the CR3 write intercept on).
 //! Setting CR0.PG with EFER.LME set activates long mode, clearing it (in compatibility
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
