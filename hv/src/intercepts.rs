@@ -26,10 +26,9 @@ const MSRPM_PAGES: u64 = 2;
 /// at the MOV. So a kernel's CR0 writes exit, and `exit/cr.rs` checks them as the CPU does.
 /// Only the MOVs that change more than TS and MP, and LMSW (the selective intercept, 15.9.2,
 /// takes every LMSW; QEMU's TCG only one that changes a bit): a kernel writes CR0 a few times
-/// at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written
-/// here, keep CR0 writes their own unless a lab asks, `intercept-cr`, or they pin page
-/// tables: `pin_page_table` turns the same intercept on, with CR3's,
-/// `Effect::InterceptPagingControlWrites`.)
+/// at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written here, keep CR0 writes
+/// their own unless a lab asks, `intercept-cr`, or they pin page tables: `pin_page_table`
+/// turns the same intercept on, with CR3's, `Effect::InterceptPagingControlWrites`.)
 pub fn check_kernel_cr0_writes(vmcb: &mut Vmcb) {
     vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
 }

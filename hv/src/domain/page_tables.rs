@@ -58,7 +58,7 @@
 use super::Domain;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use traplab_abi::x86::{self, PageTables, pte};
+use traplab_abi::x86::{self, Cr0Flags, PageTables, pte};
 
 /// The most words of guest memory (page-table entries, and the 4 entries of each found
 /// table's own mapping) one `pin_page_table` exit reads: 8 tables' worth of entries, as
@@ -327,28 +327,35 @@ impl Domain {
     }
 
     /// The next piece of the `pin_page_table` of `root` by the VMMCALL at `rip`: it goes on
-    /// from the walk kept in `pv.pinning` when that is this call's, else starts afresh.
+    /// from the walk kept in `pv.pinning` when that is this call's, else starts afresh. Each
+    /// piece asks again whether the domain may pin ([`Domain::pin_refusal`]): gdb may have
+    /// changed its registers in between (the guest cannot: its CR0 and CR3 writes exit).
     pub fn pin_walk(&self, root: u64, rip: u64, budget: usize) -> Result<PinStep, &'static str> {
+        if let Some(why) = self.root_refusal(root).or_else(|| self.pin_refusal(root)) {
+            return Err(why);
+        }
         let pending = self
             .pv
             .pinning
             .as_deref()
             .filter(|pinning| pinning.root == root && pinning.rip == rip);
-        if pending.is_none()
-            && let Some(why) = self.root_refusal(root).or_else(|| self.pin_refusal(root))
-        {
-            return Err(why);
-        }
         self.walk(root, rip, pending, budget)
     }
 
-    /// Why the domain may not start pinning the tables under `root` now, whatever they hold,
-    /// if it may not: the walk reads long mode's four-level tables; and the tables the domain
-    /// runs on are pinned first (or are these), since the walk asks them only whether they map
-    /// a new table writable at its 1:1 address (the module's doc). Once something is pinned
-    /// the domain stays in long mode on pinned tables: `exit/cr.rs` refuses a CR0 write that
-    /// clears PG and a CR3 write of a root not pinned ([`Domain::may_run_on`]).
+    /// Why the domain may not pin the tables under `root` now, whatever they hold, if it may
+    /// not. A pinned table is read-only to the guest, and at CPL 0 read-only holds only while
+    /// CR0.WP is set (AMD APM vol. 2, 3.1.1): with WP clear the kernel's own stores would
+    /// change its tables without a fault. The walk reads long mode's four-level tables. And
+    /// the tables the domain runs on are pinned first (or are these), since the walk asks
+    /// them only whether they map a new table writable at its 1:1 address (the module's doc).
+    /// Once something is pinned the domain keeps all three: `exit/cr.rs` refuses a CR0 write
+    /// that clears WP or PG and a CR3 write of a root not pinned ([`Domain::may_run_on`]).
     fn pin_refusal(&self, root: u64) -> Option<&'static str> {
+        if self.vcpu.vmcb.save.cr0 & Cr0Flags::WRITE_PROTECT.bits() == 0 {
+            return Some(
+                "CR0.WP is clear, so the kernel's own writes ignore read-only pages and would change pinned tables without a fault, unchecked (set CR0.WP first)",
+            );
+        }
         if !self.vcpu.long_mode() {
             return Some(
                 "the domain is not in long mode, and pinning walks long mode's four-level tables",

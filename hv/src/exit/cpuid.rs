@@ -10,9 +10,8 @@
 //! bit of CR4 or EFER (SMEP is CR4.SMEP, Automatic IBRS is EFER.AIBRSE). The CPU the
 //! hypervisor describes has only the bits it lets the guest set: its checks of those writes
 //! (`cr.rs` for CR4, `msr.rs` for EFER, whose writes always exit) refuse the others with
-//! #GP(0), and its own page walks and
-//! emulation model none of the features behind them (SMEP, SMAP, protection keys, 5-level
-//! paging). So each feature whose enable bit it refuses is cleared from the answer
+//! #GP(0), and its own page walks and emulation model none of the features behind them
+//! (SMEP, SMAP, protection keys, 5-level paging). So each feature whose enable bit it refuses is cleared from the answer
 //! ([`FEATURES_WITH_AN_ENABLE`]), and the `emulate` line names it. Under QEMU's TCG the CPU
 //! (`qemu64`) has none of them; under KVM (`traplab trace --accel kvm`, `-cpu host`) the guest
 //! would otherwise see the host's.

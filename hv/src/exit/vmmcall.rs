@@ -36,7 +36,7 @@ use alloc::vec::Vec;
 use traplab_abi::event::{self, Action, EventType, ReturnPath, delivery_name};
 use traplab_abi::hypercall::{self, IretFrame, TRAP_TABLE_MAX, TrapInfo, error};
 use traplab_abi::svm::{self, Event};
-use traplab_abi::x86::{self, Cr0Flags, RFlags};
+use traplab_abi::x86::{self, RFlags};
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let Some(length) = exit.instruction_length(guest) else {
@@ -449,29 +449,17 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 /// Xen's, so that the hypervisor regains control between the pieces (its timer, the host's
 /// pause, gdb, the scheduler) however many tables the guest made.
 ///
-/// A pinned table is read-only to the guest, and at CPL 0 read-only holds only while CR0.WP
-/// is set (AMD APM vol. 2, 3.1.1, CR0.WP): with WP clear, the kernel's own stores would change its
-/// tables without a fault, unchecked. So a pin needs WP set, and from the first piece of the
-/// walk on the CR0 writes that could clear it exit (`exit/cr.rs` refuses them), as Xen keeps
-/// a PV guest's CR0 its own. Likewise the tables the domain runs on: they must be pinned
-/// already, or be the ones being pinned (`Domain::pin_walk`), and from the first piece on a
-/// MOV to CR3 exits too (`cr.rs` refuses a root that is not pinned, `Domain::may_run_on`,
-/// and a CR0 write that clears PG; CR4 writes always exit, and one that clears PAE gets the
-/// CPU's #GP). (The intercepts stay on
-/// if the walk is refused later: `cr.rs` then emulates those writes as the CPU does, since
-/// nothing is pinned.)
+/// A pin needs CR0.WP set, long mode, and the tables the domain runs on pinned already, or
+/// being pinned (`Domain::pin_walk` asks at every piece), and from the first piece of the
+/// walk on the CR0 and CR3 writes that could take the tables out of the checks exit: `cr.rs`
+/// refuses a CR0 write that clears WP or PG, as Xen keeps a PV guest's CR0 its own, and a
+/// root that is not pinned (`Domain::may_run_on`). (CR4 writes always exit, and one that
+/// clears PAE gets the CPU's #GP.) The intercepts stay on if the walk is refused later:
+/// `cr.rs` then emulates those writes as the CPU does, since nothing is pinned.
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
     let rip = guest.vcpu.vmcb.save.rip;
     let pending = guest.pv.pinning.is_some();
-    if guest.vcpu.vmcb.save.cr0 & Cr0Flags::WRITE_PROTECT.bits() == 0 {
-        let decision = decide!(
-            Action::Emulate,
-            "hypercall pin_page_table({root:#x}): CR0.WP is clear, so the kernel's own writes ignore read-only pages and would change pinned tables without a fault, unchecked: nothing is pinned, EINVAL (set CR0.WP first)"
-        )
-        .with_all(pending.then_some(Effect::PinContinuation(None)));
-        return finish(decision, next, number, error::EINVAL);
-    }
     let step = match guest.pin_walk(root, rip, PIN_READS_PER_EXIT) {
         Ok(step) => step,
         Err(why) => {
@@ -623,6 +611,7 @@ mod tests {
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
     use crate::vmcb::{cr_write, misc1};
     use traplab_abi::exit::ExitReason;
+    use traplab_abi::x86::Cr0Flags;
     use traplab_abi::x86::pte;
 
     const STACK: u64 = 0x7_ff00;
