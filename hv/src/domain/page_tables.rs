@@ -328,7 +328,7 @@ impl Domain {
 
     /// The next piece of the `pin_page_table` of `root` by the VMMCALL at `rip`: it goes on
     /// from the walk kept in `pv.pinning` when that is this call's, else starts afresh. Each
-    /// piece asks again whether the domain may pin ([`Domain::pin_refusal`]): gdb may have
+    /// piece asks again whether the domain may pin (`pin_refusal`): gdb may have
     /// changed its registers in between (the guest cannot: its CR0 and CR3 writes exit).
     pub fn pin_walk(&self, root: u64, rip: u64, budget: usize) -> Result<PinStep, &'static str> {
         if let Some(why) = self.root_refusal(root).or_else(|| self.pin_refusal(root)) {
