@@ -11,7 +11,7 @@ use alloc::{format, string::String, vec::Vec};
 pub const SETTINGS: [(&str, &str); 9] = [
     (
         "intercept-cr",
-        "intercept writes to CR3, and writes to CR0 that change more than TS/MP (selective CR0 intercept); emulate them, answering invalid values with #GP (CR4 and CR8 writes always exit)",
+        "intercept writes to CR3; emulate them, answering invalid values with #GP (writes to CR4, CR8, and to CR0 that change more than TS/MP, always exit)",
     ),
     (
         "intercept-dr",

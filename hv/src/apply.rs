@@ -808,10 +808,7 @@ impl Step<'_, '_> {
                 vcpu.xcr0 = value;
                 self.machine.set_xcr0(value);
             }
-            Effect::InterceptPagingControlWrites => {
-                vcpu.vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
-                vcpu.vmcb.control.intercept_cr |= cr_write(3);
-            }
+            Effect::InterceptCr3Writes => vcpu.vmcb.control.intercept_cr |= cr_write(3),
             Effect::GuestWrite { address, bytes } => {
                 self.domain
                     .cpu_write_virtual(address, &bytes)

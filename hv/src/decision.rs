@@ -180,13 +180,11 @@ pub enum Effect {
     },
     /// XSETBV on the physical CPU (the guest's XCR0 stays loaded while it runs).
     Xcr0(u64),
-    /// From now on, a MOV to CR0 that changes more than TS and MP exits, and so does every
-    /// LMSW (the selective CR0 intercept, AMD APM vol. 2, 15.9.2; QEMU's TCG takes only the
-    /// LMSWs that change a bit), and every MOV to CR3: the domain pins page tables, which a
-    /// kernel at CPL 0 would write unchecked once CR0.WP is clear, through tables it did not
-    /// pin, or without paging, so `exit/cr.rs` keeps WP and PG set and loads only a pinned
-    /// root. (CR4 writes always exit: one that clears PAE in long mode gets the CPU's #GP.)
-    InterceptPagingControlWrites,
+    /// From now on every MOV to CR3 exits: the domain pins page tables, and tables it did not
+    /// pin could map the pinned ones writable, so `exit/cr.rs` loads only a pinned root. (A
+    /// CR0 write that changes more than TS and MP, and every CR4 write, exit in every domain:
+    /// `cr.rs` also keeps a pinning domain's WP and PG set.)
+    InterceptCr3Writes,
     // ---- Other domains: event channels, grants, the store, the scheduler ------------------
     /// Write a hypercall's output (a port, a handle, a status) at guest-virtual `address`
     /// (the handler checked it translates).

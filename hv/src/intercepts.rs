@@ -20,19 +20,6 @@ const _: () = assert!(IOPM_PAGES * frames::PAGE_SIZE == iopm::SIZE as u64);
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
-/// A kernel that no one here wrote (a multiboot kernel) may write any value to CR0, and QEMU's
-/// TCG lets through what a CPU refuses: NW without CD reaches the next VMRUN, which then
-/// fails its consistency checks (AMD APM vol. 2, 15.5.1) where a CPU would have raised #GP(0)
-/// at the MOV. So a kernel's CR0 writes exit, and `exit/cr.rs` checks them as the CPU does.
-/// Only the MOVs that change more than TS and MP, and LMSW (the selective intercept, 15.9.2,
-/// takes every LMSW; QEMU's TCG only one that changes a bit): a kernel writes CR0 a few times
-/// at boot, and a lazy-FPU CLTS costs nothing. (Lab guests, written here, keep CR0 writes
-/// their own unless a lab asks, `intercept-cr`, or they pin page tables: `pin_page_table`
-/// turns the same intercept on, with CR3's, `Effect::InterceptPagingControlWrites`.)
-pub fn check_kernel_cr0_writes(vmcb: &mut Vmcb) {
-    vmcb.control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
-}
-
 /// Fill the control area of domain `dom`'s new VMCB; `disk` says who owns the disk
 /// controller. `None` when memory runs out.
 pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()> {
@@ -74,21 +61,25 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
         | misc2::MWAIT
         | misc2::XSETBV;
 
-    // Writes to CR4 and CR8, which QEMU's TCG takes where a CPU raises #GP(0) (`quirks.rs`):
-    // a CR4 that clears PAE in long mode (the guest's next access then walks its tables in
-    // another format, and the VMRUN after fails), a CR8 with bits 63:4 (TCG keeps 3:0).
-    // `exit/cr.rs` checks them as the CPU does. Kernels write CR4 a few times at boot (a
-    // Linux boot: 53 of its 56,673 exits) and CR8 seldom (the labs never do), so this costs
-    // nothing; reads stay the CPU's.
+    // Writes to CR0, CR4 and CR8, which QEMU's TCG takes where a CPU raises #GP(0)
+    // (`quirks.rs`): a CR0 with PG but not PE, with NW but not CD, or without PG in 64-bit
+    // mode (the guest derails, or the next VMRUN fails and the domain dies), or with a bit of
+    // 63:32 (TCG drops it, and its selective intercept does not see a change there alone);
+    // a CR4 that clears PAE in long mode (the guest's next access walks
+    // its tables in another format); a CR8 with bits 63:4 (TCG keeps 3:0). `exit/cr.rs`
+    // checks them as the CPU does. CR0's intercept is the selective one (15.9.2): only a MOV
+    // that changes more than TS and MP exits, and LMSW, so a lazy-FPU kernel's CLTS costs
+    // nothing. Kernels write these a few times at boot (a Linux boot: 53 CR4 writes of its
+    // 56,673 exits) and CR8 seldom (the labs never do), so this costs nothing; reads stay
+    // the CPU's.
+    control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     control.intercept_cr |= cr_write(4) | cr_write(8);
 
     // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
     let settings = crate::settings::get();
     if settings.intercept_cr {
-        // Writes to CR3; CR0 only when a write changes more than TS and MP, the selective
-        // intercept (15.9.2), so a lazy-FPU CLTS costs nothing.
+        // Writes to CR3 (a kernel switches address spaces at every context switch).
         control.intercept_cr |= cr_write(3);
-        control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     }
     control.intercept_dr = dr_intercepts();
     if settings.intercept_rdtsc {

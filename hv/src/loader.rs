@@ -155,19 +155,13 @@ pub fn create(
         Start::Traplab(entry, boot::GuestMode::Protected32) => {
             vcpu.set_protected_mode_boot_state(entry)
         }
-        Start::Linux(loaded) => {
-            vcpu.set_linux_boot_state(
-                loaded.entry,
-                loaded.zero_page,
-                (linux::GDT, linux::GDT_LIMIT),
-                (linux::BOOT_CS, linux::BOOT_DS),
-            );
-            intercepts::check_kernel_cr0_writes(&mut vcpu.vmcb);
-        }
-        Start::Multiboot(loaded) => {
-            vcpu.set_multiboot_boot_state(loaded.entry, loaded.info);
-            intercepts::check_kernel_cr0_writes(&mut vcpu.vmcb);
-        }
+        Start::Linux(loaded) => vcpu.set_linux_boot_state(
+            loaded.entry,
+            loaded.zero_page,
+            (linux::GDT, linux::GDT_LIMIT),
+            (linux::BOOT_CS, linux::BOOT_DS),
+        ),
+        Start::Multiboot(loaded) => vcpu.set_multiboot_boot_state(loaded.entry, loaded.info),
     }
     Ok(domain)
 }

@@ -214,8 +214,8 @@ fn a_file_that_is_no_kernel_is_refused_with_what_it_is_and_the_next_domain_runs(
 #[test]
 fn a_kernel_s_cr0_write_that_a_cpu_refuses_is_a_gp_not_a_failed_vmrun() {
     // NW without CD: TCG would take the MOV and the next VMRUN would refuse the state
-    // (VMEXIT_INVALID, the domain killed); the hypervisor checks a kernel's CR0 writes and
-    // raises #GP(0), which the kernel's own handler catches.
+    // (VMEXIT_INVALID, the domain killed); the hypervisor checks every domain's CR0 writes
+    // and raises #GP(0), which the kernel's own handler catches.
     let run = run_machine(&machine_for(&["bad-cr0-kernel"]));
     let (exit_at, _) = run
         .events

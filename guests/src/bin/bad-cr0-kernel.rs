@@ -2,7 +2,7 @@
 //!
 //! A CPU refuses that MOV with #GP(0) (AMD APM vol. 2, 3.1.1: "setting NW with CD clear is
 //! an invalid combination"). QEMU's TCG does not check it: without the hypervisor's CR0
-//! intercept for kernels, the value would reach the next VMRUN and fail it. The kernel
+//! intercept (on in every domain), the value would reach the next VMRUN and fail it. The kernel
 //! catches the #GP through its own IDT, says so on COM1 and ends with status 0 through
 //! isa-debug-exit (port 0xf4); if the MOV is accepted, it says that and ends with 1.
 //! Linked like `multiboot-hello`, at 1 MiB by `multiboot.ld`.

@@ -21,19 +21,23 @@
 //! (`Domain::may_run_on`). Xen keeps a PV guest's CR0 its own, and loads only a validated
 //! root into its CR3, the same way.
 //!
-//! CR0 and CR3 writes exit only with the setting `intercept-cr`; CR4 and CR8 writes always
-//! do, and so do a multiboot kernel's CR0 writes (`intercepts::check_kernel_cr0_writes`),
-//! because QEMU's TCG would accept values a CPU refuses (`quirks.rs`: a CR4 that clears PAE
-//! in long mode, a CR8 with bits 63:4, a CR0 with NW but not CD), and the CR0 and CR3 writes
-//! of a domain that pins page tables (`pin_page_table` turns the selective CR0 intercept
-//! and the CR3 write intercept on).
+//! CR0 writes that change more than TS and MP (the selective intercept), and CR4 and CR8
+//! writes, exit in every domain, because QEMU's TCG takes values a CPU refuses with #GP(0)
+//! (`quirks.rs`, measured: a CR0 with PG but not PE, with NW but not CD, without PG in
+//! 64-bit mode, or with a bit of 63:32, which TCG drops; a CR4 that clears PAE in long mode;
+//! a CR8 with bits 63:4): the guest then derails, or its next VMRUN fails and the domain
+//! dies, where on a CPU its #GP handler runs. Those refusals say so in the trace. (A change
+//! of CR0's bits 63:32 alone does not even exit under TCG: there the bit is lost.) CR3 writes
+//! exit with the setting `intercept-cr`, and in a domain that pins page tables
+//! (`pin_page_table` turns the CR3 write intercept on).
 //! Setting CR0.PG with EFER.LME set activates long mode, clearing it (in compatibility
 //! mode) leaves it: the CPU sets or clears EFER.LMA then, and so does the hypervisor, because
 //! the intercepted write never reaches the CPU (APM vol. 2, 14.6.1 and 14.7).
 //! Changing how the guest translates addresses (CR3, CR0.PG/WP, CR4.PAE/PGE/PSE) flushes
 //! the guest's TLB at the next VMRUN. LMSW reaches here too (the selective CR0 intercept takes
 //! every LMSW on a CPU, AMD APM vol. 2, 15.9.2; QEMU's TCG only one that changes a bit), and
-//! CLTS with `intercept-cr` (the selective intercept never takes it: it changes only TS); an
+//! CLTS, which only the full CR0 write intercept (0x10) takes, one the hypervisor does not set
+//! (the selective intercept never takes CLTS: it changes only TS); an
 //! `lmsw [m16]` has its word read through the guest's page tables, and an address the CPU
 //! could not read gets the guest the #PF or #GP(0) the CPU would raise.
 
@@ -140,44 +144,63 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     let pae = save.cr4 & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() != 0;
     // Which CR4 bits the CPU lacks, when it lacks some: the refusal names them.
     let unsupported: String;
+    // Each refusal, and what QEMU's TCG does instead where it would not raise the #GP
+    // itself (measured, `quirks.rs`): the trace says so, since the guest would see it run.
+    let tcg_takes = Some("QEMU's TCG would take it");
     let invalid = match number {
-        0 if value >> 32 != 0 => Some("sets reserved bits 63:32"),
+        0 if value >> 32 != 0 => Some((
+            "sets reserved bits 63:32",
+            Some("QEMU's TCG would drop them and take the rest"),
+        )),
         0 if cr0.contains(Cr0Flags::PAGING) && !cr0.contains(Cr0Flags::PROTECTED_MODE_ENABLE) => {
-            Some("sets PG without PE")
+            Some(("sets PG without PE", tcg_takes))
         }
         0 if cr0.contains(Cr0Flags::NOT_WRITE_THROUGH)
             && !cr0.contains(Cr0Flags::CACHE_DISABLE) =>
         {
-            Some("sets NW without CD")
+            Some(("sets NW without CD", tcg_takes))
         }
-        0 if leaves_long_mode && guest.vcpu.vmcb.code_bits() == 64 => {
-            Some("clears PG in 64-bit mode (long mode is left from compatibility mode)")
-        }
-        0 if activates_long_mode && !pae => {
-            Some("sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)")
-        }
-        3 if long_mode => long_mode_cr3_refusal(value, guest.memory.physical_address_bits()),
+        0 if leaves_long_mode && guest.vcpu.vmcb.code_bits() == 64 => Some((
+            "clears PG in 64-bit mode (long mode is left from compatibility mode)",
+            tcg_takes,
+        )),
+        0 if activates_long_mode && !pae => Some((
+            "sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)",
+            None,
+        )),
+        3 if long_mode => long_mode_cr3_refusal(value, guest.memory.physical_address_bits())
+            .map(|why| (why, None)),
         4 if value & !cr4_supported(guest) != 0 => {
             unsupported = format!(
                 "sets a bit this CPU does not have ({})",
                 bit_numbers(value & !cr4_supported(guest))
             );
-            Some(unsupported.as_str())
+            Some((unsupported.as_str(), None))
         }
         4 if long_mode && value & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() == 0 => {
-            Some("clears PAE in long mode")
+            Some(("clears PAE in long mode", tcg_takes))
         }
-        8 if value >> 4 != 0 => Some("sets reserved bits 63:4 (CR8 holds the 4-bit task priority)"),
+        8 if value >> 4 != 0 => Some((
+            "sets reserved bits 63:4 (CR8 holds the 4-bit task priority)",
+            Some("QEMU's TCG would keep bits 3:0"),
+        )),
         0 | 3 | 4 | 8 => None,
-        _ => Some("names a control register the hypervisor does not emulate"),
+        _ => Some((
+            "names a control register the hypervisor does not emulate",
+            None,
+        )),
     };
-    if let Some(why) = invalid {
+    if let Some((why, tcg)) = invalid {
+        let tcg = match tcg {
+            Some(tcg) => format!(" ({tcg}: `hv/src/quirks.rs`)"),
+            None => String::new(),
+        };
         return deliver!(
             guest,
             13,
             0,
             true,
-            "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor"
+            "MOV CR{number}, {value:#x} {why}: the CPU would raise #GP(0), and so does the hypervisor{tcg}"
         );
     }
     if number == 0
@@ -264,8 +287,8 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
 /// CPL 0 read-only holds only with CR0.WP set (AMD APM vol. 2, 3.1.1); and with PG clear
 /// (from compatibility mode, leaving long mode, 14.7) the kernel's stores would reach the
 /// tables at their physical addresses, and it would run on no pinned root. `pin_page_table`
-/// needs both set, and turns on the selective CR0 intercept, which takes a write that clears
-/// either (it changes more than TS and MP), so that such a write comes here.
+/// needs both set, and the selective CR0 intercept, on in every domain, takes a write that
+/// clears either (it changes more than TS and MP), so that such a write comes here.
 fn unprotects_pinned_tables(guest: &Guest, value: u64) -> Option<&'static str> {
     let pinned = !guest.pv.pinned_tables.is_empty() || guest.pv.pinning.is_some();
     let cleared = Cr0Flags::from_bits_retain(guest.vcpu.vmcb.save.cr0 & !value);
@@ -379,7 +402,7 @@ mod tests {
     #[test]
     fn cr0_et_stays_set_and_its_reserved_low_bits_stay_clear() {
         // A write that clears ET (bit 4) and sets reserved bit 6: the CPU keeps ET and
-        // ignores bit 6 (AMD APM vol. 2, 3.1.1); no #GP, as for bits 63:32.
+        // ignores bit 6 (AMD APM vol. 2, 3.1.1); no #GP, which a bit of 63:32 would get.
         let mut test = Test::long_mode();
         let cr0 = test.domain.vcpu.vmcb.save.cr0;
         assert_ne!(cr0 & Cr0Flags::EXTENSION_TYPE.bits(), 0);
@@ -438,6 +461,7 @@ mod tests {
         let mut test = Test::long_mode();
         let run = write(&mut test, &MOV_CR8_RAX, 8, 16);
         assert_general_protection(&test, &run, "sets reserved bits 63:4");
+        assert!(run.decision.why.contains("QEMU's TCG would keep bits 3:0"));
         assert_eq!(test.domain.vcpu.vmcb.control.virtual_interrupt & 0xff, 0);
     }
 
@@ -494,6 +518,13 @@ mod tests {
         let mut test = Test::long_mode();
         let run = write(&mut test, &MOV_CR3_RAX, 3, (1 << 60) | 0x0004_0000);
         assert_general_protection(&test, &run, "reserved bits 63:52");
+        // Without the intercept QEMU's TCG refuses it too, with a VMEXIT_INVALID at the MOV
+        // that `quirks::invalid_state` turns into the #GP (measured): nothing to say here.
+        assert!(
+            !run.decision.why.contains("QEMU's TCG"),
+            "{}",
+            run.decision.why
+        );
         assert_eq!(test.domain.vcpu.vmcb.save.cr3, PML4);
         // Bit 40, above qemu64's 40-bit physical addresses: reserved too (the domain used
         // to be killed, by the VMRUN that refused it, one instruction later).
@@ -509,6 +540,24 @@ mod tests {
         let mut test = Test::protected_mode();
         let run = write(&mut test, &MOV_CR0_RAX, 0, 1 << 31);
         assert_general_protection(&test, &run, "sets PG without PE");
+        // QEMU's TCG takes it (`quirks.rs`): the trace says so.
+        assert!(
+            run.decision
+                .why
+                .contains("(QEMU's TCG would take it: `hv/src/quirks.rs`)")
+        );
+    }
+
+    #[test]
+    fn setting_a_cr0_bit_of_63_32_is_a_gp() {
+        // APM vol. 2, 3.1.1: writing a 1 to any of CR0's upper 32 bits raises #GP(0). QEMU's
+        // TCG drops the bit and takes the rest, and the trace says so.
+        let mut test = Test::long_mode();
+        let cr0 = test.domain.vcpu.vmcb.save.cr0;
+        let run = write(&mut test, &MOV_CR0_RAX, 0, cr0 | 1 << 32);
+        assert_general_protection(&test, &run, "sets reserved bits 63:32");
+        assert!(run.decision.why.contains("QEMU's TCG would drop them"));
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0);
     }
 
     #[test]
@@ -518,6 +567,7 @@ mod tests {
         let cr0 = test.domain.vcpu.vmcb.save.cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits();
         let run = write(&mut test, &MOV_CR0_RAX, 0, cr0);
         assert_general_protection(&test, &run, "sets NW without CD");
+        assert!(run.decision.why.contains("QEMU's TCG would take it"));
     }
 
     #[test]
@@ -527,6 +577,7 @@ mod tests {
         let cr0 = test.domain.vcpu.vmcb.save.cr0 & !Cr0Flags::PAGING.bits();
         let run = write(&mut test, &MOV_CR0_RAX, 0, cr0);
         assert_general_protection(&test, &run, "clears PG in 64-bit mode");
+        assert!(run.decision.why.contains("QEMU's TCG would take it"));
     }
 
     #[test]
@@ -618,7 +669,7 @@ mod tests {
         let cr0 = test.domain.vcpu.vmcb.save.cr0;
         let wp = Cr0Flags::WRITE_PROTECT.bits();
         assert_ne!(cr0 & wp, 0, "the boot state has WP set");
-        // The selective CR0 intercept's exit, which a pinning domain has on.
+        // The selective CR0 intercept's exit, on in every domain.
         test.code(&MOV_CR0_RAX);
         test.set_gpr(0, cr0 & !wp);
         let run = test.run(test.exit(ExitReason::Cr0SelectiveWrite));
@@ -672,6 +723,7 @@ mod tests {
         let cr4 = test.domain.vcpu.vmcb.save.cr4 & !Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
         let run = write(&mut test, &MOV_CR4_RAX, 4, cr4);
         assert_general_protection(&test, &run, "clears PAE in long mode");
+        assert!(run.decision.why.contains("QEMU's TCG would take it"));
     }
 
     #[test]

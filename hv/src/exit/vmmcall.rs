@@ -483,7 +483,7 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
             "hypercall pin_page_table({root:#x}): {tables} new tables found so far, and the walk is not over: RIP stays at the VMMCALL, which runs again for the next piece (a hypercall continuation), so that no exit holds the CPU for long"
         )
         .with(Effect::PinContinuation(Some(Box::new(step))))
-        .with(Effect::InterceptPagingControlWrites)
+        .with(Effect::InterceptCr3Writes)
         .describe(format!(
             "pin_page_table: {reads} words read, {tables} new tables so far; continues"
         ));
@@ -500,10 +500,10 @@ fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     all.leaves.extend(step.leaves);
     let decision = decide!(
         Action::Emulate,
-        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and the CR0 and CR3 writes that could take them out of those checks exit"
+        "hypercall pin_page_table({root:#x}): from now on the hypervisor checks every write to these page tables, and a MOV to CR3 exits, so that the domain runs on pinned tables only (its CR0 writes that change more than TS and MP exit in every domain: WP and PG stay set)"
     )
     .with(Effect::PinPageTables(Box::new(all)))
-    .with(Effect::InterceptPagingControlWrites)
+    .with(Effect::InterceptCr3Writes)
     .with_all(pending.then_some(Effect::PinContinuation(None)))
     // The TLB may still hold a writable translation of a table made read-only before the
     // pin: flushed, as Xen flushes on a page's type change (`_get_page_type`).
@@ -609,7 +609,7 @@ mod tests {
     use crate::domain::vcpu::InFlight;
     use crate::testing::assert_returned;
     use crate::testing::{self, DATA, ENTRY, Run, Test, UNMAPPED, trap};
-    use crate::vmcb::{cr_write, misc1};
+    use crate::vmcb::cr_write;
     use traplab_abi::exit::ExitReason;
     use traplab_abi::x86::Cr0Flags;
     use traplab_abi::x86::pte;
@@ -1070,9 +1070,10 @@ mod tests {
         );
         assert!(test.domain.pv.pinned_tables.is_empty());
         let control = &test.domain.vcpu.vmcb.control;
-        assert_eq!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
+        assert_eq!(control.intercept_cr & cr_write(3), 0);
         // WP found clear in the middle of a walk (gdb cleared it: the guest cannot, its CR0
-        // writes exit from the first piece on): the walk is dropped, nothing pinned.
+        // writes exit and `cr.rs` keeps WP set from the first piece on): the walk is dropped,
+        // nothing pinned.
         let mut test = large_hierarchy(40);
         test.call();
         assert!(test.domain.pv.pinning.is_some(), "a walk under way");
@@ -1109,10 +1110,9 @@ mod tests {
         assert_returned(&test, 4);
         assert_eq!(test.domain.pinned_level(testing::PML4), Some(4));
         assert_eq!(test.domain.pinned_level(testing::PT), Some(1));
-        // From now on a CR0 write that could clear WP exits (`cr.rs` keeps WP set), and so
-        // does a CR3 write (`cr.rs` loads only a pinned root).
+        // From now on a CR3 write exits (`cr.rs` loads only a pinned root; a CR0 write that
+        // could clear WP exits in every domain, and `cr.rs` keeps WP set).
         let control = &test.domain.vcpu.vmcb.control;
-        assert_ne!(control.intercept_misc1 & misc1::CR0_SEL_WRITE, 0);
         assert_ne!(control.intercept_cr & cr_write(3), 0);
         // The TLB is flushed: a writable translation of a table, cached before the guest
         // made it read-only, would let a store through unchecked.
@@ -1250,14 +1250,12 @@ mod tests {
                 assert_eq!(test.rip(), ENTRY, "RIP stays at the VMMCALL");
                 assert_eq!(test.gpr(0), hypercall::PIN_PAGE_TABLE, "RAX untouched");
                 assert_eq!(hierarchy_pinned(&test), 0, "nothing pinned yet");
-                let intercepts = test.domain.vcpu.vmcb.control.intercept_misc1;
-                assert_ne!(
-                    intercepts & misc1::CR0_SEL_WRITE,
-                    0,
-                    "from the first piece on, a CR0 write that could clear WP exits"
-                );
                 let control = &test.domain.vcpu.vmcb.control;
-                assert_ne!(control.intercept_cr & cr_write(3), 0, "and a CR3 write");
+                assert_ne!(
+                    control.intercept_cr & cr_write(3),
+                    0,
+                    "from the first piece on, a CR3 write exits"
+                );
                 assert!(
                     run.decision.why.contains("a hypercall continuation"),
                     "{}",
