@@ -14,6 +14,10 @@
 //! domains, the guest's console lines, the end — are always printed: they are the run's
 //! frame, and a student hiding IOIO still wants to read what the guest printed.
 //!
+//! The hypervisor's own log lines (`traplab trace --verbose`) belong to no trap either: they
+//! are never left out, but they wait behind held events like the rest ([`ClassFilter::take_log`]),
+//! so that each comes where it came in the run.
+//!
 //! It only chooses what is printed: a recording keeps every event.
 
 use crate::flows::{self, Assembler, Facts, Flow, FlowEnd, Kind, NO_EVENT};
@@ -21,6 +25,14 @@ use std::collections::VecDeque;
 use traplab_abi::event::Event;
 use traplab_abi::exit::ExitReason;
 use traplab_abi::svm::exitcode;
+
+/// What the filter gives to print, in the run's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Event(Event),
+    /// A line of the hypervisor's log (`--verbose`).
+    Log(String),
+}
 
 /// Which classes to print: `--only` (none: every class) less `--hide`.
 #[derive(Debug)]
@@ -33,9 +45,10 @@ pub struct ClassFilter {
     seen: u32,
     /// Whether each flow is printed, by flow number, once it is known.
     verdicts: Vec<Option<bool>>,
-    /// Events not printed yet, in order, with their flow (`None`: the run's frame): the
-    /// events of a flow whose verdict waits ([`ClassFilter::undecided`]) and all after them.
-    held: VecDeque<(Event, Option<usize>)>,
+    /// Lines not printed yet, in order, with their flow (`None`: the run's frame, or a log
+    /// line): the events of a flow whose verdict waits ([`ClassFilter::undecided`]) and all
+    /// after them.
+    held: VecDeque<(Line, Option<usize>)>,
     /// The flows whose verdicts the held events wait for (one, as a rule: a domain's trap
     /// is done or switched out before another's begins).
     undecided: Vec<usize>,
@@ -100,12 +113,12 @@ impl ClassFilter {
         })
     }
 
-    /// Take the next event of the trace; `print` is given, in order, the events that are to
-    /// be printed now: this one, or none while a flow's verdict waits, or those that waited.
-    pub fn take(&mut self, event: Event, print: &mut impl FnMut(Event)) {
+    /// Take the next event of the trace; `print` is given, in order, the lines that are to
+    /// be printed now: this event, or none while a flow's verdict waits, or those that waited.
+    pub fn take(&mut self, event: Event, print: &mut impl FnMut(Line)) {
         if self.only.is_empty() && self.hide.is_empty() {
             // Nothing to choose: no flows to build either.
-            print(event);
+            print(Line::Event(event));
             return;
         }
         let facts = Facts::of(&event);
@@ -126,7 +139,7 @@ impl ClassFilter {
         {
             self.undecided.push(flow);
         }
-        self.held.push_back((event, flow));
+        self.held.push_back((Line::Event(event), flow));
         // (The switch-out's `schedule` is the frame's, and ends what the flow delivers.)
         let mut undecided = core::mem::take(&mut self.undecided);
         undecided.retain(|&flow| {
@@ -140,16 +153,22 @@ impl ClassFilter {
         self.release(print);
     }
 
+    /// Take a line of the hypervisor's log: printed now, or behind the events held before it.
+    pub fn take_log(&mut self, line: String, print: &mut impl FnMut(Line)) {
+        self.held.push_back((Line::Log(line), None));
+        self.release(print);
+    }
+
     /// The end of the trace: what waits is printed by what is known.
-    pub fn finish(&mut self, print: &mut impl FnMut(Event)) {
+    pub fn finish(&mut self, print: &mut impl FnMut(Line)) {
         for flow in core::mem::take(&mut self.undecided) {
             self.verdicts[flow] = Some(self.passes(&self.flows[flow]));
         }
         self.release(print);
     }
 
-    /// Print or drop the held events up to the first whose flow's verdict waits.
-    fn release(&mut self, print: &mut impl FnMut(Event)) {
+    /// Print or drop the held lines up to the first whose flow's verdict waits.
+    fn release(&mut self, print: &mut impl FnMut(Line)) {
         while let Some((_, flow)) = self.held.front() {
             let shown = match *flow {
                 None => true,
@@ -158,10 +177,10 @@ impl ClassFilter {
                     None => return,
                 },
             };
-            if let Some((event, _)) = self.held.pop_front()
+            if let Some((line, _)) = self.held.pop_front()
                 && shown
             {
-                print(event);
+                print(line);
             }
         }
     }
@@ -202,7 +221,11 @@ mod tests {
     fn printed(only: &[&str], hide: &[&str]) -> Vec<(u64, &'static str)> {
         let mut filter = ClassFilter::new(&owned(only), &owned(hide)).expect("known classes");
         let mut printed = Vec::new();
-        let mut print = |event: Event| printed.push((event.seq, event.body.kind()));
+        let mut print = |line: Line| {
+            if let Line::Event(event) = line {
+                printed.push((event.seq, event.body.kind()));
+            }
+        };
         for event in crate::sample::event_channel_ping() {
             filter.take(event, &mut print);
         }
@@ -255,6 +278,14 @@ mod tests {
         );
     }
 
+    /// An event's `seq` (the tests that use it take no log lines).
+    fn seq(line: Line) -> u64 {
+        match line {
+            Line::Event(event) => event.seq,
+            Line::Log(line) => panic!("a log line: {line}"),
+        }
+    }
+
     /// An INT3 the hypervisor intercepts and reflects (a SWINT flow that delivers #BP), then
     /// an OUT: what is printed after each event, then after the trace's end.
     fn breakpoint_then_out(only: &[&str], hide: &[&str]) -> Vec<Vec<u64>> {
@@ -270,11 +301,11 @@ mod tests {
             .take(events)
         {
             let mut printed = Vec::new();
-            filter.take(event, &mut |event| printed.push(event.seq));
+            filter.take(event, &mut |line| printed.push(seq(line)));
             after_each.push(printed);
         }
         let mut printed = Vec::new();
-        filter.finish(&mut |event| printed.push(event.seq));
+        filter.finish(&mut |line| printed.push(seq(line)));
         after_each.push(printed);
         after_each
     }
@@ -301,6 +332,49 @@ mod tests {
     }
 
     #[test]
+    fn a_log_line_waits_behind_a_held_flow_and_is_never_left_out() {
+        // --only #BP: a log line comes while the SWINT flow waits for its resume (after its
+        // exit, event 2), and another while the OUT's flow, which is left out, waits.
+        let mut filter = ClassFilter::new(&owned(&["#BP"]), &[]).expect("known classes");
+        let mut printed = Vec::new();
+        let mut print = |line: Line| {
+            printed.push(match line {
+                Line::Event(event) => event.seq.to_string(),
+                Line::Log(line) => line,
+            })
+        };
+        for event in crate::sample::breakpoint_then_out() {
+            let seq = event.seq;
+            filter.take(event, &mut print);
+            match seq {
+                2 => filter.take_log("during the INT3".into(), &mut print),
+                6 => filter.take_log("during the OUT".into(), &mut print),
+                _ => {}
+            }
+        }
+        filter.finish(&mut print);
+        assert_eq!(
+            printed,
+            [
+                "0",
+                "1",
+                "2",
+                "during the INT3",
+                "3",
+                "4",
+                "5",
+                "during the OUT"
+            ],
+            "in the run's order; the OUT's events left out, not its log line"
+        );
+        // Without --only or --hide a log line is printed at once.
+        let mut filter = ClassFilter::new(&[], &[]).expect("no classes");
+        let mut printed = Vec::new();
+        filter.take_log("at once".into(), &mut |line| printed.push(line));
+        assert_eq!(printed, [Line::Log("at once".into())]);
+    }
+
+    #[test]
     fn a_flow_the_trace_ends_in_is_printed_at_the_end_by_what_is_known() {
         // --only IOIO: the OUT's flow, whose events wait for its resume ...
         assert_eq!(
@@ -321,9 +395,9 @@ mod tests {
         let mut filter = ClassFilter::new(&owned(&["VMMCALL"]), &[]).expect("a known class");
         let mut printed = Vec::new();
         for event in crate::sample::event_channel_ping() {
-            let seq = event.seq;
-            filter.take(event, &mut |event| printed.push(event.seq));
-            if seq == 7 {
+            let at = event.seq;
+            filter.take(event, &mut |line| printed.push(seq(line)));
+            if at == 7 {
                 assert!(printed.ends_with(&[4, 5, 6, 7]), "{printed:?}");
             }
         }

@@ -224,7 +224,8 @@ pub struct TraceArgs {
     /// Also save the trace as JSON Lines in FILE.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Also print the hypervisor's own log (its serial console).
+    /// Also print the hypervisor's own log (its serial console), each line where it came
+    /// among the events, behind a flow --only or --hide holds (to stderr with --json).
     #[arg(long, short)]
     pub verbose: bool,
     /// Install or fetch what is missing (QEMU; a Linux lab's kernel) without asking.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use traplab_abi::event::{Body, DomainState, Event, domain_label};
 use traplab_tracer::check::StreamCheck;
-use traplab_tracer::filter::ClassFilter;
+use traplab_tracer::filter::{ClassFilter, Line};
 use traplab_tracer::qemu::HvStatus;
 use traplab_tracer::recording::Recorder;
 use traplab_tracer::session::{Finish, Item, Options, Session};
@@ -102,6 +102,13 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     }
 
     let mut out = Output::stdout();
+    // One line of the trace: an event, or (--verbose) a line of the hypervisor's log, which
+    // goes to stderr with --json, so that stdout stays JSON Lines.
+    let show = |out: &mut Output, line: Line| match line {
+        Line::Event(event) => out.line(|| event_line(&event, args.json), &give_up),
+        Line::Log(line) if args.json => eprintln!("hv log| {line}"),
+        Line::Log(line) => out.line(|| format!("hv log| {line}"), &give_up),
+    };
     let mut check = StreamCheck::new();
     let mut log_tail = VecDeque::new();
     let mut killed = false;
@@ -125,17 +132,12 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                 {
                     eprintln!("traplab: recording failed: {error}");
                 }
-                printed.take(event, &mut |event| {
-                    out.line(|| event_line(&event, args.json), &give_up)
-                });
+                printed.take(event, &mut |line| show(&mut out, line));
             }
             Item::Log(line) => {
                 if args.verbose {
-                    if args.json {
-                        eprintln!("hv log| {line}");
-                    } else {
-                        out.line(|| format!("hv log| {line}"), &give_up);
-                    }
+                    // In its place among the events, behind a flow --only or --hide holds.
+                    printed.take_log(line.clone(), &mut |line| show(&mut out, line));
                 }
                 log_tail.push_back(line);
                 if log_tail.len() > LOG_TAIL {
@@ -147,7 +149,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         }
     }
     // What --only or --hide still held back (a flow whose resume never came).
-    printed.finish(&mut |event| out.line(|| event_line(&event, args.json), &give_up));
+    printed.finish(&mut |line| show(&mut out, line));
     if let Some(recorder) = recorder {
         recorder
             .finish()
