@@ -64,14 +64,13 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
     // Writes to CR0, CR4 and CR8, which QEMU's TCG takes where a CPU raises #GP(0)
     // (`quirks.rs`): a CR0 with PG but not PE, with NW but not CD, or without PG in 64-bit
     // mode (the guest derails, or the next VMRUN fails and the domain dies), or with a bit of
-    // 63:32 (TCG drops it, and its selective intercept does not see a change there alone);
-    // a CR4 that clears PAE in long mode (the guest's next access walks
-    // its tables in another format); a CR8 with bits 63:4 (TCG keeps 3:0). `exit/cr.rs`
-    // checks them as the CPU does. CR0's intercept is the selective one (15.9.2): only a MOV
-    // that changes more than TS and MP exits, and LMSW, so a lazy-FPU kernel's CLTS costs
-    // nothing. Kernels write these a few times at boot (a Linux boot: 53 CR4 writes of its
-    // 56,673 exits) and CR8 seldom (the labs never do), so this costs nothing; reads stay
-    // the CPU's.
+    // 63:32 (TCG drops it, and its selective intercept does not see a change there alone); a
+    // CR4 that clears PAE in long mode (the guest's next access walks its tables in another
+    // format); a CR8 with bits 63:4 (TCG keeps 3:0). `exit/cr.rs` checks them as the CPU
+    // does. CR0's intercept is the selective one (15.9.2): only a MOV that changes more than
+    // TS and MP exits, and LMSW, so a lazy-FPU kernel's CLTS costs nothing. Kernels write
+    // these a few times at boot (a Linux boot: 53 CR4 writes of its 56,673 exits) and CR8
+    // seldom, so this costs nothing; reads stay the CPU's.
     control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     control.intercept_cr |= cr_write(4) | cr_write(8);
 
