@@ -109,8 +109,9 @@ pub const RAISE_EVENT: u64 = 4;
 /// tables are pinned at once at the end, or none. Returns how many tables were pinned that
 /// were not pinned before; a root pinned already is refused (`EINVAL`), as Xen's
 /// `MMUEXT_PIN_L4_TABLE` refuses a page pinned already. So is a pin while CR0.WP is clear
-/// (`EINVAL`): at CPL 0 read-only holds only with WP set. From the pin on, the MOVs to CR0 that
-/// could clear WP exit, and one that does gets #GP(0), as Xen keeps a PV guest's CR0 its own.
+/// (`EINVAL`): at CPL 0 read-only holds only with WP set. The MOVs to CR0 that could clear WP
+/// exit in every domain; from the pin on, one that does gets #GP(0), as Xen keeps a PV guest's
+/// CR0 its own.
 /// The tables the guest runs on come first: a root other than CR3's is refused (`EINVAL`)
 /// until CR3's is pinned, and from the pin on a MOV to CR3 exits, and one that loads a root
 /// not pinned gets #GP(0): unpinned tables could map the pinned ones writable. (A Xen guest

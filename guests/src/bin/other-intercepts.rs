@@ -2,7 +2,9 @@
 //! `intercept-dr`): the instructions a hypervisor may choose to take, one each.
 //!
 //! RDTSC reads a per-domain clock; INVLPG flushes a page in our address space; PAUSE says we
-//! spin; MOV DR loads a debug register the hypervisor keeps for us; VMLOAD, an SVM
+//! spin; MOV DR loads a debug register the hypervisor keeps for us, and with DR7.GD set
+//! raises the #DB of general detect, which QEMU's TCG does not implement and the hypervisor
+//! does in its place; VMLOAD, an SVM
 //! instruction a guest may not run, gets #UD. XSETBV is always intercepted too, but only
 //! with CR4.OSXSAVE set, which QEMU 7.2's TCG does not let a guest set: here it raises #UD
 //! before any intercept, the CPU's own check.
@@ -13,11 +15,31 @@ use core::arch::x86_64::_rdtsc;
 use traplab_guests::traps::{TrapFrame, set_handler};
 use traplab_guests::{BootInfo, guest_main, println};
 
-/// `vmload rax` (0f 01 da) and `xsetbv` (0f 01 d1) are 3 bytes.
+/// `vmload rax` (0f 01 da), `xsetbv` (0f 01 d1) and `mov rax, dr0` (0f 21 c0) are 3 bytes.
 const LENGTH: u64 = 3;
+/// DR7.GD, general detect (bit 13), and DR6.BD, the #DB it raises (bit 13).
+const DR7_GD: u64 = 1 << 13;
+const DR6_BD: u64 = 1 << 13;
 
 fn invalid_opcode(frame: &mut TrapFrame) {
     println!("#UD at {:#x}: skipping the 3-byte instruction", frame.rip);
+    frame.rip += LENGTH;
+}
+
+/// General detect's #DB: a fault, before the MOV with a debug register runs. The CPU cleared
+/// GD for the handler, so it may read DR6 (AMD APM vol. 2, 13.1.1).
+fn general_detect(frame: &mut TrapFrame) {
+    let dr6: u64;
+    // SAFETY: reading DR6 has no side effects; GD is clear here.
+    unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nostack)) };
+    println!(
+        "#DB at {:#x}: general detect, DR6.BD = {}; skipping the MOV",
+        frame.rip,
+        (dr6 & DR6_BD != 0) as u8
+    );
+    // DR6's bits stay until software clears them: BD cleared, the next #DB says its own cause.
+    // SAFETY: writing DR6 has no side effects.
+    unsafe { core::arch::asm!("mov dr6, {}", in(reg) dr6 & !DR6_BD, options(nostack)) };
     frame.rip += LENGTH;
 }
 
@@ -37,6 +59,17 @@ fn main(_info: &BootInfo) -> i32 {
         core::arch::asm!("mov dr0, {0}", "mov {0}, dr0", inout(reg) 0x1234u64 => dr0, options(nostack))
     };
     println!("DR0 written and read back: {dr0:#x}");
+    set_handler(1, general_detect);
+    println!("DR7.GD set: the next MOV with a debug register raises #DB before it runs");
+    // SAFETY: GD only makes the next MOV DR fault; the #DB handler skips that MOV.
+    unsafe {
+        core::arch::asm!("mov dr7, {}", in(reg) DR7_GD, options(nostack));
+        core::arch::asm!("mov rax, dr0", out("rax") _, options(nostack));
+    }
+    let dr7: u64;
+    // SAFETY: reading DR7 has no side effects (GD is clear again).
+    unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nostack)) };
+    println!("DR7 after the #DB: {dr7:#x} (GD clear)");
     println!("XSETBV with CR4.OSXSAVE clear:");
     // SAFETY: #UD (checked before the intercept), skipped by the handler.
     unsafe {

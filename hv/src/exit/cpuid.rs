@@ -432,7 +432,7 @@ mod tests {
 
     /// The CPU the guest sees is one it can use: for every feature of the table, on a CPU that
     /// has them all, the guest sees it exactly when the hypervisor lets it set the feature's
-    /// CR4 bit, and a MOV to CR4 (with `intercept-cr`, `cr.rs`) setting that bit is refused
+    /// CR4 bit, and a MOV to CR4 (`cr.rs`: CR4 writes always exit) setting that bit is refused
     /// exactly when the feature is hidden. (Whatever `cr.rs` allows: in the cr-write lab's
     /// exercise a student takes FSGSBASE out, and it is hidden then.)
     #[test]

@@ -164,9 +164,10 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
             "clears PG in 64-bit mode (long mode is left from compatibility mode)",
             tcg_takes,
         )),
+        // (QEMU's `cpu_x86_update_cr0` returns early there: "XXX: generate an exception".)
         0 if activates_long_mode && !pae => Some((
             "sets PG with EFER.LME set but CR4.PAE clear (long mode needs PAE paging)",
-            None,
+            Some("QEMU's TCG would ignore the whole write"),
         )),
         3 if long_mode => long_mode_cr3_refusal(value, guest.memory.physical_address_bits())
             .map(|why| (why, None)),
@@ -441,6 +442,11 @@ mod tests {
         let paging = test.domain.vcpu.vmcb.save.cr0 | Cr0Flags::PAGING.bits();
         let run = write(&mut test, &MOV_CR0_RAX, 0, paging);
         assert_general_protection(&test, &run, "CR4.PAE clear");
+        assert!(
+            run.decision
+                .why
+                .contains("QEMU's TCG would ignore the whole write")
+        );
         assert!(!test.domain.vcpu.long_mode());
     }
 

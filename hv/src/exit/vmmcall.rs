@@ -451,10 +451,10 @@ fn iret(guest: &Guest, decision: Decision, next: u64) -> Decision {
 ///
 /// A pin needs CR0.WP set, long mode, and the tables the domain runs on pinned already, or
 /// being pinned (`Domain::pin_walk` asks at every piece), and from the first piece of the
-/// walk on the CR0 and CR3 writes that could take the tables out of the checks exit: `cr.rs`
-/// refuses a CR0 write that clears WP or PG, as Xen keeps a PV guest's CR0 its own, and a
-/// root that is not pinned (`Domain::may_run_on`). (CR4 writes always exit, and one that
-/// clears PAE gets the CPU's #GP.) The intercepts stay on if the walk is refused later:
+/// walk on the CR3 writes exit too (CR0's that change more than TS and MP, and CR4's, exit in
+/// every domain): `cr.rs` refuses a CR0 write that clears WP or PG, as Xen keeps a PV guest's
+/// CR0 its own, and a root that is not pinned (`Domain::may_run_on`). (A CR4 write that
+/// clears PAE gets the CPU's #GP.) The CR3 intercept stays on if the walk is refused later:
 /// `cr.rs` then emulates those writes as the CPU does, since nothing is pinned.
 fn pin_page_table(guest: &Guest, next: u64, root: u64) -> Decision {
     let number = hypercall::PIN_PAGE_TABLE;
