@@ -28,6 +28,10 @@ use traplab_abi::svm::exitcode;
 
 /// What the filter gives to print, in the run's order.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are nearly every line, as in `session::Item`; boxing each would cost an allocation"
+)]
 pub enum Line {
     Event(Event),
     /// A line of the hypervisor's log (`--verbose`).
