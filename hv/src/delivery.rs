@@ -51,7 +51,7 @@ pub fn exception(
 ) -> Decision {
     if guest.pv.trap_table.is_empty() {
         let how = reflect_how(guest, vector);
-        return Decision::new(Action::Reflect, format!("{why}: {how}").into(), at)
+        let decision = Decision::new(Action::Reflect, format!("{why}: {how}").into(), at)
             .with_all(first)
             .with_all(resume_flag_of(vector))
             .deliver(Delivery::Inject {
@@ -59,6 +59,7 @@ pub fn exception(
                 handler: guest.idt_handler(vector),
                 synthetic,
             });
+        return with_general_detect_off(guest, vector, decision);
     }
 
     // Bounce: follow the trap table; a missing entry is a missing gate.
@@ -75,7 +76,8 @@ pub fn exception(
             let event = (vector, EventType::Exception, error_code);
             // The frame's RFLAGS has RF set for a fault, as a CPU pushes it.
             let first = first.into_iter().chain(resume_flag_of(vector)).collect();
-            return bounce(guest, first, event, entry, synthetic, steps, at);
+            let decision = bounce(guest, first, event, entry, synthetic, steps, at);
+            return with_general_detect_off(guest, vector, decision);
         }
         let (next, next_code, name) = match x86::combine(Some(vector), 13) {
             Combined::Deliver(_) => (13, vector as u32 * 8 + 2, "#GP"),
@@ -108,6 +110,28 @@ pub fn exception(
 fn resume_flag_of(vector: u8) -> Option<Effect> {
     (x86::exception(vector).kind == ExceptionType::Fault).then_some(Effect::SetResumeFlag)
 }
+
+/// `decision`, which delivers exception `vector`, with DR7.GD cleared when it delivers a #DB
+/// while GD is set: a CPU clears GD as it enters the #DB handler, whatever raised the #DB, so
+/// that the handler may use the debug registers (Intel SDM vol. 3B, 17.2.4; KVM does the
+/// same, "DR7.GD should be cleared upon any #DB exception"). QEMU's TCG, which has no general
+/// detect, leaves it: the hypervisor, which delivers the #DB, clears it, and says so (an
+/// `emulate` event with the change, where a delivery alone has none).
+fn with_general_detect_off(guest: &Guest, vector: u8, decision: Decision) -> Decision {
+    let dr7 = guest.vcpu.guest_dr7();
+    if vector != 1 || dr7 & DR7_GENERAL_DETECT == 0 || decision.delivery.is_none() {
+        return decision;
+    }
+    let decision = decision.with(Effect::DebugRegister(7, dr7 & !DR7_GENERAL_DETECT));
+    match decision.what {
+        Some(_) => decision,
+        None => decision.describe("DR7.GD cleared for the #DB handler, as a CPU clears it"),
+    }
+}
+
+/// DR7.GD, general detect (bit 13): a MOV with a debug register raises #DB first, DR6.BD set
+/// (`exit/dr.rs`).
+pub const DR7_GENERAL_DETECT: u64 = 1 << 13;
 
 /// DR6's causes of a #DB (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register"; Intel SDM vol.
 /// 3B, 17.2.3). BS: the #DB was a single step.

@@ -12,7 +12,7 @@
 //! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
 //! ([`fixed`]). With DR7.GD (general detect) set, any MOV with a debug register raises #DB
 //! before it runs, with DR6.BD set, and the CPU clears GD for the handler (APM vol. 2,
-//! 13.1.1, DR7); B0–B3, which tell which breakpoint matched, are cleared with it ("certain
+//! 13.1.1, DR7; as it does for any #DB, which `delivery.rs` does for each it delivers); B0–B3, which tell which breakpoint matched, are cleared with it ("certain
 //! debug exceptions may clear bits 0–3": Intel SDM vol. 3B, 17.2.3; KVM clears them as it
 //! delivers a #DB): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
 //! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
@@ -24,7 +24,7 @@
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
-use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS};
+use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS, DR7_GENERAL_DETECT};
 use crate::domain::Guest;
 use crate::{decide, deliver};
 use alloc::format;
@@ -55,12 +55,9 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8, write: bool) -> Decision {
         let direction = if write { "to" } else { "from" };
         return deliver!(
             guest,
-            // General detect is a fault: the RFLAGS it pushes has RF set (`delivery.rs`).
-            after [
-                Effect::DebugRegister(6, dr6),
-                Effect::DebugRegister(7, dr7 & !DR7_GENERAL_DETECT),
-                Effect::SetResumeFlag,
-            ],
+            // General detect is a fault: the RFLAGS it pushes has RF set (`delivery.rs`). GD
+            // is cleared there too, as for every #DB the guest is given.
+            after [Effect::DebugRegister(6, dr6), Effect::SetResumeFlag],
             1,
             0,
             true,
@@ -129,8 +126,6 @@ const DR6_ONES: u64 = 0xffff_0ff0;
 /// Bit 10 reads as one, 11, 12, 14 and 15 as zeros (AMD APM vol. 2, 13.1.1).
 const DR7_WRITABLE: u64 = 0xffff_23ff;
 const DR7_ONES: u64 = 0x400;
-/// DR7.GD, general detect (bit 13): its #DB sets DR6.BD.
-const DR7_GENERAL_DETECT: u64 = 1 << 13;
 
 /// What debug register `number` holds after a MOV of `value` (bits 63:32 already checked):
 /// DR6's and DR7's reserved bits at their fixed values, DR0–DR3 as written.

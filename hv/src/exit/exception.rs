@@ -359,6 +359,32 @@ mod tests {
     }
 
     #[test]
+    fn any_debug_exception_clears_dr7_gd_for_its_handler() {
+        // A CPU clears DR7.GD as it enters a #DB handler, whatever the cause (Intel SDM vol.
+        // 3B, 17.2.4; KVM: "DR7.GD should be cleared upon any #DB exception"), so that the
+        // handler may read DR6; QEMU's TCG leaves it, and the hypervisor delivers the #DB.
+        let mut test = Test::long_mode();
+        test.gate(1, HANDLER);
+        let gd = 1 << 13;
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | gd | 1;
+        test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff1; // B0: an instruction breakpoint
+        let run = test.run(test.exit(exception(1, 0, 0)));
+        assert_eq!(run.decision.action, Action::Reflect);
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.dr7,
+            0x400 | 1,
+            "GD cleared, L0 kept"
+        );
+        assert!(run.changes().contains(&("dr7", 0x2401, 0x401)));
+        // Without GD, DR7 is left as it is.
+        let mut test = Test::long_mode();
+        test.gate(1, HANDLER);
+        test.domain.vcpu.vmcb.save.dr7 = 0x401;
+        let run = test.run(test.exit(exception(1, 0, 0)));
+        assert_eq!(run.kinds(), ["decide", "inject"], "nothing changed, nothing to say");
+    }
+
+    #[test]
     fn a_page_fault_while_delivering_a_page_fault_becomes_a_double_fault() {
         // The double-fault rule (APM vol. 2, 8.2.9): #PF during #PF delivery is #DF(0).
         let mut test = Test::long_mode();
