@@ -118,7 +118,17 @@ fn resume_flag_of(vector: u8) -> Option<Effect> {
 /// detect, leaves it: the hypervisor, which delivers the #DB, clears it, and says so (an
 /// `emulate` event with the change, where a delivery alone has none).
 fn with_general_detect_off(guest: &Guest, vector: u8, decision: Decision) -> Decision {
-    let dr7 = guest.vcpu.guest_dr7();
+    // DR7 as the effects before the delivery leave it (a `MOV DR7` that a single-step trap
+    // follows, `debug_trap`), else the guest's.
+    let dr7 = decision
+        .effects
+        .iter()
+        .rev()
+        .find_map(|effect| match effect {
+            Effect::DebugRegister(7, value) => Some(*value),
+            _ => None,
+        })
+        .unwrap_or_else(|| guest.vcpu.guest_dr7());
     if vector != 1 || dr7 & DR7_GENERAL_DETECT == 0 || decision.delivery.is_none() {
         return decision;
     }
@@ -355,6 +365,9 @@ fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arg
         decision.action = trap.action;
     }
     decision.why = format!("{}; {}", decision.why, trap.why).into();
+    if decision.what.is_none() {
+        decision.what = trap.what; // DR7.GD cleared (`with_general_detect_off`)
+    }
     decision.effects = trap.effects;
     decision.delivery = trap.delivery;
     decision.end = trap.end;

@@ -12,11 +12,12 @@
 //! DR7 are not refused but fixed: they read back as ones or zeros whatever was written
 //! ([`fixed`]). With DR7.GD (general detect) set, any MOV with a debug register raises #DB
 //! before it runs, with DR6.BD set, and the CPU clears GD for the handler (APM vol. 2,
-//! 13.1.1, DR7; as it does for any #DB, which `delivery.rs` does for each it delivers); B0–B3, which tell which breakpoint matched, are cleared with it ("certain
-//! debug exceptions may clear bits 0–3": Intel SDM vol. 3B, 17.2.3; KVM clears them as it
-//! delivers a #DB): the hypervisor does that too (QEMU's TCG does not implement GD at all, so
-//! without this intercept a guest's GD does nothing). The checks come in KVM's order: #UD,
-//! then #DB, then #GP.
+//! 13.1.1, DR7; it does so for any #DB, and `delivery.rs` for each #DB it delivers); B0–B3,
+//! which tell which breakpoint matched, are cleared with it ("certain debug exceptions may
+//! clear bits 0–3": Intel SDM vol. 3B, 17.2.3; KVM clears them as it delivers a #DB): the
+//! hypervisor does that too (QEMU's TCG does not implement GD at all, so without this
+//! intercept a guest's GD does nothing). The checks come in KVM's order: #UD, then #DB, then
+//! #GP.
 //!
 //! These exits come with the setting `intercept-dr`, and while gdb holds a slot
 //! (`Vcpu::lent_slots`): then the guest reads and writes its own view of DR7 and of the
@@ -366,6 +367,28 @@ mod tests {
         let (event, _, _) = testing::injected(&run.decision);
         assert_eq!(event.vector, 1);
         assert_eq!(test.domain.vcpu.vmcb.save.dr6, 0xffff_4ff0);
+    }
+
+    #[test]
+    fn a_single_step_over_a_mov_dr7_that_sets_gd_finds_gd_cleared() {
+        // The MOV sets GD, then the single-step trap's #DB clears it for its handler, as a
+        // CPU does on entering any #DB handler: the handler's own MOV from DR6 must not be
+        // general detect's #DB in turn. The emulate event shows the MOV's DR7, then GD's end.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_9000);
+        test.domain.vcpu.vmcb.save.rflags |= traplab_abi::x86::RFlags::TRAP_FLAG.bits();
+        test.set_gpr(0, 0x2400);
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!(event.vector, 1);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "GD cleared");
+        let changes = run.changes();
+        let dr7: Vec<_> = changes.iter().filter(|(name, ..)| *name == "dr7").collect();
+        assert_eq!(*dr7.last().unwrap(), &("dr7", 0x2400, 0x400), "{changes:?}");
     }
 
     /// gdb's hardware breakpoint at 0x20_5000 in slot 3 (L3, execute, one byte), lent while

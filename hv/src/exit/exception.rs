@@ -381,7 +381,11 @@ mod tests {
         test.gate(1, HANDLER);
         test.domain.vcpu.vmcb.save.dr7 = 0x401;
         let run = test.run(test.exit(exception(1, 0, 0)));
-        assert_eq!(run.kinds(), ["decide", "inject"], "nothing changed, nothing to say");
+        assert_eq!(
+            run.kinds(),
+            ["decide", "inject"],
+            "nothing changed, nothing to say"
+        );
     }
 
     #[test]
