@@ -118,18 +118,14 @@ fn resume_flag_of(vector: u8) -> Option<Effect> {
 /// detect, leaves it: the hypervisor, which delivers the #DB, clears it, and says so (an
 /// `emulate` event with the change, where a delivery alone has none).
 fn with_general_detect_off(guest: &Guest, vector: u8, decision: Decision) -> Decision {
+    if vector != 1 || decision.delivery.is_none() {
+        return decision;
+    }
     // DR7 as the effects before the delivery leave it (a `MOV DR7` that a single-step trap
     // follows, `debug_trap`), else the guest's.
-    let dr7 = decision
-        .effects
-        .iter()
-        .rev()
-        .find_map(|effect| match effect {
-            Effect::DebugRegister(7, value) => Some(*value),
-            _ => None,
-        })
-        .unwrap_or_else(|| guest.vcpu.guest_dr7());
-    if vector != 1 || dr7 & DR7_GENERAL_DETECT == 0 || decision.delivery.is_none() {
+    let dr7 =
+        written_debug_register(&decision.effects, 7).unwrap_or_else(|| guest.vcpu.guest_dr7());
+    if dr7 & DR7_GENERAL_DETECT == 0 {
         return decision;
     }
     let decision = decision.with(Effect::DebugRegister(7, dr7 & !DR7_GENERAL_DETECT));
@@ -137,6 +133,14 @@ fn with_general_detect_off(guest: &Guest, vector: u8, decision: Decision) -> Dec
         Some(_) => decision,
         None => decision.describe("DR7.GD cleared for the #DB handler, as a CPU clears it"),
     }
+}
+
+/// The value the last of `effects` that writes debug register `number` writes, if one does.
+fn written_debug_register(effects: &[Effect], number: u8) -> Option<u64> {
+    effects.iter().rev().find_map(|effect| match effect {
+        Effect::DebugRegister(written, value) if *written == number => Some(*value),
+        _ => None,
+    })
 }
 
 /// DR7.GD, general detect (bit 13): a MOV with a debug register raises #DB first, DR6.BD set
@@ -336,14 +340,7 @@ fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arg
     };
     let halts = first.iter().any(halted);
     first.retain(|effect| !halted(effect));
-    let dr6 = first
-        .iter()
-        .rev()
-        .find_map(|effect| match effect {
-            Effect::DebugRegister(6, value) => Some(*value),
-            _ => None,
-        })
-        .unwrap_or(save.dr6);
+    let dr6 = written_debug_register(&first, 6).unwrap_or(save.dr6);
     first.push(Effect::DebugRegister(6, dr6 | causes));
     let trap = exception(
         guest,

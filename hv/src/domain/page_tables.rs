@@ -319,6 +319,9 @@ impl Domain {
     /// leaves, in one go: what `pin_page_table` pins (but for tables pinned already, where it
     /// stops). `Err` with the reason when a table is unfit (the module's doc).
     pub fn tables_under(&self, root: u64) -> Result<NewTables, &'static str> {
+        if let Some(why) = self.root_refusal(root) {
+            return Err(why);
+        }
         let step = self.walk(root, 0, None, usize::MAX)?;
         Ok(NewTables {
             tables: step.found,
@@ -384,7 +387,8 @@ impl Domain {
     }
 
     /// Walk the tables under `root`, from where `pending` stopped (or from the root), until
-    /// the walk is over or `budget` words have been read.
+    /// the walk is over or `budget` words have been read. (Its callers check the root itself
+    /// first, `root_refusal`.)
     fn walk(
         &self,
         root: u64,
@@ -392,9 +396,6 @@ impl Domain {
         pending: Option<&Pinning>,
         budget: usize,
     ) -> Result<PinStep, &'static str> {
-        if let Some(why) = self.root_refusal(root) {
-            return Err(why);
-        }
         let mut step = PinStep {
             fresh: pending.is_none(),
             root,
