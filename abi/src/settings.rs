@@ -15,7 +15,7 @@ pub const SETTINGS: [(&str, &str); 9] = [
     ),
     (
         "intercept-dr",
-        "intercept MOV to and from DR0–DR7 and emulate them (the guest's debug registers are the hypervisor's to hand out)",
+        "intercept MOV to and from DR0–DR7 and emulate them (the guest's debug registers are the hypervisor's to hand out; writes to DR7, and every access while DR7.GD is set, always exit)",
     ),
     (
         "intercept-rdtsc",

@@ -615,6 +615,8 @@ impl Step<'_, '_> {
                         let old = vcpu.guest_dr7();
                         vcpu.set_guest_dr7(value);
                         self.machine.load_dr7(vcpu.vmcb.save.dr7);
+                        // GD set or cleared: every DR access exits, or DR7 writes alone again.
+                        vcpu.intercept_debug_registers(Some(&*self.machine));
                         old
                     }
                 };

@@ -22,7 +22,7 @@
 
 use crate::decision::{Bounce, Decision, Delivery, Effect, PortAccess};
 use crate::domain::memory::{AccessFault, CpuAccess, page_fault_code};
-use crate::domain::vcpu::{Wait, dr7_slot_enables};
+use crate::domain::vcpu::{DR7_GENERAL_DETECT, Wait, dr7_slot_enables};
 use crate::domain::{Guest, IdtGate};
 use alloc::format;
 use alloc::string::String;
@@ -142,10 +142,6 @@ fn written_debug_register(effects: &[Effect], number: u8) -> Option<u64> {
         _ => None,
     })
 }
-
-/// DR7.GD, general detect (bit 13): a MOV with a debug register raises #DB first, DR6.BD set
-/// (`exit/dr.rs`).
-pub const DR7_GENERAL_DETECT: u64 = 1 << 13;
 
 /// DR6's causes of a #DB (AMD APM vol. 2, 13.1.1.3 "Debug-Status Register"; Intel SDM vol.
 /// 3B, 17.2.3). BS: the #DB was a single step.

@@ -11,8 +11,9 @@
 use crate::frames;
 use traplab_abi::msr::FS_BASE;
 use traplab_hv::device::ata;
+use traplab_hv::domain::vcpu::Vcpu;
 use traplab_hv::iopm::{self, IoPermissionMap};
-use traplab_hv::vmcb::{Vmcb, cr_write, misc1, misc2, v_intr};
+use traplab_hv::vmcb::{cr_write, misc1, misc2, v_intr};
 
 /// The I/O permission map: 12 KiB, one bit per port, set = intercept (15.10.1).
 const IOPM_PAGES: u64 = 3;
@@ -20,10 +21,10 @@ const _: () = assert!(IOPM_PAGES * frames::PAGE_SIZE == iopm::SIZE as u64);
 /// The MSR permission map: 8 KiB, two bits (read, write) per MSR in three ranges (15.11).
 const MSRPM_PAGES: u64 = 2;
 
-/// Fill the control area of domain `dom`'s new VMCB; `disk` says who owns the disk
+/// Fill the control area of domain `dom`'s new VMCB (`vcpu`'s); `disk` says who owns the disk
 /// controller. `None` when memory runs out.
-pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()> {
-    let control = &mut vmcb.control;
+pub fn configure(vcpu: &mut Vcpu, dom: u16, disk: ata::Assignment) -> Option<()> {
+    let control = &mut vcpu.vmcb.control;
 
     // Every exception vector 0–31: the hypervisor sees each fault first and decides
     // whether the guest gets it (15.12).
@@ -74,13 +75,20 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
     control.intercept_misc1 |= misc1::CR0_SEL_WRITE;
     control.intercept_cr |= cr_write(4) | cr_write(8);
 
-    // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
+    // Writes to DR7, always; every debug-register access while the guest's DR7.GD is set
+    // (general detect, whose #DB QEMU's TCG does not raise and `exit/dr.rs` does), while
+    // gdb holds a slot, and with the setting `intercept-dr` (`Vcpu::debug_register_intercepts`).
+    // A kernel writes DR7 seldom (Linux once at boot), so this costs nothing either.
     let settings = crate::settings::get();
+    vcpu.intercept_every_debug_register = settings.intercept_dr;
+    vcpu.intercept_debug_registers(None);
+    let control = &mut vcpu.vmcb.control;
+
+    // The lab's settings (`settings.rs`): intercepts that would flood other labs' traces.
     if settings.intercept_cr {
         // Writes to CR3 (a kernel switches address spaces at every context switch).
         control.intercept_cr |= cr_write(3);
     }
-    control.intercept_dr = dr_intercepts();
     if settings.intercept_rdtsc {
         control.intercept_misc1 |= misc1::RDTSC;
         control.intercept_misc2 |= misc2::RDTSCP;
@@ -128,13 +136,4 @@ pub fn configure(vmcb: &mut Vmcb, dom: u16, disk: ata::Assignment) -> Option<()>
     // ones are masked by the host's IF and cause an INTR exit (15.21.1).
     control.virtual_interrupt = v_intr::MASKING;
     Some(())
-}
-
-/// The debug-register accesses the lab intercepts (the setting `intercept-dr`: all of them),
-/// when gdb holds no slot of a domain (`Vcpu::lend_slot` intercepts them all then).
-pub fn dr_intercepts() -> u32 {
-    match crate::settings::get().intercept_dr {
-        true => traplab_hv::domain::vcpu::DR_ACCESSES,
-        false => 0,
-    }
 }

@@ -144,7 +144,7 @@ pub fn create(
         domain.devices.console.receive(input);
     }
     let vcpu = &mut domain.vcpu;
-    intercepts::configure(&mut vcpu.vmcb, id, disk).ok_or(LoadError::OutOfMemory)?;
+    intercepts::configure(vcpu, id, disk).ok_or(LoadError::OutOfMemory)?;
     let control = &mut vcpu.vmcb.control;
     control.np_enable = 1;
     control.n_cr3 = nested_root;

@@ -330,3 +330,54 @@ fn the_machine_s_nmi_while_a_guest_runs_is_the_hypervisor_s_and_the_guest_goes_o
         "spin neither ended nor was killed"
     );
 }
+
+/// General detect works in every lab, not only with the setting `intercept-dr`: QEMU's TCG
+/// does not implement DR7.GD, so the hypervisor takes every MOV to DR7 and, while GD is set,
+/// every MOV with a debug register, and raises the #DB a CPU would (AMD APM vol. 2, 13.1.1).
+/// The `other-intercepts` guest run without its lab's settings: its MOVs with DR0 before GD
+/// reach the CPU unseen, its MOV to DR7 exits, and the MOV from DR0 after it gets the #DB.
+#[test]
+fn general_detect_raises_its_db_without_the_setting_intercept_dr() {
+    let run = run(&["other-intercepts"]);
+    let events = &run.events;
+    let exits: Vec<(usize, u64)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| match &event.body {
+            Body::Exit(exit) if (0x20..0x40).contains(&exit.exitcode) => {
+                Some((index, exit.exitcode))
+            }
+            _ => None,
+        })
+        .collect();
+    let codes: Vec<u64> = exits.iter().map(|(_, code)| *code).collect();
+    assert_eq!(
+        codes,
+        [0x37, 0x20],
+        "MOV DR7 (WRITE_DR7), then MOV from DR0 (READ_DR0) under GD; the handler's DR6 and the read of DR7 after it, the CPU's"
+    );
+    let (read_dr0, _) = exits[1];
+    let (delivered, synthetic) = first_delivery(events, 1).expect("a #DB");
+    assert!(delivered > read_dr0, "the #DB is READ_DR0's");
+    assert!(synthetic, "the hypervisor's, in the CPU's place");
+    let why = events[read_dr0..delivered]
+        .iter()
+        .find_map(|event| match &event.body {
+            Body::Decide(decide) => Some(decide.why.as_ref()),
+            _ => None,
+        })
+        .expect("a decision");
+    assert!(why.contains("general detect"), "{why}");
+    let lines = console(events, 1);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("general detect, DR6.BD = 1")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"DR7 after the #DB: 0x400 (GD clear)".to_string()),
+        "{lines:#?}"
+    );
+    assert_eq!(ending(events, 1).1, Some(0), "{lines:#?}");
+}

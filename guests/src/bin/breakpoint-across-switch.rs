@@ -2,7 +2,7 @@
 //! survives a switch to another domain.
 //!
 //! DR0–DR3 are not in the VMCB: VMRUN leaves them in the CPU, and a guest's `mov dr0` goes
-//! there (DR accesses are intercepted only with the setting `intercept-dr`). The hypervisor
+//! there (without the setting `intercept-dr`, only a MOV to DR7 exits). The hypervisor
 //! loads a vCPU's DR0–DR3 when it switches the vCPU in; they must be the ones the guest set,
 //! not a copy from before. So: DR0 on an instruction, DR7 enabling it, yield (the other
 //! domain runs), then run the instruction: #DB, DR6.B0. Exit 0 when the breakpoint fired,

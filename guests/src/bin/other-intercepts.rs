@@ -71,7 +71,8 @@ fn main(_info: &BootInfo) -> i32 {
     unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nostack)) };
     match dr7 & DR7_GD {
         0 => println!("DR7 after the #DB: {dr7:#x} (GD clear)"),
-        // Without `intercept-dr` nothing reaches the hypervisor, and QEMU's TCG has no GD.
+        // What QEMU's TCG, which has no GD, would do alone: the hypervisor takes a MOV to DR7
+        // in every lab, and every MOV with a debug register while GD is set.
         _ => println!("DR7 is {dr7:#x}, GD still set: no #DB came (QEMU's TCG has no GD)"),
     }
     println!("XSETBV with CR4.OSXSAVE clear:");

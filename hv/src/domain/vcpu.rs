@@ -188,15 +188,21 @@ pub fn dr7_slot_enables(slot: usize) -> u64 {
     0b11 << (2 * slot)
 }
 
+/// DR7.GD, general detect (bit 13): a MOV with a debug register raises #DB first, DR6.BD set
+/// (`exit/dr.rs`).
+pub const DR7_GENERAL_DETECT: u64 = 1 << 13;
+
 /// All of DR7's bits for slot `n`: its enables ([`dr7_slot_enables`]) and its condition
 /// (R/W`n` and LEN`n`, bits 16+4n to 19+4n).
 pub fn dr7_slot_mask(slot: usize) -> u64 {
     dr7_slot_enables(slot) | (0b1111 << (16 + 4 * slot))
 }
 
-/// The debug-register intercepts while a slot is lent: reads (bits 0–7) and writes (bits
-/// 16–23) of DR0–DR7 (VMCB +0x004, AMD APM vol. 2, 15.9), as the setting `intercept-dr` sets.
+/// Every debug-register access: reads (bits 0–7) and writes (bits 16–23) of DR0–DR7 (VMCB
+/// +0x004, AMD APM vol. 2, 15.9).
 pub const DR_ACCESSES: u32 = 0x00ff_00ff;
+/// Writes to DR7 (bit 23): always intercepted ([`Vcpu::debug_register_intercepts`]).
+pub const DR7_WRITES: u32 = 1 << 23;
 
 /// One virtual CPU.
 pub struct Vcpu {
@@ -208,6 +214,9 @@ pub struct Vcpu {
     pub debug_registers: [u64; 4],
     /// The breakpoint slots lent to gdb ([`LentSlot`]).
     pub lent_slots: [Option<LentSlot>; 4],
+    /// Every debug-register access exits, whatever DR7 holds: the lab's setting
+    /// `intercept-dr` ([`Vcpu::debug_register_intercepts`]).
+    pub intercept_every_debug_register: bool,
     /// Delivered events whose handlers have not returned, innermost last.
     pub in_flight: Vec<InFlight>,
     /// The IRET intercept is off for one IRET (`exit/iret.rs`); back on after the next exit.
@@ -260,6 +269,7 @@ impl Vcpu {
             context: Box::new(GuestContext::new()),
             debug_registers: [0; 4],
             lent_slots: [None; 4],
+            intercept_every_debug_register: false,
             in_flight: Vec::new(),
             iret_intercept_suspended: false,
             nmi_blocked: false,
@@ -436,9 +446,41 @@ impl Vcpu {
         }
     }
 
+    /// The debug-register accesses that must exit now. Every one while the guest's DR7.GD is
+    /// set: general detect makes any MOV with a debug register raise #DB before it runs
+    /// (AMD APM vol. 2, 13.1.1), which QEMU's TCG does not implement, so the hypervisor
+    /// raises it (`exit/dr.rs`); while a slot is lent to a debugger (the guest's accesses
+    /// are answered from its own view); and with the lab's setting `intercept-dr`. Otherwise
+    /// writes to DR7 alone, so that the hypervisor sees GD set: DR0–DR6 and reads of DR7 are
+    /// the CPU's, and cost nothing.
+    pub fn debug_register_intercepts(&self) -> u32 {
+        let every_access = self.intercept_every_debug_register
+            || self.lent_slots.iter().any(Option::is_some)
+            || self.guest_dr7() & DR7_GENERAL_DETECT != 0;
+        match every_access {
+            true => DR_ACCESSES,
+            false => DR7_WRITES,
+        }
+    }
+
+    /// Put [`Vcpu::debug_register_intercepts`] in the VMCB, from the next VMRUN. When reads
+    /// of DR0–DR3 begin to exit, the guest's copies must hold what it wrote to them unseen:
+    /// `machine` (only while this vCPU has the CPU) gives them first.
+    pub fn intercept_debug_registers(&mut self, machine: Option<&dyn crate::machine::Machine>) {
+        let intercepts = self.debug_register_intercepts();
+        if intercepts == DR_ACCESSES
+            && self.vmcb.control.intercept_dr != DR_ACCESSES
+            && let Some(machine) = machine
+        {
+            self.keep_breakpoint_addresses(machine);
+        }
+        self.vmcb.control.intercept_dr = intercepts;
+    }
+
     /// Lend slot `n` to a debugger: its `address` and its `dr7_bits` (enable, R/W, LEN) go
     /// to the CPU's view, and the guest's DR accesses are intercepted from the next VMRUN.
-    /// (The caller loads the CPU's registers when this vCPU has the CPU.)
+    /// (The caller loads the CPU's registers when this vCPU has the CPU, and before, keeps
+    /// the guest's DR0–DR3 from it.)
     pub fn lend_slot(&mut self, slot: usize, address: u64, dr7_bits: u64) {
         let guest_dr7 = self.guest_dr7();
         self.lent_slots[slot] = Some(LentSlot {
@@ -447,19 +489,17 @@ impl Vcpu {
             guest_dr7_bits: guest_dr7 & dr7_slot_mask(slot),
         });
         self.set_guest_dr7(guest_dr7);
-        self.vmcb.control.intercept_dr |= DR_ACCESSES;
+        self.intercept_debug_registers(None);
     }
 
     /// Take slot `n` back from the debugger: the guest's DRn and DR7 bits as it left them
     /// (its writes meanwhile included). With no slot lent any more, the DR intercepts are
-    /// the lab's own again: `lab_intercepts` (what the setting `intercept-dr` asks for).
-    pub fn take_back_slot(&mut self, slot: usize, lab_intercepts: u32) {
+    /// what the guest's DR7 and the lab ask for again.
+    pub fn take_back_slot(&mut self, slot: usize) {
         let guest_dr7 = self.guest_dr7();
         self.lent_slots[slot] = None;
         self.set_guest_dr7(guest_dr7);
-        if self.lent_slots.iter().all(Option::is_none) {
-            self.vmcb.control.intercept_dr = lab_intercepts;
-        }
+        self.intercept_debug_registers(None);
     }
 
     /// The RIP after an instruction of `length` bytes at RIP: wrapping at 4 GiB in 32-bit

@@ -15,18 +15,20 @@
 //! 13.1.1, DR7; it does so for any #DB, and `delivery.rs` for each #DB it delivers); B0–B3,
 //! which tell which breakpoint matched, are cleared with it ("certain debug exceptions may
 //! clear bits 0–3": Intel SDM vol. 3B, 17.2.3; KVM clears them as it delivers a #DB): the
-//! hypervisor does that too (QEMU's TCG does not implement GD at all, so without this
-//! intercept a guest's GD does nothing). The checks come in KVM's order: #UD, then #DB, then
-//! #GP.
+//! hypervisor does that too. QEMU's TCG does not implement GD at all, so the hypervisor
+//! always takes writes to DR7, and every access while GD is set (`Vcpu::debug_register_intercepts`):
+//! a guest's GD works as on a CPU in every lab. The checks come in KVM's order: #UD, then
+//! #DB, then #GP.
 //!
-//! These exits come with the setting `intercept-dr`, and while gdb holds a slot
+//! Every access exits with the setting `intercept-dr` too, and while gdb holds a slot
 //! (`Vcpu::lent_slots`): then the guest reads and writes its own view of DR7 and of the
 //! lent slot's DRn, and the CPU keeps gdb's.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
-use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS, DR7_GENERAL_DETECT};
+use crate::delivery::{DR6_BREAKPOINTS, DR6_DEBUG_REGISTER_ACCESS};
 use crate::domain::Guest;
+use crate::domain::vcpu::DR7_GENERAL_DETECT;
 use crate::{decide, deliver};
 use alloc::format;
 use iced_x86::{Mnemonic, OpKind};
@@ -391,6 +393,53 @@ mod tests {
         assert_eq!(*dr7.last().unwrap(), &("dr7", 0x2400, 0x400), "{changes:?}");
     }
 
+    #[test]
+    fn a_mov_that_sets_dr7_gd_makes_every_debug_register_access_exit_until_the_db() {
+        // Without the setting `intercept-dr`, only DR7 writes exit: the guest's MOV to DR0
+        // reached the CPU unseen. Setting GD makes every access exit (QEMU's TCG has no general
+        // detect: the hypervisor raises its #DB), and the guest's DR0 is kept from the CPU
+        // first; the #DB clears GD, and DR7 writes alone exit again.
+        use crate::domain::vcpu::{DR_ACCESSES, DR7_WRITES};
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_9000);
+        test.domain.vcpu.intercept_debug_registers(None);
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR7_WRITES);
+        test.machine.breakpoints[0] = 0x20_1000;
+        test.set_gpr(0, 0x400 | DR7_GENERAL_DETECT);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR_ACCESSES);
+        assert_eq!(test.domain.vcpu.debug_registers[0], 0x20_1000, "kept");
+        let run = mov(
+            &mut test,
+            &[0x0f, 0x21, 0xc0],
+            ExitReason::DrRead { number: 0 },
+        );
+        let (event, _, _) = testing::injected(&run.decision);
+        assert_eq!(event.vector, 1, "general detect");
+        assert_eq!(test.domain.vcpu.vmcb.save.dr7, 0x400, "GD cleared");
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR7_WRITES);
+    }
+
+    #[test]
+    fn with_the_setting_intercept_dr_every_access_exits_whatever_dr7_holds() {
+        use crate::domain::vcpu::DR_ACCESSES;
+        let mut test = Test::long_mode();
+        test.domain.vcpu.intercept_every_debug_register = true;
+        test.domain.vcpu.intercept_debug_registers(None);
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR_ACCESSES);
+        test.set_gpr(0, 0x401);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xf8],
+            ExitReason::DrWrite { number: 7 },
+        );
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR_ACCESSES);
+    }
+
     /// gdb's hardware breakpoint at 0x20_5000 in slot 3 (L3, execute, one byte), lent while
     /// the guest had its own breakpoint at 0x20_1000 in slot 0 (L0) and 0xabc0 in DR3.
     fn with_a_slot_lent_to_gdb() -> Test {
@@ -476,7 +525,7 @@ mod tests {
             0x400 | 1 | 1 << 6,
             "gdb's slot: gdb's bits"
         );
-        vcpu.take_back_slot(3, 0);
+        vcpu.take_back_slot(3);
         assert_eq!(
             vcpu.vmcb.save.dr7,
             0x400 | 1 | 1 << 6 | 0b01 << 28,
@@ -484,8 +533,9 @@ mod tests {
         );
         assert_eq!(vcpu.cpu_breakpoint_address(3), 0x7777);
         assert_eq!(
-            vcpu.vmcb.control.intercept_dr, 0,
-            "the lab's intercepts again"
+            vcpu.vmcb.control.intercept_dr,
+            crate::domain::vcpu::DR7_WRITES,
+            "DR7 writes alone again"
         );
     }
 

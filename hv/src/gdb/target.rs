@@ -373,9 +373,7 @@ fn release_slot(debuggee: &mut Debuggee, matches: impl Fn(&HardwareSlot) -> bool
 /// them when it is switched in; under TCG a breakpoint is armed only once a MOV to DR7 has
 /// run, `exit/dr.rs`).
 pub fn clear_slot(domain: &mut Domain, slot: usize, on_cpu: bool) {
-    domain
-        .vcpu
-        .take_back_slot(slot, crate::intercepts::dr_intercepts());
+    domain.vcpu.take_back_slot(slot);
     if on_cpu {
         domain.vcpu.load_debug_registers(&mut Hardware);
     }
