@@ -273,11 +273,12 @@ pub enum PortIo {
 
 /// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor did, followed
 /// by the #DB trap of the I/O breakpoints it hits (`io_breakpoints`, above), if any: DR6.Bn set
-/// for each. After a completed instruction, BS too when RFLAGS.TF was set: one #DB reports
-/// both (AMD APM vol. 2, 13.1.1.3). Between two iterations of a REP INS or OUTS, the #DB
-/// comes after the iteration (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for
-/// any event there, and the single-step trap waits for the instruction's end. The one way
-/// every port handler ends (`exit/ioio.rs`, a PV kernel's port I/O in `exit/privileged.rs`).
+/// for each, and BS too when RFLAGS.TF was set: one #DB reports both (AMD APM vol. 2,
+/// 13.1.1.3). Between two iterations of a REP INS or OUTS, the #DB comes after the iteration
+/// (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for any event there; a CPU
+/// single-steps such an instruction iteration by iteration too (17.3.1.4; `ioio::Steps`), so
+/// BS comes with it there as well. The one way every port handler ends (`exit/ioio.rs`, a
+/// PV kernel's port I/O in `exit/privileged.rs`).
 pub fn with_io_breakpoints(
     guest: &Guest,
     port: u16,
@@ -290,21 +291,20 @@ pub fn with_io_breakpoints(
         return decision;
     }
     let rflags = guest.vcpu.vmcb.save.rflags;
-    let (causes, when) = match done {
+    let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
+    let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
+    let when = match done {
         PortIo::Completed => {
             // RF is cleared before the #DB's frame is pushed (the trap goes in through a
             // delivery, which `after_completed` leaves alone).
             if rflags & RFlags::RESUME_FLAG.bits() != 0 {
                 decision.effects.push(Effect::ClearResumeFlag);
             }
-            let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
-            let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
-            (causes, "after the instruction")
+            "after the instruction"
         }
-        PortIo::BetweenIterations => (
-            hits,
-            "after this iteration of the REP INS or OUTS (Intel SDM vol. 3B, 17.3.1.2), the instruction left between two iterations",
-        ),
+        PortIo::BetweenIterations => {
+            "after this iteration of the REP INS or OUTS (Intel SDM vol. 3B, 17.3.1.2), the instruction left between two iterations"
+        }
     };
     debug_trap(
         guest,

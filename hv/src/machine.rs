@@ -82,11 +82,11 @@ pub trait Machine {
     /// stay in the CPU (`exit/dr.rs`).
     fn load_breakpoint_address(&mut self, slot: u8, address: u64);
 
-    /// DR0–DR3 slot `slot` as the CPU holds it now: the running guest's. (Unless the
-    /// setting `intercept-dr` is on or gdb holds a slot, a guest's MOV to DRn reaches the CPU
+    /// DR0–DR3 slot `slot` as the CPU holds it now: the running guest's. (Unless every DR
+    /// access exits, `Vcpu::debug_register_intercepts`, a guest's MOV to DRn reaches the CPU
     /// and not the hypervisor's copy, `Vcpu::debug_registers`, which is brought up to date
-    /// from here when the vCPU leaves the CPU and when gdb takes a slot:
-    /// `Vcpu::keep_breakpoint_addresses`.)
+    /// from here when the vCPU leaves the CPU, and when every access begins to exit (gdb takes
+    /// a slot, the guest sets DR7.GD): `Vcpu::keep_breakpoint_addresses`.)
     fn breakpoint_address(&self, slot: u8) -> u64;
 
     /// Execute a MOV to DR7 with `value`: under QEMU's TCG a breakpoint is armed only once

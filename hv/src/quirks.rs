@@ -7,8 +7,9 @@
 //! | `icebp` (0xF1) raises #UD (QEMU builds without ICEBP support) | #DB after the instruction |
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
+//! | a #TS, #NP, #SS or #GP raised while delivering an interrupt or an NMI has EXT (bit 0) clear (QEMU never sets it) | EXT set: "the exception source is external to the processor" (AMD APM vol. 2, 8.4.1; Intel SDM vol. 3A, 6.13, which sets it for an earlier exception too) |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest. (CR4 writes exit, below: on `qemu64`, which has no XSAVE, `exit/cr.rs` refuses OSXSAVE itself; with `+xsave` it emulates the MOV, and the VMRUN after it fails, a case this correction does not cover. The correction stays for CR3's writes, which exit only with `intercept-cr` or pinned page tables: measured, a CR3 with bit 40 or bit 62 set gets VMEXIT_INVALID at the MOV, and the guest this #GP) |
-//! | `lock int n` (`f0 cd n`; also INT3, INTO, and RDTSC, HLT, WBINVD, PAUSE…) exits as for the plain instruction: QEMU ignores the LOCK prefix there | #UD before any intercept: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5). Corrected in every handler that cannot decode the instruction it must complete (`exit::undecodable`, `locked` here) |
+//! | `lock int n` (`f0 cd n`; also INT3, INTO, and RDTSC, HLT, WBINVD, PAUSE, IN, OUT, IRET…) exits as for the plain instruction: QEMU ignores the LOCK prefix there (measured for `lock in`, `lock out` and `lock iretq`: the port access emulated, the IRET executed) | #UD before any intercept: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5). Corrected in every handler that cannot decode the instruction it must complete (`exit::undecodable`), and in the two that need not decode it: a port's (`exit/ioio.rs`) and IRET's (`exit/iret.rs`), through `locked` here |
 //! | a guest's RDTSCP exits as RDTSC (QEMU's `helper_rdtscp` checks only the RDTSC intercept), and INVD as WBINVD | exit codes 0x87 and 0x76: the hypervisor takes the instruction's own mnemonic (`exit/rdtsc.rs`, `exit/wbinvd.rs`), so RDTSCP's ECX gets TSC_AUX and the trace names INVD |
 //! | an exception injected with EVENTINJ gets an error code only for vectors 8, 10–14 and 17 (QEMU's `exception_has_error_code`; EVENTINJ.EV is ignored, "FIXME: need to implement valid_err") | #CP (21), #VC (29) and #SX (30) push one too: the hypervisor injects them without one, and says so, so that the trace shows what the guest's handler finds |
 //! | MOV to CR0 with PG but not PE, with NW but not CD, or clearing PG in 64-bit mode is taken, and one with a bit of 63:32 loses the bit and is taken (measured on a lab guest without the CR0 intercept: after PG without PE, a VMEXIT_INVALID two exits later, the domain killed; after PG cleared, a #PF at RIP 0, the guest lost) | #GP(0) at the MOV (AMD APM vol. 2, 3.1.1 and 14.7): corrected by intercepting, in every domain, the CR0 writes that change more than TS and MP (the selective intercept, `intercepts.rs`) and checking them in `exit/cr.rs`, whose refusal says what TCG would have done. Not corrected: a write that changes bits 63:32 and nothing else beyond TS and MP does not exit (TCG's selective intercept compares bits 31:0; a CPU's takes it), and the bit is dropped (the `cr-write` lab shows it). Read in QEMU's source, not measured: a MOV to CR0 that sets PG with EFER.LME set but CR4.PAE clear is ignored whole (`cpu_x86_update_cr0` returns, "XXX: generate an exception"), where a CPU raises #GP(0); the intercept corrects it too |
@@ -18,7 +19,7 @@
 //! | in legacy PAE paging, sets the accessed bit (bit 5) in the page-directory pointer a walk used, as in a long-mode entry | leaves the pointer alone (bit 5 is reserved there; an Intel CPU checks it when it loads the four pointers, SDM vol. 3A, 4.4.1): `traplab_abi::x86::translate` counts only a pointer's high reserved bits in a walk |
 //! | a single-step trap (RFLAGS.TF) after STI comes only after the next instruction has run too: TCG's translator holds it back as for MOV SS (fixed in QEMU 9.2.4 and 10.0.1, "target/i386: do not block singlestep for STI") | the #DB right after the STI: only MOV SS and POP SS hold the single-step trap back. Not corrected: gdb's step over an STI runs two instructions, and its stop says so (`gdb/mod.rs`); a guest's own TF over STI gets its #DB one instruction late |
 //! | an IOIO exit of INS or OUTS leaves EXITINFO1's address-size bits (A16, A32, A64: bits 9:7) clear (QEMU's `gen_check_io` sets only the type, STR, REP, the size and the port) | sets the one of the instruction's address size (AMD APM vol. 2, 15.10.2): the hypervisor takes it from the decoded instruction (`exit/ioio.rs`), as it takes the segment, which only decode assists report |
-//! | a MOV to or from a debug register while DR7.GD is set runs (QEMU's `helper_get_dr` and `helper_set_dr` do not implement general detect) | #DB before the MOV, DR6.BD set, GD cleared (AMD APM vol. 2, 13.1.1.5): corrected in `exit/dr.rs` while DR accesses exit (the setting `intercept-dr`, or a slot lent to gdb; the `other-intercepts` lab shows it); otherwise the guest's MOV runs |
+//! | a MOV to or from a debug register while DR7.GD is set runs (QEMU's `helper_get_dr` and `helper_set_dr` do not implement general detect) | #DB before the MOV, DR6.BD set, GD cleared (AMD APM vol. 2, 13.1.1.5): corrected in `exit/dr.rs` in every domain: a MOV to DR7 always exits, and while GD is set every MOV with a debug register does (`Vcpu::debug_register_intercepts`; the `other-intercepts` lab shows it) |
 //! | a long-mode walk ignores bit 8 of a PML4E and of a PDPE that points to a page directory (QEMU's `mmu_translate` checks PS and the address bits only), as an Intel CPU does | #PF with RSVD: AMD reserves that bit (AMD APM vol. 2, 5.3.3). Not corrected in the guest's own accesses (they never exit); the hypervisor's walks in the CPU's place (`traplab_abi::x86::translate`: an instruction's bytes, a frame, a string element) fault as AMD's CPU does |
 //! | VMRUN does not restore the interrupt shadow the #VMEXIT saved in the VMCB (QEMU's `helper_vmrun` never reads `int_state`), so after an exit between `sti` and the next instruction a pending virtual interrupt is taken *before* that instruction | the shadow holds until the instruction has run (AMD APM vol. 2, 15.21.5): for `sti; hlt` the HLT runs first and the interrupt wakes it. Corrected in `exit/vintr.rs` for HLT (the HLT is done, then the interrupt delivered after it); for any other instruction the early delivery is said in the decision |
 
@@ -29,24 +30,55 @@ use alloc::format;
 use alloc::string::String;
 use iced_x86::{Instruction, Mnemonic, Register};
 use traplab_abi::event::InstructionBytes;
-use traplab_abi::svm::Event;
+use traplab_abi::svm::{Event, EventType};
 use traplab_abi::x86::{self, EferFlags};
 
-/// The error code a real CPU reports for this fault, when TCG reported another one: in long
-/// mode an error code that names an IDT gate (bit 1, IDT) has the vector in its index field
-/// (bits 15:3; Intel SDM vol. 3A, 6.13), and TCG writes twice the vector there.
-/// (`interrupted`: the event whose delivery faulted, from EXITINTINFO.)
-pub fn error_code(guest: &Guest, interrupted: Option<Event>, error_code: u32) -> Option<u32> {
+/// The error code a real CPU reports for fault `vector`, raised as it delivered
+/// `interrupted` (from EXITINTINFO), when TCG reported another one, and what differs. Two
+/// things may, both in the selector format of #TS, #NP, #SS and #GP (Intel SDM vol. 3A,
+/// 6.13; AMD APM vol. 2, 8.4.1):
+/// - EXT (bit 0) says the source of the exception is external to the processor (AMD's
+///   words): an interrupt or an NMI being delivered sets it. An exception or a software
+///   interrupt (INT n, INT3, INTO) being delivered leaves it clear, as AMD's manual reads;
+///   Intel's sets it for an earlier exception too ("such as an interrupt or an earlier
+///   exception"). TCG never sets it (QEMU's `do_interrupt64` and `do_interrupt_protected`).
+/// - In long mode, an error code that names an IDT gate (bit 1, IDT) has the vector in its
+///   index field (bits 15:3), and TCG writes twice the vector there.
+pub fn error_code(
+    guest: &Guest,
+    interrupted: Option<Event>,
+    vector: u8,
+    error_code: u32,
+) -> Option<(u32, &'static str)> {
+    const EXTERNAL: u32 = 1 << 0;
     const IDT: u32 = 1 << 1;
-    let long_mode = EferFlags::from_bits_truncate(guest.vcpu.vmcb.save.efer)
-        .contains(EferFlags::LONG_MODE_ACTIVE);
-    if !long_mode || error_code & IDT == 0 {
+    let interrupted = interrupted?;
+    if !matches!(vector, 10..=13) {
         return None;
     }
-    let interrupted = interrupted?;
-    let external = error_code & 1;
-    (error_code & !3 == (interrupted.vector as u32) << 4)
-        .then_some(((interrupted.vector as u32) << 3) | IDT | external)
+    let long_mode = EferFlags::from_bits_truncate(guest.vcpu.vmcb.save.efer)
+        .contains(EferFlags::LONG_MODE_ACTIVE);
+    let gate = (interrupted.vector as u32) << 3 | IDT;
+    let index_doubled =
+        long_mode && error_code & IDT != 0 && error_code & !3 == (interrupted.vector as u32) << 4;
+    let selector = match index_doubled {
+        true => gate,
+        false => error_code & !EXTERNAL,
+    };
+    let external = match interrupted.kind {
+        EventType::Interrupt | EventType::Nmi => EXTERNAL,
+        EventType::Exception | EventType::Software => 0,
+    };
+    let corrected = selector | external;
+    let what = match (index_doubled, corrected & EXTERNAL != error_code & EXTERNAL) {
+        (false, false) => return None,
+        (true, false) => "the IDT index of the gate",
+        (false, true) => "EXT set: the event being delivered came from outside the processor",
+        (true, true) => {
+            "the IDT index of the gate, EXT set: the event being delivered came from outside the processor"
+        }
+    };
+    Some((corrected, what))
 }
 
 /// A VMEXIT_INVALID caused by the guest's own MOV to a control register (TCG checks the
@@ -72,6 +104,10 @@ pub fn invalid_state(guest: &Guest, instruction: &InstructionBytes) -> Option<De
 /// HLT, WBINVD, PAUSE and others, and exits as for the plain instruction. Deliver the #UD,
 /// at the instruction (a fault). `None` for bytes without such a prefix.
 pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision> {
+    // A look at the prefixes first: this runs at every port exit and every IRET.
+    if !has_lock_prefix(instruction.as_slice()) {
+        return None;
+    }
     // The checking decoder refuses these bytes; the lenient one says what they are.
     let vmcb = &guest.vcpu.vmcb;
     let decode = |options| {
@@ -98,6 +134,22 @@ pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision>
         true,
         "a LOCK prefix on {name}: QEMU's TCG ignored it and exited as for the instruction itself; a real CPU raises #UD before any intercept, so the hypervisor delivers that"
     ))
+}
+
+/// Is there a LOCK prefix (0xF0) among the prefixes `bytes` start with: the legacy ones (AMD
+/// APM vol. 3, 1.2) and REX (0x40–0x4F, which are INC and DEC outside 64-bit mode, where
+/// what follows them is not a prefix either way)?
+fn has_lock_prefix(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .take_while(|&&byte| {
+            matches!(
+                byte,
+                0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0x66 | 0x67 | 0x40
+                    ..=0x4f
+            )
+        })
+        .any(|&byte| byte == 0xf0)
 }
 
 /// An exception injected through EVENTINJ whose error code QEMU's TCG drops: TCG ignores
@@ -229,7 +281,7 @@ fn register_value(guest: &Guest, register: Register) -> u64 {
 mod tests {
     use super::*;
     use crate::testing::{self, ENTRY, Test};
-    use traplab_abi::event::{Action, EventType};
+    use traplab_abi::event::Action;
     use traplab_abi::exit::ExitReason;
     use traplab_abi::x86::{Cr0Flags, RFlags};
 
@@ -405,48 +457,95 @@ mod tests {
         assert!(correct(&test.guest(), &push, 13).is_none());
     }
 
-    /// An external interrupt whose delivery faulted (EXITINTINFO).
-    fn interrupt(vector: u8) -> Option<Event> {
+    /// An event of `kind` whose delivery faulted (EXITINTINFO).
+    fn delivering(kind: EventType, vector: u8) -> Option<Event> {
         Some(Event {
             vector,
-            kind: EventType::Interrupt,
+            kind,
             error_code: None,
         })
     }
 
-    #[test]
-    fn tcg_s_long_mode_idt_error_code_is_corrected_keeping_the_external_bit() {
-        // Error code for an IDT gate: index = vector (bits 15:3), IDT (bit 1), EXT (bit 0).
-        let test = Test::long_mode();
-        let guest = test.guest();
-        assert_eq!(error_code(&guest, interrupt(0x20), 0x202), Some(0x102));
-        assert_eq!(error_code(&guest, interrupt(0x20), 0x203), Some(0x103));
+    /// An external interrupt whose delivery faulted.
+    fn interrupt(vector: u8) -> Option<Event> {
+        delivering(EventType::Interrupt, vector)
+    }
+
+    /// The corrected error code alone.
+    fn corrected(guest: &Guest, interrupted: Option<Event>, vector: u8, code: u32) -> Option<u32> {
+        error_code(guest, interrupted, vector, code).map(|(code, _)| code)
     }
 
     #[test]
-    fn an_error_code_that_is_already_right_or_not_an_idt_gate_is_left_alone() {
+    fn tcg_s_long_mode_idt_error_code_is_corrected_to_the_gate_s_index_with_ext() {
+        // Error code for an IDT gate: index = vector (bits 15:3), IDT (bit 1), EXT (bit 0),
+        // set for an external interrupt, which TCG never sets.
+        let test = Test::long_mode();
+        let guest = test.guest();
+        assert_eq!(corrected(&guest, interrupt(0x20), 11, 0x202), Some(0x103));
+        let (_, what) = error_code(&guest, interrupt(0x20), 11, 0x202).unwrap();
+        assert!(
+            what.contains("IDT index") && what.contains("EXT set"),
+            "{what}"
+        );
+        // INT 0x20: a software interrupt, EXT clear.
+        let int_n = delivering(EventType::Software, 0x20);
+        assert_eq!(corrected(&guest, int_n, 11, 0x202), Some(0x102));
+    }
+
+    #[test]
+    fn ext_is_set_for_an_interrupt_or_an_nmi_and_clear_for_an_exception_or_int_n() {
+        // AMD APM vol. 2, 8.4.1: EXT, "the exception source is external to the processor".
+        // In 32-bit protected mode TCG's index is right, and only EXT is missing.
+        let test = Test::protected_mode();
+        let guest = test.guest();
+        for kind in [EventType::Interrupt, EventType::Nmi] {
+            let event = delivering(kind, 0x20);
+            assert_eq!(corrected(&guest, event, 11, 0x102), Some(0x103), "{kind:?}");
+            let (_, what) = error_code(&guest, event, 11, 0x102).unwrap();
+            assert_eq!(
+                what,
+                "EXT set: the event being delivered came from outside the processor"
+            );
+        }
+        // A bad code-segment selector in the gate: #GP(selector | EXT).
+        assert_eq!(corrected(&guest, interrupt(0x20), 13, 0x28), Some(0x29));
+        // An exception (#UD) or INT n: no change.
+        for kind in [EventType::Exception, EventType::Software] {
+            let event = delivering(kind, 0x20);
+            assert_eq!(corrected(&guest, event, 11, 0x102), None, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_code_that_is_already_right_or_not_a_delivery_s_is_left_alone() {
         let test = Test::long_mode();
         let guest = test.guest();
         assert_eq!(
-            error_code(&guest, interrupt(0x20), 0x102),
+            corrected(&guest, interrupt(0x20), 11, 0x103),
             None,
             "hardware's"
         );
         assert_eq!(
-            error_code(&guest, interrupt(0x20), 0x200),
-            None,
-            "GDT selector"
-        );
-        assert_eq!(
-            error_code(&guest, None, 0x202),
+            corrected(&guest, None, 13, 0x202),
             None,
             "nothing was delivered"
         );
+        assert_eq!(
+            corrected(&guest, interrupt(0x20), 14, 0x2),
+            None,
+            "a #PF's error code is not a selector's"
+        );
         let protected = Test::protected_mode();
         assert_eq!(
-            error_code(&protected.guest(), interrupt(0x20), 0x202),
+            corrected(
+                &protected.guest(),
+                delivering(EventType::Software, 0x20),
+                13,
+                0x202
+            ),
             None,
-            "only long mode's 16-byte gates"
+            "only long mode's 16-byte gates have the doubled index"
         );
     }
 

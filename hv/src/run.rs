@@ -839,8 +839,8 @@ fn record_resume(running: &mut Running, id: u16, owed: &OwedResume) {
 }
 
 /// Vcpu `id` leaves the CPU: its DR0–DR3 as the CPU holds them go into its copies, which
-/// the next switch to it loads again. Its own MOV to DRn reached the CPU (DR accesses are
-/// intercepted only with the setting `intercept-dr`, or while gdb holds a slot): a copy kept
+/// the next switch to it loads again. Its own MOV to DRn reached the CPU (a MOV to DR0–DR3
+/// exits only while every DR access does, `Vcpu::debug_register_intercepts`): a copy kept
 /// only at intercepted MOVs would load a stale address over the guest's breakpoint. Not in a
 /// slot lent to gdb, where the CPU has gdb's address and the copy is the guest's
 /// (`Vcpu::lent_slots`).

@@ -5,14 +5,26 @@
 //! 2. `int 0x40` through an IDT gate with P = 0 raises #NP too; the error code names the
 //!    gate: `0x40 * 8 + 2` (bit 1 = IDT). The hypervisor sees the INT (SWINT), reflects it,
 //!    and then the #NP the delivery raised, with the INT in EXITINTINFO.
+//! 3. The timer's interrupt 0x40 (`set_timer`) through the same gate: #NP with the same
+//!    index and bit 0, EXT, set too: the event being delivered came from outside the
+//!    processor (AMD APM vol. 2, 8.4.1). Nothing of ours faulted, so the
+//!    handler skips nothing; it stops the timer, or the next tick would fault again.
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicBool, Ordering};
+use traplab_guests::hypercall::set_timer;
 use traplab_guests::traps::{TrapFrame, set_handler};
 use traplab_guests::{BootInfo, guest_main, println, segments};
 
 /// Both faulting instructions are two bytes: `mov ds, ax` (8e d8) and `int 0x40` (cd 40).
 const LENGTH: u64 = 2;
+/// A vector whose IDT gate is not present: the guest's IDT has gates for 0–0x2F only.
+const GATELESS: u8 = 0x40;
+/// EXT, bit 0 of a selector error code: the event being delivered came from outside the CPU.
+const EXTERNAL: u64 = 1 << 0;
+/// The #NP of the timer's interrupt came.
+static INTERRUPT_FAULTED: AtomicBool = AtomicBool::new(false);
 
 // EXERCISE segment-not-present.1: for the segment (not the gate), fix the cause and retry:
 // set the P bit of the descriptor the error code names in the GDT (`sgdt`), and return to
@@ -21,6 +33,15 @@ const LENGTH: u64 = 2;
 fn segment_not_present(frame: &mut TrapFrame) {
     let code = frame.error_code;
     let table = if code & 2 != 0 { "IDT" } else { "GDT" };
+    if code & EXTERNAL != 0 {
+        println!(
+            "#NP, error code {code:#x}: {table} entry {:#x} is not present, EXT set (an interrupt's); stopping the timer",
+            code >> 3
+        );
+        set_timer(GATELESS, 0);
+        INTERRUPT_FAULTED.store(true, Ordering::SeqCst);
+        return;
+    }
     println!(
         "#NP, error code {code:#x}: {table} entry {:#x} is not present; skipping",
         code >> 3
@@ -38,7 +59,17 @@ fn main(_info: &BootInfo) -> i32 {
     println!("int 0x40 through a gate that is not present");
     // SAFETY: the delivery faults with #NP and the handler skips the INT.
     unsafe { core::arch::asm!("int 0x40") };
-    println!("two #NP, one from a segment, one from a gate");
+    println!("the timer's interrupt 0x40 through the same gate");
+    set_timer(GATELESS, 1_000);
+    // SAFETY: interrupts on while we wait: the one armed faults into the #NP handler, which
+    // stops the timer. (No `nomem`: the handler writes the flag the loop reads.)
+    unsafe { core::arch::asm!("sti", options(nostack)) };
+    while !INTERRUPT_FAULTED.load(Ordering::SeqCst) {
+        core::hint::spin_loop();
+    }
+    // SAFETY: interrupts off again.
+    unsafe { core::arch::asm!("cli", options(nostack)) };
+    println!("three #NP: a segment, a gate for INT 0x40, the same gate for the timer's interrupt");
     0
 }
 

@@ -136,14 +136,16 @@ pub fn handle(exit: &Exit, guest: &Guest, vector: u8, error_code: u32, address: 
                 // The intercepted #PF left CR2 alone; the guest's handler reads it there.
                 first.push(Effect::ControlRegister(2, address));
             }
-            if let Some(corrected) = crate::quirks::error_code(guest, interrupted, error_code) {
+            if let Some((corrected, what)) =
+                crate::quirks::error_code(guest, interrupted, vector, error_code)
+            {
                 return deliver!(
                     guest,
                     after first,
                     vector,
                     corrected,
                     false,
-                    "the guest owns its exceptions ({} {}; QEMU's TCG reported error code {error_code:#x}, a real CPU reports {corrected:#x}, the IDT index of the gate)",
+                    "the guest owns its exceptions ({} {}; QEMU's TCG reported error code {error_code:#x}, a real CPU reports {corrected:#x}, {what})",
                     exception.mnemonic,
                     exception.name
                 );
@@ -539,9 +541,10 @@ mod tests {
         test.gate(13, HANDLER);
         let exit = during(&test, exception(13, 0x20 * 16 + 2, 0), interrupt);
         let decision = test.decide(exit);
+        // EXT (bit 0) too: an external interrupt's delivery faulted.
         assert_eq!(
             testing::injected(&decision).0,
-            Event::exception(13, 0x20 * 8 + 2)
+            Event::exception(13, 0x20 * 8 + 3)
         );
         assert!(
             decision

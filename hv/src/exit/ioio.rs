@@ -92,6 +92,11 @@ pub fn ends_the_machine(port: u16, size: u8, value: u32, context: &str) -> Optio
 const RESET_CPU: u32 = 1 << 2;
 
 pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Decision {
+    // `lock out dx, al`: QEMU's TCG exits as for OUT (measured, IN too); a CPU raises #UD
+    // before any intercept.
+    if let Some(undefined) = crate::quirks::locked(guest, &exit.instruction) {
+        return undefined;
+    }
     let device = guest.devices.port_name(info.port);
     let direction = if info.input { "IN from" } else { "OUT to" };
     // The disk controller is its owner's: the hypervisor never does I/O there for anyone.
@@ -1492,6 +1497,52 @@ mod tests {
         // REP with RCX = 0 does no iteration: no port access, no #DB.
         let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
         assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
+    }
+
+    #[test]
+    fn a_lock_prefixed_in_or_out_is_a_ud_and_no_port_is_touched() {
+        // QEMU's TCG exits for `lock out dx, al` as for OUT (measured): a CPU raises #UD
+        // before any intercept (AMD APM vol. 3, 1.2.5).
+        for (bytes, input) in [([0xf0, 0xee], false), ([0xf0, 0xec], true)] {
+            let mut test = Test::long_mode();
+            test.gate(6, 0x20_1000);
+            let run = io(&mut test, &bytes, port(0x3f8, input, 1));
+            assert_eq!(run.injected().vector, 6, "{bytes:02x?}");
+            assert!(
+                run.decision.why.contains("LOCK prefix on"),
+                "{}",
+                run.decision.why
+            );
+            assert!(run.console().is_empty(), "nothing sent");
+            assert_eq!(test.rip(), ENTRY, "a fault");
+        }
+    }
+
+    #[test]
+    fn with_tf_an_io_breakpoint_between_iterations_reports_bs_with_b0() {
+        // One #DB reports every cause it has (AMD APM vol. 2, 13.1.1.3): between two
+        // iterations of a REP OUTSB that hits an I/O breakpoint with TF set, B0 for the
+        // breakpoint and BS for the single step, as after the last iteration.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cr4 |= traplab_abi::x86::Cr4Flags::DEBUGGING_EXTENSIONS.bits();
+        save.dr7 = 0x400 | 0b10 << 16 | 1;
+        save.rflags |= RFlags::TRAP_FLAG.bits();
+        test.machine.breakpoints[0] = 0x3f8;
+        test.write(DATA, b"ok\n");
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 3);
+        for done in 1..=3u64 {
+            test.domain.vcpu.vmcb.save.dr6 = 0xffff_0ff0;
+            let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
+            assert_eq!(run.injected().vector, 1, "#DB after iteration {done}");
+            assert_eq!(
+                test.domain.vcpu.vmcb.save.dr6,
+                0xffff_0ff0 | 1 << 14 | 1,
+                "BS and B0 after iteration {done}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,11 @@ use traplab_abi::event::{Action, ReturnPath, delivery_name};
 use traplab_abi::x86::RFlags;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
+    // `lock iretq`: QEMU's TCG takes the intercept and would execute the IRET (measured); a
+    // CPU raises #UD before any intercept.
+    if let Some(undefined) = crate::quirks::locked(guest, &exit.instruction) {
+        return undefined;
+    }
     let decision = noted(exit, guest);
     // An NMI waits for this IRET (it is blocked until the IRET has run). SVM has no
     // NMI-window intercept, and the next exit could be any time later (never, in a loop
@@ -170,6 +175,26 @@ mod tests {
             kind: EventType::Exception,
         });
         test
+    }
+
+    #[test]
+    fn a_lock_prefixed_iretq_is_a_ud_and_ends_no_handler() {
+        // QEMU's TCG takes the IRET intercept for `lock iretq` and would execute it
+        // (measured); a CPU raises #UD before any intercept (AMD APM vol. 3, 1.2.5).
+        let mut test = page_fault_handler_returning();
+        test.gate(6, 0x20_1000);
+        test.code(&[0xf0, 0x48, 0xcf]);
+        let decision = test.decide(test.exit(ExitReason::Iret));
+        assert_eq!(crate::testing::injected(&decision).0.vector, 6);
+        assert!(
+            decision.why.contains("LOCK prefix on IRETQ"),
+            "{}",
+            decision.why
+        );
+        assert!(
+            !decision.effects.contains(&Effect::SuspendIretIntercept),
+            "the CPU does not run it"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! | `Icebp` (0x88)              | `icebp.rs`              | #DB after the instruction                    |
 //! | `Cpuid` (0x72)              | `cpuid.rs`              | emulate: the CPU the guest sees              |
 //! | `CrWrite`, `Cr0SelectiveWrite` (0x10–0x1F, 0x65) | `cr.rs` | emulate, or #GP for an invalid value (CR0 when a write changes more than TS and MP, CR4 and CR8: always; CR3 with the setting `intercept-cr`, and in a domain that pins page tables, which runs on pinned tables only and whose WP and PG stay set) |
-//! | `DrRead`, `DrWrite` (0x20–0x3F) | `dr.rs`             | the guest's debug registers (setting `intercept-dr`, or while gdb holds a slot) |
+//! | `DrRead`, `DrWrite` (0x20–0x3F) | `dr.rs`             | the guest's debug registers (a MOV to DR7 always; every MOV while DR7.GD is set, with the setting `intercept-dr`, or while gdb holds a slot) |
 //! | `Rdtsc`, `Rdtscp` (0x6E, 0x87) | `rdtsc.rs`           | the guest's clock (setting `intercept-rdtsc`) |
 //! | `Invlpg` (0x79)             | `invlpg.rs`             | INVLPGA in the guest's ASID (setting `intercept-invlpg`) |
 //! | `Pause` (0x77)              | `pause.rs`              | note the spin (setting `intercept-pause`)   |
