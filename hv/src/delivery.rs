@@ -243,50 +243,130 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
         .filter(|&slot| {
             let enabled = dr7 & dr7_slot_enables(slot) != 0;
             let control = dr7 >> (16 + 4 * slot);
-            let length = match (control >> 2) & 0b11 {
-                0b00 => 1,
-                0b01 => 2,
-                0b10 => 8,
-                _ => 4,
-            };
-            // The CPU's DRn, the running guest's: its own MOV to DRn went there (`Machine::
-            // breakpoint_address`); in a lent slot the guest's MOV was intercepted, and kept.
-            let address = match guest.vcpu.lent_slots[slot] {
-                Some(_) => guest.vcpu.debug_registers[slot],
-                None => guest.machine.breakpoint_address(slot as u8),
-            };
-            let start = address & 0xffff & !(length - 1);
+            let length = slot_length(control);
+            let start = breakpoint_address(guest, slot) & 0xffff & !(length - 1);
             enabled && control & 0b11 == 0b10 && start < access.end && access.start < start + length
         })
         .fold(0, |hits, slot| hits | 1 << slot)
 }
 
-/// Where the hypervisor left a port instruction it did in the CPU's place.
+/// Where the hypervisor left an instruction it did in the CPU's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortIo {
+pub enum Progress {
     /// Done: RIP after it.
     Completed,
-    /// A REP INS or OUTS between two iterations, RIP still at it, RF set
+    /// A REP string instruction between two iterations, RIP still at it, RF set
     /// (`ioio::between_iterations`).
     BetweenIterations,
 }
 
+/// One memory access of an instruction the hypervisor did in the CPU's place: `size` bytes
+/// at linear address `linear`, a write (a read-modify-write too) or a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataAccess {
+    pub linear: u64,
+    pub size: u64,
+    pub write: bool,
+}
+
+/// A slot of DR7's R/Wn field: 01b breaks on data writes, 11b on data reads and writes
+/// (AMD APM vol. 2, 13.1.1.5).
+const RW_WRITES: u64 = 0b01;
+const RW_READS_AND_WRITES: u64 = 0b11;
+
+/// Does the guest's DR7 enable a data breakpoint in any slot? One look at DR7 when none is
+/// enabled, the usual case. A REP string instruction the hypervisor does goes one element
+/// an exit while one is (`ioio::string_io`, `npf/string.rs`): its #DB comes after the
+/// iteration that hit.
+pub fn watches_data(guest: &Guest) -> bool {
+    let dr7 = guest.vcpu.guest_dr7();
+    dr7 & 0xff != 0
+        && (0..4).any(|slot| {
+            let rw = (dr7 >> (16 + 4 * slot)) & 0b11;
+            dr7 & dr7_slot_enables(slot) != 0 && matches!(rw, RW_WRITES | RW_READS_AND_WRITES)
+        })
+}
+
+/// The data breakpoints of the guest's DR7 that `accesses` hit, as DR6's B0–B3 (AMD APM vol.
+/// 2, 13.1.1.5: slot n watches LENn bytes, 1, 2, 8 or 4, at DRn aligned down to that length,
+/// for writes with R/Wn = 01b, for reads and writes with 11b). The CPU checks them as it
+/// accesses memory; these accesses the hypervisor made in its place, so it checks them
+/// (the CPU never saw them: under QEMU's TCG nothing would).
+fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
+    if accesses.is_empty() || !watches_data(guest) {
+        return 0;
+    }
+    let dr7 = guest.vcpu.guest_dr7();
+    (0..4)
+        .filter(|&slot| {
+            let control = dr7 >> (16 + 4 * slot);
+            let rw = control & 0b11;
+            if dr7 & dr7_slot_enables(slot) == 0 || !matches!(rw, RW_WRITES | RW_READS_AND_WRITES) {
+                return false;
+            }
+            let length = slot_length(control);
+            let start = breakpoint_address(guest, slot) & !(length - 1);
+            accesses.iter().any(|access| {
+                (access.write || rw == RW_READS_AND_WRITES)
+                    && start < access.linear.saturating_add(access.size)
+                    && access.linear < start.saturating_add(length)
+            })
+        })
+        .fold(0, |hits, slot| hits | 1 << slot)
+}
+
+/// The bytes slot n covers, from its LENn field (the 2 bits above R/Wn): 00b 1, 01b 2, 10b 8
+/// (long mode), 11b 4 (AMD APM vol. 2, 13.1.1.5).
+fn slot_length(control: u64) -> u64 {
+    match (control >> 2) & 0b11 {
+        0b00 => 1,
+        0b01 => 2,
+        0b10 => 8,
+        _ => 4,
+    }
+}
+
+/// The guest's DRn: the CPU's, where its own MOV to DRn went (`Machine::breakpoint_address`);
+/// in a slot lent to gdb the guest's MOV was intercepted, and kept.
+fn breakpoint_address(guest: &Guest, slot: usize) -> u64 {
+    match guest.vcpu.lent_slots[slot] {
+        Some(_) => guest.vcpu.debug_registers[slot],
+        None => guest.machine.breakpoint_address(slot as u8),
+    }
+}
+
 /// `decision`, an IN, OUT, INS or OUTS of `size` bytes at `port` the hypervisor did, followed
-/// by the #DB trap of the I/O breakpoints it hits (`io_breakpoints`, above), if any: DR6.Bn set
-/// for each, and BS too when RFLAGS.TF was set: one #DB reports both (AMD APM vol. 2,
-/// 13.1.1.3). Between two iterations of a REP INS or OUTS, the #DB comes after the iteration
-/// (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for any event there; a CPU
-/// single-steps such an instruction iteration by iteration too (17.3.1.4; `ioio::Steps`), so
-/// BS comes with it there as well. The one way every port handler ends (`exit/ioio.rs`, a
-/// PV kernel's port I/O in `exit/privileged.rs`).
+/// by the #DB trap of the I/O breakpoints it hits (`io_breakpoints`, above), if any
+/// ([`with_breakpoints`]). The one way every port handler ends (`exit/ioio.rs`, a PV kernel's
+/// port I/O in `exit/privileged.rs`).
 pub fn with_io_breakpoints(
     guest: &Guest,
     port: u16,
     size: u8,
-    mut decision: Decision,
-    done: PortIo,
+    decision: Decision,
+    done: Progress,
 ) -> Decision {
-    let hits = io_breakpoints(guest, port, size);
+    with_breakpoints(guest, Some((port, size)), &[], decision, done)
+}
+
+/// `decision`, an instruction the hypervisor did in the CPU's place, followed by the #DB trap
+/// of the breakpoints it hits: the I/O breakpoints of its `port` access (port and size), the
+/// data breakpoints of its `memory` accesses, DR6.Bn set for each, and BS too when RFLAGS.TF
+/// was set: one #DB reports them all (AMD APM vol. 2, 13.1.1.3). Both kinds are traps, after
+/// the instruction. Between two iterations of a REP string instruction, the #DB comes after
+/// the iteration (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for any event
+/// there; a CPU single-steps such an instruction iteration by iteration too (17.3.1.4;
+/// `ioio::Steps`), so BS comes with it there as well.
+pub fn with_breakpoints(
+    guest: &Guest,
+    port: Option<(u16, u8)>,
+    memory: &[DataAccess],
+    mut decision: Decision,
+    done: Progress,
+) -> Decision {
+    let io_hits = port.map_or(0, |(port, size)| io_breakpoints(guest, port, size));
+    let data_hits = data_breakpoints(guest, memory);
+    let hits = io_hits | data_hits;
     if hits == 0 {
         return decision;
     }
@@ -294,7 +374,7 @@ pub fn with_io_breakpoints(
     let stepping = rflags & RFlags::TRAP_FLAG.bits() != 0;
     let causes = hits | if stepping { DR6_SINGLE_STEP } else { 0 };
     let when = match done {
-        PortIo::Completed => {
+        Progress::Completed => {
             // RF is cleared before the #DB's frame is pushed (the trap goes in through a
             // delivery, which `after_completed` leaves alone).
             if rflags & RFlags::RESUME_FLAG.bits() != 0 {
@@ -302,8 +382,15 @@ pub fn with_io_breakpoints(
             }
             "after the instruction"
         }
-        PortIo::BetweenIterations => {
-            "after this iteration of the REP INS or OUTS (Intel SDM vol. 3B, 17.3.1.2), the instruction left between two iterations"
+        Progress::BetweenIterations => {
+            "after this iteration of the REP string instruction (Intel SDM vol. 3B, 17.3.1.2), the instruction left between two iterations"
+        }
+    };
+    let what = match (io_hits, data_hits) {
+        (0, _) => "the memory access hits a data breakpoint of DR7",
+        (_, 0) => "the port access hits an I/O breakpoint of DR7",
+        _ => {
+            "the port access hits an I/O breakpoint of DR7 and the memory access a data breakpoint"
         }
     };
     debug_trap(
@@ -311,7 +398,7 @@ pub fn with_io_breakpoints(
         &mut decision,
         causes,
         format_args!(
-            "the port access hits an I/O breakpoint of DR7 (DR6 B0-B3 = {hits:#x}): the CPU would raise #DB {when}, so the hypervisor does"
+            "{what} (DR6 B0-B3 = {hits:#x}): the CPU would raise #DB {when}, so the hypervisor does"
         ),
     );
     decision

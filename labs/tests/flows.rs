@@ -56,6 +56,54 @@ fn flow_after(events: &[Event], exit_index: usize) -> &[Event] {
 }
 
 #[test]
+fn a_data_breakpoint_on_memory_the_hypervisor_writes_traps_after_that_iteration() {
+    // DR0 watches a byte for writes. The CPU's own MOV to it traps (native #DB exit); a REP
+    // INSB over it exits, and the hypervisor writes the bytes, one an exit while a data
+    // breakpoint is enabled: its #DB comes after the iteration that wrote the byte, RIP at
+    // the INS, as a CPU's (Intel SDM vol. 3B, 17.3.1.2). The guest checks both.
+    let run = run(&["data-breakpoint"]);
+    let lines = console(&run.events, 1);
+    assert_eq!(
+        lines,
+        [
+            "MOV to the watched byte: #DB after it, DR6.B0 set",
+            "REP INSB over the watched byte: #DB after the iteration that wrote it, DR6.B0 set (5 left, next at buffer + 3)"
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(ending(&run.events, 1).1, Some(0));
+    let trapped: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Decide(decide) if decide.why.contains("hits a data breakpoint") => {
+                Some(decide.why.as_ref())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trapped.len(), 1, "{trapped:#?}");
+    assert!(
+        trapped[0].contains("after this iteration of the REP string instruction"),
+        "{}",
+        trapped[0]
+    );
+    let injected: Vec<bool> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            Body::Inject(inject) if inject.vector == 1 => Some(inject.synthetic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        injected,
+        [false, true],
+        "the CPU's #DB, then the hypervisor's"
+    );
+}
+
+#[test]
 fn a_single_step_over_an_instruction_the_hypervisor_completes_traps_right_after_it() {
     // RFLAGS.TF over an intercepted CPUID and IN: the hypervisor answers each, and raises
     // the #DB (DR6.BS) a CPU raises after it, with RIP at the next instruction. The guest

@@ -18,7 +18,7 @@
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
-use crate::delivery::PortIo;
+use crate::delivery::{DataAccess, Progress};
 use crate::device::{acpi_pm, debug_exit};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
@@ -136,8 +136,11 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         };
         let address_bits = instruction::string_address_bits(&string_instruction);
         // An I/O breakpoint on the port stops a REP INS or OUTS after each iteration (the
-        // #DB comes after the first: Intel SDM vol. 3B, 17.3.1.2): one element at this exit.
-        let breakpoint = info.rep && delivery::hits_io_breakpoint(guest, info.port, info.size);
+        // #DB comes after the first: Intel SDM vol. 3B, 17.3.1.2), and a data breakpoint
+        // after the iteration whose element it watches: one element at this exit.
+        let breakpoint = info.rep
+            && (delivery::hits_io_breakpoint(guest, info.port, info.size)
+                || delivery::watches_data(guest));
         let limit = if breakpoint { 1 } else { ELEMENTS_PER_EXIT };
         let string = string_io(guest, info, segment, address_bits, limit);
         let Some(fault) = string.fault else {
@@ -155,12 +158,28 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                 .describe(string.what);
             // No element moved (REP with RCX = 0): the port was not accessed, no breakpoint.
             let done = match string.done {
-                true => PortIo::Completed,
-                false => PortIo::BetweenIterations,
+                true => Progress::Completed,
+                false => Progress::BetweenIterations,
+            };
+            // With a data breakpoint enabled, one element moved: INS wrote it, OUTS read it.
+            let memory = [DataAccess {
+                linear: string.first,
+                size: info.size as u64,
+                write: info.input,
+            }];
+            let memory = match string.moved {
+                1 => &memory[..],
+                _ => &[],
             };
             return match string.moved {
                 0 => decision,
-                _ => delivery::with_io_breakpoints(guest, info.port, info.size, decision, done),
+                _ => delivery::with_breakpoints(
+                    guest,
+                    Some((info.port, info.size)),
+                    memory,
+                    decision,
+                    done,
+                ),
             };
         };
         return string_fault(guest, info, segment, string, fault);
@@ -174,7 +193,7 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // An IN says what it read once the device has answered.
         None => decision,
     };
-    delivery::with_io_breakpoints(guest, info.port, info.size, decision, PortIo::Completed)
+    delivery::with_io_breakpoints(guest, info.port, info.size, decision, Progress::Completed)
 }
 
 /// An IN or OUT (not a string one) of `size` bytes at `port`: the access, and for an OUT
@@ -231,11 +250,13 @@ struct StringIo {
     fault: Option<(u64, AccessFault)>,
     /// How many elements moved before the fault (all of them without one).
     moved: u64,
+    /// The linear address of the first element.
+    first: u64,
 }
 
 /// INS/OUTS, with or without REP: `count` elements between the port and guest memory at
 /// ES:RDI (INS) or DS:RSI (OUTS), stepping by the size, backwards when RFLAGS.DF is set, at
-/// most `limit` of them now ([`ELEMENTS_PER_EXIT`], or one for an I/O breakpoint). Every
+/// most `limit` of them now ([`ELEMENTS_PER_EXIT`], or one for an I/O or a data breakpoint). Every
 /// element's address is checked as the CPU checks it (canonical, translated, the
 /// page-protection checks at the guest's CPL) before it moves; the first one that fails
 /// stops the instruction there, with RCX and RDI or RSI telling how far it got, as a CPU
@@ -248,6 +269,7 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
+    let first = steps.linear(guest, segment, index);
     let size = info.size as usize;
     let mut fault = None;
     let mut elements = Vec::new();
@@ -326,6 +348,7 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit
         done: fault.is_none() && left == 0,
         fault,
         moved,
+        first,
     }
 }
 
@@ -1497,6 +1520,69 @@ mod tests {
         // REP with RCX = 0 does no iteration: no port access, no #DB.
         let run = io(&mut test, &[0xf3, 0x6e], string(0x3f8, false, true));
         assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
+    }
+
+    /// Slot 0 of DR7 watching `length` bytes (LEN0 from it) at DR0 = `address`, for writes
+    /// (R/W0 = 01b) or for reads and writes (11b), enabled by L0 (AMD APM vol. 2, 13.1.1.5).
+    fn watch(test: &mut Test, address: u64, length: u64, reads_too: bool) {
+        let rw: u64 = if reads_too { 0b11 } else { 0b01 };
+        let len: u64 = match length {
+            1 => 0b00,
+            2 => 0b01,
+            8 => 0b10,
+            _ => 0b11,
+        };
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (len << 2 | rw) << 16 | 1;
+        test.machine.breakpoints[0] = address;
+    }
+
+    #[test]
+    fn a_rep_insb_traps_after_the_iteration_that_writes_a_watched_byte() {
+        // The CPU checks its data breakpoints as it writes each element; the hypervisor does
+        // the INS in its place, so it checks them, one element an exit while one is enabled:
+        // the #DB comes after the iteration that wrote DATA + 1 (Intel SDM vol. 3B,
+        // 17.3.1.2), RIP at the instruction with RF set, two elements still to go.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        watch(&mut test, DATA + 1, 1, false);
+        test.set_gpr(7, DATA);
+        test.set_gpr(1, 4);
+        let first = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
+        assert!(
+            first.decision.delivery.is_none(),
+            "DATA itself is not watched"
+        );
+        assert_eq!((test.gpr(1), test.gpr(7)), (3, DATA + 1), "one element");
+        let second = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true));
+        assert_eq!(second.injected().vector, 1);
+        assert!(
+            second.decision.why.contains("data breakpoint"),
+            "{}",
+            second.decision.why
+        );
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
+        assert_eq!((test.gpr(1), test.gpr(7)), (2, DATA + 2));
+        assert_eq!(test.rip(), ENTRY, "between iterations");
+    }
+
+    #[test]
+    fn outs_reads_memory_so_only_a_read_and_write_breakpoint_sees_it() {
+        // R/W = 01b breaks on writes only; OUTS reads its element: no #DB. With 11b it does.
+        for (reads_too, traps) in [(false, false), (true, true)] {
+            let mut test = Test::long_mode();
+            test.gate(1, 0x20_1000);
+            watch(&mut test, DATA, 4, reads_too);
+            test.write(DATA, b"x");
+            test.set_gpr(6, DATA);
+            let run = io(&mut test, &[0x6e], string(0x80, false, false)); // outsb
+            assert_eq!(
+                run.decision.delivery.is_some(),
+                traps,
+                "{}",
+                run.decision.why
+            );
+            assert_eq!(test.gpr(6), DATA + 1, "the element moved");
+        }
     }
 
     #[test]

@@ -271,7 +271,7 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
         port,
         size,
         decision,
-        crate::delivery::PortIo::Completed,
+        crate::delivery::Progress::Completed,
     ))
 }
 

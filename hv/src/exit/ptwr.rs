@@ -28,6 +28,7 @@
 use super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, Effect};
+use crate::delivery::{self, DataAccess, Progress};
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use alloc::format;
@@ -94,8 +95,13 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
     // check found them, so applying walks nothing and no table is linked unpinned.
     let pin = (!new_tables.tables.is_empty())
         .then(|| Effect::PinPageTables(alloc::boxed::Box::new(new_tables)));
-    PageTableWrite::Done(
-        decide!(
+    // A data breakpoint on the entry: the CPU's store faulted, the hypervisor's did it.
+    let store = [DataAccess {
+        linear,
+        size: 8,
+        write: true,
+    }];
+    let decision = decide!(
             Action::Emulate,
             "a store to a pinned level-{level} page table (entry {index} = {value:#x}): the entry is valid, so the hypervisor writes it"
         )
@@ -108,8 +114,14 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32, linear: u64) -> PageT
         .with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)))
         .describe(format!(
             "level-{level} table at {table:#x}: entry {index} = {value:#x}"
-        )),
-    )
+        ));
+    PageTableWrite::Done(delivery::with_breakpoints(
+        guest,
+        None,
+        &store,
+        decision,
+        Progress::Completed,
+    ))
 }
 
 #[cfg(test)]
@@ -197,6 +209,24 @@ mod tests {
             "the old entry may be cached"
         );
         assert_eq!(test.rip(), ENTRY + 3);
+    }
+
+    #[test]
+    fn a_valid_store_to_a_watched_entry_is_written_and_then_traps() {
+        // DR0 watches the entry's 8 bytes for writes: the CPU's store faulted before its
+        // breakpoint check, the hypervisor wrote the entry, and raises the #DB trap after.
+        let mut test = Test::long_mode();
+        test.pin_page_tables();
+        test.gate(1, 0x20_1000);
+        let at = PT + 8 * 256;
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (0b10 << 2 | 0b01) << 16 | 1;
+        test.machine.breakpoints[0] = at;
+        let entry = (DATA + 0x1000) | pte::PRESENT | pte::WRITABLE;
+        let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
+        assert_eq!(test.read_u64(at), entry, "written");
+        assert_eq!(testing::injected(&run.decision).0.vector, 1);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
+        assert_eq!(test.rip(), ENTRY + 3, "after the store");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use super::super::{Exit, undecodable};
 use crate::decide;
 use crate::decision::{Decision, Effect, MmioAccess};
+use crate::delivery::{self, DataAccess, Progress};
 use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use crate::instruction;
@@ -147,9 +148,33 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
             name(register.register)
         ),
     };
-    decision
+    // A data breakpoint on the operand: the CPU never made this access, the hypervisor did
+    // (`delivery::with_breakpoints`). A read-modify-write is a write to it.
+    let writes = match access {
+        Access::Read { .. } => false,
+        Access::Arithmetic {
+            operation, into, ..
+        } => operation.writes_result() && into.is_none(),
+        Access::Write { .. }
+        | Access::Exchange { .. }
+        | Access::CompareExchange { .. }
+        | Access::ExchangeAdd { .. } => true,
+    };
+    let memory = instruction::memory_address(&instruction, guest).map(|linear| DataAccess {
+        linear,
+        size: width,
+        write: writes,
+    });
+    let decision = decision
         .with(Effect::Mmio(MmioAccess { gpa, access }))
-        .with(Effect::Rip(next))
+        .with(Effect::Rip(next));
+    delivery::with_breakpoints(
+        guest,
+        None,
+        memory.as_slice(),
+        decision,
+        Progress::Completed,
+    )
 }
 
 #[cfg(test)]
@@ -162,6 +187,29 @@ mod tests {
 
     const ID: u64 = BASE;
     const DOORBELL: u64 = BASE + 0x18;
+
+    #[test]
+    fn a_write_to_a_watched_device_register_traps_after_the_instruction() {
+        // `mov [rax], ecx` to SCRATCH with DR0 watching SCRATCH for writes: the CPU exited
+        // before the access and never checked the breakpoint; the hypervisor, which does
+        // the write, raises the #DB trap after it (AMD APM vol. 2, 13.1.1.5), RIP past it.
+        let scratch = BASE + 0x08;
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (0b11 << 2 | 0b01) << 16 | 1;
+        test.machine.breakpoints[0] = scratch;
+        test.set_gpr(0, scratch);
+        test.set_gpr(1, 40);
+        let run = test.mmio(&[0x89, 0x08], scratch);
+        assert_eq!(testing::injected(&run.decision).0.vector, 1);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
+        assert_eq!(test.rip(), ENTRY + 2, "a trap: after the MOV");
+        // A read of it does not: R/W0 = 01b watches writes only.
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.mmio(&[0x8b, 0x10], scratch); // mov edx, [rax]
+        assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
+        assert_eq!(test.gpr(2), 40);
+    }
 
     #[test]
     fn a_rep_prefix_on_a_mov_or_an_add_is_ignored_as_the_cpu_ignores_it() {

@@ -6,7 +6,8 @@
 //! A REP string instruction may stop between two elements, with RCX, RSI and RDI telling
 //! how far it got, and run again for the rest: that is how a CPU takes an interrupt in the
 //! middle of one (AMD APM vol. 3, "REP"). The hypervisor uses it: it does at most
-//! [`ELEMENTS_PER_EXIT`] elements at an exit and leaves RIP at the instruction while some
+//! [`ELEMENTS_PER_EXIT`] elements at an exit (one while a data breakpoint is enabled, whose
+//! #DB comes after the iteration that hit it) and leaves RIP at the instruction while some
 //! are left. The CPU then moves the elements in RAM itself, and the next one on a device
 //! exits again.
 //!
@@ -18,6 +19,7 @@
 
 use super::super::ioio::{Steps, between_iterations, string_element};
 use crate::decision::{Decision, Effect, MemoryString, StringElement, StringSide};
+use crate::delivery::{DataAccess, Progress};
 use crate::domain::Guest;
 use crate::instruction;
 use crate::vmcb::segment;
@@ -83,7 +85,13 @@ pub fn handle(
     let address_bits = instruction::string_address_bits(instruction);
     // F3 repeats; so does F2 on an instruction that compares nothing, as QEMU's TCG does.
     let repeats = instruction.has_rep_prefix() || instruction.has_repne_prefix();
-    let steps = Steps::new(guest, address_bits, size, repeats, ELEMENTS_PER_EXIT);
+    // With a data breakpoint enabled, one element an exit: its #DB comes after the iteration
+    // whose element it watches (Intel SDM vol. 3B, 17.3.1.2).
+    let most = match delivery::watches_data(guest) {
+        true => 1,
+        false => ELEMENTS_PER_EXIT,
+    };
+    let steps = Steps::new(guest, address_bits, size, repeats, most);
     // The source is seg:RSI (DS unless a prefix says otherwise), the destination ES:RDI
     // (never another segment).
     let source_segment =
@@ -100,6 +108,23 @@ pub fn handle(
             .map_err(|error| (address, error, stack))
     };
     let (mut source, mut destination) = (guest.gpr(RSI), guest.gpr(RDI));
+    // The first element's accesses, for the data breakpoints: MOVS and LODS read seg:RSI,
+    // MOVS and STOS write ES:RDI.
+    let read = DataAccess {
+        linear: steps.linear(guest, source_segment, source),
+        size: size as u64,
+        write: false,
+    };
+    let written = DataAccess {
+        linear: steps.linear(guest, segment::ES, destination),
+        size: size as u64,
+        write: true,
+    };
+    let first_accesses = match kind {
+        Kind::Move => [Some(read), Some(written)],
+        Kind::Store => [None, Some(written)],
+        Kind::Load => [Some(read), None],
+    };
     let mut pairs = Vec::new();
     let mut fault = None;
     while (pairs.len() as u64) < steps.count {
@@ -184,12 +209,28 @@ pub fn handle(
             ", {left} left: the instruction runs again for them"
         ));
     }
-    if fault.is_none() && left == 0 {
-        decision = decision.with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)));
-    } else if moved > 0 {
-        decision = decision.with(between_iterations());
-    }
-    Some(decision.describe(what))
+    let done = match fault.is_none() && left == 0 {
+        true => {
+            decision = decision.with(Effect::Rip(guest.vcpu.rip_after(instruction.len() as u64)));
+            Progress::Completed
+        }
+        false => {
+            decision = decision.with(between_iterations());
+            Progress::BetweenIterations
+        }
+    };
+    // With a data breakpoint enabled one element moved (above): its accesses.
+    let accesses: Vec<DataAccess> = match moved {
+        1 => first_accesses.into_iter().flatten().collect(),
+        _ => Vec::new(),
+    };
+    Some(delivery::with_breakpoints(
+        guest,
+        None,
+        &accesses,
+        decision.describe(what),
+        done,
+    ))
 }
 
 #[cfg(test)]
@@ -238,6 +279,26 @@ mod tests {
         // entry, which maps it.
         let bits = pte::ACCESSED | pte::DIRTY;
         assert_eq!(test.read_u64(PDPT + 3 * 8) & bits, bits);
+    }
+
+    #[test]
+    fn a_rep_stosb_with_a_data_breakpoint_goes_one_element_an_exit_and_traps_on_the_watched_one() {
+        // DR0 watches DOORBELL + 1 for writes: one element an exit, no #DB after the first,
+        // the #DB (B0) after the second, RIP at the instruction for the third.
+        let mut test = guest();
+        test.gate(1, 0x20_1000);
+        test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
+        test.machine.breakpoints[0] = DOORBELL + 1;
+        test.set_gpr(0, 0x2a);
+        test.set_gpr(1, 3);
+        test.set_gpr(7, DOORBELL);
+        let first = test.mmio(&[0xf3, 0xaa], DOORBELL);
+        assert!(first.decision.delivery.is_none(), "{}", first.decision.why);
+        assert_eq!((test.gpr(1), test.gpr(7)), (2, DOORBELL + 1));
+        let second = test.mmio(&[0xf3, 0xaa], DOORBELL + 1);
+        assert_eq!(crate::testing::injected(&second.decision).0.vector, 1);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
+        assert_eq!((test.gpr(1), test.rip()), (1, ENTRY));
     }
 
     #[test]
