@@ -276,8 +276,8 @@ const RW_READS_AND_WRITES: u64 = 0b11;
 
 /// Does the guest's DR7 enable a data breakpoint in any slot? One look at DR7 when none is
 /// enabled, the usual case. A REP string instruction the hypervisor does goes one element
-/// an exit while one is (`ioio::string_io`, `npf/string.rs`): its #DB comes after the
-/// iteration that hit.
+/// an exit while one watches the bytes its elements span (`exit/ioio.rs`, `npf/string.rs`):
+/// its #DB comes after the iteration that hit.
 pub fn watches_data(guest: &Guest) -> bool {
     let dr7 = guest.vcpu.guest_dr7();
     dr7 & 0xff != 0
@@ -301,18 +301,31 @@ fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
         .filter(|&slot| {
             let control = dr7 >> (16 + 4 * slot);
             let rw = control & 0b11;
-            if dr7 & dr7_slot_enables(slot) == 0 || !matches!(rw, RW_WRITES | RW_READS_AND_WRITES) {
+            // Not in a slot lent to gdb: there the guest's own breakpoint waits for the slot,
+            // for the CPU's accesses too (`LentSlot`), and gdb's is not checked here.
+            if dr7 & dr7_slot_enables(slot) == 0
+                || !matches!(rw, RW_WRITES | RW_READS_AND_WRITES)
+                || guest.vcpu.lent_slots[slot].is_some()
+            {
                 return false;
             }
             let length = slot_length(control);
             let start = breakpoint_address(guest, slot) & !(length - 1);
+            // Byte distances within the linear address space (4 GiB outside long mode): an
+            // access may wrap around its end, and so may the range a breakpoint covers.
+            let mask = guest.vcpu.vmcb.linear_address_mask();
             accesses.iter().any(|access| {
                 (access.write || rw == RW_READS_AND_WRITES)
-                    && start < access.linear.saturating_add(access.size)
-                    && access.linear < start.saturating_add(length)
+                    && ((start.wrapping_sub(access.linear) & mask) < access.size
+                        || (access.linear.wrapping_sub(start) & mask) < length)
             })
         })
         .fold(0, |hits, slot| hits | 1 << slot)
+}
+
+/// Do `accesses` hit a data breakpoint of the guest's DR7 ([`data_breakpoints`])?
+pub fn hits_data_breakpoint(guest: &Guest, accesses: &[DataAccess]) -> bool {
+    data_breakpoints(guest, accesses) != 0
 }
 
 /// The bytes slot n covers, from its LENn field (the 2 bits above R/Wn): 00b 1, 01b 2, 10b 8
@@ -411,7 +424,8 @@ pub fn hits_io_breakpoint(guest: &Guest, port: u16, size: u8) -> bool {
 }
 
 /// A #DB trap after the instruction `decision` completed, DR6 as the instruction left it (a
-/// `MOV DR6` it completed wrote it: AMD APM vol. 2, 13.1.1.3) with `causes` set.
+/// `MOV DR6` it completed wrote it: AMD APM vol. 2, 13.1.1.3) with `causes` set, and B0–B3
+/// only as `causes` says.
 fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arguments) {
     let save = &guest.vcpu.vmcb.save;
     let mut first = core::mem::take(&mut decision.effects);
@@ -423,7 +437,9 @@ fn debug_trap(guest: &Guest, decision: &mut Decision, causes: u64, why: fmt::Arg
     };
     let halts = first.iter().any(halted);
     first.retain(|effect| !halted(effect));
-    let dr6 = written_debug_register(&first, 6).unwrap_or(save.dr6);
+    // B0–B3 say which breakpoints this #DB is for: an earlier one's are cleared with it, as
+    // general detect's are (`exit/dr.rs`; KVM clears them as it delivers any #DB).
+    let dr6 = written_debug_register(&first, 6).unwrap_or(save.dr6) & !DR6_BREAKPOINTS;
     first.push(Effect::DebugRegister(6, dr6 | causes));
     let trap = exception(
         guest,
@@ -792,6 +808,41 @@ mod tests {
     use traplab_abi::x86::Cr0Flags;
 
     const HANDLER: u64 = 0x21_4000;
+
+    #[test]
+    fn a_data_breakpoint_matches_accesses_that_wrap_around_the_linear_address_space() {
+        // Slot 0 watching one byte for writes (L0, R/W0 = 01b, LEN0 = 00b) at `address`.
+        let watching = |test: &mut Test, address: u64| {
+            test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
+            test.machine.breakpoints[0] = address;
+        };
+        let write = |linear, size| DataAccess {
+            linear,
+            size,
+            write: true,
+        };
+        // The last byte of the 64-bit space.
+        let mut test = Test::long_mode();
+        watching(&mut test, u64::MAX);
+        assert_eq!(
+            data_breakpoints(&test.guest(), &[write(u64::MAX - 1, 2)]),
+            1
+        );
+        assert_eq!(
+            data_breakpoints(&test.guest(), &[write(u64::MAX - 2, 2)]),
+            0
+        );
+        // A 4-byte write at 0xffff_fffe in 32-bit code wraps to 0 and 1.
+        let mut test = Test::protected_mode();
+        watching(&mut test, 1);
+        assert_eq!(data_breakpoints(&test.guest(), &[write(0xffff_fffe, 4)]), 1);
+        // A read does not hit a breakpoint on writes.
+        let read = DataAccess {
+            write: false,
+            ..write(1, 1)
+        };
+        assert_eq!(data_breakpoints(&test.guest(), &[read]), 0);
+    }
 
     /// What the hypervisor decides to do with exception `vector` now, with no effects first.
     fn deliver(test: &Test, vector: u8, error_code: u32) -> Decision {

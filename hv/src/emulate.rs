@@ -469,9 +469,7 @@ fn bit_access(
     let bits = 8 * width as i64;
     let number = sign_extend(number, width) as i64;
     let operand = instruction::memory_address(instruction, domain)?;
-    // The operand that holds the bit: `number.div_euclid(bits)` operands on (back, for a
-    // negative number), the bit `number.rem_euclid(bits)` in it.
-    let holding = operand.wrapping_add((number.div_euclid(bits) * width as i64) as u64);
+    let holding = holding_operand(operand, number, width);
     let accessed_page = gpa & !0xfff;
     // The CPU's access was at `gpa`, within `width` or 4 bytes of the holding operand: in
     // its page unless they straddle a boundary.
@@ -480,6 +478,32 @@ fn bit_access(
         return None;
     }
     Some((holding_gpa, number.rem_euclid(bits) as u64))
+}
+
+/// The linear address of the operand that holds bit `number` (signed) of the `width`-byte
+/// operand at `operand`: `number.div_euclid(bits)` operands on (back, for a negative
+/// number); the bit is `number.rem_euclid(bits)` in it.
+fn holding_operand(operand: u64, number: i64, width: u8) -> u64 {
+    let bits = 8 * width as i64;
+    operand.wrapping_add((number.div_euclid(bits) * width as i64) as u64)
+}
+
+/// The linear address of the operand `instruction` accesses: its memory operand's, or for a
+/// bit test numbered by a register the operand that holds the bit (`bit_access`). What a
+/// data breakpoint is compared with (`delivery::with_breakpoints`).
+pub fn accessed_linear(domain: &Domain, instruction: &Instruction) -> Option<u64> {
+    let operand = instruction::memory_address(instruction, domain)?;
+    let bit_test_by_register = instruction.op1_kind() == OpKind::Register
+        && matches!(
+            instruction.mnemonic(),
+            Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+        );
+    if !bit_test_by_register {
+        return Some(operand);
+    }
+    let width = instruction.memory_size().size() as u8;
+    let number = sign_extend(register_value(domain, instruction.op1_register())?, width) as i64;
+    Some(holding_operand(operand, number, width))
 }
 
 /// The access `instruction` makes on its memory operand, if it is one we emulate.

@@ -7,7 +7,7 @@
 //! | `icebp` (0xF1) raises #UD (QEMU builds without ICEBP support) | #DB after the instruction |
 //! | a non-canonical *stack* access raises #GP(0)    | #SS(0)                     |
 //! | in long mode, a fault on an IDT gate reports error code `vector * 16 + 2` (QEMU's `do_interrupt64`) | `vector * 8 + 2`: the index field holds the vector |
-//! | a #TS, #NP, #SS or #GP raised while delivering an interrupt or an NMI has EXT (bit 0) clear (QEMU never sets it) | EXT set: "the exception source is external to the processor" (AMD APM vol. 2, 8.4.1; Intel SDM vol. 3A, 6.13, which sets it for an earlier exception too) |
+//! | a #TS, #NP, #SS or #GP raised while delivering an interrupt, an NMI or an exception has EXT (bit 0) clear (QEMU never sets it) | EXT set: the event came from outside the program (AMD APM vol. 2, 8.4.1; Intel SDM vol. 3A, 6.13); clear only while delivering INT n, INT3 or INTO |
 //! | a guest's MOV to CR4 with a bit QEMU deems reserved (OSXSAVE, even with `+xsave`) ends in VMEXIT_INVALID, exit code 0xffffffff | #GP(0) in the guest. (CR4 writes exit, below: on `qemu64`, which has no XSAVE, `exit/cr.rs` refuses OSXSAVE itself; with `+xsave` it emulates the MOV, and the VMRUN after it fails, a case this correction does not cover. The correction stays for CR3's writes, which exit only with `intercept-cr` or pinned page tables: measured, a CR3 with bit 40 or bit 62 set gets VMEXIT_INVALID at the MOV, and the guest this #GP) |
 //! | `lock int n` (`f0 cd n`; also INT3, INTO, and RDTSC, HLT, WBINVD, PAUSE, IN, OUT, IRET…) exits as for the plain instruction: QEMU ignores the LOCK prefix there (measured for `lock in`, `lock out` and `lock iretq`: the port access emulated, the IRET executed) | #UD before any intercept: LOCK on an instruction that is not a read-modify-write of memory (AMD APM vol. 3, 1.2.5). Corrected in every handler that cannot decode the instruction it must complete (`exit::undecodable`), and in the two that need not decode it: a port's (`exit/ioio.rs`) and IRET's (`exit/iret.rs`), through `locked` here |
 //! | a guest's RDTSCP exits as RDTSC (QEMU's `helper_rdtscp` checks only the RDTSC intercept), and INVD as WBINVD | exit codes 0x87 and 0x76: the hypervisor takes the instruction's own mnemonic (`exit/rdtsc.rs`, `exit/wbinvd.rs`), so RDTSCP's ECX gets TSC_AUX and the trace names INVD |
@@ -37,11 +37,12 @@ use traplab_abi::x86::{self, EferFlags};
 /// `interrupted` (from EXITINTINFO), when TCG reported another one, and what differs. Two
 /// things may, both in the selector format of #TS, #NP, #SS and #GP (Intel SDM vol. 3A,
 /// 6.13; AMD APM vol. 2, 8.4.1):
-/// - EXT (bit 0) says the source of the exception is external to the processor (AMD's
-///   words): an interrupt or an NMI being delivered sets it. An exception or a software
-///   interrupt (INT n, INT3, INTO) being delivered leaves it clear, as AMD's manual reads;
-///   Intel's sets it for an earlier exception too ("such as an interrupt or an earlier
-///   exception"). TCG never sets it (QEMU's `do_interrupt64` and `do_interrupt_protected`).
+/// - EXT (bit 0) says the exception came from an event external to the program (the
+///   80386's manual, 9.7; Intel's "such as an interrupt or an earlier exception"; AMD's
+///   shorter "external to the processor"): an interrupt, an NMI or an exception being
+///   delivered sets it, a software interrupt (INT n, INT3, INTO) does not. Bochs, which
+///   models both vendors' CPUs, does the same. TCG never sets it (QEMU's `do_interrupt64`
+///   and `do_interrupt_protected`).
 /// - In long mode, an error code that names an IDT gate (bit 1, IDT) has the vector in its
 ///   index field (bits 15:3), and TCG writes twice the vector there.
 pub fn error_code(
@@ -66,16 +67,16 @@ pub fn error_code(
         false => error_code & !EXTERNAL,
     };
     let external = match interrupted.kind {
-        EventType::Interrupt | EventType::Nmi => EXTERNAL,
-        EventType::Exception | EventType::Software => 0,
+        EventType::Interrupt | EventType::Nmi | EventType::Exception => EXTERNAL,
+        EventType::Software => 0,
     };
     let corrected = selector | external;
     let what = match (index_doubled, corrected & EXTERNAL != error_code & EXTERNAL) {
         (false, false) => return None,
         (true, false) => "the IDT index of the gate",
-        (false, true) => "EXT set: the event being delivered came from outside the processor",
+        (false, true) => "EXT set: the event being delivered came from outside the program",
         (true, true) => {
-            "the IDT index of the gate, EXT set: the event being delivered came from outside the processor"
+            "the IDT index of the gate, EXT set: the event being delivered came from outside the program"
         }
     };
     Some((corrected, what))
@@ -137,8 +138,9 @@ pub fn locked(guest: &Guest, instruction: &InstructionBytes) -> Option<Decision>
 }
 
 /// Is there a LOCK prefix (0xF0) among the prefixes `bytes` start with: the legacy ones (AMD
-/// APM vol. 3, 1.2) and REX (0x40–0x4F, which are INC and DEC outside 64-bit mode, where
-/// what follows them is not a prefix either way)?
+/// APM vol. 3, 1.2) and REX (0x40–0x4F)? Outside 64-bit mode 0x40–0x4F are INC and DEC, but
+/// no instruction that exits to a caller of this starts with one there: scanning over them
+/// can only send bytes to the decoder in [`locked`], which has the last word.
 fn has_lock_prefix(bytes: &[u8]) -> bool {
     bytes
         .iter()
@@ -494,27 +496,26 @@ mod tests {
     }
 
     #[test]
-    fn ext_is_set_for_an_interrupt_or_an_nmi_and_clear_for_an_exception_or_int_n() {
-        // AMD APM vol. 2, 8.4.1: EXT, "the exception source is external to the processor".
-        // In 32-bit protected mode TCG's index is right, and only EXT is missing.
+    fn ext_is_set_for_an_interrupt_an_nmi_or_an_exception_and_clear_for_int_n() {
+        // Intel SDM vol. 3A, 6.13: EXT, "the exception occurred during delivery of an event
+        // external to the program, such as an interrupt or an earlier exception". In 32-bit
+        // protected mode TCG's index is right, and only EXT is missing.
         let test = Test::protected_mode();
         let guest = test.guest();
-        for kind in [EventType::Interrupt, EventType::Nmi] {
+        for kind in [EventType::Interrupt, EventType::Nmi, EventType::Exception] {
             let event = delivering(kind, 0x20);
             assert_eq!(corrected(&guest, event, 11, 0x102), Some(0x103), "{kind:?}");
             let (_, what) = error_code(&guest, event, 11, 0x102).unwrap();
             assert_eq!(
                 what,
-                "EXT set: the event being delivered came from outside the processor"
+                "EXT set: the event being delivered came from outside the program"
             );
         }
         // A bad code-segment selector in the gate: #GP(selector | EXT).
         assert_eq!(corrected(&guest, interrupt(0x20), 13, 0x28), Some(0x29));
-        // An exception (#UD) or INT n: no change.
-        for kind in [EventType::Exception, EventType::Software] {
-            let event = delivering(kind, 0x20);
-            assert_eq!(corrected(&guest, event, 11, 0x102), None, "{kind:?}");
-        }
+        // INT n: no change.
+        let int_n = delivering(EventType::Software, 0x20);
+        assert_eq!(corrected(&guest, int_n, 11, 0x102), None);
     }
 
     #[test]

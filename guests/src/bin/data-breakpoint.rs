@@ -63,7 +63,11 @@ fn main(_info: &BootInfo) -> i32 {
     let mov = AT.swap(0, Ordering::SeqCst) == after_mov && DR6.load(Ordering::SeqCst) & DR6_B0 != 0;
     println!(
         "MOV to the watched byte: #DB {}",
-        if mov { "after it, DR6.B0 set" } else { "NOT where a CPU puts it" }
+        if mov {
+            "after it, DR6.B0 set"
+        } else {
+            "NOT where a CPU puts it"
+        }
     );
 
     // The hypervisor's: `rep insb` of 8 bytes from port 0x80 (no device: 0xff each).
@@ -89,7 +93,11 @@ fn main(_info: &BootInfo) -> i32 {
         && next == watched + 1;
     println!(
         "REP INSB over the watched byte: #DB {} ({left} left, next at buffer + {})",
-        if ins { "after the iteration that wrote it, DR6.B0 set" } else { "NOT where a CPU puts it" },
+        if ins {
+            "after the iteration that wrote it, DR6.B0 set"
+        } else {
+            "NOT where a CPU puts it"
+        },
         next.wrapping_sub(buffer)
     );
     i32::from(!(mov && ins))

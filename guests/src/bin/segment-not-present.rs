@@ -7,7 +7,7 @@
 //!    and then the #NP the delivery raised, with the INT in EXITINTINFO.
 //! 3. The timer's interrupt 0x40 (`set_timer`) through the same gate: #NP with the same
 //!    index and bit 0, EXT, set too: the event being delivered came from outside the
-//!    processor (AMD APM vol. 2, 8.4.1). Nothing of ours faulted, so the
+//!    program (AMD APM vol. 2, 8.4.1; Intel SDM vol. 3A, 6.13). Nothing of ours faulted, so the
 //!    handler skips nothing; it stops the timer, or the next tick would fault again.
 #![no_std]
 #![no_main]
@@ -21,7 +21,7 @@ use traplab_guests::{BootInfo, guest_main, println, segments};
 const LENGTH: u64 = 2;
 /// A vector whose IDT gate is not present: the guest's IDT has gates for 0–0x2F only.
 const GATELESS: u8 = 0x40;
-/// EXT, bit 0 of a selector error code: the event being delivered came from outside the CPU.
+/// EXT, bit 0 of a selector error code: the event being delivered came from outside.
 const EXTERNAL: u64 = 1 << 0;
 /// The #NP of the timer's interrupt came.
 static INTERRUPT_FAULTED: AtomicBool = AtomicBool::new(false);

@@ -171,8 +171,9 @@ pub struct NmiWindow {
 /// write: while a slot is lent they are intercepted (`exit/dr.rs`), as KVM intercepts them
 /// while a host debugger uses the debug registers. So a guest that clears DR7 does not take
 /// gdb's breakpoint away, nor does it read gdb's bits. (A breakpoint the guest enables in a
-/// lent slot does not fire until gdb gives the slot back: the CPU has only four. An I/O
-/// breakpoint does, since the hypervisor checks those itself, `delivery.rs`.)
+/// lent slot does not fire until gdb gives the slot back: the CPU has only four; a data
+/// breakpoint there does not fire on the accesses the hypervisor makes either. An I/O
+/// breakpoint does, since the hypervisor checks all of those itself, `delivery.rs`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LentSlot {
     /// The debugger's address, in the CPU's DRn.
@@ -201,8 +202,10 @@ pub fn dr7_slot_mask(slot: usize) -> u64 {
 /// Every debug-register access: reads (bits 0–7) and writes (bits 16–23) of DR0–DR7 (VMCB
 /// +0x004, AMD APM vol. 2, 15.9).
 pub const DR_ACCESSES: u32 = 0x00ff_00ff;
-/// Writes to DR7 (bit 23): always intercepted ([`Vcpu::debug_register_intercepts`]).
-pub const DR7_WRITES: u32 = 1 << 23;
+/// Writes to DR7 (bit 23), and to DR5 (bit 21), DR7's old name while CR4.DE is clear
+/// (AMD APM vol. 2, 13.1.1; QEMU's TCG checks the intercept of the number the MOV names):
+/// always intercepted ([`Vcpu::debug_register_intercepts`]).
+pub const DR7_WRITES: u32 = 1 << 23 | 1 << 21;
 
 /// One virtual CPU.
 pub struct Vcpu {

@@ -425,6 +425,23 @@ mod tests {
     }
 
     #[test]
+    fn a_mov_to_dr5_sets_gd_as_dr7_would() {
+        // With CR4.DE clear, DR5 is DR7's old name: its writes exit too, and set GD.
+        use crate::domain::vcpu::{DR_ACCESSES, DR7_WRITES};
+        assert_ne!(DR7_WRITES & 1 << (16 + 5), 0, "DR5 writes are intercepted");
+        let mut test = Test::long_mode();
+        test.domain.vcpu.intercept_debug_registers(None);
+        test.set_gpr(0, 0x400 | DR7_GENERAL_DETECT);
+        mov(
+            &mut test,
+            &[0x0f, 0x23, 0xe8],
+            ExitReason::DrWrite { number: 5 },
+        );
+        assert_eq!(test.domain.vcpu.guest_dr7(), 0x400 | DR7_GENERAL_DETECT);
+        assert_eq!(test.domain.vcpu.vmcb.control.intercept_dr, DR_ACCESSES);
+    }
+
+    #[test]
     fn with_the_setting_intercept_dr_every_access_exits_whatever_dr7_holds() {
         use crate::domain::vcpu::DR_ACCESSES;
         let mut test = Test::long_mode();

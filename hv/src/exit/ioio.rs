@@ -140,7 +140,14 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // after the iteration whose element it watches: one element at this exit.
         let breakpoint = info.rep
             && (delivery::hits_io_breakpoint(guest, info.port, info.size)
-                || delivery::watches_data(guest));
+                || (delivery::watches_data(guest) && {
+                    let index = guest.gpr(if info.input { 7 } else { 6 });
+                    let steps = Steps::new(guest, address_bits, info.size, true, ELEMENTS_PER_EXIT);
+                    delivery::hits_data_breakpoint(
+                        guest,
+                        &[steps.span(guest, segment, index, info.input)],
+                    )
+                }));
         let limit = if breakpoint { 1 } else { ELEMENTS_PER_EXIT };
         let string = string_io(guest, info, segment, address_bits, limit);
         let Some(fault) = string.fault else {
@@ -400,6 +407,25 @@ impl Steps {
 
     /// The linear address of `offset` (RSI or RDI) in `segment`: the segment's base plus the
     /// offset at the address size, wrapping at 4 GiB outside 64-bit mode.
+    /// The bytes the elements of this exit would span from `offset` in `segment` on, as one
+    /// access (a write or a read): the first element's and the last's, whichever way they
+    /// step. What a data breakpoint must not meet for the elements to go more than one an
+    /// exit.
+    pub(super) fn span(&self, guest: &Guest, segment: u8, offset: u64, write: bool) -> DataAccess {
+        let size = self.step.wrapping_neg().min(self.step);
+        let first = self.linear(guest, segment, offset);
+        let others = size * self.count.saturating_sub(1);
+        let lowest = match self.step == size {
+            true => first,
+            false => first.wrapping_sub(others),
+        };
+        DataAccess {
+            linear: lowest,
+            size: others + size,
+            write,
+        }
+    }
+
     pub(super) fn linear(&self, guest: &Guest, segment: u8, offset: u64) -> u64 {
         let vmcb = &guest.vcpu.vmcb;
         vmcb.segment_base(segment)
@@ -1563,6 +1589,29 @@ mod tests {
         assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
         assert_eq!((test.gpr(1), test.gpr(7)), (2, DATA + 2));
         assert_eq!(test.rip(), ENTRY, "between iterations");
+    }
+
+    #[test]
+    fn a_data_breakpoint_elsewhere_leaves_a_rep_insb_its_whole_pace() {
+        // Only a watch on the bytes the elements span slows the instruction to one an exit;
+        // here DR0 watches the byte just past them (and, backwards with DF, just before).
+        for backwards in [false, true] {
+            let mut test = Test::long_mode();
+            test.gate(1, 0x20_1000);
+            let (start, beside) = match backwards {
+                false => (DATA, DATA + 4),
+                true => (DATA + 3, DATA - 1),
+            };
+            if backwards {
+                test.domain.vcpu.vmcb.save.rflags |= RFlags::DIRECTION_FLAG.bits();
+            }
+            watch(&mut test, beside, 1, false);
+            test.set_gpr(7, start);
+            test.set_gpr(1, 4);
+            let run = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
+            assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
+            assert_eq!(test.gpr(1), 0, "four elements at one exit (DF {backwards})");
+        }
     }
 
     #[test]

@@ -344,8 +344,8 @@ fn take_slot(debuggee: &mut Debuggee, hardware: HardwareSlot) -> bool {
     let vcpu = &mut debuggee.domain_mut().vcpu;
     if on_cpu {
         // The guest's own MOVs may have put its DR0–DR3 in the CPU since it was switched in
-        // (DR accesses are not intercepted until a slot is lent): from now on they are, and
-        // its reads are answered from the copies.
+        // (only DR7 writes exit until every access does: a slot lent, GD set, the setting
+        // `intercept-dr`): from now on they exit, and its reads are answered from the copies.
         vcpu.keep_breakpoint_addresses(&Hardware);
     }
     vcpu.lend_slot(slot, hardware.address, dr7_bits(slot, &hardware));

@@ -160,7 +160,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
         | Access::CompareExchange { .. }
         | Access::ExchangeAdd { .. } => true,
     };
-    let memory = instruction::memory_address(&instruction, guest).map(|linear| DataAccess {
+    let memory = emulate::accessed_linear(guest, &instruction).map(|linear| DataAccess {
         linear,
         size: width,
         write: writes,
@@ -209,6 +209,29 @@ mod tests {
         let run = test.mmio(&[0x8b, 0x10], scratch); // mov edx, [rax]
         assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
         assert_eq!(test.gpr(2), 40);
+    }
+
+    #[test]
+    fn a_bit_test_by_register_is_watched_where_its_bit_lies() {
+        // `bts dword [rax], ecx` with ECX = 36: the operand that holds bit 36 is the dword
+        // after SCRATCH (AMD APM vol. 3, BTS), which is what a data breakpoint sees written.
+        let scratch = BASE + 0x08;
+        for (watched, traps) in [(scratch + 4, true), (scratch, false)] {
+            let mut test = Test::long_mode();
+            test.gate(1, 0x20_1000);
+            test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
+            test.machine.breakpoints[0] = watched;
+            test.set_gpr(0, scratch);
+            test.set_gpr(1, 36);
+            let run = test.mmio(&[0x0f, 0xab, 0x08], scratch + 4);
+            assert_ne!(run.decision.action, Action::Kill, "{}", run.decision.why);
+            assert_eq!(
+                run.decision.delivery.is_some(),
+                traps,
+                "DR0 at {watched:#x}: {}",
+                run.decision.why
+            );
+        }
     }
 
     #[test]

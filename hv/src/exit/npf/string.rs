@@ -6,9 +6,9 @@
 //! A REP string instruction may stop between two elements, with RCX, RSI and RDI telling
 //! how far it got, and run again for the rest: that is how a CPU takes an interrupt in the
 //! middle of one (AMD APM vol. 3, "REP"). The hypervisor uses it: it does at most
-//! [`ELEMENTS_PER_EXIT`] elements at an exit (one while a data breakpoint is enabled, whose
-//! #DB comes after the iteration that hit it) and leaves RIP at the instruction while some
-//! are left. The CPU then moves the elements in RAM itself, and the next one on a device
+//! [`ELEMENTS_PER_EXIT`] elements at an exit (one while a data breakpoint watches bytes they
+//! span: its #DB comes after the iteration that hit it) and leaves RIP at the instruction
+//! while some are left. The CPU then moves the elements in RAM itself, and the next one on a device
 //! exits again.
 //!
 //! Each element's address is checked as the CPU checks it (canonical, translated, allowed
@@ -25,6 +25,7 @@ use crate::instruction;
 use crate::vmcb::segment;
 use crate::{decide, delivery, here};
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use traplab_abi::event::Action;
@@ -85,17 +86,39 @@ pub fn handle(
     let address_bits = instruction::string_address_bits(instruction);
     // F3 repeats; so does F2 on an instruction that compares nothing, as QEMU's TCG does.
     let repeats = instruction.has_rep_prefix() || instruction.has_repne_prefix();
-    // With a data breakpoint enabled, one element an exit: its #DB comes after the iteration
-    // whose element it watches (Intel SDM vol. 3B, 17.3.1.2).
-    let most = match delivery::watches_data(guest) {
-        true => 1,
-        false => ELEMENTS_PER_EXIT,
-    };
-    let steps = Steps::new(guest, address_bits, size, repeats, most);
     // The source is seg:RSI (DS unless a prefix says otherwise), the destination ES:RDI
     // (never another segment).
     let source_segment =
         instruction::segment_number(instruction.memory_segment()).unwrap_or(segment::DS);
+    // The bytes the elements of an exit span, for the data breakpoints: MOVS and LODS read
+    // seg:RSI, MOVS and STOS write ES:RDI.
+    let spans = |steps: &Steps| -> Vec<DataAccess> {
+        let read = steps.span(guest, source_segment, guest.gpr(RSI), false);
+        let written = steps.span(guest, segment::ES, guest.gpr(RDI), true);
+        match kind {
+            Kind::Move => alloc::vec![read, written],
+            Kind::Store => alloc::vec![written],
+            Kind::Load => alloc::vec![read],
+        }
+    };
+    // With a data breakpoint on those bytes, one element an exit: its #DB comes after the
+    // iteration whose element it watches (Intel SDM vol. 3B, 17.3.1.2).
+    let watched = delivery::watches_data(guest)
+        && delivery::hits_data_breakpoint(
+            guest,
+            &spans(&Steps::new(
+                guest,
+                address_bits,
+                size,
+                repeats,
+                ELEMENTS_PER_EXIT,
+            )),
+        );
+    let most = match watched {
+        true => 1,
+        false => ELEMENTS_PER_EXIT,
+    };
+    let steps = Steps::new(guest, address_bits, size, repeats, most);
     // A side in memory, checked as the CPU checks it: the fault there, if it fails.
     let side = |through: u8, offset: u64, write: bool| {
         let address = steps.linear(guest, through, offset);
@@ -108,23 +131,6 @@ pub fn handle(
             .map_err(|error| (address, error, stack))
     };
     let (mut source, mut destination) = (guest.gpr(RSI), guest.gpr(RDI));
-    // The first element's accesses, for the data breakpoints: MOVS and LODS read seg:RSI,
-    // MOVS and STOS write ES:RDI.
-    let read = DataAccess {
-        linear: steps.linear(guest, source_segment, source),
-        size: size as u64,
-        write: false,
-    };
-    let written = DataAccess {
-        linear: steps.linear(guest, segment::ES, destination),
-        size: size as u64,
-        write: true,
-    };
-    let first_accesses = match kind {
-        Kind::Move => [Some(read), Some(written)],
-        Kind::Store => [None, Some(written)],
-        Kind::Load => [Some(read), None],
-    };
     let mut pairs = Vec::new();
     let mut fault = None;
     while (pairs.len() as u64) < steps.count {
@@ -183,9 +189,13 @@ pub fn handle(
         (Kind::Load, true) => "RSI and RCX",
         (Kind::Load, false) => "RSI",
     };
+    let pace = match most {
+        1 => String::from("one an exit while a data breakpoint watches them"),
+        _ => format!("at most {ELEMENTS_PER_EXIT} an exit"),
+    };
     let mut decision = decide!(
         Action::Emulate,
-        "{repeated}{name} reaches guest-physical {gpa:#x}: not RAM but {device}, so the hypervisor does the string's elements itself, at most {ELEMENTS_PER_EXIT} an exit, and steps {stepped} as the CPU does"
+        "{repeated}{name} reaches guest-physical {gpa:#x}: not RAM but {device}, so the hypervisor does the string's elements itself, {pace}, and steps {stepped} as the CPU does"
     )
     .with(Effect::MemoryString(string));
     if kind != Kind::Store {
@@ -219,10 +229,10 @@ pub fn handle(
             Progress::BetweenIterations
         }
     };
-    // With a data breakpoint enabled one element moved (above): its accesses.
-    let accesses: Vec<DataAccess> = match moved {
-        1 => first_accesses.into_iter().flatten().collect(),
-        _ => Vec::new(),
+    // Watched, one element moved (above): its accesses.
+    let accesses = match watched && moved == 1 {
+        true => spans(&steps),
+        false => Vec::new(),
     };
     Some(delivery::with_breakpoints(
         guest,
