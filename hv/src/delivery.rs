@@ -323,7 +323,7 @@ fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
         .fold(0, |hits, slot| hits | 1 << slot)
 }
 
-/// Do `accesses` hit a data breakpoint of the guest's DR7 ([`data_breakpoints`])?
+/// Do `accesses` hit a data breakpoint of the guest's DR7 (`data_breakpoints`)?
 pub fn hits_data_breakpoint(guest: &Guest, accesses: &[DataAccess]) -> bool {
     data_breakpoints(guest, accesses) != 0
 }
