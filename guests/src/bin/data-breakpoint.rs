@@ -39,6 +39,14 @@ fn debug(frame: &mut TrapFrame) {
     unsafe { core::arch::asm!("mov dr6, {}", in(reg) 0xffff_0ff0u64) };
 }
 
+/// Where the #DB came: `as_a_cpu` when it came where a CPU puts it.
+fn verdict(right: bool, as_a_cpu: &'static str) -> &'static str {
+    match right {
+        true => as_a_cpu,
+        false => "NOT where a CPU puts it",
+    }
+}
+
 fn main(_info: &BootInfo) -> i32 {
     set_handler(1, debug);
     let buffer = &raw mut BUFFER as u64;
@@ -63,11 +71,7 @@ fn main(_info: &BootInfo) -> i32 {
     let mov = AT.swap(0, Ordering::SeqCst) == after_mov && DR6.load(Ordering::SeqCst) & DR6_B0 != 0;
     println!(
         "MOV to the watched byte: #DB {}",
-        if mov {
-            "after it, DR6.B0 set"
-        } else {
-            "NOT where a CPU puts it"
-        }
+        verdict(mov, "after it, DR6.B0 set")
     );
 
     // The hypervisor's: `rep insb` of 8 bytes from port 0x80 (no device: 0xff each).
@@ -93,11 +97,7 @@ fn main(_info: &BootInfo) -> i32 {
         && next == watched + 1;
     println!(
         "REP INSB over the watched byte: #DB {} ({left} left, next at buffer + {})",
-        if ins {
-            "after the iteration that wrote it, DR6.B0 set"
-        } else {
-            "NOT where a CPU puts it"
-        },
+        verdict(ins, "after the iteration that wrote it, DR6.B0 set"),
         next.wrapping_sub(buffer)
     );
     i32::from(!(mov && ins))
