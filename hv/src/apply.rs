@@ -650,6 +650,7 @@ impl Step<'_, '_> {
                 self.note("tsc_offset", old, offset);
             }
             Effect::FlushTlb => vcpu.vmcb.control.tlb_control = 1,
+            Effect::DebuggerWatchpoint(slot) => vcpu.debugger_watchpoint = Some(slot),
             Effect::EndInterruptShadow => vcpu.vmcb.control.interrupt_shadow = 0,
             Effect::BeginInterruptShadow => vcpu.vmcb.control.interrupt_shadow = INTERRUPT_SHADOW,
             Effect::Port(access) => self.port(access)?,

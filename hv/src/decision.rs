@@ -84,6 +84,11 @@ pub enum Effect {
     TaskPriority(u8),
     /// DR0–DR3 (kept by the hypervisor and loaded into the CPU), DR6 or DR7.
     DebugRegister(u8, u64),
+    /// A watchpoint of gdb's (in debug-register slot n, lent to it) saw an access the
+    /// hypervisor made in the CPU's place: gdb stops the guest once the exit is applied
+    /// (`Vcpu::debugger_watchpoint`, `gdb::after_handling`), as at the #DB the CPU raises for
+    /// its own accesses.
+    DebuggerWatchpoint(u8),
     /// An MSR the VMCB holds for the guest.
     Msr(VmcbMsr, u64),
     /// An MSR the hypervisor keeps in the vCPU (`Vcpu::msrs`: the MTRRs, MCG_STATUS).

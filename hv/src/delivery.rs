@@ -274,12 +274,12 @@ pub struct DataAccess {
 const RW_WRITES: u64 = 0b01;
 const RW_READS_AND_WRITES: u64 = 0b11;
 
-/// Does the guest's DR7 enable a data breakpoint in any slot? One look at DR7 when none is
-/// enabled, the usual case. A REP string instruction the hypervisor does goes one element
-/// an exit while one watches the bytes its elements span (`exit/ioio.rs`, `npf/string.rs`):
-/// its #DB comes after the iteration that hit.
+/// Does the CPU's DR7 enable a data breakpoint in any slot, the guest's or gdb's? One look
+/// at DR7 when none is enabled, the usual case. A REP string instruction the hypervisor does
+/// goes one element an exit while one watches the bytes its elements span (`exit/ioio.rs`,
+/// `npf/string.rs`): its #DB, or gdb's stop, comes after the iteration that hit.
 pub fn watches_data(guest: &Guest) -> bool {
-    let dr7 = guest.vcpu.guest_dr7();
+    let dr7 = guest.vcpu.vmcb.save.dr7;
     dr7 & 0xff != 0
         && (0..4).any(|slot| {
             let rw = (dr7 >> (16 + 4 * slot)) & 0b11;
@@ -287,30 +287,30 @@ pub fn watches_data(guest: &Guest) -> bool {
         })
 }
 
-/// The data breakpoints of the guest's DR7 that `accesses` hit, as DR6's B0–B3 (AMD APM vol.
-/// 2, 13.1.1.5: slot n watches LENn bytes, 1, 2, 8 or 4, at DRn aligned down to that length,
-/// for writes with R/Wn = 01b, for reads and writes with 11b). The CPU checks them as it
-/// accesses memory; these accesses the hypervisor made in its place, so it checks them
-/// (the CPU never saw them: under QEMU's TCG nothing would).
+/// The data breakpoints of the CPU's debug registers that `accesses` hit, as DR6's B0–B3
+/// (AMD APM vol. 2, 13.1.1.5: slot n watches LENn bytes, 1, 2, 8 or 4, at DRn aligned down
+/// to that length, for writes with R/Wn = 01b, for reads and writes with 11b). The CPU
+/// checks them as it accesses memory; these accesses the hypervisor made in its place, so it
+/// checks them (the CPU never saw them: under QEMU's TCG nothing would). The CPU's view: in
+/// a slot lent to gdb, gdb's watchpoint (the guest's own waits for the slot, `LentSlot`).
 fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
     if accesses.is_empty() || !watches_data(guest) {
         return 0;
     }
-    let dr7 = guest.vcpu.guest_dr7();
+    let dr7 = guest.vcpu.vmcb.save.dr7;
     (0..4)
         .filter(|&slot| {
             let control = dr7 >> (16 + 4 * slot);
             let rw = control & 0b11;
-            // Not in a slot lent to gdb: there the guest's own breakpoint waits for the slot,
-            // for the CPU's accesses too (`LentSlot`), and gdb's is not checked here.
-            if dr7 & dr7_slot_enables(slot) == 0
-                || !matches!(rw, RW_WRITES | RW_READS_AND_WRITES)
-                || guest.vcpu.lent_slots[slot].is_some()
-            {
+            if dr7 & dr7_slot_enables(slot) == 0 || !matches!(rw, RW_WRITES | RW_READS_AND_WRITES) {
                 return false;
             }
             let length = slot_length(control);
-            let start = breakpoint_address(guest, slot) & !(length - 1);
+            let address = match guest.vcpu.lent_slots[slot] {
+                Some(_) => guest.vcpu.cpu_breakpoint_address(slot),
+                None => guest.machine.breakpoint_address(slot as u8),
+            };
+            let start = address & !(length - 1);
             // Byte distances within the linear address space (4 GiB outside long mode): an
             // access may wrap around its end, and so may the range a breakpoint covers.
             let mask = guest.vcpu.vmcb.linear_address_mask();
@@ -378,7 +378,16 @@ pub fn with_breakpoints(
     done: Progress,
 ) -> Decision {
     let io_hits = port.map_or(0, |(port, size)| io_breakpoints(guest, port, size));
-    let data_hits = data_breakpoints(guest, memory);
+    let all_data_hits = data_breakpoints(guest, memory);
+    // A hit in a slot lent to gdb is gdb's watchpoint: gdb stops the guest, which sees no
+    // #DB for it (its own causes, if any, still get theirs).
+    let lent = (0..4)
+        .filter(|&slot| guest.vcpu.lent_slots[slot].is_some())
+        .fold(0, |mask, slot| mask | 1 << slot);
+    if let Some(slot) = (0..4u8).find(|&slot| all_data_hits & lent & 1 << slot != 0) {
+        decision.effects.push(Effect::DebuggerWatchpoint(slot));
+    }
+    let data_hits = all_data_hits & !lent;
     let hits = io_hits | data_hits;
     if hits == 0 {
         return decision;

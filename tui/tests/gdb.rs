@@ -662,6 +662,32 @@ fn a_watchpoint_fires_after_the_retried_write() {
 }
 
 #[test]
+fn a_watchpoint_fires_on_an_entry_the_hypervisor_writes_for_the_guest() {
+    // pt-write's PDPT[1] (0x11008): the guest's store to its pinned table faults, and the
+    // hypervisor writes the entry in its place (`exit/ptwr.rs`). The CPU never made that
+    // write, so no #DB came for gdb's watchpoint: the hypervisor checks its own accesses
+    // against gdb's slots and stops the guest after the store.
+    let lab = Lab::start("pt-write");
+    let output = lab.gdb(&[
+        "set language c",
+        "watch *(long *)0x11008",
+        "continue",
+        "delete",
+        "continue",
+    ]);
+    assert!(
+        output.contains("Hardware watchpoint 1: *(long *)0x11008"),
+        "{output}"
+    );
+    assert!(
+        output.contains("New value = 589831"),
+        "the watchpoint fired on the new PD's entry (0x90007): {output}"
+    );
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}
+
+#[test]
 fn monitor_catch_pf_stops_at_the_exit_before_the_hypervisor_decides() {
     let lab = Lab::start("page-fault");
     let output = lab.gdb(&[

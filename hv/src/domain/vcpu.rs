@@ -262,6 +262,9 @@ pub struct Vcpu {
     /// Ticks of the hypervisor's timer this vCPU has run, since it was last switched to,
     /// while another vCPU waited to run (`schedule::charge_tick`).
     pub ticks_run: u32,
+    /// The slot of gdb's watchpoint an access the hypervisor made hit at this exit
+    /// (`Effect::DebuggerWatchpoint`): gdb stops the guest after it (`gdb::after_handling`).
+    pub debugger_watchpoint: Option<u8>,
 }
 
 impl Vcpu {
@@ -286,6 +289,7 @@ impl Vcpu {
             xcr0: 1,
             run_state: RunState::default(),
             ticks_run: 0,
+            debugger_watchpoint: None,
         }
     }
 

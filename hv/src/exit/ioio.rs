@@ -1615,6 +1615,38 @@ mod tests {
     }
 
     #[test]
+    fn an_insb_into_a_byte_gdb_watches_stops_for_gdb_and_gives_the_guest_no_db() {
+        // gdb's `watch` in slot 3 (L3, R/W3 = 01b, LEN3 = 00b): the hypervisor's write of the
+        // element is one the CPU never saw, so it tells gdb (`gdb::after_handling` stops).
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        test.domain.vcpu.vmcb.save.dr7 = 0x400;
+        test.domain.vcpu.lend_slot(3, DATA + 1, 1 << 6 | 0b01 << 28);
+        test.set_gpr(7, DATA);
+        test.set_gpr(1, 4);
+        let first = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
+        assert!(
+            !first
+                .decision
+                .effects
+                .contains(&Effect::DebuggerWatchpoint(3))
+        );
+        assert_eq!(test.domain.vcpu.debugger_watchpoint, None);
+        let second = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true));
+        assert!(
+            second.decision.delivery.is_none(),
+            "{}",
+            second.decision.why
+        );
+        assert_eq!(test.domain.vcpu.debugger_watchpoint, Some(3));
+        assert_eq!(
+            (test.gpr(1), test.gpr(7)),
+            (2, DATA + 2),
+            "stopped after it"
+        );
+    }
+
+    #[test]
     fn outs_reads_memory_so_only_a_read_and_write_breakpoint_sees_it() {
         // R/W = 01b breaks on writes only; OUTS reads its element: no #DB. With 11b it does.
         for (reads_too, traps) in [(false, false), (true, true)] {

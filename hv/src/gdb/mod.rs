@@ -51,7 +51,9 @@
 //!   timer makes sure there is one, even when the guest spins), or while it idles;
 //! - `monitor catch CLASS`: at an exit of that class, *before* the hypervisor decides;
 //! - breakpoints: an `int3` gdb planted (an SWINT or #BP exit at its address), or a
-//!   hardware breakpoint/watchpoint in a debug-register slot gdb owns (a #DB exit);
+//!   hardware breakpoint/watchpoint in a debug-register slot gdb owns (a #DB exit), or an
+//!   access the hypervisor made in the CPU's place that gdb's watchpoint sees (no #DB:
+//!   [`after_handling`]);
 //! - a single step (below).
 //!
 //! ## Single-stepping, and keeping gdb's traps apart from the guest's
@@ -453,6 +455,26 @@ fn killed(end: DomainEnd) -> Decision {
 pub fn after_handling(debugger: &mut Debugger) -> Option<DomainEnd> {
     if let Some(end) = debugger.end.take() {
         return Some(end);
+    }
+    // An access the hypervisor made in the CPU's place hit gdb's watchpoint (a REP INS
+    // element, a device's register, a pinned page-table entry: `delivery::with_breakpoints`).
+    // The CPU never saw it, so no #DB came: gdb stops here, after the instruction, as at the
+    // #DB the CPU raises for its own accesses.
+    if let Some(slot) = debugger.target.domain_mut().vcpu.debugger_watchpoint.take()
+        && let Some(HardwareSlot {
+            watch: Some(kind),
+            address,
+            ..
+        }) = debugger.target.hardware_slots[slot as usize]
+    {
+        return stop(
+            debugger,
+            StopReason::Watch {
+                tid: (),
+                kind,
+                addr: address,
+            },
+        );
     }
     let step = debugger.target.step?;
     let vmcb = &debugger.target.domain().vcpu.vmcb;
