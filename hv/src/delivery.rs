@@ -323,7 +323,8 @@ fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
         .fold(0, |hits, slot| hits | 1 << slot)
 }
 
-/// Do `accesses` hit a data breakpoint of the guest's DR7 (`data_breakpoints`)?
+/// Do `accesses` hit a data breakpoint of the CPU's DR7, the guest's or gdb's
+/// (`data_breakpoints`)?
 pub fn hits_data_breakpoint(guest: &Guest, accesses: &[DataAccess]) -> bool {
     data_breakpoints(guest, accesses) != 0
 }
@@ -365,7 +366,9 @@ pub fn with_io_breakpoints(
 /// `decision`, an instruction the hypervisor did in the CPU's place, followed by the #DB trap
 /// of the breakpoints it hits: the I/O breakpoints of its `port` access (port and size), the
 /// data breakpoints of its `memory` accesses, DR6.Bn set for each, and BS too when RFLAGS.TF
-/// was set: one #DB reports them all (AMD APM vol. 2, 13.1.1.3). Both kinds are traps, after
+/// was set: one #DB reports them all (AMD APM vol. 2, 13.1.1.3). A data hit in a slot lent
+/// to gdb is gdb's watchpoint instead: `Effect::DebuggerWatchpoint`, and gdb stops the guest
+/// once the decision is applied (`gdb::after_handling`). Both kinds are traps, after
 /// the instruction. Between two iterations of a REP string instruction, the #DB comes after
 /// the iteration (Intel SDM vol. 3B, 17.3.1.2), with RF set in its frame as for any event
 /// there; a CPU single-steps such an instruction iteration by iteration too (17.3.1.4;
@@ -386,6 +389,11 @@ pub fn with_breakpoints(
         .fold(0, |mask, slot| mask | 1 << slot);
     if let Some(slot) = (0..4u8).find(|&slot| all_data_hits & lent & 1 << slot != 0) {
         decision.effects.push(Effect::DebuggerWatchpoint(slot));
+        decision.why = format!(
+            "{}; the memory access hits gdb's watchpoint (DR{slot}, lent to gdb): gdb stops the guest after it, and the guest sees no #DB for it",
+            decision.why
+        )
+        .into();
     }
     let data_hits = all_data_hits & !lent;
     let hits = io_hits | data_hits;

@@ -172,8 +172,9 @@ pub struct NmiWindow {
 /// while a host debugger uses the debug registers. So a guest that clears DR7 does not take
 /// gdb's breakpoint away, nor does it read gdb's bits. (A breakpoint the guest enables in a
 /// lent slot does not fire until gdb gives the slot back: the CPU has only four; a data
-/// breakpoint there does not fire on the accesses the hypervisor makes either. An I/O
-/// breakpoint does, since the hypervisor checks all of those itself, `delivery.rs`.)
+/// breakpoint there does not fire on the accesses the hypervisor makes either, gdb's does,
+/// `Effect::DebuggerWatchpoint`. An I/O breakpoint of the guest's does, since the
+/// hypervisor checks all of those itself, `delivery.rs`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LentSlot {
     /// The debugger's address, in the CPU's DRn.
@@ -505,6 +506,10 @@ impl Vcpu {
     pub fn take_back_slot(&mut self, slot: usize) {
         let guest_dr7 = self.guest_dr7();
         self.lent_slots[slot] = None;
+        // A hit of the watchpoint gdb no longer has is no stop for a new one in its slot.
+        if self.debugger_watchpoint == Some(slot as u8) {
+            self.debugger_watchpoint = None;
+        }
         self.set_guest_dr7(guest_dr7);
         self.intercept_debug_registers(None);
     }

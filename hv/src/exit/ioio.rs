@@ -1638,12 +1638,43 @@ mod tests {
             "{}",
             second.decision.why
         );
+        assert!(
+            second.decision.why.contains("hits gdb's watchpoint (DR3"),
+            "{}",
+            second.decision.why
+        );
         assert_eq!(test.domain.vcpu.debugger_watchpoint, Some(3));
         assert_eq!(
             (test.gpr(1), test.gpr(7)),
             (2, DATA + 2),
             "stopped after it"
         );
+    }
+
+    #[test]
+    fn gdb_s_hit_and_the_guest_s_own_come_apart() {
+        // The guest watches DATA in slot 0, gdb DATA too in slot 3; the guest also enabled a
+        // breakpoint in slot 3 before gdb took it (it waits for the slot). One OUTSB read of
+        // DATA with both R/W = 11b: the guest's #DB says B0 alone, gdb gets its stop.
+        let mut test = Test::long_mode();
+        test.gate(1, 0x20_1000);
+        watch(&mut test, DATA, 1, true);
+        test.domain.vcpu.vmcb.save.dr7 |= 1 << 6 | 0b11 << 28;
+        test.domain.vcpu.debug_registers[3] = DATA;
+        test.domain.vcpu.lend_slot(3, DATA, 1 << 6 | 0b11 << 28);
+        test.write(DATA, b"x");
+        test.set_gpr(6, DATA);
+        let run = io(&mut test, &[0x6e], string(0x80, false, false)); // outsb
+        assert_eq!(run.injected().vector, 1);
+        assert_eq!(
+            test.domain.vcpu.vmcb.save.dr6 & 0xf,
+            0b0001,
+            "the guest's B0 only"
+        );
+        assert_eq!(test.domain.vcpu.debugger_watchpoint, Some(3));
+        // gdb gives the slot back before it stopped: no stop for a slot it no longer has.
+        test.domain.vcpu.take_back_slot(3);
+        assert_eq!(test.domain.vcpu.debugger_watchpoint, None);
     }
 
     #[test]
