@@ -244,7 +244,7 @@ fn io_breakpoints(guest: &Guest, port: u16, size: u8) -> u64 {
             let enabled = dr7 & dr7_slot_enables(slot) != 0;
             let control = dr7 >> (16 + 4 * slot);
             let length = slot_length(control);
-            let start = breakpoint_address(guest, slot) & 0xffff & !(length - 1);
+            let start = guest_breakpoint_address(guest, slot) & 0xffff & !(length - 1);
             enabled && control & 0b11 == 0b10 && start < access.end && access.start < start + length
         })
         .fold(0, |hits, slot| hits | 1 << slot)
@@ -306,11 +306,7 @@ fn data_breakpoints(guest: &Guest, accesses: &[DataAccess]) -> u64 {
                 return false;
             }
             let length = slot_length(control);
-            let address = match guest.vcpu.lent_slots[slot] {
-                Some(_) => guest.vcpu.cpu_breakpoint_address(slot),
-                None => guest.machine.breakpoint_address(slot as u8),
-            };
-            let start = address & !(length - 1);
+            let start = cpu_breakpoint_address(guest, slot) & !(length - 1);
             // Byte distances within the linear address space (4 GiB outside long mode): an
             // access may wrap around its end, and so may the range a breakpoint covers.
             let mask = guest.vcpu.vmcb.linear_address_mask();
@@ -342,9 +338,17 @@ fn slot_length(control: u64) -> u64 {
 
 /// The guest's DRn: the CPU's, where its own MOV to DRn went (`Machine::breakpoint_address`);
 /// in a slot lent to gdb the guest's MOV was intercepted, and kept.
-fn breakpoint_address(guest: &Guest, slot: usize) -> u64 {
+fn guest_breakpoint_address(guest: &Guest, slot: usize) -> u64 {
     match guest.vcpu.lent_slots[slot] {
         Some(_) => guest.vcpu.debug_registers[slot],
+        None => guest.machine.breakpoint_address(slot as u8),
+    }
+}
+
+/// The CPU's DRn: the guest's, where its own MOV to DRn went; in a slot lent to gdb, gdb's.
+fn cpu_breakpoint_address(guest: &Guest, slot: usize) -> u64 {
+    match guest.vcpu.lent_slots[slot] {
+        Some(_) => guest.vcpu.cpu_breakpoint_address(slot),
         None => guest.machine.breakpoint_address(slot as u8),
     }
 }
@@ -382,6 +386,10 @@ pub fn with_breakpoints(
 ) -> Decision {
     let io_hits = port.map_or(0, |(port, size)| io_breakpoints(guest, port, size));
     let all_data_hits = data_breakpoints(guest, memory);
+    // Nothing hit, the usual case (every port exit comes here): nothing more to look at.
+    if io_hits | all_data_hits == 0 {
+        return decision;
+    }
     // A hit in a slot lent to gdb is gdb's watchpoint: gdb stops the guest, which sees no
     // #DB for it (its own causes, if any, still get theirs).
     let lent = (0..4)
@@ -828,11 +836,6 @@ mod tests {
 
     #[test]
     fn a_data_breakpoint_matches_accesses_that_wrap_around_the_linear_address_space() {
-        // Slot 0 watching one byte for writes (L0, R/W0 = 01b, LEN0 = 00b) at `address`.
-        let watching = |test: &mut Test, address: u64| {
-            test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
-            test.machine.breakpoints[0] = address;
-        };
         let write = |linear, size| DataAccess {
             linear,
             size,
@@ -840,7 +843,7 @@ mod tests {
         };
         // The last byte of the 64-bit space.
         let mut test = Test::long_mode();
-        watching(&mut test, u64::MAX);
+        test.watch(u64::MAX, 1, false);
         assert_eq!(
             data_breakpoints(&test.guest(), &[write(u64::MAX - 1, 2)]),
             1
@@ -851,7 +854,7 @@ mod tests {
         );
         // A 4-byte write at 0xffff_fffe in 32-bit code wraps to 0 and 1.
         let mut test = Test::protected_mode();
-        watching(&mut test, 1);
+        test.watch(1, 1, false);
         assert_eq!(data_breakpoints(&test.guest(), &[write(0xffff_fffe, 4)]), 1);
         // A read does not hit a breakpoint on writes.
         let read = DataAccess {

@@ -493,17 +493,22 @@ fn holding_operand(operand: u64, number: i64, width: u8) -> u64 {
 /// data breakpoint is compared with (`delivery::with_breakpoints`).
 pub fn accessed_linear(domain: &Domain, instruction: &Instruction) -> Option<u64> {
     let operand = instruction::memory_address(instruction, domain)?;
-    let bit_test_by_register = instruction.op1_kind() == OpKind::Register
-        && matches!(
-            instruction.mnemonic(),
-            Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
-        );
-    if !bit_test_by_register {
+    if !bit_test_by_register(instruction) {
         return Some(operand);
     }
     let width = instruction.memory_size().size() as u8;
     let number = sign_extend(register_value(domain, instruction.op1_register())?, width) as i64;
     Some(holding_operand(operand, number, width))
+}
+
+/// Is `instruction` a bit test (BT, BTS, BTR, BTC) whose bit number is a register? That
+/// number may reach beyond the operand it names (`bit_access`).
+pub fn bit_test_by_register(instruction: &Instruction) -> bool {
+    instruction.op1_kind() == OpKind::Register
+        && matches!(
+            instruction.mnemonic(),
+            Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+        )
 }
 
 /// The access `instruction` makes on its memory operand, if it is one we emulate.

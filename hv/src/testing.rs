@@ -757,6 +757,21 @@ impl Test {
         self.domain.vcpu.after_vmrun();
     }
 
+    /// A data breakpoint of the guest's in slot 0, as its own MOVs to DR0 and DR7 leave it:
+    /// `length` bytes (1, 2, 4 or 8: LEN0) at DR0 = `address`, for writes (R/W0 = 01b) or for
+    /// reads and writes (11b), enabled by L0 (AMD APM vol. 2, 13.1.1.5).
+    pub fn watch(&mut self, address: u64, length: u64, reads_too: bool) {
+        let rw: u64 = if reads_too { 0b11 } else { 0b01 };
+        let len: u64 = match length {
+            1 => 0b00,
+            2 => 0b01,
+            8 => 0b10,
+            _ => 0b11,
+        };
+        self.domain.vcpu.vmcb.save.dr7 = 0x400 | (len << 2 | rw) << 16 | 1;
+        self.machine.breakpoints[0] = address;
+    }
+
     /// An interrupt gate for `vector` in the guest's IDT (64-bit, present, DPL 0).
     pub fn gate(&mut self, vector: u8, handler: u64) {
         let idtr = &mut self.domain.vcpu.vmcb.save.idtr;

@@ -138,16 +138,16 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         // An I/O breakpoint on the port stops a REP INS or OUTS after each iteration (the
         // #DB comes after the first: Intel SDM vol. 3B, 17.3.1.2), and a data breakpoint
         // after the iteration whose element it watches: one element at this exit.
-        let breakpoint = info.rep
-            && (delivery::hits_io_breakpoint(guest, info.port, info.size)
-                || (delivery::watches_data(guest) && {
-                    let index = guest.gpr(if info.input { 7 } else { 6 });
-                    let steps = Steps::new(guest, address_bits, info.size, true, ELEMENTS_PER_EXIT);
-                    delivery::hits_data_breakpoint(
-                        guest,
-                        &[steps.span(guest, segment, index, info.input)],
-                    )
-                }));
+        // The bytes `most` elements from RDI (INS writes them) or RSI (OUTS reads them) span.
+        let index = guest.gpr(if info.input { 7 } else { 6 });
+        let span = |most| {
+            Steps::new(guest, address_bits, info.size, info.rep, most)
+                .span(guest, segment, index, info.input)
+        };
+        let watched = delivery::watches_data(guest)
+            && delivery::hits_data_breakpoint(guest, &[span(ELEMENTS_PER_EXIT)]);
+        let breakpoint =
+            info.rep && (delivery::hits_io_breakpoint(guest, info.port, info.size) || watched);
         let limit = if breakpoint { 1 } else { ELEMENTS_PER_EXIT };
         let string = string_io(guest, info, segment, address_bits, limit);
         let Some(fault) = string.fault else {
@@ -168,22 +168,17 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
                 true => Progress::Completed,
                 false => Progress::BetweenIterations,
             };
-            // With a data breakpoint enabled, one element moved: INS wrote it, OUTS read it.
-            let memory = [DataAccess {
-                linear: string.first,
-                size: info.size as u64,
-                write: info.input,
-            }];
-            let memory = match string.moved {
-                1 => &memory[..],
-                _ => &[],
+            // Watched, one element moved (above): its access.
+            let memory = match watched && string.moved == 1 {
+                true => alloc::vec![span(1)],
+                false => Vec::new(),
             };
             return match string.moved {
                 0 => decision,
                 _ => delivery::with_breakpoints(
                     guest,
                     Some((info.port, info.size)),
-                    memory,
+                    &memory,
                     decision,
                     done,
                 ),
@@ -257,8 +252,6 @@ struct StringIo {
     fault: Option<(u64, AccessFault)>,
     /// How many elements moved before the fault (all of them without one).
     moved: u64,
-    /// The linear address of the first element.
-    first: u64,
 }
 
 /// INS/OUTS, with or without REP: `count` elements between the port and guest memory at
@@ -276,7 +269,6 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit
     // RSI (6) for OUTS, RDI (7) for INS.
     let index_register = if info.input { 7 } else { 6 };
     let mut index = guest.gpr(index_register);
-    let first = steps.linear(guest, segment, index);
     let size = info.size as usize;
     let mut fault = None;
     let mut elements = Vec::new();
@@ -355,7 +347,6 @@ fn string_io(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8, limit
         done: fault.is_none() && left == 0,
         fault,
         moved,
-        first,
     }
 }
 
@@ -405,8 +396,6 @@ impl Steps {
         }
     }
 
-    /// The linear address of `offset` (RSI or RDI) in `segment`: the segment's base plus the
-    /// offset at the address size, wrapping at 4 GiB outside 64-bit mode.
     /// The bytes the elements of this exit would span from `offset` in `segment` on, as one
     /// access (a write or a read): the first element's and the last's, whichever way they
     /// step. What a data breakpoint must not meet for the elements to go more than one an
@@ -426,6 +415,8 @@ impl Steps {
         }
     }
 
+    /// The linear address of `offset` (RSI or RDI) in `segment`: the segment's base plus the
+    /// offset at the address size, wrapping at 4 GiB outside 64-bit mode.
     pub(super) fn linear(&self, guest: &Guest, segment: u8, offset: u64) -> u64 {
         let vmcb = &guest.vcpu.vmcb;
         vmcb.segment_base(segment)
@@ -1548,20 +1539,6 @@ mod tests {
         assert!(run.decision.delivery.is_none(), "{}", run.decision.why);
     }
 
-    /// Slot 0 of DR7 watching `length` bytes (LEN0 from it) at DR0 = `address`, for writes
-    /// (R/W0 = 01b) or for reads and writes (11b), enabled by L0 (AMD APM vol. 2, 13.1.1.5).
-    fn watch(test: &mut Test, address: u64, length: u64, reads_too: bool) {
-        let rw: u64 = if reads_too { 0b11 } else { 0b01 };
-        let len: u64 = match length {
-            1 => 0b00,
-            2 => 0b01,
-            8 => 0b10,
-            _ => 0b11,
-        };
-        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (len << 2 | rw) << 16 | 1;
-        test.machine.breakpoints[0] = address;
-    }
-
     #[test]
     fn a_rep_insb_traps_after_the_iteration_that_writes_a_watched_byte() {
         // The CPU checks its data breakpoints as it writes each element; the hypervisor does
@@ -1570,7 +1547,7 @@ mod tests {
         // 17.3.1.2), RIP at the instruction with RF set, two elements still to go.
         let mut test = Test::long_mode();
         test.gate(1, 0x20_1000);
-        watch(&mut test, DATA + 1, 1, false);
+        test.watch(DATA + 1, 1, false);
         test.set_gpr(7, DATA);
         test.set_gpr(1, 4);
         let first = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
@@ -1605,7 +1582,7 @@ mod tests {
             if backwards {
                 test.domain.vcpu.vmcb.save.rflags |= RFlags::DIRECTION_FLAG.bits();
             }
-            watch(&mut test, beside, 1, false);
+            test.watch(beside, 1, false);
             test.set_gpr(7, start);
             test.set_gpr(1, 4);
             let run = io(&mut test, &[0xf3, 0x6c], string(0x80, true, true)); // rep insb
@@ -1658,7 +1635,7 @@ mod tests {
         // DATA with both R/W = 11b: the guest's #DB says B0 alone, gdb gets its stop.
         let mut test = Test::long_mode();
         test.gate(1, 0x20_1000);
-        watch(&mut test, DATA, 1, true);
+        test.watch(DATA, 1, true);
         test.domain.vcpu.vmcb.save.dr7 |= 1 << 6 | 0b11 << 28;
         test.domain.vcpu.debug_registers[3] = DATA;
         test.domain.vcpu.lend_slot(3, DATA, 1 << 6 | 0b11 << 28);
@@ -1683,7 +1660,7 @@ mod tests {
         for (reads_too, traps) in [(false, false), (true, true)] {
             let mut test = Test::long_mode();
             test.gate(1, 0x20_1000);
-            watch(&mut test, DATA, 4, reads_too);
+            test.watch(DATA, 4, reads_too);
             test.write(DATA, b"x");
             test.set_gpr(6, DATA);
             let run = io(&mut test, &[0x6e], string(0x80, false, false)); // outsb

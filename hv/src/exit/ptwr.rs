@@ -219,8 +219,7 @@ mod tests {
         test.pin_page_tables();
         test.gate(1, 0x20_1000);
         let at = PT + 8 * 256;
-        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (0b10 << 2 | 0b01) << 16 | 1;
-        test.machine.breakpoints[0] = at;
+        test.watch(at, 8, false);
         let entry = (DATA + 0x1000) | pte::PRESENT | pte::WRITABLE;
         let run = store(&mut test, &STORE, at, entry, WRITE_TO_READ_ONLY);
         assert_eq!(test.read_u64(at), entry, "written");

@@ -15,7 +15,6 @@ use crate::domain::Guest;
 use crate::emulate::{self, Access};
 use crate::instruction;
 use alloc::format;
-use iced_x86::{Mnemonic, OpKind};
 use traplab_abi::event::Action;
 use traplab_abi::x86::GPR_NAMES;
 
@@ -35,11 +34,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     // test numbered by a register accesses another operand than the one it names:
     // `emulate::bit_access`.)
     let width = instruction.memory_size().size() as u64;
-    let bit_test_by_register = instruction.op1_kind() == OpKind::Register
-        && matches!(
-            instruction.mnemonic(),
-            Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
-        );
+    let bit_test_by_register = emulate::bit_test_by_register(&instruction);
     if let Some(linear) = instruction::memory_address(&instruction, guest)
         && !bit_test_by_register
         && (linear & 0xfff) + width > 0x1000
@@ -196,8 +191,7 @@ mod tests {
         let scratch = BASE + 0x08;
         let mut test = Test::long_mode();
         test.gate(1, 0x20_1000);
-        test.domain.vcpu.vmcb.save.dr7 = 0x400 | (0b11 << 2 | 0b01) << 16 | 1;
-        test.machine.breakpoints[0] = scratch;
+        test.watch(scratch, 4, false);
         test.set_gpr(0, scratch);
         test.set_gpr(1, 40);
         let run = test.mmio(&[0x89, 0x08], scratch);
@@ -219,8 +213,7 @@ mod tests {
         for (watched, traps) in [(scratch + 4, true), (scratch, false)] {
             let mut test = Test::long_mode();
             test.gate(1, 0x20_1000);
-            test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
-            test.machine.breakpoints[0] = watched;
+            test.watch(watched, 1, false);
             test.set_gpr(0, scratch);
             test.set_gpr(1, 36);
             let run = test.mmio(&[0x0f, 0xab, 0x08], scratch + 4);

@@ -297,8 +297,7 @@ mod tests {
         // the #DB (B0) after the second, RIP at the instruction for the third.
         let mut test = guest();
         test.gate(1, 0x20_1000);
-        test.domain.vcpu.vmcb.save.dr7 = 0x400 | 0b01 << 16 | 1;
-        test.machine.breakpoints[0] = DOORBELL + 1;
+        test.watch(DOORBELL + 1, 1, false);
         test.set_gpr(0, 0x2a);
         test.set_gpr(1, 3);
         test.set_gpr(7, DOORBELL);
