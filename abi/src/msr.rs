@@ -11,6 +11,8 @@ pub const APIC_BASE: u32 = 0x1b;
 pub const TSC_ADJUST: u32 = 0x3b;
 /// SPEC_CTRL (IBRS, STIBP, SSBD; CPUID 7:EDX\[26\] or 8000_0008:EBX\[14\]).
 pub const SPEC_CTRL: u32 = 0x48;
+/// PRED_CMD (IBPB; CPUID 7:EDX\[26\] or 8000_0008:EBX\[12\]): write-only.
+pub const PRED_CMD: u32 = 0x49;
 pub const MTRRCAP: u32 = 0xfe;
 pub const SYSENTER_CS: u32 = 0x174;
 pub const SYSENTER_ESP: u32 = 0x175;
@@ -89,6 +91,7 @@ pub fn name(msr: u32) -> Option<&'static str> {
         APIC_BASE => "APIC_BASE",
         TSC_ADJUST => "TSC_ADJUST",
         SPEC_CTRL => "SPEC_CTRL",
+        PRED_CMD => "PRED_CMD",
         MTRRCAP => "MTRRCAP",
         SYSENTER_CS => "SYSENTER_CS",
         SYSENTER_ESP => "SYSENTER_ESP",

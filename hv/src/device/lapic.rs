@@ -29,7 +29,8 @@
 //! The hypervisor's own timer is the machine's 8254 PIT behind its real 8259A
 //! (`timer.rs`); this APIC, like the guest's PIT, is a model the nested page tables route
 //! to: the two never meet. (Not modeled yet: x2APIC and its MSRs, TSC-deadline mode, INIT
-//! IPIs, the LINT pins.)
+//! IPIs, the LINT pins. The first two are features of CPUID, which `exit/cpuid.rs` hides from
+//! the guest.)
 
 use super::pit::Countdown;
 use alloc::format;

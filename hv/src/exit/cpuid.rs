@@ -12,9 +12,14 @@
 //! (`cr.rs` for CR4, `msr.rs` for EFER, whose writes always exit) refuse the others with
 //! #GP(0), and its own page walks and emulation model none of the features behind them
 //! (SMEP, SMAP, protection keys, 5-level paging). So each feature whose enable bit it refuses is cleared from the answer
-//! ([`FEATURES_WITH_AN_ENABLE`]), and the `emulate` line names it. Under QEMU's TCG the CPU
-//! (`qemu64`) has none of them; under KVM (`traplab trace --accel kvm`, `-cpu host`) the guest
-//! would otherwise see the host's.
+//! ([`FEATURES`]), and the `emulate` line names it. Other features bring state a kernel uses
+//! as soon as it sees them: RDTSCP reads MSR TSC_AUX, IBRS and SSBD are bits of MSR SPEC_CTRL,
+//! XSAVES saves what MSR XSS selects, x2APIC and TSC-deadline are modes of the local APIC.
+//! The hypervisor emulates none of those (`msr.rs` answers their MSRs with #GP(0), as a CPU
+//! without them does; `device/lapic.rs` has neither mode), so those features are hidden
+//! always: a Linux kernel that saw RDTSCP would write TSC_AUX at boot and take the #GP. Under
+//! QEMU's TCG the CPU (`qemu64`) has none of them; under KVM (`traplab trace --accel kvm`,
+//! `-cpu host`) the guest would otherwise see the host's.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect, Words};
@@ -36,106 +41,168 @@ const OSXSAVE_BIT: u32 = 1 << 27;
 /// CPUID.1:ECX[3], MONITOR: MONITOR and MWAIT are there.
 const MONITOR_BIT: u32 = 1 << 3;
 
-/// What turns a feature on: a bit of CR4 or of EFER, by its number.
+/// What a feature needs of the hypervisor before the guest may see it.
 #[derive(Debug, Clone, Copy)]
-enum Enable {
+enum Needs {
+    /// Its enable bit in CR4, by number, allowed by `cr.rs`.
     Cr4(u32),
+    /// Its enable bit in EFER, by number, allowed by `msr.rs`.
     Efer(u32),
+    /// State the hypervisor does not emulate (an MSR, a mode of the local APIC), named:
+    /// never seen.
+    NotEmulated(&'static str),
 }
 
-/// A feature CPUID reports (in `leaf`, subleaf 0 where it has subleaves, register `register`:
-/// 0 EAX, 1 EBX, 2 ECX, 3 EDX, bit `bit`) that software turns on with `enable`.
-struct FeatureWithAnEnable {
+/// A feature CPUID reports (in `leaf`, `subleaf` for the leaves that have subleaves (7 and
+/// 0xD), register `register`: 0 EAX, 1 EBX, 2 ECX, 3 EDX, bit `bit`) that the guest may see
+/// only if the hypervisor gives it what it `needs`.
+struct Feature {
     leaf: u32,
+    subleaf: u32,
     register: usize,
     bit: u32,
     name: &'static str,
-    enable: Enable,
+    needs: Needs,
 }
 
-/// The features CPUID reports whose enable bit is in CR4 or EFER (AMD APM vol. 3, appendix E,
-/// "Obtaining Processor Information Via the CPUID Instruction"; vol. 2, 3.1.3 "CR4 Register"
-/// and 3.1.7 "Extended Feature Enable Register"; and, for Intel's, the Intel SDM vol. 2A,
-/// CPUID): one the hypervisor refuses the enable bit of is hidden (the module's text).
-const FEATURES_WITH_AN_ENABLE: [FeatureWithAnEnable; 18] = [
-    feature(1, 2, 5, "VMX", Enable::Cr4(13)),
-    feature(1, 2, 6, "SMX", Enable::Cr4(14)),
-    feature(1, 2, 17, "PCID", Enable::Cr4(17)),
-    feature(7, 1, 0, "FSGSBASE", Enable::Cr4(16)),
-    feature(7, 1, 7, "SMEP", Enable::Cr4(20)),
-    feature(7, 1, 20, "SMAP", Enable::Cr4(21)),
-    feature(7, 2, 2, "UMIP", Enable::Cr4(11)),
-    feature(7, 2, 3, "PKU", Enable::Cr4(22)),
-    feature(7, 2, 7, "CET_SS", Enable::Cr4(23)),
-    feature(7, 2, 16, "LA57", Enable::Cr4(12)),
-    feature(7, 2, 23, "KL", Enable::Cr4(19)),
-    feature(7, 2, 31, "PKS", Enable::Cr4(24)),
-    feature(7, 3, 20, "CET_IBT", Enable::Cr4(23)),
-    feature(0x8000_0001, 3, 25, "FFXSR", Enable::Efer(14)),
-    feature(0x8000_0001, 2, 17, "TCE", Enable::Efer(15)),
-    feature(0x8000_0008, 1, 8, "MCOMMIT", Enable::Efer(17)),
-    feature(0x8000_0021, 0, 7, "UpperAddressIgnore", Enable::Efer(20)),
-    feature(0x8000_0021, 0, 8, "AutomaticIBRS", Enable::Efer(21)),
+/// The features CPUID may report that need something of the hypervisor (AMD APM vol. 3,
+/// appendix E, "Obtaining Processor Information Via the CPUID Instruction"; vol. 2, 3.1.3
+/// "CR4 Register" and 3.1.7 "Extended Feature Enable Register"; and, for Intel's, the Intel
+/// SDM vol. 2A, CPUID): one whose enable bit the hypervisor refuses, or whose state it does
+/// not emulate, is hidden (the module's text).
+#[rustfmt::skip]
+const FEATURES: [Feature; 34] = [
+    // leaf, subleaf, register, bit
+    feature(1, 0, 2, 5,            "VMX",                 Needs::Cr4(13)),
+    feature(1, 0, 2, 6,            "SMX",                 Needs::Cr4(14)),
+    feature(1, 0, 2, 17,           "PCID",                Needs::Cr4(17)),
+    feature(1, 0, 2, 21,           "x2APIC",              Needs::NotEmulated("x2APIC mode and its MSRs")),
+    feature(1, 0, 2, 24,           "TSC-deadline",        Needs::NotEmulated("the APIC timer's TSC-deadline mode")),
+    feature(7, 0, 1, 0,            "FSGSBASE",            Needs::Cr4(16)),
+    feature(7, 0, 1, 1,            "TSC_ADJUST",          Needs::NotEmulated("MSR TSC_ADJUST")),
+    feature(7, 0, 1, 7,            "SMEP",                Needs::Cr4(20)),
+    feature(7, 0, 1, 20,           "SMAP",                Needs::Cr4(21)),
+    feature(7, 0, 2, 2,            "UMIP",                Needs::Cr4(11)),
+    feature(7, 0, 2, 3,            "PKU",                 Needs::Cr4(22)),
+    feature(7, 0, 2, 7,            "CET_SS",              Needs::Cr4(23)),
+    feature(7, 0, 2, 16,           "LA57",                Needs::Cr4(12)),
+    feature(7, 0, 2, 23,           "KL",                  Needs::Cr4(19)),
+    feature(7, 0, 2, 31,           "PKS",                 Needs::Cr4(24)),
+    feature(7, 0, 3, 20,           "CET_IBT",             Needs::Cr4(23)),
+    feature(7, 0, 3, 26,           "IBRS_IBPB",           Needs::NotEmulated("MSRs SPEC_CTRL and PRED_CMD")),
+    feature(7, 0, 3, 27,           "STIBP",               Needs::NotEmulated("MSR SPEC_CTRL")),
+    feature(7, 0, 3, 28,           "L1D_FLUSH",           Needs::NotEmulated("MSR FLUSH_CMD")),
+    feature(7, 0, 3, 29,           "ARCH_CAPABILITIES",   Needs::NotEmulated("MSR ARCH_CAPABILITIES")),
+    feature(7, 0, 3, 31,           "SSBD",                Needs::NotEmulated("MSR SPEC_CTRL")),
+    feature(0xd, 1, 0, 3,          "XSAVES",              Needs::NotEmulated("MSR XSS")),
+    feature(0x8000_0001, 0, 3, 25, "FFXSR",               Needs::Efer(14)),
+    feature(0x8000_0001, 0, 3, 27, "RDTSCP",              Needs::NotEmulated("MSR TSC_AUX")),
+    feature(0x8000_0001, 0, 2, 17, "TCE",                 Needs::Efer(15)),
+    feature(0x8000_0001, 0, 2, 23, "PerfCtrExtCore",      Needs::NotEmulated("the six core performance counters")),
+    feature(0x8000_0008, 0, 1, 8,  "MCOMMIT",             Needs::Efer(17)),
+    feature(0x8000_0008, 0, 1, 12, "IBPB",                Needs::NotEmulated("MSR PRED_CMD")),
+    feature(0x8000_0008, 0, 1, 14, "IBRS",                Needs::NotEmulated("MSR SPEC_CTRL")),
+    feature(0x8000_0008, 0, 1, 15, "STIBP",               Needs::NotEmulated("MSR SPEC_CTRL")),
+    feature(0x8000_0008, 0, 1, 24, "SSBD",                Needs::NotEmulated("MSR SPEC_CTRL")),
+    feature(0x8000_0008, 0, 1, 25, "VIRT_SSBD",           Needs::NotEmulated("MSR VIRT_SPEC_CTRL")),
+    feature(0x8000_0021, 0, 0, 7,  "UpperAddressIgnore",  Needs::Efer(20)),
+    feature(0x8000_0021, 0, 0, 8,  "AutomaticIBRS",       Needs::Efer(21)),
 ];
 
 const fn feature(
     leaf: u32,
+    subleaf: u32,
     register: usize,
     bit: u32,
     name: &'static str,
-    enable: Enable,
-) -> FeatureWithAnEnable {
-    FeatureWithAnEnable {
+    needs: Needs,
+) -> Feature {
+    Feature {
         leaf,
+        subleaf,
         register,
         bit,
         name,
-        enable,
+        needs,
     }
 }
 
-/// Clear from `answer` (leaf `leaf`'s, subleaf 0's) the features whose enable bit the
-/// hypervisor refuses: in CR4, any bit outside `cr4` (what `cr.rs` lets the guest set); in
-/// EFER, any outside `efer` (`msr.rs`'s). Their names, if any were there.
-fn hide_features_without_their_enable(
+/// Does leaf `leaf` read ECX as its subleaf? (Of the table's leaves, 7 and 0xD do; leaf 1
+/// and the extended leaves ignore ECX, so any value asks for the same answer.)
+fn has_subleaves(leaf: u32) -> bool {
+    matches!(leaf, 7 | 0xd)
+}
+
+/// Clear from `answer` (leaf `leaf`'s, subleaf `subleaf`'s) the features the hypervisor
+/// cannot give the guest: an enable bit in CR4 outside `cr4` (what `cr.rs` lets the guest
+/// set), in EFER outside `efer` (`msr.rs`'s), or state it does not emulate. Their names,
+/// each with why, if any were there.
+fn hide_unsupported(
     leaf: u32,
+    subleaf: u32,
     answer: &mut [u32; 4],
     cr4: u64,
     efer: u64,
 ) -> Option<String> {
     let mut hidden = Vec::new();
-    for feature in FEATURES_WITH_AN_ENABLE.iter().filter(|f| f.leaf == leaf) {
-        let (register, bit, allowed) = match feature.enable {
-            Enable::Cr4(bit) => ("CR4", bit, cr4),
-            Enable::Efer(bit) => ("EFER", bit, efer),
-        };
+    let asked = |f: &&Feature| f.leaf == leaf && (!has_subleaves(leaf) || f.subleaf == subleaf);
+    for feature in FEATURES.iter().filter(asked) {
         let mask = 1 << feature.bit;
-        if allowed & 1 << bit == 0 && answer[feature.register] & mask != 0 {
-            answer[feature.register] &= !mask;
-            hidden.push(format!("{} ({register} bit {bit})", feature.name));
+        if answer[feature.register] & mask == 0 {
+            continue;
         }
+        let why = match feature.needs {
+            Needs::Cr4(bit) if cr4 & 1 << bit == 0 => format!("CR4 bit {bit}"),
+            Needs::Efer(bit) if efer & 1 << bit == 0 => format!("EFER bit {bit}"),
+            Needs::NotEmulated(what) => format!("{what} not emulated"),
+            Needs::Cr4(_) | Needs::Efer(_) => continue,
+        };
+        answer[feature.register] &= !mask;
+        hidden.push(format!("{} ({why})", feature.name));
     }
     (!hidden.is_empty()).then(|| hidden.join(", "))
 }
 
-/// Does leaf `leaf`, subleaf `subleaf`, report features of [`FEATURES_WITH_AN_ENABLE`]? (Leaf
-/// 7's are in its subleaf 0; its other subleaves' bits mean other things.) A few compares,
-/// not a walk of the table: the bench's leaf 0 is the hottest exit of all.
-fn has_features_with_an_enable(leaf: u32, subleaf: u32) -> bool {
-    matches!(leaf, 1 | 7 | 0x8000_0001 | 0x8000_0008 | 0x8000_0021) && (leaf != 7 || subleaf == 0)
+/// Does leaf `leaf`, subleaf `subleaf`, report features of [`FEATURES`]? (Leaf 7's are in
+/// its subleaf 0, leaf 0xD's in its subleaf 1; their other subleaves' bits mean other
+/// things.) A few compares, not a walk of the table: the bench's leaf 0 is the hottest exit
+/// of all.
+fn has_features_to_hide(leaf: u32, subleaf: u32) -> bool {
+    match leaf {
+        1 | 0x8000_0001 | 0x8000_0008 | 0x8000_0021 => true,
+        7 => subleaf == 0,
+        0xd => subleaf == 1,
+        _ => false,
+    }
 }
 
-/// [`hide_features_without_their_enable`] for `leaf` (subleaf 0), with the guest's CR4 and
-/// EFER checks: the names of the features hidden from `answer`, if any were. (Apart: never
-/// for the bench's leaf 0.)
+/// [`hide_unsupported`] for `leaf` and `subleaf`, with the guest's CR4 and EFER checks: the
+/// features hidden from `answer`, if any were. (Apart: never for the bench's leaf 0.)
 #[inline(never)]
-fn hide_refused_features(leaf: u32, answer: &mut [u32; 4], guest: &Guest) -> Option<String> {
-    hide_features_without_their_enable(
+fn hide_unsupported_features(
+    leaf: u32,
+    subleaf: u32,
+    answer: &mut [u32; 4],
+    guest: &Guest,
+) -> Option<String> {
+    hide_unsupported(
         leaf,
+        subleaf,
         answer,
         super::cr::cr4_supported(guest),
         super::msr::EFER_BITS.bits(),
     )
+}
+
+/// Does the CPUID the guest sees offer the feature in bit `bit` of register `register` (0
+/// EAX … 3 EDX) of leaf `leaf` (subleaf 0)? The real CPU's answer less what
+/// [`hide_unsupported_features`] hides: what `msr.rs` asks before it lets an MSR exist.
+pub(super) fn guest_sees(guest: &Guest, leaf: u32, register: usize, bit: u32) -> bool {
+    let mut answer = guest.machine.cpuid(leaf, 0);
+    if has_features_to_hide(leaf, 0) {
+        hide_unsupported_features(leaf, 0, &mut answer, guest);
+    }
+    answer[register] & 1 << bit != 0
 }
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -200,15 +267,15 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     };
     // The features hidden for an enable bit the hypervisor refuses, named.
     let mut answer = [eax, ebx, ecx, edx];
-    let hidden = match has_features_with_an_enable(leaf, subleaf) {
-        true => hide_refused_features(leaf, &mut answer, guest),
+    let hidden = match has_features_to_hide(leaf, subleaf) {
+        true => hide_unsupported_features(leaf, subleaf, &mut answer, guest),
         false => None,
     };
     let [eax, ebx, ecx, edx] = answer;
     let edited = match hidden {
         None => Cow::Borrowed(edited),
         Some(hidden) => Cow::Owned(format!(
-            "{}; hid {hidden}: the hypervisor refuses that enable bit, so its CPU has no such feature",
+            "{}; hid {hidden}: the CPU the hypervisor describes has no feature whose enable bit it refuses or whose state it does not emulate",
             edited.trim_end_matches(", unchanged")
         )),
     };
@@ -342,14 +409,14 @@ mod tests {
 
     #[test]
     fn the_leaves_that_have_such_features_are_the_table_s() {
-        for feature in &FEATURES_WITH_AN_ENABLE {
+        for feature in &FEATURES {
             assert!(
-                has_features_with_an_enable(feature.leaf, 0),
+                has_features_to_hide(feature.leaf, feature.subleaf),
                 "{}",
                 feature.name
             );
         }
-        let leaves: Vec<u32> = FEATURES_WITH_AN_ENABLE.iter().map(|f| f.leaf).collect();
+        let asked: Vec<(u32, u32)> = FEATURES.iter().map(|f| (f.leaf, f.subleaf)).collect();
         for leaf in [
             0,
             1,
@@ -360,16 +427,19 @@ mod tests {
             0x8000_0008,
             0x8000_0021,
         ] {
-            assert_eq!(
-                has_features_with_an_enable(leaf, 0),
-                leaves.contains(&leaf),
-                "{leaf:#x}"
-            );
+            for subleaf in 0..3 {
+                // A leaf without subleaves answers the same whatever ECX says.
+                let table_s = match has_subleaves(leaf) {
+                    true => asked.contains(&(leaf, subleaf)),
+                    false => asked.iter().any(|(at, _)| *at == leaf),
+                };
+                assert_eq!(
+                    has_features_to_hide(leaf, subleaf),
+                    table_s,
+                    "{leaf:#x}.{subleaf}"
+                );
+            }
         }
-        assert!(
-            !has_features_with_an_enable(7, 1),
-            "leaf 7's other subleaves"
-        );
     }
 
     #[test]
@@ -378,7 +448,7 @@ mod tests {
         // `cr.rs` does before the cr-write lab's exercise).
         let cr4 = 0x7ff | 1 << 16 | 1 << 18;
         let mut answer = HOST_LEAF_7;
-        let hidden = hide_features_without_their_enable(7, &mut answer, cr4, 0);
+        let hidden = hide_unsupported(7, 0, &mut answer, cr4, 0);
         assert_eq!(answer, [0, 1 | 1 << 3, 0, 0], "FSGSBASE and BMI1 stay");
         assert_eq!(
             hidden.as_deref(),
@@ -388,19 +458,16 @@ mod tests {
         );
         // A hypervisor that let the guest set SMEP would show it.
         let mut answer = HOST_LEAF_7;
-        hide_features_without_their_enable(7, &mut answer, cr4 | 1 << 20, 0);
+        hide_unsupported(7, 0, &mut answer, cr4 | 1 << 20, 0);
         assert_ne!(answer[1] & 1 << 7, 0, "SMEP shown");
         // EFER: Automatic IBRS (8000_0021 EAX bit 8) is EFER.AIBRSE (bit 21).
         let mut answer = [1 << 8 | 1, 0, 0, 0];
-        let hidden = hide_features_without_their_enable(0x8000_0021, &mut answer, cr4, 0xd01);
+        let hidden = hide_unsupported(0x8000_0021, 0, &mut answer, cr4, 0xd01);
         assert_eq!(answer, [1, 0, 0, 0]);
         assert_eq!(hidden.as_deref(), Some("AutomaticIBRS (EFER bit 21)"));
         // Nothing to hide: nothing said.
         let mut answer = [0, 1, 0, 0];
-        assert_eq!(
-            hide_features_without_their_enable(7, &mut answer, cr4, 0),
-            None
-        );
+        assert_eq!(hide_unsupported(7, 0, &mut answer, cr4, 0), None);
     }
 
     /// CPUID leaf `leaf`, subleaf `subleaf`, on a machine whose CPU answers `answer` for it
@@ -422,10 +489,10 @@ mod tests {
     }
 
     /// CPUID of `feature`'s leaf on a CPU that has the feature: whether the guest sees it.
-    fn seen(feature: &FeatureWithAnEnable) -> (Test, Run, bool) {
+    fn seen(feature: &Feature) -> (Test, Run, bool) {
         let mut with_it = [0; 4];
         with_it[feature.register] = 1 << feature.bit;
-        let (test, run) = cpuid_of(feature.leaf, 0, with_it);
+        let (test, run) = cpuid_of(feature.leaf, feature.subleaf, with_it);
         let shown = answer(&test)[feature.register] & 1 << feature.bit != 0;
         (test, run, shown)
     }
@@ -437,8 +504,8 @@ mod tests {
     /// exercise a student takes FSGSBASE out, and it is hidden then.)
     #[test]
     fn the_guest_sees_a_cr4_feature_exactly_when_it_may_set_its_bit() {
-        for feature in &FEATURES_WITH_AN_ENABLE {
-            let Enable::Cr4(bit) = feature.enable else {
+        for feature in &FEATURES {
+            let Needs::Cr4(bit) = feature.needs else {
                 continue;
             };
             let (test, run, shown) = seen(feature);
@@ -458,12 +525,41 @@ mod tests {
         }
     }
 
+    /// A feature whose state the hypervisor does not emulate is never seen, whatever CR4 and
+    /// EFER allow, and the `emulate` line says what is missing; leaf 0xD's XSAVES only in
+    /// subleaf 1 (subleaf 0's EAX bit 3 is an XCR0 component, MPX's BNDREGS, and stays).
+    #[test]
+    fn a_feature_whose_state_is_not_emulated_is_never_seen() {
+        let mut hidden = 0;
+        for feature in &FEATURES {
+            let Needs::NotEmulated(what) = feature.needs else {
+                continue;
+            };
+            let (_, run, shown) = seen(feature);
+            assert!(!shown, "{}", feature.name);
+            let said = run.emulate().what.clone();
+            assert!(
+                said.contains(&format!("hid {} ({what} not emulated)", feature.name)),
+                "{said}"
+            );
+            hidden += 1;
+        }
+        assert!(hidden >= 10, "the table has them");
+        // A host's leaf 8000_0001 (under KVM): RDTSCP goes, LM and NX stay.
+        let (test, _) = cpuid_of(0x8000_0001, 0, [0, 0, 0, 1 << 27 | 1 << 29 | 1 << 20]);
+        assert_eq!(answer(&test), [0, 0, 0, 1 << 29 | 1 << 20]);
+        // Leaf 0xD subleaf 0: EAX bit 3 is an XCR0 component (MPX's BNDREGS), not XSAVES.
+        let (test, run) = cpuid_of(0xd, 0, [1 << 3 | 7, 0x340, 0x340, 0]);
+        assert_eq!(answer(&test)[0], 1 << 3 | 7);
+        assert!(!run.emulate().what.contains("hid"));
+    }
+
     /// The same for EFER: a feature is seen exactly when the guest may set its EFER bit, and
     /// WRMSR EFER setting a hidden one's is refused.
     #[test]
     fn the_guest_sees_an_efer_feature_exactly_when_it_may_set_its_bit() {
-        for feature in &FEATURES_WITH_AN_ENABLE {
-            let Enable::Efer(bit) = feature.enable else {
+        for feature in &FEATURES {
+            let Needs::Efer(bit) = feature.needs else {
                 continue;
             };
             let (_, _, shown) = seen(feature);

@@ -31,7 +31,7 @@
 //! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, "Debug-Control MSR"); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
 //! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above, and a write of another value says in its decision that it was ignored (a CPU would move or disable its APIC) |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
-//! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), TSC_AUX (0xc000_0103) | #GP(0) while the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; 8000_0001 EDX[27] RDTSCP): `qemu64` offers none |
+//! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), PRED_CMD (0x49), TSC_AUX (0xc000_0103) | #GP(0): the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; the same or 8000_0008 EBX[12]; 8000_0001 EDX[27] RDTSCP). `qemu64` offers none, and `cpuid.rs` hides those a host CPU under KVM offers, with the other features whose MSRs the hypervisor does not emulate |
 //! | any other | #GP(0), as a CPU does for an MSR it does not implement |
 //!
 //! SYSENTER_ESP and SYSENTER_EIP are no such case: an AMD CPU implements SYSENTER only
@@ -322,7 +322,7 @@ const APIC_BASE_VALUE: u64 = 0xfee0_0900;
 /// reserved.
 fn apic_base_bits(guest: &Guest) -> u64 {
     let base = ((1u64 << physical_address_bits(guest)) - 1) & !0xfff;
-    let x2apic = guest.machine.cpuid(1, 0)[2] & (1 << 21) != 0;
+    let x2apic = super::cpuid::guest_sees(guest, 1, 2, 21);
     base | 1 << 8 | 1 << 11 | if x2apic { 1 << 10 } else { 0 }
 }
 
@@ -407,26 +407,27 @@ fn physical_address_bits(guest: &Guest) -> u32 {
     guest.memory.physical_address_bits().clamp(32, 52)
 }
 
-/// What the guest's CPUID says of an MSR it has not got, for the #GP's reason.
+/// What the guest's CPUID says of an MSR it has not got, for the #GP's reason. (Each of these
+/// belongs to a feature `cpuid.rs` hides from every guest, as the hypervisor does not emulate
+/// the MSR; the CPUID shown is what a kernel goes by.)
 fn why_absent(guest: &Guest, msr: u32) -> String {
-    let offered = |leaf: u32, register: usize, bit: u32| {
-        guest.machine.cpuid(leaf, 0)[register] & (1 << bit) != 0
-    };
-    let (name, clear) = match msr {
+    let offered =
+        |leaf: u32, register: usize, bit: u32| super::cpuid::guest_sees(guest, leaf, register, bit);
+    let (name, offered) = match msr {
         msr::MISC_ENABLE => return " (MISC_ENABLE is Intel's; an AMD CPU has none)".into(),
-        msr::TSC_ADJUST => ("TSC_ADJUST", !offered(7, 1, 1)),
+        msr::TSC_ADJUST => ("TSC_ADJUST", offered(7, 1, 1)),
         msr::SPEC_CTRL => (
             "SPEC_CTRL",
-            !offered(7, 3, 26) && !offered(0x8000_0008, 1, 14),
+            offered(7, 3, 26) || offered(0x8000_0008, 1, 14),
         ),
-        msr::TSC_AUX => ("TSC_AUX", !offered(0x8000_0001, 3, 27)),
+        msr::PRED_CMD => ("PRED_CMD", offered(7, 3, 26) || offered(0x8000_0008, 1, 12)),
+        msr::TSC_AUX => ("TSC_AUX", offered(0x8000_0001, 3, 27)),
         _ => return String::new(),
     };
-    match clear {
-        true => format!(" ({name}: the CPUID it shows the guest does not offer it)"),
-        false => {
-            format!(" ({name}: its CPUID offers it, but the hypervisor does not emulate it yet)")
-        }
+    match offered {
+        false => format!(" ({name}: the CPUID it shows the guest does not offer it)"),
+        // Only if a feature left the table of `cpuid.rs`.
+        true => format!(" ({name}: its CPUID offers it, but the hypervisor does not emulate it)"),
     }
 }
 
@@ -874,6 +875,7 @@ mod tests {
             ),
             (msr::TSC_ADJUST, "TSC_ADJUST: the CPUID"),
             (msr::SPEC_CTRL, "SPEC_CTRL: the CPUID"),
+            (msr::PRED_CMD, "PRED_CMD: the CPUID"),
         ] {
             let mut test = Test::long_mode();
             let run = rdmsr(&mut test, msr);
@@ -884,6 +886,37 @@ mod tests {
                 run.decision.why
             );
         }
+    }
+
+    /// Under KVM the real CPU may have RDTSCP, IBRS and x2APIC: the guest's CPUID hides them
+    /// (`cpuid.rs`), and the MSRs go by what the guest sees, not by the real CPU.
+    #[test]
+    fn msrs_of_features_a_host_cpu_has_but_the_guest_cpuid_hides_are_a_gp() {
+        let host = |test: &mut Test| {
+            let answers = &mut test.machine.cpuid_answers;
+            answers.push((1, [0x663, 0x800, 1 << 21 | 1 << 24, 0x078b_fbff]));
+            answers.push((7, [0, 1 << 1, 0, 1 << 26]));
+            answers.push((0x8000_0001, [0, 0, 0, 1 << 27 | 1 << 29]));
+            answers.push((0x8000_0008, [0x3028, 1 << 12 | 1 << 14, 0, 0]));
+        };
+        for msr in [msr::TSC_AUX, msr::TSC_ADJUST, msr::SPEC_CTRL, msr::PRED_CMD] {
+            let mut test = Test::long_mode();
+            host(&mut test);
+            let run = rdmsr(&mut test, msr);
+            assert_general_protection(&run.decision);
+            assert!(
+                run.decision
+                    .why
+                    .contains("the CPUID it shows the guest does not offer it"),
+                "{msr:#x}: {}",
+                run.decision.why
+            );
+        }
+        // EXTD (x2APIC mode) is a reserved bit of APIC_BASE for a CPU without x2APIC.
+        let mut test = Test::long_mode();
+        host(&mut test);
+        let run = wrmsr(&mut test, msr::APIC_BASE, 0xfee0_0d00);
+        assert_general_protection(&run.decision);
     }
 
     #[test]
