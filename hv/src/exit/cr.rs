@@ -39,10 +39,13 @@
 //! CLTS, which only the full CR0 write intercept (0x10) takes, one the hypervisor does not set
 //! (the selective intercept never takes CLTS: it changes only TS); an
 //! `lmsw [m16]` has its word read through the guest's page tables, and an address the CPU
-//! could not read gets the guest the #PF or #GP(0) the CPU would raise.
+//! could not read gets the guest the #PF or #GP(0) the CPU would raise; a data breakpoint
+//! that watches the word for reads traps after the LMSW (`delivery::with_breakpoints`), as the
+//! CPU's own read would have.
 
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Effect};
+use crate::delivery::{DataAccess, Progress};
 use crate::domain::Guest;
 use crate::{decide, deliver, delivery, here};
 use alloc::boxed::Box;
@@ -66,19 +69,25 @@ const CR4_PAGING: Cr4Flags = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
     .union(Cr4Flags::PAGE_SIZE_EXTENSION)
     .union(Cr4Flags::PAGE_GLOBAL);
 
-/// The word `lmsw [m16]` loads, read as its CPU reads it; or what the CPU raises instead (a
-/// #PF, #GP(0) or #SS(0) for an address it cannot read), and the hypervisor in its place.
+/// The word `lmsw [m16]` loads, read as its CPU reads it, and the read (a data breakpoint
+/// that watches it traps after the LMSW); or what the CPU raises instead (a #PF, #GP(0) or
+/// #SS(0) for an address it cannot read), and the hypervisor in its place.
 fn machine_status_word(
     exit: &Exit,
     guest: &Guest,
     instruction: &Instruction,
-) -> Result<u64, Box<Decision>> {
+) -> Result<(u64, DataAccess), Box<Decision>> {
     let Some(address) = crate::instruction::memory_address(instruction, guest) else {
         return Err(Box::new(undecodable(exit, guest)));
     };
     let mut word = [0u8; 2];
     let Err(fault) = guest.cpu_read(address, &mut word) else {
-        return Ok(u16::from_le_bytes(word) as u64);
+        let read = DataAccess {
+            linear: address,
+            size: 2,
+            write: false,
+        };
+        return Ok((u16::from_le_bytes(word) as u64, read));
     };
     let delivered = delivery::access_fault(
         guest,
@@ -106,6 +115,8 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     };
     let save = &guest.vcpu.vmcb.save;
     let pe = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
+    // LMSW's read of its memory operand, which the hypervisor makes in the CPU's place.
+    let mut operand_read = None;
     let value = match (instruction.mnemonic(), instruction.op1_kind()) {
         (Mnemonic::Mov, OpKind::Register) => {
             match crate::instruction::gpr(instruction.op1_register()) {
@@ -121,7 +132,10 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
                     None => return undecodable(exit, guest),
                 },
                 _ => match machine_status_word(exit, guest, &instruction) {
-                    Ok(word) => word,
+                    Ok((word, read)) => {
+                        operand_read = Some(read);
+                        word
+                    }
                     Err(decision) => return *decision,
                 },
             };
@@ -277,10 +291,18 @@ pub fn handle(exit: &Exit, guest: &Guest, number: u8) -> Decision {
     .with_all(efer_after.map(Effect::Efer));
     // The guest's translations changed: flush its TLB at the next VMRUN (15.16).
     let flush = (old ^ value) & paging_bits != 0 || number == 3;
-    decision
+    let decision = decision
         .with_all(flush.then_some(Effect::FlushTlb))
         .with(Effect::Rip(next))
-        .describe(format!("CR{number} = {value:#x}"))
+        .describe(format!("CR{number} = {value:#x}"));
+    match operand_read {
+        // The CPU never read the word, so its data breakpoints saw nothing: the #DB trap of
+        // one that watches it comes from the hypervisor, after the LMSW.
+        Some(read) => {
+            delivery::with_breakpoints(guest, None, &[read], decision, Progress::Completed)
+        }
+        None => decision,
+    }
 }
 
 /// What this CR0 write would take from the protection of the domain's pinned page tables
@@ -813,6 +835,32 @@ mod tests {
         assert_eq!(run.injected().vector, 14, "{}", run.decision.why);
         assert_eq!(test.domain.vcpu.vmcb.save.cr2, UNMAPPED);
         assert_eq!(test.domain.vcpu.vmcb.save.cr0, cr0, "CR0 unchanged");
+    }
+
+    #[test]
+    fn lmsw_from_a_watched_word_writes_cr0_and_then_traps() {
+        // DR0 watches DATA's two bytes for reads and writes: the CPU never read the operand
+        // (the intercept came first), so the hypervisor raises the #DB trap after the LMSW.
+        use crate::testing::DATA;
+        let mut test = Test::long_mode();
+        test.write(DATA, &0x0009u16.to_le_bytes());
+        test.code(&[0x0f, 0x01, 0x30]);
+        test.set_gpr(0, DATA);
+        test.gate(1, 0x20_1000);
+        test.watch(DATA, 2, true);
+        let run = test.run(test.exit(ExitReason::Cr0SelectiveWrite));
+        assert_eq!(test.domain.vcpu.vmcb.save.cr0 & 0xf, 0x9, "written");
+        assert_eq!(run.injected().vector, 1, "{}", run.decision.why);
+        assert_eq!(test.domain.vcpu.vmcb.save.dr6 & 0xf, 1, "B0");
+        assert_eq!(test.rip(), ENTRY + 3, "after the LMSW");
+        // A breakpoint on writes only does not see a read.
+        let mut test = Test::long_mode();
+        test.write(DATA, &0x0009u16.to_le_bytes());
+        test.code(&[0x0f, 0x01, 0x30]);
+        test.set_gpr(0, DATA);
+        test.watch(DATA, 2, false);
+        let run = test.run(test.exit(ExitReason::Cr0SelectiveWrite));
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
     }
 
     #[test]
