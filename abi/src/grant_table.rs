@@ -100,6 +100,9 @@ pub mod cmd {
 
 /// How a grant is mapped (Xen's `GNTMAP_*`).
 pub mod map {
+    /// Map it for a device's DMA (Xen's `GNTMAP_device_map`): not for a guest whose memory
+    /// the hypervisor translates, as traplab's are.
+    pub const DEVICE_MAP: u32 = 1 << 0;
     /// Map it into the caller's (guest-physical) address space at `host_addr`.
     pub const HOST_MAP: u32 = 1 << 1;
     /// Read-only.

@@ -72,8 +72,18 @@
 //! `iret` restores it from the frame (Xen keeps it in `evtchn_upcall_mask` the same way).
 //! RFLAGS.IF stays set throughout, as a Xen PV guest always runs with it (`do_iret` sets it).
 //!
+//! The trap table is the kernel's, and a 64-bit one's (the frame is long mode's; outside
+//! long mode `set_trap_table` returns `EINVAL`): it takes the events of a PV kernel (at CPL 3,
+//! all kernel) and of a non-PV kernel at CPL 0. A non-PV kernel's user programs (CPL 3) take theirs
+//! through its IDT, where the CPU switches to the kernel's stack (TSS.RSP0); a bounce, written
+//! on the interrupted stack, would put the kernel's frame where the user program pointed RSP
+//! (Xen switches a PV guest to its kernel stack for a trap from user mode).
+//!
 //! The handler runs with RSP at the frame, at the interrupted privilege level, with
-//! interrupts off if its entry says so ([`TrapInfo::CLEAR_IF`]), and TF cleared. An `INT n`
+//! interrupts off if its entry says so ([`TrapInfo::CLEAR_IF`]), TF, NT and RF cleared, and AC
+//! too for a PV kernel (as Xen's `create_bounce_frame`: alignment checks would otherwise
+//! trigger in its kernel, at CPL 3). A PV kernel's #PF has U (bit 2) clear in its error code,
+//! though the CPU set it at CPL 3: the fault is its kernel's (Xen's `pv_inject_event`). An `INT n`
 //! (not INT3 or INTO, which Xen's own IDT lets through from any ring) reaches its handler
 //! only from a privilege level at or above the entry's DPL; from below it is a #GP with
 //! error code `vector * 8 + 2`, as through an IDT gate (a PV kernel counts as ring 1, as in

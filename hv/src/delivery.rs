@@ -9,7 +9,9 @@
 //!   involved; the handler returns with the `iret` hypercall. The frame layout is documented
 //!   in `traplab_abi::hypercall`.
 //!
-//! A domain with a trap table gets every exception bounced; a vector it has no entry for is
+//! A domain with a trap table gets every exception of its kernel bounced (a non-PV kernel's
+//! user programs, at CPL 3, take theirs through its IDT: `Domain::bounces_events`); a vector
+//! it has no entry for is
 //! handled the way a CPU handles a missing IDT gate (#GP, then #DF, then shutdown), each
 //! step said in the one decision. (Its own INT n, INT3 or INTO with no entry goes through
 //! its IDT instead, `exit/software_interrupt.rs`: the trap table adds handlers to the IDT's
@@ -49,7 +51,7 @@ pub fn exception(
     why: fmt::Arguments,
     at: &'static str,
 ) -> Decision {
-    if guest.pv.trap_table.is_empty() {
+    if !guest.bounces_events() {
         let how = reflect_how(guest, vector);
         let decision = Decision::new(Action::Reflect, format!("{why}: {how}").into(), at)
             .with_all(first)
@@ -72,6 +74,18 @@ pub fn exception(
                 "the guest registered a {mnemonic} handler with set_trap_table: the hypervisor delivers it itself, to {:#x}",
                 entry.handler
             ));
+            // A PV kernel runs at CPL 3, so every #PF the CPU raises for it has U (bit 2)
+            // set; the fault is its kernel's, and Xen sets U by the guest's mode, not the
+            // CPU's (`pv_inject_event`): a PV guest of traplab is all kernel, so U is clear.
+            let error_code = match (vector, guest.pv.enabled) {
+                (14, true) if error_code & page_fault_code::USER != 0 => {
+                    steps.push_str(
+                        " (U cleared from the error code: a PV kernel's fault is a kernel-mode fault, as Xen's pv_inject_event says)",
+                    );
+                    error_code & !page_fault_code::USER
+                }
+                _ => error_code,
+            };
             let error_code = x86::exception(vector).has_error_code.then_some(error_code);
             let event = (vector, EventType::Exception, error_code);
             // The frame's RFLAGS has RF set for a fault, as a CPU pushes it.
@@ -512,7 +526,7 @@ fn reflect_how(guest: &Guest, vector: u8) -> String {
 
 /// What [`exception`] would do with `vector` now, in words (gdb's `monitor decision`).
 pub fn preview(guest: &Guest, vector: u8) -> String {
-    if guest.pv.trap_table.is_empty() {
+    if !guest.bounces_events() {
         return reflect_how(guest, vector);
     }
     let mnemonic = x86::exception(vector).mnemonic;
@@ -651,12 +665,19 @@ fn bounce(
         .with_all(first)
         .killing(format!("cannot write a bounce frame at {frame:#x}"));
     }
-    // The handler runs with TF, NT and RF clear, and IF clear if its entry says so, or
+    // The handler runs with TF, NT and RF clear (and AC, in PV mode), and IF clear if its entry says so, or
     // an interrupt pending would enter the handler at its first instruction. For a PV kernel
     // that is its virtual IF (Xen's TBF_INTERRUPT sets evtchn_upcall_mask); RFLAGS.IF stays
     // as it is, set, as a Xen PV guest always runs (`create_bounce_frame` leaves it).
     let mut flags = RFlags::from_bits_retain(rflags)
         - (RFlags::TRAP_FLAG | RFlags::NESTED_TASK | RFlags::RESUME_FLAG);
+    // A PV kernel's handler runs at CPL 3, where AC (with CR0.AM) makes every misaligned
+    // access an #AC: Xen clears it ("alignment checks shouldn't trigger in kernel mode",
+    // `create_bounce_frame`). A kernel at CPL 0 keeps it, as a CPU's delivery through the IDT
+    // does (AMD APM vol. 2, 8.9.3: TF, NT and RF cleared).
+    if guest.pv.enabled {
+        flags -= RFlags::ALIGNMENT_CHECK;
+    }
     let masks = entry.flags & TrapInfo::CLEAR_IF != 0;
     if masks && !guest.pv.enabled {
         flags -= RFlags::INTERRUPT_FLAG;
@@ -895,6 +916,74 @@ mod tests {
             decision.at.contains("src/delivery.rs:"),
             "the caller's line"
         );
+    }
+
+    #[test]
+    fn a_user_program_s_fault_goes_through_the_idt_whatever_the_trap_table_says() {
+        // A non-PV kernel's trap table takes the faults of CPL 0; its user program's (CPL 3)
+        // go through its IDT, where the CPU switches to the kernel's stack. A bounce would
+        // write its frame below the user's RSP, here pointed at kernel memory.
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(6, HANDLER)]);
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.domain.vcpu.vmcb.save.rsp = DATA + 0x200;
+        let before = test.read_u64(DATA);
+        let decision = test.decide(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+        assert_eq!(testing::injected(&decision).0.vector, 6);
+        assert_eq!(test.read_u64(DATA), before, "nothing written");
+        assert!(preview(&test.guest(), 6).starts_with("reflect #UD"));
+        // Back in its kernel (CPL 0), the table holds again.
+        test.domain.vcpu.vmcb.save.cpl = 0;
+        let decision = test.decide(test.exit(ExitReason::Exception {
+            vector: 6,
+            error_code: 0,
+            address: 0,
+        }));
+        assert_eq!(decision.action, Action::Bounce, "{}", decision.why);
+    }
+
+    #[test]
+    fn a_pv_kernel_s_page_fault_is_bounced_as_a_kernel_mode_fault_and_its_handler_has_ac_clear() {
+        // At CPL 3 the CPU sets U in the #PF's error code; Xen's pv_inject_event clears it for
+        // the guest's kernel, and its create_bounce_frame clears AC for the handler.
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(14, HANDLER)]);
+        test.domain.pv.enabled = true;
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.domain.vcpu.vmcb.save.rflags = 0x4_0246;
+        let exit = test.exit(ExitReason::Exception {
+            vector: 14,
+            error_code: 0b111,
+            address: 0x40_0000,
+        });
+        let decision = test.decide(exit);
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.error_code, Some(0b011), "{}", decision.why);
+        assert!(decision.why.contains("U cleared"), "{}", decision.why);
+        assert_eq!(bounce.rflags & RFlags::ALIGNMENT_CHECK.bits(), 0, "AC");
+        assert_ne!(
+            bounce.words[3] & RFlags::ALIGNMENT_CHECK.bits(),
+            0,
+            "AC in the frame"
+        );
+        // A kernel at CPL 0 keeps its error code, and AC, as a CPU's delivery does.
+        let mut test = Test::long_mode();
+        test.trap_table(&[trap(14, HANDLER)]);
+        test.domain.vcpu.vmcb.save.rflags = 0x4_0246;
+        let exit = test.exit(ExitReason::Exception {
+            vector: 14,
+            error_code: 0b011,
+            address: 0x40_0000,
+        });
+        let decision = test.decide(exit);
+        let bounce = testing::bounced(&decision);
+        assert_eq!(bounce.error_code, Some(0b011));
+        assert_ne!(bounce.rflags & RFlags::ALIGNMENT_CHECK.bits(), 0, "AC");
     }
 
     #[test]

@@ -236,9 +236,31 @@ impl Domain {
         }
     }
 
-    /// The trap-table entry for `vector`, if the guest registered one.
+    /// Does the guest take its exceptions and software interrupts through its trap table now,
+    /// bounced by the hypervisor (`delivery.rs`), rather than through its IDT? Only with a
+    /// trap table, and only in its kernel: a PV kernel always (it is all kernel, at CPL 3), a
+    /// non-PV kernel at CPL 0. An event of a non-PV kernel's user program (CPL 3) goes through
+    /// its IDT, where the CPU switches to the kernel's stack (TSS.RSP0) and code segment. A
+    /// bounce is written at the interrupted level, on the interrupted stack: from CPL 3 it would
+    /// put a frame wherever the user program pointed RSP (the hypervisor writing it with
+    /// supervisor rights) and run the kernel's handler at CPL 3. Xen, whose PV guests have no
+    /// IDT, switches to the kernel's stack for a trap from user mode (`create_bounce_frame`,
+    /// `toggle_guest_mode`); a non-PV kernel has the CPU for that.
+    /// And only in long mode, whose frame a bounce writes (`set_trap_table` is refused
+    /// outside it; a kernel that left long mode since takes its events through its IDT).
+    pub fn bounces_events(&self) -> bool {
+        !self.pv.trap_table.is_empty()
+            && (self.pv.enabled || self.vcpu.vmcb.save.cpl == 0)
+            && self.vcpu.long_mode()
+    }
+
+    /// The trap-table entry for `vector`, if the guest registered one and takes its events
+    /// through the table now ([`Domain::bounces_events`]).
     pub fn trap_table_entry(&self, vector: u8) -> Option<TrapInfo> {
-        self.pv.trap_table_entry(vector)
+        match self.bounces_events() {
+            true => self.pv.trap_table_entry(vector),
+            false => None,
+        }
     }
 
     /// Is this the control domain (dom0), which may set up channels and grants for others?

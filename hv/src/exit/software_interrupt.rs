@@ -214,20 +214,19 @@ mod tests {
 
     #[test]
     fn an_int_n_below_its_entry_s_dpl_is_a_gp_as_through_an_idt_gate() {
-        // User code (CPL 3) at INT 0x80, whose entry has DPL 0: #GP with the gate's error
-        // code, 0x80 * 8 + 2, at the INT (a fault); DPL 3 lets it through. INT3 is not
-        // checked (Xen's own gate for #BP has DPL 3). A PV kernel counts as ring 1.
+        // A PV kernel (at CPL 3, counted as ring 1) at INT 0x80, whose entry has DPL 0: #GP
+        // with the gate's error code, 0x80 * 8 + 2, at the INT (a fault); DPL 1 lets it
+        // through. INT3 is not checked (Xen's own gate for #BP has DPL 3). A kernel at CPL 0
+        // passes any DPL.
         let entry = |vector: u8, dpl: u8| TrapInfo {
             flags: TrapInfo::CLEAR_IF | dpl,
             ..trap(vector, HANDLER)
         };
         for (code, cpl, pv, dpl, bounced_as) in [
-            (&[0xcd, 0x80][..], 3, false, 0, (13, Some(0x80 * 8 + 2))),
-            (&[0xcd, 0x80][..], 3, false, 3, (0x80, None)),
             (&[0xcd, 0x80][..], 0, false, 0, (0x80, None)),
-            (&[0xcc][..], 3, false, 0, (3, None)),
             (&[0xcd, 0x80][..], 3, true, 0, (13, Some(0x80 * 8 + 2))),
             (&[0xcd, 0x80][..], 3, true, 1, (0x80, None)),
+            (&[0xcc][..], 3, true, 0, (3, None)),
         ] {
             let mut test = Test::long_mode();
             test.code(code);
@@ -243,6 +242,27 @@ mod tests {
                 assert_eq!(bounce.words[1], ENTRY, "a fault: RIP at the INT ({case})");
                 assert!(decision.why.contains("has DPL 0"), "{}", decision.why);
             }
+        }
+    }
+
+    #[test]
+    fn a_user_program_s_int_n_goes_through_the_idt_even_with_a_trap_table() {
+        // A non-PV kernel's trap table is its kernel's: its user program's INT 0x80 (CPL 3)
+        // goes through the IDT, where the CPU switches to the kernel's stack, never to a
+        // bounce frame on the user's stack.
+        for code in [&[0xcd, 0x80][..], &[0xcc][..]] {
+            let mut test = Test::long_mode();
+            test.code(code);
+            test.domain.vcpu.vmcb.save.cpl = 3;
+            let vector = if code[0] == 0xcc { 3 } else { 0x80 };
+            test.trap_table(&[TrapInfo {
+                flags: 3,
+                ..trap(vector, HANDLER)
+            }]);
+            let decision = test.decide(test.exit(ExitReason::SoftwareInterrupt));
+            assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+            let (event, _, _) = testing::injected(&decision);
+            assert_eq!(event.vector, vector, "{code:x?}");
         }
     }
 

@@ -86,6 +86,16 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                 reason: "exit hypercall".into(),
             })
         }
+        // A bounce frame is long mode's (8-byte slots, SS and RSP always pushed): a 32-bit
+        // kernel would read it wrong. Xen gives a 32-bit PV guest another frame
+        // (`compat_create_bounce_frame`); traplab's trap tables are for 64-bit kernels.
+        hypercall::SET_TRAP_TABLE if first != 0 && !guest.vcpu.long_mode() => {
+            let decision = decide!(
+                Action::Emulate,
+                "hypercall set_trap_table({first:#x}): the domain is not in long mode, and a bounce frame is long mode's: EINVAL"
+            );
+            finish(decision, next, number, error::EINVAL)
+        }
         hypercall::SET_TRAP_TABLE => {
             let decision = decide!(
                 Action::Emulate,
@@ -1082,6 +1092,23 @@ mod tests {
         assert_returned(&test, error::EINVAL);
         assert!(test.domain.pv.pinning.is_none(), "the walk is dropped");
         assert_eq!(hierarchy_pinned(&test), 0);
+    }
+
+    #[test]
+    fn set_trap_table_refuses_outside_long_mode() {
+        // A bounce frame is long mode's; clearing the table (0) is always allowed.
+        let mut test = Test::protected_mode();
+        test.code(&[0x0f, 0x01, 0xd9]); // vmmcall
+        test.set_gpr(0, hypercall::SET_TRAP_TABLE);
+        test.set_gpr(7, testing::DATA);
+        let run = call(&mut test);
+        assert_returned(&test, error::EINVAL);
+        assert!(
+            run.decision.why.contains("not in long mode"),
+            "{}",
+            run.decision.why
+        );
+        assert!(test.domain.pv.trap_table.is_empty());
     }
 
     #[test]

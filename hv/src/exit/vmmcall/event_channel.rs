@@ -22,6 +22,9 @@ use traplab_abi::evtchn::{DOMID_SELF, PORTS, Port, cmd, virq};
 use traplab_abi::hypercall::{self, error};
 
 pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
+    // Xen's `do_event_channel_op(int cmd, …)`: the command is an int, and bits 63:32 of the
+    // register are no part of it.
+    let command = command as u32 as u64;
     let decision = match command {
         cmd::ALLOC_UNBOUND => alloc_unbound(guest, arg),
         cmd::BIND_INTERDOMAIN => bind_interdomain(guest, arg),
@@ -1388,5 +1391,9 @@ mod tests {
             run.decision.why,
             "event_channel_op(5): no such command, the guest gets ENOSYS"
         );
+        // Bits 63:32 are no part of the command (Xen's is an int).
+        let mut test = op(1 << 32 | 5, &[]);
+        let run = test.call();
+        assert!(run.decision.why.starts_with("event_channel_op(5)"));
     }
 }

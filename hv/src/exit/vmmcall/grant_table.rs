@@ -20,6 +20,17 @@ use traplab_abi::grant_table::{
 use traplab_abi::hypercall::{self, error};
 
 pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
+    // Xen's `do_grant_table_op(unsigned int cmd, …)`: bits 63:32 of the register are no part
+    // of the command, and its bits 31:7 carry a continuation's progress (GNTTABOP_CMD_MASK),
+    // which only GNTTABOP_cache_flush takes: with any other command they are EINVAL.
+    let command = command as u32 as u64;
+    if command >> 7 != 0 {
+        let decision = decide!(
+            Action::Emulate,
+            "grant_table_op({command:#x}): bits 31:7 of a command carry a continuation's progress, which none of these commands takes: as Xen, EINVAL"
+        );
+        return finish(decision, next, hypercall::GRANT_TABLE_OP, error::EINVAL);
+    }
     let name = cmd::name(command).unwrap_or("grant_table_op");
     let result = match command {
         cmd::GRANT_ACCESS => grant_access(guest, arg),
@@ -183,10 +194,21 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
     const HANDLE: usize = 20;
     let refuse = |decision: Decision, code| Ok(with_status(decision, &argument, STATUS, code));
     let readonly = map_flags & map::READONLY != 0;
+    // Neither a device nor a host mapping asked for: Xen's `map_grant_ref` checks that first,
+    // GNTST_bad_gntref.
+    if map_flags & (map::DEVICE_MAP | map::HOST_MAP) == 0 {
+        return refuse(
+            decide!(
+                Action::Emulate,
+                "{NAME}: flags {map_flags:#x} ask for no mapping (neither GNTMAP_host_map nor GNTMAP_device_map is set): as Xen, GNTST_bad_gntref"
+            ),
+            status::BAD_GNTREF,
+        );
+    }
     // A mapper whose memory the hypervisor translates (an HVM guest's, Xen's
     // `paging_mode_external`) gets only host mappings, read-only or not: any other flag
-    // (GNTMAP_device_map, application_map, contains_pte) is GNTST_general_error in Xen's
-    // `map_grant_ref` and `create_grant_p2m_mapping`.
+    // (GNTMAP_device_map, application_map, contains_pte, or any other bit) is
+    // GNTST_general_error in Xen's `map_grant_ref` and `create_grant_p2m_mapping`.
     let others = map_flags & !(map::HOST_MAP | map::READONLY);
     if others != 0 {
         return refuse(
@@ -195,15 +217,6 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
                 "{NAME}: flags {map_flags:#x} ask for more than a host mapping (bits {others:#x}: a device, application or PTE mapping), which a guest whose memory the hypervisor translates cannot have: as Xen, GNTST_general_error"
             ),
             status::GENERAL_ERROR,
-        );
-    }
-    if map_flags & map::HOST_MAP == 0 {
-        return refuse(
-            decide!(
-                Action::Emulate,
-                "{NAME}: flags {map_flags:#x} ask for no mapping (GNTMAP_host_map is not set): as Xen, GNTST_bad_gntref"
-            ),
-            status::BAD_GNTREF,
         );
     }
     // Its own grant too: Xen's `map_grant_ref` looks the granter up by id alone (a domain
@@ -858,7 +871,7 @@ mod tests {
         // GNTMAP_host_map)) == 0) ) { … op->status = GNTST_bad_gntref; }`.
         let mut test = mapping(FOR_D1, map::READONLY);
         let why = refused(&mut test, status::BAD_GNTREF);
-        assert!(why.contains("GNTMAP_host_map is not set"), "{why}");
+        assert!(why.contains("ask for no mapping"), "{why}");
     }
 
     #[test]
@@ -871,6 +884,7 @@ mod tests {
             1 | map::HOST_MAP,
             map::HOST_MAP | 1 << 3,
             map::HOST_MAP | 1 << 4,
+            map::HOST_MAP | 1 << 16,
         ] {
             let mut test = mapping(FOR_D1, flags);
             let why = refused(&mut test, status::GENERAL_ERROR);
@@ -878,6 +892,13 @@ mod tests {
                 why.contains("more than a host mapping"),
                 "{flags:#x}: {why}"
             );
+        }
+        // Neither a host nor a device mapping: Xen's first check, GNTST_bad_gntref, whatever
+        // else is asked.
+        for flags in [0, 1 << 3, 1 << 4 | map::READONLY] {
+            let mut test = mapping(FOR_D1, flags);
+            let why = refused(&mut test, status::BAD_GNTREF);
+            assert!(why.contains("ask for no mapping"), "{flags:#x}: {why}");
         }
     }
 
@@ -1184,6 +1205,22 @@ mod tests {
         assert_eq!(
             run.decision.why,
             "grant_table_op(2): no such command, the guest gets ENOSYS"
+        );
+        // Bits 63:32 are no part of the command (Xen's is an unsigned int).
+        let mut test = op(1 << 32 | 2, &[]);
+        let run = test.call();
+        assert!(run.decision.why.starts_with("grant_table_op(2)"));
+    }
+
+    #[test]
+    fn a_command_with_a_continuation_s_bits_is_einval() {
+        let mut test = op(1 << 7 | cmd::END_ACCESS, &[]);
+        let run = test.call();
+        assert_eq!(test.gpr(0) as i64, error::EINVAL);
+        assert!(
+            run.decision.why.contains("continuation"),
+            "{}",
+            run.decision.why
         );
     }
 }

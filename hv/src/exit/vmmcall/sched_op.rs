@@ -18,6 +18,8 @@ use traplab_abi::hypercall::{self, error};
 use traplab_abi::sched::{POLL_PORTS_MAX, cmd};
 
 pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
+    // Xen's `do_sched_op(int cmd, …)`: bits 63:32 of the register are no part of the command.
+    let command = command as u32 as u64;
     let (decision, result) = match command {
         cmd::YIELD => (
             decide!(
