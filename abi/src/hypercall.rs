@@ -217,7 +217,8 @@ pub const EVENT_CHANNEL_OP: u64 = 10;
 pub const GRANT_TABLE_OP: u64 = 11;
 /// `set_callback(how, target)`: where the domain takes its event upcall.
 pub const SET_CALLBACK: u64 = 12;
-/// `set_shared_info(gpa)`: the page where the hypervisor marks pending events.
+/// `set_shared_info(gpa)`: the page where the hypervisor marks pending events. Called again,
+/// the page moves there with its contents, as Xen's shared-info frame does.
 pub const SET_SHARED_INFO: u64 = 13;
 /// `store_op(cmd, path, path_len, value, value_len)`: the store ([`crate::store`]).
 pub const STORE_OP: u64 = 14;

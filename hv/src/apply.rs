@@ -842,7 +842,23 @@ impl Step<'_, '_> {
                     ));
                 }
             }
-            Effect::SharedInfo(page) => self.domain.events.shared_info = Some(page),
+            Effect::SharedInfo(page) => {
+                let old = self.domain.events.shared_info;
+                self.domain
+                    .move_shared_info(page)
+                    .map_err(|error| Failure {
+                        why: format!(
+                            "the shared-info page cannot move from {old:#x?} to {page:#x} ({error:?})"
+                        ),
+                        reason: format!("cannot move the shared-info page to {page:#x}"),
+                        at: here!(),
+                    })?;
+                if let Some(old) = old.filter(|&old| old != page) {
+                    self.reports.push(format!(
+                        "the shared-info page moved from {old:#x} to {page:#x}, its contents with it"
+                    ));
+                }
+            }
             Effect::Callback(callback) => self.domain.events.callback = callback,
             Effect::Notify {
                 to,

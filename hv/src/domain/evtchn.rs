@@ -9,6 +9,7 @@
 //! port's events back. The hypervisor reads and writes them through guest memory.
 
 use super::Domain;
+use super::memory::{GuestMemory, MemoryError};
 use traplab_abi::evtchn::{PORTS, Port, shared_info};
 
 /// What a port is (Xen's `ECS_*` states).
@@ -175,6 +176,23 @@ impl Domain {
             .max(upcall)
             .max(local_apic)
             .max(pic)
+    }
+
+    /// Put the shared-info page at guest-physical `page` (`set_shared_info`). Xen's shared
+    /// info is one frame the guest maps where it asks: asked again, the frame moves, and what
+    /// it holds (pending and masked ports, the upcall's flags) goes with it. Here it is a page
+    /// of the guest's RAM, so a second call copies the old page's contents to the new page.
+    /// Whether the copy failed (an old page that cannot be read, a new one that cannot be
+    /// written; the handler checked both are RAM).
+    pub fn move_shared_info(&mut self, page: u64) -> Result<(), MemoryError> {
+        if let Some(old) = self.events.shared_info.filter(|&old| old != page) {
+            // On the heap: the hypervisor's stack is small.
+            let mut contents = alloc::vec![0u8; 4096];
+            self.memory.read_physical(old, &mut contents)?;
+            self.memory.write_physical(page, &contents)?;
+        }
+        self.events.shared_info = Some(page);
+        Ok(())
     }
 
     /// Set or clear `evtchn_upcall_mask`.

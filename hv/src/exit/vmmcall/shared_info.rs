@@ -40,11 +40,18 @@ pub fn set_shared_info(guest: &Guest, next: u64, page: u64) -> Decision {
         );
         return finish(decision, next, number, error::EINVAL);
     }
-    let decision = decide!(
-        Action::Emulate,
-        "hypercall set_shared_info({page:#x}): from now on the hypervisor marks d{}'s pending events in this page",
-        guest.id
-    )
+    let decision = match guest.events.shared_info {
+        Some(old) if old != page => decide!(
+            Action::Emulate,
+            "hypercall set_shared_info({page:#x}): the shared-info page moves from {old:#x}, its contents with it (pending and masked ports, the upcall's flags), as Xen's one frame moves where the guest maps it again; from now on the hypervisor marks d{}'s pending events in the new page",
+            guest.id
+        ),
+        _ => decide!(
+            Action::Emulate,
+            "hypercall set_shared_info({page:#x}): from now on the hypervisor marks d{}'s pending events in this page",
+            guest.id
+        ),
+    }
     .with(Effect::SharedInfo(page));
     finish(decision, next, number, 0)
 }
@@ -122,6 +129,36 @@ mod tests {
         assert_eq!(run.emulate().what, "set_shared_info returned 0");
         assert_returned(&test, 0);
         assert_eq!(test.domain.events.shared_info, Some(SHARED_INFO));
+    }
+
+    #[test]
+    fn a_second_set_shared_info_moves_the_page_with_its_pending_events() {
+        // Port 3 pending and masked in the first page; the second page held other bytes.
+        use traplab_abi::evtchn::shared_info;
+        let second = SHARED_INFO + 0x2000;
+        let mut test = Test::hypercall(hypercall::SET_SHARED_INFO, second, 0);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.write(SHARED_INFO + shared_info::EVTCHN_PENDING, &[1 << 3]);
+        test.write(SHARED_INFO + shared_info::EVTCHN_MASK, &[1 << 3]);
+        test.write(SHARED_INFO + shared_info::UPCALL_PENDING, &[1]);
+        test.write(second + shared_info::EVTCHN_MASK + 1, &[0xff]);
+        let run = test.call();
+        assert_returned(&test, 0);
+        assert!(
+            run.decision.why.contains("moves from 0x110000"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.events.shared_info, Some(second));
+        assert!(test.domain.event_pending(3) && test.domain.event_masked(3));
+        assert_eq!(
+            test.domain.shared_info_byte(shared_info::UPCALL_PENDING),
+            Some(1)
+        );
+        assert!(
+            !test.domain.event_masked(8),
+            "the new page's old bytes are gone"
+        );
     }
 
     #[test]
