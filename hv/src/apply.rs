@@ -740,7 +740,10 @@ impl Step<'_, '_> {
                 let old = core::mem::replace(&mut self.domain.pv.virtual_interrupt_flag, on);
                 self.note("virtual IF", old as u64, on as u64);
             }
-            Effect::Timer(timer) => vcpu.interrupts.timer = timer,
+            Effect::Timer(timer) => {
+                vcpu.interrupts.timer = timer;
+                vcpu.interrupts.after_once = None;
+            }
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
@@ -1319,7 +1322,7 @@ impl Step<'_, '_> {
         let had_one = self.domain.vcpu.interrupts.timer.is_some();
         // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to
         // the IO-APIC, it is simply not presented, as on a PC.)
-        self.domain.vcpu.interrupts.timer = platform.map(|timer| VirtualTimer {
+        let virtual_timer = |timer: PlatformTimer| VirtualTimer {
             vector: timer.vector,
             // Once (the PIT's modes 0 and 4, the APIC's one-shot): over after its tick.
             period_tsc: timer.countdown.period_tsc.unwrap_or(interrupts::ONCE),
@@ -1329,7 +1332,20 @@ impl Step<'_, '_> {
                 TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
                 TimerSource::Pit | TimerSource::PitMasked => TimerTarget::Irq0,
             },
-        });
+        };
+        // A one-shot of the APIC's stands in for the PIT's timer until it fires; then the
+        // PIT's, which counted on, runs again (`VirtualInterrupts::after_once`).
+        let after_once = match platform {
+            Some(timer)
+                if timer.source == TimerSource::LocalApic
+                    && timer.countdown.period_tsc.is_none() =>
+            {
+                self.domain.devices.pit_timer(now, tsc_hz)
+            }
+            _ => None,
+        };
+        self.domain.vcpu.interrupts.timer = platform.map(virtual_timer);
+        self.domain.vcpu.interrupts.after_once = after_once.map(virtual_timer);
         // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
         let micros =
             |tsc: u64| ((tsc as u128 * 1_000_000 + tsc_hz as u128 / 2) / tsc_hz as u128) as u64;

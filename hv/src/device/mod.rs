@@ -331,7 +331,8 @@ impl Devices {
     }
 
     /// The guest's timer as its devices make it: the local APIC's timer while it runs
-    /// (a kernel that has moved to the APIC masks the PIT's IRQ 0 anyway), else PIT channel
+    /// (a kernel that has moved to the APIC masks the PIT's IRQ 0 anyway; a one-shot's stands
+    /// in for the PIT's only until it fires), else PIT channel
     /// 0's countdown, at the vector the master PIC gives IRQ 0 while IRQ 0 is unmasked
     /// there, or else at the vector of the IO-APIC's pin 2 while that is unmasked and the
     /// local APIC it goes to is enabled. `None`: no timer interrupt comes. (One timer at a
@@ -344,6 +345,13 @@ impl Devices {
                 source: TimerSource::LocalApic,
             });
         }
+        self.pit_timer(now, tsc_hz)
+    }
+
+    /// PIT channel 0's timer, as [`Devices::platform_timer`] makes it when the local APIC's
+    /// does not run: also the one that takes over when an APIC one-shot has fired
+    /// (`VirtualInterrupts::after_once`).
+    pub fn pit_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
         let countdown = self.pit.countdown(now, tsc_hz)?;
         let pic = self.pic.timer_vector();
         let (vector, source) = match (pic, self.ioapic_vector(ioapic::PIT_PIN)) {

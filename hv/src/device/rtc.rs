@@ -2,7 +2,8 @@
 //! 0x71 (data), as every PC since the AT has it.
 //!
 //! A kernel writes a register's number to 0x70 (bit 7 there masks the NMI on a real PC;
-//! it is kept and ignored), then reads or writes the register at 0x71:
+//! here it is dropped, as no NMI comes from the platform, and 0x70 reads 0xff, as it is
+//! write-only on a PC), then reads or writes the register at 0x71:
 //!
 //! | register | what                                                        |
 //! |----------|-------------------------------------------------------------|

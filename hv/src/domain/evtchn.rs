@@ -9,7 +9,7 @@
 //! port's events back. The hypervisor reads and writes them through guest memory.
 
 use super::Domain;
-use super::memory::{GuestMemory, MemoryError};
+use super::memory::MemoryError;
 use traplab_abi::evtchn::{PORTS, Port, shared_info};
 
 /// What a port is (Xen's `ECS_*` states).

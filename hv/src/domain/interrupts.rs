@@ -62,6 +62,11 @@ pub enum TimerTarget {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VirtualInterrupts {
     pub timer: Option<VirtualTimer>,
+    /// The timer that takes over once a one-shot `timer` has fired: PIT channel 0's, while a
+    /// one-shot of the local APIC's runs in its place (the domain has one timer at a time,
+    /// `Devices::platform_timer`; the 8254 counts on meanwhile, and its IRQ 0 ticks again
+    /// after). `None` otherwise.
+    pub after_once: Option<VirtualTimer>,
     /// An interrupt vector waiting for the guest to take it.
     pub pending: Option<u8>,
     /// gdb is single-stepping this vCPU: maskable interrupts wait until gdb lets it run, so
@@ -108,15 +113,20 @@ impl VirtualInterrupts {
         if now < timer.due_tsc {
             return (TimerPoll::NotDue, *self);
         }
-        // A one-shot is over after its tick: a HLT then has no timer to wait for.
-        let timer_after = (timer.period_tsc != ONCE).then(|| {
-            let period = timer.period_tsc.max(1);
-            let periods = (now - timer.due_tsc) / period + 1;
-            VirtualTimer {
-                due_tsc: timer.due_tsc.saturating_add(periods.saturating_mul(period)),
-                ..timer
+        // A one-shot is over after its tick: the timer it stood in for runs again, if one
+        // did, else a HLT has no timer to wait for.
+        let (timer_after, after_once) = match timer.period_tsc {
+            ONCE => (self.after_once, None),
+            period => {
+                let period = period.max(1);
+                let periods = (now - timer.due_tsc) / period + 1;
+                let next = VirtualTimer {
+                    due_tsc: timer.due_tsc.saturating_add(periods.saturating_mul(period)),
+                    ..timer
+                };
+                (Some(next), self.after_once)
             }
-        });
+        };
         let to_device = match timer.target {
             TimerTarget::Pending => None,
             TimerTarget::LocalApic => Some(TimerPoll::ToLocalApic(timer.vector)),
@@ -125,12 +135,14 @@ impl VirtualInterrupts {
         if let Some(poll) = to_device {
             let next = VirtualInterrupts {
                 timer: timer_after,
+                after_once,
                 ..*self
             };
             return (poll, next);
         }
         let next = VirtualInterrupts {
             timer: timer_after,
+            after_once,
             pending: Some(timer.vector),
             ..*self
         };
@@ -247,8 +259,13 @@ impl Domain {
             TimerPoll::NotDue => return Tick::NotDue,
             TimerPoll::ToLocalApic(vector) => {
                 // Requested in the APIC; it interrupts the CPU only if its priority lets it.
+                let pit_again =
+                    self.vcpu.interrupts.after_once.is_some() && next.after_once.is_none();
                 self.vcpu.interrupts = next;
-                let what = self.devices.local_apic_tick(vector);
+                let mut what = self.devices.local_apic_tick(vector);
+                if pit_again {
+                    what.push_str("; the APIC's one-shot is over, and PIT channel 0's timer, which counted on meanwhile, ticks IRQ 0 again");
+                }
                 return Tick::Requested {
                     presented: self.devices.lapic.next_to_deliver().is_some(),
                     what,
@@ -388,8 +405,7 @@ mod tests {
         VirtualInterrupts {
             timer: Some(TIMER),
             pending,
-            held_for_step: false,
-            waiting_for_gdb: false,
+            ..VirtualInterrupts::default()
         }
     }
 
@@ -427,13 +443,23 @@ mod tests {
                 period_tsc: ONCE,
                 ..TIMER
             }),
-            pending: None,
-            held_for_step: false,
-            waiting_for_gdb: false,
+            ..VirtualInterrupts::default()
         };
         let (poll, next) = once.poll(5_000);
         assert_eq!(poll, TimerPoll::Pending(0x20));
         assert_eq!(next.timer, None);
+        // One that stood in for a periodic timer (the APIC's one-shot for the PIT's): that
+        // one runs again after it, once.
+        let periodic = VirtualTimer {
+            due_tsc: 4_000,
+            ..TIMER
+        };
+        let stood_in = VirtualInterrupts {
+            after_once: Some(periodic),
+            ..once
+        };
+        let (_, next) = stood_in.poll(5_000);
+        assert_eq!((next.timer, next.after_once), (Some(periodic), None));
     }
 
     #[test]

@@ -1017,6 +1017,51 @@ mod tests {
     }
 
     #[test]
+    fn the_pit_s_timer_ticks_again_after_an_apic_one_shot_has_fired() {
+        // PIT channel 0 at 100 Hz through the PIC's unmasked IRQ 0; then the kernel arms a
+        // one-shot of the APIC's (a delay, a calibration). The domain has one timer at a
+        // time: the one-shot stands in for the PIT's until it fires, and then the PIT's,
+        // which counted on, ticks IRQ 0 again (its ticks stopped for good before).
+        use crate::domain::interrupts::Tick;
+        let mut test = apic_timer_at_0x30(0);
+        let pic_and_pit = [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfe),
+            (0x43, 0x34),
+            (0x40, 0x9c),
+            (0x40, 0x2e),
+        ];
+        for (port, value) in pic_and_pit {
+            test.domain
+                .devices
+                .port_write(port, 1, value, &test.machine);
+        }
+        apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
+        let once = test.domain.vcpu.interrupts.timer.expect("the one-shot");
+        assert_eq!(once.vector, 0x30);
+        let pit = test
+            .domain
+            .vcpu
+            .interrupts
+            .after_once
+            .expect("the PIT's after it");
+        assert_eq!((pit.vector, pit.target), (0x20, TimerTarget::Irq0));
+        let tick = test.domain.timer_tick(once.due_tsc);
+        let Tick::Requested { what, .. } = tick else {
+            panic!("{tick:?}");
+        };
+        assert!(what.contains("PIT channel 0's timer"), "{what}");
+        assert_eq!(test.domain.vcpu.interrupts.timer, Some(pit));
+        // Its next tick is IRQ 0's edge, in the PIC.
+        let tick = test.domain.timer_tick(pit.due_tsc.max(once.due_tsc));
+        assert!(matches!(tick, Tick::Requested { .. }), "{tick:?}");
+        assert_ne!(test.domain.devices.pic.master.requests & 1, 0, "IRQ 0");
+    }
+
+    #[test]
     fn an_nmi_ipi_to_itself_is_an_nmi_held_back_until_the_handler_s_iret() {
         // Xen patches its alternatives from an NMI it sends itself: ICR = shorthand self,
         // delivery mode NMI (0x4_0400). IF = 0 does not hold an NMI back.
