@@ -85,6 +85,10 @@ pub mod cmd {
     /// [`super::EndAccess`]: clear one entry of the caller's table, unless it is mapped
     /// (traplab's own).
     pub const END_ACCESS: u64 = 33;
+    /// Bits 31:12 of a command carry a continuation's progress (Xen's
+    /// `GNTTABOP_CONTINUATION_ARG_SHIFT`; the command is bits 11:0, `GNTTABOP_CMD_MASK`).
+    /// Only Xen's `GNTTABOP_cache_flush` takes one: with any other command they are `EINVAL`.
+    pub const CONTINUATION_SHIFT: u32 = 12;
 
     /// The command's name.
     pub fn name(cmd: u64) -> Option<&'static str> {

@@ -35,7 +35,7 @@
 //! | 8      | —                | (left free for the `hypercall` lab's exercise)     |                                 |
 //! | 9      | `sched_op`       | RDI = command, RSI = its argument ([`crate::sched`]) | 0; `EINVAL`, `EFAULT`; `ENOSYS` for an unknown command |
 //! | 10     | `event_channel_op` | RDI = command, RSI = its structure ([`crate::evtchn`]) | 0; `EINVAL`, `EFAULT`, `ESRCH`, `EPERM`, `ENOSPC`, `EEXIST` and `ENOENT` (`bind_virq`); `ENOSYS` for an unknown command |
-//! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EFAULT`; `ENOSYS` for an unknown command |
+//! | 11     | `grant_table_op` | RDI = command, RSI = its structure ([`crate::grant_table`]) | 0 and a `GNTST_*` status in the structure; `EFAULT`; `EINVAL` for a continuation's bits (31:12); `ENOSYS` for an unknown command |
 //! | 12     | `set_callback`   | RDI = how ([`crate::evtchn::callback`]: 0 vector), RSI = the vector (32–255, 0: none) | 0; `EINVAL`; `ENOSYS` for 1 (a PV callback address) |
 //! | 13     | `set_shared_info`| RDI = a page of the guest's RAM (guest-physical): its shared-info page ([`crate::evtchn::shared_info`]) | 0; `EINVAL` |
 //! | 14     | `store_op`       | RDI = command, RSI = path, RDX = its length, R10 = value, R8 = its length ([`crate::store`]) | see there |
@@ -72,8 +72,8 @@
 //! `iret` restores it from the frame (Xen keeps it in `evtchn_upcall_mask` the same way).
 //! RFLAGS.IF stays set throughout, as a Xen PV guest always runs with it (`do_iret` sets it).
 //!
-//! The trap table is the kernel's, and a 64-bit one's (the frame is long mode's; outside
-//! long mode `set_trap_table` returns `EINVAL`): it takes the events of a PV kernel (at CPL 3,
+//! The trap table is the kernel's, and a 64-bit one's (the frame is 64-bit mode's; outside
+//! 64-bit mode `set_trap_table` returns `EINVAL`, and events go through the IDT): it takes the events of a PV kernel (at CPL 3,
 //! all kernel) and of a non-PV kernel at CPL 0. A non-PV kernel's user programs (CPL 3) take theirs
 //! through its IDT, where the CPU switches to the kernel's stack (TSS.RSP0); a bounce, written
 //! on the interrupted stack, would put the kernel's frame where the user program pointed RSP

@@ -747,10 +747,12 @@ impl Step<'_, '_> {
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
-                let mut came = None;
-                if self.domain.pending_interrupt().is_none()
-                    && let Some(timer) = self.domain.vcpu.interrupts.timer
-                {
+                let mut came = Vec::new();
+                let mut waiting_for = match self.domain.pending_interrupt() {
+                    None => self.domain.vcpu.interrupts.timer,
+                    Some(_) => None,
+                };
+                while let Some(timer) = waiting_for {
                     // Until its timer is due, or a key typed for it raises its COM1's
                     // interrupt. This domain is the only one that runs or waits
                     // (`exit/hlt.rs`): a key for another is for one that has ended or not
@@ -768,7 +770,16 @@ impl Step<'_, '_> {
                             break;
                         }
                     }
-                    came = self.domain.timer_tick(self.machine.now()).words();
+                    let before = self.domain.vcpu.interrupts;
+                    came.extend(self.domain.timer_tick(self.machine.now()).words());
+                    // An APIC one-shot whose tick its priority holds back hands the timer to
+                    // the PIT's (`VirtualInterrupts::after_once`): the CPU halts on for that.
+                    waiting_for = match self.domain.pending_interrupt() {
+                        None if before.hands_over(&self.domain.vcpu.interrupts) => {
+                            self.domain.vcpu.interrupts.timer
+                        }
+                        _ => None,
+                    };
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
                 self.reports.push(format!(
@@ -850,9 +861,7 @@ impl Step<'_, '_> {
                 self.domain
                     .move_shared_info(page)
                     .map_err(|error| Failure {
-                        why: format!(
-                            "the shared-info page cannot move from {old:#x?} to {page:#x} ({error:?})"
-                        ),
+                        why: format!("the shared-info page cannot move to {page:#x} ({error:?})"),
                         reason: format!("cannot move the shared-info page to {page:#x}"),
                         at: here!(),
                     })?;
@@ -1346,55 +1355,65 @@ impl Step<'_, '_> {
         };
         self.domain.vcpu.interrupts.timer = platform.map(virtual_timer);
         self.domain.vcpu.interrupts.after_once = after_once.map(virtual_timer);
-        // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
-        let micros =
-            |tsc: u64| ((tsc as u128 * 1_000_000 + tsc_hz as u128 / 2) / tsc_hz as u128) as u64;
         match platform {
-            Some(PlatformTimer {
-                vector,
-                countdown,
-                source,
-            }) => {
+            Some(timer) => {
                 self.machine.start_timer();
-                // Look as often as the guest's timer fires, or its ticks would merge. (Not for
-                // an edge latched behind IRQ 0's mask: the unmask, a write that reprograms the
-                // timer, delivers it if it is due by then, and a host timer quickened for it
-                // stayed quick for the rest of a boot. Only a read of IRR or a poll meanwhile
-                // may find it up to a tick of the hypervisor's own timer late.)
-                if source != TimerSource::PitMasked {
-                    let interval = countdown
-                        .period_tsc
-                        .unwrap_or(countdown.due_tsc.saturating_sub(now))
-                        .max(1);
-                    self.machine
-                        .quicken_timer(tsc_hz.div_ceil(interval).min(u32::MAX as u64) as u32);
+                let mut said = self.watch_timer(timer, now, tsc_hz);
+                if let Some(after) = after_once {
+                    said.push_str(&format!(
+                        "; once it has fired, {}",
+                        self.watch_timer(after, now, tsc_hz)
+                    ));
                 }
-                let when = match countdown.period_tsc {
-                    Some(period) => format!("every {} µs", micros(period)),
-                    None => format!(
-                        "once, in {} µs",
-                        micros(countdown.due_tsc.saturating_sub(now))
-                    ),
-                };
-                self.reports.push(match source {
-                    TimerSource::LocalApic => format!(
-                        "the guest's timer: the local APIC's timer {when}, at vector {vector:#x}"
-                    ),
-                    TimerSource::Pit => format!(
-                        "the guest's timer: PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"
-                    ),
-                    TimerSource::PitThroughIoApic => format!(
-                        "the guest's timer: PIT channel 0 {when}, through pin 2 of the IO-APIC to the local APIC at vector {vector:#x}"
-                    ),
-                    TimerSource::PitMasked => format!(
-                        "the guest's timer: PIT channel 0's next edge, {when}, latched in the PIC's IRR behind IRQ 0's mask (vector {vector:#x} once unmasked)"
-                    ),
-                });
+                self.reports.push(format!("the guest's timer: {said}"));
             }
             None if had_one => self.reports.push(
                 "the guest's timer stops: the APIC's timer stopped or masked, PIT channel 0 idle or IRQ 0 masked".into(),
             ),
             None => {}
+        }
+    }
+
+    /// Make the hypervisor's own timer look as often as `timer` fires, or its ticks would
+    /// merge; and say what `timer` is. (Not for an edge latched behind IRQ 0's mask: the
+    /// unmask, a write that reprograms the timer, delivers it if it is due by then, and a
+    /// host timer quickened for it stayed quick for the rest of a boot. Only a read of IRR or
+    /// a poll meanwhile may find it up to a tick of the hypervisor's own timer late.)
+    fn watch_timer(&mut self, timer: PlatformTimer, now: u64, tsc_hz: u64) -> String {
+        let PlatformTimer {
+            vector,
+            countdown,
+            source,
+        } = timer;
+        if source != TimerSource::PitMasked {
+            let interval = countdown
+                .period_tsc
+                .unwrap_or(countdown.due_tsc.saturating_sub(now))
+                .max(1);
+            self.machine
+                .quicken_timer(tsc_hz.div_ceil(interval).min(u32::MAX as u64) as u32);
+        }
+        // To the nearest µs: a period computed in TSC ticks is a tick short of a round one.
+        let micros =
+            |tsc: u64| ((tsc as u128 * 1_000_000 + tsc_hz as u128 / 2) / tsc_hz as u128) as u64;
+        let when = match countdown.period_tsc {
+            Some(period) => format!("every {} µs", micros(period)),
+            None => format!(
+                "once, in {} µs",
+                micros(countdown.due_tsc.saturating_sub(now))
+            ),
+        };
+        match source {
+            TimerSource::LocalApic => {
+                format!("the local APIC's timer {when}, at vector {vector:#x}")
+            }
+            TimerSource::Pit => format!("PIT channel 0 {when}, IRQ 0 at vector {vector:#x}"),
+            TimerSource::PitThroughIoApic => format!(
+                "PIT channel 0 {when}, through pin 2 of the IO-APIC to the local APIC at vector {vector:#x}"
+            ),
+            TimerSource::PitMasked => format!(
+                "PIT channel 0's next edge, {when}, latched in the PIC's IRR behind IRQ 0's mask (vector {vector:#x} once unmasked)"
+            ),
         }
     }
 

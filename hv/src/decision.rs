@@ -142,7 +142,9 @@ pub enum Effect {
     /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
     VirtualInterruptFlag(bool),
     // ---- Interrupts ----------------------------------------------------------------------
-    /// The guest's periodic timer (`set_timer`), or none.
+    /// The guest's timer from now on, or none: one it asked for (`set_timer`), or the one its
+    /// timer's tick leaves (`VirtualInterrupts::poll`: after a one-shot, the PIT's timer it
+    /// stood in for). Either way no timer waits behind it (`VirtualInterrupts::after_once`).
     Timer(Option<VirtualTimer>),
     /// The interrupt waiting for the guest to take it.
     PendingInterrupt(Option<u8>),

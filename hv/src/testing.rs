@@ -183,9 +183,9 @@ pub struct FakeMachine {
     pub xsave_components: u32,
     /// DR0–DR3 as the CPU holds them (`load_breakpoint_address`).
     pub breakpoints: [u64; 4],
-    /// CPUID answers of another CPU than qemu64, by leaf (the host's under KVM, say): they
-    /// come before the fixed ones.
-    pub cpuid_answers: Vec<(u32, [u32; 4])>,
+    /// CPUID answers of another CPU than qemu64, by leaf and subleaf (the host's under KVM,
+    /// say): they come before the fixed ones.
+    pub cpuid_answers: Vec<(u32, u32, [u32; 4])>,
 }
 
 /// The TSC rate of the fake machine: 1 GHz, so 1 µs is 1,000 ticks.
@@ -209,8 +209,12 @@ impl Default for FakeMachine {
 }
 
 impl Machine for FakeMachine {
-    fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
-        if let Some((_, answer)) = self.cpuid_answers.iter().find(|(at, _)| *at == leaf) {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        // Leaves 7 and 0xD read ECX as their subleaf; the others ignore it, as a CPU does.
+        let asked = |&&(at, at_subleaf, _): &&(u32, u32, [u32; 4])| {
+            at == leaf && (at_subleaf == subleaf || !matches!(leaf, 7 | 0xd))
+        };
+        if let Some((_, _, answer)) = self.cpuid_answers.iter().find(asked) {
             return *answer;
         }
         match leaf {

@@ -222,10 +222,13 @@ pub fn hypercall(regs: &traplab_abi::event::Registers) -> String {
     use traplab_abi::{evtchn, grant_table, hypercall, sched, store};
     let number = regs.rax;
     let name = hypercall::name(number).unwrap_or("unknown");
+    // The command is 32 bits wide, as Xen's (`int cmd`, `unsigned int cmd`): the hypervisor
+    // reads it so.
+    let command_word = regs.rdi as u32 as u64;
     let command = match number {
-        hypercall::SCHED_OP => sched::cmd::name(regs.rdi),
-        hypercall::EVENT_CHANNEL_OP => evtchn::cmd::name(regs.rdi),
-        hypercall::GRANT_TABLE_OP => grant_table::cmd::name(regs.rdi),
+        hypercall::SCHED_OP => sched::cmd::name(command_word),
+        hypercall::EVENT_CHANNEL_OP => evtchn::cmd::name(command_word),
+        hypercall::GRANT_TABLE_OP => grant_table::cmd::name(command_word),
         hypercall::STORE_OP => store::cmd::name(regs.rdi),
         _ => None,
     };
@@ -435,6 +438,11 @@ mod tests {
         assert_eq!(call(14, 2), "store_op (14) store_wait");
         assert_eq!(call(1, 0), "exit (1)", "exit takes no command");
         assert_eq!(call(10, 99), "event_channel_op (10)", "an unknown command");
+        assert_eq!(
+            call(10, 1 << 32 | 4),
+            "event_channel_op (10) EVTCHNOP_send",
+            "a 32-bit command, as the hypervisor reads it"
+        );
         assert_eq!(call(0x1234, 0), "unknown (4660)");
     }
 

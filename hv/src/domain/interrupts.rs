@@ -95,11 +95,22 @@ pub enum TimerPoll {
     Merged(u8),
 }
 
+/// What a tick that hands the guest's timer back to the PIT's says (after a
+/// [`VirtualInterrupts::hands_over`]).
+pub const PIT_AGAIN: &str = "; the APIC's one-shot is over, and PIT channel 0's timer, which counted on meanwhile, is the guest's timer again";
+
 impl VirtualInterrupts {
+    /// Does the state `next`, after a tick, hand the guest's timer back to the one a one-shot
+    /// stood in for ([`VirtualInterrupts::after_once`])?
+    pub fn hands_over(&self, next: &VirtualInterrupts) -> bool {
+        self.after_once.is_some() && next.after_once.is_none()
+    }
+
     /// Is the guest's timer due at TSC `now`? The answer, and the state after it: the
     /// interrupt pending and the next deadline the first one of the timer's own after `now`
     /// (deadlines missed while nobody looked are not made up for: they merge into this
-    /// tick), or no timer after a one-shot's ([`ONCE`]).
+    /// tick), or after a one-shot's ([`ONCE`]) the timer it stood in for
+    /// ([`VirtualInterrupts::after_once`]), if any, else none.
     ///
     /// The deadlines stay the timer's own, `due + k × period`, however late the hypervisor
     /// looks, as an 8254 or a local APIC counting down keeps its phase (and Xen's virtual
@@ -259,12 +270,11 @@ impl Domain {
             TimerPoll::NotDue => return Tick::NotDue,
             TimerPoll::ToLocalApic(vector) => {
                 // Requested in the APIC; it interrupts the CPU only if its priority lets it.
-                let pit_again =
-                    self.vcpu.interrupts.after_once.is_some() && next.after_once.is_none();
+                let handed_over = self.vcpu.interrupts.hands_over(&next);
                 self.vcpu.interrupts = next;
                 let mut what = self.devices.local_apic_tick(vector);
-                if pit_again {
-                    what.push_str("; the APIC's one-shot is over, and PIT channel 0's timer, which counted on meanwhile, ticks IRQ 0 again");
+                if handed_over {
+                    what.push_str(PIT_AGAIN);
                 }
                 return Tick::Requested {
                     presented: self.devices.lapic.next_to_deliver().is_some(),

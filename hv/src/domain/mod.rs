@@ -246,12 +246,14 @@ impl Domain {
     /// supervisor rights) and run the kernel's handler at CPL 3. Xen, whose PV guests have no
     /// IDT, switches to the kernel's stack for a trap from user mode (`create_bounce_frame`,
     /// `toggle_guest_mode`); a non-PV kernel has the CPU for that.
-    /// And only in long mode, whose frame a bounce writes (`set_trap_table` is refused
-    /// outside it; a kernel that left long mode since takes its events through its IDT).
+    /// And only in 64-bit mode, whose frame a bounce writes and whose code the handler is
+    /// (`set_trap_table` is refused outside it; a bounce keeps the interrupted CS, where an
+    /// IDT gate would load a 64-bit one: a kernel in compatibility or legacy mode since takes
+    /// its events through its IDT).
     pub fn bounces_events(&self) -> bool {
         !self.pv.trap_table.is_empty()
             && (self.pv.enabled || self.vcpu.vmcb.save.cpl == 0)
-            && self.vcpu.long_mode()
+            && self.vcpu.vmcb.code_bits() == 64
     }
 
     /// The trap-table entry for `vector`, if the guest registered one and takes its events

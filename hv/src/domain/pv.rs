@@ -10,7 +10,8 @@ use traplab_abi::hypercall::TrapInfo;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pv {
     /// Handlers registered with `set_trap_table`: exceptions with an entry are bounced
-    /// (`delivery.rs`). Empty: every exception is reflected through the guest's IDT.
+    /// (`delivery.rs`) while the kernel runs (`Domain::bounces_events`). Empty: every
+    /// exception is reflected through the guest's IDT.
     pub trap_table: Vec<TrapInfo>,
     /// Pinned guest page tables: guest-physical page → level (`page_tables.rs`).
     pub pinned_tables: BTreeMap<u64, u8>,

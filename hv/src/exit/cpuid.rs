@@ -13,8 +13,10 @@
 //! #GP(0), and its own page walks and emulation model none of the features behind them
 //! (SMEP, SMAP, protection keys, 5-level paging). So each feature whose enable bit it refuses is cleared from the answer
 //! ([`FEATURES`]), and the `emulate` line names it. Other features bring state a kernel uses
-//! as soon as it sees them: RDTSCP reads MSR TSC_AUX, IBRS and SSBD are bits of MSR SPEC_CTRL,
-//! XSAVES saves what MSR XSS selects, x2APIC and TSC-deadline are modes of the local APIC.
+//! as soon as it sees them: RDTSCP and RDPID read MSR TSC_AUX, IBRS and SSBD are bits of MSR
+//! SPEC_CTRL, XSAVES saves what MSR XSS selects (leaf 0xD subleaf 1 then lists no XSS
+//! components either), OSVW's errata are in MSRs of their own, x2APIC and TSC-deadline are
+//! modes of the local APIC.
 //! The hypervisor emulates none of those (`msr.rs` answers their MSRs with #GP(0), as a CPU
 //! without them does; `device/lapic.rs` has neither mode), so those features are hidden
 //! always: a Linux kernel that saw RDTSCP would write TSC_AUX at boot and take the #GP. Under
@@ -71,7 +73,7 @@ struct Feature {
 /// SDM vol. 2A, CPUID): one whose enable bit the hypervisor refuses, or whose state it does
 /// not emulate, is hidden (the module's text).
 #[rustfmt::skip]
-const FEATURES: [Feature; 34] = [
+const FEATURES: [Feature; 37] = [
     // leaf, subleaf, register, bit
     feature(1, 0, 2, 5,            "VMX",                 Needs::Cr4(13)),
     feature(1, 0, 2, 6,            "SMX",                 Needs::Cr4(14)),
@@ -86,6 +88,7 @@ const FEATURES: [Feature; 34] = [
     feature(7, 0, 2, 3,            "PKU",                 Needs::Cr4(22)),
     feature(7, 0, 2, 7,            "CET_SS",              Needs::Cr4(23)),
     feature(7, 0, 2, 16,           "LA57",                Needs::Cr4(12)),
+    feature(7, 0, 2, 22,           "RDPID",               Needs::NotEmulated("MSR TSC_AUX")),
     feature(7, 0, 2, 23,           "KL",                  Needs::Cr4(19)),
     feature(7, 0, 2, 31,           "PKS",                 Needs::Cr4(24)),
     feature(7, 0, 3, 20,           "CET_IBT",             Needs::Cr4(23)),
@@ -97,6 +100,7 @@ const FEATURES: [Feature; 34] = [
     feature(0xd, 1, 0, 3,          "XSAVES",              Needs::NotEmulated("MSR XSS")),
     feature(0x8000_0001, 0, 3, 25, "FFXSR",               Needs::Efer(14)),
     feature(0x8000_0001, 0, 3, 27, "RDTSCP",              Needs::NotEmulated("MSR TSC_AUX")),
+    feature(0x8000_0001, 0, 2, 9,  "OSVW",                Needs::NotEmulated("MSRs OSVW_ID_Length and OSVW_Status")),
     feature(0x8000_0001, 0, 2, 17, "TCE",                 Needs::Efer(15)),
     feature(0x8000_0001, 0, 2, 23, "PerfCtrExtCore",      Needs::NotEmulated("the six core performance counters")),
     feature(0x8000_0008, 0, 1, 8,  "MCOMMIT",             Needs::Efer(17)),
@@ -107,6 +111,7 @@ const FEATURES: [Feature; 34] = [
     feature(0x8000_0008, 0, 1, 25, "VIRT_SSBD",           Needs::NotEmulated("MSR VIRT_SPEC_CTRL")),
     feature(0x8000_0021, 0, 0, 7,  "UpperAddressIgnore",  Needs::Efer(20)),
     feature(0x8000_0021, 0, 0, 8,  "AutomaticIBRS",       Needs::Efer(21)),
+    feature(0x8000_0022, 0, 0, 0,  "PerfMonV2",           Needs::NotEmulated("the global performance-counter MSRs")),
 ];
 
 const fn feature(
@@ -169,7 +174,7 @@ fn hide_unsupported(
 /// of all.
 fn has_features_to_hide(leaf: u32, subleaf: u32) -> bool {
     match leaf {
-        1 | 0x8000_0001 | 0x8000_0008 | 0x8000_0021 => true,
+        1 | 0x8000_0001 | 0x8000_0008 | 0x8000_0021 | 0x8000_0022 => true,
         7 => subleaf == 0,
         0xd => subleaf == 1,
         _ => false,
@@ -179,12 +184,7 @@ fn has_features_to_hide(leaf: u32, subleaf: u32) -> bool {
 /// [`hide_unsupported`] for `leaf` and `subleaf`, with the guest's CR4 and EFER checks: the
 /// features hidden from `answer`, if any were. (Apart: never for the bench's leaf 0.)
 #[inline(never)]
-fn hide_unsupported_features(
-    leaf: u32,
-    subleaf: u32,
-    answer: &mut [u32; 4],
-    guest: &Guest,
-) -> Option<String> {
+fn hide_for_guest(leaf: u32, subleaf: u32, answer: &mut [u32; 4], guest: &Guest) -> Option<String> {
     hide_unsupported(
         leaf,
         subleaf,
@@ -196,11 +196,12 @@ fn hide_unsupported_features(
 
 /// Does the CPUID the guest sees offer the feature in bit `bit` of register `register` (0
 /// EAX … 3 EDX) of leaf `leaf` (subleaf 0)? The real CPU's answer less what
-/// [`hide_unsupported_features`] hides: what `msr.rs` asks before it lets an MSR exist.
+/// [`hide_for_guest`] hides: what `msr.rs` goes by for the reason of an absent MSR's #GP and
+/// for APIC_BASE's EXTD.
 pub(super) fn guest_sees(guest: &Guest, leaf: u32, register: usize, bit: u32) -> bool {
     let mut answer = guest.machine.cpuid(leaf, 0);
     if has_features_to_hide(leaf, 0) {
-        hide_unsupported_features(leaf, 0, &mut answer, guest);
+        hide_for_guest(leaf, 0, &mut answer, guest);
     }
     answer[register] & 1 << bit != 0
 }
@@ -263,12 +264,19 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
             (eax, ebx, ecx, edx) = (0, 0, 0, 0);
             "the SVM leaf: zeros, SVM is hidden"
         }
+        // The supervisor state components XSAVES would save (the XSS bits, AMD APM vol. 3,
+        // CPUID Fn0000_000D_ECX_x1 and _EDX_x1): none, as XSAVES is hidden ([`FEATURES`]).
+        0xd if subleaf == 1 => {
+            (ecx, edx) = (0, 0);
+            "ECX and EDX zero: no supervisor state components, as XSAVES is hidden"
+        }
         _ => "the real CPU's answer, unchanged",
     };
-    // The features hidden for an enable bit the hypervisor refuses, named.
+    // The features hidden for an enable bit the hypervisor refuses, or for state it does not
+    // emulate, named.
     let mut answer = [eax, ebx, ecx, edx];
     let hidden = match has_features_to_hide(leaf, subleaf) {
-        true => hide_unsupported_features(leaf, subleaf, &mut answer, guest),
+        true => hide_for_guest(leaf, subleaf, &mut answer, guest),
         false => None,
     };
     let [eax, ebx, ecx, edx] = answer;
@@ -426,6 +434,7 @@ mod tests {
             0x8000_0001,
             0x8000_0008,
             0x8000_0021,
+            0x8000_0022,
         ] {
             for subleaf in 0..3 {
                 // A leaf without subleaves answers the same whatever ECX says.
@@ -474,7 +483,7 @@ mod tests {
     /// (a host's, as KVM passes it on), decided and applied.
     fn cpuid_of(leaf: u32, subleaf: u32, answer: [u32; 4]) -> (Test, Run) {
         let mut test = Test::long_mode();
-        test.machine.cpuid_answers.push((leaf, answer));
+        test.machine.cpuid_answers.push((leaf, subleaf, answer));
         test.code(&[0x0f, 0xa2]);
         test.set_gpr(0, leaf.into());
         test.set_gpr(1, subleaf.into());
@@ -530,7 +539,7 @@ mod tests {
     /// subleaf 1 (subleaf 0's EAX bit 3 is an XCR0 component, MPX's BNDREGS, and stays).
     #[test]
     fn a_feature_whose_state_is_not_emulated_is_never_seen() {
-        let mut hidden = 0;
+        let mut hidden = Vec::new();
         for feature in &FEATURES {
             let Needs::NotEmulated(what) = feature.needs else {
                 continue;
@@ -542,9 +551,32 @@ mod tests {
                 said.contains(&format!("hid {} ({what} not emulated)", feature.name)),
                 "{said}"
             );
-            hidden += 1;
+            hidden.push(feature.name);
         }
-        assert!(hidden >= 10, "the table has them");
+        assert_eq!(
+            hidden,
+            [
+                "x2APIC",
+                "TSC-deadline",
+                "TSC_ADJUST",
+                "RDPID",
+                "IBRS_IBPB",
+                "STIBP",
+                "L1D_FLUSH",
+                "ARCH_CAPABILITIES",
+                "SSBD",
+                "XSAVES",
+                "RDTSCP",
+                "OSVW",
+                "PerfCtrExtCore",
+                "IBPB",
+                "IBRS",
+                "STIBP",
+                "SSBD",
+                "VIRT_SSBD",
+                "PerfMonV2",
+            ]
+        );
         // A host's leaf 8000_0001 (under KVM): RDTSCP goes, LM and NX stay.
         let (test, _) = cpuid_of(0x8000_0001, 0, [0, 0, 0, 1 << 27 | 1 << 29 | 1 << 20]);
         assert_eq!(answer(&test), [0, 0, 0, 1 << 29 | 1 << 20]);
@@ -552,6 +584,10 @@ mod tests {
         let (test, run) = cpuid_of(0xd, 0, [1 << 3 | 7, 0x340, 0x340, 0]);
         assert_eq!(answer(&test)[0], 1 << 3 | 7);
         assert!(!run.emulate().what.contains("hid"));
+        // Subleaf 1: XSAVES (EAX bit 3) goes, XSAVEOPT (bit 0) stays, and the XSS components
+        // XSAVES would save (ECX, EDX) are none.
+        let (test, _) = cpuid_of(0xd, 1, [1 << 3 | 1, 0x340, 1 << 11 | 1 << 12, 0]);
+        assert_eq!(answer(&test), [1, 0x340, 0, 0]);
     }
 
     /// The same for EFER: a feature is seen exactly when the guest may set its EFER bit, and

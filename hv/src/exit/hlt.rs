@@ -79,7 +79,12 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .timer
         .as_ref()
         .and_then(|timer| guest.timer_held_back(timer));
-    let timer_wakes = interrupts.timer.is_some() && held_back.is_none();
+    // (Or the PIT's timer an APIC one-shot stands in for, which takes over after its tick,
+    // `VirtualInterrupts::after_once`.)
+    let after_wakes = interrupts
+        .after_once
+        .is_some_and(|after| guest.timer_held_back(&after).is_none());
+    let timer_wakes = (interrupts.timer.is_some() && held_back.is_none()) || after_wakes;
     let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
     if let (false, Some(why)) = (can_be_woken, held_back) {
         return decide!(
@@ -408,6 +413,46 @@ mod tests {
         test.domain.devices.pic.write(0x21, 0xfe);
         let decision = test.decide(test.exit(ExitReason::Hlt));
         assert!(decision.effects.contains(&Effect::HaltUntilInterrupt));
+    }
+
+    #[test]
+    fn hlt_behind_an_apic_one_shot_held_back_waits_for_the_pit_after_it() {
+        // The APIC's one-shot (vector 0x30) is held back by the task priority, but the PIT's
+        // timer it stands in for takes over after its tick, and IRQ 0 is open: the HLT waits
+        // through the one-shot for the PIT's edge, which wakes it.
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.gate(0x20, 0x20_0000);
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            test.domain.devices.pic.write(port, value);
+        }
+        test.domain.devices.pic.write(0x21, 0xfe);
+        test.domain.devices.lapic.tpr = 0x40;
+        let now = test.machine.now.get();
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x30,
+            period_tsc: crate::domain::interrupts::ONCE,
+            due_tsc: now + 5_000,
+            target: TimerTarget::LocalApic,
+        });
+        test.domain.vcpu.interrupts.after_once = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: now + 8_000,
+            target: TimerTarget::Irq0,
+        });
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            run.decision.effects.contains(&Effect::HaltUntilInterrupt),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(run.injected().vector, 0x20, "the PIT's edge woke it");
+        assert!(
+            test.domain.devices.lapic.requested.contains(0x30),
+            "held back"
+        );
     }
 
     #[test]

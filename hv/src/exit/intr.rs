@@ -4,21 +4,27 @@
 //! IDT (`timer::take_pending`), count the tick, and resume the guest exactly where it was.
 //! The guest never sees it. What the exit gives the hypervisor is control: a chance to
 //! answer the host (pause, step) even while a guest spins, and to notice that the guest's
-//! own virtual timer is due (`domain/interrupts.rs`), as Xen's timer softirq does.
+//! own virtual timer is due (`domain/interrupts.rs`), as Xen's timer softirq does. (The
+//! usual way an APIC one-shot fires: its tick hands the guest's timer back to the PIT's, if
+//! the one-shot stood in for it, `VirtualInterrupts::after_once`.)
 
 use super::Exit;
 use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
-use crate::domain::interrupts::TimerPoll;
+use crate::domain::interrupts::{PIT_AGAIN, TimerPoll};
 use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
     let (poll, after) = guest.vcpu.interrupts.poll(exit.tsc);
     if let TimerPoll::ToLocalApic(vector) = poll {
+        let handed_over = match guest.vcpu.interrupts.hands_over(&after) {
+            true => PIT_AGAIN,
+            false => "",
+        };
         return decide!(
             Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's timer is due (the local APIC's, or the PIT's through the IO-APIC): interrupt {vector:#x} is requested in its local APIC, which delivers it when its priority allows"
+            "the hypervisor's timer interrupted the guest, and the guest's timer is due (the local APIC's, or the PIT's through the IO-APIC): interrupt {vector:#x} is requested in its local APIC, which delivers it when its priority allows{handed_over}"
         )
         .with(Effect::AcknowledgeHostTimer)
         .with(Effect::Timer(after.timer))
@@ -94,6 +100,36 @@ mod tests {
             target: TimerTarget::Pending,
         });
         test
+    }
+
+    #[test]
+    fn an_apic_one_shot_s_tick_hands_the_timer_back_to_the_pit_s() {
+        // The APIC's one-shot stood in for PIT channel 0's timer (`apply::platform_timer`):
+        // its tick, noticed at the hypervisor's timer interrupt, is requested in the APIC,
+        // and the PIT's timer is the guest's again.
+        let mut test = Test::long_mode();
+        let pit = VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: 905_000,
+            target: TimerTarget::Irq0,
+        };
+        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            vector: 0x30,
+            period_tsc: crate::domain::interrupts::ONCE,
+            due_tsc: 900_000,
+            target: TimerTarget::LocalApic,
+        });
+        test.domain.vcpu.interrupts.after_once = Some(pit);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert!(
+            run.decision.why.ends_with(PIT_AGAIN),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(test.domain.vcpu.interrupts.timer, Some(pit));
+        assert_eq!(test.domain.vcpu.interrupts.after_once, None);
+        assert!(test.domain.devices.lapic.requested.contains(0x30));
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! | DEBUGCTL (0x1d9) | kept: 0 after reset, then what the guest wrote (every AMD64 CPU has it, AMD APM vol. 2, "Debug-Control MSR"); its LBR and BTF change nothing here (no branch records, no stepping by branch), as under QEMU's TCG, which reads it as 0, and the decision says so |
 //! | APIC_BASE (0x1b) | reads 0xfee00900 (the BSP, enabled, at 0xfee00000); writes are ignored, once checked for reserved bits as above, and a write of another value says in its decision that it was ignored (a CPU would move or disable its APIC) |
 //! | MISC_ENABLE (0x1a0) | #GP(0): Intel's, an AMD CPU has none |
-//! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), PRED_CMD (0x49), TSC_AUX (0xc000_0103) | #GP(0): the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; the same or 8000_0008 EBX[12]; 8000_0001 EDX[27] RDTSCP). `qemu64` offers none, and `cpuid.rs` hides those a host CPU under KVM offers, with the other features whose MSRs the hypervisor does not emulate |
+//! | TSC_ADJUST (0x3b), SPEC_CTRL (0x48), PRED_CMD (0x49), TSC_AUX (0xc000_0103) | #GP(0): the guest's CPUID does not offer them (leaf 7 EBX[1]; leaf 7 EDX[26] or 8000_0008 EBX[14]; the same or 8000_0008 EBX[12]; 8000_0001 EDX[27] RDTSCP or 7 ECX[22] RDPID). `qemu64` offers none, and `cpuid.rs` hides those a host CPU under KVM offers, with the other features whose MSRs the hypervisor does not emulate |
 //! | any other | #GP(0), as a CPU does for an MSR it does not implement |
 //!
 //! SYSENTER_ESP and SYSENTER_EIP are no such case: an AMD CPU implements SYSENTER only
@@ -421,7 +421,8 @@ fn why_absent(guest: &Guest, msr: u32) -> String {
             offered(7, 3, 26) || offered(0x8000_0008, 1, 14),
         ),
         msr::PRED_CMD => ("PRED_CMD", offered(7, 3, 26) || offered(0x8000_0008, 1, 12)),
-        msr::TSC_AUX => ("TSC_AUX", offered(0x8000_0001, 3, 27)),
+        // RDTSCP and RDPID both read it (Linux writes it when either is offered).
+        msr::TSC_AUX => ("TSC_AUX", offered(0x8000_0001, 3, 27) || offered(7, 2, 22)),
         _ => return String::new(),
     };
     match offered {
@@ -894,10 +895,10 @@ mod tests {
     fn msrs_of_features_a_host_cpu_has_but_the_guest_cpuid_hides_are_a_gp() {
         let host = |test: &mut Test| {
             let answers = &mut test.machine.cpuid_answers;
-            answers.push((1, [0x663, 0x800, 1 << 21 | 1 << 24, 0x078b_fbff]));
-            answers.push((7, [0, 1 << 1, 0, 1 << 26]));
-            answers.push((0x8000_0001, [0, 0, 0, 1 << 27 | 1 << 29]));
-            answers.push((0x8000_0008, [0x3028, 1 << 12 | 1 << 14, 0, 0]));
+            answers.push((1, 0, [0x663, 0x800, 1 << 21 | 1 << 24, 0x078b_fbff]));
+            answers.push((7, 0, [0, 1 << 1, 0, 1 << 26]));
+            answers.push((0x8000_0001, 0, [0, 0, 0, 1 << 27 | 1 << 29]));
+            answers.push((0x8000_0008, 0, [0x3028, 1 << 12 | 1 << 14, 0, 0]));
         };
         for msr in [msr::TSC_AUX, msr::TSC_ADJUST, msr::SPEC_CTRL, msr::PRED_CMD] {
             let mut test = Test::long_mode();

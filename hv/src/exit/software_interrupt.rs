@@ -4,7 +4,8 @@
 //! it exits as SWINT, like every INT n form (see ../shared/DESIGN.md). TCG reports no vector
 //! in EXITINFO1 (real CPUs with decode assists do), so we decode the instruction. A software
 //! interrupt pushes the address of the *next* instruction, so we move RIP past it. Then:
-//! a domain with a trap-table entry for the vector gets it bounced (`delivery.rs`);
+//! a domain with a trap-table entry for the vector gets it bounced (`delivery.rs`), in its
+//! kernel (`Domain::bounces_events`: not a non-PV kernel's user program's);
 //! otherwise it is reflected as a software interrupt event (EVENTINJ type 4), which keeps
 //! the gate's DPL check (AMD APM vol. 2, 15.20, 8.9.3).
 

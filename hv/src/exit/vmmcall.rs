@@ -86,13 +86,14 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                 reason: "exit hypercall".into(),
             })
         }
-        // A bounce frame is long mode's (8-byte slots, SS and RSP always pushed): a 32-bit
-        // kernel would read it wrong. Xen gives a 32-bit PV guest another frame
+        // A bounce frame is 64-bit mode's (8-byte slots, SS and RSP always pushed), and the
+        // handler runs with the interrupted CS: a 32-bit kernel would read the frame wrong
+        // and run a 64-bit handler as 32-bit code. Xen gives a 32-bit PV guest another frame
         // (`compat_create_bounce_frame`); traplab's trap tables are for 64-bit kernels.
-        hypercall::SET_TRAP_TABLE if first != 0 && !guest.vcpu.long_mode() => {
+        hypercall::SET_TRAP_TABLE if first != 0 && guest.vcpu.vmcb.code_bits() != 64 => {
             let decision = decide!(
                 Action::Emulate,
-                "hypercall set_trap_table({first:#x}): the domain is not in long mode, and a bounce frame is long mode's: EINVAL"
+                "hypercall set_trap_table({first:#x}): the domain is not in 64-bit mode, and a bounce frame and its handler are 64-bit mode's: EINVAL"
             );
             finish(decision, next, number, error::EINVAL)
         }
@@ -1095,7 +1096,7 @@ mod tests {
     }
 
     #[test]
-    fn set_trap_table_refuses_outside_long_mode() {
+    fn set_trap_table_refuses_outside_64_bit_mode() {
         // A bounce frame is long mode's; clearing the table (0) is always allowed.
         let mut test = Test::protected_mode();
         test.code(&[0x0f, 0x01, 0xd9]); // vmmcall
@@ -1104,7 +1105,7 @@ mod tests {
         let run = call(&mut test);
         assert_returned(&test, error::EINVAL);
         assert!(
-            run.decision.why.contains("not in long mode"),
+            run.decision.why.contains("not in 64-bit mode"),
             "{}",
             run.decision.why
         );

@@ -21,13 +21,13 @@ use traplab_abi::hypercall::{self, error};
 
 pub fn handle(guest: &Guest, next: u64, command: u64, arg: u64) -> Decision {
     // Xen's `do_grant_table_op(unsigned int cmd, …)`: bits 63:32 of the register are no part
-    // of the command, and its bits 31:7 carry a continuation's progress (GNTTABOP_CMD_MASK),
-    // which only GNTTABOP_cache_flush takes: with any other command they are EINVAL.
+    // of the command, and its bits 31:12 carry a continuation's progress
+    // (`cmd::CONTINUATION_SHIFT`), which none of these commands takes: EINVAL.
     let command = command as u32 as u64;
-    if command >> 7 != 0 {
+    if command >> cmd::CONTINUATION_SHIFT != 0 {
         let decision = decide!(
             Action::Emulate,
-            "grant_table_op({command:#x}): bits 31:7 of a command carry a continuation's progress, which none of these commands takes: as Xen, EINVAL"
+            "grant_table_op({command:#x}): bits 31:12 of a command carry a continuation's progress, which none of these commands takes: as Xen, EINVAL"
         );
         return finish(decision, next, hypercall::GRANT_TABLE_OP, error::EINVAL);
     }
@@ -1214,13 +1214,17 @@ mod tests {
 
     #[test]
     fn a_command_with_a_continuation_s_bits_is_einval() {
-        let mut test = op(1 << 7 | cmd::END_ACCESS, &[]);
+        let mut test = op(1 << 12 | cmd::END_ACCESS, &[]);
         let run = test.call();
         assert_eq!(test.gpr(0) as i64, error::EINVAL);
         assert!(
-            run.decision.why.contains("continuation"),
+            run.decision.why.contains("bits 31:12"),
             "{}",
             run.decision.why
         );
+        // Bits 11:0 are the command: 0x80 and up are commands there are none of.
+        let mut test = op(0x80 | cmd::END_ACCESS, &[]);
+        test.call();
+        assert_eq!(test.gpr(0) as i64, error::ENOSYS);
     }
 }
