@@ -715,6 +715,7 @@ fn unwritable(fault: &AccessFault) -> String {
         AccessFault::PageFault { address, .. } => format!("{address:#x} is not mapped"),
         AccessFault::NonCanonical => "the address is not canonical".into(),
         AccessFault::Segment(why) => (*why).into(),
+        AccessFault::Misaligned => "the access is not aligned to its size".into(),
         AccessFault::Memory(error) => format!("{error:?}"),
     }
 }
@@ -800,6 +801,17 @@ pub fn access_fault(
                 at,
             )
         }
+        AccessFault::Misaligned => exception(
+            guest,
+            first,
+            17,
+            0,
+            true,
+            format_args!(
+                "{access}: not aligned to its size, at CPL 3 with CR0.AM and RFLAGS.AC set, so the CPU raises #AC(0)"
+            ),
+            at,
+        ),
         AccessFault::Memory(_) => return None,
     })
 }

@@ -82,6 +82,23 @@ pub enum Access {
     },
 }
 
+impl Access {
+    /// Does the access write memory? A read-modify-write does; a compare or a test only
+    /// reads.
+    pub fn writes_memory(&self) -> bool {
+        match self {
+            Access::Read { .. } => false,
+            Access::Arithmetic {
+                operation, into, ..
+            } => operation.writes_result() && into.is_none(),
+            Access::Write { .. }
+            | Access::Exchange { .. }
+            | Access::CompareExchange { .. }
+            | Access::ExchangeAdd { .. } => true,
+        }
+    }
+}
+
 /// A general register that receives a value: RAX … R15 by number (our `Vcpu::gpr`
 /// numbering), written at `width` bytes; with `high_byte`, AH, CH, DH or BH (bits 15:8 of
 /// registers 0–3).

@@ -40,6 +40,10 @@ pub enum AccessFault {
     /// The page tables refuse it: #PF with this error code, CR2 = `address` (the first
     /// byte of the access on the page that failed; APM vol. 2, 8.4.2).
     PageFault { address: u64, error_code: u32 },
+    /// A data access not aligned to its size while the CPU checks alignment (CPL 3, CR0.AM
+    /// and RFLAGS.AC: `Vcpu::alignment_checks`): #AC(0) (AMD APM vol. 2, 8.2.17). It comes
+    /// after the page checks (Intel SDM vol. 3A, table 6-2: #PF before #AC).
+    Misaligned,
     /// The walk or the access leads outside the guest's RAM: no fault the guest could
     /// handle. A CPU would exit with a nested page fault there, which ends the domain
     /// (`exit/npf/mod.rs`); the hypervisor, doing the access itself, ends it the same way.

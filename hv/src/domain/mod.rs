@@ -139,20 +139,34 @@ impl Domain {
     /// answers: above the domain's RAM, on no device, outside the grant-mapping area? Then
     /// the guest-physical address of its first byte. An access across a page boundary there
     /// reads all ones and writes nowhere, whichever page each byte is on, so it can be done
-    /// as one, as a CPU does it.
-    pub fn on_the_empty_bus(&self, address: u64, length: usize, write: bool) -> Option<u64> {
+    /// as one, as a CPU does it. A page the CPU cannot reach at all (not mapped, not writable
+    /// for a write, not canonical) is the fault it raises, whatever the other page is: the CPU
+    /// translates every page of an access before it makes it.
+    pub fn on_the_empty_bus(
+        &self,
+        address: u64,
+        length: usize,
+        write: bool,
+    ) -> Result<Option<u64>, AccessFault> {
         let mut first = None;
+        let mut empty = true;
         for (piece, _, piece_length) in memory::page_pieces(address, length) {
-            let gpa = match self.cpu_pieces(piece, piece_length, write) {
-                Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa })) => gpa,
-                _ => return None,
-            };
-            if self.devices.claims(gpa) || traplab_abi::grant_table::map_area().contains(&gpa) {
-                return None;
+            match self.cpu_pieces(piece, piece_length, write) {
+                Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
+                    if !self.devices.claims(gpa)
+                        && !traplab_abi::grant_table::map_area().contains(&gpa) =>
+                {
+                    first = first.or(Some(gpa));
+                }
+                Err(
+                    fault @ (AccessFault::PageFault { .. }
+                    | AccessFault::NonCanonical
+                    | AccessFault::Segment(_)),
+                ) => return Err(fault),
+                _ => empty = false,
             }
-            first = first.or(Some(gpa));
         }
-        first
+        Ok(first.filter(|_| empty))
     }
 
     /// Read guest-virtual memory as the guest's CPU would read it now (`cpu_pieces`: mapped,

@@ -397,6 +397,15 @@ impl Vcpu {
         PageTables::of(save.cr0, save.cr3, save.cr4, save.efer)
     }
 
+    /// Does the CPU check the alignment of data accesses now: at CPL 3 with CR0.AM and
+    /// RFLAGS.AC set (AMD APM vol. 2, 8.2.17)? Then a misaligned one raises #AC(0).
+    pub fn alignment_checks(&self) -> bool {
+        let save = &self.vmcb.save;
+        save.cpl == 3
+            && Cr0Flags::from_bits_truncate(save.cr0).contains(Cr0Flags::ALIGNMENT_MASK)
+            && RFlags::from_bits_truncate(save.rflags).contains(RFlags::ALIGNMENT_CHECK)
+    }
+
     /// Is the guest in long mode (EFER.LMA)?
     pub fn long_mode(&self) -> bool {
         EferFlags::from_bits_truncate(self.vmcb.save.efer).contains(EferFlags::LONG_MODE_ACTIVE)

@@ -41,6 +41,14 @@ use traplab_abi::x86::{Cr0Flags, RFlags};
 /// reaching a device: QEMU's isa-debug-exit, or ACPI's soft off. Here the machine is the
 /// domain, which ends. Whichever way the OUT came: an IOIO exit, or a PV kernel's OUT that
 /// the hypervisor emulates after its #GP (`privileged.rs`, whose `context` goes first).
+/// May an OUT of `size` bytes at `port` end the machine ([`ends_the_machine`]), for some
+/// value? (A string OUT to such a port goes one element an exit, each looked at.)
+fn may_end_the_machine(port: u16, size: u8) -> bool {
+    port == debug_exit::PORT
+        || port == acpi::RESET_PORT
+        || acpi_pm::sleep_request(port, size, u32::MAX).is_some()
+}
+
 pub fn ends_the_machine(port: u16, size: u8, value: u32, context: &str) -> Option<Decision> {
     if port == debug_exit::PORT {
         let status = debug_exit::status(value, size);
@@ -148,8 +156,22 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
             && delivery::hits_data_breakpoint(guest, &[span(ELEMENTS_PER_EXIT)]);
         let breakpoint =
             info.rep && (delivery::hits_io_breakpoint(guest, info.port, info.size) || watched);
-        let limit = if breakpoint { 1 } else { ELEMENTS_PER_EXIT };
+        // OUTS to a port that may end the machine: one element an exit, each looked at as
+        // an OUT of its value would be (the device sees the same write either way).
+        let ending = !info.input && may_end_the_machine(info.port, info.size);
+        let limit = if breakpoint || ending {
+            1
+        } else {
+            ELEMENTS_PER_EXIT
+        };
         let string = string_io(guest, info, segment, address_bits, limit);
+        if ending
+            && string.fault.is_none()
+            && let Some(value) = first_value_out(guest, info, segment, address_bits)
+            && let Some(end) = ends_the_machine(info.port, info.size, value, "OUTS: ")
+        {
+            return end;
+        }
         let Some(fault) = string.fault else {
             // RIP moves on once the last element is done; until then the instruction runs
             // again, and exits again, for the next elements.
@@ -503,27 +525,56 @@ impl Steps {
 /// would have sent it when it is not RAM, on the device bus (unless it straddles two pages
 /// where something answers on one side, which this model does not split, or lies in the
 /// grant-mapping area, whose pages the hypervisor does not reach through the guest's
-/// memory: those end the domain). Else the fault the CPU raises there. (INS and OUTS here;
-/// MOVS, STOS and LODS in `npf/string.rs`.)
+/// memory: those end the domain). Else the fault the CPU raises there: a page's, then
+/// #AC for an element not aligned to its size while the CPU checks alignment (the
+/// hypervisor makes the access in its place, so it checks what the CPU would have). (INS and
+/// OUTS here; MOVS, STOS and LODS in `npf/string.rs`.)
 pub(super) fn string_element(
     guest: &Guest,
     address: u64,
     size: usize,
     write: bool,
 ) -> Result<StringElement, AccessFault> {
-    match guest.cpu_pieces(address, size, write) {
-        Ok(_) => Ok(StringElement::Ram(address)),
+    let element = match guest.cpu_pieces(address, size, write) {
+        Ok(_) => StringElement::Ram(address),
         Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
             if address % PAGE_SIZE + size as u64 <= PAGE_SIZE && !map_area().contains(&gpa) =>
         {
-            Ok(StringElement::Device { address, gpa })
+            StringElement::Device { address, gpa }
         }
-        // Across a page boundary, where nothing answers on either side: as one access.
-        Err(error) => match guest.on_the_empty_bus(address, size, write) {
-            Some(gpa) => Ok(StringElement::Device { address, gpa }),
-            None => Err(error),
-        },
+        // Across a page boundary, the first page not RAM: as one access where nothing
+        // answers on either side, the CPU's fault where the other page does not translate.
+        Err(error @ AccessFault::Memory(MemoryError::NotGuestMemory { .. })) => {
+            match guest.on_the_empty_bus(address, size, write)? {
+                Some(gpa) => StringElement::Device { address, gpa },
+                None => return Err(error),
+            }
+        }
+        Err(error) => return Err(error),
+    };
+    if guest.vcpu.alignment_checks() && !address.is_multiple_of(size as u64) {
+        return Err(AccessFault::Misaligned);
     }
+    Ok(element)
+}
+
+/// The value of the element an OUTS sends first, when it is in RAM (a device's element is
+/// read only when the OUTS is applied, which ends nothing: `apply.rs`).
+fn first_value_out(guest: &Guest, info: IoioInfo, segment: u8, address_bits: u8) -> Option<u32> {
+    let steps = Steps::new(guest, address_bits, info.size, info.rep, 1);
+    if steps.count == 0 {
+        return None;
+    }
+    let address = steps.linear(guest, segment, guest.gpr(6));
+    let mut bytes = [0u8; 4];
+    let bytes = &mut bytes[..info.size as usize];
+    guest.cpu_read(address, bytes).ok()?;
+    Some(
+        bytes
+            .iter()
+            .rev()
+            .fold(0, |value, &byte| value << 8 | byte as u32),
+    )
 }
 
 /// INS/OUTS stopped at an element the guest's CPU cannot reach: the exception the CPU
@@ -651,6 +702,91 @@ mod tests {
             out_to(&mut test, port, value);
         }
         assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
+    }
+
+    #[test]
+    fn an_outs_to_isa_debug_exit_ends_the_domain_as_an_out_does() {
+        // `outsb` of 42 to port 0xf4: the device sees the same write as an OUT's.
+        let mut test = Test::long_mode();
+        test.write(DATA, &[42]);
+        test.set_gpr(6, DATA);
+        test.set_gpr(2, 0xf4);
+        let run = io(&mut test, &[0x6e], string(0xf4, false, false));
+        assert_eq!(
+            testing::exited(&run.decision),
+            (42, "wrote 42 to isa-debug-exit (port 0xf4)"),
+            "{}",
+            run.decision.why
+        );
+        // REP: one element an exit, each looked at; the first here ends nothing (ACPI PM1
+        // control without SLP_EN), the second switches the machine off (SLP_EN with the
+        // DSDT's S5 type, 0).
+        let mut test = Test::long_mode();
+        test.write(DATA, &[0x01, 0x00, 0x00, 0x20]);
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 2);
+        test.set_gpr(2, 0x604);
+        let info = IoioInfo {
+            size: 2,
+            ..string(0x604, false, true)
+        };
+        let run = io(&mut test, &[0x66, 0xf3, 0x6f], info);
+        assert_eq!(run.decision.action, Action::Emulate, "{}", run.decision.why);
+        assert!(run.decision.end.is_none());
+        assert_eq!((test.gpr(1), test.gpr(6)), (1, DATA + 2));
+        let run = io(&mut test, &[0x66, 0xf3, 0x6f], info);
+        assert!(
+            run.decision.why.contains("ACPI PM1 control"),
+            "{}",
+            run.decision.why
+        );
+        assert!(run.decision.end.is_some());
+    }
+
+    #[test]
+    fn an_ins_element_from_the_empty_bus_into_an_unmapped_page_is_a_page_fault() {
+        // The element's first byte is at 0xffffffff (no device there), its second on the
+        // next page, which no page table maps: the CPU translates both before the access,
+        // and raises #PF for the second.
+        let mut test = Test::long_mode();
+        test.map_devices();
+        test.gate(14, 0x21_0000);
+        test.set_gpr(7, 0xffff_ffff);
+        let info = IoioInfo {
+            size: 2,
+            ..string(0x80, true, false)
+        };
+        let run = io(&mut test, &[0x66, 0x6d], info);
+        assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+        assert_eq!(run.injected().vector, 14);
+        assert_eq!(test.domain.vcpu.vmcb.save.cr2, 0x1_0000_0000);
+    }
+
+    #[test]
+    fn a_misaligned_ins_element_at_cpl_3_with_alignment_checks_on_is_an_alignment_check() {
+        // CPL 3, CR0.AM and RFLAGS.AC: a word at an odd address is #AC(0), which the CPU
+        // would raise at the access the hypervisor makes in its place. Aligned, it moves.
+        for (at, vector) in [(DATA + 1, Some(17)), (DATA + 2, None)] {
+            let mut test = Test::long_mode();
+            test.gate(17, 0x20_1000);
+            let save = &mut test.domain.vcpu.vmcb.save;
+            save.cpl = 3;
+            save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
+            save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+            test.set_gpr(7, at);
+            test.set_gpr(2, 0x3f8);
+            let info = IoioInfo {
+                size: 2,
+                ..string(0x3f8, true, false)
+            };
+            let run = io(&mut test, &[0x66, 0x6d], info);
+            let injected = run
+                .decision
+                .delivery
+                .is_some()
+                .then(|| run.injected().vector);
+            assert_eq!(injected, vector, "{at:#x}: {}", run.decision.why);
+        }
     }
 
     #[test]

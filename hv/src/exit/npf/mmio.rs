@@ -8,13 +8,15 @@
 //! Xen's ioreq server does for an MMIO exit.
 
 use super::super::{Exit, undecodable};
-use crate::decide;
 use crate::decision::{Decision, Effect, MmioAccess};
 use crate::delivery::{self, DataAccess, Progress};
 use crate::domain::Guest;
+use crate::domain::memory::AccessFault;
 use crate::emulate::{self, Access};
 use crate::instruction;
+use crate::{decide, here};
 use alloc::format;
+use alloc::vec::Vec;
 use traplab_abi::event::Action;
 use traplab_abi::x86::GPR_NAMES;
 
@@ -26,31 +28,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     if let Some(decision) = super::string::handle(guest, &instruction, gpa, device) {
         return decision;
     }
-    // An operand that straddles a page boundary: the CPU does the bytes on each page where
-    // that page is (the exit names only the page that faulted). The hypervisor does not
-    // split an access between a device and what lies beside it; on the empty bus on both
-    // sides every byte reads as all ones and a write goes nowhere, so the access is done as
-    // one (`Domain::on_the_empty_bus`; the other page's walk checked for a read). (A bit
-    // test numbered by a register accesses another operand than the one it names:
-    // `emulate::bit_access`.)
     let width = instruction.memory_size().size() as u64;
-    let bit_test_by_register = emulate::bit_test_by_register(&instruction);
-    if let Some(linear) = instruction::memory_address(&instruction, guest)
-        && !bit_test_by_register
-        && (linear & 0xfff) + width > 0x1000
-        && guest
-            .on_the_empty_bus(linear, width as usize, false)
-            .is_none()
-    {
-        return decide!(
-            Action::Kill,
-            "a {width}-byte access at {linear:#x} crosses a page boundary, and one of its pages is guest-physical {gpa:#x} ({device}): the CPU would do the bytes on each page where that page is; the hypervisor does not split an access between a device and what lies beside it"
-        )
-        .killing(format!(
-            "an MMIO access across a page boundary at {:#x}",
-            guest.vcpu.vmcb.save.rip
-        ));
-    }
     let access =
         emulate::memory_access(guest, &instruction, gpa).filter(|_| emulate::plain(&instruction));
     let Some((gpa, access)) = access else {
@@ -70,6 +48,63 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
             guest.vcpu.vmcb.save.rip
         ));
     };
+    // An operand that straddles a page boundary: the CPU does the bytes on each page where
+    // that page is (the exit names only the page that faulted). The hypervisor does not
+    // split an access between a device and what lies beside it; on the empty bus on both
+    // sides every byte reads as all ones and a write goes nowhere, so the access is done as
+    // one (`Domain::on_the_empty_bus`). The other page's walk is checked for the access's
+    // direction, and where it fails the guest gets the CPU's fault there (a CPU translates
+    // every page of an access before it makes it). (A bit test numbered by a register
+    // accesses another operand than the one it names: `emulate::bit_access`.)
+    if let Some(linear) = instruction::memory_address(&instruction, guest)
+        && !emulate::bit_test_by_register(&instruction)
+        && (linear & 0xfff) + width > 0x1000
+    {
+        match guest.on_the_empty_bus(linear, width as usize, access.writes_memory()) {
+            Ok(Some(_)) => {}
+            Err(fault) => {
+                let fault = delivery::access_fault(
+                    guest,
+                    Vec::new(),
+                    &fault,
+                    instruction.memory_segment() == iced_x86::Register::SS,
+                    format_args!("a {width}-byte access at {linear:#x} across a page boundary"),
+                    here!(),
+                );
+                if let Some(fault) = fault {
+                    return fault;
+                }
+            }
+            Ok(None) => {
+                return decide!(
+                    Action::Kill,
+                    "a {width}-byte access at {linear:#x} crosses a page boundary, and one of its pages is guest-physical {gpa:#x} ({device}): the CPU would do the bytes on each page where that page is; the hypervisor does not split an access between a device and what lies beside it"
+                )
+                .killing(format!(
+                    "an MMIO access across a page boundary at {:#x}",
+                    guest.vcpu.vmcb.save.rip
+                ));
+            }
+        }
+    }
+    // Aligned as the CPU checks it (CPL 3, CR0.AM, RFLAGS.AC): the check is on the linear
+    // address, before any access, so the device sees nothing.
+    if guest.vcpu.alignment_checks()
+        && let Some(linear) = emulate::accessed_linear(guest, &instruction)
+        && !linear.is_multiple_of(width.max(1))
+    {
+        let fault = delivery::access_fault(
+            guest,
+            Vec::new(),
+            &AccessFault::Misaligned,
+            false,
+            format_args!("a {width}-byte access at {linear:#x}"),
+            here!(),
+        );
+        if let Some(fault) = fault {
+            return fault;
+        }
+    }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     // A register's name for the reason: `ah` or `ecx` as the instruction wrote it would be
     // longer to find than the register it is part of.
@@ -145,16 +180,7 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     };
     // A data breakpoint on the operand: the CPU never made this access, the hypervisor did
     // (`delivery::with_breakpoints`). A read-modify-write is a write to it.
-    let writes = match access {
-        Access::Read { .. } => false,
-        Access::Arithmetic {
-            operation, into, ..
-        } => operation.writes_result() && into.is_none(),
-        Access::Write { .. }
-        | Access::Exchange { .. }
-        | Access::CompareExchange { .. }
-        | Access::ExchangeAdd { .. } => true,
-    };
+    let writes = access.writes_memory();
     let memory = emulate::accessed_linear(guest, &instruction).map(|linear| DataAccess {
         linear,
         size: width,
@@ -261,12 +287,63 @@ mod tests {
     }
 
     #[test]
+    fn a_write_across_into_a_page_it_may_not_write_is_the_cpu_s_page_fault() {
+        // `mov [rbx], rax` 4 bytes below 0xfe800000, on the empty bus on both sides; the
+        // second page is mapped read-only (CR0.WP set), or not at all: the CPU translates
+        // both pages for the write, and raises #PF for the second, writing nothing.
+        use crate::testing::PDPT;
+        use traplab_abi::x86::pte;
+        let read_only = pte::PRESENT | pte::HUGE;
+        for (second, error_code) in [(read_only, 0b011), (0, 0b010)] {
+            let mut test = Test::long_mode();
+            let pd = 0x80_0000u64;
+            test.write_u64(PDPT + 3 * 8, pd | pte::PRESENT | pte::WRITABLE);
+            let entry = |gpa: u64| pd + ((gpa - 0xc000_0000) >> 21) * 8;
+            test.write_u64(entry(0xfe60_0000), 0xfe60_0000 | read_only | pte::WRITABLE);
+            test.write_u64(
+                entry(0xfe80_0000),
+                0xfe80_0000 * (second != 0) as u64 | second,
+            );
+            test.gate(14, 0x20_c000);
+            test.set_gpr(3, 0xfe7f_fffc);
+            let run = test.mmio(&[0x48, 0x89, 0x03], 0xfe7f_fffc);
+            assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+            assert_eq!(run.injected().vector, 14);
+            assert_eq!(run.injected().error_code, Some(error_code));
+            assert_eq!(test.domain.vcpu.vmcb.save.cr2, 0xfe80_0000);
+            assert_eq!(test.rip(), ENTRY, "a fault: RIP stays");
+        }
+    }
+
+    #[test]
+    fn a_misaligned_device_access_at_cpl_3_with_alignment_checks_on_is_an_alignment_check() {
+        // The check is on the linear address, before the access: the device sees nothing.
+        let mut test = Test::long_mode();
+        test.gate(17, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cpl = 3;
+        save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
+        save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+        test.set_gpr(0, BASE + 2);
+        let run = test.mmio(&[0x8b, 0x08], BASE + 2); // mov ecx, [rax]
+        assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+        assert_eq!(run.injected().vector, 17);
+        assert!(
+            run.decision
+                .effects
+                .iter()
+                .all(|effect| !matches!(effect, Effect::Mmio(_)))
+        );
+    }
+
+    #[test]
     fn an_access_across_the_device_s_first_page_boundary_ends_the_domain() {
         // `mov ecx, [rax]` with RAX 2 bytes below the window: 2 bytes of empty bus, then 2
         // of the ID register. Whichever page the exit names, the 4-byte access is refused,
         // not done wholly on one side.
         for gpa in [BASE - 0x1000, BASE] {
             let mut test = Test::long_mode();
+            test.map_devices();
             test.set_gpr(0, BASE - 2);
             let run = test.mmio(&[0x8b, 0x08], gpa);
             assert_eq!(run.decision.action, Action::Kill, "{}", run.decision.why);
