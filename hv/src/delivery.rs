@@ -740,7 +740,8 @@ pub fn page_fault(
 
 /// The exception a CPU raises where an access it makes for an instruction cannot be made
 /// (`fault`, by [`Domain::cpu_pieces`](crate::domain::Domain::cpu_pieces)), after the effects `first`: #PF with its error code
-/// and CR2, or for an address that is not canonical #GP(0), #SS(0) through SS (`stack`).
+/// and CR2, or for an address that is not canonical #GP(0), #SS(0) through SS (`stack`),
+/// or #AC(0) for a misaligned one while the CPU checks alignment.
 /// The hypervisor made the access for the guest (string I/O, LMSW's operand), so the CPU
 /// raised nothing itself: the event is synthetic. `access` says what the access was, and
 /// begins the reason. `None` for an address outside the guest's memory: no exception of

@@ -41,8 +41,10 @@ pub enum AccessFault {
     /// byte of the access on the page that failed; APM vol. 2, 8.4.2).
     PageFault { address: u64, error_code: u32 },
     /// A data access not aligned to its size while the CPU checks alignment (CPL 3, CR0.AM
-    /// and RFLAGS.AC: `Vcpu::alignment_checks`): #AC(0) (AMD APM vol. 2, 8.2.17). It comes
-    /// after the page checks (Intel SDM vol. 3A, table 6-2: #PF before #AC).
+    /// and RFLAGS.AC: `Vcpu::alignment_checks`): #AC(0) (AMD APM vol. 2, 8.2.17). Checked
+    /// after the pages, this model's order (the Intel SDM puts #GP, #PF and #AC in one class
+    /// whose order is the implementation's, vol. 3A, 6.9). QEMU's TCG never raises it: the
+    /// hypervisor does, for the accesses it makes in the CPU's place.
     Misaligned,
     /// The walk or the access leads outside the guest's RAM: no fault the guest could
     /// handle. A CPU would exit with a nested page fault there, which ends the domain

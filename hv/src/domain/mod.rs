@@ -148,6 +148,11 @@ impl Domain {
         length: usize,
         write: bool,
     ) -> Result<Option<u64>, AccessFault> {
+        // The whole access's canonical form first, as the CPU checks it (AMD APM vol. 2,
+        // 5.3.1), before any page.
+        if let Err(AccessFault::NonCanonical) = self.cpu_pieces(address, length, write) {
+            return Err(AccessFault::NonCanonical);
+        }
         let mut first = None;
         let mut empty = true;
         for (piece, _, piece_length) in memory::page_pieces(address, length) {
@@ -158,11 +163,7 @@ impl Domain {
                 {
                     first = first.or(Some(gpa));
                 }
-                Err(
-                    fault @ (AccessFault::PageFault { .. }
-                    | AccessFault::NonCanonical
-                    | AccessFault::Segment(_)),
-                ) => return Err(fault),
+                Err(fault @ AccessFault::PageFault { .. }) => return Err(fault),
                 _ => empty = false,
             }
         }

@@ -9,7 +9,13 @@
 //!
 //! INS and OUTS also move memory, which the hypervisor does for them, element by element,
 //! as the CPU would: through ES (INS) or DS or the segment an OUTS prefix names, checked
-//! against the guest's page tables, and to or from a device when the address is not RAM.
+//! against the segment and the guest's page tables, and for alignment at CPL 3 with CR0.AM
+//! and RFLAGS.AC (#AC(0): QEMU's TCG never checks alignment, so the hypervisor, which makes
+//! these accesses, is the one that raises it), and to or from a device when the address is
+//! not RAM. An OUTS to a port that ends the machine (isa-debug-exit, ACPI soft off, the
+//! reset register) ends it as an OUT does, one element an exit there, when the element is in
+//! RAM (one on a device is sent to the port and ends nothing: no kernel reads a device's
+//! register to write it to isa-debug-exit).
 //!
 //! The ports a guest has are the device bus's (`device/mod.rs`): its console UART at
 //! 0x3f8–0x3ff, and nothing elsewhere, like an empty ISA bus: reads return all ones,
@@ -40,15 +46,8 @@ use traplab_abi::x86::{Cr0Flags, RFlags};
 /// An OUT of `value` (`size` bytes) to `port` that switches the machine off instead of
 /// reaching a device: QEMU's isa-debug-exit, or ACPI's soft off. Here the machine is the
 /// domain, which ends. Whichever way the OUT came: an IOIO exit, or a PV kernel's OUT that
-/// the hypervisor emulates after its #GP (`privileged.rs`, whose `context` goes first).
-/// May an OUT of `size` bytes at `port` end the machine ([`ends_the_machine`]), for some
-/// value? (A string OUT to such a port goes one element an exit, each looked at.)
-fn may_end_the_machine(port: u16, size: u8) -> bool {
-    port == debug_exit::PORT
-        || port == acpi::RESET_PORT
-        || acpi_pm::sleep_request(port, size, u32::MAX).is_some()
-}
-
+/// the hypervisor emulates after its #GP (`privileged.rs`, whose `context` goes first), or
+/// an OUTS whose element in RAM carries the value (`handle`).
 pub fn ends_the_machine(port: u16, size: u8, value: u32, context: &str) -> Option<Decision> {
     if port == debug_exit::PORT {
         let status = debug_exit::status(value, size);
@@ -525,16 +524,20 @@ impl Steps {
 /// would have sent it when it is not RAM, on the device bus (unless it straddles two pages
 /// where something answers on one side, which this model does not split, or lies in the
 /// grant-mapping area, whose pages the hypervisor does not reach through the guest's
-/// memory: those end the domain). Else the fault the CPU raises there: a page's, then
-/// #AC for an element not aligned to its size while the CPU checks alignment (the
-/// hypervisor makes the access in its place, so it checks what the CPU would have). (INS and
-/// OUTS here; MOVS, STOS and LODS in `npf/string.rs`.)
+/// memory: those end the domain). Else the fault the CPU raises there: a page's (the other
+/// page's too, for an element that straddles two), then #AC(0) for an element not aligned
+/// to its size while the CPU checks alignment (`Vcpu::alignment_checks`). Which of #PF and
+/// #AC comes first is the implementation's (the Intel SDM puts them in one class, vol. 3A,
+/// 6.9; Bochs checks alignment first): this model takes the pages first. QEMU's TCG never
+/// checks alignment; the hypervisor, which makes the access, raises the #AC. (INS and OUTS
+/// here; MOVS, STOS and LODS in `npf/string.rs`.)
 pub(super) fn string_element(
     guest: &Guest,
     address: u64,
     size: usize,
     write: bool,
 ) -> Result<StringElement, AccessFault> {
+    let misaligned = guest.vcpu.alignment_checks() && !address.is_multiple_of(size as u64);
     let element = match guest.cpu_pieces(address, size, write) {
         Ok(_) => StringElement::Ram(address),
         Err(AccessFault::Memory(MemoryError::NotGuestMemory { gpa }))
@@ -542,20 +545,31 @@ pub(super) fn string_element(
         {
             StringElement::Device { address, gpa }
         }
-        // Across a page boundary, the first page not RAM: as one access where nothing
-        // answers on either side, the CPU's fault where the other page does not translate.
+        // Across a page boundary (or in the grant-mapping area), the first page not RAM: as
+        // one access where nothing answers on either side, the CPU's fault where the other
+        // page does not translate, and #AC before anything this model does not do (an
+        // access across a page boundary is never aligned).
         Err(error @ AccessFault::Memory(MemoryError::NotGuestMemory { .. })) => {
             match guest.on_the_empty_bus(address, size, write)? {
                 Some(gpa) => StringElement::Device { address, gpa },
+                None if misaligned => return Err(AccessFault::Misaligned),
                 None => return Err(error),
             }
         }
         Err(error) => return Err(error),
     };
-    if guest.vcpu.alignment_checks() && !address.is_multiple_of(size as u64) {
-        return Err(AccessFault::Misaligned);
+    match misaligned {
+        true => Err(AccessFault::Misaligned),
+        false => Ok(element),
     }
-    Ok(element)
+}
+
+/// May an OUT of `size` bytes at `port` end the machine ([`ends_the_machine`]), for some
+/// value? (A string OUT to such a port goes one element an exit, each looked at.)
+fn may_end_the_machine(port: u16, size: u8) -> bool {
+    port == debug_exit::PORT
+        || port == acpi::RESET_PORT
+        || acpi_pm::sleep_request(port, size, u32::MAX).is_some()
 }
 
 /// The value of the element an OUTS sends first, when it is in RAM (a device's element is
@@ -741,6 +755,27 @@ mod tests {
             run.decision.why
         );
         assert!(run.decision.end.is_some());
+        // The reset register (0xcf9) with bit 2: a reset, which ends the domain too.
+        let mut test = Test::long_mode();
+        test.write(DATA, &[0x06]);
+        test.set_gpr(6, DATA);
+        let run = io(&mut test, &[0x6e], string(0xcf9, false, false));
+        assert!(run.decision.end.is_some(), "{}", run.decision.why);
+        // REP with RCX = 0 sends nothing: nothing ends, and RIP moves on.
+        let mut test = Test::long_mode();
+        test.write(DATA, &[42]);
+        test.set_gpr(6, DATA);
+        test.set_gpr(1, 0);
+        let run = io(&mut test, &[0xf3, 0x6e], string(0xf4, false, true));
+        assert!(run.decision.end.is_none(), "{}", run.decision.why);
+        assert_eq!(test.rip(), ENTRY + 2);
+        // An element the CPU cannot read: its #PF, and nothing ends.
+        let mut test = Test::long_mode();
+        test.gate(14, 0x20_1000);
+        test.set_gpr(6, UNMAPPED);
+        let run = io(&mut test, &[0x6e], string(0xf4, false, false));
+        assert!(run.decision.end.is_none());
+        assert_eq!(run.injected().vector, 14);
     }
 
     #[test]
@@ -766,13 +801,30 @@ mod tests {
     fn a_misaligned_ins_element_at_cpl_3_with_alignment_checks_on_is_an_alignment_check() {
         // CPL 3, CR0.AM and RFLAGS.AC: a word at an odd address is #AC(0), which the CPU
         // would raise at the access the hypervisor makes in its place. Aligned, it moves.
-        for (at, vector) in [(DATA + 1, Some(17)), (DATA + 2, None)] {
+        // Each of the three conditions missing, the CPU checks nothing: the word moves.
+        // (Linux sets RFLAGS.AC at CPL 0, with CR0.AM set, around its copies from user
+        // memory: no #AC there.) On an unmapped page, the page's fault comes first (this
+        // model's order, `AccessFault::Misaligned`).
+        use traplab_abi::x86::{Cr0Flags, RFlags};
+        let (am, ac) = (
+            Cr0Flags::ALIGNMENT_MASK.bits(),
+            RFlags::ALIGNMENT_CHECK.bits(),
+        );
+        for (at, cpl, cr0, rflags, vector) in [
+            (DATA + 1, 3, am, ac, Some(17)),
+            (DATA + 2, 3, am, ac, None),
+            (DATA + 1, 0, am, ac, None),
+            (DATA + 1, 3, 0, ac, None),
+            (DATA + 1, 3, am, 0, None),
+            (UNMAPPED + 1, 3, am, ac, Some(14)),
+        ] {
             let mut test = Test::long_mode();
+            test.gate(14, 0x20_1000);
             test.gate(17, 0x20_1000);
             let save = &mut test.domain.vcpu.vmcb.save;
-            save.cpl = 3;
-            save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
-            save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+            save.cpl = cpl;
+            save.cr0 = save.cr0 & !am | cr0;
+            save.rflags = save.rflags & !ac | rflags;
             test.set_gpr(7, at);
             test.set_gpr(2, 0x3f8);
             let info = IoioInfo {
@@ -780,12 +832,21 @@ mod tests {
                 ..string(0x3f8, true, false)
             };
             let run = io(&mut test, &[0x66, 0x6d], info);
+            let case = format!("{at:#x} CPL {cpl} AM {cr0:#x} AC {rflags:#x}");
             let injected = run
                 .decision
                 .delivery
                 .is_some()
                 .then(|| run.injected().vector);
-            assert_eq!(injected, vector, "{at:#x}: {}", run.decision.why);
+            assert_eq!(injected, vector, "{case}: {}", run.decision.why);
+            match vector {
+                Some(17) => {
+                    assert_eq!(run.injected().error_code, Some(0), "{case}");
+                    assert_eq!(test.gpr(7), at, "{case}: nothing moved");
+                }
+                Some(_) => {}
+                None => assert_eq!(test.gpr(7), at + 2, "{case}: the word moved"),
+            }
         }
     }
 

@@ -5,7 +5,10 @@
 //! instruction (its width, its direction, its register or immediate), performs the
 //! device's side of it (`device/lab_device.rs`), puts a read's value in the destination
 //! register, and moves RIP past the instruction — all that a device emulator in QEMU or
-//! Xen's ioreq server does for an MMIO exit.
+//! Xen's ioreq server does for an MMIO exit. Unless the CPU would have refused the access
+//! first: an operand across a page boundary whose other page does not translate (#PF, or
+//! #GP/#SS), or a misaligned one at CPL 3 with alignment checks on (#AC(0), which QEMU's
+//! TCG never raises): the guest gets that exception, and the device sees nothing.
 
 use super::super::{Exit, undecodable};
 use crate::decision::{Decision, Effect, MmioAccess};
@@ -56,54 +59,59 @@ pub fn handle(exit: &Exit, guest: &Guest, gpa: u64) -> Decision {
     // direction, and where it fails the guest gets the CPU's fault there (a CPU translates
     // every page of an access before it makes it). (A bit test numbered by a register
     // accesses another operand than the one it names: `emulate::bit_access`.)
+    let mut not_split = None;
     if let Some(linear) = instruction::memory_address(&instruction, guest)
         && !emulate::bit_test_by_register(&instruction)
         && (linear & 0xfff) + width > 0x1000
     {
         match guest.on_the_empty_bus(linear, width as usize, access.writes_memory()) {
             Ok(Some(_)) => {}
+            Ok(None) => not_split = Some(linear),
             Err(fault) => {
-                let fault = delivery::access_fault(
-                    guest,
-                    Vec::new(),
-                    &fault,
-                    instruction.memory_segment() == iced_x86::Register::SS,
-                    format_args!("a {width}-byte access at {linear:#x} across a page boundary"),
-                    here!(),
-                );
-                if let Some(fault) = fault {
-                    return fault;
-                }
-            }
-            Ok(None) => {
-                return decide!(
-                    Action::Kill,
-                    "a {width}-byte access at {linear:#x} crosses a page boundary, and one of its pages is guest-physical {gpa:#x} ({device}): the CPU would do the bytes on each page where that page is; the hypervisor does not split an access between a device and what lies beside it"
-                )
-                .killing(format!(
-                    "an MMIO access across a page boundary at {:#x}",
-                    guest.vcpu.vmcb.save.rip
-                ));
+                let stack = instruction.memory_segment() == iced_x86::Register::SS;
+                let access =
+                    format_args!("a {width}-byte access at {linear:#x} across a page boundary");
+                // (`on_the_empty_bus` fails with a fault the guest can take, never another:
+                // should it, the domain ends, nothing is done silently.)
+                return delivery::access_fault(guest, Vec::new(), &fault, stack, access, here!())
+                    .unwrap_or_else(|| {
+                        let reason = format!(
+                            "a {width}-byte access at {linear:#x} across a page boundary: {fault:?}"
+                        );
+                        decide!(Action::Kill, "{reason}").killing(reason)
+                    });
             }
         }
     }
     // Aligned as the CPU checks it (CPL 3, CR0.AM, RFLAGS.AC): the check is on the linear
-    // address, before any access, so the device sees nothing.
+    // address, before any access, so the device sees nothing. (After the pages: this
+    // model's order, `AccessFault::Misaligned`. QEMU's TCG never checks alignment: the
+    // hypervisor, which makes the access, raises the #AC.)
     if guest.vcpu.alignment_checks()
         && let Some(linear) = emulate::accessed_linear(guest, &instruction)
         && !linear.is_multiple_of(width.max(1))
     {
-        let fault = delivery::access_fault(
+        let access = format_args!("a {width}-byte access at {linear:#x}");
+        if let Some(fault) = delivery::access_fault(
             guest,
             Vec::new(),
             &AccessFault::Misaligned,
             false,
-            format_args!("a {width}-byte access at {linear:#x}"),
+            access,
             here!(),
-        );
-        if let Some(fault) = fault {
+        ) {
             return fault;
         }
+    }
+    if let Some(linear) = not_split {
+        return decide!(
+            Action::Kill,
+            "a {width}-byte access at {linear:#x} crosses a page boundary, and one of its pages is guest-physical {gpa:#x} ({device}): the CPU would do the bytes on each page where that page is; the hypervisor does not split an access between a device and what lies beside it"
+        )
+        .killing(format!(
+            "an MMIO access across a page boundary at {:#x}",
+            guest.vcpu.vmcb.save.rip
+        ));
     }
     let next = guest.vcpu.rip_after(instruction.len() as u64);
     // A register's name for the reason: `ah` or `ecx` as the instruction wrote it would be
@@ -316,6 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn the_other_page_is_checked_for_the_access_s_direction() {
+        // CMP only reads, so a read-only second page is no fault: all ones are compared.
+        // CMPXCHG writes, whatever it finds (Intel SDM vol. 2A, CMPXCHG), so it faults there.
+        use crate::testing::PDPT;
+        use traplab_abi::x86::pte;
+        for (code, action) in [
+            (&[0x48, 0x39, 0x03][..], Action::Emulate),
+            (&[0x48, 0x0f, 0xb1, 0x0b][..], Action::Reflect),
+        ] {
+            let mut test = Test::long_mode();
+            let pd = 0x80_0000u64;
+            test.write_u64(PDPT + 3 * 8, pd | pte::PRESENT | pte::WRITABLE);
+            let entry = |gpa: u64| pd + ((gpa - 0xc000_0000) >> 21) * 8;
+            let huge = pte::PRESENT | pte::HUGE;
+            test.write_u64(entry(0xfe60_0000), 0xfe60_0000 | huge | pte::WRITABLE);
+            test.write_u64(entry(0xfe80_0000), 0xfe80_0000 | huge);
+            test.gate(14, 0x20_c000);
+            test.set_gpr(3, 0xfe7f_fffc);
+            let run = test.mmio(code, 0xfe7f_fffc);
+            assert_eq!(
+                run.decision.action, action,
+                "{code:x?}: {}",
+                run.decision.why
+            );
+        }
+    }
+
+    #[test]
     fn a_misaligned_device_access_at_cpl_3_with_alignment_checks_on_is_an_alignment_check() {
         // The check is on the linear address, before the access: the device sees nothing.
         let mut test = Test::long_mode();
@@ -334,6 +370,22 @@ mod tests {
                 .iter()
                 .all(|effect| !matches!(effect, Effect::Mmio(_)))
         );
+        // Across the device's first page boundary, which the model does not split: the CPU's
+        // #AC still comes first (an access across a page boundary is never aligned).
+        use crate::testing::PDPT;
+        use traplab_abi::x86::pte;
+        let mut test = Test::long_mode();
+        let user_devices = pte::PRESENT | pte::WRITABLE | pte::HUGE | pte::USER;
+        test.write_u64(PDPT + 3 * 8, 0xc000_0000 | user_devices);
+        test.gate(17, 0x20_1000);
+        let save = &mut test.domain.vcpu.vmcb.save;
+        save.cpl = 3;
+        save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
+        save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+        test.set_gpr(0, BASE - 2);
+        let run = test.mmio(&[0x8b, 0x08], BASE);
+        assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
+        assert_eq!(run.injected().vector, 17);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! exits again.
 //!
 //! Each element's address is checked as the CPU checks it (canonical, translated, allowed
-//! at the guest's CPL, `ioio::string_element`) before anything moves; the first that fails
+//! at the guest's CPL, aligned while the CPU checks alignment: `ioio::string_element`)
+//! before anything moves; the first that fails
 //! stops the instruction before it. When that is the first element, the hypervisor raises
 //! the fault the CPU would have; after others, the CPU meets it itself when it runs the
 //! instruction again.
