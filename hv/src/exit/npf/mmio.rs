@@ -308,10 +308,11 @@ mod tests {
             test.write_u64(PDPT + 3 * 8, pd | pte::PRESENT | pte::WRITABLE);
             let entry = |gpa: u64| pd + ((gpa - 0xc000_0000) >> 21) * 8;
             test.write_u64(entry(0xfe60_0000), 0xfe60_0000 | read_only | pte::WRITABLE);
-            test.write_u64(
-                entry(0xfe80_0000),
-                0xfe80_0000 * (second != 0) as u64 | second,
-            );
+            let second_entry = match second {
+                0 => 0,
+                flags => 0xfe80_0000 | flags,
+            };
+            test.write_u64(entry(0xfe80_0000), second_entry);
             test.gate(14, 0x20_c000);
             test.set_gpr(3, 0xfe7f_fffc);
             let run = test.mmio(&[0x48, 0x89, 0x03], 0xfe7f_fffc);
