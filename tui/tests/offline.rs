@@ -455,3 +455,18 @@ fn diff_aligns_the_reflected_and_the_bounced_faults() {
         "{said}"
     );
 }
+
+/// A recording that cannot be written (a full disk: /dev/full refuses every write) loses
+/// events: the run is incomplete (status 123), and the summary and the fault say how many.
+#[test]
+fn a_recording_that_cannot_be_written_makes_the_run_incomplete() {
+    let run = traplab(&["trace", "hello", "--record", "/dev/full"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(123), "{stderr}");
+    assert!(
+        stderr.contains("TRACE FAULT: the recording is incomplete: writing"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 trace fault(s)"), "{stdout}");
+}

@@ -53,7 +53,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         TRACE_INCOMPLETE,
-        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event",
+        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or events --record could not write",
     ),
     (
         TIMED_OUT,

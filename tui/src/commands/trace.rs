@@ -114,6 +114,9 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     let mut killed = false;
     let mut ended = Ended::default();
     let mut finish = None;
+    // Events the recording lacks because writing them failed (a full disk): the run is then
+    // incomplete, as for a loss in the stream, and the first error is said once.
+    let mut unrecorded = 0u64;
     for item in &mut session {
         match item {
             Item::Event(event) => {
@@ -130,7 +133,12 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                 if let Some(recorder) = recorder.as_mut()
                     && let Err(error) = recorder.write(&event)
                 {
-                    eprintln!("traplab: recording failed: {error}");
+                    if unrecorded == 0 {
+                        eprintln!(
+                            "traplab: recording failed: {error} (the events the recording lacks are counted at the end)"
+                        );
+                    }
+                    unrecorded += 1;
                 }
                 printed.take(event, &mut |line| show(&mut out, line));
             }
@@ -150,13 +158,25 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     }
     // What --only or --hide still held back (a flow whose resume never came).
     printed.finish(&mut |line| show(&mut out, line));
-    if let Some(recorder) = recorder {
-        recorder
-            .finish()
-            .map_err(|error| format!("cannot finish the recording: {error}"))?;
-    }
+    let unflushed = match recorder.map(Recorder::finish) {
+        Some(Err(error)) => Some(error),
+        _ => None,
+    };
     let events = check.count();
-    let faults = check.finish();
+    let mut faults: Vec<String> = check
+        .finish()
+        .iter()
+        .map(|fault| fault.to_string())
+        .collect();
+    if unrecorded > 0 || unflushed.is_some() {
+        let last = match unflushed {
+            Some(error) => format!(", and the last ones buffered could not be written ({error})"),
+            None => String::new(),
+        };
+        faults.push(format!(
+            "the recording is incomplete: writing {unrecorded} of the {events} events failed{last}"
+        ));
+    }
     let Some(finish) = finish else {
         return Ok(ExitCode::from(status::HV_FAILED));
     };

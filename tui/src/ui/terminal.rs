@@ -177,8 +177,10 @@ pub fn live(
         // Dropping the session kills QEMU if it still runs.
         drop(session);
     });
+    // Events the recording lacks because writing them failed: said at the end.
+    let mut unrecorded = 0u64;
     let result = event_loop(&mut app, &signal, |app| {
-        drain(app, &receiver, recorder.as_mut())
+        drain(app, &receiver, recorder.as_mut(), &mut unrecorded)
     });
     // Quitting stops QEMU: the session sees the flag within a few milliseconds.
     stop.store(true, Ordering::SeqCst);
@@ -189,10 +191,20 @@ pub fn live(
     {
         eprintln!("traplab: the recording is incomplete: {error}");
     }
+    if unrecorded > 0 {
+        eprintln!(
+            "traplab: the recording is incomplete: it lacks {unrecorded} event(s), whose writing failed"
+        );
+    }
     result.map(|()| (signal.load(Ordering::SeqCst) || app.interrupted, app))
 }
 
-fn drain(app: &mut App, receiver: &Receiver<Message>, mut recorder: Option<&mut Recorder>) -> bool {
+fn drain(
+    app: &mut App,
+    receiver: &Receiver<Message>,
+    mut recorder: Option<&mut Recorder>,
+    unrecorded: &mut u64,
+) -> bool {
     let mut changed = false;
     // A bounded batch per tick, so keys stay answered under a busy trace.
     for _ in 0..20_000 {
@@ -206,7 +218,10 @@ fn drain(app: &mut App, receiver: &Receiver<Message>, mut recorder: Option<&mut 
                 if let (Item::Event(event), Some(recorder)) = (&item, recorder.as_deref_mut())
                     && let Err(error) = recorder.write(event)
                 {
-                    app.message = Some(format!("recording failed: {error}"));
+                    *unrecorded += 1;
+                    app.message = Some(format!(
+                        "recording failed: {error} ({unrecorded} event(s) unrecorded)"
+                    ));
                 }
                 app.take_item(item);
             }
