@@ -44,6 +44,15 @@ pub fn guest_elf(name: &str) -> PathBuf {
     bare_dir().join(name)
 }
 
+/// The ELF of the guest a recording names, when the name is one a guest has (a plain file
+/// name) and the file a regular one: a recording is input, and the name in it must not
+/// choose another file to read (`/dev/zero`, a FIFO, `../elsewhere`).
+pub fn recorded_guest_elf(name: &str) -> Option<PathBuf> {
+    let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+    let elf = guest_elf(name);
+    (plain && name != ".." && elf.is_file()).then_some(elf)
+}
+
 /// What to say about a lab id the catalogue does not have: the nearest ids, when one is
 /// near enough to be a typo of it (`traplab trace page-falt`).
 pub fn no_such_lab(id: &str, labs: &[Lab]) -> String {
@@ -192,5 +201,22 @@ impl Lab {
     /// The same, from this process's tree.
     pub fn symbols(&self) -> Result<Symbols, String> {
         self.symbols_from(&bare_dir())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_recorded_name_chooses_no_file_outside_the_guests_directory() {
+        for name in [
+            "/dev/zero",
+            "../traplab-hv",
+            "a/b",
+            "..",
+            "",
+            "no-such-guest",
+        ] {
+            assert_eq!(super::recorded_guest_elf(name), None, "{name:?}");
+        }
     }
 }

@@ -243,7 +243,8 @@ pub fn disassemble(bytes: &[u8], address: u64, bitness: u32, limit: usize) -> Ve
     let mut instruction = iced_x86::Instruction::default();
     while decoder.can_decode() && instructions.len() < limit {
         decoder.decode_out(&mut instruction);
-        let start = (instruction.ip() - address) as usize;
+        // (Wrapping: decoding may run past the top of the address space.)
+        let start = instruction.ip().wrapping_sub(address) as usize;
         let bytes = bytes[start..start + instruction.len()].to_vec();
         let mut text = String::new();
         if instruction.is_invalid() {
@@ -329,6 +330,13 @@ pub fn source_excerpt(root: &Path, at: &str, context: u32) -> Option<Excerpt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_at_the_top_of_the_address_space_decodes_past_it_without_a_panic() {
+        // Three NOPs from 2^64 - 2: the third is at address 0 (the decoder wraps).
+        let code = disassemble(&[0x90; 3], u64::MAX - 1, 64, 4096);
+        assert_eq!(code.len(), 3);
+    }
 
     #[test]
     fn decodes_intel_syntax() {

@@ -59,7 +59,8 @@ impl Symbols {
                 let section_end = symbol
                     .section_index()
                     .and_then(|index| file.section_by_index(index).ok())
-                    .map(|section| section.address() + section.size());
+                    // (Saturating: an ELF is input, and a corrupt one may say anything.)
+                    .map(|section| section.address().saturating_add(section.size()));
                 Some((
                     Symbol {
                         name: format!("{:#}", rustc_demangle::demangle(name)),
@@ -83,7 +84,7 @@ impl Symbols {
                         .copied();
                     let end = match (next, section_end) {
                         (Some(next), Some(end)) => next.min(end),
-                        (next, end) => next.or(end).unwrap_or(symbol.address + 1),
+                        (next, end) => next.or(end).unwrap_or(symbol.address.saturating_add(1)),
                     };
                     symbol.size = end.saturating_sub(symbol.address).max(1);
                 }

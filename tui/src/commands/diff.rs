@@ -42,7 +42,9 @@ pub fn run(args: &DiffArgs) -> Result<ExitCode, super::Failure> {
         dom: args.right_dom,
     };
     let rows = diff::align(left_side, right_side);
-    print!("{}", render(&left_side, &right_side, &rows, args.all));
+    // A reader that closed early (`| head`) is no error of ours.
+    let text = render(&left_side, &right_side, &rows, args.all);
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::from(left_code.max(right_code)))
 }
 
@@ -54,7 +56,7 @@ fn symbols_of(trace: &Trace) -> Vec<(u16, Symbols)> {
         .domains()
         .iter()
         .filter_map(|(dom, name)| {
-            let image = GuestImage::load(&traplab_labs::guest_elf(name)).ok()?;
+            let image = GuestImage::load(&traplab_labs::recorded_guest_elf(name)?).ok()?;
             if image.ran_in(trace, *dom) == Some(false) {
                 eprintln!(
                     "traplab: note: {} of {} ran another build of {name} than the one here (its code at the exits' addresses differs): its symbols are left out",

@@ -47,7 +47,12 @@ pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
 pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
     let mut code = 0;
     if let Some(error) = trace.error() {
-        eprintln!("traplab: {error}");
+        // The error quotes the file, which may hold a terminal's control characters: shown,
+        // not obeyed.
+        eprintln!(
+            "traplab: {}",
+            traplab_tracer::text::printable(&error.to_string())
+        );
         eprintln!(
             "traplab: {} skipped (the first named above); {} events read",
             match trace.bad_lines() {

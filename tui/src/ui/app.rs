@@ -396,7 +396,8 @@ impl App {
                 if self.images.contains_key(&dom) {
                     continue;
                 }
-                let mut image = GuestImage::load(&traplab_labs::guest_elf(&name)).ok();
+                let mut image = traplab_labs::recorded_guest_elf(&name)
+                    .and_then(|elf| GuestImage::load(&elf).ok());
                 // A recording made with another build of the program: its symbols and its
                 // code would be the wrong ones (`GuestImage::ran_in`).
                 if self.live.is_none()
