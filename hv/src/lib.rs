@@ -54,6 +54,7 @@ pub mod image;
 pub mod gdb {
     pub mod command;
     pub mod flows;
+    pub mod watch;
     pub mod wire;
 }
 pub mod instruction;

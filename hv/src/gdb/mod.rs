@@ -873,7 +873,13 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
     if debugger.machine.is_none() && !start_session(debugger) {
         return None;
     }
-    for &byte in frame {
+    if wire::unsupported(frame) {
+        send(debugger, b"+");
+        send(debugger, &wire::framed(b""));
+        return None;
+    }
+    let clamped = wire::clamped(frame);
+    for &byte in clamped.as_deref().unwrap_or(frame) {
         if let Some(end) = feed(debugger, byte) {
             return Some(end);
         }

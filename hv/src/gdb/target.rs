@@ -10,7 +10,6 @@ use super::arch::{GuestRegisters, GuestX86_64};
 use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
 use crate::hardware::Hardware;
 use crate::svm::fpu;
-use alloc::vec::Vec;
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
@@ -26,6 +25,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use traplab_abi::x86::EferFlags;
 use traplab_hv::Domain;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
+use traplab_hv::gdb::watch::watch_pieces;
 
 /// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
 /// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
@@ -289,23 +289,6 @@ impl HwWatchpoint for Debuggee {
         }
         Ok(released)
     }
-}
-
-/// `length` bytes from `address` as the aligned pieces of 1, 2, 4 or 8 bytes a debug
-/// register can watch, the largest first where alignment allows (at most 4: there are 4
-/// slots; none for an empty range).
-fn watch_pieces(address: u64, length: u64) -> Vec<(u64, u64)> {
-    let mut pieces = Vec::new();
-    let (mut at, end) = (address, address.saturating_add(length));
-    while at < end && pieces.len() <= 4 {
-        let size = [8u64, 4, 2, 1]
-            .into_iter()
-            .find(|&size| at.is_multiple_of(size) && at + size <= end)
-            .unwrap_or(1);
-        pieces.push((at, size));
-        at += size;
-    }
-    pieces
 }
 
 // ---- Debug-register slots ----------------------------------------------------------------

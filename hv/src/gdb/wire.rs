@@ -35,6 +35,14 @@ use alloc::vec::Vec;
 /// gdbstub reports its size as `qSupported`'s `PacketSize`, and gdb sends no longer packet.
 pub const MAX_FRAME: usize = 4096;
 
+/// The most bytes one `m` packet reads ([`clamped`]): what gdb asks for at most with the
+/// packet size it is told (`PacketSize=0x1000`, gdb reads half of it), and one packet never
+/// holds the hypervisor for longer than that takes.
+pub const MAX_M: u64 = MAX_FRAME as u64 / 2;
+
+/// The longest reply kept for a retransmission: an `m` of [`MAX_M`] bytes.
+const MAX_REPLY: usize = 2 * MAX_M as usize + 4;
+
 /// gdb's interrupt: Ctrl-C, sent as a bare byte between packets.
 pub const INTERRUPT: u8 = 0x03;
 
@@ -223,6 +231,32 @@ pub fn starts_session(frame: &[u8]) -> bool {
     data(frame).starts_with(b"qSupported")
 }
 
+/// A packet the stub answers with the empty reply, "not supported" (GDB manual, "Packets"):
+/// `Z3`/`z3`, a read watchpoint, which x86 does not have (its debug registers watch writes,
+/// or reads and writes: AMD APM vol. 2, 13.1.1.5). gdb then sets an access watchpoint (`Z4`)
+/// and reports a hit as a read only when the value did not change, as it does with
+/// gdbserver.
+pub fn unsupported(frame: &[u8]) -> bool {
+    let data = data(frame);
+    data.starts_with(b"Z3,") || data.starts_with(b"z3,")
+}
+
+/// `frame`, or, for an `m` that asks for more than [`MAX_M`] bytes, the same `m` for
+/// `MAX_M` of them: the reply may hold fewer bytes than asked for (GDB manual, "m addr,
+/// length"), and one packet must not stop every domain while megabytes are read.
+pub fn clamped(frame: &[u8]) -> Option<Vec<u8>> {
+    let request = data(frame).strip_prefix(b"m")?;
+    let comma = request.iter().position(|&byte| byte == b',')?;
+    let length = core::str::from_utf8(&request[comma + 1..]).ok()?;
+    let length = u64::from_str_radix(length, 16).ok()?;
+    (length > MAX_M).then(|| {
+        let mut shorter = b"m".to_vec();
+        shorter.extend_from_slice(&request[..=comma]);
+        shorter.extend_from_slice(alloc::format!("{MAX_M:x}").as_bytes());
+        framed(&shorter)
+    })
+}
+
 /// How the debugged domain ended, as a stop reply says it (GDB manual, "Stop Reply
 /// Packets"): `W`*AA*, the process exited with status *AA*; `X`*AA*, a signal *AA*
 /// terminated it.
@@ -238,9 +272,13 @@ pub enum Ended {
 /// packet gets the empty answer, the protocol's "not supported" ("Standard Replies"), so
 /// that gdb never waits for one. The whole frame, `$data#cs`.
 pub fn answer_after_the_end(frame: &[u8], ended: Ended) -> Vec<u8> {
-    let reply = match (data(frame), ended) {
+    let data = data(frame);
+    let reply = match (data, ended) {
         (b"?", Ended::Exited(status)) => alloc::format!("W{status:02x}"),
         (b"?", Ended::Terminated(signal)) => alloc::format!("X{signal:02x}"),
+        // A detach or a kill of what is gone: done (GDB manual, "D", "vKill"), so that gdb,
+        // or the relay detaching for it, does not wait for an answer.
+        _ if data == b"D" || data.starts_with(b"D;") || data.starts_with(b"vKill;") => "OK".into(),
         _ => alloc::string::String::new(),
     };
     framed(reply.as_bytes())
@@ -289,14 +327,17 @@ impl Sent {
             }
             (None, _) => {}
             (Some(left), _) => {
-                if self.frame.len() < MAX_FRAME {
+                // The largest reply, an `m` of MAX_M bytes, is twice that in hexadecimal
+                // and 4 more: kept whole, to be sent again whole. (Anything longer is not
+                // kept, and not sent again cut short.)
+                if self.frame.len() <= MAX_REPLY {
                     self.frame.push(byte);
                 }
                 self.to_come = match (left, byte) {
                     (u8::MAX, b'#') => Some(2),
                     (u8::MAX, _) => Some(u8::MAX),
                     (1, _) => {
-                        self.complete = true;
+                        self.complete = self.frame.len() <= MAX_REPLY;
                         None
                     }
                     (left, _) => Some(left - 1),
@@ -510,6 +551,42 @@ mod tests {
             answer_after_the_end(&packet("g"), Ended::Terminated(9)),
             b"$#00".to_vec()
         );
+        // A detach or a kill of what is gone: done.
+        for request in ["D", "D;1", "vKill;1"] {
+            assert_eq!(
+                answer_after_the_end(&packet(request), Ended::Exited(0)),
+                framed(b"OK"),
+                "{request}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_reply_is_sent_again_whole() {
+        // An `m` of MAX_M bytes: 2 × MAX_M hexadecimal digits, and `$`, `#` and the checksum.
+        let reply = framed("ab".repeat(MAX_M as usize).as_bytes());
+        let mut sent = Sent::new();
+        for &byte in &reply {
+            sent.note(byte);
+        }
+        assert_eq!(sent.last(), Some(reply.as_slice()));
+        // Longer than any reply: not kept, rather than sent again cut short.
+        for &byte in &framed("ab".repeat(MAX_M as usize + 1).as_bytes()) {
+            sent.note(byte);
+        }
+        assert_eq!(sent.last(), None);
+    }
+
+    #[test]
+    fn an_m_for_more_than_max_m_bytes_is_one_for_max_m_and_z3_is_not_supported() {
+        assert_eq!(
+            clamped(&packet("m200000,ffffffffffffffff")),
+            Some(framed(b"m200000,800"))
+        );
+        assert_eq!(clamped(&packet("m200000,800")), None, "gdb's largest");
+        assert_eq!(clamped(&packet("mzz")), None, "gdbstub refuses it");
+        assert!(unsupported(&packet("Z3,21f008,8")) && unsupported(&packet("z3,21f008,8")));
+        assert!(!unsupported(&packet("Z2,21f008,8")));
     }
 
     #[test]
