@@ -285,7 +285,6 @@ mod tests {
     use crate::testing::{self, ENTRY, Test};
     use traplab_abi::event::Action;
     use traplab_abi::exit::ExitReason;
-    use traplab_abi::x86::{Cr0Flags, RFlags};
 
     const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
 
@@ -392,10 +391,7 @@ mod tests {
         for vector in [13u64, 17] {
             let mut test = Test::hypercall(traplab_abi::hypercall::RAISE_EVENT, vector, 0);
             if vector == 17 {
-                let save = &mut test.domain.vcpu.vmcb.save;
-                save.cpl = 3;
-                save.cr0 |= Cr0Flags::ALIGNMENT_MASK.bits();
-                save.rflags |= RFlags::ALIGNMENT_CHECK.bits();
+                test.check_alignment();
             }
             let run = test.call();
             assert_eq!(run.injected().error_code, Some(0), "vector {vector}");

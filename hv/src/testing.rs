@@ -22,7 +22,7 @@ use traplab_abi::event::{self, Body, Decide, Emulate, InstructionBytes, Return};
 use traplab_abi::exit::ExitReason;
 use traplab_abi::hypercall::TrapInfo;
 use traplab_abi::svm;
-use traplab_abi::x86::{RFlags, pte};
+use traplab_abi::x86::{Cr0Flags, RFlags, pte};
 
 /// The fake machine's time of day: 2026-12-02 07:23:45 UTC (a Wednesday).
 pub const WALL_CLOCK: u64 = 1_796_196_225;
@@ -774,6 +774,15 @@ impl Test {
         };
         self.domain.vcpu.vmcb.save.dr7 = 0x400 | (len << 2 | rw) << 16 | 1;
         self.machine.breakpoints[0] = address;
+    }
+
+    /// The state where a CPU checks alignment (`Vcpu::alignment_checks`): CPL 3, CR0.AM and
+    /// RFLAGS.AC set.
+    pub fn check_alignment(&mut self) {
+        let save = &mut self.domain.vcpu.vmcb.save;
+        save.cpl = 3;
+        save.cr0 |= Cr0Flags::ALIGNMENT_MASK.bits();
+        save.rflags |= RFlags::ALIGNMENT_CHECK.bits();
     }
 
     /// An interrupt gate for `vector` in the guest's IDT (64-bit, present, DPL 0).

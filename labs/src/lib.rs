@@ -50,7 +50,7 @@ pub fn guest_elf(name: &str) -> PathBuf {
 pub fn recorded_guest_elf(name: &str) -> Option<PathBuf> {
     let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
     let elf = guest_elf(name);
-    (plain && name != ".." && elf.is_file()).then_some(elf)
+    (plain && elf.is_file()).then_some(elf)
 }
 
 /// What to say about a lab id the catalogue does not have: the nearest ids, when one is

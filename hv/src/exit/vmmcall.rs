@@ -953,10 +953,7 @@ mod tests {
         // The state in which a CPU can raise #AC: CPL 3, CR0.AM and RFLAGS.AC (AMD APM
         // vol. 2, 8.2.17). #AC pushes an error code (0).
         let mut test = Test::hypercall(hypercall::RAISE_EVENT, 17, 0);
-        let save = &mut test.domain.vcpu.vmcb.save;
-        save.cpl = 3;
-        save.cr0 |= Cr0Flags::ALIGNMENT_MASK.bits();
-        save.rflags |= RFlags::ALIGNMENT_CHECK.bits();
+        test.check_alignment();
         let run = call(&mut test);
         assert_eq!(run.decision.action, Action::Reflect);
         let (event, _, synthetic) = testing::injected(&run.decision);

@@ -357,10 +357,7 @@ mod tests {
         // The check is on the linear address, before the access: the device sees nothing.
         let mut test = Test::long_mode();
         test.gate(17, 0x20_1000);
-        let save = &mut test.domain.vcpu.vmcb.save;
-        save.cpl = 3;
-        save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
-        save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+        test.check_alignment();
         test.set_gpr(0, BASE + 2);
         let run = test.mmio(&[0x8b, 0x08], BASE + 2); // mov ecx, [rax]
         assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
@@ -379,10 +376,7 @@ mod tests {
         let user_devices = pte::PRESENT | pte::WRITABLE | pte::HUGE | pte::USER;
         test.write_u64(PDPT + 3 * 8, 0xc000_0000 | user_devices);
         test.gate(17, 0x20_1000);
-        let save = &mut test.domain.vcpu.vmcb.save;
-        save.cpl = 3;
-        save.cr0 |= traplab_abi::x86::Cr0Flags::ALIGNMENT_MASK.bits();
-        save.rflags |= traplab_abi::x86::RFlags::ALIGNMENT_CHECK.bits();
+        test.check_alignment();
         test.set_gpr(0, BASE - 2);
         let run = test.mmio(&[0x8b, 0x08], BASE);
         assert_eq!(run.decision.action, Action::Reflect, "{}", run.decision.why);
