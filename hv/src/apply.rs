@@ -857,15 +857,15 @@ impl Step<'_, '_> {
                 }
             }
             Effect::SharedInfo(page) => {
-                let old = self.domain.events.shared_info;
-                self.domain
+                let moved = self
+                    .domain
                     .move_shared_info(page)
                     .map_err(|error| Failure {
                         why: format!("the shared-info page cannot move to {page:#x} ({error:?})"),
                         reason: format!("cannot move the shared-info page to {page:#x}"),
                         at: here!(),
                     })?;
-                if let Some(old) = old.filter(|&old| old != page) {
+                if let Some(old) = moved {
                     self.reports.push(format!(
                         "the shared-info page moved from {old:#x} to {page:#x}, its contents with it"
                     ));

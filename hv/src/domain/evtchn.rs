@@ -182,17 +182,18 @@ impl Domain {
     /// info is one frame the guest maps where it asks: asked again, the frame moves, and what
     /// it holds (pending and masked ports, the upcall's flags) goes with it. Here it is a page
     /// of the guest's RAM, so a second call copies the old page's contents to the new page.
-    /// Whether the copy failed (an old page that cannot be read, a new one that cannot be
-    /// written; the handler checked both are RAM).
-    pub fn move_shared_info(&mut self, page: u64) -> Result<(), MemoryError> {
-        if let Some(old) = self.events.shared_info.filter(|&old| old != page) {
+    /// The page it moved from, if it moved; or why the copy failed (an old page that cannot
+    /// be read, a new one that cannot be written; the handler checked both are RAM).
+    pub fn move_shared_info(&mut self, page: u64) -> Result<Option<u64>, MemoryError> {
+        let moved = self.events.shared_info.filter(|&old| old != page);
+        if let Some(old) = moved {
             // On the heap: the hypervisor's stack is small.
             let mut contents = alloc::vec![0u8; 4096];
             self.memory.read_physical(old, &mut contents)?;
             self.memory.write_physical(page, &contents)?;
         }
         self.events.shared_info = Some(page);
-        Ok(())
+        Ok(moved)
     }
 
     /// Set or clear `evtchn_upcall_mask`.
