@@ -34,7 +34,7 @@ use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::evtchn::PortState;
 use crate::domain::grants::Mapping;
-use crate::domain::interrupts::{self, Assist, TimerTarget, VirtualTimer};
+use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{PinStep, Pinning};
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
@@ -740,28 +740,40 @@ impl Step<'_, '_> {
                 let old = core::mem::replace(&mut self.domain.pv.virtual_interrupt_flag, on);
                 self.note("virtual IF", old as u64, on as u64);
             }
-            Effect::Timer(timer) => {
-                vcpu.interrupts.timer = timer;
-                vcpu.interrupts.after_once = None;
-            }
+            Effect::Timers(timers) => vcpu.interrupts.timers = timers,
             Effect::PendingInterrupt(vector) => vcpu.interrupts.pending = vector,
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
                 let mut came = Vec::new();
-                let mut waiting_for = match self.domain.pending_interrupt() {
-                    None => self.domain.vcpu.interrupts.timer,
-                    Some(_) => None,
-                };
-                while let Some(timer) = waiting_for {
-                    // Until its timer is due, or a key typed for it raises its COM1's
-                    // interrupt. This domain is the only one that runs or waits
-                    // (`exit/hlt.rs`): a key for another is for one that has ended or not
-                    // started, and is dropped, as the idle loop drops it. (It used to end
-                    // the halt, and the HLT returned with no interrupt to take, which a CPU
-                    // never does.)
+                // Until the first tick of a timer of its that the device it goes through does
+                // not hold back (the handler made sure there is one, `exit/hlt.rs`; ticks the
+                // devices hold back that fall due before it are latched, as on a PC), or a key
+                // typed for it raises its COM1's interrupt. This domain is the only one that
+                // runs or waits (`exit/hlt.rs`): a key for another is for one that has ended
+                // or not started, and is dropped, as the idle loop drops it. (It used to end
+                // the halt, and the HLT returned with no interrupt to take, which a CPU never
+                // does.)
+                let waking = self
+                    .domain
+                    .vcpu
+                    .interrupts
+                    .timers
+                    .running()
+                    .filter(|timer| self.domain.timer_held_back(timer).is_none())
+                    .map(|timer| timer.due_tsc)
+                    .min()
+                    .filter(|_| self.domain.pending_interrupt().is_none());
+                if let Some(due) = waking {
                     loop {
-                        ticks += self.machine.halt_until(timer.due_tsc);
-                        if self.machine.now() >= timer.due_tsc {
+                        ticks += self.machine.halt_until(due);
+                        if self.machine.now() >= due {
+                            let now = self.machine.now();
+                            came.extend(
+                                self.domain
+                                    .timer_ticks(now)
+                                    .into_iter()
+                                    .filter_map(Tick::words),
+                            );
                             break;
                         }
                         keys_from_host(self.domain, self.machine, self.events);
@@ -770,16 +782,6 @@ impl Step<'_, '_> {
                             break;
                         }
                     }
-                    let before = self.domain.vcpu.interrupts;
-                    came.extend(self.domain.timer_tick(self.machine.now()).words());
-                    // An APIC one-shot whose tick its priority holds back hands the timer to
-                    // the PIT's (`VirtualInterrupts::after_once`): the CPU halts on for that.
-                    waiting_for = match self.domain.pending_interrupt() {
-                        None if before.hands_over(&self.domain.vcpu.interrupts) => {
-                            self.domain.vcpu.interrupts.timer
-                        }
-                        _ => None,
-                    };
                 }
                 let plural = if ticks == 1 { "" } else { "s" };
                 self.reports.push(format!(
@@ -1270,68 +1272,98 @@ impl Step<'_, '_> {
         }
     }
 
-    /// Device writes (`write`): when they change what the guest's timer depends on
-    /// (`Devices::timer_state`), the timer is worked out again, as at the TSC read just
-    /// before them ([`Step::platform_timer`]). The one way a port or MMIO write reaches the
-    /// devices.
+    /// Device writes (`write`): when they change what one of the guest's device timers
+    /// depends on (`Devices::timer_state`), that timer is worked out again, as at the TSC read
+    /// just before them ([`Step::device_timers`]). The one way a port or MMIO write reaches
+    /// the devices.
     fn watching_the_timer<T>(&mut self, write: impl FnOnce(&mut Self) -> T) -> T {
         let (before, written_at) = (self.domain.devices.timer_state(), self.machine.now());
         let result = write(self);
-        if self.domain.devices.timer_state() != before {
-            self.platform_timer(written_at);
+        let after = self.domain.devices.timer_state();
+        if after != before {
+            self.device_timers(
+                written_at,
+                after.pit != before.pit,
+                after.local_apic != before.local_apic,
+            );
         }
         result
     }
 
-    /// The PIT's channel 0, the PIC's IRQ 0 or the APIC's timer changed, by a write at TSC
-    /// `now` (read just before it): the guest's timer is what they now make it, and the
-    /// hypervisor's own timer runs to notice when it is due.
+    /// PIT channel 0 and the PIC's IRQ 0 (`pit_changed`), or the APIC's timer
+    /// (`local_apic_changed`), changed, by a write at TSC `now` (read just before it): that
+    /// timer of the guest's is what its device now makes it, and the hypervisor's own timer
+    /// runs to notice when it is due. The other timers count on untouched, as on a PC.
     ///
     /// Worked out as at the write, not at the hypervisor's later look at the clock: a
     /// one-shot armed with a count shorter than the hypervisor's own work after the write
     /// (Linux arms the APIC's with counts of a few dozen) has a deadline that passes before
     /// this line runs, and a device asked *then* would say it had fired already. A CPU's
-    /// APIC counts to 0 and requests the interrupt; here the guest's timer gets that
-    /// deadline, past or not, and its tick comes at the hypervisor's next look.
-    fn platform_timer(&mut self, now: u64) {
+    /// APIC counts to 0 and requests the interrupt; here the timer gets that deadline, past
+    /// or not, and its tick comes at the hypervisor's next look.
+    fn device_timers(&mut self, now: u64, pit_changed: bool, local_apic_changed: bool) {
         let tsc_hz = self.machine.tsc_hz().max(1);
-        // A tick that fell due under the timer being replaced, which the hypervisor has not
+        // A tick that fell due under a timer being replaced, which the hypervisor has not
         // noticed yet (it looks at its own timer's ticks), happened before this write: it is
         // delivered now, to its device, before the new timer replaces the old. (Else a
         // one-shot whose deadline passed is replaced by the next and never fires: Linux
         // rearms the PIT in its tick handler, with IRQ 0 masked, and unmasks it after.) The
-        // write has already reached the device: all writes that change the timer leave what
-        // a tick does the same, but for ICW1, which clears the PIC's IRR, and so the edge
+        // write has already reached the device: all writes that change a timer leave what a
+        // tick does the same, but for ICW1, which clears the PIC's IRR, and so the PIT's edge
         // from before it.
-        let old = self.domain.vcpu.interrupts.timer;
-        let cleared_by_icw1 = old.is_some_and(|timer| timer.target == TimerTarget::Irq0)
+        let timers = self.domain.vcpu.interrupts.timers;
+        let cleared_by_icw1 = timers
+            .pit
+            .is_some_and(|timer| timer.target == TimerTarget::Irq0 && timer.due_tsc <= now)
             && self.domain.devices.pic.initialising();
         if cleared_by_icw1 {
-            let (poll, next) = self.domain.vcpu.interrupts.poll(now);
-            if poll != interrupts::TimerPoll::NotDue {
-                self.domain.vcpu.interrupts = next;
-                self.reports.push(
-                    "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR"
-                        .into(),
-                );
+            // Its deadline passes without a tick: the PIT's timer alone, polled.
+            let pit_alone = interrupts::VirtualInterrupts {
+                timers: interrupts::Timers {
+                    pit: timers.pit,
+                    ..interrupts::Timers::default()
+                },
+                ..interrupts::VirtualInterrupts::default()
+            };
+            self.domain.vcpu.interrupts.timers.pit = pit_alone.poll(now).1.timers.pit;
+            self.reports.push(
+                "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR".into(),
+            );
+        }
+        for tick in self.domain.timer_ticks(now) {
+            if let Some(what) = tick.words() {
+                self.reports.push(format!(
+                    "the guest's timer was due before this write: {what}"
+                ));
             }
-        } else if let Some(what) = self.domain.timer_tick(now).words() {
-            self.reports.push(format!(
-                "the guest's timer was due before this write: {what}"
-            ));
         }
-        let platform = self.domain.devices.platform_timer(now, tsc_hz);
-        // A `set_timer` timer (its tick made pending, no device's) is not the devices' to
-        // stop: a write that leaves no device timer running leaves it alone. (A domain has
-        // one timer: a device timer that starts replaces it.)
-        let set_timer = old.is_some_and(|timer| timer.target == TimerTarget::Pending);
-        if platform.is_none() && set_timer {
-            return;
+        if pit_changed {
+            let pit = self.domain.devices.pit_timer(now, tsc_hz);
+            let stopped = "PIT channel 0 idle, or IRQ 0 masked with nothing latched";
+            self.device_timer(pit, now, tsc_hz, stopped, |timers| &mut timers.pit);
         }
-        let had_one = self.domain.vcpu.interrupts.timer.is_some();
+        if local_apic_changed {
+            let local_apic = self.domain.devices.local_apic_timer(now, tsc_hz);
+            let stopped = "the local APIC's timer stopped, masked or its one shot fired";
+            self.device_timer(local_apic, now, tsc_hz, stopped, |timers| {
+                &mut timers.local_apic
+            });
+        }
+    }
+
+    /// One device timer, as [`Step::device_timers`] works it out: kept at `slot` of the
+    /// guest's timers, and said when it changed (`stopped`: what its stop means).
+    fn device_timer(
+        &mut self,
+        timer: Option<PlatformTimer>,
+        now: u64,
+        tsc_hz: u64,
+        stopped: &str,
+        slot: impl Fn(&mut interrupts::Timers) -> &mut Option<VirtualTimer>,
+    ) {
         // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to
         // the IO-APIC, it is simply not presented, as on a PC.)
-        let virtual_timer = |timer: PlatformTimer| VirtualTimer {
+        let virtual_timer = timer.map(|timer| VirtualTimer {
             vector: timer.vector,
             // Once (the PIT's modes 0 and 4, the APIC's one-shot): over after its tick.
             period_tsc: timer.countdown.period_tsc.unwrap_or(interrupts::ONCE),
@@ -1341,35 +1373,20 @@ impl Step<'_, '_> {
                 TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
                 TimerSource::Pit | TimerSource::PitMasked => TimerTarget::Irq0,
             },
-        };
-        // A one-shot of the APIC's stands in for the PIT's timer until it fires; then the
-        // PIT's, which counted on, runs again (`VirtualInterrupts::after_once`).
-        let after_once = match platform {
-            Some(timer)
-                if timer.source == TimerSource::LocalApic
-                    && timer.countdown.period_tsc.is_none() =>
-            {
-                self.domain.devices.pit_timer(now, tsc_hz)
-            }
-            _ => None,
-        };
-        self.domain.vcpu.interrupts.timer = platform.map(virtual_timer);
-        self.domain.vcpu.interrupts.after_once = after_once.map(virtual_timer);
-        match platform {
+        });
+        let old = core::mem::replace(slot(&mut self.domain.vcpu.interrupts.timers), virtual_timer);
+        if old == virtual_timer {
+            return;
+        }
+        match timer {
             Some(timer) => {
                 self.machine.start_timer();
-                let mut said = self.watch_timer(timer, now, tsc_hz);
-                if let Some(after) = after_once {
-                    said.push_str(&format!(
-                        "; once it has fired, {}",
-                        self.watch_timer(after, now, tsc_hz)
-                    ));
-                }
+                let said = self.watch_timer(timer, now, tsc_hz);
                 self.reports.push(format!("the guest's timer: {said}"));
             }
-            None if had_one => self.reports.push(
-                "the guest's timer stops: the APIC's timer stopped or masked, PIT channel 0 idle or IRQ 0 masked".into(),
-            ),
+            None if old.is_some() => self
+                .reports
+                .push(format!("the guest's timer stops: {stopped}")),
             None => {}
         }
     }

@@ -9,7 +9,7 @@
 //! synthetic exit, and every trace has the same shape.
 
 use crate::domain::evtchn::{Callback, PortState};
-use crate::domain::interrupts::VirtualTimer;
+use crate::domain::interrupts::Timers;
 use crate::domain::page_tables::{NewTables, PinStep};
 use crate::domain::vcpu::Wait;
 use crate::emulate::Access;
@@ -142,14 +142,15 @@ pub enum Effect {
     /// A PV kernel's interrupt flag, which its emulated CLI and STI change.
     VirtualInterruptFlag(bool),
     // ---- Interrupts ----------------------------------------------------------------------
-    /// The guest's timer from now on, or none: one it asked for (`set_timer`), or the one its
-    /// timer's tick leaves (`VirtualInterrupts::poll`: after a one-shot, the PIT's timer it
-    /// stood in for). Either way no timer waits behind it (`VirtualInterrupts::after_once`).
-    Timer(Option<VirtualTimer>),
+    /// The guest's timers from now on: with the one it asked for (`set_timer`), or as its
+    /// timers' ticks leave them (`VirtualInterrupts::poll`: a periodic one's next deadline, a
+    /// one-shot's gone).
+    Timers(Timers),
     /// The interrupt waiting for the guest to take it.
     PendingInterrupt(Option<u8>),
-    /// Halt the physical CPU until the guest's timer is due, then make its interrupt pending,
-    /// or request it at the device the timer goes through (`Domain::timer_tick`).
+    /// Halt the physical CPU until one of the guest's timers is due and its tick interrupts
+    /// the guest: its interrupt pending, or requested at the device the timer goes through
+    /// (`Domain::timer_ticks`).
     HaltUntilInterrupt,
     /// V_IRQ and the VINTR intercept (APM vol. 2, 15.21.4): `Some(vector)` asks the CPU to
     /// exit when the guest can take an interrupt, `None` withdraws the request.

@@ -1206,12 +1206,13 @@ mod tests {
         test.code(&[0xf4]);
         test.gate(1, HANDLER);
         test.interrupts_on();
-        test.domain.vcpu.interrupts.timer = Some(crate::domain::interrupts::VirtualTimer {
-            vector: 0x30,
-            period_tsc: 1_000_000,
-            due_tsc: test.machine.now.get() + 1_000_000,
-            target: crate::domain::interrupts::TimerTarget::Pending,
-        });
+        test.domain.vcpu.interrupts.timers.set_timer =
+            Some(crate::domain::interrupts::VirtualTimer {
+                vector: 0x30,
+                period_tsc: 1_000_000,
+                due_tsc: test.machine.now.get() + 1_000_000,
+                target: crate::domain::interrupts::TimerTarget::Pending,
+            });
         test.domain.vcpu.vmcb.save.rflags |= RFlags::TRAP_FLAG.bits();
         let decision = test.decide(test.exit(ExitReason::Hlt));
         assert!(

@@ -486,16 +486,17 @@ fn wake_on_timers(
         if !domain.vcpu.run_state.is_blocked() {
             continue;
         }
-        let tick = domain.timer_tick(now);
-        if let RunState::Blocked(wait) = &domain.vcpu.run_state
-            && schedule::woken_by_timer(wait, domain, &tick)
-        {
-            domain.vcpu.run_state = RunState::Runnable;
-            let port = match tick {
-                Tick::Event { port, .. } => Some(port),
-                _ => None,
-            };
-            first = first.or(Some((domain.id, port)));
+        for tick in domain.timer_ticks(now) {
+            if let RunState::Blocked(wait) = &domain.vcpu.run_state
+                && schedule::woken_by_timer(wait, domain, &tick)
+            {
+                domain.vcpu.run_state = RunState::Runnable;
+                let port = match tick {
+                    Tick::Event { port, .. } => Some(port),
+                    _ => None,
+                };
+                first = first.or(Some((domain.id, port)));
+            }
         }
     }
     first
@@ -551,7 +552,7 @@ fn switch_in(
         }
     }
     let domain = running.system().domain_mut(id)?;
-    domain.timer_tick(machine.now());
+    domain.timer_ticks(machine.now());
     if let Some(Parked {
         exit,
         stopped_at_exit,

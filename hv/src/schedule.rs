@@ -22,7 +22,7 @@
 
 use crate::domain::Domain;
 use crate::domain::evtchn::{Callback, Pending};
-use crate::domain::interrupts::Tick;
+use crate::domain::interrupts::{Tick, TimerTarget, VirtualTimer};
 pub use crate::domain::vcpu::{RunState, Wait};
 use alloc::vec::Vec;
 use traplab_abi::evtchn::Port;
@@ -145,24 +145,35 @@ pub fn next_in_turn(domains: &[Domain]) -> Option<u16> {
 pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
     domains
         .iter()
-        .filter(|domain| match &domain.vcpu.run_state {
-            RunState::Blocked(wait) => timer_may_wake(wait, domain),
-            _ => false,
+        .flat_map(|domain| {
+            domain
+                .vcpu
+                .interrupts
+                .timers
+                .running()
+                .filter(move |timer| match &domain.vcpu.run_state {
+                    RunState::Blocked(wait) => timer_may_wake(wait, domain, timer),
+                    _ => false,
+                })
         })
-        .filter_map(|domain| domain.vcpu.interrupts.timer.map(|timer| timer.due_tsc))
+        .map(|timer| timer.due_tsc)
         .min()
 }
 
-/// Could a tick of its timer ever end `wait` ([`woken_by_timer`], over every tick to come)?
-/// Not a wait for the store. For ticks that are events (a timer bound to VIRQ_TIMER), only
-/// where [`woken_by_event`] would let one through: not a poll of one other port than the
-/// ticks' with no upcall to kick it (Xen's `evtchn_check_pollers` wakes a poller of one port
-/// for that port only); not SCHEDOP_block with the ticks' port masked, which never owes an
-/// upcall; not HLT without an upcall it can take (no callback, upcalls or interrupts off).
-/// None of that can change while the vCPU waits. Ticks that are interrupts wake any other
-/// wait: an interrupt kicks the vCPU.
-fn timer_may_wake(wait: &Wait, domain: &Domain) -> bool {
-    let Some(timer_port) = domain.timer_event_port() else {
+/// Could a tick of `timer` ever end `wait` ([`woken_by_timer`], over every tick to come)?
+/// Not a wait for the store. For ticks that are events (a timer of `set_timer`'s bound to
+/// VIRQ_TIMER), only where [`woken_by_event`] would let one through: not a poll of one other
+/// port than the ticks' with no upcall to kick it (Xen's `evtchn_check_pollers` wakes a
+/// poller of one port for that port only); not SCHEDOP_block with the ticks' port masked,
+/// which never owes an upcall; not HLT without an upcall it can take (no callback, upcalls
+/// or interrupts off). None of that can change while the vCPU waits. Ticks that are
+/// interrupts wake any other wait: an interrupt kicks the vCPU.
+fn timer_may_wake(wait: &Wait, domain: &Domain, timer: &VirtualTimer) -> bool {
+    let event_port = match timer.target {
+        TimerTarget::Pending => domain.timer_event_port(),
+        TimerTarget::LocalApic | TimerTarget::Irq0 => None,
+    };
+    let Some(timer_port) = event_port else {
         return !matches!(wait, Wait::Store(_));
     };
     let upcall = !domain.event_masked(timer_port) && !domain.upcalls_masked();
@@ -486,7 +497,7 @@ mod tests {
             (4, blocked()),
         ]);
         for (domain, due) in domains.iter_mut().zip([100, 300, 200]) {
-            domain.vcpu.interrupts.timer = Some(VirtualTimer {
+            domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
                 vector: 0x20,
                 period_tsc: 1_000,
                 due_tsc: due,
@@ -496,7 +507,7 @@ mod tests {
         assert_eq!(earliest_timer(&domains), Some(200), "d1 runs: not counted");
         domains[2].vcpu.run_state = RunState::Ended;
         assert_eq!(earliest_timer(&domains), Some(300));
-        domains[1].vcpu.interrupts.timer = None;
+        domains[1].vcpu.interrupts.timers.set_timer = None;
         assert_eq!(earliest_timer(&domains), None, "d4 has no timer");
     }
 
@@ -513,7 +524,7 @@ mod tests {
         };
         let with_timer = |wait: Wait| {
             let mut domains = system(&[(1, RunState::Blocked(wait))]);
-            domains[0].vcpu.interrupts.timer = Some(timer);
+            domains[0].vcpu.interrupts.timers.set_timer = Some(timer);
             domains
         };
         assert_eq!(
@@ -537,7 +548,7 @@ mod tests {
         let mut blocked = crate::testing::Test::long_mode();
         blocked.domain.events.shared_info = Some(crate::testing::SHARED_INFO);
         blocked.domain.events.ports[1] = crate::domain::evtchn::PortState::Virq(virq::TIMER);
-        blocked.domain.vcpu.interrupts.timer = Some(timer);
+        blocked.domain.vcpu.interrupts.timers.set_timer = Some(timer);
         blocked.domain.vcpu.run_state = RunState::Blocked(Wait::Event);
         assert_eq!(
             earliest_timer(core::slice::from_ref(&blocked.domain)),
@@ -556,7 +567,7 @@ mod tests {
         // A timer its local APIC makes interrupts the CPU, VIRQ_TIMER bound or not: it
         // kicks a poller of any port.
         polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![3]));
-        if let Some(timer) = polling[0].vcpu.interrupts.timer.as_mut() {
+        if let Some(timer) = polling[0].vcpu.interrupts.timers.set_timer.as_mut() {
             timer.target = TimerTarget::LocalApic;
         }
         assert_eq!(earliest_timer(&polling), Some(100));

@@ -674,6 +674,31 @@ impl Test {
         self.run(exit)
     }
 
+    /// `OUT DX, AL` of `value` to `port` at RIP, run; RIP back where it was after it, for the
+    /// next. (The port's device sees it as a guest's OUT: a write that reprograms a timer
+    /// reaches the guest's timers, `apply.rs`.)
+    pub fn out(&mut self, port: u16, value: u8) -> Run {
+        let rip = self.domain.vcpu.vmcb.save.rip;
+        self.code(&[0xee]);
+        self.set_gpr(0, value as u64);
+        self.set_gpr(2, port as u64);
+        let exit = self.exit(ExitReason::Ioio {
+            info: svm::IoioInfo {
+                port,
+                input: false,
+                string: false,
+                rep: false,
+                size: 1,
+                address_bits: 64,
+                segment: 0,
+            },
+            next_rip: rip + 1,
+        });
+        let run = self.run(exit);
+        self.domain.vcpu.vmcb.save.rip = rip;
+        run
+    }
+
     /// Map the 4th GiB, where the devices are (the lab device, the APICs), as itself with
     /// one 1 GiB page: the boot page tables map only the first 16 MiB, and an instruction
     /// that the hypervisor translates addresses for (a string instruction) must reach them.

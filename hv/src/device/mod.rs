@@ -104,7 +104,7 @@ fn splits(port: u16, size: u8) -> bool {
     size > 1 && (0..u16::from(size)).any(|index| byte_wide(port.wrapping_add(index)))
 }
 
-/// Which device makes the guest's timer.
+/// Which device makes one of the guest's timers, and the way its ticks go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerSource {
     /// The local APIC's timer: its interrupt is requested in the APIC (`lapic.rs`).
@@ -118,7 +118,7 @@ pub enum TimerSource {
     PitThroughIoApic,
 }
 
-/// The guest's timer as its devices make it.
+/// One of the guest's timers, as its device makes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlatformTimer {
     pub vector: u8,
@@ -126,12 +126,27 @@ pub struct PlatformTimer {
     pub source: TimerSource,
 }
 
-/// What the guest's timer depends on (see [`Devices::timer_state`]).
-pub type TimerState = (
-    (u8, Option<u32>, Option<u64>, Option<u8>, Option<u8>),
-    (u32, u32, u32, (u64, u32), bool, bool),
-    Option<u8>,
-);
+/// What the guest's device timers depend on (see [`Devices::timer_state`]): PIT channel 0's
+/// part, and the local APIC timer's (its LVT entry, count, divider, start, enable, stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerState {
+    pub pit: PitTimerState,
+    pub local_apic: (u32, u32, u32, (u64, u32), bool, bool),
+}
+
+/// What PIT channel 0's timer depends on: how it counts, and where its ticks go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PitTimerState {
+    mode: u8,
+    reload: Option<u32>,
+    loaded_at: Option<u64>,
+    /// IRQ 0's vector at the PIC, presented or latched behind its mask.
+    irq_0: Option<u8>,
+    irq_0_masked: Option<u8>,
+    /// Pin 2's vector at the IO-APIC, and whether the local APIC it goes to is enabled.
+    pin_2: Option<u8>,
+    local_apic_enabled: bool,
+}
 
 /// What a write did: its description (empty: nothing more to say than the access), and a
 /// console line it completed.
@@ -330,27 +345,22 @@ impl Devices {
         )
     }
 
-    /// The guest's timer as its devices make it: the local APIC's timer while it runs
-    /// (a kernel that has moved to the APIC masks the PIT's IRQ 0 anyway; a one-shot's stands
-    /// in for the PIT's only until it fires), else PIT channel
-    /// 0's countdown, at the vector the master PIC gives IRQ 0 while IRQ 0 is unmasked
-    /// there, or else at the vector of the IO-APIC's pin 2 while that is unmasked and the
-    /// local APIC it goes to is enabled. `None`: no timer interrupt comes. (One timer at a
-    /// time: the domain's virtual timer has one deadline, `domain/interrupts.rs`.)
-    pub fn platform_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
-        if let Some((vector, countdown)) = self.lapic.timer(now, tsc_hz) {
-            return Some(PlatformTimer {
-                vector,
-                countdown,
-                source: TimerSource::LocalApic,
-            });
-        }
-        self.pit_timer(now, tsc_hz)
+    /// The local APIC's timer as it counts now, at its LVT entry's vector; `None` while it
+    /// is masked, stopped or has fired its one shot.
+    pub fn local_apic_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
+        let (vector, countdown) = self.lapic.timer(now, tsc_hz)?;
+        Some(PlatformTimer {
+            vector,
+            countdown,
+            source: TimerSource::LocalApic,
+        })
     }
 
-    /// PIT channel 0's timer, as [`Devices::platform_timer`] makes it when the local APIC's
-    /// does not run: also the one that takes over when an APIC one-shot has fired
-    /// (`VirtualInterrupts::after_once`).
+    /// PIT channel 0's timer: its countdown, at the vector the master PIC gives IRQ 0 while
+    /// IRQ 0 is unmasked there, or else at the vector of the IO-APIC's pin 2 while that is
+    /// unmasked and the local APIC it goes to is enabled, or else its next edge only, latched
+    /// behind IRQ 0's mask. `None`: no interrupt comes of it. It counts whatever the local
+    /// APIC's timer does (`domain/interrupts.rs`, `Timers`).
     pub fn pit_timer(&self, now: u64, tsc_hz: u64) -> Option<PlatformTimer> {
         let countdown = self.pit.countdown(now, tsc_hz)?;
         let pic = self.pic.timer_vector();
@@ -376,24 +386,25 @@ impl Devices {
         })
     }
 
-    /// What the platform's timer depends on: PIT channel 0's mode, count and start, the
-    /// vector of IRQ 0 (presented, or latched behind its mask), and the APIC timer's LVT
-    /// entry, count, divider, start, enable and whether it stopped at 0. A write that changes
-    /// it (re)programs the guest's timer (`apply.rs`); one that only latches or reads a count
-    /// does not.
+    /// What the device timers depend on. PIT channel 0's: its mode, count and start, the
+    /// vector of IRQ 0 (presented, or latched behind its mask), the IO-APIC's pin 2, and
+    /// whether the local APIC that pin goes to is enabled. The APIC timer's: its LVT entry,
+    /// count, divider, start, enable and whether it stopped at 0. A write that changes a part
+    /// (re)programs that timer (`apply.rs`); one that only latches or reads a count does not.
     pub fn timer_state(&self) -> TimerState {
         let channel = &self.pit.channels[0];
-        (
-            (
-                channel.mode,
-                channel.reload,
-                channel.loaded_at,
-                self.pic.timer_vector(),
-                self.pic.latches_masked_irq_0(),
-            ),
-            self.lapic.timer_state(),
-            self.ioapic_vector(ioapic::PIT_PIN),
-        )
+        TimerState {
+            pit: PitTimerState {
+                mode: channel.mode,
+                reload: channel.reload,
+                loaded_at: channel.loaded_at,
+                irq_0: self.pic.timer_vector(),
+                irq_0_masked: self.pic.latches_masked_irq_0(),
+                pin_2: self.ioapic_vector(ioapic::PIT_PIN),
+                local_apic_enabled: self.lapic.software_enabled(),
+            },
+            local_apic: self.lapic.timer_state(),
+        }
     }
 
     /// After COM1 changed (a port access, input from the host): follow its interrupt

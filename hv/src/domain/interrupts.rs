@@ -1,13 +1,15 @@
-//! The guest's virtual interrupts: its timer, and the interrupt waiting for the guest to
+//! The guest's virtual interrupts: its timers, and the interrupt waiting for the guest to
 //! take it.
 //!
-//! Two sources make an interrupt pending: the guest's timer, and its event channels' upcall
-//! when it registered a callback vector (`evtchn.rs`, [`Domain::pending_interrupt`]). A
-//! timer its devices make goes through them instead ([`TimerTarget`]): the local APIC's
-//! IRR, or the 8259A's for the PIT's IRQ 0, and the device presents it by priority.
+//! Two sources make an interrupt pending: the guest's timer of `set_timer`'s, and its event
+//! channels' upcall when it registered a callback vector (`evtchn.rs`,
+//! [`Domain::pending_interrupt`]). The timers its devices make, PIT channel 0's and the local
+//! APIC's, each its own ([`Timers`]), go through those devices instead ([`TimerTarget`]):
+//! the local APIC's IRR, or the 8259A's for the PIT's IRQ 0, and the device presents it by
+//! priority.
 //!
 //! A guest asks for a periodic timer with the `set_timer` hypercall. The hypervisor notices
-//! that it is due when it has control: at each tick of its own timer (an INTR exit,
+//! that a timer is due when it has control: at each tick of its own timer (an INTR exit,
 //! `exit/intr.rs`) or while the guest halts (`exit/hlt.rs`). The interrupt then becomes
 //! *pending*, and before every VMRUN the hypervisor tries to deliver it ([`assist`], applied
 //! by `apply.rs`), as Xen's `hvm_intr_assist` and KVM's `inject_pending_event` do:
@@ -25,10 +27,11 @@ use super::evtchn::Pending;
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use traplab_abi::evtchn::{Port, virq};
 
-/// The guest's timer: one it asked for with `set_timer`, or the one its devices make (the
-/// PIT, the local APIC's timer; `device/mod.rs`).
+/// One of the guest's timers: the one it asked for with `set_timer`, or one of its devices'
+/// (PIT channel 0, the local APIC's timer; `device/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtualTimer {
     pub vector: u8,
@@ -43,7 +46,7 @@ pub struct VirtualTimer {
 /// APIC's one-shot. After its tick such a timer is over (until the kernel reprograms it).
 pub const ONCE: u64 = u64::MAX / 4;
 
-/// Where a tick of the guest's timer goes.
+/// Where a tick of one of the guest's timers goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerTarget {
     /// Its interrupt becomes pending at once (a timer the guest asked for with `set_timer`):
@@ -58,15 +61,47 @@ pub enum TimerTarget {
     Irq0,
 }
 
-/// The guest's timer and its pending interrupt.
+/// The guest's timers, one per source. A PC's 8254 and its local APIC's timer count at the
+/// same time, each on its own (Linux calibrates one against the other, and checks at boot
+/// that the APIC's ticks while the PIT's do); a timer of `set_timer`'s is a third, Xen's
+/// per-vCPU singleshot/periodic timer beside its emulated platform timers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// The one the guest asked for with `set_timer`: its ticks pending at once, or events on
+    /// the port bound to `VIRQ_TIMER`.
+    pub set_timer: Option<VirtualTimer>,
+    /// PIT channel 0's: IRQ 0 through the 8259A, or pin 2 of the IO-APIC to the local APIC.
+    pub pit: Option<VirtualTimer>,
+    /// The local APIC's own timer (its LVT timer entry).
+    pub local_apic: Option<VirtualTimer>,
+}
+
+impl Timers {
+    /// The ones that run.
+    pub fn running(&self) -> impl Iterator<Item = VirtualTimer> {
+        [self.set_timer, self.pit, self.local_apic]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The earliest deadline of those that run.
+    pub fn earliest_due(&self) -> Option<u64> {
+        self.running().map(|timer| timer.due_tsc).min()
+    }
+
+    /// The one whose deadline comes first, as the place it is kept.
+    fn earliest_mut(&mut self) -> Option<&mut Option<VirtualTimer>> {
+        let due = self.earliest_due()?;
+        [&mut self.set_timer, &mut self.pit, &mut self.local_apic]
+            .into_iter()
+            .find(|timer| timer.is_some_and(|timer| timer.due_tsc == due))
+    }
+}
+
+/// The guest's timers and its pending interrupt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VirtualInterrupts {
-    pub timer: Option<VirtualTimer>,
-    /// The timer that takes over once a one-shot `timer` has fired: PIT channel 0's, while a
-    /// one-shot of the local APIC's runs in its place (the domain has one timer at a time,
-    /// `Devices::platform_timer`; the 8254 counts on meanwhile, and its IRQ 0 ticks again
-    /// after). `None` otherwise.
-    pub after_once: Option<VirtualTimer>,
+    pub timers: Timers,
     /// An interrupt vector waiting for the guest to take it.
     pub pending: Option<u8>,
     /// gdb is single-stepping this vCPU: maskable interrupts wait until gdb lets it run, so
@@ -80,12 +115,13 @@ pub struct VirtualInterrupts {
 /// What [`VirtualInterrupts::poll`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerPoll {
-    /// The deadline is still ahead (or there is no timer).
+    /// No deadline is due yet (or there is no timer).
     NotDue,
     /// Due: the interrupt with this vector is now pending.
     Pending(u8),
-    /// Due, and the timer is the local APIC's: the interrupt with this vector is requested
-    /// in the APIC (the state after it leaves `pending` alone).
+    /// Due, and the timer goes through the local APIC (its own, or the PIT's through the
+    /// IO-APIC): the interrupt with this vector is requested there (the state after it
+    /// leaves `pending` alone).
     ToLocalApic(u8),
     /// Due, and the timer is the PIT's through the 8259A: IRQ 0's edge (the state after it
     /// leaves `pending` alone; the PIC merges a tick it still holds, in its IRR).
@@ -95,22 +131,12 @@ pub enum TimerPoll {
     Merged(u8),
 }
 
-/// What a tick that hands the guest's timer back to the PIT's says (after a
-/// [`VirtualInterrupts::hands_over`]).
-pub const PIT_AGAIN: &str = "; the APIC's one-shot is over, and PIT channel 0's timer, which counted on meanwhile, is the guest's timer again";
-
 impl VirtualInterrupts {
-    /// Does the state `next`, after a tick, hand the guest's timer back to the one a one-shot
-    /// stood in for ([`VirtualInterrupts::after_once`])?
-    pub fn hands_over(&self, next: &VirtualInterrupts) -> bool {
-        self.after_once.is_some() && next.after_once.is_none()
-    }
-
-    /// Is the guest's timer due at TSC `now`? The answer, and the state after it: the
-    /// interrupt pending and the next deadline the first one of the timer's own after `now`
-    /// (deadlines missed while nobody looked are not made up for: they merge into this
-    /// tick), or after a one-shot's ([`ONCE`]) the timer it stood in for
-    /// ([`VirtualInterrupts::after_once`]), if any, else none.
+    /// Is one of the guest's timers due at TSC `now`? The first one due, and the state after
+    /// its tick: the interrupt pending (a timer of `set_timer`'s) and that timer's next
+    /// deadline the first one of its own after `now` (deadlines missed while nobody looked
+    /// are not made up for: they merge into this tick), or after a one-shot's ([`ONCE`]) no
+    /// timer there. Another timer due as well is the next call's: each ticks once a look.
     ///
     /// The deadlines stay the timer's own, `due + k × period`, however late the hypervisor
     /// looks, as an 8254 or a local APIC counting down keeps its phase (and Xen's virtual
@@ -118,48 +144,38 @@ impl VirtualInterrupts {
     /// look's lateness into every period after it: with the hypervisor's own timer ticking
     /// a little faster than the guest's, the guest got every other tick.
     pub fn poll(&self, now: u64) -> (TimerPoll, VirtualInterrupts) {
-        let Some(timer) = self.timer else {
+        let mut next = *self;
+        let Some(slot) = next.timers.earliest_mut() else {
+            return (TimerPoll::NotDue, *self);
+        };
+        let Some(timer) = *slot else {
             return (TimerPoll::NotDue, *self);
         };
         if now < timer.due_tsc {
             return (TimerPoll::NotDue, *self);
         }
-        // A one-shot is over after its tick: the timer it stood in for runs again, if one
-        // did, else a HLT has no timer to wait for.
-        let (timer_after, after_once) = match timer.period_tsc {
-            ONCE => (self.after_once, None),
+        // A one-shot is over after its tick.
+        *slot = match timer.period_tsc {
+            ONCE => None,
             period => {
                 let period = period.max(1);
                 let periods = (now - timer.due_tsc) / period + 1;
-                let next = VirtualTimer {
+                Some(VirtualTimer {
                     due_tsc: timer.due_tsc.saturating_add(periods.saturating_mul(period)),
                     ..timer
-                };
-                (Some(next), self.after_once)
+                })
             }
         };
-        let to_device = match timer.target {
-            TimerTarget::Pending => None,
-            TimerTarget::LocalApic => Some(TimerPoll::ToLocalApic(timer.vector)),
-            TimerTarget::Irq0 => Some(TimerPoll::ToIrq0),
-        };
-        if let Some(poll) = to_device {
-            let next = VirtualInterrupts {
-                timer: timer_after,
-                after_once,
-                ..*self
-            };
-            return (poll, next);
-        }
-        let next = VirtualInterrupts {
-            timer: timer_after,
-            after_once,
-            pending: Some(timer.vector),
-            ..*self
-        };
-        match self.pending {
-            Some(_) => (TimerPoll::Merged(timer.vector), next),
-            None => (TimerPoll::Pending(timer.vector), next),
+        match timer.target {
+            TimerTarget::LocalApic => (TimerPoll::ToLocalApic(timer.vector), next),
+            TimerTarget::Irq0 => (TimerPoll::ToIrq0, next),
+            TimerTarget::Pending => {
+                next.pending = Some(timer.vector);
+                match self.pending {
+                    Some(_) => (TimerPoll::Merged(timer.vector), next),
+                    None => (TimerPoll::Pending(timer.vector), next),
+                }
+            }
         }
     }
 }
@@ -247,35 +263,27 @@ impl Domain {
         }
     }
 
-    /// The port its timer's ticks come on as events: the port bound to `VIRQ_TIMER`, when its
-    /// timer is one of `set_timer`'s. (A timer a device makes, the PIT's or the local APIC's,
+    /// The port its timer's ticks come on as events: the port bound to `VIRQ_TIMER`, while it
+    /// has a timer of `set_timer`'s. (A timer a device makes, the PIT's or the local APIC's,
     /// ticks through that device, whatever is bound.)
     pub fn timer_event_port(&self) -> Option<Port> {
-        let own_timer = self
-            .vcpu
-            .interrupts
-            .timer
-            .is_some_and(|timer| timer.target == TimerTarget::Pending);
+        let own_timer = self.vcpu.interrupts.timers.set_timer.is_some();
         self.events.virq_port(virq::TIMER).filter(|_| own_timer)
     }
 
-    /// Is the domain's timer due at TSC `now`? If so: its interrupt becomes pending, or is
-    /// requested at the device its timer goes through, or, when the domain bound a port to
-    /// `VIRQ_TIMER`, an event on that port. Used where the hypervisor notices the deadline
-    /// outside an exit of the domain's own: while it halts, when it is switched in, for a
-    /// blocked domain (`run.rs`), and at a write that reprograms the timer (`apply.rs`).
+    /// Is one of the domain's timers due at TSC `now`? If so, the first one due ticks: its
+    /// interrupt becomes pending, or is requested at the device the timer goes through, or,
+    /// for a timer of `set_timer`'s when the domain bound a port to `VIRQ_TIMER`, an event on
+    /// that port. Another one due as well is the next call's ([`Domain::timer_ticks`] makes
+    /// them all).
     pub fn timer_tick(&mut self, now: u64) -> Tick {
         let (poll, next) = self.vcpu.interrupts.poll(now);
         match poll {
             TimerPoll::NotDue => return Tick::NotDue,
             TimerPoll::ToLocalApic(vector) => {
                 // Requested in the APIC; it interrupts the CPU only if its priority lets it.
-                let handed_over = self.vcpu.interrupts.hands_over(&next);
                 self.vcpu.interrupts = next;
-                let mut what = self.devices.local_apic_tick(vector);
-                if handed_over {
-                    what.push_str(PIT_AGAIN);
-                }
+                let what = self.devices.local_apic_tick(vector);
                 return Tick::Requested {
                     presented: self.devices.lapic.next_to_deliver().is_some(),
                     what,
@@ -295,7 +303,7 @@ impl Domain {
         }
         match self.timer_event_port() {
             Some(port) => {
-                self.vcpu.interrupts.timer = next.timer;
+                self.vcpu.interrupts.timers = next.timers;
                 let pending = self.set_pending(port);
                 Tick::Event { port, pending }
             }
@@ -304,6 +312,24 @@ impl Domain {
                 Tick::Interrupt
             }
         }
+    }
+
+    /// Every tick of the domain's timers due at TSC `now`, the earliest deadline first: where
+    /// the hypervisor notices them outside an exit of the domain's own (while it halts, when
+    /// it is switched in, for a blocked domain, `run.rs`; at a write that reprograms a timer,
+    /// `apply.rs`). Each timer ticks at most once (its next deadline is after `now`).
+    pub fn timer_ticks(&mut self, now: u64) -> Vec<Tick> {
+        // At most one tick a timer (a deadline at the very end of time, `u64::MAX`, would be
+        // due again after its own tick).
+        let running = self.vcpu.interrupts.timers.running().count();
+        let mut ticks = Vec::new();
+        for _ in 0..running {
+            match self.timer_tick(now) {
+                Tick::NotDue => break,
+                tick => ticks.push(tick),
+            }
+        }
+        ticks
     }
 }
 
@@ -413,7 +439,10 @@ mod tests {
 
     fn with_timer(pending: Option<u8>) -> VirtualInterrupts {
         VirtualInterrupts {
-            timer: Some(TIMER),
+            timers: Timers {
+                set_timer: Some(TIMER),
+                ..Timers::default()
+            },
             pending,
             ..VirtualInterrupts::default()
         }
@@ -436,7 +465,10 @@ mod tests {
         let (poll, next) = with_timer(None).poll(5_000);
         assert_eq!(poll, TimerPoll::Pending(0x20));
         assert_eq!(next.pending, Some(0x20));
-        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(6_000));
+        assert_eq!(
+            next.timers.set_timer.map(|timer| timer.due_tsc),
+            Some(6_000)
+        );
     }
 
     #[test]
@@ -449,27 +481,55 @@ mod tests {
     #[test]
     fn a_one_shot_is_over_after_its_tick() {
         let once = VirtualInterrupts {
-            timer: Some(VirtualTimer {
-                period_tsc: ONCE,
-                ..TIMER
-            }),
+            timers: Timers {
+                local_apic: Some(VirtualTimer {
+                    period_tsc: ONCE,
+                    target: TimerTarget::LocalApic,
+                    ..TIMER
+                }),
+                ..Timers::default()
+            },
             ..VirtualInterrupts::default()
         };
         let (poll, next) = once.poll(5_000);
-        assert_eq!(poll, TimerPoll::Pending(0x20));
-        assert_eq!(next.timer, None);
-        // One that stood in for a periodic timer (the APIC's one-shot for the PIT's): that
-        // one runs again after it, once.
-        let periodic = VirtualTimer {
-            due_tsc: 4_000,
-            ..TIMER
+        assert_eq!(poll, TimerPoll::ToLocalApic(0x20));
+        assert_eq!(next.timers, Timers::default());
+    }
+
+    #[test]
+    fn each_timer_ticks_on_its_own_the_earliest_deadline_first() {
+        // The PIT's (IRQ 0, every 1,000 from 5,000) and the APIC's one-shot (0x30 at 4,500)
+        // both run: a look at 5,200 finds both due, and two polls tick them, the APIC's
+        // first; the PIT's next deadline is its own, 6,000, and a third poll finds nothing.
+        let both = VirtualInterrupts {
+            timers: Timers {
+                pit: Some(VirtualTimer {
+                    target: TimerTarget::Irq0,
+                    ..TIMER
+                }),
+                local_apic: Some(VirtualTimer {
+                    vector: 0x30,
+                    period_tsc: ONCE,
+                    due_tsc: 4_500,
+                    target: TimerTarget::LocalApic,
+                }),
+                ..Timers::default()
+            },
+            ..VirtualInterrupts::default()
         };
-        let stood_in = VirtualInterrupts {
-            after_once: Some(periodic),
-            ..once
-        };
-        let (_, next) = stood_in.poll(5_000);
-        assert_eq!((next.timer, next.after_once), (Some(periodic), None));
+        assert_eq!(both.timers.earliest_due(), Some(4_500));
+        let (first, after_first) = both.poll(5_200);
+        assert_eq!(first, TimerPoll::ToLocalApic(0x30));
+        assert_eq!(after_first.timers.local_apic, None);
+        assert_eq!(after_first.timers.pit, both.timers.pit, "not yet ticked");
+        let (second, after_second) = after_first.poll(5_200);
+        assert_eq!(second, TimerPoll::ToIrq0);
+        assert_eq!(
+            after_second.timers.pit.map(|timer| timer.due_tsc),
+            Some(6_000)
+        );
+        assert_eq!(after_second.poll(5_200).0, TimerPoll::NotDue);
+        assert_eq!(after_second.pending, None, "both went to their devices");
     }
 
     #[test]
@@ -477,7 +537,10 @@ mod tests {
         // Five periods late: one interrupt, and the next deadline the timer's own next one.
         let (poll, next) = with_timer(None).poll(10_007);
         assert_eq!(poll, TimerPoll::Pending(0x20));
-        assert_eq!(next.timer.map(|timer| timer.due_tsc), Some(11_000));
+        assert_eq!(
+            next.timers.set_timer.map(|timer| timer.due_tsc),
+            Some(11_000)
+        );
     }
 
     #[test]
@@ -621,7 +684,7 @@ mod tests {
     /// A domain whose timer (0x20, every 1,000) is due at 5,000, with a shared-info page.
     fn ticking() -> Test {
         let mut test = Test::long_mode();
-        test.domain.vcpu.interrupts.timer = Some(TIMER);
+        test.domain.vcpu.interrupts.timers.set_timer = Some(TIMER);
         test.domain.events.shared_info = Some(SHARED_INFO);
         test
     }
@@ -639,7 +702,10 @@ mod tests {
         assert_eq!(test.domain.timer_tick(5_000), Tick::Interrupt);
         let interrupts = test.domain.vcpu.interrupts;
         assert_eq!(interrupts.pending, Some(0x20));
-        assert_eq!(interrupts.timer.map(|timer| timer.due_tsc), Some(6_000));
+        assert_eq!(
+            interrupts.timers.set_timer.map(|timer| timer.due_tsc),
+            Some(6_000)
+        );
     }
 
     #[test]
@@ -660,7 +726,10 @@ mod tests {
         );
         let interrupts = test.domain.vcpu.interrupts;
         assert_eq!(interrupts.pending, None);
-        assert_eq!(interrupts.timer.map(|timer| timer.due_tsc), Some(6_000));
+        assert_eq!(
+            interrupts.timers.set_timer.map(|timer| timer.due_tsc),
+            Some(6_000)
+        );
         assert!(test.domain.event_pending(2));
         // The next tick before the guest looked: merged into the first, no new upcall.
         assert_eq!(

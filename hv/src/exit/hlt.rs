@@ -6,9 +6,9 @@
 //!
 //! - while other domains run, its vCPU *blocks* and the scheduler runs another
 //!   (`schedule.rs`); its timer, or an event upcall, wakes it;
-//! - alone, with a timer armed (`set_timer`), the hypervisor halts the physical CPU until
-//!   the guest's timer is due, skips the HLT and delivers the interrupt (before the next
-//!   VMRUN, `apply.rs`).
+//! - alone, with a timer armed (`set_timer`, the PIT's, the local APIC's), the hypervisor
+//!   halts the physical CPU until the first of the guest's timers that can interrupt it is
+//!   due, skips the HLT and delivers the interrupt (before the next VMRUN, `apply.rs`).
 //!
 //! - without a timer, with its COM1's receiver interrupt on while the host forwards keys
 //!   (`traplab run`): its vCPU blocks, and the hypervisor's idle loop halts until a key comes
@@ -16,7 +16,7 @@
 //!
 //! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach
 //! it, no key) the domain ends too. A timer whose tick the interrupt controller would hold
-//! back counts as none: IRQ 0 masked or still in service at the PIC (a HLT in the timer's
+//! back counts as none (each of the guest's timers is looked at on its own): IRQ 0 masked or still in service at the PIC (a HLT in the timer's
 //! own handler before its EOI), the local APIC's TPR above the vector. A halted CPU makes
 //! no unmask, EOI or TPR write, so a CPU would halt there for good; the tick would only be
 //! latched (`Domain::timer_held_back`).
@@ -72,19 +72,17 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // A key can reach it: the host forwards a terminal's keys (`traplab run`) and its COM1
     // interrupts on a received byte.
     let keys_reach = guest.machine.keyboard() && guest.devices.console.listening();
-    // Its timer, unless the device it goes through would hold its tick back (IRQ 0 masked
-    // or still in service at the PIC, the APIC's priority above the vector): only an unmask,
-    // an EOI or a TPR write would let it through, which a halted CPU never makes.
+    // One of its timers, unless the device it goes through would hold its tick back (IRQ 0
+    // masked or still in service at the PIC, the APIC's priority above the vector): only an
+    // unmask, an EOI or a TPR write would let it through, which a halted CPU never makes.
     let held_back = interrupts
-        .timer
-        .as_ref()
-        .and_then(|timer| guest.timer_held_back(timer));
-    // (Or the PIT's timer an APIC one-shot stands in for, which takes over after its tick,
-    // `VirtualInterrupts::after_once`.)
-    let after_wakes = interrupts
-        .after_once
-        .is_some_and(|after| guest.timer_held_back(&after).is_none());
-    let timer_wakes = (interrupts.timer.is_some() && held_back.is_none()) || after_wakes;
+        .timers
+        .running()
+        .find_map(|timer| guest.timer_held_back(&timer));
+    let timer_wakes = interrupts
+        .timers
+        .running()
+        .any(|timer| guest.timer_held_back(&timer).is_none());
     let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
     if let (false, Some(why)) = (can_be_woken, held_back) {
         return decide!(
@@ -193,7 +191,7 @@ mod tests {
         test.code(&HLT);
         test.interrupts_on();
         test.gate(0x20, HANDLER);
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 5_000,
@@ -389,7 +387,7 @@ mod tests {
             test.domain.devices.pic.write(port, value);
         }
         test.domain.devices.pic.write(0x21, 0xff);
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: crate::domain::interrupts::ONCE,
             due_tsc: test.machine.now.get() + 5_000,
@@ -417,9 +415,9 @@ mod tests {
 
     #[test]
     fn hlt_behind_an_apic_one_shot_held_back_waits_for_the_pit_after_it() {
-        // The APIC's one-shot (vector 0x30) is held back by the task priority, but the PIT's
-        // timer it stands in for takes over after its tick, and IRQ 0 is open: the HLT waits
-        // through the one-shot for the PIT's edge, which wakes it.
+        // The APIC's one-shot (vector 0x30) is held back by the task priority, but the PIT
+        // counts too, and IRQ 0 is open: the HLT waits through the one-shot's tick, which the
+        // APIC latches, for the PIT's edge, which wakes it.
         let mut test = Test::long_mode();
         test.code(&HLT);
         test.interrupts_on();
@@ -430,13 +428,13 @@ mod tests {
         test.domain.devices.pic.write(0x21, 0xfe);
         test.domain.devices.lapic.tpr = 0x40;
         let now = test.machine.now.get();
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.local_apic = Some(VirtualTimer {
             vector: 0x30,
             period_tsc: crate::domain::interrupts::ONCE,
             due_tsc: now + 5_000,
             target: TimerTarget::LocalApic,
         });
-        test.domain.vcpu.interrupts.after_once = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: now + 8_000,
@@ -470,7 +468,7 @@ mod tests {
         test.domain.devices.pic.write(0x21, 0xfe);
         test.domain.devices.pic.raise_irq_0();
         assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: test.machine.now.get() + 5_000,
@@ -498,7 +496,7 @@ mod tests {
         test.interrupts_on();
         test.domain.devices.lapic.svr |= 0x100; // software-enabled
         test.domain.devices.lapic.tpr = 0x40;
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.local_apic = Some(VirtualTimer {
             vector: 0x30,
             period_tsc: 1_000_000,
             due_tsc: test.machine.now.get() + 5_000,
@@ -537,7 +535,7 @@ mod tests {
         let interrupts = test.domain.vcpu.interrupts;
         assert_eq!(interrupts.pending, None, "delivered, no longer pending");
         assert_eq!(
-            interrupts.timer.map(|timer| timer.due_tsc),
+            interrupts.timers.set_timer.map(|timer| timer.due_tsc),
             Some(due + 10_000)
         );
     }

@@ -4,87 +4,107 @@
 //! IDT (`timer::take_pending`), count the tick, and resume the guest exactly where it was.
 //! The guest never sees it. What the exit gives the hypervisor is control: a chance to
 //! answer the host (pause, step) even while a guest spins, and to notice that the guest's
-//! own virtual timer is due (`domain/interrupts.rs`), as Xen's timer softirq does. (The
-//! usual way an APIC one-shot fires: its tick hands the guest's timer back to the PIT's, if
-//! the one-shot stood in for it, `VirtualInterrupts::after_once`.)
+//! own virtual timers are due (`domain/interrupts.rs`), as Xen's timer softirq does: every
+//! one due by then ticks, each through its own device.
 
 use super::Exit;
 use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
-use crate::domain::interrupts::{PIT_AGAIN, TimerPoll};
+use crate::domain::interrupts::TimerPoll;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
-    let (poll, after) = guest.vcpu.interrupts.poll(exit.tsc);
-    if let TimerPoll::ToLocalApic(vector) = poll {
-        let handed_over = match guest.vcpu.interrupts.hands_over(&after) {
-            true => PIT_AGAIN,
-            false => "",
-        };
-        return decide!(
-            Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's timer is due (the local APIC's, or the PIT's through the IO-APIC): interrupt {vector:#x} is requested in its local APIC, which delivers it when its priority allows{handed_over}"
-        )
-        .with(Effect::AcknowledgeHostTimer)
-        .with(Effect::Timer(after.timer))
-        .with(Effect::LocalApicRequest(vector));
-    }
-    if poll == TimerPoll::ToIrq0 {
-        return decide!(
-            Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's timer is due (PIT channel 0 through the 8259A): IRQ 0 rises, and the PIC latches it in its IRR, to present it while IRQ 0 is unmasked and not in service"
-        )
-        .with(Effect::AcknowledgeHostTimer)
-        .with(Effect::Timer(after.timer))
-        .with(Effect::PitTick);
-    }
     // A guest that bound its timer to a port (VIRQ_TIMER) gets its ticks as events.
-    if poll != TimerPoll::NotDue
-        && let Some(port) = guest.timer_event_port()
-    {
-        return decide!(
-            Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's own timer is due: it is bound to port {port} (VIRQ_TIMER), so the tick is an event there"
-        )
-        .with(Effect::AcknowledgeHostTimer)
-        .with(Effect::Timer(after.timer))
-        .with(Effect::Notify {
-            to: guest.id,
-            port,
-            from_port: 0,
-        });
+    let event_port = guest.timer_event_port();
+    // Every timer of the guest's that is due by now ticks, the earliest deadline first: a
+    // PC's PIT and local APIC count on their own, and both may have come due since the last
+    // look. Each ticks once (its next deadline is after now).
+    let mut interrupts = guest.vcpu.interrupts;
+    let mut ticked: Vec<String> = Vec::new();
+    let mut effects = Vec::new();
+    let mut pending_changed = false;
+    for _ in 0..interrupts.timers.running().count() {
+        let (poll, next) = interrupts.poll(exit.tsc);
+        match (poll, event_port) {
+            (TimerPoll::NotDue, _) => break,
+            (TimerPoll::ToLocalApic(vector), _) => {
+                let timer = match interrupts.timers.pit != next.timers.pit {
+                    true => "PIT channel 0 is due (through pin 2 of the IO-APIC)",
+                    false => "the local APIC's timer is due",
+                };
+                ticked.push(format!(
+                    "{timer}: interrupt {vector:#x} is requested in the local APIC, which delivers it when its priority allows"
+                ));
+                effects.push(Effect::LocalApicRequest(vector));
+                interrupts = next;
+            }
+            (TimerPoll::ToIrq0, _) => {
+                ticked.push("PIT channel 0 is due (through the 8259A): IRQ 0 rises, and the PIC latches it in its IRR, to present it while IRQ 0 is unmasked and not in service".into());
+                effects.push(Effect::PitTick);
+                interrupts = next;
+            }
+            (TimerPoll::Pending(_) | TimerPoll::Merged(_), Some(port)) => {
+                ticked.push(format!(
+                    "the guest's own timer is due: it is bound to port {port} (VIRQ_TIMER), so the tick is an event there"
+                ));
+                effects.push(Effect::Notify {
+                    to: guest.id,
+                    port,
+                    from_port: 0,
+                });
+                // An event, not an interrupt: what is pending stays as it was.
+                interrupts.timers = next.timers;
+            }
+            (TimerPoll::Pending(vector), None) => {
+                ticked.push(format!(
+                    "the guest's own timer is due: interrupt {vector:#x} becomes pending for the guest"
+                ));
+                pending_changed = true;
+                interrupts = next;
+            }
+            (TimerPoll::Merged(vector), None) => {
+                ticked.push(format!(
+                    "the guest's own timer is due again, but interrupt {vector:#x} is still pending: the two merge into one"
+                ));
+                pending_changed = true;
+                interrupts = next;
+            }
+        }
     }
-    let decision = match poll {
-        TimerPoll::Pending(vector) => decide!(
-            Action::Emulate,
-            "the hypervisor's timer interrupted the guest, and the guest's own timer is due: interrupt {vector:#x} becomes pending for the guest"
-        ),
-        TimerPoll::Merged(vector) => decide!(
-            Action::Emulate,
-            "the hypervisor's timer interrupted the guest; the guest's timer is due again, but interrupt {vector:#x} is still pending: the two merge into one"
-        ),
-        TimerPoll::NotDue | TimerPoll::ToLocalApic(_) | TimerPoll::ToIrq0 => decide!(
-            Action::Emulate,
-            "a physical interrupt (the hypervisor's timer) arrived while the guest ran: the hypervisor takes it, the guest never sees it"
-        ),
-    };
     // The tick is taken through the hypervisor's own IDT (`timer.rs`); the machine reports
     // its number for the `emulate` event.
-    let decision = decision.with(Effect::AcknowledgeHostTimer);
-    match poll {
-        TimerPoll::NotDue => decision,
-        _ => decision
-            .with(Effect::Timer(after.timer))
-            .with(Effect::PendingInterrupt(after.pending)),
+    if ticked.is_empty() {
+        return decide!(
+            Action::Emulate,
+            "a physical interrupt (the hypervisor's timer) arrived while the guest ran: the hypervisor takes it, the guest never sees it"
+        )
+        .with(Effect::AcknowledgeHostTimer);
     }
+    let mut decision = decide!(
+        Action::Emulate,
+        "the hypervisor's timer interrupted the guest, and {}",
+        ticked.join("; and ")
+    )
+    .with(Effect::AcknowledgeHostTimer)
+    .with(Effect::Timers(interrupts.timers));
+    for effect in effects {
+        decision = decision.with(effect);
+    }
+    if pending_changed {
+        decision = decision.with(Effect::PendingInterrupt(interrupts.pending));
+    }
+    decision
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::evtchn::{Callback, PortState};
-    use crate::domain::interrupts::{TimerTarget, VirtualTimer};
+    use crate::domain::interrupts::{TimerTarget, Timers, VirtualTimer};
     use crate::testing::{ENTRY, SHARED_INFO, Test};
     use traplab_abi::event::Notify;
     use traplab_abi::evtchn::virq;
@@ -93,7 +113,7 @@ mod tests {
     /// A guest whose timer (vector 0x20, every 10,000 ticks) is due at `due`.
     fn with_timer(due: u64) -> Test {
         let mut test = Test::long_mode();
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: due,
@@ -103,32 +123,36 @@ mod tests {
     }
 
     #[test]
-    fn an_apic_one_shot_s_tick_hands_the_timer_back_to_the_pit_s() {
-        // The APIC's one-shot stood in for PIT channel 0's timer (`apply::platform_timer`):
-        // its tick, noticed at the hypervisor's timer interrupt, is requested in the APIC,
-        // and the PIT's timer is the guest's again.
+    fn an_apic_one_shot_s_tick_leaves_the_pit_s_timer_counting() {
+        // The APIC's one-shot and PIT channel 0's timer run side by side
+        // (`apply::device_timers`): the one-shot's tick, noticed at the hypervisor's timer
+        // interrupt, is requested in the APIC, and the PIT's timer, not yet due, is untouched.
         let mut test = Test::long_mode();
         let pit = VirtualTimer {
             vector: 0x20,
             period_tsc: 10_000,
-            due_tsc: 905_000,
+            due_tsc: 2_000_000,
             target: TimerTarget::Irq0,
         };
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
-            vector: 0x30,
-            period_tsc: crate::domain::interrupts::ONCE,
-            due_tsc: 900_000,
-            target: TimerTarget::LocalApic,
-        });
-        test.domain.vcpu.interrupts.after_once = Some(pit);
+        test.domain.vcpu.interrupts.timers = Timers {
+            local_apic: Some(VirtualTimer {
+                vector: 0x30,
+                period_tsc: crate::domain::interrupts::ONCE,
+                due_tsc: 900_000,
+                target: TimerTarget::LocalApic,
+            }),
+            pit: Some(pit),
+            set_timer: None,
+        };
         let run = test.run(test.exit(ExitReason::Intr));
         assert!(
-            run.decision.why.ends_with(PIT_AGAIN),
+            run.decision.why.contains("interrupt 0x30 is requested"),
             "{}",
             run.decision.why
         );
-        assert_eq!(test.domain.vcpu.interrupts.timer, Some(pit));
-        assert_eq!(test.domain.vcpu.interrupts.after_once, None);
+        assert!(!run.decision.why.contains("PIT"), "{}", run.decision.why);
+        let timers = test.domain.vcpu.interrupts.timers;
+        assert_eq!((timers.local_apic, timers.pit), (None, Some(pit)));
         assert!(test.domain.devices.lapic.requested.contains(0x30));
     }
 
@@ -151,12 +175,15 @@ mod tests {
             decision.effects,
             [
                 Effect::AcknowledgeHostTimer,
-                Effect::Timer(Some(VirtualTimer {
-                    vector: 0x20,
-                    period_tsc: 10_000,
-                    due_tsc: now + 10_000,
-                    target: TimerTarget::Pending,
-                })),
+                Effect::Timers(Timers {
+                    set_timer: Some(VirtualTimer {
+                        vector: 0x20,
+                        period_tsc: 10_000,
+                        due_tsc: now + 10_000,
+                        target: TimerTarget::Pending,
+                    }),
+                    ..Timers::default()
+                }),
                 Effect::PendingInterrupt(Some(0x20)),
             ]
         );
@@ -215,12 +242,15 @@ mod tests {
             run.decision.effects,
             [
                 Effect::AcknowledgeHostTimer,
-                Effect::Timer(Some(VirtualTimer {
-                    vector: 0x20,
-                    period_tsc: 10_000,
-                    due_tsc: now + 10_000,
-                    target: TimerTarget::Pending,
-                })),
+                Effect::Timers(Timers {
+                    set_timer: Some(VirtualTimer {
+                        vector: 0x20,
+                        period_tsc: 10_000,
+                        due_tsc: now + 10_000,
+                        target: TimerTarget::Pending,
+                    }),
+                    ..Timers::default()
+                }),
                 Effect::Notify {
                     to: 1,
                     port: 2,

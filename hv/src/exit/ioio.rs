@@ -685,14 +685,6 @@ mod tests {
     }
 
     /// `OUT DX, AL` of `value` to `port`, then back at ENTRY.
-    fn out_to(test: &mut Test, port_number: u16, value: u8) -> Run {
-        test.set_gpr(0, value as u64);
-        test.set_gpr(2, port_number as u64);
-        let run = io(test, &OUT_DX_AL, port(port_number, false, 1));
-        test.domain.vcpu.vmcb.save.rip = ENTRY;
-        run
-    }
-
     #[test]
     fn initialising_the_pic_keeps_a_set_timer_timer() {
         // A guest with a `set_timer` timer (its tick made pending, no device's) remaps its
@@ -705,7 +697,7 @@ mod tests {
             due_tsc: 5_000_000,
             target: TimerTarget::Pending,
         };
-        test.domain.vcpu.interrupts.timer = Some(timer);
+        test.domain.vcpu.interrupts.timers.set_timer = Some(timer);
         for (port, value) in [
             (0x20, 0x11),
             (0x21, 0x20),
@@ -713,9 +705,9 @@ mod tests {
             (0x21, 0x01),
             (0x21, 0xff),
         ] {
-            out_to(&mut test, port, value);
+            test.out(port, value);
         }
-        assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
+        assert_eq!(test.domain.vcpu.interrupts.timers.set_timer, Some(timer));
     }
 
     #[test]
@@ -880,7 +872,7 @@ mod tests {
         ];
         let pit = [(0x43, 0x34), (0x40, 0x9c), (0x40, 0x2e)];
         for &(port_number, value) in pic.iter().chain(devices).chain(&pit) {
-            out_to(test, port_number, value);
+            test.out(port_number, value);
         }
     }
 
@@ -895,7 +887,8 @@ mod tests {
             .domain
             .vcpu
             .interrupts
-            .timer
+            .timers
+            .pit
             .expect("PIT through the PIC");
         assert_eq!((timer.vector, timer.target), (0x20, TimerTarget::Irq0));
         let what = test.domain.devices.pit_tick();
@@ -904,13 +897,13 @@ mod tests {
             "PIT channel 0 raises IRQ 0, latched in the PIC's IRR: the PIC presents it to the CPU"
         );
         assert_eq!(test.domain.pending_interrupt(), Some(0x20));
-        let run = out_to(&mut test, 0x21, 0xff);
+        let run = test.out(0x21, 0xff);
         assert_eq!(test.domain.devices.pic.master.requests, 0b1, "still in IRR");
         assert_eq!(test.domain.pending_interrupt(), None, "masked");
         // IRR holds a request already: a tick more would change nothing, so none comes.
-        assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        assert_eq!(test.domain.vcpu.interrupts.timers.pit, None);
         assert!(run.emulate().what.contains("the guest's timer stops"));
-        out_to(&mut test, 0x21, 0xfe);
+        test.out(0x21, 0xfe);
         assert_eq!(test.domain.pending_interrupt(), Some(0x20));
     }
 
@@ -922,7 +915,7 @@ mod tests {
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0xfe, &[]);
         test.machine.calls.clear();
-        out_to(&mut test, 0x21, 0xff);
+        test.out(0x21, 0xff);
         assert!(
             !test
                 .machine
@@ -936,7 +929,8 @@ mod tests {
             .domain
             .vcpu
             .interrupts
-            .timer
+            .timers
+            .pit
             .expect("the next edge only");
         assert_eq!(timer.target, TimerTarget::Irq0);
         assert_eq!(timer.period_tsc, crate::domain::interrupts::ONCE);
@@ -944,9 +938,9 @@ mod tests {
         // before the hypervisor's own timer looks, the kernel unmasks. Its edge is 1002
         // clocks after the write (840 µs): the count loads on the next clock, the strobe is
         // at terminal count and OUT rises a clock after it (82C54 datasheet, mode 4).
-        out_to(&mut test, 0x43, 0x38);
-        out_to(&mut test, 0x40, 0xe8);
-        let run = out_to(&mut test, 0x40, 0x03);
+        test.out(0x43, 0x38);
+        test.out(0x40, 0xe8);
+        let run = test.out(0x40, 0x03);
         assert!(
             run.emulate()
                 .what
@@ -954,9 +948,16 @@ mod tests {
             "{}",
             run.emulate().what
         );
-        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("armed")
+            .due_tsc;
         test.machine.now.set(due + 1);
-        let run = out_to(&mut test, 0x21, 0xfe);
+        let run = test.out(0x21, 0xfe);
         assert!(
             run.emulate().what.contains(
                 "the guest's timer was due before this write: PIT channel 0 raises IRQ 0, latched in the PIC's IRR: the PIC presents it to the CPU"
@@ -986,14 +987,14 @@ mod tests {
             (0x21, 0xef),
             (0x3f9, 0x01),
         ] {
-            out_to(&mut test, port_number, value);
+            test.out(port_number, value);
         }
         assert_eq!(
             test.domain.devices.serial_input(b"k"),
             None,
             "OUT2 is clear"
         );
-        let run = out_to(&mut test, 0x3fc, 0x0b); // MCR: DTR, RTS, OUT2
+        let run = test.out(0x3fc, 0x0b); // MCR: DTR, RTS, OUT2
         assert!(
             run.emulate()
                 .what
@@ -1020,7 +1021,7 @@ mod tests {
         test.domain.vcpu.vmcb.save.rip = ENTRY;
         test.domain.devices.serial_input(b"!");
         assert_eq!(test.domain.pending_interrupt(), None, "IRQ 4 is in service");
-        let run = out_to(&mut test, 0x20, 0x20); // EOI
+        let run = test.out(0x20, 0x20); // EOI
         assert_eq!(
             run.emulate().what,
             "OUT 0x20 to port 0x20 (8259A interrupt controller): OCW2: end of interrupt: IRQ 4 is no longer in service"
@@ -1206,9 +1207,16 @@ mod tests {
         // clears IRR (8259A datasheet), so the edge from before it must not survive.
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0xfe, &[]);
-        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("armed")
+            .due_tsc;
         test.machine.now.set(due + 1);
-        let run = out_to(&mut test, 0x20, 0x11);
+        let run = test.out(0x20, 0x11);
         assert!(
             run.emulate().what.contains(
                 "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR"
@@ -1228,13 +1236,20 @@ mod tests {
         test.gate(0x20, 0x20_0000);
         pic_and_pit(&mut test, 0xfe, &[]);
         for (port_number, value) in [(0x43, 0x38), (0x40, 0xe8), (0x40, 0x03)] {
-            out_to(&mut test, port_number, value);
+            test.out(port_number, value);
         }
-        let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("armed")
+            .due_tsc;
         assert!(test.domain.timer_tick(due).interrupts());
-        assert_eq!(test.domain.vcpu.interrupts.timer, None, "over");
+        assert_eq!(test.domain.vcpu.interrupts.timers.pit, None, "over");
         assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
-        out_to(&mut test, 0x20, 0x20);
+        test.out(0x20, 0x20);
         test.code(&[0xf4]);
         let decision = test.decide(test.exit(ExitReason::Hlt));
         assert_eq!(
@@ -1257,7 +1272,14 @@ mod tests {
         // host sends only while the guest asks to be sent to).
         pic_and_pit(&mut test, 0xee, &[(0x3f9, 0x01), (0x3fc, 0x0a)]);
         let tick = |test: &mut Test| {
-            let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+            let due = test
+                .domain
+                .vcpu
+                .interrupts
+                .timers
+                .pit
+                .expect("armed")
+                .due_tsc;
             test.machine.now.set(due);
             let run = test.run(test.exit(ExitReason::Intr));
             test.domain.vcpu.vmcb.save.rip = ENTRY;
@@ -1289,11 +1311,11 @@ mod tests {
         assert!(!run.kinds().contains(&"inject"));
         assert_eq!(test.domain.devices.pic.master.requests, 0b1_0001);
         // The handler's EOI ends IRQ 0, not IRQ 4; the waiting tick goes first.
-        let run = out_to(&mut test, 0x20, 0x20);
+        let run = test.out(0x20, 0x20);
         assert_eq!(run.injected().vector, 0x20);
         assert_eq!(test.domain.devices.pic.master.in_service, 0b1);
         test.vmrun();
-        let run = out_to(&mut test, 0x20, 0x20);
+        let run = test.out(0x20, 0x20);
         assert_eq!(run.injected().vector, 0x24, "then the key");
         assert_eq!(test.domain.devices.pic.master.in_service, 0b1_0000);
     }
@@ -1304,7 +1326,14 @@ mod tests {
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0x00, &[]);
         let tick = |test: &mut Test| {
-            let due = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+            let due = test
+                .domain
+                .vcpu
+                .interrupts
+                .timers
+                .pit
+                .expect("armed")
+                .due_tsc;
             test.domain.timer_tick(due)
         };
         let first = tick(&mut test);
@@ -1335,9 +1364,9 @@ mod tests {
         // timer test: the CPU's INTA ends the interrupt, and the kernel sends no EOI.
         let mut test = Test::long_mode();
         for (port_number, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04)] {
-            out_to(&mut test, port_number, value);
+            test.out(port_number, value);
         }
-        let run = out_to(&mut test, 0x21, 0x03);
+        let run = test.out(0x21, 0x03);
         assert!(run.emulate().what.contains("with automatic EOI"));
         for _ in 0..2 {
             test.domain.devices.pit_tick();
@@ -1362,13 +1391,13 @@ mod tests {
             out(&mut test, port, value);
         }
         assert_eq!(
-            test.domain.vcpu.interrupts.timer, None,
+            test.domain.vcpu.interrupts.timers.pit, None,
             "the PIT is not counting"
         );
         out(&mut test, 0x43, 0x34);
         out(&mut test, 0x40, 0x9c);
         let run = out(&mut test, 0x40, 0x2e);
-        let timer = test.domain.vcpu.interrupts.timer.expect("armed");
+        let timer = test.domain.vcpu.interrupts.timers.pit.expect("armed");
         assert_eq!(timer.vector, 0x20);
         assert_eq!(
             timer.period_tsc,
@@ -1388,7 +1417,8 @@ mod tests {
             test.domain
                 .vcpu
                 .interrupts
-                .timer
+                .timers
+                .pit
                 .map(|timer| timer.period_tsc),
             Some(crate::domain::interrupts::ONCE)
         );
@@ -1412,11 +1442,25 @@ mod tests {
             run.emulate().what
         );
         // Reloaded before it fired: the new count's deadline, not the old one's.
-        let first = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        let first = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("armed")
+            .due_tsc;
         test.machine.now.set(test.machine.now.get() + 1_000);
         out(&mut test, 0x40, 0x10);
         out(&mut test, 0x40, 0x00);
-        let second = test.domain.vcpu.interrupts.timer.expect("armed").due_tsc;
+        let second = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("armed")
+            .due_tsc;
         assert_ne!(first, second);
         // Mode 4, Linux's one-shot clock event: once too, a PIT clock after terminal count
         // (1002 clocks after the write: the load clock, 1000, the strobe's clock).
@@ -1455,9 +1499,9 @@ mod tests {
             (0x21, 0x01),
             (0x21, 0xdf),
         ] {
-            out_to(&mut test, port_number, value);
+            test.out(port_number, value);
         }
-        let run = out_to(&mut test, pc_testdev::IRQ_LINES + 5, 1);
+        let run = test.out(pc_testdev::IRQ_LINES + 5, 1);
         assert_eq!(
             run.emulate().what,
             "OUT 0x1 to port 0x2005 (pc-testdev interrupt line 5): pc-testdev raises IRQ 5: requested at the PIC"

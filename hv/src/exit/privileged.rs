@@ -549,7 +549,7 @@ mod tests {
     fn pv_hlt_with_the_virtual_flag_set_waits_for_the_timer() {
         let mut test = pv_kernel(&[0xf4]);
         test.domain.pv.virtual_interrupt_flag = true;
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 10_000,
             due_tsc: test.machine.now.get() + 1_000,

@@ -24,7 +24,7 @@ mod store_op;
 use super::{Exit, undecodable};
 use crate::decision::{Decision, Delivery, DomainEnd, Effect, Returning, Words};
 use crate::domain::Guest;
-use crate::domain::interrupts::{TimerTarget, VirtualTimer};
+use crate::domain::interrupts::{TimerTarget, Timers, VirtualTimer};
 use crate::domain::page_tables::{NewTables, PIN_READS_PER_EXIT};
 use crate::machine;
 use crate::{decide, deliver};
@@ -298,7 +298,10 @@ fn set_timer(
     };
     if period_us == 0 {
         return finish(
-            decision.with(Effect::Timer(None)),
+            decision.with(Effect::Timers(Timers {
+                set_timer: None,
+                ..guest.vcpu.interrupts.timers
+            })),
             next,
             hypercall::SET_TIMER,
             0,
@@ -322,7 +325,10 @@ fn set_timer(
         .timer_hz()
         .max(guest_hz.min(machine::TIMER_MAX_HZ));
     let decision = decision
-        .with(Effect::Timer(Some(timer)))
+        .with(Effect::Timers(Timers {
+            set_timer: Some(timer),
+            ..guest.vcpu.interrupts.timers
+        }))
         .with(Effect::QuickenHostTimer(guest_hz))
         .describe(format!(
             "timer armed: interrupt {vector:#x} every {period_us} µs, noticed at the hypervisor's {hz} Hz ticks"
@@ -1456,7 +1462,7 @@ mod tests {
             due_tsc: now + 1_000_000,
             target: TimerTarget::Pending,
         };
-        assert_eq!(test.domain.vcpu.interrupts.timer, Some(timer));
+        assert_eq!(test.domain.vcpu.interrupts.timers.set_timer, Some(timer));
         // 1000 Hz: the hypervisor's timer (100 Hz at first) looks that often, or the guest's
         // ticks would come ten at once.
         assert_eq!(test.machine.calls, ["start_timer", "quicken_timer 1000"]);
@@ -1483,7 +1489,7 @@ mod tests {
             let mut test = Test::hypercall(hypercall::SET_TIMER, vector, 1_000);
             call(&mut test);
             assert_returned(&test, error::EINVAL);
-            assert_eq!(test.domain.vcpu.interrupts.timer, None);
+            assert_eq!(test.domain.vcpu.interrupts.timers.set_timer, None);
         }
     }
 
@@ -1500,7 +1506,7 @@ mod tests {
     #[test]
     fn set_timer_with_period_0_stops_the_timer() {
         let mut test = Test::hypercall(hypercall::SET_TIMER, 0x20, 0);
-        test.domain.vcpu.interrupts.timer = Some(VirtualTimer {
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
             vector: 0x20,
             period_tsc: 1_000_000,
             due_tsc: 0,
@@ -1508,7 +1514,7 @@ mod tests {
         });
         let run = call(&mut test);
         assert_returned(&test, 0);
-        assert_eq!(test.domain.vcpu.interrupts.timer, None);
+        assert_eq!(test.domain.vcpu.interrupts.timers.set_timer, None);
         assert!(run.decision.why.contains("stops its timer"));
     }
 

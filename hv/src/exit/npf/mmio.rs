@@ -1067,7 +1067,7 @@ mod tests {
         let now = test.machine.now.get();
         let period = 1_000_000 * crate::testing::TSC_HZ / lapic::BUS_HZ;
         assert_eq!(
-            test.domain.vcpu.interrupts.timer,
+            test.domain.vcpu.interrupts.timers.local_apic,
             Some(VirtualTimer {
                 vector: 0x30,
                 period_tsc: period,
@@ -1119,7 +1119,7 @@ mod tests {
         let written_at = test.machine.now.get();
         let run = apic_write(&mut test, reg::TIMER_INITIAL, 62);
         // Armed, at a deadline the clock has passed already.
-        let timer = test.domain.vcpu.interrupts.timer;
+        let timer = test.domain.vcpu.interrupts.timers.local_apic;
         let after = test.machine.now.get();
         assert!(
             timer.is_some_and(
@@ -1135,17 +1135,18 @@ mod tests {
         let run = test.run(exit);
         assert_eq!(run.injected().vector, 0x30);
         assert_eq!(
-            test.domain.vcpu.interrupts.timer, None,
+            test.domain.vcpu.interrupts.timers.local_apic, None,
             "a one-shot fires once"
         );
     }
 
     #[test]
-    fn the_pit_s_timer_ticks_again_after_an_apic_one_shot_has_fired() {
+    fn the_pit_s_timer_counts_on_beside_an_apic_one_shot() {
         // PIT channel 0 at 100 Hz through the PIC's unmasked IRQ 0; then the kernel arms a
-        // one-shot of the APIC's (a delay, a calibration). The domain has one timer at a
-        // time: the one-shot stands in for the PIT's until it fires, and then the PIT's,
-        // which counted on, ticks IRQ 0 again (its ticks stopped for good before).
+        // one-shot of the APIC's (a delay, a calibration). On a PC both count: the one-shot's
+        // tick is the APIC's, and the PIT's edges go on reaching IRQ 0 all along. (With one
+        // timer a domain, the one-shot replaced the PIT's, and its ticks stopped, until the
+        // one-shot had fired.)
         use crate::domain::interrupts::Tick;
         let mut test = apic_timer_at_0x30(0);
         let pic_and_pit = [
@@ -1159,30 +1160,63 @@ mod tests {
             (0x40, 0x2e),
         ];
         for (port, value) in pic_and_pit {
-            test.domain
-                .devices
-                .port_write(port, 1, value, &test.machine);
+            test.out(port, value);
         }
-        apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
-        let once = test.domain.vcpu.interrupts.timer.expect("the one-shot");
-        assert_eq!(once.vector, 0x30);
-        let pit = test
-            .domain
-            .vcpu
-            .interrupts
-            .after_once
-            .expect("the PIT's after it");
+        let pit = test.domain.vcpu.interrupts.timers.pit.expect("the PIT's");
         assert_eq!((pit.vector, pit.target), (0x20, TimerTarget::Irq0));
+        apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
+        let timers = test.domain.vcpu.interrupts.timers;
+        let once = timers.local_apic.expect("the one-shot");
+        assert_eq!(
+            (once.vector, once.period_tsc),
+            (0x30, crate::domain::interrupts::ONCE)
+        );
+        assert_eq!(timers.pit, Some(pit), "the PIT counts on, untouched");
+        assert!(once.due_tsc < pit.due_tsc);
         let tick = test.domain.timer_tick(once.due_tsc);
         let Tick::Requested { what, .. } = tick else {
             panic!("{tick:?}");
         };
-        assert!(what.contains("PIT channel 0's timer"), "{what}");
-        assert_eq!(test.domain.vcpu.interrupts.timer, Some(pit));
+        assert!(what.contains("interrupt 0x30 requested"), "{what}");
+        let timers = test.domain.vcpu.interrupts.timers;
+        assert_eq!((timers.local_apic, timers.pit), (None, Some(pit)));
         // Its next tick is IRQ 0's edge, in the PIC.
-        let tick = test.domain.timer_tick(pit.due_tsc.max(once.due_tsc));
+        let tick = test.domain.timer_tick(pit.due_tsc);
         assert!(matches!(tick, Tick::Requested { .. }), "{tick:?}");
         assert_ne!(test.domain.devices.pic.master.requests & 1, 0, "IRQ 0");
+    }
+
+    #[test]
+    fn a_pit_tick_and_an_apic_tick_due_at_the_same_look_both_come() {
+        // Both timers due by the hypervisor's timer interrupt: one INTR exit ticks both, each
+        // through its device, the earlier deadline first.
+        let mut test = apic_timer_at_0x30(1 << 17); // periodic
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfe),
+            (0x43, 0x34),
+            (0x40, 0x9c),
+            (0x40, 0x2e),
+        ] {
+            test.out(port, value);
+        }
+        apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
+        let timers = test.domain.vcpu.interrupts.timers;
+        let (pit, apic) = (timers.pit.expect("PIT"), timers.local_apic.expect("APIC"));
+        test.machine.now.set(pit.due_tsc.max(apic.due_tsc));
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = test.run(test.exit(ExitReason::Intr));
+        let why = &run.decision.why;
+        assert!(why.contains("interrupt 0x30 is requested"), "{why}");
+        assert!(why.contains("PIT channel 0 is due"), "{why}");
+        assert!(test.domain.devices.lapic.requested.contains(0x30));
+        assert_ne!(test.domain.devices.pic.master.requests & 1, 0, "IRQ 0");
+        let after = test.domain.vcpu.interrupts.timers;
+        assert!(after.pit.expect("periodic").due_tsc > pit.due_tsc);
+        assert!(after.local_apic.expect("periodic").due_tsc > apic.due_tsc);
     }
 
     #[test]
@@ -1272,7 +1306,10 @@ mod tests {
             pit.write(port, value, now, tsc_hz);
         }
         apic_write(&mut test, reg::SVR, 0x1ff);
-        assert_eq!(test.domain.vcpu.interrupts.timer, None, "pin 2 is masked");
+        assert_eq!(
+            test.domain.vcpu.interrupts.timers.pit, None,
+            "pin 2 is masked"
+        );
         // IOREGSEL = 0x14 (pin 2, low half), then IOWIN = vector 0x22, fixed, unmasked.
         for (offset, value) in [(ioapic::REGISTER_SELECT, 0x14), (ioapic::WINDOW, 0x22)] {
             test.domain.vcpu.vmcb.save.rip = ENTRY;
@@ -1284,7 +1321,8 @@ mod tests {
             .domain
             .vcpu
             .interrupts
-            .timer
+            .timers
+            .pit
             .expect("the PIT is the guest's timer");
         assert_eq!((timer.vector, timer.target), (0x22, TimerTarget::LocalApic));
         // Its tick is requested in the local APIC, which delivers it.
