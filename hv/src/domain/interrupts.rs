@@ -709,6 +709,30 @@ mod tests {
     }
 
     #[test]
+    fn timer_ticks_makes_every_due_tick_once_the_earliest_first() {
+        // A `set_timer` timer due at 5,000 and the APIC's one-shot due at 4,000 (its vector
+        // requested in the APIC, which is enabled): at 5,500 both tick, once each.
+        let mut test = ticking();
+        test.domain.devices.lapic.svr = 0x1ff;
+        test.domain.vcpu.interrupts.timers.local_apic = Some(VirtualTimer {
+            vector: 0x30,
+            period_tsc: ONCE,
+            due_tsc: 4_000,
+            target: TimerTarget::LocalApic,
+        });
+        let ticks = test.domain.timer_ticks(5_500);
+        assert!(
+            matches!(ticks.as_slice(), [Tick::Requested { .. }, Tick::Interrupt]),
+            "{ticks:?}"
+        );
+        assert!(test.domain.devices.lapic.requested.contains(0x30));
+        let interrupts = test.domain.vcpu.interrupts;
+        assert_eq!(interrupts.pending, Some(0x20));
+        assert_eq!(interrupts.timers.local_apic, None);
+        assert_eq!(test.domain.timer_ticks(5_500), [], "nothing due twice");
+    }
+
+    #[test]
     fn a_due_timer_tick_bound_to_virq_timer_is_an_event_and_no_interrupt() {
         // Xen's send_timer_event → send_guest_vcpu_virq(v, VIRQ_TIMER).
         let mut test = ticking();
