@@ -150,7 +150,9 @@ pub trait GuestMemory {
         tables: Option<PageTables>,
         gva: u64,
     ) -> Result<u64, MemoryError> {
-        let Some(tables) = tables else { return Ok(gva) };
+        let Some(tables) = tables else {
+            return Ok(unpaged(gva));
+        };
         let gva = tables.linear(gva);
         let walks = self.walk_cache();
         if let Some(gpa) = walks
@@ -219,14 +221,16 @@ pub trait GuestMemory {
     /// canonical form (in long mode), every level present, and the page-protection checks (AMD APM vol. 2,
     /// 5.6: a user access needs U/S set at every level; a write needs R/W set at every
     /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `tables` is `None` when paging
-    /// is off: virtual = physical, nothing to check.
+    /// is off: physical = linear ([`unpaged`]), nothing to check.
     fn cpu_translate(
         &self,
         tables: Option<PageTables>,
         gva: u64,
         access: CpuAccess,
     ) -> Result<u64, AccessFault> {
-        let Some(tables) = tables else { return Ok(gva) };
+        let Some(tables) = tables else {
+            return Ok(unpaged(gva));
+        };
         let gva = tables.linear(gva);
         let mut error_code = 0;
         if access.write {
@@ -451,6 +455,13 @@ pub trait GuestMemory {
     }
 }
 
+/// The physical address of linear address `gva` with paging off. The CPU is not in long mode
+/// then (long mode needs paging, AMD APM vol. 2, 14.6): a linear address has 32 bits, so one
+/// computed past 4 GiB, an access that runs over the top, wraps to 0, and physical = linear.
+fn unpaged(gva: u64) -> u64 {
+    gva & 0xffff_ffff
+}
+
 /// The pieces of `[start, start + length)` that do not cross a page boundary:
 /// `(address, offset into the range, length)`.
 pub fn page_pieces(start: u64, length: usize) -> impl Iterator<Item = (u64, usize, usize)> + Clone {
@@ -466,4 +477,33 @@ pub fn page_pieces(start: u64, length: usize) -> impl Iterator<Item = (u64, usiz
         done += piece;
         Some(item)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::VecMemory;
+
+    #[test]
+    fn with_paging_off_an_access_over_the_top_of_4_gib_wraps_to_0() {
+        // Two bytes at 0xffff_ffff: the first there (outside the guest's RAM), the second at
+        // 0. The second piece's address is 0, not 4 GiB.
+        let memory = VecMemory::new(0x10_0000, false);
+        let pieces = page_pieces(0xffff_ffff, 2)
+            .map(|(address, _, _)| memory.virtual_to_physical(None, address))
+            .collect::<Vec<_>>();
+        assert_eq!(pieces, [Ok(0xffff_ffff), Ok(0)]);
+        assert_eq!(
+            memory.cpu_translate(
+                None,
+                0x1_0000_0010,
+                CpuAccess {
+                    write: false,
+                    user: false,
+                    write_protect: false
+                }
+            ),
+            Ok(0x10)
+        );
+    }
 }
