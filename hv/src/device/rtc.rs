@@ -8,7 +8,7 @@
 //! | register | what                                                        |
 //! |----------|-------------------------------------------------------------|
 //! | 0x00, 0x02, 0x04 | seconds, minutes, hours                             |
-//! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday), day, month, year (00–99) |
+//! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday; a counter of its own, which steps at midnight), day, month, year (00–99) |
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
 //! | 0x0a     | status A: bits 6:0, the divider (DV2–0) and rate (RS3–0), read/write, 0x26 as a BIOS leaves them (32.768 kHz, 1024 Hz), kept and acting on nothing; bit 7, UIP, read-only, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
 //! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
@@ -78,6 +78,11 @@ pub struct Rtc {
     status_b: u8,
     /// Seconds the guest has moved its clock from the host's.
     offset: i64,
+    /// Days the day of the week is ahead of the one its date falls on (0–6). The MC146818's
+    /// day-of-week register is a counter of its own, which the kernel sets and which steps
+    /// at midnight with the date; nothing ties it to the date (datasheet, "Time, Calendar
+    /// and Alarm Locations"). QEMU's RTC recomputes it from the date at each update.
+    weekday_ahead: u8,
     /// While status B's SET is on: the time registers, stopped, as the kernel writes them.
     stopped: Option<Time>,
     memory: [u8; 128],
@@ -108,6 +113,7 @@ impl Rtc {
             status_a: STATUS_A_RATE,
             status_b: HOURS_24,
             offset: 0,
+            weekday_ahead: 0,
             stopped: None,
             memory,
         }
@@ -149,6 +155,7 @@ impl Rtc {
             SECONDS => time.second = decoded.min(59),
             MINUTES => time.minute = decoded.min(59),
             HOURS => time.hour = self.decode_hour(value),
+            WEEKDAY => time.weekday = decoded.clamp(1, 7),
             DAY => time.day = decoded.clamp(1, 31),
             MONTH => time.month = decoded.clamp(1, 12),
             YEAR => time.year = time.year / 100 * 100 + decoded.min(99) as u32,
@@ -157,7 +164,7 @@ impl Rtc {
                 match (self.stopped, value & SET != 0) {
                     (None, true) => self.stopped = Some(time),
                     (Some(stopped), false) => {
-                        self.offset = stopped.seconds() as i64 - now as i64;
+                        self.run_from(stopped, now);
                         self.stopped = None;
                     }
                     _ => {}
@@ -173,8 +180,8 @@ impl Rtc {
                 self.status_a = value & STATUS_A_WRITABLE;
                 return;
             }
-            // The day of the week follows from the date; C and D are read-only.
-            WEEKDAY | STATUS_C | STATUS_D => return,
+            // C and D are read-only.
+            STATUS_C | STATUS_D => return,
             index => {
                 self.memory[index as usize] = value;
                 return;
@@ -182,8 +189,16 @@ impl Rtc {
         }
         match self.stopped {
             Some(_) => self.stopped = Some(time),
-            None => self.offset = time.seconds() as i64 - now as i64,
+            None => self.run_from(time, now),
         }
+    }
+
+    /// The clock runs on from `time` at the host's `now`: its date and time, and its day of
+    /// the week, whatever day the date falls on.
+    fn run_from(&mut self, time: Time, now: u64) {
+        self.offset = time.seconds() as i64 - now as i64;
+        let falls_on = Time::at(time.seconds()).weekday;
+        self.weekday_ahead = (time.weekday + 7 - falls_on) % 7;
     }
 
     /// Status A's UIP at `now`: set from 244 µs before a second's edge to the end of the
@@ -200,8 +215,13 @@ impl Rtc {
     /// What the time registers hold at `now`: the guest's clock, or what was written while
     /// it is stopped.
     fn time(&self, now: u64) -> Time {
-        self.stopped
-            .unwrap_or_else(|| Time::at(self.guest_seconds(now)))
+        self.stopped.unwrap_or_else(|| {
+            let time = Time::at(self.guest_seconds(now));
+            Time {
+                weekday: (time.weekday - 1 + self.weekday_ahead) % 7 + 1,
+                ..time
+            }
+        })
     }
 
     /// The register the next access reaches, in words.
@@ -440,6 +460,34 @@ mod tests {
         rtc.write(0x30, NOW);
         assert_eq!(rtc.read(NOW), 0x30);
         assert_eq!(rtc.describe(), "RTC register 0x03, minutes alarm");
+    }
+
+    #[test]
+    fn the_day_of_the_week_is_a_counter_of_its_own_that_steps_at_midnight() {
+        // MC146818 datasheet: the day-of-week register is set by the program, 1–7, and
+        // steps at midnight; nothing ties it to the date. 2026-12-02 is a Wednesday (4):
+        // written as Friday (6), it reads 6, a date written after it leaves it, and it is
+        // Saturday (7) once midnight has passed, then Sunday (1).
+        let mut rtc = Rtc::new(16 << 20);
+        rtc.select(WEEKDAY);
+        rtc.write(6, NOW);
+        assert_eq!(read(&mut rtc, WEEKDAY), 6);
+        rtc.select(DAY);
+        rtc.write(0x05, NOW);
+        assert_eq!(read(&mut rtc, WEEKDAY), 6, "a date write leaves it");
+        let next_midnight = SINCE_1970 - SINCE_1970 % 86_400 + 86_400;
+        rtc.select(WEEKDAY);
+        assert_eq!(rtc.read(at(next_midnight - 1)), 6);
+        assert_eq!(rtc.read(at(next_midnight)), 7);
+        assert_eq!(rtc.read(at(next_midnight + 86_400)), 1, "7 wraps to 1");
+        // Written while SET stops the clock, it runs on from there.
+        rtc.select(STATUS_B);
+        rtc.write(SET | HOURS_24, NOW);
+        rtc.select(WEEKDAY);
+        rtc.write(2, NOW);
+        rtc.select(STATUS_B);
+        rtc.write(HOURS_24, NOW);
+        assert_eq!(read(&mut rtc, WEEKDAY), 2);
     }
 
     #[test]
