@@ -331,6 +331,108 @@ fn a_seq_that_goes_back_or_repeats_names_its_line() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// One line whose `seq` jumps far ahead is that line's error; the lines after it are read
+/// as usual. It used to make every later line "go back", and the error named the next one.
+#[test]
+fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    // Line 101 holds seq 100: give it a digit too many.
+    assert!(lines[100].contains(r#""seq":100,"#));
+    lines[100] = lines[100].replacen(r#""seq":100,"#, r#""seq":1000000,"#, 1);
+    let path = temporary("far-ahead.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:101: seq 1000000 jumps ahead of seq 99, but line 102 goes on from before it with seq 101",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "that line was skipped (the first named above); {} events read",
+            lines.len() - 1
+        )),
+        "one line lost, not the thousands after it: {stderr}"
+    );
+    assert!(
+        !stderr.contains("without the hypervisor's end event"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+/// A line longer than any event is that line's error, and the lines after it are read; a
+/// file with no newline at all is one such line, not read whole into memory.
+#[test]
+fn a_line_too_long_for_any_event_is_named_by_its_number() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let long = "x".repeat(3 << 20);
+    let path = temporary("long-line.jsonl");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{long}\n{}\n",
+            lines[..10].join("\n"),
+            lines[10..].join("\n")
+        ),
+    )
+    .unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:11: the line is longer than 1048576 bytes",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Total: 158 exits"));
+    std::fs::write(&path, "x".repeat(5 << 20)).unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is not a recording: its line 1 is not an event (the line is longer than"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+/// An event of a kind that is always about a domain, without its `dom`, is its line's error.
+#[test]
+fn an_event_without_the_dom_its_kind_needs_is_named_by_its_number() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let path = temporary("no-dom.jsonl");
+    // The first decide (of d0, in this old recording) without its dom.
+    let mut edited: Vec<String> = lines.iter().map(|line| line.to_string()).collect();
+    let decide = edited
+        .iter()
+        .position(|line| line.contains(r#""kind":"decide""#))
+        .expect("a decide");
+    edited[decide] = edited[decide].replacen(r#""dom":0,"#, "", 1);
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{}: an event of kind \"decide\" is always about a domain, but this one has no \"dom\"",
+            path.display(),
+            decide + 1
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
 #[test]
 fn export_perfetto_is_chrome_trace_event_json_with_a_track_per_domain() {
     let path = temporary("rvb.json");
