@@ -204,3 +204,47 @@ fn closing_the_terminal_stops_qemu() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `run --record` on a file that refuses every write (/dev/full, a full disk): the run is
+/// incomplete, as `trace --record` is (`offline.rs`): status 123 and a `TRACE FAULT` that
+/// says how many events the recording lacks. It used to say so and exit with 0.
+#[test]
+fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
+    let status = std::env::temp_dir().join(format!("traplab-e2e-{}-status", std::process::id()));
+    let stderr = std::env::temp_dir().join(format!("traplab-e2e-{}-stderr", std::process::id()));
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        "record-full",
+        &format!(
+            "{} run hello --running --record /dev/full 2>{}; echo $? >{}; sleep 60",
+            env!("CARGO_BIN_EXE_traplab"),
+            stderr.display(),
+            status.display()
+        ),
+    );
+    tmux.wait_for(&["QEMU stopped: the hypervisor finished"]);
+    tmux.keys(&["q"]);
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && text.ends_with('\n')
+        {
+            break text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(tmux);
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_file(&stderr);
+    assert_eq!(code, "123", "{said}");
+    assert!(
+        said.contains("traplab: TRACE FAULT: the recording is incomplete: writing"),
+        "{said}"
+    );
+}
