@@ -248,3 +248,50 @@ fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
         "{said}"
     );
 }
+
+/// `replay` of a recording without its end event shows it (the title says `NO END EVENT`)
+/// and, once the screen closes, exits with 123 (incomplete) as `stats` and `export` do; it
+/// exited with 0.
+#[test]
+fn replay_of_an_incomplete_recording_exits_incomplete() {
+    let pid = std::process::id();
+    let recording = std::env::temp_dir().join(format!("traplab-e2e-{pid}-no-end.jsonl"));
+    let status = std::env::temp_dir().join(format!("traplab-e2e-{pid}-replay-status"));
+    let original = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/page-fault.jsonl"),
+    )
+    .expect("the checked-in recording");
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines[lines.len() - 1].contains(r#""kind":"end""#));
+    std::fs::write(&recording, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        "replay-no-end",
+        &format!(
+            "{} replay {} 2>/dev/null; echo $? >{}; sleep 60",
+            env!("CARGO_BIN_EXE_traplab"),
+            recording.display(),
+            status.display()
+        ),
+    );
+    tmux.wait_for(&["NO END EVENT"]);
+    tmux.keys(&["q"]);
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && text.ends_with('\n')
+        {
+            break text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(tmux);
+    let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_file(&recording);
+    assert_eq!(code, "123");
+}
