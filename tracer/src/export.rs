@@ -8,6 +8,12 @@
 //!
 //! Format: "Trace Event Format" (Google, 2016): `ph` `X` is a complete slice (`ts` and
 //! `dur` in µs), `i` an instant, `M` metadata (track names), `s`/`f` the two ends of an arrow.
+//!
+//! A slice's `dur` is never negative. The hypervisor's TSC only goes up, but a recording
+//! may say otherwise (edited by hand, or made on a machine whose TSC was not steady): a
+//! slice whose end has a smaller TSC than its start is shown lasting 0, its `args` say by
+//! how many ticks the TSC went back (`tsc_went_back`), and [`perfetto`] counts such slices
+//! (`traplab export` says how many on stderr).
 
 use crate::flows::{FlowEnd, Kind, NO_EVENT};
 use crate::store::{NO_DOM, Trace};
@@ -30,8 +36,9 @@ fn tid(dom: u16) -> u32 {
 
 /// Write `trace` as Chrome trace-event JSON. Times are µs from the first event, from the
 /// TSC and the rate in the `boot` event (without one, 1 µs stands for 1000 TSC ticks, and
-/// the process name says so).
-pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
+/// the process name says so). Returns how many slices ended at a TSC before their start's
+/// (shown lasting 0: see the module's documentation).
+pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<usize> {
     let start = trace.start_tsc();
     let (ticks_per_us, unit_note) = match trace.tsc_hz() {
         Some(hz) if hz > 0 => (hz as f64 / 1e6, ""),
@@ -64,8 +71,9 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
+    let mut backwards = 0;
     for number in 0..trace.flows().len() {
-        emit_flow(trace, number, &micros, &mut emit, out)?;
+        backwards += emit_flow(trace, number, &micros, &mut emit, out)?;
     }
     // Events outside any flow (console lines, the hypervisor's own events) and every switch
     // of the hypervisor's CPU, as instants on their track.
@@ -86,7 +94,19 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
                          "args": {"seq": entry.seq, "detail": args}}),
         )?;
     }
-    out.write_all(b"\n]}\n")
+    out.write_all(b"\n]}\n")?;
+    Ok(backwards)
+}
+
+/// A complete slice's `dur` in µs from TSC `begin` to `end`, never negative; and by how
+/// many ticks the TSC went back, when `end` is before `begin` (then the slice lasts 0).
+fn duration(micros: &dyn Fn(u64) -> f64, begin: u64, end: u64) -> (f64, Option<u64>) {
+    match end.checked_sub(begin) {
+        // Both through `micros`, as the slice's `ts` is, so that a slice ends exactly where
+        // the next step's begins.
+        Some(_) => ((micros(end) - micros(begin)).max(0.0), None),
+        None => (0.0, Some(begin - end)),
+    }
 }
 
 type Emit<'a> = dyn FnMut(&mut dyn Write, Value) -> io::Result<()> + 'a;
@@ -94,13 +114,16 @@ type Emit<'a> = dyn FnMut(&mut dyn Write, Value) -> io::Result<()> + 'a;
 /// One step of a flow: (TSC, domain, kind, detail, seq).
 type StepRow = (u64, u16, &'static str, String, u64);
 
+/// Write flow `number`'s slices and arrows; how many slices ended before they began
+/// ([`duration`]).
 fn emit_flow(
     trace: &Trace,
     number: usize,
     micros: &dyn Fn(u64) -> f64,
     emit: &mut Emit,
     out: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<usize> {
+    let mut backwards = 0;
     let flow = &trace.flows()[number];
     let tsc_of = |index: u32| {
         trace
@@ -173,6 +196,11 @@ fn emit_flow(
             continue;
         };
         let mut part_args = args.clone();
+        let (dur, went_back) = duration(micros, begin.0, end.0);
+        if let Some(ticks) = went_back {
+            part_args.insert("tsc_went_back".into(), ticks.into());
+            backwards += 1;
+        }
         if count > 1 {
             part_args.insert(
                 "part".into(),
@@ -185,7 +213,7 @@ fn emit_flow(
         }
         emit(
             out,
-            json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(begin.0), "dur": micros(end.0) - micros(begin.0),
+            json!({"ph": "X", "name": name, "cat": "flow", "ts": micros(begin.0), "dur": dur,
                          "pid": PID, "tid": track, "args": Value::Object(part_args)}),
         )?;
         // Each step lasts until the next one: where the hypervisor's time went inside the trap.
@@ -194,10 +222,16 @@ fn emit_flow(
                 continue;
             }
             let until = steps.get(step + 1).map_or(end.0, |next| next.0);
+            let mut step_args = json!({"seq": seq, "detail": detail});
+            let (dur, went_back) = duration(micros, *tsc, until);
+            if let Some(ticks) = went_back {
+                step_args["tsc_went_back"] = ticks.into();
+                backwards += 1;
+            }
             emit(
                 out,
-                json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": micros(until) - micros(*tsc),
-                             "pid": PID, "tid": tid(*dom), "args": {"seq": seq, "detail": detail}}),
+                json!({"ph": "X", "name": kind, "cat": "step", "ts": micros(*tsc), "dur": dur,
+                             "pid": PID, "tid": tid(*dom), "args": step_args}),
             )?;
         }
     }
@@ -243,7 +277,7 @@ fn emit_flow(
                          "pid": PID, "tid": tid(woken.dom)}),
         )?;
     }
-    Ok(())
+    Ok(backwards)
 }
 
 #[cfg(test)]
@@ -319,6 +353,51 @@ mod tests {
                 .filter(|e| e["cat"] == "step")
                 .all(|e| e["dur"].as_f64().unwrap() <= 10.0 + 1e-9),
             "20,000 ticks at 2 GHz are 10 µs"
+        );
+    }
+
+    #[test]
+    fn a_tsc_that_goes_back_gives_a_slice_of_no_time_never_a_negative_one() {
+        // The reflected #BP's resume (seq 5), recorded at a TSC 150 ticks before its exit's
+        // (seq 2, TSC 200).
+        let mut events = crate::sample::breakpoint_then_out();
+        assert!(
+            matches!(events[2].body, Body::Exit(_)) && matches!(events[5].body, Body::Resume(_))
+        );
+        events[5].tsc = events[2].tsc - 150;
+        let mut trace = Trace::live("backwards");
+        for event in &events {
+            trace.push_event(event);
+        }
+        let mut out = Vec::new();
+        let backwards = perfetto(&trace, &mut out).unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        let slices: Vec<&Value> = value["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        assert!(
+            slices
+                .iter()
+                .all(|e| e["dur"].as_f64().is_some_and(|dur| dur >= 0.0)),
+            "no negative duration: {slices:?}"
+        );
+        let flow = slices
+            .iter()
+            .find(|e| e["cat"] == "flow")
+            .expect("the #BP flow");
+        assert_eq!(flow["dur"], 0.0);
+        assert_eq!(flow["args"]["tsc_went_back"], 150);
+        assert!(backwards >= 2, "the flow and its last step: {backwards}");
+        assert_eq!(
+            backwards,
+            slices
+                .iter()
+                .filter(|e| !e["args"]["tsc_went_back"].is_null())
+                .count(),
+            "every slice that went back is counted"
         );
     }
 

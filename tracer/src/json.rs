@@ -34,6 +34,99 @@ pub enum JsonError {
         "seq {found} after seq {previous}: a trace's seq only goes up, so this line repeats an event or is out of order"
     )]
     OutOfOrder { previous: u64, found: u64 },
+    /// The line's `seq` jumps ahead, and the next event goes on from before it: this
+    /// line's `seq` is the wrong one (`order.rs`). `previous` is `None` at the start.
+    #[error("{}", jumps_ahead(*previous, *found, *next_line, *next))]
+    JumpsAhead {
+        previous: Option<u64>,
+        found: u64,
+        next_line: usize,
+        next: u64,
+    },
+    /// The line is longer than any event (`recording::MAX_LINE`): it was read past to its
+    /// newline, never held whole.
+    #[error(
+        "the line is longer than {limit} bytes, far longer than any event: skipped (read past, not held in memory)"
+    )]
+    TooLong { limit: usize },
+    /// `dom` is there for a kind that is the hypervisor's own, or missing for one that is
+    /// always about a domain (`SCHEMA.md`, "Which events have a `dom`").
+    #[error("{}", dom_rule_broken(kind, *has_dom))]
+    Dom { kind: &'static str, has_dom: bool },
+}
+
+/// What a [`JsonError::JumpsAhead`] says.
+fn jumps_ahead(previous: Option<u64>, found: u64, next_line: usize, next: u64) -> String {
+    let from = match previous {
+        Some(previous) => format!("seq {previous}"),
+        None => "the start".to_string(),
+    };
+    format!(
+        "seq {found} jumps ahead of {from}, but line {next_line} goes on from before it with seq {next}: this line's seq is wrong"
+    )
+}
+
+/// What a [`JsonError::Dom`] says.
+fn dom_rule_broken(kind: &str, has_dom: bool) -> String {
+    match has_dom {
+        true => format!(
+            "an event of kind \"{kind}\" is the hypervisor's own and has no \"dom\", but this one has one"
+        ),
+        false => {
+            format!(
+                "an event of kind \"{kind}\" is always about a domain, but this one has no \"dom\""
+            )
+        }
+    }
+}
+
+/// Whether the events of a kind carry `dom` (`SCHEMA.md`, "Which events have a `dom`").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DomRule {
+    /// Always about a domain: an exit and every step of its trap, a domain's change, its
+    /// console line, a notification or grant it made.
+    Always,
+    /// The hypervisor's own: its boot, its CPU's switches, its end.
+    Never,
+    /// A `lost` event has the `dom` of the event the hypervisor was recording when it saw
+    /// the loss, which may be its own.
+    Either,
+}
+
+/// The [`DomRule`] of `body`'s kind. (Every kind is named: a new kind must say which.)
+fn dom_rule(body: &Body) -> DomRule {
+    match body {
+        Body::Boot(_) | Body::Schedule(_) | Body::End(_) => DomRule::Never,
+        Body::Lost(_) => DomRule::Either,
+        Body::Domain(_)
+        | Body::Exit(_)
+        | Body::Decide(_)
+        | Body::Emulate(_)
+        | Body::Inject(_)
+        | Body::Bounce(_)
+        | Body::Return(_)
+        | Body::Notify(_)
+        | Body::GrantMap(_)
+        | Body::GrantUnmap(_)
+        | Body::Resume(_)
+        | Body::Console(_) => DomRule::Always,
+    }
+}
+
+/// Does `dom` (present or not) fit the kind of `body`?
+fn check_dom(body: &Body, dom: Option<u16>) -> Result<(), JsonError> {
+    let fits = match dom_rule(body) {
+        DomRule::Always => dom.is_some(),
+        DomRule::Never => dom.is_none(),
+        DomRule::Either => true,
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(JsonError::Dom {
+            kind: body.kind(),
+            has_dom: dom.is_some(),
+        }),
+    }
 }
 
 /// A `resume` event's `cycles` that no measurement gives: `u64::MAX`, which the flows use
@@ -47,18 +140,6 @@ pub fn check_cycles(cycles: u64) -> Result<(), JsonError> {
         });
     }
     Ok(())
-}
-
-/// Does event `seq` come after `previous` (the seq of the event before it, if any)? A
-/// recording's events are in the order the hypervisor numbered them, each once.
-pub fn check_order(previous: Option<u64>, seq: u64) -> Result<(), JsonError> {
-    match previous {
-        Some(previous) if seq <= previous => Err(JsonError::OutOfOrder {
-            previous,
-            found: seq,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// The JSON object of an event.
@@ -141,6 +222,7 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
     if let Body::Resume(resume) = &body {
         check_cycles(resume.cycles)?;
     }
+    check_dom(&body, dom)?;
     Ok(Event {
         seq,
         tsc,
@@ -153,7 +235,7 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
 mod tests {
     use super::*;
     use std::borrow::Cow;
-    use traplab_abi::event::{Action, Console, Decide, Exit, InstructionBytes, Registers};
+    use traplab_abi::event::{Action, Console, Decide, End, Exit, InstructionBytes, Registers};
 
     fn exit() -> Event {
         Event {
@@ -213,14 +295,59 @@ mod tests {
             seq: 0,
             tsc: 1,
             dom: None,
-            body: Body::Console(Console::line("hi")),
+            body: Body::End(End {
+                status: 0,
+                reason: "done".into(),
+            }),
         };
         let line = to_line(&event);
         assert_eq!(
             line,
-            r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#
+            r#"{"v":1,"seq":0,"tsc":1,"kind":"end","status":0,"reason":"done"}"#
         );
         assert_eq!(from_line(&line).unwrap(), event);
+    }
+
+    #[test]
+    fn a_kind_about_a_domain_needs_its_dom_and_the_hypervisor_s_own_have_none() {
+        // A guest's console line without the guest: whose lane would it go in?
+        assert_eq!(
+            from_line(r#"{"v":1,"seq":0,"tsc":1,"kind":"console","text":"hi"}"#),
+            Err(JsonError::Dom {
+                kind: "console",
+                has_dom: false
+            })
+        );
+        let end = r#"{"v":1,"seq":9,"tsc":1,"dom":1,"kind":"end","status":0,"reason":"done"}"#;
+        let error = from_line(end).expect_err("the hypervisor's end is nobody's domain's");
+        assert_eq!(
+            error.to_string(),
+            "an event of kind \"end\" is the hypervisor's own and has no \"dom\", but this one has one"
+        );
+        let schedule = r#"{"v":1,"seq":6,"tsc":7,"dom":2,"kind":"schedule","from":1,"to":null,"why":"slice_over","port":null}"#;
+        assert!(matches!(from_line(schedule), Err(JsonError::Dom { .. })));
+        // `lost` comes with the dom of the event it was recorded before, or none.
+        for lost in [
+            r#"{"v":1,"seq":3,"tsc":1,"kind":"lost","count":2}"#,
+            r#"{"v":1,"seq":3,"tsc":1,"dom":1,"kind":"lost","count":2}"#,
+        ] {
+            assert!(from_line(lost).is_ok(), "{lost}");
+        }
+        // Every kind has its rule, and every kind in the recordings the tests use keeps it.
+        for kind in Body::KINDS {
+            let about_a_domain = !matches!(kind, "boot" | "schedule" | "end" | "lost");
+            let sample = crate::sample::event_channel_ping()
+                .into_iter()
+                .find(|event| event.body.kind() == kind);
+            if let Some(event) = sample {
+                assert_eq!(
+                    dom_rule(&event.body) == DomRule::Always,
+                    about_a_domain,
+                    "{kind}"
+                );
+                assert_eq!(check_dom(&event.body, event.dom), Ok(()), "{kind}");
+            }
+        }
     }
 
     #[test]

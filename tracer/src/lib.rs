@@ -4,6 +4,7 @@
 //! |---------------|-----------------------------------------------------------------------|
 //! | [`json`]      | an event as one JSON object, one line (the public, recorded format)    |
 //! | [`check`]     | the stream's promises: `seq` without gaps, no `lost` events            |
+//! | [`order`]     | a recording's lines in `seq` order: a `seq` out of place is its own line's error |
 //! | [`recording`] | write and read JSON Lines files, with line-numbered errors             |
 //! | [`qemu`]      | the QEMU command line, finding QEMU, and how to install it             |
 //! | [`session`]   | one run: start QEMU, read the ring and the serial log, stop cleanly    |
@@ -35,6 +36,7 @@ pub mod filter;
 pub mod flows;
 pub mod gdb_relay;
 pub mod json;
+pub mod order;
 pub mod qemu;
 pub mod recording;
 pub mod sample;

@@ -10,7 +10,9 @@
 //! as many threads as there are CPUs, keeps its [`Facts`] and lets the rest go. A line
 //! that is not an event is skipped and the load goes on: [`Trace::error`] names the first,
 //! [`Trace::bad_lines`] counts them, and the event a skipped line held shows as a gap in
-//! `seq` (one bad line loses that line, never the thousands after it). A file whose first
+//! `seq` (one bad line loses that line, never the thousands after it: a `seq` out of place
+//! is judged against both its neighbours, `order.rs`). A line longer than
+//! [`MAX_LINE`] is a bad line, read past without being held. A file whose first
 //! [`NOT_A_RECORDING_AFTER`] lines hold no event is no recording: loading stops there. (The
 //! full parse costs about 10 µs a line, 2 s for a traced Linux boot of 200,000 events on
 //! two cores, where the facts alone took 0.4 s; a bad field found at once is worth it.)
@@ -18,7 +20,8 @@
 use crate::check::{StreamCheck, StreamFault};
 use crate::flows::{self, Assembler, Facts, Flow, Kind};
 use crate::json::{self, JsonError};
-use crate::recording::LineError;
+use crate::order::{SeqOrder, Verdict};
+use crate::recording::{self, LineError, MAX_LINE};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -82,10 +85,12 @@ pub struct Trace {
     bad_lines: usize,
     /// Lines read so far (the next line's number is this plus one).
     lines: usize,
-    /// Lines with no event (blank, or bad and skipped), as (events before them, line number
-    /// after them): to name the line of an event that fails to parse later, without storing
-    /// a line number per event.
-    blank_lines: Vec<(u32, u32)>,
+    /// (event number, its line number) of each event whose line is not the one after the
+    /// previous event's (a blank or bad line came between): to name the line of an event
+    /// that fails to parse later, without storing a line number per event.
+    line_jumps: Vec<(u32, u32)>,
+    /// Puts the lines' events in `seq` order, holding back one that jumps ahead.
+    order: SeqOrder<Pending>,
     /// Where the next line starts in a file source.
     end_offset: u64,
     /// A `schedule` event came: domains are numbered as Xen numbers them, d0 the control
@@ -100,6 +105,19 @@ pub const NOT_A_RECORDING_AFTER: usize = 1000;
 /// How much of a file is read at once while loading.
 const CHUNK: usize = 2 << 20;
 
+const _: () = assert!(
+    MAX_LINE < CHUNK,
+    "a chunk holds a whole line that is not too long, with room to read more"
+);
+
+/// A line's event waiting for its place in `seq` order (`order.rs`).
+#[derive(Debug)]
+struct Pending {
+    facts: Facts,
+    offset: u64,
+    len: u32,
+}
+
 /// A recording being loaded: where the file is read up to.
 #[derive(Debug)]
 pub struct Loader {
@@ -107,6 +125,9 @@ pub struct Loader {
     buffer: Vec<u8>,
     /// Bytes of an unfinished line carried over from the previous chunk.
     carried: usize,
+    /// Reading past a line longer than [`MAX_LINE`] (already counted as bad): how many of
+    /// its bytes so far.
+    skipping: Option<u64>,
     read: u64,
     total: u64,
     done: bool,
@@ -141,17 +162,32 @@ impl Loader {
     }
 
     fn load_chunk(&mut self, trace: &mut Trace) -> io::Result<()> {
-        if self.carried == self.buffer.len() {
-            // One line longer than a chunk: grow until it fits.
-            self.buffer.resize(self.buffer.len() * 2, 0);
-        }
         let read = self.file.read(&mut self.buffer[self.carried..])?;
         self.read += read as u64;
         let filled = self.carried + read;
+        let mut start = 0;
+        if let Some(skipped) = self.skipping {
+            // The rest of a line too long to hold: read past it to its newline.
+            match self.buffer[..filled].iter().position(|&byte| byte == b'\n') {
+                Some(newline) => {
+                    trace.end_offset += skipped + newline as u64 + 1;
+                    self.skipping = None;
+                    start = newline + 1;
+                }
+                None if read == 0 => {
+                    self.finish(trace);
+                    return Ok(());
+                }
+                None => {
+                    self.skipping = Some(skipped + filled as u64);
+                    self.carried = 0;
+                    return Ok(());
+                }
+            }
+        }
         // The complete lines of the chunk; their facts are read in parallel (that is the
         // slow part), then indexed in order.
         let mut lines = Vec::new();
-        let mut start = 0;
         while let Some(newline) = self.buffer[start..filled]
             .iter()
             .position(|&byte| byte == b'\n')
@@ -192,16 +228,28 @@ impl Loader {
             }
             trace.end_offset += range.len() as u64 + 1;
         }
+        let unfinished = filled - start;
         if read == 0 {
             // The last line has no newline: take it as it is (a truncated line fails here).
-            if start < filled {
+            if unfinished > 0 {
                 trace.take_line(&self.buffer[start..filled], trace.end_offset);
             }
             self.finish(trace);
             return Ok(());
         }
+        if unfinished > MAX_LINE {
+            // No event is this long: the line is bad, and the rest of it is read past
+            // without being held (a file without newlines is not read whole into memory).
+            self.carried = 0;
+            if !trace.take_facts(Err(too_long()), 0, trace.end_offset) {
+                self.finish(trace);
+                return Ok(());
+            }
+            self.skipping = Some(unfinished as u64);
+            return Ok(());
+        }
         self.buffer.copy_within(start..filled, 0);
-        self.carried = filled - start;
+        self.carried = unfinished;
         Ok(())
     }
 
@@ -210,6 +258,11 @@ impl Loader {
         self.buffer = Vec::new();
         trace.finished_loading();
     }
+}
+
+/// The error of a line longer than [`MAX_LINE`].
+fn too_long() -> JsonError {
+    JsonError::TooLong { limit: MAX_LINE }
 }
 
 impl Trace {
@@ -232,7 +285,8 @@ impl Trace {
             error: None,
             bad_lines: 0,
             lines: 0,
-            blank_lines: Vec::new(),
+            line_jumps: Vec::new(),
+            order: SeqOrder::new(),
             end_offset: 0,
             side_by_side: false,
         }
@@ -259,6 +313,7 @@ impl Trace {
                 file,
                 buffer: vec![0u8; CHUNK],
                 carried: 0,
+                skipping: None,
                 read: 0,
                 total,
                 done: false,
@@ -267,9 +322,14 @@ impl Trace {
     }
 
     fn finished_loading(&mut self) {
+        // A line held back for its jump in `seq` stays: its jump is a gap.
+        if let Some(verdict) = self.order.finish() {
+            self.apply(verdict);
+        }
         // The vectors grew by doubling: give the slack back.
         self.events.shrink_to_fit();
         self.flows.shrink_to_fit();
+        self.line_jumps.shrink_to_fit();
     }
 
     /// Index one line; one that is not an event is skipped and counted as bad.
@@ -285,36 +345,53 @@ impl Trace {
         offset: u64,
     ) -> bool {
         self.lines += 1;
-        // Events in seq order, each once: the index looks events up by seq (a binary
-        // search), and a step back would read as a gap of a negative size.
-        let facts = facts.and_then(|facts| match facts {
-            Some(facts) => {
-                json::check_order(self.events.last().map(|event| event.seq), facts.seq)?;
-                Ok(Some(facts))
-            }
-            None => Ok(None),
-        });
+        let line = self.lines;
         match facts {
-            Ok(Some(facts)) => self.index(&facts, offset, len),
-            // A line with no event: the events after it are a line further down.
-            Ok(None) => self
-                .blank_lines
-                .push((self.events.len() as u32, self.lines as u32)),
-            Err(error) => {
-                self.blank_lines
-                    .push((self.events.len() as u32, self.lines as u32));
-                self.bad_lines += 1;
-                self.error.get_or_insert(LineError {
-                    path: self.name.clone(),
-                    line: self.lines,
-                    error,
-                });
-                // So many lines and not one event: this is no recording (a log, a binary),
-                // and reading all of it would only take time and memory to say so.
-                return !(self.events.is_empty() && self.bad_lines >= NOT_A_RECORDING_AFTER);
+            // Events in seq order, each once: the index looks events up by seq (a binary
+            // search), and a step back would read as a gap of a negative size.
+            Ok(Some(facts)) => {
+                let seq = facts.seq;
+                let pending = Pending { facts, offset, len };
+                for verdict in self.order.next(line, seq, pending).into_iter().flatten() {
+                    self.apply(verdict);
+                }
             }
+            // A blank line: the events after it are a line further down.
+            Ok(None) => {}
+            Err(error) => self.bad_line(line, error),
         }
-        true
+        // So many lines and not one event: this is no recording (a log, a binary), and
+        // reading all of it would only take time and memory to say so.
+        !(self.events.is_empty() && self.bad_lines >= NOT_A_RECORDING_AFTER)
+    }
+
+    fn apply(&mut self, verdict: Verdict<Pending>) {
+        match verdict {
+            Verdict::Take { line, item } => {
+                let after_previous = match self.events.len() {
+                    0 => 1,
+                    count => self.line_number(count - 1) + 1,
+                };
+                if line != after_previous {
+                    self.line_jumps
+                        .push((self.events.len() as u32, line as u32));
+                }
+                self.index(&item.facts, item.offset, item.len);
+            }
+            Verdict::Bad { line, error } => self.bad_line(line, error),
+        }
+    }
+
+    fn bad_line(&mut self, line: usize, error: JsonError) {
+        self.bad_lines += 1;
+        recording::keep_first(
+            &mut self.error,
+            LineError {
+                path: self.name.clone(),
+                line,
+                error,
+            },
+        );
     }
 
     fn index(&mut self, facts: &Facts, offset: u64, len: u32) {
@@ -445,12 +522,16 @@ impl Trace {
         self.check.faults_so_far()
     }
 
-    /// The line number of event number `index`.
+    /// The line number of event number `index`: counted on from the last event at or
+    /// before it whose line came after a blank or bad line.
     pub fn line_number(&self, index: usize) -> usize {
-        let blanks = self
-            .blank_lines
-            .partition_point(|&(before, _)| before as usize <= index);
-        index + 1 + blanks
+        let jumps = self
+            .line_jumps
+            .partition_point(|&(event, _)| event as usize <= index);
+        match jumps.checked_sub(1).map(|last| self.line_jumps[last]) {
+            Some((event, line)) => line as usize + (index - event as usize),
+            None => index + 1,
+        }
     }
 
     /// The raw JSON line of event number `index`.
@@ -496,6 +577,9 @@ impl Trace {
 /// still a bad line, found here and named by its number, not later on a screen or never
 /// by a command that only counts (`stats`, `diff`, `export`).
 fn parse_line(line: &[u8]) -> Result<Option<Facts>, JsonError> {
+    if line.len() > MAX_LINE {
+        return Err(too_long());
+    }
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -669,6 +753,133 @@ mod tests {
             );
             std::fs::remove_file(path).unwrap();
         }
+    }
+
+    #[test]
+    fn a_seq_far_ahead_is_its_own_line_s_error_and_every_line_after_it_is_kept() {
+        // Line 3 says seq 1000000 where 2 belongs; lines 4 to 6 go on from 2. Judged against
+        // the line before alone, every line after it went "back", and line 4 was blamed.
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
+        let path = temporary("far-ahead");
+        let seqs = [0, 1, 1_000_000, 2, 3, 4];
+        let lines: Vec<String> = seqs.iter().map(|&seq| console(seq)).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 5, "only the bad line is skipped");
+        assert_eq!(trace.bad_lines(), 1);
+        let error = trace.error().expect("the bad line");
+        assert_eq!(error.line, 3, "{error}");
+        assert!(
+            error.to_string().ends_with(
+                ":3: seq 1000000 jumps ahead of seq 1, but line 4 goes on from before it with seq 2: this line's seq is wrong"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            trace.faults(),
+            [StreamFault::Truncated],
+            "no gap, no step back: the events 0 to 4 are all there"
+        );
+        assert_eq!(trace.event(2).unwrap().seq, 2);
+        assert_eq!(trace.line_number(2), 4, "seq 2 is on line 4");
+        assert_eq!(trace.line_number(4), 6);
+
+        // A real jump (the next line goes on from it) is a gap, and no bad line; so is a
+        // jump on the last line.
+        for (seqs, kept) in [(vec![0, 1, 500, 501], 4), (vec![0, 1, 500], 3)] {
+            let path = temporary("real-jump");
+            let lines: Vec<String> = seqs.iter().map(|&seq| console(seq)).collect();
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            let trace = Trace::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!((trace.len(), trace.bad_lines()), (kept, 0), "{seqs:?}");
+            assert!(
+                trace.faults().contains(&StreamFault::Gap {
+                    expected: 2,
+                    found: 500
+                }),
+                "{:?}",
+                trace.faults()
+            );
+            assert_eq!(trace.line_number(2), 3);
+        }
+    }
+
+    #[test]
+    fn a_line_too_long_for_any_event_is_its_own_error_and_is_not_held_whole() {
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
+        // A line of three chunks between two events, and one that fits a chunk but not
+        // MAX_LINE: each is a bad line, named by its number.
+        let path = temporary("too-long");
+        let long = "x".repeat(3 * CHUNK);
+        let fits_a_chunk = "y".repeat(MAX_LINE + 1);
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n{long}\n{}\n{fits_a_chunk}\n{}\n",
+                console(0),
+                console(1),
+                console(2)
+            ),
+        )
+        .unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 3, "the events around the long lines are kept");
+        assert_eq!(trace.bad_lines(), 2);
+        let error = trace.error().expect("the long line");
+        assert_eq!(error.line, 2);
+        assert_eq!(error.error, JsonError::TooLong { limit: MAX_LINE });
+        assert_eq!(
+            (trace.line_number(1), trace.line_number(2)),
+            (3, 5),
+            "the lines after a long one are counted right"
+        );
+        assert_eq!(
+            trace.event(2).unwrap().seq,
+            2,
+            "and read back from their offset"
+        );
+        assert_eq!(trace.faults(), [StreamFault::Truncated]);
+
+        // A file without a newline: read a chunk at a time, never held whole.
+        let path = temporary("no-newline");
+        std::fs::write(&path, "z".repeat(5 * CHUNK)).unwrap();
+        let (mut trace, mut loader) = Trace::start_loading(&path).unwrap();
+        let mut pieces = 0;
+        while !loader
+            .load(&mut trace, Some(std::time::Duration::ZERO))
+            .unwrap()
+        {
+            assert_eq!(loader.buffer.len(), CHUNK, "the buffer never grows");
+            pieces += 1;
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(pieces >= 4, "{pieces}");
+        assert!(trace.is_empty());
+        assert_eq!(trace.bad_lines(), 1);
+        assert_eq!(trace.error().map(|error| error.line), Some(1));
+    }
+
+    #[test]
+    fn an_event_without_the_dom_its_kind_needs_is_its_line_s_error() {
+        let good = line(0, Body::Console(Console::line("hello")));
+        let no_dom = r#"{"v":1,"seq":1,"tsc":20,"kind":"console","text":"whose?"}"#;
+        let after = line(2, Body::Console(Console::line("bye")));
+        let path = temporary("no-dom");
+        std::fs::write(&path, format!("{good}\n{no_dom}\n{after}\n")).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 2);
+        let error = trace.error().expect("the line without its dom");
+        assert_eq!(error.line, 2);
+        assert!(
+            error.to_string().ends_with(
+                ":2: an event of kind \"console\" is always about a domain, but this one has no \"dom\""
+            ),
+            "{error}"
+        );
     }
 
     #[test]

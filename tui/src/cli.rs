@@ -393,7 +393,7 @@ pub enum ExportFormat {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = status::help(&[SUCCESS, USAGE, BAD_RECORDING]))]
+#[command(after_help = status::help(&[SUCCESS, USAGE, BAD_RECORDING, TRACE_INCOMPLETE]))]
 pub struct ExportArgs {
     /// A recording (from `traplab trace --record FILE`).
     pub file: PathBuf,
@@ -415,7 +415,7 @@ notification caused ←d1. Compare two domains of one recording with the same FI
   traplab diff rvb.jsonl rvb.jsonl --left-dom 1 --right-dom 2";
 
 #[derive(Debug, Args)]
-#[command(after_help = format!("{DIFF_MARKERS}\n\n{}", status::help(&[SUCCESS, USAGE, BAD_RECORDING])))]
+#[command(after_help = format!("{DIFF_MARKERS}\n\n{}", status::help(&[SUCCESS, USAGE, BAD_RECORDING, TRACE_INCOMPLETE])))]
 pub struct DiffArgs {
     /// The left recording.
     pub left: PathBuf,
@@ -449,7 +449,7 @@ Honours NO_COLOR. A recording with a bad line shows the events before it, and sa
 fn replay_help() -> String {
     format!(
         "{UI_KEYS}\n\n{}",
-        status::help(&[SUCCESS, USAGE, BAD_RECORDING, INTERRUPTED])
+        status::help(&[SUCCESS, USAGE, BAD_RECORDING, TRACE_INCOMPLETE, INTERRUPTED])
     )
 }
 
@@ -480,14 +480,14 @@ fn stats_help() -> String {
          to the VMRUN (the `cycles` of each `resume` event, less the time the domain was switched\n\
          out while others ran; a stop at a break, a step or gdb is never counted), shown in µs with the TSC rate the hypervisor measured at boot. With\n\
          several domains, a table per domain follows the one of all exits (d1, d2, …: the numbers\n\
-         Xen gives its domains). A recording with a bad line gives the table of the events before\n\
-         it; a file that is not a recording gives none.\n\n{}\n(the last five when it runs a lab now; its time limit is then 300 s, not --timeout, which stats has not)",
+         Xen gives its domains). A recording with a bad line, or an incomplete one, gives the\n\
+         table of the events it holds; a file that is not a recording gives none.\n\n{}\n(the last four only when it runs a lab now; its time limit is then 300 s, not --timeout, which stats has not)",
         status::help(&[
             SUCCESS,
             USAGE,
             BAD_RECORDING,
-            BUILD_FAILED,
             TRACE_INCOMPLETE,
+            BUILD_FAILED,
             TIMED_OUT,
             HV_FAILED,
             INTERRUPTED

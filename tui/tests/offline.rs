@@ -331,6 +331,177 @@ fn a_seq_that_goes_back_or_repeats_names_its_line() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// A recording with events missing (a gap, no end event, a `lost` event) is shown all the
+/// same, by every command that reads one, and the status says it is incomplete (123, as
+/// `traplab trace` says it of a live trace); they exited with 0.
+#[test]
+fn an_incomplete_recording_is_shown_and_its_status_says_so() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let last = lines.len() - 1;
+    assert!(lines[last].contains(r#""kind":"end""#));
+    let no_end = lines[..last].join("\n") + "\n";
+    // Line 101 left out: a gap (its seq is missing), no bad line.
+    let gap = [&lines[..100], &lines[101..]].concat().join("\n") + "\n";
+    // A `lost` event says events went missing, in place of line 101's event.
+    let lost_line = r#"{"v":1,"seq":100,"tsc":240410742,"dom":0,"kind":"lost","count":3}"#;
+    let lost = [&lines[..100], &[lost_line][..], &lines[101..]]
+        .concat()
+        .join("\n")
+        + "\n";
+    for (name, text, said) in [
+        (
+            "no-end.jsonl",
+            &no_end,
+            "the trace ends without the hypervisor's end event",
+        ),
+        ("gap.jsonl", &gap, "1 event is missing (seq 100)"),
+        (
+            "lost.jsonl",
+            &lost,
+            "the hypervisor lost 3 event(s) before seq 100",
+        ),
+    ] {
+        let path = temporary(name);
+        std::fs::write(&path, text).unwrap();
+        let file = path.to_str().unwrap();
+        let complete = recording("page-fault.jsonl");
+        for args in [
+            vec!["stats", file],
+            vec!["export", file],
+            vec!["diff", file, &complete],
+            vec!["diff", &complete, file],
+        ] {
+            let output = traplab(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(123), "{args:?}: {stderr}");
+            assert!(stderr.contains(said), "{args:?}: {stderr}");
+            assert!(!stderr.contains(":101:"), "no bad line: {stderr}");
+            assert!(
+                !output.stdout.is_empty(),
+                "{args:?}: what it holds is shown"
+            );
+        }
+        let stats = traplab(&["stats", file]);
+        assert!(
+            String::from_utf8_lossy(&stats.stdout).contains("Total: 15"),
+            "the table of the events it holds"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+    // A bad line says more than the gap it leaves: 3, even beside an incomplete recording.
+    let bad = temporary("bad-and-no-end.jsonl");
+    std::fs::write(&bad, format!("{}\nnot json\n", lines.join("\n"))).unwrap();
+    let no_end_path = temporary("no-end-beside.jsonl");
+    std::fs::write(&no_end_path, &no_end).unwrap();
+    let both = traplab(&["diff", no_end_path.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(both.status.code(), Some(3));
+    std::fs::remove_file(bad).unwrap();
+    std::fs::remove_file(no_end_path).unwrap();
+}
+
+/// One line whose `seq` jumps far ahead is that line's error; the lines after it are read
+/// as usual. It used to make every later line "go back", and the error named the next one.
+#[test]
+fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    // Line 101 holds seq 100: give it a digit too many.
+    assert!(lines[100].contains(r#""seq":100,"#));
+    lines[100] = lines[100].replacen(r#""seq":100,"#, r#""seq":1000000,"#, 1);
+    let path = temporary("far-ahead.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:101: seq 1000000 jumps ahead of seq 99, but line 102 goes on from before it with seq 101",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "that line was skipped (the first named above); {} events read",
+            lines.len() - 1
+        )),
+        "one line lost, not the thousands after it: {stderr}"
+    );
+    assert!(
+        !stderr.contains("without the hypervisor's end event"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+/// A line longer than any event is that line's error, and the lines after it are read; a
+/// file with no newline at all is one such line, not read whole into memory.
+#[test]
+fn a_line_too_long_for_any_event_is_named_by_its_number() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let long = "x".repeat(3 << 20);
+    let path = temporary("long-line.jsonl");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{long}\n{}\n",
+            lines[..10].join("\n"),
+            lines[10..].join("\n")
+        ),
+    )
+    .unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:11: the line is longer than 1048576 bytes",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Total: 158 exits"));
+    std::fs::write(&path, "x".repeat(5 << 20)).unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is not a recording: its line 1 is not an event (the line is longer than"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+/// An event of a kind that is always about a domain, without its `dom`, is its line's error.
+#[test]
+fn an_event_without_the_dom_its_kind_needs_is_named_by_its_number() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let path = temporary("no-dom.jsonl");
+    // The first decide (of d0, in this old recording) without its dom.
+    let mut edited: Vec<String> = lines.iter().map(|line| line.to_string()).collect();
+    let decide = edited
+        .iter()
+        .position(|line| line.contains(r#""kind":"decide""#))
+        .expect("a decide");
+    edited[decide] = edited[decide].replacen(r#""dom":0,"#, "", 1);
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{}: an event of kind \"decide\" is always about a domain, but this one has no \"dom\"",
+            path.display(),
+            decide + 1
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
 #[test]
 fn export_perfetto_is_chrome_trace_event_json_with_a_track_per_domain() {
     let path = temporary("rvb.json");

@@ -204,3 +204,94 @@ fn closing_the_terminal_stops_qemu() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `run --record` on a file that refuses every write (/dev/full, a full disk): the run is
+/// incomplete, as `trace --record` is (`offline.rs`): status 123 and a `TRACE FAULT` that
+/// says how many events the recording lacks. It used to say so and exit with 0.
+#[test]
+fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
+    let status = std::env::temp_dir().join(format!("traplab-e2e-{}-status", std::process::id()));
+    let stderr = std::env::temp_dir().join(format!("traplab-e2e-{}-stderr", std::process::id()));
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        "record-full",
+        &format!(
+            "{} run hello --running --record /dev/full 2>{}; echo $? >{}; sleep 60",
+            env!("CARGO_BIN_EXE_traplab"),
+            stderr.display(),
+            status.display()
+        ),
+    );
+    tmux.wait_for(&["QEMU stopped: the hypervisor finished"]);
+    tmux.keys(&["q"]);
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && text.ends_with('\n')
+        {
+            break text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(tmux);
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_file(&stderr);
+    assert_eq!(code, "123", "{said}");
+    assert!(
+        said.contains("traplab: TRACE FAULT: the recording is incomplete: writing"),
+        "{said}"
+    );
+}
+
+/// `replay` of a recording without its end event shows it (the title says `NO END EVENT`)
+/// and, once the screen closes, exits with 123 (incomplete) as `stats` and `export` do; it
+/// exited with 0.
+#[test]
+fn replay_of_an_incomplete_recording_exits_incomplete() {
+    let pid = std::process::id();
+    let recording = std::env::temp_dir().join(format!("traplab-e2e-{pid}-no-end.jsonl"));
+    let status = std::env::temp_dir().join(format!("traplab-e2e-{pid}-replay-status"));
+    let original = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/page-fault.jsonl"),
+    )
+    .expect("the checked-in recording");
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines[lines.len() - 1].contains(r#""kind":"end""#));
+    std::fs::write(&recording, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        "replay-no-end",
+        &format!(
+            "{} replay {} 2>/dev/null; echo $? >{}; sleep 60",
+            env!("CARGO_BIN_EXE_traplab"),
+            recording.display(),
+            status.display()
+        ),
+    );
+    tmux.wait_for(&["NO END EVENT"]);
+    tmux.keys(&["q"]);
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && text.ends_with('\n')
+        {
+            break text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(tmux);
+    let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_file(&recording);
+    assert_eq!(code, "123");
+}

@@ -45,7 +45,9 @@ pub fn run(args: &DiffArgs) -> Result<ExitCode, super::Failure> {
     // A reader that closed early (`| head`) is no error of ours.
     let text = render(&left_side, &right_side, &rows, args.all);
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    Ok(ExitCode::from(left_code.max(right_code)))
+    Ok(ExitCode::from(super::status::of_recordings(&[
+        left_code, right_code,
+    ])))
 }
 
 /// Symbols of each domain's guest, when its ELF is here and is the build the trace ran

@@ -16,21 +16,26 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, super::Failure> {
             match args.format {
                 ExportFormat::Perfetto => traplab_tracer::export::perfetto(&trace, &mut out),
             }
-            .and_then(|()| out.flush())
+            .and_then(|backwards| out.flush().map(|()| backwards))
         }
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match args.format {
                 ExportFormat::Perfetto => traplab_tracer::export::perfetto(&trace, &mut out),
             }
-            .and_then(|()| out.flush())
+            .and_then(|backwards| out.flush().map(|()| backwards))
         }
     };
-    match written {
+    let backwards = match written {
         // The reader stopped reading (`traplab export r.jsonl | head`): what it took was
         // written, as a pipe's writer expects.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
         written => written.map_err(|error| format!("cannot write the export: {error}"))?,
+    };
+    if backwards > 0 {
+        eprintln!(
+            "traplab: note: in {backwards} slice(s) the TSC went back (the end's is before the start's): each is shown lasting 0 µs, its args say by how many ticks (tsc_went_back)"
+        );
     }
     if let Some(path) = &args.output {
         eprintln!(

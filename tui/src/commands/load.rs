@@ -13,7 +13,8 @@ use traplab_tracer::store::Trace;
 
 /// Open a recording. A file with no event at all (every line bad, or none) is not a
 /// recording: an error. A bad line in one is reported on stderr and skipped (the trace holds
-/// every other line's event); the status to exit with says whether there was one.
+/// every other line's event), and so is what the trace lacks (a gap, lost events, no end
+/// event); the status to exit with says whether there was either ([`report`]).
 pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
     let trace =
         Trace::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -43,9 +44,12 @@ pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
 }
 
 /// Say on stderr what is wrong with a trace (`whole`: it was read to its end); the exit
-/// status that says it.
+/// status that says it: [`status::BAD_RECORDING`] for a bad line, else
+/// [`status::TRACE_INCOMPLETE`] when events are missing or the end event is (the commands
+/// show what the trace holds all the same: the status is what tells a script it is not all).
 pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
-    let mut code = 0;
+    let mut bad_line = false;
+    let mut incomplete = false;
     if let Some(error) = trace.error() {
         // The error quotes the file, which may hold a terminal's control characters: shown,
         // not obeyed.
@@ -61,7 +65,7 @@ pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
             },
             trace.len()
         );
-        code = status::BAD_RECORDING;
+        bad_line = true;
     }
     for fault in trace.faults() {
         // No end event says nothing more when the reading stopped first, at the user's `q`
@@ -70,7 +74,20 @@ pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
             continue;
         }
         eprintln!("traplab: note: {fault}");
+        incomplete = true;
     }
+    let code = status::of_recordings(&[
+        if bad_line {
+            status::BAD_RECORDING
+        } else {
+            status::SUCCESS
+        },
+        if incomplete {
+            status::TRACE_INCOMPLETE
+        } else {
+            status::SUCCESS
+        },
+    ]);
     (trace, code)
 }
 

@@ -50,6 +50,27 @@ impl From<&str> for Failure {
     }
 }
 
+/// The trace fault of a `--record FILE` that could not write every event (a full disk):
+/// `unrecorded` of the `events` events failed, and `unflushed` is the error of the last
+/// write, of what was still buffered. `None` when the recording has every event. `trace`
+/// and `run` both say it as a `TRACE FAULT` and exit with [`status::TRACE_INCOMPLETE`].
+pub fn recording_fault(
+    unrecorded: u64,
+    events: u64,
+    unflushed: Option<&std::io::Error>,
+) -> Option<String> {
+    if unrecorded == 0 && unflushed.is_none() {
+        return None;
+    }
+    let last = match unflushed {
+        Some(error) => format!(", and the last ones buffered could not be written ({error})"),
+        None => String::new(),
+    };
+    Some(format!(
+        "the recording is incomplete: writing {unrecorded} of the {events} events failed{last}"
+    ))
+}
+
 /// What a command does when the hypervisor and the guests cannot be built here (no cargo).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OlderBuild {
@@ -360,6 +381,23 @@ mod tests {
             (asked, here) => panic!("--accel kvm gave {asked:?} where the host says {here:?}"),
         }
         assert!(under_kvm_note(Accel::Kvm).is_some() && under_kvm_note(Accel::Tcg).is_none());
+    }
+
+    #[test]
+    fn a_recording_that_lacks_events_is_a_trace_fault() {
+        assert_eq!(recording_fault(0, 10, None), None);
+        assert_eq!(
+            recording_fault(3, 10, None).as_deref(),
+            Some("the recording is incomplete: writing 3 of the 10 events failed")
+        );
+        let full = std::io::Error::from_raw_os_error(28);
+        let said = recording_fault(0, 10, Some(&full)).expect("the buffered events were lost");
+        assert!(
+            said.starts_with(
+                "the recording is incomplete: writing 0 of the 10 events failed, and the last ones buffered could not be written (No space left on device"
+            ),
+            "{said}"
+        );
     }
 
     #[test]

@@ -108,8 +108,18 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
             .into_iter()
             .map(|(dom, guest)| (dom, guest.image.as_path())),
     );
-    let (interrupted, app) = ui::terminal::live(app, session, stop, recorder)
+    let (interrupted, app, recorded) = ui::terminal::live(app, session, stop, recorder)
         .map_err(|error| format!("the terminal failed: {error}"))?;
+    // A recording that lacks events is incomplete whatever else happened: said first, as
+    // `traplab trace` says it.
+    let recording_fault = super::recording_fault(
+        recorded.unrecorded,
+        app.trace.len() as u64,
+        recorded.unflushed.as_ref(),
+    );
+    if let Some(fault) = &recording_fault {
+        eprintln!("traplab: TRACE FAULT: {fault}");
+    }
     if interrupted {
         return Ok(ExitCode::from(status::INTERRUPTED));
     }
@@ -119,7 +129,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         .live
         .as_ref()
         .is_some_and(|live| matches!(live.state, LiveState::Finished(_)));
-    let mut incomplete = false;
+    let mut incomplete = recording_fault.is_some();
     if let Some(message) = &app.ring_fault {
         eprintln!("traplab: TRACE FAULT: {message}");
         incomplete = true;

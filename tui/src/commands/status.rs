@@ -53,7 +53,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         TRACE_INCOMPLETE,
-        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or events --record could not write",
+        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or events --record could not write; for a recording that stats, export, diff or replay read, events lost, a gap in seq or no end event (what it holds is shown all the same)",
     ),
     (
         TIMED_OUT,
@@ -101,6 +101,16 @@ pub fn markdown() -> String {
         text.push_str(&format!("| {status} | {cause} |\n"));
     }
     text
+}
+
+/// The status of the recordings a command read (each [`BAD_RECORDING`],
+/// [`TRACE_INCOMPLETE`] or [`SUCCESS`]): a bad line says more than the gap in `seq` it
+/// leaves, so it comes first; then a recording that is incomplete.
+pub fn of_recordings(statuses: &[u8]) -> u8 {
+    [BAD_RECORDING, TRACE_INCOMPLETE]
+        .into_iter()
+        .find(|status| statuses.contains(status))
+        .unwrap_or(SUCCESS)
 }
 
 /// The status of a run of a lab that did not go as it should, whatever the lab did: it was
@@ -151,6 +161,20 @@ mod tests {
             book.display(),
             markdown()
         );
+    }
+
+    #[test]
+    fn a_bad_line_in_either_recording_comes_before_an_incomplete_one() {
+        assert_eq!(of_recordings(&[SUCCESS, SUCCESS]), SUCCESS);
+        assert_eq!(
+            of_recordings(&[TRACE_INCOMPLETE, SUCCESS]),
+            TRACE_INCOMPLETE
+        );
+        assert_eq!(
+            of_recordings(&[TRACE_INCOMPLETE, BAD_RECORDING]),
+            BAD_RECORDING
+        );
+        assert_eq!(of_recordings(&[]), SUCCESS);
     }
 
     #[test]

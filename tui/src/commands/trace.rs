@@ -168,14 +168,8 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         .iter()
         .map(|fault| fault.to_string())
         .collect();
-    if unrecorded > 0 || unflushed.is_some() {
-        let last = match unflushed {
-            Some(error) => format!(", and the last ones buffered could not be written ({error})"),
-            None => String::new(),
-        };
-        faults.push(format!(
-            "the recording is incomplete: writing {unrecorded} of the {events} events failed{last}"
-        ));
+    if let Some(fault) = super::recording_fault(unrecorded, events, unflushed.as_ref()) {
+        faults.push(fault);
     }
     let Some(finish) = finish else {
         return Ok(ExitCode::from(status::HV_FAILED));

@@ -144,14 +144,22 @@ enum Message {
     Control(Control),
 }
 
+/// What became of a live run's `--record`: the events it lacks because writing them failed,
+/// and the error of the last write (the flush of what was buffered), if that failed.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub unrecorded: u64,
+    pub unflushed: Option<io::Error>,
+}
+
 /// `traplab run`: the live session under the UI. `stop` is the session's stop flag.
-/// Returns whether a signal ended it.
+/// Returns whether a signal ended it, the app, and what the recording (if any) lacks.
 pub fn live(
     mut app: App,
     mut session: Session,
     stop: Arc<AtomicBool>,
     mut recorder: Option<Recorder>,
-) -> io::Result<(bool, App)> {
+) -> io::Result<(bool, App, Recorded)> {
     let signal = signal_flag();
     let (sender, receiver) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -177,26 +185,23 @@ pub fn live(
         // Dropping the session kills QEMU if it still runs.
         drop(session);
     });
-    // Events the recording lacks because writing them failed: said at the end.
-    let mut unrecorded = 0u64;
+    // Events the recording lacks because writing them failed: said at the end (`run.rs`).
+    let mut recorded = Recorded::default();
     let result = event_loop(&mut app, &signal, |app| {
-        drain(app, &receiver, recorder.as_mut(), &mut unrecorded)
+        drain(app, &receiver, recorder.as_mut(), &mut recorded.unrecorded)
     });
     // Quitting stops QEMU: the session sees the flag within a few milliseconds.
     stop.store(true, Ordering::SeqCst);
     drop(receiver);
     let _ = reader.join();
-    if let Some(recorder) = recorder
-        && let Err(error) = recorder.finish()
-    {
-        eprintln!("traplab: the recording is incomplete: {error}");
-    }
-    if unrecorded > 0 {
-        eprintln!(
-            "traplab: the recording is incomplete: it lacks {unrecorded} event(s), whose writing failed"
-        );
-    }
-    result.map(|()| (signal.load(Ordering::SeqCst) || app.interrupted, app))
+    recorded.unflushed = recorder.and_then(|recorder| recorder.finish().err());
+    result.map(|()| {
+        (
+            signal.load(Ordering::SeqCst) || app.interrupted,
+            app,
+            recorded,
+        )
+    })
 }
 
 fn drain(
