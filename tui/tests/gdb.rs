@@ -1932,3 +1932,72 @@ fn a_stepi_onto_the_guest_s_own_breakpoint_leaves_it_a_debug_trap_without_bs() {
         "{trace}"
     );
 }
+
+/// The hex number after `prefix` on a line of gdb's `output` (a `printf "… %#lx"`).
+fn printed(output: &str, prefix: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|hex| u64::from_str_radix(hex.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in gdb's output:\n{output}"))
+}
+
+#[test]
+fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_guest() {
+    // SYSCALL saves RFLAGS in R11 and clears what SFMASK names (TF, in this guest as in
+    // Linux); SYSRET loads RFLAGS from R11. A step's TF in RFLAGS alone would not stop after
+    // SYSCALL, and R11 would carry it to SYSRET and into the user code (a #DB the guest
+    // never asked for: it would end with 129). The step over SYSCALL must stop on the
+    // entry's first instruction, R11 holding the user's own RFLAGS; the step over SYSRET on
+    // the instruction after the SYSCALL, RFLAGS as R11 held them.
+    let lab = Lab::start_with(&["--guest", "syscall-step"]);
+    let output = lab.gdb(&[
+        "break *syscall_at",
+        "continue",
+        "delete",
+        "stepi",
+        "info symbol $pc",
+        "printf \"r11 after syscall %#lx\\n\", $r11",
+        "printf \"rflags after syscall %#lx\\n\", $eflags",
+        "stepi",
+        "stepi",
+        "info symbol $pc",
+        "printf \"r11 before sysret %#lx\\n\", $r11",
+        "stepi",
+        "info symbol $pc",
+        "printf \"rflags after sysret %#lx\\n\", $eflags",
+        "printf \"r11 after sysret %#lx\\n\", $r11",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    let entry = output
+        .find("syscall_entry in section")
+        .unwrap_or_else(|| panic!("the step over SYSCALL stopped at the entry:\n{output}"));
+    let sysret = output[entry..]
+        .find("sysret_at in section")
+        .unwrap_or_else(|| panic!("two steps on, the SYSRET:\n{output}"));
+    assert!(
+        output[entry + sysret..].contains("after_sysret in section"),
+        "the step over SYSRET stopped right after the SYSCALL:\n{output}"
+    );
+    const TF: u64 = 0x100;
+    let saved = printed(&output, "r11 after syscall ");
+    assert_eq!(saved & TF, 0, "gdb's TF in R11: {saved:#x}");
+    let kernel = printed(&output, "rflags after syscall ");
+    assert_eq!(
+        kernel & TF,
+        0,
+        "gdb's TF in the kernel's RFLAGS: {kernel:#x}"
+    );
+    let held = printed(&output, "r11 before sysret ");
+    assert_eq!(held, saved, "the entry left R11 alone");
+    assert_eq!(
+        printed(&output, "rflags after sysret "),
+        held,
+        "RFLAGS after SYSRET are R11's"
+    );
+    assert_eq!(printed(&output, "r11 after sysret "), held);
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "no TF reached the guest:\n{trace}");
+}

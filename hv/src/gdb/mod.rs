@@ -64,6 +64,10 @@
 //! step: then the #DB is the guest's too, it is delivered, and the step ends in the guest's
 //! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, so
 //! no exception frame, bounce frame or PUSHF the hypervisor emulates ever contains it.
+//! SYSCALL and SYSRET pass RFLAGS through R11 and SYSCALL masks it with SFMASK: over them
+//! the step lends its TF to SFMASK or R11 for that VMRUN, so that it stops on the first
+//! instruction of the kernel's entry or of the user code, and gives it back at the exit
+//! (`traplab_hv::gdb::step`): R11 never keeps gdb's TF for SYSRET to hand to user code.
 //! When the stepped instruction traps and the hypervisor *injects* an event, the step must
 //! end on the handler's first instruction, after the CPU has delivered the event: the
 //! hypervisor then sets NX on every guest page in the nested page tables for one VMRUN, and
@@ -101,6 +105,7 @@ use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
 use traplab_hv::delivery::DR6_SINGLE_STEP;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
+use traplab_hv::gdb::step::{self, FlagRegisters, Lent, SystemCall};
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, Guest, System, decide};
 
@@ -198,19 +203,25 @@ enum FlagsAccess {
 }
 
 /// What the instruction at the guest's RIP does with RFLAGS (`Neither` when it cannot be
-/// read or decoded: a step over it then works as over any other).
-fn flags_access(domain: &Domain) -> FlagsAccess {
+/// read or decoded: a step over it then works as over any other), or, for SYSCALL and SYSRET
+/// in long mode, which pass RFLAGS through R11 (`step.rs`), which of them it is.
+fn flags_access(domain: &Domain) -> Result<FlagsAccess, SystemCall> {
     use iced_x86::Mnemonic::*;
     let vmcb = &domain.vcpu.vmcb;
     let mut bytes = [0u8; 15];
     let read = domain.read_virtual_prefix(vmcb.linear_rip(), &mut bytes);
+    let long_mode = domain.vcpu.long_mode();
     match traplab_hv::instruction::decode(&bytes[..read], vmcb.code_bits(), vmcb.save.rip)
         .map(|instruction| instruction.mnemonic())
     {
-        Some(Pushf | Pushfd | Pushfq) => FlagsAccess::Pushes,
-        Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => FlagsAccess::Loads,
-        Some(Sti) => FlagsAccess::SetsInterruptFlag,
-        _ => FlagsAccess::Neither,
+        Some(Pushf | Pushfd | Pushfq) => Ok(FlagsAccess::Pushes),
+        Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => Ok(FlagsAccess::Loads),
+        Some(Sti) => Ok(FlagsAccess::SetsInterruptFlag),
+        // Outside long mode SYSCALL keeps TF and SYSRET only sets IF (APM vol. 3, SYSCALL,
+        // SYSRET): a step over them is a step over any other instruction.
+        Some(Syscall) if long_mode => Err(SystemCall::Syscall),
+        Some(Sysret | Sysretq) if long_mode => Err(SystemCall::Sysret),
+        _ => Ok(FlagsAccess::Neither),
     }
 }
 
@@ -221,6 +232,8 @@ enum Armed {
     /// RFLAGS.TF is ours; `guest_tf` is what the guest had; `flags`: what the stepped
     /// instruction does with RFLAGS, and so with our TF.
     TrapFlag { guest_tf: bool, flags: FlagsAccess },
+    /// RFLAGS.TF is ours, and lent to SFMASK or R11 for a SYSCALL or SYSRET (`step.rs`).
+    ThroughSystemCall(Lent),
     /// No instruction fetch allowed anywhere: stop at the first one.
     FetchTrap,
 }
@@ -566,16 +579,11 @@ fn own_stop(
                     && dr7 & dr7_slot_enables(slot) != 0
                     && target.hardware_slots[slot].is_none()
             });
-            let gdb_s_step = matches!(
-                step,
-                Some(SingleStep {
-                    armed: Armed::TrapFlag {
-                        guest_tf: false,
-                        ..
-                    },
-                    ..
-                })
-            );
+            let gdb_s_step = match step.map(|step| step.armed) {
+                Some(Armed::TrapFlag { guest_tf, .. }) => !guest_tf,
+                Some(Armed::ThroughSystemCall(lent)) => !lent.guest_traps(),
+                _ => false,
+            };
             let stepped = dr6 & DR6_SINGLE_STEP != 0 && !guest_breakpoints && gdb_s_step;
             let slot = (0..4)
                 .find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
@@ -1100,11 +1108,20 @@ pub fn arm_step(debugger: &mut Debugger) {
         domain.vcpu.vmcb.control.tlb_control = 1;
         Armed::FetchTrap
     } else {
-        let flags = flags_access(domain);
-        let save = &mut domain.vcpu.vmcb.save;
-        let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
-        save.rflags |= RFlags::TRAP_FLAG.bits();
-        Armed::TrapFlag { guest_tf, flags }
+        match flags_access(domain) {
+            Ok(flags) => {
+                let save = &mut domain.vcpu.vmcb.save;
+                let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+                save.rflags |= RFlags::TRAP_FLAG.bits();
+                Armed::TrapFlag { guest_tf, flags }
+            }
+            Err(instruction) => {
+                let mut registers = flag_registers(domain);
+                let lent = step::arm(instruction, &mut registers);
+                set_flag_registers(domain, registers);
+                Armed::ThroughSystemCall(lent)
+            }
+        }
     };
     debugger.target.step = Some(SingleStep { armed, ..step });
 }
@@ -1132,6 +1149,12 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
                 untrap_pushed_flags(domain);
             }
         }
+        Armed::ThroughSystemCall(lent) => {
+            let ran = domain.vcpu.vmcb.save.rip != step.start_rip;
+            let mut registers = flag_registers(domain);
+            lent.give_back(ran, &mut registers);
+            set_flag_registers(domain, registers);
+        }
         Armed::FetchTrap => {
             domain.memory.forbid_fetches(false);
             domain.vcpu.vmcb.control.tlb_control = 1;
@@ -1139,6 +1162,23 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
         Armed::No => {}
     }
     Some(step)
+}
+
+/// The registers a step's TF passes through over SYSCALL and SYSRET (`step.rs`).
+fn flag_registers(domain: &Domain) -> FlagRegisters {
+    let vcpu = &domain.vcpu;
+    FlagRegisters {
+        rflags: vcpu.vmcb.save.rflags,
+        r11: vcpu.context.r11,
+        sfmask: vcpu.vmcb.save.sfmask,
+    }
+}
+
+fn set_flag_registers(domain: &mut Domain, registers: FlagRegisters) {
+    let vcpu = &mut domain.vcpu;
+    vcpu.vmcb.save.rflags = registers.rflags;
+    vcpu.context.r11 = registers.r11;
+    vcpu.vmcb.save.sfmask = registers.sfmask;
 }
 
 /// A PUSHF gdb stepped saved RFLAGS with gdb's TF at the top of the guest's stack: clear it
