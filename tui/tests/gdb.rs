@@ -2001,3 +2001,39 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
     let (status, trace) = lab.finish();
     assert_eq!(status, 0, "no TF reached the guest:\n{trace}");
 }
+
+/// gdb's `qSupported`, as gdb 13 sends it (the features that matter here).
+const GDB_S_QSUPPORTED: &str = "qSupported:multiprocess+;swbreak+;hwbreak+;qRelocInsn+;fork-events+;vfork-events+;exec-events+;vContSupported+;QThreadEvents+;no-resumed+;memory-tagging+;xmlRegisters=i386";
+
+#[test]
+fn a_refused_packet_keeps_what_gdb_negotiated() {
+    // gdb and the stub agree on `multiprocess+`: every thread id names its process then
+    // (`thread:p01.01`). A packet the stub refuses (E01) replaces gdbstub's state machine, and
+    // the new one must still know it (it used to answer `thread:01`, for gdb another
+    // process's thread).
+    let lab = Lab::start_with(&["hello", "--verbose"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    exchange(&mut socket, &mut pending, GDB_S_QSUPPORTED, |data| {
+        data.starts_with("PacketSize")
+    });
+    let stopped = exchange(&mut socket, &mut pending, "?", |data| data.starts_with('T'));
+    assert!(stopped.contains("thread:p"), "multiprocess form: {stopped}");
+    let refused = exchange(&mut socket, &mut pending, "Gzz", |data| {
+        data.starts_with('E')
+    });
+    assert_eq!(refused, "E01");
+    // The next packet is the answer to `?`: the new state machine's answer to the
+    // `qSupported` it was told again stays in the hypervisor.
+    socket.write_all(&packet("?")).expect("send");
+    let stopped = next_packet(&mut socket, &mut pending);
+    assert!(
+        stopped.starts_with('T') && stopped.contains("thread:p"),
+        "still the multiprocess form after the refusal: {stopped}"
+    );
+    socket.write_all(&packet("c")).expect("continue");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "the guest ran to its end after `c`");
+    assert!(!trace.contains("session dropped"), "{trace}");
+}

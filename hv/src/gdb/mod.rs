@@ -278,6 +278,10 @@ pub struct Debugger {
     ended: Option<Ended>,
     /// When noise on the line was last reported (TSC).
     noise_reported: u64,
+    /// The `qSupported` that started the session, as gdb sent it: what gdb and the stub
+    /// agreed on (`multiprocess+`, and with it the form of every thread id), told again to
+    /// the state machine that replaces one a bad packet broke ([`refuse_packet`]).
+    negotiated: Option<Vec<u8>>,
     target: Debuggee,
 }
 
@@ -370,6 +374,7 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
         end: None,
         ended: None,
         noise_reported: 0,
+        negotiated: None,
         target: Debuggee {
             system: *system,
             index,
@@ -881,6 +886,9 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
     if debugger.machine.is_none() && !start_session(debugger) {
         return None;
     }
+    if wire::starts_session(frame) {
+        debugger.negotiated = Some(frame.to_vec());
+    }
     if wire::unsupported(frame) {
         send(debugger, b"+");
         send(debugger, &wire::framed(b""));
@@ -1046,6 +1054,7 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     target.step = None;
     target.resume = Resume::Continue;
     target.domain_mut().vcpu.interrupts.held_for_step = false;
+    debugger.negotiated = None;
     let on_cpu = target.on_cpu;
     for breakpoint in &breakpoints {
         breakpoint.take_out(target.domain_mut());
@@ -1060,7 +1069,8 @@ fn end_session(debugger: &mut Debugger, why: &str) {
 
 /// A packet gdbstub could not take while the guest was held: answer `E01` (GDB manual,
 /// "Standard Replies": an error) and go on with a new state machine that starts where the
-/// old one stood, stopped; nothing gdb set in the guest is taken out.
+/// old one stood, stopped, and knows what gdb negotiated; nothing gdb set in the guest is
+/// taken out.
 fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
     crate::log!(
         "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
@@ -1074,8 +1084,36 @@ fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Opti
     send(debugger, &wire::framed(b"E01"));
     if !start_session(debugger) {
         end_session(debugger, "no new session after a bad packet");
+        return None;
     }
+    renegotiate(debugger);
     None
+}
+
+/// gdbstub's state machine learns what gdb supports (`multiprocess+`) from gdb's
+/// `qSupported` alone, and a new one starts knowing nothing: without this, its stop replies
+/// would name threads without the process gdb expects (`thread:01` for `thread:p01.01`), and
+/// gdb would take them for another process's. The new machine is given gdb's `qSupported`
+/// again, its answer muted (gdb has it).
+fn renegotiate(debugger: &mut Debugger) {
+    // Taken while it is told: were it refused now, the refusal would not tell it again.
+    let Some(frame) = debugger.negotiated.take() else {
+        return;
+    };
+    let mute = |debugger: &mut Debugger, muted: bool| {
+        if let Some(com2) = com2(debugger) {
+            com2.muted = muted;
+        }
+    };
+    mute(debugger, true);
+    for &byte in &frame {
+        // A `qSupported` is no resume, kill or detach: the state machine stays as it is.
+        let _ = feed(debugger, byte);
+    }
+    mute(debugger, false);
+    if debugger.machine.is_some() {
+        debugger.negotiated = Some(frame);
+    }
 }
 
 /// A protocol error the framing cannot catch (a broken connection, or a bad packet while
