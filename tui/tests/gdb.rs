@@ -2037,3 +2037,34 @@ fn a_refused_packet_keeps_what_gdb_negotiated() {
     assert_eq!(status, 0, "the guest ran to its end after `c`");
     assert!(!trace.contains("session dropped"), "{trace}");
 }
+
+#[test]
+fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
+    // gdb writes registers with `G` (all of them; the stub has no `P`). A selector alone is
+    // no segment (the CPU loads its descriptor, with checks): a `G` that changes one is
+    // refused whole, and gdb says so; one that leaves them as they are is written.
+    let lab = Lab::start("hello");
+    let output = lab.gdb(&[
+        "printf \"ds before %#x\\n\", $ds",
+        "python\ntry:\n    gdb.execute(\"set $ds = 0x2b\")\nexcept gdb.error as error:\n    print(\"refused:\", error)\nend",
+        "printf \"ds after %#x\\n\", $ds",
+        "set $saved = $rbx",
+        "set $rbx = 0x1234",
+        "printf \"rbx after %#lx\\n\", $rbx",
+        "set $rbx = $saved",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert!(
+        output.contains("refused: Could not write registers; remote failure reply 'E16'"),
+        "{output}"
+    );
+    assert_eq!(
+        printed(&output, "ds after "),
+        printed(&output, "ds before "),
+        "{output}"
+    );
+    assert_eq!(printed(&output, "rbx after "), 0x1234, "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}

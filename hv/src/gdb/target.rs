@@ -32,6 +32,8 @@ use traplab_hv::gdb::watch::watch_pieces;
 const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
 /// EFAULT, the answer for memory gdb cannot have.
 const EFAULT: u8 = 14;
+/// EINVAL, the answer for a register value the stub does not write.
+const EINVAL: u8 = 22;
 /// The `int3` opcode.
 pub const INT3: u8 = 0xcc;
 const EFER_SVME: u64 = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
@@ -91,13 +93,19 @@ impl SingleThreadBase for Debuggee {
     }
 
     /// General registers, RIP, RFLAGS, the x87/SSE state, FS/GS base and the control
-    /// registers are written; segment selectors are not (a selector without its hidden
-    /// descriptor part would be a lie). Bad control-register values are the user's to
-    /// make: VMRUN refuses them and the domain ends, as on hardware. gdb is not held to the
-    /// guest's rules either: it may clear CR0.WP over pinned page tables, or load CR3 with
-    /// a root the domain did not pin (`exit/cr.rs` refuses both to the guest), as it writes
-    /// guest memory unchecked.
+    /// registers are written. Segment selectors are not: a `G` that changes one is refused
+    /// whole, EINVAL, and gdb says "Could not write registers" ([`changed_selector`]). Bad
+    /// control-register values are the user's to make: VMRUN refuses them and the domain
+    /// ends, as on hardware. gdb is not held to the guest's rules either: it may clear
+    /// CR0.WP over pinned page tables, or load CR3 with a root the domain did not pin
+    /// (`exit/cr.rs` refuses both to the guest), as it writes guest memory unchecked.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
+        if let Some((name, held, written)) = changed_selector(self.domain(), registers) {
+            crate::log!(
+                "gdb: a G packet writes {name} = {written:#x} (it holds {held:#x}): refused whole (EINVAL), nothing written; a selector is loaded with its descriptor, by the guest's own MOV, POP, far jump or IRET"
+            );
+            return Err(TargetError::Errno(EINVAL));
+        }
         let vcpu = &mut self.domain_mut().vcpu;
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
             vcpu.set_gpr(number, value);
@@ -144,6 +152,35 @@ impl SingleThreadBase for Debuggee {
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
         Some(self)
     }
+}
+
+/// A segment selector this `G` changes: its name, the value the guest holds, the value
+/// written. gdb sends every register in a `G` (the stub has no `P`), the selectors as it read
+/// them unless the user set one. A selector alone is no segment: loading one, the CPU
+/// reads its descriptor from the GDT or LDT into the hidden part (base, limit, attributes)
+/// and checks it first — present, the right type, privilege against the CPL, and for CS
+/// and SS the CPL itself (AMD APM vol. 2, 4.5 "Segment Registers" and 4.9-4.11). Writing
+/// the selector without all that would show gdb a segment the CPU does not use; doing all
+/// that would be the hypervisor emulating a segment load no instruction made (QEMU's own
+/// stub loads the descriptor without the checks). So the stub refuses it, and gdb says so;
+/// the guest's own MOV, POP, far jump or IRET load selectors, and gdb may step one.
+fn changed_selector(
+    domain: &Domain,
+    registers: &GuestRegisters,
+) -> Option<(&'static str, u32, u32)> {
+    let save = &domain.vcpu.vmcb.save;
+    let written = &registers.core.segments;
+    [
+        ("cs", save.cs.selector, written.cs),
+        ("ss", save.ss.selector, written.ss),
+        ("ds", save.ds.selector, written.ds),
+        ("es", save.es.selector, written.es),
+        ("fs", save.fs.selector, written.fs),
+        ("gs", save.gs.selector, written.gs),
+    ]
+    .into_iter()
+    .map(|(name, held, written)| (name, u32::from(held), written))
+    .find(|&(_, held, written)| held != written)
 }
 
 impl SingleThreadResume for Debuggee {
