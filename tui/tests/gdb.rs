@@ -2068,3 +2068,21 @@ fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
     assert!(output.contains("exited normally"), "{output}");
     assert_eq!(lab.finish().0, 0);
 }
+
+#[test]
+fn the_stub_offers_no_fork_events() {
+    // A domain never forks: the stub reports no fork, vfork or vforkdone stops, and must
+    // not offer them (gdbstub does unless the target says otherwise).
+    let lab = Lab::start_with(&["hello"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    let supported = exchange(&mut socket, &mut pending, GDB_S_QSUPPORTED, |data| {
+        data.starts_with("PacketSize")
+    });
+    assert!(supported.contains("multiprocess+"), "{supported}");
+    assert!(!supported.contains("fork-events"), "{supported}");
+    assert!(!supported.contains("vforkdone-events"), "{supported}");
+    socket.write_all(&packet("c")).expect("continue");
+    assert_eq!(lab.finish().0, 0);
+}

@@ -61,6 +61,21 @@ impl Target for Debuggee {
     fn use_no_ack_mode(&self) -> bool {
         false
     }
+
+    /// gdbstub offers fork, vfork and vforkdone stop events unless told otherwise
+    /// (`qSupported`'s `fork-events+`, …); a domain never forks, and the stub never reports
+    /// one: it does not offer them (GDB manual, "General Query Packets", qSupported).
+    fn use_fork_stop_reason(&self) -> bool {
+        false
+    }
+
+    fn use_vfork_stop_reason(&self) -> bool {
+        false
+    }
+
+    fn use_vforkdone_stop_reason(&self) -> bool {
+        false
+    }
 }
 
 impl SingleThreadBase for Debuggee {
