@@ -2086,3 +2086,44 @@ fn the_stub_offers_no_fork_events() {
     socket.write_all(&packet("c")).expect("continue");
     assert_eq!(lab.finish().0, 0);
 }
+
+#[test]
+fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
+    // KernelGSbase is in the VMCB's state save area, CR8 is V_TPR in its control area; gdb
+    // reads and writes both, and a value the CPU refuses (CR8 above 15, a non-canonical
+    // KernelGSbase) is refused as a selector is.
+    let lab = Lab::start("hello");
+    let output = lab.gdb(&[
+        "info registers k_gs_base cr8",
+        "set $k_gs_base = 0xffff800000001000",
+        "set $cr8 = 5",
+        "maintenance flush register-cache",
+        "printf \"k_gs_base read back %#lx\\n\", $k_gs_base",
+        "printf \"cr8 read back %#lx\\n\", $cr8",
+        "python\nfor value in (\"$cr8 = 16\", \"$k_gs_base = 0x800000000000\"):\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend",
+        "maintenance flush register-cache",
+        "printf \"cr8 after the refusal %#lx\\n\", $cr8",
+        "set $cr8 = 0",
+        "set $k_gs_base = 0",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert_eq!(register(&output, "k_gs_base"), Some(0), "{output}");
+    assert_eq!(register(&output, "cr8"), Some(0), "{output}");
+    assert_eq!(
+        printed(&output, "k_gs_base read back "),
+        0xffff_8000_0000_1000
+    );
+    assert_eq!(printed(&output, "cr8 read back "), 5);
+    for refused in ["$cr8 = 16", "$k_gs_base = 0x800000000000"] {
+        assert!(
+            output.contains(&format!(
+                "refused: {refused} Could not write registers; remote failure reply 'E16'"
+            )),
+            "{output}"
+        );
+    }
+    assert_eq!(printed(&output, "cr8 after the refusal "), 5, "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}
