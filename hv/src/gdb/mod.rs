@@ -200,12 +200,14 @@ enum FlagsAccess {
     /// the trap back for one more instruction, as only MOV SS and POP SS may (fixed in QEMU
     /// 9.2.4 and 10.0.1, "target/i386: do not block singlestep for STI"): the stop says so.
     SetsInterruptFlag,
+    /// SYSCALL or SYSRET in long mode: RFLAGS goes through R11, SYSCALL's through SFMASK
+    /// too, and the step's TF with it unless it is lent there (`step.rs`).
+    ThroughR11(SystemCall),
 }
 
 /// What the instruction at the guest's RIP does with RFLAGS (`Neither` when it cannot be
-/// read or decoded: a step over it then works as over any other), or, for SYSCALL and SYSRET
-/// in long mode, which pass RFLAGS through R11 (`step.rs`), which of them it is.
-fn flags_access(domain: &Domain) -> Result<FlagsAccess, SystemCall> {
+/// read or decoded: a step over it then works as over any other).
+fn flags_access(domain: &Domain) -> FlagsAccess {
     use iced_x86::Mnemonic::*;
     let vmcb = &domain.vcpu.vmcb;
     let mut bytes = [0u8; 15];
@@ -214,14 +216,14 @@ fn flags_access(domain: &Domain) -> Result<FlagsAccess, SystemCall> {
     match traplab_hv::instruction::decode(&bytes[..read], vmcb.code_bits(), vmcb.save.rip)
         .map(|instruction| instruction.mnemonic())
     {
-        Some(Pushf | Pushfd | Pushfq) => Ok(FlagsAccess::Pushes),
-        Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => Ok(FlagsAccess::Loads),
-        Some(Sti) => Ok(FlagsAccess::SetsInterruptFlag),
+        Some(Pushf | Pushfd | Pushfq) => FlagsAccess::Pushes,
+        Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => FlagsAccess::Loads,
+        Some(Sti) => FlagsAccess::SetsInterruptFlag,
         // Outside long mode SYSCALL keeps TF and SYSRET only sets IF (APM vol. 3, SYSCALL,
         // SYSRET): a step over them is a step over any other instruction.
-        Some(Syscall) if long_mode => Err(SystemCall::Syscall),
-        Some(Sysret | Sysretq) if long_mode => Err(SystemCall::Sysret),
-        _ => Ok(FlagsAccess::Neither),
+        Some(Syscall) if long_mode => FlagsAccess::ThroughR11(SystemCall::Syscall),
+        Some(Sysret | Sysretq) if long_mode => FlagsAccess::ThroughR11(SystemCall::Sysret),
+        _ => FlagsAccess::Neither,
     }
 }
 
@@ -1147,17 +1149,17 @@ pub fn arm_step(debugger: &mut Debugger) {
         Armed::FetchTrap
     } else {
         match flags_access(domain) {
-            Ok(flags) => {
-                let save = &mut domain.vcpu.vmcb.save;
-                let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
-                save.rflags |= RFlags::TRAP_FLAG.bits();
-                Armed::TrapFlag { guest_tf, flags }
-            }
-            Err(instruction) => {
+            FlagsAccess::ThroughR11(instruction) => {
                 let mut registers = flag_registers(domain);
                 let lent = step::arm(instruction, &mut registers);
                 set_flag_registers(domain, registers);
                 Armed::ThroughSystemCall(lent)
+            }
+            flags => {
+                let save = &mut domain.vcpu.vmcb.save;
+                let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+                save.rflags |= RFlags::TRAP_FLAG.bits();
+                Armed::TrapFlag { guest_tf, flags }
             }
         }
     };
