@@ -1950,7 +1950,7 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
     // never asked for: it would end with 129). The step over SYSCALL must stop on the
     // entry's first instruction, R11 holding the user's own RFLAGS; the step over SYSRET on
     // the instruction after the SYSCALL, RFLAGS as R11 held them.
-    let lab = Lab::start_with(&["--guest", "syscall-step"]);
+    let lab = Lab::start_with(&["--guest", "syscall-step", "--json"]);
     let output = lab.gdb(&[
         "break *syscall_at",
         "continue",
@@ -2000,6 +2000,24 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
     assert!(output.contains("exited normally"), "{output}");
     let (status, trace) = lab.finish();
     assert_eq!(status, 0, "no TF reached the guest:\n{trace}");
+    // Nor the trace: the exits of gdb's steps (#DB, exit code 0x41) show the guest's own
+    // RFLAGS and R11, the step taken out before they are recorded.
+    let steps: Vec<_> = Lab::events(&trace)
+        .into_iter()
+        .filter_map(|event| match event.body {
+            traplab_abi::event::Body::Exit(exit) if exit.exitcode == 0x41 => Some(exit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 4, "four steps, four #DB exits:\n{trace}");
+    for exit in steps {
+        assert_eq!(exit.rflags & TF, 0, "gdb's TF in a recorded exit: {exit:?}");
+        assert_eq!(
+            exit.regs.r11 & TF,
+            0,
+            "gdb's TF in a recorded R11: {exit:?}"
+        );
+    }
 }
 
 /// gdb's `qSupported`, as gdb 13 sends it (the features that matter here).

@@ -62,8 +62,9 @@
 //! exception, and since the step was gdb's, the hypervisor keeps it: the guest never sees
 //! it — unless the guest had set TF itself, or one of its own breakpoints fired with the
 //! step: then the #DB is the guest's too, it is delivered, and the step ends in the guest's
-//! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, so
-//! no exception frame, bounce frame or PUSHF the hypervisor emulates ever contains it.
+//! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, before
+//! the exit is recorded ([`take_out_step`]), so no event shows it and no exception frame,
+//! bounce frame or PUSHF the hypervisor emulates ever contains it.
 //! SYSCALL and SYSRET pass RFLAGS through R11 and SYSCALL masks it with SFMASK: over them
 //! the step lends its TF to SFMASK or R11 for that VMRUN, so that it stops on the first
 //! instruction of the kernel's entry or of the user code, and gives it back at the exit
@@ -258,6 +259,9 @@ pub struct Debuggee {
     /// own (otherwise gdb's slots reach the CPU when it is switched in, `run::switch_in`).
     pub on_cpu: bool,
     step: Option<SingleStep>,
+    /// The step as it was armed for the VMRUN that just exited, once [`take_out_step`] took
+    /// it out of the guest (for [`at_exit`]).
+    disarmed: Option<SingleStep>,
 }
 
 /// gdb's hold on one domain: the line from gdb, and the session on it, if there is one.
@@ -387,12 +391,13 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
             before_decision: false,
             on_cpu: false,
             step: None,
+            disarmed: None,
         },
     }))
 }
 
-// The seven hooks the run loop calls (`before_entry`, `arm_step`, `at_exit`, `after_handling`,
-// `meanwhile`, `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
+// The eight hooks the run loop calls (`before_entry`, `arm_step`, `take_out_step`, `at_exit`,
+// `after_handling`, `meanwhile`, `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
 // compiler lays the loop's code for an exit without gdb out together, away from their calls
 // (under QEMU's TCG each page of code an exit runs costs a refill of QEMU's TLB after every
 // world switch: book/src/speed.md).
@@ -412,12 +417,24 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
     None
 }
 
+/// After VMRUN, before the exit is recorded (`run::record_exit_event`): take gdb's step (its TF, and what it lent
+/// to R11 or SFMASK, or its fetch trap) out of the guest, so that the exit's event shows the
+/// guest's own registers, as every later event does.
+#[cold]
+pub fn take_out_step(debugger: &mut Debugger) {
+    debugger.target.disarmed = disarm_step(debugger);
+}
+
 /// Right after an exit was recorded, before the hypervisor decides. `Some` when the exit
 /// was gdb's own (a step, a breakpoint: the guest never sees it), or when gdb ended the
 /// domain: that is the decision then.
 #[cold]
 pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
-    let step = disarm_step(debugger);
+    // Taken out already ([`take_out_step`]), or now.
+    let step = match debugger.target.disarmed.take() {
+        Some(step) => Some(step),
+        None => disarm_step(debugger),
+    };
     monitor::note_exit(debugger.target.domain(), exit);
     if let Some(end) = debugger.end.take() {
         return Some(killed(end));
