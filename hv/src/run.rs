@@ -795,6 +795,11 @@ fn only_the_trace_looks(running: &Running) -> bool {
 #[cold]
 #[inline(never)]
 fn record_exit_event(running: &mut Running, id: u16, exit: &Exit) {
+    // gdb's single step is gdb's: out of the guest before its registers are recorded (else
+    // `gdb::at_exit` takes it out, next).
+    if let Some(debugger) = running.debugger_of(id) {
+        gdb::take_out_step(debugger);
+    }
     let Some(domain) = running.system().domain(id) else {
         return;
     };

@@ -1932,3 +1932,216 @@ fn a_stepi_onto_the_guest_s_own_breakpoint_leaves_it_a_debug_trap_without_bs() {
         "{trace}"
     );
 }
+
+/// The hex number after `prefix` on a line of gdb's `output` (a `printf "… %#lx"`).
+fn printed(output: &str, prefix: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|hex| u64::from_str_radix(hex.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in gdb's output:\n{output}"))
+}
+
+#[test]
+fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_guest() {
+    // SYSCALL saves RFLAGS in R11 and clears what SFMASK names (TF, in this guest as in
+    // Linux); SYSRET loads RFLAGS from R11. A step's TF in RFLAGS alone would not stop after
+    // SYSCALL, and R11 would carry it to SYSRET and into the user code (a #DB the guest
+    // never asked for: it would end with 129). The step over SYSCALL must stop on the
+    // entry's first instruction, R11 holding the user's own RFLAGS; the step over SYSRET on
+    // the instruction after the SYSCALL, RFLAGS as R11 held them.
+    let lab = Lab::start_with(&["--guest", "syscall-step", "--json"]);
+    let output = lab.gdb(&[
+        "break *syscall_at",
+        "continue",
+        "delete",
+        "stepi",
+        "info symbol $pc",
+        "printf \"r11 after syscall %#lx\\n\", $r11",
+        "printf \"rflags after syscall %#lx\\n\", $eflags",
+        "stepi",
+        "stepi",
+        "info symbol $pc",
+        "printf \"r11 before sysret %#lx\\n\", $r11",
+        "stepi",
+        "info symbol $pc",
+        "printf \"rflags after sysret %#lx\\n\", $eflags",
+        "printf \"r11 after sysret %#lx\\n\", $r11",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    let entry = output
+        .find("syscall_entry in section")
+        .unwrap_or_else(|| panic!("the step over SYSCALL stopped at the entry:\n{output}"));
+    let sysret = output[entry..]
+        .find("sysret_at in section")
+        .unwrap_or_else(|| panic!("two steps on, the SYSRET:\n{output}"));
+    assert!(
+        output[entry + sysret..].contains("after_sysret in section"),
+        "the step over SYSRET stopped right after the SYSCALL:\n{output}"
+    );
+    const TF: u64 = 0x100;
+    let saved = printed(&output, "r11 after syscall ");
+    assert_eq!(saved & TF, 0, "gdb's TF in R11: {saved:#x}");
+    let kernel = printed(&output, "rflags after syscall ");
+    assert_eq!(
+        kernel & TF,
+        0,
+        "gdb's TF in the kernel's RFLAGS: {kernel:#x}"
+    );
+    let held = printed(&output, "r11 before sysret ");
+    assert_eq!(held, saved, "the entry left R11 alone");
+    assert_eq!(
+        printed(&output, "rflags after sysret "),
+        held,
+        "RFLAGS after SYSRET are R11's"
+    );
+    assert_eq!(printed(&output, "r11 after sysret "), held);
+    assert!(output.contains("exited normally"), "{output}");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "no TF reached the guest:\n{trace}");
+    // Nor the trace: the exits of gdb's steps (#DB, exit code 0x41) show the guest's own
+    // RFLAGS and R11, the step taken out before they are recorded.
+    let steps: Vec<_> = Lab::events(&trace)
+        .into_iter()
+        .filter_map(|event| match event.body {
+            traplab_abi::event::Body::Exit(exit) if exit.exitcode == 0x41 => Some(exit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 4, "four steps, four #DB exits:\n{trace}");
+    for exit in steps {
+        assert_eq!(exit.rflags & TF, 0, "gdb's TF in a recorded exit: {exit:?}");
+        assert_eq!(
+            exit.regs.r11 & TF,
+            0,
+            "gdb's TF in a recorded R11: {exit:?}"
+        );
+    }
+}
+
+/// gdb's `qSupported`, as gdb 13 sends it (the features that matter here).
+const GDB_S_QSUPPORTED: &str = "qSupported:multiprocess+;swbreak+;hwbreak+;qRelocInsn+;fork-events+;vfork-events+;exec-events+;vContSupported+;QThreadEvents+;no-resumed+;memory-tagging+;xmlRegisters=i386";
+
+#[test]
+fn a_refused_packet_keeps_what_gdb_negotiated() {
+    // gdb and the stub agree on `multiprocess+`: every thread id names its process then
+    // (`thread:p01.01`). A packet the stub refuses (E01) replaces gdbstub's state machine, and
+    // the new one must still know it (it used to answer `thread:01`, for gdb another
+    // process's thread).
+    let lab = Lab::start_with(&["hello", "--verbose"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    exchange(&mut socket, &mut pending, GDB_S_QSUPPORTED, |data| {
+        data.starts_with("PacketSize")
+    });
+    let stopped = exchange(&mut socket, &mut pending, "?", |data| data.starts_with('T'));
+    assert!(stopped.contains("thread:p"), "multiprocess form: {stopped}");
+    let refused = exchange(&mut socket, &mut pending, "Gzz", |data| {
+        data.starts_with('E')
+    });
+    assert_eq!(refused, "E01");
+    // The next packet is the answer to `?`: the new state machine's answer to the
+    // `qSupported` it was told again stays in the hypervisor.
+    socket.write_all(&packet("?")).expect("send");
+    let stopped = next_packet(&mut socket, &mut pending);
+    assert!(
+        stopped.starts_with('T') && stopped.contains("thread:p"),
+        "still the multiprocess form after the refusal: {stopped}"
+    );
+    socket.write_all(&packet("c")).expect("continue");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "the guest ran to its end after `c`");
+    assert!(!trace.contains("session dropped"), "{trace}");
+}
+
+#[test]
+fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
+    // gdb writes registers with `G` (all of them; the stub has no `P`). A selector alone is
+    // no segment (the CPU loads its descriptor, with checks): a `G` that changes one is
+    // refused whole, and gdb says so; one that leaves them as they are is written.
+    let lab = Lab::start("hello");
+    let output = lab.gdb(&[
+        "printf \"ds before %#x\\n\", $ds",
+        "python\ntry:\n    gdb.execute(\"set $ds = 0x2b\")\nexcept gdb.error as error:\n    print(\"refused:\", error)\nend",
+        "printf \"ds after %#x\\n\", $ds",
+        "set $saved = $rbx",
+        "set $rbx = 0x1234",
+        "printf \"rbx after %#lx\\n\", $rbx",
+        "set $rbx = $saved",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert!(
+        output.contains("refused: Could not write registers; remote failure reply 'E16'"),
+        "{output}"
+    );
+    assert_eq!(
+        printed(&output, "ds after "),
+        printed(&output, "ds before "),
+        "{output}"
+    );
+    assert_eq!(printed(&output, "rbx after "), 0x1234, "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}
+
+#[test]
+fn the_stub_offers_no_fork_events() {
+    // A domain never forks: the stub reports no fork, vfork or vforkdone stops, and must
+    // not offer them (gdbstub does unless the target says otherwise).
+    let lab = Lab::start_with(&["hello"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    let supported = exchange(&mut socket, &mut pending, GDB_S_QSUPPORTED, |data| {
+        data.starts_with("PacketSize")
+    });
+    assert!(supported.contains("multiprocess+"), "{supported}");
+    assert!(!supported.contains("fork-events"), "{supported}");
+    assert!(!supported.contains("vforkdone-events"), "{supported}");
+    socket.write_all(&packet("c")).expect("continue");
+    assert_eq!(lab.finish().0, 0);
+}
+
+#[test]
+fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
+    // KernelGSbase is in the VMCB's state save area, CR8 is V_TPR in its control area; gdb
+    // reads and writes both, and a value the CPU refuses (CR8 above 15, a non-canonical
+    // KernelGSbase) is refused as a selector is.
+    let lab = Lab::start("hello");
+    let output = lab.gdb(&[
+        "info registers k_gs_base cr8",
+        "set $k_gs_base = 0xffff800000001000",
+        "set $cr8 = 5",
+        "maintenance flush register-cache",
+        "printf \"k_gs_base read back %#lx\\n\", $k_gs_base",
+        "printf \"cr8 read back %#lx\\n\", $cr8",
+        "python\nfor value in (\"$cr8 = 16\", \"$k_gs_base = 0x800000000000\"):\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend",
+        "maintenance flush register-cache",
+        "printf \"cr8 after the refusal %#lx\\n\", $cr8",
+        "set $cr8 = 0",
+        "set $k_gs_base = 0",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert_eq!(register(&output, "k_gs_base"), Some(0), "{output}");
+    assert_eq!(register(&output, "cr8"), Some(0), "{output}");
+    assert_eq!(
+        printed(&output, "k_gs_base read back "),
+        0xffff_8000_0000_1000
+    );
+    assert_eq!(printed(&output, "cr8 read back "), 5);
+    for refused in ["$cr8 = 16", "$k_gs_base = 0x800000000000"] {
+        assert!(
+            output.contains(&format!(
+                "refused: {refused} Could not write registers; remote failure reply 'E16'"
+            )),
+            "{output}"
+        );
+    }
+    assert_eq!(printed(&output, "cr8 after the refusal "), 5, "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}

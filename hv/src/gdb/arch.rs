@@ -6,7 +6,11 @@
 //! faulting address) and CR3 (the page-table root) next to RIP, so our description adds a
 //! feature of its own after gdb's standard ones (gdb docs, "Target Descriptions";
 //! "i386 Features" lists the names gdb requires in `org.gnu.gdb.i386.core` and `.sse`).
-//! Registers of a feature gdb does not know are still shown by `info registers`.
+//! Registers of a feature gdb does not know are still shown by `info registers`. gdb has no
+//! standard feature for them (its i386 features are core, sse, segments — FS and GS base
+//! alone —, linux, avx, mpx, avx512 and pkeys): ours names them as QEMU's own x86-64
+//! description does (`gdb-xml/i386-64bit.xml`), in the same order, KernelGSbase
+//! (`k_gs_base`, the base SWAPGS swaps in) and CR8 among them.
 
 use gdbstub::arch::{Arch, Registers};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
@@ -31,27 +35,41 @@ pub struct GuestRegisters {
     pub core: X86_64CoreRegs,
     pub fs_base: u64,
     pub gs_base: u64,
+    pub k_gs_base: u64,
     pub cr0: u64,
     pub cr2: u64,
     pub cr3: u64,
     pub cr4: u64,
+    pub cr8: u64,
     pub efer: u64,
 }
 
 /// Our registers after the core ones, in packet order.
-pub const SYSTEM_REGISTERS: [&str; 7] = ["fs_base", "gs_base", "cr0", "cr2", "cr3", "cr4", "efer"];
+pub const SYSTEM_REGISTERS: [&str; 9] = [
+    "fs_base",
+    "gs_base",
+    "k_gs_base",
+    "cr0",
+    "cr2",
+    "cr3",
+    "cr4",
+    "cr8",
+    "efer",
+];
 /// The size of gdbstub_arch's part of the packet.
 const CORE_BYTES: usize = 0x218;
 
 impl GuestRegisters {
-    fn system(&self) -> [u64; 7] {
+    fn system(&self) -> [u64; 9] {
         [
             self.fs_base,
             self.gs_base,
+            self.k_gs_base,
             self.cr0,
             self.cr2,
             self.cr3,
             self.cr4,
+            self.cr8,
             self.efer,
         ]
     }
@@ -87,10 +105,12 @@ impl Registers for GuestRegisters {
         for slot in [
             &mut self.fs_base,
             &mut self.gs_base,
+            &mut self.k_gs_base,
             &mut self.cr0,
             &mut self.cr2,
             &mut self.cr3,
             &mut self.cr4,
+            &mut self.cr8,
             &mut self.efer,
         ] {
             *slot = words.next().ok_or(())?;
@@ -202,10 +222,12 @@ const TARGET_XML: &str = r#"<?xml version="1.0"?>
     <reg name="gs_base" bitsize="64" type="int64"/>
   </feature>
   <feature name="org.traplab.system">
+    <reg name="k_gs_base" bitsize="64" type="int64" group="general"/>
     <reg name="cr0" bitsize="64" type="int64" group="general"/>
     <reg name="cr2" bitsize="64" type="data_ptr" group="general"/>
     <reg name="cr3" bitsize="64" type="int64" group="general"/>
     <reg name="cr4" bitsize="64" type="int64" group="general"/>
+    <reg name="cr8" bitsize="64" type="int64" group="general"/>
     <reg name="efer" bitsize="64" type="int64" group="general"/>
   </feature>
 </target>

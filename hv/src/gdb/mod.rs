@@ -62,8 +62,13 @@
 //! exception, and since the step was gdb's, the hypervisor keeps it: the guest never sees
 //! it — unless the guest had set TF itself, or one of its own breakpoints fired with the
 //! step: then the #DB is the guest's too, it is delivered, and the step ends in the guest's
-//! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, so
-//! no exception frame, bounce frame or PUSHF the hypervisor emulates ever contains it.
+//! #DB handler, as a step of any instruction that traps. The TF is ours only while the guest runs — at every exit it is taken out again, before
+//! the exit is recorded ([`take_out_step`]), so no event shows it and no exception frame,
+//! bounce frame or PUSHF the hypervisor emulates ever contains it.
+//! SYSCALL and SYSRET pass RFLAGS through R11 and SYSCALL masks it with SFMASK: over them
+//! the step lends its TF to SFMASK or R11 for that VMRUN, so that it stops on the first
+//! instruction of the kernel's entry or of the user code, and gives it back at the exit
+//! (`traplab_hv::gdb::step`): R11 never keeps gdb's TF for SYSRET to hand to user code.
 //! When the stepped instruction traps and the hypervisor *injects* an event, the step must
 //! end on the handler's first instruction, after the CPU has delivered the event: the
 //! hypervisor then sets NX on every guest page in the nested page tables for one VMRUN, and
@@ -101,6 +106,7 @@ use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
 use traplab_hv::delivery::DR6_SINGLE_STEP;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
+use traplab_hv::gdb::step::{self, FlagRegisters, Lent, SystemCall};
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, Guest, System, decide};
 
@@ -195,6 +201,9 @@ enum FlagsAccess {
     /// the trap back for one more instruction, as only MOV SS and POP SS may (fixed in QEMU
     /// 9.2.4 and 10.0.1, "target/i386: do not block singlestep for STI"): the stop says so.
     SetsInterruptFlag,
+    /// SYSCALL or SYSRET in long mode: RFLAGS goes through R11, SYSCALL's through SFMASK
+    /// too, and the step's TF with it unless it is lent there (`step.rs`).
+    ThroughR11(SystemCall),
 }
 
 /// What the instruction at the guest's RIP does with RFLAGS (`Neither` when it cannot be
@@ -204,12 +213,17 @@ fn flags_access(domain: &Domain) -> FlagsAccess {
     let vmcb = &domain.vcpu.vmcb;
     let mut bytes = [0u8; 15];
     let read = domain.read_virtual_prefix(vmcb.linear_rip(), &mut bytes);
+    let long_mode = domain.vcpu.long_mode();
     match traplab_hv::instruction::decode(&bytes[..read], vmcb.code_bits(), vmcb.save.rip)
         .map(|instruction| instruction.mnemonic())
     {
         Some(Pushf | Pushfd | Pushfq) => FlagsAccess::Pushes,
         Some(Popf | Popfd | Popfq | Iret | Iretd | Iretq) => FlagsAccess::Loads,
         Some(Sti) => FlagsAccess::SetsInterruptFlag,
+        // Outside long mode SYSCALL keeps TF and SYSRET only sets IF (APM vol. 3, SYSCALL,
+        // SYSRET): a step over them is a step over any other instruction.
+        Some(Syscall) if long_mode => FlagsAccess::ThroughR11(SystemCall::Syscall),
+        Some(Sysret | Sysretq) if long_mode => FlagsAccess::ThroughR11(SystemCall::Sysret),
         _ => FlagsAccess::Neither,
     }
 }
@@ -221,6 +235,8 @@ enum Armed {
     /// RFLAGS.TF is ours; `guest_tf` is what the guest had; `flags`: what the stepped
     /// instruction does with RFLAGS, and so with our TF.
     TrapFlag { guest_tf: bool, flags: FlagsAccess },
+    /// RFLAGS.TF is ours, and lent to SFMASK or R11 for a SYSCALL or SYSRET (`step.rs`).
+    ThroughSystemCall(Lent),
     /// No instruction fetch allowed anywhere: stop at the first one.
     FetchTrap,
 }
@@ -243,6 +259,9 @@ pub struct Debuggee {
     /// own (otherwise gdb's slots reach the CPU when it is switched in, `run::switch_in`).
     pub on_cpu: bool,
     step: Option<SingleStep>,
+    /// The step as it was armed for the VMRUN that just exited, once [`take_out_step`] took
+    /// it out of the guest (for [`at_exit`]).
+    disarmed: Option<SingleStep>,
 }
 
 /// gdb's hold on one domain: the line from gdb, and the session on it, if there is one.
@@ -265,6 +284,10 @@ pub struct Debugger {
     ended: Option<Ended>,
     /// When noise on the line was last reported (TSC).
     noise_reported: u64,
+    /// The `qSupported` that started the session, as gdb sent it: what gdb and the stub
+    /// agreed on (`multiprocess+`, and with it the form of every thread id), told again to
+    /// the state machine that replaces one a bad packet broke ([`refuse_packet`]).
+    negotiated: Option<Vec<u8>>,
     target: Debuggee,
 }
 
@@ -357,6 +380,7 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
         end: None,
         ended: None,
         noise_reported: 0,
+        negotiated: None,
         target: Debuggee {
             system: *system,
             index,
@@ -367,12 +391,13 @@ pub fn attach(system: Box<System>) -> Result<Box<Debugger>, Box<System>> {
             before_decision: false,
             on_cpu: false,
             step: None,
+            disarmed: None,
         },
     }))
 }
 
-// The seven hooks the run loop calls (`before_entry`, `arm_step`, `at_exit`, `after_handling`,
-// `meanwhile`, `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
+// The eight hooks the run loop calls (`before_entry`, `arm_step`, `take_out_step`, `at_exit`,
+// `after_handling`, `meanwhile`, `while_host_holds`, `domain_ended`) are `#[cold]`: they run only with gdb attached, so the
 // compiler lays the loop's code for an exit without gdb out together, away from their calls
 // (under QEMU's TCG each page of code an exit runs costs a refill of QEMU's TLB after every
 // world switch: book/src/speed.md).
@@ -392,12 +417,24 @@ pub fn before_entry(debugger: &mut Debugger) -> Option<DomainEnd> {
     None
 }
 
+/// After VMRUN, before the exit is recorded (`run::record_exit_event`): take gdb's step (its TF, and what it lent
+/// to R11 or SFMASK, or its fetch trap) out of the guest, so that the exit's event shows the
+/// guest's own registers, as every later event does.
+#[cold]
+pub fn take_out_step(debugger: &mut Debugger) {
+    debugger.target.disarmed = disarm_step(debugger);
+}
+
 /// Right after an exit was recorded, before the hypervisor decides. `Some` when the exit
 /// was gdb's own (a step, a breakpoint: the guest never sees it), or when gdb ended the
 /// domain: that is the decision then.
 #[cold]
 pub fn at_exit(debugger: &mut Debugger, exit: &Exit) -> Option<Decision> {
-    let step = disarm_step(debugger);
+    // Taken out already ([`take_out_step`]), or now.
+    let step = match debugger.target.disarmed.take() {
+        Some(step) => Some(step),
+        None => disarm_step(debugger),
+    };
     monitor::note_exit(debugger.target.domain(), exit);
     if let Some(end) = debugger.end.take() {
         return Some(killed(end));
@@ -566,16 +603,11 @@ fn own_stop(
                     && dr7 & dr7_slot_enables(slot) != 0
                     && target.hardware_slots[slot].is_none()
             });
-            let gdb_s_step = matches!(
-                step,
-                Some(SingleStep {
-                    armed: Armed::TrapFlag {
-                        guest_tf: false,
-                        ..
-                    },
-                    ..
-                })
-            );
+            let gdb_s_step = match step.map(|step| step.armed) {
+                Some(Armed::TrapFlag { guest_tf, .. }) => !guest_tf,
+                Some(Armed::ThroughSystemCall(lent)) => !lent.guest_traps(),
+                _ => false,
+            };
             let stepped = dr6 & DR6_SINGLE_STEP != 0 && !guest_breakpoints && gdb_s_step;
             let slot = (0..4)
                 .find(|&slot| dr6 & (1 << slot) != 0 && target.hardware_slots[slot].is_some());
@@ -873,6 +905,9 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
     if debugger.machine.is_none() && !start_session(debugger) {
         return None;
     }
+    if wire::starts_session(frame) {
+        debugger.negotiated = Some(frame.to_vec());
+    }
     if wire::unsupported(frame) {
         send(debugger, b"+");
         send(debugger, &wire::framed(b""));
@@ -1038,6 +1073,7 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     target.step = None;
     target.resume = Resume::Continue;
     target.domain_mut().vcpu.interrupts.held_for_step = false;
+    debugger.negotiated = None;
     let on_cpu = target.on_cpu;
     for breakpoint in &breakpoints {
         breakpoint.take_out(target.domain_mut());
@@ -1052,7 +1088,8 @@ fn end_session(debugger: &mut Debugger, why: &str) {
 
 /// A packet gdbstub could not take while the guest was held: answer `E01` (GDB manual,
 /// "Standard Replies": an error) and go on with a new state machine that starts where the
-/// old one stood, stopped; nothing gdb set in the guest is taken out.
+/// old one stood, stopped, and knows what gdb negotiated; nothing gdb set in the guest is
+/// taken out.
 fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
     crate::log!(
         "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
@@ -1066,8 +1103,36 @@ fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Opti
     send(debugger, &wire::framed(b"E01"));
     if !start_session(debugger) {
         end_session(debugger, "no new session after a bad packet");
+        return None;
     }
+    renegotiate(debugger);
     None
+}
+
+/// gdbstub's state machine learns what gdb supports (`multiprocess+`) from gdb's
+/// `qSupported` alone, and a new one starts knowing nothing: without this, its stop replies
+/// would name threads without the process gdb expects (`thread:01` for `thread:p01.01`), and
+/// gdb would take them for another process's. The new machine is given gdb's `qSupported`
+/// again, its answer muted (gdb has it).
+fn renegotiate(debugger: &mut Debugger) {
+    // Taken while it is told: were it refused now, the refusal would not tell it again.
+    let Some(frame) = debugger.negotiated.take() else {
+        return;
+    };
+    let mute = |debugger: &mut Debugger, muted: bool| {
+        if let Some(com2) = com2(debugger) {
+            com2.muted = muted;
+        }
+    };
+    mute(debugger, true);
+    for &byte in &frame {
+        // A `qSupported` is no resume, kill or detach: the state machine stays as it is.
+        let _ = feed(debugger, byte);
+    }
+    mute(debugger, false);
+    if debugger.machine.is_some() {
+        debugger.negotiated = Some(frame);
+    }
 }
 
 /// A protocol error the framing cannot catch (a broken connection, or a bad packet while
@@ -1100,11 +1165,20 @@ pub fn arm_step(debugger: &mut Debugger) {
         domain.vcpu.vmcb.control.tlb_control = 1;
         Armed::FetchTrap
     } else {
-        let flags = flags_access(domain);
-        let save = &mut domain.vcpu.vmcb.save;
-        let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
-        save.rflags |= RFlags::TRAP_FLAG.bits();
-        Armed::TrapFlag { guest_tf, flags }
+        match flags_access(domain) {
+            FlagsAccess::ThroughR11(instruction) => {
+                let mut registers = flag_registers(domain);
+                let lent = step::arm(instruction, &mut registers);
+                set_flag_registers(domain, registers);
+                Armed::ThroughSystemCall(lent)
+            }
+            flags => {
+                let save = &mut domain.vcpu.vmcb.save;
+                let guest_tf = RFlags::from_bits_truncate(save.rflags).contains(RFlags::TRAP_FLAG);
+                save.rflags |= RFlags::TRAP_FLAG.bits();
+                Armed::TrapFlag { guest_tf, flags }
+            }
+        }
     };
     debugger.target.step = Some(SingleStep { armed, ..step });
 }
@@ -1132,6 +1206,12 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
                 untrap_pushed_flags(domain);
             }
         }
+        Armed::ThroughSystemCall(lent) => {
+            let ran = domain.vcpu.vmcb.save.rip != step.start_rip;
+            let mut registers = flag_registers(domain);
+            lent.give_back(ran, &mut registers);
+            set_flag_registers(domain, registers);
+        }
         Armed::FetchTrap => {
             domain.memory.forbid_fetches(false);
             domain.vcpu.vmcb.control.tlb_control = 1;
@@ -1139,6 +1219,23 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
         Armed::No => {}
     }
     Some(step)
+}
+
+/// The registers a step's TF passes through over SYSCALL and SYSRET (`step.rs`).
+fn flag_registers(domain: &Domain) -> FlagRegisters {
+    let vcpu = &domain.vcpu;
+    FlagRegisters {
+        rflags: vcpu.vmcb.save.rflags,
+        r11: vcpu.context.r11,
+        sfmask: vcpu.vmcb.save.sfmask,
+    }
+}
+
+fn set_flag_registers(domain: &mut Domain, registers: FlagRegisters) {
+    let vcpu = &mut domain.vcpu;
+    vcpu.vmcb.save.rflags = registers.rflags;
+    vcpu.context.r11 = registers.r11;
+    vcpu.vmcb.save.sfmask = registers.sfmask;
 }
 
 /// A PUSHF gdb stepped saved RFLAGS with gdb's TF at the top of the guest's stack: clear it

@@ -50,6 +50,9 @@ pub struct Com2 {
     sent: Sent,
     /// A byte that came before the set-up, read first.
     early: Option<u8>,
+    /// Writes go nowhere: a session is told again what gdb already told the last one, and
+    /// gdb, which has its answer, must not get a second (`mod.rs`, `refuse_packet`).
+    pub muted: bool,
 }
 
 /// Set up COM2 (115200 8N1, FIFOs on, no interrupts) and give the handle to read it through;
@@ -94,6 +97,7 @@ impl Com2 {
             uart,
             sent: Sent::new(),
             early: None,
+            muted: false,
         })
     }
 
@@ -121,6 +125,9 @@ impl Connection for Com2 {
     type Error = &'static str;
 
     fn write(&mut self, byte: u8) -> Result<(), Self::Error> {
+        if self.muted {
+            return Ok(());
+        }
         self.sent.note(byte);
         // The UART takes a byte when its transmit register is free: a few microseconds.
         while self.uart.try_send_byte(byte).is_err() {

@@ -22,16 +22,19 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
-use traplab_abi::x86::EferFlags;
+use traplab_abi::x86::{EferFlags, canonical};
 use traplab_hv::Domain;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
 use traplab_hv::gdb::watch::watch_pieces;
+use traplab_hv::vmcb::v_intr;
 
 /// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
 /// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
 const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
 /// EFAULT, the answer for memory gdb cannot have.
 const EFAULT: u8 = 14;
+/// EINVAL, the answer for a register value the stub does not write.
+const EINVAL: u8 = 22;
 /// The `int3` opcode.
 pub const INT3: u8 = 0xcc;
 const EFER_SVME: u64 = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
@@ -59,6 +62,21 @@ impl Target for Debuggee {
     fn use_no_ack_mode(&self) -> bool {
         false
     }
+
+    /// gdbstub offers fork, vfork and vforkdone stop events unless told otherwise
+    /// (`qSupported`'s `fork-events+`, …); a domain never forks, and the stub never reports
+    /// one: it does not offer them (GDB manual, "General Query Packets", qSupported).
+    fn use_fork_stop_reason(&self) -> bool {
+        false
+    }
+
+    fn use_vfork_stop_reason(&self) -> bool {
+        false
+    }
+
+    fn use_vforkdone_stop_reason(&self) -> bool {
+        false
+    }
 }
 
 impl SingleThreadBase for Debuggee {
@@ -82,23 +100,48 @@ impl SingleThreadBase for Debuggee {
         read_fpu(&vcpu.context.guest_fpu.0, registers);
         registers.fs_base = save.fs.base;
         registers.gs_base = save.gs.base;
+        registers.k_gs_base = save.kernel_gs_base;
         registers.cr0 = save.cr0;
         registers.cr2 = save.cr2;
         registers.cr3 = save.cr3;
         registers.cr4 = save.cr4;
+        // With V_INTR_MASKING the CPU keeps the guest's CR8 in V_TPR (AMD APM vol. 2,
+        // 15.21.1), where the hypervisor's MOV CR8 puts it too (`exit/cr.rs`).
+        registers.cr8 = vcpu.vmcb.control.virtual_interrupt & v_intr::TPR;
         registers.efer = save.efer & !EFER_SVME;
         Ok(())
     }
 
-    /// General registers, RIP, RFLAGS, the x87/SSE state, FS/GS base and the control
-    /// registers are written; segment selectors are not (a selector without its hidden
-    /// descriptor part would be a lie). Bad control-register values are the user's to
-    /// make: VMRUN refuses them and the domain ends, as on hardware. gdb is not held to the
-    /// guest's rules either: it may clear CR0.WP over pinned page tables, or load CR3 with
-    /// a root the domain did not pin (`exit/cr.rs` refuses both to the guest), as it writes
-    /// guest memory unchecked.
+    /// General registers, RIP, RFLAGS, the x87/SSE state, FS/GS base, KernelGSbase and the
+    /// control registers are written. Segment selectors are not: a `G` that changes one is
+    /// refused whole, EINVAL, and gdb says "Could not write registers" ([`changed_selector`]);
+    /// so is one with a value no register of the CPU holds, a CR8 or KernelGSbase the CPU
+    /// itself refuses ([`impossible_value`]). Other bad control-register values are the
+    /// user's to make: VMRUN refuses them and the domain ends, as on hardware. gdb is not held to the guest's rules either: it may clear
+    /// CR0.WP over pinned page tables, or load CR3 with a root the domain did not pin
+    /// (`exit/cr.rs` refuses both to the guest), as it writes guest memory unchecked.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
-        let vcpu = &mut self.domain_mut().vcpu;
+        if let Some((name, held, written)) = changed_selector(self.domain(), registers) {
+            crate::log!(
+                "gdb: a G packet writes {name} = {written:#x} (it holds {held:#x}): refused whole (EINVAL), nothing written; a selector is loaded with its descriptor, by the guest's own MOV, POP, far jump or IRET"
+            );
+            return Err(TargetError::Errno(EINVAL));
+        }
+        if let Some(why) = impossible_value(registers) {
+            crate::log!("gdb: a G packet writes {why}: refused whole (EINVAL), nothing written");
+            return Err(TargetError::Errno(EINVAL));
+        }
+        let domain = self.domain_mut();
+        if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::TPR != registers.cr8 {
+            // CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the APIC
+            // holds back what CR8 says, as after the guest's own MOV CR8 (`apply.rs`).
+            let priority = registers.cr8 as u8;
+            domain.devices.lapic.tpr = priority << 4;
+            let control = &mut domain.vcpu.vmcb.control;
+            control.virtual_interrupt =
+                (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
+        }
+        let vcpu = &mut domain.vcpu;
         for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
             vcpu.set_gpr(number, value);
         }
@@ -110,6 +153,7 @@ impl SingleThreadBase for Debuggee {
         save.rflags = (save.rflags & !0xffff_ffff) | registers.core.eflags as u64;
         save.fs.base = registers.fs_base;
         save.gs.base = registers.gs_base;
+        save.kernel_gs_base = registers.k_gs_base;
         if save.cr3 != registers.cr3 || save.cr0 != registers.cr0 || save.cr4 != registers.cr4 {
             vcpu.vmcb.control.tlb_control = 1;
         }
@@ -144,6 +188,56 @@ impl SingleThreadBase for Debuggee {
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
         Some(self)
     }
+}
+
+/// A segment selector this `G` changes: its name, the value the guest holds, the value
+/// written. gdb sends every register in a `G` (the stub has no `P`), the selectors as it read
+/// them unless the user set one. A selector alone is no segment: loading one, the CPU
+/// reads its descriptor from the GDT or LDT into the hidden part (base, limit, attributes)
+/// and checks it first — present, the right type, privilege against the CPL, and for CS
+/// and SS the CPL itself (AMD APM vol. 2, 4.5 "Segment Registers" and 4.9-4.11). Writing
+/// the selector without all that would show gdb a segment the CPU does not use; doing all
+/// that would be the hypervisor emulating a segment load no instruction made (QEMU's own
+/// stub loads the descriptor without the checks). So the stub refuses it, and gdb says so;
+/// the guest's own MOV, POP, far jump or IRET load selectors, and gdb may step one.
+fn changed_selector(
+    domain: &Domain,
+    registers: &GuestRegisters,
+) -> Option<(&'static str, u32, u32)> {
+    let save = &domain.vcpu.vmcb.save;
+    let written = &registers.core.segments;
+    [
+        ("cs", save.cs.selector, written.cs),
+        ("ss", save.ss.selector, written.ss),
+        ("ds", save.ds.selector, written.ds),
+        ("es", save.es.selector, written.es),
+        ("fs", save.fs.selector, written.fs),
+        ("gs", save.gs.selector, written.gs),
+    ]
+    .into_iter()
+    .map(|(name, held, written)| (name, u32::from(held), written))
+    .find(|&(_, held, written)| held != written)
+}
+
+/// A value this `G` writes that the register cannot hold: the CPU refuses it with #GP(0),
+/// and VMRUN would not (V_TPR has 8 bits, KernelGSbase is loaded unchecked). CR8 holds the
+/// 4-bit task priority, bits 63:4 reserved (AMD APM vol. 2, 3.1.5), as `exit/cr.rs`
+/// refuses the guest's MOV CR8; KernelGSbase holds an address SWAPGS loads as GS's base,
+/// and must be canonical (APM vol. 2, 5.3.1), as `exit/msr.rs` refuses the guest's WRMSR.
+fn impossible_value(registers: &GuestRegisters) -> Option<alloc::string::String> {
+    if registers.cr8 >> 4 != 0 {
+        return Some(alloc::format!(
+            "cr8 = {:#x}, with reserved bits 63:4 set (CR8 holds the 4-bit task priority)",
+            registers.cr8
+        ));
+    }
+    if !canonical(registers.k_gs_base) {
+        return Some(alloc::format!(
+            "k_gs_base = {:#x}, not a canonical address (SWAPGS loads it as GS's base)",
+            registers.k_gs_base
+        ));
+    }
+    None
 }
 
 impl SingleThreadResume for Debuggee {
