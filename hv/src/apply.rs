@@ -55,7 +55,7 @@ use traplab_abi::event::{
 };
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
-use traplab_abi::grant_table::flags as grant_flags;
+use traplab_abi::grant_table::{flags as grant_flags, status};
 use traplab_abi::svm;
 use traplab_abi::x86::operand_mask;
 use traplab_abi::x86::{EferFlags, GPR_NAMES, RFlags, RIP_NAME};
@@ -897,7 +897,8 @@ impl Step<'_, '_> {
                 host_addr,
                 readonly,
                 handle,
-            } => self.map_grant(granter, gref, host_addr, readonly, handle)?,
+                status_at,
+            } => self.map_grant(granter, gref, host_addr, readonly, handle, status_at)?,
             Effect::UnmapGrant(handle) => self.unmap_grant(handle),
             Effect::StoreWrite { path, value } => {
                 for other in self.others.iter_mut() {
@@ -966,6 +967,7 @@ impl Step<'_, '_> {
 
     /// Map grant `gref` of `granter` into this domain at `host_addr` (the handler checked
     /// the entry): the granter's host frame goes into this domain's nested page tables.
+    /// With no host memory left for them, the status at `status_at` says so instead.
     fn map_grant(
         &mut self,
         granter: u16,
@@ -973,6 +975,7 @@ impl Step<'_, '_> {
         host_addr: u64,
         readonly: bool,
         handle: u32,
+        status_at: u64,
     ) -> Result<(), Failure> {
         let refused = |why: String| Failure {
             reason: format!("grant {gref} of d{granter} cannot be mapped"),
@@ -992,9 +995,22 @@ impl Step<'_, '_> {
             )));
         };
         if !self.domain.memory.map_foreign(host_addr, frame, !readonly) {
-            return Err(refused(
-                "no host memory left for a nested page table".into(),
+            // What the handler could not know: the host has no frame left for a nested page
+            // table. Xen's map_grant_ref answers a failed create_grant_host_mapping with
+            // GNTST_general_error, and the mapper goes on: it is the host's shortage, not
+            // the guest's fault. Nothing is mapped, no handle is taken.
+            self.domain
+                .cpu_write_virtual(status_at, &status::GENERAL_ERROR.to_le_bytes())
+                .map_err(|error| {
+                    refused(format!(
+                        "its status at {status_at:#x} cannot be written ({error:?})"
+                    ))
+                })?;
+            self.reports.push(format!(
+                "no host memory left for a nested page table: grant {gref} of d{granter} is not mapped, and its status is GNTST_general_error ({}) instead",
+                status::GENERAL_ERROR
             ));
+            return Ok(());
         }
         // Xen's `_set_status_v1`: GTF_reading for every mapping, GTF_writing too for a
         // writable one.

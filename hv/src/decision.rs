@@ -233,13 +233,16 @@ pub enum Effect {
         entry: GrantEntryV1,
     },
     /// Map grant `gref` of domain `granter` at guest-physical `host_addr`, known by
-    /// `handle`: the `grant_map` event.
+    /// `handle`: the `grant_map` event. Should the host have no memory left for the nested
+    /// page table it needs, the mapping fails as Xen's does (`GNTST_general_error` at
+    /// `status_at`, the guest's status field) and the mapper lives on.
     MapGrant {
         granter: u16,
         gref: GrantRef,
         host_addr: u64,
         readonly: bool,
         handle: u32,
+        status_at: u64,
     },
     /// Unmap the grant mapped as `handle`: the `grant_unmap` event.
     UnmapGrant(u32),

@@ -35,7 +35,7 @@ pub struct VecMemory {
     ram: RefCell<Vec<u8>>,
     lazy: bool,
     mapped: RefCell<BTreeSet<u64>>,
-    /// No frame left: `populate` fails.
+    /// No frame left: `populate` and `map_foreign` fail.
     pub exhausted: bool,
     pub fetches_forbidden: bool,
     /// Pages of other domains mapped here (grants): guest-physical page → (host frame,
@@ -149,6 +149,10 @@ impl GuestMemory for VecMemory {
     }
 
     fn map_foreign(&mut self, gpa: u64, frame: u64, writable: bool) -> bool {
+        // No frame left for the nested page table the mapping needs.
+        if self.exhausted {
+            return false;
+        }
         self.foreign
             .borrow_mut()
             .insert(gpa & !(PAGE_SIZE - 1), (frame, writable));

@@ -261,10 +261,15 @@ impl<const N: usize> Argument<N> {
         u64::from_le_bytes(self.field(offset))
     }
 
+    /// The guest-virtual address of the field at `offset`.
+    fn address(&self, offset: usize) -> u64 {
+        self.address.wrapping_add(offset as u64)
+    }
+
     /// The effect that writes an output field back (it was read, so it is the guest's).
     fn write(&self, offset: usize, bytes: &[u8]) -> Effect {
         Effect::GuestWrite {
-            address: self.address.wrapping_add(offset as u64),
+            address: self.address(offset),
             bytes: bytes.to_vec(),
         }
     }

@@ -358,18 +358,22 @@ fn map_grant_ref(guest: &Guest, arg: u64) -> Outcome {
         guest.id,
         guest.id
     )
-    .with(Effect::MapGrant {
+    .with(argument.write(HANDLE, &handle.to_le_bytes()))
+    .describe(format!(
+        "{NAME}: d{dom} grant {gref} at {host_addr:#x}, handle {handle}"
+    ));
+    // The mapping comes last: should the host have no memory for it, it writes its own
+    // status over GNTST_okay.
+    let (decision, code) = with_status(decision, &argument, STATUS, status::OKAY);
+    let decision = decision.with(Effect::MapGrant {
         granter: dom,
         gref,
         host_addr,
         readonly,
         handle,
-    })
-    .with(argument.write(HANDLE, &handle.to_le_bytes()))
-    .describe(format!(
-        "{NAME}: d{dom} grant {gref} at {host_addr:#x}, handle {handle}"
-    ));
-    Ok(with_status(decision, &argument, STATUS, status::OKAY))
+        status_at: argument.address(STATUS),
+    });
+    Ok((decision, code))
 }
 
 /// `GNTTABOP_unmap_grant_ref`: take the mapping `handle` away.
@@ -664,6 +668,39 @@ mod tests {
     // ---- GNTTABOP_map_grant_ref -------------------------------------------------------
 
     #[test]
+    fn map_grant_ref_with_no_host_memory_left_is_gntst_general_error_and_the_mapper_lives() {
+        // The handler cannot know that the host has no frame left for the nested page table
+        // the mapping needs: the apply step finds it, and answers as Xen's map_grant_ref
+        // does when create_grant_host_mapping fails, with the domain going on.
+        let mut memory = VecMemory::new(GUEST_RAM_SIZE, false);
+        memory.exhausted = true;
+        let mut test = Test::with_memory(memory);
+        test.code(&VMMCALL);
+        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
+        test.set_gpr(7, cmd::MAP_GRANT_REF);
+        test.set_gpr(6, DATA);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
+        test.add_domain(2).grants.table[4] = FOR_D1;
+        let run = test.call();
+        assert_eq!(run.kinds(), ["decide", "emulate"], "no grant_map, no kill");
+        assert!(
+            run.emulate()
+                .what
+                .contains("no host memory left for a nested page table: grant 4 of d2 is not mapped, and its status is GNTST_general_error (-1) instead"),
+            "{}",
+            run.emulate().what
+        );
+        assert_status(&test, 18, status::GENERAL_ERROR);
+        assert!(test.foreign().is_empty());
+        assert_eq!(test.domain.grants.mapping(0), None, "no handle taken");
+        assert_eq!(test.other(2).grants.mapped[4], 0, "the grant is not in use");
+        assert_eq!(
+            test.domain.vcpu.run_state,
+            crate::domain::vcpu::RunState::Runnable
+        );
+    }
+
+    #[test]
     fn map_grant_ref_maps_the_granter_s_frame_at_host_addr_and_marks_the_grant_in_use() {
         // Xen's map_grant_ref (xen/common/grant_table.c): the entry checked, GTF_writing
         // set in it while the mapping lasts, a maptrack handle returned.
@@ -677,13 +714,6 @@ mod tests {
         assert_eq!(
             run.decision.effects[..3],
             [
-                Effect::MapGrant {
-                    granter: 2,
-                    gref: 4,
-                    host_addr: HOST_ADDR,
-                    readonly: false,
-                    handle: 0,
-                },
                 Effect::GuestWrite {
                     address: DATA + 20,
                     bytes: vec![0; 4],
@@ -691,6 +721,14 @@ mod tests {
                 Effect::GuestWrite {
                     address: DATA + 18,
                     bytes: vec![0; 2],
+                },
+                Effect::MapGrant {
+                    granter: 2,
+                    gref: 4,
+                    host_addr: HOST_ADDR,
+                    readonly: false,
+                    handle: 0,
+                    status_at: DATA + 18,
                 },
             ]
         );
