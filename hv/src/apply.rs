@@ -38,7 +38,7 @@ use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{PinStep, Pinning};
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
-use crate::domain::vcpu::{NmiWindow, RunState};
+use crate::domain::vcpu::{NmiWindow, RunState, Wait};
 use crate::emulate::{Access, Destination, Operation, sign_extend};
 use crate::exit::Exit;
 use crate::here;
@@ -753,15 +753,17 @@ impl Step<'_, '_> {
                 // or not started, and is dropped, as the idle loop drops it. (It used to end
                 // the halt, and the HLT returned with no interrupt to take, which a CPU never
                 // does.)
-                let waking = self
-                    .domain
-                    .vcpu
-                    .interrupts
-                    .timers
+                // (A timer of `set_timer`'s bound to VIRQ_TIMER whose event raises no upcall
+                // interrupts nothing: the HLT returns after its tick only when no other timer
+                // can interrupt it, `exit/hlt.rs`.)
+                let timers = self.domain.vcpu.interrupts.timers;
+                let interrupting = timers
                     .running()
-                    .filter(|timer| self.domain.timer_held_back(timer).is_none())
+                    .filter(|timer| schedule::timer_may_wake(&Wait::Interrupt, self.domain, timer))
                     .map(|timer| timer.due_tsc)
-                    .min()
+                    .min();
+                let waking = interrupting
+                    .or(timers.set_timer.map(|timer| timer.due_tsc))
                     .filter(|_| self.domain.pending_interrupt().is_none());
                 if let Some(due) = waking {
                     loop {

@@ -167,14 +167,16 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 /// poller of one port for that port only); not SCHEDOP_block with the ticks' port masked,
 /// which never owes an upcall; not HLT without an upcall it can take (no callback, upcalls
 /// or interrupts off). None of that can change while the vCPU waits. Ticks that are
-/// interrupts wake any other wait: an interrupt kicks the vCPU.
-fn timer_may_wake(wait: &Wait, domain: &Domain, timer: &VirtualTimer) -> bool {
+/// interrupts wake any other wait (an interrupt kicks the vCPU), unless the device they go
+/// through holds them back ([`Domain::timer_held_back`]): a blocked vCPU writes no EOI, no
+/// unmask and no TPR that would let them through.
+pub fn timer_may_wake(wait: &Wait, domain: &Domain, timer: &VirtualTimer) -> bool {
     let event_port = match timer.target {
         TimerTarget::Pending => domain.timer_event_port(),
         TimerTarget::LocalApic | TimerTarget::Irq0 => None,
     };
     let Some(timer_port) = event_port else {
-        return !matches!(wait, Wait::Store(_));
+        return !matches!(wait, Wait::Store(_)) && domain.timer_held_back(timer).is_none();
     };
     let upcall = !domain.event_masked(timer_port) && !domain.upcalls_masked();
     let kicks = upcall && domain.events.callback != Callback::None;
@@ -567,10 +569,17 @@ mod tests {
         // A timer its local APIC makes interrupts the CPU, VIRQ_TIMER bound or not: it
         // kicks a poller of any port.
         polling[0].vcpu.run_state = RunState::Blocked(Wait::Poll(vec![3]));
-        if let Some(timer) = polling[0].vcpu.interrupts.timers.set_timer.as_mut() {
-            timer.target = TimerTarget::LocalApic;
-        }
+        polling[0].vcpu.interrupts.timers.set_timer = None;
+        polling[0].vcpu.interrupts.timers.local_apic = Some(VirtualTimer {
+            target: TimerTarget::LocalApic,
+            ..timer
+        });
+        polling[0].devices.lapic.svr = 0x1ff;
         assert_eq!(earliest_timer(&polling), Some(100));
+        // Unless the APIC holds its ticks back (its TPR above the vector): a blocked vCPU
+        // writes no TPR, and the idle loop would wait tick after tick for ever.
+        polling[0].devices.lapic.tpr = 0xf0;
+        assert_eq!(earliest_timer(&polling), None);
     }
 
     #[test]

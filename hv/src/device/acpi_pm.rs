@@ -56,8 +56,8 @@ const PM_TIMER_END: u16 = PM_TIMER + PM_TIMER_LENGTH as u16;
 /// 6.4, 4.8.2.1 and PM1 enable's TMR_EN; QEMU's `acpi_update_sci` holds the line while a
 /// status bit and its enable are both set, and arms a timer for the PM timer's next toggle
 /// while TMR_EN is). Doing it would take a line held high while the two are set, and a
-/// deadline for the toggle of bit 23 beside the one the domain's timer has
-/// (`domain/interrupts.rs`).
+/// deadline for the toggle of bit 23: a fourth timer beside the domain's three
+/// (`domain/interrupts.rs`, `Timers`).
 pub const SCI_IRQ: u8 = 9;
 
 /// The PM timer's clock (ACPI 6.4, 4.8.2.1 "Power Management Timer"), and its width: 24

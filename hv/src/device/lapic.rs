@@ -347,7 +347,8 @@ impl LocalApic {
         }
     }
 
-    /// The timer as the guest's timer: its vector, when it next fires and how often.
+    /// The timer as one of the guest's timers (`domain/interrupts.rs`, `Timers`): its vector,
+    /// when it next fires and how often.
     /// `None`: it does not fire (masked, disabled in software, stopped, a one-shot that has
     /// fired, a mode not offered).
     pub fn timer(&self, now: u64, tsc_hz: u64) -> Option<(u8, Countdown)> {

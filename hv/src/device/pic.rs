@@ -115,7 +115,9 @@ impl Chip {
     /// master, 8 for the slave), to name an IRQ as the kernel numbers them.
     fn write_command(&mut self, value: u8, first_irq: u8) -> String {
         if value & 0x10 != 0 {
-            // ICW1: start the initialisation over (the mask is cleared, 8259A datasheet).
+            // ICW1: start the initialisation over (the mask is cleared and the edge-sense
+            // circuit reset, 8259A datasheet; IRR and ISR cleared, as QEMU's
+            // `pic_init_reset` does).
             *self = Chip {
                 needs_icw4: value & 1 != 0,
                 single: value & 2 != 0,
@@ -419,7 +421,9 @@ impl Pic {
     }
 
     /// Is the master half-way through its initialisation (ICW1 written, ICW2–ICW4 to come)?
-    /// ICW1 cleared its IRR: an edge from before it is gone.
+    /// ICW1 cleared its IRR, so an edge from before it is gone. (The 8259A datasheet says
+    /// ICW1 resets the edge-sense circuit, so that a request needs a new low-to-high
+    /// transition; QEMU's `pic_init_reset` clears the edge-triggered requests in IRR.)
     pub fn initialising(&self) -> bool {
         self.master.expecting != 0
     }

@@ -29,8 +29,8 @@
 //! (0x1000 is a thousand clocks), read back in BCD (82C54 datasheet).
 //!
 //! The counts are not ticked one by one: a channel remembers when it was loaded (in TSC
-//! ticks), and a read computes where it is now. Channel 0 becomes the guest's timer
-//! ([`Pit::countdown`]): when it is due the hypervisor pulses IRQ 0, which the PIC latches in
+//! ticks), and a read computes where it is now. Channel 0 becomes one of the guest's timers
+//! ([`Pit::countdown`], beside the local APIC's): when it is due the hypervisor pulses IRQ 0, which the PIC latches in
 //! its IRR (`pic.rs`), or requests the IO-APIC's pin 2 vector in the local APIC, whichever
 //! route the kernel opened (`domain/interrupts.rs`, `TimerTarget`). Not modelled: modes
 //! 1 and 5 (on a PC they wait for a rising gate, which channel 0's, tied high, never has;

@@ -10,7 +10,8 @@
 //!
 //! A guest asks for a periodic timer with the `set_timer` hypercall. The hypervisor notices
 //! that a timer is due when it has control: at each tick of its own timer (an INTR exit,
-//! `exit/intr.rs`) or while the guest halts (`exit/hlt.rs`). The interrupt then becomes
+//! `exit/intr.rs`), while the guest halts (`exit/hlt.rs`), at a device write that re-arms
+//! a timer (`apply.rs`) and when it switches the domain in (`run.rs`). The interrupt then becomes
 //! *pending*, and before every VMRUN the hypervisor tries to deliver it ([`assist`], applied
 //! by `apply.rs`), as Xen's `hvm_intr_assist` and KVM's `inject_pending_event` do:
 //!

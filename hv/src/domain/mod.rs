@@ -7,7 +7,7 @@
 //! |                     | `walk_cache.rs` | the guest's page walks remembered, checked at each use |
 //! | [`Devices`]         | `../device/`    | the console UART and the lab's MMIO device           |
 //! | [`Pv`]              | `pv.rs`         | the paravirtual state: trap table, pinned page tables |
-//! | [`VirtualInterrupts`] | `interrupts.rs` | the guest's timer and its pending interrupt (in the vCPU) |
+//! | [`VirtualInterrupts`] | `interrupts.rs` | the guest's timers and its pending interrupt (in the vCPU) |
 //! | [`EventChannels`]   | `evtchn.rs`     | its ports, its shared-info page, its upcall          |
 //! | [`Grants`]          | `grants.rs`     | what it grants others, what it maps of theirs        |
 //!

@@ -15,11 +15,11 @@
 //!   (`run.rs`, `apply::keys_from_host`).
 //!
 //! When nothing can ever interrupt it (no timer that can interrupt it, no event can reach
-//! it, no key) the domain ends too. A timer whose tick the interrupt controller would hold
-//! back counts as none (each of the guest's timers is looked at on its own): IRQ 0 masked or still in service at the PIC (a HLT in the timer's
-//! own handler before its EOI), the local APIC's TPR above the vector. A halted CPU makes
-//! no unmask, EOI or TPR write, so a CPU would halt there for good; the tick would only be
-//! latched (`Domain::timer_held_back`).
+//! it, no key) the domain ends too. Each of the guest's timers is looked at on its own, and
+//! one whose tick the interrupt controller would hold back counts as none: IRQ 0 masked or
+//! still in service at the PIC (a HLT in the timer's own handler before its EOI), the local
+//! APIC's TPR above the vector. A halted CPU makes no unmask, EOI or TPR write, so a CPU
+//! would halt there for good; the tick would only be latched (`Domain::timer_held_back`).
 
 use super::{Exit, undecodable};
 use crate::decide;
@@ -27,6 +27,8 @@ use crate::decision::{Decision, DomainEnd, Effect};
 use crate::domain::Guest;
 use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::vcpu::{RunState, Wait};
+use crate::schedule;
+use alloc::vec::Vec;
 use traplab_abi::event::Action;
 
 pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
@@ -75,19 +77,25 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
     // One of its timers, unless the device it goes through would hold its tick back (IRQ 0
     // masked or still in service at the PIC, the APIC's priority above the vector): only an
     // unmask, an EOI or a TPR write would let it through, which a halted CPU never makes.
-    let held_back = interrupts
+    let held_back: Vec<&str> = interrupts
         .timers
         .running()
-        .find_map(|timer| guest.timer_held_back(&timer));
+        .filter_map(|timer| guest.timer_held_back(&timer))
+        .collect();
     let timer_wakes = interrupts
         .timers
         .running()
         .any(|timer| guest.timer_held_back(&timer).is_none());
     let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
-    if let (false, Some(why)) = (can_be_woken, held_back) {
+    if !can_be_woken && !held_back.is_empty() {
+        let (ticks, could) = match held_back.len() {
+            1 => ("its timer's tick", "could"),
+            _ => ("its timers' ticks", "each could"),
+        };
         return decide!(
             Action::Emulate,
-            "{context}HLT waits for an interrupt, and its timer's tick could not interrupt it ({why}), which nothing changes while the CPU is halted; no event can reach it: the domain is done, as a CPU would wait forever"
+            "{context}HLT waits for an interrupt, and {ticks} {could} not interrupt it ({}), which nothing changes while the CPU is halted; no event can reach it: the domain is done, as a CPU would wait forever",
+            held_back.join("; ")
         )
         .with(Effect::Rip(next))
         .describe("HLT: the virtual CPU stops")
@@ -103,11 +111,17 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .ending(stopped("halted waiting for an interrupt that no device sends"));
     }
     // With gdb attached, the hypervisor must answer it while the guest waits: the vCPU
-    // blocks, and the idle loop waits for its timer, reading gdb's line every 1/100 s
-    // (`run.rs`), instead of halting for the timer in the exit's place (below), deaf to gdb.
-    // (Not a timer bound to VIRQ_TIMER: its tick is an event, which wakes a blocked vCPU only
-    // through a callback it may not have, where the HLT below returns after the tick.)
-    let debugged = guest.machine.debugger_attached() && guest.timer_event_port().is_none();
+    // blocks, and the idle loop waits for its timers, reading gdb's line every 1/100 s
+    // (`run.rs`), instead of halting for them in the exit's place (below), deaf to gdb.
+    // (Not when its only timer is one bound to VIRQ_TIMER: its tick is an event, which wakes
+    // a blocked vCPU only through a callback it may not have, where the HLT below returns
+    // after the tick.)
+    let wakes_blocked = guest.timer_event_port().is_none()
+        || interrupts
+            .timers
+            .running()
+            .any(|timer| schedule::timer_may_wake(&Wait::Interrupt, guest, &timer));
+    let debugged = guest.machine.debugger_attached() && wakes_blocked;
     if !owed && (others_run || debugged) {
         let meanwhile = if others_run {
             "the hypervisor runs another domain meanwhile"
@@ -451,6 +465,41 @@ mod tests {
             test.domain.devices.lapic.requested.contains(0x30),
             "held back"
         );
+    }
+
+    #[test]
+    fn hlt_waits_past_a_virq_timer_tick_that_raises_no_upcall_for_the_pit_s_edge() {
+        // A `set_timer` timer bound to VIRQ_TIMER, with no callback: its tick (at +1,000) is
+        // an event that interrupts nothing. The PIT's IRQ 0 is open (its edge at +5,000): a
+        // CPU stays halted until that edge, as Xen's vCPU stays blocked through an event that
+        // raises no upcall. (Alone, the VIRQ tick ends the HLT: `bound_to_virq_timer`.)
+        let mut test = Test::long_mode();
+        test.code(&HLT);
+        test.interrupts_on();
+        test.gate(0x20, 0x20_0000);
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        test.domain.events.ports[2] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            test.domain.devices.pic.write(port, value);
+        }
+        test.domain.devices.pic.write(0x21, 0xfe);
+        let now = test.machine.now.get();
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
+            vector: 0x40,
+            period_tsc: 100_000,
+            due_tsc: now + 1_000,
+            target: TimerTarget::Pending,
+        });
+        test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: now + 5_000,
+            target: TimerTarget::Irq0,
+        });
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert_eq!(run.injected().vector, 0x20, "the PIT's edge woke it");
+        assert!(test.machine.now.get() >= now + 5_000);
+        assert!(test.domain.event_pending(2), "the VIRQ tick came too, as an event");
     }
 
     #[test]

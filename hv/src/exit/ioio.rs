@@ -684,7 +684,6 @@ mod tests {
         run
     }
 
-    /// `OUT DX, AL` of `value` to `port`, then back at ENTRY.
     #[test]
     fn initialising_the_pic_keeps_a_set_timer_timer() {
         // A guest with a `set_timer` timer (its tick made pending, no device's) remaps its
@@ -1204,7 +1203,8 @@ mod tests {
     #[test]
     fn icw1_clears_an_edge_that_fell_due_before_it() {
         // The tick was due but not yet noticed when the kernel starts the PIC over: ICW1
-        // clears IRR (8259A datasheet), so the edge from before it must not survive.
+        // resets the edge sense (8259A datasheet) and clears IRR (QEMU's `pic_init_reset`),
+        // so the edge from before it must not survive.
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0xfe, &[]);
         let due = test

@@ -21,10 +21,10 @@
 //! | `Pause` (0x77)              | `pause.rs`              | note the spin (setting `intercept-pause`)   |
 //! | `Wbinvd`, `Invd` (0x89, 0x76) | `wbinvd.rs`           | nothing to flush: skip (INVD done as WBINVD) |
 //! | `Xsetbv` (0x8D)             | `xsetbv.rs`             | check XCR0, then set it                      |
-//! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; is the guest's timer due? |
+//! | `Intr` (0x60)               | `intr.rs`               | the hv's own timer: take it; are the guest's timers due? |
 //! | `Nmi`, `Smi` (0x61, 0x62)   | `nmi.rs`, `smi.rs`      | the machine's, not the guest's: the guest resumes |
 //! | `Vintr` (0x64)              | `vintr.rs`              | the guest can take its pending interrupt: inject it |
-//! | `Hlt` (0x78)                | `hlt.rs`                | wait for the guest's timer, or end the domain |
+//! | `Hlt` (0x78)                | `hlt.rs`                | wait for the guest's timers, or end the domain |
 //! | `Ioio` (0x7B)               | `ioio.rs`               | emulate the port (the console UART); INS/OUTS fault as the CPU's access would |
 //! | `Msr` (0x7C)                | `msr.rs`                | emulate known MSRs, #GP for the rest         |
 //! | `Vmmcall` (0x81)            | `vmmcall.rs`            | the hypercall                                |
