@@ -770,12 +770,7 @@ impl Step<'_, '_> {
                         ticks += self.machine.halt_until(due);
                         if self.machine.now() >= due {
                             let now = self.machine.now();
-                            came.extend(
-                                self.domain
-                                    .timer_ticks(now)
-                                    .into_iter()
-                                    .filter_map(Tick::words),
-                            );
+                            came.extend(self.timer_ticks(now));
                             break;
                         }
                         keys_from_host(self.domain, self.machine, self.events);
@@ -1348,12 +1343,10 @@ impl Step<'_, '_> {
                 "the PIT's edge due before this write is gone: ICW1 cleared the PIC's IRR".into(),
             );
         }
-        for tick in self.domain.timer_ticks(now) {
-            if let Some(what) = tick.words() {
-                self.reports.push(format!(
-                    "the guest's timer was due before this write: {what}"
-                ));
-            }
+        for what in self.timer_ticks(now) {
+            self.reports.push(format!(
+                "the guest's timer was due before this write: {what}"
+            ));
         }
         if pit_changed {
             let pit = self.domain.devices.pit_timer(now, tsc_hz);
@@ -1367,6 +1360,27 @@ impl Step<'_, '_> {
                 &mut timers.local_apic
             });
         }
+    }
+
+    /// The domain's timers due at `now` tick ([`Domain::timer_ticks`]), and what each did, in
+    /// words. A tick that is an event on the port bound to VIRQ_TIMER is a `notify` event
+    /// too, as at the hypervisor's timer interrupt (`exit/intr.rs`): every port made pending
+    /// is in the trace.
+    fn timer_ticks(&mut self, now: u64) -> Vec<String> {
+        let mut words = Vec::new();
+        for tick in self.domain.timer_ticks(now) {
+            if let Tick::Event { port, pending } = tick {
+                self.events.push(Body::Notify(Notify {
+                    to: self.domain.id,
+                    port,
+                    from_port: 0,
+                    woke: false,
+                    masked: pending.masked || self.domain.upcalls_masked(),
+                }));
+            }
+            words.extend(tick.words());
+        }
+        words
     }
 
     /// One device timer, as [`Step::device_timers`] works it out: kept at `slot` of the

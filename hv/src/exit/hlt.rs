@@ -499,7 +499,18 @@ mod tests {
         let run = test.run(test.exit(ExitReason::Hlt));
         assert_eq!(run.injected().vector, 0x20, "the PIT's edge woke it");
         assert!(test.machine.now.get() >= now + 5_000);
-        assert!(test.domain.event_pending(2), "the VIRQ tick came too, as an event");
+        assert!(
+            test.domain.event_pending(2),
+            "the VIRQ tick came too, as an event"
+        );
+        assert_eq!(
+            run.notifies()
+                .iter()
+                .map(|notify| notify.port)
+                .collect::<Vec<_>>(),
+            [2],
+            "in the trace, as at an INTR exit"
+        );
     }
 
     #[test]
