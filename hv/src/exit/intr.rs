@@ -122,6 +122,19 @@ mod tests {
         test
     }
 
+    /// The effect that moves [`with_timer`]'s timer, due at `now`, to its next period.
+    fn next_period(now: u64) -> Effect {
+        Effect::Timers(Timers {
+            set_timer: Some(VirtualTimer {
+                vector: 0x20,
+                period_tsc: 10_000,
+                due_tsc: now + 10_000,
+                target: TimerTarget::Pending,
+            }),
+            ..Timers::default()
+        })
+    }
+
     #[test]
     fn an_apic_one_shot_s_tick_leaves_the_pit_s_timer_counting() {
         // The APIC's one-shot and PIT channel 0's timer run side by side
@@ -175,15 +188,7 @@ mod tests {
             decision.effects,
             [
                 Effect::AcknowledgeHostTimer,
-                Effect::Timers(Timers {
-                    set_timer: Some(VirtualTimer {
-                        vector: 0x20,
-                        period_tsc: 10_000,
-                        due_tsc: now + 10_000,
-                        target: TimerTarget::Pending,
-                    }),
-                    ..Timers::default()
-                }),
+                next_period(now),
                 Effect::PendingInterrupt(Some(0x20)),
             ]
         );
@@ -242,15 +247,7 @@ mod tests {
             run.decision.effects,
             [
                 Effect::AcknowledgeHostTimer,
-                Effect::Timers(Timers {
-                    set_timer: Some(VirtualTimer {
-                        vector: 0x20,
-                        period_tsc: 10_000,
-                        due_tsc: now + 10_000,
-                        target: TimerTarget::Pending,
-                    }),
-                    ..Timers::default()
-                }),
+                next_period(now),
                 Effect::Notify {
                     to: 1,
                     port: 2,

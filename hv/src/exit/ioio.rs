@@ -684,6 +684,17 @@ mod tests {
         run
     }
 
+    /// The next deadline of the PIT's timer, which the test armed.
+    fn pit_due(test: &Test) -> u64 {
+        test.domain
+            .vcpu
+            .interrupts
+            .timers
+            .pit
+            .expect("the PIT's timer armed")
+            .due_tsc
+    }
+
     #[test]
     fn initialising_the_pic_keeps_a_set_timer_timer() {
         // A guest with a `set_timer` timer (its tick made pending, no device's) remaps its
@@ -947,14 +958,7 @@ mod tests {
             "{}",
             run.emulate().what
         );
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .pit
-            .expect("armed")
-            .due_tsc;
+        let due = pit_due(&test);
         test.machine.now.set(due + 1);
         let run = test.out(0x21, 0xfe);
         assert!(
@@ -1207,14 +1211,7 @@ mod tests {
         // so the edge from before it must not survive.
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0xfe, &[]);
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .pit
-            .expect("armed")
-            .due_tsc;
+        let due = pit_due(&test);
         test.machine.now.set(due + 1);
         let run = test.out(0x20, 0x11);
         assert!(
@@ -1238,14 +1235,7 @@ mod tests {
         for (port_number, value) in [(0x43, 0x38), (0x40, 0xe8), (0x40, 0x03)] {
             test.out(port_number, value);
         }
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .pit
-            .expect("armed")
-            .due_tsc;
+        let due = pit_due(&test);
         assert!(test.domain.timer_tick(due).interrupts());
         assert_eq!(test.domain.vcpu.interrupts.timers.pit, None, "over");
         assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
@@ -1272,14 +1262,7 @@ mod tests {
         // host sends only while the guest asks to be sent to).
         pic_and_pit(&mut test, 0xee, &[(0x3f9, 0x01), (0x3fc, 0x0a)]);
         let tick = |test: &mut Test| {
-            let due = test
-                .domain
-                .vcpu
-                .interrupts
-                .timers
-                .pit
-                .expect("armed")
-                .due_tsc;
+            let due = pit_due(test);
             test.machine.now.set(due);
             let run = test.run(test.exit(ExitReason::Intr));
             test.domain.vcpu.vmcb.save.rip = ENTRY;
@@ -1326,14 +1309,7 @@ mod tests {
         let mut test = Test::long_mode();
         pic_and_pit(&mut test, 0x00, &[]);
         let tick = |test: &mut Test| {
-            let due = test
-                .domain
-                .vcpu
-                .interrupts
-                .timers
-                .pit
-                .expect("armed")
-                .due_tsc;
+            let due = pit_due(test);
             test.domain.timer_tick(due)
         };
         let first = tick(&mut test);
@@ -1442,25 +1418,11 @@ mod tests {
             run.emulate().what
         );
         // Reloaded before it fired: the new count's deadline, not the old one's.
-        let first = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .pit
-            .expect("armed")
-            .due_tsc;
+        let first = pit_due(&test);
         test.machine.now.set(test.machine.now.get() + 1_000);
         out(&mut test, 0x40, 0x10);
         out(&mut test, 0x40, 0x00);
-        let second = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .pit
-            .expect("armed")
-            .due_tsc;
+        let second = pit_due(&test);
         assert_ne!(first, second);
         // Mode 4, Linux's one-shot clock event: once too, a PIT clock after terminal count
         // (1002 clocks after the write: the load clock, 1000, the strobe's clock).

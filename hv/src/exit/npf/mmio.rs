@@ -1021,6 +1021,23 @@ mod tests {
         test
     }
 
+    /// The master PIC at vector 0x20 with only IRQ 0 open, and PIT channel 0 at 100 Hz
+    /// (mode 2, count 11932), as a PC kernel programs them: OUTs, as the guest makes them.
+    fn pit_at_100_hz_through_the_pic(test: &mut Test) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfe),
+            (0x43, 0x34),
+            (0x40, 0x9c),
+            (0x40, 0x2e),
+        ] {
+            test.out(port, value);
+        }
+    }
+
     #[test]
     fn a_write_of_the_apic_s_tpr_is_cr8_too() {
         // CR8 is TPR[7:4] (Intel SDM vol. 3A, 11.8.6.1): the guest's MOV from CR8 reads V_TPR,
@@ -1149,19 +1166,7 @@ mod tests {
         // one-shot had fired.)
         use crate::domain::interrupts::Tick;
         let mut test = apic_timer_at_0x30(0);
-        let pic_and_pit = [
-            (0x20, 0x11),
-            (0x21, 0x20),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0x21, 0xfe),
-            (0x43, 0x34),
-            (0x40, 0x9c),
-            (0x40, 0x2e),
-        ];
-        for (port, value) in pic_and_pit {
-            test.out(port, value);
-        }
+        pit_at_100_hz_through_the_pic(&mut test);
         let pit = test.domain.vcpu.interrupts.timers.pit.expect("the PIT's");
         assert_eq!((pit.vector, pit.target), (0x20, TimerTarget::Irq0));
         apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
@@ -1191,18 +1196,7 @@ mod tests {
         // Both timers due by the hypervisor's timer interrupt: one INTR exit ticks both, each
         // through its device, the earlier deadline first.
         let mut test = apic_timer_at_0x30(1 << 17); // periodic
-        for (port, value) in [
-            (0x20, 0x11),
-            (0x21, 0x20),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0x21, 0xfe),
-            (0x43, 0x34),
-            (0x40, 0x9c),
-            (0x40, 0x2e),
-        ] {
-            test.out(port, value);
-        }
+        pit_at_100_hz_through_the_pic(&mut test);
         apic_write(&mut test, reg::TIMER_INITIAL, 1_000);
         let timers = test.domain.vcpu.interrupts.timers;
         let (pit, apic) = (timers.pit.expect("PIT"), timers.local_apic.expect("APIC"));
