@@ -390,6 +390,13 @@ mod tests {
         );
     }
 
+    /// The master 8259A initialised at vector 0x20 (ICW1–ICW4), every IRQ still open.
+    fn initialise_the_pic(test: &mut Test) {
+        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+            test.domain.devices.pic.write(port, value);
+        }
+    }
+
     #[test]
     fn hlt_with_only_the_pit_behind_a_masked_irq_0_ends_the_domain() {
         // The PIC latches the PIT's next edge while IRQ 0 is masked, but only an unmask,
@@ -397,9 +404,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.code(&HLT);
         test.interrupts_on();
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
-            test.domain.devices.pic.write(port, value);
-        }
+        initialise_the_pic(&mut test);
         test.domain.devices.pic.write(0x21, 0xff);
         test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
             vector: 0x20,
@@ -436,9 +441,7 @@ mod tests {
         test.code(&HLT);
         test.interrupts_on();
         test.gate(0x20, 0x20_0000);
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
-            test.domain.devices.pic.write(port, value);
-        }
+        initialise_the_pic(&mut test);
         test.domain.devices.pic.write(0x21, 0xfe);
         test.domain.devices.lapic.tpr = 0x40;
         let now = test.machine.now.get();
@@ -479,9 +482,7 @@ mod tests {
         test.gate(0x20, 0x20_0000);
         test.domain.events.shared_info = Some(SHARED_INFO);
         test.domain.events.ports[2] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
-            test.domain.devices.pic.write(port, value);
-        }
+        initialise_the_pic(&mut test);
         test.domain.devices.pic.write(0x21, 0xfe);
         let now = test.machine.now.get();
         test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
@@ -522,9 +523,7 @@ mod tests {
         let mut test = Test::long_mode();
         test.code(&HLT);
         test.interrupts_on();
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
-            test.domain.devices.pic.write(port, value);
-        }
+        initialise_the_pic(&mut test);
         test.domain.devices.pic.write(0x21, 0xfe);
         test.domain.devices.pic.raise_irq_0();
         assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));

@@ -540,6 +540,18 @@ mod tests {
         test
     }
 
+    /// [`mapping`] of [`FOR_D1`], writable, by a guest on `memory`.
+    fn mapping_on(memory: VecMemory) -> Test {
+        let mut test = Test::with_memory(memory);
+        test.code(&VMMCALL);
+        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
+        test.set_gpr(7, cmd::MAP_GRANT_REF);
+        test.set_gpr(6, DATA);
+        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
+        test.add_domain(2).grants.table[4] = FOR_D1;
+        test
+    }
+
     /// A read-write grant of d2's [`FRAME`] to d1.
     const FOR_D1: GrantEntryV1 = GrantEntryV1 {
         flags: flags::PERMIT_ACCESS,
@@ -674,13 +686,7 @@ mod tests {
         // does when create_grant_host_mapping fails, with the domain going on.
         let mut memory = VecMemory::new(GUEST_RAM_SIZE, false);
         memory.exhausted = true;
-        let mut test = Test::with_memory(memory);
-        test.code(&VMMCALL);
-        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
-        test.set_gpr(7, cmd::MAP_GRANT_REF);
-        test.set_gpr(6, DATA);
-        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
-        test.add_domain(2).grants.table[4] = FOR_D1;
+        let mut test = mapping_on(memory);
         let run = test.call();
         assert_eq!(run.kinds(), ["decide", "emulate"], "no grant_map, no kill");
         assert!(
@@ -967,13 +973,7 @@ mod tests {
     #[test]
     fn map_by_a_domain_whose_ram_covers_the_area_is_gntst_bad_virt_addr() {
         // The test's guest, with RAM up to 2 MiB past the area's start.
-        let mut test = Test::with_memory(VecMemory::new(MAP_AREA + 0x20_0000, false));
-        test.code(&VMMCALL);
-        test.set_gpr(0, hypercall::GRANT_TABLE_OP);
-        test.set_gpr(7, cmd::MAP_GRANT_REF);
-        test.set_gpr(6, DATA);
-        test.write(DATA, &map_grant_ref(HOST_ADDR, map::HOST_MAP, 4, 2));
-        test.add_domain(2).grants.table[4] = FOR_D1;
+        let mut test = mapping_on(VecMemory::new(MAP_AREA + 0x20_0000, false));
         let why = refused(&mut test, status::BAD_VIRT_ADDR);
         assert!(
             why.contains("d1's RAM (1026 MiB) covers the grant-mapping area at 0x40000000"),
