@@ -4,7 +4,7 @@
 //! Reading never panics and never hides a bad line: a bad line is skipped, the error names
 //! the first one's number, and every other line's event is kept (the one a bad line held
 //! shows as a gap in `seq`). A line whose `seq` does not fit between its neighbours (a
-//! repeat, a step back, a jump far ahead that the next line does not go on from: `order.rs`)
+//! repeat, a step back, a jump far ahead that the lines after it do not go on from: `order.rs`)
 //! is a bad line too, and so is a line longer than [`MAX_LINE`]. (`store::Trace` reads
 //! recordings the same way, indexed instead of held.)
 
@@ -121,14 +121,14 @@ pub fn read(path: &Path) -> io::Result<Recording> {
             .and_then(json::from_line);
         match event {
             Ok(event) => {
-                for verdict in order.next(number, event.seq, event).into_iter().flatten() {
+                for verdict in order.next(number, event.seq, event) {
                     recording.apply(verdict);
                 }
             }
             Err(error) => recording.bad_line(number, error),
         }
     }
-    if let Some(verdict) = order.finish() {
+    for verdict in order.finish() {
         recording.apply(verdict);
     }
     Ok(recording)
