@@ -362,8 +362,9 @@ impl Trace {
             Err(error) => self.bad_line(line, error),
         }
         // So many lines and not one event: this is no recording (a log, a binary), and
-        // reading all of it would only take time and memory to say so.
-        !(self.events.is_empty() && self.bad_lines >= NOT_A_RECORDING_AFTER)
+        // reading all of it would only take time and memory to say so. An event held for
+        // its seq is one (a recording cut from a longer one begins with a held event).
+        !(self.holds_no_event() && self.bad_lines >= NOT_A_RECORDING_AFTER)
     }
 
     fn apply(&mut self, verdict: Verdict<Pending>) {
@@ -441,6 +442,13 @@ impl Trace {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Has the trace no event at all, neither indexed nor held back while loading (an
+    /// event whose `seq` jumps ahead waits for the lines after it, `order.rs`)? A trace
+    /// that holds one is a recording even while [`Trace::is_empty`].
+    pub fn holds_no_event(&self) -> bool {
+        self.events.is_empty() && !self.order.holds()
     }
 
     /// The index entry of event number `index`.
@@ -839,6 +847,30 @@ mod tests {
             "the events of the two bad lines are missing, and no more"
         );
         assert_eq!(trace.line_number(2), 5, "seq 4 is on line 5");
+    }
+
+    #[test]
+    fn a_held_first_event_keeps_a_file_of_bad_lines_a_recording() {
+        // A recording cut from a longer one begins after seq 0: its first event waits for
+        // the lines after it. A thousand bad lines after it do not make the file "no
+        // recording", and the events after them are read.
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
+        let path = temporary("held-first");
+        let mut text = console(3) + "\n";
+        text.push_str(&"not an event\n".repeat(NOT_A_RECORDING_AFTER));
+        for seq in 4..638 {
+            text.push_str(&console(seq));
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.bad_lines(), NOT_A_RECORDING_AFTER);
+        assert_eq!(
+            trace.len(),
+            635,
+            "the held event and every one after the bad lines"
+        );
     }
 
     #[test]

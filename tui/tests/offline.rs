@@ -472,6 +472,31 @@ fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
     );
 }
 
+/// `replay` of a recording cut from a longer one (its first event is not seq 0, so it waits
+/// for the lines after it) whose second line is too long: the first piece read has no event
+/// taken yet, but one held; that is a recording, not "not a recording" (status 3).
+#[test]
+fn replay_of_a_recording_whose_first_event_waits_is_a_recording() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let long = "x".repeat(3 << 20);
+    let path = temporary("cut-then-long.jsonl");
+    std::fs::write(
+        &path,
+        format!("{}\n{long}\n{}\n", lines[3], lines[4..].join("\n")),
+    )
+    .unwrap();
+    let output = traplab(&["replay", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("is not a recording"), "{stderr}");
+    // Without a terminal, replay goes no further than that.
+    assert!(
+        stderr.contains("traplab replay needs a terminal"),
+        "{stderr}"
+    );
+}
+
 /// A line longer than any event is that line's error, and the lines after it are read; a
 /// file with no newline at all is one such line, not read whole into memory.
 #[test]
