@@ -20,13 +20,16 @@
 //! runs of the same length, the one that starts from the lower `seq` wins (`1, 500, 3,
 //! 502`: 500 is blamed, not 3), then the earlier line (of a repeat, the second is blamed).
 //!
-//! The limit, exactly: wrong lines lose only themselves as long as, from each wrong line on,
-//! they are fewer than the right ones among that line and the [`LOOK_AHEAD`] after it; so
-//! up to 8 wrong lines in a row, in any order. More wrong lines than right ones there can
-//! be kept instead of the right ones. A line that is not above the last event taken (a
-//! repeat, a step back) is a bad line at once. A recording made only of jumps (filtered)
-//! is taken whole, each jump a gap; so is a jump on the last line. A line in its place
-//! (the next `seq`, with nothing held) is taken at once: holding costs only around a jump.
+//! What that promises. A recording whose `seq`s only rise is taken whole, each jump a gap
+//! (a recording filtered with grep, a jump on the last line). A line that is not above the
+//! last event taken (a repeat, a step back) is a bad line at once. Wrong lines that jump
+//! ahead of the right lines after them lose only themselves while they are fewer than those
+//! right lines among the first wrong line and the [`LOOK_AHEAD`] lines after it: up to 8
+//! wrong lines in a row, in any order (fewer at the end of a file, where fewer lines
+//! judge). Where there are more, or where wrong lines rise from below a real jump (`1, 500,
+//! 3, 4, 501`), the run of the wrong lines can be the longer one and is kept in place of
+//! the right ones: `seq` alone cannot tell them apart. A line in its place (the next
+//! `seq`, with nothing held) is taken at once: holding costs only around a jump.
 //! Both readers of recordings (`recording::read` and `store::Trace`) order their lines here.
 
 use crate::json::JsonError;
@@ -282,7 +285,8 @@ mod tests {
             )),
             "{said:?}"
         );
-        // As many wrong lines in a row as LOOK_AHEAD / 2, in any order, lose only themselves.
+        // As many wrong lines in a row as LOOK_AHEAD / 2, in any order, lose only themselves
+        // when they all jump ahead of the right lines after them.
         let mut seqs = vec![0, 1];
         seqs.extend([900, 5_000, 700, 800, 100_000, 90, 91, 6_000]);
         seqs.extend(2..40);
@@ -291,6 +295,10 @@ mod tests {
         let mut seqs = vec![0, 1, 5];
         seqs.extend(3..30);
         assert_eq!(bad(&verdicts(&seqs)), [3]);
+        // Between runs of the same length, the lower start wins; then the earlier line.
+        assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 502])), [3]);
+        // The limit: wrong lines that rise from below a real jump are the longer run.
+        assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 4, 501])), [3]);
     }
 
     #[test]
@@ -302,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn a_jump_the_next_line_goes_on_from_is_a_gap() {
+    fn a_jump_the_lines_after_go_on_from_is_a_gap() {
         assert_eq!(
             verdicts(&[0, 1, 500, 501]),
             [
@@ -315,7 +323,7 @@ mod tests {
         // A recording that ends on the jump, or begins after seq 0 (events lost before).
         assert_eq!(taken(&verdicts(&[0, 1, 500])), [1, 2, 3]);
         assert_eq!(taken(&verdicts(&[7, 8])), [1, 2]);
-        // Two gaps in a row, each confirmed by the line after it.
+        // Two gaps in a row: every seq rises, so every line is taken.
         assert_eq!(taken(&verdicts(&[0, 5, 9, 10])), [1, 2, 3, 4]);
     }
 
