@@ -155,7 +155,7 @@ pub struct Recorded {
 /// How a live run under the UI ended. The run, and what its recording lacks, are there
 /// whether the screen closed in order or the terminal failed.
 pub struct LiveEnd {
-    /// A signal ended it.
+    /// A signal (or Ctrl-C, a key in raw mode) ended it.
     pub interrupted: bool,
     pub app: App,
     /// What the recording (if any) lacks.
