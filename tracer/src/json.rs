@@ -34,8 +34,9 @@ pub enum JsonError {
         "seq {found} after seq {previous}: a trace's seq only goes up, so this line repeats an event or is out of order"
     )]
     OutOfOrder { previous: u64, found: u64 },
-    /// The line's `seq` jumps ahead, and the next event goes on from before it: this
-    /// line's `seq` is the wrong one (`order.rs`). `previous` is `None` at the start.
+    /// The line's `seq` jumps ahead, and the events after it go on from before it, from
+    /// `next` on line `next_line`: this line's `seq` is the wrong one (`order.rs`).
+    /// `previous` is `None` at the start.
     #[error("{}", jumps_ahead(*previous, *found, *next_line, *next))]
     JumpsAhead {
         previous: Option<u64>,

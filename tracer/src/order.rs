@@ -4,21 +4,39 @@
 //! before it is a bad line. Compared with the line before alone, one line whose `seq` jumps
 //! far ahead (a digit too many, a line pasted from another recording) would make every line
 //! after it "go back", and the error would name the next line, a good one. So a line that
-//! jumps ahead is held back until the next event says which it was:
+//! jumps ahead is held back, and judged by the [`LOOK_AHEAD`] event lines after it:
 //!
 //! ```text
-//!   seq 1, seq 1000000, seq 2, seq 3     the next goes on from before the jump: the
-//!                                        jumping line is bad (its own error), 2 and 3 are kept
-//!   seq 1, seq 500,     seq 501          the next goes on after it: a gap (events 2 to 499
-//!                                        are missing, which the stream check reports)
+//!   seq 1, seq 1000000, seq 2000000, seq 2, seq 3 …   the lines after go on from before the
+//!                                                     jumps: both jumping lines are bad
+//!   seq 1, seq 500,     seq 501,     seq 502 …        they go on after it: a gap (events 2
+//!                                                     to 499 are missing, which the stream
+//!                                                     check reports)
 //! ```
 //!
-//! A recording that ends on a jump keeps it (a gap). One line of look-ahead cannot tell
-//! every case apart (`1, 500, 3, 502`: was 500 wrong, or 3?), but whichever it blames, only
-//! that one line is lost, never the lines after it. Both readers of recordings
-//! (`recording::read` and `store::Trace`) order their lines here.
+//! The judgement: of the held line and the lines after it, the ones whose `seq` is above the
+//! last event taken, keep a longest rising run of `seq`s (the most lines that can all be
+//! right). The held line is taken when it starts such a run, else it is a bad line. Between
+//! runs of the same length, the one that starts from the lower `seq` wins (`1, 500, 3,
+//! 502`: 500 is blamed, not 3), then the earlier line (of a repeat, the second is blamed).
+//!
+//! What that promises. A recording whose `seq`s only rise is taken whole, each jump a gap
+//! (a recording filtered with grep, a jump on the last line). A line that is not above the
+//! last event taken (a repeat, a step back) is a bad line at once. Wrong lines that jump
+//! ahead of the right lines after them lose only themselves while they are fewer than those
+//! right lines among the first wrong line and the [`LOOK_AHEAD`] lines after it: up to 8
+//! wrong lines in a row, in any order (fewer at the end of a file, where fewer lines
+//! judge). Where there are more, or where wrong lines rise from below a real jump (`1, 500,
+//! 3, 4, 501`), the run of the wrong lines can be the longer one and is kept in place of
+//! the right ones: `seq` alone cannot tell them apart. A line in its place (the next
+//! `seq`, with nothing held) is taken at once: holding costs only around a jump.
+//! Both readers of recordings (`recording::read` and `store::Trace`) order their lines here.
 
 use crate::json::JsonError;
+use std::collections::VecDeque;
+
+/// How many event lines after a held line judge it.
+pub const LOOK_AHEAD: usize = 16;
 
 /// What to do with a line: take its event, or skip it as bad (`line` is 1-based).
 #[derive(Debug, PartialEq)]
@@ -27,10 +45,7 @@ pub enum Verdict<T> {
     Bad { line: usize, error: JsonError },
 }
 
-/// At most two verdicts come from one line (the held line's, then its own).
-pub type Verdicts<T> = [Option<Verdict<T>>; 2];
-
-/// A line held back because its `seq` jumps ahead.
+/// A line held back until the lines after it say whether its `seq` is right.
 #[derive(Debug)]
 struct Held<T> {
     seq: u64,
@@ -38,19 +53,33 @@ struct Held<T> {
     item: T,
 }
 
+/// What becomes of the first held line.
+enum Judgement {
+    /// Its `seq` is not above the last event taken (a jump before it was taken).
+    Behind,
+    Take,
+    /// A run of lines that goes on from before it beats it: the first of them.
+    Blame {
+        next_line: usize,
+        next: u64,
+    },
+}
+
 /// Follows the `seq` of a recording's event lines (see the module's documentation).
 #[derive(Debug)]
 pub struct SeqOrder<T> {
     /// The `seq` of the last event taken (`None` before the first).
     last: Option<u64>,
-    held: Option<Held<T>>,
+    /// The lines not judged yet, in line order: the first jumps ahead of `last`, the others
+    /// came after it (at most [`LOOK_AHEAD`] of them).
+    held: VecDeque<Held<T>>,
 }
 
 impl<T> Default for SeqOrder<T> {
     fn default() -> Self {
         SeqOrder {
             last: None,
-            held: None,
+            held: VecDeque::new(),
         }
     }
 }
@@ -60,65 +89,105 @@ impl<T> SeqOrder<T> {
         SeqOrder::default()
     }
 
-    /// The event of line `line`, whose `seq` is `seq`: the verdicts on it and on a line held
-    /// before it, in the order to apply them (the events taken are in `seq` order).
-    pub fn next(&mut self, line: usize, seq: u64, item: T) -> Verdicts<T> {
+    /// The event of line `line`, whose `seq` is `seq`: the verdicts it allows, on it and on
+    /// lines held before it, in the order to apply them (the events taken are in line
+    /// order, and so in `seq` order).
+    pub fn next(&mut self, line: usize, seq: u64, item: T) -> Vec<Verdict<T>> {
         if self.last.is_some_and(|last| seq <= last) {
             // Behind an event already taken: this line is out of place, whatever is held.
-            return [Some(self.out_of_order(line, seq)), None];
+            return vec![self.out_of_order(line, seq)];
         }
-        let Some(held) = self.held.take() else {
-            return [self.arrive(line, seq, item), None];
-        };
-        if seq >= held.seq {
-            // The jump was real: the line after it goes on from it (or repeats it).
-            self.last = Some(held.seq);
-            let taken = Verdict::Take {
-                line: held.line,
-                item: held.item,
-            };
-            let this = match seq == held.seq {
-                true => Some(self.out_of_order(line, seq)),
-                false => self.arrive(line, seq, item),
-            };
-            return [Some(taken), this];
-        }
-        // This line goes on from before the jump: the held line's seq is the wrong one.
-        let blamed = Verdict::Bad {
-            line: held.line,
-            error: JsonError::JumpsAhead {
-                previous: self.last,
-                found: held.seq,
-                next_line: line,
-                next: seq,
-            },
-        };
-        [Some(blamed), self.arrive(line, seq, item)]
+        self.held.push_back(Held { seq, line, item });
+        self.judge(LOOK_AHEAD)
     }
 
-    /// The recording is read: a line still held is taken (its jump is a gap).
-    pub fn finish(&mut self) -> Option<Verdict<T>> {
-        let held = self.held.take()?;
-        self.last = Some(held.seq);
-        Some(Verdict::Take {
-            line: held.line,
-            item: held.item,
-        })
+    /// The recording is read: every line still held is judged by the lines there are.
+    pub fn finish(&mut self) -> Vec<Verdict<T>> {
+        self.judge(0)
     }
 
-    /// A line after the last event taken, with nothing held: taken when it is the next
-    /// `seq`, held when it jumps ahead.
-    fn arrive(&mut self, line: usize, seq: u64, item: T) -> Option<Verdict<T>> {
-        let expected = match self.last {
-            None => 0,
-            Some(last) => last.saturating_add(1),
-        };
-        if seq > expected {
-            self.held = Some(Held { seq, line, item });
-            return None;
+    /// Is a line held, waiting for the lines after it? Its event may still be taken: a
+    /// reader that has taken none yet is not looking at an empty recording.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Judge the held lines from the first, while that can be done: a line behind the last
+    /// event taken is bad and the next `seq` is taken, at once; a jump, once `look_ahead`
+    /// lines came after it.
+    fn judge(&mut self, look_ahead: usize) -> Vec<Verdict<T>> {
+        let mut verdicts = Vec::new();
+        while let Some(first) = self.held.front() {
+            let expected = self.last.map_or(0, |last| last.saturating_add(1));
+            let judgement = if self.last.is_some_and(|last| first.seq <= last) {
+                // Held behind a jump that was then taken.
+                Judgement::Behind
+            } else if first.seq == expected {
+                Judgement::Take
+            } else if self.held.len() > look_ahead {
+                match self.rival_of_first() {
+                    Some(rival) => Judgement::Blame {
+                        next_line: self.held[rival].line,
+                        next: self.held[rival].seq,
+                    },
+                    None => Judgement::Take,
+                }
+            } else {
+                break;
+            };
+            let Some(first) = self.held.pop_front() else {
+                break;
+            };
+            verdicts.push(match judgement {
+                Judgement::Behind => self.out_of_order(first.line, first.seq),
+                Judgement::Take => {
+                    self.last = Some(first.seq);
+                    Verdict::Take {
+                        line: first.line,
+                        item: first.item,
+                    }
+                }
+                Judgement::Blame { next_line, next } => Verdict::Bad {
+                    line: first.line,
+                    error: JsonError::JumpsAhead {
+                        previous: self.last,
+                        found: first.seq,
+                        next_line,
+                        next,
+                    },
+                },
+            });
         }
-        self.last = Some(seq);
-        Some(Verdict::Take { line, item })
+        verdicts
+    }
+
+    /// The held line that starts a run of `seq`s which beats every run the first held line
+    /// starts (see the module's documentation); `None` when the first line's run wins. A
+    /// rival always goes on from below the first line: one from above it would have the
+    /// first line in front, a longer run.
+    fn rival_of_first(&self) -> Option<usize> {
+        // The longest rising run of seqs above `last` that starts at each held line,
+        // computed from the last line back (0 for a line that is not above `last`).
+        let above_last = |seq: u64| self.last.is_none_or(|last| seq > last);
+        let mut run_from = vec![0usize; self.held.len()];
+        for start in (0..self.held.len()).rev() {
+            let seq = self.held[start].seq;
+            if !above_last(seq) {
+                continue;
+            }
+            let longest_after = (start + 1..self.held.len())
+                .filter(|&after| self.held[after].seq > seq)
+                .map(|after| run_from[after])
+                .max()
+                .unwrap_or(0);
+            run_from[start] = 1 + longest_after;
+        }
+        // Longer first; on a tie the lower seq; on a tie again the earlier line.
+        let rank = |index: usize| (run_from[index], std::cmp::Reverse(self.held[index].seq));
+        let best_rival = (1..self.held.len())
+            .filter(|&index| run_from[index] > 0)
+            .max_by(|&one, &other| rank(one).cmp(&rank(other)).then(other.cmp(&one)))?;
+        (rank(best_rival) > rank(0)).then_some(best_rival)
     }
 
     fn out_of_order(&self, line: usize, seq: u64) -> Verdict<T> {
@@ -147,11 +216,11 @@ mod tests {
             })
         };
         for (index, &seq) in seqs.iter().enumerate() {
-            for verdict in order.next(index + 1, seq, seq).into_iter().flatten() {
+            for verdict in order.next(index + 1, seq, seq) {
                 note(verdict);
             }
         }
-        if let Some(verdict) = order.finish() {
+        for verdict in order.finish() {
             note(verdict);
         }
         said
@@ -190,8 +259,58 @@ mod tests {
         );
     }
 
+    fn bad(said: &[(usize, String)]) -> Vec<usize> {
+        let mut lines: Vec<usize> = said
+            .iter()
+            .filter(|(_, what)| !what.starts_with("take"))
+            .map(|(line, _)| *line)
+            .collect();
+        lines.sort_unstable();
+        lines
+    }
+
     #[test]
-    fn a_jump_the_next_line_goes_on_from_is_a_gap() {
+    fn wrong_lines_in_a_row_are_their_own_errors_and_the_lines_after_them_are_kept() {
+        // Lines 3 and 4 jump far ahead, the second further than the first: it used to
+        // "confirm" the first, and every line after them went back.
+        let mut seqs = vec![0, 1, 1_000_000, 2_000_000];
+        seqs.extend(2..40);
+        let said = verdicts(&seqs);
+        assert_eq!(bad(&said), [3, 4], "{said:?}");
+        assert_eq!(taken(&said).len(), seqs.len() - 2);
+        assert!(
+            said.contains(&(
+                4,
+                "seq 2000000 jumps ahead of seq 1, but line 5 goes on from before it with seq 2: this line's seq is wrong".to_string()
+            )),
+            "{said:?}"
+        );
+        // As many wrong lines in a row as LOOK_AHEAD / 2, in any order, lose only themselves
+        // when they all jump ahead of the right lines after them.
+        let mut seqs = vec![0, 1];
+        seqs.extend([900, 5_000, 700, 800, 100_000, 90, 91, 6_000]);
+        seqs.extend(2..40);
+        assert_eq!(bad(&verdicts(&seqs)), (3..=10).collect::<Vec<_>>());
+        // A wrong line just ahead (5 where 2 belongs) is one too.
+        let mut seqs = vec![0, 1, 5];
+        seqs.extend(3..30);
+        assert_eq!(bad(&verdicts(&seqs)), [3]);
+        // Between runs of the same length, the lower start wins; then the earlier line.
+        assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 502])), [3]);
+        // The limit: wrong lines that rise from below a real jump are the longer run.
+        assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 4, 501])), [3]);
+    }
+
+    #[test]
+    fn a_recording_of_gaps_alone_is_taken_whole() {
+        // Every line a jump (a recording filtered with grep): each is a gap, none is wrong.
+        let seqs: Vec<u64> = (0..100).map(|step| step * 7 + step % 3).collect();
+        let said = verdicts(&seqs);
+        assert_eq!(taken(&said), (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_jump_the_lines_after_go_on_from_is_a_gap() {
         assert_eq!(
             verdicts(&[0, 1, 500, 501]),
             [
@@ -204,7 +323,7 @@ mod tests {
         // A recording that ends on the jump, or begins after seq 0 (events lost before).
         assert_eq!(taken(&verdicts(&[0, 1, 500])), [1, 2, 3]);
         assert_eq!(taken(&verdicts(&[7, 8])), [1, 2]);
-        // Two gaps in a row, each confirmed by the line after it.
+        // Two gaps in a row: every seq rises, so every line is taken.
         assert_eq!(taken(&verdicts(&[0, 5, 9, 10])), [1, 2, 3, 4]);
     }
 
@@ -221,8 +340,17 @@ mod tests {
         assert_eq!(taken(&said), [1, 2, 4]);
         assert_eq!(said.iter().filter(|(line, _)| *line == 3).count(), 1);
         // A line behind the last taken while one is held: its own error, the held one waits.
+        let said = verdicts(&[0, 1, 9, 1, 10]);
+        assert_eq!(taken(&said), [1, 2, 3, 5]);
+        assert!(said[2].1.starts_with("seq 1 after seq 1"), "{said:?}");
+        assert_eq!(said[2].0, 4, "{said:?}");
+        // A line behind a held jump that is then taken: its own error, judged after it.
         let said = verdicts(&[3, 4, 9, 2, 10]);
         assert_eq!(taken(&said), [1, 2, 3, 5]);
-        assert!(said[2].1.starts_with("seq 2 after seq 4"), "{said:?}");
+        assert_eq!(bad(&said), [4]);
+        assert!(
+            said.contains(&(4, "seq 2 after seq 9: a trace's seq only goes up, so this line repeats an event or is out of order".to_string())),
+            "{said:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! Reading never panics and never hides a bad line: a bad line is skipped, the error names
 //! the first one's number, and every other line's event is kept (the one a bad line held
 //! shows as a gap in `seq`). A line whose `seq` does not fit between its neighbours (a
-//! repeat, a step back, a jump far ahead that the next line does not go on from: `order.rs`)
+//! repeat, a step back, a jump far ahead that the lines after it do not go on from: `order.rs`)
 //! is a bad line too, and so is a line longer than [`MAX_LINE`]. (`store::Trace` reads
 //! recordings the same way, indexed instead of held.)
 
@@ -36,8 +36,24 @@ impl Recorder {
         })
     }
 
+    /// Write one event's line. A line longer than [`MAX_LINE`] is refused (an
+    /// `InvalidData` error, nothing written): reading the recording back would reject it.
+    /// No event of the hypervisor comes near that size (see [`MAX_LINE`]), but a recording
+    /// must never hold a line its own reader calls bad; the caller counts the refused event
+    /// as one it could not record, a trace fault.
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
-        self.writer.write_all(json::to_line(event).as_bytes())?;
+        let line = json::to_line(event);
+        if line.len() > MAX_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the event of seq {} is a line of {} bytes, longer than {MAX_LINE} bytes, which no reader of recordings takes",
+                    event.seq,
+                    line.len()
+                ),
+            ));
+        }
+        self.writer.write_all(line.as_bytes())?;
         self.writer.write_all(b"\n")
     }
 
@@ -121,14 +137,14 @@ pub fn read(path: &Path) -> io::Result<Recording> {
             .and_then(json::from_line);
         match event {
             Ok(event) => {
-                for verdict in order.next(number, event.seq, event).into_iter().flatten() {
+                for verdict in order.next(number, event.seq, event) {
                     recording.apply(verdict);
                 }
             }
             Err(error) => recording.bad_line(number, error),
         }
     }
-    if let Some(verdict) = order.finish() {
+    for verdict in order.finish() {
         recording.apply(verdict);
     }
     Ok(recording)
@@ -221,6 +237,31 @@ mod tests {
         assert_eq!(recording.events, events);
         assert!(recording.error.is_none());
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_recorder_refuses_a_line_its_reader_would_not_take() {
+        // No event of the hypervisor comes near MAX_LINE, but a recording must never hold a
+        // line that reading it back rejects: the write fails (a trace fault for the caller),
+        // and nothing of the line is in the file.
+        let path = temporary("too-long-to-write");
+        let mut recorder = Recorder::create(&path).unwrap();
+        recorder.write(&console(0, "a")).unwrap();
+        let huge = console(1, &"x".repeat(MAX_LINE));
+        let error = recorder
+            .write(&huge)
+            .expect_err("a line longer than MAX_LINE");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error.to_string().contains("longer than 1048576 bytes"),
+            "{error}"
+        );
+        recorder.write(&console(2, "c")).unwrap();
+        recorder.finish().unwrap();
+        let recording = read(&path).unwrap();
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(recording.bad_lines, 0, "{:?}", recording.error);
+        assert_eq!(recording.events, [console(0, "a"), console(2, "c")]);
     }
 
     #[test]

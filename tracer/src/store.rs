@@ -10,8 +10,8 @@
 //! as many threads as there are CPUs, keeps its [`Facts`] and lets the rest go. A line
 //! that is not an event is skipped and the load goes on: [`Trace::error`] names the first,
 //! [`Trace::bad_lines`] counts them, and the event a skipped line held shows as a gap in
-//! `seq` (one bad line loses that line, never the thousands after it: a `seq` out of place
-//! is judged against both its neighbours, `order.rs`). A line longer than
+//! `seq` (a bad line loses that line, never the thousands after it: a `seq` that jumps ahead
+//! is judged by the lines after it, `order.rs`). A line longer than
 //! [`MAX_LINE`] is a bad line, read past without being held. A file whose first
 //! [`NOT_A_RECORDING_AFTER`] lines hold no event is no recording: loading stops there. (The
 //! full parse costs about 10 µs a line, 2 s for a traced Linux boot of 200,000 events on
@@ -89,7 +89,8 @@ pub struct Trace {
     /// previous event's (a blank or bad line came between): to name the line of an event
     /// that fails to parse later, without storing a line number per event.
     line_jumps: Vec<(u32, u32)>,
-    /// Puts the lines' events in `seq` order, holding back one that jumps ahead.
+    /// Puts the lines' events in `seq` order, holding back one that jumps ahead (and the
+    /// lines after it, until they judge it).
     order: SeqOrder<Pending>,
     /// Where the next line starts in a file source.
     end_offset: u64,
@@ -323,7 +324,7 @@ impl Trace {
 
     fn finished_loading(&mut self) {
         // A line held back for its jump in `seq` stays: its jump is a gap.
-        if let Some(verdict) = self.order.finish() {
+        for verdict in self.order.finish() {
             self.apply(verdict);
         }
         // The vectors grew by doubling: give the slack back.
@@ -352,7 +353,7 @@ impl Trace {
             Ok(Some(facts)) => {
                 let seq = facts.seq;
                 let pending = Pending { facts, offset, len };
-                for verdict in self.order.next(line, seq, pending).into_iter().flatten() {
+                for verdict in self.order.next(line, seq, pending) {
                     self.apply(verdict);
                 }
             }
@@ -361,8 +362,9 @@ impl Trace {
             Err(error) => self.bad_line(line, error),
         }
         // So many lines and not one event: this is no recording (a log, a binary), and
-        // reading all of it would only take time and memory to say so.
-        !(self.events.is_empty() && self.bad_lines >= NOT_A_RECORDING_AFTER)
+        // reading all of it would only take time and memory to say so. An event held for
+        // its seq is one (a recording cut from a longer one begins with a held event).
+        !(self.holds_no_event() && self.bad_lines >= NOT_A_RECORDING_AFTER)
     }
 
     fn apply(&mut self, verdict: Verdict<Pending>) {
@@ -440,6 +442,13 @@ impl Trace {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Has the trace no event at all, neither indexed nor held back while loading (an
+    /// event whose `seq` jumps ahead waits for the lines after it, `order.rs`)? A trace
+    /// that holds one is a recording even while [`Trace::is_empty`].
+    pub fn holds_no_event(&self) -> bool {
+        self.events.is_empty() && !self.order.holds()
     }
 
     /// The index entry of event number `index`.
@@ -785,7 +794,7 @@ mod tests {
         assert_eq!(trace.line_number(2), 4, "seq 2 is on line 4");
         assert_eq!(trace.line_number(4), 6);
 
-        // A real jump (the next line goes on from it) is a gap, and no bad line; so is a
+        // A real jump (the lines after it go on from it) is a gap, and no bad line; so is a
         // jump on the last line.
         for (seqs, kept) in [(vec![0, 1, 500, 501], 4), (vec![0, 1, 500], 3)] {
             let path = temporary("real-jump");
@@ -804,6 +813,64 @@ mod tests {
             );
             assert_eq!(trace.line_number(2), 3);
         }
+    }
+
+    #[test]
+    fn two_lines_far_ahead_in_a_row_are_their_own_errors_and_the_lines_after_them_are_kept() {
+        // Lines 3 and 4 say 1000000 and 2000000 where 2 and 3 belong. Judged one line ahead,
+        // the second "confirmed" the first: every line after them went back, and the error
+        // named line 5, a good one.
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
+        let path = temporary("two-far-ahead");
+        let mut seqs = vec![0, 1, 1_000_000, 2_000_000];
+        seqs.extend(4..100);
+        let lines: Vec<String> = seqs.iter().map(|&seq| console(seq)).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.bad_lines(), 2, "{:?}", trace.error());
+        assert_eq!(
+            trace.len(),
+            seqs.len() - 2,
+            "only the two bad lines are skipped"
+        );
+        assert_eq!(trace.error().map(|error| error.line), Some(3));
+        assert_eq!(
+            trace.faults(),
+            [
+                StreamFault::Gap {
+                    expected: 2,
+                    found: 4
+                },
+                StreamFault::Truncated
+            ],
+            "the events of the two bad lines are missing, and no more"
+        );
+        assert_eq!(trace.line_number(2), 5, "seq 4 is on line 5");
+    }
+
+    #[test]
+    fn a_held_first_event_keeps_a_file_of_bad_lines_a_recording() {
+        // A recording cut from a longer one begins after seq 0: its first event waits for
+        // the lines after it. A thousand bad lines after it do not make the file "no
+        // recording", and the events after them are read.
+        let console = |seq| line(seq, Body::Console(Console::line("x".to_string())));
+        let path = temporary("held-first");
+        let mut text = console(3) + "\n";
+        text.push_str(&"not an event\n".repeat(NOT_A_RECORDING_AFTER));
+        for seq in 4..638 {
+            text.push_str(&console(seq));
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.bad_lines(), NOT_A_RECORDING_AFTER);
+        assert_eq!(
+            trace.len(),
+            635,
+            "the held event and every one after the bad lines"
+        );
     }
 
     #[test]

@@ -443,7 +443,9 @@ Code, Console ·
 1 2 3 Flows, Flow, Stats · g/G first/last · J/K scroll the lower pane · mouse wheel
 scrolls · b/B break on pf, port:0x3f8, rip:0x200240, sym:NAME…, clear · c run forward to the
 next break · e finish: to the return of the handler the step is in · ? help · q quit.
-Honours NO_COLOR. A recording with a bad line shows the events before it, and says which line.";
+Honours NO_COLOR. A recording with a bad line shows every other line's event and says which
+line is bad (status 3); one that lacks events (a gap in seq, lost events, no end event, an
+event after it) is shown all the same, and replay exits with 123.";
 
 /// `traplab replay --help`'s last part: the keys, the statuses.
 fn replay_help() -> String {

@@ -435,6 +435,68 @@ fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// Two lines in a row whose `seq` jumps far ahead are their own errors; the lines after them
+/// are read as usual. The second used to "confirm" the first: every later line went back,
+/// the error named line 103 (a good one), and a gap of a million events was reported.
+#[test]
+fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    assert!(lines[100].contains(r#""seq":100,"#));
+    assert!(lines[101].contains(r#""seq":101,"#));
+    lines[100] = lines[100].replacen(r#""seq":100,"#, r#""seq":1000000,"#, 1);
+    lines[101] = lines[101].replacen(r#""seq":101,"#, r#""seq":2000000,"#, 1);
+    let path = temporary("two-far-ahead.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:101: seq 1000000 jumps ahead of seq 99, but line 103 goes on from before it with seq 102",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "2 bad lines were skipped (the first named above); {} events read",
+            lines.len() - 2
+        )),
+        "two lines lost, not the hundreds after them: {stderr}"
+    );
+    assert!(
+        stderr.contains("2 events are missing (seq 100 to 101)"),
+        "the two lines' events, and no false gap: {stderr}"
+    );
+}
+
+/// `replay` of a recording cut from a longer one (its first event is not seq 0, so it waits
+/// for the lines after it) whose second line is too long: the first piece read has no event
+/// taken yet, but one held; that is a recording, not "not a recording" (status 3).
+#[test]
+fn replay_of_a_recording_whose_first_event_waits_is_a_recording() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let long = "x".repeat(3 << 20);
+    let path = temporary("cut-then-long.jsonl");
+    std::fs::write(
+        &path,
+        format!("{}\n{long}\n{}\n", lines[3], lines[4..].join("\n")),
+    )
+    .unwrap();
+    let output = traplab(&["replay", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("is not a recording"), "{stderr}");
+    // Without a terminal, replay goes no further than that.
+    assert!(
+        stderr.contains("traplab replay needs a terminal"),
+        "{stderr}"
+    );
+}
+
 /// A line longer than any event is that line's error, and the lines after it are read; a
 /// file with no newline at all is one such line, not read whole into memory.
 #[test]

@@ -25,9 +25,11 @@ pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
 }
 
 /// The error for a file read (so far) into `trace` that holds no event: `/etc/passwd` is
-/// not an empty recording. `None` when it has events.
+/// not an empty recording. `None` when it has events, counting one held back while the
+/// file loads (a recording cut from a longer one: its first event waits for the lines after
+/// it, `order.rs`), which a bad line after it does not make "no recording".
 pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
-    if !trace.is_empty() {
+    if !trace.holds_no_event() {
         return None;
     }
     let why = match trace.error() {

@@ -5,6 +5,7 @@ use super::status;
 use crate::cli::RunArgs;
 use crate::setup;
 use crate::ui::app::LiveState;
+use crate::ui::terminal::LiveEnd;
 use crate::ui::{self, App, Options};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -108,42 +109,123 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
             .into_iter()
             .map(|(dom, guest)| (dom, guest.image.as_path())),
     );
-    let (interrupted, app, recorded) = ui::terminal::live(app, session, stop, recorder)
-        .map_err(|error| format!("the terminal failed: {error}"))?;
-    // A recording that lacks events is incomplete whatever else happened: said first, as
-    // `traplab trace` says it.
+    let ended = ui::terminal::live(app, session, stop, recorder);
+    let (said, status) = after_the_screen(&ended);
+    for line in said {
+        eprintln!("traplab: {line}");
+    }
+    status.map(ExitCode::from)
+}
+
+/// What `traplab run` says once the screen is gone (lines for stderr) and the status it
+/// exits with, from how the run ended: a value, so that a test can look at it without a
+/// terminal or QEMU.
+fn after_the_screen(ended: &LiveEnd) -> (Vec<String>, Result<u8, super::Failure>) {
+    let mut said = Vec::new();
+    // A recording that lacks events is incomplete whatever else happened (a Ctrl-C, the
+    // terminal failing): said first, as `traplab trace` says it.
     let recording_fault = super::recording_fault(
-        recorded.unrecorded,
-        app.trace.len() as u64,
-        recorded.unflushed.as_ref(),
+        ended.recorded.unrecorded,
+        ended.app.trace.len() as u64,
+        ended.recorded.unflushed.as_ref(),
     );
     if let Some(fault) = &recording_fault {
-        eprintln!("traplab: TRACE FAULT: {fault}");
+        said.push(format!("TRACE FAULT: {fault}"));
     }
-    if interrupted {
-        return Ok(ExitCode::from(status::INTERRUPTED));
+    if let Err(error) = &ended.terminal {
+        // The run stopped where the terminal failed: only the recording's fault is the
+        // trace's to report, and it is what the status says first.
+        let status = match recording_fault {
+            Some(_) => status::TRACE_INCOMPLETE,
+            None => status::USAGE,
+        };
+        let failure = super::Failure::new(status, format!("the terminal failed: {error}"));
+        return (said, Err(failure));
+    }
+    if ended.interrupted {
+        return (said, Ok(status::INTERRUPTED));
     }
     // What the title said of the trace, said again once the screen is gone. (A run the user
     // quit before its end has no end event: that is no fault.)
+    let app = &ended.app;
     let finished = app
         .live
         .as_ref()
         .is_some_and(|live| matches!(live.state, LiveState::Finished(_)));
     let mut incomplete = recording_fault.is_some();
     if let Some(message) = &app.ring_fault {
-        eprintln!("traplab: TRACE FAULT: {message}");
+        said.push(format!("TRACE FAULT: {message}"));
         incomplete = true;
     }
     for fault in app.trace.faults() {
         if fault == StreamFault::Truncated && !finished {
             continue;
         }
-        eprintln!("traplab: note: {fault}");
+        said.push(format!("note: {fault}"));
         incomplete = true;
     }
-    Ok(ExitCode::from(if incomplete {
-        status::TRACE_INCOMPLETE
-    } else {
-        status::SUCCESS
-    }))
+    let status = match incomplete {
+        true => status::TRACE_INCOMPLETE,
+        false => status::SUCCESS,
+    };
+    (said, Ok(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::terminal::Recorded;
+
+    fn ended(unrecorded: u64, interrupted: bool, terminal: std::io::Result<()>) -> LiveEnd {
+        let options = Options {
+            color: false,
+            guest_images: false,
+            source_root: None,
+        };
+        LiveEnd {
+            interrupted,
+            app: App::live("test (live)", options),
+            recorded: Recorded {
+                unrecorded,
+                unflushed: None,
+            },
+            terminal,
+        }
+    }
+
+    #[test]
+    fn a_recording_that_lacks_events_is_said_even_when_the_terminal_failed() {
+        // It used to be dropped with the app: only "the terminal failed" was said, and the
+        // status (2) did not say the recording was incomplete.
+        let (said, status) = after_the_screen(&ended(3, false, Err(std::io::Error::other("gone"))));
+        assert_eq!(
+            said,
+            ["TRACE FAULT: the recording is incomplete: writing 3 of the 0 events failed"]
+        );
+        assert_eq!(
+            status,
+            Err(crate::commands::Failure::new(
+                status::TRACE_INCOMPLETE,
+                "the terminal failed: gone"
+            ))
+        );
+        // Without a recording fault, the terminal's failure is what is said.
+        let (said, status) = after_the_screen(&ended(0, false, Err(std::io::Error::other("gone"))));
+        assert!(said.is_empty(), "{said:?}");
+        assert_eq!(status.map_err(|failure| failure.status), Err(status::USAGE));
+    }
+
+    #[test]
+    fn a_recording_that_lacks_events_is_said_when_interrupted_or_quit() {
+        let (said, status) = after_the_screen(&ended(2, true, Ok(())));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(status, Ok(status::INTERRUPTED));
+        // Quit before the end: no end event is no fault, the recording's is.
+        let (said, status) = after_the_screen(&ended(2, false, Ok(())));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(status, Ok(status::TRACE_INCOMPLETE));
+        let (said, status) = after_the_screen(&ended(0, false, Ok(())));
+        assert!(said.is_empty(), "{said:?}");
+        assert_eq!(status, Ok(status::SUCCESS));
+    }
 }

@@ -18,7 +18,8 @@ pub const USAGE: u8 = 2;
 pub const BAD_RECORDING: u8 = 3;
 /// `check`: the hypervisor or the guests do not build, or cannot be rebuilt.
 pub const BUILD_FAILED: u8 = 4;
-/// The trace lost events, had a gap, or ended before the hypervisor's `end` event.
+/// The trace lost events, had a gap, ended before the hypervisor's `end` event or went on
+/// after it, or its `--record` file lacks events.
 pub const TRACE_INCOMPLETE: u8 = 123;
 /// The lab ran past its time limit (`--timeout`); QEMU was stopped.
 pub const TIMED_OUT: u8 = 124;
@@ -53,7 +54,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         TRACE_INCOMPLETE,
-        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or events --record could not write; for a recording that stats, export, diff or replay read, events lost, a gap in seq or no end event (what it holds is shown all the same)",
+        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or trace --record or run --record could not write every event; for a recording that stats, export, diff or replay read, events lost, a gap in seq, no end event or an event after it (what it holds is shown all the same)",
     ),
     (
         TIMED_OUT,

@@ -152,14 +152,25 @@ pub struct Recorded {
     pub unflushed: Option<io::Error>,
 }
 
+/// How a live run under the UI ended. The run, and what its recording lacks, are there
+/// whether the screen closed in order or the terminal failed.
+pub struct LiveEnd {
+    /// A signal (or Ctrl-C, a key in raw mode) ended it.
+    pub interrupted: bool,
+    pub app: App,
+    /// What the recording (if any) lacks.
+    pub recorded: Recorded,
+    /// The terminal's error, when it failed (the run stopped there).
+    pub terminal: io::Result<()>,
+}
+
 /// `traplab run`: the live session under the UI. `stop` is the session's stop flag.
-/// Returns whether a signal ended it, the app, and what the recording (if any) lacks.
 pub fn live(
     mut app: App,
     mut session: Session,
     stop: Arc<AtomicBool>,
     mut recorder: Option<Recorder>,
-) -> io::Result<(bool, App, Recorded)> {
+) -> LiveEnd {
     let signal = signal_flag();
     let (sender, receiver) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -195,13 +206,12 @@ pub fn live(
     drop(receiver);
     let _ = reader.join();
     recorded.unflushed = recorder.and_then(|recorder| recorder.finish().err());
-    result.map(|()| {
-        (
-            signal.load(Ordering::SeqCst) || app.interrupted,
-            app,
-            recorded,
-        )
-    })
+    LiveEnd {
+        interrupted: signal.load(Ordering::SeqCst) || app.interrupted,
+        app,
+        recorded,
+        terminal: result,
+    }
 }
 
 fn drain(
