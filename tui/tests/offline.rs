@@ -400,31 +400,46 @@ fn an_incomplete_recording_is_shown_and_its_status_says_so() {
     std::fs::remove_file(no_end_path).unwrap();
 }
 
+/// `traplab stats` of page-fault.jsonl with the `seq` of each line index given (0-based,
+/// each line's own seq its index) replaced, written as the temporary file `name` (removed
+/// after): its output, the file's name as messages show it, and how many lines it has.
+fn stats_of_edited(name: &str, seqs: &[(usize, u64)]) -> (std::process::Output, String, usize) {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    for &(index, seq) in seqs {
+        let own = format!(r#""seq":{index},"#);
+        assert!(
+            lines[index].contains(&own),
+            "line {} holds seq {index}",
+            index + 1
+        );
+        lines[index] = lines[index].replacen(&own, &format!(r#""seq":{seq},"#), 1);
+    }
+    let path = temporary(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    (output, path.display().to_string(), lines.len())
+}
+
 /// One line whose `seq` jumps far ahead is that line's error; the lines after it are read
 /// as usual. It used to make every later line "go back", and the error named the next one.
 #[test]
 fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
-    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
-    let mut lines: Vec<String> = original.lines().map(String::from).collect();
     // Line 101 holds seq 100: give it a digit too many.
-    assert!(lines[100].contains(r#""seq":100,"#));
-    lines[100] = lines[100].replacen(r#""seq":100,"#, r#""seq":1000000,"#, 1);
-    let path = temporary("far-ahead.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let output = traplab(&["stats", path.to_str().unwrap()]);
+    let (output, path, lines) = stats_of_edited("far-ahead.jsonl", &[(100, 1000000)]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}:101: seq 1000000 jumps ahead of seq 99, but line 102 goes on from before it with seq 101",
-            path.display()
+            "{path}:101: seq 1000000 jumps ahead of seq 99, but line 102 goes on from before it with seq 101"
         )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
             "that line was skipped (the first named above); {} events read",
-            lines.len() - 1
+            lines - 1
         )),
         "one line lost, not the thousands after it: {stderr}"
     );
@@ -432,7 +447,6 @@ fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
         !stderr.contains("without the hypervisor's end event"),
         "{stderr}"
     );
-    std::fs::remove_file(path).unwrap();
 }
 
 /// Two lines in a row whose `seq` jumps far ahead are their own errors; the lines after them
@@ -440,29 +454,20 @@ fn a_seq_far_ahead_names_its_own_line_and_spoils_no_other() {
 /// the error named line 103 (a good one), and a gap of a million events was reported.
 #[test]
 fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
-    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
-    let mut lines: Vec<String> = original.lines().map(String::from).collect();
-    assert!(lines[100].contains(r#""seq":100,"#));
-    assert!(lines[101].contains(r#""seq":101,"#));
-    lines[100] = lines[100].replacen(r#""seq":100,"#, r#""seq":1000000,"#, 1);
-    lines[101] = lines[101].replacen(r#""seq":101,"#, r#""seq":2000000,"#, 1);
-    let path = temporary("two-far-ahead.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let output = traplab(&["stats", path.to_str().unwrap()]);
-    std::fs::remove_file(&path).unwrap();
+    let (output, path, lines) =
+        stats_of_edited("two-far-ahead.jsonl", &[(100, 1000000), (101, 2000000)]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}:101: seq 1000000 jumps ahead of seq 99, but line 103 goes on from before it with seq 102",
-            path.display()
+            "{path}:101: seq 1000000 jumps ahead of seq 99, but line 103 goes on from before it with seq 102"
         )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
             "2 bad lines were skipped (the first named above); {} events read",
-            lines.len() - 2
+            lines - 2
         )),
         "two lines lost, not the hundreds after them: {stderr}"
     );
