@@ -205,6 +205,25 @@ fn closing_the_terminal_stops_qemu() {
     }
 }
 
+/// The exit status the shell in `tmux` writes to the file `status` once traplab quits
+/// (`…; echo $? >status`), waited for with a bound.
+fn exit_status(tmux: &Tmux, status: &std::path::Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(status)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "traplab did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `run --record` on a file that refuses every write (/dev/full, a full disk): the run is
 /// incomplete, as `trace --record` is (`offline.rs`): status 123 and a `TRACE FAULT` that
 /// says how many events the recording lacks. It used to say so and exit with 0.
@@ -224,20 +243,7 @@ fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
     );
     tmux.wait_for(&["QEMU stopped: the hypervisor finished"]);
     tmux.keys(&["q"]);
-    let started = Instant::now();
-    let code = loop {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && text.ends_with('\n')
-        {
-            break text.trim().to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "traplab did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let code = exit_status(&tmux, &status);
     drop(tmux);
     let said = std::fs::read_to_string(&stderr).unwrap_or_default();
     let _ = std::fs::remove_file(&status);
@@ -276,20 +282,7 @@ fn replay_of_an_incomplete_recording_exits_incomplete() {
     );
     tmux.wait_for(&["NO END EVENT"]);
     tmux.keys(&["q"]);
-    let started = Instant::now();
-    let code = loop {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && text.ends_with('\n')
-        {
-            break text.trim().to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "traplab did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let code = exit_status(&tmux, &status);
     drop(tmux);
     let _ = std::fs::remove_file(&status);
     let _ = std::fs::remove_file(&recording);
