@@ -745,17 +745,16 @@ impl Step<'_, '_> {
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
                 let mut came = Vec::new();
-                // Until the first tick of a timer of its that the device it goes through does
-                // not hold back (the handler made sure there is one, `exit/hlt.rs`; ticks the
-                // devices hold back that fall due before it are latched, as on a PC), or a key
-                // typed for it raises its COM1's interrupt. This domain is the only one that
-                // runs or waits (`exit/hlt.rs`): a key for another is for one that has ended
-                // or not started, and is dropped, as the idle loop drops it. (It used to end
-                // the halt, and the HLT returned with no interrupt to take, which a CPU never
-                // does.)
-                // (A timer of `set_timer`'s bound to VIRQ_TIMER whose event raises no upcall
-                // interrupts nothing: the HLT returns after its tick only when no other timer
-                // can interrupt it, `exit/hlt.rs`.)
+                // Until the first tick of a timer of its that can interrupt it (one its device
+                // does not hold back; ticks held back that fall due before it are latched, as
+                // on a PC), or a key typed for it raises its COM1's interrupt. The handler made
+                // sure something can (`exit/hlt.rs`). A timer of `set_timer`'s bound to
+                // VIRQ_TIMER whose event raises no upcall interrupts nothing: the HLT returns
+                // after its tick only when no other timer can interrupt it. This domain is the
+                // only one that runs or waits (`exit/hlt.rs`): a key for another is for one
+                // that has ended or not started, and is dropped, as the idle loop drops it. (It
+                // used to end the halt, and the HLT returned with no interrupt to take, which a
+                // CPU never does.)
                 let timers = self.domain.vcpu.interrupts.timers;
                 let interrupting = timers
                     .running()
