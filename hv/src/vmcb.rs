@@ -307,6 +307,9 @@ pub mod attrib {
 pub mod v_intr {
     /// V_TPR, bits 7:0: the guest's task priority, CR8 (15.21.1).
     pub const TPR: u64 = 0xff;
+    /// V_TPR bits 3:0: what the guest's MOV from CR8 reads, the 4-bit task priority (15.21.1;
+    /// CR8's bits 63:4 are reserved, 3.1.5).
+    pub const CR8: u64 = 0xf;
     /// V_IRQ: a virtual interrupt is pending; the CPU takes it (or exits, with the VINTR
     /// intercept) as soon as the guest can.
     pub const IRQ: u64 = 1 << 8;

@@ -158,8 +158,9 @@ pub const GDB_PORT: u16 = 2159;
 The debugged domain starts stopped at its first instruction; attach with the printed
 command, e.g.
   gdb -q target/bare/x86_64-unknown-linux-gnu/release/page-fault -ex 'target remote 127.0.0.1:2159'
-Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, efer), watch, and
-`monitor help` for the hypervisor's own commands (traps, catch, decision, domains).
+Then: break, continue, stepi, x, info registers (with cr0, cr2, cr3, cr4, cr8, efer and
+k_gs_base), watch, and `monitor help` for the hypervisor's own commands (traps, catch,
+decision, domains).
 Domains are numbered as in Xen: a lab's guests are d1, d2, …; d0 is its control domain,
 when it has one. `--domain 2` debugs the second guest.
 The trace is printed as with `traplab trace`, and the exit status is the same (without 124:

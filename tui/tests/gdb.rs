@@ -1959,8 +1959,8 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
         "info symbol $pc",
         "printf \"r11 after syscall %#lx\\n\", $r11",
         "printf \"rflags after syscall %#lx\\n\", $eflags",
-        "stepi",
-        "stepi",
+        // The entry's TEST and JNZ (RAX 0: not the SFMASK request), then its two MOVs.
+        "stepi 4",
         "info symbol $pc",
         "printf \"r11 before sysret %#lx\\n\", $r11",
         "stepi",
@@ -1975,7 +1975,7 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
         .unwrap_or_else(|| panic!("the step over SYSCALL stopped at the entry:\n{output}"));
     let sysret = output[entry..]
         .find("sysret_at in section")
-        .unwrap_or_else(|| panic!("two steps on, the SYSRET:\n{output}"));
+        .unwrap_or_else(|| panic!("four steps on, the SYSRET:\n{output}"));
     assert!(
         output[entry + sysret..].contains("after_sysret in section"),
         "the step over SYSRET stopped right after the SYSCALL:\n{output}"
@@ -1999,7 +1999,11 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
     assert_eq!(printed(&output, "r11 after sysret "), held);
     assert!(output.contains("exited normally"), "{output}");
     let (status, trace) = lab.finish();
-    assert_eq!(status, 0, "no TF reached the guest:\n{trace}");
+    // 3: the guest's second SYSCALL read an SFMASK the step did not give back.
+    assert_eq!(
+        status, 0,
+        "no TF reached the guest, and SFMASK is its own again:\n{trace}"
+    );
     // Nor the trace: the exits of gdb's steps (#DB, exit code 0x41) show the guest's own
     // RFLAGS and R11, the step taken out before they are recorded.
     let steps: Vec<_> = Lab::events(&trace)
@@ -2009,7 +2013,7 @@ fn a_stepi_over_syscall_and_sysret_stops_after_each_and_leaves_no_tf_in_the_gues
             _ => None,
         })
         .collect();
-    assert_eq!(steps.len(), 4, "four steps, four #DB exits:\n{trace}");
+    assert_eq!(steps.len(), 6, "six steps, six #DB exits:\n{trace}");
     for exit in steps {
         assert_eq!(exit.rflags & TF, 0, "gdb's TF in a recorded exit: {exit:?}");
         assert_eq!(
@@ -2050,6 +2054,44 @@ fn a_refused_packet_keeps_what_gdb_negotiated() {
         stopped.starts_with('T') && stopped.contains("thread:p"),
         "still the multiprocess form after the refusal: {stopped}"
     );
+    socket.write_all(&packet("c")).expect("continue");
+    let (status, trace) = lab.finish();
+    assert_eq!(status, 0, "the guest ran to its end after `c`");
+    assert!(!trace.contains("session dropped"), "{trace}");
+}
+
+#[test]
+fn a_refused_qsupported_is_answered_once_and_so_is_every_later_packet() {
+    // gdbstub refuses a feature list with an empty item (`;;`). The refusal is one E01; the
+    // stub must not keep that `qSupported` as what gdb negotiated: told again to the state
+    // machine that replaces the refused one, it was refused again and answered a second E01
+    // (gdb would take it for the answer to its next packet), and so at every later refusal.
+    // Each packet's first answer is read in order: a stray E01 would come before it.
+    let lab = Lab::start_with(&["hello", "--verbose"]);
+    let mut socket = lab.connect();
+    wait_for_the_stub(&mut socket);
+    let mut pending = Vec::new();
+    socket
+        .write_all(&packet("qSupported:multiprocess+;;swbreak+"))
+        .expect("send");
+    assert_eq!(next_packet(&mut socket, &mut pending), "E01");
+    socket.write_all(&packet("?")).expect("send");
+    let stopped = next_packet(&mut socket, &mut pending);
+    assert!(stopped.starts_with('T'), "the answer to `?`: {stopped}");
+    // A good `qSupported` now, then a refused packet: one E01 again, and `?` answered.
+    socket.write_all(&packet(GDB_S_QSUPPORTED)).expect("send");
+    let supported = next_packet(&mut socket, &mut pending);
+    assert!(supported.starts_with("PacketSize"), "{supported}");
+    for _ in 0..2 {
+        socket.write_all(&packet("Gzz")).expect("send");
+        assert_eq!(next_packet(&mut socket, &mut pending), "E01");
+        socket.write_all(&packet("?")).expect("send");
+        let stopped = next_packet(&mut socket, &mut pending);
+        assert!(
+            stopped.starts_with('T') && stopped.contains("thread:p"),
+            "the answer to `?`, with what the good qSupported negotiated: {stopped}"
+        );
+    }
     socket.write_all(&packet("c")).expect("continue");
     let (status, trace) = lab.finish();
     assert_eq!(status, 0, "the guest ran to its end after `c`");
@@ -2105,23 +2147,38 @@ fn the_stub_offers_no_fork_events() {
     assert_eq!(lab.finish().0, 0);
 }
 
+/// The values a `G` may not write: the CPU refuses each (#GP), VMRUN would not.
+const REFUSED_REGISTER_VALUES: [&str; 4] = [
+    "$cr8 = 16",
+    "$k_gs_base = 0x800000000000",
+    "$fs_base = 0x8000000000000000",
+    "$gs_base = 0x800000000000",
+];
+
 #[test]
 fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
     // KernelGSbase is in the VMCB's state save area, CR8 is V_TPR in its control area; gdb
     // reads and writes both, and a value the CPU refuses (CR8 above 15, a non-canonical
-    // KernelGSbase) is refused as a selector is.
-    let lab = Lab::start("hello");
+    // FS, GS or KernelGS base) is refused as a selector is. The CR8 gdb writes is the local
+    // APIC's task priority too: the guest reads its TPR and exits with it.
+    let lab = Lab::start_with(&["--guest", "cr8-tpr"]);
+    let refusals = format!(
+        "python\nfor value in {REFUSED_REGISTER_VALUES:?}:\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend"
+    );
     let output = lab.gdb(&[
         "info registers k_gs_base cr8",
+        "printf \"fs_base before %#lx\\n\", $fs_base",
+        "printf \"gs_base before %#lx\\n\", $gs_base",
         "set $k_gs_base = 0xffff800000001000",
         "set $cr8 = 5",
         "maintenance flush register-cache",
         "printf \"k_gs_base read back %#lx\\n\", $k_gs_base",
         "printf \"cr8 read back %#lx\\n\", $cr8",
-        "python\nfor value in (\"$cr8 = 16\", \"$k_gs_base = 0x800000000000\"):\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend",
+        &refusals,
         "maintenance flush register-cache",
         "printf \"cr8 after the refusal %#lx\\n\", $cr8",
-        "set $cr8 = 0",
+        "printf \"fs_base after the refusal %#lx\\n\", $fs_base",
+        "printf \"gs_base after the refusal %#lx\\n\", $gs_base",
         "set $k_gs_base = 0",
         "continue",
     ]);
@@ -2133,7 +2190,7 @@ fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
         0xffff_8000_0000_1000
     );
     assert_eq!(printed(&output, "cr8 read back "), 5);
-    for refused in ["$cr8 = 16", "$k_gs_base = 0x800000000000"] {
+    for refused in REFUSED_REGISTER_VALUES {
         assert!(
             output.contains(&format!(
                 "refused: {refused} Could not write registers; remote failure reply 'E16'"
@@ -2142,6 +2199,18 @@ fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
         );
     }
     assert_eq!(printed(&output, "cr8 after the refusal "), 5, "{output}");
-    assert!(output.contains("exited normally"), "{output}");
-    assert_eq!(lab.finish().0, 0);
+    for base in ["fs_base", "gs_base"] {
+        assert_eq!(
+            printed(&output, &format!("{base} after the refusal ")),
+            printed(&output, &format!("{base} before ")),
+            "{output}"
+        );
+    }
+    // CR8 5 is TPR 0x50 (CR8 is TPR bits 7:4); gdb prints a status in octal.
+    assert!(output.contains("exited with code 0120"), "{output}");
+    let (status, trace) = lab.finish();
+    assert_eq!(
+        status, 0x50,
+        "the guest's TPR after gdb wrote CR8 5:\n{trace}"
+    );
 }

@@ -8,9 +8,14 @@
 //! (`syscall_at`); `syscall_entry` keeps the R11 it got (the RFLAGS SYSCALL saved), puts 42 in
 //! RAX and returns with SYSRET (`sysret_at`) to `after_sysret`, which reads RFLAGS.
 //!
+//! Then a second SYSCALL (RAX 1) asks the entry for SFMASK: RDMSR needs CPL 0 (APM vol. 3,
+//! RDMSR), and a debugger that stepped the first SYSCALL lent its TF to SFMASK for that one
+//! instruction and must have given it back.
+//!
 //! Nothing here sets TF. A #DB would find no handler and end the domain (status 129): a
 //! debugger's TF that leaked into R11 comes back with SYSRET and traps in ring 3. The guest
-//! exits with 0 when RAX came back 42 and neither the saved nor the restored RFLAGS has TF.
+//! exits with 0 when RAX came back 42 and neither the saved nor the restored RFLAGS has TF
+//! (else 1 or 2), and with 3 when SFMASK is not what it set.
 #![no_std]
 #![no_main]
 
@@ -39,12 +44,16 @@ struct Returned {
 unsafe extern "C" {
     /// SYSCALL at ring 3; RAX as the kernel returned it, RFLAGS right after SYSRET.
     fn syscall_user() -> Returned;
+    /// SYSCALL at ring 3 with RAX 1: the entry returns SFMASK.
+    fn sfmask_user() -> u64;
     /// The SYSCALL target (LSTAR).
     fn syscall_entry();
 }
 
-// SYSCALL writes RCX and R11 (caller-saved: the System V ABI lets a callee clobber them).
-// The entry runs at CPL 0 on the user's stack (SYSCALL switches no stack) and needs none.
+// SYSCALL writes RCX and R11 (caller-saved: the System V ABI lets a callee clobber them;
+// RDMSR's RDX and the R8 that keeps RCX are too). The entry runs at CPL 0 on the user's
+// stack (SYSCALL switches no stack) and needs none. RAX 0: the SYSCALL gdb steps; RAX 1:
+// read SFMASK (MSR 0xC000_0084) into RAX.
 core::arch::global_asm!(
     ".global syscall_user",
     "syscall_user:",
@@ -57,14 +66,30 @@ core::arch::global_asm!(
     "    pushfq",
     "    pop rdx",
     "    ret",
+    ".global sfmask_user",
+    "sfmask_user:",
+    "    mov eax, 1",
+    "    syscall",
+    "    ret",
     ".global syscall_entry",
     "syscall_entry:",
+    "    test eax, eax",
+    "    jnz 2f",
     "    mov [rip + {saved_r11}], r11",
     "    mov eax, 42",
     ".global sysret_at",
     "sysret_at:",
     "    sysretq",
+    // RDMSR takes the MSR in ECX, which holds the return RIP: kept in R8 meanwhile.
+    "2:  mov r8, rcx",
+    "    mov ecx, {sfmask}",
+    "    rdmsr",
+    "    mov rcx, r8",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    sysretq",
     saved_r11 = sym SYSCALL_R11,
+    sfmask = const SFMASK,
 );
 
 fn write_msr(msr: u32, value: u64) {
@@ -84,6 +109,12 @@ fn user_mode() -> i32 {
     if saved & RFLAGS_TF != 0 || rflags & RFLAGS_TF != 0 {
         println!("TF that nobody in this guest set");
         return 2;
+    }
+    // SAFETY: as `syscall_user`; the entry preserves RCX and R11 for SYSRET.
+    let sfmask = unsafe { sfmask_user() };
+    if sfmask != SYSCALL_MASK {
+        println!("SFMASK {sfmask:#x}, not the {SYSCALL_MASK:#x} this guest set");
+        return 3;
     }
     0
 }

@@ -67,7 +67,8 @@
 //! bounce frame or PUSHF the hypervisor emulates ever contains it.
 //! SYSCALL and SYSRET pass RFLAGS through R11 and SYSCALL masks it with SFMASK: over them
 //! the step lends its TF to SFMASK or R11 for that VMRUN, so that it stops on the first
-//! instruction of the kernel's entry or of the user code, and gives it back at the exit
+//! instruction of the kernel's entry (LSTAR; CSTAR from compatibility mode) or of the user
+//! code, and gives it back at the exit
 //! (`traplab_hv::gdb::step`): R11 never keeps gdb's TF for SYSRET to hand to user code.
 //! When the stepped instruction traps and the hypervisor *injects* an event, the step must
 //! end on the handler's first instruction, after the CPU has delivered the event: the
@@ -102,11 +103,12 @@ use serial::Com2;
 use traplab_abi::control::Break;
 use traplab_abi::event::{Action, Body, InstructionBytes};
 use traplab_abi::exit::ExitReason;
+use traplab_abi::svm;
 use traplab_abi::x86::RFlags;
 use traplab_hv::decision::Effect;
 use traplab_hv::delivery::DR6_SINGLE_STEP;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
-use traplab_hv::gdb::step::{self, FlagRegisters, Lent, SystemCall};
+use traplab_hv::gdb::step::{self, FlagRegisters, Lent, StepExit, SystemCall};
 use traplab_hv::gdb::wire::{self, Ended, INTERRUPT, MAX_FRAME, Received, Receiver};
 use traplab_hv::{Decision, Domain, DomainEnd, Exit, Guest, System, decide};
 
@@ -235,8 +237,10 @@ enum Armed {
     /// RFLAGS.TF is ours; `guest_tf` is what the guest had; `flags`: what the stepped
     /// instruction does with RFLAGS, and so with our TF.
     TrapFlag { guest_tf: bool, flags: FlagsAccess },
-    /// RFLAGS.TF is ours, and lent to SFMASK or R11 for a SYSCALL or SYSRET (`step.rs`).
-    ThroughSystemCall(Lent),
+    /// RFLAGS.TF is ours, and lent to SFMASK or R11 for a SYSCALL or SYSRET (`step.rs`);
+    /// `dr6_before`: the guest's DR6 at the VMRUN, to tell the step's BS from one the guest
+    /// left there ([`step::completed`]).
+    ThroughSystemCall { lent: Lent, dr6_before: u64 },
     /// No instruction fetch allowed anywhere: stop at the first one.
     FetchTrap,
 }
@@ -605,7 +609,7 @@ fn own_stop(
             });
             let gdb_s_step = match step.map(|step| step.armed) {
                 Some(Armed::TrapFlag { guest_tf, .. }) => !guest_tf,
-                Some(Armed::ThroughSystemCall(lent)) => !lent.guest_traps(),
+                Some(Armed::ThroughSystemCall { lent, .. }) => !lent.guest_traps(),
                 _ => false,
             };
             let stepped = dr6 & DR6_SINGLE_STEP != 0 && !guest_breakpoints && gdb_s_step;
@@ -861,7 +865,10 @@ fn receive(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
             }
             None
         }
-        Received::Interrupt if debugger.machine.is_some() => feed(debugger, INTERRUPT),
+        Received::Interrupt if debugger.machine.is_some() => {
+            let fed = feed(debugger, INTERRUPT);
+            answer_refusal(debugger, fed)
+        }
         Received::Interrupt => None,
         Received::BadChecksum {
             length,
@@ -905,9 +912,6 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
     if debugger.machine.is_none() && !start_session(debugger) {
         return None;
     }
-    if wire::starts_session(frame) {
-        debugger.negotiated = Some(frame.to_vec());
-    }
     if wire::unsupported(frame) {
         send(debugger, b"+");
         send(debugger, &wire::framed(b""));
@@ -915,9 +919,16 @@ fn packet(debugger: &mut Debugger, frame: &[u8]) -> Option<DomainEnd> {
     }
     let clamped = wire::clamped(frame);
     for &byte in clamped.as_deref().unwrap_or(frame) {
-        if let Some(end) = feed(debugger, byte) {
-            return Some(end);
+        match feed(debugger, byte) {
+            Fed::Taken => {}
+            refused_or_ends => return answer_refusal(debugger, refused_or_ends),
         }
+    }
+    // What gdb negotiated is what the stub took: a `qSupported` it refused (gdbstub 0.7.10
+    // refuses an empty feature, `qSupported:a+;;b+`) negotiated nothing, and replayed into
+    // the next state machine it would only be refused again ([`renegotiate`]).
+    if wire::starts_session(frame) && debugger.machine.is_some() {
+        debugger.negotiated = Some(frame.to_vec());
     }
     None
 }
@@ -992,10 +1003,36 @@ fn start_session(debugger: &mut Debugger) -> bool {
     true
 }
 
-/// One byte into the state machine. `Some` when the session asks the domain to end.
-fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
+/// What one byte fed to the state machine came to.
+enum Fed {
+    /// Taken: the session goes on, or it was lost (`machine` is `None` then, and the log
+    /// says why).
+    Taken,
+    /// The session asks the domain to end.
+    Ends(DomainEnd),
+    /// It completed a packet the stub cannot take while gdb holds the guest (`Gzz`,
+    /// `Z0,zz,1`, a `qSupported` with an empty feature): the state machine is gone, and
+    /// nothing has answered gdb yet — for gdb's packets [`answer_refusal`] does, for a
+    /// replay nothing may ([`renegotiate`]). The error, for the log.
+    Refused(alloc::string::String),
+}
+
+/// A byte's outcome, for a packet gdb sent: a refusal is answered here
+/// ([`refuse_packet`]); `Some` when the domain is to end.
+fn answer_refusal(debugger: &mut Debugger, fed: Fed) -> Option<DomainEnd> {
+    match fed {
+        Fed::Taken => None,
+        Fed::Ends(end) => Some(end),
+        Fed::Refused(error) => refuse_packet(debugger, &error),
+    }
+}
+
+/// One byte into the state machine.
+fn feed(debugger: &mut Debugger, byte: u8) -> Fed {
     let was_holding = holds(debugger);
-    let machine = debugger.machine.take()?;
+    let Some(machine) = debugger.machine.take() else {
+        return Fed::Taken;
+    };
     let target = &mut debugger.target;
     let result = match machine {
         GdbStubStateMachine::Idle(idle) => idle.incoming_data(target, byte),
@@ -1019,7 +1056,7 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
                     // it.)
                     send(debugger, &wire::framed(b"OK"));
                     end_session(debugger, "gdb killed the domain");
-                    Some(DomainEnd::Killed {
+                    Fed::Ends(DomainEnd::Killed {
                         reason: "killed from gdb".into(),
                     })
                 }
@@ -1028,24 +1065,26 @@ fn feed(debugger: &mut Debugger, byte: u8) -> Option<DomainEnd> {
                         debugger,
                         "detached; the guest runs on, and gdb may attach again",
                     );
-                    None
+                    Fed::Taken
                 }
             };
         }
         Ok(machine) => machine,
-        // A packet the stub cannot take while gdb holds the guest (`Gzz`, `Z0,zz,1`): an
-        // error answer, and a fresh state machine over the same target, so that the guest
-        // stays stopped and gdb's breakpoints stay where gdb believes they are.
+        // A packet the stub cannot take while gdb holds the guest (`Gzz`, `Z0,zz,1`): the
+        // caller answers it ([`answer_refusal`]), or, replaying, does not ([`renegotiate`]).
         Err(error) if was_holding && !error.is_connection_error() && !error.is_target_error() => {
-            return refuse_packet(debugger, error);
+            return Fed::Refused(alloc::format!("{error:?}"));
         }
-        Err(error) => return lose_session(debugger, error),
+        Err(error) => {
+            lose_session(debugger, error);
+            return Fed::Taken;
+        }
     };
     debugger.machine = Some(machine);
     if was_holding && !holds(debugger) {
         let_go(debugger);
     }
-    None
+    Fed::Taken
 }
 
 /// gdb let the guest go: a step starts from here, or none at all. (A step that Ctrl-C
@@ -1071,6 +1110,9 @@ fn end_session(debugger: &mut Debugger, why: &str) {
     debugger.machine = None;
     target.catch = None;
     target.step = None;
+    // Already taken out of the guest (`take_out_step`): nothing of it is left to undo, and a
+    // later session must not take this one's step for its own.
+    target.disarmed = None;
     target.resume = Resume::Continue;
     target.domain_mut().vcpu.interrupts.held_for_step = false;
     debugger.negotiated = None;
@@ -1089,10 +1131,10 @@ fn end_session(debugger: &mut Debugger, why: &str) {
 /// A packet gdbstub could not take while the guest was held: answer `E01` (GDB manual,
 /// "Standard Replies": an error) and go on with a new state machine that starts where the
 /// old one stood, stopped, and knows what gdb negotiated; nothing gdb set in the guest is
-/// taken out.
-fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Option<DomainEnd> {
+/// taken out, so that gdb's breakpoints stay where gdb believes they are.
+fn refuse_packet(debugger: &mut Debugger, error: &str) -> Option<DomainEnd> {
     crate::log!(
-        "gdb: a packet the stub cannot take ({error:?}): answered E01; the guest stays stopped, and what gdb set in it stays"
+        "gdb: a packet the stub cannot take ({error}): answered E01; the guest stays stopped, and what gdb set in it stays"
     );
     // The packet came whole and with a good checksum (`wire.rs` framed it), but gdbstub
     // acknowledges a packet only once it has parsed it: the `+` first (GDB manual, "Packet
@@ -1105,20 +1147,19 @@ fn refuse_packet<E: core::fmt::Debug>(debugger: &mut Debugger, error: E) -> Opti
         end_session(debugger, "no new session after a bad packet");
         return None;
     }
-    renegotiate(debugger);
-    None
+    renegotiate(debugger)
 }
 
 /// gdbstub's state machine learns what gdb supports (`multiprocess+`) from gdb's
 /// `qSupported` alone, and a new one starts knowing nothing: without this, its stop replies
 /// would name threads without the process gdb expects (`thread:01` for `thread:p01.01`), and
 /// gdb would take them for another process's. The new machine is given gdb's `qSupported`
-/// again, its answer muted (gdb has it).
-fn renegotiate(debugger: &mut Debugger) {
-    // Taken while it is told: were it refused now, the refusal would not tell it again.
-    let Some(frame) = debugger.negotiated.take() else {
-        return;
-    };
+/// again, its answer muted (gdb has it). Only a `qSupported` the stub took is saved
+/// ([`packet`]); should the replay be refused all the same, nothing may answer it (gdb
+/// asked nothing, and would take an `E01` for the answer to its next packet): the session
+/// is dropped instead, and gdb's next packet starts a new one.
+fn renegotiate(debugger: &mut Debugger) -> Option<DomainEnd> {
+    let frame = debugger.negotiated.take()?;
     let mute = |debugger: &mut Debugger, muted: bool| {
         if let Some(com2) = com2(debugger) {
             com2.muted = muted;
@@ -1126,13 +1167,26 @@ fn renegotiate(debugger: &mut Debugger) {
     };
     mute(debugger, true);
     for &byte in &frame {
-        // A `qSupported` is no resume, kill or detach: the state machine stays as it is.
-        let _ = feed(debugger, byte);
+        match feed(debugger, byte) {
+            Fed::Taken => {}
+            // A `qSupported` is no resume, kill or detach; were it one, the end stands.
+            Fed::Ends(end) => return Some(end),
+            Fed::Refused(error) => {
+                end_session(
+                    debugger,
+                    &alloc::format!(
+                        "session dropped: the new state machine refused gdb's qSupported, told again after a bad packet ({error}); the guest runs on, and gdb may attach again"
+                    ),
+                );
+                return None;
+            }
+        }
     }
     mute(debugger, false);
     if debugger.machine.is_some() {
         debugger.negotiated = Some(frame);
     }
+    None
 }
 
 /// A protocol error the framing cannot catch (a broken connection, or a bad packet while
@@ -1170,7 +1224,10 @@ pub fn arm_step(debugger: &mut Debugger) {
                 let mut registers = flag_registers(domain);
                 let lent = step::arm(instruction, &mut registers);
                 set_flag_registers(domain, registers);
-                Armed::ThroughSystemCall(lent)
+                Armed::ThroughSystemCall {
+                    lent,
+                    dr6_before: domain.vcpu.vmcb.save.dr6,
+                }
             }
             flags => {
                 let save = &mut domain.vcpu.vmcb.save;
@@ -1206,8 +1263,14 @@ fn disarm_step(debugger: &mut Debugger) -> Option<SingleStep> {
                 untrap_pushed_flags(domain);
             }
         }
-        Armed::ThroughSystemCall(lent) => {
-            let ran = domain.vcpu.vmcb.save.rip != step.start_rip;
+        Armed::ThroughSystemCall { lent, dr6_before } => {
+            let vmcb = &domain.vcpu.vmcb;
+            let ran = step::completed(StepExit {
+                debug_exception: vmcb.control.exitcode == svm::exitcode::EXCP_BASE + 1,
+                dr6_before,
+                dr6: vmcb.save.dr6,
+                rip_moved: vmcb.save.rip != step.start_rip,
+            });
             let mut registers = flag_registers(domain);
             lent.give_back(ran, &mut registers);
             set_flag_registers(domain, registers);

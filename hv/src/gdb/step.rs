@@ -14,13 +14,40 @@
 //!
 //! For that one VMRUN the step lends its TF to where the instruction takes RFLAGS from:
 //! SYSCALL finds SFMASK without TF, SYSRET finds R11 with it. Both then trap right after
-//! the instruction, on the first instruction of the kernel's entry (LSTAR) or of the user
-//! code (RCX); and at the exit everything is given back as the guest would have it without
+//! the instruction, on the first instruction of the kernel's entry (LSTAR; CSTAR from
+//! compatibility mode, APM vol. 2, 6.1.1) or of the user code (RCX); and at the exit everything is given back as the guest would have it without
 //! gdb: SFMASK's and R11's TF as they were, RFLAGS.TF as the instruction left the guest's
 //! own ([`Lent::give_back`]).
 
+use crate::delivery::DR6_SINGLE_STEP;
+
 /// The bit of RFLAGS (and of SFMASK and R11, which hold RFLAGS images).
 const TF: u64 = 1 << 8;
+
+/// What the exit that ended a lent step shows of the instruction ([`completed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepExit {
+    /// The exit is an intercepted #DB.
+    pub debug_exception: bool,
+    /// DR6 before the VMRUN, and at the exit.
+    pub dr6_before: u64,
+    pub dr6: u64,
+    /// RIP is not where the step started.
+    pub rip_moved: bool,
+}
+
+/// Did the stepped SYSCALL or SYSRET complete? A #DB whose DR6.BS this VMRUN set is the
+/// single-step trap, which comes only after the instruction completed (APM vol. 2, 13.1.1.3
+/// "Debug-Status Register", BS; 13.1.4.1 "Single Step"). RIP alone could not tell when the
+/// entry point is the SYSCALL's own address (LSTAR or CSTAR pointing at it). A BS the guest
+/// left in DR6 proves nothing (DR6 is sticky): then RIP decides — a fault (#UD, #GP) or an
+/// interrupt came before the instruction, and left RIP on it.
+pub fn completed(exit: StepExit) -> bool {
+    let single_step_trapped = exit.debug_exception
+        && exit.dr6 & DR6_SINGLE_STEP != 0
+        && exit.dr6_before & DR6_SINGLE_STEP == 0;
+    single_step_trapped || exit.rip_moved
+}
 
 /// SYSCALL or SYSRET, executed in long mode (only there do they use R11 and SFMASK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +106,8 @@ impl Lent {
         }
     }
 
-    /// At the exit: give back what [`arm`] lent. `ran`: the instruction completed (RIP
-    /// moved); otherwise a fault came first (SYSCALL without EFER.SCE, SYSRET at CPL 3:
+    /// At the exit: give back what [`arm`] lent. `ran`: the instruction completed
+    /// ([`completed`]); otherwise a fault came first (SYSCALL without EFER.SCE, SYSRET at CPL 3:
     /// #UD, #GP) and left RFLAGS and R11 as they were. Only the TF bits are touched.
     pub fn give_back(&self, ran: bool, registers: &mut FlagRegisters) {
         let set_tf = |value: &mut u64, on: bool| {
@@ -129,6 +156,38 @@ mod tests {
     /// What SYSRET does to RFLAGS (APM vol. 3, SYSRET, long mode; RF is cleared).
     fn sysret(registers: &mut FlagRegisters) {
         registers.rflags = registers.r11 & 0x3c_7fd7 | 2;
+    }
+
+    #[test]
+    fn a_syscall_to_its_own_address_completed_when_its_single_step_trapped() {
+        // LSTAR is the SYSCALL's own address: RIP is where it was, yet it ran.
+        let trapped = StepExit {
+            debug_exception: true,
+            dr6_before: 0xffff_0ff0,
+            dr6: 0xffff_0ff0 | DR6_SINGLE_STEP,
+            rip_moved: false,
+        };
+        assert!(completed(trapped));
+        // The same BS, left in DR6 by the guest: a #DB of its own breakpoint on the SYSCALL
+        // (a fault, before it ran) does not make it run.
+        assert!(!completed(StepExit {
+            dr6_before: trapped.dr6,
+            dr6: trapped.dr6 | 1,
+            ..trapped
+        }));
+        // A #GP or an interrupt first: RIP on the SYSCALL, no step trap.
+        assert!(!completed(StepExit {
+            debug_exception: false,
+            dr6: trapped.dr6_before,
+            ..trapped
+        }));
+        // Any exit after RIP moved (an NPF on the entry's first fetch): it ran.
+        assert!(completed(StepExit {
+            debug_exception: false,
+            dr6: trapped.dr6_before,
+            rip_moved: true,
+            ..trapped
+        }));
     }
 
     #[test]

@@ -106,8 +106,10 @@ impl SingleThreadBase for Debuggee {
         registers.cr3 = save.cr3;
         registers.cr4 = save.cr4;
         // With V_INTR_MASKING the CPU keeps the guest's CR8 in V_TPR (AMD APM vol. 2,
-        // 15.21.1), where the hypervisor's MOV CR8 puts it too (`exit/cr.rs`).
-        registers.cr8 = vcpu.vmcb.control.virtual_interrupt & v_intr::TPR;
+        // 15.21.1), where the hypervisor's MOV CR8 puts it too (`exit/cr.rs`). Only its low
+        // four bits are CR8: read more, and a `G` of what gdb read would send back bits that
+        // [`impossible_value`] refuses.
+        registers.cr8 = vcpu.vmcb.control.virtual_interrupt & v_intr::CR8;
         registers.efer = save.efer & !EFER_SVME;
         Ok(())
     }
@@ -132,7 +134,7 @@ impl SingleThreadBase for Debuggee {
             return Err(TargetError::Errno(EINVAL));
         }
         let domain = self.domain_mut();
-        if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::TPR != registers.cr8 {
+        if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::CR8 != registers.cr8 {
             // CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the APIC
             // holds back what CR8 says, as after the guest's own MOV CR8 (`apply.rs`).
             let priority = registers.cr8 as u8;
@@ -220,10 +222,11 @@ fn changed_selector(
 }
 
 /// A value this `G` writes that the register cannot hold: the CPU refuses it with #GP(0),
-/// and VMRUN would not (V_TPR has 8 bits, KernelGSbase is loaded unchecked). CR8 holds the
-/// 4-bit task priority, bits 63:4 reserved (AMD APM vol. 2, 3.1.5), as `exit/cr.rs`
-/// refuses the guest's MOV CR8; KernelGSbase holds an address SWAPGS loads as GS's base,
-/// and must be canonical (APM vol. 2, 5.3.1), as `exit/msr.rs` refuses the guest's WRMSR.
+/// and VMRUN would not (V_TPR has 8 bits; FS_BASE, GS_BASE and KernelGSbase are loaded
+/// unchecked). CR8 holds the 4-bit task priority, bits 63:4 reserved (AMD APM vol. 2,
+/// 3.1.5), as `exit/cr.rs` refuses the guest's MOV CR8; FS_BASE, GS_BASE and KernelGSbase
+/// hold addresses and must be canonical (APM vol. 2, 5.3.1), as `exit/msr.rs` refuses the
+/// guest's WRMSR of any of them.
 fn impossible_value(registers: &GuestRegisters) -> Option<alloc::string::String> {
     if registers.cr8 >> 4 != 0 {
         return Some(alloc::format!(
@@ -231,10 +234,28 @@ fn impossible_value(registers: &GuestRegisters) -> Option<alloc::string::String>
             registers.cr8
         ));
     }
-    if !canonical(registers.k_gs_base) {
+    // The three segment bases behind an MSR: WRMSR of a non-canonical one is #GP(0) (APM
+    // vol. 2, 5.3.1; `exit/msr.rs` refuses them together), and VMRUN loads them unchecked.
+    let bases = [
+        (
+            "fs_base",
+            registers.fs_base,
+            "the FS_BASE MSR holds FS's base",
+        ),
+        (
+            "gs_base",
+            registers.gs_base,
+            "the GS_BASE MSR holds GS's base",
+        ),
+        (
+            "k_gs_base",
+            registers.k_gs_base,
+            "SWAPGS loads it as GS's base",
+        ),
+    ];
+    if let Some((name, value, why)) = bases.into_iter().find(|&(_, value, _)| !canonical(value)) {
         return Some(alloc::format!(
-            "k_gs_base = {:#x}, not a canonical address (SWAPGS loads it as GS's base)",
-            registers.k_gs_base
+            "{name} = {value:#x}, not a canonical address ({why})"
         ));
     }
     None
