@@ -404,7 +404,8 @@ fn an_incomplete_recording_is_shown_and_its_status_says_so() {
 /// each line's own seq its index) replaced, written as the temporary file `name` (removed
 /// after): its output, the file's name as messages show it, and how many lines it has.
 fn stats_of_edited(name: &str, seqs: &[(usize, u64)]) -> (std::process::Output, String, usize) {
-    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let original =
+        std::fs::read_to_string(recording("page-fault.jsonl")).expect("the checked-in recording");
     let mut lines: Vec<String> = original.lines().map(String::from).collect();
     for &(index, seq) in seqs {
         let own = format!(r#""seq":{index},"#);
@@ -416,9 +417,9 @@ fn stats_of_edited(name: &str, seqs: &[(usize, u64)]) -> (std::process::Output, 
         lines[index] = lines[index].replacen(&own, &format!(r#""seq":{seq},"#), 1);
     }
     let path = temporary(name);
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let output = traplab(&["stats", path.to_str().unwrap()]);
-    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, lines.join("\n") + "\n").expect("the edited recording written");
+    let output = traplab(&["stats", &path.display().to_string()]);
+    std::fs::remove_file(&path).expect("the edited recording removed");
     (output, path.display().to_string(), lines.len())
 }
 
