@@ -29,7 +29,7 @@ use crate::decision::{
     Bounce, Decision, Delivery, DomainEnd, Effect, MemoryString, MmioAccess, PortAccess, Returning,
     StringElement, StringSide, VmcbMsr, Words,
 };
-use crate::device::{PlatformTimer, TimerSource, Written, lapic};
+use crate::device::{PlatformTimer, TimerSource, Written, lapic, rtc};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
 use crate::domain::evtchn::PortState;
@@ -664,6 +664,10 @@ impl Step<'_, '_> {
                 let what = self.domain.devices.pit_tick();
                 self.reports.push(what);
             }
+            Effect::RtcTick(now) => {
+                let what = self.domain.rtc_tick(now);
+                self.reports.push(what);
+            }
             Effect::Console(bytes) => {
                 for byte in bytes {
                     let line = self.domain.devices.console.transmit(byte);
@@ -1075,6 +1079,14 @@ impl Step<'_, '_> {
 
     /// An I/O port access, through the device bus.
     fn port(&mut self, access: PortAccess) -> Result<(), Failure> {
+        let (PortAccess::In { port, size }
+        | PortAccess::Out { port, size, .. }
+        | PortAccess::InString { port, size, .. }
+        | PortAccess::OutString { port, size, .. }) = &access;
+        let (port, size) = (*port, *size);
+        if (0..u16::from(size)).any(|byte| port.wrapping_add(byte) == rtc::DATA) {
+            self.rtc_due_first();
+        }
         let devices = &mut self.domain.devices;
         match access {
             PortAccess::In { port, size } => {
@@ -1116,9 +1128,28 @@ impl Step<'_, '_> {
         Ok(())
     }
 
-    /// A port access may have moved COM1's interrupt line: follow it (`Devices`).
+    /// Before an access to the RTC's registers: its timer's tick, if it is due and the
+    /// hypervisor has not looked yet, came first. (On an MC146818 the flag is set and IRQ 8
+    /// rises at the event, and the PIC latches the edge, before a read of status C that
+    /// comes after it clears them: that read must not take the flag without its edge.)
+    fn rtc_due_first(&mut self) {
+        let now = self.machine.now();
+        let timer = self.domain.vcpu.interrupts.timers.rtc;
+        if timer.is_some_and(|timer| timer.due_tsc <= now) {
+            let what = self.domain.rtc_tick(now);
+            self.reports.push(format!(
+                "the RTC's timer was due before this access: {what}"
+            ));
+        }
+    }
+
+    /// A port access may have moved COM1's interrupt line, or the RTC's (a read of status
+    /// C lowers it, an enable may raise it): follow them (`Devices`).
     fn serial_interrupt(&mut self) {
         if let Some(what) = self.domain.devices.follow_serial_interrupt() {
+            self.reports.push(what);
+        }
+        if let Some(what) = self.domain.devices.follow_rtc_interrupt() {
             self.reports.push(what);
         }
     }
@@ -1297,13 +1328,15 @@ impl Step<'_, '_> {
                 written_at,
                 after.pit != before.pit,
                 after.local_apic != before.local_apic,
+                after.rtc != before.rtc,
             );
         }
         result
     }
 
-    /// PIT channel 0 and the PIC's IRQ 0 (`pit_changed`), or the APIC's timer
-    /// (`local_apic_changed`), changed, by a write at TSC `now` (read just before it): that
+    /// PIT channel 0 and the PIC's IRQ 0 (`pit_changed`), the APIC's timer
+    /// (`local_apic_changed`), or the RTC's next event (`rtc_changed`: its rate, enables,
+    /// alarm or clock), changed, by a write at TSC `now` (read just before it): that
     /// timer of the guest's is what its device now makes it, and the hypervisor's own timer
     /// runs to notice when it is due. The other timers count on untouched, as on a PC.
     ///
@@ -1313,7 +1346,13 @@ impl Step<'_, '_> {
     /// this line runs, and a device asked *then* would say it had fired already. A CPU's
     /// APIC counts to 0 and requests the interrupt; here the timer gets that deadline, past
     /// or not, and its tick comes at the hypervisor's next look.
-    fn device_timers(&mut self, now: u64, pit_changed: bool, local_apic_changed: bool) {
+    fn device_timers(
+        &mut self,
+        now: u64,
+        pit_changed: bool,
+        local_apic_changed: bool,
+        rtc_changed: bool,
+    ) {
         let tsc_hz = self.machine.tsc_hz().max(1);
         // A tick that fell due under a timer being replaced, which the hypervisor has not
         // noticed yet (it looks at its own timer's ticks), happened before this write: it is
@@ -1359,6 +1398,11 @@ impl Step<'_, '_> {
                 &mut timers.local_apic
             });
         }
+        if rtc_changed {
+            let rtc = self.domain.devices.rtc_timer();
+            let stopped = "no periodic, alarm or update-ended interrupt of the RTC's is enabled";
+            self.device_timer(rtc, now, tsc_hz, stopped, |timers| &mut timers.rtc);
+        }
     }
 
     /// The domain's timers due at `now` tick ([`Domain::timer_ticks`]), and what each did, in
@@ -1394,17 +1438,7 @@ impl Step<'_, '_> {
     ) {
         // (A PIT tick the PIC holds in its IRR stays there: masked, or with the ticks gone to
         // the IO-APIC, it is simply not presented, as on a PC.)
-        let virtual_timer = timer.map(|timer| VirtualTimer {
-            vector: timer.vector,
-            // Once (the PIT's modes 0 and 4, the APIC's one-shot): over after its tick.
-            period_tsc: timer.countdown.period_tsc.unwrap_or(interrupts::ONCE),
-            due_tsc: timer.countdown.due_tsc,
-            // Either way the device holds a tick from the CPU's INTA to the kernel's EOI.
-            target: match timer.source {
-                TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
-                TimerSource::Pit | TimerSource::PitMasked => TimerTarget::Irq0,
-            },
-        });
+        let virtual_timer = timer.map(VirtualTimer::from);
         let old = core::mem::replace(slot(&mut self.domain.vcpu.interrupts.timers), virtual_timer);
         if old == virtual_timer {
             return;
@@ -1434,8 +1468,15 @@ impl Step<'_, '_> {
             source,
         } = timer;
         if source != TimerSource::PitMasked {
-            let interval = countdown
-                .period_tsc
+            // The RTC's timer is a one-shot to its next event, but its events come as often
+            // as its fastest enabled source: the periodic rate, else once a second.
+            let every = match source {
+                TimerSource::Rtc => self.domain.devices.rtc.shortest_interval_nanos(),
+                _ => None,
+            };
+            let interval = every
+                .map(|nanos| (nanos as u128 * tsc_hz as u128 / 1_000_000_000) as u64)
+                .or(countdown.period_tsc)
                 .unwrap_or(countdown.due_tsc.saturating_sub(now))
                 .max(1);
             self.machine
@@ -1461,6 +1502,10 @@ impl Step<'_, '_> {
             ),
             TimerSource::PitMasked => format!(
                 "PIT channel 0's next edge, {when}, latched in the PIC's IRR behind IRQ 0's mask (vector {vector:#x} once unmasked)"
+            ),
+            TimerSource::Rtc => format!(
+                "the RTC's next interrupt event ({}), {when}, on IRQ 8 (vector {vector:#x})",
+                self.domain.devices.rtc.enabled_events()
             ),
         }
     }

@@ -114,6 +114,9 @@ pub enum Effect {
     LocalApicRequest(u8),
     /// PIT channel 0's output pulses: IRQ 0's edge, latched by the 8259A (its timer fired).
     PitTick,
+    /// The RTC's timer is due at this TSC: its flags come up to date, IRQ 8 follows IRQF,
+    /// and the timer is armed for its next event (`Devices::rtc_tick`).
+    RtcTick(u64),
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
     /// The unfinished line the guest waits for input after, shown as a prompt: a `console`

@@ -173,7 +173,7 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
 pub fn timer_may_wake(wait: &Wait, domain: &Domain, timer: &VirtualTimer) -> bool {
     let event_port = match timer.target {
         TimerTarget::Pending => domain.timer_event_port(),
-        TimerTarget::LocalApic | TimerTarget::Irq0 => None,
+        TimerTarget::LocalApic | TimerTarget::Irq0 | TimerTarget::Rtc => None,
     };
     let Some(timer_port) = event_port else {
         return !matches!(wait, Wait::Store(_)) && domain.timer_held_back(timer).is_none();

@@ -13,7 +13,7 @@
 //! | ports 0x510, 0x511         | QEMU's fw_cfg, read-only, without DMA: what QEMU says of a 1-CPU machine with the domain's RAM | `fw_cfg.rs` |
 //! | ports 0x20, 0x21, 0xa0, 0xa1 | the 8259A interrupt controllers, master and slave | `pic.rs` |
 //! | ports 0x40–0x43, 0x61      | the 8254 PIT: channel 0 is the guest's timer (IRQ 0), channel 2 and its gate | `pit.rs` |
-//! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time | `rtc.rs` |
+//! | ports 0x70, 0x71           | the real-time clock and CMOS memory (MC146818), the host's time; its periodic, alarm and update-ended interrupts on IRQ 8 | `rtc.rs` |
 //! | ports 0x600–0x605, 0x608–0x60b | the ACPI power-management registers (PM1 status, enable, control; the PM timer), where QEMU's PIIX4 has them and the FADT says | `acpi_pm.rs` |
 //! | port 0xf4                  | QEMU's isa-debug-exit: a write ends the domain with that status | `debug_exit.rs` |
 //! | ports 0xe0–0xeb, 0x2000–0x2017; MMIO 0xFF00_0000, 64 KiB | QEMU's pc-testdev (kvm-unit-tests), only with the setting `pc-testdev`: a data register, "flush page", one interrupt line per IO-APIC pin, a memory window | `pc_testdev.rs` |
@@ -49,6 +49,7 @@ pub mod uart;
 use crate::machine::Machine;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use lab_device::LabDevice;
 use traplab_abi::boot::CONSOLE_PORT;
 use traplab_abi::x86::operand_mask;
@@ -116,6 +117,9 @@ pub enum TimerSource {
     PitMasked,
     /// PIT channel 0 through pin 2 of the IO-APIC, to the local APIC.
     PitThroughIoApic,
+    /// The RTC's next periodic tick, update end or alarm with its enable on: its flag set,
+    /// IRQ 8 following IRQF (`rtc.rs`).
+    Rtc,
 }
 
 /// One of the guest's timers, as its device makes it.
@@ -127,11 +131,13 @@ pub struct PlatformTimer {
 }
 
 /// What the guest's device timers depend on (see [`Devices::timer_state`]): PIT channel 0's
-/// part, and the local APIC timer's (its LVT entry, count, divider, start, enable, stopped).
+/// part, the local APIC timer's (its LVT entry, count, divider, start, enable, stopped), and
+/// the RTC's (the host's time of its next event with its enable on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerState {
     pub pit: PitTimerState,
     pub local_apic: (u32, u32, u32, (u64, u32), bool, bool),
+    pub rtc: Option<u64>,
 }
 
 /// What PIT channel 0's timer depends on: how it counts, and where its ticks go.
@@ -222,7 +228,10 @@ impl Devices {
         }
         // (A byte-wide device's port comes here with a byte only: `splits`.)
         match port {
-            rtc::DATA => self.rtc.read(machine.wall_clock()) as u32,
+            rtc::DATA => {
+                self.rtc_timebase(machine);
+                self.rtc.read(machine.wall_clock()) as u32
+            }
             port if acpi_pm::claims(port) => {
                 self.acpi_pm
                     .read(port, size, machine.now(), machine.tsc_hz())
@@ -306,6 +315,7 @@ impl Devices {
                 None
             }
             (rtc::DATA, _) => {
+                self.rtc_timebase(machine);
                 self.rtc.write(value as u8, machine.wall_clock());
                 None
             }
@@ -343,6 +353,66 @@ impl Devices {
             "IN {value:#x} from port {port:#x} ({})",
             self.describe_port(port, true)
         )
+    }
+
+    /// The RTC learns where the TSC and the host's time are now (`rtc::Timebase`).
+    fn rtc_timebase(&mut self, machine: &dyn Machine) {
+        self.rtc.set_timebase(rtc::Timebase {
+            tsc: machine.now(),
+            nanos: rtc::nanos_of(machine.wall_clock()),
+            tsc_hz: machine.tsc_hz(),
+        });
+    }
+
+    /// The RTC's timer: once, at its next event with its enable on (`rtc.rs`,
+    /// [`rtc::Rtc::next_event`]); its tick sets the flag and IRQ 8 follows IRQF
+    /// ([`Devices::rtc_tick`]), and the next event arms it again. Its vector, for the trace,
+    /// is IRQ 8's at the slave 8259A, or else at the IO-APIC's pin 8 (0: neither); where the
+    /// edge goes, `set_line` says. `None`: no event with its enable on.
+    pub fn rtc_timer(&self) -> Option<PlatformTimer> {
+        let due_tsc = self.rtc.deadline()?;
+        let vector = self.pic.irq_vector(rtc::IRQ);
+        let vector = vector.or_else(|| self.ioapic_vector(ioapic::isa_pin(rtc::IRQ)));
+        Some(PlatformTimer {
+            vector: vector.unwrap_or(0),
+            countdown: pit::Countdown {
+                period_tsc: None,
+                due_tsc,
+            },
+            source: TimerSource::Rtc,
+        })
+    }
+
+    /// The RTC's timer is due at TSC `now`: its flags come up to date (`Rtc::tick`), and
+    /// IRQ 8 follows IRQF. What happened, in words.
+    pub fn rtc_tick(&mut self, now: u64) -> String {
+        let before = self.rtc.status_c();
+        self.rtc.tick(now);
+        let after = self.rtc.status_c();
+        let names = [(0x40, "PF"), (0x20, "AF"), (0x10, "UF")];
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(bit, _)| after & !before & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        let flags = match set.is_empty() {
+            true => "no new flag (each was set already)".into(),
+            false => format!("status C's {} set", set.join(", ")),
+        };
+        match self.follow_rtc_interrupt() {
+            Some(line) => format!("RTC: {flags}; {line}"),
+            None if after & 0x80 != 0 => {
+                format!("RTC: {flags}; IRQ 8 stays high (status C not read since it rose)")
+            }
+            None => format!("RTC: {flags}"),
+        }
+    }
+
+    /// After the RTC changed (an access, a tick of its timer): follow its interrupt line,
+    /// IRQ 8, which is IRQF (`set_line`).
+    pub fn follow_rtc_interrupt(&mut self) -> Option<String> {
+        let level = self.rtc.interrupt_line();
+        self.set_line("the RTC", rtc::IRQ, level)
     }
 
     /// The local APIC's timer as it counts now, at its LVT entry's vector; `None` while it
@@ -404,6 +474,7 @@ impl Devices {
                 local_apic_enabled: self.lapic.software_enabled(),
             },
             local_apic: self.lapic.timer_state(),
+            rtc: self.rtc.next_event(),
         }
     }
 

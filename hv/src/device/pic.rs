@@ -404,6 +404,18 @@ impl Pic {
         Some(vector)
     }
 
+    /// The vector IRQ `irq` (0–15) is delivered at, or `None` while its chip is not
+    /// initialised or the IRQ is masked there (a slave's IRQ also behind the master's IRQ 2).
+    pub fn irq_vector(&self, irq: u8) -> Option<u8> {
+        match irq {
+            0..=7 => self.master.vector(irq),
+            _ => {
+                self.master.vector(CASCADE_IRQ)?;
+                self.slave.vector(irq & 7)
+            }
+        }
+    }
+
     /// The vector the timer's interrupt (IRQ 0 of the master) is delivered at, or `None`
     /// while the master is not initialised or IRQ 0 is masked.
     pub fn timer_vector(&self) -> Option<u8> {

@@ -10,9 +10,11 @@
 //! | 0x00, 0x02, 0x04 | seconds, minutes, hours                             |
 //! | 0x06, 0x07, 0x08, 0x09 | day of the week (1 = Sunday; a counter of its own, which steps at midnight), day, month, year (00–99) |
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
-//! | 0x0a     | status A: bits 6:0, the divider (DV2–0) and rate (RS3–0), read/write, 0x26 as a BIOS leaves them (32.768 kHz, 1024 Hz), kept and acting on nothing; bit 7, UIP, read-only, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
-//! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
-//! | 0x0c, 0x0d | status C: no interrupt flags; status D: 0x80, "the time is valid" |
+//! | 0x01, 0x03, 0x05 | the seconds, minutes and hours alarm, in the time registers' form; 0xC0–0xFF in one: "don't care", any value matches |
+//! | 0x0a     | status A: bits 6:0, the divider (DV2–0) and rate (RS3–0), read/write, 0x26 as a BIOS leaves them (32.768 kHz, 1024 Hz); RS3–0 set the periodic interrupt's rate, DV2–0 act on nothing; bit 7, UIP, read-only, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
+//! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time; it clears UIE), bit 6 PIE, bit 5 AIE, bit 4 UIE (the periodic, alarm and update-ended interrupts' enables), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
+//! | 0x0c     | status C, read-only: PF (bit 6) at each periodic tick, AF (bit 5) at the end of an update whose time matches the alarm, UF (bit 4) at the end of each update; each whether or not its enable is on; IRQF (bit 7) while one of them is on with its enable. A read returns them and clears them all |
+//! | 0x0d     | status D: 0x80, "the time is valid" |
 //! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
 //!
 //! The time is the host's: the hypervisor reads the real RTC once when it starts and moves
@@ -21,10 +23,26 @@
 //! clock stops, the registers keep what is written one by one (a date that does not exist
 //! yet, day 31 before the month becomes March, included), and the clock starts again from
 //! them when SET is cleared. A time register written without SET moves the clock at once.
-//! No interrupts (IRQ 8): the periodic, alarm and update interrupts are not modelled. Nor is
-//! status A's divider: whatever DV2–0 say the clock runs on the host's time, a divider held
-//! in reset (DV = 11x, which stops the MC146818's updates until it is released; QEMU's RTC
-//! stops its clock there) included, and RS3–0 have no periodic interrupt to set the rate of.
+//!
+//! Its interrupt, IRQ 8, is IRQF: high while a flag of status C is on with its enable in
+//! status B, down when the kernel reads status C, which clears the flags (MC146818
+//! datasheet, register C: "any time the IRQF bit is a one, the IRQ pin is driven low", the
+//! chip's pin being active low, and a PC's ISA IRQ 8 active high; "all flag bits are
+//! cleared after register C is read"). An enable set while its flag is on raises it at
+//! once, as the sum says. The flags come from the host's time, as the clock does, and are
+//! brought up to date whenever the RTC is looked at (`catch_up`): at an access, and at a
+//! tick of the RTC's timer, which the hypervisor arms for the next moment a flag with its
+//! enable on will be set ([`Rtc::next_event`], `domain/interrupts.rs`): a flag whose enable
+//! is off needs no timer, as nothing but a read of status C can see it. The periodic ticks
+//! come at the rate RS3–0 say (datasheet, "Periodic Interrupt Rate", the 32.768 kHz time
+//! base: 256 Hz and 128 Hz for 1 and 2, 32768 >> (RS − 1) Hz from 3 to 15, none for 0), in
+//! phase with the seconds, as the divider chain they are taps of; the update ends 1984 µs
+//! after each second's edge, and neither an update nor an alarm comes while SET stops the
+//! clock. Not modelled: status A's divider. Whatever DV2–0 say the clock runs on the host's
+//! time and the periodic ticks come, a divider held in reset (DV = 11x, which stops the
+//! MC146818's updates and its periodic taps until it is released; QEMU's RTC stops its clock
+//! there) included. Nor are the square-wave output (SQWE, bit 3 of status B, a pin no PC
+//! wires to anything) and the daylight-saving bit (bit 0), kept as written.
 
 use crate::machine::WallTime;
 use alloc::format;
@@ -33,12 +51,16 @@ use alloc::string::String;
 /// The index and data ports.
 pub const INDEX: u16 = 0x70;
 pub const DATA: u16 = 0x71;
-/// Its interrupt line on a PC: ISA IRQ 8 (the ACPI tables name it; nothing raises it here).
+/// Its interrupt line on a PC: ISA IRQ 8 (the ACPI tables name it), IRQ 0 of the slave
+/// 8259A.
 pub const IRQ: u8 = 8;
 
 const SECONDS: u8 = 0x00;
+const SECONDS_ALARM: u8 = 0x01;
 const MINUTES: u8 = 0x02;
+const MINUTES_ALARM: u8 = 0x03;
 const HOURS: u8 = 0x04;
+const HOURS_ALARM: u8 = 0x05;
 const WEEKDAY: u8 = 0x06;
 const DAY: u8 = 0x07;
 const MONTH: u8 = 0x08;
@@ -60,14 +82,79 @@ const STATUS_A_WRITABLE: u8 = 0x7f;
 /// 1984 µs (MC146818 datasheet: the registers are not to be read meanwhile).
 const UIP_BEFORE_NS: u32 = 244_000;
 const UPDATE_CYCLE_NS: u32 = 1_984_000;
+/// The time base the divider chain counts, and the periodic ticks are taps of (status A's
+/// DV2–0 = 010, as a PC's BIOS sets them).
+const TIME_BASE_HZ: u64 = 32_768;
+const NANOS: u64 = 1_000_000_000;
+/// An alarm register holding a value with its two high bits set matches any time (MC146818
+/// datasheet, "Alarm": the "don't care" code, 0xC0–0xFF).
+const DONT_CARE: u8 = 0xc0;
 
 /// Status B bits.
 const SET: u8 = 1 << 7;
+/// The periodic and alarm interrupts' enables.
+const PERIODIC_INTERRUPT_ENABLE: u8 = 1 << 6;
+const ALARM_INTERRUPT_ENABLE: u8 = 1 << 5;
 /// The update-ended interrupt's enable, which SET clears (MC146818 datasheet, register B:
 /// "UIE is cleared to 0 when SET is written to 1").
 const UPDATE_INTERRUPT_ENABLE: u8 = 1 << 4;
 const BINARY: u8 = 1 << 2;
 const HOURS_24: u8 = 1 << 1;
+
+/// Status C bits. Each flag sits at the bit of its enable in status B (PF and PIE bit 6, AF
+/// and AIE bit 5, UF and UIE bit 4), so IRQF is "a flag and its enable" (MC146818 datasheet,
+/// register C: IRQF = PF·PIE + AF·AIE + UF·UIE).
+const INTERRUPT_REQUEST: u8 = 1 << 7;
+const PERIODIC_FLAG: u8 = 1 << 6;
+const ALARM_FLAG: u8 = 1 << 5;
+const UPDATE_FLAG: u8 = 1 << 4;
+const FLAGS: u8 = PERIODIC_FLAG | ALARM_FLAG | UPDATE_FLAG;
+
+/// The host's time of day in nanoseconds since 1970, how the RTC's events are placed.
+pub fn nanos_of(time: WallTime) -> u64 {
+    time.seconds
+        .saturating_mul(NANOS)
+        .saturating_add(time.nanos.into())
+}
+
+/// A moment of the TSC and of the host's time together, and the TSC's rate: how the time of
+/// one of the RTC's events becomes a deadline the hypervisor's timers count in (the host's
+/// time of day is itself carried by the TSC, `Machine::wall_clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timebase {
+    pub tsc: u64,
+    pub nanos: u64,
+    pub tsc_hz: u64,
+}
+
+impl Timebase {
+    /// The TSC at the host's time `nanos` (rounded up: not before it).
+    fn tsc_at(&self, nanos: u64) -> u64 {
+        let ahead = nanos.saturating_sub(self.nanos) as u128 * self.tsc_hz as u128;
+        let ticks = ahead.div_ceil(NANOS as u128).min(u64::MAX as u128) as u64;
+        self.tsc.saturating_add(ticks)
+    }
+
+    /// The host's time at TSC `tsc` (not before this timebase's moment).
+    fn nanos_at(&self, tsc: u64) -> u64 {
+        let ahead = tsc.saturating_sub(self.tsc) as u128 * NANOS as u128;
+        let nanos = ahead / self.tsc_hz.max(1) as u128;
+        self.nanos
+            .saturating_add(nanos.min(u64::MAX as u128) as u64)
+    }
+}
+
+/// The periodic interrupt's period in cycles of the 32.768 kHz time base, for status A's
+/// RS3–0 (MC146818 datasheet, "Periodic Interrupt Rate and Square-Wave Output Frequency"):
+/// none for 0; 1 and 2 the rates of 8 and 9 (3.90625 ms, 7.8125 ms: 256 and 128 Hz); 3–15
+/// halve the rate at each step, 32768 >> (RS − 1) Hz (122.070 µs, 8192 Hz, to 500 ms, 2 Hz).
+pub fn periodic_cycles(status_a: u8) -> Option<u64> {
+    match status_a & 0x0f {
+        0 => None,
+        rate @ (1 | 2) => Some(1 << (rate + 6)),
+        rate => Some(1 << (rate - 1)),
+    }
+}
 
 /// The RTC and its 128 bytes of CMOS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +172,15 @@ pub struct Rtc {
     weekday_ahead: u8,
     /// While status B's SET is on: the time registers, stopped, as the kernel writes them.
     stopped: Option<Time>,
+    /// Status C's PF, AF and UF as the events since the kernel last read it set them.
+    flags: u8,
+    /// The host's time (ns since 1970) up to which the flags are brought (`catch_up`);
+    /// `None` before the first access.
+    seen: Option<u64>,
+    /// The TSC and the host's time at the last access (`Devices`), to place its next event
+    /// on the TSC ([`Rtc::deadline`]).
+    timebase: Option<Timebase>,
+    /// The rest of the 128 bytes, the alarm registers (0x01, 0x03, 0x05) among them.
     memory: [u8; 128],
 }
 
@@ -115,8 +211,158 @@ impl Rtc {
             offset: 0,
             weekday_ahead: 0,
             stopped: None,
+            flags: 0,
+            seen: None,
+            timebase: None,
             memory,
         }
+    }
+
+    /// The TSC and the host's time of this moment, and the TSC's rate (`Devices` passes
+    /// them at each access): where [`Rtc::deadline`] places the next event.
+    pub fn set_timebase(&mut self, timebase: Timebase) {
+        self.timebase = Some(timebase);
+    }
+
+    /// Status C as a read would return it (without clearing it): the flags, and IRQF when
+    /// one of them has its enable on.
+    pub fn status_c(&self) -> u8 {
+        match self.flags & self.status_b & FLAGS {
+            0 => self.flags,
+            _ => self.flags | INTERRUPT_REQUEST,
+        }
+    }
+
+    /// The level of IRQ 8: IRQF.
+    pub fn interrupt_line(&self) -> bool {
+        self.status_c() & INTERRUPT_REQUEST != 0
+    }
+
+    /// Bring the flags up to the host's time `now`: every periodic tick, update end and
+    /// alarm since the last look sets its flag (at most once: a flag is a bit, and ticks
+    /// the kernel has not read merge in it). Time does not run back: a `now` before the last
+    /// look changes nothing.
+    pub fn catch_up(&mut self, now: u64) {
+        let Some(from) = self.seen.filter(|&seen| seen < now) else {
+            self.seen = Some(self.seen.map_or(now, |seen| seen.max(now)));
+            return;
+        };
+        if let Some(period) = periodic_cycles(self.status_a)
+            && periodic_index(now, period) > periodic_index(from, period)
+        {
+            self.flags |= PERIODIC_FLAG;
+        }
+        // The update cycle, and the alarm's check with it, while the clock runs.
+        if self.stopped.is_none() && update_index(now) > update_index(from) {
+            self.flags |= UPDATE_FLAG;
+            let after = self.guest_seconds(update_index(from));
+            let alarm = self.next_alarm(after);
+            if alarm.is_some_and(|alarm| alarm <= self.guest_seconds(update_index(now))) {
+                self.flags |= ALARM_FLAG;
+            }
+        }
+        self.seen = Some(now);
+    }
+
+    /// The host's time (ns since 1970) of the next event after the last look whose flag has
+    /// its enable on, and so raises IRQ 8: the next periodic tick (PIE), the next update's
+    /// end (UIE), the end of the next update whose time matches the alarm (AIE). `None`
+    /// while none is enabled, or before the first access.
+    pub fn next_event(&self) -> Option<u64> {
+        let seen = self.seen?;
+        let periodic = periodic_cycles(self.status_a)
+            .filter(|_| self.status_b & PERIODIC_INTERRUPT_ENABLE != 0)
+            .map(|period| {
+                let cycle = (periodic_index(seen, period) + 1) * period;
+                (cycle as u128 * NANOS as u128).div_ceil(TIME_BASE_HZ as u128) as u64
+            });
+        let running = self.stopped.is_none();
+        let update_end = |second: u64| second * NANOS + UPDATE_CYCLE_NS as u64;
+        let update = (running && self.status_b & UPDATE_INTERRUPT_ENABLE != 0)
+            .then(|| update_end(update_index(seen) + 1));
+        let alarm = (running && self.status_b & ALARM_INTERRUPT_ENABLE != 0)
+            .then(|| self.next_alarm(self.guest_seconds(update_index(seen))))
+            .flatten()
+            .map(|guest| update_end(guest.saturating_add_signed(-self.offset)));
+        [periodic, update, alarm].into_iter().flatten().min()
+    }
+
+    /// How often the events with their enable on come at the most, in ns: the periodic
+    /// rate, else once a second (updates, alarms); `None` while none is enabled.
+    pub fn shortest_interval_nanos(&self) -> Option<u64> {
+        let periodic = periodic_cycles(self.status_a)
+            .filter(|_| self.status_b & PERIODIC_INTERRUPT_ENABLE != 0)
+            .map(|period| period * NANOS / TIME_BASE_HZ);
+        let each_second = self.status_b & (ALARM_INTERRUPT_ENABLE | UPDATE_INTERRUPT_ENABLE) != 0;
+        periodic.or(each_second.then_some(NANOS))
+    }
+
+    /// The events whose enable is on, in words, for the trace.
+    pub fn enabled_events(&self) -> String {
+        let mut events = alloc::vec::Vec::new();
+        if let Some(period) = periodic_cycles(self.status_a)
+            .filter(|_| self.status_b & PERIODIC_INTERRUPT_ENABLE != 0)
+        {
+            // (Every period is a power of two cycles, 4 to 16384: the rate is whole.)
+            events.push(format!("periodic at {} Hz", TIME_BASE_HZ / period));
+        }
+        if self.status_b & ALARM_INTERRUPT_ENABLE != 0 {
+            events.push("alarm".into());
+        }
+        if self.status_b & UPDATE_INTERRUPT_ENABLE != 0 {
+            events.push("update-ended".into());
+        }
+        events.join(", ")
+    }
+
+    /// The TSC at [`Rtc::next_event`], as the last access's timebase places it.
+    pub fn deadline(&self) -> Option<u64> {
+        Some(self.timebase?.tsc_at(self.next_event()?))
+    }
+
+    /// The RTC's timer is due at TSC `now`: its flags are brought up to the event it was
+    /// armed for, or to `now` if that is later (events missed since merge into this one).
+    pub fn tick(&mut self, now: u64) {
+        let (Some(event), Some(timebase)) = (self.next_event(), self.timebase) else {
+            return;
+        };
+        self.catch_up(event.max(timebase.nanos_at(now)));
+    }
+
+    /// The first second after `after` (of the guest's clock, seconds since 1970) whose time
+    /// matches the alarm registers, within the next two days; `None` when none does (an
+    /// alarm value no time register ever holds, such as hour 0x25). Matching as the
+    /// MC146818 does, register against register in their form (BCD or binary, 12 or 24
+    /// hours), 0xC0–0xFF matching anything.
+    fn next_alarm(&self, after: u64) -> Option<u64> {
+        let alarm = |register: u8, value: u8| {
+            let set = self.memory[register as usize];
+            set & DONT_CARE == DONT_CARE || set == value
+        };
+        let first_day = after / 86_400;
+        for day in first_day..first_day + 2 {
+            // Hours, minutes, seconds in order; whatever ends before `after` is passed over.
+            for hour in (0..24).filter(|&hour| alarm(HOURS_ALARM, self.encode_hour(hour))) {
+                let hour_start = day * 86_400 + hour as u64 * 3600;
+                if hour_start + 3599 <= after {
+                    continue;
+                }
+                for minute in (0..60).filter(|&minute| alarm(MINUTES_ALARM, self.encode(minute))) {
+                    let minute_start = hour_start + minute as u64 * 60;
+                    if minute_start + 59 <= after {
+                        continue;
+                    }
+                    let second = (0..60)
+                        .filter(|&second| alarm(SECONDS_ALARM, self.encode(second)))
+                        .map(|second| minute_start + second as u64)
+                        .find(|&moment| moment > after);
+                    if second.is_some() {
+                        return second;
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// An OUT of `value` to 0x70: select a register (bit 7, the NMI mask, aside).
@@ -124,8 +370,10 @@ impl Rtc {
         self.index = value & 0x7f;
     }
 
-    /// An IN from 0x71: the selected register, at `now` (the host's time of day).
-    pub fn read(&self, now: WallTime) -> u8 {
+    /// An IN from 0x71: the selected register, at `now` (the host's time of day). Status C
+    /// is cleared by the read (its flags, and with them IRQ 8).
+    pub fn read(&mut self, now: WallTime) -> u8 {
+        self.catch_up(nanos_of(now));
         let time = self.time(now.seconds);
         let field = |value: u8| self.encode(value);
         match self.index {
@@ -139,7 +387,11 @@ impl Rtc {
             CENTURY => field((time.year / 100) as u8),
             STATUS_A => self.status_a | self.update_in_progress(now),
             STATUS_B => self.status_b,
-            STATUS_C => 0,
+            STATUS_C => {
+                let status = self.status_c();
+                self.flags = 0;
+                status
+            }
             STATUS_D => 0x80,
             index => self.memory[index as usize],
         }
@@ -148,6 +400,8 @@ impl Rtc {
     /// An OUT of `value` to 0x71: set the selected register. A time register moves the
     /// guest's clock so that the field reads `value`; status B changes how values read.
     pub fn write(&mut self, value: u8, now: WallTime) {
+        // What happened before the write happened under the registers as they were.
+        self.catch_up(nanos_of(now));
         let now = now.seconds;
         let mut time = self.time(now);
         let decoded = self.decode(value);
@@ -175,7 +429,7 @@ impl Rtc {
                 };
                 return;
             }
-            // Kept and read back; UIP is the clock's to say.
+            // Kept and read back (RS3–0 set the periodic rate); UIP is the clock's to say.
             STATUS_A => {
                 self.status_a = value & STATUS_A_WRITABLE;
                 return;
@@ -228,12 +482,11 @@ impl Rtc {
     pub fn describe(&self) -> String {
         let name = match self.index {
             SECONDS => "seconds",
-            // The alarm registers, kept as written (no alarm interrupt is raised).
-            0x01 => "seconds alarm",
+            SECONDS_ALARM => "seconds alarm",
             MINUTES => "minutes",
-            0x03 => "minutes alarm",
+            MINUTES_ALARM => "minutes alarm",
             HOURS => "hours",
-            0x05 => "hours alarm",
+            HOURS_ALARM => "hours alarm",
             WEEKDAY => "day of the week",
             DAY => "day of the month",
             MONTH => "month",
@@ -280,6 +533,19 @@ impl Rtc {
     fn decode_hour(&self, value: u8) -> u8 {
         decode_hour(self.status_b, value)
     }
+}
+
+/// How many periodic ticks of `period` time-base cycles have come by the host's time `nanos`
+/// (they are in phase with the seconds: a tick at each multiple of the period).
+fn periodic_index(nanos: u64, period: u64) -> u64 {
+    let cycles = nanos as u128 * TIME_BASE_HZ as u128 / NANOS as u128;
+    (cycles / period.max(1) as u128) as u64
+}
+
+/// The second whose update cycle ended last by the host's time `nanos` (the cycle ends
+/// 1984 µs after the second's edge).
+fn update_index(nanos: u64) -> u64 {
+    nanos.saturating_sub(UPDATE_CYCLE_NS.into()) / NANOS
 }
 
 /// A date or time register's `value` as a number, as status B says it is held: binary, or
@@ -583,5 +849,207 @@ mod tests {
         rtc.select(STATUS_B);
         rtc.write(SET | HOURS_24, NOW);
         assert_eq!(uip(&mut rtc, 1_000_000), 0x26, "no update while SET");
+    }
+
+    /// `seconds` since 1970 and `nanos` into the second.
+    const fn moment(seconds: u64, nanos: u32) -> WallTime {
+        WallTime { seconds, nanos }
+    }
+
+    fn write(rtc: &mut Rtc, register: u8, value: u8, now: WallTime) {
+        rtc.select(register);
+        rtc.write(value, now);
+    }
+
+    fn status_c(rtc: &mut Rtc, now: WallTime) -> u8 {
+        rtc.select(STATUS_C);
+        rtc.read(now)
+    }
+
+    #[test]
+    fn the_periodic_rate_follows_the_datasheet_s_table() {
+        // MC146818 datasheet, "Periodic Interrupt Rate" for a 32.768 kHz time base: none,
+        // 3.90625 ms, 7.8125 ms, 122.070 µs, 244.141 µs, … 976.562 µs (6), … 500 ms (15).
+        let hz = |rs: u8| periodic_cycles(rs).map(|cycles| TIME_BASE_HZ / cycles);
+        assert_eq!(hz(0), None);
+        assert_eq!((hz(1), hz(2)), (Some(256), Some(128)));
+        assert_eq!((hz(1), hz(2)), (hz(8), hz(9)), "1 and 2 repeat 8 and 9");
+        assert_eq!((hz(3), hz(4), hz(6)), (Some(8192), Some(4096), Some(1024)));
+        assert_eq!((hz(13), hz(15)), (Some(8), Some(2)));
+        // The divider bits beside the rate do not change it.
+        assert_eq!(periodic_cycles(0x26), periodic_cycles(0x06));
+    }
+
+    #[test]
+    fn a_flag_is_set_with_or_without_its_enable_and_a_read_of_c_clears_it() {
+        // 2 Hz (RS = 15): ticks at each second's edge and half-way through it.
+        let mut rtc = Rtc::new(16 << 20);
+        write(&mut rtc, STATUS_A, 0x2f, NOW);
+        assert_eq!(status_c(&mut rtc, NOW), 0, "nothing yet");
+        // PIE off: PF is set all the same, for a kernel that polls it, and IRQ 8 stays low.
+        rtc.select(SECONDS);
+        rtc.read(moment(SINCE_1970, 999_000_000));
+        assert!(!rtc.interrupt_line());
+        assert_eq!(rtc.status_c(), 0, "no tick between x.5 and x.999");
+        rtc.read(moment(SINCE_1970 + 1, 100));
+        assert_eq!(rtc.status_c(), PERIODIC_FLAG);
+        assert!(!rtc.interrupt_line(), "PF without PIE: no IRQF");
+        // PIE on while PF is on: IRQF, and the line, at once.
+        write(
+            &mut rtc,
+            STATUS_B,
+            PERIODIC_INTERRUPT_ENABLE | HOURS_24,
+            moment(SINCE_1970 + 1, 200),
+        );
+        assert!(rtc.interrupt_line());
+        let now = moment(SINCE_1970 + 1, 300);
+        assert_eq!(status_c(&mut rtc, now), INTERRUPT_REQUEST | PERIODIC_FLAG);
+        assert!(!rtc.interrupt_line(), "the read releases IRQ 8");
+        assert_eq!(status_c(&mut rtc, now), 0, "and clears the flags");
+        // Ticks missed between two reads are one flag.
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 4, 0)),
+            INTERRUPT_REQUEST | PERIODIC_FLAG | UPDATE_FLAG,
+            "three seconds of ticks and updates, merged (UF without UIE: no IRQF of its own)"
+        );
+        // Status C is read-only.
+        write(&mut rtc, STATUS_C, 0xff, moment(SINCE_1970 + 4, 0));
+        assert_eq!(rtc.status_c(), 0);
+    }
+
+    #[test]
+    fn the_update_ended_flag_comes_at_the_end_of_each_second_s_update_cycle() {
+        // (RS = 0: no periodic flag among the others.)
+        let mut rtc = Rtc::new(16 << 20);
+        write(&mut rtc, STATUS_A, 0x20, NOW);
+        write(&mut rtc, STATUS_B, UPDATE_INTERRUPT_ENABLE | HOURS_24, NOW);
+        let end = (SINCE_1970 + 1) * NANOS + UPDATE_CYCLE_NS as u64;
+        assert_eq!(rtc.next_event(), Some(end), "1984 µs after the next edge");
+        // In the update cycle: not yet.
+        assert_eq!(status_c(&mut rtc, moment(SINCE_1970 + 1, 1_983_999)), 0);
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 1, 1_984_000)),
+            INTERRUPT_REQUEST | UPDATE_FLAG
+        );
+        assert_eq!(rtc.next_event(), Some(end + NANOS), "and the next second's");
+        for second in 2..5 {
+            assert_eq!(
+                status_c(&mut rtc, moment(SINCE_1970 + second, 500_000_000)),
+                INTERRUPT_REQUEST | UPDATE_FLAG,
+                "once each second"
+            );
+        }
+        // SET stops the updates (and clears UIE): no flag, no event.
+        write(
+            &mut rtc,
+            STATUS_B,
+            SET | HOURS_24,
+            moment(SINCE_1970 + 5, 500_000_000),
+        );
+        assert_eq!(rtc.next_event(), None);
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 9, 0)),
+            UPDATE_FLAG,
+            "the one before SET"
+        );
+        assert_eq!(status_c(&mut rtc, moment(SINCE_1970 + 12, 0)), 0);
+    }
+
+    #[test]
+    fn the_alarm_matches_the_time_registers_with_don_t_cares() {
+        // 07:23:45.5. Seconds 50, any minute (0xC0), any hour (0xFF): 07:23:50, then
+        // 07:24:50.
+        // (RS = 0: no periodic flag among the others.)
+        let mut rtc = Rtc::new(16 << 20);
+        write(&mut rtc, STATUS_A, 0x20, NOW);
+        write(&mut rtc, SECONDS_ALARM, 0x50, NOW);
+        write(&mut rtc, MINUTES_ALARM, 0xc0, NOW);
+        write(&mut rtc, HOURS_ALARM, 0xff, NOW);
+        write(&mut rtc, STATUS_B, ALARM_INTERRUPT_ENABLE | HOURS_24, NOW);
+        let update_end = |second: u64| second * NANOS + UPDATE_CYCLE_NS as u64;
+        assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 5)));
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 4, 500_000_000)),
+            UPDATE_FLAG,
+            "07:23:49: the updates only"
+        );
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 5, 500_000_000)),
+            INTERRUPT_REQUEST | ALARM_FLAG | UPDATE_FLAG
+        );
+        assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 65)));
+        // Exactly 08:00:00, in BCD: 2175 seconds on; in binary, the same.
+        for (binary, [hour, minute, second]) in [(0, [0x08, 0x00, 0x00]), (BINARY, [8, 0, 0])] {
+            write(
+                &mut rtc,
+                STATUS_B,
+                ALARM_INTERRUPT_ENABLE | HOURS_24 | binary,
+                NOW,
+            );
+            write(&mut rtc, HOURS_ALARM, hour, NOW);
+            write(&mut rtc, MINUTES_ALARM, minute, NOW);
+            write(&mut rtc, SECONDS_ALARM, second, NOW);
+            assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 2175)));
+        }
+        // 12-hour form: 8 PM is 0x88, 12 hours on from 8 AM.
+        write(&mut rtc, STATUS_B, ALARM_INTERRUPT_ENABLE, NOW);
+        write(&mut rtc, HOURS_ALARM, 0x88, NOW);
+        assert_eq!(
+            rtc.next_event(),
+            Some(update_end(SINCE_1970 + 2175 + 12 * 3600))
+        );
+        // Hour 0x25 is no time the registers ever hold: no alarm, no timer.
+        write(&mut rtc, STATUS_B, ALARM_INTERRUPT_ENABLE | HOURS_24, NOW);
+        write(&mut rtc, HOURS_ALARM, 0x25, NOW);
+        assert_eq!(rtc.next_event(), None);
+        // The alarm follows the guest's clock: set to 07:59:58, it is two seconds off.
+        let mut rtc = Rtc::new(16 << 20);
+        write(&mut rtc, STATUS_B, ALARM_INTERRUPT_ENABLE | HOURS_24, NOW);
+        for register in [HOURS_ALARM, MINUTES_ALARM, SECONDS_ALARM] {
+            write(&mut rtc, register, 0, NOW);
+        }
+        write(&mut rtc, HOURS_ALARM, 0x08, NOW);
+        write(&mut rtc, HOURS, 0x07, NOW);
+        write(&mut rtc, MINUTES, 0x59, NOW);
+        write(&mut rtc, SECONDS, 0x58, NOW);
+        assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 2)));
+    }
+
+    #[test]
+    fn the_next_event_is_the_earliest_enabled_one_and_the_tick_sets_its_flag() {
+        // 1024 Hz (0x26, as a BIOS leaves it), at x.5 s: the next tick is 32 cycles on,
+        // 976562.5 ns, placed at the next whole ns.
+        let mut rtc = Rtc::new(16 << 20);
+        rtc.set_timebase(Timebase {
+            tsc: 1_000,
+            nanos: nanos_of(NOW),
+            tsc_hz: 2_000_000_000,
+        });
+        write(
+            &mut rtc,
+            STATUS_B,
+            UPDATE_INTERRUPT_ENABLE | PERIODIC_INTERRUPT_ENABLE | HOURS_24,
+            NOW,
+        );
+        let first = nanos_of(NOW) + 976_563;
+        assert_eq!(rtc.next_event(), Some(first));
+        assert_eq!(rtc.deadline(), Some(1_000 + 2 * 976_563), "at 2 GHz");
+        assert_eq!(
+            rtc.shortest_interval_nanos(),
+            Some(976_562),
+            "the periodic rate"
+        );
+        assert_eq!(rtc.enabled_events(), "periodic at 1024 Hz, update-ended");
+        rtc.tick(1_000);
+        assert_eq!(rtc.status_c(), INTERRUPT_REQUEST | PERIODIC_FLAG);
+        assert_eq!(rtc.next_event(), Some(nanos_of(NOW) + 1_953_125));
+        // Without PIE, the update's end is next; without UIE either, nothing.
+        write(&mut rtc, STATUS_B, UPDATE_INTERRUPT_ENABLE | HOURS_24, NOW);
+        assert_eq!(
+            rtc.next_event(),
+            Some((SINCE_1970 + 1) * NANOS + UPDATE_CYCLE_NS as u64)
+        );
+        write(&mut rtc, STATUS_B, HOURS_24, NOW);
+        assert_eq!((rtc.next_event(), rtc.deadline()), (None, None));
     }
 }

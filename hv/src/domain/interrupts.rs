@@ -3,10 +3,10 @@
 //!
 //! Two sources make an interrupt pending: the guest's timer of `set_timer`'s, and its event
 //! channels' upcall when it registered a callback vector (`evtchn.rs`,
-//! [`Domain::pending_interrupt`]). The timers its devices make, PIT channel 0's and the local
-//! APIC's, each its own ([`Timers`]), go through those devices instead ([`TimerTarget`]):
-//! the local APIC's IRR, or the 8259A's for the PIT's IRQ 0, and the device presents it by
-//! priority.
+//! [`Domain::pending_interrupt`]). The timers its devices make, PIT channel 0's, the local
+//! APIC's and the RTC's, each its own ([`Timers`]), go through those devices instead
+//! ([`TimerTarget`]): the local APIC's IRR, or the 8259A's for the PIT's IRQ 0 and the
+//! RTC's IRQ 8, and the device presents it by priority.
 //!
 //! A guest asks for a periodic timer with the `set_timer` hypercall. The hypervisor notices
 //! that a timer is due when it has control: at each tick of its own timer (an INTR exit,
@@ -25,6 +25,7 @@
 
 use super::Domain;
 use super::evtchn::Pending;
+use crate::device::{PlatformTimer, TimerSource};
 use crate::vmcb::{INTERRUPT_SHADOW, v_intr};
 use alloc::format;
 use alloc::string::String;
@@ -41,6 +42,25 @@ pub struct VirtualTimer {
     pub due_tsc: u64,
     /// Where a tick goes.
     pub target: TimerTarget,
+}
+
+impl From<PlatformTimer> for VirtualTimer {
+    /// One of the guest's timers as its device makes it (`device/mod.rs`).
+    fn from(timer: PlatformTimer) -> VirtualTimer {
+        VirtualTimer {
+            vector: timer.vector,
+            // Once (the PIT's modes 0 and 4, the APIC's one-shot, the RTC's next event):
+            // over after its tick.
+            period_tsc: timer.countdown.period_tsc.unwrap_or(ONCE),
+            due_tsc: timer.countdown.due_tsc,
+            // Either way the device holds a tick from the CPU's INTA to the kernel's EOI.
+            target: match timer.source {
+                TimerSource::LocalApic | TimerSource::PitThroughIoApic => TimerTarget::LocalApic,
+                TimerSource::Pit | TimerSource::PitMasked => TimerTarget::Irq0,
+                TimerSource::Rtc => TimerTarget::Rtc,
+            },
+        }
+    }
 }
 
 /// A [`VirtualTimer::period_tsc`] that says "once": the PIT's modes 0 and 4, the local
@@ -60,6 +80,10 @@ pub enum TimerTarget {
     /// in its IRR and presents by priority, and which stays in service from the CPU's INTA
     /// to the kernel's EOI (`device/pic.rs`), as any other IRQ.
     Irq0,
+    /// The RTC's next event with its enable on: its flag is set in status C, and IRQ 8
+    /// follows IRQF, to the slave 8259A and the IO-APIC's pin 8 (`Devices::set_line`). A
+    /// one-shot, armed again for the next event at each tick ([`Domain::timer_tick`]).
+    Rtc,
 }
 
 /// The guest's timers, one per source. A PC's 8254 and its local APIC's timer count at the
@@ -75,12 +99,14 @@ pub struct Timers {
     pub pit: Option<VirtualTimer>,
     /// The local APIC's own timer (its LVT timer entry).
     pub local_apic: Option<VirtualTimer>,
+    /// The RTC's: its periodic, update-ended and alarm interrupts, on IRQ 8 (`rtc.rs`).
+    pub rtc: Option<VirtualTimer>,
 }
 
 impl Timers {
     /// The ones that run.
     pub fn running(&self) -> impl Iterator<Item = VirtualTimer> {
-        [self.set_timer, self.pit, self.local_apic]
+        [self.set_timer, self.pit, self.local_apic, self.rtc]
             .into_iter()
             .flatten()
     }
@@ -93,9 +119,14 @@ impl Timers {
     /// The one whose deadline comes first, as the place it is kept.
     fn earliest_mut(&mut self) -> Option<&mut Option<VirtualTimer>> {
         let due = self.earliest_due()?;
-        [&mut self.set_timer, &mut self.pit, &mut self.local_apic]
-            .into_iter()
-            .find(|timer| timer.is_some_and(|timer| timer.due_tsc == due))
+        [
+            &mut self.set_timer,
+            &mut self.pit,
+            &mut self.local_apic,
+            &mut self.rtc,
+        ]
+        .into_iter()
+        .find(|timer| timer.is_some_and(|timer| timer.due_tsc == due))
     }
 }
 
@@ -127,6 +158,9 @@ pub enum TimerPoll {
     /// Due, and the timer is the PIT's through the 8259A: IRQ 0's edge (the state after it
     /// leaves `pending` alone; the PIC merges a tick it still holds, in its IRR).
     ToIrq0,
+    /// Due, and the timer is the RTC's: its flags are brought up to date and IRQ 8 follows
+    /// (the state after it leaves `pending` alone, and the RTC's timer to be armed again).
+    ToRtc,
     /// Due, but its interrupt is still pending from the last period: the two merge into one,
     /// as in a PIC's interrupt request register.
     Merged(u8),
@@ -170,6 +204,7 @@ impl VirtualInterrupts {
         match timer.target {
             TimerTarget::LocalApic => (TimerPoll::ToLocalApic(timer.vector), next),
             TimerTarget::Irq0 => (TimerPoll::ToIrq0, next),
+            TimerTarget::Rtc => (TimerPoll::ToRtc, next),
             TimerTarget::Pending => {
                 next.pending = Some(timer.vector);
                 match self.pending {
@@ -250,6 +285,7 @@ impl Domain {
                     }
                 }
             }
+            TimerTarget::Rtc => self.rtc_held_back(),
             TimerTarget::LocalApic => {
                 let mut lapic = self.devices.lapic.clone();
                 lapic.request(timer.vector);
@@ -262,6 +298,40 @@ impl Domain {
                 }
             }
         }
+    }
+
+    /// Why a tick of the RTC's timer would not interrupt the CPU now, if it would not: IRQ 8
+    /// is high already (the kernel has not read status C since it rose, so a new flag makes
+    /// no edge), or neither the 8259A nor the IO-APIC's pin 8 would present its edge.
+    fn rtc_held_back(&self) -> Option<&'static str> {
+        let devices = &self.devices;
+        if devices.rtc.interrupt_line() {
+            return Some(
+                "IRQ 8 is high already: status C has not been read since the RTC raised it, so a new flag makes no edge",
+            );
+        }
+        let mut pic = devices.pic;
+        pic.set_irq(crate::device::rtc::IRQ, true);
+        let pin = crate::device::ioapic::isa_pin(crate::device::rtc::IRQ);
+        let through_ioapic = devices.ioapic_vector(pin).is_some_and(|vector| {
+            let mut lapic = devices.lapic.clone();
+            lapic.request(vector);
+            lapic.next_to_deliver().is_some()
+        });
+        match pic.presented().is_some() || through_ioapic {
+            true => None,
+            false => Some(
+                "IRQ 8 is masked, or held back by priority, at the 8259A and at the IO-APIC's pin 8",
+            ),
+        }
+    }
+
+    /// The RTC's timer ticks at TSC `now` (`Devices::rtc_tick`: its flags, then IRQ 8), and
+    /// is armed again for its next event, if one has its enable on. What it did, in words.
+    pub fn rtc_tick(&mut self, now: u64) -> String {
+        let what = self.devices.rtc_tick(now);
+        self.vcpu.interrupts.timers.rtc = self.devices.rtc_timer().map(VirtualTimer::from);
+        what
     }
 
     /// The port its timer's ticks come on as events: the port bound to `VIRQ_TIMER`, while it
@@ -297,6 +367,17 @@ impl Domain {
                 let what = self.devices.pit_tick();
                 return Tick::Requested {
                     presented: self.devices.pic.presented().is_some(),
+                    what,
+                };
+            }
+            TimerPoll::ToRtc => {
+                // The flags, then IRQ 8: latched in the slave's IRR, or requested through
+                // the IO-APIC; then the timer waits for the RTC's next event.
+                self.vcpu.interrupts = next;
+                let what = self.rtc_tick(now);
+                return Tick::Requested {
+                    presented: self.devices.pic.presented().is_some()
+                        || self.devices.lapic.next_to_deliver().is_some(),
                     what,
                 };
             }

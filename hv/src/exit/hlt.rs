@@ -398,6 +398,62 @@ mod tests {
     }
 
     #[test]
+    fn hlt_waits_for_the_rtc_s_update_interrupt_unless_irq_8_is_still_high() {
+        // The RTC's update-ended interrupt through the slave 8259A (vector 0x28) is the only
+        // timer: the HLT waits for it, and its tick wakes the CPU. Left unread, status C
+        // keeps IRQ 8 high, and the next tick could not interrupt: the domain is done.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x28, HANDLER);
+        for (port, value) in [
+            (0x20, 0x11),
+            (0xa0, 0x11),
+            (0x21, 0x20),
+            (0xa1, 0x28),
+            (0x21, 0x04),
+            (0xa1, 0x02),
+            (0x21, 0x01),
+            (0xa1, 0x01),
+            (0x21, 0xfb),
+            (0xa1, 0xfe),
+            (0x70, 0x0b),
+            (0x71, 0x12), // UIE, 24-hour
+        ] {
+            test.out(port, value);
+        }
+        let timer = test.domain.vcpu.interrupts.timers.rtc.expect("armed");
+        test.code(&HLT);
+        let run = test.run(test.exit(ExitReason::Hlt));
+        assert!(
+            run.decision.effects.contains(&Effect::HaltUntilInterrupt),
+            "{}",
+            run.decision.why
+        );
+        assert!(
+            test.machine
+                .calls
+                .contains(&format!("halt_until {}", timer.due_tsc)),
+            "{:?}",
+            test.machine.calls
+        );
+        assert_eq!(run.injected().vector, 0x28, "IRQ 8 woke it");
+        test.vmrun();
+        test.domain.devices.pic.write(0xa0, 0x20);
+        test.domain.devices.pic.write(0x20, 0x20);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let decision = test.decide(test.exit(ExitReason::Hlt));
+        assert!(
+            decision.why.contains("IRQ 8 is high already"),
+            "{}",
+            decision.why
+        );
+        assert_eq!(
+            testing::exited(&decision).1,
+            "halted waiting for an interrupt its interrupt controller holds back"
+        );
+    }
+
+    #[test]
     fn hlt_with_only_the_pit_behind_a_masked_irq_0_ends_the_domain() {
         // The PIC latches the PIT's next edge while IRQ 0 is masked, but only an unmask,
         // which a halted CPU never makes, would present it. Unmasked, the timer wakes it.

@@ -47,6 +47,11 @@ pub fn handle(exit: &Exit, guest: &Guest) -> Decision {
                 effects.push(Effect::PitTick);
                 interrupts = next;
             }
+            (TimerPoll::ToRtc, _) => {
+                ticked.push("the RTC's timer is due (its next periodic tick, update end or alarm with its enable on): its flag is set in status C, and IRQ 8 follows IRQF".into());
+                effects.push(Effect::RtcTick(exit.tsc));
+                interrupts = next;
+            }
             (TimerPoll::Pending(_) | TimerPoll::Merged(_), Some(port)) => {
                 ticked.push(format!(
                     "the guest's own timer is due: it is bound to port {port} (VIRQ_TIMER), so the tick is an event there"
@@ -156,6 +161,7 @@ mod tests {
             }),
             pit: Some(pit),
             set_timer: None,
+            rtc: None,
         };
         let run = test.run(test.exit(ExitReason::Intr));
         assert!(

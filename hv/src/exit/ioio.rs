@@ -886,6 +886,192 @@ mod tests {
         }
     }
 
+    /// `IN AL, DX` from `port_number`: the byte read.
+    fn in_byte(test: &mut Test, port_number: u16) -> u8 {
+        test.set_gpr(2, port_number as u64);
+        let rip = test.domain.vcpu.vmcb.save.rip;
+        io(test, &IN_AL_DX, port(port_number, true, 1));
+        test.domain.vcpu.vmcb.save.rip = rip;
+        test.gpr(0) as u8
+    }
+
+    #[test]
+    fn the_rtc_s_periodic_interrupt_comes_on_irq_8_and_reading_c_acknowledges_it() {
+        // A PC kernel's RTC: both 8259As (vectors 0x20 and 0x28, the slave on IR2), only
+        // IRQ 2 open at the master and IRQ 8 at the slave; status A at 1024 Hz, as a BIOS
+        // leaves it; status B's PIE on. The RTC's timer is armed for its next tick; at the
+        // INTR exit that finds it due, PF is set, IRQ 8 rises, and the slave's vector is
+        // injected. The handler reads status C: IRQF and PF, and the line falls, so the
+        // next tick is an edge again (MC146818 datasheet, register C).
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x28, 0x20_0000);
+        for (port_number, value) in [
+            (0x20, 0x11),
+            (0xa0, 0x11),
+            (0x21, 0x20),
+            (0xa1, 0x28),
+            (0x21, 0x04),
+            (0xa1, 0x02),
+            (0x21, 0x01),
+            (0xa1, 0x01),
+            (0x21, 0xfb),
+            (0xa1, 0xfe),
+            (0x70, 0x0a),
+            (0x71, 0x26),
+            (0x70, 0x0b),
+        ] {
+            test.out(port_number, value);
+        }
+        assert_eq!(
+            test.domain.vcpu.interrupts.timers.rtc, None,
+            "nothing enabled"
+        );
+        let run = test.out(0x71, 0x42); // PIE, 24-hour
+        let timer = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("the RTC's timer");
+        assert_eq!((timer.vector, timer.target), (0x28, TimerTarget::Rtc));
+        assert!(
+            run.emulate()
+                .what
+                .contains("the RTC's next interrupt event (periodic at 1024 Hz), once, in 977 µs, on IRQ 8 (vector 0x28)"),
+            "{}",
+            run.emulate().what
+        );
+        assert!(
+            test.machine.calls.contains(&"quicken_timer 1025".into()),
+            "{:?}",
+            test.machine.calls
+        );
+        assert_eq!(test.domain.pending_interrupt(), None, "not before its tick");
+        // The hypervisor's timer interrupts the guest at the deadline.
+        for tick in 0..2 {
+            let due = test
+                .domain
+                .vcpu
+                .interrupts
+                .timers
+                .rtc
+                .expect("armed")
+                .due_tsc;
+            test.machine.now.set(due);
+            let run = test.run(test.exit(ExitReason::Intr));
+            assert!(
+                run.decision.why.contains("the RTC's timer is due"),
+                "{}",
+                run.decision.why
+            );
+            assert!(
+                run.emulate()
+                    .what
+                    .contains("RTC: status C's PF set; the RTC raises IRQ 8: requested at the PIC"),
+                "{}",
+                run.emulate().what
+            );
+            assert_eq!(
+                run.injected().vector,
+                0x28,
+                "tick {tick}: the slave's IRQ 0"
+            );
+            test.vmrun();
+            let next = test.domain.vcpu.interrupts.timers.rtc.expect("armed again");
+            assert!(next.due_tsc > due, "the next tick's");
+            // The handler: status C, then EOI to the slave and the master.
+            test.out(0x70, 0x0c);
+            assert_eq!(in_byte(&mut test, 0x71), 0xc0, "IRQF and PF");
+            assert_eq!(test.domain.devices.lines & (1 << 8), 0, "IRQ 8 falls");
+            assert_eq!(in_byte(&mut test, 0x71), 0, "read: cleared");
+            test.out(0xa0, 0x20);
+            test.out(0x20, 0x20);
+        }
+        // Unread, status C keeps IRQ 8 high: the next tick sets PF again but makes no edge,
+        // and the RTC's timer cannot wake a halted CPU.
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("armed")
+            .due_tsc;
+        test.machine.now.set(due);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert_eq!(run.injected().vector, 0x28);
+        test.vmrun();
+        test.out(0xa0, 0x20);
+        test.out(0x20, 0x20);
+        let timer = test.domain.vcpu.interrupts.timers.rtc.expect("armed");
+        assert!(
+            test.domain
+                .timer_held_back(&timer)
+                .is_some_and(|why| why.contains("IRQ 8 is high already")),
+        );
+        test.machine.now.set(timer.due_tsc);
+        let run = test.run(test.exit(ExitReason::Intr));
+        assert!(
+            run.emulate()
+                .what
+                .contains("no new flag (each was set already); IRQ 8 stays high"),
+            "{}",
+            run.emulate().what
+        );
+        assert_eq!(test.domain.pending_interrupt(), None);
+        // Disabled, the timer stops.
+        test.out(0x70, 0x0b);
+        let run = test.out(0x71, 0x02);
+        assert_eq!(test.domain.vcpu.interrupts.timers.rtc, None);
+        assert!(run.emulate().what.contains("the guest's timer stops: no periodic, alarm or update-ended interrupt of the RTC's is enabled"), "{}", run.emulate().what);
+    }
+
+    #[test]
+    fn a_read_of_status_c_after_the_rtc_s_event_comes_after_its_edge() {
+        // The update-ended event has passed, but the hypervisor's timer has not looked yet
+        // when the kernel reads status C: on an MC146818, IRQ 8 rose at the event and the
+        // PIC latched it; the read finds UF and IRQF, and lowers the line. Here the RTC's
+        // tick, due, comes first.
+        let mut test = Test::long_mode();
+        for (port_number, value) in [
+            (0xa0, 0x11),
+            (0xa1, 0x28),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0xa1, 0xfe),
+            (0x70, 0x0a),
+            (0x71, 0x20), // no periodic rate: UF alone
+            (0x70, 0x0b),
+            (0x71, 0x12), // UIE, 24-hour
+            (0x70, 0x0c),
+        ] {
+            test.out(port_number, value);
+        }
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("armed")
+            .due_tsc;
+        test.machine.now.set(due);
+        assert_eq!(in_byte(&mut test, 0x71), 0x90, "IRQF and UF");
+        assert_eq!(
+            test.domain.devices.pic.slave.requests, 0b1,
+            "the edge, latched"
+        );
+        assert_eq!(test.domain.devices.lines & (1 << 8), 0, "and the line down");
+        let timer = test.domain.vcpu.interrupts.timers.rtc.expect("armed again");
+        assert_eq!(
+            timer.due_tsc,
+            due + 1_000_000_000,
+            "the next second's update"
+        );
+    }
+
     #[test]
     fn a_pit_tick_waits_in_the_pic_s_irr_and_masking_irq_0_holds_it_back() {
         // A kernel leaving the PIC for the IO-APIC masks IRQ 0 while a tick waits (its
