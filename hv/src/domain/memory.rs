@@ -221,7 +221,7 @@ pub trait GuestMemory {
     /// canonical form (in long mode), every level present, and the page-protection checks (AMD APM vol. 2,
     /// 5.6: a user access needs U/S set at every level; a write needs R/W set at every
     /// level, at CPL 3 always, at CPL 0–2 when CR0.WP is set). `tables` is `None` when paging
-    /// is off: physical = linear ([`unpaged`]), nothing to check.
+    /// is off: physical = linear (`unpaged`), nothing to check.
     fn cpu_translate(
         &self,
         tables: Option<PageTables>,
