@@ -703,6 +703,26 @@ impl Test {
         run
     }
 
+    /// Both 8259As initialised as a PC kernel does (vectors 0x20 and 0x28, the slave on IR2,
+    /// 8086 mode), then masked with `master_mask` and `slave_mask`: OUTs, as the guest makes
+    /// them ([`Test::out`]).
+    pub fn initialise_the_pics(&mut self, master_mask: u8, slave_mask: u8) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0xa0, 0x11),
+            (0x21, 0x20),
+            (0xa1, 0x28),
+            (0x21, 0x04),
+            (0xa1, 0x02),
+            (0x21, 0x01),
+            (0xa1, 0x01),
+            (0x21, master_mask),
+            (0xa1, slave_mask),
+        ] {
+            self.out(port, value);
+        }
+    }
+
     /// Map the 4th GiB, where the devices are (the lab device, the APICs), as itself with
     /// one 1 GiB page: the boot page tables map only the first 16 MiB, and an instruction
     /// that the hypervisor translates addresses for (a string instruction) must reach them.
