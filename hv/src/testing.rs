@@ -27,6 +27,19 @@ use traplab_abi::x86::{Cr0Flags, RFlags, pte};
 /// The fake machine's time of day: 2026-12-02 07:23:45 UTC (a Wednesday).
 pub const WALL_CLOCK: u64 = 1_796_196_225;
 
+/// Both 8259As initialised as a PC kernel does, a byte at a time (port, value): ICW1–ICW4 of
+/// each, vectors 0x20 and 0x28, the slave on IR2, 8086 mode; every IRQ open after it.
+pub const PICS_INITIALISED: [(u16, u8); 8] = [
+    (0x20, 0x11),
+    (0xa0, 0x11),
+    (0x21, 0x20),
+    (0xa1, 0x28),
+    (0x21, 0x04),
+    (0xa1, 0x02),
+    (0x21, 0x01),
+    (0xa1, 0x01),
+];
+
 /// Where the fake host frames of a test's RAM start: page `gpa` is frame `FRAMES + gpa`.
 pub const FRAMES: u64 = 0x4000_0000;
 
@@ -707,20 +720,11 @@ impl Test {
     /// 8086 mode), then masked with `master_mask` and `slave_mask`: OUTs, as the guest makes
     /// them ([`Test::out`]).
     pub fn initialise_the_pics(&mut self, master_mask: u8, slave_mask: u8) {
-        for (port, value) in [
-            (0x20, 0x11),
-            (0xa0, 0x11),
-            (0x21, 0x20),
-            (0xa1, 0x28),
-            (0x21, 0x04),
-            (0xa1, 0x02),
-            (0x21, 0x01),
-            (0xa1, 0x01),
-            (0x21, master_mask),
-            (0xa1, slave_mask),
-        ] {
+        for (port, value) in PICS_INITIALISED {
             self.out(port, value);
         }
+        self.out(0x21, master_mask);
+        self.out(0xa1, slave_mask);
     }
 
     /// Map the 4th GiB, where the devices are (the lab device, the APICs), as itself with

@@ -727,17 +727,8 @@ mod tests {
     /// Both PICs initialised as a PC kernel does, a byte at a time: vectors 0x20 and 0x28,
     /// the slave on IR2, 8086 mode.
     fn initialised(devices: &mut Devices, machine: &FakeMachine) {
-        for (port, value) in [
-            (0x20, 0x11),
-            (0xa0, 0x11),
-            (0x21, 0x20),
-            (0xa1, 0x28),
-            (0x21, 0x04),
-            (0xa1, 0x02),
-            (0x21, 0x01),
-            (0xa1, 0x01),
-        ] {
-            devices.port_write(port, 1, value, machine);
+        for (port, value) in crate::testing::PICS_INITIALISED {
+            devices.port_write(port, 1, value.into(), machine);
         }
     }
 
