@@ -38,7 +38,10 @@
 //! base: 256 Hz and 128 Hz for 1 and 2, 32768 >> (RS − 1) Hz from 3 to 15, none for 0), in
 //! phase with the seconds, as the divider chain they are taps of; the update ends 1984 µs
 //! after each second's edge, and neither an update nor an alarm comes while SET stops the
-//! clock. Not modelled: status A's divider. Whatever DV2–0 say the clock runs on the host's
+//! clock. The hypervisor notices the RTC's events at its own timer's ticks, at most
+//! `TIMER_MAX_HZ` (1000) a second: periodic ticks faster than that merge in PF, as ticks the
+//! kernel has not read do on the chip, so a kernel that counts IRQ 8s at 1024 Hz or more
+//! counts fewer. Not modelled: status A's divider. Whatever DV2–0 say the clock runs on the host's
 //! time and the periodic ticks come, a divider held in reset (DV = 11x, which stops the
 //! MC146818's updates and its periodic taps until it is released; QEMU's RTC stops its clock
 //! there) included. Nor are the square-wave output (SQWE, bit 3 of status B, a pin no PC
@@ -339,6 +342,15 @@ impl Rtc {
             let set = self.memory[register as usize];
             set & DONT_CARE == DONT_CARE || set == value
         };
+        // An alarm register that no time ever matches (seconds 0x60, hour 0x25): no alarm,
+        // found at once rather than by trying every second of two days, at every write the
+        // hypervisor watches the timers for.
+        let can_match = (0..60).any(|second| alarm(SECONDS_ALARM, self.encode(second)))
+            && (0..60).any(|minute| alarm(MINUTES_ALARM, self.encode(minute)))
+            && (0..24).any(|hour| alarm(HOURS_ALARM, self.encode_hour(hour)));
+        if !can_match {
+            return None;
+        }
         let first_day = after / 86_400;
         for day in first_day..first_day + 2 {
             // Hours, minutes, seconds in order; whatever ends before `after` is passed over.
@@ -1013,6 +1025,32 @@ mod tests {
         write(&mut rtc, MINUTES, 0x59, NOW);
         write(&mut rtc, SECONDS, 0x58, NOW);
         assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 2)));
+    }
+
+    #[test]
+    fn an_alarm_no_time_ever_matches_is_no_event_and_is_found_without_a_search() {
+        // Seconds alarm 0x60 (no BCD second reads that), minutes and hours "don't care": no
+        // alarm ever. It is told from the registers alone; searching every second of two
+        // days for it took 172,800 compares at every write the hypervisor watches.
+        let mut rtc = Rtc::new(16 << 20);
+        rtc.set_timebase(Timebase {
+            tsc: 1_000,
+            nanos: nanos_of(NOW),
+            tsc_hz: 2_000_000_000,
+        });
+        for (register, value) in [
+            (SECONDS_ALARM, 0x60),
+            (MINUTES_ALARM, 0xff),
+            (HOURS_ALARM, 0xff),
+        ] {
+            write(&mut rtc, register, value, NOW);
+        }
+        write(&mut rtc, STATUS_B, ALARM_INTERRUPT_ENABLE | HOURS_24, NOW);
+        assert_eq!(rtc.next_alarm(SINCE_1970), None);
+        assert_eq!(rtc.next_event(), None);
+        // 0x59 matches once a minute.
+        write(&mut rtc, SECONDS_ALARM, 0x59, NOW);
+        assert_eq!(rtc.next_alarm(SINCE_1970), Some(SINCE_1970 - 45 + 59));
     }
 
     #[test]
