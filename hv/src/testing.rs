@@ -265,10 +265,13 @@ impl Machine for FakeMachine {
         now
     }
 
+    /// The host's time of day, carried by the TSC as the real machine's is: WALL_CLOCK and
+    /// a half when the TSC reads its first value, a nanosecond more at each tick (1 GHz).
     fn wall_clock(&self) -> WallTime {
+        let since = self.now.get().saturating_sub(1_000_000) + 500_000_000;
         WallTime {
-            seconds: WALL_CLOCK,
-            nanos: 500_000_000,
+            seconds: WALL_CLOCK + since / 1_000_000_000,
+            nanos: (since % 1_000_000_000) as u32,
         }
     }
 

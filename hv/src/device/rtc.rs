@@ -325,11 +325,21 @@ impl Rtc {
 
     /// The RTC's timer is due at TSC `now`: its flags are brought up to the event it was
     /// armed for, or to `now` if that is later (events missed since merge into this one).
+    /// An access between the hypervisor's look and this tick may have passed that event
+    /// already (and set its flag): the next event is then ahead of `now`, and the flags are
+    /// brought up to `now` only, never to a moment still to come. (The deadline's TSC was
+    /// rounded up from the event's time: a microsecond of slack covers it.)
     pub fn tick(&mut self, now: u64) {
+        const ROUNDING_NS: u64 = 1_000;
         let (Some(event), Some(timebase)) = (self.next_event(), self.timebase) else {
             return;
         };
-        self.catch_up(event.max(timebase.nanos_at(now)));
+        let now = timebase.nanos_at(now);
+        let upto = match event <= now.saturating_add(ROUNDING_NS) {
+            true => event.max(now),
+            false => now,
+        };
+        self.catch_up(upto);
     }
 
     /// The first second after `after` (of the guest's clock, seconds since 1970) whose time
@@ -1028,6 +1038,29 @@ mod tests {
     }
 
     #[test]
+    fn a_tick_whose_event_an_access_has_passed_sets_no_flag_ahead_of_time() {
+        // The timer was armed for the update's end at x+1.001984 s; a read of status A at
+        // x+1.5 s (before the hypervisor's tick) caught the flags up, UF set and then read
+        // away with C. The stale tick at x+1.6 s must not catch up to the *next* update's
+        // end, still 0.4 s ahead: no UF before the seconds change.
+        let mut rtc = Rtc::new(16 << 20);
+        let timebase = Timebase {
+            tsc: 1_000,
+            nanos: nanos_of(NOW),
+            tsc_hz: 1_000_000_000,
+        };
+        rtc.set_timebase(timebase);
+        write(&mut rtc, STATUS_A, 0x20, NOW); // no periodic rate
+        write(&mut rtc, STATUS_B, UPDATE_INTERRUPT_ENABLE | HOURS_24, NOW);
+        let later = at(SINCE_1970 + 1);
+        assert_eq!(read(&mut rtc, STATUS_C) & UPDATE_FLAG, 0);
+        rtc.select(STATUS_C);
+        assert_ne!(rtc.read(later) & UPDATE_FLAG, 0, "the access found UF");
+        rtc.tick(1_000 + 1_100_000_000);
+        assert_eq!(rtc.status_c(), 0, "nothing set ahead of time");
+    }
+
+    #[test]
     fn an_alarm_no_time_ever_matches_is_no_event_and_is_found_without_a_search() {
         // Seconds alarm 0x60 (no BCD second reads that), minutes and hours "don't care": no
         // alarm ever. It is told from the registers alone; searching every second of two
@@ -1078,7 +1111,8 @@ mod tests {
             "the periodic rate"
         );
         assert_eq!(rtc.enabled_events(), "periodic at 1024 Hz, update-ended");
-        rtc.tick(1_000);
+        // Its timer is due at the deadline: the tick sets PF.
+        rtc.tick(1_000 + 2 * 976_563);
         assert_eq!(rtc.status_c(), INTERRUPT_REQUEST | PERIODIC_FLAG);
         assert_eq!(rtc.next_event(), Some(nanos_of(NOW) + 1_953_125));
         // Without PIE, the update's end is next; without UIE either, nothing.
