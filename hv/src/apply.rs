@@ -32,13 +32,13 @@ use crate::decision::{
 use crate::device::{PlatformTimer, TimerSource, Written, lapic, rtc};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
-use crate::domain::evtchn::PortState;
+use crate::domain::evtchn::{Pending, PortState};
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{PinStep, Pinning};
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
-use crate::domain::vcpu::{NmiWindow, RunState, Wait};
+use crate::domain::vcpu::{NmiWindow, RunState};
 use crate::emulate::{Access, Destination, Operation, sign_extend};
 use crate::exit::Exit;
 use crate::here;
@@ -426,6 +426,61 @@ pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &m
     }));
 }
 
+/// `domain`'s timers due at `now` tick while no exit of its own is being handled: while it is
+/// blocked (a tick may wake it: Xen's `vcpu_unblock`), or as it is switched in. Each tick is
+/// in the trace as at an exit ([`Step::timer_ticks`]): one that is an event on the port bound
+/// to VIRQ_TIMER is a `notify` (every port made pending is in the trace), and an `emulate`
+/// says what the ticks did. The caller records `events` after the running trap's, as it does
+/// what keys typed for a switched-out domain did (`tracer/SCHEMA.md`). Whether a tick woke
+/// it, and the port of the one that did (`Some(None)`: an interrupt).
+pub fn timer_ticks_off_an_exit(
+    domain: &mut Domain,
+    now: u64,
+    events: &mut Vec<Body>,
+) -> Option<Option<Port>> {
+    let mut woke = None;
+    let mut words = Vec::new();
+    for tick in domain.timer_ticks(now) {
+        let wakes = match &domain.vcpu.run_state {
+            RunState::Blocked(wait) => schedule::woken_by_timer(wait, domain, &tick),
+            _ => false,
+        };
+        if wakes {
+            domain.vcpu.run_state = RunState::Runnable;
+        }
+        if let Tick::Event { port, pending } = tick {
+            events.push(timer_notify(domain, port, pending, wakes));
+            woke = woke.or(wakes.then_some(Some(port)));
+        } else {
+            woke = woke.or(wakes.then_some(None));
+        }
+        words.extend(tick.words());
+    }
+    if !words.is_empty() {
+        events.push(Body::Emulate(Emulate {
+            what: Cow::Owned(format!(
+                "the guest's timer was due while it was off the CPU: {}",
+                words.join("; ")
+            )),
+            arguments: Arguments::default(),
+            changes: Vec::new(),
+        }));
+    }
+    woke
+}
+
+/// The `notify` of a timer tick that made `port`, the one bound to VIRQ_TIMER, pending:
+/// from no port (the hypervisor's timer, not another domain's send).
+fn timer_notify(domain: &Domain, port: Port, pending: Pending, woke: bool) -> Body {
+    Body::Notify(Notify {
+        to: domain.id,
+        port,
+        from_port: 0,
+        woke,
+        masked: pending.masked || domain.upcalls_masked(),
+    })
+}
+
 /// An effect the handler could not foresee failing: the domain ends.
 struct Failure {
     why: String,
@@ -749,24 +804,14 @@ impl Step<'_, '_> {
             Effect::HaltUntilInterrupt => {
                 let mut ticks = 0;
                 let mut came = Vec::new();
-                // Until the first tick of a timer of its that can interrupt it (one its device
-                // does not hold back; ticks held back that fall due before it are latched, as
-                // on a PC), or a key typed for it raises its COM1's interrupt. The handler made
-                // sure something can (`exit/hlt.rs`). A timer of `set_timer`'s bound to
-                // VIRQ_TIMER whose event raises no upcall interrupts nothing: the HLT returns
-                // after its tick only when no other timer can interrupt it. This domain is the
+                // Until the tick the handler decided on (`schedule::halt_ends_at`: the first
+                // of a timer of its that can interrupt it), or a key typed for it raises its
+                // COM1's interrupt. This domain is the
                 // only one that runs or waits (`exit/hlt.rs`): a key for another is for one
                 // that has ended or not started, and is dropped, as the idle loop drops it. (It
                 // used to end the halt, and the HLT returned with no interrupt to take, which a
                 // CPU never does.)
-                let timers = self.domain.vcpu.interrupts.timers;
-                let interrupting = timers
-                    .running()
-                    .filter(|timer| schedule::timer_may_wake(&Wait::Interrupt, self.domain, timer))
-                    .map(|timer| timer.due_tsc)
-                    .min();
-                let waking = interrupting
-                    .or(timers.set_timer.map(|timer| timer.due_tsc))
+                let waking = schedule::halt_ends_at(self.domain)
                     .filter(|_| self.domain.pending_interrupt().is_none());
                 if let Some(due) = waking {
                     loop {
@@ -1413,13 +1458,8 @@ impl Step<'_, '_> {
         let mut words = Vec::new();
         for tick in self.domain.timer_ticks(now) {
             if let Tick::Event { port, pending } = tick {
-                self.events.push(Body::Notify(Notify {
-                    to: self.domain.id,
-                    port,
-                    from_port: 0,
-                    woke: false,
-                    masked: pending.masked || self.domain.upcalls_masked(),
-                }));
+                let notify = timer_notify(self.domain, port, pending, false);
+                self.events.push(notify);
             }
             words.extend(tick.words());
         }
@@ -2501,5 +2541,77 @@ mod tests {
         test.run(test.exit(ExitReason::Pause));
         assert!(test.domain.vcpu.vmcb.injecting(), "injected at that resume");
         assert!(end_hold_for_step(&mut test.domain).is_none());
+    }
+
+    // ---- timer_ticks_off_an_exit: ticks with no exit of the domain's own ----------------
+
+    /// `set_timer`'s timer, due at 5,000 every 1,000, its vector 0x20.
+    fn set_timer_due_at_5000(test: &mut Test) {
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 1_000,
+            due_tsc: 5_000,
+            target: TimerTarget::Pending,
+        });
+    }
+
+    #[test]
+    fn a_blocked_vcpu_s_virq_timer_tick_is_a_notify_that_says_it_woke() {
+        // Halted with a callback and upcalls on: the tick's event kicks it (Xen's
+        // `vcpu_mark_events_pending`), and the trace has the port made pending.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.domain.events.shared_info = Some(crate::testing::SHARED_INFO);
+        test.domain.events.ports[2] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
+        test.domain.events.callback = crate::domain::evtchn::Callback::Vector(0xf3);
+        set_timer_due_at_5000(&mut test);
+        test.domain.vcpu.run_state = RunState::Blocked(crate::domain::vcpu::Wait::Interrupt);
+        let mut events = Vec::new();
+        assert_eq!(
+            timer_ticks_off_an_exit(&mut test.domain, 4_999, &mut events),
+            None
+        );
+        assert!(events.is_empty(), "nothing due, nothing said: {events:?}");
+        let woke = timer_ticks_off_an_exit(&mut test.domain, 5_000, &mut events);
+        assert_eq!(woke, Some(Some(2)));
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+        let [Body::Notify(notify), Body::Emulate(emulate)] = events.as_slice() else {
+            panic!("a notify, then what the tick did: {events:?}")
+        };
+        assert_eq!(
+            (
+                notify.to,
+                notify.port,
+                notify.from_port,
+                notify.woke,
+                notify.masked
+            ),
+            (test.domain.id, 2, 0, true, false)
+        );
+        assert_eq!(
+            emulate.what,
+            "the guest's timer was due while it was off the CPU: the tick is an event on port 2 (bound to VIRQ_TIMER)"
+        );
+    }
+
+    #[test]
+    fn a_tick_due_while_a_vcpu_was_switched_out_is_said_as_it_comes_back() {
+        // A vCPU that was preempted, not blocked: nothing to wake, its interrupt pending
+        // (injected at its resume), and the trace says where it came from.
+        let mut test = Test::long_mode();
+        set_timer_due_at_5000(&mut test);
+        let mut events = Vec::new();
+        assert_eq!(
+            timer_ticks_off_an_exit(&mut test.domain, 5_500, &mut events),
+            None
+        );
+        assert_eq!(test.domain.vcpu.interrupts.pending, Some(0x20));
+        let [Body::Emulate(emulate)] = events.as_slice() else {
+            panic!("what the tick did: {events:?}")
+        };
+        assert_eq!(
+            emulate.what,
+            "the guest's timer was due while it was off the CPU: its interrupt is pending"
+        );
     }
 }

@@ -48,7 +48,6 @@ use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
 use traplab_hv::domain::evtchn::PortState;
-use traplab_hv::domain::interrupts::Tick;
 use traplab_hv::domain::vcpu::RunState;
 use traplab_hv::record::{self, VcpuExit, VcpuResume};
 use traplab_hv::schedule::{self, Start, Switch};
@@ -420,8 +419,13 @@ fn idle(running: &mut Running, machine: &mut Hardware) -> Option<u16> {
         if let Some(woken) = woken_by_keys {
             return Some(woken);
         }
-        if let Some((woken, port)) = wake_on_timers(running.system(), None, machine.now()) {
+        let woken = wake_on_timers(running.system(), None, machine.now(), &mut said);
+        // As keys' (above): what the ticks did comes after the `schedule` of a domain they woke.
+        if let Some((woken, port)) = woken {
             record_schedule(running, None, Some(woken), ScheduleWhy::Woken, port);
+        }
+        record_said(running, &mut said);
+        if let Some((woken, _)) = woken {
             return Some(woken);
         }
     }
@@ -472,11 +476,13 @@ fn wake_on_keys(
 
 /// Blocked vCPUs (other than `running`) whose timers are due at `now`: their tick becomes
 /// pending, and those it wakes are runnable again. The first one woken, with the port its
-/// tick was an event on (a timer bound to `VIRQ_TIMER`).
+/// tick was an event on (a timer bound to `VIRQ_TIMER`); what the ticks did goes into `said`,
+/// each event with its domain, for the caller to record (after the trap it is in, if any).
 fn wake_on_timers(
     system: &mut System,
     running: Option<u16>,
     now: u64,
+    said: &mut Vec<(u16, Body)>,
 ) -> Option<(u16, Option<Port>)> {
     let mut first = None;
     for domain in &mut system.domains {
@@ -486,18 +492,12 @@ fn wake_on_timers(
         if !domain.vcpu.run_state.is_blocked() {
             continue;
         }
-        for tick in domain.timer_ticks(now) {
-            if let RunState::Blocked(wait) = &domain.vcpu.run_state
-                && schedule::woken_by_timer(wait, domain, &tick)
-            {
-                domain.vcpu.run_state = RunState::Runnable;
-                let port = match tick {
-                    Tick::Event { port, .. } => Some(port),
-                    _ => None,
-                };
-                first = first.or(Some((domain.id, port)));
-            }
+        let mut events = Vec::new();
+        let woke = apply::timer_ticks_off_an_exit(domain, now, &mut events);
+        if let Some(port) = woke {
+            first = first.or(Some((domain.id, port)));
         }
+        said.extend(events.into_iter().map(|body| (domain.id, body)));
     }
     first
 }
@@ -552,22 +552,26 @@ fn switch_in(
         }
     }
     let domain = running.system().domain_mut(id)?;
-    domain.timer_ticks(machine.now());
-    if let Some(Parked {
-        exit,
-        stopped_at_exit,
-        mut applied,
-    }) = scheduler.parked.remove(&id)
-    {
-        let mut events = Vec::new();
-        apply::before_resume(domain, &exit, &mut applied, &mut events);
-        for body in events {
-            running.record(Some(id), &body);
-        }
-        // Only the trace shows a resume.
-        return trace::enabled().then(|| OwedResume::new(&exit, stopped_at_exit, &applied));
+    // Its timers that fell due while it was off the CPU (the idle loop and other domains'
+    // exits tick only those of blocked vCPUs; a preempted one's wait for it).
+    let mut events = Vec::new();
+    apply::timer_ticks_off_an_exit(domain, machine.now(), &mut events);
+    let parked = scheduler.parked.remove(&id);
+    let owed = parked.and_then(
+        |Parked {
+             exit,
+             stopped_at_exit,
+             mut applied,
+         }| {
+            apply::before_resume(domain, &exit, &mut applied, &mut events);
+            // Only the trace shows a resume.
+            trace::enabled().then(|| OwedResume::new(&exit, stopped_at_exit, &applied))
+        },
+    );
+    for body in events {
+        running.record(Some(id), &body);
     }
-    None
+    owed
 }
 
 /// Run vCPU `id` until it leaves the CPU.
@@ -699,7 +703,7 @@ fn run_vcpu(
         // The scheduler's part: a tick of the hypervisor's timer counts against the slice
         // and may wake a blocked vCPU whose timer is due.
         if applied.end.is_none() && exit.reason == ExitReason::Intr {
-            let woken = wake_on_timers(system, Some(id), exit.tsc);
+            let woken = wake_on_timers(system, Some(id), exit.tsc, &mut scheduler.said);
             schedule::charge_tick(&mut system.domains, id);
             // Keys typed for a blocked domain raise its COM1's interrupt now, not when the
             // CPU next idles (a device's interrupt kicks its vCPU, as Xen's `vcpu_kick`).

@@ -160,6 +160,23 @@ pub fn earliest_timer(domains: &[Domain]) -> Option<u64> {
         .min()
 }
 
+/// When a HLT with interrupts on returns for one of `domain`'s timers, if one can end it:
+/// the one answer `exit/hlt.rs` decides on (a HLT nothing can end ends the domain) and
+/// `apply.rs` halts the CPU until (`Effect::HaltUntilInterrupt`). The first tick of a timer
+/// that can interrupt the halted vCPU ([`timer_may_wake`] with [`Wait::Interrupt`]: ticks its
+/// device holds back until then are latched, as on a PC); else the tick of `set_timer`'s
+/// timer bound to VIRQ_TIMER whose event raises no upcall: it interrupts nothing, and the HLT
+/// returns after it only because nothing else would ever end it.
+pub fn halt_ends_at(domain: &Domain) -> Option<u64> {
+    let timers = &domain.vcpu.interrupts.timers;
+    timers
+        .running()
+        .filter(|timer| timer_may_wake(&Wait::Interrupt, domain, timer))
+        .map(|timer| timer.due_tsc)
+        .min()
+        .or(timers.set_timer.map(|timer| timer.due_tsc))
+}
+
 /// Could a tick of `timer` ever end `wait` ([`woken_by_timer`], over every tick to come)?
 /// Not a wait for the store. For ticks that are events (a timer of `set_timer`'s bound to
 /// VIRQ_TIMER), only where [`woken_by_event`] would let one through: not a poll of one other

@@ -342,10 +342,19 @@ fn unprintable_sentence(event: &Event, context: &Context) -> String {
             } else {
                 format!("{receiver} takes the upcall the next time it runs, in its own lane")
             };
-            format!(
-                "The hypervisor notifies {receiver} for {sender}: it sets the pending bit of {receiver}'s port {} (the other end of {sender}'s port {}) in {receiver}'s shared-info page. {state}.",
-                notify.port, notify.from_port
-            )
+            // Port 0 is never a domain's (Xen allocates from 1): a `from_port` of 0 is an
+            // event the hypervisor raised itself, a virtual IRQ (VIRQ_TIMER's tick) or the
+            // store's watch event (`tracer/SCHEMA.md`).
+            match notify.from_port {
+                0 => format!(
+                    "The hypervisor raises an event for {receiver} itself (its timer's tick on the port bound to VIRQ_TIMER, or the store's watch event; no domain sent it): it sets the pending bit of {receiver}'s port {} in {receiver}'s shared-info page. {state}.",
+                    notify.port
+                ),
+                from_port => format!(
+                    "The hypervisor notifies {receiver} for {sender}: it sets the pending bit of {receiver}'s port {} (the other end of {sender}'s port {from_port}) in {receiver}'s shared-info page. {state}.",
+                    notify.port
+                ),
+            }
         }
         Body::GrantMap(map) => {
             let mapper = event.dom.map_or("a domain".to_string(), domain_label);
@@ -1000,11 +1009,13 @@ pub fn fields(event: &Event) -> Vec<(String, String)> {
             );
             row(
                 "sent on",
-                format!(
-                    "port {} of {}",
-                    notify.from_port,
-                    event.dom.map_or("the hypervisor".into(), domain_label)
-                ),
+                match notify.from_port {
+                    0 => "no port: the hypervisor raised it (VIRQ_TIMER, a store watch)".into(),
+                    from_port => format!(
+                        "port {from_port} of {}",
+                        event.dom.map_or("the hypervisor".into(), domain_label)
+                    ),
+                },
             );
             row(
                 "woke",
@@ -1273,6 +1284,26 @@ mod tests {
         assert_eq!(
             field(&rows, "woke"),
             "yes: it was blocked, it is runnable again"
+        );
+        // From port 0, which no domain has: an event the hypervisor raised itself.
+        let tick = Event {
+            dom: Some(2),
+            body: Body::Notify(Notify {
+                to: 2,
+                port: 3,
+                from_port: 0,
+                woke: false,
+                masked: false,
+            }),
+            ..notify.clone()
+        };
+        assert_eq!(
+            sentence(&tick, &context()),
+            "The hypervisor raises an event for d2 itself (its timer's tick on the port bound to VIRQ_TIMER, or the store's watch event; no domain sent it): it sets the pending bit of d2's port 3 in d2's shared-info page. d2 takes the upcall the next time it runs, in its own lane."
+        );
+        assert_eq!(
+            field(&fields(&tick), "sent on"),
+            "no port: the hypervisor raised it (VIRQ_TIMER, a store watch)"
         );
         let switch = |from, to, why, port| Event {
             seq: 10,

@@ -176,11 +176,14 @@ fn unprintable_detail(event: &Event) -> String {
             resume.rip, resume.cycles
         ),
         Body::Notify(notify) => {
+            let from = match notify.from_port {
+                0 => "from the hypervisor".to_string(),
+                from_port => format!("from port {from_port}"),
+            };
             let mut text = format!(
-                "{} port {} pending, from port {}",
+                "{} port {} pending, {from}",
                 domain_label(notify.to),
-                notify.port,
-                notify.from_port
+                notify.port
             );
             if notify.woke {
                 text.push_str(" (woke it)");
@@ -419,6 +422,18 @@ mod tests {
         assert_eq!(
             detail(&event(Some(2), masked)),
             "d0 port 7 pending, from port 2 (masked: it waits)"
+        );
+        // From port 0, which no domain has: the hypervisor's own (VIRQ_TIMER's tick).
+        let tick = Body::Notify(Notify {
+            to: 1,
+            port: 2,
+            from_port: 0,
+            woke: false,
+            masked: false,
+        });
+        assert_eq!(
+            detail(&event(Some(1), tick)),
+            "d1 port 2 pending, from the hypervisor"
         );
     }
 

@@ -340,6 +340,73 @@ fn keys_for_a_blocked_kernel_wake_it_while_another_domain_spins() {
     );
 }
 
+/// A domain's timer that falls due while it is off the CPU is in the trace, said in its lane
+/// right after the `schedule` that switches it back in. d1 (`timer-irq`) runs beside d2
+/// (`spin`): d1's HLTs block while d2 spins, and the tick noticed at one of d2's timer exits
+/// wakes d1 (`woken`); d1 is also preempted while it prints (`slice_over`), and ticks due
+/// meanwhile are said as it comes back. (Both used to be silent: the trace showed an
+/// interrupt injected that nothing had raised.)
+#[test]
+fn a_timer_tick_due_while_its_domain_was_off_the_cpu_is_said_as_it_comes_back() {
+    let mut machine = traplab_labs::machine_for(&["timer-irq", "spin"]);
+    machine.start = traplab_tracer::qemu::Start::Together;
+    let (mut session, mut app) = start(&machine, 180, "timer-irq beside spin");
+    let off_the_cpu = |body: &Body| matches!(body, Body::Emulate(emulate) if emulate.what == "the guest's timer was due while it was off the CPU: its interrupt is pending");
+    // d1 halts three times, each time blocked until such a tick wakes it: one comes within
+    // its first few ticks said (bounded: `until_event` has a deadline, and so has this loop).
+    let mut said = 0;
+    let woken = loop {
+        said += 1;
+        assert!(said <= 50, "no tick woke d1 among its first 50 said");
+        until_event(
+            &mut app,
+            &mut session,
+            "a tick of d1's timer said",
+            off_the_cpu,
+        );
+        let events: Vec<_> = (0..app.trace.len())
+            .filter_map(|index| app.trace.event(index).ok())
+            .collect();
+        let tick = events.len() - 1;
+        assert!(
+            events[tick].dom == Some(1) && off_the_cpu(&events[tick].body),
+            "the last event is the tick: {:?}",
+            events[tick]
+        );
+        let Body::Schedule(switch) = &events[tick - 1].body else {
+            panic!(
+                "the tick comes right after the switch to d1, not after {:?}",
+                events[tick - 1]
+            )
+        };
+        assert_eq!(switch.to, Some(1));
+        if switch.why == traplab_abi::event::ScheduleWhy::Woken {
+            break events;
+        }
+        assert_eq!(switch.why, traplab_abi::event::ScheduleWhy::SliceOver);
+    };
+    // The tick that woke it was noticed at d2's timer exit: that trap is the last of d2's
+    // before the switch.
+    let tick = woken.len() - 1;
+    let d2_exit = woken[..tick]
+        .iter()
+        .rev()
+        .find(|event| event.dom == Some(2) && matches!(event.body, Body::Exit(_)))
+        .expect("d2 ran while d1 was blocked");
+    assert!(
+        matches!(&d2_exit.body, Body::Exit(exit) if exit.exitcode == traplab_abi::exit::ExitReason::Intr.code()),
+        "noticed at d2's INTR exit, not {d2_exit:?}"
+    );
+    assert!(
+        woken[..tick - 1]
+            .iter()
+            .rev()
+            .take_while(|event| event.seq > d2_exit.seq)
+            .all(|event| event.dom == Some(2)),
+        "nothing of d1's between d2's exit and the switch"
+    );
+}
+
 #[test]
 fn a_shell_on_linux_s_console_runs_the_line_i_types() {
     // `traplab run linux-boot --shell`: Debian's kernel boots to a busybox shell on ttyS0;

@@ -82,10 +82,7 @@ pub fn halt(guest: &Guest, next: u64, context: &str) -> Decision {
         .running()
         .filter_map(|timer| guest.timer_held_back(&timer))
         .collect();
-    let timer_wakes = interrupts
-        .timers
-        .running()
-        .any(|timer| guest.timer_held_back(&timer).is_none());
+    let timer_wakes = schedule::halt_ends_at(guest).is_some();
     let can_be_woken = owed || timer_wakes || (reachable && others_run) || keys_reach;
     if !can_be_woken && !held_back.is_empty() {
         let (ticks, could) = match held_back.len() {
@@ -823,5 +820,51 @@ mod tests {
         let test = Test::long_mode();
         let decision = test.decide(testing::exit(ExitReason::Hlt, &[]));
         assert_eq!(decision.action, Action::Kill);
+    }
+
+    #[test]
+    fn a_hlt_ends_at_the_first_tick_that_can_interrupt_it_else_at_set_timer_s() {
+        // One answer (`schedule::halt_ends_at`) for the handler's "can anything wake it?"
+        // and the apply step's "halt until when?".
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.domain.events.shared_info = Some(SHARED_INFO);
+        assert_eq!(schedule::halt_ends_at(&test.domain), None, "no timer");
+        test.domain.vcpu.interrupts.timers.pit = Some(VirtualTimer {
+            vector: 0x20,
+            period_tsc: 10_000,
+            due_tsc: 100,
+            target: TimerTarget::Irq0,
+        });
+        assert_eq!(
+            schedule::halt_ends_at(&test.domain),
+            None,
+            "the PIT's edge, with the PIC not initialised, interrupts nothing"
+        );
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
+            vector: 0x40,
+            period_tsc: 100_000,
+            due_tsc: 300,
+            target: TimerTarget::Pending,
+        });
+        assert_eq!(schedule::halt_ends_at(&test.domain), Some(300));
+        initialise_the_pic(&mut test);
+        assert_eq!(
+            schedule::halt_ends_at(&test.domain),
+            Some(100),
+            "IRQ 0 open: the PIT's edge comes first"
+        );
+        // `set_timer`'s ticks as events on port 2, with no callback for an upcall: they
+        // interrupt nothing, and the HLT returns after one only when nothing else can end it.
+        test.domain.events.ports[2] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
+        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
+            vector: 0x40,
+            period_tsc: 100_000,
+            due_tsc: 50,
+            target: TimerTarget::Pending,
+        });
+        assert_eq!(schedule::halt_ends_at(&test.domain), Some(100));
+        test.domain.vcpu.interrupts.timers.pit = None;
+        assert_eq!(schedule::halt_ends_at(&test.domain), Some(50));
     }
 }
