@@ -346,6 +346,24 @@ impl Domain {
         })
     }
 
+    /// Would the RTC's timer, due by TSC `now`, interrupt the guest before its next
+    /// instruction? Its tick raises IRQ 8 (a flag with its enable comes on, the line low
+    /// before it), a controller presents IRQ 8's edge ([`Domain::timer_held_back`]), and the
+    /// guest takes interrupts now ([`window_open`]; not while gdb steps it, [`assist`]).
+    /// Worked out on a copy of the RTC, ticked as the tick would tick it. An access to the
+    /// RTC's registers at such a boundary waits for the interrupt (`exit/ioio.rs`).
+    pub fn rtc_interrupts_first(&self, now: u64) -> bool {
+        let Some(timer) = self.vcpu.interrupts.timers.rtc else {
+            return false;
+        };
+        if now < timer.due_tsc || self.vcpu.interrupts.held_for_step || !window_open(self) {
+            return false;
+        }
+        let mut rtc = self.devices.rtc.clone();
+        rtc.tick(now);
+        rtc.interrupt_line() && self.timer_held_back(&timer).is_none()
+    }
+
     /// The RTC's timer ticks at TSC `now` (`Devices::rtc_tick`: its flags, then IRQ 8), and
     /// is armed again for its next event, if one has its enable on. What it did, in words.
     pub fn rtc_tick(&mut self, now: u64) -> String {
@@ -479,15 +497,13 @@ pub fn assist(domain: &Domain) -> Assist {
     {
         return Assist::Nothing;
     }
-    let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
-    let injecting = vmcb.injecting();
-    // An IRET the hypervisor lets through runs first: a handler entered now would return
-    // through its suspended intercept, and its return would go unseen (`exit/iret.rs`).
-    let iret_first = domain.vcpu.iret_intercept_suspended;
-    let enabled = domain.interrupts_enabled();
-    if enabled && !shadowed && !injecting && !iret_first {
+    if window_open(domain) {
         return Assist::Inject(vector);
     }
+    let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
+    let injecting = vmcb.injecting();
+    let iret_first = domain.vcpu.iret_intercept_suspended;
+    let enabled = domain.interrupts_enabled();
     if domain.pv.enabled && !enabled {
         // A PV kernel's CLI/STI are emulated: with its virtual flag off, its emulated STI is
         // an exit, and the pending interrupt is delivered after it. With the flag on, what
@@ -506,6 +522,21 @@ pub fn assist(domain: &Domain) -> Assist {
         (false, false, _) => "the guest has interrupts off (RFLAGS.IF = 0)",
     };
     Assist::RequestWindow { vector, why }
+}
+
+/// Is the guest's interrupt window open: would the CPU take a maskable interrupt before the
+/// instruction at RIP? Interrupts on (RFLAGS.IF, or a PV kernel's virtual flag), no
+/// interrupt shadow (the instruction after STI or MOV SS runs first: AMD APM vol. 3, STI),
+/// no other event being injected, and no IRET the hypervisor lets through to run first (a
+/// handler entered now would return through its suspended intercept, and its return would
+/// go unseen: `exit/iret.rs`). What [`assist`] injects at; `exit/ioio.rs` asks it too.
+#[inline(always)]
+pub fn window_open(domain: &Domain) -> bool {
+    let vmcb = &domain.vcpu.vmcb;
+    domain.interrupts_enabled()
+        && vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
+        && !vmcb.injecting()
+        && !domain.vcpu.iret_intercept_suspended
 }
 
 /// The `virtual_interrupt` field that asks the CPU for a VINTR exit with `vector`, or
