@@ -104,7 +104,15 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
     if let Some(undefined) = crate::quirks::locked(guest, &exit.instruction) {
         return undefined;
     }
-    if let Some(interrupt) = rtc_interrupt_first(exit, guest, info) {
+    let instruction = match (info.input, info.string) {
+        (true, false) => "IN",
+        (false, false) => "OUT",
+        (true, true) => "INS",
+        (false, true) => "OUTS",
+    };
+    if let Some(interrupt) =
+        rtc_interrupt_first(exit.tsc, guest, info.port, info.size, instruction, "")
+    {
         return interrupt;
     }
     let device = guest.devices.port_name(info.port);
@@ -233,26 +241,27 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
 /// pending one is (`apply::before_resume`), as at the INTR exit that notices a tick
 /// (`exit/intr.rs`), and the instruction exits again after the handler's IRET. With the
 /// window closed (interrupts off, an interrupt shadow) the access goes on, after the tick
-/// (`apply.rs`, `rtc_due_first`).
-fn rtc_interrupt_first(exit: &Exit, guest: &Guest, info: IoioInfo) -> Option<Decision> {
-    let reaches_data =
-        (0..u16::from(info.size)).any(|byte| info.port.wrapping_add(byte) == rtc::DATA);
-    if !reaches_data || !guest.rtc_interrupts_first(exit.tsc) {
+/// (`apply.rs`, `rtc_due_first`). `instruction` (IN, OUT, INS, OUTS) of `size` bytes at
+/// `port`, at TSC `now`, the exit's; also a PV kernel's IN or OUT (`privileged.rs`, whose
+/// `context` goes first).
+pub(super) fn rtc_interrupt_first(
+    now: u64,
+    guest: &Guest,
+    port: u16,
+    size: u8,
+    instruction: &str,
+    context: &str,
+) -> Option<Decision> {
+    let reaches_data = (0..u16::from(size)).any(|byte| port.wrapping_add(byte) == rtc::DATA);
+    if !reaches_data || !guest.rtc_interrupts_first(now) {
         return None;
     }
-    let instruction = match (info.input, info.string) {
-        (true, false) => "IN",
-        (false, false) => "OUT",
-        (true, true) => "INS",
-        (false, true) => "OUTS",
-    };
     Some(
         decide!(
             Action::Emulate,
-            "{instruction} at port {:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs again after its handler",
-            info.port
+            "{context}{instruction} at port {port:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs again after its handler"
         )
-        .with(Effect::RtcTick(exit.tsc))
+        .with(Effect::RtcTick(now))
         .describe(format!("{instruction} waits: the RTC's interrupt comes first")),
     )
 }
