@@ -1176,7 +1176,11 @@ impl Step<'_, '_> {
     /// Before an access to the RTC's registers: its timer's tick, if it is due and the
     /// hypervisor has not looked yet, came first. (On an MC146818 the flag is set and IRQ 8
     /// rises at the event, and the PIC latches the edge, before a read of status C that
-    /// comes after it clears them: that read must not take the flag without its edge.)
+    /// comes after it clears them: that read must not take the flag without its edge.) Here
+    /// the guest cannot take that IRQ 8 before the access (interrupts off, say): when it
+    /// could, the handler decided that the interrupt comes first and the access waits
+    /// (`exit/ioio.rs`, `rtc_interrupt_first`), as a CPU takes it between instructions; a tick
+    /// that fell due between the exit and this line is one during the instruction.
     fn rtc_due_first(&mut self) {
         let now = self.machine.now();
         let timer = self.domain.vcpu.interrupts.timers.rtc;

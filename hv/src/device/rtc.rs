@@ -12,7 +12,7 @@
 //! | 0x32     | the century (the IBM PC's place for it, and QEMU's)          |
 //! | 0x01, 0x03, 0x05 | the seconds, minutes and hours alarm, in the time registers' form; 0xC0–0xFF in one: "don't care", any value matches |
 //! | 0x0a     | status A: bits 6:0, the divider (DV2–0) and rate (RS3–0), read/write, 0x26 as a BIOS leaves them (32.768 kHz, 1024 Hz); RS3–0 set the periodic interrupt's rate, DV2–0 act on nothing; bit 7, UIP, read-only, from 244 µs before each second's edge to the end of the update cycle, 1984 µs after it |
-//! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time; it clears UIE), bit 6 PIE, bit 5 AIE, bit 4 UIE (the periodic, alarm and update-ended interrupts' enables), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
+//! | 0x0b     | status B: bit 7 SET (the clock stops while the kernel writes the time, and no update, UF, alarm or UIP comes; it clears UIE), bit 6 PIE, bit 5 AIE, bit 4 UIE (the periodic, alarm and update-ended interrupts' enables), bit 2 binary (else BCD), bit 1 24-hour (else 12-hour with bit 7 for PM) |
 //! | 0x0c     | status C, read-only: PF (bit 6) at each periodic tick, AF (bit 5) at the end of an update whose time matches the alarm, UF (bit 4) at the end of each update; each whether or not its enable is on; IRQF (bit 7) while one of them is on with its enable. A read returns them and clears them all |
 //! | 0x0d     | status D: 0x80, "the time is valid" |
 //! | 0x0e–0x7f | CMOS memory; 0x15/0x16 base memory (640 KiB), 0x17/0x18 and 0x30/0x31 memory above 1 MiB in KiB (at most 65535), 0x34/0x35 memory above 16 MiB in 64 KiB units, as a PC BIOS (and QEMU) fills them |
@@ -38,11 +38,14 @@
 //! base: 256 Hz and 128 Hz for 1 and 2, 32768 >> (RS − 1) Hz from 3 to 15, none for 0), in
 //! phase with the seconds, as the divider chain they are taps of; the update ends 1984 µs
 //! after each second's edge, and neither an update nor an alarm comes while SET stops the
-//! clock. The hypervisor notices the RTC's events at its own timer's ticks, at most
-//! `TIMER_MAX_HZ` (1000) a second: periodic ticks faster than that merge in PF, as ticks the
-//! kernel has not read do on the chip, so a kernel that counts IRQ 8s at 1024 Hz or more
-//! counts fewer. Not modelled: status A's divider. Whatever DV2–0 say the clock runs on the host's
-//! time and the periodic ticks come, a divider held in reset (DV = 11x, which stops the
+//! clock (datasheet, register B: SET "inhibits any update transfer"). An update SET
+//! inhibited never comes: SET cleared at a second's edge, or inside the 1984 µs that edge's
+//! update cycle would have taken, gives no UF, AF or UIP for it; the clock runs on from
+//! then, and the next update is the next second's. The hypervisor notices the RTC's events
+//! at its own timer's ticks, at most `TIMER_MAX_HZ` (1000) a second: periodic ticks faster
+//! than that merge in PF, as ticks the kernel has not read do on the chip, so a kernel that
+//! counts IRQ 8s at 1024 Hz or more counts fewer. Not modelled: status A's divider.
+//! Whatever DV2–0 say the clock runs on the host's time and the periodic ticks come, a divider held in reset (DV = 11x, which stops the
 //! MC146818's updates and its periodic taps until it is released; QEMU's RTC stops its clock
 //! there) included. Nor are the square-wave output (SQWE, bit 3 of status B, a pin no PC
 //! wires to anything) and the daylight-saving bit (bit 0), kept as written.
@@ -175,6 +178,11 @@ pub struct Rtc {
     weekday_ahead: u8,
     /// While status B's SET is on: the time registers, stopped, as the kernel writes them.
     stopped: Option<Time>,
+    /// The second (since 1970, the host's) whose edge last came while SET was on, as of the
+    /// moment SET was last cleared: that update, and every one before it, SET inhibited
+    /// (MC146818 datasheet, register B: SET "inhibits any update transfer"). Updates, and
+    /// their UF, alarm check and UIP, count from the one after it (`last_update`).
+    inhibited: u64,
     /// Status C's PF, AF and UF as the events since the kernel last read it set them.
     flags: u8,
     /// The host's time (ns since 1970) up to which the flags are brought (`catch_up`);
@@ -214,6 +222,7 @@ impl Rtc {
             offset: 0,
             weekday_ahead: 0,
             stopped: None,
+            inhibited: 0,
             flags: 0,
             seen: None,
             timebase: None,
@@ -256,9 +265,10 @@ impl Rtc {
             self.flags |= PERIODIC_FLAG;
         }
         // The update cycle, and the alarm's check with it, while the clock runs.
-        if self.stopped.is_none() && update_index(now) > update_index(from) {
+        let last = self.last_update(from);
+        if self.stopped.is_none() && update_index(now) > last {
             self.flags |= UPDATE_FLAG;
-            let after = self.guest_seconds(update_index(from));
+            let after = self.guest_seconds(last);
             let alarm = self.next_alarm(after);
             if alarm.is_some_and(|alarm| alarm <= self.guest_seconds(update_index(now))) {
                 self.flags |= ALARM_FLAG;
@@ -280,14 +290,23 @@ impl Rtc {
                 (cycle as u128 * NANOS as u128).div_ceil(TIME_BASE_HZ as u128) as u64
             });
         let running = self.stopped.is_none();
+        let last = self.last_update(seen);
         let update_end = |second: u64| second * NANOS + UPDATE_CYCLE_NS as u64;
-        let update = (running && self.status_b & UPDATE_INTERRUPT_ENABLE != 0)
-            .then(|| update_end(update_index(seen) + 1));
+        let update =
+            (running && self.status_b & UPDATE_INTERRUPT_ENABLE != 0).then(|| update_end(last + 1));
         let alarm = (running && self.status_b & ALARM_INTERRUPT_ENABLE != 0)
-            .then(|| self.next_alarm(self.guest_seconds(update_index(seen))))
+            .then(|| self.next_alarm(self.guest_seconds(last)))
             .flatten()
             .map(|guest| update_end(guest.saturating_add_signed(-self.offset)));
         [periodic, update, alarm].into_iter().flatten().min()
+    }
+
+    /// The second whose update came last by the host's time `nanos` (ns since 1970): the
+    /// last one to end, or the last one SET inhibited if that is later. The next update is
+    /// the one after it. (SET cleared 1 ms after a second's edge: that edge's update never
+    /// ran, and its cycle's end, 0.984 ms later, brings nothing.)
+    fn last_update(&self, nanos: u64) -> u64 {
+        update_index(nanos).max(self.inhibited)
     }
 
     /// How often the events with their enable on come at the most, in ns: the periodic
@@ -440,8 +459,12 @@ impl Rtc {
                 match (self.stopped, value & SET != 0) {
                     (None, true) => self.stopped = Some(time),
                     (Some(stopped), false) => {
+                        // The clock runs from now: the update of the edge SET was on at
+                        // (this second's: `now` is at or after it) never runs, even if its
+                        // cycle would not be over yet; the next update is the next second's.
                         self.run_from(stopped, now);
                         self.stopped = None;
+                        self.inhibited = now;
                     }
                     _ => {}
                 }
@@ -478,10 +501,12 @@ impl Rtc {
     }
 
     /// Status A's UIP at `now`: set from 244 µs before a second's edge to the end of the
-    /// update cycle after it; never while SET stops the clock. (Kernels wait for its fall to
-    /// read the time just after an update, Xen to find a second's edge.)
+    /// update cycle after it; never while SET stops the clock, nor in the rest of a cycle
+    /// whose update SET inhibited (SET cleared in it: no update runs there). (Kernels wait
+    /// for its fall to read the time just after an update, Xen to find a second's edge.)
     fn update_in_progress(&self, now: WallTime) -> u8 {
-        let updating = now.nanos >= 1_000_000_000 - UIP_BEFORE_NS || now.nanos < UPDATE_CYCLE_NS;
+        let updating = now.nanos >= 1_000_000_000 - UIP_BEFORE_NS
+            || (now.nanos < UPDATE_CYCLE_NS && now.seconds > self.inhibited);
         match self.stopped {
             None if updating => UPDATE_IN_PROGRESS,
             _ => 0,
@@ -1123,5 +1148,63 @@ mod tests {
         );
         write(&mut rtc, STATUS_B, HOURS_24, NOW);
         assert_eq!((rtc.next_event(), rtc.deadline()), (None, None));
+    }
+
+    #[test]
+    fn clearing_set_in_an_update_cycle_sets_no_flag_for_the_update_set_inhibited() {
+        // MC146818 datasheet, register B: while SET is 1 the update cycle is inhibited, so
+        // the second's edge SET was on at brings no update, no UF, no alarm check. Cleared
+        // 1 ms after that edge (inside what would have been its 1984 µs update cycle), or
+        // just at an edge, the clock runs on from then: the next update is the next second's.
+        // Alarm "don't care" everywhere: every update matches it. (RS = 0: no periodic flag.)
+        let mut rtc = Rtc::new(16 << 20);
+        write(&mut rtc, STATUS_A, 0x20, NOW);
+        for register in [SECONDS_ALARM, MINUTES_ALARM, HOURS_ALARM] {
+            write(&mut rtc, register, 0xff, NOW);
+        }
+        let enables = ALARM_INTERRUPT_ENABLE | UPDATE_INTERRUPT_ENABLE | HOURS_24;
+        write(&mut rtc, STATUS_B, SET | enables, NOW);
+        write(
+            &mut rtc,
+            STATUS_B,
+            enables,
+            moment(SINCE_1970 + 1, 1_000_000),
+        );
+        let update_end = |second: u64| second * NANOS + UPDATE_CYCLE_NS as u64;
+        assert_eq!(
+            rtc.next_event(),
+            Some(update_end(SINCE_1970 + 2)),
+            "the next second's update, not the one SET inhibited"
+        );
+        rtc.select(STATUS_A);
+        assert_eq!(
+            rtc.read(moment(SINCE_1970 + 1, 1_500_000)),
+            0x20,
+            "no update in progress: it was inhibited"
+        );
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 1, 500_000_000)),
+            0,
+            "no UF, no AF for the inhibited update"
+        );
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 2, 500_000_000)),
+            INTERRUPT_REQUEST | ALARM_FLAG | UPDATE_FLAG,
+            "the next one's"
+        );
+        // Cleared at the very edge: SET was on at it, so its update is inhibited too.
+        write(
+            &mut rtc,
+            STATUS_B,
+            SET | enables,
+            moment(SINCE_1970 + 2, 700_000_000),
+        );
+        write(&mut rtc, STATUS_B, enables, moment(SINCE_1970 + 3, 0));
+        assert_eq!(rtc.next_event(), Some(update_end(SINCE_1970 + 4)));
+        assert_eq!(status_c(&mut rtc, moment(SINCE_1970 + 3, 500_000_000)), 0);
+        assert_eq!(
+            status_c(&mut rtc, moment(SINCE_1970 + 4, 500_000_000)),
+            INTERRUPT_REQUEST | ALARM_FLAG | UPDATE_FLAG
+        );
     }
 }

@@ -302,7 +302,14 @@ impl Domain {
 
     /// Why a tick of the RTC's timer would not interrupt the CPU now, if it would not: IRQ 8
     /// is high already (the kernel has not read status C since it rose, so a new flag makes
-    /// no edge), or neither the 8259A nor the IO-APIC's pin 8 would present its edge.
+    /// no edge), or neither route presents IRQ 8's own edge. The two routes, as for the PIT
+    /// (IRQ 0, or the IO-APIC's pin 2) and the local APIC's timer above: through the 8259As,
+    /// IRQ 8 is the slave's IRQ 0, cascaded on the master's IRQ 2, and gets through when the
+    /// pair then presents IRQ 8's vector; through the IO-APIC's pin 8, a message to the local
+    /// APIC, when the APIC then delivers that vector. Another interrupt the controllers
+    /// present is not IRQ 8's: it interrupts the CPU by itself, and says nothing of whether
+    /// IRQ 8 would (an IRQ 8 masked at the slave stays masked while the master presents
+    /// IRQ 1).
     fn rtc_held_back(&self) -> Option<&'static str> {
         let devices = &self.devices;
         if devices.rtc.interrupt_line() {
@@ -312,18 +319,49 @@ impl Domain {
         }
         let mut pic = devices.pic;
         pic.set_irq(crate::device::rtc::IRQ, true);
-        let pin = crate::device::ioapic::isa_pin(crate::device::rtc::IRQ);
-        let through_ioapic = devices.ioapic_vector(pin).is_some_and(|vector| {
+        let irq_8 = pic.irq_vector(crate::device::rtc::IRQ);
+        let through_pic = irq_8.is_some() && pic.presented() == irq_8;
+        let pin_8 = devices.ioapic_vector(crate::device::ioapic::isa_pin(crate::device::rtc::IRQ));
+        let through_ioapic = pin_8.is_some_and(|vector| {
             let mut lapic = devices.lapic.clone();
             lapic.request(vector);
-            lapic.next_to_deliver().is_some()
+            lapic.next_to_deliver() == Some(vector)
         });
-        match pic.presented().is_some() || through_ioapic {
-            true => None,
-            false => Some(
-                "IRQ 8 is masked, or held back by priority, at the 8259A and at the IO-APIC's pin 8",
-            ),
+        if through_pic || through_ioapic {
+            return None;
         }
+        Some(match (irq_8, pin_8) {
+            (None, None) => {
+                "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked or not routed to this CPU"
+            }
+            (Some(_), None) => {
+                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked or not routed to this CPU"
+            }
+            (None, Some(_)) => {
+                "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the local APIC holds back pin 8's vector (disabled in software, its TPR or an interrupt in service above it, or a higher one delivered first)"
+            }
+            (Some(_), Some(_)) => {
+                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the local APIC holds back pin 8's vector (disabled in software, its TPR or an interrupt in service above it, or a higher one delivered first)"
+            }
+        })
+    }
+
+    /// Would the RTC's timer, due by TSC `now`, interrupt the guest before its next
+    /// instruction? Its tick raises IRQ 8 (a flag with its enable comes on, the line low
+    /// before it), a controller presents IRQ 8's edge ([`Domain::timer_held_back`]), and the
+    /// guest takes interrupts now ([`window_open`]; not while gdb steps it, [`assist`]).
+    /// Worked out on a copy of the RTC, ticked as the tick would tick it. An access to the
+    /// RTC's registers at such a boundary waits for the interrupt (`exit/ioio.rs`).
+    pub fn rtc_interrupts_first(&self, now: u64) -> bool {
+        let Some(timer) = self.vcpu.interrupts.timers.rtc else {
+            return false;
+        };
+        if now < timer.due_tsc || self.vcpu.interrupts.held_for_step || !window_open(self) {
+            return false;
+        }
+        let mut rtc = self.devices.rtc.clone();
+        rtc.tick(now);
+        rtc.interrupt_line() && self.timer_held_back(&timer).is_none()
     }
 
     /// The RTC's timer ticks at TSC `now` (`Devices::rtc_tick`: its flags, then IRQ 8), and
@@ -459,15 +497,13 @@ pub fn assist(domain: &Domain) -> Assist {
     {
         return Assist::Nothing;
     }
-    let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
-    let injecting = vmcb.injecting();
-    // An IRET the hypervisor lets through runs first: a handler entered now would return
-    // through its suspended intercept, and its return would go unseen (`exit/iret.rs`).
-    let iret_first = domain.vcpu.iret_intercept_suspended;
-    let enabled = domain.interrupts_enabled();
-    if enabled && !shadowed && !injecting && !iret_first {
+    if window_open(domain) {
         return Assist::Inject(vector);
     }
+    let shadowed = vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0;
+    let injecting = vmcb.injecting();
+    let iret_first = domain.vcpu.iret_intercept_suspended;
+    let enabled = domain.interrupts_enabled();
     if domain.pv.enabled && !enabled {
         // A PV kernel's CLI/STI are emulated: with its virtual flag off, its emulated STI is
         // an exit, and the pending interrupt is delivered after it. With the flag on, what
@@ -486,6 +522,21 @@ pub fn assist(domain: &Domain) -> Assist {
         (false, false, _) => "the guest has interrupts off (RFLAGS.IF = 0)",
     };
     Assist::RequestWindow { vector, why }
+}
+
+/// Is the guest's interrupt window open: would the CPU take a maskable interrupt before the
+/// instruction at RIP? Interrupts on (RFLAGS.IF, or a PV kernel's virtual flag), no
+/// interrupt shadow (the instruction after STI or MOV SS runs first: AMD APM vol. 3, STI),
+/// no other event being injected, and no IRET the hypervisor lets through to run first (a
+/// handler entered now would return through its suspended intercept, and its return would
+/// go unseen: `exit/iret.rs`). What [`assist`] injects at; `exit/ioio.rs` asks it too.
+#[inline(always)]
+pub fn window_open(domain: &Domain) -> bool {
+    let vmcb = &domain.vcpu.vmcb;
+    domain.interrupts_enabled()
+        && vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
+        && !vmcb.injecting()
+        && !domain.vcpu.iret_intercept_suspended
 }
 
 /// The `virtual_interrupt` field that asks the CPU for a VINTR exit with `vector`, or
@@ -849,5 +900,85 @@ mod tests {
                 }
             }
         );
+    }
+
+    // ---- Domain::timer_held_back for the RTC's IRQ 8 ------------------------------------
+
+    /// What [`Domain::timer_held_back`] says when neither controller would let IRQ 8 in.
+    const IRQ_8_MASKED: &str = "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked or not routed to this CPU";
+
+    /// The RTC's periodic interrupt on (status A 1024 Hz as a BIOS leaves it, status B PIE
+    /// and 24-hour), by the guest's OUTs: its timer armed. The PICs as `initialise_the_pics`
+    /// leaves them with `master_mask` and `slave_mask`.
+    fn rtc_ticking(master_mask: u8, slave_mask: u8) -> (Test, VirtualTimer) {
+        let mut test = Test::long_mode();
+        test.initialise_the_pics(master_mask, slave_mask);
+        for (port, value) in [(0x70, 0x0a), (0x71, 0x26), (0x70, 0x0b), (0x71, 0x42)] {
+            test.out(port, value);
+        }
+        let timer = test.domain.vcpu.interrupts.timers.rtc.expect("armed");
+        (test, timer)
+    }
+
+    #[test]
+    fn the_rtc_s_tick_is_held_back_at_the_pics_whatever_other_irq_they_present() {
+        // IRQ 8 masked at the slave, IRQ 1 (the keyboard) requested and presented by the
+        // master: the CPU would take IRQ 1, but the RTC's tick, latched behind IRQ 8's mask,
+        // interrupts nothing.
+        let (mut test, timer) = rtc_ticking(0xf9, 0xff);
+        test.domain.devices.pic.set_irq(1, true);
+        assert_eq!(test.domain.devices.pic.presented(), Some(0x21));
+        assert_eq!(test.domain.timer_held_back(&timer), Some(IRQ_8_MASKED));
+        // Open at the slave and at the master's IRQ 2, its cascade: the slave's IRQ 0 is
+        // what the pair presents once IRQ 1 is taken and over.
+        test.out(0xa1, 0xfe);
+        test.domain.devices.pic.set_irq(1, false);
+        test.domain.devices.pic.acknowledge();
+        test.out(0x20, 0x20);
+        assert_eq!(test.domain.timer_held_back(&timer), None);
+        // The master's IRQ 2 masked: the slave's request stops there.
+        test.out(0x21, 0xfd);
+        assert_eq!(test.domain.timer_held_back(&timer), Some(IRQ_8_MASKED));
+        // IRQ 0 in service at the master (the PIT's handler before its EOI): IRQ 8, behind
+        // IRQ 2, is below it.
+        test.out(0x21, 0xfa);
+        test.domain.devices.pic.raise_irq_0();
+        assert_eq!(test.domain.devices.pic.acknowledge(), Some(0x20));
+        assert_eq!(
+            test.domain.timer_held_back(&timer),
+            Some(
+                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked or not routed to this CPU"
+            )
+        );
+    }
+
+    #[test]
+    fn the_rtc_s_tick_through_the_io_apic_is_held_back_whatever_else_the_apic_delivers() {
+        // The PICs masked, the local APIC enabled with its TPR at class 4, and 0x50 (class 5)
+        // requested there: the APIC delivers 0x50. IO-APIC pin 8 routed to 0x38 (class 3,
+        // fixed, unmasked): below the TPR, the tick's vector waits, and the tick interrupts
+        // nothing.
+        let (mut test, timer) = rtc_ticking(0xff, 0xff);
+        let lapic = &mut test.domain.devices.lapic;
+        lapic.svr = 0x1ff;
+        lapic.tpr = 0x40;
+        lapic.request(0x50);
+        let ioapic = &mut test.domain.devices.ioapic;
+        ioapic.write(crate::device::ioapic::REGISTER_SELECT, 0x10 + 2 * 8);
+        ioapic.write(crate::device::ioapic::WINDOW, 0x38);
+        assert_eq!(test.domain.devices.lapic.next_to_deliver(), Some(0x50));
+        assert_eq!(
+            test.domain.timer_held_back(&timer),
+            Some(
+                "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the local APIC holds back pin 8's vector (disabled in software, its TPR or an interrupt in service above it, or a higher one delivered first)"
+            )
+        );
+        // The TPR down to 0: 0x50 goes first, then the tick's. Nothing holds it back.
+        test.domain.devices.lapic.tpr = 0;
+        let mut lapic = test.domain.devices.lapic.clone();
+        lapic.delivered(0x50);
+        lapic.end_of_interrupt();
+        test.domain.devices.lapic = lapic;
+        assert_eq!(test.domain.timer_held_back(&timer), None);
     }
 }

@@ -25,7 +25,7 @@
 use super::{Exit, undecodable};
 use crate::decision::{Decision, DomainEnd, Effect, PortAccess, StringElement};
 use crate::delivery::{DataAccess, Progress};
-use crate::device::{acpi_pm, debug_exit};
+use crate::device::{acpi_pm, debug_exit, rtc};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
 use crate::emulate::merge;
@@ -103,6 +103,17 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
     // before any intercept.
     if let Some(undefined) = crate::quirks::locked(guest, &exit.instruction) {
         return undefined;
+    }
+    let instruction = match (info.input, info.string) {
+        (true, false) => "IN",
+        (false, false) => "OUT",
+        (true, true) => "INS",
+        (false, true) => "OUTS",
+    };
+    if let Some(interrupt) =
+        rtc_interrupt_first(exit.tsc, guest, info.port, info.size, instruction, "")
+    {
+        return interrupt;
     }
     let device = guest.devices.port_name(info.port);
     let direction = if info.input { "IN from" } else { "OUT to" };
@@ -217,6 +228,42 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
         None => decision,
     };
     delivery::with_io_breakpoints(guest, info.port, info.size, decision, Progress::Completed)
+}
+
+/// An access that reaches the RTC's data port (0x71), at an exit where the RTC's timer is
+/// due and its tick raises IRQ 8, which the guest would take now
+/// ([`Domain::rtc_interrupts_first`](crate::domain::Domain::rtc_interrupts_first)): on a
+/// PC, IRQ 8 rose at the RTC's event, before this instruction, and a CPU recognises
+/// interrupts at instruction boundaries (AMD APM vol. 2, 8.5; Intel SDM vol. 3A, 6.9): it
+/// enters the handler before the IN, whose read of status C would take the flag away from
+/// the handler. The hypervisor noticed the event only now. So the tick comes first, and
+/// nothing else: RIP stays at the instruction, the interrupt is injected before VMRUN as any
+/// pending one is (`apply::before_resume`), as at the INTR exit that notices a tick
+/// (`exit/intr.rs`), and the instruction exits again after the handler's IRET. With the
+/// window closed (interrupts off, an interrupt shadow) the access goes on, after the tick
+/// (`apply.rs`, `rtc_due_first`). `instruction` (IN, OUT, INS, OUTS) of `size` bytes at
+/// `port`, at TSC `now`, the exit's; also a PV kernel's IN or OUT (`privileged.rs`, whose
+/// `context` goes first).
+pub(super) fn rtc_interrupt_first(
+    now: u64,
+    guest: &Guest,
+    port: u16,
+    size: u8,
+    instruction: &str,
+    context: &str,
+) -> Option<Decision> {
+    let reaches_data = (0..u16::from(size)).any(|byte| port.wrapping_add(byte) == rtc::DATA);
+    if !reaches_data || !guest.rtc_interrupts_first(now) {
+        return None;
+    }
+    Some(
+        decide!(
+            Action::Emulate,
+            "{context}{instruction} at port {port:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs again after its handler"
+        )
+        .with(Effect::RtcTick(now))
+        .describe(format!("{instruction} waits: the RTC's interrupt comes first")),
+    )
 }
 
 /// An IN or OUT (not a string one) of `size` bytes at `port`: the access, and for an OUT
@@ -1056,6 +1103,104 @@ mod tests {
             timer.due_tsc,
             due + 1_000_000_000,
             "the next second's update"
+        );
+    }
+
+    #[test]
+    fn an_irq_8_the_due_tick_raises_is_taken_before_the_in_that_reads_status_c() {
+        // Interrupts on, IRQ 8 open through the slave's cascade, UIE on; the kernel has
+        // selected status C. The update-ended event passes, but the hypervisor's timer has
+        // not looked yet when the guest's IN from 0x71 exits. On an MC146818 IRQ 8 rose at
+        // the event, and a CPU, which recognises interrupts between instructions, took it
+        // before the IN: the handler reads UF and IRQF, and the IN, after its IRET, reads
+        // what is left. So: the tick, IRQ 8's vector injected, the IN not run (RIP at it,
+        // AL and status C untouched); it runs again after the handler.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x28, 0x20_0000);
+        test.initialise_the_pics(0xfb, 0xfe);
+        for (port_number, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
+            test.out(port_number, value); // no periodic rate; UIE, 24-hour
+        }
+        test.out(0x70, 0x0c);
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("armed")
+            .due_tsc;
+        test.machine.now.set(due);
+        test.set_gpr(0, 0x5a);
+        test.set_gpr(2, 0x71);
+        let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
+        assert_eq!(run.injected().vector, 0x28, "IRQ 8, before the IN");
+        assert_eq!(run.applied.resume_at, Some(0x20_0000), "in its handler");
+        assert_eq!(
+            test.rip(),
+            ENTRY,
+            "the IN runs again after the handler's IRET"
+        );
+        assert_eq!(test.gpr(0), 0x5a, "AL untouched: the IN did not run");
+        assert_eq!(
+            test.domain.devices.rtc.status_c(),
+            0x90,
+            "IRQF and UF, for the handler"
+        );
+        assert_eq!(
+            test.domain.devices.pic.slave.in_service, 0b1,
+            "IRQ 8 in service"
+        );
+        assert!(
+            run.decision
+                .why
+                .contains("the guest takes the interrupt first"),
+            "{}",
+            run.decision.why
+        );
+        test.vmrun();
+        // The handler: status C, EOIs. Then its IRET, and the IN again: the flags are gone.
+        assert_eq!(in_byte(&mut test, 0x71), 0x90);
+        test.out(0xa0, 0x20);
+        test.out(0x20, 0x20);
+        assert_eq!(in_byte(&mut test, 0x71), 0, "read by the handler");
+        assert_eq!(
+            test.domain.pending_interrupt(),
+            None,
+            "no interrupt after it"
+        );
+    }
+
+    #[test]
+    fn with_interrupts_off_the_due_tick_comes_first_and_the_in_reads_its_flag() {
+        // The same, with RFLAGS.IF = 0: nothing interrupts the CPU before the IN, which
+        // reads UF and IRQF (the tick came first, and the PIC latched IRQ 8's edge, to be
+        // taken when the kernel turns interrupts on) and moves RIP on.
+        let mut test = Test::long_mode();
+        test.gate(0x28, 0x20_0000);
+        test.initialise_the_pics(0xfb, 0xfe);
+        for (port_number, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
+            test.out(port_number, value);
+        }
+        test.out(0x70, 0x0c);
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("armed")
+            .due_tsc;
+        test.machine.now.set(due);
+        test.set_gpr(2, 0x71);
+        let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
+        assert_eq!(test.gpr(0) as u8, 0x90, "IRQF and UF");
+        assert_eq!(test.rip(), ENTRY + 1);
+        assert!(!run.kinds().contains(&"inject"));
+        assert_eq!(
+            test.domain.devices.pic.slave.requests, 0b1,
+            "the edge, latched"
         );
     }
 

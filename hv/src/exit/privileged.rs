@@ -63,7 +63,7 @@ pub fn handle(exit: &Exit, guest: &Guest, error_code: u32) -> PrivilegedOp {
             read_cr(guest, &instruction, next, context)
         }
         Mnemonic::Hlt => PrivilegedOp::Done(hlt::halt(guest, next, context)),
-        Mnemonic::In | Mnemonic::Out => port_io(guest, &instruction, next, context),
+        Mnemonic::In | Mnemonic::Out => port_io(exit, guest, &instruction, next, context),
         Mnemonic::Rdmsr => PrivilegedOp::Done(msr::emulate(exit, guest, false, next, context)),
         Mnemonic::Wrmsr => PrivilegedOp::Done(msr::emulate(exit, guest, true, next, context)),
         Mnemonic::Cli | Mnemonic::Sti => {
@@ -220,7 +220,13 @@ fn read_cr(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
 }
 
 /// IN AL/AX/EAX, imm8 or DX; OUT imm8 or DX, AL/AX/EAX (INS/OUTS are left to the guest).
-fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -> PrivilegedOp {
+fn port_io(
+    exit: &Exit,
+    guest: &Guest,
+    instruction: &Instruction,
+    next: u64,
+    context: &str,
+) -> PrivilegedOp {
     let input = instruction.mnemonic() == Mnemonic::In;
     let (port_operand, data_operand) = if input { (1, 0) } else { (0, 1) };
     let port = match instruction.op_kind(port_operand) {
@@ -244,6 +250,11 @@ fn port_io(guest: &Guest, instruction: &Instruction, next: u64, context: &str) -
     };
     if !input && let Some(end) = ioio::ends_the_machine(port, size, guest.gpr(0) as u32, context) {
         return PrivilegedOp::Done(end);
+    }
+    // As for an IOIO exit: an IRQ 8 the RTC's due tick raises comes before the access.
+    let name = if input { "IN" } else { "OUT" };
+    if let Some(interrupt) = ioio::rtc_interrupt_first(exit.tsc, guest, port, size, name, context) {
+        return PrivilegedOp::Done(interrupt);
     }
     let device = guest.devices.port_name(port);
     let direction = if input { "IN from" } else { "OUT to" };
@@ -679,5 +690,45 @@ mod tests {
         let run = general_protection(&mut test);
         assert_guests_own_fault(&test, &run.decision, 0);
         assert!(run.decision.why.contains("cannot decode"));
+    }
+
+    #[test]
+    fn a_pv_kernel_s_in_from_the_rtc_waits_for_the_irq_8_its_due_tick_raises() {
+        // As after an IOIO exit (`ioio.rs`): its virtual flag on, IRQ 8 open, UIE on, status
+        // C selected; the update's end has passed unnoticed when its IN from 0x71 raises
+        // #GP. The tick comes first, its interrupt is injected, and the IN waits.
+        let mut test = Test::long_mode();
+        test.gate(0x28, 0x20_0000);
+        test.initialise_the_pics(0xfb, 0xfe);
+        for (port, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
+            test.out(port, value);
+        }
+        test.out(0x70, 0x0c);
+        let due = test
+            .domain
+            .vcpu
+            .interrupts
+            .timers
+            .rtc
+            .expect("armed")
+            .due_tsc;
+        test.machine.now.set(due);
+        test.code(&[0xe4, 0x71]); // in al, 0x71
+        test.domain.vcpu.vmcb.save.cpl = 3;
+        test.domain.pv.enabled = true;
+        test.domain.pv.virtual_interrupt_flag = true;
+        test.gate(13, GP_HANDLER);
+        test.set_gpr(0, 0x5a);
+        let run = general_protection(&mut test);
+        assert!(
+            run.decision
+                .why
+                .contains("the guest takes the interrupt first"),
+            "{}",
+            run.decision.why
+        );
+        assert_eq!(run.injected().vector, 0x28);
+        assert_eq!((test.rip(), test.gpr(0)), (ENTRY, 0x5a), "the IN waits");
+        assert_eq!(test.domain.devices.rtc.status_c(), 0x90, "for the handler");
     }
 }
