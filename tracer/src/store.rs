@@ -950,6 +950,24 @@ mod tests {
     }
 
     #[test]
+    fn a_null_dom_is_its_line_s_error_and_the_lines_around_it_are_kept() {
+        let good = line(0, Body::Console(Console::line("hello")));
+        let null_dom = r#"{"v":1,"seq":1,"tsc":20,"dom":null,"kind":"end","status":0,"reason":"done"}"#;
+        let after = line(2, Body::Console(Console::line("bye")));
+        let path = temporary("null-dom");
+        std::fs::write(&path, format!("{good}\n{null_dom}\n{after}\n")).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 2, "the lines before and after it");
+        assert_eq!(trace.bad_lines(), 1);
+        let error = trace.error().expect("the line whose dom is null");
+        assert!(
+            error.to_string().ends_with(":2: \"dom\" is null: an event about the hypervisor has no \"dom\" at all, and null names no domain"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn cycles_of_u64_max_are_a_bad_line_not_a_blank_time() {
         let path = temporary("cycles-max");
         let resume = |seq, cycles| {
