@@ -952,7 +952,8 @@ mod tests {
     #[test]
     fn a_null_dom_is_its_line_s_error_and_the_lines_around_it_are_kept() {
         let good = line(0, Body::Console(Console::line("hello")));
-        let null_dom = r#"{"v":1,"seq":1,"tsc":20,"dom":null,"kind":"end","status":0,"reason":"done"}"#;
+        let null_dom =
+            r#"{"v":1,"seq":1,"tsc":20,"dom":null,"kind":"end","status":0,"reason":"done"}"#;
         let after = line(2, Body::Console(Console::line("bye")));
         let path = temporary("null-dom");
         std::fs::write(&path, format!("{good}\n{null_dom}\n{after}\n")).unwrap();
