@@ -477,7 +477,7 @@ fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
     );
     assert!(
         stderr.contains(&format!(
-            "2 bad lines were skipped (the first named above); {} events read",
+            "2 bad lines (lines 101–102) were skipped (the first named above); {} events read",
             lines - 2
         )),
         "two lines lost, not the hundreds after them: {stderr}"

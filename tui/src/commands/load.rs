@@ -59,7 +59,10 @@ pub fn report(trace: Trace) -> (Trace, u8) {
             "traplab: {} skipped (the first named above); {} events read",
             match trace.bad_lines() {
                 1 => "that line was".to_string(),
-                lines => format!("{lines} bad lines were"),
+                lines => format!(
+                    "{lines} bad lines ({}) were",
+                    line_runs(&trace.bad_line_runs())
+                ),
             },
             trace.len()
         );
@@ -82,6 +85,18 @@ pub fn report(trace: Trace) -> (Trace, u8) {
         },
     ]);
     (trace, code)
+}
+
+/// Runs of line numbers in words: `lines 7, 101–140`.
+fn line_runs(runs: &[(usize, usize)]) -> String {
+    let runs: Vec<String> = runs
+        .iter()
+        .map(|&(first, last)| match first == last {
+            true => first.to_string(),
+            false => format!("{first}–{last}"),
+        })
+        .collect();
+    format!("lines {}", runs.join(", "))
 }
 
 /// Domain `dom`, which option `flag` names, is one of `trace`'s; else the usage error that
