@@ -54,6 +54,13 @@ pub enum JsonError {
     /// always about a domain (`SCHEMA.md`, "Which events have a `dom`").
     #[error("{}", dom_rule_broken(kind, *has_dom))]
     Dom { kind: &'static str, has_dom: bool },
+    /// `"dom": null`. The hypervisor's own events leave `dom` out (`SCHEMA.md`); `null` is
+    /// no domain, and read as absent it would let a line that names none pass for the
+    /// hypervisor's (or for a `lost` event's "no domain").
+    #[error(
+        "\"dom\" is null: an event about the hypervisor has no \"dom\" at all, and null names no domain"
+    )]
+    DomNull,
 }
 
 /// What a [`JsonError::JumpsAhead`] says.
@@ -195,7 +202,9 @@ pub fn from_value(value: Value) -> Result<Event, JsonError> {
         .and_then(|v| v.as_u64())
         .ok_or(JsonError::Field("tsc"))?;
     let dom = match object.remove("dom") {
-        None | Some(Value::Null) => None,
+        // The hypervisor's own events leave it out; `null` is no domain and no absence.
+        None => None,
+        Some(Value::Null) => return Err(JsonError::DomNull),
         // A domain id: below Xen's reserved ids (`DOMID_FIRST_RESERVED`, 0x7ff0, where
         // `DOMID_SELF` is), which name no domain.
         Some(value) => Some(
@@ -348,6 +357,31 @@ mod tests {
                 );
                 assert_eq!(check_dom(&event.body, event.dom), Ok(()), "{kind}");
             }
+        }
+    }
+
+    #[test]
+    fn a_null_dom_is_a_bad_line_not_a_missing_dom() {
+        // `dom` is absent for the hypervisor (SCHEMA.md); `null` names no domain, and reading
+        // it as absent would let a line that means nothing pass for the hypervisor's.
+        for line in [
+            r#"{"v":1,"seq":9,"tsc":1,"dom":null,"kind":"end","status":0,"reason":"done"}"#,
+            r#"{"v":1,"seq":3,"tsc":1,"dom":null,"kind":"lost","count":2}"#,
+            r#"{"v":1,"seq":0,"tsc":1,"dom":null,"kind":"console","text":"hi"}"#,
+        ] {
+            let error = from_line(line).expect_err(line);
+            assert_eq!(error, JsonError::DomNull, "{line}");
+            assert_eq!(
+                error.to_string(),
+                "\"dom\" is null: an event about the hypervisor has no \"dom\" at all, and null names no domain"
+            );
+        }
+        // The writer leaves `dom` out for the hypervisor's events: it never writes the null
+        // its reader refuses.
+        for event in crate::sample::event_channel_ping() {
+            let line = to_line(&event);
+            assert_eq!(line.contains(r#""dom""#), event.dom.is_some(), "{line}");
+            assert!(!line.contains(r#""dom":null"#), "{line}");
         }
     }
 

@@ -16,27 +16,51 @@
 //!
 //! The judgement: of the held line and the lines after it, the ones whose `seq` is above the
 //! last event taken, keep a longest rising run of `seq`s (the most lines that can all be
-//! right). The held line is taken when it starts such a run, else it is a bad line. Between
-//! runs of the same length, the one that starts from the lower `seq` wins (`1, 500, 3,
-//! 502`: 500 is blamed, not 3), then the earlier line (of a repeat, the second is blamed).
+//! right, so the fewest blamed). The held line is taken when it starts such a run, else it
+//! is a bad line. Between runs of the same length, the one that starts from the lower `seq`
+//! wins (`1, 500, 3, 502`: 500 is blamed, not 3), then the earlier line (of a repeat, the
+//! second is blamed). The judgement is made once [`LOOK_AHEAD`] lines came after the held
+//! one and the longest run reaches the newest line; while it does not, the file has left
+//! that run for another that may still grow longer, and the judgement waits, up to
+//! [`MAX_LOOK_AHEAD`] lines (`1, 100 … 108, 2, 3 …`: at 16 lines the nine wrong lines are
+//! the longer run, but the file goes on with 2, 3 …; at 17 the right run is as long, and
+//! the wrong lines lose).
 //!
 //! What that promises. A recording whose `seq`s only rise is taken whole, each jump a gap
 //! (a recording filtered with grep, a jump on the last line). A line that is not above the
-//! last event taken (a repeat, a step back) is a bad line at once. Wrong lines that jump
-//! ahead of the right lines after them lose only themselves while they are fewer than those
-//! right lines among the first wrong line and the [`LOOK_AHEAD`] lines after it: up to 8
-//! wrong lines in a row, in any order (fewer at the end of a file, where fewer lines
-//! judge). Where there are more, or where wrong lines rise from below a real jump (`1, 500,
-//! 3, 4, 501`), the run of the wrong lines can be the longer one and is kept in place of
-//! the right ones: `seq` alone cannot tell them apart. A line in its place (the next
-//! `seq`, with nothing held) is taken at once: holding costs only around a jump.
+//! last event taken (a repeat, a step back) is a bad line at once. Every line is either
+//! taken or a bad line named by its number: none is dropped without a word. Wrong lines
+//! that jump ahead of the right lines after them lose only themselves when they are at most
+//! [`LOOK_AHEAD`] in a row, in any order, and at least as many right lines follow them
+//! within [`MAX_LOOK_AHEAD`] lines of the first (and before the file ends).
+//!
+//! The limits, inherent to `seq` and to a bounded window (tests pin both):
+//!
+//! - More than [`LOOK_AHEAD`] wrong lines in a row that rise (`1, 100 … 116, 2, 3 …`): the
+//!   first and the [`LOOK_AHEAD`] after it are one run that reaches the newest line, with
+//!   no other in sight, exactly what a real jump followed by its events looks like. It is
+//!   taken, and the right lines after it are bad lines (each "goes back"), each named. Any
+//!   window of bounded length can be filled by such a run; telling it from a real jump
+//!   takes the lines after the window. So do fewer right lines after the wrong ones than
+//!   there were wrong ones, before the file ends or within [`MAX_LOOK_AHEAD`] lines.
+//! - Wrong lines that rise from below a real jump and go on into its run (`1, 500, 3, 4,
+//!   501 …`): either 500 is wrong or 3 and 4 are, and `seq` cannot say which; the reading
+//!   that blames fewer lines wins (500).
+//!
+//! A line in its place (the next `seq`, with nothing held) is taken at once: holding costs
+//! only around a jump.
 //! Both readers of recordings (`recording::read` and `store::Trace`) order their lines here.
 
 use crate::json::JsonError;
 use std::collections::VecDeque;
 
-/// How many event lines after a held line judge it.
+/// How many event lines after a held line judge it, at least.
 pub const LOOK_AHEAD: usize = 16;
+
+/// How many event lines after a held line judge it at most: the judgement waits past
+/// [`LOOK_AHEAD`] while the longest run does not reach the newest line (the file has gone
+/// back to another run), up to this many.
+pub const MAX_LOOK_AHEAD: usize = 4 * LOOK_AHEAD;
 
 /// What to do with a line: take its event, or skip it as bad (`line` is 1-based).
 #[derive(Debug, PartialEq)]
@@ -63,6 +87,16 @@ enum Judgement {
         next_line: usize,
         next: u64,
     },
+}
+
+/// Who wins the judgement of the first held line ([`SeqOrder::rival_of_first`]).
+enum Contest {
+    /// Its run: it is taken.
+    First,
+    /// The run of this held line, which goes on from below it: the first line is bad.
+    Rival(usize),
+    /// The longest run does not reach the newest line: wait for more lines.
+    Undecided,
 }
 
 /// Follows the `seq` of a recording's event lines (see the module's documentation).
@@ -125,12 +159,15 @@ impl<T> SeqOrder<T> {
             } else if first.seq == expected {
                 Judgement::Take
             } else if self.held.len() > look_ahead {
-                match self.rival_of_first() {
-                    Some(rival) => Judgement::Blame {
+                // More lines may settle it (`look_ahead` 0: the file is read, none come).
+                let more_to_come = look_ahead > 0 && self.held.len() <= MAX_LOOK_AHEAD;
+                match self.rival_of_first(more_to_come) {
+                    Contest::Undecided => break,
+                    Contest::Rival(rival) => Judgement::Blame {
                         next_line: self.held[rival].line,
                         next: self.held[rival].seq,
                     },
-                    None => Judgement::Take,
+                    Contest::First => Judgement::Take,
                 }
             } else {
                 break;
@@ -161,33 +198,49 @@ impl<T> SeqOrder<T> {
         verdicts
     }
 
-    /// The held line that starts a run of `seq`s which beats every run the first held line
-    /// starts (see the module's documentation); `None` when the first line's run wins. A
-    /// rival always goes on from below the first line: one from above it would have the
-    /// first line in front, a longer run.
-    fn rival_of_first(&self) -> Option<usize> {
-        // The longest rising run of seqs above `last` that starts at each held line,
-        // computed from the last line back (0 for a line that is not above `last`).
+    /// Which held line starts the run of `seq`s that wins (see the module's documentation):
+    /// the first held line, or a rival that beats every run the first line starts. A rival
+    /// always goes on from below the first line: one from above it would have the first
+    /// line in front, a longer run. With `more_to_come`, a winner whose longest run does
+    /// not reach the newest held line waits for more lines: the file has left that run, and
+    /// the run it goes on with may still grow longer.
+    fn rival_of_first(&self, more_to_come: bool) -> Contest {
+        // From each held line (0 for one that is not above `last`): the longest rising run
+        // of seqs above `last` that starts there, and the longest that also ends at the
+        // newest line; both computed from the newest line back.
         let above_last = |seq: u64| self.last.is_none_or(|last| seq > last);
+        let newest = self.held.len() - 1;
         let mut run_from = vec![0usize; self.held.len()];
+        let mut run_to_newest_from = vec![0usize; self.held.len()];
         for start in (0..self.held.len()).rev() {
             let seq = self.held[start].seq;
             if !above_last(seq) {
                 continue;
             }
-            let longest_after = (start + 1..self.held.len())
-                .filter(|&after| self.held[after].seq > seq)
-                .map(|after| run_from[after])
-                .max()
-                .unwrap_or(0);
-            run_from[start] = 1 + longest_after;
+            let after = || (start + 1..self.held.len()).filter(|&after| self.held[after].seq > seq);
+            run_from[start] = 1 + after().map(|after| run_from[after]).max().unwrap_or(0);
+            run_to_newest_from[start] = match start == newest {
+                true => 1,
+                false => after()
+                    .map(|after| run_to_newest_from[after])
+                    .filter(|&run| run > 0)
+                    .max()
+                    .map_or(0, |run| run + 1),
+            };
         }
         // Longer first; on a tie the lower seq; on a tie again the earlier line.
         let rank = |index: usize| (run_from[index], std::cmp::Reverse(self.held[index].seq));
-        let best_rival = (1..self.held.len())
+        let winner = (0..self.held.len())
             .filter(|&index| run_from[index] > 0)
-            .max_by(|&one, &other| rank(one).cmp(&rank(other)).then(other.cmp(&one)))?;
-        (rank(best_rival) > rank(0)).then_some(best_rival)
+            .max_by(|&one, &other| rank(one).cmp(&rank(other)).then(other.cmp(&one)))
+            .unwrap_or(0);
+        if more_to_come && run_to_newest_from[winner] < run_from[winner] {
+            return Contest::Undecided;
+        }
+        match winner {
+            0 => Contest::First,
+            rival => Contest::Rival(rival),
+        }
     }
 
     fn out_of_order(&self, line: usize, seq: u64) -> Verdict<T> {
@@ -299,6 +352,81 @@ mod tests {
         assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 502])), [3]);
         // The limit: wrong lines that rise from below a real jump are the longer run.
         assert_eq!(bad(&verdicts(&[0, 1, 500, 3, 4, 501])), [3]);
+    }
+
+    /// Every line is either taken or named as bad: none is lost without a word.
+    fn each_line_once(said: &[(usize, String)], lines: usize) {
+        let mut named: Vec<usize> = said.iter().map(|(line, _)| *line).collect();
+        named.sort_unstable();
+        assert_eq!(named, (1..=lines).collect::<Vec<_>>(), "{said:?}");
+    }
+
+    #[test]
+    fn more_wrong_lines_than_right_ones_in_the_window_lose_only_themselves() {
+        // Nine wrong lines in a row that rise (a block pasted from another recording),
+        // then the right ones: within LOOK_AHEAD lines of the first wrong one, the wrong run
+        // (9) was the longer, it was taken, and every right line after it "went back".
+        // The file went on with the right run: the judgement waits until one run is the
+        // longest and reaches the newest line.
+        let mut seqs = vec![0, 1];
+        seqs.extend(100..=108);
+        seqs.extend(2..60);
+        let said = verdicts(&seqs);
+        assert_eq!(bad(&said), (3..=11).collect::<Vec<_>>(), "{said:?}");
+        each_line_once(&said, seqs.len());
+        // As many as LOOK_AHEAD wrong lines in a row, in any order, when at least as many
+        // right lines follow them.
+        let mut seqs = vec![0, 1];
+        seqs.extend([900, 5_000, 700, 800, 100_000, 90, 91, 6_000]);
+        seqs.extend(200..208);
+        seqs.extend(2..60);
+        assert_eq!(bad(&verdicts(&seqs)), (3..=18).collect::<Vec<_>>());
+        // A real jump whose run a stray line below it interrupts at the window's edge: the
+        // judgement waits one line more, and the stray line alone is bad.
+        let mut seqs = vec![0, 1];
+        seqs.extend(500..515);
+        seqs.push(9);
+        seqs.extend(515..540);
+        let said = verdicts(&seqs);
+        assert_eq!(bad(&said), [18], "{said:?}");
+        each_line_once(&said, seqs.len());
+    }
+
+    #[test]
+    fn the_limits_are_pinned_and_every_line_judged_wrong_is_named() {
+        // 1. More wrong lines in a row than LOOK_AHEAD, all rising: the first of them and
+        // the LOOK_AHEAD after it are one run that reaches the newest line, and no right
+        // line is in sight: it reads as a real jump (a gap) and is taken. The right lines
+        // after it then go back: each is a bad line, named by its number.
+        let mut seqs = vec![0, 1];
+        seqs.extend(100..=(100 + LOOK_AHEAD as u64));
+        seqs.extend(2..40);
+        let said = verdicts(&seqs);
+        let right_lines_after = seqs.len() - (3 + LOOK_AHEAD);
+        assert_eq!(
+            bad(&said),
+            ((4 + LOOK_AHEAD)..=seqs.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(bad(&said).len(), right_lines_after);
+        assert!(said.contains(&(4 + LOOK_AHEAD, format!("seq 2 after seq {}: a trace's seq only goes up, so this line repeats an event or is out of order", 100 + LOOK_AHEAD))), "{said:?}");
+        each_line_once(&said, seqs.len());
+        // 2. Wrong lines that rise from below a real jump and go on into its run (`1, 500,
+        // 3, 4, 501, 502…`): either 500 is wrong or 3 and 4 are, and `seq` cannot say
+        // which. The reading that blames fewer lines wins: 500.
+        let mut seqs = vec![0, 1, 500, 3, 4];
+        seqs.extend(501..530);
+        let said = verdicts(&seqs);
+        assert_eq!(bad(&said), [3], "{said:?}");
+        each_line_once(&said, seqs.len());
+        // 3. Wrong lines after which fewer right lines come than there were wrong ones
+        // (here the file ends after 4 of them), or not enough within MAX_LOOK_AHEAD lines:
+        // the longer run, the wrong one, is kept, and the right lines are named bad.
+        let mut seqs = vec![0, 1];
+        seqs.extend(100..=108);
+        seqs.extend(2..6);
+        let said = verdicts(&seqs);
+        assert_eq!(bad(&said), (12..=15).collect::<Vec<_>>(), "{said:?}");
+        each_line_once(&said, seqs.len());
     }
 
     #[test]

@@ -81,8 +81,9 @@ pub struct Trace {
     domains: Vec<(u16, String)>,
     /// The first bad line (loading skips each and goes on) ...
     error: Option<LineError>,
-    /// ... and how many there were.
-    bad_lines: usize,
+    /// ... and the number of each, in order (a recording's bad lines are few, or come in
+    /// runs: [`Trace::bad_line_runs`]).
+    bad_line_numbers: Vec<usize>,
     /// Lines read so far (the next line's number is this plus one).
     lines: usize,
     /// (event number, its line number) of each event whose line is not the one after the
@@ -284,7 +285,7 @@ impl Trace {
             tsc_hz: None,
             domains: Vec::new(),
             error: None,
-            bad_lines: 0,
+            bad_line_numbers: Vec::new(),
             lines: 0,
             line_jumps: Vec::new(),
             order: SeqOrder::new(),
@@ -364,7 +365,7 @@ impl Trace {
         // So many lines and not one event: this is no recording (a log, a binary), and
         // reading all of it would only take time and memory to say so. An event held for
         // its seq is one (a recording cut from a longer one begins with a held event).
-        !(self.holds_no_event() && self.bad_lines >= NOT_A_RECORDING_AFTER)
+        !(self.holds_no_event() && self.bad_lines() >= NOT_A_RECORDING_AFTER)
     }
 
     fn apply(&mut self, verdict: Verdict<Pending>) {
@@ -385,7 +386,10 @@ impl Trace {
     }
 
     fn bad_line(&mut self, line: usize, error: JsonError) {
-        self.bad_lines += 1;
+        // Verdicts on lines held for their `seq` come after those on later lines behind
+        // them (`order.rs`): kept in line order, nearly always by pushing at the end.
+        let at = self.bad_line_numbers.partition_point(|&bad| bad < line);
+        self.bad_line_numbers.insert(at, line);
         recording::keep_first(
             &mut self.error,
             LineError {
@@ -518,7 +522,20 @@ impl Trace {
 
     /// How many lines were not events, and skipped.
     pub fn bad_lines(&self) -> usize {
-        self.bad_lines
+        self.bad_line_numbers.len()
+    }
+
+    /// The numbers of the lines that were not events, as runs of consecutive lines (first,
+    /// last), in line order: every line skipped can be named.
+    pub fn bad_line_runs(&self) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &line in &self.bad_line_numbers {
+            match runs.last_mut() {
+                Some((_, last)) if *last + 1 == line => *last = line,
+                _ => runs.push((line, line)),
+            }
+        }
+        runs
     }
 
     /// The recording's path (`None` for a live run).
@@ -946,6 +963,55 @@ mod tests {
                 ":2: an event of kind \"console\" is always about a domain, but this one has no \"dom\""
             ),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_null_dom_is_its_line_s_error_and_the_lines_around_it_are_kept() {
+        let good = line(0, Body::Console(Console::line("hello")));
+        let null_dom =
+            r#"{"v":1,"seq":1,"tsc":20,"dom":null,"kind":"end","status":0,"reason":"done"}"#;
+        let after = line(2, Body::Console(Console::line("bye")));
+        let path = temporary("null-dom");
+        std::fs::write(&path, format!("{good}\n{null_dom}\n{after}\n")).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 2, "the lines before and after it");
+        assert_eq!(trace.bad_lines(), 1);
+        let error = trace.error().expect("the line whose dom is null");
+        assert!(
+            error.to_string().ends_with(":2: \"dom\" is null: an event about the hypervisor has no \"dom\" at all, and null names no domain"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_bad_line_is_named_in_line_order_whenever_it_was_judged() {
+        // Line 3 jumps ahead and is held; line 4 goes back, and is judged bad first; the
+        // lines after line 3 judge it bad. The last line repeats the one before it.
+        let mut seqs = vec![0, 1, 1_000, 1];
+        seqs.extend(2..30);
+        seqs.push(29);
+        let text: Vec<String> = seqs
+            .iter()
+            .map(|&seq| line(seq, Body::Console(Console::line("x"))))
+            .collect();
+        let path = temporary("named-bad-lines");
+        std::fs::write(&path, text.join("\n") + "\n").unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let last = seqs.len();
+        assert_eq!(trace.bad_line_runs(), [(3, 4), (last, last)]);
+        assert_eq!(trace.bad_lines(), 3);
+        assert_eq!(
+            trace.len() + trace.bad_lines(),
+            seqs.len(),
+            "no line unaccounted for"
+        );
+        assert_eq!(
+            trace.error().map(|error| error.line),
+            Some(3),
+            "the first line"
         );
     }
 

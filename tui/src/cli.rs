@@ -446,7 +446,11 @@ scrolls · b/B break on pf, port:0x3f8, rip:0x200240, sym:NAME…, clear · c ru
 next break · e finish: to the return of the handler the step is in · ? help · q quit.
 Honours NO_COLOR. A recording with a bad line shows every other line's event and says which
 line is bad (status 3); one that lacks events (a gap in seq, lost events, no end event, an
-event after it) is shown all the same, and replay exits with 123.";
+event after it) is shown all the same, and replay exits with 123. Each is said again on
+stderr once the screen closes, as a TRACE FAULT. The status is the whole file's: quit
+before a big recording is all in, and replay reads the rest without a screen (saying how far
+it is) before it exits, so that a bad line or a gap further on is said and counted all the
+same; Ctrl-C stops that reading, and replay exits with 130.";
 
 /// `traplab replay --help`'s last part: the keys, the statuses.
 fn replay_help() -> String {

@@ -177,7 +177,7 @@ fn a_malformed_line_is_named_and_skipped_and_the_lines_after_it_are_read() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:201: not JSON: EOF while parsing",
+            "traplab: TRACE FAULT: {}:201: not JSON: EOF while parsing",
             path.display()
         )),
         "{stderr}"
@@ -190,7 +190,9 @@ fn a_malformed_line_is_named_and_skipped_and_the_lines_after_it_are_read() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("1 event is missing (seq 200): seq jumped from 199 to 201"),
+        stderr.contains(
+            "traplab: TRACE FAULT: 1 event is missing (seq 200): seq jumped from 199 to 201"
+        ),
         "the hole the bad line leaves: {stderr}"
     );
     assert!(
@@ -375,7 +377,15 @@ fn an_incomplete_recording_is_shown_and_its_status_says_so() {
             let output = traplab(&args);
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert_eq!(output.status.code(), Some(123), "{args:?}: {stderr}");
-            assert!(stderr.contains(said), "{args:?}: {stderr}");
+            // In the words and with the prefix of `traplab trace`'s live report.
+            assert!(
+                stderr.contains(&format!("traplab: TRACE FAULT: {said}")),
+                "{args:?}: {stderr}"
+            );
+            assert!(
+                !stderr.contains(&format!("note: {said}")),
+                "{args:?}: {stderr}"
+            );
             assert!(!stderr.contains(":101:"), "no bad line: {stderr}");
             assert!(
                 !output.stdout.is_empty(),
@@ -467,7 +477,7 @@ fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
     );
     assert!(
         stderr.contains(&format!(
-            "2 bad lines were skipped (the first named above); {} events read",
+            "2 bad lines (lines 101–102) were skipped (the first named above); {} events read",
             lines - 2
         )),
         "two lines lost, not the hundreds after them: {stderr}"
@@ -568,6 +578,35 @@ fn an_event_without_the_dom_its_kind_needs_is_named_by_its_number() {
         "{stderr}"
     );
     std::fs::remove_file(path).unwrap();
+}
+
+/// `"dom": null` is no domain: its line is a bad line, named by its number (it was read as
+/// a `dom` left out, and the hypervisor's `end` with it passed as good).
+#[test]
+fn an_event_whose_dom_is_null_is_named_by_its_number() {
+    let original = std::fs::read_to_string(recording("page-fault.jsonl")).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    let last = lines.len() - 1;
+    assert!(lines[last].contains(r#""kind":"end""#));
+    lines[last] = lines[last].replacen(r#","kind":"end""#, r#","dom":null,"kind":"end""#, 1);
+    let path = temporary("null-dom.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "traplab: TRACE FAULT: {}:{}: \"dom\" is null: an event about the hypervisor has no \"dom\" at all, and null names no domain",
+            path.display(),
+            last + 1
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("traplab: TRACE FAULT: the trace ends without the hypervisor's end event"),
+        "the end event's line was the bad one: {stderr}"
+    );
 }
 
 #[test]

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use traplab_tracer::check::StreamFault;
 use traplab_tracer::qemu::Machine;
 use traplab_tracer::session::{Item, Options, Session};
 use traplab_tracer::store::Trace;
@@ -21,7 +20,7 @@ pub fn recording(path: &Path) -> Result<(Trace, u8), Failure> {
     if let Some(failure) = not_a_recording(path, &trace) {
         return Err(failure);
     }
-    Ok(report(trace, true))
+    Ok(report(trace))
 }
 
 /// The error for a file read (so far) into `trace` that holds no event: `/etc/passwd` is
@@ -45,37 +44,32 @@ pub fn not_a_recording(path: &Path, trace: &Trace) -> Option<Failure> {
     ))
 }
 
-/// Say on stderr what is wrong with a trace (`whole`: it was read to its end); the exit
-/// status that says it: [`status::BAD_RECORDING`] for a bad line, else
+/// Say on stderr what is wrong with a trace read to its end, each thing a
+/// [`super::trace_fault`]; the exit status that says it: [`status::BAD_RECORDING`] for a bad line, else
 /// [`status::TRACE_INCOMPLETE`] when events are missing or the end event is (the commands
 /// show what the trace holds all the same: the status is what tells a script it is not all).
-pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
+pub fn report(trace: Trace) -> (Trace, u8) {
     let mut bad_line = false;
     let mut incomplete = false;
     if let Some(error) = trace.error() {
         // The error quotes the file, which may hold a terminal's control characters: shown,
         // not obeyed.
-        eprintln!(
-            "traplab: {}",
-            traplab_tracer::text::printable(&error.to_string())
-        );
+        super::say_trace_fault(traplab_tracer::text::printable(&error.to_string()));
         eprintln!(
             "traplab: {} skipped (the first named above); {} events read",
             match trace.bad_lines() {
                 1 => "that line was".to_string(),
-                lines => format!("{lines} bad lines were"),
+                lines => format!(
+                    "{lines} bad lines ({}) were",
+                    line_runs(&trace.bad_line_runs())
+                ),
             },
             trace.len()
         );
         bad_line = true;
     }
     for fault in trace.faults() {
-        // No end event says nothing more when the reading stopped first, at the user's `q`
-        // before the whole file was read (`whole`).
-        if fault == StreamFault::Truncated && !whole {
-            continue;
-        }
-        eprintln!("traplab: note: {fault}");
+        super::say_trace_fault(fault);
         incomplete = true;
     }
     let code = status::of_recordings(&[
@@ -91,6 +85,18 @@ pub fn report(trace: Trace, whole: bool) -> (Trace, u8) {
         },
     ]);
     (trace, code)
+}
+
+/// Runs of line numbers in words: `lines 7, 101–140`.
+fn line_runs(runs: &[(usize, usize)]) -> String {
+    let runs: Vec<String> = runs
+        .iter()
+        .map(|&(first, last)| match first == last {
+            true => first.to_string(),
+            false => format!("{first}–{last}"),
+        })
+        .collect();
+    format!("lines {}", runs.join(", "))
 }
 
 /// Domain `dom`, which option `flag` names, is one of `trace`'s; else the usage error that
@@ -158,7 +164,7 @@ pub fn run_now(name: &str, machine: &Machine, yes: bool) -> Result<(Trace, u8), 
         match item {
             Item::Event(event) => trace.push_event(&event),
             Item::Broken(message) => {
-                eprintln!("traplab: TRACE FAULT: {message}");
+                super::say_trace_fault(message);
                 broken = true;
             }
             Item::Finished(done) => finish = Some(done),
@@ -166,7 +172,7 @@ pub fn run_now(name: &str, machine: &Machine, yes: bool) -> Result<(Trace, u8), 
         }
     }
     let incomplete = broken || !trace.faults().is_empty();
-    let (trace, _) = report(trace, true);
+    let (trace, _) = report(trace);
     // The table shows what the run did; the status says whether the run went right.
     let code = match &finish {
         Some(finish) => status::of_run(finish, incomplete).unwrap_or(status::SUCCESS),

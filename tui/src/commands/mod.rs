@@ -50,6 +50,20 @@ impl From<&str> for Failure {
     }
 }
 
+/// How every command says that a trace broke one of its promises (`SCHEMA.md`, "What a
+/// complete trace promises"), or that a recording has a line that is not an event: events
+/// lost, a gap, no end event, a broken ring, a recording that lacks events, a bad line. Live
+/// (`trace`, `run`, the screen's status line) or read back (`stats`, `export`, `diff`,
+/// `replay`), the same words: `TRACE FAULT: ` and what is wrong.
+pub fn trace_fault(fault: impl std::fmt::Display) -> String {
+    format!("TRACE FAULT: {fault}")
+}
+
+/// Say [`trace_fault`] on stderr, as `traplab: TRACE FAULT: …`.
+pub fn say_trace_fault(fault: impl std::fmt::Display) {
+    eprintln!("traplab: {}", trace_fault(fault));
+}
+
 /// The trace fault of a `--record FILE` that could not write every event (a full disk):
 /// `unrecorded` of the `events` events failed, and `unflushed` is the error of the last
 /// write, of what was still buffered. `None` when the recording has every event. `trace`

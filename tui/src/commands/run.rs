@@ -130,7 +130,7 @@ fn after_the_screen(ended: &LiveEnd) -> (Vec<String>, Result<u8, super::Failure>
         ended.recorded.unflushed.as_ref(),
     );
     if let Some(fault) = &recording_fault {
-        said.push(format!("TRACE FAULT: {fault}"));
+        said.push(super::trace_fault(fault));
     }
     if let Err(error) = &ended.terminal {
         // The run stopped where the terminal failed: only the recording's fault is the
@@ -154,14 +154,14 @@ fn after_the_screen(ended: &LiveEnd) -> (Vec<String>, Result<u8, super::Failure>
         .is_some_and(|live| matches!(live.state, LiveState::Finished(_)));
     let mut incomplete = recording_fault.is_some();
     if let Some(message) = &app.ring_fault {
-        said.push(format!("TRACE FAULT: {message}"));
+        said.push(super::trace_fault(message));
         incomplete = true;
     }
     for fault in app.trace.faults() {
         if fault == StreamFault::Truncated && !finished {
             continue;
         }
-        said.push(format!("note: {fault}"));
+        said.push(super::trace_fault(fault));
         incomplete = true;
     }
     let status = match incomplete {

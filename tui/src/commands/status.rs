@@ -54,7 +54,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     ),
     (
         TRACE_INCOMPLETE,
-        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or trace --record or run --record could not write every event; for a recording that stats, export, diff or replay read, events lost, a gap in seq, no end event or an event after it (what it holds is shown all the same)",
+        "the trace is incomplete: events lost, a gap or a step back in seq, the ring broken, no end event, or trace --record or run --record could not write every event; for a recording that stats, export, diff or replay read, events lost, a gap in seq, no end event or an event after it (what it holds is shown all the same; 3 and 123 are the whole file's: replay quit before it is all in reads the rest once its screen closes)",
     ),
     (
         TIMED_OUT,

@@ -121,7 +121,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
         match item {
             Item::Event(event) => {
                 for fault in check.observe(&event) {
-                    eprintln!("traplab: TRACE FAULT: {fault}");
+                    super::say_trace_fault(fault);
                 }
                 if let Body::Domain(domain) = &event.body {
                     match domain.state {
@@ -152,7 +152,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
                     log_tail.pop_front();
                 }
             }
-            Item::Broken(message) => eprintln!("traplab: TRACE FAULT: {message}"),
+            Item::Broken(message) => super::say_trace_fault(message),
             Item::Finished(done) => finish = Some(done),
         }
     }
@@ -178,7 +178,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode, super::Failure> {
     let mut code = exit_code(&finish, killed, ended.status(), !faults.is_empty());
     if code != 0 || !faults.is_empty() {
         for fault in &faults {
-            eprintln!("traplab: TRACE FAULT: {fault}");
+            super::say_trace_fault(fault);
         }
         report_failure(&finish, &log_tail, args.verbose);
     }

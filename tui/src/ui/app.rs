@@ -1374,7 +1374,7 @@ impl App {
             Item::Event(event) => self.trace.push_event(&event),
             Item::Log(_) => {}
             Item::Broken(message) => {
-                self.message = Some(format!("TRACE FAULT: {message}"));
+                self.message = Some(crate::commands::trace_fault(&message));
                 self.ring_fault = Some(message);
             }
             Item::Finished(finish) => {
