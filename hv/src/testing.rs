@@ -730,6 +730,23 @@ impl Test {
         self.out(0xa1, slave_mask);
     }
 
+    /// The RTC's update-ended interrupt on, through the slave 8259A (IRQ 8, vector 0x28,
+    /// whose gate goes to 0x20_0000; only IRQ 2 and IRQ 8 open), status C selected at 0x70 as
+    /// a kernel's handler leaves it, and the clock at the update's end: the RTC's timer due
+    /// and not yet ticked. OUTs, as the guest makes them ([`Test::out`]).
+    pub fn rtc_update_ended_due(&mut self) {
+        self.gate(0x28, 0x20_0000);
+        self.initialise_the_pics(0xfb, 0xfe);
+        // Status A: no periodic rate; status B: UIE, 24-hour.
+        for (port, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
+            self.out(port, value);
+        }
+        self.out(0x70, 0x0c);
+        let armed = self.domain.vcpu.interrupts.timers.rtc;
+        let due = armed.expect("UIE arms the RTC's timer").due_tsc;
+        self.machine.now.set(due);
+    }
+
     /// Map the 4th GiB, where the devices are (the lab device, the APICs), as itself with
     /// one 1 GiB page: the boot page tables map only the first 16 MiB, and an instruction
     /// that the hypervisor translates addresses for (a string instruction) must reach them.

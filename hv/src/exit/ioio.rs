@@ -1117,21 +1117,7 @@ mod tests {
         // AL and status C untouched); it runs again after the handler.
         let mut test = Test::long_mode();
         test.interrupts_on();
-        test.gate(0x28, 0x20_0000);
-        test.initialise_the_pics(0xfb, 0xfe);
-        for (port_number, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
-            test.out(port_number, value); // no periodic rate; UIE, 24-hour
-        }
-        test.out(0x70, 0x0c);
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .rtc
-            .expect("armed")
-            .due_tsc;
-        test.machine.now.set(due);
+        test.rtc_update_ended_due();
         test.set_gpr(0, 0x5a);
         test.set_gpr(2, 0x71);
         let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
@@ -1178,21 +1164,7 @@ mod tests {
         // reads UF and IRQF (the tick came first, and the PIC latched IRQ 8's edge, to be
         // taken when the kernel turns interrupts on) and moves RIP on.
         let mut test = Test::long_mode();
-        test.gate(0x28, 0x20_0000);
-        test.initialise_the_pics(0xfb, 0xfe);
-        for (port_number, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
-            test.out(port_number, value);
-        }
-        test.out(0x70, 0x0c);
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .rtc
-            .expect("armed")
-            .due_tsc;
-        test.machine.now.set(due);
+        test.rtc_update_ended_due();
         test.set_gpr(2, 0x71);
         let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
         assert_eq!(test.gpr(0) as u8, 0x90, "IRQF and UF");

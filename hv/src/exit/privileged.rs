@@ -698,21 +698,7 @@ mod tests {
         // C selected; the update's end has passed unnoticed when its IN from 0x71 raises
         // #GP. The tick comes first, its interrupt is injected, and the IN waits.
         let mut test = Test::long_mode();
-        test.gate(0x28, 0x20_0000);
-        test.initialise_the_pics(0xfb, 0xfe);
-        for (port, value) in [(0x70, 0x0a), (0x71, 0x20), (0x70, 0x0b), (0x71, 0x12)] {
-            test.out(port, value);
-        }
-        test.out(0x70, 0x0c);
-        let due = test
-            .domain
-            .vcpu
-            .interrupts
-            .timers
-            .rtc
-            .expect("armed")
-            .due_tsc;
-        test.machine.now.set(due);
+        test.rtc_update_ended_due();
         test.code(&[0xe4, 0x71]); // in al, 0x71
         test.domain.vcpu.vmcb.save.cpl = 3;
         test.domain.pv.enabled = true;
