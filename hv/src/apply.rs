@@ -32,7 +32,7 @@ use crate::decision::{
 use crate::device::{PlatformTimer, TimerSource, Written, lapic, rtc};
 use crate::domain::Domain;
 use crate::domain::OthersMut;
-use crate::domain::evtchn::{Pending, PortState};
+use crate::domain::evtchn::PortState;
 use crate::domain::grants::Mapping;
 use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
@@ -428,16 +428,38 @@ pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &m
 
 /// `domain`'s timers due at `now` tick while no exit of its own is being handled: while it is
 /// blocked (a tick may wake it: Xen's `vcpu_unblock`), or as it is switched in. Each tick is
-/// in the trace as at an exit ([`Step::timer_ticks`]): one that is an event on the port bound
-/// to VIRQ_TIMER is a `notify` (every port made pending is in the trace), and an `emulate`
+/// in the trace as at an exit ([`tick_due_timers`]), and an `emulate` that begins with `when`
 /// says what the ticks did. The caller records `events` after the running trap's, as it does
 /// what keys typed for a switched-out domain did (`tracer/SCHEMA.md`). Whether a tick woke
 /// it, and the port of the one that did (`Some(None)`: an interrupt).
 pub fn timer_ticks_off_an_exit(
     domain: &mut Domain,
     now: u64,
+    when: &str,
     events: &mut Vec<Body>,
 ) -> Option<Option<Port>> {
+    let (words, woke) = tick_due_timers(domain, now, events);
+    if !words.is_empty() {
+        events.push(Body::Emulate(Emulate {
+            what: Cow::Owned(format!("{when}: {}", words.join("; "))),
+            arguments: Arguments::default(),
+            changes: Vec::new(),
+        }));
+    }
+    woke
+}
+
+/// `domain`'s timers due at `now` tick ([`Domain::timer_ticks`]); a blocked vCPU a tick wakes
+/// is runnable again ([`schedule::woken_by_timer`]). A tick that is an event on the port bound
+/// to VIRQ_TIMER is a `notify` in `events`, from port 0, the hypervisor's own (every port made
+/// pending is in the trace), as at the hypervisor's timer interrupt (`exit/intr.rs`). What
+/// each tick did, in words, and the port of the tick that woke the vCPU, if one did
+/// (`Some(None)`: an interrupt).
+fn tick_due_timers(
+    domain: &mut Domain,
+    now: u64,
+    events: &mut Vec<Body>,
+) -> (Vec<String>, Option<Option<Port>>) {
     let mut woke = None;
     let mut words = Vec::new();
     for tick in domain.timer_ticks(now) {
@@ -448,37 +470,25 @@ pub fn timer_ticks_off_an_exit(
         if wakes {
             domain.vcpu.run_state = RunState::Runnable;
         }
-        if let Tick::Event { port, pending } = tick {
-            events.push(timer_notify(domain, port, pending, wakes));
-            woke = woke.or(wakes.then_some(Some(port)));
-        } else {
-            woke = woke.or(wakes.then_some(None));
+        let port = match tick {
+            Tick::Event { port, pending } => {
+                events.push(Body::Notify(Notify {
+                    to: domain.id,
+                    port,
+                    from_port: 0,
+                    woke: wakes,
+                    masked: pending.masked || domain.upcalls_masked(),
+                }));
+                Some(port)
+            }
+            _ => None,
+        };
+        if wakes {
+            woke = woke.or(Some(port));
         }
         words.extend(tick.words());
     }
-    if !words.is_empty() {
-        events.push(Body::Emulate(Emulate {
-            what: Cow::Owned(format!(
-                "the guest's timer was due while it was off the CPU: {}",
-                words.join("; ")
-            )),
-            arguments: Arguments::default(),
-            changes: Vec::new(),
-        }));
-    }
-    woke
-}
-
-/// The `notify` of a timer tick that made `port`, the one bound to VIRQ_TIMER, pending:
-/// from no port (the hypervisor's timer, not another domain's send).
-fn timer_notify(domain: &Domain, port: Port, pending: Pending, woke: bool) -> Body {
-    Body::Notify(Notify {
-        to: domain.id,
-        port,
-        from_port: 0,
-        woke,
-        masked: pending.masked || domain.upcalls_masked(),
-    })
+    (words, woke)
 }
 
 /// An effect the handler could not foresee failing: the domain ends.
@@ -723,6 +733,7 @@ impl Step<'_, '_> {
                 let what = self.domain.rtc_tick(now);
                 self.reports.push(what);
             }
+            Effect::RtcAccessWaits(rip) => self.domain.vcpu.rtc_access_waited_at = Some(rip),
             Effect::Console(bytes) => {
                 for byte in bytes {
                     let line = self.domain.devices.console.transmit(byte);
@@ -1129,8 +1140,14 @@ impl Step<'_, '_> {
         | PortAccess::InString { port, size, .. }
         | PortAccess::OutString { port, size, .. }) = &access;
         let (port, size) = (*port, *size);
-        if (0..u16::from(size)).any(|byte| port.wrapping_add(byte) == rtc::DATA) {
+        if rtc::reaches_registers(port, size) {
             self.rtc_due_first();
+            // The access that waited for the RTC's interrupt runs now (the effects before
+            // the `Rip` leave RIP at the instruction): the next one may wait again.
+            let vcpu = &mut self.domain.vcpu;
+            if vcpu.rtc_access_waited_at == Some(vcpu.vmcb.save.rip) {
+                vcpu.rtc_access_waited_at = None;
+            }
         }
         let devices = &mut self.domain.devices;
         match access {
@@ -1454,20 +1471,10 @@ impl Step<'_, '_> {
         }
     }
 
-    /// The domain's timers due at `now` tick ([`Domain::timer_ticks`]), and what each did, in
-    /// words. A tick that is an event on the port bound to VIRQ_TIMER is a `notify` event
-    /// too, as at the hypervisor's timer interrupt (`exit/intr.rs`): every port made pending
-    /// is in the trace.
+    /// The domain's timers due at `now` tick, and what each did, in words ([`tick_due_timers`]:
+    /// the running domain's, which no tick wakes).
     fn timer_ticks(&mut self, now: u64) -> Vec<String> {
-        let mut words = Vec::new();
-        for tick in self.domain.timer_ticks(now) {
-            if let Tick::Event { port, pending } = tick {
-                let notify = timer_notify(self.domain, port, pending, false);
-                self.events.push(notify);
-            }
-            words.extend(tick.words());
-        }
-        words
+        tick_due_timers(self.domain, now, self.events).0
     }
 
     /// One device timer, as [`Step::device_timers`] works it out: kept at `slot` of the
@@ -2549,6 +2556,9 @@ mod tests {
 
     // ---- timer_ticks_off_an_exit: ticks with no exit of the domain's own ----------------
 
+    /// How the run loop begins a tick noticed off the CPU (`run.rs`).
+    const OFF: &str = "the guest's timer was due while it was off the CPU";
+
     /// `set_timer`'s timer, due at 5,000 every 1,000, its vector 0x20.
     fn set_timer_due_at_5000(test: &mut Test) {
         test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
@@ -2572,11 +2582,11 @@ mod tests {
         test.domain.vcpu.run_state = RunState::Blocked(crate::domain::vcpu::Wait::Interrupt);
         let mut events = Vec::new();
         assert_eq!(
-            timer_ticks_off_an_exit(&mut test.domain, 4_999, &mut events),
+            timer_ticks_off_an_exit(&mut test.domain, 4_999, OFF, &mut events),
             None
         );
         assert!(events.is_empty(), "nothing due, nothing said: {events:?}");
-        let woke = timer_ticks_off_an_exit(&mut test.domain, 5_000, &mut events);
+        let woke = timer_ticks_off_an_exit(&mut test.domain, 5_000, OFF, &mut events);
         assert_eq!(woke, Some(Some(2)));
         assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
         let [Body::Notify(notify), Body::Emulate(emulate)] = events.as_slice() else {
@@ -2606,7 +2616,7 @@ mod tests {
         set_timer_due_at_5000(&mut test);
         let mut events = Vec::new();
         assert_eq!(
-            timer_ticks_off_an_exit(&mut test.domain, 5_500, &mut events),
+            timer_ticks_off_an_exit(&mut test.domain, 5_500, OFF, &mut events),
             None
         );
         assert_eq!(test.domain.vcpu.interrupts.pending, Some(0x20));

@@ -493,7 +493,7 @@ fn wake_on_timers(
             continue;
         }
         let mut events = Vec::new();
-        let woke = apply::timer_ticks_off_an_exit(domain, now, &mut events);
+        let woke = apply::timer_ticks_off_an_exit(domain, now, OFF_THE_CPU, &mut events);
         if let Some(port) = woke {
             first = first.or(Some((domain.id, port)));
         }
@@ -501,6 +501,9 @@ fn wake_on_timers(
     }
     first
 }
+
+/// How a tick noticed while its domain was switched out begins its `emulate`.
+const OFF_THE_CPU: &str = "the guest's timer was due while it was off the CPU";
 
 /// Put vCPU `id` on the CPU: its `created` event the first time, the debug registers, XCR0
 /// and x87/SSE state VMRUN does not switch, a due timer, and what it still owes of the exit
@@ -553,9 +556,14 @@ fn switch_in(
     }
     let domain = running.system().domain_mut(id)?;
     // Its timers that fell due while it was off the CPU (the idle loop and other domains'
-    // exits tick only those of blocked vCPUs; a preempted one's wait for it).
+    // exits tick only those of blocked vCPUs; a preempted one's wait for it). Or, when it
+    // never left (it yielded, or its slice ended, with nobody else to run), those due by now.
+    let when = match previous == Some(id) {
+        true => "the guest's timer was due by the time the hypervisor ran it again",
+        false => OFF_THE_CPU,
+    };
     let mut events = Vec::new();
-    apply::timer_ticks_off_an_exit(domain, machine.now(), &mut events);
+    apply::timer_ticks_off_an_exit(domain, machine.now(), when, &mut events);
     let parked = scheduler.parked.remove(&id);
     let owed = parked.and_then(
         |Parked {

@@ -131,7 +131,8 @@ pub struct Facts {
     pub tsc_hz: Option<u64>,
     /// `lost`.
     pub lost: Option<u64>,
-    /// `notify`: the domain notified, and its port that is pending now ...
+    /// `notify` of a send (another domain's, or a store watch's): the domain notified, and
+    /// its port that is pending now ...
     pub notified: Option<(u16, u32)>,
     /// ... and whether the notification woke that domain from a block.
     pub woke: bool,
@@ -175,7 +176,12 @@ impl Facts {
                 facts.cycles = Some(resume.cycles);
             }
             Body::Notify(notify) => {
-                facts.notified = Some((notify.to, notify.port));
+                // A tick of the domain's own timer on its VIRQ_TIMER port (from port 0, to
+                // itself) is the hypervisor's: no flow sent it, so no flow is linked to it.
+                let own_tick = notify.from_port == 0 && event.dom == Some(notify.to);
+                if !own_tick {
+                    facts.notified = Some((notify.to, notify.port));
+                }
                 facts.woke = notify.woke;
             }
             Body::Schedule(schedule) => {

@@ -125,6 +125,67 @@ fn keys_that_wake_a_domain_open_the_second_part_of_its_flow() {
     assert_eq!(trace.flow_of(keys), Some(0), "the keys' event is d1's");
 }
 
+/// A tick of the domain's own timer on its VIRQ_TIMER port: the hypervisor's event, from
+/// port 0, to the domain itself.
+fn own_tick(dom: u16, port: u32, woke: bool) -> Body {
+    Body::Notify(Notify {
+        to: dom,
+        port,
+        from_port: 0,
+        woke,
+        masked: false,
+    })
+}
+
+#[test]
+fn a_domain_woken_by_its_own_timer_s_tick_is_woken_by_no_flow() {
+    // d2's timer ticks on its port 5 (VIRQ_TIMER) at one of its INTR exits, while its upcalls
+    // are masked: an event with no upcall. Later d2 halts, blocked; its next tick, noticed at
+    // d1's INTR exit, wakes it: the switch back names port 5, and the tick's `notify` and
+    // `emulate` open the second part of d2's flow. No domain sent either tick: no flow woke
+    // d2's, neither the earlier INTR flow (the same port) nor the HLT flow itself.
+    let mut events = two_domains(2);
+    events.push(Some(2), exit(0x60, 0x20_0300)); // INTR
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(Some(2), own_tick(2, 5, false));
+    events.push(Some(2), resume(0x20_0300, 40_000));
+    events.push(Some(2), exit(HLT, 0x20_0400));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Blocked, None));
+    events.push(Some(1), exit(0x60, 0x20_0500)); // INTR
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(
+        None,
+        schedule(Some(1), Some(2), ScheduleWhy::Woken, Some(5)),
+    );
+    let tick = events.push(Some(2), own_tick(2, 5, true));
+    events.push(
+        Some(2),
+        sample::emulate(
+            "the guest's timer was due while it was off the CPU: the tick is an event on port 5 (bound to VIRQ_TIMER)",
+            &[],
+        ),
+    );
+    events.push(Some(2), resume(0x20_0401, 90_000));
+    let trace = events.trace();
+    let flows = trace.flows();
+    let (index, halted) = flows
+        .iter()
+        .enumerate()
+        .find(|(_, flow)| flow.dom == 2 && flow.exitcode == HLT as u32)
+        .expect("d2's HLT");
+    assert_eq!(
+        trace.flow_of(tick),
+        Some(index),
+        "the tick is the HLT flow's"
+    );
+    assert_eq!(halted.woken_by, NO_FLOW, "no flow sent the tick");
+    assert!(
+        flows.iter().all(|flow| flow.woke == NO_FLOW),
+        "no flow woke another"
+    );
+}
+
 #[test]
 fn a_wake_on_one_port_is_not_blamed_on_a_notification_of_another() {
     // d1 sends on d2's port 3, which d2 masked: it stays pending and wakes no one. Later

@@ -57,6 +57,12 @@ use alloc::string::String;
 /// The index and data ports.
 pub const INDEX: u16 = 0x70;
 pub const DATA: u16 = 0x71;
+
+/// Does an access of `size` bytes at `port` reach the RTC's registers: its index port (which
+/// selects the register the next data access reads or writes) or its data port?
+pub fn reaches_registers(port: u16, size: u8) -> bool {
+    (0..u16::from(size)).any(|byte| matches!(port.wrapping_add(byte), INDEX | DATA))
+}
 /// Its interrupt line on a PC: ISA IRQ 8 (the ACPI tables name it), IRQ 0 of the slave
 /// 8259A.
 pub const IRQ: u8 = 8;

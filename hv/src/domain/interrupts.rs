@@ -302,8 +302,7 @@ impl Domain {
 
     /// Why a tick of the RTC's timer would not interrupt the CPU now, if it would not: IRQ 8
     /// is high already (the kernel has not read status C since it rose, so a new flag makes
-    /// no edge), or neither route presents IRQ 8's own edge. The two routes, as for the PIT
-    /// (IRQ 0, or the IO-APIC's pin 2) and the local APIC's timer above: through the 8259As,
+    /// no edge), or neither route presents IRQ 8's own edge. The two routes: through the 8259As,
     /// IRQ 8 is the slave's IRQ 0, cascaded on the master's IRQ 2, and gets through when the
     /// pair then presents IRQ 8's vector; through the IO-APIC's pin 8, a message to the local
     /// APIC, when the APIC then delivers that vector. Another interrupt the controllers
@@ -410,12 +409,15 @@ impl Domain {
             }
             TimerPoll::ToRtc => {
                 // The flags, then IRQ 8: latched in the slave's IRR, or requested through
-                // the IO-APIC; then the timer waits for the RTC's next event.
+                // the IO-APIC; then the timer waits for the RTC's next event. It interrupts
+                // the CPU when its edge rose and a route let IRQ 8's own vector through: the
+                // one answer `timer_held_back` gives (another interrupt the controllers
+                // present is not this tick's).
+                let held_back = self.rtc_held_back();
                 self.vcpu.interrupts = next;
                 let what = self.rtc_tick(now);
                 return Tick::Requested {
-                    presented: self.devices.pic.presented().is_some()
-                        || self.devices.lapic.next_to_deliver().is_some(),
+                    presented: held_back.is_none() && self.devices.rtc.interrupt_line(),
                     what,
                 };
             }
@@ -950,6 +952,35 @@ mod tests {
                 "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked or not routed to this CPU"
             )
         );
+    }
+
+    #[test]
+    fn an_rtc_tick_behind_irq_8_s_mask_interrupts_nothing_whatever_irq_1_does() {
+        // The tick's own answer agrees with `timer_held_back`'s: IRQ 1 presented by the
+        // master says nothing of IRQ 8, masked at the slave, so the tick wakes no vCPU
+        // (`schedule::woken_by_timer`) that the idle loop would not have waited for.
+        let (mut test, timer) = rtc_ticking(0xf9, 0xff);
+        test.domain.devices.pic.set_irq(1, true);
+        assert_eq!(test.domain.devices.pic.presented(), Some(0x21));
+        let Tick::Requested { presented, .. } = test.domain.timer_tick(timer.due_tsc) else {
+            panic!("the RTC's tick is requested at its device")
+        };
+        assert!(!presented, "IRQ 8 is latched behind its mask");
+        assert!(test.domain.devices.rtc.interrupt_line(), "the line rose");
+        // Open, with status C read (the line low again): the next tick gets through.
+        test.out(0xa1, 0xfe);
+        test.domain.devices.pic.set_irq(1, false);
+        test.domain.devices.pic.acknowledge();
+        test.out(0x20, 0x20);
+        test.out(0x70, 0x0c);
+        test.domain.devices.port_read(0x71, 1, &test.machine);
+        test.domain.devices.follow_rtc_interrupt();
+        let next = test.domain.vcpu.interrupts.timers.rtc.expect("armed again");
+        assert_eq!(test.domain.timer_held_back(&next), None);
+        let Tick::Requested { presented, .. } = test.domain.timer_tick(next.due_tsc) else {
+            panic!("the RTC's tick is requested at its device")
+        };
+        assert!(presented, "IRQ 8's own vector, presented");
     }
 
     #[test]

@@ -250,6 +250,12 @@ pub struct Vcpu {
     /// The RIP of the last INT n injected (RIP was moved past it), to put back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,
+    /// The RIP of an access to the RTC's registers that waited once for the IRQ 8 the RTC's
+    /// due tick raised (`exit/ioio.rs`, `rtc_interrupt_first`): when the instruction comes
+    /// back after the handler it runs, whatever tick is due by then, so that the guest makes
+    /// progress however fast the RTC interrupts (a handler under TCG, traced, can outlast a
+    /// period of 122 µs, where a CPU's takes a few). Cleared when that access runs.
+    pub rtc_access_waited_at: Option<u64>,
     /// The guest's timer and the interrupt waiting for it (`interrupts.rs`).
     pub interrupts: VirtualInterrupts,
     /// The MSRs the emulated CPU has that neither the VMCB nor the real CPU holds for the
@@ -284,6 +290,7 @@ impl Vcpu {
             nmi_window: None,
             entered_in_shadow_at: None,
             software_interrupt_rip: None,
+            rtc_access_waited_at: None,
             interrupts: VirtualInterrupts::default(),
             msrs: BTreeMap::new(),
             // x87 state only: the value after reset (Intel SDM vol. 1, 13.3).

@@ -230,20 +230,26 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
     delivery::with_io_breakpoints(guest, info.port, info.size, decision, Progress::Completed)
 }
 
-/// An access that reaches the RTC's data port (0x71), at an exit where the RTC's timer is
-/// due and its tick raises IRQ 8, which the guest would take now
-/// ([`Domain::rtc_interrupts_first`](crate::domain::Domain::rtc_interrupts_first)): on a
+/// An access that reaches the RTC's registers (its index port 0x70 or data port 0x71), at
+/// an exit where the RTC's timer is due and its tick raises IRQ 8, which the guest would take
+/// now ([`Domain::rtc_interrupts_first`](crate::domain::Domain::rtc_interrupts_first)): on a
 /// PC, IRQ 8 rose at the RTC's event, before this instruction, and a CPU recognises
 /// interrupts at instruction boundaries (AMD APM vol. 2, 8.5; Intel SDM vol. 3A, 6.9): it
-/// enters the handler before the IN, whose read of status C would take the flag away from
-/// the handler. The hypervisor noticed the event only now. So the tick comes first, and
+/// enters the handler before the access. The handler selects and reads status C itself, so
+/// an IN that ran first would take its flag away, and an OUT to 0x70 that ran first would
+/// have its register selection overwritten by the handler's (the IN after it would read
+/// status C). The hypervisor noticed the event only now. So the tick comes first, and
 /// nothing else: RIP stays at the instruction, the interrupt is injected before VMRUN as any
 /// pending one is (`apply::before_resume`), as at the INTR exit that notices a tick
-/// (`exit/intr.rs`), and the instruction exits again after the handler's IRET. With the
-/// window closed (interrupts off, an interrupt shadow) the access goes on, after the tick
-/// (`apply.rs`, `rtc_due_first`). `instruction` (IN, OUT, INS, OUTS) of `size` bytes at
-/// `port`, at TSC `now`, the exit's; also a PV kernel's IN or OUT (`privileged.rs`, whose
-/// `context` goes first).
+/// (`exit/intr.rs`), and the instruction exits again after the handler's IRET.
+///
+/// Once an instruction: back after the handler, the access runs, whatever tick is due by
+/// then ([`Vcpu::rtc_access_waited_at`](crate::domain::vcpu::Vcpu::rtc_access_waited_at)),
+/// or a guest whose handler outlasts the RTC's period (a traced handler under TCG can, at
+/// 8192 Hz) would never get past it. With the window closed (interrupts off, an interrupt
+/// shadow) the access goes on, after the tick (`apply.rs`, `rtc_due_first`).
+/// `instruction` (IN, OUT, INS, OUTS) of `size` bytes at `port`, at TSC `now`, the exit's;
+/// also a PV kernel's IN or OUT (`privileged.rs`, whose `context` goes first).
 pub(super) fn rtc_interrupt_first(
     now: u64,
     guest: &Guest,
@@ -252,16 +258,20 @@ pub(super) fn rtc_interrupt_first(
     instruction: &str,
     context: &str,
 ) -> Option<Decision> {
-    let reaches_data = (0..u16::from(size)).any(|byte| port.wrapping_add(byte) == rtc::DATA);
-    if !reaches_data || !guest.rtc_interrupts_first(now) {
+    let rip = guest.vcpu.vmcb.save.rip;
+    if !rtc::reaches_registers(port, size)
+        || guest.vcpu.rtc_access_waited_at == Some(rip)
+        || !guest.rtc_interrupts_first(now)
+    {
         return None;
     }
     Some(
         decide!(
             Action::Emulate,
-            "{context}{instruction} at port {port:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs again after its handler"
+            "{context}{instruction} at port {port:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs after its handler"
         )
         .with(Effect::RtcTick(now))
+        .with(Effect::RtcAccessWaits(rip))
         .describe(format!("{instruction} waits: the RTC's interrupt comes first")),
     )
 }
@@ -1156,6 +1166,86 @@ mod tests {
             None,
             "no interrupt after it"
         );
+    }
+
+    /// The IRQ 8 handler a kernel runs, as the hypervisor sees it: at RIPs of its own, with
+    /// interrupts off (the gate cleared IF), it reads status C and sends both EOIs; then its
+    /// IRET returns to `ENTRY` with interrupts on.
+    fn rtc_handler_runs(test: &mut Test) {
+        test.domain.vcpu.vmcb.save.rip = ENTRY + 0x100;
+        test.domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
+        test.out(0x70, 0x0c);
+        in_byte(test, 0x71);
+        test.out(0xa0, 0x20);
+        test.out(0x20, 0x20);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.interrupts_on();
+    }
+
+    #[test]
+    fn an_out_that_selects_an_rtc_register_waits_for_the_irq_8_due_before_it() {
+        // `out 0x70, al` (AL = 0: the seconds), then `in al, 0x71`, with the update's end
+        // passed unnoticed: a CPU takes IRQ 8 before the OUT, and its handler selects status
+        // C. Were the OUT to run first, the handler's selection would stand, and the kernel's
+        // IN would read status C for the seconds.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.rtc_update_ended_due();
+        test.set_gpr(0, 0x00);
+        test.set_gpr(2, 0x70);
+        let run = io(&mut test, &OUT_DX_AL, port(0x70, false, 1));
+        assert_eq!(run.injected().vector, 0x28, "IRQ 8, before the OUT");
+        assert_eq!(test.rip(), ENTRY, "the OUT runs after the handler");
+        assert_eq!(test.domain.vcpu.rtc_access_waited_at, Some(ENTRY));
+        test.vmrun();
+        rtc_handler_runs(&mut test);
+        // Back from the handler: the OUT selects the seconds, and the IN reads them.
+        test.set_gpr(0, 0x00);
+        test.set_gpr(2, 0x70);
+        let run = io(&mut test, &OUT_DX_AL, port(0x70, false, 1));
+        assert!(!run.kinds().contains(&"inject"));
+        assert_eq!(test.rip(), ENTRY + 1);
+        assert_eq!(test.domain.vcpu.rtc_access_waited_at, None, "it ran");
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let seconds = in_byte(&mut test, 0x71);
+        assert_ne!(seconds & 0x80, 0x80, "not status C's IRQF: {seconds:#x}");
+        assert_eq!(test.domain.devices.rtc.status_c(), 0, "the handler read it");
+    }
+
+    #[test]
+    fn an_rtc_access_waits_for_the_rtc_s_interrupt_once_then_runs_whatever_is_due() {
+        // A handler that outlasts the RTC's period (under TCG, traced, at 8192 Hz it can):
+        // when the IN comes back, the next tick is due already. A CPU would make progress
+        // (its handler takes a few µs); here the IN runs, after that tick, whose IRQ 8 the
+        // PIC latches, to be taken after the IN.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.rtc_update_ended_due();
+        test.set_gpr(2, 0x71);
+        let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
+        assert_eq!(run.injected().vector, 0x28);
+        test.vmrun();
+        rtc_handler_runs(&mut test);
+        let next = test.domain.vcpu.interrupts.timers.rtc.expect("armed again");
+        test.machine.now.set(next.due_tsc);
+        test.set_gpr(2, 0x71);
+        let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
+        assert_eq!(test.rip(), ENTRY + 1, "the IN ran: {}", run.decision.why);
+        assert_eq!(test.gpr(0) as u8, 0x90, "after the tick: IRQF and UF");
+        assert_eq!(test.domain.vcpu.rtc_access_waited_at, None);
+        assert_eq!(
+            run.injected().vector,
+            0x28,
+            "the latched IRQ 8, after the IN"
+        );
+        test.vmrun();
+        rtc_handler_runs(&mut test);
+        // The next access that finds a tick due waits again.
+        let next = test.domain.vcpu.interrupts.timers.rtc.expect("armed again");
+        test.machine.now.set(next.due_tsc);
+        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        let run = io(&mut test, &IN_AL_DX, port(0x71, true, 1));
+        assert_eq!(test.rip(), ENTRY, "it waits: {}", run.decision.why);
     }
 
     #[test]
