@@ -1,5 +1,6 @@
-//! What gdb sees of the guest CPU: the registers, in the order of the 'g' packet, and the
-//! target description (XML) that names them.
+//! What gdb sees of the guest CPU: the registers, in the order of the 'g' packet and
+//! numbered in that order for `p` and `P`, and the target description (`target.xml`) that
+//! names them.
 //!
 //! gdb's own x86-64 description (gdbstub_arch's `X86_64_SSE`) has the general, segment, x87
 //! and SSE registers but no control registers. A student debugging a trap wants CR2 (the
@@ -39,10 +40,10 @@ impl Arch for GuestX86_64 {
 pub enum GuestRegId {
     Known(Register),
     /// A number the description does not have. gdbstub answers a number its `RegId` does
-    /// not map with the empty packet, which to gdb means "`p`/`P` not supported" (GDB
-    /// manual, "Packets", `P`: "An empty reply indicates the packet is not supported"): it
-    /// would write every register with `G` from then on. So every number maps, and the
-    /// target answers this one with an error, `E16` (EINVAL).
+    /// not map with the empty response, which "means the command is not supported by the
+    /// stub" (GDB manual, "Standard Replies"): gdb would take `P` for unsupported and write
+    /// every register with `G` from then on. So every number maps, and the target answers
+    /// this one with the error reply, `E16` (EINVAL).
     Unknown(usize),
 }
 

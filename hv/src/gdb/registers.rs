@@ -14,6 +14,7 @@
 //! A `G` writes every register, a `P` one; each register's value passes [`refusal`] either
 //! way, so that `set $ds = 0x2b` is refused whether gdb sends it in a `G` or a `P`.
 
+use crate::vmcb::segment;
 use core::fmt;
 use traplab_abi::x86::canonical;
 
@@ -56,19 +57,30 @@ pub enum X87 {
     Fstat,
     /// The tag word, in its full two-bit form (FXSAVE keeps the abridged one).
     Ftag,
-    /// The last instruction's CS, its offset, the last operand's DS and offset, the opcode.
+    /// The last x87 instruction's CS selector…
     Fiseg,
+    /// …and offset.
     Fioff,
+    /// Its memory operand's DS selector…
     Foseg,
+    /// …and offset.
     Fooff,
+    /// Its opcode (11 bits).
     Fop,
 }
 
 /// gdb's order of the general registers (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15)
 /// as their numbers in the encoding.
 const GENERAL_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
-/// gdb's order of the selectors (cs, ss, ds, es, fs, gs) as the state save area's numbers.
-const SELECTOR_ORDER: [u8; 6] = [1, 2, 3, 0, 4, 5];
+/// gdb's order of the selectors as the state save area's numbers.
+const SELECTOR_ORDER: [u8; 6] = [
+    segment::CS,
+    segment::SS,
+    segment::DS,
+    segment::ES,
+    segment::FS,
+    segment::GS,
+];
 const X87_ORDER: [X87; 8] = [
     X87::Fctrl,
     X87::Fstat,
@@ -80,74 +92,20 @@ const X87_ORDER: [X87; 8] = [
     X87::Fop,
 ];
 
-/// The registers' names in `target.xml`, by number.
+/// The registers' names in `target.xml`, by number: a row per group.
+#[rustfmt::skip]
 pub const NAMES: [&str; COUNT] = [
-    "rax",
-    "rbx",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "rbp",
-    "rsp",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-    "rip",
-    "eflags",
-    "cs",
-    "ss",
-    "ds",
-    "es",
-    "fs",
-    "gs",
-    "st0",
-    "st1",
-    "st2",
-    "st3",
-    "st4",
-    "st5",
-    "st6",
-    "st7",
-    "fctrl",
-    "fstat",
-    "ftag",
-    "fiseg",
-    "fioff",
-    "foseg",
-    "fooff",
-    "fop",
-    "xmm0",
-    "xmm1",
-    "xmm2",
-    "xmm3",
-    "xmm4",
-    "xmm5",
-    "xmm6",
-    "xmm7",
-    "xmm8",
-    "xmm9",
-    "xmm10",
-    "xmm11",
-    "xmm12",
-    "xmm13",
-    "xmm14",
-    "xmm15",
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+    "rip", "eflags",
+    "cs", "ss", "ds", "es", "fs", "gs",
+    "st0", "st1", "st2", "st3", "st4", "st5", "st6", "st7",
+    "fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop",
+    "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+    "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
     "mxcsr",
-    "fs_base",
-    "gs_base",
-    "k_gs_base",
-    "cr0",
-    "cr2",
-    "cr3",
-    "cr4",
-    "cr8",
-    "efer",
+    "fs_base", "gs_base",
+    "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer",
 ];
 
 /// How many registers the description has: numbers 0 to `COUNT - 1`.
@@ -187,7 +145,8 @@ impl Register {
         (0..COUNT).filter_map(Register::from_number)
     }
 
-    /// gdb's number for the register: the inverse of [`Register::from_number`].
+    /// gdb's number for the register: the inverse of [`Register::from_number`] (a register
+    /// made by hand that no number names, `Selector(9)`, counts as the first of its group).
     pub fn number(self) -> usize {
         let position = |order: &[u8], value: u8| {
             order
