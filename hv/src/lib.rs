@@ -34,7 +34,7 @@
 //! | [`calibration`] | the TSC rate, chosen from measurements against the PIT                 |
 //! | [`free_blocks`] | freed heap blocks kept for the next allocation of the same layout (the program's allocator, `heap.rs`) |
 //! | [`emulate`], [`instruction`] | decoding an instruction and the memory access it makes   |
-//! | [`gdb`]       | the pure parts of the program's gdb stub (`gdb/`): the protocol's framing, the `monitor` commands, the trap flows they show, a step's trap flag through SYSCALL and SYSRET |
+//! | [`gdb`]       | the pure parts of the program's gdb stub (`gdb/`): the protocol's framing, the `monitor` commands, the trap flows they show, the registers by gdb's number and the check of a write, a step's trap flag through SYSCALL and SYSRET |
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -54,6 +54,7 @@ pub mod image;
 pub mod gdb {
     pub mod command;
     pub mod flows;
+    pub mod registers;
     pub mod step;
     pub mod watch;
     pub mod wire;

@@ -2098,13 +2098,28 @@ fn a_refused_qsupported_is_answered_once_and_so_is_every_later_packet() {
     assert!(!trace.contains("session dropped"), "{trace}");
 }
 
+/// gdb's command that keeps it from sending `P` (GDB manual, "Remote Configuration",
+/// `set-register-packet`): it writes every register with `G` then, as before the stub had
+/// `P`.
+const WRITE_WITH_G: &str = "set remote set-register-packet off";
+
+/// What gdb says when the stub refuses a register write with EINVAL: for a `G`, or for the
+/// `P` of register `name`.
+fn refused_write(name: Option<&str>) -> String {
+    match name {
+        None => "Could not write registers; remote failure reply 'E16'".to_string(),
+        Some(name) => format!("Could not write register \"{name}\"; remote failure reply 'E16'"),
+    }
+}
+
 #[test]
 fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
-    // gdb writes registers with `G` (all of them; the stub has no `P`). A selector alone is
-    // no segment (the CPU loads its descriptor, with checks): a `G` that changes one is
-    // refused whole, and gdb says so; one that leaves them as they are is written.
+    // gdb told to write registers with `G` (all of them). A selector alone is no segment
+    // (the CPU loads its descriptor, with checks): a `G` that changes one is refused whole,
+    // and gdb says so; one that leaves them as they are is written.
     let lab = Lab::start("hello");
     let output = lab.gdb(&[
+        WRITE_WITH_G,
         "printf \"ds before %#x\\n\", $ds",
         "python\ntry:\n    gdb.execute(\"set $ds = 0x2b\")\nexcept gdb.error as error:\n    print(\"refused:\", error)\nend",
         "printf \"ds after %#x\\n\", $ds",
@@ -2116,7 +2131,7 @@ fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
     ]);
     assert_answered_in_time(&output);
     assert!(
-        output.contains("refused: Could not write registers; remote failure reply 'E16'"),
+        output.contains(&format!("refused: {}", refused_write(None))),
         "{output}"
     );
     assert_eq!(
@@ -2125,6 +2140,131 @@ fn a_selector_gdb_sets_is_refused_and_the_other_registers_are_written() {
         "{output}"
     );
     assert_eq!(printed(&output, "rbx after "), 0x1234, "{output}");
+    assert!(output.contains("exited normally"), "{output}");
+    assert_eq!(lab.finish().0, 0);
+}
+
+/// What gdb's `maintenance packet` commands in `output` sent and received, in order.
+fn maintenance_packets(output: &str) -> Vec<(String, String)> {
+    let mut packets = Vec::new();
+    let mut lines = output.lines();
+    while let Some(line) = lines.next() {
+        if let Some(sent) = line.strip_prefix("sending: ")
+            && let Some(received) = lines.next().and_then(|line| {
+                line.strip_prefix("received: \"")
+                    .and_then(|rest| rest.strip_suffix('"'))
+            })
+        {
+            packets.push((sent.to_string(), received.to_string()));
+        }
+    }
+    packets
+}
+
+/// gdb's remote debug log line for a packet it sent (`set debug remote 1`).
+fn sent(body: &str) -> String {
+    format!("Sending packet: ${body}#")
+}
+
+#[test]
+fn set_writes_one_register_with_p_and_p_reads_what_g_does() {
+    // The stub answers `P`: gdb writes the one register the user sets with it, never a `G`
+    // of every register; a `P` goes through the checks a `G` does (a selector is refused,
+    // and gdb names the register); `p` answers the bytes `g` has for the register, and a
+    // number the target description does not have is an error, E16, not the empty answer
+    // (which would tell gdb the stub has no `p` or `P`).
+    let lab = Lab::start("hello");
+    let output = lab.gdb(&[
+        "printf \"ds before %#x\\n\", $ds",
+        "set $saved_rax = $rax",
+        "set $saved_r12 = $r12",
+        "set debug remote 1",
+        "set $rax = 0x1122334455667788",
+        "set $r12 = 0x42",
+        "python\nfor value in [\"$ds = 0x2b\", \"$cr8 = 16\", \"$fs_base = 0x8000000000000000\"]:\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend",
+        "set debug remote 0",
+        "maintenance flush register-cache",
+        "printf \"rax read back %#lx\\n\", $rax",
+        "printf \"r12 read back %#lx\\n\", $r12",
+        "printf \"ds after %#x\\n\", $ds",
+        // gdb's numbers, in hex: rax 0, r12 12, ds 20, st0 24, xmm0 40, mxcsr 56,
+        // k_gs_base 59, cr8 64, efer 65; 66 is none.
+        "maintenance packet g",
+        "maintenance packet p0",
+        "maintenance packet pc",
+        "maintenance packet p14",
+        "maintenance packet p18",
+        "maintenance packet p28",
+        "maintenance packet p38",
+        "maintenance packet p3b",
+        "maintenance packet p40",
+        "maintenance packet p41",
+        "maintenance packet p42",
+        "maintenance packet P42=0000000000000000",
+        // A value of the wrong length for the register.
+        "maintenance packet P0=00",
+        "set $rax = $saved_rax",
+        "set $r12 = $saved_r12",
+        "continue",
+    ]);
+    assert_answered_in_time(&output);
+    assert!(output.contains(&sent("P0=8877665544332211")), "{output}");
+    assert!(output.contains(&sent("Pc=4200000000000000")), "{output}");
+    assert!(output.contains(&sent("P14=2b000000")), "{output}");
+    assert!(!output.contains(&sent("G")), "no `G`:\n{output}");
+    assert_eq!(printed(&output, "rax read back "), 0x1122_3344_5566_7788);
+    assert_eq!(printed(&output, "r12 read back "), 0x42);
+    for (value, name) in [
+        ("$ds = 0x2b", "ds"),
+        ("$cr8 = 16", "cr8"),
+        ("$fs_base = 0x8000000000000000", "fs_base"),
+    ] {
+        assert!(
+            output.contains(&format!("refused: {value} {}", refused_write(Some(name)))),
+            "{output}"
+        );
+    }
+    assert_eq!(
+        printed(&output, "ds after "),
+        printed(&output, "ds before "),
+        "{output}"
+    );
+    // What `p` answers is the register's slice of what `g` answers (byte offsets: 16
+    // general registers and RIP of 8 bytes, EFLAGS and 6 selectors of 4, 8 STn of 10, 8
+    // x87 words of 4, 16 XMMn of 16, MXCSR, then the system registers of 8).
+    let answers = maintenance_packets(&output);
+    let answer = |sent: &str| {
+        answers
+            .iter()
+            .find(|(packet, _)| packet == sent)
+            .map(|(_, received)| run_length_decoded(received))
+            .unwrap_or_else(|| panic!("no answer to {sent}:\n{output}"))
+    };
+    let g = answer("g");
+    for (sent, offset, size) in [
+        ("p0", 0, 8),
+        ("pc", 12 * 8, 8),
+        ("p14", 0x94, 4),
+        ("p18", 0xa4, 10),
+        ("p28", 0x114, 16),
+        ("p38", 0x214, 4),
+        ("p3b", 0x228, 8),
+        ("p40", 0x250, 8),
+        ("p41", 0x258, 8),
+    ] {
+        assert_eq!(
+            answer(sent),
+            g[2 * offset..2 * (offset + size)],
+            "{sent}: {g}"
+        );
+    }
+    assert_eq!(answer("p0"), "8877665544332211");
+    assert_eq!(answer("pc"), "4200000000000000");
+    assert_eq!(
+        output.matches("received: \"E16\"").count(),
+        3,
+        "p and P of register 66 and a P of the wrong length:\n{output}"
+    );
     assert!(output.contains("exited normally"), "{output}");
     assert_eq!(lab.finish().0, 0);
 }
@@ -2157,6 +2297,22 @@ const REFUSED_REGISTER_VALUES: [&str; 4] = [
 
 #[test]
 fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
+    k_gs_base_and_cr8_written_with(Packet::G);
+}
+
+#[test]
+fn k_gs_base_and_cr8_are_written_with_p_as_with_g() {
+    k_gs_base_and_cr8_written_with(Packet::P);
+}
+
+/// How gdb writes a register: `G` (every register), or `P` (the one).
+#[derive(Clone, Copy, PartialEq)]
+enum Packet {
+    G,
+    P,
+}
+
+fn k_gs_base_and_cr8_written_with(packet: Packet) {
     // KernelGSbase is in the VMCB's state save area, CR8 is V_TPR in its control area; gdb
     // reads and writes both, and a value the CPU refuses (CR8 above 15, a non-canonical
     // FS, GS or KernelGS base) is refused as a selector is. The CR8 gdb writes is the local
@@ -2165,7 +2321,13 @@ fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
     let refusals = format!(
         "python\nfor value in {REFUSED_REGISTER_VALUES:?}:\n    try:\n        gdb.execute(\"set \" + value)\n    except gdb.error as error:\n        print(\"refused:\", value, error)\nend"
     );
+    let write_with = if packet == Packet::G {
+        WRITE_WITH_G
+    } else {
+        ""
+    };
     let output = lab.gdb(&[
+        write_with,
         "info registers k_gs_base cr8",
         "printf \"fs_base before %#lx\\n\", $fs_base",
         "printf \"gs_base before %#lx\\n\", $gs_base",
@@ -2191,10 +2353,14 @@ fn k_gs_base_and_cr8_are_read_and_written_where_the_cpu_keeps_them() {
     );
     assert_eq!(printed(&output, "cr8 read back "), 5);
     for refused in REFUSED_REGISTER_VALUES {
+        // `$cr8 = 16`: the `P` of cr8.
+        let name = refused
+            .trim_start_matches('$')
+            .split_whitespace()
+            .next()
+            .filter(|_| packet == Packet::P);
         assert!(
-            output.contains(&format!(
-                "refused: {refused} Could not write registers; remote failure reply 'E16'"
-            )),
+            output.contains(&format!("refused: {refused} {}", refused_write(name))),
             "{output}"
         );
     }

@@ -1,5 +1,6 @@
-//! What gdb sees of the guest CPU: the registers, in the order of the 'g' packet, and the
-//! target description (XML) that names them.
+//! What gdb sees of the guest CPU: the registers, in the order of the 'g' packet and
+//! numbered in that order for `p` and `P`, and the target description (`target.xml`) that
+//! names them.
 //!
 //! gdb's own x86-64 description (gdbstub_arch's `X86_64_SSE`) has the general, segment, x87
 //! and SSE registers but no control registers. A student debugging a trap wants CR2 (the
@@ -12,8 +13,10 @@
 //! description does (`gdb-xml/i386-64bit.xml`), in the same order, KernelGSbase
 //! (`k_gs_base`, the base SWAPGS swaps in) and CR8 among them.
 
-use gdbstub::arch::{Arch, Registers};
+use core::num::NonZeroUsize;
+use gdbstub::arch::{Arch, RegId, Registers};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use traplab_hv::gdb::registers::{PACKET_BYTES, Register};
 
 /// The guest as gdb's architecture: x86-64 plus FS/GS base and the system registers.
 pub enum GuestX86_64 {}
@@ -21,11 +24,47 @@ pub enum GuestX86_64 {}
 impl Arch for GuestX86_64 {
     type Usize = u64;
     type Registers = GuestRegisters;
-    type RegId = gdbstub_arch::x86::reg::id::X86_64CoreRegId;
+    type RegId = GuestRegId;
     type BreakpointKind = usize;
 
     fn target_description_xml() -> Option<&'static str> {
         Some(TARGET_XML)
+    }
+}
+
+/// A register number of `p` and `P` (GDB manual, "Packets"), as gdbstub hands it to the
+/// target (`target.rs`, `SingleRegisterAccess`). gdbstub_arch's own x86-64 numbers stop at
+/// gdb's standard registers; ours are those of our target description, system registers
+/// included (`traplab_hv::gdb::registers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRegId {
+    Known(Register),
+    /// A number the description does not have. gdbstub answers a number its `RegId` does
+    /// not map with the empty response, which "means the command is not supported by the
+    /// stub" (GDB manual, "Standard Replies"): gdb would take `P` for unsupported and write
+    /// every register with `G` from then on. So every number maps, and the target answers
+    /// this one with the error reply, `E16` (EINVAL).
+    Unknown(usize),
+}
+
+impl RegId for GuestRegId {
+    /// The size tells gdbstub how many bytes `p` answers (it checks what the target gives
+    /// it); `P`'s value it passes on whatever its length, and the target checks that.
+    fn from_raw_id(id: usize) -> Option<(Self, Option<NonZeroUsize>)> {
+        Some(match Register::from_number(id) {
+            Some(register) => (
+                GuestRegId::Known(register),
+                NonZeroUsize::new(register.size()),
+            ),
+            None => (GuestRegId::Unknown(id), None),
+        })
+    }
+
+    fn to_raw_id(&self) -> Option<usize> {
+        match *self {
+            GuestRegId::Known(register) => Some(register.number()),
+            GuestRegId::Unknown(id) => Some(id),
+        }
     }
 }
 
@@ -58,8 +97,23 @@ pub const SYSTEM_REGISTERS: [&str; 9] = [
 ];
 /// The size of gdbstub_arch's part of the packet.
 const CORE_BYTES: usize = 0x218;
+// The register numbering's packet (`traplab_hv::gdb::registers`) is this one.
+const _: () = assert!(PACKET_BYTES == CORE_BYTES + 8 * SYSTEM_REGISTERS.len());
 
 impl GuestRegisters {
+    /// The `g` packet's data: every register's bytes in number order, where
+    /// [`Register::offset`] says (a `p` answers a slice of it, a `G`'s is cut into slices).
+    pub fn to_packet(&self) -> [u8; PACKET_BYTES] {
+        let mut packet = [0; PACKET_BYTES];
+        let mut slots = packet.iter_mut();
+        self.gdb_serialize(|byte| {
+            if let Some(slot) = slots.next() {
+                *slot = byte.unwrap_or(0);
+            }
+        });
+        packet
+    }
+
     fn system(&self) -> [u64; 9] {
         [
             self.fs_base,
@@ -119,116 +173,6 @@ impl Registers for GuestRegisters {
     }
 }
 
-/// The target description: register numbers follow the packet order above.
-const TARGET_XML: &str = r#"<?xml version="1.0"?>
-<!DOCTYPE target SYSTEM "gdb-target.dtd">
-<target version="1.0">
-  <architecture>i386:x86-64</architecture>
-  <feature name="org.gnu.gdb.i386.core">
-    <flags id="i386_eflags" size="4">
-      <field name="CF" start="0" end="0"/><field name="" start="1" end="1"/>
-      <field name="PF" start="2" end="2"/><field name="AF" start="4" end="4"/>
-      <field name="ZF" start="6" end="6"/><field name="SF" start="7" end="7"/>
-      <field name="TF" start="8" end="8"/><field name="IF" start="9" end="9"/>
-      <field name="DF" start="10" end="10"/><field name="OF" start="11" end="11"/>
-      <field name="NT" start="14" end="14"/><field name="RF" start="16" end="16"/>
-      <field name="VM" start="17" end="17"/><field name="AC" start="18" end="18"/>
-      <field name="VIF" start="19" end="19"/><field name="VIP" start="20" end="20"/>
-      <field name="ID" start="21" end="21"/>
-    </flags>
-    <reg name="rax" bitsize="64" type="int64" regnum="0"/>
-    <reg name="rbx" bitsize="64" type="int64"/>
-    <reg name="rcx" bitsize="64" type="int64"/>
-    <reg name="rdx" bitsize="64" type="int64"/>
-    <reg name="rsi" bitsize="64" type="int64"/>
-    <reg name="rdi" bitsize="64" type="int64"/>
-    <reg name="rbp" bitsize="64" type="data_ptr"/>
-    <reg name="rsp" bitsize="64" type="data_ptr"/>
-    <reg name="r8" bitsize="64" type="int64"/>
-    <reg name="r9" bitsize="64" type="int64"/>
-    <reg name="r10" bitsize="64" type="int64"/>
-    <reg name="r11" bitsize="64" type="int64"/>
-    <reg name="r12" bitsize="64" type="int64"/>
-    <reg name="r13" bitsize="64" type="int64"/>
-    <reg name="r14" bitsize="64" type="int64"/>
-    <reg name="r15" bitsize="64" type="int64"/>
-    <reg name="rip" bitsize="64" type="code_ptr"/>
-    <reg name="eflags" bitsize="32" type="i386_eflags"/>
-    <reg name="cs" bitsize="32" type="int32"/>
-    <reg name="ss" bitsize="32" type="int32"/>
-    <reg name="ds" bitsize="32" type="int32"/>
-    <reg name="es" bitsize="32" type="int32"/>
-    <reg name="fs" bitsize="32" type="int32"/>
-    <reg name="gs" bitsize="32" type="int32"/>
-    <reg name="st0" bitsize="80" type="i387_ext"/>
-    <reg name="st1" bitsize="80" type="i387_ext"/>
-    <reg name="st2" bitsize="80" type="i387_ext"/>
-    <reg name="st3" bitsize="80" type="i387_ext"/>
-    <reg name="st4" bitsize="80" type="i387_ext"/>
-    <reg name="st5" bitsize="80" type="i387_ext"/>
-    <reg name="st6" bitsize="80" type="i387_ext"/>
-    <reg name="st7" bitsize="80" type="i387_ext"/>
-    <reg name="fctrl" bitsize="32" type="int" group="float"/>
-    <reg name="fstat" bitsize="32" type="int" group="float"/>
-    <reg name="ftag" bitsize="32" type="int" group="float"/>
-    <reg name="fiseg" bitsize="32" type="int" group="float"/>
-    <reg name="fioff" bitsize="32" type="int" group="float"/>
-    <reg name="foseg" bitsize="32" type="int" group="float"/>
-    <reg name="fooff" bitsize="32" type="int" group="float"/>
-    <reg name="fop" bitsize="32" type="int" group="float"/>
-  </feature>
-  <feature name="org.gnu.gdb.i386.sse">
-    <vector id="v4f" type="ieee_single" count="4"/>
-    <vector id="v2d" type="ieee_double" count="2"/>
-    <vector id="v16i8" type="int8" count="16"/>
-    <vector id="v8i16" type="int16" count="8"/>
-    <vector id="v4i32" type="int32" count="4"/>
-    <vector id="v2i64" type="int64" count="2"/>
-    <union id="vec128">
-      <field name="v4_float" type="v4f"/><field name="v2_double" type="v2d"/>
-      <field name="v16_int8" type="v16i8"/><field name="v8_int16" type="v8i16"/>
-      <field name="v4_int32" type="v4i32"/><field name="v2_int64" type="v2i64"/>
-      <field name="uint128" type="uint128"/>
-    </union>
-    <flags id="i386_mxcsr" size="4">
-      <field name="IE" start="0" end="0"/><field name="DE" start="1" end="1"/>
-      <field name="ZE" start="2" end="2"/><field name="OE" start="3" end="3"/>
-      <field name="UE" start="4" end="4"/><field name="PE" start="5" end="5"/>
-      <field name="DAZ" start="6" end="6"/><field name="IM" start="7" end="7"/>
-      <field name="DM" start="8" end="8"/><field name="ZM" start="9" end="9"/>
-      <field name="OM" start="10" end="10"/><field name="UM" start="11" end="11"/>
-      <field name="PM" start="12" end="12"/><field name="FZ" start="15" end="15"/>
-    </flags>
-    <reg name="xmm0" bitsize="128" type="vec128" regnum="40"/>
-    <reg name="xmm1" bitsize="128" type="vec128"/>
-    <reg name="xmm2" bitsize="128" type="vec128"/>
-    <reg name="xmm3" bitsize="128" type="vec128"/>
-    <reg name="xmm4" bitsize="128" type="vec128"/>
-    <reg name="xmm5" bitsize="128" type="vec128"/>
-    <reg name="xmm6" bitsize="128" type="vec128"/>
-    <reg name="xmm7" bitsize="128" type="vec128"/>
-    <reg name="xmm8" bitsize="128" type="vec128"/>
-    <reg name="xmm9" bitsize="128" type="vec128"/>
-    <reg name="xmm10" bitsize="128" type="vec128"/>
-    <reg name="xmm11" bitsize="128" type="vec128"/>
-    <reg name="xmm12" bitsize="128" type="vec128"/>
-    <reg name="xmm13" bitsize="128" type="vec128"/>
-    <reg name="xmm14" bitsize="128" type="vec128"/>
-    <reg name="xmm15" bitsize="128" type="vec128"/>
-    <reg name="mxcsr" bitsize="32" type="i386_mxcsr" group="vector"/>
-  </feature>
-  <feature name="org.gnu.gdb.i386.segments">
-    <reg name="fs_base" bitsize="64" type="int64" regnum="57"/>
-    <reg name="gs_base" bitsize="64" type="int64"/>
-  </feature>
-  <feature name="org.traplab.system">
-    <reg name="k_gs_base" bitsize="64" type="int64" group="general"/>
-    <reg name="cr0" bitsize="64" type="int64" group="general"/>
-    <reg name="cr2" bitsize="64" type="data_ptr" group="general"/>
-    <reg name="cr3" bitsize="64" type="int64" group="general"/>
-    <reg name="cr4" bitsize="64" type="int64" group="general"/>
-    <reg name="cr8" bitsize="64" type="int64" group="general"/>
-    <reg name="efer" bitsize="64" type="int64" group="general"/>
-  </feature>
-</target>
-"#;
+/// The target description: register numbers follow the packet order above
+/// (`traplab_hv::gdb::registers` numbers them, and its tests check it against this file).
+const TARGET_XML: &str = include_str!("target.xml");

@@ -1,4 +1,5 @@
-//! The guest as gdb's target: registers, memory, resume, step, breakpoints.
+//! The guest as gdb's target: registers (all at once, `g`/`G`, or one, `p`/`P`), memory, resume,
+//! step, breakpoints.
 //!
 //! Everything here works on the stopped guest's state as the hypervisor holds it: the VMCB
 //! (RIP, RSP, RAX, RFLAGS, segments, control registers), the saved context (the other
@@ -6,12 +7,15 @@
 //! tables and then the nested page tables (`domain/memory.rs`). An address that does not
 //! translate gives gdb an error (EFAULT), never a fault in the hypervisor.
 
-use super::arch::{GuestRegisters, GuestX86_64};
+use super::arch::{GuestRegId, GuestRegisters, GuestX86_64};
 use super::{Debuggee, HardwareSlot, Resume, SoftwareBreakpoint};
 use crate::hardware::Hardware;
 use crate::svm::fpu;
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::single_register_access::{
+    SingleRegisterAccess, SingleRegisterAccessOps,
+};
 use gdbstub::target::ext::base::singlethread::{
     SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
     SingleThreadSingleStepOps,
@@ -22,15 +26,13 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
-use traplab_abi::x86::{EferFlags, canonical};
+use traplab_abi::x86::EferFlags;
 use traplab_hv::Domain;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
+use traplab_hv::gdb::registers::{self, PACKET_BYTES, Refusal, Register, X87};
 use traplab_hv::gdb::watch::watch_pieces;
 use traplab_hv::vmcb::v_intr;
 
-/// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15) as our numbers
-/// (the x86 encoding: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI).
-const GDB_ORDER: [u8; 16] = [0, 3, 1, 2, 6, 7, 5, 4, 8, 9, 10, 11, 12, 13, 14, 15];
 /// EFAULT, the answer for memory gdb cannot have.
 const EFAULT: u8 = 14;
 /// EINVAL, the answer for a register value the stub does not write.
@@ -84,8 +86,10 @@ impl SingleThreadBase for Debuggee {
         // The x87 state and MXCSR may still be in the CPU (`svm/fpu.rs`).
         fpu::take_out(&mut self.domain_mut().vcpu.context);
         let vcpu = &self.domain().vcpu;
-        for (slot, &number) in registers.core.regs.iter_mut().zip(GDB_ORDER.iter()) {
-            *slot = vcpu.gpr(number);
+        for (number, slot) in registers.core.regs.iter_mut().enumerate() {
+            if let Some(Register::General(encoding)) = Register::from_number(number) {
+                *slot = vcpu.gpr(encoding);
+            }
         }
         let save = &vcpu.vmcb.save;
         registers.core.rip = save.rip;
@@ -108,64 +112,39 @@ impl SingleThreadBase for Debuggee {
         // With V_INTR_MASKING the CPU keeps the guest's CR8 in V_TPR (AMD APM vol. 2,
         // 15.21.1), where the hypervisor's MOV CR8 puts it too (`exit/cr.rs`). Only its low
         // four bits are CR8: read more, and a `G` of what gdb read would send back bits that
-        // [`impossible_value`] refuses.
+        // `registers::refusal` refuses.
         registers.cr8 = vcpu.vmcb.control.virtual_interrupt & v_intr::CR8;
         registers.efer = save.efer & !EFER_SVME;
         Ok(())
     }
 
     /// General registers, RIP, RFLAGS, the x87/SSE state, FS/GS base, KernelGSbase and the
-    /// control registers are written. Segment selectors are not: a `G` that changes one is
-    /// refused whole, EINVAL, and gdb says "Could not write registers" ([`changed_selector`]);
-    /// so is one with a value no register of the CPU holds, a CR8 or KernelGSbase the CPU
-    /// itself refuses ([`impossible_value`]). Other bad control-register values are the
-    /// user's to make: VMRUN refuses them and the domain ends, as on hardware. gdb is not held to the guest's rules either: it may clear
-    /// CR0.WP over pinned page tables, or load CR3 with a root the domain did not pin
-    /// (`exit/cr.rs` refuses both to the guest), as it writes guest memory unchecked.
+    /// control registers are written, each as a `P` writes it ([`store_register`]). A `G`
+    /// with a value the stub does not write — a selector it changes, a CR8 or a segment base
+    /// the CPU itself refuses (`registers::refusal`) — is refused whole, EINVAL, nothing
+    /// written, and gdb says "Could not write registers". Other bad control-register values
+    /// are the user's to make: VMRUN refuses them and the domain ends, as on hardware. gdb is
+    /// not held to the guest's rules either: it may clear CR0.WP over pinned page tables, or
+    /// load CR3 with a root the domain did not pin (`exit/cr.rs` refuses both to the guest),
+    /// as it writes guest memory unchecked.
     fn write_registers(&mut self, registers: &GuestRegisters) -> TargetResult<(), Self> {
-        if let Some((name, held, written)) = changed_selector(self.domain(), registers) {
+        let held = self.register_packet();
+        let written = registers.to_packet();
+        // Every register checked before any is written: the refusal is of the whole packet.
+        let refused = Register::all().find_map(|register| {
+            let bytes = register.slice(&written).unwrap_or_default();
+            refused(register, &held, bytes)
+        });
+        if let Some(refusal) = refused {
             crate::log!(
-                "gdb: a G packet writes {name} = {written:#x} (it holds {held:#x}): refused whole (EINVAL), nothing written; a selector is loaded with its descriptor, by the guest's own MOV, POP, far jump or IRET"
+                "gdb: a G packet writes {refusal}: refused whole (EINVAL), nothing written"
             );
             return Err(TargetError::Errno(EINVAL));
         }
-        if let Some(why) = impossible_value(registers) {
-            crate::log!("gdb: a G packet writes {why}: refused whole (EINVAL), nothing written");
-            return Err(TargetError::Errno(EINVAL));
+        for register in Register::all() {
+            let bytes = register.slice(&written).unwrap_or_default();
+            store_register(self.domain_mut(), register, bytes);
         }
-        let domain = self.domain_mut();
-        if domain.vcpu.vmcb.control.virtual_interrupt & v_intr::CR8 != registers.cr8 {
-            // CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the APIC
-            // holds back what CR8 says, as after the guest's own MOV CR8 (`apply.rs`).
-            let priority = registers.cr8 as u8;
-            domain.devices.lapic.tpr = priority << 4;
-            let control = &mut domain.vcpu.vmcb.control;
-            control.virtual_interrupt =
-                (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
-        }
-        let vcpu = &mut domain.vcpu;
-        for (&value, &number) in registers.core.regs.iter().zip(GDB_ORDER.iter()) {
-            vcpu.set_gpr(number, value);
-        }
-        // Out of the CPU, so that the written image is what the next VMRUN loads.
-        fpu::take_out(&mut vcpu.context);
-        write_fpu(&mut vcpu.context.guest_fpu.0, registers);
-        let save = &mut vcpu.vmcb.save;
-        save.rip = registers.core.rip;
-        save.rflags = (save.rflags & !0xffff_ffff) | registers.core.eflags as u64;
-        save.fs.base = registers.fs_base;
-        save.gs.base = registers.gs_base;
-        save.kernel_gs_base = registers.k_gs_base;
-        if save.cr3 != registers.cr3 || save.cr0 != registers.cr0 || save.cr4 != registers.cr4 {
-            vcpu.vmcb.control.tlb_control = 1;
-        }
-        let save = &mut vcpu.vmcb.save;
-        save.cr0 = registers.cr0;
-        save.cr2 = registers.cr2;
-        save.cr3 = registers.cr3;
-        save.cr4 = registers.cr4;
-        // VMRUN needs EFER.SVME set in the guest's EFER; the guest never sees it.
-        save.efer = registers.efer | EFER_SVME;
         Ok(())
     }
 
@@ -190,75 +169,141 @@ impl SingleThreadBase for Debuggee {
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
+        Some(self)
+    }
 }
 
-/// A segment selector this `G` changes: its name, the value the guest holds, the value
-/// written. gdb sends every register in a `G` (the stub has no `P`), the selectors as it read
-/// them unless the user set one. A selector alone is no segment: loading one, the CPU
-/// reads its descriptor from the GDT or LDT into the hidden part (base, limit, attributes)
-/// and checks it first — present, the right type, privilege against the CPL, and for CS
-/// and SS the CPL itself (AMD APM vol. 2, 4.5 "Segment Registers" and 4.9-4.11). Writing
-/// the selector without all that would show gdb a segment the CPU does not use; doing all
-/// that would be the hypervisor emulating a segment load no instruction made (QEMU's own
-/// stub loads the descriptor without the checks). So the stub refuses it, and gdb says so;
-/// the guest's own MOV, POP, far jump or IRET load selectors, and gdb may step one.
-fn changed_selector(
-    domain: &Domain,
-    registers: &GuestRegisters,
-) -> Option<(&'static str, u32, u32)> {
-    let save = &domain.vcpu.vmcb.save;
-    let written = &registers.core.segments;
-    [
-        ("cs", save.cs.selector, written.cs),
-        ("ss", save.ss.selector, written.ss),
-        ("ds", save.ds.selector, written.ds),
-        ("es", save.es.selector, written.es),
-        ("fs", save.fs.selector, written.fs),
-        ("gs", save.gs.selector, written.gs),
-    ]
-    .into_iter()
-    .map(|(name, held, written)| (name, u32::from(held), written))
-    .find(|&(_, held, written)| held != written)
+/// `p` and `P`: one register by gdb's number (GDB manual, "Packets"). gdb writes a register
+/// the user sets (`set $rax = 5`) with `P` where the stub has it, and with `G` — every
+/// register, read first — where it answers `P` with the empty packet. A `p` answers the
+/// bytes a `g` has for the register; a `P` writes it as a `G` does, through the same check
+/// and the same write.
+impl SingleRegisterAccess<()> for Debuggee {
+    fn read_register(
+        &mut self,
+        _tid: (),
+        register: GuestRegId,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
+        let GuestRegId::Known(register) = register else {
+            crate::log!(
+                "gdb: a p packet reads {register:?}, which the target description does not have: EINVAL"
+            );
+            return Err(TargetError::Errno(EINVAL));
+        };
+        let packet = self.register_packet();
+        let bytes = register.slice(&packet).unwrap_or_default();
+        let Some(answer) = buf.get_mut(..bytes.len()) else {
+            return Err(TargetError::Errno(EINVAL));
+        };
+        answer.copy_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn write_register(
+        &mut self,
+        _tid: (),
+        register: GuestRegId,
+        value: &[u8],
+    ) -> TargetResult<(), Self> {
+        let GuestRegId::Known(register) = register else {
+            crate::log!(
+                "gdb: a P packet writes {register:?}, which the target description does not have: EINVAL"
+            );
+            return Err(TargetError::Errno(EINVAL));
+        };
+        // gdbstub passes on the value whatever its length: it must be the register's.
+        if value.len() != register.size() {
+            crate::log!(
+                "gdb: a P packet writes {} bytes to {}, a register of {}: EINVAL",
+                value.len(),
+                register.name(),
+                register.size()
+            );
+            return Err(TargetError::Errno(EINVAL));
+        }
+        let held = self.register_packet();
+        if let Some(refusal) = refused(register, &held, value) {
+            crate::log!("gdb: a P packet writes {refusal}: refused (EINVAL), nothing written");
+            return Err(TargetError::Errno(EINVAL));
+        }
+        store_register(self.domain_mut(), register, value);
+        Ok(())
+    }
 }
 
-/// A value this `G` writes that the register cannot hold: the CPU refuses it with #GP(0),
-/// and VMRUN would not (V_TPR has 8 bits; FS_BASE, GS_BASE and KernelGSbase are loaded
-/// unchecked). CR8 holds the 4-bit task priority, bits 63:4 reserved (AMD APM vol. 2,
-/// 3.1.5), as `exit/cr.rs` refuses the guest's MOV CR8; FS_BASE, GS_BASE and KernelGSbase
-/// hold addresses and must be canonical (APM vol. 2, 5.3.1), as `exit/msr.rs` refuses the
-/// guest's WRMSR of any of them.
-fn impossible_value(registers: &GuestRegisters) -> Option<alloc::string::String> {
-    if registers.cr8 >> 4 != 0 {
-        return Some(alloc::format!(
-            "cr8 = {:#x}, with reserved bits 63:4 set (CR8 holds the 4-bit task priority)",
-            registers.cr8
-        ));
+impl Debuggee {
+    /// The `g` packet's data: what a `p` answers slices of, and the values a `G` or `P`
+    /// write is checked against.
+    fn register_packet(&mut self) -> [u8; PACKET_BYTES] {
+        let mut registers = GuestRegisters::default();
+        // Reading the guest's registers cannot fail (it is a look at the VMCB, the saved
+        // context and the FXSAVE image).
+        let _ = self.read_registers(&mut registers);
+        registers.to_packet()
     }
-    // The three segment bases behind an MSR: WRMSR of a non-canonical one is #GP(0) (APM
-    // vol. 2, 5.3.1; `exit/msr.rs` refuses them together), and VMRUN loads them unchecked.
-    let bases = [
-        (
-            "fs_base",
-            registers.fs_base,
-            "the FS_BASE MSR holds FS's base",
-        ),
-        (
-            "gs_base",
-            registers.gs_base,
-            "the GS_BASE MSR holds GS's base",
-        ),
-        (
-            "k_gs_base",
-            registers.k_gs_base,
-            "SWAPGS loads it as GS's base",
-        ),
-    ];
-    if let Some((name, value, why)) = bases.into_iter().find(|&(_, value, _)| !canonical(value)) {
-        return Some(alloc::format!(
-            "{name} = {value:#x}, not a canonical address ({why})"
-        ));
+}
+
+/// Why `written` does not go into `register` (`registers::refusal`), given the registers the
+/// guest holds now (`held`, a `g` packet's data).
+fn refused(register: Register, held: &[u8; PACKET_BYTES], written: &[u8]) -> Option<Refusal> {
+    registers::refusal(register, register.slice(held).unwrap_or_default(), written)
+}
+
+/// Store one register's value, checked first ([`refused`]): `bytes` are the value as `P`
+/// or a slice of `G` carries them, little-endian, [`Register::size`] of them. A `G` stores
+/// every register, most as they were: no store does more than write a value unless the
+/// value changes (a TLB flush, the APIC's TPR).
+fn store_register(domain: &mut Domain, register: Register, bytes: &[u8]) {
+    let value = registers::value(bytes);
+    let vcpu = &mut domain.vcpu;
+    let save = &mut vcpu.vmcb.save;
+    match register {
+        Register::General(number) => vcpu.set_gpr(number, value),
+        Register::Rip => save.rip = value,
+        // gdb's eflags is RFLAGS' low half; the high one is reserved (APM vol. 2, 3.1.6).
+        Register::Eflags => save.rflags = (save.rflags & !0xffff_ffff) | (value & 0xffff_ffff),
+        // Refused unless it is the one the guest holds ([`refused`]): nothing to store.
+        Register::Selector(_) => {}
+        Register::St(_) | Register::X87(_) | Register::Xmm(_) | Register::Mxcsr => {
+            // Out of the CPU, so that the written image is what the next VMRUN loads.
+            fpu::take_out(&mut vcpu.context);
+            write_fpu(&mut vcpu.context.guest_fpu.0, register, bytes);
+        }
+        Register::FsBase => save.fs.base = value,
+        Register::GsBase => save.gs.base = value,
+        Register::KernelGsBase => save.kernel_gs_base = value,
+        Register::Cr0 | Register::Cr3 | Register::Cr4 => {
+            let slot = match register {
+                Register::Cr0 => &mut save.cr0,
+                Register::Cr3 => &mut save.cr3,
+                _ => &mut save.cr4,
+            };
+            if *slot != value {
+                *slot = value;
+                // The translations the guest's TLB entries hold may be stale now: the next
+                // VMRUN flushes them all (TLB_CONTROL 1, AMD APM vol. 2, 15.16).
+                vcpu.vmcb.control.tlb_control = 1;
+            }
+        }
+        Register::Cr2 => save.cr2 = value,
+        // With V_INTR_MASKING the CPU keeps the guest's CR8 in V_TPR (AMD APM vol. 2,
+        // 15.21.1). CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the
+        // APIC holds back what CR8 says, as after the guest's own MOV CR8 (`apply.rs`).
+        Register::Cr8 => {
+            let control = &mut vcpu.vmcb.control;
+            if control.virtual_interrupt & v_intr::CR8 != value {
+                let priority = value as u8;
+                domain.devices.lapic.tpr = priority << 4;
+                control.virtual_interrupt =
+                    (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
+            }
+        }
+        // VMRUN needs EFER.SVME set in the guest's EFER; the guest never sees it.
+        Register::Efer => save.efer = value | EFER_SVME,
     }
-    None
 }
 
 impl SingleThreadResume for Debuggee {
@@ -522,30 +567,45 @@ fn read_fpu(area: &[u8; 512], registers: &mut GuestRegisters) {
     registers.core.mxcsr = dword(area, 24);
 }
 
-fn write_fpu(area: &mut [u8; 512], registers: &GuestRegisters) {
-    let fpu = &registers.core.fpu;
-    area[0..2].copy_from_slice(&(fpu.fctrl as u16).to_le_bytes());
-    area[2..4].copy_from_slice(&(fpu.fstat as u16).to_le_bytes());
-    area[4] = (0..8).fold(0u8, |tag, n| {
-        if (fpu.ftag >> (2 * n)) & 0b11 != 0b11 {
-            tag | (1 << n)
-        } else {
-            tag
+/// Write one x87 or SSE register into the FXSAVE image.
+fn write_fpu(area: &mut [u8; 512], register: Register, bytes: &[u8]) {
+    // `bytes` into the image at `at`, no more than `length` of them.
+    let mut put = |at: usize, length: usize, bytes: &[u8]| {
+        for (slot, &byte) in area.iter_mut().skip(at).zip(bytes.iter().take(length)) {
+            *slot = byte;
         }
-    });
-    for (n, st) in registers.core.st.iter().enumerate() {
-        area[32 + 16 * n..32 + 16 * n + 10].copy_from_slice(st);
-    }
-    for (n, xmm) in registers.core.xmm.iter().enumerate() {
-        area[160 + 16 * n..176 + 16 * n].copy_from_slice(&xmm.to_le_bytes());
-    }
-    // A reserved bit set in MXCSR would make the FXRSTOR that loads the image raise #GP
-    // (AMD APM vol. 5, FXRSTOR) in the hypervisor: the bits MXCSR_MASK (bytes 28–31) does
-    // not allow are cleared. A mask of 0 means the default, 0xffbf (Intel SDM vol. 1,
-    // 11.6.6 "Guidelines for Writing to the MXCSR Register").
-    let mask = match dword(area, 28) {
-        0 => 0xffbf,
-        mask => mask,
     };
-    area[24..28].copy_from_slice(&(registers.core.mxcsr & mask).to_le_bytes());
+    let value = registers::value(bytes) as u32;
+    match register {
+        // FCW and FSW are 16 bits in the image, 32 in gdb's packet.
+        Register::X87(X87::Fctrl) => put(0, 2, bytes),
+        Register::X87(X87::Fstat) => put(2, 2, bytes),
+        Register::X87(X87::Ftag) => {
+            let abridged = (0..8).fold(0u8, |tag, n| {
+                if (value >> (2 * n)) & 0b11 != 0b11 {
+                    tag | (1 << n)
+                } else {
+                    tag
+                }
+            });
+            put(4, 1, &[abridged]);
+        }
+        // The last x87 instruction's and operand's pointers and opcode stay as the CPU
+        // recorded them: the stub has never written them.
+        Register::X87(_) => {}
+        Register::St(n) => put(32 + 16 * usize::from(n), 10, bytes),
+        Register::Xmm(n) => put(160 + 16 * usize::from(n), 16, bytes),
+        Register::Mxcsr => {
+            // A reserved bit set in MXCSR would make the FXRSTOR that loads the image raise
+            // #GP (AMD APM vol. 5, FXRSTOR) in the hypervisor: the bits MXCSR_MASK (bytes
+            // 28–31) does not allow are cleared. A mask of 0 means the default, 0xffbf (Intel
+            // SDM vol. 1, 11.6.6 "Guidelines for Writing to the MXCSR Register").
+            let mask = match dword(area, 28) {
+                0 => 0xffbf,
+                mask => mask,
+            };
+            area[24..28].copy_from_slice(&(value & mask).to_le_bytes());
+        }
+        _ => {}
+    }
 }
