@@ -428,7 +428,7 @@ pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &m
 
 /// `domain`'s timers due at `now` tick while no exit of its own is being handled: while it is
 /// blocked (a tick may wake it: Xen's `vcpu_unblock`), or as it is switched in. Each tick is
-/// in the trace as at an exit ([`tick_due_timers`]), and an `emulate` that begins with `when`
+/// in the trace as at an exit (`tick_due_timers`), and an `emulate` that begins with `when`
 /// says what the ticks did. The caller records `events` after the running trap's, as it does
 /// what keys typed for a switched-out domain did (`tracer/SCHEMA.md`). Whether a tick woke
 /// it, and the port of the one that did (`Some(None)`: an interrupt).
