@@ -38,7 +38,7 @@ use crate::domain::interrupts::{self, Assist, Tick, TimerTarget, VirtualTimer};
 use crate::domain::memory::MemoryError;
 use crate::domain::page_tables::{PinStep, Pinning};
 use crate::domain::vcpu::{IN_FLIGHT_MAX, InFlight};
-use crate::domain::vcpu::{NmiWindow, RunState};
+use crate::domain::vcpu::{InstructionAt, NmiWindow, RunState};
 use crate::emulate::{Access, Destination, Operation, sign_extend};
 use crate::exit::Exit;
 use crate::here;
@@ -733,7 +733,7 @@ impl Step<'_, '_> {
                 let what = self.domain.rtc_tick(now);
                 self.reports.push(what);
             }
-            Effect::RtcAccessWaits(rip) => self.domain.vcpu.rtc_access_waited_at = Some(rip),
+            Effect::RtcAccessWaits(at) => self.domain.vcpu.rtc_access_waited_at = Some(at),
             Effect::Console(bytes) => {
                 for byte in bytes {
                     let line = self.domain.devices.console.transmit(byte);
@@ -1145,7 +1145,7 @@ impl Step<'_, '_> {
             // The access that waited for the RTC's interrupt runs now (the effects before
             // the `Rip` leave RIP at the instruction): the next one may wait again.
             let vcpu = &mut self.domain.vcpu;
-            if vcpu.rtc_access_waited_at == Some(vcpu.vmcb.save.rip) {
+            if vcpu.rtc_access_waited_at == Some(InstructionAt::of(vcpu)) {
                 vcpu.rtc_access_waited_at = None;
             }
         }

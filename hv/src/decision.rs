@@ -11,7 +11,7 @@
 use crate::domain::evtchn::{Callback, PortState};
 use crate::domain::interrupts::Timers;
 use crate::domain::page_tables::{NewTables, PinStep};
-use crate::domain::vcpu::Wait;
+use crate::domain::vcpu::{InstructionAt, Wait};
 use crate::emulate::Access;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -117,11 +117,12 @@ pub enum Effect {
     /// The RTC's timer is due at this TSC: its flags come up to date, IRQ 8 follows IRQF,
     /// and the timer is armed for its next event (`Devices::rtc_tick`).
     RtcTick(u64),
-    /// The access to the RTC's registers at this RIP waits for the interrupt the RTC's tick
-    /// raises (`exit/ioio.rs`): once, the vCPU remembers ([`Vcpu::rtc_access_waited_at`]).
+    /// The access to the RTC's registers at this instruction waits for the interrupt the
+    /// RTC's tick raises (`exit/ioio.rs`): once, the vCPU remembers
+    /// ([`Vcpu::rtc_access_waited_at`]).
     ///
     /// [`Vcpu::rtc_access_waited_at`]: crate::domain::vcpu::Vcpu::rtc_access_waited_at
-    RtcAccessWaits(u64),
+    RtcAccessWaits(InstructionAt),
     /// Bytes for the domain's console (the `console_write` hypercall).
     Console(Vec<u8>),
     /// The unfinished line the guest waits for input after, shown as a prompt: a `console`

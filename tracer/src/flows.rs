@@ -131,11 +131,12 @@ pub struct Facts {
     pub tsc_hz: Option<u64>,
     /// `lost`.
     pub lost: Option<u64>,
-    /// `notify` of a send (another domain's, or a store watch's): the domain notified, and
-    /// its port that is pending now ...
+    /// `notify`: the domain notified, and its port that is pending now ...
     pub notified: Option<(u16, u32)>,
     /// ... and whether the notification woke that domain from a block.
     pub woke: bool,
+    /// `notify`: the tick of a blocked domain's own timer woke it (`notified` is `None`).
+    pub woke_itself: bool,
     /// `schedule`.
     pub switch: Option<Switch>,
 }
@@ -176,10 +177,13 @@ impl Facts {
                 facts.cycles = Some(resume.cycles);
             }
             Body::Notify(notify) => {
-                // A tick of the domain's own timer on its VIRQ_TIMER port (from port 0, to
-                // itself) is the hypervisor's: no flow sent it, so no flow is linked to it.
-                let own_tick = notify.from_port == 0 && event.dom == Some(notify.to);
-                if !own_tick {
+                // A notification from no port that woke its own domain is a tick of that
+                // domain's timer on its VIRQ_TIMER port, noticed while it was blocked: the
+                // hypervisor's (a send or a store write comes from a domain that runs, and
+                // wakes another). No flow sent it.
+                facts.woke_itself =
+                    notify.from_port == 0 && event.dom == Some(notify.to) && notify.woke;
+                if !facts.woke_itself {
                     facts.notified = Some((notify.to, notify.port));
                 }
                 facts.woke = notify.woke;
@@ -680,6 +684,15 @@ impl Assembler {
                 }
             }
             Kind::Notify => {
+                // Its own timer's tick woke the flow: a notification linked to it at the
+                // `schedule` for the same port is not what woke it (one taken already).
+                if facts.woke_itself && flow.woken_by != NO_FLOW {
+                    let sender = flow.woken_by as usize;
+                    flow.woken_by = NO_FLOW;
+                    if flows[sender].woke == open {
+                        flows[sender].woke = NO_FLOW;
+                    }
+                }
                 if let Some((to, port)) = facts.notified {
                     let waiting = self.pending.entry(to).or_default();
                     if waiting.len() == PENDING_MAX {
@@ -772,6 +785,12 @@ impl Assembler {
             index += 1;
             if pending.port != port {
                 return true;
+            }
+            // A flow is not woken by itself: a domain's own notification (a store write it
+            // watches, a timer tick noticed as it came back) whose upcall comes in the same
+            // flow.
+            if pending.sender == receiver {
+                return false;
             }
             if this >= position {
                 flows[pending.sender as usize].woke = receiver;

@@ -125,8 +125,8 @@ fn keys_that_wake_a_domain_open_the_second_part_of_its_flow() {
     assert_eq!(trace.flow_of(keys), Some(0), "the keys' event is d1's");
 }
 
-/// A tick of the domain's own timer on its VIRQ_TIMER port: the hypervisor's event, from
-/// port 0, to the domain itself.
+/// An event from no port to the domain itself: a tick of its own timer on its VIRQ_TIMER
+/// port, or the store's watch event for a node it wrote (the hypervisor's, both).
 fn own_tick(dom: u16, port: u32, woke: bool) -> Body {
     Body::Notify(Notify {
         to: dom,
@@ -183,6 +183,53 @@ fn a_domain_woken_by_its_own_timer_s_tick_is_woken_by_no_flow() {
     assert!(
         flows.iter().all(|flow| flow.woke == NO_FLOW),
         "no flow woke another"
+    );
+}
+
+/// The upcall on vector 0xf3, injected into the running domain.
+fn upcall() -> Body {
+    Body::Inject(Inject {
+        vector: 0xf3,
+        name: "interrupt 0xf3".into(),
+        kind: EventType::Interrupt,
+        error_code: None,
+        cr2: None,
+        handler: Some(0x20_0900),
+        synthetic: false,
+    })
+}
+
+#[test]
+fn a_store_write_a_domain_watches_itself_is_linked_to_its_later_upcall_but_never_to_itself() {
+    // d1 watches /x and writes it: the store's watch event makes its store port 4 pending,
+    // from no port, while upcalls are masked. Its next hypercall unmasks them and the upcall
+    // comes: woken by the write's flow. A write whose upcall comes in the write's own flow
+    // links nothing (a flow is not woken by itself).
+    let mut events = two_domains(1);
+    events.push(Some(1), exit(VMMCALL, 0x20_0500));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(Some(1), own_tick(1, 4, false));
+    events.push(Some(1), resume(0x20_0503, 40_000));
+    events.push(Some(1), exit(VMMCALL, 0x20_0600));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(Some(1), upcall());
+    events.push(Some(1), resume(0x20_0900, 40_000));
+    events.push(Some(1), exit(VMMCALL, 0x20_0700));
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(Some(1), own_tick(1, 4, false));
+    events.push(Some(1), upcall());
+    events.push(Some(1), resume(0x20_0900, 40_000));
+    let trace = events.trace();
+    let flows = trace.flows();
+    assert_eq!(
+        (flows[0].woke, flows[1].woken_by),
+        (1, 0),
+        "the write, then its upcall"
+    );
+    assert_eq!(
+        (flows[2].woke, flows[2].woken_by),
+        (NO_FLOW, NO_FLOW),
+        "not woken by itself"
     );
 }
 

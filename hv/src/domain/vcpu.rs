@@ -208,6 +208,25 @@ pub const DR_ACCESSES: u32 = 0x00ff_00ff;
 /// always intercepted ([`Vcpu::debug_register_intercepts`]).
 pub const DR7_WRITES: u32 = 1 << 23 | 1 << 21;
 
+/// One run of an instruction: its RIP, and the stack pointer it ran with. A kernel reads the
+/// RTC through one helper (`out 0x70` then `in 0x71`) that its IRQ 8 handler calls too: the
+/// handler's call runs the same instructions deeper on the stack, or on another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstructionAt {
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+impl InstructionAt {
+    /// The instruction the vCPU is at.
+    pub fn of(vcpu: &Vcpu) -> InstructionAt {
+        InstructionAt {
+            rip: vcpu.vmcb.save.rip,
+            rsp: vcpu.vmcb.save.rsp,
+        }
+    }
+}
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// The VMCB (page-aligned; its address is the physical address VMRUN takes).
@@ -250,12 +269,12 @@ pub struct Vcpu {
     /// The RIP of the last INT n injected (RIP was moved past it), to put back if its
     /// delivery faults (`exit/exception.rs`).
     pub software_interrupt_rip: Option<u64>,
-    /// The RIP of an access to the RTC's registers that waited once for the IRQ 8 the RTC's
-    /// due tick raised (`exit/ioio.rs`, `rtc_interrupt_first`): when the instruction comes
-    /// back after the handler it runs, whatever tick is due by then, so that the guest makes
-    /// progress however fast the RTC interrupts (a handler under TCG, traced, can outlast a
-    /// period of 122 µs, where a CPU's takes a few). Cleared when that access runs.
-    pub rtc_access_waited_at: Option<u64>,
+    /// The access to the RTC's registers that waited for the IRQ 8 the RTC's due tick raised
+    /// (`exit/ioio.rs`, `rtc_interrupt_first`): when it comes back after the handler it runs,
+    /// whatever tick is due by then, so that the guest makes progress however fast the RTC
+    /// interrupts (a handler under TCG, traced, can outlast a period of 122 µs, where a CPU's
+    /// takes a few). One waits at a time; cleared when it runs.
+    pub rtc_access_waited_at: Option<InstructionAt>,
     /// The guest's timer and the interrupt waiting for it (`interrupts.rs`).
     pub interrupts: VirtualInterrupts,
     /// The MSRs the emulated CPU has that neither the VMCB nor the real CPU holds for the

@@ -28,6 +28,7 @@ use crate::delivery::{DataAccess, Progress};
 use crate::device::{acpi_pm, debug_exit, rtc};
 use crate::domain::Guest;
 use crate::domain::memory::{AccessFault, MemoryError, PAGE_SIZE};
+use crate::domain::vcpu::InstructionAt;
 use crate::emulate::merge;
 use crate::image::acpi;
 use crate::instruction;
@@ -243,11 +244,16 @@ pub fn handle(exit: &Exit, guest: &Guest, info: IoioInfo, next_rip: u64) -> Deci
 /// pending one is (`apply::before_resume`), as at the INTR exit that notices a tick
 /// (`exit/intr.rs`), and the instruction exits again after the handler's IRET.
 ///
-/// Once an instruction: back after the handler, the access runs, whatever tick is due by
-/// then ([`Vcpu::rtc_access_waited_at`](crate::domain::vcpu::Vcpu::rtc_access_waited_at)),
-/// or a guest whose handler outlasts the RTC's period (a traced handler under TCG can, at
-/// 8192 Hz) would never get past it. With the window closed (interrupts off, an interrupt
-/// shadow) the access goes on, after the tick (`apply.rs`, `rtc_due_first`).
+/// Once: back after the handler, the access runs, whatever tick is due by then
+/// ([`Vcpu::rtc_access_waited_at`](crate::domain::vcpu::Vcpu::rtc_access_waited_at)), or a
+/// guest whose handler outlasts the RTC's period (a traced handler under TCG can, at 8192
+/// Hz) would never get past it. It is known by its RIP and RSP: the handler calls the same
+/// helper deeper on the stack, and its accesses are not the one that waits. One access waits
+/// at a time: while one does, another (a handler's that turned interrupts on) goes on, after
+/// the tick. With the window closed (interrupts off, an interrupt shadow) the access goes on,
+/// after the tick (`apply.rs`, `rtc_due_first`). (A task the handler never returns to leaves
+/// its access waiting, and no other waits after it: IRQ 8 is then taken after the accesses,
+/// as before this waiting was modelled.)
 /// `instruction` (IN, OUT, INS, OUTS) of `size` bytes at `port`, at TSC `now`, the exit's;
 /// also a PV kernel's IN or OUT (`privileged.rs`, whose `context` goes first).
 pub(super) fn rtc_interrupt_first(
@@ -258,9 +264,8 @@ pub(super) fn rtc_interrupt_first(
     instruction: &str,
     context: &str,
 ) -> Option<Decision> {
-    let rip = guest.vcpu.vmcb.save.rip;
     if !rtc::reaches_registers(port, size)
-        || guest.vcpu.rtc_access_waited_at == Some(rip)
+        || guest.vcpu.rtc_access_waited_at.is_some()
         || !guest.rtc_interrupts_first(now)
     {
         return None;
@@ -271,7 +276,7 @@ pub(super) fn rtc_interrupt_first(
             "{context}{instruction} at port {port:#x} (the RTC), but the RTC's timer was due before it, and its tick raises IRQ 8: a CPU takes an interrupt between instructions, so the guest takes the interrupt first, and the {instruction} runs after its handler"
         )
         .with(Effect::RtcTick(now))
-        .with(Effect::RtcAccessWaits(rip))
+        .with(Effect::RtcAccessWaits(InstructionAt::of(&guest.vcpu)))
         .describe(format!("{instruction} waits: the RTC's interrupt comes first")),
     )
 }
@@ -1168,17 +1173,21 @@ mod tests {
         );
     }
 
-    /// The IRQ 8 handler a kernel runs, as the hypervisor sees it: at RIPs of its own, with
-    /// interrupts off (the gate cleared IF), it reads status C and sends both EOIs; then its
-    /// IRET returns to `ENTRY` with interrupts on.
+    /// The IRQ 8 handler a kernel runs, as the hypervisor sees it: with interrupts off (the
+    /// gate cleared IF), deeper on the stack, it reads status C through the kernel's own CMOS
+    /// helper, the instruction at `ENTRY` the kernel waits at, and sends both EOIs; then its
+    /// IRET returns to `ENTRY`, on the kernel's stack, with interrupts on.
     fn rtc_handler_runs(test: &mut Test) {
-        test.domain.vcpu.vmcb.save.rip = ENTRY + 0x100;
-        test.domain.vcpu.vmcb.save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
+        let save = &mut test.domain.vcpu.vmcb.save;
+        let kernel_rsp = save.rsp;
+        save.rip = ENTRY;
+        save.rsp = kernel_rsp - 0x80;
+        save.rflags &= !RFlags::INTERRUPT_FLAG.bits();
         test.out(0x70, 0x0c);
         in_byte(test, 0x71);
         test.out(0xa0, 0x20);
         test.out(0x20, 0x20);
-        test.domain.vcpu.vmcb.save.rip = ENTRY;
+        test.domain.vcpu.vmcb.save.rsp = kernel_rsp;
         test.interrupts_on();
     }
 
@@ -1196,7 +1205,10 @@ mod tests {
         let run = io(&mut test, &OUT_DX_AL, port(0x70, false, 1));
         assert_eq!(run.injected().vector, 0x28, "IRQ 8, before the OUT");
         assert_eq!(test.rip(), ENTRY, "the OUT runs after the handler");
-        assert_eq!(test.domain.vcpu.rtc_access_waited_at, Some(ENTRY));
+        assert_eq!(
+            test.domain.vcpu.rtc_access_waited_at.map(|at| at.rip),
+            Some(ENTRY)
+        );
         test.vmrun();
         rtc_handler_runs(&mut test);
         // Back from the handler: the OUT selects the seconds, and the IN reads them.

@@ -16,7 +16,7 @@
 use core::num::NonZeroUsize;
 use gdbstub::arch::{Arch, RegId, Registers};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use traplab_hv::gdb::registers::{PACKET_BYTES, Register};
+use traplab_hv::gdb::registers::{COUNT, FS_BASE, PACKET_BYTES, Register};
 
 /// The guest as gdb's architecture: x86-64 plus FS/GS base and the system registers.
 pub enum GuestX86_64 {}
@@ -68,7 +68,7 @@ impl RegId for GuestRegId {
     }
 }
 
-/// The 'g' packet: gdbstub_arch's core and SSE registers, then [`SYSTEM_REGISTERS`].
+/// The 'g' packet: gdbstub_arch's core and SSE registers, then ours (fs_base to efer).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GuestRegisters {
     pub core: X86_64CoreRegs,
@@ -83,22 +83,13 @@ pub struct GuestRegisters {
     pub efer: u64,
 }
 
-/// Our registers after the core ones, in packet order.
-pub const SYSTEM_REGISTERS: [&str; 9] = [
-    "fs_base",
-    "gs_base",
-    "k_gs_base",
-    "cr0",
-    "cr2",
-    "cr3",
-    "cr4",
-    "cr8",
-    "efer",
-];
+/// How many of our registers come after the core ones, 8 bytes each: fs_base to efer, the
+/// numbers from `fs_base`'s on (`registers::NAMES`).
+pub const SYSTEM_REGISTERS: usize = COUNT - FS_BASE;
 /// The size of gdbstub_arch's part of the packet.
 const CORE_BYTES: usize = 0x218;
 // The register numbering's packet (`traplab_hv::gdb::registers`) is this one.
-const _: () = assert!(PACKET_BYTES == CORE_BYTES + 8 * SYSTEM_REGISTERS.len());
+const _: () = assert!(PACKET_BYTES == CORE_BYTES + 8 * SYSTEM_REGISTERS);
 
 impl GuestRegisters {
     /// The `g` packet's data: every register's bytes in number order, where
@@ -147,7 +138,7 @@ impl Registers for GuestRegisters {
     }
 
     fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        if bytes.len() < CORE_BYTES + 8 * SYSTEM_REGISTERS.len() {
+        if bytes.len() < CORE_BYTES + 8 * SYSTEM_REGISTERS {
             return Err(());
         }
         self.core.gdb_deserialize(&bytes[..CORE_BYTES])?;

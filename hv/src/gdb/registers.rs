@@ -111,6 +111,10 @@ pub const NAMES: [&str; COUNT] = [
 /// How many registers the description has: numbers 0 to `COUNT - 1`.
 pub const COUNT: usize = 66;
 
+/// `fs_base`'s number: from it on, the registers beyond gdbstub_arch's core and SSE ones,
+/// 8 bytes each.
+pub const FS_BASE: usize = 57;
+
 /// The size of the `g` packet's data, in bytes: every register's, in number order.
 pub const PACKET_BYTES: usize = 0x218 + 9 * 8;
 
@@ -127,7 +131,7 @@ impl Register {
             32..=39 => Register::X87(X87_ORDER[number - 32]),
             40..=55 => Register::Xmm((number - 40) as u8),
             56 => Register::Mxcsr,
-            57 => Register::FsBase,
+            FS_BASE => Register::FsBase,
             58 => Register::GsBase,
             59 => Register::KernelGsBase,
             60 => Register::Cr0,
@@ -168,7 +172,7 @@ impl Register {
             }
             Register::Xmm(n) => 40 + usize::from(n & 15),
             Register::Mxcsr => 56,
-            Register::FsBase => 57,
+            Register::FsBase => FS_BASE,
             Register::GsBase => 58,
             Register::KernelGsBase => 59,
             Register::Cr0 => 60,
@@ -270,9 +274,9 @@ pub fn value(bytes: &[u8]) -> u64 {
 ///   vol. 2, 4.5 "Segment Registers" and 4.9–4.11). Writing the selector without all that
 ///   would show gdb a segment the CPU does not use; doing all that would be the hypervisor
 ///   emulating a segment load no instruction made (QEMU's own stub loads the descriptor
-///   without the checks). So a selector that changes is refused (gdb sends a `G` with every
-///   selector as it read them, unless the user set one); the guest's own MOV, POP, far jump
-///   or IRET loads selectors, and gdb may step one.
+///   without the checks). So a selector that changes is refused (a `P` for a selector the
+///   user set, or a `G`, which carries every selector as gdb read them but that one); the
+///   guest's own MOV, POP, far jump or IRET loads selectors, and gdb may step one.
 /// - A value the register cannot hold: the CPU refuses it with #GP(0), and VMRUN would not
 ///   (V_TPR has 8 bits; FS_BASE, GS_BASE and KernelGSbase are loaded unchecked). CR8 holds
 ///   the 4-bit task priority, bits 63:4 reserved (AMD APM vol. 2, 3.1.5), as `exit/cr.rs`

@@ -590,9 +590,16 @@ fn write_fpu(area: &mut [u8; 512], register: Register, bytes: &[u8]) {
             });
             put(4, 1, &[abridged]);
         }
-        // The last x87 instruction's and operand's pointers and opcode stay as the CPU
-        // recorded them: the stub has never written them.
-        Register::X87(_) => {}
+        // The last x87 instruction's and operand's pointers and its opcode, where `read_fpu`
+        // reads them (FXSAVE's layout, AMD APM vol. 5, FXSAVE: FOP at byte 6, the instruction
+        // pointer at 8 and its selector at 12, the operand's at 16 and 20): FXRSTOR loads
+        // them, and the next `g` reads what was written. (gdb has them 32 bits wide; the
+        // opcode is 11 bits, the selectors 16, as the image keeps them.)
+        Register::X87(X87::Fop) => put(6, 2, bytes),
+        Register::X87(X87::Fioff) => put(8, 4, bytes),
+        Register::X87(X87::Fiseg) => put(12, 2, bytes),
+        Register::X87(X87::Fooff) => put(16, 4, bytes),
+        Register::X87(X87::Foseg) => put(20, 2, bytes),
         Register::St(n) => put(32 + 16 * usize::from(n), 10, bytes),
         Register::Xmm(n) => put(160 + 16 * usize::from(n), 16, bytes),
         Register::Mxcsr => {
