@@ -81,9 +81,9 @@ pub struct Trace {
     domains: Vec<(u16, String)>,
     /// The first bad line (loading skips each and goes on) ...
     error: Option<LineError>,
-    /// ... and the number of each, in order (a recording's bad lines are few, or come in
-    /// runs: [`Trace::bad_line_runs`]).
-    bad_line_numbers: Vec<usize>,
+    /// ... and the numbers of all of them, as runs of consecutive lines: a million bad
+    /// lines in a row are one run, not a million numbers.
+    bad_lines: LineRuns,
     /// Lines read so far (the next line's number is this plus one).
     lines: usize,
     /// (event number, its line number) of each event whose line is not the one after the
@@ -285,7 +285,7 @@ impl Trace {
             tsc_hz: None,
             domains: Vec::new(),
             error: None,
-            bad_line_numbers: Vec::new(),
+            bad_lines: LineRuns::default(),
             lines: 0,
             line_jumps: Vec::new(),
             order: SeqOrder::new(),
@@ -332,6 +332,7 @@ impl Trace {
         self.events.shrink_to_fit();
         self.flows.shrink_to_fit();
         self.line_jumps.shrink_to_fit();
+        self.bad_lines.runs.shrink_to_fit();
     }
 
     /// Index one line; one that is not an event is skipped and counted as bad.
@@ -386,10 +387,7 @@ impl Trace {
     }
 
     fn bad_line(&mut self, line: usize, error: JsonError) {
-        // Verdicts on lines held for their `seq` come after those on later lines behind
-        // them (`order.rs`): kept in line order, nearly always by pushing at the end.
-        let at = self.bad_line_numbers.partition_point(|&bad| bad < line);
-        self.bad_line_numbers.insert(at, line);
+        self.bad_lines.add(line);
         recording::keep_first(
             &mut self.error,
             LineError {
@@ -522,20 +520,13 @@ impl Trace {
 
     /// How many lines were not events, and skipped.
     pub fn bad_lines(&self) -> usize {
-        self.bad_line_numbers.len()
+        self.bad_lines.count()
     }
 
     /// The numbers of the lines that were not events, as runs of consecutive lines (first,
     /// last), in line order: every line skipped can be named.
-    pub fn bad_line_runs(&self) -> Vec<(usize, usize)> {
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        for &line in &self.bad_line_numbers {
-            match runs.last_mut() {
-                Some((_, last)) if *last + 1 == line => *last = line,
-                _ => runs.push((line, line)),
-            }
-        }
-        runs
+    pub fn bad_line_runs(&self) -> &[(usize, usize)] {
+        self.bad_lines.runs()
     }
 
     /// The recording's path (`None` for a live run).
@@ -594,6 +585,56 @@ impl Trace {
             line_error(JsonError::Syntax(format!("cannot read the line: {error}")))
         })?;
         json::from_line(&line).map_err(line_error)
+    }
+}
+
+/// Line numbers kept as runs of consecutive lines, `(first, last)`, in order: the memory is
+/// one run's (16 bytes) for each run, however long, and the count of lines stays exact. (A
+/// bad line between two events is a run of its own: a recording with log lines mixed in
+/// holds a run per log line, half of what the index holds for the event beside it.)
+#[derive(Debug, Default)]
+struct LineRuns {
+    /// In line order, none overlapping, none touching the next (those are one run).
+    runs: Vec<(usize, usize)>,
+    /// How many lines the runs hold.
+    count: usize,
+}
+
+impl LineRuns {
+    /// Add line `line`. Verdicts on lines held for their `seq` come after those on later
+    /// lines behind them (`order.rs`): a line may land before the last run, and join the
+    /// run before it, the run after it, or both into one. A line already held is held once.
+    fn add(&mut self, line: usize) {
+        // The first run that ends at or after `line`: `line` goes in it, or just before it.
+        let at = self.runs.partition_point(|&(_, last)| last < line);
+        if self.runs.get(at).is_some_and(|&(first, _)| first <= line) {
+            return;
+        }
+        self.count += 1;
+        let joins_before = at > 0 && self.runs[at - 1].1 + 1 == line;
+        let joins_after = self
+            .runs
+            .get(at)
+            .is_some_and(|&(first, _)| first == line + 1);
+        match (joins_before, joins_after) {
+            // It fills the hole between two runs: they become one.
+            (true, true) => {
+                self.runs[at - 1].1 = self.runs[at].1;
+                self.runs.remove(at);
+            }
+            (true, false) => self.runs[at - 1].1 = line,
+            (false, true) => self.runs[at].0 = line,
+            // A run of its own (nearly always at the end: a push).
+            (false, false) => self.runs.insert(at, (line, line)),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn runs(&self) -> &[(usize, usize)] {
+        &self.runs
     }
 }
 
@@ -1013,6 +1054,56 @@ mod tests {
             Some(3),
             "the first line"
         );
+    }
+
+    #[test]
+    fn bad_lines_are_kept_as_runs_joined_whichever_order_they_come_in() {
+        let mut lines = LineRuns::default();
+        for line in [3, 4, 5, 9] {
+            lines.add(line);
+        }
+        assert_eq!(
+            lines.runs(),
+            [(3, 5), (9, 9)],
+            "in order: joined to the last run"
+        );
+        // Late verdicts (`order.rs`): just before a run, between two runs, in the hole
+        // between two.
+        lines.add(2);
+        assert_eq!(lines.runs(), [(2, 5), (9, 9)], "joined to the run after it");
+        lines.add(1);
+        assert_eq!(lines.runs(), [(1, 5), (9, 9)]);
+        lines.add(7);
+        assert_eq!(lines.runs(), [(1, 5), (7, 7), (9, 9)], "a run of its own");
+        lines.add(8);
+        assert_eq!(lines.runs(), [(1, 5), (7, 9)], "two runs made one");
+        lines.add(6);
+        assert_eq!(lines.runs(), [(1, 9)]);
+        lines.add(4);
+        assert_eq!(lines.runs(), [(1, 9)], "a line held already is held once");
+        assert_eq!(lines.count(), 9);
+    }
+
+    #[test]
+    fn a_hundred_thousand_bad_lines_in_a_row_are_one_run() {
+        // One event, then lines that are none (no longer "not a recording": an event came).
+        let path = temporary("long-run-of-bad-lines");
+        let mut text = line(0, Body::Console(Console::line("x")));
+        text.push('\n');
+        text.push_str(&"root:x:0:0:root:/root:/bin/bash\n".repeat(100_000));
+        text.push_str(&line(1, Body::Console(Console::line("y"))));
+        text.push_str("\nnot an event either\n");
+        std::fs::write(&path, text).unwrap();
+        let trace = Trace::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(trace.len(), 2);
+        assert_eq!(trace.bad_lines(), 100_001, "every bad line counted");
+        assert_eq!(
+            trace.bad_line_runs(),
+            [(2, 100_001), (100_003, 100_003)],
+            "held as two runs, not 100,001 numbers"
+        );
+        assert_eq!(trace.error().map(|error| error.line), Some(2));
     }
 
     #[test]

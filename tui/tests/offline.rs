@@ -488,6 +488,59 @@ fn two_seqs_far_ahead_in_a_row_name_their_own_lines_and_spoil_no_other() {
     );
 }
 
+/// A recording with log lines mixed in (`traplab trace LAB 2>&1 >FILE`) has a bad line
+/// after every event: 100,000 of them, each a run of its own. The message names the first
+/// runs and counts the rest, exactly; it used to name all 100,000 on one line.
+#[test]
+fn a_hundred_thousand_bad_lines_between_events_are_counted_not_all_named() {
+    use traplab_abi::event::{Body, Console, End, Event};
+    const EVENTS: u64 = 100_000;
+    let mut text = String::new();
+    for seq in 0..EVENTS {
+        let event = Event {
+            seq,
+            tsc: seq * 10,
+            dom: Some(1),
+            body: Body::Console(Console::line(format!("line {seq}"))),
+        };
+        text.push_str(&traplab_tracer::json::to_line(&event));
+        text.push_str("\n[traplab] a log line in the recording\n");
+    }
+    let end = Event {
+        seq: EVENTS,
+        tsc: EVENTS * 10,
+        dom: None,
+        body: Body::End(End {
+            status: 0,
+            reason: "every domain has ended".into(),
+        }),
+    };
+    text.push_str(&traplab_tracer::json::to_line(&end));
+    text.push('\n');
+    let path = temporary("log-lines-mixed-in.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let output = traplab(&["stats", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("TRACE FAULT: {}:2: not JSON", path.display())),
+        "the first bad line is named: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "100000 bad lines (lines 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 … and 99990 more runs \
+             (99990 lines)) were skipped (the first named above); 100001 events read"
+        ),
+        "the first ten runs named, the exact count of the rest: {stderr}"
+    );
+    assert!(
+        stderr.len() < 1000,
+        "a message of a few lines, not 100,000 numbers: {} bytes",
+        stderr.len()
+    );
+}
+
 /// `replay` of a recording cut from a longer one (its first event is not seq 0, so it waits
 /// for the lines after it) whose second line is too long: the first piece read has no event
 /// taken yet, but one held; that is a recording, not "not a recording" (status 3).

@@ -61,7 +61,7 @@ pub fn report(trace: Trace) -> (Trace, u8) {
                 1 => "that line was".to_string(),
                 lines => format!(
                     "{lines} bad lines ({}) were",
-                    line_runs(&trace.bad_line_runs())
+                    line_runs(trace.bad_line_runs())
                 ),
             },
             trace.len()
@@ -87,16 +87,41 @@ pub fn report(trace: Trace) -> (Trace, u8) {
     (trace, code)
 }
 
-/// Runs of line numbers in words: `lines 7, 101–140`.
+/// How many runs of bad lines [`report`] names; the rest it counts. (A recording with log
+/// lines mixed in, `traplab trace LAB 2>&1 >FILE`, has a run for every other line: naming
+/// each would make a message of a million numbers.)
+const RUNS_NAMED: usize = 10;
+
+/// Runs of line numbers in words, the first [`RUNS_NAMED`] of them: `lines 7, 101–140`, then
+/// `… and 5 more runs (12 lines)`.
 fn line_runs(runs: &[(usize, usize)]) -> String {
-    let runs: Vec<String> = runs
+    let (named, more) = runs.split_at(runs.len().min(RUNS_NAMED));
+    let named: Vec<String> = named
         .iter()
         .map(|&(first, last)| match first == last {
             true => first.to_string(),
             false => format!("{first}–{last}"),
         })
         .collect();
-    format!("lines {}", runs.join(", "))
+    let mut words = format!("lines {}", named.join(", "));
+    if !more.is_empty() {
+        let lines: usize = more.iter().map(|&(first, last)| last - first + 1).sum();
+        words.push_str(&format!(
+            " … and {} more {} ({lines} {})",
+            more.len(),
+            plural(more.len(), "run"),
+            plural(lines, "line")
+        ));
+    }
+    words
+}
+
+/// `word`, with an `s` unless there is one.
+fn plural(count: usize, word: &str) -> String {
+    match count {
+        1 => word.to_string(),
+        _ => format!("{word}s"),
+    }
 }
 
 /// Domain `dom`, which option `flag` names, is one of `trace`'s; else the usage error that
@@ -182,4 +207,34 @@ pub fn run_now(name: &str, machine: &Machine, yes: bool) -> Result<(Trace, u8), 
         eprintln!("traplab: {name} did not finish in time; QEMU stopped");
     }
     Ok((trace, code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_runs_of_bad_lines_are_named_and_the_rest_counted() {
+        assert_eq!(line_runs(&[(7, 7), (101, 140)]), "lines 7, 101–140");
+        let ten: Vec<(usize, usize)> = (1..=10).map(|run| (run * 10, run * 10)).collect();
+        assert_eq!(
+            line_runs(&ten),
+            "lines 10, 20, 30, 40, 50, 60, 70, 80, 90, 100",
+            "ten runs are all named"
+        );
+        let mut eleven = ten.clone();
+        eleven.push((200, 201));
+        assert!(
+            line_runs(&eleven).ends_with("90, 100 … and 1 more run (2 lines)"),
+            "{}",
+            line_runs(&eleven)
+        );
+        let mut twelve = eleven;
+        twelve.push((300, 300));
+        assert!(
+            line_runs(&twelve).ends_with("100 … and 2 more runs (3 lines)"),
+            "{}",
+            line_runs(&twelve)
+        );
+    }
 }

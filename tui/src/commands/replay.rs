@@ -7,6 +7,7 @@ use crate::ui::{self, App, Options};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use traplab_tracer::store::{Loader, Trace};
 
 pub fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
@@ -26,12 +27,15 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         return Err("traplab replay needs a terminal; `traplab stats` and `traplab export` work without one".into());
     }
     let app = App::loading(trace, loader, Options::from_environment());
-    let (interrupted, app) =
-        ui::terminal::replay(app).map_err(|error| format!("the terminal failed: {error}"))?;
+    // One flag for the screen and for what comes after it: Ctrl-C is a key on the screen,
+    // a signal after it.
+    let signal = ui::terminal::signal_flag();
+    let (interrupted, app) = ui::terminal::replay(app, &signal)
+        .map_err(|error| format!("the terminal failed: {error}"))?;
     if interrupted {
         return Ok(ExitCode::from(status::INTERRUPTED));
     }
-    after_the_screen(&args.file, app.trace, app.loader).map(ExitCode::from)
+    after_the_screen(&args.file, app.trace, app.loader, &signal).map(ExitCode::from)
 }
 
 /// What `replay` does once the screen is gone: the status of the whole recording, the
@@ -39,23 +43,51 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode, Failure> {
 /// recording, a quick `q`): the rest is read now, without a screen, so that a bad line or a
 /// gap further on is said and counted all the same (a status that said "all is well" of
 /// lines never read would be a loss hidden). Then what is wrong is said on stderr, as the
-/// title said it: each bad line and each fault of the trace as a `TRACE FAULT`.
-fn after_the_screen(file: &Path, mut trace: Trace, loader: Option<Loader>) -> Result<u8, Failure> {
-    if let Some(mut loader) = loader {
-        read_the_rest(file, &mut trace, &mut loader)?;
+/// title said it: each bad line and each fault of the trace as a `TRACE FAULT`. A signal
+/// (`signal`, Ctrl-C) while the rest is read stops it: status 130 at once, and nothing said
+/// of a file not all read.
+fn after_the_screen(
+    file: &Path,
+    mut trace: Trace,
+    loader: Option<Loader>,
+    signal: &AtomicBool,
+) -> Result<u8, Failure> {
+    if let Some(mut loader) = loader
+        && read_the_rest(file, &mut trace, &mut loader, signal)? == Reading::Stopped
+    {
+        return Ok(status::INTERRUPTED);
     }
     let (_, code) = super::load::report(trace);
     Ok(code)
 }
 
-/// Read what is left of `file` into `trace`, saying how far it is on a terminal's stderr
-/// (Ctrl-C stops it, with status 130).
-fn read_the_rest(file: &Path, trace: &mut Trace, loader: &mut Loader) -> Result<(), Failure> {
+/// How [`read_the_rest`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Reading {
+    /// The whole file is in.
+    Done,
+    /// A signal stopped it.
+    Stopped,
+}
+
+/// Read what is left of `file` into `trace`, saying how far it is on a terminal's stderr.
+/// `signal` is looked at before each piece (a tenth of a second's reading): once it is set,
+/// the progress line is cleared and no more is read.
+fn read_the_rest(
+    file: &Path,
+    trace: &mut Trace,
+    loader: &mut Loader,
+    signal: &AtomicBool,
+) -> Result<Reading, Failure> {
     let mut progress = ProgressLine::stderr();
     let budget = Some(std::time::Duration::from_millis(100));
     loop {
+        if signal.load(Ordering::SeqCst) {
+            progress.clear();
+            return Ok(Reading::Stopped);
+        }
         progress.show(&format!(
-            "traplab: checking the rest of {} (the screen closed before it was read): {:.0}%",
+            "traplab: checking the rest of {} (the screen closed before it was read; Ctrl-C stops): {:.0}%",
             file.display(),
             loader.progress() * 100.0
         ));
@@ -69,7 +101,7 @@ fn read_the_rest(file: &Path, trace: &mut Trace, loader: &mut Loader) -> Result<
         }
     }
     progress.clear();
-    Ok(())
+    Ok(Reading::Done)
 }
 
 #[cfg(test)]
@@ -106,7 +138,7 @@ mod tests {
             .load(&mut trace, Some(std::time::Duration::ZERO))
             .expect("the first piece reads");
         assert!(!whole, "the recording is longer than the first piece");
-        after_the_screen(path, trace, Some(loader))
+        after_the_screen(path, trace, Some(loader), &AtomicBool::new(false))
     }
 
     #[test]
@@ -135,5 +167,28 @@ mod tests {
         let status = status_after_a_quick_quit(&no_end);
         let _ = std::fs::remove_file(&no_end);
         assert_eq!(status, Ok(status::TRACE_INCOMPLETE));
+    }
+
+    #[test]
+    fn a_signal_while_the_rest_is_read_stops_the_reading_with_130() {
+        let path = longer_than_a_piece("signal.jsonl", "not an event");
+        let (mut trace, mut loader) = Trace::start_loading(&path).expect("the recording opens");
+        loader
+            .load(&mut trace, Some(std::time::Duration::ZERO))
+            .expect("the first piece reads");
+        let (events, read) = (trace.len(), loader.progress());
+        // Ctrl-C came as the screen closed: nothing more is read.
+        let signal = AtomicBool::new(true);
+        let reading = read_the_rest(&path, &mut trace, &mut loader, &signal);
+        assert_eq!(reading, Ok(Reading::Stopped));
+        assert_eq!(
+            (trace.len(), loader.progress()),
+            (events, read),
+            "no more read"
+        );
+        // The bad last line is not reached: the status says the reading was stopped.
+        let status = after_the_screen(&path, trace, Some(loader), &signal);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(status, Ok(status::INTERRUPTED));
     }
 }

@@ -63,7 +63,7 @@ pub const STATUSES: [(u8, &str); 10] = [
     (HV_FAILED, "the hypervisor or QEMU failed"),
     (
         INTERRUPTED,
-        "interrupted by Ctrl-C or SIGTERM; QEMU was stopped",
+        "interrupted by Ctrl-C or SIGTERM; QEMU was stopped (replay: the rest of a recording it was reading once its screen closed is left unread)",
     ),
     (DOMAIN_KILLED, "the hypervisor killed a domain"),
 ];

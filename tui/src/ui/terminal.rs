@@ -74,8 +74,9 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 /// key). The UI loop sees the flag within a tick and quits in order, stopping QEMU. When
 /// the terminal is gone (SIGHUP), crossterm can be stuck reading its end of file for ever:
 /// then, after a grace period, restore what we can and exit; QEMU dies with us
-/// (PR_SET_PDEATHSIG).
-fn signal_flag() -> Arc<AtomicBool> {
+/// (PR_SET_PDEATHSIG). A command that goes on once its screen is gone (`replay` reading the
+/// rest of a recording) looks at the flag too, and stops within the grace period.
+pub fn signal_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = Arc::clone(&flag);
     // ctrlc runs this on its own thread, not in the signal handler: sleeping is fine.
@@ -126,10 +127,10 @@ fn event_loop(
 const LOAD_BUDGET: Duration = Duration::from_millis(40);
 
 /// `traplab replay`: browse a trace, loading the rest of it while the screen is up.
-/// Returns whether a signal ended it, and the app (to report a bad line).
-pub fn replay(mut app: App) -> io::Result<(bool, App)> {
-    let signal = signal_flag();
-    event_loop(&mut app, &signal, |app| app.load_more(LOAD_BUDGET))?;
+/// `signal` is the command's [`signal_flag`]. Returns whether a signal ended it, and the app
+/// (to report a bad line).
+pub fn replay(mut app: App, signal: &AtomicBool) -> io::Result<(bool, App)> {
+    event_loop(&mut app, signal, |app| app.load_more(LOAD_BUDGET))?;
     Ok((signal.load(Ordering::SeqCst) || app.interrupted, app))
 }
 
