@@ -297,11 +297,12 @@ pub fn before_resume(
     }
 }
 
-/// gdb let a vCPU it was stepping run (`continue`, or a detach) after an interrupt waited
-/// for its steps at this vCPU's last resume ([`Assist::HeldForStep`]): the interrupt asks for
-/// its window, so that the CPU exits (VINTR) as soon as the guest can take it and it is
-/// injected there, as any other that waited. Called by the run loop before VMRUN while gdb
-/// is attached; the event that says so, when there was one to ask for.
+/// gdb let a vCPU run (`continue`, or a detach) after an interrupt waited for it: for its
+/// steps, at this vCPU's last resume ([`Assist::HeldForStep`]), or below the task priority
+/// gdb lowered ([`task_priority_from_debugger`]). The interrupt asks for its window, so that
+/// the CPU exits (VINTR) as soon as the guest can take it and it is injected there, as any
+/// other that waited. Called by the run loop before VMRUN while gdb is attached; the event
+/// that says so, when there was one to ask for.
 pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
     let interrupts = &mut domain.vcpu.interrupts;
     if interrupts.held_for_step || !core::mem::take(&mut interrupts.waiting_for_gdb) {
@@ -315,9 +316,25 @@ pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
         domain,
         Some(vector),
         format!(
-            "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
+            "gdb lets the guest run: interrupt {vector:#x}, held while gdb stepped or below the task priority gdb lowered, asks for its window (V_IRQ set, VINTR intercepted): the CPU exits as soon as the guest can take it"
         ),
     ))
+}
+
+/// gdb wrote CR8 (`set $cr8`) while the vCPU is stopped: the task priority goes into V_TPR
+/// and the local APIC's TPR, as the guest's own MOV CR8 puts it (`Effect::TaskPriority`). An
+/// interrupt the old priority held back may get through now: a CPU delivers it as soon as
+/// the priority lets it (Intel SDM vol. 3A, 11.8.3.1 "Task and Processor Priorities"), not at
+/// the guest's next exit, so it asks for its window before the guest runs again
+/// ([`end_hold_for_step`]).
+pub fn task_priority_from_debugger(domain: &mut Domain, priority: u8) {
+    let control = &mut domain.vcpu.vmcb.control;
+    if control.virtual_interrupt & v_intr::TPR == u64::from(priority) {
+        return;
+    }
+    control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
+    domain.devices.lapic.tpr = priority << 4;
+    domain.vcpu.interrupts.waiting_for_gdb = true;
 }
 
 /// Ask the CPU for a VINTR exit with `vector` as soon as the guest can take it, or withdraw
@@ -2627,5 +2644,39 @@ mod tests {
             emulate.what,
             "the guest's timer was due while it was off the CPU: its interrupt is pending"
         );
+    }
+
+    #[test]
+    fn a_task_priority_gdb_lowers_lets_the_interrupt_it_held_come_before_the_guest_runs() {
+        // The local APIC enabled, CR8 = 15: interrupt 0x40 (class 4) requested waits. gdb
+        // sets CR8 to 0 while the vCPU is stopped: as the guest runs again, the interrupt asks
+        // for its window at once, where it used to wait for the guest's next exit.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.gate(0x40, HANDLER);
+        test.domain.devices.lapic.svr = 0x1ff;
+        task_priority_from_debugger(&mut test.domain, 15);
+        test.domain.devices.lapic.request(0x40);
+        assert_eq!(test.domain.pending_interrupt(), None, "held back by CR8");
+        assert!(
+            end_hold_for_step(&mut test.domain).is_none(),
+            "nothing gets through yet"
+        );
+        task_priority_from_debugger(&mut test.domain, 0);
+        assert_eq!(test.domain.devices.lapic.tpr, 0);
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_eq!(control.virtual_interrupt & v_intr::TPR, 0, "V_TPR");
+        let Some(Body::Emulate(release)) = end_hold_for_step(&mut test.domain) else {
+            panic!("the interrupt CR8 no longer holds back asks for its window")
+        };
+        assert!(release.what.contains("interrupt 0x40"), "{}", release.what);
+        let control = &test.domain.vcpu.vmcb.control;
+        assert_ne!(control.virtual_interrupt & v_intr::IRQ, 0, "V_IRQ set");
+        assert_ne!(control.intercept_misc1 & misc1::VINTR, 0);
+        assert!(end_hold_for_step(&mut test.domain).is_none(), "once");
+        // The CPU exits at once (IF = 1): the VINTR exit injects it.
+        test.vmrun();
+        let vintr = test.run(test.exit(ExitReason::Vintr));
+        assert_eq!(vintr.injected().vector, 0x40);
     }
 }

@@ -139,8 +139,9 @@ pub struct VirtualInterrupts {
     /// gdb is single-stepping this vCPU: maskable interrupts wait until gdb lets it run, so
     /// that a step goes to the next instruction, not into a handler (`gdb/mod.rs`).
     pub held_for_step: bool,
-    /// One waited at the last resume because of that: once gdb lets the vCPU run, it asks for
-    /// its window (`apply::end_hold_for_step`).
+    /// One waited at the last resume because of that, or gdb changed the task priority that
+    /// held one back: once gdb lets the vCPU run, it asks for its window
+    /// (`apply::end_hold_for_step`).
     pub waiting_for_gdb: bool,
 }
 

@@ -27,11 +27,11 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use traplab_abi::x86::EferFlags;
-use traplab_hv::Domain;
 use traplab_hv::domain::vcpu::dr7_slot_enables;
 use traplab_hv::gdb::registers::{self, PACKET_BYTES, Refusal, Register, X87};
 use traplab_hv::gdb::watch::watch_pieces;
 use traplab_hv::vmcb::v_intr;
+use traplab_hv::{Domain, apply};
 
 /// EFAULT, the answer for memory gdb cannot have.
 const EFAULT: u8 = 14;
@@ -291,16 +291,10 @@ fn store_register(domain: &mut Domain, register: Register, bytes: &[u8]) {
         Register::Cr2 => save.cr2 = value,
         // With V_INTR_MASKING the CPU keeps the guest's CR8 in V_TPR (AMD APM vol. 2,
         // 15.21.1). CR8 is the local APIC's TPR bits 7:4 (Intel SDM vol. 3A, 11.8.6.1): the
-        // APIC holds back what CR8 says, as after the guest's own MOV CR8 (`apply.rs`).
-        Register::Cr8 => {
-            let control = &mut vcpu.vmcb.control;
-            if control.virtual_interrupt & v_intr::CR8 != value {
-                let priority = value as u8;
-                domain.devices.lapic.tpr = priority << 4;
-                control.virtual_interrupt =
-                    (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
-            }
-        }
+        // APIC holds back what CR8 says, as after the guest's own MOV CR8, and what it no
+        // longer holds back comes as soon as the guest runs (`apply.rs`). (`refusal` let
+        // only 4 bits through.)
+        Register::Cr8 => apply::task_priority_from_debugger(domain, value as u8),
         // VMRUN needs EFER.SVME set in the guest's EFER; the guest never sees it.
         Register::Efer => save.efer = value | EFER_SVME,
     }
