@@ -180,20 +180,9 @@ impl Builder {
         );
     }
 
-    /// d2's upcall: [`UPCALL_VECTOR`] injected through its IDT, to its handler at 0x20_0900.
+    /// d2's upcall ([`upcall`]).
     fn upcall_in_d2(&mut self) {
-        self.push(
-            Some(2),
-            Body::Inject(Inject {
-                vector: UPCALL_VECTOR,
-                name: "interrupt 0xf3".into(),
-                kind: EventType::Interrupt,
-                error_code: None,
-                cr2: None,
-                handler: Some(0x20_0900),
-                synthetic: false,
-            }),
-        );
+        self.push(Some(2), upcall());
     }
 
     /// Domain `dom` (its program `name`) ends with the `exit` hypercall at `rip`.
@@ -347,6 +336,20 @@ pub fn decide(action: Action, why: &'static str, at: &'static str) -> Body {
         action,
         why: why.into(),
         at: at.into(),
+    })
+}
+
+/// An upcall: [`UPCALL_VECTOR`] injected through the domain's IDT, to its handler at
+/// 0x20_0900.
+pub fn upcall() -> Body {
+    Body::Inject(Inject {
+        vector: UPCALL_VECTOR,
+        name: "interrupt 0xf3".into(),
+        kind: EventType::Interrupt,
+        error_code: None,
+        cr2: None,
+        handler: Some(0x20_0900),
+        synthetic: false,
     })
 }
 

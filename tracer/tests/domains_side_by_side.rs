@@ -5,7 +5,7 @@
 
 use traplab_abi::event::*;
 use traplab_tracer::flows::NO_FLOW;
-use traplab_tracer::sample::{self, created, resume, schedule};
+use traplab_tracer::sample::{self, created, resume, schedule, upcall};
 use traplab_tracer::store::Trace;
 
 /// Events numbered from 0 (`seq` = index), 20,000 TSC ticks apart.
@@ -184,19 +184,6 @@ fn a_domain_woken_by_its_own_timer_s_tick_is_woken_by_no_flow() {
         flows.iter().all(|flow| flow.woke == NO_FLOW),
         "no flow woke another"
     );
-}
-
-/// The upcall on vector 0xf3, injected into the running domain.
-fn upcall() -> Body {
-    Body::Inject(Inject {
-        vector: 0xf3,
-        name: "interrupt 0xf3".into(),
-        kind: EventType::Interrupt,
-        error_code: None,
-        cr2: None,
-        handler: Some(0x20_0900),
-        synthetic: false,
-    })
 }
 
 #[test]

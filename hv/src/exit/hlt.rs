@@ -841,12 +841,15 @@ mod tests {
             None,
             "the PIT's edge, with the PIC not initialised, interrupts nothing"
         );
-        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
-            vector: 0x40,
-            period_tsc: 100_000,
-            due_tsc: 300,
-            target: TimerTarget::Pending,
-        });
+        let set_timer_due = |due_tsc| {
+            Some(VirtualTimer {
+                vector: 0x40,
+                period_tsc: 100_000,
+                due_tsc,
+                target: TimerTarget::Pending,
+            })
+        };
+        test.domain.vcpu.interrupts.timers.set_timer = set_timer_due(300);
         assert_eq!(schedule::halt_ends_at(&test.domain), Some(300));
         initialise_the_pic(&mut test);
         assert_eq!(
@@ -857,12 +860,7 @@ mod tests {
         // `set_timer`'s ticks as events on port 2, with no callback for an upcall: they
         // interrupt nothing, and the HLT returns after one only when nothing else can end it.
         test.domain.events.ports[2] = PortState::Virq(traplab_abi::evtchn::virq::TIMER);
-        test.domain.vcpu.interrupts.timers.set_timer = Some(VirtualTimer {
-            vector: 0x40,
-            period_tsc: 100_000,
-            due_tsc: 50,
-            target: TimerTarget::Pending,
-        });
+        test.domain.vcpu.interrupts.timers.set_timer = set_timer_due(50);
         assert_eq!(schedule::halt_ends_at(&test.domain), Some(100));
         test.domain.vcpu.interrupts.timers.pit = None;
         assert_eq!(schedule::halt_ends_at(&test.domain), Some(50));
