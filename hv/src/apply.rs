@@ -326,7 +326,9 @@ pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
 /// interrupt the old priority held back may get through now: a CPU delivers it as soon as
 /// the priority lets it (Intel SDM vol. 3A, 11.8.3.1 "Task and Processor Priorities"), not at
 /// the guest's next exit, so it asks for its window before the guest runs again
-/// ([`end_hold_for_step`]).
+/// ([`end_hold_for_step`]). A vCPU halted or blocked meanwhile (gdb stopped it in the idle
+/// loop) wakes, as a halted CPU does for an interrupt it can take, and as a key's interrupt
+/// wakes it (`run.rs`).
 pub fn task_priority_from_debugger(domain: &mut Domain, priority: u8) {
     let control = &mut domain.vcpu.vmcb.control;
     if control.virtual_interrupt & v_intr::TPR == u64::from(priority) {
@@ -335,6 +337,12 @@ pub fn task_priority_from_debugger(domain: &mut Domain, priority: u8) {
     control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
     domain.devices.lapic.tpr = priority << 4;
     domain.vcpu.interrupts.waiting_for_gdb = true;
+    if let RunState::Blocked(wait) = &domain.vcpu.run_state
+        && schedule::woken_by_interrupt(wait)
+        && domain.pending_interrupt().is_some()
+    {
+        domain.vcpu.run_state = RunState::Runnable;
+    }
 }
 
 /// Ask the CPU for a VINTR exit with `vector` as soon as the guest can take it, or withdraw
@@ -2678,5 +2686,25 @@ mod tests {
         test.vmrun();
         let vintr = test.run(test.exit(ExitReason::Vintr));
         assert_eq!(vintr.injected().vector, 0x40);
+    }
+
+    #[test]
+    fn a_task_priority_gdb_lowers_wakes_a_vcpu_halted_for_the_interrupt_it_held() {
+        // Halted (blocked: another domain ran, or gdb stopped it in the idle loop) with
+        // interrupt 0x40 held back by CR8 = 15: nothing else would ever wake it. A CPU would
+        // take the interrupt as soon as the priority lets it.
+        let mut test = Test::long_mode();
+        test.interrupts_on();
+        test.domain.devices.lapic.svr = 0x1ff;
+        task_priority_from_debugger(&mut test.domain, 15);
+        test.domain.devices.lapic.request(0x40);
+        test.domain.vcpu.run_state = RunState::Blocked(crate::domain::vcpu::Wait::Interrupt);
+        task_priority_from_debugger(&mut test.domain, 5);
+        assert!(
+            test.domain.vcpu.run_state.is_blocked(),
+            "class 4 is still below priority 5"
+        );
+        task_priority_from_debugger(&mut test.domain, 3);
+        assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
     }
 }

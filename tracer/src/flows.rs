@@ -131,12 +131,11 @@ pub struct Facts {
     pub tsc_hz: Option<u64>,
     /// `lost`.
     pub lost: Option<u64>,
-    /// `notify`: the domain notified, and its port that is pending now ...
+    /// `notify` of a send (another domain's, or a store watch's for another domain): the
+    /// domain notified, and its port that is pending now ...
     pub notified: Option<(u16, u32)>,
     /// ... and whether the notification woke that domain from a block.
     pub woke: bool,
-    /// `notify`: the tick of a blocked domain's own timer woke it (`notified` is `None`).
-    pub woke_itself: bool,
     /// `schedule`.
     pub switch: Option<Switch>,
 }
@@ -177,13 +176,10 @@ impl Facts {
                 facts.cycles = Some(resume.cycles);
             }
             Body::Notify(notify) => {
-                // A notification from no port that woke its own domain is a tick of that
-                // domain's timer on its VIRQ_TIMER port, noticed while it was blocked: the
-                // hypervisor's (a send or a store write comes from a domain that runs, and
-                // wakes another). No flow sent it.
-                facts.woke_itself =
-                    notify.from_port == 0 && event.dom == Some(notify.to) && notify.woke;
-                if !facts.woke_itself {
+                // From no port to the domain that runs (or is switched back in): the
+                // hypervisor's own event for it, a tick of its timer on its VIRQ_TIMER port or
+                // the store's watch event for a node it wrote. No flow sent it.
+                if notify.from_port != 0 || event.dom != Some(notify.to) {
                     facts.notified = Some((notify.to, notify.port));
                 }
                 facts.woke = notify.woke;
@@ -684,15 +680,6 @@ impl Assembler {
                 }
             }
             Kind::Notify => {
-                // Its own timer's tick woke the flow: a notification linked to it at the
-                // `schedule` for the same port is not what woke it (one taken already).
-                if facts.woke_itself && flow.woken_by != NO_FLOW {
-                    let sender = flow.woken_by as usize;
-                    flow.woken_by = NO_FLOW;
-                    if flows[sender].woke == open {
-                        flows[sender].woke = NO_FLOW;
-                    }
-                }
                 if let Some((to, port)) = facts.notified {
                     let waiting = self.pending.entry(to).or_default();
                     if waiting.len() == PENDING_MAX {
@@ -756,7 +743,9 @@ impl Assembler {
     /// domain's own `bind_interdomain`, which makes its new port pending (as Xen's does), is
     /// not taken for what woke it when another domain sends on that port later.
     fn link_upcall(&mut self, dom: u16, receiver: u32, flows: &mut [Flow]) {
-        let woken_port = self.woken_by_port.remove(&dom);
+        // The port a `schedule` said woke the domain holds for its flow's upcalls until the
+        // flow ends (`close`): a later `inject` must not take another port's notification.
+        let woken_port = self.woken_by_port.get(&dom).copied();
         // Linked already, at the `schedule` that woke it (by its port): its upcall's
         // `inject` must not take another port's notification for its cause.
         if flows
@@ -805,6 +794,7 @@ impl Assembler {
     fn close(&mut self, dom: u16, open: u32) {
         if self.open.get(&dom) == Some(&open) {
             self.open.remove(&dom);
+            self.woken_by_port.remove(&dom);
         }
         self.away_since.remove(&dom);
         self.away_ticks.remove(&open);

@@ -450,8 +450,8 @@ event after it) is shown all the same, and replay exits with 123. Each is said a
 stderr once the screen closes, as a TRACE FAULT. The status is the whole file's: quit
 before a big recording is all in, and replay reads the rest without a screen (saying how far
 it is) before it exits, so that a bad line or a gap further on is said and counted all the
-same; Ctrl-C stops that reading at once (the rest is left unread), and replay exits with
-130.";
+same; Ctrl-C stops that reading at once (the rest is left unread, and nothing is said of a
+file not all read: the title showed what was found), and replay exits with 130.";
 
 /// `traplab replay --help`'s last part: the keys, the statuses.
 fn replay_help() -> String {

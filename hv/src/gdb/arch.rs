@@ -105,7 +105,7 @@ impl GuestRegisters {
         packet
     }
 
-    fn system(&self) -> [u64; 9] {
+    fn system(&self) -> [u64; SYSTEM_REGISTERS] {
         [
             self.fs_base,
             self.gs_base,

@@ -259,6 +259,17 @@ fn refused(register: Register, held: &[u8; PACKET_BYTES], written: &[u8]) -> Opt
 fn store_register(domain: &mut Domain, register: Register, bytes: &[u8]) {
     let value = registers::value(bytes);
     let vcpu = &mut domain.vcpu;
+    // gdb moves the guest elsewhere (`jump`, `set $pc`, a stack it sets): the RTC access
+    // that waited for its interrupt is not coming back to run (`Vcpu::rtc_access_waited_at`).
+    let (rip, rsp) = (vcpu.vmcb.save.rip, vcpu.vmcb.save.rsp);
+    let moves = match register {
+        Register::Rip => value != rip,
+        Register::General(4) => value != rsp,
+        _ => false,
+    };
+    if moves {
+        vcpu.rtc_access_waited_at = None;
+    }
     let save = &mut vcpu.vmcb.save;
     match register {
         Register::General(number) => vcpu.set_gpr(number, value),
@@ -585,11 +596,14 @@ fn write_fpu(area: &mut [u8; 512], register: Register, bytes: &[u8]) {
             put(4, 1, &[abridged]);
         }
         // The last x87 instruction's and operand's pointers and its opcode, where `read_fpu`
-        // reads them (FXSAVE's layout, AMD APM vol. 5, FXSAVE: FOP at byte 6, the instruction
-        // pointer at 8 and its selector at 12, the operand's at 16 and 20): FXRSTOR loads
-        // them, and the next `g` reads what was written. (gdb has them 32 bits wide; the
-        // opcode is 11 bits, the selectors 16, as the image keeps them.)
-        Register::X87(X87::Fop) => put(6, 2, bytes),
+        // reads them (the hypervisor saves the legacy FXSAVE format, `svm/fpu.rs`; AMD APM
+        // vol. 5, FXSAVE: FOP at byte 6, the instruction pointer at 8 and its selector at 12,
+        // the operand's at 16 and 20), and the next `g` reads what was written. Whether the
+        // CPU then holds them is FXRSTOR's to say: AMD's load them only with an exception
+        // pending (FSW.ES) unless CPUID Fn8000_0008 EBX[2] says otherwise, and QEMU's TCG
+        // never does, so a guest's FNSTENV after it may show its own. (gdb has them 32 bits
+        // wide; the opcode has 11 bits, the selectors 16, as the image keeps them.)
+        Register::X87(X87::Fop) => put(6, 2, &(value & 0x7ff).to_le_bytes()),
         Register::X87(X87::Fioff) => put(8, 4, bytes),
         Register::X87(X87::Fiseg) => put(12, 2, bytes),
         Register::X87(X87::Fooff) => put(16, 4, bytes),
