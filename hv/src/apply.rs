@@ -327,19 +327,21 @@ pub fn end_hold_for_step(domain: &mut Domain) -> Option<Body> {
 /// the priority lets it (Intel SDM vol. 3A, 11.8.3.1 "Task and Processor Priorities"), not at
 /// the guest's next exit, so it asks for its window before the guest runs again
 /// ([`end_hold_for_step`]). A vCPU halted or blocked meanwhile (gdb stopped it in the idle
-/// loop) wakes, as a halted CPU does for an interrupt it can take, and as a key's interrupt
-/// wakes it (`run.rs`).
+/// loop) wakes when the new priority lets an interrupt of the local APIC's through that the
+/// old one held back, as a halted CPU does, and as a key's interrupt wakes it (`run.rs`).
 pub fn task_priority_from_debugger(domain: &mut Domain, priority: u8) {
     let control = &mut domain.vcpu.vmcb.control;
     if control.virtual_interrupt & v_intr::TPR == u64::from(priority) {
         return;
     }
     control.virtual_interrupt = (control.virtual_interrupt & !v_intr::TPR) | u64::from(priority);
+    let held_back = domain.devices.lapic.next_to_deliver().is_none();
     domain.devices.lapic.tpr = priority << 4;
     domain.vcpu.interrupts.waiting_for_gdb = true;
-    if let RunState::Blocked(wait) = &domain.vcpu.run_state
+    let released = held_back && domain.devices.lapic.next_to_deliver().is_some();
+    if released
+        && let RunState::Blocked(wait) = &domain.vcpu.run_state
         && schedule::woken_by_interrupt(wait)
-        && domain.pending_interrupt().is_some()
     {
         domain.vcpu.run_state = RunState::Runnable;
     }
@@ -2706,5 +2708,18 @@ mod tests {
         );
         task_priority_from_debugger(&mut test.domain, 3);
         assert_eq!(test.domain.vcpu.run_state, RunState::Runnable);
+        // Raised again, or changed while the PIC presents an IRQ that CR8 does not hold
+        // back (blocked with IF = 0, in a poll): nothing is released, nobody wakes.
+        test.domain.vcpu.run_state =
+            RunState::Blocked(crate::domain::vcpu::Wait::Poll(alloc::vec![3]));
+        task_priority_from_debugger(&mut test.domain, 15);
+        test.initialise_the_pics(0xfe, 0xff);
+        test.domain.devices.pic.raise_irq_0();
+        assert!(test.domain.pending_interrupt().is_some(), "IRQ 0 presented");
+        task_priority_from_debugger(&mut test.domain, 14);
+        assert!(
+            test.domain.vcpu.run_state.is_blocked(),
+            "class 4 still held"
+        );
     }
 }

@@ -136,6 +136,9 @@ pub struct Facts {
     pub notified: Option<(u16, u32)>,
     /// ... and whether the notification woke that domain from a block.
     pub woke: bool,
+    /// `notify` of the hypervisor's own event for the domain (from port 0 to itself): the
+    /// port it made pending.
+    pub raised: Option<u32>,
     /// `schedule`.
     pub switch: Option<Switch>,
 }
@@ -179,8 +182,9 @@ impl Facts {
                 // From no port to the domain that runs (or is switched back in): the
                 // hypervisor's own event for it, a tick of its timer on its VIRQ_TIMER port or
                 // the store's watch event for a node it wrote. No flow sent it.
-                if notify.from_port != 0 || event.dom != Some(notify.to) {
-                    facts.notified = Some((notify.to, notify.port));
+                match notify.from_port == 0 && event.dom == Some(notify.to) {
+                    true => facts.raised = Some(notify.port),
+                    false => facts.notified = Some((notify.to, notify.port)),
                 }
                 facts.woke = notify.woke;
             }
@@ -475,7 +479,9 @@ pub struct Assembler {
     open: HashMap<u16, u32>,
     /// Per domain, the `schedule` that switched it in, until its next event.
     switched_in: HashMap<u16, SwitchedIn>,
-    /// Per domain, the port the last switch said woke it, until its next delivery or exit.
+    /// Per domain, the port its open flow's upcall is for, as far as the trace says: the one
+    /// the switch that woke it named, or the one the hypervisor's own event for it made
+    /// pending (a `notify` from port 0 to itself); until the flow ends or the next switch in.
     woken_by_port: HashMap<u16, u32>,
     /// Per domain switched out inside a flow: the TSC when it went.
     away_since: HashMap<u16, u64>,
@@ -680,6 +686,12 @@ impl Assembler {
                 }
             }
             Kind::Notify => {
+                // The hypervisor's own event for the domain: an upcall in this flow is for
+                // its port, which no flow sent, and not for another domain's send that waits
+                // (stale: a poll takes a port without an upcall, and no event says so).
+                if let Some(port) = facts.raised {
+                    self.woken_by_port.entry(dom).or_insert(port);
+                }
                 if let Some((to, port)) = facts.notified {
                     let waiting = self.pending.entry(to).or_default();
                     if waiting.len() == PENDING_MAX {
@@ -775,9 +787,9 @@ impl Assembler {
             if pending.port != port {
                 return true;
             }
-            // A flow is not woken by itself: a domain's own notification (a store write it
-            // watches, a timer tick noticed as it came back) whose upcall comes in the same
-            // flow.
+            // A flow is not woken by itself: a domain's own send (on a loopback channel, or
+            // its `bind_interdomain` making its new port pending) whose upcall comes in the
+            // same flow.
             if pending.sender == receiver {
                 return false;
             }

@@ -214,6 +214,29 @@ fn an_event_the_hypervisor_raises_for_the_running_domain_itself_links_no_flow() 
 }
 
 #[test]
+fn an_upcall_the_hypervisor_s_own_event_brings_is_not_blamed_on_a_stale_send() {
+    // d2 sends on d1's port 3, which d1 masked; d1 takes it by a poll (no upcall, and no
+    // event says so). Later d1's timer ticks on its port 5 at its INTR exit, and the upcall
+    // follows in that trap: it is the tick's, not d1's old send's.
+    let mut events = two_domains(2);
+    events.push(Some(2), exit(VMMCALL, 0x20_0500));
+    events.push(Some(2), decide(Action::Forward));
+    events.push(Some(2), notify(1, 3, false, true));
+    events.push(Some(2), exit(VMMCALL, 0x20_0600));
+    events.push(Some(2), decide(Action::Emulate));
+    events.push(None, schedule(Some(2), Some(1), ScheduleWhy::Yielded, None));
+    events.push(Some(1), exit(0x60, 0x20_0700)); // INTR
+    events.push(Some(1), decide(Action::Emulate));
+    events.push(Some(1), own_tick(1, 5, false));
+    events.push(Some(1), upcall());
+    events.push(Some(1), resume(0x20_0900, 40_000));
+    let trace = events.trace();
+    for flow in trace.flows() {
+        assert_eq!((flow.woke, flow.woken_by), (NO_FLOW, NO_FLOW), "{flow:?}");
+    }
+}
+
+#[test]
 fn a_wake_on_one_port_is_not_blamed_on_a_notification_of_another() {
     // d1 sends on d2's port 3, which d2 masked: it stays pending and wakes no one. Later
     // d2 blocks in HLT, and its timer's port 5 wakes it.

@@ -27,7 +27,7 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use traplab_abi::x86::EferFlags;
-use traplab_hv::domain::vcpu::dr7_slot_enables;
+use traplab_hv::domain::vcpu::{InstructionAt, dr7_slot_enables};
 use traplab_hv::gdb::registers::{self, PACKET_BYTES, Refusal, Register, X87};
 use traplab_hv::gdb::watch::watch_pieces;
 use traplab_hv::vmcb::v_intr;
@@ -259,15 +259,17 @@ fn refused(register: Register, held: &[u8; PACKET_BYTES], written: &[u8]) -> Opt
 fn store_register(domain: &mut Domain, register: Register, bytes: &[u8]) {
     let value = registers::value(bytes);
     let vcpu = &mut domain.vcpu;
-    // gdb moves the guest elsewhere (`jump`, `set $pc`, a stack it sets): the RTC access
-    // that waited for its interrupt is not coming back to run (`Vcpu::rtc_access_waited_at`).
+    // gdb moves the guest off the RTC access that waited for its interrupt, stopped at that
+    // access's exit (`jump`, `set $pc`): it is not coming back to run, and the next may
+    // wait (`Vcpu::rtc_access_waited_at`). (Moved inside the handler, the guest's IRET still
+    // returns to it.)
     let (rip, rsp) = (vcpu.vmcb.save.rip, vcpu.vmcb.save.rsp);
     let moves = match register {
         Register::Rip => value != rip,
         Register::General(4) => value != rsp,
         _ => false,
     };
-    if moves {
+    if moves && vcpu.rtc_access_waited_at == Some(InstructionAt::of(vcpu)) {
         vcpu.rtc_access_waited_at = None;
     }
     let save = &mut vcpu.vmcb.save;
