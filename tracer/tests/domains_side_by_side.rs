@@ -125,6 +125,13 @@ fn keys_that_wake_a_domain_open_the_second_part_of_its_flow() {
     assert_eq!(trace.flow_of(keys), Some(0), "the keys' event is d1's");
 }
 
+/// No flow woke another, nor was woken by one.
+fn assert_no_links(events: &Events) {
+    for flow in events.trace().flows() {
+        assert_eq!((flow.woke, flow.woken_by), (NO_FLOW, NO_FLOW), "{flow:?}");
+    }
+}
+
 /// An event from no port to the domain itself: a tick of its own timer on its VIRQ_TIMER
 /// port, or the store's watch event for a node it wrote (the hypervisor's, both).
 fn own_tick(dom: u16, port: u32, woke: bool) -> Body {
@@ -207,10 +214,7 @@ fn an_event_the_hypervisor_raises_for_the_running_domain_itself_links_no_flow() 
     events.push(Some(1), own_tick(1, 4, false));
     events.push(Some(1), upcall());
     events.push(Some(1), resume(0x20_0900, 40_000));
-    let trace = events.trace();
-    for flow in trace.flows() {
-        assert_eq!((flow.woke, flow.woken_by), (NO_FLOW, NO_FLOW), "{flow:?}");
-    }
+    assert_no_links(&events);
 }
 
 #[test]
@@ -230,10 +234,7 @@ fn an_upcall_the_hypervisor_s_own_event_brings_is_not_blamed_on_a_stale_send() {
     events.push(Some(1), own_tick(1, 5, false));
     events.push(Some(1), upcall());
     events.push(Some(1), resume(0x20_0900, 40_000));
-    let trace = events.trace();
-    for flow in trace.flows() {
-        assert_eq!((flow.woke, flow.woken_by), (NO_FLOW, NO_FLOW), "{flow:?}");
-    }
+    assert_no_links(&events);
 }
 
 #[test]
