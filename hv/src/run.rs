@@ -556,8 +556,9 @@ fn switch_in(
     }
     let domain = running.system().domain_mut(id)?;
     // Its timers that fell due while it was off the CPU (the idle loop and other domains'
-    // exits tick only those of blocked vCPUs; a preempted one's wait for it). Or, when it
-    // never left (it yielded, or its slice ended, with nobody else to run), those due by now.
+    // exits tick only those of blocked vCPUs; a preempted one's wait for it). Or, when no
+    // other vCPU ran since (it yielded, or its slice ended, with nobody else to run; or it
+    // blocked and the idle loop woke it), those due by now.
     let when = match previous == Some(id) {
         true => "the guest's timer was due by the time the hypervisor ran it again",
         false => OFF_THE_CPU,
