@@ -59,18 +59,17 @@ impl Tmux {
 
     /// Wait until the screen shows every one of `texts`; fail with the screen after 60 s.
     fn wait_for(&self, texts: &[&str]) -> String {
-        let started = Instant::now();
-        loop {
-            let screen = self.screen();
-            if texts.iter().all(|text| screen.contains(text)) {
-                return screen;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "waited for {texts:?}; the screen shows:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        within(
+            60,
+            || {
+                let screen = self.screen();
+                texts
+                    .iter()
+                    .all(|text| screen.contains(text))
+                    .then_some(screen)
+            },
+            || format!("waited for {texts:?}; the screen shows:\n{}", self.screen()),
+        )
     }
 
     fn alive(&self) -> bool {
@@ -98,6 +97,23 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
             .output();
+    }
+}
+
+/// Look every tenth of a second until `found` gives a value; fail with `stuck`'s words after
+/// `seconds` (a bound, never a fixed wait: these machines are loaded).
+fn within<T>(seconds: u64, mut found: impl FnMut() -> Option<T>, stuck: impl Fn() -> String) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(seconds),
+            "{}",
+            stuck()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -172,15 +188,11 @@ fn break_on_page_fault_step_to_the_resume_and_quit() {
 
     // Quit: the terminal is given back and QEMU is gone.
     tmux.keys(&["q"]);
-    let started = Instant::now();
-    while tmux.alive() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "traplab did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(
+        20,
+        || (!tmux.alive()).then_some(()),
+        || format!("traplab did not quit:\n{}", tmux.screen()),
+    );
     assert_eq!(qemu_of(traplab), 0, "quitting stops QEMU");
 }
 
@@ -195,33 +207,41 @@ fn closing_the_terminal_stops_qemu() {
     assert_eq!(qemu_of(traplab), 1, "QEMU runs");
     // The terminal goes away: traplab gets SIGHUP.
     drop(tmux);
-    let started = Instant::now();
-    while qemu_of(traplab) > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "QEMU outlived its terminal"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(
+        20,
+        || (qemu_of(traplab) == 0).then_some(()),
+        || "QEMU outlived its terminal".into(),
+    );
 }
 
-/// The exit status the shell in `tmux` writes to the file `status` once traplab quits
-/// (`…; echo $? >status`), waited for with a bound.
-fn exit_status(tmux: &Tmux, status: &std::path::Path) -> String {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(status)
-            && text.ends_with('\n')
-        {
-            return text.trim().to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "traplab did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Run traplab with `arguments` (and its stderr to `stderr`) in a tmux session `label`,
+/// wait until the screen shows `shown`, quit with `q`: its exit status, which the shell
+/// writes to a file once traplab quits (`…; echo $? >status`), waited for with a bound.
+/// (`sleep 60` only keeps the pane open for the screen's capture meanwhile.)
+fn status_after_quitting(label: &str, arguments: &str, stderr: &str, shown: &str) -> String {
+    let status =
+        std::env::temp_dir().join(format!("traplab-e2e-{}-{label}-status", std::process::id()));
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        label,
+        &format!(
+            "{} {arguments} 2>{stderr}; echo $? >{}; sleep 60",
+            env!("CARGO_BIN_EXE_traplab"),
+            status.display()
+        ),
+    );
+    tmux.wait_for(&[shown]);
+    tmux.keys(&["q"]);
+    let code = within(
+        20,
+        || {
+            let text = std::fs::read_to_string(&status).ok()?;
+            text.ends_with('\n').then(|| text.trim().to_string())
+        },
+        || format!("traplab did not quit:\n{}", tmux.screen()),
+    );
+    let _ = std::fs::remove_file(&status);
+    code
 }
 
 /// `run --record` on a file that refuses every write (/dev/full, a full disk): the run is
@@ -229,24 +249,14 @@ fn exit_status(tmux: &Tmux, status: &std::path::Path) -> String {
 /// says how many events the recording lacks. It used to say so and exit with 0.
 #[test]
 fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
-    let status = std::env::temp_dir().join(format!("traplab-e2e-{}-status", std::process::id()));
     let stderr = std::env::temp_dir().join(format!("traplab-e2e-{}-stderr", std::process::id()));
-    let _ = std::fs::remove_file(&status);
-    let tmux = Tmux::start(
+    let code = status_after_quitting(
         "record-full",
-        &format!(
-            "{} run hello --running --record /dev/full 2>{}; echo $? >{}; sleep 60",
-            env!("CARGO_BIN_EXE_traplab"),
-            stderr.display(),
-            status.display()
-        ),
+        "run hello --running --record /dev/full",
+        &stderr.display().to_string(),
+        "QEMU stopped: the hypervisor finished",
     );
-    tmux.wait_for(&["QEMU stopped: the hypervisor finished"]);
-    tmux.keys(&["q"]);
-    let code = exit_status(&tmux, &status);
-    drop(tmux);
     let said = std::fs::read_to_string(&stderr).unwrap_or_default();
-    let _ = std::fs::remove_file(&status);
     let _ = std::fs::remove_file(&stderr);
     assert_eq!(code, "123", "{said}");
     assert!(
@@ -262,7 +272,6 @@ fn a_run_whose_recording_cannot_be_written_exits_incomplete() {
 fn replay_of_an_incomplete_recording_exits_incomplete() {
     let pid = std::process::id();
     let recording = std::env::temp_dir().join(format!("traplab-e2e-{pid}-no-end.jsonl"));
-    let status = std::env::temp_dir().join(format!("traplab-e2e-{pid}-replay-status"));
     let original = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/page-fault.jsonl"),
     )
@@ -270,21 +279,12 @@ fn replay_of_an_incomplete_recording_exits_incomplete() {
     let lines: Vec<&str> = original.lines().collect();
     assert!(lines[lines.len() - 1].contains(r#""kind":"end""#));
     std::fs::write(&recording, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
-    let _ = std::fs::remove_file(&status);
-    let tmux = Tmux::start(
+    let code = status_after_quitting(
         "replay-no-end",
-        &format!(
-            "{} replay {} 2>/dev/null; echo $? >{}; sleep 60",
-            env!("CARGO_BIN_EXE_traplab"),
-            recording.display(),
-            status.display()
-        ),
+        &format!("replay {}", recording.display()),
+        "/dev/null",
+        "NO END EVENT",
     );
-    tmux.wait_for(&["NO END EVENT"]);
-    tmux.keys(&["q"]);
-    let code = exit_status(&tmux, &status);
-    drop(tmux);
-    let _ = std::fs::remove_file(&status);
     let _ = std::fs::remove_file(&recording);
     assert_eq!(code, "123");
 }
