@@ -844,11 +844,11 @@ impl Step<'_, '_> {
                 let mut came = Vec::new();
                 // Until the tick the handler decided on (`schedule::halt_ends_at`: the first
                 // of a timer of its that can interrupt it), or a key typed for it raises its
-                // COM1's interrupt. This domain is the
-                // only one that runs or waits (`exit/hlt.rs`): a key for another is for one
-                // that has ended or not started, and is dropped, as the idle loop drops it. (It
-                // used to end the halt, and the HLT returned with no interrupt to take, which a
-                // CPU never does.)
+                // COM1's interrupt. This domain is the only one that runs or waits
+                // (`exit/hlt.rs`): a key for another is for one that has ended or not
+                // started, and is dropped, as the idle loop drops it. (It used to end the
+                // halt, and the HLT returned with no interrupt to take, which a CPU never
+                // does.)
                 let waking = schedule::halt_ends_at(self.domain)
                     .filter(|_| self.domain.pending_interrupt().is_none());
                 if let Some(due) = waking {
