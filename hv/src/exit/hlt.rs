@@ -387,9 +387,11 @@ mod tests {
         );
     }
 
-    /// The master 8259A initialised at vector 0x20 (ICW1–ICW4), every IRQ still open.
+    /// Both 8259As initialised as a PC kernel does (`testing::PICS_INITIALISED`: the master at
+    /// vector 0x20), every IRQ still open. Written to the device itself, not by the guest's
+    /// OUTs (`Test::initialise_the_pics`), which would take the place of the HLT at RIP.
     fn initialise_the_pic(test: &mut Test) {
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+        for (port, value) in testing::PICS_INITIALISED {
             test.domain.devices.pic.write(port, value);
         }
     }
