@@ -306,7 +306,7 @@ impl Domain {
     /// no edge), or neither route presents IRQ 8's own edge. The two routes: through the 8259As,
     /// IRQ 8 is the slave's IRQ 0, cascaded on the master's IRQ 2, and gets through when the
     /// pair then presents IRQ 8's vector; through the IO-APIC's pin 8, a message to the local
-    /// APIC, when the APIC then delivers that vector. Another interrupt the controllers
+    /// APIC, when the pin is active high and the APIC then delivers that vector. Another interrupt the controllers
     /// present is not IRQ 8's: it interrupts the CPU by itself, and says nothing of whether
     /// IRQ 8 would (an IRQ 8 masked at the slave stays masked while the master presents
     /// IRQ 1).
@@ -321,7 +321,13 @@ impl Domain {
         pic.set_irq(crate::device::rtc::IRQ, true);
         let irq_8 = pic.irq_vector(crate::device::rtc::IRQ);
         let through_pic = irq_8.is_some() && pic.presented() == irq_8;
-        let pin_8 = devices.ioapic_vector(crate::device::ioapic::isa_pin(crate::device::rtc::IRQ));
+        // On a pin programmed active low, IRQ 8's rise is the pin's release: its message
+        // goes only when the line falls, at the kernel's read of status C (82093AA,
+        // redirection table bit 13; `Devices::set_line`).
+        let pin = crate::device::ioapic::isa_pin(crate::device::rtc::IRQ);
+        let pin_8 = devices
+            .ioapic_vector(pin)
+            .filter(|_| !devices.ioapic.active_low(pin));
         let through_ioapic = pin_8.is_some_and(|vector| {
             let mut lapic = devices.lapic.clone();
             lapic.request(vector);
@@ -332,10 +338,10 @@ impl Domain {
         }
         Some(match (irq_8, pin_8) {
             (None, None) => {
-                "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked or not routed to this CPU"
+                "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked, not routed to this CPU, or active low (IRQ 8's rise is its release)"
             }
             (Some(_), None) => {
-                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked or not routed to this CPU"
+                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked, not routed to this CPU, or active low (IRQ 8's rise is its release)"
             }
             (None, Some(_)) => {
                 "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the local APIC holds back pin 8's vector (disabled in software, its TPR or an interrupt in service above it, or a higher one delivered first)"
@@ -908,7 +914,7 @@ mod tests {
     // ---- Domain::timer_held_back for the RTC's IRQ 8 ------------------------------------
 
     /// What [`Domain::timer_held_back`] says when neither controller would let IRQ 8 in.
-    const IRQ_8_MASKED: &str = "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked or not routed to this CPU";
+    const IRQ_8_MASKED: &str = "IRQ 8 is masked at the 8259As (at the slave, or at the master's IRQ 2, its cascade) or they are not initialised, and the IO-APIC's pin 8 is masked, not routed to this CPU, or active low (IRQ 8's rise is its release)";
 
     /// The RTC's periodic interrupt on (status A 1024 Hz as a BIOS leaves it, status B PIE
     /// and 24-hour), by the guest's OUTs: its timer armed. The PICs as `initialise_the_pics`
@@ -950,7 +956,7 @@ mod tests {
         assert_eq!(
             test.domain.timer_held_back(&timer),
             Some(
-                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked or not routed to this CPU"
+                "IRQ 8 is held back by priority at the 8259As (an IRQ above it in service, or presented first), and the IO-APIC's pin 8 is masked, not routed to this CPU, or active low (IRQ 8's rise is its release)"
             )
         );
     }
@@ -1012,5 +1018,33 @@ mod tests {
         lapic.end_of_interrupt();
         test.domain.devices.lapic = lapic;
         assert_eq!(test.domain.timer_held_back(&timer), None);
+    }
+
+    #[test]
+    fn an_rtc_tick_on_an_active_low_pin_8_is_held_back_until_status_c_is_read() {
+        // The PICs masked, the local APIC enabled, IO-APIC pin 8 routed to 0x38 but
+        // programmed active low: IRQ 8's rise is the pin's release and sends nothing
+        // (82093AA, redirection table bit 13). The tick interrupts nothing, and a HLT with
+        // only this timer would wait forever.
+        let (mut test, timer) = rtc_ticking(0xff, 0xff);
+        test.domain.devices.lapic.svr = 0x1ff;
+        let ioapic = &mut test.domain.devices.ioapic;
+        ioapic.write(crate::device::ioapic::REGISTER_SELECT, 0x10 + 2 * 8);
+        ioapic.write(crate::device::ioapic::WINDOW, 0x2038);
+        assert_eq!(
+            test.domain.timer_held_back(&timer),
+            Some(IRQ_8_MASKED),
+            "the rise of an active-low pin delivers nothing"
+        );
+        let Tick::Requested { presented, what } = test.domain.timer_tick(timer.due_tsc) else {
+            panic!("the RTC's tick is requested at its device")
+        };
+        assert!(!presented, "{what}");
+        assert_eq!(test.domain.pending_interrupt(), None);
+        // The kernel reads status C: IRQ 8 falls, and the pin's asserting edge sends 0x38.
+        test.out(0x70, 0x0c);
+        test.domain.devices.port_read(0x71, 1, &test.machine);
+        test.domain.devices.follow_rtc_interrupt();
+        assert_eq!(test.domain.devices.lapic.next_to_deliver(), Some(0x38));
     }
 }
