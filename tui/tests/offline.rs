@@ -149,7 +149,20 @@ fn stats_runs_a_lab_when_given_its_name() {
     );
     let unknown = traplab(&["stats", "no-such-thing"]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("neither a recording nor a lab"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("\"no-such-thing\" is neither a recording (no such file) nor a lab")
+    );
+    // A directory is there, and is no lab: the read says why it is no recording, as
+    // `replay`'s does.
+    let directory = temporary("a-directory.jsonl");
+    std::fs::create_dir_all(&directory).expect("a temporary directory");
+    let path = directory.to_string_lossy();
+    let stats = traplab(&["stats", &path]);
+    assert_eq!(stats.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&stats.stderr);
+    assert!(stderr.contains(&format!("cannot read {path}: ")), "{stderr}");
+    std::fs::remove_dir(&directory).expect("the temporary directory removed");
 }
 
 #[test]

@@ -148,19 +148,25 @@ pub fn has_domain(trace: &Trace, dom: u16, flag: &str) -> Result<(), Failure> {
 }
 
 /// A recording when `what` is a file, else the lab of that name, run now without a screen.
+/// Something else that is there and is no lab (a directory) is read as a recording all the
+/// same, so that the error says why it cannot be one, as `replay`'s does.
 pub fn file_or_lab(what: &str, yes: bool) -> Result<(Trace, u8), Failure> {
     let path = Path::new(what);
     if path.is_file() {
         return recording(path);
     }
     let labs = traplab_labs::all().map_err(|error| error.to_string())?;
-    let Some(lab) = labs.iter().find(|lab| lab.id == what) else {
+    let lab = labs.iter().find(|lab| lab.id == what);
+    if lab.is_none() && path.exists() {
+        return recording(path);
+    }
+    let Some(lab) = lab else {
         let suggestion =
             traplab_labs::nearest::did_you_mean(what, labs.iter().map(|lab| lab.id.as_str()))
                 .map(|suggestion| format!("; {suggestion}"))
                 .unwrap_or_default();
         return Err(format!(
-            "\"{what}\" is neither a recording nor a lab{suggestion} (`traplab list` shows the labs)"
+            "\"{what}\" is neither a recording (no such file) nor a lab{suggestion} (`traplab list` shows the labs)"
         )
         .into());
     };
