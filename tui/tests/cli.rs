@@ -1023,3 +1023,25 @@ fn bench_under_kvm_runs_where_there_is_nested_svm_and_says_why_not_elsewhere() {
         }
     }
 }
+
+#[test]
+fn an_exercise_number_a_lab_does_not_have_is_refused_with_the_numbers_it_has() {
+    let labs = traplab_labs::all().expect("the catalogue");
+    let mut seen = 0;
+    for lab in labs.iter().filter(|lab| !lab.exercises.is_empty()) {
+        let count = lab.exercises.len();
+        let expected = match count {
+            1 => format!("lab {} has one exercise, number 1, not 9", lab.id),
+            _ => format!("lab {} has exercises 1 to {count}, not 9", lab.id),
+        };
+        let output = run(&["check", &lab.id, "--exercise", "9"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+        seen += 1;
+        if seen == 3 {
+            break;
+        }
+    }
+    assert!(seen > 0, "a lab with an exercise");
+}

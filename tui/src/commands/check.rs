@@ -112,6 +112,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         (Some(number), [lab]) => Some(lab.exercise(number).ok_or_else(
             || match lab.exercises.len() {
                 0 => format!("lab {} has no exercises", lab.id),
+                1 => format!("lab {} has one exercise, number 1, not {number}", lab.id),
                 count => format!("lab {} has exercises 1 to {count}, not {number}", lab.id),
             },
         )?),
