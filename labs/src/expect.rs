@@ -280,8 +280,8 @@ impl Mismatch {
                     "; the nearest event of that kind was: {}",
                     nearest.line
                 ));
-                if nearest.earlier {
-                    text.push_str(" (before the step before it)");
+                if let (true, Some(seq)) = (nearest.earlier, self.after_seq) {
+                    text.push_str(&format!(" (before event {seq}, the step before's)"));
                 }
             }
             None => text.push_str("; no event of that kind came"),

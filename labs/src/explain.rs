@@ -38,7 +38,7 @@ pub fn expectation(pattern: &Pattern) -> String {
             details(
                 &mut text,
                 pattern,
-                &[("error_code", "error code"), ("cr2", "CR2")],
+                &[("error_code", "error code", hex), ("cr2", "CR2", hex)],
             );
             text
         }
@@ -98,8 +98,8 @@ pub fn expectation(pattern: &Pattern) -> String {
                 &mut text,
                 pattern,
                 &[
-                    ("host_addr", "guest-physical address"),
-                    ("handle", "handle"),
+                    ("host_addr", "guest-physical address", hex),
+                    ("handle", "handle", plain),
                 ],
             );
             text.push_str(flag(pattern, "readonly", ", read-only", ", writable"));
@@ -181,6 +181,16 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
             .map(|event| event_text(event))
     };
     let vector = number(pattern, "vector");
+    // The step before this one, by the event it matched: what "came" is counted from.
+    let previous = mismatch
+        .after_seq
+        .map(|seq| format!("step {}'s event (event {seq})", mismatch.step));
+    let since = previous
+        .as_ref()
+        .map_or(String::new(), |previous| format!(" after {previous}"));
+    let before = previous.as_ref().map_or(String::new(), |previous| {
+        format!(", which came before {previous}")
+    });
 
     let mut sentence = match kind {
         // An event delivered: was it delivered otherwise, did its exception happen at all?
@@ -260,8 +270,8 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
                     format!("the nearest such exit was different: {}", event_text(event))
                 }
                 (Some(event), None) => format!("the next exit was: {}", event_text(event)),
-                (None, Some(name)) => format!("no {name} exit came"),
-                (None, None) => "no exit came".into(),
+                (None, Some(name)) => format!("no {name} exit came{since}"),
+                (None, None) => format!("no exit came{since}"),
             }
         }
         "console" => String::new(),
@@ -270,11 +280,9 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
             match crate::run::ending(events, dom) {
                 // It ended as asked but too early: the order is what failed, and saying only
                 // how it ended would read as what was expected.
-                Some(ending) if crate::run::ending(&events[from..], dom).is_none() => format!(
-                    "{} {}, before the step before it",
-                    domain_label(dom),
-                    ending.describe()
-                ),
+                Some(ending) if crate::run::ending(&events[from..], dom).is_none() => {
+                    format!("{} {}{before}", domain_label(dom), ending.describe())
+                }
                 Some(ending) => format!("{} {}", domain_label(dom), ending.describe()),
                 None => format!("{} never ended", domain_label(dom)),
             }
@@ -337,11 +345,7 @@ pub fn instead(pattern: &Pattern, mismatch: &Mismatch, events: &[Event]) -> Stri
                 && decision_seq != Some(nearest.seq)
         })
         .map(|(nearest, event)| {
-            let when = if nearest.earlier {
-                ", before the step before it"
-            } else {
-                ""
-            };
+            let when = if nearest.earlier { before.as_str() } else { "" };
             format!("the nearest {kind} event was {}{when}", event_text(event))
         });
 
@@ -425,11 +429,11 @@ fn exit_expectation(pattern: &Pattern) -> String {
         &mut text,
         pattern,
         &[
-            ("exitinfo1", "EXITINFO1"),
-            ("exitinfo2", "EXITINFO2"),
-            ("exitintinfo", "EXITINTINFO"),
-            ("cpl", "CPL"),
-            ("rip", "RIP"),
+            ("exitinfo1", "EXITINFO1", hex),
+            ("exitinfo2", "EXITINFO2", hex),
+            ("exitintinfo", "EXITINTINFO", hex),
+            ("cpl", "CPL", plain),
+            ("rip", "RIP", hex),
         ],
     );
     if let Some(insn) = pattern.0.get("insn") {
@@ -499,9 +503,9 @@ fn inject_expectation(pattern: &Pattern) -> String {
         &mut text,
         pattern,
         &[
-            ("error_code", "error code"),
-            ("cr2", "CR2"),
-            ("handler", "handler"),
+            ("error_code", "error code", hex),
+            ("cr2", "CR2", hex),
+            ("handler", "handler", hex),
         ],
     );
     text.push_str(flag(
@@ -594,14 +598,17 @@ fn schedule_expectation(pattern: &Pattern) -> String {
 }
 
 /// Append ", error code 0x2, CR2 0x40000000" for the fields the pattern names.
-fn details(text: &mut String, pattern: &Pattern, fields: &[(&str, &str)]) {
+/// A field's key in the pattern, its name for a student, and how its value reads.
+type Field<'a> = (&'a str, &'a str, fn(&Value) -> String);
+
+fn details(text: &mut String, pattern: &Pattern, fields: &[Field]) {
     let parts: Vec<String> = fields
         .iter()
-        .filter_map(|(key, label)| {
+        .filter_map(|(key, label, shown)| {
             pattern
                 .0
                 .get(*key)
-                .map(|value| format!("{label} {}", plain(value)))
+                .map(|value| format!("{label} {}", shown(value)))
         })
         .collect();
     if !parts.is_empty() {
@@ -635,6 +642,16 @@ fn number(pattern: &Pattern, key: &str) -> Option<u64> {
             .or_else(|| number.as_i64().map(|n| n as u64)),
         Value::String(text) => traplab_abi::event::hex::parse(text),
         _ => None,
+    }
+}
+
+/// A machine value (an error code, EXITINFO1, an address) as the trace shows it: a number
+/// in hex, even a small one, so that the expected `0x3` reads beside the trace's `0x2`.
+/// Anything else as [`plain`].
+fn hex(value: &Value) -> String {
+    match value.as_u64() {
+        Some(number) => format!("{number:#x}"),
+        None => plain(value),
     }
 }
 
@@ -695,7 +712,7 @@ mod tests {
         ));
         assert_eq!(
             text,
-            "the hypervisor to reflect #PF (page fault) into the guest's IDT (inject vector 14) with error code 2, as the CPU raised it (not synthetic)"
+            "the hypervisor to reflect #PF (page fault) into the guest's IDT (inject vector 14) with error code 0x2, as the CPU raised it (not synthetic)"
         );
         assert_eq!(
             expectation(&pattern(
@@ -705,7 +722,7 @@ mod tests {
         );
         assert_eq!(
             expectation(&pattern("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3")),
-            "the guest to raise #PF (exit code 0x4e) with EXITINFO1 3"
+            "the guest to raise #PF (exit code 0x4e) with EXITINFO1 0x3"
         );
     }
 
@@ -847,7 +864,32 @@ mod tests {
         ];
         assert_eq!(
             explained(&steps, &events),
-            "the hypervisor emulated nothing after that; then the guest printed nothing more; the nearest emulate event was event 12 (d1 emulate): REP OUTS 27 element(s) of 1 byte(s) to port 0x3f8 (console UART), before the step before it"
+            "the hypervisor emulated nothing after that; then the guest printed nothing more; the nearest emulate event was event 12 (d1 emulate): REP OUTS 27 element(s) of 1 byte(s) to port 0x3f8 (console UART), which came before step 2's event (event 14)"
+        );
+    }
+
+    #[test]
+    fn an_exit_that_came_only_before_the_step_before_is_said_to_have() {
+        // page-fault.1 unsolved: its one #PF came before the step that matched the guest's
+        // line, and no second one after it. "No #PF came" alone would contradict the
+        // nearest event quoted next.
+        let mut fault = exit(0x4e, "EXCP_PF");
+        fault.exitinfo1 = 2;
+        let events = events(
+            20,
+            vec![
+                Body::Exit(fault),
+                console("mapped"),
+                Body::Exit(exit(0x78, "HLT")),
+            ],
+        );
+        let steps = [
+            pattern("kind = \"console\"\ntext = \"mapped\""),
+            pattern("kind = \"exit\"\nexitcode = 0x4e\nexitinfo1 = 3"),
+        ];
+        assert_eq!(
+            explained(&steps, &events),
+            "no EXCP_PF exit came after step 1's event (event 21); then the guest printed nothing more; the nearest exit event was event 20 (d1 exit): EXCP_PF at 0x200000: #PF (page fault), error code 0x2 (W/R), address 0x0, which came before step 1's event (event 21)"
         );
     }
 
@@ -872,7 +914,9 @@ mod tests {
         ];
         let explanation = explained(&steps, &events);
         assert!(
-            explanation.ends_with(", before the step before it"),
+            explanation.ends_with(
+                "d1 exited with status 0 (exit hypercall), which came before step 1's event (event 6)"
+            ),
             "{explanation}"
         );
     }

@@ -161,7 +161,10 @@ fn stats_runs_a_lab_when_given_its_name() {
     let stats = traplab(&["stats", &path]);
     assert_eq!(stats.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&stats.stderr);
-    assert!(stderr.contains(&format!("cannot read {path}: ")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read {path}: ")),
+        "{stderr}"
+    );
     std::fs::remove_dir(&directory).expect("the temporary directory removed");
 }
 
