@@ -128,11 +128,11 @@ impl Widget for &App {
 
 fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     // What the title says of the run's state (RUNNING, STOPPED, a bad line, the filter, the
-    // breaks) matters more than the trace's name, which can be a long path: the name is cut
-    // first, so that the state stays in view on a narrow terminal.
-    let mut parts = vec![format!("{} flows", app.trace.flows().len())];
+    // breaks) matters more than the trace's name, which can be a long path: `title_text`
+    // gives up the name's start first, so that the state stays in view on a narrow terminal.
+    let mut before = vec![format!("{} flows", app.trace.flows().len())];
     if app.class_filter.is_some() || app.action_filter.is_some() {
-        parts.push(format!(
+        before.push(format!(
             "filter {}{}",
             app.class_filter.unwrap_or("any class"),
             app.action_filter
@@ -140,20 +140,29 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 .unwrap_or_default()
         ));
     }
-    if let Some(error) = app.trace.error() {
-        parts.push(match app.trace.bad_lines() {
-            1 => format!("BAD LINE {}: skipped", error.line),
-            lines => format!("{lines} BAD LINES from {}: skipped", error.line),
-        });
-    }
+    // The bad lines, from the fullest wording to the shortest: the status line gives the
+    // first one's error in full.
+    let bad_lines = match (app.trace.error(), app.trace.bad_lines()) {
+        (None, _) => vec![],
+        (Some(error), 1) => vec![
+            format!("BAD LINE {}: skipped", error.line),
+            format!("BAD LINE {}", error.line),
+        ],
+        (Some(error), lines) => vec![
+            format!("{lines} BAD LINES from {}: skipped", error.line),
+            format!("{lines} BAD LINES from {}", error.line),
+            format!("{lines} BAD LINES"),
+        ],
+    };
+    let mut after = Vec::new();
     if let Some(marker) = super::app::trace_fault_marker(app) {
-        parts.push(marker);
+        after.push(marker);
     }
     if let Some(loader) = &app.loader {
-        parts.push(format!("loading {:.0}%", loader.progress() * 100.0));
+        after.push(format!("loading {:.0}%", loader.progress() * 100.0));
     }
     if let Some(live) = &app.live {
-        parts.push(match &live.state {
+        after.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
             LiveState::Running => "RUNNING".to_string(),
             LiveState::Stopped(seq) => format!("STOPPED after seq {seq}"),
@@ -162,31 +171,73 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     }
     if !app.breaks.is_empty() {
         let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
-        parts.push(format!("break {}", texts.join(",")));
+        after.push(format!("break {}", texts.join(",")));
     }
-    let right = "? help ";
-    let width = area.width as usize;
-    let state = parts.join(" · ");
-    let frame = " traplab ·  · ".chars().count() + state.chars().count();
-    let room = width.saturating_sub(right.len()).saturating_sub(frame);
-    // At least a few characters of the name: below that, the end is cut as any text is.
-    let name = if app.trace.name.chars().count() > room && room >= 8 {
-        fit(&app.trace.name, room)
+    let wordings: Vec<String> = if bad_lines.is_empty() {
+        vec![[before, after].concat().join(" · ")]
     } else {
-        app.trace.name.clone()
-    };
-    let left = format!(" traplab · {name} · {state}");
-    let text = if left.chars().count() + right.len() < width {
-        format!("{}{right}", fit(&left, width - right.len()))
-    } else {
-        fit(&left, width)
+        bad_lines
+            .into_iter()
+            .map(|bad| {
+                [before.clone(), vec![bad], after.clone()]
+                    .concat()
+                    .join(" · ")
+            })
+            .collect()
     };
     buf.set_line(
         area.x,
         area.y,
-        &Line::styled(text, theme.title()),
+        &Line::styled(
+            title_text(&app.trace.name, &wordings, area.width as usize),
+            theme.title(),
+        ),
         area.width,
     );
+}
+
+/// The title line, `width` characters: ` traplab · NAME · STATE` and `? help` at the right.
+/// `states` are the state's wordings, the fullest first. What gives way when it is too long,
+/// in this order: the path's start (`…/labs/pf.jsonl`, down to its file name), the word
+/// `traplab`, the fuller wordings, the rest of the name; the state (a warning above all: the
+/// trace cannot be trusted whole) is cut only when nothing else is left to give.
+fn title_text(name: &str, states: &[String], width: usize) -> String {
+    // With a space before it, so that the state never runs into it.
+    const HELP: &str = " ? help ";
+    let room = width.saturating_sub(HELP.len());
+    let length = |text: &str| text.chars().count();
+    let fullest = states.first().map_or("", String::as_str);
+    let shortest = states.last().map_or("", String::as_str);
+    // The name in at most `room` characters: whole, or the end of its path.
+    let path_end = |room: usize| -> Option<String> {
+        if length(name) <= room {
+            return Some(name.to_string());
+        }
+        name.match_indices('/')
+            .map(|(slash, _)| format!("…{}", &name[slash..]))
+            .find(|end| length(end) <= room)
+    };
+    let tries = [(" traplab · ", fullest)]
+        .into_iter()
+        .chain(states.iter().map(|state| (" ", state.as_str())));
+    for (start, state) in tries {
+        let name_room = room.saturating_sub(length(start) + length(" · ") + length(state));
+        if let Some(name) = path_end(name_room) {
+            return format!("{}{HELP}", fit(&format!("{start}{name} · {state}"), room));
+        }
+    }
+    // A few characters of the name, or none.
+    let name_room = room.saturating_sub(length(" ") + length(" · ") + length(shortest));
+    let left = if name_room >= 8 {
+        format!(" {} · {shortest}", fit(name, name_room))
+    } else {
+        format!(" {shortest}")
+    };
+    if length(&left) <= room || (room > 0 && room >= width / 2) {
+        format!("{}{HELP}", fit(&left, room))
+    } else {
+        fit(&left, width)
+    }
 }
 
 fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
