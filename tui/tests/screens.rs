@@ -720,6 +720,34 @@ fn ctrl(app: &mut App, character: char) {
 }
 
 #[test]
+fn a_register_note_wraps_under_its_register_and_j_reaches_its_end() {
+    // The recording cut before the handler's IRET: at the resume, the trace cannot say where
+    // the CPU pushed the frame, and the RSP note says why in a long sentence. It wraps at the
+    // pane's width, indented under its register, and scrolling down reaches its last words.
+    let mut app = edited("no-iret.jsonl", |lines| lines.truncate(300));
+    press(&mut app, "/EXCP_PF<Enter><Enter>lllr");
+    for (width, height) in [(80, 24), (120, 40)] {
+        app.pane_scroll = 0;
+        draw(&app, width, height);
+        for _ in 0..50 {
+            press(&mut app, "J");
+        }
+        let screen = draw(&app, width, height);
+        assert!(
+            screen.contains("handler to tell where"),
+            "{width}×{height}:\n{screen}"
+        );
+        let first = screen
+            .lines()
+            .position(|line| line.contains("│rsp: below the frame"))
+            .expect("the note's first row");
+        let next = screen.lines().nth(first + 1).expect("a second row");
+        // The backend quotes each row.
+        assert!(next.starts_with("\"│     "), "under the register: {next}");
+    }
+}
+
+#[test]
 fn j_scrolls_the_pane_no_further_than_its_end_so_k_answers_at_once() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "/EXCP_PF<Enter><Enter>r");

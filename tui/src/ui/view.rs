@@ -1334,9 +1334,46 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
         lines.push(Line::from(spans));
     }
     for note in after.iter().flat_map(|after| &after.notes) {
-        lines.push(Line::styled(note.clone(), theme.dim()));
+        for row in note_rows(note, width) {
+            lines.push(Line::styled(row, theme.dim()));
+        }
     }
     lines
+}
+
+/// A note on registers, `rsp: why`, wrapped at `width` columns, its later rows indented under
+/// the words past `rsp: `: the register it is about stays alone on the left. The pane's lines
+/// are its rows, so that J/K scroll through every one of them.
+fn note_rows(note: &str, width: usize) -> Vec<String> {
+    let (label, text) = match note.split_once(": ") {
+        // On a pane too narrow for a column under the label, the note wraps as plain text.
+        Some((label, text)) if 2 * (label.chars().count() + 2) <= width => {
+            (format!("{label}: "), text)
+        }
+        _ => (String::new(), note),
+    };
+    let indent = label.chars().count();
+    let room = width.saturating_sub(indent).max(1);
+    let mut rows: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match rows.last_mut() {
+            Some(row) if row.chars().count() + 1 + word.chars().count() <= room => {
+                row.push(' ');
+                row.push_str(word);
+            }
+            _ => rows.push(word.to_string()),
+        }
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(number, row)| {
+            if number == 0 {
+                format!("{label}{row}")
+            } else {
+                format!("{:indent$}{row}", "")
+            }
+        })
+        .collect()
 }
 
 /// The address the current step is about, and the domain.
