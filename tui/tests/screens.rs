@@ -175,6 +175,30 @@ fn stepping_through_the_reflected_page_fault() {
 }
 
 #[test]
+fn the_preview_of_a_handler_s_return_tells_the_return() {
+    // The IRET row's story is the whole delivery it ends; its preview tells its own exit and
+    // decision, the step ⏎ opens it at, not the #PF's exit at the story's start.
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/IRET<Enter>");
+    let screen = draw(&app, 80, 24);
+    let preview: String = screen
+        .lines()
+        .skip_while(|line| !line.contains("Flow 110/158"))
+        .collect();
+    assert!(preview.contains("(#VMEXIT IRET)"), "{screen}");
+    assert!(!preview.contains("EXCP_PF"), "{screen}");
+    press(&mut app, "<Enter>");
+    assert!(
+        matches!(
+            app.story.event(app.step),
+            Some((_, event)) if matches!(event.body, traplab_abi::event::Body::Exit(_))
+        ),
+        "opened at the IRET's exit"
+    );
+    assert!(draw(&app, 80, 24).contains("#VMEXIT IRET"));
+}
+
+#[test]
 fn registers_and_code_panes() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "/EXCP_PF<Enter><Enter>lll<Tab>");

@@ -494,13 +494,15 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
     if let Some(flow_number) = app.selected_flow() {
         // A trap in two sentences: its exit and its decision; a flow without an exit (an
-        // upcall when its domain was switched in): the switch and the delivery.
+        // upcall when its domain was switched in): the switch and the delivery. From the
+        // step opening the row lands on: a handler's return is told in the story of the
+        // delivery it ends, after the delivery's own steps.
         let has_exit = app
             .trace
             .flows()
             .get(flow_number)
             .is_some_and(|flow| flow.has_exit());
-        for step in &app.story.steps {
+        for step in app.story.steps.iter().skip(app.story.start) {
             if let Step::Event { event, index } = step
                 && let Ok(event) = event.as_ref()
                 && match event.body {
