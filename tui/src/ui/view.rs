@@ -203,8 +203,8 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
 /// trace cannot be trusted whole) is cut only when nothing else is left to give.
 fn title_text(name: &str, states: &[String], width: usize) -> String {
     // With a space before it, so that the state never runs into it.
-    const HELP: &str = " ? help ";
-    let room = width.saturating_sub(HELP.len());
+    const HELP_HINT: &str = " ? help ";
+    let room = width.saturating_sub(HELP_HINT.len());
     let length = |text: &str| text.chars().count();
     let fullest = states.first().map_or("", String::as_str);
     let shortest = states.last().map_or("", String::as_str);
@@ -223,7 +223,10 @@ fn title_text(name: &str, states: &[String], width: usize) -> String {
     for (start, state) in tries {
         let name_room = room.saturating_sub(length(start) + length(" · ") + length(state));
         if let Some(name) = path_end(name_room) {
-            return format!("{}{HELP}", fit(&format!("{start}{name} · {state}"), room));
+            return format!(
+                "{}{HELP_HINT}",
+                fit(&format!("{start}{name} · {state}"), room)
+            );
         }
     }
     // A few characters of the name, or none.
@@ -234,7 +237,7 @@ fn title_text(name: &str, states: &[String], width: usize) -> String {
         format!(" {shortest}")
     };
     if length(&left) <= room || (room > 0 && room >= width / 2) {
-        format!("{}{HELP}", fit(&left, room))
+        format!("{}{HELP_HINT}", fit(&left, room))
     } else {
         fit(&left, width)
     }
@@ -1709,15 +1712,20 @@ const HELP: &[(&str, &str)] = &[
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
     ("1 2 3", "Flows, Flow, Stats (the mouse wheel scrolls)"),
-    ("q Ctrl-C", "quit (stops QEMU; Ctrl-C: status 130)"),
 ];
 
+/// A replay's keys, and a live run's once QEMU has stopped: the trace is all there is.
 const REPLAY_HELP: &[(&str, &str)] = &[
     (
         "b B",
         "break on pf, port:0x3f8, rip:0x200240, sym:NAME…; clear them",
     ),
     ("c", "run forward to the next break"),
+    // `replay` reads the rest of a recording quit early, to say all that is wrong with it.
+    (
+        "q Ctrl-C",
+        "quit: the trace's faults are said on stderr (Ctrl-C: 130, at once)",
+    ),
 ];
 
 const LIVE_HELP: &[(&str, &str)] = &[
@@ -1734,6 +1742,7 @@ const LIVE_HELP: &[(&str, &str)] = &[
         "i",
         "type a line on COM1 (Tab: another domain; ^C ^D go to it)",
     ),
+    ("q Ctrl-C", "quit (stops QEMU; Ctrl-C: status 130)"),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
