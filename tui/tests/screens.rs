@@ -1303,6 +1303,31 @@ fn a_replay_runs_to_a_break_on_a_symbol() {
 
 /// `e`, like gdb's `finish`: from anywhere in a delivery or its handler's traps, to the
 /// handler's return.
+/// A live `e` runs the hypervisor to the handler's return address; when it stops, the status
+/// says where: at the return, or at another break that came first. (The stop itself needs
+/// QEMU: `tests/live.rs`.)
+#[test]
+fn a_live_finish_says_where_it_stopped() {
+    use traplab_abi::control::Break;
+    use traplab_tui::ui::app::finish_stop;
+    let app = open("page-fault.jsonl");
+    let finish = Break::Code {
+        start: 0x2000b6,
+        end: 0x2000b7,
+        dom: Some(0),
+    };
+    // Seq 443: the resume at 0x2000b6 after the #PF handler's IRET.
+    assert_eq!(
+        finish_stop(&app.trace, &finish, 443),
+        "e: stopped at the handler's return, 0x2000b6 (seq 443)"
+    );
+    // Seq 447: a console OUT's resume, elsewhere.
+    assert_eq!(
+        finish_stop(&app.trace, &finish, 447),
+        "e: stopped after seq 447, before the handler's return (0x2000b6): another break came first"
+    );
+}
+
 #[test]
 fn finish_goes_to_the_handler_s_return() {
     let mut app = open("page-fault.jsonl");
