@@ -16,7 +16,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use std::path::PathBuf;
 use traplab_tracer::store::Trace;
-use traplab_tui::ui::app::{Pane, Purpose, Screen};
+use traplab_tui::ui::app::{LiveState, Pane, Purpose, Screen};
 use traplab_tui::ui::{App, Options};
 
 fn recording(name: &str) -> PathBuf {
@@ -837,6 +837,40 @@ fn event_channel() -> App {
         trace.push_event(&event);
     }
     App::new(trace, plain())
+}
+
+/// At 80 columns the status line's keys end with `q quit` and the title with `? help`: the
+/// keys' words get shorter, the title's name gives way.
+#[test]
+fn the_keys_and_help_fit_80_columns() {
+    let last_line = |screen: &str| screen.lines().last().unwrap_or_default().to_string();
+    // A flow with a wake link has the most keys of the replay's.
+    let mut app = event_channel();
+    press(&mut app, "j<Enter>");
+    let screen = draw(&app, 80, 24);
+    let keys = last_line(&screen);
+    assert!(
+        keys.contains("w/W wake") && keys.contains("q quit"),
+        "{keys}"
+    );
+    assert!(draw(&app, 120, 24).contains("Tab detail/regs/code/console"));
+    // A live run stopped at a break: the title keeps its state and `? help`.
+    let mut app = App::live("page-fault (live)", plain());
+    for event in traplab_tracer::sample::event_channel_ping() {
+        app.take_item(traplab_tracer::session::Item::Event(event));
+    }
+    press(&mut app, "bpf<Enter>bud<Enter>");
+    app.live.as_mut().expect("a live run").state = LiveState::Stopped(448);
+    let screen = draw(&app, 80, 24);
+    let title = screen.lines().next().unwrap_or_default();
+    for words in [
+        "page-fault (live)",
+        "STOPPED after seq 448",
+        "break pf,ud",
+        "? help",
+    ] {
+        assert!(title.contains(words), "no {words:?}: {title}");
+    }
 }
 
 #[test]

@@ -272,60 +272,71 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             theme.warn(),
         )
     } else {
-        let keys: &[(&str, &str)] = match (app.screen, app.controls_qemu()) {
+        // Each key, what it does, and the shorter words a narrow terminal gets (80 columns:
+        // every key on the line, `q quit` last).
+        let keys: &[(&str, &str, &str)] = match (app.screen, app.controls_qemu()) {
             (Screen::Flows, false) => &[
-                ("j/k", "move"),
-                ("⏎", "open"),
-                ("z", "fold"),
-                ("/", "search"),
-                ("f/a", "class/action filter"),
-                ("3", "stats"),
-                ("q", "quit"),
+                ("j/k", "move", "move"),
+                ("⏎", "open", "open"),
+                ("z", "fold", "fold"),
+                ("/", "search", "search"),
+                ("f/a", "class/action filter", "filter"),
+                ("3", "stats", "stats"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, false) if !wake_links(app).is_empty() => &[
-                ("h/l", "step"),
-                ("j/k", "flow"),
-                ("w/W", "wake link"),
-                ("Tab", "detail/regs/code/console"),
-                ("Esc", "list"),
-                ("q", "quit"),
+                ("h/l", "step", "step"),
+                ("j/k", "flow", "flow"),
+                ("w/W", "wake link", "wake"),
+                ("Tab", "detail/regs/code/console", "pane"),
+                ("Esc", "list", "list"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, false) => &[
-                ("h/l", "step"),
-                ("j/k", "flow"),
-                ("Tab", "detail/regs/code/console"),
-                ("Esc", "list"),
-                ("q", "quit"),
+                ("h/l", "step", "step"),
+                ("j/k", "flow", "flow"),
+                ("Tab", "detail/regs/code/console", "pane"),
+                ("Esc", "list", "list"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Stats, _) => &[
-                ("j/k", "move"),
-                ("⏎", "show these flows"),
-                ("1", "flows"),
-                ("q", "quit"),
+                ("j/k", "move", "move"),
+                ("⏎", "show these flows", "show"),
+                ("1", "flows", "flows"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, true) => &[
-                ("b", "break"),
-                ("c", "continue"),
-                ("s", "step"),
-                ("p", "pause"),
-                ("h/l", "look"),
-                ("Tab", "pane"),
-                ("q", "quit"),
+                ("b", "break", "break"),
+                ("c", "continue", "continue"),
+                ("s", "step", "step"),
+                ("p", "pause", "pause"),
+                ("h/l", "look", "look"),
+                ("Tab", "pane", "pane"),
+                ("q", "quit", "quit"),
             ],
             // The list: `l` is not a step here, it opens the flow (as ⏎).
             (_, true) => &[
-                ("b", "break"),
-                ("c", "continue"),
-                ("s", "step"),
-                ("p", "pause"),
-                ("⏎", "open"),
-                ("q", "quit"),
+                ("b", "break", "break"),
+                ("c", "continue", "continue"),
+                ("s", "step", "step"),
+                ("p", "pause", "pause"),
+                ("⏎", "open", "open"),
+                ("q", "quit", "quit"),
             ],
         };
+        // ` key what ` each.
+        let wide: usize = keys
+            .iter()
+            .map(|(key, what, _)| key.chars().count() + what.chars().count() + 3)
+            .sum();
+        let narrow = wide > area.width as usize;
         let mut spans = Vec::new();
-        for (key, what) in keys {
+        for (key, what, short) in keys {
             spans.push(Span::styled(format!(" {key}"), theme.key()));
-            spans.push(Span::raw(format!(" {what} ")));
+            spans.push(Span::raw(format!(
+                " {} ",
+                if narrow { short } else { what }
+            )));
         }
         Line::from(spans)
     };
