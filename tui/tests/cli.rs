@@ -90,10 +90,20 @@ fn list_json_names_every_lab_with_title_and_classes() {
         "dom0 and start in every lab"
     );
     let text = run(&["list"]);
-    assert_eq!(
-        String::from_utf8_lossy(&text.stdout).lines().count(),
-        labs.len()
-    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.lines().count(), labs.len());
+    // Every title starts at one column, the long class lists (cr-write, other-intercepts,
+    // linux-boot) too.
+    let title_columns: std::collections::BTreeSet<usize> = text
+        .lines()
+        .zip(labs)
+        .map(|(line, lab)| {
+            let title = lab["title"].as_str().expect("a title");
+            let start = line.rfind(title).expect("the lab's title on its line");
+            line[..start].chars().count()
+        })
+        .collect();
+    assert_eq!(title_columns.len(), 1, "{text}");
 }
 
 #[test]

@@ -86,6 +86,13 @@ fn finish_runs_the_hypervisor_to_the_handler_s_return_and_forgets_its_break() {
     };
     assert_eq!(resume.rip, faulting, "back at the write, to retry it");
     assert!(
+        app.message
+            .as_deref()
+            .is_some_and(|message| message.starts_with("e: stopped at the handler's return")),
+        "{:?}",
+        app.message
+    );
+    assert!(
         app.story.steps.iter().any(|step| matches!(
             step,
             traplab_tui::ui::story::Step::Event { event, .. }

@@ -16,7 +16,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use std::path::PathBuf;
 use traplab_tracer::store::Trace;
-use traplab_tui::ui::app::{Pane, Purpose, Screen};
+use traplab_tui::ui::app::{LiveState, Pane, Purpose, Screen};
 use traplab_tui::ui::{App, Options};
 
 fn recording(name: &str) -> PathBuf {
@@ -175,6 +175,30 @@ fn stepping_through_the_reflected_page_fault() {
 }
 
 #[test]
+fn the_preview_of_a_handler_s_return_tells_the_return() {
+    // The IRET row's story is the whole delivery it ends; its preview tells its own exit and
+    // decision, the step ⏎ opens it at, not the #PF's exit at the story's start.
+    let mut app = open("page-fault.jsonl");
+    press(&mut app, "/IRET<Enter>");
+    let screen = draw(&app, 80, 24);
+    let preview: String = screen
+        .lines()
+        .skip_while(|line| !line.contains("Flow 110/158"))
+        .collect();
+    assert!(preview.contains("(#VMEXIT IRET)"), "{screen}");
+    assert!(!preview.contains("EXCP_PF"), "{screen}");
+    press(&mut app, "<Enter>");
+    assert!(
+        matches!(
+            app.story.event(app.step),
+            Some((_, event)) if matches!(event.body, traplab_abi::event::Body::Exit(_))
+        ),
+        "opened at the IRET's exit"
+    );
+    assert!(draw(&app, 80, 24).contains("#VMEXIT IRET"));
+}
+
+#[test]
 fn registers_and_code_panes() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "/EXCP_PF<Enter><Enter>lll<Tab>");
@@ -233,7 +257,11 @@ fn statistics_and_filtering_from_them() {
 fn help() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "?");
-    insta::assert_snapshot!("help", draw(&app, 80, 24));
+    let screen = draw(&app, 80, 24);
+    // A replay has no QEMU: quitting says what is wrong with the trace.
+    assert!(!screen.contains("QEMU"), "{screen}");
+    assert!(screen.contains("faults are said on stderr"), "{screen}");
+    insta::assert_snapshot!("help", screen);
     press(&mut app, "x");
     assert!(!app.help, "any key closes it");
 }
@@ -245,6 +273,7 @@ fn the_live_help_fits_80_by_24() {
     let screen = draw(&app, 80, 24);
     assert!(screen.contains("Any key closes this help."), "{screen}");
     assert!(screen.contains("type a line on COM1"), "{screen}");
+    assert!(screen.contains("quit (stops QEMU"), "{screen}");
 }
 
 /// A live run whose QEMU has stopped holds the whole trace: `b`, `c` and the status bar
@@ -515,6 +544,42 @@ fn a_trace_with_missing_events_says_so_on_every_screen() {
 }
 
 #[test]
+fn every_warning_fits_the_title_at_80_columns_with_bad_lines_too() {
+    // Bad lines, a gap in seq and no end event, under a long path: at 80 columns the path
+    // and the bad lines' wording give way, never a warning, on the list, a flow and the
+    // statistics; at 160 everything is said in full.
+    let mut app = edited("combo.jsonl", |lines| {
+        lines.pop();
+        lines.drain(186..188);
+        for _ in 0..20 {
+            lines.insert(20, "not an event".to_string());
+        }
+    });
+    app.trace.name = "/home/student/recordings/combo.jsonl".into();
+    for keys in ["", "/EXCP_PF<Enter><Enter>", "3"] {
+        press(&mut app, keys);
+        let screen = draw(&app, 80, 24);
+        let title = screen.lines().next().expect("a title line");
+        for words in ["20 BAD LINES", "EVENTS MISSING", "NO END EVENT", "? help"] {
+            assert!(
+                title.contains(words),
+                "after {keys:?}, no {words:?}: {title}"
+            );
+        }
+        assert!(title.contains("combo.jsonl"), "{title}");
+    }
+    let screen = draw(&app, 160, 24);
+    let title = screen.lines().next().expect("a title line");
+    assert!(
+        title.contains(
+            " traplab · /home/student/recordings/combo.jsonl · 157 flows · \
+             20 BAD LINES from 21: skipped · EVENTS MISSING, NO END EVENT"
+        ),
+        "{title}"
+    );
+}
+
+#[test]
 fn a_pane_s_letter_opens_it_from_the_list_as_tab_does() {
     let mut app = open("page-fault.jsonl");
     press(&mut app, "o");
@@ -642,8 +707,10 @@ fn a_long_name_is_cut_before_the_state_the_title_gives() {
     let title = screen.lines().next().expect("a title line");
     assert!(title.contains("filter "), "{title}");
     assert!(title.contains("flows"), "{title}");
-    assert!(title.contains("/home/student/labs/"), "{title}");
-    assert!(title.contains('…'), "{title}");
+    // The path gives up its start, keeping the file name and as much of the rest as fits.
+    assert!(title.contains("…/labs/"), "{title}");
+    assert!(title.contains("/page-fault.jsonl"), "{title}");
+    assert!(title.contains("? help"), "{title}");
 }
 
 #[test]
@@ -679,6 +746,34 @@ fn ctrl(app: &mut App, character: char) {
         KeyCode::Char(character),
         KeyModifiers::CONTROL,
     ));
+}
+
+#[test]
+fn a_register_note_wraps_under_its_register_and_j_reaches_its_end() {
+    // The recording cut before the handler's IRET: at the resume, the trace cannot say where
+    // the CPU pushed the frame, and the RSP note says why in a long sentence. It wraps at the
+    // pane's width, indented under its register, and scrolling down reaches its last words.
+    let mut app = edited("no-iret.jsonl", |lines| lines.truncate(300));
+    press(&mut app, "/EXCP_PF<Enter><Enter>lllr");
+    for (width, height) in [(80, 24), (120, 40)] {
+        app.pane_scroll = 0;
+        draw(&app, width, height);
+        for _ in 0..50 {
+            press(&mut app, "J");
+        }
+        let screen = draw(&app, width, height);
+        assert!(
+            screen.contains("handler to tell where"),
+            "{width}×{height}:\n{screen}"
+        );
+        let first = screen
+            .lines()
+            .position(|line| line.contains("│rsp: below the frame"))
+            .expect("the note's first row");
+        let next = screen.lines().nth(first + 1).expect("a second row");
+        // The backend quotes each row.
+        assert!(next.starts_with("\"│     "), "under the register: {next}");
+    }
 }
 
 #[test]
@@ -742,6 +837,40 @@ fn event_channel() -> App {
         trace.push_event(&event);
     }
     App::new(trace, plain())
+}
+
+/// At 80 columns the status line's keys end with `q quit` and the title with `? help`: the
+/// keys' words get shorter, the title's name gives way.
+#[test]
+fn the_keys_and_help_fit_80_columns() {
+    let last_line = |screen: &str| screen.lines().last().unwrap_or_default().to_string();
+    // A flow with a wake link has the most keys of the replay's.
+    let mut app = event_channel();
+    press(&mut app, "j<Enter>");
+    let screen = draw(&app, 80, 24);
+    let keys = last_line(&screen);
+    assert!(
+        keys.contains("w/W wake") && keys.contains("q quit"),
+        "{keys}"
+    );
+    assert!(draw(&app, 120, 24).contains("Tab detail/regs/code/console"));
+    // A live run stopped at a break: the title keeps its state and `? help`.
+    let mut app = App::live("page-fault (live)", plain());
+    for event in traplab_tracer::sample::event_channel_ping() {
+        app.take_item(traplab_tracer::session::Item::Event(event));
+    }
+    press(&mut app, "bpf<Enter>bud<Enter>");
+    app.live.as_mut().expect("a live run").state = LiveState::Stopped(448);
+    let screen = draw(&app, 80, 24);
+    let title = screen.lines().next().unwrap_or_default();
+    for words in [
+        "page-fault (live)",
+        "STOPPED after seq 448",
+        "break pf,ud",
+        "? help",
+    ] {
+        assert!(title.contains(words), "no {words:?}: {title}");
+    }
 }
 
 #[test]
@@ -1208,6 +1337,31 @@ fn a_replay_runs_to_a_break_on_a_symbol() {
 
 /// `e`, like gdb's `finish`: from anywhere in a delivery or its handler's traps, to the
 /// handler's return.
+/// A live `e` runs the hypervisor to the handler's return address; when it stops, the status
+/// says where: at the return, or at another break that came first. (The stop itself needs
+/// QEMU: `tests/live.rs`.)
+#[test]
+fn a_live_finish_says_where_it_stopped() {
+    use traplab_abi::control::Break;
+    use traplab_tui::ui::app::finish_stop;
+    let app = open("page-fault.jsonl");
+    let finish = Break::Code {
+        start: 0x2000b6,
+        end: 0x2000b7,
+        dom: Some(0),
+    };
+    // Seq 443: the resume at 0x2000b6 after the #PF handler's IRET.
+    assert_eq!(
+        finish_stop(&app.trace, &finish, 443),
+        "e: stopped at the handler's return, 0x2000b6 (seq 443)"
+    );
+    // Seq 447: a console OUT's resume, elsewhere.
+    assert_eq!(
+        finish_stop(&app.trace, &finish, 447),
+        "e: stopped after seq 447, before the handler's return (0x2000b6): another break came first"
+    );
+}
+
 #[test]
 fn finish_goes_to_the_handler_s_return() {
     let mut app = open("page-fault.jsonl");

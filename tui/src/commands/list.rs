@@ -27,17 +27,19 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, super::Failure> {
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(list));
     } else {
-        let width = labs.iter().map(|lab| lab.id.len()).max().unwrap_or(0);
-        for lab in &labs {
-            if writeln!(
-                out,
-                "{:<width$}  {:<28}  {}",
-                lab.id,
-                lab.classes.join(" "),
-                lab.title
-            )
-            .is_err()
-            {
+        // Columns as wide as their longest entry: every title starts at one column.
+        let rows: Vec<(&str, String, &str)> = labs
+            .iter()
+            .map(|lab| (lab.id.as_str(), lab.classes.join(" "), lab.title.as_str()))
+            .collect();
+        let id_width = rows.iter().map(|(id, ..)| id.chars().count()).max();
+        let classes_width = rows
+            .iter()
+            .map(|(_, classes, _)| classes.chars().count())
+            .max();
+        let (id_width, classes_width) = (id_width.unwrap_or(0), classes_width.unwrap_or(0));
+        for (id, classes, title) in &rows {
+            if writeln!(out, "{id:<id_width$}  {classes:<classes_width$}  {title}").is_err() {
                 break;
             }
         }

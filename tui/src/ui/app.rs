@@ -1381,6 +1381,9 @@ impl App {
                 if let Some(live) = self.live.as_mut() {
                     live.state = LiveState::Finished(describe_finish(&finish));
                     live.control = None;
+                    if live.finishing.take().is_some() {
+                        self.message = Some("e: QEMU stopped before the handler returned".into());
+                    }
                 }
             }
         }
@@ -1411,14 +1414,15 @@ impl App {
         {
             live.state = LiveState::Stopped(seq);
             // `e` reached its stop (or another break came first, as with gdb's finish):
-            // its break goes, the user's stay.
-            if live.finishing.take().is_some()
-                && let Some(control) = live.control.clone()
-            {
-                let _ = control.send(Command::ClearBreaks);
-                for (_, point) in &self.breaks {
-                    let _ = control.send(Command::AddBreak(*point));
+            // its break goes, the user's stay, and the status says which stop this is.
+            if let Some(finish) = live.finishing.take() {
+                if let Some(control) = live.control.clone() {
+                    let _ = control.send(Command::ClearBreaks);
+                    for (_, point) in &self.breaks {
+                        let _ = control.send(Command::AddBreak(*point));
+                    }
                 }
+                self.message = Some(finish_stop(&self.trace, &finish, seq));
             }
         } else if matches!(live.state, LiveState::Stopped(_)) && stopped.is_none() {
             live.state = LiveState::Running;
@@ -1521,6 +1525,33 @@ pub fn trace_fault_marker(app: &App) -> Option<String> {
         marks.push("TRACE RING BROKEN");
     }
     (!marks.is_empty()).then(|| marks.join(", "))
+}
+
+/// Where `e` stopped, when the hypervisor stopped after event `seq` while it ran to the
+/// handler's return (`finish`, the break at the return address): there, or at another break
+/// that came first.
+pub fn finish_stop(trace: &Trace, finish: &Break, seq: u64) -> String {
+    let event = trace
+        .index_of_seq(seq)
+        .and_then(|index| trace.event(index).ok());
+    let rip = event.as_ref().and_then(|event| match &event.body {
+        Body::Exit(exit) => Some(exit.rip),
+        Body::Resume(resume) => Some(resume.rip),
+        _ => None,
+    });
+    let dom = event.as_ref().and_then(|event| event.dom);
+    let return_address = match finish {
+        Break::Code { start, .. } => format!(" ({start:#x})"),
+        _ => String::new(),
+    };
+    match rip {
+        Some(rip) if finish.at(dom, rip) => {
+            format!("e: stopped at the handler's return, {rip:#x} (seq {seq})")
+        }
+        _ => format!(
+            "e: stopped after seq {seq}, before the handler's return{return_address}: another break came first"
+        ),
+    }
 }
 
 /// How QEMU stopped, in words.

@@ -128,11 +128,11 @@ impl Widget for &App {
 
 fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     // What the title says of the run's state (RUNNING, STOPPED, a bad line, the filter, the
-    // breaks) matters more than the trace's name, which can be a long path: the name is cut
-    // first, so that the state stays in view on a narrow terminal.
-    let mut parts = vec![format!("{} flows", app.trace.flows().len())];
+    // breaks) matters more than the trace's name, which can be a long path: `title_text`
+    // gives up the name's start first, so that the state stays in view on a narrow terminal.
+    let mut before = vec![format!("{} flows", app.trace.flows().len())];
     if app.class_filter.is_some() || app.action_filter.is_some() {
-        parts.push(format!(
+        before.push(format!(
             "filter {}{}",
             app.class_filter.unwrap_or("any class"),
             app.action_filter
@@ -140,20 +140,29 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
                 .unwrap_or_default()
         ));
     }
-    if let Some(error) = app.trace.error() {
-        parts.push(match app.trace.bad_lines() {
-            1 => format!("BAD LINE {}: skipped", error.line),
-            lines => format!("{lines} BAD LINES from {}: skipped", error.line),
-        });
-    }
+    // The bad lines, from the fullest wording to the shortest: the status line gives the
+    // first one's error in full.
+    let bad_lines = match (app.trace.error(), app.trace.bad_lines()) {
+        (None, _) => vec![],
+        (Some(error), 1) => vec![
+            format!("BAD LINE {}: skipped", error.line),
+            format!("BAD LINE {}", error.line),
+        ],
+        (Some(error), lines) => vec![
+            format!("{lines} BAD LINES from {}: skipped", error.line),
+            format!("{lines} BAD LINES from {}", error.line),
+            format!("{lines} BAD LINES"),
+        ],
+    };
+    let mut after = Vec::new();
     if let Some(marker) = super::app::trace_fault_marker(app) {
-        parts.push(marker);
+        after.push(marker);
     }
     if let Some(loader) = &app.loader {
-        parts.push(format!("loading {:.0}%", loader.progress() * 100.0));
+        after.push(format!("loading {:.0}%", loader.progress() * 100.0));
     }
     if let Some(live) = &app.live {
-        parts.push(match &live.state {
+        after.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
             LiveState::Running => "RUNNING".to_string(),
             LiveState::Stopped(seq) => format!("STOPPED after seq {seq}"),
@@ -162,31 +171,76 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     }
     if !app.breaks.is_empty() {
         let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
-        parts.push(format!("break {}", texts.join(",")));
+        after.push(format!("break {}", texts.join(",")));
     }
-    let right = "? help ";
-    let width = area.width as usize;
-    let state = parts.join(" · ");
-    let frame = " traplab ·  · ".chars().count() + state.chars().count();
-    let room = width.saturating_sub(right.len()).saturating_sub(frame);
-    // At least a few characters of the name: below that, the end is cut as any text is.
-    let name = if app.trace.name.chars().count() > room && room >= 8 {
-        fit(&app.trace.name, room)
+    let wordings: Vec<String> = if bad_lines.is_empty() {
+        vec![[before, after].concat().join(" · ")]
     } else {
-        app.trace.name.clone()
-    };
-    let left = format!(" traplab · {name} · {state}");
-    let text = if left.chars().count() + right.len() < width {
-        format!("{}{right}", fit(&left, width - right.len()))
-    } else {
-        fit(&left, width)
+        bad_lines
+            .into_iter()
+            .map(|bad| {
+                [before.clone(), vec![bad], after.clone()]
+                    .concat()
+                    .join(" · ")
+            })
+            .collect()
     };
     buf.set_line(
         area.x,
         area.y,
-        &Line::styled(text, theme.title()),
+        &Line::styled(
+            title_text(&app.trace.name, &wordings, area.width as usize),
+            theme.title(),
+        ),
         area.width,
     );
+}
+
+/// The title line, `width` characters: ` traplab · NAME · STATE` and `? help` at the right.
+/// `states` are the state's wordings, the fullest first. What gives way when it is too long,
+/// in this order: the path's start (`…/labs/pf.jsonl`, down to its file name), the word
+/// `traplab`, the fuller wordings, the rest of the name; the state (a warning above all: the
+/// trace cannot be trusted whole) is cut only when nothing else is left to give.
+fn title_text(name: &str, states: &[String], width: usize) -> String {
+    // With a space before it, so that the state never runs into it.
+    const HELP_HINT: &str = " ? help ";
+    let room = width.saturating_sub(HELP_HINT.len());
+    let length = |text: &str| text.chars().count();
+    let fullest = states.first().map_or("", String::as_str);
+    let shortest = states.last().map_or("", String::as_str);
+    // The name in at most `room` characters: whole, or the end of its path.
+    let path_end = |room: usize| -> Option<String> {
+        if length(name) <= room {
+            return Some(name.to_string());
+        }
+        name.match_indices('/')
+            .map(|(slash, _)| format!("…{}", &name[slash..]))
+            .find(|end| length(end) <= room)
+    };
+    let tries = [(" traplab · ", fullest)]
+        .into_iter()
+        .chain(states.iter().map(|state| (" ", state.as_str())));
+    for (start, state) in tries {
+        let name_room = room.saturating_sub(length(start) + length(" · ") + length(state));
+        if let Some(name) = path_end(name_room) {
+            return format!(
+                "{}{HELP_HINT}",
+                fit(&format!("{start}{name} · {state}"), room)
+            );
+        }
+    }
+    // A few characters of the name, or none.
+    let name_room = room.saturating_sub(length(" ") + length(" · ") + length(shortest));
+    let left = if name_room >= 8 {
+        format!(" {} · {shortest}", fit(name, name_room))
+    } else {
+        format!(" {shortest}")
+    };
+    if length(&left) <= room || (room > 0 && room >= width / 2) {
+        format!("{}{HELP_HINT}", fit(&left, room))
+    } else {
+        fit(&left, width)
+    }
 }
 
 fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
@@ -218,60 +272,71 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             theme.warn(),
         )
     } else {
-        let keys: &[(&str, &str)] = match (app.screen, app.controls_qemu()) {
+        // Each key, what it does, and the shorter words a narrow terminal gets (80 columns:
+        // every key on the line, `q quit` last).
+        let keys: &[(&str, &str, &str)] = match (app.screen, app.controls_qemu()) {
             (Screen::Flows, false) => &[
-                ("j/k", "move"),
-                ("⏎", "open"),
-                ("z", "fold"),
-                ("/", "search"),
-                ("f/a", "class/action filter"),
-                ("3", "stats"),
-                ("q", "quit"),
+                ("j/k", "move", "move"),
+                ("⏎", "open", "open"),
+                ("z", "fold", "fold"),
+                ("/", "search", "search"),
+                ("f/a", "class/action filter", "filter"),
+                ("3", "stats", "stats"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, false) if !wake_links(app).is_empty() => &[
-                ("h/l", "step"),
-                ("j/k", "flow"),
-                ("w/W", "wake link"),
-                ("Tab", "detail/regs/code/console"),
-                ("Esc", "list"),
-                ("q", "quit"),
+                ("h/l", "step", "step"),
+                ("j/k", "flow", "flow"),
+                ("w/W", "wake link", "wake"),
+                ("Tab", "detail/regs/code/console", "pane"),
+                ("Esc", "list", "list"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, false) => &[
-                ("h/l", "step"),
-                ("j/k", "flow"),
-                ("Tab", "detail/regs/code/console"),
-                ("Esc", "list"),
-                ("q", "quit"),
+                ("h/l", "step", "step"),
+                ("j/k", "flow", "flow"),
+                ("Tab", "detail/regs/code/console", "pane"),
+                ("Esc", "list", "list"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Stats, _) => &[
-                ("j/k", "move"),
-                ("⏎", "show these flows"),
-                ("1", "flows"),
-                ("q", "quit"),
+                ("j/k", "move", "move"),
+                ("⏎", "show these flows", "show"),
+                ("1", "flows", "flows"),
+                ("q", "quit", "quit"),
             ],
             (Screen::Flow, true) => &[
-                ("b", "break"),
-                ("c", "continue"),
-                ("s", "step"),
-                ("p", "pause"),
-                ("h/l", "look"),
-                ("Tab", "pane"),
-                ("q", "quit"),
+                ("b", "break", "break"),
+                ("c", "continue", "continue"),
+                ("s", "step", "step"),
+                ("p", "pause", "pause"),
+                ("h/l", "look", "look"),
+                ("Tab", "pane", "pane"),
+                ("q", "quit", "quit"),
             ],
             // The list: `l` is not a step here, it opens the flow (as ⏎).
             (_, true) => &[
-                ("b", "break"),
-                ("c", "continue"),
-                ("s", "step"),
-                ("p", "pause"),
-                ("⏎", "open"),
-                ("q", "quit"),
+                ("b", "break", "break"),
+                ("c", "continue", "continue"),
+                ("s", "step", "step"),
+                ("p", "pause", "pause"),
+                ("⏎", "open", "open"),
+                ("q", "quit", "quit"),
             ],
         };
+        // ` key what ` each.
+        let wide: usize = keys
+            .iter()
+            .map(|(key, what, _)| key.chars().count() + what.chars().count() + 3)
+            .sum();
+        let narrow = wide > area.width as usize;
         let mut spans = Vec::new();
-        for (key, what) in keys {
+        for (key, what, short) in keys {
             spans.push(Span::styled(format!(" {key}"), theme.key()));
-            spans.push(Span::raw(format!(" {what} ")));
+            spans.push(Span::raw(format!(
+                " {} ",
+                if narrow { short } else { what }
+            )));
         }
         Line::from(spans)
     };
@@ -443,13 +508,15 @@ fn render_flows(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let mut lines = Vec::new();
     if let Some(flow_number) = app.selected_flow() {
         // A trap in two sentences: its exit and its decision; a flow without an exit (an
-        // upcall when its domain was switched in): the switch and the delivery.
+        // upcall when its domain was switched in): the switch and the delivery. From the
+        // step opening the row lands on: a handler's return is told in the story of the
+        // delivery it ends, after the delivery's own steps.
         let has_exit = app
             .trace
             .flows()
             .get(flow_number)
             .is_some_and(|flow| flow.has_exit());
-        for step in &app.story.steps {
+        for step in app.story.steps.iter().skip(app.story.start) {
             if let Step::Event { event, index } = step
                 && let Ok(event) = event.as_ref()
                 && match event.body {
@@ -1283,9 +1350,46 @@ fn register_lines(app: &App, theme: Theme, width: usize) -> Vec<Line<'static>> {
         lines.push(Line::from(spans));
     }
     for note in after.iter().flat_map(|after| &after.notes) {
-        lines.push(Line::styled(note.clone(), theme.dim()));
+        for row in note_rows(note, width) {
+            lines.push(Line::styled(row, theme.dim()));
+        }
     }
     lines
+}
+
+/// A note on registers, `rsp: why`, wrapped at `width` columns, its later rows indented under
+/// the words past `rsp: `: the register it is about stays alone on the left. The pane's lines
+/// are its rows, so that J/K scroll through every one of them.
+fn note_rows(note: &str, width: usize) -> Vec<String> {
+    let (label, text) = match note.split_once(": ") {
+        // On a pane too narrow for a column under the label, the note wraps as plain text.
+        Some((label, text)) if 2 * (label.chars().count() + 2) <= width => {
+            (format!("{label}: "), text)
+        }
+        _ => (String::new(), note),
+    };
+    let indent = label.chars().count();
+    let room = width.saturating_sub(indent).max(1);
+    let mut rows: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match rows.last_mut() {
+            Some(row) if row.chars().count() + 1 + word.chars().count() <= room => {
+                row.push(' ');
+                row.push_str(word);
+            }
+            _ => rows.push(word.to_string()),
+        }
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(number, row)| {
+            if number == 0 {
+                format!("{label}{row}")
+            } else {
+                format!("{:indent$}{row}", "")
+            }
+        })
+        .collect()
 }
 
 /// The address the current step is about, and the domain.
@@ -1619,15 +1723,20 @@ const HELP: &[(&str, &str)] = &[
     ("/ n N", "search flows, next / previous match"),
     ("f a F", "filter by class, by action, clear"),
     ("1 2 3", "Flows, Flow, Stats (the mouse wheel scrolls)"),
-    ("q Ctrl-C", "quit (stops QEMU; Ctrl-C: status 130)"),
 ];
 
+/// A replay's keys, and a live run's once QEMU has stopped: the trace is all there is.
 const REPLAY_HELP: &[(&str, &str)] = &[
     (
         "b B",
         "break on pf, port:0x3f8, rip:0x200240, sym:NAME…; clear them",
     ),
     ("c", "run forward to the next break"),
+    // `replay` reads the rest of a recording quit early, to say all that is wrong with it.
+    (
+        "q Ctrl-C",
+        "quit: the trace's faults are said on stderr (Ctrl-C: 130, at once)",
+    ),
 ];
 
 const LIVE_HELP: &[(&str, &str)] = &[
@@ -1644,6 +1753,7 @@ const LIVE_HELP: &[(&str, &str)] = &[
         "i",
         "type a line on COM1 (Tab: another domain; ^C ^D go to it)",
     ),
+    ("q Ctrl-C", "quit (stops QEMU; Ctrl-C: status 130)"),
 ];
 
 fn render_help(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
