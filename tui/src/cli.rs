@@ -41,7 +41,7 @@ fn after_help() -> String {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the labs.
+    /// List the labs: each one's id, title and the trap classes it shows.
     List(ListArgs),
     /// Run a lab and print every event of its trace as it happens.
     Trace(TraceArgs),

@@ -92,14 +92,24 @@ fn list_json_names_every_lab_with_title_and_classes() {
     let text = run(&["list"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert_eq!(text.lines().count(), labs.len());
-    // Every title starts at one column, the long class lists (cr-write, other-intercepts,
-    // linux-boot) too.
+    // Every title starts at one column, and the classes come after it, the long lists
+    // (cr-write, other-intercepts, linux-boot) too.
     let title_columns: std::collections::BTreeSet<usize> = text
         .lines()
         .zip(labs)
         .map(|(line, lab)| {
             let title = lab["title"].as_str().expect("a title");
             let start = line.rfind(title).expect("the lab's title on its line");
+            let classes: Vec<&str> = lab["classes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|class| class.as_str())
+                .collect();
+            assert!(
+                line.ends_with(&format!("{title}  [{}]", classes.join(" "))),
+                "{line}"
+            );
             line[..start].chars().count()
         })
         .collect();

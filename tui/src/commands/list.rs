@@ -27,19 +27,18 @@ pub fn run(args: &ListArgs) -> Result<ExitCode, super::Failure> {
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(list));
     } else {
-        // Columns as wide as their longest entry: every title starts at one column.
-        let rows: Vec<(&str, String, &str)> = labs
+        // The id, then the title, each title at one column; the trap classes last, after
+        // it, where a long list (cr-write's, the Linux labs') pushes nothing out of line.
+        let width = labs
             .iter()
-            .map(|lab| (lab.id.as_str(), lab.classes.join(" "), lab.title.as_str()))
-            .collect();
-        let id_width = rows.iter().map(|(id, ..)| id.chars().count()).max();
-        let classes_width = rows
+            .map(|lab| lab.id.chars().count())
+            .max()
+            .unwrap_or(0);
+        let rows = labs
             .iter()
-            .map(|(_, classes, _)| classes.chars().count())
-            .max();
-        let (id_width, classes_width) = (id_width.unwrap_or(0), classes_width.unwrap_or(0));
-        for (id, classes, title) in &rows {
-            if writeln!(out, "{id:<id_width$}  {classes:<classes_width$}  {title}").is_err() {
+            .map(|lab| (lab.id.as_str(), lab.classes.join(" "), lab.title.as_str()));
+        for (id, classes, title) in rows {
+            if writeln!(out, "{id:<width$}  {title}  [{classes}]").is_err() {
                 break;
             }
         }
