@@ -90,6 +90,9 @@ pub struct Trace {
     /// previous event's (a blank or bad line came between): to name the line of an event
     /// that fails to parse later, without storing a line number per event.
     line_jumps: Vec<(u32, u32)>,
+    /// The event number at which each of `check`'s faults came to light, in order: to name
+    /// a recording's line where the stream broke a promise.
+    fault_events: Vec<u32>,
     /// Puts the lines' events in `seq` order, holding back one that jumps ahead (and the
     /// lines after it, until they judge it).
     order: SeqOrder<Pending>,
@@ -288,6 +291,7 @@ impl Trace {
             bad_lines: LineRuns::default(),
             lines: 0,
             line_jumps: Vec::new(),
+            fault_events: Vec::new(),
             order: SeqOrder::new(),
             end_offset: 0,
             side_by_side: false,
@@ -408,8 +412,10 @@ impl Trace {
             dom: facts.dom.unwrap_or(NO_DOM),
             kind: facts.kind,
         });
-        self.check
+        let faults = self
+            .check
             .observe_parts(facts.seq, facts.lost, facts.kind == Kind::End);
+        self.fault_events.extend(faults.iter().map(|_| index));
         if let Some(hz) = facts.tsc_hz {
             self.tsc_hz = Some(hz);
         }
@@ -537,6 +543,24 @@ impl Trace {
     /// Broken promises of the stream so far: gaps, losses, no `end` (yet).
     pub fn faults(&self) -> Vec<StreamFault> {
         self.check.faults_so_far()
+    }
+
+    /// [`Trace::faults`], each with the line of a recording where it came to light: the
+    /// line of the event after a gap, of a `lost` event, of an event after `end`. `None` for
+    /// a live run's, and for a missing `end` event, which no line shows.
+    pub fn faults_by_line(&self) -> Vec<(StreamFault, Option<usize>)> {
+        self.faults()
+            .into_iter()
+            .enumerate()
+            .map(|(number, fault)| {
+                let line = self
+                    .path
+                    .as_ref()
+                    .and(self.fault_events.get(number))
+                    .map(|&index| self.line_number(index as usize));
+                (fault, line)
+            })
+            .collect()
     }
 
     /// The line number of event number `index`: counted on from the last event at or
@@ -771,6 +795,21 @@ mod tests {
             }),
             "the bad line's event is missing: {:?}",
             trace.faults()
+        );
+        // Each fault with the line where it came to light: the gap at seq 3's line, after
+        // the bad line; the missing end event at none.
+        assert_eq!(
+            trace.faults_by_line(),
+            [
+                (
+                    StreamFault::Gap {
+                        expected: 2,
+                        found: 3
+                    },
+                    Some(5)
+                ),
+                (StreamFault::Truncated, None)
+            ]
         );
         std::fs::remove_file(path).unwrap();
     }

@@ -68,8 +68,14 @@ pub fn report(trace: Trace) -> (Trace, u8) {
         );
         bad_line = true;
     }
-    for fault in trace.faults() {
-        super::say_trace_fault(fault);
+    for (fault, line) in trace.faults_by_line() {
+        match line {
+            Some(line) => super::say_trace_fault(format!(
+                "{}:{line}: {fault}",
+                traplab_tracer::text::printable(&trace.name)
+            )),
+            None => super::say_trace_fault(fault),
+        }
         incomplete = true;
     }
     let code = status::of_recordings(&[
