@@ -871,6 +871,19 @@ fn the_keys_and_help_fit_80_columns() {
     ] {
         assert!(title.contains(words), "no {words:?}: {title}");
     }
+    // With gdb (`traplab run --gdb`): where it attaches is the run's state too, kept when
+    // the lab's name gives way.
+    app.live.as_mut().expect("a live run").gdb = Some("gdb d1: target remote :2159".into());
+    let screen = draw(&app, 80, 24);
+    let title = screen.lines().next().unwrap_or_default();
+    for words in [
+        "gdb d1: target remote :2159",
+        "STOPPED after seq 448",
+        "break pf,ud",
+        "? help",
+    ] {
+        assert!(title.contains(words), "no {words:?}: {title}");
+    }
 }
 
 #[test]

@@ -92,17 +92,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, super::Failure> {
         Accel::Kvm => "live, KVM",
         Accel::Tcg => "live",
     };
-    let title = match session.gdb_port() {
-        Some(port) => {
-            eprintln!("traplab: {}", super::gdb_command(&machine, port));
-            format!(
-                "{name} ({live}) · gdb {}: target remote 127.0.0.1:{port}",
-                traplab_abi::event::domain_label(machine.gdb_domain)
-            )
-        }
-        None => format!("{name} ({live})"),
-    };
-    let mut app = App::live(&title, Options::from_environment());
+    let mut app = App::live(&format!("{name} ({live})"), Options::from_environment());
+    if let (Some(port), Some(live)) = (session.gdb_port(), app.live.as_mut()) {
+        eprintln!("traplab: {}", super::gdb_command(&machine, port));
+        live.gdb = Some(format!(
+            "gdb {}: target remote :{port}",
+            traplab_abi::event::domain_label(machine.gdb_domain)
+        ));
+    }
     app.expect_programs(
         machine
             .domains()

@@ -127,6 +127,9 @@ pub struct Live {
     /// taken the command, its status still says it is stopped there, and that is no new
     /// stop (a loaded machine makes the wait long enough to see).
     resumed_from: Option<u64>,
+    /// Where gdb attaches (`traplab run --gdb`: `gdb d1: target remote :2159`): in the title
+    /// with the run's state, which a narrow terminal keeps when it cuts the lab's name.
+    pub gdb: Option<String>,
 }
 
 /// How the app is set up (tests turn off what depends on files outside the recording).
@@ -309,6 +312,7 @@ impl App {
             followed: None,
             finishing: None,
             resumed_from: None,
+            gdb: None,
         });
         app
     }

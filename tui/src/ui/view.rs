@@ -162,6 +162,7 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         after.push(format!("loading {:.0}%", loader.progress() * 100.0));
     }
     if let Some(live) = &app.live {
+        after.extend(live.gdb.clone());
         after.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
             LiveState::Running => "RUNNING".to_string(),
@@ -173,18 +174,31 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
         after.push(format!("break {}", texts.join(",")));
     }
-    let wordings: Vec<String> = if bad_lines.is_empty() {
-        vec![[before, after].concat().join(" · ")]
+    let mut wordings: Vec<String> = if bad_lines.is_empty() {
+        vec![[before.clone(), after.clone()].concat().join(" · ")]
     } else {
         bad_lines
-            .into_iter()
+            .iter()
             .map(|bad| {
-                [before.clone(), vec![bad], after.clone()]
+                [before.clone(), vec![bad.clone()], after.clone()]
                     .concat()
                     .join(" · ")
             })
             .collect()
     };
+    // The shortest: without the count of flows, which the list shows anyway (when
+    // something else is left to say).
+    let shortest_bad = bad_lines.last().cloned();
+    let without_count = [
+        before[1..].to_vec(),
+        shortest_bad.into_iter().collect(),
+        after,
+    ]
+    .concat()
+    .join(" · ");
+    if !without_count.is_empty() {
+        wordings.push(without_count);
+    }
     buf.set_line(
         area.x,
         area.y,
