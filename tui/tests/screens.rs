@@ -861,29 +861,22 @@ fn the_keys_and_help_fit_80_columns() {
     }
     press(&mut app, "bpf<Enter>bud<Enter>");
     app.live.as_mut().expect("a live run").state = LiveState::Stopped(448);
-    let screen = draw(&app, 80, 24);
-    let title = screen.lines().next().unwrap_or_default();
-    for words in [
-        "page-fault (live)",
-        "STOPPED after seq 448",
-        "break pf,ud",
-        "? help",
-    ] {
-        assert!(title.contains(words), "no {words:?}: {title}");
-    }
+    let title_has = |app: &App, said: &[&str]| {
+        let screen = draw(app, 80, 24);
+        let title = screen.lines().next().unwrap_or_default().to_string();
+        for words in said {
+            assert!(title.contains(words), "no {words:?}: {title}");
+        }
+    };
+    let state = ["STOPPED after seq 448", "break pf,ud", "? help"];
+    title_has(&app, &[&["page-fault (live)"][..], &state].concat());
     // With gdb (`traplab run --gdb`): where it attaches is the run's state too, kept when
     // the lab's name gives way.
     app.live.as_mut().expect("a live run").gdb = Some("gdb d1: target remote :2159".into());
-    let screen = draw(&app, 80, 24);
-    let title = screen.lines().next().unwrap_or_default();
-    for words in [
-        "gdb d1: target remote :2159",
-        "STOPPED after seq 448",
-        "break pf,ud",
-        "? help",
-    ] {
-        assert!(title.contains(words), "no {words:?}: {title}");
-    }
+    title_has(
+        &app,
+        &[&["gdb d1: target remote :2159"][..], &state].concat(),
+    );
 }
 
 #[test]
