@@ -3,12 +3,19 @@
 //! Every domain has its own TSC: the host's plus the VMCB's TSC_OFFSET, which the hypervisor
 //! sets at creation so that the guest's clock starts near 0 (AMD APM vol. 2, 15.30.5). The
 //! CPU applies the offset itself when RDTSC is not intercepted; intercepted, the hypervisor
-//! does the same sum. RDTSCP also returns TSC_AUX in ECX (0 here).
+//! does the same sum.
+//!
+//! RDTSCP also returns MSR TSC_AUX in ECX, which the hypervisor does not emulate: the CPU the
+//! guest sees has no RDTSCP (CPUID Fn8000_0001_EDX[27] clear, `cpuid.rs`), and such a CPU
+//! raises #UD for it (AMD APM vol. 3, RDTSCP, "Exceptions"), RIP on the instruction. So does
+//! the hypervisor, the event marked synthetic: the intercept came first. The exit comes only
+//! where the host's CPU has RDTSCP and RDTSC is intercepted (`intercept-rdtsc`, under KVM
+//! or TCG with `+rdtscp`); QEMU's `qemu64` raises #UD itself.
 
 use super::{Exit, undecodable};
-use crate::decide;
 use crate::decision::{Decision, Effect};
 use crate::domain::Guest;
+use crate::{decide, deliver};
 use alloc::format;
 use traplab_abi::event::Action;
 
@@ -22,17 +29,24 @@ pub fn handle(exit: &Exit, guest: &Guest, rdtscp: bool) -> Decision {
         || exit
             .decode_instruction(guest)
             .is_some_and(|instruction| instruction.mnemonic() == iced_x86::Mnemonic::Rdtscp);
+    if rdtscp {
+        return deliver!(
+            guest,
+            6,
+            0,
+            true,
+            "RDTSCP from the guest: the CPU it sees has no RDTSCP (CPUID Fn8000_0001_EDX[27] clear: the hypervisor does not emulate MSR TSC_AUX, which it returns in ECX), so the hypervisor answers as such a CPU: #UD"
+        );
+    }
     let offset = guest.vcpu.vmcb.control.tsc_offset;
     let value = exit.tsc.wrapping_add(offset);
     decide!(
         Action::Emulate,
-        "{}: the guest's clock is the host TSC plus its offset {:#x}",
-        if rdtscp { "RDTSCP" } else { "RDTSC" },
+        "RDTSC: the guest's clock is the host TSC plus its offset {:#x}",
         offset
     )
     .with(Effect::Gpr(0, value & 0xffff_ffff))
     .with(Effect::Gpr(2, value >> 32))
-    .with_all(rdtscp.then_some(Effect::Gpr(1, 0)))
     .with(Effect::Rip(guest.vcpu.rip_after(length)))
     .describe(format!("TSC = {value:#x}"))
 }
@@ -44,19 +58,29 @@ mod tests {
     use traplab_abi::exit::ExitReason;
 
     #[test]
-    fn an_rdtscp_that_tcg_reports_as_rdtsc_still_writes_ecx() {
-        let mut test = Test::long_mode();
-        test.set_gpr(1, 0x55);
-        test.code(&[0x0f, 0x01, 0xf9]); // rdtscp
-        let exit = test.exit(ExitReason::Rdtsc);
-        let run = test.run(exit);
-        assert!(
-            run.decision.why.starts_with("RDTSCP"),
-            "{}",
-            run.decision.why
-        );
-        assert_eq!(test.gpr(1), 0, "ECX = TSC_AUX");
-        assert_eq!(test.rip(), ENTRY + 3);
+    fn rdtscp_on_a_cpu_whose_cpuid_has_none_is_a_synthetic_ud_the_rip_on_it() {
+        // AMD APM vol. 3, RDTSCP: #UD when CPUID Fn8000_0001_EDX[RDTSCP] = 0, which is what
+        // the guest is shown. Its own exit (0x87), and the RDTSC exit TCG reports it as.
+        for reason in [ExitReason::Rdtscp, ExitReason::Rdtsc] {
+            let mut test = Test::long_mode();
+            test.code(&[0x0f, 0x01, 0xf9]); // rdtscp
+            test.gate(6, 0x20_f000);
+            test.set_gpr(1, 0x55);
+            assert!(!crate::exit::cpuid::guest_sees(
+                &test.guest(),
+                0x8000_0001,
+                3,
+                27
+            ));
+            let decision = test.decide(test.exit(reason));
+            assert_eq!(decision.action, Action::Reflect, "{}", decision.why);
+            assert!(decision.why.starts_with("RDTSCP from the guest"));
+            let (event, _, synthetic) = testing::injected(&decision);
+            assert_eq!((event.vector, synthetic), (6, true));
+            test.run(test.exit(reason));
+            assert_eq!(test.gpr(1), 0x55, "no TSC_AUX in ECX");
+            assert_eq!(test.rip(), ENTRY, "a fault: RIP on the RDTSCP");
+        }
     }
 
     #[test]
@@ -86,21 +110,6 @@ mod tests {
         test.domain.vcpu.vmcb.control.tsc_offset = (-900_000i64) as u64;
         test.run(test.exit(ExitReason::Rdtsc));
         assert_eq!(test.gpr(0), test.machine.now.get() - 900_000);
-    }
-
-    #[test]
-    fn rdtscp_also_returns_tsc_aux_in_ecx_which_is_0_here() {
-        let mut test = Test::long_mode();
-        test.code(&[0x0f, 0x01, 0xf9]);
-        test.set_gpr(1, 0x55);
-        test.run(test.exit(ExitReason::Rdtscp));
-        assert_eq!(test.gpr(1), 0);
-        assert_eq!(
-            test.gpr(0),
-            test.machine.now.get(),
-            "no offset: the host's TSC"
-        );
-        assert_eq!(test.rip(), ENTRY + 3);
     }
 
     #[test]
