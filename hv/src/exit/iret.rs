@@ -97,16 +97,22 @@ fn noted(exit: &Exit, guest: &Guest) -> Decision {
         .segment_base(segment::SS)
         .wrapping_add(save.rsp & pointer_mask)
         & vmcb.linear_address_mask();
+    // RIP, CS and RFLAGS first: an IRET at the same privilege outside 64-bit mode pops only
+    // those, and its frame may end right where readable memory does.
     let mut frame = [0u8; 40];
-    let readable = guest.read_virtual(stack, &mut frame[..5 * size]).is_ok();
-    let word = |index: usize| {
+    let mut readable = guest.read_virtual(stack, &mut frame[..3 * size]).is_ok();
+    let word = |frame: &[u8; 40], index: usize| {
         let mut bytes = [0u8; 8];
         bytes[..size].copy_from_slice(&frame[index * size..(index + 1) * size]);
         u64::from_le_bytes(bytes)
     };
-    let (rip, cs, rflags) = (word(0), word(1) as u16, word(2));
+    let (rip, cs, rflags) = (word(&frame, 0), word(&frame, 1) as u16, word(&frame, 2));
     let rsp = if size == 8 || long_mode_code || cs & 3 != save.cpl as u16 {
-        word(3)
+        let above = stack.wrapping_add(3 * size as u64) & vmcb.linear_address_mask();
+        readable &= guest
+            .read_virtual(above, &mut frame[3 * size..5 * size])
+            .is_ok();
+        word(&frame, 3)
     } else {
         // At the same privilege outside 64-bit mode: the stack pointer just above the frame,
         // as wide as SS's B bit says (the bits above a 16-bit SP stay).
@@ -325,6 +331,30 @@ mod tests {
             (0x20_0100, 0x08, 0x202, STACK + 12)
         );
         assert!(decision.why.contains("ends no event"), "{}", decision.why);
+    }
+
+    #[test]
+    fn an_iretd_at_the_same_privilege_reads_three_words_where_memory_ends() {
+        // The frame's three words are the last 12 bytes of RAM (paging off): the CPU pops
+        // them and goes on; its return is noted. A return to CPL 3 from there would pop
+        // ESP and SS beyond the end, which the CPU cannot read either.
+        let top = traplab_abi::boot::GUEST_RAM_SIZE - 12;
+        for (words, noted) in [
+            ([0x20_0100u32, 0x08, 0x202], true),
+            ([0x40_0000, 0x1b, 0x202], false),
+        ] {
+            let mut test = Test::protected_mode();
+            test.code(&[0xcf]);
+            for (index, word) in words.iter().enumerate() {
+                test.write(top + 4 * index as u64, &word.to_le_bytes());
+            }
+            test.domain.vcpu.vmcb.save.rsp = top;
+            let decision = test.decide(test.exit(ExitReason::Iret));
+            assert_eq!(decision.returning.is_some(), noted, "{}", decision.why);
+            if let Some(returning) = decision.returning {
+                assert_eq!((returning.rip, returning.rsp), (0x20_0100, top + 12));
+            }
+        }
     }
 
     #[test]
