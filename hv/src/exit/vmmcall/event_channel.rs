@@ -84,16 +84,28 @@ fn unreadable(name: &str, arg: u64) -> Refused {
 /// A new port of `domain`: a free one, in a domain with a shared-info page to mark its
 /// events in.
 fn new_port(name: &str, domain: &Domain) -> Result<Port, Refused> {
-    if domain.events.shared_info.is_none() {
-        return Err(refuse(
+    can_mark_pending(name, domain)?;
+    free_port(name, domain)
+}
+
+/// The shared-info page a new port's events are marked pending in (`set_shared_info`):
+/// without it, EINVAL, a condition of this hypervisor's (Xen's shared info always exists).
+fn can_mark_pending(name: &str, domain: &Domain) -> Result<(), Refused> {
+    match domain.events.shared_info {
+        Some(_) => Ok(()),
+        None => Err(refuse(
             decide!(
                 Action::Emulate,
                 "{name}: d{} has no shared-info page yet (set_shared_info), so no event could be marked pending: EINVAL",
                 domain.id
             ),
             error::EINVAL,
-        ));
+        )),
     }
+}
+
+/// The lowest free port of `domain`; ENOSPC when every one is in use.
+fn free_port(name: &str, domain: &Domain) -> Result<Port, Refused> {
     domain.events.free_port().ok_or_else(|| {
         refuse(
             decide!(
@@ -120,9 +132,10 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
             error::ESRCH,
         ));
     };
-    let port = new_port(NAME, target)?;
+    let port = free_port(NAME, target)?;
     // Xen's default policy (XSM's dummy module), checked once a free port is found: a
-    // domain allocates in itself; only the control domain may do it for another.
+    // domain allocates in itself; only the control domain may do it for another. (The
+    // shared-info page after it: a domU learns nothing of another domain's set-up.)
     if target.id != guest.id && !guest.privileged() {
         return Err(refuse(
             decide!(
@@ -134,6 +147,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
             error::EPERM,
         ));
     }
+    can_mark_pending(NAME, target)?;
     let remote = if remote_dom == DOMID_SELF {
         guest.id
     } else {
@@ -609,6 +623,12 @@ mod tests {
         assert_eq!(run.emulate().what, "event_channel_op returned -1 (EPERM)");
         assert_eq!(test.other(2).events.ports[1], PortState::Free);
         assert_eq!(read_u32(&test, DATA + 4), 0xeeee_eeee, "nothing written");
+        // The same while d2 has no shared-info page yet: the answer says nothing of d2's
+        // set-up (it was EINVAL, d2's missing page, before the policy was checked).
+        let mut test = op(cmd::ALLOC_UNBOUND, &alloc_unbound(2, DOMID_SELF));
+        test.add_domain(2).events.shared_info = None;
+        test.call();
+        assert_returned(&test, error::EPERM);
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub fn handle(guest: &Guest, next: u64) -> Decision {
                 guest.id
             )
             .with(Effect::Block(Wait::Store(path)))
-            .describe("store_wait: blocked, RIP stays at the VMMCALL"),
+            .describe(format!("{name}: blocked, RIP stays at the VMMCALL")),
             None => refuse(format!("{path} does not exist, ENOENT"), error::ENOENT),
         },
     }
@@ -515,6 +515,11 @@ mod tests {
         assert_eq!(
             run.decision.effects,
             [Effect::Block(Wait::Store("/local/domain/0/state".into()))]
+        );
+        assert_eq!(
+            run.emulate().what,
+            "store_watch: blocked, RIP stays at the VMMCALL",
+            "the trace names the call it blocked in"
         );
     }
 
