@@ -38,11 +38,16 @@ fn connect(port: u16) -> TcpStream {
     }
 }
 
-/// The port in a `target remote 127.0.0.1:PORT` that `text` names (traplab's gdb command
-/// line, or the terminal UI's title): the tests ask for port 0, a free one of the system's
-/// choosing, as tests picking ports ahead of time raced each other for them.
+/// The port in a `target remote 127.0.0.1:PORT` (traplab's gdb command line) or a
+/// `target remote :PORT` (the terminal UI's title) that `text` names: the tests ask for port
+/// 0, a free one of the system's choosing, as tests picking ports ahead of time raced each
+/// other for them.
 fn attach_port(text: &str) -> Option<u16> {
-    let (_, after) = text.split_once("target remote 127.0.0.1:")?;
+    let (_, after) = text.split_once("target remote ")?;
+    let after = after
+        .strip_prefix("127.0.0.1")
+        .unwrap_or(after)
+        .strip_prefix(':')?;
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
