@@ -1654,6 +1654,74 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
     said
 }
 
+/// `domain` has ended: let go of what it held of the others, as Xen's `domain_kill` does.
+/// Each of its channels' other ends is unbound again, waiting for it (`evtchn_destroy`
+/// closes every port; a send there is dropped, as on any unbound port), and each grant it
+/// had mapped is released (`gnttab_release_mappings`), so that the granter may end its
+/// access. The events that say so, each in the lane of the domain it changed (after the
+/// `domain` event that ends `domain`: no trap of theirs is under way): a backend sees why
+/// its port stopped delivering and its `end_access` now succeeds.
+pub fn release_holds(domain: &mut Domain, others: &mut OthersMut) -> Vec<(u16, Body)> {
+    let id = domain.id;
+    let mut said = Vec::new();
+    let mut say = |other: u16, what: String| {
+        said.push((
+            other,
+            Body::Emulate(Emulate {
+                what: Cow::Owned(what),
+                arguments: Arguments::default(),
+                changes: Vec::new(),
+            }),
+        ))
+    };
+    for (port, state) in domain.events.ports.iter().enumerate() {
+        if let PortState::Interdomain {
+            remote,
+            remote_port,
+        } = *state
+            && let Some(peer) = others.domain_mut(remote)
+            && let Some(slot) = peer.events.ports.get_mut(remote_port as usize)
+        {
+            *slot = PortState::Unbound { remote: id };
+            say(
+                remote,
+                format!(
+                    "d{id} has ended: its port {port} is closed, so d{remote}'s port {remote_port}, the channel's other end, is unbound again, waiting for d{id} (Xen's evtchn_close): a send on it is dropped"
+                ),
+            );
+        }
+    }
+    for (handle, slot) in domain.grants.maptrack.iter_mut().enumerate() {
+        let Some(mapping) = slot.take() else {
+            continue;
+        };
+        let Some(owner) = others.domain_mut(mapping.granter) else {
+            continue;
+        };
+        release_grant(owner, mapping);
+        let left = owner
+            .grants
+            .mapped
+            .get(mapping.gref as usize)
+            .copied()
+            .unwrap_or(0);
+        let now = match left {
+            0 => String::from("no domain maps it now: end_access can take it back"),
+            1 => String::from("1 mapping of it is left"),
+            left => format!("{left} mappings of it are left"),
+        };
+        say(
+            mapping.granter,
+            format!(
+                "d{id} has ended: its mapping of d{}'s grant {} (handle {handle}) is released (Xen's gnttab_release_mappings): {now}",
+                mapping.granter, mapping.gref
+            ),
+        );
+    }
+    domain.grants.maptrack.clear();
+    said
+}
+
 /// One mapping of `owner`'s grant is gone: count it, and clear the entry's in-use flags as
 /// Xen's `unmap_common_complete` does: GTF_writing with the last writable mapping,
 /// GTF_reading with the last one.
@@ -2721,5 +2789,61 @@ mod tests {
             test.domain.vcpu.run_state.is_blocked(),
             "class 4 still held"
         );
+    }
+
+    #[test]
+    fn a_domain_s_end_unbinds_its_peers_and_releases_its_grants_and_says_so_in_their_lanes() {
+        // d1 (the test's domain) ends. Its port 2 is bound to d2's port 5; it had mapped
+        // d2's grant 7, writable, as handle 0, and d2's grant 7 has a second mapping (d3's).
+        let mut test = Test::long_mode();
+        test.domain.events.ports[2] = PortState::Interdomain {
+            remote: 2,
+            remote_port: 5,
+        };
+        test.domain.grants.maptrack.push(Some(Mapping {
+            granter: 2,
+            gref: 7,
+            host_addr: 0x4000_0000,
+            readonly: false,
+        }));
+        let d2 = test.add_domain(2);
+        d2.events.ports[5] = PortState::Interdomain {
+            remote: 1,
+            remote_port: 2,
+        };
+        d2.grants.mapped[7] = 2;
+        d2.grants.mapped_writable[7] = 1;
+        d2.grants.table[7].flags |= grant_flags::READING | grant_flags::WRITING;
+        let mut others = OthersMut::new(&mut test.others, &mut test.store);
+        let said = release_holds(&mut test.domain, &mut others);
+        let said: Vec<(u16, &str)> = said
+            .iter()
+            .map(|(id, body)| match body {
+                Body::Emulate(emulate) => (*id, emulate.what.as_ref()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    2,
+                    "d1 has ended: its port 2 is closed, so d2's port 5, the channel's other end, is unbound again, waiting for d1 (Xen's evtchn_close): a send on it is dropped"
+                ),
+                (
+                    2,
+                    "d1 has ended: its mapping of d2's grant 7 (handle 0) is released (Xen's gnttab_release_mappings): 1 mapping of it is left"
+                ),
+            ]
+        );
+        let d2 = test.other(2);
+        assert_eq!(d2.events.ports[5], PortState::Unbound { remote: 1 });
+        assert_eq!((d2.grants.mapped[7], d2.grants.mapped_writable[7]), (1, 0));
+        assert_eq!(
+            d2.grants.table[7].flags & (grant_flags::READING | grant_flags::WRITING),
+            grant_flags::READING,
+            "the last writable mapping gone: GTF_writing cleared, GTF_reading kept"
+        );
+        assert!(test.domain.grants.maptrack.is_empty());
     }
 }

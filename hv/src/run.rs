@@ -870,9 +870,9 @@ fn keep_debug_registers(running: &mut Running, id: u16, machine: &Hardware) {
 }
 
 /// Domain `id` is over: tell gdb, flush its console, undo what it held of the others (its
-/// channels' other ends become unbound again, as Xen's `evtchn_destroy` closes every port,
-/// and the grants it mapped are released), say how it ended, and tell the store's watchers
-/// (`apply::release_domain`).
+/// channels' other ends become unbound again, and the grants it mapped are released:
+/// `apply::release_holds`), say how it ended and what the others lost, and tell the store's
+/// watchers (`apply::release_domain`).
 fn finish(running: &mut Running, id: u16, end: DomainEnd) {
     // Once: an end asked for twice (gdb's `kill` held while the domain's own end was being
     // decided) is over the first time.
@@ -915,28 +915,16 @@ fn finish(running: &mut Running, id: u16, end: DomainEnd) {
         status,
         reason: Some(Cow::Owned(reason)),
     });
-    for state in domain.events.ports {
-        if let PortState::Interdomain {
-            remote,
-            remote_port,
-        } = state
-            && let Some(peer) = others.domain_mut(remote)
-            && let Some(slot) = peer.events.ports.get_mut(remote_port as usize)
-        {
-            *slot = PortState::Unbound { remote: id };
-        }
-    }
-    for mapping in domain.grants.maptrack.drain(..).flatten() {
-        if let Some(owner) = others.domain_mut(mapping.granter) {
-            apply::release_grant(owner, mapping);
-        }
-    }
+    let released = apply::release_holds(domain, &mut others);
     // Recorded once the domain's hold on the others is undone: the host may stop the
     // hypervisor after either event, and gdb be answered there.
     if let Some(console) = console {
         running.record(Some(id), &console);
     }
     running.record(Some(id), &ended);
+    for (other, body) in released {
+        running.record(Some(other), &body);
+    }
     // The store's `@releaseDomain`: whoever waits for or watches it hears of the end.
     let Some((_, mut others)) = running.system().split_mut(id) else {
         return;
