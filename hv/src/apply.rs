@@ -1660,7 +1660,7 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
 /// had mapped is released (`gnttab_release_mappings`), so that the granter may end its
 /// access. The events that say so, each in the lane of the domain it changed (after the
 /// `domain` event that ends `domain`: no trap of theirs is under way): a backend sees why
-/// its port stopped delivering and its `end_access` now succeeds.
+/// its port stopped delivering, a frontend why its `end_access` now succeeds.
 pub fn release_holds(domain: &mut Domain, others: &mut OthersMut) -> Vec<(u16, Body)> {
     let id = domain.id;
     let mut said = Vec::new();
