@@ -157,8 +157,11 @@ impl Builder {
             Some(1),
             decide(
                 Action::Forward,
-                "hypercall event_channel_op EVTCHNOP_send on port 1: notify its other end, d2's port 3",
-                "hv/src/exit/vmmcall.rs:171",
+                match woke {
+                    true => "EVTCHNOP_send: port 1 is connected to port 3 of d2: the hypervisor forwards the event there (it is blocked: the event may wake it); d1 goes on",
+                    false => "EVTCHNOP_send: port 1 is connected to port 3 of d2: the hypervisor forwards the event there; d1 goes on",
+                },
+                "hv/src/exit/vmmcall/event_channel.rs:378",
             ),
         );
         self.push(
