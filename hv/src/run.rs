@@ -47,7 +47,6 @@ use traplab_abi::event::{self, Body, DomainState, Schedule, ScheduleWhy};
 use traplab_abi::evtchn::Port;
 use traplab_abi::exit::ExitReason;
 use traplab_hv::apply::{self, Applied};
-use traplab_hv::domain::evtchn::PortState;
 use traplab_hv::domain::vcpu::RunState;
 use traplab_hv::record::{self, VcpuExit, VcpuResume};
 use traplab_hv::schedule::{self, Start, Switch};
