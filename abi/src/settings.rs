@@ -19,7 +19,7 @@ pub const SETTINGS: [(&str, &str); 9] = [
     ),
     (
         "intercept-rdtsc",
-        "intercept RDTSC and RDTSCP and emulate them with the domain's TSC offset",
+        "intercept RDTSC and RDTSCP: RDTSC emulated with the domain's TSC offset, RDTSCP a #UD, as on the CPU the guest is shown",
     ),
     (
         "intercept-invlpg",

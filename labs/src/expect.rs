@@ -281,7 +281,10 @@ impl Mismatch {
                     nearest.line
                 ));
                 if let (true, Some(seq)) = (nearest.earlier, self.after_seq) {
-                    text.push_str(&format!(" (before event {seq}, the step before's)"));
+                    text.push_str(&format!(
+                        " (it came before event {seq}, which matched step {})",
+                        self.step
+                    ));
                 }
             }
             None => text.push_str("; no event of that kind came"),

@@ -597,10 +597,10 @@ fn schedule_expectation(pattern: &Pattern) -> String {
     text
 }
 
-/// Append ", error code 0x2, CR2 0x40000000" for the fields the pattern names.
 /// A field's key in the pattern, its name for a student, and how its value reads.
 type Field<'a> = (&'a str, &'a str, fn(&Value) -> String);
 
+/// Append ", error code 0x2, CR2 0x40000000" for the fields the pattern names.
 fn details(text: &mut String, pattern: &Pattern, fields: &[Field]) {
     let parts: Vec<String> = fields
         .iter()

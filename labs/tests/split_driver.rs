@@ -221,13 +221,13 @@ fn a_frontend_that_dies_is_released_and_the_toolstack_and_the_backend_live_on() 
             "d{dom}: {reason}"
         );
     }
-    // Right after d1's end, the store tells both: d0 blocked in its watch, d2 on its store
-    // port.
+    // Right after d1's end, d2 hears its channel's other end is gone; then the store tells
+    // both: d0 blocked in its watch, d2 on its store port.
     let killed = index_of(events, 0, |event| {
         event.dom == Some(1)
             && matches!(&event.body, Body::Domain(change) if change.state == DomainState::Killed)
     });
-    let told: Vec<(Option<u16>, &str)> = events[killed + 1..killed + 3]
+    let told: Vec<(Option<u16>, &str)> = events[killed + 1..killed + 4]
         .iter()
         .map(|event| match &event.body {
             Body::Emulate(emulate) => (event.dom, emulate.what.as_ref()),
@@ -237,6 +237,10 @@ fn a_frontend_that_dies_is_released_and_the_toolstack_and_the_backend_live_on() 
     assert_eq!(
         told,
         [
+            (
+                Some(2),
+                "d1 has ended: its port 1 is closed, so d2's port 1, the channel's other end, is unbound again, waiting for d1 (Xen's evtchn_close): a send on it is dropped"
+            ),
             (
                 Some(0),
                 "d1 has ended: the store lists it in @releaseDomain, which d0 waits for in store_watch: it wakes"

@@ -260,7 +260,10 @@ fn help() {
     let screen = draw(&app, 80, 24);
     // A replay has no QEMU: quitting says what is wrong with the trace.
     assert!(!screen.contains("QEMU"), "{screen}");
-    assert!(screen.contains("faults are said on stderr"), "{screen}");
+    assert!(
+        screen.contains("any faults of the trace go to stderr"),
+        "{screen}"
+    );
     insta::assert_snapshot!("help", screen);
     press(&mut app, "x");
     assert!(!app.help, "any key closes it");

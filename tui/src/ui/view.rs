@@ -162,7 +162,6 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         after.push(format!("loading {:.0}%", loader.progress() * 100.0));
     }
     if let Some(live) = &app.live {
-        after.extend(live.gdb.clone());
         after.push(match &live.state {
             LiveState::Starting => "starting QEMU…".to_string(),
             LiveState::Running => "RUNNING".to_string(),
@@ -173,6 +172,11 @@ fn render_title(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     if !app.breaks.is_empty() {
         let texts: Vec<&str> = app.breaks.iter().map(|(text, _)| text.as_str()).collect();
         after.push(format!("break {}", texts.join(",")));
+    }
+    // Where gdb attaches, last: the run's state and its breaks change, and matter more (the
+    // command is on stderr too, from the start).
+    if let Some(gdb) = app.live.as_ref().and_then(|live| live.gdb.clone()) {
+        after.push(gdb);
     }
     let mut wordings: Vec<String> = if bad_lines.is_empty() {
         vec![[before.clone(), after.clone()].concat().join(" · ")]
@@ -1749,7 +1753,7 @@ const REPLAY_HELP: &[(&str, &str)] = &[
     // `replay` reads the rest of a recording quit early, to say all that is wrong with it.
     (
         "q Ctrl-C",
-        "quit: the trace's faults are said on stderr (Ctrl-C: 130, at once)",
+        "quit: any faults of the trace go to stderr (Ctrl-C: 130, at once)",
     ),
 ];
 

@@ -135,7 +135,7 @@ fn alloc_unbound(guest: &Guest, arg: u64) -> Outcome {
     let port = free_port(NAME, target)?;
     // Xen's default policy (XSM's dummy module), checked once a free port is found: a
     // domain allocates in itself; only the control domain may do it for another. (The
-    // shared-info page after it: a domU learns nothing of another domain's set-up.)
+    // shared-info page after it: a domU learns nothing of another domain's shared-info page.)
     if target.id != guest.id && !guest.privileged() {
         return Err(refuse(
             decide!(
