@@ -1418,8 +1418,11 @@ impl App {
         {
             live.state = LiveState::Stopped(seq);
             // `e` reached its stop (or another break came first, as with gdb's finish):
-            // its break goes, the user's stay, and the status says which stop this is.
-            if let Some(finish) = live.finishing.take() {
+            // its break goes, the user's stay, and the status says which stop this is, once
+            // the event it stopped after has come through the reader (the stop is known
+            // from the control word first; the hypervisor waits meanwhile).
+            let arrived = self.trace.index_of_seq(seq).is_some();
+            if let Some(finish) = live.finishing.take_if(|_| arrived) {
                 if let Some(control) = live.control.clone() {
                     let _ = control.send(Command::ClearBreaks);
                     for (_, point) in &self.breaks {
