@@ -446,11 +446,17 @@ pub fn keys_from_host(domain: &mut Domain, machine: &mut dyn Machine, events: &m
         what.push_str("; ");
         what.push_str(&line);
     }
-    events.push(Body::Emulate(Emulate {
+    events.push(words_only(what));
+}
+
+/// An `emulate` that only says `what` the hypervisor did: no register of the guest's
+/// changed (keys typed, ticks off an exit, what a domain's end did to the others).
+fn words_only(what: String) -> Body {
+    Body::Emulate(Emulate {
         what: Cow::Owned(what),
         arguments: Arguments::default(),
         changes: Vec::new(),
-    }));
+    })
 }
 
 /// `domain`'s timers due at `now` tick while no exit of its own is being handled: while it is
@@ -467,11 +473,7 @@ pub fn timer_ticks_off_an_exit(
 ) -> Option<Option<Port>> {
     let (words, woke) = tick_due_timers(domain, now, events);
     if !words.is_empty() {
-        events.push(Body::Emulate(Emulate {
-            what: Cow::Owned(format!("{when}: {}", words.join("; "))),
-            arguments: Arguments::default(),
-            changes: Vec::new(),
-        }));
+        events.push(words_only(format!("{when}: {}", words.join("; "))));
     }
     woke
 }
@@ -1640,16 +1642,7 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
                 domain.id
             ));
         }
-        for what in what {
-            said.push((
-                domain.id,
-                Body::Emulate(Emulate {
-                    what: Cow::Owned(what),
-                    arguments: Arguments::default(),
-                    changes: Vec::new(),
-                }),
-            ));
-        }
+        said.extend(what.into_iter().map(|what| (domain.id, words_only(what))));
     }
     said
 }
@@ -1664,16 +1657,7 @@ pub fn release_domain(id: u16, others: &mut OthersMut) -> Vec<(u16, Body)> {
 pub fn release_holds(domain: &mut Domain, others: &mut OthersMut) -> Vec<(u16, Body)> {
     let id = domain.id;
     let mut said = Vec::new();
-    let mut say = |other: u16, what: String| {
-        said.push((
-            other,
-            Body::Emulate(Emulate {
-                what: Cow::Owned(what),
-                arguments: Arguments::default(),
-                changes: Vec::new(),
-            }),
-        ))
-    };
+    let mut say = |other: u16, what: String| said.push((other, words_only(what)));
     for (port, state) in domain.events.ports.iter().enumerate() {
         if let PortState::Interdomain {
             remote,
